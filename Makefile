@@ -1,0 +1,38 @@
+# Two entry points for a fresh clone: `make run` and `make test`.
+# Everything else is what they are built from.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,gpu]'
+	touch $(STAMP)
+
+## Start the main job (the offline demo on the built-in simulated market).
+run: $(STAMP)
+	$(BIN)/hotcoin $(or $(ARGS),run --demo)
+
+## The whole test suite.
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## What CI runs.
+check: test lint
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

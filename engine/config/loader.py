@@ -1,0 +1,261 @@
+"""Build the effective config from its layers: defaults < TOML file < HOTCOIN_* env < CLI flags.
+
+Each leaf value remembers where it came from, so an error can name the key, the file (or
+variable) that set it, and the fix; `hotcoin config show --sources` prints the same map.
+Secrets come only from the secrets file (mode 0600) or the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from engine.config import locations
+from engine.config.model import SECRET_KEYS, HotcoinConfig
+from engine.errors import ConfigError
+
+ENV_PREFIX = "HOTCOIN_"
+# Variables with their own meaning, not config keys.
+ENV_SPECIAL = {"HOTCOIN_CONFIG": None, "HOTCOIN_JOURNAL": "journal.path"}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: HotcoinConfig
+    sources: Mapping[str, str] = field(default_factory=dict)  # dotted key -> "file:/x.toml" | "env:VAR" | "cli"
+    config_file: Path | None = None
+
+    def source_of(self, key: str) -> str:
+        return self.sources.get(key, "default")
+
+
+def load_config(
+    config_file: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """The effective config. Raises `ConfigError` with key, origin and fix on any problem."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    path = _choose_config_file(config_file, env)
+    if path is not None:
+        data = _read_toml(path, what="config file")
+        for key in _leaf_keys(data):
+            if key in SECRET_KEYS:
+                raise ConfigError(
+                    f"{key} is a secret and may not be set in the config file {path}; "
+                    "move it to the secrets file (chmod 600) or set it in the environment"
+                )
+        _merge(merged, data, sources, f"file:{path}")
+
+    _merge(merged, _env_layer(env), sources, None)
+    if cli:
+        for key in cli:
+            if key in SECRET_KEYS:
+                raise ConfigError(f"{key} is a secret and may not be passed on the command line")
+        _merge(merged, _unflatten(cli), sources, "cli")
+
+    secrets_path = Path(_get(merged, "paths.secrets_file") or locations.default_secrets_file()).expanduser()
+    if secrets_path.exists():
+        secrets = _read_secrets(secrets_path)
+        # Environment wins over the secrets file, like every other layer.
+        secrets = {k: v for k, v in _flatten(secrets).items() if not sources.get(k, "").startswith("env:")}
+        _merge(merged, _unflatten(secrets), sources, f"file:{secrets_path}")
+
+    try:
+        config = HotcoinConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, sources)) from None
+    return LoadedConfig(config=config, sources=sources, config_file=path)
+
+
+def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is None and env.get("HOTCOIN_CONFIG"):
+        explicit = Path(env["HOTCOIN_CONFIG"])
+    if explicit is not None:
+        explicit = explicit.expanduser()
+        if not explicit.is_file():
+            raise ConfigError(
+                f"config file {explicit} does not exist; create it, or drop --config/HOTCOIN_CONFIG "
+                "to run on defaults"
+            )
+        return explicit
+    default = locations.default_config_file()
+    return default if default.is_file() else None
+
+
+def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}; fix the syntax at that line") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _read_secrets(path: Path) -> dict[str, Any]:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"secrets file {path} is readable by group or others (mode {mode:04o}); "
+            f"refusing to use it. Fix: chmod 600 {path}"
+        )
+    data = _read_toml(path, what="secrets file")
+    for key in _leaf_keys(data):
+        if key not in SECRET_KEYS:
+            allowed = ", ".join(sorted(SECRET_KEYS))
+            raise ConfigError(
+                f"secrets file {path} sets {key}, which is not a secret; put it in the config file. "
+                f"The secrets file takes only: {allowed}"
+            )
+    return data
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable."""
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if name in ENV_SPECIAL:
+            dotted = ENV_SPECIAL[name]
+            if dotted is None:
+                continue
+        else:
+            dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{name} looks like JSON but does not parse; quote it as JSON or drop the brackets") from None
+        _set(out, dotted, _EnvValue(name, value))
+    return out
+
+
+@dataclass(frozen=True)
+class _EnvValue:
+    """A value that remembers which environment variable set it."""
+
+    var: str
+    value: Any
+
+
+def _merge(dst: dict[str, Any], src: Mapping[str, Any], sources: dict[str, str], origin: str | None, prefix: str = "") -> None:
+    for key, value in src.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            node = dst.get(key)
+            if not isinstance(node, dict):
+                node = dst[key] = {}
+            _merge(node, value, sources, origin, f"{dotted}.")
+        elif isinstance(value, _EnvValue):
+            dst[key] = value.value
+            sources[dotted] = f"env:{value.var}"
+        else:
+            dst[key] = value
+            sources[dotted] = origin or "default"
+
+
+def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        origin = _origin(key, sources)
+        if err["type"] == "extra_forbidden":
+            known = _known_fields(loc[:-1])
+            guess = difflib.get_close_matches(loc[-1], known, n=1)
+            fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
+            lines.append(f"  {key} (from {origin}): unknown key; {fix}")
+            continue
+        shown = "***" if key in SECRET_KEYS else repr(err.get("input"))
+        lines.append(f"  {key} (from {origin}): {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}")
+    return "\n".join(lines)
+
+
+def _fix_hint(loc: list[str]) -> str:
+    model: type[BaseModel] = HotcoinConfig
+    for part in loc[:-1]:
+        info = model.model_fields.get(part)
+        sub = getattr(info, "annotation", None) if info else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return "see `hotcoin config show --doc`"
+        model = sub
+    info = model.model_fields.get(loc[-1])
+    if info is None:
+        return "see `hotcoin config show --doc`"
+    return f"{info.description or 'see hotcoin config show --doc'} (default: {info.get_default(call_default_factory=True)!r})"
+
+
+def _known_fields(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = HotcoinConfig
+    for part in loc:
+        info = model.model_fields.get(part)
+        sub = getattr(info, "annotation", None) if info else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return sorted(model.model_fields)
+
+
+def _origin(key: str, sources: Mapping[str, str]) -> str:
+    while key:
+        if key in sources:
+            return sources[key]
+        key = key.rpartition(".")[0]
+    return "defaults"
+
+
+def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    return list(_flatten(data, prefix))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        _set(out, key, value)
+    return out
+
+
+def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = out
+    for part in parents:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {part} is a value, not a section")
+        node = nxt
+    node[leaf] = value
+
+
+def _get(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node

@@ -1,0 +1,52 @@
+"""The whole configuration: one frozen model composed of per-subsystem sections."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import orjson
+from pydantic import Field, SecretStr
+
+from engine.config.sections.base import Section
+from engine.config.sections.exchange import ExchangeSection
+from engine.config.sections.journal import JournalSection
+from engine.config.sections.paths import PathsSection
+
+# Dotted paths of every secret field: accepted only from the secrets file or the environment,
+# never from the main config file or the command line (where they would land in shell history).
+SECRET_KEYS: frozenset[str] = frozenset({"exchange.api_key", "exchange.api_secret"})
+
+
+class HotcoinConfig(Section):
+    mode: Literal["paper", "live"] = Field(
+        "paper", description="`paper` simulates fills; `live` sends real orders (also needs --live --yes-really)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")
+    paths: PathsSection = Field(default_factory=PathsSection)
+    exchange: ExchangeSection = Field(default_factory=ExchangeSection)
+    journal: JournalSection = Field(default_factory=JournalSection)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as plain data with every secret shown as '***' (or None if unset)."""
+        return cast(dict[str, Any], _redact(self.model_dump(mode="python")))
+
+    def config_hash(self) -> str:
+        """Short stable hash of the effective config without secrets: ties journal events to a config."""
+        blob = orjson.dumps(self.redacted(), option=orjson.OPT_SORT_KEYS, default=str)
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal.path or (self.paths.data_dir / "journal.sqlite")
+
+
+def _redact(value: object) -> object:
+    if isinstance(value, SecretStr):
+        return "***"
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value

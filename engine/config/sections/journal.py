@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from engine.config.sections.base import Section
+
+
+class JournalSection(Section):
+    path: Path | None = Field(
+        None, description="Journal SQLite file; default <data_dir>/journal.sqlite (HOTCOIN_JOURNAL also sets it)."
+    )
+    batch_size: int = Field(2000, ge=1, description="Events written per transaction at most.")
+    flush_interval_ms: int = Field(50, ge=1, description="Longest an event waits in memory before it is written.")
+    max_pending: int = Field(
+        200_000,
+        ge=1000,
+        description="Back-pressure mark: above this many unwritten events the runtime stops feeding "
+        "new market data until the writer catches up (events are never dropped).",
+    )
+    rotate_max_bytes: int = Field(
+        2_000_000_000, ge=1_000_000, description="Move old events to an archive file past this main-file size."
+    )
+    rotate_max_age_days: float = Field(30.0, gt=0, description="Move events older than this to an archive file.")
+    retention_archives: int = Field(
+        24, ge=0, description="Archive files kept; the oldest beyond this are deleted (0 keeps all)."
+    )

@@ -1,0 +1,58 @@
+"""One OHLCV bar."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.errors import MarketDataError
+
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Bar length in milliseconds; unknown timeframes are a caller error, named."""
+    try:
+        return TIMEFRAME_MS[timeframe]
+    except KeyError:
+        known = ", ".join(TIMEFRAME_MS)
+        raise MarketDataError(f"unknown timeframe {timeframe!r}; use one of {known}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """A bar of `timeframe` opening at `open_ms` (UTC epoch ms); volume in the base asset."""
+
+    symbol: str
+    timeframe: str
+    open_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    closed: bool = True
+
+    @property
+    def close_ms(self) -> int:
+        return self.open_ms + timeframe_ms(self.timeframe)
+
+    def validate(self) -> Candle:
+        """Reject bars no exchange could have printed; returns self for chaining."""
+        values = (self.open, self.high, self.low, self.close)
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise MarketDataError(f"{self.symbol} {self.open_ms}: non-positive or non-finite price")
+        if not (math.isfinite(self.volume) and self.volume >= 0):
+            raise MarketDataError(f"{self.symbol} {self.open_ms}: bad volume {self.volume!r}")
+        if self.low > min(self.open, self.close) or self.high < max(self.open, self.close):
+            raise MarketDataError(f"{self.symbol} {self.open_ms}: high/low do not bound open/close")
+        return self

@@ -1,0 +1,95 @@
+"""Tickers, one symbol at a time or the whole market at once.
+
+A full-market update (`!ticker@arr`, ~2,000 symbols a second) is a `TickerBatch`: a struct
+of numpy arrays, so discovery can update every symbol with a handful of vector operations
+instead of 2,000 Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.errors import MarketDataError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    """Rolling 24 h statistics for one symbol, as the exchange reports them."""
+
+    symbol: str
+    ts_ms: int
+    last: float
+    bid: float
+    ask: float
+    open_24h: float
+    high_24h: float
+    low_24h: float
+    base_volume_24h: float
+    quote_volume_24h: float
+    trade_count_24h: int = -1
+
+
+_FLOAT_FIELDS = ("last", "bid", "ask", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h")
+
+
+@dataclass(frozen=True, slots=True)
+class TickerBatch:
+    """Many tickers at one moment, column-wise. Row i of every array is `symbols[i]`.
+
+    Arrays are made read-only on construction: a batch is a value, shared by readers.
+    Missing values are NaN (floats) or -1 (trade counts); consumers decide what they mean.
+    """
+
+    ts_ms: int
+    symbols: tuple[str, ...]
+    event_ms: IntArray
+    last: FloatArray
+    bid: FloatArray
+    ask: FloatArray
+    open_24h: FloatArray
+    high_24h: FloatArray
+    low_24h: FloatArray
+    base_volume_24h: FloatArray
+    quote_volume_24h: FloatArray
+    trade_count_24h: IntArray
+
+    def __post_init__(self) -> None:
+        n = len(self.symbols)
+        for name in ("event_ms", *_FLOAT_FIELDS, "trade_count_24h"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise MarketDataError(f"TickerBatch.{name} has shape {arr.shape}, expected ({n},)")
+            arr.flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    @classmethod
+    def from_tickers(cls, ts_ms: int, tickers: Sequence[Ticker]) -> TickerBatch:
+        """Column-wise batch from row-wise tickers (tests, slow paths)."""
+        return cls(
+            ts_ms=ts_ms,
+            symbols=tuple(t.symbol for t in tickers),
+            event_ms=np.fromiter((t.ts_ms for t in tickers), np.int64, len(tickers)),
+            trade_count_24h=np.fromiter((t.trade_count_24h for t in tickers), np.int64, len(tickers)),
+            **{f: np.fromiter((getattr(t, f) for t in tickers), np.float64, len(tickers)) for f in _FLOAT_FIELDS},
+        )
+
+    def row(self, i: int) -> Ticker:
+        """Row i as a `Ticker` (for display and journaling, not hot paths)."""
+        return Ticker(
+            symbol=self.symbols[i],
+            ts_ms=int(self.event_ms[i]),
+            trade_count_24h=int(self.trade_count_24h[i]),
+            **{f: float(getattr(self, f)[i]) for f in _FLOAT_FIELDS},
+        )
+
+    def tickers(self) -> list[Ticker]:
+        return [self.row(i) for i in range(len(self))]

@@ -1,0 +1,141 @@
+"""Orders from intent to fill, and the positions they build."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(enum.StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class OrderPurpose(enum.StrEnum):
+    """Why an order exists; replay and the state machine treat them differently
+    (degraded and blocked engines still send exits and close-all)."""
+
+    ENTRY = "entry"
+    TAKE_PROFIT = "take_profit"
+    STOP_LOSS = "stop_loss"
+    TRAILING_STOP = "trailing_stop"
+    MAX_HOLD = "max_hold"
+    SIGNAL_EXIT = "signal_exit"
+    CLOSE_ALL = "close_all"
+
+    @property
+    def is_exit(self) -> bool:
+        return self is not OrderPurpose.ENTRY
+
+
+class OrderStatus(enum.StrEnum):
+    """Order lifecycle; transitions live in a table in `engine.execution`."""
+
+    PENDING = "pending"  # intent accepted, not yet acknowledged by the exchange
+    OPEN = "open"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """What the core wants sent. `client_order_id` is derived from the trace and purpose,
+    so a retry of the same intent can never become a second order."""
+
+    client_order_id: str
+    trace_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    purpose: OrderPurpose
+    quantity: Decimal
+    price: Decimal | None = None  # limit price; None for market orders
+    reference_price: float = 0.0  # the price the decision saw, for slippage accounting
+    time_in_force: TimeInForce = TimeInForce.GTC
+    expires_ms: int | None = None  # a LIMIT still open at this time is cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The exchange's (or paper broker's) view of an order at one moment."""
+
+    client_order_id: str
+    exchange_order_id: str | None
+    symbol: str
+    side: Side
+    order_type: OrderType
+    status: OrderStatus
+    quantity: Decimal
+    filled_qty: Decimal = Decimal(0)
+    price: Decimal | None = None
+    average_price: float | None = None
+    fee_quote: float = 0.0
+    created_ms: int = 0
+    updated_ms: int = 0
+    trace_id: str = ""
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_qty
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution. `fee_quote` is the fee valued in the quote asset."""
+
+    trade_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    price: float
+    quantity: float
+    fee_quote: float
+    ts_ms: int
+    trace_id: str = ""
+    is_maker: bool = False
+
+    @property
+    def notional(self) -> float:
+        return self.price * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An open long spot position. Realised PnL accumulates over partial closes, fees included."""
+
+    symbol: str
+    trace_id: str
+    quantity: float
+    entry_price: float
+    opened_ms: int
+    entry_fees: float = 0.0
+    realised_pnl: float = 0.0
+    stop_price: float | None = None
+    trailing_high: float = 0.0
+    tp_tiers_hit: tuple[int, ...] = field(default=())
+
+    def unrealised_pnl(self, mark: float) -> float:
+        return (mark - self.entry_price) * self.quantity
+
+    def notional(self, mark: float) -> float:
+        return mark * self.quantity

@@ -1,0 +1,75 @@
+"""The engine's exception tree. Callers catch by level.
+
+    HotcoinError
+    ├── ConfigError              bad config: names the key, the file and the fix
+    ├── JournalError
+    │   ├── EventValidationError a malformed event (rejected and counted, never dropped silently)
+    │   └── TraceNotFoundError   replay of an unknown or ambiguous trace id
+    ├── MarketDataError          data no exchange could have sent (NaN, negative, unknown symbol)
+    └── OrderError               an order that failed; `error_class` says what a caller may do
+        ├── RetryableOrderError      try again later (network, rate limit, timeout)
+        ├── NonRetryableOrderError   will fail again as sent (filters, balance, unknown order)
+        └── UnknownOrderError        outcome unknown: reconcile before retrying
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorClass(enum.StrEnum):
+    """How a failed exchange call may be handled. See `engine.market.errors` for the map."""
+
+    RETRYABLE = "retryable"
+    NON_RETRYABLE = "non_retryable"
+    UNKNOWN = "unknown"
+
+
+class HotcoinError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ConfigError(HotcoinError):
+    """Invalid configuration. The message names the key, the file and the fix."""
+
+
+class JournalError(HotcoinError):
+    """The journal could not do what was asked."""
+
+
+class EventValidationError(JournalError):
+    """An event that does not match the journal contract."""
+
+
+class TraceNotFoundError(JournalError):
+    """No trace (or more than one) matches the id given; carries the nearest ids."""
+
+    def __init__(self, message: str, nearest: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.nearest = nearest or []
+
+
+class MarketDataError(HotcoinError):
+    """Market data that cannot be true; the caller counts and skips it."""
+
+
+class OrderError(HotcoinError):
+    """An order that failed. Subclasses fix `error_class`."""
+
+    error_class: ErrorClass = ErrorClass.UNKNOWN
+
+    def __init__(self, message: str, *, code: int | str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RetryableOrderError(OrderError):
+    error_class = ErrorClass.RETRYABLE
+
+
+class NonRetryableOrderError(OrderError):
+    error_class = ErrorClass.NON_RETRYABLE
+
+
+class UnknownOrderError(OrderError):
+    error_class = ErrorClass.UNKNOWN

@@ -1,0 +1,150 @@
+"""The journal's event contract: what an event is, which kinds exist, and what each must carry.
+
+An event is (seq, ts_ms, trace_id, cause, kind, symbol, payload, v). `seq` is assigned by the
+journal when the event is emitted (monotonic, never reused), so the core can name an event as
+the `cause` of the next one in the same cycle, before either is on disk: a trace is a tree.
+
+Payloads are validated on emit against `KINDS`: required fields with their types, numbers
+finite. Extra fields are allowed (a payload may say more than the contract asks), missing or
+mistyped ones are not: such an event raises `EventValidationError` and is counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.errors import EventValidationError
+
+Num = (int, float)
+OptNum = (int, float, type(None))
+OptStr = (str, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class KindSchema:
+    """Version and required payload fields (name -> accepted types) of one event kind."""
+
+    v: int
+    required: Mapping[str, type | tuple[type, ...]]
+    doc: str
+
+
+# Each "check" (filter, rule, risk check) is {"name", "passed", "value", "threshold"} so replay
+# can say exactly which one said no, with the value it saw and the limit it applied.
+KINDS: dict[str, KindSchema] = {
+    "run_start": KindSchema(1, {"run_id": str, "config_hash": str, "mode": str}, "an engine run began; later events belong to it"),
+    "run_stop": KindSchema(1, {"run_id": str, "reason": str}, "an engine run ended cleanly"),
+    "candidate_snapshot": KindSchema(
+        1,
+        {"heat": Num, "components": dict, "rank": int, "price": Num, "filters": list, "accepted": bool},
+        "discovery's view of one symbol: heat and its components, filters passed/failed",
+    ),
+    "signal_snapshot": KindSchema(
+        1,
+        {"decision": str, "reason": str, "rules": list, "features": dict},
+        "one evaluation of the signal rules: each rule's outcome, the decision and why",
+    ),
+    "risk_check": KindSchema(
+        1, {"approved": bool, "checks": list}, "capital and risk checks for an entry, each with value and limit"
+    ),
+    "order_attempt": KindSchema(
+        1,
+        {"client_order_id": str, "side": str, "order_type": str, "purpose": str, "quantity": str},
+        "an order handed to a broker (quantity and price as exact decimal strings)",
+    ),
+    "order_result": KindSchema(
+        1,
+        {"client_order_id": str, "status": str, "error_class": OptStr},
+        "the broker's answer: acknowledged, rejected (with error class) or unknown",
+    ),
+    "fill": KindSchema(
+        1,
+        {"client_order_id": str, "side": str, "price": Num, "quantity": Num, "fee_quote": Num},
+        "one execution",
+    ),
+    "position_update": KindSchema(
+        1,
+        {"action": str, "quantity": Num, "entry_price": Num, "realised_pnl": Num},
+        "a position opened, changed or closed (realised PnL includes fees)",
+    ),
+    "state_change": KindSchema(1, {"from": str, "to": str, "reasons": list}, "engine_state moved"),
+    "risk_event": KindSchema(1, {"code": str, "level": str, "detail": str}, "a risk limit fired"),
+    "model_shadow": KindSchema(
+        1, {"model": str, "score": Num}, "a research_only model's score, journaled and never acted on"
+    ),
+    "command": KindSchema(1, {"command": str, "origin": str}, "an operator command (pause, resume, close-all)"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    seq: int
+    ts_ms: int
+    kind: str
+    payload: Mapping[str, Any]
+    trace_id: str | None = None
+    symbol: str | None = None
+    cause: int | None = None
+    v: int = 1
+
+
+class EventSink(Protocol):
+    """Where the synchronous core sends events. `emit` never blocks and never drops:
+    it validates, assigns `seq` and queues; the writer persists asynchronously."""
+
+    def emit(
+        self,
+        kind: str,
+        *,
+        ts_ms: int,
+        payload: Mapping[str, Any],
+        trace_id: str | None = None,
+        symbol: str | None = None,
+        cause: int | None = None,
+    ) -> int: ...
+
+
+def validate_event(kind: str, ts_ms: int, payload: Mapping[str, Any]) -> int:
+    """Check an event against the contract; returns its schema version."""
+    schema = KINDS.get(kind)
+    if schema is None:
+        raise EventValidationError(f"unknown event kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or ts_ms < 0:
+        raise EventValidationError(f"{kind}: ts_ms must be a non-negative int (epoch ms), got {ts_ms!r}")
+    if not isinstance(payload, Mapping):
+        raise EventValidationError(f"{kind}: payload must be a mapping, got {type(payload).__name__}")
+    for name, types in schema.required.items():
+        if name not in payload:
+            raise EventValidationError(f"{kind}: payload lacks required field {name!r}")
+        value = payload[name]
+        if isinstance(value, bool) and types is not bool and not (isinstance(types, tuple) and bool in types):
+            raise EventValidationError(f"{kind}.{name}: expected {_names(types)}, got bool")
+        if not isinstance(value, types):
+            raise EventValidationError(f"{kind}.{name}: expected {_names(types)}, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EventValidationError(f"{kind}.{name}: {value!r} is not a finite number")
+    return schema.v
+
+
+def _names(types: type | tuple[type, ...]) -> str:
+    if isinstance(types, tuple):
+        return " | ".join("None" if t is type(None) else t.__name__ for t in types)
+    return types.__name__
+
+
+def make_trace_id(*parts: object) -> str:
+    """A 16-hex-char id derived from its parts (e.g. run id, symbol, bar time, counter).
+
+    Derived rather than random so a backtest replayed twice journals the same ids.
+    """
+    blob = "\x1f".join(str(p) for p in parts).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def check(name: str, passed: bool, value: Any = None, threshold: Any = None) -> dict[str, Any]:
+    """One filter / rule / risk-check outcome in the shape replay renders."""
+    return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold}

@@ -1,0 +1,1 @@
+"""One module per command group; each holds options and delegates to one function."""
