@@ -5,6 +5,7 @@ that names the problem and the fix; nothing prints a traceback at them."""
 from __future__ import annotations
 
 import sys
+
 import typer
 
 from hotcoin_tui.commands import config_cmd

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import ConfigError
+
+
+def write(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_defaults_load_without_any_file() -> None:
+    loaded = load_config(env={})
+    assert loaded.config.mode == "paper"
+    assert loaded.config_file is None
+    assert loaded.source_of("journal.batch_size") == "default"
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.toml", "[journal]\nbatch_size = 10\nflush_interval_ms = 7\n[exchange]\nquote_asset = 'FDUSD'\n")
+    loaded = load_config(
+        cfg,
+        env={"HOTCOIN_JOURNAL__BATCH_SIZE": "20", "HOTCOIN_EXCHANGE__QUOTE_ASSET": "BUSD"},
+        cli={"exchange.quote_asset": "USDC"},
+    )
+    c = loaded.config
+    assert (c.journal.flush_interval_ms, c.journal.batch_size, c.exchange.quote_asset) == (7, 20, "USDC")
+    assert loaded.source_of("journal.flush_interval_ms") == f"file:{cfg}"
+    assert loaded.source_of("journal.batch_size") == "env:HOTCOIN_JOURNAL__BATCH_SIZE"
+    assert loaded.source_of("exchange.quote_asset") == "cli"
+
+
+def test_xdg_default_file_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    write(tmp_path / "hotcoin" / "config.toml", "mode = 'paper'\nlog_level = 'DEBUG'\n")
+    assert load_config(env={}).config.log_level == "DEBUG"
+
+
+def test_journal_env_shortcut(tmp_path: Path) -> None:
+    loaded = load_config(env={"HOTCOIN_JOURNAL": str(tmp_path / "j.sqlite")})
+    assert loaded.config.journal_path == tmp_path / "j.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[journal]\nbatch_siz = 3\n", r"journal.batch_siz \(from file:.*\): unknown key; did you mean 'journal.batch_size'"),
+        ("[jounral]\nbatch_size = 3\n", r"jounral .*unknown key; did you mean 'journal'"),
+        ("[journal]\nbatch_size = 'many'\n", r"journal.batch_size \(from file:.*\): Input should be a valid integer.*Fix: Events written"),
+        ("[journal]\nbatch_size = 0\n", r"greater than or equal to 1"),
+        ("mode = 'yolo'\n", r"mode .*'paper' or 'live'"),
+        ("[journal\n", r"is not valid TOML"),
+    ],
+    ids=["typo-key", "typo-section", "wrong-type", "out-of-range", "bad-literal", "bad-toml"],
+)
+def test_errors_name_key_file_and_fix(tmp_path: Path, text: str, expected: str) -> None:
+    cfg = write(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(cfg, env={})
+
+
+def test_env_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"exchange.recv_window_ms \(from env:HOTCOIN_EXCHANGE__RECV_WINDOW_MS\)"):
+        load_config(env={"HOTCOIN_EXCHANGE__RECV_WINDOW_MS": "soon"})
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+class TestSecrets:
+    def test_secrets_file_loads_and_never_shows(self, tmp_path: Path) -> None:
+        secrets = write(tmp_path / "s.toml", "[exchange]\napi_key = 'AKIA-123'\napi_secret = 'very-secret'\n")
+        cfg = write(tmp_path / "c.toml", f"[paths]\nsecrets_file = '{secrets}'\n")
+        c = load_config(cfg, env={}).config
+        assert c.exchange.api_secret is not None
+        assert c.exchange.api_secret.get_secret_value() == "very-secret"
+        for text in (repr(c), str(c), str(c.redacted()), repr(c.exchange)):
+            assert "very-secret" not in text and "AKIA-123" not in text
+        assert c.redacted()["exchange"]["api_secret"] == "***"
+
+    @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644], ids=["group", "others", "both"])
+    def test_readable_secrets_file_is_refused(self, tmp_path: Path, mode: int) -> None:
+        secrets = write(tmp_path / "s.toml", "[exchange]\napi_secret = 'x'\n", mode=mode)
+        cfg = write(tmp_path / "c.toml", f"[paths]\nsecrets_file = '{secrets}'\n")
+        with pytest.raises(ConfigError, match=rf"readable by group or others.*chmod 600 {secrets}"):
+            load_config(cfg, env={})
+
+    def test_secret_in_main_config_is_refused(self, tmp_path: Path) -> None:
+        cfg = write(tmp_path / "c.toml", "[exchange]\napi_secret = 'oops'\n", mode=0o644)
+        with pytest.raises(ConfigError, match="secret and may not be set in the config file") as info:
+            load_config(cfg, env={})
+        assert "oops" not in str(info.value)
+
+    def test_secret_on_command_line_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match="may not be passed on the command line"):
+            load_config(env={}, cli={"exchange.api_key": "k"})
+
+    @pytest.mark.parametrize("value", ["[1, 2", '["s3cr3t-part"]'], ids=["unparsable", "wrong-type"])
+    def test_bad_secret_value_is_not_echoed(self, value: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            load_config(env={"HOTCOIN_EXCHANGE__API_SECRET": value})
+        assert value not in str(info.value)
+        assert "s3cr3t" not in str(info.value)
+
+    def test_environment_beats_secrets_file(self, tmp_path: Path) -> None:
+        secrets = write(tmp_path / "s.toml", "[exchange]\napi_key = 'file-key'\n")
+        loaded = load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets), "HOTCOIN_EXCHANGE__API_KEY": "env-key"})
+        assert loaded.config.exchange.api_key is not None
+        assert loaded.config.exchange.api_key.get_secret_value() == "env-key"
+
+    def test_non_secret_in_secrets_file_is_refused(self, tmp_path: Path) -> None:
+        secrets = write(tmp_path / "s.toml", "mode = 'live'\n")
+        with pytest.raises(ConfigError, match="which is not a secret"):
+            load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets)})
+
+
+def test_config_hash_is_stable_and_ignores_secret_values() -> None:
+    a = load_config(env={"HOTCOIN_EXCHANGE__API_KEY": "one"}).config.config_hash()
+    b = load_config(env={"HOTCOIN_EXCHANGE__API_KEY": "two"}).config.config_hash()
+    c = load_config(env={"HOTCOIN_JOURNAL__BATCH_SIZE": "3"}).config.config_hash()
+    assert a == b != c
+
+
+def test_config_is_frozen() -> None:
+    c = load_config(env={}).config
+    with pytest.raises(ValueError, match="frozen"):
+        c.mode = "live"  # type: ignore[misc]
