@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from engine.config.sections.state import StateSection
+from engine.domain import EngineState
+from engine.runtime.state_machine import (
+    TRANSITIONS,
+    EngineStateMachine,
+    HealthInputs,
+    Trigger,
+)
+
+T, D, B = EngineState.TRADEABLE, EngineState.DEGRADED, EngineState.BLOCKED
+S = StateSection()
+MIN = 60_000
+
+# One measurement per trigger, so the table can be driven from data.
+INPUT_FOR = {
+    Trigger.HEALTHY: lambda now: HealthInputs(now, data_age_s=1.0),
+    Trigger.DEGRADE: lambda now: HealthInputs(now, data_age_s=95.0),
+    Trigger.BLOCK: lambda now: HealthInputs(now, data_age_s=301.0),
+}
+# Expected (next state after one cycle, next state once hysteresis is satisfied).
+EXPECTED = {
+    (T, Trigger.HEALTHY): (T, T),
+    (T, Trigger.DEGRADE): (D, D),
+    (T, Trigger.BLOCK): (B, B),
+    (D, Trigger.HEALTHY): (D, T),
+    (D, Trigger.DEGRADE): (D, D),
+    (D, Trigger.BLOCK): (B, B),
+    (B, Trigger.HEALTHY): (B, T),
+    (B, Trigger.DEGRADE): (B, D),
+    (B, Trigger.BLOCK): (B, B),
+}
+
+
+def test_table_covers_every_state_and_trigger() -> None:
+    assert set(TRANSITIONS) == set(itertools.product(EngineState, Trigger)) == set(EXPECTED)
+
+
+@pytest.mark.parametrize(("state", "trigger"), sorted(EXPECTED), ids=lambda v: str(v))
+def test_every_transition(state: EngineState, trigger: Trigger) -> None:
+    sm = EngineStateMachine(S, initial=state)
+    first, settled = EXPECTED[(state, trigger)]
+    sm.step(INPUT_FOR[trigger](0))
+    assert sm.state is first
+    for i in range(1, 10):
+        sm.step(INPUT_FOR[trigger](i * 1000))
+    assert sm.state is settled
+
+
+@pytest.mark.parametrize(
+    ("start", "needed"), [(D, S.recover_cycles_degraded), (B, S.recover_cycles_blocked)], ids=["degraded", "blocked"]
+)
+def test_recovery_needs_consecutive_healthy_cycles(start: EngineState, needed: int) -> None:
+    sm = EngineStateMachine(S, initial=start)
+    for i in range(needed - 1):
+        assert sm.step(INPUT_FOR[Trigger.HEALTHY](i)) is None
+        assert sm.state is start
+        assert sm.reasons[-1].code == "recovering"
+    transition = sm.step(INPUT_FOR[Trigger.HEALTHY](needed))
+    assert transition is not None
+    assert (transition.from_state, transition.to_state) == (start, T)
+
+
+def test_a_bad_cycle_resets_the_recovery_streak() -> None:
+    sm = EngineStateMachine(S, initial=D)
+    sm.step(INPUT_FOR[Trigger.HEALTHY](0))
+    sm.step(INPUT_FOR[Trigger.HEALTHY](1))
+    sm.step(INPUT_FOR[Trigger.DEGRADE](2))
+    sm.step(INPUT_FOR[Trigger.HEALTHY](3))
+    sm.step(INPUT_FOR[Trigger.HEALTHY](4))
+    assert sm.state is D
+    sm.step(INPUT_FOR[Trigger.HEALTHY](5))
+    assert sm.state is T
+
+
+@pytest.mark.parametrize(
+    ("inputs", "errors", "state", "code"),
+    [
+        (HealthInputs(0, data_age_s=89.9), 0, T, None),
+        (HealthInputs(0, data_age_s=90.0), 0, D, "data_stale"),
+        (HealthInputs(0, data_age_s=300.0), 0, B, "data_stale"),
+        (HealthInputs(0, data_age_s=1.0), 2, T, None),
+        (HealthInputs(0, data_age_s=1.0), 3, D, "order_errors"),
+        (HealthInputs(0, data_age_s=1.0), 10, B, "order_errors"),
+        (HealthInputs(0, data_age_s=1.0, ws_down_s=120.0), 0, T, None),
+        (HealthInputs(0, data_age_s=1.0, ws_down_s=121.0), 0, D, "ws_down"),
+        (HealthInputs(0, data_age_s=1.0, risk_level=4), 0, T, None),
+        (HealthInputs(0, data_age_s=1.0, risk_level=5), 0, B, "risk_l5"),
+        (HealthInputs(0, data_age_s=None), 0, T, None),
+    ],
+    ids=["fresh", "stale-90", "stale-300", "2-errors", "3-errors", "10-errors", "ws-120", "ws-121", "L4", "L5", "no-stream"],
+)
+def test_thresholds_from_design(inputs: HealthInputs, errors: int, state: EngineState, code: str | None) -> None:
+    sm = EngineStateMachine(S)
+    for _ in range(errors):
+        sm.errors.record(inputs.now_ms)
+    transition = sm.step(inputs)
+    assert sm.state is state
+    if code is None:
+        assert transition is None
+    else:
+        assert transition is not None
+        assert code in {r.code for r in transition.reasons}
+        reason = next(r for r in transition.reasons if r.code == code)
+        assert reason.value is not None
+        assert reason.threshold is not None
+
+
+def test_order_errors_age_out_of_the_window() -> None:
+    sm = EngineStateMachine(S)
+    for t in (0, 1000, 2000):
+        sm.errors.record(t)
+    sm.step(HealthInputs(3000, data_age_s=1.0))
+    assert sm.state is D
+    later = 2000 + int(S.order_error_window_s * 1000)
+    for i in range(S.recover_cycles_degraded):
+        sm.step(HealthInputs(later + i, data_age_s=1.0))
+    assert sm.state is T
+
+
+def test_l5_blocks_for_the_whole_cooldown() -> None:
+    sm = EngineStateMachine(S)
+    sm.step(HealthInputs(0, data_age_s=1.0, risk_level=5))
+    assert sm.state is B
+    # Risk is back to normal, but healthy cycles cannot end the cool-down early.
+    for minute in range(1, 60 * 24, 30):
+        sm.step(HealthInputs(minute * MIN, data_age_s=1.0, risk_level=1))
+        assert sm.state is B
+    end = int(S.l5_cooldown_s * 1000)
+    for i in range(S.recover_cycles_blocked):
+        sm.step(HealthInputs(end + i, data_age_s=1.0))
+    assert sm.state is T
+
+
+def test_force_l5_blocks_on_next_step() -> None:
+    sm = EngineStateMachine(S)
+    sm.force_l5(0)
+    sm.step(HealthInputs(1, data_age_s=1.0))
+    assert sm.state is B
+    assert sm.l5_until_ms == int(S.l5_cooldown_s * 1000)
+
+
+def test_blocked_to_degraded_when_only_the_block_cause_clears() -> None:
+    sm = EngineStateMachine(S)
+    sm.step(HealthInputs(0, data_age_s=400.0))
+    for i in range(S.recover_cycles_blocked):
+        sm.step(HealthInputs(i + 1, data_age_s=100.0))
+    assert sm.state is D
