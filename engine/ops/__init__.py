@@ -1,0 +1,1 @@
+"""Operations: health and Prometheus metrics (and, later, notifications and reports)."""

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from engine.ops.http import OpsServer, health_document
+from engine.ops.metrics import EngineMetrics
+from engine.runtime.snapshot import EngineSnapshot
+from tests.kit.snapshots import make_snapshot, make_status
+
+
+def test_health_document_before_first_cycle() -> None:
+    doc = health_document(None, {"journal": 3})
+    assert doc["state"] == "starting"
+    assert doc["queues"] == {"journal": 3}
+
+
+def test_health_document_reports_freshness_and_reasons() -> None:
+    snap = make_snapshot(status=make_status(state="degraded", reasons=("data_stale 95s >= 90s",)))
+    doc = health_document(snap, {})
+    assert doc["state"] == "degraded"
+    assert doc["reasons"] == ["data_stale 95s >= 90s"]
+    streams = doc["streams"]
+    assert isinstance(streams, list)
+    assert streams[0]["age_s"] == pytest.approx(1.5)
+
+
+def test_metrics_follow_the_snapshot() -> None:
+    m = EngineMetrics()
+    m.update_from_snapshot(make_snapshot())
+    text = m.render().decode()
+    assert "hotcoin_positions 1.0" in text
+    assert "hotcoin_engine_state 0.0" in text
+    assert 'hotcoin_stream_age_seconds{stream="tickers"} 1.5' in text
+
+
+@pytest.mark.parametrize(("state", "code"), [("tradeable", 200), ("degraded", 200), ("blocked", 503)])
+async def test_server_serves_health_and_metrics_on_loopback(state: str, code: int) -> None:
+    latest: EngineSnapshot = make_snapshot(status=make_status(state=state))
+    metrics = EngineMetrics()
+    metrics.orders.labels("filled").inc()
+    server = OpsServer(metrics, lambda: latest, lambda: {"journal": 0}, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{server.port}/health") as resp:
+                assert resp.status == code
+                body = await resp.json()
+                assert body["state"] == state
+            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
+                text = await resp.text()
+                assert 'hotcoin_orders_total{result="filled"} 1.0' in text
+    finally:
+        await server.stop()
