@@ -1,0 +1,286 @@
+"""What the generated and the replayed market share: the listed symbols with Binance-like
+filters, a top of book drawn from each symbol's liquidity, and tickers and klines read from
+the minute rings.
+
+Prices are kept on each symbol's tick: `k * mul / div` with `k` an integer and `mul`, `div`
+exact powers of ten, so a price is the float nearest its decimal value and `repr` prints it
+without artefacts (0.3, never 0.30000000000000004).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from engine.domain import Candle, Market, MarketFilters, MarketStatus, TickerBatch
+from engine.domain.candle import timeframe_ms
+from engine.errors import MarketDataError
+from engine.sim.rings import MINUTE_MS, FloatArray, MinuteRings
+from engine.sim.scenario import ListingEvent, PumpEvent
+
+MIN_NOTIONAL = Decimal(5)
+# Spread = SPREAD_K / sqrt(24 h quote volume), clipped: ~1 bp for a 1e9 USDT/day coin, ~30 bp at 1e6.
+SPREAD_K = 3.0
+SPREAD_MIN, SPREAD_MAX = 1e-5, 5e-3
+# Displayed top-of-book depth as a share of 24 h quote volume, clipped to a sane range (USDT).
+DEPTH_SHARE, DEPTH_MIN, DEPTH_MAX = 2e-5, 50.0, 5e6
+
+
+def tick_exponent(price: float) -> int:
+    """Binance-like tick: about 1e-4 of the price, as a power of ten (0.31 -> 1e-5, 58000 -> 1)."""
+    return math.floor(math.log10(price)) - 4
+
+
+def step_exponent(price: float) -> int:
+    """Lot step worth 0.01..0.1 USDT, at most 1 (58000 -> 1e-6, 0.31 -> 0.1, 1e-5 -> 1)."""
+    return min(0, math.ceil(math.log10(0.01 / price)))
+
+
+def filters_for(price: float, tick_exp: int) -> MarketFilters:
+    """Filters of a market first seen at `price` with tick 10**tick_exp."""
+    step_exp = step_exponent(price)
+    return MarketFilters(
+        tick_size=Decimal(10) ** tick_exp,
+        step_size=Decimal(10) ** step_exp,
+        min_qty=Decimal(10) ** step_exp,
+        max_qty=Decimal(10) ** max(step_exp, math.ceil(math.log10(1e8 / price))),
+        min_price=Decimal(10) ** tick_exp,
+        max_price=Decimal(10) ** (math.ceil(math.log10(price)) + 4),
+        min_notional=MIN_NOTIONAL,
+    )
+
+
+def _mul_div(exp: int) -> tuple[float, float]:
+    return (10.0**exp, 1.0) if exp >= 0 else (1.0, 10.0**-exp)
+
+
+class RingMarket(ABC):
+    """Listed symbols, their filters, tickers, book and klines over `MinuteRings`.
+
+    Subclasses move time (`advance_to`), set `_price` and feed the rings. Symbols are listed in
+    time order, so the listed ones are always the first `n` columns of every array.
+    """
+
+    def __init__(self, quote: str, ring_minutes: int, now_ms: int, capacity: int) -> None:
+        self._quote = quote
+        self._now_ms = now_ms
+        # Rings start on the minute before now: subclasses list their first symbols, then open now's minute.
+        self._rings = MinuteRings(ring_minutes, now_ms // MINUTE_MS - 1, capacity)
+        self._names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._markets: list[Market] = []
+        self._symbols: tuple[str, ...] = ()
+        self._price = np.zeros(capacity)
+        self._tick_mul = np.ones(capacity)
+        self._tick_div = np.ones(capacity)
+        self._step_mul = np.ones(capacity)
+        self._step_div = np.ones(capacity)
+        self._has_trades = True  # False where the source has no trade counts (-1 in tickers)
+
+    # -- the contract ----------------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int:
+        return self._now_ms
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Listed symbols, in listing order (the row order of `tickers()`)."""
+        return self._symbols
+
+    def footprint(self) -> int:
+        """Bytes of candle history held: constant for a given symbol capacity, however long the run."""
+        return self._rings.footprint()
+
+    def markets(self) -> list[Market]:
+        return list(self._markets)
+
+    @abstractmethod
+    def advance_to(self, now_ms: int) -> None: ...
+
+    @property
+    @abstractmethod
+    def ground_truth(self) -> tuple[PumpEvent, ...]: ...
+
+    @property
+    @abstractmethod
+    def listings(self) -> tuple[ListingEvent, ...]: ...
+
+    def tickers(self) -> TickerBatch:
+        n = self._rings.n
+        stats = self._rings.stats()
+        bid, _, ask, _ = self._quotes(slice(0, n), stats.quote_volume)
+        return TickerBatch(
+            ts_ms=self._now_ms,
+            symbols=self._symbols,
+            event_ms=np.full(n, self._now_ms, np.int64),
+            last=self._price[:n].copy(),
+            bid=bid,
+            ask=ask,
+            open_24h=stats.open,
+            high_24h=stats.high,
+            low_24h=stats.low,
+            base_volume_24h=stats.base_volume,
+            quote_volume_24h=stats.quote_volume,
+            trade_count_24h=stats.trades if self._has_trades else np.full(n, -1, np.int64),
+        )
+
+    def last_price(self, symbol: str) -> float:
+        return float(self._price[self._index_of(symbol)])
+
+    def book(self, symbol: str) -> tuple[float, float, float, float]:
+        """Top of book (bid, bid_qty, ask, ask_qty): prices on tick around the last trade,
+        spread and displayed size from the symbol's 24 h quote volume."""
+        i = self._index_of(symbol)
+        rings = self._rings
+        bid, bid_qty, ask, ask_qty = self._quotes(i, rings.quote_volume_24h(i))
+        return float(bid), float(bid_qty), float(ask), float(ask_qty)
+
+    def books(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """(bid, bid_qty, ask, ask_qty) of every listed symbol, rows as in `tickers()`: the
+        same numbers as `book()`, for the whole market in one vector pass."""
+        n = self._rings.n
+        bid, bid_qty, ask, ask_qty = self._quotes(slice(0, n), self._rings.quote_volumes_24h())
+        return bid, bid_qty, ask, ask_qty
+
+    def klines(
+        self,
+        symbol: str,
+        timeframe: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> list[Candle]:
+        """Candles by open time in [start_ms, end_ms], the running one last with closed=False.
+
+        As Binance: with `start_ms` the first `limit` from there, else the last `limit` up to
+        `end_ms` (or now). Higher timeframes are aggregated from 1m and aligned to UTC.
+        """
+        i = self._index_of(symbol)
+        tf_ms = timeframe_ms(timeframe)
+        if limit < 1:
+            raise MarketDataError(f"klines limit must be at least 1, got {limit}")
+        c = self._rings.candles(i, tf_ms, start_ms=start_ms, end_ms=end_ms)
+        lo = 0 if start_ms is None else int(np.searchsorted(c.open_ms, start_ms, "left"))
+        hi = len(c.open_ms) if end_ms is None else int(np.searchsorted(c.open_ms, end_ms, "right"))
+        if hi - lo > limit:
+            lo, hi = (lo, lo + limit) if start_ms is not None else (hi - limit, hi)
+        rows = zip(
+            c.open_ms[lo:hi].tolist(),
+            c.open[lo:hi].tolist(),
+            c.high[lo:hi].tolist(),
+            c.low[lo:hi].tolist(),
+            c.close[lo:hi].tolist(),
+            c.volume[lo:hi].tolist(),
+            c.closed[lo:hi].tolist(),
+            strict=True,
+        )
+        return [
+            Candle(symbol, timeframe, t, o, h, low, cl, v, closed)
+            for t, o, h, low, cl, v, closed in rows
+        ]
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def _not_listed(self, symbol: str) -> str | None:
+        """Why a known symbol has no market yet (e.g. 'lists at ...'), or None if unknown."""
+        return None
+
+    def _index_of(self, symbol: str) -> int:
+        i = self._index.get(symbol)
+        if i is not None:
+            return i
+        why = self._not_listed(symbol)
+        if why is not None:
+            raise MarketDataError(f"{symbol} is not listed yet: {why}")
+        raise MarketDataError(
+            f"unknown symbol {symbol!r}: not one of the {len(self._names)} listed markets"
+        )
+
+    def _list_symbol(
+        self,
+        symbol: str,
+        price: float,
+        first_minute: int,
+        *,
+        tick_exp: int | None = None,
+        high: float | None = None,
+    ) -> int:
+        """Add a market (TRADING from now on) whose first trade is at `price`; `high` is the
+        first candle's wick when it lists in the current minute."""
+        texp = tick_exponent(price) if tick_exp is None else tick_exp
+        i = self._rings.add_symbol(self._tick_round(price, texp), first_minute, high=high)
+        self._register(i, [symbol], [texp])
+        return i
+
+    def _list_symbols(self, symbols: list[str], prices: list[float], first_minute: int) -> None:
+        """Add many markets at once (the starting universe), ticks chosen from their prices."""
+        exps = [tick_exponent(p) for p in prices]
+        rounded = np.array([self._tick_round(p, e) for p, e in zip(prices, exps, strict=True)])
+        self._register(self._rings.add_symbols(rounded, first_minute), symbols, exps)
+
+    @staticmethod
+    def _tick_round(price: float, tick_exp: int) -> float:
+        mul, div = _mul_div(tick_exp)
+        return max(1.0, round(price * div / mul)) * mul / div
+
+    def _register(self, first: int, symbols: list[str], tick_exps: list[int]) -> None:
+        """Markets and per-symbol arrays for columns first.. just added to the rings."""
+        if self._rings.capacity > len(self._price):
+            self._grow(self._rings.capacity)
+        for i, (symbol, texp) in enumerate(zip(symbols, tick_exps, strict=True), start=first):
+            if symbol in self._index:
+                raise MarketDataError(f"{symbol} is listed twice")
+            price = float(self._rings.open[0, i])
+            self._tick_mul[i], self._tick_div[i] = _mul_div(texp)
+            self._step_mul[i], self._step_div[i] = _mul_div(step_exponent(price))
+            self._price[i] = price
+            self._names.append(symbol)
+            self._index[symbol] = i
+            base, quote = symbol.split("/")
+            market_id = f"{base}{quote}"
+            filters = filters_for(price, texp)
+            self._markets.append(
+                Market(symbol, market_id, base, quote, filters, status=MarketStatus.TRADING)
+            )
+        self._symbols = tuple(self._names)
+
+    def _grow(self, capacity: int) -> None:
+        """Widen per-symbol arrays to `capacity` columns; subclasses widen theirs too."""
+        for name in ("_price", "_tick_mul", "_tick_div", "_step_mul", "_step_div"):
+            old = getattr(self, name)
+            wide = np.ones(capacity)
+            wide[: len(old)] = old
+            setattr(self, name, wide)
+
+    def _on_tick(self, prices: FloatArray, n: int) -> FloatArray:
+        """`prices` of the first `n` symbols rounded to their ticks (at least one tick)."""
+        mul, div = self._tick_mul[:n], self._tick_div[:n]
+        k = np.rint(prices * div / mul)
+        np.maximum(k, 1.0, out=k)
+        out: FloatArray = k * mul / div
+        return out
+
+    def _quotes(self, idx: slice | int, quote_volume_24h: Any) -> tuple[Any, Any, Any, Any]:
+        """(bid, bid_qty, ask, ask_qty) for a slice of symbols (arrays) or one (numpy scalars,
+        ~10x cheaper than one-element arrays): only ufuncs, so both go through this one formula."""
+        price = self._price[idx]
+        mul, div = self._tick_mul[idx], self._tick_div[idx]
+        spread = np.minimum(
+            np.maximum(SPREAD_K / np.sqrt(np.maximum(quote_volume_24h, 1.0)), SPREAD_MIN),
+            SPREAD_MAX,
+        )
+        k = np.rint(price * div / mul)
+        bid_k = np.maximum(np.floor(k * (1.0 - 0.5 * spread)), 1.0)
+        ask_k = np.maximum(np.ceil(k * (1.0 + 0.5 * spread)), bid_k + 1.0)
+        bid, ask = bid_k * mul / div, ask_k * mul / div
+        depth = np.minimum(np.maximum(quote_volume_24h * DEPTH_SHARE, DEPTH_MIN), DEPTH_MAX)
+        smul, sdiv = self._step_mul[idx], self._step_div[idx]
+        bid_qty = np.maximum(np.floor(depth / bid * sdiv / smul), 1.0) * smul / sdiv
+        ask_qty = np.maximum(np.floor(depth / ask * sdiv / smul), 1.0) * smul / sdiv
+        return bid, bid_qty, ask, ask_qty

@@ -1,0 +1,295 @@
+"""A market replayed from real 1m candles, served through the same interface as `SimMarket`.
+
+Input: a directory of `{BASE}_{QUOTE}-1m.parquet` files (columns timestamp_ms, open, high,
+low, close, volume), as in ../shared/data/binance. A symbol is listed from its first candle, so
+pairs that start inside the window (TKO, EPS, BTG) appear mid-run. A missing minute (an
+exchange outage) prints no candle: the price holds and no volume trades.
+
+Inside a minute, the price walks open -> low -> high -> close for an up candle and open ->
+high -> low -> close for a down one, one leg per third of the minute, sampled every
+`step_ms`; the running candle shows what that walk has reached and a pro-rata share of the
+volume. When the minute closes, the file's candle is written exactly. The whole state is a
+function of the time, so any sequence of `advance_to` calls reaching a time gives the same
+market. The files carry no trade counts: tickers report -1 (missing).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from engine.config.sections.sim import SimSection
+from engine.errors import ConfigError, MarketDataError
+from engine.sim.base import RingMarket
+from engine.sim.rings import MINUTE_MS, BoolArray, FloatArray, IntArray
+from engine.sim.scenario import ListingEvent, PumpEvent
+
+COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
+MAX_DECIMALS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class _Minute:
+    """One minute of the first `n` symbols: a candle each, `valid` where the file has one."""
+
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    valid: BoolArray
+
+    @property
+    def quote_volume(self) -> FloatArray:
+        out: FloatArray = self.volume * (self.high + self.low + self.close) / 3.0
+        return out
+
+
+class ParquetMarket(RingMarket):
+    """Real candles replayed minute by minute; see the module docstring."""
+
+    def __init__(
+        self, settings: SimSection, start_ms: int, *, data_dir: Path | None = None
+    ) -> None:
+        directory = data_dir if data_dir is not None else settings.data_dir
+        if directory is None:
+            raise ConfigError(
+                "sim.data_dir is not set; point it at a directory of {BASE}_{QUOTE}-1m.parquet files"
+            )
+        quote = settings.quote_asset
+        files = sorted(Path(directory).glob(f"*_{quote}-1m.parquet"))
+        if not files:
+            raise ConfigError(
+                f"sim.data_dir {directory} holds no *_{quote}-1m.parquet files; check the path and quote"
+            )
+        loaded = sorted((_read(path, quote) for path in files), key=lambda s: (int(s[1][0]), s[0]))
+        symbols = [name for name, *_ in loaded]
+        self._first_minute = np.array([int(ts[0]) // MINUTE_MS for _, ts, _ in loaded], np.int64)
+        self._grid_start = int(self._first_minute.min())
+        last = max(int(ts[-1]) // MINUTE_MS for _, ts, _ in loaded)
+        self._grid = _dense(loaded, self._grid_start, last - self._grid_start + 1)
+        super().__init__(quote, settings.candle_ring_minutes, start_ms, capacity=len(symbols))
+        self._has_trades = False
+        self._step_ms = settings.step_ms
+        self._all_symbols = symbols
+        self._first_open = [float(prices[0, 0]) for _, _, prices in loaded]
+        self._tick_exps = [_tick_exponent(prices) for _, _, prices in loaded]
+        self._events = _read_events(Path(directory) / "events.csv", set(symbols))
+        self._listings = tuple(
+            ListingEvent(s, int(m) * MINUTE_MS, o)
+            for s, m, o in zip(symbols, self._first_minute, self._first_open, strict=True)
+            if m > self._grid_start
+        )
+        m0 = start_ms // MINUTE_MS
+        while self._rings.n < len(symbols) and self._first_minute[self._rings.n] <= m0:
+            self._list(self._rings.n)
+        n = self._rings.n
+        history = min(settings.history_minutes, max(0, m0 - self._grid_start))
+        if history and n:
+            rows = [self._minute(m, n) for m in range(m0 - history, m0)]
+            block = {
+                f: np.stack([getattr(r, f) for r in rows])
+                for f in ("open", "high", "low", "close", "volume")
+            }
+            quote_volume = np.stack([r.quote_volume for r in rows])
+            self._rings.load_history(
+                block["open"], block["high"], block["low"], block["close"], block["volume"], quote_volume,
+                np.zeros((history, n), np.int64), np.stack([r.valid for r in rows]),
+            )  # fmt: skip
+        self._open_minute(m0)
+        self._show(start_ms)
+
+    # -- the contract ----------------------------------------------------------------------
+
+    def advance_to(self, now_ms: int) -> None:
+        if now_ms < self._now_ms:
+            raise MarketDataError(
+                f"replay time cannot go back: at {self._now_ms}, asked for {now_ms}"
+            )
+        target = now_ms // MINUTE_MS
+        rings = self._rings
+        while rings.minute < target:
+            closing = self._minute(rings.minute, rings.n)
+            rings.set_current(
+                closing.open, closing.high, closing.low, closing.close, closing.volume, closing.quote_volume,
+                closing.valid,
+            )  # fmt: skip
+            self._open_minute(rings.minute + 1)
+        self._show(now_ms)
+
+    @property
+    def ground_truth(self) -> tuple[PumpEvent, ...]:
+        """Major pump episodes (+30% within an hour) from `events.csv` beside the files, if any:
+        start = the labelled low, peak = the labelled high, end = peak."""
+        return self._events
+
+    @property
+    def listings(self) -> tuple[ListingEvent, ...]:
+        """Pairs whose first candle comes after the data's first minute."""
+        return self._listings
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _not_listed(self, symbol: str) -> str | None:
+        if symbol not in self._all_symbols:
+            return None
+        first = int(self._first_minute[self._all_symbols.index(symbol)]) * MINUTE_MS
+        return f"its first candle opens at {first} (now {self._now_ms})"
+
+    def _list(self, i: int) -> None:
+        self._list_symbol(
+            self._all_symbols[i],
+            self._first_open[i],
+            int(self._first_minute[i]),
+            tick_exp=self._tick_exps[i],
+        )
+
+    def _open_minute(self, minute: int) -> None:
+        """Start `minute`: list pairs whose first candle it is, open every listed pair."""
+        rings = self._rings
+        while rings.n < len(self._all_symbols) and self._first_minute[rings.n] <= minute:
+            self._list(rings.n)
+        row = self._minute(minute, rings.n)
+        rings.begin_minute(minute, row.open, valid=row.valid)
+
+    def _show(self, now_ms: int) -> None:
+        """The running minute as it stands at `now_ms` (rounded down to a sub-step)."""
+        rings = self._rings
+        n = rings.n
+        row = self._minute(rings.minute, n)
+        elapsed = (now_ms - rings.minute * MINUTE_MS) // self._step_ms * self._step_ms
+        u = elapsed / MINUTE_MS
+        up = row.close >= row.open
+        first, second = np.where(up, row.low, row.high), np.where(up, row.high, row.low)
+        if u < 1 / 3:
+            price = row.open + (first - row.open) * (3 * u)
+            seen = [row.open]
+        elif u < 2 / 3:
+            price = first + (second - first) * (3 * u - 1)
+            seen = [row.open, first]
+        else:
+            price = second + (row.close - second) * (3 * u - 2)
+            seen = [row.open, first, second]
+        price = self._on_tick(price, n)
+        high = np.maximum.reduce([*seen, price])
+        low = np.minimum.reduce([*seen, price])
+        volume = row.volume * u
+        rings.set_current(
+            row.open, high, low, price, volume, volume * (high + low + price) / 3.0, row.valid
+        )
+        self._price[:n] = price
+        self._now_ms = now_ms
+
+    def _minute(self, minute: int, n: int) -> _Minute:
+        """Minute `minute` of the first `n` pairs; outside the files the last price holds."""
+        g = self._grid
+        r = minute - self._grid_start
+        if r < 0:
+            held = np.asarray(self._first_open[:n])
+            return _Minute(held, held, held, held, np.zeros(n), np.zeros(n, np.bool_))
+        if r >= len(g.close):
+            held = g.close[-1, :n]
+            return _Minute(held, held, held, held, np.zeros(n), np.zeros(n, np.bool_))
+        return _Minute(
+            g.open[r, :n],
+            g.high[r, :n],
+            g.low[r, :n],
+            g.close[r, :n],
+            g.volume[r, :n],
+            g.valid[r, :n],
+        )
+
+
+def _read(path: Path, quote: str) -> tuple[str, IntArray, FloatArray]:
+    """(symbol, open times, (rows, 5) OHLCV) of one file, checked; bad data names the file and row."""
+    base = path.name.removesuffix(f"_{quote}-1m.parquet")
+    try:
+        table = pq.read_table(path, columns=list(COLUMNS))
+    except (OSError, KeyError, ValueError) as exc:
+        raise MarketDataError(f"{path}: cannot read {', '.join(COLUMNS)} ({exc})") from exc
+    ts = table.column("timestamp_ms").to_numpy().astype(np.int64)
+    values = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in COLUMNS[1:]])
+    if len(ts) == 0:
+        raise MarketDataError(f"{path}: no candles")
+    problems = (
+        (np.diff(ts) <= 0, "timestamps are not strictly increasing"),
+        (ts % MINUTE_MS != 0, "a timestamp is not on a whole minute"),
+        (
+            ~np.isfinite(values).all(axis=1) | (values[:, :4] <= 0).any(axis=1),
+            "a price is not positive and finite",
+        ),
+        (values[:, 4] < 0, "a volume is negative"),
+        (values[:, 1] < values[:, [0, 3]].max(axis=1), "a high is below its open or close"),
+        (values[:, 2] > values[:, [0, 3]].min(axis=1), "a low is above its open or close"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise MarketDataError(f"{path}: {what} (row {row}); fix or remove the file")
+    return f"{base}/{quote}", ts, values
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """Every pair on one minute grid; missing minutes hold the last close with no volume."""
+
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    valid: BoolArray
+
+
+def _dense(loaded: list[tuple[str, IntArray, FloatArray]], start: int, minutes: int) -> _Grid:
+    """Built pair by pair (contiguous writes), then turned minute-major for per-minute reads."""
+    n = len(loaded)
+    fields = np.zeros((5, n, minutes))
+    valid = np.zeros((n, minutes), np.bool_)
+    for j, (_, ts, values) in enumerate(loaded):
+        rows = ts // MINUTE_MS - start
+        fields[:, j, rows] = values.T
+        valid[j, rows] = True
+    # Hold the last close through gaps; before its first candle a pair holds its first open.
+    idx = np.where(valid, np.arange(minutes), 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    held = np.take_along_axis(fields[3], idx, axis=1)
+    first_open = np.array([values[0, 0] for _, _, values in loaded])
+    before_first = ~np.logical_or.accumulate(valid, axis=1)
+    held[before_first] = np.broadcast_to(first_open[:, None], held.shape)[before_first]
+    for k in range(4):
+        fields[k] = np.where(valid, fields[k], held)
+    fields[4][~valid] = 0.0
+    o, h, lo, c, v = (np.ascontiguousarray(f.T) for f in fields)
+    return _Grid(o, h, lo, c, v, np.ascontiguousarray(valid.T))
+
+
+def _tick_exponent(values: FloatArray) -> int:
+    """The finest decimal the pair's prices use (Binance prints prices on its tick)."""
+    sample = values[:5000, :4].ravel()
+    for decimals in range(MAX_DECIMALS + 1):
+        if np.array_equal(np.round(sample, decimals), sample):
+            return -decimals
+    return -MAX_DECIMALS
+
+
+def _read_events(path: Path, symbols: set[str]) -> tuple[PumpEvent, ...]:
+    if not path.is_file():
+        return ()
+    events = []
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if (
+                row.get("kind") != "major"
+                or row.get("timeframe") != "1m"
+                or row.get("pair") not in symbols
+            ):
+                continue
+            low_ms, peak_ms = int(row["low_ms"]), int(row["peak_ms"])
+            size = float(row["peak"]) / float(row["low"]) - 1.0
+            events.append(PumpEvent(row["pair"], low_ms, peak_ms, peak_ms, size, "pump"))
+    return tuple(sorted(events, key=lambda e: (e.start_ms, e.symbol)))

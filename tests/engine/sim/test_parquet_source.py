@@ -1,0 +1,239 @@
+"""The replayed market: real candles served through the generated market's interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.config.sections.sim import SimSection
+from engine.errors import ConfigError, MarketDataError
+from engine.sim.market import open_market
+from engine.sim.parquet_source import ParquetMarket
+from engine.sim.rings import WINDOW_MINUTES
+
+M = 60_000
+T0 = 1_618_531_200_000  # 2021-04-16 00:00 UTC
+G = T0 - 60 * M  # first minute in the files
+GAP = range(G + 50 * M, G + 60 * M, M)  # BBB has no candles in these minutes (an outage)
+LISTED = G + 120 * M  # NEW's first candle
+
+
+def candles(n: int, start: float, seed: int) -> np.ndarray:
+    """(n, 5) OHLCV rows on a 1e-4 tick, alternating up and down candles."""
+    rng = np.random.default_rng(seed)
+    close = np.round(start * np.exp(np.cumsum(rng.normal(0, 0.004, n))), 4)
+    open_ = np.r_[start, close[:-1]]
+    high = np.round(np.maximum(open_, close) * (1 + rng.uniform(0.001, 0.01, n)), 4)
+    low = np.round(np.minimum(open_, close) * (1 - rng.uniform(0.001, 0.01, n)), 4)
+    return np.column_stack([open_, high, low, close, np.round(rng.uniform(10, 1000, n), 2)])
+
+
+def write(path: Path, times: np.ndarray, rows: np.ndarray) -> None:
+    table = pa.table(
+        {
+            "timestamp_ms": times.astype(np.int64),
+            **{c: rows[:, k] for k, c in enumerate(("open", "high", "low", "close", "volume"))},
+        }
+    )
+    pq.write_table(table, path)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    minutes = np.arange(G, G + 300 * M, M)
+    files = {
+        "AAA": (minutes, candles(300, 2.5, 1)),
+        "BBB": (np.array([t for t in minutes.tolist() if t not in GAP]), candles(290, 0.75, 2)),
+        "NEW": (np.arange(LISTED, G + 300 * M, M), candles(180, 1.2, 3)),
+    }
+    files["NEW"][1][0, 1] = 12.0  # the listing wick: 10x the open
+    for base, (times, rows) in files.items():
+        write(tmp_path / f"{base}_USDT-1m.parquet", times, rows)
+    write(tmp_path / "ZZZ_BTC-1m.parquet", minutes, candles(300, 0.01, 4))  # other quote: ignored
+    (tmp_path / "events.csv").write_text(
+        "kind,pair,timeframe,low_ms,low,onset_ms,peak_ms,peak,rise_pct,minutes_low_to_peak,listing_ms\n"
+        f"major,AAA/USDT,1m,{G + 10 * M},2.0,{G + 15 * M},{G + 40 * M},3.0,50.0,30,\n"
+        f"minor,AAA/USDT,1m,{G + 100 * M},2.0,{G + 105 * M},{G + 110 * M},2.4,20.0,10,\n"
+        f"major,AAA/USDT,5m,{G + 10 * M},2.0,{G + 15 * M},{G + 40 * M},3.0,50.0,30,\n"
+    )
+    return files
+
+
+def replay(tmp_path: Path, start_ms: int = T0, **fields: object) -> ParquetMarket:
+    return ParquetMarket(SimSection(data_dir=tmp_path, history_minutes=60, **fields), start_ms)
+
+
+def test_closed_candles_are_the_files_own(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    m = replay(tmp_path)
+    m.advance_to(T0 + 100 * M + 30_000)
+    times, rows = data["AAA"]
+    got = [c for c in m.klines("AAA/USDT", "1m", limit=1000) if c.closed]
+    assert len(got) == 160 and got[0].open_ms == G
+    for c in got:
+        r = int(np.searchsorted(times, c.open_ms))
+        assert (c.open, c.high, c.low, c.close, c.volume) == tuple(rows[r])
+    running = m.klines("AAA/USDT", "1m", limit=1)[0]
+    assert not running.closed and running.open_ms == T0 + 100 * M
+
+
+def test_a_pair_lists_at_its_first_candle_with_its_wick(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    m = replay(tmp_path)
+    assert list(m.symbols) == ["AAA/USDT", "BBB/USDT"]
+    assert [(e.symbol, e.listed_ms) for e in m.listings] == [("NEW/USDT", LISTED)]
+    with pytest.raises(MarketDataError, match="not listed yet"):
+        m.klines("NEW/USDT", "1m")
+    m.advance_to(LISTED - 1)
+    assert "NEW/USDT" not in m.tickers().symbols
+    m.advance_to(LISTED + 5 * M)
+    assert list(m.symbols) == ["AAA/USDT", "BBB/USDT", "NEW/USDT"]
+    first = m.klines("NEW/USDT", "1m")[0]
+    assert first.open_ms == LISTED and first.high == 12.0 and first.open == data["NEW"][1][0, 0]
+    batch = m.tickers()
+    assert batch.high_24h[2] == 12.0 and batch.open_24h[2] == first.open
+    assert {mk.symbol for mk in m.markets()} == set(m.symbols)
+
+
+def test_an_outage_prints_no_candle_and_holds_the_price(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    m = replay(tmp_path, start_ms=GAP[0] - 2 * M)
+    before = m.tickers()
+    m.advance_to(GAP[0] + 30_000)
+    held = m.last_price("BBB/USDT")
+    assert held == data["BBB"][1][49, 3]  # the close before the outage
+    m.advance_to(GAP[-1] + 59_000)
+    assert m.last_price("BBB/USDT") == held
+    opens = [c.open_ms for c in m.klines("BBB/USDT", "1m", limit=1000)]
+    assert not set(GAP) & set(opens)
+    after = m.tickers()
+    assert after.base_volume_24h[1] == pytest.approx(
+        before.base_volume_24h[1] + data["BBB"][1][48:50, 4].sum()
+    )
+    assert after.base_volume_24h[0] > before.base_volume_24h[0]  # AAA traded on
+
+
+def test_inside_a_minute_the_price_walks_open_extremes_close(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    _, rows = data["AAA"]
+    r = next(
+        r for r in range(60, 120) if rows[r, 3] > rows[r, 0]
+    )  # an up candle: open, low, high, close
+    o, h, lo, c, v = rows[r]
+    m = replay(tmp_path, start_ms=G + r * M)
+    seen = []
+    for second in (0, 10, 20, 40, 59):
+        m.advance_to(G + r * M + second * 1000)
+        running = m.klines("AAA/USDT", "1m", limit=1)[0]
+        seen.append((m.last_price("AAA/USDT"), running.high, running.low, running.volume))
+    assert seen[0] == (o, o, o, 0.0)
+    assert lo < seen[1][0] < o and seen[1][2] == seen[1][0]
+    assert seen[2][0] == pytest.approx(lo) and seen[3][0] == pytest.approx(h)
+    assert seen[3][1:3] == (h, lo)
+    assert seen[4][3] == pytest.approx(v * 59 / 60)
+    assert h > seen[4][0] > c or seen[4][0] == c
+    m.advance_to(G + (r + 1) * M)
+    closed = m.klines("AAA/USDT", "1m", limit=2)[0]
+    assert (closed.open, closed.high, closed.low, closed.close, closed.volume) == (o, h, lo, c, v)
+
+
+def test_replay_is_a_function_of_time(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    one, many = replay(tmp_path), replay(tmp_path)
+    end = T0 + 150 * M + 12_345
+    one.advance_to(end)
+    rng = np.random.default_rng(1)
+    t = T0
+    while t < end:
+        t = min(end, t + int(rng.integers(1, 900_000)))
+        many.advance_to(t)
+    a, b = one.tickers(), many.tickers()
+    assert a.symbols == b.symbols
+    for name in (
+        "last",
+        "bid",
+        "ask",
+        "open_24h",
+        "high_24h",
+        "low_24h",
+        "base_volume_24h",
+        "quote_volume_24h",
+    ):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert (a.trade_count_24h == -1).all()  # the files have no trade counts
+    for symbol in a.symbols:
+        assert one.klines(symbol, "5m") == many.klines(symbol, "5m")
+
+
+def test_24h_stats_agree_with_klines(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    m = replay(tmp_path)
+    m.advance_to(T0 + 200 * M + 45_000)
+    batch = m.tickers()
+    for i, symbol in enumerate(batch.symbols):
+        got = m.klines(
+            symbol,
+            "1m",
+            start_ms=m.now_ms - (WINDOW_MINUTES - 1) * M - 59_999,
+            limit=WINDOW_MINUTES,
+        )
+        assert batch.high_24h[i] == max(c.high for c in got)
+        assert batch.low_24h[i] == min(c.low for c in got)
+        assert batch.base_volume_24h[i] == pytest.approx(sum(c.volume for c in got), rel=1e-12)
+        assert batch.bid[i] < batch.last[i] < batch.ask[i]
+
+
+def test_ground_truth_comes_from_events_csv(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    (event,) = replay(tmp_path).ground_truth
+    assert (event.symbol, event.start_ms, event.peak_ms, event.kind) == (
+        "AAA/USDT",
+        G + 10 * M,
+        G + 40 * M,
+        "pump",
+    )
+    assert event.size == pytest.approx(0.5)
+
+
+def test_open_market_replays_when_a_data_dir_is_set(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    assert isinstance(open_market(SimSection(data_dir=tmp_path), T0), ParquetMarket)
+
+
+def test_bad_sources_are_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no \*_USDT-1m\.parquet"):
+        replay(tmp_path)
+    with pytest.raises(ConfigError, match="data_dir is not set"):
+        ParquetMarket(SimSection(), T0)
+    rows = candles(5, 1.0, 5)
+    rows[3, 2] = -1.0
+    write(tmp_path / "BAD_USDT-1m.parquet", np.arange(G, G + 5 * M, M), rows)
+    with pytest.raises(MarketDataError, match=r"BAD_USDT-1m\.parquet.*row 3"):
+        replay(tmp_path)
+
+
+@pytest.mark.shared_data
+def test_real_candles_replay_btgs_listing_and_doges_pump(shared_data: Path) -> None:
+    morning = T0 + 6 * 3_600_000  # 2021-04-16 06:00 UTC; BTG lists at 07:00, DOGE pumps 13:00-13:44
+    m = ParquetMarket(SimSection(data_dir=shared_data), morning)
+    assert len(m.symbols) == 33 and "BTG/USDT" not in m.symbols
+    assert {e.symbol for e in m.listings} == {"EPS/USDT", "TKO/USDT", "BTG/USDT"}
+    assert len(m.ground_truth) == 49  # the labelled 1m majors
+    m.advance_to(morning + 65 * M)
+    first = m.klines("BTG/USDT", "1m")[0]
+    assert first.open_ms == morning + 60 * M and first.high > first.open
+    m.advance_to(T0 + 13 * 3_600_000 + 45 * M)
+    hour = m.klines("DOGE/USDT", "1h", limit=1)[0]
+    assert hour.open_ms == T0 + 13 * 3_600_000 and hour.high == 0.45 and not hour.closed
