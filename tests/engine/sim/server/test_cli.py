@@ -1,0 +1,84 @@
+"""`hotcoin sim-exchange` as a user runs it: a child process on the generated market."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.kit.sim_exchange import make_binance_client
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+async def _start(*flags: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotcoin_tui.cli",
+        "sim-exchange",
+        *flags,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+    return proc, line
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_cli_serves_the_generated_market_to_ccxt_and_stops_on_sigterm() -> None:
+    proc, base_url = await _start("--symbols", "12", "--speed", "100", "--seed", "3", "--push-interval", "0.1")
+    try:
+        assert base_url.startswith("http://127.0.0.1:")
+        ex: Any = make_binance_client(base_url)
+        try:
+            markets = await ex.load_markets()
+            assert len(markets) == 12 and "BTC/USDT" in markets
+            tickers = await ex.watch_tickers()
+            assert all(t["last"] and t["last"] > 0 for t in tickers.values())
+            order = await ex.create_order("BTC/USDT", "market", "buy", 0.01)
+            assert order["status"] == "closed"
+            assert (await ex.fetch_balance())["BTC"]["free"] == pytest.approx(0.00999)
+        finally:
+            await ex.close()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base_url + "/_sim/ground_truth") as resp:
+                truth = await resp.json()
+            assert set(truth) == {"now_ms", "pumps", "listings"}
+            async with session.post(base_url + "/_sim/faults", json={"rate_limit_burst": 1}) as resp:
+                assert resp.status == 200
+            async with session.get(base_url + "/api/v3/time") as resp:
+                assert resp.status == 429
+    finally:
+        code, err = await _stop(proc)
+    assert code == 0, err
+
+
+async def test_cli_rejects_bad_fault_flags_with_a_message() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotcoin_tui.cli",
+        "sim-exchange",
+        "--ticker-nan-rate",
+        "2",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "ticker_nan_rate" in err.decode() and out == b""
