@@ -1,0 +1,144 @@
+"""Which symbols may be candidates at all, and why not.
+
+Two kinds of rule:
+- *static* rules depend on the symbol alone (quote asset, stablecoin, fiat, leveraged token,
+  blacklist); they are decided once, when the symbol gets a row, and kept as a code per row;
+- the *liquidity* rule depends on the 24 h quote volume and the coin's age: at least
+  `min_quote_volume_24h`, or `new_listing_liquidity_frac` of it for a coin listed less than
+  `new_listing_days` ago (its 24 h figure is still filling up).
+`evaluate` gives a code per row (0 = passes), vectorised; `explain` gives the full list of
+checks for one symbol, each as a journal `check()` with the value seen and the limit applied.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.config.sections.discovery import FiltersSection
+from engine.domain.ticker import FloatArray, IntArray
+from engine.journal.events import check
+
+CodeArray = npt.NDArray[np.int8]
+
+
+class FilterCode(enum.IntEnum):
+    """Why a symbol is not a candidate (the first rule it fails, in this order)."""
+
+    PASS = 0
+    QUOTE_ASSET = 1
+    STABLECOIN = 2
+    FIAT = 3
+    LEVERAGED = 4
+    BLACKLIST = 5
+    MIN_VOLUME = 6
+    LISTING_LIQUIDITY = 7
+
+    @property
+    def check_name(self) -> str:
+        return _CHECK_NAMES[self]
+
+
+_CHECK_NAMES = {
+    FilterCode.PASS: "pass",
+    FilterCode.QUOTE_ASSET: "quote_asset",
+    FilterCode.STABLECOIN: "not_stablecoin",
+    FilterCode.FIAT: "not_fiat",
+    FilterCode.LEVERAGED: "not_leveraged_token",
+    FilterCode.BLACKLIST: "not_blacklisted",
+    FilterCode.MIN_VOLUME: "min_quote_volume_24h",
+    FilterCode.LISTING_LIQUIDITY: "new_listing_liquidity",
+}
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    base, _, quote = symbol.partition("/")
+    return base, quote
+
+
+class CandidateFilters:
+    """Static rules per row plus the vectorised liquidity rule."""
+
+    def __init__(self, cfg: FiltersSection, quote_asset: str, capacity: int) -> None:
+        self.cfg = cfg
+        self.quote_asset = quote_asset
+        self.static_code = np.zeros(capacity, dtype=np.int8)
+        self.known_bases: set[str] = set()
+        self._stable = frozenset(s.upper() for s in cfg.stablecoins)
+        self._fiat = frozenset(s.upper() for s in cfg.fiat)
+        self._blacklist = frozenset(s.upper() for s in cfg.blacklist)
+
+    def note_bases(self, symbols: Iterable[str]) -> None:
+        """Remember base assets that exist, so BTCUP is known to be BTC's leveraged token."""
+        for symbol in symbols:
+            self.known_bases.add(split_symbol(symbol)[0].upper())
+
+    def leveraged_parent(self, base: str) -> str | None:
+        for suffix in self.cfg.leveraged_suffixes:
+            if base.endswith(suffix) and len(base) > len(suffix):
+                parent = base[: -len(suffix)]
+                if parent in self.known_bases:
+                    return parent
+        return None
+
+    def classify(self, symbol: str) -> FilterCode:
+        """The static verdict for one symbol."""
+        base, quote = split_symbol(symbol.upper())
+        if quote != self.quote_asset.upper():
+            return FilterCode.QUOTE_ASSET
+        if base in self._stable:
+            return FilterCode.STABLECOIN
+        if base in self._fiat:
+            return FilterCode.FIAT
+        if self.leveraged_parent(base) is not None:
+            return FilterCode.LEVERAGED
+        if base in self._blacklist or symbol.upper() in self._blacklist:
+            return FilterCode.BLACKLIST
+        return FilterCode.PASS
+
+    def on_new_rows(self, rows: IntArray, symbols: list[str | None]) -> None:
+        for row in rows.tolist():
+            symbol = symbols[row]
+            self.static_code[row] = self.classify(symbol) if symbol is not None else FilterCode.QUOTE_ASSET
+
+    def volume_threshold(self, age_days: FloatArray) -> FloatArray:
+        young = age_days < self.cfg.new_listing_days  # NaN (unknown age) is old
+        out: FloatArray = np.where(young, self.cfg.min_quote_volume_24h * self.cfg.new_listing_liquidity_frac, self.cfg.min_quote_volume_24h)
+        return out
+
+    def evaluate(self, quote_volume_24h: FloatArray, age_days: FloatArray) -> CodeArray:
+        """Code per row over rows [0, len(quote_volume_24h)); static codes win over liquidity."""
+        e = len(quote_volume_24h)
+        young = age_days < self.cfg.new_listing_days
+        threshold = self.volume_threshold(age_days)
+        short = ~(quote_volume_24h >= threshold)  # NaN volume fails
+        codes = self.static_code[:e].copy()
+        liquidity = np.where(young, FilterCode.LISTING_LIQUIDITY, FilterCode.MIN_VOLUME).astype(np.int8)
+        np.copyto(codes, liquidity, where=short & (codes == 0))
+        return codes
+
+    def explain(self, symbol: str, quote_volume_24h: float, age_days: float | None) -> list[dict[str, Any]]:
+        """Every check for one symbol, in order, with the value seen and the limit applied."""
+        base, quote = split_symbol(symbol.upper())
+        young = age_days is not None and age_days < self.cfg.new_listing_days
+        threshold = self.cfg.min_quote_volume_24h * (self.cfg.new_listing_liquidity_frac if young else 1.0)
+        volume_ok = quote_volume_24h == quote_volume_24h and quote_volume_24h >= threshold  # NaN fails
+        parent = self.leveraged_parent(base)
+        blacklisted = base in self._blacklist or symbol.upper() in self._blacklist
+        return [
+            check("quote_asset", quote == self.quote_asset.upper(), quote, self.quote_asset),
+            check("not_stablecoin", base not in self._stable, base, "stablecoins"),
+            check("not_fiat", base not in self._fiat, base, "fiat"),
+            check("not_leveraged_token", parent is None, base, "leveraged_suffixes"),
+            check("not_blacklisted", not blacklisted, base, "blacklist"),
+            check(
+                "new_listing_liquidity" if young else "min_quote_volume_24h",
+                volume_ok,
+                quote_volume_24h if quote_volume_24h == quote_volume_24h else None,
+                threshold,
+            ),
+        ]

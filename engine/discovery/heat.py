@@ -1,0 +1,165 @@
+"""Heat: one 0..100 number per symbol, built from components that replay can show.
+
+    heat = 100 x min(1, sum_i weight_i x component_i),   every component in 0..1
+
+Components (weights in `discovery.heat`):
+- momentum: the larger of
+    * sat(price_z, momentum_z_half) x min(1, best return / momentum_min_return), where
+      sat(x, h) = x / (x + h) for x > 0, else 0, and best return is the largest 1/5/15 min return
+      (the gate keeps a large z on a tiny move, a stablecoin twitching, from looking hot), and
+    * min(1, run_up / runup_full): the rise from the 60 min low. Robust z-scores are slow on the
+      very coins that pump (they are volatile, so +5% is "only" 2 sigma); the rise is not.
+- volume_surge: sat(volume_z, volume_z_half), only while the 5 min return is not negative
+  (heavy selling is not heat).
+- listing_freshness: exp(-age_days / listing_tau_days) for coins with a known listing time.
+- social_velocity: sat(mention-rate ratio, social_velocity_half), set by the social sources.
+- social_sentiment: positive sentiment (0..1) of the recent mentions, only where mentioned.
+- rank_acceleration: how far the symbol climbed in the market-wide ranking of the ticker part
+  (weighted momentum + volume) since the start of the previous bar: 2 x (percentile then -
+  percentile now), clipped to 0..1 (percentile 0 = top). The full ranking is taken once per
+  bar; in between only the `RANK_TOP` highest scores are ranked (the rest score 0 here: a
+  climb that ends outside the top 64 of the market is not heat), which keeps a 2,000-symbol
+  batch from paying for a sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.config.sections.discovery import HeatSection
+from engine.discovery.anomaly import AnomalyScores
+from engine.domain.discovery import HeatComponents
+from engine.domain.ticker import FloatArray, IntArray
+
+BoolArray = npt.NDArray[np.bool_]
+
+DAY_MS = 86_400_000
+RANK_TOP = 64
+COMPONENTS: tuple[str, ...] = (
+    "momentum",
+    "volume_surge",
+    "listing_freshness",
+    "social_velocity",
+    "social_sentiment",
+    "rank_acceleration",
+)
+
+
+def saturate(x: FloatArray, half: float) -> FloatArray:
+    """x / (x + half) for x > 0, else 0: 0.5 at `half`, approaching 1, never above."""
+    pos = np.maximum(x, 0.0)
+    out: FloatArray = pos / (pos + half)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class HeatFrame:
+    """Heat and its components for rows [0, extent) at one batch."""
+
+    ts_ms: int
+    heat: FloatArray
+    parts: dict[str, FloatArray]
+
+    def components(self, row: int) -> HeatComponents:
+        p = self.parts
+        return HeatComponents(
+            float(p["momentum"][row]),
+            float(p["volume_surge"][row]),
+            float(p["listing_freshness"][row]),
+            float(p["social_velocity"][row]),
+            float(p["social_sentiment"][row]),
+            float(p["rank_acceleration"][row]),
+        )
+
+    def sources(self, row: int) -> tuple[str, ...]:
+        out = []
+        if self.parts["momentum"][row] > 0 or self.parts["volume_surge"][row] > 0:
+            out.append("ticker")
+        if self.parts["listing_freshness"][row] > 0:
+            out.append("listing")
+        if self.parts["social_velocity"][row] > 0:
+            out.append("social")
+        return tuple(out)
+
+
+class HeatRanker:
+    """Turns anomaly scores plus listing and social inputs into heat, vectorised over all rows."""
+
+    def __init__(self, cfg: HeatSection, capacity: int, bar_ms: int) -> None:
+        self.cfg = cfg
+        self.bar_ms = bar_ms
+        self.listing_ms = np.full(capacity, np.nan)  # epoch ms of the listing; NaN = unknown / old
+        self.social_velocity = np.zeros(capacity)  # mention-rate ratio over baseline
+        self.social_sentiment = np.zeros(capacity)  # -1..1
+        self._pct_bar = np.full(capacity, np.nan)  # percentile at the start of this bar
+        self._pct_prev_bar = np.full(capacity, np.nan)  # ... and of the previous bar
+        self._bar = -1
+
+    def reset_rows(self, rows: IntArray) -> None:
+        self.listing_ms[rows] = np.nan
+        self.social_velocity[rows] = 0.0
+        self.social_sentiment[rows] = 0.0
+        self._pct_bar[rows] = np.nan
+        self._pct_prev_bar[rows] = np.nan
+
+    def rank(self, scores: AnomalyScores, active: BoolArray, now_ms: int) -> HeatFrame:
+        cfg = self.cfg
+        e = scores.extent
+        ret = scores.returns
+        best_ret = np.fmax(np.fmax(ret["1m"], ret["5m"]), ret["15m"])
+        momentum = saturate(scores.price_z, cfg.momentum_z_half)
+        if cfg.momentum_min_return > 0:  # fmax/fmin: a NaN return (no history) gates to 0
+            momentum *= np.fmin(np.fmax(best_ret / cfg.momentum_min_return, 0.0), 1.0)
+        np.fmax(momentum, np.fmin(np.fmax(scores.run_up / cfg.runup_full, 0.0), 1.0), out=momentum)
+        volume = saturate(scores.volume_z, cfg.volume_z_half) * ~(ret["5m"] < 0.0)
+        age_ms = now_ms - self.listing_ms[:e]
+        fresh = np.exp(-np.maximum(age_ms, 0.0) / (cfg.listing_tau_days * DAY_MS))
+        fresh[np.isnan(fresh)] = 0.0
+        social_v = saturate(self.social_velocity[:e], cfg.social_velocity_half)
+        social_s = np.clip(self.social_sentiment[:e], 0.0, 1.0) * (social_v > 0)
+        rank_acc = self._rank_acceleration(cfg.w_momentum * momentum + cfg.w_volume_surge * volume, active[:e], now_ms)
+        total = (
+            cfg.w_momentum * momentum + cfg.w_volume_surge * volume + cfg.w_listing_freshness * fresh
+            + cfg.w_social_velocity * social_v + cfg.w_social_sentiment * social_s + cfg.w_rank_acceleration * rank_acc
+        )  # fmt: skip
+        heat = 100.0 * np.minimum(total, 1.0)
+        heat[~active[:e]] = 0.0
+        parts = {
+            "momentum": momentum,
+            "volume_surge": volume,
+            "listing_freshness": fresh,
+            "social_velocity": social_v,
+            "social_sentiment": social_s,
+            "rank_acceleration": rank_acc,
+        }
+        return HeatFrame(ts_ms=now_ms, heat=heat, parts=parts)
+
+    def _rank_acceleration(self, ticker_score: FloatArray, active: BoolArray, now_ms: int) -> FloatArray:
+        e = len(ticker_score)
+        out: FloatArray = np.zeros(e)
+        n = int(np.count_nonzero(active))
+        if n == 0:
+            return out
+        score = np.where(active, ticker_score, -np.inf)
+        bar = now_ms // self.bar_ms
+        if bar != self._bar:
+            # Percentile of every row (share of active rows scoring strictly higher), once a bar.
+            ordered = np.sort(score)
+            pct = (e - np.searchsorted(ordered, score, side="right")) / n
+            self._pct_prev_bar[:] = self._pct_bar[:]
+            self._pct_bar[:] = np.nan
+            self._pct_bar[:e] = pct
+            self._bar = bar
+        k = min(RANK_TOP, e)
+        top = np.argpartition(-score, k - 1)[:k] if k < e else np.arange(e)
+        top = top[score[top] > 0.0]  # climbing among zeros is tie-breaking, not heat
+        if len(top):
+            s = score[top]
+            pct_now = (len(s) - np.searchsorted(np.sort(s), s, side="right")) / n
+            climb = 2.0 * (self._pct_prev_bar[top] - pct_now)
+            climb[np.isnan(climb)] = 0.0
+            out[top] = np.clip(climb, 0.0, 1.0)
+        return out

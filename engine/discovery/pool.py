@@ -1,0 +1,146 @@
+"""The candidate pool: the hottest symbols right now, each kept a while, with its heat history.
+
+Membership, each batch:
+- a symbol *qualifies* when it passes the filters, has heat >= `min_heat` and is among the
+  `size` hottest qualifying symbols; qualifying (re)sets its expiry to now + `ttl_ms`;
+- a member that stops qualifying stays, with its current figures, until it expires (a pump's
+  pause for breath does not throw it out), unless a filter now rejects it or it left the
+  market, which removes it at once;
+- above `size` members the coolest leave first.
+
+Readers get a `PoolSnapshot`: a tuple of frozen `Candidate`s (their `returns` are read-only
+mappings), so a snapshot held by the UI or the signal stage never changes under it.
+Heat history is one sample per bar (the bar's latest), at most `history_len` bars.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from engine.config.sections.discovery import PoolSection
+from engine.domain.discovery import Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """The pool at one moment, hottest first (`rank` 1 is the hottest)."""
+
+    ts_ms: int
+    candidates: tuple[Candidate, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self.candidates)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(c.symbol for c in self.candidates)
+
+    def get(self, symbol: str) -> Candidate | None:
+        for c in self.candidates:
+            if c.symbol == symbol:
+                return c
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChange:
+    """What one update did: who entered, who left and why, and the new snapshot."""
+
+    entered: tuple[str, ...]
+    left: tuple[tuple[str, str], ...]  # (symbol, reason)
+    snapshot: PoolSnapshot
+
+
+@dataclass(slots=True)
+class _Member:
+    entered_ms: int
+    expires_ms: int
+    history: deque[tuple[int, float]] = field(default_factory=deque)
+
+
+class CandidatePool:
+    """Top-N by heat with a TTL and a bounded heat history per member."""
+
+    def __init__(self, cfg: PoolSection) -> None:
+        self.cfg = cfg
+        self._members: dict[str, _Member] = {}
+        self._snapshot = PoolSnapshot(ts_ms=0)
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def snapshot(self) -> PoolSnapshot:
+        return self._snapshot
+
+    def history(self, symbol: str) -> tuple[tuple[int, float], ...]:
+        """(bar-time ms, heat) samples of a member, oldest first; empty for non-members."""
+        m = self._members.get(symbol)
+        return tuple(m.history) if m else ()
+
+    def update(
+        self,
+        now_ms: int,
+        heats: Mapping[str, float],
+        qualifying: frozenset[str] | set[str],
+        rejected: Mapping[str, str],
+        build: Callable[[str, int], Candidate],
+    ) -> PoolChange:
+        """Fold one batch in.
+
+        `heats`: current heat of every qualifying symbol and every present member;
+        `qualifying`: symbols that qualify now; `rejected`: members a filter now rejects, with
+        the reason; `build(symbol, rank)`: the member's `Candidate` (called only for members).
+        """
+        cfg = self.cfg
+        entered: list[str] = []
+        left: list[tuple[str, str]] = []
+        members = self._members
+        for symbol, reason in rejected.items():
+            if members.pop(symbol, None) is not None:
+                left.append((symbol, reason))
+        for symbol in list(members):
+            if symbol not in heats:
+                del members[symbol]
+                left.append((symbol, "left the market"))
+            elif symbol not in qualifying and members[symbol].expires_ms <= now_ms:
+                del members[symbol]
+                left.append((symbol, "expired"))
+        expires = now_ms + cfg.ttl_ms
+        for symbol in qualifying:
+            member = members.get(symbol)
+            if member is None:
+                members[symbol] = _Member(now_ms, expires, deque(maxlen=cfg.history_len))
+                entered.append(symbol)
+            else:
+                member.expires_ms = expires
+        ranked = sorted(members, key=lambda s: (-heats[s], s))
+        for symbol in ranked[cfg.size :]:
+            del members[symbol]
+            if symbol in entered:
+                entered.remove(symbol)
+            else:
+                left.append((symbol, "displaced by hotter symbols"))
+        bar_ms = now_ms - now_ms % cfg.bar_ms
+        candidates = []
+        for rank, symbol in enumerate(ranked[: cfg.size], start=1):
+            heat = heats[symbol]
+            history = members[symbol].history
+            if history and history[-1][0] == bar_ms:
+                history[-1] = (bar_ms, heat)
+            else:
+                history.append((bar_ms, heat))
+            candidates.append(build(symbol, rank))
+        self._snapshot = PoolSnapshot(ts_ms=now_ms, candidates=tuple(candidates))
+        return PoolChange(entered=tuple(entered), left=tuple(left), snapshot=self._snapshot)

@@ -1,0 +1,391 @@
+"""Rolling per-symbol state for the whole market, as a struct of numpy arrays.
+
+Every full-market `TickerBatch` (~2,000 symbols a second) updates all symbols with a handful
+of vector operations. A dict of deques per symbol would cost 2,000 Python calls per batch;
+here a symbol is a *row* of fixed-capacity arrays, found through a `symbol -> row` index, and
+its history is a ring of *slots* (one price / volume sample per `slot_ms`), so memory is
+`capacity x history_slots` floats whatever the market does.
+
+Volume. Exchanges report a 24 h quote volume, not per-interval volume. Between two updates
+`dt` apart, a rolling 24 h figure changes by (volume traded in dt) - (volume that left the
+window, traded 24 h earlier), so the interval volume is `diff + departing`. The departing
+volume is read from our own estimates of 24 h ago, kept in a day ring of `volume_bucket_ms`
+buckets (rate of that bucket x dt); until a symbol has a day of history (or where that bucket
+is unknown) it is assumed traded at the window's average rate, `V_prev x dt / 24h`. Reading
+the real departure matters: a day after a burst (a listing, a crash) the burst leaves the
+window, and the average-rate guess would read a day of zeros, then every ordinary minute as a
+surge. Some feeds reset the figure daily (it falls to near zero at midnight): a fall below
+(1 - `volume_reset_drop`) x (V_prev - departing) is such a reset, and that interval's volume
+is *unknown* (NaN in its slot), never a spike or a negative. A symbol silent for several
+slots gets no volume for the update that ends the silence (the diff spans too long to place).
+
+Time is the batch's `ts_ms`; a batch not newer than the last one accepted is rejected and
+counted. Symbols not seen for `stale_after_ms` are swept every `cleanup_interval_ms`, their
+rows returned to a free-list for reuse. Rows allocated in a batch are reported in
+`WindowUpdate.new_rows` so per-row state kept elsewhere (baselines, cool-downs, filters) is
+reset when a row changes owner.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import repeat
+
+import numpy as np
+
+from engine.config.sections.discovery import WindowsSection
+from engine.domain.ticker import FloatArray, IntArray, TickerBatch
+
+DAY_MS = 86_400_000
+RETURN_HORIZONS_MIN: tuple[int, ...] = (1, 5, 15, 60)
+NO_TIME = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    """What one accepted batch changed: rows it updated (valid price) and rows it allocated."""
+
+    ts_ms: int
+    rows: IntArray
+    new_rows: IntArray
+    new_slot: bool
+
+
+class TickerWindows:
+    """Rolling windows of every symbol: returns, volume rate, 24 h figures, range, trades."""
+
+    def __init__(self, cfg: WindowsSection) -> None:
+        self.cfg = cfg
+        c, r = cfg.capacity, cfg.history_slots
+        self.capacity = c
+        self.history_slots = r
+        self.slot_ms = cfg.slot_ms
+        self.counters: Counter[str] = Counter()
+        self.symbols: list[str | None] = [None] * c
+        self.index: dict[str, int] = {}
+        self._free: list[int] = list(range(c - 1, -1, -1))  # kept descending: pop() gives the lowest row
+        self.active = np.zeros(c, dtype=bool)
+        self.last_price = np.full(c, np.nan)
+        self.quote_volume_24h = np.full(c, np.nan)
+        self.open_24h = np.full(c, np.nan)
+        self.high_24h = np.full(c, np.nan)
+        self.low_24h = np.full(c, np.nan)
+        self.trade_count_24h = np.full(c, -1, dtype=np.int64)
+        self.last_seen_ms = np.full(c, NO_TIME, dtype=np.int64)
+        self.first_seen_ms = np.full(c, NO_TIME, dtype=np.int64)
+        self._volume_ms = np.zeros(c, dtype=np.int64)  # 0: "long ago", so a first diff is a gap
+        self.price_ring = np.full((c, r), np.nan)
+        self.volume_ring = np.full((c, r), np.nan)
+        self._low_done = np.full(c, np.nan)  # lowest slot price over the last hour's completed slots
+        self._bucket_ms = cfg.volume_bucket_ms
+        self.day_ring = np.full((c, DAY_MS // cfg.volume_bucket_ms), np.nan, dtype=np.float32)
+        self._departing = np.full(c, np.nan)  # the current bucket's content of 24 h ago
+        self._bucket = -1
+        self._volume_since_ms = np.full(c, NO_TIME, dtype=np.int64)  # first volume sample of the row
+        self.slot = -1  # absolute slot number (ts // slot_ms) of the ring's head
+        self.last_ts_ms: int | None = None
+        self._last_cleanup_ms: int | None = None
+        self._cached_symbols: tuple[str, ...] | None = None
+        self._cached_pos: IntArray = np.zeros(0, dtype=np.int64)
+        self._cached_rows: IntArray = np.zeros(0, dtype=np.int64)
+        self._active_rows: IntArray | None = None
+        self._gap_ms = cfg.volume_gap_slots * cfg.slot_ms
+        self._keep_after_reset = 1.0 - cfg.volume_reset_drop
+
+    # ----------------------------------------------------------------------------- rows
+    @property
+    def head(self) -> int:
+        """Ring column of the current slot."""
+        return self.slot % self.history_slots
+
+    @property
+    def active_rows(self) -> IntArray:
+        if self._active_rows is None:
+            self._active_rows = np.flatnonzero(self.active)
+        return self._active_rows
+
+    @property
+    def extent(self) -> int:
+        """One past the highest row in use: rows are handed out lowest first, so vector work runs
+        on the views `[:extent]` instead of the whole capacity (or a gathered copy)."""
+        rows = self.active_rows
+        return int(rows[-1]) + 1 if len(rows) else 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def row_of(self, symbol: str) -> int | None:
+        return self.index.get(symbol)
+
+    def invalidate_mapping(self) -> None:
+        """Forget the cached batch-symbol mapping (call when admission rules change)."""
+        self._cached_symbols = None
+
+    def _allocate(self, symbol: str, ts_ms: int) -> int:
+        if not self._free:
+            self.counters["capacity_full"] += 1
+            return -1
+        row = self._free.pop()
+        self.index[symbol] = row
+        self.symbols[row] = symbol
+        self.active[row] = True
+        self.first_seen_ms[row] = ts_ms
+        self.last_seen_ms[row] = ts_ms
+        self._active_rows = None
+        return row
+
+    def _release(self, rows: IntArray) -> None:
+        for row in rows.tolist():
+            symbol = self.symbols[row]
+            if symbol is not None:
+                del self.index[symbol]
+            self.symbols[row] = None
+        self._free.extend(rows.tolist())
+        self._free.sort(reverse=True)
+        self.active[rows] = False
+        for arr in (self.last_price, self.quote_volume_24h, self.open_24h, self.high_24h, self.low_24h):
+            arr[rows] = np.nan
+        self.trade_count_24h[rows] = -1
+        self.last_seen_ms[rows] = NO_TIME
+        self.first_seen_ms[rows] = NO_TIME
+        self._volume_ms[rows] = 0
+        self.price_ring[rows] = np.nan
+        self.volume_ring[rows] = np.nan
+        self.day_ring[rows] = np.nan
+        self._departing[rows] = np.nan
+        self._low_done[rows] = np.nan
+        self._volume_since_ms[rows] = NO_TIME
+        self._active_rows = None
+        self._cached_symbols = None
+
+    def _map(self, batch: TickerBatch, admit: Callable[[str], bool] | None) -> tuple[IntArray, IntArray, IntArray]:
+        """(batch positions, their rows, rows allocated now). Cached while the symbol tuple repeats."""
+        symbols = batch.symbols
+        if self._cached_symbols is not None and (symbols is self._cached_symbols or symbols == self._cached_symbols):
+            return self._cached_pos, self._cached_rows, np.zeros(0, dtype=np.int64)
+        n = len(symbols)
+        # Known symbols in one C-level pass (a !ticker@arr batch holds only the symbols that
+        # changed, so the tuple differs from batch to batch); Python only for the rare rest.
+        rows = np.fromiter(map(self.index.get, symbols, repeat(-1, n)), dtype=np.int64, count=n)
+        if len(set(symbols)) != n:
+            first: set[str] = set()
+            for i, symbol in enumerate(symbols):
+                if symbol in first:
+                    rows[i] = -2  # a repeat: the first occurrence counts
+                    self.counters["duplicate_symbol"] += 1
+                first.add(symbol)
+        new: list[int] = []
+        for i in np.flatnonzero(rows == -1).tolist():
+            symbol = symbols[i]
+            if not isinstance(symbol, str) or symbol.count("/") != 1 or symbol.startswith("/") or symbol.endswith("/"):
+                self.counters["malformed_symbol"] += 1
+                continue
+            if admit is not None and not admit(symbol):
+                self.counters["unknown_symbol"] += 1
+                continue
+            row = self._allocate(symbol, batch.ts_ms)
+            if row >= 0:
+                new.append(row)
+                rows[i] = row
+        new_rows = np.asarray(new, dtype=np.int64)
+        if len(new_rows):
+            self.price_ring[new_rows] = np.nan
+            self.volume_ring[new_rows] = np.nan
+            self.day_ring[new_rows] = np.nan
+            self._departing[new_rows] = np.nan
+            self._low_done[new_rows] = np.nan
+        pos = np.flatnonzero(rows >= 0)
+        self._cached_symbols = symbols
+        self._cached_pos = pos
+        self._cached_rows = rows[pos]
+        return pos, self._cached_rows, new_rows
+
+    # ----------------------------------------------------------------------------- update
+    def update(self, batch: TickerBatch, admit: Callable[[str], bool] | None = None) -> WindowUpdate | None:
+        """Fold one batch in; None (and a counted reason) when the batch is out of order or a duplicate.
+
+        `admit(symbol)` decides whether a symbol never seen before gets a row (e.g. only symbols
+        known from market info); refused ones are counted as `unknown_symbol`.
+        """
+        ts = batch.ts_ms
+        if self.last_ts_ms is not None and ts <= self.last_ts_ms:
+            self.counters["duplicate_batch" if ts == self.last_ts_ms else "out_of_order_batch"] += 1
+            return None
+        self.last_ts_ms = ts
+        self.counters["batches"] += 1
+        pos, rows, new_rows = self._map(batch, admit)
+        slot = ts // self.slot_ms
+        new_slot = slot != self.slot
+        if new_slot:
+            self._advance(slot)
+        head = self.head
+
+        price = batch.last[pos]
+        ok = price > 0.0
+        ok &= price < np.inf
+        n_ok = int(np.count_nonzero(ok))
+        if n_ok != len(pos):
+            self._count_bad_prices(price[~ok])
+            pos, rows = pos[ok], rows[ok]
+            price = price[ok]
+        self.last_price[rows] = price
+        self.price_ring[rows, head] = price
+        self.last_seen_ms[rows] = ts
+        self._update_volume(batch, pos, rows, ts, head)
+        self.open_24h[rows] = batch.open_24h[pos]
+        self.high_24h[rows] = batch.high_24h[pos]
+        self.low_24h[rows] = batch.low_24h[pos]
+        self.trade_count_24h[rows] = batch.trade_count_24h[pos]
+        self._sweep(ts)  # after the update: a market-wide outage does not make everyone stale
+        return WindowUpdate(ts_ms=ts, rows=rows, new_rows=new_rows, new_slot=new_slot)
+
+    def _count_bad_prices(self, bad: FloatArray) -> None:
+        nan = int(np.count_nonzero(np.isnan(bad)))
+        inf = int(np.count_nonzero(np.isinf(bad)))
+        self.counters["missing_price"] += nan
+        self.counters["nonfinite_price"] += inf
+        self.counters["nonpositive_price"] += len(bad) - nan - inf
+
+    def _update_volume(self, batch: TickerBatch, pos: IntArray, rows: IntArray, ts: int, head: int) -> None:
+        qv = batch.quote_volume_24h[pos]
+        vok = qv >= 0.0
+        vok &= qv < np.inf
+        if not vok.all():
+            self.counters["bad_volume"] += int(len(qv) - np.count_nonzero(vok))
+            rows, qv = rows[vok], qv[vok]
+        bucket = (ts - 1) // self._bucket_ms  # the bucket of the volume traded up to ts
+        if bucket != self._bucket:
+            self._open_bucket(bucket)
+        col = bucket % self.day_ring.shape[1]
+        prev = self.quote_volume_24h[rows]
+        dt = ts - self._volume_ms[rows]
+        departing = self._departing[rows] * np.minimum(dt / self._bucket_ms, 1.0)
+        day_old = self._volume_since_ms[rows] <= ts - DAY_MS
+        guess = ~day_old | np.isnan(departing)
+        departing[guess] = (prev * (dt / DAY_MS))[guess]
+        est = qv - prev + departing
+        reset = qv < (prev - departing) * self._keep_after_reset
+        unknown = reset | (dt > self._gap_ms)  # first sample: prev is NaN, so est is NaN already
+        n_reset = int(np.count_nonzero(reset))
+        if n_reset:
+            self.counters["volume_reset"] += n_reset
+        est[unknown] = np.nan
+        np.maximum(est, 0.0, out=est)
+        self.volume_ring[rows, head] += est
+        self.day_ring[rows, col] += est
+        self.quote_volume_24h[rows] = qv
+        self._volume_ms[rows] = ts
+        first = self._volume_since_ms[rows] == NO_TIME
+        if first.any():
+            self._volume_since_ms[rows[first]] = ts
+
+    def _open_bucket(self, bucket: int) -> None:
+        """Start a day-ring bucket: keep what it held 24 h ago (the volume now leaving the exchange's
+        window), then clear it for today's volume (NaN for rows not trading, and skipped buckets)."""
+        b = self.day_ring.shape[1]
+        steps = bucket - self._bucket if self._bucket >= 0 else b
+        for k in range(max(self._bucket + 1, bucket - b + 1), bucket):
+            self.day_ring[:, k % b] = np.nan
+        col = bucket % b
+        self._departing[:] = self.day_ring[:, col] if steps < b or self._bucket < 0 else np.nan
+        self.day_ring[:, col] = np.where(self.active, 0.0, np.nan)
+        self._bucket = bucket
+
+    def _advance(self, slot: int) -> None:
+        """Open slot `slot`: carry each price forward, start the slot's volume at 0 (NaN for skipped slots)."""
+        r = self.history_slots
+        steps = slot - self.slot if self.slot >= 0 else r
+        if steps >= r:
+            self.price_ring[:] = np.nan
+            self.volume_ring[:] = np.nan
+            steps = 1
+        else:
+            for s in range(self.slot + 1, slot):
+                col = s % r
+                self.price_ring[:, col] = self.last_price
+                self.volume_ring[:, col] = np.nan
+        self.slot = slot
+        head = slot % r
+        self._update_low(slot)
+        self.price_ring[:, head] = self.last_price
+        self.volume_ring[:, head] = np.where(self.active, 0.0, np.nan)
+        if steps > 1:
+            self.counters["skipped_slots"] += steps - 1
+
+    def _update_low(self, slot: int) -> None:
+        """Lowest price of the completed slots of the last hour (before `slot`), once per slot:
+        at most two contiguous views of the ring, reduced with fmin (NaN-skipping, no copy)."""
+        r = self.history_slots
+        k = self.slots_for(60)
+        lo, hi = (slot - k) % r, slot % r  # columns lo .. hi-1, circularly
+        e = self.extent
+        ring = self.price_ring[:e]
+        if lo < hi:
+            low = np.fmin.reduce(ring[:, lo:hi], axis=1)
+        else:
+            low = np.fmin.reduce(ring[:, lo:], axis=1)
+            if hi:
+                np.fmin(low, np.fmin.reduce(ring[:, :hi], axis=1), out=low)
+        self._low_done[:e] = low
+
+    def run_up(self, extent: int | None = None) -> FloatArray:
+        """last / lowest price of the last 60 min - 1 per row (0 for a price at its low, NaN unknown).
+
+        The rise from the hour's low is what a pump is, whatever the symbol's own volatility:
+        the labelled onset of a pump is its first close 5% above such a low."""
+        e = self.capacity if extent is None else extent
+        last = self.last_price[:e]
+        out: FloatArray = last / np.fmin(self._low_done[:e], last)
+        out -= 1.0
+        return out
+
+    def _sweep(self, ts: int) -> None:
+        if self._last_cleanup_ms is not None and ts - self._last_cleanup_ms < self.cfg.cleanup_interval_ms:
+            return
+        self._last_cleanup_ms = ts
+        stale = np.flatnonzero(self.active & (self.last_seen_ms < ts - self.cfg.stale_after_ms))
+        if len(stale):
+            self.counters["expired_symbols"] += len(stale)
+            self._release(stale)
+
+    # ----------------------------------------------------------------------------- reads
+    def slots_for(self, minutes: int) -> int:
+        return minutes * 60_000 // self.slot_ms
+
+    def returns(self, extent: int | None = None) -> dict[str, FloatArray]:
+        """Simple returns over 1 / 5 / 15 / 60 min of rows [0, extent), keyed '1m', '5m', ...; NaN where unknown."""
+        e = self.capacity if extent is None else extent
+        out: dict[str, FloatArray] = {}
+        r = self.history_slots
+        last = self.last_price[:e]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for m in RETURN_HORIZONS_MIN:
+                col = (self.slot - self.slots_for(m)) % r
+                ret = last / self.price_ring[:e, col]
+                ret -= 1.0
+                out[f"{m}m"] = ret
+        return out
+
+    def recent_volume(self, window_ms: int, extent: int | None = None) -> tuple[FloatArray, int]:
+        """Quote volume of rows [0, extent) over the last `window_ms` (whole slots, the current
+        one included) and the slot count; NaN where a slot's volume is unknown."""
+        e = self.capacity if extent is None else extent
+        k = max(1, window_ms // self.slot_ms)
+        r = self.history_slots
+        vol: FloatArray = self.volume_ring[:e, self.slot % r].copy()
+        for i in range(1, k):
+            vol += self.volume_ring[:e, (self.slot - i) % r]
+        return vol, k
+
+    def range_24h(self) -> FloatArray:
+        """high_24h / low_24h - 1 (NaN where unknown)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: FloatArray = self.high_24h / self.low_24h - 1.0
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes of the per-row state (fixed at construction; the per-batch caches are not counted)."""
+        arrays = [v for k, v in vars(self).items() if isinstance(v, np.ndarray) and not k.startswith(("_cached", "_active"))]
+        return int(sum(a.nbytes for a in arrays))

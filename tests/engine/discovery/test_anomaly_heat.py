@@ -1,0 +1,162 @@
+"""AnomalyDetector (robust z-scores, alerts, cool-down) and HeatRanker (components, weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+from engine.config.sections.discovery import AnomalySection, HeatSection, WindowsSection
+from engine.discovery.anomaly import AnomalyDetector, AnomalyScores, robust_center_scale
+from engine.discovery.heat import HeatRanker, saturate
+from engine.discovery.windows import TickerWindows
+from tests.kit.discovery import DAY_MS, TickerFeed
+
+
+@pytest.mark.parametrize(
+    "nan_share", [pytest.param(0.0, id="no-nan"), pytest.param(0.3, id="some-nan"), pytest.param(1.0, id="all-nan")]
+)
+def test_robust_center_scale_matches_numpy(nan_share: float) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_t(3, size=(50, 37))
+    x[rng.random(x.shape) < nan_share] = np.nan
+    x[0, :] = np.nan  # one row always empty
+    x[1, :] = np.nan
+    x[1, 3] = 2.0  # one row with a single value
+    med, mad, n = robust_center_scale(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's all-NaN-slice warning
+        exp_med = np.nanmedian(x, axis=1)
+        exp_mad = np.nanmedian(np.abs(x - exp_med[:, None]), axis=1)
+    np.testing.assert_allclose(med, exp_med, equal_nan=True)
+    np.testing.assert_allclose(mad, exp_mad, equal_nan=True)
+    assert list(n[:2]) == [0, 1]
+
+
+def detector(cooldown_ms: int = 300_000) -> tuple[TickerWindows, AnomalyDetector, TickerFeed]:
+    w = TickerWindows(WindowsSection(capacity=16, slot_ms=15_000, history_slots=256))
+    a = AnomalyDetector(AnomalySection(baseline_refresh_batches=1, alert_cooldown_ms=cooldown_ms), w)
+    feed = TickerFeed(["CALM/USDT", "HOT/USDT"], noise=0.002)
+    return w, a, feed
+
+
+def warm(w: TickerWindows, a: AnomalyDetector, feed: TickerFeed, n: int = 80) -> None:
+    for _ in range(n):
+        w.update(feed.batch())
+        a.step(feed.ts_ms)
+
+
+def test_noise_scores_low_and_a_jump_scores_high() -> None:
+    w, a, feed = detector()
+    warm(w, a, feed)
+    scores = a.step(feed.ts_ms)
+    assert abs(scores.price_z[0]) < 4 and abs(scores.price_z[1]) < 4
+    feed.prices["HOT/USDT"] *= 1.06  # +6% in one slot on a 0.2% per-slot coin
+    feed.rate["HOT/USDT"] *= 20
+    w.update(feed.batch())
+    scores = a.step(feed.ts_ms)
+    assert scores.price_z[1] > 10
+    assert scores.volume_z[1] > 5
+    assert scores.volume_surge[1] > 5
+    assert scores.price_z[0] < 4
+    assert [(al.symbol, al.kind) for al in scores.alerts] == [("HOT/USDT", "price")]
+
+
+def test_a_symbol_without_enough_history_scores_zero() -> None:
+    w, a, feed = detector()
+    warm(w, a, feed, n=5)
+    feed.prices["HOT/USDT"] *= 1.5
+    w.update(feed.batch())
+    scores = a.step(feed.ts_ms)
+    assert scores.price_z[1] == 0.0
+    assert scores.alerts == ()
+
+
+def test_alert_cool_down_per_symbol_and_reset_on_row_reuse() -> None:
+    w, a, feed = detector(cooldown_ms=600_000)
+    warm(w, a, feed)
+    feed.prices["HOT/USDT"] *= 1.06
+    w.update(feed.batch())
+    assert len(a.step(feed.ts_ms).alerts) == 1
+    feed.prices["HOT/USDT"] *= 1.06  # still hot, inside the cool-down
+    w.update(feed.batch())
+    assert a.step(feed.ts_ms).alerts == ()
+    assert a.counters["alerts_suppressed"] == 1
+    a.reset_rows(np.array([1]))  # the row changed owner
+    assert a.last_alert_ms[1] < 0 and a.history[1] == 0
+
+
+def heat_inputs(n: int = 4) -> tuple[HeatRanker, AnomalyScores]:
+    zeros = np.zeros(n)
+    scores = AnomalyScores(
+        extent=n,
+        price_z=np.array([0.0, 8.0, 0.0, 30.0]),
+        accel=zeros,
+        volume_z=np.array([0.0, 0.0, 6.0, 30.0]),
+        volume_surge=zeros,
+        returns={k: np.array([0.0, 0.05, 0.0, 0.3]) for k in ("1m", "5m", "15m", "60m")},
+        run_up=np.array([0.0, 0.05, 0.0, 0.3]),
+        alerts=(),
+    )
+    return HeatRanker(HeatSection(), 16, 60_000), scores
+
+
+def test_heat_components_and_weights() -> None:
+    ranker, scores = heat_inputs()
+    active = np.ones(4, dtype=bool)
+    ranker.listing_ms[3] = 10 * DAY_MS  # listed just now: with momentum and volume, over the cap
+    frame = ranker.rank(scores, active, 10 * DAY_MS)
+    cfg = HeatSection()
+    assert frame.heat[0] == 0.0
+    # row 1: z = momentum_z_half -> z part 0.5; run-up 5% of a 10% full -> 0.5
+    assert frame.parts["momentum"][1] == pytest.approx(0.5)
+    assert frame.heat[1] == pytest.approx(100 * cfg.w_momentum * 0.5)
+    # row 2: volume z at its half point, price flat (not falling)
+    assert frame.parts["volume_surge"][2] == pytest.approx(0.5)
+    assert frame.heat[3] == 100.0  # capped
+    for arr in frame.parts.values():
+        assert ((arr >= 0) & (arr <= 1)).all()
+    assert frame.components(1).momentum == pytest.approx(0.5)
+    assert frame.sources(3) == ("ticker", "listing")
+    assert frame.sources(1) == ("ticker",)
+
+
+def test_listing_freshness_and_social_feed_heat() -> None:
+    ranker, scores = heat_inputs()
+    now = 10 * DAY_MS
+    ranker.listing_ms[0] = now - DAY_MS // 2  # listed 12 h ago
+    ranker.social_velocity[2] = 3.0  # at social_velocity_half
+    ranker.social_sentiment[2] = 0.8
+    frame = ranker.rank(scores, np.ones(4, dtype=bool), now)
+    assert frame.parts["listing_freshness"][0] == pytest.approx(np.exp(-0.5))
+    assert frame.parts["social_velocity"][2] == pytest.approx(0.5)
+    assert frame.parts["social_sentiment"][2] == pytest.approx(0.8)
+    assert frame.sources(0) == ("listing",)
+    assert "social" in frame.sources(2)
+
+
+def test_inactive_rows_have_no_heat() -> None:
+    ranker, scores = heat_inputs()
+    active = np.array([True, True, True, False])
+    frame = ranker.rank(scores, active, DAY_MS)
+    assert frame.heat[3] == 0.0
+
+
+def test_rank_acceleration_rewards_a_climb_since_the_previous_bar() -> None:
+    ranker, scores = heat_inputs()
+    active = np.ones(4, dtype=bool)
+    ranker.rank(scores, active, 0)  # bar 0: row 1 sits second
+    quiet = dataclasses.replace(scores, price_z=np.array([5.0, 0.0, 0.0, 30.0]), run_up=np.array([0.05, 0.0, 0.0, 0.3]))
+    ranker.rank(quiet, active, 60_000)  # bar 1 starts: row 1 has fallen to the bottom
+    frame = ranker.rank(scores, active, 120_000)  # bar 2: row 1 is back, up from the bottom
+    assert frame.parts["rank_acceleration"][1] > 0
+    assert frame.parts["rank_acceleration"][0] == 0.0
+
+
+def test_saturate_is_half_at_half_and_below_one() -> None:
+    x = np.array([-1.0, 0.0, 2.0, 1e9])
+    out = saturate(x, 2.0)
+    assert list(out[:3]) == [0.0, 0.0, 0.5]
+    assert out[3] < 1.0

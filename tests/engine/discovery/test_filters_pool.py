@@ -1,0 +1,166 @@
+"""CandidateFilters (every rejection with its reason) and CandidatePool (top-N, TTL, snapshots)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+
+from engine.config.sections.discovery import FiltersSection, PoolSection
+from engine.discovery.filters import CandidateFilters, FilterCode
+from engine.discovery.pool import CandidatePool
+from engine.domain.discovery import Candidate
+from tests.kit.domain import T0, make_candidate
+
+
+def filters(**kw: object) -> CandidateFilters:
+    f = CandidateFilters(FiltersSection(**kw), "USDT", 16)
+    f.note_bases(["BTC/USDT", "ETH/USDT", "BNB/USDT"])
+    return f
+
+
+@pytest.mark.parametrize(
+    ("symbol", "code"),
+    [
+        pytest.param("PEPE/USDT", FilterCode.PASS, id="plain-alt"),
+        pytest.param("ETH/BTC", FilterCode.QUOTE_ASSET, id="not-quote-asset"),
+        pytest.param("USDC/USDT", FilterCode.STABLECOIN, id="stablecoin"),
+        pytest.param("FDUSD/USDT", FilterCode.STABLECOIN, id="stablecoin-fdusd"),
+        pytest.param("EUR/USDT", FilterCode.FIAT, id="fiat-pair"),
+        pytest.param("BTCUP/USDT", FilterCode.LEVERAGED, id="leveraged-up"),
+        pytest.param("ETHDOWN/USDT", FilterCode.LEVERAGED, id="leveraged-down"),
+        pytest.param("BNBBULL/USDT", FilterCode.LEVERAGED, id="leveraged-bull"),
+        pytest.param("ETHBEAR/USDT", FilterCode.LEVERAGED, id="leveraged-bear"),
+        pytest.param("JUP/USDT", FilterCode.PASS, id="jup-is-not-leveraged"),
+        pytest.param("SYRUP/USDT", FilterCode.PASS, id="syrup-is-not-leveraged"),
+        pytest.param("LUNA/USDT", FilterCode.BLACKLIST, id="blacklisted-base"),
+        pytest.param("FTT/USDT", FilterCode.BLACKLIST, id="blacklisted-symbol"),
+    ],
+)
+def test_static_rules(symbol: str, code: FilterCode) -> None:
+    f = filters(blacklist=("LUNA", "FTT/USDT"))
+    assert f.classify(symbol) is code
+
+
+def test_liquidity_rule_is_looser_for_new_listings() -> None:
+    f = filters(min_quote_volume_24h=1e6, new_listing_liquidity_frac=0.1, new_listing_days=1.0)
+    qv = np.array([2e6, 5e5, 2e5, 5e4, np.nan])
+    age = np.array([np.nan, np.nan, 0.2, 0.2, np.nan])
+    codes = f.evaluate(qv, age)
+    assert [FilterCode(c) for c in codes] == [
+        FilterCode.PASS,
+        FilterCode.MIN_VOLUME,
+        FilterCode.PASS,  # a 5 h old listing at 20% of the minimum: enough
+        FilterCode.LISTING_LIQUIDITY,
+        FilterCode.MIN_VOLUME,  # unknown volume fails
+    ]
+
+
+def test_static_code_wins_over_liquidity() -> None:
+    f = filters()
+    f.on_new_rows(np.array([0, 1]), ["USDC/USDT", "PEPE/USDT"])
+    codes = f.evaluate(np.array([1e9, 1.0]), np.array([np.nan, np.nan]))
+    assert list(codes) == [FilterCode.STABLECOIN, FilterCode.MIN_VOLUME]
+
+
+def test_explain_names_each_check_with_value_and_threshold() -> None:
+    f = filters(min_quote_volume_24h=1e6)
+    checks = {c["name"]: c for c in f.explain("BTCUP/USDT", 5e5, None)}
+    assert checks["not_leveraged_token"] == {"name": "not_leveraged_token", "passed": False, "value": "BTCUP", "threshold": "leveraged_suffixes"}
+    assert checks["min_quote_volume_24h"] == {"name": "min_quote_volume_24h", "passed": False, "value": 5e5, "threshold": 1e6}
+    assert checks["quote_asset"]["passed"] is True
+    young = {c["name"]: c for c in f.explain("NEW/USDT", 2e5, 0.1)}
+    assert young["new_listing_liquidity"] == {"name": "new_listing_liquidity", "passed": True, "value": 2e5, "threshold": 1e5}
+    assert {c["name"]: c for c in f.explain("X/USDT", float("nan"), None)}["min_quote_volume_24h"]["value"] is None
+
+
+# ----------------------------------------------------------------------------- pool
+def pool(**kw: object) -> CandidatePool:
+    cfg = {"size": 3, "min_heat": 50.0, "ttl_ms": 60_000, "bar_ms": 60_000, "history_len": 3} | kw
+    return CandidatePool(PoolSection(**cfg))
+
+
+def builder(heats: dict[str, float], ts: int = T0):  # type: ignore[no-untyped-def]
+    return lambda s, rank: make_candidate(s, heat=heats[s], rank=rank, ts_ms=ts, returns=types.MappingProxyType({"1m": heats[s] / 1000}))
+
+
+def test_top_n_by_heat_with_ranks() -> None:
+    p = pool()
+    heats = {"A": 90.0, "B": 70.0, "C": 80.0, "D": 60.0}
+    change = p.update(T0, heats, set(heats), {}, builder(heats))
+    assert change.snapshot.symbols == ("A", "C", "B")
+    assert [c.rank for c in change.snapshot] == [1, 2, 3]
+    assert set(change.entered) == {"A", "B", "C"}
+
+
+def test_members_stay_until_ttl_then_expire() -> None:
+    p = pool(ttl_ms=60_000)
+    heats = {"A": 90.0}
+    p.update(T0, heats, {"A"}, {}, builder(heats))
+    cooled = {"A": 20.0}
+    change = p.update(T0 + 30_000, cooled, set(), {}, builder(cooled))
+    assert change.snapshot.symbols == ("A",)
+    assert change.snapshot.candidates[0].heat == 20.0  # current figures, not the entry's
+    change = p.update(T0 + 60_000, cooled, set(), {}, builder(cooled))
+    assert change.snapshot.symbols == ()
+    assert change.left == (("A", "expired"),)
+
+
+@pytest.mark.parametrize(
+    ("heats", "rejected", "reason"),
+    [
+        pytest.param({"A": 90.0}, {"A": "filtered: min_quote_volume_24h"}, "filtered: min_quote_volume_24h", id="filtered"),
+        pytest.param({}, {}, "left the market", id="gone"),
+    ],
+)
+def test_members_leave_at_once_when_filtered_or_gone(heats: dict[str, float], rejected: dict[str, str], reason: str) -> None:
+    p = pool()
+    p.update(T0, {"A": 90.0}, {"A"}, {}, builder({"A": 90.0}))
+    change = p.update(T0 + 1000, heats, set(), rejected, builder(heats))
+    assert change.left == (("A", reason),)
+    assert "A" not in p
+
+
+def test_hotter_symbols_displace_the_coolest() -> None:
+    p = pool(size=2)
+    first = {"A": 60.0, "B": 70.0}
+    p.update(T0, first, set(first), {}, builder(first))
+    second = {"A": 60.0, "B": 70.0, "C": 95.0}
+    change = p.update(T0 + 1000, second, {"C"}, {}, builder(second))
+    assert change.snapshot.symbols == ("C", "B")
+    assert change.left == (("A", "displaced by hotter symbols"),)
+
+
+def test_snapshots_are_immutable_and_do_not_see_later_updates() -> None:
+    p = pool()
+    heats = {"A": 90.0}
+    held = p.update(T0, heats, {"A"}, {}, builder(heats)).snapshot
+    later = {"A": 55.0, "B": 99.0}
+    p.update(T0 + 1000, later, set(later), {}, builder(later, T0 + 1000))
+    assert held.symbols == ("A",) and held.candidates[0].heat == 90.0
+    cand = held.candidates[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cand.heat = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cand.returns["1m"] = 5.0  # type: ignore[index]
+    assert isinstance(held.candidates, tuple)
+
+
+def test_heat_history_is_one_sample_per_bar_and_bounded() -> None:
+    p = pool(history_len=3, bar_ms=60_000, ttl_ms=10**9)
+    for k in range(10):  # two batches per bar, five bars
+        heats = {"A": 60.0 + k}
+        p.update(T0 + k * 30_000, heats, {"A"}, {}, builder(heats))
+    hist = p.history("A")
+    assert [h for _, h in hist] == [65.0, 67.0, 69.0]  # the bar's latest, last three bars
+    assert p.history("nobody") == ()
+
+
+def test_candidate_type() -> None:
+    p = pool()
+    heats = {"A": 90.0}
+    snap = p.update(T0, heats, {"A"}, {}, builder(heats)).snapshot
+    assert isinstance(snap.get("A"), Candidate)
+    assert snap.get("Z") is None and len(snap) == 1

@@ -1,0 +1,232 @@
+"""Discovery end to end: a pump enters the pool with its reasons journaled, at most once per bar;
+hot symbols a filter rejects say why; listings and social posts raise heat; bad input is counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.config.model import HotcoinConfig
+from engine.config.sections.discovery import FiltersSection, PoolSection
+from engine.discovery import Discovery
+from engine.discovery.listings import Announcement
+from engine.discovery.social.source import SocialPost
+from engine.domain.ticker import TickerBatch
+from engine.journal.events import make_trace_id
+from tests.kit.discovery import TickerFeed, small_config
+from tests.kit.domain import make_market
+from tests.kit.events import RecordingSink
+
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "PEPE/USDT", "USDC/USDT", "THIN/USDT"]
+
+
+def setup(**sections: object) -> tuple[Discovery, RecordingSink, TickerFeed]:
+    sink = RecordingSink()
+    disc = Discovery(small_config(**sections), sink, run_id="r1")
+    feed = TickerFeed(SYMBOLS, noise=0.0005)
+    feed.rate["THIN/USDT"] = feed.qv24["THIN/USDT"] = 0.0  # no volume at all
+    disc.on_markets(feed.markets(), feed.ts_ms)
+    return disc, sink, feed
+
+
+def run(disc: Discovery, feed: TickerFeed, n: int) -> None:
+    for _ in range(n):
+        disc.on_batch(feed.batch())
+
+
+def pump(disc: Discovery, feed: TickerFeed, symbol: str, steps: int, step: float = 1.02) -> list[str]:
+    entered: list[str] = []
+    for _ in range(steps):
+        feed.prices[symbol] *= step
+        feed.rate[symbol] *= 1.5
+        entered.extend(disc.on_batch(feed.batch()).entered)
+    return entered
+
+
+def test_a_calm_market_leaves_the_pool_empty_and_the_journal_quiet() -> None:
+    disc, sink, feed = setup()
+    run(disc, feed, 100)
+    assert disc.snapshot().candidates == ()
+    assert sink.events == []
+
+
+def test_a_pump_enters_the_pool_with_its_reasons() -> None:
+    disc, sink, feed = setup()
+    run(disc, feed, 60)
+    entered = pump(disc, feed, "PEPE/USDT", 6)
+    assert entered == ["PEPE/USDT"]
+    cand = disc.snapshot().get("PEPE/USDT")
+    assert cand is not None
+    assert cand.rank == 1 and cand.heat >= 50
+    assert cand.components.momentum > 0.5
+    assert cand.returns["5m"] > 0.05 and cand.sources == ("ticker",)
+    assert cand.volume_surge > 1
+    assert cand.coin_age_days is None  # present at the first market load, no known listing time
+    events = [e for e in sink.events if e.symbol == "PEPE/USDT"]
+    assert 1 <= len(events) <= 2  # on entry, and again if the 90 s pump crossed into a new bar
+    ev = events[-1]
+    assert ev.kind == "candidate_snapshot" and ev.payload["accepted"] is True
+    assert ev.trace_id == cand.trace_id == make_trace_id("r1", "PEPE/USDT", ev.ts_ms - ev.ts_ms % 60_000)
+    assert all(c["passed"] for c in ev.payload["filters"])
+    assert set(ev.payload["components"]) == set(cand.components.as_dict())
+    assert ev.payload["returns"]["5m"] > 0.05
+
+
+def test_snapshot_events_at_most_once_per_symbol_per_bar_with_a_new_trace_each_bar() -> None:
+    disc, sink, feed = setup(pool=PoolSection(size=5, min_heat=50.0, ttl_ms=600_000, bar_ms=60_000))
+    run(disc, feed, 60)
+    pump(disc, feed, "PEPE/USDT", 24, step=1.01)  # six minutes of batches, every 15 s
+    events = [e for e in sink.events if e.symbol == "PEPE/USDT"]
+    bars = [e.ts_ms // 60_000 for e in events]
+    assert len(bars) == len(set(bars)) >= 5
+    assert len({e.trace_id for e in events}) == len(events)
+    assert disc.counters["candidate_snapshots"] == len(sink.events)
+
+
+def test_a_hot_symbol_rejected_by_a_filter_says_why_once_per_bar() -> None:
+    disc, sink, feed = setup()
+    run(disc, feed, 60)
+    for _ in range(8):
+        feed.prices["THIN/USDT"] *= 1.03
+        disc.on_batch(feed.batch())
+    assert "THIN/USDT" not in disc.snapshot().symbols
+    events = [e for e in sink.events if e.symbol == "THIN/USDT"]
+    assert 1 <= len(events) <= 3  # eight batches = two minutes and a bit
+    why = events[0].payload
+    assert why["accepted"] is False
+    failed = [c for c in why["filters"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["min_quote_volume_24h"]
+    assert failed[0]["threshold"] == FiltersSection().min_quote_volume_24h
+
+
+def test_stablecoins_never_enter_even_when_they_jump() -> None:
+    disc, sink, feed = setup()
+    run(disc, feed, 60)
+    pump(disc, feed, "USDC/USDT", 6)
+    assert "USDC/USDT" not in disc.snapshot().symbols
+    failed = [c["name"] for e in sink.events if e.symbol == "USDC/USDT" for c in e.payload["filters"] if not c["passed"]]
+    assert "not_stablecoin" in failed
+
+
+def test_a_member_that_fails_a_filter_leaves_at_once() -> None:
+    disc, _, feed = setup()
+    run(disc, feed, 60)
+    pump(disc, feed, "PEPE/USDT", 6)
+    feed.qv24["PEPE/USDT"] = 10.0  # liquidity gone (and a counter reset)
+    cycle = disc.on_batch(feed.batch())
+    assert ("PEPE/USDT", "filtered: min_quote_volume_24h") in cycle.left
+
+
+def test_a_new_listing_gets_age_and_freshness() -> None:
+    disc, sink, feed = setup()
+    run(disc, feed, 60)
+    feed.symbols.append("NEW/USDT")
+    feed.prices["NEW/USDT"], feed.rate["NEW/USDT"], feed.qv24["NEW/USDT"] = 2.0, 1e6 / 86_400_000, 1e6
+    events = disc.on_markets([*feed.markets()], feed.ts_ms)
+    assert [(e.symbol, e.reason) for e in events] == [("NEW/USDT", "new_symbol")]
+    cycle = disc.on_batch(feed.batch())
+    cand = cycle.snapshot.get("NEW/USDT")
+    assert cand is not None, "a fresh listing with 10% of the minimum volume qualifies"
+    assert cand.components.listing_freshness > 0.99
+    assert "listing" in cand.sources
+    assert cand.coin_age_days is not None and cand.coin_age_days < 0.01
+    ev = next(e for e in sink.events if e.symbol == "NEW/USDT")
+    assert {c["name"]: c["passed"] for c in ev.payload["filters"]}["new_listing_liquidity"] is True
+
+
+def test_unknown_symbols_are_refused_once_market_info_is_loaded() -> None:
+    disc, _, feed = setup()
+    feed.symbols.append("GHOST/USDT")
+    feed.prices["GHOST/USDT"], feed.rate["GHOST/USDT"], feed.qv24["GHOST/USDT"] = 1.0, 0.0, 0.0
+    run(disc, feed, 3)
+    assert disc.windows.row_of("GHOST/USDT") is None
+    assert disc.all_counters()["windows.unknown_symbol"] == 1
+    disc.on_markets([*feed.markets()], feed.ts_ms)  # now listed: admitted from the next batch
+    run(disc, feed, 1)
+    assert disc.windows.row_of("GHOST/USDT") is not None
+
+
+def test_social_mentions_raise_heat() -> None:
+    disc, _, feed = setup()
+    run(disc, feed, 60)
+    posts = [SocialPost("x", str(i), feed.ts_ms - i * 1000, "kol", 50_000, "$PEPE 起飞 moon", ("PEPE",)) for i in range(6)]
+    assert disc.on_posts(posts, feed.ts_ms) == 6
+    disc.on_batch(feed.batch())
+    frame = disc.last_frame
+    assert frame is not None
+    row = disc.windows.row_of("PEPE/USDT")
+    assert row is not None
+    assert frame.parts["social_velocity"][row] > 0.5
+    assert frame.parts["social_sentiment"][row] > 0.5
+
+
+def test_an_announcement_dates_a_coin_and_makes_it_fresh() -> None:
+    disc, _, feed = setup()
+    run(disc, feed, 30)
+    events = disc.on_announcements([Announcement("9", "Binance Will List Pepe (PEPE)", feed.ts_ms, ("PEPE",))], feed.ts_ms)
+    assert [e.symbol for e in events] == ["PEPE/USDT"]
+    cycle = disc.on_batch(feed.batch())
+    assert "PEPE/USDT" in cycle.snapshot.symbols
+    assert cycle.snapshot.get("PEPE/USDT").components.listing_freshness > 0.99  # type: ignore[union-attr]
+
+
+def bad_batch(ts: int, **arrays: object) -> TickerBatch:
+    n = 2
+    cols: dict[str, object] = {
+        "last": np.array([1.0, 2.0]),
+        "quote_volume_24h": np.array([5e7, 5e7]),
+    }
+    cols.update(arrays)
+    last = cols["last"]
+    return TickerBatch(
+        ts_ms=ts,
+        symbols=("BTC/USDT", "ETH/USDT"),
+        event_ms=np.full(n, ts, dtype=np.int64),
+        last=last,  # type: ignore[arg-type]
+        bid=np.full(n, np.nan),
+        ask=np.full(n, np.nan),
+        open_24h=np.full(n, np.nan),
+        high_24h=np.full(n, np.nan),
+        low_24h=np.full(n, np.nan),
+        base_volume_24h=np.full(n, np.nan),
+        quote_volume_24h=cols["quote_volume_24h"],  # type: ignore[arg-type]
+        trade_count_24h=np.full(n, -1, dtype=np.int64),
+    )
+
+
+@pytest.mark.parametrize(
+    ("arrays", "counter"),
+    [
+        pytest.param({"last": np.array([np.nan, np.nan])}, "windows.missing_price", id="all-prices-missing"),
+        pytest.param({"last": np.array([0.0, 2.0])}, "windows.nonpositive_price", id="zero-price"),
+        pytest.param({"last": np.array([-1.0, 2.0])}, "windows.nonpositive_price", id="negative-price"),
+        pytest.param({"quote_volume_24h": np.array([np.nan, -3.0])}, "windows.bad_volume", id="bad-volumes"),
+    ],
+)
+def test_bad_input_is_counted_never_raised(arrays: dict[str, object], counter: str) -> None:
+    disc, _, feed = setup()
+    run(disc, feed, 30)
+    cycle = disc.on_batch(bad_batch(feed.ts_ms + 1000, **arrays))
+    assert cycle.accepted
+    assert disc.all_counters()[counter] >= 1
+    run(disc, feed, 2)  # and life goes on
+
+
+def test_out_of_order_batches_are_rejected_and_counted() -> None:
+    disc, _, feed = setup()
+    run(disc, feed, 5)
+    old = bad_batch(feed.ts_ms - 1)
+    cycle = disc.on_batch(old)
+    assert not cycle.accepted
+    assert disc.all_counters()["windows.out_of_order_batch"] == 1
+
+
+def test_discovery_config_is_part_of_the_whole_and_the_token_is_secret() -> None:
+    from pydantic import SecretStr
+
+    from engine.config.model import SECRET_KEYS
+
+    cfg = HotcoinConfig(discovery={"social": {"x_bearer_token": SecretStr("abc")}})
+    assert "discovery.social.x_bearer_token" in SECRET_KEYS
+    assert cfg.redacted()["discovery"]["social"]["x_bearer_token"] == "***"
+    assert make_market("A/USDT").symbol == "A/USDT"

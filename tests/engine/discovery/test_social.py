@@ -1,0 +1,279 @@
+"""Social sources: sentiment, cashtags, mention velocity, X and Binance Square parsers and pollers
+(against local servers), the JSONL tail and the webhook."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from engine.config.sections.discovery import SocialSection
+from engine.discovery.announcements import AnnouncementPoller
+from engine.discovery.social.binance_square import BinanceSquareFeed, parse_square
+from engine.discovery.social.ingest import JsonlTail, start_webhook, webhook_app
+from engine.discovery.social.sentiment import LexiconSentiment
+from engine.discovery.social.source import (
+    FakeSocialSource,
+    SocialPost,
+    extract_cashtags,
+    post_from_json,
+)
+from engine.discovery.social.velocity import MentionVelocity
+from engine.discovery.social.x_search import XRecentSearch, parse_x_search
+from tests.kit.domain import T0
+from tests.kit.waiting import eventually
+
+MIN = 60_000
+
+
+@pytest.mark.parametrize(
+    ("text", "sign"),
+    [
+        pytest.param("$PEPE to the moon, so bullish", 1, id="en-positive"),
+        pytest.param("this is a rug, total scam, dump it", -1, id="en-negative"),
+        pytest.param("not bullish at all", -1, id="en-negated-positive"),
+        pytest.param("I don't think it will dump", 1, id="en-negated-negative"),
+        pytest.param("PEPE 暴涨 起飞 利好", 1, id="zh-positive"),
+        pytest.param("项目方跑路了, 暴跌, 利空", -1, id="zh-negative"),
+        pytest.param("不会暴涨", -1, id="zh-negated-positive"),
+        pytest.param("没有利空", 1, id="zh-negated-negative"),
+        pytest.param("the weather is nice", 0, id="neutral"),
+    ],
+)
+def test_sentiment_sign(text: str, sign: int) -> None:
+    score = LexiconSentiment().score(text).score
+    assert (score > 0) - (score < 0) == sign
+    assert -1.0 <= score <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "symbols"),
+    [
+        pytest.param("$pepe and #FLOKI and $PEPE again", ("PEPE", "FLOKI"), id="dedupe-upper"),
+        pytest.param("#crypto #Bitcoin $USDT", (), id="not-coins"),
+        pytest.param("price is $5 today", (), id="dollar-amount"),
+        pytest.param("买入＄WIF 起飞", ("WIF",), id="fullwidth-dollar"),
+    ],
+)
+def test_cashtags(text: str, symbols: tuple[str, ...]) -> None:
+    assert extract_cashtags(text) == symbols
+
+
+def post(pid: str, ts: int, text: str = "$PEPE moon", followers: int = 10, source: str = "t") -> SocialPost:
+    return SocialPost(source, pid, ts, "a", followers, text, extract_cashtags(text))
+
+
+def velocity(**kw: Any) -> MentionVelocity:
+    cfg = {"window_ms": 5 * MIN, "baseline_ms": 60 * MIN, "min_mentions": 3.0, "kol_followers": 10_000, "kol_weight": 3.0} | kw
+    return MentionVelocity(SocialSection(**cfg))
+
+
+def test_velocity_rises_against_own_baseline_and_kols_count_more() -> None:
+    v = velocity()
+    now = T0 + 2 * 3600_000
+    # baseline: 12 mentions over the hour before the window (1 per 5 min)
+    v.add([post(f"b{i}", now - 10 * MIN - i * 4 * MIN) for i in range(12)], now)
+    v.add([post(f"w{i}", now - i * MIN) for i in range(4)], now)  # 4 in the window
+    v.add([post("kol", now - 30_000, followers=50_000)], now)  # one KOL counts 3
+    s = v.scores(now)["PEPE"]
+    assert s.mentions == pytest.approx(7.0)
+    assert s.velocity == pytest.approx(7.0 / 1.0)  # baseline rate 12/11 windows, floored at 1
+    assert s.sentiment > 0
+
+
+def test_velocity_needs_min_mentions_and_cleans_up() -> None:
+    v = velocity()
+    v.add([post("1", T0)], T0)
+    assert v.scores(T0)["PEPE"].velocity == 0.0
+    assert v.scores(T0 + 2 * 3600_000) == {}
+    assert len(v) == 0 and v.counters["forgotten_symbols"] == 1
+
+
+@pytest.mark.parametrize(
+    ("p", "counter"),
+    [
+        pytest.param(post("f", T0 + 3600_000), "future_post", id="future"),
+        pytest.param(post("s", T0 - 3 * 3600_000), "stale_post", id="stale"),
+        pytest.param(post("n", T0, text="no coins here"), "post_without_symbol", id="no-symbol"),
+    ],
+)
+def test_velocity_skips_bad_posts(p: SocialPost, counter: str) -> None:
+    v = velocity()
+    assert v.add([p], T0) == 0
+    assert v.counters[counter] == 1
+
+
+def test_velocity_counts_a_repeated_post_once() -> None:
+    v = velocity()
+    assert v.add([post("1", T0), post("1", T0)], T0) == 1
+    assert v.counters["duplicate_post"] == 1
+
+
+@pytest.mark.parametrize(
+    ("obj", "counter"),
+    [
+        pytest.param([1], "bad_post:not_an_object", id="not-object"),
+        pytest.param({"ts_ms": T0, "text": "x"}, "bad_post:missing_id_or_text", id="no-id"),
+        pytest.param({"id": 1, "ts_ms": "now", "text": "x"}, "bad_post:bad_ts_ms", id="bad-ts"),
+        pytest.param({"id": 1, "ts_ms": -5, "text": "x"}, "bad_post:bad_ts_ms", id="negative-ts"),
+    ],
+)
+def test_generic_post_shape_rejects_with_reason(obj: Any, counter: str) -> None:
+    counters: Counter[str] = Counter()
+    assert post_from_json(obj, "jsonl", counters) is None
+    assert counters[counter] == 1
+
+
+X_PAYLOAD = {
+    "data": [
+        {"id": "11", "text": "$PEPE breakout 🚀", "created_at": "2021-04-16T00:00:01.000Z", "author_id": "u1"},
+        {"id": "12", "text": "$DOGE dump", "created_at": "2021-04-16T00:00:02.000Z", "author_id": "u2"},
+        {"id": "13", "text": "no date"},
+    ],
+    "includes": {"users": [{"id": "u1", "username": "whale", "public_metrics": {"followers_count": 250_000}}]},
+    "meta": {"newest_id": "12"},
+}
+
+
+def test_parse_x_search() -> None:
+    counters: Counter[str] = Counter()
+    posts, newest = parse_x_search(X_PAYLOAD, counters)
+    assert newest == "12"
+    assert [(p.post_id, p.author, p.followers, p.symbols) for p in posts] == [
+        ("11", "whale", 250_000, ("PEPE",)),
+        ("12", "", 0, ("DOGE",)),
+    ]
+    assert posts[0].ts_ms == T0 + 1000
+    assert counters["bad_post"] == 1
+
+
+SQUARE_PAYLOAD = {
+    "data": {
+        "vos": [
+            {"id": 5, "content": "$WIF 起飞", "authorName": "kol", "authorFollowers": 20_000, "date": T0 // 1000},
+            {"id": 6, "title": "new gem", "date": T0, "tradingPairs": [{"code": "BONK"}]},
+            {"content": "no id", "date": T0},
+        ]
+    }
+}
+
+
+def test_parse_square() -> None:
+    counters: Counter[str] = Counter()
+    posts = parse_square(SQUARE_PAYLOAD, counters)
+    assert [(p.post_id, p.ts_ms, p.symbols, p.followers) for p in posts] == [("5", T0, ("WIF",), 20_000), ("6", T0, ("BONK",), 0)]
+    assert counters["bad_post"] == 1
+    assert parse_square({"data": {}}, counters) == [] and counters["bad_payload"] == 1
+
+
+class Local:
+    """Local stand-ins for X and Binance Square, recording requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[web.Request] = []
+        self.x_status = 200
+
+    async def x(self, request: web.Request) -> web.Response:
+        self.requests.append(request)
+        if self.x_status != 200:
+            return web.json_response({}, status=self.x_status)
+        return web.json_response(X_PAYLOAD)
+
+    async def square(self, request: web.Request) -> web.Response:
+        return web.json_response(SQUARE_PAYLOAD)
+
+
+@pytest.fixture
+async def local() -> AsyncIterator[tuple[Local, TestServer, aiohttp.ClientSession]]:
+    srv = Local()
+    app = web.Application()
+    app.router.add_get("/2/tweets/search/recent", srv.x)
+    app.router.add_get("/square/feed", srv.square)
+    ts = TestServer(app, host="127.0.0.1", port=0)
+    await ts.start_server()
+    async with aiohttp.ClientSession() as session:
+        yield srv, ts, session
+    await ts.close()
+
+
+async def test_x_poller_sends_token_and_since_id(local: tuple[Local, TestServer, aiohttp.ClientSession]) -> None:
+    srv, ts, session = local
+    x = XRecentSearch(session, bearer_token=SecretStr("t0ken"), query="$PEPE", base_url=str(ts.make_url("")), clock=lambda: T0)
+    assert "t0ken" not in repr(x)
+    posts = await x.fetch()
+    assert len(posts) == 2
+    assert srv.requests[0].headers["Authorization"] == "Bearer t0ken"
+    assert "since_id" not in srv.requests[0].query
+    await x.fetch()
+    assert srv.requests[1].query["since_id"] == "12"
+    srv.x_status = 429
+    assert await x.fetch() == []
+    assert x.backoff.until_ms == T0 + 60_000
+
+
+async def test_square_poller(local: tuple[Local, TestServer, aiohttp.ClientSession]) -> None:
+    _, ts, session = local
+    feed = BinanceSquareFeed(session, str(ts.make_url("/square/feed")), clock=lambda: T0)
+    assert [p.post_id for p in await feed.fetch()] == ["5", "6"]
+
+
+async def test_jsonl_tail_reads_complete_new_lines(tmp_path: Path) -> None:
+    path = tmp_path / "posts.jsonl"
+    tail = JsonlTail(path)
+    assert await tail.fetch() == [] and tail.counters["file_missing"] == 1
+    line = orjson.dumps({"id": 1, "ts_ms": T0, "text": "$PEPE moon", "followers": 20_000}).decode()
+    path.write_text(line + "\nnot json\n" + '{"id": 2, "ts_ms": ' + str(T0))  # last line half-written
+    posts = await tail.fetch()
+    assert [(p.post_id, p.followers, p.symbols) for p in posts] == [("1", 20_000, ("PEPE",))]
+    assert tail.counters["bad_line"] == 1
+    with path.open("a") as fh:
+        fh.write(', "text": "$WIF"}\n')
+    assert [p.post_id for p in await tail.fetch()] == ["2"]
+    path.write_text(line + "\n")  # rotated: shorter than what we read
+    assert [p.post_id for p in await tail.fetch()] == ["1"]
+    assert tail.counters["file_truncated"] == 1
+
+
+async def test_webhook_accepts_posts_on_loopback() -> None:
+    got: list[SocialPost] = []
+    counters: Counter[str] = Counter()
+    runner = await start_webhook(webhook_app(got.extend, counters), port=0)
+    try:
+        host, port = runner.addresses[0][:2]
+        assert host == "127.0.0.1"
+        async with aiohttp.ClientSession() as session:
+            body = [{"id": 1, "ts_ms": T0, "text": "$PEPE"}, {"id": 2, "text": "no ts"}]
+            async with session.post(f"http://127.0.0.1:{port}/posts", json=body) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"accepted": 1, "rejected": 1}
+            async with session.post(f"http://127.0.0.1:{port}/posts", data=b"{nope") as resp:
+                assert resp.status == 400
+                assert "not JSON" in (await resp.json())["error"]
+    finally:
+        await runner.cleanup()
+    assert [p.symbols for p in got] == [("PEPE",)]
+    assert counters["bad_body"] == 1
+
+
+async def test_fake_source_and_poller_run_loop(local: tuple[Local, TestServer, aiohttp.ClientSession]) -> None:
+    fake = FakeSocialSource()
+    fake.push(post("1", T0))
+    assert len(await fake.fetch()) == 1 and await fake.fetch() == []
+    _, ts, session = local
+    poller = AnnouncementPoller(session, str(ts.make_url("/square/feed")), clock=lambda: T0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(lambda anns: None, interval_s=0.01, stop=stop))
+    try:
+        await eventually(lambda: poller.counters["fetched"] >= 2)  # it keeps polling
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)

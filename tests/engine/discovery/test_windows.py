@@ -1,0 +1,202 @@
+"""TickerWindows: rolling returns and volume, the 24 h counter's quirks, bad input, bounded memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.config.sections.discovery import WindowsSection
+from engine.discovery.windows import TickerWindows
+from tests.kit.discovery import DAY_MS, TickerFeed
+from tests.kit.domain import T0, make_batch
+
+MIN = 60_000
+
+
+def windows(**kw: object) -> TickerWindows:
+    cfg = {"capacity": 16, "slot_ms": 15_000, "history_slots": 256} | kw
+    return TickerWindows(WindowsSection(**cfg))
+
+
+def test_returns_over_each_horizon() -> None:
+    w = windows()
+    # price = 1 + k/1000 at batch k (one batch per 15 s slot)
+    for k in range(300):
+        w.update(make_batch({"A/USDT": 1.0 + k / 1000}, ts_ms=T0 + k * 15_000))
+    row = w.row_of("A/USDT")
+    assert row is not None
+    rets = w.returns()
+    last = 1.0 + 299 / 1000
+    for minutes, label in ((1, "1m"), (5, "5m"), (15, "15m"), (60, "60m")):
+        then = 1.0 + (299 - minutes * 4) / 1000
+        assert rets[label][row] == pytest.approx(last / then - 1)
+
+
+def test_run_up_is_rise_from_the_hour_low() -> None:
+    w = windows()
+    prices = [1.0] * 100 + [0.8] + [1.0] * 100 + [1.2]
+    for k, p in enumerate(prices):
+        w.update(make_batch({"A/USDT": p}, ts_ms=T0 + k * 15_000))
+    assert w.run_up()[0] == pytest.approx(1.2 / 0.8 - 1)
+
+
+def test_volume_from_rolling_24h_diffs_at_a_steady_rate() -> None:
+    feed = TickerFeed(["A/USDT"], daily_volume=8.64e7)  # 1,000 quote a second
+    w = windows()
+    for _ in range(40):
+        w.update(feed.batch())
+    vol, k = w.recent_volume(MIN)
+    assert k == 4
+    assert vol[0] == pytest.approx(60_000.0, rel=1e-6)
+
+
+def test_daily_reset_of_the_counter_is_not_a_volume_spike() -> None:
+    feed = TickerFeed(["A/USDT"])
+    w = windows()
+    for _ in range(10):
+        w.update(feed.batch())
+    feed.qv24["A/USDT"] = 1000.0  # the exchange's counter restarts at midnight
+    w.update(feed.batch())
+    assert w.counters["volume_reset"] == 1
+    assert math.isnan(w.volume_ring[0, w.head])  # unknown, never a spike or a negative
+    w.update(feed.batch())
+    assert 0 < w.volume_ring[0, w.head] < 1e5
+
+
+def test_a_burst_leaving_the_24h_window_is_not_read_as_silence() -> None:
+    """A day after a burst its volume leaves the exchange's window; with the day ring the
+    interval volume stays right instead of reading zero (and every later minute as a surge)."""
+    w = windows(slot_ms=MIN, volume_bucket_ms=MIN)
+    rate = 1000.0  # quote per minute
+    minutes = np.full(1440 + 3 * 1440 + 10, rate)  # a day traded before we start watching
+    minutes[1440 + 1500] = 1e7  # a burst, after our first day (whose departures are guessed)
+    cum = np.concatenate([[0.0], np.cumsum(minutes)])
+    for m in range(1, 3 * 1440 + 11):
+        qv = cum[1440 + m] - cum[m]
+        w.update(make_batch({"A/USDT": 1.0}, ts_ms=T0 + m * MIN, quote_volume_24h={"A/USDT": qv}))
+        if m == 1500 + 1440 + 1:  # the burst's minute just left the window
+            assert w.volume_ring[0, w.head] == pytest.approx(rate, rel=0.01)
+    assert w.volume_ring[0, w.head] == pytest.approx(rate, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("value", "counter"),
+    [
+        pytest.param(float("nan"), "missing_price", id="nan"),
+        pytest.param(0.0, "nonpositive_price", id="zero"),
+        pytest.param(-1.0, "nonpositive_price", id="negative"),
+        pytest.param(float("inf"), "nonfinite_price", id="inf"),
+    ],
+)
+def test_bad_prices_are_counted_and_skipped(value: float, counter: str) -> None:
+    feed = TickerFeed(["A/USDT", "B/USDT"], noise=0.0)
+    w = windows()
+    w.update(feed.batch())
+    w.update(feed.batch(last={"A/USDT": value, "B/USDT": 2.2}))
+    assert w.counters[counter] == 1
+    assert w.last_price[w.index["A/USDT"]] == 1.0  # kept, not overwritten
+    assert w.last_price[w.index["B/USDT"]] == 2.2
+
+
+@pytest.mark.parametrize(
+    "value", [pytest.param(float("nan"), id="nan"), pytest.param(-5.0, id="negative"), pytest.param(float("inf"), id="inf")]
+)
+def test_bad_volumes_are_counted_and_price_still_used(value: float) -> None:
+    w = windows()
+    w.update(make_batch({"A/USDT": 1.0}, ts_ms=T0))
+    w.update(make_batch({"A/USDT": 1.1}, ts_ms=T0 + 1000, quote_volume_24h={"A/USDT": value}))
+    assert w.counters["bad_volume"] == 1
+    assert w.last_price[0] == 1.1
+    assert w.quote_volume_24h[0] == 1e7
+
+
+@pytest.mark.parametrize(
+    ("second_ts", "counter"),
+    [pytest.param(T0, "duplicate_batch", id="duplicate"), pytest.param(T0 - 1, "out_of_order_batch", id="out-of-order")],
+)
+def test_stale_batches_are_rejected_and_counted(second_ts: int, counter: str) -> None:
+    w = windows()
+    assert w.update(make_batch({"A/USDT": 1.0}, ts_ms=T0)) is not None
+    assert w.update(make_batch({"A/USDT": 9.0}, ts_ms=second_ts)) is None
+    assert w.counters[counter] == 1
+    assert w.last_price[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("symbol", "counter"),
+    [
+        pytest.param("NOSLASH", "malformed_symbol", id="no-slash"),
+        pytest.param("A/B/C", "malformed_symbol", id="two-slashes"),
+        pytest.param("/USDT", "malformed_symbol", id="empty-base"),
+        pytest.param("ZZZ/USDT", "unknown_symbol", id="not-admitted"),
+    ],
+)
+def test_symbols_that_cannot_be_tracked_are_counted(symbol: str, counter: str) -> None:
+    w = windows()
+    w.update(make_batch({"A/USDT": 1.0, symbol: 1.0}, ts_ms=T0), admit=lambda s: s == "A/USDT")
+    assert w.counters[counter] == 1
+    assert symbol not in w.index
+    assert "A/USDT" in w.index
+
+
+def test_duplicate_symbol_in_a_batch_counts_once_and_keeps_one_row() -> None:
+    w = windows()
+    batch = make_batch({"A/USDT": 1.0}, ts_ms=T0)
+    from engine.domain.ticker import TickerBatch
+
+    dup = TickerBatch.from_tickers(T0, [*batch.tickers(), *batch.tickers()])
+    w.update(dup)
+    assert w.counters["duplicate_symbol"] == 1
+    assert len(w) == 1
+
+
+def test_stale_symbols_are_swept_and_rows_reused() -> None:
+    w = windows(stale_after_ms=60_000, cleanup_interval_ms=10_000)
+    w.update(make_batch({"A/USDT": 1.0, "B/USDT": 1.0}, ts_ms=T0))
+    for k in range(1, 10):  # B stops trading
+        w.update(make_batch({"A/USDT": 1.0}, ts_ms=T0 + k * 15_000))
+    assert "B/USDT" not in w.index
+    assert w.counters["expired_symbols"] == 1
+    upd = w.update(make_batch({"A/USDT": 1.0, "C/USDT": 5.0}, ts_ms=T0 + 200_000))
+    assert upd is not None
+    assert w.index["C/USDT"] == 1  # B's row, reused from the free-list
+    assert list(upd.new_rows) == [1]
+    assert np.isnan(w.price_ring[1]).sum() == w.history_slots - 1  # nothing of B's history survives
+
+
+def test_a_market_wide_outage_does_not_sweep_everyone() -> None:
+    w = windows(stale_after_ms=60_000, cleanup_interval_ms=10_000)
+    w.update(make_batch({"A/USDT": 1.0}, ts_ms=T0))
+    w.update(make_batch({"A/USDT": 1.0}, ts_ms=T0 + 3 * 3_600_000))
+    assert w.counters["expired_symbols"] == 0
+    assert "A/USDT" in w.index
+
+
+def test_capacity_is_fixed_and_overflow_counted() -> None:
+    w = windows(capacity=16)
+    before = w.memory_bytes()
+    prices = {f"S{i}/USDT": 1.0 for i in range(20)}
+    for k in range(50):
+        w.update(make_batch(prices, ts_ms=T0 + k * 15_000))
+    assert len(w) == 16
+    assert w.counters["capacity_full"] == 4  # the 4 extra symbols, once (the mapping is cached)
+    assert w.memory_bytes() == before
+
+
+def test_history_window_must_cover_an_hour() -> None:
+    with pytest.raises(ValueError, match="60 min"):
+        WindowsSection(slot_ms=1000, history_slots=256)
+
+
+def test_a_day_of_batches_leaves_memory_flat() -> None:
+    w = windows(slot_ms=MIN, volume_bucket_ms=MIN, stale_after_ms=10 * MIN, cleanup_interval_ms=MIN)
+    before = w.memory_bytes()
+    for m in range(1, 1441):  # a new coin every minute, each trading 5 minutes
+        syms = {f"N{m - j}/USDT": 1.0 for j in range(5) if m - j > 0}
+        w.update(make_batch(syms, ts_ms=T0 + m * MIN))
+    assert len(w) <= 16
+    assert w.memory_bytes() == before
+    assert w.counters["expired_symbols"] > 1400
+    assert w.day_ring.shape[1] == DAY_MS // MIN
