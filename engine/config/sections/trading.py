@@ -1,0 +1,199 @@
+"""Trading settings: signals, execution, exits, risk and capital.
+
+Every threshold the trading core applies lives here, so a replayed decision can be explained by
+the config hash it ran under, and a backtest can sweep any of them without code changes.
+Fractions are plain ratios (0.03 = 3 %); durations are milliseconds; money is in the quote asset.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from engine.config.sections.base import Section
+
+
+class SignalSettings(Section):
+    timeframe: Literal["1m", "3m", "5m", "15m"] = Field(
+        "1m", description="Bar length the features and rules work on; signals are computed once per bar."
+    )
+    regime_symbol: str = Field(
+        "BTC/USDT", description="Symbol whose bars give the market-regime features (btc_ret_15/60, btc_vol_60)."
+    )
+    min_heat: float = Field(
+        60.0, ge=0, le=100, description="Entry needs heat >= this (the capital profile may ask for more)."
+    )
+    min_ret_5: float = Field(
+        0.01, description="Momentum confirmation: the 5-bar return must be at least this."
+    )
+    min_ret_1: float = Field(
+        0.0, description="Momentum confirmation: the last bar's return must be at least this (not falling now)."
+    )
+    min_vol_ratio_20: float = Field(
+        1.5, ge=0, description="Volume confirmation: last bar volume over its 20-bar mean must be at least this."
+    )
+    max_ret_60: float = Field(
+        0.30, description="Not-too-extended filter: skip when the 60-bar return is above this (chasing)."
+    )
+    max_vwap_dist_60: float = Field(
+        0.08, description="Not-too-extended filter: skip when close is more than this above the 60-bar VWAP."
+    )
+    cooldown_ms: int = Field(
+        1_800_000, ge=0, description="After an entry or exit on a symbol, no new entry on it for this long."
+    )
+    ml_min_score: float = Field(
+        0.55, ge=0, le=1, description="With a production ML scorer, entry needs score >= this."
+    )
+    exit_fade_ret_5: float = Field(
+        -0.02, description="Exit signal 'momentum fade': the 5-bar return fell to or below this."
+    )
+    exit_heat_below: float = Field(
+        35.0, ge=0, le=100, description="Exit signal 'heat decay': heat fell below this."
+    )
+    exit_upper_wick: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Exit signal 'reversal': upper wick is at least this share of the bar range "
+        "and the bar closed lower than the previous one.",
+    )
+
+
+class ExecutionSettings(Section):
+    entry_order_type: Literal["market", "limit"] = Field(
+        "market", description="Entries as MARKET orders, or as LIMIT orders at the ask plus `limit_offset`."
+    )
+    limit_offset: float = Field(
+        0.001, ge=0, le=0.05, description="A LIMIT entry is priced at ask * (1 + this): marketable, bounded."
+    )
+    limit_expiry_ms: int = Field(
+        30_000, ge=1000, description="A LIMIT order still open this long after it was sent is cancelled."
+    )
+    fee_rate: float = Field(0.001, ge=0, le=0.01, description="Taker fee as a fraction of notional (0.1 %).")
+    maker_fee_rate: float = Field(0.001, ge=0, le=0.01, description="Maker fee as a fraction of notional.")
+    slippage_bps: float = Field(
+        5.0, ge=0, le=500, description="Paper fills: market buys at ask + this, sells at bid - this (basis points)."
+    )
+    max_order_quote: float = Field(
+        1000.0, gt=0, description="No single order may be worth more than this in the quote asset."
+    )
+    reconcile_interval_ms: int = Field(
+        15_000, ge=1000, description="How often the exchange broker reconciles its open orders with the exchange."
+    )
+
+
+class TakeProfitTier(Section):
+    gain: float = Field(gt=0, description="Take profit when the bid is this far above entry (0.05 = +5 %).")
+    fraction: float = Field(
+        gt=0, le=1, description="Share of the position's initial quantity sold at this tier (1 = all that is left)."
+    )
+
+
+class ExitSettings(Section):
+    stop_loss: float = Field(0.04, gt=0, lt=1, description="Sell everything when the bid is this far below entry.")
+    trailing_activation: float = Field(
+        0.04, ge=0, description="The trailing stop arms once the bid has been this far above entry."
+    )
+    trailing_stop: float = Field(
+        0.03, gt=0, lt=1, description="Once armed, sell everything when the bid falls this far below its peak."
+    )
+    take_profit: tuple[TakeProfitTier, ...] = Field(
+        (TakeProfitTier(gain=0.05, fraction=0.5), TakeProfitTier(gain=0.10, fraction=1.0)),
+        description="Take-profit tiers in rising order of gain; each sells a share of the initial quantity.",
+    )
+    breakeven_after_tp: bool = Field(
+        True, description="After the first take-profit tier, raise the stop to the entry price."
+    )
+    max_hold_ms: int = Field(
+        14_400_000, ge=60_000, description="Sell whatever is left after holding this long (default 4 h)."
+    )
+    exit_on_signal: bool = Field(True, description="Sell when the exit rules (fade, heat decay, reversal) fire.")
+
+    @model_validator(mode="after")
+    def _tiers_rise(self) -> ExitSettings:
+        gains = [t.gain for t in self.take_profit]
+        if gains != sorted(gains) or len(set(gains)) != len(gains):
+            raise ValueError(f"take_profit tiers must have strictly rising gains, got {gains}")
+        return self
+
+
+class RiskSettings(Section):
+    daily_loss_limit: float = Field(
+        0.03, gt=0, lt=1, description="Daily loss above this share of start-of-day equity pauses new entries."
+    )
+    level_thresholds: tuple[float, float, float, float] = Field(
+        (0.015, 0.03, 0.05, 0.08),
+        description="Daily drawdown at which risk level L2, L3, L4, L5 begin. L2 halves sizes, L3 and L4 "
+        "stop new entries, L5 asks the state machine for `blocked`.",
+    )
+    max_consecutive_losses: int = Field(
+        3, ge=1, description="This many losing trades in a row raises an alert and starts a cool-down."
+    )
+    loss_cooldown_ms: int = Field(
+        3_600_000, ge=0, description="No new entries for this long after the consecutive-loss guard fires."
+    )
+    max_exposure: float = Field(
+        1.0, gt=0, le=1, description="All open positions together may be worth at most this share of equity."
+    )
+    max_cluster_exposure: float = Field(
+        0.5, gt=0, le=1, description="Positions in one theme/sector cluster may be worth at most this share of equity."
+    )
+    max_positions_per_cluster: int = Field(2, ge=1, description="At most this many open positions per cluster.")
+    clusters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Symbol -> cluster name (e.g. {'DOGE/USDT': 'meme'}); unmapped symbols are their own cluster.",
+    )
+
+    @model_validator(mode="after")
+    def _levels_rise(self) -> RiskSettings:
+        lv = list(self.level_thresholds)
+        if lv != sorted(lv) or lv[0] <= 0:
+            raise ValueError(f"level_thresholds must be positive and rising (L2..L5), got {lv}")
+        return self
+
+
+class CapitalProfile(Section):
+    capital: float = Field(gt=0, description="Trading capital in the quote asset.")
+    max_concurrent: int = Field(ge=1, description="At most this many positions open at once.")
+    min_heat: float = Field(0.0, ge=0, le=100, description="Entry needs heat >= this (on top of signals.min_heat).")
+    position_fraction: float | None = Field(
+        None, gt=0, le=1, description="Size of one position as a share of equity; None = 1 / max_concurrent."
+    )
+
+
+def _default_profiles() -> dict[str, CapitalProfile]:
+    return {
+        "starter": CapitalProfile(capital=100.0, max_concurrent=2, min_heat=70.0),
+        "growth": CapitalProfile(capital=300.0, max_concurrent=3, min_heat=50.0),
+        "full": CapitalProfile(capital=500.0, max_concurrent=5, min_heat=0.0),
+    }
+
+
+class CapitalSettings(Section):
+    profile: str = Field("starter", description="Which entry of `profiles` is in force.")
+    profiles: dict[str, CapitalProfile] = Field(
+        default_factory=_default_profiles,
+        description="Staged capital profiles: capital, max concurrent positions, minimum heat.",
+    )
+    min_order_quote: float = Field(
+        6.0, gt=0, description="Entries smaller than this (quote asset) are not worth sending; skip them."
+    )
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> CapitalSettings:
+        if self.profile not in self.profiles:
+            raise ValueError(f"capital.profile {self.profile!r} is not one of {sorted(self.profiles)}")
+        return self
+
+    @property
+    def active(self) -> CapitalProfile:
+        return self.profiles[self.profile]
+
+
+class TradingSection(Section):
+    signals: SignalSettings = Field(default_factory=SignalSettings, description="Entry and exit rules.")
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings, description="Orders, fees, slippage.")
+    exits: ExitSettings = Field(default_factory=ExitSettings, description="Stops, take-profit tiers, max hold.")
+    risk: RiskSettings = Field(default_factory=RiskSettings, description="Portfolio limits and risk levels.")
+    capital: CapitalSettings = Field(default_factory=CapitalSettings, description="Capital profile and sizing.")

@@ -1,0 +1,53 @@
+"""Emergency close-all: cancel every open order, then sell every position at market, concurrently.
+
+One trace: the `command` event opens it, every cancel and exit order in it is caused by that
+event. Pressing it again while it runs joins the same trace and sends nothing twice: the core
+only plans an exit for a position with no exit in flight, and the router suppresses any client
+order id it has already sent. Cancels go first so that a resting limit entry cannot fill after
+its position was sold, and so that no balance stays locked in an open order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from engine.domain import OrderStatus
+from engine.execution.broker import OrderUpdate
+from engine.execution.router import OrderRouter
+from engine.trading import TradingCore
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAllReport:
+    trace_id: str
+    repeat: bool
+    cancelled: int  # orders now cancelled (or already terminal)
+    cancel_failed: int
+    exits_sent: int
+    exits_filled: int
+    still_open: tuple[str, ...]  # symbols still held afterwards (unfilled or failed exits)
+
+
+async def close_all(core: TradingCore, router: OrderRouter, now_ms: int, origin: str = "operator") -> CloseAllReport:
+    start = core.begin_close_all(now_ms, origin)
+    open_orders = await router.broker.open_orders()
+    cancels = await asyncio.gather(
+        *(router.cancel(o, now_ms, trace_id=start.trace_id, cause=start.seq) for o in open_orders)
+    )
+    done = [u for u in cancels if u is not None]
+    for update in done:
+        core.on_order_update(update, now_ms)
+    intents = core.close_all_intents(now_ms)
+    exits: list[OrderUpdate] = await router.send_all(intents, now_ms, core.causes)
+    for update in exits:
+        core.on_order_update(update, now_ms)
+    return CloseAllReport(
+        trace_id=start.trace_id,
+        repeat=start.repeat,
+        cancelled=sum(1 for u in done if u.order.status.is_terminal),
+        cancel_failed=len(cancels) - len(done),
+        exits_sent=len(exits),
+        exits_filled=sum(1 for u in exits if u.order.status is OrderStatus.FILLED),
+        still_open=tuple(sorted(core.book.holdings)),
+    )

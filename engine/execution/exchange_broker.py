@@ -1,0 +1,191 @@
+"""`ExchangeBroker`: orders through the exchange gateway, with the exchange as the source of truth.
+
+What it adds on top of the gateway:
+- every order it sent is tracked by client order id; updates pass the order lifecycle table,
+  and the executions between two snapshots become `Fill`s (price from the change in cumulative
+  cost), so partial fills are booked as they happen, once each;
+- a create whose outcome is unknown (timeout, 5xx) is looked up by its client order id before
+  anyone retries, and left tracked as pending for reconciliation if the lookup fails too;
+- LIMIT orders carry an expiry: `sync` cancels the stale ones;
+- every `reconcile_interval_ms`, `sync` compares our open orders with the exchange's and fetches
+  the final state of any that vanished (filled or cancelled while we were not listening), and
+  adopts open orders with our id prefix that we had lost track of (e.g. after a restart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Protocol
+
+from engine.domain import Fill, Order, OrderIntent, OrderStatus
+from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
+from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.client_ids import is_ours
+from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
+
+
+class OrderGateway(Protocol):
+    """The part of `engine.market.gateway.Gateway` the broker needs (it satisfies this)."""
+
+    async def create_order(self, intent: OrderIntent) -> Order: ...
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order: ...
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> Order: ...
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """The exchange said something our lifecycle table does not allow; we took the exchange's word."""
+
+    client_order_id: str
+    detail: str
+
+
+class ExchangeBroker(Broker):
+    def __init__(self, gateway: OrderGateway, *, reconcile_interval_ms: int = 15_000) -> None:
+        self.gateway = gateway
+        self.reconcile_interval_ms = reconcile_interval_ms
+        self._orders: dict[str, Order] = {}
+        self._intents: dict[str, OrderIntent] = {}
+        self._last_reconcile_ms: int | None = None
+        self.anomalies: list[Anomaly] = []
+
+    @staticmethod
+    def _pending(intent: OrderIntent, now_ms: int) -> Order:
+        return Order(
+            client_order_id=intent.client_order_id,
+            exchange_order_id=None,
+            symbol=intent.symbol,
+            side=intent.side,
+            order_type=intent.order_type,
+            status=OrderStatus.PENDING,
+            quantity=intent.quantity,
+            price=intent.price,
+            created_ms=now_ms,
+            updated_ms=now_ms,
+            trace_id=intent.trace_id,
+            purpose=intent.purpose,
+        )
+
+    def _absorb(self, update: Order, now_ms: int) -> OrderUpdate | None:
+        """Fold an exchange snapshot into our view; None when it says nothing new."""
+        cid = update.client_order_id
+        current = self._orders.get(cid)
+        if current is None:
+            # An order of ours we had lost track of: adopt it, fills from zero.
+            intent_less = replace(update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0)
+            current = replace(intent_less, status=OrderStatus.PENDING)
+        # Keep what the exchange does not echo back (trace, purpose) from what we sent.
+        update = replace(update, trace_id=current.trace_id or update.trace_id, purpose=current.purpose)
+        try:
+            new = apply_update(current, update)
+        except InvalidOrderTransition as exc:
+            if update.filled_qty < current.filled_qty:
+                self.anomalies.append(Anomaly(cid, f"ignored: {exc}"))
+                return None
+            self.anomalies.append(Anomaly(cid, f"accepted exchange state: {exc}"))
+            new = update
+        if new is current:
+            return None
+        self._orders[cid] = new
+        qty, price, fee = fill_delta(current, new)
+        fills: tuple[Fill, ...] = ()
+        if qty > 0:
+            fills = (
+                Fill(
+                    trade_id=f"{cid}:{new.filled_qty}",
+                    client_order_id=cid,
+                    symbol=new.symbol,
+                    side=new.side,
+                    price=price,
+                    quantity=float(qty),
+                    fee_quote=fee,
+                    ts_ms=new.updated_ms or now_ms,
+                    trace_id=new.trace_id,
+                ),
+            )
+        return OrderUpdate(new, fills)
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        cid = intent.client_order_id
+        if cid in self._orders:
+            raise NonRetryableOrderError(f"duplicate client order id {cid}; it was already sent", code=-2010)
+        self._orders[cid] = self._pending(intent, now_ms)
+        self._intents[cid] = intent
+        try:
+            order = await self.gateway.create_order(intent)
+        except UnknownOrderError as unknown:
+            try:
+                order = await self.gateway.fetch_order(intent.symbol, cid)
+            except OrderError:
+                # Still unknown (a just-sent order may not be visible yet): it stays tracked as
+                # pending and `sync` reconciles it; the caller sees the original unknown outcome.
+                raise unknown from None
+        except OrderError:
+            del self._orders[cid]
+            raise
+        return self._absorb(order, now_ms) or OrderUpdate(self._orders[cid])
+
+    def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
+        """An update pushed by the user stream (`Gateway.watch_orders`); ours only."""
+        if order.client_order_id not in self._orders and not is_ours(order.client_order_id):
+            return None
+        return self._absorb(order, now_ms)
+
+    async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
+        current = self._orders.get(client_order_id)
+        if current is not None and current.status.is_terminal:
+            return OrderUpdate(current)
+        try:
+            order = await self.gateway.cancel_order(symbol, client_order_id)
+        except NonRetryableOrderError:
+            # Typically "unknown order": it filled or was cancelled meanwhile. Learn which.
+            order = await self.gateway.fetch_order(symbol, client_order_id)
+        update = self._absorb(order, now_ms)
+        return update or OrderUpdate(self._orders.get(client_order_id, order))
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        updates: list[OrderUpdate] = []
+        for cid, order in list(self._orders.items()):
+            intent = self._intents.get(cid)
+            expires = intent.expires_ms if intent is not None else None
+            if not order.status.is_terminal and expires is not None and now_ms >= expires:
+                updates.append(await self.cancel(order.symbol, cid, now_ms))
+        due = self._last_reconcile_ms is None or now_ms - self._last_reconcile_ms >= self.reconcile_interval_ms
+        if due:
+            self._last_reconcile_ms = now_ms
+            updates.extend(await self._reconcile(now_ms))
+        return updates
+
+    async def _reconcile(self, now_ms: int) -> list[OrderUpdate]:
+        updates: list[OrderUpdate] = []
+        open_now = {o.client_order_id: o for o in await self.gateway.fetch_open_orders()}
+        for cid, order in list(self._orders.items()):
+            if order.status.is_terminal:
+                continue
+            seen = open_now.pop(cid, None)
+            if seen is None:
+                try:
+                    seen = await self.gateway.fetch_order(order.symbol, cid)
+                except NonRetryableOrderError:
+                    if order.status is OrderStatus.PENDING:
+                        # Never reached the exchange: the unknown create did not happen.
+                        seen = replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms)
+                    else:
+                        raise
+            update = self._absorb(seen, now_ms)
+            if update is not None:
+                updates.append(update)
+        for cid, order in open_now.items():
+            if is_ours(cid):
+                update = self._absorb(order, now_ms)
+                if update is not None:
+                    updates.append(update)
+        return updates
+
+    async def open_orders(self) -> list[Order]:
+        return [o for o in self._orders.values() if not o.status.is_terminal]

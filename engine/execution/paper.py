@@ -1,0 +1,190 @@
+"""Paper trading: the fill model (pure, shared with the backtester) and the async `PaperBroker`.
+
+`FillModel` is the one definition of "what would this order have filled at": market buys at the
+ask plus slippage, market sells at the bid minus slippage, a resting limit at its own price once
+the book crosses it (maker), a marketable limit like a market order but never past its limit;
+fee = notional x rate. The backtester calls the same `FillModel` with its bar-derived book, so
+paper and backtest results differ only by the prices they are fed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from engine.config.sections.trading import ExecutionSettings
+from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side, TickerBatch
+from engine.errors import NonRetryableOrderError, RetryableOrderError
+from engine.execution.broker import Broker, OrderUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    price: float
+    fee_quote: float
+    is_maker: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FillModel:
+    """Prices and fees of simulated executions. Rates are fractions; slippage in basis points."""
+
+    taker_fee_rate: float = 0.001
+    maker_fee_rate: float = 0.001
+    slippage_bps: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: ExecutionSettings) -> FillModel:
+        return cls(settings.fee_rate, settings.maker_fee_rate, settings.slippage_bps)
+
+    @property
+    def slippage(self) -> float:
+        return self.slippage_bps / 10_000.0
+
+    def market(self, side: Side, quantity: float, bid: float, ask: float) -> Execution:
+        """A market order: buys pay ask + slippage, sells get bid - slippage; taker fee."""
+        if not (bid > 0 and ask > 0):
+            raise RetryableOrderError(f"no usable book (bid={bid}, ask={ask}); wait for the next ticker")
+        price = ask * (1.0 + self.slippage) if side is Side.BUY else bid * (1.0 - self.slippage)
+        return Execution(price, price * quantity * self.taker_fee_rate, is_maker=False)
+
+    def limit(
+        self, side: Side, quantity: float, limit: float, bid: float, ask: float, *, resting: bool
+    ) -> Execution | None:
+        """A limit order against the book, or None if the book does not reach it.
+
+        `resting=False` (just placed): marketable limits fill as takers, capped at the limit.
+        `resting=True` (on the book before this quote): fills at its own price as a maker.
+        """
+        if not (bid > 0 and ask > 0):
+            return None
+        if side is Side.BUY:
+            if ask > limit:
+                return None
+            price = limit if resting else min(limit, ask * (1.0 + self.slippage))
+        else:
+            if bid < limit:
+                return None
+            price = limit if resting else max(limit, bid * (1.0 - self.slippage))
+        rate = self.maker_fee_rate if resting else self.taker_fee_rate
+        return Execution(price, price * quantity * rate, is_maker=resting)
+
+
+class PaperBroker(Broker):
+    """Fills intents against the latest book (`update_book`) with `FillModel`; no I/O."""
+
+    def __init__(self, model: FillModel) -> None:
+        self.model = model
+        self._book: TickerBatch | None = None
+        self._index: dict[str, int] | None = None
+        self._orders: dict[str, Order] = {}
+        self._intents: dict[str, OrderIntent] = {}
+        self._ids = itertools.count(1)
+        self._trades = itertools.count(1)
+
+    def update_book(self, batch: TickerBatch) -> None:
+        self._book = batch
+        self._index = None
+
+    def quote(self, symbol: str) -> tuple[float, float]:
+        """(bid, ask) of `symbol` in the latest book; NaNs where unknown."""
+        if self._book is None:
+            return float("nan"), float("nan")
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self._book.symbols)}
+        i = self._index.get(symbol)
+        if i is None:
+            return float("nan"), float("nan")
+        return float(self._book.bid[i]), float(self._book.ask[i])
+
+    def _fill(self, order: Order, ex: Execution, now_ms: int) -> OrderUpdate:
+        qty = order.quantity
+        filled = replace(
+            order,
+            status=OrderStatus.FILLED,
+            filled_qty=qty,
+            average_price=ex.price,
+            fee_quote=ex.fee_quote,
+            updated_ms=now_ms,
+        )
+        self._orders[order.client_order_id] = filled
+        fill = Fill(
+            trade_id=f"paper-t{next(self._trades)}",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            price=ex.price,
+            quantity=float(qty),
+            fee_quote=ex.fee_quote,
+            ts_ms=now_ms,
+            trace_id=order.trace_id,
+            is_maker=ex.is_maker,
+        )
+        return OrderUpdate(filled, (fill,))
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        if intent.client_order_id in self._orders:
+            raise NonRetryableOrderError(
+                f"duplicate client order id {intent.client_order_id}; an order with it already exists", code=-2010
+            )
+        order = Order(
+            client_order_id=intent.client_order_id,
+            exchange_order_id=f"paper-{next(self._ids)}",
+            symbol=intent.symbol,
+            side=intent.side,
+            order_type=intent.order_type,
+            status=OrderStatus.OPEN,
+            quantity=intent.quantity,
+            price=intent.price,
+            created_ms=now_ms,
+            updated_ms=now_ms,
+            trace_id=intent.trace_id,
+            purpose=intent.purpose,
+        )
+        bid, ask = self.quote(intent.symbol)
+        qty = float(intent.quantity)
+        if intent.order_type is OrderType.MARKET:
+            if np.isnan(bid) or np.isnan(ask):
+                raise RetryableOrderError(f"no book for {intent.symbol} yet; retry after the next ticker")
+            self._intents[intent.client_order_id] = intent
+            return self._fill(order, self.model.market(intent.side, qty, bid, ask), now_ms)
+        if intent.price is None:
+            raise NonRetryableOrderError(f"limit order {intent.client_order_id} has no price")
+        self._intents[intent.client_order_id] = intent
+        ex = self.model.limit(intent.side, qty, float(intent.price), bid, ask, resting=False)
+        if ex is not None:
+            return self._fill(order, ex, now_ms)
+        self._orders[intent.client_order_id] = order
+        return OrderUpdate(order)
+
+    async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise NonRetryableOrderError(f"unknown order {client_order_id} on {symbol}", code=-2011)
+        if order.status.is_terminal:
+            return OrderUpdate(order)
+        cancelled = replace(order, status=OrderStatus.CANCELED, updated_ms=now_ms)
+        self._orders[client_order_id] = cancelled
+        return OrderUpdate(cancelled)
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        """Resting limits that the book now crosses fill at their price; stale ones are cancelled."""
+        updates: list[OrderUpdate] = []
+        for cid, order in list(self._orders.items()):
+            if order.status.is_terminal or order.price is None:
+                continue
+            bid, ask = self.quote(order.symbol)
+            ex = self.model.limit(order.side, float(order.quantity), float(order.price), bid, ask, resting=True)
+            if ex is not None:
+                updates.append(self._fill(order, ex, now_ms))
+                continue
+            expires = self._intents[cid].expires_ms
+            if expires is not None and now_ms >= expires:
+                updates.append(await self.cancel(order.symbol, cid, now_ms))
+        return updates
+
+    async def open_orders(self) -> list[Order]:
+        return [o for o in self._orders.values() if not o.status.is_terminal]
+

@@ -1,0 +1,113 @@
+"""Pre-check: turn a wanted order into one the exchange will accept, or say why not.
+
+Runs before anything is sent. Quantity is floored to stepSize (never more than we can afford or
+hold), a limit price is rounded to tickSize on the side that cannot cost us (buys down, sells
+up), then each filter is checked with the value it saw and its limit, in the journal's `check`
+shape. An approved order always passes `Market.check_order` (a property test holds us to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from engine.domain import Market, OrderIntent, OrderPurpose, OrderType, Side, TimeInForce
+from engine.domain.market import to_decimal
+from engine.journal.events import check
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What the core wants before rounding: side, size in base units, a reference price."""
+
+    client_order_id: str
+    trace_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    purpose: OrderPurpose
+    quantity: float
+    reference_price: float  # best ask for buys, best bid for sells: what the order should cost
+    limit_price: float | None = None
+    expires_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrecheckResult:
+    approved: bool
+    checks: list[dict[str, Any]]
+    intent: OrderIntent | None
+
+    @property
+    def failed(self) -> list[str]:
+        return [c["name"] for c in self.checks if not c["passed"]]
+
+
+def precheck(
+    request: OrderRequest,
+    market: Market,
+    *,
+    quote_free: float,
+    base_free: float,
+    fee_rate: float,
+    max_order_quote: float | None,
+) -> PrecheckResult:
+    """Round `request` to `market`'s filters and check it against filters, balance and size caps."""
+    f = market.filters
+    checks: list[dict[str, Any]] = [check("market_active", market.active, market.status.value, "TRADING")]
+    order_type_name = request.order_type.value.upper()
+    checks.append(check("order_type", order_type_name in market.order_types, order_type_name, list(market.order_types)))
+
+    qty = market.round_qty(request.quantity) if request.quantity > 0 else Decimal(0)
+    is_buy = request.side is Side.BUY
+    price: Decimal | None = None
+    if request.order_type is OrderType.LIMIT:
+        raw = request.limit_price if request.limit_price is not None else request.reference_price
+        notional_price = _round(market, raw, "down" if is_buy else "up")
+        price = notional_price
+    else:
+        # A market order is valued at the reference price as the exchange will see it (on the tick grid).
+        notional_price = _round(market, request.reference_price, "nearest")
+
+    checks.append(check("quantity_positive", qty > 0, str(qty), str(f.step_size)))
+    checks.append(check("min_qty", f.min_qty <= 0 or qty >= f.min_qty, str(qty), str(f.min_qty)))
+    checks.append(check("max_qty", f.max_qty <= 0 or qty <= f.max_qty, str(qty), str(f.max_qty)))
+    checks.append(check("price_positive", notional_price > 0, str(notional_price), "> 0"))
+    checks.append(check("min_price", f.min_price <= 0 or notional_price >= f.min_price, str(notional_price), str(f.min_price)))
+    checks.append(check("max_price", f.max_price <= 0 or notional_price <= f.max_price, str(notional_price), str(f.max_price)))
+    notional = qty * notional_price
+    checks.append(check("min_notional", f.min_notional <= 0 or notional >= f.min_notional, str(notional), str(f.min_notional)))
+    if max_order_quote is not None:  # exits sell what is held, whatever its size
+        cap = to_decimal(max_order_quote)
+        checks.append(check("max_order_size", notional <= cap, str(notional), str(cap)))
+    if is_buy:
+        need = float(notional) * (1.0 + fee_rate)
+        checks.append(check("balance", need <= quote_free, need, quote_free))
+    else:
+        checks.append(check("balance", float(qty) <= base_free, float(qty), base_free))
+
+    approved = all(c["passed"] for c in checks)
+    intent = None
+    if approved:
+        intent = OrderIntent(
+            client_order_id=request.client_order_id,
+            trace_id=request.trace_id,
+            symbol=request.symbol,
+            side=request.side,
+            order_type=request.order_type,
+            purpose=request.purpose,
+            quantity=qty,
+            price=price,
+            reference_price=request.reference_price,
+            time_in_force=TimeInForce.GTC,
+            expires_ms=request.expires_ms if request.order_type is OrderType.LIMIT else None,
+        )
+    return PrecheckResult(approved, checks, intent)
+
+
+def _round(market: Market, price: float, side_safe: str) -> Decimal:
+    """Price on the tick grid; a non-positive or non-finite price becomes 0 (which fails `price_positive`)."""
+    if not price > 0 or price == float("inf"):
+        return Decimal(0)
+    return market.round_price(price, side_safe=side_safe)

@@ -1,0 +1,137 @@
+"""`OrderRouter`: the async hand-off from the core's intents to a broker, journaled.
+
+Every intent becomes one `order_attempt` and one `order_result` (with the error class when it
+failed), in the intent's trace. An intent whose client order id was already sent is suppressed
+here, before the broker: the core may re-decide the same thing, the exchange never sees it twice.
+A *retryable* failure frees the id again (the order certainly did not happen); an *unknown* one
+does not (it must be reconciled first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from engine.domain import Order, OrderIntent, OrderStatus
+from engine.errors import ErrorClass, OrderError
+from engine.execution.broker import Broker, OrderUpdate
+from engine.journal.events import EventSink
+
+
+class OrderRouter:
+    def __init__(self, broker: Broker, sink: EventSink) -> None:
+        self.broker = broker
+        self.sink = sink
+        self._sent: set[str] = set()
+        self.suppressed = 0
+
+    async def send(self, intent: OrderIntent, now_ms: int, cause: int | None = None) -> OrderUpdate | None:
+        """Send one intent; None if it was a duplicate. Failures come back as REJECTED (or, for an
+        unknown outcome, PENDING) updates so the caller books them like any other answer."""
+        cid = intent.client_order_id
+        if cid in self._sent:
+            self.suppressed += 1
+            return None
+        self._sent.add(cid)
+        attempt: dict[str, Any] = {
+            "client_order_id": cid,
+            "side": intent.side.value,
+            "order_type": intent.order_type.value,
+            "purpose": intent.purpose.value,
+            "quantity": str(intent.quantity),
+            "price": None if intent.price is None else str(intent.price),
+            "reference_price": intent.reference_price,
+            "expires_ms": intent.expires_ms,
+        }
+        seq = self.sink.emit(
+            "order_attempt", ts_ms=now_ms, payload=attempt, trace_id=intent.trace_id, symbol=intent.symbol, cause=cause
+        )
+        try:
+            update = await self.broker.submit(intent, now_ms)
+        except OrderError as exc:
+            if exc.error_class is ErrorClass.RETRYABLE:
+                self._sent.discard(cid)
+            status = OrderStatus.PENDING if exc.error_class is ErrorClass.UNKNOWN else OrderStatus.REJECTED
+            result_seq = self.sink.emit(
+                "order_result",
+                ts_ms=now_ms,
+                payload={
+                    "client_order_id": cid,
+                    "status": "unknown" if status is OrderStatus.PENDING else status.value,
+                    "error_class": exc.error_class.value,
+                    "error": str(exc),
+                    "code": None if exc.code is None else str(exc.code),
+                },
+                trace_id=intent.trace_id,
+                symbol=intent.symbol,
+                cause=seq,
+            )
+            return OrderUpdate(_order_of(intent, status, now_ms), journal_seq=result_seq)
+        order = update.order
+        result_seq = self.sink.emit(
+            "order_result",
+            ts_ms=now_ms,
+            payload={
+                "client_order_id": cid,
+                "status": order.status.value,
+                "error_class": None,
+                "exchange_order_id": order.exchange_order_id,
+                "filled_qty": str(order.filled_qty),
+                "average_price": order.average_price,
+            },
+            trace_id=intent.trace_id,
+            symbol=intent.symbol,
+            cause=seq,
+        )
+        return replace(update, journal_seq=result_seq)
+
+    async def send_all(
+        self, intents: Iterable[OrderIntent], now_ms: int, causes: Mapping[str, int] | None = None
+    ) -> list[OrderUpdate]:
+        """Send concurrently; the answers of the ones not suppressed, in order."""
+        todo = list(intents)
+        results = await asyncio.gather(
+            *(self.send(i, now_ms, None if causes is None else causes.get(i.client_order_id)) for i in todo)
+        )
+        return [r for r in results if r is not None]
+
+    async def cancel(
+        self, order: Order, now_ms: int, *, trace_id: str | None = None, cause: int | None = None
+    ) -> OrderUpdate | None:
+        """Cancel one order; journaled as an `order_result` with action `cancel`. None if it failed."""
+        payload: dict[str, Any] = {"client_order_id": order.client_order_id, "action": "cancel"}
+        try:
+            update = await self.broker.cancel(order.symbol, order.client_order_id, now_ms)
+        except OrderError as exc:
+            payload |= {"status": "cancel_failed", "error_class": exc.error_class.value, "error": str(exc)}
+            self.sink.emit(
+                "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id,
+                symbol=order.symbol, cause=cause,
+            )
+            return None
+        payload |= {"status": update.order.status.value, "error_class": None}
+        seq = self.sink.emit(
+            "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id,
+            symbol=order.symbol, cause=cause,
+        )
+        return replace(update, journal_seq=seq)
+
+
+def _order_of(intent: OrderIntent, status: OrderStatus, now_ms: int) -> Order:
+    """The order a failed send leaves behind, so the core can release what it reserved for it."""
+    return Order(
+        client_order_id=intent.client_order_id,
+        exchange_order_id=None,
+        symbol=intent.symbol,
+        side=intent.side,
+        order_type=intent.order_type,
+        status=status,
+        quantity=intent.quantity,
+        price=intent.price,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+        trace_id=intent.trace_id,
+        purpose=intent.purpose,
+    )

@@ -1,0 +1,1 @@
+"""Portfolio: positions and their exits, capital allocation, clusters and risk limits."""

@@ -1,0 +1,73 @@
+"""Exit policy: when to sell how much of a position, as a pure function of price and time.
+
+In order of precedence (the first that fires wins): stop loss, trailing stop, max holding
+time, exit on signal (all sell everything), then take-profit tiers (each sells its share of the
+initial quantity; after the first, the stop may move to the entry price). The mark is the bid:
+what a sell would actually get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.config.sections.trading import ExitSettings
+from engine.domain import OrderPurpose
+from engine.journal.events import check
+from engine.portfolio.positions import Holding
+
+
+@dataclass(frozen=True, slots=True)
+class ExitDecision:
+    purpose: OrderPurpose
+    quantity: float  # base units to sell (before rounding to the exchange's step)
+    reason: str
+    checks: list[dict[str, Any]]
+    tier: int | None = None  # index of the take-profit tier, for partial closes
+
+    @property
+    def is_full(self) -> bool:
+        return self.tier is None
+
+
+class ExitPolicy:
+    def __init__(self, settings: ExitSettings) -> None:
+        self.settings = settings
+
+    def stop_price(self, holding: Holding) -> float:
+        pos = holding.position
+        return pos.stop_price if pos.stop_price is not None else pos.entry_price * (1.0 - self.settings.stop_loss)
+
+    def evaluate(self, holding: Holding, bid: float, now_ms: int, *, signal_exit: bool = False) -> ExitDecision | None:
+        s = self.settings
+        pos = holding.position
+        qty = pos.quantity
+        stop = self.stop_price(holding)
+        armed = pos.trailing_high >= pos.entry_price * (1.0 + s.trailing_activation)
+        trail = pos.trailing_high * (1.0 - s.trailing_stop)
+        held_ms = now_ms - pos.opened_ms
+        checks = [
+            check("stop_loss", bid > stop, bid, stop),
+            check("trailing_stop", not (armed and bid <= trail), bid, trail if armed else None),
+            check("max_hold", held_ms < s.max_hold_ms, held_ms, s.max_hold_ms),
+            check("signal_exit", not (s.exit_on_signal and signal_exit), signal_exit, s.exit_on_signal),
+        ]
+        full = (
+            (OrderPurpose.STOP_LOSS, f"bid {bid:.8g} <= stop {stop:.8g}"),
+            (OrderPurpose.TRAILING_STOP, f"bid {bid:.8g} <= trail {trail:.8g} ({s.trailing_stop:.1%} under peak {pos.trailing_high:.8g})"),
+            (OrderPurpose.MAX_HOLD, f"held {held_ms} ms >= {s.max_hold_ms} ms"),
+            (OrderPurpose.SIGNAL_EXIT, "exit rules fired"),
+        )
+        for c, (purpose, reason) in zip(checks, full, strict=True):
+            if not c["passed"]:
+                return ExitDecision(purpose, qty, reason, checks)
+        for i, tier in enumerate(s.take_profit):
+            if i in pos.tp_tiers_hit:
+                continue
+            target = pos.entry_price * (1.0 + tier.gain)
+            if bid < target:
+                return None
+            sell = min(qty, holding.initial_qty * tier.fraction)
+            tp = check(f"take_profit_{i + 1}", False, bid, target)
+            return ExitDecision(OrderPurpose.TAKE_PROFIT, sell, f"take-profit tier {i + 1}: bid {bid:.8g} >= {target:.8g}", [*checks, tp], tier=i)
+        return None

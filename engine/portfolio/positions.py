@@ -1,0 +1,164 @@
+"""`PositionBook`: open long spot positions, built from fills, with realised PnL fees included.
+
+Accounting rules (the property tests hold these):
+- a buy opens or adds (entry price = quantity-weighted average; its fee joins `entry_fees`);
+- a sell of q closes q: realised = (exit - entry) x q - exit fee - entry_fees x q / quantity,
+  so the entry fees are charged pro rata across partial closes and the realised PnL of all the
+  closes of a position adds up to proceeds - cost - every fee;
+- `Position.entry_fees` is the entry fee still carried by the quantity held.
+Quantities add and subtract as exact decimals of the fills' quantities, so selling "all" never
+leaves 1e-17 of a coin behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from engine.domain import Fill, Position, Side
+from engine.domain.market import to_decimal
+from engine.errors import HotcoinError
+
+
+class PositionError(HotcoinError):
+    """A fill that cannot belong to the book as it stands (e.g. a sell of a coin we do not hold)."""
+
+
+@dataclass(slots=True)
+class Holding:
+    """A position and what the core needs beside it to manage its exits."""
+
+    position: Position
+    initial_qty: float
+    exit_legs: int = 0  # exit orders sent so far: the next exit's client id leg is this + 1
+    pending_exit: str | None = None  # client id of the exit order in flight, if any
+    pending_tier: int | None = None  # take-profit tier that exit order is for (marked hit on its fill)
+    opened_seq: int | None = None  # journal seq of the `open` position_update: exit decisions hang off it
+    exit_blocked: str | None = None  # why the last exit could not be sent (journaled once, not every tick)
+
+
+@dataclass(frozen=True, slots=True)
+class BookChange:
+    """What one fill did to the book, in the shape of a `position_update` event."""
+
+    action: str  # open | add | partial_close | close
+    symbol: str
+    trace_id: str
+    fill_qty: float
+    quantity: float  # held after the fill
+    entry_price: float
+    realised_pnl: float  # of this fill (0 for buys)
+    total_realised_pnl: float  # of the position so far
+    fee_quote: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    symbol: str
+    trace_id: str
+    realised_pnl: float
+    opened_ms: int
+    closed_ms: int
+
+
+def _sub(a: float, b: float) -> float:
+    return float(to_decimal(a) - to_decimal(b))
+
+
+def _add(a: float, b: float) -> float:
+    return float(to_decimal(a) + to_decimal(b))
+
+
+class PositionBook:
+    def __init__(self) -> None:
+        self.holdings: dict[str, Holding] = {}
+        self.closed: list[ClosedTrade] = []
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self.holdings
+
+    def __len__(self) -> int:
+        return len(self.holdings)
+
+    def get(self, symbol: str) -> Holding | None:
+        return self.holdings.get(symbol)
+
+    def positions(self) -> list[Position]:
+        return [h.position for h in self.holdings.values()]
+
+    def apply(self, fill: Fill) -> BookChange:
+        if fill.quantity <= 0 or fill.price <= 0:
+            raise PositionError(f"fill {fill.trade_id}: quantity and price must be positive, got {fill.quantity} @ {fill.price}")
+        if fill.side is Side.BUY:
+            return self._buy(fill)
+        return self._sell(fill)
+
+    def _buy(self, fill: Fill) -> BookChange:
+        held = self.holdings.get(fill.symbol)
+        if held is None:
+            pos = Position(
+                symbol=fill.symbol,
+                trace_id=fill.trace_id,
+                quantity=fill.quantity,
+                entry_price=fill.price,
+                opened_ms=fill.ts_ms,
+                entry_fees=fill.fee_quote,
+                trailing_high=fill.price,
+            )
+            self.holdings[fill.symbol] = Holding(pos, fill.quantity)
+            return BookChange("open", fill.symbol, pos.trace_id, fill.quantity, pos.quantity, pos.entry_price, 0.0, 0.0, fill.fee_quote)
+        pos = held.position
+        qty = _add(pos.quantity, fill.quantity)
+        entry = (pos.entry_price * pos.quantity + fill.price * fill.quantity) / qty
+        held.position = replace(pos, quantity=qty, entry_price=entry, entry_fees=pos.entry_fees + fill.fee_quote)
+        held.initial_qty = _add(held.initial_qty, fill.quantity)
+        return BookChange("add", fill.symbol, pos.trace_id, fill.quantity, qty, entry, 0.0, pos.realised_pnl, fill.fee_quote)
+
+    def _sell(self, fill: Fill) -> BookChange:
+        held = self.holdings.get(fill.symbol)
+        if held is None:
+            raise PositionError(f"sell fill {fill.trade_id} on {fill.symbol}, which is not held; reconcile balances")
+        pos = held.position
+        if Decimal(repr(fill.quantity)) > Decimal(repr(pos.quantity)):
+            raise PositionError(
+                f"sell fill {fill.trade_id} of {fill.quantity} exceeds the {pos.quantity} held on {fill.symbol}"
+            )
+        share = fill.quantity / pos.quantity
+        fee_share = pos.entry_fees * share
+        realised = (fill.price - pos.entry_price) * fill.quantity - fill.fee_quote - fee_share
+        qty = _sub(pos.quantity, fill.quantity)
+        total = pos.realised_pnl + realised
+        if qty <= 0:
+            del self.holdings[fill.symbol]
+            self.closed.append(ClosedTrade(fill.symbol, pos.trace_id, total, pos.opened_ms, fill.ts_ms))
+            return BookChange("close", fill.symbol, pos.trace_id, fill.quantity, 0.0, pos.entry_price, realised, total, fill.fee_quote)
+        held.position = replace(pos, quantity=qty, entry_fees=pos.entry_fees - fee_share, realised_pnl=total)
+        return BookChange(
+            "partial_close", fill.symbol, pos.trace_id, fill.quantity, qty, pos.entry_price, realised, total, fill.fee_quote
+        )
+
+    def mark(self, symbol: str, bid: float) -> None:
+        """Raise the trailing high to `bid` if it is a new peak."""
+        held = self.holdings.get(symbol)
+        if held is not None and bid > held.position.trailing_high:
+            held.position = replace(held.position, trailing_high=bid)
+
+    def set_stop(self, symbol: str, stop: float | None, tier_hit: int | None = None) -> None:
+        held = self.holdings[symbol]
+        tiers = held.position.tp_tiers_hit
+        if tier_hit is not None and tier_hit not in tiers:
+            tiers = (*tiers, tier_hit)
+        held.position = replace(held.position, stop_price=stop, tp_tiers_hit=tiers)
+
+    def write_off(self, symbol: str, now_ms: int) -> BookChange:
+        """Drop a remainder too small to sell (below the exchange's minimums), its cost as a loss."""
+        held = self.holdings.pop(symbol)
+        pos = held.position
+        loss = -(pos.entry_price * pos.quantity) - pos.entry_fees
+        total = pos.realised_pnl + loss
+        self.closed.append(ClosedTrade(symbol, pos.trace_id, total, pos.opened_ms, now_ms))
+        return BookChange("close", symbol, pos.trace_id, 0.0, 0.0, pos.entry_price, loss, total, 0.0)
+
+    def exposure(self, marks: dict[str, float]) -> float:
+        """Open positions valued at `marks` (entry price where a mark is missing)."""
+        return sum(h.position.quantity * marks.get(s, h.position.entry_price) for s, h in self.holdings.items())

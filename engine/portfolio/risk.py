@@ -1,0 +1,139 @@
+"""Portfolio risk limits and the risk level L1-L5.
+
+Per UTC day (the day rolls over at 00:00 UTC, read from `now_ms`, never the wall clock):
+- drawdown = (start-of-day equity - equity now) / start-of-day equity, equity at current prices;
+- the level is the highest band the drawdown reached today (levels do not fall back intraday):
+  L1 normal; L2 halves new sizes; L3 and L4 stop new entries; L5 also asks the state machine
+  for `blocked` (`wants_blocked`); bands come from `level_thresholds`;
+- a drawdown above `daily_loss_limit` pauses new entries until the next day and raises a
+  `risk_event`.
+Across days: `max_consecutive_losses` losing trades in a row raise an alert and start a
+cool-down of `loss_cooldown_ms` without new entries; a winning trade resets the count.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from engine.config.sections.trading import RiskSettings
+from engine.journal.events import check
+
+DAY_MS = 86_400_000
+
+
+class RiskLevel(enum.IntEnum):
+    L1 = 1
+    L2 = 2
+    L3 = 3
+    L4 = 4
+    L5 = 5
+
+    @property
+    def allows_entries(self) -> bool:
+        return self <= RiskLevel.L2
+
+    @property
+    def size_multiplier(self) -> float:
+        return 0.5 if self is RiskLevel.L2 else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    """A limit that fired, in the shape of a `risk_event`."""
+
+    code: str
+    level: str
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"code": self.code, "level": self.level, "detail": self.detail, "value": self.value, "threshold": self.threshold}
+
+
+class RiskManager:
+    def __init__(self, settings: RiskSettings) -> None:
+        self.settings = settings
+        self.day: int | None = None
+        self.start_equity = 0.0
+        self.drawdown = 0.0
+        self.level = RiskLevel.L1
+        self.paused = False
+        self.consecutive_losses = 0
+        self.cooldown_until_ms = 0
+
+    @property
+    def wants_blocked(self) -> bool:
+        """L5: the state machine should move the engine to `blocked` (its own cool-down applies)."""
+        return self.level is RiskLevel.L5
+
+    def _level_for(self, drawdown: float) -> RiskLevel:
+        level = RiskLevel.L1
+        for i, threshold in enumerate(self.settings.level_thresholds):
+            if drawdown >= threshold:
+                level = RiskLevel(i + 2)
+        return level
+
+    def update(self, now_ms: int, equity: float) -> list[RiskEvent]:
+        """Mark the day to `equity` (valued at current prices); returns the limits that fired."""
+        events: list[RiskEvent] = []
+        day = now_ms // DAY_MS
+        if day != self.day:
+            had_day = self.day is not None
+            self.day, self.start_equity, self.level, self.paused = day, equity, RiskLevel.L1, False
+            if had_day:
+                events.append(RiskEvent("daily_reset", self.level.name, f"new UTC day; start-of-day equity {equity:.2f}", equity))
+        if self.start_equity <= 0:
+            return events
+        self.drawdown = (self.start_equity - equity) / self.start_equity
+        level = self._level_for(self.drawdown)
+        if level > self.level:
+            self.level = level
+            detail = f"daily drawdown {self.drawdown:.2%} reached {level.name}"
+            if level is RiskLevel.L5:
+                detail += "; asking the state machine for blocked"
+            events.append(RiskEvent("risk_level", level.name, detail, self.drawdown, self.settings.level_thresholds[level - 2]))
+        limit = self.settings.daily_loss_limit
+        if not self.paused and self.drawdown > limit:
+            self.paused = True
+            events.append(
+                RiskEvent(
+                    "daily_loss_limit",
+                    self.level.name,
+                    f"daily loss {self.drawdown:.2%} > {limit:.2%} of start-of-day equity {self.start_equity:.2f}; "
+                    "new entries paused until 00:00 UTC",
+                    self.drawdown,
+                    limit,
+                )
+            )
+        return events
+
+    def record_trade(self, pnl: float, now_ms: int) -> list[RiskEvent]:
+        """A position closed with `pnl` (fees included)."""
+        if pnl >= 0:
+            self.consecutive_losses = 0
+            return []
+        self.consecutive_losses += 1
+        limit = self.settings.max_consecutive_losses
+        if self.consecutive_losses < limit:
+            return []
+        self.cooldown_until_ms = now_ms + self.settings.loss_cooldown_ms
+        self.consecutive_losses = 0
+        return [
+            RiskEvent(
+                "consecutive_losses",
+                self.level.name,
+                f"{limit} losing trades in a row; no new entries until {self.cooldown_until_ms} (epoch ms)",
+                float(limit),
+                float(limit),
+            )
+        ]
+
+    def entry_checks(self, now_ms: int) -> list[dict[str, Any]]:
+        return [
+            check("daily_loss", not self.paused, round(self.drawdown, 6), self.settings.daily_loss_limit),
+            check("risk_level", self.level.allows_entries, self.level.name, "L2"),
+            check("loss_cooldown", now_ms >= self.cooldown_until_ms, now_ms, self.cooldown_until_ms),
+        ]

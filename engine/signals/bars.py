@@ -1,0 +1,83 @@
+"""`BarHistory`: the last few closed bars of every symbol, aligned on bar time, for the live path.
+
+The live feature path (`features_hot_latest`) needs the last `WINDOW` bars of each candidate as
+[bars, symbols] matrices. Keeping one ring of slots per bar time (slot = bar index mod depth)
+makes adding a candle O(1) and reading a window for 500 symbols a single fancy-index gather;
+each slot remembers which bar it holds, so a symbol that missed a bar reads NaN there instead of
+a stale value from `depth` bars ago.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.domain import Candle
+from engine.domain.candle import timeframe_ms
+from engine.errors import MarketDataError
+from engine.signals.features import WINDOW, BarMatrix
+
+_FIELDS = 5  # open, high, low, close, volume
+
+
+class BarHistory:
+    """Closed bars of one timeframe for many symbols, the most recent `depth` bar times."""
+
+    def __init__(self, timeframe: str, depth: int = WINDOW, capacity: int = 64) -> None:
+        if depth < 2:
+            raise MarketDataError(f"BarHistory depth must be at least 2 bars, got {depth}")
+        self.timeframe = timeframe
+        self.tf_ms = timeframe_ms(timeframe)
+        self.depth = depth
+        self._cols: dict[str, int] = {}
+        self._data: npt.NDArray[np.float64] = np.full((depth, capacity, _FIELDS), np.nan)
+        self._bar: npt.NDArray[np.int64] = np.full((depth, capacity), -1, np.int64)
+
+    def _column(self, symbol: str) -> int:
+        col = self._cols.get(symbol)
+        if col is None:
+            col = len(self._cols)
+            if col == self._data.shape[1]:
+                grow = self._data.shape[1]
+                self._data = np.concatenate([self._data, np.full((self.depth, grow, _FIELDS), np.nan)], axis=1)
+                self._bar = np.concatenate([self._bar, np.full((self.depth, grow), -1, np.int64)], axis=1)
+            self._cols[symbol] = col
+        return col
+
+    def add(self, candle: Candle) -> None:
+        """Record a closed bar; open bars are refused (features use closed bars only)."""
+        if not candle.closed:
+            raise MarketDataError(f"{candle.symbol} bar at {candle.open_ms} is still open; add closed bars only")
+        if candle.timeframe != self.timeframe:
+            raise MarketDataError(
+                f"{candle.symbol}: a {candle.timeframe} bar fed to a {self.timeframe} history; "
+                "keep one BarHistory per timeframe"
+            )
+        candle.validate()
+        index = candle.open_ms // self.tf_ms
+        col = self._column(candle.symbol)
+        slot = index % self.depth
+        self._data[slot, col] = (candle.open, candle.high, candle.low, candle.close, candle.volume)
+        self._bar[slot, col] = index
+
+    def window(self, symbols: Sequence[str], last_open_ms: int, bars: int | None = None) -> BarMatrix:
+        """[bars, symbols] matrices for the bars ending with the one opening at `last_open_ms`."""
+        n = self.depth if bars is None else bars
+        if not 0 < n <= self.depth:
+            raise MarketDataError(f"window of {n} bars asked from a history {self.depth} deep")
+        last = last_open_ms // self.tf_ms
+        wanted = np.arange(last - n + 1, last + 1, dtype=np.int64)
+        slots = wanted % self.depth
+        cols = np.fromiter((self._cols.get(s, -1) for s in symbols), np.int64, len(symbols))
+        known = cols >= 0
+        safe = np.where(known, cols, 0)
+        data = self._data[slots[:, None], safe[None, :]]  # [n, S, 5]
+        valid = (self._bar[slots[:, None], safe[None, :]] == wanted[:, None]) & known[None, :]
+        data[~valid] = np.nan
+        return BarMatrix(data[..., 0], data[..., 1], data[..., 2], data[..., 3], data[..., 4])
+
+    def closes(self, symbol: str, last_open_ms: int, bars: int | None = None) -> npt.NDArray[np.float64]:
+        """One symbol's closes over the window (e.g. BTC for the market regime)."""
+        return self.window((symbol,), last_open_ms, bars).close[:, 0]

@@ -1,0 +1,363 @@
+"""`features_hot`: the hot-coin features, one definition for live, backtest and training.
+
+Inputs are candle matrices (`BarMatrix`, shape [bars, symbols]), the candidate info discovery
+attaches to each symbol (`CandidateInfo`), and BTC closes for the market regime. The output
+columns are `FEATURE_NAMES`, in that order; `feature_schema_hash()` fingerprints names, dtypes
+and `FEATURE_VERSION` so a model trained on one schema is refused by a runtime on another.
+
+Two paths share every formula:
+
+- `features_hot` (batch): every bar at once, rolling sums by cumulative sums, for backtests and
+  training datasets (O(bars x symbols)).
+- `features_hot_latest` (incremental): only the latest bar, from the last `WINDOW` bars, for live.
+
+The formulas are written once (`_assemble`) against a small reducer interface (`_Reducer`): the
+batch reducer answers "sum of the last n values" for every bar, the latest reducer for the last
+bar only. A parity test feeds the same history through both and compares bar by bar.
+
+Bar t's features use bars up to and including t (closed bars only); a row without enough
+history, or with a missing bar inside a window, is NaN rather than a guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.domain import Candidate
+from engine.errors import MarketDataError
+
+FloatArray = npt.NDArray[np.float64]
+
+FEATURE_VERSION = 1
+RETURN_HORIZONS = (1, 3, 5, 15, 30, 60)
+WINDOW = 61  # bars of history the latest path needs: a 60-bar return looks 60 bars back
+_BLOCK = 256  # batch rolling sums restart their cumulative sum this often (precision, see _BatchReducer.sum)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"ret_{h}" for h in RETURN_HORIZONS),
+    "vol_ratio_20",
+    "vol_ratio_60",
+    "vwap_dist_20",
+    "vwap_dist_60",
+    "bar_range",
+    "atr_14",
+    "range_atr",
+    "upper_wick",
+    "lower_wick",
+    "close_pos",
+    "volatility_20",
+    "high_dist_60",
+    "heat",
+    "heat_momentum",
+    "heat_volume_surge",
+    "heat_listing_freshness",
+    "heat_social_velocity",
+    "heat_social_sentiment",
+    "heat_rank_acceleration",
+    "rank",
+    "rank_change",
+    "coin_age_days",
+    "btc_ret_15",
+    "btc_ret_60",
+    "btc_vol_60",
+)
+FEATURE_DTYPES: tuple[str, ...] = ("float64",) * len(FEATURE_NAMES)
+FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def feature_schema_hash() -> str:
+    """sha256 of (version, names, dtypes): the ML runtime contract's feature fingerprint."""
+    blob = json.dumps(
+        {"version": FEATURE_VERSION, "features": list(zip(FEATURE_NAMES, FEATURE_DTYPES, strict=True))},
+        separators=(",", ":"),
+    ).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class BarMatrix:
+    """OHLCV as [bars, symbols] float64 matrices, oldest bar first; a missing bar is NaN."""
+
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+
+    def __post_init__(self) -> None:
+        shape = self.close.shape
+        if len(shape) != 2:
+            raise MarketDataError(f"BarMatrix.close must be 2-D [bars, symbols], got shape {shape}")
+        for name in ("open", "high", "low", "volume"):
+            if getattr(self, name).shape != shape:
+                raise MarketDataError(
+                    f"BarMatrix.{name} has shape {getattr(self, name).shape}, expected {shape} like close"
+                )
+
+    @property
+    def n_bars(self) -> int:
+        return int(self.close.shape[0])
+
+    def tail(self, n: int) -> BarMatrix:
+        return BarMatrix(self.open[-n:], self.high[-n:], self.low[-n:], self.close[-n:], self.volume[-n:])
+
+
+_INFO_FIELDS = (
+    "heat",
+    "momentum",
+    "volume_surge",
+    "listing_freshness",
+    "social_velocity",
+    "social_sentiment",
+    "rank_acceleration",
+    "rank",
+    "rank_change",
+    "coin_age_days",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateInfo:
+    """Discovery's view per symbol: [bars, symbols] for the batch path, [symbols] for the latest.
+
+    `rank_change` is previous rank minus current rank (positive = climbing); unknown is NaN.
+    """
+
+    heat: FloatArray
+    momentum: FloatArray
+    volume_surge: FloatArray
+    listing_freshness: FloatArray
+    social_velocity: FloatArray
+    social_sentiment: FloatArray
+    rank_acceleration: FloatArray
+    rank: FloatArray
+    rank_change: FloatArray
+    coin_age_days: FloatArray
+
+    @classmethod
+    def from_candidates(
+        cls, candidates: Sequence[Candidate], previous_ranks: Mapping[str, int] | None = None
+    ) -> CandidateInfo:
+        """Latest-bar info from candidates (one per symbol, in the column order of the bars)."""
+        prev = previous_ranks or {}
+        n = len(candidates)
+        cols = np.empty((len(_INFO_FIELDS), n), np.float64)
+        for j, c in enumerate(candidates):
+            comp = c.components
+            before = prev.get(c.symbol)
+            cols[:, j] = (
+                c.heat,
+                comp.momentum,
+                comp.volume_surge,
+                comp.listing_freshness,
+                comp.social_velocity,
+                comp.social_sentiment,
+                comp.rank_acceleration,
+                c.rank,
+                np.nan if before is None else before - c.rank,
+                np.nan if c.coin_age_days is None else c.coin_age_days,
+            )
+        return cls(*cols)
+
+    @classmethod
+    def unknown(cls, shape: tuple[int, ...]) -> CandidateInfo:
+        """All-NaN info, for symbols discovery has said nothing about (e.g. a held coin that cooled)."""
+        return cls(*(np.full(shape, np.nan) for _ in _INFO_FIELDS))
+
+    def arrays(self) -> tuple[FloatArray, ...]:
+        return tuple(getattr(self, name) for name in _INFO_FIELDS)
+
+
+class _Reducer(Protocol):
+    """Trailing-window reductions evaluated at every bar (batch) or at the last bar (latest)."""
+
+    def at(self, x: FloatArray) -> FloatArray: ...
+
+    def lag(self, x: FloatArray, h: int) -> FloatArray: ...
+
+    def sum(self, x: FloatArray, n: int) -> FloatArray: ...
+
+    def max(self, x: FloatArray, n: int) -> FloatArray: ...
+
+
+class _BatchReducer:
+    """Every bar's value; windows that reach before the first bar, or hold a NaN, give NaN."""
+
+    def at(self, x: FloatArray) -> FloatArray:
+        return x
+
+    def lag(self, x: FloatArray, h: int) -> FloatArray:
+        out = np.full_like(x, np.nan)
+        if h < x.shape[0]:
+            out[h:] = x[:-h]
+        return out
+
+    def sum(self, x: FloatArray, n: int) -> FloatArray:
+        """Rolling sums by cumulative sums restarted every `_BLOCK` bars: a cumulative sum over a
+        month of volume is ~1e4 windows large, and its rounding error would show in the window
+        sums; restarting keeps them within ~1e-13 of summing each window directly."""
+        out = np.full_like(x, np.nan)
+        rows = x.shape[0]
+        if n > rows:
+            return out
+        missing = np.isnan(x)
+        clean = np.where(missing, 0.0, x)
+        for first in range(n - 1, rows, _BLOCK):
+            last = min(rows, first + _BLOCK)
+            csum = np.cumsum(clean[first - n + 1 : last], axis=0)
+            cnan = np.cumsum(missing[first - n + 1 : last], axis=0)
+            window = csum[n - 1 :].copy()
+            window[1:] -= csum[:-n]
+            holes = cnan[n - 1 :].copy()
+            holes[1:] -= cnan[:-n]
+            out[first:last] = np.where(holes > 0, np.nan, window)
+        return out
+
+    def max(self, x: FloatArray, n: int) -> FloatArray:
+        out = np.full_like(x, np.nan)
+        if n <= x.shape[0]:
+            windows = np.lib.stride_tricks.sliding_window_view(x, n, axis=0)
+            out[n - 1 :] = windows.max(axis=-1)
+        return out
+
+
+class _LatestReducer:
+    """The last bar's value only; windows longer than the history give NaN."""
+
+    def at(self, x: FloatArray) -> FloatArray:
+        return np.asarray(x[-1], np.float64)
+
+    def lag(self, x: FloatArray, h: int) -> FloatArray:
+        return x[-1 - h] if h < x.shape[0] else np.full(x.shape[1:], np.nan)
+
+    def sum(self, x: FloatArray, n: int) -> FloatArray:
+        return x[-n:].sum(axis=0) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
+
+    def max(self, x: FloatArray, n: int) -> FloatArray:
+        return x[-n:].max(axis=0) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
+
+
+def _div(a: FloatArray, b: FloatArray) -> FloatArray:
+    """a / b with NaN where b is zero (a zero-volume window has no VWAP, not an infinite one)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b == 0, np.nan, a / b)
+
+
+def _shift1(x: FloatArray) -> FloatArray:
+    out = np.full_like(x, np.nan)
+    out[1:] = x[:-1]
+    return out
+
+
+def _std(r: _Reducer, x: FloatArray, n: int) -> FloatArray:
+    mean = r.sum(x, n) / n
+    var = r.sum(x * x, n) / n - mean * mean
+    return np.sqrt(np.maximum(var, 0.0))
+
+
+def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> Iterator[FloatArray]:
+    """Every feature column, in FEATURE_NAMES order (yielded one by one, so the batch path holds
+    one finished column at a time). The one place the formulas live. Columns may be broadcast
+    views (info, regime): the caller copies them into its output."""
+    o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
+    prev_c = _shift1(c)
+    ret1 = _div(c, prev_c) - 1.0
+    typical = (h + lo + c) / 3.0
+    true_range = np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)))
+    true_range = np.where(np.isnan(prev_c), np.nan, true_range)
+    span = h - lo
+
+    c_t, h_t, lo_t, o_t, v_t = r.at(c), r.at(h), r.at(lo), r.at(o), r.at(v)
+    span_t = r.at(span)
+    atr = r.sum(true_range, 14) / 14.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flat = span_t == 0
+        upper = np.where(flat, 0.0, (h_t - np.maximum(o_t, c_t)) / np.where(flat, 1.0, span_t))
+        lower = np.where(flat, 0.0, (np.minimum(o_t, c_t) - lo_t) / np.where(flat, 1.0, span_t))
+        close_pos = np.where(flat, 0.5, (c_t - lo_t) / np.where(flat, 1.0, span_t))
+
+    for k in RETURN_HORIZONS:
+        yield _div(c_t, r.lag(c, k)) - 1.0
+    yield _div(v_t, r.sum(v, 20) / 20.0)
+    yield _div(v_t, r.sum(v, 60) / 60.0)
+    yield _div(c_t, _div(r.sum(typical * v, 20), r.sum(v, 20))) - 1.0
+    yield _div(c_t, _div(r.sum(typical * v, 60), r.sum(v, 60))) - 1.0
+    yield _div(span_t, c_t)
+    yield _div(atr, c_t)
+    yield _div(span_t, atr)
+    yield upper
+    yield lower
+    yield close_pos
+    yield _std(r, ret1, 20)
+    yield _div(c_t, r.max(h, 60)) - 1.0
+    shape = c_t.shape
+    for a in info.arrays():
+        yield np.broadcast_to(a, shape)
+    btc = btc_close.reshape(-1, 1)
+    btc_ret1 = _div(btc, _shift1(btc)) - 1.0
+    yield np.broadcast_to(_div(r.at(btc), r.lag(btc, 15)) - 1.0, shape)
+    yield np.broadcast_to(_div(r.at(btc), r.lag(btc, 60)) - 1.0, shape)
+    yield np.broadcast_to(_std(r, btc_ret1, 60), shape)
+
+
+def _check_inputs(bars: BarMatrix, btc_close: FloatArray) -> None:
+    if btc_close.shape != (bars.n_bars,):
+        raise MarketDataError(
+            f"btc_close has shape {btc_close.shape}, expected ({bars.n_bars},): one BTC close per bar, "
+            "aligned with the candle matrices (NaN where BTC has no bar)"
+        )
+
+
+def features_hot(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> FloatArray:
+    """Batch path: features for every bar and symbol, shape [bars, symbols, len(FEATURE_NAMES)].
+
+    `info` arrays are [bars, symbols] (what discovery said at each bar). The result is a view of
+    a feature-major block (one contiguous [bars, symbols] plane per feature): building it
+    feature by feature is ~10x faster than interleaving, and `out[..., k]` reads contiguously.
+    """
+    _check_inputs(bars, btc_close)
+    if info.heat.shape != bars.close.shape:
+        raise MarketDataError(f"CandidateInfo is {info.heat.shape}; the batch path needs {bars.close.shape}")
+    planes = np.empty((len(FEATURE_NAMES), *bars.close.shape), np.float64)
+    for k, column in enumerate(_assemble(_BatchReducer(), bars, info, btc_close)):
+        planes[k] = column
+    return np.moveaxis(planes, 0, -1)
+
+
+def features_hot_latest(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> FloatArray:
+    """Incremental path: features of the last bar only, shape [symbols, len(FEATURE_NAMES)].
+
+    Needs at most the last `WINDOW` bars; longer inputs are trimmed. `info` arrays are [symbols].
+    """
+    _check_inputs(bars, btc_close)
+    if bars.n_bars > WINDOW:
+        bars, btc_close = bars.tail(WINDOW), btc_close[-WINDOW:]
+    if info.heat.shape != bars.close.shape[1:]:
+        raise MarketDataError(f"CandidateInfo is {info.heat.shape}; the latest path needs ({bars.close.shape[1]},)")
+    if bars.n_bars == 0:
+        raise MarketDataError("features_hot_latest needs at least one bar")
+    return np.stack(list(_assemble(_LatestReducer(), bars, info, btc_close)), axis=-1).astype(np.float64, copy=False)
+
+
+def feature_dict(row: FloatArray) -> dict[str, float | None]:
+    """One symbol's features by name, NaN as None (JSON has no NaN): the journal's view."""
+    return feature_dicts(row.reshape(1, -1))[0]
+
+
+def feature_dicts(matrix: FloatArray) -> list[dict[str, float | None]]:
+    """`feature_dict` of every row of a [symbols, features] matrix (NaN -> None in one numpy pass)."""
+    holes = np.isnan(matrix)
+    if holes.any():
+        boxed = matrix.astype(object)
+        boxed[holes] = None
+        rows: list[list[float | None]] = boxed.tolist()
+    else:
+        rows = matrix.tolist()
+    return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in rows]

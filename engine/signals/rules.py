@@ -1,0 +1,165 @@
+"""Rule-based entry and exit signals, as tables of thresholds over `features_hot` columns.
+
+Each rule is a `Rule(name, feature, op, threshold)`; all symbols are evaluated at once with
+numpy, then each symbol gets its list of `check` dicts so replay can say which rule said no,
+with the value it saw and the limit it applied. A missing value (NaN) never passes a rule.
+
+Entry: every rule must pass. Exit (for held symbols): a *failed* check is an exit trigger; the
+symbol is exited when any trigger fires, and the reason names them.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.config.sections.trading import SignalSettings
+from engine.domain import SignalDecision
+from engine.signals.features import FEATURE_INDEX
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """`feature op threshold` must hold for the rule to pass."""
+
+    name: str
+    feature: str
+    op: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURE_INDEX:
+            raise ValueError(f"rule {self.name!r} reads unknown feature {self.feature!r}")
+        if self.op not in _OPS:
+            raise ValueError(f"rule {self.name!r}: unknown operator {self.op!r}; use one of {list(_OPS)}")
+
+    def evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
+        values = features[:, FEATURE_INDEX[self.feature]]
+        with np.errstate(invalid="ignore"):
+            passed = np.asarray(_OPS[self.op](values, self.threshold), dtype=np.bool_)
+        return values, passed & ~np.isnan(values)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One symbol's evaluation: the decision, a one-line reason, and every rule as a check dict."""
+
+    decision: SignalDecision
+    reason: str
+    checks: list[dict[str, Any]]
+    passed: dict[str, bool]  # rule name -> passed, the `Signal.rules` view
+
+
+def entry_rules(settings: SignalSettings, min_heat: float) -> tuple[Rule, ...]:
+    return (
+        Rule("heat", "heat", ">=", min_heat),
+        Rule("momentum_5", "ret_5", ">=", settings.min_ret_5),
+        Rule("momentum_1", "ret_1", ">=", settings.min_ret_1),
+        Rule("volume", "vol_ratio_20", ">=", settings.min_vol_ratio_20),
+        Rule("not_extended_60", "ret_60", "<=", settings.max_ret_60),
+        Rule("not_extended_vwap", "vwap_dist_60", "<=", settings.max_vwap_dist_60),
+    )
+
+
+def exit_rules(settings: SignalSettings) -> tuple[Rule, ...]:
+    """Phrased as conditions for *holding*: `momentum_fade` passes while the fade has not happened."""
+    return (
+        Rule("momentum_fade", "ret_5", ">", settings.exit_fade_ret_5),
+        Rule("heat_decay", "heat", ">=", settings.exit_heat_below),
+    )
+
+
+def _values(column: FloatArray) -> list[float | None]:
+    """JSON has neither NaN nor infinity: an unknown value (or 'never') is journaled as null."""
+    finite = np.isfinite(column)
+    if finite.all():
+        return cast(list[float | None], column.tolist())
+    boxed = column.astype(object)
+    boxed[~finite] = None
+    return cast(list[float | None], boxed.tolist())
+
+
+class SignalRules:
+    """Evaluates entry rules for candidates and exit rules for held symbols, vectorised."""
+
+    def __init__(self, settings: SignalSettings) -> None:
+        self.settings = settings
+        self._exit = exit_rules(settings)
+
+    def entry(
+        self,
+        features: FloatArray,
+        *,
+        min_heat: float,
+        since_last_action_ms: FloatArray,
+        ml_scores: FloatArray | None = None,
+        ml_threshold: float | None = None,
+    ) -> list[RuleOutcome]:
+        """Entry decisions for [S, F] features. `since_last_action_ms` is inf where the symbol
+        has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule."""
+        columns: list[tuple[str, FloatArray, BoolArray, float]] = []
+        for rule in entry_rules(self.settings, min_heat):
+            values, passed = rule.evaluate(features)
+            columns.append((rule.name, values, passed, rule.threshold))
+        cooldown = float(self.settings.cooldown_ms)
+        columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
+        if ml_scores is not None:
+            threshold = self.settings.ml_min_score if ml_threshold is None else ml_threshold
+            with np.errstate(invalid="ignore"):
+                ok = (ml_scores >= threshold) & ~np.isnan(ml_scores)
+            columns.append(("ml_score", ml_scores, ok, threshold))
+        return self._outcomes(columns, features.shape[0], exit_mode=False)
+
+    def exit(self, features: FloatArray) -> list[RuleOutcome]:
+        """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD."""
+        columns: list[tuple[str, FloatArray, BoolArray, float]] = []
+        for rule in self._exit:
+            values, passed = rule.evaluate(features)
+            # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
+            columns.append((rule.name, values, passed | np.isnan(values), rule.threshold))
+        wick = features[:, FEATURE_INDEX["upper_wick"]]
+        ret1 = features[:, FEATURE_INDEX["ret_1"]]
+        with np.errstate(invalid="ignore"):
+            reversal = (wick >= self.settings.exit_upper_wick) & (ret1 < 0)
+        columns.append(("reversal", wick, ~reversal, self.settings.exit_upper_wick))
+        return self._outcomes(columns, features.shape[0], exit_mode=True)
+
+    @staticmethod
+    def _outcomes(
+        columns: Sequence[tuple[str, FloatArray, BoolArray, float]], n: int, *, exit_mode: bool
+    ) -> list[RuleOutcome]:
+        names = [c[0] for c in columns]
+        thresholds = [c[3] for c in columns]
+        value_rows = list(zip(*(_values(c[1]) for c in columns), strict=True))
+        pass_rows = list(zip(*(c[2].tolist() for c in columns), strict=True))
+        out: list[RuleOutcome] = []
+        for i in range(n):
+            ok, vals = pass_rows[i], value_rows[i]
+            checks = [
+                {"name": name, "passed": p, "value": v, "threshold": t}
+                for name, p, v, t in zip(names, ok, vals, thresholds, strict=True)
+            ]
+            failed = [name for name, p in zip(names, ok, strict=True) if not p]
+            if exit_mode:
+                decision = SignalDecision.EXIT if failed else SignalDecision.HOLD
+                reason = f"exit: {', '.join(failed)}" if failed else "hold: no exit rule fired"
+            else:
+                decision = SignalDecision.SKIP if failed else SignalDecision.ENTER
+                reason = f"failed: {', '.join(failed)}" if failed else "all entry rules passed"
+            out.append(RuleOutcome(decision, reason, checks, dict(zip(names, ok, strict=True))))
+        return out

@@ -1,0 +1,41 @@
+"""The ML scorer slot: what a model must look like to sit in the signal path.
+
+A scorer takes one symbol's feature row (in `FEATURE_NAMES` order) and returns a score in 0..1.
+Its `mode` decides what the score may do:
+
+- `production`: the score enters the entry decision as the `ml_score` rule (score >= threshold).
+- `shadow`: the score is journaled as a `model_shadow` event and never touches the decision,
+  so a candidate model can be judged on live data without risking money.
+- `off`: the scorer is not consulted at all (the `NullScorer`, when no model is installed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+ScorerMode = Literal["production", "shadow", "off"]
+
+
+class Scorer(Protocol):
+    """A model behind the signal rules. `schema_hash` must equal `feature_schema_hash()`."""
+
+    mode: ScorerMode
+    version: str
+    schema_hash: str
+
+    def score(self, features: npt.NDArray[np.float64]) -> float: ...
+
+
+class NullScorer:
+    """No model installed: mode `off`, so the signal stage never asks it for a score."""
+
+    mode: ScorerMode = "off"
+    version = "none"
+    schema_hash = ""
+
+    def score(self, features: npt.NDArray[np.float64]) -> float:
+        """NaN, which fails every threshold, should anything consult an `off` scorer anyway."""
+        return float("nan")

@@ -1,0 +1,203 @@
+"""The signal stage: candidates (and held symbols) in, journaled signals out, once per bar.
+
+For every symbol not yet evaluated in the current bar it builds the feature rows in one
+vectorised pass (`features_hot_latest` over `BarHistory`), applies the rules, consults the ML
+scorer according to its mode, and emits one `signal_snapshot` per symbol whose `cause` is the
+candidate's `candidate_snapshot` seq. Shadow scores go to `model_shadow` events only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.config.sections.trading import SignalSettings
+from engine.domain import Candidate, Signal
+from engine.journal.events import EventSink
+from engine.signals.bars import BarHistory
+from engine.signals.cache import BarCache
+from engine.signals.features import (
+    FEATURE_NAMES,
+    CandidateInfo,
+    FloatArray,
+    feature_dicts,
+    feature_schema_hash,
+    features_hot_latest,
+)
+from engine.signals.rules import RuleOutcome, SignalRules
+from engine.signals.scorer import NullScorer, Scorer
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """A signal computed in this call, and the seq of the `signal_snapshot` that journaled it."""
+
+    signal: Signal
+    seq: int
+
+
+class SignalStage:
+    def __init__(
+        self,
+        settings: SignalSettings,
+        history: BarHistory,
+        sink: EventSink,
+        scorer: Scorer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.history = history
+        self.sink = sink
+        self.scorer: Scorer = scorer or NullScorer()
+        if self.scorer.mode != "off" and self.scorer.schema_hash != feature_schema_hash():
+            raise ValueError(
+                f"scorer {self.scorer.version} was built for feature schema {self.scorer.schema_hash[:12]}, "
+                f"this engine computes {feature_schema_hash()[:12]}; retrain or install a matching model"
+            )
+        self.rules = SignalRules(settings)
+        self._entries: BarCache[Signal] = BarCache()
+        self._exits: BarCache[Signal] = BarCache()
+        self._ranks: dict[str, int] = {}
+
+    def bar_of(self, now_ms: int) -> int:
+        """Open time of the last bar that has closed by `now_ms`."""
+        tf = self.history.tf_ms
+        return (now_ms // tf) * tf - tf
+
+    def _features(self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int) -> FloatArray:
+        bars = self.history.window(symbols, bar_ms)
+        btc = self.history.closes(self.settings.regime_symbol, bar_ms)
+        return features_hot_latest(bars, info, btc)
+
+    def evaluate_entries(
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        *,
+        min_heat: float,
+        last_action_ms: Mapping[str, int],
+        causes: Mapping[str, int] | None = None,
+    ) -> list[Evaluated]:
+        """Entry signals for the candidates not yet evaluated in this bar (cached ones are skipped)."""
+        bar_ms = self.bar_of(now_ms)
+        fresh = [c for c in candidates if self._entries.get(c.symbol, bar_ms) is None]
+        previous = dict(self._ranks)
+        self._ranks.update({c.symbol: c.rank for c in candidates})
+        if not fresh:
+            return []
+        info = CandidateInfo.from_candidates(fresh, previous)
+        x = self._features([c.symbol for c in fresh], info, bar_ms)
+        since = np.array(
+            [now_ms - last_action_ms[c.symbol] if c.symbol in last_action_ms else np.inf for c in fresh],
+            np.float64,
+        )
+        scores = self._scores(x)
+        production = self.scorer.mode == "production"
+        outcomes = self.rules.entry(
+            x,
+            min_heat=min_heat,
+            since_last_action_ms=since,
+            ml_scores=scores if production else None,
+        )
+        out = []
+        rows, raw = feature_dicts(x), x.tolist()
+        for i, c in enumerate(fresh):
+            cause = None if causes is None else causes.get(c.trace_id)
+            ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
+            self._entries.put(c.symbol, bar_ms, ev.signal)
+            out.append(ev)
+        return out
+
+    def evaluate_exits(
+        self,
+        held: Sequence[tuple[str, str]],
+        now_ms: int,
+        *,
+        candidates: Mapping[str, Candidate],
+        causes: Mapping[str, int] | None = None,
+    ) -> list[Evaluated]:
+        """Exit signals for held (symbol, position trace id) pairs not yet evaluated in this bar.
+
+        Heat comes from the symbol's current candidate if discovery still reports it, else NaN
+        (which the heat-decay rule treats as unknown, not as zero).
+        """
+        bar_ms = self.bar_of(now_ms)
+        fresh = [(s, t) for s, t in held if self._exits.get(s, bar_ms) is None]
+        if not fresh:
+            return []
+        info = CandidateInfo.unknown((len(fresh),))
+        for j, (symbol, _) in enumerate(fresh):
+            cand = candidates.get(symbol)
+            if cand is not None:
+                row = CandidateInfo.from_candidates([cand], self._ranks)
+                for mine, theirs in zip(info.arrays(), row.arrays(), strict=True):
+                    mine[j] = theirs[0]
+        x = self._features([s for s, _ in fresh], info, bar_ms)
+        outcomes = self.rules.exit(x)
+        out = []
+        rows, raw = feature_dicts(x), x.tolist()
+        for i, (symbol, trace_id) in enumerate(fresh):
+            cand = candidates.get(symbol)
+            cause = None if causes is None or cand is None else causes.get(cand.trace_id)
+            ev = self._journal(trace_id, symbol, now_ms, bar_ms, "exit", outcomes[i], rows[i], raw[i], None, i, cause)
+            self._exits.put(symbol, bar_ms, ev.signal)
+            out.append(ev)
+        return out
+
+    def _scores(self, x: FloatArray) -> FloatArray | None:
+        if self.scorer.mode == "off":
+            return None
+        return np.array([self.scorer.score(row) for row in x], np.float64)
+
+    def _journal(
+        self,
+        trace_id: str,
+        symbol: str,
+        now_ms: int,
+        bar_ms: int,
+        stage: str,
+        outcome: RuleOutcome,
+        features: dict[str, float | None],
+        raw: list[float],
+        scores: FloatArray | None,
+        i: int,
+        cause: int | None,
+    ) -> Evaluated:
+        score = None if scores is None or np.isnan(scores[i]) else float(scores[i])
+        production = self.scorer.mode == "production"
+        payload: dict[str, Any] = {
+            "decision": outcome.decision.value,
+            "reason": outcome.reason,
+            "rules": outcome.checks,
+            "features": features,
+            "ml_score": score if production else None,
+            "model": self.scorer.version if production else None,
+            "stage": stage,
+            "bar_ms": bar_ms,
+        }
+        seq = self.sink.emit(
+            "signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause
+        )
+        if self.scorer.mode == "shadow" and score is not None:
+            self.sink.emit(
+                "model_shadow",
+                ts_ms=now_ms,
+                payload={"model": self.scorer.version, "score": score, "decision": outcome.decision.value},
+                trace_id=trace_id,
+                symbol=symbol,
+                cause=seq,
+            )
+        signal = Signal(
+            trace_id=trace_id,
+            symbol=symbol,
+            ts_ms=now_ms,
+            decision=outcome.decision,
+            reason=outcome.reason,
+            rules=outcome.passed,
+            features=dict(zip(FEATURE_NAMES, raw, strict=True)),
+            ml_score=score if production else None,
+        )
+        return Evaluated(signal, seq)
+

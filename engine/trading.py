@@ -1,0 +1,544 @@
+"""`TradingCore`: from ranked candidates to order intents, and from fills to exits.
+
+The synchronous heart of trading, shared by the live runtime, paper trading and the backtester:
+it is handed market data, candidates, order updates and the time, and answers with
+`OrderIntent`s while journaling each step under the candidate's trace. It never awaits, never
+reads the clock, never touches the network; the async layer (`OrderRouter`, brokers,
+`close_all`) carries its intents out and feeds the answers back through `on_order_update`.
+
+    on_candle(candle)                 closed bars for the features
+    on_tickers(batch, now_ms)         prices: marks, risk update, exits  -> exit intents
+    on_candidates(cands, now_ms, ..)  signals, risk, sizing, pre-check   -> entry intents
+    on_order_update(update, now_ms)   fills -> positions, PnL, reservations released
+    begin_close_all / close_all_intents   the emergency exit, as one trace
+
+Journal: signal_snapshot (cause: candidate_snapshot) -> risk_check -> (router) order_attempt
+-> order_result -> fill -> position_update; exits: signal_snapshot(stage=exit_policy) ->
+order_attempt ...; risk_event for limits that fire.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config.sections.trading import TradingSection
+from engine.domain import (
+    Candidate,
+    Candle,
+    EngineState,
+    Market,
+    Order,
+    OrderIntent,
+    OrderPurpose,
+    OrderType,
+    SignalDecision,
+    TickerBatch,
+)
+from engine.domain.trading import Side
+from engine.execution.broker import OrderUpdate
+from engine.execution.client_ids import client_order_id
+from engine.execution.precheck import OrderRequest, PrecheckResult, precheck
+from engine.journal.events import EventSink, check, make_trace_id
+from engine.portfolio.allocator import Allocator
+from engine.portfolio.clusters import Clusters
+from engine.portfolio.exits import ExitDecision, ExitPolicy
+from engine.portfolio.positions import BookChange, Holding, PositionBook
+from engine.portfolio.risk import RiskEvent, RiskManager
+from engine.signals.bars import BarHistory
+from engine.signals.scorer import Scorer
+from engine.signals.stage import SignalStage
+
+_SEEN_TRADES = 10_000  # duplicates arrive within seconds (stream + REST re-check), not days apart
+
+
+@dataclass(slots=True)
+class _PendingEntry:
+    symbol: str
+    reserved: float  # quote set aside for the unfilled part, fee included
+    notional: float  # exposure the unfilled part will add
+
+
+@dataclass(slots=True)
+class _CloseAll:
+    trace_id: str
+    seq: int
+    legs: int = 0
+    presses: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAllStart:
+    trace_id: str
+    seq: int
+    repeat: bool  # True when a close-all was already running: same trace, nothing new decided
+
+
+@dataclass(slots=True)
+class _Quotes:
+    batch: TickerBatch | None = None
+    index: dict[str, int] | None = None
+    last: dict[str, tuple[float, float]] = field(default_factory=dict)  # held symbols' last (bid, ask)
+
+    def get(self, symbol: str) -> tuple[float, float] | None:
+        if self.batch is not None:
+            if self.index is None:
+                self.index = {s: i for i, s in enumerate(self.batch.symbols)}
+            i = self.index.get(symbol)
+            if i is not None:
+                bid, ask = float(self.batch.bid[i]), float(self.batch.ask[i])
+                if bid > 0 and ask > 0:
+                    return bid, ask
+        return self.last.get(symbol)
+
+
+class TradingCore:
+    def __init__(
+        self,
+        settings: TradingSection,
+        markets: Mapping[str, Market],
+        sink: EventSink,
+        *,
+        scorer: Scorer | None = None,
+        history: BarHistory | None = None,
+        run_id: str = "run",
+    ) -> None:
+        self.settings = settings
+        self.markets = markets
+        self.sink = sink
+        self.run_id = run_id
+        self.history = history or BarHistory(settings.signals.timeframe)
+        self.signals = SignalStage(settings.signals, self.history, sink, scorer)
+        self.book = PositionBook()
+        self.exit_policy = ExitPolicy(settings.exits)
+        ex = settings.execution
+        self.allocator = Allocator(settings.capital, settings.risk, fee_rate=ex.fee_rate, max_order_quote=ex.max_order_quote)
+        self.risk = RiskManager(settings.risk)
+        self.clusters = Clusters(settings.risk)
+        self.cash = settings.capital.active.capital
+        self.engine_state = EngineState.TRADEABLE
+        self.causes: dict[str, int] = {}  # client order id -> seq of the event that decided it
+        self._quotes = _Quotes()
+        self._pending: dict[str, _PendingEntry] = {}
+        self._last_action_ms: dict[str, int] = {}
+        self._exit_signal: dict[str, bool] = {}
+        self._seen_trades: OrderedDict[str, None] = OrderedDict()  # recent trade ids: a fill is booked once
+        self._close_all: _CloseAll | None = None
+        self._close_all_count = 0
+
+    # ----------------------------------------------------------------- state seen from outside
+    @property
+    def wants_blocked(self) -> bool:
+        """Risk level L5: the runtime's state machine should move to `blocked`."""
+        return self.risk.wants_blocked
+
+    @property
+    def close_all_active(self) -> bool:
+        return self._close_all is not None
+
+    def set_engine_state(self, state: EngineState) -> None:
+        """The runtime's state machine decides; the core obeys (entries only when tradeable)."""
+        self.engine_state = state
+
+    def reserved_cash(self) -> float:
+        return sum(p.reserved for p in self._pending.values())
+
+    def marks(self) -> dict[str, float]:
+        out = {}
+        for symbol, held in self.book.holdings.items():
+            q = self._quotes.get(symbol)
+            out[symbol] = q[0] if q else held.position.entry_price
+        return out
+
+    def notionals(self) -> dict[str, float]:
+        """Per symbol: the position at its bid plus any entry still in flight (at its order price)."""
+        marks = self.marks()
+        out = {s: h.position.quantity * marks[s] for s, h in self.book.holdings.items()}
+        for p in self._pending.values():
+            out[p.symbol] = out.get(p.symbol, 0.0) + p.notional
+        return out
+
+    def exposure(self) -> float:
+        """Open positions at current bids plus the entries still in flight."""
+        return self.book.exposure(self.marks()) + sum(p.notional for p in self._pending.values())
+
+    def equity(self) -> float:
+        return self.cash + self.book.exposure(self.marks())
+
+    # ----------------------------------------------------------------- inputs
+    def on_candle(self, candle: Candle) -> None:
+        self.history.add(candle)
+
+    def on_tickers(self, batch: TickerBatch, now_ms: int) -> list[OrderIntent]:
+        """New prices: mark positions, update risk, and decide exits."""
+        self._quotes.batch, self._quotes.index = batch, None
+        for symbol in self.book.holdings:
+            q = self._quotes.get(symbol)
+            if q is not None:
+                self._quotes.last[symbol] = q
+                self.book.mark(symbol, q[0])
+        self._emit_risk(self.risk.update(now_ms, self.equity()), now_ms)
+        if self._close_all is not None:
+            return self.close_all_intents(now_ms)
+        return self._exits(list(self.book.holdings), now_ms)
+
+    def _exits(self, symbols: Sequence[str], now_ms: int) -> list[OrderIntent]:
+        intents = []
+        for symbol in symbols:
+            held = self.book.get(symbol)
+            if held is None or held.pending_exit is not None:
+                continue
+            q = self._quotes.get(symbol)
+            if q is None:
+                continue
+            decision = self.exit_policy.evaluate(held, q[0], now_ms, signal_exit=self._exit_signal.get(symbol, False))
+            if decision is not None:
+                intent = self._exit(held, decision, q[0], now_ms)
+                if intent is not None:
+                    intents.append(intent)
+        return intents
+
+    def on_candidates(
+        self, candidates: Sequence[Candidate], now_ms: int, causes: Mapping[str, int] | None = None
+    ) -> list[OrderIntent]:
+        """A ranked candidate cycle: exit signals for held coins, entry decisions for the rest.
+
+        `causes` maps each candidate's trace id to the seq of its `candidate_snapshot`.
+        """
+        by_symbol = {c.symbol: c for c in candidates}
+        held = [(s, h.position.trace_id) for s, h in self.book.holdings.items()]
+        fired = []
+        for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes):
+            self._exit_signal[ev.signal.symbol] = ev.signal.decision is SignalDecision.EXIT
+            if ev.signal.decision is SignalDecision.EXIT:
+                fired.append(ev.signal.symbol)
+        # An exit signal acts now, not at the next price update.
+        intents = [] if self._close_all is not None else self._exits(fired, now_ms)
+        pending_symbols = {p.symbol for p in self._pending.values()}
+        fresh = sorted(
+            (c for c in candidates if c.symbol not in self.book and c.symbol not in pending_symbols),
+            key=lambda c: c.rank,
+        )
+        min_heat = max(self.settings.signals.min_heat, self.settings.capital.active.min_heat)
+        evaluated = self.signals.evaluate_entries(
+            fresh, now_ms, min_heat=min_heat, last_action_ms=self._last_action_ms, causes=causes
+        )
+        gate = self._entry_gate(now_ms)
+        gate_open = all(c["passed"] for c in gate)
+        limit = self.allocator.max_concurrent
+        shut: dict[int, list[dict[str, Any]]] = {}  # one (read-only) check list per slot count
+        for ev in evaluated:
+            if ev.signal.decision is not SignalDecision.ENTER:
+                continue
+            cand = by_symbol[ev.signal.symbol]
+            slots = len(self.book) + len(self._pending)
+            if not gate_open or slots >= limit:
+                # Nothing about this candidate can change the answer: say which gate is shut.
+                if slots not in shut:
+                    shut[slots] = [*gate, check("max_concurrent", slots < limit, slots, limit)]
+                self.sink.emit(
+                    "risk_check",
+                    ts_ms=now_ms,
+                    payload={"approved": False, "checks": shut[slots]},
+                    trace_id=cand.trace_id,
+                    symbol=cand.symbol,
+                    cause=ev.seq,
+                )
+                continue
+            intent = self._entry(cand, gate, ev.seq, now_ms)
+            if intent is not None:
+                intents.append(intent)
+        return intents
+
+    def step(
+        self,
+        batch: TickerBatch,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        causes: Mapping[str, int] | None = None,
+    ) -> list[OrderIntent]:
+        """Prices then candidates, in the order the runtime and the backtester both use."""
+        return self.on_tickers(batch, now_ms) + self.on_candidates(candidates, now_ms, causes)
+
+    # ----------------------------------------------------------------- entries
+    def _entry_gate(self, now_ms: int) -> list[dict[str, Any]]:
+        """The checks that are the same for every candidate of one cycle."""
+        return [
+            check("engine_state", self.engine_state.allows_entries, self.engine_state.value, EngineState.TRADEABLE.value),
+            check("close_all", self._close_all is None, self._close_all is not None, False),
+            *self.risk.entry_checks(now_ms),
+        ]
+
+    def _entry(self, cand: Candidate, gate: list[dict[str, Any]], signal_seq: int, now_ms: int) -> OrderIntent | None:
+        symbol = cand.symbol
+        market = self.markets.get(symbol)
+        quote = self._quotes.get(symbol)
+        notionals = self.notionals()
+        equity = self.equity()
+        exposure = sum(notionals.values())
+        checks: list[dict[str, Any]] = [
+            *gate,
+            check("market_known", market is not None, symbol, "listed market"),
+            check("quote_available", quote is not None, None if quote is None else quote[1], "bid/ask > 0"),
+            *self.clusters.checks(symbol, notionals, equity),
+        ]
+        sizing = self.allocator.size(
+            equity=equity,
+            exposure=exposure,
+            cluster_room=self.clusters.room(symbol, notionals, equity),
+            cash=self.cash - self.reserved_cash(),
+            open_positions=len(self.book) + len(self._pending),
+            size_multiplier=self.risk.level.size_multiplier,
+        )
+        checks += sizing.checks
+        result: PrecheckResult | None = None
+        cid = client_order_id(cand.trace_id, OrderPurpose.ENTRY, 1)
+        if all(c["passed"] for c in checks) and market is not None and quote is not None:
+            ex = self.settings.execution
+            ask = quote[1]
+            limit = ex.entry_order_type == "limit"
+            request = OrderRequest(
+                client_order_id=cid,
+                trace_id=cand.trace_id,
+                symbol=symbol,
+                side=Side.BUY,
+                order_type=OrderType.LIMIT if limit else OrderType.MARKET,
+                purpose=OrderPurpose.ENTRY,
+                quantity=sizing.quote / (ask * (1.0 + ex.limit_offset) if limit else ask),
+                reference_price=ask,
+                limit_price=ask * (1.0 + ex.limit_offset) if limit else None,
+                expires_ms=now_ms + ex.limit_expiry_ms if limit else None,
+            )
+            result = precheck(
+                request,
+                market,
+                quote_free=self.cash - self.reserved_cash(),
+                base_free=0.0,
+                fee_rate=ex.fee_rate,
+                max_order_quote=ex.max_order_quote,
+            )
+            checks += [{**c, "name": f"precheck:{c['name']}"} for c in result.checks]
+        approved = result is not None and result.approved
+        seq = self.sink.emit(
+            "risk_check",
+            ts_ms=now_ms,
+            payload={"approved": approved, "checks": checks, "allocation_quote": sizing.quote, "equity": equity},
+            trace_id=cand.trace_id,
+            symbol=symbol,
+            cause=signal_seq,
+        )
+        if not approved or result is None or result.intent is None:
+            return None
+        intent = result.intent
+        price = float(intent.price) if intent.price is not None else intent.reference_price
+        notional = float(intent.quantity) * price
+        self._pending[intent.client_order_id] = _PendingEntry(
+            symbol, notional * (1.0 + self.settings.execution.fee_rate), notional
+        )
+        self._last_action_ms[symbol] = now_ms
+        self.causes[intent.client_order_id] = seq
+        return intent
+
+    # ----------------------------------------------------------------- exits
+    def _exit(
+        self, held: Holding, decision: ExitDecision, bid: float, now_ms: int, *, trace_id: str | None = None,
+        leg: int | None = None, cause: int | None = None,
+    ) -> OrderIntent | None:
+        pos = held.position
+        market = self.markets.get(pos.symbol)
+        if market is None:
+            return None
+        qty = decision.quantity
+        if not decision.is_full:
+            rest = pos.quantity - qty
+            f = market.filters
+            if market.round_qty(rest) < max(f.min_qty, f.step_size) or rest * bid < float(f.min_notional):
+                qty = pos.quantity  # a remainder the exchange would refuse to sell later: sell it now
+        trace = trace_id or pos.trace_id
+        leg_no = leg if leg is not None else held.exit_legs + 1
+        cid = client_order_id(trace, decision.purpose, leg_no)
+        ex = self.settings.execution
+
+        def attempt(q: float) -> PrecheckResult:
+            req = OrderRequest(cid, trace, pos.symbol, Side.SELL, OrderType.MARKET, decision.purpose, q, bid)
+            return precheck(req, market, quote_free=0.0, base_free=pos.quantity, fee_rate=ex.fee_rate, max_order_quote=None)
+
+        result = attempt(qty)
+        if not result.approved and qty < pos.quantity:
+            qty = pos.quantity
+            result = attempt(qty)
+        blocked = ", ".join(result.failed) or None
+        if blocked is not None and blocked == held.exit_blocked:
+            return None  # the same refusal as last time: already journaled
+        held.exit_blocked = blocked
+        payload = {
+            "decision": SignalDecision.EXIT.value,
+            "reason": decision.reason,
+            "rules": decision.checks + [{**c, "name": f"precheck:{c['name']}"} for c in result.checks],
+            "features": {"bid": bid, "entry_price": pos.entry_price, "peak": pos.trailing_high, "quantity": pos.quantity},
+            "stage": "exit_policy",
+            "purpose": decision.purpose.value,
+        }
+        if cause is None and trace == pos.trace_id:
+            cause = held.opened_seq
+        seq = self.sink.emit("signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace, symbol=pos.symbol, cause=cause)
+        if result.intent is None:
+            if any(c["name"] in ("min_notional", "min_qty", "quantity_positive") and not c["passed"] for c in result.checks):
+                # Worth less than the exchange lets us sell: write the remainder off rather than retry forever.
+                self._journal_change(self.book.write_off(pos.symbol, now_ms), now_ms, "dust", trace, seq)
+                self._after_close(pos.symbol, now_ms)
+            return None
+        if trace == pos.trace_id:
+            held.exit_legs = leg_no
+        held.pending_exit = cid
+        held.pending_tier = decision.tier if qty < pos.quantity else None
+        self._last_action_ms[pos.symbol] = now_ms
+        self.causes[cid] = seq
+        return result.intent
+
+    # ----------------------------------------------------------------- order updates
+    def on_order_update(self, update: OrderUpdate, now_ms: int) -> None:
+        """Book the fills of one order update and release what a finished order reserved."""
+        order = update.order
+        cid = order.client_order_id
+        cause = update.journal_seq if update.journal_seq is not None else self.causes.get(cid)
+        for fill in update.fills:
+            if fill.trade_id in self._seen_trades:
+                continue
+            self._seen_trades[fill.trade_id] = None
+            if len(self._seen_trades) > _SEEN_TRADES:
+                self._seen_trades.popitem(last=False)
+            trace = fill.trace_id or order.trace_id
+            cause = self.sink.emit(
+                "fill",
+                ts_ms=fill.ts_ms,
+                payload={
+                    "client_order_id": cid,
+                    "side": fill.side.value,
+                    "price": fill.price,
+                    "quantity": fill.quantity,
+                    "fee_quote": fill.fee_quote,
+                    "trade_id": fill.trade_id,
+                    "is_maker": fill.is_maker,
+                },
+                trace_id=trace,
+                symbol=fill.symbol,
+                cause=cause,
+            )
+            pending = self._pending.get(cid)
+            if fill.side is Side.BUY:
+                self.cash -= fill.notional + fill.fee_quote
+                if pending is not None:
+                    pending.reserved = max(0.0, pending.reserved - fill.notional - fill.fee_quote)
+                    pending.notional = max(0.0, pending.notional - fill.notional)
+            else:
+                self.cash += fill.notional - fill.fee_quote
+            change = self.book.apply(fill)
+            seq = self._journal_change(change, fill.ts_ms, order.purpose.value, trace, cause)
+            held = self.book.get(fill.symbol)
+            if change.action == "close":
+                self._after_close(fill.symbol, now_ms)
+            elif held is not None and change.action == "open":
+                held.opened_seq = seq
+            elif held is not None and held.pending_exit == cid and held.pending_tier is not None:
+                # A take-profit tier counts as hit once it sold something; then the stop may go to entry.
+                pos = held.position
+                stop = pos.entry_price if self.settings.exits.breakeven_after_tp else pos.stop_price
+                self.book.set_stop(fill.symbol, stop, tier_hit=held.pending_tier)
+        if order.status.is_terminal:
+            self._finish(order)
+        if self._close_all is not None and not self.book.holdings and not self._pending:
+            self._close_all = None
+
+    def _finish(self, order: Order) -> None:
+        cid = order.client_order_id
+        self._pending.pop(cid, None)
+        self.causes.pop(cid, None)
+        held = self.book.get(order.symbol)
+        if held is not None and held.pending_exit == cid:
+            held.pending_exit = held.pending_tier = None
+
+    def _after_close(self, symbol: str, now_ms: int) -> None:
+        trade = self.book.closed[-1]
+        self._exit_signal.pop(symbol, None)
+        self._quotes.last.pop(symbol, None)
+        self._last_action_ms[symbol] = now_ms
+        self._emit_risk(self.risk.record_trade(trade.realised_pnl, now_ms), now_ms)
+
+    def _journal_change(self, change: BookChange, ts_ms: int, reason: str, trace_id: str, cause: int | None) -> int:
+        return self.sink.emit(
+            "position_update",
+            ts_ms=ts_ms,
+            payload={
+                "action": change.action,
+                "quantity": change.quantity,
+                "fill_quantity": change.fill_qty,
+                "entry_price": change.entry_price,
+                "realised_pnl": change.realised_pnl,
+                "total_realised_pnl": change.total_realised_pnl,
+                "fee_quote": change.fee_quote,
+                "reason": reason,
+                "position_trace_id": change.trace_id,
+            },
+            trace_id=trace_id,
+            symbol=change.symbol,
+            cause=cause,
+        )
+
+    def _emit_risk(self, events: list[RiskEvent], now_ms: int) -> None:
+        for ev in events:
+            self.sink.emit("risk_event", ts_ms=now_ms, payload=ev.payload())
+
+    # ----------------------------------------------------------------- close-all
+    def begin_close_all(self, now_ms: int, origin: str = "operator") -> CloseAllStart:
+        """Start the emergency close (or join the one running): one trace for the whole operation."""
+        if self._close_all is not None:
+            self._close_all.presses += 1
+            self.sink.emit(
+                "command",
+                ts_ms=now_ms,
+                payload={"command": "close_all", "origin": origin, "repeat": True, "press": self._close_all.presses},
+                trace_id=self._close_all.trace_id,
+                cause=self._close_all.seq,
+            )
+            return CloseAllStart(self._close_all.trace_id, self._close_all.seq, repeat=True)
+        self._close_all_count += 1
+        trace = make_trace_id(self.run_id, "close_all", now_ms, self._close_all_count)
+        seq = self.sink.emit(
+            "command",
+            ts_ms=now_ms,
+            payload={
+                "command": "close_all",
+                "origin": origin,
+                "repeat": False,
+                "positions": sorted(self.book.holdings),
+                "pending_entries": sorted(self._pending),
+            },
+            trace_id=trace,
+        )
+        self._close_all = _CloseAll(trace, seq)
+        if not self.book.holdings and not self._pending:
+            self._close_all = None  # nothing to close: done as soon as it began
+        return CloseAllStart(trace, seq, repeat=False)
+
+    def close_all_intents(self, now_ms: int) -> list[OrderIntent]:
+        """A market sell of everything held that has no exit in flight, in the close-all trace."""
+        ca = self._close_all
+        if ca is None:
+            return []
+        intents = []
+        for symbol, held in sorted(self.book.holdings.items()):
+            if held.pending_exit is not None:
+                continue
+            q = self._quotes.get(symbol)
+            bid = q[0] if q is not None else held.position.entry_price
+            decision = ExitDecision(OrderPurpose.CLOSE_ALL, held.position.quantity, "emergency close-all", [])
+            ca.legs += 1
+            intent = self._exit(held, decision, bid, now_ms, trace_id=ca.trace_id, leg=ca.legs, cause=ca.seq)
+            if intent is not None:
+                intents.append(intent)
+        if not self.book.holdings and not self._pending:
+            self._close_all = None
+        return intents

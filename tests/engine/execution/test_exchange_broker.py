@@ -1,0 +1,147 @@
+"""ExchangeBroker through the Gateway interface, against the market layer's FakeGateway."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import pytest
+
+from engine.domain import OrderStatus, OrderType, Side
+from engine.errors import NonRetryableOrderError, RetryableOrderError, UnknownOrderError
+from engine.execution.exchange_broker import ExchangeBroker, OrderGateway
+from engine.market.fake import FakeGateway
+from engine.market.gateway import Gateway
+from tests.kit.domain import T0, make_intent, make_market
+
+
+def gateway() -> FakeGateway:
+    gw = FakeGateway({"DOGE/USDT": make_market()})
+    gw.last_price["DOGE/USDT"] = 0.3
+    return gw
+
+
+def test_the_real_gateway_satisfies_the_broker_seam() -> None:
+    def takes(_: OrderGateway) -> None: ...
+
+    gw: Gateway = gateway()
+    takes(gw)
+
+
+async def test_market_order_filled_with_one_fill() -> None:
+    broker = ExchangeBroker(gateway())
+    update = await broker.submit(make_intent(), T0)
+    assert update.order.status is OrderStatus.FILLED
+    (fill,) = update.fills
+    assert fill.quantity == 100.0 and fill.price == pytest.approx(0.3)
+    assert fill.trace_id == "0123456789abcdef"
+
+
+async def test_duplicate_is_refused_before_the_exchange() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    await broker.submit(make_intent(), T0)
+    with pytest.raises(NonRetryableOrderError, match="duplicate"):
+        await broker.submit(make_intent(), T0)
+    assert gw.calls.count("create_order") == 1
+
+
+async def test_partial_fills_become_fills_once_each() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"), client_order_id="hc-0123456789abcdef-e1")
+    first = await broker.submit(intent, T0)
+    assert first.order.status is OrderStatus.OPEN and first.fills == ()
+    order = gw.orders[intent.client_order_id]
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        order, status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.30, fee_quote=0.012
+    )
+    (u1,) = await broker.sync(T0 + 1000)
+    assert [f.quantity for f in u1.fills] == [40.0]
+    assert await broker.sync(T0 + 2000) == []  # nothing new: no fill twice
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        order, status=OrderStatus.FILLED, filled_qty=Decimal(100), average_price=0.295, fee_quote=0.0295
+    )
+    (u2,) = await broker.sync(T0 + 3000)  # gone from open orders: fetched by client id
+    (f2,) = u2.fills
+    assert f2.quantity == 60.0 and f2.price == pytest.approx((29.5 - 12.0) / 60.0)
+    assert f2.fee_quote == pytest.approx(0.0295 - 0.012)
+    assert u2.order.status is OrderStatus.FILLED and await broker.open_orders() == []
+
+
+async def test_stale_limit_is_cancelled_at_expiry() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), expires_ms=T0 + 30_000)
+    await broker.submit(intent, T0)
+    assert await broker.sync(T0 + 29_999) == []
+    (u,) = await broker.sync(T0 + 30_000)
+    assert u.order.status is OrderStatus.CANCELED and gw.cancelled == [intent.client_order_id]
+
+
+async def test_cancel_of_an_order_that_filled_meanwhile_learns_the_fill() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    await broker.submit(intent, T0)
+    gw.fill_order(intent.client_order_id, 0.3)
+    u = await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 5)
+    assert u.order.status is OrderStatus.FILLED and u.fills[0].quantity == 100.0
+
+
+async def test_unknown_create_is_looked_up_by_client_id() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent()
+    # The exchange took the order but the answer was lost.
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        (await FakeGateway({"DOGE/USDT": make_market()}, fill_market_orders=False).create_order(intent)),
+    )
+    gw.fail_next("create_order", UnknownOrderError("timeout"))
+    update = await broker.submit(intent, T0)
+    assert update.order.status is OrderStatus.OPEN
+    assert gw.calls == ["create_order", "fetch_order"]
+
+
+async def test_unknown_create_that_never_happened_is_reconciled_to_rejected() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    gw.fail_next("create_order", UnknownOrderError("timeout"))
+    with pytest.raises(UnknownOrderError):
+        await broker.submit(make_intent(), T0)
+    assert [o.status for o in await broker.open_orders()] == [OrderStatus.PENDING]
+    (u,) = await broker.sync(T0 + 1)
+    assert u.order.status is OrderStatus.REJECTED and await broker.open_orders() == []
+
+
+async def test_retryable_failure_leaves_nothing_tracked() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    gw.fail_next("create_order", RetryableOrderError("rate limited"))
+    with pytest.raises(RetryableOrderError):
+        await broker.submit(make_intent(), T0)
+    assert (await broker.submit(make_intent(), T0)).order.status is OrderStatus.FILLED
+
+
+async def test_reconcile_adopts_our_lost_orders_and_ignores_foreign_ones() -> None:
+    gw = gateway()
+    other = FakeGateway({"DOGE/USDT": make_market()}, fill_market_orders=False)
+    ours = await other.create_order(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), client_order_id="hc-00000000000000aa-e1"))
+    foreign = await other.create_order(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), client_order_id="x-manual-1"))
+    gw.orders = {o.client_order_id: o for o in (ours, foreign)}
+    broker = ExchangeBroker(gw)
+    (u,) = await broker.sync(T0)
+    assert u.order.client_order_id == "hc-00000000000000aa-e1" and u.order.status is OrderStatus.OPEN
+    assert broker.on_order(foreign, T0) is None
+
+
+async def test_contradictory_exchange_update_is_recorded_and_fills_are_not_lost() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"), side=Side.BUY)
+    await broker.submit(intent, T0)
+    await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 1)
+    filled = dataclasses.replace(gw.orders[intent.client_order_id], status=OrderStatus.FILLED, filled_qty=Decimal(100), average_price=0.3)
+    u = broker.on_order(filled, T0 + 2)
+    assert u is not None and u.fills[0].quantity == 100.0
+    assert broker.anomalies and "accepted exchange state" in broker.anomalies[0].detail

@@ -1,0 +1,99 @@
+"""Paper fills: the shared fill model's prices and fees, and the async broker around it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.domain import OrderStatus, OrderType, Side
+from engine.errors import NonRetryableOrderError, RetryableOrderError
+from engine.execution.paper import FillModel, PaperBroker
+from tests.kit.domain import T0, make_batch, make_intent
+
+MODEL = FillModel(taker_fee_rate=0.001, maker_fee_rate=0.0005, slippage_bps=10.0)
+
+
+@pytest.mark.parametrize(
+    ("side", "price"),
+    [pytest.param(Side.BUY, 1.01 * 1.001, id="buy-at-ask-plus-slippage"), pytest.param(Side.SELL, 0.99 * 0.999, id="sell-at-bid-minus-slippage")],
+)
+def test_market_fill_prices_and_fee(side: Side, price: float) -> None:
+    ex = MODEL.market(side, 100.0, bid=0.99, ask=1.01)
+    assert ex.price == pytest.approx(price, rel=1e-12)
+    assert ex.fee_quote == pytest.approx(price * 100.0 * 0.001, rel=1e-12)
+    assert not ex.is_maker
+
+
+def test_default_fee_is_ten_bps() -> None:
+    assert FillModel().taker_fee_rate == 0.001
+
+
+LIMIT_CASES = [
+    pytest.param(Side.BUY, 1.00, False, None, id="buy-below-ask-rests"),
+    pytest.param(Side.BUY, 1.05, False, 1.01 * 1.001, id="marketable-buy-fills-as-taker"),
+    pytest.param(Side.BUY, 1.0105, False, 1.0105, id="marketable-buy-capped-at-limit"),
+    pytest.param(Side.BUY, 1.02, True, 1.02, id="resting-buy-fills-at-its-price"),
+    pytest.param(Side.SELL, 1.00, False, None, id="sell-above-bid-rests"),
+    pytest.param(Side.SELL, 0.95, False, 0.99 * 0.999, id="marketable-sell-taker"),
+    pytest.param(Side.SELL, 0.98, True, 0.98, id="resting-sell-maker"),
+]
+
+
+@pytest.mark.parametrize(("side", "limit", "resting", "price"), LIMIT_CASES)
+def test_limit_fill_model(side: Side, limit: float, resting: bool, price: float | None) -> None:
+    ex = MODEL.limit(side, 10.0, limit, bid=0.99, ask=1.01, resting=resting)
+    if price is None:
+        assert ex is None
+    else:
+        assert ex is not None and ex.price == pytest.approx(price, rel=1e-12)
+        rate = 0.0005 if resting else 0.001
+        assert ex.fee_quote == pytest.approx(ex.price * 10.0 * rate) and ex.is_maker is resting
+
+
+def test_no_book_is_retryable() -> None:
+    with pytest.raises(RetryableOrderError):
+        MODEL.market(Side.BUY, 1.0, bid=float("nan"), ask=1.0)
+
+
+async def test_market_order_fills_at_once_with_one_fill() -> None:
+    broker = PaperBroker(MODEL)
+    broker.update_book(make_batch({"DOGE/USDT": 0.3}))
+    update = await broker.submit(make_intent(quantity=Decimal("100")), T0)
+    assert update.order.status is OrderStatus.FILLED and update.order.filled_qty == Decimal("100")
+    (fill,) = update.fills
+    assert fill.price == pytest.approx(0.3 * 1.0005 * 1.001)
+    assert fill.fee_quote == pytest.approx(fill.price * 100 * 0.001)
+    assert fill.trace_id == "0123456789abcdef"
+
+
+async def test_duplicate_client_id_is_refused() -> None:
+    broker = PaperBroker(MODEL)
+    broker.update_book(make_batch({"DOGE/USDT": 0.3}))
+    await broker.submit(make_intent(), T0)
+    with pytest.raises(NonRetryableOrderError, match="duplicate"):
+        await broker.submit(make_intent(), T0)
+
+
+async def test_market_order_without_book_is_retryable() -> None:
+    with pytest.raises(RetryableOrderError):
+        await PaperBroker(MODEL).submit(make_intent(), T0)
+
+
+async def test_resting_limit_fills_when_crossed_and_stale_one_expires() -> None:
+    broker = PaperBroker(MODEL)
+    broker.update_book(make_batch({"DOGE/USDT": 0.3, "PEPE/USDT": 0.3}))
+    a = await broker.submit(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"), client_order_id="a", expires_ms=T0 + 30_000), T0)
+    b = await broker.submit(
+        make_intent("PEPE/USDT", order_type=OrderType.LIMIT, price=Decimal("0.29"), client_order_id="b", expires_ms=T0 + 30_000), T0
+    )
+    assert a.order.status is b.order.status is OrderStatus.OPEN and not a.fills
+    assert len(await broker.open_orders()) == 2
+    broker.update_book(make_batch({"DOGE/USDT": 0.28, "PEPE/USDT": 0.3}))
+    (filled,) = await broker.sync(T0 + 10_000)
+    assert filled.order.client_order_id == "a" and filled.fills[0].price == 0.29 and filled.fills[0].is_maker
+    (expired,) = await broker.sync(T0 + 30_000)
+    assert expired.order.client_order_id == "b" and expired.order.status is OrderStatus.CANCELED
+    assert await broker.open_orders() == []
+    again = await broker.cancel("PEPE/USDT", "b", T0 + 31_000)  # idempotent on a terminal order
+    assert again.order.status is OrderStatus.CANCELED

@@ -1,0 +1,132 @@
+"""Pre-check: table of rejections by name, and the property that rounding never produces an
+order the exchange would refuse (`Market.check_order` passes for every approved order)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.domain import Market, MarketFilters, MarketStatus, OrderPurpose, OrderType, Side
+from engine.execution.precheck import OrderRequest, precheck
+from tests.kit.domain import make_market
+
+MARKET = make_market("DOGE/USDT", tick_size="0.00001", step_size="1", min_qty="1", max_qty="1000000", min_notional="5")
+
+
+def request(**kw: Any) -> OrderRequest:
+    fields: dict[str, Any] = {
+        "client_order_id": "hc-0123456789abcdef-e1",
+        "trace_id": "0123456789abcdef",
+        "symbol": "DOGE/USDT",
+        "side": Side.BUY,
+        "order_type": OrderType.MARKET,
+        "purpose": OrderPurpose.ENTRY,
+        "quantity": 100.7,
+        "reference_price": 0.3,
+    }
+    fields.update(kw)
+    return OrderRequest(**fields)
+
+
+CASES = [
+    pytest.param({}, {}, [], id="passes"),
+    pytest.param({"quantity": 0.4}, {}, ["quantity_positive", "min_qty", "min_notional"], id="rounds-to-zero"),
+    pytest.param({"quantity": 10.0}, {}, ["min_notional"], id="below-min-notional"),
+    pytest.param({"quantity": 2_000_000.0}, {"max_order_quote": 1e9, "quote_free": 1e9}, ["max_qty"], id="above-max-qty"),
+    pytest.param({"quantity": 5000.0}, {"quote_free": 1e4}, ["max_order_size"], id="above-max-order-size"),
+    pytest.param({}, {"quote_free": 20.0}, ["balance"], id="not-enough-quote"),
+    pytest.param({"side": Side.SELL, "purpose": OrderPurpose.STOP_LOSS}, {"base_free": 50.0}, ["balance"], id="not-enough-base"),
+    pytest.param({"reference_price": 0.0}, {}, ["price_positive", "min_price", "min_notional"], id="no-price"),
+    pytest.param({"reference_price": float("nan")}, {}, ["price_positive", "min_price", "min_notional"], id="nan-price"),
+    pytest.param({"reference_price": 500.0, "quantity": 0.9}, {}, ["quantity_positive", "min_qty", "min_notional"], id="tiny-qty-pricey"),
+    pytest.param({"order_type": OrderType.LIMIT, "limit_price": 5000.0, "quantity": 1}, {"max_order_quote": 1e9, "quote_free": 1e9}, ["max_price"], id="limit-above-max-price"),
+]
+
+
+@pytest.mark.parametrize(("kw", "env", "failed"), CASES)
+def test_precheck_table(kw: dict[str, Any], env: dict[str, Any], failed: list[str]) -> None:
+    args = {"quote_free": 1000.0, "base_free": 1000.0, "fee_rate": 0.001, "max_order_quote": 1000.0} | env
+    result = precheck(request(**kw), MARKET, **args)
+    assert result.failed == failed
+    assert result.approved is (not failed)
+    assert (result.intent is None) is bool(failed)
+
+
+def test_rounding_is_exact_and_side_safe() -> None:
+    r = precheck(
+        request(order_type=OrderType.LIMIT, limit_price=0.300019, quantity=100.99),
+        MARKET, quote_free=1e3, base_free=0, fee_rate=0.001, max_order_quote=1e3,
+    )
+    assert r.intent is not None
+    assert r.intent.quantity == Decimal("100") and r.intent.price == Decimal("0.30001")  # buy: price rounded down
+    s = precheck(
+        request(side=Side.SELL, order_type=OrderType.LIMIT, limit_price=0.300011, quantity=100.0),
+        MARKET, quote_free=0, base_free=1e3, fee_rate=0.001, max_order_quote=1e3,
+    )
+    assert s.intent is not None and s.intent.price == Decimal("0.30002")  # sell: price rounded up
+
+
+@pytest.mark.parametrize(
+    ("market", "name"),
+    [
+        pytest.param(make_market(status=MarketStatus.HALT), "market_active", id="halted"),
+        pytest.param(make_market(order_types=("LIMIT",)), "order_type", id="market-orders-not-allowed"),
+    ],
+)
+def test_market_state_is_checked(market: Market, name: str) -> None:
+    assert name in precheck(request(), market, quote_free=1e3, base_free=0, fee_rate=0.001, max_order_quote=1e3).failed
+
+
+def test_exits_have_no_order_size_cap() -> None:
+    r = precheck(request(side=Side.SELL, quantity=50_000.0), MARKET, quote_free=0, base_free=1e6, fee_rate=0.001, max_order_quote=None)
+    assert r.approved
+
+
+STEPS = ["0.00000001", "0.000001", "0.001", "0.01", "0.1", "1", "10", "0.5", "0.25"]
+
+
+@st.composite
+def markets(draw: st.DrawFn) -> Market:
+    tick = Decimal(draw(st.sampled_from(STEPS)))
+    step = Decimal(draw(st.sampled_from(STEPS)))
+    min_qty = step * draw(st.integers(0, 5))
+    max_qty = Decimal(draw(st.sampled_from(["0", "1000", "9000000"])))
+    min_price = tick * draw(st.integers(0, 3))
+    max_price = Decimal(draw(st.sampled_from(["0", "100000"])))
+    min_notional = Decimal(draw(st.sampled_from(["0", "1", "5", "10"])))
+    filters = MarketFilters(tick, step, min_qty, max_qty, min_price, max_price, min_notional)
+    return Market("X/USDT", "XUSDT", "X", "USDT", filters)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    market=markets(),
+    side=st.sampled_from(list(Side)),
+    order_type=st.sampled_from(list(OrderType)),
+    qty=st.floats(0, 1e7, allow_nan=False),
+    price=st.floats(1e-7, 2e5, allow_nan=False),
+    offset=st.floats(-0.05, 0.05),
+)
+def test_approved_orders_always_pass_the_exchange_filters(
+    market: Market, side: Side, order_type: OrderType, qty: float, price: float, offset: float
+) -> None:
+    req = request(
+        symbol="X/USDT", side=side, order_type=order_type, quantity=qty, reference_price=price,
+        limit_price=price * (1 + offset) if order_type is OrderType.LIMIT else None,
+    )
+    result = precheck(req, market, quote_free=1e15, base_free=1e15, fee_rate=0.001, max_order_quote=1e15)
+    if result.intent is not None:
+        intent = result.intent
+        check_price = intent.price if intent.price is not None else market.round_price(price)
+        assert market.check_order(intent.quantity, check_price) is None
+        assert intent.quantity <= Decimal(repr(qty))  # never more than asked
+    else:
+        # Refused only for a reason the exchange would also give on the rounded order.
+        qty_d = market.round_qty(qty)
+        limit = req.limit_price if req.limit_price is not None else price
+        p = market.round_price(limit, side_safe="down" if side is Side.BUY else "up") if order_type is OrderType.LIMIT else market.round_price(price)
+        assert market.check_order(qty_d, p) is not None

@@ -1,0 +1,77 @@
+"""OrderRouter: order_attempt/order_result per intent, error classes, duplicate suppression."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.domain import OrderStatus
+from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
+from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.router import OrderRouter
+from engine.market.fake import FakeGateway
+from tests.kit.domain import T0, make_intent, make_market
+from tests.kit.events import RecordingSink
+
+
+def setup() -> tuple[OrderRouter, FakeGateway, RecordingSink]:
+    gw = FakeGateway({"DOGE/USDT": make_market()})
+    gw.last_price["DOGE/USDT"] = 0.3
+    sink = RecordingSink()
+    return OrderRouter(ExchangeBroker(gw), sink), gw, sink
+
+
+async def test_attempt_and_result_in_the_intent_trace() -> None:
+    router, _, sink = setup()
+    update = await router.send(make_intent(), T0)
+    assert update is not None and update.order.status is OrderStatus.FILLED
+    attempt, result = sink.events
+    assert (attempt.kind, result.kind) == ("order_attempt", "order_result")
+    assert attempt.trace_id == result.trace_id == "0123456789abcdef"
+    assert result.cause == attempt.seq and update.journal_seq == result.seq
+    assert attempt.payload["quantity"] == "100" and result.payload["error_class"] is None
+
+
+async def test_duplicate_intent_is_suppressed_before_the_broker() -> None:
+    router, gw, sink = setup()
+    await router.send(make_intent(), T0)
+    assert await router.send(make_intent(), T0 + 1) is None
+    assert router.suppressed == 1 and gw.calls.count("create_order") == 1 and len(sink.events) == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "error_class", "status", "resend"),
+    [
+        pytest.param(RetryableOrderError("429", code=-1003), "retryable", "rejected", True, id="retryable-frees-the-id"),
+        pytest.param(NonRetryableOrderError("filter", code=-1013), "non_retryable", "rejected", False, id="non-retryable"),
+        pytest.param(UnknownOrderError("timeout"), "unknown", "unknown", False, id="unknown-must-reconcile"),
+    ],
+)
+async def test_failures_carry_their_error_class(error: OrderError, error_class: str, status: str, resend: bool) -> None:
+    router, gw, sink = setup()
+    gw.fail_next("create_order", error)
+    if isinstance(error, UnknownOrderError):
+        gw.fail_next("fetch_order", NonRetryableOrderError("not found", code=-2013))
+    update = await router.send(make_intent(), T0)
+    assert update is not None
+    result = sink.events[-1]
+    assert result.payload["error_class"] == error_class and result.payload["status"] == status
+    assert update.order.status is (OrderStatus.PENDING if status == "unknown" else OrderStatus.REJECTED)
+    assert (await router.send(make_intent(), T0 + 1) is not None) is resend
+
+
+async def test_cancel_is_journaled_and_failed_cancel_does_not_raise() -> None:
+    router, gw, sink = setup()
+    from decimal import Decimal
+
+    from engine.domain import OrderType
+
+    update = await router.send(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2")), T0)
+    assert update is not None
+    cancelled = await router.cancel(update.order, T0 + 1, trace_id="t" * 16)
+    assert cancelled is not None and cancelled.order.status is OrderStatus.CANCELED
+    assert sink.events[-1].payload["action"] == "cancel" and sink.events[-1].trace_id == "t" * 16
+    gw.fail_next("cancel_order", RetryableOrderError("down"))
+    other = await router.send(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), client_order_id="c2"), T0)
+    assert other is not None
+    assert await router.cancel(other.order, T0 + 2) is None
+    assert sink.events[-1].payload["status"] == "cancel_failed"

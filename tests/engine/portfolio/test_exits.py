@@ -1,0 +1,60 @@
+"""Exit policy as a table: stop, trailing, max hold, signal, take-profit tiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.config.sections.trading import ExitSettings, TakeProfitTier
+from engine.domain import OrderPurpose
+from engine.portfolio.exits import ExitPolicy
+from engine.portfolio.positions import Holding
+from tests.kit.domain import T0, make_position
+
+HOUR = 3_600_000
+POLICY = ExitPolicy(ExitSettings())  # stop 4 %, trail 3 % armed at +4 %, TP 5 % (half) and 10 % (rest), 4 h
+
+
+def holding(**kw: Any) -> Holding:
+    fields: dict[str, Any] = {"entry_price": 1.0, "quantity": 100.0, "trailing_high": kw.pop("peak", 1.0)}
+    pos = make_position(**(fields | kw))
+    return Holding(pos, initial_qty=100.0)
+
+
+CASES = [
+    pytest.param({}, 1.01, 0, False, None, None, id="nothing"),
+    pytest.param({}, 0.96, 0, False, OrderPurpose.STOP_LOSS, 100.0, id="stop-at-4pct"),
+    pytest.param({}, 0.9601, 0, False, None, None, id="just-above-stop"),
+    pytest.param({"stop_price": 1.0}, 0.999, 0, False, OrderPurpose.STOP_LOSS, 100.0, id="breakeven-stop"),
+    pytest.param({"peak": 1.08, "tp_tiers_hit": (0,)}, 1.047, 0, False, OrderPurpose.TRAILING_STOP, 100.0, id="trailing-3pct-off-peak"),
+    pytest.param({"peak": 1.03}, 1.0, 0, False, None, None, id="trailing-not-armed"),
+    pytest.param({}, 1.01, 4 * HOUR, False, OrderPurpose.MAX_HOLD, 100.0, id="max-hold"),
+    pytest.param({}, 1.01, 4 * HOUR - 1, False, None, None, id="just-under-max-hold"),
+    pytest.param({}, 1.01, 0, True, OrderPurpose.SIGNAL_EXIT, 100.0, id="exit-on-signal"),
+    pytest.param({}, 1.05, 0, False, OrderPurpose.TAKE_PROFIT, 50.0, id="tp1-sells-half"),
+    pytest.param({"tp_tiers_hit": (0,), "quantity": 50.0}, 1.07, 0, False, None, None, id="between-tiers"),
+    pytest.param({"tp_tiers_hit": (0,), "quantity": 50.0, "peak": 1.10}, 1.10, 0, False, OrderPurpose.TAKE_PROFIT, 50.0, id="tp2-sells-rest"),
+    pytest.param({}, 0.95, 5 * HOUR, True, OrderPurpose.STOP_LOSS, 100.0, id="stop-wins-over-others"),
+]
+
+
+@pytest.mark.parametrize(("kw", "bid", "held_ms", "signal", "purpose", "qty"), CASES)
+def test_exit_table(kw: dict[str, object], bid: float, held_ms: int, signal: bool, purpose: OrderPurpose | None, qty: float | None) -> None:
+    decision = POLICY.evaluate(holding(**kw), bid, T0 + held_ms, signal_exit=signal)
+    if purpose is None:
+        assert decision is None
+    else:
+        assert decision is not None and decision.purpose is purpose and decision.quantity == qty
+        assert decision.reason
+        assert all(set(c) == {"name", "passed", "value", "threshold"} for c in decision.checks)
+
+
+def test_signal_exit_can_be_switched_off() -> None:
+    policy = ExitPolicy(ExitSettings(exit_on_signal=False))
+    assert policy.evaluate(holding(), 1.01, T0, signal_exit=True) is None
+
+
+def test_tiers_must_rise() -> None:
+    with pytest.raises(ValueError, match="rising"):
+        ExitSettings(take_profit=(TakeProfitTier(gain=0.1, fraction=0.5), TakeProfitTier(gain=0.05, fraction=1.0)))

@@ -1,0 +1,181 @@
+"""features_hot: one definition, two paths (batch and latest) that must agree bar by bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from engine.errors import MarketDataError
+from engine.signals.bars import BarHistory
+from engine.signals.features import (
+    FEATURE_INDEX,
+    FEATURE_NAMES,
+    WINDOW,
+    BarMatrix,
+    CandidateInfo,
+    feature_dict,
+    feature_schema_hash,
+    features_hot,
+    features_hot_latest,
+)
+from tests.kit.domain import T0, make_candidate, make_candle
+
+
+def random_bars(rng: np.random.Generator, n_bars: int, n_symbols: int) -> BarMatrix:
+    steps = rng.normal(0.0, 0.01, (n_bars, n_symbols))
+    close = 0.5 * np.exp(np.cumsum(steps, axis=0))
+    open_ = np.vstack([close[:1], close[:-1]])
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, close.shape))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, close.shape))
+    volume = rng.lognormal(10, 1, close.shape)
+    return BarMatrix(open_, high, low, close, volume)
+
+
+def random_info(rng: np.random.Generator, shape: tuple[int, ...]) -> CandidateInfo:
+    arrays = [rng.uniform(0, 100, shape)] + [rng.uniform(0, 1, shape) for _ in range(6)]
+    arrays += [rng.integers(1, 50, shape).astype(float), rng.normal(0, 3, shape), rng.uniform(0, 900, shape)]
+    return CandidateInfo(*arrays)
+
+
+def test_feature_names_are_about_thirty_and_unique() -> None:
+    assert 25 <= len(FEATURE_NAMES) <= 40
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+
+
+def test_schema_hash_is_stable_and_sha256() -> None:
+    h = feature_schema_hash()
+    assert h == feature_schema_hash()
+    assert len(h) == 64
+    int(h, 16)
+
+
+def test_batch_equals_latest_bar_by_bar() -> None:
+    """The parity guard: every bar of the batch path equals the latest path fed the history up to it."""
+    rng = np.random.default_rng(7)
+    bars = random_bars(rng, 150, 6)
+    bars.close[40, 2] = np.nan  # a missing bar: both paths must turn the windows touching it to NaN
+    bars.open[40, 2] = bars.high[40, 2] = bars.low[40, 2] = bars.volume[40, 2] = np.nan
+    info = random_info(rng, bars.close.shape)
+    btc = random_bars(rng, 150, 1).close[:, 0]
+    batch = features_hot(bars, info, btc)
+    assert batch.shape == (150, 6, len(FEATURE_NAMES))
+    for t in range(150):
+        past = BarMatrix(*(getattr(bars, f)[: t + 1] for f in ("open", "high", "low", "close", "volume")))
+        row_info = CandidateInfo(*(a[t] for a in info.arrays()))
+        latest = features_hot_latest(past, row_info, btc[: t + 1])
+        np.testing.assert_allclose(latest, batch[t], rtol=1e-9, atol=1e-12, err_msg=f"bar {t}")
+    # Enough history gives finite features; the hole at bar 40 poisons exactly the windows over it.
+    assert np.isfinite(batch[WINDOW:, [0, 1, 3, 4, 5]]).all()
+    assert np.isnan(batch[40:100, 2, FEATURE_INDEX["vol_ratio_60"]]).all()
+    assert np.isfinite(batch[100:, 2, FEATURE_INDEX["vol_ratio_60"]]).all()
+    ret60 = batch[WINDOW:, 2, FEATURE_INDEX["ret_60"]]
+    assert np.flatnonzero(np.isnan(ret60)).tolist() == [100 - WINDOW]  # only the bar looking back at 40
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("ret_1", 1.10 / 1.00 - 1, id="ret_1"),
+        pytest.param("ret_60", 1.10 / 1.00 - 1, id="ret_60"),
+        pytest.param("vol_ratio_20", 5000 / ((19 * 1000 + 5000) / 20), id="vol_ratio_20"),
+        pytest.param("bar_range", (1.12 - 1.00) / 1.10, id="bar_range"),
+        pytest.param("upper_wick", (1.12 - 1.10) / (1.12 - 1.00), id="upper_wick"),
+        pytest.param("close_pos", (1.10 - 1.00) / (1.12 - 1.00), id="close_pos"),
+        pytest.param("high_dist_60", 1.10 / 1.12 - 1, id="high_dist_60"),
+        pytest.param("heat", 80.0, id="heat"),
+        pytest.param("rank_change", 2.0, id="rank_change"),
+    ],
+)
+def test_known_values(name: str, expected: float) -> None:
+    n = WINDOW
+    close = np.full((n, 1), 1.0)
+    close[-1] = 1.10
+    open_ = np.full((n, 1), 1.0)
+    high = np.full((n, 1), 1.0)
+    high[-1] = 1.12
+    low = np.full((n, 1), 1.0)
+    volume = np.full((n, 1), 1000.0)
+    volume[-1] = 5000.0
+    bars = BarMatrix(open_, high, low, close, volume)
+    cand = make_candidate(heat=80.0, rank=3)
+    info = CandidateInfo.from_candidates([cand], {"DOGE/USDT": 5})
+    row = features_hot_latest(bars, info, np.full(n, 30_000.0))[0]
+    assert row[FEATURE_INDEX[name]] == pytest.approx(expected, rel=1e-12)
+
+
+def test_short_history_is_nan_not_a_guess() -> None:
+    rng = np.random.default_rng(1)
+    bars = random_bars(rng, 10, 2)
+    row = features_hot_latest(bars, random_info(rng, (2,)), np.full(10, 1.0))
+    assert np.isnan(row[:, FEATURE_INDEX["ret_60"]]).all()
+    assert np.isfinite(row[:, FEATURE_INDEX["ret_5"]]).all()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("btc", id="btc-misaligned"),
+        pytest.param("info", id="info-wrong-shape"),
+        pytest.param("shape", id="ohlc-shapes-differ"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_named_problem(bad: str) -> None:
+    rng = np.random.default_rng(2)
+    bars = random_bars(rng, 20, 3)
+    info = random_info(rng, (3,))
+    btc = np.ones(20)
+    calls: dict[str, Callable[[], object]] = {
+        "btc": lambda: features_hot_latest(bars, info, np.ones(19)),
+        "info": lambda: features_hot(bars, info, btc),
+        "shape": lambda: BarMatrix(bars.open, bars.high[:, :2], bars.low, bars.close, bars.volume),
+    }
+    with pytest.raises(MarketDataError):
+        calls[bad]()
+
+
+def test_feature_dict_names_every_column_and_nulls_nan() -> None:
+    row = np.arange(len(FEATURE_NAMES), dtype=float)
+    row[0] = np.nan
+    d = feature_dict(row)
+    assert list(d) == list(FEATURE_NAMES)
+    assert d["ret_1"] is None
+    assert d["ret_3"] == 1.0
+
+
+def test_bar_history_window_matches_fed_candles_and_marks_gaps() -> None:
+    hist = BarHistory("1m", depth=5)
+    for k in range(7):
+        if k == 5:
+            continue  # DOGE misses bar 5
+        hist.add(make_candle("DOGE/USDT", T0 + k * 60_000, close=1.0 + k))
+    hist.add(make_candle("BTC/USDT", T0 + 6 * 60_000, close=30_000.0))
+    w = hist.window(["DOGE/USDT", "BTC/USDT", "NEW/USDT"], T0 + 6 * 60_000)
+    assert w.close.shape == (5, 3)
+    assert w.close[:, 0].tolist()[:3] == [3.0, 4.0, 5.0]
+    assert np.isnan(w.close[3, 0])
+    assert w.close[4, 0] == 7.0
+    assert np.isnan(w.close[:4, 1]).all() and w.close[4, 1] == 30_000.0
+    assert np.isnan(w.close[:, 2]).all()
+
+
+def test_bar_history_grows_past_its_capacity() -> None:
+    hist = BarHistory("1m", depth=3, capacity=2)
+    symbols = [f"C{i}/USDT" for i in range(9)]
+    for i, s in enumerate(symbols):
+        hist.add(make_candle(s, T0, close=1.0 + i))
+    assert hist.window(symbols, T0).close[-1].tolist() == [1.0 + i for i in range(9)]
+
+
+@pytest.mark.parametrize(
+    ("candle_kw", "match"),
+    [
+        pytest.param({"closed": False}, "still open", id="open-bar"),
+        pytest.param({"timeframe": "5m"}, "keep one BarHistory", id="wrong-timeframe"),
+        pytest.param({"high": 0.1}, "high/low", id="impossible-bar"),
+    ],
+)
+def test_bar_history_refuses_bad_bars(candle_kw: dict[str, object], match: str) -> None:
+    with pytest.raises(MarketDataError, match=match):
+        BarHistory("1m").add(make_candle(**candle_kw))  # type: ignore[arg-type]

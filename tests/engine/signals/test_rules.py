@@ -1,0 +1,104 @@
+"""Entry and exit rules as tables of cases: each case names the rule that must say no."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.config.sections.trading import SignalSettings
+from engine.domain import SignalDecision
+from engine.signals.features import FEATURE_INDEX, FEATURE_NAMES
+from engine.signals.rules import Rule, SignalRules
+
+SETTINGS = SignalSettings()
+PASSING = {
+    "heat": 80.0,
+    "ret_5": 0.03,
+    "ret_1": 0.004,
+    "vol_ratio_20": 3.0,
+    "ret_60": 0.10,
+    "vwap_dist_60": 0.03,
+    "upper_wick": 0.1,
+}
+
+
+def row(**overrides: float) -> np.ndarray:
+    x = np.zeros(len(FEATURE_NAMES))
+    for name, value in {**PASSING, **overrides}.items():
+        x[FEATURE_INDEX[name]] = value
+    return x
+
+
+ENTRY_CASES = [
+    pytest.param({}, math.inf, None, [], id="all-pass"),
+    pytest.param({"heat": 69.9}, math.inf, None, ["heat"], id="heat-below-min"),
+    pytest.param({"heat": 70.0}, math.inf, None, [], id="heat-at-min-passes"),
+    pytest.param({"ret_5": 0.009}, math.inf, None, ["momentum_5"], id="no-momentum"),
+    pytest.param({"ret_1": -0.001}, math.inf, None, ["momentum_1"], id="falling-now"),
+    pytest.param({"vol_ratio_20": 1.2}, math.inf, None, ["volume"], id="no-volume"),
+    pytest.param({"ret_60": 0.31}, math.inf, None, ["not_extended_60"], id="extended-60-bar-run"),
+    pytest.param({"vwap_dist_60": 0.09}, math.inf, None, ["not_extended_vwap"], id="far-above-vwap"),
+    pytest.param({}, 60_000.0, None, ["cooldown"], id="in-cooldown"),
+    pytest.param({}, 1_800_000.0, None, [], id="cooldown-just-over"),
+    pytest.param({"ret_5": math.nan}, math.inf, None, ["momentum_5"], id="missing-data-never-passes"),
+    pytest.param({}, math.inf, 0.7, [], id="ml-score-passes"),
+    pytest.param({}, math.inf, 0.5, ["ml_score"], id="ml-score-below-threshold"),
+    pytest.param({"heat": 10.0, "ret_60": 0.5}, math.inf, 0.1, ["heat", "not_extended_60", "ml_score"], id="several-fail"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "since_ms", "ml", "failed"), ENTRY_CASES)
+def test_entry_rules(overrides: dict[str, float], since_ms: float, ml: float | None, failed: list[str]) -> None:
+    rules = SignalRules(SETTINGS)
+    scores = None if ml is None else np.array([ml])
+    (out,) = rules.entry(row(**overrides)[None, :], min_heat=70.0, since_last_action_ms=np.array([since_ms]), ml_scores=scores)
+    assert [c["name"] for c in out.checks if not c["passed"]] == failed
+    assert out.decision is (SignalDecision.SKIP if failed else SignalDecision.ENTER)
+    for name in failed:
+        assert name in out.reason
+    names = [c["name"] for c in out.checks]
+    assert ("ml_score" in names) is (ml is not None)
+    for c in out.checks:
+        assert set(c) == {"name", "passed", "value", "threshold"}
+
+
+EXIT_CASES = [
+    pytest.param({}, [], id="hold"),
+    pytest.param({"ret_5": -0.021}, ["momentum_fade"], id="momentum-fade"),
+    pytest.param({"heat": 30.0}, ["heat_decay"], id="heat-decay"),
+    pytest.param({"heat": math.nan}, [], id="unknown-heat-does-not-force-exit"),
+    pytest.param({"upper_wick": 0.7, "ret_1": -0.002}, ["reversal"], id="reversal-wick-and-lower-close"),
+    pytest.param({"upper_wick": 0.7, "ret_1": 0.002}, [], id="wick-but-higher-close-holds"),
+    pytest.param({"upper_wick": 0.2, "ret_1": -0.002}, [], id="lower-close-small-wick-holds"),
+    pytest.param({"ret_5": -0.05, "heat": 10.0}, ["momentum_fade", "heat_decay"], id="fade-and-decay"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fired"), EXIT_CASES)
+def test_exit_rules(overrides: dict[str, float], fired: list[str]) -> None:
+    (out,) = SignalRules(SETTINGS).exit(row(**overrides)[None, :])
+    assert [c["name"] for c in out.checks if not c["passed"]] == fired
+    assert out.decision is (SignalDecision.EXIT if fired else SignalDecision.HOLD)
+
+
+def test_rules_are_vectorised_per_symbol() -> None:
+    x = np.stack([row(), row(heat=1.0), row(ret_5=-1.0)])
+    outs = SignalRules(SETTINGS).entry(x, min_heat=70.0, since_last_action_ms=np.full(3, math.inf))
+    assert [o.decision for o in outs] == [SignalDecision.ENTER, SignalDecision.SKIP, SignalDecision.SKIP]
+
+
+def test_thresholds_come_from_config() -> None:
+    strict = SignalSettings(min_ret_5=0.05)
+    (out,) = SignalRules(strict).entry(row()[None, :], min_heat=0.0, since_last_action_ms=np.array([math.inf]))
+    assert out.decision is SignalDecision.SKIP
+    assert next(c for c in out.checks if c["name"] == "momentum_5")["threshold"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("feature", "op"), [pytest.param("nope", ">=", id="unknown-feature"), pytest.param("heat", "=~", id="unknown-op")]
+)
+def test_bad_rule_is_rejected(feature: str, op: str) -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        Rule("x", feature, op, 1.0)

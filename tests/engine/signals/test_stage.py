@@ -1,0 +1,142 @@
+"""The signal stage: once per bar, journaled with the candidate as cause, ML slot by mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.config.sections.trading import SignalSettings
+from engine.domain import SignalDecision
+from engine.signals.bars import BarHistory
+from engine.signals.cache import BarCache
+from engine.signals.features import feature_schema_hash
+from engine.signals.scorer import NullScorer, ScorerMode
+from engine.signals.stage import SignalStage
+from tests.engine.signals import market_kit as mk
+from tests.kit.events import RecordingSink
+
+
+class FixedScorer:
+    """A model that says the same score for everything."""
+
+    def __init__(self, value: float, mode: ScorerMode, schema_hash: str | None = None) -> None:
+        self.value = value
+        self.mode: ScorerMode = mode
+        self.version = f"fixed-{value}"
+        self.schema_hash = feature_schema_hash() if schema_hash is None else schema_hash
+        self.calls = 0
+
+    def score(self, features: np.ndarray) -> float:
+        self.calls += 1
+        return self.value
+
+
+def make_stage(scorer: FixedScorer | NullScorer | None = None, n: int = 3) -> tuple[SignalStage, RecordingSink, list[str]]:
+    names = mk.symbols(n)
+    history = BarHistory("1m")
+    mk.feed_hot(history, names, mk.NOW)
+    sink = RecordingSink()
+    return SignalStage(SignalSettings(), history, sink, scorer), sink, names
+
+
+def causes_for(sink: RecordingSink, cands: list) -> dict[str, int]:  # type: ignore[type-arg]
+    return {
+        c.trace_id: sink.emit(
+            "candidate_snapshot",
+            ts_ms=mk.NOW,
+            trace_id=c.trace_id,
+            symbol=c.symbol,
+            payload={"heat": c.heat, "components": {}, "rank": c.rank, "price": c.price, "filters": [], "accepted": True},
+        )
+        for c in cands
+    }
+
+
+def test_signal_snapshot_per_candidate_caused_by_its_candidate_snapshot() -> None:
+    stage, sink, names = make_stage()
+    cands = mk.candidates(names, mk.NOW)
+    causes = causes_for(sink, cands)
+    out = stage.evaluate_entries(cands, mk.NOW, min_heat=70.0, last_action_ms={}, causes=causes)
+    assert [e.signal.decision for e in out] == [SignalDecision.ENTER] * 3
+    snaps = [e for e in sink.events if e.kind == "signal_snapshot"]
+    assert len(snaps) == 3
+    for snap, cand in zip(snaps, cands, strict=True):
+        assert snap.cause == causes[cand.trace_id]
+        assert snap.trace_id == cand.trace_id
+        assert snap.payload["ml_score"] is None and snap.payload["model"] is None
+        assert len(snap.payload["features"]) >= 25
+        assert all(set(r) == {"name", "passed", "value", "threshold"} for r in snap.payload["rules"])
+
+
+def test_computed_at_most_once_per_bar() -> None:
+    stage, sink, names = make_stage()
+    cands = mk.candidates(names, mk.NOW)
+    assert len(stage.evaluate_entries(cands, mk.NOW, min_heat=70.0, last_action_ms={})) == 3
+    # Later in the same bar: nothing recomputed, nothing journaled again.
+    assert stage.evaluate_entries(cands, mk.NOW + 30_000, min_heat=70.0, last_action_ms={}) == []
+    assert sum(e.kind == "signal_snapshot" for e in sink.events) == 3
+    # The next bar evaluates again.
+    assert len(stage.evaluate_entries(cands, mk.NOW + 60_000, min_heat=70.0, last_action_ms={})) == 3
+
+
+@pytest.mark.parametrize(
+    ("score", "decision"),
+    [pytest.param(0.9, SignalDecision.ENTER, id="high-score-enters"), pytest.param(0.2, SignalDecision.SKIP, id="low-score-skips")],
+)
+def test_production_scorer_enters_the_decision(score: float, decision: SignalDecision) -> None:
+    scorer = FixedScorer(score, "production")
+    stage, sink, names = make_stage(scorer, n=1)
+    (ev,) = stage.evaluate_entries(mk.candidates(names, mk.NOW), mk.NOW, min_heat=70.0, last_action_ms={})
+    assert ev.signal.decision is decision
+    assert ev.signal.ml_score == score
+    (snap,) = [e for e in sink.events if e.kind == "signal_snapshot"]
+    assert snap.payload["model"] == scorer.version
+    assert any(r["name"] == "ml_score" for r in snap.payload["rules"])
+    assert not any(e.kind == "model_shadow" for e in sink.events)
+
+
+@pytest.mark.parametrize("score", [pytest.param(0.0, id="zero"), pytest.param(1.0, id="one")])
+def test_shadow_scorer_is_journaled_and_never_decides(score: float) -> None:
+    scorer = FixedScorer(score, "shadow")
+    stage, sink, names = make_stage(scorer, n=2)
+    out = stage.evaluate_entries(mk.candidates(names, mk.NOW), mk.NOW, min_heat=70.0, last_action_ms={})
+    assert [e.signal.decision for e in out] == [SignalDecision.ENTER] * 2  # same as without a model
+    assert all(e.signal.ml_score is None for e in out)
+    shadows = [e for e in sink.events if e.kind == "model_shadow"]
+    assert [s.payload["score"] for s in shadows] == [score, score]
+    assert [s.cause for s in shadows] == [e.seq for e in out]
+    snaps = [e for e in sink.events if e.kind == "signal_snapshot"]
+    assert all(not any(r["name"] == "ml_score" for r in s.payload["rules"]) for s in snaps)
+
+
+def test_null_scorer_is_never_consulted() -> None:
+    stage, sink, names = make_stage(NullScorer(), n=1)
+    (ev,) = stage.evaluate_entries(mk.candidates(names, mk.NOW), mk.NOW, min_heat=70.0, last_action_ms={})
+    assert ev.signal.decision is SignalDecision.ENTER
+    assert not any(e.kind == "model_shadow" for e in sink.events)
+    assert np.isnan(NullScorer().score(np.zeros(3)))
+
+
+def test_scorer_for_another_feature_schema_is_refused() -> None:
+    with pytest.raises(ValueError, match="feature schema"):
+        make_stage(FixedScorer(0.5, "production", schema_hash="0" * 64))
+
+
+def test_exit_signals_use_the_position_trace_and_unknown_heat() -> None:
+    stage, _sink, names = make_stage(n=2)
+    cands = {c.symbol: c for c in mk.candidates(names[:1], mk.NOW, heat=20.0)}
+    out = stage.evaluate_exits([(names[0], "a" * 16), (names[1], "b" * 16)], mk.NOW, candidates=cands)
+    assert [e.signal.trace_id for e in out] == ["a" * 16, "b" * 16]
+    assert out[0].signal.decision is SignalDecision.EXIT and "heat_decay" in out[0].signal.reason
+    assert out[1].signal.decision is SignalDecision.HOLD  # no candidate: heat unknown, not zero
+    assert stage.evaluate_exits([(names[0], "a" * 16)], mk.NOW + 1000, candidates=cands) == []
+
+
+def test_bar_cache_keeps_only_the_latest_bar() -> None:
+    cache: BarCache[int] = BarCache()
+    cache.put("A", 60_000, 1)
+    assert cache.get("A", 60_000) == 1
+    cache.put("A", 0, 9)  # a late, older bar does not displace the current one
+    assert cache.get("A", 60_000) == 1 and cache.get("A", 0) is None
+    cache.put("B", 120_000, 2)
+    assert cache.get("A", 60_000) is None and cache.get("B", 120_000) == 2 and len(cache) == 1

@@ -1,0 +1,394 @@
+"""TradingCore end to end with the paper broker: candidates and prices in, journaled trades out."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.config import load_config
+from engine.config.sections.trading import (
+    CapitalProfile,
+    CapitalSettings,
+    ExecutionSettings,
+    RiskSettings,
+    TradingSection,
+)
+from engine.domain import Candidate, EngineState, OrderPurpose, OrderStatus
+from engine.execution.paper import FillModel, PaperBroker
+from engine.execution.router import OrderRouter
+from engine.portfolio.risk import DAY_MS
+from engine.trading import TradingCore
+from tests.engine.signals import market_kit as mk
+from tests.kit.events import RecordingSink
+
+ENTRY_PRICE = 1.025  # where market_kit's hot bars end
+
+
+def profile(capital: float = 1000.0, max_concurrent: int = 5, **kw: float) -> CapitalSettings:
+    return CapitalSettings(profile="t", profiles={"t": CapitalProfile(capital=capital, max_concurrent=max_concurrent, **kw)})
+
+
+class Harness:
+    """The core, the paper broker and the router, driven the way the runtime drives them."""
+
+    def __init__(self, n: int = 3, settings: TradingSection | None = None, now: int = mk.NOW) -> None:
+        self.names = mk.symbols(n)
+        self.sink = RecordingSink()
+        self.settings = settings or TradingSection(capital=profile())
+        self.core = TradingCore(self.settings, mk.markets(self.names), self.sink)
+        mk.feed_hot(self.core.history, self.names, now)
+        self.broker = PaperBroker(FillModel.from_settings(self.settings.execution))
+        self.router = OrderRouter(self.broker, self.sink)
+
+    async def cycle(self, prices: dict[str, float], now: int, candidates: Sequence[Candidate] = ()) -> list[str]:
+        batch = mk.book(prices, now)
+        self.broker.update_book(batch)
+        for update in await self.broker.sync(now):
+            self.core.on_order_update(update, now)
+        intents = self.core.step(batch, candidates, now)
+        for update in await self.router.send_all(intents, now, self.core.causes):
+            self.core.on_order_update(update, now)
+        return [i.client_order_id for i in intents]
+
+    async def enter(self, n: int | None = None, now: int = mk.NOW) -> list[str]:
+        names = self.names[: n or len(self.names)]
+        return await self.cycle(dict.fromkeys(self.names, ENTRY_PRICE), now, mk.candidates(names, now))
+
+    def kinds(self, trace_id: str) -> list[str]:
+        return [e.kind for e in self.sink.trace(trace_id)]
+
+
+async def test_one_trade_journaled_in_one_trace_with_causes() -> None:
+    h = Harness(n=1)
+    sink = h.sink
+    cand = mk.candidates(h.names, mk.NOW)[0]
+    snap = sink.emit(
+        "candidate_snapshot", ts_ms=mk.NOW, trace_id=cand.trace_id, symbol=cand.symbol,
+        payload={"heat": cand.heat, "components": {}, "rank": 1, "price": cand.price, "filters": [], "accepted": True},
+    )
+    batch = mk.book({cand.symbol: ENTRY_PRICE}, mk.NOW)
+    h.broker.update_book(batch)
+    intents = h.core.step(batch, [cand], mk.NOW, causes={cand.trace_id: snap})
+    (intent,) = intents
+    assert intent.client_order_id == f"hc-{cand.trace_id}-e1" and intent.purpose is OrderPurpose.ENTRY
+    for u in await h.router.send_all(intents, mk.NOW, h.core.causes):
+        h.core.on_order_update(u, mk.NOW)
+    events = sink.trace(cand.trace_id)
+    assert [e.kind for e in events] == [
+        "candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt", "order_result", "fill", "position_update"
+    ]
+    for parent, child in itertools.pairwise(events):
+        assert child.cause == parent.seq  # a chain: each step caused by the one before
+    risk = events[2].payload
+    assert risk["approved"] and any(c["name"] == "precheck:min_notional" for c in risk["checks"])
+    assert events[-1].payload["action"] == "open"
+
+    # +6 %: take-profit tier 1 sells half and books its PnL; +12 %: tier 2 sells the rest.
+    await h.cycle({cand.symbol: ENTRY_PRICE * 1.06}, mk.NOW + 10_000)
+    await h.cycle({cand.symbol: ENTRY_PRICE * 1.12}, mk.NOW + 20_000)
+    updates = [e.payload for e in sink.trace(cand.trace_id) if e.kind == "position_update"]
+    assert [u["action"] for u in updates] == ["open", "partial_close", "close"]
+    opened = next(e for e in sink.trace(cand.trace_id) if e.kind == "position_update")
+    exit_decisions = [e for e in sink.trace(cand.trace_id) if e.kind == "signal_snapshot" and e.payload["stage"] == "exit_policy"]
+    assert len(exit_decisions) == 2 and {e.cause for e in exit_decisions} == {opened.seq}  # one tree per trace
+    assert [u["reason"] for u in updates] == ["entry", "take_profit", "take_profit"]
+    fills = [e.payload for e in sink.trace(cand.trace_id) if e.kind == "fill"]
+    buy, *sells = fills
+    expected = sum(f["price"] * f["quantity"] - f["fee_quote"] for f in sells) - buy["price"] * buy["quantity"] - buy["fee_quote"]
+    assert sum(u["realised_pnl"] for u in updates) == pytest.approx(expected, rel=1e-9)
+    assert updates[-1]["total_realised_pnl"] == pytest.approx(expected, rel=1e-9)
+    assert h.core.cash == pytest.approx(1000.0 + expected, rel=1e-12)
+
+
+async def test_signals_once_per_bar_and_no_second_entry_while_held() -> None:
+    h = Harness(n=2)
+    assert len(await h.enter()) == 2
+    cands = mk.candidates(h.names, mk.NOW + 5_000)
+    assert await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), mk.NOW + 5_000, cands) == []
+    assert sum(e.kind == "signal_snapshot" and e.payload["stage"] == "entry" for e in h.sink.events) == 2
+
+
+@pytest.mark.parametrize("state", [pytest.param(EngineState.DEGRADED, id="degraded"), pytest.param(EngineState.BLOCKED, id="blocked")])
+async def test_no_entries_unless_tradeable_but_exits_continue(state: EngineState) -> None:
+    h = Harness(n=2)
+    await h.enter(1)
+    h.core.set_engine_state(state)
+    later = mk.NOW + 60_000
+    mk.feed_hot(h.core.history, h.names, later)
+    intents = await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE * 0.95), later, mk.candidates(h.names[1:], later))
+    assert len(intents) == 1 and "-s1" in intents[0]  # the stop loss went out, no entry
+    risk = [e for e in h.sink.events if e.kind == "risk_check"][-1].payload
+    assert not risk["approved"] and {"name": "engine_state", "passed": False, "value": state.value, "threshold": "tradeable"} in risk["checks"]
+
+
+async def test_daily_loss_pauses_entries_and_raises_a_risk_event() -> None:
+    h = Harness(n=3, settings=TradingSection(capital=profile(capital=100.0, max_concurrent=2), risk=RiskSettings(max_cluster_exposure=1.0)))
+    await h.enter(2)
+    # Both positions (~half the equity each) down 3.5 %, inside their 4 % stop: equity -3.7 %
+    # with fees and spread -> pause.
+    ids = await h.cycle({**dict.fromkeys(h.names, ENTRY_PRICE * 0.965)}, mk.NOW + 1_000)
+    assert ids == []
+    codes = [e.payload["code"] for e in h.sink.events if e.kind == "risk_event"]
+    assert "daily_loss_limit" in codes
+    assert h.core.risk.paused
+    later = mk.NOW + 120_000
+    mk.feed_hot(h.core.history, h.names, later)
+    await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), later, mk.candidates(h.names[2:], later))
+    risk = [e for e in h.sink.events if e.kind == "risk_check"][-1].payload
+    assert not risk["approved"] and any(c["name"] == "daily_loss" and not c["passed"] for c in risk["checks"])
+
+
+async def test_L5_asks_for_blocked() -> None:
+    h = Harness(n=1, settings=TradingSection(capital=profile(capital=100.0, max_concurrent=1, position_fraction=1.0), risk=RiskSettings(level_thresholds=(0.01, 0.02, 0.03, 0.035), max_cluster_exposure=1.0)))
+    await h.enter()
+    assert not h.core.wants_blocked
+    await h.cycle({h.names[0]: ENTRY_PRICE * 0.961}, mk.NOW + 1_000)  # just above the 4 % stop
+    assert h.core.wants_blocked
+    assert [e.payload["level"] for e in h.sink.events if e.kind == "risk_event" and e.payload["code"] == "risk_level"][-1] == "L5"
+
+
+async def test_three_losses_in_a_row_start_a_cooldown() -> None:
+    h = Harness(n=4, settings=TradingSection(capital=profile(max_concurrent=3)))
+    await h.enter(3)
+    await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE * 0.95), mk.NOW + 1_000)  # three stop losses
+    assert not h.core.book.holdings
+    events = [e.payload for e in h.sink.events if e.kind == "risk_event"]
+    assert any(e["code"] == "consecutive_losses" for e in events)
+    later = mk.NOW + 120_000
+    mk.feed_hot(h.core.history, h.names, later)
+    assert await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), later, mk.candidates(h.names[3:], later)) == []
+    risk = [e for e in h.sink.events if e.kind == "risk_check"][-1].payload
+    assert any(c["name"] == "loss_cooldown" and not c["passed"] for c in risk["checks"])
+
+
+async def test_symbol_cooldown_after_exit() -> None:
+    h = Harness(n=1)
+    await h.enter()
+    await h.cycle({h.names[0]: ENTRY_PRICE * 0.95}, mk.NOW + 1_000)  # stopped out
+    later = mk.NOW + 120_000
+    mk.feed_hot(h.core.history, h.names, later)
+    assert await h.cycle({h.names[0]: ENTRY_PRICE}, later, mk.candidates(h.names, later)) == []
+    snap = [e for e in h.sink.events if e.kind == "signal_snapshot" and e.payload["stage"] == "entry"][-1].payload
+    assert snap["decision"] == "skip" and "cooldown" in snap["reason"]
+
+
+async def test_cluster_cap_limits_entries_per_theme() -> None:
+    names = mk.symbols(3)
+    risk = RiskSettings(clusters=dict.fromkeys(names, "meme"), max_positions_per_cluster=2)
+    h = Harness(n=3, settings=TradingSection(capital=profile(), risk=risk))
+    assert len(await h.enter()) == 2
+    refused = [e for e in h.sink.events if e.kind == "risk_check"][-1].payload
+    assert any(c["name"] == "cluster_count:meme" and not c["passed"] for c in refused["checks"])
+
+
+async def test_max_hold_and_signal_exit() -> None:
+    h = Harness(n=2)
+    await h.enter()
+    # Heat decays on the next bar for names[1]: its exit signal fires, names[0] holds.
+    nxt = mk.NOW + 60_000
+    mk.feed_hot(h.core.history, h.names, nxt)
+    cands = mk.candidates(h.names[:1], nxt) + mk.candidates(h.names[1:], nxt, heat=10.0)
+    await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), nxt, cands)
+    purposes = [e.payload["purpose"] for e in h.sink.events if e.kind == "order_attempt"][2:]
+    assert purposes == ["signal_exit"]
+    await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), mk.NOW + 4 * 3_600_000)
+    purposes = [e.payload["purpose"] for e in h.sink.events if e.kind == "order_attempt"][2:]
+    assert purposes == ["signal_exit", "max_hold"] and not h.core.book.holdings
+
+
+async def test_resting_limit_entry_is_cancelled_at_expiry() -> None:
+    settings = TradingSection(capital=profile(), execution=ExecutionSettings(entry_order_type="limit", limit_offset=0.0, limit_expiry_ms=30_000))
+    h = Harness(n=1, settings=settings)
+    batch = mk.book({h.names[0]: ENTRY_PRICE}, mk.NOW)
+    intents = h.core.step(batch, mk.candidates(h.names, mk.NOW), mk.NOW)
+    (intent,) = intents
+    assert intent.expires_ms == mk.NOW + 30_000 and intent.price is not None
+    h.broker.update_book(mk.book({h.names[0]: ENTRY_PRICE * 1.05}, mk.NOW))  # book ran away before it arrived
+    (update,) = await h.router.send_all(intents, mk.NOW, h.core.causes)
+    h.core.on_order_update(update, mk.NOW)
+    assert update.order.status is OrderStatus.OPEN and h.core.reserved_cash() > 0
+    await h.cycle({h.names[0]: ENTRY_PRICE * 1.05}, mk.NOW + 30_000)
+    assert h.core.reserved_cash() == 0 and not h.core.book.holdings
+
+
+async def test_rejected_exit_is_retried_with_the_next_leg() -> None:
+    h = Harness(n=1)
+    await h.enter()
+    h.broker.update_book(mk.book({}, mk.NOW + 1000))  # no book: the paper broker refuses (retryable)
+    intents = h.core.on_tickers(mk.book({h.names[0]: ENTRY_PRICE * 0.95}, mk.NOW + 1000), mk.NOW + 1000)
+    for u in await h.router.send_all(intents, mk.NOW + 1000, h.core.causes):
+        h.core.on_order_update(u, mk.NOW + 1000)
+    assert h.core.book.holdings
+    ids = await h.cycle({h.names[0]: ENTRY_PRICE * 0.95}, mk.NOW + 2000)
+    assert [i[-2:] for i in ids] == ["s2"] and not h.core.book.holdings
+
+
+def test_trading_config_loads_with_defaults_and_env() -> None:
+    cfg = load_config(env={"HOTCOIN_TRADING__CAPITAL__PROFILE": "growth", "HOTCOIN_TRADING__EXECUTION__FEE_RATE": "0.00075"}).config
+    assert cfg.trading.capital.active.capital == 300.0 and cfg.trading.capital.active.min_heat == 50.0
+    assert cfg.trading.execution.fee_rate == 0.00075
+
+
+def test_every_trading_setting_is_documented() -> None:
+    from pydantic import BaseModel
+
+    def walk(model: type[BaseModel]) -> list[str]:
+        missing = []
+        for name, info in model.model_fields.items():
+            if not info.description:
+                missing.append(f"{model.__name__}.{name}")
+            ann = info.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                missing += walk(ann)
+        return missing
+
+    assert walk(TradingSection) == []
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    moves=st.lists(st.lists(st.floats(0.9, 1.12), min_size=6, max_size=6), min_size=1, max_size=6),
+    max_exposure=st.sampled_from([0.3, 0.6, 1.0]),
+    cluster=st.sampled_from([0.2, 0.5, 1.0]),
+    max_concurrent=st.integers(1, 5),
+)
+async def test_core_exposure_never_exceeds_caps(moves: list[list[float]], max_exposure: float, cluster: float, max_concurrent: int) -> None:
+    """Whenever the core approves an entry, exposure right after it (valued at the current
+    prices, in-flight entries included) is within the total and cluster caps, and the number of
+    positions within max_concurrent. (Prices moving later may lift old positions above a cap;
+    that only stops further entries.)"""
+    names = mk.symbols(6)
+    risk = RiskSettings(max_exposure=max_exposure, max_cluster_exposure=cluster, clusters=dict.fromkeys(names[:3], "x"))
+    h = Harness(n=6, settings=TradingSection(capital=profile(capital=1000.0, max_concurrent=max_concurrent), risk=risk))
+    for k, move in enumerate(moves):
+        now = mk.NOW + k * 60_000
+        mk.feed_hot(h.core.history, h.names, now)
+        batch = mk.book({n: ENTRY_PRICE * m for n, m in zip(names, move, strict=True)}, now)
+        h.broker.update_book(batch)
+        intents = h.core.step(batch, mk.candidates(names, now), now)
+        entries = [i for i in intents if i.purpose is OrderPurpose.ENTRY]
+        if entries:
+            equity = h.core.equity()
+            notionals = h.core.notionals()
+            assert sum(notionals.values()) <= equity * max_exposure * (1 + 1e-9)
+            if any(i.symbol in names[:3] for i in entries):
+                assert sum(notionals.get(s, 0.0) for s in names[:3]) <= equity * cluster * (1 + 1e-9)
+            assert len(notionals) <= max_concurrent
+        for update in await h.router.send_all(intents, now, h.core.causes):
+            h.core.on_order_update(update, now)
+    assert h.core.book.holdings or h.core.book.closed  # entries did happen: the property was exercised
+
+
+def test_daily_reset_is_utc_midnight_from_now_ms() -> None:
+    h = Harness(n=1)
+    core = h.core
+    day = (mk.NOW // DAY_MS) * DAY_MS
+    core.on_tickers(mk.book({h.names[0]: 1.0}, day + 1000), day + 1000)
+    core.on_tickers(mk.book({h.names[0]: 1.0}, day + DAY_MS), day + DAY_MS)
+    assert [e.payload["code"] for e in h.sink.events if e.kind == "risk_event"] == ["daily_reset"]
+
+
+async def test_same_core_trades_through_the_exchange_broker() -> None:
+    from engine.execution.exchange_broker import ExchangeBroker
+    from engine.market.fake import FakeGateway
+
+    h = Harness(n=1)
+    gw = FakeGateway(mk.markets(h.names))
+    router = OrderRouter(ExchangeBroker(gw), h.sink)
+    batch = mk.book({h.names[0]: ENTRY_PRICE}, mk.NOW)
+    gw.push_tickers(batch)
+    intents = h.core.step(batch, mk.candidates(h.names, mk.NOW), mk.NOW)
+    for u in await router.send_all(intents, mk.NOW, h.core.causes):
+        h.core.on_order_update(u, mk.NOW)
+    assert h.names[0] in h.core.book and gw.created[0].client_order_id == intents[0].client_order_id
+    (pos,) = h.core.book.positions()
+    assert h.core.exposure() == pytest.approx(pos.quantity * ENTRY_PRICE * 0.9995)  # valued at the bid
+    crash = mk.book({h.names[0]: ENTRY_PRICE * 0.9}, mk.NOW + 1000)
+    gw.push_tickers(crash)
+    exits = h.core.on_tickers(crash, mk.NOW + 1000)
+    for u in await router.send_all(exits, mk.NOW + 1000, h.core.causes):
+        h.core.on_order_update(u, mk.NOW + 1000)
+    assert not h.core.book.holdings
+    assert [e.payload["action"] for e in h.sink.events if e.kind == "position_update"] == ["open", "close"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "engine/trading.py",
+        "engine/signals/features.py",
+        "engine/signals/rules.py",
+        "engine/signals/stage.py",
+        "engine/signals/bars.py",
+        "engine/signals/cache.py",
+        "engine/portfolio/positions.py",
+        "engine/portfolio/exits.py",
+        "engine/portfolio/allocator.py",
+        "engine/portfolio/risk.py",
+        "engine/portfolio/clusters.py",
+        "engine/execution/precheck.py",
+        "engine/execution/client_ids.py",
+        "engine/execution/order_fsm.py",
+    ],
+)
+def test_decision_core_reads_no_clock_and_does_no_io(module: str) -> None:
+    """Time is passed in as now_ms; the core never awaits, sleeps or reads the wall clock."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / module).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"time", "datetime", "asyncio", "socket", "sqlite3", "aiohttp", "ccxt"}
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef | ast.Await)]
+
+
+async def test_refused_take_profit_is_not_counted_as_hit() -> None:
+    from engine.domain import Order, OrderIntent
+    from engine.errors import NonRetryableOrderError
+    from engine.execution.broker import Broker, OrderUpdate
+
+    class Refusing(Broker):
+        async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+            raise NonRetryableOrderError("exchange said no", code=-2010)
+
+        async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
+            raise NonRetryableOrderError("nothing to cancel", code=-2011)
+
+        async def sync(self, now_ms: int) -> list[OrderUpdate]:
+            return []
+
+        async def open_orders(self) -> list[Order]:
+            return []
+
+    h = Harness(n=1)
+    await h.enter()
+    up = {h.names[0]: ENTRY_PRICE * 1.06}
+    (tp,) = intents = h.core.on_tickers(mk.book(up, mk.NOW + 1000), mk.NOW + 1000)
+    for u in await OrderRouter(Refusing(), h.sink).send_all(intents, mk.NOW + 1000, h.core.causes):
+        h.core.on_order_update(u, mk.NOW + 1000)
+    assert h.core.book.holdings[h.names[0]].position.tp_tiers_hit == ()
+    (retry,) = await h.cycle(up, mk.NOW + 2000)
+    assert retry.endswith("-t2") and tp.client_order_id.endswith("-t1")
+    pos = h.core.book.holdings[h.names[0]].position
+    assert pos.tp_tiers_hit == (0,) and pos.stop_price == pos.entry_price  # breakeven after tier 1
+
+
+async def test_exit_the_exchange_refuses_is_journaled_once_not_every_tick() -> None:
+    from dataclasses import replace
+
+    from engine.domain import MarketStatus
+
+    h = Harness(n=1)
+    await h.enter()
+    h.core.markets = {s: replace(m, status=MarketStatus.HALT) for s, m in h.core.markets.items()}
+    for k in range(5):
+        assert await h.cycle({h.names[0]: ENTRY_PRICE * 0.9}, mk.NOW + 1000 * (k + 1)) == []
+    refusals = [e for e in h.sink.events if e.kind == "signal_snapshot" and e.payload["stage"] == "exit_policy"]
+    assert len(refusals) == 1
+    assert any(r["name"] == "precheck:market_active" and not r["passed"] for r in refusals[0].payload["rules"])
+    assert h.core.book.holdings  # halted, not written off
