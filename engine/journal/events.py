@@ -109,25 +109,50 @@ class EventSink(Protocol):
 
 
 def validate_event(kind: str, ts_ms: int, payload: Mapping[str, Any]) -> int:
-    """Check an event against the contract; returns its schema version."""
-    schema = KINDS.get(kind)
-    if schema is None:
+    """Check an event against the contract; returns its schema version.
+
+    Hot path (every journal event): exact-type set lookups first, the full isinstance rules
+    (subclasses such as StrEnum, bool-is-not-a-number, finiteness) only when those miss."""
+    compiled = _COMPILED.get(kind)
+    if compiled is None:
         raise EventValidationError(f"unknown event kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
-    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or ts_ms < 0:
+    if (type(ts_ms) is not int and (not isinstance(ts_ms, int) or isinstance(ts_ms, bool))) or ts_ms < 0:
         raise EventValidationError(f"{kind}: ts_ms must be a non-negative int (epoch ms), got {ts_ms!r}")
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise EventValidationError(f"{kind}: payload must be a mapping, got {type(payload).__name__}")
-    for name, types in schema.required.items():
+    v, fields = compiled
+    for name, exact, types in fields:
         if name not in payload:
             raise EventValidationError(f"{kind}: payload lacks required field {name!r}")
         value = payload[name]
-        if isinstance(value, bool) and types is not bool and not (isinstance(types, tuple) and bool in types):
-            raise EventValidationError(f"{kind}.{name}: expected {_names(types)}, got bool")
-        if not isinstance(value, types):
-            raise EventValidationError(f"{kind}.{name}: expected {_names(types)}, got {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise EventValidationError(f"{kind}.{name}: {value!r} is not a finite number")
-    return schema.v
+        t = type(value)
+        if t in exact:
+            if t is float and not math.isfinite(value):
+                raise EventValidationError(f"{kind}.{name}: {value!r} is not a finite number")
+            continue
+        _check_field(kind, name, types, value)
+    return v
+
+
+def _check_field(kind: str, name: str, types: type | tuple[type, ...], value: Any) -> None:
+    """The full rule for one field whose type is not one of the exact accepted types."""
+    if isinstance(value, bool) and types is not bool and not (isinstance(types, tuple) and bool in types):
+        raise EventValidationError(f"{kind}.{name}: expected {_names(types)}, got bool")
+    if not isinstance(value, types):
+        raise EventValidationError(f"{kind}.{name}: expected {_names(types)}, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EventValidationError(f"{kind}.{name}: {value!r} is not a finite number")
+
+
+def _compile(schema: KindSchema) -> tuple[int, tuple[tuple[str, frozenset[type], type | tuple[type, ...]], ...]]:
+    fields = []
+    for name, types in schema.required.items():
+        exact = frozenset(types) if isinstance(types, tuple) else frozenset({types})
+        fields.append((name, exact, types))
+    return schema.v, tuple(fields)
+
+
+_COMPILED = {kind: _compile(schema) for kind, schema in KINDS.items()}
 
 
 def _names(types: type | tuple[type, ...]) -> str:

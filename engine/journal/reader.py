@@ -1,0 +1,344 @@
+"""Read a journal (main file and every archive) without ever writing to it.
+
+Synchronous, read-only sqlite3 connections (`file:...?mode=ro`): `replay` and `traces` are short
+command-line programs, and a reader must never take a write lock from the running engine (WAL
+lets it read while the writer appends). Archives are opened lazily, newest first, since most
+questions are about recent traces.
+
+Lookups go through indexes only: a trace's events by `events_trace` (one seek per seq bucket,
+see `schema`), a prefix by a range on the same index (`trace_id >= p AND trace_id < p ||
+U+10FFFF`), listings by the `traces` rowid (first_seq). Events duplicated by an interrupted
+rotation (see `rotation`) are returned once.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal
+
+import orjson
+
+from engine.errors import JournalError, TraceNotFoundError
+from engine.journal.events import JournalEvent
+from engine.journal.files import list_archives
+from engine.journal.schema import BUCKET_SHIFT, EVENT_COLUMNS, MIN_MAX, TRACE_COLUMNS, bucket_in
+
+Outcome = Literal["all", "entered", "rejected", "open"]
+RawRow = tuple[int, int, str | None, int | None, str, str | None, str, int]
+
+FULL_ID_LEN = 16  # `make_trace_id` length
+_TOP = "\U0010ffff"  # sorts after every character a trace id can hold
+_OUTCOME_RANK = {"open": 0, "rejected": 1, "entered": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One line of `hotcoin traces`."""
+
+    trace_id: str
+    first_seq: int
+    ts_ms: int
+    symbol: str | None
+    outcome: str
+
+
+class JournalReader:
+    """Read-only view of a journal and its archives. Use as a context manager."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise JournalError(f"no journal at {self.path}")
+        self.archives = list_archives(self.path)
+        self._main = _connect_ro(self.path)
+        self._archive_conns: dict[Path, sqlite3.Connection | None] = {}
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._main.close()
+        for conn in self._archive_conns.values():
+            if conn is not None:
+                conn.close()
+        self._archive_conns.clear()
+
+    # -- traces -------------------------------------------------------------------------------
+
+    def resolve(self, ident: str) -> str:
+        """The one trace id that is `ident` or starts with it; else `TraceNotFoundError`."""
+        ident = ident.strip()
+        if not ident:
+            raise TraceNotFoundError("empty trace id; `hotcoin traces` lists recent ones")
+        found: set[str] = set()
+        for conn in self._files():
+            buckets = _event_buckets(conn)
+            if buckets is None:
+                continue
+            rows = conn.execute(
+                f"SELECT DISTINCT trace_id FROM events WHERE {buckets} AND trace_id >= ? AND trace_id < ? LIMIT 11",
+                (ident, ident + _TOP),
+            ).fetchall()
+            found.update(r[0] for r in rows)
+            if ident in found:
+                return ident
+        if len(found) == 1:
+            return found.pop()
+        if found:
+            shown = sorted(found)[:10]
+            more = "" if len(found) <= 10 else " (and more)"
+            raise TraceNotFoundError(
+                f"trace id prefix {ident!r} is ambiguous: it matches {', '.join(shown)}{more}; "
+                "give more characters",
+                nearest=shown,
+            )
+        nearest = self.nearest(ident)
+        hint = f"; nearest: {', '.join(nearest)}" if nearest else "; the journal has no traces yet"
+        raise TraceNotFoundError(f"no trace {ident!r} in {self.path} or its {len(self.archives)} archive(s){hint}", nearest)
+
+    def nearest(self, ident: str, n: int = 5) -> list[str]:
+        """Ids next to `ident` in sort order, those sharing the longest prefix first."""
+        pool: set[str] = set()
+        for conn in self._files():
+            for bucket in _buckets(conn, "events", "seq"):
+                for sql in (
+                    "SELECT trace_id FROM events WHERE seq >> ? = ? AND trace_id < ? ORDER BY trace_id DESC LIMIT ?",
+                    "SELECT trace_id FROM events WHERE seq >> ? = ? AND trace_id >= ? ORDER BY trace_id LIMIT ?",
+                ):
+                    pool.update(r[0] for r in conn.execute(sql, (BUCKET_SHIFT, bucket, ident, n)))
+        ranked = sorted(pool, key=lambda t: (-_common_prefix(t, ident), t))
+        return ranked[:n]
+
+    def trace(self, ident: str) -> list[JournalEvent]:
+        """Every event of the trace `ident` (a full id or a unique prefix), in seq order."""
+        ident = ident.strip()
+        # A full-length id is looked up directly (one pass over the index); a prefix, or an id
+        # not found that way, goes through `resolve` for its one match or a clear error.
+        rows = self._trace_rows(ident) if len(ident) >= FULL_ID_LEN else {}
+        if not rows:
+            rows = self._trace_rows(self.resolve(ident))
+        return [_event(rows[seq]) for seq in sorted(rows)]
+
+    def _trace_rows(self, trace_id: str) -> dict[int, RawRow]:
+        rows: dict[int, RawRow] = {}
+        for conn in self._files():
+            buckets = _event_buckets(conn)
+            if buckets is not None:
+                for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE {buckets} AND trace_id = ?", (trace_id,)):
+                    rows.setdefault(row[0], row)
+        return rows
+
+    def traces(
+        self,
+        *,
+        symbol: str | None = None,
+        outcome: Outcome = "all",
+        since_ms: int | None = None,
+        limit: int = 50,
+    ) -> list[TraceRow]:
+        """Traces, newest first. A trace split by rotation is merged into one row."""
+        where: list[str] = ["1"]
+        params: list[object] = []
+        if symbol is not None:
+            where.append("symbol = ?")
+            params.append(symbol)
+        if outcome != "all":
+            where.append("outcome = ?")
+            params.append(outcome)
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            params.append(since_ms)
+        sql = f"SELECT {TRACE_COLUMNS} FROM traces WHERE {' AND '.join(where)} ORDER BY first_seq DESC LIMIT ?"
+        picked: dict[str, TraceRow] = {}
+        for conn in self._files():
+            for row in conn.execute(sql, (*params, limit)):
+                picked.setdefault(row[1], _trace_row(row))
+        merged = self._merged(list(picked.values()))
+        merged = [r for r in merged if outcome == "all" or r.outcome == outcome]
+        merged.sort(key=lambda r: r.first_seq, reverse=True)
+        return merged[:limit]
+
+    def _merged(self, rows: list[TraceRow]) -> list[TraceRow]:
+        """Join the rows one trace has in several places (its start was archived and it went
+        on, or the writer restarted mid-trace): earliest start, strongest outcome."""
+        if not rows:
+            return []
+        parts: dict[str, list[TraceRow]] = {r.trace_id: [] for r in rows}
+        marks = ", ".join("?" * len(parts))
+        for conn in self._files():
+            buckets = _trace_buckets(conn)
+            if buckets is None:
+                continue
+            sql = f"SELECT {TRACE_COLUMNS} FROM traces WHERE {buckets} AND trace_id IN ({marks})"
+            for found in conn.execute(sql, list(parts)):
+                parts[found[1]].append(_trace_row(found))
+        merged = []
+        for row in rows:
+            group = sorted(parts[row.trace_id] or [row], key=lambda r: r.first_seq)
+            best = max((p.outcome for p in group), key=lambda o: _OUTCOME_RANK.get(o, 0))
+            symbol = next((p.symbol for p in group if p.symbol), None)
+            merged.append(TraceRow(row.trace_id, group[0].first_seq, group[0].ts_ms, symbol, best))
+        return merged
+
+    # -- events and export --------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> Iterator[JournalEvent]:
+        """Events in seq order over archives then the main file; `until_ms` is exclusive."""
+        for row in self._rows(since_ms, until_ms, kinds):
+            yield _event(row)
+
+    def export_jsonl(
+        self, dest: Path | str | IO[bytes] | IO[str], *, since_ms: int | None = None, until_ms: int | None = None
+    ) -> int:
+        """Write events as JSON lines (payload inlined as an object); returns the count."""
+        if isinstance(dest, str | Path):
+            with Path(dest).open("wb") as fh:
+                return self._export(fh, since_ms, until_ms)
+        return self._export(dest, since_ms, until_ms)
+
+    def _export(self, fh: IO[bytes] | IO[str], since_ms: int | None, until_ms: int | None) -> int:
+        text = isinstance(fh, io.TextIOBase)
+        count = 0
+        for seq, ts, trace_id, cause, kind, symbol, payload, v in self._rows(since_ms, until_ms, None):
+            line = orjson.dumps(
+                {
+                    "seq": seq,
+                    "ts_ms": ts,
+                    "trace_id": trace_id,
+                    "cause": cause,
+                    "kind": kind,
+                    "symbol": symbol,
+                    "payload": orjson.Fragment(payload),
+                    "v": v,
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            fh.write(line.decode() if text else line)  # type: ignore[arg-type]
+            count += 1
+        return count
+
+    def _rows(self, since_ms: int | None, until_ms: int | None, kinds: Sequence[str] | None) -> Iterator[RawRow]:
+        where: list[str] = ["1"]
+        params: list[object] = []
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            where.append("ts_ms < ?")
+            params.append(until_ms)
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        last = 0
+        for conn in reversed(list(self._files())):  # oldest archive first, main last
+            for row in conn.execute(sql, params):
+                if row[0] > last:  # a rotation interrupted between copy and delete duplicates rows
+                    last = row[0]
+                    yield row
+
+    # -- health -------------------------------------------------------------------------------
+
+    def check(self) -> list[dict[str, Any]]:
+        """Per file: integrity_check result, size, event/trace counts, seq and time range."""
+        report = []
+        for path, conn in self._named_files():
+            integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+            first, last, lo_ts, hi_ts, count = conn.execute(
+                "SELECT MIN(seq), MAX(seq), MIN(ts_ms), MAX(ts_ms), COUNT(*) FROM events"
+            ).fetchone()
+            outcomes = dict(conn.execute("SELECT outcome, COUNT(*) FROM traces GROUP BY outcome").fetchall())
+            kinds = dict(conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
+            report.append(
+                {
+                    "path": str(path),
+                    "integrity": integrity,
+                    "bytes": path.stat().st_size,
+                    "events": count,
+                    "first_seq": first,
+                    "last_seq": last,
+                    "first_ts_ms": lo_ts,
+                    "last_ts_ms": hi_ts,
+                    "kinds": kinds,
+                    "traces": outcomes,
+                }
+            )
+        return report
+
+    # -- files --------------------------------------------------------------------------------
+
+    def _files(self) -> Iterator[sqlite3.Connection]:
+        for _, conn in self._named_files():
+            yield conn
+
+    def _named_files(self) -> Iterator[tuple[Path, sqlite3.Connection]]:
+        """Main file, then archives newest first; an archive deleted meanwhile is skipped."""
+        yield self.path, self._main
+        for archive in reversed(self.archives):
+            if archive.path not in self._archive_conns:
+                try:
+                    self._archive_conns[archive.path] = _connect_ro(archive.path)
+                except sqlite3.Error:
+                    self._archive_conns[archive.path] = None
+            conn = self._archive_conns[archive.path]
+            if conn is not None:
+                yield archive.path, conn
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn.execute("SELECT 1 FROM events LIMIT 1")
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}; is it a hotcoin journal?") from exc
+    return conn
+
+
+def _buckets(conn: sqlite3.Connection, table: str, column: str) -> range:
+    lo, hi = conn.execute(MIN_MAX.format(column=column, table=table)).fetchone()
+    return range(0) if lo is None else range(lo >> BUCKET_SHIFT, (hi >> BUCKET_SHIFT) + 1)
+
+
+def _event_buckets(conn: sqlite3.Connection) -> str | None:
+    lo, hi = conn.execute(MIN_MAX.format(column="seq", table="events")).fetchone()
+    return None if lo is None else bucket_in("seq", lo, hi)
+
+
+def _trace_buckets(conn: sqlite3.Connection) -> str | None:
+    lo, hi = conn.execute(MIN_MAX.format(column="first_seq", table="traces")).fetchone()
+    return None if lo is None else bucket_in("first_seq", lo, hi)
+
+
+def _trace_row(row: tuple[Any, ...]) -> TraceRow:
+    first_seq, trace_id, ts_ms, symbol, outcome = row
+    return TraceRow(trace_id, first_seq, ts_ms, symbol, outcome)
+
+
+def _event(row: RawRow) -> JournalEvent:
+    seq, ts, trace_id, cause, kind, symbol, payload, v = row
+    return JournalEvent(
+        seq=seq, ts_ms=ts, kind=kind, payload=orjson.loads(payload), trace_id=trace_id, symbol=symbol, cause=cause, v=v
+    )
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -1,0 +1,154 @@
+"""Move old events out of the main journal file into archives, and forget the oldest archives.
+
+Why: the main file is what the writer appends to and what `replay` searches first; keeping it
+bounded keeps both fast and lets an operator ship or delete old history by file.
+
+How (inside the writer's own connection, so there is one writer per database):
+1. `plan` (pure) picks a seq range `[first, last]` at the old end of the main file: everything
+   older than `rotate_max_age_days` before the newest event, and, past `rotate_max_bytes` of
+   used pages, enough of the oldest events to bring the file down to half of that.
+2. `move_range` records the plan in `meta` ('rotation'), ATTACHes the archive file and, chunk by
+   chunk, copies events and their `traces` rows (INSERT OR IGNORE) then deletes them from main.
+   Copy and delete are separate commits: a crash between them leaves a duplicate (the reader
+   de-duplicates by seq), never a loss, and `resume` finishes the job on the next open.
+3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`.
+
+Age is measured against the newest event's time rather than the wall clock, so a backtest that
+journals last year's candles does not archive everything it writes the moment it writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from engine.journal.files import archive_path, list_archives
+from engine.journal.schema import MIN_MAX, ddl, indexes
+
+DAY_MS = 86_400_000
+CHUNK_EVENTS = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class MainFileState:
+    """What `plan` needs to know about the main file."""
+
+    used_bytes: int  # pages in use (a DELETE frees pages for reuse; the file itself does not shrink)
+    first_seq: int | None
+    last_seq: int | None
+    aged_seq: int | None  # seq of the newest event older than the age limit, if any
+
+
+def plan(state: MainFileState, *, max_bytes: int, keep_fraction: float = 0.5) -> tuple[int, int] | None:
+    """The seq range to archive, or None. Past `max_bytes` the file shrinks to `keep_fraction`
+    of it, so rotation does not fire again after every batch."""
+    if state.first_seq is None or state.last_seq is None:
+        return None
+    first, last = state.first_seq, state.last_seq
+    upto = first - 1
+    if state.aged_seq is not None:
+        upto = max(upto, state.aged_seq)
+    if state.used_bytes > max_bytes:
+        share = 1.0 - (max_bytes * keep_fraction) / state.used_bytes
+        upto = max(upto, first + math.ceil((last - first + 1) * share) - 1)
+    upto = min(upto, last)
+    return (first, upto) if upto >= first else None
+
+
+async def measure(conn: aiosqlite.Connection, *, now_ms: int, max_age_days: float) -> MainFileState:
+    page_count = await _scalar(conn, "PRAGMA page_count")
+    free = await _scalar(conn, "PRAGMA freelist_count")
+    page_size = await _scalar(conn, "PRAGMA page_size")
+    async with conn.execute(MIN_MAX.format(column="seq", table="events")) as cur:
+        row = await cur.fetchone()
+    first, last = (row[0], row[1]) if row else (None, None)
+    cutoff = now_ms - int(max_age_days * DAY_MS)
+    # Newest event before the cutoff, found through the ts index without scanning the old ones.
+    aged = await _scalar(conn, "SELECT seq FROM events WHERE ts_ms < ? ORDER BY ts_ms DESC LIMIT 1", (cutoff,))
+    return MainFileState(((page_count or 0) - (free or 0)) * (page_size or 0), first, last, aged)
+
+
+async def move_range(
+    conn: aiosqlite.Connection,
+    journal: Path,
+    first: int,
+    last: int,
+    lock: asyncio.Lock,
+    *,
+    chunk: int = CHUNK_EVENTS,
+) -> Path:
+    """Move events `first..last` (and traces that start there) into a new archive file.
+
+    The lock is taken per chunk, so the writer's batches interleave with a long rotation."""
+    target = archive_path(journal, first, last)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    marker = orjson.dumps({"archive": target.name, "first": first, "last": last}).decode()
+    async with lock:
+        await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rotation', ?)", (marker,))
+        await conn.commit()
+        await conn.execute("ATTACH DATABASE ? AS arc", (str(target),))
+    try:
+        async with lock:
+            for stmt in ddl("arc")[:3]:  # tables now, indexes after the bulk copy
+                await conn.execute(stmt)
+            await conn.commit()
+        lo = first
+        while lo <= last:
+            hi = min(lo + chunk - 1, last)
+            async with lock:
+                await conn.execute("INSERT OR IGNORE INTO arc.events SELECT * FROM main.events WHERE seq BETWEEN ? AND ?", (lo, hi))
+                await conn.execute(
+                    "INSERT OR IGNORE INTO arc.traces SELECT * FROM main.traces WHERE first_seq BETWEEN ? AND ?", (lo, hi)
+                )
+                await conn.commit()
+                await conn.execute("DELETE FROM main.events WHERE seq BETWEEN ? AND ?", (lo, hi))
+                await conn.execute("DELETE FROM main.traces WHERE first_seq BETWEEN ? AND ?", (lo, hi))
+                await conn.commit()
+            lo = hi + 1
+        async with lock:
+            for stmt in indexes("arc"):
+                await conn.execute(stmt)
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('rotated_through', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (str(last),),
+            )
+            await conn.execute("DELETE FROM meta WHERE key = 'rotation'")
+            await conn.commit()
+    finally:
+        async with lock:
+            await conn.execute("DETACH DATABASE arc")
+    return target
+
+
+async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> Path | None:
+    """Finish a rotation that a crash interrupted (copying again is harmless: INSERT OR IGNORE)."""
+    raw = await _scalar(conn, "SELECT value FROM meta WHERE key = 'rotation'")
+    if raw is None:
+        return None
+    todo = orjson.loads(raw)
+    return await move_range(conn, journal, int(todo["first"]), int(todo["last"]), lock)
+
+
+def enforce_retention(journal: Path, keep: int) -> list[Path]:
+    """Delete the oldest archives beyond `keep` (0 keeps all); returns what was deleted."""
+    if keep <= 0:
+        return []
+    archives = list_archives(journal)
+    doomed = [a.path for a in archives[: max(0, len(archives) - keep)]]
+    for path in doomed:
+        for leftover in (path, path.with_name(path.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+    return doomed
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> Any:
+    async with conn.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    return None if row is None else row[0]

@@ -1,0 +1,306 @@
+"""Turn one trace's events into an explanation: a tree by `cause`, and a summary that says
+what discovery saw, what the signal decided, what risk allowed, what was ordered and filled,
+how the position ended and, for a candidate that was not traded, exactly which check said no.
+
+Pure: no I/O, no rendering. `hotcoin_tui.replay_view` draws it; `--json` prints `as_dict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.journal.events import JournalEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One filter / rule / risk check: its verdict, the value it saw and the limit it applied."""
+
+    stage: str  # discovery | signal | risk
+    name: str
+    passed: bool
+    value: Any = None
+    threshold: Any = None
+
+    @classmethod
+    def parse(cls, stage: str, raw: Any) -> Check:
+        if isinstance(raw, Mapping):
+            return cls(stage, str(raw.get("name", "?")), bool(raw.get("passed")), raw.get("value"), raw.get("threshold"))
+        return cls(stage, str(raw), False)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceNode:
+    event: JournalEvent
+    children: tuple[TraceNode, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    seq: int
+    ts_ms: int
+    heat: float
+    rank: int
+    price: float
+    components: Mapping[str, Any]
+    filters: tuple[Check, ...]
+    accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignalView:
+    seq: int
+    ts_ms: int
+    decision: str
+    reason: str
+    rules: tuple[Check, ...]
+    features: Mapping[str, Any]
+    ml_score: float | None
+    ml_threshold: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RiskView:
+    seq: int
+    approved: bool
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FillView:
+    seq: int
+    ts_ms: int
+    side: str
+    price: float
+    quantity: float
+    fee_quote: float
+
+
+@dataclass(slots=True)
+class OrderView:
+    """An order attempt with the broker's answers and its fills (matched by client_order_id)."""
+
+    seq: int
+    ts_ms: int
+    client_order_id: str
+    purpose: str
+    side: str
+    order_type: str
+    quantity: str
+    price: str | None
+    status: str | None = None
+    error_class: str | None = None
+    fills: list[FillView] = field(default_factory=list)
+
+    @property
+    def filled_qty(self) -> float:
+        return sum(f.quantity for f in self.fills)
+
+    @property
+    def average_price(self) -> float | None:
+        qty = self.filled_qty
+        return sum(f.price * f.quantity for f in self.fills) / qty if qty else None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionStep:
+    seq: int
+    ts_ms: int
+    action: str
+    quantity: float
+    entry_price: float
+    realised_pnl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """'entered', 'rejected' (with the stage and the first failing check) or 'open'."""
+
+    outcome: str
+    stage: str | None
+    blocked_by: Check | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    trace_id: str
+    symbol: str | None
+    first_ts_ms: int
+    last_ts_ms: int
+    events: int
+    discovery: Discovery | None
+    signal: SignalView | None
+    risk: RiskView | None
+    orders: tuple[OrderView, ...]
+    positions: tuple[PositionStep, ...]
+    exit_purpose: str | None
+    realised_pnl: float | None
+    verdict: Verdict
+    roots: tuple[TraceNode, ...]
+
+
+def build_tree(events: Sequence[JournalEvent]) -> tuple[TraceNode, ...]:
+    """Events as a forest by `cause`; an event whose cause is outside the trace is a root."""
+    by_seq = {e.seq: e for e in events}
+    children: dict[int, list[JournalEvent]] = {}
+    roots: list[JournalEvent] = []
+    for event in sorted(events, key=lambda e: e.seq):
+        if event.cause is not None and event.cause in by_seq and event.cause != event.seq:
+            children.setdefault(event.cause, []).append(event)
+        else:
+            roots.append(event)
+
+    def node(event: JournalEvent) -> TraceNode:
+        return TraceNode(event, tuple(node(c) for c in children.get(event.seq, ())))
+
+    return tuple(node(r) for r in roots)
+
+
+def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
+    """The explanation of one trace (events in any order)."""
+    if not events:
+        raise ValueError(f"trace {trace_id} has no events")
+    ordered = sorted(events, key=lambda e: e.seq)
+    discovery = signal = risk = None
+    orders: dict[str, OrderView] = {}
+    positions: list[PositionStep] = []
+    for e in ordered:
+        p = e.payload
+        if e.kind == "candidate_snapshot" and discovery is None:
+            discovery = Discovery(
+                e.seq, e.ts_ms, float(p["heat"]), int(p["rank"]), float(p["price"]), dict(p["components"]),
+                tuple(Check.parse("discovery", f) for f in p["filters"]), bool(p["accepted"]),
+            )  # fmt: skip
+        elif e.kind == "signal_snapshot" and signal is None:
+            signal = SignalView(
+                e.seq, e.ts_ms, str(p["decision"]), str(p["reason"]),
+                tuple(Check.parse("signal", r) for r in p["rules"]), dict(p["features"]),
+                _opt_float(p.get("ml_score")), _opt_float(p.get("ml_threshold")),
+            )  # fmt: skip
+        elif e.kind == "risk_check" and risk is None:
+            risk = RiskView(e.seq, bool(p["approved"]), tuple(Check.parse("risk", c) for c in p["checks"]))
+        elif e.kind == "order_attempt":
+            orders[p["client_order_id"]] = OrderView(
+                e.seq, e.ts_ms, str(p["client_order_id"]), str(p["purpose"]), str(p["side"]),
+                str(p["order_type"]), str(p["quantity"]), _opt_str(p.get("price")),
+            )  # fmt: skip
+        elif e.kind == "order_result" and p["client_order_id"] in orders:
+            order = orders[p["client_order_id"]]
+            order.status, order.error_class = str(p["status"]), _opt_str(p["error_class"])
+        elif e.kind == "fill" and p["client_order_id"] in orders:
+            orders[p["client_order_id"]].fills.append(
+                FillView(e.seq, e.ts_ms, str(p["side"]), float(p["price"]), float(p["quantity"]), float(p["fee_quote"]))
+            )
+        elif e.kind == "position_update":
+            positions.append(
+                PositionStep(
+                    e.seq, e.ts_ms, str(p["action"]), float(p["quantity"]), float(p["entry_price"]), float(p["realised_pnl"])
+                )
+            )
+    exits = [o for o in orders.values() if o.purpose != "entry"]
+    closed = next((s for s in reversed(positions) if s.action == "close"), None)
+    return TraceSummary(
+        trace_id=trace_id,
+        symbol=next((e.symbol for e in ordered if e.symbol), None),
+        first_ts_ms=ordered[0].ts_ms,
+        last_ts_ms=max(e.ts_ms for e in ordered),
+        events=len(ordered),
+        discovery=discovery,
+        signal=signal,
+        risk=risk,
+        orders=tuple(orders.values()),
+        positions=tuple(positions),
+        exit_purpose=exits[-1].purpose if exits else None,
+        realised_pnl=closed.realised_pnl if closed else None,
+        verdict=_verdict(discovery, signal, risk, list(orders.values()), closed),
+        roots=build_tree(ordered),
+    )
+
+
+def _verdict(
+    discovery: Discovery | None,
+    signal: SignalView | None,
+    risk: RiskView | None,
+    orders: list[OrderView],
+    closed: PositionStep | None,
+) -> Verdict:
+    """Chain order: discovery -> signal -> risk -> entry order. The first stage that said no is
+    the answer, and within it the first failing check."""
+    entry = next((o for o in orders if o.purpose == "entry"), None)
+    if entry is not None:
+        if entry.status in {"rejected", "expired", "canceled"} and not entry.fills:
+            cls = f" ({entry.error_class})" if entry.error_class else ""
+            return Verdict("entered", "execution", None, f"entry order {entry.status} by the broker{cls}")
+        if closed is not None:
+            return Verdict("entered", None, None, f"entered and closed, realised PnL {closed.realised_pnl:+.4f}")
+        return Verdict("entered", None, None, "entered; position still open")
+    if discovery is not None and not discovery.accepted:
+        return _rejected("discovery", discovery.filters, "candidate not accepted by discovery")
+    if signal is not None and signal.decision != "enter":
+        failing = next((c for c in signal.rules if not c.passed), None)
+        ml, limit = signal.ml_score, signal.ml_threshold
+        if failing is None and ml is not None and limit is not None and ml < limit:
+            failing = Check("signal", "ml_score", False, signal.ml_score, signal.ml_threshold)
+        if failing is None:
+            return Verdict("rejected", "signal", None, f"signal decided {signal.decision}: {signal.reason}")
+        return Verdict("rejected", "signal", failing, _says_no(failing))
+    if risk is not None and not risk.approved:
+        return _rejected("risk", risk.checks, "risk did not approve the entry")
+    stage = "risk" if risk else "signal" if signal else "discovery" if discovery else None
+    return Verdict("open", stage, None, f"no decision recorded after {stage or 'the first event'} yet")
+
+
+def _rejected(stage: str, checks: Sequence[Check], fallback: str) -> Verdict:
+    failing = next((c for c in checks if not c.passed), None)
+    return Verdict("rejected", stage, failing, _says_no(failing) if failing else fallback)
+
+
+def _says_no(check: Check) -> str:
+    what = {"discovery": "filter", "signal": "rule", "risk": "risk check"}.get(check.stage, "check")
+    return f"{what} {check.name} failed: value {fmt_value(check.value)}, threshold {fmt_value(check.threshold)}"
+
+
+def fmt_value(value: Any) -> str:
+    """Numbers as a reader wants them: 52,000,000 not 5.2e+07, 0.041 not 0.04100000001."""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.6g}"
+    return "n/a" if value is None else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def as_dict(summary: TraceSummary) -> dict[str, Any]:
+    """Plain data for `--json`: the summary plus the cause tree (seq, kind, children)."""
+
+    def tree(n: TraceNode) -> dict[str, Any]:
+        return {"seq": n.event.seq, "kind": n.event.kind, "children": [tree(c) for c in n.children]}
+
+    def order(o: OrderView) -> dict[str, Any]:
+        return {**asdict(o), "filled_qty": o.filled_qty, "average_price": o.average_price}
+
+    v = summary.verdict
+    return {
+        "trace_id": summary.trace_id,
+        "symbol": summary.symbol,
+        "first_ts_ms": summary.first_ts_ms,
+        "last_ts_ms": summary.last_ts_ms,
+        "events": summary.events,
+        "verdict": asdict(v),
+        "discovery": asdict(summary.discovery) if summary.discovery else None,
+        "signal": asdict(summary.signal) if summary.signal else None,
+        "risk": asdict(summary.risk) if summary.risk else None,
+        "orders": [order(o) for o in summary.orders],
+        "positions": [asdict(p) for p in summary.positions],
+        "exit_purpose": summary.exit_purpose,
+        "realised_pnl": summary.realised_pnl,
+        "tree": [tree(n) for n in summary.roots],
+    }

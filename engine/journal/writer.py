@@ -1,0 +1,364 @@
+"""The journal writer: the synchronous core emits, a background task persists in batches.
+
+    async with Journal.open(path, settings) as journal:
+        seq = journal.emit("signal_snapshot", ts_ms=now_ms, payload={...}, trace_id=t, cause=prev)
+        ...
+        await journal.wait_writable()   # the runtime, between cycles
+
+`emit` is synchronous and cheap: it validates the event against the contract, serialises the
+payload (orjson), assigns the next `seq` from an in-memory counter (initialised on open from the
+highest seq in the main file and every archive, so seqs never repeat across restarts) and
+appends to the current batch. A malformed event raises `EventValidationError` and is counted in
+`stats.rejected[kind]`; nothing is ever dropped silently.
+
+One long-lived aiosqlite connection (WAL) is written by one background task: a batch is sealed
+when it reaches `batch_size` events or has waited `flush_interval_ms`, then written with
+`executemany` in one transaction together with the `traces` summary rows it touches. A crash
+therefore loses at most the batches not yet committed (`last_flushed_seq` says how far the file
+is), and never corrupts the file.
+
+Back-pressure: `emit` never blocks and never drops. `await wait_writable()` returns at once
+while fewer than `max_pending` events are unwritten; above that it waits until the writer has
+drained below the mark. The runtime calls it between cycles, so memory is bounded by
+`max_pending` plus one cycle's events. `await flush()` returns once everything emitted so far
+is committed. A writer failure (disk full, a locked or damaged file) stops the writer, keeps
+the unwritten events in memory and is raised as `JournalError` by the next `flush`,
+`wait_writable` or close; it is never swallowed.
+
+Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
+and when forced with `await journal.rotate(now_ms)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from engine.config.sections.journal import JournalSection
+from engine.errors import EventValidationError, JournalError
+from engine.journal import rotation
+from engine.journal.events import validate_event
+from engine.journal.files import list_archives
+from engine.journal.schema import DDL, INSERT_EVENT, PRAGMAS, UPSERT_TRACE
+
+Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
+
+# Traces remembered (id -> first_seq) so their later events update one `traces` row; a trace
+# forgotten (or from before a restart) that goes on gets a second row, which the reader merges.
+KNOWN_TRACES = 200_000
+
+# Kinds whose payload moves a trace's outcome (see `_outcome_of`).
+_OUTCOME_KINDS = frozenset({"candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt"})
+
+
+@dataclass
+class JournalStats:
+    written: int = 0
+    batches: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    rotations: int = 0
+    archives_deleted: int = 0
+
+
+class _Batch:
+    """Events of one transaction, and the `traces` rows they create or update."""
+
+    __slots__ = ("rows", "traces")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        # trace_id -> [first_seq, trace_id, ts_ms, symbol, outcome]: the UPSERT_TRACE parameters
+        self.traces: dict[str, list[Any]] = {}
+
+
+class Journal:
+    """An `EventSink` that persists to SQLite. Create it with `Journal.open`."""
+
+    def __init__(
+        self, path: Path, conn: aiosqlite.Connection, settings: JournalSection, last_seq: int, rotation_check_s: float
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.stats = JournalStats()
+        self.last_flushed_seq = last_seq
+        self._conn = conn
+        self._seq = last_seq
+        self._newest_ts = 0
+        # trace_id -> first_seq of its `traces` row, for traces seen since open (bounded).
+        self._known: dict[str, int] = {}
+        self._batch = _Batch()
+        self._sealed: deque[_Batch] = deque()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._db_lock = asyncio.Lock()
+        self._rotate_lock = asyncio.Lock()
+        self._rotation_check_s = rotation_check_s
+        self._last_rotation_check = time.monotonic()
+        self._closing = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, path: Path | str, settings: JournalSection | None = None, *, rotation_check_s: float = 60.0
+    ) -> AsyncIterator[Journal]:
+        """Open (creating if needed) the journal at `path`; closing flushes everything."""
+        path = Path(path)
+        settings = settings or JournalSection()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(path)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        try:
+            for stmt in (*PRAGMAS, *DDL):
+                await conn.execute(stmt)
+            await conn.commit()
+            await rotation.resume(conn, path, asyncio.Lock())
+            last = await _highest_seq(conn, path)
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise JournalError(f"cannot open journal {path}: {exc}; is it a hotcoin journal?") from exc
+        except BaseException:
+            await conn.close()
+            raise
+        journal = cls(path, conn, settings, last, rotation_check_s)
+        journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
+        try:
+            yield journal
+        finally:
+            await journal._close()
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq + 1
+
+    @property
+    def unwritten(self) -> int:
+        """Events emitted but not yet committed."""
+        return self._seq - self.last_flushed_seq
+
+    def emit(
+        self,
+        kind: str,
+        *,
+        ts_ms: int,
+        payload: Mapping[str, Any],
+        trace_id: str | None = None,
+        symbol: str | None = None,
+        cause: int | None = None,
+    ) -> int:
+        """Validate, serialise and queue one event; returns its seq. Never blocks, never drops."""
+        if self._closed or self._closing:
+            raise JournalError(f"journal {self.path} is closed; open it again before emitting")
+        try:
+            v = validate_event(kind, ts_ms, payload)
+            if trace_id is not None and type(trace_id) is not str:
+                raise EventValidationError(f"{kind}: trace_id must be a str or None, got {type(trace_id).__name__}")
+            if symbol is not None and type(symbol) is not str:
+                raise EventValidationError(f"{kind}: symbol must be a str or None, got {type(symbol).__name__}")
+            if cause is not None and (type(cause) is not int or not 0 < cause <= self._seq):
+                raise EventValidationError(
+                    f"{kind}: cause must be the seq of an earlier event (1..{self._seq}), got {cause!r}"
+                )
+            try:
+                text = orjson.dumps(payload, default=_json_default).decode()
+            except orjson.JSONEncodeError as exc:
+                raise EventValidationError(
+                    f"{kind}: payload is not JSON-serialisable ({exc}); send decimals as strings"
+                ) from None
+        except EventValidationError:
+            self.stats.rejected[kind] += 1
+            raise
+        self._seq = seq = self._seq + 1
+        if ts_ms > self._newest_ts:
+            self._newest_ts = ts_ms
+        batch = self._batch
+        rows = batch.rows
+        rows.append((seq, ts_ms, trace_id, cause, kind, symbol, text, v))
+        if trace_id is not None:
+            entry = batch.traces.get(trace_id)
+            if entry is None:
+                first = self._known.get(trace_id)
+                if first is None:
+                    first = self._known[trace_id] = seq
+                    if len(self._known) > KNOWN_TRACES:
+                        self._forget(len(self._known) // 10)
+                entry = batch.traces[trace_id] = [first, trace_id, ts_ms, symbol, "open"]
+            elif entry[3] is None:
+                entry[3] = symbol
+            if kind in _OUTCOME_KINDS:
+                outcome = _outcome_of(kind, payload)
+                if outcome == "entered" or (outcome == "rejected" and entry[4] != "entered"):
+                    entry[4] = outcome
+        if len(rows) >= self.settings.batch_size:
+            self._seal()
+            self._wake.set()
+        elif len(rows) == 1:
+            self._wake.set()  # start the flush-interval clock
+        return seq
+
+    async def flush(self) -> None:
+        """Return once every event emitted so far is committed."""
+        target = self._seq
+        self._seal()
+        self._wake.set()
+        while self.last_flushed_seq < target:
+            self._raise_if_failed()
+            self._progress.clear()
+            await self._progress.wait()
+        self._raise_if_failed()
+
+    async def wait_writable(self) -> None:
+        """Return at once below `max_pending` unwritten events, else when the writer got there."""
+        while self.unwritten >= self.settings.max_pending:
+            self._raise_if_failed()
+            self._seal()
+            self._wake.set()
+            self._progress.clear()
+            await self._progress.wait()
+        self._raise_if_failed()
+
+    async def rotate(self, now_ms: int | None = None) -> list[Path]:
+        """Flush, then archive what is old or over size now; returns the archives written."""
+        await self.flush()
+        return await self._rotate(self._newest_ts if now_ms is None else now_ms)
+
+    # -- the writer task ---------------------------------------------------------------------
+
+    def _seal(self) -> None:
+        if self._batch.rows:
+            self._sealed.append(self._batch)
+            self._batch = _Batch()
+
+    def _forget(self, n: int) -> None:
+        """Drop the `n` oldest remembered traces (dicts keep insertion order)."""
+        for trace_id in list(itertools.islice(self._known, n)):
+            del self._known[trace_id]
+
+    async def _run(self) -> None:
+        interval = self.settings.flush_interval_ms / 1000
+        try:
+            while True:
+                if not self._sealed:
+                    if self._batch.rows:
+                        self._wake.clear()
+                        with suppress(TimeoutError):
+                            async with asyncio.timeout(interval):
+                                await self._wake.wait()
+                        self._seal()
+                    elif self._closing:
+                        return
+                    else:
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                while self._sealed:
+                    await self._write(self._sealed[0])
+                    self._sealed.popleft()
+                if time.monotonic() - self._last_rotation_check >= self._rotation_check_s:
+                    await self._rotate(self._newest_ts)
+        except Exception as exc:  # surfaced by flush / wait_writable / close
+            self._error = exc
+            self._progress.set()
+
+    async def _write(self, batch: _Batch) -> None:
+        conn = self._conn
+        async with self._db_lock:
+            try:
+                await conn.executemany(INSERT_EVENT, batch.rows)
+                if batch.traces:
+                    await conn.executemany(UPSERT_TRACE, list(batch.traces.values()))
+                await conn.commit()
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    await conn.rollback()
+                raise JournalError(
+                    f"journal write to {self.path} failed at seq {batch.rows[0][0]}: {exc}"
+                ) from exc
+        self.last_flushed_seq = batch.rows[-1][0]
+        self.stats.written += len(batch.rows)
+        self.stats.batches += 1
+        self._progress.set()
+
+    async def _rotate(self, now_ms: int) -> list[Path]:
+        async with self._rotate_lock:
+            self._last_rotation_check = time.monotonic()
+            settings = self.settings
+            async with self._db_lock:
+                state = await rotation.measure(self._conn, now_ms=now_ms, max_age_days=settings.rotate_max_age_days)
+            span = rotation.plan(state, max_bytes=settings.rotate_max_bytes)
+            if span is None:
+                return []
+            try:
+                archive = await rotation.move_range(self._conn, self.path, span[0], span[1], self._db_lock)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal rotation of seq {span[0]}..{span[1]} failed: {exc}") from exc
+            self.stats.rotations += 1
+            self._known = {t: first for t, first in self._known.items() if first > span[1]}
+            self.stats.archives_deleted += len(rotation.enforce_retention(self.path, settings.retention_archives))
+            return [archive]
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise JournalError(
+                f"journal writer stopped: {self._error}; {self.unwritten} events are not written "
+                f"(last written seq {self.last_flushed_seq})"
+            ) from self._error
+
+    async def _close(self) -> None:
+        self._seal()
+        self._closing = True
+        self._wake.set()
+        try:
+            if self._task is not None:
+                await self._task
+        finally:
+            self._closed = True
+            await self._conn.close()
+        self._raise_if_failed()
+
+
+def _outcome_of(kind: str, payload: Mapping[str, Any]) -> str | None:
+    """How an event moves its trace's outcome: 'entered' on an entry order, 'rejected' when
+    discovery, the signal or risk said no."""
+    if kind == "order_attempt":
+        return "entered" if payload["purpose"] == "entry" else None
+    if kind == "signal_snapshot":
+        return None if payload["decision"] == "enter" else "rejected"
+    if kind == "risk_check":
+        return None if payload["approved"] else "rejected"
+    return None if payload["accepted"] else "rejected"  # candidate_snapshot
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+async def _highest_seq(conn: aiosqlite.Connection, path: Path) -> int:
+    """The highest seq ever assigned: main file, the rotation high-water mark, archive names."""
+    candidates = [a.last_seq for a in list_archives(path)]
+    async with conn.execute("SELECT MAX(seq) FROM events") as cur:
+        row = await cur.fetchone()
+    if row and row[0] is not None:
+        candidates.append(int(row[0]))
+    async with conn.execute("SELECT value FROM meta WHERE key = 'rotated_through'") as cur:
+        row = await cur.fetchone()
+    if row:
+        candidates.append(int(row[0]))
+    return max(candidates, default=0)

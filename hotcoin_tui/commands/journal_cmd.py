@@ -1,0 +1,203 @@
+"""`hotcoin replay`, `hotcoin traces` and `hotcoin journal export|check`: answer "why did we
+enter / why not" from the journal alone.
+
+Imports stay inside the commands so `hotcoin replay` starts fast. Exit codes: 0 done; 1 the
+trace id is unknown or ambiguous (the message lists the nearest ids) or `check` found damage;
+2 no journal at the path, or an option that cannot be used.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
+
+if TYPE_CHECKING:
+    from engine.journal.reader import JournalReader
+
+
+class OutcomeChoice(enum.StrEnum):
+    ALL = "all"
+    ENTERED = "entered"
+    REJECTED = "rejected"
+    OPEN = "open"
+
+
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only from this time: ISO time (UTC if no zone) or relative like 30m, 2h, 1d.")
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Only before this time (same forms as --since).")]
+
+journal_app = typer.Typer(help="Export and check the journal.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `replay`, `traces` and the `journal` group to the `hotcoin` app."""
+    app.command("replay")(replay)
+    app.command("traces")(traces)
+    app.add_typer(journal_app, name="journal")
+
+
+def replay(
+    trace_id: Annotated[str, typer.Argument(help="A trace id, or a unique prefix of one (see `hotcoin traces`).")],
+    journal: JournalOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Explain one trace: what discovery saw, the signal, risk, orders, fills and exit; for a
+    candidate not traded, which filter, rule or risk check said no, with value and threshold."""
+    from engine.errors import TraceNotFoundError
+    from engine.journal.trace import as_dict, summarise
+
+    with _open_reader(journal, config) as reader:
+        try:
+            events = reader.trace(trace_id)
+        except TraceNotFoundError as exc:
+            typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+    summary = summarise(events[0].trace_id or trace_id, events)
+    if as_json:
+        import orjson
+
+        raw = [
+            {"seq": e.seq, "ts_ms": e.ts_ms, "kind": e.kind, "symbol": e.symbol, "cause": e.cause, "v": e.v, "payload": e.payload}
+            for e in events
+        ]
+        typer.echo(orjson.dumps({**as_dict(summary), "raw_events": raw}, option=orjson.OPT_INDENT_2).decode())
+        return
+    from rich.console import Console
+
+    from hotcoin_tui.replay_view import render_trace
+
+    Console(highlight=False).print(render_trace(summary))
+
+
+def traces(
+    journal: JournalOpt = None,
+    config: ConfigOpt = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol, e.g. DOGE/USDT.")] = None,
+    outcome: Annotated[OutcomeChoice, typer.Option("--outcome", help="Which traces to list.")] = OutcomeChoice.ALL,
+    since: SinceOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent traces, newest first, with their outcome (entered / rejected / open)."""
+    since_ms = parse_time(since, "--since") if since else None
+    with _open_reader(journal, config) as reader:
+        rows = reader.traces(symbol=symbol, outcome=outcome.value, since_ms=since_ms, limit=limit)
+    if as_json:
+        import orjson
+
+        typer.echo(
+            orjson.dumps(
+                [{"trace_id": r.trace_id, "first_seq": r.first_seq, "ts_ms": r.ts_ms, "symbol": r.symbol, "outcome": r.outcome} for r in rows],
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
+        return
+    from rich.console import Console
+
+    from hotcoin_tui.replay_view import traces_table
+
+    Console(highlight=False).print(traces_table(rows))
+
+
+@journal_app.command("export")
+def export(
+    journal: JournalOpt = None,
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="JSONL file to write (default: stdout).")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+) -> None:
+    """Write events (main file and archives, in seq order) as JSON lines."""
+    since_ms = parse_time(since, "--since") if since else None
+    until_ms = parse_time(until, "--until") if until else None
+    with _open_reader(journal, config) as reader:
+        if out is None:
+            count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms)
+        else:
+            count = reader.export_jsonl(out, since_ms=since_ms, until_ms=until_ms)
+    typer.echo(f"exported {count} events" + (f" to {out}" if out else ""), err=True)
+
+
+@journal_app.command("check")
+def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Run SQLite's integrity_check on the journal and each archive, and print their statistics."""
+    with _open_reader(journal, config) as reader:
+        report = reader.check()
+    damaged = [r["path"] for r in report if r["integrity"] != "ok"]
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="journal files")
+        for name in ("file", "integrity", "MB", "events", "seq range", "traces"):
+            table.add_column(name, overflow="fold")
+        for r in report:
+            traces = ", ".join(f"{k} {v}" for k, v in sorted(r["traces"].items())) or "-"
+            seqs = f"{r['first_seq']}..{r['last_seq']}" if r["events"] else "-"
+            table.add_row(Path(r["path"]).name, r["integrity"], f"{r['bytes'] / 1e6:.1f}", str(r["events"]), seqs, traces)
+        Console(highlight=False).print(table)
+    if damaged:
+        typer.secho(f"hotcoin: integrity check failed for {', '.join(damaged)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+def _open_reader(journal: Path | None, config: Path | None) -> JournalReader:
+    """The reader for `--journal`, else the configured journal; exit 2 when there is none."""
+    from engine.errors import HotcoinError
+    from engine.journal.reader import JournalReader
+
+    try:
+        if journal is None:
+            from engine.config import load_config
+
+            journal = load_config(config).config.journal_path
+        path = journal.expanduser()
+        if not path.is_file():
+            typer.secho(
+                f"hotcoin: no journal at {path}. The engine creates it when it runs (paper mode is the default); "
+                "point --journal or HOTCOIN_JOURNAL at an existing journal file.",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(2)
+        return JournalReader(path)
+    except HotcoinError as exc:
+        typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_time(text: str, option: str, *, now_ms: int | None = None) -> int:
+    """Epoch ms from an ISO time (UTC when it has no zone) or a relative age like 2h / 30m / 1d."""
+    from datetime import UTC, datetime
+
+    match = _RELATIVE.match(text)
+    if match:
+        if now_ms is None:
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        return now_ms - int(float(match[1]) * _UNIT_MS[match[2]])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither an ISO time (2026-11-25T08:00) nor a relative age (30m, 2h, 1d, 1w)", param_hint=option
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

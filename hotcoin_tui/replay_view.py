@@ -1,0 +1,175 @@
+"""Draw a trace explanation (`engine.journal.trace.TraceSummary`) as a coloured rich tree, and
+the `hotcoin traces` listing as a table. Rendering only: every fact comes from the model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from engine.journal.events import JournalEvent
+from engine.journal.reader import TraceRow
+from engine.journal.trace import Check, TraceNode, TraceSummary, fmt_value
+
+OUTCOME_STYLE = {"entered": "bold green", "rejected": "bold red", "open": "bold yellow"}
+
+
+def when(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def render_trace(summary: TraceSummary) -> RenderableType:
+    """Header, verdict, then one branch per stage and the events as a cause tree."""
+    v = summary.verdict
+    header = Text.assemble(
+        ("Trace ", "bold"),
+        (summary.trace_id, "bold cyan"),
+        "  ",
+        (summary.symbol or "-", "bold"),
+        "  ",
+        (v.outcome.upper(), OUTCOME_STYLE.get(v.outcome, "bold")),
+        f"  {when(summary.first_ts_ms)} -> {when(summary.last_ts_ms)}  ({summary.events} events)",
+    )
+    if v.outcome == "rejected":
+        stage = f" at {v.stage}" if v.stage else ""
+        verdict = Text.assemble((f"Why not{stage}: ", "bold red"), (v.reason, "red"))
+    else:
+        verdict = Text.assemble(("Verdict: ", "bold"), (v.reason, OUTCOME_STYLE.get(v.outcome, "")))
+    tree = Tree(header, guide_style="dim")
+    tree.add(verdict)
+    _discovery(tree, summary)
+    _signal(tree, summary)
+    _risk(tree, summary)
+    _orders(tree, summary)
+    _position(tree, summary)
+    events = tree.add(Text("Events (by cause)", style="bold"))
+    for node in summary.roots:
+        _event_node(events, node)
+    return Group(tree)
+
+
+def _checks(branch: Tree, label: str, checks: Sequence[Check], blocker: Check | None) -> None:
+    if not checks:
+        return
+    node = branch.add(Text(label, style="bold"))
+    for c in checks:
+        mark, style = ("✔", "green") if c.passed else ("✘", "red")
+        line = Text.assemble((f"{mark} {c.name}", style), f"  value {fmt_value(c.value)}  threshold {fmt_value(c.threshold)}")
+        if c is blocker:
+            line.append("  <- said no", style="bold red")
+        node.add(line)
+
+
+def _kv(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {fmt_value(v)}" for k, v in values.items())
+
+
+def _discovery(tree: Tree, s: TraceSummary) -> None:
+    d = s.discovery
+    if d is None:
+        return
+    status = Text("accepted", "green") if d.accepted else Text("not accepted", "red")
+    branch = tree.add(
+        Text.assemble(("Discovery", "bold"), f"  heat {d.heat:.1f}  rank {d.rank}  price {fmt_value(d.price)}  ", status)
+    )
+    branch.add(Text(f"components: {_kv(d.components)}"))
+    _checks(branch, "filters", d.filters, s.verdict.blocked_by)
+
+
+def _signal(tree: Tree, s: TraceSummary) -> None:
+    g = s.signal
+    if g is None:
+        return
+    style = "green" if g.decision == "enter" else "red"
+    branch = tree.add(Text.assemble(("Signal", "bold"), "  decision ", (g.decision, style), f" - {g.reason}"))
+    if g.ml_score is not None:
+        limit = f" (threshold {fmt_value(g.ml_threshold)})" if g.ml_threshold is not None else ""
+        branch.add(Text(f"ML score {fmt_value(g.ml_score)}{limit}"))
+    _checks(branch, "rules", g.rules, s.verdict.blocked_by)
+    if g.features:
+        branch.add(Text(f"features: {_kv(g.features)}", style="dim"))
+
+
+def _risk(tree: Tree, s: TraceSummary) -> None:
+    r = s.risk
+    if r is None:
+        return
+    status = Text("approved", "green") if r.approved else Text("refused", "red")
+    branch = tree.add(Text.assemble(("Risk", "bold"), "  ", status))
+    _checks(branch, "checks", r.checks, s.verdict.blocked_by)
+
+
+def _orders(tree: Tree, s: TraceSummary) -> None:
+    if not s.orders:
+        return
+    branch = tree.add(Text("Orders", style="bold"))
+    for o in s.orders:
+        status_style = "green" if o.status == "filled" else "red" if o.status in {"rejected", "expired"} else "yellow"
+        line = Text.assemble(
+            (o.purpose, "bold"),
+            f"  {o.side} {o.order_type} {o.quantity}" + (f" @ {o.price}" if o.price else "") + f"  [{o.client_order_id}] -> ",
+            (o.status or "no answer", status_style),
+        )
+        if o.error_class:
+            line.append(f" ({o.error_class})", style="red")
+        node = branch.add(line)
+        for f in o.fills:
+            node.add(Text(f"fill {f.side} {fmt_value(f.quantity)} @ {fmt_value(f.price)}  fee {fmt_value(f.fee_quote)}  {when(f.ts_ms)}"))
+
+
+def _position(tree: Tree, s: TraceSummary) -> None:
+    if not s.positions:
+        return
+    branch = tree.add(Text("Position", style="bold"))
+    for p in s.positions:
+        line = Text(f"{p.action}  qty {fmt_value(p.quantity)}  entry {fmt_value(p.entry_price)}  ")
+        pnl_style = "green" if p.realised_pnl > 0 else "red" if p.realised_pnl < 0 else ""
+        line.append(f"realised PnL {p.realised_pnl:+.4f}", style=pnl_style)
+        branch.add(line)
+    if s.realised_pnl is not None:
+        style = "bold green" if s.realised_pnl >= 0 else "bold red"
+        branch.add(Text.assemble(f"exit by {s.exit_purpose or '?'}: ", (f"realised PnL {s.realised_pnl:+.4f}", style)))
+
+
+def _event_node(parent: Tree, node: TraceNode) -> None:
+    e = node.event
+    label = Text.assemble((f"#{e.seq}", "cyan"), f" {when(e.ts_ms)[11:23]} ", (e.kind, "bold"), f"  {describe(e)}")
+    child = parent.add(label)
+    for c in node.children:
+        _event_node(child, c)
+
+
+def describe(e: JournalEvent) -> str:
+    """One line saying what an event says."""
+    p = e.payload
+    if e.kind == "candidate_snapshot":
+        return f"heat {fmt_value(p['heat'])} rank {p['rank']} {'accepted' if p['accepted'] else 'not accepted'}"
+    if e.kind == "signal_snapshot":
+        return f"{p['decision']}: {p['reason']}"
+    if e.kind == "risk_check":
+        return "approved" if p["approved"] else "refused"
+    if e.kind == "order_attempt":
+        return f"{p['purpose']} {p['side']} {p['order_type']} {p['quantity']}"
+    if e.kind == "order_result":
+        return str(p["status"]) + (f" ({p['error_class']})" if p.get("error_class") else "")
+    if e.kind == "fill":
+        return f"{p['side']} {fmt_value(p['quantity'])} @ {fmt_value(p['price'])} fee {fmt_value(p['fee_quote'])}"
+    if e.kind == "position_update":
+        return f"{p['action']} qty {fmt_value(p['quantity'])} pnl {fmt_value(p['realised_pnl'])}"
+    return _kv({k: v for k, v in p.items() if not isinstance(v, dict | list)})
+
+
+def traces_table(rows: Sequence[TraceRow]) -> Table:
+    table = Table(title=f"{len(rows)} trace(s), newest first")
+    for name in ("trace_id", "time (UTC)", "symbol", "outcome", "first seq"):
+        table.add_column(name, no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.trace_id, when(r.ts_ms)[:19], r.symbol or "-", Text(r.outcome, OUTCOME_STYLE.get(r.outcome, "")), str(r.first_seq)
+        )
+    return table

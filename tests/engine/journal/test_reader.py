@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import io
+import sqlite3
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.errors import JournalError, TraceNotFoundError
+from engine.journal.reader import JournalReader
+from engine.journal.schema import BUCKET_SHIFT
+from tests.kit.domain import T0
+from tests.kit.events import (
+    WrittenTrace,
+    build_journal,
+    entered_trace,
+    filter_rejected_trace,
+    risk_rejected_trace,
+    rule_rejected_trace,
+)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> tuple[Path, list[WrittenTrace]]:
+    path = tmp_path / "j.sqlite"
+    traces = build_journal(
+        path,
+        [
+            lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0),
+            lambda s: filter_rejected_trace(s, symbol="PEPE/USDT", ts_ms=T0 + 60_000),
+            lambda s: rule_rejected_trace(s, symbol="DOGE/USDT", ts_ms=T0 + 120_000),
+            lambda s: risk_rejected_trace(s, symbol="WIF/USDT", ts_ms=T0 + 180_000),
+        ],
+    )
+    return path, traces
+
+
+def test_trace_by_full_id_and_by_unique_prefix(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, traces = journal
+    entered = traces[0]
+    with JournalReader(path) as reader:
+        full = reader.trace(entered.trace_id)
+        assert [e.seq for e in full] == list(range(1, 12))
+        assert [e.cause for e in full][:3] == [None, 1, 2]
+        assert full[0].payload["heat"] == 82.4
+        assert reader.trace(entered.trace_id[:6]) == full
+
+
+def test_unknown_id_names_the_nearest_ids(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, traces = journal
+    ids = sorted(t.trace_id for t in traces)
+    with JournalReader(path) as reader, pytest.raises(TraceNotFoundError, match="no trace 'zzzz'") as err:
+        reader.trace("zzzz")
+    assert set(err.value.nearest) <= set(ids)
+    assert err.value.nearest
+    assert ids[-1] in str(err.value)
+
+
+def test_nearest_ids_prefer_a_shared_prefix(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, traces = journal
+    target = traces[2].trace_id
+    typo = target[:10] + ("0" if target[10] != "0" else "1") * 6
+    with JournalReader(path) as reader, pytest.raises(TraceNotFoundError) as err:
+        reader.trace(typo)
+    assert err.value.nearest[0] == target
+
+
+def test_ambiguous_prefix_lists_the_candidates(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    # 40 traces: some first hex digit is shared by at least two of them
+    traces = build_journal(path, [partial(filter_rejected_trace, symbol=f"C{i}/USDT") for i in range(40)])
+    by_digit: dict[str, list[str]] = {}
+    for t in traces:
+        by_digit.setdefault(t.trace_id[0], []).append(t.trace_id)
+    digit, ids = next((d, ids) for d, ids in by_digit.items() if len(ids) >= 2)
+    with JournalReader(path) as reader, pytest.raises(TraceNotFoundError, match="ambiguous") as err:
+        reader.trace(digit)
+    assert sorted(err.value.nearest) == sorted(ids)[:10]
+
+
+def test_traces_newest_first_with_filters(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, traces = journal
+    entered, filtered, ruled, risked = traces
+    with JournalReader(path) as reader:
+        assert [r.trace_id for r in reader.traces()] == [risked.trace_id, ruled.trace_id, filtered.trace_id, entered.trace_id]
+        assert [r.trace_id for r in reader.traces(outcome="entered")] == [entered.trace_id]
+        assert [r.trace_id for r in reader.traces(outcome="rejected")] == [risked.trace_id, ruled.trace_id, filtered.trace_id]
+        assert [r.trace_id for r in reader.traces(symbol="DOGE/USDT")] == [ruled.trace_id, entered.trace_id]
+        assert [r.trace_id for r in reader.traces(since_ms=T0 + 60_000)] == [risked.trace_id, ruled.trace_id, filtered.trace_id]
+        assert [r.trace_id for r in reader.traces(limit=2)] == [risked.trace_id, ruled.trace_id]
+        row = reader.traces(outcome="entered")[0]
+        assert (row.symbol, row.ts_ms, row.first_seq) == ("DOGE/USDT", T0, 1)
+
+
+def test_export_jsonl_round_trips(journal: tuple[Path, list[WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    out = tmp_path / "out.jsonl"
+    with JournalReader(path) as reader:
+        n = reader.export_jsonl(out)
+        events = list(reader.events())
+        text = io.StringIO()
+        assert reader.export_jsonl(text, since_ms=T0 + 60_000, until_ms=T0 + 180_000) == 3
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert n == len(lines) == len(events) == 17
+    for line, event in zip(lines, events, strict=True):
+        assert line == {
+            "seq": event.seq, "ts_ms": event.ts_ms, "trace_id": event.trace_id, "cause": event.cause,
+            "kind": event.kind, "symbol": event.symbol, "payload": event.payload, "v": event.v,
+        }  # fmt: skip
+    assert [orjson.loads(x)["seq"] for x in text.getvalue().splitlines()] == [12, 13, 14]
+
+
+def test_lookups_use_the_trace_index(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, _ = journal
+    buckets = f"seq >> {BUCKET_SHIFT} IN (0)"
+    with sqlite3.connect(path) as conn:
+        for sql in (
+            f"SELECT * FROM events WHERE {buckets} AND trace_id = 'ab'",
+            f"SELECT DISTINCT trace_id FROM events WHERE {buckets} AND trace_id >= 'ab' AND trace_id < 'ab~' LIMIT 11",
+        ):
+            plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "INDEX events_trace" in plan, plan
+
+
+def test_the_reader_never_writes(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, _ = journal
+    with JournalReader(path) as reader, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader._main.execute("DELETE FROM events")
+
+
+def test_missing_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="no journal at"):
+        JournalReader(tmp_path / "absent.sqlite")
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.close()
+    with pytest.raises(JournalError, match="is it a hotcoin journal"):
+        JournalReader(other)

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config.sections.journal import JournalSection
+from engine.journal.files import archive_dir, list_archives
+from engine.journal.reader import JournalReader
+from engine.journal.rotation import DAY_MS, MainFileState, plan
+from engine.journal.schema import ddl
+from engine.journal.trace import summarise
+from engine.journal.writer import Journal
+from tests.kit.domain import T0
+from tests.kit.events import entered_trace, filter_rejected_trace, rule_rejected_trace
+from tests.kit.waiting import eventually
+
+FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
+
+
+def settings(**overrides: Any) -> JournalSection:
+    base = {"batch_size": 500, "flush_interval_ms": 10, "rotate_max_age_days": 1.0, "retention_archives": 0}
+    return JournalSection(**{**base, **overrides})
+
+
+def count(path: Path, sql: str) -> Any:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (MainFileState(0, None, None, None), None),
+        (MainFileState(500_000, 1, 100, None), None),
+        (MainFileState(500_000, 1, 100, 40), (1, 40)),
+        (MainFileState(4_000_000, 1, 100, None), (1, 75)),  # shrink to half of 2 MB: move 3/4
+        (MainFileState(4_000_000, 1, 100, 90), (1, 90)),
+        (MainFileState(500_000, 51, 100, 30), None),  # aged seq already archived
+        (MainFileState(4_000_000, 1, 100, 500), (1, 100)),
+    ],
+    ids=["empty", "young-and-small", "aged", "oversize", "aged-wins", "stale-aged", "never-past-last"],
+)
+def test_plan_picks_the_old_end_of_the_file(state: MainFileState, expected: tuple[int, int] | None) -> None:
+    assert plan(state, max_bytes=2_000_000) == expected
+
+
+async def test_age_rotation_archives_old_events_and_the_reader_still_sees_a_split_trace(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    later = T0 + 2 * DAY_MS
+    async with Journal.open(path, settings()) as j:
+        filter_rejected_trace(j, ts_ms=T0)  # seq 1
+        entered = entered_trace(j, ts_ms=T0, hold_ms=2 * DAY_MS)  # seqs 2..8 at T0, exit 9..12 two days later
+        archives = await j.rotate(now_ms=later + 1)
+        rule_rejected_trace(j, ts_ms=later)
+        # the trade goes on after its start was archived: a second traces row, merged by the reader
+        j.emit("fill", ts_ms=later + 5, trace_id=entered.trace_id, symbol=entered.symbol, payload=FILL)
+    assert [a.name for a in archives] == ["j-1-8.sqlite"]
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 8)]
+    assert count(path, "SELECT MIN(seq) FROM events") == 9
+    assert count(archives[0], "SELECT COUNT(*) FROM events") == 8
+    with JournalReader(path) as reader:
+        events = reader.trace(entered.trace_id)
+        assert [e.seq for e in events] == [*range(2, 13), 15]
+        summary = summarise(entered.trace_id, events)
+        assert summary.verdict.outcome == "entered"
+        assert summary.realised_pnl == pytest.approx(4.892)
+        listed = {r.trace_id: r for r in reader.traces()}
+        assert listed[entered.trace_id].first_seq == 2
+        assert listed[entered.trace_id].outcome == "entered"
+        assert len(listed) == 3
+        assert [e.seq for e in reader.events()] == list(range(1, 16))
+
+
+async def test_size_rotation_shrinks_the_main_file_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(rotate_max_bytes=1_000_000, rotate_max_age_days=3650)) as j:
+        traces = [entered_trace(j, symbol=f"C{i}/USDT", ts_ms=T0 + i * 1000) for i in range(300)]
+        total = j.next_seq - 1
+        archives = await j.rotate()
+        assert j.stats.rotations == 1
+    assert len(archives) == 1
+    with sqlite3.connect(path) as conn:
+        pages, free, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
+    assert (pages - free) * size < 1_000_000
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.events()] == list(range(1, total + 1))
+        assert len(reader.trace(traces[0].trace_id)) == 11
+        assert len(reader.trace(traces[-1].trace_id)) == 11
+
+
+async def test_the_writer_rotates_by_itself(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(), rotation_check_s=0) as j:
+        for i in range(10):
+            j.emit("fill", ts_ms=T0 + i, payload=FILL)
+        await j.flush()
+        j.emit("fill", ts_ms=T0 + 3 * DAY_MS, payload=FILL)  # the old events are now 3 days old
+        await eventually(lambda: j.stats.rotations == 1)
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 10)]
+
+
+async def test_retention_deletes_the_oldest_archives_and_seq_survives_them(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(retention_archives=2)) as j:
+        for day in range(4):
+            for i in range(5):
+                j.emit("fill", ts_ms=T0 + day * 2 * DAY_MS + i, payload=FILL)
+            await j.rotate(now_ms=T0 + (day * 2 + 1) * DAY_MS + 10)  # everything written so far is old
+        assert j.stats.archives_deleted == 2
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15), (16, 20)]
+    assert count(path, "SELECT COUNT(*) FROM events") == 0
+    async with Journal.open(path, settings()) as j:
+        assert j.emit("fill", ts_ms=T0 + 9 * DAY_MS, payload=FILL) == 21
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.events()] == [*range(11, 22)]
+
+
+async def test_an_interrupted_rotation_is_finished_on_open_and_never_shows_twice(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        trace = entered_trace(j)
+    # Crash after copying seqs 1..5 into the archive, before deleting them from the main file.
+    target = archive_dir(path) / "j-1-5.sqlite"
+    target.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ATTACH DATABASE ? AS arc", (str(target),))
+        for stmt in ddl("arc"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO arc.events SELECT * FROM events WHERE seq <= 5")
+        conn.execute("""INSERT INTO meta VALUES ('rotation', '{"archive": "j-1-5.sqlite", "first": 1, "last": 5}')""")
+        conn.commit()
+        conn.execute("DETACH DATABASE arc")
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.trace(trace.trace_id)] == list(range(1, 12))
+        assert [e.seq for e in reader.events()] == list(range(1, 12))
+    async with Journal.open(path, settings()) as j:
+        assert j.next_seq == 12
+    assert count(path, "SELECT MIN(seq) FROM events") == 6
+    assert count(path, "SELECT COUNT(*) FROM meta WHERE key = 'rotation'") == 0
+    assert count(target, "SELECT COUNT(*) FROM events") == 5
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.trace(trace.trace_id)] == list(range(1, 12))

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from engine.journal.events import check
+from engine.journal.trace import Check, as_dict, build_tree, summarise
+from tests.kit.events import (
+    RecordingSink,
+    WrittenTrace,
+    entered_trace,
+    filter_rejected_trace,
+    risk_rejected_trace,
+    rule_rejected_trace,
+)
+
+
+def explain(factory: Any, **kwargs: Any) -> tuple[WrittenTrace, Any]:
+    sink = RecordingSink()
+    written = factory(sink, **kwargs)
+    return written, summarise(written.trace_id, sink.trace(written.trace_id))
+
+
+def test_an_entered_trace_explains_discovery_signal_risk_orders_and_exit() -> None:
+    _, s = explain(entered_trace)
+    assert s.verdict.outcome == "entered"
+    assert s.verdict.blocked_by is None
+    assert s.discovery is not None and s.discovery.accepted and s.discovery.heat == 82.4
+    assert s.discovery.components["momentum"] == 0.82
+    assert s.signal is not None and (s.signal.decision, s.signal.ml_score, s.signal.ml_threshold) == ("enter", 0.71, 0.6)
+    assert s.risk is not None and s.risk.approved
+    assert [(o.purpose, o.status, o.filled_qty) for o in s.orders] == [("entry", "filled", 166.0), ("take_profit", "filled", 166.0)]
+    assert s.orders[1].average_price == 0.3304
+    assert [p.action for p in s.positions] == ["open", "close"]
+    assert s.exit_purpose == "take_profit"
+    assert s.realised_pnl == pytest.approx((0.3304 - 0.3003) * 166 - 0.0498 - 0.0548)
+    assert "realised PnL +4.8920" in s.verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "stage", "blocker"),
+    [
+        (filter_rejected_trace, {"value": 4.0e5, "threshold": 1.0e6}, "discovery", Check("discovery", "min_quote_volume_24h", False, 4.0e5, 1.0e6)),
+        (rule_rejected_trace, {"value": 1.8, "threshold": 3.0}, "signal", Check("signal", "volume_surge_min", False, 1.8, 3.0)),
+        (risk_rejected_trace, {"open_positions": 3, "limit": 3}, "risk", Check("risk", "max_concurrent_positions", False, 3, 3)),
+    ],
+    ids=["filter", "rule", "risk"],
+)
+def test_a_rejected_trace_names_the_check_that_said_no(factory: Any, kwargs: dict[str, Any], stage: str, blocker: Check) -> None:
+    _, s = explain(factory, **kwargs)
+    assert s.verdict.outcome == "rejected"
+    assert s.verdict.stage == stage
+    assert s.verdict.blocked_by == blocker
+    assert blocker.name in s.verdict.reason
+    assert not s.orders
+
+
+def test_the_first_failing_check_in_chain_order_wins() -> None:
+    sink = RecordingSink()
+    c = sink.emit("candidate_snapshot", ts_ms=1, trace_id="t", payload={
+        "heat": 70.0, "components": {}, "rank": 1, "price": 1.0, "accepted": True,
+        "filters": [check("soft_filter", False, 1, 2)],  # failed but discovery still accepted
+    })  # fmt: skip
+    sink.emit("signal_snapshot", ts_ms=2, trace_id="t", cause=c, payload={
+        "decision": "skip", "reason": "two rules failed", "features": {},
+        "rules": [check("a", True, 1, 0), check("b", False, 0.1, 0.2), check("c", False, 5, 9)],
+    })  # fmt: skip
+    s = summarise("t", sink.events)
+    assert s.verdict.blocked_by == Check("signal", "b", False, 0.1, 0.2)
+
+
+def test_ml_score_below_threshold_is_named_when_every_rule_passed() -> None:
+    sink = RecordingSink()
+    sink.emit("signal_snapshot", ts_ms=2, trace_id="t", payload={
+        "decision": "skip", "reason": "ml score too low", "features": {}, "rules": [check("a", True, 1, 0)],
+        "ml_score": 0.41, "ml_threshold": 0.6,
+    })  # fmt: skip
+    assert summarise("t", sink.events).verdict.blocked_by == Check("signal", "ml_score", False, 0.41, 0.6)
+
+
+def test_an_entry_order_the_broker_rejected_says_so() -> None:
+    sink = RecordingSink()
+    a = sink.emit("order_attempt", ts_ms=1, trace_id="t", payload={
+        "client_order_id": "x", "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "1",
+    })  # fmt: skip
+    sink.emit("order_result", ts_ms=2, trace_id="t", cause=a, payload={"client_order_id": "x", "status": "rejected", "error_class": "non_retryable"})
+    v = summarise("t", sink.events).verdict
+    assert (v.outcome, v.stage) == ("entered", "execution")
+    assert "rejected by the broker (non_retryable)" in v.reason
+
+
+def test_a_trace_without_a_decision_is_open() -> None:
+    sink = RecordingSink()
+    written = filter_rejected_trace(sink)
+    sink.events[0] = replace(sink.events[0], payload={**sink.events[0].payload, "accepted": True, "filters": []})
+    assert summarise(written.trace_id, sink.events).verdict.outcome == "open"
+
+
+def test_the_tree_follows_cause() -> None:
+    sink = RecordingSink()
+    written = entered_trace(sink)
+    roots = build_tree(sink.trace(written.trace_id))
+    assert len(roots) == 1
+    chain = []
+    node = roots[0]
+    while True:
+        chain.append(node.event.kind)
+        if not node.children:
+            break
+        (node,) = node.children
+    assert chain[:4] == ["candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt"]
+    assert chain[-1] == "position_update" and len(chain) == 11
+
+
+def test_a_cause_outside_the_trace_makes_a_root() -> None:
+    sink = RecordingSink()
+    other = sink.emit("state_change", ts_ms=1, payload={"from": "tradeable", "to": "degraded", "reasons": []})
+    sink.emit("risk_event", ts_ms=2, trace_id="t", cause=other, payload={"code": "x", "level": "L1", "detail": ""})
+    assert [r.event.kind for r in build_tree(sink.trace("t"))] == ["risk_event"]
+
+
+def test_as_dict_is_plain_data() -> None:
+    import orjson
+
+    written, s = explain(rule_rejected_trace)
+    d = orjson.loads(orjson.dumps(as_dict(s)))
+    assert d["trace_id"] == written.trace_id
+    assert d["verdict"]["blocked_by"]["name"] == "volume_surge_min"
+    assert d["tree"][0]["children"][0]["kind"] == "signal_snapshot"
+    assert d["signal"]["rules"][2]["passed"] is False

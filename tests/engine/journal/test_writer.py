@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config.sections.journal import JournalSection
+from engine.errors import EventValidationError, JournalError
+from engine.journal.writer import Journal
+from tests.kit.events import (
+    entered_trace,
+    filter_rejected_trace,
+    risk_rejected_trace,
+    rule_rejected_trace,
+)
+from tests.kit.waiting import eventually
+
+FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
+
+
+def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def settings(**overrides: Any) -> JournalSection:
+    return JournalSection(**{"batch_size": 100, "flush_interval_ms": 20, "max_pending": 1000, **overrides})
+
+
+async def test_events_are_written_in_batches_of_batch_size(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(batch_size=100)) as j:
+        seqs = [j.emit("fill", ts_ms=i, payload=FILL) for i in range(250)]
+        await j.flush()
+        assert j.last_flushed_seq == 250
+        assert j.stats.batches == 3  # 100 + 100 + the 50 that flush() sealed
+        assert j.stats.written == 250
+    assert seqs == list(range(1, 251))
+    assert rows(path, "SELECT COUNT(*), MIN(seq), MAX(seq) FROM events") == [(250, 1, 250)]
+
+
+async def test_a_partial_batch_is_written_within_the_flush_interval(tmp_path: Path) -> None:
+    async with Journal.open(tmp_path / "j.sqlite", settings(flush_interval_ms=10)) as j:
+        j.emit("fill", ts_ms=1, payload=FILL)
+        await eventually(lambda: j.last_flushed_seq == 1, timeout=5)
+        assert j.stats.batches == 1
+
+
+async def test_seq_continues_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        for i in range(5):
+            j.emit("fill", ts_ms=i, payload=FILL)
+    async with Journal.open(path, settings()) as j:
+        assert j.last_flushed_seq == 5
+        assert j.emit("fill", ts_ms=9, payload=FILL) == 6
+    assert [r[0] for r in rows(path, "SELECT seq FROM events ORDER BY seq")] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_closing_flushes_everything(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(batch_size=1000, flush_interval_ms=60_000)) as j:
+        for i in range(42):
+            j.emit("fill", ts_ms=i, payload=FILL)
+        assert j.last_flushed_seq == 0
+    assert rows(path, "SELECT COUNT(*) FROM events") == [(42,)]
+
+
+async def test_payload_is_stored_as_json_with_the_contract_columns(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        first = j.emit("fill", ts_ms=7, payload=FILL, trace_id="abc", symbol="DOGE/USDT")
+        j.emit("order_result", ts_ms=8, payload={"client_order_id": "hc-1", "status": "filled", "error_class": None}, cause=first)
+    got = rows(path, "SELECT seq, ts_ms, trace_id, cause, kind, symbol, json_extract(payload, '$.price'), v FROM events")
+    assert got[0] == (1, 7, "abc", None, "fill", "DOGE/USDT", 0.3, 1)
+    assert got[1][3] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "message"),
+    [
+        ("nonsense", {"payload": {}}, "unknown event kind"),
+        ("fill", {"payload": {**FILL, "price": float("inf")}}, "not a finite number"),
+        ("fill", {"payload": {k: v for k, v in FILL.items() if k != "side"}}, "lacks required field 'side'"),
+        ("fill", {"payload": {**FILL, "extra": Decimal("1.5")}}, "not JSON-serialisable"),
+        ("fill", {"payload": FILL, "cause": 99}, "cause must be the seq of an earlier event"),
+        ("fill", {"payload": FILL, "trace_id": 12}, "trace_id must be a str"),
+        ("fill", {"payload": FILL, "symbol": b"DOGE"}, "symbol must be a str"),
+    ],
+    ids=["unknown-kind", "infinite", "missing-field", "decimal", "future-cause", "int-trace-id", "bytes-symbol"],
+)
+async def test_malformed_events_raise_and_are_counted_per_kind(tmp_path: Path, kind: str, kwargs: dict[str, Any], message: str) -> None:
+    async with Journal.open(tmp_path / "j.sqlite", settings()) as j:
+        j.emit("fill", ts_ms=1, payload=FILL)
+        with pytest.raises(EventValidationError, match=message):
+            j.emit(kind, ts_ms=2, **kwargs)
+        assert j.stats.rejected[kind] == 1
+        assert j.emit("fill", ts_ms=3, payload=FILL) == 2  # a rejected event takes no seq
+
+
+async def test_emit_after_close_is_an_error_not_a_silent_loss(tmp_path: Path) -> None:
+    async with Journal.open(tmp_path / "j.sqlite", settings()) as j:
+        pass
+    with pytest.raises(JournalError, match="closed"):
+        j.emit("fill", ts_ms=1, payload=FILL)
+
+
+async def test_wait_writable_blocks_above_max_pending_and_resumes_when_the_writer_drains(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(max_pending=1000, batch_size=100)) as j:
+        j.emit("fill", ts_ms=0, payload=FILL)
+        await j.flush()
+        blocker = sqlite3.connect(path, isolation_level=None)  # another process holding the write lock
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(10):
+                j.emit("fill", ts_ms=i, payload=FILL)
+            await asyncio.wait_for(j.wait_writable(), 2)  # below the mark: returns at once
+            for i in range(1000):
+                j.emit("fill", ts_ms=i, payload=FILL)
+            assert j.unwritten >= 1000
+            waiter = asyncio.create_task(j.wait_writable())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not waiter.done()
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        await asyncio.wait_for(waiter, 5)
+        assert j.unwritten < 1000
+    assert rows(path, "SELECT COUNT(*) FROM events") == [(1011,)]
+
+
+async def test_a_writer_failure_surfaces_on_flush_and_close_and_keeps_the_events(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    opened = Journal.open(path, settings())
+    j = await opened.__aenter__()
+    j.emit("fill", ts_ms=0, payload=FILL)
+    await j.flush()
+    with sqlite3.connect(path) as other:  # e.g. the disk filled up
+        other.execute("CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    j.emit("fill", ts_ms=1, payload=FILL)
+    with pytest.raises(JournalError, match=r"disk is full.*1 events are not written"):
+        await j.flush()
+    with pytest.raises(JournalError, match="writer stopped"):
+        await j.wait_writable()
+    with pytest.raises(JournalError, match="writer stopped"):
+        await opened.__aexit__(None, None, None)
+    assert rows(path, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("factory", "outcome"),
+    [(entered_trace, "entered"), (filter_rejected_trace, "rejected"), (rule_rejected_trace, "rejected"), (risk_rejected_trace, "rejected")],
+    ids=["entered", "filter", "rule", "risk"],
+)
+async def test_traces_table_records_first_seq_symbol_and_outcome(tmp_path: Path, factory: Any, outcome: str) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(batch_size=3)) as j:  # small batches: a trace spans several
+        trace = factory(j)
+    assert rows(path, "SELECT trace_id, first_seq, ts_ms, symbol, outcome FROM traces") == [
+        (trace.trace_id, 1, trace.ts_ms, trace.symbol, outcome)
+    ]
+
+
+async def test_entered_is_not_overridden_by_a_later_rejection(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        trace = entered_trace(j)
+        await j.flush()
+        j.emit("signal_snapshot", ts_ms=9, trace_id=trace.trace_id, payload={"decision": "hold", "reason": "", "rules": [], "features": {}})
+    assert rows(path, "SELECT outcome FROM traces") == [("entered",)]
+
+
+async def test_a_trace_continued_after_reopen_gets_a_second_row(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        trace = rule_rejected_trace(j)
+    async with Journal.open(path, settings()) as j:
+        j.emit("fill", ts_ms=9, trace_id=trace.trace_id, payload=FILL)
+    assert rows(path, "SELECT first_seq, outcome FROM traces WHERE trace_id = ? ORDER BY first_seq", (trace.trace_id,)) == [
+        (1, "rejected"),
+        (3, "open"),
+    ]
+
+
+async def test_a_file_that_is_not_a_journal_is_refused_with_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("just text, not sqlite " * 100)
+    with pytest.raises(JournalError, match=r"cannot open journal .*notes\.sqlite"):
+        async with Journal.open(path, settings()):
+            pass
+
+
+async def test_a_reader_sees_flushed_events_while_the_writer_is_open(tmp_path: Path) -> None:
+    from engine.journal.reader import JournalReader
+
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        trace = entered_trace(j)
+        await j.flush()
+        with JournalReader(path) as reader:
+            assert len(reader.trace(trace.trace_id)) == 11
+        j.emit("fill", ts_ms=5, trace_id=trace.trace_id, payload=FILL)
+        await j.flush()
+        with JournalReader(path) as reader:
+            assert len(reader.trace(trace.trace_id)) == 12

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from hotcoin_tui.cli import app
+from hotcoin_tui.commands.journal_cmd import parse_time
+from tests.kit.domain import T0
+from tests.kit.events import (
+    WrittenTrace,
+    build_journal,
+    entered_trace,
+    filter_rejected_trace,
+    risk_rejected_trace,
+    rule_rejected_trace,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, WrittenTrace]]:
+    path = tmp_path_factory.mktemp("cli") / "journal.sqlite"
+    written = build_journal(
+        path,
+        [
+            lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0),
+            lambda s: filter_rejected_trace(s, symbol="PEPE/USDT", ts_ms=T0 + 60_000),
+            lambda s: rule_rejected_trace(s, symbol="SHIB/USDT", ts_ms=T0 + 120_000),
+            lambda s: risk_rejected_trace(s, symbol="WIF/USDT", ts_ms=T0 + 180_000),
+        ],
+    )
+    return path, dict(zip(["entered", "filter", "rule", "risk"], written, strict=True))
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})  # wide enough not to wrap
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("entered", ["ENTERED", "Verdict: entered and closed, realised PnL +4.8920", "take_profit", "fill buy 166 @ 0.3003",
+                     "exit by take_profit: realised PnL +4.8920", "#11"]),
+        ("filter", ["REJECTED", "Why not at discovery: filter min_quote_volume_24h failed: value 400,000, threshold 1,000,000",
+                    "not accepted", "✘ min_quote_volume_24h"]),
+        ("rule", ["REJECTED", "Why not at signal: rule volume_surge_min failed: value 1.8, threshold 3",
+                  "decision skip", "✘ volume_surge_min  value 1.8  threshold 3  <- said no"]),
+        ("risk", ["REJECTED", "Why not at risk: risk check max_concurrent_positions failed: value 3, threshold 3",
+                  "Risk  refused", "✔ engine_state"]),
+    ],
+    ids=["entered", "filter", "rule", "risk"],
+)  # fmt: skip
+def test_replay_explains_each_kind_of_trace(journal: tuple[Path, dict[str, WrittenTrace]], name: str, expected: list[str]) -> None:
+    path, traces = journal
+    code, out, err = invoke("replay", traces[name].trace_id, "--journal", str(path))
+    assert code == 0, err
+    assert traces[name].trace_id in out
+    for text in expected:
+        assert text in out, text
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome", "stage", "blocker"),
+    [
+        ("entered", "entered", None, None),
+        ("filter", "rejected", "discovery", {"stage": "discovery", "name": "min_quote_volume_24h", "passed": False, "value": 4.0e5, "threshold": 1.0e6}),
+        ("rule", "rejected", "signal", {"stage": "signal", "name": "volume_surge_min", "passed": False, "value": 1.8, "threshold": 3.0}),
+        ("risk", "rejected", "risk", {"stage": "risk", "name": "max_concurrent_positions", "passed": False, "value": 3, "threshold": 3}),
+    ],
+    ids=["entered", "filter", "rule", "risk"],
+)  # fmt: skip
+def test_replay_json(journal: tuple[Path, dict[str, WrittenTrace]], name: str, outcome: str, stage: str | None, blocker: dict[str, object] | None) -> None:
+    path, traces = journal
+    code, out, err = invoke("replay", traces[name].trace_id, "--journal", str(path), "--json")
+    assert code == 0, err
+    data = orjson.loads(out)
+    assert data["trace_id"] == traces[name].trace_id
+    assert data["verdict"]["outcome"] == outcome
+    assert data["verdict"]["stage"] == stage
+    assert data["verdict"]["blocked_by"] == blocker
+    assert [e["seq"] for e in data["raw_events"]] == sorted(traces[name].seqs.values())
+    assert data["tree"][0]["kind"] == "candidate_snapshot"
+    if name == "entered":
+        assert data["realised_pnl"] == pytest.approx(4.892)
+        assert [o["purpose"] for o in data["orders"]] == ["entry", "take_profit"]
+
+
+def test_replay_accepts_a_unique_prefix(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, traces = journal
+    code, out, _ = invoke("replay", traces["rule"].trace_id[:7], "--journal", str(path))
+    assert code == 0
+    assert traces["rule"].trace_id in out
+
+
+def test_replay_unknown_id_exits_1_with_the_nearest_ids(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, traces = journal
+    code, _, err = invoke("replay", "zzzzzzzz", "--journal", str(path))
+    assert code == 1
+    assert "no trace 'zzzzzzzz'" in err and "nearest:" in err
+    assert max(t.trace_id for t in traces.values()) in err
+
+
+def test_replay_ambiguous_prefix_exits_1_listing_candidates(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    written = build_journal(path, [partial(filter_rejected_trace, symbol=f"C{i}/USDT") for i in range(40)])
+    ids = sorted(t.trace_id for t in written)
+    shared = next(a[0] for a, b in itertools.pairwise(ids) if a[0] == b[0])
+    code, _, err = invoke("replay", shared, "--journal", str(path))
+    assert code == 1
+    assert "ambiguous" in err
+    assert sum(i in err for i in ids if i.startswith(shared)) >= 2
+
+
+def test_missing_journal_exits_2_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.sqlite"
+    for args in (["replay", "abc"], ["traces"], ["journal", "export"], ["journal", "check"]):
+        code, _, err = invoke(*args, "--journal", str(missing))
+        assert code == 2, args
+        assert f"no journal at {missing}" in err
+        assert "--journal" in err
+
+
+def test_default_journal_comes_from_the_config(tmp_path: Path, journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, traces = journal
+    config = tmp_path / "config.toml"
+    config.write_text(f'[journal]\npath = "{path}"\n')
+    code, out, err = invoke("replay", traces["risk"].trace_id, "--config", str(config))
+    assert code == 0, err
+    assert "max_concurrent_positions" in out
+
+
+def test_journal_env_var_sets_the_path(journal: tuple[Path, dict[str, WrittenTrace]], monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = journal
+    monkeypatch.setenv("HOTCOIN_JOURNAL", str(path))
+    code, out, err = invoke("traces", "--json")
+    assert code == 0, err
+    assert len(orjson.loads(out)) == 4
+
+
+def test_traces_lists_newest_first_with_filters(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, traces = journal
+
+    def ids(*extra: str) -> list[str]:
+        code, out, err = invoke("traces", "--journal", str(path), "--json", *extra)
+        assert code == 0, err
+        return [r["trace_id"] for r in orjson.loads(out)]
+
+    t = {k: v.trace_id for k, v in traces.items()}
+    assert ids() == [t["risk"], t["rule"], t["filter"], t["entered"]]
+    assert ids("--outcome", "entered") == [t["entered"]]
+    assert ids("--outcome", "rejected", "--limit", "2") == [t["risk"], t["rule"]]
+    assert ids("--symbol", "PEPE/USDT") == [t["filter"]]
+    assert ids("--since", "2021-04-16T00:02:00") == [t["risk"], t["rule"]]
+    code, out, _ = invoke("traces", "--journal", str(path))
+    assert code == 0
+    assert out.index(t["risk"]) < out.index(t["entered"])
+    assert "entered" in out and "rejected" in out
+
+
+def test_traces_rejects_a_bad_time(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, _ = journal
+    code, _, err = invoke("traces", "--journal", str(path), "--since", "yesterday-ish")
+    assert code == 2
+    assert "relative age" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30m", 10_000_000 - 1_800_000), ("2h", 10_000_000 - 7_200_000), ("1.5s", 10_000_000 - 1500),
+     ("1970-01-01T00:00:01", 1000), ("1970-01-01T01:00:01+01:00", 1000)],
+    ids=["minutes", "hours", "fractional", "iso-naive-is-utc", "iso-with-zone"],
+)  # fmt: skip
+def test_parse_time(text: str, expected: int) -> None:
+    assert parse_time(text, "--since", now_ms=10_000_000) == expected
+
+
+def test_export_writes_jsonl_for_a_time_window(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    out = tmp_path / "events.jsonl"
+    code, _, err = invoke("journal", "export", "--journal", str(path), "--out", str(out))
+    assert code == 0
+    assert "exported 17 events" in err
+    lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert [x["seq"] for x in lines] == list(range(1, 18))
+    assert lines[0]["payload"]["filters"][0]["name"] == "min_quote_volume_24h"
+    code, stdout, _ = invoke(
+        "journal", "export", "--journal", str(path), "--since", "2021-04-16T00:01:00", "--until", "2021-04-16T00:02:00"
+    )
+    assert code == 0
+    assert [orjson.loads(x)["kind"] for x in stdout.splitlines()] == ["candidate_snapshot"]
+
+
+def test_journal_check_reports_integrity_and_counts(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, _ = journal
+    code, out, err = invoke("journal", "check", "--journal", str(path), "--json")
+    assert code == 0, err
+    (report,) = orjson.loads(out)
+    assert report["integrity"] == "ok"
+    assert report["events"] == 17
+    assert report["traces"] == {"entered": 1, "rejected": 3}
+    assert report["kinds"]["fill"] == 2
+    code, out, _ = invoke("journal", "check", "--journal", str(path))
+    assert code == 0
+    assert "ok" in out and "journal.sqlite" in out
+
+
+def test_the_command_module_defers_the_heavy_imports() -> None:
+    """`hotcoin replay` starts fast: the reader, the model and rich load only when a command runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import hotcoin_tui.commands.journal_cmd; "
+        "print([m for m in ('engine.journal.reader', 'engine.journal.trace', 'hotcoin_tui.replay_view', 'aiosqlite') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

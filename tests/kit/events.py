@@ -1,0 +1,180 @@
+"""Journal test kit: a recording `EventSink` fake, and factories that emit realistic, complete
+traces (linked by `cause`) into any sink, a real `Journal` included.
+
+    entered_trace(sink)          candidate -> signal enter -> risk approved -> entry order,
+                                 fill, position open -> take-profit exit, position closed
+    filter_rejected_trace(sink)  discovery filter failed
+    rule_rejected_trace(sink)    a signal rule failed
+    risk_rejected_trace(sink)    a risk check failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import EventValidationError
+from engine.journal.events import EventSink, JournalEvent, check, make_trace_id, validate_event
+from engine.journal.writer import Journal
+
+from .domain import T0
+
+
+class RecordingSink:
+    """In-memory `EventSink`: validates like the journal, assigns seqs, keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[JournalEvent] = []
+
+    def emit(
+        self,
+        kind: str,
+        *,
+        ts_ms: int,
+        payload: Mapping[str, Any],
+        trace_id: str | None = None,
+        symbol: str | None = None,
+        cause: int | None = None,
+    ) -> int:
+        v = validate_event(kind, ts_ms, payload)
+        if cause is not None and not 0 < cause <= len(self.events):
+            raise EventValidationError(f"{kind}: cause {cause} is not an earlier event")
+        seq = len(self.events) + 1
+        self.events.append(JournalEvent(seq, ts_ms, kind, dict(payload), trace_id, symbol, cause, v))
+        return seq
+
+    def trace(self, trace_id: str) -> list[JournalEvent]:
+        return [e for e in self.events if e.trace_id == trace_id]
+
+
+@dataclass(frozen=True)
+class WrittenTrace:
+    trace_id: str
+    symbol: str
+    outcome: str
+    ts_ms: int
+    seqs: dict[str, int] = field(default_factory=dict)  # step name -> seq
+
+
+def _candidate(heat: float, price: float, filters: list[dict[str, Any]], accepted: bool) -> dict[str, Any]:
+    return {
+        "heat": heat,
+        "components": {"momentum": 0.82, "volume_surge": 0.74, "listing_freshness": 0.0, "social_velocity": 0.1},
+        "rank": 2,
+        "price": price,
+        "filters": filters,
+        "accepted": accepted,
+        "quote_volume_24h": 5.2e7,
+        "returns": {"1m": 0.006, "5m": 0.041, "15m": 0.066, "60m": 0.12},
+        "sources": ["ticker"],
+    }
+
+
+_PASSING_FILTERS = [
+    check("min_quote_volume_24h", True, 5.2e7, 1e6),
+    check("max_spread_bps", True, 8.0, 30.0),
+    check("not_blacklisted", True, True, True),
+]
+_RULES = [
+    check("heat_min", True, 82.4, 60.0),
+    check("ret_5m_min", True, 0.041, 0.02),
+    check("volume_surge_min", True, 4.1, 3.0),
+]
+_FEATURES = {"ret_1m": 0.006, "ret_5m": 0.041, "ret_15m": 0.066, "volume_surge": 4.1, "rsi_14": 68.2}
+_RISK = [
+    check("engine_state", True, "tradeable", "tradeable"),
+    check("max_concurrent_positions", True, 1, 3),
+    check("daily_loss_pct", True, -0.4, -3.0),
+]
+
+
+def _start(sink: EventSink, symbol: str, ts: int, tag: str, filters: list[dict[str, Any]], accepted: bool) -> tuple[str, int]:
+    trace_id = make_trace_id("kit-run", symbol, ts, tag)
+    seq = sink.emit(
+        "candidate_snapshot", ts_ms=ts, trace_id=trace_id, symbol=symbol, payload=_candidate(82.4, 0.3, filters, accepted)
+    )
+    return trace_id, seq
+
+
+def _signal(sink: EventSink, trace_id: str, symbol: str, ts: int, cause: int, rules: list[dict[str, Any]], decision: str, reason: str) -> int:
+    payload = {"decision": decision, "reason": reason, "rules": rules, "features": _FEATURES, "ml_score": 0.71, "ml_threshold": 0.6}
+    return sink.emit("signal_snapshot", ts_ms=ts, trace_id=trace_id, symbol=symbol, cause=cause, payload=payload)
+
+
+def entered_trace(sink: EventSink, *, symbol: str = "DOGE/USDT", ts_ms: int = T0, hold_ms: int = 420_000) -> WrittenTrace:
+    """A full winning trade: entry at ~0.3003, take-profit exit at ~0.3304 `hold_ms` later."""
+    s: dict[str, int] = {}
+    trace_id, s["candidate"] = _start(sink, symbol, ts_ms, "entered", _PASSING_FILTERS, True)
+
+    def emit(step: str, kind: str, ts: int, cause: str, payload: dict[str, Any]) -> None:
+        s[step] = sink.emit(kind, ts_ms=ts, trace_id=trace_id, symbol=symbol, cause=s[cause], payload=payload)
+
+    s["signal"] = _signal(sink, trace_id, symbol, ts_ms + 3, s["candidate"], _RULES, "enter", "all rules passed; ml 0.71 >= 0.60")
+    emit("risk", "risk_check", ts_ms + 4, "signal", {"approved": True, "checks": _RISK, "allocation_quote": 50.0})
+    entry_id, exit_id = f"hc-{trace_id}-e1", f"hc-{trace_id}-x1"
+    emit("entry_order", "order_attempt", ts_ms + 5, "risk", {
+        "client_order_id": entry_id, "side": "buy", "order_type": "market", "purpose": "entry",
+        "quantity": "166", "reference_price": 0.3,
+    })  # fmt: skip
+    emit("entry_result", "order_result", ts_ms + 40, "entry_order",
+         {"client_order_id": entry_id, "status": "filled", "error_class": None, "exchange_order_id": "9001"})  # fmt: skip
+    emit("entry_fill", "fill", ts_ms + 41, "entry_result",
+         {"client_order_id": entry_id, "side": "buy", "price": 0.3003, "quantity": 166.0, "fee_quote": 0.0498})  # fmt: skip
+    emit("opened", "position_update", ts_ms + 42, "entry_fill",
+         {"action": "open", "quantity": 166.0, "entry_price": 0.3003, "realised_pnl": 0.0})  # fmt: skip
+    t = ts_ms + hold_ms
+    emit("exit_order", "order_attempt", t, "opened", {
+        "client_order_id": exit_id, "side": "sell", "order_type": "market", "purpose": "take_profit",
+        "quantity": "166", "reason": "tp1 +10% reached",
+    })  # fmt: skip
+    emit("exit_result", "order_result", t + 30, "exit_order",
+         {"client_order_id": exit_id, "status": "filled", "error_class": None, "exchange_order_id": "9002"})  # fmt: skip
+    emit("exit_fill", "fill", t + 31, "exit_result",
+         {"client_order_id": exit_id, "side": "sell", "price": 0.3304, "quantity": 166.0, "fee_quote": 0.0548})  # fmt: skip
+    pnl = round((0.3304 - 0.3003) * 166.0 - 0.0498 - 0.0548, 6)
+    emit("closed", "position_update", t + 32, "exit_fill",
+         {"action": "close", "quantity": 0.0, "entry_price": 0.3003, "realised_pnl": pnl})  # fmt: skip
+    return WrittenTrace(trace_id, symbol, "entered", ts_ms, s)
+
+
+def filter_rejected_trace(
+    sink: EventSink, *, symbol: str = "PEPE/USDT", ts_ms: int = T0, value: float = 4.0e5, threshold: float = 1.0e6
+) -> WrittenTrace:
+    """Discovery saw heat but the 24 h quote volume filter failed."""
+    filters = [_PASSING_FILTERS[1], check("min_quote_volume_24h", False, value, threshold), _PASSING_FILTERS[2]]
+    trace_id, seq = _start(sink, symbol, ts_ms, "filter", filters, False)
+    return WrittenTrace(trace_id, symbol, "rejected", ts_ms, {"candidate": seq})
+
+
+def rule_rejected_trace(
+    sink: EventSink, *, symbol: str = "SHIB/USDT", ts_ms: int = T0, value: float = 1.8, threshold: float = 3.0
+) -> WrittenTrace:
+    """Discovery accepted it; the volume-surge rule said no."""
+    trace_id, cand = _start(sink, symbol, ts_ms, "rule", _PASSING_FILTERS, True)
+    rules = [_RULES[0], _RULES[1], check("volume_surge_min", False, value, threshold)]
+    sig = _signal(sink, trace_id, symbol, ts_ms + 3, cand, rules, "skip", "rule volume_surge_min failed")
+    return WrittenTrace(trace_id, symbol, "rejected", ts_ms, {"candidate": cand, "signal": sig})
+
+
+def risk_rejected_trace(sink: EventSink, *, symbol: str = "WIF/USDT", ts_ms: int = T0, open_positions: int = 3, limit: int = 3) -> WrittenTrace:
+    """The signal said enter; risk refused: too many open positions."""
+    trace_id, cand = _start(sink, symbol, ts_ms, "risk", _PASSING_FILTERS, True)
+    sig = _signal(sink, trace_id, symbol, ts_ms + 3, cand, _RULES, "enter", "all rules passed; ml 0.71 >= 0.60")
+    checks = [_RISK[0], check("max_concurrent_positions", False, open_positions, limit), _RISK[2]]
+    risk = sink.emit(
+        "risk_check", ts_ms=ts_ms + 4, trace_id=trace_id, symbol=symbol, cause=sig, payload={"approved": False, "checks": checks}
+    )
+    return WrittenTrace(trace_id, symbol, "rejected", ts_ms, {"candidate": cand, "signal": sig, "risk": risk})
+
+
+def build_journal(path: Path, steps: Sequence[Callable[[EventSink], WrittenTrace]]) -> list[WrittenTrace]:
+    """Write the given trace factories into a real journal file (for sync tests, e.g. CLI)."""
+
+    async def write() -> list[WrittenTrace]:
+        async with Journal.open(path) as journal:
+            return [step(journal) for step in steps]
+
+    return asyncio.run(write())
