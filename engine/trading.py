@@ -119,6 +119,7 @@ class TradingCore:
         self.clusters = Clusters(settings.risk)
         self.cash = settings.capital.active.capital
         self.engine_state = EngineState.TRADEABLE
+        self.paused = False  # the operator paused new entries (exits continue)
         self.causes: dict[str, int] = {}  # client order id -> seq of the event that decided it
         self._quotes = _Quotes()
         self._pending: dict[str, _PendingEntry] = {}
@@ -267,6 +268,7 @@ class TradingCore:
         """The checks that are the same for every candidate of one cycle."""
         return [
             check("engine_state", self.engine_state.allows_entries, self.engine_state.value, EngineState.TRADEABLE.value),
+            check("operator_pause", not self.paused, self.paused, False),
             check("close_all", self._close_all is None, self._close_all is not None, False),
             *self.risk.entry_checks(now_ms),
         ]

@@ -214,8 +214,9 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
         orders=tuple(orders.values()),
         positions=tuple(positions),
         exit_purpose=exits[-1].purpose if exits else None,
-        realised_pnl=closed.realised_pnl if closed else None,
-        verdict=_verdict(discovery, signal, risk, list(orders.values()), closed),
+        # Each position_update carries the PnL its own fill realised: the trade's total is their sum.
+        realised_pnl=sum(step.realised_pnl for step in positions) if closed else None,
+        verdict=_verdict(discovery, signal, risk, list(orders.values()), closed, positions),
         roots=build_tree(ordered),
     )
 
@@ -226,6 +227,7 @@ def _verdict(
     risk: RiskView | None,
     orders: list[OrderView],
     closed: PositionStep | None,
+    positions: list[PositionStep],
 ) -> Verdict:
     """Chain order: discovery -> signal -> risk -> entry order. The first stage that said no is
     the answer, and within it the first failing check."""
@@ -235,7 +237,9 @@ def _verdict(
             cls = f" ({entry.error_class})" if entry.error_class else ""
             return Verdict("entered", "execution", None, f"entry order {entry.status} by the broker{cls}")
         if closed is not None:
-            return Verdict("entered", None, None, f"entered and closed, realised PnL {closed.realised_pnl:+.4f}")
+            return Verdict(
+                "entered", None, None, f"entered and closed, realised PnL {sum(p.realised_pnl for p in positions):+.4f}"
+            )
         return Verdict("entered", None, None, "entered; position still open")
     if discovery is not None and not discovery.accepted:
         return _rejected("discovery", discovery.filters, "candidate not accepted by discovery")

@@ -1,0 +1,125 @@
+"""Where the runtime's market data comes from: one small interface, two sources.
+
+`SimFeed` runs the simulated market in-process on a sim clock (the offline demo);
+`GatewayFeed` reads a real (or Binance-compatible) exchange through the gateway.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator
+
+from engine.clock import SimClock
+from engine.domain import Candle, Market, TickerBatch
+from engine.runtime.snapshot import StreamRow
+from engine.sim.base import RingMarket
+
+
+class MarketFeed(abc.ABC):
+    @abc.abstractmethod
+    async def next_batch(self) -> TickerBatch:
+        """Wait for the next full-market ticker update."""
+
+    async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        """Batches from before the start, `step_ms` apart, so discovery's windows (up to 60 min)
+        are filled when trading begins instead of an hour later. None by default."""
+        return
+        yield  # pragma: no cover - makes this an async generator
+
+    @abc.abstractmethod
+    async def markets(self) -> dict[str, Market]:
+        """Tradable markets with their filters, keyed by symbol."""
+
+    @abc.abstractmethod
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        """Recent candles, the last possibly still open."""
+
+    @abc.abstractmethod
+    def book(self, symbol: str) -> tuple[float, float]:
+        """Best bid and ask now, for paper fills."""
+
+    @abc.abstractmethod
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        """Freshness of each stream, for the state machine and the UI."""
+
+    @abc.abstractmethod
+    def data_age_s(self, now_ms: int) -> float | None:
+        """Seconds since the last market message."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections."""
+
+
+class SimFeed(MarketFeed):
+    """The simulated market, advanced to the sim clock's time on every batch.
+
+    One batch per `interval_ms` of sim time, but never more often than `min_wall_s` of wall
+    time: at x1000 the feed skips ahead instead of flooding the core with batches. A market
+    that starts before the clock (`market.now_ms < clock.start_ms`) is fast-forwarded through
+    `warmup()` in steps as fine as discovery's slots.
+
+    `lockstep=True` ignores the wall clock: every batch is exactly `interval_ms` of sim time
+    after the previous one and nothing sleeps. Runs are then deterministic, which is what the
+    runtime-vs-backtest parity test and fast soak runs need.
+    """
+
+    def __init__(
+        self,
+        market: RingMarket,
+        clock: SimClock,
+        interval_ms: int = 1000,
+        min_wall_s: float = 0.05,
+        *,
+        lockstep: bool = False,
+    ) -> None:
+        self.market = market
+        self.clock = clock
+        self._interval_ms = interval_ms
+        self._min_wall_s = min_wall_s
+        self._lockstep = lockstep
+        self._last_ms: int | None = None
+        self._markets: dict[str, Market] = {}
+
+    async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        t = self.market.now_ms
+        while t + step_ms <= self.clock.start_ms:
+            t += step_ms
+            self.market.advance_to(t)
+            self._last_ms = t
+            yield self.market.tickers()
+            await asyncio.sleep(0)  # let the UI breathe while we catch up
+
+    async def next_batch(self) -> TickerBatch:
+        if self._lockstep:
+            now = self.clock.start_ms if self._last_ms is None else self._last_ms + self._interval_ms
+            await asyncio.sleep(0)  # a cycle still yields to the loop (commands, UI)
+            self.market.advance_to(now)
+            self._last_ms = now
+            return self.market.tickers()
+        if self._last_ms is not None:
+            target = self._last_ms + self._interval_ms
+            wait = max(self._min_wall_s, self.clock.to_wall_seconds(target - self.clock.now_ms()))
+            await asyncio.sleep(wait)
+        now = max(self.clock.now_ms(), self.market.now_ms)
+        self.market.advance_to(now)
+        self._last_ms = now
+        return self.market.tickers()
+
+    async def markets(self) -> dict[str, Market]:
+        if len(self._markets) != len(self.market.symbols):  # a listing appeared
+            self._markets = {m.symbol: m for m in self.market.markets()}
+        return self._markets
+
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        return self.market.klines(symbol, timeframe, limit=limit)
+
+    def book(self, symbol: str) -> tuple[float, float]:
+        bid, _, ask, _ = self.market.book(symbol)
+        return bid, ask
+
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        return (StreamRow("sim-market", "connected", self._last_ms, "in-process simulated market"),)
+
+    def data_age_s(self, now_ms: int) -> float | None:
+        return None if self._last_ms is None else max(0.0, (now_ms - self._last_ms) / 1000)

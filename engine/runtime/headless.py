@@ -1,0 +1,42 @@
+"""Run an engine session with nobody watching: until the duration, SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from engine.config import HotcoinConfig
+from engine.runtime.session import RunOptions, open_session
+
+log = logging.getLogger("hotcoin.run")
+
+
+async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: float | None) -> str:
+    """Trade until done; returns a short human summary (run id, trades, PnL, journal)."""
+    async with open_session(config, options) as session:
+        engine = session.engine
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, engine.stop)
+        log.info(
+            "engine started",
+            extra={"run_id": session.run_id, "journal": str(session.journal_path), "ops_port": session.ops_port},
+        )
+        try:
+            await engine.run(duration_s)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        snap = engine.hub.latest
+        core = engine.core
+        pnl = 0.0 if core is None else core.equity() - config.trading.capital.active.capital
+        held = 0 if core is None else len(core.book.holdings)
+        lines = [
+            f"run {session.run_id}: {engine.stats.cycles} cycles, {engine.stats.intents} orders, "
+            f"{engine.stats.fills} fills, {held} open position(s), PnL {pnl:+.2f}",
+            f"state {snap.status.state if snap else 'starting'}; journal {session.journal_path}",
+            f"explain: hotcoin traces --journal {session.journal_path}",
+        ]
+        log.info("engine stopped", extra={"run_id": session.run_id, "cycles": engine.stats.cycles})
+        return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""`hotcoin run`: the headless engine. Ctrl-C and SIGTERM shut it down cleanly (journal
+flushed, positions recorded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def cli_overrides(
+    *,
+    exchange: str | None,
+    endpoint: str | None,
+    journal: Path | None,
+    seed: int | None,
+    symbols: int | None,
+    http_port: int | None,
+) -> dict[str, Any]:
+    """Flags as dotted config keys: the top layer of the config (defaults < file < env < flags)."""
+    out: dict[str, Any] = {}
+    if exchange is not None:
+        out["exchange.name"] = exchange
+    if endpoint is not None:
+        out["exchange.endpoint"] = endpoint
+    if journal is not None:
+        out["journal.path"] = str(journal)
+    if seed is not None:
+        out["sim.seed"] = seed
+    if symbols is not None:
+        out["sim.symbols"] = symbols
+    if http_port is not None:
+        out["ops.http_port"] = http_port
+    return out
+
+
+def run(
+    config: ConfigOpt = None,
+    journal: JournalOpt = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Simulated market in-process, paper broker (default when no exchange is configured).")] = False,
+    exchange: Annotated[str | None, typer.Option("--exchange", help="`binance` for Binance spot; `sim` for the simulated market.")] = None,
+    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills (default).")] = False,
+    yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
+    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
+    duration: Annotated[float | None, typer.Option("--duration", min=0, help="Stop after this many wall seconds.")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the simulated market.")] = None,
+    symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
+    no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /health and /metrics.")] = False,
+    http_port: Annotated[int | None, typer.Option("--http-port", help="Port for /health and /metrics (0: any free port).")] = None,
+) -> None:
+    """Run the engine headless: discover, decide, trade, journal."""
+    import asyncio
+
+    from engine.config import load_config
+    from engine.ops.logs import configure_logging
+    from engine.runtime.headless import run_headless
+    from engine.runtime.session import RunOptions
+
+    loaded = load_config(
+        config,
+        cli=cli_overrides(exchange=exchange, endpoint=endpoint, journal=journal, seed=seed, symbols=symbols, http_port=http_port),
+    )
+    configure_logging(loaded.config.log_level)
+    options = RunOptions(
+        demo=demo or loaded.config.exchange.name == "sim",
+        live=live,
+        confirm_live=yes_really,
+        speed=speed,
+        http=not no_http,
+    )
+    summary = asyncio.run(run_headless(loaded.config, options, duration))
+    typer.echo(summary)

@@ -1,0 +1,99 @@
+"""A scripted pump on the simulated market goes candidate -> signal -> entry -> take-profit
+exit under one trace, and `hotcoin replay` renders that trace end to end (paper broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.journal.reader import JournalReader
+from engine.runtime.client import Command
+from hotcoin_tui.cli import app
+from tests.kit.engine import pump_rig
+from tests.kit.waiting import eventually
+
+
+async def test_scripted_pump_is_traded_and_explained(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        # Entered, then flat again through take-profit tiers (sim time runs ~1 h per second).
+        await eventually(lambda: engine.stats.fills >= 2 and engine.core is not None and not engine.core.book.holdings, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        await rig.journal.flush()
+
+    with JournalReader(path) as reader:
+        entered = reader.traces(outcome="entered", limit=10)
+        assert entered, "no trace entered"
+        trace_id = entered[-1].trace_id
+        events = reader.trace(trace_id)
+    kinds = [e.kind for e in events]
+    assert {e.symbol for e in events} == {rig.pump_symbol}
+    for kind in ("candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt", "order_result", "fill", "position_update"):
+        assert kind in kinds, f"{kind} missing from the trace"
+    purposes = [e.payload["purpose"] for e in events if e.kind == "order_attempt"]
+    assert purposes[0] == "entry"
+    assert "take_profit" in purposes
+    assert events[-1].kind == "position_update"
+    assert events[-1].payload["action"] == "close"
+    # The entry chain is a path in the tree: each step caused by the one before it.
+    by_seq = {e.seq: e for e in events}
+    chain = [events[-1]]
+    while chain[-1].cause in by_seq:
+        chain.append(by_seq[chain[-1].cause])  # type: ignore[index]
+    assert chain[-1].kind == "candidate_snapshot"
+    assert all(e.cause is None or e.cause < e.seq for e in events)
+
+    result = CliRunner().invoke(app, ["replay", trace_id[:10], "--journal", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "entered and closed" in result.output
+    assert "take_profit" in result.output
+    assert rig.pump_symbol in result.output
+
+
+async def test_pause_blocks_entries_and_resume_allows_them(tmp_path: Path) -> None:
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        result = await engine.command(Command.PAUSE, "test")
+        assert result.accepted
+        await eventually(lambda: engine.stats.cycles > 400, timeout=60)  # well past the pump's start
+        assert engine.stats.fills == 0
+        snap = engine.hub.latest
+        assert snap is not None
+        assert snap.status.paused
+        await engine.command(Command.RESUME, "test")
+        await engine.command(Command.SHUTDOWN, "test")
+        await asyncio.wait_for(task, 10)
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        commands = [e.payload["command"] for e in reader.events(kinds=["command"])]
+        rejected = [e for e in reader.events(kinds=["risk_check"]) if not e.payload["approved"]]
+    assert commands == ["pause", "resume", "shutdown"]
+    assert rejected, "paused entries were not journaled as refused"
+
+
+async def test_close_all_flattens_and_is_idempotent(tmp_path: Path) -> None:
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and bool(engine.core.book.holdings), timeout=60)
+        first, second = await asyncio.gather(
+            engine.command(Command.CLOSE_ALL, "test"), engine.command(Command.CLOSE_ALL, "test")
+        )
+        assert first.accepted, first.message
+        assert second.accepted, second.message
+        assert engine.core is not None
+        assert not engine.core.book.holdings
+        snap = engine.hub.latest
+        assert snap is not None
+        assert snap.close_all is not None
+        assert snap.close_all.done
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        exits = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
+    assert len(exits) == 1, "close-all pressed twice must sell once"
