@@ -24,3 +24,27 @@ class ExchangeSection(Section):
         10000, ge=1000, description="WebSocket ping interval; a half-open socket is detected in ~2x this."
     )
     request_timeout_ms: int = Field(10000, ge=500, description="REST request timeout.")
+    enable_rate_limit: bool | None = Field(
+        None, description="ccxt's client-side request pacing; None = on, except off for a loopback endpoint."
+    )
+    max_connection_age_s: float = Field(
+        85_800.0,
+        ge=1.0,
+        description="Planned make-before-break reconnect of each stream after this age "
+        "(Binance drops connections at 24 h; default 23 h 50 m).",
+    )
+    markets_refresh_s: float = Field(
+        3600.0, ge=1.0, description="Reload market info (filters, status) this often; a failure retries in 5 min."
+    )
+    ticker_decoder: Literal["ccxt", "fast"] = Field(
+        "ccxt",
+        description="Full-market ticker stream reader: `ccxt` (ccxt.pro) or `fast` "
+        "(raw WebSocket + orjson straight into arrays, several times cheaper).",
+    )
+    stale_stream_s: float = Field(
+        30.0,
+        ge=0.0,
+        description="A market-data stream silent this long is treated as dropped and re-dialled "
+        "(Binance pushes tickers every second); 0 turns the watchdog off.",
+    )
+    candle_cache_entries: int = Field(500, ge=1, description="Candle fetches kept in memory (LRU bound).")

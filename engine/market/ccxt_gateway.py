@@ -1,0 +1,470 @@
+"""`Gateway` over ccxt.pro Binance spot (or any Binance-compatible host via `exchange.endpoint`).
+
+Layout: one ccxt instance for REST, and one per stream (full-market tickers, each candle
+subscription, orders, balance), each wrapped in a `ResilientStream`. A stream per instance
+lets a stream be closed, replaced or rotated (make-before-break) without touching the
+others; markets are loaded once over REST and handed to every stream instance.
+
+REST calls go through `engine.market.rest_guard.RestGuard`: a rate-limit silence after HTTP
+429/418 is honoured for every call (nothing is sent until it ends; `RateLimitedError` says
+until when), and every ccxt exception becomes the `engine.errors.OrderError` subclass of
+`engine.market.errors`. Streams share the same silence.
+
+Orders are sent with the intent's client order id (`newClientOrderId`), quantity floored to
+stepSize and price rounded to tickSize, as exact decimal strings. Binance only rejects a
+duplicate client id while the first order is open, so after an UNKNOWN failure the caller
+must `fetch_order` by that id before any retry.
+
+The gateway remembers the orders it has seen (bounded) so that, after a user-data gap, a
+REST re-check can say exactly which orders and balances changed (`UserResync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from engine.config.sections.exchange import ExchangeSection
+from engine.domain import (
+    Candle,
+    Fill,
+    Market,
+    Order,
+    OrderIntent,
+    OrderType,
+    Side,
+    TickerBatch,
+)
+from engine.domain.market import to_decimal
+from engine.errors import ConfigError, NonRetryableOrderError, OrderError
+from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff, SystemClock
+from engine.market.candle_cache import CandleCache
+from engine.market.ccxt_client import EndpointBinance, build_client
+from engine.market.ccxt_parse import (
+    balances_from_ccxt,
+    candles_from_ohlcv,
+    fill_from_ccxt,
+    market_from_ccxt,
+    order_from_ccxt,
+    tickers_to_batch,
+)
+from engine.market.ccxt_stream import (
+    CcxtConnection,
+    latest,
+    merge_candles,
+    merge_orders,
+    merge_tickers,
+    subscribe_user_data,
+    watch_all_tickers,
+)
+from engine.market.fast_tickers import FastTickerConnection
+from engine.market.gateway import (
+    REST_STREAM,
+    Balance,
+    Gateway,
+    GatewayNotice,
+    NoticeKind,
+    NoticeSink,
+    StreamHealth,
+    UserResync,
+)
+from engine.market.known_orders import KnownOrders, changed_balances, changed_orders, vanished
+from engine.market.rest_guard import RestGuard
+from engine.market.stream import Connection, ResilientStream
+
+T = TypeVar("T")
+
+MARKETS_RETRY_S = 300.0  # a failed market refresh keeps the last good copy and retries this soon
+
+
+class CcxtGateway(Gateway):
+    """The live gateway. Build once per process; `close()` at exit."""
+
+    def __init__(
+        self,
+        section: ExchangeSection,
+        *,
+        endpoint: str | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        notify: NoticeSink | None = None,
+        client_factory: Callable[[], EndpointBinance] | None = None,
+        reconnect_base_s: float = 0.5,
+        reconnect_cap_s: float = 30.0,
+    ) -> None:
+        self._section = section
+        self._endpoint = endpoint or section.endpoint
+        if section.name == "sim" and self._endpoint is None and client_factory is None:
+            raise ConfigError(
+                "exchange.name is 'sim' but exchange.endpoint is unset, which would reach real Binance; "
+                "set exchange.endpoint (or --endpoint) to the simulated exchange's URL, or name 'binance'"
+            )
+        self._factory = client_factory or (lambda: build_client(section, self._endpoint))
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._notify_sink = notify
+        self._reconnect = (reconnect_base_s, reconnect_cap_s)
+        self._rest_client = self._factory()
+        self._rate = RateLimitBackoff()
+        self._guard = RestGuard(self._clock, self._rate, notify)
+        self._streams: dict[str, ResilientStream[Any]] = {}
+        self._markets: dict[str, Market] = {}
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._next_refresh_ms = 0
+        self.candle_cache = CandleCache(self._clock, max_entries=section.candle_cache_entries)
+        self.known = KnownOrders()
+        self._balance: dict[str, Balance] | None = None
+        self._closed = False
+        self.unknown_ticker_symbols = 0  # tickers of ids newer than our market info, skipped
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _emit(self, notice: GatewayNotice) -> None:
+        if self._notify_sink is not None:
+            self._notify_sink(notice)
+
+    async def _rest(self, operation: str, call: Callable[[], Awaitable[T]], *, placing: bool = False) -> T:
+        return await self._guard.call(operation, call, placing=placing)
+
+    def _stream_client(self) -> EndpointBinance:
+        """A fresh ccxt instance for one stream, sharing the REST instance's loaded markets."""
+        client = self._factory()
+        client.set_markets_from_exchange(self._rest_client)  # shared, not rebuilt: O(1)
+        return client
+
+    def _share_markets(self) -> None:
+        """Hand freshly reloaded markets to every live stream connection (new listings included)."""
+        symbols_by_id = {m.market_id: m.symbol for m in self._markets.values()}
+        for stream in self._streams.values():
+            for conn in stream.connections():
+                if isinstance(conn, CcxtConnection):
+                    conn.exchange.set_markets_from_exchange(self._rest_client)
+                elif isinstance(conn, FastTickerConnection):
+                    conn.decoder.set_symbols(symbols_by_id)
+
+    def _stream(
+        self,
+        key: str,
+        connect: Callable[[], Connection[T]],
+        *,
+        prepare: Callable[[Connection[T]], Awaitable[None]] | None = None,
+        on_gap: Callable[[int], Awaitable[T | None]] | None = None,
+        stale_s: float = 0.0,
+    ) -> ResilientStream[T]:
+        stream = self._streams.get(key)
+        if stream is None:
+            if self._closed:
+                raise RuntimeError("gateway is closed")
+            base, cap = self._reconnect
+            stream = ResilientStream(
+                key,
+                connect,
+                clock=self._clock,
+                backoff=ReconnectBackoff(base_s=base, cap_s=cap, rng=self._rng),
+                rate=self._rate,
+                max_age_ms=int(self._section.max_connection_age_s * 1000),
+                notify=self._notify_sink,
+                prepare=prepare,
+                on_gap=on_gap,
+                stale_s=stale_s,
+            )
+            self._streams[key] = stream
+        return stream
+
+    async def _ensure_markets(self) -> dict[str, Market]:
+        if not self._markets:
+            return await self.load_markets()
+        self._maybe_refresh_markets()
+        return self._markets
+
+    def market(self, symbol: str) -> Market:
+        """The loaded market for `symbol`; an unknown symbol is a named, non-retryable error."""
+        market = self._markets.get(symbol)
+        if market is None:
+            raise NonRetryableOrderError(f"unknown symbol {symbol!r}: not in the loaded markets (load_markets first)")
+        return market
+
+    # ---- markets ---------------------------------------------------------------------------
+
+    async def load_markets(self, reload: bool = False) -> dict[str, Market]:
+        if self._markets and not reload:
+            return self._markets
+        raw = await self._rest("load_markets", lambda: self._rest_client.load_markets(reload=True))
+        markets = {}
+        for m in raw.values():
+            if m.get("spot"):
+                market = market_from_ccxt(m)
+                markets[market.symbol] = market
+        self._markets = markets
+        self._next_refresh_ms = self._clock.now_ms() + int(self._section.markets_refresh_s * 1000)
+        self._share_markets()
+        return markets
+
+    def _maybe_refresh_markets(self) -> None:
+        """Start a background reload when one is due (driven by use: no timer to leak or spin)."""
+        due = self._clock.now_ms() >= self._next_refresh_ms
+        if due and (self._refresh_task is None or self._refresh_task.done()) and not self._closed:
+            self._refresh_task = asyncio.ensure_future(self._refresh_markets())
+
+    async def _refresh_markets(self) -> None:
+        """Reload market info; on failure keep the last good copy and try again in 5 minutes."""
+        try:
+            await self.load_markets(reload=True)
+        except OrderError as exc:
+            now = self._clock.now_ms()
+            self._next_refresh_ms = now + int(MARKETS_RETRY_S * 1000)
+            self._emit(
+                GatewayNotice(
+                    NoticeKind.MARKETS_REFRESH_FAILED, REST_STREAM, now, detail=str(exc)[:300],
+                    error_class=exc.error_class.value, delay_s=MARKETS_RETRY_S,
+                )
+            )
+        else:
+            self._emit(
+                GatewayNotice(
+                    NoticeKind.MARKETS_REFRESHED, REST_STREAM, self._clock.now_ms(),
+                    detail=f"{len(self._markets)} markets",
+                )
+            )
+
+    # ---- market data -----------------------------------------------------------------------
+
+    async def watch_tickers(self) -> TickerBatch:
+        await self._ensure_markets()
+        if self._section.ticker_decoder == "fast":
+            fast = self._stream("tickers", self._fast_connection, stale_s=self._section.stale_stream_s)
+            return await fast.next()
+        stream = self._stream(
+            "tickers",
+            lambda: CcxtConnection(self._stream_client(), watch_all_tickers, merge_tickers),
+            stale_s=self._section.stale_stream_s,
+        )
+        tickers = await stream.next()
+        known = {s: t for s, t in tickers.items() if s in self._markets}
+        self.unknown_ticker_symbols += len(tickers) - len(known)
+        return tickers_to_batch(known, self._clock.now_ms())
+
+    def _fast_connection(self) -> FastTickerConnection:
+        ws_base = self._rest_client.urls["api"]["ws"]["spot"]
+        return FastTickerConnection(
+            f"{ws_base}/0",
+            {m.market_id: m.symbol for m in self._markets.values()},
+            clock=self._clock,
+            keepalive_s=self._section.keepalive_ms / 1000,
+            timeout_s=self._section.request_timeout_ms / 1000,
+        )
+
+    async def fetch_tickers(self) -> TickerBatch:
+        await self._ensure_markets()
+        tickers = await self._rest("fetch_tickers", lambda: self._rest_client.fetch_tickers())
+        return tickers_to_batch(tickers, self._clock.now_ms())
+
+    async def watch_candles(self, symbol: str, timeframe: str) -> list[Candle]:
+        await self._ensure_markets()
+        self.market(symbol)
+
+        async def call(ex: EndpointBinance) -> tuple[list[list[Any]], int]:
+            rows = list(await ex.watch_ohlcv(symbol, timeframe))
+            cached = ex.ohlcvs.get(symbol, {}).get(timeframe)
+            return rows, int(cached[-1][0]) if cached else int(rows[-1][0])
+
+        stream = self._stream(
+            f"candles:{symbol}:{timeframe}",
+            lambda: CcxtConnection(self._stream_client(), call, merge_candles),
+            stale_s=self._section.stale_stream_s,
+        )
+        rows, latest_open_ms = await stream.next()
+        return candles_from_ohlcv(symbol, timeframe, rows, self._clock.now_ms(), latest_open_ms)
+
+    async def fetch_candles(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 500
+    ) -> list[Candle]:
+        await self._ensure_markets()
+        self.market(symbol)
+
+        async def fetch() -> list[Candle]:
+            rows = await self._rest(
+                "fetch_candles", lambda: self._rest_client.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+            )
+            return candles_from_ohlcv(symbol, timeframe, rows, self._clock.now_ms())
+
+        return await self.candle_cache.get((symbol, timeframe, since_ms, limit), fetch)
+
+    # ---- orders ----------------------------------------------------------------------------
+
+    def _order(self, raw: dict[str, Any]) -> Order:
+        trace_id, purpose = self.known.meta(str(raw.get("clientOrderId") or ""))
+        order = order_from_ccxt(raw, self._markets.get(str(raw.get("symbol"))), trace_id=trace_id, purpose=purpose)
+        self.known.remember(order)
+        return order
+
+    async def create_order(self, intent: OrderIntent) -> Order:
+        await self._ensure_markets()
+        market = self.market(intent.symbol)
+        qty = market.round_qty(intent.quantity)
+        price: Decimal | None = None
+        check_price: Decimal | None
+        params: dict[str, Any] = {"newClientOrderId": intent.client_order_id}
+        if intent.order_type is OrderType.LIMIT:
+            if intent.price is None:
+                raise NonRetryableOrderError(f"{intent.client_order_id}: a LIMIT order needs a price")
+            price = market.round_price(intent.price, side_safe="down" if intent.side is Side.BUY else "up")
+            params["timeInForce"] = intent.time_in_force.value
+            check_price = price
+        else:
+            check_price = to_decimal(intent.reference_price) if intent.reference_price > 0 else None
+        if check_price is not None:
+            reason = market.check_order(qty, check_price)
+            if reason is not None:
+                raise NonRetryableOrderError(f"{intent.client_order_id} {intent.symbol}: {reason}")
+        self.known.note_intent(intent)
+        raw = await self._rest(
+            "create_order",
+            lambda: self._rest_client.create_order(
+                intent.symbol,
+                intent.order_type.value,
+                intent.side.value,
+                format(qty, "f"),
+                format(price, "f") if price is not None else None,
+                params,
+            ),
+            placing=True,
+        )
+        return self._order(raw)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+        await self._ensure_markets()
+        raw = await self._rest(
+            "cancel_order",
+            lambda: self._rest_client.cancel_order("", symbol, {"origClientOrderId": client_order_id}),
+        )
+        return self._order(raw)
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
+        await self._ensure_markets()
+        raw = await self._rest(
+            "fetch_order",
+            lambda: self._rest_client.fetch_order("", symbol, {"origClientOrderId": client_order_id}),
+        )
+        return self._order(raw)
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        await self._ensure_markets()
+        raws = await self._rest("fetch_open_orders", lambda: self._rest_client.fetch_open_orders(symbol))
+        return [self._order(r) for r in raws]
+
+    async def fetch_balance(self) -> dict[str, Balance]:
+        raw = await self._rest("fetch_balance", lambda: self._rest_client.fetch_balance())
+        balances = balances_from_ccxt(raw)
+        self._balance = balances
+        return balances
+
+    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
+        await self._ensure_markets()
+        raws = await self._rest("fetch_my_trades", lambda: self._rest_client.fetch_my_trades(symbol, since_ms))
+        fills = []
+        for t in raws:
+            cid = await self._client_id_for(symbol, str(t.get("order")))
+            trace_id = self.known.meta(cid)[0]
+            fills.append(fill_from_ccxt(t, cid, trace_id=trace_id))
+        return fills
+
+    async def _client_id_for(self, symbol: str, exchange_order_id: str) -> str:
+        """myTrades carries only the exchange's order id: map it, asking REST once if unknown."""
+        cid = self.known.client_id(exchange_order_id)
+        if cid is None:
+            raw = await self._rest(
+                "fetch_order", lambda: self._rest_client.fetch_order(exchange_order_id, symbol)
+            )
+            cid = self._order(raw).client_order_id
+        return cid
+
+    # ---- user data -------------------------------------------------------------------------
+
+    async def watch_orders(self) -> list[Order]:
+        await self._ensure_markets()
+
+        async def call(ex: EndpointBinance) -> list[Order]:
+            return [self._order(r) for r in await ex.watch_orders()]
+
+        async def on_gap(gap_ms: int) -> list[Order] | None:
+            resync = await self.resync_user_data(gap_ms)
+            return list(resync.orders) or None
+
+        stream: ResilientStream[list[Order]] = self._stream(
+            "orders", lambda: CcxtConnection(self._stream_client(), call, merge_orders), prepare=subscribe_user_data,
+            on_gap=on_gap,
+        )
+        return await stream.next()
+
+    async def watch_balance(self) -> dict[str, Balance]:
+        await self._ensure_markets()
+
+        async def call(ex: EndpointBinance) -> dict[str, Balance]:
+            balances = balances_from_ccxt(await ex.watch_balance())
+            self._balance = balances
+            return balances
+
+        async def on_gap(gap_ms: int) -> dict[str, Balance] | None:
+            resync = await self.resync_user_data(gap_ms)
+            return dict(self._balance or {}) if resync.balances else None
+
+        stream: ResilientStream[dict[str, Balance]] = self._stream(
+            "balance", lambda: CcxtConnection(self._stream_client(), call, latest), prepare=subscribe_user_data,
+            on_gap=on_gap,
+        )
+        return await stream.next()
+
+    async def resync_user_data(self, gap_ms: int = 0) -> UserResync:
+        """Re-check open orders and balances over REST; what differs from what we knew.
+
+        Orders we knew as open that are no longer open are fetched one by one, so a limit
+        that filled while the stream was down comes back as FILLED, not just "gone".
+        """
+        known = self.known.snapshot()
+        before_balance = self._balance
+        open_now = await self.fetch_open_orders()
+        changed = changed_orders(known, open_now)
+        for old in vanished(known, open_now):
+            fresh = await self.fetch_order(old.symbol, old.client_order_id)
+            if fresh != old:
+                changed.append(fresh)
+        balance_changes = changed_balances(before_balance, await self.fetch_balance())
+        resync = UserResync(
+            ts_ms=self._clock.now_ms(), gap_ms=gap_ms, orders=tuple(changed), balances=balance_changes
+        )
+        self._emit(
+            GatewayNotice(
+                NoticeKind.RESYNC, "user", resync.ts_ms,
+                detail=f"{len(changed)} order(s), {len(balance_changes)} balance(s) changed during {gap_ms} ms",
+                resync=resync,
+            )
+        )
+        return resync
+
+    # ---- health & lifecycle ----------------------------------------------------------------
+
+    def health(self) -> dict[str, StreamHealth]:
+        out = {REST_STREAM: self._guard.health.snapshot(self._rate)}
+        for key, stream in self._streams.items():
+            out[key] = stream.health.snapshot(self._rate)
+        return out
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        """The last good market info (kept when a refresh fails)."""
+        return self._markets
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
+        await asyncio.gather(*(stream.close() for stream in self._streams.values()), self._rest_client.close())
