@@ -1,0 +1,39 @@
+"""Model governance settings: where registered models live and the gates a model must pass
+before the engine may act on its score (otherwise it only runs in shadow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from engine.config.sections.base import Section
+
+
+class PromotionGates(Section):
+    """Thresholds of the promotion decision. A model that fails any gate is `research_only`:
+    its scores are journaled in shadow and never traded on."""
+
+    min_oos_lift: float = Field(
+        1.1,
+        gt=0,
+        description="Lowest acceptable mean out-of-sample lift over the task's baseline "
+        "(1.0 = no better than the baseline).",
+    )
+    max_fold_cv: float = Field(
+        0.5,
+        gt=0,
+        description="Highest acceptable spread of the lift across out-of-sample folds, as std/mean; "
+        "a model that is good in one period only is not stable.",
+    )
+    min_oos_samples: int = Field(
+        1000, ge=1, description="Fewest out-of-sample samples the lift must be measured on."
+    )
+    min_folds: int = Field(3, ge=2, description="Fewest out-of-sample folds the stability is measured over.")
+
+
+class MlSection(Section):
+    registry_dir: Path | None = Field(
+        None, description="Versioned model registry folder; default <data_dir>/models."
+    )
+    gates: PromotionGates = Field(default_factory=PromotionGates)

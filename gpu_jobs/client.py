@@ -1,0 +1,333 @@
+"""The trading box's side of a job: ship it, start it, follow its log, fetch what it made.
+
+Every step is idempotent, so a step that fails half-way is simply repeated: shipping a job the
+box already has is a no-op (the job id is the pack's content hash), starting a running or
+finished job re-reports it, and following resumes the log from the last byte received. When the
+SSH link drops while following, the client re-attaches with exponential backoff; the job itself
+runs detached on the box and never notices.
+
+Progress is reported as `JobEvent`s to a callback (the CLI renders them with rich; tests
+assert on them), never printed from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpu_jobs.errors import (
+    ConnectionLost,
+    GpuJobError,
+    JobFailedError,
+    RemoteEnvironmentError,
+    TransportError,
+)
+from gpu_jobs.pack import PackedJob
+from gpu_jobs.transport.base import CommandResult, Transport
+
+# States in which following the log ends ("shipped": the job was never started).
+FOLLOW_ENDS = frozenset({"done", "failed", "cancelled", "crashed", "shipped"})
+FETCHED_FILES = ("out/model.pt", "out/metrics.json", "job.json", "train.log", "status.json")
+EXIT_USAGE = 2  # gpu_jobs.remote.EXIT_USAGE: no such job (these mirror the box's exit codes)
+EXIT_ENV = 3  # gpu_jobs.remote.EXIT_ENV
+EXIT_NOT_FOUND = 127  # the shell could not find the profile's python
+_PROGRESS = re.compile(r"^epoch (\d+)/(\d+) loss=(\S+) samples=(\d+) samples_per_s=(\S+)")
+_JOB_ID = re.compile(r"^[a-z][a-z0-9_]*-[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """kind: shipped | ship_skipped | started | log | progress | reattaching | reattached | fetched"""
+
+    kind: str
+    job_id: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[JobEvent], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try re-attaching after the link drops: `attempts` in a row without any
+    progress, waiting `first_delay_s`, doubling up to `max_delay_s`."""
+
+    attempts: int = 8
+    first_delay_s: float = 0.5
+    max_delay_s: float = 15.0
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise GpuJobError(f"{job_id!r} is not a job id; ids look like lstm_hot-0123456789abcdef (see `hotcoin jobs list`)")
+    return job_id
+
+
+def _shell_path(path: str) -> str:
+    """Quote a remote path for the shell, keeping a leading ~ meaning the remote home."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+class JobClient:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        workdir: str,
+        python: str,
+        env_setup: str = "",
+        on_event: EventSink | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.transport = transport
+        self.workdir = workdir
+        self.python = python
+        self.env_setup = env_setup.strip()
+        self.on_event = on_event or (lambda event: None)
+        self.retry = retry or RetryPolicy()
+        self._root: str | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def root(self) -> str:
+        """The workdir as an absolute path on the box (created if needed)."""
+        if self._root is None:
+            w = _shell_path(self.workdir)
+            res = await self.transport.run(f"mkdir -p {w}/jobs {w}/incoming && cd {w} && pwd")
+            if res.rc != 0:
+                raise GpuJobError(
+                    f"cannot use workdir {self.workdir} on {self.transport.describe()}: {res.stderr.strip()}; "
+                    "set the profile's workdir to a folder the login user can write"
+                )
+            self._root = res.stdout.strip().splitlines()[-1]
+        return self._root
+
+    async def job_dir(self, job_id: str) -> str:
+        return f"{await self.root()}/jobs/{check_job_id(job_id)}"
+
+    def _python_command(self, code: str, *args: str) -> str:
+        """`python -m gpu_jobs args` run from the job's code folder; `code` is shell-ready
+        (already quoted, or a variable reference)."""
+        setup = f"{self.env_setup} && " if self.env_setup else ""
+        argv = " ".join(shlex.quote(a) for a in args)
+        return f"{setup}cd {code} && PYTHONPATH={code} exec {shlex.quote(self.python)} -m gpu_jobs {argv}"
+
+    async def _job_python(self, job_id: str, *args: str) -> CommandResult:
+        jobdir = await self.job_dir(job_id)
+        missing = json.dumps({"error": f"no job {job_id} in {jobdir}"})
+        guard = f"if [ ! -f {shlex.quote(jobdir)}/job.json ]; then echo {shlex.quote(missing)}; exit {EXIT_USAGE}; fi; "
+        return await self.transport.run(guard + self._python_command(shlex.quote(f"{jobdir}/code"), *args, jobdir))
+
+    def _answer(self, res: CommandResult, what: str) -> Any:
+        if res.rc == EXIT_NOT_FOUND:
+            raise RemoteEnvironmentError(
+                f"{self.transport.describe()} has no python {self.python!r} ({res.stderr.strip()}); "
+                "set the profile's `python` to the interpreter with torch, e.g. /opt/venv/bin/python"
+            )
+        if res.rc == EXIT_ENV:
+            report = _json_or_none(res.stdout) or {}
+            raise RemoteEnvironmentError(
+                f"{self.transport.describe()} cannot train with python {self.python!r}: "
+                f"{report.get('error', res.stderr.strip())}. "
+                f"Fix: {report.get('fix', 'install torch there')}"
+            )
+        data = _json_or_none(res.stdout)
+        if res.rc == EXIT_USAGE and isinstance(data, dict) and "error" in data:
+            raise GpuJobError(f"{what} on {self.transport.describe()}: {data['error']}; see `hotcoin jobs list`")
+        if res.rc != 0 or data is None:
+            detail = (res.stderr.strip() or res.stdout.strip())[-2000:]
+            raise GpuJobError(f"{what} on {self.transport.describe()} failed (exit {res.rc}): {detail}")
+        return data
+
+    def _emit(self, kind: str, job_id: str, message: str, **data: Any) -> None:
+        self.on_event(JobEvent(kind, job_id, message, data))
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def ship(self, packed: PackedJob) -> bool:
+        """Copy and unpack the job on the box; False (and nothing sent) if it is already there."""
+        root = await self.root()
+        jobdir = await self.job_dir(packed.job_id)
+        if (await self.transport.run(f"test -f {shlex.quote(jobdir)}/.unpacked")).rc == 0:
+            self._emit("ship_skipped", packed.job_id, "already on the box; not shipped again")
+            return False
+        incoming = f"{root}/incoming/{packed.job_id}.tar.gz"
+        await self.transport.put(packed.path, incoming)
+        q = shlex.quote
+        staging = f"{jobdir}.tmp"
+        script = " && ".join(
+            [
+                f"echo {q(packed.sha256 + '  ' + incoming)} | sha256sum -c --status",
+                f"rm -rf {q(staging)}",
+                f"mkdir -p {q(staging)}",
+                f"tar -xzf {q(incoming)} -C {q(staging)}",
+                f"touch {q(staging)}/.unpacked",
+                f"mv {q(staging)} {q(jobdir)}",
+                f"rm -f {q(incoming)}",
+            ]
+        )
+        res = await self.transport.run(script)
+        if res.rc != 0:
+            raise TransportError(
+                f"unpacking {packed.job_id} on {self.transport.describe()} failed: {res.stderr.strip()} "
+                "(a corrupted copy fails the sha256 check); ship again"
+            )
+        self._emit("shipped", packed.job_id, f"shipped {packed.path.stat().st_size} bytes", bytes=packed.path.stat().st_size)
+        return True
+
+    async def start(self, job_id: str) -> dict[str, Any]:
+        """Start (or resume from its checkpoint) the trainer; re-reports a running/done job."""
+        answer: dict[str, Any] = self._answer(await self._job_python(job_id, "start"), "starting the job")
+        started = bool(answer.get("started"))
+        message = f"trainer started (pid {answer.get('pid')})" if started else f"job is {answer.get('state')}"
+        self._emit("started", job_id, message, status=answer)
+        return answer
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._answer(await self._job_python(job_id, "status"), "reading the job status")
+        return data
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._answer(await self._job_python(job_id, "cancel"), "cancelling the job")
+        return data
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        root = await self.root()
+        q = shlex.quote
+        newest = f"$(ls -td {q(root)}/jobs/*/code 2>/dev/null | head -n 1)"
+        command = (
+            f'd="{newest}"; if [ -z "$d" ]; then echo "[]"; else '
+            + self._python_command('"$d"', "list", f"{root}/jobs")
+            + "; fi"
+        )
+        data: list[dict[str, Any]] = self._answer(await self.transport.run(command), "listing jobs")
+        return data
+
+    async def logs(self, job_id: str, offset: int = 0) -> str:
+        jobdir = await self.job_dir(job_id)
+        code = shlex.quote(f"{jobdir}/code")
+        res = await self.transport.run(self._python_command(code, "tail", jobdir, "--offset", str(offset)))
+        if res.rc != 0:
+            self._answer(res, "reading the log")
+        return res.stdout
+
+    async def follow(self, job_id: str, offset: int = 0) -> dict[str, Any]:
+        """Stream the log (as `log`/`progress` events) until the job is over; re-attach from the
+        last byte received whenever the link drops. Returns the final status."""
+        jobdir = await self.job_dir(job_id)
+        await self.status(job_id)  # an unknown job is an error now, not an endless wait
+        pos, pending = offset, b""
+        failures, delay = 0, self.retry.first_delay_s
+        lost = False
+
+        def on_chunk(chunk: bytes) -> None:
+            nonlocal pos, pending, failures, delay, lost
+            if lost:
+                lost = False
+                self._emit("reattached", job_id, f"re-attached; log resumes at byte {pos}", offset=pos)
+            failures, delay = 0, self.retry.first_delay_s
+            pos += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._line(job_id, line.decode(errors="replace"))
+
+        while True:
+            code = shlex.quote(f"{jobdir}/code")
+            command = self._python_command(code, "tail", jobdir, "--offset", str(pos), "--follow")
+            rc = await self.transport.stream(command, on_chunk)
+            if rc == 0 and lost:
+                lost = False
+                self._emit("reattached", job_id, f"re-attached; log resumes at byte {pos}", offset=pos)
+            if rc == 0:
+                try:
+                    status = await self.status(job_id)
+                except TransportError:
+                    status = {"state": "unknown"}
+                if status.get("state") in FOLLOW_ENDS:
+                    if pending:
+                        self._line(job_id, pending.decode(errors="replace"))
+                    return status
+            elif rc in (EXIT_NOT_FOUND, EXIT_ENV):
+                self._answer(CommandResult(rc, "", ""), "following the log")
+            elif rc == EXIT_USAGE:
+                raise GpuJobError(f"no job {job_id} on {self.transport.describe()}; see `hotcoin jobs list`")
+            failures += 1
+            if failures > self.retry.attempts:
+                raise ConnectionLost(
+                    f"lost {self.transport.describe()} and {self.retry.attempts} re-attach attempts failed; "
+                    f"the job keeps running there. Follow it again with `hotcoin jobs logs {job_id} --follow`"
+                )
+            lost = True
+            self._emit(
+                "reattaching",
+                job_id,
+                f"{'log stream ended early' if rc == 0 else f'connection lost (exit {rc})'}; "
+                f"re-attaching in {delay:.1f}s (attempt {failures}/{self.retry.attempts})",
+                attempt=failures,
+                delay_s=delay,
+                offset=pos,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry.max_delay_s)
+
+    def _line(self, job_id: str, line: str) -> None:
+        self._emit("log", job_id, line)
+        m = _PROGRESS.match(line)
+        if m:
+            self._emit(
+                "progress",
+                job_id,
+                line,
+                epoch=int(m[1]),
+                epochs=int(m[2]),
+                loss=float(m[3]),
+                samples=int(m[4]),
+                samples_per_s=float(m[5]),
+            )
+
+    async def fetch(self, job_id: str, dest: Path) -> Path:
+        """Copy the model, metrics, spec, log and status into `dest/<job_id>/`."""
+        jobdir = await self.job_dir(job_id)
+        folder = dest / job_id
+        await self.transport.get([f"{jobdir}/{name}" for name in FETCHED_FILES], folder)
+        self._emit("fetched", job_id, f"fetched into {folder}", path=str(folder))
+        return folder
+
+    async def run(self, packed: PackedJob, dest: Path) -> Path:
+        """Ship, start, follow to the end and fetch; the fetched folder."""
+        await self.ship(packed)
+        await self.start(packed.job_id)
+        status = await self.follow(packed.job_id)
+        if status.get("state") != "done":
+            state = str(status.get("state"))
+            hint = (
+                "run the same command again to resume from the last checkpoint"
+                if state in ("crashed", "cancelled")
+                else f"see `hotcoin jobs logs {packed.job_id}`"
+            )
+            raise JobFailedError(
+                f"job {packed.job_id} ended {state}: {status.get('message', '')}; {hint}", state=state
+            )
+        return await self.fetch(packed.job_id, dest)
+
+
+def _json_or_none(text: str) -> Any:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None

@@ -1,0 +1,240 @@
+"""Training data for the GPU jobs: candles in, aligned arrays out, sequences on the box.
+
+Two halves, one module, because they share the on-disk layout:
+
+- on the trading box, `load_candles` reads `{BASE}_{QUOTE}-{interval}.parquet` files onto one
+  common time grid (a missing bar is NaN, never invented) and `write_dataset` stores the feature
+  tensor computed by the feature code, the closes and the timestamps as plain `.npy` files
+  (`np.save` bytes are deterministic, unlike `.npz` zip entries, so the packed job's hash only
+  changes when the data does);
+- on the GPU box, `Dataset.load` reads them back, and `window_index` / `gather_windows` cut
+  fixed-length windows without copying the whole history per sample.
+
+Only numpy is imported at module level; pandas is needed only to read Parquet locally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+F32Array = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+_INTERVAL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_FILE_RE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<interval>\w+)\.parquet$")
+_FILES = ("close.npy", "features.npy", "meta.json", "timestamps.npy")
+
+
+class DatasetError(ValueError):
+    """Candles or arrays that cannot make a dataset; the message says what to fix."""
+
+
+def interval_ms(interval: str) -> int:
+    match = re.fullmatch(r"([1-9][0-9]*)([smhd])", interval)
+    if not match:
+        raise DatasetError(f"interval {interval!r} is not valid; use forms like 1m, 5m, 1h")
+    return int(match.group(1)) * _INTERVAL_MS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Candles:
+    """OHLCV as [bars, symbols] float64 on one time grid; `btc_close` [bars] for the regime."""
+
+    interval: str
+    symbols: tuple[str, ...]
+    timestamps: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    btc_close: FloatArray
+
+
+def load_candles(
+    data_dir: Path,
+    interval: str,
+    symbols: Sequence[str] | None = None,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> Candles:
+    """Candles of `symbols` (e.g. "DOGE/USDT"; default every file of this interval), aligned on
+    the union of their timestamps over [start_ms, end_ms)."""
+    import pandas as pd
+
+    step = interval_ms(interval)
+    available: dict[str, Path] = {}
+    for path in sorted(data_dir.glob(f"*-{interval}.parquet")) if data_dir.is_dir() else []:
+        m = _FILE_RE.match(path.name)
+        if m:
+            available[f"{m['base']}/{m['quote']}"] = path
+    if not available:
+        raise DatasetError(
+            f"no {interval} candles in {data_dir}; expected files like DOGE_USDT-{interval}.parquet "
+            "(columns timestamp_ms, open, high, low, close, volume)"
+        )
+    chosen = list(symbols) if symbols else sorted(available)
+    missing = [s for s in chosen if s not in available]
+    if missing:
+        raise DatasetError(f"no {interval} candles for {missing} in {data_dir}; have {sorted(available)}")
+    frames = {}
+    for sym in sorted(set(chosen) | ({"BTC/USDT"} & set(available))):
+        df = pd.read_parquet(available[sym], columns=["timestamp_ms", "open", "high", "low", "close", "volume"])
+        if start_ms is not None:
+            df = df[df["timestamp_ms"] >= start_ms]
+        if end_ms is not None:
+            df = df[df["timestamp_ms"] < end_ms]
+        frames[sym] = df
+    if all(frames[s].empty for s in chosen):
+        raise DatasetError(f"no {interval} candles of {chosen} inside the requested window")
+    t0 = min(int(frames[s]["timestamp_ms"].min()) for s in chosen if not frames[s].empty)
+    t1 = max(int(frames[s]["timestamp_ms"].max()) for s in chosen if not frames[s].empty)
+    timestamps = np.arange(t0, t1 + step, step, dtype=np.int64)
+
+    def grid(df: pd.DataFrame, column: str) -> FloatArray:
+        out = np.full(len(timestamps), np.nan)
+        ts = df["timestamp_ms"].to_numpy(np.int64)
+        keep = (ts >= t0) & (ts <= t1) & ((ts - t0) % step == 0)
+        out[(ts[keep] - t0) // step] = df[column].to_numpy(np.float64)[keep]
+        return out
+
+    cols = {c: np.stack([grid(frames[s], c) for s in chosen], axis=1) for c in ("open", "high", "low", "close", "volume")}
+    btc = grid(frames["BTC/USDT"], "close") if "BTC/USDT" in frames else np.full(len(timestamps), np.nan)
+    return Candles(interval, tuple(chosen), timestamps, btc_close=btc, **cols)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A feature definition: names and dtypes in column order, its schema hash, and the
+    function computing [bars, symbols, features] from candles."""
+
+    name: str
+    names: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    schema_hash: str
+    compute: Callable[[Candles], FloatArray]
+
+
+def write_dataset(candles: Candles, features: FeatureSet, out_dir: Path, *, name: str) -> dict[str, object]:
+    """Compute the features and store the arrays in `out_dir`; returns the dataset's metadata
+    (`gpu_jobs.spec.DatasetInfo` fields), including the sha256 of its files."""
+    values = np.asarray(features.compute(candles))
+    expected = (len(candles.timestamps), len(candles.symbols), len(features.names))
+    if values.shape != expected:
+        raise DatasetError(
+            f"feature set {features.name} returned shape {values.shape}, expected {expected} "
+            "([bars, symbols, features] in FEATURE_NAMES order)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "features.npy", values.astype(np.float32))
+    np.save(out_dir / "close.npy", candles.close.astype(np.float64))
+    np.save(out_dir / "timestamps.npy", candles.timestamps.astype(np.int64))
+    meta: dict[str, object] = {
+        "name": name,
+        "interval": candles.interval,
+        "symbols": list(candles.symbols),
+        "start_ms": int(candles.timestamps[0]),
+        "end_ms": int(candles.timestamps[-1]) + interval_ms(candles.interval),
+        "n_bars": len(candles.timestamps),
+        "feature_names": list(features.names),
+        "feature_dtypes": list(features.dtypes),
+        "feature_schema_hash": features.schema_hash,
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta["sha256"] = dataset_sha256(out_dir)
+    return meta
+
+
+def dataset_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in _FILES:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The arrays on the GPU box: features [T, S, F] float32, close [T, S], timestamps [T]."""
+
+    features: F32Array
+    close: FloatArray
+    timestamps: IntArray
+    symbols: tuple[str, ...]
+    feature_names: tuple[str, ...]
+
+    @classmethod
+    def load(cls, folder: Path) -> Dataset:
+        for name in _FILES:
+            if not (folder / name).is_file():
+                raise DatasetError(f"dataset file {folder / name} is missing; re-pack the job")
+        meta = json.loads((folder / "meta.json").read_text())
+        ds = cls(
+            features=np.load(folder / "features.npy"),
+            close=np.load(folder / "close.npy"),
+            timestamps=np.load(folder / "timestamps.npy"),
+            symbols=tuple(meta["symbols"]),
+            feature_names=tuple(meta["feature_names"]),
+        )
+        t, s, f = ds.features.shape
+        if ds.close.shape != (t, s) or ds.timestamps.shape != (t,) or f != len(ds.feature_names):
+            raise DatasetError(f"dataset arrays in {folder} disagree in shape; re-pack the job")
+        return ds
+
+    @property
+    def n_bars(self) -> int:
+        return int(self.close.shape[0])
+
+
+def window_index(close: FloatArray, seq_len: int, horizon: int) -> tuple[IntArray, IntArray]:
+    """(t, s) of every window whose `seq_len` closes up to t and the `horizon` closes after it
+    all exist. t is the window's last bar; neither window nor label spans a missing bar."""
+    bad = ~np.isfinite(close)
+    cbad = np.concatenate([np.zeros((1, close.shape[1]), np.int64), np.cumsum(bad, axis=0)])
+    n = close.shape[0]
+    t = np.arange(seq_len - 1, n - horizon)
+    if len(t) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    ok = cbad[t + horizon + 1] - cbad[t + 1 - seq_len] == 0  # no missing close in window + label
+    ti, si = np.nonzero(ok)
+    return t[ti].astype(np.int64), si.astype(np.int64)
+
+
+def normalisation(features: F32Array, upto: int) -> tuple[F32Array, F32Array]:
+    """Per-feature mean and std over bars [0, upto) (the training part only), NaN ignored.
+    A feature never seen (all NaN) or constant gets mean 0 / std 1, so it maps to itself."""
+    part = features[:upto].reshape(-1, features.shape[-1]).astype(np.float64)
+    finite = np.isfinite(part)
+    count = finite.sum(axis=0)
+    safe = np.where(finite, part, 0.0)
+    mean = np.where(count > 0, safe.sum(axis=0) / np.maximum(count, 1), 0.0)
+    var = np.where(count > 1, ((safe - mean) ** 2 * finite).sum(axis=0) / np.maximum(count - 1, 1), 1.0)
+    std = np.sqrt(var)
+    std = np.where((std > 1e-12) & (count > 1), std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalise(features: F32Array, mean: F32Array, std: F32Array, clip: float = 10.0) -> F32Array:
+    """(x - mean) / std, clipped; NaN (no value, e.g. a warm-up bar) becomes 0 = the mean."""
+    z = (features - mean) / std
+    out: F32Array = np.clip(np.nan_to_num(z, nan=0.0, posinf=clip, neginf=-clip), -clip, clip).astype(np.float32)
+    return out
+
+
+def time_folds(t: IntArray, n_bars: int, test_fraction: float, folds: int, purge: int) -> tuple[npt.NDArray[np.bool_], list[npt.NDArray[np.bool_]]]:
+    """Train mask (windows ending before the split, minus `purge` bars so no label reaches into
+    the test period) and one mask per contiguous out-of-sample fold after the split."""
+    split = int(n_bars * (1.0 - test_fraction))
+    train = t < split - purge
+    edges = np.linspace(split, n_bars, folds + 1).astype(np.int64)
+    return train, [(t >= lo) & (t < hi) for lo, hi in itertools.pairwise(edges)]

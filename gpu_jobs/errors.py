@@ -1,0 +1,43 @@
+"""Errors of the trading-box side of GPU jobs, a branch of the engine's tree:
+
+    HotcoinError
+    └── GpuJobError
+        ├── ProfileError             no such `[gpu.<profile>]`, or one that lacks what it needs
+        ├── TransportError           the box cannot be reached (refused, timeout, auth, copy failed)
+        │   └── ConnectionLost       the link dropped and re-attaching kept failing; the job
+        │                            itself keeps running on the box
+        ├── RemoteEnvironmentError   the box cannot train (no such python, no torch)
+        └── JobFailedError           the job ended failed, cancelled or crashed
+"""
+
+from __future__ import annotations
+
+from engine.errors import HotcoinError
+
+
+class GpuJobError(HotcoinError):
+    """Base of GPU-job errors."""
+
+
+class ProfileError(GpuJobError):
+    """A GPU profile that does not exist or is incomplete; names the config key to set."""
+
+
+class TransportError(GpuJobError):
+    """The GPU box could not be reached or a copy failed."""
+
+
+class ConnectionLost(TransportError):
+    """Re-attaching after a dropped connection failed every retry."""
+
+
+class RemoteEnvironmentError(GpuJobError):
+    """The GPU box's interpreter cannot run training jobs."""
+
+
+class JobFailedError(GpuJobError):
+    """The job ended in a state other than `done`."""
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state

@@ -1,0 +1,134 @@
+"""What the epoch loop needs from a task, and what every task shares: the device to run on
+and the supervised sequence machinery (windows, normalisation, batches, folds)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpu_jobs.datasets import Dataset, normalisation, normalise, time_folds, window_index
+from gpu_jobs.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where tensors live; bf16 autocast is used on CUDA when the card supports it."""
+
+    device: torch.device
+    bf16: bool
+
+    @classmethod
+    def pick(cls) -> Runtime:
+        if torch.cuda.is_available():
+            return cls(torch.device("cuda"), bool(torch.cuda.is_bf16_supported()))
+        return cls(torch.device("cpu"), False)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            return f"cuda {props.name} {props.total_memory / 2**30:.0f} GiB{' bf16' if self.bf16 else ''}"
+        return "cpu (no CUDA device)"
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    samples: int
+
+
+class TrainTask(Protocol):
+    """One trainable task. `train_epoch` must draw all randomness from `gen`, which the loop
+    seeds per epoch, so a run resumed from a checkpoint repeats an uninterrupted one."""
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> EpochStats: ...
+
+    def evaluate(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def export(self) -> dict[str, Any]: ...
+
+
+def fold_lift_summary(lifts: list[float | None], samples: int, baseline: str) -> dict[str, Any]:
+    finite = [v for v in lifts if v is not None and math.isfinite(v)]
+    return {
+        "fold_lifts": [None if v is None or not math.isfinite(v) else float(v) for v in lifts],
+        "mean_lift": float(np.mean(finite)) if len(finite) == len(lifts) and finite else None,
+        "samples": int(samples),
+        "baseline": baseline,
+    }
+
+
+class SequenceTask:
+    """Supervised learning on fixed-length feature windows ending at bar t, split by time.
+
+    Subclasses give the model, the targets for windows (t, s), the loss, and the out-of-sample
+    lift of one fold."""
+
+    horizon: int
+    model: nn.Module
+
+    def __init__(self, spec: JobSpec, ds: Dataset, rt: Runtime) -> None:
+        p = spec.params
+        self.spec = spec
+        self.rt = rt
+        self.seq_len = int(p["seq_len"])
+        self.batch_size = int(p["batch_size"])
+        self.max_train = int(p["max_train_samples"])
+        t, s = window_index(ds.close, self.seq_len, self.horizon)
+        train, folds = time_folds(t, ds.n_bars, float(p["test_fraction"]), int(p["folds"]), self.horizon)
+        if train.sum() == 0 or any(f.sum() == 0 for f in folds):
+            raise ValueError(
+                f"not enough bars: {ds.n_bars} bars give {int(train.sum())} training windows and "
+                f"fold sizes {[int(f.sum()) for f in folds]}; use more data or fewer folds"
+            )
+        split = int(ds.n_bars * (1.0 - float(p["test_fraction"])))
+        self.mean, self.std = normalisation(ds.features, split)
+        seen = np.asarray(np.isfinite(ds.features[:split]).any(axis=(0, 1)), dtype=bool)
+        self.unseen = [n for i, n in enumerate(ds.feature_names) if not seen[i]]
+        self.feats = torch.from_numpy(normalise(ds.features, self.mean, self.std)).to(rt.device)
+        self.t, self.s = t, s
+        self.train_idx = np.nonzero(train)[0]
+        self.fold_idx = [np.nonzero(f)[0] for f in folds]
+        self.offsets = torch.arange(-self.seq_len + 1, 1, device=rt.device)
+        self.feature_names = ds.feature_names
+
+    def windows(self, idx: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(self.t[idx]).to(self.rt.device)
+        s = torch.from_numpy(self.s[idx]).to(self.rt.device)
+        return self.feats[t[:, None] + self.offsets[None, :], s[:, None]]
+
+    def batches(self, idx: np.ndarray) -> Iterator[np.ndarray]:
+        for lo in range(0, len(idx), self.batch_size):
+            yield idx[lo : lo + self.batch_size]
+
+    def epoch_indices(self, gen: torch.Generator) -> np.ndarray:
+        order = torch.randperm(len(self.train_idx), generator=gen).numpy()
+        return np.asarray(self.train_idx[order[: self.max_train]])
+
+    def export_common(self, arch: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "task": self.spec.task,
+            "arch": arch,
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "norm_mean": torch.from_numpy(self.mean),
+            "norm_std": torch.from_numpy(self.std),
+            "seq_len": self.seq_len,
+            "feature_names": list(self.feature_names),
+            "unseen_features": list(self.unseen),
+        }

@@ -1,0 +1,113 @@
+"""One job = one tar.gz whose content hash is its id.
+
+The archive is deterministic: entries sorted by name, mtime 0, uid/gid 0, no user names, fixed
+modes, and a gzip header without a timestamp or file name. The same spec, data and code
+therefore always give the same bytes and the same id, which is what lets `ship` skip a job the
+box already has.
+
+Only the modules the GPU box runs are packed (`REMOTE_MODULES`): changing the trading-box side
+(client, transports) does not change job ids.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpu_jobs.spec import JobSpec
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REMOTE_MODULES = (
+    "__init__.py",
+    "__main__.py",
+    "datasets.py",
+    "remote.py",
+    "spec.py",
+    "training.py",
+    "models/__init__.py",
+    "models/base.py",
+    "models/lstm.py",
+    "models/ppo.py",
+    "models/registry.py",
+    "models/tft.py",
+)
+ID_HEX = 16
+
+
+@dataclass(frozen=True)
+class PackedJob:
+    job_id: str
+    path: Path
+    sha256: str
+    spec: JobSpec
+
+
+def code_files() -> dict[str, bytes | Path]:
+    return {f"code/gpu_jobs/{name}": (PACKAGE_DIR / name).read_bytes() for name in REMOTE_MODULES}
+
+
+def code_sha256() -> str:
+    digest = hashlib.sha256()
+    for name in REMOTE_MODULES:
+        data = (PACKAGE_DIR / name).read_bytes()
+        digest.update(f"code/gpu_jobs/{name}".encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _write_tar_gz(entries: dict[str, bytes | Path], dest: Path) -> str:
+    """Stream the archive to `dest` (data files are read as they are added, never held whole
+    in memory); its sha256."""
+    with (
+        dest.open("wb") as fh,
+        gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name in sorted(entries):
+            data = entries[name]
+            info = tarfile.TarInfo(name)
+            info.size = data.stat().st_size if isinstance(data, Path) else len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if isinstance(data, Path):
+                with data.open("rb") as src:
+                    tar.addfile(info, src)
+            else:
+                tar.addfile(info, io.BytesIO(data))
+    return _sha256_file(dest)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pack_job(spec: JobSpec, dataset_dir: Path, out_dir: Path) -> PackedJob:
+    """Write `<out_dir>/<job_id>.tar.gz` holding job.json, data/ and code/; reuse it when the
+    same job was packed before."""
+    files = sorted(p for p in dataset_dir.iterdir() if p.is_file())
+    if not files:
+        raise ValueError(f"dataset folder {dataset_dir} is empty; build the dataset first")
+    spec = spec.with_code(code_sha256())
+    entries: dict[str, bytes | Path] = {"job.json": spec.dumps().encode(), **code_files()}
+    entries.update({f"data/{p.name}": p for p in files})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkstemp(prefix=".pack-", suffix=".tmp", dir=out_dir)[1])
+    try:
+        sha = _write_tar_gz(entries, tmp)
+        job_id = f"{spec.task}-{sha[:ID_HEX]}"
+        path = out_dir / f"{job_id}.tar.gz"
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return PackedJob(job_id=job_id, path=path, sha256=sha, spec=spec)

@@ -1,0 +1,118 @@
+"""The trainer process on the GPU box: load, resume from the checkpoint, train epoch by epoch
+(checkpointing each), evaluate out of sample, export. Its stdout is the job's `train.log`.
+
+Log lines are for people and for the trading box's progress bar: `epoch N/M loss=... ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from gpu_jobs.remote import EXIT_ENV, JobDir, environment, now_ms, update_status, write_json
+
+
+class Cancelled(Exception):
+    """SIGTERM from `cancel`: stop at once, keep the last checkpoint."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Cancelled
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def run(job: JobDir) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    env = environment()
+    if not env["ok"]:
+        print(f"cannot train: {env['error']}; {env['fix']}", flush=True)
+        update_status(job, state="failed", message=env["error"], environment=env, finished_ms=now_ms())
+        return EXIT_ENV
+    update_status(job, state="running", environment=env, pid=os.getpid())
+    try:
+        return _run(job, env)
+    except Cancelled:
+        print("cancelled; the last finished epoch's checkpoint is kept", flush=True)
+        update_status(job, state="cancelled", finished_ms=now_ms())
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        update_status(job, state="failed", message=f"{type(exc).__name__}: {exc}", finished_ms=now_ms())
+        return 1
+
+
+def _run(job: JobDir, env: dict[str, Any]) -> int:
+    import numpy as np
+    import torch
+
+    from gpu_jobs.datasets import Dataset
+    from gpu_jobs.models.base import Runtime
+    from gpu_jobs.models.registry import build_task
+    from gpu_jobs.spec import JobSpec
+
+    spec = JobSpec.from_json(json.loads(job.spec.read_text()))
+    epochs = int(spec.params["epochs"])
+    rt = Runtime.pick()
+    print(f"job {job.job_id} task={spec.task} interval={spec.interval} seed={spec.seed} device={rt.describe()}", flush=True)
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed % 2**32)
+    ds = Dataset.load(job.data)
+    task = build_task(spec, ds, rt)
+    first = 0
+    if job.checkpoint.is_file():
+        ckpt = torch.load(job.checkpoint, map_location=rt.device, weights_only=True)
+        task.load_state_dict(ckpt["task"])
+        first = int(ckpt["epoch"]) + 1
+        print(f"resumed from checkpoint after epoch {first}/{epochs}", flush=True)
+    update_status(job, state="running", epochs=epochs, epoch=first, device=rt.describe())
+    history: list[dict[str, float]] = []
+    for epoch in range(first, epochs):
+        gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        stats = task.train_epoch(epoch, gen)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = max(time.perf_counter() - t0, 1e-9)
+        _save_atomic({"epoch": epoch, "task": task.state_dict()}, job.checkpoint)
+        rate = stats.samples / dt
+        history.append({"epoch": epoch + 1, "loss": stats.loss, "samples": stats.samples, "samples_per_s": rate})
+        print(f"epoch {epoch + 1}/{epochs} loss={stats.loss:.6f} samples={stats.samples} samples_per_s={rate:.1f}", flush=True)
+        update_status(job, epoch=epoch + 1, loss=stats.loss, samples_per_s=rate)
+    metrics: dict[str, Any] = task.evaluate()
+    metrics.update(
+        task=spec.task,
+        interval=spec.interval,
+        job_id=job.job_id,
+        epochs=epochs,
+        history=history,
+        device=rt.describe(),
+        environment=env,
+        label_definition=spec.label_definition(),
+    )
+    if rt.device.type == "cuda":
+        metrics["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    job.out.mkdir(exist_ok=True)
+    _save_atomic(task.export(), job.out / "model.pt")
+    write_json(job.out / "metrics.json", metrics)
+    oos = metrics["oos"]
+    print(f"out-of-sample lift per fold {oos['fold_lifts']} over {oos['samples']} samples", flush=True)
+    print("done: out/model.pt, out/metrics.json", flush=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # finished: a late cancel must not undo `done`
+    update_status(job, state="done", finished_ms=now_ms())
+    return 0

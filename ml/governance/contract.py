@@ -1,0 +1,231 @@
+"""The runtime contract: everything a model needs from the code that feeds it.
+
+A model is only as good as the agreement between the features it was trained on and the
+features the engine computes today. The contract writes that agreement down next to the model
+(`runtime_contract_{task}_{interval}.json`): feature names in order with their dtypes, the hash
+of the feature code's schema, the sha256 of the model file, the library versions it was trained
+with, the training window and the label definition. The registry checks it before loading.
+
+Feature names, dtypes and the schema hash are arguments, not imports: the caller passes those of
+`engine.signals.features` (`FEATURE_NAMES`, `feature_schema_hash()`) or of any explicit list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml.governance.errors import ContractError
+
+CONTRACT_VERSION = 1
+_TASK_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_INTERVAL_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")
+_DTYPES = frozenset({"float32", "float64", "int32", "int64", "bool"})
+
+
+def check_task_interval(task: str, interval: str) -> None:
+    """Both end up in file names: reject anything that is not a plain identifier / interval."""
+    if not _TASK_RE.match(task):
+        raise ContractError(f"task {task!r} is not a valid name; use lower-case letters, digits and _")
+    if not _INTERVAL_RE.match(interval):
+        raise ContractError(f"interval {interval!r} is not valid; use forms like 1m, 5m, 1h")
+
+
+def contract_filename(task: str, interval: str) -> str:
+    check_task_interval(task, interval)
+    return f"runtime_contract_{task}_{interval}.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def schema_hash(names: Sequence[str], dtypes: Sequence[str]) -> str:
+    """Hash of an explicit feature list (names, order and dtypes). Feature code that has its
+    own `feature_schema_hash()` passes that instead; this is for lists defined elsewhere."""
+    text = "\n".join(f"{n}:{d}" for n, d in zip(names, dtypes, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions by distribution name, read from metadata (nothing is imported)."""
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    start_ms: int
+    end_ms: int
+    symbols: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.end_ms <= self.start_ms:
+            raise ContractError(
+                f"training window ends ({self.end_ms}) before it starts ({self.start_ms}); "
+                "pass the first and last bar times of the training data"
+            )
+
+
+@dataclass(frozen=True)
+class RuntimeContract:
+    task: str
+    interval: str
+    feature_names: tuple[str, ...]
+    feature_dtypes: tuple[str, ...]
+    feature_schema_hash: str
+    model_file: str
+    model_sha256: str
+    library_versions: Mapping[str, str]
+    training_window: TrainingWindow
+    label_definition: str
+    created_ms: int
+    job_id: str | None = None
+    model_format: str = "torch_state_dict"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    contract_version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        check_task_interval(self.task, self.interval)
+        if not self.feature_names:
+            raise ContractError("a contract needs at least one feature name")
+        if len(self.feature_names) != len(self.feature_dtypes):
+            raise ContractError(
+                f"{len(self.feature_names)} feature names but {len(self.feature_dtypes)} dtypes; "
+                "give one dtype per feature, in the same order"
+            )
+        dupes = sorted({n for n in self.feature_names if self.feature_names.count(n) > 1})
+        if dupes:
+            raise ContractError(f"duplicate feature names {dupes}; each feature must appear once")
+        bad = sorted(set(self.feature_dtypes) - _DTYPES)
+        if bad:
+            raise ContractError(f"unknown feature dtypes {bad}; use one of {sorted(_DTYPES)}")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
+            raise ContractError(f"model_sha256 {self.model_sha256!r} is not a sha256 hex digest")
+        if not self.feature_schema_hash:
+            raise ContractError("feature_schema_hash is empty; pass the feature code's schema hash")
+        if not self.label_definition.strip():
+            raise ContractError("label_definition is empty; say what the model was trained to predict")
+
+    @property
+    def filename(self) -> str:
+        return contract_filename(self.task, self.interval)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["feature_names"] = list(self.feature_names)
+        data["feature_dtypes"] = list(self.feature_dtypes)
+        data["library_versions"] = dict(self.library_versions)
+        data["training_window"]["symbols"] = list(self.training_window.symbols)
+        data["extra"] = dict(self.extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuntimeContract:
+        try:
+            version = int(data["contract_version"])
+            if version != CONTRACT_VERSION:
+                raise ContractError(
+                    f"contract version {version} is not supported (this code reads {CONTRACT_VERSION}); "
+                    "retrain or upgrade hotcoin"
+                )
+            window = data["training_window"]
+            return cls(
+                task=str(data["task"]),
+                interval=str(data["interval"]),
+                feature_names=tuple(str(n) for n in data["feature_names"]),
+                feature_dtypes=tuple(str(d) for d in data["feature_dtypes"]),
+                feature_schema_hash=str(data["feature_schema_hash"]),
+                model_file=str(data["model_file"]),
+                model_sha256=str(data["model_sha256"]),
+                library_versions={str(k): str(v) for k, v in data["library_versions"].items()},
+                training_window=TrainingWindow(
+                    int(window["start_ms"]), int(window["end_ms"]), tuple(str(s) for s in window["symbols"])
+                ),
+                label_definition=str(data["label_definition"]),
+                created_ms=int(data["created_ms"]),
+                job_id=None if data.get("job_id") is None else str(data["job_id"]),
+                model_format=str(data["model_format"]),
+                extra=dict(data.get("extra", {})),
+                contract_version=version,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ContractError(f"malformed runtime contract: {type(exc).__name__}: {exc}") from None
+
+
+def build_contract(
+    *,
+    task: str,
+    interval: str,
+    model_path: Path,
+    feature_names: Sequence[str],
+    feature_dtypes: Sequence[str],
+    feature_schema_hash: str,
+    training_window: TrainingWindow,
+    label_definition: str,
+    created_ms: int,
+    libraries: Mapping[str, str] | None = None,
+    job_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> RuntimeContract:
+    """A contract for the model file at `model_path` (its sha256 is computed here).
+    `libraries` are the versions the model was trained with (e.g. reported by the GPU box);
+    by default those installed here."""
+    if not model_path.is_file():
+        raise ContractError(f"model file {model_path} does not exist; fetch the job's artefacts first")
+    return RuntimeContract(
+        task=task,
+        interval=interval,
+        feature_names=tuple(feature_names),
+        feature_dtypes=tuple(feature_dtypes),
+        feature_schema_hash=feature_schema_hash,
+        model_file=model_path.name,
+        model_sha256=file_sha256(model_path),
+        library_versions=dict(libraries) if libraries is not None else library_versions(["numpy", "torch"]),
+        training_window=training_window,
+        label_definition=label_definition,
+        created_ms=created_ms,
+        job_id=job_id,
+        extra=dict(extra or {}),
+    )
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_contract(contract: RuntimeContract, folder: Path) -> Path:
+    path = folder / contract.filename
+    write_json_atomic(path, contract.to_json())
+    return path
+
+
+def read_contract(path: Path) -> RuntimeContract:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ContractError(f"runtime contract {path} is missing; re-register the model") from None
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"runtime contract {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"runtime contract {path} is not a JSON object")
+    return RuntimeContract.from_json(data)

@@ -1,0 +1,35 @@
+"""Governance errors, a branch of the engine's tree:
+
+    HotcoinError
+    └── GovernanceError
+        ├── ContractError     a contract or decision file that is missing or malformed
+        ├── RegistryError     an unknown task, interval or version in the registry
+        └── ModelRefused      a model that fails verification; `which` names the hash that differs
+"""
+
+from __future__ import annotations
+
+from engine.errors import HotcoinError
+
+
+class GovernanceError(HotcoinError):
+    """Base of model-governance errors."""
+
+
+class ContractError(GovernanceError):
+    """A runtime contract or promotion decision that cannot be read or is inconsistent."""
+
+
+class RegistryError(GovernanceError):
+    """The registry has no such model or version."""
+
+
+class ModelRefused(GovernanceError):
+    """A registered model that must not be loaded. `which` is `feature_schema_hash` or
+    `model_sha256`; `expected`/`actual` are the two values that disagree."""
+
+    def __init__(self, message: str, *, which: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.which = which
+        self.expected = expected
+        self.actual = actual

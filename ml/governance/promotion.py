@@ -1,0 +1,179 @@
+"""The promotion decision: may the engine act on this model's score, or only journal it?
+
+Each gate is written down with the value the model reached and the threshold from config
+(`[ml.gates]`), so `promotion_decision_{task}_{interval}.json` explains itself: a model is
+`production` only when every gate passes, otherwise `research_only` (shadow) with the reasons.
+Lift is "model metric / baseline metric" per out-of-sample fold (1.0 = no better than the
+baseline); stability is the spread of those fold lifts, std/mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.config.sections.ml import PromotionGates
+from ml.governance.contract import check_task_interval, write_json_atomic
+from ml.governance.errors import ContractError
+
+Verdict = Literal["production", "research_only"]
+
+
+def decision_filename(task: str, interval: str) -> str:
+    check_task_interval(task, interval)
+    return f"promotion_decision_{task}_{interval}.json"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Out-of-sample evidence: one lift per contiguous time fold, and the samples behind them."""
+
+    fold_lifts: tuple[float, ...]
+    samples: int
+    baseline: str
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any]) -> Evaluation:
+        """From a training job's metrics JSON (`oos.fold_lifts`, `oos.samples`, `oos.baseline`)."""
+        try:
+            oos = metrics["oos"]
+            lifts = tuple(float("nan") if v is None else float(v) for v in oos["fold_lifts"])
+            return cls(fold_lifts=lifts, samples=int(oos["samples"]), baseline=str(oos["baseline"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContractError(
+                f"metrics lack the out-of-sample summary (oos.fold_lifts, oos.samples, oos.baseline): {exc}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    value: float | None  # None: undefined (e.g. a fold without any positive label)
+    threshold: float
+    comparator: Literal[">=", "<="]
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    task: str
+    interval: str
+    verdict: Verdict
+    gates: tuple[GateResult, ...]
+    reasons: tuple[str, ...]
+    model_sha256: str
+    decided_ms: int
+    baseline: str
+
+    @property
+    def filename(self) -> str:
+        return decision_filename(self.task, self.interval)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["gates"] = [asdict(g) for g in self.gates]
+        data["reasons"] = list(self.reasons)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PromotionDecision:
+        try:
+            verdict = str(data["verdict"])
+            if verdict not in ("production", "research_only"):
+                raise ValueError(f"verdict {verdict!r} is neither production nor research_only")
+            gates = tuple(
+                GateResult(
+                    name=str(g["name"]),
+                    value=None if g["value"] is None else float(g["value"]),
+                    threshold=float(g["threshold"]),
+                    comparator=">=" if g["comparator"] == ">=" else "<=",
+                    passed=bool(g["passed"]),
+                    reason=str(g["reason"]),
+                )
+                for g in data["gates"]
+            )
+            return cls(
+                task=str(data["task"]),
+                interval=str(data["interval"]),
+                verdict="production" if verdict == "production" else "research_only",
+                gates=gates,
+                reasons=tuple(str(r) for r in data["reasons"]),
+                model_sha256=str(data["model_sha256"]),
+                decided_ms=int(data["decided_ms"]),
+                baseline=str(data["baseline"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContractError(f"malformed promotion decision: {type(exc).__name__}: {exc}") from None
+
+
+def _gate(name: str, value: float | None, threshold: float, comparator: Literal[">=", "<="], what: str) -> GateResult:
+    if value is None or not math.isfinite(value):
+        return GateResult(name, None, threshold, comparator, False, f"{what} is undefined")
+    passed = value >= threshold if comparator == ">=" else value <= threshold
+    verb = "meets" if passed else "misses"
+    shown = f"{int(value)}" if value.is_integer() else f"{value:.4g}"
+    return GateResult(name, value, threshold, comparator, passed, f"{what} {shown} {verb} {comparator} {threshold:g}")
+
+
+def _fold_cv(lifts: Sequence[float]) -> float | None:
+    if len(lifts) < 2 or not all(math.isfinite(v) for v in lifts):
+        return None
+    mean = sum(lifts) / len(lifts)
+    if mean <= 0:
+        return None
+    var = sum((v - mean) ** 2 for v in lifts) / (len(lifts) - 1)
+    return math.sqrt(var) / mean
+
+
+def decide(
+    *,
+    task: str,
+    interval: str,
+    evaluation: Evaluation,
+    gates: PromotionGates,
+    model_sha256: str,
+    decided_ms: int,
+) -> PromotionDecision:
+    """Apply every gate; all must pass for `production`."""
+    lifts = evaluation.fold_lifts
+    mean_lift = sum(lifts) / len(lifts) if lifts and all(math.isfinite(v) for v in lifts) else None
+    results = (
+        _gate("oos_lift", mean_lift, gates.min_oos_lift, ">=", "mean out-of-sample lift"),
+        _gate("fold_stability_cv", _fold_cv(lifts), gates.max_fold_cv, "<=", "fold lift std/mean"),
+        _gate("oos_samples", float(evaluation.samples), float(gates.min_oos_samples), ">=", "out-of-sample samples"),
+        _gate("oos_folds", float(len(lifts)), float(gates.min_folds), ">=", "out-of-sample folds"),
+    )
+    failed = tuple(g.reason for g in results if not g.passed)
+    return PromotionDecision(
+        task=task,
+        interval=interval,
+        verdict="research_only" if failed else "production",
+        gates=results,
+        reasons=failed or ("every gate passed",),
+        model_sha256=model_sha256,
+        decided_ms=decided_ms,
+        baseline=evaluation.baseline,
+    )
+
+
+def write_decision(decision: PromotionDecision, folder: Path) -> Path:
+    path = folder / decision.filename
+    write_json_atomic(path, decision.to_json())
+    return path
+
+
+def read_decision(path: Path) -> PromotionDecision:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ContractError(f"promotion decision {path} is missing; re-register the model") from None
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"promotion decision {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"promotion decision {path} is not a JSON object")
+    return PromotionDecision.from_json(data)

@@ -1,0 +1,211 @@
+"""A versioned folder of models, each with its contract and promotion decision.
+
+    <root>/<task>_<interval>/v0001/
+        model.pt                                   the model file named in the contract
+        runtime_contract_<task>_<interval>.json
+        promotion_decision_<task>_<interval>.json
+        metrics.json, job.json, ...                whatever else the trainer produced
+
+Versions are never overwritten: a new registration is assembled in a staging folder and
+renamed to the next free `vNNNN` (rename of a folder is atomic, so two registrations can't take
+the same number and a reader never sees half a version). Loading verifies before handing out a
+path: the contract's feature schema hash must equal the running feature code's, and the model
+file's sha256 must equal the contract's; otherwise `ModelRefused` says which one differs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml.governance.contract import (
+    RuntimeContract,
+    check_task_interval,
+    contract_filename,
+    file_sha256,
+    read_contract,
+    write_contract,
+)
+from ml.governance.errors import ContractError, ModelRefused, RegistryError
+from ml.governance.promotion import (
+    PromotionDecision,
+    decision_filename,
+    read_decision,
+    write_decision,
+)
+
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    task: str
+    interval: str
+    version: int
+    path: Path
+    contract: RuntimeContract
+    decision: PromotionDecision
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.contract.model_file
+
+    @property
+    def production(self) -> bool:
+        return self.decision.verdict == "production"
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}_{self.interval}@v{self.version:04d}"
+
+
+class ModelRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _folder(self, task: str, interval: str) -> Path:
+        check_task_interval(task, interval)
+        return self.root / f"{task}_{interval}"
+
+    def register(
+        self,
+        *,
+        model_path: Path,
+        contract: RuntimeContract,
+        decision: PromotionDecision,
+        extra_files: Mapping[str, Path] | None = None,
+    ) -> ModelVersion:
+        """Store a model with its contract and decision as the next version. Registering the
+        same model file again (same sha256) is a no-op that returns the existing version."""
+        actual = file_sha256(model_path)
+        if actual != contract.model_sha256:
+            raise ContractError(
+                f"model file {model_path} has sha256 {actual[:12]}… but its contract says "
+                f"{contract.model_sha256[:12]}…; rebuild the contract from this file"
+            )
+        if decision.model_sha256 != contract.model_sha256 or (decision.task, decision.interval) != (
+            contract.task,
+            contract.interval,
+        ):
+            raise ContractError("the promotion decision was made for a different model than the contract describes")
+        for existing in self.versions(contract.task, contract.interval):
+            if existing.contract.model_sha256 == contract.model_sha256:
+                return existing
+        reserved = {contract.model_file, contract.filename, decision.filename}
+        clash = sorted(reserved & set(extra_files or {}))
+        if clash:
+            raise ContractError(f"extra files {clash} would overwrite the model, contract or decision")
+        folder = self._folder(contract.task, contract.interval)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        try:
+            shutil.copyfile(model_path, staging / contract.model_file)
+            for name, src in (extra_files or {}).items():
+                shutil.copyfile(src, staging / name)
+            write_contract(contract, staging)
+            write_decision(decision, staging)
+            version = self._claim(folder, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self._read(contract.task, contract.interval, version)
+
+    @staticmethod
+    def _claim(folder: Path, staging: Path) -> int:
+        while True:
+            numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_RE.match(p.name))]
+            version = max(numbers, default=0) + 1
+            try:
+                os.rename(staging, folder / f"v{version:04d}")
+            except OSError:
+                if (folder / f"v{version:04d}").exists():
+                    continue  # another registration took this number first
+                raise
+            return version
+
+    def _read(self, task: str, interval: str, version: int) -> ModelVersion:
+        path = self._folder(task, interval) / f"v{version:04d}"
+        if not path.is_dir():
+            raise RegistryError(f"{task}_{interval} has no version {version}; see `registry.versions()`")
+        return ModelVersion(
+            task=task,
+            interval=interval,
+            version=version,
+            path=path,
+            contract=read_contract(path / contract_filename(task, interval)),
+            decision=read_decision(path / decision_filename(task, interval)),
+        )
+
+    def models(self) -> list[tuple[str, str]]:
+        """(task, interval) of every model with at least one version."""
+        out: list[tuple[str, str]] = []
+        if not self.root.is_dir():
+            return out
+        for folder in sorted(self.root.iterdir()):
+            task, _, interval = folder.name.rpartition("_")
+            if folder.is_dir() and task and any(_VERSION_RE.match(p.name) for p in folder.iterdir()):
+                out.append((task, interval))
+        return out
+
+    def versions(self, task: str, interval: str) -> list[ModelVersion]:
+        folder = self._folder(task, interval)
+        if not folder.is_dir():
+            return []
+        numbers = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_RE.match(p.name)))
+        return [self._read(task, interval, n) for n in numbers]
+
+    def load(
+        self,
+        task: str,
+        interval: str,
+        *,
+        feature_schema_hash: str,
+        version: int | None = None,
+        production_only: bool = False,
+    ) -> ModelVersion:
+        """The chosen version (default: the newest; with `production_only`, the newest production
+        one), verified against the running feature code and its own file."""
+        if version is not None:
+            chosen = self._read(task, interval, version)
+        else:
+            candidates = [v for v in self.versions(task, interval) if v.production or not production_only]
+            if not candidates:
+                kind = "production version" if production_only else "version"
+                raise RegistryError(f"no {kind} of {task}_{interval} in {self.root}; train and register one first")
+            chosen = candidates[-1]
+        verify(chosen, feature_schema_hash=feature_schema_hash)
+        return chosen
+
+
+def verify(model: ModelVersion, *, feature_schema_hash: str) -> None:
+    """Raise `ModelRefused` naming the hash that differs; return quietly when both match."""
+    expected = model.contract.feature_schema_hash
+    if expected != feature_schema_hash:
+        raise ModelRefused(
+            f"{model.name} refused: feature_schema_hash differs (contract {expected}, running feature "
+            f"code {feature_schema_hash}); the features changed since training, so retrain the model",
+            which="feature_schema_hash",
+            expected=expected,
+            actual=feature_schema_hash,
+        )
+    if not model.model_path.is_file():
+        raise ModelRefused(
+            f"{model.name} refused: model file {model.model_path} is missing",
+            which="model_sha256",
+            expected=model.contract.model_sha256,
+            actual="missing",
+        )
+    actual = file_sha256(model.model_path)
+    if actual != model.contract.model_sha256:
+        raise ModelRefused(
+            f"{model.name} refused: model_sha256 differs (contract {model.contract.model_sha256[:16]}…, "
+            f"file {actual[:16]}…); the model file was changed or corrupted, re-register it",
+            which="model_sha256",
+            expected=model.contract.model_sha256,
+            actual=actual,
+        )

@@ -1,0 +1,101 @@
+"""Candles to arrays to windows: no window spans a missing bar, no label leaks into the test
+period, normalisation uses the training part only."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpu_jobs.datasets import (
+    Dataset,
+    DatasetError,
+    load_candles,
+    normalisation,
+    normalise,
+    time_folds,
+    window_index,
+    write_dataset,
+)
+from gpu_jobs.features import hot_feature_set
+from tests.gpu_jobs.kit import TINY_FEATURES, synthetic_candles
+
+
+def test_windows_never_span_a_missing_close() -> None:
+    close = np.arange(1.0, 41.0).reshape(20, 2)
+    close[10, 0] = np.nan
+    t, s = window_index(close, seq_len=4, horizon=2)
+    for ti, si in zip(t, s, strict=True):
+        assert np.isfinite(close[ti - 3 : ti + 3, si]).all()
+    assert set(t[s == 1]) == set(range(3, 18))  # the clean column keeps every window
+    assert set(t[s == 0]) == set(range(3, 18)) - set(range(8, 14))  # [t-3, t+2] holds bar 10
+
+
+def test_time_folds_purge_the_label_horizon() -> None:
+    t = np.arange(100)
+    train, folds = time_folds(t, 100, test_fraction=0.3, folds=3, purge=5)
+    assert t[train].max() == 64  # windows ending at 65..69 would see labels in the test period
+    covered = np.concatenate([t[f] for f in folds])
+    assert covered.tolist() == list(range(70, 100))
+    assert all(t[f].max() < t[g].min() for f, g in itertools.pairwise(folds))
+
+
+def test_normalisation_uses_the_training_part_and_ignores_nan() -> None:
+    x = np.zeros((10, 1, 3), np.float32)
+    x[:, 0, 0] = np.arange(10)
+    x[:, 0, 1] = np.nan  # a feature never seen (e.g. discovery's heat in candle-only data)
+    x[8:, 0, 2] = 100.0  # only after the split
+    mean, std = normalisation(x, upto=8)
+    assert mean[0] == pytest.approx(3.5) and mean[1] == 0 and std[1] == 1 and std[2] == 1
+    z = normalise(x, mean, std)
+    assert np.isfinite(z).all() and (z[:, 0, 1] == 0).all() and z[9, 0, 2] == 10.0  # clipped
+
+
+def _parquet(folder: Path, name: str, ts: list[int], close: list[float]) -> None:
+    folder.mkdir(exist_ok=True)
+    pd.DataFrame(
+        {"timestamp_ms": ts, "open": close, "high": close, "low": close, "close": close, "volume": [1.0] * len(ts)}
+    ).to_parquet(folder / name)
+
+
+def test_load_candles_aligns_symbols_on_one_grid(tmp_path: Path) -> None:
+    _parquet(tmp_path, "AAA_USDT-1m.parquet", [0, 60_000, 180_000], [1.0, 2.0, 4.0])  # 120_000 missing
+    _parquet(tmp_path, "BBB_USDT-1m.parquet", [120_000, 180_000], [5.0, 6.0])  # listed later
+    c = load_candles(tmp_path, "1m")
+    assert c.symbols == ("AAA/USDT", "BBB/USDT")
+    assert c.timestamps.tolist() == [0, 60_000, 120_000, 180_000]
+    np.testing.assert_array_equal(c.close, [[1.0, np.nan], [2.0, np.nan], [np.nan, 5.0], [4.0, 6.0]])
+    assert np.isnan(c.btc_close).all()
+    with pytest.raises(DatasetError, match=r"no 1m candles for \['CCC/USDT'\]"):
+        load_candles(tmp_path, "1m", ["CCC/USDT"])
+    with pytest.raises(DatasetError, match=r"expected files like DOGE_USDT-5m\.parquet"):
+        load_candles(tmp_path, "5m")
+
+
+def test_dataset_round_trips_and_checks_the_feature_shape(tmp_path: Path) -> None:
+    candles = synthetic_candles(n_bars=100, n_symbols=2)
+    meta = write_dataset(candles, TINY_FEATURES, tmp_path / "ds", name="x")
+    ds = Dataset.load(tmp_path / "ds")
+    assert ds.features.shape == (100, 2, 3) and ds.features.dtype == np.float32
+    assert meta["feature_schema_hash"] == TINY_FEATURES.schema_hash and len(str(meta["sha256"])) == 64
+    bad = TINY_FEATURES.__class__("bad", ("a",), ("float32",), "h", lambda c: np.zeros((100, 2, 3)))
+    with pytest.raises(DatasetError, match=r"returned shape \(100, 2, 3\), expected \(100, 2, 1\)"):
+        write_dataset(candles, bad, tmp_path / "bad", name="x")
+
+
+@pytest.mark.shared_data
+def test_real_candles_through_features_hot(shared_data: Path, tmp_path: Path) -> None:
+    day = 1_618_531_200_000  # 2021-04-16 00:00 UTC: DOGE's +44% hour and BTG's listing
+    candles = load_candles(shared_data, "1m", ["DOGE/USDT", "BTG/USDT"], start_ms=day, end_ms=day + 86_400_000)
+    assert candles.close.shape == (1440, 2) and np.isfinite(candles.btc_close).all()
+    assert np.isnan(candles.close[: 7 * 60, 1]).all() and np.isfinite(candles.close[7 * 60, 1])  # listed 07:00
+    features = hot_feature_set()
+    meta = write_dataset(candles, features, tmp_path / "ds", name="real")
+    ds = Dataset.load(tmp_path / "ds")
+    assert ds.features.shape == (1440, 2, len(features.names))
+    assert meta["feature_schema_hash"] == features.schema_hash
+    t, s = window_index(ds.close, seq_len=32, horizon=15)
+    assert len(t) > 2000 and t[s == 1].min() >= 7 * 60 + 31

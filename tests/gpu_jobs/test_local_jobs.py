@@ -1,0 +1,178 @@
+"""The same job steps through the local transport: the other two tasks end to end, a trainer
+killed mid-run resuming from its checkpoint, and the `hotcoin train` / `hotcoin jobs` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gpu_jobs.client import JobEvent
+from gpu_jobs.pack import pack_job
+from gpu_jobs.profiles import make_client
+from gpu_jobs.register import register_fetched, registry_dir
+from gpu_jobs.remote import JobDir, effective_status, job_pid
+from hotcoin_tui.cli import app
+from ml.governance.registry import ModelRegistry
+from tests.gpu_jobs.conftest import make_config
+from tests.gpu_jobs.kit import make_dataset, make_spec, synthetic_candles
+from tests.kit.waiting import eventually
+
+
+def _local(tmp_path: Path) -> dict[str, str]:
+    return {"transport": "local", "workdir": str(tmp_path / "box"), "python": sys.executable}
+
+
+async def test_ppo_sizing_trains_locally_and_registers(tmp_path: Path) -> None:
+    config = make_config(tmp_path, here=_local(tmp_path))
+    client = make_client(config, "here")
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("ppo_sizing", ds), tmp_path / "ds", tmp_path / "packs")
+    fetched = await client.run(packed, tmp_path / "fetched")
+    metrics = json.loads((fetched / "metrics.json").read_text())
+    assert len(metrics["oos"]["fold_lifts"]) == 3 and all(v > 0 for v in metrics["oos"]["fold_lifts"])
+    assert [f["bars"] for f in metrics["folds"]] == [89, 90, 90]
+    version = register_fetched(fetched, ModelRegistry(registry_dir(config)), config.ml.gates, now_ms=1)
+    assert version.name == "ppo_sizing_1m@v0001"
+    assert "weights over 3 coins + cash" in version.contract.label_definition
+    assert version.contract.training_window.symbols == ("C0/USDT", "C1/USDT", "C2/USDT")
+
+
+async def test_a_killed_trainer_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    config = make_config(tmp_path, here=_local(tmp_path))
+    events: list[JobEvent] = []
+    client = make_client(config, "here", on_event=events.append)
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds, epochs=3), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    await client.start(packed.job_id)
+    job = JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+    await eventually(job.checkpoint.is_file, timeout=60)
+    pid = job_pid(job)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # a crash (OOM kill, reboot) mid-training
+    await eventually(lambda: effective_status(job)["state"] == "crashed", timeout=10)
+    assert (await client.status(packed.job_id))["state"] == "crashed"
+
+    resumed = await client.start(packed.job_id)
+    assert resumed["started"] is True
+    final = await client.follow(packed.job_id)
+    assert final["state"] == "done"
+    log = job.log.read_text()
+    assert "resumed from checkpoint after epoch" in log
+    metrics = json.loads((job.out / "metrics.json").read_text())
+    first_after_resume = metrics["history"][0]["epoch"]
+    assert first_after_resume > 1 and metrics["history"][-1]["epoch"] == 3
+    assert f"epoch {first_after_resume - 1}/3" in log  # that epoch was finished before the kill
+
+
+async def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(tmp_path: Path) -> None:
+    client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds, epochs=500), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    await client.start(packed.job_id)
+    job = JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+    await eventually(job.checkpoint.is_file, timeout=60)
+    assert (await client.cancel(packed.job_id))["cancel_sent"] is True
+    final = await client.follow(packed.job_id)
+    assert final["state"] == "cancelled" and job.checkpoint.is_file()
+    assert "cancelled; the last finished epoch's checkpoint is kept" in job.log.read_text()
+
+
+async def test_a_job_that_fails_says_why(tmp_path: Path) -> None:
+    from gpu_jobs.errors import JobFailedError
+
+    client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
+    ds = make_dataset(tmp_path / "ds", synthetic_candles(n_bars=100))
+    packed = pack_job(make_spec("lstm_hot", ds, seq_len=64, folds=6), tmp_path / "ds", tmp_path / "packs")
+    with pytest.raises(JobFailedError, match=r"ended failed: ValueError: not enough bars.*hotcoin jobs logs") as info:
+        await client.run(packed, tmp_path / "fetched")
+    assert info.value.state == "failed"
+    assert "Traceback" in await client.logs(packed.job_id)
+
+
+def _write_parquet(folder: Path) -> None:
+    candles = synthetic_candles(n_bars=700, n_symbols=2, seed=3)
+    folder.mkdir()
+    for j, sym in enumerate(candles.symbols):
+        frame = pd.DataFrame(
+            {
+                "timestamp_ms": candles.timestamps,
+                **{c: getattr(candles, c)[:, j] for c in ("open", "high", "low", "close", "volume")},
+            }
+        ).dropna()
+        frame.to_parquet(folder / f"{sym.replace('/', '_')}-1m.parquet")
+
+
+def test_train_and_jobs_commands_on_a_local_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.signals.features import FEATURE_NAMES, feature_schema_hash
+
+    _write_parquet(tmp_path / "candles")
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_SAMPLES", "10")
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__TRANSPORT", "local")
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__WORKDIR", str(tmp_path / "box"))
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__PYTHON", sys.executable)
+    runner = CliRunner()
+    args = ["train", "--task", "tft_heat", "--gpu", "here", "--data", str(tmp_path / "candles"), "--epochs", "1", "--seed", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "registered tft_heat_1m@v0001" in result.output
+    assert "oos_lift" in result.output and "fold_stability_cv" in result.output
+
+    version = ModelRegistry(tmp_path / "data" / "models").versions("tft_heat", "1m")[0]
+    assert version.contract.feature_names == FEATURE_NAMES
+    assert version.contract.feature_schema_hash == feature_schema_hash()
+    job_id = version.contract.job_id
+    assert job_id is not None
+
+    listed = runner.invoke(app, ["jobs", "list", "--gpu", "here", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(j["job_id"], j["state"]) for j in json.loads(listed.output)] == [(job_id, "done")]
+    status = runner.invoke(app, ["jobs", "status", job_id, "--gpu", "here"])
+    assert json.loads(status.output)["state"] == "done"
+    logs = runner.invoke(app, ["jobs", "logs", job_id, "--gpu", "here"])
+    assert "epoch 1/1" in logs.output and "done: out/model.pt" in logs.output
+    cancel = runner.invoke(app, ["jobs", "cancel", job_id, "--gpu", "here"])
+    assert "not running (state done)" in cancel.output
+    fetched = runner.invoke(app, ["jobs", "fetch", job_id, "--gpu", "here"])
+    assert fetched.exit_code == 0 and "registered tft_heat_1m@v0001" in fetched.output  # same model
+
+    again = runner.invoke(app, args)  # same data, code and seed: same job, not shipped again
+    assert again.exit_code == 0, again.output
+    assert "already on the box" in again.output and "tft_heat_1m@v0001" in again.output
+    assert len(ModelRegistry(tmp_path / "data" / "models").versions("tft_heat", "1m")) == 1
+
+
+async def test_an_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
+    from gpu_jobs.errors import GpuJobError
+
+    client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
+    for call in (client.status, client.follow, client.start, client.cancel):
+        with pytest.raises(GpuJobError, match=r"no job lstm_hot-0000000000000000 in .*; see `hotcoin jobs list`"):
+            await call("lstm_hot-0000000000000000")
+    assert await client.list_jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["train", "--task", "lstm_hot", "--gpu", "nope"], "no GPU profile 'nope' (known: none configured)", id="unknown-profile"),
+        pytest.param(["train", "--task", "lstm_hot"], "pass --gpu <profile>", id="no-gpu"),
+        pytest.param(["train", "--task", "xgb", "--gpu", "x"], "unknown task 'xgb'; known: lstm_hot", id="unknown-task"),
+        pytest.param(["jobs", "status", "not-a-job", "--gpu", "x"], "no GPU profile 'x'", id="jobs-unknown-profile"),
+    ],
+)
+def test_command_errors_name_the_fix(args: list[str], message: str) -> None:
+    from engine.errors import HotcoinError
+
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, HotcoinError)
+    assert message in str(result.exception)

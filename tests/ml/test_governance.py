@@ -1,0 +1,208 @@
+"""Model governance: runtime contract, promotion gates, versioned registry with verification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.config.sections.ml import PromotionGates
+from ml.governance.contract import (
+    RuntimeContract,
+    TrainingWindow,
+    build_contract,
+    file_sha256,
+    read_contract,
+    schema_hash,
+    write_contract,
+)
+from ml.governance.errors import ContractError, ModelRefused, RegistryError
+from ml.governance.promotion import Evaluation, decide, read_decision, write_decision
+from ml.governance.registry import ModelRegistry, ModelVersion
+
+NAMES = ("ret_1", "bar_range", "log_volume")
+DTYPES = ("float32", "float32", "float32")
+HASH = schema_hash(NAMES, DTYPES)
+GATES = PromotionGates(min_oos_lift=1.1, max_fold_cv=0.5, min_oos_samples=100, min_folds=3)
+GOOD = Evaluation(fold_lifts=(1.4, 1.5, 1.3), samples=500, baseline="base rate")
+
+
+def _model(tmp_path: Path, content: bytes = b"weights-v1") -> Path:
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    return path
+
+
+def _contract(model: Path, **overrides: object) -> RuntimeContract:
+    args: dict[str, object] = {
+        "task": "lstm_hot",
+        "interval": "1m",
+        "model_path": model,
+        "feature_names": NAMES,
+        "feature_dtypes": DTYPES,
+        "feature_schema_hash": HASH,
+        "training_window": TrainingWindow(1_000, 2_000, ("DOGE/USDT",)),
+        "label_definition": "close[t+15]/close[t]-1 >= 0.02",
+        "created_ms": 5,
+        "libraries": {"torch": "2.13.0", "numpy": "2.4"},
+    }
+    args.update(overrides)
+    return build_contract(**args)  # type: ignore[arg-type]
+
+
+def _register(
+    registry: ModelRegistry, tmp_path: Path, content: bytes = b"weights-v1", evaluation: Evaluation = GOOD
+) -> ModelVersion:
+    model = _model(tmp_path, content)
+    contract = _contract(model)
+    decision = decide(task="lstm_hot", interval="1m", evaluation=evaluation, gates=GATES, model_sha256=contract.model_sha256, decided_ms=6)
+    return registry.register(model_path=model, contract=contract, decision=decision)
+
+
+def test_contract_round_trips_with_every_field(tmp_path: Path) -> None:
+    contract = _contract(_model(tmp_path))
+    path = write_contract(contract, tmp_path)
+    assert path.name == "runtime_contract_lstm_hot_1m.json"
+    data = json.loads(path.read_text())
+    assert data["feature_names"] == list(NAMES)
+    assert data["feature_dtypes"] == list(DTYPES)
+    assert data["model_sha256"] == file_sha256(tmp_path / "model.pt")
+    assert data["library_versions"] == {"torch": "2.13.0", "numpy": "2.4"}
+    assert data["training_window"] == {"start_ms": 1000, "end_ms": 2000, "symbols": ["DOGE/USDT"]}
+    assert read_contract(path) == contract
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param({"feature_dtypes": ("float32",)}, "3 feature names but 1 dtypes", id="dtype-count"),
+        pytest.param({"feature_names": ("a", "a", "b")}, "duplicate feature names", id="duplicates"),
+        pytest.param({"feature_dtypes": ("float32", "float32", "complex")}, "unknown feature dtypes", id="dtype"),
+        pytest.param({"task": "Bad Task"}, "not a valid name", id="task"),
+        pytest.param({"interval": "1 minute"}, "interval", id="interval"),
+        pytest.param({"label_definition": " "}, "label_definition is empty", id="label"),
+        pytest.param({"feature_schema_hash": ""}, "feature_schema_hash is empty", id="hash"),
+    ],
+)
+def test_contract_rejects_bad_input(tmp_path: Path, overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        _contract(_model(tmp_path), **overrides)
+
+
+def test_contract_needs_the_model_file_and_a_sane_window(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="does not exist"):
+        _contract(tmp_path / "absent.pt")
+    with pytest.raises(ContractError, match="ends"):
+        TrainingWindow(2_000, 1_000)
+
+
+def test_malformed_contract_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "runtime_contract_lstm_hot_1m.json"
+    path.write_text('{"task": "lstm_hot"}')
+    with pytest.raises(ContractError, match="malformed runtime contract"):
+        read_contract(path)
+    path.write_text("{not json")
+    with pytest.raises(ContractError, match="not valid JSON"):
+        read_contract(path)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "verdict", "failed"),
+    [
+        pytest.param(GOOD, "production", [], id="all-pass"),
+        pytest.param(Evaluation((1.0, 1.05, 1.02), 500, "b"), "research_only", ["oos_lift"], id="low-lift"),
+        pytest.param(Evaluation((0.2, 3.0, 1.0), 500, "b"), "research_only", ["fold_stability_cv"], id="unstable"),
+        pytest.param(Evaluation((1.4, 1.5, 1.3), 50, "b"), "research_only", ["oos_samples"], id="few-samples"),
+        pytest.param(Evaluation((1.4, 1.5), 500, "b"), "research_only", ["oos_folds"], id="few-folds"),
+        pytest.param(
+            Evaluation((1.4, float("nan"), 1.3), 500, "b"), "research_only", ["oos_lift", "fold_stability_cv"], id="undefined-fold"
+        ),
+    ],
+)
+def test_promotion_gates(evaluation: Evaluation, verdict: str, failed: list[str]) -> None:
+    decision = decide(task="lstm_hot", interval="1m", evaluation=evaluation, gates=GATES, model_sha256="a" * 64, decided_ms=1)
+    assert decision.verdict == verdict
+    assert [g.name for g in decision.gates if not g.passed] == failed
+    assert len(decision.reasons) == max(1, len(failed))
+    by_name = {g.name: g for g in decision.gates}
+    assert by_name["oos_lift"].threshold == 1.1
+    assert by_name["fold_stability_cv"].threshold == 0.5 and by_name["fold_stability_cv"].comparator == "<="
+
+
+def test_promotion_decision_file_states_values_and_thresholds(tmp_path: Path) -> None:
+    decision = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256="a" * 64, decided_ms=1)
+    path = write_decision(decision, tmp_path)
+    assert path.name == "promotion_decision_lstm_hot_1m.json"
+    data = json.loads(path.read_text())
+    lift = next(g for g in data["gates"] if g["name"] == "oos_lift")
+    assert lift["value"] == pytest.approx(1.4) and lift["threshold"] == 1.1 and lift["passed"] is True
+    assert data["verdict"] == "production"
+    assert read_decision(path) == decision
+
+
+def test_evaluation_from_metrics_needs_the_oos_summary() -> None:
+    ev = Evaluation.from_metrics({"oos": {"fold_lifts": [1.2, None], "samples": 10, "baseline": "b"}})
+    assert ev.samples == 10 and ev.fold_lifts[0] == 1.2 and ev.fold_lifts[1] != ev.fold_lifts[1]
+    with pytest.raises(ContractError, match=r"oos\.fold_lifts"):
+        Evaluation.from_metrics({"loss": 1.0})
+
+
+def test_registry_versions_and_load(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = _register(registry, tmp_path, b"one")
+    v2 = _register(registry, tmp_path, b"two", Evaluation((0.9, 1.0, 0.95), 500, "b"))
+    assert (v1.version, v2.version) == (1, 2)
+    assert _register(registry, tmp_path, b"one") == v1  # the same model file again: no new version
+    assert v1.path.name == "v0001" and (v1.path / "runtime_contract_lstm_hot_1m.json").is_file()
+    assert (v1.path / "promotion_decision_lstm_hot_1m.json").is_file()
+    assert [v.version for v in registry.versions("lstm_hot", "1m")] == [1, 2]
+    assert registry.models() == [("lstm_hot", "1m")]
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH).version == 2
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH, production_only=True).version == 1
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH, version=1).model_path.read_bytes() == b"one"
+    with pytest.raises(RegistryError, match="no version 9"):
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH, version=9)
+    with pytest.raises(RegistryError, match="no version of tft_heat_5m"):
+        registry.load("tft_heat", "5m", feature_schema_hash=HASH)
+
+
+def test_registry_refuses_a_model_built_on_other_features(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    _register(registry, tmp_path)
+    running = schema_hash((*NAMES, "new_feature"), (*DTYPES, "float32"))
+    with pytest.raises(ModelRefused, match="feature_schema_hash differs") as info:
+        registry.load("lstm_hot", "1m", feature_schema_hash=running)
+    assert (info.value.which, info.value.expected, info.value.actual) == ("feature_schema_hash", HASH, running)
+
+
+def test_registry_refuses_a_changed_model_file(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    version = _register(registry, tmp_path)
+    version.model_path.write_bytes(b"tampered")
+    with pytest.raises(ModelRefused, match="model_sha256 differs") as info:
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH)
+    assert info.value.which == "model_sha256" and info.value.actual == file_sha256(version.model_path)
+    version.model_path.unlink()
+    with pytest.raises(ModelRefused, match="missing"):
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH)
+
+
+def test_register_rejects_inconsistent_inputs(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    model = _model(tmp_path)
+    contract = _contract(model)
+    decision = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256=contract.model_sha256, decided_ms=1)
+    other = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256="b" * 64, decided_ms=1)
+    with pytest.raises(ContractError, match="different model"):
+        registry.register(model_path=model, contract=contract, decision=other)
+    with pytest.raises(ContractError, match="would overwrite"):
+        registry.register(model_path=model, contract=contract, decision=decision, extra_files={"model.pt": model})
+    model.write_bytes(b"changed after the contract was made")
+    with pytest.raises(ContractError, match="rebuild the contract"):
+        registry.register(model_path=model, contract=contract, decision=decision)
+    model.write_bytes(b"weights-v1")
+    with pytest.raises(FileNotFoundError):  # a copy failing half-way leaves nothing behind
+        registry.register(model_path=model, contract=contract, decision=decision, extra_files={"m.json": tmp_path / "no"})
+    assert registry.versions("lstm_hot", "1m") == []
+    assert list((tmp_path / "registry" / "lstm_hot_1m").iterdir()) == []
