@@ -7,6 +7,7 @@ the only difference is who watches it.
 from __future__ import annotations
 
 import contextlib
+import math
 import logging
 import secrets
 import time
@@ -25,13 +26,36 @@ from engine.runtime.engine import Engine, trace_events
 from engine.runtime.feed import SimFeed
 from engine.runtime.local_client import LocalEngineClient
 from engine.runtime.snapshot import Mode
-from engine.sim.market import open_market
+from engine.sim.market import SimMarket, open_market
+from engine.sim.scenario import Move, PumpEvent
 
 log = logging.getLogger("hotcoin.session")
 
 # Discovery's longest window is 60 minutes; the simulated market starts this much earlier and
 # is fast-forwarded so the demo trades from its first minute.
 WARMUP_MS = 65 * 60_000
+# Random pumps come about once an hour market-wide; a demo watched for a minute at x60 should
+# still see one whole trade, so the demo market scripts its first pump a few minutes in.
+DEMO_PUMP_AFTER_MS = 3 * 60_000
+
+
+def script_demo_pump(market: SimMarket, at_ms: int) -> PumpEvent:
+    """A +60% pump over 20 minutes on the most liquid free plain alt coin (recorded in ground truth)."""
+    batch = market.tickers()
+    skip = ("BTC", "ETH", "BNB", "USDC", "BUSD", "TUSD")
+    alts = [
+        (float(batch.quote_volume_24h[i]), s)
+        for i, s in enumerate(batch.symbols)
+        if not s.split("/")[0].startswith(skip) and not s.split("/")[0].endswith(("UP", "DOWN"))
+    ]
+    for _, symbol in sorted(alts, reverse=True):
+        move = Move(symbol, at_ms, at_ms + 20 * 60_000, at_ms + 60 * 60_000, math.log1p(0.6), 0.4, 15.0, 120_000)
+        try:
+            market.script(move)
+        except ValueError:  # this coin already has a random move planned then: take the next
+            continue
+        return move.event()
+    raise ValueError("no alt coin is free for the demo pump; lower sim.pumps_per_day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +68,7 @@ class RunOptions:
     speed: float = 1.0
     http: bool = True
     start_ms: int | None = None  # sim start time; default: now
+    demo_pump: bool = True  # script one pump early in a generated market, so a demo shows a trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +116,10 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
     clock = SimClock(start_ms, options.speed)
-    feed = SimFeed(open_market(config.sim, start_ms - WARMUP_MS), clock)
+    market = open_market(config.sim, start_ms - WARMUP_MS)
+    if options.demo_pump and isinstance(market, SimMarket):
+        script_demo_pump(market, start_ms + DEMO_PUMP_AFTER_MS)
+    feed = SimFeed(market, clock)
     ex = config.trading.execution
     broker = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
     journal_path = config.journal_path
