@@ -1,0 +1,62 @@
+"""Notifications (Telegram, Feishu), remote commands over Telegram, and the daily report.
+
+The bot token and the Feishu webhook URL (which embeds its own token) are secrets: they come
+only from the secrets file or the environment, like the exchange keys.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from engine.config.sections.base import Section
+
+TELEGRAM_API = "https://api.telegram.org"
+
+
+class TelegramSettings(Section):
+    bot_token: SecretStr | None = Field(
+        None, description="Bot token from @BotFather (secrets file or env only); unset: no Telegram."
+    )
+    chat_id: int | None = Field(
+        None,
+        description="The one chat messages go to and commands are taken from; messages from any other chat "
+        "are ignored and logged.",
+    )
+    base_url: str = Field(TELEGRAM_API, description="Bot API base URL (a local Bot API server, or a test sink).")
+    commands: bool = Field(
+        True, description="Poll for /status /positions /pause /resume /closeall from the configured chat."
+    )
+    poll_timeout_s: int = Field(25, ge=0, le=50, description="Long-poll timeout of getUpdates.")
+    confirm_window_s: float = Field(
+        60.0, gt=0, le=600, description="/closeall must be confirmed with /confirm <code> within this many seconds."
+    )
+
+
+class FeishuSettings(Section):
+    webhook_url: SecretStr | None = Field(
+        None, description="Custom-bot webhook URL (secrets file or env only); unset: no Feishu."
+    )
+    secret: SecretStr | None = Field(
+        None, description="The bot's signing secret, when signature verification is on (secrets file or env only)."
+    )
+
+
+class NotifySection(Section):
+    telegram: TelegramSettings = Field(
+        default_factory=TelegramSettings, description="Telegram bot: notifications and remote commands."
+    )
+    feishu: FeishuSettings = Field(default_factory=FeishuSettings, description="Feishu (Lark) custom-bot webhook.")
+    max_per_minute: int = Field(
+        20, ge=1, le=600, description="Messages sent per minute per channel at most (Telegram allows ~20 to a group)."
+    )
+    dedupe_window_s: float = Field(
+        300.0, ge=0, description="An identical message within this many seconds is sent once (0: never deduplicate)."
+    )
+    queue_size: int = Field(
+        200, ge=1, description="Messages waiting per channel at most; beyond it the oldest is dropped and counted."
+    )
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of one message after a 429, 5xx or network error.")
+    backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each retry (a 429's retry_after wins).")
+    max_backoff_s: float = Field(120.0, gt=0, description="Longest wait before one retry.")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one delivery attempt.")
+    daily_report: bool = Field(True, description="Send the daily report at 00:00 UTC to every channel.")

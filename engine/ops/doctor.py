@@ -1,0 +1,314 @@
+"""`hotcoin doctor`: is this box fit to trade unattended? Each check says ok, warn or fail,
+what it saw, and the fix.
+
+Checks: the config (and settings that are legal but risky), the journal (SQLite quick_check
+on the main file and archives, and size against rotation), free disk space, the clock against
+the exchange's (signed requests fail beyond recvWindow), the secrets file's permissions, the
+API key's own restrictions (a key that can *withdraw* is the loudest failure there is), and
+whether the exchange and the notification channels can be reached.
+
+Network checks take the things they talk to as arguments (a base URL, an aiohttp session, a
+clock), so tests point them at the simulated exchange or a local fake on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import os
+import shutil
+import sqlite3
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+from engine.config import HotcoinConfig, LoadedConfig
+from engine.journal.files import list_archives
+from engine.ops.notify.base import DeliveryError
+from engine.ops.notify.factory import telegram_bot
+from engine.runtime.socket_server import AttachError, default_socket_path, is_served
+
+BINANCE_API = "https://api.binance.com"
+GIB = 1024**3
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def worst(checks: list[Check]) -> Status:
+    order = [Status.SKIP, Status.OK, Status.WARN, Status.FAIL]
+    return max((c.status for c in checks), key=order.index, default=Status.OK)
+
+
+# -- local checks -------------------------------------------------------------------------------
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(loaded: LoadedConfig) -> list[Check]:
+    """Settings that load fine but deserve a second look."""
+    c = loaded.config
+    out: list[Check] = []
+    where = str(loaded.config_file) if loaded.config_file else "defaults (no config file)"
+    out.append(Check("config", Status.OK, f"loaded from {where}; hash {c.config_hash()}"))
+    keys = c.exchange.api_key is not None and c.exchange.api_secret is not None
+    if c.mode == "live" and not keys:
+        out.append(Check("config.mode", Status.FAIL, "mode = live but no API key/secret is configured",
+                         "put exchange.api_key and exchange.api_secret in the secrets file, or set mode = paper"))  # fmt: skip
+    if c.ops.http_enabled and not _loopback(c.ops.http_host):
+        out.append(Check("config.ops", Status.WARN, f"/health and /metrics listen on {c.ops.http_host}, not loopback",
+                         "set ops.http_host = 127.0.0.1 unless a firewall guards the port"))  # fmt: skip
+    tg = c.notify.telegram
+    if (tg.bot_token is None) != (tg.chat_id is None):
+        missing = "notify.telegram.chat_id" if tg.chat_id is None else "notify.telegram.bot_token"
+        out.append(Check("config.telegram", Status.WARN, f"Telegram is half configured: {missing} is not set",
+                         f"set {missing}, or remove the other Telegram setting"))  # fmt: skip
+    if tg.bot_token is None and c.notify.feishu.webhook_url is None:
+        out.append(Check("config.notify", Status.WARN, "no notification channel: nobody hears about a stop-out or a halt",
+                         "configure notify.telegram (bot_token + chat_id) or notify.feishu.webhook_url"))  # fmt: skip
+    return out
+
+
+def check_journal(path: Path, rotate_max_bytes: int) -> list[Check]:
+    """SQLite `quick_check` of the main file and every archive, and the main file's size."""
+    if not path.exists():
+        return [Check("journal", Status.OK, f"{path} does not exist yet (created on the first run)")]
+    out: list[Check] = []
+    files = [path, *(a.path for a in list_archives(path))]
+    bad: list[str] = []
+    for f in files:
+        try:
+            conn = sqlite3.connect(f"{f.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                verdict = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check"))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            verdict = str(exc)
+        if verdict != "ok":
+            bad.append(f"{f.name}: {verdict[:200]}")
+    if bad:
+        out.append(Check("journal.integrity", Status.FAIL, "; ".join(bad),
+                         "stop the engine, keep a copy, and run `hotcoin journal check` for details"))  # fmt: skip
+    else:
+        out.append(Check("journal.integrity", Status.OK, f"quick_check ok on {len(files)} file(s)"))
+    wal = path.with_name(path.name + "-wal")
+    size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    total = size + sum(f.stat().st_size for f in files[1:])
+    status = Status.WARN if size > 1.5 * rotate_max_bytes else Status.OK
+    out.append(Check("journal.size", status, f"main {size / 1e6:,.1f} MB (rotates at {rotate_max_bytes / 1e6:,.0f} MB), "
+                     f"{len(files) - 1} archive(s), {total / 1e6:,.1f} MB in all",
+                     "rotation is behind: is the engine running? see journal.rotate_max_bytes" if status is Status.WARN else ""))  # fmt: skip
+    return out
+
+
+def check_disk(path: Path, *, warn_bytes: int = 2 * GIB, fail_bytes: int = 256 * 1024**2) -> Check:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    text = f"{free / GIB:,.1f} GiB free on the filesystem of {path}"
+    if free < fail_bytes:
+        return Check("disk", Status.FAIL, text, "free space: the journal stops accepting events when the disk fills")
+    if free < warn_bytes:
+        return Check("disk", Status.WARN, text, "free some space or lower journal.retention_archives")
+    return Check("disk", Status.OK, text)
+
+
+def check_engine(socket_path: Path) -> Check:
+    """Whether an engine serves the attach socket (informational: doctor runs either way)."""
+    try:
+        running = is_served(socket_path)
+    except AttachError as exc:
+        return Check("engine", Status.WARN, str(exc))
+    if running:
+        return Check("engine", Status.OK, f"an engine is running; attach with `hotcoin tui --attach` ({socket_path})")
+    return Check("engine", Status.SKIP, "no engine is running on this data dir")
+
+
+def check_secrets_file(path: Path) -> Check:
+    if not path.exists():
+        return Check("secrets", Status.SKIP, f"no secrets file at {path}")
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return Check("secrets", Status.FAIL, f"{path} is mode {mode:04o}: readable by others", f"chmod 600 {path}")
+    if st.st_uid != os.getuid():
+        return Check("secrets", Status.WARN, f"{path} belongs to uid {st.st_uid}, not to you ({os.getuid()})",
+                     f"chown $(id -u) {path}")  # fmt: skip
+    return Check("secrets", Status.OK, f"{path} is mode {mode:04o}")
+
+
+# -- exchange checks ----------------------------------------------------------------------------
+
+
+def check_clock(exchange_ms: int, local_ms: int, *, recv_window_ms: int = 5000) -> Check:
+    """Skew between our clock and the exchange's. Signed requests fail beyond recvWindow
+    (and Binance rejects timestamps more than 1 s ahead of it)."""
+    skew = local_ms - exchange_ms
+    text = f"local clock is {skew:+,d} ms from the exchange's"
+    fix = "enable time sync (timedatectl set-ntp true; chrony or systemd-timesyncd)"
+    if abs(skew) >= recv_window_ms or skew > 1000:
+        return Check("clock", Status.FAIL, text + f" (recvWindow {recv_window_ms} ms)", fix)
+    if abs(skew) > 500:
+        return Check("clock", Status.WARN, text, fix)
+    return Check("clock", Status.OK, text)
+
+
+async def measure_clock(
+    exchange_time: Callable[[], Awaitable[int]], local_ms: Callable[[], int], *, recv_window_ms: int = 5000
+) -> Check:
+    """Ask the exchange for its time and compare with ours at the midpoint of the round trip."""
+    before = local_ms()
+    try:
+        server = await exchange_time()
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+        return Check("clock", Status.WARN, f"could not read the exchange's time: {type(exc).__name__}", "check reachability")
+    after = local_ms()
+    return check_clock(server, (before + after) // 2, recv_window_ms=recv_window_ms)
+
+
+async def binance_time(session: aiohttp.ClientSession, base_url: str) -> int:
+    async with session.get(f"{base_url.rstrip('/')}/api/v3/time") as resp:
+        resp.raise_for_status()
+        return int(orjson.loads(await resp.read())["serverTime"])
+
+
+async def api_restrictions(
+    session: aiohttp.ClientSession, base_url: str, api_key: str, api_secret: str, now_ms: int, recv_window_ms: int = 5000
+) -> dict[str, Any]:
+    """Binance `GET /sapi/v1/account/apiRestrictions` (USER_DATA: signed with the secret)."""
+    query = urlencode({"timestamp": now_ms, "recvWindow": recv_window_ms})
+    signature = hmac.new(api_secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+    url = f"{base_url.rstrip('/')}/sapi/v1/account/apiRestrictions?{query}&signature={signature}"
+    async with session.get(url, headers={"X-MBX-APIKEY": api_key}) as resp:
+        body = orjson.loads(await resp.read() or b"{}")
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status}: {body.get('msg', '') if isinstance(body, dict) else ''}")
+        if not isinstance(body, dict):
+            raise ValueError("unexpected answer")
+        return body
+
+
+def judge_restrictions(r: Mapping[str, Any]) -> list[Check]:
+    out: list[Check] = []
+    if r.get("enableWithdrawals"):
+        out.append(Check("api_key.withdrawals", Status.FAIL,
+                         "!!! THIS API KEY CAN WITHDRAW FUNDS !!! A leaked key could empty the account",
+                         "edit the key on Binance (API Management) and untick 'Enable Withdrawals'; a trading bot never needs it"))  # fmt: skip
+    else:
+        out.append(Check("api_key.withdrawals", Status.OK, "withdrawals disabled for this key"))
+    if r.get("enableInternalTransfer") or r.get("permitsUniversalTransfer"):
+        out.append(Check("api_key.transfers", Status.WARN, "this key may move funds between accounts",
+                         "untick internal/universal transfer on the key"))  # fmt: skip
+    if not r.get("ipRestrict"):
+        out.append(Check("api_key.ip", Status.WARN, "the key works from any IP address",
+                         "restrict it to this box's IP in Binance API Management"))  # fmt: skip
+    if not r.get("enableSpotAndMarginTrading"):
+        out.append(Check("api_key.trading", Status.WARN, "spot trading is not enabled for this key: live orders will be refused",
+                         "tick 'Enable Spot & Margin Trading' on the key"))  # fmt: skip
+    return out
+
+
+async def check_reachable(session: aiohttp.ClientSession, name: str, url: str, clock: Callable[[], float] = time.monotonic) -> Check:
+    start = clock()
+    try:
+        async with session.get(url) as resp:
+            await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Check(f"reach.{name}", Status.FAIL, f"cannot reach {name}: {type(exc).__name__}", "check DNS, routes and firewall")
+    ms = (clock() - start) * 1000
+    if status >= 400:
+        return Check(f"reach.{name}", Status.WARN, f"{name} answered HTTP {status} in {ms:.0f} ms")
+    return Check(f"reach.{name}", Status.OK, f"{name} answered in {ms:.0f} ms")
+
+
+# -- the whole run ------------------------------------------------------------------------------
+
+
+def exchange_base(config: HotcoinConfig) -> str | None:
+    """The REST base URL to check, or None for the in-process simulated market."""
+    if config.exchange.endpoint:
+        return config.exchange.endpoint
+    return None if config.exchange.name == "sim" else BINANCE_API
+
+
+async def run_doctor(
+    loaded: LoadedConfig,
+    *,
+    wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    timeout_s: float = 10.0,
+) -> list[Check]:
+    """Every check, local first, then the network ones the config calls for."""
+    c = loaded.config
+    checks = check_config(loaded)
+    checks += check_journal(c.journal_path, c.journal.rotate_max_bytes)
+    checks.append(check_disk(c.paths.data_dir))
+    checks.append(check_secrets_file(c.paths.secrets_file))
+    checks.append(check_engine(default_socket_path(c.paths.data_dir)))
+    base = exchange_base(c)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        if base is None:
+            checks.append(Check("exchange", Status.SKIP, "simulated market in-process: nothing to reach"))
+        else:
+            reach = await check_reachable(session, "exchange", f"{base.rstrip('/')}/api/v3/ping")
+            checks.append(reach)
+            if reach.status is not Status.FAIL:
+                checks.append(await measure_clock(lambda: binance_time(session, base), wall_ms, recv_window_ms=c.exchange.recv_window_ms))
+                checks += await _key_checks(session, c, base, wall_ms)
+        checks += await _telegram_check(c)
+    return checks
+
+
+async def _key_checks(session: aiohttp.ClientSession, c: HotcoinConfig, base: str, wall_ms: Callable[[], int]) -> list[Check]:
+    key, secret = c.exchange.api_key, c.exchange.api_secret
+    if key is None or secret is None:
+        return [Check("api_key", Status.SKIP, "no API key configured (paper trading needs none)")]
+    try:
+        r = await api_restrictions(session, base, key.get_secret_value(), secret.get_secret_value(), wall_ms(), c.exchange.recv_window_ms)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return [Check("api_key", Status.WARN, f"could not read the key's restrictions ({exc})",
+                      "check the key is valid and the clock is in sync")]  # fmt: skip
+    return judge_restrictions(r)
+
+
+async def _telegram_check(c: HotcoinConfig) -> list[Check]:
+    bot = telegram_bot(c)
+    if bot is None:
+        return []
+    try:
+        me = await bot.get_me()
+    except DeliveryError as exc:
+        return [Check("reach.telegram", Status.FAIL, str(exc), "check notify.telegram.bot_token and notify.telegram.base_url")]
+    finally:
+        await bot.aclose()
+    return [Check("reach.telegram", Status.OK, f"bot @{me.get('username', '?')} reachable")]

@@ -1,0 +1,247 @@
+"""Deliver notifications without ever making the engine wait for them.
+
+`Dispatcher.notify()` is synchronous and cheap (a few µs): it drops a duplicate (same
+`dedupe_key` within the window), appends to each channel's bounded queue and returns. When a
+queue is full the oldest routine message is dropped (a critical one only when nothing else is
+left), and the next delivered message says how many were lost. One background task per
+channel delivers in order, paced to `max_per_minute` (a sliding 60 s window), and retries a
+failed delivery that may succeed later (429, 5xx, network) with exponential backoff, or after
+exactly the `retry_after` the far end asked for. A channel that is down, slow or rate-limited
+delays only its own queue: never the caller, never another channel.
+
+Time is injected (`clock`, `sleep`) so tests drive backoff and pacing without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+
+from engine.config.sections.notify import NotifySection
+from engine.ops.notify.base import DeliveryError, Notification, Notifier, Severity
+
+log = logging.getLogger("hotcoin.notify")
+
+RATE_WINDOW_S = 60.0
+DEDUPE_KEYS = 4096  # keys remembered at most; past it the oldest are forgotten early
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    max_per_minute: int = 20
+    dedupe_window_s: float = 300.0
+    queue_size: int = 200
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    max_backoff_s: float = 120.0
+
+    @classmethod
+    def from_section(cls, section: NotifySection) -> DispatchSettings:
+        return cls(
+            max_per_minute=section.max_per_minute,
+            dedupe_window_s=section.dedupe_window_s,
+            queue_size=section.queue_size,
+            max_retries=section.max_retries,
+            backoff_s=section.backoff_s,
+            max_backoff_s=section.max_backoff_s,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (0-based) when the far end named none."""
+        return float(min(self.backoff_s * (2**attempt), self.max_backoff_s))
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    sent: int = 0
+    failed: int = 0  # messages given up on (non-retryable, or retries exhausted)
+    retries: int = 0
+    dropped: int = 0  # oldest messages dropped because the queue was full
+
+
+class _Channel:
+    def __init__(self, notifier: Notifier, queue_size: int) -> None:
+        self.notifier = notifier
+        self.pending: deque[Notification] = deque()
+        self.queue_size = queue_size
+        self.wake = asyncio.Event()
+        self.sent_at: deque[float] = deque()
+        self.stats = ChannelStats()
+        self.unreported_drops = 0
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, note: Notification) -> None:
+        if len(self.pending) >= self.queue_size:
+            # Drop the oldest routine message; a critical one (loss limit, L5, blocked) only
+            # when nothing else is left to drop.
+            victim = next((n for n in self.pending if n.severity is not Severity.CRITICAL), self.pending[0])
+            self.pending.remove(victim)
+            self.stats.dropped += 1
+            self.unreported_drops += 1
+        self.pending.append(note)
+        self.wake.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and not self.busy
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Dispatcher:
+    """Fan-out of notifications to channels; see the module docstring. Use `async with`, or
+    `start()` and `aclose()`. `notify()` may be called before `start()` (messages wait)."""
+
+    def __init__(
+        self,
+        notifiers: Sequence[Notifier],
+        settings: DispatchSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not notifiers:
+            raise ValueError("Dispatcher needs at least one notifier")
+        self.settings = settings or DispatchSettings()
+        self._clock = clock
+        self._sleep = sleep
+        self._channels = [_Channel(n, self.settings.queue_size) for n in notifiers]
+        self._recent: dict[str, float] = {}
+        self.duplicates = 0
+        self._closed = False
+        self._progress = asyncio.Event()  # set each time a channel finishes a message
+
+    # -- the caller's side: sync, never blocks ----------------------------------------------
+
+    def notify(self, note: Notification) -> bool:
+        """Queue `note` for every channel; False when it was a duplicate or we are closed."""
+        if self._closed:
+            log.debug("notification after close dropped", extra={"title": note.title})
+            return False
+        window = self.settings.dedupe_window_s
+        if window > 0 and note.dedupe:
+            now = self._clock()
+            recent = self._recent  # key -> time first sent, oldest first (insertion order)
+            while recent:
+                oldest = next(iter(recent))
+                if now - recent[oldest] < window and len(recent) < DEDUPE_KEYS:
+                    break
+                del recent[oldest]
+            key = note.dedupe_key()
+            if key in recent:
+                self.duplicates += 1
+                return False
+            recent[key] = now
+        for channel in self._channels:
+            channel.offer(note)
+        return True
+
+    @property
+    def stats(self) -> dict[str, ChannelStats]:
+        return {c.notifier.name: c.stats for c in self._channels}
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing in flight on any channel."""
+        return all(c.idle for c in self._channels)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for channel in self._channels:
+            if channel.task is None:
+                channel.task = asyncio.create_task(self._run(channel), name=f"notify-{channel.notifier.name}")
+
+    async def aclose(self, drain_s: float = 5.0) -> None:
+        """Stop accepting, give queued messages up to `drain_s` seconds, then stop the workers."""
+        self._closed = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_s):
+                while not self.idle and any(c.task is not None and not c.task.done() for c in self._channels):
+                    self._progress.clear()
+                    await self._progress.wait()
+        for channel in self._channels:
+            if channel.task is not None:
+                channel.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await channel.task
+                channel.task = None
+            left = len(channel.pending)
+            if left:
+                log.warning("notifications not delivered at shutdown", extra={"channel": channel.notifier.name, "count": left})
+            await channel.notifier.aclose()
+
+    async def __aenter__(self) -> Dispatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- the channel workers ------------------------------------------------------------------
+
+    async def _run(self, channel: _Channel) -> None:
+        while True:
+            if not channel.pending:
+                channel.wake.clear()
+                await channel.wake.wait()
+                continue
+            note = channel.pending.popleft()
+            channel.busy = True
+            try:
+                if channel.unreported_drops:
+                    lost, channel.unreported_drops = channel.unreported_drops, 0
+                    note = replace(note, text=f"{note.text}\n({lost} earlier message(s) dropped: queue full)".lstrip("\n"))
+                await self._pace(channel)
+                await self._deliver(channel, note)
+            finally:
+                channel.busy = False
+                self._progress.set()
+
+    async def _pace(self, channel: _Channel) -> None:
+        """Wait until one more send fits in the last 60 s."""
+        limit = self.settings.max_per_minute
+        while True:
+            now = self._clock()
+            while channel.sent_at and now - channel.sent_at[0] >= RATE_WINDOW_S:
+                channel.sent_at.popleft()
+            if len(channel.sent_at) < limit:
+                return
+            await self._sleep(RATE_WINDOW_S - (now - channel.sent_at[0]))
+
+    async def _deliver(self, channel: _Channel, note: Notification) -> None:
+        name = channel.notifier.name
+        for attempt in range(self.settings.max_retries + 1):
+            channel.sent_at.append(self._clock())
+            try:
+                await channel.notifier.send(note)
+            except DeliveryError as exc:
+                last = attempt == self.settings.max_retries
+                if not exc.retryable or last:
+                    channel.stats.failed += 1
+                    log.warning(
+                        "notification not delivered",
+                        extra={"channel": name, "error": str(exc), "attempts": attempt + 1, "title": note.title, "category": note.category},
+                    )
+                    return
+                delay = exc.retry_after if exc.retry_after is not None else self.settings.backoff(attempt)
+                channel.stats.retries += 1
+                log.info("notification delivery retried", extra={"channel": name, "error": str(exc), "delay_s": delay})
+                await self._sleep(max(0.0, delay))
+            except Exception:  # a channel bug must cost one message, never the worker
+                channel.stats.failed += 1
+                log.exception("notifier crashed", extra={"channel": name, "title": note.title, "category": note.category})
+                return
+            else:
+                channel.stats.sent += 1
+                return

@@ -1,0 +1,151 @@
+"""Which journal events become a message for the owner, and what it says.
+
+`notification_for(kind, payload, symbol)` is a pure table from an event to a `Notification`
+(or None: most events are not news). `NotificationBridge` is what the runtime's event tap
+calls for every event it emits; it costs one dict lookup for the kinds that are never news.
+
+What is news:
+- position opened (with size, price and why) and closed (with realised PnL); partial closes
+  (take-profit tiers) as well; adds are not;
+- risk limits that fire: the daily loss limit, consecutive losses, risk level L5 (L2-L4 are
+  visible on the dashboard and not worth a phone buzz);
+- every engine_state change, with its reasons;
+- operator commands (pause, resume, close-all, shutdown) and where they came from;
+- system anomalies: a run that stops, an order whose outcome is unknown, or whatever the
+  runtime reports through `NotificationBridge.anomaly()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from engine.ops.notify.base import Notification, Severity
+
+log = logging.getLogger("hotcoin.notify")
+
+
+def _num(value: Any, fmt: str = ".8g") -> str:
+    return format(value, fmt) if isinstance(value, int | float) and not isinstance(value, bool) else "?"
+
+
+def _position(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
+    action = payload.get("action")
+    sym = symbol or "?"
+    reason = payload.get("reason")
+    why = f" ({reason})" if reason else ""
+    if action == "open":
+        qty, price = payload.get("quantity"), payload.get("entry_price")
+        notional = qty * price if isinstance(qty, int | float) and isinstance(price, int | float) else None
+        worth = f" ≈ {_num(notional, ',.2f')}" if notional is not None else ""
+        return Notification(
+            f"Opened {sym}", f"{_num(qty)} @ {_num(price)}{worth}{why}", category="position", key=f"open:{sym}:{payload.get('position_trace_id', '')}:{qty}"
+        )
+    if action in ("close", "partial_close"):
+        pnl = payload.get("total_realised_pnl", payload.get("realised_pnl")) if action == "close" else payload.get("realised_pnl")
+        sign = "+" if isinstance(pnl, int | float) and pnl >= 0 else ""
+        title = f"Closed {sym}" if action == "close" else f"Partly closed {sym}"
+        left = "" if action == "close" else f", {_num(payload.get('quantity'))} left"
+        return Notification(
+            title,
+            f"PnL {sign}{_num(pnl, ',.2f')}{left}{why}",
+            severity=Severity.INFO,
+            category="position",
+            key=f"{action}:{sym}:{payload.get('position_trace_id', '')}:{payload.get('quantity')}:{pnl}",
+        )
+    return None
+
+
+def _risk(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
+    code, level, detail = payload.get("code"), payload.get("level"), str(payload.get("detail", ""))
+    if code == "daily_loss_limit":
+        return Notification("Daily loss limit hit", detail, Severity.CRITICAL, "risk", key=f"risk:{code}:{level}")
+    if code == "consecutive_losses":
+        return Notification("Losing streak: entries cooling down", detail, Severity.WARNING, "risk")
+    if code == "risk_level" and level == "L5":
+        return Notification("Risk level L5: engine blocked", detail, Severity.CRITICAL, "risk", key="risk:L5")
+    return None
+
+
+def _state(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
+    to = str(payload.get("to", "?"))
+    reasons = payload.get("reasons") or []
+    because = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
+    severity = {"blocked": Severity.CRITICAL, "degraded": Severity.WARNING}.get(to, Severity.INFO)
+    # Never deduplicated: after tradeable → degraded → tradeable → degraded, the owner's last
+    # message must say degraded. The state machine's hysteresis keeps these rare.
+    return Notification(f"Engine {payload.get('from', '?')} → {to}", because, severity, "state", dedupe=False)
+
+
+def _command(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
+    command = str(payload.get("command", "?")).replace("_", "-")
+    return Notification(f"Command: {command}", f"from {payload.get('origin', '?')}", category="command", dedupe=False)
+
+
+def _order_result(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
+    if payload.get("status") != "unknown":
+        return None
+    return Notification(
+        f"Order outcome unknown: {symbol or '?'}",
+        f"{payload.get('client_order_id')}: {payload.get('error', 'no answer')}; reconciling",
+        Severity.WARNING,
+        "system",
+    )
+
+
+def _run(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
+    if "reason" in payload:
+        return Notification("Engine stopped", f"run {payload.get('run_id')}: {payload.get('reason')}", Severity.WARNING, "system")
+    return Notification("Engine started", f"run {payload.get('run_id')} ({payload.get('mode', '?')})", category="system")
+
+
+_TABLE: dict[str, Callable[[Mapping[str, Any], str | None], Notification | None]] = {
+    "position_update": _position,
+    "risk_event": _risk,
+    "state_change": _state,
+    "command": _command,
+    "order_result": _order_result,
+    "run_start": _run,
+    "run_stop": _run,
+}
+
+
+def notification_for(kind: str, payload: Mapping[str, Any], symbol: str | None = None) -> Notification | None:
+    """The message an event deserves, or None."""
+    make = _TABLE.get(kind)
+    return None if make is None else make(payload, symbol)
+
+
+class NotificationSink(Protocol):
+    """What the bridge hands notifications to (a `Dispatcher` is one)."""
+
+    def notify(self, note: Notification) -> bool: ...
+
+
+class NotificationBridge:
+    """The runtime's event tap calls `on_event` for every event; news goes to the dispatcher.
+
+    Never raises into the caller: a malformed payload costs its message and a log line."""
+
+    def __init__(self, dispatcher: NotificationSink) -> None:
+        self._dispatcher = dispatcher
+
+    def on_event(self, kind: str, payload: Mapping[str, Any], symbol: str | None = None) -> bool:
+        """True when the event became a queued notification."""
+        if kind not in _TABLE:
+            return False
+        try:
+            note = notification_for(kind, payload, symbol)
+        except Exception:  # never let a message template break the engine's emit path
+            log.exception("notification template failed", extra={"kind": kind})
+            return False
+        return note is not None and self._dispatcher.notify(note)
+
+    def anomaly(self, title: str, detail: str, *, key: str = "") -> bool:
+        """A system problem the runtime noticed (journal back-pressure, a stream down for long)."""
+        return self._dispatcher.notify(Notification(title, detail, Severity.WARNING, "system", key=key))
+
+    def send(self, note: Notification) -> bool:
+        """Anything else worth telling (the daily report)."""
+        return self._dispatcher.notify(note)

@@ -1,0 +1,227 @@
+"""Remote control over Telegram: `/status`, `/positions`, `/pause`, `/resume`, `/closeall`.
+
+Only the configured chat is obeyed; a message from any other chat gets no answer and is logged
+(with its chat id, so the owner can see someone is probing the bot). Commands act through an
+`EngineClient`, exactly like the TUI's keys: the bot never touches engine state.
+
+`/closeall` is two steps: the bot answers with what would close and a one-time code, and only
+`/confirm <code>` within the window sends CLOSE_ALL. A command older than the window when it
+arrives (sent while the engine was down, delivered on restart) is refused, not replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.ops.notify.base import DeliveryError
+from engine.ops.notify.telegram import TelegramBot
+from engine.runtime.client import Command, EngineClient
+from engine.runtime.snapshot import EngineSnapshot
+
+log = logging.getLogger("hotcoin.telegram")
+
+HELP = (
+    "/status  engine state, equity, day PnL\n"
+    "/positions  open positions\n"
+    "/pause  no new entries (exits continue)\n"
+    "/resume  allow new entries\n"
+    "/closeall  exit every position at market (asks for /confirm <code>)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingClose:
+    code: str
+    expires: float
+    count: int
+
+
+def _new_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+class TelegramCommands:
+    """Answers commands from one chat. `handle()` is the whole logic (tested directly);
+    `run()` long-polls `getUpdates` and feeds it until cancelled."""
+
+    def __init__(
+        self,
+        bot: TelegramBot,
+        chat_id: int,
+        client: EngineClient,
+        *,
+        confirm_window_s: float = 60.0,
+        poll_timeout_s: int = 25,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        new_code: Callable[[], str] = _new_code,
+    ) -> None:
+        self._bot = bot
+        self._chat_id = chat_id
+        self._client = client
+        self._window = confirm_window_s
+        self._poll_timeout_s = poll_timeout_s
+        self._clock = clock
+        self._sleep = sleep
+        self._new_code = new_code
+        self._pending: _PendingClose | None = None
+        self._offset: int | None = None
+        self.ignored = 0  # messages from other chats
+
+    # -- polling ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll forever (until cancelled); a failing Bot API backs off, never raises."""
+        failures = 0
+        while True:
+            try:
+                updates = await self._bot.get_updates(self._offset, self._poll_timeout_s)
+            except DeliveryError as exc:
+                failures += 1
+                delay = exc.retry_after if exc.retry_after is not None else min(60.0, 2.0 ** min(failures, 6))
+                log.warning("telegram getUpdates failed", extra={"error": str(exc), "retry_in_s": delay})
+                await self._sleep(delay)
+                continue
+            failures = 0
+            for update in updates:
+                try:
+                    await self.process(update)
+                except Exception:  # one odd update must not end remote control
+                    log.exception("telegram update not handled", extra={"update_id": update.get("update_id")})
+
+    async def process(self, update: Mapping[str, Any]) -> str | None:
+        """Handle one update (advancing the offset) and send the reply, if any."""
+        update_id = update.get("update_id")
+        if isinstance(update_id, int):
+            self._offset = max(self._offset or 0, update_id + 1)
+        message = update.get("message")
+        if not isinstance(message, Mapping):
+            return None
+        chat = message.get("chat")
+        chat_id = chat.get("id") if isinstance(chat, Mapping) else None
+        text = message.get("text")
+        sender = message.get("from")
+        who = "?"
+        if isinstance(sender, Mapping):
+            who = str(sender.get("username") or sender.get("id") or "?")
+        if chat_id != self._chat_id:
+            self.ignored += 1
+            log.warning("telegram message from an unknown chat ignored", extra={"chat_id": chat_id, "from": who})
+            return None
+        if not isinstance(text, str):
+            return None
+        sent = message.get("date")
+        if isinstance(sent, int | float) and self._clock() - sent > self._window:
+            first = text.split()[0] if text.split() else "message"
+            reply = f"ignored {first}: sent {self._clock() - sent:.0f} s ago; send it again"
+        else:
+            reply = await self.handle(text, origin=f"telegram:{who}")
+        try:
+            await self._bot.send_message(self._chat_id, reply)
+        except DeliveryError as exc:
+            log.warning("telegram reply failed", extra={"error": str(exc)})
+        return reply
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def handle(self, text: str, *, origin: str = "telegram") -> str:
+        """The reply to one message from the owner's chat."""
+        words = text.strip().split()
+        if not words or not words[0].startswith("/"):
+            return "commands:\n" + HELP
+        name = words[0][1:].split("@", 1)[0].lower()
+        args = words[1:]
+        try:
+            if name == "status":
+                return self._status()
+            if name == "positions":
+                return self._positions()
+            if name == "pause":
+                return await self._send(Command.PAUSE, origin)
+            if name == "resume":
+                return await self._send(Command.RESUME, origin)
+            if name == "closeall":
+                return self._ask_close_all()
+            if name == "confirm":
+                return await self._confirm(args, origin)
+        except Exception as exc:  # an engine that cannot answer must still get a reply out
+            log.exception("telegram command failed", extra={"command": name})
+            return f"/{name} failed: {exc}"
+        if name in ("help", "start"):
+            return HELP
+        return f"unknown command /{name}\n{HELP}"
+
+    def _status(self) -> str:
+        snap = self._client.latest()
+        if snap is None:
+            return "engine starting: no cycle completed yet"
+        return format_status(snap)
+
+    def _positions(self) -> str:
+        snap = self._client.latest()
+        if snap is None:
+            return "engine starting: no cycle completed yet"
+        return format_positions(snap)
+
+    async def _send(self, command: Command, origin: str) -> str:
+        result = await self._client.send(command, origin)
+        return f"{'done' if result.accepted else 'refused'}: {result.message}"
+
+    def _ask_close_all(self) -> str:
+        snap = self._client.latest()
+        held = snap.positions if snap is not None else ()
+        code = self._new_code()
+        self._pending = _PendingClose(code, self._clock() + self._window, len(held))
+        listed = ", ".join(p.symbol for p in held[:20]) + (" …" if len(held) > 20 else "")
+        what = f"{len(held)} position(s): {listed}" if held else "no open positions (open orders are cancelled)"
+        return (
+            f"close-all would exit {what} at market and pause new entries.\n"
+            f"To go ahead send /confirm {code} within {self._window:.0f} s."
+        )
+
+    async def _confirm(self, args: list[str], origin: str) -> str:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return "nothing to confirm; send /closeall first"
+        if self._clock() > pending.expires:
+            return "that code expired; send /closeall again"
+        if not args or args[0] != pending.code:
+            return "wrong code; close-all cancelled. Send /closeall again"
+        return await self._send(Command.CLOSE_ALL, origin)
+
+
+def format_status(snap: EngineSnapshot) -> str:
+    st, t = snap.status, snap.totals
+    lines = [
+        f"{st.state}{' (paused)' if st.paused else ''} · {st.mode} · risk L{st.risk_level}",
+        f"equity {t.equity:,.2f} · day PnL {t.day_pnl:+,.2f} · exposure {t.exposure:,.2f}",
+        f"{len(snap.positions)} position(s) · {len(snap.candidates)} candidate(s)",
+    ]
+    if st.reasons:
+        lines.append("reasons: " + "; ".join(st.reasons))
+    down = [f"{s.name} {s.status}" for s in st.streams if s.status != "connected"]
+    if down:
+        lines.append("streams: " + ", ".join(down))
+    if snap.close_all is not None and not snap.close_all.done:
+        lines.append(f"close-all: {snap.close_all.remaining}/{snap.close_all.total} left")
+    return "\n".join(lines)
+
+
+def format_positions(snap: EngineSnapshot) -> str:
+    if not snap.positions:
+        return "no open positions"
+    rows = sorted(snap.positions, key=lambda p: p.unrealised_pnl)
+    lines = [
+        f"{p.symbol} {p.quantity:.8g} @ {p.entry_price:.8g} → {p.mark:.8g} uPnL {p.unrealised_pnl:+,.2f}" for p in rows[:30]
+    ]
+    if len(rows) > 30:
+        lines.append(f"… and {len(rows) - 30} more")
+    total = sum(p.unrealised_pnl for p in snap.positions)
+    lines.append(f"total uPnL {total:+,.2f}")
+    return "\n".join(lines)

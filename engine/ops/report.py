@@ -1,0 +1,361 @@
+"""The daily report: what one UTC day of trading came to, from the journal alone.
+
+`build_report(day, events, ...)` is a pure function of that day's events: realised PnL and
+fees, closed trades with win rate, best and worst, exposure by cluster (the peak cost basis
+held in each cluster during the day, with its PnL), and how the day's time split between
+engine states. `load_report(journal, day)` reads those events; `render_text` (notifiers) and
+`render_rich` (terminal) show it; `next_report_at(now_ms)` and `DailyReporter` send it at
+00:00 UTC for the day that just ended.
+
+State time shares need the state the day began in. It comes from, in order: the events
+themselves (a first `state_change` names where it came `from`; a first `run_start` means the
+engine was stopped before it), the last such event in the 24 h before the day, and otherwise
+"unknown". Positions carried into the day are counted in exposure from their first update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.journal.events import JournalEvent
+from engine.journal.reader import JournalReader
+from engine.ops.notify.base import Notification
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+log = logging.getLogger("hotcoin.report")
+
+DAY_MS = 86_400_000
+STOPPED = "stopped"
+UNKNOWN = "unknown"
+REPORT_KINDS = ("position_update", "fill", "state_change", "risk_event", "command", "run_start", "run_stop")
+_STATE_KINDS = ("state_change", "run_start", "run_stop")
+_LOOKBACK_MS = DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class TradeLine:
+    symbol: str
+    pnl: float
+    closed_ms: int
+    reason: str
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLine:
+    cluster: str
+    peak_exposure: float  # highest cost basis held in the cluster at once during the day
+    realised_pnl: float
+    trades: int
+
+
+@dataclass(frozen=True, slots=True)
+class DailyReport:
+    day: date
+    start_ms: int
+    end_ms: int  # end of the span covered: 24 h later, or "now" for today
+    realised_pnl: float
+    fees: float
+    trades: int
+    wins: int
+    opened: int
+    best: TradeLine | None
+    worst: TradeLine | None
+    clusters: tuple[ClusterLine, ...]
+    state_shares: Mapping[str, float]  # state -> share of the span, summing to 1
+    risk_events: Mapping[str, int]  # code -> count
+    commands: Mapping[str, int]  # command -> count
+    open_at_end: tuple[str, ...]
+    events: int
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.trades if self.trades else None
+
+
+def day_bounds(day: date) -> tuple[int, int]:
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    return start, start + DAY_MS
+
+
+def utc_day(ts_ms: int) -> date:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).date()
+
+
+def next_report_at(now_ms: int) -> int:
+    """The next 00:00 UTC strictly after `now_ms` (epoch ms)."""
+    return (now_ms // DAY_MS + 1) * DAY_MS
+
+
+# -- the pure part ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tracker:
+    clusters: Mapping[str, str]
+    held: dict[str, float] = field(default_factory=dict)  # symbol -> cost basis held
+    peak: dict[str, float] = field(default_factory=dict)
+    pnl: dict[str, float] = field(default_factory=dict)
+    trades: dict[str, int] = field(default_factory=dict)
+
+    def cluster(self, symbol: str) -> str:
+        return self.clusters.get(symbol, symbol)
+
+    def hold(self, symbol: str, cost: float) -> None:
+        if cost > 0:
+            self.held[symbol] = cost
+        else:
+            self.held.pop(symbol, None)
+        name = self.cluster(symbol)
+        total = sum(v for s, v in self.held.items() if self.cluster(s) == name)
+        self.peak[name] = max(self.peak.get(name, 0.0), total)
+
+    def lines(self) -> tuple[ClusterLine, ...]:
+        names = set(self.peak) | set(self.pnl)
+        rows = [ClusterLine(n, self.peak.get(n, 0.0), self.pnl.get(n, 0.0), self.trades.get(n, 0)) for n in names]
+        return tuple(sorted(rows, key=lambda r: (-r.peak_exposure, r.cluster)))
+
+
+def _num(payload: Mapping[str, Any], name: str) -> float:
+    value = payload.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def build_report(
+    day: date,
+    events: Iterable[JournalEvent],
+    *,
+    clusters: Mapping[str, str] | None = None,
+    prior_state: str | None = None,
+    until_ms: int | None = None,
+) -> DailyReport:
+    """The report of `day` (UTC) from its events in seq order. Events outside the day are
+    ignored; `until_ms` ends the span early (a report of today so far)."""
+    start, end = day_bounds(day)
+    if until_ms is not None:
+        end = max(start, min(end, until_ms))
+    tracker = _Tracker(clusters or {})
+    realised = fees = 0.0
+    trades: list[TradeLine] = []
+    opened = count = 0
+    risk: Counter[str] = Counter()
+    commands: Counter[str] = Counter()
+    state_time: Counter[str] = Counter()
+    state, since = (prior_state or UNKNOWN), start
+    for ev in events:
+        if not start <= ev.ts_ms < end:
+            continue
+        count += 1
+        p = ev.payload
+        if ev.kind in _STATE_KINDS:
+            if ev.kind == "run_start":
+                new, before = "tradeable", STOPPED
+            elif ev.kind == "run_stop":
+                new, before = STOPPED, state
+            else:
+                new, before = str(p.get("to", UNKNOWN)), str(p.get("from", UNKNOWN))
+            state_time[before if state == UNKNOWN else state] += ev.ts_ms - since
+            state, since = new, ev.ts_ms
+        elif ev.kind == "position_update":
+            symbol = ev.symbol or "?"
+            action = p.get("action")
+            tracker.hold(symbol, _num(p, "quantity") * _num(p, "entry_price"))
+            if action == "open":
+                opened += 1
+            elif action in ("partial_close", "close"):
+                pnl = _num(p, "realised_pnl")
+                realised += pnl
+                name = tracker.cluster(symbol)
+                tracker.pnl[name] = tracker.pnl.get(name, 0.0) + pnl
+                if action == "close":
+                    total = _num(p, "total_realised_pnl") if "total_realised_pnl" in p else pnl
+                    trades.append(TradeLine(symbol, total, ev.ts_ms, str(p.get("reason", "")), ev.trace_id))
+                    tracker.trades[name] = tracker.trades.get(name, 0) + 1
+        elif ev.kind == "fill":
+            fees += _num(p, "fee_quote")
+        elif ev.kind == "risk_event":
+            risk[str(p.get("code", "?"))] += 1
+        elif ev.kind == "command":
+            commands[str(p.get("command", "?"))] += 1
+    state_time[state] += end - since
+    span = end - start
+    shares = {k: v / span for k, v in sorted(state_time.items(), key=lambda kv: -kv[1]) if v > 0} if span else {}
+    return DailyReport(
+        day=day,
+        start_ms=start,
+        end_ms=end,
+        realised_pnl=realised,
+        fees=fees,
+        trades=len(trades),
+        wins=sum(1 for t in trades if t.pnl > 0),
+        opened=opened,
+        best=max(trades, key=lambda t: t.pnl) if trades else None,
+        worst=min(trades, key=lambda t: t.pnl) if trades else None,
+        clusters=tracker.lines(),
+        state_shares=shares,
+        risk_events=dict(risk),
+        commands=dict(commands),
+        open_at_end=tuple(sorted(tracker.held)),
+        events=count,
+    )
+
+
+# -- reading the journal ------------------------------------------------------------------------
+
+
+def state_before(reader: JournalReader, start_ms: int) -> str | None:
+    """The engine's state at `start_ms` from the last state event in the 24 h before it."""
+    last: JournalEvent | None = None
+    for ev in reader.events(since_ms=start_ms - _LOOKBACK_MS, until_ms=start_ms, kinds=_STATE_KINDS):
+        last = ev
+    if last is None:
+        return None
+    if last.kind == "run_start":
+        return "tradeable"
+    if last.kind == "run_stop":
+        return STOPPED
+    return str(last.payload.get("to", UNKNOWN))
+
+
+def load_report(
+    journal: Path, day: date, *, clusters: Mapping[str, str] | None = None, now_ms: int | None = None
+) -> DailyReport:
+    """Read `day`'s events from `journal` (main file and archives) and build its report.
+    Blocking (SQLite): call it through `asyncio.to_thread` from async code."""
+    start, end = day_bounds(day)
+    with JournalReader(journal) as reader:
+        prior = state_before(reader, start)
+        events = reader.events(since_ms=start, until_ms=end, kinds=REPORT_KINDS)
+        return build_report(day, events, clusters=clusters, prior_state=prior, until_ms=now_ms)
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f}%"
+
+
+def _trade(t: TradeLine) -> str:
+    return f"{t.symbol} {t.pnl:+,.2f}"
+
+
+def summary_lines(r: DailyReport) -> list[str]:
+    """The report as short lines, shared by both renderings."""
+    partial = "" if r.end_ms - r.start_ms == DAY_MS else " (so far)"
+    lines = [f"Daily report {r.day.isoformat()} UTC{partial}"]
+    win = f"win rate {_pct(r.win_rate)} ({r.wins}/{r.trades})" if r.win_rate is not None else "no closed trades"
+    lines.append(f"PnL {r.realised_pnl:+,.2f} (fees {r.fees:,.2f}) · {r.trades} trade(s) · {win}")
+    if r.best is not None and r.worst is not None:
+        lines.append(f"best {_trade(r.best)} · worst {_trade(r.worst)}")
+    held = f": {', '.join(r.open_at_end[:10])}" + (" …" if len(r.open_at_end) > 10 else "") if r.open_at_end else ""
+    lines.append(f"opened {r.opened} · open at end {len(r.open_at_end)}{held}")
+    if r.clusters:
+        parts = [f"{c.cluster} {c.peak_exposure:,.2f} (PnL {c.realised_pnl:+,.2f}, {c.trades})" for c in r.clusters[:8]]
+        lines.append("peak exposure by cluster: " + "; ".join(parts))
+    if r.state_shares:
+        lines.append("time: " + " · ".join(f"{s} {_pct(v)}" for s, v in r.state_shares.items()))
+    if r.risk_events:
+        lines.append("risk: " + ", ".join(f"{k} ×{v}" for k, v in sorted(r.risk_events.items())))
+    if r.commands:
+        lines.append("commands: " + ", ".join(f"{k} ×{v}" for k, v in sorted(r.commands.items())))
+    return lines
+
+
+def render_text(r: DailyReport) -> str:
+    """Plain text for Telegram / Feishu."""
+    return "\n".join(summary_lines(r))
+
+
+def report_notification(r: DailyReport) -> Notification:
+    title, *body = summary_lines(r)
+    return Notification(title, "\n".join(body), category="report", key=f"report:{r.day.isoformat()}:{r.end_ms}")
+
+
+def render_rich(r: DailyReport) -> RenderableType:
+    """Tables for the terminal (`hotcoin report`)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    partial = "" if r.end_ms - r.start_ms == DAY_MS else " (so far)"
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    pnl_style = "green" if r.realised_pnl >= 0 else "red"
+    head.add_row("realised PnL", Text(f"{r.realised_pnl:+,.2f}", style=pnl_style))
+    head.add_row("fees", f"{r.fees:,.2f}")
+    head.add_row("trades", f"{r.trades} closed, {r.opened} opened, {len(r.open_at_end)} open at end")
+    head.add_row("win rate", f"{_pct(r.win_rate)} ({r.wins}/{r.trades})" if r.win_rate is not None else "-")
+    head.add_row("best", _trade(r.best) if r.best else "-")
+    head.add_row("worst", _trade(r.worst) if r.worst else "-")
+    head.add_row("time", " · ".join(f"{s} {_pct(v)}" for s, v in r.state_shares.items()) or "-")
+    if r.risk_events:
+        head.add_row("risk events", ", ".join(f"{k} ×{v}" for k, v in sorted(r.risk_events.items())))
+    if r.commands:
+        head.add_row("commands", ", ".join(f"{k} ×{v}" for k, v in sorted(r.commands.items())))
+    parts: list[RenderableType] = [Text(f"Daily report {r.day.isoformat()} UTC{partial}", style="bold"), head]
+    if r.clusters:
+        table = Table(title="exposure by cluster", title_justify="left")
+        table.add_column("cluster")
+        table.add_column("peak exposure", justify="right")
+        table.add_column("realised PnL", justify="right")
+        table.add_column("trades", justify="right")
+        for c in r.clusters:
+            table.add_row(c.cluster, f"{c.peak_exposure:,.2f}", f"{c.realised_pnl:+,.2f}", str(c.trades))
+        parts.append(table)
+    return Group(*parts)
+
+
+# -- scheduling -------------------------------------------------------------------------------
+
+
+class DailyReporter:
+    """Sends yesterday's report at every 00:00 UTC while the engine runs.
+
+    `send` receives the notification (e.g. `NotificationBridge.send`); a failing journal read
+    is logged and the next day is tried again, never raised into the engine. It reads
+    `settle_s` after midnight so the writer has flushed the day's last events."""
+
+    def __init__(
+        self,
+        journal: Path,
+        send: Callable[[Notification], object],
+        *,
+        clusters: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        settle_s: float = 5.0,
+    ) -> None:
+        self._journal = journal
+        self._settle_s = settle_s
+        self._send = send
+        self._clusters = dict(clusters or {})
+        self._clock = clock
+        self._sleep = sleep
+
+    async def run(self) -> None:
+        while True:
+            now_ms = int(self._clock() * 1000)
+            fire = next_report_at(now_ms)
+            await self._sleep((fire - now_ms) / 1000 + self._settle_s)
+            await self.send_for(utc_day(fire) - timedelta(days=1))
+
+    async def send_for(self, day: date) -> DailyReport | None:
+        try:
+            report = await asyncio.to_thread(load_report, self._journal, day, clusters=self._clusters)
+        except Exception:  # a report is worth a log line, never the engine
+            log.exception("daily report failed", extra={"day": day.isoformat()})
+            return None
+        self._send(report_notification(report))
+        return report

@@ -1,0 +1,138 @@
+"""`hotcoin report` (one UTC day from the journal) and `hotcoin doctor` (is this box fit to
+trade unattended?).
+
+Exit codes: report 0 done, 2 no journal or a bad date; doctor 0 when nothing failed (warnings
+are printed), 1 when a check failed, 2 when the config itself does not load.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
+
+if TYPE_CHECKING:
+    from engine.config import HotcoinConfig
+    from engine.ops.doctor import Check
+    from engine.ops.notify import Notification
+    from engine.ops.report import DailyReport
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+    app.command("doctor")(doctor)
+
+
+def parse_day(text: str, *, today: date | None = None) -> date:
+    """`YYYY-MM-DD`, `today` or `yesterday` (UTC)."""
+    today = today or datetime.now(UTC).date()
+    word = text.strip().lower()
+    if word == "today":
+        return today
+    if word == "yesterday":
+        return today - timedelta(days=1)
+    try:
+        return date.fromisoformat(word)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date; use YYYY-MM-DD, today or yesterday", param_hint="--date") from None
+
+
+def report(
+    day: Annotated[str, typer.Option("--date", "-d", help="UTC day: YYYY-MM-DD, today (so far) or yesterday.")] = "today",
+    journal: JournalOpt = None,
+    config: ConfigOpt = None,
+    send: Annotated[bool, typer.Option("--send", help="Also send it to the configured Telegram / Feishu channels.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The daily report: PnL, trades, win rate, best/worst, exposure by cluster, time per engine state."""
+    import asyncio
+
+    from engine.config import load_config
+    from engine.ops.report import load_report, render_rich, report_notification
+
+    chosen = parse_day(day)
+    loaded = load_config(config)
+    path = (journal or loaded.config.journal_path).expanduser()
+    if not path.is_file():
+        typer.secho(f"hotcoin: no journal at {path}; point --journal or HOTCOIN_JOURNAL at one", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    result = load_report(path, chosen, clusters=loaded.config.trading.risk.clusters, now_ms=int(now_ms))
+    if as_json:
+        typer.echo(_json(result))
+    else:
+        from rich.console import Console
+
+        Console(highlight=False).print(render_rich(result))
+    if send:
+        sent = asyncio.run(_send(loaded.config, report_notification(result)))
+        typer.echo(sent, err=True)
+
+
+async def _send(config: HotcoinConfig, note: Notification) -> str:
+    from engine.ops.notify import build_notifier
+
+    dispatcher = build_notifier(config)
+    if dispatcher is None:
+        return "no notification channel configured (notify.telegram / notify.feishu); nothing sent"
+    async with dispatcher:
+        dispatcher.notify(note)
+    stats = dispatcher.stats
+    sent = [name for name, s in stats.items() if s.sent]
+    failed = [name for name, s in stats.items() if not s.sent]
+    return f"sent to {', '.join(sent) or 'no channel'}" + (f"; failed: {', '.join(failed)} (see the log)" if failed else "")
+
+
+def _json(r: DailyReport) -> str:
+    import dataclasses
+
+    import orjson
+
+    doc = dataclasses.asdict(r)
+    doc["day"] = r.day.isoformat()
+    doc["win_rate"] = r.win_rate
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+
+
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Check config, journal, disk, clock skew, key permissions and restrictions, reachability."""
+    import asyncio
+
+    from engine.config import load_config
+    from engine.errors import ConfigError
+    from engine.ops.doctor import Status, run_doctor, worst
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        typer.secho(f"config: FAIL {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    checks = asyncio.run(run_doctor(loaded))
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps([{"name": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks], option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_checks(checks)
+    if worst(checks) is Status.FAIL:
+        raise typer.Exit(1)
+
+
+def _print_checks(checks: list[Check]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", expand=False)
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail", overflow="fold")
+    for c in checks:
+        detail = c.detail + (f"\n→ {c.fix}" if c.fix and c.status.value in ("warn", "fail") else "")
+        table.add_row(c.name, f"[{_STYLE[c.status.value]}]{c.status.value.upper()}[/]", detail)
+    Console(highlight=False).print(table)

@@ -1,0 +1,279 @@
+"""`hotcoin doctor`'s checks: local ones on temp files, clock skew against the simulated
+exchange, and key restrictions against a local fake of Binance's endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.config import load_config
+from engine.journal.writer import Journal
+from engine.ops.doctor import (
+    Check,
+    Status,
+    api_restrictions,
+    binance_time,
+    check_clock,
+    check_config,
+    check_disk,
+    check_journal,
+    check_secrets_file,
+    judge_restrictions,
+    measure_clock,
+    run_doctor,
+    worst,
+)
+from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
+
+KEY, SECRET = "doctor-key", "doctor-secret"
+SAFE = {"ipRestrict": True, "enableWithdrawals": False, "enableSpotAndMarginTrading": True, "enableReading": True}
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "status", "words"),
+    [
+        ({}, "config.notify", Status.WARN, "no notification channel"),
+        ({"HOTCOIN_MODE": "live"}, "config.mode", Status.FAIL, "no API key/secret"),
+        ({"HOTCOIN_OPS__HTTP_HOST": "0.0.0.0"}, "config.ops", Status.WARN, "not loopback"),
+        ({"HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "5"}, "config.telegram", Status.WARN, "notify.telegram.bot_token is not set"),
+    ],
+    ids=["no-channel", "live-without-keys", "public-ops-port", "half-telegram"],
+)
+def test_risky_settings_are_named(env: dict[str, str], name: str, status: Status, words: str) -> None:
+    checks = by_name(check_config(load_config(env=env)))
+    assert checks["config"].status is Status.OK
+    assert checks[name].status is status
+    assert words in checks[name].detail
+    assert checks[name].fix
+
+
+# -- journal, disk, secrets -------------------------------------------------------------------
+
+
+async def test_journal_checks(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    assert [c.status for c in check_journal(path, 2_000_000_000)] == [Status.OK]
+    async with Journal.open(path) as j:
+        for i in range(50):
+            j.emit("risk_event", ts_ms=1000 + i, payload={"code": "x", "level": "L1", "detail": "y" * 200})
+    healthy = by_name(check_journal(path, 2_000_000_000))
+    assert healthy["journal.integrity"].status is Status.OK
+    assert healthy["journal.size"].status is Status.OK
+    assert by_name(check_journal(path, 1000))["journal.size"].status is Status.WARN
+
+
+def test_a_damaged_journal_fails(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    check = by_name(check_journal(path, 2_000_000_000))["journal.integrity"]
+    assert check.status is Status.FAIL
+    assert "hotcoin journal check" in check.fix
+
+
+@pytest.mark.parametrize(
+    ("warn", "fail", "status"),
+    [(1, 0, Status.OK), (2**62, 0, Status.WARN), (2**62, 2**62, Status.FAIL)],
+    ids=["plenty", "low", "critical"],
+)
+def test_disk_space(tmp_path: Path, warn: int, fail: int, status: Status) -> None:
+    assert check_disk(tmp_path / "not" / "created", warn_bytes=warn, fail_bytes=fail).status is status
+
+
+@pytest.mark.parametrize(("mode", "status"), [(0o600, Status.OK), (0o400, Status.OK), (0o640, Status.FAIL), (0o644, Status.FAIL)])
+def test_secrets_file_permissions(tmp_path: Path, mode: int, status: Status) -> None:
+    path = tmp_path / "secrets.toml"
+    path.write_text("")
+    path.chmod(mode)
+    check = check_secrets_file(path)
+    assert check.status is status
+    if status is Status.FAIL:
+        assert check.fix == f"chmod 600 {path}"
+    assert check_secrets_file(tmp_path / "none.toml").status is Status.SKIP
+
+
+# -- clock ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("skew", "status"),
+    [(0, Status.OK), (-400, Status.OK), (700, Status.WARN), (-2500, Status.WARN), (1500, Status.FAIL), (-6000, Status.FAIL)],
+    ids=["in-sync", "slightly-behind", "ahead-700ms", "behind-2.5s", "ahead-past-1s", "behind-past-recv-window"],
+)
+def test_clock_skew_thresholds(skew: int, status: Status) -> None:
+    check = check_clock(1_000_000, 1_000_000 + skew, recv_window_ms=5000)
+    assert check.status is status
+    assert f"{skew:+,d} ms" in check.detail
+
+
+@pytest.mark.parametrize(("offset_ms", "status"), [(0, Status.OK), (-3000, Status.WARN), (8000, Status.FAIL)], ids=["synced", "behind-3s", "ahead-8s"])
+async def test_clock_skew_against_the_sim_exchange(offset_ms: int, status: Status) -> None:
+    source = FakeMarketSource(start_ms=time.time_ns() // 1_000_000)
+    async with running_sim_exchange(source, speed=1.0) as sim, aiohttp.ClientSession() as session:
+        check = await measure_clock(
+            lambda: binance_time(session, sim.base_url), lambda: sim.venue.clock.now_ms() + offset_ms
+        )
+    assert check.status is status
+
+
+async def test_an_unreachable_exchange_clock_is_a_warning() -> None:
+    async def broken() -> int:
+        raise aiohttp.ClientConnectionError("down")
+
+    check = await measure_clock(broken, lambda: 0)
+    assert (check.status, check.detail) == (Status.WARN, "could not read the exchange's time: ClientConnectionError")
+
+
+# -- API key restrictions against a local fake --------------------------------------------------
+
+
+@dataclass
+class FakeBinance:
+    restrictions: dict[str, Any] = field(default_factory=lambda: dict(SAFE))
+    seen: list[dict[str, str]] = field(default_factory=list)
+    base_url: str = ""
+
+    async def restrictions_handler(self, request: web.Request) -> web.Response:
+        query = request.query_string
+        params = dict(parse_qsl(query))
+        self.seen.append(params)
+        unsigned = query.rsplit("&signature=", 1)[0]
+        good = hmac.new(SECRET.encode(), unsigned.encode(), hashlib.sha256).hexdigest()
+        if request.headers.get("X-MBX-APIKEY") != KEY or params.get("signature") != good:
+            return web.json_response({"code": -1022, "msg": "Signature for this request is not valid."}, status=401)
+        return web.json_response(self.restrictions)
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": time.time_ns() // 1_000_000})
+
+
+@pytest.fixture
+async def binance() -> AsyncIterator[FakeBinance]:
+    fake = FakeBinance()
+    app = web.Application()
+    app.router.add_get("/sapi/v1/account/apiRestrictions", fake.restrictions_handler)
+    app.router.add_get("/api/v3/ping", fake.ping)
+    app.router.add_get("/api/v3/time", fake.time)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield fake
+    await runner.cleanup()
+
+
+async def test_restrictions_request_is_signed(binance: FakeBinance) -> None:
+    async with aiohttp.ClientSession() as session:
+        got = await api_restrictions(session, binance.base_url, KEY, SECRET, now_ms=1_700_000_000_000, recv_window_ms=5000)
+        assert got == SAFE
+        assert binance.seen[0]["timestamp"] == "1700000000000"
+        with pytest.raises(ValueError, match="HTTP 401: Signature for this request is not valid"):
+            await api_restrictions(session, binance.base_url, KEY, "wrong", now_ms=1)
+
+
+@pytest.mark.parametrize(
+    ("change", "name", "status"),
+    [
+        ({}, "api_key.withdrawals", Status.OK),
+        ({"enableWithdrawals": True}, "api_key.withdrawals", Status.FAIL),
+        ({"ipRestrict": False}, "api_key.ip", Status.WARN),
+        ({"enableSpotAndMarginTrading": False}, "api_key.trading", Status.WARN),
+        ({"permitsUniversalTransfer": True}, "api_key.transfers", Status.WARN),
+    ],
+    ids=["safe", "can-withdraw", "any-ip", "no-trading", "transfers"],
+)
+def test_judging_key_restrictions(change: dict[str, Any], name: str, status: Status) -> None:
+    checks = by_name(judge_restrictions({**SAFE, **change}))
+    assert checks[name].status is status
+    if name == "api_key.withdrawals" and status is Status.FAIL:
+        assert "CAN WITHDRAW" in checks[name].detail
+
+
+def _secrets(tmp_path: Path) -> Path:
+    path = tmp_path / "secrets.toml"
+    path.write_text(f'[exchange]\napi_key = "{KEY}"\napi_secret = "{SECRET}"\n[notify.telegram]\nbot_token = "1:tok"\n')
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    return path
+
+
+async def test_run_doctor_end_to_end_loudly_fails_a_withdrawing_key(binance: FakeBinance, tmp_path: Path) -> None:
+    binance.restrictions["enableWithdrawals"] = True
+    sink = HttpSink()
+    await sink.start()
+    try:
+        env = {
+            "HOTCOIN_PATHS__SECRETS_FILE": str(_secrets(tmp_path)),
+            "HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"),
+            "HOTCOIN_EXCHANGE__NAME": "binance",
+            "HOTCOIN_EXCHANGE__ENDPOINT": binance.base_url,
+            "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "5",
+            "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
+        }
+        checks = await run_doctor(load_config(env=env))
+    finally:
+        await sink.stop()
+    named = by_name(checks)
+    assert named["reach.exchange"].status is Status.OK
+    assert named["clock"].status is Status.OK
+    assert named["api_key.withdrawals"].status is Status.FAIL
+    assert named["secrets"].status is Status.OK
+    assert named["reach.telegram"].status is Status.OK
+    assert sink.paths() == ["/bot1:tok/getMe"]
+    assert named["engine"].status is Status.SKIP
+    assert worst(checks) is Status.FAIL
+
+
+async def test_run_doctor_on_the_simulated_market_needs_no_network(tmp_path: Path) -> None:
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data")}
+    named = by_name(await run_doctor(load_config(env=env)))
+    assert named["exchange"].status is Status.SKIP
+    assert "api_key" not in named
+    assert named["journal"].status is Status.OK
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def test_hotcoin_doctor_command(tmp_path: Path) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    runner = CliRunner()
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"), "COLUMNS": "160"}
+    ok = runner.invoke(app, ["doctor"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert "no notification channel" in ok.output
+    assert "WARN" in ok.output
+    doc = orjson.loads(runner.invoke(app, ["doctor", "--json"], env=env).output)
+    assert {c["name"]: c["status"] for c in doc}["exchange"] == "skip"
+    failing = runner.invoke(app, ["doctor"], env={**env, "HOTCOIN_MODE": "live"})
+    assert failing.exit_code == 1
+    assert "FAIL" in failing.output
+    broken = runner.invoke(app, ["doctor"], env={**env, "HOTCOIN_OPS__HTTP_PORT": "-4"})
+    assert broken.exit_code == 2
+    assert "config: FAIL" in broken.output

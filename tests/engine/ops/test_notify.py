@@ -1,0 +1,409 @@
+"""Notification channels against a local HTTP sink, the dispatcher's policies, and which
+events become messages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import ConfigError
+from engine.ops.notify import (
+    DeliveryError,
+    Dispatcher,
+    DispatchSettings,
+    FakeNotifier,
+    Notification,
+    NotificationBridge,
+    Severity,
+    build_notifier,
+    notification_for,
+)
+from engine.ops.notify.feishu import FeishuNotifier
+from engine.ops.notify.telegram import TelegramBot, TelegramNotifier
+from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.waiting import eventually
+
+TOKEN = "123456:SECRET-token"
+CHAT = -100123
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    s = HttpSink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def note(text: str = "hello", **kw: Any) -> Notification:
+    return Notification("Title", text, **kw)
+
+
+# -- channels ---------------------------------------------------------------------------------
+
+
+async def test_telegram_send_message_shape(sink: HttpSink) -> None:
+    notifier = TelegramNotifier(TelegramBot(sink.base_url, TOKEN), CHAT)
+    try:
+        await notifier.send(Notification("Opened DOGE/USDT", "100 @ 0.3", Severity.WARNING))
+    finally:
+        await notifier.aclose()
+    [req] = sink.requests
+    assert req.path == f"/bot{TOKEN}/sendMessage"
+    assert req.body == {"chat_id": CHAT, "text": "⚠️ Opened DOGE/USDT\n100 @ 0.3", "disable_web_page_preview": True}
+    assert req.headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "retryable", "retry_after"),
+    [
+        (429, {"parameters": {"retry_after": 7}}, True, 7.0),
+        (500, {}, True, None),
+        (502, {}, True, None),
+        (400, {}, False, None),
+        (403, {}, False, None),
+    ],
+    ids=["429-retry-after", "500", "502", "400-bad-request", "403-bot-blocked"],
+)
+async def test_telegram_errors_map_to_delivery_errors(
+    sink: HttpSink, status: int, extra: dict[str, Any], retryable: bool, retry_after: float | None
+) -> None:
+    sink.fail(status, **extra, description=f"failed for bot{TOKEN}")
+    bot = TelegramBot(sink.base_url, TOKEN)
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await bot.send_message(CHAT, "x")
+    finally:
+        await bot.aclose()
+    assert info.value.retryable is retryable
+    assert info.value.retry_after == retry_after
+    assert f"HTTP {status}" in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+async def test_telegram_network_error_is_retryable_and_hides_the_token(sink: HttpSink) -> None:
+    url = sink.base_url
+    await sink.stop()  # nothing listens there any more
+    bot = TelegramBot(url, TOKEN, timeout_s=2)
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await bot.send_message(CHAT, "x")
+    finally:
+        await bot.aclose()
+    assert info.value.retryable
+    assert TOKEN not in str(info.value)
+
+
+async def test_feishu_webhook_shape_without_secret(sink: HttpSink) -> None:
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc", clock=lambda: 1_700_000_000.5)
+    try:
+        await notifier.send(note("body"))
+    finally:
+        await notifier.aclose()
+    [req] = sink.requests
+    assert req.path == "/feishu/hook/abc"
+    assert req.body == {"msg_type": "text", "content": {"text": "Title\nbody"}}
+
+
+async def test_feishu_webhook_is_signed_when_a_secret_is_set(sink: HttpSink) -> None:
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc", secret="s3cret", clock=lambda: 1_700_000_000.9)
+    try:
+        await notifier.send(note("body"))
+    finally:
+        await notifier.aclose()
+    body = sink.requests[0].body
+    assert body["timestamp"] == "1700000000"
+    expected = base64.b64encode(hmac.new(b"1700000000\ns3cret", b"", hashlib.sha256).digest()).decode()
+    assert body["sign"] == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "reply", "retryable"),
+    [
+        (200, {"code": 19021, "msg": "sign match fail or timestamp is not within one hour from current time"}, False),
+        (200, {"code": 11232, "msg": "frequency limited"}, True),
+        (429, {"code": 9499, "msg": "too many requests"}, True),
+        (503, {}, True),
+    ],
+    ids=["bad-signature", "rate-limited-code", "http-429", "http-503"],
+)
+async def test_feishu_errors(sink: HttpSink, status: int, reply: dict[str, Any], retryable: bool) -> None:
+    sink.answer(status, reply)
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await notifier.send(note())
+    finally:
+        await notifier.aclose()
+    assert info.value.retryable is retryable
+    assert "/feishu/hook" not in str(info.value)
+
+
+# -- dispatcher -------------------------------------------------------------------------------
+
+
+def dispatcher(*notifiers: Any, t: FakeTime, **settings: Any) -> Dispatcher:
+    base = {"backoff_s": 1.0, "max_backoff_s": 30.0, "max_per_minute": 100, "dedupe_window_s": 60.0}
+    return Dispatcher(list(notifiers), DispatchSettings(**{**base, **settings}), clock=t.clock, sleep=t.sleep)
+
+
+async def test_identical_messages_within_the_window_are_sent_once() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    async with dispatcher(fake, t=t) as d:
+        assert d.notify(note("same"))
+        assert not d.notify(note("same"))
+        assert d.notify(note("other"))
+        t.now += 61
+        assert d.notify(note("same"))
+        await eventually(lambda: len(fake.sent) == 3)
+    assert [n.text for n in fake.sent] == ["same", "other", "same"]
+    assert d.duplicates == 1
+
+
+async def test_an_explicit_key_dedupes_different_texts() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    async with dispatcher(fake, t=t) as d:
+        assert d.notify(note("stale 91s", key="stale"))
+        assert not d.notify(note("stale 95s", key="stale"))
+        await eventually(lambda: d.idle)
+    assert [n.text for n in fake.sent] == ["stale 91s"]
+
+
+async def test_rate_limit_paces_sends_to_the_sliding_minute() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    async with dispatcher(fake, t=t, max_per_minute=2) as d:
+        for i in range(5):
+            d.notify(note(f"m{i}"))
+        await eventually(lambda: len(fake.sent) == 5)
+    assert [n.text for n in fake.sent] == [f"m{i}" for i in range(5)]
+    assert t.slept == [60.0, 60.0]  # two sends per minute: waits before the 3rd and the 5th
+
+
+async def test_retries_with_exponential_backoff_on_5xx(sink: HttpSink) -> None:
+    t = FakeTime()
+    sink.fail(500, times=3)
+    d = dispatcher(TelegramNotifier(TelegramBot(sink.base_url, TOKEN), CHAT), t=t, max_retries=4)
+    async with d:
+        d.notify(note("eventually"))
+        await eventually(lambda: d.stats["telegram"].sent == 1)
+    assert len(sink.requests) == 4
+    assert t.slept == [1.0, 2.0, 4.0]
+    assert d.stats["telegram"].retries == 3
+
+
+async def test_429_retry_after_is_honoured(sink: HttpSink) -> None:
+    t = FakeTime()
+    sink.fail(429, parameters={"retry_after": 17})
+    d = dispatcher(TelegramNotifier(TelegramBot(sink.base_url, TOKEN), CHAT), t=t)
+    async with d:
+        d.notify(note("after the wait"))
+        await eventually(lambda: d.stats["telegram"].sent == 1)
+    assert t.slept == [17.0]
+    assert sink.sent_texts() == ["Title\nafter the wait", "Title\nafter the wait"]
+
+
+async def test_non_retryable_errors_and_exhausted_retries_give_up() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("400", retryable=False))
+    fake.fail_next(DeliveryError("500", retryable=True), times=3)
+    async with dispatcher(fake, t=t, max_retries=2) as d:
+        d.notify(note("bad request"))
+        d.notify(note("server down"))
+        d.notify(note("fine"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+    assert [n.text for n in fake.sent] == ["fine"]
+    assert d.stats["fake"].failed == 2
+    assert fake.attempts == 1 + 3 + 1
+    assert t.slept == [1.0, 2.0]
+
+
+async def test_a_crashing_notifier_costs_one_message_not_the_worker() -> None:
+    class Broken(FakeNotifier):
+        async def send(self, note: Notification) -> None:
+            if note.text == "boom":
+                raise RuntimeError("bug in a channel")
+            await super().send(note)
+
+    t, broken = FakeTime(), Broken("broken")
+    async with dispatcher(broken, t=t) as d:
+        d.notify(note("boom"))
+        d.notify(note("after"))
+        await eventually(lambda: len(broken.sent) == 1)
+    assert d.stats["broken"].failed == 1
+
+
+async def test_a_blocked_sink_never_blocks_the_caller_or_other_channels(sink: HttpSink) -> None:
+    sink.hold()
+    other = FakeNotifier("other")
+    d = Dispatcher(
+        [TelegramNotifier(TelegramBot(sink.base_url, TOKEN, timeout_s=30), CHAT), other],
+        DispatchSettings(queue_size=3, dedupe_window_s=0),
+    )
+    await d.start()
+    try:
+        assert d.notify(note("m0"))
+        await eventually(lambda: len(sink.requests) == 1 and len(other.sent) == 1)  # m0 held at the sink
+        for i in range(1, 10):
+            assert d.notify(note(f"m{i}"))  # returns at once although telegram never answers
+        await eventually(lambda: len(other.sent) == 4)  # the other channel goes on meanwhile
+        assert len(sink.requests) == 1
+        assert d.stats["telegram"].dropped == 6  # m1..m6 dropped; m7, m8, m9 wait
+        sink.release()
+        await eventually(lambda: d.stats["telegram"].sent == 4)
+    finally:
+        await d.aclose()
+    texts = sink.sent_texts()
+    assert texts[0] == "Title\nm0"
+    assert texts[1] == "Title\nm7\n(6 earlier message(s) dropped: queue full)"
+    assert texts[2:] == ["Title\nm8", "Title\nm9"]
+
+
+async def test_close_drains_then_stops_and_refuses_new_messages() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    d = dispatcher(fake, t=t)
+    d.notify(note("queued before start"))
+    await d.start()
+    await d.aclose()
+    assert [n.text for n in fake.sent] == ["queued before start"]
+    assert fake.closed
+    assert not d.notify(note("too late"))
+
+
+# -- what becomes a notification --------------------------------------------------------------
+
+POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_trace_id": "abcd"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "title", "text", "severity"),
+    [
+        ("position_update", {**POS, "action": "open", "reason": "hot"}, "Opened DOGE/USDT", "100 @ 0.3 ≈ 30.00 (hot)", Severity.INFO),
+        ("position_update", {**POS, "action": "close", "quantity": 0.0, "realised_pnl": 1.0, "total_realised_pnl": 4.5, "reason": "take_profit"}, "Closed DOGE/USDT", "PnL +4.50 (take_profit)", Severity.INFO),
+        ("position_update", {**POS, "action": "close", "quantity": 0.0, "realised_pnl": -2.25, "reason": "stop"}, "Closed DOGE/USDT", "PnL -2.25 (stop)", Severity.INFO),
+        ("position_update", {**POS, "action": "partial_close", "quantity": 40.0, "realised_pnl": 1.5, "reason": "tp1"}, "Partly closed DOGE/USDT", "PnL +1.50, 40 left (tp1)", Severity.INFO),
+        ("risk_event", {"code": "daily_loss_limit", "level": "L3", "detail": "daily loss 5% > 4%"}, "Daily loss limit hit", "daily loss 5% > 4%", Severity.CRITICAL),
+        ("risk_event", {"code": "consecutive_losses", "level": "L1", "detail": "5 losing trades"}, "Losing streak: entries cooling down", "5 losing trades", Severity.WARNING),
+        ("risk_event", {"code": "risk_level", "level": "L5", "detail": "drawdown 12%"}, "Risk level L5: engine blocked", "drawdown 12%", Severity.CRITICAL),
+        ("state_change", {"from": "tradeable", "to": "blocked", "reasons": ["data_stale", "risk_l5"]}, "Engine tradeable → blocked", "data_stale; risk_l5", Severity.CRITICAL),
+        ("state_change", {"from": "blocked", "to": "tradeable", "reasons": []}, "Engine blocked → tradeable", "", Severity.INFO),
+        ("command", {"command": "close_all", "origin": "telegram:owner"}, "Command: close-all", "from telegram:owner", Severity.INFO),
+        ("run_stop", {"run_id": "r1", "reason": "SIGTERM"}, "Engine stopped", "run r1: SIGTERM", Severity.WARNING),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM"}, "Engine started", "run r1 (SIM)", Severity.INFO),
+        ("order_result", {"client_order_id": "hc-1", "status": "unknown", "error_class": "unknown", "error": "timeout"}, "Order outcome unknown: DOGE/USDT", "hc-1: timeout; reconciling", Severity.WARNING),
+    ],
+    ids=["open", "close-win", "close-loss", "partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "command", "run-stop", "run-start", "order-unknown"],
+)  # fmt: skip
+def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, text: str, severity: Severity) -> None:
+    got = notification_for(kind, payload, "DOGE/USDT")
+    assert got is not None
+    assert (got.title, got.text, got.severity) == (title, text, severity)
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        ("position_update", {**POS, "action": "add"}),
+        ("risk_event", {"code": "risk_level", "level": "L3", "detail": "x"}),
+        ("risk_event", {"code": "daily_reset", "level": "L1", "detail": "x"}),
+        ("order_result", {"client_order_id": "hc-1", "status": "filled", "error_class": None}),
+        ("candidate_snapshot", {"heat": 80}),
+        ("fill", {"side": "buy"}),
+    ],
+    ids=["add", "l3", "daily-reset", "filled", "candidate", "fill"],
+)
+def test_events_that_are_not_news(kind: str, payload: dict[str, Any]) -> None:
+    assert notification_for(kind, payload, "DOGE/USDT") is None
+
+
+def test_bridge_queues_news_and_survives_malformed_payloads() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.notes: list[Notification] = []
+
+        def notify(self, n: Notification) -> bool:
+            self.notes.append(n)
+            return True
+
+    sink = Sink()
+    bridge = NotificationBridge(sink)
+    assert bridge.on_event("position_update", {**POS, "action": "open"}, "DOGE/USDT")
+    assert not bridge.on_event("candidate_snapshot", {}, "DOGE/USDT")
+    assert bridge.on_event("state_change", {"reasons": object()})  # odd payload: no crash, still a message
+    assert not bridge.on_event("position_update", None, "X")  # type: ignore[arg-type]
+    assert bridge.anomaly("Journal behind", "120000 events unwritten", key="journal")
+    assert [n.title for n in sink.notes] == ["Opened DOGE/USDT", "Engine ? → ?", "Journal behind"]
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_build_notifier_from_config(tmp_path: Path) -> None:
+    assert build_notifier(load_config(env={}).config) is None
+    env = {
+        "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": TOKEN,
+        "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": str(CHAT),
+        "HOTCOIN_NOTIFY__FEISHU__WEBHOOK_URL": "http://127.0.0.1:9/feishu/hook",
+        "HOTCOIN_NOTIFY__MAX_PER_MINUTE": "7",
+    }
+    config = load_config(env=env).config
+    d = build_notifier(config)
+    assert d is not None
+    assert sorted(d.stats) == ["feishu", "telegram"]
+    assert d.settings.max_per_minute == 7
+    assert TOKEN not in str(config.redacted())
+
+
+def test_notify_secrets_are_refused_in_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[notify.telegram]\nbot_token = "123:abc"\n')
+    with pytest.raises(ConfigError, match=r"notify\.telegram\.bot_token is a secret"):
+        load_config(path, env={})
+
+
+async def test_state_changes_are_never_deduplicated() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    flaps = [("tradeable", "degraded"), ("degraded", "tradeable"), ("tradeable", "degraded")]
+    async with dispatcher(fake, t=t) as d:
+        bridge = NotificationBridge(d)
+        for old, new in flaps:
+            assert bridge.on_event("state_change", {"from": old, "to": new, "reasons": ["data_stale"] if new == "degraded" else []})
+        await eventually(lambda: len(fake.sent) == 3)
+    assert fake.sent[-1].title == "Engine tradeable → degraded"  # the owner's last word is the truth
+
+
+async def test_a_full_queue_drops_routine_messages_before_critical_ones() -> None:
+    fake = FakeNotifier()
+    d = Dispatcher([fake], DispatchSettings(queue_size=3, dedupe_window_s=0))  # not started: nothing drains
+    d.notify(note("routine 1"))
+    d.notify(note("loss limit", severity=Severity.CRITICAL))
+    d.notify(note("routine 2"))
+    d.notify(note("routine 3"))  # drops routine 1
+    d.notify(note("routine 4"))  # drops routine 2, not the loss limit
+    await d.start()
+    await d.aclose()
+    assert [n.text.split("\n")[0] for n in fake.sent] == ["loss limit", "routine 3", "routine 4"]
+    assert d.stats["fake"].dropped == 2

@@ -1,0 +1,218 @@
+"""Telegram commands: only the owner's chat, through an EngineClient, close-all confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+
+from engine.ops.notify.telegram import TelegramBot
+from engine.ops.notify.telegram_commands import TelegramCommands
+from engine.runtime.client import Command
+from engine.runtime.fake_client import FakeEngineClient
+from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.waiting import eventually
+
+TOKEN = "42:token"
+OWNER = 555
+NOW = 1_767_614_400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    s = HttpSink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+@pytest.fixture
+async def bot(sink: HttpSink) -> AsyncIterator[TelegramBot]:
+    b = TelegramBot(sink.base_url, TOKEN)
+    yield b
+    await b.aclose()
+
+
+def update(text: str, *, chat: int = OWNER, update_id: int = 1, date: float = NOW, user: str = "owner") -> dict[str, Any]:
+    return {
+        "update_id": update_id,
+        "message": {"message_id": update_id, "date": int(date), "chat": {"id": chat}, "from": {"id": 9, "username": user}, "text": text},
+    }
+
+
+def commands(bot: TelegramBot, engine: FakeEngineClient, clock: Clock) -> TelegramCommands:
+    return TelegramCommands(bot, OWNER, engine, confirm_window_s=60, clock=clock, sleep=clock.sleep, new_code=lambda: "123456")
+
+
+async def test_status_and_positions_read_the_latest_snapshot(bot: TelegramBot, sink: HttpSink) -> None:
+    engine = FakeEngineClient(candidates=20, positions=3)
+    tc = commands(bot, engine, Clock())
+    status = await tc.process(update("/status"))
+    assert status is not None
+    assert status.startswith("tradeable · PAPER · risk L2")
+    assert "3 position(s) · 20 candidate(s)" in status
+    positions = await tc.process(update("/positions@hotcoin_bot", update_id=2))
+    assert positions is not None
+    snap = engine.latest()
+    assert snap is not None
+    for p in snap.positions:
+        assert p.symbol in positions
+    assert sink.sent_texts() == [status, positions]
+    assert all(r.body["chat_id"] == OWNER for r in sink.requests)
+    assert engine.commands == []
+
+
+@pytest.mark.parametrize(("text", "command"), [("/pause", Command.PAUSE), ("/resume", Command.RESUME)], ids=["pause", "resume"])
+async def test_pause_and_resume_go_through_the_client(bot: TelegramBot, text: str, command: Command) -> None:
+    engine = FakeEngineClient(candidates=5, positions=1)
+    reply = await commands(bot, engine, Clock()).process(update(text))
+    assert engine.commands == [(command, "telegram:owner")]
+    assert reply is not None
+    assert reply.startswith("done: ")
+
+
+async def test_close_all_needs_the_code_within_the_window(bot: TelegramBot) -> None:
+    engine = FakeEngineClient(candidates=10, positions=2)
+    clock = Clock()
+    tc = commands(bot, engine, clock)
+    ask = await tc.handle("/closeall")
+    assert "2 position(s)" in ask
+    assert "/confirm 123456 within 60 s" in ask
+    assert engine.commands == []
+    assert await tc.handle("/confirm 000000") == "wrong code; close-all cancelled. Send /closeall again"
+    assert await tc.handle("/confirm 123456") == "nothing to confirm; send /closeall first"  # a wrong code used it up
+    await tc.handle("/closeall")
+    clock.now += 61
+    assert await tc.handle("/confirm 123456") == "that code expired; send /closeall again"
+    assert engine.commands == []
+    await tc.handle("/closeall")
+    clock.now += 59
+    reply = await tc.handle("/confirm 123456", origin="telegram:owner")
+    assert reply.startswith("done: closing 2 position(s)")
+    assert engine.commands == [(Command.CLOSE_ALL, "telegram:owner")]
+
+
+async def test_other_chats_are_ignored_and_logged(bot: TelegramBot, sink: HttpSink, caplog: pytest.LogCaptureFixture) -> None:
+    engine = FakeEngineClient(candidates=5, positions=1)
+    tc = commands(bot, engine, Clock())
+    with caplog.at_level(logging.WARNING, logger="hotcoin.telegram"):
+        assert await tc.process(update("/closeall", chat=777, user="mallory")) is None
+        assert await tc.process(update("/pause", chat=777, update_id=2, user="mallory")) is None
+    assert engine.commands == []
+    assert sink.requests == []  # not even an answer
+    assert tc.ignored == 2
+    record = caplog.records[0]
+    assert record.getMessage() == "telegram message from an unknown chat ignored"
+    assert (record.__dict__["chat_id"], record.__dict__["from"]) == (777, "mallory")
+
+
+async def test_a_command_delivered_late_is_refused(bot: TelegramBot) -> None:
+    engine = FakeEngineClient(candidates=5, positions=1)
+    reply = await commands(bot, engine, Clock()).process(update("/pause", date=NOW - 3600))
+    assert reply == "ignored /pause: sent 3600 s ago; send it again"
+    assert engine.commands == []
+
+
+async def test_unknown_and_help(bot: TelegramBot) -> None:
+    tc = commands(bot, FakeEngineClient(candidates=5, positions=0), Clock())
+    assert (await tc.handle("/frobnicate")).startswith("unknown command /frobnicate")
+    assert "/closeall" in await tc.handle("/help")
+    assert (await tc.handle("hello")).startswith("commands:")
+    assert "no open positions" in await tc.handle("/positions")
+
+
+async def test_an_engine_error_still_gets_an_answer(bot: TelegramBot) -> None:
+    engine = FakeEngineClient(candidates=5, positions=0)
+    engine.fail_next("send", RuntimeError("engine busy"))
+    assert await commands(bot, engine, Clock()).handle("/pause") == "/pause failed: engine busy"
+
+
+async def test_polling_answers_updates_advances_the_offset_and_backs_off_on_errors(bot: TelegramBot, sink: HttpSink) -> None:
+    engine = FakeEngineClient(candidates=5, positions=1)
+    clock = Clock()
+    tc = TelegramCommands(bot, OWNER, engine, poll_timeout_s=0, clock=clock, sleep=clock.sleep)
+    sink.fail(502)
+    sink.updates = [update("/pause", update_id=10), update("/status", update_id=11)]
+    task = asyncio.create_task(tc.run())
+    try:
+        await eventually(lambda: len(sink.sent_texts()) == 2)
+        await eventually(lambda: any(r.body.get("offset") == 12 for r in sink.requests))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert clock.slept[0] == 2.0  # first getUpdates failure
+    assert engine.commands == [(Command.PAUSE, "telegram:owner")]
+    polls = [r.body for r in sink.requests if r.path.endswith("/getUpdates")]
+    assert polls[0] == {"timeout": 0, "allowed_updates": ["message"]}
+
+
+async def test_open_notifications_wires_delivery_commands_and_reports(sink: HttpSink) -> None:
+    import time
+
+    from engine.config import load_config
+    from engine.ops.notify.service import open_notifications
+
+    env = {
+        "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": TOKEN,
+        "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": str(OWNER),
+        "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
+        "HOTCOIN_NOTIFY__TELEGRAM__POLL_TIMEOUT_S": "5",
+    }
+    config = load_config(env=env).config
+    engine = FakeEngineClient(candidates=5, positions=1)
+    async with open_notifications(config, engine, config.journal_path) as bridge:
+        assert bridge.on_event("state_change", {"from": "tradeable", "to": "degraded", "reasons": ["data_stale"]})
+        await eventually(lambda: "⚠️ Engine tradeable → degraded\ndata_stale" in sink.sent_texts())
+        sink.push_update(update("/pause", date=time.time()))
+        await eventually(lambda: engine.commands == [(Command.PAUSE, "telegram:owner")])
+        await eventually(lambda: any(t.startswith("done: ") for t in sink.sent_texts()))
+    paths = {p.rsplit("/", 1)[1] for p in sink.paths()}
+    assert paths == {"sendMessage", "getUpdates"}
+
+
+async def test_open_notifications_without_channels_drops_quietly() -> None:
+    from engine.config import load_config
+    from engine.ops.notify.service import open_notifications
+
+    config = load_config(env={}).config
+    async with open_notifications(config, FakeEngineClient(candidates=5, positions=0), config.journal_path) as bridge:
+        assert not bridge.on_event("state_change", {"from": "tradeable", "to": "blocked", "reasons": []})
+
+
+async def test_one_bad_update_does_not_end_polling(bot: TelegramBot, sink: HttpSink) -> None:
+    class Flaky(TelegramCommands):
+        async def process(self, update: Mapping[str, Any]) -> str | None:
+            if update.get("update_id") == 1:
+                raise RuntimeError("unexpected shape")
+            return await super().process(update)
+
+    engine = FakeEngineClient(candidates=5, positions=0)
+    clock = Clock()
+    tc = Flaky(bot, OWNER, engine, poll_timeout_s=1, clock=clock, sleep=clock.sleep)
+    sink.push_update(update("/pause", update_id=1))
+    sink.push_update(update("/resume", update_id=2))
+    task = asyncio.create_task(tc.run())
+    try:
+        await eventually(lambda: engine.commands == [(Command.RESUME, "telegram:owner")])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

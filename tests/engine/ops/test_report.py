@@ -1,0 +1,274 @@
+"""The daily report: a pure function of one UTC day's journal events, its renderings, and
+the 00:00 UTC schedule."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from engine.journal.events import JournalEvent
+from engine.journal.writer import Journal
+from engine.ops.notify.base import Notification
+from engine.ops.report import (
+    DailyReporter,
+    build_report,
+    day_bounds,
+    load_report,
+    next_report_at,
+    render_rich,
+    render_text,
+    report_notification,
+)
+
+DAY = date(2026, 11, 24)
+D0, D1 = day_bounds(DAY)
+H = 3_600_000
+CLUSTERS = {"DOGE/USDT": "meme", "PEPE/USDT": "meme"}
+
+
+def pos(action: str, qty: float, entry: float, pnl: float = 0.0, **extra: Any) -> dict[str, Any]:
+    return {"action": action, "quantity": qty, "entry_price": entry, "realised_pnl": pnl, **extra}
+
+
+# (ts_ms, kind, symbol, payload): a day with two closed trades, one still open, an outage and a stop
+DAY_EVENTS: list[tuple[int, str, str | None, dict[str, Any]]] = [
+    (D0 - 1, "position_update", "BTC/USDT", pos("close", 0, 1, 99.0)),  # yesterday: ignored
+    (D0 + 1 * H, "run_start", None, {"run_id": "r1", "config_hash": "c", "mode": "SIM"}),
+    (D0 + 2 * H, "position_update", "DOGE/USDT", pos("open", 100, 0.3, reason="hot")),
+    (D0 + 2 * H + 1, "fill", "DOGE/USDT", {"client_order_id": "a", "side": "buy", "price": 0.3, "quantity": 100, "fee_quote": 0.03}),
+    (D0 + 3 * H, "position_update", "PEPE/USDT", pos("open", 1_000_000, 0.00001)),
+    (D0 + 4 * H, "position_update", "DOGE/USDT", pos("partial_close", 50, 0.3, 2.0, total_realised_pnl=2.0)),
+    (D0 + 5 * H, "position_update", "DOGE/USDT", pos("close", 0, 0.3, 3.0, total_realised_pnl=5.0, reason="take_profit")),
+    (D0 + 6 * H, "state_change", None, {"from": "tradeable", "to": "degraded", "reasons": ["data_stale"]}),
+    (D0 + 9 * H, "state_change", None, {"from": "degraded", "to": "tradeable", "reasons": []}),
+    (D0 + 10 * H, "position_update", "PEPE/USDT", pos("close", 0, 0.00001, -1.5, total_realised_pnl=-1.5, reason="stop")),
+    (D0 + 11 * H, "position_update", "SOL/USDT", pos("open", 1, 100.0)),
+    (D0 + 12 * H, "risk_event", None, {"code": "daily_loss_limit", "level": "L3", "detail": "x"}),
+    (D0 + 12 * H, "command", None, {"command": "pause", "origin": "telegram:owner"}),
+    (D0 + 20 * H, "run_stop", None, {"run_id": "r1", "reason": "SIGTERM"}),
+    (D1, "position_update", "ETH/USDT", pos("close", 0, 1, 50.0)),  # tomorrow: ignored
+]
+
+
+def events(rows: list[tuple[int, str, str | None, dict[str, Any]]]) -> list[JournalEvent]:
+    return [JournalEvent(i + 1, ts, kind, payload, f"t{i}", symbol) for i, (ts, kind, symbol, payload) in enumerate(rows)]
+
+
+def test_a_full_day() -> None:
+    r = build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS)
+    assert (r.realised_pnl, r.fees, r.trades, r.wins, r.opened) == (3.5, 0.03, 2, 1, 3)
+    assert r.win_rate == 0.5
+    assert r.best is not None and (r.best.symbol, r.best.pnl, r.best.reason) == ("DOGE/USDT", 5.0, "take_profit")
+    assert r.worst is not None and (r.worst.symbol, r.worst.pnl) == ("PEPE/USDT", -1.5)
+    assert [(c.cluster, c.peak_exposure, c.realised_pnl, c.trades) for c in r.clusters] == [
+        ("SOL/USDT", 100.0, 0.0, 0),
+        ("meme", 40.0, 3.5, 2),
+    ]
+    assert dict(r.state_shares) == {"tradeable": 16 / 24, "stopped": 5 / 24, "degraded": 3 / 24}
+    assert r.open_at_end == ("SOL/USDT",)
+    assert dict(r.risk_events) == {"daily_loss_limit": 1}
+    assert dict(r.commands) == {"pause": 1}
+    assert r.events == 13
+
+
+def test_text_rendering() -> None:
+    text = render_text(build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS))
+    assert text.splitlines() == [
+        "Daily report 2026-11-24 UTC",
+        "PnL +3.50 (fees 0.03) · 2 trade(s) · win rate 50% (1/2)",
+        "best DOGE/USDT +5.00 · worst PEPE/USDT -1.50",
+        "opened 3 · open at end 1: SOL/USDT",
+        "peak exposure by cluster: SOL/USDT 100.00 (PnL +0.00, 0); meme 40.00 (PnL +3.50, 2)",
+        "time: tradeable 67% · stopped 21% · degraded 12%",
+        "risk: daily_loss_limit ×1",
+        "commands: pause ×1",
+    ]
+
+
+def test_notification_and_rich_rendering() -> None:
+    r = build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS)
+    note = report_notification(r)
+    assert note.title == "Daily report 2026-11-24 UTC"
+    assert note.text.startswith("PnL +3.50")
+    console = Console(width=100, record=True, color_system=None)
+    console.print(render_rich(r))
+    out = console.export_text()
+    assert "realised PnL  +3.50" in out
+    assert "exposure by cluster" in out
+    assert "meme" in out
+
+
+def test_an_empty_day() -> None:
+    r = build_report(DAY, [])
+    assert (r.trades, r.realised_pnl, r.win_rate, r.best, r.clusters) == (0, 0.0, None, None, ())
+    assert dict(r.state_shares) == {"unknown": 1.0}
+    assert render_text(r).splitlines()[1] == "PnL +0.00 (fees 0.00) · 0 trade(s) · no closed trades"
+
+
+@pytest.mark.parametrize(
+    ("rows", "prior", "shares"),
+    [
+        ([(D0 + 12 * H, "state_change", None, {"from": "blocked", "to": "tradeable", "reasons": []})], None, {"blocked": 0.5, "tradeable": 0.5}),
+        ([(D0 + 6 * H, "run_start", None, {"run_id": "r", "config_hash": "c", "mode": "SIM"})], None, {"tradeable": 0.75, "stopped": 0.25}),
+        ([], "degraded", {"degraded": 1.0}),
+        ([(D0 + 18 * H, "run_stop", None, {"run_id": "r", "reason": "crash"})], "tradeable", {"tradeable": 0.75, "stopped": 0.25}),
+    ],
+    ids=["from-first-change", "started-mid-day", "prior-only", "stopped-at-18h"],
+)  # fmt: skip
+def test_state_shares_at_the_start_of_the_day(rows: list[tuple[int, str, str | None, dict[str, Any]]], prior: str | None, shares: dict[str, float]) -> None:
+    assert dict(build_report(DAY, events(rows), prior_state=prior).state_shares) == shares
+
+
+def test_today_so_far() -> None:
+    r = build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS, until_ms=D0 + 6 * H)
+    assert (r.end_ms, r.trades, r.realised_pnl) == (D0 + 6 * H, 1, 5.0)
+    assert dict(r.state_shares) == {"tradeable": 5 / 6, "stopped": 1 / 6}
+    assert render_text(r).startswith("Daily report 2026-11-24 UTC (so far)")
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [(D0, D1), (D0 + 1, D1), (D1 - 1, D1), (D0 + 13 * H, D1)],
+    ids=["exactly-midnight", "just-after", "just-before", "afternoon"],
+)
+def test_next_report_is_the_next_midnight_utc(now: int, expected: int) -> None:
+    assert next_report_at(now) == expected
+
+
+async def _journal(path: Path) -> None:
+    async with Journal.open(path) as j:
+        j.emit("state_change", ts_ms=D0 - 2 * H, payload={"from": "tradeable", "to": "degraded", "reasons": ["x"]})
+        for ts, kind, symbol, payload in DAY_EVENTS[1:-1]:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+        j.emit("candidate_snapshot", ts_ms=D0 + H, payload={"heat": 1, "components": {}, "rank": 1, "price": 1, "filters": [], "accepted": True}, symbol="X/USDT")
+
+
+async def test_load_report_reads_the_day_and_the_state_it_began_in(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    await _journal(path)
+    r = await asyncio.to_thread(load_report, path, DAY, clusters=CLUSTERS)
+    assert (r.realised_pnl, r.trades, r.opened) == (3.5, 2, 3)
+    # the day began "degraded" (the last state change, 2 h before midnight, is in the look-back;
+    # no run_stop followed it): 00:00-01:00 and the 06:00-09:00 outage
+    assert r.state_shares["degraded"] == pytest.approx(4 / 24)
+    assert r.events == 13
+
+
+async def test_daily_reporter_sends_yesterday_at_midnight(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    await _journal(path)
+    sent: list[Notification] = []
+    slept: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) > 1:
+            raise Stop
+
+    reporter = DailyReporter(path, sent.append, clusters=CLUSTERS, clock=lambda: (D1 - 60_000) / 1000, sleep=sleep)
+    with pytest.raises(Stop):
+        await reporter.run()
+    assert slept[0] == 65.0  # a minute to midnight, plus 5 s for the writer to flush
+    assert [n.title for n in sent] == ["Daily report 2026-11-24 UTC"]
+
+
+async def test_a_missing_journal_costs_the_report_not_the_engine(tmp_path: Path) -> None:
+    sent: list[Notification] = []
+    assert await DailyReporter(tmp_path / "none.sqlite", sent.append).send_for(DAY) is None
+    assert sent == []
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def test_hotcoin_report_command(tmp_path: Path) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_journal(path))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["report", "--date", "2026-11-24", "--journal", str(path)], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "Daily report 2026-11-24 UTC" in shown.output
+    assert "+3.50" in shown.output
+    as_json = runner.invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--json"])
+    doc = orjson.loads(as_json.output)
+    assert (doc["day"], doc["trades"], doc["win_rate"]) == ("2026-11-24", 2, 0.5)
+    nothing = runner.invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send"])
+    assert "no notification channel configured" in nothing.output
+    bad = runner.invoke(app, ["report", "--date", "24/11/2026", "-j", str(path)], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2
+    assert "use YYYY-MM-DD, today or yesterday" in bad.output
+    missing = runner.invoke(app, ["report", "-j", str(tmp_path / "none.sqlite")])
+    assert missing.exit_code == 2
+
+
+def test_hotcoin_report_send_goes_to_the_channels(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_journal(path))
+    sink = HttpSinkThread()
+    with sink:
+        env = {
+            "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": "1:tok",
+            "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "9",
+            "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
+        }
+        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "sent to telegram" in result.output
+    assert sink.texts[0].startswith("Daily report 2026-11-24 UTC\nPnL +3.50")
+
+
+class HttpSinkThread:
+    """A Bot API stand-in on a thread, for commands that run their own event loop."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        sink = self
+        self.texts: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import orjson
+
+                body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                sink.texts.append(str(body.get("text")))
+                reply = b'{"ok": true, "result": {}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> HttpSinkThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
