@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,9 @@ class EngineStats:
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
+EventObserver = Callable[[str, Mapping[str, Any], "str | None"], object]
+
+
 class _Tap:
     """An `EventSink` in front of the journal: keeps the last events for the UI's event stream
     and remembers which candidate_snapshot started each trace (the `cause` of its signal)."""
@@ -77,6 +80,7 @@ class _Tap:
     def __init__(self, sink: EventSink) -> None:
         self.sink = sink
         self.recent: deque[EventRow] = deque(maxlen=RECENT_EVENTS)
+        self.observers: list[EventObserver] = []  # e.g. notifications; each must be cheap and non-blocking
         self.candidate_seq: dict[str, int] = {}
         self.last_signal: dict[str, str] = {}  # symbol -> latest signal decision, for the pool view
 
@@ -98,6 +102,8 @@ class _Tap:
                     del self.candidate_seq[old]
         elif kind == "signal_snapshot" and symbol is not None:
             self.last_signal[symbol] = str(payload.get("decision", ""))
+        for observe in self.observers:
+            observe(kind, payload, symbol)
         self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, _summary(kind, payload)))
         return seq
 
@@ -204,6 +210,10 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def observe(self, observer: EventObserver) -> None:
+        """Call `observer(kind, payload, symbol)` for every journaled event (after it is journaled)."""
+        self.tap.observers.append(observer)
 
     async def command(self, command: Command, origin: str) -> CommandResult:
         """Queue a command for the loop and wait for its result (the client's `send`)."""

@@ -7,8 +7,8 @@ the only difference is who watches it.
 from __future__ import annotations
 
 import contextlib
-import math
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -22,10 +22,12 @@ from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import JournalEvent
 from engine.journal.writer import Journal
 from engine.ops.http import OpsServer
+from engine.ops.notify.service import open_notifications
 from engine.runtime.engine import Engine, trace_events
 from engine.runtime.feed import SimFeed
 from engine.runtime.local_client import LocalEngineClient
 from engine.runtime.snapshot import Mode
+from engine.runtime.socket_server import default_socket_path, serve_engine_socket
 from engine.sim.market import SimMarket, open_market
 from engine.sim.scenario import Move, PumpEvent
 
@@ -69,6 +71,7 @@ class RunOptions:
     http: bool = True
     start_ms: int | None = None  # sim start time; default: now
     demo_pump: bool = True  # script one pump early in a generated market, so a demo shows a trade
+    attach_socket: bool = True  # serve the engine client on a 0600 Unix socket for `hotcoin tui --attach`
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,19 +134,22 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
             return await trace_events(str(journal_path), trace_id)
 
         client = LocalEngineClient(engine.hub, engine.command, engine.candles, engine.fills, trace)
-        ops: OpsServer | None = None
-        if options.http and config.ops.http_enabled:
-            ops = OpsServer(
-                engine.metrics,
-                lambda: engine.hub.latest,
-                lambda: {"journal": journal.unwritten},
-                config.ops.http_host,
-                config.ops.http_port,
-            )
-            await ops.start()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(feed.close)
+            ops: OpsServer | None = None
+            if options.http and config.ops.http_enabled:
+                ops = OpsServer(
+                    engine.metrics,
+                    lambda: engine.hub.latest,
+                    lambda: {"journal": journal.unwritten},
+                    config.ops.http_host,
+                    config.ops.http_port,
+                )
+                await ops.start()
+                stack.push_async_callback(ops.stop)
+            if options.attach_socket:
+                # `hotcoin tui --attach` reaches this engine here; closing a TUI never stops it.
+                await stack.enter_async_context(serve_engine_socket(default_socket_path(config.paths.data_dir), client))
+            bridge = await stack.enter_async_context(open_notifications(config, client, journal_path))
+            engine.observe(bridge.on_event)
             yield EngineSession(engine, client, journal_path, run_id, ops.port if ops else None)
-        finally:
-            if ops is not None:
-                await ops.stop()
-            await feed.close()
