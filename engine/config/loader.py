@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,28 +189,37 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
 
 
 def _fix_hint(loc: list[str]) -> str:
-    model: type[BaseModel] = HotcoinConfig
-    for part in loc[:-1]:
-        info = model.model_fields.get(part)
-        sub = getattr(info, "annotation", None) if info else None
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return "see `hotcoin config show --doc`"
-        model = sub
-    info = model.model_fields.get(loc[-1])
+    model = _model_at(loc[:-1])
+    info = model.model_fields.get(loc[-1]) if model is not None else None
     if info is None:
         return "see `hotcoin config show --doc`"
     return f"{info.description or 'see hotcoin config show --doc'} (default: {info.get_default(call_default_factory=True)!r})"
 
 
 def _known_fields(loc: list[str]) -> list[str]:
+    model = _model_at(loc)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The config model a dotted location points into, following sections and the values of
+    mapping fields such as `gpu.<profile>` (where the profile name is any key)."""
     model: type[BaseModel] = HotcoinConfig
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         info = model.model_fields.get(part)
         sub = getattr(info, "annotation", None) if info else None
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return []
-        model = sub
-    return sorted(model.model_fields)
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            model = sub
+            continue
+        args = typing.get_args(sub)
+        if typing.get_origin(sub) is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            if next(parts, None) is None:  # pointing at the mapping itself: no fixed keys
+                return None
+            model = args[1]
+            continue
+        return None
+    return model
 
 
 def _origin(key: str, sources: Mapping[str, str]) -> str:

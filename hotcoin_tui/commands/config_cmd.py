@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,7 @@ def show(
     """Print the effective config: defaults < file < HOTCOIN_* env < flags, secrets as ***."""
     import orjson
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from engine.config import load_config
@@ -44,7 +46,11 @@ def show(
             row.append(loaded.source_of(key))
         if doc:
             row.append(docs.get(key, ""))
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
+    # Settings of named tables (e.g. [gpu.<name>]) have no value until a table exists.
+    for key, meaning in docs.items():
+        if "<name>" in key:
+            table.add_row(*(escape(cell) for cell in [key, "", *([""] if sources else []), meaning]))
     Console().print(table)
     if loaded.config_file is None:
         typer.echo("(no config file found; running on defaults)")
@@ -80,8 +86,12 @@ def _descriptions() -> dict[str, str]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, info in model.model_fields.items():
             ann = info.annotation
+            args = typing.get_args(ann)
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, f"{prefix}{name}.")
+            elif typing.get_origin(ann) is dict and args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+                out[f"{prefix}{name}"] = info.description or ""
+                walk(args[-1], f"{prefix}{name}.<name>.")  # e.g. gpu.<name>.host
             else:
                 out[f"{prefix}{name}"] = info.description or ""
 

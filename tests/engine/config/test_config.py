@@ -66,6 +66,19 @@ def test_errors_name_key_file_and_fix(tmp_path: Path, text: str, expected: str) 
         load_config(cfg, env={})
 
 
+@pytest.mark.parametrize(
+    ("cli", "expected"),
+    [
+        ({"gpu.h800.hots": "box"}, r"gpu.h800.hots \(from cli\): unknown key; did you mean 'gpu.h800.host'"),
+        ({"gpu.h800.host": "box", "gpu.h800.port": "ssh"}, r"gpu.h800.port .*valid integer.*Fix: SSH port"),
+    ],
+    ids=["typo-in-profile", "bad-type-in-profile"],
+)
+def test_errors_inside_named_tables(cli: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(env={}, cli=cli)
+
+
 def test_env_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"exchange.recv_window_ms \(from env:HOTCOIN_EXCHANGE__RECV_WINDOW_MS\)"):
         load_config(env={"HOTCOIN_EXCHANGE__RECV_WINDOW_MS": "soon"})
