@@ -45,12 +45,23 @@ def run(
     config: ConfigOpt = None,
     journal: JournalOpt = None,
     demo: Annotated[bool, typer.Option("--demo", help="Simulated market in-process, paper broker (default when no exchange is configured).")] = False,
-    exchange: Annotated[str | None, typer.Option("--exchange", help="`binance` for Binance spot; `sim` for the simulated market.")] = None,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange",
+            help="`binance`: Binance spot (paper fills from its book; --live for real orders). "
+            "`sim`: the simulated market in-process, or with --endpoint the `hotcoin sim-exchange` at that URL "
+            "over the network, traded through its order API (no keys needed).",
+        ),
+    ] = None,
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
     duration: Annotated[float | None, typer.Option("--duration", min=0, help="Stop after this many wall seconds.")] = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help="Another Binance-compatible host, e.g. the URL `hotcoin sim-exchange` prints."),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the simulated market.")] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
     no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /health and /metrics.")] = False,
@@ -70,7 +81,7 @@ def run(
     )
     configure_logging(loaded.config.log_level)
     options = RunOptions(
-        demo=demo or loaded.config.exchange.name == "sim",
+        demo=demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None),
         live=live,
         confirm_live=yes_really,
         speed=speed,

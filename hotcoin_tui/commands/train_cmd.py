@@ -1,7 +1,7 @@
 """`hotcoin train`: train a model and register it with its contract and promotion decision.
 
 Trainers are looked up in `TRAINERS` by task name; the torch tasks run on a GPU box
-(`--gpu <profile>`). A trainer that runs here (e.g. LightGBM) is one more entry.
+(`--gpu <profile>`), `hot_lgbm` (LightGBM, `ml.lgbm`) runs right here.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated
 
 import typer
@@ -26,6 +27,7 @@ class TrainOptions:
     epochs: int | None
     seed: int
     symbols: tuple[str, ...]
+    stride: int | None = None
 
 
 def _train_on_gpu(opts: TrainOptions) -> None:
@@ -61,7 +63,83 @@ def _train_on_gpu(opts: TrainOptions) -> None:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
 
 
+class LgbmProgressView:
+    """A rich progress bar per training stage (loading, each walk-forward fold, the final model)."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.current: int | None = None
+
+    def __enter__(self) -> LgbmProgressView:
+        self.bar.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def stage(self, name: str, total: int) -> None:
+        self.current = self.bar.add_task(name, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.current is not None:
+            self.bar.advance(self.current, n)  # type: ignore[arg-type]
+
+
+def _train_lgbm(opts: TrainOptions) -> None:
+    """LightGBM on the hot-coin dataset, here and now (no GPU box): walk-forward report, then
+    the model registered with its runtime contract and promotion decision."""
+    import dataclasses
+    import time
+
+    from engine.config import load_config
+    from engine.errors import ConfigError
+    from ml.governance.registry import ModelRegistry
+    from ml.lgbm import TASK, LgbmParams, TrainRequest, TrainSettings, train_and_register
+    from ml.runtime import registry_root
+
+    if opts.gpu:
+        raise ConfigError(f"task {opts.task} trains here with LightGBM; drop --gpu")
+    config = load_config(opts.config).config
+    defaults = TrainSettings()
+    settings = TrainSettings(
+        stride=opts.stride or defaults.stride,
+        params=dataclasses.replace(LgbmParams(), rounds=opts.epochs or LgbmParams().rounds, seed=opts.seed),
+    )
+    req = TrainRequest(
+        data_dir=opts.data or config.paths.data_dir / "history",
+        out_dir=config.paths.data_dir / "training" / f"{TASK}_{opts.interval}",
+        interval=opts.interval,
+        symbols=opts.symbols,
+        settings=settings,
+    )
+    with LgbmProgressView() as view:
+        out = train_and_register(config, ModelRegistry(registry_root(config)), req, now_ms=int(time.time() * 1000), progress=view)
+    typer.echo(f"walk-forward, {settings.folds} folds, every {settings.stride}th bar; baseline = rise from the 60-bar low")
+    typer.echo(f"{'fold':>4} {'test rows':>9} {'AUC':>6} {'base AUC':>8} {'prec@10%':>8} {'base':>6} {'lift':>6}")
+    for f in out.report.folds:
+        typer.echo(
+            f"{f.index + 1:>4} {f.test_rows:>9} {f.auc:>6.3f} {f.baseline_auc:>8.3f} {f.precision:>8.3f} "
+            f"{f.baseline_precision:>6.3f} {f.lift:>6.3f}"
+        )
+    verdict = out.decision.verdict
+    typer.secho(
+        f"registered {out.version.name} ({verdict}) in {out.version.path}; dataset and artefacts in {out.out_dir}",
+        fg=typer.colors.GREEN if verdict == "production" else typer.colors.YELLOW,
+    )
+    for gate in out.decision.gates:
+        typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
+
+
 TRAINERS: dict[str, Callable[[TrainOptions], None]] = {
+    "hot_lgbm": _train_lgbm,
     "lstm_hot": _train_on_gpu,
     "tft_heat": _train_on_gpu,
     "ppo_sizing": _train_on_gpu,
@@ -75,12 +153,17 @@ def train(
         Path | None, typer.Option("--data", help="Folder of {BASE}_{QUOTE}-{interval}.parquet candles (default <data_dir>/history).")
     ] = None,
     interval: Annotated[str, typer.Option("--interval", help="Candle interval: 1m, 5m, ...")] = "1m",
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (PPO: iterations); default per task.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs (PPO: iterations, hot_lgbm: boosting rounds); default per task.")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed + data + code = same job id.")] = 0,
     symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated pairs, e.g. DOGE/USDT,WIN/USDT (default all).")] = "",
+    stride: Annotated[
+        int | None, typer.Option("--stride", min=1, help="hot_lgbm: train and judge on every Nth bar (default 5).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Train a model (torch tasks on a GPU box over SSH) and register it with its runtime
+    """Train a model (torch tasks on a GPU box over SSH, hot_lgbm here) and register it with its runtime
     contract and promotion decision. Re-running the same command resumes an interrupted job."""
     from engine.errors import ConfigError
 
@@ -88,4 +171,4 @@ def train(
     if runner is None:
         raise ConfigError(f"unknown task {task!r}; known: {', '.join(TRAINERS)}")
     chosen = tuple(s.strip() for s in symbols.split(",") if s.strip())
-    runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen))
+    runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen, stride))

@@ -1,0 +1,288 @@
+"""The hotcoin console: the App only. It owns the `EngineClient`, runs every client call in a
+worker, turns results into typed messages and routes them to the screens.
+
+It never mutates engine state: it shows snapshots and sends commands. A failing client call
+is shown and the app carries on; a broken snapshot stream is shown (the last data stays on
+screen with its age) and re-subscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from textual import on, work
+from textual.app import App
+
+from engine.config.sections.tui import TuiSection
+from engine.runtime.client import Command, EngineClient
+from engine.runtime.snapshot import EngineSnapshot
+from hotcoin_tui import keymap
+from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
+from hotcoin_tui.dialogs.help import HelpDialog
+from hotcoin_tui.dialogs.quit import QuitWithPositions
+from hotcoin_tui.messages import (
+    ChartData,
+    ClientFailed,
+    CommandDone,
+    FeedLost,
+    IntervalChanged,
+    SnapshotArrived,
+    SymbolSelected,
+    TraceLoaded,
+    TraceRequested,
+)
+from hotcoin_tui.screens.main import MainScreen
+from hotcoin_tui.screens.replay import ReplayScreen
+
+ORIGIN = "tui"
+RESUBSCRIBE_S = 2.0
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class HotcoinApp(App[None]):
+    CSS_PATH = "hotcoin.tcss"
+    TITLE = "hotcoin"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = keymap.bindings(keymap.APP)
+
+    def __init__(self, client: EngineClient, settings: TuiSection | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.settings = settings or TuiSection()
+        self.keymap_overrides = keymap.validate(self.settings.keymap)
+        self.snapshot: EngineSnapshot | None = None
+        self.snapshots_applied = 0
+        self.feed_error: str | None = None
+        self._last_snapshot_at = time.monotonic()
+        self._last_apply = -math.inf
+        self._waiting: EngineSnapshot | None = None
+        self._apply_scheduled = False
+        self._stopping = False
+        self.resubscribe_s = RESUBSCRIBE_S
+
+    @property
+    def main(self) -> MainScreen:
+        return self.get_screen("main", MainScreen)
+
+    async def on_mount(self) -> None:
+        self.set_keymap(self.keymap_overrides)
+        s = self.settings
+        panel_keys = keymap.panel_keys(self.keymap_overrides)
+        self.install_screen(MainScreen(s.candidate_rows, s.event_rows, s.chart_refresh_s, panel_keys), "main")
+        await self.push_screen("main")
+        first = self.client.latest()
+        if first is not None:
+            self._apply(first)
+        self._show_banner()  # "NO DATA" until the engine's first snapshot
+        self.set_interval(1.0, self._watch_feed)
+        self.set_interval(s.chart_refresh_s, self._refresh_chart)
+        self.pump_snapshots()
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    @work(exclusive=True, group="snapshots", exit_on_error=False)
+    async def pump_snapshots(self) -> None:
+        """Forward every published snapshot as a message (coalesced if the UI falls behind)."""
+        try:
+            async for snapshot in self.client.updates():
+                self.post_message(SnapshotArrived(snapshot))
+        except Exception as exc:
+            self.post_message(FeedLost(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(FeedLost("the engine stopped publishing"))
+
+    def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
+        """Apply at most `tui.refresh_hz` snapshots a second; the newest waiting one wins.
+
+        A repaint costs the shared event loop tens of milliseconds, so an engine publishing
+        faster than that must not make the console repaint faster."""
+        if not self.is_running:  # shutting down: the panels are being removed
+            return
+        self.feed_error = None
+        self._last_snapshot_at = time.monotonic()
+        self._waiting = message.snapshot
+        wait = self._last_apply + 1 / self.settings.refresh_hz - self._last_snapshot_at
+        if wait <= 0:
+            self._apply_waiting()
+        elif not self._apply_scheduled:
+            self._apply_scheduled = True
+            self.set_timer(wait, self._apply_waiting)
+
+    def _apply_waiting(self) -> None:
+        self._apply_scheduled = False
+        if self._waiting is not None and self.is_running:
+            snapshot, self._waiting = self._waiting, None
+            self._apply(snapshot)
+
+    def _apply(self, snapshot: EngineSnapshot) -> None:
+        self.snapshot = snapshot
+        self.snapshots_applied += 1
+        self._last_apply = time.monotonic()
+        main = self.main
+        main.apply(snapshot)
+        self._show_banner()
+        if isinstance(self.screen, CloseAllProgressDialog):
+            self.screen.show(snapshot.close_all, len(snapshot.positions))
+        if main.chart.symbol is None and snapshot.candidates:
+            self._select(snapshot.positions[0].symbol if snapshot.positions else snapshot.candidates[0].symbol)
+
+    def on_feed_lost(self, message: FeedLost) -> None:
+        if self._stopping or not self.is_running:
+            return
+        if self.feed_error is None:  # say it once per outage; the banner keeps saying it
+            self.notify(f"Engine feed lost: {message.error}. Retrying every {self.resubscribe_s:g}s.", severity="error")
+        self.feed_error = message.error
+        self._show_banner()
+        self.set_timer(self.resubscribe_s, self.pump_snapshots)
+
+    @property
+    def feed_age_s(self) -> float:
+        return time.monotonic() - self._last_snapshot_at
+
+    def _watch_feed(self) -> None:
+        if self.is_running:
+            self._show_banner()
+
+    def _show_banner(self) -> None:
+        age = self.feed_age_s
+        self.main.banner.show(self.snapshot, age, age >= self.settings.stale_after_s, self.feed_error)
+
+    # -- chart ----------------------------------------------------------------------------
+
+    @on(SymbolSelected)
+    def _symbol_selected(self, message: SymbolSelected) -> None:
+        self._select(message.symbol)
+
+    def _select(self, symbol: str) -> None:
+        chart = self.main.chart
+        chart.select(symbol)
+        self.load_chart(symbol, chart.timeframe, min(chart.wanted_candles, self.settings.chart_candles_max))
+
+    @on(IntervalChanged)
+    def _interval_changed(self, message: IntervalChanged) -> None:
+        self._refresh_chart(force=True)
+
+    def _refresh_chart(self, force: bool = False) -> None:
+        """Reload the chart's candles on a timer, only while it is on screen."""
+        if not self.is_running:
+            return
+        chart = self.main.chart
+        visible = self.screen is self.main and chart.display and not (self.main.compact and self.main.active != "chart")
+        if chart.symbol is not None and (force or visible):
+            self.load_chart(chart.symbol, chart.timeframe, min(chart.wanted_candles, self.settings.chart_candles_max))
+
+    @work(exclusive=True, group="chart", exit_on_error=False)
+    async def load_chart(self, symbol: str, timeframe: str, limit: int) -> None:
+        try:
+            candles = await self.client.candles(symbol, timeframe, limit)
+            fills = await self.client.fills(symbol)
+        except Exception as exc:
+            self.post_message(ClientFailed(f"chart {symbol} {timeframe}", f"{type(exc).__name__}: {exc}"))
+            return
+        if candles:
+            self.post_message(ChartData(symbol, timeframe, candles, fills))
+
+    def on_chart_data(self, message: ChartData) -> None:
+        if self.is_running:
+            self.main.chart.set_data(message.symbol, message.timeframe, message.candles, message.fills)
+
+    # -- replay ---------------------------------------------------------------------------
+
+    @on(TraceRequested)
+    def _trace_requested(self, message: TraceRequested) -> None:
+        self.load_trace(message.trace_id)
+
+    @work(exclusive=True, group="trace", exit_on_error=False)
+    async def load_trace(self, trace_id: str) -> None:
+        try:
+            events = await self.client.trace(trace_id)
+        except Exception as exc:
+            self.post_message(ClientFailed(f"replay {trace_id}", f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(TraceLoaded(trace_id, events))
+
+    def on_trace_loaded(self, message: TraceLoaded) -> None:
+        if isinstance(self.screen, ReplayScreen):
+            self.pop_screen()
+        self.push_screen(ReplayScreen(message.trace_id, message.events))
+
+    # -- commands -------------------------------------------------------------------------
+
+    @work(group="commands", exit_on_error=False)
+    async def send_command(self, command: Command) -> None:
+        """Not exclusive: a command already sent must never be cancelled by the next one."""
+        try:
+            result = await self.client.send(command, ORIGIN)
+        except Exception as exc:
+            self.post_message(ClientFailed(f"command {command.value}", f"{type(exc).__name__}: {exc}", command))
+            return
+        self.post_message(CommandDone(command, result))
+
+    def on_command_done(self, message: CommandDone) -> None:
+        result = message.result
+        text = f"{message.command.value}: {result.message}"
+        self.notify(text, severity="information" if result.accepted else "error", timeout=5 if result.accepted else 15)
+        if not result.accepted:
+            self._close_all_failed(message.command)
+
+    def on_client_failed(self, message: ClientFailed) -> None:
+        self.notify(f"{message.operation} failed: {message.error}", severity="error", timeout=15)
+        self._close_all_failed(message.command)
+
+    def _close_all_failed(self, command: Command | None) -> None:
+        """A close-all the engine did not take: drop the progress view so ctrl+x can retry."""
+        if command is Command.CLOSE_ALL and isinstance(self.screen, CloseAllProgressDialog):
+            self.screen.dismiss(None)
+
+    def action_toggle_pause(self) -> None:
+        paused = self.snapshot is not None and self.snapshot.status.paused
+        self.send_command(Command.RESUME if paused else Command.PAUSE)
+
+    def action_close_all(self) -> None:
+        if isinstance(self.screen, ConfirmCloseAll | CloseAllProgressDialog):
+            return
+        positions = self.snapshot.positions if self.snapshot else ()
+        age = self.feed_age_s if self.snapshot else None
+        confirm = keymap.effective_keys(keymap.CONFIRM_CLOSE_ALL[0], self.keymap_overrides)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.send_command(Command.CLOSE_ALL)
+                self.push_screen(CloseAllProgressDialog(len(positions)))
+
+        stale = age is not None and age >= self.settings.stale_after_s
+        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm), confirmed)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog(self.keymap_overrides))
+
+    async def action_quit(self) -> None:
+        positions = self.snapshot.positions if self.snapshot else ()
+        if not positions:
+            self.shutdown_and_exit()
+            return
+        if isinstance(self.screen, QuitWithPositions):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.shutdown_and_exit()
+
+        self.push_screen(QuitWithPositions(positions), answered)
+
+    @work(exclusive=True, group="shutdown", exit_on_error=False)
+    async def shutdown_and_exit(self) -> None:
+        """Ask the engine to stop cleanly (journal flushed), then leave; say so if it did not."""
+        self._stopping = True
+        try:
+            result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)
+        except Exception as exc:
+            self.exit(return_code=1, message=f"hotcoin: the engine did not confirm shutdown ({type(exc).__name__}: {exc})")
+            return
+        if result.accepted:
+            self.exit()
+        else:
+            self.exit(return_code=1, message=f"hotcoin: shutdown refused: {result.message}")

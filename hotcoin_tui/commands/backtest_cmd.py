@@ -1,0 +1,215 @@
+"""`hotcoin collect`, `hotcoin backtest` and `hotcoin optimize`: history in, decisions out.
+
+Thin commands: options in, one call into `engine.backtest`, output out. Imports stay inside
+the commands so `hotcoin --help` stays fast. Exit codes: 0 done; 2 a problem the user can fix
+(bad path, empty window, unknown symbol), with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from hotcoin_tui.commands.options import ConfigOpt, JsonOpt
+
+if TYPE_CHECKING:
+    from engine.config import HotcoinConfig
+
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="Directory of {BASE}_{QUOTE}-1m.parquet candles (default: backtest.data_dir).")
+]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Start: ISO time (UTC if no zone) or epoch ms.")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="End (inclusive): ISO time (UTC if no zone) or epoch ms.")]
+TimeframeOpt = Annotated[str, typer.Option("--timeframe", help="Candle files to use (the replay is minute-grained: 1m).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("collect")(collect)
+    app.command("backtest")(backtest)
+    app.command("optimize")(optimize)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A problem the user can fix: one line on stderr, exit 2, no traceback."""
+    from engine.errors import HotcoinError
+
+    try:
+        yield
+    except HotcoinError as exc:
+        typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+def parse_time(value: str | None, what: str) -> int | None:
+    """`2021-04-16`, `2021-04-16T13:00`, `...+02:00` or epoch ms -> epoch ms (naive = UTC)."""
+    from engine.errors import ConfigError
+
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {value!r} is not a time; use e.g. 2021-04-16T13:00 (UTC) or epoch ms") from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _config(config: Path | None, overrides: dict[str, Any]) -> HotcoinConfig:
+    from engine.config import load_config
+
+    return load_config(config, cli=overrides).config
+
+
+def _toml(path: Path | None) -> dict[str, Any]:
+    """The config file's own settings (what `optimize` writes back with the best parameters)."""
+    import tomllib
+
+    return {} if path is None else tomllib.loads(path.read_text())
+
+
+def _data_dir(data: Path | None, cfg: HotcoinConfig) -> Path:
+    from engine.errors import ConfigError
+
+    found = data or cfg.backtest.data_dir
+    if found is None:
+        raise ConfigError("no candle directory: pass --data DIR or set backtest.data_dir")
+    return found
+
+
+def backtest(
+    data: DataOpt = None,
+    timeframe: TimeframeOpt = "1m",
+    start: FromOpt = None,
+    end: ToOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    journal: Annotated[
+        Path | None, typer.Option("--journal", "-j", help="Journal the decisions here (`hotcoin replay` reads it); default: off.")
+    ] = None,
+    chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Draw the equity curve.")] = True,
+) -> None:
+    """Replay candles through discovery, signals, risk, execution and exits on a virtual clock."""
+    import asyncio
+    import sys
+
+    from engine.backtest.api import run_backtest
+
+    with _user_errors():
+        cfg = _config(config, {"backtest.timeframe": timeframe})
+        result, metrics = asyncio.run(
+            run_backtest(cfg, _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to"), journal)
+        )
+    from engine.backtest import report
+
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report.as_json(result, metrics, None if journal is None else str(journal))))
+        sys.stdout.write("\n")
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(report.trades_table(result))
+    if chart and len(result.equity) > 1:
+        from rich.text import Text
+
+        chart_text = Text.from_ansi(report.equity_chart(result, width=min(120, console.width - 1)))
+        console.print(chart_text, no_wrap=True, crop=True)
+    console.print(report.metrics_table(result, metrics))
+    if journal is not None:
+        console.print(f"journal {journal}: explain a trade with `hotcoin replay <trace> --journal {journal}`")
+
+
+def collect(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store directory (created if missing).")],
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", help="Comma-separated BASE/QUOTE list; default: the biggest movers.")
+    ] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Days of history (default: backtest.collect_days).")] = None,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="How many movers (default: backtest.collect_top).")] = None,
+    timeframe: TimeframeOpt = "1m",
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="A Binance-compatible host, e.g. http://127.0.0.1:8765 (the sim exchange).")
+    ] = None,
+    config: ConfigOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Download candles (resumable, rate-limit aware) into the history store."""
+    import asyncio
+
+    from engine.backtest.api import run_collect
+
+    overrides: dict[str, Any] = {}
+    if endpoint is not None:
+        overrides["exchange.endpoint"] = endpoint
+    wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    with _user_errors():
+        cfg = _config(config, overrides)
+        report = asyncio.run(run_collect(cfg, out, wanted, timeframe, days, top, progress))
+    typer.echo(
+        f"collected {report.total:,} candles for {len(report.symbols)} symbol(s) into {out} "
+        f"({report.requests} requests, {report.rate_limited} rate-limited, waited {report.waited_s:.1f} s)"
+    )
+
+
+def optimize(
+    data: DataOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    config: ConfigOpt = None,
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials per fold (default: backtest.optimize_trials).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel processes (default: backtest.optimize_jobs).")] = None,
+    folds: Annotated[int | None, typer.Option("--folds", min=1, help="Walk-forward folds (default: backtest.optimize_folds).")] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="optuna storage URL shared by machines, e.g. sqlite:///study.db.")
+    ] = None,
+    study: Annotated[str, typer.Option("--study", help="Study name prefix (one study per fold).")] = "hotcoin",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the best config is written (TOML).")] = Path("best.toml"),
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 7,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search take-profit tiers, holding time, heat threshold and more, walk-forward, with optuna."""
+    import sys
+
+    from engine.backtest import optimize as opt
+
+    with _user_errors():
+        from engine.config import load_config
+
+        loaded = load_config(config)
+        cfg = loaded.config
+        bt = cfg.backtest
+        plan = opt.OptimizePlan(
+            data_dir=_data_dir(data, cfg),
+            start_ms=parse_time(start, "--from"),
+            end_ms=parse_time(end, "--to"),
+            trials=trials or bt.optimize_trials,
+            jobs=jobs or bt.optimize_jobs,
+            folds=folds or bt.optimize_folds,
+            oos_fraction=bt.optimize_oos_fraction,
+            storage=storage,
+            study=study,
+            seed=seed,
+        )
+        result = opt.walk_forward(cfg, plan)
+        opt.write_best(result, out, _toml(loaded.config_file))
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(opt.as_json(result, out)))
+        sys.stdout.write("\n")
+        return
+    from rich.console import Console
+
+    Console().print(opt.folds_table(result))
+    typer.echo(f"best parameters written to {out}")

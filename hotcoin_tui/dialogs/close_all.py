@@ -1,0 +1,109 @@
+"""Emergency close-all: a confirmation that lists what will close, then progress until flat.
+
+Confirming needs a deliberate second action (a capital Y by default, remappable), so a
+stray keypress after ctrl+x cannot liquidate the book; Esc or n backs out. It works on stale
+data: the list comes from the latest snapshot, with a warning saying how old it is, and the
+engine closes what it really holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Label, ProgressBar, Static
+
+from engine.runtime.snapshot import CloseAllProgress, PositionRow
+from hotcoin_tui import keymap
+from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.candidate_pool import display_symbol
+
+
+def positions_table(positions: Sequence[PositionRow]) -> Table:
+    table = Table(box=None, pad_edge=False, expand=True)
+    for name in ("Symbol", "Size", "Mark", "uPnL"):
+        table.add_column(name, justify="left" if name == "Symbol" else "right")
+    for pos in positions:
+        table.add_row(display_symbol(pos.symbol), fmt.quantity(pos.quantity), fmt.price(pos.mark), fmt.pnl(pos.unrealised_pnl))
+    return table
+
+
+class ConfirmCloseAll(ModalScreen[bool]):
+    """Dismisses True only on the confirm key."""
+
+    BINDINGS = keymap.bindings(keymap.CONFIRM_CLOSE_ALL)
+
+    def __init__(self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, confirm_key: str) -> None:
+        super().__init__()
+        self.positions = tuple(positions)
+        self.data_age_s = data_age_s
+        self.stale = stale
+        self.confirm_key = confirm_key
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="danger"):
+            yield Label("EMERGENCY CLOSE-ALL", id="dialog-title")
+            if self.positions:
+                yield Static(f"Cancels every open order and sells these {len(self.positions)} position(s) at market:")
+                with VerticalScroll(id="dialog-list"):
+                    yield Static(positions_table(self.positions))
+            else:
+                yield Static("The latest snapshot shows no open positions; close-all still cancels every open order.")
+            if self.data_age_s is None:
+                yield Static(Text("No data from the engine yet: it will close whatever it holds.", style="bold yellow"))
+            elif self.stale:
+                yield Static(
+                    Text(f"Data is {self.data_age_s:.0f}s old: the engine closes what it really holds.", style="bold yellow")
+                )
+            yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class CloseAllProgressDialog(ModalScreen[None]):
+    """Shows the engine's close-all progress from each snapshot until flat; Esc hides it
+    (the close carries on, and the banner keeps showing it)."""
+
+    BINDINGS = keymap.bindings(keymap.DISMISS)
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self._seen_progress = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="danger"):
+            yield Label("CLOSING ALL POSITIONS", id="dialog-title")
+            yield ProgressBar(total=max(1, self.total), show_eta=False, id="close-progress")
+            yield Static(f"Sent close-all for {self.total} position(s)…", id="close-status")
+            yield Static("Esc hides this; the close continues.", classes="dim")
+
+    def show(self, progress: CloseAllProgress | None, remaining_positions: int) -> None:
+        status = self.query_one("#close-status", Static)
+        bar = self.query_one("#close-progress", ProgressBar)
+        if progress is None:
+            # Before the engine's first progress report; afterwards the engine may clear a
+            # finished close-all, and the dialog keeps showing how it ended.
+            if not self._seen_progress:
+                status.update(f"Waiting for the engine… {remaining_positions} position(s) still open.")
+            return
+        self._seen_progress = True
+        bar.update(total=max(1, progress.total), progress=progress.total - progress.remaining)
+        if progress.done:
+            status.update(Text(f"FLAT: all {progress.total} position(s) closed.", style="bold green"))
+            self.query_one("#dialog-title", Label).update("CLOSE-ALL DONE")
+        else:
+            status.update(f"{progress.remaining} of {progress.total} still open…")
+        for error in progress.errors:
+            status.update(Text(f"{progress.remaining} left; error: {error}", style="bold red"))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,101 @@
+"""Every key binding, with the id users remap it by (`[tui.keymap]` in the config).
+
+One table per place a binding lives (the app, the main screen, each dialog), so the help
+screen, the footer and the config check all read the same source. Textual applies the
+overrides (`App.set_keymap`); this module checks them first, so a typo in an id fails at
+start with the list of valid ids instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    id: str
+    key: str
+    action: str
+    description: str
+    show: bool = True
+    priority: bool = False
+
+    def binding(self) -> Binding:
+        return Binding(self.key, self.action, self.description, show=self.show, priority=self.priority, id=self.id)
+
+
+# Close-all is a priority binding: it must work from every screen and even while the filter
+# input (whose own ctrl+x is "cut") has focus.
+APP: tuple[KeySpec, ...] = (
+    KeySpec("close_all", "ctrl+x", "close_all", "Close ALL", priority=True),
+    KeySpec("pause", "p", "toggle_pause", "Pause"),
+    KeySpec("help", "question_mark", "help", "Help"),
+    KeySpec("quit", "q", "quit", "Quit"),
+)
+MAIN: tuple[KeySpec, ...] = (
+    KeySpec("focus.candidates", "c", "show_panel('candidates')", "Candidates", show=False),
+    KeySpec("focus.positions", "o", "show_panel('positions')", "Positions", show=False),
+    KeySpec("focus.chart", "k", "show_panel('chart')", "Chart", show=False),
+    KeySpec("focus.events", "e", "show_panel('events')", "Events", show=False),
+    KeySpec("focus.state", "t", "show_panel('state')", "Engine state", show=False),
+    KeySpec("filter", "slash", "filter", "Filter"),
+    KeySpec("sort", "s", "cycle_sort", "Sort", show=False),
+    KeySpec("interval", "i", "cycle_interval", "Interval", show=False),
+    KeySpec("replay", "r", "replay", "Replay"),
+)
+REPLAY: tuple[KeySpec, ...] = (KeySpec("replay.back", "escape", "app.pop_screen", "Back"),)
+CONFIRM_CLOSE_ALL: tuple[KeySpec, ...] = (
+    KeySpec("close_all.confirm", "Y", "confirm", "Confirm (shift+y)"),
+    KeySpec("close_all.cancel", "escape,n", "cancel", "Cancel"),
+)
+QUIT_DIALOG: tuple[KeySpec, ...] = (
+    KeySpec("quit.confirm", "y", "confirm", "Quit anyway"),
+    KeySpec("quit.cancel", "escape,n", "cancel", "Stay"),
+)
+DISMISS: tuple[KeySpec, ...] = (KeySpec("dialog.close", "escape", "close", "Close"),)
+
+ALL: tuple[tuple[str, tuple[KeySpec, ...]], ...] = (
+    ("Everywhere", APP),
+    ("Main screen", MAIN),
+    ("Replay", REPLAY),
+    ("Close-all dialog", CONFIRM_CLOSE_ALL),
+    ("Quit dialog", QUIT_DIALOG),
+    ("Dialogs", DISMISS),
+)
+
+
+def bindings(specs: Iterable[KeySpec]) -> list[Binding | tuple[str, str] | tuple[str, str, str]]:
+    """Textual bindings for one table (typed as `BINDINGS` expects)."""
+    return [spec.binding() for spec in specs]
+
+
+def known_ids() -> list[str]:
+    return sorted(spec.id for _, specs in ALL for spec in specs)
+
+
+def validate(overrides: Mapping[str, str]) -> dict[str, str]:
+    """Check a config keymap: every id must exist. Returns it normalised (no spaces)."""
+    valid = set(known_ids())
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ConfigError(
+            f"tui.keymap: unknown binding id(s) {', '.join(unknown)}; valid ids are {', '.join(sorted(valid))}"
+        )
+    return {bid: ",".join(k.strip() for k in keys.split(",")) for bid, keys in overrides.items()}
+
+
+def effective_keys(spec: KeySpec, overrides: Mapping[str, str]) -> str:
+    """The key(s) a binding answers to after the user's overrides, for help and tests."""
+    return overrides.get(spec.id, spec.key)
+
+
+def panel_keys(overrides: Mapping[str, str]) -> dict[str, str]:
+    """Panel name -> its focus key(s), for the panel strip (`focus.positions` -> `positions`)."""
+    return {
+        spec.id.removeprefix("focus."): effective_keys(spec, overrides) for spec in MAIN if spec.id.startswith("focus.")
+    }

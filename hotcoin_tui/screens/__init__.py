@@ -1,0 +1,1 @@
+"""Screens: the main console and the replay (decision tree) view."""

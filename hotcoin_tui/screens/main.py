@@ -1,0 +1,172 @@
+"""The console: banner, panel strip, the five panels, footer.
+
+Wide terminals (>= 120 columns and >= 32 rows) show every panel at once in a grid; smaller
+ones show the banner, the panel strip and one panel at a time, switched by one-letter keys,
+so nothing essential is ever below the fold. Either way the same widgets exist, so a resize
+changes CSS classes, not the widget tree, and the data stays in place.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Container, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from engine.runtime.snapshot import EngineSnapshot
+from hotcoin_tui import keymap
+from hotcoin_tui.messages import IntervalChanged, TraceRequested
+from hotcoin_tui.widgets.candidate_pool import CandidatePool
+from hotcoin_tui.widgets.engine_state import EngineStatePanel
+from hotcoin_tui.widgets.events import EventsPanel
+from hotcoin_tui.widgets.kline_chart import KlineChart
+from hotcoin_tui.widgets.mode_banner import ModeBanner
+from hotcoin_tui.widgets.panel_bar import PANELS, PanelBar
+from hotcoin_tui.widgets.positions import PositionsPanel
+
+WIDE_COLS, TALL_ROWS = 120, 32
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = keymap.bindings(keymap.MAIN)
+    # Textual declares these as plain (instance-typed) attributes, hence the noqa.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLS, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_ROWS, "-tall")]  # noqa: RUF012
+
+    active = reactive("candidates")
+
+    def __init__(self, candidate_rows: int, event_rows: int, chart_refresh_s: float, panel_keys: dict[str, str]) -> None:
+        super().__init__()
+        self._candidate_rows, self._event_rows = candidate_rows, event_rows
+        self._chart_refresh_s = chart_refresh_s
+        self.panel_keys = panel_keys
+        self.latest: EngineSnapshot | None = None
+
+    def compose(self) -> ComposeResult:
+        yield ModeBanner(id="banner")
+        yield PanelBar(id="panel-bar")
+        with Container(id="body"):
+            with Vertical(id="left"):
+                yield CandidatePool(self._candidate_rows, id="candidates", classes="panel")
+                yield KlineChart(self._chart_refresh_s, id="chart", classes="panel")
+            with Vertical(id="right"):
+                yield EngineStatePanel("no snapshot yet", id="state", classes="panel")
+                yield PositionsPanel(id="positions", classes="panel")
+                yield EventsPanel(self._event_rows, id="events", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch_active(self.active)
+
+    @property
+    def pool(self) -> CandidatePool:
+        return self.query_one(CandidatePool)
+
+    @property
+    def positions(self) -> PositionsPanel:
+        return self.query_one(PositionsPanel)
+
+    @property
+    def events(self) -> EventsPanel:
+        return self.query_one(EventsPanel)
+
+    @property
+    def chart(self) -> KlineChart:
+        return self.query_one(KlineChart)
+
+    @property
+    def state_panel(self) -> EngineStatePanel:
+        return self.query_one(EngineStatePanel)
+
+    @property
+    def banner(self) -> ModeBanner:
+        return self.query_one(ModeBanner)
+
+    @property
+    def compact(self) -> bool:
+        """True when one panel is shown at a time."""
+        return self.has_class("-narrow") or self.has_class("-short")
+
+    def apply(self, snapshot: EngineSnapshot) -> None:
+        """Push one snapshot into the panels on screen (the chart loads its own data). Hidden
+        panels are skipped and catch up from the latest snapshot when they are shown."""
+        self.latest = snapshot
+        for name in ("candidates", "positions", "state", "events"):
+            if not self.compact or name == self.active:
+                self._apply_to(name, snapshot)
+
+    def _apply_to(self, name: str, snapshot: EngineSnapshot) -> None:
+        if name == "candidates":
+            self.pool.apply(snapshot.candidates)
+        elif name == "positions":
+            self.positions.apply(snapshot.positions, snapshot.totals, snapshot.ts_ms)
+        elif name == "state":
+            self.state_panel.apply(snapshot.status, snapshot.ts_ms)
+        elif name == "events":
+            self.events.apply(snapshot.events)
+
+    def on_resize(self) -> None:
+        if self.latest is not None and not self.compact:
+            self.call_after_refresh(self._catch_up)
+
+    def _catch_up(self) -> None:
+        if self.latest is not None:
+            self.apply(self.latest)
+
+    def watch_active(self, active: str) -> None:
+        for name, _, _ in PANELS:
+            self.query_one(f"#{name}").set_class(name == active, "-active")
+        self.query_one("#left").set_class(active in ("candidates", "chart"), "-holds-active")
+        self.query_one("#right").set_class(active not in ("candidates", "chart"), "-holds-active")
+        self.query_one(PanelBar).show(active, self.panel_keys)
+        if self.latest is not None:
+            self._apply_to(active, self.latest)
+        target = self._focus_target(active)
+        if target is not None:
+            target.focus()
+        if active == "chart":
+            self.chart.schedule_draw()
+
+    def _focus_target(self, name: str) -> Widget | None:
+        if name == "candidates":
+            return self.pool.table
+        if name == "positions":
+            return self.positions.table
+        if name == "events":
+            return self.events
+        return None
+
+    def action_show_panel(self, name: str) -> None:
+        if self.active == name:
+            self.watch_active(name)
+        self.active = name
+
+    def action_filter(self) -> None:
+        self.active = "candidates"
+        self.pool.open_filter()
+
+    def action_cycle_sort(self) -> None:
+        self.pool.cycle_sort()
+
+    def action_cycle_interval(self) -> None:
+        self.post_message(IntervalChanged(self.chart.next_interval()))
+
+    def action_replay(self) -> None:
+        """Open the trace behind whatever the cursor is on in the focused (or active) panel."""
+        focused = self.focused
+        trace: str | None = None
+        if focused is self.events or (focused is None and self.active == "events"):
+            trace = self.events.cursor_trace
+        elif focused is self.positions.table:
+            pos = self.positions.cursor_position
+            trace = pos.trace_id if pos else None
+        else:
+            symbol = self.pool.cursor_symbol
+            row = self.pool.row(symbol) if symbol else None
+            trace = row.trace_id if row else None
+        if trace:
+            self.post_message(TraceRequested(trace))
+        else:
+            self.notify("Nothing with a trace under the cursor.", severity="warning")

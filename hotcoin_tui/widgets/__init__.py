@@ -1,0 +1,1 @@
+"""One widget per module; each takes plain snapshot data and never calls the engine."""

@@ -1,0 +1,52 @@
+"""Engine health: state with its reasons, each stream's freshness, error rate, risk, model.
+
+A stream that stopped is shown with its status and the age of its last message (from the
+snapshot's clock), never as an empty or zero value: the operator must see the difference
+between "nothing is happening" and "we cannot see what is happening".
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from engine.runtime.snapshot import EngineStatus, StreamRow
+from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.auto_static import AutoStatic
+
+STATE_STYLE = {"tradeable": "bold green", "degraded": "bold yellow", "blocked": "bold white on red"}
+STREAM_STYLE = {"connected": "green", "stale": "bold yellow", "error": "bold red", "down": "red"}
+
+
+def stream_text(stream: StreamRow, now_ms: int) -> Text:
+    age = "never" if stream.last_message_ms is None else f"{fmt.duration(now_ms - stream.last_message_ms)} ago"
+    text = Text(f"{stream.name:<8}")
+    text.append(f"{stream.status:<10}", style=STREAM_STYLE.get(stream.status, "bold"))
+    text.append(age)
+    if stream.detail:
+        text.append(f"  {stream.detail}", style="dim")
+    return text
+
+
+def status_lines(status: EngineStatus, now_ms: int) -> list[Text]:
+    head = Text()
+    head.append(f" {status.state.upper()} ", style=STATE_STYLE.get(status.state, "bold"))
+    if status.paused:
+        head.append("  PAUSED", style="bold yellow")
+    head.append(f"  mode {status.mode.value}  risk L{status.risk_level}")
+    head.append(f"  order errors {status.order_error_rate:g}/5m", style="red" if status.order_error_rate else "")
+    lines = [head]
+    for reason in status.reasons:
+        lines.append(Text(f"  · {reason}", style="yellow"))
+    lines.extend(stream_text(s, now_ms) for s in status.streams)
+    lines.append(
+        Text(f"model {status.model_version or 'none'}  run {status.run_id}  config {status.config_hash}", style="dim")
+    )
+    return lines
+
+
+class EngineStatePanel(AutoStatic):
+    def on_mount(self) -> None:
+        self.border_title = "Engine"
+
+    def apply(self, status: EngineStatus, now_ms: int) -> None:
+        self.show_lines(status_lines(status, now_ms))

@@ -1,0 +1,75 @@
+"""Number formatting shared by the panels: compact, sign-explicit (readable without colour)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+
+_BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+_SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def price(value: float) -> str:
+    """Five significant digits, never scientific notation. Micro prices use the subscript-zero
+    form traders know (0.00000141718 -> 0.0₅14172), so columns stay narrow."""
+    if value <= 0 or not math.isfinite(value):
+        return "—"
+    magnitude = math.floor(math.log10(value))
+    if magnitude <= -5:
+        digits = f"{value * 10 ** (4 - magnitude):.0f}"
+        return f"0.0{str(-magnitude - 1).translate(_SUBSCRIPT)}{digits}"
+    return f"{value:.{max(0, 4 - magnitude)}f}"
+
+
+def quantity(value: float) -> str:
+    """Compact size: 1,170.7 / 370.8M / 40.1B."""
+    for limit, suffix in ((1e9, "B"), (1e6, "M")):
+        if abs(value) >= limit:
+            return f"{value / limit:.1f}{suffix}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+def pct(value: float) -> Text:
+    """A return as +1.2% / -0.4%, green or red; the sign carries the meaning under NO_COLOR."""
+    style = "green" if value > 0 else "red" if value < 0 else ""
+    return Text(f"{value * 100:+.1f}%", style=style, justify="right")
+
+
+def money(value: float, signed: bool = False) -> str:
+    return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+
+
+def pnl(value: float) -> Text:
+    return Text(money(value, signed=True), style="green" if value > 0 else "red" if value < 0 else "", justify="right")
+
+
+def duration(ms: int) -> str:
+    """Human holding time / age: 45s, 12m, 3h05, 2d04."""
+    s = max(0, ms) // 1000
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}"
+
+
+def age_days(days: float | None) -> str:
+    if days is None:
+        return "?"
+    if days < 1:
+        return f"{days * 24:.0f}h"
+    if days < 365:
+        return f"{days:.0f}d"
+    return f"{days / 365:.1f}y"
+
+
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar of `width` cells filled to `fraction` (eighth-cell resolution)."""
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (_BLOCKS[part] if part else "")).ljust(width)

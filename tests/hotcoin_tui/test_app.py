@@ -1,0 +1,573 @@
+"""Pilot tests of the console against the fake engine: every panel and every key action.
+
+The fake runs on a virtual clock without autoplay; each test steps it (`publish`) and waits
+for the app to apply the snapshot, so nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+from textual.widgets import DataTable, Static
+
+from engine.config.sections.tui import TuiSection
+from engine.domain import Candle, Fill
+from engine.errors import ConfigError, TraceNotFoundError
+from engine.journal.events import JournalEvent
+from engine.runtime.client import Command, CommandResult, EngineClient
+from engine.runtime.fake_client import FakeEngineClient
+from engine.runtime.snapshot import EngineSnapshot, EventRow, Mode
+from hotcoin_tui.app import HotcoinApp
+from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
+from hotcoin_tui.dialogs.help import HelpDialog
+from hotcoin_tui.dialogs.quit import QuitWithPositions
+from hotcoin_tui.messages import ChartData, SnapshotArrived
+from hotcoin_tui.screens.main import MainScreen
+from hotcoin_tui.screens.replay import ReplayScreen
+from hotcoin_tui.widgets.candidate_pool import FULL_EVERY, SORTS, display_symbol, row_cells
+from tests.kit.waiting import eventually
+
+SMALL = (80, 24)
+WIDE = (160, 48)
+FAST = TuiSection(refresh_hz=30)  # tests publish back to back: no need to wait for the 4 Hz cap
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeEngineClient]:
+    client = FakeEngineClient(seed=7, candidates=300, positions=6)
+    yield client
+    await client.stop()
+
+
+async def publish(app: HotcoinApp, fake: FakeEngineClient, cycles: int = 1) -> EngineSnapshot:
+    """Advance the fake engine and wait until the app has shown the newest snapshot."""
+    snap = fake.step(cycles)
+    await eventually(lambda: app.snapshot is not None and app.snapshot.seq == snap.seq)
+    return snap
+
+
+def plain(widget: Static) -> str:
+    """A Static's content as plain text (any rich renderable), as a user would read it."""
+    console = Console(width=200, file=io.StringIO(), color_system=None, record=True)
+    console.print(widget.content)
+    return console.export_text()
+
+
+def banner(app: HotcoinApp) -> str:
+    return plain(app.main.banner)
+
+
+def notes(app: HotcoinApp) -> str:
+    return " | ".join(str(n.message) for n in app._notifications)
+
+
+# -- panels -------------------------------------------------------------------------------
+
+
+async def test_every_panel_shows_the_snapshot(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE):
+        snap = await publish(app, fake)
+        main = app.main
+        assert main.pool.table.row_count == 200  # capped at tui.candidate_rows
+        assert main.positions.table.row_count == len(snap.positions) == 6
+        assert main.events.row_count == len({e.seq for e in snap.events})
+        state = plain(main.state_panel)
+        assert "TRADEABLE" in state and "ticker" in state and "lgbm-2026-01-02" in state
+        assert "PAPER" in banner(app) and "TRADEABLE" in banner(app) and "pos 6" in banner(app)
+        totals = plain(main.positions.query_one("#totals", Static))
+        assert "Equity" in totals and "limit -500.00" in totals
+
+
+async def test_hidden_panels_skip_updates_and_catch_up_when_shown(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.step(10)  # cycle 10 opens a seventh position
+        snap = await publish(app, fake)
+        positions = app.main.positions
+        assert positions.table.row_count == 0  # hidden behind the candidates panel: not touched
+        await pilot.press("o")
+        assert positions.table.row_count == len(snap.positions) == 7
+        await pilot.press("e")
+        assert app.main.events.last_seq == snap.events[-1].seq
+
+
+async def test_candidate_rows_update_in_place_in_heat_order(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, candidate_rows=50))
+    async with app.run_test(size=SMALL):
+        await publish(app, fake)
+        table = app.main.pool.table
+        keys_before = {row.key for row in table.ordered_rows}
+        snap = await publish(app, fake)
+        top = sorted(snap.candidates, key=lambda r: (-r.heat, r.symbol))[:50]
+        assert app.main.pool.shown_symbols == [r.symbol for r in top]
+        kept = keys_before & {row.key for row in table.ordered_rows}
+        assert kept, "rows present in both snapshots must be the same rows, updated in place"
+        first = top[0]
+        assert str(table.get_cell(first.symbol, "heat")).endswith(f"{first.heat:4.0f}")
+        assert str(table.get_cell(first.symbol, "sym")) == display_symbol(first.symbol)
+
+
+async def test_off_screen_rows_catch_up_when_scrolled_to_and_on_full_refresh(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        pool = app.main.pool
+        await pilot.press("end")  # cursor (and view) to the last row
+        snap = await publish(app, fake)
+        rows = {r.symbol: r for r in snap.candidates}
+        last = pool.shown_symbols[-1]
+        assert tuple(str(c) for c in pool.table.get_row(last)) == row_cells(rows[last])
+        snap = await publish(app, fake)
+        while pool.syncs % FULL_EVERY:  # up to the next full refresh
+            snap = await publish(app, fake)
+        rows = {r.symbol: r for r in snap.candidates}
+        for symbol in pool.shown_symbols:
+            assert tuple(str(c) for c in pool.table.get_row(symbol)) == row_cells(rows[symbol]), symbol
+
+
+async def test_sort_key_cycles_the_sort_column(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        await pilot.press("s")
+        assert app.main.pool.sort.name == SORTS[1].name == "1m"
+        expected = sorted(snap.candidates, key=lambda r: r.symbol)
+        expected.sort(key=lambda r: r.ret_1m, reverse=True)
+        assert app.main.pool.shown_symbols == [r.symbol for r in expected[:200]]
+        assert "sort 1m" in str(app.main.pool.border_title)
+
+
+@pytest.mark.parametrize(("typed", "check"), [
+    ("listing", lambda r: "listing" in r.sources),
+    ("enter", lambda r: r.signal_state == "enter"),
+], ids=["by-source", "by-signal"])  # fmt: skip
+async def test_filter_narrows_rows_and_escape_restores(fake: FakeEngineClient, typed: str, check: object) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        await pilot.press("slash", *typed)
+        pool = app.main.pool
+        rows = {r.symbol: r for r in snap.candidates}
+        assert 0 < len(pool.shown_symbols) < 200
+        assert all(check(rows[s]) for s in pool.shown_symbols)  # type: ignore[operator]
+        await pilot.press("escape")
+        assert len(pool.shown_symbols) == 200 and not pool.filter_input.display
+
+
+async def test_filter_by_symbol_text(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        target = display_symbol(snap.candidates[10].symbol)
+        await pilot.press("slash", *target.lower(), "enter")
+        shown = app.main.pool.shown_symbols
+        assert snap.candidates[10].symbol in shown and all(target in s for s in shown)
+        assert app.focused is app.main.pool.table  # Enter hands the keys back to the table
+
+
+async def test_stale_stream_shows_status_and_age_not_zero(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.force_stream("ticker", "stale")
+        await publish(app, fake, cycles=20)  # 10 s of virtual time without ticker messages
+        await pilot.press("t")
+        state = plain(app.main.state_panel)
+        assert "DEGRADED" in state and "market data stale" in state
+        ticker_line = next(line for line in state.splitlines() if line.startswith("ticker"))
+        assert "stale" in ticker_line and "10s ago" in ticker_line
+        assert "DEGRADED" in banner(app)
+
+
+async def test_feed_age_is_shown_when_snapshots_stop(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, stale_after_s=0.05))
+    async with app.run_test(size=SMALL):
+        await publish(app, fake)
+        await eventually(lambda: "OLD" in banner(app), timeout=5)
+        assert "PAPER" in banner(app), "stale data stays on screen, labelled, never blanked"
+        assert app.main.pool.table.row_count == 200
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+async def test_pause_sends_pause_then_resume(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("p")
+        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+        await eventually(lambda: "PAUSED" in banner(app))
+        await pilot.press("p")
+        await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
+        await eventually(lambda: "PAUSED" not in banner(app))
+
+
+async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        await pilot.press("ctrl+x")
+        assert isinstance(app.screen, ConfirmCloseAll)
+        assert [p.symbol for p in app.screen.positions] == [p.symbol for p in snap.positions]
+        await pilot.press("y", "enter", "space")  # not the confirm key: nothing happens
+        assert isinstance(app.screen, ConfirmCloseAll) and fake.commands == []
+        await pilot.press("Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        assert isinstance(app.screen, CloseAllProgressDialog)
+        await publish(app, fake)
+        assert "CLOSING ALL" in banner(app)
+        for _ in range(5):
+            await publish(app, fake)
+        assert app.snapshot is not None and app.snapshot.positions == ()
+        assert app.main.positions.table.row_count == 0
+        assert "FLAT" in plain(app.screen.query_one("#close-status", Static))
+        assert "FLAT" in banner(app)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_close_all_cancel_sends_nothing(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("ctrl+x", "escape")
+        assert isinstance(app.screen, MainScreen) and fake.commands == []
+        await pilot.press("ctrl+x", "n")
+        assert isinstance(app.screen, MainScreen) and fake.commands == []
+
+
+async def test_close_all_works_on_stale_data_and_from_the_filter_box(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, stale_after_s=0.05))
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await eventually(lambda: "OLD" in banner(app), timeout=5)
+        await pilot.press("slash", "a")  # typing in the filter: ctrl+x must still reach close-all
+        await pilot.press("ctrl+x")
+        assert isinstance(app.screen, ConfirmCloseAll)
+        assert "old" in " ".join(plain(w) for w in app.screen.query(Static))
+        await pilot.press("Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+
+
+async def test_replay_opens_the_cursor_rows_trace_and_escape_returns(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        await pilot.press("r")
+        await eventually(lambda: isinstance(app.screen, ReplayScreen))
+        assert isinstance(app.screen, ReplayScreen)
+        top = sorted(snap.candidates, key=lambda r: (-r.heat, r.symbol))[0]
+        assert app.screen.trace_id == top.trace_id
+        assert top.trace_id in plain(app.screen.query_one("#replay-tree", Static))
+        await pilot.press("ctrl+x")  # close-all is reachable from the replay screen too
+        assert isinstance(app.screen, ConfirmCloseAll)
+        await pilot.press("escape", "escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_enter_on_an_event_opens_its_decision_tree(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake, cycles=10)  # cycle 10 opens a position: a full entry trace
+        await pilot.press("e")
+        events = app.main.events
+        assert app.focused is events and events.cursor_row == events.row_count - 1
+        trace = events.cursor_trace
+        assert trace is not None
+        await pilot.press("enter")
+        await eventually(lambda: isinstance(app.screen, ReplayScreen))
+        tree = plain(app.screen.query_one("#replay-tree", Static))
+        assert trace in tree and "position_update" in tree and "Orders" in tree
+
+
+async def test_replay_of_unknown_trace_is_reported_not_fatal(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.fail_next("trace", TraceNotFoundError("no trace 'abc' in the journal"))
+        await pilot.press("r")
+        await eventually(lambda: "no trace 'abc'" in notes(app))
+        assert isinstance(app.screen, MainScreen) and app.is_running
+
+
+async def test_interval_key_switches_and_reloads_the_chart(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        snap = await publish(app, fake)
+        chart = app.main.chart
+        assert chart.symbol == snap.positions[0].symbol  # first view follows the first position
+        await eventually(lambda: chart.draws >= 1)
+        for expected in ("5m", "15m", "1m"):
+            await pilot.press("i")
+            assert chart.timeframe == expected
+            await eventually(lambda: bool(chart._candles) and chart._candles[-1].timeframe == expected)  # noqa: B023
+        assert "1m" in str(chart.border_title)
+
+
+async def test_enter_on_a_candidate_charts_it(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        await publish(app, fake)
+        await pilot.press("c", "down", "down")
+        symbol = app.main.pool.cursor_symbol
+        assert symbol is not None
+        await pilot.press("enter")
+        chart = app.main.chart
+        assert chart.symbol == symbol
+        await eventually(lambda: bool(chart._candles) and chart._candles[-1].symbol == symbol)
+
+
+async def test_chart_redraws_at_most_once_per_interval(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, chart_refresh_s=60))
+    async with app.run_test(size=WIDE):
+        await publish(app, fake)
+        chart = app.main.chart
+        await eventually(lambda: chart.draws == 1)
+        candles = await fake.candles(chart.symbol or "", chart.timeframe, 50)
+        for _ in range(5):
+            chart.set_data(chart.symbol or "", chart.timeframe, candles, [])
+        assert chart.draws == 1  # the newest data waits for the next slot
+
+
+async def test_panel_keys_switch_the_visible_panel_at_80x24(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        main = app.main
+        assert main.compact
+
+        def visible() -> list[str | None]:
+            return [w.id for w in main.query(".panel") if w.display and w.parent is not None and w.parent.display]
+
+        for key, panel in (("o", "positions"), ("e", "events"), ("t", "state"), ("k", "chart"), ("c", "candidates")):
+            await pilot.press(key)
+            await eventually(lambda: visible() == [panel])  # noqa: B023
+            # the active panel fills the screen below the banner and strip
+            await eventually(lambda: main.query_one(f"#{panel}").region.height >= 15)  # noqa: B023
+
+
+async def test_resize_switches_between_tabs_and_grid(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.resize_terminal(*WIDE)
+        await pilot.pause()
+        assert not app.main.compact
+        assert all(w.region.height > 0 for w in app.main.query(".panel"))
+        await pilot.resize_terminal(*SMALL)
+        await pilot.pause()
+        assert app.main.compact and app.main.pool.table.row_count == 200
+
+
+async def test_quit_warns_when_positions_are_open(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitWithPositions) and len(app.screen.positions) == 6
+        await pilot.press("n")
+        assert isinstance(app.screen, MainScreen) and fake.commands == []
+        await pilot.press("q", "y")
+        await eventually(lambda: not app.is_running)
+    assert fake.commands == [(Command.SHUTDOWN, "tui")]
+    assert app.return_code == 0
+
+
+async def test_quit_without_positions_shuts_the_engine_down() -> None:
+    fake = FakeEngineClient(seed=7, candidates=50, positions=0)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("q")
+        await eventually(lambda: not app.is_running)
+    assert fake.commands == [(Command.SHUTDOWN, "tui")]
+
+
+async def test_help_lists_bindings_with_config_remaps(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"pause": "f9"}))
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpDialog)
+        text = plain(app.screen.query_one("#dialog-list Static", Static))
+        assert "f9" in text and "close_all.confirm" in text and "focus.positions" in text
+        await pilot.press("escape", "p")
+        assert fake.commands == []  # p no longer pauses
+        await pilot.press("f9")
+        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+
+
+def test_unknown_keymap_id_is_rejected_with_the_valid_ids(fake: FakeEngineClient) -> None:
+    with pytest.raises(ConfigError, match=r"unknown binding id\(s\) paws; valid ids are .*pause"):
+        HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"paws": "f9"}))
+
+
+# -- failures never kill the app --------------------------------------------------------------
+
+
+async def test_client_errors_are_shown_and_the_app_carries_on(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.fail_next("send", ConnectionError("engine socket closed"))
+        await pilot.press("p")
+        await eventually(lambda: "engine socket closed" in notes(app))
+        fake.fail_next("candles", TimeoutError("candles timed out"))
+        await pilot.press("enter")
+        await eventually(lambda: "candles timed out" in notes(app))
+        await pilot.press("p")
+        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+        assert app.is_running
+
+
+async def test_a_broken_feed_is_shown_and_resubscribed(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    app.resubscribe_s = 0.05
+    async with app.run_test(size=SMALL):
+        await publish(app, fake)
+        fake.fail_next("updates", ConnectionError("stream reset"))
+        fake.step()
+        await eventually(lambda: "FEED ERROR" in banner(app))
+        assert app.main.pool.table.row_count == 200  # last data stays, labelled
+        await publish(app, fake)  # resubscribed
+        assert "FEED ERROR" not in banner(app)
+
+
+async def test_rows_are_datatables_with_row_cursor(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL):
+        await publish(app, fake)
+        for table in app.main.query(DataTable):
+            assert table.cursor_type == "row"
+
+
+async def test_no_color_keeps_meaning_in_text(fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        await pilot.press("o")
+        assert app.no_color
+        text = banner(app)
+        assert "PAPER" in text and "TRADEABLE" in text
+        pos = snap.positions[0]
+        cell = str(app.main.positions.table.get_cell(pos.symbol, "upnl"))
+        assert cell[0] in "+-"  # the sign, not the colour, says gain or loss
+
+
+async def test_a_burst_of_snapshots_is_applied_once(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        before = app.snapshots_applied
+        other = FakeEngineClient(seed=8, candidates=300, positions=6)  # not subscribed by the app
+        burst = [other.step() for _ in range(3)]
+        for snap in burst:
+            app.post_message(SnapshotArrived(snap))
+        await eventually(lambda: app.snapshot == burst[-1])
+        await pilot.pause()
+        assert app.snapshots_applied - before == 1  # three queued snapshots, one repaint
+        assert SnapshotArrived(burst[-1]).can_replace(SnapshotArrived(burst[0]))
+        assert not SnapshotArrived(burst[-1]).can_replace(ChartData("X", "1m", [], []))
+
+
+async def test_engine_text_with_brackets_is_shown_verbatim(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        odd = EventRow(snap.events[-1].seq + 1, snap.ts_ms, "risk_event", None, None, "[red]L5[/] limit [hc-1]")
+        app.post_message(SnapshotArrived(replace(snap, seq=snap.seq + 1, events=(*snap.events, odd))))
+        await pilot.press("e")
+        await eventually(lambda: app.main.events.last_seq == odd.seq)
+        assert str(app.main.events.get_cell(str(odd.seq), "what")) == "[red]L5[/] limit [hc-1]"
+
+
+async def test_a_failed_close_all_is_reported_and_can_be_retried(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.fail_next("send", ConnectionError("engine unreachable"))
+        await pilot.press("ctrl+x", "Y")
+        await eventually(lambda: "engine unreachable" in notes(app))
+        await eventually(lambda: isinstance(app.screen, MainScreen))
+        await pilot.press("ctrl+x", "Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        assert isinstance(app.screen, CloseAllProgressDialog)
+
+
+@pytest.mark.parametrize(("mode", "label"), [
+    (Mode.LIVE, "LIVE · REAL ORDERS"), (Mode.PAPER, "PAPER"), (Mode.SIM, "SIM"),
+], ids=["live", "paper", "sim"])  # fmt: skip
+async def test_mode_is_the_first_thing_on_screen(mode: Mode, label: str) -> None:
+    fake = FakeEngineClient(seed=7, candidates=30, positions=1, mode=mode)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL):
+        await publish(app, fake)
+        assert banner(app).startswith(f" {label} ")
+    await fake.stop()
+
+
+async def test_snapshots_faster_than_refresh_hz_are_coalesced(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=2))
+    async with app.run_test(size=SMALL):
+        await publish(app, fake)
+        before = app.snapshots_applied
+        shown = app.snapshot
+        for _ in range(3):
+            last = fake.step()
+            await asyncio.sleep(0.01)
+        assert app.snapshot is shown  # within 0.5 s of the last repaint: held back
+        await eventually(lambda: app.snapshot == last)
+        assert app.snapshots_applied == before + 1
+
+
+class SilentEngine(EngineClient):
+    """An engine that has not published yet (or cannot be reached): the console must start
+    anyway, say so, and still offer close-all."""
+
+    def __init__(self) -> None:
+        self.sent: list[Command] = []
+        self._never = asyncio.Event()
+
+    def latest(self) -> EngineSnapshot | None:
+        return None
+
+    async def updates(self) -> AsyncIterator[EngineSnapshot]:
+        await self._never.wait()
+        yield  # type: ignore[misc]  # never reached: makes this an async generator
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        self.sent.append(command)
+        return CommandResult(True, "ok")
+
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        raise AssertionError("no symbol is selected before the first snapshot")
+
+    async def fills(self, symbol: str) -> list[Fill]:
+        raise AssertionError("no symbol is selected before the first snapshot")
+
+    async def trace(self, trace_id: str) -> list[JournalEvent]:
+        raise TraceNotFoundError(trace_id)
+
+
+async def test_starts_without_engine_data_and_close_all_still_works() -> None:
+    engine = SilentEngine()
+    app = HotcoinApp(engine, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert "NO DATA" in banner(app)
+        await pilot.press("ctrl+x")
+        assert isinstance(app.screen, ConfirmCloseAll)
+        assert "No data from the engine yet" in " ".join(plain(w) for w in app.screen.query(Static))
+        await pilot.press("Y")
+        await eventually(lambda: engine.sent == [Command.CLOSE_ALL])
+        await pilot.press("escape", "q")
+        await eventually(lambda: not app.is_running)
+    assert engine.sent == [Command.CLOSE_ALL, Command.SHUTDOWN]

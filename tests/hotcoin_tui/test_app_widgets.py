@@ -1,0 +1,104 @@
+"""Pure helpers of the panels: number formats, chart scaling and marks, keymap checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.domain import Side
+from engine.errors import ConfigError
+from hotcoin_tui import keymap
+from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.kline_chart import exit_returns, render_chart, scale_for
+from tests.kit.domain import T0, make_candle, make_fill
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (0.00000141718, "0.0₅14172"),
+    (0.000019032, "0.0₄19032"),
+    (0.451433, "0.45143"),
+    (70.914, "70.914"),
+    (12345.6, "12346"),
+    (0.0, "—"),
+    (float("nan"), "—"),
+], ids=["micro-5-zeros", "micro-4-zeros", "sub-one", "tens", "thousands", "zero", "nan"])  # fmt: skip
+def test_price_is_short_and_never_scientific(value: float, shown: str) -> None:
+    assert fmt.price(value) == shown
+
+
+@pytest.mark.parametrize(("value", "shown"), [(3.70835e8, "370.8M"), (4.01e10, "40.1B"), (1170.69, "1,170.7"), (9.18, "9.18")])
+def test_quantity_is_compact(value: float, shown: str) -> None:
+    assert fmt.quantity(value) == shown
+
+
+@pytest.mark.parametrize(("ms", "shown"), [(45_000, "45s"), (720_000, "12m"), (11_100_000, "3h05"), (187_200_000, "2d04"), (-5, "0s")])
+def test_duration(ms: int, shown: str) -> None:
+    assert fmt.duration(ms) == shown
+
+
+def test_bar_fills_in_eighths_and_clamps() -> None:
+    assert fmt.bar(0.5, 4) == "██  "
+    assert fmt.bar(1.7, 3) == "███"
+    assert fmt.bar(-1, 3) == "   "
+    assert fmt.bar(1 / 16, 2) == "▏ "
+
+
+def test_signs_carry_meaning_without_colour() -> None:
+    assert fmt.pct(0.0123).plain == "+1.2%" and fmt.pct(-0.004).plain == "-0.4%"
+    assert fmt.pnl(-12.5).plain == "-12.50"
+
+
+@pytest.mark.parametrize(("top", "factor", "label"), [
+    (1.4e-6, 1e6, " ×1e-6"), (0.0099, 1e3, " ×1e-3"), (0.5, 1.0, ""), (250.0, 1.0, ""),
+], ids=["micro", "just-below-cent", "sub-one", "large"])  # fmt: skip
+def test_micro_prices_are_rescaled(top: float, factor: float, label: str) -> None:
+    scaled, text = scale_for(top)
+    assert scaled == pytest.approx(factor) and text == label
+    if label:
+        assert 1 <= top * scaled < 10
+
+
+def test_chart_has_candles_marks_and_scale_label() -> None:
+    candles = [make_candle(open_ms=T0 + i * 60_000, close=1.4e-6 * (1 + i / 100), open=1.4e-6, high=1.6e-6, low=1.3e-6) for i in range(30)]
+    fills = [
+        make_fill(trade_id="b", ts_ms=T0 + 5 * 60_000 + 1, price=1.41e-6, side=Side.BUY),
+        make_fill(trade_id="s", ts_ms=T0 + 20 * 60_000, price=1.55e-6, side=Side.SELL),
+        make_fill(trade_id="old", ts_ms=T0 - 3_600_000, price=1.2e-6, side=Side.SELL),  # before the window
+    ]
+    out = render_chart(candles, fills, 60, 15, "DOGE 1m")
+    assert "DOGE 1m ×1e-6" in out
+    assert out.count("▲") == 1 and out.count("▼") == 1
+    assert "e-0" not in out.replace("×1e-6", "")  # axis labels are rescaled, not scientific
+
+
+def test_keymap_validation_names_unknown_ids_and_normalises() -> None:
+    assert keymap.validate({"pause": " p , f9 "}) == {"pause": "p,f9"}
+    with pytest.raises(ConfigError, match="unknown binding id"):
+        keymap.validate({"close-all": "ctrl+k"})
+    ids = keymap.known_ids()
+    assert len(ids) == len(set(ids)), "binding ids are unique"
+    assert {"close_all", "close_all.confirm", "pause", "quit", "replay", "interval", "filter"} <= set(ids)
+
+
+def test_exit_returns_use_the_average_entry() -> None:
+    fills = [
+        make_fill(trade_id="b1", side=Side.BUY, price=1.0, quantity=100, ts_ms=T0),
+        make_fill(trade_id="b2", side=Side.BUY, price=2.0, quantity=100, ts_ms=T0 + 1),
+        make_fill(trade_id="s1", side=Side.SELL, price=1.8, quantity=100, ts_ms=T0 + 2),  # avg 1.5
+        make_fill(trade_id="s2", side=Side.SELL, price=1.2, quantity=100, ts_ms=T0 + 3),
+        make_fill(trade_id="s3", side=Side.SELL, price=9.9, quantity=5, ts_ms=T0 + 4),  # nothing left to sell
+    ]
+    assert exit_returns(fills) == {"s1": pytest.approx(0.2), "s2": pytest.approx(-0.2)}
+
+
+def test_chart_labels_exits_with_their_return() -> None:
+    candles = [make_candle(open_ms=T0 + i * 60_000, close=1.0 + i / 100, open=1.0, high=1.5, low=0.9) for i in range(30)]
+    fills = [
+        make_fill(trade_id="b", ts_ms=T0 + 2 * 60_000, price=1.0, side=Side.BUY),
+        make_fill(trade_id="s", ts_ms=T0 + 25 * 60_000, price=1.1, side=Side.SELL),
+    ]
+    assert "+10.0%" in render_chart(candles, fills, 70, 15, "X 1m")
+
+
+def test_panel_strip_shows_remapped_focus_keys() -> None:
+    keys = keymap.panel_keys({"focus.positions": "f2"})
+    assert keys == {"candidates": "c", "positions": "f2", "chart": "k", "events": "e", "state": "t"}

@@ -1,0 +1,163 @@
+"""`hotcoin backtest | collect | optimize` through the Typer app, as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.backtest.history import HistoryStore
+from engine.config import load_config
+from engine.sim.server import SimExchangeServer
+from hotcoin_tui.cli import app
+from tests.engine.backtest.conftest import MIN, START, T0, write_store
+from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
+
+runner = CliRunner()
+CONFIG = """
+[discovery.windows]
+slot_ms = 60000
+history_slots = 128
+capacity = 64
+volume_bucket_ms = 60000
+[discovery.anomaly]
+baseline_refresh_batches = 1
+[discovery.pool]
+bar_ms = 60000
+"""
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "config.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_backtest_json(store: Path, config_file: Path) -> None:
+    code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--from", str(START), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert {t["symbol"] for t in doc["trades"]} >= {"PUMP/USDT", "ALT/USDT"}
+    m = doc["metrics"]
+    assert set(m) >= {"total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure", "trades"}
+    assert m["trades"] == len(doc["trades"])
+    assert len(doc["equity"]["ts_ms"]) == doc["cycles"]
+    assert doc["journal"] is None
+
+
+def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "bt.sqlite"
+    code, out, err = invoke(
+        "backtest", "--data", str(store), "--config", str(config_file), "--from", "2021-04-17T00:30",
+        "--journal", str(journal),
+    )  # fmt: skip
+    assert code == 0, err
+    for part in ("trades (", "PUMP/USDT", "equity", "total return", "profit factor", "max drawdown", "hotcoin replay"):
+        assert part in out
+    code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--json", "--journal", str(journal))
+    trace = json.loads(out)["trades"][0]["trace_id"]
+    code, out, err = invoke("replay", trace, "--journal", str(journal))
+    assert code == 0, err
+    assert "ENTERED" in out and "fill buy" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeframe", "5m"], "1m"),
+        (["--from", "2020-01-01"], "before the first candle"),
+        (["--from", "yesterday"], "is not a time"),
+    ],
+    ids=["timeframe", "before-data", "bad-time"],
+)
+def test_backtest_user_errors_exit_2(store: Path, config_file: Path, args: list[str], message: str) -> None:
+    code, _, err = invoke("backtest", "--data", str(store), "--config", str(config_file), *args)
+    assert code == 2
+    assert message in err
+
+
+def test_backtest_needs_a_data_dir(config_file: Path) -> None:
+    code, _, err = invoke("backtest", "--config", str(config_file))
+    assert code == 2 and "--data" in err
+
+
+@pytest.fixture
+def sim_exchange() -> Iterator[SimExchangeServer]:
+    """The sim exchange on its own loop in a thread (the command runs its own asyncio.run)."""
+    source = FakeMarketSource({"BTC/USDT": 60_000.0, "DOGE/USDT": 0.3})
+    source.advance_to(T0 + 86_400_000 + 30_000)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    box: list[SimExchangeServer] = []
+
+    async def serve() -> None:
+        async with running_sim_exchange(source, speed=1.0) as server:
+            box.append(server)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
+    thread.start()
+    ready.wait(10)
+    yield box[0]
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    loop.close()
+
+
+def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--no-progress")
+    assert code == 0, err
+    assert "collected 1,440 candles for 1 symbol(s)" in out
+    series = HistoryStore(out_dir).read("DOGE/USDT", "1m")
+    assert series.last_ms == T0 + 86_400_000 - MIN
+    code, out, err = invoke(*args)  # resumed: nothing new yet, progress bar on
+    assert code == 0, err
+    assert "collected 0 candles" in out
+
+
+def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Path, tmp_path: Path) -> None:
+    db = tmp_path / "study.db"
+    best = tmp_path / "best.toml"
+    code, out, err = invoke(
+        "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "2",
+        "--jobs", "2", "--folds", "1", "--storage", f"sqlite:///{db}", "--out", str(best), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    (fold,) = doc["folds"]
+    assert fold["trials"] == 2
+    assert fold["in_sample"][1] == fold["out_of_sample"][0]
+    assert db.is_file()
+    written = tomllib.loads(best.read_text())
+    assert written["trading"]["signals"]["min_heat"] == doc["best_params"]["min_heat"]
+    cfg = load_config(best).config  # the written file is a whole config: base settings plus the best
+    assert cfg.trading.exits.max_hold_ms == int(doc["best_params"]["max_hold_min"]) * MIN
+    assert cfg.discovery.windows.slot_ms == 60_000  # from --config, kept
+    # a second run joins the same study in the same storage
+    code, out, err = invoke(
+        "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "1",
+        "--jobs", "1", "--folds", "1", "--storage", f"sqlite:///{db}", "--out", str(best),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "walk-forward" in out and "best parameters written" in out
