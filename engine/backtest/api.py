@@ -1,0 +1,111 @@
+"""One call per command: build the pieces from config, run, hand back the result.
+
+Kept apart from the commands so tests and benchmarks call exactly what `hotcoin backtest`
+and `hotcoin collect` run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import TracebackType
+
+from engine.backtest.collect import Collector, CollectPlan, CollectReport, Progress
+from engine.backtest.history import HistoryStore
+from engine.backtest.metrics import Metrics, compute
+from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner
+from engine.config import HotcoinConfig
+
+
+async def run_backtest(
+    config: HotcoinConfig,
+    data_dir: Path,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    journal_path: Path | None = None,
+    *,
+    run_id: str | None = None,
+) -> tuple[BacktestResult, Metrics]:
+    """A backtest, journaled to `journal_path` when given (flushed before returning)."""
+    if journal_path is None:
+        result = await BacktestRunner(config, data_dir, run_id=run_id).run(start_ms, end_ms)
+    else:
+        from engine.journal.writer import Journal
+
+        async with Journal.open(journal_path, config.journal) as journal:
+            result = await BacktestRunner(config, data_dir, journal, run_id=run_id).run(start_ms, end_ms)
+    return result, metrics_of(result)
+
+
+def metrics_of(result: BacktestResult) -> Metrics:
+    return compute(result.initial_equity, result.equity, result.exposure, [t.pnl for t in result.trades], MINUTE_MS)
+
+
+class RichProgress(Progress):
+    """A rich progress bar: one task per symbol, a note while rate-limited."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def start(self, symbol: str, total: int) -> None:
+        self.tasks[symbol] = self.bar.add_task(symbol, total=total)
+
+    def advance(self, symbol: str, n: int) -> None:
+        self.bar.advance(self.tasks[symbol], n)  # type: ignore[arg-type]
+
+    def waiting(self, seconds: float) -> None:
+        self.bar.console.print(f"rate-limited: waiting {seconds:.1f} s")
+
+
+async def run_collect(
+    config: HotcoinConfig,
+    out: Path,
+    symbols: list[str] | None,
+    timeframe: str,
+    days: int | None,
+    top: int | None,
+    progress: bool,
+) -> CollectReport:
+    """`hotcoin collect` through the ccxt gateway (`exchange.endpoint` picks the host)."""
+    from engine.market.ccxt_gateway import CcxtGateway
+
+    bt = config.backtest
+    plan = CollectPlan(
+        timeframe=timeframe,
+        days=days or bt.collect_days,
+        top=top or bt.collect_top,
+        page=bt.collect_page,
+        retries=bt.collect_retries,
+        max_backoff_s=bt.collect_max_backoff_s,
+        quote=config.exchange.quote_asset,
+    )
+    gateway = CcxtGateway(config.exchange)
+    try:
+        bar = RichProgress() if progress else None
+        collector = Collector(
+            gateway, HistoryStore(out), plan, now_ms=lambda: time.time_ns() // 1_000_000, sleep=asyncio.sleep,
+            progress=bar,
+        )  # fmt: skip
+        if bar is None:
+            return await collector.run(symbols)
+        with bar:
+            return await collector.run(symbols)
+    finally:
+        await gateway.close()

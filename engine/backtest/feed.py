@@ -1,0 +1,85 @@
+"""`HistoryFeed`: the replayed market as the runtime sees it, with outages made visible.
+
+A `SimFeed` in lockstep (one batch every `interval_ms` of sim time, no sleeping) over a market
+replayed from the history store (`ParquetMarket`), with two differences:
+
+- `data_age_s` is the age of the freshest candle rather than of the last batch: through an
+  exchange-wide outage the clock keeps moving, prices hold, and the state machine sees the
+  data go stale exactly as a live engine would.
+- `candles()` at the replay's own timeframe are sliced straight from the stored arrays instead
+  of being rebuilt from the market's minute rings (a third of a cycle's time on the real
+  data). They are the same candles: the ring writes each file candle exactly when its minute
+  closes, skips missing minutes, and holds candles back to `earliest_ms` (the market's loaded
+  history) and at most `ring_minutes` old; this slice applies the same bounds (and the same
+  `limit`, counting the running candle when there is one) and drops the running candle, which
+  the core never uses. `tests/engine/backtest/test_feed.py` checks the
+  two paths candle for candle, around outages and listings included.
+
+The backtester and the runtime parity test both read the market through this one feed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.backtest.history import CandleSeries, HistoryIndex, HistoryStore
+from engine.clock import SimClock
+from engine.domain import Candle
+from engine.domain.candle import timeframe_ms
+from engine.runtime.feed import SimFeed
+from engine.runtime.snapshot import StreamRow
+from engine.sim.base import RingMarket
+
+
+class HistoryFeed(SimFeed):
+    def __init__(
+        self,
+        market: RingMarket,
+        clock: SimClock,
+        index: HistoryIndex,
+        interval_ms: int = 60_000,
+        *,
+        store: HistoryStore | None = None,
+        earliest_ms: int | None = None,
+        ring_minutes: int | None = None,
+    ) -> None:
+        """`store`, `earliest_ms` and `ring_minutes` turn on the sliced candles; without them
+        candles come from the market's rings."""
+        super().__init__(market, clock, interval_ms, lockstep=True)
+        self.index = index
+        self._store = store
+        self._earliest_ms = earliest_ms
+        self._ring_ms = None if ring_minutes is None else ring_minutes * timeframe_ms(index.timeframe)
+        self._series: dict[str, CandleSeries] = {}
+
+    def data_age_s(self, now_ms: int) -> float | None:
+        return self.index.data_age_s(now_ms)
+
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        age = self.index.data_age_s(now_ms)
+        state = "connected" if age < 90 else "stale"
+        return (StreamRow("history", state, now_ms - int(age * 1000), f"candle replay, data {age:.0f} s old"),)
+
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        store, earliest, ring = self._store, self._earliest_ms, self._ring_ms
+        if (
+            store is None or earliest is None or ring is None or timeframe != self.index.timeframe
+            or symbol not in self.index.first_ms or self.index.first_ms[symbol] > self.market.now_ms
+        ):  # fmt: skip
+            return await super().candles(symbol, timeframe, limit)
+        s = self._series.get(symbol)
+        if s is None:
+            s = self._series[symbol] = store.read(symbol, timeframe)
+        tf = timeframe_ms(timeframe)
+        now = self.market.now_ms
+        current = now // tf * tf  # the running candle opens here; it is not returned
+        oldest = max(earliest, current - ring + tf)
+        lo = int(np.searchsorted(s.ts, oldest, "left"))
+        end = int(np.searchsorted(s.ts, current, "right"))  # the ring's last `limit` include the running one...
+        lo = max(lo, end - limit)
+        hi = int(np.searchsorted(s.ts, current, "left"))  # ...which is then left out
+        rows = zip(
+            s.ts[lo:hi].tolist(), s.open[lo:hi].tolist(), s.high[lo:hi].tolist(), s.low[lo:hi].tolist(),
+            s.close[lo:hi].tolist(), s.volume[lo:hi].tolist(), strict=True,
+        )  # fmt: skip
+        return [Candle(symbol, timeframe, t, o, h, low, c, v, True) for t, o, h, low, c, v in rows]

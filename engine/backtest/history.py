@@ -1,0 +1,258 @@
+"""The candle history store: one Parquet file per symbol and timeframe, and its loader.
+
+Layout (the same as ../shared/data/binance, so the shared set is a valid store):
+`{dir}/{BASE}_{QUOTE}-{tf}.parquet`, columns timestamp_ms (int64, candle open time, UTC ms),
+open, high, low, close, volume (float64, volume in the base asset), sorted, unique, aligned to
+the timeframe.
+
+Gaps are kept as gaps, on purpose. Exchange outages exist in the real data (two in April
+2021, every pair at the same minutes); freqtrade papers over them with flat zero-volume
+candles, which makes a dead exchange look like a quiet market. We write no synthetic candle:
+the replay clock still advances through an outage, klines simply have no candle for those
+minutes, prices hold at the last close, and `HistoryIndex.data_age_s` tells the state machine
+how stale the data is, so it degrades and blocks exactly as it would live.
+
+A pair listed mid-window simply starts later: it is not part of the universe (no market, no
+ticker) before its first candle, so a backtest never trades, ranks or even knows a coin
+before it existed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.domain import Candle
+from engine.domain.candle import timeframe_ms
+from engine.errors import MarketDataError
+
+COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
+_NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdw])\.parquet$")
+_SCHEMA = pa.schema(
+    [("timestamp_ms", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]]
+)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+def file_name(symbol: str, timeframe: str) -> str:
+    """`DOGE/USDT`, `1m` -> `DOGE_USDT-1m.parquet`."""
+    base, sep, quote = symbol.partition("/")
+    if not sep or not base or not quote:
+        raise MarketDataError(f"symbol {symbol!r} is not BASE/QUOTE (e.g. DOGE/USDT)")
+    return f"{base}_{quote}-{timeframe}.parquet"
+
+
+def symbol_of(path: Path) -> tuple[str, str] | None:
+    """(symbol, timeframe) a store file holds, or None for a file that is not one."""
+    m = _NAME.match(path.name)
+    if m is None:
+        return None
+    return f"{m['base']}/{m['quote']}", m["tf"]
+
+
+@dataclass(frozen=True, slots=True)
+class CandleSeries:
+    """One symbol's candles, column-wise, oldest first."""
+
+    symbol: str
+    timeframe: str
+    ts: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def first_ms(self) -> int:
+        return int(self.ts[0])
+
+    @property
+    def last_ms(self) -> int:
+        return int(self.ts[-1])
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """(first missing open time, missing count) of every hole inside the series."""
+        step = timeframe_ms(self.timeframe)
+        d = np.diff(self.ts)
+        return [(int(self.ts[i]) + step, int(d[i] // step) - 1) for i in np.flatnonzero(d > step).tolist()]
+
+
+class HistoryStore:
+    """Reads, checks, writes and appends the Parquet files of one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, symbol: str, timeframe: str) -> Path:
+        return self.root / file_name(symbol, timeframe)
+
+    def symbols(self, timeframe: str, quote: str | None = None) -> list[str]:
+        """Symbols with a file for `timeframe` (and `quote`), sorted."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.glob(f"*-{timeframe}.parquet"):
+            got = symbol_of(p)
+            if got is not None and got[1] == timeframe and (quote is None or got[0].endswith(f"/{quote}")):
+                out.append(got[0])
+        return sorted(out)
+
+    def last_ms(self, symbol: str, timeframe: str) -> int | None:
+        """Open time of the last stored candle (reads only the timestamp column), or None."""
+        path = self.path(symbol, timeframe)
+        if not path.is_file():
+            return None
+        ts = pq.read_table(path, columns=["timestamp_ms"]).column("timestamp_ms").to_numpy()
+        return int(ts[-1]) if len(ts) else None
+
+    def read(self, symbol: str, timeframe: str) -> CandleSeries:
+        return read_series(self.path(symbol, timeframe), symbol, timeframe)
+
+    def append(self, symbol: str, timeframe: str, candles: list[Candle]) -> int:
+        """Add closed candles after the last stored one; returns how many were new.
+
+        Candles at or before the stored end are skipped (a resumed download re-fetches the last
+        page); the file is rewritten whole (atomically, through a temporary file), so an
+        interrupted write leaves the previous file intact.
+        """
+        tf_ms = timeframe_ms(timeframe)
+        last = self.last_ms(symbol, timeframe)
+        fresh = [c for c in candles if c.closed and (last is None or c.open_ms > last)]
+        fresh.sort(key=lambda c: c.open_ms)
+        if not fresh:
+            return 0
+        for c in fresh:
+            if c.open_ms % tf_ms:
+                raise MarketDataError(f"{symbol} {timeframe}: candle at {c.open_ms} is not aligned to {timeframe}")
+        new = pa.table(
+            {
+                "timestamp_ms": pa.array([c.open_ms for c in fresh], pa.int64()),
+                "open": pa.array([c.open for c in fresh], pa.float64()),
+                "high": pa.array([c.high for c in fresh], pa.float64()),
+                "low": pa.array([c.low for c in fresh], pa.float64()),
+                "close": pa.array([c.close for c in fresh], pa.float64()),
+                "volume": pa.array([c.volume for c in fresh], pa.float64()),
+            },
+            schema=_SCHEMA,
+        )
+        path = self.path(symbol, timeframe)
+        if last is not None:
+            new = pa.concat_tables([pq.read_table(path, columns=list(COLUMNS)).cast(_SCHEMA), new])
+        ts = new.column("timestamp_ms").to_numpy()
+        if (np.diff(ts) <= 0).any():
+            raise MarketDataError(f"{symbol} {timeframe}: duplicate or unordered candles; nothing written")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(new, tmp, compression="zstd")
+        tmp.replace(path)
+        return len(fresh)
+
+
+def read_series(path: Path, symbol: str, timeframe: str) -> CandleSeries:
+    """One file, checked: a bad file is named with the row and what is wrong with it."""
+    try:
+        table = pq.read_table(path, columns=list(COLUMNS))
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
+        raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); re-collect it") from exc
+    ts = table.column("timestamp_ms").to_numpy().astype(np.int64)
+    if len(ts) == 0:
+        raise MarketDataError(f"{path}: no candles; delete it or re-collect it")
+    o, h, lo, c, v = (table.column(k).to_numpy().astype(np.float64) for k in COLUMNS[1:])
+    tf_ms = timeframe_ms(timeframe)
+    prices = np.column_stack([o, h, lo, c])
+    problems = (
+        (np.diff(ts, prepend=ts[0] - tf_ms) <= 0, "timestamps are not strictly increasing"),
+        (ts % tf_ms != 0, f"a timestamp is not aligned to {timeframe}"),
+        (~np.isfinite(prices).all(axis=1) | (prices <= 0).any(axis=1), "a price is not positive and finite"),
+        (~np.isfinite(v) | (v < 0), "a volume is negative or not finite"),
+        (h < np.maximum(o, c), "a high is below its open or close"),
+        (lo > np.minimum(o, c), "a low is above its open or close"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise MarketDataError(f"{path}: {what} (row {row}); fix or remove the file")
+    return CandleSeries(symbol, timeframe, ts, o, h, lo, c, v)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryIndex:
+    """When each symbol exists and which minutes have any data, for a whole directory.
+
+    `data_minutes` is the sorted union of every symbol's candle open times: a minute outside
+    it is an exchange-wide outage. `data_age_s(now)` is what a live engine would see as the
+    age of its freshest market message: 0 while candles keep closing, growing through a gap.
+    """
+
+    timeframe: str
+    symbols: tuple[str, ...]
+    first_ms: dict[str, int]
+    last_ms: dict[str, int]
+    rows: int
+    data_opens: IntArray
+    opens: dict[str, IntArray]  # per symbol: candle open times
+
+    def candles_between(self, start_ms: int, end_ms: int) -> int:
+        """Candles opening in [start_ms, end_ms), all symbols."""
+        return sum(
+            int(np.searchsorted(ts, end_ms, "left") - np.searchsorted(ts, start_ms, "left")) for ts in self.opens.values()
+        )
+
+    @property
+    def start_ms(self) -> int:
+        return min(self.first_ms.values())
+
+    @property
+    def end_ms(self) -> int:
+        """The close of the last candle."""
+        return max(self.last_ms.values()) + timeframe_ms(self.timeframe)
+
+    def data_age_s(self, now_ms: int) -> float:
+        """Seconds since the last candle close at or before `now_ms` (the freshest data then)."""
+        tf = timeframe_ms(self.timeframe)
+        i = int(np.searchsorted(self.data_opens, now_ms - tf, "right"))
+        if i == 0:
+            return 0.0
+        return max(0.0, (now_ms - (int(self.data_opens[i - 1]) + tf)) / 1000)
+
+    def listed_after_start(self) -> dict[str, int]:
+        """Pairs whose first candle comes after the directory's first one: listings."""
+        start = self.start_ms
+        return {s: t for s, t in self.first_ms.items() if t > start}
+
+
+def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> HistoryIndex:
+    """Scan a store directory (timestamps only); a missing or empty directory is an error that
+    says how to fill it."""
+    store = HistoryStore(root)
+    symbols = store.symbols(timeframe, quote)
+    if not symbols:
+        raise MarketDataError(
+            f"{root} holds no *_{quote}-{timeframe}.parquet files; run `hotcoin collect --out {root}` "
+            "or point --data at a directory of candles"
+        )
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    opens: dict[str, IntArray] = {}
+    rows = 0
+    for s in symbols:
+        ts = pq.read_table(store.path(s, timeframe), columns=["timestamp_ms"]).column("timestamp_ms").to_numpy()
+        if len(ts) == 0:
+            raise MarketDataError(f"{store.path(s, timeframe)}: no candles; delete it or re-collect it")
+        first[s], last[s] = int(ts[0]), int(ts[-1])
+        opens[s] = ts.astype(np.int64)
+        rows += len(ts)
+    data_opens: IntArray = np.unique(np.concatenate(list(opens.values())))
+    return HistoryIndex(timeframe, tuple(symbols), first, last, rows, data_opens, opens)

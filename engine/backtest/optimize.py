@@ -1,0 +1,285 @@
+"""`hotcoin optimize`: walk-forward parameter search with optuna over the real backtest.
+
+The window is cut into `folds` consecutive segments; in each, the first part is in sample
+(optuna maximises the backtest's total return there) and the rest out of sample (the best
+in-sample parameters are backtested there once, and that figure is what the table reports:
+a parameter set is only as good as its out-of-sample result). The best config written is the
+last fold's (the most recent data): the base config file with those parameters on top, as
+one TOML file for `--config`.
+
+Trials run in `jobs` processes that share one optuna storage (a temporary SQLite file unless
+`--storage` names one; any optuna storage URL works, so several machines can join a study by
+pointing at the same database). Every trial is a full `BacktestRunner` run: the same code
+that trades.
+
+Parameters (dotted config keys; `SPACE`):
+    trading.signals.min_heat                 heat entry threshold
+    trading.exits.max_hold_ms                holding time
+    trading.exits.take_profit                tiers: tp1 gain and share, tp2 gain
+    trading.exits.stop_loss, trading.exits.trailing_stop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.backtest.history import index_history
+from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
+from engine.config import HotcoinConfig
+from engine.errors import ConfigError
+
+# name -> (low, high, step); integers where step is an int.
+SPACE: dict[str, tuple[float, float, float]] = {
+    "min_heat": (40.0, 90.0, 5.0),
+    "max_hold_min": (30, 480, 30),
+    "tp1_gain": (0.02, 0.10, 0.01),
+    "tp1_fraction": (0.25, 1.0, 0.25),
+    "tp2_extra": (0.02, 0.20, 0.02),
+    "stop_loss": (0.02, 0.08, 0.01),
+    "trailing_stop": (0.01, 0.06, 0.01),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizePlan:
+    data_dir: Path
+    start_ms: int | None
+    end_ms: int | None
+    trials: int
+    jobs: int
+    folds: int
+    oos_fraction: float
+    storage: str | None = None
+    study: str = "hotcoin"
+    seed: int = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    index: int
+    is_start: int
+    is_end: int
+    oos_start: int
+    oos_end: int
+    params: dict[str, float]
+    is_return: float
+    oos_return: float
+    oos_trades: int
+    trials: int
+
+
+@dataclass
+class OptimizeResult:
+    folds: list[Fold] = field(default_factory=list)
+
+    @property
+    def best(self) -> Fold:
+        return self.folds[-1]
+
+
+def overrides(params: dict[str, float]) -> dict[str, Any]:
+    """Trial parameters as a nested config overlay."""
+    tp1 = float(params["tp1_gain"])
+    return {
+        "trading": {
+            "signals": {"min_heat": float(params["min_heat"])},
+            "exits": {
+                "max_hold_ms": int(params["max_hold_min"]) * MINUTE_MS,
+                "take_profit": [
+                    {"gain": round(tp1, 6), "fraction": float(params["tp1_fraction"])},
+                    {"gain": round(tp1 + float(params["tp2_extra"]), 6), "fraction": 1.0},
+                ],
+                "stop_loss": float(params["stop_loss"]),
+                "trailing_stop": float(params["trailing_stop"]),
+            },
+        }
+    }
+
+
+def apply(config: HotcoinConfig, params: dict[str, float]) -> HotcoinConfig:
+    merged = config.model_dump(mode="python")
+    _merge(merged, overrides(params))
+    return HotcoinConfig.model_validate(merged)
+
+
+def _merge(into: dict[str, Any], top: dict[str, Any]) -> None:
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def backtest_return(config: HotcoinConfig, data_dir: Path, start: int, end: int) -> tuple[float, int]:
+    """(total return, closed trades) of one backtest, journaling off."""
+    result = asyncio.run(BacktestRunner(config, data_dir).run(start, end))
+    return result.final_equity / result.initial_equity - 1.0, len(result.trades)
+
+
+def _suggest(trial: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, (lo, hi, step) in SPACE.items():
+        if isinstance(step, int):
+            out[name] = trial.suggest_int(name, int(lo), int(hi), step=step)
+        else:
+            out[name] = trial.suggest_float(name, lo, hi, step=step)
+    return out
+
+
+def _worker(config_dump: dict[str, Any], data_dir: str, storage: str, study: str, trials: int, start: int, end: int) -> int:
+    """One process's share of a study's trials; returns how many it ran."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = HotcoinConfig.model_validate(config_dump)
+    s = optuna.load_study(study_name=study, storage=storage)
+
+    def objective(trial: optuna.Trial) -> float:
+        ret, trades = backtest_return(apply(base, _suggest(trial)), Path(data_dir), start, end)
+        trial.set_user_attr("trades", trades)
+        return ret
+
+    s.optimize(objective, n_trials=trials)
+    return trials
+
+
+def walk_forward(config: HotcoinConfig, plan: OptimizePlan) -> OptimizeResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    index = index_history(plan.data_dir, "1m", config.exchange.quote_asset)
+    start, end = window(index, config, plan.start_ms, plan.end_ms)
+    span = (end - start) // plan.folds // MINUTE_MS * MINUTE_MS
+    oos = int(span * plan.oos_fraction) // MINUTE_MS * MINUTE_MS
+    if span - oos < 60 * MINUTE_MS or oos < 60 * MINUTE_MS:
+        raise ConfigError(
+            f"{plan.folds} fold(s) over {(end - start) // MINUTE_MS} minutes leave less than an hour in or out "
+            "of sample; use fewer --folds or a longer --from/--to window"
+        )
+    with tempfile.TemporaryDirectory(prefix="hotcoin-optuna-") as tmp:
+        storage = plan.storage or f"sqlite:///{Path(tmp) / 'study.db'}"
+        result = OptimizeResult()
+        dump = config.model_dump(mode="json")
+        for k in range(plan.folds):
+            is_start = start + k * span
+            is_end = is_start + span - oos
+            oos_end = is_start + span if k < plan.folds - 1 else end
+            name = f"{plan.study}-fold{k + 1}"
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                direction="maximize",
+                load_if_exists=True,
+                sampler=optuna.samplers.TPESampler(seed=plan.seed + k),
+            )
+            jobs = max(1, min(plan.jobs, plan.trials))
+            shares = [plan.trials // jobs + (1 if i < plan.trials % jobs else 0) for i in range(jobs)]
+            if jobs == 1:
+                _worker(dump, str(plan.data_dir), storage, name, shares[0], is_start, is_end)
+            else:
+                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                    futures = [
+                        pool.submit(_worker, dump, str(plan.data_dir), storage, name, n, is_start, is_end) for n in shares
+                    ]
+                    for f in futures:
+                        f.result()
+            best = study.best_trial
+            params = {k2: float(v) for k2, v in best.params.items()}
+            oos_ret, oos_trades = backtest_return(apply(config, params), plan.data_dir, is_end, oos_end)
+            result.folds.append(
+                Fold(k + 1, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,
+                     len(study.trials))
+            )  # fmt: skip
+    return result
+
+
+def to_toml(params: dict[str, float], base: dict[str, Any] | None = None) -> str:
+    """The base config file's settings with the best parameters on top, as TOML: one file that
+    `--config` can load on its own."""
+    merged: dict[str, Any] = {}
+    _merge(merged, base or {})
+    _merge(merged, overrides(params))
+    return "# written by `hotcoin optimize`: the base config plus the best parameters; use with --config\n" + _dump(merged)
+
+
+def _dump(table: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for config data: tables, arrays of tables, strings, numbers, bools, lists."""
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_tables(v)}
+    lines = [f"{_key(k)} = {_value(v)}" for k, v in scalars.items()]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v in table.items():
+        name = f"{prefix}{_key(k)}"
+        if isinstance(v, dict):
+            out += f"\n[{name}]\n" + _dump(v, f"{name}.")
+        elif _is_tables(v):
+            for item in v:
+                out += f"\n[[{name}]]\n" + _dump(item, f"{name}.")
+    return out
+
+
+def _is_tables(v: Any) -> bool:
+    return isinstance(v, list | tuple) and bool(v) and all(isinstance(i, dict) for i in v)
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _value(k)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(i) for i in v) + "]"
+    raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to TOML")
+
+
+def write_best(result: OptimizeResult, path: Path, base: dict[str, Any] | None = None) -> None:
+    path.write_text(to_toml(result.best.params, base))
+
+
+def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
+    return {
+        "best_config": str(out),
+        "best_params": result.best.params,
+        "folds": [
+            {
+                "fold": f.index,
+                "in_sample": [f.is_start, f.is_end],
+                "out_of_sample": [f.oos_start, f.oos_end],
+                "params": f.params,
+                "in_sample_return": f.is_return,
+                "out_of_sample_return": f.oos_return,
+                "out_of_sample_trades": f.oos_trades,
+                "trials": f.trials,
+            }
+            for f in result.folds
+        ],
+    }
+
+
+def folds_table(result: OptimizeResult) -> Any:
+    from rich.table import Table
+
+    from engine.backtest.report import iso
+
+    table = Table(title="walk-forward", title_justify="left")
+    for col in ("fold", "in sample", "out of sample", "trials", "IS return", "OOS return", "OOS trades", "params"):
+        table.add_column(col)
+    for f in result.folds:
+        table.add_row(
+            str(f.index), f"{iso(f.is_start)} -> {iso(f.is_end)}", f"{iso(f.oos_start)} -> {iso(f.oos_end)}",
+            str(f.trials), f"{f.is_return:+.2%}", f"{f.oos_return:+.2%}", str(f.oos_trades),
+            ", ".join(f"{k}={v:g}" for k, v in f.params.items()),
+        )  # fmt: skip
+    return table

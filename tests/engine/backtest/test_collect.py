@@ -1,0 +1,114 @@
+"""`collect` through the real ccxt gateway against the simulated exchange on 127.0.0.1:
+pages, resumes from the last stored candle, backs off on rate limits, picks movers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.backtest.collect import Collector, CollectPlan, Progress
+from engine.backtest.history import HistoryStore
+from engine.config.sections.exchange import ExchangeSection
+from engine.errors import MarketDataError
+from engine.market.ccxt_gateway import CcxtGateway
+from engine.market.fake import ManualClock
+from engine.sim.server import SimExchangeServer
+from tests.kit.sim_exchange import T0, FakeMarketSource, running_sim_exchange
+
+MIN = 60_000
+
+
+class Recorder(Progress):
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.waits: list[float] = []
+
+    def start(self, symbol: str, total: int) -> None:
+        self.started[symbol] = total
+        self.done[symbol] = 0
+
+    def advance(self, symbol: str, n: int) -> None:
+        self.done[symbol] += n
+
+    def waiting(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def source() -> FakeMarketSource:
+    src = FakeMarketSource({"BTC/USDT": 60_000.0, "ETH/USDT": 2_400.0, "DOGE/USDT": 0.3, "XRP/USDT": 1.2})
+    src.advance_to(T0 + 2 * 86_400_000 + 30_000)  # two days in, half-way through a minute
+    return src
+
+
+@pytest.fixture
+async def sim(source: FakeMarketSource) -> AsyncIterator[SimExchangeServer]:
+    async with running_sim_exchange(source, speed=1.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def gateway(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, ManualClock]]:
+    clock = ManualClock(T0, auto=True)
+    gw = CcxtGateway(ExchangeSection(endpoint=sim.base_url, stale_stream_s=0.0), clock=clock)
+    yield gw, clock
+    await gw.close()
+
+
+def _collector(gw: CcxtGateway, clock: ManualClock, root: Path, progress: Progress, **plan: object) -> Collector:
+    p = CollectPlan(**{"timeframe": "1m", "days": 1, "top": 2, "page": 500, "max_backoff_s": 30.0, **plan})  # type: ignore[arg-type]
+    return Collector(gw, HistoryStore(root), p, now_ms=clock.now_ms, sleep=clock.sleep, progress=progress)
+
+
+async def test_collects_pages_then_resumes(
+    gateway: tuple[CcxtGateway, ManualClock], source: FakeMarketSource, tmp_path: Path
+) -> None:
+    gw, clock = gateway
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["DOGE/USDT", "BTC/USDT"])
+    assert report.written == {"DOGE/USDT": 1440, "BTC/USDT": 1440}  # a day of closed 1m candles, 3 pages each
+    assert progress.done == progress.started == {"DOGE/USDT": 1440, "BTC/USDT": 1440}
+    series = HistoryStore(tmp_path).read("DOGE/USDT", "1m")
+    assert series.gaps() == []
+    assert series.last_ms == T0 + 2 * 86_400_000 - MIN  # the running minute is not stored
+    source.advance_to(T0 + 2 * 86_400_000 + 10 * MIN + 30_000)
+    again = await _collector(gw, clock, tmp_path, Recorder()).run(["DOGE/USDT"])
+    assert again.written == {"DOGE/USDT": 10}  # only what is new
+    assert len(HistoryStore(tmp_path).read("DOGE/USDT", "1m")) == 1450
+
+
+async def test_rate_limits_are_waited_out(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    gw, clock = gateway
+    await gw.load_markets()
+    sim.faults.rate_limit(2)  # the next two REST calls answer 429
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.rate_limited >= 2
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits and all(0 < w <= 30.0 for w in progress.waits)
+
+
+async def test_gives_up_after_the_retries(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    from engine.market.errors import RateLimitedError
+
+    gw, clock = gateway
+    await gw.load_markets()
+    sim.faults.rate_limit(50)
+    with pytest.raises(RateLimitedError):
+        await _collector(gw, clock, tmp_path, Recorder(), retries=2).run(["XRP/USDT"])
+
+
+async def test_movers_and_unknown_symbols(gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path) -> None:
+    gw, clock = gateway
+    report = await _collector(gw, clock, tmp_path, Recorder(), days=1).run()
+    assert len(report.symbols) == 2 and all(s.endswith("/USDT") for s in report.symbols)
+    assert HistoryStore(tmp_path).symbols("1m") == report.symbols
+    with pytest.raises(MarketDataError, match="NOPE/USDT"):
+        await _collector(gw, clock, tmp_path, Recorder()).run(["NOPE/USDT"])

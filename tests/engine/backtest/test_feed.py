@@ -1,0 +1,55 @@
+"""The sliced candles of `HistoryFeed` equal the market's ring candles (the runtime's path),
+candle for candle: before and after an outage, across a listing, at the ring's edges."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.backtest.feed import HistoryFeed
+from engine.backtest.history import HistoryStore, index_history
+from engine.clock import SimClock
+from engine.config.sections.sim import SimSection
+from engine.domain import Candle
+from engine.sim.parquet_source import ParquetMarket
+from tests.engine.backtest.conftest import DAYS_MIN, GAP, LISTING_AT, MIN, T0
+
+WINDOW = 63
+
+
+@pytest.mark.parametrize("history", [0, 90, 1440], ids=["no-history", "short-history", "a-day"])
+def test_sliced_candles_equal_ring_candles(store: Path, history: int) -> None:
+    index = index_history(store)
+    sim = SimSection(data_dir=store, history_minutes=history, candle_ring_minutes=1500)
+    start = T0 + 1200 * MIN
+    market = ParquetMarket(sim, start)
+    sliced = HistoryFeed(
+        market, SimClock(start), index, store=HistoryStore(store), earliest_ms=start - history * MIN, ring_minutes=1500
+    )
+    ring = HistoryFeed(market, SimClock(start), index)
+
+    async def check() -> int:
+        compared = 0
+        times = sorted({*range(1200, DAYS_MIN, 7), GAP[0], GAP[0] + 1, GAP[1], GAP[1] + 1, LISTING_AT, LISTING_AT + 2})
+        for minute in times:
+            market.advance_to(T0 + minute * MIN + 20_000)  # mid-minute: a running candle exists
+            for symbol in market.symbols:
+                for limit in (3, WINDOW):
+                    want: list[Candle] = [c for c in await ring.candles(symbol, "1m", limit) if c.closed]
+                    got = await sliced.candles(symbol, "1m", limit)
+                    assert got == want, (symbol, minute, limit)
+                    compared += len(got)
+        return compared
+
+    assert asyncio.run(check()) > 1000
+
+
+def test_other_timeframes_come_from_the_rings(store: Path) -> None:
+    index = index_history(store)
+    start = T0 + 1300 * MIN
+    market = ParquetMarket(SimSection(data_dir=store, history_minutes=600), start)
+    feed = HistoryFeed(market, SimClock(start), index, store=HistoryStore(store), earliest_ms=start - 600 * MIN, ring_minutes=1500)
+    five = asyncio.run(feed.candles("BTC/USDT", "5m", 10))
+    assert [c.open_ms % (5 * MIN) for c in five] == [0] * len(five) and len(five) == 10

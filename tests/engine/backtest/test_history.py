@@ -1,0 +1,115 @@
+"""The history store: naming, checks that name the bad row, resumable appends, gaps kept as
+gaps (no synthetic candles), staleness through an outage, listings that start late."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.backtest.history import HistoryStore, file_name, index_history, symbol_of
+from engine.domain import Candle
+from engine.errors import MarketDataError
+from tests.engine.backtest.conftest import GAP, LISTING_AT, MIN, T0
+
+
+def _candle(i: int, price: float = 1.0, *, closed: bool = True) -> Candle:
+    return Candle("DOGE/USDT", "1m", T0 + i * MIN, price, price * 1.01, price * 0.99, price, 10.0, closed)
+
+
+@pytest.mark.parametrize(
+    ("symbol", "tf", "name"),
+    [("DOGE/USDT", "1m", "DOGE_USDT-1m.parquet"), ("1INCH/BTC", "5m", "1INCH_BTC-5m.parquet")],
+    ids=["doge", "digit-base"],
+)
+def test_file_names_round_trip(symbol: str, tf: str, name: str) -> None:
+    assert file_name(symbol, tf) == name
+    assert symbol_of(Path(name)) == (symbol, tf)
+
+
+def test_bad_symbol_is_refused_with_the_fix() -> None:
+    with pytest.raises(MarketDataError, match="BASE/QUOTE"):
+        file_name("DOGEUSDT", "1m")
+
+
+def test_append_resumes_after_the_last_stored_candle(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path)
+    assert store.append("DOGE/USDT", "1m", [_candle(i) for i in range(5)]) == 5
+    # a resumed download re-fetches an overlapping page, and the running candle is not stored
+    again = [_candle(i, 2.0) for i in range(3, 8)] + [_candle(8, closed=False)]
+    assert store.append("DOGE/USDT", "1m", again) == 3
+    s = store.read("DOGE/USDT", "1m")
+    assert s.ts.tolist() == [T0 + i * MIN for i in range(8)]
+    assert s.close.tolist() == [1.0] * 5 + [2.0] * 3  # stored candles are never rewritten
+    assert store.last_ms("DOGE/USDT", "1m") == T0 + 7 * MIN
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_misaligned_candle_is_refused(tmp_path: Path) -> None:
+    bad = Candle("DOGE/USDT", "1m", T0 + 30_000, 1.0, 1.0, 1.0, 1.0, 1.0, True)
+    with pytest.raises(MarketDataError, match="not aligned"):
+        HistoryStore(tmp_path).append("DOGE/USDT", "1m", [bad])
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "value", "message"),
+    [
+        ("close", 2, -1.0, "not positive"),
+        ("high", 1, 0.5, "high is below"),
+        ("volume", 3, -5.0, "volume is negative"),
+        ("timestamp_ms", 2, T0, "not strictly increasing"),
+    ],
+    ids=["negative-price", "high-below", "negative-volume", "duplicate-time"],
+)
+def test_bad_file_names_file_and_row(tmp_path: Path, column: str, row: int, value: float, message: str) -> None:
+    cols = {
+        "timestamp_ms": np.arange(5, dtype=np.int64) * MIN + T0,
+        "open": np.ones(5), "high": np.ones(5) * 1.1, "low": np.ones(5) * 0.9, "close": np.ones(5), "volume": np.ones(5),
+    }  # fmt: skip
+    cols[column] = cols[column].copy()
+    cols[column][row] = value
+    path = tmp_path / "DOGE_USDT-1m.parquet"
+    pq.write_table(pa.table(cols), path)
+    with pytest.raises(MarketDataError, match=rf"DOGE_USDT-1m\.parquet: .*{message}.*\(row {row}\)"):
+        HistoryStore(tmp_path).read("DOGE/USDT", "1m")
+
+
+def test_empty_directory_says_how_to_fill_it(tmp_path: Path) -> None:
+    with pytest.raises(MarketDataError, match="hotcoin collect"):
+        index_history(tmp_path)
+
+
+def test_gaps_are_kept_and_the_clock_sees_them_go_stale(store: Path) -> None:
+    index = index_history(store)
+    series = HistoryStore(store).read("BTC/USDT", "1m")
+    assert series.gaps() == [(T0 + GAP[0] * MIN, GAP[1] - GAP[0])]  # no synthetic candles
+    gap_start = T0 + GAP[0] * MIN  # the last candle before the gap closes here
+    assert index.data_age_s(gap_start) == 0.0
+    assert index.data_age_s(gap_start + 5 * MIN) == 300.0
+    assert index.data_age_s(T0 + (GAP[1] + 1) * MIN) == 0.0  # first candle after it has closed
+
+
+def test_listing_starts_mid_window(store: Path) -> None:
+    index = index_history(store)
+    assert index.listed_after_start() == {"NEW/USDT": T0 + LISTING_AT * MIN}
+    assert index.first_ms["BTC/USDT"] == T0
+
+
+def test_shared_data_is_a_valid_store(shared_data: Path) -> None:
+    index = index_history(shared_data)
+    assert len(index.symbols) == 34
+    assert index.rows == 1_327_027
+    assert set(index.listed_after_start()) == {"EPS/USDT", "TKO/USDT", "BTG/USDT"}
+    assert index.data_age_s(1618884000000 + 60 * MIN) == 3600.0  # 2021-04-20 02:00 outage, an hour in
+
+
+def test_candles_between_counts_every_pair_exactly(store: Path) -> None:
+    index = index_history(store)
+    total = sum(len(HistoryStore(store).read(s, "1m")) for s in index.symbols)
+    assert index.candles_between(T0, T0 + 10_000 * MIN) == total == index.rows
+    # the hour around NEW's listing: 5 pairs x 60 minutes + NEW's first 30
+    assert index.candles_between(T0 + (LISTING_AT - 30) * MIN, T0 + (LISTING_AT + 30) * MIN) == 5 * 60 + 30
+    assert index.candles_between(T0 + GAP[0] * MIN, T0 + GAP[1] * MIN) == 0

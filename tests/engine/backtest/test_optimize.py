@@ -1,0 +1,48 @@
+"""The pieces of `optimize` that are not optuna: parameters to config, TOML out, fold checks."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from engine.backtest.optimize import OptimizePlan, apply, to_toml, walk_forward
+from engine.config import HotcoinConfig
+from engine.errors import ConfigError
+from tests.engine.backtest.conftest import START, T0
+
+PARAMS = {
+    "min_heat": 65.0, "max_hold_min": 90, "tp1_gain": 0.03, "tp1_fraction": 0.5, "tp2_extra": 0.04,
+    "stop_loss": 0.05, "trailing_stop": 0.02,
+}  # fmt: skip
+
+
+def test_parameters_land_on_their_config_keys(config: HotcoinConfig) -> None:
+    cfg = apply(config, PARAMS)
+    ex = cfg.trading.exits
+    assert cfg.trading.signals.min_heat == 65.0
+    assert ex.max_hold_ms == 90 * 60_000
+    assert [(t.gain, t.fraction) for t in ex.take_profit] == [(0.03, 0.5), (0.07, 1.0)]
+    assert (ex.stop_loss, ex.trailing_stop) == (0.05, 0.02)
+    assert cfg.discovery == config.discovery  # the rest is untouched
+
+
+def test_toml_keeps_the_base_and_round_trips() -> None:
+    base = {
+        "log_level": "DEBUG",
+        "discovery": {"windows": {"slot_ms": 60000}, "filters": {"blacklist": ['A"B', "C\\D"]}},
+        "trading": {"exits": {"breakeven_after_tp": False}},
+    }
+    data = tomllib.loads(to_toml(PARAMS, base))
+    assert data["log_level"] == "DEBUG"
+    assert data["discovery"] == base["discovery"]
+    assert data["trading"]["exits"]["breakeven_after_tp"] is False
+    assert data["trading"]["exits"]["take_profit"][1] == {"gain": 0.07, "fraction": 1.0}
+    assert data["trading"]["signals"]["min_heat"] == 65.0
+
+
+def test_too_many_folds_for_the_window(config: HotcoinConfig, store: Path) -> None:
+    plan = OptimizePlan(store, START, T0 + (1440 + 180) * 60_000, trials=1, jobs=1, folds=5, oos_fraction=0.3)
+    with pytest.raises(ConfigError, match="fewer --folds"):
+        walk_forward(config, plan)

@@ -1,0 +1,89 @@
+"""The runner end to end on the small store: trades the pumps, books consistently, goes
+stale through the outage, refuses windows and timeframes it cannot replay."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.backtest.api import metrics_of
+from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner, _TradeLog
+from engine.config import HotcoinConfig
+from engine.domain import Fill, Side
+from engine.errors import ConfigError
+from tests.engine.backtest.conftest import GAP, PUMPS, START, T0, minute_config
+from tests.kit.events import RecordingSink
+
+
+@pytest.fixture(scope="module")
+def run(config: HotcoinConfig, store: Path) -> tuple[BacktestResult, RecordingSink]:
+    sink = RecordingSink()
+    result = asyncio.run(BacktestRunner(config, store, sink, run_id="bt").run(START, None))
+    return result, sink
+
+
+def test_trades_the_pumps_it_could_see(run: tuple[BacktestResult, RecordingSink]) -> None:
+    result, _ = run
+    traded = {t.symbol for t in result.trades}
+    assert {"PUMP/USDT", "ALT/USDT"} <= traded
+    for t in result.trades:
+        pump = T0 + PUMPS[t.symbol] * MINUTE_MS
+        assert pump < t.opened_ms < t.closed_ms < pump + 60 * MINUTE_MS
+
+
+def test_books_add_up(run: tuple[BacktestResult, RecordingSink]) -> None:
+    result, _ = run
+    assert not result.open_positions
+    assert result.final_equity == pytest.approx(result.initial_equity + sum(t.pnl for t in result.trades))
+    fees = sum(f.fee_quote for f in result.fills)
+    assert fees == pytest.approx(sum(t.fees for t in result.trades))
+    m = metrics_of(result)
+    assert m.trades == len(result.trades)
+    assert m.total_return == pytest.approx(result.final_equity / result.initial_equity - 1)
+    # the batch at START is the warm-up's last (as in the runtime); trading cycles follow it
+    assert result.cycles == len(result.equity) == (result.end_ms - START) // MINUTE_MS
+    assert result.equity_ts[0] == START + MINUTE_MS and result.equity_ts[-1] == result.end_ms
+
+
+def test_outage_degrades_and_blocks_then_recovers(run: tuple[BacktestResult, RecordingSink]) -> None:
+    _, sink = run
+    changes = [(e.ts_ms, e.payload["to"]) for e in sink.events if e.kind == "state_change"]
+    assert [to for _, to in changes] == ["degraded", "blocked", "tradeable"]
+    assert T0 + GAP[0] * MINUTE_MS < changes[0][0] < T0 + GAP[1] * MINUTE_MS
+
+
+def test_replay_timeframe_must_be_1m(store: Path) -> None:
+    with pytest.raises(ConfigError, match="1m"):
+        BacktestRunner(minute_config(backtest={"timeframe": "5m"}), store)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [(T0 - MINUTE_MS, None, "before the first candle"), (START, START - MINUTE_MS, "window is empty")],
+    ids=["before-data", "empty"],
+)
+def test_bad_windows_say_what_to_change(config: HotcoinConfig, store: Path, start: int, end: int | None, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        asyncio.run(BacktestRunner(config, store).run(start, end))
+
+
+def _fill(side: Side, price: float, qty: float, fee: float) -> Fill:
+    return Fill(f"t{price}{qty}", "c", "X/USDT", side, price, qty, fee, T0, "tr")
+
+
+def test_round_trips_from_partial_exits_and_dust() -> None:
+    log = _TradeLog()
+    log.add(_fill(Side.BUY, 1.0, 10.0, 0.01), "entry")
+    log.add(_fill(Side.SELL, 1.1, 5.0, 0.0055), "take_profit")
+    log.add(_fill(Side.SELL, 1.3, 5.0, 0.0065), "take_profit")
+    log.close("X/USDT", "tr", 1.978, T0, T0 + MINUTE_MS)
+    log.add(_fill(Side.BUY, 2.0, 1.0, 0.002), "entry")
+    log.close("X/USDT", "tr2", -2.002, T0, T0 + 2 * MINUTE_MS)  # written off: no sell at all
+    first, dust = log.closed
+    assert (first.quantity, first.entry_price) == (10.0, 1.0)
+    assert first.exit_price == pytest.approx(1.2)
+    assert first.fees == pytest.approx(0.022) and first.exit_reason == "take_profit"
+    assert (dust.quantity, dust.exit_price, dust.exit_reason) == (1.0, 0.0, "dust")
+    assert not log.open
