@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,gpu]'
 	touch $(STAMP)
 
-## Start the main job (the offline demo on the built-in simulated market).
+## Start the main job: the console over the engine on the built-in simulated market, paper trading.
 run: $(STAMP)
-	$(BIN)/hotcoin $(or $(ARGS),run --demo)
+	$(BIN)/hotcoin $(or $(ARGS),tui)
 
 ## The whole test suite.
 test: $(STAMP)

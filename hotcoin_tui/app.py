@@ -47,9 +47,12 @@ class HotcoinApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = keymap.bindings(keymap.APP)
 
-    def __init__(self, client: EngineClient, settings: TuiSection | None = None) -> None:
+    def __init__(self, client: EngineClient, settings: TuiSection | None = None, *, attached: bool = False) -> None:
         super().__init__()
         self.client = client
+        # Attached to an engine in another process (`hotcoin tui --attach`): quitting detaches
+        # and the engine keeps trading; only an in-process engine is shut down on quit.
+        self.attached = attached
         self.settings = settings or TuiSection()
         self.keymap_overrides = keymap.validate(self.settings.keymap)
         self.snapshot: EngineSnapshot | None = None
@@ -261,7 +264,7 @@ class HotcoinApp(App[None]):
 
     async def action_quit(self) -> None:
         positions = self.snapshot.positions if self.snapshot else ()
-        if not positions:
+        if not positions or self.attached:
             self.shutdown_and_exit()
             return
         if isinstance(self.screen, QuitWithPositions):
@@ -277,6 +280,9 @@ class HotcoinApp(App[None]):
     async def shutdown_and_exit(self) -> None:
         """Ask the engine to stop cleanly (journal flushed), then leave; say so if it did not."""
         self._stopping = True
+        if self.attached:
+            self.exit(message="hotcoin: detached; the engine keeps running (hotcoin tui --attach to return)")
+            return
         try:
             result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)
         except Exception as exc:

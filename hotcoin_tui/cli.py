@@ -8,7 +8,17 @@ import sys
 
 import typer
 
-from hotcoin_tui.commands import config_cmd
+from hotcoin_tui.commands import (
+    backtest_cmd,
+    config_cmd,
+    jobs_cmd,
+    journal_cmd,
+    ops_cmd,
+    run_cmd,
+    sim_cmd,
+    train_cmd,
+    tui_cmd,
+)
 
 app = typer.Typer(
     name="hotcoin",
@@ -19,6 +29,14 @@ app = typer.Typer(
 )
 
 app.add_typer(config_cmd.app, name="config")
+journal_cmd.register(app)
+backtest_cmd.register(app)
+run_cmd.register(app)
+tui_cmd.register(app)
+app.command("train")(train_cmd.train)
+app.add_typer(jobs_cmd.app, name="jobs")
+ops_cmd.register(app)
+app.command("sim-exchange")(sim_cmd.sim_exchange)
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
 """`hotcoin tui`: the trading console.
 
-The command is options in, one `EngineClient` out of `build_client`, and the app run on it.
-`--fake` runs on the scripted `FakeEngineClient` (generated market, no network, no keys);
-the real engine's in-process client plugs in to `build_client` beside it.
+The command is options in, one `EngineClient` (in-process engine, attached engine, or the
+scripted fake) and the app run on it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt
 
 if TYPE_CHECKING:
     from engine.runtime.client import EngineClient
@@ -31,45 +30,121 @@ class TuiOptions:
     config: Path | None = None
 
 
-def build_client(options: TuiOptions) -> EngineClient:
-    """The one place that decides which engine the console talks to."""
+def build_fake_client(options: TuiOptions) -> EngineClient:
+    """The scripted fake engine (generated market, no journal, no network)."""
     from engine.errors import ConfigError
+    from engine.runtime.fake_client import FakeEngineClient
+    from engine.runtime.snapshot import Mode
 
-    if options.fake:
-        from engine.runtime.fake_client import FakeEngineClient
-        from engine.runtime.snapshot import Mode
-
-        try:
-            mode = Mode(options.fake_mode.upper())
-        except ValueError:
-            raise ConfigError(f"--fake-mode {options.fake_mode!r}: use SIM, PAPER or LIVE") from None
-        if options.candidates < 1 or not 0 <= options.positions <= options.candidates:
-            raise ConfigError("--candidates must be >= 1 and --positions between 0 and --candidates")
-        return FakeEngineClient(
-            seed=options.seed,
-            candidates=options.candidates,
-            positions=options.positions,
-            mode=mode,
-            step_ms=round(options.step_s * 1000),
-            clock=lambda: time.time_ns() // 1_000_000,
-            autoplay_s=options.step_s,
-        )
-    raise ConfigError("hotcoin tui: no engine to connect to yet; run `hotcoin tui --fake` for the scripted demo engine")
+    try:
+        mode = Mode(options.fake_mode.upper())
+    except ValueError:
+        raise ConfigError(f"--fake-mode {options.fake_mode!r}: use SIM, PAPER or LIVE") from None
+    if options.candidates < 1 or not 0 <= options.positions <= options.candidates:
+        raise ConfigError("--candidates must be >= 1 and --positions between 0 and --candidates")
+    return FakeEngineClient(
+        seed=options.seed,
+        candidates=options.candidates,
+        positions=options.positions,
+        mode=mode,
+        step_ms=round(options.step_s * 1000),
+        clock=lambda: time.time_ns() // 1_000_000,
+        autoplay_s=options.step_s,
+    )
 
 
-def run_tui(options: TuiOptions) -> int:
-    """Load the config's [tui] section, build the client, run the console; the exit code."""
+def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
+    """Run the console on the engine the options choose; the exit code.
+
+    - default: the engine in-process (on its own thread and event loop, so a repaint never
+      delays a market batch), on the simulated market with paper trading unless an exchange
+      is configured; quitting shuts it down cleanly;
+    - `--attach`: an engine already running (`hotcoin run`) through its local socket; quitting
+      detaches and the engine keeps trading;
+    - `--fake`: the scripted fake engine.
+    """
+    import asyncio
+
     from engine.config import load_config
+    from engine.runtime.session import RunOptions
+    from engine.runtime.threaded import EngineThread
     from hotcoin_tui.app import HotcoinApp
+    from hotcoin_tui.commands.run_cmd import cli_overrides
 
-    settings = load_config(options.config).config.tui
-    client = build_client(options)
-    app = HotcoinApp(client, settings)
-    app.run()
+    loaded = load_config(
+        options.config,
+        cli=cli_overrides(
+            exchange=engine.exchange,
+            endpoint=engine.endpoint,
+            journal=engine.journal,
+            seed=engine.seed,
+            symbols=engine.symbols,
+            http_port=None,
+        ),
+    )
+    settings = loaded.config.tui
+    if options.fake:
+        app = HotcoinApp(build_fake_client(options), settings)
+        app.run()
+        return app.return_code or 0
+    if engine.attach:
+        from engine.runtime.remote_client import RemoteEngineClient
+        from engine.runtime.socket_server import default_socket_path
+
+        async def attached() -> int:
+            async with RemoteEngineClient(default_socket_path(loaded.config.paths.data_dir)) as client:
+                app = HotcoinApp(client, settings, attached=True)
+                await app.run_async()
+                return app.return_code or 0
+
+        return asyncio.run(attached())
+    run_options = RunOptions(
+        demo=engine.demo or loaded.config.exchange.name == "sim",
+        live=engine.live,
+        confirm_live=engine.yes_really,
+        speed=engine.speed,
+        http=not engine.no_http,
+    )
+    from engine.ops.logs import configure_logging
+
+    # The screen is the console's; engine logs go to a file beside the journal.
+    log_path = loaded.config.journal_path.with_suffix(".log")
+    configure_logging(loaded.config.log_level, path=log_path)
+    with EngineThread(loaded.config, run_options) as client:
+        app = HotcoinApp(client, settings)
+        app.run()
     return app.return_code or 0
 
 
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """The same engine flags as `hotcoin run`."""
+
+    demo: bool = False
+    attach: bool = False
+    exchange: str | None = None
+    live: bool = False
+    yes_really: bool = False
+    speed: float = 1.0
+    journal: Path | None = None
+    endpoint: str | None = None
+    seed: int | None = None
+    symbols: int | None = None
+    no_http: bool = False
+
+
 def tui(
+    demo: Annotated[bool, typer.Option("--demo", help="Simulated market in-process, paper trading (the default with no exchange configured).")] = False,
+    attach: Annotated[bool, typer.Option("--attach", help="Attach to an engine started with `hotcoin run`; quitting detaches.")] = False,
+    exchange: Annotated[str | None, typer.Option("--exchange", help="`binance` for Binance spot; `sim` for the simulated market.")] = None,
+    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills.")] = False,
+    yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
+    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
+    journal: JournalOpt = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
+    sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Seed of the simulated market.")] = None,
+    symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
+    no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /health and /metrics.")] = False,
     fake: Annotated[bool, typer.Option("--fake", help="Run on the scripted fake engine (generated data, no network).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Fake engine: random seed.")] = 7,
     candidates: Annotated[int, typer.Option("--candidates", help="Fake engine: candidates in the pool.")] = 300,
@@ -80,7 +155,8 @@ def tui(
 ) -> None:
     """The trading console: candidates, positions, engine state, events, chart; close-all on ctrl+x."""
     options = TuiOptions(fake, seed, candidates, positions, fake_mode, step_s, config)
-    raise typer.Exit(run_tui(options))
+    engine = EngineOptions(demo, attach, exchange, live, yes_really, speed, journal, endpoint, sim_seed, symbols, no_http)
+    raise typer.Exit(run_tui(options, engine))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""`hotcoin tui`: options in, one client out of `build_client`, the [tui] config section."""
+"""`hotcoin tui`: options in, one client out (in-process engine, attached, or fake), the [tui] config section."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from engine.errors import ConfigError
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.snapshot import Mode
 from hotcoin_tui.cli import app
-from hotcoin_tui.commands.tui_cmd import TuiOptions, build_client
+from hotcoin_tui.commands.tui_cmd import TuiOptions, build_fake_client
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_fake_option_builds_the_fake_client_as_asked() -> None:
-    client = build_client(TuiOptions(fake=True, seed=3, candidates=40, positions=4, fake_mode="live"))
+    client = build_fake_client(TuiOptions(fake=True, seed=3, candidates=40, positions=4, fake_mode="live"))
     assert isinstance(client, FakeEngineClient)
     snap = client.latest()
     assert snap is not None and len(snap.candidates) == 40 and len(snap.positions) == 4
@@ -28,13 +28,12 @@ def test_fake_option_builds_the_fake_client_as_asked() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (TuiOptions(), "run `hotcoin tui --fake`"),
     (TuiOptions(fake=True, fake_mode="REAL"), "--fake-mode 'REAL': use SIM, PAPER or LIVE"),
     (TuiOptions(fake=True, candidates=3, positions=9), "--positions between 0 and --candidates"),
-], ids=["no-engine", "bad-mode", "bad-counts"])  # fmt: skip
+], ids=["bad-mode", "bad-counts"])  # fmt: skip
 def test_unusable_options_are_named(options: TuiOptions, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        build_client(options)
+        build_fake_client(options)
 
 
 def test_command_is_registered_and_documents_its_options() -> None:
@@ -44,10 +43,30 @@ def test_command_is_registered_and_documents_its_options() -> None:
         assert option in result.output
 
 
-def test_without_an_engine_the_command_fails_with_the_fix() -> None:
-    result = CliRunner().invoke(app, ["tui"])
-    assert isinstance(result.exception, ConfigError)
-    assert "hotcoin tui --fake" in str(result.exception)
+async def test_the_console_runs_the_real_engine_in_process(tmp_path: Path) -> None:
+    """No flags: the engine on the simulated market, on its own thread; `q` shuts it down."""
+    from engine.runtime.session import RunOptions
+    from engine.runtime.threaded import EngineThread
+    from hotcoin_tui.app import HotcoinApp
+    from tests.kit.waiting import eventually
+
+    config = load_config(
+        env={}, cli={"journal.path": str(tmp_path / "j.sqlite"), "sim.symbols": 40, "ops.http_enabled": False}
+    ).config
+    engine = EngineThread(config, RunOptions(speed=60, attach_socket=False))
+    with engine as client:
+        console = HotcoinApp(client, config.tui)
+        async with console.run_test(size=(120, 36)) as pilot:
+            await eventually(lambda: console.snapshot is not None and console.snapshot.status.mode is Mode.SIM, timeout=30)
+            await pilot.press("q")
+            await eventually(lambda: engine.session.engine.hub.latest is not None and engine.session.engine._stop.is_set(), timeout=15)
+    assert engine.session.journal_path.exists()
+
+
+def test_attach_without_a_running_engine_says_how_to_start_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["tui", "--attach"])
+    assert result.exit_code != 0
+    assert "hotcoin run" in str(result.exception) + result.output
 
 
 def test_tui_section_from_the_config_file(tmp_path: Path) -> None:
@@ -80,3 +99,36 @@ def test_start_up_leaves_heavy_modules_unimported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert done.stdout.strip() == "[]"
+
+
+async def test_close_all_from_the_console_flattens_the_real_engine(tmp_path: Path) -> None:
+    """The demo market's first pump is bought; ctrl+x then Y sells it: the engine is flat."""
+    from engine.journal.reader import JournalReader
+    from engine.runtime.session import RunOptions
+    from engine.runtime.threaded import EngineThread
+    from hotcoin_tui.app import HotcoinApp
+    from tests.kit.waiting import eventually
+
+    config = load_config(
+        env={}, cli={"journal.path": str(tmp_path / "j.sqlite"), "sim.symbols": 40, "ops.http_enabled": False}
+    ).config
+    engine = EngineThread(config, RunOptions(speed=120, attach_socket=False))
+    with engine as client:
+        console = HotcoinApp(client, config.tui)
+        async with console.run_test(size=(120, 36)) as pilot:
+            await eventually(lambda: console.snapshot is not None and bool(console.snapshot.positions), timeout=60)
+            await pilot.press("ctrl+x")
+            await pilot.press("Y")
+            await eventually(
+                lambda: console.snapshot is not None
+                and console.snapshot.close_all is not None
+                and console.snapshot.close_all.done
+                and not console.snapshot.positions,
+                timeout=30,
+            )
+            await pilot.press("escape", "q")
+    with JournalReader(engine.session.journal_path) as reader:
+        exits = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
+        commands = [e.payload["origin"] for e in reader.events(kinds=["command"]) if e.payload["command"] == "close_all"]
+    assert exits, "close-all sold nothing"
+    assert commands == ["tui"]

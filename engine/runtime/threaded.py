@@ -1,0 +1,120 @@
+"""Run an engine session on its own event loop in a background thread, for an in-process UI.
+
+The engine still owns its state on one loop (no locks); what changes is that the UI's loop is
+another one. A repaint that takes 100 ms of the UI loop then never holds up a market batch:
+the two loops only meet through `ThreadedEngineClient`, which carries each `EngineClient`
+call across with `run_coroutine_threadsafe`. Snapshots are immutable, so reading the latest
+one from the UI thread needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from typing import Any, TypeVar
+
+from engine.config import HotcoinConfig
+from engine.domain import Candle, Fill
+from engine.journal.events import JournalEvent
+from engine.runtime.client import Command, CommandResult, EngineClient
+from engine.runtime.session import EngineSession, RunOptions, open_session
+from engine.runtime.snapshot import EngineSnapshot
+
+T = TypeVar("T")
+
+
+class ThreadedEngineClient(EngineClient):
+    """The engine thread's `EngineClient`, usable from the UI's event loop."""
+
+    def __init__(self, inner: EngineClient, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+
+    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def latest(self) -> EngineSnapshot | None:
+        return self._inner.latest()
+
+    async def updates(self) -> AsyncIterator[EngineSnapshot]:
+        source = self._inner.updates()
+
+        async def step() -> EngineSnapshot:
+            return await anext(source)
+
+        while True:
+            try:
+                yield await self._call(step())
+            except StopAsyncIteration:
+                return
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        return await self._call(self._inner.send(command, origin))
+
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        return await self._call(self._inner.candles(symbol, timeframe, limit))
+
+    async def fills(self, symbol: str) -> list[Fill]:
+        return await self._call(self._inner.fills(symbol))
+
+    async def trace(self, trace_id: str) -> list[JournalEvent]:
+        return await self._call(self._inner.trace(trace_id))
+
+
+class EngineThread:
+    """`with EngineThread(config, options) as client:` an engine trading in the background.
+
+    Leaving the block stops the engine cleanly (journal flushed) and joins the thread; an
+    error that stopped the engine early is raised there.
+    """
+
+    def __init__(self, config: HotcoinConfig, options: RunOptions, duration_s: float | None = None) -> None:
+        self._config = config
+        self._options = options
+        self._duration_s = duration_s
+        self._ready: concurrent.futures.Future[tuple[EngineSession, asyncio.AbstractEventLoop]] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, name="hotcoin-engine", daemon=True)
+        self._session: EngineSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> ThreadedEngineClient:
+        self._thread.start()
+        self._session, self._loop = self._ready.result()
+        return ThreadedEngineClient(self._session.client, self._loop)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._session is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._session.engine.stop)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def session(self) -> EngineSession:
+        assert self._session is not None, "enter the EngineThread first"
+        return self._session
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # surfaced to the UI thread on exit (or at start)
+            self.error = exc
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+
+    async def _serve(self) -> None:
+        async with open_session(self._config, self._options) as session:
+            self._ready.set_result((session, asyncio.get_running_loop()))
+            await session.engine.run(self._duration_s)
+
+
+def run_in_engine_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> T:
+    """Block the calling (non-engine) thread on a coroutine run by the engine's loop."""
+
+    async def wrap() -> T:
+        return await awaitable
+
+    return asyncio.run_coroutine_threadsafe(wrap(), loop).result()
