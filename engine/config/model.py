@@ -9,14 +9,33 @@ from typing import Any, Literal, cast
 import orjson
 from pydantic import Field, SecretStr
 
+from engine.config.sections.backtest import BacktestSection
 from engine.config.sections.base import Section
+from engine.config.sections.discovery import DiscoverySection
 from engine.config.sections.exchange import ExchangeSection
+from engine.config.sections.gpu import GpuProfile
 from engine.config.sections.journal import JournalSection
+from engine.config.sections.ml import MlSection
+from engine.config.sections.notify import NotifySection
+from engine.config.sections.ops import OpsSection
 from engine.config.sections.paths import PathsSection
+from engine.config.sections.sim import SimSection
+from engine.config.sections.state import StateSection
+from engine.config.sections.trading import TradingSection
+from engine.config.sections.tui import TuiSection
 
 # Dotted paths of every secret field: accepted only from the secrets file or the environment,
 # never from the main config file or the command line (where they would land in shell history).
-SECRET_KEYS: frozenset[str] = frozenset({"exchange.api_key", "exchange.api_secret"})
+SECRET_KEYS: frozenset[str] = frozenset(
+    {
+        "exchange.api_key",
+        "exchange.api_secret",
+        "discovery.social.x_bearer_token",
+        "notify.telegram.bot_token",
+        "notify.feishu.webhook_url",
+        "notify.feishu.secret",
+    }
+)
 
 
 class HotcoinConfig(Section):
@@ -27,6 +46,16 @@ class HotcoinConfig(Section):
     paths: PathsSection = Field(default_factory=PathsSection)
     exchange: ExchangeSection = Field(default_factory=ExchangeSection)
     journal: JournalSection = Field(default_factory=JournalSection)
+    state: StateSection = Field(default_factory=StateSection)
+    trading: TradingSection = Field(default_factory=TradingSection)
+    discovery: DiscoverySection = Field(default_factory=DiscoverySection)
+    tui: TuiSection = Field(default_factory=TuiSection)
+    sim: SimSection = Field(default_factory=SimSection)
+    ops: OpsSection = Field(default_factory=OpsSection)
+    ml: MlSection = Field(default_factory=MlSection)
+    backtest: BacktestSection = Field(default_factory=BacktestSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
+    gpu: dict[str, GpuProfile] = Field(default_factory=dict, description="GPU training boxes, one [gpu.<profile>] table each.")
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain data with every secret shown as '***' (or None if unset)."""
