@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from engine.runtime.session import EngineSession, RunOptions, open_session
 from engine.runtime.snapshot import EngineSnapshot
 
 T = TypeVar("T")
+ENGINE_SWITCH_INTERVAL_S = 0.001
 
 
 class ThreadedEngineClient(EngineClient):
@@ -81,6 +83,10 @@ class EngineThread:
         self.error: BaseException | None = None
 
     def __enter__(self) -> ThreadedEngineClient:
+        # The UI thread holds the GIL for long stretches while it renders; by default another
+        # thread waits up to 5 ms for its turn at every switch. 1 ms keeps the engine's cycle
+        # latency close to what it is with nobody watching (bench/bench_tui_engine.py).
+        sys.setswitchinterval(ENGINE_SWITCH_INTERVAL_S)
         self._thread.start()
         self._session, self._loop = self._ready.result()
         return ThreadedEngineClient(self._session.client, self._loop)
