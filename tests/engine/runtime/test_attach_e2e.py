@@ -1,0 +1,70 @@
+"""An engine started with `hotcoin run` keeps trading while a console attaches, detaches and
+re-attaches through its local socket; only an explicit shutdown stops it."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.journal.reader import JournalReader
+from engine.runtime.client import Command
+from engine.runtime.remote_client import RemoteEngineClient
+from engine.runtime.socket_server import default_socket_path
+from tests.kit.waiting import eventually, eventually_sync
+
+
+@pytest.fixture
+def headless_engine(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """`hotcoin run --demo` in its own process, with its data dir in tmp; killed if still running."""
+    data = tmp_path / "data"
+    env = {**os.environ, "HOTCOIN_PATHS__DATA_DIR": str(data), "HOTCOIN_SIM__SYMBOLS": "40"}
+    exe = Path(sys.executable).parent / "hotcoin"
+    engine = subprocess.Popen(
+        [str(exe), "run", "--demo", "--speed", "60", "--no-http"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        eventually_sync(lambda: default_socket_path(data).exists() or engine.poll() is not None, timeout=60)
+        yield engine, data
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+        engine.communicate()
+
+
+async def test_engine_outlives_its_consoles(headless_engine: tuple[subprocess.Popen[str], Path]) -> None:
+    engine, data = headless_engine
+    socket_path = default_socket_path(data)
+    assert engine.poll() is None, "the engine did not start"
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    seen: list[int] = []
+    for _ in range(2):  # attach, watch, detach; then again
+        async with RemoteEngineClient(socket_path) as console:
+            await eventually(lambda c=console: c.latest() is not None, timeout=30)
+            first = console.latest()
+            assert first is not None
+            await eventually(lambda c=console, f=first: (c.latest() or f).seq > f.seq, timeout=30)
+            latest = console.latest()
+            assert latest is not None
+            seen.append(latest.seq)
+        assert engine.poll() is None, "detaching stopped the engine"
+    assert seen[1] > seen[0], "the engine did not go on between the two attachments"
+
+    async with RemoteEngineClient(socket_path) as console:
+        result = await console.send(Command.SHUTDOWN, "test")
+        assert result.accepted
+    await eventually(lambda: engine.poll() is not None, timeout=30)
+    assert engine.returncode == 0
+    with JournalReader(data / "journal.sqlite") as reader:
+        kinds = [e.kind for e in reader.events(kinds=["run_start", "run_stop", "command"])]
+    assert kinds[0] == "run_start"
+    assert kinds[-2:] == ["command", "run_stop"]
