@@ -39,3 +39,20 @@ class NullScorer:
     def score(self, features: npt.NDArray[np.float64]) -> float:
         """NaN, which fails every threshold, should anything consult an `off` scorer anyway."""
         return float("nan")
+
+
+class ModelLoad(Protocol):
+    """What a model loader hands the runtime (`ml.runtime.load_scorer` returns one): the scorer
+    to install (None: rules alone), one line for status saying why, and the model's name."""
+
+    @property
+    def scorer(self) -> Scorer | None: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def mode(self) -> ScorerMode: ...

@@ -129,20 +129,21 @@ def _train_lgbm(opts: TrainOptions) -> None:
             f"{f.index + 1:>4} {f.test_rows:>9} {f.auc:>6.3f} {f.baseline_auc:>8.3f} {f.precision:>8.3f} "
             f"{f.baseline_precision:>6.3f} {f.lift:>6.3f}"
         )
-    verdict = out.decision.verdict
+    verdict = out.version.decision.verdict
+    what = "identical model already registered as" if out.reused else "registered"
     typer.secho(
-        f"registered {out.version.name} ({verdict}) in {out.version.path}; dataset and artefacts in {out.out_dir}",
+        f"{what} {out.version.name} ({verdict}) in {out.version.path}; dataset and artefacts in {out.out_dir}",
         fg=typer.colors.GREEN if verdict == "production" else typer.colors.YELLOW,
     )
-    for gate in out.decision.gates:
+    for gate in out.version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
 
 
 TRAINERS: dict[str, Callable[[TrainOptions], None]] = {
-    "hot_lgbm": _train_lgbm,
     "lstm_hot": _train_on_gpu,
     "tft_heat": _train_on_gpu,
     "ppo_sizing": _train_on_gpu,
+    "hot_lgbm": _train_lgbm,
 }
 
 

@@ -1,0 +1,196 @@
+"""The hot-coin dataset: `features_hot` rows, the top-decile label, the baseline, on one grid.
+
+Candles come in as [bars, symbols] matrices (`gpu_jobs.datasets.load_candles` reads the
+`{BASE}_{QUOTE}-{interval}.parquet` history); the features are computed by
+`engine.signals.features.features_hot`, the same function the engine runs live, so a model
+trained here sees what it will see in production. Discovery's per-bar view (heat, rank, ...)
+is not in the candles: those columns are NaN here, as they are at runtime for a symbol
+discovery said nothing about; a model trained on this data simply does not use them.
+
+The long (one row per bar and symbol) table goes to Parquet with its schema in the file's
+metadata (feature names, dtypes, schema hash, label definition), and reading it back refuses a
+file written by different feature code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.signals.features import (
+    FEATURE_DTYPES,
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    BarMatrix,
+    CandidateInfo,
+    feature_schema_hash,
+    features_hot,
+)
+from gpu_jobs.datasets import Candles, DatasetError, interval_ms
+from ml.labels import (
+    TOP_FRACTION,
+    forward_return,
+    horizon_bars,
+    label_definition,
+    rise_from_low,
+    top_fraction_label,
+)
+
+FloatArray = npt.NDArray[np.float64]
+F32Array = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+SCHEMA_KEY = b"hotcoin.dataset"
+BASELINE = "rise_from_60_bar_low"
+BASELINE_DEFINITION = (
+    "close[t] / min(close[t-60..t]) - 1, discovery's run-up momentum component computed from candles "
+    "(heat itself needs live tickers and social data that candles do not hold), ranked per bar like the model"
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Long rows: features [n, F] float32, label, forward return, baseline score, bar and symbol index."""
+
+    x: F32Array
+    y: FloatArray
+    forward: FloatArray
+    baseline: FloatArray
+    bar: IntArray
+    symbol: IntArray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class HotDataset:
+    """Features, labels and the baseline on a [bars, symbols] grid (feature planes as float32:
+    LightGBM bins them anyway, and it halves the memory of a month of 1m bars)."""
+
+    interval: str
+    symbols: tuple[str, ...]
+    timestamps: IntArray
+    features: F32Array  # [bars, symbols, F]
+    forward: FloatArray  # [bars, symbols]
+    label: FloatArray  # [bars, symbols], 1 / 0 / NaN
+    baseline: FloatArray  # [bars, symbols]
+    horizon: int
+
+    @property
+    def n_bars(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    @property
+    def usable(self) -> BoolArray:
+        """Rows with a label and a baseline score: the only ones trained or judged on, so the model
+        and the baseline are compared on exactly the same rows."""
+        return np.asarray(~np.isnan(self.label) & ~np.isnan(self.baseline))
+
+    def table(self, bars: BoolArray) -> Table:
+        """The usable rows of the selected bars (a [bars] mask), in time order."""
+        if bars.shape != (self.n_bars,):
+            raise DatasetError(f"bar mask has shape {bars.shape}, expected ({self.n_bars},)")
+        keep = self.usable & bars[:, None]
+        bar, sym = np.nonzero(keep)
+        return Table(
+            x=self.features[bar, sym],
+            y=self.label[bar, sym],
+            forward=self.forward[bar, sym],
+            baseline=self.baseline[bar, sym],
+            bar=bar.astype(np.int64),
+            symbol=sym.astype(np.int64),
+        )
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "feature_names": list(FEATURE_NAMES),
+            "feature_dtypes": list(FEATURE_DTYPES),
+            "feature_version": FEATURE_VERSION,
+            "feature_schema_hash": feature_schema_hash(),
+            "label": "label",
+            "label_definition": label_definition(top_fraction=TOP_FRACTION),
+            "horizon_bars": self.horizon,
+            "interval": self.interval,
+            "baseline": BASELINE,
+            "baseline_definition": BASELINE_DEFINITION,
+            "symbols": list(self.symbols),
+        }
+
+
+def build_dataset(candles: Candles, *, horizon_minutes: int = 30, top_fraction: float = TOP_FRACTION) -> HotDataset:
+    """Features, forward returns, labels and the baseline of every bar and symbol."""
+    if candles.close.shape[0] <= 60:
+        raise DatasetError(f"{candles.close.shape[0]} bars are too few: features need 61 bars of history")
+    horizon = horizon_bars(interval_ms(candles.interval), horizon_minutes)
+    bars = BarMatrix(candles.open, candles.high, candles.low, candles.close, candles.volume)
+    x = features_hot(bars, CandidateInfo.unknown(candles.close.shape), candles.btc_close).astype(np.float32)
+    fwd = forward_return(candles.close, horizon)
+    return HotDataset(
+        interval=candles.interval,
+        symbols=candles.symbols,
+        timestamps=candles.timestamps,
+        features=x,
+        forward=fwd,
+        label=top_fraction_label(fwd, top_fraction),
+        baseline=rise_from_low(candles.close),
+        horizon=horizon,
+    )
+
+
+def stride_mask(n_bars: int, stride: int) -> BoolArray:
+    """Every `stride`-th bar: the subsample a small machine trains on (neighbouring 1m rows are
+    near-duplicates, so this costs little information)."""
+    if stride < 1:
+        raise DatasetError(f"stride must be at least 1, got {stride}")
+    return np.asarray(np.arange(n_bars) % stride == 0)
+
+
+def write_parquet(ds: HotDataset, path: Path, bars: BoolArray | None = None) -> int:
+    """Write the usable rows (of the selected bars) as Parquet, schema in the file metadata and
+    in `<name>.schema.json` beside it; returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = ds.table(np.ones(ds.n_bars, np.bool_) if bars is None else bars)
+    columns: dict[str, Any] = {
+        "timestamp_ms": pa.array(ds.timestamps[t.bar], pa.int64()),
+        "symbol": pa.array([ds.symbols[j] for j in t.symbol], pa.string()),
+    }
+    for k, name in enumerate(FEATURE_NAMES):
+        columns[name] = pa.array(t.x[:, k].astype(np.float64), pa.float64())
+    columns["forward_return"] = pa.array(t.forward, pa.float64())
+    columns["baseline"] = pa.array(t.baseline, pa.float64())
+    columns["label"] = pa.array(t.y.astype(np.int8), pa.int8())
+    schema = ds.schema()
+    table = pa.table(columns).replace_schema_metadata({SCHEMA_KEY: json.dumps(schema).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+    path.with_suffix(".schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    return len(t)
+
+
+def read_parquet(path: Path) -> tuple[Any, dict[str, Any]]:
+    """(pandas DataFrame, schema) of a dataset file; refuses one built by other feature code."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise DatasetError(f"dataset {path} does not exist; build it with `hotcoin train --task hot_lgbm`") from None
+    raw = (table.schema.metadata or {}).get(SCHEMA_KEY)
+    if raw is None:
+        raise DatasetError(f"{path} has no hotcoin dataset schema in its metadata; it was not written by ml.dataset")
+    schema: dict[str, Any] = json.loads(raw)
+    if schema.get("feature_schema_hash") != feature_schema_hash():
+        raise DatasetError(
+            f"{path} was built with feature schema {str(schema.get('feature_schema_hash'))[:12]}, the running "
+            f"feature code is {feature_schema_hash()[:12]}; rebuild the dataset"
+        )
+    return table.to_pandas(), schema

@@ -1,0 +1,104 @@
+"""A LightGBM model in the engine's scorer slot (`engine.signals.scorer.Scorer`).
+
+Built only from a registry `ModelVersion` (`LgbmScorer.load`), never from a loose file: the
+bytes handed to LightGBM are the bytes whose sha256 was checked against the contract, read
+once, so a file swapped between the registry's check and the load cannot slip in.
+
+`score(row)` serves the signal stage's per-symbol call; `score_many(matrix)` scores a whole
+bar's candidates in one LightGBM call, which is what keeps 500 candidates inside the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.signals.features import FEATURE_NAMES, feature_schema_hash
+from engine.signals.scorer import ScorerMode
+from ml.governance.errors import ModelRefused
+from ml.governance.registry import ModelVersion
+
+if TYPE_CHECKING:
+    import lightgbm
+
+FloatArray = npt.NDArray[np.float64]
+MODEL_FORMAT = "lightgbm_text"
+
+
+def model_label(version: ModelVersion) -> str:
+    """`hot_lgbm_1m@v0003#1a2b3c4d`: the registry version and the model file's hash, the string
+    journaled as `model` in signal snapshots and shadow events and shown in status."""
+    return f"{version.name}#{version.contract.model_sha256[:8]}"
+
+
+class LgbmScorer:
+    """Probability that the symbol's next 30 minutes are in the market's top 10%."""
+
+    def __init__(self, booster: lightgbm.Booster, *, mode: ScorerMode, version: str, schema_hash: str) -> None:
+        if booster.num_feature() != len(FEATURE_NAMES):
+            raise ValueError(f"booster has {booster.num_feature()} features, the feature code has {len(FEATURE_NAMES)}")
+        self._booster = booster
+        self.mode: ScorerMode = mode
+        self.version = version
+        self.schema_hash = schema_hash
+
+    @classmethod
+    def load(cls, version: ModelVersion, mode: ScorerMode) -> LgbmScorer:
+        """The scorer of a registry version; `ModelRefused` if it is not a LightGBM model of this
+        feature schema or its bytes do not hash to the contract's sha256."""
+        import lightgbm as lgb
+
+        contract = version.contract
+        if contract.model_format != MODEL_FORMAT:
+            raise ModelRefused(
+                f"{version.name} refused: model format {contract.model_format!r} is not {MODEL_FORMAT!r}; "
+                "this scorer only runs LightGBM text models",
+                which="model_format",
+                expected=MODEL_FORMAT,
+                actual=contract.model_format,
+            )
+        if contract.feature_schema_hash != feature_schema_hash() or tuple(contract.feature_names) != FEATURE_NAMES:
+            raise ModelRefused(
+                f"{version.name} refused: trained on feature schema {contract.feature_schema_hash[:12]}, the running "
+                f"feature code is {feature_schema_hash()[:12]}; retrain it",
+                which="feature_schema_hash",
+                expected=contract.feature_schema_hash,
+                actual=feature_schema_hash(),
+            )
+        blob = version.model_path.read_bytes()
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != contract.model_sha256:
+            raise ModelRefused(
+                f"{version.name} refused: model file hashes to {actual[:16]}…, the contract says "
+                f"{contract.model_sha256[:16]}…; the file was changed, re-register it",
+                which="model_sha256",
+                expected=contract.model_sha256,
+                actual=actual,
+            )
+        try:
+            booster = lgb.Booster(model_str=blob.decode())
+        except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
+            raise ModelRefused(
+                f"{version.name} refused: LightGBM cannot read its model file ({exc})",
+                which="model_format",
+                expected=MODEL_FORMAT,
+                actual="unreadable",
+            ) from None
+        return cls(booster, mode=mode, version=model_label(version), schema_hash=contract.feature_schema_hash)
+
+    def score_many(self, features: FloatArray) -> FloatArray:
+        """Scores of a [symbols, features] matrix, one LightGBM call, single-threaded (the
+        decision loop must not fight the rest of the engine for cores)."""
+        x = np.asarray(features, np.float64)
+        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"expected [symbols, {len(FEATURE_NAMES)}] features, got shape {x.shape}")
+        if x.shape[0] == 0:
+            return np.empty(0, np.float64)
+        return np.asarray(self._booster.predict(x, num_threads=1), np.float64)
+
+    def score(self, features: FloatArray) -> float:
+        """One symbol's score (a feature row in `FEATURE_NAMES` order)."""
+        return float(self.score_many(np.asarray(features, np.float64).reshape(1, -1))[0])

@@ -1,0 +1,255 @@
+"""`load_scorer`: the registry's current model enters the engine only when its contract matches
+the running feature code and its file, in the mode its promotion decision allows; a
+research_only model only watches (same trades with it as without it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.config import HotcoinConfig
+from engine.config.sections.ml import MlSection, PromotionGates
+from engine.config.sections.trading import (
+    CapitalProfile,
+    CapitalSettings,
+    SignalSettings,
+    TradingSection,
+)
+from engine.domain import Candidate, Candle, HeatComponents
+from engine.execution.paper import FillModel, PaperBroker
+from engine.execution.router import OrderRouter
+from engine.journal.events import make_trace_id
+from engine.signals.features import FEATURE_NAMES
+from engine.signals.scorer import Scorer
+from engine.trading import TradingCore
+from ml.governance.registry import ModelRegistry
+from ml.lgbm import LgbmParams, TrainRequest, TrainSettings, train_and_register
+from ml.runtime import ScorerLoad, load_scorer
+from tests.engine.signals import market_kit as mk
+from tests.kit.events import RecordingSink
+from tests.ml.synth import MINUTE, synth_frames, write_history
+
+SMALL = TrainSettings(folds=2, stride=1, params=LgbmParams(rounds=15, min_data_in_leaf=50, num_threads=1))
+LENIENT = PromotionGates(min_oos_lift=0.01, max_fold_cv=100.0, min_oos_samples=1, min_folds=2)
+STRICT = PromotionGates(min_oos_lift=50.0)
+
+
+def config_for(registry: Path, **signals: Any) -> HotcoinConfig:
+    return HotcoinConfig(
+        ml=MlSection(registry_dir=registry),
+        trading=TradingSection(
+            signals=SignalSettings(**signals),
+            capital=CapitalSettings(profile="t", profiles={"t": CapitalProfile(capital=1000.0, max_concurrent=5)}),
+        ),
+    )
+
+
+def train_into(registry: Path, history: Path, gates: PromotionGates, seed: int, work: Path) -> None:
+    config = HotcoinConfig(ml=MlSection(registry_dir=registry, gates=gates))
+    settings = dataclasses.replace(SMALL, params=dataclasses.replace(SMALL.params, seed=seed))
+    req = TrainRequest(history, work, "1m", settings=settings, write_dataset=False)
+    train_and_register(config, ModelRegistry(registry), req, now_ms=1_700_000_000_000 + seed)
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """production: one production model; research: one research_only; both: v1 production, v2 research_only."""
+    root = tmp_path_factory.mktemp("ml")
+    history = write_history(root / "hist", synth_frames(n_symbols=10, n_bars=1500, seed=5))
+    out = {name: root / name for name in ("production", "research", "both")}
+    train_into(out["production"], history, LENIENT, 0, root / "w0")
+    train_into(out["research"], history, STRICT, 1, root / "w1")
+    train_into(out["both"], history, LENIENT, 0, root / "w2")
+    train_into(out["both"], history, STRICT, 1, root / "w3")
+    return out
+
+
+def copy_registry(src: Path, tmp: Path) -> Path:
+    dst = tmp / "models"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_no_model_runs_rules_only_and_says_so(tmp_path: Path) -> None:
+    load = load_scorer(config_for(tmp_path / "empty"))
+    assert load.scorer is None and load.mode == "off" and load.model is None
+    assert "no hot_lgbm_1m model" in load.status and "rules alone" in load.status
+    assert "hotcoin train --task hot_lgbm" in load.status
+
+
+def test_the_interval_follows_the_signal_timeframe(registries: dict[str, Path]) -> None:
+    load = load_scorer(config_for(registries["production"], timeframe="5m"))
+    assert load.scorer is None and "no hot_lgbm_5m model" in load.status
+
+
+def test_production_model_loads_in_production_mode(registries: dict[str, Path]) -> None:
+    load = load_scorer(config_for(registries["production"]))
+    assert load.scorer is not None and load.mode == "production" == load.scorer.mode
+    assert load.model == load.scorer.version and load.model.startswith("hot_lgbm_1m@v0001#")
+    assert load.model_sha256 is not None and load.model.endswith(load.model_sha256[:8])
+    assert "in production" in load.status
+    x = np.random.default_rng(0).normal(0, 0.01, (7, len(FEATURE_NAMES)))
+    x[:, FEATURE_NAMES.index("heat")] = np.nan
+    many = load.scorer.score_many(x)
+    assert many.shape == (7,) and ((many > 0) & (many < 1)).all()
+    assert load.scorer.score(x[3]) == pytest.approx(many[3])
+    assert load.scorer.score_many(np.empty((0, len(FEATURE_NAMES)))).shape == (0,)
+    with pytest.raises(ValueError, match="features"):
+        load.scorer.score_many(np.zeros((2, 3)))
+
+
+def test_research_only_model_runs_in_shadow_with_its_reasons(registries: dict[str, Path]) -> None:
+    load = load_scorer(config_for(registries["research"]))
+    assert load.scorer is not None and load.mode == "shadow" == load.scorer.mode
+    assert "in shadow (research_only: mean out-of-sample lift" in load.status and "never trading" in load.status
+
+
+def test_newest_production_version_is_current(registries: dict[str, Path]) -> None:
+    load = load_scorer(config_for(registries["both"]))
+    assert load.mode == "production" and load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+
+
+def _edit_json(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_contract_from_other_feature_code_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    _edit_json(root / "hot_lgbm_1m" / "v0001" / "runtime_contract_hot_lgbm_1m.json", feature_schema_hash="ab" * 32)
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and load.mode == "off"
+    assert load.status.startswith("REFUSED hot_lgbm_1m@v0001 refused: feature_schema_hash differs")
+    assert "retrain" in load.status and "rules alone" in load.status
+    assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+
+
+def test_changed_model_file_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    model = root / "hot_lgbm_1m" / "v0001" / "model.txt"
+    model.write_bytes(model.read_bytes() + b"\n")  # one byte more: still a loadable model, not the registered one
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and "model_sha256 differs" in load.status and "re-register" in load.status
+
+
+def test_a_model_of_another_format_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    _edit_json(root / "hot_lgbm_1m" / "v0001" / "runtime_contract_hot_lgbm_1m.json", model_format="torch_state_dict")
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and "is not 'lightgbm_text'" in load.status
+
+
+def test_a_malformed_contract_is_reported_not_raised(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    (root / "hot_lgbm_1m" / "v0001" / "runtime_contract_hot_lgbm_1m.json").write_text("{not json")
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and "unreadable" in load.status and "not valid JSON" in load.status
+
+
+# ----------------------------------------------------------------------------- in the trading core
+MARKET = synth_frames(n_symbols=12, n_bars=200, seed=11, burst_rate=1 / 30)
+WARM = 70
+SIGNALS = {"min_ret_5": 0.0, "min_vol_ratio_20": 0.8, "cooldown_ms": 5 * MINUTE}
+
+
+REAL_PAIRS = ["BTC/USDT", "DOGE/USDT", "ETH/USDT", "XRP/USDT", "ADA/USDT", "NKN/USDT", "CTSI/USDT", "WRX/USDT", "FTM/USDT", "CHZ/USDT"]
+REAL_START = 1_618_570_800_000  # 2021-04-16 11:00 UTC: DOGE's +44% hour is inside
+
+
+def real_market(data: Path) -> dict[str, pd.DataFrame]:
+    """200 real minutes of ten pairs, on their common grid (no gaps in this window)."""
+    out = {}
+    for pair in REAL_PAIRS:
+        df = pd.read_parquet(data / f"{pair.replace('/', '_')}-1m.parquet")
+        df = df[(df.timestamp_ms >= REAL_START) & (df.timestamp_ms < REAL_START + 200 * MINUTE)]
+        assert len(df) == 200, f"{pair} has gaps in the test window"
+        out[pair] = df.reset_index(drop=True)
+    return out
+
+
+async def trade(
+    config: HotcoinConfig, scorer: Scorer | None, frames: dict[str, pd.DataFrame]
+) -> tuple[list[dict[str, Any]], RecordingSink]:
+    """Drive the core bar by bar over the candles, every symbol a hot candidate; return every
+    order intent it produced and the journal."""
+    names = [n for n in frames if n != "BTC/USDT"]
+    sink = RecordingSink()
+    core = TradingCore(config.trading, mk.markets(names), sink, scorer=scorer)
+    broker = PaperBroker(FillModel.from_settings(config.trading.execution))
+    router = OrderRouter(broker, sink)
+    intents: list[dict[str, Any]] = []
+    for t in range(len(frames["BTC/USDT"])):
+        for name, df in frames.items():
+            row = df.iloc[t]
+            core.on_candle(
+                Candle(name, "1m", int(row.timestamp_ms), row.open, row.high, row.low, row.close, row.volume)
+            )
+        if t < WARM:
+            continue
+        now = int(frames["BTC/USDT"].timestamp_ms.iloc[t]) + MINUTE + 1_000
+        prices = {n: float(frames[n].close.iloc[t]) for n in names}
+        batch = mk.book(prices, now)
+        broker.update_book(batch)
+        for update in await broker.sync(now):
+            core.on_order_update(update, now)
+        candidates = [
+            Candidate(
+                trace_id=make_trace_id("ml", n, now), symbol=n, ts_ms=now, heat=85.0,
+                components=HeatComponents(momentum=0.8), rank=i + 1, price=prices[n], quote_volume_24h=5e7,
+            )
+            for i, n in enumerate(names)
+        ]
+        step = core.step(batch, candidates, now)
+        intents += [dataclasses.asdict(i) for i in step]
+        for update in await router.send_all(step, now, core.causes):
+            core.on_order_update(update, now)
+    return intents, sink
+
+
+def decisions(sink: RecordingSink) -> list[tuple[str | None, str, str]]:
+    return [(e.symbol, e.payload["stage"], e.payload["decision"]) for e in sink.events if e.kind == "signal_snapshot"]
+
+
+@pytest.mark.parametrize("market", ["generated", "real"])
+async def test_shadow_model_never_changes_a_decision(
+    registries: dict[str, Path], market: str, request: pytest.FixtureRequest
+) -> None:
+    """Same trades with and without a research_only model; its scores only go to model_shadow."""
+    frames = MARKET if market == "generated" else real_market(request.getfixturevalue("shared_data"))
+    config = config_for(registries["research"], **SIGNALS)
+    load: ScorerLoad = load_scorer(config)
+    assert load.scorer is not None and load.mode == "shadow"
+    plain_intents, plain = await trade(config, None, frames)
+    shadow_intents, shadow = await trade(config, load.scorer, frames)
+    assert len(plain_intents) >= 4  # entries and exits happened: the comparison means something
+    assert shadow_intents == plain_intents
+    assert decisions(shadow) == decisions(plain)
+    fills = [[e.payload for e in s.events if e.kind == "fill"] for s in (plain, shadow)]
+    assert fills[0] == fills[1] and fills[0]
+    shadows = [e for e in shadow.events if e.kind == "model_shadow"]
+    entries = [e for e in shadow.events if e.kind == "signal_snapshot" and e.payload["stage"] == "entry"]
+    assert len(shadows) == len(entries) > 0
+    assert all(e.payload["model"] == load.model and 0 < e.payload["score"] < 1 for e in shadows)
+    assert all(e.payload["ml_score"] is None and "ml_score" not in {c["name"] for c in e.payload["rules"]} for e in entries)
+    assert not any(e.kind == "model_shadow" for e in plain.events)
+
+
+async def test_production_model_score_enters_the_decision(registries: dict[str, Path]) -> None:
+    """The contrast: a production model with an unreachable threshold blocks every entry."""
+    config = config_for(registries["production"], ml_min_score=1.0, **SIGNALS)
+    load = load_scorer(config)
+    assert load.scorer is not None and load.mode == "production"
+    intents, sink = await trade(config, load.scorer, MARKET)
+    assert intents == []
+    entries = [e.payload for e in sink.events if e.kind == "signal_snapshot" and e.payload["stage"] == "entry"]
+    assert entries and all(p["model"] == load.model and p["ml_score"] is not None for p in entries)
+    assert all(any(c["name"] == "ml_score" for c in p["rules"]) for p in entries)
+    assert not any(e.kind == "model_shadow" for e in sink.events)
