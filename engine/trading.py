@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.config.sections.trading import TradingSection
@@ -142,6 +142,14 @@ class TradingCore:
     def set_engine_state(self, state: EngineState) -> None:
         """The runtime's state machine decides; the core obeys (entries only when tradeable)."""
         self.engine_state = state
+
+    def restore(self, holdings: Mapping[str, Holding], cash: float) -> None:
+        """Take over the positions and cash rebuilt from the journal after a restart
+        (`engine.runtime.recovery`), before the first cycle; marks restart at the entry prices."""
+        self.book.holdings = dict(holdings)
+        self.cash = cash
+        for symbol, held in holdings.items():
+            self._last_action_ms[symbol] = held.position.opened_ms
 
     def reserved_cash(self) -> float:
         return sum(p.reserved for p in self._pending.values())
@@ -382,6 +390,7 @@ class TradingCore:
             "features": {"bid": bid, "entry_price": pos.entry_price, "peak": pos.trailing_high, "quantity": pos.quantity},
             "stage": "exit_policy",
             "purpose": decision.purpose.value,
+            "model": None if self.signals.scorer.mode == "off" else self.signals.scorer.version,
         }
         if cause is None and trace == pos.trace_id:
             cause = held.opened_seq
@@ -424,6 +433,7 @@ class TradingCore:
                     "fee_quote": fill.fee_quote,
                     "trade_id": fill.trade_id,
                     "is_maker": fill.is_maker,
+                    "fee_base": fill.fee_base,
                 },
                 trace_id=trace,
                 symbol=fill.symbol,
@@ -431,12 +441,19 @@ class TradingCore:
             )
             pending = self._pending.get(cid)
             if fill.side is Side.BUY:
-                self.cash -= fill.notional + fill.fee_quote
+                # A fee taken in coins costs no cash: only the part paid in the quote asset does.
+                paid_fee = max(0.0, fill.fee_quote - fill.fee_base * fill.price)
+                self.cash -= fill.notional + paid_fee
                 if pending is not None:
-                    pending.reserved = max(0.0, pending.reserved - fill.notional - fill.fee_quote)
+                    pending.reserved = max(0.0, pending.reserved - fill.notional - paid_fee)
                     pending.notional = max(0.0, pending.notional - fill.notional)
             else:
                 self.cash += fill.notional - fill.fee_quote
+            if fill.side is Side.BUY and fill.fee_base > 0:
+                # The exchange kept part of the coins as its fee: hold (and later sell) only what
+                # arrived, at the price paid, with the coins' value as the entry fee. Cost basis
+                # (Q - f) * P + f * P = Q * P: exactly the cash that left.
+                fill = replace(fill, quantity=fill.quantity - fill.fee_base)
             change = self.book.apply(fill)
             seq = self._journal_change(change, fill.ts_ms, order.purpose.value, trace, cause)
             held = self.book.get(fill.symbol)
@@ -449,10 +466,23 @@ class TradingCore:
                 pos = held.position
                 stop = pos.entry_price if self.settings.exits.breakeven_after_tp else pos.stop_price
                 self.book.set_stop(fill.symbol, stop, tier_hit=held.pending_tier)
+            elif held is not None and fill.side is Side.SELL and order.status.is_terminal and self._is_dust(held, fill.price):
+                # A full exit sells what the step size allows; the crumbs left (e.g. after a fee
+                # taken in coins) can never be sold: write them off now, not on the next tick.
+                self._journal_change(self.book.write_off(fill.symbol, now_ms), now_ms, "dust", trace, seq)
+                self._after_close(fill.symbol, now_ms)
         if order.status.is_terminal:
             self._finish(order)
         if self._close_all is not None and not self.book.holdings and not self._pending:
             self._close_all = None
+
+    def _is_dust(self, held: Holding, price: float) -> bool:
+        market = self.markets.get(held.position.symbol)
+        if market is None:
+            return False
+        f = market.filters
+        qty = market.round_qty(held.position.quantity)
+        return qty < max(f.min_qty, f.step_size) or float(qty) * price < float(f.min_notional)
 
     def _finish(self, order: Order) -> None:
         cid = order.client_order_id

@@ -89,6 +89,7 @@ class Order:
     price: Decimal | None = None
     average_price: float | None = None
     fee_quote: float = 0.0
+    fee_base: float = 0.0  # cumulative fee taken from the coins bought (see `Fill.fee_base`)
     created_ms: int = 0
     updated_ms: int = 0
     trace_id: str = ""
@@ -101,7 +102,12 @@ class Order:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """One execution. `fee_quote` is the fee valued in the quote asset."""
+    """One execution. `fee_quote` is the fee valued in the quote asset.
+
+    `fee_base` is the part of the fee the exchange took in the base asset: Binance takes a
+    buy's commission from the coins bought (unless BNB pays it), so a buy of Q leaves Q - fee_base
+    in the account, and only that much can be sold.
+    """
 
     trade_id: str
     client_order_id: str
@@ -113,6 +119,7 @@ class Fill:
     ts_ms: int
     trace_id: str = ""
     is_maker: bool = False
+    fee_base: float = 0.0
 
     @property
     def notional(self) -> float:

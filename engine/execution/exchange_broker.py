@@ -77,7 +77,7 @@ class ExchangeBroker(Broker):
         current = self._orders.get(cid)
         if current is None:
             # An order of ours we had lost track of: adopt it, fills from zero.
-            intent_less = replace(update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0)
+            intent_less = replace(update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0, fee_base=0.0)
             current = replace(intent_less, status=OrderStatus.PENDING)
         # Keep what the exchange does not echo back (trace, purpose) from what we sent.
         update = replace(update, trace_id=current.trace_id or update.trace_id, purpose=current.purpose)
@@ -106,6 +106,7 @@ class ExchangeBroker(Broker):
                     fee_quote=fee,
                     ts_ms=new.updated_ms or now_ms,
                     trace_id=new.trace_id,
+                    fee_base=max(0.0, new.fee_base - current.fee_base),
                 ),
             )
         return OrderUpdate(new, fills)

@@ -194,6 +194,11 @@ def _fee_quote(fees: list[CcxtDict], base: str, quote: str, price: float | None)
     return total
 
 
+def _fee_base(fees: list[CcxtDict], base: str) -> float:
+    """The part of the fees charged in the base asset (Binance: a buy's commission in coins)."""
+    return sum(float(f["cost"]) for f in fees if f.get("cost") is not None and f.get("currency") == base)
+
+
 def order_from_ccxt(
     o: CcxtDict, market: Market | None = None, *, trace_id: str = "", purpose: OrderPurpose = OrderPurpose.ENTRY
 ) -> Order:
@@ -225,6 +230,7 @@ def order_from_ccxt(
         price=price if price else None,
         average_price=average_f,
         fee_quote=_fee_quote(fees, base, quote, average_f),
+        fee_base=_fee_base(fees, base),
         created_ms=created,
         updated_ms=int(o.get("lastUpdateTimestamp") or o.get("lastTradeTimestamp") or created),
         trace_id=trace_id,
@@ -247,6 +253,7 @@ def fill_from_ccxt(t: CcxtDict, client_order_id: str, *, trace_id: str = "") -> 
         price=price,
         quantity=float(t["amount"]),
         fee_quote=_fee_quote(fees, base, quote, price),
+        fee_base=_fee_base(fees, base),
         ts_ms=int(t.get("timestamp") or 0),
         trace_id=trace_id,
         is_maker=t.get("takerOrMaker") == "maker",

@@ -392,3 +392,39 @@ async def test_exit_the_exchange_refuses_is_journaled_once_not_every_tick() -> N
     assert len(refusals) == 1
     assert any(r["name"] == "precheck:market_active" and not r["passed"] for r in refusals[0].payload["rules"])
     assert h.core.book.holdings  # halted, not written off
+
+
+def test_fee_taken_in_coins_is_not_held_and_leaves_no_dust_position() -> None:
+    """Binance keeps a buy's commission in the coins bought: the core holds only what arrived,
+    pays only the notional in cash, and a full exit that leaves unsellable crumbs closes."""
+    from decimal import Decimal
+
+    from engine.domain import Order, OrderType, Side
+    from engine.execution.broker import OrderUpdate
+    from tests.kit.domain import make_fill, make_market
+
+    sink = RecordingSink()
+    market = make_market("DOGE/USDT", step_size="1", min_qty="1", min_notional="5")
+    settings = load_config(env={}).config.trading
+    core = TradingCore(settings, {"DOGE/USDT": market}, sink)
+    cash0 = core.cash
+
+    def order(cid: str, side: Side, purpose: OrderPurpose, qty: str) -> Order:
+        return Order(cid, "1", "DOGE/USDT", side, OrderType.MARKET, OrderStatus.FILLED, Decimal(qty), Decimal(qty),
+                     average_price=0.3, trace_id="t1", purpose=purpose)  # fmt: skip
+
+    buy = make_fill(client_order_id="b", quantity=100.0, price=0.3, fee_quote=0.03, fee_base=0.1, trade_id="x1")
+    core.on_order_update(OrderUpdate(order("b", Side.BUY, OrderPurpose.ENTRY, "100"), (buy,)), 0)
+    held = core.book.get("DOGE/USDT")
+    assert held is not None
+    assert held.position.quantity == pytest.approx(99.9)
+    assert core.cash == pytest.approx(cash0 - 30.0)  # the coins paid the fee, not the cash
+
+    sell = make_fill(client_order_id="s", side=Side.SELL, quantity=99.0, price=0.3, fee_quote=0.0297, trade_id="x2")
+    core.on_order_update(OrderUpdate(order("s", Side.SELL, OrderPurpose.STOP_LOSS, "99"), (sell,)), 1)
+    assert "DOGE/USDT" not in core.book.holdings  # 0.9 DOGE left: below the step, written off
+    actions = [e.payload["action"] for e in sink.events if e.kind == "position_update"]
+    assert actions[0] == "open"
+    assert actions[-1] == "close"
+    fill_events = [e.payload for e in sink.events if e.kind == "fill"]
+    assert fill_events[0]["fee_base"] == 0.1

@@ -146,3 +146,21 @@ def test_balances_exact_from_rest_and_nonzero_only() -> None:
     assert balances_from_ccxt(rest) == {"USDT": Balance(Decimal("10.1"), Decimal(1))}
     ws = {"info": {"e": "outboundAccountPosition"}, "free": {"DOGE": 5.0, "BTC": 0.0}, "used": {"DOGE": 1.0}}
     assert balances_from_ccxt(ws) == {"DOGE": Balance(Decimal(5), Decimal(1))}
+
+
+@pytest.mark.parametrize(
+    ("fee", "fee_base", "fee_quote"),
+    [
+        ({"currency": "DOGE", "cost": 0.1}, 0.1, 0.03),
+        ({"currency": "USDT", "cost": 0.03}, 0.0, 0.03),
+        ({"currency": "BNB", "cost": 0.0001}, 0.0, 0.0),
+    ],
+    ids=["fee-in-coins", "fee-in-quote", "fee-in-bnb"],
+)
+def test_fees_keep_the_part_taken_in_the_base_asset(fee: dict[str, Any], fee_base: float, fee_quote: float) -> None:
+    from engine.market.ccxt_parse import fill_from_ccxt
+
+    trade = {"id": "7", "symbol": "DOGE/USDT", "side": "buy", "price": 0.3, "amount": 100.0, "timestamp": 1, "fee": fee}
+    fill = fill_from_ccxt(trade, "hc-1")
+    assert fill.fee_base == pytest.approx(fee_base)
+    assert fill.fee_quote == pytest.approx(fee_quote)
