@@ -27,6 +27,10 @@ class OrderRouter:
         self._sent: set[str] = set()
         self.suppressed = 0
 
+    def remember(self, client_order_ids: Iterable[str]) -> None:
+        """Ids sent before a restart (from the journal): the duplicate guard refuses them too."""
+        self._sent.update(client_order_ids)
+
     async def send(self, intent: OrderIntent, now_ms: int, cause: int | None = None) -> OrderUpdate | None:
         """Send one intent; None if it was a duplicate. Failures come back as REJECTED (or, for an
         unknown outcome, PENDING) updates so the caller books them like any other answer."""

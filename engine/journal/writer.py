@@ -56,7 +56,9 @@ Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 
 # Traces remembered (id -> first_seq) so their later events update one `traces` row; a trace
 # forgotten (or from before a restart) that goes on gets a second row, which the reader merges.
-KNOWN_TRACES = 200_000
+# Most traces end within their bar; 20,000 holds hours of them, and a larger map kept RSS
+# growing through a simulated week (bench_soak).
+KNOWN_TRACES = 20_000
 
 # Kinds whose payload moves a trace's outcome (see `_outcome_of`).
 _OUTCOME_KINDS = frozenset({"candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt"})

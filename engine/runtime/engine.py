@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import HotcoinConfig
+from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
+from engine.discovery.social.source import SocialPost
 from engine.domain import Candle, Fill, Market, TickerBatch
 from engine.domain.candle import timeframe_ms
+from engine.errors import OrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.close_all import close_all
 from engine.execution.paper import PaperBroker
@@ -40,6 +43,7 @@ from engine.ops.metrics import EngineMetrics
 from engine.runtime.client import Command, CommandResult
 from engine.runtime.feed import MarketFeed
 from engine.runtime.local_client import SnapshotHub
+from engine.runtime.recovery import BalanceAudit, Recovery
 from engine.runtime.snapshot import (
     CandidateRow,
     CloseAllProgress,
@@ -52,6 +56,7 @@ from engine.runtime.snapshot import (
 )
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.signals.features import WINDOW
+from engine.signals.scorer import ModelLoad
 from engine.trading import TradingCore
 
 log = logging.getLogger("hotcoin.engine")
@@ -59,6 +64,7 @@ log = logging.getLogger("hotcoin.engine")
 MARKETS_REFRESH_MS = 5 * 60_000
 SYNC_EVERY_MS = 5_000
 RECENT_EVENTS = 200
+CANDIDATE_SEQS = 8_192
 
 
 @dataclass
@@ -67,7 +73,8 @@ class EngineStats:
     batches_rejected: int = 0
     intents: int = 0
     fills: int = 0
-    decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # batch -> orders sent
+    cycle_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # batch -> cycle done
 
 
 EventObserver = Callable[[str, Mapping[str, Any], "str | None"], object]
@@ -83,6 +90,7 @@ class _Tap:
         self.observers: list[EventObserver] = []  # e.g. notifications; each must be cheap and non-blocking
         self.candidate_seq: dict[str, int] = {}
         self.last_signal: dict[str, str] = {}  # symbol -> latest signal decision, for the pool view
+        self.on_order_error: Callable[[int], None] | None = None  # failed order calls, for the state machine
 
     def emit(
         self,
@@ -97,11 +105,16 @@ class _Tap:
         seq = self.sink.emit(kind, ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
         if kind == "candidate_snapshot" and trace_id is not None:
             self.candidate_seq[trace_id] = seq
-            if len(self.candidate_seq) > 50_000:  # traces older than a few bars are never a cause again
-                for old in list(self.candidate_seq)[:25_000]:
+            # A trace is a cause only within its own bar (<= one snapshot per symbol per bar), so
+            # the newest 4,096 cover two full bars of a 2,000-symbol market; a larger map only
+            # grew RSS over a simulated week (bench_soak).
+            if len(self.candidate_seq) > CANDIDATE_SEQS:
+                for old in list(self.candidate_seq)[: CANDIDATE_SEQS // 2]:
                     del self.candidate_seq[old]
         elif kind == "signal_snapshot" and symbol is not None:
             self.last_signal[symbol] = str(payload.get("decision", ""))
+        elif kind == "order_result" and payload.get("error_class") and self.on_order_error is not None:
+            self.on_order_error(ts_ms)
         for observe in self.observers:
             observe(kind, payload, symbol)
         self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, _summary(kind, payload)))
@@ -138,6 +151,9 @@ class Engine:
         run_id: str,
         mode: Mode,
         metrics: EngineMetrics | None = None,
+        recovery: Recovery | None = None,
+        audit: BalanceAudit | None = None,
+        model: ModelLoad | None = None,
     ) -> None:
         self.config = config
         self.feed = feed
@@ -146,16 +162,23 @@ class Engine:
         self.tap = _Tap(journal)
         self.run_id = run_id
         self.mode = mode
+        self.config_hash = config.config_hash()  # hashing the config costs ~1 ms: once per run
         self.metrics = metrics or EngineMetrics()
+        self.recovery = recovery  # state rebuilt from the journal, installed once the core exists
+        self.model = model  # the verified model in the signal path (production or shadow), if any
+        self._model_label = f"{model.model} ({model.mode})" if model is not None and model.scorer is not None else None
+        self.audit = audit  # exchange balances vs our records, every 5 minutes (exchange mode)
         self.hub = SnapshotHub()
         self.stats = EngineStats()
         self.state = EngineStateMachine(config.state)
+        self.tap.on_order_error = self.state.errors.record
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
         self.router = OrderRouter(broker, self.tap)
         self.core: TradingCore | None = None
         self.paused = False
         self._commands: asyncio.Queue[tuple[Command, str, asyncio.Future[CommandResult]]] = asyncio.Queue(maxsize=64)
         self._stop = asyncio.Event()
+        self._inbox: deque[tuple[str, list[Any]]] = deque(maxlen=1000)  # slow inputs between cycles
         self._command_waiting = asyncio.Event()
         self._markets: dict[str, Market] = {}
         self._markets_at = 0
@@ -182,12 +205,21 @@ class Engine:
         first = await self.feed.next_batch()
         self._now = first.ts_ms
         await self._refresh_markets(first.ts_ms, force=True)
-        self.core = TradingCore(self.config.trading, self._markets, self.tap, run_id=self.run_id)
+        scorer = self.model.scorer if self.model is not None else None
+        self.core = TradingCore(self.config.trading, self._markets, self.tap, run_id=self.run_id, scorer=scorer)
         self.tap.emit(
             "run_start",
             ts_ms=first.ts_ms,
-            payload={"run_id": self.run_id, "config_hash": self.config.config_hash(), "mode": self.mode.value},
+            payload={
+                "run_id": self.run_id,
+                "config_hash": self.config_hash,
+                "mode": self.mode.value,
+                "model": self.model.model if self.model is not None else None,
+                "model_status": self.model.status if self.model is not None else "no model loader",
+            },
         )
+        if self.recovery is not None:
+            await self.recovery.apply(self, first.ts_ms)
         batch: TickerBatch | None = first
         reason = "stopped"
         try:
@@ -210,6 +242,14 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def deliver_posts(self, posts: list[SocialPost]) -> None:
+        """Social posts from a source task; folded into discovery at the next cycle."""
+        self._inbox.append(("posts", posts))
+
+    def deliver_announcements(self, announcements: list[Announcement]) -> None:
+        """Exchange announcements from the poller; folded into discovery at the next cycle."""
+        self._inbox.append(("announcements", announcements))
 
     def observe(self, observer: EventObserver) -> None:
         """Call `observer(kind, payload, symbol)` for every journaled event (after it is journaled)."""
@@ -251,6 +291,12 @@ class Engine:
         await self._refresh_markets(now)
         if isinstance(self.broker, PaperBroker):
             self.broker.update_book(batch)
+        while self._inbox:
+            kind, items = self._inbox.popleft()
+            if kind == "posts":
+                self.discovery.on_posts(items, now)
+            else:
+                self.discovery.on_announcements(items, now)
         cycle = self.discovery.on_batch(batch)
         if not cycle.accepted:
             self.stats.batches_rejected += 1
@@ -265,8 +311,15 @@ class Engine:
             self._book(updates, now)
         if now - self._last_sync >= SYNC_EVERY_MS:
             self._last_sync = now
-            self._book(await self.broker.sync(now), now)
+            try:
+                self._book(await self.broker.sync(now), now)
+            except OrderError as exc:  # the exchange failed a reconcile (429, 5xx, timeout): next sync retries
+                log.warning("broker sync failed: %s", exc)
+                self.state.errors.record(now)
+        if self.audit is not None and self.audit.due(now):
+            await self.audit.run(core, self.tap, now)
         self.stats.cycles += 1
+        self.stats.cycle_ms.append((time.perf_counter() - t0) * 1000)
         self.metrics.cycle_latency.observe(time.perf_counter() - t0)
         await self._publish(cycle, now)
 
@@ -312,7 +365,8 @@ class Engine:
     def _step_state(self, now: int) -> None:
         assert self.core is not None
         risk_level = int(self.core.risk.level)
-        transition = self.state.step(HealthInputs(now, data_age_s=self.feed.data_age_s(now), risk_level=risk_level))
+        health = HealthInputs(now, data_age_s=self.feed.data_age_s(now), ws_down_s=self.feed.ws_down_s(now), risk_level=risk_level)
+        transition = self.state.step(health)
         if transition is not None:
             self.tap.emit(
                 "state_change",
@@ -409,7 +463,8 @@ class Engine:
             order_error_rate=float(self.state.errors.count(now)),
             streams=self.feed.streams(now),
             run_id=self.run_id,
-            config_hash=self.config.config_hash(),
+            config_hash=self.config_hash,
+            model_version=self._model_label,
         )
         if self._close_all is not None and self._close_all.remaining:
             left = len(core.book.holdings)

@@ -47,6 +47,10 @@ class MarketFeed(abc.ABC):
     def data_age_s(self, now_ms: int) -> float | None:
         """Seconds since the last market message."""
 
+    def ws_down_s(self, now_ms: int) -> float:
+        """Seconds the market-data connection has been down (0 while up, and for in-process feeds)."""
+        return 0.0
+
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""
 

@@ -11,27 +11,40 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
+from pydantic import SecretStr
 
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
+from engine.execution.broker import Broker
+from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import JournalEvent
 from engine.journal.writer import Journal
+from engine.market.ccxt_gateway import CcxtGateway
+from engine.market.gateway import GatewayNotice
 from engine.ops.http import OpsServer
 from engine.ops.notify.service import open_notifications
 from engine.runtime.engine import Engine, trace_events
-from engine.runtime.feed import SimFeed
+from engine.runtime.feed import MarketFeed, SimFeed
+from engine.runtime.gateway_feed import ExchangeClock, GatewayFeed
 from engine.runtime.local_client import LocalEngineClient
+from engine.runtime.recovery import BalanceAudit, Recovery, read_journal
 from engine.runtime.snapshot import Mode
 from engine.runtime.socket_server import default_socket_path, serve_engine_socket
+from engine.runtime.sources import discovery_sources
+from engine.signals.scorer import ModelLoad
 from engine.sim.market import SimMarket, open_market
 from engine.sim.scenario import Move, PumpEvent
 
 log = logging.getLogger("hotcoin.session")
+
+SIM_API_KEY = "hotcoin-sim"  # the key a run signs with on the simulated exchange when none is configured
 
 # Discovery's longest window is 60 minutes; the simulated market starts this much earlier and
 # is fast-forwarded so the demo trades from its first minute.
@@ -71,7 +84,12 @@ class RunOptions:
     http: bool = True
     start_ms: int | None = None  # sim start time; default: now
     demo_pump: bool = True  # script one pump early in a generated market, so a demo shows a trade
+    # Simulated market only: every batch exactly this much sim time after the last, as fast as the
+    # engine goes (deterministic; tests and soak runs). None follows the sim clock (`speed`).
+    lockstep_ms: int | None = None
     attach_socket: bool = True  # serve the engine client on a 0600 Unix socket for `hotcoin tui --attach`
+    # Loads the verified model for the signal path (`ml.runtime.load_scorer`); None: rules alone.
+    model_loader: Callable[[HotcoinConfig], ModelLoad] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,26 +126,96 @@ def check_live(config: HotcoinConfig, options: RunOptions) -> None:
         raise ConfigError("--live sends real orders; add --yes-really-trade-live to confirm")
 
 
+def uses_exchange(config: HotcoinConfig, options: RunOptions) -> bool:
+    """Market data from an exchange over the network, rather than the in-process simulated market:
+    Binance (or a Binance-compatible `exchange.endpoint`), or the simulated exchange at an endpoint."""
+    if options.demo:
+        return False
+    return config.exchange.name == "binance" or config.exchange.endpoint is not None
+
+
+async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: PaperBroker) -> tuple[GatewayFeed, Broker]:
+    """The gateway feed, and the broker that trades on it.
+
+    Binance: `paper` (fills from the feed's book) unless `--live` (checked by `check_live`).
+    The simulated exchange (`exchange.name = "sim"` with an endpoint): the exchange broker,
+    since no real money is at stake and its order path is the thing worth exercising; the sim
+    accepts any API key, so without configured keys the run signs as `SIM_API_KEY`. Its clock
+    runs at `options.speed` (`--speed`, which must match the sim-exchange's) from the time it
+    reports, and the gateway keeps that time (`ExchangeClock`).
+    """
+    section = config.exchange
+    on_sim = section.name == "sim"
+    clock: ExchangeClock | None = None
+    if on_sim:
+        if section.api_key is None or section.api_secret is None:
+            section = section.model_copy(update={"api_key": SecretStr(SIM_API_KEY), "api_secret": SecretStr(SIM_API_KEY)})
+        assert section.endpoint is not None  # uses_exchange: the sim is only reached at an endpoint
+        clock = ExchangeClock(await server_time_ms(section.endpoint, section.request_timeout_ms), options.speed)
+    gateway = CcxtGateway(section, clock=clock, notify=_log_notice)
+    feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
+    if options.live or on_sim:
+        return feed, ExchangeBroker(gateway)
+    return feed, paper
+
+
+async def server_time_ms(endpoint: str, timeout_ms: int) -> int:
+    """The exchange's clock (`GET /api/v3/time`); a host that does not answer is a named error."""
+    url = endpoint.rstrip("/") + "/api/v3/time"
+    try:
+        timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as reply:
+            reply.raise_for_status()
+            return int((await reply.json())["serverTime"])
+    except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"exchange.endpoint {endpoint}: no server time from {url} ({type(exc).__name__}: {exc}); "
+            "start `hotcoin sim-exchange` and pass the URL it prints"
+        ) from None
+
+
+def _log_notice(notice: GatewayNotice) -> None:
+    log.warning("exchange %s on %s: %s", notice.kind.value, notice.stream, notice.detail)
+
+
 @contextlib.asynccontextmanager
 async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[EngineSession]:
     check_live(config, options)
     mode = mode_of(config, options)
-    if mode is not Mode.SIM:
-        raise ConfigError(
-            "trading on Binance from `hotcoin run` is not wired yet; use --demo (the simulated market)"
-        )
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
-    clock = SimClock(start_ms, options.speed)
-    market = open_market(config.sim, start_ms - WARMUP_MS)
-    if options.demo_pump and isinstance(market, SimMarket):
-        script_demo_pump(market, start_ms + DEMO_PUMP_AFTER_MS)
-    feed = SimFeed(market, clock)
     ex = config.trading.execution
-    broker = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+    paper = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+    feed: MarketFeed
+    broker: Broker = paper
+    if uses_exchange(config, options):
+        feed, broker = await exchange_feed(config, options, paper)
+    else:
+        clock = SimClock(start_ms, options.speed)
+        market = open_market(config.sim, start_ms - WARMUP_MS)
+        if options.demo_pump and isinstance(market, SimMarket):
+            script_demo_pump(market, start_ms + DEMO_PUMP_AFTER_MS)
+        if options.lockstep_ms is not None:
+            feed = SimFeed(market, clock, interval_ms=options.lockstep_ms, lockstep=True)
+        else:
+            feed = SimFeed(market, clock)
     journal_path = config.journal_path
+    # What an earlier run held and sent, read before this run writes anything.
+    recovered = read_journal(
+        journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
+    )
     async with Journal.open(journal_path, config.journal) as journal:
-        engine = Engine(config, feed, broker, journal, run_id=run_id, mode=mode)
+        recovery = None if recovered.empty else Recovery(recovered)
+        model = options.model_loader(config) if options.model_loader is not None else None
+        if model is not None:
+            log.info("model: %s", model.status, extra={"model": model.model, "model_mode": model.mode})
+        # On an exchange, its balances are checked against our records every 5 minutes.
+        audit = None
+        if isinstance(broker, ExchangeBroker) and isinstance(broker.gateway, CcxtGateway):
+            audit = BalanceAudit(broker.gateway, config.exchange.quote_asset)
+        engine = Engine(
+            config, feed, broker, journal, run_id=run_id, mode=mode, model=model, recovery=recovery, audit=audit
+        )
 
         async def trace(trace_id: str) -> list[JournalEvent]:
             await journal.flush()
@@ -152,4 +240,5 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
                 await stack.enter_async_context(serve_engine_socket(default_socket_path(config.paths.data_dir), client))
             bridge = await stack.enter_async_context(open_notifications(config, client, journal_path))
             engine.observe(bridge.on_event)
+            await stack.enter_async_context(discovery_sources(config, mode, engine))
             yield EngineSession(engine, client, journal_path, run_id, ops.port if ops else None)

@@ -56,7 +56,7 @@ def run(
     ] = None,
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
-    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
+    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
     duration: Annotated[float | None, typer.Option("--duration", min=0, help="Stop after this many wall seconds.")] = None,
     endpoint: Annotated[
         str | None,
@@ -80,7 +80,10 @@ def run(
         cli=cli_overrides(exchange=exchange, endpoint=endpoint, journal=journal, seed=seed, symbols=symbols, http_port=http_port),
     )
     configure_logging(loaded.config.log_level)
+    from ml.runtime import load_scorer
+
     options = RunOptions(
+        model_loader=load_scorer,
         demo=demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None),
         live=live,
         confirm_live=yes_really,

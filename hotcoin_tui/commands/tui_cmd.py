@@ -98,8 +98,11 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
                 return app.return_code or 0
 
         return asyncio.run(attached())
+    from ml.runtime import load_scorer
+
     run_options = RunOptions(
-        demo=engine.demo or loaded.config.exchange.name == "sim",
+        model_loader=load_scorer,
+        demo=engine.demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None),
         live=engine.live,
         confirm_live=engine.yes_really,
         speed=engine.speed,

@@ -109,10 +109,18 @@ async def test_close_all_from_the_console_flattens_the_real_engine(tmp_path: Pat
     from hotcoin_tui.app import HotcoinApp
     from tests.kit.waiting import eventually
 
+    # Exits that never fire on their own: the position stays until close-all sells it.
+    hold = {
+        "trading.exits.take_profit": [{"gain": 50.0, "fraction": 1.0}],
+        "trading.exits.stop_loss": 0.9,
+        "trading.exits.trailing_activation": 50.0,
+        "trading.exits.exit_on_signal": False,
+        "trading.exits.max_hold_ms": 30 * 86_400_000,
+    }
     config = load_config(
-        env={}, cli={"journal.path": str(tmp_path / "j.sqlite"), "sim.symbols": 40, "ops.http_enabled": False}
+        env={}, cli={"journal.path": str(tmp_path / "j.sqlite"), "sim.symbols": 40, "ops.http_enabled": False, **hold}
     ).config
-    engine = EngineThread(config, RunOptions(speed=120, attach_socket=False))
+    engine = EngineThread(config, RunOptions(attach_socket=False, lockstep_ms=5_000))
     with engine as client:
         console = HotcoinApp(client, config.tui)
         async with console.run_test(size=(120, 36)) as pilot:

@@ -23,6 +23,7 @@ from engine.runtime.engine import Engine
 from engine.runtime.feed import SimFeed
 from engine.runtime.session import WARMUP_MS
 from engine.runtime.snapshot import Mode
+from engine.signals.scorer import ModelLoad
 from engine.sim.market import SimMarket
 from engine.sim.scenario import Move
 
@@ -64,7 +65,12 @@ class EngineRig:
 
 
 @asynccontextmanager
-async def pump_rig(journal_path: Path, config: HotcoinConfig | None = None, broker: Broker | None = None) -> AsyncIterator[EngineRig]:
+async def pump_rig(
+    journal_path: Path,
+    config: HotcoinConfig | None = None,
+    broker: Broker | None = None,
+    model: ModelLoad | None = None,
+) -> AsyncIterator[EngineRig]:
     config = config or quiet_config()
     market = SimMarket(config.sim, START_MS - WARMUP_MS)
     symbol = script_pump(market, START_MS + 5 * 60_000)
@@ -72,5 +78,5 @@ async def pump_rig(journal_path: Path, config: HotcoinConfig | None = None, brok
     ex = config.trading.execution
     broker = broker or PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
     async with Journal.open(journal_path, config.journal) as journal:
-        engine = Engine(config, feed, broker, journal, run_id="test-run", mode=Mode.SIM)
+        engine = Engine(config, feed, broker, journal, run_id="test-run", mode=Mode.SIM, model=model)
         yield EngineRig(engine, market, symbol, journal)

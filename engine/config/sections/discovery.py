@@ -195,6 +195,7 @@ class SocialSection(Section):
     square_url: str | None = Field(None, description="Binance Square feed JSON URL; None disables it.")
     square_poll_ms: int = Field(60_000, ge=1000, description="Binance Square poll interval.")
     jsonl_path: str | None = Field(None, description="JSONL file of posts to tail (one JSON object a line); None disables it.")
+    jsonl_poll_ms: int = Field(1000, ge=10, description="How often the JSONL file is checked for new lines.")
     webhook_port: int | None = Field(None, ge=0, le=65535, description="Port of the post webhook on 127.0.0.1; None disables it.")
     kol_followers: int = Field(10_000, ge=0, description="Authors with more followers than this are KOLs.")
     kol_weight: float = Field(3.0, ge=1, description="A KOL's mention counts this many times.")

@@ -1,0 +1,350 @@
+"""`GatewayFeed`: the runtime's market data from an exchange, through a `Gateway`.
+
+The engine cycles once per batch and reads its time from the batch, so this feed decides
+what time it is, and it must keep the engine cycling when the exchange goes quiet:
+
+- **Exchange time.** A batch's `ts_ms` is the exchange's own clock: the newest ticker event
+  time in it (Binance's close time `C`), never the local wall clock. On Binance the two agree
+  within network latency; on the simulated exchange at x300 only the exchange's clock moves
+  at the market's pace, and the engine's bars, windows and thresholds must follow the market.
+  `ts_ms` never goes backwards (a duplicated or reordered message gets `last + 1`).
+- **Heartbeats.** When no ticker arrives for `idle_s` wall seconds (a dropped WebSocket in
+  backoff, a half-open socket, a stream error), `next_batch` returns an *empty* batch stamped
+  with the exchange's time by the gateway's clock (`SystemClock` for Binance, `ExchangeClock`
+  for the simulated exchange) instead of waiting: the engine then cycles on no data, its state
+  machine sees `data_age_s` grow (degraded, then blocked), and a paper broker has no book to
+  fill at (a fill at a minutes-old price would be fiction). The pending `watch_tickers` call is
+  never cancelled for a heartbeat: cancelling a ccxt watch mid-message would cost the stream
+  its state.
+- **Bad data never stops the loop.** A batch the gateway could not decode (`MarketDataError`)
+  or a stream error is counted and becomes a heartbeat; candle fetches that fail (429
+  silence, 418 ban, 5xx, timeout) return no candles (counted, last error kept) and the engine
+  fetches that symbol's recent bars again on the next bar.
+
+**Warm-up.** Discovery ranks against an hour of its own history; a feed that starts empty
+trades on thin baselines for that hour. `warmup()` rebuilds the last `warmup_minutes` from 1m
+klines (one REST call per symbol of the quote asset, skipped above `warmup_max_symbols`,
+where it would cost too much request weight): one batch per discovery slot, the price the
+minute's close, and the 24 h quote volume walked back from today's figure by each minute's
+own volume (so the volume discovery reads per slot is that minute's, spread over its slots).
+
+Candles go through the gateway's candle cache keyed on the exchange-time bar (`since_ms`
+anchored to the current bar), so a bar is fetched once however often it is asked for and a
+new bar is never answered from an old entry, whatever clock the cache itself reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from engine.domain import Candle, Market, TickerBatch
+from engine.domain.candle import timeframe_ms
+from engine.errors import HotcoinError, MarketDataError, OrderError
+from engine.market.backoff import Clock, SystemClock
+from engine.market.gateway import REST_STREAM, Gateway, StreamHealth
+from engine.runtime.feed import MarketFeed
+from engine.runtime.snapshot import StreamRow
+
+log = logging.getLogger("hotcoin.feed")
+
+TICKER_STREAM = "tickers"  # the gateway's health key of the full-market ticker stream
+STALE_ROW_MS = 10_000  # a connected stream silent this long shows as "stale" in the UI
+REST_ERROR_SHOWN_MS = 60_000  # a REST error shows on the `rest` row for this long
+MINUTE_MS = 60_000
+
+
+class ExchangeClock:
+    """The gateway's `Clock` for an exchange whose time runs at `pace` x wall time from
+    `exchange_ms` (the simulated exchange's clock, read once from its `/api/v3/time`).
+
+    The gateway stamps batches and judges candles closed, stream silence, backoffs and
+    rate-limit silences with its clock; on the simulated exchange at x300 those must be
+    exchange seconds (a 60 s rate-limit silence lasts 0.2 s of wall time there, as it would
+    for a client living at the exchange's pace). Binance needs none: `SystemClock` is its time.
+    """
+
+    def __init__(self, exchange_ms: int, pace: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        if pace <= 0:
+            raise ValueError(f"pace must be positive (exchange seconds per wall second), got {pace}")
+        self.pace = pace
+        self._origin = exchange_ms
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+
+    def now_ms(self) -> int:
+        return self._origin + int((self._monotonic() - self._t0) * 1000.0 * self.pace)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.pace)
+
+
+def _forward_fill(a: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Each row's NaNs replaced by the last value before them (a minute without trades)."""
+    idx = np.where(np.isnan(a), 0, np.arange(a.shape[1]))
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    out: np.ndarray[Any, np.dtype[np.float64]] = a[np.arange(a.shape[0])[:, None], idx]
+    return out
+
+
+def _empty_batch(ts_ms: int) -> TickerBatch:
+    f = np.empty(0, np.float64)
+    i = np.empty(0, np.int64)
+    return TickerBatch(ts_ms, (), i, f, f, f, f, f, f, f, f, i.copy())
+
+
+class GatewayFeed(MarketFeed):
+    """Market data of one exchange account's `Gateway`; see the module docstring.
+
+    `clock`: the gateway's clock (the exchange's time). `idle_s`: wall seconds without a ticker
+    before a heartbeat batch. `markets_refresh_s`: wall seconds between market-info reloads (a
+    failed reload keeps the last good copy). `warmup_minutes` (0: none), `warmup_max_symbols`
+    and `quote_asset`: the warm-up (module docstring).
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        clock: Clock | None = None,
+        idle_s: float = 1.0,
+        markets_refresh_s: float = 3600.0,
+        quote_asset: str = "USDT",
+        warmup_minutes: int = 65,
+        warmup_max_symbols: int = 600,
+    ) -> None:
+        if idle_s <= 0 or markets_refresh_s <= 0:
+            raise ValueError(f"idle_s and markets_refresh_s must be positive seconds, got {idle_s}, {markets_refresh_s}")
+        self.gateway = gateway
+        self._clock = clock or SystemClock()
+        self._idle_s = idle_s
+        self._refresh_s = markets_refresh_s
+        self._quote = quote_asset
+        self._warmup_minutes = warmup_minutes
+        self._warmup_max_symbols = warmup_max_symbols
+        self._pending: asyncio.Future[TickerBatch] | None = None
+        self._book: TickerBatch | None = None
+        self._index: dict[str, int] = {}
+        self._markets: dict[str, Market] = {}
+        self._markets_at: float | None = None
+        self._last_data_ms: int | None = None  # exchange time of the newest data
+        self._last_ts = 0  # the last ts_ms handed to the engine
+        self.batches = 0
+        self.heartbeats = 0
+        self.bad_batches = 0
+        self.stream_errors = 0
+        self.candle_errors = 0
+        self.markets_errors = 0
+        self.last_error: str | None = None
+
+    def _stamp(self, ts_ms: int) -> int:
+        ts = max(ts_ms, self._last_ts + 1)
+        self._last_ts = ts
+        return ts
+
+    # ------------------------------------------------------------------ warm-up
+    async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        if self._warmup_minutes <= 0:
+            return
+        markets = await self.markets()
+        symbols = sorted(m.symbol for m in markets.values() if m.quote == self._quote)
+        if not symbols or len(symbols) > self._warmup_max_symbols:
+            log.info("no discovery warm-up", extra={"symbols": len(symbols), "max": self._warmup_max_symbols})
+            return
+        try:
+            batches = await self._warmup_batches(symbols, step_ms)
+        except OrderError as exc:  # a warm-up is a head start, never a reason not to trade
+            self._error(exc)
+            return
+        for batch in batches:
+            yield batch
+            await asyncio.sleep(0)
+
+    async def _warmup_batches(self, symbols: list[str], step_ms: int) -> list[TickerBatch]:
+        today = await self.gateway.fetch_tickers()
+        end = self._clock.now_ms() // MINUTE_MS * MINUTE_MS
+        start = end - self._warmup_minutes * MINUTE_MS
+        fetched = await asyncio.gather(
+            *(self.gateway.fetch_candles(s, "1m", since_ms=start, limit=self._warmup_minutes) for s in symbols)
+        )
+        row = {s: i for i, s in enumerate(today.symbols)}
+        known = [(s, c) for s, c in zip(symbols, fetched, strict=True) if s in row and c]
+        if not known:
+            return []
+        n, minutes = len(known), self._warmup_minutes
+        close = np.full((n, minutes), np.nan)
+        volume = np.zeros((n, minutes))  # quote volume per minute
+        for i, (_, candles) in enumerate(known):
+            for c in candles:
+                k = (c.open_ms - start) // MINUTE_MS
+                if 0 <= k < minutes:
+                    close[i, k], volume[i, k] = c.close, c.volume * c.close
+        close = _forward_fill(close)
+        idx = np.array([row[s] for s, _ in known])
+        qv_now = today.quote_volume_24h[idx]
+        after = np.cumsum(volume[:, ::-1], axis=1)[:, ::-1]  # quote volume from minute k to the end
+        names = tuple(s for s, _ in known)
+        per_minute = max(1, MINUTE_MS // step_ms)
+        out = []
+        for k in range(minutes):
+            for j in range(per_minute):
+                # Minute k's volume arrives over its slots; its close stands for the whole minute.
+                done = (j + 1) / per_minute
+                qv = qv_now - after[:, k] + volume[:, k] * done
+                ts = start + k * MINUTE_MS + (j + 1) * step_ms
+                ok = ~np.isnan(close[:, k])
+                if ts > end or not ok.any():
+                    continue
+                price = close[ok, k]
+                out.append(
+                    TickerBatch(
+                        ts_ms=self._stamp(ts),
+                        symbols=tuple(s for s, keep in zip(names, ok, strict=True) if keep),
+                        event_ms=np.full(len(price), ts, np.int64),
+                        last=price,
+                        bid=price,
+                        ask=price,
+                        open_24h=today.open_24h[idx][ok],
+                        high_24h=today.high_24h[idx][ok],
+                        low_24h=today.low_24h[idx][ok],
+                        base_volume_24h=qv[ok] / price,
+                        quote_volume_24h=qv[ok],
+                        trade_count_24h=np.full(len(price), -1, np.int64),
+                    )
+                )
+        return out
+
+    # ------------------------------------------------------------------ batches
+    async def next_batch(self) -> TickerBatch:
+        while True:
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(self.gateway.watch_tickers())
+            # The engine starts on real data (its first batch sets its clock): until then, wait.
+            started = self._last_data_ms is not None
+            done, _ = await asyncio.wait({self._pending}, timeout=self._idle_s if started else None)
+            if not done:
+                return self._heartbeat()
+            pending, self._pending = self._pending, None
+            try:
+                return self._accept(pending.result())
+            except MarketDataError as exc:
+                self.bad_batches += 1
+                self._error(exc)
+                if started:
+                    return self._heartbeat()
+            except HotcoinError as exc:
+                # Not a drop (the gateway re-dials those itself): a refused subscription, bad keys.
+                # Fatal before the first data; later, wait out one idle period before asking
+                # again, so a hard error cannot spin the loop.
+                self.stream_errors += 1
+                self._error(exc)
+                if not started:
+                    raise
+                await asyncio.sleep(self._idle_s)
+                return self._heartbeat()
+
+    def _accept(self, batch: TickerBatch) -> TickerBatch:
+        events = batch.event_ms[batch.event_ms > 0]
+        exchange_ms = int(events.max()) if len(events) else batch.ts_ms
+        self._last_data_ms = max(exchange_ms, self._last_data_ms or 0)
+        self.batches += 1
+        if len(batch):
+            self._book = batch
+            self._index = {s: i for i, s in enumerate(batch.symbols)}
+        return replace(batch, ts_ms=self._stamp(exchange_ms))
+
+    def _heartbeat(self) -> TickerBatch:
+        self.heartbeats += 1
+        return _empty_batch(self._stamp(self._clock.now_ms()))
+
+    def _error(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("market data: %s", self.last_error)
+
+    # ------------------------------------------------------------------ markets, candles, book
+    async def markets(self) -> dict[str, Market]:
+        """Loaded once (a failure here is fatal: nothing can be traded without filters), then
+        reloaded every `markets_refresh_s`; a failed reload keeps the last good markets."""
+        wall = time.monotonic()
+        if self._markets_at is not None and wall - self._markets_at < self._refresh_s:
+            return self._markets
+        try:
+            self._markets = dict(await self.gateway.load_markets(reload=self._markets_at is not None))
+        except OrderError as exc:
+            if not self._markets:
+                raise
+            self.markets_errors += 1
+            self._error(exc)
+        self._markets_at = wall
+        return self._markets
+
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        tf = timeframe_ms(timeframe)
+        bar = self._last_ts // tf * tf if self._last_ts else None
+        since = None if bar is None else bar - (limit - 1) * tf
+        try:
+            return await self.gateway.fetch_candles(symbol, timeframe, since_ms=since, limit=limit)
+        except OrderError as exc:
+            self.candle_errors += 1
+            self._error(exc)
+            return []
+
+    def book(self, symbol: str) -> tuple[float, float]:
+        i = self._index.get(symbol)
+        if self._book is None or i is None:
+            return math.nan, math.nan
+        return float(self._book.bid[i]), float(self._book.ask[i])
+
+    # ------------------------------------------------------------------ health
+    def data_age_s(self, now_ms: int) -> float | None:
+        if self._last_data_ms is None:
+            return None
+        return max(0.0, (now_ms - self._last_data_ms) / 1000)
+
+    def ws_down_s(self, now_ms: int) -> float:
+        """How long the ticker stream has been disconnected (0 while it is connected)."""
+        health = self.gateway.health().get(TICKER_STREAM)
+        if health is None or health.connected:
+            return 0.0
+        return self.data_age_s(now_ms) or 0.0
+
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        rows = [_row(h, now_ms) for _, h in sorted(self.gateway.health().items())]
+        if self.last_error is not None and not any(r.name == TICKER_STREAM for r in rows):
+            rows.append(StreamRow(TICKER_STREAM, "error", None, self.last_error))
+        return tuple(rows)
+
+    async def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            await asyncio.gather(self._pending, return_exceptions=True)
+            self._pending = None
+        await self.gateway.close()
+
+
+def _row(h: StreamHealth, now_ms: int) -> StreamRow:
+    """One stream's status for the UI: rate-limit silence and errors say why it is not live.
+
+    Gateway health is stamped by the gateway's clock, which keeps the exchange's time
+    (`SystemClock` on Binance, `ExchangeClock` on the simulated exchange), as `now_ms` does."""
+    last = h.last_message_ms or None
+    if h.rate_limited_until_ms > now_ms:
+        left = (h.rate_limited_until_ms - now_ms) / 1000
+        return StreamRow(h.stream, "error", last, f"rate limited for {left:.0f} s more: {h.last_error or ''}".strip())
+    if h.stream == REST_STREAM:
+        recent = h.last_error is not None and now_ms - h.last_error_ms < REST_ERROR_SHOWN_MS
+        return StreamRow(h.stream, "error" if recent else "connected", last, (h.last_error or "") if recent else "")
+    if not h.connected:
+        detail = f"reconnecting (attempt {h.reconnects})" + (f": {h.last_error}" if h.last_error else "")
+        return StreamRow(h.stream, "down", last, detail)
+    stale = h.stale_ms(now_ms)
+    if stale is not None and stale > STALE_ROW_MS:
+        return StreamRow(h.stream, "stale", last, f"no message for {stale / 1000:.0f} s")
+    return StreamRow(h.stream, "connected", last, f"{h.reconnects} reconnects, {h.rotations} rotations")

@@ -1,0 +1,481 @@
+"""Restart recovery: rebuild what the engine held and had sent from the journal, then reconcile.
+
+A process can die at any instruction (SIGKILL, power loss). The journal is the system's record:
+it is written in seq order in whole transactions, so what survives a crash is a consistent
+*prefix* of what the engine did. On start:
+
+1. `rebuild(events, capital)` replays that prefix (pure, no I/O):
+   - **holdings** from the `fill` events, applied to a fresh `PositionBook` in seq order, so the
+     quantities, entry price, entry fees and realised PnL are exactly what the core had (fills,
+     not `position_update`s, are the source: a kill between a fill and its update must not lose
+     the fill). Beside each position: the exit legs already used in its trace (the next exit's
+     client id continues after them, so no exit id is ever reused), the take-profit tiers that
+     sold something (tiers are hit in order) and the break-even stop they moved;
+   - **cash**: the configured capital plus every fill's cash flow;
+   - **client ids already attempted**: seeded into the router's duplicate guard, so an intent the
+     core decides again after the restart is suppressed before any broker sees it (ids freed by
+     a retryable rejection are freed here too, as the router does);
+   - **open orders**: attempted, with no terminal `order_result`.
+2. `Recovery.apply(engine, now)` installs that into the new core and router, then reconciles the
+   open orders with the broker:
+   - **paper**: the paper broker lives in the process and died with it, so an order in flight at
+     the kill never executed anywhere. It is journaled as an `order_result` with status
+     `canceled` and `reason: "lost_in_restart"`: treated as never filled, never resent (its id
+     stays in the guard);
+   - **exchange**: each order is looked up by client id. Fills the exchange made while we were
+     down are booked (only the part beyond what the journal already has), orders still open are
+     handed back to the broker to follow, and orders the exchange never saw are journaled as
+     rejected. The broker's own periodic reconcile later adopts any order of ours it still lists.
+3. It journals a `risk_event` with code `recovered` listing every position (symbol, quantity,
+   entry price, trace, exit legs, tiers), the cash and the orders it settled, so replay (and the
+   kill test) can check that nothing was forgotten. A fill journaled without its
+   `position_update` (killed between the two) gets that update now, with reason `recovered`.
+
+4. While running on an exchange, `BalanceAudit` compares its balances with these records every
+   5 minutes and journals a `risk_event` with code `balance_mismatch` when they disagree.
+
+Not rebuilt: the trailing-stop peak (restarts at the entry price, so the trail re-arms from
+there: looser, never tighter), the risk manager's day (it re-marks at the first cycle), candle
+history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
+the restart. The rebuild reads every order and fill event the journal (main file and archives)
+still has: an archive deleted by retention takes its fills with it, so keep `retention_archives`
+longer than any position is held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engine.domain import Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
+from engine.errors import HotcoinError, NonRetryableOrderError, OrderError
+from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.client_ids import parse_client_order_id
+from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.paper import PaperBroker
+from engine.journal.events import EventSink, JournalEvent
+from engine.market.gateway import Balance
+from engine.portfolio.positions import BookChange, PositionBook, PositionError
+
+if TYPE_CHECKING:
+    from engine.runtime.engine import Engine
+    from engine.trading import TradingCore
+
+log = logging.getLogger("hotcoin.recovery")
+
+KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update")
+_TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
+LOST_IN_RESTART = "lost_in_restart"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOrder:
+    """An order the journal saw attempted and never saw finish."""
+
+    client_order_id: str
+    trace_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    purpose: OrderPurpose
+    quantity: Decimal
+    price: Decimal | None
+    attempt_seq: int
+    ts_ms: int
+    filled_qty: float = 0.0  # journaled fills of this order so far
+    filled_cost: float = 0.0  # sum of price x quantity of those fills
+    filled_fees: float = 0.0
+
+    def as_order(self, status: OrderStatus, now_ms: int) -> Order:
+        return Order(
+            client_order_id=self.client_order_id,
+            exchange_order_id=None,
+            symbol=self.symbol,
+            side=self.side,
+            order_type=self.order_type,
+            status=status,
+            quantity=self.quantity,
+            filled_qty=Decimal(repr(self.filled_qty)),
+            price=self.price,
+            average_price=self.filled_cost / self.filled_qty if self.filled_qty > 0 else None,
+            fee_quote=self.filled_fees,
+            created_ms=self.ts_ms,
+            updated_ms=now_ms,
+            trace_id=self.trace_id,
+            purpose=self.purpose,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnbookedFill:
+    """A fill on disk whose `position_update` was lost with the process."""
+
+    fill_seq: int
+    trace_id: str
+    change: BookChange
+
+
+@dataclass(slots=True)
+class RecoveredState:
+    """What the journal says the engine held and had sent when it stopped."""
+
+    cash: float
+    book: PositionBook = field(default_factory=PositionBook)
+    sent_ids: set[str] = field(default_factory=set)
+    open_orders: dict[str, OpenOrder] = field(default_factory=dict)
+    unbooked: list[UnbookedFill] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+    last_seq: int = 0
+    last_ts_ms: int = 0
+    fills: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """No run ever started on this journal: nothing to recover."""
+        return self.last_seq == 0
+
+    def positions(self) -> list[dict[str, Any]]:
+        """The holdings in the shape journaled by the `recovered` risk event."""
+        return [
+            {
+                "symbol": s,
+                "quantity": h.position.quantity,
+                "entry_price": h.position.entry_price,
+                "entry_fees": h.position.entry_fees,
+                "realised_pnl": h.position.realised_pnl,
+                "trace_id": h.position.trace_id,
+                "exit_legs": h.exit_legs,
+                "tp_tiers_hit": list(h.position.tp_tiers_hit),
+                "pending_exit": h.pending_exit,
+            }
+            for s, h in sorted(self.book.holdings.items())
+        ]
+
+
+def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
+    """Replay journal events (seq order; `KINDS` are the ones that matter) into a `RecoveredState`."""
+    state = RecoveredState(cash=capital)
+    book = state.book
+    purposes: dict[str, OrderPurpose] = {}  # client id -> purpose, for every order attempted
+    legs: dict[str, int] = {}  # trace -> highest exit leg attempted in it
+    tiers: dict[str, int] = {}  # position trace -> take-profit orders that sold something
+    tp_filled: set[str] = set()
+    opened_seq: dict[str, int] = {}  # position trace -> seq of its `open` position_update
+    unbooked: dict[int, UnbookedFill] = {}
+    for ev in events:
+        state.last_seq = max(state.last_seq, ev.seq)
+        state.last_ts_ms = max(state.last_ts_ms, ev.ts_ms)
+        p = ev.payload
+        if ev.kind == "order_attempt":
+            cid = str(p["client_order_id"])
+            purpose = OrderPurpose(p["purpose"])
+            purposes[cid] = purpose
+            state.sent_ids.add(cid)
+            parsed = parse_client_order_id(cid)
+            if purpose.is_exit and parsed is not None and ev.trace_id is not None:
+                legs[ev.trace_id] = max(legs.get(ev.trace_id, 0), parsed[2])
+            price = p.get("price")
+            state.open_orders[cid] = OpenOrder(
+                cid, ev.trace_id or "", ev.symbol or "", Side(p["side"]), OrderType(p["order_type"]), purpose,
+                Decimal(str(p["quantity"])), None if price is None else Decimal(str(price)), ev.seq, ev.ts_ms,
+            )
+        elif ev.kind == "order_result":
+            cid = str(p["client_order_id"])
+            if p.get("error_class") == "retryable":
+                state.sent_ids.discard(cid)  # the router freed it: the order certainly did not happen
+            if p["status"] in _TERMINAL:
+                state.open_orders.pop(cid, None)
+        elif ev.kind == "fill":
+            fill = Fill(
+                trade_id=str(p.get("trade_id", f"seq{ev.seq}")),
+                client_order_id=str(p["client_order_id"]),
+                symbol=ev.symbol or "",
+                side=Side(p["side"]),
+                price=float(p["price"]),
+                quantity=float(p["quantity"]),
+                fee_quote=float(p["fee_quote"]),
+                ts_ms=ev.ts_ms,
+                trace_id=ev.trace_id or "",
+            )
+            try:
+                change = book.apply(fill)
+            except PositionError as exc:
+                state.anomalies.append(f"seq {ev.seq}: {exc}")
+                continue
+            state.fills += 1
+            state.cash += -(fill.notional + fill.fee_quote) if fill.side is Side.BUY else fill.notional - fill.fee_quote
+            cid = fill.client_order_id
+            purpose = purposes.get(cid, OrderPurpose.ENTRY if fill.side is Side.BUY else OrderPurpose.CLOSE_ALL)
+            if purpose is OrderPurpose.TAKE_PROFIT and cid not in tp_filled:
+                tp_filled.add(cid)
+                tiers[change.trace_id] = tiers.get(change.trace_id, 0) + 1
+            order = state.open_orders.get(cid)
+            if order is not None:
+                state.open_orders[cid] = dataclasses.replace(
+                    order,
+                    filled_qty=order.filled_qty + fill.quantity,
+                    filled_cost=order.filled_cost + fill.notional,
+                    filled_fees=order.filled_fees + fill.fee_quote,
+                )
+            unbooked[ev.seq] = UnbookedFill(ev.seq, ev.trace_id or change.trace_id, change)
+        elif ev.kind == "position_update":
+            if ev.cause is not None:
+                unbooked.pop(ev.cause, None)
+            trace = p.get("position_trace_id") or ev.trace_id
+            if p["action"] == "open" and trace is not None:
+                opened_seq[str(trace)] = ev.seq
+    for held in book.holdings.values():
+        pos = held.position
+        held.exit_legs = legs.get(pos.trace_id, 0)
+        held.opened_seq = opened_seq.get(pos.trace_id)
+        hit = tiers.get(pos.trace_id, 0)
+        if hit:
+            stop = pos.entry_price if breakeven_after_tp else pos.stop_price
+            held.position = dataclasses.replace(pos, tp_tiers_hit=tuple(range(hit)), stop_price=stop)
+    for order in state.open_orders.values():
+        pending = book.get(order.symbol)
+        if order.purpose.is_exit and pending is not None:
+            pending.pending_exit = order.client_order_id
+    state.unbooked = sorted(unbooked.values(), key=lambda u: u.fill_seq)
+    return state
+
+
+def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
+    """`rebuild` from the journal at `path` (main file and archives); an empty state if none yet."""
+    from engine.journal.reader import JournalReader
+
+    path = Path(path)
+    if not path.is_file():
+        return RecoveredState(cash=capital)
+    with JournalReader(path) as reader:
+        return rebuild(reader.events(kinds=KINDS), capital, breakeven_after_tp=breakeven_after_tp)
+
+
+class Recovery:
+    """Installs a `RecoveredState` into a freshly built engine and reconciles it with the broker."""
+
+    def __init__(self, state: RecoveredState) -> None:
+        self.state = state
+
+    async def apply(self, engine: Engine, now_ms: int) -> dict[str, Any]:
+        """Restore core and router, settle the open orders, journal what was found; returns the
+        payload of the `recovered` risk event."""
+        core = engine.core
+        assert core is not None, "Recovery.apply runs once the engine built its core"
+        state = self.state
+        sink = engine.tap
+        for u in state.unbooked:
+            _journal_update(sink, u, now_ms)
+        core.restore(state.book.holdings, state.cash)
+        engine.router.remember(state.sent_ids)
+        settled = await self._reconcile(engine, now_ms)
+        payload: dict[str, Any] = {
+            "code": "recovered",
+            "level": core.risk.level.name,
+            "detail": (
+                f"restart: {len(state.book.holdings)} position(s), cash {state.cash:.2f}, "
+                f"{len(state.sent_ids)} client id(s) already sent, {len(settled)} open order(s) settled"
+            ),
+            "value": float(len(state.book.holdings)),
+            "threshold": None,
+            "positions": state.positions(),
+            "cash": state.cash,
+            "orders": settled,
+            "through_seq": state.last_seq,
+            "unbooked_fills": [u.fill_seq for u in state.unbooked],
+            "anomalies": state.anomalies,
+        }
+        sink.emit("risk_event", ts_ms=now_ms, payload=payload)
+        return payload
+
+    async def _reconcile(self, engine: Engine, now_ms: int) -> list[dict[str, Any]]:
+        broker = engine.broker
+        settled: list[dict[str, Any]] = []
+        for order in sorted(self.state.open_orders.values(), key=lambda o: o.attempt_seq):
+            if isinstance(broker, PaperBroker):
+                outcome = self._lost(engine, order, now_ms)
+            elif isinstance(broker, ExchangeBroker):
+                outcome = await self._exchange(engine, broker, order, now_ms)
+            else:
+                outcome = await self._listed(engine, broker, order, now_ms)
+            settled.append({"client_order_id": order.client_order_id, "symbol": order.symbol, "outcome": outcome})
+        return settled
+
+    def _lost(self, engine: Engine, order: OpenOrder, now_ms: int) -> str:
+        """An order that died with the process: journaled as cancelled, released in the core."""
+        seq = engine.tap.emit(
+            "order_result",
+            ts_ms=now_ms,
+            payload={
+                "client_order_id": order.client_order_id,
+                "status": OrderStatus.CANCELED.value,
+                "error_class": None,
+                "reason": LOST_IN_RESTART,
+                "detail": "the paper broker restarted: the order died with the process and is treated as never filled",
+            },
+            trace_id=order.trace_id,
+            symbol=order.symbol,
+            cause=order.attempt_seq,
+        )
+        _core(engine).on_order_update(OrderUpdate(order.as_order(OrderStatus.CANCELED, now_ms), journal_seq=seq), now_ms)
+        return LOST_IN_RESTART
+
+    async def _exchange(self, engine: Engine, broker: ExchangeBroker, order: OpenOrder, now_ms: int) -> str:
+        """Ask the exchange; book only what it did beyond the fills the journal already has."""
+        try:
+            seen = await broker.gateway.fetch_order(order.symbol, order.client_order_id)
+        except NonRetryableOrderError:
+            if order.filled_qty == 0:
+                self._result(engine, order, OrderStatus.REJECTED, "never reached the exchange", now_ms)
+                _core(engine).on_order_update(OrderUpdate(order.as_order(OrderStatus.REJECTED, now_ms)), now_ms)
+                return "never_reached"
+            raise
+        # The broker learns the order as the journal last saw it (those fills are booked already),
+        # then the exchange's snapshot: only the difference comes back as new fills.
+        baseline = order.as_order(OrderStatus.PARTIALLY_FILLED if order.filled_qty > 0 else OrderStatus.OPEN, now_ms)
+        broker.on_order(dataclasses.replace(baseline, exchange_order_id=seen.exchange_order_id), now_ms)
+        update = broker.on_order(seen, now_ms)
+        if update is not None:
+            self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
+            _core(engine).on_order_update(update, now_ms)
+        return seen.status.value
+
+    async def _listed(self, engine: Engine, broker: Broker, order: OpenOrder, now_ms: int) -> str:
+        """A broker without lookups: an order it still lists stays open, any other is gone."""
+        try:
+            listed = {o.client_order_id for o in await broker.open_orders()}
+        except OrderError:
+            listed = set()
+        if order.client_order_id in listed:
+            return "open"
+        return self._lost(engine, order, now_ms)
+
+    def _result(self, engine: Engine, order: OpenOrder, status: OrderStatus, detail: str, now_ms: int) -> None:
+        engine.tap.emit(
+            "order_result",
+            ts_ms=now_ms,
+            payload={"client_order_id": order.client_order_id, "status": status.value, "error_class": None, "detail": detail},
+            trace_id=order.trace_id,
+            symbol=order.symbol,
+            cause=order.attempt_seq,
+        )
+
+
+class BalanceSource(Protocol):
+    """Where the exchange's balances come from (`engine.market.gateway.Gateway` satisfies it)."""
+
+    async def fetch_balance(self) -> dict[str, Balance]: ...
+
+
+BALANCE_CHECK_MS = 5 * 60_000
+
+
+class BalanceAudit:
+    """Every `interval_ms`, compare the exchange's balances with the core's records.
+
+    Checked: each held coin's balance (free + locked) against the position's quantity (an
+    exchange holding *less* means the position was partly sold or never bought; *more* beyond
+    `tolerance` means a fill we did not book), and the free quote against the cash the core
+    thinks it may spend. Coins we do not hold are not ours to judge (fee BNB, the owner's own
+    coins). A mismatch is journaled as a `risk_event` with code `balance_mismatch`, once per
+    asset until the numbers change, and returned; trading decisions stay with the risk checks.
+    """
+
+    def __init__(
+        self, source: BalanceSource, quote_asset: str, *, interval_ms: int = BALANCE_CHECK_MS, tolerance: float = 1e-6
+    ) -> None:
+        self.source = source
+        self.quote_asset = quote_asset
+        self.interval_ms = interval_ms
+        self.tolerance = tolerance
+        self._last_ms: int | None = None
+        self._reported: dict[str, tuple[float, float]] = {}
+
+    def due(self, now_ms: int) -> bool:
+        return self._last_ms is None or now_ms - self._last_ms >= self.interval_ms
+
+    async def run(self, core: TradingCore, sink: EventSink, now_ms: int) -> list[dict[str, Any]]:
+        self._last_ms = now_ms
+        try:
+            balances = await self.source.fetch_balance()
+        except HotcoinError as exc:  # an exchange hiccup: the next interval tries again
+            log.warning("balance check failed: %s", exc)
+            return []
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for symbol, held in sorted(core.book.holdings.items()):
+            asset = symbol.split("/")[0]
+            seen.add(asset)
+            ours = held.position.quantity
+            bal = balances.get(asset)
+            theirs = float(bal.total) if bal is not None else 0.0
+            if abs(theirs - ours) > self.tolerance * max(1.0, ours):
+                found.append(self._mismatch(asset, symbol, ours, theirs, "position quantity"))
+        seen.add(self.quote_asset)
+        spendable = core.cash - core.reserved_cash()
+        quote = balances.get(self.quote_asset)
+        free = float(quote.free) if quote is not None else 0.0
+        if free + self.tolerance * max(1.0, spendable) < spendable:
+            found.append(self._mismatch(self.quote_asset, None, spendable, free, "spendable cash"))
+        self._reported = {a: v for a, v in self._reported.items() if a in {m["asset"] for m in found}}
+        fresh = []
+        for m in found:
+            key = (m["value"], m["threshold"])
+            if self._reported.get(m["asset"]) != key:
+                self._reported[m["asset"]] = key
+                fresh.append(m)
+                sink.emit("risk_event", ts_ms=now_ms, payload={**m, "level": core.risk.level.name}, symbol=m["symbol"])
+        return fresh
+
+    @staticmethod
+    def _mismatch(asset: str, symbol: str | None, ours: float, theirs: float, what: str) -> dict[str, Any]:
+        return {
+            "code": "balance_mismatch",
+            "detail": f"{asset}: the exchange holds {theirs:.10g}, our {what} is {ours:.10g}; reconcile before trusting either",
+            "value": theirs,
+            "threshold": ours,
+            "asset": asset,
+            "symbol": symbol,
+        }
+
+
+def _core(engine: Engine) -> TradingCore:
+    if engine.core is None:
+        raise RuntimeError("recovery runs once the engine built its core")
+    return engine.core
+
+
+def _journal_update(sink: EventSink, u: UnbookedFill, now_ms: int) -> None:
+    c = u.change
+    sink.emit(
+        "position_update",
+        ts_ms=now_ms,
+        payload={
+            "action": c.action,
+            "quantity": c.quantity,
+            "fill_quantity": c.fill_qty,
+            "entry_price": c.entry_price,
+            "realised_pnl": c.realised_pnl,
+            "total_realised_pnl": c.total_realised_pnl,
+            "fee_quote": c.fee_quote,
+            "reason": "recovered",
+            "position_trace_id": c.trace_id,
+        },
+        trace_id=u.trace_id,
+        symbol=c.symbol,
+        cause=u.fill_seq,
+    )
+
+
+def recovered_positions(events: Iterable[JournalEvent]) -> Mapping[int, list[dict[str, Any]]]:
+    """seq of each `recovered` risk event -> the positions it listed (for checks and replay)."""
+    return {
+        ev.seq: list(ev.payload.get("positions", []))
+        for ev in events
+        if ev.kind == "risk_event" and ev.payload.get("code") == "recovered"
+    }

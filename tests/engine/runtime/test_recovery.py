@@ -1,0 +1,291 @@
+"""Restart recovery: holdings, cash, exit legs and sent ids rebuilt from the journal; open orders
+settled with the broker (paper: lost with the process; exchange: looked up); all journaled."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.domain import Order, OrderIntent, OrderPurpose, OrderStatus, Side
+from engine.errors import RetryableOrderError, UnknownOrderError
+from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.client_ids import client_order_id
+from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.paper import FillModel, PaperBroker
+from engine.execution.router import OrderRouter
+from engine.journal.events import JournalEvent
+from engine.journal.reader import JournalReader
+from engine.journal.writer import Journal
+from engine.market.fake import FakeGateway
+from engine.market.gateway import Balance
+from engine.runtime.recovery import (
+    BALANCE_CHECK_MS,
+    LOST_IN_RESTART,
+    BalanceAudit,
+    Recovery,
+    read_journal,
+    rebuild,
+)
+from engine.trading import TradingCore
+from tests.kit.domain import T0, make_batch, make_intent, make_market
+from tests.kit.engine import START_MS, pump_rig
+from tests.kit.events import RecordingSink
+from tests.kit.waiting import eventually
+
+DOGE, PEPE, WIF = "DOGE/USDT", "PEPE/USDT", "WIF/USDT"
+T_DOGE, T_PEPE, T_WIF, T_BONK = "d0d0d0d0d0d0d0d0", "e0e0e0e0e0e0e0e0", "f0f0f0f0f0f0f0f0", "a0a0a0a0a0a0a0a0"
+CAPITAL = 1000.0
+
+
+class _Failing(Broker):
+    """A broker whose every submit fails with one error (an unknown outcome, a retryable one)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        raise self.error
+
+    async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
+        raise self.error
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        return []
+
+    async def open_orders(self) -> list[Order]:
+        return []
+
+
+def _intent(trace: str, symbol: str, purpose: OrderPurpose, qty: str, leg: int = 1) -> OrderIntent:
+    side = Side.BUY if purpose is OrderPurpose.ENTRY else Side.SELL
+    return make_intent(
+        symbol, client_order_id=client_order_id(trace, purpose, leg), trace_id=trace, side=side, purpose=purpose,
+        quantity=Decimal(qty),
+    )
+
+
+async def _history(sink: RecordingSink) -> TradingCore:
+    """A real core, router and paper broker trade: DOGE opened and partly taken profit on (held),
+    PEPE opened and stopped out (flat), a WIF entry of unknown outcome (open order), a BONK entry
+    refused as retryable (its id is free again)."""
+    core = TradingCore(load_config(env={}).config.trading, {s: make_market(s) for s in (DOGE, PEPE, WIF)}, sink)
+    core.cash = CAPITAL
+    paper = PaperBroker(FillModel(0.001, 0.001, 0.0))
+    paper.update_book(make_batch({DOGE: 0.3, PEPE: 0.01, WIF: 2.0}))
+    router = OrderRouter(paper, sink)
+    for intent in (
+        _intent(T_DOGE, DOGE, OrderPurpose.ENTRY, "1000"),
+        _intent(T_PEPE, PEPE, OrderPurpose.ENTRY, "5000"),
+        _intent(T_DOGE, DOGE, OrderPurpose.TAKE_PROFIT, "400", leg=1),
+        _intent(T_PEPE, PEPE, OrderPurpose.STOP_LOSS, "5000", leg=1),
+    ):
+        update = await router.send(intent, T0)
+        assert update is not None
+        core.on_order_update(update, T0)
+    for error, trace, symbol in (
+        (UnknownOrderError("timeout"), T_WIF, WIF),
+        (RetryableOrderError("no book"), T_BONK, WIF),
+    ):
+        router.broker = _Failing(error)
+        update = await router.send(_intent(trace, symbol, OrderPurpose.ENTRY, "10"), T0)
+        assert update is not None
+        core.on_order_update(update, T0)
+    return core
+
+
+async def test_rebuild_restores_what_the_core_held() -> None:
+    sink = RecordingSink()
+    core = await _history(sink)
+    state = rebuild(sink.events, CAPITAL)
+
+    assert set(state.book.holdings) == {DOGE} == set(core.book.holdings)
+    got, want = state.book.holdings[DOGE].position, core.book.holdings[DOGE].position
+    assert (got.quantity, got.trace_id, got.opened_ms) == (want.quantity, want.trace_id, want.opened_ms) == (600.0, T_DOGE, T0)
+    assert got.entry_price == pytest.approx(want.entry_price)
+    assert got.entry_fees == pytest.approx(want.entry_fees)
+    assert got.realised_pnl == pytest.approx(want.realised_pnl)
+    assert state.cash == pytest.approx(core.cash)
+    held = state.book.holdings[DOGE]
+    assert held.exit_legs == 1, "the next DOGE exit must be leg 2, not a reuse of leg 1"
+    assert held.initial_qty == 1000.0
+    assert got.tp_tiers_hit == (0,) and got.stop_price == pytest.approx(got.entry_price)  # break-even after TP1
+    assert held.opened_seq is not None and sink.events[held.opened_seq - 1].kind == "position_update"
+    wif_entry = client_order_id(T_WIF, OrderPurpose.ENTRY, 1)
+    bonk_entry = client_order_id(T_BONK, OrderPurpose.ENTRY, 1)
+    assert wif_entry in state.sent_ids and bonk_entry not in state.sent_ids
+    assert set(state.open_orders) == {wif_entry}
+    assert state.unbooked == [] and state.anomalies == []
+
+
+async def test_a_fill_whose_position_update_was_lost_still_counts() -> None:
+    sink = RecordingSink()
+    await _history(sink)
+    last_fill = max(e.seq for e in sink.events if e.kind == "fill" and e.symbol == PEPE)
+    cut = [e for e in sink.events if not (e.kind == "position_update" and e.cause == last_fill)]
+    state = rebuild(cut, CAPITAL)
+    assert set(state.book.holdings) == {DOGE}, "the stop-loss fill closed PEPE even without its update"
+    (unbooked,) = state.unbooked
+    assert unbooked.fill_seq == last_fill and unbooked.change.action == "close"
+
+
+def _tail_after(events: list[JournalEvent], seq: int) -> list[JournalEvent]:
+    return [e for e in events if e.seq > seq]
+
+
+async def test_paper_restart_restores_positions_seeds_the_guard_and_cancels_lost_orders(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and bool(engine.core.book.holdings), timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        core = engine.core
+        assert core is not None
+        (symbol, held), = core.book.holdings.items()
+        # An entry handed to the broker when the process died: attempted, never answered.
+        lost = client_order_id("1234567890abcdef", OrderPurpose.ENTRY, 1)
+        rig.journal.emit(
+            "order_attempt",
+            ts_ms=engine._now,
+            payload={"client_order_id": lost, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "5", "price": "1.0"},
+            trace_id="1234567890abcdef",
+            symbol=symbol,
+        )
+        await rig.journal.flush()
+        before = rig.journal.next_seq - 1
+
+    state = read_journal(path, core.settings.capital.active.capital)
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.core = TradingCore(engine2.config.trading, core.markets, engine2.tap, run_id="after")
+        await Recovery(state).apply(engine2, engine._now + 5_000)
+        restored = engine2.core.book.holdings[symbol]
+        assert restored.position.quantity == held.position.quantity
+        assert restored.position.entry_price == pytest.approx(held.position.entry_price)
+        assert restored.position.trace_id == held.position.trace_id
+        assert restored.exit_legs == held.exit_legs
+        assert engine2.core.cash == pytest.approx(core.cash)
+        # Re-deciding the first entry (same trace, same id) never reaches the broker again.
+        entry_id = client_order_id(held.position.trace_id, OrderPurpose.ENTRY, 1)
+        again = make_intent(symbol, client_order_id=entry_id, trace_id=held.position.trace_id)
+        assert await engine2.router.send(again, engine2._now) is None
+        assert engine2.router.suppressed == 1
+
+    with JournalReader(path) as reader:
+        events = _tail_after(list(reader.events()), before)
+    results = [e for e in events if e.kind == "order_result" and e.payload["client_order_id"] == lost]
+    assert [r.payload["status"] for r in results] == [OrderStatus.CANCELED.value]
+    assert results[0].payload["reason"] == LOST_IN_RESTART
+    (recovered,) = [e for e in events if e.kind == "risk_event" and e.payload["code"] == "recovered"]
+    assert [p["symbol"] for p in recovered.payload["positions"]] == [symbol]
+    assert recovered.payload["orders"] == [{"client_order_id": lost, "symbol": symbol, "outcome": LOST_IN_RESTART}]
+    assert recovered.payload["cash"] == pytest.approx(core.cash)
+    attempts = [e.payload["client_order_id"] for e in events if e.kind == "order_attempt"]
+    assert entry_id not in attempts
+
+
+async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) -> None:
+    """An entry of 100 was 40 filled when we died; the exchange filled the rest meanwhile."""
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    attempt = sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
+    )
+    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})
+    fill = sink.emit("fill", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+                     payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": 40.0, "fee_quote": 0.012, "trade_id": f"{cid}:40"})
+    sink.emit("position_update", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=fill,
+              payload={"action": "open", "quantity": 40.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_trace_id": T_DOGE})
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+    assert state.open_orders[cid].filled_qty == 40.0
+
+    gw = FakeGateway({DOGE: make_market()})
+    gw.orders[cid] = dataclasses.replace(
+        state.open_orders[cid].as_order(OrderStatus.FILLED, T0 + 60_000),
+        exchange_order_id="9", filled_qty=Decimal(100), average_price=0.3, fee_quote=0.03,
+    )
+    async with pump_rig(path, broker=ExchangeBroker(gw)) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        payload = await Recovery(state).apply(engine, T0 + 60_000)
+        assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(100.0)
+        assert engine.core.cash == pytest.approx(CAPITAL - 30.0 - 0.03)
+        assert payload["orders"] == [{"client_order_id": cid, "symbol": DOGE, "outcome": "filled"}]
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        fills = [e.payload["quantity"] for e in reader.events(kinds=["fill"])]
+    assert fills == [40.0, pytest.approx(60.0)], "only what the exchange did while we were down is new"
+
+
+def test_an_empty_or_missing_journal_has_nothing_to_recover(tmp_path: Path) -> None:
+    assert read_journal(tmp_path / "none.sqlite", CAPITAL).empty
+    assert rebuild([], CAPITAL).empty
+
+
+async def test_journal_written_by_a_real_writer_round_trips(tmp_path: Path) -> None:
+    """`read_journal` reads what the writer wrote (events, archives) like `rebuild` reads a sink."""
+    sink = RecordingSink()
+    await _history(sink)
+    async with Journal.open(tmp_path / "j.sqlite") as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    from_disk = read_journal(tmp_path / "j.sqlite", CAPITAL)
+    in_memory = rebuild(sink.events, CAPITAL)
+    assert from_disk.positions() == in_memory.positions()
+    assert from_disk.sent_ids == in_memory.sent_ids
+    assert from_disk.cash == pytest.approx(in_memory.cash)
+
+
+def _balances(**totals: str) -> dict[str, Balance]:
+    return {asset: Balance(free=Decimal(v), locked=Decimal(0)) for asset, v in totals.items()}
+
+
+@pytest.mark.parametrize(
+    ("exchange", "mismatched"),
+    [
+        (_balances(DOGE="600", USDT="5000"), []),
+        (_balances(DOGE="599.999999", USDT="5000", BNB="3"), []),  # within tolerance; BNB is not ours to judge
+        (_balances(DOGE="350", USDT="5000"), ["DOGE"]),  # sold or never bought behind our back
+        (_balances(USDT="5000"), ["DOGE"]),
+        (_balances(DOGE="600", USDT="12"), ["USDT"]),  # less cash than we think we may spend
+    ],
+    ids=["agree", "tolerance-and-foreign-coins", "coin-short", "coin-missing", "cash-short"],
+)
+async def test_balance_audit_raises_a_risk_event_on_a_mismatch(exchange: dict[str, Balance], mismatched: list[str]) -> None:
+    sink = RecordingSink()
+    core = await _history(sink)
+    gw = FakeGateway(balances=exchange)
+    audit = BalanceAudit(gw, "USDT")
+    assert audit.due(T0)
+    found = await audit.run(core, sink, T0)
+    assert [m["asset"] for m in found] == mismatched
+    events = [e for e in sink.events if e.kind == "risk_event" and e.payload["code"] == "balance_mismatch"]
+    assert [e.payload["asset"] for e in events] == mismatched
+    assert not audit.due(T0 + BALANCE_CHECK_MS - 1) and audit.due(T0 + BALANCE_CHECK_MS)
+    assert await audit.run(core, sink, T0 + BALANCE_CHECK_MS) == [], "the same mismatch is journaled once"
+
+
+async def test_engine_runs_the_balance_audit_every_five_minutes(tmp_path: Path) -> None:
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        gw = FakeGateway(balances=_balances(USDT="0"))
+        rig.engine.audit = BalanceAudit(gw, "USDT")
+        task = asyncio.create_task(rig.engine.run())
+        await eventually(lambda: rig.engine.stats.cycles >= 130, timeout=30)  # 130 x 5 s > 10 min
+        rig.engine.stop()
+        await asyncio.wait_for(task, 10)
+    elapsed = rig.engine._now - START_MS
+    assert elapsed >= 2 * BALANCE_CHECK_MS
+    assert gw.calls.count("fetch_balance") == elapsed // BALANCE_CHECK_MS + 1  # at 0, 5, 10 ... minutes

@@ -1,0 +1,252 @@
+"""The engine against the simulated exchange with faults injected: each fault drives the
+expected engine_state changes, the engine recovers when it clears, and nothing is lost or
+sent twice.
+
+Thresholds are in exchange seconds and the exchange runs at x100 (x200 where a pump is traded), so `stale_degraded_s=30`
+is 0.3 s of wall time and every test takes a few seconds. Market data arrives every 5
+exchange seconds; without a pump the engine still calls REST all the time (the regime
+symbol's candles every bar, the broker's reconcile every 15 s), so REST faults are met at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine.config import HotcoinConfig
+from engine.domain import EngineState, OrderIntent, OrderPurpose
+from engine.execution.broker import OrderUpdate
+from engine.execution.exchange_broker import ExchangeBroker
+from engine.journal.reader import JournalReader
+from engine.sim.server import FaultController
+from tests.kit.exchange_rig import ExchangeRig, exchange_config, exchange_rig
+from tests.kit.waiting import eventually
+
+SPEED = 100.0
+T, D, B = EngineState.TRADEABLE, EngineState.DEGRADED, EngineState.BLOCKED
+
+
+def fault_config() -> HotcoinConfig:
+    return exchange_config(
+        **{
+            "state.stale_degraded_s": 30,
+            "state.stale_blocked_s": 90,
+            "state.ws_down_degraded_s": 20,
+            "state.order_error_window_s": 300,
+            "state.order_errors_degraded": 3,
+            "state.order_errors_blocked": 50,
+            "exchange.stale_stream_s": 20,
+            "exchange.request_timeout_ms": 500,
+        }
+    )
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, *, pump: bool = False, speed: float = SPEED) -> AsyncIterator[ExchangeRig]:
+    """A started engine (trading, tradeable) on the sim exchange; stopped and flushed on exit."""
+    async with exchange_rig(
+        tmp_path / "journal.sqlite",
+        fault_config(),
+        speed=speed,
+        pump_after_ms=6 * 60_000 if pump else None,
+        idle_s=0.1,
+        exchange_fee_rate=Decimal(0),  # quantities then compare exactly between journal and exchange
+    ) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        try:
+            await eventually(lambda: task.done() or engine.stats.cycles > 10, timeout=20)
+            assert not task.done(), task.exception()
+            yield rig
+            assert not task.done(), f"the engine died: {task.exception()!r}"
+        finally:
+            engine.stop()
+            await asyncio.wait_for(task, 10)
+            await rig.journal.flush()
+
+
+def transitions(rig: ExchangeRig) -> list[tuple[str, str, list[str]]]:
+    with JournalReader(rig.journal.path) as reader:
+        return [(e.payload["from"], e.payload["to"], e.payload["reasons"]) for e in reader.events(kinds=["state_change"])]
+
+
+def reason_codes(rig: ExchangeRig) -> set[str]:
+    return {r.code for r in rig.engine.state.reasons}
+
+
+async def test_silent_websocket_degrades_then_blocks_and_recovers(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        engine = rig.engine
+        assert engine.state.state is T
+        rig.server.faults.update({"ws_half_open": True})  # connections stay open, nothing arrives
+        await eventually(lambda: engine.state.state is B, timeout=15)
+        assert {"data_stale", "ws_down"} <= reason_codes(rig)
+        await eventually(lambda: engine.hub.latest is not None and engine.hub.latest.status.state == "blocked")
+        snap = engine.hub.latest
+        assert snap is not None
+        tickers = next(s for s in snap.status.streams if s.name == "tickers")
+        assert tickers.status in ("down", "stale")
+        cycles = engine.stats.cycles
+        await eventually(lambda: engine.stats.cycles > cycles + 3)  # heartbeats keep the loop going
+        rig.server.faults.reset()
+        await eventually(lambda: engine.state.state is T, timeout=15)
+        assert rig.gateway.health()["tickers"].reconnects >= 1
+    changes = transitions(rig)
+    assert [(a, b) for a, b, _ in changes[:2]] == [("tradeable", "degraded"), ("degraded", "blocked")]
+    assert changes[-1][1] == "tradeable"
+    assert set(changes[0][2]) <= {"ws_down", "data_stale"} and changes[0][2]  # whichever threshold came first
+    assert "data_stale" in changes[1][2]
+
+
+async def test_repeated_abrupt_drops_are_reconnected_without_leaving_tradeable(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        engine = rig.engine
+        rig.server.faults.update({"drop_ws_every_s": 0.3, "drop_ws_abrupt": True})
+        await eventually(lambda: rig.gateway.health()["tickers"].reconnects >= 3, timeout=15)
+        rig.server.faults.reset()
+        batches = rig.feed.batches
+        await eventually(lambda: rig.feed.batches > batches + 10)
+        assert engine.state.state is T
+    assert not [t for t in transitions(rig) if t[1] == "blocked"], "a short reconnect must not block trading"
+
+
+RestFault = Callable[[FaultController], None]
+
+
+@pytest.mark.parametrize(
+    ("inject", "kind"),
+    [
+        pytest.param(lambda f: f.rate_limit(2), "rate_limited", id="429-storm"),
+        pytest.param(lambda f: f.ban(1.0), "banned", id="418-ban"),
+    ],
+)
+async def test_rate_limits_silence_the_gateway_then_it_recovers(tmp_path: Path, inject: RestFault, kind: str) -> None:
+    """429/418: the gateway sends nothing (REST and streams) until the silence ends; market data
+    stops meanwhile, so the engine goes stale and blocks, then trades again."""
+    async with running(tmp_path) as rig:
+        engine = rig.engine
+        inject(rig.server.faults)
+        await eventually(lambda: rig.gateway.health()["rest"].rate_limited_until_ms > 0, timeout=10)
+        await eventually(lambda: engine.state.state is not T, timeout=10)
+        snap = engine.hub.latest
+        assert snap is not None
+        rest = next(s for s in snap.status.streams if s.name == "rest")
+        assert rest.status == "error" and "rate limited" in rest.detail
+        await eventually(lambda: engine.state.state is T, timeout=20)
+        assert rig.server.faults.injected[kind] >= 1
+    assert "data_stale" in {r for t in transitions(rig) for r in t[2]}
+
+
+@pytest.mark.parametrize(
+    ("inject", "kind"),
+    [
+        pytest.param(lambda f: f.fail_with_5xx(8), "server_error", id="5xx"),
+        pytest.param(lambda f: f.hang(8, 0.7), "hang", id="timeouts"),
+    ],
+)
+async def test_failing_rest_calls_degrade_through_order_errors_and_recover(
+    tmp_path: Path, inject: RestFault, kind: str
+) -> None:
+    """5xx and timeouts: failed reconciles count as order errors (>= 3 in the window degrades);
+    candle fetches that fail are retried on the next bar; the errors age out and trading resumes."""
+    async with running(tmp_path) as rig:
+        engine = rig.engine
+        inject(rig.server.faults)
+        await eventually(lambda: engine.state.state is D, timeout=20)
+        assert "order_errors" in reason_codes(rig)
+        await eventually(lambda: engine.state.state is T, timeout=20)
+        assert rig.server.faults.injected[kind] >= 1
+        assert rig.feed.last_error is not None
+
+
+async def test_malformed_and_nan_ticks_are_survived(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        engine = rig.engine
+        symbols = list(await rig.feed.markets())
+        rig.server.faults.update({"ticker_nan_rate": 0.3, "ticker_malformed_rate": 0.05})
+        # NaN bid/ask reach the feed as NaN (no quote for paper fills), never as a crash.
+        await eventually(lambda: any(math.isnan(rig.feed.book(s)[0]) for s in symbols), timeout=15)
+        cycles = engine.stats.cycles
+        await eventually(lambda: engine.stats.cycles > cycles + 20, timeout=15)
+        rig.server.faults.reset()
+        batches = rig.feed.batches
+        await eventually(lambda: rig.feed.batches > batches + 10 and engine.state.state is T, timeout=15)
+        assert all(not math.isnan(rig.feed.book(s)[0]) for s in symbols)
+
+
+async def test_order_timeouts_and_5xx_lose_nothing_and_send_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first exit orders of a traded pump meet a fault armed just before they are sent: a
+    timeout (outcome unknown until the reconcile asks the exchange), then a 5xx. The core sends
+    the exit again under a new client id; every execution on the exchange is booked once, the
+    position ends flat on both sides, no client order id reached the exchange twice, and the
+    unknown outcome is journaled as such."""
+    async with running(tmp_path, pump=True, speed=200.0) as rig:
+        engine = rig.engine
+        faults = rig.server.faults
+        arm = [lambda: faults.hang(1, 0.7), lambda: faults.fail_with_5xx(1)]
+        broker = engine.broker
+        assert isinstance(broker, ExchangeBroker)
+        submit = broker.submit
+
+        async def faulty_submit(intent: OrderIntent, now_ms: int) -> OrderUpdate:
+            if arm and intent.purpose is not OrderPurpose.ENTRY:
+                arm.pop(0)()  # consumed by the very next REST call: this order's POST
+            return await submit(intent, now_ms)
+
+        monkeypatch.setattr(broker, "submit", faulty_submit)
+        await eventually(lambda: engine.stats.fills >= 2 and engine.core is not None and not engine.core.book.holdings, timeout=60)
+        account = rig.account()
+        assert not arm, "fewer than two exit orders were sent"
+        assert faults.injected["hang"] == 1 and faults.injected["server_error"] == 1
+    sent = Counter(o.client_order_id for o in account.orders.values())
+    assert sent and max(sent.values()) == 1, f"an order was sent twice: {sent.most_common(3)}"
+    with JournalReader(rig.journal.path) as reader:
+        fills = list(reader.events(kinds=["fill"]))
+    for side in ("BUY", "SELL"):
+        on_exchange = sum((t.qty for t in account.trades if t.side.value == side), Decimal(0))
+        booked = sum(Decimal(str(e.payload["quantity"])) for e in fills if e.payload["side"] == side.lower())
+        assert booked == on_exchange, f"{side}: booked {booked}, executed {on_exchange}"
+    assert rig.pump_symbol is not None
+    assert account.free(rig.pump_symbol.split("/")[0]) == 0
+    with JournalReader(rig.journal.path) as reader:
+        statuses = Counter(e.payload["status"] for e in reader.events(kinds=["order_result"]))
+    assert statuses["unknown"] >= 1, statuses
+
+
+async def test_partial_fills_on_a_thin_book_are_booked_as_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pump coin's book shows 5 coins a level (5 levels): a market order bigger than that
+    fills in part and the rest expires, as on Binance. The engine books exactly what executed,
+    sells no more than it holds, and ends flat on the exchange too."""
+    async with running(tmp_path, pump=True, speed=200.0) as rig:
+        engine = rig.engine
+        real_book = rig.market.book
+
+        def thin_book(symbol: str) -> tuple[float, float, float, float]:
+            bid, bid_qty, ask, ask_qty = real_book(symbol)
+            return (bid, min(bid_qty, 5.0), ask, min(ask_qty, 5.0)) if symbol == rig.pump_symbol else (bid, bid_qty, ask, ask_qty)
+
+        monkeypatch.setattr(rig.market, "book", thin_book)
+        await eventually(lambda: engine.stats.fills >= 2 and engine.core is not None and not engine.core.book.holdings, timeout=60)
+        account = rig.account()
+    assert rig.pump_symbol is not None
+    market_id = rig.pump_symbol.replace("/", "")
+    partial = [o for o in account.orders.values() if o.symbol == market_id and 0 < o.executed_qty < o.orig_qty]
+    assert partial, "no order filled in part"
+    with JournalReader(rig.journal.path) as reader:
+        fills = list(reader.events(kinds=["fill"]))
+        failed = [e for e in reader.events(kinds=["order_result"]) if e.payload.get("error_class")]
+    assert not failed, failed[0].payload["error"]
+    for side in ("BUY", "SELL"):
+        on_exchange = sum((t.qty for t in account.trades if t.side.value == side), Decimal(0))
+        booked = sum(Decimal(str(e.payload["quantity"])) for e in fills if e.payload["side"] == side.lower())
+        assert booked == on_exchange, f"{side}: booked {booked}, executed {on_exchange}"
+    assert account.free(rig.pump_symbol.split("/")[0]) == 0
