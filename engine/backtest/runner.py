@@ -305,7 +305,7 @@ class _Cycle:
         self._closed_seen = 0
         self._markets: dict[str, Market] = {}
         self._markets_at = 0
-        self._fed_bar: dict[str, int] = {}
+        self._fed_bar: dict[str, tuple[int, int | None]] = {}  # symbol -> (bar, last candle fed)
         self._last_sync = 0
         self._tf = config.trading.signals.timeframe
         self._tf_ms = timeframe_ms(self._tf)
@@ -384,13 +384,17 @@ class _Cycle:
         wanted.update(core.book.holdings)
         wanted.add(self._regime)
         for symbol in wanted:
-            if self._fed_bar.get(symbol) == bar or symbol not in self._markets:
+            fed = self._fed_bar.get(symbol)
+            if (fed is not None and fed[0] == bar) or symbol not in self._markets:
                 continue
-            first = symbol not in self._fed_bar
-            self._fed_bar[symbol] = bar
-            for candle in await self.feed.candles(symbol, self._tf, WINDOW + 2 if first else 3):
+            # The runtime's requests (WINDOW+2 on first sight, then 3), less the candles this
+            # symbol was already fed: re-adding a candle `BarHistory` holds changes nothing.
+            limit, after = (WINDOW + 2, None) if fed is None else (3, fed[1])
+            for candle in await self.feed.candles(symbol, self._tf, limit, after_ms=after):
                 if candle.closed:
                     core.on_candle(candle)
+                    after = candle.open_ms
+            self._fed_bar[symbol] = (bar, after)
         if len(self._fed_bar) > 4 * max(64, len(wanted)):
             self._fed_bar = {s: b for s, b in self._fed_bar.items() if s in wanted}
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.config.sections.discovery import AnomalySection
-from engine.discovery.windows import NO_TIME, TickerWindows
+from engine.discovery.windows import NO_TIME, RETURN_HORIZONS_MIN, TickerWindows
 from engine.domain.ticker import FloatArray, IntArray
 
 MAD_TO_SIGMA = 1.4826
@@ -99,8 +99,10 @@ class AnomalyDetector:
         self.last_alert_ms = np.full(c, NO_TIME, dtype=np.int64)
         self.counters: Counter[str] = Counter()
         self._cursor = 0
-        self._k = {m: windows.slots_for(m) for m in Z_HORIZONS_MIN}
-        self._sqrt_k = {m: math.sqrt(k) for m, k in self._k.items()}
+        k = [windows.slots_for(m) for m in Z_HORIZONS_MIN]
+        self._z_rows = [RETURN_HORIZONS_MIN.index(m) for m in Z_HORIZONS_MIN]  # rows of the returns block
+        self._k_col = np.array(k, np.float64)[:, None]
+        self._sqrt_k_col = np.array([math.sqrt(n) for n in k])[:, None]
 
     def reset_rows(self, rows: IntArray) -> None:
         """Forget everything about rows that changed owner."""
@@ -116,22 +118,25 @@ class AnomalyDetector:
         w = self.windows
         r = w.history_slots
         head = w.head
+        m = len(rows)
+        # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
+        # for both (its statistics are row by row; a call's fixed cost is most of its time here).
+        both = np.empty((2 * m, r))
+        d, lv = both[:m], both[m:]
         with np.errstate(invalid="ignore", divide="ignore"):
             lp = np.log(w.price_ring[rows])
-        d = np.empty_like(lp)
         np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
         np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
         d[:, head] = np.nan  # the current slot is still moving
         d[:, (head + 1) % r] = np.nan  # oldest minus newest: not a return
-        med, mad, n = robust_center_scale(d)
-        self.ret_median[rows] = med
-        self.ret_sigma[rows] = np.maximum(MAD_TO_SIGMA * mad, self.cfg.sigma_floor)
-        self.history[rows] = n
-        lv = np.log1p(w.volume_ring[rows])
+        np.log1p(w.volume_ring[rows], out=lv)
         lv[:, head] = np.nan
-        vmed, vmad, _ = robust_center_scale(lv)
-        self.vol_median[rows] = vmed
-        self.vol_sigma[rows] = np.maximum(MAD_TO_SIGMA * vmad, self.cfg.volume_sigma_floor)
+        med, mad, n = robust_center_scale(both)
+        self.ret_median[rows] = med[:m]
+        self.ret_sigma[rows] = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
+        self.history[rows] = n[:m]
+        self.vol_median[rows] = med[m:]
+        self.vol_sigma[rows] = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
 
     def _refresh_slice(self) -> None:
         active = self.windows.active_rows
@@ -149,20 +154,20 @@ class AnomalyDetector:
         self._refresh_slice()
         w = self.windows
         e = w.extent
-        returns = w.returns(e)
+        block = w.returns_block(e)
+        returns = dict(zip((f"{m}m" for m in RETURN_HORIZONS_MIN), block, strict=True))
         med, sig = self.ret_median[:e], self.ret_sigma[:e]
         ready = self.history[:e] >= self.cfg.min_history_slots
         ready &= w.active[:e]
-        best = np.full(e, -np.inf)
         with np.errstate(invalid="ignore", divide="ignore"):
-            log_r: dict[int, FloatArray] = {}
-            for m in Z_HORIZONS_MIN:
-                lr = np.log1p(returns[f"{m}m"])
-                log_r[m] = lr
-                z = (lr - self._k[m] * med) / (sig * self._sqrt_k[m])
-                np.fmax(best, z, out=best)
+            # All z horizons at once, as [horizon, row] blocks. The best z is an exact max either
+            # way; where every horizon is NaN it is NaN here (-inf one horizon at a time), and
+            # both are "not finite", so price_z is 0 there too.
+            log_r = np.log1p(block[self._z_rows])
+            z = (log_r - self._k_col * med) / (sig * self._sqrt_k_col)
+            best = np.fmax.reduce(z, axis=0)
             price_z = np.where(ready & np.isfinite(best), best, 0.0)
-            accel = log_r[1] - log_r[15] / 15.0
+            accel = log_r[0] - log_r[-1] / 15.0  # 1 min and 15 min
             accel[np.isnan(accel)] = 0.0
             recent, k = w.recent_volume(self.cfg.surge_window_ms, e)
             mean_slot = recent / k

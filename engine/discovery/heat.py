@@ -120,9 +120,10 @@ class HeatRanker:
         fresh[np.isnan(fresh)] = 0.0
         social_v = saturate(self.social_velocity[:e], cfg.social_velocity_half)
         social_s = np.clip(self.social_sentiment[:e], 0.0, 1.0) * (social_v > 0)
-        rank_acc = self._rank_acceleration(cfg.w_momentum * momentum + cfg.w_volume_surge * volume, active[:e], now_ms)
-        total = (
-            cfg.w_momentum * momentum + cfg.w_volume_surge * volume + cfg.w_listing_freshness * fresh
+        ticker = cfg.w_momentum * momentum + cfg.w_volume_surge * volume
+        rank_acc = self._rank_acceleration(ticker, active[:e], now_ms)
+        total = (  # summed left to right, as the weighted sum of all six always was
+            ticker + cfg.w_listing_freshness * fresh
             + cfg.w_social_velocity * social_v + cfg.w_social_sentiment * social_s + cfg.w_rank_acceleration * rank_acc
         )  # fmt: skip
         heat = 100.0 * np.minimum(total, 1.0)

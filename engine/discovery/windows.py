@@ -355,17 +355,20 @@ class TickerWindows:
         return minutes * 60_000 // self.slot_ms
 
     def returns(self, extent: int | None = None) -> dict[str, FloatArray]:
-        """Simple returns over 1 / 5 / 15 / 60 min of rows [0, extent), keyed '1m', '5m', ...; NaN where unknown."""
+        """Simple returns over 1 / 5 / 15 / 60 min of rows [0, extent), keyed '1m', '5m', ...; NaN where unknown.
+
+        The values are the rows of `returns_block`, in `RETURN_HORIZONS_MIN` order."""
+        return dict(zip((f"{m}m" for m in RETURN_HORIZONS_MIN), self.returns_block(extent), strict=True))
+
+    def returns_block(self, extent: int | None = None) -> FloatArray:
+        """[horizon, row] simple returns, one row per `RETURN_HORIZONS_MIN` entry: one gather
+        and one division for every horizon (per-horizon calls cost more than the arithmetic)."""
         e = self.capacity if extent is None else extent
-        out: dict[str, FloatArray] = {}
         r = self.history_slots
-        last = self.last_price[:e]
+        cols = [(self.slot - self.slots_for(m)) % r for m in RETURN_HORIZONS_MIN]
         with np.errstate(invalid="ignore", divide="ignore"):
-            for m in RETURN_HORIZONS_MIN:
-                col = (self.slot - self.slots_for(m)) % r
-                ret = last / self.price_ring[:e, col]
-                ret -= 1.0
-                out[f"{m}m"] = ret
+            out: FloatArray = self.last_price[:e] / self.price_ring[:e, cols].T
+        out -= 1.0
         return out
 
     def recent_volume(self, window_ms: int, extent: int | None = None) -> tuple[FloatArray, int]:

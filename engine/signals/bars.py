@@ -70,12 +70,13 @@ class BarHistory:
         last = last_open_ms // self.tf_ms
         wanted = np.arange(last - n + 1, last + 1, dtype=np.int64)
         slots = wanted % self.depth
-        cols = np.fromiter((self._cols.get(s, -1) for s in symbols), np.int64, len(symbols))
+        cols = np.array([self._cols.get(s, -1) for s in symbols], np.int64)
         known = cols >= 0
         safe = np.where(known, cols, 0)
-        data = self._data[slots[:, None], safe[None, :]]  # [n, S, 5]
-        valid = (self._bar[slots[:, None], safe[None, :]] == wanted[:, None]) & known[None, :]
-        data[~valid] = np.nan
+        # take() twice rather than one broadcast fancy index: same gather, fewer microseconds.
+        valid = self._bar.take(slots, axis=0).take(safe, axis=1) == wanted[:, None]
+        valid &= known
+        data = np.where(valid[..., None], self._data.take(slots, axis=0).take(safe, axis=1), np.nan)  # [n, S, 5]
         return BarMatrix(data[..., 0], data[..., 1], data[..., 2], data[..., 3], data[..., 4])
 
     def closes(self, symbol: str, last_open_ms: int, bars: int | None = None) -> npt.NDArray[np.float64]:

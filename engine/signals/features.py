@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -186,6 +186,10 @@ class _Reducer(Protocol):
 
     def max(self, x: FloatArray, n: int) -> FloatArray: ...
 
+    def returns(self, x: FloatArray, horizons: Sequence[int]) -> Iterable[FloatArray]:
+        """`_ret(at(x), lag(x, h))` for each horizon h, in order."""
+        ...
+
 
 class _BatchReducer:
     """Every bar's value; windows that reach before the first bar, or hold a NaN, give NaN."""
@@ -227,6 +231,10 @@ class _BatchReducer:
             out[n - 1 :] = windows.max(axis=-1)
         return out
 
+    def returns(self, x: FloatArray, horizons: Sequence[int]) -> Iterator[FloatArray]:
+        """One horizon at a time: a whole-history plane each, so never all at once."""
+        return (_ret(x, self.lag(x, h)) for h in horizons)
+
 
 class _LatestReducer:
     """The last bar's value only; windows longer than the history give NaN."""
@@ -243,11 +251,26 @@ class _LatestReducer:
     def max(self, x: FloatArray, n: int) -> FloatArray:
         return x[-n:].max(axis=0) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
 
+    def returns(self, x: FloatArray, horizons: Sequence[int]) -> FloatArray:
+        """All horizons in one [horizons, ...] block (its rows are the returns): one gather and
+        one division instead of one per horizon, the same numbers element for element."""
+        lagged = (
+            x[[-1 - h for h in horizons]] if max(horizons) < x.shape[0] else np.stack([self.lag(x, h) for h in horizons])
+        )
+        return _ret(self.at(x), lagged)
+
 
 def _div(a: FloatArray, b: FloatArray) -> FloatArray:
-    """a / b with NaN where b is zero (a zero-volume window has no VWAP, not an infinite one)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b == 0, np.nan, a / b)
+    """a / b with NaN where b is zero (a zero-volume window has no VWAP, not an infinite one).
+
+    Runs under the caller's `np.errstate` (entering `np.errstate` costs more than the division on
+    the latest path's few-element arrays, and `_assemble` divides some twenty times a call)."""
+    return np.where(b == 0, np.nan, a / b)
+
+
+def _ret(now: FloatArray, then: FloatArray) -> FloatArray:
+    """The simple return from `then` to `now` (NaN where `then` is zero or missing)."""
+    return _div(now, then) - 1.0
 
 
 def _shift1(x: FloatArray) -> FloatArray:
@@ -265,10 +288,11 @@ def _std(r: _Reducer, x: FloatArray, n: int) -> FloatArray:
 def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> Iterator[FloatArray]:
     """Every feature column, in FEATURE_NAMES order (yielded one by one, so the batch path holds
     one finished column at a time). The one place the formulas live. Columns may be broadcast
-    views (info, regime): the caller copies them into its output."""
+    views (regime) or the info arrays themselves: the caller copies them into its output, and
+    consumes the generator under `np.errstate` (0/0 and x/0 are expected: see `_div`)."""
     o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
     prev_c = _shift1(c)
-    ret1 = _div(c, prev_c) - 1.0
+    ret1 = _ret(c, prev_c)
     typical = (h + lo + c) / 3.0
     true_range = np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)))
     true_range = np.where(np.isnan(prev_c), np.nan, true_range)
@@ -277,18 +301,18 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
     c_t, h_t, lo_t, o_t, v_t = r.at(c), r.at(h), r.at(lo), r.at(o), r.at(v)
     span_t = r.at(span)
     atr = r.sum(true_range, 14) / 14.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flat = span_t == 0
-        upper = np.where(flat, 0.0, (h_t - np.maximum(o_t, c_t)) / np.where(flat, 1.0, span_t))
-        lower = np.where(flat, 0.0, (np.minimum(o_t, c_t) - lo_t) / np.where(flat, 1.0, span_t))
-        close_pos = np.where(flat, 0.5, (c_t - lo_t) / np.where(flat, 1.0, span_t))
+    flat = span_t == 0
+    safe_span = np.where(flat, 1.0, span_t)
+    upper = np.where(flat, 0.0, (h_t - np.maximum(o_t, c_t)) / safe_span)
+    lower = np.where(flat, 0.0, (np.minimum(o_t, c_t) - lo_t) / safe_span)
+    close_pos = np.where(flat, 0.5, (c_t - lo_t) / safe_span)
 
-    for k in RETURN_HORIZONS:
-        yield _div(c_t, r.lag(c, k)) - 1.0
-    yield _div(v_t, r.sum(v, 20) / 20.0)
-    yield _div(v_t, r.sum(v, 60) / 60.0)
-    yield _div(c_t, _div(r.sum(typical * v, 20), r.sum(v, 20))) - 1.0
-    yield _div(c_t, _div(r.sum(typical * v, 60), r.sum(v, 60))) - 1.0
+    yield from r.returns(c, RETURN_HORIZONS)
+    v20, v60 = r.sum(v, 20), r.sum(v, 60)
+    yield _div(v_t, v20 / 20.0)
+    yield _div(v_t, v60 / 60.0)
+    yield _ret(c_t, _div(r.sum(typical * v, 20), v20))
+    yield _ret(c_t, _div(r.sum(typical * v, 60), v60))
     yield _div(span_t, c_t)
     yield _div(atr, c_t)
     yield _div(span_t, atr)
@@ -296,14 +320,13 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
     yield lower
     yield close_pos
     yield _std(r, ret1, 20)
-    yield _div(c_t, r.max(h, 60)) - 1.0
+    yield _ret(c_t, r.max(h, 60))
     shape = c_t.shape
-    for a in info.arrays():
-        yield np.broadcast_to(a, shape)
+    yield from info.arrays()  # the callers checked: already `shape`
     btc = btc_close.reshape(-1, 1)
-    btc_ret1 = _div(btc, _shift1(btc)) - 1.0
-    yield np.broadcast_to(_div(r.at(btc), r.lag(btc, 15)) - 1.0, shape)
-    yield np.broadcast_to(_div(r.at(btc), r.lag(btc, 60)) - 1.0, shape)
+    btc_ret1 = _ret(btc, _shift1(btc))
+    for btc_ret in r.returns(btc, (15, 60)):
+        yield np.broadcast_to(btc_ret, shape)
     yield np.broadcast_to(_std(r, btc_ret1, 60), shape)
 
 
@@ -326,8 +349,9 @@ def features_hot(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) ->
     if info.heat.shape != bars.close.shape:
         raise MarketDataError(f"CandidateInfo is {info.heat.shape}; the batch path needs {bars.close.shape}")
     planes = np.empty((len(FEATURE_NAMES), *bars.close.shape), np.float64)
-    for k, column in enumerate(_assemble(_BatchReducer(), bars, info, btc_close)):
-        planes[k] = column
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, column in enumerate(_assemble(_BatchReducer(), bars, info, btc_close)):
+            planes[k] = column
     return np.moveaxis(planes, 0, -1)
 
 
@@ -343,7 +367,9 @@ def features_hot_latest(bars: BarMatrix, info: CandidateInfo, btc_close: FloatAr
         raise MarketDataError(f"CandidateInfo is {info.heat.shape}; the latest path needs ({bars.close.shape[1]},)")
     if bars.n_bars == 0:
         raise MarketDataError("features_hot_latest needs at least one bar")
-    return np.stack(list(_assemble(_LatestReducer(), bars, info, btc_close)), axis=-1).astype(np.float64, copy=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        columns = np.array(list(_assemble(_LatestReducer(), bars, info, btc_close)), np.float64)
+    return np.ascontiguousarray(columns.T)
 
 
 def feature_dict(row: FloatArray) -> dict[str, float | None]:

@@ -49,9 +49,14 @@ class Rule:
             raise ValueError(f"rule {self.name!r}: unknown operator {self.op!r}; use one of {list(_OPS)}")
 
     def evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
-        values = features[:, FEATURE_INDEX[self.feature]]
         with np.errstate(invalid="ignore"):
-            passed = np.asarray(_OPS[self.op](values, self.threshold), dtype=np.bool_)
+            return self._evaluate(features)
+
+    def _evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
+        """`evaluate` under the caller's `np.errstate`: `SignalRules` enters it once for all its
+        rules (entering it costs as much as comparing a few candidates)."""
+        values = features[:, FEATURE_INDEX[self.feature]]
+        passed = np.asarray(_OPS[self.op](values, self.threshold), dtype=np.bool_)
         return values, passed & ~np.isnan(values)
 
 
@@ -100,6 +105,7 @@ class SignalRules:
     def __init__(self, settings: SignalSettings) -> None:
         self.settings = settings
         self._exit = exit_rules(settings)
+        self._entry: tuple[float, tuple[Rule, ...]] | None = None  # (min_heat, rules): rebuilt when it changes
 
     def entry(
         self,
@@ -112,29 +118,31 @@ class SignalRules:
     ) -> list[RuleOutcome]:
         """Entry decisions for [S, F] features. `since_last_action_ms` is inf where the symbol
         has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule."""
+        if self._entry is None or self._entry[0] != min_heat:
+            self._entry = (min_heat, entry_rules(self.settings, min_heat))
         columns: list[tuple[str, FloatArray, BoolArray, float]] = []
-        for rule in entry_rules(self.settings, min_heat):
-            values, passed = rule.evaluate(features)
-            columns.append((rule.name, values, passed, rule.threshold))
-        cooldown = float(self.settings.cooldown_ms)
-        columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
-        if ml_scores is not None:
-            threshold = self.settings.ml_min_score if ml_threshold is None else ml_threshold
-            with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):
+            for rule in self._entry[1]:
+                values, passed = rule._evaluate(features)
+                columns.append((rule.name, values, passed, rule.threshold))
+            cooldown = float(self.settings.cooldown_ms)
+            columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
+            if ml_scores is not None:
+                threshold = self.settings.ml_min_score if ml_threshold is None else ml_threshold
                 ok = (ml_scores >= threshold) & ~np.isnan(ml_scores)
-            columns.append(("ml_score", ml_scores, ok, threshold))
+                columns.append(("ml_score", ml_scores, ok, threshold))
         return self._outcomes(columns, features.shape[0], exit_mode=False)
 
     def exit(self, features: FloatArray) -> list[RuleOutcome]:
         """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD."""
         columns: list[tuple[str, FloatArray, BoolArray, float]] = []
-        for rule in self._exit:
-            values, passed = rule.evaluate(features)
-            # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
-            columns.append((rule.name, values, passed | np.isnan(values), rule.threshold))
         wick = features[:, FEATURE_INDEX["upper_wick"]]
         ret1 = features[:, FEATURE_INDEX["ret_1"]]
         with np.errstate(invalid="ignore"):
+            for rule in self._exit:
+                values, passed = rule._evaluate(features)
+                # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
+                columns.append((rule.name, values, passed | np.isnan(values), rule.threshold))
             reversal = (wick >= self.settings.exit_upper_wick) & (ret1 < 0)
         columns.append(("reversal", wick, ~reversal, self.settings.exit_upper_wick))
         return self._outcomes(columns, features.shape[0], exit_mode=True)

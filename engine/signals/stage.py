@@ -21,6 +21,7 @@ from engine.signals.bars import BarHistory
 from engine.signals.cache import BarCache
 from engine.signals.features import (
     FEATURE_NAMES,
+    BarMatrix,
     CandidateInfo,
     FloatArray,
     feature_dicts,
@@ -67,9 +68,12 @@ class SignalStage:
         return (now_ms // tf) * tf - tf
 
     def _features(self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int) -> FloatArray:
-        bars = self.history.window(symbols, bar_ms)
-        btc = self.history.closes(self.settings.regime_symbol, bar_ms)
-        return features_hot_latest(bars, info, btc)
+        # One gather for the symbols and the regime symbol together: a window read costs about
+        # as much for one column as for ten, and the regime's closes are just its last column.
+        both = self.history.window([*symbols, self.settings.regime_symbol], bar_ms)
+        n = len(symbols)
+        bars = BarMatrix(both.open[:, :n], both.high[:, :n], both.low[:, :n], both.close[:, :n], both.volume[:, :n])
+        return features_hot_latest(bars, info, both.close[:, n])
 
     def evaluate_entries(
         self,
@@ -149,6 +153,9 @@ class SignalStage:
     def _scores(self, x: FloatArray) -> FloatArray | None:
         if self.scorer.mode == "off":
             return None
+        many = getattr(self.scorer, "score_many", None)  # one model call for all candidates (~20x cheaper)
+        if many is not None:
+            return np.asarray(many(x), np.float64)
         return np.array([self.scorer.score(row) for row in x], np.float64)
 
     def _journal(
@@ -173,7 +180,7 @@ class SignalStage:
             "rules": outcome.checks,
             "features": features,
             "ml_score": score if production else None,
-            "model": self.scorer.version if production else None,
+            "model": None if self.scorer.mode == "off" else self.scorer.version,  # shadow models too
             "stage": stage,
             "bar_ms": bar_ms,
         }
