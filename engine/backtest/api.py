@@ -16,6 +16,7 @@ from engine.backtest.history import HistoryStore
 from engine.backtest.metrics import Metrics, compute
 from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner
 from engine.config import HotcoinConfig
+from engine.signals.scorer import ModelLoad
 
 
 async def run_backtest(
@@ -26,15 +27,16 @@ async def run_backtest(
     journal_path: Path | None = None,
     *,
     run_id: str | None = None,
+    model: ModelLoad | None = None,
 ) -> tuple[BacktestResult, Metrics]:
     """A backtest, journaled to `journal_path` when given (flushed before returning)."""
     if journal_path is None:
-        result = await BacktestRunner(config, data_dir, run_id=run_id).run(start_ms, end_ms)
+        result = await BacktestRunner(config, data_dir, run_id=run_id, model=model).run(start_ms, end_ms)
     else:
         from engine.journal.writer import Journal
 
         async with Journal.open(journal_path, config.journal) as journal:
-            result = await BacktestRunner(config, data_dir, journal, run_id=run_id).run(start_ms, end_ms)
+            result = await BacktestRunner(config, data_dir, journal, run_id=run_id, model=model).run(start_ms, end_ms)
     return result, metrics_of(result)
 
 

@@ -47,6 +47,7 @@ from engine.execution.router import OrderRouter
 from engine.journal.events import EventSink
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.signals.features import WINDOW
+from engine.signals.scorer import ModelLoad
 from engine.sim.parquet_source import ParquetMarket
 from engine.trading import TradingCore
 
@@ -182,6 +183,7 @@ class BacktestRunner:
         *,
         run_id: str | None = None,
         index: HistoryIndex | None = None,
+        model: ModelLoad | None = None,
     ) -> None:
         bt = config.backtest
         if bt.timeframe != "1m":
@@ -194,6 +196,7 @@ class BacktestRunner:
         self.index = index or index_history(self.data_dir, "1m", config.exchange.quote_asset)
         self.sink: EventSink = sink if sink is not None else NullSink()
         self.run_id = run_id or f"bt-{secrets.token_hex(3)}"
+        self.model = model  # the same verified model the runtime would load: production decides, shadow watches
 
     async def run(self, start_ms: int | None = None, end_ms: int | None = None) -> BacktestResult:
         t0 = time.perf_counter()
@@ -213,7 +216,7 @@ class BacktestRunner:
             market, SimClock(start), self.index, store=HistoryStore(self.data_dir),
             earliest_ms=market_start - sim.history_minutes * MINUTE_MS, ring_minutes=sim.candle_ring_minutes,
         )  # fmt: skip
-        cycle = _Cycle(config, feed, self.sink, self.run_id)
+        cycle = _Cycle(config, feed, self.sink, self.run_id, self.model)
         await cycle.warmup()
         eq_ts, eq, expo = [], [], []
         now = start
@@ -288,8 +291,11 @@ class _TradeLog:
 class _Cycle:
     """The runtime's cycle without the UI: see the module docstring for the order."""
 
-    def __init__(self, config: HotcoinConfig, feed: HistoryFeed, sink: EventSink, run_id: str) -> None:
+    def __init__(
+        self, config: HotcoinConfig, feed: HistoryFeed, sink: EventSink, run_id: str, model: ModelLoad | None = None
+    ) -> None:
         self.config = config
+        self.model = model
         self.feed = feed
         self.tap = _Tap(sink)
         self.run_id = run_id
@@ -321,11 +327,18 @@ class _Cycle:
 
     async def begin(self, first: TickerBatch) -> None:
         await self._refresh_markets(first.ts_ms, force=True)
-        self.core = TradingCore(self.config.trading, self._markets, self.tap, run_id=self.run_id)
+        scorer = self.model.scorer if self.model is not None else None
+        self.core = TradingCore(self.config.trading, self._markets, self.tap, run_id=self.run_id, scorer=scorer)
         self.tap.emit(
             "run_start",
             ts_ms=first.ts_ms,
-            payload={"run_id": self.run_id, "config_hash": self.config.config_hash(), "mode": "backtest"},
+            payload={
+                "run_id": self.run_id,
+                "config_hash": self.config.config_hash(),
+                "mode": "backtest",
+                "model": self.model.model if self.model is not None else None,
+                "model_status": self.model.status if self.model is not None else "no model loader",
+            },
         )
 
     async def step(self, batch: TickerBatch) -> None:

@@ -102,11 +102,17 @@ def backtest(
     import sys
 
     from engine.backtest.api import run_backtest
+    from ml.runtime import load_scorer
 
     with _user_errors():
         cfg = _config(config, {"backtest.timeframe": timeframe})
+        model = load_scorer(cfg)  # the same model, in the same mode, that `hotcoin run` would trade with
+        if model.scorer is not None:
+            typer.echo(f"model: {model.status}", err=True)
         result, metrics = asyncio.run(
-            run_backtest(cfg, _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to"), journal)
+            run_backtest(
+                cfg, _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to"), journal, model=model
+            )
         )
     from engine.backtest import report
 

@@ -4,35 +4,12 @@ and shows in status and the journal; a shadow model never changes a decision."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from engine.journal.reader import JournalReader
-from engine.signals.features import feature_schema_hash
-from engine.signals.scorer import ScorerMode
 from tests.kit.engine import pump_rig
+from tests.kit.models import Load, loaded
 from tests.kit.waiting import eventually
-
-
-@dataclass
-class ConstantScorer:
-    mode: ScorerMode
-    version: str = "hot_lgbm_1m@v0007#deadbeef"
-    schema_hash: str = feature_schema_hash()
-
-    def score(self, features: npt.NDArray[np.float64]) -> float:
-        return 0.0  # would block every entry in production
-
-
-@dataclass(frozen=True)
-class Load:
-    scorer: ConstantScorer | None
-    status: str
-    model: str | None
-    mode: ScorerMode
 
 
 async def _fills(tmp_path: Path, load: Load | None) -> tuple[list[str], list[str], str | None]:
@@ -51,7 +28,7 @@ async def _fills(tmp_path: Path, load: Load | None) -> tuple[list[str], list[str
 
 async def test_shadow_model_watches_and_never_decides(tmp_path: Path) -> None:
     plain, _, none_label = await _fills(tmp_path, None)
-    shadow = Load(ConstantScorer("shadow"), "shadow: research_only", "hot_lgbm_1m@v0007#deadbeef", "shadow")
+    shadow = loaded("shadow")
     watched, models, label = await _fills(tmp_path, shadow)
     assert plain, "the scripted pump should have been traded"
     assert watched == plain
@@ -61,7 +38,7 @@ async def test_shadow_model_watches_and_never_decides(tmp_path: Path) -> None:
 
 
 async def test_production_model_decides(tmp_path: Path) -> None:
-    production = Load(ConstantScorer("production"), "production", "hot_lgbm_1m@v0007#deadbeef", "production")
+    production = loaded("production")
     fills, _, label = await _fills(tmp_path, production)
     assert fills == []  # a score of 0 fails the ml_score rule on every entry
     assert label == "hot_lgbm_1m@v0007#deadbeef (production)"
