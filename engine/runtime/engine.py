@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
@@ -64,6 +66,7 @@ log = logging.getLogger("hotcoin.engine")
 MARKETS_REFRESH_MS = 5 * 60_000
 SYNC_EVERY_MS = 5_000
 RECENT_EVENTS = 200
+CYCLE_STATS_EVERY = 50  # cycles between refreshes of the cycle-time percentiles in status
 CANDIDATE_SEQS = 8_192
 
 
@@ -188,6 +191,7 @@ class Engine:
         self._now = 0
         self._seq = 0
         self._close_all: CloseAllProgress | None = None
+        self._cycle_pct = (0.0, 0.0)  # p50, p99 of recent cycles (ms), refreshed every CYCLE_STATS_EVERY
         self._tf_ms = timeframe_ms(config.trading.signals.timeframe)
 
     # ------------------------------------------------------------------ public
@@ -465,7 +469,12 @@ class Engine:
             run_id=self.run_id,
             config_hash=self.config_hash,
             model_version=self._model_label,
+            cycle_p50_ms=self._cycle_pct[0],
+            cycle_p99_ms=self._cycle_pct[1],
         )
+        if self.stats.cycles % CYCLE_STATS_EVERY == 0 and self.stats.cycle_ms:
+            recent = list(self.stats.cycle_ms)[-1000:]
+            self._cycle_pct = (float(np.percentile(recent, 50)), float(np.percentile(recent, 99)))
         if self._close_all is not None and self._close_all.remaining:
             left = len(core.book.holdings)
             self._close_all = CloseAllProgress(self._close_all.requested_ms, self._close_all.total, left, self._close_all.errors)

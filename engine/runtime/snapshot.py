@@ -100,6 +100,10 @@ class EngineStatus:
     run_id: str
     config_hash: str
     model_version: str | None = None
+    # The engine's own cycle time (market batch -> decisions made), over its last 1,000 cycles:
+    # what a reader needs to see that watching the engine does not slow it down.
+    cycle_p50_ms: float = 0.0
+    cycle_p99_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,9 +56,10 @@ def build_fake_client(options: TuiOptions) -> EngineClient:
 def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     """Run the console on the engine the options choose; the exit code.
 
-    - default: the engine in-process (on its own thread and event loop, so a repaint never
-      delays a market batch), on the simulated market with paper trading unless an exchange
-      is configured; quitting shuts it down cleanly;
+    - default: the console's own engine in a child process (`hotcoin_tui.child_engine`: a
+      repaint never delays a market batch), on the simulated market with paper trading unless
+      an exchange is configured; quitting shuts it down cleanly;
+    - `--in-process`: the same engine on a thread of this process (one interpreter lock);
     - `--attach`: an engine already running (`hotcoin run`) through its local socket; quitting
       detaches and the engine keeps trading;
     - `--fake`: the scripted fake engine.
@@ -98,6 +99,31 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
                 return app.return_code or 0
 
         return asyncio.run(attached())
+    log_path = loaded.config.journal_path.with_suffix(".log")  # the screen is the console's
+    if not engine.in_process:
+        from hotcoin_tui.child_engine import child_engine, run_args
+
+        args = run_args(
+            config=options.config,
+            demo=engine.demo,
+            exchange=engine.exchange,
+            live=engine.live,
+            yes_really=engine.yes_really,
+            speed=engine.speed,
+            journal=engine.journal,
+            endpoint=engine.endpoint,
+            sim_seed=engine.seed,
+            symbols=engine.symbols,
+            no_http=engine.no_http,
+        )
+
+        async def own_engine() -> int:
+            async with child_engine(args, loaded.config.paths.data_dir, log_path) as client:
+                app = HotcoinApp(client, settings)
+                await app.run_async()
+                return app.return_code or 0
+
+        return asyncio.run(own_engine())
     from ml.runtime import load_scorer
 
     run_options = RunOptions(
@@ -110,8 +136,6 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     )
     from engine.ops.logs import configure_logging
 
-    # The screen is the console's; engine logs go to a file beside the journal.
-    log_path = loaded.config.journal_path.with_suffix(".log")
     configure_logging(loaded.config.log_level, path=log_path)
     with EngineThread(loaded.config, run_options) as client:
         app = HotcoinApp(client, settings)
@@ -134,6 +158,7 @@ class EngineOptions:
     seed: int | None = None
     symbols: int | None = None
     no_http: bool = False
+    in_process: bool = False
 
 
 def tui(
@@ -148,6 +173,7 @@ def tui(
     sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Seed of the simulated market.")] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
     no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /health and /metrics.")] = False,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the engine on a thread of this process instead of a child process (shares the interpreter lock with the screen).")] = False,
     fake: Annotated[bool, typer.Option("--fake", help="Run on the scripted fake engine (generated data, no network).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Fake engine: random seed.")] = 7,
     candidates: Annotated[int, typer.Option("--candidates", help="Fake engine: candidates in the pool.")] = 300,
@@ -158,7 +184,7 @@ def tui(
 ) -> None:
     """The trading console: candidates, positions, engine state, events, chart; close-all on ctrl+x."""
     options = TuiOptions(fake, seed, candidates, positions, fake_mode, step_s, config)
-    engine = EngineOptions(demo, attach, exchange, live, yes_really, speed, journal, endpoint, sim_seed, symbols, no_http)
+    engine = EngineOptions(demo, attach, exchange, live, yes_really, speed, journal, endpoint, sim_seed, symbols, no_http, in_process)
     raise typer.Exit(run_tui(options, engine))
 
 

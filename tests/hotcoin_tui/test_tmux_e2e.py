@@ -90,3 +90,43 @@ def test_operator_pauses_closes_everything_and_quits(pane: Pane) -> None:
 
     pane.keys("q")  # flat: no warning, the engine is told to shut down and the app exits
     pane.wait_for("EXITED 0")
+
+
+@pytest.fixture
+def engine_pane(tmp_path: Path) -> Iterator[Pane]:
+    """The plain `hotcoin tui`: its own engine in a child process, on the demo market at x120,
+    with exits that never fire on their own (only close-all sells)."""
+    socket = f"hotcoin-e2e-engine-{os.getpid()}"
+    p = Pane(socket, "console")
+    hold = (
+        "HOTCOIN_TRADING__EXITS__TAKE_PROFIT='[{\"gain\": 50, \"fraction\": 1}]' "
+        "HOTCOIN_TRADING__EXITS__STOP_LOSS=0.9 HOTCOIN_TRADING__EXITS__TRAILING_ACTIVATION=50 "
+        "HOTCOIN_TRADING__EXITS__EXIT_ON_SIGNAL=false HOTCOIN_TRADING__EXITS__MAX_HOLD_MS=2592000000 "
+        f"HOTCOIN_PATHS__DATA_DIR={tmp_path}"
+    )
+    command = f"{hold} {sys.executable} -m hotcoin_tui.cli tui --speed 120 --symbols 40 --no-http; echo EXITED $?; sleep 60"
+    p.tmux("new-session", "-d", "-s", "console", "-x", "120", "-y", "40", "-c", str(REPO), command)
+    try:
+        yield p
+    finally:
+        p.tmux("kill-server")
+
+
+def test_operator_closes_the_real_engine_flat_and_quits(engine_pane: Pane, tmp_path: Path) -> None:
+    from engine.journal.reader import JournalReader
+
+    engine_pane.wait_for("SIM", "Candidates", "Positions (1)", timeout=90)  # the demo pump was bought
+    engine_pane.keys("C-x")
+    engine_pane.wait_for("EMERGENCY CLOSE-ALL", "Press Y to close all")
+    engine_pane.keys("Y")
+    engine_pane.wait_for("FLAT", timeout=30)
+    engine_pane.keys("Escape")
+    engine_pane.wait_gone("CLOSE-ALL DONE")
+    engine_pane.wait_for("Positions (0)")
+    engine_pane.keys("q")
+    engine_pane.wait_for("EXITED 0", timeout=60)
+    with JournalReader(tmp_path / "journal.sqlite") as reader:
+        exits = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
+        kinds = [e.kind for e in reader.events(kinds=["run_start", "run_stop"])]
+    assert exits, "close-all sold nothing"
+    assert kinds == ["run_start", "run_stop"]  # the console's engine was shut down cleanly

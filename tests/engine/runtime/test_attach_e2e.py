@@ -68,3 +68,25 @@ async def test_engine_outlives_its_consoles(headless_engine: tuple[subprocess.Po
         kinds = [e.kind for e in reader.events(kinds=["run_start", "run_stop", "command"])]
     assert kinds[0] == "run_start"
     assert kinds[-2:] == ["command", "run_stop"]
+
+
+async def test_console_refuses_to_start_a_second_engine_on_a_served_socket(
+    headless_engine: tuple[subprocess.Popen[str], Path],
+) -> None:
+    from engine.errors import ConfigError
+    from hotcoin_tui.child_engine import child_engine
+
+    _, data = headless_engine
+    with pytest.raises(ConfigError, match=r"already running.*hotcoin tui --attach"):
+        async with child_engine(["--demo"], data, data / "engine.log"):
+            pass
+
+
+async def test_console_says_why_its_engine_did_not_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.errors import ConfigError
+    from hotcoin_tui.child_engine import child_engine
+
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"exited with code 2 before it was ready(.|\n)*sim.symbols"):
+        async with child_engine(["--demo", "--symbols", "99999"], tmp_path, tmp_path / "engine.log"):
+            pass

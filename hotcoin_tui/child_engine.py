@@ -1,0 +1,130 @@
+"""The console's own engine, in a child process it starts, watches through the engine socket
+and shuts down on quit.
+
+Why a process and not a thread: Textual repaints are 50-100 ms of Python, and two threads
+share one interpreter lock, so an engine thread waits while the console paints (measured:
+p99 cycle time x2). A child process has its own interpreter and core; the console reaches it
+through the same `EngineClient` interface (`RemoteEngineClient` over the 0600 socket) that
+`hotcoin tui --attach` uses, so there is one client path to maintain, not two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.runtime.remote_client import RemoteEngineClient
+from engine.runtime.socket_server import AttachError, default_socket_path
+
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+async def _serving(path: Path) -> bool:
+    """Whether an engine answers on `path` right now."""
+    client = RemoteEngineClient(path)
+    try:
+        await client.connect(timeout_s=2.0)
+    except (AttachError, OSError):
+        return False
+    await client.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def child_engine(run_args: list[str], data_dir: Path, log_path: Path) -> AsyncIterator[RemoteEngineClient]:
+    """Start `hotcoin run <run_args>`, attach to it, yield the client; stop the child on exit.
+
+    The child's output goes to `log_path` (the screen belongs to the console). If it dies
+    before serving its socket, the error names the log and quotes its last lines.
+    """
+    socket_path = default_socket_path(data_dir)
+    if await _serving(socket_path):
+        raise ConfigError(
+            f"an engine is already running on {socket_path}; join it with `hotcoin tui --attach`, "
+            "or stop it first (its console's `q`, or SIGTERM)"
+        )
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hotcoin_tui.cli",
+            "run",
+            *run_args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # Ctrl-C in the console is the console's, not the engine's
+        )
+    try:
+        client = await _attach(child, socket_path, log_path)
+        try:
+            yield client
+        finally:
+            await client.close()
+        with contextlib.suppress(TimeoutError):  # quitting asked it to shut down: let it finish
+            await asyncio.wait_for(child.wait(), STOP_TIMEOUT_S)
+    finally:
+        if child.returncode is None:
+            child.terminate()  # SIGTERM: the engine flushes its journal and stops cleanly
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), STOP_TIMEOUT_S)
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+async def _attach(child: asyncio.subprocess.Process, socket_path: Path, log_path: Path) -> RemoteEngineClient:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if child.returncode is not None:
+            text = await asyncio.to_thread(log_path.read_text, errors="replace")
+            tail = text.splitlines()[-5:]
+            raise ConfigError(
+                f"the engine exited with code {child.returncode} before it was ready; see {log_path}:\n"
+                + "\n".join(tail)
+            )
+        client = RemoteEngineClient(socket_path)
+        try:
+            await client.connect(timeout_s=2.0)
+            return client
+        except (AttachError, OSError):
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the engine did not open {socket_path} within {START_TIMEOUT_S:.0f} s; see {log_path}") from None
+            await asyncio.sleep(0.1)
+
+
+def run_args(
+    *,
+    config: Path | None,
+    demo: bool,
+    exchange: str | None,
+    live: bool,
+    yes_really: bool,
+    speed: float,
+    journal: Path | None,
+    endpoint: str | None,
+    sim_seed: int | None,
+    symbols: int | None,
+    no_http: bool,
+) -> list[str]:
+    """`hotcoin run` flags for the same choices the console was given."""
+    args = ["--speed", repr(speed)]
+    for flag, value in (("--config", config), ("--exchange", exchange), ("--journal", journal), ("--endpoint", endpoint), ("--seed", sim_seed), ("--symbols", symbols)):
+        if value is not None:
+            args += [flag, str(value)]
+    if demo:
+        args.append("--demo")
+    args.append("--live" if live else "--paper")
+    if yes_really:
+        args.append("--yes-really-trade-live")
+    if no_http:
+        args.append("--no-http")
+    return args
