@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from engine.domain import Candle, Market, MarketFilters, Ticker, TickerBatch
 from engine.domain.candle import timeframe_ms
+from engine.market.ccxt_client import rewrite_urls
 from engine.sim.server import FaultPlan, MarketSource, SimExchangeServer
 
 T0 = 1_618_531_200_000  # 2021-04-16 00:00 UTC
@@ -196,15 +196,9 @@ async def running_sim_exchange(
 
 def loopback_urls(urls: Any, base_url: str) -> Any:
     """Every URL under ccxt's `urls['api']` moved to the sim's host and port, paths kept,
-    so an option left at its default reaches the sim (and 404s) instead of Binance."""
-    if isinstance(urls, dict):
-        return {k: loopback_urls(v, base_url) for k, v in urls.items()}
-    if isinstance(urls, str) and "://" in urls:
-        parts = urlsplit(urls)
-        host = urlsplit(base_url).netloc
-        scheme = "ws" if parts.scheme in ("ws", "wss") else "http"
-        return f"{scheme}://{host}{parts.path}"
-    return urls
+    so an option left at its default reaches the sim (and 404s) instead of Binance: the
+    gateway's own endpoint override, applied to a bare ccxt.pro client."""
+    return rewrite_urls(urls, base_url)
 
 
 def make_binance_client(
