@@ -20,6 +20,7 @@ so the core is only ever touched by this loop: no locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -282,6 +283,11 @@ class Engine:
         if batch_task in done:
             return batch_task.result()
         await self._drain_commands()
+        if self._stop.is_set():  # a shutdown does not wait for the market's next message
+            batch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await batch_task
+            return None
         return await batch_task
 
     async def _cycle(self, batch: TickerBatch) -> None:
