@@ -173,6 +173,7 @@ class Engine:
         self._model_label = f"{model.model} ({model.mode})" if model is not None and model.scorer is not None else None
         self.audit = audit  # exchange balances vs our records, every 5 minutes (exchange mode)
         self.hub = SnapshotHub()
+        self.observe(self._count_signal)
         self.stats = EngineStats()
         self.state = EngineStateMachine(config.state)
         self.tap.on_order_error = self.state.errors.record
@@ -255,6 +256,10 @@ class Engine:
     def deliver_announcements(self, announcements: list[Announcement]) -> None:
         """Exchange announcements from the poller; folded into discovery at the next cycle."""
         self._inbox.append(("announcements", announcements))
+
+    def _count_signal(self, kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+        if kind == "signal_snapshot":
+            self.metrics.signals.labels(str(payload.get("decision", ""))).inc()
 
     def observe(self, observer: EventObserver) -> None:
         """Call `observer(kind, payload, symbol)` for every journaled event (after it is journaled)."""

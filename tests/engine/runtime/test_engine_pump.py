@@ -97,3 +97,16 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path) -> None:
     with JournalReader(tmp_path / "j.sqlite") as reader:
         exits = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
     assert len(exits) == 1, "close-all pressed twice must sell once"
+
+
+async def test_metrics_count_signals_and_orders(tmp_path: Path) -> None:
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.stats.fills >= 2, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+    text = engine.metrics.render().decode()
+    assert 'hotcoin_signals_total{decision="enter"}' in text
+    assert 'hotcoin_signals_total{decision="skip"}' in text
+    assert 'hotcoin_orders_total{result="filled"}' in text
