@@ -386,15 +386,7 @@ class Engine:
             self.tap.emit(
                 "state_change",
                 ts_ms=now,
-                payload={
-                    "from": transition.from_state.value,
-                    "to": transition.to_state.value,
-                    "reasons": [r.code for r in transition.reasons],
-                    "details": [
-                        {"code": r.code, "detail": r.detail, "value": r.value, "threshold": r.threshold}
-                        for r in transition.reasons
-                    ],
-                },
+                payload=transition.payload(),
             )
         self.core.set_engine_state(self.state.state)
         self.core.paused = self.paused

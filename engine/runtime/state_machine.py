@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from engine.config.sections.state import StateSection
 from engine.domain import EngineState, StateReason
@@ -71,6 +72,17 @@ class Transition:
     from_state: EngineState
     to_state: EngineState
     reasons: tuple[StateReason, ...]
+
+    def payload(self) -> dict[str, Any]:
+        """The `state_change` journal payload (the runtime and the backtester journal the same)."""
+        return {
+            "from": self.from_state.value,
+            "to": self.to_state.value,
+            "reasons": [r.code for r in self.reasons],
+            "details": [
+                {"code": r.code, "detail": r.detail, "value": r.value, "threshold": r.threshold} for r in self.reasons
+            ],
+        }
 
 
 class OrderErrorWindow:
