@@ -18,7 +18,6 @@ import asyncio
 import statistics
 import time
 from decimal import Decimal
-from typing import Any
 
 from pydantic import SecretStr
 
@@ -28,24 +27,14 @@ from engine.execution.client_ids import client_order_id
 from engine.execution.close_all import close_all
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.router import OrderRouter
-from engine.journal.events import JournalEvent, make_trace_id
+from engine.journal.events import make_trace_id
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.sim.market import SimMarket
 from engine.sim.server import SimExchangeServer
 from engine.trading import TradingCore
+from tests.kit.events import RecordingSink
 
 SKIP = ("BTC", "ETH", "BNB", "USDC", "BUSD", "TUSD")
-
-
-class Sink:
-    """Journals in memory: the bench times the exchange round trips, not SQLite."""
-
-    def __init__(self) -> None:
-        self.events: list[JournalEvent] = []
-
-    def emit(self, kind: str, *, ts_ms: int, payload: Any, trace_id: str | None = None, symbol: str | None = None, cause: int | None = None) -> int:
-        self.events.append(JournalEvent(len(self.events) + 1, ts_ms, kind, payload, trace_id, symbol, cause))
-        return len(self.events)
 
 
 def _buy(market: Market, price: float, notional: float, trace: str) -> OrderIntent:
@@ -63,7 +52,7 @@ def _buy(market: Market, price: float, notional: float, trace: str) -> OrderInte
 
 async def one_round(gateway: CcxtGateway, markets: dict[str, Market], symbols: list[str], rnd: int, sequential: bool) -> float:
     config = load_config(env={}, cli={"trading.capital.profile": "full"}).config
-    sink = Sink()
+    sink = RecordingSink()
     broker = ExchangeBroker(gateway)
     router = OrderRouter(broker, sink)
     core = TradingCore(config.trading, markets, sink, run_id=f"bench-{rnd}")

@@ -22,43 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import statistics
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from engine.config.sections.trading import CapitalProfile, CapitalSettings, TradingSection
 from engine.domain import Order, OrderIntent
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
-from engine.journal.events import validate_event
+from engine.journal.sinks import NullSink
+from engine.runtime.headless import freeze_startup_heap
 from engine.signals.bars import BarHistory
 from engine.trading import TradingCore
 from tests.engine.signals import market_kit as mk
-
-
-class ValidatingSink:
-    """Validates and keeps each event, as the journal's emit does before queueing it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Mapping[str, Any]]] = []
-
-    def emit(
-        self,
-        kind: str,
-        *,
-        ts_ms: int,
-        payload: Mapping[str, Any],
-        trace_id: str | None = None,
-        symbol: str | None = None,
-        cause: int | None = None,
-    ) -> int:
-        validate_event(kind, ts_ms, payload)
-        self.events.append((kind, payload))
-        return len(self.events)
 
 
 class StampingBroker(Broker):
@@ -101,11 +78,10 @@ async def run(n: int, rounds: int, *, gc_freeze: bool = False) -> dict[str, list
     prices = dict.fromkeys(names, 1.025)
     batch = mk.book(prices, mk.NOW)
     if gc_freeze:
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        freeze_startup_heap()
     out: dict[str, list[float]] = {"cold": [], "warm": [], "cold_cpu": [], "warm_cpu": [], "events_cold": []}
     for r in range(rounds):
-        sink = ValidatingSink()
+        sink = NullSink(validate=True)
         core = TradingCore(settings, markets, sink, history=history)
         paper = PaperBroker(FillModel())
         paper.update_book(batch)
@@ -119,7 +95,7 @@ async def run(n: int, rounds: int, *, gc_freeze: bool = False) -> dict[str, list
         assert broker.first_ns is not None, "no intent reached the broker"
         out["cold"].append((broker.first_ns - t0) / 1e6)
         out["cold_cpu"].append((broker.first_cpu_ns - c0) / 1e6)
-        out["events_cold"].append(float(len(sink.events)))
+        out["events_cold"].append(float(sink.count))
         for u in updates:
             core.on_order_update(u, mk.NOW)
 
@@ -145,7 +121,7 @@ def main() -> None:
     parser.add_argument(
         "--gc-freeze",
         action="store_true",
-        help="gc.freeze() after set-up and a gen-0 threshold of 50,000, as a tuned runtime would run",
+        help="gc.freeze() after set-up and a gen-0 threshold of 50,000, as `hotcoin run` does (engine.runtime.headless)",
     )
     args = parser.parse_args()
     out = asyncio.run(run(args.candidates, args.rounds, gc_freeze=args.gc_freeze))

@@ -17,38 +17,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from engine.config.sections.discovery import DiscoverySection
 from engine.discovery.pipeline import Discovery
 from engine.domain.ticker import TickerBatch
-from engine.journal.events import validate_event
+from engine.journal.sinks import NullSink
 
 T0 = 1_700_000_000_000
-
-
-class ValidatingSink:
-    """Validates and keeps a count, as the journal's emit does before queueing."""
-
-    def __init__(self) -> None:
-        self.seq = 0
-
-    def emit(
-        self,
-        kind: str,
-        *,
-        ts_ms: int,
-        payload: Mapping[str, Any],
-        trace_id: str | None = None,
-        symbol: str | None = None,
-        cause: int | None = None,
-    ) -> int:
-        validate_event(kind, ts_ms, payload)
-        self.seq += 1
-        return self.seq
 
 
 class SyntheticMarket:
@@ -95,7 +72,7 @@ class SyntheticMarket:
 
 def run(n_symbols: int, warmup_s: int, timed: int, mode: str) -> dict[str, float]:
     market = SyntheticMarket(n_symbols)
-    sink = ValidatingSink()
+    sink = NullSink(validate=True)
     disc = Discovery(DiscoverySection(), sink)
     ts = T0
     for _ in range(warmup_s):
@@ -106,7 +83,7 @@ def run(n_symbols: int, warmup_s: int, timed: int, mode: str) -> dict[str, float
         ts += 1000
         batches.append(market.step(ts, mode))
     times = np.empty(timed)
-    events0 = sink.seq
+    events0 = sink.count
     pool_sizes = []
     cpu0 = time.process_time()
     for i, b in enumerate(batches):
@@ -123,7 +100,7 @@ def run(n_symbols: int, warmup_s: int, timed: int, mode: str) -> dict[str, float
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
         "mean_pool": float(np.mean(pool_sizes)),
-        "events_per_min": (sink.seq - events0) / (timed / 60),
+        "events_per_min": (sink.count - events0) / (timed / 60),
         "memory_mb": disc.windows.memory_bytes() / 1e6,
     }
 

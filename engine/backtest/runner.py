@@ -45,6 +45,7 @@ from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import EventSink
+from engine.journal.sinks import NullSink
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.signals.features import WINDOW
 from engine.signals.scorer import ModelLoad
@@ -55,26 +56,6 @@ MINUTE_MS = 60_000
 # The runtime's cadences (engine.runtime.engine): market info every 5 min, broker sync every 5 s.
 MARKETS_REFRESH_MS = 5 * 60_000
 SYNC_EVERY_MS = 5_000
-
-
-class NullSink:
-    """An `EventSink` that keeps nothing but a count: journaling off."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def emit(
-        self,
-        kind: str,
-        *,
-        ts_ms: int,
-        payload: Mapping[str, Any],
-        trace_id: str | None = None,
-        symbol: str | None = None,
-        cause: int | None = None,
-    ) -> int:
-        self.count += 1
-        return self.count
 
 
 class _Tap:

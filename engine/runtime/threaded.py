@@ -20,6 +20,7 @@ from engine.config import HotcoinConfig
 from engine.domain import Candle, Fill
 from engine.journal.events import JournalEvent
 from engine.runtime.client import Command, CommandResult, EngineClient
+from engine.runtime.headless import freeze_startup_heap
 from engine.runtime.session import EngineSession, RunOptions, open_session
 from engine.runtime.snapshot import EngineSnapshot
 
@@ -114,6 +115,7 @@ class EngineThread:
     async def _serve(self) -> None:
         async with open_session(self._config, self._options) as session:
             self._ready.set_result((session, asyncio.get_running_loop()))
+            freeze_startup_heap()
             await session.engine.run(self._duration_s)
 
 

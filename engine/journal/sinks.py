@@ -1,0 +1,34 @@
+"""An `EventSink` that writes nothing: journaling off (backtests without `--journal`) and
+benchmarks that time the decision code without SQLite.
+
+It still assigns seqs, so `cause` links are formed exactly as with the real journal, and it
+can validate each event against the contract, as `Journal.emit` does before queueing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.journal.events import validate_event
+
+
+class NullSink:
+    def __init__(self, *, validate: bool = False) -> None:
+        self.count = 0
+        self._validate = validate
+
+    def emit(
+        self,
+        kind: str,
+        *,
+        ts_ms: int,
+        payload: Mapping[str, Any],
+        trace_id: str | None = None,
+        symbol: str | None = None,
+        cause: int | None = None,
+    ) -> int:
+        if self._validate:
+            validate_event(kind, ts_ms, payload)
+        self.count += 1
+        return self.count
