@@ -83,7 +83,7 @@ def _caches(engine: Engine, journal: Journal) -> dict[str, int]:
         "tap.candidate_seq": len(engine.tap.candidate_seq),
         "tap.last_signal": len(engine.tap.last_signal),
         "engine._fills(symbols)": len(engine._fills),
-        "engine._fed_bar": len(engine._fed_bar),
+        "cycle._fed": len(engine.cycle._fed),
         "router._sent": len(engine.router._sent),
         "core.causes": len(core.causes),
         "core._last_action_ms": len(core._last_action_ms),

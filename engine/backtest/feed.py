@@ -61,19 +61,14 @@ class HistoryFeed(SimFeed):
         return (StreamRow("history", state, now_ms - int(age * 1000), f"candle replay, data {age:.0f} s old"),)
 
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
-        """The runtime feed's `candles(symbol, timeframe, limit)` (sliced as the module docstring
-        says), less those opening at or before `after_ms`.
-
-        The backtest asks again for the last 3 candles every bar, as the runtime does, but has
-        already fed two of them to the core: building only the new one spares two `Candle`s
-        per symbol per bar (`BarHistory.add` of a candle it holds is a no-op anyway)."""
+        """The runtime feed's `candles(symbol, timeframe, limit, after_ms=...)`, sliced as the
+        module docstring says: only the candles after `after_ms` are built at all."""
         store, earliest, ring = self._store, self._earliest_ms, self._ring_ms
         if (
             store is None or earliest is None or ring is None or timeframe != self.index.timeframe
             or symbol not in self.index.first_ms or self.index.first_ms[symbol] > self.market.now_ms
         ):  # fmt: skip
-            candles = await super().candles(symbol, timeframe, limit)
-            return candles if after_ms is None else [c for c in candles if c.open_ms > after_ms]
+            return await super().candles(symbol, timeframe, limit, after_ms=after_ms)
         s = self._series.get(symbol)
         if s is None:
             s = self._series[symbol] = store.read(symbol, timeframe)

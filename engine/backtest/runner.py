@@ -1,21 +1,12 @@
 """The backtest runner: history through the very code that trades, on a virtual clock.
 
 The market is the candle store replayed minute by minute (`ParquetMarket` behind a
-`HistoryFeed`), and each batch goes through the runtime's cycle, step for step, in the order
-`engine.runtime.engine.Engine._cycle` uses:
-
-    paper book <- batch                  (PaperBroker.update_book: fills see this batch's quotes)
-    discovery.on_batch(batch)            pool + candidate_snapshot
-    closed candles for pool + holdings + regime symbol (WINDOW+2 on first sight, then 3)
-    state machine step                   data age from the history (outages go stale)
-    core.step(batch, candidates, now, candidate seqs)
-    router.send_all(intents) -> core.on_order_update
-    broker.sync every 5 s of sim time
-
-Discovery, `TradingCore`, `PaperBroker` (the shared `FillModel`), `OrderRouter` and
-`EngineStateMachine` are the runtime's own classes, fed the same way; only snapshot publishing
-(for a UI nobody watches) is left out. `tests/engine/backtest/test_parity.py` runs the same
-history through `Engine` and through this runner and compares every fill.
+`HistoryFeed`), and each batch goes through `engine.runtime.cycle.TradingCycle`, the object
+the live `Engine` steps too: discovery, candles, state machine, `TradingCore`, `OrderRouter`
+and a `PaperBroker` with the shared `FillModel`, in one order. What the runner adds is what a
+backtest reports: the trade log (fills grouped into round trips) and the equity curve.
+`tests/engine/backtest/test_parity.py` runs the same history through `Engine` and through this
+runner and compares the journals event for event.
 
 Point in time: the replay market holds only candles that have closed by the clock's time, the
 universe is the markets listed by then (a pair appears with its first candle), and warm-up
@@ -37,54 +28,19 @@ from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
-from engine.discovery.pipeline import Discovery, DiscoveryCycle
-from engine.domain import EngineState, Fill, Market, TickerBatch
-from engine.domain.candle import timeframe_ms
+from engine.domain import Fill
 from engine.errors import ConfigError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
-from engine.execution.router import OrderRouter
 from engine.journal.events import EventSink
 from engine.journal.sinks import NullSink
-from engine.runtime.state_machine import EngineStateMachine, HealthInputs
-from engine.signals.features import WINDOW
+from engine.runtime.cycle import TradingCycle
+from engine.runtime.tap import Tap
 from engine.signals.scorer import ModelLoad
 from engine.sim.parquet_source import ParquetMarket
 from engine.trading import TradingCore
 
 MINUTE_MS = 60_000
-# The runtime's cadences (engine.runtime.engine): market info every 5 min, broker sync every 5 s.
-MARKETS_REFRESH_MS = 5 * 60_000
-SYNC_EVERY_MS = 5_000
-
-
-class _Tap:
-    """In front of the sink: the seq of each trace's candidate_snapshot (the cause of its signal),
-    bounded as the runtime's tap is."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.candidate_seq: dict[str, int] = {}
-        self.events = 0
-
-    def emit(
-        self,
-        kind: str,
-        *,
-        ts_ms: int,
-        payload: Mapping[str, Any],
-        trace_id: str | None = None,
-        symbol: str | None = None,
-        cause: int | None = None,
-    ) -> int:
-        seq = self.sink.emit(kind, ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
-        self.events += 1
-        if kind == "candidate_snapshot" and trace_id is not None:
-            self.candidate_seq[trace_id] = seq
-            if len(self.candidate_seq) > 50_000:
-                for old in list(self.candidate_seq)[:25_000]:
-                    del self.candidate_seq[old]
-        return seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,26 +153,30 @@ class BacktestRunner:
             market, SimClock(start), self.index, store=HistoryStore(self.data_dir),
             earliest_ms=market_start - sim.history_minutes * MINUTE_MS, ring_minutes=sim.candle_ring_minutes,
         )  # fmt: skip
-        cycle = _Cycle(config, feed, self.sink, self.run_id, self.model)
+        books = _Books()
+        tap = Tap(self.sink, recent=0)
+        tap.observers.append(books.on_event)
+        broker = PaperBroker(FillModel.from_settings(config.trading.execution))
+        cycle = TradingCycle(
+            config, feed, broker, tap, run_id=self.run_id, model=self.model,
+            on_update=books.on_update, on_stepped=books.on_stepped,
+        )  # fmt: skip
         await cycle.warmup()
+        first = await feed.next_batch()
+        core = books.core = await cycle.begin(first, "backtest")
         eq_ts, eq, expo = [], [], []
-        now = start
+        batch, cycles = first, 0
         while True:
-            batch = await feed.next_batch()
             now = batch.ts_ms
-            if cycle.core is None:
-                await cycle.begin(batch)
-            core = cycle.core
-            assert core is not None
             await cycle.step(batch)
+            cycles += 1
             eq_ts.append(now)
             eq.append(core.equity())
             expo.append(core.exposure())
             if now >= end:
                 break
-        cycle.tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
-        core = cycle.core
-        assert core is not None
+            batch = await feed.next_batch()
+        tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
         return BacktestResult(
             run_id=self.run_id,
             start_ms=start,
@@ -225,15 +185,15 @@ class BacktestRunner:
             equity_ts=np.asarray(eq_ts, np.int64),
             equity=np.asarray(eq),
             exposure=np.asarray(expo),
-            trades=cycle.trades.closed,
-            fills=cycle.fills,
+            trades=books.trades.closed,
+            fills=books.fills,
             open_positions={s: h.position.quantity for s, h in core.book.holdings.items()},
-            cycles=cycle.cycles,
+            cycles=cycles,
             candles=self.index.candles_between(start, end),
-            events=cycle.tap.events,
+            events=tap.events,
             wall_s=time.perf_counter() - t0,
             symbols=len(self.index.symbols),
-            stats={"state_changes": cycle.state_changes, "suppressed": cycle.router.suppressed},
+            stats={"state_changes": books.state_changes, "suppressed": cycle.router.suppressed},
         )
 
 
@@ -269,88 +229,24 @@ class _TradeLog:
         )
 
 
-class _Cycle:
-    """The runtime's cycle without the UI: see the module docstring for the order."""
+class _Books:
+    """What the backtest keeps beside the cycle: every fill, and the trade log, fed by the
+    cycle's hooks in the order things happen."""
 
-    def __init__(
-        self, config: HotcoinConfig, feed: HistoryFeed, sink: EventSink, run_id: str, model: ModelLoad | None = None
-    ) -> None:
-        self.config = config
-        self.model = model
-        self.feed = feed
-        self.tap = _Tap(sink)
-        self.run_id = run_id
-        self.broker = PaperBroker(FillModel.from_settings(config.trading.execution))
-        self.router = OrderRouter(self.broker, self.tap)
-        self.state = EngineStateMachine(config.state)
-        self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
+    def __init__(self) -> None:
         self.core: TradingCore | None = None
         self.trades = _TradeLog()
         self.fills: list[Fill] = []
-        self.cycles = 0
         self.state_changes = 0
         self._closed_seen = 0
-        self._markets: dict[str, Market] = {}
-        self._markets_at = 0
-        self._fed_bar: dict[str, tuple[int, int | None]] = {}  # symbol -> (bar, last candle fed)
-        self._last_sync = 0
-        self._tf = config.trading.signals.timeframe
-        self._tf_ms = timeframe_ms(self._tf)
-        self._regime = config.trading.signals.regime_symbol
 
-    async def warmup(self) -> None:
-        warm = 0
-        async for past in self.feed.warmup(self.config.discovery.windows.slot_ms):
-            if not warm:
-                await self._refresh_markets(past.ts_ms, force=True)
-            self.discovery.on_batch(past)
-            warm += 1
+    def on_update(self, update: OrderUpdate) -> None:
+        for fill in update.fills:
+            self.fills.append(fill)
+            self.trades.add(fill, update.order.purpose.value)
+        self.on_stepped()
 
-    async def begin(self, first: TickerBatch) -> None:
-        await self._refresh_markets(first.ts_ms, force=True)
-        scorer = self.model.scorer if self.model is not None else None
-        self.core = TradingCore(self.config.trading, self._markets, self.tap, run_id=self.run_id, scorer=scorer)
-        self.tap.emit(
-            "run_start",
-            ts_ms=first.ts_ms,
-            payload={
-                "run_id": self.run_id,
-                "config_hash": self.config.config_hash(),
-                "mode": "backtest",
-                "model": self.model.model if self.model is not None else None,
-                "model_status": self.model.status if self.model is not None else "no model loader",
-            },
-        )
-
-    async def step(self, batch: TickerBatch) -> None:
-        core = self.core
-        assert core is not None
-        now = batch.ts_ms
-        await self._refresh_markets(now)
-        self.broker.update_book(batch)
-        cycle = self.discovery.on_batch(batch)
-        await self._feed_candles(cycle, now)
-        self._step_state(now)
-        intents = core.step(batch, cycle.snapshot.candidates, now, self.tap.candidate_seq)
-        self._closed()
-        if intents:
-            self._book(await self.router.send_all(intents, now, core.causes), now)
-        if now - self._last_sync >= SYNC_EVERY_MS:
-            self._last_sync = now
-            self._book(await self.broker.sync(now), now)
-        self.cycles += 1
-
-    def _book(self, updates: list[OrderUpdate], now: int) -> None:
-        core = self.core
-        assert core is not None
-        for update in updates:
-            core.on_order_update(update, now)
-            for fill in update.fills:
-                self.fills.append(fill)
-                self.trades.add(fill, update.order.purpose.value)
-            self._closed()
-
-    def _closed(self) -> None:
+    def on_stepped(self) -> None:
         """Round trips the book closed since the last look: by a fill, or written off as dust
         inside `core.step` (no fill at all)."""
         core = self.core
@@ -359,51 +255,6 @@ class _Cycle:
             self.trades.close(trade.symbol, trade.trace_id, trade.realised_pnl, trade.opened_ms, trade.closed_ms)
         self._closed_seen = len(core.book.closed)
 
-    async def _refresh_markets(self, now: int, force: bool = False) -> None:
-        if not force and now - self._markets_at < MARKETS_REFRESH_MS:
-            return
-        markets = await self.feed.markets()
-        self._markets_at = now
-        if force or len(markets) != len(self._markets):
-            self._markets = dict(markets)
-            self.discovery.on_markets(markets.values(), now)
-            if self.core is not None:
-                self.core.markets = self._markets
-
-    async def _feed_candles(self, cycle: DiscoveryCycle, now: int) -> None:
-        core = self.core
-        assert core is not None
-        bar = now // self._tf_ms
-        wanted = {c.symbol for c in cycle.snapshot.candidates}
-        wanted.update(core.book.holdings)
-        wanted.add(self._regime)
-        for symbol in wanted:
-            fed = self._fed_bar.get(symbol)
-            if (fed is not None and fed[0] == bar) or symbol not in self._markets:
-                continue
-            # The runtime's requests (WINDOW+2 on first sight, then 3), less the candles this
-            # symbol was already fed: re-adding a candle `BarHistory` holds changes nothing.
-            limit, after = (WINDOW + 2, None) if fed is None else (3, fed[1])
-            for candle in await self.feed.candles(symbol, self._tf, limit, after_ms=after):
-                if candle.closed:
-                    core.on_candle(candle)
-                    after = candle.open_ms
-            self._fed_bar[symbol] = (bar, after)
-        if len(self._fed_bar) > 4 * max(64, len(wanted)):
-            self._fed_bar = {s: b for s, b in self._fed_bar.items() if s in wanted}
-
-    def _step_state(self, now: int) -> None:
-        core = self.core
-        assert core is not None
-        transition = self.state.step(
-            HealthInputs(now, data_age_s=self.feed.data_age_s(now), risk_level=int(core.risk.level))
-        )
-        if transition is not None:
+    def on_event(self, kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+        if kind == "state_change":
             self.state_changes += 1
-            self.tap.emit(
-                "state_change",
-                ts_ms=now,
-                payload=transition.payload(),
-            )
-        effective: EngineState = self.state.state
-        core.set_engine_state(effective)

@@ -32,8 +32,9 @@ class MarketFeed(abc.ABC):
         """Tradable markets with their filters, keyed by symbol."""
 
     @abc.abstractmethod
-    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
-        """Recent candles, the last possibly still open."""
+    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
+        """The last `limit` candles, the last possibly still open, less those opening at or
+        before `after_ms` (what the caller already holds: a closed candle never changes)."""
 
     @abc.abstractmethod
     def book(self, symbol: str) -> tuple[float, float]:
@@ -115,8 +116,8 @@ class SimFeed(MarketFeed):
             self._markets = {m.symbol: m for m in self.market.markets()}
         return self._markets
 
-    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
-        return self.market.klines(symbol, timeframe, limit=limit)
+    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
+        return _after(self.market.klines(symbol, timeframe, limit=limit), after_ms)
 
     def book(self, symbol: str) -> tuple[float, float]:
         bid, _, ask, _ = self.market.book(symbol)
@@ -127,3 +128,7 @@ class SimFeed(MarketFeed):
 
     def data_age_s(self, now_ms: int) -> float | None:
         return None if self._last_ms is None else max(0.0, (now_ms - self._last_ms) / 1000)
+
+
+def _after(candles: list[Candle], after_ms: int | None) -> list[Candle]:
+    return candles if after_ms is None else [c for c in candles if c.open_ms > after_ms]

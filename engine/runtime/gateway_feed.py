@@ -285,16 +285,17 @@ class GatewayFeed(MarketFeed):
         self._markets_at = wall
         return self._markets
 
-    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
         tf = timeframe_ms(timeframe)
         bar = self._last_ts // tf * tf if self._last_ts else None
         since = None if bar is None else bar - (limit - 1) * tf
         try:
-            return await self.gateway.fetch_candles(symbol, timeframe, since_ms=since, limit=limit)
+            candles = await self.gateway.fetch_candles(symbol, timeframe, since_ms=since, limit=limit)
         except OrderError as exc:
             self.candle_errors += 1
             self._error(exc)
             return []
+        return candles if after_ms is None else [c for c in candles if c.open_ms > after_ms]
 
     def book(self, symbol: str) -> tuple[float, float]:
         i = self._index.get(symbol)

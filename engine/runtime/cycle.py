@@ -1,0 +1,225 @@
+"""`TradingCycle`: one market batch through the decision core, in the order the live engine and
+the backtester share.
+
+    market info                  refreshed every 5 min of market time (listings appear)
+    paper book <- batch          PaperBroker fills see this batch's quotes
+    slow inputs                  social posts and announcements delivered since the last cycle
+    discovery.on_batch()         pool + candidate_snapshot events
+    candles for the core         closed bars of pool members, holdings and the regime symbol:
+                                 WINDOW+2 on first sight, then the last 3, less what was fed
+    state machine step           tradeable | degraded | blocked (state_change events)
+    core.step()                  exits and entries as order intents
+    router.send_all()            order_attempt / order_result; updates booked into the core
+    broker.sync()                every 5 s of market time: resting orders, expiries
+
+`Engine` (wall clock, commands, snapshots, audits) and `BacktestRunner` (virtual clock, trade
+log, equity curve) each wrap one of these, so there is one orchestration to keep right; the
+parity test (`tests/engine/backtest/test_parity.py`) runs the same history through both
+wrappers and compares the journals event for event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.config import HotcoinConfig
+from engine.discovery.pipeline import Discovery, DiscoveryCycle
+from engine.domain import Market, TickerBatch
+from engine.domain.candle import timeframe_ms
+from engine.errors import OrderError
+from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.paper import PaperBroker
+from engine.execution.router import OrderRouter
+from engine.runtime.feed import MarketFeed
+from engine.runtime.state_machine import EngineStateMachine, HealthInputs
+from engine.runtime.tap import Tap
+from engine.signals.features import WINDOW
+from engine.signals.scorer import ModelLoad
+from engine.trading import TradingCore
+
+log = logging.getLogger("hotcoin.engine")
+
+MARKETS_REFRESH_MS = 5 * 60_000
+SYNC_EVERY_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class CycleOutcome:
+    """What one batch did: discovery's result, and when its intents were handed to the broker
+    (`perf_counter()` seconds; None when the cycle decided nothing)."""
+
+    discovery: DiscoveryCycle
+    intents: int
+    sent_at: float | None
+
+
+class TradingCycle:
+    """Discovery, state machine, core and router over one feed and broker (see the module doc).
+
+    `on_update(update)` sees every order update after the core booked it; `on_stepped()` runs
+    right after `core.step` (positions the core closed without a fill, e.g. dust written off).
+    """
+
+    def __init__(
+        self,
+        config: HotcoinConfig,
+        feed: MarketFeed,
+        broker: Broker,
+        tap: Tap,
+        *,
+        run_id: str,
+        model: ModelLoad | None = None,
+        on_update: Callable[[OrderUpdate], None] | None = None,
+        on_stepped: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.feed = feed
+        self.broker = broker
+        self.tap = tap
+        self.run_id = run_id
+        self.model = model
+        self.config_hash = config.config_hash()  # hashing the config costs ~1 ms: once per run
+        self.state = EngineStateMachine(config.state)
+        tap.on_order_error = self.state.errors.record
+        self.discovery = Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
+        self.router = OrderRouter(broker, tap)
+        self.core: TradingCore | None = None
+        self.paused = False  # the operator paused new entries (exits continue)
+        self.markets: dict[str, Market] = {}
+        self._on_update = on_update
+        self._on_stepped = on_stepped
+        self._inbox: deque[tuple[str, list[Any]]] = deque(maxlen=1000)  # slow inputs between cycles
+        self._markets_at = 0
+        self._fed: dict[str, tuple[int, int | None]] = {}  # symbol -> (bar, open time of the last candle fed)
+        self._last_sync = 0
+        self._tf = config.trading.signals.timeframe
+        self._tf_ms = timeframe_ms(self._tf)
+        self._regime = config.trading.signals.regime_symbol
+
+    # ------------------------------------------------------------------ start
+    async def warmup(self) -> int:
+        """Discovery through the feed's warm-up batches (before trading starts); their count."""
+        warm = 0
+        async for past in self.feed.warmup(self.config.discovery.windows.slot_ms):
+            if not warm:
+                await self.refresh_markets(past.ts_ms, force=True)
+            self.discovery.on_batch(past)
+            warm += 1
+        return warm
+
+    async def begin(self, first: TickerBatch, mode: str) -> TradingCore:
+        """Create the core at the first batch and journal `run_start`."""
+        await self.refresh_markets(first.ts_ms, force=True)
+        model = self.model
+        scorer = model.scorer if model is not None else None
+        self.core = TradingCore(self.config.trading, self.markets, self.tap, run_id=self.run_id, scorer=scorer)
+        self.tap.emit(
+            "run_start",
+            ts_ms=first.ts_ms,
+            payload={
+                "run_id": self.run_id,
+                "config_hash": self.config_hash,
+                "mode": mode,
+                "model": model.model if model is not None else None,
+                "model_status": model.status if model is not None else "no model loader",
+            },
+        )
+        return self.core
+
+    # ------------------------------------------------------------------ the cycle
+    def deliver(self, kind: str, items: list[Any]) -> None:
+        """Social posts ("posts") or announcements, folded into discovery at the next cycle."""
+        self._inbox.append((kind, items))
+
+    async def step(self, batch: TickerBatch) -> CycleOutcome:
+        core = self.core
+        assert core is not None, "begin() first"
+        now = batch.ts_ms
+        await self.refresh_markets(now)
+        if isinstance(self.broker, PaperBroker):
+            self.broker.update_book(batch)
+        while self._inbox:
+            kind, items = self._inbox.popleft()
+            if kind == "posts":
+                self.discovery.on_posts(items, now)
+            else:
+                self.discovery.on_announcements(items, now)
+        cycle = self.discovery.on_batch(batch)
+        await self._feed_candles(cycle, now)
+        self.step_state(now)
+        intents = core.step(batch, cycle.snapshot.candidates, now, self.tap.candidate_seq)
+        if self._on_stepped is not None:
+            self._on_stepped()
+        sent_at = None
+        if intents:
+            updates = await self.router.send_all(intents, now, core.causes)
+            sent_at = time.perf_counter()
+            self.book(updates, now)
+        if now - self._last_sync >= SYNC_EVERY_MS:
+            self._last_sync = now
+            try:
+                self.book(await self.broker.sync(now), now)
+            except OrderError as exc:  # the exchange failed a reconcile (429, 5xx, timeout): next sync retries
+                log.warning("broker sync failed: %s", exc)
+                self.state.errors.record(now)
+        return CycleOutcome(cycle, len(intents), sent_at)
+
+    def book(self, updates: list[OrderUpdate], now: int) -> None:
+        """Order updates into the core, then to `on_update`."""
+        core = self.core
+        assert core is not None
+        for update in updates:
+            core.on_order_update(update, now)
+            if self._on_update is not None:
+                self._on_update(update)
+
+    async def refresh_markets(self, now: int, force: bool = False) -> None:
+        if not force and now - self._markets_at < MARKETS_REFRESH_MS:
+            return
+        markets = await self.feed.markets()
+        self._markets_at = now
+        if force or len(markets) != len(self.markets):
+            self.markets = dict(markets)
+            self.discovery.on_markets(markets.values(), now)
+            if self.core is not None:
+                self.core.markets = self.markets
+
+    async def _feed_candles(self, cycle: DiscoveryCycle, now: int) -> None:
+        """Closed bars for every symbol the core may decide on this bar (pool, holdings, regime),
+        once per bar per symbol: the last WINDOW+2 on first sight, then the last 3, less the
+        candles already fed (a closed candle never changes; re-adding one is a no-op anyway)."""
+        core = self.core
+        assert core is not None
+        bar = now // self._tf_ms
+        wanted = {c.symbol for c in cycle.snapshot.candidates}
+        wanted.update(core.book.holdings)
+        wanted.add(self._regime)
+        for symbol in wanted:
+            fed = self._fed.get(symbol)
+            if (fed is not None and fed[0] == bar) or symbol not in self.markets:
+                continue
+            limit, after = (WINDOW + 2, None) if fed is None else (3, fed[1])
+            for candle in await self.feed.candles(symbol, self._tf, limit, after_ms=after):
+                if candle.closed:
+                    core.on_candle(candle)
+                    after = candle.open_ms
+            self._fed[symbol] = (bar, after)
+        if len(self._fed) > 4 * max(64, len(wanted)):
+            self._fed = {s: b for s, b in self._fed.items() if s in wanted}
+
+    def step_state(self, now: int) -> None:
+        """Health into the state machine (state_change journaled); the core obeys its verdict."""
+        core = self.core
+        assert core is not None
+        feed = self.feed
+        health = HealthInputs(now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now), risk_level=int(core.risk.level))
+        transition = self.state.step(health)
+        if transition is not None:
+            self.tap.emit("state_change", ts_ms=now, payload=transition.payload())
+        core.set_engine_state(self.state.state)
+        core.paused = self.paused
