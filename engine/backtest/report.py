@@ -52,25 +52,72 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
     }
 
 
-def trades_table(result: BacktestResult) -> Any:
+def held(ms: int) -> str:
+    """A holding time as 45m, 3h05 or 2d04h: short enough for a narrow terminal's table."""
+    minutes = ms // 60_000
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}" if hours < 24 else f"{hours // 24}d{hours % 24:02d}h"
+
+
+# Columns the terminal table drops, in this order, until its rows fit the width (--json has all).
+_OPTIONAL: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "exit"))
+_TRACE_SHORT = 12  # `hotcoin replay` takes any unique prefix of a trace id
+
+
+def trades_table(result: BacktestResult, width: int = 120) -> Any:
+    """The last `MAX_ROWS` trades as a rich table no wider than `width`: the quantity and prices
+    are dropped on narrow terminals (and the trace id cut to a prefix) rather than every cell
+    being cut to an ellipsis."""
     from rich import box
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
-    table = Table(title=f"trades ({len(result.trades)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for name, justify in (
-        ("opened UTC", "left"), ("held", "right"), ("symbol", "left"), ("qty", "right"), ("entry", "right"),
-        ("exit", "right"), ("pnl", "right"), ("%", "right"), ("exit", "left"),
-    ):  # fmt: skip
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    table.add_column("trace", no_wrap=True, min_width=16)
-    rows = result.trades if len(result.trades) <= MAX_ROWS else result.trades[-MAX_ROWS:]
-    for t in rows:
-        colour = "green" if t.pnl > 0 else "red"
-        table.add_row(
-            iso(t.opened_ms, short=True), f"{(t.closed_ms - t.opened_ms) // 60_000}m", t.symbol, f"{t.quantity:.6g}",
-            f"{t.entry_price:.6g}", f"{t.exit_price:.6g}", f"[{colour}]{t.pnl:+.2f}[/]", f"{t.return_pct:+.1f}",
-            t.exit_reason, t.trace_id,
+    trades = result.trades if len(result.trades) <= MAX_ROWS else result.trades[-MAX_ROWS:]
+    columns: dict[str, list[str]] = {
+        "opened UTC": [iso(t.opened_ms, short=True) for t in trades],
+        "held": [held(t.closed_ms - t.opened_ms) for t in trades],
+        "symbol": [t.symbol for t in trades],
+        "qty": [f"{t.quantity:.6g}" for t in trades],
+        "entry": [f"{t.entry_price:.6g}" for t in trades],
+        "exit": [f"{t.exit_price:.6g}" for t in trades],
+        "pnl": [f"{t.pnl:+.2f}" for t in trades],
+        "%": [f"{t.return_pct:+.1f}" for t in trades],
+        "reason": [t.exit_reason for t in trades],
+        "trace": [t.trace_id for t in trades],
+    }
+
+    def build() -> Any:
+        table = Table(
+            title=f"trades ({len(result.trades)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+            collapse_padding=True,
         )  # fmt: skip
+        for name in columns:
+            table.add_column(name, justify="left" if name in ("opened UTC", "symbol", "reason", "trace") else "right", no_wrap=True)
+        pnl = list(columns).index("pnl")
+        for i, t in enumerate(trades):
+            cells = [columns[name][i] for name in columns]
+            cells[pnl] = f"[{'green' if t.pnl > 0 else 'red'}]{cells[pnl]}[/]"
+            table.add_row(*cells)
+        return table
+
+    measure = Console(width=10_000)
+
+    def fits(table: Any) -> bool:
+        return bool(Measurement.get(measure, measure.options, table).maximum <= width)
+
+    table = build()
+    if not fits(table):
+        columns["trace"] = [t[:_TRACE_SHORT] for t in columns["trace"]]
+        table = build()
+    for names in _OPTIONAL:
+        if fits(table):
+            break
+        for name in names:
+            del columns[name]
+        table = build()
     return table
 
 

@@ -125,7 +125,7 @@ def backtest(
     from rich.console import Console
 
     console = Console()
-    console.print(report.trades_table(result))
+    console.print(report.trades_table(result, width=console.width))
     if chart and len(result.equity) > 1:
         from rich.text import Text
 

@@ -33,8 +33,8 @@ bar_ms = 60000
 """
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+def invoke(*args: str, columns: int = 200) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": str(columns)})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -76,6 +76,31 @@ def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file
     code, out, err = invoke("replay", trace, "--journal", str(journal))
     assert code == 0, err
     assert "ENTERED" in out and "fill buy" in out
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_backtest_trades_table_fits_the_terminal(store: Path, config_file: Path, columns: int) -> None:
+    """At 80 columns the table drops quantity and prices and cuts the trace id to a prefix that
+    `hotcoin replay` accepts, instead of cutting every cell to an ellipsis; wide, it shows all."""
+    code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--json")
+    assert code == 0, err
+    trades = json.loads(out)["trades"]
+    code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--no-chart", columns=columns)
+    assert code == 0, err
+    table = out[out.index("trades (") : out.index("metrics")]
+    assert "…" not in table
+    assert all(len(line) <= columns for line in table.splitlines())
+    lines = table.splitlines()
+    header = next(line for line in lines if "opened UTC" in line)
+    rows = [line.split() for line in lines if any(t["symbol"] in line.split() for t in trades)]
+    assert [row[3] for row in rows] == [t["symbol"] for t in trades]  # opened (2 cells), held, symbol
+    traces = [row[-1] for row in rows]  # each run has its own run id, so its own trace ids
+    if columns == 80:
+        assert "qty" not in header and "entry" not in header
+        assert all(len(trace) == 12 for trace in traces)
+    else:
+        assert {"qty", "entry", "exit", "reason"} <= set(header.split())
+        assert all(len(trace) == 16 for trace in traces)
 
 
 @pytest.mark.parametrize(
