@@ -283,34 +283,41 @@ class TickerWindows:
 
     def _open_bucket(self, bucket: int) -> None:
         """Start a day-ring bucket: keep what it held 24 h ago (the volume now leaving the exchange's
-        window), then clear it for today's volume (NaN for rows not trading, and skipped buckets)."""
+        window), then clear it for today's volume (NaN for rows not trading, and skipped buckets).
+
+        Only rows [0, extent) are touched: every row above them is free, and a free row's ring
+        and departing volume are NaN already (`_release`), so writing NaN there changes nothing
+        but costs a strided pass over the whole capacity."""
         b = self.day_ring.shape[1]
+        e = self.extent
         steps = bucket - self._bucket if self._bucket >= 0 else b
-        for k in range(max(self._bucket + 1, bucket - b + 1), bucket):
-            self.day_ring[:, k % b] = np.nan
+        skipped = [k % b for k in range(max(self._bucket + 1, bucket - b + 1), bucket)]
+        if skipped:
+            self.day_ring[:e, skipped] = np.nan
         col = bucket % b
-        self._departing[:] = self.day_ring[:, col] if steps < b or self._bucket < 0 else np.nan
-        self.day_ring[:, col] = np.where(self.active, 0.0, np.nan)
+        self._departing[:e] = self.day_ring[:e, col] if steps < b or self._bucket < 0 else np.nan
+        self.day_ring[:e, col] = np.where(self.active[:e], 0.0, np.nan)
         self._bucket = bucket
 
     def _advance(self, slot: int) -> None:
-        """Open slot `slot`: carry each price forward, start the slot's volume at 0 (NaN for skipped slots)."""
+        """Open slot `slot`: carry each price forward, start the slot's volume at 0 (NaN for skipped
+        slots). Rows from `extent` up are free and all-NaN (`_release`): they are left alone."""
         r = self.history_slots
+        e = self.extent
         steps = slot - self.slot if self.slot >= 0 else r
         if steps >= r:
             self.price_ring[:] = np.nan
             self.volume_ring[:] = np.nan
             steps = 1
-        else:
-            for s in range(self.slot + 1, slot):
-                col = s % r
-                self.price_ring[:, col] = self.last_price
-                self.volume_ring[:, col] = np.nan
+        elif steps > 1:
+            skipped = [s % r for s in range(self.slot + 1, slot)]
+            self.price_ring[:e, skipped] = self.last_price[:e, None]
+            self.volume_ring[:e, skipped] = np.nan
         self.slot = slot
         head = slot % r
         self._update_low(slot)
-        self.price_ring[:, head] = self.last_price
-        self.volume_ring[:, head] = np.where(self.active, 0.0, np.nan)
+        self.price_ring[:e, head] = self.last_price[:e]
+        self.volume_ring[:e, head] = np.where(self.active[:e], 0.0, np.nan)
         if steps > 1:
             self.counters["skipped_slots"] += steps - 1
 
