@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 import orjson
 from aiohttp import web
 
+from engine.errors import ConfigError
 from engine.ops.metrics import EngineMetrics
 from engine.runtime.snapshot import EngineSnapshot
 
@@ -62,7 +63,15 @@ class OpsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the port is taken (usually another engine) or the host is not ours
+            await self.stop()
+            raise ConfigError(
+                f"ops.http_port={self._port}: cannot listen on {self._host}:{self._port} ({exc.strerror or exc}); "
+                "another hotcoin engine may be running there. Stop it, pick a free port "
+                "(HOTCOIN_OPS__HTTP_PORT=0 takes any), or pass --no-http"
+            ) from exc
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import socket
+
 import aiohttp
 import pytest
 
+from engine.errors import ConfigError
 from engine.ops.http import OpsServer, health_document
 from engine.ops.metrics import EngineMetrics
 from engine.runtime.snapshot import EngineSnapshot
@@ -52,3 +55,14 @@ async def test_server_serves_health_and_metrics_on_loopback(state: str, code: in
                 assert 'hotcoin_orders_total{result="filled"} 1.0' in text
     finally:
         await server.stop()
+
+
+async def test_a_taken_port_is_a_config_error_naming_the_fix() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = OpsServer(EngineMetrics(), lambda: None, dict, "127.0.0.1", port)
+        with pytest.raises(ConfigError, match=rf"ops.http_port={port}.*--no-http"):
+            await server.start()
+        await server.stop()  # nothing left to clean up: stopping again is harmless
