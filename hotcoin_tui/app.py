@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 
 from textual import on, work
@@ -48,7 +49,11 @@ class HotcoinApp(App[None]):
     BINDINGS = keymap.bindings(keymap.APP)
 
     def __init__(self, client: EngineClient, settings: TuiSection | None = None, *, attached: bool = False) -> None:
-        super().__init__()
+        # NO_COLOR: Textual's own answer is its monochrome filter, which still sends grey
+        # foreground and background colours. Native ANSI mode makes it strip every colour
+        # instead, so the terminal's default pair is all that is drawn; what colour would have
+        # said is in the text (words, signs) and in attributes (bold, reverse, borders).
+        super().__init__(ansi_color=True if os.environ.get("NO_COLOR") is not None else None)
         self.client = client
         # Attached to an engine in another process (`hotcoin tui --attach`): quitting detaches
         # and the engine keeps trading; only an in-process engine is shut down on quit.

@@ -21,6 +21,7 @@ from pathlib import Path
 from engine.errors import ConfigError
 from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.socket_server import AttachError, default_socket_path
+from hotcoin_tui.priority import lower_priority
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -38,11 +39,17 @@ async def _serving(path: Path) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def child_engine(run_args: list[str], data_dir: Path, log_path: Path) -> AsyncIterator[RemoteEngineClient]:
+async def child_engine(
+    run_args: list[str], data_dir: Path, log_path: Path, *, nice: int = 0, max_hz: float | None = None
+) -> AsyncIterator[RemoteEngineClient]:
     """Start `hotcoin run <run_args>`, attach to it, yield the client; stop the child on exit.
 
     The child's output goes to `log_path` (the screen belongs to the console). If it dies
-    before serving its socket, the error names the log and quotes its last lines.
+    before serving its socket, the error names the log and quotes its last lines. Once the
+    child is running, this process lowers its own priority to `nice` (`tui.nice`): only now,
+    because a child inherits its parent's niceness and the engine keeps the one the console
+    was started with.
+    `max_hz` is the most snapshots a second the client asks the engine for (`RemoteEngineClient`).
     """
     socket_path = default_socket_path(data_dir)
     if await _serving(socket_path):
@@ -63,8 +70,9 @@ async def child_engine(run_args: list[str], data_dir: Path, log_path: Path) -> A
             stderr=log,
             start_new_session=True,  # Ctrl-C in the console is the console's, not the engine's
         )
+    lower_priority(nice)
     try:
-        client = await _attach(child, socket_path, log_path)
+        client = await _attach(child, socket_path, log_path, max_hz)
         try:
             yield client
         finally:
@@ -81,7 +89,9 @@ async def child_engine(run_args: list[str], data_dir: Path, log_path: Path) -> A
             await child.wait()
 
 
-async def _attach(child: asyncio.subprocess.Process, socket_path: Path, log_path: Path) -> RemoteEngineClient:
+async def _attach(
+    child: asyncio.subprocess.Process, socket_path: Path, log_path: Path, max_hz: float | None
+) -> RemoteEngineClient:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if child.returncode is not None:
@@ -91,7 +101,7 @@ async def _attach(child: asyncio.subprocess.Process, socket_path: Path, log_path
                 f"the engine exited with code {child.returncode} before it was ready; see {log_path}:\n"
                 + "\n".join(tail)
             )
-        client = RemoteEngineClient(socket_path)
+        client = RemoteEngineClient(socket_path, max_hz=max_hz)
         try:
             await client.connect(timeout_s=2.0)
             return client

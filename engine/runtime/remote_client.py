@@ -9,6 +9,10 @@ A background task reads the socket: snapshots go into a local latest-value hub (
 is a plain read and a slow `updates()` reader skips, as in-process), replies resolve their
 request's future. When the engine goes away, `updates()` iterators end and pending and later
 requests raise `AttachError`.
+
+`max_hz` asks the engine for at most that many snapshots a second (a console that repaints
+at 4 Hz has no use for 20, and each one costs the engine an encode and this process a
+decode); close-all progress, pause and engine-state changes still arrive at once.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ from engine.runtime.socket_server import (
 
 
 class RemoteEngineClient(EngineClient):
-    def __init__(self, path: Path | str, *, request_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path | str, *, request_timeout_s: float = 30.0, max_hz: float | None = None) -> None:
         self.path = Path(path)
         self._timeout = request_timeout_s
+        self.max_hz = max_hz
         self._hub = SnapshotHub()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -78,6 +83,13 @@ class RemoteEngineClient(EngineClient):
         if hello.get("snapshot") is not None:
             await self._hub.publish(decode_snapshot(hello["snapshot"]))
         self._pump = asyncio.create_task(self._read_loop(), name="attach-reader")
+        if self.max_hz is not None:
+            try:
+                await self._request({"op": "pace", "max_hz": self.max_hz})
+            except AttachError:
+                if not self.connected:
+                    raise
+                # an engine from before `pace` answers "unknown op": it sends every snapshot
 
     async def close(self) -> None:
         """Detach. Only this reader's connection closes; the engine never notices beyond that."""

@@ -5,16 +5,21 @@ The socket lives in the data dir with mode 0600 (owner only); it is never a netw
 Messages are newline-delimited JSON (orjson), one object per line:
 
     server -> client  {"type": "hello", "protocol": 1, "snapshot": {...} | null}
-                      {"type": "snapshot", "snapshot": {...}}        every published snapshot
+                      {"type": "snapshot", "snapshot": {...}}        published snapshots
                       {"type": "reply", "id": n, "ok": true, "result": ...}
                       {"type": "reply", "id": n, "ok": false, "error": {"type", "message", "nearest"?}}
     client -> server  {"id": n, "op": "send", "command": "pause", "origin": "tui@host"}
                       {"id": n, "op": "candles", "symbol": "DOGE/USDT", "timeframe": "1m", "limit": 200}
                       {"id": n, "op": "fills", "symbol": "DOGE/USDT"}
                       {"id": n, "op": "trace", "trace_id": "4f2a"}
+                      {"id": n, "op": "pace", "max_hz": 4.0}          at most this many snapshots/s
 
 Snapshots follow the in-process rule: a slow reader skips to the newest, never queues. A
-detaching reader (EOF, a dropped SSH session, a crashed TUI) cancels only its own queries and
+reader that asked for a pace gets at most that many a second (the newest wins; the last one
+is always sent; a change of close-all progress, pause or engine state goes at once): the
+engine publishes one per cycle (~20/s at demo speed x60), a console repaints at 4 Hz, and
+every snapshot encoded for a reader that only throws it away is the engine's loop time lost.
+A detaching reader (EOF, a dropped SSH session, a crashed TUI) cancels only its own queries and
 stream: the engine is never waited on or told, and a command it already sent runs to its end.
 Requests run concurrently, so a slow chart query never holds up a close-all.
 
@@ -51,6 +56,7 @@ PROTOCOL = 1
 SOCKET_NAME = "engine.sock"
 MAX_LINE = 64 * 1024 * 1024  # a snapshot of a few thousand candidates is well under this
 MAX_PATH = 107  # sun_path is 108 bytes with the terminating NUL on Linux
+MAX_PACE_HZ = 100.0  # a reader asking for more than this gets every snapshot
 
 
 class AttachError(HotcoinError):
@@ -208,10 +214,18 @@ class EngineSocketServer:
     async def stop(self) -> None:
         """Close the listener and every attached reader; remove the socket file if still ours.
 
-        Each reader's connection is closed, so its session ends as on a detach (EOF); only one
-        that does not finish within a second is cancelled."""
+        Commands in flight finish and their replies are written first (up to 5 s, then 1 s):
+        the shutdown command that stops the engine must still answer its console, which would
+        otherwise report that the engine never confirmed. Then each reader's connection is
+        closed, so its session ends as on a detach (EOF); only one that does not finish within
+        a second is cancelled."""
         if self._server is not None:
             self._server.close()
+        if self._commands:
+            await asyncio.wait(list(self._commands), timeout=5.0)
+        replies = [task for session in self._sessions for task in session.requests]
+        if replies:
+            await asyncio.wait(replies, timeout=1.0)
         for session in list(self._sessions):
             session.hang_up()
         if self._sessions:
@@ -221,8 +235,6 @@ class EngineSocketServer:
             for task in late:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._commands:
-            await asyncio.wait(list(self._commands), timeout=5.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -261,13 +273,14 @@ class _Session:
         self._writer = writer
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._interval = 0.0  # shortest time between two snapshots sent (0: every one)
 
     async def run(self) -> None:
         stream: asyncio.Task[None] | None = None
         try:
             latest = self._client.latest()
             await self._write({"type": "hello", "protocol": PROTOCOL, "snapshot": latest})
-            stream = asyncio.create_task(self._stream())
+            stream = asyncio.create_task(self._stream(latest))
             while True:
                 try:
                     line = await self._reader.readline()
@@ -291,6 +304,11 @@ class _Session:
             with contextlib.suppress(ConnectionError, BrokenPipeError):
                 await self._writer.wait_closed()
 
+    @property
+    def requests(self) -> list[asyncio.Task[None]]:
+        """Requests being answered now (each task ends once its reply is written)."""
+        return list(self._tasks)
+
     def hang_up(self) -> None:
         """End the session from the engine's side: the read loop sees EOF and cleans up."""
         self._writer.close()
@@ -300,16 +318,46 @@ class _Session:
             self._writer.write(encode(message))
             await self._writer.drain()
 
-    async def _stream(self) -> None:
-        """Every published snapshot; the hub skips what a slow socket could not take."""
-        seen = -1
-        latest = self._client.latest()
-        if latest is not None:
-            seen = latest.seq
-        async for snap in self._client.updates():
-            if snap.seq != seen:
-                seen = snap.seq
-                await self._write({"type": "snapshot", "snapshot": snap})
+    async def _stream(self, sent: EngineSnapshot | None) -> None:
+        """Published snapshots at the reader's pace, the newest winning (see the module docstring).
+
+        The hub's iterator is awaited through one pending task that is never cancelled on a
+        timeout (cancelling it would end the iterator); a held snapshot goes out when its
+        turn comes, when something urgent replaces it, or when the engine stops publishing."""
+        loop = asyncio.get_running_loop()
+        updates = aiter(self._client.updates())  # `sent`: the hello's; anything newer goes
+        held: EngineSnapshot | None = None
+        due = loop.time()
+        nxt: asyncio.Future[EngineSnapshot] = asyncio.ensure_future(anext(updates))
+        try:
+            while True:
+                if held is not None and (loop.time() >= due or _urgent(sent, held)):
+                    await self._write({"type": "snapshot", "snapshot": held})
+                    sent, held = held, None
+                    due = loop.time() + self._interval
+                    continue
+                await asyncio.wait({nxt}, timeout=None if held is None else due - loop.time())
+                if not nxt.done():
+                    continue  # the held snapshot's turn
+                try:
+                    snap = nxt.result()
+                except StopAsyncIteration:  # the engine stopped: its last state still goes out
+                    if held is not None:
+                        await self._write({"type": "snapshot", "snapshot": held})
+                    return
+                nxt = asyncio.ensure_future(anext(updates))
+                if sent is None or snap.seq != sent.seq:
+                    held = snap
+        finally:
+            nxt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await nxt
+
+    def pace(self, max_hz: float) -> None:
+        """At most `max_hz` snapshots a second from the next one sent (above MAX_PACE_HZ: every one)."""
+        if not max_hz > 0:
+            raise ValueError(f"max_hz must be > 0, got {max_hz!r}")
+        self._interval = 0.0 if max_hz > MAX_PACE_HZ else 1 / max_hz
 
     async def _request(self, line: bytes) -> None:
         req_id: Any = None
@@ -348,7 +396,22 @@ class _Session:
             return await c.fills(str(req["symbol"]))
         if op == "trace":
             return await c.trace(str(req["trace_id"]))
-        raise ValueError(f"unknown op {op!r}; one of send, candles, fills, trace")
+        if op == "pace":
+            self.pace(float(req["max_hz"]))
+            return None
+        raise ValueError(f"unknown op {op!r}; one of send, candles, fills, trace, pace")
+
+
+def _urgent(sent: EngineSnapshot | None, snap: EngineSnapshot) -> bool:
+    """Whether `snap` must go out now, whatever the pace: the first one, or one that changes
+    what an operator acts on (close-all progress, pause, engine state)."""
+    if sent is None:
+        return True
+    return (
+        snap.close_all != sent.close_all
+        or snap.status.paused != sent.status.paused
+        or snap.status.state != sent.status.state
+    )
 
 
 @contextlib.asynccontextmanager

@@ -63,6 +63,11 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     - `--attach`: an engine already running (`hotcoin run`) through its local socket; quitting
       detaches and the engine keeps trading;
     - `--fake`: the scripted fake engine.
+
+    With an engine in another process (the default and `--attach`) the console lowers its own
+    priority to `tui.nice`; with `--in-process` and `--fake` it does not (the engine shares its
+    process: there is nothing to yield to, and a lowered thread holding the interpreter lock
+    would hold up the engine).
     """
     import asyncio
 
@@ -91,9 +96,13 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     if engine.attach:
         from engine.runtime.remote_client import RemoteEngineClient
         from engine.runtime.socket_server import default_socket_path
+        from hotcoin_tui.priority import lower_priority
+
+        lower_priority(settings.nice)  # the engine is another process on this machine
 
         async def attached() -> int:
-            async with RemoteEngineClient(default_socket_path(loaded.config.paths.data_dir)) as client:
+            path = default_socket_path(loaded.config.paths.data_dir)
+            async with RemoteEngineClient(path, max_hz=settings.refresh_hz) as client:
                 app = HotcoinApp(client, settings, attached=True)
                 await app.run_async()
                 return app.return_code or 0
@@ -118,7 +127,8 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
         )
 
         async def own_engine() -> int:
-            async with child_engine(args, loaded.config.paths.data_dir, log_path) as client:
+            data_dir = loaded.config.paths.data_dir
+            async with child_engine(args, data_dir, log_path, nice=settings.nice, max_hz=settings.refresh_hz) as client:
                 app = HotcoinApp(client, settings)
                 await app.run_async()
                 return app.return_code or 0

@@ -19,7 +19,7 @@ STREAM_STYLE = {"connected": "green", "stale": "bold yellow", "error": "bold red
 
 def stream_text(stream: StreamRow, now_ms: int) -> Text:
     age = "never" if stream.last_message_ms is None else f"{fmt.duration(now_ms - stream.last_message_ms)} ago"
-    text = Text(f"{stream.name:<8}")
+    text = Text(f"{stream.name:<8} ")  # the space: a name longer than 8 (sim-market) must not run into its status
     text.append(f"{stream.status:<10}", style=STREAM_STYLE.get(stream.status, "bold"))
     text.append(age)
     if stream.detail:

@@ -5,7 +5,7 @@ Plotting is the costliest thing the console draws (~5-10 ms per frame), so a red
 at most once per `min_interval_s`: new data arriving sooner is kept and drawn when the
 interval is up, and a hidden chart does not draw at all. plotext is imported on first draw
 to keep start-up fast. Micro-priced coins are rescaled (prices x 10^k, shown in the title)
-so the axis labels stay short.
+so the axis labels stay short. Without colour (NO_COLOR) falling candles get shaded bodies.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Sequence
 
+from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
@@ -23,6 +24,8 @@ from hotcoin_tui.widgets.candidate_pool import display_symbol
 
 INTERVALS: tuple[str, ...] = ("1m", "5m", "15m")
 Y_AXIS_COLS = 12  # plotext's y labels and frame take about this many columns
+FALLING_COLOUR = 1  # plotext's "red" (256-colour palette index 1): a falling candle
+SHADED_BODY = "▒"
 
 
 def scale_for(max_price: float) -> tuple[float, str]:
@@ -89,6 +92,20 @@ def render_chart(
     return str(plt.build())
 
 
+def shade_falling(chart: Text) -> Text:
+    """The chart for a terminal without colour: plotext tells a falling candle from a rising
+    one only by colour (red or green), which NO_COLOR strips. A falling candle's body is
+    shaded (▒) and a rising one's stays solid (█), as on a printed chart."""
+    chars = list(chart.plain)
+    for span in chart.spans:
+        style = span.style
+        if isinstance(style, Style) and style.color is not None and style.color.number == FALLING_COLOUR:
+            for i in range(span.start, span.end):
+                if chars[i] == "█":
+                    chars[i] = SHADED_BODY
+    return Text("".join(chars), spans=chart.spans, no_wrap=chart.no_wrap, end=chart.end)
+
+
 class KlineChart(Static):
     """Holds the latest candles of the selected symbol and redraws them, throttled."""
 
@@ -148,7 +165,8 @@ class KlineChart(Static):
         self.draws += 1
         title = f"{display_symbol(self._candles[-1].symbol)} {self.timeframe}"
         ansi = render_chart(self._candles[-max(10, width - Y_AXIS_COLS) :], self._fills, width, height, title)
-        self.update(Text.from_ansi(ansi, no_wrap=True), layout=False)  # drawn to the size it has
+        chart = Text.from_ansi(ansi, no_wrap=True)
+        self.update(shade_falling(chart) if self.app.no_color else chart, layout=False)  # drawn to the size it has
 
     def on_resize(self) -> None:
         if self._candles:

@@ -17,25 +17,34 @@ from hotcoin_tui.widgets.engine_state import STATE_STYLE
 MODE_STYLE = {Mode.LIVE: "bold white on red", Mode.PAPER: "bold black on yellow", Mode.SIM: "bold white on blue"}
 # The words carry the warning too, for NO_COLOR and monochrome terminals.
 MODE_LABEL = {Mode.LIVE: " LIVE · REAL ORDERS ", Mode.PAPER: " PAPER ", Mode.SIM: " SIM "}
+MONO_BADGE = "bold reverse"
 
 
-def banner_text(snapshot: EngineSnapshot | None, feed_age_s: float, stale: bool, feed_error: str | None) -> Text:
+def banner_text(
+    snapshot: EngineSnapshot | None, feed_age_s: float, stale: bool, feed_error: str | None, *, mono: bool = False
+) -> Text:
+    """The banner line. `mono` (NO_COLOR) draws every coloured badge in reverse video: the
+    colours are stripped, and a word in plain text among plain text is easy to miss."""
+
+    def badge(style: str) -> str:
+        return MONO_BADGE if mono and " on " in style else style
+
     text = Text(no_wrap=True, overflow="ellipsis")
     if snapshot is None:
-        text.append(" NO DATA ", style="bold white on red")
+        text.append(" NO DATA ", style=badge("bold white on red"))
         text.append(f" waiting for the engine's first snapshot ({feed_age_s:.0f}s)")
     else:
         status = snapshot.status
-        text.append(MODE_LABEL[status.mode], style=MODE_STYLE[status.mode])
+        text.append(MODE_LABEL[status.mode], style=badge(MODE_STYLE[status.mode]))
         text.append(" ")
-        text.append(f" {status.state.upper()} ", style=STATE_STYLE.get(status.state, "bold"))
+        text.append(f" {status.state.upper()} ", style=badge(STATE_STYLE.get(status.state, "bold")))
         if status.paused:
-            text.append(" PAUSED ", style="bold black on yellow")
+            text.append(" PAUSED ", style=badge("bold black on yellow"))
         progress = snapshot.close_all
         if progress is not None:
             label = " FLAT " if progress.done else f" CLOSING ALL {progress.remaining}/{progress.total} left "
             text.append(" ")
-            text.append(label, style="bold white on red" if not progress.done else "bold black on green")
+            text.append(label, style=badge("bold white on red" if not progress.done else "bold black on green"))
         totals = snapshot.totals
         text.append(f" eq {fmt.money(totals.equity)} day ")
         text.append_text(fmt.pnl(totals.day_pnl))
@@ -43,11 +52,11 @@ def banner_text(snapshot: EngineSnapshot | None, feed_age_s: float, stale: bool,
     if feed_error is not None:
         text.append(f"  FEED ERROR: {feed_error}", style="bold red")
     elif stale and snapshot is not None:
-        text.append(f"  DATA {feed_age_s:.0f}s OLD", style="bold white on red")
+        text.append(f"  DATA {feed_age_s:.0f}s OLD", style=badge("bold white on red"))
     return text
 
 
 class ModeBanner(Static):
     def show(self, snapshot: EngineSnapshot | None, feed_age_s: float, stale: bool, feed_error: str | None) -> None:
         # One fixed line: no layout pass (a layout re-renders every panel, ~100 ms at 160x48).
-        self.update(banner_text(snapshot, feed_age_s, stale, feed_error), layout=False)
+        self.update(banner_text(snapshot, feed_age_s, stale, feed_error, mono=self.app.no_color), layout=False)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
+import textual.constants
 from rich.console import Console
 from textual.widgets import DataTable, Static
 
@@ -29,6 +31,7 @@ from hotcoin_tui.dialogs.quit import QuitWithPositions
 from hotcoin_tui.messages import ChartData, SnapshotArrived
 from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
+from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import FULL_EVERY, SORTS, display_symbol, row_cells
 from tests.kit.waiting import eventually
 
@@ -448,18 +451,139 @@ async def test_rows_are_datatables_with_row_cursor(fake: FakeEngineClient) -> No
             assert table.cursor_type == "row"
 
 
-async def test_no_color_keeps_meaning_in_text(fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def terminal_output(app: HotcoinApp) -> str:
+    """A full repaint of the current screen as the driver would write it to the terminal:
+    the app's line filters (NO_COLOR's) applied, encoded by the app's own console (the colour
+    system it chose from TERM / COLORTERM). Textual's `export_screenshot` cannot show either:
+    it always renders in truecolor."""
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    return update.render_segments(app.console)
+
+
+def sgr_params(output: str) -> list[list[str]]:
+    """The parameters of every SGR (style) escape in `output`, one list per escape."""
+    return [m.group(1).split(";") for m in re.finditer(r"\x1b\[([0-9;]*)m", output)]
+
+
+def colour_codes(output: str) -> set[str]:
+    """Every colour an SGR escape in `output` sets: `31`, `97`, `38;5` (256-palette),
+    `48;2` (truecolor), ...; `39`/`49`, the terminal's own default colours, are not colours."""
+    found: set[str] = set()
+    for params in sgr_params(output):
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p in ("38", "48", "58"):
+                found.add(f"{p};{params[i + 1]}")
+                i += 3 if params[i + 1] == "5" else 5
+                continue
+            if p and p not in ("39", "49") and (30 <= int(p) <= 49 or 90 <= int(p) <= 107):
+                found.add(p)
+            i += 1
+    return found
+
+
+def screen_text(output: str) -> str:
+    """The characters of `output`, one screen line per line (escapes dropped)."""
+    lines = re.split(r"\x1b\[\d+;\d+H", output)
+    return "\n".join(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in lines)
+
+
+def styled_as(output: str, text: str) -> set[str]:
+    """The SGR parameters of the first styled run of `output` that starts with `text`
+    (after padding spaces)."""
+    match = re.search(r"\x1b\[([0-9;]*)m *" + re.escape(text.strip()), output)
+    assert match is not None, f"{text!r} is not the start of a styled run"
+    return set(match.group(1).split(";"))
+
+
+@pytest.mark.parametrize(("mode", "label", "state"), [
+    (Mode.SIM, " SIM ", "blocked"), (Mode.PAPER, " PAPER ", "tradeable"), (Mode.LIVE, " LIVE · REAL ORDERS ", "degraded"),
+], ids=["sim-blocked", "paper-tradeable", "live-degraded"])  # fmt: skip
+async def test_no_color_strips_every_colour_and_keeps_the_meaning_in_text(
+    mode: Mode, label: str, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    fake = FakeEngineClient(seed=7, candidates=300, positions=6, mode=mode)
+    fake.force_state(state, ("data_stale: ticker 12s old",) if state != "tradeable" else ())
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        snap = await publish(app, fake)
+        await pilot.press("o")
+        await eventually(lambda: app.main.chart.draws > 0)
+        await pilot.pause()
+        assert app.no_color
+        out = terminal_output(app)
+        assert colour_codes(out) == set(), "NO_COLOR: not even greys"
+        text = screen_text(out)
+        assert text.lstrip("\n").startswith(label)
+        assert "7" in styled_as(out, label)  # the mode is a reverse-video badge, not a colour
+        assert f" {state.upper()} " in text
+        assert f"day {fmt.money(snap.totals.day_pnl, signed=True)}" in text
+        for pos in snap.positions:  # the sign, not the colour, says gain or loss
+            assert fmt.money(pos.unrealised_pnl, signed=True)[0] in "+-"
+            assert str(app.main.positions.table.get_cell(pos.symbol, "upnl")) == fmt.money(pos.unrealised_pnl, signed=True)
+        assert {"+", "-"} <= {fmt.money(p.unrealised_pnl, signed=True)[0] for p in snap.positions}
+        under_cursor = app.main.positions.cursor_position
+        assert under_cursor is not None and app.main.positions.table.has_focus
+        # the cursor row is reverse video, not a tint
+        assert "7" in styled_as(out, fmt.money(under_cursor.unrealised_pnl, signed=True))
+        assert "▒" in text  # falling candles shaded: up and down differ without colour
+    await fake.stop()
+
+
+async def test_no_color_close_all_dialog_and_progress_read_without_colour(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
         snap = await publish(app, fake)
-        await pilot.press("o")
-        assert app.no_color
-        text = banner(app)
-        assert "PAPER" in text and "TRADEABLE" in text
-        pos = snap.positions[0]
-        cell = str(app.main.positions.table.get_cell(pos.symbol, "upnl"))
-        assert cell[0] in "+-"  # the sign, not the colour, says gain or loss
+        await pilot.press("ctrl+x")
+        out = terminal_output(app)
+        assert colour_codes(out) == set()
+        text = screen_text(out)
+        assert "EMERGENCY CLOSE-ALL" in text and "Press Y to close all. Esc or n cancels." in text
+        for pos in snap.positions:
+            assert f"{display_symbol(pos.symbol)} " in text and fmt.money(pos.unrealised_pnl, signed=True) in text
+        await pilot.press("Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await publish(app, fake)  # the fake closes two positions a cycle
+        dialog = app.screen
+        assert isinstance(dialog, CloseAllProgressDialog)
+        await eventually(lambda: "still open" in plain(dialog.query_one("#close-status", Static)))
+        await pilot.pause()
+        out = terminal_output(app)
+        assert colour_codes(out) == set()
+        text = screen_text(out)
+        assert "CLOSING ALL POSITIONS" in text and "CLOSING ALL 4/6 left" in text and "4 of 6 still open" in text
+        bar = next(line for line in text.splitlines() if "%" in line and "━" in line)
+        done = int(re.search(r"(\d+)%", bar).group(1))  # type: ignore[union-attr]
+        # Done and to-do are one glyph in two colours: without colour the to-do part is blank.
+        assert done == 33 and 9 <= bar.count("━") + bar.count("╸") <= 12
+
+
+async def test_256_colour_terminal_gets_the_256_palette(fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(textual.constants, "COLOR_SYSTEM", "auto")  # TEXTUAL_COLOR_SYSTEM, read at import
+    monkeypatch.delenv("COLORTERM", raising=False)  # "truecolor" there would win over TERM
+    monkeypatch.setenv("TERM", "xterm-256color")
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE):
+        snap = await publish(app, fake)
+        await eventually(lambda: app.main.chart.draws > 0)
+        assert app.console.color_system == "256"
+        out = terminal_output(app)
+        codes = colour_codes(out)
+        assert {"38;5", "48;5"} <= codes  # the theme's truecolor, downgraded to the palette ...
+        assert not {"38;2", "48;2"} & codes  # ... and nothing sent as truecolor
+        text = screen_text(out)
+        assert text.lstrip("\n").startswith(" PAPER ") and " TRADEABLE " in text
+        assert f"day {fmt.money(snap.totals.day_pnl, signed=True)}" in text
+        for title in ("Candidates 200/300", "Chart ", "Engine", f"Positions ({len(snap.positions)})", "Events"):
+            assert title in text
+        # the badges stay distinct: mode, state and PnL keep their own colours in the palette
+        assert styled_as(out, " PAPER ") != styled_as(out, " TRADEABLE ")
 
 
 async def test_a_burst_of_snapshots_is_applied_once(fake: FakeEngineClient) -> None:

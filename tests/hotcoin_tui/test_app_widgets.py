@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from rich.style import Style
+from rich.text import Text
 
 from engine.domain import Side
 from engine.errors import ConfigError
+from engine.runtime.snapshot import StreamRow
 from hotcoin_tui import keymap
 from hotcoin_tui.widgets import fmt
-from hotcoin_tui.widgets.kline_chart import exit_returns, render_chart, scale_for
+from hotcoin_tui.widgets.engine_state import stream_text
+from hotcoin_tui.widgets.kline_chart import exit_returns, render_chart, scale_for, shade_falling
 from tests.kit.domain import T0, make_candle, make_fill
 
 
@@ -102,3 +106,23 @@ def test_chart_labels_exits_with_their_return() -> None:
 def test_panel_strip_shows_remapped_focus_keys() -> None:
     keys = keymap.panel_keys({"focus.positions": "f2"})
     assert keys == {"candidates": "c", "positions": "f2", "chart": "k", "events": "e", "state": "t"}
+
+
+def test_without_colour_falling_candles_are_shaded_and_rising_ones_solid() -> None:
+    rising = [make_candle(open_ms=T0 + 120_000 * i, open=1.0, close=1.2, high=1.3, low=0.9) for i in range(6)]
+    falling = [make_candle(open_ms=T0 + 120_000 * i + 60_000, open=1.2, close=1.0, high=1.3, low=0.9) for i in range(6)]
+    coloured = Text.from_ansi(render_chart(sorted(rising + falling, key=lambda c: c.open_ms), [], 40, 12, "T"))
+    assert "▒" not in coloured.plain  # with colour: plotext's solid bodies, red or green
+    mono = shade_falling(coloured)
+    assert mono.plain.count("▒") > 0 and mono.plain.count("█") > 0
+    for span in mono.spans:  # the glyph now says what the stripped colour said
+        assert isinstance(span.style, Style) and span.style.color is not None
+        body = mono.plain[span.start : span.end]
+        assert ("█" not in body) if span.style.color.number == 1 else ("▒" not in body)
+
+
+@pytest.mark.parametrize("name", ["ws", "sim-market", "history-replay"])
+def test_a_stream_name_never_runs_into_its_status(name: str) -> None:
+    text = stream_text(StreamRow(name, "connected", T0 - 2_000, "detail"), T0).plain
+    assert text.startswith(f"{name} ") and f"{name}connected" not in text
+    assert "connected" in text and "2s ago" in text

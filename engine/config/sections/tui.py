@@ -41,6 +41,12 @@ class TuiSection(Section):
     stale_after_s: float = Field(
         5.0, gt=0, le=600, description="Show the feed as stale (with its age) when no snapshot arrived for this long."
     )
+    nice: int = Field(
+        10, ge=0, le=19, description="Scheduling niceness the console gives itself once its engine runs in another "
+        "process (its own child, or --attach), so a repaint waits for a core rather than the engine; 0 leaves it "
+        "as started. Never applied with --in-process (one process: the engine thread would wait on a lowered "
+        "thread holding the interpreter lock).",
+    )
 
     @field_validator("keymap")
     @classmethod

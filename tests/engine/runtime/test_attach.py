@@ -246,7 +246,7 @@ async def test_bad_requests_get_error_replies_and_the_connection_stays(engine: F
             bad_json = await reply_to(b"{not json\n")
             assert bad_json["ok"] is False
             unknown = await reply_to(b'{"id": 1, "op": "launch"}\n')
-            assert unknown == {"type": "reply", "id": 1, "ok": False, "error": {"type": "ValueError", "message": "unknown op 'launch'; one of send, candles, fills, trace"}}
+            assert unknown == {"type": "reply", "id": 1, "ok": False, "error": {"type": "ValueError", "message": "unknown op 'launch'; one of send, candles, fills, trace, pace"}}
             bad_command = await reply_to(b'{"id": 2, "op": "send", "command": "sell_everything"}\n')
             assert "unknown command 'sell_everything'" in str(bad_command["error"])
             ok = await reply_to(b'{"id": 3, "op": "send", "command": "pause", "origin": "nc"}\n')
@@ -296,3 +296,22 @@ async def test_a_command_completes_even_if_its_reader_detaches(engine: FakeEngin
         await eventually(lambda: server.attached == 0)
         gate.set()
         await eventually(lambda: done == [Command.CLOSE_ALL])
+
+
+async def test_a_command_that_stops_the_engine_still_gets_its_reply(engine: FakeEngine, sock: Path) -> None:
+    stopping: list[asyncio.Task[object]] = []
+
+    async def shutdown(command: Command, origin: str) -> CommandResult:
+        # what `hotcoin run` does on SHUTDOWN: the engine starts closing its socket before
+        # this command's reply is on its way
+        stopping.append(asyncio.create_task(server_cm.__aexit__(None, None, None)))
+        await asyncio.sleep(0.05)
+        return CommandResult(True, "shutting down")
+
+    server_cm = serve_engine_socket(sock, LocalEngineClient(engine.hub, shutdown, engine.candles, engine.fills, engine.trace))
+    await server_cm.__aenter__()
+    try:
+        async with RemoteEngineClient(sock) as remote:
+            assert await remote.send(Command.SHUTDOWN, "tui") == CommandResult(True, "shutting down")  # not "lost the engine"
+    finally:
+        await asyncio.gather(*stopping)
