@@ -40,6 +40,7 @@ from engine.runtime.snapshot import (
     StreamRow,
     Totals,
 )
+from engine.runtime.tap import event_line
 
 FAKE_T0 = 1_767_614_400_000  # 2026-01-05 12:00 UTC: the virtual clock's start
 OPERATIONS = ("send", "candles", "fills", "trace", "updates")
@@ -393,7 +394,7 @@ class FakeEngineClient(EngineClient):
         self._journal.append(event)
         if trace is not None:
             self._traces.setdefault(trace, []).append(event)
-        self._events.append(EventRow(seq, self._now, kind, symbol, trace, _summary(kind, payload)))
+        self._events.append(EventRow(seq, self._now, kind, symbol, trace, event_line(kind, payload)))
         return seq
 
     # -- publishing ---------------------------------------------------------------------
@@ -458,25 +459,3 @@ def _common_prefix(a: str, b: str) -> int:
             break
         n += 1
     return n
-
-
-def _summary(kind: str, p: Mapping[str, Any]) -> str:
-    if kind == "candidate_snapshot":
-        return f"heat {p['heat']:.1f} {'accepted' if p['accepted'] else 'filtered out'}"
-    if kind == "signal_snapshot":
-        return f"{p['decision']}: {p['reason']}"
-    if kind == "risk_check":
-        return "risk approved" if p["approved"] else "risk refused"
-    if kind == "order_attempt":
-        return f"{p['side']} {p['quantity']} {p['order_type']} ({p['purpose']})"
-    if kind == "order_result":
-        return f"order {p['status']}"
-    if kind == "fill":
-        return f"filled {p['side']} {p['quantity']:g} @ {p['price']:.8g}"
-    if kind == "position_update":
-        return f"position {p['action']} {p['quantity']:g}"
-    if kind == "state_change":
-        return f"{p['from']} -> {p['to']} {'; '.join(p['reasons'])}".rstrip()
-    if kind == "command":
-        return f"{p['command']} from {p['origin']}"
-    return kind.replace("_", " ")

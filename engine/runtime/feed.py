@@ -117,7 +117,7 @@ class SimFeed(MarketFeed):
         return self._markets
 
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
-        return _after(self.market.klines(symbol, timeframe, limit=limit), after_ms)
+        return newer_than(self.market.klines(symbol, timeframe, limit=limit), after_ms)
 
     def book(self, symbol: str) -> tuple[float, float]:
         bid, _, ask, _ = self.market.book(symbol)
@@ -130,5 +130,6 @@ class SimFeed(MarketFeed):
         return None if self._last_ms is None else max(0.0, (now_ms - self._last_ms) / 1000)
 
 
-def _after(candles: list[Candle], after_ms: int | None) -> list[Candle]:
+def newer_than(candles: list[Candle], after_ms: int | None) -> list[Candle]:
+    """The candles opening after `after_ms` (all of them for None): what `candles()` returns."""
     return candles if after_ms is None else [c for c in candles if c.open_ms > after_ms]

@@ -50,7 +50,7 @@ from engine.domain.candle import timeframe_ms
 from engine.errors import HotcoinError, MarketDataError, OrderError
 from engine.market.backoff import Clock, SystemClock
 from engine.market.gateway import REST_STREAM, Gateway, StreamHealth
-from engine.runtime.feed import MarketFeed
+from engine.runtime.feed import MarketFeed, newer_than
 from engine.runtime.snapshot import StreamRow
 
 log = logging.getLogger("hotcoin.feed")
@@ -295,7 +295,7 @@ class GatewayFeed(MarketFeed):
             self.candle_errors += 1
             self._error(exc)
             return []
-        return candles if after_ms is None else [c for c in candles if c.open_ms > after_ms]
+        return newer_than(candles, after_ms)
 
     def book(self, symbol: str) -> tuple[float, float]:
         i = self._index.get(symbol)

@@ -63,11 +63,12 @@ class Tap:
         for observe in self.observers:
             observe(kind, payload, symbol)
         if self._keep_recent:
-            self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, _summary(kind, payload)))
+            self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, event_line(kind, payload)))
         return seq
 
 
-def _summary(kind: str, p: Mapping[str, Any]) -> str:
+def event_line(kind: str, p: Mapping[str, Any]) -> str:
+    """One line of an event for the console's event stream (missing fields read as blanks)."""
     get = p.get
     if kind == "candidate_snapshot":
         return f"heat {get('heat', 0):.0f} rank {get('rank', '?')} {'accepted' if get('accepted') else 'rejected'}"
