@@ -19,7 +19,11 @@ ccxt.pro does not reconnect in the background: a drop raises `NetworkError` on t
   A message the old connection completed in the same instant is queued, not lost.
 - **Silence** (`stale_s` > 0, for streams that push on a schedule): no message for that long
   counts as a drop. ccxt can stall without raising (an exception in its receive callback
-  ends its receive loop), and keep-alive alone does not always notice.
+  ends its receive loop), and keep-alive alone does not always notice. `stale_s` is read on
+  the `Clock` (the exchange's seconds), but a dial, a handshake or a busy event loop take
+  wall time whatever the exchange's pace: the watchdog also waits `STALE_WALL_FLOOR_S` of
+  wall time, or a simulated exchange at x300 (30 s = 0.1 s of wall time) on a loaded box
+  would redial every connection before its first message, forever.
 - Any other error (bad keys, subscription refused) is raised as an `OrderError` subclass from
   `engine.market.errors`; the next `next()` starts a fresh connection.
 
@@ -92,6 +96,9 @@ class HealthState:
         self.last_error_ms = now_ms
 
 
+STALE_WALL_FLOOR_S = 2.0  # the silence watchdog never fires sooner than this in wall time
+
+
 class ResilientStream(Generic[T]):
     """`next()` returns the stream's next data, whatever happened to the connection meanwhile."""
 
@@ -108,9 +115,11 @@ class ResilientStream(Generic[T]):
         prepare: Callable[[Connection[T]], Awaitable[None]] | None = None,
         on_gap: Callable[[int], Awaitable[T | None]] | None = None,
         stale_s: float = 0.0,
+        stale_wall_floor_s: float = STALE_WALL_FLOOR_S,
     ) -> None:
         self.name = name
         self._stale_s = stale_s
+        self._stale_wall_floor_s = stale_wall_floor_s
         self._connect = connect
         self._clock = clock
         self._backoff = backoff
@@ -165,7 +174,7 @@ class ResilientStream(Generic[T]):
             waiting: set[asyncio.Future[Any]] = {self._task}
             if self._new_task is not None:
                 waiting.add(self._new_task)
-            watchdog = self._timer(self._stale_s)
+            watchdog = self._watchdog()
             rotation = self._timer(self._rotation_due_s()) if self._new is None else None
             waiting.update(t for t in (watchdog, rotation) if t is not None)
             try:
@@ -194,6 +203,15 @@ class ResilientStream(Generic[T]):
 
     def _timer(self, seconds: float | None) -> asyncio.Future[None] | None:
         return asyncio.ensure_future(self._clock.sleep(seconds)) if seconds else None
+
+    def _watchdog(self) -> asyncio.Future[Any] | None:
+        """Done once `stale_s` clock seconds and `stale_wall_floor_s` wall seconds have passed."""
+        if not self._stale_s:
+            return None
+        return asyncio.ensure_future(self._silence())
+
+    async def _silence(self) -> None:
+        await asyncio.gather(self._clock.sleep(self._stale_s), asyncio.sleep(self._stale_wall_floor_s))
 
     def _rotation_due_s(self) -> float | None:
         since = self.health.connected_since_ms

@@ -266,7 +266,7 @@ async def test_the_watchdog_turns_silence_into_a_reconnect() -> None:
     dialer = Dialer(2)
     dialer.conns[0].push(1)
     clock = ManualClock()
-    stream, notices = make_stream(dialer, clock, stale_s=30)
+    stream, notices = make_stream(dialer, clock, stale_s=30, stale_wall_floor_s=0.0)
     assert await stream.next() == 1
     waiting = asyncio.ensure_future(stream.next())
     await eventually(lambda: clock.sleepers == 1)
@@ -281,3 +281,25 @@ async def test_the_watchdog_turns_silence_into_a_reconnect() -> None:
     clock.advance(1)
     assert await waiting == 2
     assert notices[0].kind is NoticeKind.RECONNECT
+
+
+async def test_the_watchdog_waits_a_wall_time_floor_however_fast_the_clock_runs() -> None:
+    """A simulated exchange at x300 makes 30 s of its time 0.1 s of ours: a dial or a busy
+    event loop takes longer than that, and without the floor every connection would be
+    redialled before its first message."""
+    dialer = Dialer(2)
+    clock = ManualClock()
+    stream, _ = make_stream(dialer, clock, stale_s=30, stale_wall_floor_s=0.3)
+    waiting = asyncio.ensure_future(stream.next())
+    await eventually(lambda: clock.sleepers == 1)
+    clock.advance(60)  # the exchange's 30 s are long gone
+    await asyncio.sleep(0.1)
+    assert dialer.made == 1 and stream.health.reconnects == 0
+    dialer.conns[0].push(1)
+    assert await waiting == 1
+    waiting = asyncio.ensure_future(stream.next())
+    await eventually(lambda: clock.sleepers == 1)
+    clock.advance(30)
+    await eventually(lambda: stream.health.reconnects == 1)  # after the floor, silence is a drop
+    waiting.cancel()
+    await stream.close()

@@ -86,8 +86,9 @@ async def test_silent_websocket_degrades_then_blocks_and_recovers(tmp_path: Path
         engine = rig.engine
         assert engine.state.state is T
         rig.server.faults.update({"ws_half_open": True})  # connections stay open, nothing arrives
-        await eventually(lambda: engine.state.state is B, timeout=15)
-        assert {"data_stale", "ws_down"} <= reason_codes(rig)
+        # Stale data blocks first; the stream's watchdog (2 s of wall time at least) then
+        # finds the silent socket and redials, and the stream shows as down.
+        await eventually(lambda: engine.state.state is B and {"data_stale", "ws_down"} <= reason_codes(rig), timeout=15)
         await eventually(lambda: engine.hub.latest is not None and engine.hub.latest.status.state == "blocked")
         snap = engine.hub.latest
         assert snap is not None
