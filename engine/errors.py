@@ -73,3 +73,20 @@ class NonRetryableOrderError(OrderError):
 
 class UnknownOrderError(OrderError):
     error_class = ErrorClass.UNKNOWN
+
+
+class RateLimitedError(RetryableOrderError):
+    """The exchange rate-limited or banned us (HTTP 429/418); nothing is sent before `until_ms`.
+
+    Here, not beside the ccxt map in `engine.market.errors`, so code that only handles it (the
+    collector) does not import ccxt (0.6 s) with it.
+
+    `retry_after_s` is the server's Retry-After when it sent one (a floor on the wait).
+    """
+
+    def __init__(
+        self, message: str, *, code: int | str | None = None, until_ms: int, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.until_ms = until_ms
+        self.retry_after_s = retry_after_s

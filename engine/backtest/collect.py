@@ -22,8 +22,7 @@ from typing import TypeVar
 from engine.backtest.history import HistoryStore
 from engine.domain import Candle, TickerBatch
 from engine.domain.candle import timeframe_ms
-from engine.errors import MarketDataError
-from engine.market.errors import RateLimitedError
+from engine.errors import MarketDataError, RateLimitedError
 from engine.market.gateway import Gateway
 
 DAY_MS = 86_400_000

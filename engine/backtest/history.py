@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from engine.domain import Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
+from engine.sim.parquet_source import column_array, read_columns
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 _NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdw])\.parquet$")
@@ -114,7 +115,7 @@ class HistoryStore:
         path = self.path(symbol, timeframe)
         if not path.is_file():
             return None
-        ts = pq.read_table(path, columns=["timestamp_ms"]).column("timestamp_ms").to_numpy()
+        ts = _open_times(path)
         return int(ts[-1]) if len(ts) else None
 
     def read(self, symbol: str, timeframe: str) -> CandleSeries:
@@ -149,8 +150,8 @@ class HistoryStore:
         )
         path = self.path(symbol, timeframe)
         if last is not None:
-            new = pa.concat_tables([pq.read_table(path, columns=list(COLUMNS)).cast(_SCHEMA), new])
-        ts = new.column("timestamp_ms").to_numpy()
+            new = pa.concat_tables([read_columns(path, list(COLUMNS)).cast(_SCHEMA), new])
+        ts = column_array(new, "timestamp_ms", pa.int64())
         if (np.diff(ts) <= 0).any():
             raise MarketDataError(f"{symbol} {timeframe}: duplicate or unordered candles; nothing written")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -160,16 +161,24 @@ class HistoryStore:
         return len(fresh)
 
 
+def _open_times(path: Path) -> IntArray:
+    """The timestamp column alone (what indexing and resuming need); a bad file is named."""
+    try:
+        return column_array(read_columns(path, ["timestamp_ms"]), "timestamp_ms", pa.int64())
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
+        raise MarketDataError(f"{path}: cannot read its timestamp_ms column ({exc}); re-collect it") from exc
+
+
 def read_series(path: Path, symbol: str, timeframe: str) -> CandleSeries:
     """One file, checked: a bad file is named with the row and what is wrong with it."""
     try:
-        table = pq.read_table(path, columns=list(COLUMNS))
+        table = read_columns(path, list(COLUMNS))
+        ts = column_array(table, "timestamp_ms", pa.int64())
+        o, h, lo, c, v = (column_array(table, k, pa.float64()) for k in COLUMNS[1:])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
         raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); re-collect it") from exc
-    ts = table.column("timestamp_ms").to_numpy().astype(np.int64)
     if len(ts) == 0:
         raise MarketDataError(f"{path}: no candles; delete it or re-collect it")
-    o, h, lo, c, v = (table.column(k).to_numpy().astype(np.float64) for k in COLUMNS[1:])
     tf_ms = timeframe_ms(timeframe)
     prices = np.column_stack([o, h, lo, c])
     problems = (
@@ -248,11 +257,11 @@ def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> His
     opens: dict[str, IntArray] = {}
     rows = 0
     for s in symbols:
-        ts = pq.read_table(store.path(s, timeframe), columns=["timestamp_ms"]).column("timestamp_ms").to_numpy()
+        ts = _open_times(store.path(s, timeframe))
         if len(ts) == 0:
             raise MarketDataError(f"{store.path(s, timeframe)}: no candles; delete it or re-collect it")
         first[s], last[s] = int(ts[0]), int(ts[-1])
-        opens[s] = ts.astype(np.int64)
+        opens[s] = ts
         rows += len(ts)
     data_opens: IntArray = np.unique(np.concatenate(list(opens.values())))
     return HistoryIndex(timeframe, tuple(symbols), first, last, rows, data_opens, opens)

@@ -163,20 +163,6 @@ _JSON_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
 _HTTP_STATUS = re.compile(r"^\w+ (\d{3}) ")
 
 
-class RateLimitedError(RetryableOrderError):
-    """The exchange rate-limited or banned us (HTTP 429/418); nothing is sent before `until_ms`.
-
-    `retry_after_s` is the server's Retry-After when it sent one (a floor on the wait).
-    """
-
-    def __init__(
-        self, message: str, *, code: int | str | None = None, until_ms: int, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(message, code=code)
-        self.until_ms = until_ms
-        self.retry_after_s = retry_after_s
-
-
 def _ccxt_cause(exc: BaseException) -> BaseException:
     """The ccxt exception behind `exc`: itself, or one a ccxt bug swallowed into `__context__`."""
     seen: BaseException | None = exc

@@ -6,7 +6,7 @@ Binance, ccxt.pro on the simulated exchange, or `engine.market.fake.FakeGateway`
 
 Failures: every method raises an `engine.errors.OrderError` subclass for a failed exchange
 call (RETRYABLE / NON_RETRYABLE / UNKNOWN, with the exchange code; see
-`engine.market.errors` for the map), `engine.market.errors.RateLimitedError` while a
+`engine.market.errors` for the map), `engine.errors.RateLimitedError` while a
 rate-limit silence is on, and `engine.errors.MarketDataError` for data no exchange could
 have sent. `watch_*` methods do not raise on a dropped connection: they reconnect with
 backoff and return the next data; `health()` shows what happened meanwhile.

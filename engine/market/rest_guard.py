@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from engine.errors import RateLimitedError
 from engine.market.backoff import Clock, RateLimitBackoff
 from engine.market.ccxt_client import retry_after_of
-from engine.market.errors import RATE_LIMIT_ERRORS, RateLimitedError, to_order_error
+from engine.market.errors import RATE_LIMIT_ERRORS, to_order_error
 from engine.market.gateway import REST_STREAM, GatewayNotice, NoticeKind, NoticeSink
 from engine.market.stream import HealthState
 

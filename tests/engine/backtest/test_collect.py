@@ -96,7 +96,7 @@ async def test_rate_limits_are_waited_out(
 async def test_gives_up_after_the_retries(
     gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
 ) -> None:
-    from engine.market.errors import RateLimitedError
+    from engine.errors import RateLimitedError
 
     gw, clock = gateway
     await gw.load_markets()

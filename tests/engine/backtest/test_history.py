@@ -113,3 +113,47 @@ def test_candles_between_counts_every_pair_exactly(store: Path) -> None:
     # the hour around NEW's listing: 5 pairs x 60 minutes + NEW's first 30
     assert index.candles_between(T0 + (LISTING_AT - 30) * MIN, T0 + (LISTING_AT + 30) * MIN) == 5 * 60 + 30
     assert index.candles_between(T0 + GAP[0] * MIN, T0 + GAP[1] * MIN) == 0
+
+
+def _write(path: Path, **overrides: pa.Array) -> None:
+    n = 4
+    cols: dict[str, pa.Array] = {
+        "timestamp_ms": pa.array(np.arange(n, dtype=np.int64) * MIN + T0),
+        "open": pa.array(np.ones(n)), "high": pa.array(np.ones(n) * 1.1), "low": pa.array(np.ones(n) * 0.9),
+        "close": pa.array(np.ones(n)), "volume": pa.array(np.ones(n)),
+    }  # fmt: skip
+    cols.update(overrides)
+    pq.write_table(pa.table(cols), path)
+
+
+def test_missing_values_are_refused_with_the_file_named(tmp_path: Path) -> None:
+    """A null price reads as NaN and fails the price check at its row; a null open time, or a
+    file without the column, cannot be indexed at all and says so."""
+    _write(tmp_path / "DOGE_USDT-1m.parquet", close=pa.array([1.0, None, 1.0, 1.0], pa.float64()))
+    with pytest.raises(MarketDataError, match=r"DOGE_USDT-1m\.parquet: .*not positive and finite.*\(row 1\)"):
+        HistoryStore(tmp_path).read("DOGE/USDT", "1m")
+    _write(tmp_path / "DOGE_USDT-1m.parquet", timestamp_ms=pa.array([T0, None, T0 + 2 * MIN, T0 + 3 * MIN], pa.int64()))
+    with pytest.raises(MarketDataError, match=r"DOGE_USDT-1m\.parquet: cannot read .*timestamp_ms has 1 missing"):
+        index_history(tmp_path)
+    pq.write_table(pa.table({"time": pa.array([T0])}), tmp_path / "DOGE_USDT-1m.parquet")
+    with pytest.raises(MarketDataError, match=r"DOGE_USDT-1m\.parquet: cannot read its timestamp_ms column"):
+        HistoryStore(tmp_path).last_ms("DOGE/USDT", "1m")
+
+
+def test_columns_read_from_arrow_buffers_are_exact(tmp_path: Path) -> None:
+    """A file as read, a table of several chunks, and a sliced one (an offset into the buffers)."""
+    from engine.sim.parquet_source import column_array, read_columns
+
+    ts = np.arange(1000, dtype=np.int64) * MIN + T0
+    close = np.linspace(1.0, 2.0, 1000)
+    path = tmp_path / "DOGE_USDT-1m.parquet"
+    pq.write_table(pa.table({"timestamp_ms": ts, "close": close}), path)
+    read = read_columns(path, ["timestamp_ms", "close"])
+    assert np.array_equal(column_array(read, "close", pa.float64()), close)
+    table = pa.concat_tables([read.slice(0, 300), read.slice(300, 300), read.slice(600)])
+    assert table.column("close").num_chunks == 3
+    assert np.array_equal(column_array(table, "timestamp_ms", pa.int64()), ts)
+    assert np.array_equal(column_array(table, "close", pa.float64()), close)
+    part = table.slice(250, 400)
+    assert np.array_equal(column_array(part, "close", pa.float64()), close[250:650])
+    assert np.array_equal(column_array(part, "timestamp_ms", pa.float64()), ts[250:650].astype(np.float64))

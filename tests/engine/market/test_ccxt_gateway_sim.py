@@ -21,12 +21,12 @@ from engine.domain import OrderStatus, OrderType, Side
 from engine.errors import (
     MarketDataError,
     NonRetryableOrderError,
+    RateLimitedError,
     RetryableOrderError,
     UnknownOrderError,
 )
 from engine.market.ccxt_client import EndpointBinance, build_client
 from engine.market.ccxt_gateway import CcxtGateway
-from engine.market.errors import RateLimitedError
 from engine.market.fake import ManualClock
 from engine.market.gateway import GatewayNotice, NoticeKind
 from engine.sim.server import SimExchangeServer
