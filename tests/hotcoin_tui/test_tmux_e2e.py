@@ -8,9 +8,11 @@ environment (the network guard, the temporary XDG homes) and is killed afterward
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -117,7 +119,10 @@ def engine_pane(tmp_path: Path) -> Iterator[Pane]:
     try:
         yield p
     finally:
-        p.tmux("kill-server")
+        with contextlib.suppress(subprocess.CalledProcessError):  # a test may have killed it already
+            p.tmux("kill-server")
+        # The engine child outlives a killed console by design: a failed test must not leave it.
+        _terminate_engines_on(tmp_path)
 
 
 def test_operator_closes_the_real_engine_flat_and_quits(engine_pane: Pane, tmp_path: Path) -> None:
@@ -142,3 +147,60 @@ def test_operator_closes_the_real_engine_flat_and_quits(engine_pane: Pane, tmp_p
         kinds = [e.kind for e in reader.events(kinds=["run_start", "run_stop"])]
     assert exits, "close-all sold nothing"
     assert kinds == ["run_start", "run_stop"]  # the console's engine was shut down cleanly
+
+
+def test_a_dropped_ssh_session_leaves_the_engine_trading_and_attachable(engine_pane: Pane, tmp_path: Path) -> None:
+    """The SSH session dies (tmux's server goes, the console gets SIGHUP and never runs its
+    quit path): its engine, in a session of its own, keeps running, so open positions keep
+    their exits. A new console refuses to start a second engine on the same data; the socket
+    `--attach` joins still serves it; a shutdown over that socket stops it cleanly."""
+    import asyncio
+
+    from engine.journal.reader import JournalReader
+    from engine.runtime.client import Command
+    from engine.runtime.remote_client import RemoteEngineClient
+    from engine.runtime.socket_server import default_socket_path
+
+    engine_pane.wait_for("SIM", "Candidates", timeout=60)
+
+    async def engine_alive_then_shut_down() -> bool:
+        client = RemoteEngineClient(default_socket_path(tmp_path))
+        await client.connect(timeout_s=10)
+        try:
+            updates = aiter(client.updates())
+            first = await anext(updates)
+            later = await anext(updates)
+            assert later.ts_ms > first.ts_ms, "the engine stopped cycling"
+            result = await client.send(Command.SHUTDOWN, "test")
+        finally:
+            await client.close()
+        return result.accepted
+
+    engine_pane.tmux("kill-server")  # the hangup
+    env = {**os.environ, "HOTCOIN_PATHS__DATA_DIR": str(tmp_path)}
+    again = subprocess.run(
+        [sys.executable, "-m", "hotcoin_tui.cli", "tui", "--no-http"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert again.returncode != 0 and "already running" in again.stderr + again.stdout, again.stderr[-2000:]
+    assert asyncio.run(engine_alive_then_shut_down())
+    socket_path = default_socket_path(tmp_path)
+    eventually_sync(lambda: not socket_path.exists(), timeout=60, interval=0.2)
+    with JournalReader(tmp_path / "journal.sqlite") as reader:
+        kinds = [e.kind for e in reader.events(kinds=["run_start", "run_stop"])]
+    assert kinds == ["run_start", "run_stop"]
+
+
+def _terminate_engines_on(data_dir: Path) -> None:
+    """SIGTERM every process of ours started with `HOTCOIN_PATHS__DATA_DIR=data_dir` (the
+    orphaned engine, when the test failed before shutting it down), found through /proc."""
+    marker = f"HOTCOIN_PATHS__DATA_DIR={data_dir}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)
