@@ -245,6 +245,8 @@ class HistoryIndex:
 def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> HistoryIndex:
     """Scan a store directory (timestamps only); a missing or empty directory is an error that
     says how to fill it."""
+    if root.exists() and not root.is_dir():
+        raise MarketDataError(f"{root} is a file; --data takes the directory of *_{quote}-{timeframe}.parquet files")
     store = HistoryStore(root)
     symbols = store.symbols(timeframe, quote)
     if not symbols:

@@ -15,6 +15,7 @@ starts `warmup_minutes` before `start`: a decision at time t depends on nothing 
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from collections.abc import Mapping
@@ -96,16 +97,20 @@ def window(index: HistoryIndex, config: HotcoinConfig, start_ms: int | None, end
     end = index.end_ms if end_ms is None else end_ms // MINUTE_MS * MINUTE_MS
     if start < first:
         raise ConfigError(
-            f"--from {start} is before the first candle ({first}); choose a later start or collect older data"
+            f"--from {_utc(start)} is before the first candle ({_utc(first)}); choose a later start or collect older data"
         )
     if end > index.end_ms:
         end = index.end_ms
     if end <= start:
         raise ConfigError(
-            f"the window is empty: start {start} >= end {end} (data {index.start_ms}..{index.end_ms}); "
-            "check --from/--to"
+            f"the window is empty: start {_utc(start)} >= end {_utc(end)} "
+            f"(the data spans {_utc(index.start_ms)} .. {_utc(index.end_ms)}); check --from/--to"
         )
     return start, end
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class BacktestRunner:

@@ -80,6 +80,9 @@ def test_bad_file_names_file_and_row(tmp_path: Path, column: str, row: int, valu
 def test_empty_directory_says_how_to_fill_it(tmp_path: Path) -> None:
     with pytest.raises(MarketDataError, match="hotcoin collect"):
         index_history(tmp_path)
+    (tmp_path / "candles.csv").write_text("not a store")
+    with pytest.raises(MarketDataError, match=r"candles\.csv is a file; --data takes the directory"):
+        index_history(tmp_path / "candles.csv")
 
 
 def test_gaps_are_kept_and_the_clock_sees_them_go_stale(store: Path) -> None:

@@ -61,7 +61,10 @@ def test_replay_timeframe_must_be_1m(store: Path) -> None:
 
 @pytest.mark.parametrize(
     ("start", "end", "message"),
-    [(T0 - MINUTE_MS, None, "before the first candle"), (START, START - MINUTE_MS, "window is empty")],
+    [
+        (T0 - MINUTE_MS, None, r"--from \d{4}-\d\d-\d\d \d\d:\d\d UTC is before the first candle"),
+        (START, START - MINUTE_MS, r"window is empty: .* UTC \(the data spans .* UTC .. .* UTC\)"),
+    ],
     ids=["before-data", "empty"],
 )
 def test_bad_windows_say_what_to_change(config: HotcoinConfig, store: Path, start: int, end: int | None, message: str) -> None:
