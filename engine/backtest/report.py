@@ -30,6 +30,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "events": result.events,
         "journal": journal,
         "wall_s": round(result.wall_s, 3),
+        "adjusted": list(result.adjusted),
         "metrics": metrics.as_dict(),
         "open_positions": result.open_positions,
         "trades": [

@@ -8,6 +8,9 @@ backtest reports: the trade log (fills grouped into round trips) and the equity 
 `tests/engine/backtest/test_parity.py` runs the same history through `Engine` and through this
 runner and compares the journals event for event.
 
+The replay sees the market once a minute, so discovery's slot and per-batch settings are
+fitted to that cadence first (`engine.backtest.cadence`; the report lists what changed).
+
 Point in time: the replay market holds only candles that have closed by the clock's time, the
 universe is the markets listed by then (a pair appears with its first candle), and warm-up
 starts `warmup_minutes` before `start`: a decision at time t depends on nothing after t.
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
 from engine.clock import SimClock
@@ -82,6 +86,7 @@ class BacktestResult:
     events: int
     wall_s: float
     symbols: int
+    adjusted: tuple[str, ...] = ()  # settings `replay_cadence` fitted to the minute replay
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,7 +138,9 @@ class BacktestRunner:
                 f"backtest.timeframe={bt.timeframe!r}: the replay market is built from 1m candles; "
                 "collect and replay 1m (signals may still use longer bars: trading.signals.timeframe)"
             )
-        self.config = config
+        fitted = replay_cadence(config)
+        self.config = fitted.config
+        self.adjusted = fitted.changes  # discovery settings fitted to one batch a minute (cadence.py)
         self.data_dir = Path(data_dir)
         self.index = index or index_history(self.data_dir, "1m", config.exchange.quote_asset)
         self.sink: EventSink = sink if sink is not None else NullSink()
@@ -198,6 +205,7 @@ class BacktestRunner:
             events=tap.events,
             wall_s=time.perf_counter() - t0,
             symbols=len(self.index.symbols),
+            adjusted=self.adjusted,
             stats={"state_changes": books.state_changes, "suppressed": cycle.router.suppressed},
         )
 

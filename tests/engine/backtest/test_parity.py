@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import index_history
 from engine.backtest.runner import MINUTE_MS, BacktestRunner
@@ -42,6 +43,7 @@ class _StopAt(HistoryFeed):
 
 
 async def _runtime(config: HotcoinConfig, store: Path, start: int = START, end: int = END) -> RecordingSink:
+    config = replay_cadence(config).config  # fed once a minute, as the backtester fits it (a no-op here)
     index = index_history(store)
     sim = config.sim.model_copy(update={"data_dir": store, "history_minutes": config.backtest.initial_history_minutes})
     market = ParquetMarket(sim, max(index.start_ms, start - config.backtest.warmup_minutes * MINUTE_MS))
