@@ -304,7 +304,7 @@ class Discovery:
             "sources": list(frame.sources(row)),
             "quote_volume_24h": qv if qv == qv else None,
             "run_up_60m": round(_finite(scores.run_up[row]), 6),
-            "range_24h": round(_finite(w.range_24h()[row]), 6),
+            "range_24h": round(_finite(w.range_24h(row)), 6),
             "trade_count_24h": int(w.trade_count_24h[row]),
         }
         self.sink.emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=trace, symbol=symbol)

@@ -79,7 +79,8 @@ class PaperBroker(Broker):
         self.model = model
         self._book: TickerBatch | None = None
         self._index: dict[str, int] | None = None
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[str, Order] = {}  # every order, by client id (duplicate ids are refused)
+        self._resting: dict[str, Order] = {}  # the open ones, in placement order: sync walks only these
         self._intents: dict[str, OrderIntent] = {}
         self._ids = itertools.count(1)
         self._trades = itertools.count(1)
@@ -110,6 +111,7 @@ class PaperBroker(Broker):
             updated_ms=now_ms,
         )
         self._orders[order.client_order_id] = filled
+        self._resting.pop(order.client_order_id, None)
         fill = Fill(
             trade_id=f"paper-t{next(self._trades)}",
             client_order_id=order.client_order_id,
@@ -156,7 +158,7 @@ class PaperBroker(Broker):
         ex = self.model.limit(intent.side, qty, float(intent.price), bid, ask, resting=False)
         if ex is not None:
             return self._fill(order, ex, now_ms)
-        self._orders[intent.client_order_id] = order
+        self._orders[intent.client_order_id] = self._resting[intent.client_order_id] = order
         return OrderUpdate(order)
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
@@ -167,13 +169,17 @@ class PaperBroker(Broker):
             return OrderUpdate(order)
         cancelled = replace(order, status=OrderStatus.CANCELED, updated_ms=now_ms)
         self._orders[client_order_id] = cancelled
+        self._resting.pop(client_order_id, None)
         return OrderUpdate(cancelled)
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
-        """Resting limits that the book now crosses fill at their price; stale ones are cancelled."""
+        """Resting limits that the book now crosses fill at their price; stale ones are cancelled.
+
+        Walks the resting orders only: a paper engine that runs for weeks (or a month-long
+        backtest, which syncs every minute) must not pay for every order it ever placed."""
         updates: list[OrderUpdate] = []
-        for cid, order in list(self._orders.items()):
-            if order.status.is_terminal or order.price is None:
+        for cid, order in list(self._resting.items()):
+            if order.price is None:
                 continue
             bid, ask = self.quote(order.symbol)
             ex = self.model.limit(order.side, float(order.quantity), float(order.price), bid, ask, resting=True)
@@ -186,5 +192,5 @@ class PaperBroker(Broker):
         return updates
 
     async def open_orders(self) -> list[Order]:
-        return [o for o in self._orders.values() if not o.status.is_terminal]
+        return list(self._resting.values())
 

@@ -97,3 +97,19 @@ async def test_resting_limit_fills_when_crossed_and_stale_one_expires() -> None:
     assert await broker.open_orders() == []
     again = await broker.cancel("PEPE/USDT", "b", T0 + 31_000)  # idempotent on a terminal order
     assert again.order.status is OrderStatus.CANCELED
+
+
+async def test_open_orders_and_sync_see_only_resting_orders_in_placement_order() -> None:
+    """Filled and cancelled orders leave the resting set (sync walks that set, not the history)."""
+    broker = PaperBroker(MODEL)
+    broker.update_book(make_batch({"DOGE/USDT": 0.3}))
+    for i in range(20):
+        await broker.submit(make_intent(quantity=Decimal("1"), client_order_id=f"m{i}"), T0)
+    for cid in ("r1", "r2", "r3"):
+        await broker.submit(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), client_order_id=cid), T0)
+    await broker.cancel("DOGE/USDT", "r2", T0 + 1)
+    assert [o.client_order_id for o in await broker.open_orders()] == ["r1", "r3"]
+    broker.update_book(make_batch({"DOGE/USDT": 0.19}))
+    filled = await broker.sync(T0 + 2)
+    assert [u.order.client_order_id for u in filled] == ["r1", "r3"]
+    assert await broker.open_orders() == [] and await broker.sync(T0 + 3) == []
