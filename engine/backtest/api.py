@@ -7,14 +7,16 @@ and `hotcoin collect` run.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from engine.backtest.collect import Collector, CollectPlan, CollectReport, Progress
 from engine.backtest.history import HistoryStore
 from engine.backtest.metrics import Metrics, compute
-from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner
+from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner, ReplayProgress
 from engine.config import HotcoinConfig
 from engine.signals.scorer import ModelLoad
 
@@ -28,15 +30,18 @@ async def run_backtest(
     *,
     run_id: str | None = None,
     model: ModelLoad | None = None,
+    progress: Callable[[ReplayProgress], None] | None = None,
 ) -> tuple[BacktestResult, Metrics]:
     """A backtest, journaled to `journal_path` when given (flushed before returning)."""
     if journal_path is None:
-        result = await BacktestRunner(config, data_dir, run_id=run_id, model=model).run(start_ms, end_ms)
+        runner = BacktestRunner(config, data_dir, run_id=run_id, model=model)
+        result = await runner.run(start_ms, end_ms, progress=progress)
     else:
         from engine.journal.writer import Journal
 
         async with Journal.open(journal_path, config.journal) as journal:
-            result = await BacktestRunner(config, data_dir, journal, run_id=run_id, model=model).run(start_ms, end_ms)
+            runner = BacktestRunner(config, data_dir, journal, run_id=run_id, model=model)
+            result = await runner.run(start_ms, end_ms, progress=progress)
     return result, metrics_of(result)
 
 
@@ -74,6 +79,41 @@ class RichProgress(Progress):
 
     def waiting(self, seconds: float) -> None:
         self.bar.console.print(f"rate-limited: waiting {seconds:.1f} s")
+
+
+class RichReplayProgress:
+    """The replay's progress bar, on stderr (stdout stays the report, or clean JSON with
+    `--json`): the replayed time, share done, elapsed and remaining wall time, trades so far.
+    Transient: it leaves the screen when the report is printed."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[trades]} trades"),
+            console=Console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.task = self.bar.add_task("loading candles, warming up", total=1.0, trades=0)
+
+    def __enter__(self) -> RichReplayProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def __call__(self, p: ReplayProgress) -> None:
+        at = dt.datetime.fromtimestamp(p.now_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        self.bar.update(self.task, completed=p.fraction, description=f"replay {at} UTC", trades=p.trades)
 
 
 async def run_collect(

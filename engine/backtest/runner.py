@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,24 @@ from engine.sim.parquet_source import ParquetMarket
 from engine.trading import TradingCore
 
 MINUTE_MS = 60_000
+PROGRESS_EVERY = 240  # cycles (4 replayed hours) between progress reports: about half a second of replay here
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayProgress:
+    """Where a running replay stands, for a progress bar: reported at the first cycle, every
+    `PROGRESS_EVERY` cycles and at the last (a month of 1m history runs for a minute or more)."""
+
+    now_ms: int
+    start_ms: int
+    end_ms: int
+    cycles: int
+    trades: int  # round trips closed so far
+
+    @property
+    def fraction(self) -> float:
+        span = self.end_ms - self.start_ms
+        return 1.0 if span <= 0 else min(1.0, max(0.0, (self.now_ms - self.start_ms) / span))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +165,13 @@ class BacktestRunner:
         self.run_id = run_id or f"bt-{secrets.token_hex(3)}"
         self.model = model  # the same verified model the runtime would load: production decides, shadow watches
 
-    async def run(self, start_ms: int | None = None, end_ms: int | None = None) -> BacktestResult:
+    async def run(
+        self,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        *,
+        progress: Callable[[ReplayProgress], None] | None = None,
+    ) -> BacktestResult:
         t0 = time.perf_counter()
         config = self.config
         start, end = window(self.index, config, start_ms, end_ms)
@@ -187,7 +211,11 @@ class BacktestRunner:
             expo.append(core.exposure())
             if now >= end:
                 break
+            if progress is not None and (cycles == 1 or cycles % PROGRESS_EVERY == 0):
+                progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
             batch = await feed.next_batch()
+        if progress is not None:
+            progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
         tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
         return BacktestResult(
             run_id=self.run_id,

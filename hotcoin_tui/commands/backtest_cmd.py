@@ -96,12 +96,16 @@ def backtest(
         Path | None, typer.Option("--journal", "-j", help="Journal the decisions here (`hotcoin replay` reads it); default: off.")
     ] = None,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Draw the equity curve.")] = True,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Show the replay's progress on stderr (default: when stderr is a terminal)."),
+    ] = None,
 ) -> None:
     """Replay candles through discovery, signals, risk, execution and exits on a virtual clock."""
     import asyncio
     import sys
 
-    from engine.backtest.api import run_backtest
+    from engine.backtest.api import RichReplayProgress, run_backtest
     from ml.runtime import load_scorer
 
     with _user_errors():
@@ -109,11 +113,10 @@ def backtest(
         model = load_scorer(cfg)  # the same model, in the same mode, that `hotcoin run` would trade with
         if model.scorer is not None:
             typer.echo(f"model: {model.status}", err=True)
-        result, metrics = asyncio.run(
-            run_backtest(
-                cfg, _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to"), journal, model=model
-            )
-        )
+        window = _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to")
+        show = sys.stderr.isatty() if progress is None else progress  # a month of 1m history takes a minute or more
+        with RichReplayProgress() if show else contextlib.nullcontext() as bar:
+            result, metrics = asyncio.run(run_backtest(cfg, *window, journal, model=model, progress=bar))
     from engine.backtest import report
 
     if as_json:

@@ -62,6 +62,19 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     assert doc["journal"] is None
 
 
+def test_backtest_progress_goes_to_stderr_and_leaves_the_json_clean(store: Path, config_file: Path) -> None:
+    args = ("backtest", "--data", str(store), "--config", str(config_file), "--from", str(START), "--json")
+    result = runner.invoke(app, [*args, "--progress"], env={"COLUMNS": "200", "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"})
+    assert result.exit_code == 0, result.stderr
+    assert "replay 2021-04-17" in result.stderr and "trades" in result.stderr
+    code, quiet, err = invoke(*args, "--no-progress")
+    assert code == 0 and "replay 20" not in err
+    def trades(doc: str) -> list[tuple[str, int, float]]:  # trace ids differ: each run draws its run id
+        return [(t["symbol"], t["opened_ms"], t["pnl"]) for t in json.loads(doc)["trades"]]
+
+    assert trades(result.stdout) == trades(quiet) != []
+
+
 def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file: Path, tmp_path: Path) -> None:
     journal = tmp_path / "bt.sqlite"
     code, out, err = invoke(

@@ -4,12 +4,20 @@ stale through the outage, refuses windows and timeframes it cannot replay."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
 
 from engine.backtest.api import metrics_of
-from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner, _TradeLog
+from engine.backtest.runner import (
+    MINUTE_MS,
+    PROGRESS_EVERY,
+    BacktestResult,
+    BacktestRunner,
+    ReplayProgress,
+    _TradeLog,
+)
 from engine.config import HotcoinConfig
 from engine.domain import Fill, Side
 from engine.errors import ConfigError
@@ -45,6 +53,20 @@ def test_books_add_up(run: tuple[BacktestResult, RecordingSink]) -> None:
     # the batch at START is the warm-up's last (as in the runtime); trading cycles follow it
     assert result.cycles == len(result.equity) == (result.end_ms - START) // MINUTE_MS
     assert result.equity_ts[0] == START + MINUTE_MS and result.equity_ts[-1] == result.end_ms
+
+
+def test_progress_is_reported_through_the_replay_and_changes_nothing(
+    config: HotcoinConfig, store: Path, run: tuple[BacktestResult, RecordingSink]
+) -> None:
+    reports: list[ReplayProgress] = []
+    result = asyncio.run(BacktestRunner(config, store, RecordingSink(), run_id="bt").run(START, None, progress=reports.append))
+    assert result.trades == run[0].trades and result.events == run[0].events
+    assert [p.cycles for p in reports[:-1]] == [1, *range(PROGRESS_EVERY, result.cycles, PROGRESS_EVERY)]
+    first, last = reports[0], reports[-1]
+    assert first.fraction < 0.01 and last.fraction == 1.0
+    assert (last.now_ms, last.start_ms, last.end_ms, last.cycles) == (result.end_ms, result.start_ms, result.end_ms, result.cycles)
+    assert last.trades == len(result.trades)
+    assert all(a.now_ms < b.now_ms and a.trades <= b.trades for a, b in itertools.pairwise(reports))
 
 
 def test_outage_degrades_and_blocks_then_recovers(run: tuple[BacktestResult, RecordingSink]) -> None:
