@@ -54,6 +54,8 @@ def _status_kb(field: str) -> int:
 class _Counting:
     """The journal, counting events by kind on the way in (signal evaluations are decisions too)."""
 
+    keeps_payloads = True
+
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.kinds: Counter[str] = Counter()

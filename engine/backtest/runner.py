@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,6 @@ class BacktestRunner:
         )  # fmt: skip
         books = _Books()
         tap = Tap(self.sink, recent=0)
-        tap.observers.append(books.on_event)
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
         cycle = TradingCycle(
             config, feed, broker, tap, run_id=self.run_id, model=self.model,
@@ -234,7 +233,7 @@ class BacktestRunner:
             wall_s=time.perf_counter() - t0,
             symbols=len(self.index.symbols),
             adjusted=self.adjusted,
-            stats={"state_changes": books.state_changes, "suppressed": cycle.router.suppressed},
+            stats={"state_changes": tap.kinds["state_change"], "suppressed": cycle.router.suppressed},
         )
 
 
@@ -278,7 +277,6 @@ class _Books:
         self.core: TradingCore | None = None
         self.trades = _TradeLog()
         self.fills: list[Fill] = []
-        self.state_changes = 0
         self._closed_seen = 0
 
     def on_update(self, update: OrderUpdate) -> None:
@@ -295,7 +293,3 @@ class _Books:
         for trade in core.book.closed[self._closed_seen :]:
             self.trades.close(trade.symbol, trade.trace_id, trade.realised_pnl, trade.opened_ms, trade.closed_ms)
         self._closed_seen = len(core.book.closed)
-
-    def on_event(self, kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
-        if kind == "state_change":
-            self.state_changes += 1

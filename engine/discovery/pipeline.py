@@ -285,6 +285,14 @@ class Discovery:
         self, now: int, symbol: str, row: int, trace: str, rank: int, accepted: bool, frame: HeatFrame, scores: AnomalyScores
     ) -> None:
         assert self.sink is not None
+        payload = self._payload(now, symbol, row, rank, accepted, frame, scores) if self.sink.keeps_payloads else {}
+        self.sink.emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=trace, symbol=symbol)
+        self._emitted.add(symbol)
+
+    def _payload(
+        self, now: int, symbol: str, row: int, rank: int, accepted: bool, frame: HeatFrame, scores: AnomalyScores
+    ) -> dict[str, Any]:
+        """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards."""
         w = self.windows
         listed = self.ranker.listing_ms[row]
         age = None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS)
@@ -307,8 +315,7 @@ class Discovery:
             "range_24h": round(_finite(w.range_24h(row)), 6),
             "trade_count_24h": int(w.trade_count_24h[row]),
         }
-        self.sink.emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=trace, symbol=symbol)
-        self._emitted.add(symbol)
+        return payload
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> PoolSnapshot:

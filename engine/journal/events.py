@@ -94,7 +94,15 @@ class JournalEvent:
 
 class EventSink(Protocol):
     """Where the synchronous core sends events. `emit` never blocks and never drops:
-    it validates, assigns `seq` and queues; the writer persists asynchronously."""
+    it validates, assigns `seq` and queues; the writer persists asynchronously.
+
+    `keeps_payloads` is False for a sink that only counts and numbers events (a backtest with
+    its journal off): the per-minute emitters (candidate and signal snapshots) then skip
+    building payloads nobody reads. Every event is still emitted, so seqs, causes and counts
+    are the same either way."""
+
+    @property
+    def keeps_payloads(self) -> bool: ...
 
     def emit(
         self,

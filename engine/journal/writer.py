@@ -87,6 +87,8 @@ class _Batch:
 class Journal:
     """An `EventSink` that persists to SQLite. Create it with `Journal.open`."""
 
+    keeps_payloads = True
+
     def __init__(
         self, path: Path, conn: aiosqlite.Connection, settings: JournalSection, last_seq: int, rotation_check_s: float
     ) -> None:

@@ -7,12 +7,13 @@ things while they write:
 - failed order calls, reported to the state machine (`on_order_error`);
 - the last `recent` events as one-line rows for the console's event stream (the backtester,
   which has no console, keeps none);
-- a count of events, and observers (notifications) that see every event after it is written.
+- a count of events (and by kind), and observers (notifications) that see every event after it
+  is written.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,13 @@ class Tap:
         self.last_signal: dict[str, str] = {}  # symbol -> latest signal decision, for the pool view
         self.on_order_error: Callable[[int], None] | None = None  # failed order calls, for the state machine
         self.events = 0
+        self.kinds: Counter[str] = Counter()  # events by kind (a backtest reports its state changes)
+
+    @property
+    def keeps_payloads(self) -> bool:
+        """Payloads are read if the sink keeps them, an observer sees them, or the console's
+        recent-events rows are kept; otherwise emitters may leave them out (`EventSink`)."""
+        return self.sink.keeps_payloads or self._keep_recent or bool(self.observers)
 
     def emit(
         self,
@@ -48,6 +56,7 @@ class Tap:
     ) -> int:
         seq = self.sink.emit(kind, ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
         self.events += 1
+        self.kinds[kind] += 1
         if kind == "candidate_snapshot" and trace_id is not None:
             self.candidate_seq[trace_id] = seq
             # A trace is a cause only within its own bar (<= one snapshot per symbol per bar), so

@@ -106,7 +106,7 @@ class SignalStage:
             ml_scores=scores if production else None,
         )
         out = []
-        rows, raw = feature_dicts(x), x.tolist()
+        rows, raw = self._feature_rows(x), x.tolist()
         for i, c in enumerate(fresh):
             cause = None if causes is None else causes.get(c.trace_id)
             ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
@@ -141,7 +141,7 @@ class SignalStage:
         x = self._features([s for s, _ in fresh], info, bar_ms)
         outcomes = self.rules.exit(x)
         out = []
-        rows, raw = feature_dicts(x), x.tolist()
+        rows, raw = self._feature_rows(x), x.tolist()
         for i, (symbol, trace_id) in enumerate(fresh):
             cand = candidates.get(symbol)
             cause = None if causes is None or cand is None else causes.get(cand.trace_id)
@@ -149,6 +149,10 @@ class SignalStage:
             self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
+
+    def _feature_rows(self, x: FloatArray) -> list[dict[str, float | None]]:
+        """The journal's view of each feature row; empty where the sink keeps no payloads."""
+        return feature_dicts(x) if self.sink.keeps_payloads else [{} for _ in range(len(x))]
 
     def _scores(self, x: FloatArray) -> FloatArray | None:
         if self.scorer.mode == "off":

@@ -26,6 +26,8 @@ from .domain import T0
 class RecordingSink:
     """In-memory `EventSink`: validates like the journal, assigns seqs, keeps every event."""
 
+    keeps_payloads = True
+
     def __init__(self) -> None:
         self.events: list[JournalEvent] = []
 

@@ -69,6 +69,19 @@ def test_progress_is_reported_through_the_replay_and_changes_nothing(
     assert all(a.now_ms < b.now_ms and a.trades <= b.trades for a, b in itertools.pairwise(reports))
 
 
+def test_journal_off_decides_the_same_without_building_payloads(
+    config: HotcoinConfig, store: Path, run: tuple[BacktestResult, RecordingSink]
+) -> None:
+    """With no journal the snapshots are emitted empty (NullSink keeps nothing): the same
+    trades, the same number of events, the same state changes as the journaled run."""
+    journaled, sink = run
+    quiet = asyncio.run(BacktestRunner(config, store, run_id="bt").run(START, None))
+    assert quiet.trades == journaled.trades and quiet.fills == journaled.fills
+    assert quiet.events == journaled.events == len(sink.events)
+    assert quiet.stats == journaled.stats
+    assert quiet.stats["state_changes"] == sum(e.kind == "state_change" for e in sink.events) == 3
+
+
 def test_outage_degrades_and_blocks_then_recovers(run: tuple[BacktestResult, RecordingSink]) -> None:
     _, sink = run
     changes = [(e.ts_ms, e.payload["to"]) for e in sink.events if e.kind == "state_change"]

@@ -1,0 +1,34 @@
+"""The sinks' `keeps_payloads` flag: only a sink that drops everything (and nothing reading
+through the tap) lets the per-minute emitters leave payloads out."""
+
+from __future__ import annotations
+
+from engine.journal.events import EventSink
+from engine.journal.sinks import NullSink
+from engine.runtime.tap import Tap
+from tests.kit.events import RecordingSink
+
+
+def test_a_counting_sink_keeps_no_payloads_unless_it_validates() -> None:
+    assert not NullSink().keeps_payloads
+    assert NullSink(validate=True).keeps_payloads  # validation reads every field
+    assert RecordingSink().keeps_payloads
+
+
+def test_the_tap_keeps_payloads_for_its_sink_its_console_rows_and_its_observers() -> None:
+    def tap(sink: EventSink, recent: int) -> Tap:
+        return Tap(sink, recent=recent)
+
+    assert not tap(NullSink(), 0).keeps_payloads
+    assert tap(RecordingSink(), 0).keeps_payloads
+    assert tap(NullSink(), 200).keeps_payloads  # the console's event rows are built from payloads
+    quiet = tap(NullSink(), 0)
+    quiet.observers.append(lambda kind, payload, symbol: None)  # e.g. notifications
+    assert quiet.keeps_payloads
+
+
+def test_the_tap_counts_events_by_kind_whatever_the_sink_keeps() -> None:
+    t = Tap(NullSink(), recent=0)
+    for kind in ("state_change", "candidate_snapshot", "state_change"):
+        t.emit(kind, ts_ms=1, payload={})
+    assert t.events == 3 and t.kinds == {"state_change": 2, "candidate_snapshot": 1}
