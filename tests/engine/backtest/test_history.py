@@ -160,3 +160,6 @@ def test_columns_read_from_arrow_buffers_are_exact(tmp_path: Path) -> None:
     part = table.slice(250, 400)
     assert np.array_equal(column_array(part, "close", pa.float64()), close[250:650])
     assert np.array_equal(column_array(part, "timestamp_ms", pa.float64()), ts[250:650].astype(np.float64))
+    narrow = pa.table({"t": pa.array([1, 2], pa.int32()), "v": pa.array([1.5, 2.25], pa.float32())})
+    assert column_array(narrow, "t", pa.int64()).tolist() == [1, 2]  # other types are cast
+    assert column_array(narrow, "v", pa.float64()).tolist() == [1.5, 2.25]
