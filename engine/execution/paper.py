@@ -179,8 +179,7 @@ class PaperBroker(Broker):
         backtest, which syncs every minute) must not pay for every order it ever placed."""
         updates: list[OrderUpdate] = []
         for cid, order in list(self._resting.items()):
-            if order.price is None:
-                continue
+            assert order.price is not None  # only priced limits rest (`submit`)
             bid, ask = self.quote(order.symbol)
             ex = self.model.limit(order.side, float(order.quantity), float(order.price), bid, ask, resting=True)
             if ex is not None:
