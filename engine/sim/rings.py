@@ -9,7 +9,9 @@ as Binance's rolling 24 h ticker is, to the minute. Volumes and trade counts of 
 part are kept as running sums (add the minute that closes, subtract the one that leaves);
 the closed part's high and low are recomputed at most once a minute, when first asked for,
 from per-hour block extremes (kept as each hour closes) plus the loose minutes at both ends:
-~140 rows instead of 1,439.
+~120 rows instead of 1,439. The whole blocks inside the window change once an hour, so their
+extremes are reduced then, not every minute (max and min are exact in any order, so the
+figures are the same).
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class MinuteRings:
         self._extremes_minute = -1  # minute the closed high/low were computed for
         self._block_high: FloatArray = np.zeros((_BLOCKS, 0))  # extremes of whole closed hours
         self._block_low: FloatArray = np.zeros((_BLOCKS, 0))
+        # extremes of the whole blocks inside the window, for (first block, end block, n)
+        self._inner_key: tuple[int, int, int] | None = None
+        self._inner_high: FloatArray = np.zeros(0)
+        self._inner_low: FloatArray = np.zeros(0)
         self._grow(capacity)
 
     @property
@@ -179,6 +185,7 @@ class MinuteRings:
             max(last_block - _BLOCKS, (self.minute - minutes + 1) // BLOCK_MINUTES), last_block
         ):
             self._close_block(b)
+        self._inner_key = None  # the blocks were rewritten
 
     def begin_minute(
         self, minute: int, price: FloatArray, *, valid: BoolArray | bool = True
@@ -350,10 +357,16 @@ class MinuteRings:
         )
 
     def _recompute_extremes(self) -> None:
-        """Closed-window high/low from whole hour blocks plus the loose minutes at both ends."""
+        """Closed-window high/low: the whole hour blocks' extremes (reduced again only when the
+        blocks in the window or the columns change) and the loose minutes at both ends."""
         n = self.n
         lo, hi = self.minute - WINDOW_MINUTES + 1, self.minute  # window minutes [lo, hi)
         first_block, end_block = -(-lo // BLOCK_MINUTES), hi // BLOCK_MINUTES
+        if self._inner_key != (first_block, end_block, n):
+            blocks = np.arange(first_block, end_block) % _BLOCKS
+            self._inner_high = self._block_high[blocks, :n].max(axis=0)
+            self._inner_low = self._block_low[blocks, :n].min(axis=0)
+            self._inner_key = (first_block, end_block, n)
         loose = (
             self._rows(lo, first_block * BLOCK_MINUTES - lo)
             if first_block * BLOCK_MINUTES > lo
@@ -361,15 +374,12 @@ class MinuteRings:
         )
         if hi > end_block * BLOCK_MINUTES:
             loose += self._rows(end_block * BLOCK_MINUTES, hi - end_block * BLOCK_MINUTES)
-        blocks = np.arange(first_block, end_block) % _BLOCKS
-        highs = [self.high[p, :n].max(axis=0) for p in loose] + [
-            self._block_high[blocks, :n].max(axis=0)
-        ]
-        lows = [self.low[p, :n].min(axis=0) for p in loose] + [
-            self._block_low[blocks, :n].min(axis=0)
-        ]
-        self._closed_high[:n] = np.max(highs, axis=0)
-        self._closed_low[:n] = np.min(lows, axis=0)
+        high, low = self._closed_high[:n], self._closed_low[:n]
+        high[:] = self._inner_high
+        low[:] = self._inner_low
+        for p in loose:
+            np.maximum(high, self.high[p, :n].max(axis=0), out=high)
+            np.minimum(low, self.low[p, :n].min(axis=0), out=low)
         self._extremes_minute = self.minute
 
     def _recompute_sums(self) -> None:
