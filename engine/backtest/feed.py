@@ -20,8 +20,6 @@ The backtester and the runtime parity test both read the market through this one
 
 from __future__ import annotations
 
-import numpy as np
-
 from engine.backtest.history import CandleSeries, HistoryIndex, HistoryStore
 from engine.clock import SimClock
 from engine.domain import Candle
@@ -76,12 +74,15 @@ class HistoryFeed(SimFeed):
         now = self.market.now_ms
         current = now // tf * tf  # the running candle opens here; it is not returned
         oldest = max(earliest, current - ring + tf)
-        lo = int(np.searchsorted(s.ts, oldest, "left"))
-        end = int(np.searchsorted(s.ts, current, "right"))  # the ring's last `limit` include the running one...
-        lo = max(lo, end - limit)
-        hi = int(np.searchsorted(s.ts, current, "left"))  # ...which is then left out
+        # Every bound in one search: open times are integers, so "right of t" is "left of t + 1".
+        bounds = [oldest, current + 1, current]
         if after_ms is not None:
-            lo = max(lo, int(np.searchsorted(s.ts, after_ms, "right")))
+            bounds.append(after_ms + 1)
+        found = s.ts.searchsorted(bounds).tolist()
+        lo, end, hi = found[0], found[1], found[2]
+        lo = max(lo, end - limit)  # the ring's last `limit` include the running candle (end)...
+        if after_ms is not None:  # ...which is then left out (hi)
+            lo = max(lo, found[3])
         if lo >= hi:
             return []
         rows = zip(
