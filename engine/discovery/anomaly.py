@@ -70,7 +70,7 @@ def robust_center_scale(x: FloatArray) -> tuple[FloatArray, FloatArray, IntArray
     """
     m = x.shape[0]
     s = np.sort(x, axis=1)
-    n = x.shape[1] - np.count_nonzero(np.isnan(s), axis=1)
+    n = (s == s).sum(axis=1)  # NaN != NaN: the values per row
     lo = np.maximum((n - 1) // 2, 0)
     hi = np.maximum(n // 2 - (n == 0), 0)
     ar = np.arange(m)

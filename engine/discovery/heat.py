@@ -119,7 +119,7 @@ class HeatRanker:
         fresh = np.exp(-np.maximum(age_ms, 0.0) / (cfg.listing_tau_days * DAY_MS))
         fresh[np.isnan(fresh)] = 0.0
         social_v = saturate(self.social_velocity[:e], cfg.social_velocity_half)
-        social_s = np.clip(self.social_sentiment[:e], 0.0, 1.0) * (social_v > 0)
+        social_s = self.social_sentiment[:e].clip(0.0, 1.0) * (social_v > 0)  # the method: np.clip's wrapper costs more
         ticker = cfg.w_momentum * momentum + cfg.w_volume_surge * volume
         rank_acc = self._rank_acceleration(ticker, active[:e], now_ms)
         total = (  # summed left to right, as the weighted sum of all six always was
@@ -162,5 +162,5 @@ class HeatRanker:
             pct_now = (len(s) - np.searchsorted(np.sort(s), s, side="right")) / n
             climb = 2.0 * (self._pct_prev_bar[top] - pct_now)
             climb[np.isnan(climb)] = 0.0
-            out[top] = np.clip(climb, 0.0, 1.0)
+            out[top] = climb.clip(0.0, 1.0)
         return out

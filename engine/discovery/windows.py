@@ -352,7 +352,8 @@ class TickerWindows:
         if self._last_cleanup_ms is not None and ts - self._last_cleanup_ms < self.cfg.cleanup_interval_ms:
             return
         self._last_cleanup_ms = ts
-        stale = np.flatnonzero(self.active & (self.last_seen_ms < ts - self.cfg.stale_after_ms))
+        e = self.extent  # every active row is below it
+        stale = np.flatnonzero(self.active[:e] & (self.last_seen_ms[:e] < ts - self.cfg.stale_after_ms))
         if len(stale):
             self.counters["expired_symbols"] += len(stale)
             self._release(stale)
