@@ -35,8 +35,12 @@ class Tap:
         self.candidate_seq: dict[str, int] = {}
         self.last_signal: dict[str, str] = {}  # symbol -> latest signal decision, for the pool view
         self.on_order_error: Callable[[int], None] | None = None  # failed order calls, for the state machine
-        self.events = 0
         self.kinds: Counter[str] = Counter()  # events by kind (a backtest reports its state changes)
+
+    @property
+    def events(self) -> int:
+        """Events emitted through this tap."""
+        return self.kinds.total()
 
     @property
     def keeps_payloads(self) -> bool:
@@ -55,7 +59,6 @@ class Tap:
         cause: int | None = None,
     ) -> int:
         seq = self.sink.emit(kind, ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
-        self.events += 1
         self.kinds[kind] += 1
         if kind == "candidate_snapshot" and trace_id is not None:
             self.candidate_seq[trace_id] = seq
