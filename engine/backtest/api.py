@@ -7,7 +7,6 @@ and `hotcoin collect` run.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,13 @@ from types import TracebackType
 from engine.backtest.collect import Collector, CollectPlan, CollectReport, Progress
 from engine.backtest.history import HistoryStore
 from engine.backtest.metrics import Metrics, compute
-from engine.backtest.runner import MINUTE_MS, BacktestResult, BacktestRunner, ReplayProgress
+from engine.backtest.runner import (
+    MINUTE_MS,
+    BacktestResult,
+    BacktestRunner,
+    ReplayProgress,
+    utc_minute,
+)
 from engine.config import HotcoinConfig
 from engine.signals.scorer import ModelLoad
 
@@ -112,8 +117,7 @@ class RichReplayProgress:
         self.bar.stop()
 
     def __call__(self, p: ReplayProgress) -> None:
-        at = dt.datetime.fromtimestamp(p.now_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
-        self.bar.update(self.task, completed=p.fraction, description=f"replay {at} UTC", trades=p.trades)
+        self.bar.update(self.task, completed=p.fraction, description=f"replay {utc_minute(p.now_ms)}", trades=p.trades)
 
 
 async def run_collect(

@@ -120,19 +120,20 @@ def window(index: HistoryIndex, config: HotcoinConfig, start_ms: int | None, end
     end = index.end_ms if end_ms is None else end_ms // MINUTE_MS * MINUTE_MS
     if start < first:
         raise ConfigError(
-            f"--from {_utc(start)} is before the first candle ({_utc(first)}); choose a later start or collect older data"
+            f"--from {utc_minute(start)} is before the first candle ({utc_minute(first)}); choose a later start or collect older data"
         )
     if end > index.end_ms:
         end = index.end_ms
     if end <= start:
         raise ConfigError(
-            f"the window is empty: start {_utc(start)} >= end {_utc(end)} "
-            f"(the data spans {_utc(index.start_ms)} .. {_utc(index.end_ms)}); check --from/--to"
+            f"the window is empty: start {utc_minute(start)} >= end {utc_minute(end)} "
+            f"(the data spans {utc_minute(index.start_ms)} .. {utc_minute(index.end_ms)}); check --from/--to"
         )
     return start, end
 
 
-def _utc(ms: int) -> str:
+def utc_minute(ms: int) -> str:
+    """Epoch ms as "2021-04-02 01:05 UTC": window errors and the progress bar."""
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
