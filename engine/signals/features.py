@@ -265,7 +265,7 @@ def _div(a: FloatArray, b: FloatArray) -> FloatArray:
 
     Runs under the caller's `np.errstate` (entering `np.errstate` costs more than the division on
     the latest path's few-element arrays, and `_assemble` divides some twenty times a call)."""
-    return np.where(b == 0, np.nan, a / b)
+    return a / np.where(b == 0, np.nan, b)  # dividing by NaN is NaN: one pass fewer than masking the quotient
 
 
 def _ret(now: FloatArray, then: FloatArray) -> FloatArray:
@@ -274,7 +274,8 @@ def _ret(now: FloatArray, then: FloatArray) -> FloatArray:
 
 
 def _shift1(x: FloatArray) -> FloatArray:
-    out = np.full_like(x, np.nan)
+    out = np.empty_like(x)  # empty + one NaN row: full_like's fill costs more than the copy on the latest path
+    out[:1] = np.nan
     out[1:] = x[:-1]
     return out
 
@@ -287,9 +288,11 @@ def _std(r: _Reducer, x: FloatArray, n: int) -> FloatArray:
 
 def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> Iterator[FloatArray]:
     """Every feature column, in FEATURE_NAMES order (yielded one by one, so the batch path holds
-    one finished column at a time). The one place the formulas live. Columns may be broadcast
-    views (regime) or the info arrays themselves: the caller copies them into its output, and
-    consumes the generator under `np.errstate` (0/0 and x/0 are expected: see `_div`)."""
+    one finished column at a time). The one place the formulas live. The regime columns come
+    as one value per bar (shape [bars, 1], or [1] on the latest path) and the info columns are
+    the info arrays themselves: the caller assigns each into its [symbols]-wide output row,
+    which broadcasts the regime, and consumes the generator under `np.errstate` (0/0 and x/0
+    are expected: see `_div`)."""
     o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
     prev_c = _shift1(c)
     ret1 = _ret(c, prev_c)
@@ -321,13 +324,11 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
     yield close_pos
     yield _std(r, ret1, 20)
     yield _ret(c_t, r.max(h, 60))
-    shape = c_t.shape
-    yield from info.arrays()  # the callers checked: already `shape`
+    yield from info.arrays()  # the callers checked: already the shape of a column
     btc = btc_close.reshape(-1, 1)
     btc_ret1 = _ret(btc, _shift1(btc))
-    for btc_ret in r.returns(btc, (15, 60)):
-        yield np.broadcast_to(btc_ret, shape)
-    yield np.broadcast_to(_std(r, btc_ret1, 60), shape)
+    yield from r.returns(btc, (15, 60))
+    yield _std(r, btc_ret1, 60)
 
 
 def _check_inputs(bars: BarMatrix, btc_close: FloatArray) -> None:
@@ -367,8 +368,10 @@ def features_hot_latest(bars: BarMatrix, info: CandidateInfo, btc_close: FloatAr
         raise MarketDataError(f"CandidateInfo is {info.heat.shape}; the latest path needs ({bars.close.shape[1]},)")
     if bars.n_bars == 0:
         raise MarketDataError("features_hot_latest needs at least one bar")
+    columns = np.empty((len(FEATURE_NAMES), bars.close.shape[1]), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        columns = np.array(list(_assemble(_LatestReducer(), bars, info, btc_close)), np.float64)
+        for k, column in enumerate(_assemble(_LatestReducer(), bars, info, btc_close)):
+            columns[k] = column
     return np.ascontiguousarray(columns.T)
 
 
