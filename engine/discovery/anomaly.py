@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.config.sections.discovery import AnomalySection
-from engine.discovery.windows import NO_TIME, RETURN_HORIZONS_MIN, TickerWindows
+from engine.discovery.windows import NO_TIME, RETURN_HORIZONS_MIN, RETURN_KEYS, TickerWindows
 from engine.domain.ticker import FloatArray, IntArray
 
 MAD_TO_SIGMA = 1.4826
@@ -72,7 +72,7 @@ def robust_center_scale(x: FloatArray) -> tuple[FloatArray, FloatArray, IntArray
     s = np.sort(x, axis=1)
     n = (s == s).sum(axis=1)  # NaN != NaN: the values per row
     lo = np.maximum((n - 1) // 2, 0)
-    hi = np.maximum(n // 2 - (n == 0), 0)
+    hi = n // 2
     ar = np.arange(m)
     med = 0.5 * (s[ar, lo] + s[ar, hi])
     dev = np.abs(x - med[:, None])
@@ -111,14 +111,14 @@ class AnomalyDetector:
         self.history[rows] = 0
         self.last_alert_ms[rows] = NO_TIME
 
-    def refresh(self, rows: IntArray) -> None:
-        """Recompute the baselines of `rows` from their ring history."""
-        if not len(rows):
+    def refresh(self, rows: IntArray | slice) -> None:
+        """Recompute the baselines of `rows` (indices, or a slice of rows) from their ring history."""
+        m = len(rows) if not isinstance(rows, slice) else len(range(*rows.indices(self.windows.capacity)))
+        if not m:
             return
         w = self.windows
         r = w.history_slots
         head = w.head
-        m = len(rows)
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here).
         both = np.empty((2 * m, r))
@@ -146,7 +146,11 @@ class AnomalyDetector:
         size = -(-n // self.cfg.baseline_refresh_batches)
         if self._cursor >= n:
             self._cursor = 0
-        self.refresh(active[self._cursor : self._cursor + size])
+        rows = active[self._cursor : self._cursor + size]
+        first, last = int(rows[0]), int(rows[-1])
+        # Rows come ascending and unique: without a hole among them they are a slice, read and
+        # written through views instead of gathered copies (every batch of a replay).
+        self.refresh(slice(first, last + 1) if last - first + 1 == len(rows) else rows)
         self._cursor += size
 
     def step(self, now_ms: int) -> AnomalyScores:
@@ -155,7 +159,7 @@ class AnomalyDetector:
         w = self.windows
         e = w.extent
         block = w.returns_block(e)
-        returns = dict(zip((f"{m}m" for m in RETURN_HORIZONS_MIN), block, strict=True))
+        returns = dict(zip(RETURN_KEYS, block, strict=True))
         med, sig = self.ret_median[:e], self.ret_sigma[:e]
         ready = self.history[:e] >= self.cfg.min_history_slots
         ready &= w.active[:e]

@@ -146,6 +146,7 @@ class HeatRanker:
             return out
         score = np.where(active, ticker_score, -np.inf)
         bar = now_ms // self.bar_ms
+        pct = None
         if bar != self._bar:
             # Percentile of every row (share of active rows scoring strictly higher), once a bar.
             ordered = np.sort(score)
@@ -158,8 +159,10 @@ class HeatRanker:
         top = np.argpartition(-score, k - 1)[:k] if k < e else np.arange(e)
         top = top[score[top] > 0.0]  # climbing among zeros is tie-breaking, not heat
         if len(top):
+            # Every row scoring above a top row is a top row too, so ranking the top alone counts
+            # the same rows as the full ranking: at a bar's first batch that one is reused.
             s = score[top]
-            pct_now = (len(s) - np.searchsorted(np.sort(s), s, side="right")) / n
+            pct_now = pct[top] if pct is not None else (len(s) - np.searchsorted(np.sort(s), s, side="right")) / n
             climb = 2.0 * (self._pct_prev_bar[top] - pct_now)
             climb[np.isnan(climb)] = 0.0
             out[top] = climb.clip(0.0, 1.0)

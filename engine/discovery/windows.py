@@ -40,6 +40,7 @@ from engine.domain.ticker import FloatArray, IntArray, TickerBatch
 
 DAY_MS = 86_400_000
 RETURN_HORIZONS_MIN: tuple[int, ...] = (1, 5, 15, 60)
+RETURN_KEYS: tuple[str, ...] = tuple(f"{m}m" for m in RETURN_HORIZONS_MIN)  # '1m', '5m', ...: the returns' names
 NO_TIME = np.iinfo(np.int64).min
 
 
@@ -366,7 +367,7 @@ class TickerWindows:
         """Simple returns over 1 / 5 / 15 / 60 min of rows [0, extent), keyed '1m', '5m', ...; NaN where unknown.
 
         The values are the rows of `returns_block`, in `RETURN_HORIZONS_MIN` order."""
-        return dict(zip((f"{m}m" for m in RETURN_HORIZONS_MIN), self.returns_block(extent), strict=True))
+        return dict(zip(RETURN_KEYS, self.returns_block(extent), strict=True))
 
     def returns_block(self, extent: int | None = None) -> FloatArray:
         """[horizon, row] simple returns, one row per `RETURN_HORIZONS_MIN` entry: one gather

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config.sections.discovery import AnomalySection, HeatSection, WindowsSection
 from engine.discovery.anomaly import AnomalyDetector, AnomalyScores, robust_center_scale
-from engine.discovery.heat import HeatRanker, saturate
+from engine.discovery.heat import RANK_TOP, HeatRanker, saturate
 from engine.discovery.windows import TickerWindows
 from tests.kit.discovery import DAY_MS, TickerFeed
 
@@ -153,6 +153,38 @@ def test_rank_acceleration_rewards_a_climb_since_the_previous_bar() -> None:
     frame = ranker.rank(scores, active, 120_000)  # bar 2: row 1 is back, up from the bottom
     assert frame.parts["rank_acceleration"][1] > 0
     assert frame.parts["rank_acceleration"][0] == 0.0
+
+
+@pytest.mark.parametrize("rows", [40, 200])  # below and above RANK_TOP
+def test_rank_acceleration_matches_a_brute_force_ranking(rows: int) -> None:
+    """At every batch, inside a bar or at its first: the climb from the previous bar's percentile
+    to the percentile now, counting active rows that score strictly higher, over positive
+    scores ranked among the top RANK_TOP (ties and inactive rows included)."""
+    rng = np.random.default_rng(rows)
+    ranker = HeatRanker(HeatSection(), rows, 60_000)
+    bar_pct: list[np.ndarray] = []
+    for step in range(40):
+        now = step * 20_000  # three batches a bar
+        score = np.round(rng.exponential(0.3, rows) - 0.15, 1)  # coarse: many ties, many <= 0
+        active = rng.random(rows) > 0.1
+        n = int(active.sum())
+        live = np.where(active, score, -np.inf)
+        higher = (live[None, :] > live[:, None]).sum(axis=1)
+        if now % 60_000 == 0:
+            bar_pct.append(higher / n)
+        top = np.argsort(-live, kind="stable")[: min(RANK_TOP, rows)]
+        cut = live[top[-1]]
+        expected = np.zeros(rows)
+        if len(bar_pct) > 1:
+            for i in range(rows):
+                if live[i] > 0 and live[i] >= cut:
+                    rank_now = (live[top] > live[i]).sum() / n
+                    expected[i] = np.clip(2.0 * (bar_pct[-2][i] - rank_now), 0.0, 1.0)
+        got = ranker._rank_acceleration(score, active, now)
+        np.testing.assert_array_equal(got[live > cut], expected[live > cut])
+        assert not got[live < cut].any()
+        ties = (live == cut) & (got != 0)  # rows tied at the cut: in the top or not, by partition
+        np.testing.assert_array_equal(got[ties], expected[ties])
 
 
 def test_saturate_is_half_at_half_and_below_one() -> None:
