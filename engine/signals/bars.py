@@ -76,7 +76,9 @@ class BarHistory:
         # take() twice rather than one broadcast fancy index: same gather, fewer microseconds.
         valid = self._bar.take(slots, axis=0).take(safe, axis=1) == wanted[:, None]
         valid &= known
-        data = np.where(valid[..., None], self._data.take(slots, axis=0).take(safe, axis=1), np.nan)  # [n, S, 5]
+        data = self._data.take(slots, axis=0).take(safe, axis=1)  # [n, S, 5], a copy
+        if not valid.all():  # a missing bar, or a symbol never fed: NaN
+            data[~valid] = np.nan
         return BarMatrix(data[..., 0], data[..., 1], data[..., 2], data[..., 3], data[..., 4])
 
     def closes(self, symbol: str, last_open_ms: int, bars: int | None = None) -> npt.NDArray[np.float64]:

@@ -89,14 +89,15 @@ def exit_rules(settings: SignalSettings) -> tuple[Rule, ...]:
     )
 
 
-def _values(column: FloatArray) -> list[float | None]:
-    """JSON has neither NaN nor infinity: an unknown value (or 'never') is journaled as null."""
-    finite = np.isfinite(column)
+def _value_rows(values: FloatArray) -> list[list[float | None]]:
+    """[symbols, rules] values as one list per symbol. JSON has neither NaN nor infinity: an
+    unknown value (or 'never') is journaled as null. One pass for every rule at once."""
+    finite = np.isfinite(values)
     if finite.all():
-        return cast(list[float | None], column.tolist())
-    boxed = column.astype(object)
+        return cast(list[list[float | None]], values.tolist())
+    boxed = values.astype(object)
     boxed[~finite] = None
-    return cast(list[float | None], boxed.tolist())
+    return cast(list[list[float | None]], boxed.tolist())
 
 
 class SignalRules:
@@ -153,8 +154,8 @@ class SignalRules:
     ) -> list[RuleOutcome]:
         names = [c[0] for c in columns]
         thresholds = [c[3] for c in columns]
-        value_rows = list(zip(*(_values(c[1]) for c in columns), strict=True))
-        pass_rows = list(zip(*(c[2].tolist() for c in columns), strict=True))
+        value_rows = _value_rows(np.stack([c[1] for c in columns], axis=1))
+        pass_rows = np.stack([c[2] for c in columns], axis=1).tolist()
         out: list[RuleOutcome] = []
         for i in range(n):
             ok, vals = pass_rows[i], value_rows[i]
