@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from engine.domain import Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.sim.parquet_source import column_array, read_columns
+from engine.sim.parquet_source import column_array, priced, read_columns
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 _NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdw])\.parquet$")
@@ -180,11 +180,10 @@ def read_series(path: Path, symbol: str, timeframe: str) -> CandleSeries:
     if len(ts) == 0:
         raise MarketDataError(f"{path}: no candles; delete it or re-collect it")
     tf_ms = timeframe_ms(timeframe)
-    prices = np.column_stack([o, h, lo, c])
     problems = (
         (np.diff(ts, prepend=ts[0] - tf_ms) <= 0, "timestamps are not strictly increasing"),
         (ts % tf_ms != 0, f"a timestamp is not aligned to {timeframe}"),
-        (~np.isfinite(prices).all(axis=1) | (prices <= 0).any(axis=1), "a price is not positive and finite"),
+        (~(priced(o) & priced(h) & priced(lo) & priced(c)), "a price is not positive and finite"),
         (~np.isfinite(v) | (v < 0), "a volume is negative or not finite"),
         (h < np.maximum(o, c), "a high is below its open or close"),
         (lo > np.minimum(o, c), "a low is above its open or close"),

@@ -245,7 +245,7 @@ def _read(path: Path, quote: str) -> tuple[str, IntArray, FloatArray]:
     try:
         table = read_columns(path, list(COLUMNS))
         ts = column_array(table, "timestamp_ms", pa.int64())
-        values = np.column_stack([column_array(table, c, pa.float64()) for c in COLUMNS[1:]])
+        o, h, lo, c, v = (column_array(table, col, pa.float64()) for col in COLUMNS[1:])
     except (OSError, KeyError, ValueError) as exc:
         raise MarketDataError(f"{path}: cannot read {', '.join(COLUMNS)} ({exc})") from exc
     if len(ts) == 0:
@@ -253,19 +253,24 @@ def _read(path: Path, quote: str) -> tuple[str, IntArray, FloatArray]:
     problems = (
         (np.diff(ts) <= 0, "timestamps are not strictly increasing"),
         (ts % MINUTE_MS != 0, "a timestamp is not on a whole minute"),
-        (
-            ~np.isfinite(values).all(axis=1) | (values[:, :4] <= 0).any(axis=1),
-            "a price is not positive and finite",
-        ),
-        (values[:, 4] < 0, "a volume is negative"),
-        (values[:, 1] < values[:, [0, 3]].max(axis=1), "a high is below its open or close"),
-        (values[:, 2] > values[:, [0, 3]].min(axis=1), "a low is above its open or close"),
+        (~(priced(o) & priced(h) & priced(lo) & priced(c) & np.isfinite(v)), "a price is not positive and finite"),
+        (v < 0, "a volume is negative"),
+        (h < np.maximum(o, c), "a high is below its open or close"),
+        (lo > np.minimum(o, c), "a low is above its open or close"),
     )
     for bad, what in problems:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise MarketDataError(f"{path}: {what} (row {row}); fix or remove the file")
-    return f"{base}/{quote}", ts, values
+    return f"{base}/{quote}", ts, np.column_stack([o, h, lo, c, v])
+
+
+def priced(x: FloatArray) -> BoolArray:
+    """0 < x < inf (NaN fails): a usable price. Checked column by column: the row-wise
+    reductions over a [rows, 5] block it replaces were most of a file's load time."""
+    out: BoolArray = x > 0.0
+    out &= x < np.inf
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,6 +224,34 @@ def test_bad_sources_are_refused_with_the_fix(tmp_path: Path) -> None:
         replay(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("column", "row", "value", "problem", "named"),
+    [
+        ("open", 2, float("nan"), "a price is not positive and finite", 2),
+        ("close", 4, float("inf"), "a price is not positive and finite", 4),
+        ("high", 1, 0.0, "a price is not positive and finite", 1),
+        ("volume", 3, float("nan"), "a price is not positive and finite", 3),  # any value not finite
+        ("volume", 2, -1.0, "a volume is negative", 2),
+        ("high", 3, 0.5, "a high is below its open or close", 3),
+        ("low", 1, 9.0, "a low is above its open or close", 1),
+        ("time", 3, G + 2 * M, "timestamps are not strictly increasing", 2),  # the row before the step back
+        ("time", 4, G + 4 * M + 1, "a timestamp is not on a whole minute", 4),
+    ],
+)
+def test_every_bad_candle_is_named_with_its_row(
+    tmp_path: Path, column: str, row: int, value: float, problem: str, named: int
+) -> None:
+    times = np.arange(G, G + 6 * M, M)
+    rows = candles(6, 1.0, 5)
+    if column == "time":
+        times[row] = value
+    else:
+        rows[row, ("open", "high", "low", "close", "volume").index(column)] = value
+    write(tmp_path / "BAD_USDT-1m.parquet", times, rows)
+    with pytest.raises(MarketDataError, match=rf"BAD_USDT-1m\.parquet: {problem} \(row {named}\)"):
+        replay(tmp_path)
+
+
 @pytest.mark.shared_data
 def test_real_candles_replay_btgs_listing_and_doges_pump(shared_data: Path) -> None:
     morning = T0 + 6 * 3_600_000  # 2021-04-16 06:00 UTC; BTG lists at 07:00, DOGE pumps 13:00-13:44
