@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.backtest.history import HistoryStore, file_name, index_history, symbol_of
+from engine.backtest.history import HistoryStore, file_name, index_history, sorted_union, symbol_of
 from engine.domain import Candle
 from engine.errors import MarketDataError
 from tests.engine.backtest.conftest import GAP, LISTING_AT, MIN, T0
@@ -163,3 +163,11 @@ def test_columns_read_from_arrow_buffers_are_exact(tmp_path: Path) -> None:
     narrow = pa.table({"t": pa.array([1, 2], pa.int32()), "v": pa.array([1.5, 2.25], pa.float32())})
     assert column_array(narrow, "t", pa.int64()).tolist() == [1, 2]  # other types are cast
     assert column_array(narrow, "v", pa.float64()).tolist() == [1.5, 2.25]
+
+
+def test_sorted_union_is_the_distinct_values_in_order() -> None:
+    rng = np.random.default_rng(3)
+    runs = [np.unique(rng.integers(0, 500, size)) for size in (0, 1, 40, 300, 300)]
+    runs.append(rng.integers(0, 500, 50))  # unsorted, with repeats: still right, only slower
+    got = sorted_union(runs)
+    assert got.tolist() == np.unique(np.concatenate(runs)).tolist()
