@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.market import open_market
-from engine.sim.parquet_source import ParquetMarket
+from engine.sim.parquet_source import COLUMNS, ParquetMarket, TableCache
 from engine.sim.rings import WINDOW_MINUTES
 
 M = 60_000
@@ -265,3 +266,46 @@ def test_real_candles_replay_btgs_listing_and_doges_pump(shared_data: Path) -> N
     m.advance_to(T0 + 13 * 3_600_000 + 45 * M)
     hour = m.klines("DOGE/USDT", "1h", limit=1)[0]
     assert hour.open_ms == T0 + 13 * 3_600_000 and hour.high == 0.45 and not hour.closed
+
+
+def _settled(path: Path) -> None:
+    """Date the file back past the cache's settling time, as a store file written earlier."""
+    old = path.stat().st_mtime_ns - 10 * TableCache.SETTLE_NS
+    os.utime(path, ns=(old, old))
+
+
+def test_table_cache_keeps_settled_files_and_sees_rewrites(tmp_path: Path) -> None:
+    cache = TableCache(1 << 20)
+    path = tmp_path / "AAA_USDT-1m.parquet"
+    write(path, np.arange(G, G + 5 * M, M), candles(5, 1.0, 1))
+    fresh = cache.read(path, ["close"])
+    assert cache.read(path, ["close"]) is not fresh and cache.bytes == 0  # just written: not kept
+    _settled(path)
+    kept = cache.read(path, ["close"])
+    assert cache.read(path, ["close"]) is kept and cache.bytes == kept.nbytes
+    assert cache.read(path, ["open"]) is not kept  # other columns, another entry
+    rows = candles(5, 1.0, 1)
+    rows[:, 3] *= 2.0  # same size, other closes
+    write(path, np.arange(G, G + 5 * M, M), rows)
+    _settled(path)  # even dated back: the rewrite has another mtime (and may have another inode)
+    again = cache.read(path, ["close"])
+    assert again.column("close").to_pylist() == rows[:, 3].tolist()
+
+
+def test_table_cache_drops_the_least_recently_used_past_its_budget(tmp_path: Path) -> None:
+    paths = []
+    for i, base in enumerate(("AAA", "BBB", "CCC")):
+        paths.append(tmp_path / f"{base}_USDT-1m.parquet")
+        write(paths[-1], np.arange(G, G + 50 * M, M), candles(50, 1.0, i))
+        _settled(paths[-1])
+    one = TableCache(1 << 20).read(paths[0], list(COLUMNS)).nbytes
+    cache = TableCache(2 * one)
+    a = cache.read(paths[0], list(COLUMNS))
+    b = cache.read(paths[1], list(COLUMNS))
+    assert cache.read(paths[0], list(COLUMNS)) is a  # AAA used last: BBB goes first
+    cache.read(paths[2], list(COLUMNS))
+    assert cache.bytes <= 2 * one
+    assert cache.read(paths[0], list(COLUMNS)) is a
+    assert cache.read(paths[1], list(COLUMNS)) is not b
+    with pytest.raises(FileNotFoundError):
+        cache.read(tmp_path / "NOPE_USDT-1m.parquet", ["close"])
