@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from engine.backtest.collect import Collector, CollectPlan, CollectReport, Progress
 from engine.backtest.history import HistoryStore
@@ -24,6 +25,11 @@ from engine.backtest.runner import (
 )
 from engine.config import HotcoinConfig
 from engine.signals.scorer import ModelLoad
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from engine.backtest.optimize import OptimizeProgress
 
 
 async def run_backtest(
@@ -118,6 +124,45 @@ class RichReplayProgress:
 
     def __call__(self, p: ReplayProgress) -> None:
         self.bar.update(self.task, completed=p.fraction, description=f"replay {utc_minute(p.now_ms)}", trades=p.trades)
+
+
+class RichOptimizeProgress:
+    """The search's progress on stderr, one bar per fold: trials finished of those asked, the
+    best in-sample return so far, elapsed and remaining time; then the fold's out-of-sample
+    backtest. Transient, like the replay's: the folds table replaces it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
+            console=Console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.tasks: dict[int, TaskID] = {}
+
+    def __enter__(self) -> RichOptimizeProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def __call__(self, p: OptimizeProgress) -> None:
+        task = self.tasks.get(p.fold)
+        if task is None:
+            task = self.tasks[p.fold] = self.bar.add_task("", total=p.trials, best="")
+        stage = "out-of-sample backtest" if p.out_of_sample else "in sample"
+        best = "" if p.best is None else f"best in sample {p.best:+.2%}"
+        self.bar.update(task, completed=p.done, description=f"fold {p.fold}/{p.folds} {stage}", best=best)
 
 
 async def run_collect(

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,25 @@ SPACE: dict[str, tuple[float, float, float]] = {
     "stop_loss": (0.02, 0.08, 0.01),
     "trailing_stop": (0.01, 0.06, 0.01),
 }
+
+
+POLL_S = 0.5  # how often the parent counts the worker processes' finished trials
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizeProgress:
+    """Where a walk-forward search stands, for a progress bar (a search runs for many minutes).
+
+    Reported as a fold starts, after every trial (counted in the fold's study, so the worker
+    processes' trials are seen: the parent polls the storage every `POLL_S` while they run),
+    and as the fold's out-of-sample backtest starts (`done == trials` then)."""
+
+    fold: int  # 1-based
+    folds: int
+    done: int  # trials finished in this run, this fold
+    trials: int  # trials this run asked for, this fold
+    best: float | None  # best in-sample return of the fold's study so far
+    out_of_sample: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +152,12 @@ def _suggest(trial: Any) -> dict[str, float]:
     return out
 
 
-def _worker(config_dump: dict[str, Any], data_dir: str, storage: str, study: str, trials: int, start: int, end: int) -> int:
-    """One process's share of a study's trials; returns how many it ran."""
+def _worker(
+    config_dump: dict[str, Any], data_dir: str, storage: str, study: str, trials: int, start: int, end: int,
+    after_trial: Callable[[], None] | None = None,
+) -> int:
+    """One process's share of a study's trials; returns how many it ran. `after_trial` (in the
+    parent's process only: it does not cross to a worker) is called as each trial finishes."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,11 +169,34 @@ def _worker(config_dump: dict[str, Any], data_dir: str, storage: str, study: str
         trial.set_user_attr("trades", trades)
         return ret
 
-    s.optimize(objective, n_trials=trials)
+    callbacks = None if after_trial is None else [lambda _study, _trial: after_trial()]
+    s.optimize(objective, n_trials=trials, callbacks=callbacks)
     return trials
 
 
-def walk_forward(config: HotcoinConfig, plan: OptimizePlan) -> OptimizeResult:
+class _FoldCounter:
+    """Counts a fold's finished trials in its study (shared storage: every process's trials)."""
+
+    def __init__(self, study: Any, fold: int, folds: int, trials: int, report: Callable[[OptimizeProgress], None]) -> None:
+        self.study, self.fold, self.folds, self.trials, self.report = study, fold, folds, trials, report
+        self.before = self._finished()  # a study resumed from a storage URL may hold trials already
+        self.tick()
+
+    def _finished(self) -> list[Any]:
+        from optuna.trial import TrialState
+
+        return list(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+    def tick(self) -> None:
+        finished = self._finished()
+        values = [t.value for t in finished if t.value is not None]
+        done = min(self.trials, len(finished) - len(self.before))
+        self.report(OptimizeProgress(self.fold, self.folds, done, self.trials, max(values) if values else None))
+
+
+def walk_forward(
+    config: HotcoinConfig, plan: OptimizePlan, progress: Callable[[OptimizeProgress], None] | None = None
+) -> OptimizeResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -181,17 +228,26 @@ def walk_forward(config: HotcoinConfig, plan: OptimizePlan) -> OptimizeResult:
             )
             jobs = max(1, min(plan.jobs, plan.trials))
             shares = [plan.trials // jobs + (1 if i < plan.trials % jobs else 0) for i in range(jobs)]
+            counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             if jobs == 1:
-                _worker(dump, str(plan.data_dir), storage, name, shares[0], is_start, is_end)
+                after = None if counter is None else counter.tick
+                _worker(dump, str(plan.data_dir), storage, name, shares[0], is_start, is_end, after)
             else:
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
                     futures = [
                         pool.submit(_worker, dump, str(plan.data_dir), storage, name, n, is_start, is_end) for n in shares
                     ]
+                    pending = set(futures)
+                    while pending:
+                        _, pending = wait(pending, timeout=POLL_S)
+                        if counter is not None:
+                            counter.tick()
                     for f in futures:
                         f.result()
             best = study.best_trial
             params = {k2: float(v) for k2, v in best.params.items()}
+            if progress is not None:
+                progress(OptimizeProgress(k + 1, plan.folds, plan.trials, plan.trials, best.value, out_of_sample=True))
             oos_ret, oos_trades = backtest_return(apply(config, params), plan.data_dir, is_end, oos_end)
             result.folds.append(
                 Fold(k + 1, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,

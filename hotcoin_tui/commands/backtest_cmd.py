@@ -190,11 +190,16 @@ def optimize(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the best config is written (TOML).")] = Path("best.toml"),
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 7,
     as_json: JsonOpt = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Show each fold's trials on stderr (default: when stderr is a terminal)."),
+    ] = None,
 ) -> None:
     """Search take-profit tiers, holding time, heat threshold and more, walk-forward, with optuna."""
     import sys
 
     from engine.backtest import optimize as opt
+    from engine.backtest.api import RichOptimizeProgress
 
     with _user_errors():
         from engine.config import load_config
@@ -214,7 +219,9 @@ def optimize(
             study=study,
             seed=seed,
         )
-        result = opt.walk_forward(cfg, plan)
+        show = sys.stderr.isatty() if progress is None else progress  # a search runs for many minutes
+        with RichOptimizeProgress() if show else contextlib.nullcontext() as bar:
+            result = opt.walk_forward(cfg, plan, progress=bar)
         opt.write_best(result, out, _toml(loaded.config_file))
     if as_json:
         import orjson

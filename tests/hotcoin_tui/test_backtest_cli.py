@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -177,12 +178,19 @@ def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> Non
 def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
     best = tmp_path / "best.toml"
-    code, out, err = invoke(
-        "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "2",
-        "--jobs", "2", "--folds", "1", "--storage", f"sqlite:///{db}", "--out", str(best), "--json",
+    result = runner.invoke(
+        app,
+        [
+            "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "2",
+            "--jobs", "2", "--folds", "1", "--storage", f"sqlite:///{db}", "--out", str(best), "--json", "--progress",
+        ],
+        env={"COLUMNS": "200", "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"},
     )  # fmt: skip
-    assert code == 0, err
-    doc = json.loads(out)
+    assert result.exit_code == 0, result.stderr
+    bar = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # the terminal's colours and cursor moves
+    assert "fold 1/1 in sample" in bar and "2/2 trials" in bar  # the worker processes' trials, counted
+    assert "fold 1/1 out-of-sample backtest" in bar and "best in sample +" in bar
+    doc = json.loads(result.stdout)  # the bar went to stderr: stdout is the JSON alone
     (fold,) = doc["folds"]
     assert fold["trials"] == 2
     assert fold["in_sample"][1] == fold["out_of_sample"][0]
@@ -199,3 +207,4 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     )  # fmt: skip
     assert code == 0, err
     assert "walk-forward" in out and "best parameters written" in out
+    assert "fold 1/1" not in err  # no terminal, no bar

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest.optimize import OptimizePlan, apply, to_toml, walk_forward
+from engine.backtest.optimize import OptimizePlan, OptimizeProgress, apply, to_toml, walk_forward
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
 from tests.engine.backtest.conftest import START, T0
@@ -46,3 +46,15 @@ def test_too_many_folds_for_the_window(config: HotcoinConfig, store: Path) -> No
     plan = OptimizePlan(store, START, T0 + (1440 + 180) * 60_000, trials=1, jobs=1, folds=5, oos_fraction=0.3)
     with pytest.raises(ConfigError, match="fewer --folds"):
         walk_forward(config, plan)
+
+
+def test_progress_counts_each_folds_trials_then_its_out_of_sample_run(config: HotcoinConfig, store: Path) -> None:
+    seen: list[OptimizeProgress] = []
+    plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=2, oos_fraction=0.3)
+    result = walk_forward(config, plan, progress=seen.append)
+    assert [p.fold for p in seen] == sorted(p.fold for p in seen)
+    for fold in result.folds:
+        mine = [p for p in seen if p.fold == fold.index]
+        assert [(p.done, p.out_of_sample) for p in mine] == [(0, False), (1, False), (2, False), (2, True)]
+        assert mine[0].best is None and {p.folds for p in mine} == {2} and {p.trials for p in mine} == {2}
+        assert mine[-1].best == fold.is_return  # the best in-sample return, as the table reports it
