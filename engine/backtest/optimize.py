@@ -10,7 +10,10 @@ one TOML file for `--config`.
 Trials run in `jobs` processes that share one optuna storage (a temporary SQLite file unless
 `--storage` names one; any optuna storage URL works, so several machines can join a study by
 pointing at the same database). Every trial is a full `BacktestRunner` run: the same code
-that trades.
+that trades. The trials of a fold differ only in trading settings, so discovery (which reads
+the market alone) runs in each worker's first trial and is replayed to its later ones
+(`engine.backtest.reuse`, about half of every replayed minute saved); the core, signals,
+risk, router and paper broker run in every trial.
 
 Parameters (dotted config keys; `SPACE`):
     trading.signals.min_heat                 heat entry threshold
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backtest.history import index_history
+from engine.backtest.reuse import DiscoveryReuse
 from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
@@ -136,9 +140,13 @@ def _merge(into: dict[str, Any], top: dict[str, Any]) -> None:
             into[k] = v
 
 
-def backtest_return(config: HotcoinConfig, data_dir: Path, start: int, end: int) -> tuple[float, int]:
-    """(total return, closed trades) of one backtest, journaling off."""
-    result = asyncio.run(BacktestRunner(config, data_dir).run(start, end))
+def backtest_return(
+    config: HotcoinConfig, data_dir: Path, start: int, end: int, *, reuse: DiscoveryReuse | None = None,
+    run_id: str | None = None,
+) -> tuple[float, int]:
+    """(total return, closed trades) of one backtest, journaling off; `reuse` hands a trial the
+    discovery an earlier trial of the same window recorded (`engine.backtest.reuse`)."""
+    result = asyncio.run(BacktestRunner(config, data_dir, run_id=run_id, reuse=reuse).run(start, end))
     return result.final_equity / result.initial_equity - 1.0, len(result.trades)
 
 
@@ -163,9 +171,11 @@ def _worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = HotcoinConfig.model_validate(config_dump)
     s = optuna.load_study(study_name=study, storage=storage)
+    reuse = DiscoveryReuse()  # trials differ in trading settings only: discovery runs in the first one
 
     def objective(trial: optuna.Trial) -> float:
-        ret, trades = backtest_return(apply(base, _suggest(trial)), Path(data_dir), start, end)
+        params = _suggest(trial)
+        ret, trades = backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
         trial.set_user_attr("trades", trades)
         return ret
 

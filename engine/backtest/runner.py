@@ -31,8 +31,10 @@ import numpy as np
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
+from engine.backtest.reuse import DiscoveryReuse
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
+from engine.discovery.pipeline import Discovery
 from engine.domain import Fill
 from engine.errors import ConfigError
 from engine.execution.broker import OrderUpdate
@@ -150,6 +152,7 @@ class BacktestRunner:
         run_id: str | None = None,
         index: HistoryIndex | None = None,
         model: ModelLoad | None = None,
+        reuse: DiscoveryReuse | None = None,
     ) -> None:
         bt = config.backtest
         if bt.timeframe != "1m":
@@ -165,6 +168,7 @@ class BacktestRunner:
         self.sink: EventSink = sink if sink is not None else NullSink()
         self.run_id = run_id or f"bt-{secrets.token_hex(3)}"
         self.model = model  # the same verified model the runtime would load: production decides, shadow watches
+        self.reuse = reuse  # discovery recorded by an earlier run of this window (optimize's trials)
 
     async def run(
         self,
@@ -193,8 +197,15 @@ class BacktestRunner:
         books = _Books()
         tap = Tap(self.sink, recent=0)
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
+        key, discovery = None, None
+        if self.reuse is not None:
+            key = DiscoveryReuse.key(config, self.data_dir, start, end, self.run_id)
+            discovery = self.reuse.stage(
+                key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
+                journaled=not isinstance(self.sink, NullSink),
+            )  # fmt: skip
         cycle = TradingCycle(
-            config, feed, broker, tap, run_id=self.run_id, model=self.model,
+            config, feed, broker, tap, run_id=self.run_id, model=self.model, discovery=discovery,
             on_update=books.on_update, on_stepped=books.on_stepped,
         )  # fmt: skip
         await cycle.warmup()
@@ -216,6 +227,8 @@ class BacktestRunner:
             batch = await feed.next_batch()
         if progress is not None:
             progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
+        if self.reuse is not None and key is not None:
+            self.reuse.finished(key)
         tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
         return BacktestResult(
             run_id=self.run_id,

@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from engine.config import HotcoinConfig
+from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
+from engine.discovery.social.source import SocialPost
 from engine.domain import Market, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import OrderError
@@ -46,6 +48,19 @@ log = logging.getLogger("hotcoin.engine")
 
 MARKETS_REFRESH_MS = 5 * 60_000
 SYNC_EVERY_MS = 5_000
+
+
+class DiscoveryStage(Protocol):
+    """What the cycle asks of discovery: a `Discovery`, or a backtest's replay of one's output
+    (`engine.backtest.reuse`). Discovery reads the market and nothing the core does."""
+
+    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle: ...
+
+    def on_markets(self, markets: Iterable[Market], now_ms: int) -> object: ...
+
+    def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> object: ...
+
+    def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +89,7 @@ class TradingCycle:
         *,
         run_id: str,
         model: ModelLoad | None = None,
+        discovery: DiscoveryStage | None = None,
         on_update: Callable[[OrderUpdate], None] | None = None,
         on_stepped: Callable[[], None] | None = None,
     ) -> None:
@@ -86,7 +102,9 @@ class TradingCycle:
         self.config_hash = config.config_hash()  # hashing the config costs ~1 ms: once per run
         self.state = EngineStateMachine(config.state)
         tap.on_order_error = self.state.errors.record
-        self.discovery = Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
+        self.discovery: DiscoveryStage = discovery or Discovery(
+            config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=run_id
+        )
         self.router = OrderRouter(broker, tap)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)

@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
-from engine.discovery.pipeline import DiscoveryCycle
+from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
 from engine.domain import Candle, Fill, TickerBatch
 from engine.execution.broker import Broker, OrderUpdate
@@ -99,10 +99,12 @@ class Engine:
         self.hub = SnapshotHub()
         self.observe(self._count_signal)
         self.stats = EngineStats()
-        self.cycle = TradingCycle(config, feed, broker, self.tap, run_id=run_id, model=model, on_update=self._on_update)
+        self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
+        self.cycle = TradingCycle(
+            config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update
+        )
         self.config_hash = self.cycle.config_hash
         self.state = self.cycle.state
-        self.discovery = self.cycle.discovery
         self.router = self.cycle.router
         self._commands: asyncio.Queue[tuple[Command, str, asyncio.Future[CommandResult]]] = asyncio.Queue(maxsize=64)
         self._stop = asyncio.Event()

@@ -1,0 +1,75 @@
+"""Discovery recorded by one run and replayed to the next: the trading outcome is that of a
+fresh run, whatever the trading settings; any other change records afresh."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.backtest.optimize import apply
+from engine.backtest.reuse import DiscoveryReuse
+from engine.backtest.runner import BacktestResult, BacktestRunner
+from engine.config import HotcoinConfig
+from engine.discovery.pipeline import Discovery
+from engine.errors import ConfigError
+from tests.engine.backtest.conftest import START, T0, minute_config
+from tests.kit.events import RecordingSink
+
+LOOSE = {
+    "min_heat": 40.0, "max_hold_min": 60, "tp1_gain": 0.02, "tp1_fraction": 0.5, "tp2_extra": 0.04,
+    "stop_loss": 0.03, "trailing_stop": 0.01,
+}  # fmt: skip
+STRICT = {**LOOSE, "min_heat": 70.0, "max_hold_min": 240, "tp1_fraction": 1.0, "stop_loss": 0.08}
+
+
+def run(config: HotcoinConfig, store: Path, reuse: DiscoveryReuse | None, end: int | None = None) -> BacktestResult:
+    return asyncio.run(BacktestRunner(config, store, run_id="fold-1", reuse=reuse).run(START, end))
+
+
+def outcome(r: BacktestResult) -> tuple[object, ...]:
+    return (r.trades, r.fills, r.open_positions, r.cycles, r.stats["state_changes"], r.equity_ts.tolist())
+
+
+@pytest.mark.parametrize("params", [LOOSE, STRICT], ids=["loose", "strict"])
+def test_a_replayed_discovery_trades_as_a_fresh_run(config: HotcoinConfig, store: Path, params: dict[str, float]) -> None:
+    reuse = DiscoveryReuse()
+    run(config, store, reuse)  # records
+    assert reuse.replays == 0
+    cfg = apply(config, params)
+    fresh = run(cfg, store, None)
+    replayed = run(cfg, store, reuse)
+    assert reuse.replays == 1
+    assert fresh.trades, "the window should trade, or this proves little"
+    assert outcome(replayed) == outcome(fresh)
+    assert np.array_equal(replayed.equity, fresh.equity) and np.array_equal(replayed.exposure, fresh.exposure)
+    assert replayed.events < fresh.events  # the replay journals no candidate snapshots
+
+
+def test_anything_but_trading_settings_records_afresh(config: HotcoinConfig, store: Path) -> None:
+    reuse = DiscoveryReuse()
+    end = T0 + (1440 + 150) * 60_000
+    run(config, store, reuse, end)
+    other_pool = minute_config(
+        discovery={**config.discovery.model_dump(), "pool": {**config.discovery.pool.model_dump(), "min_heat": 55.0}}
+    )
+    run(other_pool, store, reuse, end)  # another discovery setting
+    run(other_pool, store, reuse, end + 60_000)  # another window
+    assert reuse.replays == 0
+    run(other_pool, store, reuse, end + 60_000)
+    assert reuse.replays == 1
+
+
+def test_an_unfinished_recording_is_not_replayed_and_a_journal_refuses_one(config: HotcoinConfig, store: Path) -> None:
+    reuse = DiscoveryReuse()
+    end = T0 + (1440 + 120) * 60_000
+    key = DiscoveryReuse.key(config, store, START, end, "fold-1")
+    reuse.stage(key, lambda: Discovery(config.discovery), journaled=False)  # a run that never finished
+    reuse.stage(key, lambda: Discovery(config.discovery), journaled=False)
+    assert reuse.replays == 0
+    run(config, store, reuse, end)
+    with pytest.raises(ConfigError, match="journal a fresh run"):
+        asyncio.run(BacktestRunner(config, store, RecordingSink(), run_id="fold-1", reuse=reuse).run(START, end))
+    assert reuse.replays == 0
