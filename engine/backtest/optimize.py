@@ -162,15 +162,19 @@ def _suggest(trial: Any) -> dict[str, float]:
 
 def _worker(
     config_dump: dict[str, Any], data_dir: str, storage: str, study: str, trials: int, start: int, end: int,
-    after_trial: Callable[[], None] | None = None,
+    seed: int, after_trial: Callable[[], None] | None = None,
 ) -> int:
     """One process's share of a study's trials; returns how many it ran. `after_trial` (in the
-    parent's process only: it does not cross to a worker) is called as each trial finishes."""
+    parent's process only: it does not cross to a worker) is called as each trial finishes.
+
+    The sampler is seeded here: a storage keeps trials, not samplers, so a study loaded without
+    one samples at random whatever `--seed` said. With one process the search is reproducible;
+    with several, each has its own seed and their trials interleave as they finish."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = HotcoinConfig.model_validate(config_dump)
-    s = optuna.load_study(study_name=study, storage=storage)
+    s = optuna.load_study(study_name=study, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed))
     reuse = DiscoveryReuse()  # trials differ in trading settings only: discovery runs in the first one
 
     def objective(trial: optuna.Trial) -> float:
@@ -234,18 +238,20 @@ def walk_forward(
                 storage=storage,
                 direction="maximize",
                 load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(seed=plan.seed + k),
-            )
+            )  # the workers sample, each with its own seeded sampler (`_worker`)
             jobs = max(1, min(plan.jobs, plan.trials))
             shares = [plan.trials // jobs + (1 if i < plan.trials % jobs else 0) for i in range(jobs)]
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             if jobs == 1:
                 after = None if counter is None else counter.tick
-                _worker(dump, str(plan.data_dir), storage, name, shares[0], is_start, is_end, after)
+                _worker(dump, str(plan.data_dir), storage, name, shares[0], is_start, is_end, plan.seed + k, after)
             else:
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
                     futures = [
-                        pool.submit(_worker, dump, str(plan.data_dir), storage, name, n, is_start, is_end) for n in shares
+                        pool.submit(
+                            _worker, dump, str(plan.data_dir), storage, name, n, is_start, is_end, plan.seed + k + 1009 * i
+                        )
+                        for i, n in enumerate(shares)
                     ]
                     pending = set(futures)
                     while pending:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.backtest.optimize import OptimizePlan, OptimizeProgress, apply, to_toml, walk_forward
+from engine.backtest.reuse import DiscoveryReuse
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
 from tests.engine.backtest.conftest import START, T0
@@ -58,3 +59,18 @@ def test_progress_counts_each_folds_trials_then_its_out_of_sample_run(config: Ho
         assert [(p.done, p.out_of_sample) for p in mine] == [(0, False), (1, False), (2, False), (2, True)]
         assert mine[0].best is None and {p.folds for p in mine} == {2} and {p.trials for p in mine} == {2}
         assert mine[-1].best == fold.is_return  # the best in-sample return, as the table reports it
+
+
+def test_one_process_search_is_reproducible_and_reuse_changes_no_trial(
+    config: HotcoinConfig, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed reaches the sampler that samples (the workers'), and a trial fed the first
+    trial's recorded discovery scores exactly what it scores recomputing it."""
+    plan = OptimizePlan(store, START, None, trials=3, jobs=1, folds=1, oos_fraction=0.3, seed=11)
+    first, again = walk_forward(config, plan), walk_forward(config, plan)
+    assert first.folds == again.folds
+    monkeypatch.setattr(DiscoveryReuse, "finished", lambda self, key: None)  # never complete: every trial records
+    fresh = walk_forward(config, plan)
+    assert fresh.folds == first.folds
+    other = walk_forward(config, OptimizePlan(store, START, None, trials=3, jobs=1, folds=1, oos_fraction=0.3, seed=12))
+    assert [f.params for f in other.folds] != [f.params for f in first.folds]
