@@ -209,8 +209,10 @@ class TradingCycle:
 
     async def _feed_candles(self, cycle: DiscoveryCycle, now: int) -> None:
         """Closed bars for every symbol the core may decide on this bar (pool, holdings, regime),
-        once per bar per symbol: the last WINDOW+2 on first sight, then the last 3, less the
-        candles already fed (a closed candle never changes; re-adding one is a no-op anyway)."""
+        once per bar per symbol: the last WINDOW+2 on first sight, then every bar since the
+        symbol was last fed (a symbol back in the pool after a while needs all the bars it
+        missed, or its window has holes and its features are NaN for an hour), at most
+        WINDOW+2, less the candles already fed (a closed candle never changes)."""
         core = self.core
         assert core is not None
         bar = now // self._tf_ms
@@ -221,7 +223,7 @@ class TradingCycle:
             fed = self._fed.get(symbol)
             if (fed is not None and fed[0] == bar) or symbol not in self.markets:
                 continue
-            limit, after = (WINDOW + 2, None) if fed is None else (3, fed[1])
+            limit, after = (WINDOW + 2, None) if fed is None else (min(WINDOW + 2, bar - fed[0] + 2), fed[1])
             for candle in await self.feed.candles(symbol, self._tf, limit, after_ms=after):
                 if candle.closed:
                     core.on_candle(candle)
