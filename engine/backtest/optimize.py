@@ -20,6 +20,11 @@ Parameters (dotted config keys; `SPACE`):
     trading.exits.max_hold_ms                holding time
     trading.exits.take_profit                tiers: tp1 gain and share, tp2 gain
     trading.exits.stop_loss, trading.exits.trailing_stop
+    trading.signals.exit_fade_ret_5          signal exit 'momentum fade' (5-bar return at or below)
+    trading.signals.exit_upper_wick          signal exit 'reversal' (upper wick share of the bar)
+
+The two signal exits close most positions with the default settings (a 2 % dip over five
+minutes is common inside a pump), so they are searched with the rest.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ SPACE: dict[str, tuple[float, float, float]] = {
     "tp2_extra": (0.02, 0.20, 0.02),
     "stop_loss": (0.02, 0.08, 0.01),
     "trailing_stop": (0.01, 0.06, 0.01),
+    "exit_fade_ret_5": (-0.08, -0.01, 0.01),
+    "exit_upper_wick": (0.4, 1.0, 0.1),
 }
 
 
@@ -112,7 +119,11 @@ def overrides(params: dict[str, float]) -> dict[str, Any]:
     tp1 = float(params["tp1_gain"])
     return {
         "trading": {
-            "signals": {"min_heat": float(params["min_heat"])},
+            "signals": {
+                "min_heat": float(params["min_heat"]),
+                "exit_fade_ret_5": round(float(params["exit_fade_ret_5"]), 6),
+                "exit_upper_wick": round(float(params["exit_upper_wick"]), 6),
+            },
             "exits": {
                 "max_hold_ms": int(params["max_hold_min"]) * MINUTE_MS,
                 "take_profit": [

@@ -15,7 +15,7 @@ from tests.engine.backtest.conftest import START, T0
 
 PARAMS = {
     "min_heat": 65.0, "max_hold_min": 90, "tp1_gain": 0.03, "tp1_fraction": 0.5, "tp2_extra": 0.04,
-    "stop_loss": 0.05, "trailing_stop": 0.02,
+    "stop_loss": 0.05, "trailing_stop": 0.02, "exit_fade_ret_5": -0.04, "exit_upper_wick": 0.7,
 }  # fmt: skip
 
 
@@ -26,6 +26,7 @@ def test_parameters_land_on_their_config_keys(config: HotcoinConfig) -> None:
     assert ex.max_hold_ms == 90 * 60_000
     assert [(t.gain, t.fraction) for t in ex.take_profit] == [(0.03, 0.5), (0.07, 1.0)]
     assert (ex.stop_loss, ex.trailing_stop) == (0.05, 0.02)
+    assert (cfg.trading.signals.exit_fade_ret_5, cfg.trading.signals.exit_upper_wick) == (-0.04, 0.7)
     assert cfg.discovery == config.discovery  # the rest is untouched
 
 

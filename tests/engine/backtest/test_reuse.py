@@ -20,9 +20,9 @@ from tests.kit.events import RecordingSink
 
 LOOSE = {
     "min_heat": 40.0, "max_hold_min": 60, "tp1_gain": 0.02, "tp1_fraction": 0.5, "tp2_extra": 0.04,
-    "stop_loss": 0.03, "trailing_stop": 0.01,
+    "stop_loss": 0.03, "trailing_stop": 0.01, "exit_fade_ret_5": -0.02, "exit_upper_wick": 0.6,
 }  # fmt: skip
-STRICT = {**LOOSE, "min_heat": 70.0, "max_hold_min": 240, "tp1_fraction": 1.0, "stop_loss": 0.08}
+STRICT = {**LOOSE, "min_heat": 70.0, "max_hold_min": 240, "tp1_fraction": 1.0, "stop_loss": 0.08, "exit_fade_ret_5": -0.06}
 
 
 def run(config: HotcoinConfig, store: Path, reuse: DiscoveryReuse | None, end: int | None = None) -> BacktestResult:
