@@ -10,8 +10,8 @@ in place of recomputing them; the core, signals, risk, router and paper broker s
 every trial.
 
 The replay is only offered to a run with the same inputs: every setting outside `trading`
-(discovery, exchange, sim, backtest), the data directory, the window and the run id (trace
-ids are derived from it). Anything else records afresh. A recorded run journals its
+(discovery, exchange, sim, backtest), the data (directory and candle count), the window and
+the run id (trace ids are derived from it). Anything else records afresh. A recorded run journals its
 candidate snapshots; a replayed one does not (nothing journals in an optimize trial, and the
 replay refuses a journaling sink). `tests/engine/backtest/test_reuse.py` checks that a
 replayed trial's trades, fills and equity curve are those of running it from scratch.
@@ -88,10 +88,12 @@ class DiscoveryReuse:
         self.replays = 0  # runs served from the recording
 
     @staticmethod
-    def key(config: HotcoinConfig, data_dir: Path, start_ms: int, end_ms: int, run_id: str) -> str:
-        """Everything discovery's output depends on: settings outside `trading`, data, window, run id."""
+    def key(config: HotcoinConfig, data_dir: Path, data_rows: int, start_ms: int, end_ms: int, run_id: str) -> str:
+        """Everything discovery's output depends on: settings outside `trading`, the data (its
+        directory and candle count: a `hotcoin collect` appending meanwhile changes it), the
+        window and the run id."""
         settings = config.model_dump_json(exclude={"trading"})
-        return f"{Path(data_dir).resolve()}|{start_ms}|{end_ms}|{run_id}|{settings}"
+        return f"{Path(data_dir).resolve()}|{data_rows}|{start_ms}|{end_ms}|{run_id}|{settings}"
 
     def stage(self, key: str, build: Callable[[], Discovery], *, journaled: bool) -> DiscoveryStage:
         """The discovery a run should use: a replay when `key` was recorded whole, else a

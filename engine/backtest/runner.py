@@ -199,7 +199,7 @@ class BacktestRunner:
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
         key, discovery = None, None
         if self.reuse is not None:
-            key = DiscoveryReuse.key(config, self.data_dir, start, end, self.run_id)
+            key = DiscoveryReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(
                 key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
                 journaled=not isinstance(self.sink, NullSink),

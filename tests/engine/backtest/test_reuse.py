@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.backtest.history import index_history
 from engine.backtest.optimize import apply
 from engine.backtest.reuse import DiscoveryReuse
 from engine.backtest.runner import BacktestResult, BacktestRunner
@@ -60,12 +61,14 @@ def test_anything_but_trading_settings_records_afresh(config: HotcoinConfig, sto
     assert reuse.replays == 0
     run(other_pool, store, reuse, end + 60_000)
     assert reuse.replays == 1
+    grown = [DiscoveryReuse.key(config, store, rows, START, end, "fold-1") for rows in (1000, 1001)]
+    assert grown[0] != grown[1]  # candles appended to the store meanwhile: record again
 
 
 def test_an_unfinished_recording_is_not_replayed_and_a_journal_refuses_one(config: HotcoinConfig, store: Path) -> None:
     reuse = DiscoveryReuse()
     end = T0 + (1440 + 120) * 60_000
-    key = DiscoveryReuse.key(config, store, START, end, "fold-1")
+    key = DiscoveryReuse.key(config, store, index_history(store).rows, START, end, "fold-1")
     reuse.stage(key, lambda: Discovery(config.discovery), journaled=False)  # a run that never finished
     reuse.stage(key, lambda: Discovery(config.discovery), journaled=False)
     assert reuse.replays == 0
