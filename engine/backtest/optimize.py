@@ -117,13 +117,13 @@ class OptimizeResult:
 def overrides(params: dict[str, float]) -> dict[str, Any]:
     """Trial parameters as a nested config overlay."""
     tp1 = float(params["tp1_gain"])
+    signals: dict[str, float] = {"min_heat": float(params["min_heat"])}
+    for name in ("exit_fade_ret_5", "exit_upper_wick"):  # absent from a study stored before they were searched
+        if name in params:
+            signals[name] = round(float(params[name]), 6)
     return {
         "trading": {
-            "signals": {
-                "min_heat": float(params["min_heat"]),
-                "exit_fade_ret_5": round(float(params["exit_fade_ret_5"]), 6),
-                "exit_upper_wick": round(float(params["exit_upper_wick"]), 6),
-            },
+            "signals": signals,
             "exits": {
                 "max_hold_ms": int(params["max_hold_min"]) * MINUTE_MS,
                 "take_profit": [

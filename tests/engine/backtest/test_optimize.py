@@ -28,6 +28,8 @@ def test_parameters_land_on_their_config_keys(config: HotcoinConfig) -> None:
     assert (ex.stop_loss, ex.trailing_stop) == (0.05, 0.02)
     assert (cfg.trading.signals.exit_fade_ret_5, cfg.trading.signals.exit_upper_wick) == (-0.04, 0.7)
     assert cfg.discovery == config.discovery  # the rest is untouched
+    older = {k: v for k, v in PARAMS.items() if not k.startswith("exit_")}  # a study stored before they were searched
+    assert apply(config, older).trading.signals.exit_fade_ret_5 == config.trading.signals.exit_fade_ret_5
 
 
 def test_toml_keeps_the_base_and_round_trips() -> None:
