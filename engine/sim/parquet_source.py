@@ -256,11 +256,6 @@ class TableCache:
                     self.bytes -= old.nbytes
         return table
 
-    def clear(self) -> None:
-        with self._lock:
-            self._tables.clear()
-            self.bytes = 0
-
 
 TABLES = TableCache(256 << 20)  # the shared month is ~70 MB decoded
 
