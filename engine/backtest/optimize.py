@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backtest.history import index_history
-from engine.backtest.reuse import DiscoveryReuse
+from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
@@ -152,7 +152,7 @@ def _merge(into: dict[str, Any], top: dict[str, Any]) -> None:
 
 
 def backtest_return(
-    config: HotcoinConfig, data_dir: Path, start: int, end: int, *, reuse: DiscoveryReuse | None = None,
+    config: HotcoinConfig, data_dir: Path, start: int, end: int, *, reuse: WindowReuse | None = None,
     run_id: str | None = None,
 ) -> tuple[float, int]:
     """(total return, closed trades) of one backtest, journaling off; `reuse` hands a trial the
@@ -186,7 +186,7 @@ def _worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = HotcoinConfig.model_validate(config_dump)
     s = optuna.load_study(study_name=study, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed))
-    reuse = DiscoveryReuse()  # trials differ in trading settings only: discovery runs in the first one
+    reuse = WindowReuse()  # trials differ in trading settings only: discovery runs in the first one
 
     def objective(trial: optuna.Trial) -> float:
         params = _suggest(trial)

@@ -1,13 +1,20 @@
-"""Discovery's output, recorded by one backtest and replayed to the next on the same window.
+"""What backtests of one window share: discovery's output, and the signal stage's features.
 
 An optimize study runs one window through the backtester dozens of times with different
 trading settings (entry threshold, exits). Discovery reads the market and nothing else:
 listings, tickers, social posts; never a position or an order (data flows one way, market ->
 discovery -> core). So every trial of a fold computes the same pool, minute for minute, and
-discovery is about half of a replayed minute. `DiscoveryReuse` runs the real `Discovery` in a
+discovery is about half of a replayed minute. `WindowReuse` runs the real `Discovery` in a
 study's first trial, keeps each batch's `DiscoveryCycle`, and hands those back to later trials
 in place of recomputing them; the core, signals, risk, router and paper broker still run in
 every trial.
+
+Features, the other big part of a minute, are a pure function of their inputs: the symbols'
+bars (the store's candles: `tests/engine/backtest/test_signal_windows.py`), the candidate
+info discovery attached, and the bar. `features` maps those inputs, exactly, to the rows the
+signal stage computed (`SignalStage.memo`), so a later trial asking the same question gets the
+same array back instead of recomputing it; different inputs (a symbol held in one trial only,
+ranks that moved differently) are computed as usual.
 
 The replay is only offered to a run with the same inputs: every setting outside `trading`
 (discovery, exchange, sim, backtest), the data (directory and candle count), the window and
@@ -29,6 +36,7 @@ from engine.discovery.social.source import SocialPost
 from engine.domain import Market, TickerBatch
 from engine.errors import ConfigError
 from engine.runtime.cycle import DiscoveryStage
+from engine.signals.stage import FeatureMemo
 
 
 class _Recording:
@@ -75,7 +83,7 @@ class _Replay:
         return None
 
 
-class DiscoveryReuse:
+class WindowReuse:
     """Record discovery in the first run of a window; replay it in the runs after (see above).
 
     One instance per process and study fold: it holds one window's results, about a few KB a
@@ -86,6 +94,7 @@ class DiscoveryReuse:
         self._tape: dict[int, DiscoveryCycle] = {}
         self._complete = False
         self.replays = 0  # runs served from the recording
+        self.features: FeatureMemo = {}  # for the recorded window only: cleared with the recording
 
     @staticmethod
     def key(config: HotcoinConfig, data_dir: Path, data_rows: int, start_ms: int, end_ms: int, run_id: str) -> str:
@@ -104,6 +113,7 @@ class DiscoveryReuse:
             self.replays += 1
             return _Replay(self._tape)
         self._key, self._tape, self._complete = key, {}, False
+        self.features = {}
         return _Recording(build(), self._tape)
 
     def finished(self, key: str) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
-from engine.backtest.reuse import DiscoveryReuse
+from engine.backtest.reuse import WindowReuse
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
@@ -152,7 +152,7 @@ class BacktestRunner:
         run_id: str | None = None,
         index: HistoryIndex | None = None,
         model: ModelLoad | None = None,
-        reuse: DiscoveryReuse | None = None,
+        reuse: WindowReuse | None = None,
     ) -> None:
         bt = config.backtest
         if bt.timeframe != "1m":
@@ -199,7 +199,7 @@ class BacktestRunner:
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
         key, discovery = None, None
         if self.reuse is not None:
-            key = DiscoveryReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
+            key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(
                 key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
                 journaled=not isinstance(self.sink, NullSink),
@@ -211,6 +211,8 @@ class BacktestRunner:
         await cycle.warmup()
         first = await feed.next_batch()
         core = books.core = await cycle.begin(first, "backtest")
+        if self.reuse is not None:
+            core.signals.memo = self.reuse.features
         eq_ts, eq, expo = [], [], []
         batch, cycles = first, 0
         while True:

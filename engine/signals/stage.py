@@ -31,6 +31,8 @@ from engine.signals.features import (
 from engine.signals.rules import RuleOutcome, SignalRules
 from engine.signals.scorer import NullScorer, Scorer
 
+FeatureMemo = dict[tuple[object, ...], FloatArray]  # the inputs of one `_features` call -> its rows
+
 
 @dataclass(frozen=True, slots=True)
 class Evaluated:
@@ -61,6 +63,9 @@ class SignalStage:
         self._entries: BarCache[Signal] = BarCache()
         self._exits: BarCache[Signal] = BarCache()
         self._ranks: dict[str, int] = {}
+        # Features by their exact inputs, shared by backtests of one window (optimize's trials,
+        # `engine.backtest.reuse`): None live, where no question is ever asked twice.
+        self.memo: FeatureMemo | None = None
 
     def bar_of(self, now_ms: int) -> int:
         """Open time of the last bar that has closed by `now_ms`."""
@@ -68,12 +73,23 @@ class SignalStage:
         return (now_ms // tf) * tf - tf
 
     def _features(self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int) -> FloatArray:
+        key: tuple[object, ...] | None = None
+        if self.memo is not None:
+            regime, tf = self.settings.regime_symbol, self.history.tf_ms
+            key = (tuple(symbols), regime, tf, bar_ms, np.stack(info.arrays()).tobytes())
+            known = self.memo.get(key)
+            if known is not None:
+                return known
         # One gather for the symbols and the regime symbol together: a window read costs about
         # as much for one column as for ten, and the regime's closes are just its last column.
         both = self.history.window([*symbols, self.settings.regime_symbol], bar_ms)
         n = len(symbols)
         bars = BarMatrix(both.open[:, :n], both.high[:, :n], both.low[:, :n], both.close[:, :n], both.volume[:, :n])
-        return features_hot_latest(bars, info, both.close[:, n])
+        x = features_hot_latest(bars, info, both.close[:, n])
+        if self.memo is not None and key is not None:
+            x.setflags(write=False)  # shared with later runs: nobody may write into it
+            self.memo[key] = x
+        return x
 
     def evaluate_entries(
         self,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.backtest.optimize import OptimizePlan, OptimizeProgress, apply, to_toml, walk_forward
-from engine.backtest.reuse import DiscoveryReuse
+from engine.backtest.reuse import WindowReuse
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
 from tests.engine.backtest.conftest import START, T0
@@ -72,7 +72,7 @@ def test_one_process_search_is_reproducible_and_reuse_changes_no_trial(
     plan = OptimizePlan(store, START, None, trials=3, jobs=1, folds=1, oos_fraction=0.3, seed=11)
     first, again = walk_forward(config, plan), walk_forward(config, plan)
     assert first.folds == again.folds
-    monkeypatch.setattr(DiscoveryReuse, "finished", lambda self, key: None)  # never complete: every trial records
+    monkeypatch.setattr(WindowReuse, "finished", lambda self, key: None)  # never complete: every trial records
     fresh = walk_forward(config, plan)
     assert fresh.folds == first.folds
     other = walk_forward(config, OptimizePlan(store, START, None, trials=3, jobs=1, folds=1, oos_fraction=0.3, seed=12))

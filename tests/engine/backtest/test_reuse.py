@@ -11,7 +11,7 @@ import pytest
 
 from engine.backtest.history import index_history
 from engine.backtest.optimize import apply
-from engine.backtest.reuse import DiscoveryReuse
+from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import BacktestResult, BacktestRunner
 from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
@@ -26,7 +26,7 @@ LOOSE = {
 STRICT = {**LOOSE, "min_heat": 70.0, "max_hold_min": 240, "tp1_fraction": 1.0, "stop_loss": 0.08, "exit_fade_ret_5": -0.06}
 
 
-def run(config: HotcoinConfig, store: Path, reuse: DiscoveryReuse | None, end: int | None = None) -> BacktestResult:
+def run(config: HotcoinConfig, store: Path, reuse: WindowReuse | None, end: int | None = None) -> BacktestResult:
     return asyncio.run(BacktestRunner(config, store, run_id="fold-1", reuse=reuse).run(START, end))
 
 
@@ -36,9 +36,9 @@ def outcome(r: BacktestResult) -> tuple[object, ...]:
 
 @pytest.mark.parametrize("params", [LOOSE, STRICT], ids=["loose", "strict"])
 def test_a_replayed_discovery_trades_as_a_fresh_run(config: HotcoinConfig, store: Path, params: dict[str, float]) -> None:
-    reuse = DiscoveryReuse()
-    run(config, store, reuse)  # records
-    assert reuse.replays == 0
+    reuse = WindowReuse()
+    run(config, store, reuse)  # records discovery, and the features it asked for
+    assert reuse.replays == 0 and reuse.features
     cfg = apply(config, params)
     fresh = run(cfg, store, None)
     replayed = run(cfg, store, reuse)
@@ -50,7 +50,7 @@ def test_a_replayed_discovery_trades_as_a_fresh_run(config: HotcoinConfig, store
 
 
 def test_anything_but_trading_settings_records_afresh(config: HotcoinConfig, store: Path) -> None:
-    reuse = DiscoveryReuse()
+    reuse = WindowReuse()
     end = T0 + (1440 + 150) * 60_000
     run(config, store, reuse, end)
     other_pool = minute_config(
@@ -61,14 +61,14 @@ def test_anything_but_trading_settings_records_afresh(config: HotcoinConfig, sto
     assert reuse.replays == 0
     run(other_pool, store, reuse, end + 60_000)
     assert reuse.replays == 1
-    grown = [DiscoveryReuse.key(config, store, rows, START, end, "fold-1") for rows in (1000, 1001)]
+    grown = [WindowReuse.key(config, store, rows, START, end, "fold-1") for rows in (1000, 1001)]
     assert grown[0] != grown[1]  # candles appended to the store meanwhile: record again
 
 
 def test_an_unfinished_recording_is_not_replayed_and_a_journal_refuses_one(config: HotcoinConfig, store: Path) -> None:
-    reuse = DiscoveryReuse()
+    reuse = WindowReuse()
     end = T0 + (1440 + 120) * 60_000
-    key = DiscoveryReuse.key(config, store, index_history(store).rows, START, end, "fold-1")
+    key = WindowReuse.key(config, store, index_history(store).rows, START, end, "fold-1")
     reuse.stage(key, lambda: Discovery(config.discovery), journaled=False)  # a run that never finished
     reuse.stage(key, lambda: Discovery(config.discovery), journaled=False)
     assert reuse.replays == 0

@@ -9,7 +9,7 @@ from engine.config.sections.trading import SignalSettings
 from engine.domain import SignalDecision
 from engine.signals.bars import BarHistory
 from engine.signals.cache import BarCache
-from engine.signals.features import feature_schema_hash
+from engine.signals.features import CandidateInfo, feature_schema_hash
 from engine.signals.scorer import NullScorer, ScorerMode
 from engine.signals.stage import SignalStage
 from tests.engine.signals import market_kit as mk
@@ -140,3 +140,20 @@ def test_bar_cache_keeps_only_the_latest_bar() -> None:
     assert cache.get("A", 60_000) == 1 and cache.get("A", 0) is None
     cache.put("B", 120_000, 2)
     assert cache.get("A", 60_000) is None and cache.get("B", 120_000) == 2 and len(cache) == 1
+
+
+def test_a_memo_answers_the_same_question_with_the_same_rows() -> None:
+    """Shared by backtests of one window: the same symbols, info and bar give the rows already
+    computed (read-only); other info is computed afresh."""
+    stage, _, names = make_stage()
+    stage.memo = {}
+    bar = stage.bar_of(mk.NOW)
+    info = CandidateInfo(*(np.linspace(0.1, 0.9, len(names)) + k for k in range(10)))
+    first = stage._features(names, info, bar)
+    assert not first.flags.writeable and len(stage.memo) == 1
+    assert stage._features(names, info, bar) is first
+    other = CandidateInfo(*(a + 1.0 for a in info.arrays()))
+    again = stage._features(names, other, bar)
+    assert again is not first and len(stage.memo) == 2
+    stage.memo = None  # live: computed every time, the same numbers
+    assert stage._features(names, info, bar).tobytes() == first.tobytes()
