@@ -76,7 +76,7 @@ class SignalStage:
         key: tuple[object, ...] | None = None
         if self.memo is not None:
             regime, tf = self.settings.regime_symbol, self.history.tf_ms
-            key = (tuple(symbols), regime, tf, bar_ms, np.stack(info.arrays()).tobytes())
+            key = (tuple(symbols), regime, tf, bar_ms, b"".join(a.tobytes() for a in info.arrays()))
             known = self.memo.get(key)
             if known is not None:
                 return known
