@@ -5,13 +5,20 @@ risk-free rate 0); with a one-minute cycle that is sqrt(525,600). Max drawdown i
 fall from a running peak of equity, as a fraction. Exposure is the share of cycles with any
 position or entry in flight. Profit factor is gross profit / gross loss (inf with no loss,
 0 with no trade).
+
+`by_exit_reason` splits the closed trades by what closed them. A strategy's total hides how it
+makes and loses money: on the real April 2021 month the default settings' signal exits closed
+three trades in four within minutes, at a loss, while trailing stops and take-profits made
+money; the split shows that at a glance.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -75,3 +82,60 @@ def compute(
         trades=len(pnls),
         final_equity=float(curve[-1]),
     )
+
+
+class ClosedTrade(Protocol):
+    """What the split reads of a round trip (`engine.backtest.runner.Trade`)."""
+
+    @property
+    def exit_reason(self) -> str: ...
+
+    @property
+    def pnl(self) -> float: ...
+
+    @property
+    def fees(self) -> float: ...
+
+    @property
+    def opened_ms(self) -> int: ...
+
+    @property
+    def closed_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStats:
+    """The trades one exit reason closed (the reason of a position's last sell)."""
+
+    reason: str
+    trades: int
+    wins: int
+    pnl: float  # realised, fees included
+    fees: float
+    median_hold_ms: float
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {**asdict(self), "win_rate": self.win_rate}
+
+
+def by_exit_reason(trades: Iterable[ClosedTrade]) -> list[ExitStats]:
+    """Closed trades grouped by exit reason, most trades first (then by reason, for a stable order)."""
+    groups: dict[str, list[ClosedTrade]] = {}
+    for t in trades:
+        groups.setdefault(t.exit_reason, []).append(t)
+    out = [
+        ExitStats(
+            reason=reason,
+            trades=len(group),
+            wins=sum(t.pnl > 0 for t in group),
+            pnl=sum(t.pnl for t in group),
+            fees=sum(t.fees for t in group),
+            median_hold_ms=statistics.median(t.closed_ms - t.opened_ms for t in group),
+        )
+        for reason, group in groups.items()
+    ]
+    return sorted(out, key=lambda e: (-e.trades, e.reason))

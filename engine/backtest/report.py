@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from engine.backtest.metrics import Metrics
+from engine.backtest.metrics import Metrics, by_exit_reason
 from engine.backtest.runner import BacktestResult
 
 MAX_ROWS = 200  # trades shown in the terminal table; --json carries all of them
@@ -32,6 +32,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "wall_s": round(result.wall_s, 3),
         "adjusted": list(result.adjusted),
         "metrics": metrics.as_dict(),
+        "exits": [e.as_dict() for e in by_exit_reason(result.trades)],
         "open_positions": result.open_positions,
         "trades": [
             {
@@ -144,6 +145,21 @@ def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
     )
     for k, v in rows:
         table.add_row(k, v)
+    return table
+
+
+def exits_table(result: BacktestResult) -> Any:
+    """The closed trades split by exit reason: count, win rate, P&L, fees, median holding time."""
+    from rich.table import Table
+
+    table = Table(title="exits", title_justify="left")
+    for name in ("reason", "trades", "win rate", "pnl", "fees", "median held"):
+        table.add_column(name, justify="left" if name == "reason" else "right")
+    for e in by_exit_reason(result.trades):
+        table.add_row(
+            e.reason, str(e.trades), f"{e.win_rate:.0%}", f"[{'green' if e.pnl > 0 else 'red'}]{e.pnl:+.2f}[/]",
+            f"{e.fees:.2f}", held(int(e.median_hold_ms)),
+        )  # fmt: skip
     return table
 
 

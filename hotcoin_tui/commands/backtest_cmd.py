@@ -135,6 +135,8 @@ def backtest(
         chart_text = Text.from_ansi(report.equity_chart(result, width=min(120, console.width - 1)))
         console.print(chart_text, no_wrap=True, crop=True)
     console.print(report.metrics_table(result, metrics))
+    if result.trades:
+        console.print(report.exits_table(result))
     if result.adjusted:
         console.print(
             "fitted to the minute replay (docs/backtest.md): " + "; ".join(result.adjusted), style="dim", highlight=False

@@ -59,6 +59,8 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     m = doc["metrics"]
     assert set(m) >= {"total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure", "trades"}
     assert m["trades"] == len(doc["trades"])
+    assert sum(e["trades"] for e in doc["exits"]) == len(doc["trades"])
+    assert {e["reason"] for e in doc["exits"]} == {t["exit_reason"] for t in doc["trades"]}
     assert len(doc["equity"]["ts_ms"]) == doc["cycles"]
     assert doc["journal"] is None
 
@@ -83,7 +85,7 @@ def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file
         "--journal", str(journal),
     )  # fmt: skip
     assert code == 0, err
-    for part in ("trades (", "PUMP/USDT", "equity", "total return", "profit factor", "max drawdown", "hotcoin replay"):
+    for part in ("trades (", "PUMP/USDT", "equity", "total return", "profit factor", "max drawdown", "exits", "median held", "hotcoin replay"):
         assert part in out
     code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--json", "--journal", str(journal))
     trace = json.loads(out)["trades"][0]["trace_id"]
@@ -194,6 +196,7 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     (fold,) = doc["folds"]
     assert fold["trials"] == 2
     assert fold["in_sample"][1] == fold["out_of_sample"][0]
+    assert isinstance(fold["base_out_of_sample_return"], float) and isinstance(fold["base_out_of_sample_trades"], int)
     assert db.is_file()
     written = tomllib.loads(best.read_text())
     assert written["trading"]["signals"]["min_heat"] == doc["best_params"]["min_heat"]
@@ -207,4 +210,5 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     )  # fmt: skip
     assert code == 0, err
     assert "walk-forward" in out and "best parameters written" in out
+    assert "base OOS" in out and "beat the base config in" in out
     assert "fold 1/1" not in err  # no terminal, no bar

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from engine.backtest.metrics import YEAR_MS, compute
+from engine.backtest.metrics import YEAR_MS, by_exit_reason, compute
+from engine.backtest.runner import Trade
 
 STEP = 60_000
 
@@ -38,3 +39,25 @@ def test_profit_factor_edges(pnls: list[float], pf: float, win: float) -> None:
     assert m.win_rate == win
     assert m.sharpe == 0.0 and m.max_drawdown == 0.0
     assert m.as_dict()["profit_factor"] == (None if math.isinf(pf) else pf)
+
+
+def _trade(reason: str, pnl: float, held_min: int, fees: float = 0.1) -> Trade:
+    return Trade("A/USDT", "t", 0, held_min * 60_000, 1.0, 10.0, 10.0 + pnl, fees, pnl, reason)
+
+
+def test_trades_split_by_exit_reason() -> None:
+    trades = [
+        _trade("signal_exit", -1.0, 5), _trade("trailing_stop", 2.0, 30), _trade("signal_exit", 0.5, 9),
+        _trade("signal_exit", -0.25, 7), _trade("stop_loss", -2.0, 3), _trade("trailing_stop", 1.0, 10),
+    ]  # fmt: skip
+    split = by_exit_reason(trades)
+    assert [(e.reason, e.trades, e.wins) for e in split] == [
+        ("signal_exit", 3, 1), ("trailing_stop", 2, 2), ("stop_loss", 1, 0),
+    ]  # fmt: skip
+    sig = split[0]
+    assert sig.pnl == pytest.approx(-0.75) and sig.fees == pytest.approx(0.3)
+    assert sig.median_hold_ms == 7 * 60_000 and split[1].median_hold_ms == 20 * 60_000  # even count: the mean of the middle two
+    assert sig.win_rate == pytest.approx(1 / 3)
+    assert sum(e.trades for e in split) == len(trades)
+    assert sig.as_dict()["win_rate"] == pytest.approx(1 / 3) and sig.as_dict()["reason"] == "signal_exit"
+    assert by_exit_reason([]) == []

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest.optimize import OptimizePlan, OptimizeProgress, apply, to_toml, walk_forward
+from engine.backtest.optimize import (
+    OptimizePlan,
+    OptimizeProgress,
+    apply,
+    backtest_return,
+    to_toml,
+    verdict,
+    walk_forward,
+)
 from engine.backtest.reuse import WindowReuse
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
@@ -62,6 +70,19 @@ def test_progress_counts_each_folds_trials_then_its_out_of_sample_run(config: Ho
         assert [(p.done, p.out_of_sample) for p in mine] == [(0, False), (1, False), (2, False), (2, True)]
         assert mine[0].best is None and {p.folds for p in mine} == {2} and {p.trials for p in mine} == {2}
         assert mine[-1].best == fold.is_return  # the best in-sample return, as the table reports it
+
+
+def test_each_fold_reports_the_base_config_out_of_sample(config: HotcoinConfig, store: Path) -> None:
+    """The unsearched config's out-of-sample figure, from a run that replays the searched run's
+    discovery, is what a backtest of it from scratch gives; the verdict line counts the wins."""
+    plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=2, oos_fraction=0.3)
+    result = walk_forward(config, plan)
+    for fold in result.folds:
+        assert (fold.base_oos_return, fold.base_oos_trades) == backtest_return(config, store, fold.oos_start, fold.oos_end)
+    won = sum(f.oos_return > f.base_oos_return for f in result.folds)
+    line = verdict(result)
+    assert f"beat the base config in {won} of 2 fold(s)" in line
+    assert f"{sum(f.base_oos_return for f in result.folds):+.2%} summed" in line
 
 
 def test_one_process_search_is_reproducible_and_reuse_changes_no_trial(
