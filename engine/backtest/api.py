@@ -43,16 +43,17 @@ async def run_backtest(
     model: ModelLoad | None = None,
     progress: Callable[[ReplayProgress], None] | None = None,
 ) -> tuple[BacktestResult, Metrics]:
-    """A backtest, journaled to `journal_path` when given (flushed before returning)."""
+    """A backtest, journaled to `journal_path` when given (flushed before returning), with the
+    market's buy-and-hold figures beside it (`BacktestResult.market`)."""
     if journal_path is None:
         runner = BacktestRunner(config, data_dir, run_id=run_id, model=model)
-        result = await runner.run(start_ms, end_ms, progress=progress)
+        result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
     else:
         from engine.journal.writer import Journal
 
         async with Journal.open(journal_path, config.journal) as journal:
             runner = BacktestRunner(config, data_dir, journal, run_id=run_id, model=model)
-            result = await runner.run(start_ms, end_ms, progress=progress)
+            result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
     return result, metrics_of(result)
 
 

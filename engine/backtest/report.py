@@ -32,6 +32,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "wall_s": round(result.wall_s, 3),
         "adjusted": list(result.adjusted),
         "metrics": metrics.as_dict(),
+        "market": None if result.market is None else result.market.as_dict(),
         "exits": [e.as_dict() for e in by_exit_reason(result.trades)],
         "open_positions": result.open_positions,
         "trades": [
@@ -140,6 +141,7 @@ def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
         ("profit factor", f"{metrics.profit_factor:.2f}"),
         ("exposure", f"{metrics.exposure:.1%}"),
         ("trades", str(metrics.trades)),
+        *_market_rows(result),
         ("open at end", ", ".join(sorted(result.open_positions)) or "none"),
         ("replayed", f"{result.candles:,} candles, {result.symbols} pairs, {result.cycles:,} cycles in {result.wall_s:.2f} s"),
     )
@@ -161,6 +163,18 @@ def exits_table(result: BacktestResult) -> Any:
             f"{e.fees:.2f}", held(int(e.median_hold_ms)),
         )  # fmt: skip
     return table
+
+
+def _market_rows(result: BacktestResult) -> tuple[tuple[str, str], ...]:
+    """Buy and hold over the same window, for scale (`engine.backtest.benchmark`)."""
+    market = result.market
+    if market is None or not market.pairs:
+        return ()
+    rows = [("market (hold all)", f"{market.mean:+.2%} (equal weights, {market.pairs} pairs)")]
+    ref = market.reference_change
+    if ref is not None:
+        rows.append((f"market ({market.reference})", f"{ref:+.2%}"))
+    return tuple(rows)
 
 
 def equity_chart(result: BacktestResult, width: int = 100, height: int = 18) -> str:

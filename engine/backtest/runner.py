@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backtest.benchmark import MarketChange, market_change
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
@@ -108,6 +109,7 @@ class BacktestResult:
     symbols: int
     adjusted: tuple[str, ...] = ()  # settings `replay_cadence` fitted to the minute replay
     stats: dict[str, Any] = field(default_factory=dict)
+    market: MarketChange | None = None  # buy and hold over the window, when asked for (`run(benchmark=True)`)
 
     @property
     def final_equity(self) -> float:
@@ -176,7 +178,11 @@ class BacktestRunner:
         end_ms: int | None = None,
         *,
         progress: Callable[[ReplayProgress], None] | None = None,
+        benchmark: bool = False,
     ) -> BacktestResult:
+        """Replay [start, end]; `benchmark` adds what buying and holding every pair made over the
+        window (`engine.backtest.benchmark`: the report's context, ~0.1 s of file reads that an
+        optimize trial does without)."""
         t0 = time.perf_counter()
         config = self.config
         start, end = window(self.index, config, start_ms, end_ms)
@@ -232,6 +238,11 @@ class BacktestRunner:
         if self.reuse is not None and key is not None:
             self.reuse.finished(key)
         tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
+        buy_hold = None
+        if benchmark:
+            store = HistoryStore(self.data_dir)
+            series = (store.read(s, self.index.timeframe) for s in self.index.symbols)
+            buy_hold = market_change(series, start, end, config.trading.signals.regime_symbol)
         return BacktestResult(
             run_id=self.run_id,
             start_ms=start,
@@ -250,6 +261,7 @@ class BacktestRunner:
             symbols=len(self.index.symbols),
             adjusted=self.adjusted,
             stats={"state_changes": tap.kinds["state_change"], "suppressed": cycle.router.suppressed},
+            market=buy_hold,
         )
 
 

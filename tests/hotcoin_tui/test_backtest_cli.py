@@ -61,6 +61,9 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     assert m["trades"] == len(doc["trades"])
     assert sum(e["trades"] for e in doc["exits"]) == len(doc["trades"])
     assert {e["reason"] for e in doc["exits"]} == {t["exit_reason"] for t in doc["trades"]}
+    market = doc["market"]  # buy and hold of the store's six pairs over the same window
+    assert market["pairs"] == 6 and market["reference"] == "BTC/USDT" and set(market["changes"]) >= {"BTC/USDT", "NEW/USDT"}
+    assert market["mean_change"] == pytest.approx(sum(market["changes"].values()) / 6)
     assert len(doc["equity"]["ts_ms"]) == doc["cycles"]
     assert doc["journal"] is None
 
@@ -85,7 +88,11 @@ def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file
         "--journal", str(journal),
     )  # fmt: skip
     assert code == 0, err
-    for part in ("trades (", "PUMP/USDT", "equity", "total return", "profit factor", "max drawdown", "exits", "median held", "hotcoin replay"):
+    parts = (
+        "trades (", "PUMP/USDT", "equity", "total return", "profit factor", "max drawdown", "exits", "median held",
+        "market (hold all)", "market (BTC/USDT)", "hotcoin replay",
+    )  # fmt: skip
+    for part in parts:
         assert part in out
     code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--json", "--journal", str(journal))
     trace = json.loads(out)["trades"][0]["trace_id"]
