@@ -108,6 +108,7 @@ class Fold:
     trials: int
     base_oos_return: float  # the base config, unsearched, on the same out-of-sample window
     base_oos_trades: int
+    is_trades: int  # the best trial's, in sample: a best return from two trades is luck more than skill
 
     @property
     def beats_base(self) -> bool:
@@ -292,7 +293,7 @@ def walk_forward(
             base_ret, base_trades = backtest_return(config, plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id)
             result.folds.append(
                 Fold(k + 1, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,
-                     len(study.trials), base_ret, base_trades)
+                     len(study.trials), base_ret, base_trades, int(best.user_attrs.get("trades", 0)))
             )  # fmt: skip
     return result
 
@@ -356,6 +357,7 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
                 "out_of_sample": [f.oos_start, f.oos_end],
                 "params": f.params,
                 "in_sample_return": f.is_return,
+                "in_sample_trades": f.is_trades,
                 "out_of_sample_return": f.oos_return,
                 "out_of_sample_trades": f.oos_trades,
                 "base_out_of_sample_return": f.base_oos_return,
@@ -373,13 +375,13 @@ def folds_table(result: OptimizeResult) -> Any:
     from engine.backtest.report import iso
 
     table = Table(title="walk-forward", title_justify="left", caption=verdict(result), caption_justify="left")
-    cols = ("fold", "in sample", "out of sample", "trials", "IS return", "OOS return", "OOS trades", "base OOS", "params")
+    cols = ("fold", "in sample", "out of sample", "trials", "IS return (trades)", "OOS return", "OOS trades", "base OOS", "params")
     for col in cols:
         table.add_column(col)
     for f in result.folds:
         table.add_row(
             str(f.index), f"{iso(f.is_start)} -> {iso(f.is_end)}", f"{iso(f.oos_start)} -> {iso(f.oos_end)}",
-            str(f.trials), f"{f.is_return:+.2%}", f"{f.oos_return:+.2%}", str(f.oos_trades),
+            str(f.trials), f"{f.is_return:+.2%} ({f.is_trades})", f"{f.oos_return:+.2%}", str(f.oos_trades),
             f"{f.base_oos_return:+.2%} ({f.base_oos_trades})", ", ".join(f"{k}={v:g}" for k, v in f.params.items()),
         )  # fmt: skip
     return table

@@ -204,6 +204,7 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     assert fold["trials"] == 2
     assert fold["in_sample"][1] == fold["out_of_sample"][0]
     assert isinstance(fold["base_out_of_sample_return"], float) and isinstance(fold["base_out_of_sample_trades"], int)
+    assert isinstance(fold["in_sample_trades"], int)
     assert db.is_file()
     written = tomllib.loads(best.read_text())
     assert written["trading"]["signals"]["min_heat"] == doc["best_params"]["min_heat"]

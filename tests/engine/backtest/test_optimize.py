@@ -74,11 +74,14 @@ def test_progress_counts_each_folds_trials_then_its_out_of_sample_run(config: Ho
 
 def test_each_fold_reports_the_base_config_out_of_sample(config: HotcoinConfig, store: Path) -> None:
     """The unsearched config's out-of-sample figure, from a run that replays the searched run's
-    discovery, is what a backtest of it from scratch gives; the verdict line counts the wins."""
+    discovery, is what a backtest of it from scratch gives, as the best trial's in-sample return
+    and trades are; the verdict line counts the wins."""
     plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=2, oos_fraction=0.3)
     result = walk_forward(config, plan)
     for fold in result.folds:
         assert (fold.base_oos_return, fold.base_oos_trades) == backtest_return(config, store, fold.oos_start, fold.oos_end)
+        best = apply(config, fold.params)
+        assert (fold.is_return, fold.is_trades) == backtest_return(best, store, fold.is_start, fold.is_end)
     won = sum(f.oos_return > f.base_oos_return for f in result.folds)
     line = verdict(result)
     assert f"beat the base config in {won} of 2 fold(s)" in line
