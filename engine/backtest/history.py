@@ -161,10 +161,14 @@ class HistoryStore:
         return len(fresh)
 
 
-def _open_times(path: Path) -> IntArray:
-    """The timestamp column alone (what indexing and resuming need); a bad file is named."""
+def _open_times(path: Path, *, whole: bool = False) -> IntArray:
+    """The timestamp column (what indexing and resuming need); a bad file is named. `whole`
+    decodes every column: the decoded table is kept (`TableCache`, keyed on the columns), so
+    an index that a backtest's replay market and candle series will read after it costs no
+    second decode of each file (~0.08 s of a short backtest on the shared month)."""
     try:
-        return column_array(read_columns(path, ["timestamp_ms"]), "timestamp_ms", pa.int64())
+        table = read_columns(path, list(COLUMNS) if whole else ["timestamp_ms"])
+        return column_array(table, "timestamp_ms", pa.int64())
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
         raise MarketDataError(f"{path}: cannot read its timestamp_ms column ({exc}); re-collect it") from exc
 
@@ -242,8 +246,8 @@ class HistoryIndex:
 
 
 def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> HistoryIndex:
-    """Scan a store directory (timestamps only); a missing or empty directory is an error that
-    says how to fill it."""
+    """Scan a store directory (open times); a missing or empty directory is an error that says
+    how to fill it."""
     if root.exists() and not root.is_dir():
         raise MarketDataError(f"{root} is a file; --data takes the directory of *_{quote}-{timeframe}.parquet files")
     store = HistoryStore(root)
@@ -258,7 +262,7 @@ def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> His
     opens: dict[str, IntArray] = {}
     rows = 0
     for s in symbols:
-        ts = _open_times(store.path(s, timeframe))
+        ts = _open_times(store.path(s, timeframe), whole=True)
         if len(ts) == 0:
             raise MarketDataError(f"{store.path(s, timeframe)}: no candles; delete it or re-collect it")
         first[s], last[s] = int(ts[0]), int(ts[-1])

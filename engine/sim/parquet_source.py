@@ -76,8 +76,7 @@ class ParquetMarket(RingMarket):
         symbols = [name for name, *_ in loaded]
         self._first_minute = np.array([int(ts[0]) // MINUTE_MS for _, ts, _ in loaded], np.int64)
         self._grid_start = int(self._first_minute.min())
-        last = max(int(ts[-1]) // MINUTE_MS for _, ts, _ in loaded)
-        self._grid = _dense(loaded, self._grid_start, last - self._grid_start + 1)
+        self._grid = _Grid(loaded, self._grid_start)
         super().__init__(quote, settings.candle_ring_minutes, start_ms, capacity=len(symbols))
         self._has_trades = False
         self._step_ms = settings.step_ms
@@ -197,17 +196,10 @@ class ParquetMarket(RingMarket):
         if r < 0:
             held = np.asarray(self._first_open[:n])
             return _Minute(held, held, held, held, np.zeros(n), np.zeros(n, np.bool_))
-        if r >= len(g.close):
-            held = g.close[-1, :n]
+        if r >= g.minutes:
+            held = g.last_close[:n]
             return _Minute(held, held, held, held, np.zeros(n), np.zeros(n, np.bool_))
-        return _Minute(
-            g.open[r, :n],
-            g.high[r, :n],
-            g.low[r, :n],
-            g.close[r, :n],
-            g.volume[r, :n],
-            g.valid[r, :n],
-        )
+        return g.row(r, n)
 
 
 def read_columns(path: Path, columns: list[str]) -> pa.Table:
@@ -318,42 +310,58 @@ def priced(x: FloatArray) -> BoolArray:
     return out
 
 
-@dataclass(frozen=True, slots=True)
 class _Grid:
-    """Every pair on one minute grid; missing minutes hold the last close with no volume."""
+    """Every pair on one minute grid; missing minutes hold the last close with no volume, and
+    before its first candle a pair holds its first open.
 
-    open: FloatArray
-    high: FloatArray
-    low: FloatArray
-    close: FloatArray
-    volume: FloatArray
-    valid: BoolArray
+    Built `chunk` minutes at a time as the replay reaches them, minute-major (the replay reads
+    one minute across all pairs; the gap filling runs down the minute axis): a backtest of an
+    hour builds an hour or two of grid, not the store's month (~0.15 s and 50 MB for the
+    shared data), and a month's backtest builds each chunk once, in order."""
 
+    def __init__(self, loaded: list[tuple[str, IntArray, FloatArray]], start: int, chunk: int = 1440) -> None:
+        self.start = start
+        self.chunk = chunk
+        self._rows = [ts // MINUTE_MS - start for _, ts, _ in loaded]  # grid rows of each pair's candles
+        self._values = [values for _, _, values in loaded]
+        self.minutes = max(int(rows[-1]) for rows in self._rows) + 1
+        self.last_close = np.array([values[-1, 3] for values in self._values])  # held past the last candle
+        self._k = -1
+        self._fields = np.zeros((5, 0, 0))
+        self._valid = np.zeros((0, 0), np.bool_)
 
-def _dense(loaded: list[tuple[str, IntArray, FloatArray]], start: int, minutes: int) -> _Grid:
-    """Built minute-major from the start (the replay reads one minute across all pairs): the
-    gap filling runs down the minute axis, and no [pairs, minutes] -> [minutes, pairs] copy is
-    needed at the end (that transpose was most of the load time outside Parquet itself)."""
-    n = len(loaded)
-    fields = np.zeros((5, minutes, n))
-    valid = np.zeros((minutes, n), np.bool_)
-    for j, (_, ts, values) in enumerate(loaded):
-        rows = ts // MINUTE_MS - start
-        fields[:, rows, j] = values.T
-        valid[rows, j] = True
-    # Hold the last close through gaps; before its first candle a pair holds its first open.
-    idx = np.where(valid, np.arange(minutes)[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    held = np.take_along_axis(fields[3], idx, axis=0)
-    first_open = np.array([values[0, 0] for _, _, values in loaded])
-    before_first = ~np.logical_or.accumulate(valid, axis=0)
-    held[before_first] = np.broadcast_to(first_open[None, :], held.shape)[before_first]
-    gaps = ~valid
-    for k in range(4):
-        np.copyto(fields[k], held, where=gaps)
-    fields[4][gaps] = 0.0
-    o, h, lo, c, v = fields
-    return _Grid(o, h, lo, c, v, valid)
+    def row(self, r: int, n: int) -> _Minute:
+        """Grid row `r` (0 <= r < minutes) of the first `n` pairs, as views of its chunk."""
+        k, i = divmod(r, self.chunk)
+        if k != self._k:
+            self._build(k)
+        f, valid = self._fields, self._valid
+        return _Minute(f[0, i, :n], f[1, i, :n], f[2, i, :n], f[3, i, :n], f[4, i, :n], valid[i, :n])
+
+    def _build(self, k: int) -> None:
+        r0 = k * self.chunk
+        length = min(self.chunk, self.minutes - r0)
+        n = len(self._rows)
+        fields = np.zeros((5, length, n))
+        valid = np.zeros((length, n), np.bool_)
+        carry = np.empty(n)  # what each pair holds from before the chunk: its last close, or first open
+        for j, (rows, values) in enumerate(zip(self._rows, self._values, strict=True)):
+            lo, hi = np.searchsorted(rows, (r0, r0 + length)).tolist()
+            if hi > lo:
+                at = rows[lo:hi] - r0
+                fields[:, at, j] = values[lo:hi].T
+                valid[at, j] = True
+            carry[j] = values[lo - 1, 3] if lo else values[0, 0]
+        idx = np.where(valid, np.arange(length)[:, None], -1)
+        np.maximum.accumulate(idx, axis=0, out=idx)
+        held = np.take_along_axis(fields[3], np.maximum(idx, 0), axis=0)
+        before = idx < 0  # no candle yet in this chunk
+        held[before] = np.broadcast_to(carry[None, :], held.shape)[before]
+        gaps = ~valid
+        for c in range(4):
+            np.copyto(fields[c], held, where=gaps)
+        fields[4][gaps] = 0.0
+        self._k, self._fields, self._valid = k, fields, valid
 
 
 def _tick_exponent(values: FloatArray) -> int:
