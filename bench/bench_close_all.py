@@ -85,9 +85,9 @@ async def one_round(gateway: CcxtGateway, markets: dict[str, Market], symbols: l
             await router.cancel(order, now)
         start = core.begin_close_all(now, "bench")
         for intent in core.close_all_intents(now):
-            update = await router.send(intent, now, start.seq)
-            if update is not None:
-                core.on_order_update(update, now)
+            sent = await router.send(intent, now, start.seq)
+            if sent is not None:
+                core.on_order_update(sent, now)
     else:
         report = await close_all(core, router, now, "bench")
         if report.still_open:

@@ -94,7 +94,9 @@ async def one_round(positions: int, rnd: int, tmp: Path) -> float:
                 for s in symbols
                 if books[s][1] > 0
             ]
-            now = engine.hub.latest.ts_ms
+            latest = engine.hub.latest
+            assert latest is not None, "the engine published no snapshot before the buys"
+            now = latest.ts_ms
             for update in await engine.router.send_all(buys, now):  # between cycles, on the engine's loop
                 core.on_order_update(update, now)
             async with RemoteEngineClient(default_socket_path(data)) as client:

@@ -1,7 +1,7 @@
 """`hotcoin optimize` on the real 1m block, with and without the trials sharing their window.
 
 One process, one fold, the same seed, run twice in one process: once as shipped (later trials
-replay the first trial's discovery and reuse its features: `engine.backtest.reuse`), once with
+replay the first trial's discovery and market and reuse its features: `engine.backtest.reuse`), once with
 every trial recomputing everything (the recording is never marked complete). The two must pick
 the same parameters with the same returns; the ratio of their wall times is the figure. Both
 runs start warm (the decoded files are already cached by a first, untimed index scan).

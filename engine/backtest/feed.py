@@ -29,51 +29,32 @@ from engine.runtime.snapshot import StreamRow
 from engine.sim.base import RingMarket
 
 
-class HistoryFeed(SimFeed):
-    def __init__(
-        self,
-        market: RingMarket,
-        clock: SimClock,
-        index: HistoryIndex,
-        interval_ms: int = 60_000,
-        *,
-        store: HistoryStore | None = None,
-        earliest_ms: int | None = None,
-        ring_minutes: int | None = None,
-    ) -> None:
-        """`store`, `earliest_ms` and `ring_minutes` turn on the sliced candles; without them
-        candles come from the market's rings."""
-        super().__init__(market, clock, interval_ms, lockstep=True)
+class CandleSlicer:
+    """Candles at the replay's own timeframe, sliced from the stored arrays as the replay
+    market's ring would show them at a given time (see the module docstring). Shared by
+    `HistoryFeed` and the recorded market an optimize trial replays (`engine.backtest.reuse`)."""
+
+    def __init__(self, index: HistoryIndex, store: HistoryStore, earliest_ms: int, ring_minutes: int) -> None:
         self.index = index
-        self._store = store
-        self._earliest_ms = earliest_ms
-        self._ring_ms = None if ring_minutes is None else ring_minutes * timeframe_ms(index.timeframe)
+        self.store = store
+        self.earliest_ms = earliest_ms
+        self.ring_ms = ring_minutes * timeframe_ms(index.timeframe)
         self._series: dict[str, CandleSeries] = {}
 
-    def data_age_s(self, now_ms: int) -> float | None:
-        return self.index.data_age_s(now_ms)
+    def covers(self, symbol: str, timeframe: str, now_ms: int) -> bool:
+        """Whether `candles` can answer: the store's timeframe, a pair listed by `now_ms`."""
+        first = self.index.first_ms.get(symbol)
+        return timeframe == self.index.timeframe and first is not None and first <= now_ms
 
-    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
-        age = self.index.data_age_s(now_ms)
-        state = "connected" if age < 90 else "stale"
-        return (StreamRow("history", state, now_ms - int(age * 1000), f"candle replay, data {age:.0f} s old"),)
-
-    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
-        """The runtime feed's `candles(symbol, timeframe, limit, after_ms=...)`, sliced as the
-        module docstring says: only the candles after `after_ms` are built at all."""
-        store, earliest, ring = self._store, self._earliest_ms, self._ring_ms
-        if (
-            store is None or earliest is None or ring is None or timeframe != self.index.timeframe
-            or symbol not in self.index.first_ms or self.index.first_ms[symbol] > self.market.now_ms
-        ):  # fmt: skip
-            return await super().candles(symbol, timeframe, limit, after_ms=after_ms)
+    def candles(self, symbol: str, timeframe: str, limit: int, after_ms: int | None, now_ms: int) -> list[Candle]:
+        """The runtime feed's `candles(symbol, timeframe, limit, after_ms=...)` at `now_ms`
+        (only when `covers`): only the candles after `after_ms` are built at all."""
         s = self._series.get(symbol)
         if s is None:
-            s = self._series[symbol] = store.read(symbol, timeframe)
+            s = self._series[symbol] = self.store.read(symbol, timeframe)
         tf = timeframe_ms(timeframe)
-        now = self.market.now_ms
-        current = now // tf * tf  # the running candle opens here; it is not returned
-        oldest = max(earliest, current - ring + tf)
+        current = now_ms // tf * tf  # the running candle opens here; it is not returned
+        oldest = max(self.earliest_ms, current - self.ring_ms + tf)
         # Every bound in one search: open times are integers, so "right of t" is "left of t + 1".
         bounds = [oldest, current + 1, current]
         if after_ms is not None:
@@ -90,3 +71,46 @@ class HistoryFeed(SimFeed):
             s.close[lo:hi].tolist(), s.volume[lo:hi].tolist(), strict=True,
         )  # fmt: skip
         return [Candle(symbol, timeframe, t, o, h, low, c, v, True) for t, o, h, low, c, v in rows]
+
+
+def history_streams(index: HistoryIndex, now_ms: int) -> tuple[StreamRow, ...]:
+    """The replay's one stream, as the state machine and the UI see it: the candles' age."""
+    age = index.data_age_s(now_ms)
+    state = "connected" if age < 90 else "stale"
+    return (StreamRow("history", state, now_ms - int(age * 1000), f"candle replay, data {age:.0f} s old"),)
+
+
+class HistoryFeed(SimFeed):
+    def __init__(
+        self,
+        market: RingMarket,
+        clock: SimClock,
+        index: HistoryIndex,
+        interval_ms: int = 60_000,
+        *,
+        store: HistoryStore | None = None,
+        earliest_ms: int | None = None,
+        ring_minutes: int | None = None,
+    ) -> None:
+        """`store`, `earliest_ms` and `ring_minutes` turn on the sliced candles; without them
+        candles come from the market's rings."""
+        super().__init__(market, clock, interval_ms, lockstep=True)
+        self.index = index
+        self.slicer = (
+            None if store is None or earliest_ms is None or ring_minutes is None
+            else CandleSlicer(index, store, earliest_ms, ring_minutes)
+        )  # fmt: skip
+
+    def data_age_s(self, now_ms: int) -> float:
+        return self.index.data_age_s(now_ms)
+
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        return history_streams(self.index, now_ms)
+
+    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
+        """The runtime feed's `candles(symbol, timeframe, limit, after_ms=...)`, sliced from the
+        store where the slicer covers the pair, else built from the market's rings."""
+        now = self.market.now_ms
+        if self.slicer is None or not self.slicer.covers(symbol, timeframe, now):
+            return await super().candles(symbol, timeframe, limit, after_ms=after_ms)
+        return self.slicer.candles(symbol, timeframe, limit, after_ms, now)

@@ -14,9 +14,9 @@ Trials run in `jobs` processes that share one optuna storage (a temporary SQLite
 `--storage` names one; any optuna storage URL works, so several machines can join a study by
 pointing at the same database). Every trial is a full `BacktestRunner` run: the same code
 that trades. The trials of a fold differ only in trading settings, so discovery (which reads
-the market alone) runs in each worker's first trial and is replayed to its later ones
-(`engine.backtest.reuse`, about half of every replayed minute saved); the core, signals,
-risk, router and paper broker run in every trial.
+the market alone) and the replay market itself run in each worker's first trial and are
+replayed to its later ones (`engine.backtest.reuse`: a later trial of three real days takes
+1.0 s instead of 8.4 s); the core, signals, risk, router and paper broker run in every trial.
 
 Parameters (dotted config keys; `SPACE`):
     trading.signals.min_heat                 heat entry threshold

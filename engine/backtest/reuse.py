@@ -16,6 +16,13 @@ signal stage computed (`SignalStage.memo`), so a later trial asking the same que
 same array back instead of recomputing it; different inputs (a symbol held in one trial only,
 ranks that moved differently) are computed as usual.
 
+The market itself is recorded too: each ticker batch the replay market built (immutable
+values), the warm-up's batches and the markets listed at each refresh. A later trial reads
+them back instead of running `ParquetMarket` again (a third of a replayed minute), and slices
+its candles from the store as `HistoryFeed` does (`CandleSlicer`, the same code). This needs
+the signals to read the store's own timeframe (1m); a config whose signals read longer bars
+builds those from the market's rings, so it replays discovery only.
+
 The replay is only offered to a run with the same inputs: every setting outside `trading`
 (discovery, exchange, sim, backtest), the data (directory and candle count), the window and
 the run id (trace ids are derived from it). Anything else records afresh. A recorded run journals its
@@ -26,16 +33,21 @@ replayed trial's trades, fills and equity curve are those of running it from scr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.backtest.feed import CandleSlicer, HistoryFeed, history_streams
+from engine.backtest.history import HistoryIndex
 from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import Market, TickerBatch
+from engine.domain import Candle, Market, TickerBatch
 from engine.errors import ConfigError
 from engine.runtime.cycle import DiscoveryStage
+from engine.runtime.feed import MarketFeed
+from engine.runtime.snapshot import StreamRow
 from engine.signals.stage import FeatureMemo
 
 
@@ -83,6 +95,107 @@ class _Replay:
         return None
 
 
+@dataclass
+class _MarketTape:
+    """What a run read from its market: every batch, in order, and the markets at each refresh
+    (by the time of the feed's latest batch then)."""
+
+    warmup: list[TickerBatch] = field(default_factory=list)
+    batches: list[TickerBatch] = field(default_factory=list)
+    markets: dict[int | None, dict[str, Market]] = field(default_factory=dict)
+
+
+class _RecordingFeed(MarketFeed):
+    """A `HistoryFeed`, with what it served kept on a tape."""
+
+    def __init__(self, feed: HistoryFeed, tape: _MarketTape) -> None:
+        self._feed = feed
+        self._tape = tape
+        self._now: int | None = None
+
+    async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        async for batch in self._feed.warmup(step_ms):
+            self._tape.warmup.append(batch)
+            self._now = batch.ts_ms
+            yield batch
+
+    async def next_batch(self) -> TickerBatch:
+        batch = await self._feed.next_batch()
+        self._tape.batches.append(batch)
+        self._now = batch.ts_ms
+        return batch
+
+    async def markets(self) -> dict[str, Market]:
+        markets = await self._feed.markets()
+        self._tape.markets[self._now] = markets
+        return markets
+
+    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
+        return await self._feed.candles(symbol, timeframe, limit, after_ms=after_ms)
+
+    def book(self, symbol: str) -> tuple[float, float]:
+        return self._feed.book(symbol)
+
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        return self._feed.streams(now_ms)
+
+    def data_age_s(self, now_ms: int) -> float | None:
+        return self._feed.data_age_s(now_ms)
+
+
+class _ReplayFeed(MarketFeed):
+    """The recorded market, batch by batch; candles sliced from the store at each batch's time."""
+
+    def __init__(self, tape: _MarketTape, slicer: CandleSlicer, index: HistoryIndex) -> None:
+        self._tape = tape
+        self._slicer = slicer
+        self._index = index
+        self._next = 0
+        self._batch: TickerBatch | None = None
+
+    async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        for batch in self._tape.warmup:
+            self._batch = batch
+            yield batch
+
+    async def next_batch(self) -> TickerBatch:
+        if self._next >= len(self._tape.batches):
+            raise RuntimeError("the replay asked for a batch past the recorded window; the replay diverged")
+        batch = self._batch = self._tape.batches[self._next]
+        self._next += 1
+        return batch
+
+    @property
+    def _now(self) -> int | None:
+        return None if self._batch is None else self._batch.ts_ms
+
+    async def markets(self) -> dict[str, Market]:
+        markets = self._tape.markets.get(self._now)
+        if markets is None:
+            raise RuntimeError(f"no recorded markets at {self._now}; the replay diverged")
+        return markets
+
+    async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
+        now = self._now
+        if now is None or not self._slicer.covers(symbol, timeframe, now):
+            raise RuntimeError(f"{symbol} {timeframe} candles at {now} are not in the store's slices; the replay diverged")
+        return self._slicer.candles(symbol, timeframe, limit, after_ms, now)
+
+    def book(self, symbol: str) -> tuple[float, float]:
+        """The latest batch's quotes: the replay market printed them by the formula its `book` uses."""
+        batch = self._batch
+        if batch is None or symbol not in batch.symbols:
+            raise RuntimeError(f"no recorded quote for {symbol}")
+        i = batch.symbols.index(symbol)
+        return float(batch.bid[i]), float(batch.ask[i])
+
+    def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        return history_streams(self._index, now_ms)
+
+    def data_age_s(self, now_ms: int) -> float:
+        return self._index.data_age_s(now_ms)
+
+
 class WindowReuse:
     """Record discovery in the first run of a window; replay it in the runs after (see above).
 
@@ -92,8 +205,10 @@ class WindowReuse:
     def __init__(self) -> None:
         self._key: str | None = None
         self._tape: dict[int, DiscoveryCycle] = {}
+        self._market: _MarketTape | None = None  # None: the recording run built its candles from rings
         self._complete = False
         self.replays = 0  # runs served from the recording
+        self.market_replays = 0  # of those, runs that also read the recorded market
         self.features: FeatureMemo = {}  # for the recorded window only: cleared with the recording
 
     @staticmethod
@@ -112,9 +227,25 @@ class WindowReuse:
                 raise ConfigError("a replayed discovery journals no candidate snapshots; journal a fresh run instead")
             self.replays += 1
             return _Replay(self._tape)
-        self._key, self._tape, self._complete = key, {}, False
+        self._key, self._tape, self._market, self._complete = key, {}, None, False
         self.features = {}
         return _Recording(build(), self._tape)
+
+    def feed(
+        self, key: str, build: Callable[[], HistoryFeed], slicer: CandleSlicer, *, sliced: bool
+    ) -> MarketFeed:
+        """The market a run should read, after `stage` chose for `key`: the recorded one when
+        there is one and the run's signals read the store's timeframe (`sliced`), else
+        `build()`, recorded if this run is recording and `sliced`."""
+        if self._complete and key == self._key:
+            if sliced and self._market is not None:
+                self.market_replays += 1
+                return _ReplayFeed(self._market, slicer, slicer.index)
+            return build()
+        if key == self._key and sliced:
+            self._market = _MarketTape()
+            return _RecordingFeed(build(), self._market)
+        return build()
 
     def finished(self, key: str) -> None:
         """The run under `key` reached its end: its recording may be replayed."""

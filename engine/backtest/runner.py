@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.backtest.benchmark import MarketChange, market_change
 from engine.backtest.cadence import replay_cadence
-from engine.backtest.feed import HistoryFeed
+from engine.backtest.feed import CandleSlicer, HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
 from engine.backtest.reuse import WindowReuse
 from engine.clock import SimClock
@@ -43,6 +43,7 @@ from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import EventSink
 from engine.journal.sinks import NullSink
 from engine.runtime.cycle import TradingCycle
+from engine.runtime.feed import MarketFeed
 from engine.runtime.tap import Tap
 from engine.signals.scorer import ModelLoad
 from engine.sim.parquet_source import ParquetMarket
@@ -195,21 +196,30 @@ class BacktestRunner:
             }
         )
         market_start = max(self.index.start_ms // MINUTE_MS * MINUTE_MS, start - warm_ms)
-        market = ParquetMarket(sim, market_start)
-        feed = HistoryFeed(
-            market, SimClock(start), self.index, store=HistoryStore(self.data_dir),
-            earliest_ms=market_start - sim.history_minutes * MINUTE_MS, ring_minutes=sim.candle_ring_minutes,
-        )  # fmt: skip
+        store, earliest = HistoryStore(self.data_dir), market_start - sim.history_minutes * MINUTE_MS
+
+        def build_feed() -> HistoryFeed:
+            return HistoryFeed(
+                ParquetMarket(sim, market_start), SimClock(start), self.index, store=store, earliest_ms=earliest,
+                ring_minutes=sim.candle_ring_minutes,
+            )  # fmt: skip
+
         books = _Books()
         tap = Tap(self.sink, recent=0)
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
         key, discovery = None, None
+        feed: MarketFeed
         if self.reuse is not None:
             key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(
                 key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
                 journaled=not isinstance(self.sink, NullSink),
             )  # fmt: skip
+            slicer = CandleSlicer(self.index, store, earliest, sim.candle_ring_minutes)
+            sliced = config.trading.signals.timeframe == self.index.timeframe
+            feed = self.reuse.feed(key, build_feed, slicer, sliced=sliced)
+        else:
+            feed = build_feed()
         cycle = TradingCycle(
             config, feed, broker, tap, run_id=self.run_id, model=self.model, discovery=discovery,
             on_update=books.on_update, on_stepped=books.on_stepped,

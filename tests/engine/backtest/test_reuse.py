@@ -1,5 +1,5 @@
-"""Discovery recorded by one run and replayed to the next: the trading outcome is that of a
-fresh run, whatever the trading settings; any other change records afresh."""
+"""Discovery and the market recorded by one run and replayed to the next: the trading outcome
+is that of a fresh run, whatever the trading settings; any other change records afresh."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from engine.backtest.runner import BacktestResult, BacktestRunner
 from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
 from engine.errors import ConfigError
+from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import START, T0, minute_config
 from tests.kit.events import RecordingSink
 
@@ -41,8 +42,12 @@ def test_a_replayed_discovery_trades_as_a_fresh_run(config: HotcoinConfig, store
     assert reuse.replays == 0 and reuse.features
     cfg = apply(config, params)
     fresh = run(cfg, store, None)
-    replayed = run(cfg, store, reuse)
-    assert reuse.replays == 1
+    built = ParquetMarket.__init__
+    with pytest.MonkeyPatch.context() as mp:  # the replayed run must not build a market at all
+        mp.setattr(ParquetMarket, "__init__", lambda *a, **k: pytest.fail("a replayed run built the market"))
+        replayed = run(cfg, store, reuse)
+    assert ParquetMarket.__init__ is built
+    assert reuse.replays == reuse.market_replays == 1
     assert fresh.trades, "the window should trade, or this proves little"
     assert outcome(replayed) == outcome(fresh)
     assert np.array_equal(replayed.equity, fresh.equity) and np.array_equal(replayed.exposure, fresh.exposure)
@@ -76,3 +81,17 @@ def test_an_unfinished_recording_is_not_replayed_and_a_journal_refuses_one(confi
     with pytest.raises(ConfigError, match="journal a fresh run"):
         asyncio.run(BacktestRunner(config, store, RecordingSink(), run_id="fold-1", reuse=reuse).run(START, end))
     assert reuse.replays == 0
+
+
+def test_signals_on_longer_bars_replay_discovery_but_read_a_fresh_market(config: HotcoinConfig, store: Path) -> None:
+    """3m signals build their bars from the market's rings, which a recorded market does not
+    have: such a run replays discovery only, and still trades as a fresh run."""
+    three = minute_config(
+        discovery=config.discovery.model_dump(),
+        trading={**config.trading.model_dump(), "signals": {**config.trading.signals.model_dump(), "timeframe": "3m"}},
+    )
+    reuse = WindowReuse()
+    run(three, store, reuse)
+    replayed = run(three, store, reuse)
+    assert (reuse.replays, reuse.market_replays) == (1, 0)
+    assert outcome(replayed) == outcome(run(three, store, None))
