@@ -250,7 +250,6 @@ class BacktestRunner:
         tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
         buy_hold = None
         if benchmark:
-            store = HistoryStore(self.data_dir)
             series = (store.read(s, self.index.timeframe) for s in self.index.symbols)
             buy_hold = market_change(series, start, end, config.trading.signals.regime_symbol)
         return BacktestResult(
