@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backtest.history import index_history
+from engine.backtest.feed import CandleSlicer
+from engine.backtest.history import HistoryStore, index_history
 from engine.backtest.optimize import apply
 from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import BacktestResult, BacktestRunner
@@ -95,3 +96,33 @@ def test_signals_on_longer_bars_replay_discovery_but_read_a_fresh_market(config:
     replayed = run(three, store, reuse)
     assert (reuse.replays, reuse.market_replays) == (1, 0)
     assert outcome(replayed) == outcome(run(three, store, None))
+
+
+def test_a_replayed_market_serves_the_recorded_batches_and_refuses_to_go_past_them(
+    config: HotcoinConfig, store: Path
+) -> None:
+    reuse = WindowReuse()
+    end = T0 + (1440 + 120) * 60_000
+    run(config, store, reuse, end)
+    index = index_history(store)
+    key = WindowReuse.key(config, store, index.rows, START, end, "fold-1")
+    reuse.stage(key, lambda: pytest.fail("a complete recording is replayed"), journaled=False)
+    slicer = CandleSlicer(index, HistoryStore(store), T0, 1500)
+    feed = reuse.feed(key, lambda: pytest.fail("the recorded market is replayed"), slicer, sliced=True)
+
+    async def read() -> list[int]:
+        times: list[int] = []
+        async for batch in feed.warmup(60_000):
+            times.append(batch.ts_ms)
+            if len(times) == 1:  # the recording run refreshed its markets at its first warm-up batch
+                assert "BTC/USDT" in await feed.markets()
+                with pytest.raises(RuntimeError, match="diverged"):
+                    await feed.markets()  # it made no second refresh at that time
+        for _ in range((end - START) // 60_000):  # a batch a minute after the warm-up's last, at the start
+            times.append((await feed.next_batch()).ts_ms)
+        with pytest.raises(RuntimeError, match="past the recorded window"):
+            await feed.next_batch()
+        return times
+
+    times = asyncio.run(read())
+    assert times == sorted(times) and times[-1] == end and len(set(times)) == len(times)
