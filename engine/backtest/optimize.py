@@ -285,7 +285,7 @@ def walk_forward(
             params = {k2: float(v) for k2, v in best.params.items()}
             if progress is not None:
                 progress(OptimizeProgress(k + 1, plan.folds, plan.trials, plan.trials, best.value, out_of_sample=True))
-            # Both out-of-sample runs read one window: the second replays the first's discovery.
+            # Both out-of-sample runs read one window: the second replays the first's discovery and market.
             reuse, run_id = WindowReuse(), f"{name}-oos"
             oos_ret, oos_trades = backtest_return(
                 apply(config, params), plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id

@@ -320,7 +320,6 @@ class _Grid:
     shared data), and a month's backtest builds each chunk once, in order."""
 
     def __init__(self, loaded: list[tuple[str, IntArray, FloatArray]], start: int, chunk: int = 1440) -> None:
-        self.start = start
         self.chunk = chunk
         self._rows = [ts // MINUTE_MS - start for _, ts, _ in loaded]  # grid rows of each pair's candles
         self._values = [values for _, _, values in loaded]
