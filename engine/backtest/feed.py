@@ -46,12 +46,17 @@ class CandleSlicer:
         first = self.index.first_ms.get(symbol)
         return timeframe == self.index.timeframe and first is not None and first <= now_ms
 
+    def series(self, symbol: str) -> CandleSeries:
+        """The pair's stored candles at the store's timeframe, read and checked once per run."""
+        s = self._series.get(symbol)
+        if s is None:
+            s = self._series[symbol] = self.store.read(symbol, self.index.timeframe)
+        return s
+
     def candles(self, symbol: str, timeframe: str, limit: int, after_ms: int | None, now_ms: int) -> list[Candle]:
         """The runtime feed's `candles(symbol, timeframe, limit, after_ms=...)` at `now_ms`
         (only when `covers`): only the candles after `after_ms` are built at all."""
-        s = self._series.get(symbol)
-        if s is None:
-            s = self._series[symbol] = self.store.read(symbol, timeframe)
+        s = self.series(symbol)
         tf = timeframe_ms(timeframe)
         current = now_ms // tf * tf  # the running candle opens here; it is not returned
         oldest = max(self.earliest_ms, current - self.ring_ms + tf)
@@ -88,18 +93,12 @@ class HistoryFeed(SimFeed):
         index: HistoryIndex,
         interval_ms: int = 60_000,
         *,
-        store: HistoryStore | None = None,
-        earliest_ms: int | None = None,
-        ring_minutes: int | None = None,
+        slicer: CandleSlicer | None = None,
     ) -> None:
-        """`store`, `earliest_ms` and `ring_minutes` turn on the sliced candles; without them
-        candles come from the market's rings."""
+        """`slicer` turns on the sliced candles; without it candles come from the market's rings."""
         super().__init__(market, clock, interval_ms, lockstep=True)
         self.index = index
-        self.slicer = (
-            None if store is None or earliest_ms is None or ring_minutes is None
-            else CandleSlicer(index, store, earliest_ms, ring_minutes)
-        )  # fmt: skip
+        self.slicer = slicer
 
     def data_age_s(self, now_ms: int) -> float:
         return self.index.data_age_s(now_ms)

@@ -196,13 +196,13 @@ class BacktestRunner:
             }
         )
         market_start = max(self.index.start_ms // MINUTE_MS * MINUTE_MS, start - warm_ms)
-        store, earliest = HistoryStore(self.data_dir), market_start - sim.history_minutes * MINUTE_MS
+        slicer = CandleSlicer(
+            self.index, HistoryStore(self.data_dir), market_start - sim.history_minutes * MINUTE_MS,
+            sim.candle_ring_minutes,
+        )  # fmt: skip
 
         def build_feed() -> HistoryFeed:
-            return HistoryFeed(
-                ParquetMarket(sim, market_start), SimClock(start), self.index, store=store, earliest_ms=earliest,
-                ring_minutes=sim.candle_ring_minutes,
-            )  # fmt: skip
+            return HistoryFeed(ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer)
 
         books = _Books()
         tap = Tap(self.sink, recent=0)
@@ -215,7 +215,6 @@ class BacktestRunner:
                 key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
                 journaled=not isinstance(self.sink, NullSink),
             )  # fmt: skip
-            slicer = CandleSlicer(self.index, store, earliest, sim.candle_ring_minutes)
             sliced = config.trading.signals.timeframe == self.index.timeframe
             feed = self.reuse.feed(key, build_feed, slicer, sliced=sliced)
         else:
@@ -249,8 +248,8 @@ class BacktestRunner:
             self.reuse.finished(key)
         tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})
         buy_hold = None
-        if benchmark:
-            series = (store.read(s, self.index.timeframe) for s in self.index.symbols)
+        if benchmark:  # the pairs the run read are read already
+            series = (slicer.series(s) for s in self.index.symbols)
             buy_hold = market_change(series, start, end, config.trading.signals.regime_symbol)
         return BacktestResult(
             run_id=self.run_id,

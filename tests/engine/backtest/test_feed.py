@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest.feed import HistoryFeed
+from engine.backtest.feed import CandleSlicer, HistoryFeed
 from engine.backtest.history import HistoryStore, index_history
 from engine.clock import SimClock
 from engine.config.sections.sim import SimSection
@@ -26,7 +26,7 @@ def test_sliced_candles_equal_ring_candles(store: Path, history: int) -> None:
     start = T0 + 1200 * MIN
     market = ParquetMarket(sim, start)
     sliced = HistoryFeed(
-        market, SimClock(start), index, store=HistoryStore(store), earliest_ms=start - history * MIN, ring_minutes=1500
+        market, SimClock(start), index, slicer=CandleSlicer(index, HistoryStore(store), start - history * MIN, 1500)
     )
     ring = HistoryFeed(market, SimClock(start), index)
 
@@ -50,6 +50,6 @@ def test_other_timeframes_come_from_the_rings(store: Path) -> None:
     index = index_history(store)
     start = T0 + 1300 * MIN
     market = ParquetMarket(SimSection(data_dir=store, history_minutes=600), start)
-    feed = HistoryFeed(market, SimClock(start), index, store=HistoryStore(store), earliest_ms=start - 600 * MIN, ring_minutes=1500)
+    feed = HistoryFeed(market, SimClock(start), index, slicer=CandleSlicer(index, HistoryStore(store), start - 600 * MIN, 1500))
     five = asyncio.run(feed.candles("BTC/USDT", "5m", 10))
     assert [c.open_ms % (5 * MIN) for c in five] == [0] * len(five) and len(five) == 10

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.backtest.feed import HistoryFeed
+from engine.backtest.feed import CandleSlicer, HistoryFeed
 from engine.backtest.history import HistoryStore, index_history
 from engine.clock import SimClock
 from engine.config.sections.sim import SimSection
@@ -21,8 +21,8 @@ def test_after_ms_drops_exactly_the_candles_fed(store: Path, sliced: bool) -> No
     index = index_history(store)
     start = T0 + 1200 * MIN
     market = ParquetMarket(SimSection(data_dir=store, history_minutes=90, candle_ring_minutes=1500), start)
-    extra = {"store": HistoryStore(store), "earliest_ms": start - 90 * MIN, "ring_minutes": 1500} if sliced else {}
-    feed = HistoryFeed(market, SimClock(start), index, **extra)  # type: ignore[arg-type]
+    slicer = CandleSlicer(index, HistoryStore(store), start - 90 * MIN, 1500) if sliced else None
+    feed = HistoryFeed(market, SimClock(start), index, slicer=slicer)
 
     async def check() -> int:
         compared = 0
