@@ -182,8 +182,8 @@ class BacktestRunner:
         benchmark: bool = False,
     ) -> BacktestResult:
         """Replay [start, end]; `benchmark` adds what buying and holding every pair made over the
-        window (`engine.backtest.benchmark`: the report's context, ~0.1 s of file reads that an
-        optimize trial does without)."""
+        window (`engine.backtest.benchmark`: the report's context; it reads and checks the files
+        of the pairs the run never fed to the core, which an optimize trial does without)."""
         t0 = time.perf_counter()
         config = self.config
         start, end = window(self.index, config, start_ms, end_ms)
