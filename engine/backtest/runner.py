@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backtest import discovery_process
 from engine.backtest.benchmark import MarketChange, market_change
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import CandleSlicer, HistoryFeed
@@ -42,7 +43,7 @@ from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import EventSink
 from engine.journal.sinks import NullSink
-from engine.runtime.cycle import TradingCycle
+from engine.runtime.cycle import DiscoveryStage, TradingCycle
 from engine.runtime.feed import MarketFeed
 from engine.runtime.tap import Tap
 from engine.signals.scorer import ModelLoad
@@ -207,9 +208,17 @@ class BacktestRunner:
         books = _Books()
         tap = Tap(self.sink, recent=0)
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
-        key, discovery = None, None
+        key, process = None, None
+        discovery: DiscoveryStage | None = None
         feed: MarketFeed
-        if self.reuse is not None:
+        if self.reuse is None and discovery_process.wanted(config.backtest.discovery_process, (end - market_start) // MINUTE_MS):
+            process = discovery_process.DiscoveryProcess(
+                build_feed,
+                lambda sink: Discovery(config.discovery, sink, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
+                slot_ms=config.discovery.windows.slot_ms, end_ms=end, keeps_payloads=tap.keeps_payloads,
+            )  # fmt: skip
+            discovery, feed = process.stage(tap), build_feed()
+        elif self.reuse is not None:
             key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(
                 key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
@@ -223,27 +232,31 @@ class BacktestRunner:
             config, feed, broker, tap, run_id=self.run_id, model=self.model, discovery=discovery,
             on_update=books.on_update, on_stepped=books.on_stepped,
         )  # fmt: skip
-        await cycle.warmup()
-        first = await feed.next_batch()
-        core = books.core = await cycle.begin(first, "backtest")
-        if self.reuse is not None:
-            core.signals.memo = self.reuse.features
-        eq_ts, eq, expo = [], [], []
-        batch, cycles = first, 0
-        while True:
-            now = batch.ts_ms
-            await cycle.step(batch)
-            cycles += 1
-            eq_ts.append(now)
-            eq.append(core.equity())
-            expo.append(core.exposure())
-            if now >= end:
-                break
-            if progress is not None and (cycles == 1 or cycles % PROGRESS_EVERY == 0):
+        try:
+            await cycle.warmup()
+            first = await feed.next_batch()
+            core = books.core = await cycle.begin(first, "backtest")
+            if self.reuse is not None:
+                core.signals.memo = self.reuse.features
+            eq_ts, eq, expo = [], [], []
+            batch, cycles = first, 0
+            while True:
+                now = batch.ts_ms
+                await cycle.step(batch)
+                cycles += 1
+                eq_ts.append(now)
+                eq.append(core.equity())
+                expo.append(core.exposure())
+                if now >= end:
+                    break
+                if progress is not None and (cycles == 1 or cycles % PROGRESS_EVERY == 0):
+                    progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
+                batch = await feed.next_batch()
+            if progress is not None:
                 progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
-            batch = await feed.next_batch()
-        if progress is not None:
-            progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
+        finally:
+            if process is not None:
+                process.close()  # at the end, or at once when the replay failed
         if self.reuse is not None and key is not None:
             self.reuse.finished(key)
         tap.emit("run_stop", ts_ms=now, payload={"run_id": self.run_id, "reason": "end_of_data"})

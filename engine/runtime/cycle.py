@@ -1,10 +1,11 @@
 """`TradingCycle`: one market batch through the decision core, in the order the live engine and
 the backtester share.
 
-    market info                  refreshed every 5 min of market time (listings appear)
     paper book <- batch          PaperBroker fills see this batch's quotes
+    market info                  refreshed every 5 min of market time (listings appear)
     slow inputs                  social posts and announcements delivered since the last cycle
     discovery.on_batch()         pool + candidate_snapshot events
+                                 (these three: `DiscoveryDriver`, discovery's half of the cycle)
     candles for the core         closed bars of pool members, holdings and the regime symbol:
                                  WINDOW+2 on first sight, then the last 3, less what was fed
     state machine step           tradeable | degraded | blocked (state_change events)
@@ -63,6 +64,63 @@ class DiscoveryStage(Protocol):
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object: ...
 
 
+class DiscoveryDriver:
+    """Discovery's half of the cycle: everything discovery sees, in the order it sees it.
+
+    Market info is refreshed every `MARKETS_REFRESH_MS` of market time (forced at the first
+    warm-up batch and at the first trading batch: listings appear), social posts and
+    announcements delivered since the last batch are folded in, then the batch itself.
+    `TradingCycle` runs one; a backtest's discovery process (`engine.backtest.discovery_process`)
+    runs one on its own, over its own copy of the replay market, so the two processes call
+    discovery identically by construction rather than by keeping two copies of this order.
+    """
+
+    def __init__(self, discovery: DiscoveryStage, feed: MarketFeed, slot_ms: int) -> None:
+        self.discovery = discovery
+        self.feed = feed
+        self.slot_ms = slot_ms
+        self.markets: dict[str, Market] = {}  # replaced (never mutated) when a refresh changes them
+        self._markets_at = 0
+        self._inbox: deque[tuple[str, list[Any]]] = deque(maxlen=1000)  # slow inputs between batches
+
+    async def warmup(self) -> int:
+        """The feed's warm-up batches through discovery; their count."""
+        warm = 0
+        async for past in self.feed.warmup(self.slot_ms):
+            if not warm:
+                await self.refresh_markets(past.ts_ms, force=True)
+            self.discovery.on_batch(past)
+            warm += 1
+        return warm
+
+    async def open(self, first: TickerBatch) -> None:
+        """Market info at the first trading batch, whatever the schedule says."""
+        await self.refresh_markets(first.ts_ms, force=True)
+
+    def deliver(self, kind: str, items: list[Any]) -> None:
+        self._inbox.append((kind, items))
+
+    async def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
+        now = batch.ts_ms
+        await self.refresh_markets(now)
+        while self._inbox:
+            kind, items = self._inbox.popleft()
+            if kind == "posts":
+                self.discovery.on_posts(items, now)
+            else:
+                self.discovery.on_announcements(items, now)
+        return self.discovery.on_batch(batch)
+
+    async def refresh_markets(self, now: int, force: bool = False) -> None:
+        if not force and now - self._markets_at < MARKETS_REFRESH_MS:
+            return
+        markets = await self.feed.markets()
+        self._markets_at = now
+        if force or len(markets) != len(self.markets):
+            self.markets = dict(markets)
+            self.discovery.on_markets(markets.values(), now)
+
+
 @dataclass(frozen=True, slots=True)
 class CycleOutcome:
     """What one batch did: discovery's result, and when its intents were handed to the broker
@@ -102,17 +160,16 @@ class TradingCycle:
         self.config_hash = config.config_hash()  # hashing the config costs ~1 ms: once per run
         self.state = EngineStateMachine(config.state)
         tap.on_order_error = self.state.errors.record
-        self.discovery: DiscoveryStage = discovery or Discovery(
-            config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=run_id
+        self.driver = DiscoveryDriver(
+            discovery or Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=run_id),
+            feed,
+            config.discovery.windows.slot_ms,
         )
         self.router = OrderRouter(broker, tap)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)
-        self.markets: dict[str, Market] = {}
         self._on_update = on_update
         self._on_stepped = on_stepped
-        self._inbox: deque[tuple[str, list[Any]]] = deque(maxlen=1000)  # slow inputs between cycles
-        self._markets_at = 0
         self._fed: dict[str, tuple[int, int | None]] = {}  # symbol -> (bar, open time of the last candle fed)
         self._last_sync = 0
         self._tf = config.trading.signals.timeframe
@@ -120,22 +177,25 @@ class TradingCycle:
         self._regime = config.trading.signals.regime_symbol
 
     # ------------------------------------------------------------------ start
+    @property
+    def discovery(self) -> DiscoveryStage:
+        return self.driver.discovery
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        """Market info as of the latest refresh (the core holds the same dict)."""
+        return self.driver.markets
+
     async def warmup(self) -> int:
         """Discovery through the feed's warm-up batches (before trading starts); their count."""
-        warm = 0
-        async for past in self.feed.warmup(self.config.discovery.windows.slot_ms):
-            if not warm:
-                await self.refresh_markets(past.ts_ms, force=True)
-            self.discovery.on_batch(past)
-            warm += 1
-        return warm
+        return await self.driver.warmup()
 
     async def begin(self, first: TickerBatch, mode: str) -> TradingCore:
         """Create the core at the first batch and journal `run_start`."""
-        await self.refresh_markets(first.ts_ms, force=True)
+        await self.driver.open(first)
         model = self.model
         scorer = model.scorer if model is not None else None
-        self.core = TradingCore(self.config.trading, self.markets, self.tap, run_id=self.run_id, scorer=scorer)
+        self.core = TradingCore(self.config.trading, self.driver.markets, self.tap, run_id=self.run_id, scorer=scorer)
         self.tap.emit(
             "run_start",
             ts_ms=first.ts_ms,
@@ -152,22 +212,17 @@ class TradingCycle:
     # ------------------------------------------------------------------ the cycle
     def deliver(self, kind: str, items: list[Any]) -> None:
         """Social posts ("posts") or announcements, folded into discovery at the next cycle."""
-        self._inbox.append((kind, items))
+        self.driver.deliver(kind, items)
 
     async def step(self, batch: TickerBatch) -> CycleOutcome:
         core = self.core
         assert core is not None, "begin() first"
         now = batch.ts_ms
-        await self.refresh_markets(now)
         if isinstance(self.broker, PaperBroker):
             self.broker.update_book(batch)
-        while self._inbox:
-            kind, items = self._inbox.popleft()
-            if kind == "posts":
-                self.discovery.on_posts(items, now)
-            else:
-                self.discovery.on_announcements(items, now)
-        cycle = self.discovery.on_batch(batch)
+        cycle = await self.driver.on_batch(batch)
+        if core.markets is not self.driver.markets:  # the refresh replaced them: listings appeared
+            core.markets = self.driver.markets
         await self._feed_candles(cycle, now)
         self.step_state(now)
         intents = core.step(batch, cycle.snapshot.candidates, now, self.tap.candidate_seq)
@@ -195,17 +250,6 @@ class TradingCycle:
             core.on_order_update(update, now)
             if self._on_update is not None:
                 self._on_update(update)
-
-    async def refresh_markets(self, now: int, force: bool = False) -> None:
-        if not force and now - self._markets_at < MARKETS_REFRESH_MS:
-            return
-        markets = await self.feed.markets()
-        self._markets_at = now
-        if force or len(markets) != len(self.markets):
-            self.markets = dict(markets)
-            self.discovery.on_markets(markets.values(), now)
-            if self.core is not None:
-                self.core.markets = self.markets
 
     async def _feed_candles(self, cycle: DiscoveryCycle, now: int) -> None:
         """Closed bars for every symbol the core may decide on this bar (pool, holdings, regime),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,6 +25,12 @@ class BacktestSection(Section):
         le=1440,
         description="Minutes before --from fed to discovery (no trading) so its 60 min windows are full "
         "when trading starts, as `hotcoin run` does with the simulated market.",
+    )
+    discovery_process: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run discovery in a second process beside the trading core (the same decisions, "
+        "about 1.4x faster on two cores): auto = for replays of 12 h or more where fork and two CPUs "
+        "are available; off = one process (e.g. under a debugger).",
     )
     initial_history_minutes: int = Field(
         1440,

@@ -1,0 +1,168 @@
+"""Discovery in a forked process: the same decisions and the same journal as one process, and
+every way the two can fall apart ends in a clear error with the child stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.backtest import discovery_process
+from engine.backtest.api import run_backtest
+from engine.backtest.discovery_process import (
+    DiscoveryProcess,
+    DiscoveryProcessError,
+    PipedDiscovery,
+)
+from engine.backtest.feed import HistoryFeed
+from engine.backtest.runner import BacktestResult, BacktestRunner
+from engine.clock import SimClock
+from engine.config import HotcoinConfig
+from engine.discovery.pipeline import Discovery
+from engine.domain import TickerBatch
+from engine.journal.events import EventSink, JournalEvent
+from engine.sim.parquet_source import ParquetMarket
+from tests.engine.backtest.conftest import START, T0
+from tests.kit.events import RecordingSink
+
+END = T0 + (1440 + 420) * 60_000  # through the outage and the listing's pump
+
+
+def with_process(config: HotcoinConfig, setting: str) -> HotcoinConfig:
+    return config.model_copy(update={"backtest": config.backtest.model_copy(update={"discovery_process": setting})})
+
+
+def run(config: HotcoinConfig, store: Path, setting: str, sink: EventSink | None = None) -> BacktestResult:
+    return asyncio.run(BacktestRunner(with_process(config, setting), store, sink, run_id="split").run(START, END))
+
+
+def test_two_processes_decide_and_journal_as_one(config: HotcoinConfig, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one, two = RecordingSink(), RecordingSink()
+    single = run(config, store, "off", one)
+    served = []
+    receive = DiscoveryProcess.next_result
+    monkeypatch.setattr(DiscoveryProcess, "next_result", lambda self: served.append(1) or receive(self))
+    forked = run(config, store, "on", two)
+    assert len(served) == forked.cycles + 65  # every batch's discovery came from the child (65 warm-up minutes)
+    assert single.trades, "the window should trade, or this proves little"
+    assert (forked.trades, forked.fills, forked.open_positions, forked.cycles) == (
+        single.trades, single.fills, single.open_positions, single.cycles,
+    )  # fmt: skip
+    assert np.array_equal(forked.equity, single.equity) and np.array_equal(forked.exposure, single.exposure)
+    assert forked.events == single.events and forked.stats == single.stats
+    kinds = {e.kind for e in one.events}
+    assert {"candidate_snapshot", "signal_snapshot", "fill"} <= kinds
+    # Seqs, causes, trace ids and payloads, event for event; the config hash covers the whole
+    # config, this setting included, so it is the one difference.
+    assert unhashed(two.events) == unhashed(one.events)
+    assert [e.payload["config_hash"] for e in (one.events[0], two.events[0])] == [
+        with_process(config, s).config_hash() for s in ("off", "on")
+    ]
+
+
+def unhashed(events: list[JournalEvent]) -> list[JournalEvent]:
+    return [replace(e, payload={**e.payload, "config_hash": "-"}) if e.kind == "run_start" else e for e in events]
+
+
+def test_journal_off_two_processes_decide_as_one(config: HotcoinConfig, store: Path) -> None:
+    single, forked = run(config, store, "off"), run(config, store, "on")
+    assert (forked.trades, forked.events) == (single.trades, single.events)
+
+
+def _feed(config: HotcoinConfig, store: Path) -> HistoryFeed:
+    from engine.backtest.history import index_history
+
+    index = index_history(store)
+    sim = config.sim.model_copy(update={"data_dir": store, "history_minutes": 60})
+    return HistoryFeed(ParquetMarket(sim, START - 65 * 60_000), SimClock(START), index)
+
+
+def _start(config: HotcoinConfig, store: Path, build: object = None, end: int = END) -> DiscoveryProcess:
+    def discovery(sink: EventSink) -> Discovery:
+        if build is not None:
+            raise ValueError("discovery could not be built: a broken config")
+        return Discovery(config.discovery, sink)
+
+    return DiscoveryProcess(
+        lambda: _feed(config, store), discovery, slot_ms=config.discovery.windows.slot_ms, end_ms=end, keeps_payloads=True
+    )
+
+
+def test_a_failure_in_the_child_is_raised_in_the_parent_with_its_traceback(config: HotcoinConfig, store: Path) -> None:
+    with (
+        _start(config, store, build="broken") as process,
+        pytest.raises(DiscoveryProcessError, match=r"(?s)discovery process failed.*ValueError: discovery could not be built"),
+    ):
+        process.next_result()
+    assert not process._process.is_alive()
+
+
+def test_a_child_that_dies_is_a_clear_error_not_a_hang(config: HotcoinConfig, store: Path) -> None:
+    with _start(config, store) as process:
+        process.next_result()
+        os.kill(process._process.pid or 0, signal.SIGKILL)
+        with pytest.raises(DiscoveryProcessError, match=r'exited .*code -9.*discovery_process = "off"'):
+            drain(process)
+
+
+def test_stopping_early_stops_the_child(config: HotcoinConfig, store: Path) -> None:
+    with _start(config, store) as process:
+        ts, cycle, _ = process.next_result()
+        assert ts == cycle.ts_ms and cycle.accepted
+    assert not process._process.is_alive() and process._process.exitcode is not None
+
+
+def test_out_of_step_batches_and_posts_are_refused(config: HotcoinConfig, store: Path) -> None:
+    sink = RecordingSink()
+    with _start(config, store) as process:
+        stage = PipedDiscovery(process, sink)
+        ts, _, _ = process.next_result()
+        wrong = TickerBatch.from_tickers(ts, [])  # the batch just done, again: the child is a batch ahead
+        with pytest.raises(DiscoveryProcessError, match="diverged"):
+            stage.on_batch(wrong)
+        with pytest.raises(DiscoveryProcessError, match=r"social posts were delivered.*discovery_process"):
+            stage.on_posts([], ts)
+        with pytest.raises(DiscoveryProcessError, match="announcements"):
+            stage.on_announcements([], ts)
+
+
+def test_asking_past_the_end_is_divergence(config: HotcoinConfig, store: Path) -> None:
+    with _start(config, store, end=START + 5 * 60_000) as process, pytest.raises(DiscoveryProcessError, match="past the window's end"):
+        drain(process)
+
+
+def drain(process: DiscoveryProcess) -> None:
+    """Read results until the process raises (far more than the window has)."""
+    for _ in range(10_000):
+        process.next_result()
+
+
+def test_when_a_second_process_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = discovery_process.wanted
+    assert not wanted("off", 10**6) and wanted("on", 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert wanted("auto", discovery_process.AUTO_MIN_MINUTES) and not wanted("auto", discovery_process.AUTO_MIN_MINUTES - 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert not wanted("auto", 10**6)  # one CPU: the two would only take turns
+
+
+def test_a_journaled_run_forks_beside_the_journal_thread_and_writes_the_same_journal(
+    config: HotcoinConfig, store: Path, tmp_path: Path
+) -> None:
+    """`hotcoin backtest --journal`: the journal's writer thread is running when the child forks."""
+    rows = []
+    for setting in ("off", "on"):
+        path = tmp_path / f"{setting}.sqlite"
+        result, _ = asyncio.run(run_backtest(with_process(config, setting), store, START, END, path, run_id="split"))
+        with closing(sqlite3.connect(path)) as db:
+            events = db.execute("SELECT seq, ts_ms, kind, trace_id, symbol, cause, payload FROM events ORDER BY seq").fetchall()
+        assert len(events) == result.events
+        rows.append([e for e in events if e[2] != "run_start"])
+    assert rows[0] == rows[1] and len(rows[0]) > 500
