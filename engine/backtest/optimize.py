@@ -10,10 +10,13 @@ figure mostly measures the fit (on the real April 2021 month, 30 trials a fold: 
 sample, +2 % out). The best config written is the last fold's (the most recent data): the
 base config file with those parameters on top, as one TOML file for `--config`.
 
-Trials run in `jobs` processes that share one optuna storage (a temporary SQLite file unless
-`--storage` names one; any optuna storage URL works, so several machines can join a study by
-pointing at the same database). Every trial is a full `BacktestRunner` run: the same code
-that trades. The trials of a fold differ only in trading settings, so discovery (which reads
+The parent samples every trial (ask) and `jobs` worker processes backtest them, a round of
+`jobs` at a time; a round's results are told to the study in trial order, so the same --seed
+and --jobs give the same search however the backtests' timings fall. The study lives in an
+optuna storage (a temporary SQLite file unless `--storage` names one; any optuna storage URL
+works, so several machines can join a study by pointing at the same database, and then each
+samples with the others' trials as they land). Every trial is a full `BacktestRunner` run:
+the same code that trades. The trials of a fold differ only in trading settings, so discovery (which reads
 the market alone) and the replay market itself run in each worker's first trial and are
 replayed to its later ones (`engine.backtest.reuse`: a later trial of three real days takes
 1.0 s instead of 8.4 s); the core, signals, risk, router and paper broker run in every trial.
@@ -36,8 +39,9 @@ import asyncio
 import logging
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +65,13 @@ SPACE: dict[str, tuple[float, float, float]] = {
 }
 
 
-POLL_S = 0.5  # how often the parent counts the worker processes' finished trials
-
-
 @dataclass(frozen=True, slots=True)
 class OptimizeProgress:
     """Where a walk-forward search stands, for a progress bar (a search runs for many minutes).
 
-    Reported as a fold starts, after every trial (counted in the fold's study, so the worker
-    processes' trials are seen: the parent polls the storage every `POLL_S` while they run),
-    and as the fold's out-of-sample backtest starts (`done == trials` then)."""
+    Reported as a fold starts, after every trial told to the study (a round of `jobs` trials
+    is told together once its slowest is back), and as the fold's out-of-sample backtest
+    starts (`done == trials` then)."""
 
     fold: int  # 1-based
     folds: int
@@ -181,32 +182,68 @@ def _suggest(trial: Any) -> dict[str, float]:
     return out
 
 
-def _worker(
-    config_dump: dict[str, Any], data_dir: str, storage: str, study: str, trials: int, start: int, end: int,
-    seed: int, after_trial: Callable[[], None] | None = None,
-) -> int:
-    """One process's share of a study's trials; returns how many it ran. `after_trial` (in the
-    parent's process only: it does not cross to a worker) is called as each trial finishes.
+_PROCESS_REUSE: list[WindowReuse] = []  # a worker process's recordings, kept from trial to trial
 
-    The sampler is seeded here: a storage keeps trials, not samplers, so a study loaded without
-    one samples at random whatever `--seed` said. With one process the search is reproducible;
-    with several, each has its own seed and their trials interleave as they finish."""
-    import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def _trial(
+    reuse: WindowReuse | None, config_dump: dict[str, Any], data_dir: str, start: int, end: int, study: str,
+    params: dict[str, float],
+) -> tuple[float, int]:
+    """One trial's backtest: (in-sample return, closed trades). `reuse` None: the process's own
+    (a worker process of the fold's pool), so a worker's first trial records discovery and the
+    market and its later trials replay them."""
+    if reuse is None:
+        if not _PROCESS_REUSE:
+            _PROCESS_REUSE.append(WindowReuse())
+        reuse = _PROCESS_REUSE[0]
     base = HotcoinConfig.model_validate(config_dump)
-    s = optuna.load_study(study_name=study, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed))
-    reuse = WindowReuse()  # trials differ in trading settings only: discovery runs in the first one
+    return backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
 
-    def objective(trial: optuna.Trial) -> float:
-        params = _suggest(trial)
-        ret, trades = backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
-        trial.set_user_attr("trades", trades)
-        return ret
 
-    callbacks = None if after_trial is None else [lambda _study, _trial: after_trial()]
-    s.optimize(objective, n_trials=trials, callbacks=callbacks)
-    return trials
+def _search(
+    study: Any, trials: int, trial: Callable[[dict[str, float]], tuple[float, int]], pool: ProcessPoolExecutor | None,
+    jobs: int, tick: Callable[[], None] | None,
+) -> None:
+    """`trials` trials of `study`, `jobs` at a time: each round's parameters are asked in the
+    parent, backtested (`trial(params)`, in `pool`'s worker processes, or here without one),
+    and the results told in trial order once the whole round is back.
+
+    The sampler is the parent's alone and sees the same history whichever backtest finishes
+    first, so a search is reproducible for a given --seed and --jobs (a study shared with other
+    machines through --storage sees their trials too, as they land). The price: a round waits
+    for its slowest trial before the next is asked."""
+    done = 0
+    while done < trials:
+        batch = [study.ask() for _ in range(min(jobs, trials - done))]
+        params = [_suggest(t) for t in batch]
+        pending = [pool.submit(trial, p) if pool is not None else _here(trial, p) for p in params]
+        for asked, outcome in zip(batch, pending, strict=True):
+            try:
+                ret, trades = outcome.result()
+            except BaseException:
+                study.tell(asked, state=_failed())
+                raise
+            asked.set_user_attr("trades", trades)
+            study.tell(asked, ret)
+            if tick is not None:
+                tick()
+        done += len(batch)
+
+
+def _here(fn: Callable[[dict[str, float]], tuple[float, int]], params: dict[str, float]) -> Future[tuple[float, int]]:
+    """Run `fn` now, in this process, as a finished future (the one-job search)."""
+    out: Future[tuple[float, int]] = Future()
+    try:
+        out.set_result(fn(params))
+    except Exception as exc:
+        out.set_exception(exc)
+    return out
+
+
+def _failed() -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL
 
 
 class _FoldCounter:
@@ -259,28 +296,18 @@ def walk_forward(
                 storage=storage,
                 direction="maximize",
                 load_if_exists=True,
-            )  # the workers sample, each with its own seeded sampler (`_worker`)
+                sampler=optuna.samplers.TPESampler(seed=plan.seed + k),
+            )
             jobs = max(1, min(plan.jobs, plan.trials))
-            shares = [plan.trials // jobs + (1 if i < plan.trials % jobs else 0) for i in range(jobs)]
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
-            if jobs == 1:
-                after = None if counter is None else counter.tick
-                _worker(dump, str(plan.data_dir), storage, name, shares[0], is_start, is_end, plan.seed + k, after)
+            tick = None if counter is None else counter.tick
+            if jobs == 1:  # one process: its recordings are this fold's alone
+                trial = partial(_trial, WindowReuse(), dump, str(plan.data_dir), is_start, is_end, name)
+                _search(study, plan.trials, trial, None, 1, tick)
             else:
+                trial = partial(_trial, None, dump, str(plan.data_dir), is_start, is_end, name)
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    futures = [
-                        pool.submit(
-                            _worker, dump, str(plan.data_dir), storage, name, n, is_start, is_end, plan.seed + k + 1009 * i
-                        )
-                        for i, n in enumerate(shares)
-                    ]
-                    pending = set(futures)
-                    while pending:
-                        _, pending = wait(pending, timeout=POLL_S)
-                        if counter is not None:
-                            counter.tick()
-                    for f in futures:
-                        f.result()
+                    _search(study, plan.trials, trial, pool, jobs, tick)
             best = study.best_trial
             params = {k2: float(v) for k2, v in best.params.items()}
             if progress is not None:

@@ -101,3 +101,14 @@ def test_one_process_search_is_reproducible_and_reuse_changes_no_trial(
     assert fresh.folds == first.folds
     other = walk_forward(config, OptimizePlan(store, START, None, trials=3, jobs=1, folds=1, oos_fraction=0.3, seed=12))
     assert [f.params for f in other.folds] != [f.params for f in first.folds]
+
+
+def test_a_two_process_search_is_reproducible(config: HotcoinConfig, store: Path) -> None:
+    """The parent samples and tells each round in trial order: whichever worker finishes
+    first, the same --seed and --jobs give the same trials, parameters and folds."""
+    plan = OptimizePlan(store, START, None, trials=4, jobs=2, folds=1, oos_fraction=0.3, seed=5)
+    first, again = walk_forward(config, plan), walk_forward(config, plan)
+    assert first.folds == again.folds and first.folds[0].trials == 4
+    one = walk_forward(config, OptimizePlan(store, START, None, trials=4, jobs=1, folds=1, oos_fraction=0.3, seed=5))
+    # Rounds of two: the first round's two parameter sets are the sampler's first two draws either way.
+    assert one.folds[0].trials == 4
