@@ -206,8 +206,18 @@ class EngineSocketServer:
 
     async def start(self) -> None:
         claim(self.path)
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
-        os.chmod(self.path, 0o600)
+        # Born 0600: binding under a 0177 umask leaves no moment (as bind-then-chmod did) in
+        # which another local user could connect and send commands such as close-all.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.umask(old)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
         self._inode = self.path.lstat().st_ino
         log.info("engine socket listening", extra={"path": str(self.path)})
 

@@ -12,6 +12,7 @@ import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -83,6 +84,29 @@ async def engine() -> AsyncIterator[FakeEngine]:
 @pytest.fixture
 def sock(tmp_path: Path) -> Path:
     return tmp_path / "engine.sock"
+
+
+async def test_the_socket_is_0600_from_the_moment_it_exists(
+    engine: FakeEngine, sock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound under a 0177 umask, before the server starts listening: never a moment in which
+    another local user could connect (bind, then chmod, left one). The process umask is back
+    as it was afterwards."""
+    modes: list[int] = []
+    start = asyncio.start_unix_server
+
+    async def spy(*args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        modes.append(stat.S_IMODE(os.stat(sock).st_mode))
+        return await start(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "start_unix_server", spy)
+    before = os.umask(0o022)
+    try:
+        async with serve_engine_socket(sock, engine.client):
+            assert modes == [0o600]
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
 
 
 async def test_attach_detach_reattach_while_the_engine_keeps_publishing(engine: FakeEngine, sock: Path) -> None:
