@@ -124,7 +124,7 @@ class TradingCore:
         self._quotes = _Quotes()
         self._pending: dict[str, _PendingEntry] = {}
         self._last_action_ms: dict[str, int] = {}
-        self._exit_signal: dict[str, bool] = {}
+        self._exit_signal: dict[str, tuple[str, ...]] = {}  # symbol -> exit rules its latest signal fired
         self._seen_trades: OrderedDict[str, None] = OrderedDict()  # recent trade ids: a fill is booked once
         self._close_all: _CloseAll | None = None
         self._close_all_count = 0
@@ -202,7 +202,7 @@ class TradingCore:
             q = self._quotes.get(symbol)
             if q is None:
                 continue
-            decision = self.exit_policy.evaluate(held, q[0], now_ms, signal_exit=self._exit_signal.get(symbol, False))
+            decision = self.exit_policy.evaluate(held, q[0], now_ms, signal_exit=self._exit_signal.get(symbol, ()))
             if decision is not None:
                 intent = self._exit(held, decision, q[0], now_ms)
                 if intent is not None:
@@ -220,8 +220,9 @@ class TradingCore:
         held = [(s, h.position.trace_id) for s, h in self.book.holdings.items()]
         fired = []
         for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes):
-            self._exit_signal[ev.signal.symbol] = ev.signal.decision is SignalDecision.EXIT
-            if ev.signal.decision is SignalDecision.EXIT:
+            exiting = ev.signal.decision is SignalDecision.EXIT
+            self._exit_signal[ev.signal.symbol] = tuple(r for r, ok in ev.signal.rules.items() if not ok) if exiting else ()
+            if exiting:
                 fired.append(ev.signal.symbol)
         # An exit signal acts now, not at the next price update.
         intents = [] if self._close_all is not None else self._exits(fired, now_ms)
@@ -404,6 +405,7 @@ class TradingCore:
         if trace == pos.trace_id:
             held.exit_legs = leg_no
         held.pending_exit = cid
+        held.exit_rules = decision.signal_rules
         held.pending_tier = decision.tier if qty < pos.quantity else None
         self._last_action_ms[pos.symbol] = now_ms
         self.causes[cid] = seq

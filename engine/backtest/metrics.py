@@ -91,6 +91,9 @@ class ClosedTrade(Protocol):
     def exit_reason(self) -> str: ...
 
     @property
+    def exit_rules(self) -> tuple[str, ...]: ...
+
+    @property
     def pnl(self) -> float: ...
 
     @property
@@ -105,7 +108,7 @@ class ClosedTrade(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ExitStats:
-    """The trades one exit reason closed (the reason of a position's last sell)."""
+    """The trades one exit closed: the purpose of a position's last sell, with the rules of a signal exit (`exit_label`)."""
 
     reason: str
     trades: int
@@ -122,11 +125,17 @@ class ExitStats:
         return {**asdict(self), "win_rate": self.win_rate}
 
 
+def exit_label(trade: ClosedTrade) -> str:
+    """What closed a trade: its last sell's purpose, with the rules that fired for a signal exit
+    ("signal_exit: momentum_fade"), since signal exits are most of the exits and the rules differ."""
+    return f"{trade.exit_reason}: {', '.join(trade.exit_rules)}" if trade.exit_rules else trade.exit_reason
+
+
 def by_exit_reason(trades: Iterable[ClosedTrade]) -> list[ExitStats]:
     """Closed trades grouped by exit reason, most trades first (then by reason, for a stable order)."""
     groups: dict[str, list[ClosedTrade]] = {}
     for t in trades:
-        groups.setdefault(t.exit_reason, []).append(t)
+        groups.setdefault(exit_label(t), []).append(t)
     out = [
         ExitStats(
             reason=reason,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from engine.backtest.metrics import Metrics, by_exit_reason
+from engine.backtest.metrics import Metrics, by_exit_reason, exit_label
 from engine.backtest.runner import BacktestResult
 
 MAX_ROWS = 200  # trades shown in the terminal table; --json carries all of them
@@ -48,6 +48,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
                 "pnl": t.pnl,
                 "return_pct": t.return_pct,
                 "exit_reason": t.exit_reason,
+                "exit_rules": list(t.exit_rules),
             }
             for t in result.trades
         ],
@@ -88,7 +89,7 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
         "exit": [f"{t.exit_price:.6g}" for t in trades],
         "pnl": [f"{t.pnl:+.2f}" for t in trades],
         "%": [f"{t.return_pct:+.1f}" for t in trades],
-        "reason": [t.exit_reason for t in trades],
+        "reason": [exit_label(t) for t in trades],
         "trace": [t.trace_id for t in trades],
     }
 

@@ -85,6 +85,7 @@ class Trade:
     fees: float
     pnl: float  # realised, fees included (the position book's figure)
     exit_reason: str
+    exit_rules: tuple[str, ...] = ()  # a signal exit's rules (momentum_fade, heat_decay, reversal)
 
     @property
     def return_pct(self) -> float:
@@ -296,7 +297,9 @@ class _TradeLog:
     def add(self, fill: Fill, purpose: str) -> None:
         self.open.setdefault(fill.symbol, []).append((fill, purpose))
 
-    def close(self, symbol: str, trace_id: str, pnl: float, opened_ms: int, closed_ms: int) -> None:
+    def close(
+        self, symbol: str, trace_id: str, pnl: float, opened_ms: int, closed_ms: int, exit_rules: tuple[str, ...] = ()
+    ) -> None:
         fills = self.open.pop(symbol, [])
         buys = [f for f, _ in fills if f.side.value == "buy"]
         sells = [(f, p) for f, p in fills if f.side.value == "sell"]
@@ -314,6 +317,7 @@ class _TradeLog:
                 fees=sum(f.fee_quote for f, _ in fills),
                 pnl=pnl,
                 exit_reason=sells[-1][1] if sells else "dust",
+                exit_rules=exit_rules if sells else (),
             )
         )
 
@@ -340,5 +344,7 @@ class _Books:
         core = self.core
         assert core is not None
         for trade in core.book.closed[self._closed_seen :]:
-            self.trades.close(trade.symbol, trade.trace_id, trade.realised_pnl, trade.opened_ms, trade.closed_ms)
+            self.trades.close(
+                trade.symbol, trade.trace_id, trade.realised_pnl, trade.opened_ms, trade.closed_ms, trade.exit_rules
+            )
         self._closed_seen = len(core.book.closed)

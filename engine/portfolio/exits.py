@@ -8,6 +8,7 @@ what a sell would actually get.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ class ExitDecision:
     reason: str
     checks: list[dict[str, Any]]
     tier: int | None = None  # index of the take-profit tier, for partial closes
+    signal_rules: tuple[str, ...] = ()  # a signal exit: the exit rules that fired
 
     @property
     def is_full(self) -> bool:
@@ -38,7 +40,11 @@ class ExitPolicy:
         pos = holding.position
         return pos.stop_price if pos.stop_price is not None else pos.entry_price * (1.0 - self.settings.stop_loss)
 
-    def evaluate(self, holding: Holding, bid: float, now_ms: int, *, signal_exit: bool = False) -> ExitDecision | None:
+    def evaluate(
+        self, holding: Holding, bid: float, now_ms: int, *, signal_exit: Sequence[str] = ()
+    ) -> ExitDecision | None:
+        """The exit due now, if any. `signal_exit`: the exit rules that fired in the symbol's
+        latest signal (none: no exit signal), named in the decision so a report can say which."""
         s = self.settings
         pos = holding.position
         qty = pos.quantity
@@ -50,17 +56,18 @@ class ExitPolicy:
             check("stop_loss", bid > stop, bid, stop),
             check("trailing_stop", not (armed and bid <= trail), bid, trail if armed else None),
             check("max_hold", held_ms < s.max_hold_ms, held_ms, s.max_hold_ms),
-            check("signal_exit", not (s.exit_on_signal and signal_exit), signal_exit, s.exit_on_signal),
+            check("signal_exit", not (s.exit_on_signal and signal_exit), bool(signal_exit), s.exit_on_signal),
         ]
         full = (
             (OrderPurpose.STOP_LOSS, f"bid {bid:.8g} <= stop {stop:.8g}"),
             (OrderPurpose.TRAILING_STOP, f"bid {bid:.8g} <= trail {trail:.8g} ({s.trailing_stop:.1%} under peak {pos.trailing_high:.8g})"),
             (OrderPurpose.MAX_HOLD, f"held {held_ms} ms >= {s.max_hold_ms} ms"),
-            (OrderPurpose.SIGNAL_EXIT, "exit rules fired"),
+            (OrderPurpose.SIGNAL_EXIT, f"exit rules fired: {', '.join(signal_exit)}"),
         )
         for c, (purpose, reason) in zip(checks, full, strict=True):
             if not c["passed"]:
-                return ExitDecision(purpose, qty, reason, checks)
+                rules = tuple(signal_exit) if purpose is OrderPurpose.SIGNAL_EXIT else ()
+                return ExitDecision(purpose, qty, reason, checks, signal_rules=rules)
         for i, tier in enumerate(s.take_profit):
             if i in pos.tp_tiers_hit:
                 continue

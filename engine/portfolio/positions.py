@@ -35,6 +35,7 @@ class Holding:
     pending_tier: int | None = None  # take-profit tier that exit order is for (marked hit on its fill)
     opened_seq: int | None = None  # journal seq of the `open` position_update: exit decisions hang off it
     exit_blocked: str | None = None  # why the last exit could not be sent (journaled once, not every tick)
+    exit_rules: tuple[str, ...] = ()  # the signal rules behind the latest exit order, if a signal exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class ClosedTrade:
     realised_pnl: float
     opened_ms: int
     closed_ms: int
+    exit_rules: tuple[str, ...] = ()  # closed by a signal exit: the exit rules that fired
 
 
 def _sub(a: float, b: float) -> float:
@@ -130,7 +132,7 @@ class PositionBook:
         total = pos.realised_pnl + realised
         if qty <= 0:
             del self.holdings[fill.symbol]
-            self.closed.append(ClosedTrade(fill.symbol, pos.trace_id, total, pos.opened_ms, fill.ts_ms))
+            self.closed.append(ClosedTrade(fill.symbol, pos.trace_id, total, pos.opened_ms, fill.ts_ms, held.exit_rules))
             return BookChange("close", fill.symbol, pos.trace_id, fill.quantity, 0.0, pos.entry_price, realised, total, fill.fee_quote)
         held.position = replace(pos, quantity=qty, entry_fees=pos.entry_fees - fee_share, realised_pnl=total)
         return BookChange(

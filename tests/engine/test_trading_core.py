@@ -195,9 +195,13 @@ async def test_max_hold_and_signal_exit() -> None:
     await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), nxt, cands)
     purposes = [e.payload["purpose"] for e in h.sink.events if e.kind == "order_attempt"][2:]
     assert purposes == ["signal_exit"]
+    decided = [e.payload for e in h.sink.events if e.kind == "signal_snapshot" and e.payload.get("stage") == "exit_policy"]
+    assert decided[-1]["reason"] == "exit rules fired: heat_decay"
     await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), mk.NOW + 4 * 3_600_000)
     purposes = [e.payload["purpose"] for e in h.sink.events if e.kind == "order_attempt"][2:]
     assert purposes == ["signal_exit", "max_hold"] and not h.core.book.holdings
+    # The closed trades remember which signal rules closed them (the backtest's exits table splits by them).
+    assert {t.symbol: t.exit_rules for t in h.core.book.closed} == {h.names[1]: ("heat_decay",), h.names[0]: ()}
 
 
 async def test_resting_limit_entry_is_cancelled_at_expiry() -> None:

@@ -60,7 +60,9 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     assert set(m) >= {"total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure", "trades"}
     assert m["trades"] == len(doc["trades"])
     assert sum(e["trades"] for e in doc["exits"]) == len(doc["trades"])
-    assert {e["reason"] for e in doc["exits"]} == {t["exit_reason"] for t in doc["trades"]}
+    labels = {t["exit_reason"] + (": " + ", ".join(t["exit_rules"]) if t["exit_rules"] else "") for t in doc["trades"]}
+    assert {e["reason"] for e in doc["exits"]} == labels
+    assert all(bool(t["exit_rules"]) == (t["exit_reason"] == "signal_exit") for t in doc["trades"])
     market = doc["market"]  # buy and hold of the store's six pairs over the same window
     assert market["pairs"] == 6 and market["reference"] == "BTC/USDT" and set(market["changes"]) >= {"BTC/USDT", "NEW/USDT"}
     assert market["mean_change"] == pytest.approx(sum(market["changes"].values()) / 6)

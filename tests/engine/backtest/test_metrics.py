@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.backtest.metrics import YEAR_MS, by_exit_reason, compute
+from engine.backtest.metrics import YEAR_MS, by_exit_reason, compute, exit_label
 from engine.backtest.runner import Trade
 
 STEP = 60_000
@@ -41,8 +41,8 @@ def test_profit_factor_edges(pnls: list[float], pf: float, win: float) -> None:
     assert m.as_dict()["profit_factor"] == (None if math.isinf(pf) else pf)
 
 
-def _trade(reason: str, pnl: float, held_min: int, fees: float = 0.1) -> Trade:
-    return Trade("A/USDT", "t", 0, held_min * 60_000, 1.0, 10.0, 10.0 + pnl, fees, pnl, reason)
+def _trade(reason: str, pnl: float, held_min: int, fees: float = 0.1, rules: tuple[str, ...] = ()) -> Trade:
+    return Trade("A/USDT", "t", 0, held_min * 60_000, 1.0, 10.0, 10.0 + pnl, fees, pnl, reason, rules)
 
 
 def test_trades_split_by_exit_reason() -> None:
@@ -61,3 +61,16 @@ def test_trades_split_by_exit_reason() -> None:
     assert sum(e.trades for e in split) == len(trades)
     assert sig.as_dict()["win_rate"] == pytest.approx(1 / 3) and sig.as_dict()["reason"] == "signal_exit"
     assert by_exit_reason([]) == []
+
+
+def test_signal_exits_split_by_the_rules_that_fired() -> None:
+    fade, wick = ("momentum_fade",), ("momentum_fade", "reversal")
+    trades = [
+        _trade("signal_exit", -1.0, 5, rules=fade), _trade("signal_exit", 0.5, 9, rules=wick),
+        _trade("signal_exit", -0.25, 7, rules=fade), _trade("take_profit", 1.0, 20),
+    ]  # fmt: skip
+    split = by_exit_reason(trades)
+    assert [(e.reason, e.trades) for e in split] == [
+        ("signal_exit: momentum_fade", 2), ("signal_exit: momentum_fade, reversal", 1), ("take_profit", 1),
+    ]  # fmt: skip
+    assert exit_label(trades[1]) == "signal_exit: momentum_fade, reversal" and exit_label(trades[3]) == "take_profit"

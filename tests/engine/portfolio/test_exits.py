@@ -41,7 +41,7 @@ CASES = [
 
 @pytest.mark.parametrize(("kw", "bid", "held_ms", "signal", "purpose", "qty"), CASES)
 def test_exit_table(kw: dict[str, object], bid: float, held_ms: int, signal: bool, purpose: OrderPurpose | None, qty: float | None) -> None:
-    decision = POLICY.evaluate(holding(**kw), bid, T0 + held_ms, signal_exit=signal)
+    decision = POLICY.evaluate(holding(**kw), bid, T0 + held_ms, signal_exit=("momentum_fade",) if signal else ())
     if purpose is None:
         assert decision is None
     else:
@@ -52,7 +52,18 @@ def test_exit_table(kw: dict[str, object], bid: float, held_ms: int, signal: boo
 
 def test_signal_exit_can_be_switched_off() -> None:
     policy = ExitPolicy(ExitSettings(exit_on_signal=False))
-    assert policy.evaluate(holding(), 1.01, T0, signal_exit=True) is None
+    assert policy.evaluate(holding(), 1.01, T0, signal_exit=("momentum_fade",)) is None
+
+
+def test_a_signal_exit_names_the_rules_that_fired() -> None:
+    decision = POLICY.evaluate(holding(), 1.01, T0, signal_exit=("momentum_fade", "reversal"))
+    assert decision is not None and decision.purpose is OrderPurpose.SIGNAL_EXIT
+    assert decision.signal_rules == ("momentum_fade", "reversal")
+    assert decision.reason == "exit rules fired: momentum_fade, reversal"
+    stop = POLICY.evaluate(holding(), 0.95, T0, signal_exit=("momentum_fade",))
+    assert stop is not None and stop.purpose is OrderPurpose.STOP_LOSS and stop.signal_rules == ()
+    signal_check = next(c for c in decision.checks if c["name"] == "signal_exit")
+    assert signal_check["value"] is True  # the journal's check value stays a flag
 
 
 def test_tiers_must_rise() -> None:
