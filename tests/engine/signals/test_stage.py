@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,60 @@ def test_a_memo_answers_the_same_question_with_the_same_rows() -> None:
     assert again is not first and len(stage.memo) == 2
     stage.memo = None  # live: computed every time, the same numbers
     assert stage._features(names, info, bar).tobytes() == first.tobytes()
+
+
+class CountingSink:
+    """A journal-off sink: numbers and keeps events, reads no payloads (as `NullSink`)."""
+
+    keeps_payloads = False
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None, str | None, int | None]] = []
+
+    def emit(self, kind: str, *, ts_ms: int, payload: object, trace_id: str | None = None, symbol: str | None = None,
+             cause: int | None = None) -> int:  # fmt: skip
+        self.events.append((kind, trace_id, symbol, cause))
+        return len(self.events)
+
+
+def _mixed(names: list[str]) -> list:  # type: ignore[type-arg]
+    """Three candidates at heats 80, 50 and 75, ranked in that order."""
+    heats = (80.0, 50.0, 75.0)
+    return [replace(mk.candidates([s], mk.NOW, heat=h)[0], rank=i + 1) for i, (s, h) in enumerate(zip(names, heats, strict=True))]
+
+
+@pytest.mark.parametrize("scorer", [None, FixedScorer(0.9, "shadow")], ids=["no-model", "shadow-model"])
+def test_journal_off_skips_cold_candidates_on_heat_without_building_their_features(
+    scorer: FixedScorer | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions, events and causes as with every candidate's features built; the features are
+    built only for candidates over the heat bar, and only when no model scores the rows."""
+    names = mk.symbols(3)
+    history = BarHistory("1m")
+    mk.feed_hot(history, names, mk.NOW)
+    full_sink, off_sink = RecordingSink(), CountingSink()
+    full = SignalStage(SignalSettings(), history, full_sink, scorer)
+    off = SignalStage(SignalSettings(), history, off_sink, scorer)
+    asked: list[list[str]] = []
+    features = off._features
+
+    def spy(symbols: list[str], info: CandidateInfo, bar: int) -> np.ndarray:
+        asked.append(list(symbols))
+        return features(symbols, info, bar)
+
+    monkeypatch.setattr(off, "_features", spy)
+    cands = _mixed(names)
+    want = full.evaluate_entries(cands, mk.NOW, min_heat=70.0, last_action_ms={})
+    got = off.evaluate_entries(cands, mk.NOW, min_heat=70.0, last_action_ms={})
+    assert [e.signal.decision for e in got] == [e.signal.decision for e in want] == [
+        SignalDecision.ENTER, SignalDecision.SKIP, SignalDecision.ENTER,
+    ]  # fmt: skip
+    assert [(k, t, s, c) for k, t, s, c in off_sink.events] == [(e.kind, e.trace_id, e.symbol, e.cause) for e in full_sink.events]
+    if scorer is None:
+        assert asked == [[names[0], names[2]]]  # the cold one's features were never built
+        assert got[1].signal.reason == "failed: heat" and got[1].signal.features == {}
+        for k in (0, 2):  # a column is the same, bit for bit, whichever columns are built beside it
+            a, b = got[k].signal.features, want[k].signal.features
+            assert a.keys() == b.keys() and np.array_equal(list(a.values()), list(b.values()), equal_nan=True)
+    else:
+        assert asked == [names]  # a shadow model scores every row: nothing is skipped
