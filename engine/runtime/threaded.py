@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from engine.config import HotcoinConfig
@@ -35,35 +35,61 @@ class ThreadedEngineClient(EngineClient):
         self._inner = inner
         self._loop = loop
 
-    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`fn(*args)` awaited on the engine's loop.
+
+        The awaitable is made there, by a plain callback, not here: a call that the engine's
+        loop never gets to (the engine stopping as the console quits) then leaves nothing
+        behind, where a coroutine made here and never started was reported as never awaited.
+        A call the caller gives up on before it starts never starts; one already running runs
+        to its end (a command half done is worse than a reply nobody reads)."""
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            if not result.set_running_or_notify_cancel():
+                return
+            try:
+                task = asyncio.ensure_future(fn(*args))
+            except BaseException as exc:
+                result.set_exception(exc)
+                return
+            task.add_done_callback(lambda t: _settle(t, result))
+
+        self._loop.call_soon_threadsafe(start)
+        return await asyncio.wrap_future(result)
 
     def latest(self) -> EngineSnapshot | None:
         return self._inner.latest()
 
     async def updates(self) -> AsyncIterator[EngineSnapshot]:
         source = self._inner.updates()
-
-        async def step() -> EngineSnapshot:
-            return await anext(source)
-
         while True:
             try:
-                yield await self._call(step())
+                yield await self._call(anext, source)
             except StopAsyncIteration:
                 return
 
     async def send(self, command: Command, origin: str) -> CommandResult:
-        return await self._call(self._inner.send(command, origin))
+        return await self._call(self._inner.send, command, origin)
 
     async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
-        return await self._call(self._inner.candles(symbol, timeframe, limit))
+        return await self._call(self._inner.candles, symbol, timeframe, limit)
 
     async def fills(self, symbol: str) -> list[Fill]:
-        return await self._call(self._inner.fills(symbol))
+        return await self._call(self._inner.fills, symbol)
 
     async def trace(self, trace_id: str) -> list[JournalEvent]:
-        return await self._call(self._inner.trace(trace_id))
+        return await self._call(self._inner.trace, trace_id)
+
+
+def _settle(task: asyncio.Future[T], result: concurrent.futures.Future[T]) -> None:
+    """The engine-side task's outcome into the caller's future."""
+    if task.cancelled():
+        result.set_exception(concurrent.futures.CancelledError())
+    elif (exc := task.exception()) is not None:
+        result.set_exception(exc)
+    else:
+        result.set_result(task.result())
 
 
 class EngineThread:
