@@ -47,7 +47,9 @@ from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
-AUTO_MIN_MINUTES = 720  # "auto" forks only for replays at least this long (bench/RESULTS.md)
+# "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
+# 1.42 -> 1.24 s, bench/RESULTS.md); 12 h keeps short runs, most tests among them, on one process.
+AUTO_MIN_MINUTES = 720
 
 Event = tuple[str, int, Mapping[str, Any], str | None, str | None]  # kind, ts_ms, payload, trace_id, symbol
 Result = tuple[int, DiscoveryCycle, tuple[Event, ...]]  # batch time, discovery's result, its events
@@ -122,13 +124,24 @@ class _Sending:
         return cycle
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object:
-        return self._discovery.on_markets(markets, now_ms)
+        return self._quiet(self._discovery.on_markets(markets, now_ms))
 
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> object:
-        return self._discovery.on_posts(posts, now_ms)
+        return self._quiet(self._discovery.on_posts(posts, now_ms))
 
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object:
-        return self._discovery.on_announcements(announcements, now_ms)
+        return self._quiet(self._discovery.on_announcements(announcements, now_ms))
+
+    def _quiet(self, result: object) -> object:
+        """The parent re-emits events batch by batch; one journaled between batches would land
+        at the wrong place in its journal, so it stops the run instead (discovery journals only
+        in `on_batch` today)."""
+        if self._sink.events:
+            raise DiscoveryProcessError(
+                f"discovery journaled {self._sink.events[0][0]} outside a batch; the trading process replays "
+                'its events batch by batch: set backtest.discovery_process = "off"'
+            )
+        return result
 
 
 async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSink], Discovery], slot_ms: int,

@@ -178,10 +178,6 @@ class TradingCycle:
 
     # ------------------------------------------------------------------ start
     @property
-    def discovery(self) -> DiscoveryStage:
-        return self.driver.discovery
-
-    @property
     def markets(self) -> dict[str, Market]:
         """Market info as of the latest refresh (the core holds the same dict)."""
         return self.driver.markets

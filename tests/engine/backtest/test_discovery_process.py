@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +26,9 @@ from engine.backtest.feed import HistoryFeed
 from engine.backtest.runner import BacktestResult, BacktestRunner
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
+from engine.discovery.listings import ListingEvent
 from engine.discovery.pipeline import Discovery
-from engine.domain import TickerBatch
+from engine.domain import Market, TickerBatch
 from engine.journal.events import EventSink, JournalEvent
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import START, T0
@@ -46,9 +48,15 @@ def run(config: HotcoinConfig, store: Path, setting: str, sink: EventSink | None
 def test_two_processes_decide_and_journal_as_one(config: HotcoinConfig, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     one, two = RecordingSink(), RecordingSink()
     single = run(config, store, "off", one)
-    served = []
+    served: list[int] = []
     receive = DiscoveryProcess.next_result
-    monkeypatch.setattr(DiscoveryProcess, "next_result", lambda self: served.append(1) or receive(self))
+
+    def counted(self: DiscoveryProcess) -> discovery_process.Result:
+        result = receive(self)
+        served.append(result[0])
+        return result
+
+    monkeypatch.setattr(DiscoveryProcess, "next_result", counted)
     forked = run(config, store, "on", two)
     assert len(served) == forked.cycles + 65  # every batch's discovery came from the child (65 warm-up minutes)
     assert single.trades, "the window should trade, or this proves little"
@@ -84,20 +92,42 @@ def _feed(config: HotcoinConfig, store: Path) -> HistoryFeed:
     return HistoryFeed(ParquetMarket(sim, START - 65 * 60_000), SimClock(START), index)
 
 
-def _start(config: HotcoinConfig, store: Path, build: object = None, end: int = END) -> DiscoveryProcess:
+def _start(
+    config: HotcoinConfig, store: Path, build: Callable[[EventSink], Discovery] | None = None, end: int = END
+) -> DiscoveryProcess:
     def discovery(sink: EventSink) -> Discovery:
-        if build is not None:
-            raise ValueError("discovery could not be built: a broken config")
         return Discovery(config.discovery, sink)
 
     return DiscoveryProcess(
-        lambda: _feed(config, store), discovery, slot_ms=config.discovery.windows.slot_ms, end_ms=end, keeps_payloads=True
-    )
+        lambda: _feed(config, store), build or discovery, slot_ms=config.discovery.windows.slot_ms, end_ms=end,
+        keeps_payloads=True,
+    )  # fmt: skip
+
+
+def _broken(sink: EventSink) -> Discovery:
+    raise ValueError("discovery could not be built: a broken config")
+
+
+class _JournalsOnMarkets(Discovery):
+    """A discovery that journals between batches, which the parent could not place."""
+
+    def on_markets(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
+        assert self.sink is not None
+        self.sink.emit("candidate_snapshot", ts_ms=now_ms, payload={})
+        return super().on_markets(markets, now_ms)
+
+
+def test_events_journaled_between_batches_stop_the_run(config: HotcoinConfig, store: Path) -> None:
+    with (
+        _start(config, store, lambda sink: _JournalsOnMarkets(config.discovery, sink)) as process,
+        pytest.raises(DiscoveryProcessError, match=r"(?s)journaled candidate_snapshot outside a batch"),
+    ):
+        process.next_result()
 
 
 def test_a_failure_in_the_child_is_raised_in_the_parent_with_its_traceback(config: HotcoinConfig, store: Path) -> None:
     with (
-        _start(config, store, build="broken") as process,
+        _start(config, store, _broken) as process,
         pytest.raises(DiscoveryProcessError, match=r"(?s)discovery process failed.*ValueError: discovery could not be built"),
     ):
         process.next_result()
