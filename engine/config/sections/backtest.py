@@ -29,7 +29,7 @@ class BacktestSection(Section):
     discovery_process: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Run discovery in a second process beside the trading core (the same decisions, "
-        "about 1.4x faster on two cores): auto = for replays of 12 h or more where fork and two CPUs "
+        "1.2-1.4x faster on two cores): auto = for replays of 12 h or more where fork and two CPUs "
         "are available; off = one process (e.g. under a debugger).",
     )
     initial_history_minutes: int = Field(
