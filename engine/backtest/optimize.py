@@ -217,16 +217,20 @@ def _search(
         batch = [study.ask() for _ in range(min(jobs, trials - done))]
         params = [_suggest(t) for t in batch]
         pending = [pool.submit(trial, p) if pool is not None else _here(trial, p) for p in params]
+        failure: BaseException | None = None
         for asked, outcome in zip(batch, pending, strict=True):
             try:
                 ret, trades = outcome.result()
-            except BaseException:
-                study.tell(asked, state=_failed())
-                raise
+            except BaseException as exc:  # told as failed, and the round's others told too, before it is raised:
+                study.tell(asked, state=_failed())  # a shared storage keeps no trial running forever
+                failure = failure or exc
+                continue
             asked.set_user_attr("trades", trades)
             study.tell(asked, ret)
             if tick is not None:
                 tick()
+        if failure is not None:
+            raise failure
         done += len(batch)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.backtest import optimize
 from engine.backtest.optimize import (
     OptimizePlan,
     OptimizeProgress,
@@ -112,3 +113,23 @@ def test_a_two_process_search_is_reproducible(config: HotcoinConfig, store: Path
     one = walk_forward(config, OptimizePlan(store, START, None, trials=4, jobs=1, folds=1, oos_fraction=0.3, seed=5))
     # Rounds of two: the first round's two parameter sets are the sampler's first two draws either way.
     assert one.folds[0].trials == 4
+
+
+def _fails(*args: object) -> tuple[float, int]:
+    raise RuntimeError("a trial's backtest failed")
+
+
+def test_a_failed_round_leaves_no_trial_running_in_the_storage(
+    config: HotcoinConfig, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every trial of the round is told (failed or not) before the failure is raised: a shared
+    storage keeps no trial RUNNING forever."""
+    import optuna
+
+    monkeypatch.setattr(optimize, "_trial", _fails)  # the worker processes fork with it
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=2, jobs=2, folds=1, oos_fraction=0.3, storage=url, study="failing")
+    with pytest.raises(RuntimeError, match="a trial's backtest failed"):
+        walk_forward(config, plan)
+    states = [t.state.name for t in optuna.load_study(study_name="failing-fold1", storage=url).trials]
+    assert states == ["FAIL", "FAIL"]
