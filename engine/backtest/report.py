@@ -30,6 +30,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "events": result.events,
         "journal": journal,
         "wall_s": round(result.wall_s, 3),
+        "processes": result.processes,
         "adjusted": list(result.adjusted),
         "metrics": metrics.as_dict(),
         "market": None if result.market is None else result.market.as_dict(),
@@ -144,7 +145,8 @@ def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
         ("trades", str(metrics.trades)),
         *_market_rows(result),
         ("open at end", ", ".join(sorted(result.open_positions)) or "none"),
-        ("replayed", f"{result.candles:,} candles, {result.symbols} pairs, {result.cycles:,} cycles in {result.wall_s:.2f} s"),
+        ("replayed", f"{result.candles:,} candles, {result.symbols} pairs, {result.cycles:,} cycles in {result.wall_s:.2f} s"
+                     + (" (discovery in a second process)" if result.processes > 1 else "")),
     )
     for k, v in rows:
         table.add_row(k, v)

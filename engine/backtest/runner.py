@@ -113,6 +113,7 @@ class BacktestResult:
     adjusted: tuple[str, ...] = ()  # settings `replay_cadence` fitted to the minute replay
     stats: dict[str, Any] = field(default_factory=dict)
     market: MarketChange | None = None  # buy and hold over the window, when asked for (`run(benchmark=True)`)
+    processes: int = 1  # 2: discovery ran in a second process (`engine.backtest.discovery_process`)
 
     @property
     def final_equity(self) -> float:
@@ -284,6 +285,7 @@ class BacktestRunner:
             adjusted=self.adjusted,
             stats={"state_changes": tap.kinds["state_change"], "suppressed": cycle.router.suppressed},
             market=buy_hold,
+            processes=1 if process is None else 2,
         )
 
 

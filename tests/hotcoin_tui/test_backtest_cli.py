@@ -68,6 +68,7 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     assert market["mean_change"] == pytest.approx(sum(market["changes"].values()) / 6)
     assert len(doc["equity"]["ts_ms"]) == doc["cycles"]
     assert doc["journal"] is None
+    assert doc["processes"] == 1  # an 8-hour window: under `auto`'s 12 h, one process
 
 
 def test_backtest_progress_goes_to_stderr_and_leaves_the_json_clean(store: Path, config_file: Path) -> None:

@@ -65,6 +65,7 @@ def test_two_processes_decide_and_journal_as_one(config: HotcoinConfig, store: P
     )  # fmt: skip
     assert np.array_equal(forked.equity, single.equity) and np.array_equal(forked.exposure, single.exposure)
     assert forked.events == single.events and forked.stats == single.stats
+    assert (single.processes, forked.processes) == (1, 2)
     kinds = {e.kind for e in one.events}
     assert {"candidate_snapshot", "signal_snapshot", "fill"} <= kinds
     # Seqs, causes, trace ids and payloads, event for event; the config hash covers the whole
