@@ -47,6 +47,7 @@ from engine.domain import Market, TickerBatch
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 
+BLOCK_BATCHES = 60  # batches discovery scores in one pass (`Discovery.push`)
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
 # "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
 # 1.42 -> 1.24 s, bench/RESULTS.md); 12 h keeps short runs, most tests among them, on one process.
@@ -121,8 +122,19 @@ class _Sending:
 
     def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
         cycle = self._discovery.on_batch(batch)
-        self._out.append((batch.ts_ms, cycle, self._sink.take()))
+        self._settled(cycle)
         return cycle
+
+    def push(self, batch: TickerBatch) -> None:
+        """The batch into discovery's current block: results are queued as the block settles."""
+        self._discovery.push(batch, self._settled, BLOCK_BATCHES)
+
+    def flush(self) -> None:
+        self._discovery.flush(self._settled)
+
+    def _settled(self, cycle: DiscoveryCycle) -> None:
+        """A settled batch's result, with the events discovery journaled while settling it."""
+        self._out.append((cycle.ts_ms, cycle, self._sink.take()))
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object:
         return self._quiet(self._discovery.on_markets(markets, now_ms))
@@ -150,18 +162,21 @@ async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSi
     """The runner's loop, discovery's half: warm-up, the first batch, then batches to `end_ms`."""
     sink = _RecordingSink(keeps_payloads)
     out: list[Result] = []
-    driver = DiscoveryDriver(_Sending(build(sink), sink, out), feed, slot_ms)
+    stage = _Sending(build(sink), sink, out)
+    driver = DiscoveryDriver(stage, feed, slot_ms)
     await driver.warmup()
     batch = await feed.next_batch()
     await driver.open(batch)
     while True:
-        await driver.on_batch(batch)
+        await driver.prepare(batch.ts_ms)
+        stage.push(batch)  # nobody waits on one batch's result here: discovery settles them a block at a time
         if batch.ts_ms >= end_ms:
             break
         if len(out) >= CHUNK_BATCHES:
             conn.send_bytes(_dumps(("results", out)))
             out.clear()
         batch = await feed.next_batch()
+    stage.flush()
     conn.send_bytes(_dumps(("results", out)))
     conn.send_bytes(_dumps(("end", None)))
 

@@ -25,16 +25,24 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.config.sections.discovery import AnomalySection
-from engine.discovery.windows import NO_TIME, RETURN_HORIZONS_MIN, RETURN_KEYS, TickerWindows
+from engine.discovery.windows import (
+    NO_TIME,
+    RETURN_HORIZONS_MIN,
+    RETURN_KEYS,
+    RingState,
+    TickerWindows,
+)
 from engine.domain.ticker import FloatArray, IntArray
 
 MAD_TO_SIGMA = 1.4826
 Z_HORIZONS_MIN: tuple[int, ...] = (1, 5, 15)
+_R5, _R15 = RETURN_HORIZONS_MIN.index(5), RETURN_HORIZONS_MIN.index(15)  # rows of a returns block
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,31 @@ class AnomalyScores:
     returns: dict[str, FloatArray]  # simple returns, '1m', '5m', '15m', '60m'
     run_up: FloatArray  # last / lowest price of the last 60 min - 1
     alerts: tuple[AnomalyAlert, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreBlock:
+    """Scores at K batches: [batch, row] arrays, returns as [batch, horizon, row]."""
+
+    price_z: FloatArray
+    accel: FloatArray
+    volume_z: FloatArray
+    volume_surge: FloatArray
+    returns: FloatArray  # horizons in RETURN_HORIZONS_MIN order
+    run_up: FloatArray
+
+    def at(self, k: int, extent: int, alerts: tuple[AnomalyAlert, ...]) -> AnomalyScores:
+        """Batch `k`'s scores over rows [0, extent) (views)."""
+        return AnomalyScores(
+            extent=extent,
+            price_z=self.price_z[k, :extent],
+            accel=self.accel[k, :extent],
+            volume_z=self.volume_z[k, :extent],
+            volume_surge=self.volume_surge[k, :extent],
+            returns=dict(zip(RETURN_KEYS, self.returns[k, :, :extent], strict=True)),
+            run_up=self.run_up[k, :extent],
+            alerts=alerts,
+        )
 
 
 def robust_center_scale(x: FloatArray) -> tuple[FloatArray, FloatArray, IntArray]:
@@ -103,6 +136,8 @@ class AnomalyDetector:
         self._z_rows = [RETURN_HORIZONS_MIN.index(m) for m in Z_HORIZONS_MIN]  # rows of the returns block
         self._k_col = np.array(k, np.float64)[:, None]
         self._sqrt_k_col = np.array([math.sqrt(n) for n in k])[:, None]
+        self._return_slots = [windows.slots_for(m) for m in RETURN_HORIZONS_MIN]
+        self._surge_slots = max(1, cfg.surge_window_ms // windows.slot_ms)
 
     def reset_rows(self, rows: IntArray) -> None:
         """Forget everything about rows that changed owner."""
@@ -117,26 +152,41 @@ class AnomalyDetector:
         if not m:
             return
         w = self.windows
-        r = w.history_slots
-        head = w.head
+        med, sig, n, vmed, vsig = self._baselines(w.price_ring[rows], w.volume_ring[rows], w.head)
+        self.ret_median[rows] = med
+        self.ret_sigma[rows] = sig
+        self.history[rows] = n
+        self.vol_median[rows] = vmed
+        self.vol_sigma[rows] = vsig
+
+    def _baselines(
+        self, prices: FloatArray, volumes: FloatArray, head: int | IntArray
+    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray]:
+        """(return median, return sigma, return count, log-volume median, log-volume sigma) of
+        each ring row; `head` is the current slot's column, one for all rows or one per row."""
+        m, r = prices.shape
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here).
         both = np.empty((2 * m, r))
         d, lv = both[:m], both[m:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            lp = np.log(w.price_ring[rows])
+            lp = np.log(prices)
         np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
         np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
-        d[:, head] = np.nan  # the current slot is still moving
-        d[:, (head + 1) % r] = np.nan  # oldest minus newest: not a return
-        np.log1p(w.volume_ring[rows], out=lv)
-        lv[:, head] = np.nan
+        np.log1p(volumes, out=lv)
+        if isinstance(head, int):
+            d[:, head] = np.nan  # the current slot is still moving
+            d[:, (head + 1) % r] = np.nan  # oldest minus newest: not a return
+            lv[:, head] = np.nan
+        else:
+            rows = np.arange(m)
+            d[rows, head] = np.nan
+            d[rows, (head + 1) % r] = np.nan
+            lv[rows, head] = np.nan
         med, mad, n = robust_center_scale(both)
-        self.ret_median[rows] = med[:m]
-        self.ret_sigma[rows] = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
-        self.history[rows] = n[:m]
-        self.vol_median[rows] = med[m:]
-        self.vol_sigma[rows] = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
+        sig = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
+        vsig = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
+        return med[:m], sig, n[:m], med[m:], vsig
 
     def _refresh_slice(self) -> None:
         active = self.windows.active_rows
@@ -158,51 +208,77 @@ class AnomalyDetector:
         self._refresh_slice()
         w = self.windows
         e = w.extent
-        block = w.returns_block(e)
-        returns = dict(zip(RETURN_KEYS, block, strict=True))
-        med, sig = self.ret_median[:e], self.ret_sigma[:e]
-        ready = self.history[:e] >= self.cfg.min_history_slots
-        ready &= w.active[:e]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # All z horizons at once, as [horizon, row] blocks. The best z is an exact max either
-            # way; where every horizon is NaN it is NaN here (-inf one horizon at a time), and
-            # both are "not finite", so price_z is 0 there too.
-            log_r = np.log1p(block[self._z_rows])
-            z = (log_r - self._k_col * med) / (sig * self._sqrt_k_col)
-            best = np.fmax.reduce(z, axis=0)
-            price_z = np.where(ready & np.isfinite(best), best, 0.0)
-            accel = log_r[0] - log_r[-1] / 15.0  # 1 min and 15 min
-            accel[np.isnan(accel)] = 0.0
-            recent, k = w.recent_volume(self.cfg.surge_window_ms, e)
-            mean_slot = recent / k
-            vz = (np.log1p(mean_slot) - self.vol_median[:e]) / self.vol_sigma[:e]
-            volume_z = np.where(ready & np.isfinite(vz), vz, 0.0)
-            surge = mean_slot / np.expm1(self.vol_median[:e])
-            volume_surge = np.where(ready & np.isfinite(surge), surge, 0.0)
-        alerts = self._alerts(now_ms, e, price_z, volume_z, volume_surge, returns)
-        return AnomalyScores(
-            extent=e,
-            price_z=price_z,
-            accel=accel,
-            volume_z=volume_z,
-            volume_surge=volume_surge,
-            returns=returns,
-            run_up=np.where(w.active[:e], w.run_up(e), 0.0),
-            alerts=alerts,
-        )
+        scores = self._score(
+            w.state(e), self.ret_median[None, :e], self.ret_sigma[None, :e], self.history[None, :e],
+            self.vol_median[None, :e], self.vol_sigma[None, :e],
+        )  # fmt: skip
+        alerts = self.alerts(now_ms, e, scores.price_z[0], scores.volume_z[0], scores.volume_surge[0], scores.returns[0], w.symbols)
+        return scores.at(0, e, alerts)
 
-    def _alerts(
+    def score_block(self, state: RingState) -> ScoreBlock:
+        """Scores at each batch of a block, every baseline from that batch's own rings: what
+        `step` computes when `baseline_refresh_batches` is 1, for all the block's batches in
+        one pass. Alerts are the caller's, batch by batch (`alerts`: their cool-down is
+        sequential). The stored baselines become the block's last batch's."""
+        if self.cfg.baseline_refresh_batches != 1:
+            raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
+        k, e, r = state.price_ring.shape
+        heads = np.repeat(state.slot % r, e)
+        med, sig, n, vmed, vsig = self._baselines(state.price_ring.reshape(k * e, r), state.volume_ring.reshape(k * e, r), heads)
+        med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
+        n = n.reshape(k, e)
+        if k:
+            last = state.active[-1]  # what a refresh of the last batch's active rows stores
+            for stored, value in ((self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed), (self.vol_sigma, vsig)):
+                stored[:e][last] = value[-1][last]
+        return self._score(state, med, sig, n, vmed, vsig)
+
+    def _score(
+        self,
+        state: RingState,
+        ret_median: FloatArray,
+        ret_sigma: FloatArray,
+        history: IntArray,
+        vol_median: FloatArray,
+        vol_sigma: FloatArray,
+    ) -> ScoreBlock:
+        """Scores of `state`'s batches against the given baselines (all [batch, row])."""
+        block = state.returns(self._return_slots)
+        ready = history >= self.cfg.min_history_slots
+        ready &= state.active
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # All z horizons at once, as [batch, horizon, row] blocks. The best z is an exact max
+            # either way; where every horizon is NaN it is NaN here (-inf one horizon at a time),
+            # and both are "not finite", so price_z is 0 there too.
+            log_r = np.log1p(block[:, self._z_rows])
+            z = (log_r - self._k_col * ret_median[:, None]) / (ret_sigma[:, None] * self._sqrt_k_col)
+            best = np.fmax.reduce(z, axis=1)
+            price_z = np.where(ready & np.isfinite(best), best, 0.0)
+            accel = log_r[:, 0] - log_r[:, -1] / 15.0  # 1 min and 15 min
+            accel[np.isnan(accel)] = 0.0
+            mean_slot = state.recent_volume(self._surge_slots) / self._surge_slots
+            vz = (np.log1p(mean_slot) - vol_median) / vol_sigma
+            volume_z = np.where(ready & np.isfinite(vz), vz, 0.0)
+            surge = mean_slot / np.expm1(vol_median)
+            volume_surge = np.where(ready & np.isfinite(surge), surge, 0.0)
+        run_up = np.where(state.active, state.run_up(), 0.0)
+        return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
+
+    def alerts(
         self,
         now_ms: int,
         e: int,
         price_z: FloatArray,
         volume_z: FloatArray,
         surge: FloatArray,
-        returns: dict[str, FloatArray],
+        returns: FloatArray,
+        symbols: Sequence[str | None],
     ) -> tuple[AnomalyAlert, ...]:
+        """Alerts of one batch over rows [0, e), under each row's cool-down: `returns` is the
+        batch's [horizon, row] block, `symbols` its symbol by row."""
         price_hit = price_z >= self.cfg.price_z_alert
         volume_hit = volume_z >= self.cfg.volume_z_alert
-        volume_hit &= returns["5m"] >= 0.0
+        volume_hit &= returns[_R5] >= 0.0
         hit = price_hit | volume_hit
         if not hit.any():
             return ()
@@ -215,13 +291,12 @@ class AnomalyDetector:
             return ()
         self.last_alert_ms[rows] = now_ms
         out = []
-        symbols = self.windows.symbols
         for row in rows.tolist():
             symbol = symbols[row]
             if symbol is None:
                 continue
             if price_hit[row]:
-                ret = float(np.nanmax([returns[h][row] for h in ("1m", "5m", "15m")]))
+                ret = float(np.nanmax(returns[:_R15 + 1, row]))  # the best of 1, 5 and 15 min
                 out.append(AnomalyAlert(symbol, now_ms, "price", float(price_z[row]), ret))
             else:
                 out.append(AnomalyAlert(symbol, now_ms, "volume", float(volume_z[row]), float(surge[row])))

@@ -111,12 +111,13 @@ class CandidateFilters:
         return out
 
     def evaluate(self, quote_volume_24h: FloatArray, age_days: FloatArray) -> CodeArray:
-        """Code per row over rows [0, len(quote_volume_24h)); static codes win over liquidity."""
-        e = len(quote_volume_24h)
+        """Code per row over rows [0, len) of the last axis (one batch, or [batch, row]); static
+        codes win over liquidity."""
+        e = quote_volume_24h.shape[-1]
         young = age_days < self.cfg.new_listing_days
         threshold = self.volume_threshold(age_days)
         short = ~(quote_volume_24h >= threshold)  # NaN volume fails
-        codes = self.static_code[:e].copy()
+        codes = np.broadcast_to(self.static_code[:e], short.shape).copy()
         liquidity = np.where(young, FilterCode.LISTING_LIQUIDITY, FilterCode.MIN_VOLUME).astype(np.int8)
         np.copyto(codes, liquidity, where=short & (codes == 0))
         return codes

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.config.sections.discovery import HeatSection
-from engine.discovery.anomaly import AnomalyScores
+from engine.discovery.anomaly import AnomalyScores, ScoreBlock
 from engine.domain.discovery import HeatComponents
 from engine.domain.ticker import FloatArray, IntArray
 
@@ -106,37 +106,77 @@ class HeatRanker:
         self._pct_prev_bar[rows] = np.nan
 
     def rank(self, scores: AnomalyScores, active: BoolArray, now_ms: int) -> HeatFrame:
-        cfg = self.cfg
         e = scores.extent
         ret = scores.returns
-        best_ret = np.fmax(np.fmax(ret["1m"], ret["5m"]), ret["15m"])
-        momentum = saturate(scores.price_z, cfg.momentum_z_half)
+        parts = self._parts(
+            scores.price_z, scores.volume_z, ret["1m"], ret["5m"], ret["15m"], scores.run_up, self.listing_ms[:e],
+            self.social_velocity[:e], self.social_sentiment[:e], now_ms,
+        )  # fmt: skip
+        parts["rank_acceleration"] = self._rank_acceleration(self._ticker(parts), active[:e], now_ms)
+        return HeatFrame(ts_ms=now_ms, heat=self._heat(parts, active[:e]), parts=parts)
+
+    def rank_block(
+        self, scores: ScoreBlock, active: BoolArray, listing_ms: FloatArray, social_velocity: FloatArray,
+        social_sentiment: FloatArray, now_ms: IntArray, extents: IntArray,
+    ) -> tuple[FloatArray, dict[str, FloatArray]]:  # fmt: skip
+        """Heat and parts ([batch, row]) of a block of batches that each open a bar, rows [0, E)
+        (a batch's rows from its extent up are free: inactive, their figures unused); listing
+        and social inputs are each batch's. What `rank` gives batch by batch, as long as the
+        market's active rows fit in the `RANK_TOP` ranked each batch (`blockable`)."""
+        r = scores.returns
+        parts = self._parts(
+            scores.price_z, scores.volume_z, r[:, 0], r[:, 1], r[:, 2], scores.run_up, listing_ms, social_velocity,
+            social_sentiment, now_ms[:, None],
+        )  # fmt: skip
+        parts["rank_acceleration"] = self._rank_block(self._ticker(parts), active, now_ms, extents)
+        return self._heat(parts, active), parts
+
+    def blockable(self, extent: int, now_ms: int, last_ms: int | None) -> bool:
+        """Whether a batch at `now_ms` (the previous one at `last_ms`) over `extent` rows can be
+        ranked in a block: it opens a bar, and every row is among the `RANK_TOP` ranked."""
+        return extent <= RANK_TOP and (last_ms is None or now_ms // self.bar_ms != last_ms // self.bar_ms)
+
+    def _parts(
+        self, price_z: FloatArray, volume_z: FloatArray, ret_1m: FloatArray, ret_5m: FloatArray, ret_15m: FloatArray,
+        run_up: FloatArray, listing_ms: FloatArray, social_velocity: FloatArray, social_sentiment: FloatArray,
+        now_ms: int | IntArray,
+    ) -> dict[str, FloatArray]:  # fmt: skip
+        """Every component but rank acceleration, element-wise (one batch, or [batch, row])."""
+        cfg = self.cfg
+        best_ret = np.fmax(np.fmax(ret_1m, ret_5m), ret_15m)
+        momentum = saturate(price_z, cfg.momentum_z_half)
         if cfg.momentum_min_return > 0:  # fmax/fmin: a NaN return (no history) gates to 0
             momentum *= np.fmin(np.fmax(best_ret / cfg.momentum_min_return, 0.0), 1.0)
-        np.fmax(momentum, np.fmin(np.fmax(scores.run_up / cfg.runup_full, 0.0), 1.0), out=momentum)
-        volume = saturate(scores.volume_z, cfg.volume_z_half) * ~(ret["5m"] < 0.0)
-        age_ms = now_ms - self.listing_ms[:e]
+        np.fmax(momentum, np.fmin(np.fmax(run_up / cfg.runup_full, 0.0), 1.0), out=momentum)
+        volume = saturate(volume_z, cfg.volume_z_half) * ~(ret_5m < 0.0)
+        age_ms = now_ms - listing_ms
         fresh = np.exp(-np.maximum(age_ms, 0.0) / (cfg.listing_tau_days * DAY_MS))
         fresh[np.isnan(fresh)] = 0.0
-        social_v = saturate(self.social_velocity[:e], cfg.social_velocity_half)
-        social_s = self.social_sentiment[:e].clip(0.0, 1.0) * (social_v > 0)  # the method: np.clip's wrapper costs more
-        ticker = cfg.w_momentum * momentum + cfg.w_volume_surge * volume
-        rank_acc = self._rank_acceleration(ticker, active[:e], now_ms)
-        total = (  # summed left to right, as the weighted sum of all six always was
-            ticker + cfg.w_listing_freshness * fresh
-            + cfg.w_social_velocity * social_v + cfg.w_social_sentiment * social_s + cfg.w_rank_acceleration * rank_acc
-        )  # fmt: skip
-        heat = 100.0 * np.minimum(total, 1.0)
-        heat[~active[:e]] = 0.0
-        parts = {
+        social_v = saturate(social_velocity, cfg.social_velocity_half)
+        social_s = social_sentiment.clip(0.0, 1.0) * (social_v > 0)  # the method: np.clip's wrapper costs more
+        return {
             "momentum": momentum,
             "volume_surge": volume,
             "listing_freshness": fresh,
             "social_velocity": social_v,
             "social_sentiment": social_s,
-            "rank_acceleration": rank_acc,
         }
-        return HeatFrame(ts_ms=now_ms, heat=heat, parts=parts)
+
+    def _ticker(self, parts: dict[str, FloatArray]) -> FloatArray:
+        """The ticker part of heat (weighted momentum + volume): what rank acceleration ranks."""
+        out: FloatArray = self.cfg.w_momentum * parts["momentum"] + self.cfg.w_volume_surge * parts["volume_surge"]
+        return out
+
+    def _heat(self, parts: dict[str, FloatArray], active: BoolArray) -> FloatArray:
+        cfg = self.cfg
+        total = (  # summed left to right, as the weighted sum of all six always was
+            self._ticker(parts) + cfg.w_listing_freshness * parts["listing_freshness"]
+            + cfg.w_social_velocity * parts["social_velocity"] + cfg.w_social_sentiment * parts["social_sentiment"]
+            + cfg.w_rank_acceleration * parts["rank_acceleration"]
+        )  # fmt: skip
+        heat: FloatArray = 100.0 * np.minimum(total, 1.0)
+        heat[~active] = 0.0
+        return heat
 
     def _rank_acceleration(self, ticker_score: FloatArray, active: BoolArray, now_ms: int) -> FloatArray:
         e = len(ticker_score)
@@ -166,4 +206,37 @@ class HeatRanker:
             climb = 2.0 * (self._pct_prev_bar[top] - pct_now)
             climb[np.isnan(climb)] = 0.0
             out[top] = climb.clip(0.0, 1.0)
+        return out
+
+    def _rank_block(self, ticker_score: FloatArray, active: BoolArray, now_ms: IntArray, extents: IntArray) -> FloatArray:
+        """`_rank_acceleration` for a block of batches that each open a bar, every row ranked.
+
+        A batch's percentiles (share of active rows scoring strictly higher) are counted by
+        comparing every pair of its rows, for all batches at once; each batch's previous-bar
+        percentiles are the batch before's (the stored ones for the first). A batch with no
+        active row scores 0 and leaves the stored state alone, as `_rank_acceleration` does."""
+        k, e = ticker_score.shape
+        out: FloatArray = np.zeros((k, e))
+        n = np.count_nonzero(active, axis=1)
+        score = np.where(active, ticker_score, -np.inf)
+        higher = np.count_nonzero(score[:, None, :] > score[:, :, None], axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pct = higher / n[:, None]
+        pct[np.arange(e) >= extents[:, None]] = np.nan  # rows above a batch's extent are not ranked
+        prev = np.full((k, e), np.nan)
+        bar_pct = self._pct_bar[:e].copy()
+        prev_bar_pct = self._pct_prev_bar[:e].copy()
+        ranked = n > 0
+        for i in np.flatnonzero(ranked).tolist():
+            prev[i] = prev_bar_pct = bar_pct
+            bar_pct = pct[i]
+        climb = 2.0 * (prev - pct)
+        climb[np.isnan(climb)] = 0.0
+        np.copyto(out, climb.clip(0.0, 1.0), where=(score > 0.0) & ranked[:, None])
+        if ranked.any():
+            self._pct_prev_bar[:] = np.nan
+            self._pct_prev_bar[:e] = prev_bar_pct
+            self._pct_bar[:] = np.nan
+            self._pct_bar[:e] = bar_pct
+            self._bar = int(now_ms[ranked][-1]) // self.bar_ms
         return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import types
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +31,16 @@ import numpy as np
 
 from engine.config.sections.discovery import DiscoverySection
 from engine.discovery.anomaly import AnomalyAlert, AnomalyDetector, AnomalyScores
-from engine.discovery.filters import CandidateFilters, FilterCode
+from engine.discovery.filters import CandidateFilters, CodeArray, FilterCode
 from engine.discovery.heat import HeatFrame, HeatRanker
 from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
 from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.discovery.social.source import SocialPost
 from engine.discovery.social.velocity import MentionVelocity
-from engine.discovery.windows import TickerWindows
+from engine.discovery.windows import RingBlock, TickerWindows, WindowUpdate
 from engine.domain.discovery import Candidate
 from engine.domain.market import Market
-from engine.domain.ticker import IntArray, TickerBatch
+from engine.domain.ticker import FloatArray, IntArray, TickerBatch
 from engine.journal.events import EventSink, make_trace_id
 
 DAY_MS = 86_400_000
@@ -59,8 +59,77 @@ class DiscoveryCycle:
     events: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Minute:
+    """One batch as settling reads it: the windows' rows and figures after it, and its scores.
+
+    The live arrays for a batch settled at once (`on_batch`); copies taken when it was folded
+    in, for a batch settled with its block (`push`)."""
+
+    now: int
+    extent: int
+    symbols: Sequence[str | None]  # by row
+    index: Mapping[str, int]  # symbol -> row
+    last_price: FloatArray
+    quote_volume_24h: FloatArray
+    listing_ms: FloatArray
+    frame: HeatFrame
+    scores: AnomalyScores
+    codes: CodeArray
+
+
+class _Block:
+    """Batches folded into the windows but not yet scored or settled (`Discovery.push`): the
+    windows' rings after each (`RingBlock`), and the per-row inputs heat and the filters read."""
+
+    def __init__(self, discovery: Discovery, size: int) -> None:
+        w = discovery.windows
+        self.rings = RingBlock(w, size)
+        e = self.rings.extent
+        self.batches: list[tuple[int, int]] = []  # (batch time, index in the rings; -1: a rejected batch)
+        self.extents: list[int] = []
+        self.mappings: list[tuple[list[str | None], dict[str, int]]] = []
+        self.quote_volume_24h = np.empty((size, e))
+        self.listing_ms = np.empty((size, e))
+        self.social_velocity = np.empty((size, e))
+        self.social_sentiment = np.empty((size, e))
+        self._generation = -1
+
+    @property
+    def full(self) -> bool:
+        return len(self.batches) == len(self.quote_volume_24h)
+
+    def reject(self, ts_ms: int) -> None:
+        self.batches.append((ts_ms, -1))
+
+    def take(self, discovery: Discovery, ts_ms: int) -> None:
+        w, r, k, e = discovery.windows, discovery.ranker, self.rings.count, self.rings.extent
+        self.rings.take()
+        self.batches.append((ts_ms, k))
+        self.extents.append(w.extent)
+        if w.generation != self._generation or not self.mappings:  # rows changed owner: copy the mapping
+            self._generation = w.generation
+            self.mappings.append((w.symbols[:e], dict(w.index)))
+        else:
+            self.mappings.append(self.mappings[-1])
+        self.quote_volume_24h[k] = w.quote_volume_24h[:e]
+        self.listing_ms[k] = r.listing_ms[:e]
+        self.social_velocity[k] = r.social_velocity[:e]
+        self.social_sentiment[k] = r.social_sentiment[:e]
+
+
 class Discovery:
-    """The discovery core: feed it batches, market info, announcements and posts; read the pool."""
+    """The discovery core: feed it batches, market info, announcements and posts; read the pool.
+
+    `on_batch` settles each batch at once (live). `push` settles batches a block at a time, for
+    a replay that needs no batch's result before the block's end (the backtester's discovery
+    process): the windows take every batch as it comes, then the block's batches are scored
+    and ranked in one vector pass (`AnomalyDetector.score_block`, `HeatRanker.rank_block`) and
+    settled into the pool in order. The results are the same, batch for batch
+    (`tests/engine/discovery/test_block.py`); a batch that could not be ranked in a block
+    (a new symbol, a bar spanning batches, payloads to journal) closes the block and is
+    settled alone.
+    """
 
     def __init__(
         self,
@@ -91,6 +160,7 @@ class Discovery:
         self._traces: dict[str, str] = {}  # symbol -> trace id in the current bar
         self.last_frame: HeatFrame | None = None
         self.last_scores: AnomalyScores | None = None
+        self._block: _Block | None = None
 
     # ------------------------------------------------------------------ slow inputs
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
@@ -126,31 +196,108 @@ class Discovery:
 
     # ------------------------------------------------------------------ the batch
     def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
+        if self._block is not None:
+            raise RuntimeError("discovery holds pushed batches not yet settled: flush() them before on_batch()")
         now = batch.ts_ms
-        w = self.windows
-        upd = w.update(batch, self._admit if self.listings.loaded else None)
-        if upd is None:
+        if self._take(batch) is None:
             return DiscoveryCycle(ts_ms=now, accepted=False, snapshot=self.pool.snapshot())
-        if len(upd.new_rows):
-            self._on_new_rows(upd.new_rows)
+        w = self.windows
         scores = self.anomaly.step(now)
-        self._apply_social(now)
         e = scores.extent
         frame = self.ranker.rank(scores, w.active, now)
-        age_days = (now - self.ranker.listing_ms[:e]) / DAY_MS
-        codes = self.filters.evaluate(w.quote_volume_24h[:e], age_days)
+        listing_ms = self.ranker.listing_ms
+        codes = self.filters.evaluate(w.quote_volume_24h[:e], (now - listing_ms[:e]) / DAY_MS)
+        return self._settle(_Minute(now, e, w.symbols, w.index, w.last_price, w.quote_volume_24h, listing_ms, frame, scores, codes))
+
+    def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = 60) -> None:
+        """`on_batch` for a replay, `block` batches at a time: each batch's result goes to
+        `settled` once its block is settled, in batch order; `flush` settles the rest."""
+        if not self._blockable(batch):
+            self.flush(settled)
+            settled(self.on_batch(batch))
+            return
+        if self._block is None:
+            self._block = _Block(self, block)
+        if self._take(batch) is None:
+            self._block.reject(batch.ts_ms)
+        else:
+            self._block.take(self, batch.ts_ms)
+        if self._block.full:
+            self.flush(settled)
+
+    def flush(self, settled: Callable[[DiscoveryCycle], object]) -> None:
+        """Score, rank and settle the pushed batches, handing each result to `settled` in order."""
+        block, self._block = self._block, None
+        if block is None:
+            return
+        k = block.rings.count
+        state = block.rings.state()
+        scores = self.anomaly.score_block(state)
+        now = np.array([ts for ts, i in block.batches if i >= 0], np.int64)
+        extents = np.array(block.extents, np.int64)
+        heat, parts = self.ranker.rank_block(
+            scores, state.active, block.listing_ms[:k], block.social_velocity[:k], block.social_sentiment[:k], now, extents
+        )
+        codes = self.filters.evaluate(block.quote_volume_24h[:k], (now[:, None] - block.listing_ms[:k]) / DAY_MS)
+        cfg = self.anomaly.cfg
+        hit = scores.price_z >= cfg.price_z_alert
+        hit |= (scores.volume_z >= cfg.volume_z_alert) & (scores.returns[:, 1] >= 0.0)
+        hit &= np.arange(state.active.shape[1]) < extents[:, None]
+        alerting: list[bool] = np.any(hit, axis=1).tolist()
+        for ts, i in block.batches:
+            if i < 0:
+                settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
+                continue
+            e = block.extents[i]
+            symbols, index = block.mappings[i]
+            alerts = (
+                self.anomaly.alerts(ts, e, scores.price_z[i, :e], scores.volume_z[i, :e], scores.volume_surge[i, :e],
+                                    scores.returns[i, :, :e], symbols)
+                if alerting[i] else ()
+            )  # fmt: skip
+            frame = HeatFrame(ts_ms=ts, heat=heat[i, :e], parts={name: v[i, :e] for name, v in parts.items()})
+            minute = _Minute(
+                ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.listing_ms[i], frame,
+                scores.at(i, e, alerts), codes[i, :e],
+            )  # fmt: skip
+            settled(self._settle(minute))
+
+    def _blockable(self, batch: TickerBatch) -> bool:
+        """Whether `batch` can be settled with a block: no payloads to journal (they read the
+        live windows), baselines refreshed every batch, no new symbol, and a bar opened."""
+        w = self.windows
+        return (
+            (self.sink is None or not self.sink.keeps_payloads)
+            and self.cfg.anomaly.baseline_refresh_batches == 1
+            and w.maps_known(batch)
+            and self.ranker.blockable(w.extent, batch.ts_ms, w.last_ts_ms)
+        )
+
+    def _take(self, batch: TickerBatch) -> WindowUpdate | None:
+        """Fold a batch into the windows (new rows reset, social scores applied); None if rejected."""
+        upd = self.windows.update(batch, self._admit if self.listings.loaded else None)
+        if upd is None:
+            return None
+        if len(upd.new_rows):
+            self._on_new_rows(upd.new_rows)
+        self._apply_social(batch.ts_ms)
+        return upd
+
+    def _settle(self, m: _Minute) -> DiscoveryCycle:
+        """Filters, pool and journal for one scored batch."""
+        now, e, frame, scores, codes = m.now, m.extent, m.frame, m.scores, m.codes
         heat = frame.heat
         hot = heat >= self.cfg.pool.min_heat
         eligible = np.flatnonzero(hot & (codes == 0))
         size = self.cfg.pool.size
         if len(eligible) > size:
             eligible = eligible[np.argpartition(-heat[eligible], size - 1)[:size]]
-        symbols = w.symbols
+        symbols, index = m.symbols, m.index
         qualifying = {s for s in (symbols[r] for r in eligible.tolist()) if s is not None}
-        rows: dict[str, int] = {s: int(r) for s, r in zip(qualifying, (w.index[s] for s in qualifying), strict=True)}
+        rows: dict[str, int] = {s: int(r) for s, r in zip(qualifying, (index[s] for s in qualifying), strict=True)}
         rejected: dict[str, str] = {}
         for symbol in self.pool.members:
-            row = w.index.get(symbol)
+            row = index.get(symbol)
             if row is None or row >= e:
                 continue
             code = FilterCode(int(codes[row]))
@@ -164,11 +311,10 @@ class Discovery:
             self._trace_bar, self._traces = bar, {}
         heats = {s: float(heat[r]) for s, r in rows.items()}
         change = self.pool.update(
-            now, heats, qualifying, rejected,
-            lambda s, rank: self._candidate(s, rows[s], rank, now, bar_start, frame, scores),
-        )  # fmt: skip
+            now, heats, qualifying, rejected, lambda s, rank: self._candidate(m, s, rows[s], rank, bar_start)
+        )
         self.last_frame, self.last_scores = frame, scores
-        emitted = self._journal(now, bar, bar_start, change.snapshot, change.entered, frame, scores, codes, hot)
+        emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered, hot)
         return DiscoveryCycle(
             ts_ms=now,
             accepted=True,
@@ -220,11 +366,9 @@ class Discovery:
                 self._traces[symbol] = trace
         return trace
 
-    def _candidate(
-        self, symbol: str, row: int, rank: int, now: int, bar_start: int, frame: HeatFrame, scores: AnomalyScores
-    ) -> Candidate:
-        w = self.windows
-        listed = self.ranker.listing_ms[row]
+    def _candidate(self, m: _Minute, symbol: str, row: int, rank: int, bar_start: int) -> Candidate:
+        frame, scores, now = m.frame, m.scores, m.now
+        listed = m.listing_ms[row]
         return Candidate(
             trace_id=self.trace_id(symbol, bar_start),
             symbol=symbol,
@@ -232,8 +376,8 @@ class Discovery:
             heat=float(frame.heat[row]),
             components=frame.components(row),
             rank=rank,
-            price=float(w.last_price[row]),
-            quote_volume_24h=_finite(w.quote_volume_24h[row]),
+            price=float(m.last_price[row]),
+            quote_volume_24h=_finite(m.quote_volume_24h[row]),
             sources=frame.sources(row),
             coin_age_days=None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS),
             returns=types.MappingProxyType({k: _finite(v[row]) for k, v in scores.returns.items()}),
@@ -242,16 +386,7 @@ class Discovery:
 
     # ------------------------------------------------------------------ journal
     def _journal(
-        self,
-        now: int,
-        bar: int,
-        bar_start: int,
-        snapshot: PoolSnapshot,
-        entered: tuple[str, ...],
-        frame: HeatFrame,
-        scores: AnomalyScores,
-        codes: Any,
-        hot: Any,
+        self, m: _Minute, bar: int, bar_start: int, snapshot: PoolSnapshot, entered: tuple[str, ...], hot: Any
     ) -> int:
         if self.sink is None:
             return 0
@@ -264,44 +399,43 @@ class Discovery:
             for cand in snapshot.candidates:
                 if cand.symbol in self._emitted:
                     continue
-                row = self.windows.index[cand.symbol]
-                self._emit_candidate(now, cand.symbol, row, cand.trace_id, cand.rank, True, frame, scores)
+                self._emit_candidate(m, cand.symbol, m.index[cand.symbol], cand.trace_id, cand.rank, True)
                 emitted += 1
-        symbols = self.windows.symbols
+        symbols = m.symbols
         rejected_hot = [
             (row, s)
-            for row in np.flatnonzero(hot & (codes != 0)).tolist()
+            for row in np.flatnonzero(hot & (m.codes != 0)).tolist()
             if (s := symbols[row]) is not None and s not in self._emitted
         ]
+        heat = m.frame.heat
         for row, symbol in rejected_hot:
-            market_rank = 1 + int(np.count_nonzero(frame.heat > frame.heat[row]))
+            market_rank = 1 + int(np.count_nonzero(heat > heat[row]))
             trace = self.trace_id(symbol, bar_start)
-            self._emit_candidate(now, symbol, row, trace, market_rank, False, frame, scores)
+            self._emit_candidate(m, symbol, row, trace, market_rank, False)
             emitted += 1
         self.counters["candidate_snapshots"] += emitted
         return emitted
 
-    def _emit_candidate(
-        self, now: int, symbol: str, row: int, trace: str, rank: int, accepted: bool, frame: HeatFrame, scores: AnomalyScores
-    ) -> None:
+    def _emit_candidate(self, m: _Minute, symbol: str, row: int, trace: str, rank: int, accepted: bool) -> None:
         assert self.sink is not None
-        payload = self._payload(now, symbol, row, rank, accepted, frame, scores) if self.sink.keeps_payloads else {}
-        self.sink.emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=trace, symbol=symbol)
+        payload = self._payload(m, symbol, row, rank, accepted) if self.sink.keeps_payloads else {}
+        self.sink.emit("candidate_snapshot", ts_ms=m.now, payload=payload, trace_id=trace, symbol=symbol)
         self._emitted.add(symbol)
 
-    def _payload(
-        self, now: int, symbol: str, row: int, rank: int, accepted: bool, frame: HeatFrame, scores: AnomalyScores
-    ) -> dict[str, Any]:
-        """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards."""
-        w = self.windows
-        listed = self.ranker.listing_ms[row]
+    def _payload(self, m: _Minute, symbol: str, row: int, rank: int, accepted: bool) -> dict[str, Any]:
+        """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards.
+
+        Only a batch settled at once builds one (`push` does not block a journal keeping
+        payloads), so the 24 h range and trade count are read from the live windows."""
+        w, frame, scores, now = self.windows, m.frame, m.scores, m.now
+        listed = m.listing_ms[row]
         age = None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS)
-        qv = float(w.quote_volume_24h[row])
+        qv = float(m.quote_volume_24h[row])
         payload: dict[str, Any] = {
             "heat": round(float(frame.heat[row]), 4),
             "components": {k: round(float(v[row]), 6) for k, v in frame.parts.items()},
             "rank": rank,
-            "price": float(w.last_price[row]),
+            "price": float(m.last_price[row]),
             "filters": self.filters.explain(symbol, qv, age),
             "accepted": accepted,
             "returns": {k: round(_finite(v[row]), 6) for k, v in scores.returns.items()},

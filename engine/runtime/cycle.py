@@ -101,7 +101,11 @@ class DiscoveryDriver:
         self._inbox.append((kind, items))
 
     async def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
-        now = batch.ts_ms
+        await self.prepare(batch.ts_ms)
+        return self.discovery.on_batch(batch)
+
+    async def prepare(self, now: int) -> None:
+        """Everything discovery sees before the batch at `now`: market info when due, slow inputs."""
         await self.refresh_markets(now)
         while self._inbox:
             kind, items = self._inbox.popleft()
@@ -109,7 +113,6 @@ class DiscoveryDriver:
                 self.discovery.on_posts(items, now)
             else:
                 self.discovery.on_announcements(items, now)
-        return self.discovery.on_batch(batch)
 
     async def refresh_markets(self, now: int, force: bool = False) -> None:
         if not force and now - self._markets_at < MARKETS_REFRESH_MS:

@@ -1,0 +1,215 @@
+"""Batches settled a block at a time (`Discovery.push`) give exactly what `on_batch` gives one by
+one: the same cycles, journal events, counters and the state the next batch starts from, through
+new symbols, a symbol swept and re-listed, rejected batches, gaps, bad prices, social posts and
+listings arriving mid-block, and a pump that fills the pool and raises alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.config.sections.discovery import AnomalySection, DiscoverySection, PoolSection, WindowsSection
+from engine.discovery import Discovery
+from engine.discovery.listings import Announcement
+from engine.discovery.pipeline import DiscoveryCycle
+from engine.discovery.social.source import SocialPost
+from engine.domain.ticker import TickerBatch
+from tests.kit.discovery import TickerFeed
+from tests.kit.domain import make_market
+
+MIN = 60_000
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "PEPE/USDT", "USDC/USDT", "GHOST/USDT", "SOL/USDT"]
+
+
+class EventList:
+    """An `EventSink` keeping (kind, ts, trace, symbol, payload) per event."""
+
+    def __init__(self, keeps_payloads: bool) -> None:
+        self.keeps_payloads = keeps_payloads
+        self.events: list[tuple[str, int, str | None, str | None, dict[str, Any]]] = []
+
+    def emit(
+        self, kind: str, *, ts_ms: int, payload: Mapping[str, Any], trace_id: str | None = None,
+        symbol: str | None = None, cause: int | None = None,
+    ) -> int:  # fmt: skip
+        self.events.append((kind, ts_ms, trace_id, symbol, dict(payload)))
+        return len(self.events)
+
+
+def minute_config() -> DiscoverySection:
+    """The replay's cadence (one batch a minute, baselines every batch), a pool easy to enter."""
+    return DiscoverySection(
+        windows=WindowsSection(capacity=16, slot_ms=MIN, history_slots=64, volume_bucket_ms=MIN,
+                               stale_after_ms=10 * MIN, cleanup_interval_ms=MIN),
+        anomaly=AnomalySection(baseline_refresh_batches=1, min_history_slots=10, price_z_alert=3.0,
+                               volume_z_alert=3.0, alert_cooldown_ms=5 * MIN),
+        pool=PoolSection(size=3, min_heat=35.0, ttl_ms=4 * MIN, bar_ms=MIN, history_len=4),
+    )  # fmt: skip
+
+
+Step = Callable[[Discovery], None]
+
+
+def scenario() -> list[tuple[str, Any]]:
+    """The inputs both ways see, in order: ("batch", TickerBatch) or ("call", fn(discovery))."""
+    feed = TickerFeed(SYMBOLS, step_ms=MIN, noise=0.004, seed=11)
+    out: list[tuple[str, Any]] = [("call", lambda d: d.on_markets(feed_markets(SYMBOLS), feed.ts_ms))]
+
+    def batches(n: int, **overrides: dict[str, float]) -> None:
+        for _ in range(n):
+            out.append(("batch", feed.batch(**overrides)))
+
+    batches(90)
+    for _ in range(8):  # a pump: the pool fills, alerts fire
+        feed.prices["PEPE/USDT"] *= 1.035
+        feed.rate["PEPE/USDT"] *= 1.6
+        batches(1)
+    batches(3, last={"ETH/USDT": float("nan")})  # bad prices, counted
+    feed.rate["SOL/USDT"] *= 8  # a volume surge
+    batches(6)
+    out.append(("batch", out[-1][1]))  # a duplicate: rejected
+    ts = feed.ts_ms
+    out.append(("call", lambda d: d.on_posts(posts(ts), ts)))
+    batches(5)
+    ghost = feed.symbols.index("GHOST/USDT")
+    feed.symbols.pop(ghost)  # silent past stale_after_ms: swept, its row freed
+    batches(14)
+    feed.symbols.append("NEW/USDT")  # a listing: a new symbol mid-run
+    feed.prices["NEW/USDT"], feed.rate["NEW/USDT"], feed.qv24["NEW/USDT"] = 2.0, feed.rate["BTC/USDT"], 1e6
+    ts = feed.ts_ms
+    out.append(("call", lambda d: d.on_markets(feed_markets([*SYMBOLS, "NEW/USDT"]), ts)))
+    out.append(("call", lambda d: d.on_announcements([Announcement("7", "Binance Will List New (NEW)", ts - MIN, ("NEW",))], ts)))
+    batches(20)
+    feed.ts_ms += 7 * MIN  # an outage: slots skipped
+    batches(10)
+    feed.symbols.append("GHOST/USDT")  # back: a row again
+    batches(70)
+    for _ in range(6):
+        feed.prices["NEW/USDT"] *= 1.05
+        batches(1)
+    batches(40)
+    return out
+
+
+def feed_markets(symbols: list[str]) -> list[Any]:
+    return [make_market(s) for s in symbols]
+
+
+def posts(ts: int) -> list[SocialPost]:
+    return [SocialPost("x", f"p{i}", ts - i * 1000, "kol", 50_000, "$SOL to the moon", ("SOL",)) for i in range(30)]
+
+
+def run(keeps_payloads: bool, block: int | None) -> tuple[Discovery, EventList, list[DiscoveryCycle]]:
+    sink = EventList(keeps_payloads)
+    disc = Discovery(minute_config(), sink, run_id="block")
+    cycles: list[DiscoveryCycle] = []
+    for kind, item in scenario():
+        if kind == "call":
+            item(disc)
+        elif block is None:
+            cycles.append(disc.on_batch(item))
+        else:
+            disc.push(item, cycles.append, block)
+    if block is not None:
+        disc.flush(cycles.append)
+    return disc, sink, cycles
+
+
+def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+@pytest.mark.parametrize("block", [1, 7, 60])
+def test_blocks_settle_exactly_as_batches_one_by_one(block: int) -> None:
+    one, one_sink, one_cycles = run(False, None)
+    blk, blk_sink, blk_cycles = run(False, block)
+    assert len(blk_cycles) == len(one_cycles)
+    assert blk_cycles == one_cycles
+    assert blk_sink.events == one_sink.events
+    assert blk.all_counters() == one.all_counters()
+    assert any(c.entered for c in one_cycles) and any(c.alerts for c in one_cycles)
+    assert any(not c.accepted for c in one_cycles)
+    assert one.all_counters()["windows.expired_symbols"] >= 1
+    # the state the next batch starts from
+    for name in ("ret_median", "ret_sigma", "vol_median", "vol_sigma", "history", "last_alert_ms"):
+        assert same_array(getattr(blk.anomaly, name), getattr(one.anomaly, name)), name
+    for name in ("_pct_bar", "_pct_prev_bar", "listing_ms", "social_velocity"):
+        assert same_array(getattr(blk.ranker, name), getattr(one.ranker, name)), name
+    assert blk.ranker._bar == one.ranker._bar
+
+
+def test_a_block_is_closed_by_what_it_cannot_rank() -> None:
+    """New symbols and payloads to journal settle their batch at once; the rest wait for the block."""
+    _, _, cycles = run(True, 60)  # payloads: every batch settled as it comes
+    _, _, one_cycles = run(True, None)
+    assert cycles == one_cycles
+    disc = Discovery(minute_config(), EventList(False), run_id="block")
+    feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
+    disc.on_markets(feed_markets(SYMBOLS), feed.ts_ms)
+    settled: list[DiscoveryCycle] = []
+    disc.push(feed.batch(), settled.append)  # the first batch names new symbols
+    assert len(settled) == 1
+    for _ in range(5):
+        disc.push(feed.batch(), settled.append)
+    assert len(settled) == 1  # waiting in the block
+    with pytest.raises(RuntimeError, match="flush"):
+        disc.on_batch(feed.batch())
+    disc.flush(settled.append)
+    assert [c.ts_ms for c in settled] == sorted(c.ts_ms for c in settled) and len(settled) == 6
+
+
+def test_a_block_of_batches_costs_less_than_the_batches_one_by_one() -> None:
+    """Not a timing: the vector calls a block makes do not grow with its batches."""
+    calls: list[int] = []
+    real = Discovery.flush
+
+    def counting(self: Discovery, settled: Callable[[DiscoveryCycle], object]) -> None:
+        calls.append(0 if self._block is None else len(self._block.batches))
+        real(self, settled)
+
+    disc = Discovery(minute_config(), None, run_id="block")
+    feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
+    disc.on_markets(feed_markets(SYMBOLS), feed.ts_ms)
+    disc.on_batch(feed.batch())
+    Discovery.flush = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(120):
+            disc.push(feed.batch(), lambda c: None, 60)
+    finally:
+        Discovery.flush = real  # type: ignore[method-assign]
+    assert [n for n in calls if n] == [60, 60]
+
+
+def test_batches_keep_their_own_inputs_in_a_block() -> None:
+    """A listing known mid-block raises heat from its own batch on, not before."""
+    batches: list[TickerBatch] = []
+    feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=5)
+    for _ in range(30):
+        batches.append(feed.batch())
+
+    def heats(block: int | None) -> list[float]:
+        disc = Discovery(minute_config(), None, run_id="block")
+        disc.on_markets(feed_markets(SYMBOLS), batches[0].ts_ms - MIN)
+        out: list[float] = []
+
+        def freshness(cycle: DiscoveryCycle) -> None:
+            assert disc.last_frame is not None and disc.last_frame.ts_ms == cycle.ts_ms
+            out.append(float(disc.last_frame.parts["listing_freshness"][disc.windows.index["SOL/USDT"]]))
+
+        disc.on_batch(batches[0])
+        for i, b in enumerate(batches[1:]):
+            if i == 12:
+                disc.on_announcements([Announcement("8", "Binance Will List Solana (SOL)", b.ts_ms - MIN, ("SOL",))], b.ts_ms)
+            if block is None:
+                freshness(disc.on_batch(b))
+            else:
+                disc.push(b, freshness, block)
+        disc.flush(freshness)
+        return out
+
+    one, blk = heats(None), heats(60)
+    assert blk == one
+    assert one[11] == 0.0 and one[12] > 0.9
