@@ -112,8 +112,9 @@ class HeatRanker:
             scores.price_z, scores.volume_z, ret["1m"], ret["5m"], ret["15m"], scores.run_up, self.listing_ms[:e],
             self.social_velocity[:e], self.social_sentiment[:e], now_ms,
         )  # fmt: skip
-        parts["rank_acceleration"] = self._rank_acceleration(self._ticker(parts), active[:e], now_ms)
-        return HeatFrame(ts_ms=now_ms, heat=self._heat(parts, active[:e]), parts=parts)
+        ticker = self._ticker(parts)
+        parts["rank_acceleration"] = self._rank_acceleration(ticker, active[:e], now_ms)
+        return HeatFrame(ts_ms=now_ms, heat=self._heat(ticker, parts, active[:e]), parts=parts)
 
     def rank_block(
         self, scores: ScoreBlock, active: BoolArray, listing_ms: FloatArray, social_velocity: FloatArray,
@@ -128,8 +129,9 @@ class HeatRanker:
             scores.price_z, scores.volume_z, r[:, 0], r[:, 1], r[:, 2], scores.run_up, listing_ms, social_velocity,
             social_sentiment, now_ms[:, None],
         )  # fmt: skip
-        parts["rank_acceleration"] = self._rank_block(self._ticker(parts), active, now_ms, extents)
-        return self._heat(parts, active), parts
+        ticker = self._ticker(parts)
+        parts["rank_acceleration"] = self._rank_block(ticker, active, now_ms, extents)
+        return self._heat(ticker, parts, active), parts
 
     def blockable(self, extent: int, now_ms: int, last_ms: int | None) -> bool:
         """Whether a batch at `now_ms` (the previous one at `last_ms`) over `extent` rows can be
@@ -167,10 +169,10 @@ class HeatRanker:
         out: FloatArray = self.cfg.w_momentum * parts["momentum"] + self.cfg.w_volume_surge * parts["volume_surge"]
         return out
 
-    def _heat(self, parts: dict[str, FloatArray], active: BoolArray) -> FloatArray:
+    def _heat(self, ticker: FloatArray, parts: dict[str, FloatArray], active: BoolArray) -> FloatArray:
         cfg = self.cfg
         total = (  # summed left to right, as the weighted sum of all six always was
-            self._ticker(parts) + cfg.w_listing_freshness * parts["listing_freshness"]
+            ticker + cfg.w_listing_freshness * parts["listing_freshness"]
             + cfg.w_social_velocity * parts["social_velocity"] + cfg.w_social_sentiment * parts["social_sentiment"]
             + cfg.w_rank_acceleration * parts["rank_acceleration"]
         )  # fmt: skip
