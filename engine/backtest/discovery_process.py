@@ -11,11 +11,13 @@ takes the child's results in order, checks each is for the batch in hand, and re
 recorded events through the parent's tap, so journal seqs, causes and counts are those of one
 process. `tests/engine/backtest/test_discovery_process.py` compares both ways event for event.
 
-What it buys: discovery is 55-65 % of a replayed minute, and the child also pays for its own
-market, so the parent waits on the child; a month of real 1m candles ran 1.4x faster on this
-2-core machine, 1.16x once the trading side got lighter (bench/RESULTS.md): the child's market
-and discovery are the floor. The pipe carries ~0.4 KB a minute with the journal
-off (a few KB with payloads), pickled with the candidates' read-only mappings as dicts.
+Nobody in the child waits on one batch's result, so it pushes the batches into discovery a
+block at a time (`Discovery.push`, `BLOCK_BATCHES`): scored and ranked in one vector pass,
+settled in order, with the same results as batch by batch. That made the child, which was
+the floor of the split, about as busy as the parent: a month of real 1m candles runs about
+1.5x faster than with the child settling every minute alone (bench/RESULTS.md). The pipe
+carries ~0.4 KB a minute with the journal off (a few KB with payloads), pickled with the
+candidates' read-only mappings as dicts and the results' dataclasses through their constructors.
 
 Fork, not spawn: the child starts in a few milliseconds with the store index already built and
 never touches what the parent was doing (its journal thread, its event loop). Where fork is not
