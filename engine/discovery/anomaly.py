@@ -35,6 +35,7 @@ from engine.discovery.windows import (
     NO_TIME,
     RETURN_HORIZONS_MIN,
     RETURN_KEYS,
+    BoolArray,
     RingState,
     TickerWindows,
 )
@@ -219,7 +220,8 @@ class AnomalyDetector:
         """Scores at each batch of a block, every baseline from that batch's own rings: what
         `step` computes when `baseline_refresh_batches` is 1, for all the block's batches in
         one pass. Alerts are the caller's, batch by batch (`alerts`: their cool-down is
-        sequential). The stored baselines become the block's last batch's."""
+        sequential). The stored baselines and the refresh cursor are left as refreshing batch
+        by batch would leave them (`_keep_last`)."""
         if self.cfg.baseline_refresh_batches != 1:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
         k, e, r = state.price_ring.shape
@@ -227,11 +229,24 @@ class AnomalyDetector:
         med, sig, n, vmed, vsig = self._baselines(state.price_ring.reshape(k * e, r), state.volume_ring.reshape(k * e, r), heads)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n = n.reshape(k, e)
-        if k:
-            last = state.active[-1]  # what a refresh of the last batch's active rows stores
-            for stored, value in ((self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed), (self.vol_sigma, vsig)):
-                stored[:e][last] = value[-1][last]
+        self._keep_last(state.active, med, sig, n, vmed, vsig)
         return self._score(state, med, sig, n, vmed, vsig)
+
+    def _keep_last(
+        self, active: BoolArray, med: FloatArray, sig: FloatArray, n: IntArray, vmed: FloatArray, vsig: FloatArray
+    ) -> None:
+        """Leave the stored baselines, and the refresh cursor, as refreshing batch by batch would:
+        each row's from the last batch it was active in; the cursor past the last batch's rows."""
+        k = active.shape[0]
+        seen = active.any(axis=0)
+        if not seen.any():
+            return
+        rows = np.flatnonzero(seen)
+        last = (k - 1 - np.argmax(active[::-1], axis=0))[rows]  # each row's last active batch
+        for stored, value in ((self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed), (self.vol_sigma, vsig)):
+            stored[rows] = value[last, rows]
+        counts = np.count_nonzero(active, axis=1)
+        self._cursor = int(counts[np.flatnonzero(counts)[-1]])
 
     def _score(
         self,

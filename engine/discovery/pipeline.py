@@ -72,6 +72,9 @@ class _Minute:
     index: Mapping[str, int]  # symbol -> row
     last_price: FloatArray
     quote_volume_24h: FloatArray
+    high_24h: FloatArray
+    low_24h: FloatArray
+    trade_count_24h: IntArray
     listing_ms: FloatArray
     frame: HeatFrame
     scores: AnomalyScores
@@ -80,16 +83,21 @@ class _Minute:
 
 class _Block:
     """Batches folded into the windows but not yet scored or settled (`Discovery.push`): the
-    windows' rings after each (`RingBlock`), and the per-row inputs heat and the filters read."""
+    windows' rings after each (`RingBlock`), the per-row inputs heat, the filters and the
+    journal read, and where the block's results go (`settled`)."""
 
-    def __init__(self, discovery: Discovery, size: int) -> None:
+    def __init__(self, discovery: Discovery, size: int, settled: Callable[[DiscoveryCycle], object]) -> None:
         w = discovery.windows
         self.rings = RingBlock(w, size)
+        self.settled = settled
         e = self.rings.extent
         self.batches: list[tuple[int, int]] = []  # (batch time, index in the rings; -1: a rejected batch)
         self.extents: list[int] = []
         self.mappings: list[tuple[list[str | None], dict[str, int]]] = []
         self.quote_volume_24h = np.empty((size, e))
+        self.high_24h = np.empty((size, e))
+        self.low_24h = np.empty((size, e))
+        self.trade_count_24h = np.empty((size, e), np.int64)
         self.listing_ms = np.empty((size, e))
         self.social_velocity = np.empty((size, e))
         self.social_sentiment = np.empty((size, e))
@@ -113,6 +121,9 @@ class _Block:
         else:
             self.mappings.append(self.mappings[-1])
         self.quote_volume_24h[k] = w.quote_volume_24h[:e]
+        self.high_24h[k] = w.high_24h[:e]
+        self.low_24h[k] = w.low_24h[:e]
+        self.trade_count_24h[k] = w.trade_count_24h[:e]
         self.listing_ms[k] = r.listing_ms[:e]
         self.social_velocity[k] = r.social_velocity[:e]
         self.social_sentiment[k] = r.social_sentiment[:e]
@@ -127,8 +138,8 @@ class Discovery:
     and ranked in one vector pass (`AnomalyDetector.score_block`, `HeatRanker.rank_block`) and
     settled into the pool in order. The results are the same, batch for batch
     (`tests/engine/discovery/test_block.py`); a batch that could not be ranked in a block
-    (a new symbol, a bar spanning batches, payloads to journal) closes the block and is
-    settled alone.
+    (a new symbol, a bar spanning batches) closes the block and is settled alone, and so do
+    market info, announcements and posts (rare: a block then settles before they apply).
     """
 
     def __init__(
@@ -165,6 +176,7 @@ class Discovery:
     # ------------------------------------------------------------------ slow inputs
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
         """A full market-info load: listings, known bases (leveraged tokens), symbol admission."""
+        self._settle_block()
         markets = list(markets)
         events = self.listings.update(markets, now_ms)
         self.filters.note_bases(m.symbol for m in markets)
@@ -174,16 +186,24 @@ class Discovery:
         return events
 
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> list[ListingEvent]:
+        self._settle_block()
         events = self.listings.note_announcements(announcements, now_ms, self.quote_asset)
         for ev in events:
             self._set_listing(ev.symbol)
         return events
 
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> int:
+        self._settle_block()
         added = self.social.add(posts, now_ms)
         if added:
             self._social_dirty = True
         return added
+
+    def _settle_block(self) -> None:
+        """Settle pushed batches before a slow input changes what they would be settled with
+        (a filter's explanation reads the known bases as they are when it runs)."""
+        if self._block is not None:
+            self.flush(self._block.settled)
 
     def _set_listing(self, symbol: str) -> None:
         row = self.windows.row_of(symbol)
@@ -207,7 +227,10 @@ class Discovery:
         frame = self.ranker.rank(scores, w.active, now)
         listing_ms = self.ranker.listing_ms
         codes = self.filters.evaluate(w.quote_volume_24h[:e], (now - listing_ms[:e]) / DAY_MS)
-        return self._settle(_Minute(now, e, w.symbols, w.index, w.last_price, w.quote_volume_24h, listing_ms, frame, scores, codes))
+        return self._settle(_Minute(
+            now, e, w.symbols, w.index, w.last_price, w.quote_volume_24h, w.high_24h, w.low_24h, w.trade_count_24h,
+            listing_ms, frame, scores, codes,
+        ))  # fmt: skip
 
     def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = 60) -> None:
         """`on_batch` for a replay, `block` batches at a time: each batch's result goes to
@@ -217,7 +240,7 @@ class Discovery:
             settled(self.on_batch(batch))
             return
         if self._block is None:
-            self._block = _Block(self, block)
+            self._block = _Block(self, block, settled)
         if self._take(batch) is None:
             self._block.reject(batch.ts_ms)
         else:
@@ -257,18 +280,18 @@ class Discovery:
             )  # fmt: skip
             frame = HeatFrame(ts_ms=ts, heat=heat[i, :e], parts={name: v[i, :e] for name, v in parts.items()})
             minute = _Minute(
-                ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.listing_ms[i], frame,
-                scores.at(i, e, alerts), codes[i, :e],
+                ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.high_24h[i],
+                block.low_24h[i], block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, e, alerts),
+                codes[i, :e],
             )  # fmt: skip
             settled(self._settle(minute))
 
     def _blockable(self, batch: TickerBatch) -> bool:
-        """Whether `batch` can be settled with a block: no payloads to journal (they read the
-        live windows), baselines refreshed every batch, no new symbol, and a bar opened."""
+        """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
+        symbol, and a bar opened."""
         w = self.windows
         return (
-            (self.sink is None or not self.sink.keeps_payloads)
-            and self.cfg.anomaly.baseline_refresh_batches == 1
+            self.cfg.anomaly.baseline_refresh_batches == 1
             and w.maps_known(batch)
             and self.ranker.blockable(w.extent, batch.ts_ms, w.last_ts_ms)
         )
@@ -423,14 +446,12 @@ class Discovery:
         self._emitted.add(symbol)
 
     def _payload(self, m: _Minute, symbol: str, row: int, rank: int, accepted: bool) -> dict[str, Any]:
-        """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards.
-
-        Only a batch settled at once builds one (`push` does not block a journal keeping
-        payloads), so the 24 h range and trade count are read from the live windows."""
-        w, frame, scores, now = self.windows, m.frame, m.scores, m.now
+        """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards."""
+        frame, scores, now = m.frame, m.scores, m.now
         listed = m.listing_ms[row]
         age = None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS)
         qv = float(m.quote_volume_24h[row])
+        high, low = float(m.high_24h[row]), float(m.low_24h[row])
         payload: dict[str, Any] = {
             "heat": round(float(frame.heat[row]), 4),
             "components": {k: round(float(v[row]), 6) for k, v in frame.parts.items()},
@@ -446,8 +467,8 @@ class Discovery:
             "sources": list(frame.sources(row)),
             "quote_volume_24h": qv if qv == qv else None,
             "run_up_60m": round(_finite(scores.run_up[row]), 6),
-            "range_24h": round(_finite(w.range_24h(row)), 6),
-            "trade_count_24h": int(w.trade_count_24h[row]),
+            "range_24h": round(_finite(high / low - 1.0 if low > 0.0 else math.nan), 6),
+            "trade_count_24h": int(m.trade_count_24h[row]),
         }
         return payload
 

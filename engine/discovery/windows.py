@@ -488,14 +488,6 @@ class TickerWindows:
         vol: FloatArray = self.state(extent).recent_volume(k)[0]
         return vol, k
 
-    def range_24h(self, row: int) -> float:
-        """high_24h / low_24h - 1 of one row (NaN where unknown or the low is not positive).
-
-        One row, as floats: the journal asks per candidate, and a whole-capacity division
-        cost ~30 us each time."""
-        high, low = float(self.high_24h[row]), float(self.low_24h[row])
-        return high / low - 1.0 if low > 0.0 else float("nan")
-
     def memory_bytes(self) -> int:
         """Bytes of the per-row state (fixed at construction; the per-batch caches are not counted)."""
         arrays = [v for k, v in vars(self).items() if isinstance(v, np.ndarray) and not k.startswith(("_cached", "_active"))]

@@ -126,10 +126,10 @@ def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
-@pytest.mark.parametrize("block", [1, 7, 60])
-def test_blocks_settle_exactly_as_batches_one_by_one(block: int) -> None:
-    one, one_sink, one_cycles = run(False, None)
-    blk, blk_sink, blk_cycles = run(False, block)
+@pytest.mark.parametrize(("block", "payloads"), [(1, False), (7, False), (60, False), (60, True)])
+def test_blocks_settle_exactly_as_batches_one_by_one(block: int, payloads: bool) -> None:
+    one, one_sink, one_cycles = run(payloads, None)
+    blk, blk_sink, blk_cycles = run(payloads, block)
     assert len(blk_cycles) == len(one_cycles)
     assert blk_cycles == one_cycles
     assert blk_sink.events == one_sink.events
@@ -143,13 +143,12 @@ def test_blocks_settle_exactly_as_batches_one_by_one(block: int) -> None:
     for name in ("_pct_bar", "_pct_prev_bar", "listing_ms", "social_velocity"):
         assert same_array(getattr(blk.ranker, name), getattr(one.ranker, name)), name
     assert blk.ranker._bar == one.ranker._bar
+    assert blk.anomaly._cursor == one.anomaly._cursor
 
 
 def test_a_block_is_closed_by_what_it_cannot_rank() -> None:
-    """New symbols and payloads to journal settle their batch at once; the rest wait for the block."""
-    _, _, cycles = run(True, 60)  # payloads: every batch settled as it comes
-    _, _, one_cycles = run(True, None)
-    assert cycles == one_cycles
+    """A batch naming new symbols settles at once, market info settles the block before it
+    applies; the rest wait for the block."""
     disc = Discovery(minute_config(), EventList(False), run_id="block")
     feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
     disc.on_markets(feed_markets(SYMBOLS), feed.ts_ms)
@@ -161,8 +160,12 @@ def test_a_block_is_closed_by_what_it_cannot_rank() -> None:
     assert len(settled) == 1  # waiting in the block
     with pytest.raises(RuntimeError, match="flush"):
         disc.on_batch(feed.batch())
+    disc.on_markets(feed_markets(SYMBOLS), feed.ts_ms)
+    assert len(settled) == 6  # settled before the markets applied
+    for _ in range(3):
+        disc.push(feed.batch(), settled.append)
     disc.flush(settled.append)
-    assert [c.ts_ms for c in settled] == sorted(c.ts_ms for c in settled) and len(settled) == 6
+    assert [c.ts_ms for c in settled] == sorted(c.ts_ms for c in settled) and len(settled) == 9
 
 
 def test_a_block_of_batches_costs_less_than_the_batches_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
