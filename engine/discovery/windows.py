@@ -120,13 +120,6 @@ class RingBlock:
         self._price_ring = np.empty((size, e, r))
         self._volume_ring = np.empty((size, e, r))
 
-    def __len__(self) -> int:
-        return self.count
-
-    @property
-    def full(self) -> bool:
-        return self.count == len(self._slot)
-
     def take(self) -> None:
         """Copy the windows' state after the batch just folded in."""
         w, k, e = self._windows, self.count, self.extent
@@ -147,7 +140,8 @@ class RingBlock:
 
 
 class TickerWindows:
-    """Rolling windows of every symbol: returns, volume rate, 24 h figures, range, trades."""
+    """Rolling windows of every symbol: prices and volumes by slot, 24 h figures, trades; read
+    through `state()` (`RingState`)."""
 
     def __init__(self, cfg: WindowsSection) -> None:
         self.cfg = cfg
@@ -447,14 +441,6 @@ class TickerWindows:
             self.price_ring[None, :e], self.volume_ring[None, :e],
         )  # fmt: skip
 
-    def run_up(self, extent: int | None = None) -> FloatArray:
-        """last / lowest price of the last 60 min - 1 per row (0 for a price at its low, NaN unknown).
-
-        The rise from the hour's low is what a pump is, whatever the symbol's own volatility:
-        the labelled onset of a pump is its first close 5% above such a low."""
-        out: FloatArray = self.state(extent).run_up()[0]
-        return out
-
     def _sweep(self, ts: int) -> None:
         if self._last_cleanup_ms is not None and ts - self._last_cleanup_ms < self.cfg.cleanup_interval_ms:
             return
@@ -468,25 +454,6 @@ class TickerWindows:
     # ----------------------------------------------------------------------------- reads
     def slots_for(self, minutes: int) -> int:
         return minutes * 60_000 // self.slot_ms
-
-    def returns(self, extent: int | None = None) -> dict[str, FloatArray]:
-        """Simple returns over 1 / 5 / 15 / 60 min of rows [0, extent), keyed '1m', '5m', ...; NaN where unknown.
-
-        The values are the rows of `returns_block`, in `RETURN_HORIZONS_MIN` order."""
-        return dict(zip(RETURN_KEYS, self.returns_block(extent), strict=True))
-
-    def returns_block(self, extent: int | None = None) -> FloatArray:
-        """[horizon, row] simple returns, one row per `RETURN_HORIZONS_MIN` entry: one gather
-        and one division for every horizon (per-horizon calls cost more than the arithmetic)."""
-        out: FloatArray = self.state(extent).returns([self.slots_for(m) for m in RETURN_HORIZONS_MIN])[0]
-        return out
-
-    def recent_volume(self, window_ms: int, extent: int | None = None) -> tuple[FloatArray, int]:
-        """Quote volume of rows [0, extent) over the last `window_ms` (whole slots, the current
-        one included) and the slot count; NaN where a slot's volume is unknown."""
-        k = max(1, window_ms // self.slot_ms)
-        vol: FloatArray = self.state(extent).recent_volume(k)[0]
-        return vol, k
 
     def memory_bytes(self) -> int:
         """Bytes of the per-row state (fixed at construction; the per-batch caches are not counted)."""

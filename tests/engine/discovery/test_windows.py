@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.config.sections.discovery import WindowsSection
-from engine.discovery.windows import TickerWindows
+from engine.discovery.windows import RETURN_HORIZONS_MIN, TickerWindows
 from tests.kit.discovery import DAY_MS, TickerFeed
 from tests.kit.domain import T0, make_batch
 
@@ -27,11 +27,11 @@ def test_returns_over_each_horizon() -> None:
         w.update(make_batch({"A/USDT": 1.0 + k / 1000}, ts_ms=T0 + k * 15_000))
     row = w.row_of("A/USDT")
     assert row is not None
-    rets = w.returns()
+    rets = w.state().returns([w.slots_for(m) for m in RETURN_HORIZONS_MIN])[0]
     last = 1.0 + 299 / 1000
-    for minutes, label in ((1, "1m"), (5, "5m"), (15, "15m"), (60, "60m")):
+    for h, minutes in enumerate(RETURN_HORIZONS_MIN):
         then = 1.0 + (299 - minutes * 4) / 1000
-        assert rets[label][row] == pytest.approx(last / then - 1)
+        assert rets[h, row] == pytest.approx(last / then - 1)
 
 
 def test_run_up_is_rise_from_the_hour_low() -> None:
@@ -39,7 +39,7 @@ def test_run_up_is_rise_from_the_hour_low() -> None:
     prices = [1.0] * 100 + [0.8] + [1.0] * 100 + [1.2]
     for k, p in enumerate(prices):
         w.update(make_batch({"A/USDT": p}, ts_ms=T0 + k * 15_000))
-    assert w.run_up()[0] == pytest.approx(1.2 / 0.8 - 1)
+    assert w.state().run_up()[0, 0] == pytest.approx(1.2 / 0.8 - 1)
 
 
 def test_volume_from_rolling_24h_diffs_at_a_steady_rate() -> None:
@@ -47,8 +47,7 @@ def test_volume_from_rolling_24h_diffs_at_a_steady_rate() -> None:
     w = windows()
     for _ in range(40):
         w.update(feed.batch())
-    vol, k = w.recent_volume(MIN)
-    assert k == 4
+    vol = w.state().recent_volume(MIN // w.slot_ms)[0]  # the last minute's four slots
     assert vol[0] == pytest.approx(60_000.0, rel=1e-6)
 
 
