@@ -12,7 +12,7 @@ recorded events through the parent's tap, so journal seqs, causes and counts are
 process. `tests/engine/backtest/test_discovery_process.py` compares both ways event for event.
 
 Nobody in the child waits on one batch's result, so it pushes the batches into discovery a
-block at a time (`Discovery.push`, `BLOCK_BATCHES`): scored and ranked in one vector pass,
+block at a time (`Discovery.push`): scored and ranked in one vector pass,
 settled in order, with the same results as batch by batch. That made the child, which was
 the floor of the split, about as busy as the parent: a month of real 1m candles runs about
 1.5x faster than with the child settling every minute alone (bench/RESULTS.md). The pipe
@@ -53,7 +53,6 @@ from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 
-BLOCK_BATCHES = 60  # batches discovery scores in one pass (`Discovery.push`)
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
 # "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
 # 1.42 -> 1.24 s, bench/RESULTS.md); 12 h keeps short runs, most tests among them, on one process.
@@ -148,7 +147,7 @@ class _Sending:
 
     def push(self, batch: TickerBatch) -> None:
         """The batch into discovery's current block: results are queued as the block settles."""
-        self._discovery.push(batch, self._settled, BLOCK_BATCHES)
+        self._discovery.push(batch, self._settled)
 
     def flush(self) -> None:
         self._discovery.flush(self._settled)

@@ -279,6 +279,21 @@ class AnomalyDetector:
         run_up = np.where(state.active, state.run_up(), 0.0)
         return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
 
+    def alerting(self, scores: ScoreBlock, extents: IntArray) -> list[bool]:
+        """Per batch of a block, whether any of its rows crosses an alert threshold (cool-downs
+        aside): only those batches need `alerts`, the rest have none."""
+        _, hit = self._hits(scores.price_z, scores.volume_z, scores.returns[:, _R5])
+        hit &= np.arange(hit.shape[1]) < extents[:, None]
+        out: list[bool] = np.any(hit, axis=1).tolist()
+        return out
+
+    def _hits(self, price_z: FloatArray, volume_z: FloatArray, returns_5m: FloatArray) -> tuple[BoolArray, BoolArray]:
+        """(price threshold crossed, any threshold crossed): a volume alert needs the price rising."""
+        price_hit = price_z >= self.cfg.price_z_alert
+        volume_hit = volume_z >= self.cfg.volume_z_alert
+        volume_hit &= returns_5m >= 0.0
+        return price_hit, price_hit | volume_hit
+
     def alerts(
         self,
         now_ms: int,
@@ -291,10 +306,7 @@ class AnomalyDetector:
     ) -> tuple[AnomalyAlert, ...]:
         """Alerts of one batch over rows [0, e), under each row's cool-down: `returns` is the
         batch's [horizon, row] block, `symbols` its symbol by row."""
-        price_hit = price_z >= self.cfg.price_z_alert
-        volume_hit = volume_z >= self.cfg.volume_z_alert
-        volume_hit &= returns[_R5] >= 0.0
-        hit = price_hit | volume_hit
+        price_hit, hit = self._hits(price_z, volume_z, returns[_R5])
         if not hit.any():
             return ()
         n_hit = int(np.count_nonzero(hit))

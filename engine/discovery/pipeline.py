@@ -44,6 +44,7 @@ from engine.domain.ticker import FloatArray, IntArray, TickerBatch
 from engine.journal.events import EventSink, make_trace_id
 
 DAY_MS = 86_400_000
+BLOCK_BATCHES = 60  # batches `push` settles in one pass: past ~60 the per-call cost is gone already
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +233,7 @@ class Discovery:
             listing_ms, frame, scores, codes,
         ))  # fmt: skip
 
-    def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = 60) -> None:
+    def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = BLOCK_BATCHES) -> None:
         """`on_batch` for a replay, `block` batches at a time: each batch's result goes to
         `settled` once its block is settled, in batch order; `flush` settles the rest."""
         if not self._blockable(batch):
@@ -262,11 +263,7 @@ class Discovery:
             scores, state.active, block.listing_ms[:k], block.social_velocity[:k], block.social_sentiment[:k], now, extents
         )
         codes = self.filters.evaluate(block.quote_volume_24h[:k], (now[:, None] - block.listing_ms[:k]) / DAY_MS)
-        cfg = self.anomaly.cfg
-        hit = scores.price_z >= cfg.price_z_alert
-        hit |= (scores.volume_z >= cfg.volume_z_alert) & (scores.returns[:, 1] >= 0.0)
-        hit &= np.arange(state.active.shape[1]) < extents[:, None]
-        alerting: list[bool] = np.any(hit, axis=1).tolist()
+        alerting = self.anomaly.alerting(scores, extents)
         for ts, i in block.batches:
             if i < 0:
                 settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
