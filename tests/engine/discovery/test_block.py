@@ -58,7 +58,8 @@ def minute_config() -> DiscoverySection:
 def scenario() -> list[tuple[str, Any]]:
     """The inputs both ways see, in order: ("batch", TickerBatch) or ("call", fn(discovery))."""
     feed = TickerFeed(SYMBOLS, step_ms=MIN, noise=0.004, seed=11)
-    out: list[tuple[str, Any]] = [("call", lambda d: d.on_markets(feed_markets(SYMBOLS), feed.ts_ms))]
+    start = feed.ts_ms
+    out: list[tuple[str, Any]] = [("call", lambda d: d.on_markets(feed_markets(SYMBOLS), start))]
 
     def batches(n: int, **overrides: dict[str, float]) -> None:
         for _ in range(n):
@@ -75,17 +76,17 @@ def scenario() -> list[tuple[str, Any]]:
     out.append(("batch", out[-1][1]))  # a duplicate: rejected
     out.append(("batch", out[-4][1]))  # out of order, from an earlier bar: rejected inside a block
     batches(2)
-    ts = feed.ts_ms
-    out.append(("call", lambda d: d.on_posts(posts(ts), ts)))
+    posted = feed.ts_ms
+    out.append(("call", lambda d: d.on_posts(posts(posted), posted)))
     batches(5)
     ghost = feed.symbols.index("GHOST/USDT")
     feed.symbols.pop(ghost)  # silent past stale_after_ms: swept, its row freed
     batches(14)
     feed.symbols.append("NEW/USDT")  # a listing: a new symbol mid-run
     feed.prices["NEW/USDT"], feed.rate["NEW/USDT"], feed.qv24["NEW/USDT"] = 2.0, feed.rate["BTC/USDT"], 1e6
-    ts = feed.ts_ms
-    out.append(("call", lambda d: d.on_markets(feed_markets([*SYMBOLS, "NEW/USDT"]), ts)))
-    out.append(("call", lambda d: d.on_announcements([Announcement("7", "Binance Will List New (NEW)", ts - MIN, ("NEW",))], ts)))
+    listed = feed.ts_ms
+    out.append(("call", lambda d: d.on_markets(feed_markets([*SYMBOLS, "NEW/USDT"]), listed)))
+    out.append(("call", lambda d: d.on_announcements([Announcement("7", "Binance Will List New (NEW)", listed - MIN, ("NEW",))], listed)))
     batches(20)
     feed.ts_ms += 7 * MIN  # an outage: slots skipped
     batches(10)
