@@ -204,8 +204,10 @@ class BacktestRunner:
             sim.candle_ring_minutes,
         )  # fmt: skip
 
+        sliced = config.trading.signals.timeframe == self.index.timeframe  # every candle the core reads is sliced
+
         def build_feed() -> HistoryFeed:
-            return HistoryFeed(ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer)
+            return HistoryFeed(ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer, ahead=sliced)
 
         books = _Books()
         tap = Tap(self.sink, recent=0)
@@ -226,7 +228,6 @@ class BacktestRunner:
                 key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
                 journaled=not isinstance(self.sink, NullSink),
             )  # fmt: skip
-            sliced = config.trading.signals.timeframe == self.index.timeframe
             feed = self.reuse.feed(key, build_feed, slicer, sliced=sliced)
         else:
             feed = build_feed()

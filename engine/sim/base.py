@@ -260,27 +260,37 @@ class RingMarket(ABC):
 
     def _on_tick(self, prices: FloatArray, n: int) -> FloatArray:
         """`prices` of the first `n` symbols rounded to their ticks (at least one tick)."""
-        mul, div = self._tick_mul[:n], self._tick_div[:n]
-        k = np.rint(prices * div / mul)
-        np.maximum(k, 1.0, out=k)
-        out: FloatArray = k * mul / div
+        out: FloatArray = on_tick(prices, self._tick_mul[:n], self._tick_div[:n])
         return out
 
     def _quotes(self, idx: slice | int, quote_volume_24h: Any) -> tuple[Any, Any, Any, Any]:
         """(bid, bid_qty, ask, ask_qty) for a slice of symbols (arrays) or one (numpy scalars,
         ~10x cheaper than one-element arrays): only ufuncs, so both go through this one formula."""
-        price = self._price[idx]
-        mul, div = self._tick_mul[idx], self._tick_div[idx]
-        spread = np.minimum(
-            np.maximum(SPREAD_K / np.sqrt(np.maximum(quote_volume_24h, 1.0)), SPREAD_MIN),
-            SPREAD_MAX,
-        )
-        k = np.rint(price * div / mul)
-        bid_k = np.maximum(np.floor(k * (1.0 - 0.5 * spread)), 1.0)
-        ask_k = np.maximum(np.ceil(k * (1.0 + 0.5 * spread)), bid_k + 1.0)
-        bid, ask = bid_k * mul / div, ask_k * mul / div
-        depth = np.minimum(np.maximum(quote_volume_24h * DEPTH_SHARE, DEPTH_MIN), DEPTH_MAX)
-        smul, sdiv = self._step_mul[idx], self._step_div[idx]
-        bid_qty = np.maximum(np.floor(depth / bid * sdiv / smul), 1.0) * smul / sdiv
-        ask_qty = np.maximum(np.floor(depth / ask * sdiv / smul), 1.0) * smul / sdiv
-        return bid, bid_qty, ask, ask_qty
+        return quotes(
+            self._price[idx], self._tick_mul[idx], self._tick_div[idx], self._step_mul[idx], self._step_div[idx],
+            quote_volume_24h,
+        )  # fmt: skip
+
+
+def on_tick(prices: Any, mul: Any, div: Any) -> Any:
+    """`prices` rounded to their ticks (`mul / div` each), at least one tick; element-wise."""
+    k = np.rint(prices * div / mul)
+    np.maximum(k, 1.0, out=k)
+    return k * mul / div
+
+
+def quotes(price: Any, mul: Any, div: Any, smul: Any, sdiv: Any, quote_volume_24h: Any) -> tuple[Any, Any, Any, Any]:
+    """(bid, bid_qty, ask, ask_qty) around `price` on tick (`mul / div`), lots of `smul / sdiv`:
+    spread and displayed size from the 24 h quote volume; element-wise, any shape."""
+    spread = np.minimum(
+        np.maximum(SPREAD_K / np.sqrt(np.maximum(quote_volume_24h, 1.0)), SPREAD_MIN),
+        SPREAD_MAX,
+    )
+    k = np.rint(price * div / mul)
+    bid_k = np.maximum(np.floor(k * (1.0 - 0.5 * spread)), 1.0)
+    ask_k = np.maximum(np.ceil(k * (1.0 + 0.5 * spread)), bid_k + 1.0)
+    bid, ask = bid_k * mul / div, ask_k * mul / div
+    depth = np.minimum(np.maximum(quote_volume_24h * DEPTH_SHARE, DEPTH_MIN), DEPTH_MAX)
+    bid_qty = np.maximum(np.floor(depth / bid * sdiv / smul), 1.0) * smul / sdiv
+    ask_qty = np.maximum(np.floor(depth / ask * sdiv / smul), 1.0) * smul / sdiv
+    return bid, bid_qty, ask, ask_qty

@@ -309,3 +309,60 @@ def test_table_cache_drops_the_least_recently_used_past_its_budget(tmp_path: Pat
     assert cache.read(paths[1], list(COLUMNS)) is not b
     with pytest.raises(FileNotFoundError):
         cache.read(tmp_path / "NOPE_USDT-1m.parquet", ["close"])
+
+
+FIELDS = ("last", "bid", "ask", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h",
+          "trade_count_24h", "event_ms")  # fmt: skip
+
+
+def same_minutes(rings: ParquetMarket, ahead: ParquetMarket, minutes: range) -> int:
+    """Step both markets through `minutes` (epoch ms); every batch and book bit for bit equal."""
+    for t in minutes:
+        rings.advance_to(t)
+        ahead.advance_to(t)
+        a, b = rings.tickers(), ahead.tickers()
+        assert (a.ts_ms, a.symbols) == (b.ts_ms, b.symbols)
+        for name in FIELDS:
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y), (t, name)
+        for symbol in a.symbols:
+            assert rings.book(symbol) == ahead.book(symbol)
+        assert rings.markets() == ahead.markets()
+    return len(minutes)
+
+
+def test_a_replay_computed_ahead_shows_the_same_minutes(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """Through an outage, a listing with its wick, a jump of several minutes and past the files' end."""
+    start = G + 20 * M
+    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
+    assert same_minutes(rings, ahead, range(start + M, start + 6 * M, M)) == 5
+    ahead.replay_ahead()
+    same_minutes(rings, ahead, range(start + 6 * M, G + 200 * M, M))
+    same_minutes(rings, ahead, range(G + 207 * M, G + 330 * M, M))  # jumps 7 minutes first
+    assert "NEW/USDT" in ahead.symbols
+    with pytest.raises(MarketDataError, match="history store"):
+        ahead.klines("AAA/USDT", "1m")
+    with pytest.raises(MarketDataError, match="whole minutes"):
+        ahead.advance_to(G + 330 * M + 15_000)
+
+
+def test_a_replay_computed_ahead_drops_the_volume_leaving_its_24_hours(tmp_path: Path) -> None:
+    """Past a day of files the 24 h sums lose the minutes leaving the window, as the rings' do."""
+    minutes = np.arange(G, G + 1700 * M, M)
+    write(tmp_path / "AAA_USDT-1m.parquet", minutes, candles(1700, 2.5, 5))
+    write(tmp_path / "BBB_USDT-1m.parquet", np.array([t for t in minutes.tolist() if t not in GAP]), candles(1690, 0.75, 6))
+    start = G + 200 * M
+    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
+    ahead.replay_ahead()
+    assert same_minutes(rings, ahead, range(start + M, G + 1720 * M, M)) > 1500
+
+
+@pytest.mark.shared_data
+def test_real_candles_computed_ahead_are_the_rings_own(shared_data: Path) -> None:
+    """Two days of the real month, BTG's listing and day boundaries of the tape included."""
+    rings, ahead = (ParquetMarket(SimSection(data_dir=shared_data), T0) for _ in range(2))
+    ahead.replay_ahead()
+    assert same_minutes(rings, ahead, range(T0 + M, T0 + 2 * WINDOW_MINUTES * M + 30 * M, M)) > 2 * WINDOW_MINUTES
+    assert "BTG/USDT" in ahead.symbols
