@@ -11,6 +11,10 @@ high -> low -> close for a down one, one leg per third of the minute, sampled ev
 volume. When the minute closes, the file's candle is written exactly. The whole state is a
 function of the time, so any sequence of `advance_to` calls reaching a time gives the same
 market. The files carry no trade counts: tickers report -1 (missing).
+
+A backtest that only ever looks at whole minutes and reads its candles from the store switches
+the market to `replay_ahead` after its warm-up: the same tickers and quotes, computed a day of
+minutes at a time instead of through the candle rings (`_Tape`).
 """
 
 from __future__ import annotations
