@@ -289,7 +289,7 @@ class _Tape:
         self._day_start = m + 1  # first minute of the computed day
         self._day_len = 0
         self.moved = False  # until the first minute it shows, the rings answer
-        self.batch = market.tickers()
+        self.batch: TickerBatch  # the minute shown, once moved
 
     def advance_to(self, now_ms: int) -> None:
         """Show the start of the minute at `now_ms` (a tape moves in whole minutes only)."""
