@@ -169,7 +169,7 @@ def test_a_block_is_closed_by_what_it_cannot_rank() -> None:
     assert [c.ts_ms for c in settled] == sorted(c.ts_ms for c in settled) and len(settled) == 9
 
 
-def test_a_block_of_batches_costs_less_than_the_batches_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_calm_market_settles_sixty_batches_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not a timing: a calm market's batches wait for their block, then settle 60 at a time."""
     sizes: list[int] = []
     real = Discovery.flush

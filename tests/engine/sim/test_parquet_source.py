@@ -327,6 +327,8 @@ def same_minutes(rings: ParquetMarket, ahead: ParquetMarket, minutes: range) -> 
             assert x.dtype == y.dtype and np.array_equal(x, y), (t, name)
         for symbol in a.symbols:
             assert rings.book(symbol) == ahead.book(symbol)
+        for x, y in zip(rings.books(), ahead.books(), strict=True):
+            assert np.array_equal(x, y), t
         assert rings.markets() == ahead.markets()
     return len(minutes)
 
