@@ -103,17 +103,54 @@ class _Block:
         self.social_velocity = np.empty((size, e))
         self.social_sentiment = np.empty((size, e))
         self._generation = -1
+        self.pending: list[TickerBatch] = []  # steady batches not folded in yet (`TickerWindows.update_many`)
+
+    def __len__(self) -> int:
+        """Batches pushed into the block, pending ones included."""
+        return len(self.batches) + len(self.pending)
 
     @property
     def full(self) -> bool:
-        return len(self.batches) == len(self.quote_volume_24h)
+        return len(self) == len(self.quote_volume_24h)
+
+    def last_ts_ms(self, windows: TickerWindows) -> int | None:
+        """The time of the last batch pushed: a pending one, or the windows' last."""
+        return self.pending[-1].ts_ms if self.pending else windows.last_ts_ms
 
     def reject(self, ts_ms: int) -> None:
         self.batches.append((ts_ms, -1))
 
+    def fold(self, discovery: Discovery) -> None:
+        """Fold the pending batches into the windows: all at once where they allow it, else one
+        by one as `push` would have."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        k = self.rings.count
+        if discovery.windows.update_many(pending, self.rings):
+            for j, batch in enumerate(pending):
+                discovery._apply_social(batch.ts_ms)
+                self._record(discovery, batch.ts_ms, k + j, batch.quote_volume_24h, batch.high_24h, batch.low_24h,
+                             batch.trade_count_24h)  # fmt: skip
+            return
+        for batch in pending:
+            if discovery._take(batch) is None:
+                self.reject(batch.ts_ms)
+            else:
+                self.take(discovery, batch.ts_ms)
+
     def take(self, discovery: Discovery, ts_ms: int) -> None:
-        w, r, k, e = discovery.windows, discovery.ranker, self.rings.count, self.rings.extent
+        w, k = discovery.windows, self.rings.count
         self.rings.take()
+        self._record(discovery, ts_ms, k, w.quote_volume_24h, w.high_24h, w.low_24h, w.trade_count_24h)
+
+    def _record(
+        self, discovery: Discovery, ts_ms: int, k: int, quote_volume_24h: FloatArray, high_24h: FloatArray,
+        low_24h: FloatArray, trade_count_24h: IntArray,
+    ) -> None:  # fmt: skip
+        """The row inputs of batch `k` of the rings: the windows' figures after it (or the
+        batch's own, where it updated every row), the ranker's listing and social arrays."""
+        w, r, e = discovery.windows, discovery.ranker, self.rings.extent
         self.batches.append((ts_ms, k))
         self.extents.append(w.extent)
         if w.generation != self._generation or not self.mappings:  # rows changed owner: copy the mapping
@@ -121,10 +158,10 @@ class _Block:
             self.mappings.append((w.symbols[:e], dict(w.index)))
         else:
             self.mappings.append(self.mappings[-1])
-        self.quote_volume_24h[k] = w.quote_volume_24h[:e]
-        self.high_24h[k] = w.high_24h[:e]
-        self.low_24h[k] = w.low_24h[:e]
-        self.trade_count_24h[k] = w.trade_count_24h[:e]
+        self.quote_volume_24h[k] = quote_volume_24h[:e]
+        self.high_24h[k] = high_24h[:e]
+        self.low_24h[k] = low_24h[:e]
+        self.trade_count_24h[k] = trade_count_24h[:e]
         self.listing_ms[k] = r.listing_ms[:e]
         self.social_velocity[k] = r.social_velocity[:e]
         self.social_sentiment[k] = r.social_sentiment[:e]
@@ -242,11 +279,16 @@ class Discovery:
             return
         if self._block is None:
             self._block = _Block(self, block, settled)
-        if self._take(batch) is None:
-            self._block.reject(batch.ts_ms)
+        pending = self._block
+        if self.windows.steady(batch, pending.last_ts_ms(self.windows)):
+            pending.pending.append(batch)  # folded in with the others like it (`_Block.fold`)
         else:
-            self._block.take(self, batch.ts_ms)
-        if self._block.full:
+            pending.fold(self)
+            if self._take(batch) is None:
+                pending.reject(batch.ts_ms)
+            else:
+                pending.take(self, batch.ts_ms)
+        if pending.full:
             self.flush(settled)
 
     def flush(self, settled: Callable[[DiscoveryCycle], object]) -> None:
@@ -254,6 +296,7 @@ class Discovery:
         block, self._block = self._block, None
         if block is None:
             return
+        block.fold(self)
         k = block.rings.count
         state = block.rings.state()
         scores = self.anomaly.score_block(state)
@@ -287,10 +330,11 @@ class Discovery:
         """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
         symbol, and a bar opened."""
         w = self.windows
+        last = w.last_ts_ms if self._block is None else self._block.last_ts_ms(w)
         return (
             self.cfg.anomaly.baseline_refresh_batches == 1
             and w.maps_known(batch)
-            and self.ranker.blockable(w.extent, batch.ts_ms, w.last_ts_ms)
+            and self.ranker.blockable(w.extent, batch.ts_ms, last)
         )
 
     def _take(self, batch: TickerBatch) -> WindowUpdate | None:

@@ -177,7 +177,13 @@ class TickerWindows:
         self._cached_symbols: tuple[str, ...] | None = None
         self._cached_pos: IntArray = np.zeros(0, dtype=np.int64)
         self._cached_rows: IntArray = np.zeros(0, dtype=np.int64)
+        # The same two as slices when the batch maps onto consecutive rows in order (a replay's
+        # batches do): slicing a column costs a fraction of a gather, and a batch a minute does
+        # some twenty of them.
+        self._cached_keys: tuple[IntArray | slice, IntArray | slice] = (self._cached_pos, self._cached_rows)
+        self._cached_all = False  # the cached mapping is row i <- position i for every row in use
         self._active_rows: IntArray | None = None
+        self._extent = 0  # valid while _active_rows is
         self._gap_ms = cfg.volume_gap_slots * cfg.slot_ms
         self._keep_after_reset = 1.0 - cfg.volume_reset_drop
         self.generation = 0  # counts row (de)allocations: the symbol <-> row mapping changed
@@ -190,16 +196,21 @@ class TickerWindows:
 
     @property
     def active_rows(self) -> IntArray:
-        if self._active_rows is None:
-            self._active_rows = np.flatnonzero(self.active)
-        return self._active_rows
+        return self._refresh_rows() if self._active_rows is None else self._active_rows
 
     @property
     def extent(self) -> int:
         """One past the highest row in use: rows are handed out lowest first, so vector work runs
         on the views `[:extent]` instead of the whole capacity (or a gathered copy)."""
-        rows = self.active_rows
-        return int(rows[-1]) + 1 if len(rows) else 0
+        if self._active_rows is None:
+            self._refresh_rows()
+        return self._extent
+
+    def _refresh_rows(self) -> IntArray:
+        """The rows in use and their extent, computed once per (de)allocation, not per read."""
+        rows = self._active_rows = np.flatnonzero(self.active)
+        self._extent = int(rows[-1]) + 1 if len(rows) else 0
+        return rows
 
     def __len__(self) -> int:
         return len(self.index)
@@ -295,8 +306,12 @@ class TickerWindows:
         pos = np.flatnonzero(rows >= 0)
         self._cached_symbols = symbols
         self._cached_pos = pos
-        self._cached_rows = rows[pos]
-        return pos, self._cached_rows, new_rows
+        self._cached_rows = rows = rows[pos]
+        m = len(rows)
+        in_order = m == n and m > 0 and int(rows[-1]) - int(rows[0]) == m - 1 and bool((np.diff(rows) == 1).all())
+        self._cached_keys = (slice(0, m), slice(int(rows[0]), int(rows[0]) + m)) if in_order else (pos, rows)
+        self._cached_all = in_order and int(rows[0]) == 0 and m == self.extent and bool(self.active[:m].all())
+        return pos, rows, new_rows
 
     # ----------------------------------------------------------------------------- update
     def update(self, batch: TickerBatch, admit: Callable[[str], bool] | None = None) -> WindowUpdate | None:
@@ -312,30 +327,149 @@ class TickerWindows:
         self.last_ts_ms = ts
         self.counters["batches"] += 1
         pos, rows, new_rows = self._map(batch, admit)
+        at, into = self._cached_keys  # batch positions and rows, as slices where they can be
         slot = ts // self.slot_ms
         new_slot = slot != self.slot
         if new_slot:
             self._advance(slot)
         head = self.head
 
-        price = batch.last[pos]
+        price = batch.last[at]
         ok = price > 0.0
         ok &= price < np.inf
         n_ok = int(np.count_nonzero(ok))
         if n_ok != len(pos):
             self._count_bad_prices(price[~ok])
             pos, rows = pos[ok], rows[ok]
+            at, into = pos, rows
             price = price[ok]
-        self.last_price[rows] = price
-        self.price_ring[rows, head] = price
-        self.last_seen_ms[rows] = ts
-        self._update_volume(batch, pos, rows, ts, head)
-        self.open_24h[rows] = batch.open_24h[pos]
-        self.high_24h[rows] = batch.high_24h[pos]
-        self.low_24h[rows] = batch.low_24h[pos]
-        self.trade_count_24h[rows] = batch.trade_count_24h[pos]
+        self.last_price[into] = price
+        self.price_ring[into, head] = price
+        self.last_seen_ms[into] = ts
+        self._update_volume(batch, at, into, rows, ts, head)
+        self.open_24h[into] = batch.open_24h[at]
+        self.high_24h[into] = batch.high_24h[at]
+        self.low_24h[into] = batch.low_24h[at]
+        self.trade_count_24h[into] = batch.trade_count_24h[at]
         self._sweep(ts)  # after the update: a market-wide outage does not make everyone stale
         return WindowUpdate(ts_ms=ts, rows=rows, new_rows=new_rows, new_slot=new_slot)
+
+    def steady(self, batch: TickerBatch, last_ts_ms: int | None) -> bool:
+        """Whether `batch`, following one at `last_ts_ms`, could go through `update_many`: it
+        names every row in use, in row order (the mapping cache says so), and opens the slot
+        right after the last one."""
+        return (
+            self._cached_all
+            and self.maps_known(batch)
+            and last_ts_ms is not None
+            and batch.ts_ms > last_ts_ms
+            and batch.ts_ms // self.slot_ms == last_ts_ms // self.slot_ms + 1
+        )
+
+    def update_many(self, batches: Sequence[TickerBatch], block: RingBlock) -> bool:
+        """Fold in `batches`, each `steady` after the one before it (the first after the last
+        batch folded in), with valid prices and volumes throughout, as `update` would one at a
+        time, writing the state after each into `block` (as `RingBlock.take` would). False, with
+        nothing changed, when they are not such batches (the caller then folds them one by one).
+
+        Why: a replay's minutes are nearly all of this kind, and `update` spends its time on
+        per-call costs (some fifty numpy calls on a few dozen rows). Here the element-wise
+        formulas run once over [batch, row] arrays, and only what is sequential (the day
+        ring's float32 sums, the bucket turns) steps minute by minute. The results are the
+        same bit for bit (`tests/engine/discovery/test_windows.py` compares every array)."""
+        k_n, e, r = len(batches), self.extent, self.history_slots
+        if not batches or block.extent != e or block.count + k_n > len(block._slot) or k_n >= r:
+            return False
+        last, cached = self.last_ts_ms, self._cached_symbols
+        for b in batches:
+            if not (self._cached_all and (b.symbols is cached or b.symbols == cached)) or last is None:
+                return False
+            if not (b.ts_ms > last and b.ts_ms // self.slot_ms == last // self.slot_ms + 1):
+                return False
+            last = b.ts_ms
+        price = np.stack([b.last[:e] for b in batches])
+        qv = np.stack([b.quote_volume_24h[:e] for b in batches])
+        if not (price.min() > 0.0 and price.max() < np.inf and qv.min() >= 0.0 and qv.max() < np.inf):
+            return False  # NaN fails both comparisons too: `update` counts what is wrong
+        ts = np.array([b.ts_ms for b in batches], np.int64)
+        slots = ts // self.slot_ms
+        heads = (slots % r).tolist()
+        # Volume (see `_update_volume`), every batch at once: each row's previous figure is the
+        # batch before's, every row having been in it.
+        prev = np.concatenate([self.quote_volume_24h[None, :e], qv[:-1]])
+        dt = np.empty((k_n, e), np.int64)
+        dt[0] = ts[0] - self._volume_ms[:e]
+        dt[1:] = (ts[1:] - ts[:-1])[:, None]
+        since = np.repeat(self._volume_since_ms[None, :e], k_n, axis=0)
+        since[1:][since[1:] == NO_TIME] = ts[0]
+        buckets = ((ts - 1) // self._bucket_ms).tolist()
+        b_n = self.day_ring.shape[1]
+        # Each batch's departing volume as its bucket opens (`_open_bucket`): the bucket's day-old
+        # content, which no batch here has written (a block is far shorter than a day).
+        # (A bucket is open already: `update` opened one with the first batch.)
+        departing = np.empty((k_n, e))
+        bucket, base = self._bucket, self._departing[:e]
+        for k, bk in enumerate(buckets):
+            if bk != bucket:
+                base = self.day_ring[:e, bk % b_n].astype(np.float64) if bk - bucket < b_n else np.full(e, np.nan)
+                bucket = bk
+            departing[k] = base
+        departing *= np.minimum(dt / self._bucket_ms, 1.0)
+        day_old = since <= (ts - DAY_MS)[:, None]
+        guess = ~day_old | np.isnan(departing)
+        departing[guess] = (prev * (dt / DAY_MS))[guess]
+        est = qv - prev + departing
+        reset = qv < (prev - departing) * self._keep_after_reset
+        unknown = reset | (dt > self._gap_ms)
+        n_reset = int(np.count_nonzero(reset))
+        if n_reset:
+            self.counters["volume_reset"] += n_reset
+        est[unknown] = np.nan
+        np.maximum(est, 0.0, out=est)
+        vol = 0.0 + est  # the slot's volume: opened at 0 (every row is active), then the batch's
+        for k, bk in enumerate(buckets):  # the day ring's float32 sums, in batch order
+            if bk != self._bucket:
+                self._open_bucket(bk)
+            self.day_ring[:e, bk % b_n] += est[k]
+        # Prices: the ring before the block, then one new slot per batch.
+        c = block.count
+        pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
+        pr[:] = self.price_ring[:e]
+        vr[:] = self.volume_ring[:e]
+        for k, head in enumerate(heads):
+            pr[k:, :, head] = price[k]
+            vr[k:, :, head] = vol[k]
+        # The hour's low before each slot, over the timeline of slots the rings held.
+        timeline = np.concatenate([np.roll(self.price_ring[:e], -((self.slot + 1) % r), axis=1), price.T], axis=1)
+        w = self.slots_for(60)
+        low = block._low_done[c : c + k_n]
+        for k in range(k_n):  # slot k of the block is column r + k; its completed hour ends just before
+            np.fmin.reduce(timeline[:, r + k - w : r + k], axis=1, out=low[k])
+        block._slot[c : c + k_n] = slots
+        block._active[c : c + k_n] = True
+        block._last_price[c : c + k_n] = price
+        block.count = c + k_n
+        # The windows as the last batch left them.
+        final = batches[-1]
+        self.price_ring[:e] = pr[-1]
+        self.volume_ring[:e] = vr[-1]
+        self._low_done[:e] = low[-1]
+        self.last_price[:e] = price[-1]
+        self.quote_volume_24h[:e] = qv[-1]
+        self._volume_ms[:e] = ts[-1]
+        self._volume_since_ms[:e] = since[-1]
+        self.last_seen_ms[:e] = ts[-1]
+        self.open_24h[:e] = final.open_24h[:e]
+        self.high_24h[:e] = final.high_24h[:e]
+        self.low_24h[:e] = final.low_24h[:e]
+        self.trade_count_24h[:e] = final.trade_count_24h[:e]
+        self.slot = int(slots[-1])
+        self.last_ts_ms = int(ts[-1])
+        self.counters["batches"] += k_n
+        for t in ts.tolist():  # sweeps free nothing (every row was just seen); they only mark the time
+            if self._last_cleanup_ms is None or t - self._last_cleanup_ms >= self.cfg.cleanup_interval_ms:
+                self._last_cleanup_ms = t
+        return True
 
     def _count_bad_prices(self, bad: FloatArray) -> None:
         nan = int(np.count_nonzero(np.isnan(bad)))
@@ -344,21 +478,26 @@ class TickerWindows:
         self.counters["nonfinite_price"] += inf
         self.counters["nonpositive_price"] += len(bad) - nan - inf
 
-    def _update_volume(self, batch: TickerBatch, pos: IntArray, rows: IntArray, ts: int, head: int) -> None:
-        qv = batch.quote_volume_24h[pos]
+    def _update_volume(
+        self, batch: TickerBatch, at: IntArray | slice, into: IntArray | slice, rows: IntArray, ts: int, head: int
+    ) -> None:
+        """`at`/`into`: the batch positions and their rows as `update` indexes them (slices or
+        arrays; reads through a slice are views, so every read here comes before its write)."""
+        qv = batch.quote_volume_24h[at]
         vok = qv >= 0.0
         vok &= qv < np.inf
         if not vok.all():
             self.counters["bad_volume"] += int(len(qv) - np.count_nonzero(vok))
             rows, qv = rows[vok], qv[vok]
+            into = rows
         bucket = (ts - 1) // self._bucket_ms  # the bucket of the volume traded up to ts
         if bucket != self._bucket:
             self._open_bucket(bucket)
         col = bucket % self.day_ring.shape[1]
-        prev = self.quote_volume_24h[rows]
-        dt = ts - self._volume_ms[rows]
-        departing = self._departing[rows] * np.minimum(dt / self._bucket_ms, 1.0)
-        day_old = self._volume_since_ms[rows] <= ts - DAY_MS
+        prev = self.quote_volume_24h[into]
+        dt = ts - self._volume_ms[into]
+        departing = self._departing[into] * np.minimum(dt / self._bucket_ms, 1.0)
+        day_old = self._volume_since_ms[into] <= ts - DAY_MS
         guess = ~day_old | np.isnan(departing)
         departing[guess] = (prev * (dt / DAY_MS))[guess]
         est = qv - prev + departing
@@ -369,11 +508,11 @@ class TickerWindows:
             self.counters["volume_reset"] += n_reset
         est[unknown] = np.nan
         np.maximum(est, 0.0, out=est)
-        self.volume_ring[rows, head] += est
-        self.day_ring[rows, col] += est
-        self.quote_volume_24h[rows] = qv
-        self._volume_ms[rows] = ts
-        first = self._volume_since_ms[rows] == NO_TIME
+        self.volume_ring[into, head] += est
+        self.day_ring[into, col] += est
+        self.quote_volume_24h[into] = qv
+        self._volume_ms[into] = ts
+        first = self._volume_since_ms[into] == NO_TIME
         if first.any():
             self._volume_since_ms[rows[first]] = ts
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from engine.errors import MarketDataError
 
+_INF = math.inf
+
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
     "3m": 180_000,
@@ -48,11 +50,13 @@ class Candle:
 
     def validate(self) -> Candle:
         """Reject bars no exchange could have printed; returns self for chaining."""
-        values = (self.open, self.high, self.low, self.close)
-        if not all(math.isfinite(v) and v > 0 for v in values):
+        o, h, lo, c = self.open, self.high, self.low, self.close
+        # Chained comparisons, no loop: every closed bar fed to the core passes here. NaN fails
+        # every comparison, so `0 < x < inf` is "positive and finite".
+        if not (0.0 < o < _INF and 0.0 < h < _INF and 0.0 < lo < _INF and 0.0 < c < _INF):
             raise MarketDataError(f"{self.symbol} {self.open_ms}: non-positive or non-finite price")
-        if not (math.isfinite(self.volume) and self.volume >= 0):
+        if not 0.0 <= self.volume < _INF:
             raise MarketDataError(f"{self.symbol} {self.open_ms}: bad volume {self.volume!r}")
-        if self.low > min(self.open, self.close) or self.high < max(self.open, self.close):
+        if lo > o or lo > c or h < o or h < c:
             raise MarketDataError(f"{self.symbol} {self.open_ms}: high/low do not bound open/close")
         return self

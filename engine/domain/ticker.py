@@ -37,6 +37,7 @@ class Ticker:
 
 
 _FLOAT_FIELDS = ("last", "bid", "ask", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h")
+_ARRAY_FIELDS = ("event_ms", *_FLOAT_FIELDS, "trade_count_24h")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +62,15 @@ class TickerBatch:
     trade_count_24h: IntArray
 
     def __post_init__(self) -> None:
-        n = len(self.symbols)
-        for name in ("event_ms", *_FLOAT_FIELDS, "trade_count_24h"):
-            arr = getattr(self, name)
-            if arr.shape != (n,):
-                raise MarketDataError(f"TickerBatch.{name} has shape {arr.shape}, expected ({n},)")
-            arr.flags.writeable = False
+        shape = (len(self.symbols),)
+        arrays = (
+            self.event_ms, self.last, self.bid, self.ask, self.open_24h, self.high_24h, self.low_24h,
+            self.base_volume_24h, self.quote_volume_24h, self.trade_count_24h,
+        )  # fmt: skip
+        for name, arr in zip(_ARRAY_FIELDS, arrays, strict=True):  # attributes, not getattr: a batch a minute
+            if arr.shape != shape:
+                raise MarketDataError(f"TickerBatch.{name} has shape {arr.shape}, expected {shape}")
+            arr.setflags(write=False)
 
     def __len__(self) -> int:
         return len(self.symbols)

@@ -288,6 +288,7 @@ class _Tape:
         self._day: dict[str, FloatArray] = {}
         self._day_start = m + 1  # first minute of the computed day
         self._day_len = 0
+        self._no_count = np.full(n_all, -1, np.int64)
         self.moved = False  # until the first minute it shows, the rings answer
         self.batch: TickerBatch  # the minute shown, once moved
 
@@ -316,7 +317,7 @@ class _Tape:
         self.batch = TickerBatch(
             ts_ms=now_ms,
             symbols=market._symbols,
-            event_ms=np.full(n, now_ms, np.int64),
+            event_ms=d["event_ms"][i, :n],
             last=price.copy(),
             bid=d["bid"][i, :n],
             ask=d["ask"][i, :n],
@@ -325,7 +326,7 @@ class _Tape:
             low_24h=d["low_24h"][i, :n],
             base_volume_24h=d["base_volume_24h"][i, :n],
             quote_volume_24h=d["quote_volume_24h"][i, :n],
-            trade_count_24h=np.full(n, -1, np.int64),
+            trade_count_24h=self._no_count[:n],  # a replay has no trade counts
         )
 
     def book(self, i: int) -> tuple[float, float, float, float]:
@@ -368,6 +369,7 @@ class _Tape:
         high = _sliding(h[2:], w, np.maximum)
         low = _sliding(lo[2:], w, np.minimum)
         shown = opens[1:]
+        shown_ms = minutes[1:] * MINUTE_MS
         price = on_tick(shown, self.tick_mul, self.tick_div)
         sum_volume = np.empty((count, n_all))
         sum_quote = np.empty((count, n_all))
@@ -385,6 +387,7 @@ class _Tape:
         quote_volume = sum_quote + np.float32(0.0)
         bid, _, ask, _ = quotes(price, self.tick_mul, self.tick_div, self.step_mul, self.step_div, quote_volume)
         self._day = {
+            "event_ms": np.repeat(shown_ms[:, None], n_all, axis=1),
             "price": price,
             "open_24h": o[2 : 2 + count],
             "high_24h": np.maximum(high, np.maximum(shown, price)),

@@ -175,7 +175,7 @@ def test_a_calm_market_settles_sixty_batches_at_a_time(monkeypatch: pytest.Monke
     real = Discovery.flush
 
     def counting(self: Discovery, settled: Callable[[DiscoveryCycle], object]) -> None:
-        sizes.append(0 if self._block is None else len(self._block.batches))
+        sizes.append(0 if self._block is None else len(self._block))
         real(self, settled)
 
     disc = Discovery(minute_config(), None, run_id="block")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 
 import numpy as np
 import pytest
 
 from engine.config.sections.discovery import WindowsSection
-from engine.discovery.windows import RETURN_HORIZONS_MIN, TickerWindows
+from engine.discovery.windows import RETURN_HORIZONS_MIN, RingBlock, TickerWindows
+from engine.domain.ticker import TickerBatch
 from tests.kit.discovery import DAY_MS, TickerFeed
 from tests.kit.domain import T0, make_batch
 
@@ -199,3 +202,94 @@ def test_a_day_of_batches_leaves_memory_flat() -> None:
     assert w.memory_bytes() == before
     assert w.counters["expired_symbols"] > 1400
     assert w.day_ring.shape[1] == DAY_MS // MIN
+
+
+def _same_windows(a: TickerWindows, b: TickerWindows) -> None:
+    for name, value in vars(a).items():
+        other = vars(b)[name]
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype and np.array_equal(value, other, equal_nan=True), name
+        elif not name.startswith("_cached") and name != "cfg":
+            assert value == other, name
+
+
+def _same_blocks(a: RingBlock, b: RingBlock) -> None:
+    assert a.count == b.count
+    for x, y in zip(dataclasses.astuple(a.state()), dataclasses.astuple(b.state()), strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
+
+
+def _fold(w: TickerWindows, pending: list[TickerBatch], block: RingBlock) -> int:
+    """Fold `pending` at once, or one by one where `update_many` refuses; 1 if it refused."""
+    refused = bool(pending) and not w.update_many(pending, block)
+    for batch in pending if refused else ():
+        w.update(batch)
+        block.take()
+    pending.clear()
+    return int(refused)
+
+
+def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
+    """Blocks of steady batches folded at once leave every array, counter and ring copy as
+    `update` and `RingBlock.take` leave them batch by batch: across bucket turns, a day of
+    history (the departing volume is read), a counter reset, a surge, a pump, a gap, a new
+    symbol and a bad price (refused: nothing changes, the caller folds it alone)."""
+    symbols = ["A/USDT", "B/USDT", "C/USDT"]
+    feed = TickerFeed(symbols, step_ms=MIN, seed=11)
+    one, many = (windows(slot_ms=MIN, history_slots=64) for _ in range(2))
+    batches = [feed.batch() for _ in range(1500)]  # a day and more
+    feed.qv24["B/USDT"] = 10.0  # the exchange's counter restarts
+    feed.rate["C/USDT"] *= 40  # a volume surge
+    batches += [feed.batch() for _ in range(50)]
+    feed.prices["A/USDT"] *= 1.3
+    batches += [feed.batch() for _ in range(20)]
+    feed.ts_ms += 30_000  # a batch late within its minute: the next slot still, 90 s after the last
+    batches += [feed.batch() for _ in range(30)]
+    feed.ts_ms += 7 * MIN  # a gap: the batch after it opens no next slot
+    batches += [feed.batch() for _ in range(50)]
+    batches.append(feed.batch(last={"B/USDT": math.nan}))
+    batches += [feed.batch() for _ in range(30)]
+    feed.symbols.append("D/USDT")  # a listing: a new row
+    feed.prices["D/USDT"], feed.rate["D/USDT"], feed.qv24["D/USDT"] = 3.0, 1.0, 1e5
+    batches += [feed.batch() for _ in range(130)]
+    feed.symbols.append("E/USDT")  # listed without a volume figure at first
+    feed.prices["E/USDT"], feed.rate["E/USDT"], feed.qv24["E/USDT"] = 5.0, 1.0, 1e5
+    batches += [feed.batch(quote_volume_24h={"E/USDT": math.nan}) for _ in range(3)]
+    first_volume = len(batches)  # E's first volume figure: it opens a block (below)
+    batches += [feed.batch() for _ in range(130)]
+    cuts = sorted({*range(0, len(batches), 60), first_volume, len(batches)})
+    refused = 0
+    for lo, hi in itertools.pairwise(cuts):  # one block each, pushed the way `Discovery.push` does
+        block_one, block_many = RingBlock(one, hi - lo), RingBlock(many, hi - lo)
+        pending: list[TickerBatch] = []
+        for batch in batches[lo:hi]:
+            one.update(batch)
+            block_one.take()
+            if many.steady(batch, pending[-1].ts_ms if pending else many.last_ts_ms):
+                pending.append(batch)
+            else:
+                refused += _fold(many, pending, block_many)
+                many.update(batch)
+                block_many.take()
+        refused += _fold(many, pending, block_many)
+        _same_blocks(block_one, block_many)
+        _same_windows(one, many)
+    assert refused >= 1  # the bad price or E's missing volume
+    assert one.counters["volume_reset"] == 1 and one.counters["missing_price"] == 1 and one.counters["bad_volume"] == 3
+
+
+def test_update_many_refuses_what_is_not_steady_and_changes_nothing() -> None:
+    feed = TickerFeed(["A/USDT", "B/USDT"], step_ms=MIN)
+    w = windows(slot_ms=MIN, history_slots=64)
+    for _ in range(5):
+        w.update(feed.batch())
+    before = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in vars(w).items()}
+    block = RingBlock(w, 4)
+    bad = [feed.batch(), feed.batch(quote_volume_24h={"A/USDT": -1.0})]
+    feed.ts_ms += MIN
+    skipped = [feed.batch()]
+    for batches in (bad, skipped, [], [feed.batch() for _ in range(5)]):  # the last: more than the block holds
+        assert not w.update_many(batches, block)
+        assert block.count == 0
+        for k, v in vars(w).items():
+            assert np.array_equal(v, before[k], equal_nan=True) if isinstance(v, np.ndarray) else v == before[k], k
