@@ -6,7 +6,7 @@ it is handed market data, candidates, order updates and the time, and answers wi
 reads the clock, never touches the network; the async layer (`OrderRouter`, brokers,
 `close_all`) carries its intents out and feeds the answers back through `on_order_update`.
 
-    on_candle(candle)                 closed bars for the features
+    on_candle(candle), on_bars(bars)  closed bars for the features
     on_tickers(batch, now_ms)         prices: marks, risk update, exits  -> exit intents
     on_candidates(cands, now_ms, ..)  signals, risk, sizing, pre-check   -> entry intents
     on_order_update(update, now_ms)   fills -> positions, PnL, reservations released
@@ -26,6 +26,7 @@ from typing import Any
 
 from engine.config.sections.trading import TradingSection
 from engine.domain import (
+    Bars,
     Candidate,
     Candle,
     EngineState,
@@ -179,6 +180,9 @@ class TradingCore:
     # ----------------------------------------------------------------- inputs
     def on_candle(self, candle: Candle) -> None:
         self.history.add(candle)
+
+    def on_bars(self, bars: Bars) -> None:
+        self.history.add_bars(bars)
 
     def on_tickers(self, batch: TickerBatch, now_ms: int) -> list[OrderIntent]:
         """New prices: mark positions, update risk, and decide exits."""

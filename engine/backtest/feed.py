@@ -25,10 +25,13 @@ parity test's runtime side without `ahead`, so it also checks the two against ea
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.backtest.history import CandleSeries, HistoryIndex, HistoryStore
 from engine.clock import SimClock
-from engine.domain import Candle, TickerBatch
+from engine.domain import Bars, Candle, TickerBatch
 from engine.domain.candle import timeframe_ms
+from engine.domain.ticker import FloatArray
 from engine.runtime.feed import SimFeed
 from engine.runtime.snapshot import StreamRow
 from engine.sim.base import RingMarket
@@ -47,6 +50,7 @@ class CandleSlicer:
         self.earliest_ms = earliest_ms
         self.ring_ms = ring_minutes * timeframe_ms(index.timeframe)
         self._series: dict[str, CandleSeries] = {}
+        self._ohlcv: dict[str, FloatArray] = {}  # the series as [bar, field] matrices, for `bars`
 
     def covers(self, symbol: str, timeframe: str, now_ms: int) -> bool:
         """Whether `candles` can answer: the store's timeframe, a pair listed by `now_ms`."""
@@ -64,6 +68,24 @@ class CandleSlicer:
         """The runtime feed's `candles(symbol, timeframe, limit, after_ms=...)` at `now_ms`
         (only when `covers`): only the candles after `after_ms` are built at all."""
         s = self.series(symbol)
+        lo, hi = self._rows(s, timeframe, limit, after_ms, now_ms)
+        rows = zip(
+            s.ts[lo:hi].tolist(), s.open[lo:hi].tolist(), s.high[lo:hi].tolist(), s.low[lo:hi].tolist(),
+            s.close[lo:hi].tolist(), s.volume[lo:hi].tolist(), strict=True,
+        )  # fmt: skip
+        return [Candle(symbol, timeframe, t, o, h, low, c, v, True) for t, o, h, low, c, v in rows]
+
+    def bars(self, symbol: str, timeframe: str, limit: int, after_ms: int | None, now_ms: int) -> Bars:
+        """`candles` as `Bars`: slices of the series, checked when it was read (`read_series`)."""
+        s = self.series(symbol)
+        lo, hi = self._rows(s, timeframe, limit, after_ms, now_ms)
+        ohlcv = self._ohlcv.get(symbol)
+        if ohlcv is None:  # once per pair fed: stacking a bar's five values costs more than the rest of a feed
+            ohlcv = self._ohlcv[symbol] = np.column_stack((s.open, s.high, s.low, s.close, s.volume))
+        return Bars(symbol, timeframe, s.ts[lo:hi], ohlcv[lo:hi])
+
+    def _rows(self, s: CandleSeries, timeframe: str, limit: int, after_ms: int | None, now_ms: int) -> tuple[int, int]:
+        """The series rows [lo, hi) of the closed candles `candles` returns."""
         tf = timeframe_ms(timeframe)
         current = now_ms // tf * tf  # the running candle opens here; it is not returned
         oldest = max(self.earliest_ms, current - self.ring_ms + tf)
@@ -76,13 +98,7 @@ class CandleSlicer:
         lo = max(lo, end - limit)  # the ring's last `limit` include the running candle (end)...
         if after_ms is not None:  # ...which is then left out (hi)
             lo = max(lo, found[3])
-        if lo >= hi:
-            return []
-        rows = zip(
-            s.ts[lo:hi].tolist(), s.open[lo:hi].tolist(), s.high[lo:hi].tolist(), s.low[lo:hi].tolist(),
-            s.close[lo:hi].tolist(), s.volume[lo:hi].tolist(), strict=True,
-        )  # fmt: skip
-        return [Candle(symbol, timeframe, t, o, h, low, c, v, True) for t, o, h, low, c, v in rows]
+        return lo, max(lo, hi)
 
 
 def history_streams(index: HistoryIndex, now_ms: int) -> tuple[StreamRow, ...]:
@@ -129,3 +145,9 @@ class HistoryFeed(SimFeed):
         if self.slicer is None or not self.slicer.covers(symbol, timeframe, now):
             return await super().candles(symbol, timeframe, limit, after_ms=after_ms)
         return self.slicer.candles(symbol, timeframe, limit, after_ms, now)
+
+    async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
+        now = self.market.now_ms
+        if self.slicer is None or not self.slicer.covers(symbol, timeframe, now):
+            return await super().closed_bars(symbol, timeframe, limit, after_ms=after_ms)
+        return self.slicer.bars(symbol, timeframe, limit, after_ms, now)

@@ -44,7 +44,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import Candle, Market, TickerBatch
+from engine.domain import Bars, Candle, Market, TickerBatch
 from engine.errors import ConfigError
 from engine.runtime.cycle import DiscoveryStage
 from engine.runtime.feed import MarketFeed
@@ -134,6 +134,9 @@ class _RecordingFeed(MarketFeed):
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
         return await self._feed.candles(symbol, timeframe, limit, after_ms=after_ms)
 
+    async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
+        return await self._feed.closed_bars(symbol, timeframe, limit, after_ms=after_ms)
+
     def book(self, symbol: str) -> tuple[float, float]:
         return self._feed.book(symbol)
 
@@ -179,10 +182,17 @@ class _ReplayFeed(MarketFeed):
         return tape[k][1]
 
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
+        return self._slicer.candles(symbol, timeframe, limit, after_ms, self._sliced(symbol, timeframe))
+
+    async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
+        return self._slicer.bars(symbol, timeframe, limit, after_ms, self._sliced(symbol, timeframe))
+
+    def _sliced(self, symbol: str, timeframe: str) -> int:
+        """The replay's time, where the store's slices answer for `symbol` at `timeframe`."""
         now = self._now
         if now is None or not self._slicer.covers(symbol, timeframe, now):
             raise RuntimeError(f"{symbol} {timeframe} candles at {now} are not in the store's slices; the replay diverged")
-        return self._slicer.candles(symbol, timeframe, limit, after_ms, now)
+        return now
 
     def book(self, symbol: str) -> tuple[float, float]:
         """The latest batch's quotes: the replay market printed them by the formula its `book` uses."""

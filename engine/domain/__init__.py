@@ -5,7 +5,7 @@ speed; `Decimal` only at the exchange boundary, where `Market` rounds prices and
 quantities to the exchange's filters without float artefacts.
 """
 
-from engine.domain.candle import Candle
+from engine.domain.candle import Bars, Candle
 from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision
 from engine.domain.market import Market, MarketFilters, MarketStatus
 from engine.domain.state import EngineState, StateReason
@@ -23,6 +23,7 @@ from engine.domain.trading import (
 )
 
 __all__ = [
+    "Bars",
     "Candidate",
     "Candle",
     "EngineState",

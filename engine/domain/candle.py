@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from engine.errors import MarketDataError
 
@@ -60,3 +64,38 @@ class Candle:
         if lo > o or lo > c or h < o or h < c:
             raise MarketDataError(f"{self.symbol} {self.open_ms}: high/low do not bound open/close")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """Closed bars of one symbol and timeframe, column-wise, oldest first, open times strictly
+    increasing: what a feed hands the core's bar history in one piece.
+
+    Every bar has passed `Candle.validate`'s checks: `Bars.of` runs them candle by candle, and
+    a feed that slices columns from a store checked on read (`engine.backtest.feed`) builds
+    them directly. That is the point of the type: a backtest feeds a bar a minute per pool
+    member, and building, checking and adding a `Candle` object for each cost more than the
+    rest of the feeding together."""
+
+    symbol: str
+    timeframe: str
+    open_ms: npt.NDArray[np.int64]
+    ohlcv: npt.NDArray[np.float64]  # [bars, 5]: open, high, low, close, volume
+
+    @classmethod
+    def of(cls, symbol: str, timeframe: str, candles: Sequence[Candle]) -> Bars:
+        """The closed ones of `candles` (one symbol and timeframe), each checked, in time order;
+        of two with one open time the later in `candles` counts (as adding them in turn would)."""
+        by_open: dict[int, Candle] = {}
+        for c in candles:
+            if c.symbol != symbol or c.timeframe != timeframe:
+                raise MarketDataError(f"a {c.symbol} {c.timeframe} bar among {symbol} {timeframe} bars")
+            if c.closed:
+                by_open[c.open_ms] = c.validate()
+        closed = [by_open[t] for t in sorted(by_open)]
+        open_ms = np.array([c.open_ms for c in closed], np.int64)
+        ohlcv = np.array([(c.open, c.high, c.low, c.close, c.volume) for c in closed], np.float64).reshape(-1, 5)
+        return cls(symbol, timeframe, open_ms, ohlcv)
+
+    def __len__(self) -> int:
+        return len(self.open_ms)

@@ -267,10 +267,10 @@ class TradingCycle:
             if (fed is not None and fed[0] == bar) or symbol not in self.markets:
                 continue
             limit, after = (WINDOW + 2, None) if fed is None else (min(WINDOW + 2, bar - fed[0] + 2), fed[1])
-            for candle in await self.feed.candles(symbol, self._tf, limit, after_ms=after):
-                if candle.closed:
-                    core.on_candle(candle)
-                    after = candle.open_ms
+            bars = await self.feed.closed_bars(symbol, self._tf, limit, after_ms=after)
+            if len(bars):
+                core.on_bars(bars)
+                after = int(bars.open_ms[-1])
             self._fed[symbol] = (bar, after)
         if len(self._fed) > 4 * max(64, len(wanted)):
             self._fed = {s: b for s, b in self._fed.items() if s in wanted}

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from engine.clock import SimClock
-from engine.domain import Candle, Market, TickerBatch
+from engine.domain import Bars, Candle, Market, TickerBatch
 from engine.runtime.snapshot import StreamRow
 from engine.sim.base import RingMarket
 
@@ -35,6 +35,12 @@ class MarketFeed(abc.ABC):
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
         """The last `limit` candles, the last possibly still open, less those opening at or
         before `after_ms` (what the caller already holds: a closed candle never changes)."""
+
+    async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
+        """`candles()`'s closed ones, checked, as columns: what the core's bar history takes.
+        A feed holding candles as checked columns (a backtest's store) answers without
+        building a `Candle` per bar."""
+        return Bars.of(symbol, timeframe, await self.candles(symbol, timeframe, limit, after_ms=after_ms))
 
     @abc.abstractmethod
     def book(self, symbol: str) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from engine.domain import Candle
+from engine.domain import Bars, Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
 from engine.signals.features import WINDOW, BarMatrix
@@ -50,17 +50,23 @@ class BarHistory:
         """Record a closed bar; open bars are refused (features use closed bars only)."""
         if not candle.closed:
             raise MarketDataError(f"{candle.symbol} bar at {candle.open_ms} is still open; add closed bars only")
-        if candle.timeframe != self.timeframe:
+        self.add_bars(Bars.of(candle.symbol, candle.timeframe, [candle]))
+
+    def add_bars(self, bars: Bars) -> None:
+        """Record closed, checked bars of one symbol (see `Bars`), as adding them one by one would."""
+        if bars.timeframe != self.timeframe:
             raise MarketDataError(
-                f"{candle.symbol}: a {candle.timeframe} bar fed to a {self.timeframe} history; "
-                "keep one BarHistory per timeframe"
+                f"{bars.symbol}: a {bars.timeframe} bar fed to a {self.timeframe} history; keep one BarHistory per timeframe"
             )
-        candle.validate()
-        index = candle.open_ms // self.tf_ms
-        col = self._column(candle.symbol)
-        slot = index % self.depth
-        self._data[slot, col] = (candle.open, candle.high, candle.low, candle.close, candle.volume)
-        self._bar[slot, col] = index
+        if not len(bars):
+            return
+        col, tf, depth, data, bar = self._column(bars.symbol), self.tf_ms, self.depth, self._data, self._bar
+        # Bar by bar: a feed hands over one or two at a time, where scalar writes beat vector
+        # ones, and a later bar overwrites an older one in its slot, as it must.
+        for t, row in zip(bars.open_ms.tolist(), bars.ohlcv, strict=True):
+            index = t // tf
+            data[index % depth, col] = row
+            bar[index % depth, col] = index
 
     def window(self, symbols: Sequence[str], last_open_ms: int, bars: int | None = None) -> BarMatrix:
         """[bars, symbols] matrices for the bars ending with the one opening at `last_open_ms`."""

@@ -242,6 +242,26 @@ class ParquetMarket(RingMarket):
             return _Minute(held, held, held, held, np.zeros(n), np.zeros(n, np.bool_))
         return g.row(r, n)
 
+    def _minutes(self, first: int, count: int, n: int) -> _Minute:
+        """`_minute` for minutes first .. first+count-1 at once: [minute, pair] arrays (a
+        tape's day, without a Python call per minute)."""
+        g, r0 = self._grid, first - self._grid_start
+        fields = np.empty((5, count, n))
+        valid = np.zeros((count, n), np.bool_)
+        before = min(max(-r0, 0), count)  # minutes before the grid: first opens held
+        fields[:4, :before] = np.asarray(self._first_open[:n])
+        after = min(max(g.minutes - r0, before), count)  # minutes past the files: last closes held
+        fields[:4, after:] = g.last_close[:n]
+        fields[4, :before] = fields[4, after:] = 0.0
+        r = r0 + before
+        while r < r0 + after:  # the grid's chunks the span crosses
+            end = min((r // g.chunk + 1) * g.chunk, r0 + after)
+            chunk, chunk_valid = g.span(r, end, n)
+            fields[:, r - r0 : end - r0] = chunk
+            valid[r - r0 : end - r0] = chunk_valid
+            r = end
+        return _Minute(fields[0], fields[1], fields[2], fields[3], fields[4], valid)
+
 
 class _Tape:
     """A `ParquetMarket`'s whole minutes from the time it was switched on, a day at a time.
@@ -289,6 +309,7 @@ class _Tape:
         self._day_start = m + 1  # first minute of the computed day
         self._day_len = 0
         self._no_count = np.full(n_all, -1, np.int64)
+        self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's batch times, by minute and pair
         self.moved = False  # until the first minute it shows, the rings answer
         self.batch: TickerBatch  # the minute shown, once moved
 
@@ -317,7 +338,7 @@ class _Tape:
         self.batch = TickerBatch(
             ts_ms=now_ms,
             symbols=market._symbols,
-            event_ms=d["event_ms"][i, :n],
+            event_ms=self._event_ms[i, :n],
             last=price.copy(),
             bid=d["bid"][i, :n],
             ask=d["ask"][i, :n],
@@ -350,15 +371,15 @@ class _Tape:
         """Minutes first .. first+count-1 as shown at their start (see the class doc)."""
         market, n_all = self.market, len(self.first_minute)
         minutes = np.arange(first - 1, first + count)  # the minute closing at `first`, then each shown
-        rows = [market._minute(int(j), n_all) for j in minutes]
+        rows = market._minutes(first - 1, count + 1, n_all)
         listed = self.first_minute[None, :] <= minutes[:, None]
-        opens = np.stack([r.open for r in rows])
+        opens = rows.open
         closed = listed[:-1]  # minutes first-1 .. first+count-2, closed as the day goes
         new_open = np.where(closed, opens[:-1], self.listing)
-        new_high = np.where(closed, np.stack([r.high for r in rows[:-1]]), self.listing)
-        new_low = np.where(closed, np.stack([r.low for r in rows[:-1]]), self.listing)
-        new_volume = np.where(closed, np.stack([r.volume for r in rows[:-1]]), 0.0)
-        new_quote = np.where(closed, np.stack([r.quote_volume for r in rows[:-1]]), 0.0).astype(np.float32)
+        new_high = np.where(closed, rows.high[:-1], self.listing)
+        new_low = np.where(closed, rows.low[:-1], self.listing)
+        new_volume = np.where(closed, rows.volume[:-1], 0.0)
+        new_quote = np.where(closed, rows.quote_volume[:-1], 0.0).astype(np.float32)
         # closed minutes first-1441 .. first+count-2: the last day held, then the new ones
         o = np.concatenate([self._open, new_open])
         h = np.concatenate([self._high, new_high])
@@ -387,7 +408,6 @@ class _Tape:
         quote_volume = sum_quote + np.float32(0.0)
         bid, _, ask, _ = quotes(price, self.tick_mul, self.tick_div, self.step_mul, self.step_div, quote_volume)
         self._day = {
-            "event_ms": np.repeat(shown_ms[:, None], n_all, axis=1),
             "price": price,
             "open_24h": o[2 : 2 + count],
             "high_24h": np.maximum(high, np.maximum(shown, price)),
@@ -397,6 +417,7 @@ class _Tape:
             "bid": bid,
             "ask": ask,
         }
+        self._event_ms = np.repeat(shown_ms[:, None], n_all, axis=1)
         self._open, self._high, self._low = o[-WINDOW_MINUTES:], h[-WINDOW_MINUTES:], lo[-WINDOW_MINUTES:]
         self._volume, self._quote = v[-WINDOW_MINUTES:], q[-WINDOW_MINUTES:]
         self._day_start, self._day_len = first, count
@@ -550,6 +571,14 @@ class _Grid:
             self._build(k)
         f, valid = self._fields, self._valid
         return _Minute(f[0, i, :n], f[1, i, :n], f[2, i, :n], f[3, i, :n], f[4, i, :n], valid[i, :n])
+
+    def span(self, lo: int, hi: int, n: int) -> tuple[FloatArray, BoolArray]:
+        """Grid rows lo .. hi-1 (within one chunk) of the first `n` pairs: (fields [5, rows,
+        pairs], valid [rows, pairs]), views of the chunk."""
+        k, i = divmod(lo, self.chunk)
+        if k != self._k:
+            self._build(k)
+        return self._fields[:, i : i + hi - lo, :n], self._valid[i : i + hi - lo, :n]
 
     def _build(self, k: int) -> None:
         r0 = k * self.chunk
