@@ -311,7 +311,7 @@ class AnomalyDetector:
             return ()
         n_hit = int(np.count_nonzero(hit))
         hit &= self.last_alert_ms[:e] <= now_ms - self.cfg.alert_cooldown_ms
-        rows = np.flatnonzero(hit)
+        rows = hit.nonzero()[0]
         if len(rows) < n_hit:
             self.counters["alerts_suppressed"] += n_hit - len(rows)
         if not len(rows):

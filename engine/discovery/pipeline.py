@@ -352,7 +352,7 @@ class Discovery:
         now, e, frame, scores, codes = m.now, m.extent, m.frame, m.scores, m.codes
         heat = frame.heat
         hot = heat >= self.cfg.pool.min_heat
-        eligible = np.flatnonzero(hot & (codes == 0))
+        eligible = (hot & (codes == 0)).nonzero()[0]  # not np.flatnonzero: its wrapper costs 4x, a batch a minute
         size = self.cfg.pool.size
         if len(eligible) > size:
             eligible = eligible[np.argpartition(-heat[eligible], size - 1)[:size]]
@@ -468,7 +468,7 @@ class Discovery:
         symbols = m.symbols
         rejected_hot = [
             (row, s)
-            for row in np.flatnonzero(hot & (m.codes != 0)).tolist()
+            for row in (hot & (m.codes != 0)).nonzero()[0].tolist()
             if (s := symbols[row]) is not None and s not in self._emitted
         ]
         heat = m.frame.heat

@@ -585,7 +585,7 @@ class TickerWindows:
             return
         self._last_cleanup_ms = ts
         e = self.extent  # every active row is below it
-        stale = np.flatnonzero(self.active[:e] & (self.last_seen_ms[:e] < ts - self.cfg.stale_after_ms))
+        stale = (self.active[:e] & (self.last_seen_ms[:e] < ts - self.cfg.stale_after_ms)).nonzero()[0]
         if len(stale):
             self.counters["expired_symbols"] += len(stale)
             self._release(stale)
