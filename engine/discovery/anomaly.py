@@ -153,7 +153,9 @@ class AnomalyDetector:
         if not m:
             return
         w = self.windows
-        med, sig, n, vmed, vsig = self._baselines(w.price_ring[rows], w.volume_ring[rows], w.head)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logs = np.log(w.price_ring[rows]), np.log1p(w.volume_ring[rows])
+        med, sig, n, vmed, vsig = self._baselines(*logs, w.head)
         self.ret_median[rows] = med
         self.ret_sigma[rows] = sig
         self.history[rows] = n
@@ -161,20 +163,19 @@ class AnomalyDetector:
         self.vol_sigma[rows] = vsig
 
     def _baselines(
-        self, prices: FloatArray, volumes: FloatArray, head: int | IntArray
+        self, lp: FloatArray, log_volumes: FloatArray, head: int | IntArray
     ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray]:
         """(return median, return sigma, return count, log-volume median, log-volume sigma) of
-        each ring row; `head` is the current slot's column, one for all rows or one per row."""
-        m, r = prices.shape
+        each ring row, from log(price ring) and log1p(volume ring); `head` is the current
+        slot's column, one for all rows or one per row."""
+        m, r = lp.shape
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here).
         both = np.empty((2 * m, r))
         d, lv = both[:m], both[m:]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lp = np.log(prices)
         np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
         np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
-        np.log1p(volumes, out=lv)
+        lv[:] = log_volumes
         if isinstance(head, int):
             d[:, head] = np.nan  # the current slot is still moving
             d[:, (head + 1) % r] = np.nan  # oldest minus newest: not a return
@@ -226,7 +227,11 @@ class AnomalyDetector:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
         k, e, r = state.price_ring.shape
         heads = np.repeat(state.slot % r, e)
-        med, sig, n, vmed, vsig = self._baselines(state.price_ring.reshape(k * e, r), state.volume_ring.reshape(k * e, r), heads)
+        lp, lv = state.log_price_ring, state.log1p_volume_ring
+        if lp is None or lv is None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lp, lv = np.log(state.price_ring), np.log1p(state.volume_ring)
+        med, sig, n, vmed, vsig = self._baselines(lp.reshape(k * e, r), lv.reshape(k * e, r), heads)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n = n.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig)

@@ -73,6 +73,10 @@ class RingState:
     low_done: FloatArray  # (K, E) lowest slot price of the last hour's completed slots
     price_ring: FloatArray  # (K, E, R)
     volume_ring: FloatArray  # (K, E, R)
+    # log(price_ring) and log1p(volume_ring), where the rings' owner kept them (`RingBlock`):
+    # the baselines read them, and a block's rings repeat all but a slot or two per batch.
+    log_price_ring: FloatArray | None = None
+    log1p_volume_ring: FloatArray | None = None
 
     def returns(self, slots_back: Sequence[int]) -> FloatArray:
         """[batch, horizon, row] simple returns over `slots_back` slots each, NaN where unknown:
@@ -119,6 +123,8 @@ class RingBlock:
         self._low_done = np.empty((size, e))
         self._price_ring = np.empty((size, e, r))
         self._volume_ring = np.empty((size, e, r))
+        self._log_price_ring = np.empty((size, e, r))
+        self._log1p_volume_ring = np.empty((size, e, r))
 
     def take(self) -> None:
         """Copy the windows' state after the batch just folded in."""
@@ -129,13 +135,16 @@ class RingBlock:
         self._low_done[k] = w._low_done[:e]
         self._price_ring[k] = w.price_ring[:e]
         self._volume_ring[k] = w.volume_ring[:e]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.log(self._price_ring[k], out=self._log_price_ring[k])
+            np.log1p(self._volume_ring[k], out=self._log1p_volume_ring[k])
         self.count = k + 1
 
     def state(self) -> RingState:
         k = self.count
         return RingState(
             self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], self._price_ring[:k],
-            self._volume_ring[:k],
+            self._volume_ring[:k], self._log_price_ring[:k], self._log1p_volume_ring[:k],
         )  # fmt: skip
 
 
@@ -434,11 +443,18 @@ class TickerWindows:
         # Prices: the ring before the block, then one new slot per batch.
         c = block.count
         pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
+        lpr, lvr = block._log_price_ring[c : c + k_n], block._log1p_volume_ring[c : c + k_n]
         pr[:] = self.price_ring[:e]
         vr[:] = self.volume_ring[:e]
+        with np.errstate(invalid="ignore", divide="ignore"):  # the logs of what changed only
+            lpr[:] = np.log(self.price_ring[:e])
+            lvr[:] = np.log1p(self.volume_ring[:e])
+            log_price, log_vol = np.log(price), np.log1p(vol)
         for k, head in enumerate(heads):
             pr[k:, :, head] = price[k]
             vr[k:, :, head] = vol[k]
+            lpr[k:, :, head] = log_price[k]
+            lvr[k:, :, head] = log_vol[k]
         # The hour's low before each slot, over the timeline of slots the rings held.
         timeline = np.concatenate([np.roll(self.price_ring[:e], -((self.slot + 1) % r), axis=1), price.T], axis=1)
         w = self.slots_for(60)
