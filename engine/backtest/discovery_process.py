@@ -12,10 +12,10 @@ recorded events through the parent's tap, so journal seqs, causes and counts are
 process. `tests/engine/backtest/test_discovery_process.py` compares both ways event for event.
 
 Nobody in the child waits on one batch's result, so it pushes the batches into discovery a
-block at a time (`Discovery.push`): scored and ranked in one vector pass, settled in order,
-with the same results as batch by batch. That made the child, which was the floor of the
-split, about as busy as the parent: a month of real 1m candles runs about 1.5x faster than
-with the child settling every minute alone (bench/RESULTS.md). The pipe
+block at a time (`Discovery.push`): folded into the windows together where the minutes are
+steady (`TickerWindows.update_many`), scored and ranked in one vector pass, settled in order,
+with the same results as batch by batch. That keeps the child, which was the floor of the
+split, about as busy as the parent (bench/RESULTS.md). The pipe
 carries ~0.4 KB a minute with the journal off (a few KB with payloads), pickled with the
 candidates' read-only mappings as dicts and the results' dataclasses through their constructors.
 

@@ -83,9 +83,10 @@ class _Minute:
 
 
 class _Block:
-    """Batches folded into the windows but not yet scored or settled (`Discovery.push`): the
-    windows' rings after each (`RingBlock`), the per-row inputs heat, the filters and the
-    journal read, and where the block's results go (`settled`)."""
+    """Batches pushed but not yet scored or settled (`Discovery.push`): the windows' rings after
+    each (`RingBlock`), the per-row inputs heat, the filters and the journal read, and where
+    the block's results go (`settled`). Steady batches (`TickerWindows.steady`: every row, the
+    next slot) wait in `pending` and are folded into the windows together (`fold`)."""
 
     def __init__(self, discovery: Discovery, size: int, settled: Callable[[DiscoveryCycle], object]) -> None:
         w = discovery.windows
@@ -174,7 +175,9 @@ class Discovery:
     a replay that needs no batch's result before the block's end (the backtester's discovery
     process): the windows take every batch as it comes, then the block's batches are scored
     and ranked in one vector pass (`AnomalyDetector.score_block`, `HeatRanker.rank_block`) and
-    settled into the pool in order. The results are the same, batch for batch
+    settled into the pool in order; a run of steady batches (every row, one slot after the
+    other: nearly every minute of a replay) is even folded into the windows at once
+    (`TickerWindows.update_many`). The results are the same, batch for batch
     (`tests/engine/discovery/test_block.py`); a batch that could not be ranked in a block
     (a new symbol, a bar spanning batches) closes the block and is settled alone, and so do
     market info, announcements and posts (rare: a block then settles before they apply).

@@ -106,7 +106,10 @@ class RingState:
 
 
 class RingBlock:
-    """`RingState` copies of up to `size` batches, taken as each is folded in (see `RingState`).
+    """`RingState` copies of up to `size` batches, taken as each is folded in (see `RingState`),
+    or written by `TickerWindows.update_many` for a run of batches folded in at once; with the
+    rings' logs, which the baselines read (60 copies of nearly the same ring need the logs of
+    a slot or two each, not of the whole ring).
 
     The block's rows are the windows' extent when it opens. The windows allocate no row while
     a block is open (a caller that sees new symbols coming closes the block first), and rows a
