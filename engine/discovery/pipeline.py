@@ -282,16 +282,16 @@ class Discovery:
             return
         if self._block is None:
             self._block = _Block(self, block, settled)
-        pending = self._block
-        if self.windows.steady(batch, pending.last_ts_ms(self.windows)):
-            pending.pending.append(batch)  # folded in with the others like it (`_Block.fold`)
+        open_block = self._block
+        if self.windows.steady(batch, open_block.last_ts_ms(self.windows)):
+            open_block.pending.append(batch)  # folded in with the others like it (`_Block.fold`)
         else:
-            pending.fold(self)
+            open_block.fold(self)
             if self._take(batch) is None:
-                pending.reject(batch.ts_ms)
+                open_block.reject(batch.ts_ms)
             else:
-                pending.take(self, batch.ts_ms)
-        if pending.full:
+                open_block.take(self, batch.ts_ms)
+        if open_block.full:
             self.flush(settled)
 
     def flush(self, settled: Callable[[DiscoveryCycle], object]) -> None:

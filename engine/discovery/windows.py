@@ -392,11 +392,9 @@ class TickerWindows:
         k_n, e, r = len(batches), self.extent, self.history_slots
         if not batches or block.extent != e or block.count + k_n > len(block._slot) or k_n >= r:
             return False
-        last, cached = self.last_ts_ms, self._cached_symbols
+        last = self.last_ts_ms
         for b in batches:
-            if not (self._cached_all and (b.symbols is cached or b.symbols == cached)) or last is None:
-                return False
-            if not (b.ts_ms > last and b.ts_ms // self.slot_ms == last // self.slot_ms + 1):
+            if not self.steady(b, last):
                 return False
             last = b.ts_ms
         price = np.stack([b.last[:e] for b in batches])

@@ -68,14 +68,14 @@ class Candle:
 
 @dataclass(frozen=True, slots=True)
 class Bars:
-    """Closed bars of one symbol and timeframe, column-wise, oldest first, open times strictly
+    """Closed bars of one symbol and timeframe as arrays, oldest first, open times strictly
     increasing: what a feed hands the core's bar history in one piece.
 
     Every bar has passed `Candle.validate`'s checks: `Bars.of` runs them candle by candle, and
-    a feed that slices columns from a store checked on read (`engine.backtest.feed`) builds
-    them directly. That is the point of the type: a backtest feeds a bar a minute per pool
-    member, and building, checking and adding a `Candle` object for each cost more than the
-    rest of the feeding together."""
+    a feed that slices a store's columns, checked when the file was read
+    (`engine.backtest.feed`), builds them directly. That is the point of the type: a backtest
+    feeds a bar a minute per pool member, and building, checking and storing a `Candle` object
+    for each was most of what feeding them cost."""
 
     symbol: str
     timeframe: str

@@ -37,9 +37,9 @@ class MarketFeed(abc.ABC):
         before `after_ms` (what the caller already holds: a closed candle never changes)."""
 
     async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
-        """`candles()`'s closed ones, checked, as columns: what the core's bar history takes.
-        A feed holding candles as checked columns (a backtest's store) answers without
-        building a `Candle` per bar."""
+        """`candles()`'s closed ones, checked, as `Bars`: what the core's bar history takes. A
+        feed holding candles as checked columns (a backtest's store) answers without building
+        a `Candle` per bar."""
         return Bars.of(symbol, timeframe, await self.candles(symbol, timeframe, limit, after_ms=after_ms))
 
     @abc.abstractmethod
