@@ -392,18 +392,12 @@ class _Tape:
         shown = opens[1:]
         shown_ms = minutes[1:] * MINUTE_MS
         price = on_tick(shown, self.tick_mul, self.tick_div)
-        sum_volume = np.empty((count, n_all))
-        sum_quote = np.empty((count, n_all))
-        sv, sq = self.sum_volume, self.sum_quote
-        for k in range(count):  # the rings' running sums, step for step: minute first+k closes
-            sv += v[WINDOW_MINUTES + k]  # the minute before it, and drops the one 1440 before it
-            sv -= v[k + 1]
-            sq += q[WINDOW_MINUTES + k]
-            sq -= q[k + 1]
-            np.maximum(sv, 0.0, out=sv)
-            np.maximum(sq, 0.0, out=sq)
-            sum_volume[k] = sv
-            sum_quote[k] = sq
+        # The rings' running sums: as minute first+k closes, the minute before it comes in and
+        # the one 1440 before that leaves.
+        sum_volume = _running_sums(self.sum_volume, v[WINDOW_MINUTES : WINDOW_MINUTES + count], v[1 : count + 1])
+        sum_quote = _running_sums(self.sum_quote, q[WINDOW_MINUTES : WINDOW_MINUTES + count], q[1 : count + 1])
+        self.sum_volume[:] = sum_volume[-1]
+        self.sum_quote[:] = sum_quote[-1]
         base_volume = sum_volume + 0.0  # the running candle has traded nothing yet
         quote_volume = sum_quote + np.float32(0.0)
         bid, _, ask, _ = quotes(price, self.tick_mul, self.tick_div, self.step_mul, self.step_div, quote_volume)
@@ -421,6 +415,29 @@ class _Tape:
         self._open, self._high, self._low = o[-WINDOW_MINUTES:], h[-WINDOW_MINUTES:], lo[-WINDOW_MINUTES:]
         self._volume, self._quote = v[-WINDOW_MINUTES:], q[-WINDOW_MINUTES:]
         self._day_start, self._day_len = first, count
+
+
+def _running_sums(start: FloatArray, added: npt.NDArray[np.floating[Any]], dropped: npt.NDArray[np.floating[Any]]) -> FloatArray:
+    """A ring's running sum after each step k: `s += added[k]; s -= dropped[k]; s = max(s, 0)`.
+
+    One sequential accumulate over start, +added[0], -dropped[0], +added[1], ...: the same
+    additions in the same order as stepping (x - y is x + -y exactly), so the same roundings,
+    in a few numpy calls for a day instead of eight a minute. Where a sum would fall below
+    zero the clamp changes what follows, so those days are stepped as the rings step them."""
+    count, n = added.shape
+    steps = np.empty((2 * count + 1, n))
+    steps[0] = start
+    steps[1::2] = added
+    np.negative(dropped, out=steps[2::2])
+    sums: FloatArray = np.add.accumulate(steps, axis=0)[2::2]
+    if (sums < 0.0).any():
+        s = start.copy()
+        for k in range(count):
+            s += added[k]
+            s -= dropped[k]
+            np.maximum(s, 0.0, out=s)
+            sums[k] = s
+    return sums
 
 
 def _sliding(a: FloatArray, w: int, op: np.ufunc) -> FloatArray:
