@@ -229,8 +229,7 @@ class AnomalyDetector:
         heads = np.repeat(state.slot % r, e)
         lp, lv = state.log_price_ring, state.log1p_volume_ring
         if lp is None or lv is None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                lp, lv = np.log(state.price_ring), np.log1p(state.volume_ring)
+            raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
         med, sig, n, vmed, vsig = self._baselines(lp.reshape(k * e, r), lv.reshape(k * e, r), heads)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n = n.reshape(k, e)

@@ -275,8 +275,8 @@ class _Tape:
     they were at the switch (exact) and, from then on, from the files (what the rings would
     have been written with: the candle when a pair is listed, its listing price and no
     volume before); the 24 h extremes are sliding maxima and minima over them (exact in any
-    order); the 24 h volume sums are stepped minute by minute with the rings' own operations,
-    so they round the same. `tests/engine/sim/test_parquet_source.py` compares the two paths
+    order); the 24 h volume sums are the rings' own additions in the rings' order (one
+    sequential accumulate, `_running_sums`), so they round the same. `tests/engine/sim/test_parquet_source.py` compares the two paths
     batch for batch, across listings and outages."""
 
     def __init__(self, market: ParquetMarket) -> None:
