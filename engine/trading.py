@@ -39,6 +39,7 @@ from engine.domain import (
     TickerBatch,
 )
 from engine.domain.trading import Side
+from engine.errors import MarketDataError
 from engine.execution.broker import OrderUpdate
 from engine.execution.client_ids import client_order_id
 from engine.execution.precheck import OrderRequest, PrecheckResult, precheck
@@ -48,7 +49,7 @@ from engine.portfolio.clusters import Clusters
 from engine.portfolio.exits import ExitDecision, ExitPolicy
 from engine.portfolio.positions import BookChange, Holding, PositionBook
 from engine.portfolio.risk import RiskEvent, RiskManager
-from engine.signals.bars import BarHistory
+from engine.signals.bars import BarHistory, BarSource
 from engine.signals.scorer import Scorer
 from engine.signals.stage import SignalStage
 
@@ -103,14 +104,14 @@ class TradingCore:
         sink: EventSink,
         *,
         scorer: Scorer | None = None,
-        history: BarHistory | None = None,
+        history: BarSource | None = None,
         run_id: str = "run",
     ) -> None:
         self.settings = settings
         self.markets = markets
         self.sink = sink
         self.run_id = run_id
-        self.history = history or BarHistory(settings.signals.timeframe)
+        self.history: BarSource = history or BarHistory(settings.signals.timeframe)
         self.signals = SignalStage(settings.signals, self.history, sink, scorer)
         self.book = PositionBook()
         self.exit_policy = ExitPolicy(settings.exits)
@@ -179,10 +180,17 @@ class TradingCore:
 
     # ----------------------------------------------------------------- inputs
     def on_candle(self, candle: Candle) -> None:
-        self.history.add(candle)
+        self._fed_history().add(candle)
 
     def on_bars(self, bars: Bars) -> None:
-        self.history.add_bars(bars)
+        self._fed_history().add_bars(bars)
+
+    def _fed_history(self) -> BarHistory:
+        if not isinstance(self.history, BarHistory):
+            raise MarketDataError(
+                "this core reads its bars from a candle store (a backtest's); nothing is fed to it: follow the symbol instead"
+            )
+        return self.history
 
     def on_tickers(self, batch: TickerBatch, now_ms: int) -> list[OrderIntent]:
         """New prices: mark positions, update risk, and decide exits."""

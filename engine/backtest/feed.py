@@ -28,11 +28,13 @@ from __future__ import annotations
 import numpy as np
 
 from engine.backtest.history import CandleSeries, HistoryIndex, HistoryStore
+from engine.backtest.stored_bars import StoredBars
 from engine.clock import SimClock
 from engine.domain import Bars, Candle, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.runtime.feed import SimFeed
 from engine.runtime.snapshot import StreamRow
+from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
 from engine.sim.parquet_source import ParquetMarket
 from engine.sim.rings import MINUTE_MS
@@ -115,14 +117,17 @@ class HistoryFeed(SimFeed):
         *,
         slicer: CandleSlicer | None = None,
         ahead: bool = False,
+        stored_bars: bool = False,
     ) -> None:
         """`slicer` turns on the sliced candles; without it candles come from the market's rings.
         `ahead`: after the warm-up, a replay market computes its minutes a day at a time
-        (`ParquetMarket.replay_ahead`), for a run whose candles all come from the slicer."""
+        (`ParquetMarket.replay_ahead`), for a run whose candles all come from the slicer.
+        `stored_bars`: the core reads its bars from the slicer's store in place (`bar_store`)."""
         super().__init__(market, clock, interval_ms, lockstep=True)
         self.index = index
         self.slicer = slicer
         self.ahead = ahead
+        self.stored_bars = stored_bars
 
     async def next_batch(self) -> TickerBatch:
         if self.ahead and isinstance(self.market, ParquetMarket) and self._interval_ms == MINUTE_MS:
@@ -142,6 +147,11 @@ class HistoryFeed(SimFeed):
         if self.slicer is None or not self.slicer.covers(symbol, timeframe, now):
             return await super().candles(symbol, timeframe, limit, after_ms=after_ms)
         return self.slicer.candles(symbol, timeframe, limit, after_ms, now)
+
+    def bar_store(self, timeframe: str) -> BarStore | None:
+        if not self.stored_bars or self.slicer is None or timeframe != self.index.timeframe:
+            return None
+        return StoredBars(self.slicer)
 
     async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
         now = self.market.now_ms

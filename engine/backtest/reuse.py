@@ -40,6 +40,7 @@ from pathlib import Path
 
 from engine.backtest.feed import CandleSlicer, HistoryFeed, history_streams
 from engine.backtest.history import HistoryIndex
+from engine.backtest.stored_bars import StoredBars
 from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
@@ -49,6 +50,7 @@ from engine.errors import ConfigError
 from engine.runtime.cycle import DiscoveryStage
 from engine.runtime.feed import MarketFeed
 from engine.runtime.snapshot import StreamRow
+from engine.signals.bars import BarStore
 from engine.signals.stage import FeatureMemo
 
 
@@ -137,6 +139,9 @@ class _RecordingFeed(MarketFeed):
     async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
         return await self._feed.closed_bars(symbol, timeframe, limit, after_ms=after_ms)
 
+    def bar_store(self, timeframe: str) -> BarStore | None:
+        return self._feed.bar_store(timeframe)
+
     def book(self, symbol: str) -> tuple[float, float]:
         return self._feed.book(symbol)
 
@@ -186,6 +191,10 @@ class _ReplayFeed(MarketFeed):
 
     async def closed_bars(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> Bars:
         return self._slicer.bars(symbol, timeframe, limit, after_ms, self._sliced(symbol, timeframe))
+
+    def bar_store(self, timeframe: str) -> BarStore | None:
+        """The store, read in place, as the recording run's feed offered it (`HistoryFeed.bar_store`)."""
+        return StoredBars(self._slicer) if timeframe == self._index.timeframe else None
 
     def _sliced(self, symbol: str, timeframe: str) -> int:
         """The replay's time, where the store's slices answer for `symbol` at `timeframe`."""

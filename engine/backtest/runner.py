@@ -207,7 +207,9 @@ class BacktestRunner:
         sliced = config.trading.signals.timeframe == self.index.timeframe  # every candle the core reads is sliced
 
         def build_feed() -> HistoryFeed:
-            return HistoryFeed(ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer, ahead=sliced)
+            return HistoryFeed(
+                ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer, ahead=sliced, stored_bars=True
+            )  # fmt: skip
 
         books = _Books()
         tap = Tap(self.sink, recent=0)

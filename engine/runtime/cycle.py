@@ -41,6 +41,7 @@ from engine.execution.router import OrderRouter
 from engine.runtime.feed import MarketFeed
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.runtime.tap import Tap
+from engine.signals.bars import BarStore
 from engine.signals.features import WINDOW
 from engine.signals.scorer import ModelLoad
 from engine.trading import TradingCore
@@ -174,6 +175,7 @@ class TradingCycle:
         self._on_update = on_update
         self._on_stepped = on_stepped
         self._fed: dict[str, tuple[int, int | None]] = {}  # symbol -> (bar, open time of the last candle fed)
+        self._store: BarStore | None = None  # the feed's bars, read in place (a backtest's store)
         self._last_sync = 0
         self._tf = config.trading.signals.timeframe
         self._tf_ms = timeframe_ms(self._tf)
@@ -194,7 +196,10 @@ class TradingCycle:
         await self.driver.open(first)
         model = self.model
         scorer = model.scorer if model is not None else None
-        self.core = TradingCore(self.config.trading, self.driver.markets, self.tap, run_id=self.run_id, scorer=scorer)
+        self._store = self.feed.bar_store(self._tf)
+        self.core = TradingCore(
+            self.config.trading, self.driver.markets, self.tap, run_id=self.run_id, scorer=scorer, history=self._store
+        )
         self.tap.emit(
             "run_start",
             ts_ms=first.ts_ms,
@@ -255,13 +260,20 @@ class TradingCycle:
         once per bar per symbol: the last WINDOW+2 on first sight, then every bar since the
         symbol was last fed (a symbol back in the pool after a while needs all the bars it
         missed, or its window has holes and its features are NaN for an hour), at most
-        WINDOW+2, less the candles already fed (a closed candle never changes)."""
+        WINDOW+2, less the candles already fed (a closed candle never changes). A feed whose
+        bars the core reads in place (`bar_store`) is told how far instead: the same bars."""
         core = self.core
         assert core is not None
         bar = now // self._tf_ms
         wanted = {c.symbol for c in cycle.snapshot.candidates}
         wanted.update(core.book.holdings)
         wanted.add(self._regime)
+        if self._store is not None:
+            markets = self.markets
+            for symbol in wanted:
+                if symbol in markets:
+                    self._store.follow(symbol, now)
+            return
         for symbol in wanted:
             fed = self._fed.get(symbol)
             if (fed is not None and fed[0] == bar) or symbol not in self.markets:

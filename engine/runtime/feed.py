@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from engine.clock import SimClock
 from engine.domain import Bars, Candle, Market, TickerBatch
 from engine.runtime.snapshot import StreamRow
+from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
 
 
@@ -41,6 +42,11 @@ class MarketFeed(abc.ABC):
         feed holding candles as checked columns (a backtest's store) answers without building
         a `Candle` per bar."""
         return Bars.of(symbol, timeframe, await self.candles(symbol, timeframe, limit, after_ms=after_ms))
+
+    def bar_store(self, timeframe: str) -> BarStore | None:
+        """Closed bars the core can read in place instead of being fed them (a backtest's
+        store, `engine.backtest.stored_bars`), or None: the cycle feeds a `BarHistory`."""
+        return None
 
     @abc.abstractmethod
     def book(self, symbol: str) -> tuple[float, float]:

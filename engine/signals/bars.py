@@ -10,6 +10,7 @@ a stale value from `depth` bars ago.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,27 @@ from engine.errors import MarketDataError
 from engine.signals.features import WINDOW, BarMatrix
 
 _FIELDS = 5  # open, high, low, close, volume
+
+
+class BarSource(Protocol):
+    """Where the signal stage reads bars: a `BarHistory` fed bar by bar (live), or a backtest's
+    candle store read in place (`engine.backtest.stored_bars`)."""
+
+    @property
+    def timeframe(self) -> str: ...
+
+    @property
+    def tf_ms(self) -> int: ...
+
+    def window(self, symbols: Sequence[str], last_open_ms: int, bars: int | None = None) -> BarMatrix: ...
+
+
+class BarStore(BarSource, Protocol):
+    """A `BarSource` that holds every bar already: the cycle, instead of copying a symbol's new
+    bars in, says how far the core may read them (`follow`), with the same answers."""
+
+    def follow(self, symbol: str, now_ms: int) -> None:
+        """The core may read `symbol`'s bars closed by `now_ms`, as feeding them would allow."""
 
 
 class BarHistory:

@@ -17,7 +17,7 @@ import numpy as np
 from engine.config.sections.trading import SignalSettings
 from engine.domain import Candidate, Signal, SignalDecision
 from engine.journal.events import EventSink
-from engine.signals.bars import BarHistory
+from engine.signals.bars import BarSource
 from engine.signals.cache import BarCache
 from engine.signals.features import (
     FEATURE_NAMES,
@@ -46,7 +46,7 @@ class SignalStage:
     def __init__(
         self,
         settings: SignalSettings,
-        history: BarHistory,
+        history: BarSource,
         sink: EventSink,
         scorer: Scorer | None = None,
     ) -> None:

@@ -1,0 +1,111 @@
+"""`StoredBars` (the core's bars read in place from the store) answers every window read as the
+`BarHistory` the cycle feeds would: the same bars, NaN in the same places. Two real
+`TradingCycle`s over the same replay, one feeding a ring and one following the store, are told
+the same symbols each minute (random sets: symbols come and go, stay away longer than a window,
+the listing is asked for before it exists, the regime symbol always), across the outage."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from engine.backtest.feed import CandleSlicer, HistoryFeed
+from engine.backtest.history import HistoryStore, index_history
+from engine.backtest.stored_bars import StoredBars
+from engine.clock import SimClock
+from engine.config import HotcoinConfig
+from engine.domain import Bars
+from engine.errors import MarketDataError
+from engine.execution.paper import FillModel, PaperBroker
+from engine.journal.sinks import NullSink
+from engine.runtime.cycle import TradingCycle
+from engine.runtime.tap import Tap
+from engine.signals.bars import BarHistory
+from engine.signals.features import WINDOW
+from engine.sim.parquet_source import ParquetMarket
+from tests.engine.backtest.conftest import DAYS_MIN, GAP, LISTING_AT, MIN, T0, minute_config
+
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "PUMP/USDT", "ALT/USDT", "CALM/USDT", "NEW/USDT")
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+async def _cycle(
+    config: HotcoinConfig, store: Path, start: int, *, stored: bool, history: int = 90
+) -> tuple[TradingCycle, HistoryFeed]:
+    index = index_history(store)
+    sim = config.sim.model_copy(update={"data_dir": store, "history_minutes": history})
+    slicer = CandleSlicer(index, HistoryStore(store), start - history * MIN, sim.candle_ring_minutes)
+    feed = HistoryFeed(ParquetMarket(sim, start), SimClock(start), index, MIN, slicer=slicer, stored_bars=stored)
+    broker = PaperBroker(FillModel.from_settings(config.trading.execution))
+    cycle = TradingCycle(config, feed, broker, Tap(NullSink(), recent=0), run_id="bars")
+    await cycle.begin(await feed.next_batch(), "backtest")
+    return cycle, feed
+
+
+@pytest.mark.parametrize("history", [90, 30], ids=["history", "short-history"])  # windows reaching before the market's first candle
+def test_stored_bars_read_as_the_fed_ring(store: Path, history: int) -> None:
+    config = minute_config()
+    start = T0 + (LISTING_AT - 40) * MIN  # NEW/USDT is asked for before its first candle
+    rng = np.random.default_rng(5)
+
+    async def run() -> int:
+        fed, fed_feed = await _cycle(config, store, start, stored=False, history=history)
+        kept, kept_feed = await _cycle(config, store, start, stored=True, history=history)
+        assert fed.core is not None and kept.core is not None
+        assert isinstance(fed.core.history, BarHistory) and isinstance(kept.core.history, StoredBars)
+        away = {"ETH/USDT": range(LISTING_AT, LISTING_AT + WINDOW + 30)}  # back after more than a window
+        compared = 0
+        while True:
+            batch, same = await fed_feed.next_batch(), await kept_feed.next_batch()
+            now = batch.ts_ms
+            assert same.ts_ms == now
+            minute = (now - T0) // MIN
+            if minute >= DAYS_MIN - 1:
+                return compared
+            await fed.driver.prepare(now)  # market info on the cycle's schedule: the listing appears
+            await kept.driver.prepare(now)
+            wanted = [s for s in SYMBOLS if rng.random() < 0.5 and minute not in away.get(s, ())]
+            cands = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in wanted]))
+            await fed._feed_candles(cands, now)  # type: ignore[arg-type]
+            await kept._feed_candles(cands, now)  # type: ignore[arg-type]
+            bar = now // MIN * MIN - MIN
+            for n in (WINDOW, 7):
+                a = fed.core.history.window([*SYMBOLS, "GONE/USDT"], bar, n)
+                b = kept.core.history.window([*SYMBOLS, "GONE/USDT"], bar, n)
+                for name in FIELDS:
+                    assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), (minute, n, name)
+                compared += int(np.isfinite(a.close).sum())
+
+    compared = asyncio.run(run())
+    assert compared > 50_000  # most of the windows hold bars: the comparison is not of NaNs
+
+
+def test_the_outage_and_the_listing_read_nan(store: Path) -> None:
+    index = index_history(store)
+    slicer = CandleSlicer(index, HistoryStore(store), T0, 1500)
+    bars = StoredBars(slicer)
+    now = T0 + (GAP[1] + 5) * MIN
+    bars.follow("PUMP/USDT", now)
+    bars.follow("NEW/USDT", T0 + (LISTING_AT - 1) * MIN)  # not listed yet: nothing to follow
+    bars.follow("GONE/USDT", now)  # not in the store at all
+    w = bars.window(["PUMP/USDT", "NEW/USDT", "GONE/USDT"], now - MIN, 20)
+    minutes = (now - MIN) // MIN - np.arange(19, -1, -1) - T0 // MIN
+    outage = (minutes >= GAP[0]) & (minutes < GAP[1])
+    assert np.isnan(w.close[outage, 0]).all() and np.isfinite(w.close[~outage, 0]).all()
+    assert np.isnan(w.close[:, 1:]).all()
+    with pytest.raises(MarketDataError, match="deep"):
+        bars.window(["PUMP/USDT"], now - MIN, WINDOW + 1)
+
+
+def test_a_store_core_refuses_fed_bars(store: Path) -> None:
+    async def run() -> None:
+        cycle, _ = await _cycle(minute_config(), store, T0 + 1500 * MIN, stored=True)
+        assert cycle.core is not None
+        with pytest.raises(MarketDataError, match="candle store"):
+            cycle.core.on_bars(Bars.of("BTC/USDT", "1m", []))
+
+    asyncio.run(run())
