@@ -234,10 +234,11 @@ class HistoryIndex:
     def data_age_s(self, now_ms: int) -> float:
         """Seconds since the last candle close at or before `now_ms` (the freshest data then)."""
         tf = timeframe_ms(self.timeframe)
-        i = int(np.searchsorted(self.data_opens, now_ms - tf, "right"))
+        i = self.data_opens.searchsorted(now_ms - tf, "right")  # the method: half the cost of np.searchsorted's wrapper
         if i == 0:
             return 0.0
-        return max(0.0, (now_ms - (int(self.data_opens[i - 1]) + tf)) / 1000)
+        last: int = self.data_opens[i - 1].item()
+        return max(0.0, (now_ms - (last + tf)) / 1000)
 
     def listed_after_start(self) -> dict[str, int]:
         """Pairs whose first candle comes after the directory's first one: listings."""

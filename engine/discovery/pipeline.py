@@ -20,6 +20,7 @@ unknown symbols are counted (`counters`) and skipped.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from collections import Counter
@@ -210,8 +211,8 @@ class Discovery:
         self._emitted: set[str] = set()  # symbols journaled in the current bar
         self._trace_bar = -1
         self._traces: dict[str, str] = {}  # symbol -> trace id in the current bar
-        self.last_frame: HeatFrame | None = None
-        self.last_scores: AnomalyScores | None = None
+        self._last: tuple[HeatFrame, AnomalyScores] | None = None  # the batch settled last
+        self._last_quiet: Callable[[], _Minute] | None = None  # ...or how to build it, settled quietly
         self._block: _Block | None = None
 
     # ------------------------------------------------------------------ slow inputs
@@ -310,24 +311,36 @@ class Discovery:
         )
         codes = self.filters.evaluate(block.quote_volume_24h[:k], (now[:, None] - block.listing_ms[:k]) / DAY_MS)
         alerting = self.anomaly.alerting(scores, extents)
+        # Batches with no row at the pool's heat bar (most minutes of a replay): settled by
+        # `_settle_quiet` while the pool is empty, with no frame or minute built for them.
+        in_use = np.arange(heat.shape[1]) < extents[:, None]
+        warm: list[bool] = np.any((heat >= self.cfg.pool.min_heat) & in_use, axis=1).tolist()
+
+        def minute(i: int, ts: int, alerts: tuple[AnomalyAlert, ...]) -> _Minute:
+            e = block.extents[i]
+            symbols, index = block.mappings[i]
+            frame = HeatFrame(ts_ms=ts, heat=heat[i, :e], parts={name: v[i, :e] for name, v in parts.items()})
+            return _Minute(
+                ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.high_24h[i],
+                block.low_24h[i], block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, e, alerts),
+                codes[i, :e],
+            )  # fmt: skip
+
         for ts, i in block.batches:
             if i < 0:
                 settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
                 continue
             e = block.extents[i]
-            symbols, index = block.mappings[i]
             alerts = (
                 self.anomaly.alerts(ts, e, scores.price_z[i, :e], scores.volume_z[i, :e], scores.volume_surge[i, :e],
-                                    scores.returns[i, :, :e], symbols)
+                                    scores.returns[i, :, :e], block.mappings[i][0])
                 if alerting[i] else ()
             )  # fmt: skip
-            frame = HeatFrame(ts_ms=ts, heat=heat[i, :e], parts={name: v[i, :e] for name, v in parts.items()})
-            minute = _Minute(
-                ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.high_24h[i],
-                block.low_24h[i], block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, e, alerts),
-                codes[i, :e],
-            )  # fmt: skip
-            settled(self._settle(minute))
+            if not warm[i] and not self.pool.members:
+                self._last_quiet = functools.partial(minute, i, ts, alerts)  # built if `last_frame` is read
+                settled(self._settle_quiet(ts, alerts))
+            else:
+                settled(self._settle(minute(i, ts, alerts)))
 
     def _blockable(self, batch: TickerBatch) -> bool:
         """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
@@ -380,7 +393,7 @@ class Discovery:
         change = self.pool.update(
             now, heats, qualifying, rejected, lambda s, rank: self._candidate(m, s, rows[s], rank, bar_start)
         )
-        self.last_frame, self.last_scores = frame, scores
+        self._last, self._last_quiet = (frame, scores), None
         emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered, hot)
         return DiscoveryCycle(
             ts_ms=now,
@@ -391,6 +404,21 @@ class Discovery:
             alerts=scores.alerts,
             events=emitted,
         )
+
+    def _settle_quiet(self, now: int, alerts: tuple[AnomalyAlert, ...]) -> DiscoveryCycle:
+        """`_settle` of a batch with no row at the heat bar while the pool is empty: nothing
+        qualifies, nothing is rejected or journaled, the pool stays empty (`test_block.py`
+        holds the two to the same cycles, journal, counters and state)."""
+        bar = now // self.cfg.pool.bar_ms
+        if bar != self._trace_bar:
+            self._trace_bar, self._traces = bar, {}
+        change = self.pool.update(now, {}, frozenset(), {}, _no_member)
+        if self.sink is not None and bar != self._bar:  # as `_journal` leaves them
+            self._bar, self._emitted = bar, set()
+        return DiscoveryCycle(
+            ts_ms=now, accepted=True, snapshot=change.snapshot, entered=change.entered, left=change.left,
+            alerts=alerts, events=0,
+        )  # fmt: skip
 
     def _on_new_rows(self, rows: IntArray) -> None:
         self.anomaly.reset_rows(rows)
@@ -411,6 +439,8 @@ class Discovery:
             return
         self._social_dirty = False
         self._social_next_ms = now_ms + max(1000, self.cfg.social.window_ms // 30)
+        if not len(self._social_rows) and self.social.idle:
+            return  # no score to clear, none to copy (a replay without posts: every minute)
         r = self.ranker
         r.social_velocity[self._social_rows] = 0.0
         r.social_sentiment[self._social_rows] = 0.0
@@ -520,6 +550,24 @@ class Discovery:
     def snapshot(self) -> PoolSnapshot:
         return self.pool.snapshot()
 
+    @property
+    def last_frame(self) -> HeatFrame | None:
+        """The heat of the batch settled last (None before the first)."""
+        last = self._settled_last()
+        return None if last is None else last[0]
+
+    @property
+    def last_scores(self) -> AnomalyScores | None:
+        """The anomaly scores of the batch settled last (None before the first)."""
+        last = self._settled_last()
+        return None if last is None else last[1]
+
+    def _settled_last(self) -> tuple[HeatFrame, AnomalyScores] | None:
+        if self._last_quiet is not None:  # settled quietly: built now, from the block's arrays
+            m, self._last_quiet = self._last_quiet(), None
+            self._last = m.frame, m.scores
+        return self._last
+
     def all_counters(self) -> dict[str, int]:
         """Every counted reason, prefixed by the part that counted it."""
         out: dict[str, int] = {}
@@ -534,6 +582,10 @@ class Discovery:
             for key, value in counter.items():
                 out[f"{prefix}.{key}"] = value
         return out
+
+
+def _no_member(symbol: str, rank: int) -> Candidate:
+    raise AssertionError(f"a quiet batch has no pool member to build ({symbol})")
 
 
 def _finite(x: float | np.floating[Any]) -> float:

@@ -309,6 +309,7 @@ class _Tape:
         self._day_start = m + 1  # first minute of the computed day
         self._day_len = 0
         self._no_count = np.full(n_all, -1, np.int64)
+        self._no_count.setflags(write=False)  # batches share it (and the day tables below) read-only
         self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's batch times, by minute and pair
         self.moved = False  # until the first minute it shows, the rings answer
         self.batch: TickerBatch  # the minute shown, once moved
@@ -335,20 +336,11 @@ class _Tape:
         market._now_ms = now_ms
         self.minute = minute
         self.moved = True
-        self.batch = TickerBatch(
-            ts_ms=now_ms,
-            symbols=market._symbols,
-            event_ms=self._event_ms[i, :n],
-            last=price.copy(),
-            bid=d["bid"][i, :n],
-            ask=d["ask"][i, :n],
-            open_24h=d["open_24h"][i, :n],
-            high_24h=d["high_24h"][i, :n],
-            low_24h=d["low_24h"][i, :n],
-            base_volume_24h=d["base_volume_24h"][i, :n],
-            quote_volume_24h=d["quote_volume_24h"][i, :n],
-            trade_count_24h=self._no_count[:n],  # a replay has no trade counts
-        )
+        self.batch = TickerBatch.trusted(  # rows of the frozen day tables: shaped and read-only already
+            now_ms, market._symbols, self._event_ms[i, :n], price, d["bid"][i, :n], d["ask"][i, :n],
+            d["open_24h"][i, :n], d["high_24h"][i, :n], d["low_24h"][i, :n], d["base_volume_24h"][i, :n],
+            d["quote_volume_24h"][i, :n], self._no_count[:n],  # a replay has no trade counts
+        )  # fmt: skip
 
     def book(self, i: int) -> tuple[float, float, float, float]:
         k = self.minute - self._day_start
@@ -412,6 +404,8 @@ class _Tape:
             "ask": ask,
         }
         self._event_ms = np.repeat(shown_ms[:, None], n_all, axis=1)
+        for table in (*self._day.values(), self._event_ms):
+            table.setflags(write=False)  # the minutes' batches are views of these (`TickerBatch.trusted`)
         self._open, self._high, self._low = o[-WINDOW_MINUTES:], h[-WINDOW_MINUTES:], lo[-WINDOW_MINUTES:]
         self._volume, self._quote = v[-WINDOW_MINUTES:], q[-WINDOW_MINUTES:]
         self._day_start, self._day_len = first, count

@@ -41,6 +41,11 @@ class MentionVelocity:
         return len(self._mentions)
 
     @property
+    def idle(self) -> bool:
+        """Nothing remembered: `scores` would forget nothing and score no coin."""
+        return not self._mentions and not self._seen
+
+    @property
     def horizon_ms(self) -> int:
         return self.cfg.baseline_ms + self.cfg.window_ms
 

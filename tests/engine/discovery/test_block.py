@@ -145,6 +145,43 @@ def test_blocks_settle_exactly_as_batches_one_by_one(block: int, payloads: bool)
         assert same_array(getattr(blk.ranker, name), getattr(one.ranker, name)), name
     assert blk.ranker._bar == one.ranker._bar
     assert blk.anomaly._cursor == one.anomaly._cursor
+    assert blk.pool.snapshot() == one.pool.snapshot() and blk.pool.members == one.pool.members
+    assert (blk._bar, blk._emitted, blk._trace_bar, blk._traces) == (one._bar, one._emitted, one._trace_bar, one._traces)
+    same_last(blk, one)
+    # many batches settle quietly (`Discovery._settle_quiet`: no row at the heat bar, an empty pool)
+    assert sum(c.accepted and not c.snapshot.candidates and not c.left for c in one_cycles) >= 30
+
+
+def same_last(blk: Discovery, one: Discovery) -> None:
+    """The frame and scores of the batch settled last, as a reader of discovery sees them."""
+    assert blk.last_frame is not None and one.last_frame is not None
+    assert blk.last_frame.ts_ms == one.last_frame.ts_ms and same_array(blk.last_frame.heat, one.last_frame.heat)
+    for name, part in one.last_frame.parts.items():
+        assert same_array(blk.last_frame.parts[name], part), name
+    assert blk.last_scores is not None and one.last_scores is not None
+    assert blk.last_scores.alerts == one.last_scores.alerts and blk.last_scores.extent == one.last_scores.extent
+    for name in ("price_z", "accel", "volume_z", "volume_surge", "run_up"):
+        assert same_array(getattr(blk.last_scores, name), getattr(one.last_scores, name)), name
+
+
+def test_a_block_ending_quietly_reads_as_batches_one_by_one() -> None:
+    """A calm market's batches settle quietly; the last one's frame is built when read, the same."""
+    feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
+    batches = [feed.batch() for _ in range(75)]
+    sinks = EventList(False), EventList(False)
+    one, blk = (Discovery(minute_config(), sink, run_id="block") for sink in sinks)
+    for disc in (one, blk):
+        disc.on_markets(feed_markets(SYMBOLS), batches[0].ts_ms - MIN)
+    one_cycles = [one.on_batch(b) for b in batches]
+    blk_cycles: list[DiscoveryCycle] = []
+    for b in batches:
+        blk.push(b, blk_cycles.append, 60)
+    blk.flush(blk_cycles.append)
+    assert blk_cycles == one_cycles and not one.pool.members
+    assert sinks[0].events == sinks[1].events and blk.all_counters() == one.all_counters()
+    assert (blk._bar, blk._emitted, blk._trace_bar, blk._traces) == (one._bar, one._emitted, one._trace_bar, one._traces)
+    assert blk._last_quiet is not None  # not built yet
+    same_last(blk, one)
 
 
 def test_a_block_is_closed_by_what_it_cannot_rank() -> None:

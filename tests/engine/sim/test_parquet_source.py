@@ -316,7 +316,8 @@ FIELDS = ("last", "bid", "ask", "open_24h", "high_24h", "low_24h", "base_volume_
 
 
 def same_minutes(rings: ParquetMarket, ahead: ParquetMarket, minutes: range) -> int:
-    """Step both markets through `minutes` (epoch ms); every batch and book bit for bit equal."""
+    """Step both markets through `minutes` (epoch ms); every batch and book bit for bit equal,
+    the second market's arrays shaped and read-only as a checked batch's are."""
     for t in minutes:
         rings.advance_to(t)
         ahead.advance_to(t)
@@ -325,6 +326,8 @@ def same_minutes(rings: ParquetMarket, ahead: ParquetMarket, minutes: range) -> 
         for name in FIELDS:
             x, y = getattr(a, name), getattr(b, name)
             assert x.dtype == y.dtype and np.array_equal(x, y), (t, name)
+            # what `TickerBatch.trusted` (the tape's batches) leaves to the tape: shaped, read-only
+            assert y.shape == (len(b.symbols),) and not y.flags.writeable, (t, name)
         for symbol in a.symbols:
             assert rings.book(symbol) == ahead.book(symbol)
         for x, y in zip(rings.books(), ahead.books(), strict=True):
