@@ -35,6 +35,7 @@ from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.config.sections.discovery import WindowsSection
 from engine.domain.ticker import FloatArray, IntArray, TickerBatch
@@ -460,8 +461,9 @@ class TickerWindows:
         timeline = np.concatenate([np.roll(self.price_ring[:e], -((self.slot + 1) % r), axis=1), price.T], axis=1)
         w = self.slots_for(60)
         low = block._low_done[c : c + k_n]
-        for k in range(k_n):  # slot k of the block is column r + k; its completed hour ends just before
-            np.fmin.reduce(timeline[:, r + k - w : r + k], axis=1, out=low[k])
+        # slot k of the block is column r + k; its completed hour, the w columns just before it
+        # (one reduction over every slot's window: a minimum, exact in any order)
+        low[:] = np.fmin.reduce(sliding_window_view(timeline, w, axis=1)[:, r - w : r - w + k_n], axis=2).T
         block._slot[c : c + k_n] = slots
         block._active[c : c + k_n] = True
         block._last_price[c : c + k_n] = price

@@ -174,7 +174,7 @@ def make_trace_id(*parts: object) -> str:
 
     Derived rather than random so a backtest replayed twice journals the same ids.
     """
-    blob = "\x1f".join(str(p) for p in parts).encode()
+    blob = "\x1f".join(map(str, parts)).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
