@@ -247,13 +247,16 @@ class TradingCore:
         evaluated = self.signals.evaluate_entries(
             fresh, now_ms, min_heat=min_heat, last_action_ms=self._last_action_ms, causes=causes
         )
-        gate = self._entry_gate(now_ms)
-        gate_open = all(c["passed"] for c in gate)
+        gate: list[dict[str, Any]] | None = None  # taken at the first entry signal: most cycles have none
+        gate_open = False
         limit = self.allocator.max_concurrent
         shut: dict[int, list[dict[str, Any]]] = {}  # one (read-only) check list per slot count
         for ev in evaluated:
             if ev.signal.decision is not SignalDecision.ENTER:
                 continue
+            if gate is None:  # nothing changed since the signals: the state they were taken in
+                gate = self._entry_gate(now_ms)
+                gate_open = all(c["passed"] for c in gate)
             cand = by_symbol[ev.signal.symbol]
             slots = len(self.book) + len(self._pending)
             if not gate_open or slots >= limit:

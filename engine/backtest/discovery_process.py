@@ -184,6 +184,7 @@ async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSi
     """The runner's loop, discovery's half: warm-up, the first batch, then batches to `end_ms`."""
     sink = _RecordingSink(keeps_payloads)
     out: list[Result] = []
+    feed.yields = False  # nothing else runs on this process's loop
     stage = _Sending(build(sink), sink, out)
     driver = DiscoveryDriver(stage, feed, slot_ms)
     await driver.warmup()
