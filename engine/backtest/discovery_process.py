@@ -49,11 +49,13 @@ from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost
-from engine.domain import Market, TickerBatch
+from engine.domain import Market, TickerBatch, TickerRun
 from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 
+RUN_MINUTES = 60  # minutes the replay market hands over at once (`HistoryFeed.next_run`): a block's worth
+MINUTE_MS = 60_000
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
 # "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
 # 1.42 -> 1.24 s, bench/RESULTS.md); 12 h keeps short runs, most tests among them, on one process.
@@ -151,6 +153,9 @@ class _Sending:
         """The batch into discovery's current block: results are queued as the block settles."""
         self._discovery.push(batch, self._settled)
 
+    def push_run(self, run: TickerRun) -> None:
+        self._discovery.push_run(run, self._settled)
+
     def flush(self) -> None:
         self._discovery.flush(self._settled)
 
@@ -190,15 +195,32 @@ async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSi
     await driver.warmup()
     batch = await feed.next_batch()
     await driver.open(batch)
-    while True:
-        await driver.prepare(batch.ts_ms)
-        stage.push(batch)  # nobody waits on one batch's result here: discovery settles them a block at a time
-        if batch.ts_ms >= end_ms:
-            break
+    await driver.prepare(batch.ts_ms)
+    stage.push(batch)  # nobody waits on one batch's result here: discovery settles them a block at a time
+    now = batch.ts_ms
+    while now < end_ms:
         if len(out) >= CHUNK_BATCHES:
             conn.send_bytes(_dumps(("results", out)))
             out.clear()
-        batch = await feed.next_batch()
+        run = await feed.next_run(min(RUN_MINUTES, -(-(end_ms - now) // MINUTE_MS)))
+        if run is None:  # the tape is not on yet: a batch
+            batch = await feed.next_batch()
+            await driver.prepare(batch.ts_ms)
+            stage.push(batch)
+            now = batch.ts_ms
+            continue
+        times = run.ts_ms.tolist()
+        if len(feed.market.symbols) == len(driver.markets):
+            # No refresh inside the run can change discovery's markets (a run starts at a
+            # listing, the only change): each minute's refresh first, then the run at once.
+            for t in times:
+                await driver.prepare(t)
+            stage.push_run(run)
+        else:  # a listing discovery has yet to hear of: minute by minute, as ever
+            for i, t in enumerate(times):
+                await driver.prepare(t)
+                stage.push(run.batch(i))
+        now = times[-1]
     stage.flush()
     conn.send_bytes(_dumps(("results", out)))
     conn.send_bytes(_dumps(("end", None)))

@@ -25,12 +25,14 @@ parity test's runtime side without `ahead`, so it also checks the two against ea
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from engine.backtest.history import CandleSeries, HistoryIndex, HistoryStore
 from engine.backtest.stored_bars import StoredBars
 from engine.clock import SimClock
-from engine.domain import Bars, Candle, TickerBatch
+from engine.domain import Bars, Candle, TickerBatch, TickerRun
 from engine.domain.candle import timeframe_ms
 from engine.runtime.feed import SimFeed
 from engine.runtime.snapshot import StreamRow
@@ -133,6 +135,21 @@ class HistoryFeed(SimFeed):
         if self.ahead and isinstance(self.market, ParquetMarket) and self._interval_ms == MINUTE_MS:
             self.market.replay_ahead()
         return await super().next_batch()
+
+    async def next_run(self, limit: int) -> TickerRun | None:
+        """Up to `limit` next batches at once (`ParquetMarket.run`: cut at a listing or at the
+        end of the tape's day), for a reader that needs no batch's result before the next (the
+        discovery process); None where batches come one at a time (`next_batch`)."""
+        if not (self.ahead and self._lockstep and self._interval_ms == MINUTE_MS and isinstance(self.market, ParquetMarket)):
+            return None
+        self.market.replay_ahead()
+        now = self.clock.start_ms if self._last_ms is None else self._last_ms + self._interval_ms
+        if self.yields:
+            await asyncio.sleep(0)
+        run = self.market.run(now, limit)
+        if run is not None:
+            self._last_ms = int(run.ts_ms[-1])
+        return run
 
     def data_age_s(self, now_ms: int) -> float:
         return self.index.data_age_s(now_ms)

@@ -138,6 +138,16 @@ class HeatRanker:
         ranked in a block: it opens a bar, and every row is among the `RANK_TOP` ranked."""
         return extent <= RANK_TOP and (last_ms is None or now_ms // self.bar_ms != last_ms // self.bar_ms)
 
+    def blockable_run(self, extent: int, now_ms: IntArray, last_ms: int | None) -> bool:
+        """`blockable` for each of consecutive batches at `now_ms`, the one before the first at
+        `last_ms`: every one opens a bar."""
+        bars = now_ms // self.bar_ms
+        return (
+            extent <= RANK_TOP
+            and bool((bars[1:] != bars[:-1]).all())
+            and (last_ms is None or int(bars[0]) != last_ms // self.bar_ms)
+        )
+
     def _parts(
         self, price_z: FloatArray, volume_z: FloatArray, ret_1m: FloatArray, ret_5m: FloatArray, ret_15m: FloatArray,
         run_up: FloatArray, listing_ms: FloatArray, social_velocity: FloatArray, social_sentiment: FloatArray,

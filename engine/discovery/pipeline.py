@@ -41,7 +41,7 @@ from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import RingBlock, TickerWindows, WindowUpdate
 from engine.domain.discovery import Candidate
 from engine.domain.market import Market
-from engine.domain.ticker import FloatArray, IntArray, TickerBatch
+from engine.domain.ticker import FloatArray, IntArray, TickerBatch, TickerRun
 from engine.journal.events import EventSink, make_trace_id
 
 DAY_MS = 86_400_000
@@ -140,6 +140,36 @@ class _Block:
                 self.reject(batch.ts_ms)
             else:
                 self.take(discovery, batch.ts_ms)
+
+    def take_run(self, discovery: Discovery, run: TickerRun) -> bool:
+        """Fold `run` (after the pending batches) into the windows at once and record it, as
+        `fold` records steady batches one by one; False, with nothing changed, where the
+        windows refuse it (`TickerWindows.update_run`)."""
+        self.fold(discovery)
+        k = self.rings.count
+        if not discovery.windows.update_run(run, self.rings):
+            return False
+        n, w, r, e = len(run), discovery.windows, discovery.ranker, self.rings.extent
+        times = run.ts_ms.tolist()
+        for ts in times:
+            discovery._apply_social(ts)  # idle (`Discovery.push_run`): it only marks the time
+        self.batches.extend(zip(times, range(k, k + n), strict=True))
+        self.extents.extend([w.extent] * n)
+        if w.generation != self._generation or not self.mappings:  # rows changed owner: copy the mapping
+            self._generation = w.generation
+            self.mappings.append((w.symbols[:e], dict(w.index)))
+            self.mappings.extend([self.mappings[-1]] * (n - 1))
+        else:
+            self.mappings.extend([self.mappings[-1]] * n)
+        rows = slice(k, k + n)
+        self.quote_volume_24h[rows] = run.quote_volume_24h[:, :e]
+        self.high_24h[rows] = run.high_24h[:, :e]
+        self.low_24h[rows] = run.low_24h[:, :e]
+        self.trade_count_24h[rows] = run.trade_count_24h[:, :e]
+        self.listing_ms[rows] = r.listing_ms[:e]
+        self.social_velocity[rows] = r.social_velocity[:e]
+        self.social_sentiment[rows] = r.social_sentiment[:e]
+        return True
 
     def take(self, discovery: Discovery, ts_ms: int) -> None:
         w, k = discovery.windows, self.rings.count
@@ -294,6 +324,38 @@ class Discovery:
                 open_block.take(self, batch.ts_ms)
         if open_block.full:
             self.flush(settled)
+
+    def push_run(self, run: TickerRun, settled: Callable[[DiscoveryCycle], object], block: int = BLOCK_BATCHES) -> None:
+        """`push` of each batch of `run` in turn, with the same results: where the batches can be
+        blocked and follow the block's last one slot after slot (nearly all of a replay), a
+        block's room of them at a time is folded into the windows at once (`_Block.take_run`),
+        read straight from the run's arrays; a batch that cannot be goes through `push` alone,
+        and so does every batch while social scores are live (they may change batch by batch)."""
+        if self.cfg.anomaly.baseline_refresh_batches != 1 or len(self._social_rows) or not self.social.idle:
+            for i in range(len(run)):
+                self.push(run.batch(i), settled, block)
+            return
+        j, n = 0, len(run)
+        while j < n:
+            open_block = self._block
+            room = block - (len(open_block) if open_block is not None else 0)
+            part = run if j == 0 and room >= n else run.part(j, min(n, j + room))
+            if self._run_blockable(part):
+                if open_block is None:
+                    open_block = self._block = _Block(self, block, settled)
+                if open_block.take_run(self, part):
+                    j += len(part)
+                    if open_block.full:
+                        self.flush(settled)
+                    continue
+            self.push(run.batch(j), settled, block)  # this one alone (a new symbol, a bad price...)
+            j += 1
+
+    def _run_blockable(self, run: TickerRun) -> bool:
+        """`_blockable` for each batch of `run` in turn."""
+        w = self.windows
+        last = w.last_ts_ms if self._block is None else self._block.last_ts_ms(w)
+        return w.maps_known(run) and self.ranker.blockable_run(w.extent, run.ts_ms, last)
 
     def flush(self, settled: Callable[[DiscoveryCycle], object]) -> None:
         """Score, rank and settle the pushed batches, handing each result to `settled` in order."""

@@ -38,7 +38,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.config.sections.discovery import WindowsSection
-from engine.domain.ticker import FloatArray, IntArray, TickerBatch
+from engine.domain.ticker import FloatArray, IntArray, TickerBatch, TickerRun
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -274,7 +274,7 @@ class TickerWindows:
         self._cached_symbols = None
         self.generation += 1
 
-    def maps_known(self, batch: TickerBatch) -> bool:
+    def maps_known(self, batch: TickerBatch | TickerRun) -> bool:
         """Whether `batch` names exactly the symbols of the last mapped batch, so folding it in
         allocates no row (the mapping cache answers it)."""
         cached = self._cached_symbols
@@ -390,19 +390,60 @@ class TickerWindows:
         formulas run once over [batch, row] arrays, and only what is sequential (the day
         ring's float32 sums, the bucket turns) steps minute by minute. The results are the
         same bit for bit (`tests/engine/discovery/test_windows.py` compares every array)."""
-        k_n, e, r = len(batches), self.extent, self.history_slots
-        if not batches or block.extent != e or block.count + k_n > len(block._slot) or k_n >= r:
+        e = self.extent
+        if not self._fits(len(batches), block):
             return False
         last = self.last_ts_ms
         for b in batches:
             if not self.steady(b, last):
                 return False
             last = b.ts_ms
-        price = np.stack([b.last[:e] for b in batches])
-        qv = np.stack([b.quote_volume_24h[:e] for b in batches])
+        final = batches[-1]
+        return self._fold_steady(
+            np.array([b.ts_ms for b in batches], np.int64), np.stack([b.last[:e] for b in batches]),
+            np.stack([b.quote_volume_24h[:e] for b in batches]),
+            (final.open_24h[:e], final.high_24h[:e], final.low_24h[:e], final.trade_count_24h[:e]), block,
+        )  # fmt: skip
+
+    def update_run(self, run: TickerRun, block: RingBlock) -> bool:
+        """`update_many` of the run's batches, read from its [batch, row] arrays (the replay
+        tape's own: nothing is stacked); False, with nothing changed, where `update_many`
+        would refuse them."""
+        e = self.extent
+        if not self._fits(len(run), block):
+            return False
+        ts = run.ts_ms
+        last = self.last_ts_ms
+        slots = ts // self.slot_ms
+        if not (
+            self._cached_all
+            and self.maps_known(run)
+            and last is not None
+            and int(ts[0]) > last
+            and int(slots[0]) == last // self.slot_ms + 1
+            and bool((np.diff(slots) == 1).all())  # each the slot after the one before: `steady`, batch by batch
+        ):
+            return False
+        return self._fold_steady(
+            ts, run.last[:, :e], run.quote_volume_24h[:, :e],
+            (run.open_24h[-1, :e], run.high_24h[-1, :e], run.low_24h[-1, :e], run.trade_count_24h[-1, :e]), block,
+        )  # fmt: skip
+
+    def _fits(self, k_n: int, block: RingBlock) -> bool:
+        """Whether `k_n` batches can be folded into `block` at once (and into the ring: fewer
+        than a ring of slots)."""
+        return 0 < k_n < self.history_slots and block.extent == self.extent and block.count + k_n <= len(block._slot)
+
+    def _fold_steady(
+        self, ts: IntArray, price: FloatArray, qv: FloatArray, final: tuple[FloatArray, FloatArray, FloatArray, IntArray],
+        block: RingBlock,
+    ) -> bool:  # fmt: skip
+        """The fold of `update_many` once the batches are known steady: `ts` [batch], `price`
+        and `qv` [batch, row] (read only), `final` the last batch's open, high, low and trade
+        count by row."""
+        k_n, e, r = len(ts), self.extent, self.history_slots
         if not (price.min() > 0.0 and price.max() < np.inf and qv.min() >= 0.0 and qv.max() < np.inf):
             return False  # NaN fails both comparisons too: `update` counts what is wrong
-        ts = np.array([b.ts_ms for b in batches], np.int64)
         slots = ts // self.slot_ms
         heads = (slots % r).tolist()
         # Volume (see `_update_volume`), every batch at once: each row's previous figure is the
@@ -469,19 +510,16 @@ class TickerWindows:
         block._last_price[c : c + k_n] = price
         block.count = c + k_n
         # The windows as the last batch left them.
-        final = batches[-1]
         self.price_ring[:e] = pr[-1]
         self.volume_ring[:e] = vr[-1]
         self._low_done[:e] = low[-1]
         self.last_price[:e] = price[-1]
         self.quote_volume_24h[:e] = qv[-1]
         self._volume_ms[:e] = ts[-1]
-        self._volume_since_ms[:e] = since[-1]
+        first = self._volume_since_ms[:e] == NO_TIME  # a row's first volume sample: this fold's first batch
+        self._volume_since_ms[:e][first] = ts[0]
         self.last_seen_ms[:e] = ts[-1]
-        self.open_24h[:e] = final.open_24h[:e]
-        self.high_24h[:e] = final.high_24h[:e]
-        self.low_24h[:e] = final.low_24h[:e]
-        self.trade_count_24h[:e] = final.trade_count_24h[:e]
+        self.open_24h[:e], self.high_24h[:e], self.low_24h[:e], self.trade_count_24h[:e] = final
         self.slot = int(slots[-1])
         self.last_ts_ms = int(ts[-1])
         self.counters["batches"] += k_n

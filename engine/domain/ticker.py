@@ -123,3 +123,43 @@ class TickerBatch:
 
     def tickers(self) -> list[Ticker]:
         return [self.row(i) for i in range(len(self))]
+
+
+@dataclass(frozen=True, slots=True)
+class TickerRun:
+    """Consecutive full-market batches naming the same symbols, row j of every [batch, symbol]
+    array being batch j: what a replay's tape shows minute after minute, handed to discovery
+    at once (`Discovery.push_run`) instead of a `TickerBatch` a minute. Built only by a
+    producer whose arrays are shaped and read-only already (the tape's day tables)."""
+
+    ts_ms: IntArray  # [batch]
+    symbols: tuple[str, ...]
+    event_ms: IntArray
+    last: FloatArray
+    bid: FloatArray
+    ask: FloatArray
+    open_24h: FloatArray
+    high_24h: FloatArray
+    low_24h: FloatArray
+    base_volume_24h: FloatArray
+    quote_volume_24h: FloatArray
+    trade_count_24h: IntArray
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    def batch(self, j: int) -> TickerBatch:
+        """Batch j (views of the run's rows)."""
+        return TickerBatch.trusted(
+            int(self.ts_ms[j]), self.symbols, self.event_ms[j], self.last[j], self.bid[j], self.ask[j],
+            self.open_24h[j], self.high_24h[j], self.low_24h[j], self.base_volume_24h[j], self.quote_volume_24h[j],
+            self.trade_count_24h[j],
+        )  # fmt: skip
+
+    def part(self, lo: int, hi: int) -> TickerRun:
+        """Batches lo .. hi-1 as a run."""
+        return TickerRun(
+            self.ts_ms[lo:hi], self.symbols, self.event_ms[lo:hi], self.last[lo:hi], self.bid[lo:hi],
+            self.ask[lo:hi], self.open_24h[lo:hi], self.high_24h[lo:hi], self.low_24h[lo:hi],
+            self.base_volume_24h[lo:hi], self.quote_volume_24h[lo:hi], self.trade_count_24h[lo:hi],
+        )  # fmt: skip

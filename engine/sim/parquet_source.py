@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.config.sections.sim import SimSection
-from engine.domain import Candle, TickerBatch
+from engine.domain import Candle, TickerBatch, TickerRun
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.base import RingMarket, _mul_div, on_tick, quotes, step_exponent
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES, BoolArray, FloatArray, IntArray
@@ -145,6 +145,13 @@ class ParquetMarket(RingMarket):
 
     def tickers(self) -> TickerBatch:
         return super().tickers() if self._tape is None or not self._tape.moved else self._tape.batch
+
+    def run(self, now_ms: int, limit: int) -> TickerRun | None:
+        """Up to `limit` whole minutes from `now_ms` on as one `TickerRun` (`_Tape.run`), the
+        market left at the last of them; None before `replay_ahead` switched the tape on."""
+        if self._tape is None:
+            return None
+        return self._tape.run(now_ms, limit)
 
     def book(self, symbol: str) -> tuple[float, float, float, float]:
         if self._tape is None or not self._tape.moved:  # the rings still hold the switch's minute
@@ -341,6 +348,31 @@ class _Tape:
             d["open_24h"][i, :n], d["high_24h"][i, :n], d["low_24h"][i, :n], d["base_volume_24h"][i, :n],
             d["quote_volume_24h"][i, :n], self._no_count[:n],  # a replay has no trade counts
         )  # fmt: skip
+
+    def run(self, now_ms: int, limit: int) -> TickerRun:
+        """The whole minutes from `now_ms` on, up to `limit` of them, as one run of views of the
+        day tables: cut at the computed day's end and before the next listing (a run names the
+        same symbols throughout). The tape is left as `advance_to` the run's last minute leaves
+        it. `tests/engine/sim/test_parquet_source.py` compares a run with minute-by-minute batches."""
+        self.advance_to(now_ms)  # lists what lists at the first minute, computes its day if needed
+        market, first = self.market, self.minute
+        i0 = first - self._day_start
+        end = min(first + limit, self._day_start + self._day_len)
+        listed = len(market._symbols)
+        if listed < len(market._all_symbols):
+            end = min(end, int(self.first_minute[listed]))  # the next listing starts a new run
+        i1, n, d = end - self._day_start, listed, self._day
+        ts = np.arange(first, end, dtype=np.int64) * MINUTE_MS
+        price = d["price"][i0:i1, :n]
+        run = TickerRun(
+            ts, market._symbols, self._event_ms[i0:i1, :n], price, d["bid"][i0:i1, :n], d["ask"][i0:i1, :n],
+            d["open_24h"][i0:i1, :n], d["high_24h"][i0:i1, :n], d["low_24h"][i0:i1, :n],
+            d["base_volume_24h"][i0:i1, :n], d["quote_volume_24h"][i0:i1, :n],
+            np.broadcast_to(self._no_count[:n], price.shape),
+        )  # fmt: skip
+        if end - 1 > first:
+            self.advance_to(int(ts[-1]))
+        return run
 
     def book(self, i: int) -> tuple[float, float, float, float]:
         k = self.minute - self._day_start

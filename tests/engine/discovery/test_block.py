@@ -19,9 +19,9 @@ from engine.config.sections.discovery import (
 )
 from engine.discovery import Discovery
 from engine.discovery.listings import Announcement
-from engine.discovery.pipeline import DiscoveryCycle
+from engine.discovery.pipeline import DiscoveryCycle, _Block
 from engine.discovery.social.source import SocialPost
-from engine.domain.ticker import TickerBatch
+from engine.domain.ticker import TickerBatch, TickerRun
 from tests.kit.discovery import TickerFeed
 from tests.kit.domain import make_market
 
@@ -107,30 +107,72 @@ def posts(ts: int) -> list[SocialPost]:
     return [SocialPost("x", f"p{i}", ts - i * 1000, "kol", 50_000, "$SOL to the moon", ("SOL",)) for i in range(30)]
 
 
-def run(keeps_payloads: bool, block: int | None) -> tuple[Discovery, EventList, list[DiscoveryCycle]]:
+def run(keeps_payloads: bool, block: int | None, runs: bool = False) -> tuple[Discovery, EventList, list[DiscoveryCycle]]:
+    """The scenario batch by batch (`block` None), pushed a block at a time, or (`runs`) handed
+    over as runs of consecutive batches naming the same symbols (`push_run`)."""
     sink = EventList(keeps_payloads)
     disc = Discovery(minute_config(), sink, run_id="block")
     cycles: list[DiscoveryCycle] = []
+    waiting: list[TickerBatch] = []
+
+    def hand_over() -> None:
+        if waiting:
+            disc.push_run(run_of(waiting), cycles.append, block or 60)
+            waiting.clear()
+
     for kind, item in scenario():
         if kind == "call":
+            hand_over()
             item(disc)
         elif block is None:
             cycles.append(disc.on_batch(item))
+        elif runs:
+            if waiting and item.symbols != waiting[-1].symbols:
+                hand_over()
+            waiting.append(item)
         else:
             disc.push(item, cycles.append, block)
     if block is not None:
+        hand_over()
         disc.flush(cycles.append)
     return disc, sink, cycles
+
+
+def run_of(batches: list[TickerBatch]) -> TickerRun:
+    """Batches naming the same symbols as one run, read-only as a tape's."""
+    def rows(name: str) -> np.ndarray:
+        out = np.stack([getattr(b, name) for b in batches])
+        out.setflags(write=False)
+        return out
+
+    names = ("event_ms", "last", "bid", "ask", "open_24h", "high_24h", "low_24h", "base_volume_24h",
+             "quote_volume_24h", "trade_count_24h")  # fmt: skip
+    return TickerRun(np.array([b.ts_ms for b in batches], np.int64), batches[0].symbols, *(rows(n) for n in names))
 
 
 def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
-@pytest.mark.parametrize(("block", "payloads"), [(1, False), (7, False), (60, False), (60, True)])
-def test_blocks_settle_exactly_as_batches_one_by_one(block: int, payloads: bool) -> None:
+@pytest.mark.parametrize(
+    ("block", "payloads", "runs"),
+    [(1, False, False), (7, False, False), (60, False, False), (60, True, False), (7, False, True), (60, True, True)],
+)
+def test_blocks_settle_exactly_as_batches_one_by_one(
+    block: int, payloads: bool, runs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []  # batches folded at once from runs (`_Block.take_run`)
+    real = _Block.take_run
+
+    def counting(self: _Block, discovery: Discovery, batches: TickerRun) -> bool:
+        ok = real(self, discovery, batches)
+        taken.append(len(batches) if ok else 0)
+        return ok
+
+    monkeypatch.setattr(_Block, "take_run", counting)
     one, one_sink, one_cycles = run(payloads, None)
-    blk, blk_sink, blk_cycles = run(payloads, block)
+    blk, blk_sink, blk_cycles = run(payloads, block, runs)
+    assert not runs or sum(taken) >= 60  # folded from runs at once until the posts (then batch by batch)
     assert len(blk_cycles) == len(one_cycles)
     assert blk_cycles == one_cycles
     assert blk_sink.events == one_sink.events
@@ -164,23 +206,36 @@ def same_last(blk: Discovery, one: Discovery) -> None:
         assert same_array(getattr(blk.last_scores, name), getattr(one.last_scores, name)), name
 
 
-def test_a_block_ending_quietly_reads_as_batches_one_by_one() -> None:
-    """A calm market's batches settle quietly; the last one's frame is built when read, the same."""
+@pytest.mark.parametrize(("runs", "bar_minutes"), [(False, 1), (True, 1), (True, 2)])
+def test_a_block_ending_quietly_reads_as_batches_one_by_one(runs: bool, bar_minutes: int) -> None:
+    """A calm market's batches settle quietly; the last one's frame is built when read, the
+    same. Handed over as one run, they are folded a block at a time; with a pool bar of two
+    minutes, a batch opening no bar goes alone."""
     feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
     batches = [feed.batch() for _ in range(75)]
+    config = minute_config()
+    config = config.model_copy(update={"pool": config.pool.model_copy(update={"bar_ms": bar_minutes * MIN})})
     sinks = EventList(False), EventList(False)
-    one, blk = (Discovery(minute_config(), sink, run_id="block") for sink in sinks)
+    one, blk = (Discovery(config, sink, run_id="block") for sink in sinks)
     for disc in (one, blk):
         disc.on_markets(feed_markets(SYMBOLS), batches[0].ts_ms - MIN)
     one_cycles = [one.on_batch(b) for b in batches]
     blk_cycles: list[DiscoveryCycle] = []
-    for b in batches:
-        blk.push(b, blk_cycles.append, 60)
+    if runs:
+        blk.push(batches[0], blk_cycles.append, 60)  # the symbols' first batch: rows are made
+        blk.push_run(run_of(batches[1:]), blk_cycles.append, 60)
+    else:
+        for b in batches:
+            blk.push(b, blk_cycles.append, 60)
     blk.flush(blk_cycles.append)
     assert blk_cycles == one_cycles and not one.pool.members
     assert sinks[0].events == sinks[1].events and blk.all_counters() == one.all_counters()
     assert (blk._bar, blk._emitted, blk._trace_bar, blk._traces) == (one._bar, one._emitted, one._trace_bar, one._traces)
-    assert blk._last_quiet is not None  # not built yet
+    assert (blk._social_next_ms, blk._social_dirty) == (one._social_next_ms, one._social_dirty)
+    assert blk.ranker._bar == one.ranker._bar
+    for name in ("_pct_bar", "_pct_prev_bar"):
+        assert same_array(getattr(blk.ranker, name), getattr(one.ranker, name)), name
+    assert blk._last_quiet is not None or bar_minutes > 1  # not built yet (a quiet last batch of a block)
     same_last(blk, one)
 
 

@@ -255,9 +255,9 @@ def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
     feed.symbols.append("E/USDT")  # listed without a volume figure at first
     feed.prices["E/USDT"], feed.rate["E/USDT"], feed.qv24["E/USDT"] = 5.0, 1.0, 1e5
     batches += [feed.batch(quote_volume_24h={"E/USDT": math.nan}) for _ in range(3)]
-    first_volume = len(batches)  # E's first volume figure: it opens a block (below)
+    first_volume = len(batches)  # E's first volume figure: a block of its own, one batch (below)
     batches += [feed.batch() for _ in range(130)]
-    cuts = sorted({*range(0, len(batches), 60), first_volume, len(batches)})
+    cuts = sorted({*range(0, len(batches), 60), first_volume, first_volume + 1, len(batches)})
     refused = 0
     for lo, hi in itertools.pairwise(cuts):  # one block each, pushed the way `Discovery.push` does
         block_one, block_many = RingBlock(one, hi - lo), RingBlock(many, hi - lo)

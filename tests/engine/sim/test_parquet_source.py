@@ -392,3 +392,56 @@ def test_running_sums_round_and_clamp_as_the_rings_step(dtype: type) -> None:
         got = _running_sums(start, added, dropped)
         assert np.array_equal(got, want), drying
         assert drying == bool((want == 0.0).any())
+
+
+def same_runs(rings: ParquetMarket, ahead: ParquetMarket, start: int, end: int, limits: list[int]) -> list[int]:
+    """Take runs from `ahead` (limits in turn) from `start` to `end` and step `rings` through the
+    same minutes: every batch of every run bit for bit the rings' (and shaped and read-only),
+    `ahead` left at each run's last minute as stepping leaves it. The runs' lengths."""
+    lengths: list[int] = []
+    t = start
+    while t < end:
+        run = ahead.run(t, limits[len(lengths) % len(limits)])
+        assert run is not None and len(run) >= 1 and int(run.ts_ms[0]) == t
+        assert np.array_equal(np.diff(run.ts_ms), np.full(len(run) - 1, M))
+        for j, ts in enumerate(run.ts_ms.tolist()):
+            rings.advance_to(ts)
+            a, b = rings.tickers(), run.batch(j)
+            assert (a.ts_ms, a.symbols) == (b.ts_ms, b.symbols)
+            for name in FIELDS:
+                x, y = getattr(a, name), getattr(b, name)
+                assert x.dtype == y.dtype and np.array_equal(x, y), (ts, name)
+                assert y.shape == (len(b.symbols),) and not y.flags.writeable, (ts, name)
+        assert ahead.now_ms == int(run.ts_ms[-1]) and ahead.tickers().ts_ms == int(run.ts_ms[-1])
+        for x, y in zip(rings.books(), ahead.books(), strict=True):
+            assert np.array_equal(x, y)
+        assert rings.markets() == ahead.markets()
+        lengths.append(len(run))
+        t = int(run.ts_ms[-1]) + M
+    return lengths
+
+
+def test_a_run_is_the_minutes_one_by_one_cut_at_a_listing(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """`run` hands over minutes at once: the same batches, through the outage, cut just before
+    the listing (a run names the same symbols throughout)."""
+    start = G + 20 * M
+    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
+    assert ahead.run(start + M, 10) is None  # not before `replay_ahead`
+    ahead.replay_ahead()
+    lengths = same_runs(rings, ahead, start + M, G + 330 * M, [7, 500, 1, 60])
+    starts = [start + M + sum(lengths[:i]) * M for i in range(len(lengths))]
+    assert LISTED in starts and lengths[:2] == [7, 92]  # the second run stops short of the listing
+    assert "NEW/USDT" in ahead.symbols
+
+
+def test_a_run_ends_with_the_tapes_day(tmp_path: Path) -> None:
+    minutes = np.arange(G, G + 1700 * M, M)
+    write(tmp_path / "AAA_USDT-1m.parquet", minutes, candles(1700, 2.5, 5))
+    write(tmp_path / "BBB_USDT-1m.parquet", np.array([t for t in minutes.tolist() if t not in GAP]), candles(1690, 0.75, 6))
+    start = G + 200 * M
+    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
+    ahead.replay_ahead()
+    lengths = same_runs(rings, ahead, start + M, G + 1720 * M, [100])
+    assert max(lengths) == 100 and any(n < 100 for n in lengths[:-1])  # a day's end cut one short
