@@ -38,6 +38,7 @@ from engine.runtime.engine import Engine
 from engine.runtime.feed import SimFeed
 from engine.runtime.session import WARMUP_MS
 from engine.runtime.snapshot import Mode
+from engine.signals.bars import BarHistory
 from engine.sim.market import SimMarket
 
 DAY_MS = 86_400_000
@@ -91,7 +92,7 @@ def _caches(engine: Engine, journal: Journal) -> dict[str, int]:
         "core._last_action_ms": len(core._last_action_ms),
         "core._seen_trades": len(core._seen_trades),
         "core.book.closed": len(core.book.closed),
-        "core.history(symbols)": len(core.history._cols),
+        "core.history(symbols)": len(core.history._cols) if isinstance(core.history, BarHistory) else 0,
         "broker._orders": len(getattr(engine.broker, "_orders", {})),
         "journal._known": len(journal._known),
     }
