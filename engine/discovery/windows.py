@@ -487,17 +487,23 @@ class TickerWindows:
         c = block.count
         pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
         lpr, lvr = block._log_price_ring[c : c + k_n], block._log1p_volume_ring[c : c + k_n]
-        pr[:] = self.price_ring[:e]
-        vr[:] = self.volume_ring[:e]
+        # Batch k writes column heads[k] (distinct: a block is shorter than the ring), so batch
+        # j's ring is the ring before the block with the columns of batches 0..j replaced: the
+        # ring before, then one masked copy of the ring after, over the whole block.
+        cols = np.array(heads)
+        writer = np.full(r, k_n)
+        writer[cols] = np.arange(k_n)
+        written = (writer[None, :] <= np.arange(k_n)[:, None])[:, None, :]  # [batch, 1, slot]
         with np.errstate(invalid="ignore", divide="ignore"):  # the logs of what changed only
-            lpr[:] = np.log(self.price_ring[:e])
-            lvr[:] = np.log1p(self.volume_ring[:e])
-            log_price, log_vol = np.log(price), np.log1p(vol)
-        for k, head in enumerate(heads):
-            pr[k:, :, head] = price[k]
-            vr[k:, :, head] = vol[k]
-            lpr[k:, :, head] = log_price[k]
-            lvr[k:, :, head] = log_vol[k]
+            rings = (
+                (pr, self.price_ring[:e], price), (vr, self.volume_ring[:e], vol),
+                (lpr, np.log(self.price_ring[:e]), np.log(price)), (lvr, np.log1p(self.volume_ring[:e]), np.log1p(vol)),
+            )  # fmt: skip
+        for out, before, new in rings:
+            after = before.copy()
+            after[:, cols] = new.T
+            out[:] = before
+            np.copyto(out, after, where=written)
         # The hour's low before each slot, over the timeline of slots the rings held.
         timeline = np.concatenate([np.roll(self.price_ring[:e], -((self.slot + 1) % r), axis=1), price.T], axis=1)
         w = self.slots_for(60)
