@@ -233,6 +233,8 @@ class BacktestRunner:
             feed = self.reuse.feed(key, build_feed, slicer, sliced=sliced)
         else:
             feed = build_feed()
+        if isinstance(feed, HistoryFeed) and isinstance(self.sink, NullSink):
+            feed.yields = False  # no journal writer waits on this loop: a batch need not yield to it
         cycle = TradingCycle(
             config, feed, broker, tap, run_id=self.run_id, model=self.model, discovery=discovery,
             on_update=books.on_update, on_stepped=books.on_stepped,
