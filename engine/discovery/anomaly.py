@@ -109,7 +109,8 @@ def robust_center_scale(x: FloatArray) -> tuple[FloatArray, FloatArray, IntArray
     hi = n // 2
     ar = np.arange(m)
     med = 0.5 * (s[ar, lo] + s[ar, hi])
-    dev = np.abs(x - med[:, None])
+    dev = x - med[:, None]
+    np.abs(dev, out=dev)  # in place: one [rows, slots] temporary fewer
     dev.sort(axis=1)
     mad = 0.5 * (dev[ar, lo] + dev[ar, hi])
     empty = n == 0
@@ -283,13 +284,15 @@ class AnomalyDetector:
         run_up = np.where(state.active, state.run_up(), 0.0)
         return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
 
-    def alerting(self, scores: ScoreBlock, extents: IntArray) -> list[bool]:
+    def alerting(self, scores: ScoreBlock, extents: IntArray) -> tuple[list[bool], BoolArray, BoolArray]:
         """Per batch of a block, whether any of its rows crosses an alert threshold (cool-downs
-        aside): only those batches need `alerts`, the rest have none."""
-        _, hit = self._hits(scores.price_z, scores.volume_z, scores.returns[:, _R5])
+        aside): only those batches need `alerts`, the rest have none. With the block's
+        (price threshold crossed, any crossed) masks, for `alerts` to read instead of
+        comparing again."""
+        price_hit, hit = self._hits(scores.price_z, scores.volume_z, scores.returns[:, _R5])
         hit &= np.arange(hit.shape[1]) < extents[:, None]
         out: list[bool] = np.any(hit, axis=1).tolist()
-        return out
+        return out, price_hit, hit
 
     def _hits(self, price_z: FloatArray, volume_z: FloatArray, returns_5m: FloatArray) -> tuple[BoolArray, BoolArray]:
         """(price threshold crossed, any threshold crossed): a volume alert needs the price rising."""
@@ -307,10 +310,15 @@ class AnomalyDetector:
         surge: FloatArray,
         returns: FloatArray,
         symbols: Sequence[str | None],
+        hits: tuple[BoolArray, BoolArray] | None = None,
     ) -> tuple[AnomalyAlert, ...]:
         """Alerts of one batch over rows [0, e), under each row's cool-down: `returns` is the
-        batch's [horizon, row] block, `symbols` its symbol by row."""
-        price_hit, hit = self._hits(price_z, volume_z, returns[_R5])
+        batch's [horizon, row] block, `symbols` its symbol by row; `hits` the batch's rows of
+        `alerting`'s masks, where a block computed them (copied here: the cool-down masks them)."""
+        if hits is None:
+            price_hit, hit = self._hits(price_z, volume_z, returns[_R5])
+        else:
+            price_hit, hit = hits[0], hits[1].copy()
         if not hit.any():
             return ()
         n_hit = int(np.count_nonzero(hit))

@@ -372,7 +372,7 @@ class Discovery:
             scores, state.active, block.listing_ms[:k], block.social_velocity[:k], block.social_sentiment[:k], now, extents
         )
         codes = self.filters.evaluate(block.quote_volume_24h[:k], (now[:, None] - block.listing_ms[:k]) / DAY_MS)
-        alerting = self.anomaly.alerting(scores, extents)
+        alerting, price_hit, hit = self.anomaly.alerting(scores, extents)
         # Batches with no row at the pool's heat bar (most minutes of a replay): settled by
         # `_settle_quiet` while the pool is empty, with no frame or minute built for them.
         in_use = np.arange(heat.shape[1]) < extents[:, None]
@@ -395,10 +395,10 @@ class Discovery:
             e = block.extents[i]
             alerts = (
                 self.anomaly.alerts(ts, e, scores.price_z[i, :e], scores.volume_z[i, :e], scores.volume_surge[i, :e],
-                                    scores.returns[i, :, :e], block.mappings[i][0])
+                                    scores.returns[i, :, :e], block.mappings[i][0], (price_hit[i, :e], hit[i, :e]))
                 if alerting[i] else ()
             )  # fmt: skip
-            if not warm[i] and not self.pool.members:
+            if not warm[i] and not len(self.pool):
                 self._last_quiet = functools.partial(minute, i, ts, alerts)  # built if `last_frame` is read
                 settled(self._settle_quiet(ts, alerts))
             else:
@@ -474,7 +474,7 @@ class Discovery:
         bar = now // self.cfg.pool.bar_ms
         if bar != self._trace_bar:
             self._trace_bar, self._traces = bar, {}
-        change = self.pool.update(now, {}, frozenset(), {}, _no_member)
+        change = self.pool.idle(now)
         if self.sink is not None and bar != self._bar:  # as `_journal` leaves them
             self._bar, self._emitted = bar, set()
         return DiscoveryCycle(
@@ -644,10 +644,6 @@ class Discovery:
             for key, value in counter.items():
                 out[f"{prefix}.{key}"] = value
         return out
-
-
-def _no_member(symbol: str, rank: int) -> Candidate:
-    raise AssertionError(f"a quiet batch has no pool member to build ({symbol})")
 
 
 def _finite(x: float | np.floating[Any]) -> float:

@@ -84,6 +84,14 @@ class CandidatePool:
     def snapshot(self) -> PoolSnapshot:
         return self._snapshot
 
+    def idle(self, now_ms: int) -> PoolChange:
+        """`update` of an empty pool nothing qualifies for (most minutes of a replay): nobody
+        enters, leaves or is built; the snapshot moves to `now_ms`."""
+        if self._members:
+            raise ValueError(f"idle() is for an empty pool; {len(self._members)} members need update()")
+        self._snapshot = PoolSnapshot(ts_ms=now_ms)
+        return PoolChange(entered=(), left=(), snapshot=self._snapshot)
+
     def history(self, symbol: str) -> tuple[tuple[int, float], ...]:
         """(bar-time ms, heat) samples of a member, oldest first; empty for non-members."""
         m = self._members.get(symbol)

@@ -95,6 +95,17 @@ def test_top_n_by_heat_with_ranks() -> None:
     assert set(change.entered) == {"A", "B", "C"}
 
 
+def test_an_idle_empty_pool_moves_as_an_empty_update() -> None:
+    a, b = pool(), pool()
+    for t in (T0, T0 + 60_000):
+        assert a.idle(t) == b.update(t, {}, set(), {}, builder({}))
+        assert a.snapshot() == b.snapshot() and a.snapshot().ts_ms == t and not len(a)
+    heats = {"A": 90.0}
+    a.update(T0 + 120_000, heats, set(heats), {}, builder(heats))
+    with pytest.raises(ValueError, match="1 members need update"):
+        a.idle(T0 + 180_000)
+
+
 def test_members_stay_until_ttl_then_expire() -> None:
     p = pool(ttl_ms=60_000)
     heats = {"A": 90.0}
