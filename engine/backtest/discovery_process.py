@@ -213,8 +213,7 @@ async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSi
         if len(feed.market.symbols) == len(driver.markets):
             # No refresh inside the run can change discovery's markets (a run starts at a
             # listing, the only change): each minute's refresh first, then the run at once.
-            for t in times:
-                await driver.prepare(t)
+            await driver.prepare_run(times)
             stage.push_run(run)
         else:  # a listing discovery has yet to hear of: minute by minute, as ever
             for i, t in enumerate(times):

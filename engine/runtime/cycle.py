@@ -115,6 +115,13 @@ class DiscoveryDriver:
             else:
                 self.discovery.on_announcements(items, now)
 
+    async def prepare_run(self, times: list[int]) -> None:
+        """`prepare` at each of `times` in turn (a replay's run of minutes), skipping the
+        minutes where it has nothing to do: no refresh due, nothing delivered."""
+        for now in times:
+            if self._inbox or now - self._markets_at >= MARKETS_REFRESH_MS:
+                await self.prepare(now)
+
     async def refresh_markets(self, now: int, force: bool = False) -> None:
         if not force and now - self._markets_at < MARKETS_REFRESH_MS:
             return

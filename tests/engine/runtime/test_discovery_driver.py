@@ -1,0 +1,80 @@
+"""`DiscoveryDriver.prepare_run` (a replay's run of minutes) does what `prepare` at each minute
+does: the same market refreshes at the same minutes, slow inputs delivered at the same one.
+As the replay tape does, runs start at a listing, so a run's minutes all see one market."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from engine.runtime.cycle import MARKETS_REFRESH_MS, DiscoveryDriver
+from tests.kit.domain import make_market
+
+MIN = 60_000
+T0 = 1_618_531_200_000
+
+
+class _Feed:
+    """Markets whose count grows at `listing_at` (a listing); every read logged."""
+
+    def __init__(self, log: list[tuple[str, int]], listing_at: int) -> None:
+        self.log = log
+        self.listing_at = listing_at
+        self.now = 0
+
+    async def markets(self) -> dict[str, Any]:
+        self.log.append(("markets", self.now))
+        symbols = ["A/USDT", "B/USDT"] + (["NEW/USDT"] if self.now >= self.listing_at else [])
+        return {s: make_market(s) for s in symbols}
+
+
+class _Discovery:
+    def __init__(self, log: list[tuple[str, int]]) -> None:
+        self.log = log
+
+    def on_markets(self, markets: Iterable[Any], now_ms: int) -> object:
+        self.log.append(("on_markets", now_ms))
+        return None
+
+    def on_posts(self, posts: Iterable[Any], now_ms: int) -> object:
+        self.log.append(("on_posts", now_ms))
+        return None
+
+    def on_announcements(self, announcements: Iterable[Any], now_ms: int) -> object:
+        self.log.append(("on_announcements", now_ms))
+        return None
+
+
+def _drive(runs: bool) -> list[tuple[str, int]]:
+    log: list[tuple[str, int]] = []
+    feed = _Feed(log, listing_at=T0 + 27 * MIN)  # the third run's first minute
+    driver = DiscoveryDriver(_Discovery(log), feed, MIN)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        feed.now = T0
+        await driver.refresh_markets(T0, force=True)
+        minutes = [T0 + m * MIN for m in range(1, 40)]
+        for lo in range(0, len(minutes), 13):
+            times = minutes[lo : lo + 13]
+            if lo == 13:
+                driver.deliver("posts", [])  # delivered between runs: folded in at the next minute
+            feed.now = times[-1]  # the tape hands a run over at once: the market is at its end
+            if runs:
+                await driver.prepare_run(times)
+            else:
+                for t in times:
+                    feed.now = t
+                    await driver.prepare(t)
+
+    asyncio.run(go())
+    return log
+
+
+def test_prepare_run_refreshes_and_delivers_at_the_minutes_prepare_does() -> None:
+    one, run = _drive(False), _drive(True)
+    assert [e for e in run if e[0] != "markets"] == [e for e in one if e[0] != "markets"]
+    assert sum(k == "markets" for k, _ in run) == sum(k == "markets" for k, _ in one)  # as many refreshes
+    refreshes = [t for k, t in one if k == "markets"]
+    assert len(refreshes) >= 8 and all(b - a >= MARKETS_REFRESH_MS for a, b in zip(refreshes, refreshes[1:]))
+    assert ("on_posts", T0 + 14 * MIN) in one and ("on_markets", T0 + 30 * MIN) in one  # the listing, at a refresh
