@@ -5,6 +5,7 @@ As the replay tape does, runs start at a listing, so a run's minutes all see one
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -76,5 +77,5 @@ def test_prepare_run_refreshes_and_delivers_at_the_minutes_prepare_does() -> Non
     assert [e for e in run if e[0] != "markets"] == [e for e in one if e[0] != "markets"]
     assert sum(k == "markets" for k, _ in run) == sum(k == "markets" for k, _ in one)  # as many refreshes
     refreshes = [t for k, t in one if k == "markets"]
-    assert len(refreshes) >= 8 and all(b - a >= MARKETS_REFRESH_MS for a, b in zip(refreshes, refreshes[1:]))
+    assert len(refreshes) >= 8 and all(b - a >= MARKETS_REFRESH_MS for a, b in itertools.pairwise(refreshes))
     assert ("on_posts", T0 + 14 * MIN) in one and ("on_markets", T0 + 30 * MIN) in one  # the listing, at a refresh
