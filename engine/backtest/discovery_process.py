@@ -11,11 +11,14 @@ takes the child's results in order, checks each is for the batch in hand, and re
 recorded events through the parent's tap, so journal seqs, causes and counts are those of one
 process. `tests/engine/backtest/test_discovery_process.py` compares both ways event for event.
 
-Nobody in the child waits on one batch's result, so it pushes the batches into discovery a
-block at a time (`Discovery.push`): folded into the windows together where the minutes are
-steady (`TickerWindows.update_many`), scored and ranked in one vector pass, settled in order,
-with the same results as batch by batch. That keeps the child, which was the floor of the
-split, about as busy as the parent (bench/RESULTS.md). The pipe
+Nobody in the child waits on one batch's result, so it takes the replay market a run of
+minutes at a time (`HistoryFeed.next_run`: [minute, pair] views of the tape's day tables) and
+pushes each run into discovery (`Discovery.push_run`): folded into the windows a block at a
+time straight from those arrays where the minutes are steady (`TickerWindows.update_run`),
+scored and ranked in one vector pass, settled in order, with the same results as batch by
+batch. Each minute's market refresh is still made on its schedule before the run is pushed;
+where a refresh could find a listing discovery has not heard of, the run goes minute by minute.
+The child is still the floor of the split, by about a fifth (bench/RESULTS.md). The pipe
 carries ~0.4 KB a minute with the journal off (a few KB with payloads), pickled with the
 candidates' read-only mappings as dicts and the results' dataclasses through their constructors.
 

@@ -142,9 +142,9 @@ class _Block:
                 self.take(discovery, batch.ts_ms)
 
     def take_run(self, discovery: Discovery, run: TickerRun) -> bool:
-        """Fold `run` (after the pending batches) into the windows at once and record it, as
-        `fold` records steady batches one by one; False, with nothing changed, where the
-        windows refuse it (`TickerWindows.update_run`)."""
+        """Fold `run` into the windows at once and record it, as `fold` records steady batches
+        one by one (the pending batches are folded in first either way); False, with the run
+        not taken, where the windows refuse it (`TickerWindows.update_run`)."""
         self.fold(discovery)
         k = self.rings.count
         if not discovery.windows.update_run(run, self.rings):
@@ -208,7 +208,8 @@ class Discovery:
     and ranked in one vector pass (`AnomalyDetector.score_block`, `HeatRanker.rank_block`) and
     settled into the pool in order; a run of steady batches (every row, one slot after the
     other: nearly every minute of a replay) is even folded into the windows at once
-    (`TickerWindows.update_many`). The results are the same, batch for batch
+    (`TickerWindows.update_many`), and `push_run` takes such batches as one `TickerRun` of
+    [batch, symbol] arrays (`TickerWindows.update_run`). The results are the same, batch for batch
     (`tests/engine/discovery/test_block.py`); a batch that could not be ranked in a block
     (a new symbol, a bar spanning batches) closes the block and is settled alone, and so do
     market info, announcements and posts (rare: a block then settles before they apply).
