@@ -22,6 +22,12 @@ The child is still the floor of the split, by about a fifth (bench/RESULTS.md). 
 carries ~0.4 KB a minute with the journal off (a few KB with payloads), pickled with the
 candidates' read-only mappings as dicts and the results' dataclasses through their constructors.
 
+On one process (a short window, `off`, one CPU) the same loop runs in the trading process
+(`AheadDiscovery`): a chunk of batches ahead whenever the core has taken what it made, over
+its own replay market, so one process settles its minutes in blocks and runs too (the real
+month: 32 s batch by batch, 13.6 s ahead). Below `AHEAD_MIN_MINUTES` the second market costs
+more than it saves, and the cycle takes discovery batch by batch, as the live engine does.
+
 Fork, not spawn: the child starts in a few milliseconds with the store index already built and
 never touches what the parent was doing (its journal thread, its event loop). Where fork is not
 available, or the window is short enough that starting a process costs more than it saves,
@@ -44,7 +50,7 @@ import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from engine.backtest.feed import HistoryFeed
 from engine.discovery.anomaly import AnomalyAlert
@@ -63,6 +69,10 @@ CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to 
 # "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
 # 1.42 -> 1.24 s, bench/RESULTS.md); 12 h keeps short runs, most tests among them, on one process.
 AUTO_MIN_MINUTES = 720
+# On one process, discovery runs ahead of the core (`AheadDiscovery`) for replays at least this
+# long: its own replay market costs ~0.13 s to build, which blocks and runs repay after a few
+# hours (bench/RESULTS.md); shorter ones take discovery batch by batch, as the live engine does.
+AHEAD_MIN_MINUTES = 360
 
 Event = tuple[str, int, Mapping[str, Any], str | None, str | None]  # kind, ts_ms, payload, trace_id, symbol
 Result = tuple[int, DiscoveryCycle, tuple[Event, ...]]  # batch time, discovery's result, its events
@@ -79,6 +89,11 @@ def wanted(setting: Literal["auto", "on", "off"], minutes: int) -> bool:
     if setting == "on":
         return True
     return minutes >= AUTO_MIN_MINUTES and len(os.sched_getaffinity(0)) >= 2
+
+
+def ahead(minutes: int) -> bool:
+    """Whether a one-process replay of `minutes` should run discovery ahead of the core."""
+    return minutes >= AHEAD_MIN_MINUTES
 
 
 def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
@@ -181,50 +196,74 @@ class _Sending:
         in `on_batch` today)."""
         if self._sink.events:
             raise DiscoveryProcessError(
-                f"discovery journaled {self._sink.events[0][0]} outside a batch; the trading process replays "
-                'its events batch by batch: set backtest.discovery_process = "off"'
+                f"discovery journaled {self._sink.events[0][0]} outside a batch; it runs ahead of the trading "
+                "core, which replays its events batch by batch, so it may journal only while settling a batch"
             )
         return result
 
 
+class _Producer:
+    """Discovery's half of the runner's loop, run ahead of the trading core: the warm-up, the
+    first batch, then runs of minutes to `end_ms`, each batch's result (with its events)
+    queued in `out` as discovery settles it. Nothing else may run on the loop it runs on
+    (its feed does not yield)."""
+
+    def __init__(self, feed: HistoryFeed, build: Callable[[EventSink], Discovery], slot_ms: int, end_ms: int,
+                 keeps_payloads: bool) -> None:  # fmt: skip
+        sink = _RecordingSink(keeps_payloads)
+        self.out: list[Result] = []
+        self.feed = feed
+        feed.yields = False
+        self.stage = _Sending(build(sink), sink, self.out)
+        self.driver = DiscoveryDriver(self.stage, feed, slot_ms)
+        self.end_ms = end_ms
+        self.now: int | None = None  # the last batch pushed; None before the first
+        self.done = False  # every batch to `end_ms` settled and queued
+
+    async def fill(self, count: int) -> None:
+        """Run until at least `count` results wait in `out`, or to the window's end."""
+        feed, driver, stage = self.feed, self.driver, self.stage
+        if self.now is None:
+            await driver.warmup()
+            batch = await feed.next_batch()
+            await driver.open(batch)
+            await driver.prepare(batch.ts_ms)
+            stage.push(batch)  # nobody waits on one batch's result here: discovery settles them a block at a time
+            self.now = batch.ts_ms
+        while len(self.out) < count and not self.done:
+            now = self.now
+            if now >= self.end_ms:
+                stage.flush()
+                self.done = True
+                return
+            run = await feed.next_run(min(RUN_MINUTES, -(-(self.end_ms - now) // MINUTE_MS)))
+            if run is None:  # the tape is not on yet: a batch
+                batch = await feed.next_batch()
+                await driver.prepare(batch.ts_ms)
+                stage.push(batch)
+                self.now = batch.ts_ms
+                continue
+            times = run.ts_ms.tolist()
+            if len(feed.market.symbols) == len(driver.markets):
+                # No refresh inside the run can change discovery's markets (a run starts at a
+                # listing, the only change): each minute's refresh first, then the run at once.
+                await driver.prepare_run(times)
+                stage.push_run(run)
+            else:  # a listing discovery has yet to hear of: minute by minute, as ever
+                for i, t in enumerate(times):
+                    await driver.prepare(t)
+                    stage.push(run.batch(i))
+            self.now = times[-1]
+
+
 async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSink], Discovery], slot_ms: int,
                    end_ms: int, keeps_payloads: bool) -> None:  # fmt: skip
-    """The runner's loop, discovery's half: warm-up, the first batch, then batches to `end_ms`."""
-    sink = _RecordingSink(keeps_payloads)
-    out: list[Result] = []
-    feed.yields = False  # nothing else runs on this process's loop
-    stage = _Sending(build(sink), sink, out)
-    driver = DiscoveryDriver(stage, feed, slot_ms)
-    await driver.warmup()
-    batch = await feed.next_batch()
-    await driver.open(batch)
-    await driver.prepare(batch.ts_ms)
-    stage.push(batch)  # nobody waits on one batch's result here: discovery settles them a block at a time
-    now = batch.ts_ms
-    while now < end_ms:
-        if len(out) >= CHUNK_BATCHES:
-            conn.send_bytes(_dumps(("results", out)))
-            out.clear()
-        run = await feed.next_run(min(RUN_MINUTES, -(-(end_ms - now) // MINUTE_MS)))
-        if run is None:  # the tape is not on yet: a batch
-            batch = await feed.next_batch()
-            await driver.prepare(batch.ts_ms)
-            stage.push(batch)
-            now = batch.ts_ms
-            continue
-        times = run.ts_ms.tolist()
-        if len(feed.market.symbols) == len(driver.markets):
-            # No refresh inside the run can change discovery's markets (a run starts at a
-            # listing, the only change): each minute's refresh first, then the run at once.
-            await driver.prepare_run(times)
-            stage.push_run(run)
-        else:  # a listing discovery has yet to hear of: minute by minute, as ever
-            for i, t in enumerate(times):
-                await driver.prepare(t)
-                stage.push(run.batch(i))
-        now = times[-1]
-    stage.flush()
-    conn.send_bytes(_dumps(("results", out)))
+    """The child's loop: the producer's results down the pipe, `CHUNK_BATCHES` at a time."""
+    producer = _Producer(feed, build, slot_ms, end_ms, keeps_payloads)
+    while not producer.done:
+        await producer.fill(CHUNK_BATCHES)
+        conn.send_bytes(_dumps(("results", producer.out)))
+        producer.out.clear()
     conn.send_bytes(_dumps(("end", None)))
 
 
@@ -302,20 +341,28 @@ class DiscoveryProcess:
         return PipedDiscovery(self, sink)
 
 
-class PipedDiscovery:
-    """The parent's discovery stage: the child's results, in order, with their events re-emitted
-    into `sink` (the parent's tap). Market info, posts and announcements reach the child's own
-    discovery through its own driver; here they are no-ops."""
+class ResultSource(Protocol):
+    """Where a `PipedDiscovery` takes discovery's results from, in batch order."""
 
-    def __init__(self, source: DiscoveryProcess, sink: EventSink) -> None:
+    def next_result(self) -> Result: ...
+
+
+class PipedDiscovery:
+    """The trading side's discovery stage: results discovery computed ahead (in the child, or in
+    this process: `AheadDiscovery`), in order, with their events re-emitted into `sink` (the
+    trading side's tap). Market info, posts and announcements reach that discovery through its
+    own driver; here they are no-ops."""
+
+    def __init__(self, source: ResultSource, sink: EventSink, where: str = "in another process") -> None:
         self._source = source
         self._sink = sink
+        self._where = where
 
     def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
         ts, cycle, events = self._source.next_result()
         if ts != batch.ts_ms:
             raise DiscoveryProcessError(
-                f"the discovery process sent the batch at {ts} for the batch at {batch.ts_ms}; the two diverged"
+                f"discovery ({self._where}) sent the batch at {ts} for the batch at {batch.ts_ms}; the two diverged"
             )
         emit = self._sink.emit
         for kind, ts_ms, payload, trace_id, symbol in events:
@@ -323,7 +370,7 @@ class PipedDiscovery:
         return cycle
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object:
-        return None  # the child refreshed its own on the same schedule, from the same files
+        return None  # discovery's own driver refreshed them on the same schedule, from the same files
 
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> object:
         return self._refuse("social posts")
@@ -331,10 +378,40 @@ class PipedDiscovery:
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object:
         return self._refuse("announcements")
 
-    @staticmethod
-    def _refuse(what: str) -> object:
-        """A replay delivers none; one delivered here would never reach the child's discovery."""
+    def _refuse(self, what: str) -> object:
+        """A replay delivers none; one delivered here would never reach the discovery that runs ahead."""
         raise DiscoveryProcessError(
-            f"{what} were delivered to a backtest whose discovery runs in another process; "
-            'set backtest.discovery_process = "off" to feed them to discovery'
+            f"{what} were delivered to a backtest whose discovery runs ahead of the trading core "
+            f"({self._where}); a replay has no such source, so whatever delivered them is in error"
         )
+
+
+class AheadDiscovery:
+    """Discovery run ahead of the trading core in this process, where a second one is not used
+    (a short window, `backtest.discovery_process = "off"`, one CPU): the child's loop
+    (`_Producer`) over its own replay market, a chunk of batches at a time whenever the core
+    has taken what it made, so one process also settles its minutes in blocks and runs
+    (2.5x the batch-by-batch path on the real month). The runner calls `fill()` before the
+    warm-up and before each batch."""
+
+    def __init__(self, feed: HistoryFeed, build: Callable[[EventSink], Discovery], *, slot_ms: int, end_ms: int,
+                 keeps_payloads: bool) -> None:  # fmt: skip
+        self._producer = _Producer(feed, build, slot_ms, end_ms, keeps_payloads)
+        self._results: deque[Result] = deque()
+
+    async def fill(self) -> None:
+        """Have the next batch's result ready: discovery runs a chunk ahead when none is left."""
+        if not self._results and not self._producer.done:
+            await self._producer.fill(CHUNK_BATCHES)
+            self._results.extend(self._producer.out)
+            self._producer.out.clear()
+
+    def next_result(self) -> Result:
+        if not self._results:
+            raise DiscoveryProcessError(
+                "no discovery result is ready: the trading side asked past the window's end, or before fill()"
+            )
+        return self._results.popleft()
+
+    def stage(self, sink: EventSink) -> PipedDiscovery:
+        return PipedDiscovery(self, sink, "in this process")

@@ -214,24 +214,32 @@ class BacktestRunner:
         books = _Books()
         tap = Tap(self.sink, recent=0)
         broker = PaperBroker(FillModel.from_settings(config.trading.execution))
-        key, process = None, None
+        key, process, ahead = None, None, None
         discovery: DiscoveryStage | None = None
         feed: MarketFeed
-        if self.reuse is None and discovery_process.wanted(config.backtest.discovery_process, (end - market_start) // MINUTE_MS):
+
+        def build_discovery(sink: EventSink) -> Discovery:
+            return Discovery(config.discovery, sink, quote_asset=config.exchange.quote_asset, run_id=self.run_id)
+
+        slot_ms = config.discovery.windows.slot_ms
+        minutes = (end - market_start) // MINUTE_MS
+        if self.reuse is None and discovery_process.wanted(config.backtest.discovery_process, minutes):
             process = discovery_process.DiscoveryProcess(
-                build_feed,
-                lambda sink: Discovery(config.discovery, sink, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
-                slot_ms=config.discovery.windows.slot_ms, end_ms=end, keeps_payloads=tap.keeps_payloads,
-            )  # fmt: skip
+                build_feed, build_discovery, slot_ms=slot_ms, end_ms=end, keeps_payloads=tap.keeps_payloads
+            )
             discovery, feed = process.stage(tap), build_feed()
         elif self.reuse is not None:
             key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(
-                key, lambda: Discovery(config.discovery, tap, quote_asset=config.exchange.quote_asset, run_id=self.run_id),
-                journaled=not isinstance(self.sink, NullSink),
+                key, lambda: build_discovery(tap), journaled=not isinstance(self.sink, NullSink)
             )  # fmt: skip
             feed = self.reuse.feed(key, build_feed, slicer, sliced=sliced)
-        else:
+        elif discovery_process.ahead(minutes):  # one process: discovery still runs ahead of the core
+            ahead = discovery_process.AheadDiscovery(
+                build_feed(), build_discovery, slot_ms=slot_ms, end_ms=end, keeps_payloads=tap.keeps_payloads
+            )
+            discovery, feed = ahead.stage(tap), build_feed()
+        else:  # a short replay: discovery batch by batch in the cycle, as the live engine runs it
             feed = build_feed()
         if isinstance(feed, HistoryFeed) and isinstance(self.sink, NullSink):
             feed.yields = False  # no journal writer waits on this loop: a batch need not yield to it
@@ -240,6 +248,8 @@ class BacktestRunner:
             on_update=books.on_update, on_stepped=books.on_stepped,
         )  # fmt: skip
         try:
+            if ahead is not None:
+                await ahead.fill()
             await cycle.warmup()
             first = await feed.next_batch()
             core = books.core = await cycle.begin(first, "backtest")
@@ -249,6 +259,8 @@ class BacktestRunner:
             batch, cycles = first, 0
             while True:
                 now = batch.ts_ms
+                if ahead is not None:
+                    await ahead.fill()
                 await cycle.step(batch)
                 cycles += 1
                 eq_ts.append(now)

@@ -29,8 +29,9 @@ class BacktestSection(Section):
     discovery_process: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Run discovery in a second process beside the trading core (the same decisions, "
-        "1.2-1.4x faster on two cores): auto = for replays of 12 h or more where fork and two CPUs "
-        "are available; off = one process (e.g. under a debugger).",
+        "about 1.5x faster on two cores): auto = for replays of 12 h or more where fork and two CPUs "
+        "are available; off = one process (e.g. under a debugger), where a replay of 6 h or more "
+        "still runs discovery ahead of the core in blocks.",
     )
     initial_history_minutes: int = Field(
         1440,

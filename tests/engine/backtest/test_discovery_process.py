@@ -18,6 +18,7 @@ import pytest
 from engine.backtest import discovery_process
 from engine.backtest.api import run_backtest
 from engine.backtest.discovery_process import (
+    AheadDiscovery,
     DiscoveryProcess,
     DiscoveryProcessError,
     PipedDiscovery,
@@ -46,8 +47,23 @@ def run(config: HotcoinConfig, store: Path, setting: str, sink: EventSink | None
 
 
 def test_two_processes_decide_and_journal_as_one(config: HotcoinConfig, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    one, two = RecordingSink(), RecordingSink()
+    """Discovery batch by batch in the cycle, run ahead in the same process (`AheadDiscovery`),
+    and in a second process: the same decisions, the same journal."""
+    one, ahead_sink, two = RecordingSink(), RecordingSink(), RecordingSink()
+    fills: list[int] = []
+    fill = AheadDiscovery.fill
+
+    async def counted_fill(self: AheadDiscovery) -> None:
+        fills.append(1)
+        await fill(self)
+
+    monkeypatch.setattr(AheadDiscovery, "fill", counted_fill)
+    monkeypatch.setattr(discovery_process, "AHEAD_MIN_MINUTES", 10**9)  # the window is shorter: batch by batch
     single = run(config, store, "off", one)
+    assert not fills
+    monkeypatch.setattr(discovery_process, "AHEAD_MIN_MINUTES", 0)
+    ahead = run(config, store, "off", ahead_sink)
+    assert len(fills) == ahead.cycles + 1  # before the warm-up, then before each batch
     served: list[int] = []
     receive = DiscoveryProcess.next_result
 
@@ -59,6 +75,9 @@ def test_two_processes_decide_and_journal_as_one(config: HotcoinConfig, store: P
     monkeypatch.setattr(DiscoveryProcess, "next_result", counted)
     forked = run(config, store, "on", two)
     assert len(served) == forked.cycles + 65  # every batch's discovery came from the child (65 warm-up minutes)
+    assert (ahead.trades, ahead.fills, ahead.events, ahead.processes) == (single.trades, single.fills, single.events, 1)
+    assert np.array_equal(ahead.equity, single.equity)
+    assert ahead_sink.events == one.events
     assert single.trades, "the window should trade, or this proves little"
     assert (forked.trades, forked.fills, forked.open_positions, forked.cycles) == (
         single.trades, single.fills, single.open_positions, single.cycles,
@@ -158,7 +177,7 @@ def test_out_of_step_batches_and_posts_are_refused(config: HotcoinConfig, store:
         wrong = TickerBatch.from_tickers(ts, [])  # the batch just done, again: the child is a batch ahead
         with pytest.raises(DiscoveryProcessError, match="diverged"):
             stage.on_batch(wrong)
-        with pytest.raises(DiscoveryProcessError, match=r"social posts were delivered.*discovery_process"):
+        with pytest.raises(DiscoveryProcessError, match=r"social posts were delivered.*runs ahead.*in another process"):
             stage.on_posts([], ts)
         with pytest.raises(DiscoveryProcessError, match="announcements"):
             stage.on_announcements([], ts)
@@ -197,3 +216,25 @@ def test_a_journaled_run_forks_beside_the_journal_thread_and_writes_the_same_jou
         assert len(events) == result.events
         rows.append([e for e in events if e[2] != "run_start"])
     assert rows[0] == rows[1] and len(rows[0]) > 500
+
+
+def test_discovery_ahead_in_this_process_serves_every_batch_then_refuses(config: HotcoinConfig, store: Path) -> None:
+    end = START + 30 * 60_000
+    ahead = AheadDiscovery(
+        _feed(config, store), lambda sink: Discovery(config.discovery, sink), slot_ms=config.discovery.windows.slot_ms,
+        end_ms=end, keeps_payloads=False,
+    )  # fmt: skip
+    stage = ahead.stage(RecordingSink())
+    times: list[int] = []
+
+    async def serve() -> None:
+        for _ in range(1000):  # far more than the window holds
+            await ahead.fill()
+            times.append(ahead.next_result()[0])
+
+    with pytest.raises(DiscoveryProcessError, match="past the window's end"):
+        asyncio.run(serve())
+    # the warm-up's minutes, then every minute to the end, each once, in order
+    assert times == list(range(START - 64 * 60_000, end + 1, 60_000))
+    with pytest.raises(DiscoveryProcessError, match=r"announcements were delivered.*runs ahead.*in this process"):
+        stage.on_announcements([], end)

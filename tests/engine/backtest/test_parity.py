@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.backtest import discovery_process
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import index_history
@@ -65,7 +66,12 @@ def _decisions(events: list[JournalEvent]) -> list[tuple[object, ...]]:
 def both(config: HotcoinConfig, store: Path) -> tuple[RecordingSink, RecordingSink]:
     runtime = asyncio.run(_runtime(config, store))
     backtest = RecordingSink()
-    asyncio.run(BacktestRunner(config, store, backtest, run_id=RUN_ID).run(START, END))
+    runner = BacktestRunner(config, store, backtest, run_id=RUN_ID)
+    minutes = (END - START) // MINUTE_MS + runner.config.backtest.warmup_minutes
+    # The backtest runs discovery ahead of its core, in blocks (`AheadDiscovery`: one process,
+    # long enough); the engine batch by batch: the journals compare the two as well.
+    assert not discovery_process.wanted(runner.config.backtest.discovery_process, minutes) and discovery_process.ahead(minutes)
+    asyncio.run(runner.run(START, END))
     return runtime, backtest
 
 
