@@ -353,14 +353,21 @@ def test_a_replay_computed_ahead_shows_the_same_minutes(
         ahead.advance_to(G + 330 * M + 15_000)
 
 
-def test_a_replay_computed_ahead_drops_the_volume_leaving_its_24_hours(tmp_path: Path) -> None:
-    """Past a day of files the 24 h sums lose the minutes leaving the window, as the rings' do."""
+def day_and_more(tmp_path: Path) -> tuple[ParquetMarket, ParquetMarket, int]:
+    """1,700 minutes of two pairs (BBB with the outage), replayed twice from minute 200, the
+    second computed ahead: (rings, ahead, start)."""
     minutes = np.arange(G, G + 1700 * M, M)
     write(tmp_path / "AAA_USDT-1m.parquet", minutes, candles(1700, 2.5, 5))
     write(tmp_path / "BBB_USDT-1m.parquet", np.array([t for t in minutes.tolist() if t not in GAP]), candles(1690, 0.75, 6))
     start = G + 200 * M
     rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
     ahead.replay_ahead()
+    return rings, ahead, start
+
+
+def test_a_replay_computed_ahead_drops_the_volume_leaving_its_24_hours(tmp_path: Path) -> None:
+    """Past a day of files the 24 h sums lose the minutes leaving the window, as the rings' do."""
+    rings, ahead, start = day_and_more(tmp_path)
     assert same_minutes(rings, ahead, range(start + M, G + 1720 * M, M)) > 1500
 
 
@@ -437,11 +444,6 @@ def test_a_run_is_the_minutes_one_by_one_cut_at_a_listing(
 
 
 def test_a_run_ends_with_the_tapes_day(tmp_path: Path) -> None:
-    minutes = np.arange(G, G + 1700 * M, M)
-    write(tmp_path / "AAA_USDT-1m.parquet", minutes, candles(1700, 2.5, 5))
-    write(tmp_path / "BBB_USDT-1m.parquet", np.array([t for t in minutes.tolist() if t not in GAP]), candles(1690, 0.75, 6))
-    start = G + 200 * M
-    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
-    ahead.replay_ahead()
+    rings, ahead, start = day_and_more(tmp_path)
     lengths = same_runs(rings, ahead, start + M, G + 1720 * M, [100])
     assert max(lengths) == 100 and any(n < 100 for n in lengths[:-1])  # a day's end cut one short
