@@ -63,7 +63,6 @@ from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 
-RUN_MINUTES = 60  # minutes the replay market hands over at once (`HistoryFeed.next_run`): a block's worth
 MINUTE_MS = 60_000
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
 # "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
@@ -174,6 +173,9 @@ class _Sending:
     def push_run(self, run: TickerRun) -> None:
         self._discovery.push_run(run, self._settled)
 
+    def room(self) -> int:
+        return self._discovery.room()
+
     def flush(self) -> None:
         self._discovery.flush(self._settled)
 
@@ -236,7 +238,8 @@ class _Producer:
                 stage.flush()
                 self.done = True
                 return
-            run = await feed.next_run(min(RUN_MINUTES, -(-(self.end_ms - now) // MINUTE_MS)))
+            # as many minutes as discovery's open block still takes: each run folded in one piece
+            run = await feed.next_run(min(stage.room(), -(-(self.end_ms - now) // MINUTE_MS)))
             if run is None:  # the tape is not on yet: a batch
                 batch = await feed.next_batch()
                 await driver.prepare(batch.ts_ms)

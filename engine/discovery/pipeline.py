@@ -339,7 +339,7 @@ class Discovery:
         j, n = 0, len(run)
         while j < n:
             open_block = self._block
-            room = block - (len(open_block) if open_block is not None else 0)
+            room = self.room(block)
             part = run if j == 0 and room >= n else run.part(j, min(n, j + room))
             if self._run_blockable(part):
                 if open_block is None:
@@ -351,6 +351,12 @@ class Discovery:
                     continue
             self.push(run.batch(j), settled, block)  # this one alone (a new symbol, a bad price...)
             j += 1
+
+    def room(self, block: int = BLOCK_BATCHES) -> int:
+        """Batches the open block (or a new one) still takes: a run this long is folded in one
+        piece, where a longer one is cut at the block's end (a reader handing over runs of its
+        own choosing asks first)."""
+        return block - (len(self._block) if self._block is not None else 0)
 
     def _run_blockable(self, run: TickerRun) -> bool:
         """`_blockable` for each batch of `run` in turn."""

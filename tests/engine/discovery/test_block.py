@@ -261,6 +261,19 @@ def test_a_block_is_closed_by_what_it_cannot_rank() -> None:
     assert [c.ts_ms for c in settled] == sorted(c.ts_ms for c in settled) and len(settled) == 9
 
 
+def test_room_is_what_the_open_block_still_takes() -> None:
+    disc = Discovery(minute_config(), None, run_id="block")
+    feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
+    disc.on_markets(feed_markets(SYMBOLS), feed.ts_ms)
+    disc.on_batch(feed.batch())
+    assert disc.room(60) == 60  # no block open: a new one takes a block's worth
+    for k in range(1, 8):
+        disc.push(feed.batch(), lambda c: None, 60)
+        assert disc.room(60) == 60 - k
+    disc.push_run(run_of([feed.batch() for _ in range(disc.room(60))]), lambda c: None, 60)
+    assert disc.room(60) == 60  # the run filled the block exactly: settled
+
+
 def test_a_calm_market_settles_sixty_batches_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not a timing: a calm market's batches wait for their block, then settle 60 at a time."""
     sizes: list[int] = []
