@@ -108,7 +108,7 @@ class RingState:
 
 class RingBlock:
     """`RingState` copies of up to `size` batches, taken as each is folded in (see `RingState`),
-    or written by `TickerWindows.update_many` for a run of batches folded in at once; with the
+    or written by `TickerWindows.update_many` / `update_run` for batches folded in at once; with the
     rings' logs, which the baselines read (60 copies of nearly the same ring need the logs of
     a slot or two each, not of the whole ring).
 
