@@ -131,22 +131,29 @@ class HistoryFeed(SimFeed):
         self.ahead = ahead
         self.stored_bars = stored_bars
 
-    async def next_batch(self) -> TickerBatch:
-        if self.ahead and isinstance(self.market, ParquetMarket) and self._interval_ms == MINUTE_MS:
+    def _tape(self) -> ParquetMarket | None:
+        """The replay market, switched to computing its minutes ahead (`ahead`, one batch a
+        minute); None where batches are stepped through the market's rings."""
+        if self.ahead and self._interval_ms == MINUTE_MS and isinstance(self.market, ParquetMarket):
             self.market.replay_ahead()
+            return self.market
+        return None
+
+    async def next_batch(self) -> TickerBatch:
+        self._tape()
         return await super().next_batch()
 
     async def next_run(self, limit: int) -> TickerRun | None:
         """Up to `limit` next batches at once (`ParquetMarket.run`: cut at a listing or at the
         end of the tape's day), for a reader that needs no batch's result before the next (the
         discovery process); None where batches come one at a time (`next_batch`)."""
-        if not (self.ahead and self._lockstep and self._interval_ms == MINUTE_MS and isinstance(self.market, ParquetMarket)):
+        market = self._tape() if self._lockstep else None
+        if market is None:
             return None
-        self.market.replay_ahead()
         now = self.clock.start_ms if self._last_ms is None else self._last_ms + self._interval_ms
         if self.yields:
             await asyncio.sleep(0)
-        run = self.market.run(now, limit)
+        run = market.run(now, limit)
         if run is not None:
             self._last_ms = int(run.ts_ms[-1])
         return run

@@ -445,7 +445,7 @@ class TickerWindows:
         if not (price.min() > 0.0 and price.max() < np.inf and qv.min() >= 0.0 and qv.max() < np.inf):
             return False  # NaN fails both comparisons too: `update` counts what is wrong
         slots = ts // self.slot_ms
-        heads = (slots % r).tolist()
+        cols = slots % r  # each batch's ring column
         # Volume (see `_update_volume`), every batch at once: each row's previous figure is the
         # batch before's, every row having been in it.
         prev = np.concatenate([self.quote_volume_24h[None, :e], qv[:-1]])
@@ -487,10 +487,9 @@ class TickerWindows:
         c = block.count
         pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
         lpr, lvr = block._log_price_ring[c : c + k_n], block._log1p_volume_ring[c : c + k_n]
-        # Batch k writes column heads[k] (distinct: a block is shorter than the ring), so batch
+        # Batch k writes column cols[k] (distinct: a block is shorter than the ring), so batch
         # j's ring is the ring before the block with the columns of batches 0..j replaced: the
         # ring before, then one masked copy of the ring after, over the whole block.
-        cols = np.array(heads)
         writer = np.full(r, k_n)
         writer[cols] = np.arange(k_n)
         written = (writer[None, :] <= np.arange(k_n)[:, None])[:, None, :]  # [batch, 1, slot]
