@@ -1,10 +1,11 @@
 """Training throughput of a GPU job's task on this machine: samples/s and peak memory.
 
     .venv/bin/python -m bench.bench_gpu_job [--task lstm_hot] [--device auto|cpu|cuda]
-        [--symbols 4] [--days 3] [--epochs 3] [--batch-size 512]
+        [--symbols 4] [--days 3] [--epochs 3] [--batch-size 512] [--data DIR]
 
-Data: real 1m candles from ../shared/data/binance through `features_hot` (the first
-`--symbols` pairs, the first `--days` days), or synthetic candles when that folder is absent.
+Data: real 1m candles from ../shared/data/binance (or `--data`) through `features_hot` (the
+first `--symbols` pairs, the first `--days` days), or synthetic candles when that folder is
+absent.
 The task is built exactly as the remote trainer builds it (same class, same runtime choice:
 CUDA with bf16 autocast when available), minus the process and SSH around it. The first epoch
 includes warm-up (allocations, kernel selection) and is reported apart.
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--data", type=Path, default=SHARED, help="folder of real *-1m.parquet candles")
     args = parser.parse_args(argv)
 
     import torch
@@ -48,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     rt = Runtime.pick() if args.device == "auto" else Runtime(torch.device(args.device), args.device == "cuda")
 
     with tempfile.TemporaryDirectory() as tmp:
-        if (SHARED / "manifest.csv").is_file():
-            names = sorted(p.name.split("-")[0].replace("_", "/") for p in SHARED.glob("*-1m.parquet"))
+        if any(args.data.glob("*-1m.parquet")):
+            names = sorted(p.name.split("-")[0].replace("_", "/") for p in args.data.glob("*-1m.parquet"))
             start = 1_617_321_600_000  # 2021-04-02 00:00 UTC, the 1m block's first bar
-            candles = load_candles(SHARED, "1m", names[: args.symbols], start_ms=start, end_ms=start + args.days * 86_400_000)
+            candles = load_candles(args.data, "1m", names[: args.symbols], start_ms=start, end_ms=start + args.days * 86_400_000)
             source = f"real 1m candles, {len(candles.symbols)} pairs x {len(candles.timestamps)} bars"
         else:
             sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
