@@ -57,9 +57,9 @@ def _pack(args: argparse.Namespace, out: Path) -> tuple[list[PackedJob], str, fl
     return jobs, source, time.perf_counter() - t0
 
 
-def _printer(start: float) -> tuple[dict[str, float], JobClient]:
-    """A client whose events are printed with their time since `start`; the times of each
-    job's stage ends, by `(kind, job)`."""
+def _client(workdir: Path, start: float) -> tuple[dict[str, float], JobClient]:
+    """A local-transport client on `workdir` whose events are printed with their time since
+    `start`; the times its events came, by `kind:job`."""
     marks: dict[str, float] = {}
 
     def on_event(ev: JobEvent) -> None:
@@ -68,7 +68,7 @@ def _printer(start: float) -> tuple[dict[str, float], JobClient]:
         if ev.kind != "log":
             print(f"{t:8.2f} s  {ev.kind:<12} {ev.job_id}  {ev.message}", flush=True)
 
-    return marks, JobClient(LocalTransport(), workdir="", python=sys.executable, on_event=on_event)
+    return marks, JobClient(LocalTransport(), workdir=str(workdir), python=sys.executable, on_event=on_event)
 
 
 async def _round_trips(jobs: list[PackedJob], workdir: Path) -> list[dict[str, object]]:
@@ -76,8 +76,7 @@ async def _round_trips(jobs: list[PackedJob], workdir: Path) -> list[dict[str, o
     rows: list[dict[str, object]] = []
     for packed in jobs:
         start = time.perf_counter()
-        marks, client = _printer(start)
-        client.workdir = str(workdir)
+        marks, client = _client(workdir, start)
         folder = await client.run(packed, fetched)
         total = time.perf_counter() - start
         metrics = json.loads((folder / "metrics.json").read_text())
