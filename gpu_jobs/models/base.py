@@ -74,13 +74,18 @@ def fold_lift_summary(lifts: list[float | None], samples: int, baseline: str) ->
 
 
 class SequenceTask:
-    """Supervised learning on fixed-length feature windows ending at bar t, split by time.
+    """Supervised learning on fixed-length feature windows ending at bar t, split by time: the
+    epoch loop, batched inference, checkpoints and export, shared by the sequence tasks.
 
-    Subclasses give the model, the targets for windows (t, s), the loss, and the out-of-sample
-    lift of one fold."""
+    Subclasses set `horizon` before calling `__init__`, then the targets `y` (one row per
+    window (t, s)), the model with its `arch`, and the optimiser; they give the loss and the
+    out-of-sample evaluation."""
 
     horizon: int
     model: nn.Module
+    arch: dict[str, Any]
+    opt: torch.optim.Optimizer
+    y: np.ndarray
 
     def __init__(self, spec: JobSpec, ds: Dataset, rt: Runtime) -> None:
         p = spec.params
@@ -120,11 +125,48 @@ class SequenceTask:
         order = torch.randperm(len(self.train_idx), generator=gen).numpy()
         return np.asarray(self.train_idx[order[: self.max_train]])
 
-    def export_common(self, arch: dict[str, Any]) -> dict[str, Any]:
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch's model output (in float32) against its targets."""
+        raise NotImplementedError
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> EpochStats:
+        self.model.train()
+        total, n = 0.0, 0
+        for b in self.batches(self.epoch_indices(gen)):
+            x = self.windows(b)
+            y = torch.from_numpy(self.y[b]).to(self.rt.device)
+            with self.rt.autocast():
+                out = self.model(x)
+            loss = self.loss(out.float(), y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.opt.step()
+            total += float(loss.detach()) * len(b)
+            n += len(b)
+        return EpochStats(loss=total / max(n, 1), samples=n)
+
+    @torch.no_grad()
+    def outputs(self, idx: np.ndarray) -> np.ndarray:
+        """The model's output for windows `idx`, in batches, shaped like their targets."""
+        self.model.eval()
+        out = []
+        for b in self.batches(idx):
+            with self.rt.autocast():
+                out.append(self.model(self.windows(b)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, *self.y.shape[1:]), np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+
+    def export(self) -> dict[str, Any]:
         return {
             "format": 1,
             "task": self.spec.task,
-            "arch": arch,
+            "arch": self.arch,
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "norm_mean": torch.from_numpy(self.mean),
             "norm_std": torch.from_numpy(self.std),

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gpu_jobs.datasets import Dataset
-from gpu_jobs.models.base import EpochStats, Runtime, SequenceTask, fold_lift_summary
+from gpu_jobs.models.base import Runtime, SequenceTask, fold_lift_summary
 from gpu_jobs.spec import JobSpec
 
 
@@ -50,46 +50,15 @@ class LstmHotTask(SequenceTask):
         weight = (1.0 - pos) / pos if 0.0 < pos < 1.0 else 1.0
         self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, device=rt.device))
 
-    def train_epoch(self, epoch: int, gen: torch.Generator) -> EpochStats:
-        self.model.train()
-        total, n = 0.0, 0
-        for b in self.batches(self.epoch_indices(gen)):
-            x = self.windows(b)
-            y = torch.from_numpy(self.y[b]).to(self.rt.device)
-            with self.rt.autocast():
-                logit = self.model(x)
-            loss = self.loss_fn(logit.float(), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            total += float(loss.detach()) * len(b)
-            n += len(b)
-        return EpochStats(loss=total / max(n, 1), samples=n)
-
-    @torch.no_grad()
-    def scores(self, idx: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        out = []
-        for b in self.batches(idx):
-            with self.rt.autocast():
-                out.append(self.model(self.windows(b)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.empty(0, np.float32)
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = self.loss_fn(out, y)
+        return loss
 
     def evaluate(self) -> dict[str, Any]:
-        lifts = [top_decile_lift(self.scores(f), self.y[f]) for f in self.fold_idx]
+        lifts = [top_decile_lift(self.outputs(f), self.y[f]) for f in self.fold_idx]
         samples = sum(len(f) for f in self.fold_idx)
         return {
             "oos": fold_lift_summary(lifts, samples, "fold base rate of hot labels (random ranking)"),
             "oos_base_rates": [float(self.y[f].mean()) for f in self.fold_idx],
             "train_samples": len(self.train_idx),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-
-    def export(self) -> dict[str, Any]:
-        return self.export_common(self.arch)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gpu_jobs.datasets import Dataset
-from gpu_jobs.models.base import EpochStats, Runtime, SequenceTask, fold_lift_summary
+from gpu_jobs.models.base import Runtime, SequenceTask, fold_lift_summary
 from gpu_jobs.spec import JobSpec
 
 
@@ -75,35 +75,13 @@ class TftHeatTask(SequenceTask):
         self.model = HeatTFT(**self.arch).to(rt.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=float(p["lr"]))
 
-    def train_epoch(self, epoch: int, gen: torch.Generator) -> EpochStats:
-        self.model.train()
-        total, n = 0.0, 0
-        for b in self.batches(self.epoch_indices(gen)):
-            x = self.windows(b)
-            y = torch.from_numpy(self.y[b]).to(self.rt.device)
-            with self.rt.autocast():
-                pred = self.model(x)
-            loss = nn.functional.mse_loss(pred.float(), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            self.opt.step()
-            total += float(loss.detach()) * len(b)
-            n += len(b)
-        return EpochStats(loss=total / max(n, 1), samples=n)
-
-    @torch.no_grad()
-    def predict(self, idx: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        out = []
-        for b in self.batches(idx):
-            with self.rt.autocast():
-                out.append(self.model(self.windows(b)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0, self.horizon), np.float32)
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(out, y)
 
     def evaluate(self) -> dict[str, Any]:
         lifts: list[float | None] = []
         for f in self.fold_idx:
-            mse_model = float(((self.predict(f) - self.y[f]) ** 2).mean())
+            mse_model = float(((self.outputs(f) - self.y[f]) ** 2).mean())
             mse_base = float(((self.baseline[f, None] - self.y[f]) ** 2).mean())
             lifts.append(mse_base / mse_model if mse_model > 0 else None)
         samples = sum(len(f) for f in self.fold_idx)
@@ -111,13 +89,3 @@ class TftHeatTask(SequenceTask):
             "oos": fold_lift_summary(lifts, samples, "persistence: the window's mean heat, MSE ratio"),
             "train_samples": len(self.train_idx),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-
-    def export(self) -> dict[str, Any]:
-        return self.export_common(self.arch)
