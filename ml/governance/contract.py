@@ -219,13 +219,19 @@ def write_contract(contract: RuntimeContract, folder: Path) -> Path:
     return path
 
 
-def read_contract(path: Path) -> RuntimeContract:
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A registry file's JSON object; missing, malformed or not an object is a `ContractError`
+    naming `what` it is and the fix."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ContractError(f"runtime contract {path} is missing; re-register the model") from None
+        raise ContractError(f"{what} {path} is missing; re-register the model") from None
     except json.JSONDecodeError as exc:
-        raise ContractError(f"runtime contract {path} is not valid JSON: {exc}") from None
+        raise ContractError(f"{what} {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ContractError(f"runtime contract {path} is not a JSON object")
-    return RuntimeContract.from_json(data)
+        raise ContractError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def read_contract(path: Path) -> RuntimeContract:
+    return RuntimeContract.from_json(read_json_object(path, "runtime contract"))

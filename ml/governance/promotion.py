@@ -9,7 +9,6 @@ baseline); stability is the spread of those fold lifts, std/mean.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.config.sections.ml import PromotionGates
-from ml.governance.contract import check_task_interval, write_json_atomic
+from ml.governance.contract import check_task_interval, read_json_object, write_json_atomic
 from ml.governance.errors import ContractError
 
 Verdict = Literal["production", "research_only"]
@@ -168,12 +167,4 @@ def write_decision(decision: PromotionDecision, folder: Path) -> Path:
 
 
 def read_decision(path: Path) -> PromotionDecision:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ContractError(f"promotion decision {path} is missing; re-register the model") from None
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"promotion decision {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ContractError(f"promotion decision {path} is not a JSON object")
-    return PromotionDecision.from_json(data)
+    return PromotionDecision.from_json(read_json_object(path, "promotion decision"))
