@@ -99,6 +99,26 @@ class Order:
     def remaining(self) -> Decimal:
         return self.quantity - self.filled_qty
 
+    @classmethod
+    def from_intent(
+        cls, intent: OrderIntent, status: OrderStatus, now_ms: int, exchange_order_id: str | None = None
+    ) -> Order:
+        """The order `intent` becomes, as placed (or refused) at `now_ms`: nothing filled yet."""
+        return cls(
+            client_order_id=intent.client_order_id,
+            exchange_order_id=exchange_order_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            order_type=intent.order_type,
+            status=status,
+            quantity=intent.quantity,
+            price=intent.price,
+            created_ms=now_ms,
+            updated_ms=now_ms,
+            trace_id=intent.trace_id,
+            purpose=intent.purpose,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Fill:

@@ -56,20 +56,7 @@ class ExchangeBroker(Broker):
 
     @staticmethod
     def _pending(intent: OrderIntent, now_ms: int) -> Order:
-        return Order(
-            client_order_id=intent.client_order_id,
-            exchange_order_id=None,
-            symbol=intent.symbol,
-            side=intent.side,
-            order_type=intent.order_type,
-            status=OrderStatus.PENDING,
-            quantity=intent.quantity,
-            price=intent.price,
-            created_ms=now_ms,
-            updated_ms=now_ms,
-            trace_id=intent.trace_id,
-            purpose=intent.purpose,
-        )
+        return Order.from_intent(intent, OrderStatus.PENDING, now_ms)
 
     def _absorb(self, update: Order, now_ms: int) -> OrderUpdate | None:
         """Fold an exchange snapshot into our view; None when it says nothing new."""

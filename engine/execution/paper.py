@@ -131,20 +131,7 @@ class PaperBroker(Broker):
             raise NonRetryableOrderError(
                 f"duplicate client order id {intent.client_order_id}; an order with it already exists", code=-2010
             )
-        order = Order(
-            client_order_id=intent.client_order_id,
-            exchange_order_id=f"paper-{next(self._ids)}",
-            symbol=intent.symbol,
-            side=intent.side,
-            order_type=intent.order_type,
-            status=OrderStatus.OPEN,
-            quantity=intent.quantity,
-            price=intent.price,
-            created_ms=now_ms,
-            updated_ms=now_ms,
-            trace_id=intent.trace_id,
-            purpose=intent.purpose,
-        )
+        order = Order.from_intent(intent, OrderStatus.OPEN, now_ms, f"paper-{next(self._ids)}")
         bid, ask = self.quote(intent.symbol)
         qty = float(intent.quantity)
         if intent.order_type is OrderType.MARKET:

@@ -72,7 +72,8 @@ class OrderRouter:
                 symbol=intent.symbol,
                 cause=seq,
             )
-            return OrderUpdate(_order_of(intent, status, now_ms), journal_seq=result_seq)
+            # the order a failed send leaves behind, so the core can release what it reserved for it
+            return OrderUpdate(Order.from_intent(intent, status, now_ms), journal_seq=result_seq)
         order = update.order
         result_seq = self.sink.emit(
             "order_result",
@@ -121,21 +122,3 @@ class OrderRouter:
             symbol=order.symbol, cause=cause,
         )
         return replace(update, journal_seq=seq)
-
-
-def _order_of(intent: OrderIntent, status: OrderStatus, now_ms: int) -> Order:
-    """The order a failed send leaves behind, so the core can release what it reserved for it."""
-    return Order(
-        client_order_id=intent.client_order_id,
-        exchange_order_id=None,
-        symbol=intent.symbol,
-        side=intent.side,
-        order_type=intent.order_type,
-        status=status,
-        quantity=intent.quantity,
-        price=intent.price,
-        created_ms=now_ms,
-        updated_ms=now_ms,
-        trace_id=intent.trace_id,
-        purpose=intent.purpose,
-    )

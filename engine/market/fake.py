@@ -214,19 +214,10 @@ class FakeGateway(Gateway):
             raise NonRetryableOrderError(f"duplicate client order id {intent.client_order_id}", code=-2010)
         self.created.append(intent)
         now = self.clock.now_ms()
-        order = Order(
-            client_order_id=intent.client_order_id,
-            exchange_order_id=str(self._next_id),
-            symbol=intent.symbol,
-            side=intent.side,
-            order_type=intent.order_type,
-            status=OrderStatus.OPEN,
+        order = dataclasses.replace(
+            Order.from_intent(intent, OrderStatus.OPEN, now, str(self._next_id)),
             quantity=market.round_qty(intent.quantity),
             price=market.round_price(intent.price) if intent.price is not None else None,
-            created_ms=now,
-            updated_ms=now,
-            trace_id=intent.trace_id,
-            purpose=intent.purpose,
         )
         self._next_id += 1
         self.orders[order.client_order_id] = order
