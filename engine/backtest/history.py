@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from engine.domain import Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.sim.parquet_source import column_array, priced, read_columns
+from engine.sim.parquet_source import column_array, read_candles, read_columns
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 _NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdw])\.parquet$")
@@ -174,29 +174,8 @@ def _open_times(path: Path, *, whole: bool = False) -> IntArray:
 
 
 def read_series(path: Path, symbol: str, timeframe: str) -> CandleSeries:
-    """One file, checked: a bad file is named with the row and what is wrong with it."""
-    try:
-        table = read_columns(path, list(COLUMNS))
-        ts = column_array(table, "timestamp_ms", pa.int64())
-        o, h, lo, c, v = (column_array(table, k, pa.float64()) for k in COLUMNS[1:])
-    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
-        raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); re-collect it") from exc
-    if len(ts) == 0:
-        raise MarketDataError(f"{path}: no candles; delete it or re-collect it")
-    tf_ms = timeframe_ms(timeframe)
-    problems = (
-        (np.diff(ts, prepend=ts[0] - tf_ms) <= 0, "timestamps are not strictly increasing"),
-        (ts % tf_ms != 0, f"a timestamp is not aligned to {timeframe}"),
-        (~(priced(o) & priced(h) & priced(lo) & priced(c)), "a price is not positive and finite"),
-        (~np.isfinite(v) | (v < 0), "a volume is negative or not finite"),
-        (h < np.maximum(o, c), "a high is below its open or close"),
-        (lo > np.minimum(o, c), "a low is above its open or close"),
-    )
-    for bad, what in problems:
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise MarketDataError(f"{path}: {what} (row {row}); fix or remove the file")
-    return CandleSeries(symbol, timeframe, ts, o, h, lo, c, v)
+    """One file, checked (`read_candles`): a bad file is named with the row and what is wrong."""
+    return CandleSeries(symbol, timeframe, *read_candles(path, timeframe))
 
 
 @dataclass(frozen=True, slots=True)

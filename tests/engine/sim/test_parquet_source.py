@@ -231,12 +231,12 @@ def test_bad_sources_are_refused_with_the_fix(tmp_path: Path) -> None:
         ("open", 2, float("nan"), "a price is not positive and finite", 2),
         ("close", 4, float("inf"), "a price is not positive and finite", 4),
         ("high", 1, 0.0, "a price is not positive and finite", 1),
-        ("volume", 3, float("nan"), "a price is not positive and finite", 3),  # any value not finite
-        ("volume", 2, -1.0, "a volume is negative", 2),
+        ("volume", 3, float("nan"), "a volume is negative or not finite", 3),
+        ("volume", 2, -1.0, "a volume is negative or not finite", 2),
         ("high", 3, 0.5, "a high is below its open or close", 3),
         ("low", 1, 9.0, "a low is above its open or close", 1),
-        ("time", 3, G + 2 * M, "timestamps are not strictly increasing", 2),  # the row before the step back
-        ("time", 4, G + 4 * M + 1, "a timestamp is not on a whole minute", 4),
+        ("time", 3, G + 2 * M, "timestamps are not strictly increasing", 3),  # the row that steps back
+        ("time", 4, G + 4 * M + 1, "a timestamp is not aligned to 1m", 4),
     ],
 )
 def test_every_bad_candle_is_named_with_its_row(
