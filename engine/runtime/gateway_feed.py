@@ -39,7 +39,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -47,7 +47,7 @@ import numpy as np
 
 from engine.domain import Candle, Market, TickerBatch
 from engine.domain.candle import timeframe_ms
-from engine.errors import HotcoinError, MarketDataError, OrderError
+from engine.errors import ErrorClass, HotcoinError, MarketDataError, OrderError
 from engine.market.backoff import Clock, SystemClock
 from engine.market.gateway import REST_STREAM, Gateway, StreamHealth
 from engine.runtime.feed import MarketFeed, newer_than
@@ -59,6 +59,7 @@ TICKER_STREAM = "tickers"  # the gateway's health key of the full-market ticker 
 STALE_ROW_MS = 10_000  # a connected stream silent this long shows as "stale" in the UI
 REST_ERROR_SHOWN_MS = 60_000  # a REST error shows on the `rest` row for this long
 MINUTE_MS = 60_000
+FIRST_LOAD_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # wall seconds before each retry of a failed first market load
 
 
 class ExchangeClock:
@@ -105,8 +106,9 @@ class GatewayFeed(MarketFeed):
 
     `clock`: the gateway's clock (the exchange's time). `idle_s`: wall seconds without a ticker
     before a heartbeat batch. `markets_refresh_s`: wall seconds between market-info reloads (a
-    failed reload keeps the last good copy). `warmup_minutes` (0: none), `warmup_max_symbols`
-    and `quote_asset`: the warm-up (module docstring).
+    failed reload keeps the last good copy). `first_load_delays_s`: the waits before each retry
+    of a first load that failed transiently (`markets`). `warmup_minutes` (0: none),
+    `warmup_max_symbols` and `quote_asset`: the warm-up (module docstring).
     """
 
     def __init__(
@@ -119,10 +121,12 @@ class GatewayFeed(MarketFeed):
         quote_asset: str = "USDT",
         warmup_minutes: int = 65,
         warmup_max_symbols: int = 600,
+        first_load_delays_s: Sequence[float] = FIRST_LOAD_DELAYS_S,
     ) -> None:
         if idle_s <= 0 or markets_refresh_s <= 0:
             raise ValueError(f"idle_s and markets_refresh_s must be positive seconds, got {idle_s}, {markets_refresh_s}")
         self.gateway = gateway
+        self._first_load_delays_s = tuple(first_load_delays_s)
         self._clock = clock or SystemClock()
         self._idle_s = idle_s
         self._refresh_s = markets_refresh_s
@@ -270,20 +274,38 @@ class GatewayFeed(MarketFeed):
 
     # ------------------------------------------------------------------ markets, candles, book
     async def markets(self) -> dict[str, Market]:
-        """Loaded once (a failure here is fatal: nothing can be traded without filters), then
-        reloaded every `markets_refresh_s`; a failed reload keeps the last good markets."""
+        """Loaded once, then reloaded every `markets_refresh_s`; a failed reload keeps the last
+        good markets. Nothing can be traded without their filters, so the first load is retried
+        through transient failures (a timeout, a 5xx, a dropped connection: `RETRYABLE`) after
+        each of `first_load_delays_s` (~15 s in all), and is fatal after the last, or at once
+        for a failure no retry can mend (keys refused, the request rejected)."""
         wall = time.monotonic()
         if self._markets_at is not None and wall - self._markets_at < self._refresh_s:
             return self._markets
-        try:
-            self._markets = dict(await self.gateway.load_markets(reload=self._markets_at is not None))
-        except OrderError as exc:
-            if not self._markets:
-                raise
-            self.markets_errors += 1
-            self._error(exc)
-        self._markets_at = wall
+        if not self._markets:
+            self._markets = await self._first_load()
+        else:
+            try:
+                self._markets = dict(await self.gateway.load_markets(reload=True))
+            except OrderError as exc:
+                self.markets_errors += 1
+                self._error(exc)
+        self._markets_at = time.monotonic()
         return self._markets
+
+    async def _first_load(self) -> dict[str, Market]:
+        delays = iter(self._first_load_delays_s)
+        while True:
+            try:
+                return dict(await self.gateway.load_markets(reload=self._markets_at is not None))
+            except OrderError as exc:
+                delay = next(delays, None)
+                if delay is None or exc.error_class is not ErrorClass.RETRYABLE:
+                    raise
+                self.markets_errors += 1
+                self._error(exc)
+                log.warning("markets: the first load failed; retrying in %.1f s", delay)
+                await asyncio.sleep(delay)  # wall time: the exchange's pace has nothing to do with its network
 
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:
         tf = timeframe_ms(timeframe)

@@ -203,9 +203,13 @@ def test_hotcoin_run_trades_against_a_sim_exchange_process(tmp_path: Path) -> No
 
 
 def fake_feed(*, markets_refresh_s: float = 3600.0) -> tuple[FakeGateway, GatewayFeed]:
-    """A feed over `FakeGateway` whose clock only moves when the test says (heartbeats after 10 ms)."""
+    """A feed over `FakeGateway` whose clock only moves when the test says (heartbeats after
+    10 ms; a failed first market load retried twice, at once)."""
     gateway = FakeGateway({"DOGE/USDT": make_market("DOGE/USDT")}, clock=ManualClock(T0))
-    return gateway, GatewayFeed(gateway, clock=gateway.clock, idle_s=0.01, markets_refresh_s=markets_refresh_s)
+    feed = GatewayFeed(
+        gateway, clock=gateway.clock, idle_s=0.01, markets_refresh_s=markets_refresh_s, first_load_delays_s=(0.0, 0.0)
+    )
+    return gateway, feed
 
 
 async def test_a_silent_stream_yields_heartbeats_at_the_exchange_time() -> None:
@@ -256,11 +260,32 @@ async def test_ws_down_and_stream_rows_follow_gateway_health() -> None:
     await feed.close()
 
 
+async def test_a_first_market_load_rides_out_transient_failures_only() -> None:
+    """Nothing can be traded without filters: the first load is retried through transient
+    failures (one per delay), then fatal; a failure no retry mends is fatal at once."""
+    gateway, feed = fake_feed()
+    gateway.fail_next("load_markets", RetryableOrderError("RequestTimeout"))
+    gateway.fail_next("load_markets", RetryableOrderError("503"))
+    assert set(await feed.markets()) == {"DOGE/USDT"}  # the third attempt
+    assert feed.markets_errors == 2 and feed.last_error is not None and "503" in feed.last_error
+
+    gateway, feed = fake_feed()
+    for _ in range(3):
+        gateway.fail_next("load_markets", RetryableOrderError("503"))
+    with pytest.raises(RetryableOrderError):
+        await feed.markets()  # out of retries
+    assert set(await feed.markets()) == {"DOGE/USDT"}  # a later call starts over
+
+    gateway, feed = fake_feed()
+    gateway.fail_next("load_markets", NonRetryableOrderError("API-key format invalid", code=-2014))
+    gateway.fail_next("load_markets", RetryableOrderError("503"))
+    with pytest.raises(NonRetryableOrderError):
+        await feed.markets()
+    assert feed.markets_errors == 0
+
+
 async def test_failed_candle_fetches_and_market_reloads_keep_the_loop_going() -> None:
     gateway, feed = fake_feed(markets_refresh_s=1e-6)
-    gateway.fail_next("load_markets", RetryableOrderError("503"))
-    with pytest.raises(RetryableOrderError):
-        await feed.markets()  # nothing to trade without filters: the first load must succeed
     assert set(await feed.markets()) == {"DOGE/USDT"}
     gateway.fail_next("load_markets", RetryableOrderError("503"))
     assert set(await feed.markets()) == {"DOGE/USDT"}  # the last good copy
