@@ -72,9 +72,9 @@ _TRACE_SHORT = 12  # `hotcoin replay` takes any unique prefix of a trace id
 
 
 def trades_table(result: BacktestResult, width: int = 120) -> Any:
-    """The last `MAX_ROWS` trades as a rich table no wider than `width`: the quantity and prices
-    are dropped on narrow terminals (and the trace id cut to a prefix) rather than every cell
-    being cut to an ellipsis."""
+    """The last `MAX_ROWS` trades as a rich table no wider than `width`: on a narrow terminal
+    the trace id is cut to a prefix, then the quantity and prices are dropped, then the exit
+    reason is cut with an ellipsis, rather than rich cutting every cell (a pnl of "+2…")."""
     from rich import box
     from rich.console import Console
     from rich.measure import Measurement
@@ -122,6 +122,11 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
             break
         for name in names:
             del columns[name]
+        table = build()
+    if not fits(table):  # the reason gives the rest: every other cell is read whole or not at all
+        reasons, columns["reason"] = columns["reason"], [""] * len(trades)
+        room = max(len("reason"), width - int(Measurement.get(measure, measure.options, build()).maximum) + len("reason"))
+        columns["reason"] = [r if len(r) <= room else r[: room - 1] + "…" for r in reasons]
         table = build()
     return table
 

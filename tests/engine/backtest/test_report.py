@@ -1,0 +1,50 @@
+"""The terminal trades table on narrow terminals: what gives way, in what order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from engine.backtest.report import trades_table
+from engine.backtest.runner import BacktestResult, Trade
+
+T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
+LONG = "signal_exit: momentum_fade, reversal, heat_decay"
+
+
+def result_with_long_reasons() -> BacktestResult:
+    rules = ("momentum_fade", "reversal", "heat_decay")
+    trades = [
+        Trade(
+            symbol="DENT/USDT", trace_id=f"{i:x}{'a' * 15}", opened_ms=T0 + i * 3_600_000,
+            closed_ms=T0 + i * 3_600_000 + 125 * 60_000, quantity=12345.678, entry_price=0.0123, exit_price=0.0125,
+            fees=0.01, pnl=-12.34 if i % 2 else 3.21, exit_reason="signal_exit", exit_rules=rules,
+        )
+        for i in range(5)
+    ]
+    one = np.array([T0])
+    return BacktestResult("r", T0, T0 + 86_400_000, 100.0, one, np.array([100.0]), np.array([0.0]), trades, [], {}, 1, 1, 1, 0.1, 1)
+
+
+def rendered(result: BacktestResult, width: int) -> list[str]:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(trades_table(result, width=width))
+    return [line for line in console.export_text().splitlines() if "DENT/USDT" in line]
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_the_exit_reason_gives_way_and_no_other_cell_is_cut(width: int) -> None:
+    rows = rendered(result_with_long_reasons(), width)
+    assert len(rows) == 5 and all(len(row) <= width for row in rows)
+    for i, row in enumerate(rows):
+        cells = row.split()
+        assert cells[:4] == [f"04-02 0{i}:00"[:5], f"0{i}:00", "2h05", "DENT/USDT"]
+        assert (cells[4], cells[5]) == (("-12.34", "-8.1") if i % 2 else ("+3.21", "+2.1"))  # pnl, %
+        assert cells[-1] == f"{i:x}{'a' * 11}"  # the trace id's 12-character prefix, whole
+        assert "…" in row and row.index("signal_exit") < row.index("…") < row.index(cells[-1])
+
+
+def test_a_wide_terminal_shows_every_column_whole() -> None:
+    rows = rendered(result_with_long_reasons(), 200)
+    assert all(LONG in row and "…" not in row and "12345.7" in row for row in rows)
