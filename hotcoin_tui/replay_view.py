@@ -59,7 +59,7 @@ def _checks(branch: Tree, label: str, checks: Sequence[Check], blocker: Check | 
     node = branch.add(Text(label, style="bold"))
     for c in checks:
         mark, style = ("✔", "green") if c.passed else ("✘", "red")
-        line = Text.assemble((f"{mark} {c.name}", style), f"  value {fmt_value(c.value)}  threshold {fmt_value(c.threshold)}")
+        line = Text.assemble((f"{mark} {c.name}", style), f"  value {c.shown_value}  threshold {c.shown_threshold}")
         if c is blocker:
             line.append("  <- said no", style="bold red")
         node.add(line)

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.backtest.metrics import Metrics, by_exit_reason, exit_label
 from engine.backtest.runner import BacktestResult
+from engine.timefmt import span
 
 MAX_ROWS = 200  # trades shown in the terminal table; --json carries all of them
 
@@ -57,15 +58,6 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
     }
 
 
-def held(ms: int) -> str:
-    """A holding time as 45m, 3h05 or 2d04h: short enough for a narrow terminal's table."""
-    minutes = ms // 60_000
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}" if hours < 24 else f"{hours // 24}d{hours % 24:02d}h"
-
-
 # Columns the terminal table drops, in this order, until its rows fit the width (--json has all).
 _OPTIONAL: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "exit"))
 _TRACE_SHORT = 12  # `hotcoin replay` takes any unique prefix of a trace id
@@ -83,7 +75,7 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
     trades = result.trades if len(result.trades) <= MAX_ROWS else result.trades[-MAX_ROWS:]
     columns: dict[str, list[str]] = {
         "opened UTC": [iso(t.opened_ms, short=True) for t in trades],
-        "held": [held(t.closed_ms - t.opened_ms) for t in trades],
+        "held": [span(t.closed_ms - t.opened_ms) for t in trades],
         "symbol": [t.symbol for t in trades],
         "qty": [f"{t.quantity:.6g}" for t in trades],
         "entry": [f"{t.entry_price:.6g}" for t in trades],
@@ -168,7 +160,7 @@ def exits_table(result: BacktestResult) -> Any:
     for e in by_exit_reason(result.trades):
         table.add_row(
             e.reason, str(e.trades), f"{e.win_rate:.0%}", f"[{'green' if e.pnl > 0 else 'red'}]{e.pnl:+.2f}[/]",
-            f"{e.fees:.2f}", held(int(e.median_hold_ms)),
+            f"{e.fees:.2f}", span(e.median_hold_ms),
         )  # fmt: skip
     return table
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.journal.events import JournalEvent
+from engine.timefmt import span, utc_second
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,30 @@ class Check:
         if isinstance(raw, Mapping):
             return cls(stage, str(raw.get("name", "?")), bool(raw.get("passed")), raw.get("value"), raw.get("threshold"))
         return cls(stage, str(raw), False)
+
+    @property
+    def shown_value(self) -> str:
+        return _shown(self.name, self.value)
+
+    @property
+    def shown_threshold(self) -> str:
+        return _shown(self.name, self.threshold)
+
+
+# Checks whose value and threshold are times in ms (the journal keeps them raw, for machines):
+# spans of time, and moments.
+_SPAN_CHECKS = frozenset({"cooldown", "max_hold"})
+_MOMENT_CHECKS = frozenset({"loss_cooldown"})
+
+
+def _shown(name: str, value: Any) -> str:
+    """A check's value as a reader wants it: a span as 30m or 1h05, a moment in UTC."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if name in _SPAN_CHECKS:
+            return span(value)
+        if name in _MOMENT_CHECKS:
+            return utc_second(value)
+    return fmt_value(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +289,7 @@ def _rejected(stage: str, checks: Sequence[Check], fallback: str) -> Verdict:
 
 def _says_no(check: Check) -> str:
     what = {"discovery": "filter", "signal": "rule", "risk": "risk check"}.get(check.stage, "check")
-    return f"{what} {check.name} failed: value {fmt_value(check.value)}, threshold {fmt_value(check.threshold)}"
+    return f"{what} {check.name} failed: value {check.shown_value}, threshold {check.shown_threshold}"
 
 
 def fmt_value(value: Any) -> str:

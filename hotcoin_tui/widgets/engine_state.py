@@ -10,7 +10,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from engine.runtime.snapshot import EngineStatus, StreamRow
-from hotcoin_tui.widgets import fmt
+from engine.timefmt import span
 from hotcoin_tui.widgets.auto_static import AutoStatic
 
 STATE_STYLE = {"tradeable": "bold green", "degraded": "bold yellow", "blocked": "bold white on red"}
@@ -18,7 +18,7 @@ STREAM_STYLE = {"connected": "green", "stale": "bold yellow", "error": "bold red
 
 
 def stream_text(stream: StreamRow, now_ms: int) -> Text:
-    age = "never" if stream.last_message_ms is None else f"{fmt.duration(now_ms - stream.last_message_ms)} ago"
+    age = "never" if stream.last_message_ms is None else f"{span(now_ms - stream.last_message_ms)} ago"
     text = Text(f"{stream.name:<8} ")  # the space: a name longer than 8 (sim-market) must not run into its status
     text.append(f"{stream.status:<10}", style=STREAM_STYLE.get(stream.status, "bold"))
     text.append(age)

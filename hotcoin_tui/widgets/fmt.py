@@ -46,18 +46,6 @@ def pnl(value: float) -> Text:
     return Text(money(value, signed=True), style="green" if value > 0 else "red" if value < 0 else "", justify="right")
 
 
-def duration(ms: int) -> str:
-    """Human holding time / age: 45s, 12m, 3h05, 2d04."""
-    s = max(0, ms) // 1000
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}"
-
-
 def age_days(days: float | None) -> str:
     if days is None:
         return "?"

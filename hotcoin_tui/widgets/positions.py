@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable
 
 from engine.runtime.snapshot import PositionRow, Totals
+from engine.timefmt import span
 from hotcoin_tui.messages import SymbolSelected
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.auto_static import AutoStatic
@@ -44,7 +45,7 @@ def row_cells(pos: PositionRow, now_ms: int) -> Cells:
         fmt.price(pos.entry_price),
         fmt.price(pos.stop_price) if pos.stop_price is not None else "none",
         f"T{pos.tp_tier}" if pos.tp_tier else "-",
-        fmt.duration(now_ms - pos.opened_ms),
+        span(now_ms - pos.opened_ms),
         fmt.quantity(pos.quantity),
     )
 

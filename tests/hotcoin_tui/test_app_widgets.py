@@ -34,11 +34,6 @@ def test_quantity_is_compact(value: float, shown: str) -> None:
     assert fmt.quantity(value) == shown
 
 
-@pytest.mark.parametrize(("ms", "shown"), [(45_000, "45s"), (720_000, "12m"), (11_100_000, "3h05"), (187_200_000, "2d04"), (-5, "0s")])
-def test_duration(ms: int, shown: str) -> None:
-    assert fmt.duration(ms) == shown
-
-
 def test_bar_fills_in_eighths_and_clamps() -> None:
     assert fmt.bar(0.5, 4) == "██  "
     assert fmt.bar(1.7, 3) == "███"
