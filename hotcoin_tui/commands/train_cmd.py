@@ -164,8 +164,7 @@ def train(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Train a model (torch tasks on a GPU box over SSH, hot_lgbm here) and register it with its runtime
-    contract and promotion decision. Re-running the same command resumes an interrupted job."""
+    """Train a model (torch tasks on a GPU box over SSH, hot_lgbm here) and register it with its runtime contract and promotion decision. Re-running the same command resumes an interrupted job."""  # one line: the help keeps line breaks
     from engine.errors import ConfigError
 
     runner = TRAINERS.get(task)
