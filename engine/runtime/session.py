@@ -116,7 +116,11 @@ def check_live(config: HotcoinConfig, options: RunOptions) -> None:
     if not options.live:
         return
     if options.demo or config.exchange.name == "sim":
-        raise ConfigError("--live trades real money and cannot run on the simulated market; drop --demo or --live")
+        raise ConfigError(
+            "--live trades real money and cannot run on the simulated market (--demo, or no exchange "
+            "configured: exchange.name = \"sim\" is the default); for Binance pass --exchange binance with "
+            "API keys in the secrets file, or drop --live"
+        )
     if config.exchange.api_key is None or config.exchange.api_secret is None:
         raise ConfigError(
             "--live needs exchange.api_key and exchange.api_secret in the secrets file (chmod 600) "
