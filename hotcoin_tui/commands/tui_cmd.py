@@ -72,7 +72,7 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     import asyncio
 
     from engine.config import load_config
-    from engine.runtime.session import RunOptions
+    from engine.runtime.session import RunOptions, check_live
     from engine.runtime.threaded import EngineThread
     from hotcoin_tui.app import HotcoinApp
     from hotcoin_tui.commands.run_cmd import cli_overrides
@@ -108,6 +108,9 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
                 return app.return_code or 0
 
         return asyncio.run(attached())
+    demo = engine.demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None)
+    # refused here, with its reason on the terminal, rather than by the engine once it starts
+    check_live(loaded.config, RunOptions(demo=demo, live=engine.live, confirm_live=engine.yes_really))
     log_path = loaded.config.journal_path.with_suffix(".log")  # the screen is the console's
     if not engine.in_process:
         from hotcoin_tui.child_engine import child_engine, run_args
@@ -138,7 +141,7 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
 
     run_options = RunOptions(
         model_loader=load_scorer,
-        demo=engine.demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None),
+        demo=demo,
         live=engine.live,
         confirm_live=engine.yes_really,
         speed=engine.speed,

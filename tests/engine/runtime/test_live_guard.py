@@ -45,7 +45,9 @@ def test_live_with_every_piece_passes_and_paper_is_never_checked() -> None:
     assert mode_of(config(name="binance"), RunOptions(demo=False)) is Mode.PAPER
 
 
-def test_the_command_line_refuses_live_on_the_default_simulated_market() -> None:
-    result = CliRunner().invoke(app, ["run", "--live", "--yes-really-trade-live", "--no-http", "--duration", "1"])
-    assert result.exit_code != 0
-    assert "cannot run on the simulated market" in (result.output + str(result.exception))
+@pytest.mark.parametrize("command", [["run", "--duration", "1"], ["tui"]])
+def test_the_command_line_refuses_live_on_the_default_simulated_market(command: list[str]) -> None:
+    """Before any engine starts: the console says why on the terminal, not from a child's log."""
+    result = CliRunner().invoke(app, [*command, "--live", "--yes-really-trade-live", "--no-http"])
+    assert isinstance(result.exception, ConfigError)
+    assert "cannot run on the simulated market" in str(result.exception)
