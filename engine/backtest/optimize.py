@@ -200,6 +200,34 @@ def _trial(
     return backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
 
 
+def _open_study(name: str, storage: str, seed: int, *, given: bool) -> Any:
+    """The fold's study (resumed if the storage holds it). A `--storage` URL that cannot be
+    opened (malformed, no driver for it, a database that cannot be reached or created) is a
+    `ConfigError` naming it and the fix, not sqlalchemy's traceback."""
+    import optuna
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )  # fmt: skip
+    except (ImportError, ValueError, SQLAlchemyError) as exc:
+        if not given:
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            shown = make_url(storage).render_as_string(hide_password=True)  # never print a password
+        except (SQLAlchemyError, ValueError):
+            shown = storage  # not a URL at all: nothing in it parses as a password
+        raise ConfigError(
+            f"--storage {shown!r}: optuna cannot open it ({type(exc).__name__}: {detail}); pass an RDB URL "
+            "it can reach, e.g. sqlite:///study.db in a folder that exists, or postgresql://user@host/db "
+            "with that database's driver installed"
+        ) from exc
+
+
 def _search(
     study: Any, trials: int, trial: Callable[[dict[str, float]], tuple[float, int]], pool: ProcessPoolExecutor | None,
     jobs: int, tick: Callable[[], None] | None,
@@ -295,13 +323,7 @@ def walk_forward(
             is_end = is_start + span - oos
             oos_end = is_start + span if k < plan.folds - 1 else end
             name = f"{plan.study}-fold{k + 1}"
-            study = optuna.create_study(
-                study_name=name,
-                storage=storage,
-                direction="maximize",
-                load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(seed=plan.seed + k),
-            )
+            study = _open_study(name, storage, plan.seed + k, given=plan.storage is not None)
             jobs = max(1, min(plan.jobs, plan.trials))
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             tick = None if counter is None else counter.tick

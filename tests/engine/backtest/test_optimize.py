@@ -133,3 +133,22 @@ def test_a_failed_round_leaves_no_trial_running_in_the_storage(
         walk_forward(config, plan)
     states = [t.state.name for t in optuna.load_study(study_name="failing-fold1", storage=url).trials]
     assert states == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("bogus://x", "'bogus://x': optuna cannot open it (NoSuchModuleError"),
+        ("sqlite:////nonexistent-hotcoin-dir/study.db", "cannot open it (OperationalError"),
+        ("postgresql://trader:hunter2@127.0.0.1:1/studies", "'postgresql://trader:***@127.0.0.1:1/studies'"),
+    ],
+    ids=["unknown-scheme", "missing-folder", "password-hidden"],
+)
+def test_a_storage_url_that_cannot_be_opened_is_named_with_the_fix(
+    config: HotcoinConfig, store: Path, url: str, said: str
+) -> None:
+    plan = OptimizePlan(store, START, None, trials=1, jobs=1, folds=1, oos_fraction=0.3, storage=url)
+    with pytest.raises(ConfigError, match="pass an RDB URL") as err:
+        walk_forward(config, plan)
+    assert said in str(err.value)
+    assert "hunter2" not in str(err.value)
