@@ -7,7 +7,10 @@
         │   └── ConnectionLost       the link dropped and re-attaching kept failing; the job
         │                            itself keeps running on the box
         ├── RemoteEnvironmentError   the box cannot train (no such python, no torch)
-        └── JobFailedError           the job ended failed, cancelled or crashed
+        ├── JobFailedError           the job ended failed, cancelled or crashed
+        └── TrainingDataError        the candles asked for cannot make a training set
+                                     (`gpu_jobs.datasets.DatasetError`, which the GPU box raises
+                                     too and so cannot be a HotcoinError itself)
 """
 
 from __future__ import annotations
@@ -41,3 +44,7 @@ class JobFailedError(GpuJobError):
     def __init__(self, message: str, *, state: str) -> None:
         super().__init__(message)
         self.state = state
+
+
+class TrainingDataError(GpuJobError):
+    """The candles asked for (`--data`, `--symbols`, `--interval`) cannot make a training set."""

@@ -166,9 +166,14 @@ def train(
 ) -> None:
     """Train a model (torch tasks on a GPU box over SSH, hot_lgbm here) and register it with its runtime contract and promotion decision. Re-running the same command resumes an interrupted job."""  # one line: the help keeps line breaks
     from engine.errors import ConfigError
+    from gpu_jobs.datasets import DatasetError
+    from gpu_jobs.errors import TrainingDataError
 
     runner = TRAINERS.get(task)
     if runner is None:
         raise ConfigError(f"unknown task {task!r}; known: {', '.join(TRAINERS)}")
     chosen = tuple(s.strip() for s in symbols.split(",") if s.strip())
-    runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen, stride))
+    try:
+        runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen, stride))
+    except DatasetError as exc:  # its message says what to fix; a one-line error, not a traceback
+        raise TrainingDataError(str(exc)) from exc

@@ -168,6 +168,7 @@ async def test_an_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
         pytest.param(["train", "--task", "lstm_hot"], "pass --gpu <profile>", id="no-gpu"),
         pytest.param(["train", "--task", "xgb", "--gpu", "x"], "unknown task 'xgb'; known: lstm_hot", id="unknown-task"),
         pytest.param(["jobs", "status", "not-a-job", "--gpu", "x"], "no GPU profile 'x'", id="jobs-unknown-profile"),
+        pytest.param(["train", "--task", "hot_lgbm", "--data", "/nonexistent-hotcoin"], "no 1m candles in /nonexistent-hotcoin", id="no-candles"),
     ],
 )
 def test_command_errors_name_the_fix(args: list[str], message: str) -> None:
