@@ -122,7 +122,15 @@ def export(
         if out is None:
             count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms)
         else:
-            count = reader.export_jsonl(out, since_ms=since_ms, until_ms=until_ms)
+            try:
+                fh = out.open("wb")
+            except OSError as exc:
+                raise typer.BadParameter(
+                    f"cannot write {out} ({exc.strerror}); pick a file in a folder that exists and is writable",
+                    param_hint="'--out'",
+                ) from exc
+            with fh:
+                count = reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms)
     typer.echo(f"exported {count} events" + (f" to {out}" if out else ""), err=True)
 
 

@@ -105,6 +105,7 @@ def run_sim_exchange(
 
 
 async def _serve(settings: SimSection, plan: FaultPlan, port: int, ban_s: float, push_interval_s: float) -> None:
+    from engine.errors import ConfigError
     from engine.sim.market import open_market
     from engine.sim.server import SimExchangeServer
 
@@ -125,7 +126,12 @@ async def _serve(settings: SimSection, plan: FaultPlan, port: int, ban_s: float,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # the port is taken, or not ours to bind
+        raise ConfigError(
+            f"cannot serve on 127.0.0.1:{port} ({exc.strerror}); pick a free --port (0 lets the system choose one)"
+        ) from exc
     try:
         sys.stdout.write(server.base_url + "\n")
         sys.stdout.flush()

@@ -197,6 +197,14 @@ def test_export_writes_jsonl_for_a_time_window(journal: tuple[Path, dict[str, Wr
     assert [orjson.loads(x)["kind"] for x in stdout.splitlines()] == ["candidate_snapshot"]
 
 
+def test_export_to_a_folder_that_does_not_exist_names_it(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    out = tmp_path / "no" / "x.jsonl"
+    result = runner.invoke(app, ["journal", "export", "--journal", str(path), "--out", str(out)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and not isinstance(result.exception, OSError)
+    assert "cannot write" in result.stderr and "No such file or directory" in result.stderr
+
+
 def test_journal_check_reports_integrity_and_counts(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
     path, _ = journal
     code, out, err = invoke("journal", "check", "--journal", str(path), "--json")

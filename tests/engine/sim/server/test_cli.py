@@ -82,3 +82,20 @@ async def test_cli_rejects_bad_fault_flags_with_a_message() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert "ticker_nan_rate" in err.decode() and out == b""
+
+
+async def test_cli_on_a_port_in_use_says_so_and_how_to_pick_another() -> None:
+    first, base_url = await _start("--symbols", "4")
+    try:
+        port = base_url.rsplit(":", 1)[1]
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hotcoin_tui.cli", "sim-exchange", "--symbols", "4", "--port", port,
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(second.communicate(), 30)
+        assert second.returncode == 2 and out == b""
+        assert f"cannot serve on 127.0.0.1:{port}" in err.decode() and "pick a free --port" in err.decode()
+        assert "Traceback" not in err.decode()
+    finally:
+        code, err_text = await _stop(first)
+    assert code == 0, err_text
