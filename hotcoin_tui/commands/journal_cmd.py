@@ -123,10 +123,11 @@ def export(
             count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms)
         else:
             try:
+                out.parent.mkdir(parents=True, exist_ok=True)  # as --journal and --out elsewhere: folders are made
                 fh = out.open("wb")
             except OSError as exc:
                 raise typer.BadParameter(
-                    f"cannot write {out} ({exc.strerror}); pick a file in a folder that exists and is writable",
+                    f"cannot write {out} ({exc.strerror}); pick a file in a folder you can write",
                     param_hint="'--out'",
                 ) from exc
             with fh:

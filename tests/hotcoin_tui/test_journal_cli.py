@@ -197,12 +197,18 @@ def test_export_writes_jsonl_for_a_time_window(journal: tuple[Path, dict[str, Wr
     assert [orjson.loads(x)["kind"] for x in stdout.splitlines()] == ["candidate_snapshot"]
 
 
-def test_export_to_a_folder_that_does_not_exist_names_it(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+def test_export_makes_its_folder_and_names_a_path_it_cannot_write(
+    journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path
+) -> None:
     path, _ = journal
-    out = tmp_path / "no" / "x.jsonl"
-    result = runner.invoke(app, ["journal", "export", "--journal", str(path), "--out", str(out)], env={"COLUMNS": "400"})
+    out = tmp_path / "new" / "folder" / "x.jsonl"
+    code, _, err = invoke("journal", "export", "--journal", str(path), "--out", str(out))
+    assert code == 0 and "exported 17 events" in err and len(out.read_bytes().splitlines()) == 17
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "x.jsonl"  # a folder that cannot be made: a file is in the way
+    result = runner.invoke(app, ["journal", "export", "--journal", str(path), "--out", str(blocked)], env={"COLUMNS": "400"})
     assert result.exit_code == 2 and not isinstance(result.exception, OSError)
-    assert "cannot write" in result.stderr and "No such file or directory" in result.stderr
+    assert f"cannot write {blocked}" in result.stderr
 
 
 def test_journal_check_reports_integrity_and_counts(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
