@@ -144,12 +144,14 @@ class JournalReader:
         since_ms: int | None = None,
         limit: int = 50,
     ) -> list[TraceRow]:
-        """Traces, newest first. A trace split by rotation is merged into one row."""
+        """Traces, newest first. A trace split by rotation is merged into one row. `symbol` is
+        taken as a trader types it (`symbol_filter`): DOGE/USDT, doge, DOGEUSDT, doge-usdt."""
         where: list[str] = ["1"]
         params: list[object] = []
         if symbol is not None:
-            where.append("symbol = ?")
-            params.append(symbol)
+            clause, args = symbol_filter(symbol)
+            where.append(clause)
+            params.extend(args)
         if outcome != "all":
             where.append("outcome = ?")
             params.append(outcome)
@@ -342,3 +344,14 @@ def _common_prefix(a: str, b: str) -> int:
             break
         n += 1
     return n
+
+
+def symbol_filter(text: str) -> tuple[str, tuple[str, ...]]:
+    """A SQL condition on `symbol` for what a trader types: case and separators do not matter
+    (doge-usdt, DOGE_USDT -> DOGE/USDT), and a pair without one matches either its base alone
+    (doge: every DOGE pair) or base and quote written together (DOGEUSDT)."""
+    s = text.strip().upper().replace("-", "/").replace("_", "/")
+    if "/" in s:
+        return "symbol = ?", (s,)
+    escaped = s.replace("\\", "\\\\").replace("%", "\\%")
+    return "(symbol LIKE ? ESCAPE '\\' OR replace(symbol, '/', '') = ?)", (escaped + "/%", s)

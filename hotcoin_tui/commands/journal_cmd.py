@@ -80,7 +80,7 @@ def replay(
 def traces(
     journal: JournalOpt = None,
     config: ConfigOpt = None,
-    symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol, e.g. DOGE/USDT.")] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol: DOGE/USDT, doge (any DOGE pair) or DOGEUSDT.")] = None,
     outcome: Annotated[OutcomeChoice, typer.Option("--outcome", help="Which traces to list.")] = OutcomeChoice.ALL,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, newest first.")] = 50,

@@ -88,6 +88,9 @@ def test_traces_newest_first_with_filters(journal: tuple[Path, list[WrittenTrace
         assert [r.trace_id for r in reader.traces(outcome="entered")] == [entered.trace_id]
         assert [r.trace_id for r in reader.traces(outcome="rejected")] == [risked.trace_id, ruled.trace_id, filtered.trace_id]
         assert [r.trace_id for r in reader.traces(symbol="DOGE/USDT")] == [ruled.trace_id, entered.trace_id]
+        for typed in ("doge", "DOGEUSDT", "doge-usdt", " Doge_USDT "):  # as a trader types it
+            assert [r.trace_id for r in reader.traces(symbol=typed)] == [ruled.trace_id, entered.trace_id], typed
+        assert reader.traces(symbol="DOG") == [] and reader.traces(symbol="DOGE/BTC") == []
         assert [r.trace_id for r in reader.traces(since_ms=T0 + 60_000)] == [risked.trace_id, ruled.trace_id, filtered.trace_id]
         assert [r.trace_id for r in reader.traces(limit=2)] == [risked.trace_id, ruled.trace_id]
         row = reader.traces(outcome="entered")[0]
