@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,18 +74,30 @@ def fold_lift_summary(lifts: list[float | None], samples: int, baseline: str) ->
     }
 
 
-class SequenceTask:
+class ModelTask:
+    """A task that trains one model with one optimiser: its checkpoint is the two states."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+
+
+class SequenceTask(ModelTask, ABC):
     """Supervised learning on fixed-length feature windows ending at bar t, split by time: the
-    epoch loop, batched inference, checkpoints and export, shared by the sequence tasks.
+    epoch loop, batched inference and export, shared by the sequence tasks.
 
     Subclasses set `horizon` before calling `__init__`, then the targets `y` (one row per
     window (t, s)), the model with its `arch`, and the optimiser; they give the loss and the
     out-of-sample evaluation."""
 
     horizon: int
-    model: nn.Module
     arch: dict[str, Any]
-    opt: torch.optim.Optimizer
     y: np.ndarray
 
     def __init__(self, spec: JobSpec, ds: Dataset, rt: Runtime) -> None:
@@ -125,9 +138,9 @@ class SequenceTask:
         order = torch.randperm(len(self.train_idx), generator=gen).numpy()
         return np.asarray(self.train_idx[order[: self.max_train]])
 
+    @abstractmethod
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch's model output (in float32) against its targets."""
-        raise NotImplementedError
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> EpochStats:
         self.model.train()
@@ -154,13 +167,6 @@ class SequenceTask:
             with self.rt.autocast():
                 out.append(self.model(self.windows(b)).float().cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, *self.y.shape[1:]), np.float32)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
 
     def export(self) -> dict[str, Any]:
         return {

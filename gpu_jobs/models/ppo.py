@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gpu_jobs.datasets import Dataset, normalisation, normalise
-from gpu_jobs.models.base import EpochStats, Runtime, fold_lift_summary
+from gpu_jobs.models.base import EpochStats, ModelTask, Runtime, fold_lift_summary
 from gpu_jobs.spec import JobSpec
 
 REWARD_SCALE = 100.0  # log returns per bar are ~1e-3; scaled so the critic's targets are ~1
@@ -62,7 +62,9 @@ class SizingEnv:
         return w, torch.log(torch.clamp(1.0 + gross - self.cost * turnover, min=1e-6))
 
 
-class PpoSizingTask:
+class PpoSizingTask(ModelTask):
+    model: ActorCritic
+
     def __init__(self, spec: JobSpec, ds: Dataset, rt: Runtime) -> None:
         p = spec.params
         self.spec, self.rt = spec, rt
@@ -180,13 +182,6 @@ class PpoSizingTask:
             "oos": fold_lift_summary(lifts, samples, "equal weight over the coins with a bar, rebalanced each bar"),
             "folds": detail,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
 
     def export(self) -> dict[str, Any]:
         return {
