@@ -207,17 +207,32 @@ class EngineSocketServer:
     async def start(self) -> None:
         claim(self.path)
         # Born 0600: binding under a 0177 umask leaves no moment (as bind-then-chmod did) in
-        # which another local user could connect and send commands such as close-all.
+        # which another local user could connect and send commands such as close-all. Bound
+        # under a private name and linked to the real one once listening: a console that finds
+        # the path never meets a socket that refuses it (bind-then-listen left that moment).
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(str(self.path))
+            sock.bind(str(staging))
         except BaseException:
             sock.close()
             raise
         finally:
             os.umask(old)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+            try:
+                os.link(staging, self.path)  # fails if another engine took the path since `claim`
+            except FileExistsError:
+                self._server.close()
+                raise AttachError(
+                    f"another hotcoin engine took {self.path} as this one started; stop it first, "
+                    "or give this one another paths.data_dir"
+                ) from None
+        finally:
+            staging.unlink(missing_ok=True)
         self._inode = self.path.lstat().st_ino
         log.info("engine socket listening", extra={"path": str(self.path)})
 

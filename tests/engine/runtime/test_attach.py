@@ -86,24 +86,30 @@ def sock(tmp_path: Path) -> Path:
     return tmp_path / "engine.sock"
 
 
-async def test_the_socket_is_0600_from_the_moment_it_exists(
+async def test_the_socket_is_0600_and_listening_from_the_moment_its_path_exists(
     engine: FakeEngine, sock: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bound under a 0177 umask, before the server starts listening: never a moment in which
-    another local user could connect (bind, then chmod, left one). The process umask is back
-    as it was afterwards."""
-    modes: list[int] = []
+    another local user could connect (bind, then chmod, left one). And the path appears only
+    once the socket listens: a console attaching as the engine starts was refused (bind, then
+    listen, left that moment; a CI run met it). The process umask is back as it was."""
+    seen: list[tuple[int, bool]] = []  # (mode of the bound socket, whether the path exists) as listening starts
     start = asyncio.start_unix_server
 
+    def look(bound: str) -> tuple[int, bool]:
+        return stat.S_IMODE(os.stat(bound).st_mode), sock.exists()
+
     async def spy(*args: Any, **kwargs: Any) -> asyncio.AbstractServer:
-        modes.append(stat.S_IMODE(os.stat(sock).st_mode))
+        seen.append(look(kwargs["sock"].getsockname()))
         return await start(*args, **kwargs)
 
     monkeypatch.setattr(asyncio, "start_unix_server", spy)
     before = os.umask(0o022)
     try:
         async with serve_engine_socket(sock, engine.client):
-            assert modes == [0o600]
+            assert seen == [(0o600, False)]
+            assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+            assert list(sock.parent.iterdir()) == [sock]  # the private name is gone
         assert os.umask(0o022) == 0o022
     finally:
         os.umask(before)
