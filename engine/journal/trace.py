@@ -47,12 +47,13 @@ _MOMENT_CHECKS = frozenset({"loss_cooldown"})
 
 
 def _shown(name: str, value: Any) -> str:
-    """A check's value as a reader wants it: a span as 30m or 1h05, a moment in UTC."""
+    """A check's value as a reader wants it: a span as 30m or 1h05, a moment in UTC (an unset
+    moment, 0, as "none": a loss cool-down that never started is not one that ended in 1970)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         if name in _SPAN_CHECKS:
             return span(value)
         if name in _MOMENT_CHECKS:
-            return utc_second(value)
+            return utc_second(value) if value > 0 else "none"
     return fmt_value(value)
 
 

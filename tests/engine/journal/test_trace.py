@@ -62,11 +62,12 @@ def test_a_rejected_trace_names_the_check_that_said_no(factory: Any, kwargs: dic
     [
         (Check("signal", "cooldown", False, 600_000.0, 1_800_000.0), "10m", "30m"),
         (Check("risk", "loss_cooldown", False, 1_617_396_120_000, 1_617_403_020_000), "2021-04-02 20:42:00 UTC", "2021-04-02 22:37:00 UTC"),
+        (Check("risk", "loss_cooldown", True, 1_617_396_120_000, 0), "2021-04-02 20:42:00 UTC", "none"),  # never cooled down
         (Check("exit", "max_hold", True, 5_400_000, 14_400_000), "1h30", "4h00"),
         (Check("signal", "cooldown", True, None, 1_800_000.0), "n/a", "30m"),  # never traded: no last action
         (Check("risk", "daily_loss", True, 0.027711, 0.03), "0.027711", "0.03"),  # not a time: as it is
     ],
-    ids=["span", "moment", "hold", "never", "plain"],
+    ids=["span", "moment", "no-cooldown", "hold", "never", "plain"],
 )
 def test_time_checks_read_as_times(check_: Check, value: str, threshold: str) -> None:
     """The journal keeps milliseconds for machines; a reader sees spans and UTC moments."""
