@@ -140,10 +140,11 @@ def build_report(
     until_ms: int | None = None,
 ) -> DailyReport:
     """The report of `day` (UTC) from its events in seq order. Events outside the day are
-    ignored; `until_ms` ends the span early (a report of today so far)."""
-    start, end = day_bounds(day)
-    if until_ms is not None:
-        end = max(start, min(end, until_ms))
+    ignored; `until_ms` ends the span early (a report of today so far), though never before
+    the day's last event: a journal written on a clock running ahead of the wall (`hotcoin run
+    --demo --speed 60`) holds today's events from later than now, and they happened."""
+    start, day_end = day_bounds(day)
+    end = day_end
     tracker = _Tracker(clusters or {})
     realised = fees = 0.0
     trades: list[TradeLine] = []
@@ -152,10 +153,12 @@ def build_report(
     commands: Counter[str] = Counter()
     state_time: Counter[str] = Counter()
     state, since = (prior_state or UNKNOWN), start
+    latest = start  # the day's latest event
     for ev in events:
         if not start <= ev.ts_ms < end:
             continue
         count += 1
+        latest = max(latest, ev.ts_ms)
         p = ev.payload
         if ev.kind in _STATE_KINDS:
             if ev.kind == "run_start":
@@ -187,6 +190,8 @@ def build_report(
             risk[str(p.get("code", "?"))] += 1
         elif ev.kind == "command":
             commands[str(p.get("command", "?"))] += 1
+    if until_ms is not None:
+        end = min(day_end, max(until_ms, latest + 1 if count else start))
     state_time[state] += end - since
     span = end - start
     shares = {k: v / span for k, v in sorted(state_time.items(), key=lambda kv: -kv[1]) if v > 0} if span else {}

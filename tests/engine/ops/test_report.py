@@ -125,9 +125,19 @@ def test_state_shares_at_the_start_of_the_day(rows: list[tuple[int, str, str | N
 
 
 def test_today_so_far() -> None:
-    r = build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS, until_ms=D0 + 6 * H)
+    so_far = [row for row in DAY_EVENTS if row[0] < D0 + 6 * H]  # what a journal holds at 06:00
+    r = build_report(DAY, events(so_far), clusters=CLUSTERS, until_ms=D0 + 6 * H)
     assert (r.end_ms, r.trades, r.realised_pnl) == (D0 + 6 * H, 1, 5.0)
     assert dict(r.state_shares) == {"tradeable": 5 / 6, "stopped": 1 / 6}
+    assert render_text(r).startswith("Daily report 2026-11-24 UTC (so far)")
+
+
+def test_today_from_a_journal_ahead_of_the_wall_clock() -> None:
+    """A demo at --speed 60 journals today's events up to an hour ahead of now: they count,
+    and the span runs to the latest of them (it was all the report showed: nothing)."""
+    r = build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS, until_ms=D0 + 6 * H)
+    assert (r.end_ms, r.trades, r.realised_pnl, r.events) == (D0 + 20 * H + 1, 2, 3.5, 13)
+    assert set(r.state_shares) == {"tradeable", "stopped", "degraded"}
     assert render_text(r).startswith("Daily report 2026-11-24 UTC (so far)")
 
 
