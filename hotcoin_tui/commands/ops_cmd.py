@@ -100,7 +100,7 @@ def _json(r: DailyReport) -> str:
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
-def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def doctor(config: ConfigOpt = None, journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
     """Check config, journal, disk, clock skew, key permissions and restrictions, reachability."""
     import asyncio
 
@@ -109,7 +109,7 @@ def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     from engine.ops.doctor import Status, run_doctor, worst
 
     try:
-        loaded = load_config(config)
+        loaded = load_config(config, cli={} if journal is None else {"journal.path": str(journal)})
     except ConfigError as exc:
         typer.secho(f"config: FAIL {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

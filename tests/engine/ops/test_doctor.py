@@ -277,3 +277,21 @@ def test_hotcoin_doctor_command(tmp_path: Path) -> None:
     broken = runner.invoke(app, ["doctor"], env={**env, "HOTCOIN_OPS__HTTP_PORT": "-4"})
     assert broken.exit_code == 2
     assert "config: FAIL" in broken.output
+
+
+def test_hotcoin_doctor_checks_the_journal_named_by_journal(tmp_path: Path) -> None:
+    """`--journal` points doctor at a journal elsewhere, as it does `report` and `replay`."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    journal = tmp_path / "elsewhere" / "j.sqlite"
+    journal.parent.mkdir()
+    journal.write_bytes(b"this is not a SQLite file" * 200)
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"), "COLUMNS": "160"}
+    out = CliRunner().invoke(app, ["doctor", "--json", "--journal", str(journal)], env=env)
+    checks = {c["name"]: c for c in orjson.loads(out.output)}
+    assert out.exit_code == 1
+    assert checks["journal.integrity"]["status"] == "fail"
+    assert "j.sqlite: file is not a database" in checks["journal.integrity"]["detail"]
