@@ -54,6 +54,7 @@ from engine.signals.scorer import Scorer
 from engine.signals.stage import SignalStage
 
 _SEEN_TRADES = 10_000  # duplicates arrive within seconds (stream + REST re-check), not days apart
+_CLOSED_LEGS = 1_000  # traces closed lately whose entry may still fill: a reopen is minutes away
 
 
 @dataclass(slots=True)
@@ -78,6 +79,21 @@ class CloseAllStart:
     repeat: bool  # True when a close-all was already running: same trace, nothing new decided
 
 
+_INF = float("inf")
+
+
+def _unsellable(refused: PrecheckResult, cost: float, market: Market) -> bool:
+    """Whether a refused exit is of a position the exchange will never take: a quantity under
+    its minimums, or one under the minimum notional even at what it cost (`cost`: quantity x
+    entry price). A notional under the minimum only at this tick's price is a crash or a bad
+    quote (one flash tick wrote whole positions off as dust): the position is held, its exit
+    refusal journaled once, and the exit retried as the price comes back."""
+    failed = {c["name"] for c in refused.checks if not c["passed"]}
+    if failed & {"min_qty", "quantity_positive"}:
+        return True
+    return "min_notional" in failed and cost < float(market.filters.min_notional)
+
+
 @dataclass(slots=True)
 class _Quotes:
     batch: TickerBatch | None = None
@@ -91,7 +107,7 @@ class _Quotes:
             i = self.index.get(symbol)
             if i is not None:
                 bid, ask = float(self.batch.bid[i]), float(self.batch.ask[i])
-                if bid > 0 and ask > 0:
+                if 0.0 < bid < _INF and 0.0 < ask < _INF:  # an infinite quote is a broken tick, not a price
                     return bid, ask
         return self.last.get(symbol)
 
@@ -116,7 +132,9 @@ class TradingCore:
         self.book = PositionBook()
         self.exit_policy = ExitPolicy(settings.exits)
         ex = settings.execution
-        self.allocator = Allocator(settings.capital, settings.risk, fee_rate=ex.fee_rate, max_order_quote=ex.max_order_quote)
+        self.allocator = Allocator(
+            settings.capital, settings.risk, buy_cost_rate=ex.entry_cost_rate, max_order_quote=ex.max_order_quote
+        )
         self.risk = RiskManager(settings.risk)
         self.clusters = Clusters(settings.risk)
         self.cash = settings.capital.active.capital
@@ -128,6 +146,11 @@ class TradingCore:
         self._last_action_ms: dict[str, int] = {}
         self._exit_signal: dict[str, tuple[str, ...]] = {}  # symbol -> exit rules its latest signal fired
         self._seen_trades: OrderedDict[str, None] = OrderedDict()  # recent trade ids: a fill is booked once
+        # trace -> exit legs sent for its closed position. A resting entry that fills after its
+        # part was stopped out reopens the position under the same trace; its exits go on from
+        # the next leg (restarting at 1 reused a sent client id, the router dropped it as a
+        # duplicate, and the position never exited again).
+        self._closed_legs: OrderedDict[str, int] = OrderedDict()
         self._close_all: _CloseAll | None = None
         self._close_all_count = 0
 
@@ -342,7 +365,7 @@ class TradingCore:
                 market,
                 quote_free=self.cash - self.reserved_cash(),
                 base_free=0.0,
-                fee_rate=ex.fee_rate,
+                buy_cost_rate=ex.entry_cost_rate,
                 max_order_quote=ex.max_order_quote,
             )
             checks += [{**c, "name": f"precheck:{c['name']}"} for c in result.checks]
@@ -361,7 +384,7 @@ class TradingCore:
         price = float(intent.price) if intent.price is not None else intent.reference_price
         notional = float(intent.quantity) * price
         self._pending[intent.client_order_id] = _PendingEntry(
-            symbol, notional * (1.0 + self.settings.execution.fee_rate), notional
+            symbol, notional * (1.0 + self.settings.execution.entry_cost_rate), notional
         )
         self._last_action_ms[symbol] = now_ms
         self.causes[intent.client_order_id] = seq
@@ -385,11 +408,10 @@ class TradingCore:
         trace = trace_id or pos.trace_id
         leg_no = leg if leg is not None else held.exit_legs + 1
         cid = client_order_id(trace, decision.purpose, leg_no)
-        ex = self.settings.execution
 
         def attempt(q: float) -> PrecheckResult:
             req = OrderRequest(cid, trace, pos.symbol, Side.SELL, OrderType.MARKET, decision.purpose, q, bid)
-            return precheck(req, market, quote_free=0.0, base_free=pos.quantity, fee_rate=ex.fee_rate, max_order_quote=None)
+            return precheck(req, market, quote_free=0.0, base_free=pos.quantity, buy_cost_rate=0.0, max_order_quote=None)
 
         result = attempt(qty)
         if not result.approved and qty < pos.quantity:
@@ -412,10 +434,10 @@ class TradingCore:
             cause = held.opened_seq
         seq = self.sink.emit("signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace, symbol=pos.symbol, cause=cause)
         if result.intent is None:
-            if any(c["name"] in ("min_notional", "min_qty", "quantity_positive") and not c["passed"] for c in result.checks):
+            if _unsellable(result, pos.quantity * pos.entry_price, market):
                 # Worth less than the exchange lets us sell: write the remainder off rather than retry forever.
                 self._journal_change(self.book.write_off(pos.symbol, now_ms), now_ms, "dust", trace, seq)
-                self._after_close(pos.symbol, now_ms)
+                self._after_close(pos.symbol, now_ms, held.exit_legs)
             return None
         if trace == pos.trace_id:
             held.exit_legs = leg_no
@@ -435,6 +457,18 @@ class TradingCore:
         for fill in update.fills:
             if fill.trade_id in self._seen_trades:
                 continue
+            # The book checks the fill before anything else moves: one it refuses (a sell of more
+            # than is held, a price of 0) raises with cash, journal and the seen ids untouched,
+            # so the fill can be booked once a reconcile has set things right.
+            held = self.book.get(fill.symbol)
+            legs = held.exit_legs if held is not None else 0
+            if fill.side is Side.BUY and fill.fee_base > 0:
+                # The exchange kept part of the coins as its fee: hold (and later sell) only what
+                # arrived, at the price paid, with the coins' value as the entry fee. Cost basis
+                # (Q - f) * P + f * P = Q * P: exactly the cash that left.
+                change = self.book.apply(replace(fill, quantity=fill.quantity - fill.fee_base))
+            else:
+                change = self.book.apply(fill)
             self._seen_trades[fill.trade_id] = None
             if len(self._seen_trades) > _SEEN_TRADES:
                 self._seen_trades.popitem(last=False)
@@ -466,18 +500,13 @@ class TradingCore:
                     pending.notional = max(0.0, pending.notional - fill.notional)
             else:
                 self.cash += fill.notional - fill.fee_quote
-            if fill.side is Side.BUY and fill.fee_base > 0:
-                # The exchange kept part of the coins as its fee: hold (and later sell) only what
-                # arrived, at the price paid, with the coins' value as the entry fee. Cost basis
-                # (Q - f) * P + f * P = Q * P: exactly the cash that left.
-                fill = replace(fill, quantity=fill.quantity - fill.fee_base)
-            change = self.book.apply(fill)
             seq = self._journal_change(change, fill.ts_ms, order.purpose.value, trace, cause)
             held = self.book.get(fill.symbol)
             if change.action == "close":
-                self._after_close(fill.symbol, now_ms)
+                self._after_close(fill.symbol, now_ms, legs)
             elif held is not None and change.action == "open":
                 held.opened_seq = seq
+                held.exit_legs = self._closed_legs.pop(change.trace_id, 0)
             elif held is not None and held.pending_exit == cid and held.pending_tier is not None:
                 # A take-profit tier counts as hit once it sold something; then the stop may go to entry.
                 pos = held.position
@@ -487,7 +516,7 @@ class TradingCore:
                 # A full exit sells what the step size allows; the crumbs left (e.g. after a fee
                 # taken in coins) can never be sold: write them off now, not on the next tick.
                 self._journal_change(self.book.write_off(fill.symbol, now_ms), now_ms, "dust", trace, seq)
-                self._after_close(fill.symbol, now_ms)
+                self._after_close(fill.symbol, now_ms, held.exit_legs)
         if order.status.is_terminal:
             self._finish(order)
         if self._close_all is not None and not self.book.holdings and not self._pending:
@@ -509,8 +538,12 @@ class TradingCore:
         if held is not None and held.pending_exit == cid:
             held.pending_exit = held.pending_tier = None
 
-    def _after_close(self, symbol: str, now_ms: int) -> None:
+    def _after_close(self, symbol: str, now_ms: int, legs: int) -> None:
         trade = self.book.closed[-1]
+        if legs:
+            self._closed_legs[trade.trace_id] = legs
+            if len(self._closed_legs) > _CLOSED_LEGS:
+                self._closed_legs.popitem(last=False)
         self._exit_signal.pop(symbol, None)
         self._quotes.last.pop(symbol, None)
         self._last_action_ms[symbol] = now_ms

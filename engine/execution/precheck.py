@@ -50,10 +50,11 @@ def precheck(
     *,
     quote_free: float,
     base_free: float,
-    fee_rate: float,
+    buy_cost_rate: float,
     max_order_quote: float | None,
 ) -> PrecheckResult:
-    """Round `request` to `market`'s filters and check it against filters, balance and size caps."""
+    """Round `request` to `market`'s filters and check it against filters, balance and size caps.
+    A buy needs its notional plus `buy_cost_rate` of it (fee, and slippage for a market buy)."""
     f = market.filters
     checks: list[dict[str, Any]] = [check("market_active", market.active, market.status.value, "TRADING")]
     order_type_name = request.order_type.value.upper()
@@ -82,7 +83,7 @@ def precheck(
         cap = to_decimal(max_order_quote)
         checks.append(check("max_order_size", notional <= cap, str(notional), str(cap)))
     if is_buy:
-        need = float(notional) * (1.0 + fee_rate)
+        need = float(notional) * (1.0 + buy_cost_rate)
         checks.append(check("balance", need <= quote_free, need, quote_free))
     else:
         checks.append(check("balance", float(qty) <= base_free, float(qty), base_free))

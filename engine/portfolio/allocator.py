@@ -26,10 +26,10 @@ class Sizing:
 
 
 class Allocator:
-    def __init__(self, capital: CapitalSettings, risk: RiskSettings, *, fee_rate: float, max_order_quote: float) -> None:
+    def __init__(self, capital: CapitalSettings, risk: RiskSettings, *, buy_cost_rate: float, max_order_quote: float) -> None:
         self.capital = capital
         self.risk = risk
-        self.fee_rate = fee_rate
+        self.buy_cost_rate = buy_cost_rate  # fee and slippage over the notional (`ExecutionSettings.entry_cost_rate`)
         self.max_order_quote = max_order_quote
 
     @property
@@ -52,7 +52,7 @@ class Allocator:
     ) -> Sizing:
         per_position = equity * self.position_fraction() * size_multiplier
         exposure_room = max(0.0, equity * self.risk.max_exposure - exposure)
-        affordable = max(0.0, cash / (1.0 + self.fee_rate))
+        affordable = max(0.0, cash / (1.0 + self.buy_cost_rate))
         quote = max(0.0, min(per_position, exposure_room, cluster_room, affordable, self.max_order_quote))
         minimum = self.capital.min_order_quote
         checks = [

@@ -432,3 +432,143 @@ def test_fee_taken_in_coins_is_not_held_and_leaves_no_dust_position() -> None:
     assert actions[-1] == "close"
     fill_events = [e.payload for e in sink.events if e.kind == "fill"]
     assert fill_events[0]["fee_base"] == 0.1
+
+
+async def test_a_flash_tick_under_the_minimum_notional_holds_the_position() -> None:
+    """One tick with the bid down 98 % fires the stop, and the exchange refuses the sell (under
+    its minimum notional). That is a crashed quote, not dust: the position is held and its
+    refusal journaled once, and it sells normally once the price is back."""
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    qty = h.core.book.holdings[s].position.quantity
+    assert await h.cycle({s: ENTRY_PRICE * 0.02}, mk.NOW + 10_000) == []
+    assert await h.cycle({s: ENTRY_PRICE * 0.02}, mk.NOW + 11_000) == []
+    assert h.core.book.holdings[s].position.quantity == qty  # held, not written off
+    refused = [e for e in h.sink.events if e.kind == "signal_snapshot" and e.payload["stage"] == "exit_policy"]
+    assert len(refused) == 1
+    assert any(r["name"] == "precheck:min_notional" and not r["passed"] for r in refused[0].payload["rules"])
+    assert not [e for e in h.sink.events if e.kind == "position_update" and e.payload["reason"] == "dust"]
+    assert await h.cycle({s: ENTRY_PRICE}, mk.NOW + 20_000) == []  # back: the stop no longer fires
+    (sell,) = await h.cycle({s: ENTRY_PRICE * 0.9}, mk.NOW + 30_000)  # a real stop-out sells
+    assert sell.endswith("-s1")
+    assert s not in h.core.book.holdings
+
+
+async def test_a_position_worth_under_the_minimum_at_cost_is_written_off() -> None:
+    """A remainder the exchange would refuse even at its entry price is dust: written off
+    (its cost as a loss) instead of an exit retried forever."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    market = h.core.markets[s]
+    h.core.markets = {s: replace(market, filters=replace(market.filters, min_notional=Decimal(10_000)))}
+    assert await h.cycle({s: ENTRY_PRICE * 0.9}, mk.NOW + 10_000) == []
+    assert s not in h.core.book.holdings
+    (closed,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["action"] == "close"]
+    assert closed["reason"] == "dust"
+
+
+async def test_an_infinite_quote_is_ignored_not_traded_on() -> None:
+    import numpy as np
+
+    from engine.domain import TickerBatch
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    b = mk.book({s: ENTRY_PRICE}, mk.NOW + 10_000)
+    inf = np.array([np.inf])
+    bad = TickerBatch(b.ts_ms, b.symbols, b.event_ms, b.last, inf, inf, b.open_24h, b.high_24h, b.low_24h,
+                      b.base_volume_24h, b.quote_volume_24h, b.trade_count_24h)  # fmt: skip
+    assert h.core.step(bad, [], mk.NOW + 10_000) == []
+    assert s in h.core.book.holdings
+    assert not [e for e in h.sink.events if e.kind == "position_update" and e.payload["action"] != "open"]
+
+
+async def test_a_fill_the_book_refuses_changes_no_cash_and_can_be_booked_later() -> None:
+    """A sell of more than is held raises before cash, journal or the seen trade ids move; the
+    same fill, once the book holds enough, is booked (a redelivery is not skipped as seen)."""
+    from decimal import Decimal
+
+    from engine.domain import Fill, Order, OrderType, Side
+    from engine.execution.broker import OrderUpdate
+    from engine.portfolio.positions import PositionError
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    pos = h.core.book.holdings[s].position
+    cash, events = h.core.cash, len(h.sink.events)
+    cid = f"hc-{pos.trace_id}-s1"
+    too_much = pos.quantity * 2
+    order = Order(cid, "x1", s, Side.SELL, OrderType.MARKET, OrderStatus.FILLED, Decimal(repr(too_much)),
+                  Decimal(repr(too_much)), average_price=ENTRY_PRICE, trace_id=pos.trace_id, purpose=OrderPurpose.STOP_LOSS)  # fmt: skip
+    fill = Fill("t-1", cid, s, Side.SELL, ENTRY_PRICE, too_much, 0.1, mk.NOW + 5000, pos.trace_id)
+    with pytest.raises(PositionError, match="exceeds"):
+        h.core.on_order_update(OrderUpdate(order, (fill,)), mk.NOW + 5000)
+    assert (h.core.cash, len(h.sink.events), h.core.book.holdings[s].position.quantity) == (cash, events, pos.quantity)
+    zero = Fill("t-2", "hc-x-e1", s, Side.BUY, 0.0, 10.0, 0.5, mk.NOW + 6000, "x")
+    buy = Order("hc-x-e1", "x2", s, Side.BUY, OrderType.MARKET, OrderStatus.FILLED, Decimal(10), Decimal(10), trace_id="x")
+    with pytest.raises(PositionError, match="positive"):
+        h.core.on_order_update(OrderUpdate(buy, (zero,)), mk.NOW + 6000)
+    assert (h.core.cash, len(h.sink.events)) == (cash, events)
+    exact = Fill("t-1", cid, s, Side.SELL, ENTRY_PRICE, pos.quantity, 0.1, mk.NOW + 7000, pos.trace_id)  # the reconciled report
+    h.core.on_order_update(OrderUpdate(order, (exact,)), mk.NOW + 7000)
+    assert s not in h.core.book.holdings
+    assert h.core.cash == pytest.approx(cash + pos.quantity * ENTRY_PRICE - 0.1)
+
+
+async def test_a_position_reopened_by_its_resting_entry_exits_on_a_new_client_id() -> None:
+    """A limit entry fills in part, the stop sells that part, then the rest of the entry fills
+    and reopens the position under the same trace: its next exit must not reuse the first
+    exit's client id (the router drops a sent id, and the position would never exit)."""
+    import dataclasses
+    from decimal import Decimal
+
+    from engine.config.sections.trading import ExecutionSettings
+    from engine.domain import Fill, Order, Side
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1, settings=TradingSection(capital=profile(), execution=ExecutionSettings(entry_order_type="limit")))
+    s, core, now = h.names[0], h.core, mk.NOW
+    (entry,) = core.step(mk.book({s: ENTRY_PRICE}, now), mk.candidates([s], now), now)
+    placed = Order.from_intent(entry, OrderStatus.PARTIALLY_FILLED, now, "x1")
+    part = (entry.quantity * Decimal("0.4")).quantize(Decimal(1))
+    fill = Fill("p1", entry.client_order_id, s, Side.BUY, float(entry.price or 0), float(part), 0.0, now, entry.trace_id)
+    core.on_order_update(OrderUpdate(dataclasses.replace(placed, filled_qty=part), (fill,)), now)
+    (first,) = await h.cycle({s: ENTRY_PRICE * 0.9}, now + 10_000)
+    assert s not in core.book.holdings
+    rest = Fill("p2", entry.client_order_id, s, Side.BUY, float(entry.price or 0), float(entry.quantity - part), 0.0,
+                now + 20_000, entry.trace_id)  # fmt: skip
+    done = dataclasses.replace(placed, status=OrderStatus.FILLED, filled_qty=entry.quantity)
+    core.on_order_update(OrderUpdate(done, (rest,)), now + 20_000)
+    assert core.book.holdings[s].position.trace_id == entry.trace_id
+    (second,) = await h.cycle({s: ENTRY_PRICE * 0.9}, now + 30_000)
+    assert (first, second) == (f"hc-{entry.trace_id}-s1", f"hc-{entry.trace_id}-s2")
+    assert h.router.suppressed == 0
+    assert s not in core.book.holdings
+
+
+@pytest.mark.parametrize("slippage_bps", [0.0, 20.0, 200.0])
+async def test_an_all_in_entry_never_spends_cash_it_does_not_have(slippage_bps: float) -> None:
+    """One position may take all the capital; the market buy fills at ask + slippage and pays
+    the fee on that: sizing, the balance check and the reservation all count the slippage."""
+    from engine.config.sections.trading import (
+        CapitalProfile,
+        CapitalSettings,
+        ExecutionSettings,
+        RiskSettings,
+    )
+
+    cap = CapitalSettings(profile="t", profiles={"t": CapitalProfile(capital=100.0, max_concurrent=1, position_fraction=1.0)})
+    settings = TradingSection(capital=cap, execution=ExecutionSettings(slippage_bps=slippage_bps), risk=RiskSettings(max_cluster_exposure=1.0))
+    h = Harness(n=1, settings=settings)
+    assert len(await h.enter()) == 1
+    (fill,) = [e.payload for e in h.sink.events if e.kind == "fill"]
+    (attempt,) = [e.payload for e in h.sink.events if e.kind == "order_attempt"]
+    assert fill["price"] == pytest.approx(attempt["reference_price"] * (1 + slippage_bps / 10_000))
+    assert 0.0 <= h.core.cash < 1.0  # spent nearly all of it, never more

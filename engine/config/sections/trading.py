@@ -73,7 +73,10 @@ class ExecutionSettings(Section):
     fee_rate: float = Field(0.001, ge=0, le=0.01, description="Taker fee as a fraction of notional (0.1 %).")
     maker_fee_rate: float = Field(0.001, ge=0, le=0.01, description="Maker fee as a fraction of notional.")
     slippage_bps: float = Field(
-        5.0, ge=0, le=500, description="Paper fills: market buys at ask + this, sells at bid - this (basis points)."
+        5.0, ge=0, le=500, description=(
+            "Paper fills: market buys at ask + this, sells at bid - this (basis points); a market"
+            " entry's sizing and cash check allow for it, live too."
+        ),
     )
     max_order_quote: float = Field(
         1000.0, gt=0, description="No single order may be worth more than this in the quote asset."
@@ -81,6 +84,15 @@ class ExecutionSettings(Section):
     reconcile_interval_ms: int = Field(
         15_000, ge=1000, description="How often the exchange broker reconciles its open orders with the exchange."
     )
+
+    @property
+    def entry_cost_rate(self) -> float:
+        """What an entry may cost beyond its notional at the reference price, as a fraction:
+        the taker fee and, for a market entry, the slippage it may fill at (paper buys at ask +
+        `slippage_bps`; a live market buy slips too). The cash checks and the reservation use
+        it, so an entry never spends cash that is not there (paper cash went negative)."""
+        slip = self.slippage_bps / 10_000.0 if self.entry_order_type == "market" else 0.0
+        return (1.0 + self.fee_rate) * (1.0 + slip) - 1.0
 
 
 class TakeProfitTier(Section):

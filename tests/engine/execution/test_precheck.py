@@ -49,7 +49,7 @@ CASES = [
 
 @pytest.mark.parametrize(("kw", "env", "failed"), CASES)
 def test_precheck_table(kw: dict[str, Any], env: dict[str, Any], failed: list[str]) -> None:
-    args = {"quote_free": 1000.0, "base_free": 1000.0, "fee_rate": 0.001, "max_order_quote": 1000.0} | env
+    args = {"quote_free": 1000.0, "base_free": 1000.0, "buy_cost_rate": 0.001, "max_order_quote": 1000.0} | env
     result = precheck(request(**kw), MARKET, **args)
     assert result.failed == failed
     assert result.approved is (not failed)
@@ -59,13 +59,13 @@ def test_precheck_table(kw: dict[str, Any], env: dict[str, Any], failed: list[st
 def test_rounding_is_exact_and_side_safe() -> None:
     r = precheck(
         request(order_type=OrderType.LIMIT, limit_price=0.300019, quantity=100.99),
-        MARKET, quote_free=1e3, base_free=0, fee_rate=0.001, max_order_quote=1e3,
+        MARKET, quote_free=1e3, base_free=0, buy_cost_rate=0.001, max_order_quote=1e3,
     )
     assert r.intent is not None
     assert r.intent.quantity == Decimal("100") and r.intent.price == Decimal("0.30001")  # buy: price rounded down
     s = precheck(
         request(side=Side.SELL, order_type=OrderType.LIMIT, limit_price=0.300011, quantity=100.0),
-        MARKET, quote_free=0, base_free=1e3, fee_rate=0.001, max_order_quote=1e3,
+        MARKET, quote_free=0, base_free=1e3, buy_cost_rate=0.001, max_order_quote=1e3,
     )
     assert s.intent is not None and s.intent.price == Decimal("0.30002")  # sell: price rounded up
 
@@ -78,11 +78,11 @@ def test_rounding_is_exact_and_side_safe() -> None:
     ],
 )
 def test_market_state_is_checked(market: Market, name: str) -> None:
-    assert name in precheck(request(), market, quote_free=1e3, base_free=0, fee_rate=0.001, max_order_quote=1e3).failed
+    assert name in precheck(request(), market, quote_free=1e3, base_free=0, buy_cost_rate=0.001, max_order_quote=1e3).failed
 
 
 def test_exits_have_no_order_size_cap() -> None:
-    r = precheck(request(side=Side.SELL, quantity=50_000.0), MARKET, quote_free=0, base_free=1e6, fee_rate=0.001, max_order_quote=None)
+    r = precheck(request(side=Side.SELL, quantity=50_000.0), MARKET, quote_free=0, base_free=1e6, buy_cost_rate=0.001, max_order_quote=None)
     assert r.approved
 
 
@@ -118,7 +118,7 @@ def test_approved_orders_always_pass_the_exchange_filters(
         symbol="X/USDT", side=side, order_type=order_type, quantity=qty, reference_price=price,
         limit_price=price * (1 + offset) if order_type is OrderType.LIMIT else None,
     )
-    result = precheck(req, market, quote_free=1e15, base_free=1e15, fee_rate=0.001, max_order_quote=1e15)
+    result = precheck(req, market, quote_free=1e15, base_free=1e15, buy_cost_rate=0.001, max_order_quote=1e15)
     if result.intent is not None:
         intent = result.intent
         check_price = intent.price if intent.price is not None else market.round_price(price)

@@ -14,7 +14,7 @@ RISK = RiskSettings(max_exposure=0.9, max_cluster_exposure=0.4, max_positions_pe
 
 
 def allocator(profile: str = "starter", capital: CapitalSettings | None = None) -> Allocator:
-    return Allocator(capital or CapitalSettings(profile=profile), RISK, fee_rate=0.001, max_order_quote=1000.0)
+    return Allocator(capital or CapitalSettings(profile=profile), RISK, buy_cost_rate=0.001, max_order_quote=1000.0)
 
 
 @pytest.mark.parametrize(
