@@ -115,7 +115,7 @@ class ExitStats:
     wins: int
     pnl: float  # realised, fees included
     fees: float
-    median_hold_ms: float
+    median_hold_ms: int
 
     @property
     def win_rate(self) -> float:
@@ -143,7 +143,7 @@ def by_exit_reason(trades: Iterable[ClosedTrade]) -> list[ExitStats]:
             wins=sum(t.pnl > 0 for t in group),
             pnl=sum(t.pnl for t in group),
             fees=sum(t.fees for t in group),
-            median_hold_ms=statistics.median(t.closed_ms - t.opened_ms for t in group),
+            median_hold_ms=int(statistics.median(t.closed_ms - t.opened_ms for t in group)),  # whole ms, odd or even
         )
         for reason, group in groups.items()
     ]

@@ -33,6 +33,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "wall_s": round(result.wall_s, 3),
         "processes": result.processes,
         "adjusted": list(result.adjusted),
+        "warnings": list(result.warnings),
         "metrics": metrics.as_dict(),
         "market": None if result.market is None else result.market.as_dict(),
         "exits": [e.as_dict() for e in by_exit_reason(result.trades)],
@@ -63,6 +64,10 @@ _OPTIONAL: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "exit"))
 _TRACE_SHORT = 12  # `hotcoin replay` takes any unique prefix of a trace id
 
 
+def _trades_title(n: int) -> str:
+    return f"trades ({n})" if n <= MAX_ROWS else f"trades (the last {MAX_ROWS} of {n}; --json has all)"
+
+
 def trades_table(result: BacktestResult, width: int = 120) -> Any:
     """The last `MAX_ROWS` trades as a rich table no wider than `width`: on a narrow terminal
     the trace id is cut to a prefix, then the quantity and prices are dropped, then the exit
@@ -88,7 +93,7 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
 
     def build() -> Any:
         table = Table(
-            title=f"trades ({len(result.trades)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+            title=_trades_title(len(result.trades)), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
             collapse_padding=True,
         )  # fmt: skip
         for name in columns:

@@ -114,6 +114,7 @@ class BacktestResult:
     stats: dict[str, Any] = field(default_factory=dict)
     market: MarketChange | None = None  # buy and hold over the window, when asked for (`run(benchmark=True)`)
     processes: int = 1  # 2: discovery ran in a second process (`engine.backtest.discovery_process`)
+    warnings: tuple[str, ...] = ()  # what makes this run less than it asked for (a short warm-up)
 
     @property
     def final_equity(self) -> float:
@@ -143,6 +144,20 @@ def window(index: HistoryIndex, config: HotcoinConfig, start_ms: int | None, end
 def utc_minute(ms: int) -> str:
     """Epoch ms as "2021-04-02 01:05 UTC": window errors and the progress bar."""
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _warm_up_warning(start: int, market_start: int, warm_ms: int) -> tuple[str, ...]:
+    """A start closer to the data's first candle than the warm-up leaves discovery's windows
+    and baselines part empty for their first hour: decisions then differ from a run that
+    started earlier, so the report says so rather than a run looking like any other."""
+    had = start - market_start
+    if had >= warm_ms:
+        return ()
+    return (
+        f"warm-up: {had // MINUTE_MS} of {warm_ms // MINUTE_MS} minutes before --from (the data starts at "
+        f"{utc_minute(market_start)}); the first hour decides on part-empty windows. Start at "
+        f"{utc_minute(market_start + warm_ms)} or later for a full warm-up",
+    )
 
 
 class BacktestRunner:
@@ -303,6 +318,7 @@ class BacktestRunner:
             stats={"state_changes": tap.kinds["state_change"], "suppressed": cycle.router.suppressed},
             market=buy_hold,
             processes=1 if process is None else 2,
+            warnings=_warm_up_warning(start, market_start, warm_ms),
         )
 
 

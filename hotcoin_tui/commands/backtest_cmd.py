@@ -137,10 +137,10 @@ def backtest(
     console.print(report.metrics_table(result, metrics))
     if result.trades:
         console.print(report.exits_table(result))
-    if result.adjusted:
-        console.print(
-            "fitted to the minute replay (docs/backtest.md): " + "; ".join(result.adjusted), style="dim", highlight=False
-        )
+    if result.adjusted:  # a setting a line: one cut in the middle reads as another value
+        console.print("\n  ".join(("fitted to the minute replay (docs/backtest.md):", *result.adjusted)), style="dim", highlight=False)
+    for warning in result.warnings:
+        console.print(warning, style="yellow", highlight=False)
     if journal is not None:
         console.print(f"journal {journal}: explain a trade with `hotcoin replay <trace> --journal {journal}`")
 

@@ -57,6 +57,7 @@ def test_trades_split_by_exit_reason() -> None:
     sig = split[0]
     assert sig.pnl == pytest.approx(-0.75) and sig.fees == pytest.approx(0.3)
     assert sig.median_hold_ms == 7 * 60_000 and split[1].median_hold_ms == 20 * 60_000  # even count: the mean of the middle two
+    assert all(type(e.as_dict()["median_hold_ms"]) is int for e in split)  # whole ms in --json, odd count or even
     assert sig.win_rate == pytest.approx(1 / 3)
     assert sum(e.trades for e in split) == len(trades)
     assert sig.as_dict()["win_rate"] == pytest.approx(1 / 3) and sig.as_dict()["reason"] == "signal_exit"

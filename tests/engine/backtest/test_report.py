@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.backtest.report import trades_table
+from engine.backtest.report import MAX_ROWS, trades_table
 from engine.backtest.runner import BacktestResult, Trade
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 LONG = "signal_exit: momentum_fade, reversal, heat_decay"
 
 
-def result_with_long_reasons() -> BacktestResult:
+def result_with_long_reasons(n: int = 5) -> BacktestResult:
     rules = ("momentum_fade", "reversal", "heat_decay")
     trades = [
         Trade(
@@ -21,7 +21,7 @@ def result_with_long_reasons() -> BacktestResult:
             closed_ms=T0 + i * 3_600_000 + 125 * 60_000, quantity=12345.678, entry_price=0.0123, exit_price=0.0125,
             fees=0.01, pnl=-12.34 if i % 2 else 3.21, exit_reason="signal_exit", exit_rules=rules,
         )
-        for i in range(5)
+        for i in range(n)
     ]
     one = np.array([T0])
     return BacktestResult("r", T0, T0 + 86_400_000, 100.0, one, np.array([100.0]), np.array([0.0]), trades, [], {}, 1, 1, 1, 0.1, 1)
@@ -48,3 +48,14 @@ def test_the_exit_reason_gives_way_and_no_other_cell_is_cut(width: int) -> None:
 def test_a_wide_terminal_shows_every_column_whole() -> None:
     rows = rendered(result_with_long_reasons(), 200)
     assert all(LONG in row and "…" not in row and "12345.7" in row for row in rows)
+
+
+def test_a_cut_table_says_so_in_its_title() -> None:
+    def title_and_rows(n: int) -> tuple[str, int]:
+        console = Console(width=120, record=True, color_system=None)
+        console.print(trades_table(result_with_long_reasons(n), width=120))
+        lines = console.export_text().splitlines()
+        return lines[0].strip(), sum("DENT/USDT" in line for line in lines)
+
+    assert title_and_rows(5) == ("trades (5)", 5)
+    assert title_and_rows(MAX_ROWS + 50) == (f"trades (the last {MAX_ROWS} of {MAX_ROWS + 50}; --json has all)", MAX_ROWS)

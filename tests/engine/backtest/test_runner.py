@@ -17,6 +17,7 @@ from engine.backtest.runner import (
     BacktestRunner,
     ReplayProgress,
     _TradeLog,
+    utc_minute,
 )
 from engine.config import HotcoinConfig
 from engine.domain import Fill, Side
@@ -105,6 +106,16 @@ def test_replay_timeframe_must_be_1m(store: Path) -> None:
 def test_bad_windows_say_what_to_change(config: HotcoinConfig, store: Path, start: int, end: int | None, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         asyncio.run(BacktestRunner(config, store).run(start, end))
+
+
+def test_a_start_inside_the_warm_up_says_so(config: HotcoinConfig, store: Path, run: tuple[BacktestResult, RecordingSink]) -> None:
+    """A --from at the first candle runs, and says its first hour decided on part-empty windows."""
+    assert run[0].warnings == ()  # START leaves the whole warm-up
+    result = asyncio.run(BacktestRunner(config, store).run(T0, T0 + 10 * MINUTE_MS))
+    (warning,) = result.warnings
+    warm = config.backtest.warmup_minutes
+    assert warning.startswith(f"warm-up: 0 of {warm} minutes before --from")
+    assert f"Start at {utc_minute(T0 + warm * MINUTE_MS)} or later" in warning
 
 
 def _fill(side: Side, price: float, qty: float, fee: float) -> Fill:
