@@ -45,7 +45,8 @@ class OrderGateway(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    """The exchange said something our lifecycle table does not allow; we took the exchange's word."""
+    """The exchange said something our lifecycle table does not allow; `detail` says whether we
+    took the exchange's word ("accepted") or the snapshot was stale ("ignored")."""
 
     client_order_id: str
     detail: str
@@ -100,15 +101,8 @@ class ExchangeBroker(Broker):
             current = replace(intent_less, status=OrderStatus.PENDING)
         # Keep what the exchange does not echo back (trace, purpose) from what we sent.
         update = replace(update, trace_id=current.trace_id or update.trace_id, purpose=current.purpose)
-        try:
-            new = apply_update(current, update)
-        except InvalidOrderTransition as exc:
-            if update.filled_qty < current.filled_qty:
-                self.anomalies.append(Anomaly(cid, f"ignored: {exc}"))
-                return None
-            self.anomalies.append(Anomaly(cid, f"accepted exchange state: {exc}"))
-            new = update
-        if new is current:
+        new = self._settle(current, update)
+        if new is None or new is current:
             return None
         self._orders[cid] = new
         qty, price, fee = fill_delta(current, new)
@@ -129,6 +123,26 @@ class ExchangeBroker(Broker):
                 ),
             )
         return OrderUpdate(new, fills)
+
+    def _settle(self, current: Order, update: Order) -> Order | None:
+        """Our next view of an order: `update` as the lifecycle table allows it, else None to ignore it.
+
+        When the table refuses, what executed is still the exchange's to say: a snapshot with more
+        filled is taken (a late fill of an order we had as cancelled), and a finished order stays
+        finished while it is. One with less filled, or one that would reopen a finished order with
+        no new fill (an OPEN after CANCELED), is older than what we hold and is ignored.
+        """
+        try:
+            return apply_update(current, update)
+        except InvalidOrderTransition as exc:
+            finished = current.status.is_terminal
+            if update.filled_qty < current.filled_qty or (finished and update.filled_qty == current.filled_qty):
+                self.anomalies.append(Anomaly(current.client_order_id, f"ignored: {exc}"))
+                return None
+            self.anomalies.append(Anomaly(current.client_order_id, f"accepted exchange state: {exc}"))
+            if finished and not update.status.is_terminal:
+                return replace(update, status=current.status)
+            return update
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         cid = intent.client_order_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,36 @@ async def test_contradictory_exchange_update_is_recorded_and_fills_are_not_lost(
     u = broker.on_order(filled, T0 + 2)
     assert u is not None and u.fills[0].quantity == 100.0
     assert broker.anomalies and "accepted exchange state" in broker.anomalies[0].detail
+
+
+@pytest.mark.parametrize(
+    ("finished", "stale"),
+    [
+        ({"status": OrderStatus.CANCELED}, {"status": OrderStatus.OPEN}),
+        (
+            {"status": OrderStatus.FILLED, "filled_qty": Decimal(100), "average_price": 0.2},
+            {"status": OrderStatus.PARTIALLY_FILLED},
+        ),
+    ],
+    ids=["open-after-canceled", "same-quantity-partial-after-filled"],
+)
+async def test_a_stale_snapshot_does_not_reopen_a_finished_order(finished: dict[str, Any], stale: dict[str, Any]) -> None:
+    broker = ExchangeBroker(gateway())
+    placed = (await broker.submit(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2")), T0)).order
+    done = dataclasses.replace(placed, **finished)
+    assert broker.on_order(done, T0 + 1) is not None
+    assert broker.on_order(dataclasses.replace(done, **stale), T0 + 2) is None
+    assert await broker.open_orders() == []
+    assert broker.anomalies[-1].detail.startswith("ignored")
+
+
+async def test_a_late_partial_fill_of_a_cancelled_order_is_booked_and_the_order_stays_cancelled() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"))
+    placed = (await broker.submit(intent, T0)).order
+    await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 1)
+    late = dataclasses.replace(placed, status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.2)
+    u = broker.on_order(late, T0 + 2)
+    assert u is not None and [f.quantity for f in u.fills] == [40.0]
+    assert u.order.status is OrderStatus.CANCELED and await broker.open_orders() == []
