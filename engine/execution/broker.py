@@ -8,9 +8,11 @@ the executions since the last update, so the core books fills the same way in ei
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.domain import Fill, Order, OrderIntent
+from engine.errors import OrderError, RetryableOrderError
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,24 @@ class OrderUpdate:
     order: Order
     fills: tuple[Fill, ...] = ()
     journal_seq: int | None = None  # seq of the order_result that journaled it (set by the router)
+
+
+class SyncIncomplete(RetryableOrderError):
+    """`sync` could not reach every order (a 429, a timeout, an order the exchange does not know).
+
+    It carries the progress it did make: those updates are already absorbed, so the broker will
+    not report them again, and a caller that drops them loses fills for good. Book `updates` as
+    a return value of `sync`; the orders in `errors` stay open and are tried at the next sync,
+    which is why the whole is retryable whatever the single errors were.
+    """
+
+    def __init__(self, errors: Sequence[OrderError], updates: list[OrderUpdate]) -> None:
+        super().__init__(
+            f"{len(errors)} exchange call(s) failed, {len(updates)} update(s) delivered; first: {errors[0]}",
+            code=errors[0].code,
+        )
+        self.errors = list(errors)
+        self.updates = updates
 
 
 class Broker(abc.ABC):
@@ -35,7 +55,10 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
-        """Progress since the last call: fills of resting orders, expiries, reconciliation."""
+        """Progress since the last call: fills of resting orders, expiries, reconciliation.
+
+        Raises `SyncIncomplete` (with the progress it made) when some orders could not be reached.
+        """
 
     @abc.abstractmethod
     async def open_orders(self) -> list[Order]:

@@ -9,20 +9,26 @@ What it adds on top of the gateway:
 - LIMIT orders carry an expiry: `sync` cancels the stale ones;
 - every `reconcile_interval_ms`, `sync` compares our open orders with the exchange's and fetches
   the final state of any that vanished (filled or cancelled while we were not listening), and
-  adopts open orders with our id prefix that we had lost track of (e.g. after a restart).
+  adopts open orders with our id prefix that we had lost track of (e.g. after a restart);
+- a `sync` call that fails for one order (429, timeout) does not stop the others, and what was
+  absorbed reaches the caller either way (`SyncIncomplete` carries it when something failed):
+  an absorbed update is never reported twice, so dropping one would lose its fills for good.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from engine.domain import Fill, Order, OrderIntent, OrderStatus
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
-from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
+
+T = TypeVar("T")
 
 
 class OrderGateway(Protocol):
@@ -39,10 +45,37 @@ class OrderGateway(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    """The exchange said something our lifecycle table does not allow; we took the exchange's word."""
+    """The exchange said something our lifecycle table does not allow; `detail` says whether we
+    took the exchange's word ("accepted") or the snapshot was stale ("ignored")."""
 
     client_order_id: str
     detail: str
+
+
+@dataclass(slots=True)
+class _Progress:
+    """One `sync`: the updates absorbed so far and the exchange calls that failed."""
+
+    updates: list[OrderUpdate] = field(default_factory=list)
+    errors: list[OrderError] = field(default_factory=list)
+
+    async def attempt(self, call: Awaitable[T]) -> T | None:
+        """`call`'s result, or None with its error kept, so one order's failure spares the rest."""
+        try:
+            return await call
+        except OrderError as exc:
+            self.errors.append(exc)
+            return None
+
+    def add(self, update: OrderUpdate | None) -> None:
+        if update is not None:
+            self.updates.append(update)
+
+    def outcome(self) -> list[OrderUpdate]:
+        """The updates; inside `SyncIncomplete` when a call failed, so the error is seen and they still arrive."""
+        if self.errors:
+            raise SyncIncomplete(self.errors, self.updates)
+        return self.updates
 
 
 class ExchangeBroker(Broker):
@@ -68,15 +101,8 @@ class ExchangeBroker(Broker):
             current = replace(intent_less, status=OrderStatus.PENDING)
         # Keep what the exchange does not echo back (trace, purpose) from what we sent.
         update = replace(update, trace_id=current.trace_id or update.trace_id, purpose=current.purpose)
-        try:
-            new = apply_update(current, update)
-        except InvalidOrderTransition as exc:
-            if update.filled_qty < current.filled_qty:
-                self.anomalies.append(Anomaly(cid, f"ignored: {exc}"))
-                return None
-            self.anomalies.append(Anomaly(cid, f"accepted exchange state: {exc}"))
-            new = update
-        if new is current:
+        new = self._settle(current, update)
+        if new is None or new is current:
             return None
         self._orders[cid] = new
         qty, price, fee = fill_delta(current, new)
@@ -97,6 +123,26 @@ class ExchangeBroker(Broker):
                 ),
             )
         return OrderUpdate(new, fills)
+
+    def _settle(self, current: Order, update: Order) -> Order | None:
+        """Our next view of an order: `update` as the lifecycle table allows it, else None to ignore it.
+
+        When the table refuses, what executed is still the exchange's to say: a snapshot with more
+        filled is taken (a late fill of an order we had as cancelled), and a finished order stays
+        finished while it is. One with less filled, or one that would reopen a finished order with
+        no new fill (an OPEN after CANCELED), is older than what we hold and is ignored.
+        """
+        try:
+            return apply_update(current, update)
+        except InvalidOrderTransition as exc:
+            finished = current.status.is_terminal
+            if update.filled_qty < current.filled_qty or (finished and update.filled_qty == current.filled_qty):
+                self.anomalies.append(Anomaly(current.client_order_id, f"ignored: {exc}"))
+                return None
+            self.anomalies.append(Anomaly(current.client_order_id, f"accepted exchange state: {exc}"))
+            if finished and not update.status.is_terminal:
+                return replace(update, status=current.status)
+            return update
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         cid = intent.client_order_id
@@ -137,43 +183,44 @@ class ExchangeBroker(Broker):
         return update or OrderUpdate(self._orders.get(client_order_id, order))
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
-        updates: list[OrderUpdate] = []
+        progress = _Progress()
         for cid, order in list(self._orders.items()):
             intent = self._intents.get(cid)
             expires = intent.expires_ms if intent is not None else None
             if not order.status.is_terminal and expires is not None and now_ms >= expires:
-                updates.append(await self.cancel(order.symbol, cid, now_ms))
+                progress.add(await progress.attempt(self.cancel(order.symbol, cid, now_ms)))
         due = self._last_reconcile_ms is None or now_ms - self._last_reconcile_ms >= self.reconcile_interval_ms
         if due:
             self._last_reconcile_ms = now_ms
-            updates.extend(await self._reconcile(now_ms))
-        return updates
+            await self._reconcile(now_ms, progress)
+        return progress.outcome()
 
-    async def _reconcile(self, now_ms: int) -> list[OrderUpdate]:
-        updates: list[OrderUpdate] = []
-        open_now = {o.client_order_id: o for o in await self.gateway.fetch_open_orders()}
+    async def _reconcile(self, now_ms: int, progress: _Progress) -> None:
+        listed = await progress.attempt(self.gateway.fetch_open_orders())
+        if listed is None:
+            return
+        open_now = {o.client_order_id: o for o in listed}
         for cid, order in list(self._orders.items()):
             if order.status.is_terminal:
                 continue
             seen = open_now.pop(cid, None)
             if seen is None:
-                try:
-                    seen = await self.gateway.fetch_order(order.symbol, cid)
-                except NonRetryableOrderError:
-                    if order.status is OrderStatus.PENDING:
-                        # Never reached the exchange: the unknown create did not happen.
-                        seen = replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms)
-                    else:
-                        raise
-            update = self._absorb(seen, now_ms)
-            if update is not None:
-                updates.append(update)
+                seen = await progress.attempt(self._final_state(order, now_ms))
+            if seen is not None:
+                progress.add(self._absorb(seen, now_ms))
         for cid, order in open_now.items():
             if is_ours(cid):
-                update = self._absorb(order, now_ms)
-                if update is not None:
-                    updates.append(update)
-        return updates
+                progress.add(self._absorb(order, now_ms))
+
+    async def _final_state(self, order: Order, now_ms: int) -> Order:
+        """The state of an order gone from the open list; one the exchange never saw was rejected."""
+        try:
+            return await self.gateway.fetch_order(order.symbol, order.client_order_id)
+        except NonRetryableOrderError:
+            if order.status is not OrderStatus.PENDING:
+                raise
+            # Never reached the exchange: the unknown create did not happen.
+            return replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms)
 
     async def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if not o.status.is_terminal]

@@ -35,7 +35,7 @@ from engine.discovery.social.source import SocialPost
 from engine.domain import Market, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import OrderError
-from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
 from engine.execution.router import OrderRouter
 from engine.runtime.feed import MarketFeed
@@ -246,12 +246,19 @@ class TradingCycle:
             self.book(updates, now)
         if now - self._last_sync >= SYNC_EVERY_MS:
             self._last_sync = now
-            try:
-                self.book(await self.broker.sync(now), now)
-            except OrderError as exc:  # the exchange failed a reconcile (429, 5xx, timeout): next sync retries
-                log.warning("broker sync failed: %s", exc)
-                self.state.errors.record(now)
+            self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
+
+    async def _sync(self, now: int) -> list[OrderUpdate]:
+        """The broker's progress. A failed exchange call (429, 5xx, timeout) is logged and counted
+        and the next sync retries it; what the broker absorbed before or after it comes back inside
+        `SyncIncomplete` and is booked now, since the broker never reports it again."""
+        try:
+            return await self.broker.sync(now)
+        except OrderError as exc:
+            log.warning("broker sync failed: %s", exc)
+            self.state.errors.record(now)
+            return exc.updates if isinstance(exc, SyncIncomplete) else []
 
     def book(self, updates: list[OrderUpdate], now: int) -> None:
         """Order updates into the core, then to `on_update`."""

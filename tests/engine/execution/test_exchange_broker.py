@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from engine.domain import OrderStatus, OrderType, Side
-from engine.errors import NonRetryableOrderError, RetryableOrderError, UnknownOrderError
+from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
+from engine.execution.broker import SyncIncomplete
 from engine.execution.exchange_broker import ExchangeBroker, OrderGateway
 from engine.market.fake import FakeGateway
 from engine.market.gateway import Gateway
@@ -79,6 +81,46 @@ async def test_stale_limit_is_cancelled_at_expiry() -> None:
     assert u.order.status is OrderStatus.CANCELED and gw.cancelled == [intent.client_order_id]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [RetryableOrderError("429 too many requests", code=-1003), NonRetryableOrderError("unknown order", code=-2013)],
+    ids=["rate-limited", "unknown-to-the-exchange"],
+)
+async def test_a_failed_lookup_does_not_lose_the_fills_absorbed_before_it(error: OrderError) -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    a = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"), client_order_id="hc-aaaaaaaaaaaaaaaa-e1")
+    b = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.28"), client_order_id="hc-bbbbbbbbbbbbbbbb-e1")
+    await broker.submit(a, T0)
+    await broker.submit(b, T0)
+    # A part-fills and stays listed; B leaves the open list and looking it up fails.
+    gw.orders[a.client_order_id] = dataclasses.replace(
+        gw.orders[a.client_order_id], status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.29
+    )
+    gw.orders[b.client_order_id] = dataclasses.replace(gw.orders[b.client_order_id], status=OrderStatus.CANCELED)
+    gw.fail_next("fetch_order", error)
+    with pytest.raises(SyncIncomplete) as raised:
+        await broker.sync(T0 + 1000)
+    assert raised.value.errors == [error]
+    (u,) = raised.value.updates
+    assert u.order.client_order_id == a.client_order_id and [f.quantity for f in u.fills] == [40.0]
+    (again,) = await broker.sync(T0 + 2000)  # B is looked up again; A's fill is not repeated
+    assert again.order.client_order_id == b.client_order_id and again.order.status is OrderStatus.CANCELED
+
+
+async def test_an_expiry_cancel_reaches_the_caller_when_the_reconcile_after_it_fails() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), expires_ms=T0 + 30_000)
+    await broker.submit(intent, T0)
+    assert await broker.sync(T0) == []
+    gw.fail_next("fetch_open_orders", RetryableOrderError("429 too many requests", code=-1003))
+    with pytest.raises(SyncIncomplete) as raised:
+        await broker.sync(T0 + 30_000)
+    (u,) = raised.value.updates
+    assert u.order.status is OrderStatus.CANCELED and await broker.open_orders() == []
+
+
 async def test_cancel_of_an_order_that_filled_meanwhile_learns_the_fill() -> None:
     gw = gateway()
     broker = ExchangeBroker(gw)
@@ -145,3 +187,36 @@ async def test_contradictory_exchange_update_is_recorded_and_fills_are_not_lost(
     u = broker.on_order(filled, T0 + 2)
     assert u is not None and u.fills[0].quantity == 100.0
     assert broker.anomalies and "accepted exchange state" in broker.anomalies[0].detail
+
+
+@pytest.mark.parametrize(
+    ("finished", "stale"),
+    [
+        ({"status": OrderStatus.CANCELED}, {"status": OrderStatus.OPEN}),
+        (
+            {"status": OrderStatus.FILLED, "filled_qty": Decimal(100), "average_price": 0.2},
+            {"status": OrderStatus.PARTIALLY_FILLED},
+        ),
+    ],
+    ids=["open-after-canceled", "same-quantity-partial-after-filled"],
+)
+async def test_a_stale_snapshot_does_not_reopen_a_finished_order(finished: dict[str, Any], stale: dict[str, Any]) -> None:
+    broker = ExchangeBroker(gateway())
+    placed = (await broker.submit(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2")), T0)).order
+    done = dataclasses.replace(placed, **finished)
+    assert broker.on_order(done, T0 + 1) is not None
+    assert broker.on_order(dataclasses.replace(done, **stale), T0 + 2) is None
+    assert await broker.open_orders() == []
+    assert broker.anomalies[-1].detail.startswith("ignored")
+
+
+async def test_a_late_partial_fill_of_a_cancelled_order_is_booked_and_the_order_stays_cancelled() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"))
+    placed = (await broker.submit(intent, T0)).order
+    await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 1)
+    late = dataclasses.replace(placed, status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.2)
+    u = broker.on_order(late, T0 + 2)
+    assert u is not None and [f.quantity for f in u.fills] == [40.0]
+    assert u.order.status is OrderStatus.CANCELED and await broker.open_orders() == []
