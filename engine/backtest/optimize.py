@@ -515,21 +515,58 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
 
 
 def folds_table(result: OptimizeResult) -> Any:
+    """The folds' figures, then their parameters in a table of their own (a parameter a row, a
+    fold a column): nine `name=value` pairs in a fold's row could only be read at 200 columns,
+    and both tables fit 80 (dates as `MM-DD HH:MM`, a window's start above its end, a return above its trades)."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
 
     from engine.backtest.report import iso
 
-    table = Table(title="walk-forward", title_justify="left", caption=verdict(result), caption_justify="left")
-    cols = ("fold", "in sample", "out of sample", "trials", "IS return (trades)", "OOS return", "OOS trades", "base OOS", "params")
-    for col in cols:
-        table.add_column(col)
+    def window_cell(start: int, end: int) -> str:
+        return f"{iso(start, short=True)}\n{iso(end, short=True)}"
+
+    def return_cell(ret: float, trades: int) -> str:
+        return f"{ret:+.2%}\n({trades})"
+
+    figures = Table(
+        title="walk-forward (UTC)", title_justify="left", caption=verdict(result), caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False,
+    )  # fmt: skip
+    for col in ("fold", "in sample", "out of\nsample", "trials", "IS return\n(trades)", "OOS return\n(trades)", "base OOS\n(trades)"):
+        figures.add_column(col, justify="left" if col in ("in sample", "out of\nsample") else "right", no_wrap=True)
     for f in result.folds:
-        table.add_row(
-            str(f.index), f"{iso(f.is_start)} -> {iso(f.is_end)}", f"{iso(f.oos_start)} -> {iso(f.oos_end)}",
-            str(f.trials), f"{f.is_return:+.2%} ({f.is_trades})", f"{f.oos_return:+.2%}", str(f.oos_trades),
-            f"{f.base_oos_return:+.2%} ({f.base_oos_trades})", ", ".join(f"{k}={v:g}" for k, v in f.params.items()),
+        figures.add_row(
+            str(f.index), window_cell(f.is_start, f.is_end), window_cell(f.oos_start, f.oos_end), str(f.trials),
+            return_cell(f.is_return, f.is_trades), return_cell(f.oos_return, f.oos_trades),
+            return_cell(f.base_oos_return, f.base_oos_trades),
         )  # fmt: skip
-    return table
+    return Group(figures, *params_tables(result))
+
+
+_PARAMS_FOLDS = 6  # folds side by side in one parameters table: 6 fit 80 columns
+
+
+def params_tables(result: OptimizeResult) -> list[Any]:
+    """Each fold's best in-sample parameters, a parameter a row and a fold a column (names read
+    whole, and folds side by side show which settings the searches agree on); more than
+    `_PARAMS_FOLDS` folds continue in another table below rather than narrowing every column."""
+    from rich import box
+    from rich.table import Table
+
+    names = list(dict.fromkeys(k for f in result.folds for k in f.params))
+    tables = []
+    for at in range(0, len(result.folds), _PARAMS_FOLDS):
+        folds = result.folds[at : at + _PARAMS_FOLDS]
+        table = Table(title="best parameters (in sample)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("parameter", no_wrap=True)
+        for f in folds:
+            table.add_column(f"fold {f.index}", justify="right", no_wrap=True)
+        for name in names:
+            table.add_row(name, *(f"{f.params[name]:g}" if name in f.params else "-" for f in folds))
+        tables.append(table)
+    return tables
 
 
 def verdict(result: OptimizeResult) -> str:

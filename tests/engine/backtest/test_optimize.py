@@ -9,10 +9,13 @@ import pytest
 
 from engine.backtest import optimize
 from engine.backtest.optimize import (
+    Fold,
     OptimizePlan,
     OptimizeProgress,
+    OptimizeResult,
     apply,
     backtest_return,
+    folds_table,
     to_toml,
     verdict,
     walk_forward,
@@ -185,3 +188,26 @@ def test_a_shared_study_of_another_config_is_refused(config: HotcoinConfig, stor
     looser = config.model_copy(update={"trading": config.trading.model_copy(update={"signals": signals})})
     with pytest.raises(ConfigError, match=r"with other trading settings .* or pass --study NAME"):
         walk_forward(looser, plan)
+
+
+@pytest.mark.parametrize("width", [80, 120, 200], ids=["80-cols", "120-cols", "200-cols"])
+def test_the_folds_table_reads_whole_at_every_width(width: int) -> None:
+    """Every date, figure, parameter name and value is printed whole (no `2021-…`, no
+    `min_h…`), in lines no wider than the terminal: 80 columns is what a pipe gets."""
+    from rich.console import Console
+
+    params = {**PARAMS, "tp2_extra": 0.19999999999999998}  # as optuna's float steps give it
+    folds = [
+        Fold(i, T0 + i * 86_400_000, T0 + i * 86_400_000 + 60_480_000, T0 + i * 86_400_000 + 60_480_000,
+             T0 + (i + 1) * 86_400_000, params, 0.40123, -0.1234, 123, 40, -1.0, 17, 5, f"hotcoin-fold{i}")
+        for i in range(1, 8)
+    ]  # fmt: skip
+    console = Console(width=width, record=True)
+    console.print(folds_table(OptimizeResult(folds)))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert "04-17 00:00" in text and "04-17 16:48" in text  # fold 1's in-sample window, MM-DD HH:MM
+    assert "+40.12%" in text and "-100.00%" in text and "(123)" in text
+    assert "fold 7" in text and "tp2_extra" in text and " 0.2 " in text
+    for name in PARAMS:
+        assert name in text
