@@ -82,11 +82,20 @@ class RateLimitedError(RetryableOrderError):
     collector) does not import ccxt (0.6 s) with it.
 
     `retry_after_s` is the server's Retry-After when it sent one (a floor on the wait).
+    `sent` is False for a call refused here during the silence: no request went out, so a
+    caller that counts requests or retries does not count it.
     """
 
     def __init__(
-        self, message: str, *, code: int | str | None = None, until_ms: int, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        code: int | str | None = None,
+        until_ms: int,
+        retry_after_s: float | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message, code=code)
         self.until_ms = until_ms
         self.retry_after_s = retry_after_s
+        self.sent = sent

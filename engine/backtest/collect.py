@@ -7,9 +7,12 @@ candles rank them by the range over `days` (max high / min low - 1).
 
 Resumable: each symbol continues from its last stored candle (the store skips what it holds),
 so an interrupted collect run re-run later fetches only what is missing. Rate-limit aware:
-a `RateLimitedError` (HTTP 429/418, DDoSProtection) waits until the gateway's silence ends,
-at least `retry_after`, at most `max_backoff_s`, then retries, up to `retries` times per
-request. Only candles closed by the exchange's clock are stored.
+a `RateLimitedError` (HTTP 429/418, DDoSProtection) waits until the gateway's silence ends
+and at least the server's Retry-After, however long (a request sent during a ban lengthens
+it), and at least an exponential backoff capped at `max_backoff_s`; then it retries, up to
+`retries` times per request. A call the gateway refuses itself during its silence (nothing
+sent) is waited out too, and counts neither as a request nor as a retry. Only candles closed
+by the exchange's clock are stored.
 """
 
 from __future__ import annotations
@@ -147,19 +150,30 @@ class Collector:
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """One request, retried after rate-limit answers (waiting out the silence)."""
-        p = self.plan
         attempt = 0
         while True:
-            self.report.requests += 1
             try:
-                return await call()
+                result = await call()
             except RateLimitedError as exc:
+                if not exc.sent:  # the gateway's own refusal during its silence: no request, no retry
+                    await self._wait(exc, attempt)
+                    continue
+                self.report.requests += 1
                 self.report.rate_limited += 1
-                if attempt >= p.retries:
+                if attempt >= self.plan.retries:
                     raise
-                wait = max((exc.until_ms - self.now_ms()) / 1000, exc.retry_after_s or 0.0, 0.5 * 2**attempt)
-                wait = min(wait, p.max_backoff_s)
+                await self._wait(exc, attempt)
                 attempt += 1
-                self.report.waited_s += wait
-                self.progress.waiting(wait)
-                await self.sleep(wait)
+            else:
+                self.report.requests += 1
+                return result
+
+    async def _wait(self, exc: RateLimitedError, attempt: int) -> None:
+        """Sleep until the ban ends: the gateway's silence and the server's Retry-After are
+        floors (a retry sent early only lengthens a ban); `max_backoff_s` caps only the
+        exponential backoff that spaces retries where the ban says less."""
+        backoff = min(0.5 * 2**attempt, self.plan.max_backoff_s)
+        wait = max((exc.until_ms - self.now_ms()) / 1000, exc.retry_after_s or 0.0, backoff)
+        self.report.waited_s += wait
+        self.progress.waiting(wait)
+        await self.sleep(wait)

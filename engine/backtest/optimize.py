@@ -15,11 +15,17 @@ The parent samples every trial (ask) and `jobs` worker processes backtest them, 
 and --jobs give the same search however the backtests' timings fall. The study lives in an
 optuna storage (a temporary SQLite file unless `--storage` names one; any optuna storage URL
 works, so several machines can join a study by pointing at the same database, and then each
-samples with the others' trials as they land). Every trial is a full `BacktestRunner` run:
-the same code that trades. The trials of a fold differ only in trading settings, so discovery (which reads
-the market alone) and the replay market itself run in each worker's first trial and are
-replayed to its later ones (`engine.backtest.reuse`: a later trial of three real days takes
-1.0 s instead of 8.4 s); the core, signals, risk, router and paper broker run in every trial.
+samples with the others' trials as they land). A fold's study is one search: its name holds
+the fold's in-sample window (`study_name`: another window is another study), and its
+`identity` user attribute digests the candles that window sees, the base config's trading
+settings and `SPACE` (`study_identity`); a run whose identity differs is refused rather than
+mixed in, so a fold's best trial is always one of its own search.
+
+Every trial is a full `BacktestRunner` run: the same code that trades. The trials of a fold
+differ only in trading settings, so discovery (which reads the market alone) and the replay
+market itself run in each worker's first trial and are replayed to its later ones
+(`engine.backtest.reuse`: a later trial of three real days takes 1.0 s instead of 8.4 s); the
+core, signals, risk, router and paper broker run in every trial.
 
 Parameters (dotted config keys; `SPACE`):
     trading.signals.min_heat                 heat entry threshold
@@ -36,8 +42,11 @@ minutes is common inside a pump), so they are searched with the rest.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +54,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.backtest.history import index_history
+import numpy as np
+
+from engine.backtest.history import HistoryIndex, index_history
 from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
 from engine.config import HotcoinConfig
@@ -110,6 +121,7 @@ class Fold:
     base_oos_return: float  # the base config, unsearched, on the same out-of-sample window
     base_oos_trades: int
     is_trades: int  # the best trial's, in sample: a best return from two trades is luck more than skill
+    study: str  # the fold's optuna study (`study_name`), to resume or inspect it in a shared --storage
 
     @property
     def beats_base(self) -> bool:
@@ -228,6 +240,84 @@ def _open_study(name: str, storage: str, seed: int, *, given: bool) -> Any:
         ) from exc
 
 
+# Config keys that say where and how a machine runs, not what a trial trades: left out of a
+# study's identity, so machines with their own paths, keys and job counts can share a study.
+_MACHINE_KEYS: dict[str, tuple[str, ...] | None] = {  # section -> its keys left out (None: all of it)
+    "paths": None, "log_level": None, "journal": None, "tui": None, "ops": None, "notify": None, "gpu": None,
+    "exchange": ("api_key", "api_secret", "endpoint"),
+    "ml": ("registry_dir",),
+    "backtest": ("data_dir", "discovery_process", "collect_days", "collect_top", "collect_page", "collect_max_backoff_s",
+                 "collect_retries", "optimize_trials", "optimize_jobs", "optimize_folds", "optimize_oos_fraction"),
+}  # fmt: skip
+
+# What each part of a study's identity is, as a refusal names it.
+_IDENTITY_PARTS = {
+    "data": "candles (pairs and candle times up to the in-sample end; --data)",
+    "config": "trading settings (--config)",
+    "space": "searched parameters (another hotcoin version)",
+}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _trading_settings(dump: dict[str, Any]) -> dict[str, Any]:
+    """The config dump less `_MACHINE_KEYS`: what a trial's result depends on."""
+    out: dict[str, Any] = {}
+    for section, value in dump.items():
+        left_out = _MACHINE_KEYS.get(section, ())
+        if left_out is None:
+            continue
+        out[section] = {k: v for k, v in value.items() if k not in left_out} if isinstance(value, dict) else value
+    return out
+
+
+def study_identity(index: HistoryIndex, dump: dict[str, Any], is_end: int) -> dict[str, str]:
+    """Digests of what makes two trials of a fold comparable, beside its window (which the
+    study's name holds): the candles the in-sample run can see (a point-in-time run reads
+    nothing after `is_end`, so a store collected further later keeps its identity; where the
+    directory is does not matter), the base config's trading settings, and `SPACE`."""
+    data = [
+        [s, index.first_ms[s], int(np.searchsorted(index.opens[s], is_end, "left"))]
+        for s in index.symbols
+        if index.first_ms[s] < is_end
+    ]
+    return {"data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(SPACE)}
+
+
+def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
+    """A fold's study is named by its in-sample window, so a search over another window never
+    resumes it: e.g. `hotcoin-fold1-20210410T0000-20210410T1648`."""
+
+    def stamp(ms: int) -> str:
+        return time.strftime("%Y%m%dT%H%M", time.gmtime(ms / 1000))
+
+    return f"{prefix}-fold{fold}-{stamp(is_start)}-{stamp(is_end)}"
+
+
+def _claim(study: Any, identity: dict[str, str]) -> None:
+    """Tie a new study to this search's identity, and refuse one (a shared `--storage`) whose
+    trials were searched with other candles, another base config or another search space:
+    their returns are not comparable with this search's, and its best trial could be theirs."""
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        if study.trials:
+            raise ConfigError(
+                f"--storage: study {study.study_name!r} holds {len(study.trials)} trial(s) of an unknown search; "
+                "pass --study NAME to start a separate one"
+            )
+        study.set_user_attr("identity", identity)
+        stored = study.user_attrs["identity"]  # read back: another machine may have claimed it first
+    differs = [_IDENTITY_PARTS[k] for k in identity if stored.get(k) != identity[k]]
+    if differs:
+        raise ConfigError(
+            f"--storage: study {study.study_name!r} was searched with other {' and other '.join(differs)}, "
+            "so its trials are not comparable with this search's; run with the same --data and --config to join "
+            "it, or pass --study NAME to start a separate search"
+        )
+
+
 def _search(
     study: Any, trials: int, trial: Callable[[dict[str, float]], tuple[float, int]], pool: ProcessPoolExecutor | None,
     jobs: int, tick: Callable[[], None] | None,
@@ -322,8 +412,9 @@ def walk_forward(
             is_start = start + k * span
             is_end = is_start + span - oos
             oos_end = is_start + span if k < plan.folds - 1 else end
-            name = f"{plan.study}-fold{k + 1}"
+            name = study_name(plan.study, k + 1, is_start, is_end)
             study = _open_study(name, storage, plan.seed + k, given=plan.storage is not None)
+            _claim(study, study_identity(index, dump, is_end))
             jobs = max(1, min(plan.jobs, plan.trials))
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             tick = None if counter is None else counter.tick
@@ -346,7 +437,7 @@ def walk_forward(
             base_ret, base_trades = backtest_return(config, plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id)
             result.folds.append(
                 Fold(k + 1, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,
-                     len(study.trials), base_ret, base_trades, int(best.user_attrs.get("trades", 0)))
+                     len(study.trials), base_ret, base_trades, int(best.user_attrs.get("trades", 0)), name)
             )  # fmt: skip
     return result
 
@@ -406,6 +497,7 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
         "folds": [
             {
                 "fold": f.index,
+                "study": f.study,
                 "in_sample": [f.is_start, f.is_end],
                 "out_of_sample": [f.oos_start, f.oos_end],
                 "params": f.params,
@@ -423,21 +515,58 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
 
 
 def folds_table(result: OptimizeResult) -> Any:
+    """The folds' figures, then their parameters in a table of their own (a parameter a row, a
+    fold a column): nine `name=value` pairs in a fold's row could only be read at 200 columns,
+    and both tables fit 80 (dates as `MM-DD HH:MM`, a window's start above its end, a return above its trades)."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
 
     from engine.backtest.report import iso
 
-    table = Table(title="walk-forward", title_justify="left", caption=verdict(result), caption_justify="left")
-    cols = ("fold", "in sample", "out of sample", "trials", "IS return (trades)", "OOS return", "OOS trades", "base OOS", "params")
-    for col in cols:
-        table.add_column(col)
+    def window_cell(start: int, end: int) -> str:
+        return f"{iso(start, short=True)}\n{iso(end, short=True)}"
+
+    def return_cell(ret: float, trades: int) -> str:
+        return f"{ret:+.2%}\n({trades})"
+
+    figures = Table(
+        title="walk-forward (UTC)", title_justify="left", caption=verdict(result), caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False,
+    )  # fmt: skip
+    for col in ("fold", "in sample", "out of\nsample", "trials", "IS return\n(trades)", "OOS return\n(trades)", "base OOS\n(trades)"):
+        figures.add_column(col, justify="left" if col in ("in sample", "out of\nsample") else "right", no_wrap=True)
     for f in result.folds:
-        table.add_row(
-            str(f.index), f"{iso(f.is_start)} -> {iso(f.is_end)}", f"{iso(f.oos_start)} -> {iso(f.oos_end)}",
-            str(f.trials), f"{f.is_return:+.2%} ({f.is_trades})", f"{f.oos_return:+.2%}", str(f.oos_trades),
-            f"{f.base_oos_return:+.2%} ({f.base_oos_trades})", ", ".join(f"{k}={v:g}" for k, v in f.params.items()),
+        figures.add_row(
+            str(f.index), window_cell(f.is_start, f.is_end), window_cell(f.oos_start, f.oos_end), str(f.trials),
+            return_cell(f.is_return, f.is_trades), return_cell(f.oos_return, f.oos_trades),
+            return_cell(f.base_oos_return, f.base_oos_trades),
         )  # fmt: skip
-    return table
+    return Group(figures, *params_tables(result))
+
+
+_PARAMS_FOLDS = 6  # folds side by side in one parameters table: 6 fit 80 columns
+
+
+def params_tables(result: OptimizeResult) -> list[Any]:
+    """Each fold's best in-sample parameters, a parameter a row and a fold a column (names read
+    whole, and folds side by side show which settings the searches agree on); more than
+    `_PARAMS_FOLDS` folds continue in another table below rather than narrowing every column."""
+    from rich import box
+    from rich.table import Table
+
+    names = list(dict.fromkeys(k for f in result.folds for k in f.params))
+    tables = []
+    for at in range(0, len(result.folds), _PARAMS_FOLDS):
+        folds = result.folds[at : at + _PARAMS_FOLDS]
+        table = Table(title="best parameters (in sample)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("parameter", no_wrap=True)
+        for f in folds:
+            table.add_column(f"fold {f.index}", justify="right", no_wrap=True)
+        for name in names:
+            table.add_row(name, *(f"{f.params[name]:g}" if name in f.params else "-" for f in folds))
+        tables.append(table)
+    return tables
 
 
 def verdict(result: OptimizeResult) -> str:

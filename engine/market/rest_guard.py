@@ -39,7 +39,9 @@ class RestGuard:
         now = self._clock.now_ms()
         rate = self.rate
         if rate.until_ms > now:
-            raise RateLimitedError(f"{operation}: rate-limited until {rate.until_ms} (nothing sent)", until_ms=rate.until_ms)
+            raise RateLimitedError(
+                f"{operation}: rate-limited until {rate.until_ms} (nothing sent)", until_ms=rate.until_ms, sent=False
+            )
         try:
             result = await call()
         except RATE_LIMIT_ERRORS as exc:

@@ -45,7 +45,10 @@ class BacktestSection(Section):
     )
     collect_page: int = Field(1000, ge=1, le=1000, description="Candles asked for per request (Binance allows 1000).")
     collect_max_backoff_s: float = Field(
-        30.0, gt=0, description="Longest wait after a rate-limit answer (DDoSProtection) before retrying."
+        30.0,
+        gt=0,
+        description="Cap on the exponential backoff between rate-limit retries (DDoSProtection); a longer "
+        "ban (the server's Retry-After, the gateway's silence) is always waited out whole.",
     )
     collect_retries: int = Field(8, ge=0, description="Rate-limit retries per request before `collect` gives up.")
     optimize_trials: int = Field(40, ge=1, description="`hotcoin optimize`: trials per in-sample window.")

@@ -52,7 +52,7 @@ async def sim(source: FakeMarketSource) -> AsyncIterator[SimExchangeServer]:
 
 @pytest.fixture
 async def gateway(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, ManualClock]]:
-    clock = ManualClock(T0, auto=True)
+    clock = ManualClock(T0, auto=True, auto_max_s=3600.0)  # a rate-limit silence lasts minutes
     gw = CcxtGateway(ExchangeSection(endpoint=sim.base_url, stale_stream_s=0.0), clock=clock)
     yield gw, clock
     await gw.close()
@@ -88,9 +88,44 @@ async def test_rate_limits_are_waited_out(
     sim.faults.rate_limit(2)  # the next two REST calls answer 429
     progress = Recorder()
     report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
-    assert report.rate_limited >= 2
+    assert report.rate_limited == 2 == sim.faults.injected["rate_limited"]  # only answers count, no local refusal
     assert report.written == {"XRP/USDT": 1440}
-    assert progress.waits and all(0 < w <= 30.0 for w in progress.waits)
+    assert progress.waits == [60.0, 120.0]  # the gateway's silences, whole, though max_backoff_s is 30
+
+
+async def test_a_ban_longer_than_the_backoff_cap_is_waited_out(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """Retry-After is a floor: a 600 s ban is one 600 s wait, not retries every 30 s that the
+    gateway refuses itself until the retries run out."""
+    gw, clock = gateway
+    await gw.load_markets()
+    sim.faults.update({"retry_after_s": 600, "rate_limit_burst": 1})
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [600.0] and report.waited_s == 600.0
+    assert report.rate_limited == 1 == sim.faults.injected["rate_limited"]
+
+
+async def test_a_refusal_with_nothing_sent_is_waited_out_uncounted(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """A collect run that starts inside the gateway's silence waits for its end; the gateway's
+    own refusals (nothing sent) are neither requests nor retries, so even `retries=0` gets through."""
+    from engine.errors import RateLimitedError
+
+    gw, clock = gateway
+    await gw.load_markets()
+    sim.faults.update({"retry_after_s": 300, "rate_limit_burst": 1})
+    with pytest.raises(RateLimitedError):
+        await gw.fetch_tickers()  # the silence starts before collect does
+    clock.advance(100)
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress, retries=0).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [200.0]  # what was left of the silence
+    assert report.rate_limited == 0 and report.requests == 5  # tickers, markets, three pages: all sent
 
 
 async def test_gives_up_after_the_retries(

@@ -9,10 +9,13 @@ import pytest
 
 from engine.backtest import optimize
 from engine.backtest.optimize import (
+    Fold,
     OptimizePlan,
     OptimizeProgress,
+    OptimizeResult,
     apply,
     backtest_return,
+    folds_table,
     to_toml,
     verdict,
     walk_forward,
@@ -131,7 +134,9 @@ def test_a_failed_round_leaves_no_trial_running_in_the_storage(
     plan = OptimizePlan(store, START, None, trials=2, jobs=2, folds=1, oos_fraction=0.3, storage=url, study="failing")
     with pytest.raises(RuntimeError, match="a trial's backtest failed"):
         walk_forward(config, plan)
-    states = [t.state.name for t in optuna.load_study(study_name="failing-fold1", storage=url).trials]
+    (stored,) = optuna.get_all_study_summaries(storage=url)
+    assert stored.study_name.startswith("failing-fold1-")
+    states = [t.state.name for t in optuna.load_study(study_name=stored.study_name, storage=url).trials]
     assert states == ["FAIL", "FAIL"]
 
 
@@ -152,3 +157,57 @@ def test_a_storage_url_that_cannot_be_opened_is_named_with_the_fix(
         walk_forward(config, plan)
     assert said in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+def test_a_shared_storage_keeps_each_windows_trials_apart(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
+    """Another window on the same --storage is another study (its best trial is its own); the
+    same search again joins the first study, as machines sharing a storage do."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = OptimizePlan(store, START, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url)
+    other = OptimizePlan(store, START + 60 * 60_000, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url)
+    (a,) = walk_forward(config, first).folds
+    (b,) = walk_forward(config, other).folds
+    assert b.trials == 2 and b.study != a.study
+    assert (b.is_return, b.is_trades) == backtest_return(apply(config, b.params), store, b.is_start, b.is_end)
+    (again,) = walk_forward(config, first).folds
+    assert again.study == a.study and again.trials == 4
+
+
+def test_a_shared_study_of_another_config_is_refused(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
+    """Same window, other trading settings: the study's trials are not comparable, so the run
+    refuses, naming what differs and the fix; a machine's own paths and job count are no
+    difference."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=1, jobs=1, folds=1, oos_fraction=0.3, storage=url)
+    walk_forward(config, plan)
+    elsewhere = config.model_copy(
+        update={"backtest": config.backtest.model_copy(update={"optimize_jobs": 16, "data_dir": tmp_path})}
+    )
+    assert walk_forward(elsewhere, plan).folds[0].trials == 2
+    signals = config.trading.signals.model_copy(update={"min_ret_5": 0.02})
+    looser = config.model_copy(update={"trading": config.trading.model_copy(update={"signals": signals})})
+    with pytest.raises(ConfigError, match=r"with other trading settings .* or pass --study NAME"):
+        walk_forward(looser, plan)
+
+
+@pytest.mark.parametrize("width", [80, 120, 200], ids=["80-cols", "120-cols", "200-cols"])
+def test_the_folds_table_reads_whole_at_every_width(width: int) -> None:
+    """Every date, figure, parameter name and value is printed whole (no `2021-…`, no
+    `min_h…`), in lines no wider than the terminal: 80 columns is what a pipe gets."""
+    from rich.console import Console
+
+    params = {**PARAMS, "tp2_extra": 0.19999999999999998}  # as optuna's float steps give it
+    folds = [
+        Fold(i, T0 + i * 86_400_000, T0 + i * 86_400_000 + 60_480_000, T0 + i * 86_400_000 + 60_480_000,
+             T0 + (i + 1) * 86_400_000, params, 0.40123, -0.1234, 123, 40, -1.0, 17, 5, f"hotcoin-fold{i}")
+        for i in range(1, 8)
+    ]  # fmt: skip
+    console = Console(width=width, record=True)
+    console.print(folds_table(OptimizeResult(folds)))
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert "04-17 00:00" in text and "04-17 16:48" in text  # fold 1's in-sample window, MM-DD HH:MM
+    assert "+40.12%" in text and "-100.00%" in text and "(123)" in text
+    assert "fold 7" in text and "tp2_extra" in text and " 0.2 " in text
+    for name in PARAMS:
+        assert name in text

@@ -402,9 +402,10 @@ async def test_429_starts_a_silence_honouring_retry_after(
     with pytest.raises(RateLimitedError) as caught:
         await gw.fetch_balance()
     assert caught.value.until_ms == start + silence_s * 1000
-    assert caught.value.retry_after_s == retry_after and caught.value.code == -1003
-    with pytest.raises(RateLimitedError, match="nothing sent"):
+    assert caught.value.retry_after_s == retry_after and caught.value.code == -1003 and caught.value.sent
+    with pytest.raises(RateLimitedError, match="nothing sent") as refused:
         await gw.fetch_balance()
+    assert refused.value.sent is False  # a caller counting requests or retries leaves it out
     assert sim.faults.plan.rate_limit_burst == 1  # the refused call never reached the server
     assert gw.health()["rest"].rate_limited_until_ms == start + silence_s * 1000
     assert notices[0].kind is NoticeKind.RATE_LIMITED and notices[0].until_ms == caught.value.until_ms
