@@ -190,8 +190,14 @@ def _suggest(trial: Any) -> dict[str, float]:
         if isinstance(step, int):
             out[name] = trial.suggest_int(name, int(lo), int(hi), step=step)
         else:
-            out[name] = trial.suggest_float(name, lo, hi, step=step)
+            out[name] = _on_grid(trial.suggest_float(name, lo, hi, step=step))
     return out
+
+
+def _on_grid(value: float) -> float:
+    """A stepped float as its grid point reads (0.2, not optuna's 0.19999999999999998): the
+    trial runs, the table, `--json` and the best config's TOML all carry the same number."""
+    return float(f"{value:.10g}")
 
 
 _PROCESS_REUSE: list[WindowReuse] = []  # a worker process's recordings, kept from trial to trial
@@ -426,7 +432,7 @@ def walk_forward(
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
                     _search(study, plan.trials, trial, pool, jobs, tick)
             best = study.best_trial
-            params = {k2: float(v) for k2, v in best.params.items()}
+            params = {k2: _on_grid(float(v)) for k2, v in best.params.items()}
             if progress is not None:
                 progress(OptimizeProgress(k + 1, plan.folds, plan.trials, plan.trials, best.value, out_of_sample=True))
             # Both out-of-sample runs read one window: the second replays the first's discovery and market.

@@ -24,7 +24,14 @@ DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Directory of {BASE}_{QUOTE}-1m.parquet candles (default: backtest.data_dir).")
 ]
 FromOpt = Annotated[str | None, typer.Option("--from", help="Start: ISO time (UTC if no zone) or epoch ms.")]
-ToOpt = Annotated[str | None, typer.Option("--to", help="End (inclusive): ISO time (UTC if no zone) or epoch ms.")]
+ToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        help="End, the last minute replayed: ISO time (UTC if no zone) or epoch ms. A date alone is its 00:00: "
+        "--to 2021-04-12 for the whole of the 11th.",
+    ),
+]
 TimeframeOpt = Annotated[str, typer.Option("--timeframe", help="Candle files to use (the replay is minute-grained: 1m).")]
 
 

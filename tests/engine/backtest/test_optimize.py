@@ -211,3 +211,17 @@ def test_the_folds_table_reads_whole_at_every_width(width: int) -> None:
     assert "fold 7" in text and "tp2_extra" in text and " 0.2 " in text
     for name in PARAMS:
         assert name in text
+
+
+def test_stepped_parameters_read_as_their_grid_points() -> None:
+    """optuna's step arithmetic gives 0.19999999999999998 for 0.2: trials, tables, --json and
+    the best config all see 0.2."""
+    import optuna
+
+    from engine.backtest.optimize import SPACE, _suggest
+
+    noisy = {name: lo for name, (lo, _, _) in SPACE.items()}
+    noisy["tp2_extra"] = 0.19999999999999998  # what 0.02 + 9 * 0.02 gives
+    got = _suggest(optuna.trial.FixedTrial(noisy))
+    assert got["tp2_extra"] == 0.2
+    assert all(repr(v) == repr(float(f"{v:.10g}")) for v in got.values() if isinstance(v, float))
