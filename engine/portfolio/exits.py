@@ -40,6 +40,22 @@ class ExitPolicy:
         pos = holding.position
         return pos.stop_price if pos.stop_price is not None else pos.entry_price * (1.0 - self.settings.stop_loss)
 
+    def stop_in_force(self, holding: Holding) -> float:
+        """The bid at which the position sells now: its stop loss, or the trailing stop once armed
+        and above it. What a position row shows as its stop (the raw `Position.stop_price` is
+        None until the stop moves, and read "none" on a position with a 4 % stop in force)."""
+        stop = self.stop_price(holding)
+        trail = self.trail_price(holding)
+        return stop if trail is None else max(stop, trail)
+
+    def trail_price(self, holding: Holding) -> float | None:
+        """The trailing stop, once the peak has risen `trailing_activation` over entry (None before)."""
+        s = self.settings
+        pos = holding.position
+        if pos.trailing_high < pos.entry_price * (1.0 + s.trailing_activation):
+            return None
+        return pos.trailing_high * (1.0 - s.trailing_stop)
+
     def evaluate(
         self, holding: Holding, bid: float, now_ms: int, *, signal_exit: Sequence[str] = ()
     ) -> ExitDecision | None:
@@ -49,18 +65,17 @@ class ExitPolicy:
         pos = holding.position
         qty = pos.quantity
         stop = self.stop_price(holding)
-        armed = pos.trailing_high >= pos.entry_price * (1.0 + s.trailing_activation)
-        trail = pos.trailing_high * (1.0 - s.trailing_stop)
+        trail = self.trail_price(holding)
         held_ms = now_ms - pos.opened_ms
         checks = [
             check("stop_loss", bid > stop, bid, stop),
-            check("trailing_stop", not (armed and bid <= trail), bid, trail if armed else None),
+            check("trailing_stop", trail is None or bid > trail, bid, trail),
             check("max_hold", held_ms < s.max_hold_ms, held_ms, s.max_hold_ms),
             check("signal_exit", not (s.exit_on_signal and signal_exit), bool(signal_exit), s.exit_on_signal),
         ]
         full = (
             (OrderPurpose.STOP_LOSS, f"bid {bid:.8g} <= stop {stop:.8g}"),
-            (OrderPurpose.TRAILING_STOP, f"bid {bid:.8g} <= trail {trail:.8g} ({s.trailing_stop:.1%} under peak {pos.trailing_high:.8g})"),
+            (OrderPurpose.TRAILING_STOP, f"bid {bid:.8g} <= trail {trail or 0.0:.8g} ({s.trailing_stop:.1%} under peak {pos.trailing_high:.8g})"),
             (OrderPurpose.MAX_HOLD, f"held {held_ms} ms >= {s.max_hold_ms} ms"),
             (OrderPurpose.SIGNAL_EXIT, f"exit rules fired: {', '.join(signal_exit)}"),
         )

@@ -57,6 +57,7 @@ from engine.trading import TradingCore
 log = logging.getLogger("hotcoin.engine")
 
 CYCLE_STATS_EVERY = 50  # cycles between refreshes of the cycle-time percentiles in status
+CLOSE_ALL_SHOWN_MS = 10_000  # a finished close-all stays in the snapshots this long, then goes
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Engine:
         self._now = 0
         self._seq = 0
         self._close_all: CloseAllProgress | None = None
+        self._close_all_flat_ms: int | None = None  # when the close-all in `_close_all` went flat
         self._cycle_pct = (0.0, 0.0)  # p50, p99 of recent cycles (ms), refreshed every CYCLE_STATS_EVERY
 
     @property
@@ -264,7 +266,14 @@ class Engine:
         if core is None:
             return CommandResult(False, "engine not started yet")
         held = len(core.book.holdings)
+        # The panic button stops new entries too, until the operator resumes: otherwise the
+        # next hot coin is bought a second after everything was sold (the fake engine agrees).
+        if not self.cycle.paused:
+            self.cycle.paused = True
+            self.tap.emit("command", ts_ms=now, payload={"command": Command.PAUSE.value, "origin": f"{origin} (close-all)"})
+            self.cycle.step_state(now)  # the core learns it is paused before it plans anything
         self._close_all = CloseAllProgress(requested_ms=now, total=held, remaining=held)
+        self._close_all_flat_ms = None
         await self._publish(None, now)
         report = await close_all(core, self.router, now, origin)
         errors = tuple(f"{s}: still open" for s in report.still_open)
@@ -272,7 +281,8 @@ class Engine:
         await self._publish(None, now)
         if report.still_open:
             return CommandResult(False, f"close-all: {len(report.still_open)} position(s) still open: {', '.join(report.still_open)}")
-        return CommandResult(True, f"close-all: flat ({report.exits_filled} exit(s) filled, {report.cancelled} order(s) cancelled)")
+        flat = f"close-all: flat ({report.exits_filled} exit(s) filled, {report.cancelled} order(s) cancelled)"
+        return CommandResult(True, f"{flat}; new entries paused until resume")
 
     # ------------------------------------------------------------------ snapshots
     async def _publish(self, cycle: DiscoveryCycle | None, now: int) -> None:
@@ -292,7 +302,7 @@ class Engine:
                 unrealised_pnl=h.position.unrealised_pnl(marks.get(s, h.position.entry_price)),
                 realised_pnl=h.position.realised_pnl,
                 tp_tier=len(h.position.tp_tiers_hit),
-                stop_price=h.position.stop_price,
+                stop_price=core.exit_policy.stop_in_force(h),
                 opened_ms=h.position.opened_ms,
             )
             for s, h in sorted(core.book.holdings.items())
@@ -323,9 +333,7 @@ class Engine:
         if self.stats.cycles % CYCLE_STATS_EVERY == 0 and self.stats.cycle_ms:
             recent = list(self.stats.cycle_ms)[-1000:]
             self._cycle_pct = (float(np.percentile(recent, 50)), float(np.percentile(recent, 99)))
-        if self._close_all is not None and self._close_all.remaining:
-            left = len(core.book.holdings)
-            self._close_all = CloseAllProgress(self._close_all.requested_ms, self._close_all.total, left, self._close_all.errors)
+        self._close_all = self._close_all_progress(len(core.book.holdings), now)
         snap = EngineSnapshot(
             seq=self._seq,
             ts_ms=now,
@@ -338,6 +346,21 @@ class Engine:
         )
         await self.hub.publish(snap)
         self.metrics.update_from_snapshot(snap)
+
+    def _close_all_progress(self, held: int, now: int) -> CloseAllProgress | None:
+        """The running close-all with `held` positions left; once flat it is shown for
+        `CLOSE_ALL_SHOWN_MS` (the FLAT badge and the dialog's last word), then dropped, so the
+        banner does not say FLAT for good over positions opened after a resume."""
+        progress = self._close_all
+        if progress is None:
+            return None
+        if progress.remaining:
+            progress = CloseAllProgress(progress.requested_ms, progress.total, held, progress.errors)
+        if progress.remaining:
+            return progress
+        if self._close_all_flat_ms is None:
+            self._close_all_flat_ms = now
+        return progress if now - self._close_all_flat_ms < CLOSE_ALL_SHOWN_MS else None
 
     def _candidate_rows(self, cycle: DiscoveryCycle | None) -> tuple[CandidateRow, ...]:
         if cycle is None:

@@ -69,3 +69,21 @@ def test_a_signal_exit_names_the_rules_that_fired() -> None:
 def test_tiers_must_rise() -> None:
     with pytest.raises(ValueError, match="rising"):
         ExitSettings(take_profit=(TakeProfitTier(gain=0.1, fraction=0.5), TakeProfitTier(gain=0.05, fraction=1.0)))
+
+
+@pytest.mark.parametrize(
+    ("kw", "stop"),
+    [
+        pytest.param({}, 0.96, id="stop-loss-before-it-moves"),  # Position.stop_price is None here
+        pytest.param({"stop_price": 1.0}, 1.0, id="moved-to-breakeven"),
+        pytest.param({"peak": 1.03}, 0.96, id="trail-not-armed"),
+        pytest.param({"peak": 1.10, "tp_tiers_hit": (0,)}, 1.10 * 0.97, id="trail-armed-above-the-stop"),
+        pytest.param({"peak": 1.05, "stop_price": 1.04}, 1.04, id="stop-above-the-trail"),
+    ],
+)
+def test_the_stop_in_force_is_where_the_position_sells(kw: dict[str, Any], stop: float) -> None:
+    """What a position row shows as its stop: a bid at it sells, a bid just above it does not."""
+    h = holding(**kw)
+    assert POLICY.stop_in_force(h) == pytest.approx(stop)
+    assert POLICY.evaluate(h, stop * 0.9999, T0) is not None
+    assert POLICY.evaluate(h, stop * 1.0001, T0) is None

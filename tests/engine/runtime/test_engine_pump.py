@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from engine.journal.reader import JournalReader
 from engine.runtime.client import Command
+from engine.runtime.engine import CLOSE_ALL_SHOWN_MS
 from hotcoin_tui.cli import app
 from tests.kit.engine import pump_rig
 from tests.kit.waiting import eventually
@@ -80,7 +81,9 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path) -> None:
     async with pump_rig(tmp_path / "j.sqlite") as rig:
         engine = rig.engine
         task = asyncio.create_task(engine.run())
-        await eventually(lambda: engine.core is not None and bool(engine.core.book.holdings), timeout=60)
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        held = engine.hub.latest.positions  # type: ignore[union-attr]
+        assert all(row.stop_price is not None and row.stop_price > 0 for row in held)  # the stop in force, not "none"
         first, second = await asyncio.gather(
             engine.command(Command.CLOSE_ALL, "test"), engine.command(Command.CLOSE_ALL, "test")
         )
@@ -92,11 +95,21 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path) -> None:
         assert snap is not None
         assert snap.close_all is not None
         assert snap.close_all.done
+        # The panic button pauses entries too: nothing is bought again until a resume; the FLAT
+        # badge goes once the close-all has been flat for a while.
+        assert "paused" in first.message and snap.status.paused
+        fills = engine.stats.fills
+        flat_at = snap.ts_ms
+        await eventually(lambda: (s := engine.hub.latest) is not None and s.ts_ms - flat_at > CLOSE_ALL_SHOWN_MS, timeout=30)
+        assert engine.hub.latest is not None and engine.hub.latest.close_all is None
+        assert engine.stats.fills == fills and not engine.core.book.holdings
         engine.stop()
         await asyncio.wait_for(task, 10)
     with JournalReader(tmp_path / "j.sqlite") as reader:
         exits = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
+        commands = [(e.payload["command"], e.payload["origin"]) for e in reader.events(kinds=["command"])]
     assert len(exits) == 1, "close-all pressed twice must sell once"
+    assert ("pause", "test (close-all)") in commands
 
 
 async def test_metrics_count_signals_and_orders(tmp_path: Path) -> None:
