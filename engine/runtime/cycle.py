@@ -127,7 +127,10 @@ class DiscoveryDriver:
             return
         markets = await self.feed.markets()
         self._markets_at = now
-        if force or len(markets) != len(self.markets):
+        # Any change, not a change of count: a coin Binance lists as BREAK that opens for
+        # trading, or a rename (one symbol out, one in), keeps the count and must reach the
+        # listing monitor all the same (equal `Market`s compare by identity first: cheap).
+        if force or markets != self.markets:
             self.markets = dict(markets)
             self.discovery.on_markets(markets.values(), now)
 

@@ -79,3 +79,41 @@ def test_prepare_run_refreshes_and_delivers_at_the_minutes_prepare_does() -> Non
     refreshes = [t for k, t in one if k == "markets"]
     assert len(refreshes) >= 8 and all(b - a >= MARKETS_REFRESH_MS for a, b in itertools.pairwise(refreshes))
     assert ("on_posts", T0 + 14 * MIN) in one and ("on_markets", T0 + 30 * MIN) in one  # the listing, at a refresh
+
+
+def test_a_refresh_that_keeps_the_count_still_reaches_discovery() -> None:
+    """A coin shown as BREAK that opens for trading, and a rename (one symbol out, one in),
+    keep the market count: discovery hears of both all the same, and of nothing unchanged."""
+    from engine.domain.market import MarketStatus
+
+    seen: list[dict[str, Any]] = []
+
+    class Discovery(_Discovery):
+        def on_markets(self, markets: Iterable[Any], now_ms: int) -> object:
+            seen.append({m.symbol: m.status for m in markets})
+            return None
+
+    states = [
+        {"A/USDT": MarketStatus.TRADING, "NEW/USDT": MarketStatus.BREAK, "OLD/USDT": MarketStatus.TRADING},
+        {"A/USDT": MarketStatus.TRADING, "NEW/USDT": MarketStatus.TRADING, "OLD/USDT": MarketStatus.TRADING},
+        {"A/USDT": MarketStatus.TRADING, "NEW/USDT": MarketStatus.TRADING, "OLD2/USDT": MarketStatus.TRADING},
+        {"A/USDT": MarketStatus.TRADING, "NEW/USDT": MarketStatus.TRADING, "OLD2/USDT": MarketStatus.TRADING},
+    ]
+
+    class Feed:
+        now = 0
+
+        async def markets(self) -> dict[str, Any]:
+            return {s: make_market(s, status=st) for s, st in states[self.now].items()}
+
+    feed = Feed()
+    driver = DiscoveryDriver(Discovery([]), feed, MIN)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        for k in range(len(states)):
+            feed.now = k
+            await driver.refresh_markets(T0 + k * MARKETS_REFRESH_MS, force=k == 0)
+
+    asyncio.run(go())
+    assert seen == states[:3]  # the fourth refresh changed nothing: not passed on
+    assert driver.markets["NEW/USDT"].status is MarketStatus.TRADING
