@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config.sections.trading import TradingSection
@@ -47,7 +47,7 @@ from engine.journal.events import EventSink, check, make_trace_id
 from engine.portfolio.allocator import Allocator
 from engine.portfolio.clusters import Clusters
 from engine.portfolio.exits import ExitDecision, ExitPolicy
-from engine.portfolio.positions import BookChange, Holding, PositionBook
+from engine.portfolio.positions import BookChange, Holding, PositionBook, as_booked
 from engine.portfolio.risk import RiskEvent, RiskManager
 from engine.signals.bars import BarHistory, BarSource
 from engine.signals.scorer import Scorer
@@ -462,13 +462,8 @@ class TradingCore:
             # so the fill can be booked once a reconcile has set things right.
             held = self.book.get(fill.symbol)
             legs = held.exit_legs if held is not None else 0
-            if fill.side is Side.BUY and fill.fee_base > 0:
-                # The exchange kept part of the coins as its fee: hold (and later sell) only what
-                # arrived, at the price paid, with the coins' value as the entry fee. Cost basis
-                # (Q - f) * P + f * P = Q * P: exactly the cash that left.
-                change = self.book.apply(replace(fill, quantity=fill.quantity - fill.fee_base))
-            else:
-                change = self.book.apply(fill)
+            booked, cash_moved = as_booked(fill)  # a fee taken in coins: fewer coins, no cash fee
+            change = self.book.apply(booked)
             self._seen_trades[fill.trade_id] = None
             if len(self._seen_trades) > _SEEN_TRADES:
                 self._seen_trades.popitem(last=False)
@@ -490,16 +485,11 @@ class TradingCore:
                 symbol=fill.symbol,
                 cause=cause,
             )
+            self.cash += cash_moved
             pending = self._pending.get(cid)
-            if fill.side is Side.BUY:
-                # A fee taken in coins costs no cash: only the part paid in the quote asset does.
-                paid_fee = max(0.0, fill.fee_quote - fill.fee_base * fill.price)
-                self.cash -= fill.notional + paid_fee
-                if pending is not None:
-                    pending.reserved = max(0.0, pending.reserved - fill.notional - paid_fee)
-                    pending.notional = max(0.0, pending.notional - fill.notional)
-            else:
-                self.cash += fill.notional - fill.fee_quote
+            if pending is not None and fill.side is Side.BUY:
+                pending.reserved = max(0.0, pending.reserved + cash_moved)
+                pending.notional = max(0.0, pending.notional - fill.notional)
             seq = self._journal_change(change, fill.ts_ms, order.purpose.value, trace, cause)
             held = self.book.get(fill.symbol)
             if change.action == "close":

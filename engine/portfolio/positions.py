@@ -24,6 +24,22 @@ class PositionError(HotcoinError):
     """A fill that cannot belong to the book as it stands (e.g. a sell of a coin we do not hold)."""
 
 
+def as_booked(fill: Fill) -> tuple[Fill, float]:
+    """The fill as the book holds it, and the cash it moves (negative for a buy).
+
+    A buy's fee taken in coins (`fee_base`: Binance without BNB keeps part of what was bought)
+    costs no cash: the book holds only the coins that arrived, at the price paid, with their
+    value as the entry fee, so the cost basis (Q - f) x P + f x P = Q x P is exactly the cash
+    that left. The core and restart recovery both book through here: a restart rebuilt the full
+    quantity and the fee in cash, and every full exit then asked to sell coins that were not there.
+    """
+    if fill.side is Side.SELL:
+        return fill, fill.notional - fill.fee_quote
+    paid_fee = max(0.0, fill.fee_quote - fill.fee_base * fill.price)
+    held = replace(fill, quantity=fill.quantity - fill.fee_base) if fill.fee_base > 0 else fill
+    return held, -(fill.notional + paid_fee)
+
+
 @dataclass(slots=True)
 class Holding:
     """A position and what the core needs beside it to manage its exits."""

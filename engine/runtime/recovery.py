@@ -60,7 +60,7 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import PaperBroker
 from engine.journal.events import EventSink, JournalEvent
 from engine.market.gateway import Balance
-from engine.portfolio.positions import BookChange, PositionBook, PositionError
+from engine.portfolio.positions import BookChange, PositionBook, PositionError, as_booked
 
 if TYPE_CHECKING:
     from engine.runtime.engine import Engine
@@ -201,14 +201,16 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
                 fee_quote=float(p["fee_quote"]),
                 ts_ms=ev.ts_ms,
                 trace_id=ev.trace_id or "",
+                fee_base=float(p.get("fee_base") or 0.0),
             )
+            booked, cash_moved = as_booked(fill)  # as the core booked it (a fee taken in coins)
             try:
-                change = book.apply(fill)
+                change = book.apply(booked)
             except PositionError as exc:
                 state.anomalies.append(f"seq {ev.seq}: {exc}")
                 continue
             state.fills += 1
-            state.cash += -(fill.notional + fill.fee_quote) if fill.side is Side.BUY else fill.notional - fill.fee_quote
+            state.cash += cash_moved
             cid = fill.client_order_id
             purpose = purposes.get(cid, OrderPurpose.ENTRY if fill.side is Side.BUY else OrderPurpose.CLOSE_ALL)
             if purpose is OrderPurpose.TAKE_PROFIT and cid not in tp_filled:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.domain import Order, OrderIntent, OrderPurpose, OrderStatus, Side
+from engine.domain import Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import RetryableOrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import client_order_id
@@ -131,6 +131,26 @@ async def test_a_fill_whose_position_update_was_lost_still_counts() -> None:
     assert set(state.book.holdings) == {DOGE}, "the stop-loss fill closed PEPE even without its update"
     (unbooked,) = state.unbooked
     assert unbooked.fill_seq == last_fill and unbooked.change.action == "close"
+
+
+def test_a_buy_whose_fee_was_taken_in_coins_is_rebuilt_as_the_core_held_it() -> None:
+    """Binance without BNB keeps a buy's fee in the coins bought: the core holds 99.9 of 100 and
+    pays no cash fee; a restart rebuilt 100 (every full exit then asked for coins that were
+    not there) and took the fee from cash too."""
+    from engine.portfolio.positions import as_booked
+    from tests.kit.domain import make_fill
+
+    sink = RecordingSink()
+    core = TradingCore(load_config(env={}).config.trading, {DOGE: make_market(DOGE)}, sink)
+    core.cash = CAPITAL
+    buy = make_fill(client_order_id="b", symbol=DOGE, quantity=100.0, price=0.3, fee_quote=0.03, fee_base=0.1, trade_id="x1")
+    order = Order("b", "1", DOGE, Side.BUY, OrderType.MARKET, OrderStatus.FILLED, Decimal(100), Decimal(100), average_price=0.3,
+                  trace_id=T_DOGE, purpose=OrderPurpose.ENTRY)  # fmt: skip
+    core.on_order_update(OrderUpdate(order, (buy,)), T0)
+    state = rebuild(sink.events, CAPITAL)
+    (got,), (want,) = state.book.holdings.values(), core.book.holdings.values()
+    assert got.position.quantity == want.position.quantity == pytest.approx(99.9)
+    assert state.cash == core.cash == CAPITAL + as_booked(buy)[1] == pytest.approx(CAPITAL - 30.0)
 
 
 def _tail_after(events: list[JournalEvent], seq: int) -> list[JournalEvent]:
