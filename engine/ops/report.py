@@ -37,6 +37,8 @@ log = logging.getLogger("hotcoin.report")
 DAY_MS = 86_400_000
 STOPPED = "stopped"
 UNKNOWN = "unknown"
+# Risk events that record state for a restart, not a limit that fired: not counted as risk.
+_BOOKKEEPING = frozenset({"day_start", "daily_reset"})
 REPORT_KINDS = ("position_update", "fill", "state_change", "risk_event", "command", "run_start", "run_stop")
 _STATE_KINDS = ("state_change", "run_start", "run_stop")
 _LOOKBACK_MS = DAY_MS
@@ -186,7 +188,7 @@ def build_report(
                     tracker.trades[name] = tracker.trades.get(name, 0) + 1
         elif ev.kind == "fill":
             fees += _num(p, "fee_quote")
-        elif ev.kind == "risk_event":
+        elif ev.kind == "risk_event" and p.get("code") not in _BOOKKEEPING:
             risk[str(p.get("code", "?"))] += 1
         elif ev.kind == "command":
             commands[str(p.get("command", "?"))] += 1

@@ -9,11 +9,17 @@ Per UTC day (the day rolls over at 00:00 UTC, read from `now_ms`, never the wall
   `risk_event`.
 Across days: `max_consecutive_losses` losing trades in a row raise an alert and start a
 cool-down of `loss_cooldown_ms` without new entries; a winning trade resets the count.
+
+All of it survives a restart: the start-of-day equity is journaled (`day_start` at a run's
+first mark, `daily_reset` at midnight) with every limit that fires, and `RiskDay` folds those
+events and the closed trades back into what `restore` installs. Without it a crash (and the
+service's restart) lifted the daily loss limit and L5 for the rest of the day.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +54,44 @@ class RiskEvent:
     detail: str
     value: float | None = None
     threshold: float | None = None
+    until_ms: int | None = None  # a cool-down's end
 
     def payload(self) -> dict[str, Any]:
-        return {"code": self.code, "level": self.level, "detail": self.detail, "value": self.value, "threshold": self.threshold}
+        out = {"code": self.code, "level": self.level, "detail": self.detail, "value": self.value, "threshold": self.threshold}
+        return out if self.until_ms is None else {**out, "until_ms": self.until_ms}
+
+
+@dataclass(slots=True)
+class RiskDay:
+    """The risk manager's state as the journal has it: fold the `risk_event`s and the closing
+    `position_update`s in seq order (`see_event`, `see_close`), then `RiskManager.restore`."""
+
+    day: int | None = None
+    start_equity: float = 0.0
+    level: RiskLevel = RiskLevel.L1
+    paused: bool = False
+    consecutive_losses: int = 0
+    cooldown_until_ms: int = 0
+    l5_at_ms: int | None = None  # when L5 was last reached: the state machine's cool-down runs from it
+
+    def see_event(self, ts_ms: int, payload: Mapping[str, Any]) -> None:
+        code = payload.get("code")
+        if code in ("day_start", "daily_reset"):
+            self.day, self.start_equity = ts_ms // DAY_MS, float(payload.get("value") or 0.0)
+            self.level, self.paused = RiskLevel.L1, False
+        elif code == "risk_level" and self.day == ts_ms // DAY_MS:
+            self.level = max(self.level, RiskLevel[str(payload["level"])])
+            if self.level is RiskLevel.L5:
+                self.l5_at_ms = ts_ms
+        elif code == "daily_loss_limit" and self.day == ts_ms // DAY_MS:
+            self.paused = True
+        elif code == "consecutive_losses":
+            self.consecutive_losses = 0
+            self.cooldown_until_ms = int(payload.get("until_ms") or 0)
+
+    def see_close(self, pnl: float) -> None:
+        """A position closed with `pnl` (what `record_trade` was told; its cool-down event follows)."""
+        self.consecutive_losses = 0 if pnl >= 0 else self.consecutive_losses + 1
 
 
 class RiskManager:
@@ -76,6 +117,15 @@ class RiskManager:
                 level = RiskLevel(i + 2)
         return level
 
+    def restore(self, day: RiskDay, now_ms: int) -> None:
+        """Take over the journal's risk state after a restart, before the first mark: the day's
+        start equity, level and pause only when it is still that day; the losing streak and its
+        cool-down whatever the day (they run across days)."""
+        if day.day is not None and day.day == now_ms // DAY_MS:
+            self.day, self.start_equity, self.level, self.paused = day.day, day.start_equity, day.level, day.paused
+        self.consecutive_losses = day.consecutive_losses
+        self.cooldown_until_ms = day.cooldown_until_ms
+
     def update(self, now_ms: int, equity: float) -> list[RiskEvent]:
         """Mark the day to `equity` (valued at current prices); returns the limits that fired."""
         events: list[RiskEvent] = []
@@ -83,8 +133,11 @@ class RiskManager:
         if day != self.day:
             had_day = self.day is not None
             self.day, self.start_equity, self.level, self.paused = day, equity, RiskLevel.L1, False
+            # Journaled either way: a restart later today restores this start-of-day equity.
             if had_day:
                 events.append(RiskEvent("daily_reset", self.level.name, f"new UTC day; start-of-day equity {equity:.2f}", equity))
+            else:
+                events.append(RiskEvent("day_start", self.level.name, f"start-of-day equity {equity:.2f} (first mark of the run)", equity))
         if self.start_equity <= 0:
             return events
         self.drawdown = (self.start_equity - equity) / self.start_equity
@@ -128,6 +181,7 @@ class RiskManager:
                 f"{limit} losing trades in a row; no new entries until {self.cooldown_until_ms} (epoch ms)",
                 float(limit),
                 float(limit),
+                until_ms=self.cooldown_until_ms,
             )
         ]
 

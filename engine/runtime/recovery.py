@@ -26,6 +26,9 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      down are booked (only the part beyond what the journal already has), orders still open are
      handed back to the broker to follow, and orders the exchange never saw are journaled as
      rejected. The broker's own periodic reconcile later adopts any order of ours it still lists.
+   - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
+     loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
+     closing `position_update`s), and the L5 block, which runs on from when L5 was reached;
 3. It journals a `risk_event` with code `recovered` listing every position (symbol, quantity,
    entry price, trace, exit legs, tiers), the cash and the orders it settled, so replay (and the
    kill test) can check that nothing was forgotten. A fill journaled without its
@@ -35,8 +38,7 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    5 minutes and journals a `risk_event` with code `balance_mismatch` when they disagree.
 
 Not rebuilt: the trailing-stop peak (restarts at the entry price, so the trail re-arms from
-there: looser, never tighter), the risk manager's day (it re-marks at the first cycle), candle
-history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
+there: looser, never tighter), candle history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
 the restart. The rebuild reads every order and fill event the journal (main file and archives)
 still has: an archive deleted by retention takes its fills with it, so keep `retention_archives`
 longer than any position is held.
@@ -61,6 +63,7 @@ from engine.execution.paper import PaperBroker
 from engine.journal.events import EventSink, JournalEvent
 from engine.market.gateway import Balance
 from engine.portfolio.positions import BookChange, PositionBook, PositionError, as_booked
+from engine.portfolio.risk import RiskDay
 
 if TYPE_CHECKING:
     from engine.runtime.engine import Engine
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hotcoin.recovery")
 
-KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update")
+KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event")
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
 
@@ -133,6 +136,7 @@ class RecoveredState:
     last_seq: int = 0
     last_ts_ms: int = 0
     fills: int = 0
+    risk: RiskDay = field(default_factory=RiskDay)  # the risk manager's day, limits and streak
 
     @property
     def empty(self) -> bool:
@@ -231,6 +235,10 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             trace = p.get("position_trace_id") or ev.trace_id
             if p["action"] == "open" and trace is not None:
                 opened_seq[str(trace)] = ev.seq
+            elif p["action"] == "close":
+                state.risk.see_close(float(p.get("total_realised_pnl", p.get("realised_pnl", 0.0))))
+        elif ev.kind == "risk_event":
+            state.risk.see_event(ev.ts_ms, p)
     for held in book.holdings.values():
         pos = held.position
         held.exit_legs = legs.get(pos.trace_id, 0)
@@ -274,6 +282,9 @@ class Recovery:
         for u in state.unbooked:
             _journal_update(sink, u, now_ms)
         core.restore(state.book.holdings, state.cash)
+        core.risk.restore(state.risk, now_ms)
+        if state.risk.l5_at_ms is not None:
+            engine.state.restore_l5(state.risk.l5_at_ms + int(engine.config.state.l5_cooldown_s * 1000))
         engine.router.remember(state.sent_ids)
         settled = await self._reconcile(engine, now_ms)
         payload: dict[str, Any] = {

@@ -168,6 +168,10 @@ class EngineStateMachine:
         self.state, self.reasons, self._streak = target, reasons, 0
         return transition
 
+    def restore_l5(self, until_ms: int) -> None:
+        """After a restart: the L5 block reached before it runs on to its original end."""
+        self._l5_until_ms = max(self._l5_until_ms, until_ms)
+
     def force_l5(self, now_ms: int) -> None:
         """Risk asks for blocked now (the next `step` applies it)."""
         self._l5_until_ms = now_ms + int(self._s.l5_cooldown_s * 1000)

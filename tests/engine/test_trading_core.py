@@ -293,7 +293,7 @@ def test_daily_reset_is_utc_midnight_from_now_ms() -> None:
     day = (mk.NOW // DAY_MS) * DAY_MS
     core.on_tickers(mk.book({h.names[0]: 1.0}, day + 1000), day + 1000)
     core.on_tickers(mk.book({h.names[0]: 1.0}, day + DAY_MS), day + DAY_MS)
-    assert [e.payload["code"] for e in h.sink.events if e.kind == "risk_event"] == ["daily_reset"]
+    assert [e.payload["code"] for e in h.sink.events if e.kind == "risk_event"] == ["day_start", "daily_reset"]
 
 
 async def test_same_core_trades_through_the_exchange_broker() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config.sections.trading import RiskSettings
-from engine.portfolio.risk import DAY_MS, RiskLevel, RiskManager
+from engine.portfolio.risk import DAY_MS, RiskDay, RiskLevel, RiskManager
 
 DAY0 = 18_733 * DAY_MS  # a UTC midnight
 
@@ -25,7 +25,7 @@ DAY0 = 18_733 * DAY_MS  # a UTC midnight
 )
 def test_daily_drawdown_table(equity: float, level: RiskLevel, paused: bool, codes: list[str]) -> None:
     risk = RiskManager(RiskSettings())
-    assert risk.update(DAY0 + 1000, 100.0) == []
+    assert [e.code for e in risk.update(DAY0 + 1000, 100.0)] == ["day_start"]  # journaled, for a restart
     events = risk.update(DAY0 + 2000, equity)
     assert [e.code for e in events] == codes
     assert risk.level is level and risk.paused is paused
@@ -73,3 +73,40 @@ def test_consecutive_loss_guard(pnls: list[float], cooled: bool) -> None:
 def test_levels_must_rise() -> None:
     with pytest.raises(ValueError, match="rising"):
         RiskSettings(level_thresholds=(0.02, 0.01, 0.05, 0.08))
+
+
+def _bad_day() -> tuple[RiskManager, RiskDay]:
+    """A manager through a day with a 10 % drawdown (L5, loss limit) and three losing trades,
+    and the `RiskDay` folded from what it journaled (closes before their risk events)."""
+    risk, day = RiskManager(RiskSettings()), RiskDay()
+    for ev in risk.update(DAY0 + 3_600_000, 100.0) + risk.update(DAY0 + 2 * 3_600_000, 90.0):
+        day.see_event(DAY0 + 2 * 3_600_000, ev.payload())
+    for k in range(3):
+        day.see_close(-1.0)
+        for ev in risk.record_trade(-1.0, DAY0 + (3 + k) * 3_600_000):
+            day.see_event(DAY0 + (3 + k) * 3_600_000, ev.payload())
+    return risk, day
+
+
+def test_a_restart_the_same_day_keeps_the_days_limits() -> None:
+    """A crash used to lift the loss limit and L5 for the rest of the day: the new manager
+    re-marked its start-of-day equity at the already reduced equity."""
+    before, day = _bad_day()
+    after = RiskManager(RiskSettings())
+    now = DAY0 + 5 * 3_600_000 + 1_800_000  # inside the losing streak's hour of cool-down
+    after.restore(day, now)
+    assert after.update(now, 90.0) == []  # no new day_start: the day is the one restored
+    assert (after.start_equity, after.level, after.paused) == (100.0, RiskLevel.L5, True)
+    assert after.cooldown_until_ms == before.cooldown_until_ms > now
+    assert after.entry_checks(now) == before.entry_checks(now)
+    assert day.l5_at_ms == DAY0 + 2 * 3_600_000
+
+
+def test_a_restart_the_next_day_starts_a_new_day_and_keeps_the_streak() -> None:
+    before, day = _bad_day()
+    after = RiskManager(RiskSettings())
+    now = DAY0 + DAY_MS + 60_000
+    after.restore(day, now)
+    assert [e.code for e in after.update(now, 90.0)] == ["day_start"]
+    assert (after.start_equity, after.level, after.paused) == (90.0, RiskLevel.L1, False)
+    assert after.cooldown_until_ms == before.cooldown_until_ms  # a cool-down runs across days

@@ -40,7 +40,14 @@ def _last_ts(journal_path: Path) -> int:
 
 
 async def main(journal_path: Path, index: int, max_cycles: int = MAX_CYCLES) -> None:
-    config = quiet_config(**{"journal.flush_interval_ms": 10})  # a kill finds most of the run on disk
+    config = quiet_config(**{
+        "journal.flush_interval_ms": 10,  # a kill finds most of the run on disk
+        # Risk limits survive restarts: twelve short runs must keep trading through the day's
+        # drawdown and losing streak to find positions open at their kills.
+        "trading.risk.daily_loss_limit": 0.9,
+        "trading.risk.level_thresholds": (0.5, 0.6, 0.7, 0.8),
+        "trading.risk.max_consecutive_losses": 1000,
+    })  # fmt: skip
     state = read_journal(journal_path, config.trading.capital.active.capital)
     start = START_MS if state.empty else (_last_ts(journal_path) // STEP_MS + 1) * STEP_MS
     market = SimMarket(config.sim, start - WARMUP_MS)

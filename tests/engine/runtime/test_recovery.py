@@ -23,6 +23,7 @@ from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.fake import FakeGateway
 from engine.market.gateway import Balance
+from engine.portfolio.risk import RiskLevel
 from engine.runtime.recovery import (
     BALANCE_CHECK_MS,
     LOST_IN_RESTART,
@@ -208,6 +209,34 @@ async def test_paper_restart_restores_positions_seeds_the_guard_and_cancels_lost
     assert recovered.payload["cash"] == pytest.approx(core.cash)
     attempts = [e.payload["client_order_id"] for e in events if e.kind == "order_attempt"]
     assert entry_id not in attempts
+
+
+async def test_a_restart_keeps_the_days_loss_limit_and_the_l5_block(tmp_path: Path) -> None:
+    """A crash after an L5 day (the service restarts it) used to lift the daily loss limit and
+    the 24 h block: the new run re-marked its start-of-day equity at the reduced equity."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and engine.stats.cycles > 5, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        core = engine.core
+        assert core is not None
+        now = engine._now
+        for event in core.risk.update(now, core.risk.start_equity * 0.9):  # a 10 % drawdown: L5 and the loss limit
+            rig.journal.emit("risk_event", ts_ms=now, payload=event.payload())
+        await rig.journal.flush()
+
+    state = read_journal(path, core.settings.capital.active.capital)
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.core = TradingCore(engine2.config.trading, core.markets, engine2.tap, run_id="after")
+        later = now + 3_600_000
+        await Recovery(state).apply(engine2, later)
+        risk = engine2.core.risk
+        assert (risk.level, risk.paused, risk.start_equity) == (RiskLevel.L5, True, core.risk.start_equity)
+        assert engine2.state.l5_until_ms == now + int(engine2.config.state.l5_cooldown_s * 1000)
 
 
 async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) -> None:
