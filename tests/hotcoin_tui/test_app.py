@@ -407,6 +407,16 @@ async def test_help_lists_bindings_with_config_remaps(fake: FakeEngineClient) ->
         await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
 
 
+async def test_help_shows_keys_as_typed_not_by_their_names(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"pause": "comma"}))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpDialog)
+        rows = [line.split() for line in plain(app.screen.query_one("#dialog-list Static", Static)).splitlines()]
+        keys = {row[-1]: row[0] for row in rows if len(row) > 1}
+        assert (keys["help"], keys["filter"], keys["pause"], keys["close_all"]) == ("?", "/", ",", "ctrl+x")
+
+
 def test_unknown_keymap_id_is_rejected_with_the_valid_ids(fake: FakeEngineClient) -> None:
     with pytest.raises(ConfigError, match=r"unknown binding id\(s\) paws; valid ids are .*pause"):
         HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"paws": "f9"}))
