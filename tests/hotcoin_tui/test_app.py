@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 import textual.constants
 from rich.console import Console
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, ProgressBar, Static
 
 from engine.config.sections.tui import TuiSection
 from engine.domain import Candle, Fill
@@ -227,6 +227,7 @@ async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngine
         assert isinstance(app.screen, CloseAllProgressDialog)
         await publish(app, fake)
         assert "CLOSING ALL" in banner(app)
+        assert "the close continues" in plain(app.screen.query_one("#close-hint", Static))
         for _ in range(5):
             await publish(app, fake)
         assert app.snapshot is not None and app.snapshot.positions == ()
@@ -235,6 +236,22 @@ async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngine
         assert "FLAT" in banner(app)
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
+
+
+async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hint() -> None:
+    fake = FakeEngineClient(seed=7, candidates=50, positions=0)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("ctrl+x", "Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        dialog = app.screen
+        assert isinstance(dialog, CloseAllProgressDialog)
+        await publish(app, fake)
+        assert "FLAT: all 0 position(s) closed" in plain(dialog.query_one("#close-status", Static))
+        assert dialog.query_one(ProgressBar).percentage == 1
+        assert plain(dialog.query_one("#close-hint", Static)).strip() == "Esc closes this."
+        await fake.stop()
 
 
 async def test_close_all_cancel_sends_nothing(fake: FakeEngineClient) -> None:
