@@ -79,6 +79,13 @@ def row_cells(row: CandidateRow) -> Cells:
     )
 
 
+def matches(row: CandidateRow, query: str) -> bool:
+    """Whether a lower-case filter text matches a row: its symbol, a source, or its signal as
+    shown (`HOLDING`) or as the engine names it (`in_position`), since a user types what they see."""
+    signal = (row.signal_state, _SIGNAL_TEXT.get(row.signal_state, row.signal_state).lower())
+    return query in row.symbol.lower() or any(query in s for s in (*signal, *row.sources))
+
+
 def styled(column: int, text: str, row: CandidateRow) -> Text:
     """A cell's renderable: colour only adds to what the text already says (NO_COLOR-safe)."""
     if column in (2, 3, 4):
@@ -157,10 +164,7 @@ class CandidatePool(Vertical):
 
     def _wanted(self) -> list[CandidateRow]:
         q = self.query_text.lower()
-        rows = [
-            r for r in self._rows.values()
-            if not q or q in r.symbol.lower() or q in r.signal_state or any(q in s for s in r.sources)
-        ]  # fmt: skip
+        rows = [r for r in self._rows.values() if not q or matches(r, q)]
         order = self.sort
         rows.sort(key=lambda r: r.symbol)
         rows.sort(key=order.key, reverse=order.descending)

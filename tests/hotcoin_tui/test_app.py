@@ -150,7 +150,9 @@ async def test_sort_key_cycles_the_sort_column(fake: FakeEngineClient) -> None:
 @pytest.mark.parametrize(("typed", "check"), [
     ("listing", lambda r: "listing" in r.sources),
     ("enter", lambda r: r.signal_state == "enter"),
-], ids=["by-source", "by-signal"])  # fmt: skip
+    ("HOLDING", lambda r: r.signal_state == "in_position"),  # the text the Signal column shows
+    ("in_position", lambda r: r.signal_state == "in_position"),  # the engine's own name still works
+], ids=["by-source", "by-signal", "by-shown-signal", "by-engine-signal"])  # fmt: skip
 async def test_filter_narrows_rows_and_escape_restores(fake: FakeEngineClient, typed: str, check: object) -> None:
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
