@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input
 from engine.runtime.snapshot import CandidateRow
 from hotcoin_tui.messages import SymbolSelected
 from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.cells import update_cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,7 @@ class CandidatePool(Vertical):
             else:
                 for i, (before, after) in enumerate(zip(old, cells, strict=True)):
                     if before != after:
-                        table.update_cell(row.symbol, column_keys[i], styled(i, after, row))
+                        update_cell(table, row.symbol, column_keys[i], styled(i, after, row))
             self._shown[row.symbol] = cells
         position = {display_symbol(r.symbol): i for i, r in enumerate(wanted)}
         if self.shown_symbols != [r.symbol for r in wanted]:

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 import textual.constants
 from rich.console import Console
+from rich.text import Text
 from textual.widgets import DataTable, ProgressBar, Static
 
 from engine.config.sections.tui import TuiSection
@@ -33,6 +34,7 @@ from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import FULL_EVERY, SORTS, display_symbol, row_cells
+from tests.kit.snapshots import make_snapshot
 from tests.kit.waiting import eventually
 
 SMALL = (80, 24)
@@ -470,6 +472,35 @@ async def test_a_broken_feed_is_shown_and_resubscribed(fake: FakeEngineClient) -
         assert app.main.pool.table.row_count == 200  # last data stays, labelled
         await publish(app, fake)  # resubscribed
         assert "FEED ERROR" not in banner(app)
+
+
+def cut_cells(table: DataTable[Text]) -> list[str]:
+    """Cells wider than their column: what the table would show cut off."""
+    return [
+        str(cell) for row in table.ordered_rows for key, column in table.columns.items()
+        if Text(str(cell := table.get_cell(row.key, key))).cell_len > column.content_width
+    ]  # fmt: skip
+
+
+async def test_a_cell_updated_in_place_widens_its_column() -> None:
+    """A value that grows (a stop set on a micro-priced coin, a signal turning HOLDING) must
+    show whole, as a new row would."""
+    fake = FakeEngineClient(seed=7, candidates=1, positions=0)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        kit = make_snapshot(seq=1000)
+        pos, cand = kit.positions[0], kit.candidates[0]
+        narrow = replace(kit, positions=(replace(pos, stop_price=None),), candidates=(replace(cand, signal_state="hold"),))
+        app.post_message(SnapshotArrived(narrow))
+        await eventually(lambda: app.snapshot is narrow)
+        wide = replace(kit, seq=1001, positions=(replace(pos, stop_price=0.000019032),), candidates=(replace(cand, signal_state="in_position"),))
+        app.post_message(SnapshotArrived(wide))
+        await eventually(lambda: app.snapshot is wide)
+        await pilot.pause()  # column widths are measured before the next repaint
+        assert app.main.positions.table.get_cell(pos.symbol, "stop").plain == "0.0₄19032"
+        assert app.main.pool.table.get_cell(cand.symbol, "sig").plain == "HOLDING"
+        assert cut_cells(app.main.positions.table) == [] and cut_cells(app.main.pool.table) == []
+    await fake.stop()
 
 
 async def test_rows_are_datatables_with_row_cursor(fake: FakeEngineClient) -> None:
