@@ -34,6 +34,7 @@ from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import FULL_EVERY, SORTS, display_symbol, row_cells
+from hotcoin_tui.widgets.events import EventsPanel
 from tests.kit.snapshots import make_snapshot
 from tests.kit.waiting import eventually
 
@@ -310,6 +311,34 @@ async def test_enter_on_an_event_opens_its_decision_tree(fake: FakeEngineClient)
         await eventually(lambda: isinstance(app.screen, ReplayScreen))
         tree = plain(app.screen.query_one("#replay-tree", Static))
         assert trace in tree and "position_update" in tree and "Orders" in tree
+
+
+def shown_whole(events: EventsPanel) -> bool:
+    """Every event's What is its summary or whole words of it ending in `…`, and the table is
+    no wider than its panel (the edge cuts mid-word, silently)."""
+    for key, event in events._events.items():
+        shown = events.get_cell(str(key), "what").plain
+        words = shown.removesuffix("…").split()
+        if shown != event.summary and not (shown.endswith("…") and words == event.summary.split()[: len(words)]):
+            return False
+    return events.virtual_size.width <= events.scrollable_content_region.width
+
+
+async def test_event_text_is_never_cut_into_something_else(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await publish(app, fake, cycles=10)
+        events = app.main.events
+        assert "ts" not in events.columns  # 38 columns: What gets the Time column's room
+        assert shown_whole(events)
+        events.focus()
+        events.move_cursor(row=3)
+        rows = events.row_count
+        await pilot.resize_terminal(*SMALL)
+        await pilot.press("e")
+        await pilot.pause()
+        assert "ts" in events.columns and events.row_count == rows and shown_whole(events)
+        assert events.cursor_row == 3  # still on what the user was reading
 
 
 async def test_replay_of_unknown_trace_is_reported_not_fatal(fake: FakeEngineClient) -> None:
