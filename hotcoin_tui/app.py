@@ -251,6 +251,9 @@ class HotcoinApp(App[None]):
     def action_close_all(self) -> None:
         if isinstance(self.screen, ConfirmCloseAll | CloseAllProgressDialog):
             return
+        if isinstance(self.screen, QuitWithPositions):
+            # Its list would go stale under close-all; q asks again with what is left.
+            self.screen.dismiss(False)
         positions = self.snapshot.positions if self.snapshot else ()
         age = self.feed_age_s if self.snapshot else None
         confirm = keymap.effective_keys(keymap.CONFIRM_CLOSE_ALL[0], self.keymap_overrides)

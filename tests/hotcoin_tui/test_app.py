@@ -434,6 +434,28 @@ async def test_quit_warns_when_positions_are_open(fake: FakeEngineClient) -> Non
     assert app.return_code == 0
 
 
+async def test_close_all_from_the_quit_dialog_replaces_it(fake: FakeEngineClient) -> None:
+    """The quit dialog's list would go stale under close-all (and the main screen under two
+    modals was not repainted): ctrl+x dismisses it, and q asks again once the book is flat."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitWithPositions)
+        await pilot.press("ctrl+x")
+        assert isinstance(app.screen, ConfirmCloseAll)
+        assert [type(s) for s in app.screen_stack] == [type(app.screen_stack[0]), MainScreen, ConfirmCloseAll]
+        await pilot.press("Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        for _ in range(6):
+            await publish(app, fake)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen) and app.main.positions.table.row_count == 0
+        await pilot.press("q")  # flat now: no warning, straight to shutdown
+        await eventually(lambda: not app.is_running)
+    assert fake.commands == [(Command.CLOSE_ALL, "tui"), (Command.SHUTDOWN, "tui")]
+
+
 async def test_quit_without_positions_shuts_the_engine_down() -> None:
     fake = FakeEngineClient(seed=7, candidates=50, positions=0)
     app = HotcoinApp(fake, FAST)
