@@ -512,6 +512,21 @@ async def test_client_errors_are_shown_and_the_app_carries_on(fake: FakeEngineCl
         assert app.is_running
 
 
+class BrokenCharts(FakeEngineClient):
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        raise TimeoutError("candles timed out")
+
+
+async def test_a_chart_that_keeps_failing_is_reported_once() -> None:
+    fake = BrokenCharts(seed=7, candidates=50, positions=3)
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, chart_refresh_s=0.2))
+    async with app.run_test(size=WIDE) as pilot:
+        await publish(app, fake)
+        await pilot.pause(1.0)  # five chart ticks
+        assert len([n for n in notes(app).split(" | ") if "candles timed out" in n]) == 1
+    await fake.stop()
+
+
 async def test_a_broken_feed_is_shown_and_resubscribed(fake: FakeEngineClient) -> None:
     app = HotcoinApp(fake, FAST)
     app.resubscribe_s = 0.05
