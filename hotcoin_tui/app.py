@@ -3,7 +3,8 @@ worker, turns results into typed messages and routes them to the screens.
 
 It never mutates engine state: it shows snapshots and sends commands. A failing client call
 is shown and the app carries on; a broken snapshot stream is shown (the last data stays on
-screen with its age) and re-subscribed.
+screen with its age) and re-subscribed, or, attached to an engine in another process, attached
+again: an engine restarted on the same socket is picked up.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 from textual import on, work
 from textual.app import App
@@ -48,7 +50,14 @@ class HotcoinApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = keymap.bindings(keymap.APP)
 
-    def __init__(self, client: EngineClient, settings: TuiSection | None = None, *, attached: bool = False) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        settings: TuiSection | None = None,
+        *,
+        attached: bool = False,
+        reconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         # NO_COLOR: Textual's own answer is its monochrome filter, which still sends grey
         # foreground and background colours. Native ANSI mode makes it strip every colour
         # instead, so the terminal's default pair is all that is drawn; what colour would have
@@ -58,6 +67,9 @@ class HotcoinApp(App[None]):
         # Attached to an engine in another process (`hotcoin tui --attach`): quitting detaches
         # and the engine keeps trading; only an in-process engine is shut down on quit.
         self.attached = attached
+        # How to attach again once the feed is lost (the engine stopped or restarted); without
+        # it a lost feed is only subscribed to again.
+        self.reconnect = reconnect
         self.settings = settings or TuiSection()
         self.keymap_overrides = keymap.validate(self.settings.keymap)
         self.snapshot: EngineSnapshot | None = None
@@ -69,6 +81,7 @@ class HotcoinApp(App[None]):
         self._apply_scheduled = False
         self._stopping = False
         self.resubscribe_s = RESUBSCRIBE_S
+        self._chart_failed: str | None = None
 
     @property
     def main(self) -> MainScreen:
@@ -92,7 +105,16 @@ class HotcoinApp(App[None]):
 
     @work(exclusive=True, group="snapshots", exit_on_error=False)
     async def pump_snapshots(self) -> None:
-        """Forward every published snapshot as a message (coalesced if the UI falls behind)."""
+        """Forward every published snapshot as a message (coalesced if the UI falls behind).
+
+        After a lost feed, attach again first where the app can (`reconnect`): the old
+        connection is gone for good, and subscribing to it again would only end again."""
+        if self.feed_error is not None and self.reconnect is not None:
+            try:
+                await self.reconnect()
+            except Exception as exc:
+                self.post_message(FeedLost(f"{type(exc).__name__}: {exc}"))
+                return
         try:
             async for snapshot in self.client.updates():
                 self.post_message(SnapshotArrived(snapshot))
@@ -140,7 +162,8 @@ class HotcoinApp(App[None]):
         if self._stopping or not self.is_running:
             return
         if self.feed_error is None:  # say it once per outage; the banner keeps saying it
-            self.notify(f"Engine feed lost: {message.error}. Retrying every {self.resubscribe_s:g}s.", severity="error")
+            retry = "Reattaching" if self.reconnect is not None else "Retrying"
+            self.notify(f"Engine feed lost: {message.error}. {retry} every {self.resubscribe_s:g}s.", severity="error")
         self.feed_error = message.error
         self._show_banner()
         self.set_timer(self.resubscribe_s, self.pump_snapshots)
@@ -183,12 +206,20 @@ class HotcoinApp(App[None]):
 
     @work(exclusive=True, group="chart", exit_on_error=False)
     async def load_chart(self, symbol: str, timeframe: str, limit: int) -> None:
+        """Load a chart's candles and fills, except while the feed is lost (the request would
+        only fail); a failure repeated by the next timer tick is not reported again."""
+        if self.feed_error is not None:
+            return
         try:
             candles = await self.client.candles(symbol, timeframe, limit)
             fills = await self.client.fills(symbol)
         except Exception as exc:
-            self.post_message(ClientFailed(f"chart {symbol} {timeframe}", f"{type(exc).__name__}: {exc}"))
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._chart_failed:
+                self.post_message(ClientFailed(f"chart {symbol} {timeframe}", error))
+            self._chart_failed = error
             return
+        self._chart_failed = None
         if candles:
             self.post_message(ChartData(symbol, timeframe, candles, fills))
 
@@ -251,6 +282,9 @@ class HotcoinApp(App[None]):
     def action_close_all(self) -> None:
         if isinstance(self.screen, ConfirmCloseAll | CloseAllProgressDialog):
             return
+        if isinstance(self.screen, QuitWithPositions):
+            # Its list would go stale under close-all; q asks again with what is left.
+            self.screen.dismiss(False)
         positions = self.snapshot.positions if self.snapshot else ()
         age = self.feed_age_s if self.snapshot else None
         confirm = keymap.effective_keys(keymap.CONFIRM_CLOSE_ALL[0], self.keymap_overrides)
@@ -286,7 +320,10 @@ class HotcoinApp(App[None]):
         """Ask the engine to stop cleanly (journal flushed), then leave; say so if it did not."""
         self._stopping = True
         if self.attached:
-            self.exit(message="hotcoin: detached; the engine keeps running (hotcoin tui --attach to return)")
+            if self.feed_error is None:
+                self.exit(message="hotcoin: detached; the engine keeps running (hotcoin tui --attach to return)")
+            else:  # it may have stopped: say what is known, not that it runs
+                self.exit(message=f"hotcoin: detached; the engine was not answering ({self.feed_error})")
             return
         try:
             result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)

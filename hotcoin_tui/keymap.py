@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from textual.binding import Binding
+from textual.keys import format_key
 
 from engine.errors import ConfigError
 
@@ -90,8 +91,16 @@ def validate(overrides: Mapping[str, str]) -> dict[str, str]:
 
 
 def effective_keys(spec: KeySpec, overrides: Mapping[str, str]) -> str:
-    """The key(s) a binding answers to after the user's overrides, for help and tests."""
-    return overrides.get(spec.id, spec.key)
+    """The key(s) a binding answers to after the user's overrides, as a user reads them.
+
+    Textual names printable keys (`question_mark`, `slash`, `comma`); a user presses `?`, `/`,
+    `,`, so those are shown as the character. Other names (`ctrl+x`, `escape`, `f9`) stay."""
+    return ",".join(_key_label(key) for key in overrides.get(spec.id, spec.key).split(","))
+
+
+def _key_label(key: str) -> str:
+    shown = format_key(key)
+    return shown if len(shown) == 1 and shown.isascii() and shown.isprintable() else key
 
 
 def panel_keys(overrides: Mapping[str, str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ class SnapshotArrived(Message):
 
 @dataclass
 class FeedLost(Message):
-    """The snapshot stream raised or ended; the app shows it and subscribes again."""
+    """The snapshot stream raised or ended; the app shows it and subscribes (or attaches) again."""
 
     error: str
 

@@ -38,6 +38,11 @@ class SnapshotHub:
             self._changed.notify_all()
 
     async def subscribe(self) -> AsyncIterator[EngineSnapshot]:
+        """The latest snapshot, then each one published, until the hub closes. A reader gets
+        a snapshot published just before the close; one that starts reading a closed hub gets
+        nothing: its latest snapshot is then the last known state, not a live feed."""
+        if self._closed:
+            return
         seen = -1
 
         def fresh() -> bool:

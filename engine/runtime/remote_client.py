@@ -8,7 +8,8 @@
 A background task reads the socket: snapshots go into a local latest-value hub (so `latest()`
 is a plain read and a slow `updates()` reader skips, as in-process), replies resolve their
 request's future. When the engine goes away, `updates()` iterators end and pending and later
-requests raise `AttachError`.
+requests raise `AttachError`, until `reconnect()` attaches again (an engine restarted on the
+same socket).
 
 `max_hz` asks the engine for at most that many snapshots a second (a console that repaints
 at 4 Hz has no use for 20, and each one costs the engine an encode and this process a
@@ -90,6 +91,20 @@ class RemoteEngineClient(EngineClient):
                 if not self.connected:
                     raise
                 # an engine from before `pace` answers "unknown op": it sends every snapshot
+
+    async def reconnect(self, timeout_s: float = 5.0) -> None:
+        """Attach again after losing the engine: a new connection and a new snapshot hub, as a
+        fresh client would have (the old hub is closed; its readers have ended), so `latest()`
+        is None until the engine's hello. Raises `AttachError` while no engine answers (call it
+        again later); the last snapshot of the engine that went away is never handed out again."""
+        await self.close()
+        self._hub, self._pending, self._lost = SnapshotHub(), {}, None
+        try:
+            await self.connect(timeout_s)
+        except (AttachError, OSError, ValueError) as exc:
+            await self.close()
+            self._lost = str(exc)
+            raise
 
     async def close(self) -> None:
         """Detach. Only this reader's connection closes; the engine never notices beyond that."""

@@ -103,7 +103,7 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
         async def attached() -> int:
             path = default_socket_path(loaded.config.paths.data_dir)
             async with RemoteEngineClient(path, max_hz=settings.refresh_hz) as client:
-                app = HotcoinApp(client, settings, attached=True)
+                app = HotcoinApp(client, settings, attached=True, reconnect=client.reconnect)
                 await app.run_async()
                 return app.return_code or 0
 

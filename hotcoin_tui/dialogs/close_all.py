@@ -84,7 +84,7 @@ class CloseAllProgressDialog(ModalScreen[None]):
             yield Label("CLOSING ALL POSITIONS", id="dialog-title")
             yield ProgressBar(total=max(1, self.total), show_eta=False, id="close-progress")
             yield Static(f"Sent close-all for {self.total} position(s)…", id="close-status")
-            yield Static("Esc hides this; the close continues.", classes="dim")
+            yield Static("Esc hides this; the close continues.", id="close-hint", classes="dim")
 
     def show(self, progress: CloseAllProgress | None, remaining_positions: int) -> None:
         status = self.query_one("#close-status", Static)
@@ -96,10 +96,13 @@ class CloseAllProgressDialog(ModalScreen[None]):
                 status.update(f"Waiting for the engine… {remaining_positions} position(s) still open.")
             return
         self._seen_progress = True
-        bar.update(total=max(1, progress.total), progress=progress.total - progress.remaining)
+        # Nothing to close is done too: a full bar, not 0 of a placeholder 1.
+        closed = progress.total - progress.remaining if progress.total else 1
+        bar.update(total=max(1, progress.total), progress=closed)
         if progress.done:
             status.update(Text(f"FLAT: all {progress.total} position(s) closed.", style="bold green"))
             self.query_one("#dialog-title", Label).update("CLOSE-ALL DONE")
+            self.query_one("#close-hint", Static).update("Esc closes this.")  # nothing continues now
         else:
             status.update(f"{progress.remaining} of {progress.total} still open…")
         for error in progress.errors:

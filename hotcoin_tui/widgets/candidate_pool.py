@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input
 from engine.runtime.snapshot import CandidateRow
 from hotcoin_tui.messages import SymbolSelected
 from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.cells import update_cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,13 @@ def row_cells(row: CandidateRow) -> Cells:
         sources,
         _SIGNAL_TEXT.get(row.signal_state, row.signal_state),
     )
+
+
+def matches(row: CandidateRow, query: str) -> bool:
+    """Whether a lower-case filter text matches a row: its symbol, a source, or its signal as
+    shown (`HOLDING`) or as the engine names it (`in_position`), since a user types what they see."""
+    signal = (row.signal_state, _SIGNAL_TEXT.get(row.signal_state, row.signal_state).lower())
+    return query in row.symbol.lower() or any(query in s for s in (*signal, *row.sources))
 
 
 def styled(column: int, text: str, row: CandidateRow) -> Text:
@@ -157,10 +165,7 @@ class CandidatePool(Vertical):
 
     def _wanted(self) -> list[CandidateRow]:
         q = self.query_text.lower()
-        rows = [
-            r for r in self._rows.values()
-            if not q or q in r.symbol.lower() or q in r.signal_state or any(q in s for s in r.sources)
-        ]  # fmt: skip
+        rows = [r for r in self._rows.values() if not q or matches(r, q)]
         order = self.sort
         rows.sort(key=lambda r: r.symbol)
         rows.sort(key=order.key, reverse=order.descending)
@@ -190,7 +195,7 @@ class CandidatePool(Vertical):
             else:
                 for i, (before, after) in enumerate(zip(old, cells, strict=True)):
                     if before != after:
-                        table.update_cell(row.symbol, column_keys[i], styled(i, after, row))
+                        update_cell(table, row.symbol, column_keys[i], styled(i, after, row))
             self._shown[row.symbol] = cells
         position = {display_symbol(r.symbol): i for i, r in enumerate(wanted)}
         if self.shown_symbols != [r.symbol for r in wanted]:

@@ -4,6 +4,11 @@ Snapshots carry the engine's last events (newest last, overlapping from one snap
 next); rows are keyed by `seq`, so only events not yet shown are appended and the oldest are
 dropped past the cap. The view follows the newest event unless the user has moved the cursor
 up to read something.
+
+The panel is narrow beside the others (38 columns at 120x40), and a table wider than its panel
+is cut at the edge mid-word: `heat 78` read `heat 7`. So every column has a fixed width that
+fits the panel, text longer than its column ends in a visible `…` at a word boundary, and when
+the panel is too narrow for a useful What column the Time column goes (Enter shows it all).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual import on
 from textual.widgets import DataTable
@@ -43,8 +49,34 @@ KIND_LABEL = {
 }
 
 
+# Widths of the fixed columns (cells; the table adds one cell of padding on each side).
+TIME_W, KIND_W, SYMBOL_W = 8, 9, 8
+PADDING = 2
+MIN_WHAT_WITH_TIME = 24  # narrower than this, the What column gets the Time column's room
+
+
 def clock(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%H:%M:%S")
+
+
+def clip(text: str, width: int) -> str:
+    """`text` in at most `width` cells; cut text ends in `…`, after a whole word where there
+    is one, so a number is either shown whole or not at all, never shortened into another."""
+    if cell_len(text) <= width:
+        return text
+    head = set_cell_size(text, width - 1)
+    if head[-1:] != " " and text[len(head) : len(head) + 1] != " " and " " in head:
+        head = head[: head.rfind(" ")]
+    return head.rstrip() + "…"
+
+
+def layout(width: int) -> tuple[bool, int]:
+    """For a panel `width` cells wide: whether the Time column is shown, and the What width."""
+    fixed = KIND_W + SYMBOL_W + 3 * PADDING
+    what = width - fixed - TIME_W - PADDING
+    if what >= MIN_WHAT_WITH_TIME:
+        return True, what
+    return False, max(1, width - fixed)
 
 
 class EventsPanel(DataTable[Text]):
@@ -52,18 +84,58 @@ class EventsPanel(DataTable[Text]):
         super().__init__(id=id, classes=classes, cursor_type="row")
         self.max_rows = max_rows
         self.last_seq = 0
-        self._traces: dict[int, str | None] = {}
+        self._events: dict[int, EventRow] = {}
+        self.layout_now = layout(0)
 
     def on_mount(self) -> None:
-        for key, label in (("ts", "Time"), ("kind", "Kind"), ("sym", "Symbol"), ("what", "What")):
-            self.add_column(label, key=key)
+        self._add_columns()
         self.border_title = "Events · Enter: why"
+
+    def on_resize(self) -> None:
+        """Lay the columns out for the new width; rows are rebuilt from the events kept."""
+        width = self.size.width - self.styles.scrollbar_size_vertical  # inside the border; room kept for the scrollbar
+        if self.size.width == 0 or layout(width) == self.layout_now:  # hidden, or no change
+            return
+        self.layout_now = layout(width)
+        following = self.cursor_row >= self.row_count - 1
+        cursor = self.coordinate_to_cell_key(self.cursor_coordinate).row_key if self.row_count else None
+        self.clear(columns=True)
+        self._add_columns()
+        for row in self._events.values():
+            self._add(row)
+        if self.row_count and (following or cursor is None):
+            self.move_cursor(row=self.row_count - 1, animate=False)
+        elif cursor is not None:
+            self.move_cursor(row=self.get_row_index(cursor), animate=False)
+
+    def _add_columns(self) -> None:
+        show_time, what = self.layout_now
+        if show_time:
+            self.add_column("Time", key="ts", width=TIME_W)
+        self.add_column("Kind", key="kind", width=KIND_W)
+        self.add_column("Symbol", key="sym", width=SYMBOL_W)
+        self.add_column("What", key="what", width=what)
+
+    def _add(self, event: EventRow) -> None:
+        show_time, what = self.layout_now
+        cells = [  # Text, never str: engine text may contain [brackets] (markup)
+            Text(clip(KIND_LABEL.get(event.kind, event.kind), KIND_W), style=KIND_STYLE.get(event.kind, "")),
+            Text(clip(display_symbol(event.symbol), SYMBOL_W) if event.symbol else ""),
+            Text(clip(event.summary, what)),
+        ]
+        if show_time:
+            cells.insert(0, Text(clock(event.ts_ms)))
+        self.add_row(*cells, key=str(event.seq))
 
     @property
     def cursor_trace(self) -> str | None:
         if self.row_count == 0:
             return None
-        return self._traces.get(int(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value or 0))
+        return self._trace(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+
+    def _trace(self, key: str | None) -> str | None:
+        event = self._events.get(int(key or 0))
+        return event.trace_id if event else None
 
     def apply(self, events: Sequence[EventRow]) -> None:
         fresh = [e for e in events if e.seq > self.last_seq]
@@ -71,27 +143,21 @@ class EventsPanel(DataTable[Text]):
             return
         following = not self.has_focus or self.cursor_row >= self.row_count - 1
         for event in fresh[-self.max_rows :]:
-            self.add_row(  # Text, never str: engine text may contain [brackets] (markup)
-                Text(clock(event.ts_ms)),
-                Text(KIND_LABEL.get(event.kind, event.kind), style=KIND_STYLE.get(event.kind, "")),
-                Text(display_symbol(event.symbol) if event.symbol else ""),
-                Text(event.summary),
-                key=str(event.seq),
-            )
-            self._traces[event.seq] = event.trace_id
+            self._add(event)
+            self._events[event.seq] = event
         self.last_seq = fresh[-1].seq
         excess = self.row_count - self.max_rows
         if excess > 0:
-            for seq in sorted(self._traces)[:excess]:
+            for seq in sorted(self._events)[:excess]:
                 self.remove_row(str(seq))
-                del self._traces[seq]
+                del self._events[seq]
         if following:
             self.move_cursor(row=self.row_count - 1, animate=False)
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        trace = self._traces.get(int(event.row_key.value or 0))
+        trace = self._trace(event.row_key.value)
         if trace is None:
             self.notify("This event has no trace (engine-wide event).", severity="warning")
         else:

@@ -21,6 +21,7 @@ from hotcoin_tui.messages import SymbolSelected
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.auto_static import AutoStatic
 from hotcoin_tui.widgets.candidate_pool import display_symbol
+from hotcoin_tui.widgets.cells import update_cell
 
 # Most important first: on a narrow panel the right-hand columns scroll off, not PnL.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -106,7 +107,7 @@ class PositionsPanel(Vertical):
             else:
                 for i, (before, after) in enumerate(zip(old, cells, strict=True)):
                     if before != after:
-                        table.update_cell(pos.symbol, keys[i], self._styled(i, after, pos))
+                        update_cell(table, pos.symbol, keys[i], self._styled(i, after, pos))
             self._shown[pos.symbol] = cells
         self.query_one("#totals", AutoStatic).show_lines([totals_text(totals, len(positions))])
         self.border_title = f"Positions ({len(positions)})"

@@ -15,7 +15,8 @@ from dataclasses import replace
 import pytest
 import textual.constants
 from rich.console import Console
-from textual.widgets import DataTable, Static
+from rich.text import Text
+from textual.widgets import DataTable, ProgressBar, Static
 
 from engine.config.sections.tui import TuiSection
 from engine.domain import Candle, Fill
@@ -33,6 +34,8 @@ from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import FULL_EVERY, SORTS, display_symbol, row_cells
+from hotcoin_tui.widgets.events import EventsPanel
+from tests.kit.snapshots import make_snapshot
 from tests.kit.waiting import eventually
 
 SMALL = (80, 24)
@@ -150,7 +153,9 @@ async def test_sort_key_cycles_the_sort_column(fake: FakeEngineClient) -> None:
 @pytest.mark.parametrize(("typed", "check"), [
     ("listing", lambda r: "listing" in r.sources),
     ("enter", lambda r: r.signal_state == "enter"),
-], ids=["by-source", "by-signal"])  # fmt: skip
+    ("HOLDING", lambda r: r.signal_state == "in_position"),  # the text the Signal column shows
+    ("in_position", lambda r: r.signal_state == "in_position"),  # the engine's own name still works
+], ids=["by-source", "by-signal", "by-shown-signal", "by-engine-signal"])  # fmt: skip
 async def test_filter_narrows_rows_and_escape_restores(fake: FakeEngineClient, typed: str, check: object) -> None:
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
@@ -227,6 +232,7 @@ async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngine
         assert isinstance(app.screen, CloseAllProgressDialog)
         await publish(app, fake)
         assert "CLOSING ALL" in banner(app)
+        assert "the close continues" in plain(app.screen.query_one("#close-hint", Static))
         for _ in range(5):
             await publish(app, fake)
         assert app.snapshot is not None and app.snapshot.positions == ()
@@ -235,6 +241,22 @@ async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngine
         assert "FLAT" in banner(app)
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
+
+
+async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hint() -> None:
+    fake = FakeEngineClient(seed=7, candidates=50, positions=0)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("ctrl+x", "Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        dialog = app.screen
+        assert isinstance(dialog, CloseAllProgressDialog)
+        await publish(app, fake)
+        assert "FLAT: all 0 position(s) closed" in plain(dialog.query_one("#close-status", Static))
+        assert dialog.query_one(ProgressBar).percentage == 1
+        assert plain(dialog.query_one("#close-hint", Static)).strip() == "Esc closes this."
+        await fake.stop()
 
 
 async def test_close_all_cancel_sends_nothing(fake: FakeEngineClient) -> None:
@@ -289,6 +311,34 @@ async def test_enter_on_an_event_opens_its_decision_tree(fake: FakeEngineClient)
         await eventually(lambda: isinstance(app.screen, ReplayScreen))
         tree = plain(app.screen.query_one("#replay-tree", Static))
         assert trace in tree and "position_update" in tree and "Orders" in tree
+
+
+def shown_whole(events: EventsPanel) -> bool:
+    """Every event's What is its summary or whole words of it ending in `…`, and the table is
+    no wider than its panel (the edge cuts mid-word, silently)."""
+    for key, event in events._events.items():
+        shown = events.get_cell(str(key), "what").plain
+        words = shown.removesuffix("…").split()
+        if shown != event.summary and not (shown.endswith("…") and words == event.summary.split()[: len(words)]):
+            return False
+    return events.virtual_size.width <= events.scrollable_content_region.width
+
+
+async def test_event_text_is_never_cut_into_something_else(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await publish(app, fake, cycles=10)
+        events = app.main.events
+        assert "ts" not in events.columns  # 38 columns: What gets the Time column's room
+        assert shown_whole(events)
+        events.focus()
+        events.move_cursor(row=3)
+        rows = events.row_count
+        await pilot.resize_terminal(*SMALL)
+        await pilot.press("e")
+        await pilot.pause()
+        assert "ts" in events.columns and events.row_count == rows and shown_whole(events)
+        assert events.cursor_row == 3  # still on what the user was reading
 
 
 async def test_replay_of_unknown_trace_is_reported_not_fatal(fake: FakeEngineClient) -> None:
@@ -384,6 +434,28 @@ async def test_quit_warns_when_positions_are_open(fake: FakeEngineClient) -> Non
     assert app.return_code == 0
 
 
+async def test_close_all_from_the_quit_dialog_replaces_it(fake: FakeEngineClient) -> None:
+    """The quit dialog's list would go stale under close-all (and the main screen under two
+    modals was not repainted): ctrl+x dismisses it, and q asks again once the book is flat."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitWithPositions)
+        await pilot.press("ctrl+x")
+        assert isinstance(app.screen, ConfirmCloseAll)
+        assert [type(s) for s in app.screen_stack] == [type(app.screen_stack[0]), MainScreen, ConfirmCloseAll]
+        await pilot.press("Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        for _ in range(6):
+            await publish(app, fake)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen) and app.main.positions.table.row_count == 0
+        await pilot.press("q")  # flat now: no warning, straight to shutdown
+        await eventually(lambda: not app.is_running)
+    assert fake.commands == [(Command.CLOSE_ALL, "tui"), (Command.SHUTDOWN, "tui")]
+
+
 async def test_quit_without_positions_shuts_the_engine_down() -> None:
     fake = FakeEngineClient(seed=7, candidates=50, positions=0)
     app = HotcoinApp(fake, FAST)
@@ -405,6 +477,16 @@ async def test_help_lists_bindings_with_config_remaps(fake: FakeEngineClient) ->
         assert fake.commands == []  # p no longer pauses
         await pilot.press("f9")
         await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+
+
+async def test_help_shows_keys_as_typed_not_by_their_names(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"pause": "comma"}))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpDialog)
+        rows = [line.split() for line in plain(app.screen.query_one("#dialog-list Static", Static)).splitlines()]
+        keys = {row[-1]: row[0] for row in rows if len(row) > 1}
+        assert (keys["help"], keys["filter"], keys["pause"], keys["close_all"]) == ("?", "/", ",", "ctrl+x")
 
 
 def test_unknown_keymap_id_is_rejected_with_the_valid_ids(fake: FakeEngineClient) -> None:
@@ -430,6 +512,21 @@ async def test_client_errors_are_shown_and_the_app_carries_on(fake: FakeEngineCl
         assert app.is_running
 
 
+class BrokenCharts(FakeEngineClient):
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        raise TimeoutError("candles timed out")
+
+
+async def test_a_chart_that_keeps_failing_is_reported_once() -> None:
+    fake = BrokenCharts(seed=7, candidates=50, positions=3)
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, chart_refresh_s=0.2))
+    async with app.run_test(size=WIDE) as pilot:
+        await publish(app, fake)
+        await pilot.pause(1.0)  # five chart ticks
+        assert len([n for n in notes(app).split(" | ") if "candles timed out" in n]) == 1
+    await fake.stop()
+
+
 async def test_a_broken_feed_is_shown_and_resubscribed(fake: FakeEngineClient) -> None:
     app = HotcoinApp(fake, FAST)
     app.resubscribe_s = 0.05
@@ -441,6 +538,35 @@ async def test_a_broken_feed_is_shown_and_resubscribed(fake: FakeEngineClient) -
         assert app.main.pool.table.row_count == 200  # last data stays, labelled
         await publish(app, fake)  # resubscribed
         assert "FEED ERROR" not in banner(app)
+
+
+def cut_cells(table: DataTable[Text]) -> list[str]:
+    """Cells wider than their column: what the table would show cut off."""
+    return [
+        str(cell) for row in table.ordered_rows for key, column in table.columns.items()
+        if Text(str(cell := table.get_cell(row.key, key))).cell_len > column.content_width
+    ]  # fmt: skip
+
+
+async def test_a_cell_updated_in_place_widens_its_column() -> None:
+    """A value that grows (a stop set on a micro-priced coin, a signal turning HOLDING) must
+    show whole, as a new row would."""
+    fake = FakeEngineClient(seed=7, candidates=1, positions=0)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        kit = make_snapshot(seq=1000)
+        pos, cand = kit.positions[0], kit.candidates[0]
+        narrow = replace(kit, positions=(replace(pos, stop_price=None),), candidates=(replace(cand, signal_state="hold"),))
+        app.post_message(SnapshotArrived(narrow))
+        await eventually(lambda: app.snapshot is narrow)
+        wide = replace(kit, seq=1001, positions=(replace(pos, stop_price=0.000019032),), candidates=(replace(cand, signal_state="in_position"),))
+        app.post_message(SnapshotArrived(wide))
+        await eventually(lambda: app.snapshot is wide)
+        await pilot.pause()  # column widths are measured before the next repaint
+        assert app.main.positions.table.get_cell(pos.symbol, "stop").plain == "0.0₄19032"
+        assert app.main.pool.table.get_cell(cand.symbol, "sig").plain == "HOLDING"
+        assert cut_cells(app.main.positions.table) == [] and cut_cells(app.main.pool.table) == []
+    await fake.stop()
 
 
 async def test_rows_are_datatables_with_row_cursor(fake: FakeEngineClient) -> None:

@@ -1,4 +1,4 @@
-"""Pure helpers of the panels: number formats, chart scaling and marks, keymap checks."""
+"""Pure helpers of the panels: number formats, chart scaling and marks, event text, keymap checks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from engine.runtime.snapshot import StreamRow
 from hotcoin_tui import keymap
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.engine_state import stream_text
+from hotcoin_tui.widgets.events import clip, layout
 from hotcoin_tui.widgets.kline_chart import exit_returns, render_chart, scale_for, shade_falling
 from tests.kit.domain import T0, make_candle, make_fill
 
@@ -96,6 +97,23 @@ def test_chart_labels_exits_with_their_return() -> None:
         make_fill(trade_id="s", ts_ms=T0 + 25 * 60_000, price=1.1, side=Side.SELL),
     ]
     assert "+10.0%" in render_chart(candles, fills, 70, 15, "X 1m")
+
+
+@pytest.mark.parametrize(("text", "width", "shown"), [
+    ("heat 78", 7, "heat 78"),
+    ("heat 78 rank 1 accepted", 7, "heat…"),  # never "heat 7…"
+    ("heat 78 rank 1 accepted", 15, "heat 78 rank 1…"),
+    ("buy 60063.0 @ 0.0041820447", 13, "buy 60063.0…"),
+    ("0.004182044750787608", 8, "0.00418…"),  # one long word: cut, visibly
+    ("币安人生 up", 5, "币安…"),  # double-width characters count as two cells
+], ids=["fits", "word-boundary", "keeps-whole-words", "space-at-the-cut", "one-word", "wide-chars"])  # fmt: skip
+def test_event_text_is_cut_visibly_at_a_word(text: str, width: int, shown: str) -> None:
+    assert clip(text, width) == shown
+
+
+def test_a_narrow_events_panel_gives_the_time_columns_room_to_what() -> None:
+    assert layout(36) == (False, 13)  # the events panel at 120x40
+    assert layout(76) == (True, 43)  # at 80x24 (full width) and 160x48
 
 
 def test_panel_strip_shows_remapped_focus_keys() -> None:

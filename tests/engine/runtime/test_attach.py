@@ -258,6 +258,29 @@ async def test_when_the_engine_goes_away_readers_end_and_requests_fail(engine: F
         await remote.close()
 
 
+async def test_reconnect_attaches_to_an_engine_restarted_on_the_same_socket(engine: FakeEngine, sock: Path) -> None:
+    remote = RemoteEngineClient(sock)
+    async with serve_engine_socket(sock, engine.client):
+        await remote.connect()
+    try:
+        assert [s async for s in remote.updates()] == []  # the old engine's last snapshot is not news
+        with pytest.raises(AttachError, match="no engine is serving"):
+            await remote.reconnect(timeout_s=1)
+        with pytest.raises(AttachError, match=r"not attached .*no engine is serving"):
+            await remote.send(Command.PAUSE, "t")
+        restarted = FakeEngine()
+        await restarted.publish()
+        async with serve_engine_socket(sock, restarted.client):
+            await remote.reconnect(timeout_s=1)
+            assert remote.connected
+            first = await anext(remote.updates())
+            assert first.seq == 1  # the new engine's snapshot
+            assert await remote.send(Command.PAUSE, "t") == CommandResult(True, "pause done")
+            assert restarted.commands == [(Command.PAUSE, "t")]
+    finally:
+        await remote.close()
+
+
 async def test_bad_requests_get_error_replies_and_the_connection_stays(engine: FakeEngine, sock: Path) -> None:
     async with serve_engine_socket(sock, engine.client):
         reader, writer = await asyncio.open_unix_connection(str(sock), limit=2**26)

@@ -35,6 +35,20 @@ async def test_slow_reader_skips_to_the_newest_snapshot() -> None:
     assert seen == sorted(seen)
 
 
+async def test_a_closed_hub_hands_its_last_snapshot_to_no_new_reader() -> None:
+    """A console re-subscribing to a hub whose engine went away took the old snapshot for a
+    live one (its feed-lost banner cleared, then came back)."""
+    hub = SnapshotHub()
+    await hub.publish(make_snapshot(seq=4))
+    reader = hub.subscribe()
+    assert (await anext(reader)).seq == 4
+    await hub.publish(make_snapshot(seq=5))
+    await hub.close()
+    assert [s.seq async for s in reader] == [5]  # published before the close: still delivered
+    assert [s.seq async for s in hub.subscribe()] == []
+    assert hub.latest is not None and hub.latest.seq == 5  # still readable as the last known state
+
+
 async def test_client_is_the_only_door() -> None:
     hub = SnapshotHub()
     commands: list[tuple[Command, str]] = []

@@ -1,0 +1,104 @@
+"""The console attached (`hotcoin tui --attach`) across a real engine socket, through the engine
+going away and coming back on the same path: it says so once, stops asking for charts, attaches
+again to the restarted engine, and on quit says what it knows about the engine.
+
+The engines are scripted fakes served with `serve_engine_socket`, stepped by hand."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.config.sections.tui import TuiSection
+from engine.runtime.fake_client import FakeEngineClient
+from engine.runtime.remote_client import RemoteEngineClient
+from engine.runtime.socket_server import serve_engine_socket
+from hotcoin_tui.app import HotcoinApp
+from tests.kit.waiting import eventually
+
+SMALL = (80, 24)
+WIDE = (160, 48)  # the chart on screen, so its timer loads candles
+# Chart timer and retries faster than in use: an outage of a second is many ticks.
+QUICK = TuiSection(refresh_hz=30, chart_refresh_s=0.2)
+RETRY_S = 0.05
+
+
+def notes(app: HotcoinApp) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+def banner(app: HotcoinApp) -> str:
+    return str(app.main.banner.render())
+
+
+async def quit_message(app: HotcoinApp) -> str:
+    """What the console prints as it leaves (read before it is printed and dropped)."""
+    await eventually(lambda: bool(app._exit_renderables))
+    return " ".join(str(r) for r in app._exit_renderables)
+
+
+@contextlib.asynccontextmanager
+async def engine(sock: Path, seed: int) -> AsyncIterator[FakeEngineClient]:
+    """A fake engine serving `sock` for the block; leaving the block is the engine stopping."""
+    fake = FakeEngineClient(seed=seed, candidates=50, positions=3)
+    try:
+        async with serve_engine_socket(sock, fake):
+            yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def remote(tmp_path: Path) -> AsyncIterator[RemoteEngineClient]:
+    client = RemoteEngineClient(tmp_path / "engine.sock", max_hz=QUICK.refresh_hz)
+    yield client
+    await client.close()
+
+
+def attached_app(remote: RemoteEngineClient) -> HotcoinApp:
+    app = HotcoinApp(remote, QUICK, attached=True, reconnect=remote.reconnect)
+    app.resubscribe_s = RETRY_S
+    return app
+
+
+async def test_an_engine_restarted_on_the_same_socket_is_attached_again(remote: RemoteEngineClient) -> None:
+    async with contextlib.AsyncExitStack() as first_engine:
+        await first_engine.enter_async_context(engine(remote.path, seed=7))
+        await remote.connect()
+        app = attached_app(remote)
+        async with app.run_test(size=WIDE) as pilot:
+            await eventually(lambda: app.snapshot is not None and app.main.chart.draws > 0)
+            await first_engine.aclose()  # the engine stops (SIGTERM): its socket closes
+            await eventually(lambda: "FEED ERROR" in banner(app))
+            await pilot.pause(1.0)  # many retries and chart ticks with nothing serving
+            assert "FEED ERROR" in banner(app)  # the old engine's last snapshot is not taken for a live one
+            lost = [n for n in notes(app) if n.startswith("Engine feed lost")]
+            assert len(lost) == 1 and "Reattaching every 0.05s" in lost[0]
+            # a load in flight as the engine went may fail, once; no loads while the feed is down
+            assert len([n for n in notes(app) if n.startswith("chart")]) <= 1
+            async with engine(remote.path, seed=8) as second:
+                restarted = second.latest()
+                await eventually(lambda: app.snapshot == restarted and "FEED ERROR" not in banner(app))
+                stepped = second.step()
+                await eventually(lambda: app.snapshot == stepped)
+                assert len([n for n in notes(app) if n.startswith("Engine feed lost")]) == 1
+                await pilot.press("q")
+                assert "detached; the engine keeps running" in await quit_message(app)
+    assert app.return_code == 0
+
+
+async def test_quitting_after_the_engine_died_does_not_say_it_keeps_running(remote: RemoteEngineClient) -> None:
+    async with contextlib.AsyncExitStack() as the_engine:
+        await the_engine.enter_async_context(engine(remote.path, seed=7))
+        await remote.connect()
+        app = attached_app(remote)
+        async with app.run_test(size=SMALL) as pilot:
+            await eventually(lambda: app.snapshot is not None)
+            await the_engine.aclose()
+            await eventually(lambda: "FEED ERROR" in banner(app))
+            await pilot.press("q")
+            message = await quit_message(app)
+            assert "the engine was not answering" in message and "keeps running" not in message
