@@ -57,7 +57,7 @@ from engine.trading import TradingCore
 log = logging.getLogger("hotcoin.engine")
 
 CYCLE_STATS_EVERY = 50  # cycles between refreshes of the cycle-time percentiles in status
-CLOSE_ALL_SHOWN_MS = 10_000  # a finished close-all stays in the snapshots this long, then goes
+CLOSE_ALL_SHOWN_S = 10.0  # a finished close-all stays in the snapshots this long (wall clock), then goes
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Engine:
         self._now = 0
         self._seq = 0
         self._close_all: CloseAllProgress | None = None
-        self._close_all_flat_ms: int | None = None  # when the close-all in `_close_all` went flat
+        self._close_all_flat_at: float | None = None  # time.monotonic() when `_close_all` went flat
         self._cycle_pct = (0.0, 0.0)  # p50, p99 of recent cycles (ms), refreshed every CYCLE_STATS_EVERY
 
     @property
@@ -273,7 +273,7 @@ class Engine:
             self.tap.emit("command", ts_ms=now, payload={"command": Command.PAUSE.value, "origin": f"{origin} (close-all)"})
             self.cycle.step_state(now)  # the core learns it is paused before it plans anything
         self._close_all = CloseAllProgress(requested_ms=now, total=held, remaining=held)
-        self._close_all_flat_ms = None
+        self._close_all_flat_at = None
         await self._publish(None, now)
         report = await close_all(core, self.router, now, origin)
         errors = tuple(f"{s}: still open" for s in report.still_open)
@@ -333,7 +333,7 @@ class Engine:
         if self.stats.cycles % CYCLE_STATS_EVERY == 0 and self.stats.cycle_ms:
             recent = list(self.stats.cycle_ms)[-1000:]
             self._cycle_pct = (float(np.percentile(recent, 50)), float(np.percentile(recent, 99)))
-        self._close_all = self._close_all_progress(len(core.book.holdings), now)
+        self._close_all = self._close_all_progress(len(core.book.holdings))
         snap = EngineSnapshot(
             seq=self._seq,
             ts_ms=now,
@@ -347,10 +347,11 @@ class Engine:
         await self.hub.publish(snap)
         self.metrics.update_from_snapshot(snap)
 
-    def _close_all_progress(self, held: int, now: int) -> CloseAllProgress | None:
+    def _close_all_progress(self, held: int) -> CloseAllProgress | None:
         """The running close-all with `held` positions left; once flat it is shown for
-        `CLOSE_ALL_SHOWN_MS` (the FLAT badge and the dialog's last word), then dropped, so the
-        banner does not say FLAT for good over positions opened after a resume."""
+        `CLOSE_ALL_SHOWN_S` (the FLAT badge and the dialog's last word), then dropped, so the
+        banner does not say FLAT for good over positions opened after a resume. Wall-clock
+        seconds, not market time: a demo at --speed 60 would flash it for a sixth of a second."""
         progress = self._close_all
         if progress is None:
             return None
@@ -358,9 +359,9 @@ class Engine:
             progress = CloseAllProgress(progress.requested_ms, progress.total, held, progress.errors)
         if progress.remaining:
             return progress
-        if self._close_all_flat_ms is None:
-            self._close_all_flat_ms = now
-        return progress if now - self._close_all_flat_ms < CLOSE_ALL_SHOWN_MS else None
+        if self._close_all_flat_at is None:
+            self._close_all_flat_at = time.monotonic()
+        return progress if time.monotonic() - self._close_all_flat_at < CLOSE_ALL_SHOWN_S else None
 
     def _candidate_rows(self, cycle: DiscoveryCycle | None) -> tuple[CandidateRow, ...]:
         if cycle is None:

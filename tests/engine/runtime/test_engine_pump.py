@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from engine.journal.reader import JournalReader
+from engine.runtime import engine as engine_module
 from engine.runtime.client import Command
-from engine.runtime.engine import CLOSE_ALL_SHOWN_MS
 from hotcoin_tui.cli import app
 from tests.kit.engine import pump_rig
 from tests.kit.waiting import eventually
@@ -77,7 +78,8 @@ async def test_pause_blocks_entries_and_resume_allows_them(tmp_path: Path) -> No
     assert rejected, "paused entries were not journaled as refused"
 
 
-async def test_close_all_flattens_and_is_idempotent(tmp_path: Path) -> None:
+async def test_close_all_flattens_and_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "CLOSE_ALL_SHOWN_S", 0.5)
     async with pump_rig(tmp_path / "j.sqlite") as rig:
         engine = rig.engine
         task = asyncio.create_task(engine.run())
@@ -99,9 +101,7 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path) -> None:
         # badge goes once the close-all has been flat for a while.
         assert "paused" in first.message and snap.status.paused
         fills = engine.stats.fills
-        flat_at = snap.ts_ms
-        await eventually(lambda: (s := engine.hub.latest) is not None and s.ts_ms - flat_at > CLOSE_ALL_SHOWN_MS, timeout=30)
-        assert engine.hub.latest is not None and engine.hub.latest.close_all is None
+        await eventually(lambda: (s := engine.hub.latest) is not None and s.close_all is None, timeout=30)
         assert engine.stats.fills == fills and not engine.core.book.holdings
         engine.stop()
         await asyncio.wait_for(task, 10)
