@@ -29,17 +29,29 @@ from engine.market.backoff import Clock, parse_retry_after
 
 _FLOAT_KEYS = ("c", "b", "a", "o", "h", "l", "v", "q")  # last bid ask open high low base-vol quote-vol
 SUBSCRIBE_ID = 1
+EVENT_WINDOW_MS = 86_400_000
+"""How far a row's event time may sit from the local clock before the row counts as malformed.
+
+It catches times in the wrong unit (seconds, microseconds) and garbage, which would otherwise
+become the engine's clock. It is wide on purpose: a PC clock kept in local time is off by
+whole hours, and the simulated exchange runs at up to x1000, where every wall second of
+network or backlog delay is 1,000 exchange seconds. A row that is merely early cannot move
+the engine's clock either: `GatewayFeed` ignores event times far ahead of the receive time.
+"""
 
 
 class TickerArrayDecoder:
     """Binance `!ticker@arr` payloads -> `TickerBatch`; symbol ids mapped to ccxt symbols.
 
     Ids not in the loaded markets (a listing newer than our market info) are skipped and
-    counted in `unknown_ids`; the periodic market refresh brings them in.
+    counted in `unknown_ids`; the periodic market refresh brings them in. Rows that do not
+    parse, or whose event time is not an int within `window_ms` of the local clock, are
+    dropped and counted in `malformed_rows`.
     """
 
-    def __init__(self, symbols_by_id: Mapping[str, str]) -> None:
+    def __init__(self, symbols_by_id: Mapping[str, str], *, window_ms: int = EVENT_WINDOW_MS) -> None:
         self._symbols = dict(symbols_by_id)
+        self._window_ms = window_ms
         self.unknown_ids = 0
         self.malformed_rows = 0
 
@@ -67,6 +79,7 @@ class TickerArrayDecoder:
         symbols_by_id = self._symbols
         known = [r for r in rows if r.get("s") in symbols_by_id]
         self.unknown_ids += len(rows) - len(known)
+        known = self._with_plausible_times(known, ts_ms)
         try:
             table = np.array([[r[k] for k in _FLOAT_KEYS] for r in known], dtype=np.float64)
         except (KeyError, ValueError, TypeError):
@@ -77,11 +90,11 @@ class TickerArrayDecoder:
             table = np.array([[r[k] for k in _FLOAT_KEYS] for r in known], dtype=np.float64)
         n = len(known)
         table = table.reshape(n, len(_FLOAT_KEYS))
+        event_ms = np.fromiter((r.get("C") or r["E"] for r in known), np.int64, n)
         try:
-            event_ms = np.fromiter((r.get("C") or r["E"] for r in known), np.int64, n)
             counts = np.fromiter((r.get("n", -1) for r in known), np.int64, n)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise MarketDataError(f"malformed 24hrTicker times or counts: {exc!r}") from None
+        except (ValueError, TypeError) as exc:
+            raise MarketDataError(f"malformed 24hrTicker trade counts: {exc!r}") from None
         columns = table.T
         return TickerBatch(
             ts_ms=ts_ms,
@@ -97,6 +110,22 @@ class TickerArrayDecoder:
             quote_volume_24h=columns[7].copy(),
             trade_count_24h=counts,
         )
+
+
+    def _with_plausible_times(self, rows: list[dict[str, Any]], ts_ms: int) -> list[dict[str, Any]]:
+        """The rows whose event time (`C`, else `E`) is an int near `ts_ms`; the rest counted.
+
+        One far-future time would otherwise become the batch's time and stop the engine's
+        clock (every later batch stamped `last + 1`). All rows pass on a normal message, so
+        the check is one pass over the times and the rows are only filtered when one fails.
+        """
+        lo, hi = ts_ms - self._window_ms, ts_ms + self._window_ms
+        times = [r.get("C") or r.get("E") for r in rows]
+        if all(type(t) is int and lo <= t <= hi for t in times):  # bool is not an int here
+            return rows
+        good = [r for r, t in zip(rows, times, strict=True) if type(t) is int and lo <= t <= hi]
+        self.malformed_rows += len(rows) - len(good)
+        return good
 
 
 def _parses(row: Mapping[str, Any]) -> bool:
