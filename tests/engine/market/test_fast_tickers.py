@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -58,3 +59,48 @@ def test_event_times_near_the_local_clock_are_kept() -> None:
     batch = decoder.decode(orjson.dumps(rows), EVENT_MS)
     assert batch is not None and decoder.malformed_rows == 0
     assert list(batch.event_ms) == [EVENT_MS, EVENT_MS - 1, EVENT_MS - 3_600_000]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"n": None}, id="n-null"),
+        pytest.param({"n": "5"}, id="n-a-string"),
+        pytest.param({"n": 5.5}, id="n-a-float"),
+        pytest.param({"c": None}, id="c-null"),
+        pytest.param({"c": True}, id="c-true"),
+        pytest.param({"q": False}, id="q-false"),
+        pytest.param({"b": [1]}, id="b-a-list"),
+        pytest.param({"h": "1.2.3"}, id="h-not-a-number"),
+    ],
+)
+def test_a_row_with_a_bad_value_is_dropped_and_counted_not_the_message(fields: dict[str, Any]) -> None:
+    rows = ticker_array(3)
+    rows[1].update(fields)
+    symbols, decoder = decode(rows)
+    assert symbols == ("C0/USDT", "C2/USDT")
+    assert decoder.malformed_rows == 1
+
+
+@pytest.mark.parametrize("element", ["garbage", None, [1, 2], 7], ids=["string", "null", "list", "number"])
+def test_an_element_that_is_not_an_object_is_a_malformed_row(element: Any) -> None:
+    symbols, decoder = decode([*ticker_array(2), element])
+    assert symbols == ("C0/USDT", "C1/USDT")
+    assert (decoder.malformed_rows, decoder.unknown_ids) == (1, 0)
+
+
+def test_an_id_that_is_not_a_string_is_skipped() -> None:
+    rows = ticker_array(3)
+    rows[1]["s"] = ["C1USDT"]
+    symbols, decoder = decode(rows)
+    assert symbols == ("C0/USDT", "C2/USDT") and decoder.unknown_ids == 1
+
+
+def test_numbers_and_nan_strings_are_values() -> None:
+    rows = ticker_array(2)
+    rows[0]["c"], rows[0]["v"], rows[1]["b"] = 1.5, 10, "NaN"
+    decoder = TickerArrayDecoder(SYMBOLS)
+    batch = decoder.decode(orjson.dumps(rows), EVENT_MS)
+    assert batch is not None and decoder.malformed_rows == 0
+    assert (batch.last[0], batch.base_volume_24h[0]) == (1.5, 10.0)
+    assert np.isnan(batch.bid[1])
