@@ -6,6 +6,10 @@ FILLED right after its NEW would wait for some later, unrelated order event). So
 `CcxtConnection` keeps the watch armed with a pump task that re-calls it in the same step it
 receives a result, and merges results the consumer has not taken yet (`merge_*`) instead of
 dropping or queueing them without bound.
+
+A message the call cannot make sense of (`MarketDataError`) costs that message only: the pump
+keeps the watch armed and `next()` raises the error once. Any other error ends the pump, and
+`next()` raises it until `ResilientStream` replaces the connection.
 """
 
 from __future__ import annotations
@@ -37,14 +41,19 @@ class CcxtConnection(Connection[T]):
         self._merge = merge
         self._ready: list[T] = []  # at most one item: later results are merged into it
         self._error: BaseException | None = None
+        self._bad: MarketDataError | None = None  # the last bad message not yet reported
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         try:
             while True:
-                item = await self._call(self.exchange)
-                self._ready[:] = [self._merge(self._ready[0], item)] if self._ready else [item]
+                try:
+                    item = await self._call(self.exchange)
+                except MarketDataError as exc:
+                    self._bad = exc  # ending the pump here would wedge the stream on this error
+                else:
+                    self._ready[:] = [self._merge(self._ready[0], item)] if self._ready else [item]
                 self._wake.set()
         except Exception as exc:
             self._error = exc
@@ -53,11 +62,14 @@ class CcxtConnection(Connection[T]):
     async def next(self) -> T:
         if self._pump is None:
             self._pump = asyncio.ensure_future(self._run())
-        while not self._ready and self._error is None:
+        while not self._ready and self._bad is None and self._error is None:
             self._wake.clear()
             await self._wake.wait()
         if self._ready:
             return self._ready.pop()
+        if self._bad is not None:
+            bad, self._bad = self._bad, None
+            raise bad
         assert self._error is not None
         raise self._error
 

@@ -7,7 +7,10 @@ what time it is, and it must keep the engine cycling when the exchange goes quie
   time in it (Binance's close time `C`), never the local wall clock. On Binance the two agree
   within network latency; on the simulated exchange at x300 only the exchange's clock moves
   at the market's pace, and the engine's bars, windows and thresholds must follow the market.
-  `ts_ms` never goes backwards (a duplicated or reordered message gets `last + 1`).
+  `ts_ms` never goes backwards (a duplicated or reordered message gets `last + 1`), so an
+  event time more than `MAX_AHEAD_MS` ahead of the batch's receive time (the gateway's
+  clock) is not believed: one such row would hold the clock years ahead, every later batch
+  stamped `last + 1` and `data_age_s` stuck at 0. With none left, the receive time is used.
 - **Heartbeats.** When no ticker arrives for `idle_s` wall seconds (a dropped WebSocket in
   backoff, a half-open socket, a stream error), `next_batch` returns an *empty* batch stamped
   with the exchange's time by the gateway's clock (`SystemClock` for Binance, `ExchangeClock`
@@ -60,6 +63,7 @@ STALE_ROW_MS = 10_000  # a connected stream silent this long shows as "stale" in
 REST_ERROR_SHOWN_MS = 60_000  # a REST error shows on the `rest` row for this long
 MINUTE_MS = 60_000
 FIRST_LOAD_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # wall seconds before each retry of a failed first market load
+MAX_AHEAD_MS = 60_000  # an event time further ahead of the batch's receive time is not the exchange's time
 
 
 class ExchangeClock:
@@ -255,8 +259,7 @@ class GatewayFeed(MarketFeed):
                 return self._heartbeat()
 
     def _accept(self, batch: TickerBatch) -> TickerBatch:
-        events = batch.event_ms[batch.event_ms > 0]
-        exchange_ms = int(events.max()) if len(events) else batch.ts_ms
+        exchange_ms = _exchange_time(batch)
         self._last_data_ms = max(exchange_ms, self._last_data_ms or 0)
         self.batches += 1
         if len(batch):
@@ -350,6 +353,14 @@ class GatewayFeed(MarketFeed):
             await asyncio.gather(self._pending, return_exceptions=True)
             self._pending = None
         await self.gateway.close()
+
+
+def _exchange_time(batch: TickerBatch) -> int:
+    """The newest event time that is not more than `MAX_AHEAD_MS` ahead of the receive time
+    (`batch.ts_ms`), else the receive time: see the module docstring, "Exchange time"."""
+    events = batch.event_ms
+    believable = events[(events > 0) & (events <= batch.ts_ms + MAX_AHEAD_MS)]
+    return int(believable.max()) if len(believable) else batch.ts_ms
 
 
 def _row(h: StreamHealth, now_ms: int) -> StreamRow:

@@ -74,7 +74,7 @@ async def make_gateway(sim: SimExchangeServer) -> AsyncIterator[GatewayFactory]:
                 ex.streaming["keepAlive"] = ccxt_keepalive_ms
             return ex
 
-        clock = ManualClock(auto=auto)
+        clock = ManualClock(sim.venue.clock.now_ms(), auto=auto)  # the gateway keeps the exchange's time
         notices: list[GatewayNotice] = []
         gateway = CcxtGateway(section, clock=clock, notify=notices.append, client_factory=client)
         made.append(gateway)

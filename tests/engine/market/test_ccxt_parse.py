@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from bench.bench_ticker_ingest import exchange_info_symbols, offline_binance, ticker_array
+from bench.bench_ticker_ingest import EVENT_MS, exchange_info_symbols, offline_binance, ticker_array
 from engine.domain import MarketStatus, OrderStatus
 from engine.errors import MarketDataError
 from engine.market.ccxt_parse import (
@@ -55,7 +55,7 @@ async def test_ccxt_path_and_fast_path_give_the_same_batch(ccxt_binance: Any) ->
     ccxt_binance.handle_message(client, rows)
     via_ccxt = tickers_to_batch(ccxt_binance.tickers, 7)
     decoder = TickerArrayDecoder({m["id"]: s for s, m in ccxt_binance.markets.items()})
-    fast = decoder.decode(orjson.dumps(rows), 7)
+    fast = decoder.decode(orjson.dumps(rows), EVENT_MS)
     assert fast is not None
     assert via_ccxt.symbols == fast.symbols
     for name in ("last", "bid", "ask", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h"):
@@ -76,7 +76,7 @@ def test_fast_decoder_skips_acks_and_counts_unknown_and_malformed_rows() -> None
     rows[1]["c"] = "1.2.3"
     rows[2]["h"] = None
     rows[0]["b"] = "NaN"
-    batch = decoder.decode(orjson.dumps(rows), 0)
+    batch = decoder.decode(orjson.dumps(rows), EVENT_MS)
     assert batch is not None
     assert batch.symbols == ("C0/USDT",)
     assert np.isnan(batch.bid[0])
@@ -85,7 +85,7 @@ def test_fast_decoder_skips_acks_and_counts_unknown_and_malformed_rows() -> None
 
 def test_fast_decoder_accepts_a_single_ticker_and_raises_on_a_refusal() -> None:
     decoder = TickerArrayDecoder({"C0USDT": "C0/USDT"})
-    one = decoder.decode(orjson.dumps(ticker_array(1)[0]), 0)
+    one = decoder.decode(orjson.dumps(ticker_array(1)[0]), EVENT_MS)
     assert one is not None and len(one) == 1
     import ccxt
 
