@@ -10,11 +10,13 @@ and returns the scorer in the mode its promotion decision allows:
 
 Anything else (no registry, no version, a refused or unreadable model) returns no scorer and a
 one-line status saying why and that the engine runs on its rules alone: a model problem must
-never stop trading on rules, and must never be silent.
+never stop trading on rules, and must never be silent. A version folder that cannot be read is
+passed over (the current model is chosen among the others) and named in the status.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from engine.config import HotcoinConfig
 from engine.signals.features import feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
-from ml.governance.registry import ModelRegistry, ModelVersion, verify
+from ml.governance.registry import ModelRegistry, ModelVersion, SkippedVersion, verify
 from ml.scorer import LgbmScorer, model_label
 
 TASK = "hot_lgbm"
@@ -44,27 +46,41 @@ def registry_root(config: HotcoinConfig) -> Path:
     return config.ml.registry_dir or (config.paths.data_dir / "models")
 
 
-def _current(registry: ModelRegistry, task: str, interval: str) -> ModelVersion | None:
-    versions = registry.versions(task, interval)
+def _current(versions: tuple[ModelVersion, ...]) -> ModelVersion | None:
     production = [v for v in versions if v.production]
     pool = production or versions
     return pool[-1] if pool else None
+
+
+def _skipped_note(skipped: tuple[SkippedVersion, ...]) -> str:
+    """"; skipped unreadable hot_lgbm_1m@v0002 (...)": appended to the status so a damaged
+    version is seen wherever the model status is (log, journal, status bar), not only in a log."""
+    if not skipped:
+        return ""
+    return "; skipped unreadable " + ", ".join(f"{s.name} ({s.reason})" for s in skipped)
 
 
 def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None = None) -> ScorerLoad:
     """The scorer for `task` on the signal timeframe (default `trading.signals.timeframe`)."""
     interval = interval or config.trading.signals.timeframe
     root = registry_root(config)
-    registry = ModelRegistry(root)
     try:
-        chosen = _current(registry, task, interval)
-    except GovernanceError as exc:
+        listing = ModelRegistry(root).scan(task, interval)
+    except (GovernanceError, OSError) as exc:
         return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}")
+    chosen = _current(listing.versions)
     if chosen is None:
-        return ScorerLoad(
+        load = ScorerLoad(
             None,
             f"no {task}_{interval} model in {root}; {_RULES_ONLY} (train one with `hotcoin train --task {task}`)",
         )
+    else:
+        load = _load(chosen)
+    return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped))
+
+
+def _load(chosen: ModelVersion) -> ScorerLoad:
+    """`chosen` verified and loaded in the mode its decision allows, or the reason it was not."""
     label = model_label(chosen)
     mode: ScorerMode = "production" if chosen.production else "shadow"
     try:

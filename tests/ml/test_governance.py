@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,33 @@ def test_register_rejects_inconsistent_inputs(tmp_path: Path) -> None:
         registry.register(model_path=model, contract=contract, decision=decision, extra_files={"m.json": tmp_path / "no"})
     assert registry.versions("lstm_hot", "1m") == []
     assert list((tmp_path / "registry" / "lstm_hot_1m").iterdir()) == []
+
+
+def test_an_unreadable_version_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = _register(registry, tmp_path, b"one")
+    v2 = _register(registry, tmp_path, b"two", Evaluation((0.9, 1.0, 0.95), 500, "b"))
+    (v2.path / "runtime_contract_lstm_hot_1m.json").write_text("")  # what a crash after an unsynced rename leaves
+    listing = registry.scan("lstm_hot", "1m")
+    assert listing.versions == (v1,)
+    assert [s.name for s in listing.skipped] == ["lstm_hot_1m@v0002"] and "not valid JSON" in listing.skipped[0].reason
+    assert "skipping lstm_hot_1m@v0002" in caplog.text
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH).version == 1
+    v3 = _register(registry, tmp_path, b"three")  # registering still works, and never reuses the bad number
+    assert v3.version == 3 and [v.version for v in registry.versions("lstm_hot", "1m")] == [1, 3]
+
+
+def test_register_flushes_every_file_and_both_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    _register(ModelRegistry(tmp_path / "registry"), tmp_path)
+    files = {"model.pt", ".runtime_contract_lstm_hot_1m.json.tmp", ".promotion_decision_lstm_hot_1m.json.tmp"}
+    assert files <= set(synced)
+    assert synced[-1] == "lstm_hot_1m"  # the folder holding the renamed version, last
+    assert any(name.startswith(".staging-") for name in synced)  # the staged folder, before the rename

@@ -154,6 +154,14 @@ def test_a_malformed_contract_is_reported_not_raised(registries: dict[str, Path]
     assert load.scorer is None and "unreadable" in load.status and "not valid JSON" in load.status
 
 
+def test_an_unreadable_newer_version_leaves_production_in_place(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["both"], tmp_path)
+    (root / "hot_lgbm_1m" / "v0002" / "runtime_contract_hot_lgbm_1m.json").write_text("")
+    load = load_scorer(config_for(root))
+    assert load.mode == "production" and load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+    assert "skipped unreadable hot_lgbm_1m@v0002 (runtime contract" in load.status
+
+
 # ----------------------------------------------------------------------------- in the trading core
 MARKET = synth_frames(n_symbols=12, n_bars=200, seed=11, burst_rate=1 / 30)
 WARM = 70
