@@ -21,10 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import HotcoinConfig
-from engine.signals.features import feature_schema_hash
+from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
-from ml.governance.registry import ModelRegistry, ModelVersion, SkippedVersion, verify
+from ml.governance.registry import (
+    FeatureSchema,
+    ModelRegistry,
+    ModelVersion,
+    SkippedVersion,
+    verify,
+)
 from ml.scorer import LgbmScorer, model_label
 
 TASK = "hot_lgbm"
@@ -84,7 +90,7 @@ def _load(chosen: ModelVersion) -> ScorerLoad:
     label = model_label(chosen)
     mode: ScorerMode = "production" if chosen.production else "shadow"
     try:
-        verify(chosen, feature_schema_hash=feature_schema_hash())
+        verify(chosen, feature_schema_hash=feature_schema_hash(), features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES))
         scorer = LgbmScorer.load(chosen, mode)
     except ModelRefused as exc:
         return ScorerLoad(None, f"REFUSED {exc}; {_RULES_ONLY}", label, chosen.contract.model_sha256)

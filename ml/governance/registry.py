@@ -206,9 +206,10 @@ class ModelRegistry:
         feature_schema_hash: str,
         version: int | None = None,
         production_only: bool = False,
+        features: FeatureSchema | None = None,
     ) -> ModelVersion:
         """The chosen version (default: the newest; with `production_only`, the newest production
-        one), verified against the running feature code and its own file."""
+        one), verified against the running feature code and its own file (see `verify`)."""
         if version is not None:
             chosen = self._read(task, interval, version)
         else:
@@ -217,8 +218,32 @@ class ModelRegistry:
                 kind = "production version" if production_only else "version"
                 raise RegistryError(f"no {kind} of {task}_{interval} in {self.root}; train and register one first")
             chosen = candidates[-1]
-        verify(chosen, feature_schema_hash=feature_schema_hash)
+        verify(chosen, feature_schema_hash=feature_schema_hash, features=features)
         return chosen
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The feature names and dtypes, in column order, that the running code feeds a model."""
+
+    names: tuple[str, ...]
+    dtypes: tuple[str, ...]
+
+
+def _verify_features(model: ModelVersion, features: FeatureSchema) -> None:
+    contract = model.contract
+    for what, theirs, ours in (
+        ("feature_names", contract.feature_names, features.names),
+        ("feature_dtypes", contract.feature_dtypes, features.dtypes),
+    ):
+        if tuple(theirs) != tuple(ours):
+            raise ModelRefused(
+                f"{model.name} refused: its contract's {what} are not the running feature code's, though its "
+                f"feature_schema_hash says they are; the contract was edited or built wrongly, retrain the model",
+                which=what,
+                expected=",".join(ours),
+                actual=",".join(theirs),
+            )
 
 
 def _stage(staging: Path, files: Mapping[str, Path], contract: RuntimeContract, decision: PromotionDecision) -> None:
@@ -232,8 +257,14 @@ def _stage(staging: Path, files: Mapping[str, Path], contract: RuntimeContract, 
     fsync_dir(staging)
 
 
-def verify(model: ModelVersion, *, feature_schema_hash: str) -> None:
-    """Raise `ModelRefused` naming the hash that differs; return quietly when both match."""
+def verify(model: ModelVersion, *, feature_schema_hash: str, features: FeatureSchema | None = None) -> None:
+    """Raise `ModelRefused` naming the hash that differs; return quietly when both match.
+
+    With `features` (the running code's names and dtypes, the inputs of its schema hash), the
+    contract's own names and dtypes must be those too: equal hashes alone would let a contract
+    whose names were edited after training, hash untouched, through."""
+    if features is not None:
+        _verify_features(model, features)
     expected = model.contract.feature_schema_hash
     if expected != feature_schema_hash:
         raise ModelRefused(

@@ -20,7 +20,7 @@ from ml.governance.contract import (
 )
 from ml.governance.errors import ContractError, ModelRefused, RegistryError
 from ml.governance.promotion import Evaluation, decide, read_decision, write_decision
-from ml.governance.registry import ModelRegistry, ModelVersion
+from ml.governance.registry import FeatureSchema, ModelRegistry, ModelVersion
 
 NAMES = ("ret_1", "bar_range", "log_volume")
 DTYPES = ("float32", "float32", "float32")
@@ -237,3 +237,23 @@ def test_register_flushes_every_file_and_both_folders(tmp_path: Path, monkeypatc
     assert files <= set(synced)
     assert synced[-1] == "lstm_hot_1m"  # the folder holding the renamed version, last
     assert any(name.startswith(".staging-") for name in synced)  # the staged folder, before the rename
+
+
+@pytest.mark.parametrize(
+    ("field", "edited"),
+    [
+        pytest.param("feature_names", [NAMES[1], NAMES[0], NAMES[2]], id="names-reordered"),
+        pytest.param("feature_dtypes", ["float64", "float32", "float32"], id="dtype-changed"),
+    ],
+)
+def test_a_contract_edited_behind_its_schema_hash_is_refused(tmp_path: Path, field: str, edited: list[str]) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    version = _register(registry, tmp_path)
+    running = FeatureSchema(NAMES, DTYPES)
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH, features=running) == version
+    path = version.path / "runtime_contract_lstm_hot_1m.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: edited}))  # the hash left as it was
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH).version == 1  # the hash alone cannot tell
+    with pytest.raises(ModelRefused, match=f"its contract's {field} are not the running feature code's") as info:
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH, features=running)
+    assert (info.value.which, info.value.actual) == (field, ",".join(edited))

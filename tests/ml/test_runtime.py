@@ -26,9 +26,11 @@ from engine.domain import Candidate, Candle, HeatComponents
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import make_trace_id
-from engine.signals.features import FEATURE_NAMES
+from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import Scorer
 from engine.trading import TradingCore
+from ml.governance.contract import TrainingWindow, build_contract
+from ml.governance.promotion import Evaluation, decide
 from ml.governance.registry import ModelRegistry
 from ml.lgbm import LgbmParams, TrainRequest, TrainSettings, train_and_register
 from ml.runtime import ScorerLoad, load_scorer
@@ -160,6 +162,57 @@ def test_an_unreadable_newer_version_leaves_production_in_place(registries: dict
     load = load_scorer(config_for(root))
     assert load.mode == "production" and load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
     assert "skipped unreadable hot_lgbm_1m@v0002 (runtime contract" in load.status
+
+
+def _register_booster(root: Path, names: list[str], work: Path) -> None:
+    """A LightGBM model trained on columns `names`, registered as production with a contract
+    naming FEATURE_NAMES (as any caller of `ModelRegistry.register` may do)."""
+    import lightgbm as lgb
+
+    x = np.random.default_rng(0).normal(size=(400, len(names)))
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, (x[:, 0] > 0).astype(float), feature_name=names),
+        5,
+    )
+    model = work / "model.txt"
+    booster.save_model(str(model))
+    contract = dataclasses.replace(
+        build_contract(
+            task="hot_lgbm",
+            interval="1m",
+            model_path=model,
+            feature_names=FEATURE_NAMES,
+            feature_dtypes=FEATURE_DTYPES,
+            feature_schema_hash=feature_schema_hash(),
+            training_window=TrainingWindow(0, 1),
+            label_definition="top decile",
+            created_ms=1,
+        ),
+        model_format="lightgbm_text",
+    )
+    decision = decide(
+        task="hot_lgbm", interval="1m", evaluation=Evaluation((2.0, 2.0), 500, "b"), gates=LENIENT,
+        model_sha256=contract.model_sha256, decided_ms=1,
+    )
+    ModelRegistry(root).register(model_path=model, contract=contract, decision=decision)
+
+
+def test_a_model_trained_on_another_column_order_is_refused(tmp_path: Path) -> None:
+    _register_booster(tmp_path / "models", list(reversed(FEATURE_NAMES)), tmp_path)
+    load = load_scorer(config_for(tmp_path / "models"))
+    assert load.scorer is None and load.mode == "off"
+    assert load.status.startswith("REFUSED hot_lgbm_1m@v0001 refused: the model's own feature order differs")
+    assert f"column 0: model {FEATURE_NAMES[-1]!r}, engine {FEATURE_NAMES[0]!r}" in load.status
+    assert "rules alone" in load.status
+
+
+def test_a_contract_whose_dtypes_were_edited_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    path = root / "hot_lgbm_1m" / "v0001" / "runtime_contract_hot_lgbm_1m.json"
+    _edit_json(path, feature_dtypes=["float32"] * len(FEATURE_NAMES))  # the schema hash left as it was
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and "its contract's feature_dtypes are not the running feature code's" in load.status
 
 
 # ----------------------------------------------------------------------------- in the trading core
