@@ -8,6 +8,10 @@ and returns the scorer in the mode its promotion decision allows:
 - `production` -> mode `production`: its score enters the entry decision (`ml_score` rule);
 - `research_only` -> mode `shadow`: scored and journaled as `model_shadow`, never deciding.
 
+The decision is the one recorded at registration, judged again by today's `[ml.gates]`: a
+production model that no longer passes them runs as research_only (logged, and said in the
+status), so tightening the gates takes effect at the next start, not at the next retraining.
+
 Anything else (no registry, no version, a refused or unreadable model) returns no scorer and a
 one-line status saying why and that the engine runs on its rules alone: a model problem must
 never stop trading on rules, and must never be silent. A version folder that cannot be read is
@@ -17,13 +21,16 @@ passed over (the current model is chosen among the others) and named in the stat
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import HotcoinConfig
+from engine.config.sections.ml import PromotionGates
 from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
+from ml.governance.promotion import recheck
 from ml.governance.registry import (
     FeatureSchema,
     ModelRegistry,
@@ -34,6 +41,7 @@ from ml.governance.registry import (
 from ml.scorer import LgbmScorer, model_label
 
 TASK = "hot_lgbm"
+log = logging.getLogger("hotcoin.ml")
 _RULES_ONLY = "the engine runs on its rules alone"
 
 
@@ -50,6 +58,19 @@ class ScorerLoad:
 
 def registry_root(config: HotcoinConfig) -> Path:
     return config.ml.registry_dir or (config.paths.data_dir / "models")
+
+
+def _under_gates(version: ModelVersion, gates: PromotionGates) -> ModelVersion:
+    """`version` with its decision judged by today's gates (`recheck`); a demotion is logged."""
+    decision = recheck(version.decision, gates)
+    if decision == version.decision:
+        return version
+    log.warning(
+        "%s was registered as production but misses the current [ml.gates] (%s); it runs as research_only (shadow)",
+        version.name,
+        "; ".join(g.reason for g in decision.gates if not g.passed),
+    )
+    return dataclasses.replace(version, decision=decision)
 
 
 def _current(versions: tuple[ModelVersion, ...]) -> ModelVersion | None:
@@ -74,7 +95,7 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
         listing = ModelRegistry(root).scan(task, interval)
     except (GovernanceError, OSError) as exc:
         return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}")
-    chosen = _current(listing.versions)
+    chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in listing.versions))
     if chosen is None:
         load = ScorerLoad(
             None,

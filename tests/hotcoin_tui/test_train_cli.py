@@ -65,3 +65,21 @@ def test_an_interval_the_label_cannot_use_fails_before_loading(history: Path, tm
     assert isinstance(result.exception, TrainingDataError), result.output
     assert str(result.exception).startswith("1h candles cannot make the hot-coin label")
     assert "use 1m, 3m, 5m, 15m or 30m candles" in str(result.exception)
+
+
+def test_retraining_the_same_model_under_other_gates_says_which_decision_stands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
+    for key, value in {"MIN_OOS_LIFT": "0.01", "MAX_FOLD_CV": "100", "MIN_OOS_SAMPLES": "1", "MIN_FOLDS": "2"}.items():
+        monkeypatch.setenv(f"HOTCOIN_ML__GATES__{key}", value)
+    history = write_history(tmp_path / "candles", synth_frames(n_symbols=10, n_bars=1500, seed=5))
+    args = [*TRAIN_HERE, "--data", str(history), "--epochs", "15", "--stride", "2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "registered hot_lgbm_1m@v0001 (production)" in first.output and "note:" not in first.output
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_LIFT", "50")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "identical model already registered as hot_lgbm_1m@v0001 (production)" in again.output
+    assert "note: under the current [ml.gates] this model is research_only (mean out-of-sample lift" in again.output
+    assert "was registered as production and that decision stays on record" in again.output
+    assert "it runs this one in shadow" in again.output

@@ -19,7 +19,7 @@ from ml.governance.contract import (
     write_contract,
 )
 from ml.governance.errors import ContractError, ModelRefused, RegistryError
-from ml.governance.promotion import Evaluation, decide, read_decision, write_decision
+from ml.governance.promotion import Evaluation, decide, read_decision, recheck, write_decision
 from ml.governance.registry import FeatureSchema, ModelRegistry, ModelVersion
 
 NAMES = ("ret_1", "bar_range", "log_volume")
@@ -257,3 +257,14 @@ def test_a_contract_edited_behind_its_schema_hash_is_refused(tmp_path: Path, fie
     with pytest.raises(ModelRefused, match=f"its contract's {field} are not the running feature code's") as info:
         registry.load("lstm_hot", "1m", feature_schema_hash=HASH, features=running)
     assert (info.value.which, info.value.actual) == (field, ",".join(edited))
+
+
+def test_recheck_demotes_a_production_decision_the_current_gates_reject() -> None:
+    decision = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256="a" * 64, decided_ms=1)
+    assert recheck(decision, GATES) is decision
+    tighter = PromotionGates(min_oos_lift=1.45, max_fold_cv=0.5, min_oos_samples=100, min_folds=3)
+    demoted = recheck(decision, tighter)
+    assert demoted.verdict == "research_only" and demoted.model_sha256 == decision.model_sha256
+    assert demoted.reasons == ("registered as production, but under the current [ml.gates] mean out-of-sample lift 1.4 misses >= 1.45",)
+    weak = decide(task="lstm_hot", interval="1m", evaluation=Evaluation((0.9, 1.0, 0.95), 500, "b"), gates=GATES, model_sha256="a" * 64, decided_ms=1)
+    assert recheck(weak, PromotionGates(min_oos_lift=0.5)) is weak  # never promoted by looser gates

@@ -43,9 +43,11 @@ LENIENT = PromotionGates(min_oos_lift=0.01, max_fold_cv=100.0, min_oos_samples=1
 STRICT = PromotionGates(min_oos_lift=50.0)
 
 
-def config_for(registry: Path, **signals: Any) -> HotcoinConfig:
+def config_for(registry: Path, *, gates: PromotionGates = LENIENT, **signals: Any) -> HotcoinConfig:
+    """The engine's config over `registry`, judging models by `gates` (by default those the
+    production models in `registries` were registered under)."""
     return HotcoinConfig(
-        ml=MlSection(registry_dir=registry),
+        ml=MlSection(registry_dir=registry, gates=gates),
         trading=TradingSection(
             signals=SignalSettings(**signals),
             capital=CapitalSettings(profile="t", profiles={"t": CapitalProfile(capital=1000.0, max_concurrent=5)}),
@@ -116,6 +118,17 @@ def test_research_only_model_runs_in_shadow_with_its_reasons(registries: dict[st
 def test_newest_production_version_is_current(registries: dict[str, Path]) -> None:
     load = load_scorer(config_for(registries["both"]))
     assert load.mode == "production" and load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+
+
+def test_tightened_gates_demote_a_production_model_to_shadow(registries: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    load = load_scorer(config_for(registries["production"], gates=STRICT))
+    assert load.scorer is not None and load.mode == "shadow" == load.scorer.mode
+    assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+    assert "in shadow (research_only: registered as production, but under the current [ml.gates] mean out-of-sample lift" in load.status
+    assert "misses >= 50" in load.status
+    assert "hot_lgbm_1m@v0001 was registered as production but misses the current [ml.gates]" in caplog.text
+    loosened = PromotionGates(min_oos_lift=0.001, max_fold_cv=1000.0, min_oos_samples=1, min_folds=2)
+    assert load_scorer(config_for(registries["research"], gates=loosened)).mode == "shadow"  # demotion only, never promotion
 
 
 def _edit_json(path: Path, **changes: Any) -> None:
@@ -218,7 +231,7 @@ def test_a_contract_whose_dtypes_were_edited_is_refused(registries: dict[str, Pa
 # ----------------------------------------------------------------------------- in the trading core
 MARKET = synth_frames(n_symbols=12, n_bars=200, seed=11, burst_rate=1 / 30)
 WARM = 70
-SIGNALS = {"min_ret_5": 0.0, "min_vol_ratio_20": 0.8, "cooldown_ms": 5 * MINUTE}
+SIGNALS: dict[str, Any] = {"min_ret_5": 0.0, "min_vol_ratio_20": 0.8, "cooldown_ms": 5 * MINUTE}
 
 
 REAL_PAIRS = ["BTC/USDT", "DOGE/USDT", "ETH/USDT", "XRP/USDT", "ADA/USDT", "NKN/USDT", "CTSI/USDT", "WRX/USDT", "FTM/USDT", "CHZ/USDT"]
