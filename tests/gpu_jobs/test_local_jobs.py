@@ -177,3 +177,36 @@ def test_command_errors_name_the_fix(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, HotcoinError)
     assert message in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("env_setup", "stderr"),
+    [
+        pytest.param("source /nonexistent/bin/activate", "source: not found", id="bash-only-source"),
+        pytest.param("true; false", "no message", id="last-of-several-steps"),
+    ],
+)
+async def test_a_failing_env_setup_is_named_not_blamed_on_python(tmp_path: Path, env_setup: str, stderr: str) -> None:
+    from gpu_jobs.errors import RemoteEnvironmentError
+
+    client = make_client(make_config(tmp_path, here={**_local(tmp_path), "env_setup": env_setup}), "here")
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    with pytest.raises(RemoteEnvironmentError, match=r"the profile's env_setup .* failed on ") as info:
+        await client.start(packed.job_id)
+    assert stderr in str(info.value) and "`. /opt/venv/bin/activate`, not `source`" in str(info.value)
+    assert "has no python" not in str(info.value)
+
+
+async def test_a_posix_env_setup_runs_before_python(tmp_path: Path) -> None:
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "activate").write_text(f'PATH="{Path(sys.executable).parent}:$PATH"; export PATH\n')
+    profile = {**_local(tmp_path), "python": Path(sys.executable).name, "env_setup": f". {venv / 'activate'}"}
+    client = make_client(make_config(tmp_path, here=profile), "here")  # python found only through the activated PATH
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    assert (await client.status(packed.job_id))["job_id"] == packed.job_id
+
