@@ -16,6 +16,8 @@ import asyncio
 import json
 import re
 import shlex
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,10 +309,18 @@ class JobClient:
             )
 
     async def fetch(self, job_id: str, dest: Path) -> Path:
-        """Copy the model, metrics, spec, log and status into `dest/<job_id>/`."""
+        """Copy the model, metrics, spec, log and status into `dest/<job_id>/`. The copy goes to a
+        temporary folder renamed into place once every file is there: a copy cut short must not
+        leave a truncated model.pt where registration (or `hotcoin jobs fetch`) would take it."""
         jobdir = await self.job_dir(job_id)
         folder = dest / job_id
-        await self.transport.get([f"{jobdir}/{name}" for name in FETCHED_FILES], folder)
+        await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+        partial = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f".{job_id}.partial-", dir=dest))
+        try:
+            await self.transport.get([f"{jobdir}/{name}" for name in FETCHED_FILES], partial)
+            await asyncio.to_thread(_replace_folder, partial, folder)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, partial, ignore_errors=True)
         self._emit("fetched", job_id, f"fetched into {folder}", path=str(folder))
         return folder
 
@@ -330,6 +340,13 @@ class JobClient:
                 f"job {packed.job_id} ended {state}: {status.get('message', '')}; {hint}", state=state
             )
         return await self.fetch(packed.job_id, dest)
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Put `new` where `folder` is (a re-fetch replaces the earlier copy)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    new.rename(folder)
 
 
 def _json_or_none(text: str) -> Any:

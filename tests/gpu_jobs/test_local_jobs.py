@@ -7,17 +7,20 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from gpu_jobs.client import JobEvent
+from gpu_jobs.client import JobClient, JobEvent
+from gpu_jobs.errors import TransportError
 from gpu_jobs.pack import pack_job
 from gpu_jobs.profiles import make_client
 from gpu_jobs.register import register_fetched, registry_dir
 from gpu_jobs.remote import JobDir, effective_status, job_pid
+from gpu_jobs.transport.local import LocalTransport
 from hotcoin_tui.cli import app
 from ml.governance.registry import ModelRegistry
 from tests.gpu_jobs.conftest import make_config
@@ -210,3 +213,17 @@ async def test_a_posix_env_setup_runs_before_python(tmp_path: Path) -> None:
     await client.ship(packed)
     assert (await client.status(packed.job_id))["job_id"] == packed.job_id
 
+
+class DroppingTransport(LocalTransport):
+    """A link that drops mid-fetch, after the first file's bytes were only partly written."""
+
+    async def get(self, remotes: Sequence[str], local_dir: Path) -> None:
+        (local_dir / "model.pt").write_bytes(b"")
+        raise TransportError("connection to the GPU box (test) lost while fetching job files; run the same command again")
+
+
+async def test_a_fetch_cut_short_leaves_no_fetched_folder(tmp_path: Path) -> None:
+    client = JobClient(DroppingTransport(), workdir=str(tmp_path / "box"), python=sys.executable)
+    with pytest.raises(TransportError, match="lost while fetching"):
+        await client.fetch("lstm_hot-0000000000000000", tmp_path / "fetched")
+    assert list((tmp_path / "fetched").iterdir()) == []  # no folder with a 0-byte model.pt, no partial folder
