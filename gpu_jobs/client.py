@@ -16,6 +16,8 @@ import asyncio
 import json
 import re
 import shlex
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ FETCHED_FILES = ("out/model.pt", "out/metrics.json", "job.json", "train.log", "s
 EXIT_USAGE = 2  # gpu_jobs.remote.EXIT_USAGE: no such job (these mirror the box's exit codes)
 EXIT_ENV = 3  # gpu_jobs.remote.EXIT_ENV
 EXIT_NOT_FOUND = 127  # the shell could not find the profile's python
+EXIT_SETUP = 125  # the profile's env_setup failed (`_python_command` exits with it)
 _PROGRESS = re.compile(r"^epoch (\d+)/(\d+) loss=(\S+) samples=(\d+) samples_per_s=(\S+)")
 _JOB_ID = re.compile(r"^[a-z][a-z0-9_]*-[0-9a-f]{16}$")
 
@@ -118,8 +121,10 @@ class JobClient:
 
     def _python_command(self, code: str, *args: str) -> str:
         """`python -m gpu_jobs args` run from the job's code folder; `code` is shell-ready
-        (already quoted, or a variable reference)."""
-        setup = f"{self.env_setup} && " if self.env_setup else ""
+        (already quoted, or a variable reference). A failing `env_setup` exits `EXIT_SETUP`: its
+        own status (127 for a `source` that /bin/sh lacks) would read as a missing python. The
+        braces, closed on their own line, cover an `env_setup` of several `;`-separated steps."""
+        setup = f"{{ {self.env_setup}\n}} || exit {EXIT_SETUP}; " if self.env_setup else ""
         argv = " ".join(shlex.quote(a) for a in args)
         return f"{setup}cd {code} && PYTHONPATH={code} exec {shlex.quote(self.python)} -m gpu_jobs {argv}"
 
@@ -130,6 +135,12 @@ class JobClient:
         return await self.transport.run(guard + self._python_command(shlex.quote(f"{jobdir}/code"), *args, jobdir))
 
     def _answer(self, res: CommandResult, what: str) -> Any:
+        if res.rc == EXIT_SETUP:
+            raise RemoteEnvironmentError(
+                f"the profile's env_setup {self.env_setup!r} failed on {self.transport.describe()} "
+                f"({res.stderr.strip() or 'no message'}); fix it: it runs in a POSIX shell (/bin/sh, dash on "
+                "Debian/Ubuntu), so activate a venv with `. /opt/venv/bin/activate`, not `source`"
+            )
         if res.rc == EXIT_NOT_FOUND:
             raise RemoteEnvironmentError(
                 f"{self.transport.describe()} has no python {self.python!r} ({res.stderr.strip()}); "
@@ -259,7 +270,7 @@ class JobClient:
                     if pending:
                         self._line(job_id, pending.decode(errors="replace"))
                     return status
-            elif rc in (EXIT_NOT_FOUND, EXIT_ENV):
+            elif rc in (EXIT_NOT_FOUND, EXIT_ENV, EXIT_SETUP):
                 self._answer(CommandResult(rc, "", ""), "following the log")
             elif rc == EXIT_USAGE:
                 raise GpuJobError(f"no job {job_id} on {self.transport.describe()}; see `hotcoin jobs list`")
@@ -298,10 +309,18 @@ class JobClient:
             )
 
     async def fetch(self, job_id: str, dest: Path) -> Path:
-        """Copy the model, metrics, spec, log and status into `dest/<job_id>/`."""
+        """Copy the model, metrics, spec, log and status into `dest/<job_id>/`. The copy goes to a
+        temporary folder renamed into place once every file is there: a copy cut short must not
+        leave a truncated model.pt where registration (or `hotcoin jobs fetch`) would take it."""
         jobdir = await self.job_dir(job_id)
         folder = dest / job_id
-        await self.transport.get([f"{jobdir}/{name}" for name in FETCHED_FILES], folder)
+        await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+        partial = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f".{job_id}.partial-", dir=dest))
+        try:
+            await self.transport.get([f"{jobdir}/{name}" for name in FETCHED_FILES], partial)
+            await asyncio.to_thread(_replace_folder, partial, folder)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, partial, ignore_errors=True)
         self._emit("fetched", job_id, f"fetched into {folder}", path=str(folder))
         return folder
 
@@ -321,6 +340,13 @@ class JobClient:
                 f"job {packed.job_id} ended {state}: {status.get('message', '')}; {hint}", state=state
             )
         return await self.fetch(packed.job_id, dest)
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Put `new` where `folder` is (a re-fetch replaces the earlier copy)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    new.rename(folder)
 
 
 def _json_or_none(text: str) -> Any:

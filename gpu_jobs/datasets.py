@@ -33,6 +33,7 @@ IntArray = npt.NDArray[np.int64]
 _INTERVAL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _FILE_RE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<interval>\w+)\.parquet$")
 _FILES = ("close.npy", "features.npy", "meta.json", "timestamps.npy")
+_COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 
 
 class DatasetError(ValueError):
@@ -69,11 +70,35 @@ def load_candles(
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> Candles:
-    """Candles of `symbols` (e.g. "DOGE/USDT"; default every file of this interval), aligned on
-    the union of their timestamps over [start_ms, end_ms)."""
-    import pandas as pd
+    """Candles of `symbols` (e.g. "DOGE/USDT"; default every file of this interval with candles
+    in the window), aligned on the union of their timestamps over [start_ms, end_ms).
 
+    A file that cannot be read, repeats a timestamp or holds a candle off the interval's grid
+    is a `DatasetError` naming the file and row: dropping or overwriting such rows would train
+    on a market that never was (a symbol vanishing, a return computed across a pasted block)."""
     step = interval_ms(interval)
+    available = _candle_files(data_dir, interval)
+    chosen = _choose(symbols, available, data_dir, interval)
+    files = {
+        sym: _read_candle_file(available[sym], interval, step).window(start_ms, end_ms)
+        for sym in sorted(set(chosen) | ({"BTC/USDT"} & set(available)))
+    }
+    empty = [s for s in chosen if len(files[s].timestamps) == 0]
+    if len(empty) == len(chosen):
+        raise DatasetError(f"no {interval} candles of {chosen} inside the requested window")
+    if empty and symbols:
+        raise DatasetError(f"{empty} have no {interval} candles inside the requested window; drop them from the symbols or widen the window")
+    chosen = [s for s in chosen if s not in empty]
+    t0 = min(int(files[s].timestamps.min()) for s in chosen)
+    t1 = max(int(files[s].timestamps.max()) for s in chosen)
+    timestamps = np.arange(t0, t1 + step, step, dtype=np.int64)
+    cols = {c: np.stack([files[s].on_grid(c, timestamps, step) for s in chosen], axis=1) for c in _COLUMNS[1:]}
+    btc = files["BTC/USDT"].on_grid("close", timestamps, step) if "BTC/USDT" in files else np.full(len(timestamps), np.nan)
+    return Candles(interval, tuple(chosen), timestamps, btc_close=btc, **cols)
+
+
+def _candle_files(data_dir: Path, interval: str) -> dict[str, Path]:
+    """{"DOGE/USDT": path} of every `DOGE_USDT-{interval}.parquet` in `data_dir`."""
     available: dict[str, Path] = {}
     for path in sorted(data_dir.glob(f"*-{interval}.parquet")) if data_dir.is_dir() else []:
         m = _FILE_RE.match(path.name)
@@ -82,36 +107,86 @@ def load_candles(
     if not available:
         raise DatasetError(
             f"no {interval} candles in {data_dir}; expected files like DOGE_USDT-{interval}.parquet "
-            "(columns timestamp_ms, open, high, low, close, volume)"
+            f"(columns {', '.join(_COLUMNS)})"
         )
+    return available
+
+
+def _choose(symbols: Sequence[str] | None, available: dict[str, Path], data_dir: Path, interval: str) -> list[str]:
+    """The symbols asked for, each once and each with a file (a pair named twice would count
+    twice in every bar's cross-section and in the top-10% label)."""
     chosen = list(symbols) if symbols else sorted(available)
+    twice = sorted({s for s in chosen if chosen.count(s) > 1})
+    if twice:
+        raise DatasetError(f"symbols {twice} are given more than once; list each pair once")
     missing = [s for s in chosen if s not in available]
     if missing:
         raise DatasetError(f"no {interval} candles for {missing} in {data_dir}; have {sorted(available)}")
-    frames = {}
-    for sym in sorted(set(chosen) | ({"BTC/USDT"} & set(available))):
-        df = pd.read_parquet(available[sym], columns=["timestamp_ms", "open", "high", "low", "close", "volume"])
-        if start_ms is not None:
-            df = df[df["timestamp_ms"] >= start_ms]
-        if end_ms is not None:
-            df = df[df["timestamp_ms"] < end_ms]
-        frames[sym] = df
-    if all(frames[s].empty for s in chosen):
-        raise DatasetError(f"no {interval} candles of {chosen} inside the requested window")
-    t0 = min(int(frames[s]["timestamp_ms"].min()) for s in chosen if not frames[s].empty)
-    t1 = max(int(frames[s]["timestamp_ms"].max()) for s in chosen if not frames[s].empty)
-    timestamps = np.arange(t0, t1 + step, step, dtype=np.int64)
+    return chosen
 
-    def grid(df: pd.DataFrame, column: str) -> FloatArray:
+
+@dataclass(frozen=True)
+class _CandleFile:
+    """One file's candles: open times and the OHLCV columns by name, row for row."""
+
+    timestamps: IntArray
+    values: dict[str, FloatArray]
+
+    def window(self, start_ms: int | None, end_ms: int | None) -> _CandleFile:
+        keep = np.ones(len(self.timestamps), np.bool_)
+        if start_ms is not None:
+            keep &= self.timestamps >= start_ms
+        if end_ms is not None:
+            keep &= self.timestamps < end_ms
+        return _CandleFile(self.timestamps[keep], {c: v[keep] for c, v in self.values.items()})
+
+    def on_grid(self, column: str, timestamps: IntArray, step: int) -> FloatArray:
+        """`column` placed on `timestamps` (a missing bar stays NaN); rows outside it are left out."""
         out = np.full(len(timestamps), np.nan)
-        ts = df["timestamp_ms"].to_numpy(np.int64)
-        keep = (ts >= t0) & (ts <= t1) & ((ts - t0) % step == 0)
-        out[(ts[keep] - t0) // step] = df[column].to_numpy(np.float64)[keep]
+        keep = (self.timestamps >= timestamps[0]) & (self.timestamps <= timestamps[-1])
+        out[(self.timestamps[keep] - timestamps[0]) // step] = self.values[column][keep]
         return out
 
-    cols = {c: np.stack([grid(frames[s], c) for s in chosen], axis=1) for c in ("open", "high", "low", "close", "volume")}
-    btc = grid(frames["BTC/USDT"], "close") if "BTC/USDT" in frames else np.full(len(timestamps), np.nan)
-    return Candles(interval, tuple(chosen), timestamps, btc_close=btc, **cols)
+
+def _read_candle_file(path: Path, interval: str, step: int) -> _CandleFile:
+    """One file's candles, every timestamp once and on the `interval` grid."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        missing = [c for c in _COLUMNS if c not in pq.read_schema(path).names]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)}")
+        df = pd.read_parquet(path, columns=list(_COLUMNS))
+        file = _CandleFile(df["timestamp_ms"].to_numpy(np.int64), {c: df[c].to_numpy(np.float64) for c in _COLUMNS[1:]})
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(
+            f"{path} is not a readable candle file with columns {', '.join(_COLUMNS)} ({reason}); re-collect or remove it"
+        ) from None
+    _check_timestamps(path, file.timestamps, interval, step)
+    return file
+
+
+def _check_timestamps(path: Path, ts: IntArray, interval: str, step: int) -> None:
+    """A timestamp off the grid or seen twice is an error naming its row (0-based, file order)."""
+    off = np.flatnonzero(ts % step != 0)
+    if len(off):
+        row = int(off[0])
+        raise DatasetError(
+            f"{path}: row {row} opens at {int(ts[row])} ms, not on the {interval} grid (a multiple of {step} ms); "
+            f"{len(off)} rows are off it, fix or remove the file"
+        )
+    order = np.argsort(ts, kind="stable")
+    repeats = order[1:][ts[order][1:] == ts[order][:-1]]  # stable: the later rows of each repeated time
+    if len(repeats):
+        row = int(repeats.min())
+        first = int(np.flatnonzero(ts == ts[row])[0])
+        raise DatasetError(
+            f"{path}: row {row} repeats timestamp {int(ts[row])} of row {first} ({len(repeats)} repeated rows); "
+            "each candle must appear once, fix or remove the file"
+        )
 
 
 @dataclass(frozen=True)

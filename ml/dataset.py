@@ -33,6 +33,7 @@ from engine.signals.features import (
 )
 from gpu_jobs.datasets import Candles, DatasetError, interval_ms
 from ml.labels import (
+    HORIZON_MINUTES,
     TOP_FRACTION,
     forward_return,
     horizon_bars,
@@ -124,11 +125,22 @@ class HotDataset:
         }
 
 
-def build_dataset(candles: Candles, *, horizon_minutes: int = 30, top_fraction: float = TOP_FRACTION) -> HotDataset:
+def label_horizon(interval: str, horizon_minutes: int = HORIZON_MINUTES) -> int:
+    """Bars in the label's horizon on `interval` candles. Cheap, so callers check it before
+    reading any candle: an interval that cannot make the label is a `DatasetError` saying
+    which intervals can, not a traceback after the load."""
+    step = interval_ms(interval)
+    try:
+        return horizon_bars(step, horizon_minutes)
+    except ValueError as exc:
+        raise DatasetError(f"{interval} candles cannot make the hot-coin label: {exc}") from None
+
+
+def build_dataset(candles: Candles, *, horizon_minutes: int = HORIZON_MINUTES, top_fraction: float = TOP_FRACTION) -> HotDataset:
     """Features, forward returns, labels and the baseline of every bar and symbol."""
+    horizon = label_horizon(candles.interval, horizon_minutes)
     if candles.close.shape[0] <= 60:
         raise DatasetError(f"{candles.close.shape[0]} bars are too few: features need 61 bars of history")
-    horizon = horizon_bars(interval_ms(candles.interval), horizon_minutes)
     bars = BarMatrix(candles.open, candles.high, candles.low, candles.close, candles.volume)
     x = features_hot(bars, CandidateInfo.unknown(candles.close.shape), candles.btc_close).astype(np.float32)
     fwd = forward_return(candles.close, horizon)

@@ -33,6 +33,7 @@ from ml.dataset import (
     HotDataset,
     Table,
     build_dataset,
+    label_horizon,
     stride_mask,
     write_parquet,
 )
@@ -283,6 +284,7 @@ def train_and_register(
     """Candles -> dataset (Parquet) -> walk-forward report -> final model -> contract + decision
     (written to `out_dir` and into the registry's new version)."""
     progress = progress or NullProgress()
+    label_horizon(req.interval)  # before the load: a wrong --interval fails in a moment, not after it
     progress.stage("loading candles", 2)
     candles = load_candles(req.data_dir, req.interval, list(req.symbols) or None, start_ms=req.start_ms, end_ms=req.end_ms)
     progress.advance()

@@ -8,24 +8,40 @@ and returns the scorer in the mode its promotion decision allows:
 - `production` -> mode `production`: its score enters the entry decision (`ml_score` rule);
 - `research_only` -> mode `shadow`: scored and journaled as `model_shadow`, never deciding.
 
+The decision is the one recorded at registration, judged again by today's `[ml.gates]`: a
+production model that no longer passes them runs as research_only (logged, and said in the
+status), so tightening the gates takes effect at the next start, not at the next retraining.
+
 Anything else (no registry, no version, a refused or unreadable model) returns no scorer and a
 one-line status saying why and that the engine runs on its rules alone: a model problem must
-never stop trading on rules, and must never be silent.
+never stop trading on rules, and must never be silent. A version folder that cannot be read is
+passed over (the current model is chosen among the others) and named in the status.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import HotcoinConfig
-from engine.signals.features import feature_schema_hash
+from engine.config.sections.ml import PromotionGates
+from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
-from ml.governance.registry import ModelRegistry, ModelVersion, verify
+from ml.governance.promotion import recheck
+from ml.governance.registry import (
+    FeatureSchema,
+    ModelRegistry,
+    ModelVersion,
+    SkippedVersion,
+    verify,
+)
 from ml.scorer import LgbmScorer, model_label
 
 TASK = "hot_lgbm"
+log = logging.getLogger("hotcoin.ml")
 _RULES_ONLY = "the engine runs on its rules alone"
 
 
@@ -44,31 +60,58 @@ def registry_root(config: HotcoinConfig) -> Path:
     return config.ml.registry_dir or (config.paths.data_dir / "models")
 
 
-def _current(registry: ModelRegistry, task: str, interval: str) -> ModelVersion | None:
-    versions = registry.versions(task, interval)
+def _under_gates(version: ModelVersion, gates: PromotionGates) -> ModelVersion:
+    """`version` with its decision judged by today's gates (`recheck`); a demotion is logged."""
+    decision = recheck(version.decision, gates)
+    if decision == version.decision:
+        return version
+    log.warning(
+        "%s was registered as production but misses the current [ml.gates] (%s); it runs as research_only (shadow)",
+        version.name,
+        "; ".join(g.reason for g in decision.gates if not g.passed),
+    )
+    return dataclasses.replace(version, decision=decision)
+
+
+def _current(versions: tuple[ModelVersion, ...]) -> ModelVersion | None:
     production = [v for v in versions if v.production]
     pool = production or versions
     return pool[-1] if pool else None
+
+
+def _skipped_note(skipped: tuple[SkippedVersion, ...]) -> str:
+    """"; skipped unreadable hot_lgbm_1m@v0002 (...)": appended to the status so a damaged
+    version is seen wherever the model status is (log, journal, status bar), not only in a log."""
+    if not skipped:
+        return ""
+    return "; skipped unreadable " + ", ".join(f"{s.name} ({s.reason})" for s in skipped)
 
 
 def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None = None) -> ScorerLoad:
     """The scorer for `task` on the signal timeframe (default `trading.signals.timeframe`)."""
     interval = interval or config.trading.signals.timeframe
     root = registry_root(config)
-    registry = ModelRegistry(root)
     try:
-        chosen = _current(registry, task, interval)
-    except GovernanceError as exc:
+        listing = ModelRegistry(root).scan(task, interval)
+    except (GovernanceError, OSError) as exc:
         return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}")
+    chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in listing.versions))
     if chosen is None:
-        return ScorerLoad(
+        load = ScorerLoad(
             None,
             f"no {task}_{interval} model in {root}; {_RULES_ONLY} (train one with `hotcoin train --task {task}`)",
         )
+    else:
+        load = _load(chosen)
+    return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped))
+
+
+def _load(chosen: ModelVersion) -> ScorerLoad:
+    """`chosen` verified and loaded in the mode its decision allows, or the reason it was not."""
     label = model_label(chosen)
     mode: ScorerMode = "production" if chosen.production else "shadow"
     try:
-        verify(chosen, feature_schema_hash=feature_schema_hash())
+        verify(chosen, feature_schema_hash=feature_schema_hash(), features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES))
         scorer = LgbmScorer.load(chosen, mode)
     except ModelRefused as exc:
         return ScorerLoad(None, f"REFUSED {exc}; {_RULES_ONLY}", label, chosen.contract.model_sha256)

@@ -87,6 +87,7 @@ class LgbmScorer:
                 expected=MODEL_FORMAT,
                 actual="unreadable",
             ) from None
+        _check_feature_order(version, tuple(booster.feature_name()))
         return cls(booster, mode=mode, version=model_label(version), schema_hash=contract.feature_schema_hash)
 
     def score_many(self, features: FloatArray) -> FloatArray:
@@ -102,3 +103,22 @@ class LgbmScorer:
     def score(self, features: FloatArray) -> float:
         """One symbol's score (a feature row in `FEATURE_NAMES` order)."""
         return float(self.score_many(np.asarray(features, np.float64).reshape(1, -1))[0])
+
+
+def _check_feature_order(version: ModelVersion, booster_names: tuple[str, ...]) -> None:
+    """The booster's own column names must be the engine's, in order. The contract only says
+    what the model was *meant* to be fed: a model trained on the same columns in another order
+    has the same count and passes every hash, then scores each feature as if it were another."""
+    if booster_names == FEATURE_NAMES:
+        return
+    pairs = zip(booster_names, FEATURE_NAMES, strict=False)
+    where = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(booster_names), len(FEATURE_NAMES)))
+    model = booster_names[where] if where < len(booster_names) else "nothing"
+    engine = FEATURE_NAMES[where] if where < len(FEATURE_NAMES) else "nothing"
+    raise ModelRefused(
+        f"{version.name} refused: the model's own feature order differs from the engine's (column {where}: model "
+        f"{model!r}, engine {engine!r}); it was trained on other columns than its contract names, retrain it",
+        which="feature_names",
+        expected=",".join(FEATURE_NAMES),
+        actual=",".join(booster_names),
+    )

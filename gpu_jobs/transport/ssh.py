@@ -17,6 +17,9 @@ from gpu_jobs.errors import TransportError
 from gpu_jobs.transport.base import CommandResult, Transport, communicate, pump
 
 SSH_FAILED = 255
+# what scp prints when a link that was up goes away, as opposed to one that never came up
+_LOST = ("connection closed", "closed by remote host", "lost connection", "connection reset", "broken pipe")
+_UNREACHABLE = ("connection refused", "timed out", "permission denied", "could not resolve", "no route to host")
 
 
 class SshTransport(Transport):
@@ -111,10 +114,19 @@ class SshTransport(Transport):
         )
         _, err = await communicate(proc)
         if proc.returncode != 0:
-            stderr = err.decode(errors="replace")
-            if "Connection" in stderr or "timed out" in stderr or "Permission denied" in stderr:
-                raise self._unreachable(stderr)
-            raise TransportError(f"{what} failed ({self.describe()}): {stderr.strip() or f'scp exited {proc.returncode}'}")
+            raise self.copy_error(what, err.decode(errors="replace"), proc.returncode or 0)
+
+    def copy_error(self, what: str, stderr: str, rc: int) -> TransportError:
+        """The error for a failed scp: a box that could not be reached (check the profile), a
+        link lost mid-copy (nothing to fix: run again), or the copy itself failing."""
+        text = stderr.lower()
+        if any(s in text for s in _UNREACHABLE):
+            return self._unreachable(stderr)
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"scp exited {rc}"
+        if any(s in text for s in _LOST):
+            return TransportError(f"connection to the GPU box ({self.describe()}) lost while {what} ({why}); run the same command again")
+        return TransportError(f"{what} failed ({self.describe()}): {stderr.strip() or f'scp exited {rc}'}")
 
     async def put(self, local: Path, remote: str) -> None:
         await self._scp([*self._scp_argv(), str(local), self._remote(remote)], f"copying {local.name} to the box")

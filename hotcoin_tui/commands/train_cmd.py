@@ -10,11 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hotcoin_tui.commands.options import ConfigOpt
+
+if TYPE_CHECKING:
+    from ml.governance.promotion import PromotionDecision
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,23 @@ def _train_lgbm(opts: TrainOptions) -> None:
     )
     for gate in out.version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
+    if out.reused and out.decision.verdict != verdict:
+        _say_decisions_differ(out.decision, verdict)
+
+
+def _say_decisions_differ(decision: PromotionDecision, registered: str) -> None:
+    """The registry keeps the first decision for a model file; when today's gates judge the same
+    model otherwise, say which one stands, or the gate lines above read as today's verdict."""
+    failed = "; ".join(g.reason for g in decision.gates if not g.passed) or "every gate passed"
+    typer.secho(
+        f"note: under the current [ml.gates] this model is {decision.verdict} ({failed}), but the identical model "
+        f"was registered as {registered} and that decision stays on record",
+        fg=typer.colors.YELLOW,
+    )
+    if decision.verdict == "research_only":
+        typer.echo("  the engine judges production models by the current gates when it loads them: it runs this one in shadow")
+    else:
+        typer.echo("  a registered decision is never upgraded: retrain (e.g. another --seed) to register a new version")
 
 
 TRAINERS: dict[str, Callable[[TrainOptions], None]] = {

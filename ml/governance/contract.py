@@ -206,11 +206,33 @@ def build_contract(
     )
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's bytes to disk. A rename is only as durable as what it renames: without
+    this, a power cut after the rename can leave the new name pointing at an empty file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it, a new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
+    """Write, fsync, rename, fsync the folder: a reader never sees half a file, and after a
+    crash the name holds either the old content or the whole new one, never an empty file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    fsync_file(tmp)
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def write_contract(contract: RuntimeContract, folder: Path) -> Path:

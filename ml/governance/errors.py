@@ -4,7 +4,7 @@
     └── GovernanceError
         ├── ContractError     a contract or decision file that is missing or malformed
         ├── RegistryError     an unknown task, interval or version in the registry
-        └── ModelRefused      a model that fails verification; `which` names the hash that differs
+        └── ModelRefused      a model that fails verification; `which` names what differs
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ class RegistryError(GovernanceError):
 
 
 class ModelRefused(GovernanceError):
-    """A registered model that must not be loaded. `which` is `feature_schema_hash` or
-    `model_sha256`; `expected`/`actual` are the two values that disagree."""
+    """A registered model that must not be loaded. `which` names what differs
+    (`feature_schema_hash`, `feature_names`, `feature_dtypes`, `model_sha256`, `model_format`);
+    `expected`/`actual` are the two values that disagree."""
 
     def __init__(self, message: str, *, which: str, expected: str, actual: str) -> None:
         super().__init__(message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,6 +129,23 @@ def _fold_cv(lifts: Sequence[float]) -> float | None:
     return math.sqrt(var) / mean
 
 
+# gate name -> (its threshold in `PromotionGates`, comparator, what the value is)
+_GATES: dict[str, tuple[str, Literal[">=", "<="], str]] = {
+    "oos_lift": ("min_oos_lift", ">=", "mean out-of-sample lift"),
+    "fold_stability_cv": ("max_fold_cv", "<=", "fold lift std/mean"),
+    "oos_samples": ("min_oos_samples", ">=", "out-of-sample samples"),
+    "oos_folds": ("min_folds", ">=", "out-of-sample folds"),
+}
+
+
+def _apply(values: Mapping[str, float | None], gates: PromotionGates) -> tuple[GateResult, ...]:
+    """Every gate judged on its value (a missing value is undefined, so it fails)."""
+    return tuple(
+        _gate(name, values.get(name), float(getattr(gates, attr)), comparator, what)
+        for name, (attr, comparator, what) in _GATES.items()
+    )
+
+
 def decide(
     *,
     task: str,
@@ -141,12 +158,13 @@ def decide(
     """Apply every gate; all must pass for `production`."""
     lifts = evaluation.fold_lifts
     mean_lift = sum(lifts) / len(lifts) if lifts and all(math.isfinite(v) for v in lifts) else None
-    results = (
-        _gate("oos_lift", mean_lift, gates.min_oos_lift, ">=", "mean out-of-sample lift"),
-        _gate("fold_stability_cv", _fold_cv(lifts), gates.max_fold_cv, "<=", "fold lift std/mean"),
-        _gate("oos_samples", float(evaluation.samples), float(gates.min_oos_samples), ">=", "out-of-sample samples"),
-        _gate("oos_folds", float(len(lifts)), float(gates.min_folds), ">=", "out-of-sample folds"),
-    )
+    values = {
+        "oos_lift": mean_lift,
+        "fold_stability_cv": _fold_cv(lifts),
+        "oos_samples": float(evaluation.samples),
+        "oos_folds": float(len(lifts)),
+    }
+    results = _apply(values, gates)
     failed = tuple(g.reason for g in results if not g.passed)
     return PromotionDecision(
         task=task,
@@ -157,6 +175,25 @@ def decide(
         model_sha256=model_sha256,
         decided_ms=decided_ms,
         baseline=evaluation.baseline,
+    )
+
+
+def recheck(decision: PromotionDecision, gates: PromotionGates) -> PromotionDecision:
+    """`decision` judged again by today's `gates`, from the values it recorded: a production
+    model that misses one now comes back research_only, with the gates it misses as reasons;
+    anything else comes back unchanged. Demotion only: gates are tightened to stop trusting
+    models, while promoting one takes a registration that records the decision."""
+    if decision.verdict != "production":
+        return decision
+    results = _apply({g.name: g.value for g in decision.gates}, gates)
+    failed = tuple(g.reason for g in results if not g.passed)
+    if not failed:
+        return decision
+    return replace(
+        decision,
+        verdict="research_only",
+        gates=results,
+        reasons=tuple(f"registered as production, but under the current [ml.gates] {r}" for r in failed),
     )
 
 

@@ -8,13 +8,21 @@
 
 Versions are never overwritten: a new registration is assembled in a staging folder and
 renamed to the next free `vNNNN` (rename of a folder is atomic, so two registrations can't take
-the same number and a reader never sees half a version). Loading verifies before handing out a
-path: the contract's feature schema hash must equal the running feature code's, and the model
-file's sha256 must equal the contract's; otherwise `ModelRefused` says which one differs.
+the same number and a reader never sees half a version; every file and both folders are fsynced
+around the rename, so a power cut cannot leave a version whose files are empty). Loading verifies
+before handing out a path: the contract's feature schema hash must equal the running feature
+code's, and the model file's sha256 must equal the contract's; otherwise `ModelRefused` says which
+one differs.
+
+A version that cannot be read (a missing or malformed contract or decision) is skipped, logged
+and listed in `scan().skipped`, never fatal to the others: one damaged folder must not take an
+intact production model out of the engine or block the next registration, whose number is still
+past it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -28,10 +36,12 @@ from ml.governance.contract import (
     check_task_interval,
     contract_filename,
     file_sha256,
+    fsync_dir,
+    fsync_file,
     read_contract,
     write_contract,
 )
-from ml.governance.errors import ContractError, ModelRefused, RegistryError
+from ml.governance.errors import ContractError, GovernanceError, ModelRefused, RegistryError
 from ml.governance.promotion import (
     PromotionDecision,
     decision_filename,
@@ -40,6 +50,7 @@ from ml.governance.promotion import (
 )
 
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+log = logging.getLogger("hotcoin.registry")
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,22 @@ class ModelVersion:
     @property
     def name(self) -> str:
         return f"{self.task}_{self.interval}@v{self.version:04d}"
+
+
+@dataclass(frozen=True)
+class SkippedVersion:
+    """A version folder that could not be read, and why (the error's one-line message)."""
+
+    name: str  # e.g. hot_lgbm_1m@v0002
+    reason: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every version of one model: those that read back, oldest first, and those that did not."""
+
+    versions: tuple[ModelVersion, ...]
+    skipped: tuple[SkippedVersion, ...]
 
 
 class ModelRegistry:
@@ -102,14 +129,12 @@ class ModelRegistry:
             raise ContractError(f"extra files {clash} would overwrite the model, contract or decision")
         folder = self._folder(contract.task, contract.interval)
         folder.mkdir(parents=True, exist_ok=True)
+        fsync_dir(folder.parent)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         try:
-            shutil.copyfile(model_path, staging / contract.model_file)
-            for name, src in (extra_files or {}).items():
-                shutil.copyfile(src, staging / name)
-            write_contract(contract, staging)
-            write_decision(decision, staging)
+            _stage(staging, {contract.model_file: model_path, **(extra_files or {})}, contract, decision)
             version = self._claim(folder, staging)
+            fsync_dir(folder)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -152,12 +177,26 @@ class ModelRegistry:
                 out.append((task, interval))
         return out
 
-    def versions(self, task: str, interval: str) -> list[ModelVersion]:
+    def scan(self, task: str, interval: str) -> Listing:
+        """Every version, oldest first; an unreadable one is logged and listed as skipped."""
         folder = self._folder(task, interval)
         if not folder.is_dir():
-            return []
+            return Listing((), ())
         numbers = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_RE.match(p.name)))
-        return [self._read(task, interval, n) for n in numbers]
+        versions: list[ModelVersion] = []
+        skipped: list[SkippedVersion] = []
+        for n in numbers:
+            try:
+                versions.append(self._read(task, interval, n))
+            except (GovernanceError, OSError) as exc:
+                bad = SkippedVersion(f"{task}_{interval}@v{n:04d}", str(exc))
+                log.warning("model registry: skipping %s, it cannot be read: %s", bad.name, bad.reason)
+                skipped.append(bad)
+        return Listing(tuple(versions), tuple(skipped))
+
+    def versions(self, task: str, interval: str) -> list[ModelVersion]:
+        """The readable versions, oldest first (see `scan` for the skipped ones)."""
+        return list(self.scan(task, interval).versions)
 
     def load(
         self,
@@ -167,9 +206,10 @@ class ModelRegistry:
         feature_schema_hash: str,
         version: int | None = None,
         production_only: bool = False,
+        features: FeatureSchema | None = None,
     ) -> ModelVersion:
         """The chosen version (default: the newest; with `production_only`, the newest production
-        one), verified against the running feature code and its own file."""
+        one), verified against the running feature code and its own file (see `verify`)."""
         if version is not None:
             chosen = self._read(task, interval, version)
         else:
@@ -178,12 +218,53 @@ class ModelRegistry:
                 kind = "production version" if production_only else "version"
                 raise RegistryError(f"no {kind} of {task}_{interval} in {self.root}; train and register one first")
             chosen = candidates[-1]
-        verify(chosen, feature_schema_hash=feature_schema_hash)
+        verify(chosen, feature_schema_hash=feature_schema_hash, features=features)
         return chosen
 
 
-def verify(model: ModelVersion, *, feature_schema_hash: str) -> None:
-    """Raise `ModelRefused` naming the hash that differs; return quietly when both match."""
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The feature names and dtypes, in column order, that the running code feeds a model."""
+
+    names: tuple[str, ...]
+    dtypes: tuple[str, ...]
+
+
+def _verify_features(model: ModelVersion, features: FeatureSchema) -> None:
+    contract = model.contract
+    for what, theirs, ours in (
+        ("feature_names", contract.feature_names, features.names),
+        ("feature_dtypes", contract.feature_dtypes, features.dtypes),
+    ):
+        if tuple(theirs) != tuple(ours):
+            raise ModelRefused(
+                f"{model.name} refused: its contract's {what} are not the running feature code's, though its "
+                f"feature_schema_hash says they are; the contract was edited or built wrongly, retrain the model",
+                which=what,
+                expected=",".join(ours),
+                actual=",".join(theirs),
+            )
+
+
+def _stage(staging: Path, files: Mapping[str, Path], contract: RuntimeContract, decision: PromotionDecision) -> None:
+    """Copy the files and write contract and decision into `staging`, all flushed to disk
+    before the caller renames the folder into place."""
+    for name, src in files.items():
+        shutil.copyfile(src, staging / name)
+        fsync_file(staging / name)
+    write_contract(contract, staging)
+    write_decision(decision, staging)
+    fsync_dir(staging)
+
+
+def verify(model: ModelVersion, *, feature_schema_hash: str, features: FeatureSchema | None = None) -> None:
+    """Raise `ModelRefused` naming the hash that differs; return quietly when both match.
+
+    With `features` (the running code's names and dtypes, the inputs of its schema hash), the
+    contract's own names and dtypes must be those too: equal hashes alone would let a contract
+    whose names were edited after training, hash untouched, through."""
+    if features is not None:
+        _verify_features(model, features)
     expected = model.contract.feature_schema_hash
     if expected != feature_schema_hash:
         raise ModelRefused(

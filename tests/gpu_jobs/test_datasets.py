@@ -4,6 +4,7 @@ period, normalisation uses the training part only."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,44 @@ def test_load_candles_aligns_symbols_on_one_grid(tmp_path: Path) -> None:
         load_candles(tmp_path, "1m", ["CCC/USDT"])
     with pytest.raises(DatasetError, match=r"expected files like DOGE_USDT-5m\.parquet"):
         load_candles(tmp_path, "5m")
+
+
+@pytest.mark.parametrize(
+    ("ts", "message"),
+    [
+        pytest.param([0, 60_000, 150_000], r"AAA_USDT-1m\.parquet: row 2 opens at 150000 ms, not on the 1m grid", id="off-grid"),
+        pytest.param([0, 60_000, 120_000, 60_000], r"AAA_USDT-1m\.parquet: row 3 repeats timestamp 60000 of row 1", id="duplicate"),
+    ],
+)
+def test_load_candles_refuses_timestamps_it_would_have_to_drop_or_overwrite(tmp_path: Path, ts: list[int], message: str) -> None:
+    _parquet(tmp_path, "AAA_USDT-1m.parquet", ts, [1.0] * len(ts))
+    _parquet(tmp_path, "BBB_USDT-1m.parquet", [0, 60_000], [5.0, 6.0])
+    with pytest.raises(DatasetError, match=message):
+        load_candles(tmp_path, "1m")
+
+
+def test_load_candles_refuses_a_pair_twice_or_one_without_bars_in_the_window(tmp_path: Path) -> None:
+    _parquet(tmp_path, "AAA_USDT-1m.parquet", [0, 60_000, 120_000], [1.0, 2.0, 3.0])
+    _parquet(tmp_path, "BBB_USDT-1m.parquet", [600_000, 660_000], [5.0, 6.0])
+    with pytest.raises(DatasetError, match=r"symbols \['AAA/USDT'\] are given more than once"):
+        load_candles(tmp_path, "1m", ["AAA/USDT", "BBB/USDT", "AAA/USDT"])
+    with pytest.raises(DatasetError, match=r"\['BBB/USDT'\] have no 1m candles inside the requested window"):
+        load_candles(tmp_path, "1m", ["AAA/USDT", "BBB/USDT"], end_ms=300_000)
+    assert load_candles(tmp_path, "1m", end_ms=300_000).symbols == ("AAA/USDT",)  # all files: those with bars
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        pytest.param(lambda p: p.write_bytes(b"PAR1garbage" * 10), "Parquet magic bytes not found", id="corrupt"),
+        pytest.param(lambda p: pd.DataFrame({"timestamp_ms": [0], "close": [1.0]}).to_parquet(p), "(no column open, high, low, volume)", id="no-column"),
+    ],
+)
+def test_an_unreadable_candle_file_is_named(tmp_path: Path, write: Callable[[Path], object], reason: str) -> None:
+    write(tmp_path / "AAA_USDT-1m.parquet")
+    with pytest.raises(DatasetError, match=r"AAA_USDT-1m\.parquet is not a readable candle file") as info:
+        load_candles(tmp_path, "1m")
+    assert reason in str(info.value) and "re-collect or remove it" in str(info.value)
 
 
 def test_dataset_round_trips_and_checks_the_feature_shape(tmp_path: Path) -> None:

@@ -7,17 +7,20 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from gpu_jobs.client import JobEvent
+from gpu_jobs.client import JobClient, JobEvent
+from gpu_jobs.errors import TransportError
 from gpu_jobs.pack import pack_job
 from gpu_jobs.profiles import make_client
 from gpu_jobs.register import register_fetched, registry_dir
 from gpu_jobs.remote import JobDir, effective_status, job_pid
+from gpu_jobs.transport.local import LocalTransport
 from hotcoin_tui.cli import app
 from ml.governance.registry import ModelRegistry
 from tests.gpu_jobs.conftest import make_config
@@ -177,3 +180,50 @@ def test_command_errors_name_the_fix(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, HotcoinError)
     assert message in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("env_setup", "stderr"),
+    [
+        pytest.param("source /nonexistent/bin/activate", "source: not found", id="bash-only-source"),
+        pytest.param("true; false", "no message", id="last-of-several-steps"),
+    ],
+)
+async def test_a_failing_env_setup_is_named_not_blamed_on_python(tmp_path: Path, env_setup: str, stderr: str) -> None:
+    from gpu_jobs.errors import RemoteEnvironmentError
+
+    client = make_client(make_config(tmp_path, here={**_local(tmp_path), "env_setup": env_setup}), "here")
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    with pytest.raises(RemoteEnvironmentError, match=r"the profile's env_setup .* failed on ") as info:
+        await client.start(packed.job_id)
+    assert stderr in str(info.value) and "`. /opt/venv/bin/activate`, not `source`" in str(info.value)
+    assert "has no python" not in str(info.value)
+
+
+async def test_a_posix_env_setup_runs_before_python(tmp_path: Path) -> None:
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "activate").write_text(f'PATH="{Path(sys.executable).parent}:$PATH"; export PATH\n')
+    profile = {**_local(tmp_path), "python": Path(sys.executable).name, "env_setup": f". {venv / 'activate'}"}
+    client = make_client(make_config(tmp_path, here=profile), "here")  # python found only through the activated PATH
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    assert (await client.status(packed.job_id))["job_id"] == packed.job_id
+
+
+class DroppingTransport(LocalTransport):
+    """A link that drops mid-fetch, after the first file's bytes were only partly written."""
+
+    async def get(self, remotes: Sequence[str], local_dir: Path) -> None:
+        (local_dir / "model.pt").write_bytes(b"")
+        raise TransportError("connection to the GPU box (test) lost while fetching job files; run the same command again")
+
+
+async def test_a_fetch_cut_short_leaves_no_fetched_folder(tmp_path: Path) -> None:
+    client = JobClient(DroppingTransport(), workdir=str(tmp_path / "box"), python=sys.executable)
+    with pytest.raises(TransportError, match="lost while fetching"):
+        await client.fetch("lstm_hot-0000000000000000", tmp_path / "fetched")
+    assert list((tmp_path / "fetched").iterdir()) == []  # no folder with a 0-byte model.pt, no partial folder

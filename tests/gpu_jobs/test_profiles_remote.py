@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -82,3 +83,17 @@ def test_tail_resumes_at_a_byte_offset(tmp_path: Path, capsysbinary: pytest.Capt
 def test_start_refuses_a_folder_that_is_not_a_job(tmp_path: Path) -> None:
     rc, answer = remote.start(remote.JobDir(tmp_path))
     assert rc == remote.EXIT_USAGE and "not a shipped job" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("stderr", "message"),
+    [
+        pytest.param("scp: Connection closed\n", r"connection to the GPU box \(ssh gpubox\) lost while fetching job files \(scp: Connection closed\); run the same command again", id="closed"),
+        pytest.param("client_loop: send disconnect: Broken pipe\nlost connection\n", r"lost while fetching job files \(lost connection\)", id="broken-pipe"),
+        pytest.param("ssh: connect to host gpubox port 22: Connection refused\n", r"cannot reach the GPU box \(ssh gpubox\).*Check the profile's host/port", id="refused"),
+        pytest.param("scp: /box/out/model.pt: No such file or directory\n", r"fetching job files failed \(ssh gpubox\): scp: /box/out/model\.pt: No such file", id="missing-file"),
+    ],
+)
+def test_a_failed_copy_says_whether_the_box_was_unreachable_or_the_link_dropped(stderr: str, message: str) -> None:
+    error = SshTransport("gpubox").copy_error("fetching job files", stderr, 1)
+    assert re.search(message, str(error)), str(error)

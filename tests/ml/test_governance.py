@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ from ml.governance.contract import (
     write_contract,
 )
 from ml.governance.errors import ContractError, ModelRefused, RegistryError
-from ml.governance.promotion import Evaluation, decide, read_decision, write_decision
-from ml.governance.registry import ModelRegistry, ModelVersion
+from ml.governance.promotion import Evaluation, decide, read_decision, recheck, write_decision
+from ml.governance.registry import FeatureSchema, ModelRegistry, ModelVersion
 
 NAMES = ("ret_1", "bar_range", "log_volume")
 DTYPES = ("float32", "float32", "float32")
@@ -206,3 +207,64 @@ def test_register_rejects_inconsistent_inputs(tmp_path: Path) -> None:
         registry.register(model_path=model, contract=contract, decision=decision, extra_files={"m.json": tmp_path / "no"})
     assert registry.versions("lstm_hot", "1m") == []
     assert list((tmp_path / "registry" / "lstm_hot_1m").iterdir()) == []
+
+
+def test_an_unreadable_version_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = _register(registry, tmp_path, b"one")
+    v2 = _register(registry, tmp_path, b"two", Evaluation((0.9, 1.0, 0.95), 500, "b"))
+    (v2.path / "runtime_contract_lstm_hot_1m.json").write_text("")  # what a crash after an unsynced rename leaves
+    listing = registry.scan("lstm_hot", "1m")
+    assert listing.versions == (v1,)
+    assert [s.name for s in listing.skipped] == ["lstm_hot_1m@v0002"] and "not valid JSON" in listing.skipped[0].reason
+    assert "skipping lstm_hot_1m@v0002" in caplog.text
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH).version == 1
+    v3 = _register(registry, tmp_path, b"three")  # registering still works, and never reuses the bad number
+    assert v3.version == 3 and [v.version for v in registry.versions("lstm_hot", "1m")] == [1, 3]
+
+
+def test_register_flushes_every_file_and_both_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    _register(ModelRegistry(tmp_path / "registry"), tmp_path)
+    files = {"model.pt", ".runtime_contract_lstm_hot_1m.json.tmp", ".promotion_decision_lstm_hot_1m.json.tmp"}
+    assert files <= set(synced)
+    assert synced[-1] == "lstm_hot_1m"  # the folder holding the renamed version, last
+    assert any(name.startswith(".staging-") for name in synced)  # the staged folder, before the rename
+
+
+@pytest.mark.parametrize(
+    ("field", "edited"),
+    [
+        pytest.param("feature_names", [NAMES[1], NAMES[0], NAMES[2]], id="names-reordered"),
+        pytest.param("feature_dtypes", ["float64", "float32", "float32"], id="dtype-changed"),
+    ],
+)
+def test_a_contract_edited_behind_its_schema_hash_is_refused(tmp_path: Path, field: str, edited: list[str]) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    version = _register(registry, tmp_path)
+    running = FeatureSchema(NAMES, DTYPES)
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH, features=running) == version
+    path = version.path / "runtime_contract_lstm_hot_1m.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: edited}))  # the hash left as it was
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH).version == 1  # the hash alone cannot tell
+    with pytest.raises(ModelRefused, match=f"its contract's {field} are not the running feature code's") as info:
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH, features=running)
+    assert (info.value.which, info.value.actual) == (field, ",".join(edited))
+
+
+def test_recheck_demotes_a_production_decision_the_current_gates_reject() -> None:
+    decision = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256="a" * 64, decided_ms=1)
+    assert recheck(decision, GATES) is decision
+    tighter = PromotionGates(min_oos_lift=1.45, max_fold_cv=0.5, min_oos_samples=100, min_folds=3)
+    demoted = recheck(decision, tighter)
+    assert demoted.verdict == "research_only" and demoted.model_sha256 == decision.model_sha256
+    assert demoted.reasons == ("registered as production, but under the current [ml.gates] mean out-of-sample lift 1.4 misses >= 1.45",)
+    weak = decide(task="lstm_hot", interval="1m", evaluation=Evaluation((0.9, 1.0, 0.95), 500, "b"), gates=GATES, model_sha256="a" * 64, decided_ms=1)
+    assert recheck(weak, PromotionGates(min_oos_lift=0.5)) is weak  # never promoted by looser gates

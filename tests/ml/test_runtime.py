@@ -26,9 +26,11 @@ from engine.domain import Candidate, Candle, HeatComponents
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import make_trace_id
-from engine.signals.features import FEATURE_NAMES
+from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import Scorer
 from engine.trading import TradingCore
+from ml.governance.contract import TrainingWindow, build_contract
+from ml.governance.promotion import Evaluation, decide
 from ml.governance.registry import ModelRegistry
 from ml.lgbm import LgbmParams, TrainRequest, TrainSettings, train_and_register
 from ml.runtime import ScorerLoad, load_scorer
@@ -41,9 +43,11 @@ LENIENT = PromotionGates(min_oos_lift=0.01, max_fold_cv=100.0, min_oos_samples=1
 STRICT = PromotionGates(min_oos_lift=50.0)
 
 
-def config_for(registry: Path, **signals: Any) -> HotcoinConfig:
+def config_for(registry: Path, *, gates: PromotionGates = LENIENT, **signals: Any) -> HotcoinConfig:
+    """The engine's config over `registry`, judging models by `gates` (by default those the
+    production models in `registries` were registered under)."""
     return HotcoinConfig(
-        ml=MlSection(registry_dir=registry),
+        ml=MlSection(registry_dir=registry, gates=gates),
         trading=TradingSection(
             signals=SignalSettings(**signals),
             capital=CapitalSettings(profile="t", profiles={"t": CapitalProfile(capital=1000.0, max_concurrent=5)}),
@@ -116,6 +120,17 @@ def test_newest_production_version_is_current(registries: dict[str, Path]) -> No
     assert load.mode == "production" and load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
 
 
+def test_tightened_gates_demote_a_production_model_to_shadow(registries: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    load = load_scorer(config_for(registries["production"], gates=STRICT))
+    assert load.scorer is not None and load.mode == "shadow" == load.scorer.mode
+    assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+    assert "in shadow (research_only: registered as production, but under the current [ml.gates] mean out-of-sample lift" in load.status
+    assert "misses >= 50" in load.status
+    assert "hot_lgbm_1m@v0001 was registered as production but misses the current [ml.gates]" in caplog.text
+    loosened = PromotionGates(min_oos_lift=0.001, max_fold_cv=1000.0, min_oos_samples=1, min_folds=2)
+    assert load_scorer(config_for(registries["research"], gates=loosened)).mode == "shadow"  # demotion only, never promotion
+
+
 def _edit_json(path: Path, **changes: Any) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
@@ -154,10 +169,69 @@ def test_a_malformed_contract_is_reported_not_raised(registries: dict[str, Path]
     assert load.scorer is None and "unreadable" in load.status and "not valid JSON" in load.status
 
 
+def test_an_unreadable_newer_version_leaves_production_in_place(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["both"], tmp_path)
+    (root / "hot_lgbm_1m" / "v0002" / "runtime_contract_hot_lgbm_1m.json").write_text("")
+    load = load_scorer(config_for(root))
+    assert load.mode == "production" and load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+    assert "skipped unreadable hot_lgbm_1m@v0002 (runtime contract" in load.status
+
+
+def _register_booster(root: Path, names: list[str], work: Path) -> None:
+    """A LightGBM model trained on columns `names`, registered as production with a contract
+    naming FEATURE_NAMES (as any caller of `ModelRegistry.register` may do)."""
+    import lightgbm as lgb
+
+    x = np.random.default_rng(0).normal(size=(400, len(names)))
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, (x[:, 0] > 0).astype(float), feature_name=names),
+        5,
+    )
+    model = work / "model.txt"
+    booster.save_model(str(model))
+    contract = dataclasses.replace(
+        build_contract(
+            task="hot_lgbm",
+            interval="1m",
+            model_path=model,
+            feature_names=FEATURE_NAMES,
+            feature_dtypes=FEATURE_DTYPES,
+            feature_schema_hash=feature_schema_hash(),
+            training_window=TrainingWindow(0, 1),
+            label_definition="top decile",
+            created_ms=1,
+        ),
+        model_format="lightgbm_text",
+    )
+    decision = decide(
+        task="hot_lgbm", interval="1m", evaluation=Evaluation((2.0, 2.0), 500, "b"), gates=LENIENT,
+        model_sha256=contract.model_sha256, decided_ms=1,
+    )
+    ModelRegistry(root).register(model_path=model, contract=contract, decision=decision)
+
+
+def test_a_model_trained_on_another_column_order_is_refused(tmp_path: Path) -> None:
+    _register_booster(tmp_path / "models", list(reversed(FEATURE_NAMES)), tmp_path)
+    load = load_scorer(config_for(tmp_path / "models"))
+    assert load.scorer is None and load.mode == "off"
+    assert load.status.startswith("REFUSED hot_lgbm_1m@v0001 refused: the model's own feature order differs")
+    assert f"column 0: model {FEATURE_NAMES[-1]!r}, engine {FEATURE_NAMES[0]!r}" in load.status
+    assert "rules alone" in load.status
+
+
+def test_a_contract_whose_dtypes_were_edited_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    path = root / "hot_lgbm_1m" / "v0001" / "runtime_contract_hot_lgbm_1m.json"
+    _edit_json(path, feature_dtypes=["float32"] * len(FEATURE_NAMES))  # the schema hash left as it was
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and "its contract's feature_dtypes are not the running feature code's" in load.status
+
+
 # ----------------------------------------------------------------------------- in the trading core
 MARKET = synth_frames(n_symbols=12, n_bars=200, seed=11, burst_rate=1 / 30)
 WARM = 70
-SIGNALS = {"min_ret_5": 0.0, "min_vol_ratio_20": 0.8, "cooldown_ms": 5 * MINUTE}
+SIGNALS: dict[str, Any] = {"min_ret_5": 0.0, "min_vol_ratio_20": 0.8, "cooldown_ms": 5 * MINUTE}
 
 
 REAL_PAIRS = ["BTC/USDT", "DOGE/USDT", "ETH/USDT", "XRP/USDT", "ADA/USDT", "NKN/USDT", "CTSI/USDT", "WRX/USDT", "FTM/USDT", "CHZ/USDT"]

@@ -33,8 +33,9 @@ class GpuProfile(Section):
     )
     env_setup: str = Field(
         "",
-        description="Shell line run before every remote command, e.g. `source /opt/venv/bin/activate` "
-        "or `module load cuda`; empty for none.",
+        description="Shell line run before every remote command, e.g. `. /opt/venv/bin/activate` "
+        "or `module load cuda`; empty for none. It runs in a POSIX shell (/bin/sh: dash on "
+        "Debian/Ubuntu), so write `.` rather than bash's `source`.",
     )
     ssh_options: list[str] = Field(
         default_factory=list,

@@ -1,0 +1,85 @@
+"""`hotcoin train` on candles it cannot use: a one-line error naming the file (or the interval)
+and the fix, never a traceback, and nothing registered; through LightGBM here and through the
+GPU path (a local-transport profile) alike."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gpu_jobs.errors import TrainingDataError
+from hotcoin_tui.cli import app
+from tests.ml.synth import synth_frames, write_history
+
+TRAIN_HERE = ["train", "--task", "hot_lgbm"]
+TRAIN_ON_GPU = ["train", "--task", "lstm_hot", "--gpu", "here", "--epochs", "1"]
+
+
+def _corrupt(folder: Path) -> None:
+    (folder / "S001_USDT-1m.parquet").write_bytes(b"PAR1garbage" * 10)
+
+
+def _no_volume(folder: Path) -> None:
+    path = folder / "S001_USDT-1m.parquet"
+    pd.read_parquet(path).drop(columns=["volume"]).to_parquet(path)
+
+
+@pytest.fixture
+def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__TRANSPORT", "local")
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__WORKDIR", str(tmp_path / "box"))
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__PYTHON", sys.executable)
+    return write_history(tmp_path / "candles", synth_frames(n_symbols=6, n_bars=120, seed=2))
+
+
+@pytest.mark.parametrize("command", [TRAIN_HERE, TRAIN_ON_GPU], ids=["hot_lgbm", "gpu"])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(_corrupt, "Parquet magic bytes not found", id="corrupt"),
+        pytest.param(_no_volume, "(no column volume)", id="no-volume"),
+    ],
+)
+def test_an_unreadable_candle_file_is_one_line_naming_it(
+    history: Path, tmp_path: Path, command: list[str], damage: Callable[[Path], None], message: str
+) -> None:
+    damage(history)
+    result = CliRunner().invoke(app, [*command, "--data", str(history)])
+    assert isinstance(result.exception, TrainingDataError), result.output
+    text = str(result.exception)
+    assert text.startswith(f"{history / 'S001_USDT-1m.parquet'} is not a readable candle file") and message in text
+    assert "re-collect or remove it" in text and "\n" not in text
+    assert not (tmp_path / "data" / "models").exists()
+
+
+def test_an_interval_the_label_cannot_use_fails_before_loading(history: Path, tmp_path: Path) -> None:
+    # minute timestamps in 1h files: had the candles been read first, the grid check would have failed
+    hourly = write_history(tmp_path / "hourly", synth_frames(n_symbols=6, n_bars=120, seed=2), interval="1h")
+    result = CliRunner().invoke(app, [*TRAIN_HERE, "--data", str(hourly), "--interval", "1h"])
+    assert isinstance(result.exception, TrainingDataError), result.output
+    assert str(result.exception).startswith("1h candles cannot make the hot-coin label")
+    assert "use 1m, 3m, 5m, 15m or 30m candles" in str(result.exception)
+
+
+def test_retraining_the_same_model_under_other_gates_says_which_decision_stands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
+    for key, value in {"MIN_OOS_LIFT": "0.01", "MAX_FOLD_CV": "100", "MIN_OOS_SAMPLES": "1", "MIN_FOLDS": "2"}.items():
+        monkeypatch.setenv(f"HOTCOIN_ML__GATES__{key}", value)
+    history = write_history(tmp_path / "candles", synth_frames(n_symbols=10, n_bars=1500, seed=5))
+    args = [*TRAIN_HERE, "--data", str(history), "--epochs", "15", "--stride", "2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "registered hot_lgbm_1m@v0001 (production)" in first.output and "note:" not in first.output
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_LIFT", "50")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "identical model already registered as hot_lgbm_1m@v0001 (production)" in again.output
+    assert "note: under the current [ml.gates] this model is research_only (mean out-of-sample lift" in again.output
+    assert "was registered as production and that decision stays on record" in again.output
+    assert "it runs this one in shadow" in again.output
