@@ -34,6 +34,7 @@ from engine.discovery.social.source import SocialPost
 from engine.domain import Candle, Fill, TickerBatch
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.close_all import close_all
+from engine.execution.router import Durable
 from engine.journal.events import EventSink, JournalEvent
 from engine.ops.metrics import EngineMetrics
 from engine.runtime.client import Command, CommandResult
@@ -84,7 +85,9 @@ class Engine:
         recovery: Recovery | None = None,
         audit: BalanceAudit | None = None,
         model: ModelLoad | None = None,
+        durable: Durable | None = None,
     ) -> None:
+        """`durable` makes order attempts reach the disk before their orders leave (`OrderRouter`)."""
         self.config = config
         self.feed = feed
         self.broker = broker
@@ -102,7 +105,8 @@ class Engine:
         self.stats = EngineStats()
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
         self.cycle = TradingCycle(
-            config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update
+            config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
+            durable=durable,
         )
         self.config_hash = self.cycle.config_hash
         self.state = self.cycle.state

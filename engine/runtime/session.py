@@ -24,6 +24,7 @@ from engine.errors import ConfigError
 from engine.execution.broker import Broker
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
+from engine.execution.router import Durable
 from engine.journal.events import JournalEvent
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
@@ -178,6 +179,13 @@ async def server_time_ms(endpoint: str, timeout_ms: int) -> int:
         ) from None
 
 
+def order_durability(broker: Broker, journal: Journal) -> Durable | None:
+    """What an order waits for before it leaves: a broker with state outside this process (an
+    exchange) gets each `order_attempt` committed first, so a crash right after the exchange
+    accepted it still leaves the attempt for recovery to look up; the paper broker needs none."""
+    return None if isinstance(broker, PaperBroker) else journal.flush
+
+
 def _log_notice(notice: GatewayNotice) -> None:
     log.warning("exchange %s on %s: %s", notice.kind.value, notice.stream, notice.detail)
 
@@ -218,7 +226,8 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
         if isinstance(broker, ExchangeBroker) and isinstance(broker.gateway, CcxtGateway):
             audit = BalanceAudit(broker.gateway, config.exchange.quote_asset)
         engine = Engine(
-            config, feed, broker, journal, run_id=run_id, mode=mode, model=model, recovery=recovery, audit=audit
+            config, feed, broker, journal, run_id=run_id, mode=mode, model=model, recovery=recovery, audit=audit,
+            durable=order_durability(broker, journal),
         )
 
         async def trace(trace_id: str) -> list[JournalEvent]:
