@@ -26,6 +26,7 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import Durable
 from engine.journal.events import JournalEvent
+from engine.journal.lock import journal_lock
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.gateway import GatewayNotice
@@ -192,7 +193,17 @@ def _log_notice(notice: GatewayNotice) -> None:
 
 @contextlib.asynccontextmanager
 async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[EngineSession]:
+    """A running engine's parts, for the `async with` block. The journal's writer lock is taken
+    first, before the journal is read for recovery or the exchange is reached, and held until
+    the session closes: a second engine on the same journal is refused, whatever its data dir."""
     check_live(config, options)
+    with journal_lock(config.journal_path):
+        async with _started(config, options) as session:
+            yield session
+
+
+@contextlib.asynccontextmanager
+async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[EngineSession]:
     mode = mode_of(config, options)
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
