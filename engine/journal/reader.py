@@ -215,20 +215,8 @@ class JournalReader:
     def _export(self, fh: IO[bytes] | IO[str], since_ms: int | None, until_ms: int | None) -> int:
         text = isinstance(fh, io.TextIOBase)
         count = 0
-        for seq, ts, trace_id, cause, kind, symbol, payload, v in self._rows(since_ms, until_ms, None):
-            line = orjson.dumps(
-                {
-                    "seq": seq,
-                    "ts_ms": ts,
-                    "trace_id": trace_id,
-                    "cause": cause,
-                    "kind": kind,
-                    "symbol": symbol,
-                    "payload": orjson.Fragment(payload),
-                    "v": v,
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
+        for row in self._rows(since_ms, until_ms, None):
+            line = json_line(row)
             fh.write(line.decode() if text else line)  # type: ignore[arg-type]
             count += 1
         return count
@@ -334,6 +322,25 @@ def _event(row: RawRow) -> JournalEvent:
     seq, ts, trace_id, cause, kind, symbol, payload, v = row
     return JournalEvent(
         seq=seq, ts_ms=ts, kind=kind, payload=orjson.loads(payload), trace_id=trace_id, symbol=symbol, cause=cause, v=v
+    )
+
+
+def json_line(row: RawRow) -> bytes:
+    """One event as a JSON line (payload inlined as an object): `export` writes these, and a
+    failed writer saves its unwritten events in the same shape."""
+    seq, ts, trace_id, cause, kind, symbol, payload, v = row
+    return orjson.dumps(
+        {
+            "seq": seq,
+            "ts_ms": ts,
+            "trace_id": trace_id,
+            "cause": cause,
+            "kind": kind,
+            "symbol": symbol,
+            "payload": orjson.Fragment(payload),
+            "v": v,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
     )
 
 

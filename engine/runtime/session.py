@@ -227,7 +227,8 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     recovered = read_journal(
         journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
     )
-    async with Journal.open(journal_path, config.journal) as journal:
+    # Should the writer fail, its unwritten events go beside the journal, else to the data dir.
+    async with Journal.open(journal_path, config.journal, spill_dir=config.paths.data_dir) as journal:
         recovery = None if recovered.empty else Recovery(recovered)
         model = options.model_loader(config) if options.model_loader is not None else None
         if model is not None:
