@@ -26,7 +26,15 @@ import orjson
 from engine.errors import JournalError, TraceNotFoundError
 from engine.journal.events import JournalEvent
 from engine.journal.files import list_archives
-from engine.journal.schema import BUCKET_SHIFT, EVENT_COLUMNS, MIN_MAX, TRACE_COLUMNS, bucket_in
+from engine.journal.schema import (
+    BUCKET_SHIFT,
+    EVENT_COLUMNS,
+    MIN_MAX,
+    SCHEMA_VERSION_KEY,
+    TRACE_COLUMNS,
+    bucket_in,
+    check_schema_version,
+)
 
 Outcome = Literal["all", "entered", "rejected", "open"]
 RawRow = tuple[int, int, str | None, int | None, str, str | None, str, int]
@@ -56,6 +64,11 @@ class JournalReader:
             raise JournalError(f"no journal at {self.path}")
         self.archives = list_archives(self.path)
         self._main = _connect_ro(self.path)
+        try:
+            check_schema_version(_schema_version(self._main), self.path)
+        except JournalError:
+            self._main.close()
+            raise
         self._archive_conns: dict[Path, sqlite3.Connection | None] = {}
 
     def __enter__(self) -> JournalReader:
@@ -296,6 +309,15 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise JournalError(f"cannot read journal {path}: {exc}; is it a hotcoin journal?") from exc
     return conn
+
+
+def _schema_version(conn: sqlite3.Connection) -> str | None:
+    """The `meta` schema version; None for a journal from before it was kept (or before `meta`)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else str(row[0])
 
 
 def _buckets(conn: sqlite3.Connection, table: str, column: str) -> range:

@@ -54,7 +54,15 @@ from engine.journal import rotation
 from engine.journal.events import validate_event
 from engine.journal.files import list_archives
 from engine.journal.reader import json_line
-from engine.journal.schema import DDL, INSERT_EVENT, PRAGMAS, UPSERT_TRACE
+from engine.journal.schema import (
+    DDL,
+    INSERT_EVENT,
+    PRAGMAS,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    UPSERT_TRACE,
+    check_schema_version,
+)
 
 Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 
@@ -152,6 +160,7 @@ class Journal:
         try:
             for stmt in (*PRAGMAS, *DDL):
                 await conn.execute(stmt)
+            await _claim_schema_version(conn, path)
             await conn.commit()
             await rotation.resume(conn, path, asyncio.Lock())
             last = await _highest_seq(conn, path)
@@ -419,3 +428,12 @@ async def _highest_seq(conn: aiosqlite.Connection, path: Path) -> int:
     if row:
         candidates.append(int(row[0]))
     return max(candidates, default=0)
+
+
+async def _claim_schema_version(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a journal of a newer schema; stamp ours on a new one (or an older one without it)."""
+    async with conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,)) as cur:
+        row = await cur.fetchone()
+    check_schema_version(None if row is None else str(row[0]), path)
+    if row is None:
+        await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)))
