@@ -254,6 +254,15 @@ class JournalReader:
                     last = row[0]
                     yield row
 
+    def last_ts_ms(self) -> int | None:
+        """The newest event time in the journal (main file, else the newest archive with events);
+        None if it has none. One index seek per file (`events_ts`)."""
+        for conn in self._files():
+            (newest,) = conn.execute("SELECT MAX(ts_ms) FROM events").fetchone()
+            if newest is not None:
+                return int(newest)
+        return None
+
     # -- health -------------------------------------------------------------------------------
 
     def check(self) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import Durable
 from engine.journal.events import JournalEvent
 from engine.journal.lock import journal_lock
+from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.gateway import GatewayNotice
@@ -180,6 +181,18 @@ async def server_time_ms(endpoint: str, timeout_ms: int) -> int:
         ) from None
 
 
+def sim_start_ms(start_ms: int, journal: Path) -> int:
+    """Where the simulated clock starts: at `start_ms`, or just after the journal's newest event
+    if that is later. A sim clock runs `speed` times faster than the wall, so an earlier run's
+    events can lie ahead of the wall clock, and a restart at wall time would stamp its events
+    (the `recovered` one first) before the fills it recovered."""
+    if not journal.is_file():
+        return start_ms
+    with JournalReader(journal) as reader:
+        newest = reader.last_ts_ms()
+    return start_ms if newest is None else max(start_ms, newest + 1)
+
+
 def order_durability(broker: Broker, journal: Journal) -> Durable | None:
     """What an order waits for before it leaves: a broker with state outside this process (an
     exchange) gets each `order_attempt` committed first, so a crash right after the exchange
@@ -214,10 +227,11 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     if uses_exchange(config, options):
         feed, broker = await exchange_feed(config, options, paper)
     else:
-        clock = SimClock(start_ms, options.speed)
-        market = open_market(config.sim, start_ms - WARMUP_MS)
+        sim_ms = sim_start_ms(start_ms, config.journal_path)
+        clock = SimClock(sim_ms, options.speed)
+        market = open_market(config.sim, sim_ms - WARMUP_MS)
         if options.demo_pump and isinstance(market, SimMarket):
-            script_demo_pump(market, start_ms + DEMO_PUMP_AFTER_MS)
+            script_demo_pump(market, sim_ms + DEMO_PUMP_AFTER_MS)
         if options.lockstep_ms is not None:
             feed = SimFeed(market, clock, interval_ms=options.lockstep_ms, lockstep=True)
         else:
