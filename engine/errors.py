@@ -4,6 +4,7 @@
     ├── ConfigError              bad config: names the key, the file and the fix
     ├── JournalError
     │   ├── EventValidationError a malformed event (rejected and counted, never dropped silently)
+    │   ├── JournalInUseError    another engine is writing this journal (its lock is held)
     │   └── TraceNotFoundError   replay of an unknown or ambiguous trace id
     ├── MarketDataError          data no exchange could have sent (NaN, negative, unknown symbol)
     └── OrderError               an order that failed; `error_class` says what a caller may do
@@ -39,6 +40,10 @@ class JournalError(HotcoinError):
 
 class EventValidationError(JournalError):
     """An event that does not match the journal contract."""
+
+
+class JournalInUseError(JournalError):
+    """Another engine holds the journal's writer lock; two writers would trade the same positions."""
 
 
 class TraceNotFoundError(JournalError):

@@ -49,11 +49,13 @@ async def run_backtest(
         runner = BacktestRunner(config, data_dir, run_id=run_id, model=model)
         result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
     else:
+        from engine.journal.lock import journal_lock
         from engine.journal.writer import Journal
 
-        async with Journal.open(journal_path, config.journal) as journal:
-            runner = BacktestRunner(config, data_dir, journal, run_id=run_id, model=model)
-            result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
+        with journal_lock(journal_path):  # a backtest into a running engine's journal would collide its seqs
+            async with Journal.open(journal_path, config.journal) as journal:
+                runner = BacktestRunner(config, data_dir, journal, run_id=run_id, model=model)
+                result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
     return result, metrics_of(result)
 
 

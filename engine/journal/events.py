@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.errors import EventValidationError
+from engine.errors import EventValidationError, JournalError
 
 Num = (int, float)
 OptNum = (int, float, type(None))
@@ -90,6 +90,20 @@ class JournalEvent:
     symbol: str | None = None
     cause: int | None = None
     v: int = 1
+
+
+def known_versions(events: Iterable[JournalEvent], source: object) -> Iterator[JournalEvent]:
+    """`events` as they come, refusing one whose `v` is newer than `KINDS` knows for its kind:
+    a newer hotcoin wrote it, and recovering from a payload shape this code has never seen
+    would guess at positions and cash (`source`: the journal, named in the error)."""
+    for event in events:
+        schema = KINDS.get(event.kind)
+        if schema is not None and event.v > schema.v:
+            raise JournalError(
+                f"journal {source}: event seq {event.seq} ({event.kind}) is version {event.v}, this hotcoin "
+                f"knows up to {schema.v}; it was written by a newer hotcoin: upgrade hotcoin to recover from it"
+            )
+        yield event
 
 
 class EventSink(Protocol):

@@ -26,7 +26,15 @@ import orjson
 from engine.errors import JournalError, TraceNotFoundError
 from engine.journal.events import JournalEvent
 from engine.journal.files import list_archives
-from engine.journal.schema import BUCKET_SHIFT, EVENT_COLUMNS, MIN_MAX, TRACE_COLUMNS, bucket_in
+from engine.journal.schema import (
+    BUCKET_SHIFT,
+    EVENT_COLUMNS,
+    MIN_MAX,
+    SCHEMA_VERSION_KEY,
+    TRACE_COLUMNS,
+    bucket_in,
+    check_schema_version,
+)
 
 Outcome = Literal["all", "entered", "rejected", "open"]
 RawRow = tuple[int, int, str | None, int | None, str, str | None, str, int]
@@ -56,6 +64,11 @@ class JournalReader:
             raise JournalError(f"no journal at {self.path}")
         self.archives = list_archives(self.path)
         self._main = _connect_ro(self.path)
+        try:
+            check_schema_version(_schema_version(self._main), self.path)
+        except JournalError:
+            self._main.close()
+            raise
         self._archive_conns: dict[Path, sqlite3.Connection | None] = {}
 
     def __enter__(self) -> JournalReader:
@@ -215,20 +228,8 @@ class JournalReader:
     def _export(self, fh: IO[bytes] | IO[str], since_ms: int | None, until_ms: int | None) -> int:
         text = isinstance(fh, io.TextIOBase)
         count = 0
-        for seq, ts, trace_id, cause, kind, symbol, payload, v in self._rows(since_ms, until_ms, None):
-            line = orjson.dumps(
-                {
-                    "seq": seq,
-                    "ts_ms": ts,
-                    "trace_id": trace_id,
-                    "cause": cause,
-                    "kind": kind,
-                    "symbol": symbol,
-                    "payload": orjson.Fragment(payload),
-                    "v": v,
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
+        for row in self._rows(since_ms, until_ms, None):
+            line = json_line(row)
             fh.write(line.decode() if text else line)  # type: ignore[arg-type]
             count += 1
         return count
@@ -252,6 +253,15 @@ class JournalReader:
                 if row[0] > last:  # a rotation interrupted between copy and delete duplicates rows
                     last = row[0]
                     yield row
+
+    def last_ts_ms(self) -> int | None:
+        """The newest event time in the journal (main file, else the newest archive with events);
+        None if it has none. One index seek per file (`events_ts`)."""
+        for conn in self._files():
+            (newest,) = conn.execute("SELECT MAX(ts_ms) FROM events").fetchone()
+            if newest is not None:
+                return int(newest)
+        return None
 
     # -- health -------------------------------------------------------------------------------
 
@@ -310,6 +320,15 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _schema_version(conn: sqlite3.Connection) -> str | None:
+    """The `meta` schema version; None for a journal from before it was kept (or before `meta`)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else str(row[0])
+
+
 def _buckets(conn: sqlite3.Connection, table: str, column: str) -> range:
     lo, hi = conn.execute(MIN_MAX.format(column=column, table=table)).fetchone()
     return range(0) if lo is None else range(lo >> BUCKET_SHIFT, (hi >> BUCKET_SHIFT) + 1)
@@ -334,6 +353,25 @@ def _event(row: RawRow) -> JournalEvent:
     seq, ts, trace_id, cause, kind, symbol, payload, v = row
     return JournalEvent(
         seq=seq, ts_ms=ts, kind=kind, payload=orjson.loads(payload), trace_id=trace_id, symbol=symbol, cause=cause, v=v
+    )
+
+
+def json_line(row: RawRow) -> bytes:
+    """One event as a JSON line (payload inlined as an object): `export` writes these, and a
+    failed writer saves its unwritten events in the same shape."""
+    seq, ts, trace_id, cause, kind, symbol, payload, v = row
+    return orjson.dumps(
+        {
+            "seq": seq,
+            "ts_ms": ts,
+            "trace_id": trace_id,
+            "cause": cause,
+            "kind": kind,
+            "symbol": symbol,
+            "payload": orjson.Fragment(payload),
+            "v": v,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
     )
 
 

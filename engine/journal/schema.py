@@ -13,7 +13,13 @@ bucket's small subtree. A lookup by id probes every bucket of the file
 
 from __future__ import annotations
 
+from engine.errors import JournalError
+
+# The layout's version, kept in `meta` as `schema_version`: written when a journal is created
+# (or first opened by a writer that knows it); a journal of a newer version is refused, by the
+# writer and the reader alike, rather than misread.
 SCHEMA_VERSION = 1
+SCHEMA_VERSION_KEY = "schema_version"
 
 # WAL: readers (replay, TUI) never block the writer; synchronous=NORMAL under WAL loses at most
 # the last commits on power loss and nothing on a process crash (SIGKILL), which is our case.
@@ -93,3 +99,13 @@ UPSERT_TRACE = f"""INSERT INTO traces ({TRACE_COLUMNS}) VALUES (?, ?, ?, ?, ?)
             WHEN excluded.outcome = 'rejected' AND traces.outcome <> 'entered' THEN 'rejected'
             ELSE traces.outcome END,
         symbol = COALESCE(traces.symbol, excluded.symbol)"""
+
+
+def check_schema_version(found: str | None, path: object) -> None:
+    """Refuse a journal written by a newer hotcoin (`found`: its `meta` value; None: older
+    than the key, i.e. version 1)."""
+    if found is not None and int(found) > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} was written by a newer hotcoin (journal schema {found}; this version knows "
+            f"up to {SCHEMA_VERSION}); upgrade hotcoin to read or write it"
+        )

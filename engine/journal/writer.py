@@ -21,9 +21,12 @@ Back-pressure: `emit` never blocks and never drops. `await wait_writable()` retu
 while fewer than `max_pending` events are unwritten; above that it waits until the writer has
 drained below the mark. The runtime calls it between cycles, so memory is bounded by
 `max_pending` plus one cycle's events. `await flush()` returns once everything emitted so far
-is committed. A writer failure (disk full, a locked or damaged file) stops the writer, keeps
-the unwritten events in memory and is raised as `JournalError` by the next `flush`,
-`wait_writable` or close; it is never swallowed.
+is committed. A writer failure (disk full, a locked or damaged file) stops the writer and is
+raised as `JournalError` by the next `flush`, `wait_writable` or close; it is never swallowed.
+Its unwritten events are not lost with it: they are appended, as JSON lines (the `export`
+shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when that
+fails too (the journal's disk is full): at once, and again at close for the events emitted
+since. The error names the file.
 
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
 and when forced with `await journal.rotate(now_ms)`.
@@ -50,7 +53,16 @@ from engine.errors import EventValidationError, JournalError
 from engine.journal import rotation
 from engine.journal.events import validate_event
 from engine.journal.files import list_archives
-from engine.journal.schema import DDL, INSERT_EVENT, PRAGMAS, UPSERT_TRACE
+from engine.journal.reader import json_line
+from engine.journal.schema import (
+    DDL,
+    INSERT_EVENT,
+    PRAGMAS,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    UPSERT_TRACE,
+    check_schema_version,
+)
 
 Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 
@@ -90,10 +102,21 @@ class Journal:
     keeps_payloads = True
 
     def __init__(
-        self, path: Path, conn: aiosqlite.Connection, settings: JournalSection, last_seq: int, rotation_check_s: float
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        settings: JournalSection,
+        last_seq: int,
+        rotation_check_s: float,
+        spill_dir: Path | None = None,
     ) -> None:
         self.path = path
         self.settings = settings
+        # Where a failed writer saves its unwritten events: beside the journal, else `spill_dir`.
+        self.spill_dirs = [path.parent] + ([spill_dir] if spill_dir is not None and spill_dir != path.parent else [])
+        self.spill_paths: list[Path] = []  # the files that hold them, once saved
+        self._spilled_seq = last_seq  # events up to here are committed or saved to a spill file
+        self._spill_errors: list[str] = []
         self.stats = JournalStats()
         self.last_flushed_seq = last_seq
         self._conn = conn
@@ -117,9 +140,16 @@ class Journal:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: Path | str, settings: JournalSection | None = None, *, rotation_check_s: float = 60.0
+        cls,
+        path: Path | str,
+        settings: JournalSection | None = None,
+        *,
+        rotation_check_s: float = 60.0,
+        spill_dir: Path | None = None,
     ) -> AsyncIterator[Journal]:
-        """Open (creating if needed) the journal at `path`; closing flushes everything."""
+        """Open (creating if needed) the journal at `path`; closing flushes everything.
+        `spill_dir`: where unwritten events go if the writer fails and the journal's own
+        folder cannot take them either."""
         path = Path(path)
         settings = settings or JournalSection()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +160,7 @@ class Journal:
         try:
             for stmt in (*PRAGMAS, *DDL):
                 await conn.execute(stmt)
+            await _claim_schema_version(conn, path)
             await conn.commit()
             await rotation.resume(conn, path, asyncio.Lock())
             last = await _highest_seq(conn, path)
@@ -139,7 +170,7 @@ class Journal:
         except BaseException:
             await conn.close()
             raise
-        journal = cls(path, conn, settings, last, rotation_check_s)
+        journal = cls(path, conn, settings, last, rotation_check_s, spill_dir)
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
             yield journal
@@ -277,6 +308,7 @@ class Journal:
                     await self._rotate(self._newest_ts)
         except Exception as exc:  # surfaced by flush / wait_writable / close
             self._error = exc
+            self._spill()
             self._progress.set()
 
     async def _write(self, batch: _Batch) -> None:
@@ -320,8 +352,36 @@ class Journal:
         if self._error is not None:
             raise JournalError(
                 f"journal writer stopped: {self._error}; {self.unwritten} events are not written "
-                f"(last written seq {self.last_flushed_seq})"
+                f"(last written seq {self.last_flushed_seq}); {self._spill_note()}"
             ) from self._error
+
+    def _spill(self) -> None:
+        """Append the events neither committed nor saved yet to a spill file; the first folder
+        of `spill_dirs` that takes them wins (a file already in use first)."""
+        rows = [row for batch in (*self._sealed, self._batch) for row in batch.rows if row[0] > self._spilled_seq]
+        if not rows:
+            return
+        name = f"{self.path.stem}.unwritten-{self.last_flushed_seq + 1}.jsonl"
+        targets = [*self.spill_paths, *(d / name for d in self.spill_dirs)]
+        data = b"".join(json_line(row) for row in rows)
+        for target in dict.fromkeys(targets):
+            try:
+                with target.open("ab") as fh:
+                    fh.write(data)
+            except OSError as exc:
+                self._spill_errors.append(f"{target}: {exc.strerror or exc}")
+                continue
+            if target not in self.spill_paths:
+                self.spill_paths.append(target)
+            self._spilled_seq = rows[-1][0]
+            return
+
+    def _spill_note(self) -> str:
+        """Where the unwritten events are, for the error: the spill files, or why there are none."""
+        if self._spilled_seq >= self._seq:
+            where = " and ".join(str(p) for p in self.spill_paths)
+            return f"they are saved in {where} (JSON lines, as `hotcoin export` writes them)" if where else "none are lost"
+        return f"saving them failed too ({'; '.join(self._spill_errors)}); they are lost when this process ends"
 
     async def _close(self) -> None:
         self._seal()
@@ -333,6 +393,8 @@ class Journal:
         finally:
             self._closed = True
             await self._conn.close()
+        if self._error is not None:
+            self._spill()  # what was emitted after the failure (run_stop among it)
         self._raise_if_failed()
 
 
@@ -366,3 +428,12 @@ async def _highest_seq(conn: aiosqlite.Connection, path: Path) -> int:
     if row:
         candidates.append(int(row[0]))
     return max(candidates, default=0)
+
+
+async def _claim_schema_version(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a journal of a newer schema; stamp ours on a new one (or an older one without it)."""
+    async with conn.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA_VERSION_KEY,)) as cur:
+        row = await cur.fetchone()
+    check_schema_version(None if row is None else str(row[0]), path)
+    if row is None:
+        await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)))

@@ -37,7 +37,7 @@ from engine.domain.candle import timeframe_ms
 from engine.errors import OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
-from engine.execution.router import OrderRouter
+from engine.execution.router import Durable, OrderRouter
 from engine.runtime.feed import MarketFeed
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.runtime.tap import Tap
@@ -164,6 +164,7 @@ class TradingCycle:
         discovery: DiscoveryStage | None = None,
         on_update: Callable[[OrderUpdate], None] | None = None,
         on_stepped: Callable[[], None] | None = None,
+        durable: Durable | None = None,
     ) -> None:
         self.config = config
         self.feed = feed
@@ -179,7 +180,7 @@ class TradingCycle:
             feed,
             config.discovery.windows.slot_ms,
         )
-        self.router = OrderRouter(broker, tap)
+        self.router = OrderRouter(broker, tap, durable=durable)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)
         self._on_update = on_update

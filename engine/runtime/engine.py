@@ -32,8 +32,10 @@ from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
 from engine.domain import Candle, Fill, TickerBatch
+from engine.errors import JournalError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.close_all import close_all
+from engine.execution.router import Durable
 from engine.journal.events import EventSink, JournalEvent
 from engine.ops.metrics import EngineMetrics
 from engine.runtime.client import Command, CommandResult
@@ -84,7 +86,9 @@ class Engine:
         recovery: Recovery | None = None,
         audit: BalanceAudit | None = None,
         model: ModelLoad | None = None,
+        durable: Durable | None = None,
     ) -> None:
+        """`durable` makes order attempts reach the disk before their orders leave (`OrderRouter`)."""
         self.config = config
         self.feed = feed
         self.broker = broker
@@ -102,7 +106,8 @@ class Engine:
         self.stats = EngineStats()
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
         self.cycle = TradingCycle(
-            config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update
+            config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
+            durable=durable,
         )
         self.config_hash = self.cycle.config_hash
         self.state = self.cycle.state
@@ -157,12 +162,24 @@ class Engine:
                 if deadline is not None and time.monotonic() >= deadline:
                     reason = "duration"
                     break
+        except JournalError as exc:
+            reason = self._journal_failed(exc)
+            raise
         finally:
             self.tap.emit("run_stop", ts_ms=self._now, payload={"run_id": self.run_id, "reason": reason})
             await self.hub.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _journal_failed(self, exc: JournalError) -> str:
+        """The stop reason when the journal can no longer write: the engine stops (no trading
+        without a trace), so the owner's "Engine stopped" notification must say why, and that
+        positions are left open, unwatched."""
+        held = sorted(self.core.book.holdings) if self.core is not None else []
+        left = f"{len(held)} position(s) left open: {', '.join(held)}" if held else "no position open"
+        log.error("journal failed, engine stopping; %s: %s", left, exc)
+        return f"journal error ({left}): {exc}"
 
     def deliver_posts(self, posts: list[SocialPost]) -> None:
         """Social posts from a source task; folded into discovery at the next cycle."""

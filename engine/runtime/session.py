@@ -24,7 +24,10 @@ from engine.errors import ConfigError
 from engine.execution.broker import Broker
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
+from engine.execution.router import Durable
 from engine.journal.events import JournalEvent
+from engine.journal.lock import journal_lock
+from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.gateway import GatewayNotice
@@ -178,13 +181,42 @@ async def server_time_ms(endpoint: str, timeout_ms: int) -> int:
         ) from None
 
 
+def sim_start_ms(start_ms: int, journal: Path) -> int:
+    """Where the simulated clock starts: at `start_ms`, or just after the journal's newest event
+    if that is later. A sim clock runs `speed` times faster than the wall, so an earlier run's
+    events can lie ahead of the wall clock, and a restart at wall time would stamp its events
+    (the `recovered` one first) before the fills it recovered."""
+    if not journal.is_file():
+        return start_ms
+    with JournalReader(journal) as reader:
+        newest = reader.last_ts_ms()
+    return start_ms if newest is None else max(start_ms, newest + 1)
+
+
+def order_durability(broker: Broker, journal: Journal) -> Durable | None:
+    """What an order waits for before it leaves: a broker with state outside this process (an
+    exchange) gets each `order_attempt` committed first, so a crash right after the exchange
+    accepted it still leaves the attempt for recovery to look up; the paper broker needs none."""
+    return None if isinstance(broker, PaperBroker) else journal.flush
+
+
 def _log_notice(notice: GatewayNotice) -> None:
     log.warning("exchange %s on %s: %s", notice.kind.value, notice.stream, notice.detail)
 
 
 @contextlib.asynccontextmanager
 async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[EngineSession]:
+    """A running engine's parts, for the `async with` block. The journal's writer lock is taken
+    first, before the journal is read for recovery or the exchange is reached, and held until
+    the session closes: a second engine on the same journal is refused, whatever its data dir."""
     check_live(config, options)
+    with journal_lock(config.journal_path):
+        async with _started(config, options) as session:
+            yield session
+
+
+@contextlib.asynccontextmanager
+async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[EngineSession]:
     mode = mode_of(config, options)
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
@@ -195,10 +227,11 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
     if uses_exchange(config, options):
         feed, broker = await exchange_feed(config, options, paper)
     else:
-        clock = SimClock(start_ms, options.speed)
-        market = open_market(config.sim, start_ms - WARMUP_MS)
+        sim_ms = sim_start_ms(start_ms, config.journal_path)
+        clock = SimClock(sim_ms, options.speed)
+        market = open_market(config.sim, sim_ms - WARMUP_MS)
         if options.demo_pump and isinstance(market, SimMarket):
-            script_demo_pump(market, start_ms + DEMO_PUMP_AFTER_MS)
+            script_demo_pump(market, sim_ms + DEMO_PUMP_AFTER_MS)
         if options.lockstep_ms is not None:
             feed = SimFeed(market, clock, interval_ms=options.lockstep_ms, lockstep=True)
         else:
@@ -208,7 +241,8 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
     recovered = read_journal(
         journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
     )
-    async with Journal.open(journal_path, config.journal) as journal:
+    # Should the writer fail, its unwritten events go beside the journal, else to the data dir.
+    async with Journal.open(journal_path, config.journal, spill_dir=config.paths.data_dir) as journal:
         recovery = None if recovered.empty else Recovery(recovered)
         model = options.model_loader(config) if options.model_loader is not None else None
         if model is not None:
@@ -218,7 +252,8 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
         if isinstance(broker, ExchangeBroker) and isinstance(broker.gateway, CcxtGateway):
             audit = BalanceAudit(broker.gateway, config.exchange.quote_asset)
         engine = Engine(
-            config, feed, broker, journal, run_id=run_id, mode=mode, model=model, recovery=recovery, audit=audit
+            config, feed, broker, journal, run_id=run_id, mode=mode, model=model, recovery=recovery, audit=audit,
+            durable=order_durability(broker, journal),
         )
 
         async def trace(trace_id: str) -> list[JournalEvent]:

@@ -70,11 +70,12 @@ async def pump_rig(
     config: HotcoinConfig | None = None,
     broker: Broker | None = None,
     model: ModelLoad | None = None,
+    feed_type: type[SimFeed] = SimFeed,
 ) -> AsyncIterator[EngineRig]:
     config = config or quiet_config()
     market = SimMarket(config.sim, START_MS - WARMUP_MS)
     symbol = script_pump(market, START_MS + 5 * 60_000)
-    feed = SimFeed(market, SimClock(START_MS, 1.0), interval_ms=5_000, lockstep=True)
+    feed = feed_type(market, SimClock(START_MS, 1.0), interval_ms=5_000, lockstep=True)
     ex = config.trading.execution
     broker = broker or PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
     async with Journal.open(journal_path, config.journal) as journal:

@@ -11,12 +11,16 @@ traces (linked by `cause`) into any sink, a real `Journal` included.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.domain import Order, OrderIntent, OrderStatus
 from engine.errors import EventValidationError
+from engine.execution.broker import Broker, OrderUpdate
 from engine.journal.events import EventSink, JournalEvent, check, make_trace_id, validate_event
 from engine.journal.writer import Journal
 
@@ -180,3 +184,32 @@ def build_journal(path: Path, steps: Sequence[Callable[[EventSink], WrittenTrace
             return [step(journal) for step in steps]
 
     return asyncio.run(write())
+
+
+class AttemptCheckingBroker(Broker):
+    """A broker standing in for an exchange that checks, at each `submit`, that the order's
+    `order_attempt` is already committed in the journal file (read through a separate sqlite3
+    connection, as recovery would after a crash), then acknowledges it as open."""
+
+    def __init__(self, journal_path: Path) -> None:
+        self.journal_path = journal_path
+        self.unjournaled: list[str] = []  # client ids that reached `submit` before their attempt was on disk
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        with closing(sqlite3.connect(self.journal_path)) as conn:
+            found = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE kind = 'order_attempt' AND payload LIKE ?",
+                (f'%"client_order_id":"{intent.client_order_id}"%',),
+            ).fetchone()[0]
+        if not found:
+            self.unjournaled.append(intent.client_order_id)
+        return OrderUpdate(Order.from_intent(intent, OrderStatus.OPEN, now_ms))
+
+    async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
+        raise NotImplementedError
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        return []
+
+    async def open_orders(self) -> list[Order]:
+        return []

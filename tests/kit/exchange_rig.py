@@ -28,6 +28,7 @@ from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.runtime.engine import Engine
 from engine.runtime.gateway_feed import ExchangeClock, GatewayFeed
+from engine.runtime.session import order_durability
 from engine.runtime.snapshot import Mode
 from engine.sim.market import SimMarket
 from engine.sim.matching import Account
@@ -92,7 +93,10 @@ async def exchange_rig(
         )
         try:
             async with Journal.open(journal_path, config.journal) as journal:
-                engine = Engine(config, feed, chosen, journal, run_id="test-run", mode=Mode.SIM)
+                engine = Engine(
+                    config, feed, chosen, journal, run_id="test-run", mode=Mode.SIM,
+                    durable=order_durability(chosen, journal),
+                )
                 yield ExchangeRig(engine, server, market, gateway, feed, journal, symbol)
         finally:
             await feed.close()

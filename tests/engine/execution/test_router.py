@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.domain import OrderStatus
 from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.router import OrderRouter
+from engine.journal.writer import Journal
 from engine.market.fake import FakeGateway
 from tests.kit.domain import T0, make_intent, make_market
-from tests.kit.events import RecordingSink
+from tests.kit.events import AttemptCheckingBroker, RecordingSink
 
 
 def setup() -> tuple[OrderRouter, FakeGateway, RecordingSink]:
@@ -75,3 +78,24 @@ async def test_cancel_is_journaled_and_failed_cancel_does_not_raise() -> None:
     assert other is not None
     assert await router.cancel(other.order, T0 + 2) is None
     assert sink.events[-1].payload["status"] == "cancel_failed"
+
+
+async def test_with_a_durable_hook_every_attempt_is_on_disk_before_its_order_leaves(tmp_path: Path) -> None:
+    """A crash right after the exchange accepted an order must still leave its `order_attempt`
+    in the file: recovery looks the order up and guards its id only if it knows it was sent."""
+    path = tmp_path / "journal.sqlite"
+    broker = AttemptCheckingBroker(path)
+    flushes = 0
+    async with Journal.open(path) as journal:
+
+        async def durable() -> None:
+            nonlocal flushes
+            flushes += 1
+            await journal.flush()
+
+        router = OrderRouter(broker, journal, durable=durable)
+        intents = [make_intent(client_order_id=f"hc-0123456789abcdef-e{n}") for n in (1, 2, 3)]
+        updates = await router.send_all(intents, T0)
+        assert await router.send(make_intent(client_order_id="hc-0123456789abcdef-e4"), T0) is not None
+    assert len(updates) == 3 and broker.unjournaled == []
+    assert flushes == 2  # one commit for the whole batch, one for the single send

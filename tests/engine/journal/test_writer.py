@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from engine.config.sections.journal import JournalSection
@@ -151,6 +153,56 @@ async def test_a_writer_failure_surfaces_on_flush_and_close_and_keeps_the_events
     with pytest.raises(JournalError, match="writer stopped"):
         await opened.__aexit__(None, None, None)
     assert rows(path, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+def fail_writes(path: Path) -> None:
+    """Every later insert fails as on a full disk (the writer sees a real sqlite3 error)."""
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+
+
+def spilled_seqs(path: Path) -> list[int]:
+    return [orjson.loads(line)["seq"] for line in path.read_bytes().splitlines()]
+
+
+async def failed_journal(path: Path, spill_dir: Path | None = None) -> tuple[Journal, AbstractAsyncContextManager[Journal]]:
+    """An open journal (and its context manager, to close it) whose second event hit a full disk."""
+    opened = Journal.open(path, settings(), spill_dir=spill_dir)
+    j = await opened.__aenter__()
+    j.emit("fill", ts_ms=0, payload=FILL)
+    await j.flush()
+    fail_writes(path)
+    j.emit("fill", ts_ms=1, payload=FILL)
+    return j, opened
+
+
+async def test_a_failed_writer_saves_its_unwritten_events_beside_the_journal_and_says_where(tmp_path: Path) -> None:
+    spill = tmp_path / "j.unwritten-2.jsonl"
+    j, opened = await failed_journal(tmp_path / "j.sqlite")
+    with pytest.raises(JournalError, match=rf"saved in {spill}"):
+        await j.flush()
+    assert spilled_seqs(spill) == [2]  # saved at once, not only at close
+    j.emit("run_stop", ts_ms=2, payload={"run_id": "r", "reason": "journal error"})
+    with pytest.raises(JournalError, match=rf"2 events are not written .*saved in {spill}"):
+        await opened.__aexit__(None, None, None)
+    assert spilled_seqs(spill) == [2, 3]  # what came after the failure is appended at close
+
+
+async def test_when_the_journal_folder_cannot_take_them_they_go_to_the_spill_dir(tmp_path: Path) -> None:
+    (tmp_path / "j.unwritten-2.jsonl").mkdir()  # stands in for a full disk: writing there fails
+    spill = tmp_path / "data" / "j.unwritten-2.jsonl"
+    spill.parent.mkdir()
+    _, opened = await failed_journal(tmp_path / "j.sqlite", spill.parent)
+    with pytest.raises(JournalError, match=rf"saved in {spill}"):
+        await opened.__aexit__(None, None, None)
+    assert spilled_seqs(spill) == [2]
+
+
+async def test_when_no_folder_takes_them_the_error_says_they_are_lost(tmp_path: Path) -> None:
+    (tmp_path / "j.unwritten-2.jsonl").mkdir()
+    _, opened = await failed_journal(tmp_path / "j.sqlite")
+    with pytest.raises(JournalError, match=r"saving them failed too \(.*j\.unwritten-2\.jsonl: Is a directory\); they are lost"):
+        await opened.__aexit__(None, None, None)
 
 
 @pytest.mark.parametrize(

@@ -90,3 +90,27 @@ async def test_console_says_why_its_engine_did_not_start(tmp_path: Path, monkeyp
     with pytest.raises(ConfigError, match=r"exited with code 2 before it was ready(.|\n)*sim.symbols"):
         async with child_engine(["--demo", "--symbols", "99999"], tmp_path, tmp_path / "engine.log"):
             pass
+
+
+def test_a_second_engine_on_the_same_journal_is_refused_while_readers_still_read(
+    headless_engine: tuple[subprocess.Popen[str], Path], tmp_path: Path
+) -> None:
+    """Another data dir (so another attach socket) naming the running engine's journal: it
+    must not recover that engine's positions and trade them beside it."""
+    engine, data = headless_engine
+    journal = data / "journal.sqlite"
+    exe = Path(sys.executable).parent / "hotcoin"
+    env = {**os.environ, "HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "other"), "HOTCOIN_SIM__SYMBOLS": "40"}
+    second = subprocess.run(
+        [str(exe), "run", "--demo", "--duration", "5", "--no-http", "--journal", str(journal)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert second.returncode == 2
+    assert f"journal {journal} is in use by another engine (pid {engine.pid})" in second.stderr
+    traces = subprocess.run(
+        [str(exe), "traces", "--journal", str(journal)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert traces.returncode == 0, traces.stderr
+    assert engine.poll() is None, "the refused engine disturbed the running one"
+    with JournalReader(journal) as reader:
+        assert len(list(reader.events(kinds=["run_start"]))) == 1

@@ -4,14 +4,23 @@ exit under one trace, and `hotcoin replay` renders that trace end to end (paper 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
+from engine.domain import TickerBatch
+from engine.errors import JournalError
 from engine.journal.reader import JournalReader
+from engine.ops.notify.events import notification_for
 from engine.runtime import engine as engine_module
 from engine.runtime.client import Command
+from engine.runtime.feed import SimFeed
 from hotcoin_tui.cli import app
 from tests.kit.engine import pump_rig
 from tests.kit.waiting import eventually
@@ -123,3 +132,58 @@ async def test_metrics_count_signals_and_orders(tmp_path: Path) -> None:
     assert 'hotcoin_signals_total{decision="enter"}' in text
     assert 'hotcoin_signals_total{decision="skip"}' in text
     assert 'hotcoin_orders_total{result="filled"}' in text
+
+
+class GatedFeed(SimFeed):
+    """The simulated feed, held between batches while `gate` is clear."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def next_batch(self) -> TickerBatch:
+        await self.gate.wait()
+        return await super().next_batch()
+
+
+def spilled_kinds(folder: Path) -> list[str]:
+    (spill,) = folder.glob("journal.unwritten-*.jsonl")
+    return [orjson.loads(line)["kind"] for line in spill.read_bytes().splitlines()]
+
+
+async def test_a_journal_failure_stops_the_engine_saying_why_and_what_is_left_open(tmp_path: Path) -> None:
+    """The disk fills just as a position opens: the engine stops (no trading without a trace),
+    the stop reason the owner is notified of names the journal error and the open position,
+    and every unwritten event, run_stop included, is saved beside the journal."""
+    path = tmp_path / "journal.sqlite"
+    stops: list[Mapping[str, Any]] = []
+    stack = contextlib.AsyncExitStack()
+    rig = await stack.enter_async_context(pump_rig(path, feed_type=GatedFeed))
+    engine, feed = rig.engine, rig.engine.feed
+    assert isinstance(feed, GatedFeed)
+
+    def fill_the_disk_once_a_position_opens(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+        if kind == "position_update" and payload["action"] == "open":
+            with sqlite3.connect(path) as other:
+                other.execute("CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
+            feed.gate.clear()  # the engine waits for its next batch until the writer has failed
+        elif kind == "run_stop":
+            stops.append(payload)
+
+    engine.observe(fill_the_disk_once_a_position_opens)
+    task = asyncio.create_task(engine.run())
+    await eventually(lambda: not feed.gate.is_set(), timeout=60)
+    with pytest.raises(JournalError, match="disk is full"):
+        await rig.journal.flush()
+    feed.gate.set()
+    with pytest.raises(JournalError):
+        await asyncio.wait_for(task, 30)
+    with pytest.raises(JournalError, match=r"saved in .*journal\.unwritten-\d+\.jsonl"):
+        await stack.aclose()
+    (stop,) = stops
+    assert stop["reason"].startswith(f"journal error (1 position(s) left open: {rig.pump_symbol}): journal writer stopped")
+    told = notification_for("run_stop", stop)
+    assert told is not None and told.title == "Engine stopped"
+    assert "journal error" in told.text and "disk is full" in told.text
+    assert spilled_kinds(tmp_path)[-1] == "run_stop"

@@ -26,9 +26,10 @@ from engine.journal.reader import JournalReader
 from engine.market.fake import FakeGateway, ManualClock
 from engine.market.gateway import REST_STREAM, StreamHealth
 from engine.runtime.gateway_feed import GatewayFeed
-from engine.runtime.session import RunOptions, exchange_feed, uses_exchange
+from engine.runtime.session import RunOptions, exchange_feed, open_session, uses_exchange
 from hotcoin_tui.cli import app
-from tests.kit.domain import T0, make_batch, make_candle, make_market
+from tests.kit.domain import T0, make_batch, make_candle, make_intent, make_market
+from tests.kit.events import AttemptCheckingBroker
 from tests.kit.exchange_rig import ExchangeRig, exchange_config, exchange_rig
 from tests.kit.sim_exchange import running_sim_exchange
 from tests.kit.waiting import eventually, eventually_sync
@@ -328,3 +329,19 @@ async def test_warmup_is_skipped_where_it_would_cost_too_much_weight() -> None:
     feed = GatewayFeed(gateway, clock=gateway.clock, warmup_max_symbols=2)
     assert [b async for b in feed.warmup(15_000)] == []
     assert "fetch_candles" not in gateway.calls
+
+
+async def test_an_exchange_session_commits_each_order_attempt_before_the_order_leaves(tmp_path: Path) -> None:
+    """The session wires the journal's flush into the router for an exchange broker (`OrderRouter`
+    write-ahead): the broker sees an order only once its attempt is in the file."""
+    path = tmp_path / "journal.sqlite"
+    async with running_sim_exchange() as server:
+        config = exchange_config(**{"exchange.endpoint": server.base_url, "journal.path": str(path)})
+        options = RunOptions(demo=False, speed=60.0, http=False, attach_socket=False)
+        async with open_session(config, options) as session:
+            router = session.engine.router
+            assert isinstance(router.broker, ExchangeBroker)
+            broker = router.broker = AttemptCheckingBroker(path)
+            await router.send_all([make_intent(client_order_id=f"hc-0123456789abcdef-e{n}") for n in (1, 2)], T0)
+            await router.send(make_intent(client_order_id="hc-0123456789abcdef-e3"), T0)
+    assert broker.unjournaled == []

@@ -1,0 +1,54 @@
+"""One writer per journal: an exclusive lock on `<journal>.lock`, held for as long as a run writes.
+
+Two engines on one journal each recover the other's positions and trade them, and their seqs
+collide until one dies. The attach socket does not prevent it: it lives in the data dir, and
+two data dirs can name the same `--journal`. So a writer takes this lock *before* it reads the
+journal for recovery, and gives it up only when it stops.
+
+`fcntl.flock` rather than a pid file: the kernel drops the lock when its process ends, however
+it ends (SIGKILL, power loss), so a stale `.lock` file never blocks a restart and is never
+deleted (deleting it would let a third process lock a new file while the second holds the old).
+The holder's pid is written into the file only to name it in the refusal. Readers (replay,
+traces, report, doctor) never take the lock: SQLite's WAL lets them read beside the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.errors import JournalInUseError
+
+
+def lock_path(journal: Path) -> Path:
+    return journal.with_name(journal.name + ".lock")
+
+
+@contextlib.contextmanager
+def journal_lock(journal: Path) -> Iterator[Path]:
+    """Hold the journal's writer lock for the `with` block; `JournalInUseError` if another holds it."""
+    path = lock_path(journal)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalInUseError(
+                f"journal {journal} is in use by another engine{_holder(fd)}; stop that engine first, "
+                "or give this run its own journal (--journal PATH)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """' (pid N)' from the lock file, or '' when it cannot say (an older writer, a torn write)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f" (pid {text})" if text.isdigit() else ""

@@ -1,0 +1,41 @@
+"""A simulated run restarted on its journal goes on from where the last one's clock stopped:
+its sim clock ran `speed` times faster than the wall, so starting at wall time again would
+put the restart's events before the ones it recovered."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from engine.journal.writer import Journal
+from engine.runtime.session import RunOptions, open_session, sim_start_ms
+from tests.kit.engine import quiet_config
+
+HOUR_MS = 3_600_000
+FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
+
+
+async def journal_ending_at(path: Path, ts_ms: int) -> None:
+    async with Journal.open(path) as journal:
+        journal.emit("run_start", ts_ms=ts_ms - HOUR_MS, payload={"run_id": "r", "config_hash": "x", "mode": "SIM"})
+        journal.emit("fill", ts_ms=ts_ms, payload=FILL, symbol="DOGE/USDT")
+
+
+async def test_the_sim_clock_starts_after_the_journals_newest_event(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    now = time.time_ns() // 1_000_000
+    assert sim_start_ms(now, path) == now  # no journal yet
+    await journal_ending_at(path, now + 10 * HOUR_MS)  # a run at x60 for 10 minutes
+    assert sim_start_ms(now, path) == now + 10 * HOUR_MS + 1
+    assert sim_start_ms(now + 20 * HOUR_MS, path) == now + 20 * HOUR_MS  # a journal behind the clock
+
+
+async def test_a_restarted_demo_stamps_its_events_after_the_recovered_ones(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    ahead = time.time_ns() // 1_000_000 + 10 * HOUR_MS
+    await journal_ending_at(path, ahead)
+    config = quiet_config(**{"journal.path": str(path), "paths.data_dir": str(tmp_path / "data")})
+    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000)
+    async with open_session(config, options) as session:
+        first = await session.engine.feed.next_batch()
+    assert first.ts_ms > ahead
