@@ -26,7 +26,10 @@ raised as `JournalError` by the next `flush`, `wait_writable` or close; it is ne
 Its unwritten events are not lost with it: they are appended, as JSON lines (the `export`
 shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when that
 fails too (the journal's disk is full): at once, and again at close for the events emitted
-since. The error names the file.
+since. The error names the file. The next `open` takes them back before anything else is
+written (or read for recovery: the fill that opened a position may be among them), with their
+own seqs, and renames the files `*.restored`; a file that does not continue the journal where
+it ends is refused by name rather than guessed at.
 
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
 and when forced with `await journal.rotate(now_ms)`.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sqlite3
 import time
 from collections import Counter, deque
@@ -63,6 +67,8 @@ from engine.journal.schema import (
     UPSERT_TRACE,
     check_schema_version,
 )
+
+log = logging.getLogger("hotcoin.journal")
 
 Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 
@@ -173,6 +179,7 @@ class Journal:
         journal = cls(path, conn, settings, last, rotation_check_s, spill_dir)
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
+            await journal._take_back_spills()
             yield journal
         finally:
             await journal._close()
@@ -376,6 +383,26 @@ class Journal:
             self._spilled_seq = rows[-1][0]
             return
 
+    async def _take_back_spills(self) -> None:
+        """Emit again, with their seqs, the events a failed writer of this journal saved."""
+        files = _spill_files(self.path, self.spill_dirs)
+        if not files:
+            return
+        events = _read_spills(files)
+        todo = [seq for seq in sorted(events) if seq > self._seq]
+        if todo != list(range(self._seq + 1, self._seq + 1 + len(todo))):
+            raise JournalError(
+                f"journal {self.path} ends at seq {self._seq}, and the unwritten events saved in "
+                f"{', '.join(map(str, files))} do not continue it (seqs {todo[0]}..{todo[-1]}, with gaps or "
+                "a hole before them); move those files aside to start, after checking positions on the exchange"
+            )
+        for seq in todo:
+            ev = events[seq]
+            self.emit(ev["kind"], ts_ms=ev["ts_ms"], payload=ev["payload"], trace_id=ev["trace_id"], symbol=ev["symbol"], cause=ev["cause"])
+        await self.flush()
+        _mark_restored(files)
+        log.warning("journal %s: took back %d event(s) a failed writer saved in %s", self.path, len(todo), ", ".join(map(str, files)))
+
     def _spill_note(self) -> str:
         """Where the unwritten events are, for the error: the spill files, or why there are none."""
         if self._spilled_seq >= self._seq:
@@ -396,6 +423,38 @@ class Journal:
         if self._error is not None:
             self._spill()  # what was emitted after the failure (run_stop among it)
         self._raise_if_failed()
+
+
+def _spill_files(path: Path, folders: list[Path]) -> list[Path]:
+    """A journal's spill files (`<stem>.unwritten-<seq>.jsonl`) in those folders, oldest first."""
+    found = {f for d in folders if d.is_dir() for f in d.glob(f"{path.stem}.unwritten-*.jsonl") if f.is_file()}
+    return sorted(found, key=lambda f: (_named_seq(f), str(f)))
+
+
+def _named_seq(spill: Path) -> int:
+    """The first seq a spill file's name gives (`j.unwritten-78.jsonl`: 78)."""
+    tail = spill.stem.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _read_spills(files: list[Path]) -> dict[int, dict[str, Any]]:
+    """seq -> event, from spill files (a seq in two files is the same event, saved twice)."""
+    events: dict[int, dict[str, Any]] = {}
+    for f in files:
+        try:
+            lines = f.read_bytes().splitlines()
+            for line in lines:
+                if line.strip():
+                    ev = orjson.loads(line)
+                    events.setdefault(int(ev["seq"]), ev)
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise JournalError(f"cannot read the unwritten events saved in {f}: {exc}; fix or move the file aside") from exc
+    return events
+
+
+def _mark_restored(files: list[Path]) -> None:
+    for f in files:
+        f.rename(f.with_name(f.name + ".restored"))
 
 
 def _outcome_of(kind: str, payload: Mapping[str, Any]) -> str | None:

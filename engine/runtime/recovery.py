@@ -60,7 +60,7 @@ from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import parse_client_order_id
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import PaperBroker
-from engine.journal.events import EventSink, JournalEvent
+from engine.journal.events import EventSink, JournalEvent, known_versions
 from engine.market.gateway import Balance
 from engine.portfolio.positions import BookChange, PositionBook, PositionError, as_booked
 from engine.portfolio.risk import RiskDay
@@ -263,7 +263,7 @@ def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool =
     if not path.is_file():
         return RecoveredState(cash=capital)
     with JournalReader(path) as reader:
-        return rebuild(reader.events(kinds=KINDS), capital, breakeven_after_tp=breakeven_after_tp)
+        return rebuild(known_versions(reader.events(kinds=KINDS), path), capital, breakeven_after_tp=breakeven_after_tp)
 
 
 class Recovery:

@@ -237,12 +237,13 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
         else:
             feed = SimFeed(market, clock)
     journal_path = config.journal_path
-    # What an earlier run held and sent, read before this run writes anything.
-    recovered = read_journal(
-        journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
-    )
-    # Should the writer fail, its unwritten events go beside the journal, else to the data dir.
+    # Should the writer fail, its unwritten events go beside the journal, else to the data dir;
+    # opening takes back any an earlier run's failed writer saved there.
     async with Journal.open(journal_path, config.journal, spill_dir=config.paths.data_dir) as journal:
+        # What an earlier run held and sent, read before this run writes anything.
+        recovered = read_journal(
+            journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
+        )
         recovery = None if recovered.empty else Recovery(recovered)
         model = options.model_loader(config) if options.model_loader is not None else None
         if model is not None:

@@ -261,3 +261,34 @@ async def test_a_reader_sees_flushed_events_while_the_writer_is_open(tmp_path: P
         await j.flush()
         with JournalReader(path) as reader:
             assert len(reader.trace(trace.trace_id)) == 12
+
+
+async def test_the_next_open_takes_back_what_a_failed_writer_saved(tmp_path: Path) -> None:
+    """The events a full disk kept out go back in, with their own seqs, before anything else
+    (recovery reads the journal after that: the fill that opened a position may be among them)."""
+    path = tmp_path / "j.sqlite"
+    spill = tmp_path / "j.unwritten-2.jsonl"
+    j, opened = await failed_journal(path)
+    j.emit("run_stop", ts_ms=2, payload={"run_id": "r", "reason": "journal error"})
+    with pytest.raises(JournalError):
+        await opened.__aexit__(None, None, None)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER full")  # the disk has room again
+    async with Journal.open(path, settings()) as j2:
+        assert j2.next_seq == 4
+        j2.emit("run_start", ts_ms=3, payload={"run_id": "r2", "config_hash": "c", "mode": "SIM"})
+    assert rows(path, "SELECT seq, kind FROM events ORDER BY seq") == [(1, "fill"), (2, "fill"), (3, "run_stop"), (4, "run_start")]
+    assert not spill.exists() and spill.with_name(spill.name + ".restored").is_file()
+
+
+async def test_saved_events_that_do_not_continue_the_journal_are_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        j.emit("fill", ts_ms=0, payload=FILL)
+    spill = tmp_path / "j.unwritten-5.jsonl"
+    spill.write_bytes(orjson.dumps({"seq": 5, "ts_ms": 1, "trace_id": None, "cause": None, "kind": "fill", "symbol": None,
+                                    "payload": FILL, "v": 1}) + b"\n")  # fmt: skip
+    with pytest.raises(JournalError, match=rf"ends at seq 1, and the unwritten events saved in {spill} do not continue it"):
+        async with Journal.open(path, settings()):
+            pass
+    assert spill.is_file()  # left for the owner to look at

@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 from engine.domain import TickerBatch
 from engine.errors import JournalError
 from engine.journal.reader import JournalReader
+from engine.journal.writer import Journal
 from engine.ops.notify.events import notification_for
 from engine.runtime import engine as engine_module
 from engine.runtime.client import Command
 from engine.runtime.feed import SimFeed
+from engine.runtime.recovery import read_journal
 from hotcoin_tui.cli import app
 from tests.kit.engine import pump_rig
 from tests.kit.waiting import eventually
@@ -147,8 +149,12 @@ class GatedFeed(SimFeed):
         return await super().next_batch()
 
 
+def spills(folder: Path) -> list[Path]:
+    return list(folder.glob("journal.unwritten-*.jsonl"))
+
+
 def spilled_kinds(folder: Path) -> list[str]:
-    (spill,) = folder.glob("journal.unwritten-*.jsonl")
+    (spill,) = spills(folder)
     return [orjson.loads(line)["kind"] for line in spill.read_bytes().splitlines()]
 
 
@@ -187,3 +193,12 @@ async def test_a_journal_failure_stops_the_engine_saying_why_and_what_is_left_op
     assert told is not None and told.title == "Engine stopped"
     assert "journal error" in told.text and "disk is full" in told.text
     assert spilled_kinds(tmp_path)[-1] == "run_stop"
+
+    # The disk has room again: the next start takes the saved events back before it recovers,
+    # so the position whose opening the full disk kept out is recovered, not forgotten.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER full")
+    async with Journal.open(path):
+        state = read_journal(path, rig.engine.config.trading.capital.active.capital)
+    assert set(state.book.holdings) == {rig.pump_symbol}
+    assert not spills(tmp_path)
