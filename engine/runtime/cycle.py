@@ -50,6 +50,7 @@ log = logging.getLogger("hotcoin.engine")
 
 MARKETS_REFRESH_MS = 5 * 60_000
 SYNC_EVERY_MS = 5_000
+BARS_RETRY_MS = 5_000  # a symbol whose just-closed bar has not come yet is asked again this often
 
 
 class DiscoveryStage(Protocol):
@@ -185,7 +186,8 @@ class TradingCycle:
         self.paused = False  # the operator paused new entries (exits continue)
         self._on_update = on_update
         self._on_stepped = on_stepped
-        self._fed: dict[str, tuple[int, int | None]] = {}  # symbol -> (bar, open time of the last candle fed)
+        # symbol -> (bar it is fed for, open time of the last candle fed, no new fetch before this time)
+        self._fed: dict[str, tuple[int, int | None, int]] = {}
         self._store: BarStore | None = None  # the feed's bars, read in place (a backtest's store)
         self._last_sync = 0
         self._tf = config.trading.signals.timeframe
@@ -278,8 +280,12 @@ class TradingCycle:
         once per bar per symbol: the last WINDOW+2 on first sight, then every bar since the
         symbol was last fed (a symbol back in the pool after a while needs all the bars it
         missed, or its window has holes and its features are NaN for an hour), at most
-        WINDOW+2, less the candles already fed (a closed candle never changes). A feed whose
-        bars the core reads in place (`bar_store`) is told how far instead: the same bars."""
+        WINDOW+2, less the candles already fed (a closed candle never changes). A symbol counts
+        as fed for the bar only once the bar that just closed has arrived: a failed fetch (the
+        feed answers nothing on an exchange error) or a candle the exchange has not published
+        yet is asked for again `BARS_RETRY_MS` later, not left missing (and every feature NaN)
+        until the next bar. A feed whose bars the core reads in place (`bar_store`) is told how
+        far instead: the same bars."""
         core = self.core
         assert core is not None
         bar = now // self._tf_ms
@@ -292,16 +298,23 @@ class TradingCycle:
                 if symbol in markets:
                     self._store.follow(symbol, now)
             return
+        just_closed = (bar - 1) * self._tf_ms
         for symbol in wanted:
             fed = self._fed.get(symbol)
-            if (fed is not None and fed[0] == bar) or symbol not in self.markets:
+            if (fed is not None and (fed[0] == bar or now < fed[2])) or symbol not in self.markets:
                 continue
-            limit, after = (WINDOW + 2, None) if fed is None else (min(WINDOW + 2, bar - fed[0] + 2), fed[1])
+            if fed is None or fed[1] is None:  # nothing fed yet: the whole window
+                limit, after = WINDOW + 2, None
+            else:
+                limit, after = min(WINDOW + 2, bar - fed[0] + 2), fed[1]
             bars = await self.feed.closed_bars(symbol, self._tf, limit, after_ms=after)
             if len(bars):
                 core.on_bars(bars)
                 after = int(bars.open_ms[-1])
-            self._fed[symbol] = (bar, after)
+            if after is not None and after >= just_closed:
+                self._fed[symbol] = (bar, after, now)
+            else:  # not there yet: keep the bar it was fed for (the next fetch spans the gap), retry soon
+                self._fed[symbol] = (bar - 1 if fed is None else fed[0], after, now + BARS_RETRY_MS)
         if len(self._fed) > 4 * max(64, len(wanted)):
             self._fed = {s: b for s, b in self._fed.items() if s in wanted}
 

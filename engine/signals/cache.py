@@ -1,8 +1,11 @@
 """Bar-level cache: each symbol's signal is computed at most once per bar.
 
-Candidate cycles run every second or so; the rules look at closed bars, so re-evaluating them
-within a bar would only repeat the same answer (and journal it again). The cache keeps the
-current bar's results and forgets a bar as soon as a newer one is asked for.
+Candidate cycles run every second or so; the features look at closed bars. The rules also read
+heat and the cool-down, which move within a bar, but they are read once, at the bar's first
+decision: live and a minute-grained backtest then decide at the same moments (a backtest sees
+one batch a minute), at the cost of up to one bar's delay for a coin that turns hot mid-bar.
+The cache keeps the current bar's results and forgets a bar as soon as a newer one is asked
+for. A decision made without the bar that just closed is not kept (`SignalStage`).
 """
 
 from __future__ import annotations

@@ -126,10 +126,13 @@ class SignalStage:
             if c.symbol in cold:
                 skip = RuleOutcome(SignalDecision.SKIP, "failed: heat", [], {"heat": False})
                 ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", skip, {}, [], None, 0, cause)
+                keep = True
             else:
                 ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
+                keep = _has_last_bar(raw[i])  # else asked again next cycle, once the bar may have come
                 i += 1
-            self._entries.put(c.symbol, bar_ms, ev.signal)
+            if keep:
+                self._entries.put(c.symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
 
@@ -189,7 +192,8 @@ class SignalStage:
             cand = candidates.get(symbol)
             cause = None if causes is None or cand is None else causes.get(cand.trace_id)
             ev = self._journal(trace_id, symbol, now_ms, bar_ms, "exit", outcomes[i], rows[i], raw[i], None, i, cause)
-            self._exits.put(symbol, bar_ms, ev.signal)
+            if _has_last_bar(raw[i]):
+                self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
 
@@ -255,3 +259,13 @@ class SignalStage:
         )
         return Evaluated(signal, seq)
 
+
+_BAR_RANGE = FEATURE_NAMES.index("bar_range")
+
+
+def _has_last_bar(row: Sequence[float]) -> bool:
+    """Whether the bar that just closed was there to decide on (its range is NaN only when it is
+    missing). A decision without it (a candle fetch that failed, a candle the exchange had not
+    published yet) is not kept for the bar: the next cycle decides again once it has come, where
+    keeping it held every feature at NaN, an entry skipped and an exit signal unseen, for a bar."""
+    return bool(np.isfinite(row[_BAR_RANGE]))

@@ -216,3 +216,24 @@ def test_journal_off_skips_cold_candidates_on_heat_without_building_their_featur
             assert a.keys() == b.keys() and np.array_equal(list(a.values()), list(b.values()), equal_nan=True)
     else:
         assert asked == [names]  # a shadow model scores every row: nothing is skipped
+
+
+def test_a_decision_without_the_bar_that_just_closed_is_asked_again_once_it_comes() -> None:
+    """The candle fetch failed (or the exchange had not published the bar yet): that decision,
+    on NaN features, is not kept for the bar; the next cycle, with the bar, decides again."""
+    names = mk.symbols(1)
+    history = BarHistory("1m")
+    last_open = (mk.NOW // 60_000) * 60_000 - 60_000
+    bars = mk.hot_bars(names[0], last_open, 1.0)
+    for c in bars[:-1]:  # everything but the bar that just closed
+        history.add(c)
+    for c in mk.hot_bars("BTC/USDT", last_open, 30_000.0, rising=0):
+        history.add(c)
+    stage = SignalStage(SignalSettings(), history, RecordingSink())
+    cands = mk.candidates(names, mk.NOW)
+    (first,) = stage.evaluate_entries(cands, mk.NOW, min_heat=70.0, last_action_ms={})
+    assert first.signal.decision is SignalDecision.SKIP
+    history.add(bars[-1])
+    (second,) = stage.evaluate_entries(cands, mk.NOW + 5_000, min_heat=70.0, last_action_ms={})
+    assert second.signal.decision is SignalDecision.ENTER
+    assert stage.evaluate_entries(cands, mk.NOW + 10_000, min_heat=70.0, last_action_ms={}) == []  # now kept

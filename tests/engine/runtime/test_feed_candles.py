@@ -1,0 +1,65 @@
+"""The cycle feeds each wanted symbol's closed bars once per bar, but only once the bar that
+just closed has come: a failed candle fetch is asked again a few seconds later, not left
+missing (every feature NaN, the decision skipped) until the next bar."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from types import SimpleNamespace
+from typing import Any
+
+from engine.domain import Bars
+from engine.runtime.cycle import BARS_RETRY_MS, TradingCycle
+from engine.signals.bars import BarHistory
+from tests.engine.signals import market_kit as mk
+
+MIN = 60_000
+SYMBOL = "C000/USDT"
+
+
+class _Feed:
+    """Closed 1m bars up to the current minute; answers nothing (as `GatewayFeed` does on an
+    exchange error) while `failing`."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.now = 0
+        self.calls: list[tuple[str, int, int | None]] = []
+
+    async def closed_bars(self, symbol: str, tf: str, limit: int, *, after_ms: int | None = None) -> Bars:
+        self.calls.append((symbol, self.now, after_ms))
+        if self.failing:
+            return Bars.of(symbol, tf, [])
+        last = self.now // MIN * MIN - MIN
+        candles = [c for c in mk.hot_bars(symbol, last, 1.0) if after_ms is None or c.open_ms > after_ms]
+        return Bars.of(symbol, tf, candles[-(limit - 1) :])
+
+
+def _cycle(feed: _Feed, history: BarHistory) -> Any:
+    """A `TradingCycle` with only what `_feed_candles` reads (no market, broker or journal)."""
+    cycle = TradingCycle.__new__(TradingCycle)
+    cycle.core = SimpleNamespace(book=SimpleNamespace(holdings={}), on_bars=history.add_bars)  # type: ignore[assignment]
+    cycle.feed = feed  # type: ignore[assignment]
+    cycle._tf, cycle._tf_ms, cycle._regime, cycle._store, cycle._fed = "1m", MIN, SYMBOL, None, {}
+    cycle.driver = SimpleNamespace(markets={SYMBOL: object()})  # type: ignore[assignment]
+    return cycle
+
+
+def test_a_failed_fetch_is_retried_within_the_bar() -> None:
+    feed, history = _Feed(), BarHistory("1m")
+    cycle = _cycle(feed, history)
+    pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=SYMBOL)]))
+
+    async def at(now: int, failing: bool) -> None:
+        feed.now, feed.failing = now, failing
+        await cycle._feed_candles(pool, now)
+
+    bar = mk.NOW // MIN * MIN
+    asyncio.run(at(bar - MIN + 1_000, False))  # fed for the bar before
+    asyncio.run(at(bar + 1_000, True))  # the next bar's fetch fails
+    asyncio.run(at(bar + 2_000, False))  # too soon to ask again
+    asyncio.run(at(bar + 1_000 + BARS_RETRY_MS, False))  # asked again, and it comes
+    asyncio.run(at(bar + 40_000, False))  # fed for this bar: not asked again
+    assert [t - bar for _, t, _ in feed.calls] == [1_000 - MIN, 1_000, 1_000 + BARS_RETRY_MS]
+    assert math.isfinite(history.window([SYMBOL], bar - MIN).close[-1, 0])  # the bar that just closed is there
