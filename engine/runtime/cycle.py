@@ -210,6 +210,11 @@ class TradingCycle:
         model = self.model
         scorer = model.scorer if model is not None else None
         self._store = self.feed.bar_store(self._tf)
+        if self._regime not in self.driver.markets:
+            log.warning(
+                "regime symbol %s is not among the %d markets: the btc_* features are NaN for the whole run; "
+                "set trading.signals.regime_symbol to a listed pair", self._regime, len(self.driver.markets),
+            )
         self.core = TradingCore(
             self.config.trading, self.driver.markets, self.tap, run_id=self.run_id, scorer=scorer, history=self._store
         )

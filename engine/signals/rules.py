@@ -2,10 +2,13 @@
 
 Each rule is a `Rule(name, feature, op, threshold)`; all symbols are evaluated at once with
 numpy, then each symbol gets its list of `check` dicts so replay can say which rule said no,
-with the value it saw and the limit it applied. A missing value (NaN) never passes a rule.
+with the value it saw and the limit it applied.
 
-Entry: every rule must pass. Exit (for held symbols): a *failed* check is an exit trigger; the
-symbol is exited when any trigger fires, and the reason names them.
+Entry: every rule must pass, and a missing value (NaN) never passes: an entry is never made on
+what cannot be seen. Exit (for held symbols): a *failed* check is an exit trigger; the symbol
+is exited when any trigger fires, and the reason names them. A missing value fires no exit
+rule (it holds; the journal shows the check passed with value null): the price-based exits
+(stop, trailing stop, max hold) still protect the position.
 """
 
 from __future__ import annotations

@@ -202,3 +202,17 @@ async def test_a_journal_failure_stops_the_engine_saying_why_and_what_is_left_op
         state = read_journal(path, rig.engine.config.trading.capital.active.capital)
     assert set(state.book.holdings) == {rig.pump_symbol}
     assert not spills(tmp_path)
+
+
+async def test_a_regime_symbol_that_is_not_listed_is_said_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its btc_* features would be NaN all run long with nothing said."""
+    from tests.kit.engine import quiet_config
+
+    config = quiet_config(**{"trading.signals.regime_symbol": "NOPE/USDT"})
+    async with pump_rig(tmp_path / "j.sqlite", config) as rig:
+        task = asyncio.create_task(rig.engine.run())
+        await eventually(lambda: rig.engine.core is not None, timeout=60)
+        rig.engine.stop()
+        await asyncio.wait_for(task, 10)
+    (warning,) = [r.getMessage() for r in caplog.records if "regime symbol" in r.getMessage()]
+    assert "NOPE/USDT is not among the" in warning and "trading.signals.regime_symbol" in warning
