@@ -62,7 +62,12 @@ class SignalStage:
         self.rules = SignalRules(settings)
         self._entries: BarCache[Signal] = BarCache()
         self._exits: BarCache[Signal] = BarCache()
-        self._ranks: dict[str, int] = {}
+        # A rank change is bar to bar, from each bar's first decision (the moment a backtest's
+        # one batch a minute sees): symbol -> (bar, its rank at that bar's first sight), and its
+        # rank at the first sight of the latest earlier bar it was seen in. Live used to compare
+        # with the cycle a second before, a backtest with the minute before.
+        self._ranks: dict[str, tuple[int, int]] = {}
+        self._prev_ranks: dict[str, int] = {}
         # Features by their exact inputs, shared by backtests of one window (optimize's trials,
         # `engine.backtest.reuse`): None live, where no question is ever asked twice.
         self.memo: FeatureMemo | None = None
@@ -103,8 +108,7 @@ class SignalStage:
         """Entry signals for the candidates not yet evaluated in this bar (cached ones are skipped)."""
         bar_ms = self.bar_of(now_ms)
         fresh = [c for c in candidates if self._entries.get(c.symbol, bar_ms) is None]
-        previous = dict(self._ranks)
-        self._ranks.update({c.symbol: c.rank for c in candidates})
+        previous = self._note_ranks(candidates, bar_ms)
         if not fresh:
             return []
         # Nobody reads the payloads and no model scores the rows (a backtest with its journal
@@ -178,10 +182,11 @@ class SignalStage:
         if not fresh:
             return []
         info = CandidateInfo.unknown((len(fresh),))
+        previous = self._note_ranks([c for s, _ in held if (c := candidates.get(s)) is not None], bar_ms)
         for j, (symbol, _) in enumerate(fresh):
             cand = candidates.get(symbol)
             if cand is not None:
-                row = CandidateInfo.from_candidates([cand], self._ranks)
+                row = CandidateInfo.from_candidates([cand], previous)
                 for mine, theirs in zip(info.arrays(), row.arrays(), strict=True):
                     mine[j] = theirs[0]
         x = self._features([s for s, _ in fresh], info, bar_ms)
@@ -196,6 +201,17 @@ class SignalStage:
                 self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
+
+    def _note_ranks(self, candidates: Sequence[Candidate], bar_ms: int) -> dict[str, int]:
+        """Note `candidates`' first ranks in `bar_ms` (held symbols too, from the exit side);
+        returns each symbol's rank at the first sight of the latest earlier bar it was seen in."""
+        for c in candidates:
+            seen = self._ranks.get(c.symbol)
+            if seen is None or seen[0] != bar_ms:
+                if seen is not None:
+                    self._prev_ranks[c.symbol] = seen[1]
+                self._ranks[c.symbol] = (bar_ms, c.rank)
+        return self._prev_ranks
 
     def _feature_rows(self, x: FloatArray) -> list[dict[str, float | None]]:
         """The journal's view of each feature row; empty where the sink keeps no payloads."""

@@ -237,3 +237,31 @@ def test_a_decision_without_the_bar_that_just_closed_is_asked_again_once_it_come
     (second,) = stage.evaluate_entries(cands, mk.NOW + 5_000, min_heat=70.0, last_action_ms={})
     assert second.signal.decision is SignalDecision.ENTER
     assert stage.evaluate_entries(cands, mk.NOW + 10_000, min_heat=70.0, last_action_ms={}) == []  # now kept
+
+
+@pytest.mark.parametrize("cycle_ms", [60_000, 1_000], ids=["a-batch-a-minute", "a-cycle-a-second"])
+def test_a_rank_change_reads_the_same_live_and_in_a_backtest(cycle_ms: int) -> None:
+    """Rank 5 at the previous bar's first decision, 2 by its end and at this bar's: the change
+    is 3 whether the stage was asked once a minute (a backtest) or every second (live)."""
+    from dataclasses import replace
+
+    stage, _, names = make_stage(n=1)
+    bar = mk.NOW // 60_000 * 60_000
+    got = None
+    for t in range(bar - 60_000, bar + 1, cycle_ms):
+        (cand,) = mk.candidates(names, t)
+        out = stage.evaluate_entries([replace(cand, rank=5 if t < bar - 30_000 else 2)], t, min_heat=70.0, last_action_ms={})
+        if t == bar:
+            got = out[0].signal.features["rank_change"]
+    assert got == 3.0
+
+
+def test_a_held_symbols_rank_change_is_from_its_latest_bar_not_its_entry() -> None:
+    from dataclasses import replace
+
+    stage, _, names = make_stage(n=1)
+    (cand,) = mk.candidates(names, mk.NOW)
+    stage.evaluate_entries([replace(cand, rank=5)], mk.NOW - 600_000, min_heat=70.0, last_action_ms={})  # entered at 5
+    stage.evaluate_exits([(names[0], "tr")], mk.NOW - 60_000, candidates={names[0]: replace(cand, rank=1)})
+    (ev,) = stage.evaluate_exits([(names[0], "tr")], mk.NOW, candidates={names[0]: replace(cand, rank=3)})
+    assert ev.signal.features["rank_change"] == -2.0
