@@ -317,13 +317,16 @@ class MatchingEngine:
         start_ms: int | None = None,
         end_ms: int | None = None,
         from_id: int | None = None,
+        order_id: int | None = None,
         limit: int = 500,
     ) -> list[SimTrade]:
+        """Like Binance's GET /myTrades: `order_id` keeps one order's executions only."""
         self.market(symbol)
         out = [
             t
             for t in self.account(api_key).trades
             if t.symbol == symbol
+            and (order_id is None or t.order_id == order_id)
             and (start_ms is None or t.time_ms >= start_ms)
             and (end_ms is None or t.time_ms <= end_ms)
             and (from_id is None or t.id >= from_id)

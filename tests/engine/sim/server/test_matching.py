@@ -117,6 +117,14 @@ def test_resting_limit_buy_locks_quote_and_fills_when_ask_crosses() -> None:
     assert isinstance(events[-1][1], BalanceEvent)
 
 
+def test_my_trades_of_one_order_like_binance_order_id() -> None:
+    e = engine()
+    first = e.place_order(KEY, market("BUY", qty="100"), BOOK, NOW).order
+    e.place_order(KEY, market("BUY", qty="50"), BOOK, NOW)
+    assert [t.qty for t in e.my_trades(KEY, "DOGEUSDT")] == [D(100), D(50)]
+    assert [(t.qty, t.commission) for t in e.my_trades(KEY, "DOGEUSDT", order_id=first.order_id)] == [(D(100), D("0.1"))]
+
+
 def test_resting_limit_fills_in_parts_against_displayed_qty() -> None:
     e = engine()
     e.place_order(KEY, limit("BUY", "1500", "0.29000"), BOOK, NOW)
