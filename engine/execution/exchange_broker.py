@@ -4,8 +4,10 @@ What it adds on top of the gateway:
 - every order it sent is tracked by client order id; updates pass the order lifecycle table,
   and the executions between two snapshots become `Fill`s (price from the change in cumulative
   cost), so partial fills are booked as they happen, once each;
-- a create whose outcome is unknown (timeout, 5xx) is looked up by its client order id before
-  anyone retries, and left tracked as pending for reconciliation if the lookup fails too;
+- a create whose outcome is unknown (timeout, 5xx, -1007) is looked up by its client order id
+  before anyone retries, and left tracked as pending for reconciliation if the lookup fails too;
+  Binance says such an order may still execute, so "does not exist" makes it REJECTED only once
+  it has been unknown for `unknown_grace_ms`;
 - a fill learned from a status lookup (GET /order, /openOrders, a cancel reply: none of them
   carries fills or commission on Binance) is booked with the commission of the order's trades
   (GET /myTrades); if those cannot be fetched, with an estimate at the taker rate, in coins for
@@ -89,10 +91,16 @@ class _Progress:
 
 class ExchangeBroker(Broker):
     def __init__(
-        self, gateway: OrderGateway, *, reconcile_interval_ms: int = 15_000, taker_fee_rate: float = 0.001
+        self,
+        gateway: OrderGateway,
+        *,
+        reconcile_interval_ms: int = 15_000,
+        taker_fee_rate: float = 0.001,
+        unknown_grace_ms: int = 10_000,
     ) -> None:
         self.gateway = gateway
         self.reconcile_interval_ms = reconcile_interval_ms
+        self.unknown_grace_ms = unknown_grace_ms
         self.taker_fee_rate = taker_fee_rate
         self._orders: dict[str, Order] = {}
         self._intents: dict[str, OrderIntent] = {}
@@ -276,13 +284,20 @@ class ExchangeBroker(Broker):
                 progress.add(await self._absorb_lookup(order, now_ms))
 
     async def _final_state(self, order: Order, now_ms: int) -> Order:
-        """The state of an order gone from the open list; one the exchange never saw was rejected."""
+        """The state of an order gone from the open list.
+
+        A pending order (its create's outcome unknown) that the exchange does not know is left
+        pending while it is younger than `unknown_grace_ms`: a create answered by a timeout, a
+        5xx or -1007 may still be executing, and a filled market order never shows in the open
+        list, so rejecting it at once would lose the fill for good. After that, it never happened.
+        """
         try:
             return await self.gateway.fetch_order(order.symbol, order.client_order_id)
         except NonRetryableOrderError:
             if order.status is not OrderStatus.PENDING:
                 raise
-            # Never reached the exchange: the unknown create did not happen.
+            if now_ms - order.created_ms < self.unknown_grace_ms:
+                return order
             return replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms)
 
     async def open_orders(self) -> list[Order]:

@@ -145,15 +145,30 @@ async def test_unknown_create_is_looked_up_by_client_id() -> None:
     assert gw.calls == ["create_order", "fetch_order"]
 
 
-async def test_unknown_create_that_never_happened_is_reconciled_to_rejected() -> None:
+async def test_unknown_create_that_never_happened_is_reconciled_to_rejected_after_the_grace() -> None:
     gw = gateway()
-    broker = ExchangeBroker(gw)
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000, unknown_grace_ms=10_000)
     gw.fail_next("create_order", UnknownOrderError("timeout"))
     with pytest.raises(UnknownOrderError):
         await broker.submit(make_intent(), T0)
     assert [o.status for o in await broker.open_orders()] == [OrderStatus.PENDING]
-    (u,) = await broker.sync(T0 + 1)
+    assert await broker.sync(T0 + 1) == []  # "does not exist" this soon proves nothing yet
+    assert await broker.sync(T0 + 9_000) == []
+    (u,) = await broker.sync(T0 + 10_000)
     assert u.order.status is OrderStatus.REJECTED and await broker.open_orders() == []
+
+
+async def test_unknown_create_that_lands_late_is_found_by_reconcile_with_its_fill() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent()
+    gw.fail_next("create_order", UnknownOrderError("-1007 execution status unknown"))
+    with pytest.raises(UnknownOrderError):
+        await broker.submit(intent, T0)
+    assert await broker.sync(T0 + 1000) == []  # not visible yet: still pending
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)  # the backend executed it after all
+    (u,) = await broker.sync(T0 + 2000)
+    assert u.order.status is OrderStatus.FILLED and [(f.quantity, f.fee_base) for f in u.fills] == [(100.0, 0.1)]
 
 
 async def test_retryable_failure_leaves_nothing_tracked() -> None:

@@ -18,6 +18,7 @@ from engine.errors import NonRetryableOrderError, UnknownOrderError
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.sim.server import SimExchangeServer
+from engine.sim.server.faults import LostReply as LostReplyAs
 from tests.kit.domain import make_intent
 from tests.kit.sim_exchange import API_KEY, SECRET, FakeMarketSource, running_sim_exchange
 from tests.kit.waiting import eventually
@@ -80,8 +81,10 @@ async def sim_and_source() -> AsyncIterator[tuple[SimExchangeServer, FakeMarketS
         yield sim, source
 
 
-def _section() -> ExchangeSection:
-    return ExchangeSection(name="sim", api_key=SecretStr(API_KEY), api_secret=SecretStr(SECRET), enable_rate_limit=False)
+def _section(**settings: int) -> ExchangeSection:
+    return ExchangeSection(
+        name="sim", api_key=SecretStr(API_KEY), api_secret=SecretStr(SECRET), enable_rate_limit=False, **settings
+    )
 
 
 async def test_a_market_buy_whose_reply_was_lost_is_booked_with_the_coins_the_exchange_kept(
@@ -123,3 +126,23 @@ async def test_a_resting_limit_filled_while_unwatched_is_booked_with_its_commiss
         assert Decimal(repr(fill.quantity - fill.fee_base)) == sim.venue.engine.account(API_KEY).balance("DOGE").free
     finally:
         await gateway.close()
+
+
+@pytest.mark.parametrize("lost_as", list(LostReplyAs), ids=[m.value for m in LostReplyAs])
+async def test_an_order_executed_whose_reply_the_exchange_lost_is_found_and_booked_with_its_fee(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource], lost_as: LostReplyAs
+) -> None:
+    sim, _ = sim_and_source
+    sim.faults.update({"hang_s": 1.5})  # "timeout": the reply comes after the client's 0.5 s
+    gateway = CcxtGateway(_section(request_timeout_ms=500), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        broker = ExchangeBroker(gateway)
+        sim.faults.lose_order_replies(1, lost_as)
+        update = await broker.submit(make_intent(quantity=Decimal(100)), sim.venue.clock.now_ms())
+        (fill,) = update.fills
+        assert update.order.status is OrderStatus.FILLED and fill.quantity == 100.0
+        assert fill.fee_base == pytest.approx(0.1) and sim.faults.snapshot()["injected"]["lost_reply"] == 1
+    finally:
+        await gateway.close()
+
