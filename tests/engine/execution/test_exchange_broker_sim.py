@@ -16,10 +16,12 @@ from engine.config.sections.exchange import ExchangeSection
 from engine.domain import Order, OrderIntent, OrderStatus, OrderType
 from engine.errors import NonRetryableOrderError, UnknownOrderError
 from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.router import OrderRouter
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.sim.server import SimExchangeServer
 from engine.sim.server.faults import LostReply as LostReplyAs
 from tests.kit.domain import make_intent
+from tests.kit.events import RecordingSink
 from tests.kit.sim_exchange import API_KEY, SECRET, FakeMarketSource, running_sim_exchange
 from tests.kit.waiting import eventually
 
@@ -146,3 +148,30 @@ async def test_an_order_executed_whose_reply_the_exchange_lost_is_found_and_book
     finally:
         await gateway.close()
 
+
+
+async def test_after_a_restart_only_the_routers_guard_stops_a_filled_order_from_being_sent_again(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    """Binance (and the sim) take the id of a finished order again, so a restarted process that
+    re-decides the same entry would buy twice; the router's guard, seeded from the journal's
+    attempts (`OrderRouter.remember`, as recovery does), is what refuses it."""
+    sim, _ = sim_and_source
+    gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        intent = make_intent(quantity=Decimal(100))
+        first = await OrderRouter(ExchangeBroker(gateway), RecordingSink()).send(intent, sim.venue.clock.now_ms())
+        assert first is not None and first.order.status is OrderStatus.FILLED
+
+        restarted = OrderRouter(ExchangeBroker(gateway), RecordingSink())  # a new process: nothing in memory
+        restarted.remember([intent.client_order_id])
+        assert await restarted.send(intent, sim.venue.clock.now_ms()) is None and restarted.suppressed == 1
+        assert len(sim.venue.engine.account(API_KEY).orders) == 1
+
+        unguarded = OrderRouter(ExchangeBroker(gateway), RecordingSink())  # the guard is what matters:
+        again = await unguarded.send(intent, sim.venue.clock.now_ms())  # the exchange takes it again
+        assert again is not None and again.order.status is OrderStatus.FILLED
+        assert len(sim.venue.engine.account(API_KEY).orders) == 2
+    finally:
+        await gateway.close()
