@@ -90,6 +90,9 @@ class Order:
     average_price: float | None = None
     fee_quote: float = 0.0
     fee_base: float = 0.0  # cumulative fee taken from the coins bought (see `Fill.fee_base`)
+    # False when the snapshot said nothing about fees (Binance's GET /order, /openOrders and a
+    # cancel reply carry no fills): the zeros above then mean "unknown", not "free".
+    fees_reported: bool = True
     created_ms: int = 0
     updated_ms: int = 0
     trace_id: str = ""

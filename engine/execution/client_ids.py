@@ -2,8 +2,12 @@
 
 Binance's `newClientOrderId` takes at most 36 characters of `[.A-Za-z0-9:/_-]`. Ours read
 `hc-<16 hex of trace>-<purpose letter><leg>`, e.g. `hc-0123456789abcdef-e1`: a retry of the same
-intent reuses the id, so the exchange (or our duplicate filter) refuses a second order, and an
-order of unknown outcome can be looked up by the id we already know.
+intent reuses the id, and an order of unknown outcome can be looked up by the id we already know.
+
+The exchange does not stop a second order: Binance refuses a duplicate id only while the first
+order is open, so a market order (filled at once) or a finished limit can be sent again under
+the same id. What prevents it is `OrderRouter`'s guard of sent ids, seeded at restart from the
+journal's order attempts (`OrderRouter.remember`), and the broker's own duplicate check.
 """
 
 from __future__ import annotations

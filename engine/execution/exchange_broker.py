@@ -4,8 +4,15 @@ What it adds on top of the gateway:
 - every order it sent is tracked by client order id; updates pass the order lifecycle table,
   and the executions between two snapshots become `Fill`s (price from the change in cumulative
   cost), so partial fills are booked as they happen, once each;
-- a create whose outcome is unknown (timeout, 5xx) is looked up by its client order id before
-  anyone retries, and left tracked as pending for reconciliation if the lookup fails too;
+- a create whose outcome is unknown (timeout, 5xx, -1007) is looked up by its client order id
+  before anyone retries, and left tracked as pending for reconciliation if the lookup fails too;
+  Binance says such an order may still execute, so "does not exist" makes it REJECTED only once
+  it has been unknown for `unknown_grace_ms`;
+- a fill learned from a status lookup (GET /order, /openOrders, a cancel reply: none of them
+  carries fills or commission on Binance) is booked with the commission of the order's trades
+  (GET /myTrades); if those cannot be fetched, with an estimate at the taker rate, in coins for
+  a buy as Binance takes it without BNB, recorded as an anomaly — never as fee-free, or the
+  position would hold coins the exchange kept and its exit would fail for want of them;
 - LIMIT orders carry an expiry: `sync` cancels the stale ones;
 - every `reconcile_interval_ms`, `sync` compares our open orders with the exchange's and fetches
   the final state of any that vanished (filled or cancelled while we were not listening), and
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
-from engine.domain import Fill, Order, OrderIntent, OrderStatus
+from engine.domain import Fill, Order, OrderIntent, OrderStatus, Side
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
@@ -41,6 +48,10 @@ class OrderGateway(Protocol):
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order: ...
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]: ...
+
+    async def fetch_my_trades(
+        self, symbol: str, since_ms: int | None = None, *, order_id: str | None = None
+    ) -> list[Fill]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +90,18 @@ class _Progress:
 
 
 class ExchangeBroker(Broker):
-    def __init__(self, gateway: OrderGateway, *, reconcile_interval_ms: int = 15_000) -> None:
+    def __init__(
+        self,
+        gateway: OrderGateway,
+        *,
+        reconcile_interval_ms: int = 15_000,
+        taker_fee_rate: float = 0.001,
+        unknown_grace_ms: int = 10_000,
+    ) -> None:
         self.gateway = gateway
         self.reconcile_interval_ms = reconcile_interval_ms
+        self.unknown_grace_ms = unknown_grace_ms
+        self.taker_fee_rate = taker_fee_rate
         self._orders: dict[str, Order] = {}
         self._intents: dict[str, OrderIntent] = {}
         self._last_reconcile_ms: int | None = None
@@ -104,6 +124,8 @@ class ExchangeBroker(Broker):
         new = self._settle(current, update)
         if new is None or new is current:
             return None
+        if new.filled_qty > current.filled_qty and not new.fees_reported:
+            new = self._estimate_fees(current, new)
         self._orders[cid] = new
         qty, price, fee = fill_delta(current, new)
         fills: tuple[Fill, ...] = ()
@@ -123,6 +145,55 @@ class ExchangeBroker(Broker):
                 ),
             )
         return OrderUpdate(new, fills)
+
+    def _estimate_fees(self, current: Order, new: Order) -> Order:
+        """`new` with the fee of its new fill estimated at the taker rate, and an anomaly saying so.
+
+        Cumulative, like an exchange's figures, so a later snapshot that reports the real fees
+        books only the difference. A buy pays in coins (Binance's default without BNB).
+        """
+        qty = new.filled_qty - current.filled_qty
+        _, price, _ = fill_delta(current, new)
+        fee_qty = float(qty) * self.taker_fee_rate
+        fee_base = fee_qty if new.side is Side.BUY else 0.0
+        fee_quote = fee_qty * price
+        self.anomalies.append(
+            Anomaly(
+                new.client_order_id,
+                f"fee estimated: the exchange reported no commission for a fill of {qty}; booked "
+                f"{fee_quote:.8g} {new.symbol.split('/')[-1]} at the taker rate {self.taker_fee_rate:g}"
+                + (f" ({fee_base:.8g} taken in coins)" if fee_base else ""),
+            )
+        )
+        return replace(new, fee_quote=current.fee_quote + fee_quote, fee_base=current.fee_base + fee_base)
+
+    async def _with_trade_fees(self, update: Order) -> Order:
+        """`update` with the fees of the order's trades when it has new fills and reports no fees.
+
+        Binance's order lookups carry no commission; GET /myTrades of the order does. When the
+        trades cannot be fetched, or do not yet cover what the order says it filled, `update` is
+        returned as it is and `_absorb` estimates the fee.
+        """
+        current = self._orders.get(update.client_order_id)
+        booked = current.filled_qty if current is not None else Decimal(0)
+        if update.fees_reported or update.filled_qty <= booked or update.exchange_order_id is None:
+            return update
+        try:
+            trades = await self.gateway.fetch_my_trades(update.symbol, order_id=update.exchange_order_id)
+        except OrderError:
+            return update
+        if sum(Decimal(repr(t.quantity)) for t in trades) < update.filled_qty:
+            return update
+        return replace(
+            update,
+            fee_quote=sum(t.fee_quote for t in trades),
+            fee_base=sum(t.fee_base for t in trades),
+            fees_reported=True,
+        )
+
+    async def _absorb_lookup(self, update: Order, now_ms: int) -> OrderUpdate | None:
+        """`_absorb` of a snapshot from a REST lookup, with its fees found first if it has none."""
+        return self._absorb(await self._with_trade_fees(update), now_ms)
 
     def _settle(self, current: Order, update: Order) -> Order | None:
         """Our next view of an order: `update` as the lifecycle table allows it, else None to ignore it.
@@ -162,7 +233,7 @@ class ExchangeBroker(Broker):
         except OrderError:
             del self._orders[cid]
             raise
-        return self._absorb(order, now_ms) or OrderUpdate(self._orders[cid])
+        return await self._absorb_lookup(order, now_ms) or OrderUpdate(self._orders[cid])
 
     def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
         """An update pushed by the user stream (`Gateway.watch_orders`); ours only."""
@@ -179,7 +250,7 @@ class ExchangeBroker(Broker):
         except NonRetryableOrderError:
             # Typically "unknown order": it filled or was cancelled meanwhile. Learn which.
             order = await self.gateway.fetch_order(symbol, client_order_id)
-        update = self._absorb(order, now_ms)
+        update = await self._absorb_lookup(order, now_ms)
         return update or OrderUpdate(self._orders.get(client_order_id, order))
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
@@ -207,19 +278,26 @@ class ExchangeBroker(Broker):
             if seen is None:
                 seen = await progress.attempt(self._final_state(order, now_ms))
             if seen is not None:
-                progress.add(self._absorb(seen, now_ms))
+                progress.add(await self._absorb_lookup(seen, now_ms))
         for cid, order in open_now.items():
             if is_ours(cid):
-                progress.add(self._absorb(order, now_ms))
+                progress.add(await self._absorb_lookup(order, now_ms))
 
     async def _final_state(self, order: Order, now_ms: int) -> Order:
-        """The state of an order gone from the open list; one the exchange never saw was rejected."""
+        """The state of an order gone from the open list.
+
+        A pending order (its create's outcome unknown) that the exchange does not know is left
+        pending while it is younger than `unknown_grace_ms`: a create answered by a timeout, a
+        5xx or -1007 may still be executing, and a filled market order never shows in the open
+        list, so rejecting it at once would lose the fill for good. After that, it never happened.
+        """
         try:
             return await self.gateway.fetch_order(order.symbol, order.client_order_id)
         except NonRetryableOrderError:
             if order.status is not OrderStatus.PENDING:
                 raise
-            # Never reached the exchange: the unknown create did not happen.
+            if now_ms - order.created_ms < self.unknown_grace_ms:
+                return order
             return replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms)
 
     async def open_orders(self) -> list[Order]:

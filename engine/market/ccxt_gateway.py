@@ -363,9 +363,14 @@ class CcxtGateway(Gateway):
         self._balance = balances
         return balances
 
-    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
+    async def fetch_my_trades(
+        self, symbol: str, since_ms: int | None = None, *, order_id: str | None = None
+    ) -> list[Fill]:
         await self._ensure_markets()
-        raws = await self._rest("fetch_my_trades", lambda: self._rest_client.fetch_my_trades(symbol, since_ms))
+        params = {"orderId": order_id} if order_id is not None else {}
+        raws = await self._rest(
+            "fetch_my_trades", lambda: self._rest_client.fetch_my_trades(symbol, since_ms, None, params)
+        )
         fills = []
         for t in raws:
             cid = await self._client_id_for(symbol, str(t.get("order")))

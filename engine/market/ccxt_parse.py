@@ -231,6 +231,7 @@ def order_from_ccxt(
         average_price=average_f,
         fee_quote=_fee_quote(fees, base, quote, average_f),
         fee_base=_fee_base(fees, base),
+        fees_reported=any(f.get("cost") is not None for f in fees),
         created_ms=created,
         updated_ms=int(o.get("lastUpdateTimestamp") or o.get("lastTradeTimestamp") or created),
         trace_id=trace_id,

@@ -253,9 +253,17 @@ class FakeGateway(Gateway):
         self._enter("fetch_balance")
         return {a: b for a, b in self.balances.items() if b.total != Decimal(0)}
 
-    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
+    async def fetch_my_trades(
+        self, symbol: str, since_ms: int | None = None, *, order_id: str | None = None
+    ) -> list[Fill]:
         self._enter("fetch_my_trades")
-        return [f for f in self.fills if f.symbol == symbol and (since_ms is None or f.ts_ms >= since_ms)]
+        return [
+            f
+            for f in self.fills
+            if f.symbol == symbol
+            and (since_ms is None or f.ts_ms >= since_ms)
+            and (order_id is None or self.orders[f.client_order_id].exchange_order_id == order_id)
+        ]
 
     async def watch_orders(self) -> list[Order]:
         self._enter("watch_orders")

@@ -158,8 +158,11 @@ class Gateway(abc.ABC):
         """Every asset with a non-zero balance."""
 
     @abc.abstractmethod
-    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
-        """Our executions on `symbol`, oldest first."""
+    async def fetch_my_trades(
+        self, symbol: str, since_ms: int | None = None, *, order_id: str | None = None
+    ) -> list[Fill]:
+        """Our executions on `symbol`, oldest first; only those of one order when `order_id` (the
+        exchange's id: Binance's myTrades takes no client id) is given."""
 
     @abc.abstractmethod
     async def watch_orders(self) -> list[Order]:

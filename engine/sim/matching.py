@@ -317,13 +317,16 @@ class MatchingEngine:
         start_ms: int | None = None,
         end_ms: int | None = None,
         from_id: int | None = None,
+        order_id: int | None = None,
         limit: int = 500,
     ) -> list[SimTrade]:
+        """Like Binance's GET /myTrades: `order_id` keeps one order's executions only."""
         self.market(symbol)
         out = [
             t
             for t in self.account(api_key).trades
             if t.symbol == symbol
+            and (order_id is None or t.order_id == order_id)
             and (start_ms is None or t.time_ms >= start_ms)
             and (end_ms is None or t.time_ms <= end_ms)
             and (from_id is None or t.id >= from_id)
@@ -344,7 +347,7 @@ class MatchingEngine:
         market = self.market(req.symbol)
         side, kind, tif = self._validate_shape(req)
         acct = self.account(api_key)
-        if req.client_order_id is not None and req.client_order_id in acct.by_client_id:
+        if req.client_order_id is not None and self._open_with_client_id(acct, req.client_order_id):
             raise BinanceError(-2010, DUPLICATE_ORDER)
         if kind is OrderKind.LIMIT:
             assert req.price is not None and req.quantity is not None  # checked in _validate_shape
@@ -681,6 +684,14 @@ class MatchingEngine:
             resting[order.order_id] = acct.api_key
         else:
             resting.pop(order.order_id, None)
+
+    @staticmethod
+    def _open_with_client_id(acct: Account, client_order_id: str) -> bool:
+        """Whether an open order already has this id. Binance refuses a duplicate only among open
+        orders: the id of a filled or cancelled order may be used again (and then names the new one)."""
+        order_id = acct.by_client_id.get(client_order_id)
+        order = acct.orders.get(order_id) if order_id is not None else None
+        return order is not None and order.status.is_open
 
     def _find(self, acct: Account, symbol: str, order_id: int | None, client_order_id: str | None) -> SimOrder | None:
         if order_id is None and client_order_id is None:

@@ -46,6 +46,8 @@ RATE_LIMIT_MSG = (
 )
 SERVER_ERROR_BODY = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>"
 STATUS_TEXT = {500: "500 Internal Server Error", 502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable"}
+BACKEND_TIMEOUT_MSG = "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+ORDER_PATH = "/api/v3/order"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -197,9 +199,23 @@ class SimExchangeServer:
             else:
                 return _fault_response(fault)
         try:
-            return await handler(request)
+            response = await handler(request)
         except BinanceError as exc:
             return json_response({"code": exc.code, "msg": exc.msg}, status=exc.http_status)
+        if request.method == "POST" and request.path == ORDER_PATH:
+            return await self._maybe_lose_reply(response)
+        return response
+
+    async def _maybe_lose_reply(self, response: web.StreamResponse) -> web.StreamResponse:
+        """The reply of an order just placed, or what replaces it when the plan loses it: the
+        order stands on the exchange either way, and the client cannot tell."""
+        lost = self.faults.next_lost_reply()
+        if lost is None:
+            return response
+        if lost.kind is RestFaultKind.HANG:
+            await asyncio.sleep(lost.hang_s)
+            return response
+        return _fault_response(lost)
 
     async def _get_faults(self, request: web.Request) -> web.Response:
         return json_response(self.faults.snapshot())
@@ -263,6 +279,10 @@ def _fault_response(fault: RestFault) -> web.Response:
             status=429,
             headers=headers,
             content_type="application/json",
+        )
+    if fault.kind is RestFaultKind.LOST_REPLY:
+        return web.Response(
+            body=orjson.dumps({"code": -1007, "msg": BACKEND_TIMEOUT_MSG}), status=503, content_type="application/json"
         )
     text = STATUS_TEXT.get(fault.status, f"{fault.status} Server Error")
     return web.Response(text=SERVER_ERROR_BODY.format(text), status=fault.status, content_type="text/html")

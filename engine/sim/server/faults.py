@@ -6,7 +6,10 @@ counters that the REST middleware consumes ("the next K calls get 429"). WebSock
 read the plan on every frame, so a change takes effect immediately.
 
     REST   latency_ms, 429 bursts (Retry-After), 418 ban for T s, 5xx (non-JSON bodies),
-           hangs longer than the client's timeout
+           hangs longer than the client's timeout; all of these strike before the request is
+           handled. Lost order replies strike after: the order is placed, then its reply is
+           lost (a hang past the client's timeout, a 5xx, or -1007), which Binance documents
+           as "execution status unknown"
     WS     latency_ms, drop every N s (close 1001, or an abrupt TCP abort), duplicated and
            out-of-order messages, half-open (silent and deaf to pings), NaN / malformed
            ticker fields
@@ -22,6 +25,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class LostReply(enum.StrEnum):
+    """How an executed order's lost reply reaches the client."""
+
+    TIMEOUT = "timeout"  # the reply comes hang_s late, after the client gave up
+    SERVER_ERROR = "5xx"  # a non-JSON 5xx (the next of server_error_statuses)
+    BACKEND_TIMEOUT = "-1007"  # HTTP 503 {"code": -1007}: "Send status unknown; execution status unknown."
 
 
 class FaultPlan(BaseModel):
@@ -40,6 +51,11 @@ class FaultPlan(BaseModel):
     )
     hang_requests: int = Field(0, ge=0, description="The next K REST calls hang for hang_s (counts down).")
     hang_s: float = Field(30.0, gt=0, le=600, description="How long a hung REST call waits before answering.")
+    lost_order_replies: int = Field(
+        0, ge=0, description="The next K orders placed (POST /api/v3/order) are executed, then their reply is "
+        "lost as lost_reply_as says (counts down; refused orders do not count)."
+    )
+    lost_reply_as: LostReply = Field(LostReply.BACKEND_TIMEOUT, description="What a lost order reply looks like.")
     ticker_nan_rate: float = Field(
         0.0, ge=0, le=1, description="Share of tickers whose bid, ask, high and low are sent as NaN."
     )
@@ -57,6 +73,7 @@ class RestFaultKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # 429
     SERVER_ERROR = "server_error"  # 5xx, non-JSON
     HANG = "hang"
+    LOST_REPLY = "lost_reply"  # an order executed whose reply was lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +133,13 @@ class FaultController:
             self.plan.hang_s = seconds
         self.plan.hang_requests = calls
 
+    def _next_status(self) -> int:
+        """The 5xx status for the next server error: server_error_statuses in turn."""
+        statuses = self.plan.server_error_statuses
+        status = statuses[self._status_turn % len(statuses)]
+        self._status_turn += 1
+        return status
+
     def next_rest_fault(self) -> RestFault | None:
         """The fault the next REST call suffers, consuming one unit of its counter."""
         plan = self.plan
@@ -129,16 +153,30 @@ class FaultController:
             fault = RestFault(RestFaultKind.RATE_LIMITED, 429, retry_after_s=plan.retry_after_s)
         elif plan.server_errors > 0:
             plan.server_errors -= 1
-            statuses = plan.server_error_statuses
-            status = statuses[self._status_turn % len(statuses)]
-            self._status_turn += 1
-            fault = RestFault(RestFaultKind.SERVER_ERROR, status)
+            fault = RestFault(RestFaultKind.SERVER_ERROR, self._next_status())
         elif plan.hang_requests > 0:
             plan.hang_requests -= 1
             fault = RestFault(RestFaultKind.HANG, hang_s=plan.hang_s)
         if fault is not None:
             self.injected[fault.kind.value] += 1
         return fault
+
+    def lose_order_replies(self, calls: int, as_: LostReply = LostReply.BACKEND_TIMEOUT) -> None:
+        self.plan.lost_reply_as = as_
+        self.plan.lost_order_replies = calls
+
+    def next_lost_reply(self) -> RestFault | None:
+        """The fault that replaces the reply of an order just executed, consuming one unit."""
+        plan = self.plan
+        if plan.lost_order_replies <= 0:
+            return None
+        plan.lost_order_replies -= 1
+        self.injected[RestFaultKind.LOST_REPLY.value] += 1
+        if plan.lost_reply_as is LostReply.TIMEOUT:
+            return RestFault(RestFaultKind.HANG, hang_s=plan.hang_s)
+        if plan.lost_reply_as is LostReply.SERVER_ERROR:
+            return RestFault(RestFaultKind.SERVER_ERROR, self._next_status())
+        return RestFault(RestFaultKind.LOST_REPLY, 503)
 
     def corrupt_tickers(self, rows: list[dict[str, Any]], nan_keys: tuple[str, ...]) -> None:
         """In place: a share of rows get "NaN" in `nan_keys`, another share an unparsable last

@@ -240,6 +240,7 @@ class RestApi:
             start_ms=_int(p, "startTime"),
             end_ms=_int(p, "endTime"),
             from_id=_int(p, "fromId"),
+            order_id=_int(p, "orderId"),
             limit=limit,
         )
         return json_response([codec.trade_json(t) for t in trades])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.domain import OrderStatus, OrderType, Side
+from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
 from engine.execution.broker import SyncIncomplete
 from engine.execution.exchange_broker import ExchangeBroker, OrderGateway
@@ -145,15 +145,30 @@ async def test_unknown_create_is_looked_up_by_client_id() -> None:
     assert gw.calls == ["create_order", "fetch_order"]
 
 
-async def test_unknown_create_that_never_happened_is_reconciled_to_rejected() -> None:
+async def test_unknown_create_that_never_happened_is_reconciled_to_rejected_after_the_grace() -> None:
     gw = gateway()
-    broker = ExchangeBroker(gw)
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000, unknown_grace_ms=10_000)
     gw.fail_next("create_order", UnknownOrderError("timeout"))
     with pytest.raises(UnknownOrderError):
         await broker.submit(make_intent(), T0)
     assert [o.status for o in await broker.open_orders()] == [OrderStatus.PENDING]
-    (u,) = await broker.sync(T0 + 1)
+    assert await broker.sync(T0 + 1) == []  # "does not exist" this soon proves nothing yet
+    assert await broker.sync(T0 + 9_000) == []
+    (u,) = await broker.sync(T0 + 10_000)
     assert u.order.status is OrderStatus.REJECTED and await broker.open_orders() == []
+
+
+async def test_unknown_create_that_lands_late_is_found_by_reconcile_with_its_fill() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent()
+    gw.fail_next("create_order", UnknownOrderError("-1007 execution status unknown"))
+    with pytest.raises(UnknownOrderError):
+        await broker.submit(intent, T0)
+    assert await broker.sync(T0 + 1000) == []  # not visible yet: still pending
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)  # the backend executed it after all
+    (u,) = await broker.sync(T0 + 2000)
+    assert u.order.status is OrderStatus.FILLED and [(f.quantity, f.fee_base) for f in u.fills] == [(100.0, 0.1)]
 
 
 async def test_retryable_failure_leaves_nothing_tracked() -> None:
@@ -220,3 +235,58 @@ async def test_a_late_partial_fill_of_a_cancelled_order_is_booked_and_the_order_
     u = broker.on_order(late, T0 + 2)
     assert u is not None and [f.quantity for f in u.fills] == [40.0]
     assert u.order.status is OrderStatus.CANCELED and await broker.open_orders() == []
+
+
+def _filled_on_the_exchange(gw: FakeGateway, intent: OrderIntent, fee_base: float, fee_quote: float) -> None:
+    """`intent` filled at 0.3 on the exchange with its trade (and commission) in myTrades, and
+    looked up the way Binance's GET /order answers: no fills, no commission."""
+    order = Order.from_intent(intent, OrderStatus.FILLED, T0, exchange_order_id="77")
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        order, filled_qty=intent.quantity, average_price=0.3, fees_reported=False
+    )
+    gw.fills.append(
+        Fill("t77", intent.client_order_id, intent.symbol, intent.side, 0.3, float(intent.quantity), fee_quote, T0, fee_base=fee_base)
+    )
+
+
+async def test_a_fill_found_by_lookup_after_a_lost_reply_is_booked_with_its_trades_commission() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent()
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)  # 0.1 % of 100 DOGE, in DOGE
+    gw.fail_next("create_order", UnknownOrderError("timeout"))
+    update = await broker.submit(intent, T0)
+    (fill,) = update.fills
+    assert fill.quantity == 100.0 and fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.03)
+    assert gw.calls == ["create_order", "fetch_order", "fetch_my_trades"] and broker.anomalies == []
+
+
+async def test_a_resting_limit_filled_unseen_is_booked_with_its_commission_by_reconcile() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    await broker.submit(intent, T0)
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)
+    (u,) = await broker.sync(T0 + 1000)
+    (fill,) = u.fills
+    assert u.order.status is OrderStatus.FILLED and fill.fee_base == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("side", "fee_base", "fee_quote"),
+    [(Side.BUY, 0.1, 0.1 * 0.3), (Side.SELL, 0.0, 30.0 * 0.001)],
+    ids=["buy-pays-in-coins", "sell-pays-in-quote"],
+)
+async def test_a_fill_whose_trades_cannot_be_fetched_gets_an_estimated_fee_and_an_anomaly(
+    side: Side, fee_base: float, fee_quote: float
+) -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, taker_fee_rate=0.001)
+    intent = make_intent(side=side)
+    _filled_on_the_exchange(gw, intent, fee_base=0.0, fee_quote=0.0)
+    gw.fail_next("create_order", UnknownOrderError("timeout"))
+    gw.fail_next("fetch_my_trades", RetryableOrderError("429 too many requests", code=-1003))
+    (fill,) = (await broker.submit(intent, T0)).fills
+    assert fill.fee_base == pytest.approx(fee_base) and fill.fee_quote == pytest.approx(fee_quote)
+    (anomaly,) = broker.anomalies
+    assert anomaly.detail.startswith("fee estimated")

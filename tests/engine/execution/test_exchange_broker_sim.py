@@ -1,22 +1,29 @@
 """The exchange broker through the real ccxt.pro gateway against the simulated exchange:
-a stale resting LIMIT is cancelled on the exchange at its expiry, and an order the exchange's
-filters refuse comes back as a non-retryable error with Binance's code. (Partial fills against
-a thin book: tests/engine/runtime/test_runtime_faults.py.)"""
+a stale resting LIMIT is cancelled on the exchange at its expiry, an order the exchange's
+filters refuse comes back as a non-retryable error with Binance's code, and fills learned from
+a status lookup (which carries no commission on Binance) are booked with the commission the
+exchange took. (Partial fills against a thin book: tests/engine/runtime/test_runtime_faults.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 from pydantic import SecretStr
 
 from engine.config.sections.exchange import ExchangeSection
-from engine.domain import OrderStatus, OrderType
-from engine.errors import NonRetryableOrderError
+from engine.domain import Order, OrderIntent, OrderStatus, OrderType
+from engine.errors import NonRetryableOrderError, UnknownOrderError
 from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.router import OrderRouter
 from engine.market.ccxt_gateway import CcxtGateway
+from engine.sim.server import SimExchangeServer
+from engine.sim.server.faults import LostReply as LostReplyAs
 from tests.kit.domain import make_intent
-from tests.kit.sim_exchange import API_KEY, SECRET, running_sim_exchange
+from tests.kit.events import RecordingSink
+from tests.kit.sim_exchange import API_KEY, SECRET, FakeMarketSource, running_sim_exchange
+from tests.kit.waiting import eventually
 
 
 async def test_stale_limit_is_cancelled_on_the_exchange_and_filter_failures_are_refused() -> None:
@@ -59,3 +66,112 @@ async def test_stale_limit_is_cancelled_on_the_exchange_and_filter_failures_are_
             assert sim.venue.engine.account(API_KEY).balance("USDT").locked == 0
         finally:
             await gateway.close()
+
+
+class LostReply(CcxtGateway):
+    """The real gateway, except that every create's reply is lost after the exchange executed it."""
+
+    async def create_order(self, intent: OrderIntent) -> Order:
+        await super().create_order(intent)
+        raise UnknownOrderError("create_order: RequestTimeout (reply lost)")
+
+
+@pytest.fixture
+async def sim_and_source() -> AsyncIterator[tuple[SimExchangeServer, FakeMarketSource]]:
+    source = FakeMarketSource()
+    async with running_sim_exchange(source, speed=1.0) as sim:
+        yield sim, source
+
+
+def _section(**settings: int) -> ExchangeSection:
+    return ExchangeSection(
+        name="sim", api_key=SecretStr(API_KEY), api_secret=SecretStr(SECRET), enable_rate_limit=False, **settings
+    )
+
+
+async def test_a_market_buy_whose_reply_was_lost_is_booked_with_the_coins_the_exchange_kept(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    sim, _ = sim_and_source
+    gateway = LostReply(_section(), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        broker = ExchangeBroker(gateway)
+        (fill,) = (await broker.submit(make_intent(quantity=Decimal(100)), sim.venue.clock.now_ms())).fills
+        held = sim.venue.engine.account(API_KEY).balance("DOGE").free
+        assert fill.fee_base == pytest.approx(0.1)  # 0.1 % of 100 DOGE, in DOGE
+        assert Decimal(repr(fill.quantity - fill.fee_base)) == held and broker.anomalies == []
+    finally:
+        await gateway.close()
+
+
+async def test_a_resting_limit_filled_while_unwatched_is_booked_with_its_commission_by_reconcile(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    sim, source = sim_and_source
+    gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        broker = ExchangeBroker(gateway)
+        intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"), quantity=Decimal(100))
+        assert (await broker.submit(intent, sim.venue.clock.now_ms())).order.status is OrderStatus.OPEN
+        source.set_price("DOGE/USDT", 0.28)  # the market falls through the limit: it fills resting
+
+        async def filled() -> bool:
+            return (await gateway.fetch_order("DOGE/USDT", intent.client_order_id)).status is OrderStatus.FILLED
+
+        await eventually(filled)
+        (update,) = await broker.sync(sim.venue.clock.now_ms())
+        (fill,) = update.fills
+        assert update.order.status is OrderStatus.FILLED and fill.price == pytest.approx(0.29)
+        assert fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.1 * 0.29)
+        assert Decimal(repr(fill.quantity - fill.fee_base)) == sim.venue.engine.account(API_KEY).balance("DOGE").free
+    finally:
+        await gateway.close()
+
+
+@pytest.mark.parametrize("lost_as", list(LostReplyAs), ids=[m.value for m in LostReplyAs])
+async def test_an_order_executed_whose_reply_the_exchange_lost_is_found_and_booked_with_its_fee(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource], lost_as: LostReplyAs
+) -> None:
+    sim, _ = sim_and_source
+    sim.faults.update({"hang_s": 1.5})  # "timeout": the reply comes after the client's 0.5 s
+    gateway = CcxtGateway(_section(request_timeout_ms=500), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        broker = ExchangeBroker(gateway)
+        sim.faults.lose_order_replies(1, lost_as)
+        update = await broker.submit(make_intent(quantity=Decimal(100)), sim.venue.clock.now_ms())
+        (fill,) = update.fills
+        assert update.order.status is OrderStatus.FILLED and fill.quantity == 100.0
+        assert fill.fee_base == pytest.approx(0.1) and sim.faults.snapshot()["injected"]["lost_reply"] == 1
+    finally:
+        await gateway.close()
+
+
+
+async def test_after_a_restart_only_the_routers_guard_stops_a_filled_order_from_being_sent_again(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    """Binance (and the sim) take the id of a finished order again, so a restarted process that
+    re-decides the same entry would buy twice; the router's guard, seeded from the journal's
+    attempts (`OrderRouter.remember`, as recovery does), is what refuses it."""
+    sim, _ = sim_and_source
+    gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        intent = make_intent(quantity=Decimal(100))
+        first = await OrderRouter(ExchangeBroker(gateway), RecordingSink()).send(intent, sim.venue.clock.now_ms())
+        assert first is not None and first.order.status is OrderStatus.FILLED
+
+        restarted = OrderRouter(ExchangeBroker(gateway), RecordingSink())  # a new process: nothing in memory
+        restarted.remember([intent.client_order_id])
+        assert await restarted.send(intent, sim.venue.clock.now_ms()) is None and restarted.suppressed == 1
+        assert len(sim.venue.engine.account(API_KEY).orders) == 1
+
+        unguarded = OrderRouter(ExchangeBroker(gateway), RecordingSink())  # the guard is what matters:
+        again = await unguarded.send(intent, sim.venue.clock.now_ms())  # the exchange takes it again
+        assert again is not None and again.order.status is OrderStatus.FILLED
+        assert len(sim.venue.engine.account(API_KEY).orders) == 2
+    finally:
+        await gateway.close()

@@ -138,6 +138,21 @@ def test_order_status(raw_status: str | None, ccxt_status: str, filled: str, exp
     assert order.fee_quote == pytest.approx(0.003)  # 0.01 DOGE at 0.3
 
 
+@pytest.mark.parametrize(
+    ("fee", "reported"),
+    [(None, False), ({"cost": None, "currency": None}, False), ({"cost": 0.0, "currency": "BNB"}, True)],
+    ids=["order-lookup-has-no-fee", "fee-without-cost", "zero-fee-is-a-fee"],
+)
+def test_an_order_says_whether_it_reported_fees(fee: dict[str, Any] | None, reported: bool) -> None:
+    raw = {
+        "id": "7", "clientOrderId": "hc-1", "symbol": "DOGE/USDT", "side": "buy", "type": "market",
+        "status": "closed", "amount": 10.0, "filled": 10.0, "average": 0.3, "fee": fee, "fees": [],
+        "info": {"origQty": "10", "executedQty": "10", "status": "FILLED"},
+    }
+    order = order_from_ccxt(raw)
+    assert order.fees_reported is reported and order.fee_quote == 0.0 and order.fee_base == 0.0
+
+
 def test_balances_exact_from_rest_and_nonzero_only() -> None:
     rest = {"info": {"balances": [
         {"asset": "USDT", "free": "10.10000000", "locked": "1.00000000"},

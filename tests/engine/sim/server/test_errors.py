@@ -13,7 +13,8 @@ Call = Callable[[Any], Awaitable[Any]]
 
 
 async def _duplicate_client_id(ex: Any) -> None:
-    await ex.create_order("DOGE/USDT", "market", "buy", 100, None, {"clientOrderId": "twice"})
+    # Binance refuses a duplicate only while the first order is open: a limit that rests.
+    await ex.create_order("DOGE/USDT", "limit", "buy", 100, 0.2, {"clientOrderId": "twice"})
     await ex.create_order("DOGE/USDT", "market", "buy", 100, None, {"clientOrderId": "twice"})
 
 

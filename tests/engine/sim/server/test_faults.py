@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from engine.sim.server import FaultPlan, SimExchangeServer
+from engine.sim.server.faults import LostReply
 from tests.kit.sim_exchange import make_binance_client, running_sim_exchange
 from tests.kit.waiting import eventually
 
@@ -53,6 +54,27 @@ async def test_rest_fault_raises_the_right_ccxt_error(
     inject(sim)
     with pytest.raises(exc_type):
         await ex.fetch_ticker("BTC/USDT")
+
+
+@pytest.mark.parametrize(
+    ("lost_as", "exc_type"),
+    [
+        pytest.param(LostReply.BACKEND_TIMEOUT, ccxt.RequestTimeout, id="-1007"),
+        pytest.param(LostReply.SERVER_ERROR, ccxt.ExchangeNotAvailable, id="5xx"),
+    ],
+)
+async def test_a_lost_order_reply_leaves_the_order_executed(
+    ex: Any, sim: SimExchangeServer, lost_as: LostReply, exc_type: type[Exception]
+) -> None:
+    sim.faults.lose_order_replies(1, lost_as)
+    await ex.fetch_ticker("DOGE/USDT")  # not an order: the fault waits for one
+    with pytest.raises(ccxt.InsufficientFunds):  # refused, not executed: the fault still waits
+        await ex.create_order("DOGE/USDT", "market", "buy", 10_000_000, None, {"newClientOrderId": "refused-1"})
+    with pytest.raises(exc_type):
+        await ex.create_order("DOGE/USDT", "market", "buy", 100, None, {"newClientOrderId": "lost-1"})
+    order = await ex.fetch_order(None, "DOGE/USDT", {"origClientOrderId": "lost-1"})
+    assert order["status"] == "closed" and order["filled"] == 100
+    assert sim.faults.snapshot()["injected"]["lost_reply"] == 1 and sim.faults.plan.lost_order_replies == 0
 
 
 async def test_429_burst_counts_down_and_sends_retry_after(sim: SimExchangeServer) -> None:

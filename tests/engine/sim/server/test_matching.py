@@ -117,6 +117,14 @@ def test_resting_limit_buy_locks_quote_and_fills_when_ask_crosses() -> None:
     assert isinstance(events[-1][1], BalanceEvent)
 
 
+def test_my_trades_of_one_order_like_binance_order_id() -> None:
+    e = engine()
+    first = e.place_order(KEY, market("BUY", qty="100"), BOOK, NOW).order
+    e.place_order(KEY, market("BUY", qty="50"), BOOK, NOW)
+    assert [t.qty for t in e.my_trades(KEY, "DOGEUSDT")] == [D(100), D(50)]
+    assert [(t.qty, t.commission) for t in e.my_trades(KEY, "DOGEUSDT", order_id=first.order_id)] == [(D(100), D("0.1"))]
+
+
 def test_resting_limit_fills_in_parts_against_displayed_qty() -> None:
     e = engine()
     e.place_order(KEY, limit("BUY", "1500", "0.29000"), BOOK, NOW)
@@ -180,13 +188,26 @@ def test_rejections_carry_binance_codes(req: OrderRequest, code: int, msg: str) 
     assert e.drain_events() == []
 
 
-def test_duplicate_client_order_id_is_rejected_per_account() -> None:
+def test_duplicate_client_order_id_is_rejected_while_the_first_is_open_per_account() -> None:
     e = engine()
-    e.place_order(KEY, market("BUY", qty="100", cid="dup"), BOOK, NOW)
+    e.place_order(KEY, limit("BUY", "100", "0.29000", cid="dup"), BOOK, NOW)
     with pytest.raises(BinanceError) as info:
         e.place_order(KEY, market("BUY", qty="100", cid="dup"), BOOK, NOW)
     assert (info.value.code, info.value.msg) == (-2010, "Duplicate order sent.")
     e.place_order("other-key", market("BUY", qty="100", cid="dup"), BOOK, NOW)  # other account: fine
+
+
+@pytest.mark.parametrize("finish", ["filled", "canceled"])
+def test_the_id_of_a_finished_order_may_be_used_again_as_on_binance(finish: str) -> None:
+    e = engine()
+    if finish == "filled":
+        first = e.place_order(KEY, market("BUY", qty="100", cid="again"), BOOK, NOW).order
+    else:
+        first = e.place_order(KEY, limit("BUY", "100", "0.29000", cid="again"), BOOK, NOW).order
+        e.cancel_order(KEY, "DOGEUSDT", order_id=first.order_id, client_order_id=None, now_ms=NOW)
+    second = e.place_order(KEY, market("BUY", qty="50", cid="again"), BOOK, NOW).order
+    assert second.order_id != first.order_id and second.status is OrderState.FILLED
+    assert e.get_order(KEY, "DOGEUSDT", order_id=None, client_order_id="again").order_id == second.order_id
 
 
 def test_unknown_orders_on_fetch_and_cancel() -> None:
