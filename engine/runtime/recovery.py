@@ -93,6 +93,7 @@ class OpenOrder:
     filled_qty: float = 0.0  # journaled fills of this order so far
     filled_cost: float = 0.0  # sum of price x quantity of those fills
     filled_fees: float = 0.0
+    filled_fee_base: float = 0.0  # the part of those fees taken in the coins bought
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
         return Order(
@@ -107,6 +108,7 @@ class OpenOrder:
             price=self.price,
             average_price=self.filled_cost / self.filled_qty if self.filled_qty > 0 else None,
             fee_quote=self.filled_fees,
+            fee_base=self.filled_fee_base,  # else the broker's next delta counts these coins again
             created_ms=self.ts_ms,
             updated_ms=now_ms,
             trace_id=self.trace_id,
@@ -227,6 +229,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
                     filled_qty=order.filled_qty + fill.quantity,
                     filled_cost=order.filled_cost + fill.notional,
                     filled_fees=order.filled_fees + fill.fee_quote,
+                    filled_fee_base=order.filled_fee_base + fill.fee_base,
                 )
             unbooked[ev.seq] = UnbookedFill(ev.seq, ev.trace_id or change.trace_id, change)
         elif ev.kind == "position_update":

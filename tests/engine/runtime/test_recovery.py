@@ -279,6 +279,20 @@ async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) ->
     assert fills == [40.0, pytest.approx(60.0)], "only what the exchange did while we were down is new"
 
 
+def test_an_open_order_carries_the_fees_in_coins_its_journaled_fills_paid() -> None:
+    """Else the broker, comparing the exchange's cumulative fee in coins with 0, books the coins
+    of the fills before the restart a second time on the next fill."""
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    sink = RecordingSink()
+    sink.emit("order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+              payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"})  # fmt: skip
+    sink.emit("fill", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+              payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": 40.0, "fee_quote": 0.012,
+                       "fee_base": 0.04, "trade_id": "t1"})  # fmt: skip
+    order = rebuild(sink.events, CAPITAL).open_orders[cid].as_order(OrderStatus.PARTIALLY_FILLED, T0)
+    assert (order.filled_qty, order.fee_quote, order.fee_base) == (Decimal(40), 0.012, 0.04)
+
+
 def test_an_empty_or_missing_journal_has_nothing_to_recover(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "none.sqlite", CAPITAL).empty
     assert rebuild([], CAPITAL).empty
