@@ -27,6 +27,11 @@ from engine.errors import ConfigError
 ENV_PREFIX = "HOTCOIN_"
 # Variables with their own meaning, not config keys.
 ENV_SPECIAL = {"HOTCOIN_CONFIG": None, "HOTCOIN_JOURNAL": "journal.path"}
+# Every table above a secret (`notify`, `notify.telegram`, ...): a plain value put there is most
+# likely the secret itself (`telegram = "123:TOKEN"`), so it is refused and never echoed.
+SECRET_TABLES: frozenset[str] = frozenset(
+    key.rsplit(".", depth)[0] for key in SECRET_KEYS for depth in range(1, key.count(".") + 1)
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ def load_config(
                     f"{key} is a secret and may not be set in the config file {path}; "
                     "move it to the secrets file (chmod 600) or set it in the environment"
                 )
+            if key in SECRET_TABLES:
+                raise ConfigError(f"{key} in the config file {path} {_not_a_table(key)}")
         _merge(merged, data, sources, f"file:{path}")
 
     _merge(merged, _env_layer(env), sources, None)
@@ -116,13 +123,36 @@ def _read_secrets(path: Path) -> dict[str, Any]:
         )
     data = _read_toml(path, what="secrets file")
     for key in _leaf_keys(data):
+        if key in SECRET_TABLES:
+            raise ConfigError(f"{key} in the secrets file {path} {_not_a_table(key)}")
         if key not in SECRET_KEYS:
-            allowed = ", ".join(sorted(SECRET_KEYS))
-            raise ConfigError(
-                f"secrets file {path} sets {key}, which is not a secret; put it in the config file. "
-                f"The secrets file takes only: {allowed}"
-            )
+            raise ConfigError(f"secrets file {path} sets {key}, which is not a secret; {_not_secret_fix(key)}")
     return data
+
+
+def _not_a_table(key: str) -> str:
+    """The error for a plain value where a table of secrets belongs; the value is not shown,
+    since it is most likely the secret written one level too high."""
+    inner = sorted(k.removeprefix(f"{key}.") for k in SECRET_KEYS if k.startswith(f"{key}."))
+    return (
+        f"must be a [{key}] table, not a value; the value is not shown, as it may be a secret. "
+        f"Fix: write [{key}] with its keys (see `hotcoin config show --doc`); its secrets ({', '.join(inner)}) "
+        f"go in the secrets file (chmod 600) or the environment (HOTCOIN_{_env_name(f'{key}.{inner[0]}')})"
+    )
+
+
+def _not_secret_fix(key: str) -> str:
+    """What to do with a non-secret key in the secrets file: a misspelt secret gets its right
+    name (moving it to the config file would only earn a refusal there); others move."""
+    allowed = ", ".join(sorted(SECRET_KEYS))
+    guess = difflib.get_close_matches(key, SECRET_KEYS, n=1)
+    if guess:
+        return f"did you mean {guess[0]!r}? The secrets file takes only: {allowed}"
+    return f"put it in the config file. The secrets file takes only: {allowed}"
+
+
+def _env_name(dotted: str) -> str:
+    return "__".join(part.upper() for part in dotted.split("."))
 
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
@@ -143,8 +173,20 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 raise ConfigError(f"{name} looks like JSON but does not parse; quote it as JSON or drop the brackets") from None
+        misplaced = _values_at_secret_tables(value, dotted)
+        if misplaced:
+            raise ConfigError(f"{misplaced[0]} from {name} {_not_a_table(misplaced[0])}")
         _set(out, dotted, _EnvValue(name, value))
     return out
+
+
+def _values_at_secret_tables(value: Any, dotted: str) -> list[str]:
+    """Keys at or under `dotted` that are tables holding secrets but were given a plain value."""
+    if dotted not in SECRET_TABLES:
+        return []
+    if not isinstance(value, Mapping):
+        return [dotted]
+    return [bad for key, sub in value.items() for bad in _values_at_secret_tables(sub, f"{dotted}.{key}")]
 
 
 @dataclass(frozen=True)
@@ -183,9 +225,14 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
             fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
             lines.append(f"  {key} (from {origin}): unknown key; {fix}")
             continue
-        shown = "***" if key in SECRET_KEYS else repr(err.get("input"))
+        shown = "***" if _holds_secret(key) else repr(err.get("input"))
         lines.append(f"  {key} (from {origin}): {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}")
     return "\n".join(lines)
+
+
+def _holds_secret(key: str) -> bool:
+    """A secret, something inside one, or a table above one: its input may be a secret."""
+    return key in SECRET_KEYS or key in SECRET_TABLES or any(key.startswith(f"{secret}.") for secret in SECRET_KEYS)
 
 
 def _fix_hint(loc: list[str]) -> str:

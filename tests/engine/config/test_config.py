@@ -124,6 +124,40 @@ class TestSecrets:
         assert value not in str(info.value)
         assert "s3cr3t" not in str(info.value)
 
+    @pytest.mark.parametrize(
+        "text",
+        ['[notify]\ntelegram = "12345:TGSECRET"\n', 'exchange = "TGSECRET"\n', '[notify]\nfeishu = ["TGSECRET"]\n'],
+        ids=["string-for-table", "string-for-section", "list-for-table"],
+    )
+    def test_value_where_a_table_of_secrets_belongs_is_refused_unechoed(self, tmp_path: Path, text: str) -> None:
+        cfg = write(tmp_path / "c.toml", text)
+        with pytest.raises(ConfigError, match=r"must be a \[\w+(\.\w+)?\] table, not a value") as info:
+            load_config(cfg, env={})
+        assert "TGSECRET" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"HOTCOIN_NOTIFY__TELEGRAM": '["TGSECRET"]'},
+            {"HOTCOIN_NOTIFY__TELEGRAM": "12345:TGSECRET"},
+            {"HOTCOIN_NOTIFY": '{"telegram": "12345:TGSECRET"}'},
+        ],
+        ids=["json-list", "plain", "nested-json"],
+    )
+    def test_env_value_where_a_table_of_secrets_belongs_is_refused_unechoed(self, env: dict[str, str]) -> None:
+        with pytest.raises(ConfigError, match=r"notify.telegram from HOTCOIN_NOTIFY\w* must be a \[notify.telegram\] table") as info:
+            load_config(env=env)
+        assert "TGSECRET" not in str(info.value)
+
+    def test_secrets_file_hint_names_the_secret_not_the_config_file(self, tmp_path: Path) -> None:
+        secrets = write(tmp_path / "s.toml", "[notify]\ntelegram = '12345:TGSECRET'\n")
+        with pytest.raises(ConfigError, match=r"must be a \[notify.telegram\] table.*bot_token") as info:
+            load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets)})
+        assert "TGSECRET" not in str(info.value) and "put it in the config file" not in str(info.value)
+        write(secrets, "[exchange]\napi_secrte = 'x'\n")
+        with pytest.raises(ConfigError, match=r"api_secrte, which is not a secret; did you mean 'exchange.api_secret'"):
+            load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets)})
+
     def test_environment_beats_secrets_file(self, tmp_path: Path) -> None:
         secrets = write(tmp_path / "s.toml", "[exchange]\napi_key = 'file-key'\n")
         loaded = load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets), "HOTCOIN_EXCHANGE__API_KEY": "env-key"})
