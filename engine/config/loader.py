@@ -156,10 +156,14 @@ def _env_name(dotted: str) -> str:
 
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
-    """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable."""
+    """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable.
+
+    A JSON object merges key by key, into the file's table and with other variables, rather than
+    replacing them (the more specific variable wins). An empty variable counts as unset, as
+    `HOTCOIN_X=` in a unit file or a shell usually means "not this one"."""
     out: dict[str, Any] = {}
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+    for name, raw in sorted(env.items(), key=lambda item: item[0].count("__")):
+        if not name.startswith(ENV_PREFIX) or raw == "":
             continue
         if name in ENV_SPECIAL:
             dotted = ENV_SPECIAL[name]
@@ -176,8 +180,23 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
         misplaced = _values_at_secret_tables(value, dotted)
         if misplaced:
             raise ConfigError(f"{misplaced[0]} from {name} {_not_a_table(misplaced[0])}")
-        _set(out, dotted, _EnvValue(name, value))
+        _set(out, dotted, _tag(name, value))
     return out
+
+
+def _tag(var: str, value: Any) -> Any:
+    """`value` with each leaf wrapped to remember `var`, so every leaf records its own source."""
+    if isinstance(value, dict):
+        return {key: _tag(var, sub) for key, sub in value.items()}
+    return _EnvValue(var, value)
+
+
+def _deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
 
 
 def _values_at_secret_tables(value: Any, dotted: str) -> list[str]:
@@ -200,6 +219,8 @@ class _EnvValue:
 def _merge(dst: dict[str, Any], src: Mapping[str, Any], sources: dict[str, str], origin: str | None, prefix: str = "") -> None:
     for key, value in src.items():
         dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) != isinstance(dst.get(key), dict):
+            _forget(sources, dotted)  # a table replaced by a value, or the other way round
         if isinstance(value, Mapping):
             node = dst.get(key)
             if not isinstance(node, dict):
@@ -211,6 +232,12 @@ def _merge(dst: dict[str, Any], src: Mapping[str, Any], sources: dict[str, str],
         else:
             dst[key] = value
             sources[dotted] = origin or "default"
+
+
+def _forget(sources: dict[str, str], dotted: str) -> None:
+    """Drop the origins recorded at and under `dotted`, whose value a later layer replaced."""
+    for key in [k for k in sources if k == dotted or k.startswith(f"{dotted}.")]:
+        del sources[key]
 
 
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
@@ -306,7 +333,7 @@ def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise ConfigError(f"{dotted}: {part} is a value, not a section")
         node = nxt
-    node[leaf] = value
+    _deep_update(node, {leaf: value})
 
 
 def _get(data: Mapping[str, Any], dotted: str) -> Any:

@@ -79,6 +79,24 @@ def test_errors_inside_named_tables(cli: dict[str, str], expected: str) -> None:
         load_config(env={}, cli=cli)
 
 
+def test_json_section_in_env_merges_with_the_file_and_records_each_leaf(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.toml", "[exchange]\nquote_asset = 'FDUSD'\nrecv_window_ms = 7000\n")
+    loaded = load_config(
+        cfg, env={"HOTCOIN_EXCHANGE": '{"keepalive_ms": 20000, "recv_window_ms": 9000}', "HOTCOIN_EXCHANGE__RECV_WINDOW_MS": "8000"}
+    )
+    c = loaded.config.exchange
+    assert (c.quote_asset, c.keepalive_ms, c.recv_window_ms) == ("FDUSD", 20000, 8000)  # the more specific variable wins
+    assert loaded.source_of("exchange.quote_asset") == f"file:{cfg}"
+    assert loaded.source_of("exchange.keepalive_ms") == "env:HOTCOIN_EXCHANGE"
+    assert loaded.source_of("exchange.recv_window_ms") == "env:HOTCOIN_EXCHANGE__RECV_WINDOW_MS"
+
+
+def test_empty_env_variable_counts_as_unset() -> None:
+    loaded = load_config(env={"HOTCOIN_JOURNAL__BATCH_SIZE": "", "HOTCOIN_TRADING": "", "HOTCOIN_JOURNAL": ""})
+    assert loaded.source_of("journal.batch_size") == "default"
+    assert loaded.config.journal.path is None
+
+
 def test_env_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"exchange.recv_window_ms \(from env:HOTCOIN_EXCHANGE__RECV_WINDOW_MS\)"):
         load_config(env={"HOTCOIN_EXCHANGE__RECV_WINDOW_MS": "soon"})
@@ -163,6 +181,15 @@ class TestSecrets:
         loaded = load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets), "HOTCOIN_EXCHANGE__API_KEY": "env-key"})
         assert loaded.config.exchange.api_key is not None
         assert loaded.config.exchange.api_key.get_secret_value() == "env-key"
+
+    def test_environment_json_section_beats_secrets_file(self, tmp_path: Path) -> None:
+        secrets = write(tmp_path / "s.toml", "[exchange]\napi_key = 'file-key'\napi_secret = 'file-secret'\n")
+        loaded = load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets), "HOTCOIN_EXCHANGE": '{"api_key": "env-key"}'})
+        ex = loaded.config.exchange
+        assert ex.api_key is not None and ex.api_secret is not None
+        assert (ex.api_key.get_secret_value(), ex.api_secret.get_secret_value()) == ("env-key", "file-secret")
+        assert loaded.source_of("exchange.api_key") == "env:HOTCOIN_EXCHANGE"
+        assert loaded.source_of("exchange.api_secret") == f"file:{secrets}"
 
     def test_non_secret_in_secrets_file_is_refused(self, tmp_path: Path) -> None:
         secrets = write(tmp_path / "s.toml", "mode = 'live'\n")
