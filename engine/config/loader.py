@@ -105,9 +105,11 @@ def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path |
 
 
 def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """The file's tables; UTF-8 with or without the byte-order mark some Windows editors add."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}; fix the syntax at that line") from None
     except OSError as exc:

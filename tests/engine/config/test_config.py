@@ -102,6 +102,20 @@ def test_env_errors_name_the_variable() -> None:
         load_config(env={"HOTCOIN_EXCHANGE__RECV_WINDOW_MS": "soon"})
 
 
+def test_config_file_encoding(tmp_path: Path) -> None:
+    """A BOM is accepted; Latin-1 bytes get one line naming the file and the fix, not a traceback."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf[journal]\nbatch_size = 12\n")
+    assert load_config(cfg, env={}).config.journal.batch_size == 12
+    cfg.write_bytes("[exchange]\nquote_asset = 'USDT' # café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"config file {cfg} is not UTF-8 .*; re-save it as UTF-8"):
+        load_config(cfg, env={})
+    secrets = write(tmp_path / "s.toml", "")
+    secrets.write_bytes(b"[exchange]\napi_key = '\xe9'\n")
+    with pytest.raises(ConfigError, match=rf"secrets file {secrets} is not UTF-8"):
+        load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets)})
+
+
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", env={})
