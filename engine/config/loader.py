@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from engine.config import locations
 from engine.config.model import SECRET_KEYS, HotcoinConfig
@@ -243,20 +244,31 @@ def _forget(sources: dict[str, str], dotted: str) -> None:
 
 
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        key = ".".join(loc)
-        origin = _origin(key, sources)
-        if err["type"] == "extra_forbidden":
-            known = _known_fields(loc[:-1])
-            guess = difflib.get_close_matches(loc[-1], known, n=1)
-            fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
-            lines.append(f"  {key} (from {origin}): unknown key; {fix}")
-            continue
-        shown = "***" if _holds_secret(key) else repr(err.get("input"))
-        lines.append(f"  {key} (from {origin}): {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}")
-    return "\n".join(lines)
+    return "\n".join(["invalid configuration:", *(_explain_one(err, sources) for err in exc.errors())])
+
+
+# Pydantic's error types for a value given where a table (a section, a profile) belongs.
+_NOT_A_TABLE = {"model_type", "model_attributes_type", "dict_type"}
+
+
+def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
+    """One problem on one line: key, who set it, what is wrong and the fix."""
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    head = f"  {key} (from {_origin(key, sources)}):"
+    if err["type"] == "extra_forbidden":
+        known = _known_fields(loc[:-1])
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
+        return f"{head} unknown key; {fix}"
+    if err["type"] == "missing":
+        return f"{head} required but not set. Fix: add {loc[-1]} = ... ({_fix_hint(loc)})"
+    shown = "***" if _holds_secret(key) else repr(err.get("input"))
+    if err["type"] in _NOT_A_TABLE:
+        table = ".".join(p for p in loc if not p.isdigit())
+        table = f"[[{table}]]" if table != key else f"[{table}]"
+        return f"{head} must be a {table} table, not a value; got {shown}. Fix: write {table} with its keys (see `hotcoin config show --doc`)"
+    return f"{head} {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}"
 
 
 def _holds_secret(key: str) -> bool:
@@ -269,7 +281,10 @@ def _fix_hint(loc: list[str]) -> str:
     info = model.model_fields.get(loc[-1]) if model is not None else None
     if info is None:
         return "see `hotcoin config show --doc`"
-    return f"{info.description or 'see hotcoin config show --doc'} (default: {info.get_default(call_default_factory=True)!r})"
+    meaning = info.description or "see `hotcoin config show --doc`"
+    if info.is_required():
+        return f"{meaning} (required, no default)"
+    return f"{meaning} (default: {info.get_default(call_default_factory=True)!r})"
 
 
 def _known_fields(loc: list[str]) -> list[str]:
@@ -278,8 +293,9 @@ def _known_fields(loc: list[str]) -> list[str]:
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
-    """The config model a dotted location points into, following sections and the values of
-    mapping fields such as `gpu.<profile>` (where the profile name is any key)."""
+    """The config model a dotted location points into, following sections, the values of
+    mapping fields such as `gpu.<profile>` (where the profile name is any key) and the items of
+    arrays of tables such as `trading.exits.take_profit.<index>`."""
     model: type[BaseModel] = HotcoinConfig
     parts = iter(loc)
     for part in parts:
@@ -294,14 +310,24 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
                 return None
             model = args[1]
             continue
+        if typing.get_origin(sub) in (tuple, list) and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            if next(parts, None) is None:  # pointing at the array of tables itself
+                return None
+            model = args[0]
+            continue
         return None
     return model
 
 
 def _origin(key: str, sources: Mapping[str, str]) -> str:
+    """Who set `key`: its own record, else that of a key under it (only leaves are recorded, so
+    an unknown table such as `[jounral]` is known by its keys), else of the nearest table above."""
     while key:
         if key in sources:
             return sources[key]
+        under = next((origin for k, origin in sources.items() if k.startswith(f"{key}.")), None)
+        if under is not None:
+            return under
         key = key.rpartition(".")[0]
     return "defaults"
 

@@ -57,8 +57,11 @@ def test_journal_env_shortcut(tmp_path: Path) -> None:
         ("[journal]\nbatch_size = 0\n", r"greater than or equal to 1"),
         ("mode = 'yolo'\n", r"mode .*'paper' or 'live'"),
         ("[journal\n", r"is not valid TOML"),
+        ("[jounral]\nbatch_size = 3\n", r"jounral \(from file:.*\): unknown key"),
+        ("[[trading.exits.take_profit]]\ngain = 0.1\n", r"take_profit.0.fraction \(from file:.*\): required but not set\. Fix: add fraction = \.\.\. \(Share.*\(required, no default\)\)$"),
+        ("trading = 5\n", r"^invalid configuration:\n  trading \(from file:.*\): must be a \[trading\] table, not a value; got 5\. Fix: write \[trading\] with its keys \(see `hotcoin config show --doc`\)$"),
     ],
-    ids=["typo-key", "typo-section", "wrong-type", "out-of-range", "bad-literal", "bad-toml"],
+    ids=["typo-key", "typo-section", "wrong-type", "out-of-range", "bad-literal", "bad-toml", "unknown-section-origin", "missing", "value-for-section"],
 )
 def test_errors_name_key_file_and_fix(tmp_path: Path, text: str, expected: str) -> None:
     cfg = write(tmp_path / "c.toml", text)
