@@ -221,6 +221,22 @@ def test_config_hash_is_stable_and_ignores_secret_values() -> None:
     assert a == b != c
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[trading.signals]\nmax_ret_60 = nan\n", "trading.signals.max_ret_60"),
+        ("[trading.execution]\nmax_order_quote = inf\n", "trading.execution.max_order_quote"),
+        ("[trading.execution]\nmax_order_quote = -inf\n", "trading.execution.max_order_quote"),
+    ],
+    ids=["nan", "inf", "minus-inf"],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    """nan fails every comparison and inf passes every cap: either would switch a rule off unseen."""
+    cfg = write(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError, match=rf"{key} \(from file:.*\): Input should be a finite number"):
+        load_config(cfg, env={})
+
+
 def test_config_is_frozen() -> None:
     c = load_config(env={}).config
     with pytest.raises(ValueError, match="frozen"):
