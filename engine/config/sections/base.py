@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Section(BaseModel):
@@ -12,3 +15,8 @@ class Section(BaseModel):
     the rule or limit it was given to."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+# A path setting with `~` expanded once, here: readers and writers then see the same path (an
+# unexpanded `~/x` made `hotcoin run` create a literal ./~/x while the readers expanded it).
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]

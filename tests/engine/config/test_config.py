@@ -237,6 +237,22 @@ def test_non_finite_numbers_are_refused(tmp_path: Path, text: str, key: str) -> 
         load_config(cfg, env={})
 
 
+def test_home_is_expanded_in_every_path_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers and readers must agree: an unexpanded `~` made `hotcoin run` create ./~/..."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = write(
+        tmp_path / "c.toml",
+        "[paths]\ndata_dir = '~/data'\nsecrets_file = '~/s.toml'\n[journal]\npath = '~/j.sqlite'\n"
+        "[backtest]\ndata_dir = '~/bt'\n[sim]\ndata_dir = '~/sim'\n[ml]\nregistry_dir = '~/models'\n"
+        "[gpu.box]\nhost = 'h'\nidentity_file = '~/.ssh/id'\n",
+    )
+    c = load_config(cfg, env={}).config
+    paths = [c.paths.data_dir, c.paths.secrets_file, c.journal_path, c.backtest.data_dir, c.sim.data_dir, c.ml.registry_dir,
+             c.gpu["box"].identity_file]  # fmt: skip
+    assert paths == [tmp_path / p for p in ("data", "s.toml", "j.sqlite", "bt", "sim", "models", ".ssh/id")]
+    assert load_config(env={"HOTCOIN_JOURNAL": "~/e.sqlite"}).config.journal_path == tmp_path / "e.sqlite"
+
+
 def test_config_is_frozen() -> None:
     c = load_config(env={}).config
     with pytest.raises(ValueError, match="frozen"):
