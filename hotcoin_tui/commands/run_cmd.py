@@ -73,7 +73,7 @@ def run(
     from engine.config import load_config
     from engine.ops.logs import configure_logging
     from engine.runtime.headless import run_headless
-    from engine.runtime.session import RunOptions
+    from engine.runtime.session import RunOptions, paper_despite_mode
 
     loaded = load_config(
         config,
@@ -90,5 +90,8 @@ def run(
         speed=speed,
         http=not no_http,
     )
+    warning = paper_despite_mode(loaded.config, options)
+    if warning:
+        typer.secho(f"hotcoin: warning: {warning}", fg=typer.colors.YELLOW, err=True)
     summary = asyncio.run(run_headless(loaded.config, options, duration))
     typer.echo(summary)
