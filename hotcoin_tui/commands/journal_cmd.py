@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from hotcoin_tui.commands.help_format import command_group
 from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ SinceOpt = Annotated[
 ]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Only before this time (same forms as --since).")]
 
-journal_app = typer.Typer(help="Export and check the journal.", no_args_is_help=True)
+journal_app = command_group(help="Export and check the journal.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -54,7 +54,7 @@ def run(
             "over the network, traded through its order API (no keys needed).",
         ),
     ] = None,
-    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills (default).")] = False,
+    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
     duration: Annotated[float | None, typer.Option("--duration", min=0, help="Stop after this many wall seconds.")] = None,
