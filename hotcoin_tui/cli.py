@@ -19,8 +19,9 @@ from hotcoin_tui.commands import (
     train_cmd,
     tui_cmd,
 )
+from hotcoin_tui.commands.help_format import command_group
 
-app = typer.Typer(
+app = command_group(
     name="hotcoin",
     help="Find coins turning hot on Binance spot, trade them (paper or live), explain every decision.",
     no_args_is_help=True,

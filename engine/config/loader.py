@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from engine.config import locations
 from engine.config.model import SECRET_KEYS, HotcoinConfig
@@ -27,6 +28,11 @@ from engine.errors import ConfigError
 ENV_PREFIX = "HOTCOIN_"
 # Variables with their own meaning, not config keys.
 ENV_SPECIAL = {"HOTCOIN_CONFIG": None, "HOTCOIN_JOURNAL": "journal.path"}
+# Every table above a secret (`notify`, `notify.telegram`, ...): a plain value put there is most
+# likely the secret itself (`telegram = "123:TOKEN"`), so it is refused and never echoed.
+SECRET_TABLES: frozenset[str] = frozenset(
+    key.rsplit(".", depth)[0] for key in SECRET_KEYS for depth in range(1, key.count(".") + 1)
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ def load_config(
                     f"{key} is a secret and may not be set in the config file {path}; "
                     "move it to the secrets file (chmod 600) or set it in the environment"
                 )
+            if key in SECRET_TABLES:
+                raise ConfigError(f"{key} in the config file {path} {_not_a_table(key)}")
         _merge(merged, data, sources, f"file:{path}")
 
     _merge(merged, _env_layer(env), sources, None)
@@ -98,9 +106,11 @@ def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path |
 
 
 def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """The file's tables; UTF-8 with or without the byte-order mark some Windows editors add."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}; fix the syntax at that line") from None
     except OSError as exc:
@@ -116,20 +126,47 @@ def _read_secrets(path: Path) -> dict[str, Any]:
         )
     data = _read_toml(path, what="secrets file")
     for key in _leaf_keys(data):
+        if key in SECRET_TABLES:
+            raise ConfigError(f"{key} in the secrets file {path} {_not_a_table(key)}")
         if key not in SECRET_KEYS:
-            allowed = ", ".join(sorted(SECRET_KEYS))
-            raise ConfigError(
-                f"secrets file {path} sets {key}, which is not a secret; put it in the config file. "
-                f"The secrets file takes only: {allowed}"
-            )
+            raise ConfigError(f"secrets file {path} sets {key}, which is not a secret; {_not_secret_fix(key)}")
     return data
 
 
+def _not_a_table(key: str) -> str:
+    """The error for a plain value where a table of secrets belongs; the value is not shown,
+    since it is most likely the secret written one level too high."""
+    inner = sorted(k.removeprefix(f"{key}.") for k in SECRET_KEYS if k.startswith(f"{key}."))
+    return (
+        f"must be a [{key}] table, not a value; the value is not shown, as it may be a secret. "
+        f"Fix: write [{key}] with its keys (see `hotcoin config show --doc`); its secrets ({', '.join(inner)}) "
+        f"go in the secrets file (chmod 600) or the environment (HOTCOIN_{_env_name(f'{key}.{inner[0]}')})"
+    )
+
+
+def _not_secret_fix(key: str) -> str:
+    """What to do with a non-secret key in the secrets file: a misspelt secret gets its right
+    name (moving it to the config file would only earn a refusal there); others move."""
+    allowed = ", ".join(sorted(SECRET_KEYS))
+    guess = difflib.get_close_matches(key, SECRET_KEYS, n=1)
+    if guess:
+        return f"did you mean {guess[0]!r}? The secrets file takes only: {allowed}"
+    return f"put it in the config file. The secrets file takes only: {allowed}"
+
+
+def _env_name(dotted: str) -> str:
+    return "__".join(part.upper() for part in dotted.split("."))
+
+
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
-    """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable."""
+    """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable.
+
+    A JSON object merges key by key, into the file's table and with other variables, rather than
+    replacing them (the more specific variable wins). An empty variable counts as unset, as
+    `HOTCOIN_X=` in a unit file or a shell usually means "not this one"."""
     out: dict[str, Any] = {}
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+    for name, raw in sorted(env.items(), key=lambda item: item[0].count("__")):
+        if not name.startswith(ENV_PREFIX) or raw == "":
             continue
         if name in ENV_SPECIAL:
             dotted = ENV_SPECIAL[name]
@@ -143,8 +180,35 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 raise ConfigError(f"{name} looks like JSON but does not parse; quote it as JSON or drop the brackets") from None
-        _set(out, dotted, _EnvValue(name, value))
+        misplaced = _values_at_secret_tables(value, dotted)
+        if misplaced:
+            raise ConfigError(f"{misplaced[0]} from {name} {_not_a_table(misplaced[0])}")
+        _set(out, dotted, _tag(name, value))
     return out
+
+
+def _tag(var: str, value: Any) -> Any:
+    """`value` with each leaf wrapped to remember `var`, so every leaf records its own source."""
+    if isinstance(value, dict):
+        return {key: _tag(var, sub) for key, sub in value.items()}
+    return _EnvValue(var, value)
+
+
+def _deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def _values_at_secret_tables(value: Any, dotted: str) -> list[str]:
+    """Keys at or under `dotted` that are tables holding secrets but were given a plain value."""
+    if dotted not in SECRET_TABLES:
+        return []
+    if not isinstance(value, Mapping):
+        return [dotted]
+    return [bad for key, sub in value.items() for bad in _values_at_secret_tables(sub, f"{dotted}.{key}")]
 
 
 @dataclass(frozen=True)
@@ -158,6 +222,8 @@ class _EnvValue:
 def _merge(dst: dict[str, Any], src: Mapping[str, Any], sources: dict[str, str], origin: str | None, prefix: str = "") -> None:
     for key, value in src.items():
         dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) != isinstance(dst.get(key), dict):
+            _forget(sources, dotted)  # a table replaced by a value, or the other way round
         if isinstance(value, Mapping):
             node = dst.get(key)
             if not isinstance(node, dict):
@@ -171,21 +237,43 @@ def _merge(dst: dict[str, Any], src: Mapping[str, Any], sources: dict[str, str],
             sources[dotted] = origin or "default"
 
 
+def _forget(sources: dict[str, str], dotted: str) -> None:
+    """Drop the origins recorded at and under `dotted`, whose value a later layer replaced."""
+    for key in [k for k in sources if k == dotted or k.startswith(f"{dotted}.")]:
+        del sources[key]
+
+
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        key = ".".join(loc)
-        origin = _origin(key, sources)
-        if err["type"] == "extra_forbidden":
-            known = _known_fields(loc[:-1])
-            guess = difflib.get_close_matches(loc[-1], known, n=1)
-            fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
-            lines.append(f"  {key} (from {origin}): unknown key; {fix}")
-            continue
-        shown = "***" if key in SECRET_KEYS else repr(err.get("input"))
-        lines.append(f"  {key} (from {origin}): {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}")
-    return "\n".join(lines)
+    return "\n".join(["invalid configuration:", *(_explain_one(err, sources) for err in exc.errors())])
+
+
+# Pydantic's error types for a value given where a table (a section, a profile) belongs.
+_NOT_A_TABLE = {"model_type", "model_attributes_type", "dict_type"}
+
+
+def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
+    """One problem on one line: key, who set it, what is wrong and the fix."""
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    head = f"  {key} (from {_origin(key, sources)}):"
+    if err["type"] == "extra_forbidden":
+        known = _known_fields(loc[:-1])
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
+        return f"{head} unknown key; {fix}"
+    if err["type"] == "missing":
+        return f"{head} required but not set. Fix: add {loc[-1]} = ... ({_fix_hint(loc)})"
+    shown = "***" if _holds_secret(key) else repr(err.get("input"))
+    if err["type"] in _NOT_A_TABLE:
+        table = ".".join(p for p in loc if not p.isdigit())
+        table = f"[[{table}]]" if table != key else f"[{table}]"
+        return f"{head} must be a {table} table, not a value; got {shown}. Fix: write {table} with its keys (see `hotcoin config show --doc`)"
+    return f"{head} {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}"
+
+
+def _holds_secret(key: str) -> bool:
+    """A secret, something inside one, or a table above one: its input may be a secret."""
+    return key in SECRET_KEYS or key in SECRET_TABLES or any(key.startswith(f"{secret}.") for secret in SECRET_KEYS)
 
 
 def _fix_hint(loc: list[str]) -> str:
@@ -193,7 +281,10 @@ def _fix_hint(loc: list[str]) -> str:
     info = model.model_fields.get(loc[-1]) if model is not None else None
     if info is None:
         return "see `hotcoin config show --doc`"
-    return f"{info.description or 'see hotcoin config show --doc'} (default: {info.get_default(call_default_factory=True)!r})"
+    meaning = info.description or "see `hotcoin config show --doc`"
+    if info.is_required():
+        return f"{meaning} (required, no default)"
+    return f"{meaning} (default: {info.get_default(call_default_factory=True)!r})"
 
 
 def _known_fields(loc: list[str]) -> list[str]:
@@ -202,8 +293,9 @@ def _known_fields(loc: list[str]) -> list[str]:
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
-    """The config model a dotted location points into, following sections and the values of
-    mapping fields such as `gpu.<profile>` (where the profile name is any key)."""
+    """The config model a dotted location points into, following sections, the values of
+    mapping fields such as `gpu.<profile>` (where the profile name is any key) and the items of
+    arrays of tables such as `trading.exits.take_profit.<index>`."""
     model: type[BaseModel] = HotcoinConfig
     parts = iter(loc)
     for part in parts:
@@ -218,14 +310,24 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
                 return None
             model = args[1]
             continue
+        if typing.get_origin(sub) in (tuple, list) and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            if next(parts, None) is None:  # pointing at the array of tables itself
+                return None
+            model = args[0]
+            continue
         return None
     return model
 
 
 def _origin(key: str, sources: Mapping[str, str]) -> str:
+    """Who set `key`: its own record, else that of a key under it (only leaves are recorded, so
+    an unknown table such as `[jounral]` is known by its keys), else of the nearest table above."""
     while key:
         if key in sources:
             return sources[key]
+        under = next((origin for k, origin in sources.items() if k.startswith(f"{key}.")), None)
+        if under is not None:
+            return under
         key = key.rpartition(".")[0]
     return "defaults"
 
@@ -259,7 +361,7 @@ def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise ConfigError(f"{dotted}: {part} is a value, not a section")
         node = nxt
-    node[leaf] = value
+    _deep_update(node, {leaf: value})
 
 
 def _get(data: Mapping[str, Any], dotted: str) -> Any:

@@ -40,7 +40,8 @@ SECRET_KEYS: frozenset[str] = frozenset(
 
 class HotcoinConfig(Section):
     mode: Literal["paper", "live"] = Field(
-        "paper", description="`paper` simulates fills; `live` sends real orders (also needs --live --yes-really)."
+        "paper", description="`paper` simulates fills; `live` sends real orders, with --live --yes-really-trade-live "
+        "(--live is refused without it; without --live a run warns and trades paper)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")
     paths: PathsSection = Field(default_factory=PathsSection)

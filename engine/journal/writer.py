@@ -158,11 +158,7 @@ class Journal:
         folder cannot take them either."""
         path = Path(path)
         settings = settings or JournalSection()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = await aiosqlite.connect(path)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        conn = await _connect(path)
         try:
             for stmt in (*PRAGMAS, *DDL):
                 await conn.execute(stmt)
@@ -487,6 +483,30 @@ async def _highest_seq(conn: aiosqlite.Connection, path: Path) -> int:
     if row:
         candidates.append(int(row[0]))
     return max(candidates, default=0)
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    """A connection to the journal file, its folder made; a path SQLite cannot open gets the
+    reason and the fix in one line rather than its bare "unable to open database file"."""
+    try:
+        await asyncio.to_thread(_prepare_folder, path)
+        return await aiosqlite.connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise JournalError(
+            f"cannot open journal {path}: {reason}; check that its folder exists or can be made and is writable"
+        ) from exc
+
+
+def _prepare_folder(path: Path) -> None:
+    """Run off the loop: a folder given as the journal is named as such (SQLite would only say
+    it cannot open it), and the journal's own folder is made, as `--journal` promises."""
+    if path.is_dir():
+        raise JournalError(
+            f"journal {path} is a directory; point --journal (or journal.path, HOTCOIN_JOURNAL) at a file, "
+            f"e.g. {path / 'journal.sqlite'}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 async def _claim_schema_version(conn: aiosqlite.Connection, path: Path) -> None:

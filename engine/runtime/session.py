@@ -115,7 +115,8 @@ def mode_of(config: HotcoinConfig, options: RunOptions) -> Mode:
 
 
 def check_live(config: HotcoinConfig, options: RunOptions) -> None:
-    """Live trading needs keys *and* an explicit confirmation; anything less is refused."""
+    """Live trading needs `mode = "live"`, keys *and* an explicit confirmation; anything less is
+    refused. The config key and the flag must agree: either alone is not enough to trade."""
     if not options.live:
         return
     if options.demo or config.exchange.name == "sim":
@@ -124,6 +125,11 @@ def check_live(config: HotcoinConfig, options: RunOptions) -> None:
             "configured: exchange.name = \"sim\" is the default); for Binance pass --exchange binance with "
             "API keys in the secrets file, or drop --live"
         )
+    if config.mode != "live":
+        raise ConfigError(
+            f"--live sends real orders but the config says mode = \"{config.mode}\"; set mode = \"live\" in the "
+            "config file (or HOTCOIN_MODE=live) to trade live, or drop --live"
+        )
     if config.exchange.api_key is None or config.exchange.api_secret is None:
         raise ConfigError(
             "--live needs exchange.api_key and exchange.api_secret in the secrets file (chmod 600) "
@@ -131,6 +137,17 @@ def check_live(config: HotcoinConfig, options: RunOptions) -> None:
         )
     if not options.confirm_live:
         raise ConfigError("--live sends real orders; add --yes-really-trade-live to confirm")
+
+
+def paper_despite_mode(config: HotcoinConfig, options: RunOptions) -> str | None:
+    """The warning for a config saying `mode = "live"` on a run without --live: it runs paper, and
+    whoever set the key expecting real orders should hear so rather than find out later."""
+    if config.mode != "live" or options.live:
+        return None
+    return (
+        "the config says mode = \"live\" but --live was not given: this run trades paper (no real orders); "
+        "add --live --yes-really-trade-live to trade live, or set mode = \"paper\""
+    )
 
 
 def uses_exchange(config: HotcoinConfig, options: RunOptions) -> bool:

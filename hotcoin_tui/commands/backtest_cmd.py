@@ -228,17 +228,48 @@ def optimize(
             study=study,
             seed=seed,
         )
+        _check_writable(out)
         show = sys.stderr.isatty() if progress is None else progress  # a search runs for many minutes
         with RichOptimizeProgress() if show else contextlib.nullcontext() as bar:
             result = opt.walk_forward(cfg, plan, progress=bar)
-        opt.write_best(result, out, _toml(loaded.config_file))
+        try:
+            opt.write_best(result, out, _toml(loaded.config_file))
+            failed = None
+        except OSError as exc:
+            failed = exc
     if as_json:
         import orjson
 
         sys.stdout.buffer.write(orjson.dumps(opt.as_json(result, out)))
         sys.stdout.write("\n")
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    Console().print(opt.folds_table(result))
-    typer.echo(f"best parameters written to {out}")
+        Console().print(opt.folds_table(result))
+        if failed is None:
+            typer.echo(f"best parameters written to {out}")
+    if failed is not None:
+        typer.secho(
+            f"hotcoin: cannot write {out} ({failed.strerror}); the best parameters are printed above: "
+            "copy them into your config, or rerun with --out in a folder you can write",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an `--out` that cannot be written before a search of many minutes rather than after
+    it; its folder is made, as `journal export --out` and `--journal` do."""
+    import os
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {out} ({exc.strerror}); pick a file in a folder you can write", param_hint="'--out'"
+        ) from exc
+    if out.is_dir() or not os.access(out if out.exists() else out.parent, os.W_OK):
+        raise typer.BadParameter(
+            f"cannot write {out} (a folder, or not writable); pick a file in a folder you can write", param_hint="'--out'"
+        )

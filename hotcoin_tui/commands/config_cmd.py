@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
+from hotcoin_tui.commands.help_format import command_group
 from hotcoin_tui.commands.options import ConfigOpt, JsonOpt
 
-app = typer.Typer(help="Inspect the effective configuration (secrets redacted).", no_args_is_help=True)
+app = command_group(help="Inspect the effective configuration (secrets redacted).", no_args_is_help=True)
 
 
 @app.command("show")

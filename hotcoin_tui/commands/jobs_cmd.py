@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from hotcoin_tui.commands.help_format import command_group
 from hotcoin_tui.commands.options import ConfigOpt, JsonOpt
 
 if TYPE_CHECKING:
     from gpu_jobs.client import JobClient, JobEvent
 
-app = typer.Typer(help="Training jobs on GPU boxes: list, status, logs, cancel, fetch.", no_args_is_help=True)
+app = command_group(help="Training jobs on GPU boxes: list, status, logs, cancel, fetch.", no_args_is_help=True)
 
 GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU profile (a gpu.<profile> table in config).")]
 JobArg = Annotated[str, typer.Argument(help="Job id, e.g. lstm_hot-0123456789abcdef (see `hotcoin jobs list`).")]

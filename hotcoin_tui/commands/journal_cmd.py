@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from hotcoin_tui.commands.help_format import command_group
 from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ SinceOpt = Annotated[
 ]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Only before this time (same forms as --since).")]
 
-journal_app = typer.Typer(help="Export and check the journal.", no_args_is_help=True)
+journal_app = command_group(help="Export and check the journal.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -122,17 +123,49 @@ def export(
         if out is None:
             count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms)
         else:
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)  # as --journal and --out elsewhere: folders are made
-                fh = out.open("wb")
-            except OSError as exc:
-                raise typer.BadParameter(
-                    f"cannot write {out} ({exc.strerror}); pick a file in a folder you can write",
-                    param_hint="'--out'",
-                ) from exc
-            with fh:
-                count = reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms)
+            _refuse_journal_file(out, reader)
+            count = _export_to_file(reader, out, since_ms, until_ms)
     typer.echo(f"exported {count} events" + (f" to {out}" if out else ""), err=True)
+
+
+def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
+    """Exit 2 when `--out` is the journal, one of its SQLite sidecars or an archive: opening it
+    for writing would truncate the very events being exported."""
+    journal = reader.path
+    own = [journal, *(journal.with_name(journal.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+    own += [archive.path for archive in reader.archives]
+    target = out.expanduser().resolve()
+    if any(target == path.resolve() or (target.exists() and path.exists() and target.samefile(path)) for path in own):
+        raise typer.BadParameter(
+            f"{out} is the journal or one of its files, and writing it would erase the events; "
+            "pick another file, e.g. events.jsonl",
+            param_hint="'--out'",
+        )
+
+
+def _export_to_file(reader: JournalReader, out: Path, since_ms: int | None, until_ms: int | None) -> int:
+    """Export into a temp file beside `out`, renamed into place once complete, so a failure
+    midway leaves any earlier `out` whole rather than half-written."""
+    import os
+    import tempfile
+
+    tmp: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as --journal and --out elsewhere: folders are made
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "wb") as fh:
+            count = reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {out} ({exc.strerror}); pick a file in a folder you can write",
+            param_hint="'--out'",
+        ) from exc
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return count
 
 
 @journal_app.command("check")

@@ -54,7 +54,7 @@ def run(
             "over the network, traded through its order API (no keys needed).",
         ),
     ] = None,
-    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills (default).")] = False,
+    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
     duration: Annotated[float | None, typer.Option("--duration", min=0, help="Stop after this many wall seconds.")] = None,
@@ -73,7 +73,7 @@ def run(
     from engine.config import load_config
     from engine.ops.logs import configure_logging
     from engine.runtime.headless import run_headless
-    from engine.runtime.session import RunOptions
+    from engine.runtime.session import RunOptions, paper_despite_mode
 
     loaded = load_config(
         config,
@@ -90,5 +90,8 @@ def run(
         speed=speed,
         http=not no_http,
     )
+    warning = paper_despite_mode(loaded.config, options)
+    if warning:
+        typer.secho(f"hotcoin: warning: {warning}", fg=typer.colors.YELLOW, err=True)
     summary = asyncio.run(run_headless(loaded.config, options, duration))
     typer.echo(summary)

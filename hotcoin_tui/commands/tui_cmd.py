@@ -178,7 +178,7 @@ def tui(
     demo: Annotated[bool, typer.Option("--demo", help="Simulated market in-process, paper trading (the default with no exchange configured).")] = False,
     attach: Annotated[bool, typer.Option("--attach", help="Attach to an engine started with `hotcoin run`; quitting detaches.")] = False,
     exchange: Annotated[str | None, typer.Option("--exchange", help="`binance` for Binance spot; `sim` for the simulated market.")] = None,
-    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs keys and --yes-really-trade-live) or paper fills.")] = False,
+    live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills.")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
     journal: JournalOpt = None,

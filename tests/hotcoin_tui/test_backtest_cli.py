@@ -223,3 +223,35 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     assert "walk-forward" in out and "best parameters written" in out
     assert "base OOS" in out and "beat the base config in" in out
     assert "fold 1/1" not in err  # no terminal, no bar
+
+
+def test_optimize_checks_out_before_searching_and_makes_its_folder(store: Path, config_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "best.toml"  # a folder that cannot be made: a file is in the way
+    args = ["optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "1", "--jobs", "1", "--folds", "1"]
+    result = runner.invoke(app, [*args, "--out", str(blocked)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and not isinstance(result.exception, OSError)
+    assert f"cannot write {blocked}" in result.stderr and "walk-forward" not in result.stdout  # refused before the search
+    best = tmp_path / "new" / "folder" / "best.toml"
+    code, out, err = invoke(*args, "--out", str(best))
+    assert code == 0, err
+    assert "best parameters written" in out and tomllib.loads(best.read_text())
+
+
+def test_optimize_prints_the_results_when_the_file_cannot_be_written(
+    store: Path, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that cannot be written after the search (disk full, folder removed) loses nothing printed."""
+    from engine.backtest import optimize as opt
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(opt, "write_best", disk_full)
+    best = tmp_path / "best.toml"
+    args = ["optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "1", "--jobs", "1", "--folds", "1"]
+    result = runner.invoke(app, [*args, "--out", str(best)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError)
+    assert "walk-forward" in result.stdout and "trailing_stop" in result.stdout and "written" not in result.stdout
+    assert f"cannot write {best} (No space left on device)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -236,3 +236,29 @@ def test_the_command_module_defers_the_heavy_imports() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_export_refuses_to_write_over_the_journal_or_an_archive(tmp_path: Path) -> None:
+    """`--out` naming the journal (by any spelling) or an archive would truncate the events."""
+    path = tmp_path / "journal.sqlite"
+    build_journal(path, [lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0)])
+    archive = tmp_path / "journal.archive" / "journal-1-5.sqlite"
+    archive.parent.mkdir()
+    archive.write_bytes(b"archived")
+    before = path.read_bytes()
+    for out in (path, tmp_path / "." / "journal.sqlite", archive):
+        result = runner.invoke(app, ["journal", "export", "--journal", str(path), "--out", str(out)], env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.stderr
+        assert "is the journal or one of its files" in result.stderr and "Traceback" not in result.stderr
+    assert path.read_bytes() == before and archive.read_bytes() == b"archived"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_replaces_an_earlier_file_only_when_complete(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    out = tmp_path / "events.jsonl"
+    out.write_text("old\n")
+    code, _, err = invoke("journal", "export", "--journal", str(path), "--out", str(out))
+    assert code == 0, err
+    assert len(out.read_bytes().splitlines()) == 17
+    assert [p.name for p in tmp_path.iterdir()] == ["events.jsonl"]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Section, UserPath
 
 
 class BacktestSection(Section):
-    data_dir: Path | None = Field(
+    data_dir: UserPath | None = Field(
         None,
         description="Directory of {BASE}_{QUOTE}-{tf}.parquet candle files (`hotcoin collect` writes them); "
         "`--data` overrides it.",

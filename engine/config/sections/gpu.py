@@ -7,12 +7,11 @@ because the system `ssh` client is used.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Section, UserPath
 
 
 class GpuProfile(Section):
@@ -24,7 +23,7 @@ class GpuProfile(Section):
     )
     user: str | None = Field(None, description="Login user; None leaves it to ~/.ssh/config or the local user.")
     port: int | None = Field(None, ge=1, le=65535, description="SSH port; None leaves it to ~/.ssh/config (22).")
-    identity_file: Path | None = Field(None, description="Private key file; None uses the agent or ~/.ssh/config.")
+    identity_file: UserPath | None = Field(None, description="Private key file; None uses the agent or ~/.ssh/config.")
     workdir: str = Field(
         "~/hotcoin_jobs", description="Folder on the box that holds shipped jobs and their outputs."
     )

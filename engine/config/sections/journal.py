@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Section, UserPath
 
 
 class JournalSection(Section):
-    path: Path | None = Field(
+    path: UserPath | None = Field(
         None, description="Journal SQLite file; default <data_dir>/journal.sqlite (HOTCOIN_JOURNAL also sets it)."
     )
     batch_size: int = Field(2000, ge=1, description="Events written per transaction at most.")

@@ -3,11 +3,9 @@ before the engine may act on its score (otherwise it only runs in shadow)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Section, UserPath
 
 
 class PromotionGates(Section):
@@ -33,7 +31,7 @@ class PromotionGates(Section):
 
 
 class MlSection(Section):
-    registry_dir: Path | None = Field(
+    registry_dir: UserPath | None = Field(
         None, description="Versioned model registry folder; default <data_dir>/models."
     )
     gates: PromotionGates = Field(default_factory=PromotionGates)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Self
 
 from pydantic import Field, model_validator
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Section, UserPath
 
 MINUTE_MS = 60_000
 
@@ -97,7 +96,7 @@ class SimSection(Section):
         le=1000,
         description="Sim seconds per wall second when the server runs the market live.",
     )
-    data_dir: Path | None = Field(
+    data_dir: UserPath | None = Field(
         None,
         description="Directory of real 1m candles ({BASE}_{QUOTE}-1m.parquet) to replay instead of "
         "generating a market; None generates one from the seed.",

@@ -248,6 +248,16 @@ async def test_a_file_that_is_not_a_journal_is_refused_with_the_path(tmp_path: P
             pass
 
 
+async def test_a_directory_or_an_unmakeable_folder_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=rf"journal {tmp_path} is a directory; point --journal .* at a file, e.g. {tmp_path}/journal.sqlite"):
+        async with Journal.open(tmp_path, settings()):
+            pass
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(JournalError, match=r"cannot open journal .*a-file/j.sqlite: .*; check that its folder exists or can be made"):
+        async with Journal.open(tmp_path / "a-file" / "j.sqlite", settings()):
+            pass
+
+
 async def test_a_reader_sees_flushed_events_while_the_writer_is_open(tmp_path: Path) -> None:
     from engine.journal.reader import JournalReader
 
