@@ -12,10 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer._click import (  # typer carries its own click; TyperGroup takes these
-    Context,
-    HelpFormatter,
-)
 from typer.core import TyperGroup
 
 # Wider terminals get longer lines, up to this (click alone stops at 80).
@@ -25,7 +21,8 @@ MAX_WIDTH = 120
 class WrappedCommandsGroup(TyperGroup):
     """A command group whose list shows each command's summary whole, wrapped."""
 
-    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """(`ctx` and `formatter` are click's, of the copy typer carries in a private module.)"""
         rows = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)
