@@ -29,7 +29,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## What CI runs.
-check: test lint
+check: test lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -191,6 +191,8 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
         raise ValueError(f"trace {trace_id} has no events")
     ordered = sorted(events, key=lambda e: e.seq)
     discovery = signal = risk = None
+    signals: dict[int, SignalView] = {}
+    risk_cause: int | None = None
     orders: dict[str, OrderView] = {}
     positions: list[PositionStep] = []
     for e in ordered:
@@ -200,14 +202,16 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
                 e.seq, e.ts_ms, float(p["heat"]), int(p["rank"]), float(p["price"]), dict(p["components"]),
                 tuple(Check.parse("discovery", f) for f in p["filters"]), bool(p["accepted"]),
             )  # fmt: skip
-        elif e.kind == "signal_snapshot" and signal is None:
-            signal = SignalView(
+        elif e.kind == "signal_snapshot":
+            signals[e.seq] = SignalView(
                 e.seq, e.ts_ms, str(p["decision"]), str(p["reason"]),
                 tuple(Check.parse("signal", r) for r in p["rules"]), dict(p["features"]),
                 _opt_float(p.get("ml_score")), _opt_float(p.get("ml_threshold")),
             )  # fmt: skip
+            signal = signal or signals[e.seq]
         elif e.kind == "risk_check" and risk is None:
             risk = RiskView(e.seq, bool(p["approved"]), tuple(Check.parse("risk", c) for c in p["checks"]))
+            risk_cause = e.cause
         elif e.kind == "order_attempt":
             orders[p["client_order_id"]] = OrderView(
                 e.seq, e.ts_ms, str(p["client_order_id"]), str(p["purpose"]), str(p["side"]),
@@ -226,6 +230,10 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
                     e.seq, e.ts_ms, str(p["action"]), float(p["quantity"]), float(p["entry_price"]), float(p["realised_pnl"])
                 )
             )
+    # The signal that went on to risk, when one did: a trace spans bars, and its first signal
+    # may be an earlier bar's skip (the entered coin's replay showed "skip" over n/a features).
+    if risk_cause is not None and risk_cause in signals:
+        signal = signals[risk_cause]
     exits = [o for o in orders.values() if o.purpose != "entry"]
     closed = next((s for s in reversed(positions) if s.action == "close"), None)
     return TraceSummary(

@@ -39,6 +39,24 @@ def test_an_entered_trace_explains_discovery_signal_risk_orders_and_exit() -> No
     assert "realised PnL +4.8920" in s.verdict.reason
 
 
+def test_an_entered_trace_shows_the_signal_that_went_on_to_risk_not_an_earlier_bars_skip() -> None:
+    """A trace spans bars: its first signal may be a skip (features not there yet), a later
+    bar's the entry. The summary and verdict read the one the risk check followed."""
+    sink = RecordingSink()
+    written = entered_trace(sink)
+    events = sink.trace(written.trace_id)
+    candidate = events[0]
+    skip = sink.emit(
+        "signal_snapshot", ts_ms=candidate.ts_ms + 1, trace_id=written.trace_id, symbol=candidate.symbol, cause=candidate.seq,
+        payload={"decision": "skip", "reason": "failed: momentum_5", "rules": [check("momentum_5", False, None, 0.01)],
+                 "features": {"ret_5": None}, "ml_score": None, "ml_threshold": None},
+    )  # fmt: skip
+    (early,) = [e for e in sink.trace(written.trace_id) if e.seq == skip]
+    s = summarise(written.trace_id, [replace(early, seq=0), *events])  # as an earlier bar's skip: first in the trace
+    assert s.signal is not None and s.signal.decision == "enter"
+    assert s.verdict.outcome == "entered"
+
+
 @pytest.mark.parametrize(
     ("factory", "kwargs", "stage", "blocker"),
     [
