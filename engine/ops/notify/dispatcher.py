@@ -208,6 +208,12 @@ class Dispatcher:
                 channel.busy = False
                 self._progress.set()
 
+    def _forget(self, note: Notification) -> None:
+        """A message given up on is not "sent" for the dedupe window: its repeat (an L5 alert
+        once the endpoint is back) must go out, not be dropped as a duplicate of one never seen."""
+        if note.dedupe:
+            self._recent.pop(note.dedupe_key(), None)
+
     async def _pace(self, channel: _Channel) -> None:
         """Wait until one more send fits in the last 60 s."""
         limit = self.settings.max_per_minute
@@ -229,17 +235,22 @@ class Dispatcher:
                 last = attempt == self.settings.max_retries
                 if not exc.retryable or last:
                     channel.stats.failed += 1
+                    self._forget(note)
                     log.warning(
                         "notification not delivered",
                         extra={"channel": name, "error": str(exc), "attempts": attempt + 1, "title": note.title, "category": note.category},
                     )
                     return
-                delay = exc.retry_after if exc.retry_after is not None else self.settings.backoff(attempt)
+                # The far end's Retry-After counts, up to the backoff cap: a 429 asking for a
+                # day held every message behind it (an L5 alert among them) for that day.
+                asked = exc.retry_after
+                delay = min(asked, self.settings.max_backoff_s) if asked is not None else self.settings.backoff(attempt)
                 channel.stats.retries += 1
                 log.info("notification delivery retried", extra={"channel": name, "error": str(exc), "delay_s": delay})
                 await self._sleep(max(0.0, delay))
             except Exception:  # a channel bug must cost one message, never the worker
                 channel.stats.failed += 1
+                self._forget(note)
                 log.exception("notifier crashed", extra={"channel": name, "title": note.title, "category": note.category})
                 return
             else:

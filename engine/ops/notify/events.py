@@ -94,9 +94,16 @@ def _order_result(payload: Mapping[str, Any], symbol: str | None) -> Notificatio
     )
 
 
+# Stop reasons the owner asked for (SIGTERM, --duration, the end of a replay): anything else is
+# a stop nobody planned (a journal error, a crash) and must not be the message a full queue drops.
+_PLANNED_STOPS = ("shutdown", "duration", "end_of_data")
+
+
 def _run(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
     if "reason" in payload:
-        return Notification("Engine stopped", f"run {payload.get('run_id')}: {payload.get('reason')}", Severity.WARNING, "system")
+        reason = str(payload.get("reason"))
+        severity = Severity.WARNING if reason.startswith(_PLANNED_STOPS) else Severity.CRITICAL
+        return Notification("Engine stopped", f"run {payload.get('run_id')}: {reason}", severity, "system")
     return Notification("Engine started", f"run {payload.get('run_id')} ({payload.get('mode', '?')})", category="system")
 
 

@@ -241,6 +241,29 @@ async def test_non_retryable_errors_and_exhausted_retries_give_up() -> None:
     assert t.slept == [1.0, 2.0]
 
 
+async def test_a_message_given_up_on_is_not_a_duplicate_of_its_repeat() -> None:
+    """An L5 alert that exhausted its retries during an outage: its repeat, once the endpoint is
+    back, goes out (it was dropped as a duplicate of the one never delivered)."""
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("500", retryable=True), times=2)
+    async with dispatcher(fake, t=t, max_retries=1, dedupe_window_s=300.0) as d:
+        alert = note("drawdown 9%", severity=Severity.CRITICAL, key="risk:L5")
+        assert d.notify(alert)
+        await eventually(lambda: d.stats["fake"].failed == 1)
+        assert d.notify(alert)  # not a duplicate: the first was never delivered
+        await eventually(lambda: d.stats["fake"].sent == 1)
+    assert [n.text for n in fake.sent] == ["drawdown 9%"]
+
+
+async def test_a_retry_after_longer_than_the_cap_waits_the_cap() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("429", retryable=True, retry_after=86_400.0))
+    async with dispatcher(fake, t=t, max_backoff_s=120.0) as d:
+        d.notify(note("after the cap"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+    assert t.slept == [120.0]
+
+
 async def test_a_crashing_notifier_costs_one_message_not_the_worker() -> None:
     class Broken(FakeNotifier):
         async def send(self, note: Notification) -> None:
@@ -311,11 +334,12 @@ POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_tra
         ("state_change", {"from": "tradeable", "to": "blocked", "reasons": ["data_stale", "risk_l5"]}, "Engine tradeable → blocked", "data_stale; risk_l5", Severity.CRITICAL),
         ("state_change", {"from": "blocked", "to": "tradeable", "reasons": []}, "Engine blocked → tradeable", "", Severity.INFO),
         ("command", {"command": "close_all", "origin": "telegram:owner"}, "Command: close-all", "from telegram:owner", Severity.INFO),
-        ("run_stop", {"run_id": "r1", "reason": "SIGTERM"}, "Engine stopped", "run r1: SIGTERM", Severity.WARNING),
+        ("run_stop", {"run_id": "r1", "reason": "shutdown"}, "Engine stopped", "run r1: shutdown", Severity.WARNING),
+        ("run_stop", {"run_id": "r1", "reason": "journal error: disk full"}, "Engine stopped", "run r1: journal error: disk full", Severity.CRITICAL),
         ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM"}, "Engine started", "run r1 (SIM)", Severity.INFO),
         ("order_result", {"client_order_id": "hc-1", "status": "unknown", "error_class": "unknown", "error": "timeout"}, "Order outcome unknown: DOGE/USDT", "hc-1: timeout; reconciling", Severity.WARNING),
     ],
-    ids=["open", "close-win", "close-loss", "partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "command", "run-stop", "run-start", "order-unknown"],
+    ids=["open", "close-win", "close-loss", "partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
 )  # fmt: skip
 def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, text: str, severity: Severity) -> None:
     got = notification_for(kind, payload, "DOGE/USDT")
