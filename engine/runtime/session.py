@@ -289,6 +289,8 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                     lambda: {"journal": journal.unwritten},
                     config.ops.http_host,
                     config.ops.http_port,
+                    max_snapshot_age_s=config.ops.health_max_snapshot_age_s,
+                    now_ms=feed.now_ms,
                 )
                 await ops.start()
                 stack.push_async_callback(ops.stop)
