@@ -1,7 +1,9 @@
 """Remote control over Telegram: `/status`, `/positions`, `/pause`, `/resume`, `/closeall`.
 
-Only the configured chat is obeyed; a message from any other chat gets no answer and is logged
-(with its chat id, so the owner can see someone is probing the bot). Commands act through an
+Only the configured chat is obeyed; a message from any other chat gets no answer, is logged and
+is journaled as a `command_refused` event (with its chat and sender ids, so the owner can see
+someone is probing the bot). At most `REFUSALS_PER_MINUTE` refusals a minute are journaled, so a
+spammer cannot flood the journal; the next one journaled counts those left out (`suppressed`). Commands act through an
 `EngineClient`, exactly like the TUI's keys: the bot never touches engine state.
 
 `/closeall` is two steps: the bot answers with what would close and a one-time code, and only
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.journal.events import EventSink
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.telegram import TelegramBot
 from engine.runtime.client import Command, EngineClient
@@ -34,6 +37,8 @@ HELP = (
     "/closeall  exit every position at market (asks for /confirm <code>)"
 )
 
+REFUSALS_PER_MINUTE = 6
+
 
 @dataclass(frozen=True, slots=True)
 class _PendingClose:
@@ -44,6 +49,26 @@ class _PendingClose:
 
 def _new_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
+
+
+class _PerMinute:
+    """A fixed one-minute window of at most `limit` events; counts what it turned away."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._window = -1
+        self._used = 0
+        self.suppressed = 0
+
+    def allow(self, now_s: float) -> bool:
+        window = int(now_s // 60)
+        if window != self._window:
+            self._window, self._used = window, 0
+        if self._used >= self._limit:
+            self.suppressed += 1
+            return False
+        self._used += 1
+        return True
 
 
 class TelegramCommands:
@@ -61,6 +86,7 @@ class TelegramCommands:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         new_code: Callable[[], str] = _new_code,
+        journal: EventSink | None = None,
     ) -> None:
         self._bot = bot
         self._chat_id = chat_id
@@ -73,6 +99,8 @@ class TelegramCommands:
         self._pending: _PendingClose | None = None
         self._offset: int | None = None
         self.ignored = 0  # messages from other chats
+        self._journal = journal
+        self._refusals = _PerMinute(REFUSALS_PER_MINUTE)
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -108,11 +136,14 @@ class TelegramCommands:
         text = message.get("text")
         sender = message.get("from")
         who = "?"
+        sender_id = None
         if isinstance(sender, Mapping):
             who = str(sender.get("username") or sender.get("id") or "?")
+            sender_id = sender.get("id")
         if chat_id != self._chat_id:
             self.ignored += 1
             log.warning("telegram message from an unknown chat ignored", extra={"chat_id": chat_id, "from": who})
+            self._journal_refusal(text, f"telegram:{who}", "unknown chat", chat_id, sender_id)
             return None
         if not isinstance(text, str):
             return None
@@ -127,6 +158,25 @@ class TelegramCommands:
         except DeliveryError as exc:
             log.warning("telegram reply failed", extra={"error": str(exc)})
         return reply
+
+    def _journal_refusal(self, text: object, origin: str, reason: str, chat_id: object, sender_id: object) -> None:
+        """Journal one refused message, unless this minute's allowance is spent."""
+        if self._journal is None:
+            return
+        now = self._clock()
+        if not self._refusals.allow(now):
+            return
+        words = text.split() if isinstance(text, str) else []
+        payload = {
+            "command": words[0][:64] if words else "",
+            "origin": origin,
+            "reason": reason,
+            "chat_id": chat_id if isinstance(chat_id, int) else None,
+            "sender_id": sender_id if isinstance(sender_id, int) else None,
+            "suppressed": self._refusals.suppressed,
+        }
+        self._refusals.suppressed = 0
+        self._journal.emit("command_refused", ts_ms=int(now * 1000), payload=payload)
 
     # -- commands -----------------------------------------------------------------------------
 

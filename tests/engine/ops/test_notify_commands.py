@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from engine.ops.notify.telegram import TelegramBot
-from engine.ops.notify.telegram_commands import TelegramCommands
+from engine.ops.notify.telegram_commands import REFUSALS_PER_MINUTE, TelegramCommands
 from engine.runtime.client import Command
 from engine.runtime.fake_client import FakeEngineClient
 from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.events import RecordingSink
 from tests.kit.waiting import eventually
 
 TOKEN = "42:token"
@@ -121,6 +122,25 @@ async def test_other_chats_are_ignored_and_logged(bot: TelegramBot, sink: HttpSi
     record = caplog.records[0]
     assert record.getMessage() == "telegram message from an unknown chat ignored"
     assert (record.__dict__["chat_id"], record.__dict__["from"]) == (777, "mallory")
+
+
+async def test_other_chats_are_journaled_rate_limited(bot: TelegramBot, sink: HttpSink) -> None:
+    journal, clock = RecordingSink(), Clock()
+    tc = TelegramCommands(bot, OWNER, FakeEngineClient(), clock=clock, journal=journal)
+    for i in range(REFUSALS_PER_MINUTE + 3):
+        await tc.process(update("/closeall", chat=-100777, update_id=i + 1, user="mallory"))
+    assert len(journal.events) == REFUSALS_PER_MINUTE
+    first = journal.events[0]
+    assert first.kind == "command_refused"
+    assert first.ts_ms == int(NOW * 1000)
+    assert first.payload == {
+        "command": "/closeall", "origin": "telegram:mallory", "reason": "unknown chat",
+        "chat_id": -100777, "sender_id": 9, "suppressed": 0,
+    }  # fmt: skip
+    clock.now += 60
+    await tc.process(update("/pause", chat=-100777, update_id=99, user="mallory"))
+    assert journal.events[-1].payload["suppressed"] == 3
+    assert sink.requests == []
 
 
 async def test_a_command_delivered_late_is_refused(bot: TelegramBot) -> None:
