@@ -57,6 +57,7 @@ async def open_notifications(
                 confirm_window_s=tg.confirm_window_s,
                 poll_timeout_s=tg.poll_timeout_s,
                 journal=events,
+                allowed_user_ids=frozenset(tg.allowed_user_ids),
             )
             tasks.append(asyncio.create_task(commands.run(), name="telegram-commands"))
         if config.notify.daily_report:

@@ -3,7 +3,10 @@
 Only the configured chat is obeyed; a message from any other chat gets no answer, is logged and
 is journaled as a `command_refused` event (with its chat and sender ids, so the owner can see
 someone is probing the bot). At most `REFUSALS_PER_MINUTE` refusals a minute are journaled, so a
-spammer cannot flood the journal; the next one journaled counts those left out (`suppressed`). Commands act through an
+spammer cannot flood the journal; the next one journaled counts those left out (`suppressed`).
+With `allowed_user_ids` set, a sender not in it is refused the same way even in the owner's
+chat (any member of a group could otherwise pause or close everything); the origin journaled
+with a command is `telegram:<username>#<user id>`, the id being what Telegram vouches for. Commands act through an
 `EngineClient`, exactly like the TUI's keys: the bot never touches engine state.
 
 `/closeall` is two steps: the bot answers with what would close and a one-time code, and only
@@ -87,6 +90,7 @@ class TelegramCommands:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         new_code: Callable[[], str] = _new_code,
         journal: EventSink | None = None,
+        allowed_user_ids: frozenset[int] = frozenset(),
     ) -> None:
         self._bot = bot
         self._chat_id = chat_id
@@ -101,11 +105,17 @@ class TelegramCommands:
         self.ignored = 0  # messages from other chats
         self._journal = journal
         self._refusals = _PerMinute(REFUSALS_PER_MINUTE)
+        self._allowed = allowed_user_ids
 
     # -- polling ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Poll forever (until cancelled); a failing Bot API backs off, never raises."""
+        if self._chat_id < 0 and not self._allowed:
+            log.warning(
+                "telegram chat_id is a group and notify.telegram.allowed_user_ids is empty: any member can command",
+                extra={"chat_id": self._chat_id},
+            )
         failures = 0
         while True:
             try:
@@ -140,10 +150,16 @@ class TelegramCommands:
         if isinstance(sender, Mapping):
             who = str(sender.get("username") or sender.get("id") or "?")
             sender_id = sender.get("id")
+        origin = f"telegram:{who}#{sender_id}"
         if chat_id != self._chat_id:
             self.ignored += 1
             log.warning("telegram message from an unknown chat ignored", extra={"chat_id": chat_id, "from": who})
-            self._journal_refusal(text, f"telegram:{who}", "unknown chat", chat_id, sender_id)
+            self._journal_refusal(text, origin, "unknown chat", chat_id, sender_id)
+            return None
+        if self._allowed and sender_id not in self._allowed:
+            self.ignored += 1
+            log.warning("telegram message from a sender not allowed ignored", extra={"from": who, "sender_id": sender_id})
+            self._journal_refusal(text, origin, "sender not allowed", chat_id, sender_id)
             return None
         if not isinstance(text, str):
             return None
@@ -152,7 +168,7 @@ class TelegramCommands:
             first = text.split()[0] if text.split() else "message"
             reply = f"ignored {first}: sent {self._clock() - sent:.0f} s ago; send it again"
         else:
-            reply = await self.handle(text, origin=f"telegram:{who}")
+            reply = await self.handle(text, origin=origin)
         try:
             await self._bot.send_message(self._chat_id, reply)
         except DeliveryError as exc:
