@@ -77,6 +77,11 @@ KINDS: dict[str, KindSchema] = {
         1, {"model": str, "score": Num}, "a research_only model's score, journaled and never acted on"
     ),
     "command": KindSchema(1, {"command": str, "origin": str}, "an operator command (pause, resume, close-all)"),
+    "command_refused": KindSchema(
+        1,
+        {"command": str, "origin": str, "reason": str},
+        "a remote command refused before reaching the engine (unknown chat or sender; rate-limited)",
+    ),
 }
 
 

@@ -2,11 +2,18 @@
 
 The handlers only read: the latest snapshot and the metrics registry. A monitoring system
 polling hard can never slow a decision beyond the event-loop time of serialising one snapshot.
+
+Ages are measured against the clock batches are stamped with, now (`now_ms`), never against the
+snapshot's own time: a snapshot stops changing exactly when the feed or the loop stops, so ages
+taken from it would stay young forever. /health answers 503 when the engine is blocked or
+halted, when a reason says the data is stale, or when the newest snapshot is older than
+`max_snapshot_age_s`; 200 otherwise (tradeable, degraded for another reason, starting).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -18,10 +25,24 @@ from engine.runtime.snapshot import EngineSnapshot
 
 SnapshotSource = Callable[[], EngineSnapshot | None]
 QueueDepths = Callable[[], Mapping[str, int]]
+Clock = Callable[[], int]
+
+HEALTHY_STATES = ("tradeable", "degraded", "starting")
+STALE_REASON = "data_stale"
 
 
-def health_document(snap: EngineSnapshot | None, queues: Mapping[str, int]) -> dict[str, object]:
-    """What /health returns: state, reasons, stream freshness, error rate, queue depths."""
+def wall_ms() -> int:
+    """The system clock in epoch ms (a live feed stamps its batches with it)."""
+    return int(time.time() * 1000)
+
+
+def _age_s(now_ms: int, then_ms: int | None) -> float | None:
+    return None if then_ms is None else max(0.0, (now_ms - then_ms) / 1000)
+
+
+def health_document(snap: EngineSnapshot | None, queues: Mapping[str, int], now_ms: int) -> dict[str, object]:
+    """What /health returns: state, reasons, snapshot and stream ages at `now_ms`, error rate,
+    queue depths."""
     if snap is None:
         return {"state": "starting", "reasons": ["no cycle completed yet"], "queues": dict(queues)}
     st = snap.status
@@ -36,23 +57,40 @@ def health_document(snap: EngineSnapshot | None, queues: Mapping[str, int]) -> d
         "config_hash": st.config_hash,
         "model_version": st.model_version,
         "ts_ms": snap.ts_ms,
-        "streams": [
-            {
-                **dataclasses.asdict(s),
-                "age_s": None if s.last_message_ms is None else max(0.0, (snap.ts_ms - s.last_message_ms) / 1000),
-            }
-            for s in st.streams
-        ],
+        "snapshot_age_s": _age_s(now_ms, snap.ts_ms),
+        "streams": [{**dataclasses.asdict(s), "age_s": _age_s(now_ms, s.last_message_ms)} for s in st.streams],
         "positions": len(snap.positions),
         "pool_size": len(snap.candidates),
         "queues": dict(queues),
     }
 
 
+def health_status(doc: Mapping[str, object], max_snapshot_age_s: float) -> int:
+    """The HTTP status a probe acts on: 503 for a bad state, stale data or a stalled loop."""
+    if doc["state"] not in HEALTHY_STATES:
+        return 503
+    reasons = doc.get("reasons")
+    if isinstance(reasons, list) and any(str(r).startswith(STALE_REASON) for r in reasons):
+        return 503
+    age = doc.get("snapshot_age_s")
+    return 503 if isinstance(age, float) and age > max_snapshot_age_s else 200
+
+
 class OpsServer:
-    def __init__(self, metrics: EngineMetrics, snapshot: SnapshotSource, queues: QueueDepths, host: str, port: int) -> None:
+    def __init__(
+        self,
+        metrics: EngineMetrics,
+        snapshot: SnapshotSource,
+        queues: QueueDepths,
+        host: str,
+        port: int,
+        *,
+        max_snapshot_age_s: float = 30.0,
+        now_ms: Clock = wall_ms,
+    ) -> None:
         self._metrics, self._snapshot, self._queues = metrics, snapshot, queues
         self._host, self._port = host, port
+        self._max_age_s, self._now_ms = max_snapshot_age_s, now_ms
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -80,8 +118,8 @@ class OpsServer:
             self._runner = None
 
     async def _health(self, _: web.Request) -> web.Response:
-        doc = health_document(self._snapshot(), self._queues())
-        status = 200 if doc["state"] in ("tradeable", "degraded", "starting") else 503
+        doc = health_document(self._snapshot(), self._queues(), self._now_ms())
+        status = health_status(doc, self._max_age_s)
         return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
     async def _metrics_handler(self, _: web.Request) -> web.Response:

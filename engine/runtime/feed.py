@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from engine.clock import SimClock
@@ -27,6 +28,11 @@ class MarketFeed(abc.ABC):
         are filled when trading begins instead of an hour later. None by default."""
         return
         yield  # pragma: no cover - makes this an async generator
+
+    def now_ms(self) -> int:
+        """The time batches are stamped with, now: what /health measures staleness against (a
+        simulated feed's clock runs at its own pace, so the wall clock would misjudge it)."""
+        return int(time.time() * 1000)
 
     @abc.abstractmethod
     async def markets(self) -> dict[str, Market]:
@@ -101,6 +107,12 @@ class SimFeed(MarketFeed):
         self.yields = True
         self._last_ms: int | None = None
         self._markets: dict[str, Market] = {}
+
+    def now_ms(self) -> int:
+        """The sim clock; in lockstep the last batch's time (sim time follows the batches)."""
+        if self._lockstep and self._last_ms is not None:
+            return self._last_ms
+        return self.clock.now_ms()
 
     async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
         t = self.market.now_ms

@@ -230,6 +230,10 @@ class GatewayFeed(MarketFeed):
         return out
 
     # ------------------------------------------------------------------ batches
+    def now_ms(self) -> int:
+        """The gateway's clock (the simulated exchange's pace, or the system clock)."""
+        return self._clock.now_ms()
+
     async def next_batch(self) -> TickerBatch:
         while True:
             if self._pending is None:

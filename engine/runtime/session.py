@@ -289,13 +289,15 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                     lambda: {"journal": journal.unwritten},
                     config.ops.http_host,
                     config.ops.http_port,
+                    max_snapshot_age_s=config.ops.health_max_snapshot_age_s,
+                    now_ms=feed.now_ms,
                 )
                 await ops.start()
                 stack.push_async_callback(ops.stop)
             if options.attach_socket:
                 # `hotcoin tui --attach` reaches this engine here; closing a TUI never stops it.
                 await stack.enter_async_context(serve_engine_socket(default_socket_path(config.paths.data_dir), client))
-            bridge = await stack.enter_async_context(open_notifications(config, client, journal_path))
+            bridge = await stack.enter_async_context(open_notifications(config, client, journal_path, engine.tap))
             engine.observe(bridge.on_event)
             await stack.enter_async_context(discovery_sources(config, mode, engine))
             yield EngineSession(engine, client, journal_path, run_id, ops.port if ops else None)

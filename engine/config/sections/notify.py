@@ -22,6 +22,11 @@ class TelegramSettings(Section):
         description="The one chat messages go to and commands are taken from; messages from any other chat "
         "are ignored and logged.",
     )
+    allowed_user_ids: list[int] = Field(
+        default_factory=list,
+        description="Numeric Telegram user ids whose commands are obeyed in chat_id; others are refused and "
+        "journaled. Empty: anyone in the chat (a group chat, negative id, warns at start).",
+    )
     base_url: str = Field(TELEGRAM_API, description="Bot API base URL (a local Bot API server, or a test sink).")
     commands: bool = Field(
         True, description="Poll for /status /positions /pause /resume /closeall from the configured chat."

@@ -11,3 +11,9 @@ class OpsSection(Section):
         "127.0.0.1", description="Address of the health/metrics listener; loopback unless you mean otherwise."
     )
     http_port: int = Field(9464, ge=0, le=65535, description="Port of the health/metrics listener (0: any free port).")
+    health_max_snapshot_age_s: float = Field(
+        30.0,
+        gt=0,
+        description="/health answers 503 when the newest snapshot is older than this (seconds of the feed's "
+        "clock): the engine loop has stopped publishing.",
+    )

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.config import HotcoinConfig
+from engine.journal.events import EventSink
 from engine.ops.notify.base import Notification
 from engine.ops.notify.events import NotificationBridge
 from engine.ops.notify.factory import build_notifier, telegram_bot
@@ -36,8 +37,9 @@ class _Nowhere:
 
 @contextlib.asynccontextmanager
 async def open_notifications(
-    config: HotcoinConfig, client: EngineClient, journal_path: Path
+    config: HotcoinConfig, client: EngineClient, journal_path: Path, events: EventSink | None = None
 ) -> AsyncIterator[NotificationBridge]:
+    """`events` journals what the bridge refuses itself (commands from strangers)."""
     bot = telegram_bot(config)
     dispatcher = build_notifier(config, bot)
     if dispatcher is None:
@@ -49,7 +51,13 @@ async def open_notifications(
     async with dispatcher:
         if bot is not None and tg.chat_id is not None and tg.commands:
             commands = TelegramCommands(
-                bot, tg.chat_id, client, confirm_window_s=tg.confirm_window_s, poll_timeout_s=tg.poll_timeout_s
+                bot,
+                tg.chat_id,
+                client,
+                confirm_window_s=tg.confirm_window_s,
+                poll_timeout_s=tg.poll_timeout_s,
+                journal=events,
+                allowed_user_ids=frozenset(tg.allowed_user_ids),
             )
             tasks.append(asyncio.create_task(commands.run(), name="telegram-commands"))
         if config.notify.daily_report:

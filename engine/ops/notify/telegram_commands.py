@@ -1,7 +1,12 @@
 """Remote control over Telegram: `/status`, `/positions`, `/pause`, `/resume`, `/closeall`.
 
-Only the configured chat is obeyed; a message from any other chat gets no answer and is logged
-(with its chat id, so the owner can see someone is probing the bot). Commands act through an
+Only the configured chat is obeyed; a message from any other chat gets no answer, is logged and
+is journaled as a `command_refused` event (with its chat and sender ids, so the owner can see
+someone is probing the bot). At most `REFUSALS_PER_MINUTE` refusals a minute are journaled, so a
+spammer cannot flood the journal; the next one journaled counts those left out (`suppressed`).
+With `allowed_user_ids` set, a sender not in it is refused the same way even in the owner's
+chat (any member of a group could otherwise pause or close everything); the origin journaled
+with a command is `telegram:<username>#<user id>`, the id being what Telegram vouches for. Commands act through an
 `EngineClient`, exactly like the TUI's keys: the bot never touches engine state.
 
 `/closeall` is two steps: the bot answers with what would close and a one-time code, and only
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.journal.events import EventSink
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.telegram import TelegramBot
 from engine.runtime.client import Command, EngineClient
@@ -34,6 +40,8 @@ HELP = (
     "/closeall  exit every position at market (asks for /confirm <code>)"
 )
 
+REFUSALS_PER_MINUTE = 6
+
 
 @dataclass(frozen=True, slots=True)
 class _PendingClose:
@@ -44,6 +52,26 @@ class _PendingClose:
 
 def _new_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
+
+
+class _PerMinute:
+    """A fixed one-minute window of at most `limit` events; counts what it turned away."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._window = -1
+        self._used = 0
+        self.suppressed = 0
+
+    def allow(self, now_s: float) -> bool:
+        window = int(now_s // 60)
+        if window != self._window:
+            self._window, self._used = window, 0
+        if self._used >= self._limit:
+            self.suppressed += 1
+            return False
+        self._used += 1
+        return True
 
 
 class TelegramCommands:
@@ -61,6 +89,8 @@ class TelegramCommands:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         new_code: Callable[[], str] = _new_code,
+        journal: EventSink | None = None,
+        allowed_user_ids: frozenset[int] = frozenset(),
     ) -> None:
         self._bot = bot
         self._chat_id = chat_id
@@ -73,11 +103,19 @@ class TelegramCommands:
         self._pending: _PendingClose | None = None
         self._offset: int | None = None
         self.ignored = 0  # messages from other chats
+        self._journal = journal
+        self._refusals = _PerMinute(REFUSALS_PER_MINUTE)
+        self._allowed = allowed_user_ids
 
     # -- polling ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Poll forever (until cancelled); a failing Bot API backs off, never raises."""
+        if self._chat_id < 0 and not self._allowed:
+            log.warning(
+                "telegram chat_id is a group and notify.telegram.allowed_user_ids is empty: any member can command",
+                extra={"chat_id": self._chat_id},
+            )
         failures = 0
         while True:
             try:
@@ -108,11 +146,20 @@ class TelegramCommands:
         text = message.get("text")
         sender = message.get("from")
         who = "?"
+        sender_id = None
         if isinstance(sender, Mapping):
             who = str(sender.get("username") or sender.get("id") or "?")
+            sender_id = sender.get("id")
+        origin = f"telegram:{who}#{sender_id}"
         if chat_id != self._chat_id:
             self.ignored += 1
             log.warning("telegram message from an unknown chat ignored", extra={"chat_id": chat_id, "from": who})
+            self._journal_refusal(text, origin, "unknown chat", chat_id, sender_id)
+            return None
+        if self._allowed and sender_id not in self._allowed:
+            self.ignored += 1
+            log.warning("telegram message from a sender not allowed ignored", extra={"from": who, "sender_id": sender_id})
+            self._journal_refusal(text, origin, "sender not allowed", chat_id, sender_id)
             return None
         if not isinstance(text, str):
             return None
@@ -121,12 +168,31 @@ class TelegramCommands:
             first = text.split()[0] if text.split() else "message"
             reply = f"ignored {first}: sent {self._clock() - sent:.0f} s ago; send it again"
         else:
-            reply = await self.handle(text, origin=f"telegram:{who}")
+            reply = await self.handle(text, origin=origin)
         try:
             await self._bot.send_message(self._chat_id, reply)
         except DeliveryError as exc:
             log.warning("telegram reply failed", extra={"error": str(exc)})
         return reply
+
+    def _journal_refusal(self, text: object, origin: str, reason: str, chat_id: object, sender_id: object) -> None:
+        """Journal one refused message, unless this minute's allowance is spent."""
+        if self._journal is None:
+            return
+        now = self._clock()
+        if not self._refusals.allow(now):
+            return
+        words = text.split() if isinstance(text, str) else []
+        payload = {
+            "command": words[0][:64] if words else "",
+            "origin": origin,
+            "reason": reason,
+            "chat_id": chat_id if isinstance(chat_id, int) else None,
+            "sender_id": sender_id if isinstance(sender_id, int) else None,
+            "suppressed": self._refusals.suppressed,
+        }
+        self._refusals.suppressed = 0
+        self._journal.emit("command_refused", ts_ms=int(now * 1000), payload=payload)
 
     # -- commands -----------------------------------------------------------------------------
 

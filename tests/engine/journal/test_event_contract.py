@@ -22,6 +22,7 @@ GOOD: dict[str, dict[str, Any]] = {
     "risk_event": {"code": "daily_loss", "level": "L4", "detail": "-3.2% of start-of-day equity"},
     "model_shadow": {"model": "hot_lgbm@abc", "score": 0.71},
     "command": {"command": "close_all", "origin": "tui"},
+    "command_refused": {"command": "/pause", "origin": "telegram:mallory#77", "reason": "unknown chat", "chat_id": -100},
 }
 
 

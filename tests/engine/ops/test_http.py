@@ -6,26 +6,56 @@ import aiohttp
 import pytest
 
 from engine.errors import ConfigError
-from engine.ops.http import OpsServer, health_document
+from engine.ops.http import OpsServer, health_document, health_status
 from engine.ops.metrics import EngineMetrics
 from engine.runtime.snapshot import EngineSnapshot
+from tests.kit.domain import T0
 from tests.kit.snapshots import make_snapshot, make_status
 
 
 def test_health_document_before_first_cycle() -> None:
-    doc = health_document(None, {"journal": 3})
+    doc = health_document(None, {"journal": 3}, T0)
     assert doc["state"] == "starting"
     assert doc["queues"] == {"journal": 3}
 
 
 def test_health_document_reports_freshness_and_reasons() -> None:
     snap = make_snapshot(status=make_status(state="degraded", reasons=("data_stale 95s >= 90s",)))
-    doc = health_document(snap, {})
+    doc = health_document(snap, {}, T0)
     assert doc["state"] == "degraded"
     assert doc["reasons"] == ["data_stale 95s >= 90s"]
     streams = doc["streams"]
     assert isinstance(streams, list)
     assert streams[0]["age_s"] == pytest.approx(1.5)
+    assert doc["snapshot_age_s"] == 0.0
+
+
+def test_ages_grow_with_the_clock_when_snapshots_stop() -> None:
+    doc = health_document(make_snapshot(), {}, T0 + 40_000)
+    assert doc["snapshot_age_s"] == pytest.approx(40.0)
+    streams = doc["streams"]
+    assert isinstance(streams, list)
+    assert streams[0]["age_s"] == pytest.approx(41.5)
+
+
+@pytest.mark.parametrize(
+    ("state", "reasons", "age_ms", "code"),
+    [
+        ("tradeable", (), 0, 200),
+        ("degraded", ("spread_wide",), 29_000, 200),
+        ("degraded", ("data_stale 95s >= 90s",), 0, 503),
+        ("tradeable", (), 31_000, 503),
+        ("blocked", (), 0, 503),
+    ],
+    ids=["fresh", "degraded-not-stale", "data-stale", "loop-stopped", "blocked"],
+)
+def test_health_status(state: str, reasons: tuple[str, ...], age_ms: int, code: int) -> None:
+    doc = health_document(make_snapshot(status=make_status(state=state, reasons=reasons)), {}, T0 + age_ms)
+    assert health_status(doc, 30.0) == code
+
+
+def test_health_status_while_starting_is_200() -> None:
+    assert health_status(health_document(None, {}, T0), 30.0) == 200
 
 
 def test_metrics_follow_the_snapshot() -> None:
@@ -42,7 +72,7 @@ async def test_server_serves_health_and_metrics_on_loopback(state: str, code: in
     latest: EngineSnapshot = make_snapshot(status=make_status(state=state))
     metrics = EngineMetrics()
     metrics.orders.labels("filled").inc()
-    server = OpsServer(metrics, lambda: latest, lambda: {"journal": 0}, "127.0.0.1", 0)
+    server = OpsServer(metrics, lambda: latest, lambda: {"journal": 0}, "127.0.0.1", 0, now_ms=lambda: T0)
     await server.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -53,6 +83,22 @@ async def test_server_serves_health_and_metrics_on_loopback(state: str, code: in
             async with http.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
                 text = await resp.text()
                 assert 'hotcoin_orders_total{result="filled"} 1.0' in text
+    finally:
+        await server.stop()
+
+
+async def test_a_stalled_loop_answers_503() -> None:
+    now = [T0]
+    server = OpsServer(EngineMetrics(), make_snapshot, dict, "127.0.0.1", 0, max_snapshot_age_s=5.0, now_ms=lambda: now[0])
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{server.port}/health") as resp:
+                assert resp.status == 200
+            now[0] = T0 + 6_000
+            async with http.get(f"http://127.0.0.1:{server.port}/health") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["snapshot_age_s"] == pytest.approx(6.0)
     finally:
         await server.stop()
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from engine.ops.notify.telegram import TelegramBot
-from engine.ops.notify.telegram_commands import TelegramCommands
+from engine.ops.notify.telegram_commands import REFUSALS_PER_MINUTE, TelegramCommands
 from engine.runtime.client import Command
 from engine.runtime.fake_client import FakeEngineClient
 from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.events import RecordingSink
 from tests.kit.waiting import eventually
 
 TOKEN = "42:token"
@@ -83,7 +84,7 @@ async def test_status_and_positions_read_the_latest_snapshot(bot: TelegramBot, s
 async def test_pause_and_resume_go_through_the_client(bot: TelegramBot, text: str, command: Command) -> None:
     engine = FakeEngineClient(candidates=5, positions=1)
     reply = await commands(bot, engine, Clock()).process(update(text))
-    assert engine.commands == [(command, "telegram:owner")]
+    assert engine.commands == [(command, "telegram:owner#9")]
     assert reply is not None
     assert reply.startswith("done: ")
 
@@ -104,9 +105,9 @@ async def test_close_all_needs_the_code_within_the_window(bot: TelegramBot) -> N
     assert engine.commands == []
     await tc.handle("/closeall")
     clock.now += 59
-    reply = await tc.handle("/confirm 123456", origin="telegram:owner")
+    reply = await tc.handle("/confirm 123456", origin="telegram:owner#9")
     assert reply.startswith("done: closing 2 position(s)")
-    assert engine.commands == [(Command.CLOSE_ALL, "telegram:owner")]
+    assert engine.commands == [(Command.CLOSE_ALL, "telegram:owner#9")]
 
 
 async def test_other_chats_are_ignored_and_logged(bot: TelegramBot, sink: HttpSink, caplog: pytest.LogCaptureFixture) -> None:
@@ -121,6 +122,49 @@ async def test_other_chats_are_ignored_and_logged(bot: TelegramBot, sink: HttpSi
     record = caplog.records[0]
     assert record.getMessage() == "telegram message from an unknown chat ignored"
     assert (record.__dict__["chat_id"], record.__dict__["from"]) == (777, "mallory")
+
+
+async def test_other_chats_are_journaled_rate_limited(bot: TelegramBot, sink: HttpSink) -> None:
+    journal, clock = RecordingSink(), Clock()
+    tc = TelegramCommands(bot, OWNER, FakeEngineClient(), clock=clock, journal=journal)
+    for i in range(REFUSALS_PER_MINUTE + 3):
+        await tc.process(update("/closeall", chat=-100777, update_id=i + 1, user="mallory"))
+    assert len(journal.events) == REFUSALS_PER_MINUTE
+    first = journal.events[0]
+    assert first.kind == "command_refused"
+    assert first.ts_ms == int(NOW * 1000)
+    assert first.payload == {
+        "command": "/closeall", "origin": "telegram:mallory#9", "reason": "unknown chat",
+        "chat_id": -100777, "sender_id": 9, "suppressed": 0,
+    }  # fmt: skip
+    clock.now += 60
+    await tc.process(update("/pause", chat=-100777, update_id=99, user="mallory"))
+    assert journal.events[-1].payload["suppressed"] == 3
+    assert sink.requests == []
+
+
+async def test_only_allowed_senders_command_in_the_owners_chat(bot: TelegramBot, sink: HttpSink) -> None:
+    engine, journal = FakeEngineClient(), RecordingSink()
+    tc = TelegramCommands(bot, OWNER, engine, clock=Clock(), journal=journal, allowed_user_ids=frozenset({42}))
+    assert await tc.process(update("/pause", user="mallory")) is None  # sender id 9
+    assert engine.commands == []
+    assert sink.requests == []
+    assert journal.events[0].payload["reason"] == "sender not allowed"
+    owner = update("/pause", update_id=2)
+    owner["message"]["from"] = {"id": 42, "username": "owner"}
+    assert await tc.process(owner) is not None
+    assert engine.commands == [(Command.PAUSE, "telegram:owner#42")]
+
+
+async def test_a_group_chat_without_allowed_users_warns_at_start(bot: TelegramBot, caplog: pytest.LogCaptureFixture) -> None:
+    tc = TelegramCommands(bot, -100123, FakeEngineClient(), clock=Clock(), poll_timeout_s=0)
+    with caplog.at_level(logging.WARNING, logger="hotcoin.telegram"):
+        task = asyncio.create_task(tc.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert any("allowed_user_ids is empty" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_command_delivered_late_is_refused(bot: TelegramBot) -> None:
@@ -159,7 +203,7 @@ async def test_polling_answers_updates_advances_the_offset_and_backs_off_on_erro
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert clock.slept[0] == 2.0  # first getUpdates failure
-    assert engine.commands == [(Command.PAUSE, "telegram:owner")]
+    assert engine.commands == [(Command.PAUSE, "telegram:owner#9")]
     polls = [r.body for r in sink.requests if r.path.endswith("/getUpdates")]
     assert polls[0] == {"timeout": 0, "allowed_updates": ["message"]}
 
@@ -182,7 +226,7 @@ async def test_open_notifications_wires_delivery_commands_and_reports(sink: Http
         assert bridge.on_event("state_change", {"from": "tradeable", "to": "degraded", "reasons": ["data_stale"]})
         await eventually(lambda: "⚠️ Engine tradeable → degraded\ndata_stale" in sink.sent_texts())
         sink.push_update(update("/pause", date=time.time()))
-        await eventually(lambda: engine.commands == [(Command.PAUSE, "telegram:owner")])
+        await eventually(lambda: engine.commands == [(Command.PAUSE, "telegram:owner#9")])
         await eventually(lambda: any(t.startswith("done: ") for t in sink.sent_texts()))
     paths = {p.rsplit("/", 1)[1] for p in sink.paths()}
     assert paths == {"sendMessage", "getUpdates"}
@@ -211,7 +255,7 @@ async def test_one_bad_update_does_not_end_polling(bot: TelegramBot, sink: HttpS
     sink.push_update(update("/resume", update_id=2))
     task = asyncio.create_task(tc.run())
     try:
-        await eventually(lambda: engine.commands == [(Command.RESUME, "telegram:owner")])
+        await eventually(lambda: engine.commands == [(Command.RESUME, "telegram:owner#9")])
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
