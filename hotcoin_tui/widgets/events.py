@@ -31,6 +31,7 @@ KIND_STYLE = {
     "state_change": "bold yellow",
     "risk_event": "bold red",
     "command": "bold magenta",
+    "command_refused": "bold red",
     "signal_snapshot": "",
     "candidate_snapshot": "dim",
 }
@@ -46,6 +47,7 @@ KIND_LABEL = {
     "state_change": "STATE",
     "risk_event": "RISK",
     "model_shadow": "shadow",
+    "command_refused": "REFUSED",
 }
 
 
