@@ -125,5 +125,6 @@ class OpsServer:
     async def _metrics_handler(self, _: web.Request) -> web.Response:
         snap = self._snapshot()
         if snap is not None:
-            self._metrics.update_from_snapshot(snap)
+            self._metrics.update_from_snapshot(snap, self._now_ms())
+        self._metrics.set_queue_depths(self._queues())
         return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")

@@ -3,6 +3,8 @@ engines in one test process never collide)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from engine.runtime.snapshot import EngineSnapshot
@@ -33,7 +35,9 @@ class EngineMetrics:
             "hotcoin_decision_seconds", "Market batch to order handed to the broker", buckets=_LATENCY_BUCKETS, registry=r
         )
 
-    def update_from_snapshot(self, snap: EngineSnapshot) -> None:
+    def update_from_snapshot(self, snap: EngineSnapshot, now_ms: int | None = None) -> None:
+        """The gauges from `snap`; stream ages at `now_ms` (a scrape's now: they go on growing
+        when snapshots stop), else at the snapshot's own time (the engine, as it publishes)."""
         self.pool_size.set(len(snap.candidates))
         self.equity.set(snap.totals.equity)
         self.day_pnl.set(snap.totals.day_pnl)
@@ -41,9 +45,14 @@ class EngineMetrics:
         self.positions.set(len(snap.positions))
         self.unrealised.set(sum(p.unrealised_pnl for p in snap.positions))
         self.engine_state.set(STATE_CODES.get(snap.status.state, -1))
+        at = snap.ts_ms if now_ms is None else now_ms
         for stream in snap.status.streams:
             if stream.last_message_ms is not None:
-                self.stream_age.labels(stream.name).set(max(0.0, (snap.ts_ms - stream.last_message_ms) / 1000))
+                self.stream_age.labels(stream.name).set(max(0.0, (at - stream.last_message_ms) / 1000))
+
+    def set_queue_depths(self, queues: Mapping[str, int]) -> None:
+        for name, depth in queues.items():
+            self.queue_depth.labels(name).set(depth)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

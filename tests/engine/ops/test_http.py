@@ -67,6 +67,20 @@ def test_metrics_follow_the_snapshot() -> None:
     assert 'hotcoin_stream_age_seconds{stream="tickers"} 1.5' in text
 
 
+async def test_a_scrape_measures_stream_ages_now_and_reports_queue_depths() -> None:
+    """`hotcoin_stream_age_seconds` went on reading the last snapshot's age when snapshots
+    stopped, and `hotcoin_queue_depth` was declared and never set."""
+    server = OpsServer(EngineMetrics(), make_snapshot, lambda: {"journal": 7}, "127.0.0.1", 0, now_ms=lambda: T0 + 40_000)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{server.port}/metrics") as r:
+            text = await r.text()
+    finally:
+        await server.stop()
+    assert 'hotcoin_stream_age_seconds{stream="tickers"} 41.5' in text
+    assert 'hotcoin_queue_depth{queue="journal"} 7.0' in text
+
+
 @pytest.mark.parametrize(("state", "code"), [("tradeable", 200), ("degraded", 200), ("blocked", 503)])
 async def test_server_serves_health_and_metrics_on_loopback(state: str, code: int) -> None:
     latest: EngineSnapshot = make_snapshot(status=make_status(state=state))
