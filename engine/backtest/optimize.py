@@ -59,7 +59,7 @@ import numpy as np
 from engine.backtest.history import HistoryIndex, index_history
 from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
-from engine.config import HotcoinConfig
+from engine.config import HotcoinConfig, deep_update
 from engine.errors import ConfigError
 
 # name -> (low, high, step); integers where step is an int.
@@ -162,16 +162,8 @@ def overrides(params: dict[str, float]) -> dict[str, Any]:
 
 def apply(config: HotcoinConfig, params: dict[str, float]) -> HotcoinConfig:
     merged = config.model_dump(mode="python")
-    _merge(merged, overrides(params))
+    deep_update(merged, overrides(params))
     return HotcoinConfig.model_validate(merged)
-
-
-def _merge(into: dict[str, Any], top: dict[str, Any]) -> None:
-    for k, v in top.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
 
 
 def backtest_return(
@@ -452,8 +444,8 @@ def to_toml(params: dict[str, float], base: dict[str, Any] | None = None) -> str
     """The base config file's settings with the best parameters on top, as TOML: one file that
     `--config` can load on its own."""
     merged: dict[str, Any] = {}
-    _merge(merged, base or {})
-    _merge(merged, overrides(params))
+    deep_update(merged, base or {})
+    deep_update(merged, overrides(params))
     return "# written by `hotcoin optimize`: the base config plus the best parameters; use with --config\n" + _dump(merged)
 
 

@@ -194,10 +194,11 @@ def _tag(var: str, value: Any) -> Any:
     return _EnvValue(var, value)
 
 
-def _deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+def deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+    """Merge `src` into `dst` table by table (a value in `src` replaces the one at its key)."""
     for key, value in src.items():
         if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _deep_update(dst[key], value)
+            deep_update(dst[key], value)
         else:
             dst[key] = value
 
@@ -361,7 +362,7 @@ def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise ConfigError(f"{dotted}: {part} is a value, not a section")
         node = nxt
-    _deep_update(node, {leaf: value})
+    deep_update(node, {leaf: value})
 
 
 def _get(data: Mapping[str, Any], dotted: str) -> Any:

@@ -14,7 +14,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,7 @@ class AttemptCheckingBroker(Broker):
     def __init__(self, journal_path: Path) -> None:
         self.journal_path = journal_path
         self.unjournaled: list[str] = []  # client ids that reached `submit` before their attempt was on disk
+        self.orders: dict[str, Order] = {}
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         with closing(sqlite3.connect(self.journal_path)) as conn:
@@ -203,10 +204,12 @@ class AttemptCheckingBroker(Broker):
             ).fetchone()[0]
         if not found:
             self.unjournaled.append(intent.client_order_id)
-        return OrderUpdate(Order.from_intent(intent, OrderStatus.OPEN, now_ms))
+        order = self.orders[intent.client_order_id] = Order.from_intent(intent, OrderStatus.OPEN, now_ms)
+        return OrderUpdate(order)
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
-        raise NotImplementedError
+        order = self.orders[client_order_id] = replace(self.orders[client_order_id], status=OrderStatus.CANCELED, updated_ms=now_ms)
+        return OrderUpdate(order)
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
         return []
