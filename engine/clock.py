@@ -15,16 +15,6 @@ class Clock(Protocol):
         ...
 
 
-class WallClock:
-    """UTC epoch milliseconds of the machine."""
-
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-    def to_wall_seconds(self, sim_ms: int) -> float:
-        return sim_ms / 1000
-
-
 class SimClock:
     """Sim time that runs `speed` times faster than the wall clock from `start_ms`.
 

@@ -161,10 +161,6 @@ class ListingMonitor:
         entry = self._symbols.get(symbol)
         return entry is not None and entry.gone_since is None
 
-    @property
-    def bases(self) -> set[str]:
-        return {s.partition("/")[0] for s, e in self._symbols.items() if e.gone_since is None}
-
     def update(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
         """Fold in a full market-info load; returns the listings it reveals."""
         events: list[ListingEvent] = []

@@ -3,11 +3,28 @@ engines in one test process never collide)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from engine.runtime.snapshot import EngineSnapshot
+
+
+class _CountsCollector(Collector):
+    """A counter family read from its owner's own tallies at each scrape: the feed keeps plain
+    integers (no metrics import in the market path), and the scrape turns them into samples."""
+
+    def __init__(self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._name, self._doc, self._label, self._counts = name, documentation, label, counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for key, value in sorted(self._counts().items()):
+            family.add_metric([key], value)
+        yield family
+
 
 STATE_CODES = {"tradeable": 0, "degraded": 1, "blocked": 2}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -49,6 +66,12 @@ class EngineMetrics:
         for stream in snap.status.streams:
             if stream.last_message_ms is not None:
                 self.stream_age.labels(stream.name).set(max(0.0, (at - stream.last_message_ms) / 1000))
+
+    def count_feed_errors(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """`hotcoin_feed_errors_total{kind}` from `counts()` at every scrape (once per engine)."""
+        self.registry.register(
+            _CountsCollector("hotcoin_feed_errors", "Market-data errors since start, by kind", "kind", counts)
+        )
 
     def set_queue_depths(self, queues: Mapping[str, int]) -> None:
         for name, depth in queues.items():

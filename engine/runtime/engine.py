@@ -104,6 +104,7 @@ class Engine:
         self.hub = SnapshotHub()
         self.observe(self._count_signal)
         self.stats = EngineStats()
+        self.metrics.count_feed_errors(self._feed_errors)
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
         self.cycle = TradingCycle(
             config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
@@ -188,6 +189,9 @@ class Engine:
     def deliver_announcements(self, announcements: list[Announcement]) -> None:
         """Exchange announcements from the poller; folded into discovery at the next cycle."""
         self.cycle.deliver("announcements", announcements)
+
+    def _feed_errors(self) -> dict[str, int]:
+        return {**self.feed.error_counts(), "rejected_batch": self.stats.batches_rejected}
 
     def _count_signal(self, kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
         if kind == "signal_snapshot":

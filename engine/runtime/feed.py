@@ -29,6 +29,12 @@ class MarketFeed(abc.ABC):
         return
         yield  # pragma: no cover - makes this an async generator
 
+    def error_counts(self) -> dict[str, int]:
+        """Market-data errors since start, by kind: what `/metrics` counts so a monitor can alarm
+        on a feed that keeps failing while the engine itself still looks alive. None by default
+        (an in-process market cannot fail)."""
+        return {}
+
     def now_ms(self) -> int:
         """The time batches are stamped with, now: what /health measures staleness against (a
         simulated feed's clock runs at its own pace, so the wall clock would misjudge it)."""

@@ -152,6 +152,14 @@ class GatewayFeed(MarketFeed):
         self.markets_errors = 0
         self.last_error: str | None = None
 
+    def error_counts(self) -> dict[str, int]:
+        return {
+            "bad_batch": self.bad_batches,
+            "stream": self.stream_errors,
+            "candles": self.candle_errors,
+            "markets": self.markets_errors,
+        }
+
     def _stamp(self, ts_ms: int) -> int:
         ts = max(ts_ms, self._last_ts + 1)
         self._last_ts = ts

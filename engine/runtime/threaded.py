@@ -143,12 +143,3 @@ class EngineThread:
             self._ready.set_result((session, asyncio.get_running_loop()))
             freeze_startup_heap()
             await session.engine.run(self._duration_s)
-
-
-def run_in_engine_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> T:
-    """Block the calling (non-engine) thread on a coroutine run by the engine's loop."""
-
-    async def wrap() -> T:
-        return await awaitable
-
-    return asyncio.run_coroutine_threadsafe(wrap(), loop).result()

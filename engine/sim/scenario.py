@@ -13,7 +13,6 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -51,19 +50,6 @@ class ListingEvent:
     symbol: str
     listed_ms: int
     open_price: float
-
-
-class PricePath(Protocol):
-    """A scheduled disturbance: active from `activate_ms` to `end_ms`."""
-
-    @property
-    def symbol(self) -> str: ...
-    @property
-    def activate_ms(self) -> int: ...
-    @property
-    def end_ms(self) -> int: ...
-    def offset(self, t_ms: int) -> float: ...
-    def volume_multiple(self, t_ms: int) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,19 @@ def test_metrics_follow_the_snapshot() -> None:
     assert 'hotcoin_stream_age_seconds{stream="tickers"} 1.5' in text
 
 
+def test_feed_errors_are_counters_read_at_each_scrape() -> None:
+    """The feed's error tallies were kept and never shown: a feed failing all day looked the
+    same on /metrics as a healthy one."""
+    counts = {"stream": 0, "bad_batch": 0}
+    m = EngineMetrics()
+    m.count_feed_errors(lambda: counts)
+    assert 'hotcoin_feed_errors_total{kind="stream"} 0.0' in m.render().decode()
+    counts["stream"] = 3
+    text = m.render().decode()
+    assert "# TYPE hotcoin_feed_errors_total counter" in text
+    assert 'hotcoin_feed_errors_total{kind="stream"} 3.0' in text
+
+
 async def test_a_scrape_measures_stream_ages_now_and_reports_queue_depths() -> None:
     """`hotcoin_stream_age_seconds` went on reading the last snapshot's age when snapshots
     stopped, and `hotcoin_queue_depth` was declared and never set."""

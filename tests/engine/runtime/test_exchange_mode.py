@@ -83,6 +83,9 @@ async def test_scripted_pump_is_traded_and_explained(tmp_path: Path, broker: Lit
         await trade_the_pump(rig)
         account = rig.account()
         assert rig.feed.batches > 0 and rig.feed.bad_batches == 0
+        metrics = rig.engine.metrics.render().decode()
+        assert 'hotcoin_feed_errors_total{kind="bad_batch"} 0.0' in metrics
+        assert 'hotcoin_feed_errors_total{kind="rejected_batch"} 0.0' in metrics
     events = entered_trace(path)
     assert_pump_trace(events, rig.pump_symbol)
     assert rig.pump_symbol is not None
@@ -242,6 +245,7 @@ async def test_bad_stream_data_becomes_a_heartbeat_once_started_and_a_hard_error
     beat = await feed.next_batch()
     assert len(beat) == 0 and feed.bad_batches == 1
     assert feed.last_error is not None and "undecodable" in feed.last_error
+    assert feed.error_counts() == {"bad_batch": 1, "stream": 1, "candles": 0, "markets": 0}
     await feed.close()
 
 
