@@ -38,6 +38,7 @@ from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
 from engine.domain import Fill
+from engine.domain.candle import timeframe_ms
 from engine.errors import ConfigError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
@@ -158,6 +159,39 @@ def _warm_up_warning(start: int, market_start: int, warm_ms: int) -> tuple[str, 
         f"{utc_minute(market_start)}); the first hour decides on part-empty windows. Start at "
         f"{utc_minute(market_start + warm_ms)} or later for a full warm-up",
     )
+
+
+def _data_warnings(
+    index: HistoryIndex, market_start: int, end: int, asked_end: int | None, regime: str
+) -> tuple[str, ...]:
+    """What the store makes of this window that a reader of the report must know: pairs that
+    list or halt inside it (a file's first candle after the store's first is read as a
+    listing, with its heat bonus; a file ending before the others' is a pair halted after
+    its last candle), a regime pair with no candles, a `--to` past the data."""
+    out: list[str] = []
+    listed = sorted((t, s) for s, t in index.first_ms.items() if market_start < t <= end)
+    if listed:
+        out.append(
+            "listings: " + ", ".join(f"{s} at {utc_minute(t)}" for t, s in listed) + " start trading at their "
+            "first candle and count as new listings in heat; a file that starts late only because it was "
+            "collected over a shorter span reads as a listing too (collect it over the others' span)"
+        )
+    last_close = index.end_ms
+    tf = timeframe_ms(index.timeframe)
+    halted = sorted((t + tf, s) for s, t in index.last_ms.items() if t + tf < last_close and market_start < t + tf <= end)
+    if halted:
+        out.append(
+            "data ends: " + ", ".join(f"{s} at {utc_minute(t)}" for t, s in halted) + ": halted from then on "
+            "(delisted, or collected over a shorter span): no orders, and a position still held stays open "
+            "at its last close"
+        )
+    if regime not in index.first_ms:
+        out.append(f"regime pair {regime} has no candles in the store: the btc_* features are unknown (NaN) for the whole run")
+    elif index.first_ms[regime] > market_start:
+        out.append(f"regime pair {regime} starts at {utc_minute(index.first_ms[regime])}: the btc_* features are unknown before")
+    if asked_end is not None and asked_end > index.end_ms:
+        out.append(f"--to is after the data: the run ends at the last candle's close, {utc_minute(index.end_ms)}")
+    return tuple(out)
 
 
 class BacktestRunner:
@@ -318,7 +352,8 @@ class BacktestRunner:
             stats={"state_changes": tap.kinds["state_change"], "suppressed": cycle.router.suppressed},
             market=buy_hold,
             processes=1 if process is None else 2,
-            warnings=_warm_up_warning(start, market_start, warm_ms),
+            warnings=_warm_up_warning(start, market_start, warm_ms)
+            + _data_warnings(self.index, market_start, end, end_ms, config.trading.signals.regime_symbol),
         )
 
 

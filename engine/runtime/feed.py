@@ -113,6 +113,7 @@ class SimFeed(MarketFeed):
         self.yields = True
         self._last_ms: int | None = None
         self._markets: dict[str, Market] = {}
+        self._markets_version = -1
 
     def now_ms(self) -> int:
         """The sim clock; in lockstep the last batch's time (sim time follows the batches)."""
@@ -147,8 +148,9 @@ class SimFeed(MarketFeed):
         return self.market.tickers()
 
     async def markets(self) -> dict[str, Market]:
-        if len(self._markets) != len(self.market.symbols):  # a listing appeared
+        if self._markets_version != self.market.markets_version:  # a listing appeared, or a pair halted
             self._markets = {m.symbol: m for m in self.market.markets()}
+            self._markets_version = self.market.markets_version
         return self._markets
 
     async def candles(self, symbol: str, timeframe: str, limit: int, *, after_ms: int | None = None) -> list[Candle]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -73,6 +74,7 @@ class RingMarket(ABC):
         self._names: list[str] = []
         self._index: dict[str, int] = {}
         self._markets: list[Market] = []
+        self.markets_version = 0  # moves whenever `markets()` would answer differently
         self._symbols: tuple[str, ...] = ()
         self._price = np.zeros(capacity)
         self._tick_mul = np.ones(capacity)
@@ -249,6 +251,13 @@ class RingMarket(ABC):
                 Market(symbol, market_id, base, quote, filters, status=MarketStatus.TRADING)
             )
         self._symbols = tuple(self._names)
+        self.markets_version += 1
+
+    def _halt(self, i: int) -> None:
+        """Market `i` stops trading (BREAK) from now on: what Binance shows for a delisted pair.
+        Its last price still shows, and no order is accepted on it."""
+        self._markets[i] = replace(self._markets[i], status=MarketStatus.BREAK)
+        self.markets_version += 1
 
     def _grow(self, capacity: int) -> None:
         """Widen per-symbol arrays to `capacity` columns; subclasses widen theirs too."""

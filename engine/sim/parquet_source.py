@@ -83,6 +83,13 @@ class ParquetMarket(RingMarket):
         self._first_minute = np.array([int(ts[0]) // MINUTE_MS for _, ts, _ in loaded], np.int64)
         self._grid_start = int(self._first_minute.min())
         self._grid = _Grid(loaded, self._grid_start)
+        # A pair whose candles end before the others' is halted (BREAK) the minute after its
+        # last candle: whether Binance delisted it or it was collected over a shorter span,
+        # there is no price to trade at from then on, and a frozen last close would fill
+        # exits hours later at a price that never was. Sorted by that minute.
+        data_end = self._grid_start + self._grid.minutes
+        halts = ((int(ts[-1]) // MINUTE_MS + 1, i) for i, (_, ts, _) in enumerate(loaded))
+        self._halts = sorted((m, i) for m, i in halts if m < data_end)
         self._tape: _Tape | None = None
         super().__init__(quote, settings.candle_ring_minutes, start_ms, capacity=len(symbols))
         self._has_trades = False
@@ -99,6 +106,7 @@ class ParquetMarket(RingMarket):
         m0 = start_ms // MINUTE_MS
         while self._rings.n < len(symbols) and self._first_minute[self._rings.n] <= m0:
             self._list(self._rings.n)
+        self._halt_due(m0)
         n = self._rings.n
         history = min(settings.history_minutes, max(0, m0 - self._grid_start))
         if history and n:
@@ -124,6 +132,7 @@ class ParquetMarket(RingMarket):
             )
         if self._tape is not None:
             self._tape.advance_to(now_ms)
+            self._halt_due(now_ms // MINUTE_MS)
             return
         target = now_ms // MINUTE_MS
         rings = self._rings
@@ -135,6 +144,7 @@ class ParquetMarket(RingMarket):
             )  # fmt: skip
             self._open_minute(rings.minute + 1)
         self._show(now_ms)
+        self._halt_due(target)
 
     def replay_ahead(self) -> None:
         """From now on, replay whole minutes only, computed a day at a time (`_Tape`): the same
@@ -193,6 +203,11 @@ class ParquetMarket(RingMarket):
             return None
         first = int(self._first_minute[self._all_symbols.index(symbol)]) * MINUTE_MS
         return f"its first candle opens at {first} (now {self._now_ms})"
+
+    def _halt_due(self, minute: int) -> None:
+        """Halt the pairs whose data ended before `minute` (listed ones: the rest halt once they list)."""
+        while self._halts and self._halts[0][0] <= minute and self._halts[0][1] < self._rings.n:
+            self._halt(self._halts.pop(0)[1])
 
     def _list(self, i: int) -> None:
         self._list_symbol(
@@ -357,11 +372,14 @@ class _Tape:
         it. `tests/engine/sim/test_parquet_source.py` compares a run with minute-by-minute batches."""
         self.advance_to(now_ms)  # lists what lists at the first minute, computes its day if needed
         market, first = self.market, self.minute
+        market._halt_due(first)
         i0 = first - self._day_start
         end = min(first + limit, self._day_start + self._day_len)
         listed = len(market._symbols)
         if listed < len(market._all_symbols):
             end = min(end, int(self.first_minute[listed]))  # the next listing starts a new run
+        if market._halts:
+            end = min(end, market._halts[0][0])  # and so does the next halt (markets change)
         i1, n, d = end - self._day_start, listed, self._day
         ts = np.arange(first, end, dtype=np.int64) * MINUTE_MS
         price = d["price"][i0:i1, :n]

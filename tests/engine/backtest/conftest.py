@@ -36,8 +36,9 @@ def _series(rng: np.random.Generator, price: float, n: int, pump_at: int | None)
     return np.column_stack([open_, high, low, close, volume])
 
 
-def write_store(root: Path, *, cut_ms: int | None = None) -> Path:
-    """Write the store; `cut_ms` drops every candle opening at or after it."""
+def write_store(root: Path, *, cut_ms: int | None = None, ends: dict[str, int] | None = None) -> Path:
+    """Write the store; `cut_ms` drops every candle opening at or after it; `ends` cuts one
+    pair's file at a minute (a delisting, or a pair collected over a shorter span)."""
     rng = np.random.default_rng(11)
     root.mkdir(parents=True, exist_ok=True)
     pairs = {"BTC/USDT": 60_000.0, "ETH/USDT": 2_400.0, "PUMP/USDT": 0.5, "ALT/USDT": 3.2, "CALM/USDT": 12.0}
@@ -51,6 +52,9 @@ def write_store(root: Path, *, cut_ms: int | None = None) -> Path:
         values = values[keep]
         if cut_ms is not None:
             values, ts = values[ts < cut_ms], ts[ts < cut_ms]
+        if ends is not None and symbol in ends:
+            stop = T0 + ends[symbol] * MIN
+            values, ts = values[ts < stop], ts[ts < stop]
         base, quote = symbol.split("/")
         table = pa.table(
             {"timestamp_ms": pa.array(ts, pa.int64())}

@@ -13,7 +13,7 @@ from engine.backtest import discovery_process
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import HistoryFeed
 from engine.backtest.history import index_history
-from engine.backtest.runner import MINUTE_MS, BacktestRunner
+from engine.backtest.runner import MINUTE_MS, BacktestRunner, utc_minute
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.domain import TickerBatch
@@ -22,7 +22,7 @@ from engine.journal.events import JournalEvent
 from engine.runtime.engine import Engine
 from engine.runtime.snapshot import Mode
 from engine.sim.parquet_source import ParquetMarket
-from tests.engine.backtest.conftest import START
+from tests.engine.backtest.conftest import START, T0, write_store
 from tests.kit.events import RecordingSink
 
 END = START + 7 * 60 * MINUTE_MS
@@ -109,3 +109,25 @@ def test_real_candles_through_a_listing_and_a_pump(config: HotcoinConfig, shared
     assert any(e.symbol == "BTG/USDT" for e in backtest.events)
     assert sum(e.kind == "fill" for e in backtest.events) >= 2
     assert _decisions(backtest.events) == _decisions(runtime.events)
+
+
+def test_a_pair_whose_data_ends_is_halted_the_same_on_both_paths(config: HotcoinConfig, tmp_path: Path) -> None:
+    """PUMP's file ends two minutes after the entry. Its last close used to be quoted on for
+    hours and the take-profit and max-hold exits filled at it, a price that never was; it is
+    halted (BREAK) after its last candle now: no order on it, the position held to the end,
+    and the report says why. The live runtime over the same market does the same."""
+    store = write_store(tmp_path / "store", ends={"PUMP/USDT": 1549})
+    runtime = asyncio.run(_runtime(config, store))
+    backtest = RecordingSink()
+    result = asyncio.run(BacktestRunner(config, store, backtest, run_id=RUN_ID).run(START, END))
+    assert _decisions(backtest.events) == _decisions(runtime.events)
+    pump = [(e.ts_ms, e.payload["side"]) for e in backtest.events if e.kind == "fill" and e.symbol == "PUMP/USDT"]
+    assert [side for _, side in pump] == ["buy"] and pump[0][0] < T0 + 1549 * MINUTE_MS
+    assert "PUMP/USDT" in result.open_positions
+    assert any(w.startswith(f"data ends: PUMP/USDT at {utc_minute(T0 + 1549 * MINUTE_MS)}: halted") for w in result.warnings)
+    (refused,) = [
+        e for e in backtest.events
+        if e.kind == "signal_snapshot" and e.symbol == "PUMP/USDT" and e.payload.get("stage") == "exit_policy"
+    ]  # fmt: skip
+    assert refused.ts_ms >= T0 + 1549 * MINUTE_MS  # journaled once, then retried quietly
+    assert {"name": "precheck:market_active", "passed": False, "value": "BREAK", "threshold": "TRADING"} in refused.payload["rules"]

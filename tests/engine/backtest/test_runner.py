@@ -22,7 +22,7 @@ from engine.backtest.runner import (
 from engine.config import HotcoinConfig
 from engine.domain import Fill, Side
 from engine.errors import ConfigError
-from tests.engine.backtest.conftest import GAP, PUMPS, START, T0, minute_config
+from tests.engine.backtest.conftest import GAP, LISTING_AT, PUMPS, START, T0, minute_config
 from tests.kit.events import RecordingSink
 
 
@@ -110,12 +110,28 @@ def test_bad_windows_say_what_to_change(config: HotcoinConfig, store: Path, star
 
 def test_a_start_inside_the_warm_up_says_so(config: HotcoinConfig, store: Path, run: tuple[BacktestResult, RecordingSink]) -> None:
     """A --from at the first candle runs, and says its first hour decided on part-empty windows."""
-    assert run[0].warnings == ()  # START leaves the whole warm-up
+    assert not any(w.startswith("warm-up") for w in run[0].warnings)  # START leaves the whole warm-up
     result = asyncio.run(BacktestRunner(config, store).run(T0, T0 + 10 * MINUTE_MS))
     (warning,) = result.warnings
     warm = config.backtest.warmup_minutes
     assert warning.startswith(f"warm-up: 0 of {warm} minutes before --from")
     assert f"Start at {utc_minute(T0 + warm * MINUTE_MS)} or later" in warning
+
+
+def test_the_store_s_surprises_are_warnings(config: HotcoinConfig, store: Path, run: tuple[BacktestResult, RecordingSink]) -> None:
+    """A file starting late is read as a listing and a regime pair with no candles switches the
+    btc_* features off, and a --to past the data is cut short: each changed the run, and
+    `--json` said nothing of it (the regime pair only reached the log)."""
+    (listing,) = run[0].warnings
+    assert listing.startswith(f"listings: NEW/USDT at {utc_minute(T0 + LISTING_AT * MINUTE_MS)} start trading")
+    assert "collected over a shorter span" in listing
+    cfg = minute_config(trading={"signals": {"regime_symbol": "XRP/USDT"}})
+    far = T0 + 10 * 1440 * MINUTE_MS
+    result = asyncio.run(BacktestRunner(cfg, store).run(START + 300 * MINUTE_MS, far))
+    assert result.warnings == (
+        "regime pair XRP/USDT has no candles in the store: the btc_* features are unknown (NaN) for the whole run",
+        f"--to is after the data: the run ends at the last candle's close, {utc_minute(result.end_ms)}",
+    )
 
 
 def _fill(side: Side, price: float, qty: float, fee: float) -> Fill:

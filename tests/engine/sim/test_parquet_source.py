@@ -447,3 +447,27 @@ def test_a_run_ends_with_the_tapes_day(tmp_path: Path) -> None:
     rings, ahead, start = day_and_more(tmp_path)
     lengths = same_runs(rings, ahead, start + M, G + 1720 * M, [100])
     assert max(lengths) == 100 and any(n < 100 for n in lengths[:-1])  # a day's end cut one short
+
+
+def test_a_pair_whose_candles_end_early_halts_after_its_last_one(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """OLD's file ends at minute 200 of 300 (a delisting, or a shorter collection). Its last close
+    used to be quoted, TRADING, to the end of the data, so exits filled hours later at a price
+    that never was; it is BREAK from the minute after its last candle, on both replay paths,
+    and a run stops short of the halt (a run's markets do not change inside it)."""
+    halt = G + 200 * M
+    write(tmp_path / "OLD_USDT-1m.parquet", np.arange(G, halt, M), candles(200, 3.0, 5))
+    start = G + 150 * M
+    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
+    ahead.replay_ahead()
+
+    def status(market: ParquetMarket) -> str:
+        return next(m.status.value for m in market.markets() if m.symbol == "OLD/USDT")
+
+    assert status(rings) == status(ahead) == "TRADING"
+    lengths = same_runs(rings, ahead, start + M, G + 290 * M, [500])
+    assert start + M + lengths[0] * M == halt  # the first run stops short of the halt
+    assert status(rings) == status(ahead) == "BREAK"
+    late = replay(tmp_path, G + 250 * M)  # a replay starting after the halt starts halted
+    assert status(late) == "BREAK"
