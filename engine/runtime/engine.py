@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,7 +301,10 @@ class Engine:
         self._close_all = CloseAllProgress(now, held, len(report.still_open), errors)
         await self._publish(None, now)
         if report.still_open:
-            return CommandResult(False, f"close-all: {len(report.still_open)} position(s) still open: {', '.join(report.still_open)}")
+            # Not a failure: the core keeps selling what is left at every price update (the
+            # progress in the snapshots shows it), so the console keeps its progress dialog.
+            left = f"{len(report.still_open)} position(s) still open ({', '.join(report.still_open)})"
+            return CommandResult(True, f"close-all: {left}, still closing; new entries paused until resume")
         flat = f"close-all: flat ({report.exits_filled} exit(s) filled, {report.cancelled} order(s) cancelled)"
         return CommandResult(True, f"{flat}; new entries paused until resume")
 
@@ -354,7 +357,7 @@ class Engine:
         if self.stats.cycles % CYCLE_STATS_EVERY == 0 and self.stats.cycle_ms:
             recent = list(self.stats.cycle_ms)[-1000:]
             self._cycle_pct = (float(np.percentile(recent, 50)), float(np.percentile(recent, 99)))
-        self._close_all = self._close_all_progress(len(core.book.holdings))
+        self._close_all = self._close_all_progress(core.book.holdings.keys())
         snap = EngineSnapshot(
             seq=self._seq,
             ts_ms=now,
@@ -368,16 +371,18 @@ class Engine:
         await self.hub.publish(snap)
         self.metrics.update_from_snapshot(snap)
 
-    def _close_all_progress(self, held: int) -> CloseAllProgress | None:
-        """The running close-all with `held` positions left; once flat it is shown for
-        `CLOSE_ALL_SHOWN_S` (the FLAT badge and the dialog's last word), then dropped, so the
+    def _close_all_progress(self, held: Collection[str]) -> CloseAllProgress | None:
+        """The running close-all with the `held` positions left, its errors only for those (none
+        once flat: a close that got there in a later cycle did not fail); once flat it is shown
+        for `CLOSE_ALL_SHOWN_S` (the FLAT badge and the dialog's last word), then dropped, so the
         banner does not say FLAT for good over positions opened after a resume. Wall-clock
         seconds, not market time: a demo at --speed 60 would flash it for a sixth of a second."""
         progress = self._close_all
         if progress is None:
             return None
         if progress.remaining:
-            progress = CloseAllProgress(progress.requested_ms, progress.total, held, progress.errors)
+            errors = tuple(e for e in progress.errors if e.split(": ", 1)[0] in held)  # "SYMBOL: what went wrong"
+            progress = CloseAllProgress(progress.requested_ms, progress.total, len(held), errors)
         if progress.remaining:
             return progress
         if self._close_all_flat_at is None:

@@ -81,7 +81,7 @@ class CloseAllProgress:
     requested_ms: int
     total: int
     remaining: int
-    errors: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()  # "SYMBOL: what went wrong", for positions still held
 
     @property
     def done(self) -> bool:

@@ -100,13 +100,14 @@ class CloseAllProgressDialog(ModalScreen[None]):
         closed = progress.total - progress.remaining if progress.total else 1
         bar.update(total=max(1, progress.total), progress=closed)
         if progress.done:
+            # Flat is the last word: an error from an earlier attempt no longer applies.
             status.update(Text(f"FLAT: all {progress.total} position(s) closed.", style="bold green"))
             self.query_one("#dialog-title", Label).update("CLOSE-ALL DONE")
             self.query_one("#close-hint", Static).update("Esc closes this.")  # nothing continues now
+        elif progress.errors:
+            status.update(Text(f"{progress.remaining} left; error: {'; '.join(progress.errors)}", style="bold red"))
         else:
             status.update(f"{progress.remaining} of {progress.total} still open…")
-        for error in progress.errors:
-            status.update(Text(f"{progress.remaining} left; error: {error}", style="bold red"))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -16,7 +16,8 @@ import pytest
 import textual.constants
 from rich.console import Console
 from rich.text import Text
-from textual.widgets import DataTable, ProgressBar, Static
+from textual.app import App
+from textual.widgets import DataTable, Label, ProgressBar, Static
 
 from engine.config.sections.tui import TuiSection
 from engine.domain import Candle, Fill
@@ -24,7 +25,7 @@ from engine.errors import ConfigError, TraceNotFoundError
 from engine.journal.events import JournalEvent
 from engine.runtime.client import Command, CommandResult, EngineClient
 from engine.runtime.fake_client import FakeEngineClient
-from engine.runtime.snapshot import EngineSnapshot, EventRow, Mode
+from engine.runtime.snapshot import CloseAllProgress, EngineSnapshot, EventRow, Mode
 from hotcoin_tui.app import HotcoinApp
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.help import HelpDialog
@@ -257,6 +258,33 @@ async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hin
         assert dialog.query_one(ProgressBar).percentage == 1
         assert plain(dialog.query_one("#close-hint", Static)).strip() == "Esc closes this."
         await fake.stop()
+
+
+@pytest.mark.parametrize(
+    ("progress", "title", "status", "red"),
+    [
+        (CloseAllProgress(1, 2, 0, ("AQVLZ/USDT: still open",)), "CLOSE-ALL DONE", "FLAT: all 2 position(s) closed.", False),
+        (CloseAllProgress(1, 2, 1, ("AQVLZ/USDT: still open",)), "CLOSING ALL POSITIONS", "1 left; error: AQVLZ/USDT: still open", True),
+        (CloseAllProgress(1, 2, 1), "CLOSING ALL POSITIONS", "1 of 2 still open…", False),
+    ],
+    ids=["flat-after-an-error", "error-while-open", "open"],
+)
+async def test_close_all_progress_ends_on_flat_not_on_an_earlier_error(
+    progress: CloseAllProgress, title: str, status: str, red: bool
+) -> None:
+    """A close-all whose first send hit a 429 but that ended flat showed CLOSE-ALL DONE over a
+    red "still open" error: flat is the last word."""
+    app = App[None]()
+    async with app.run_test(size=SMALL) as pilot:
+        dialog = CloseAllProgressDialog(2)
+        await app.push_screen(dialog)
+        await pilot.pause()
+        dialog.show(progress, progress.remaining)
+        await pilot.pause()
+        shown = dialog.query_one("#close-status", Static)
+        assert plain(shown).strip() == status
+        assert str(dialog.query_one("#dialog-title", Label).render()) == title
+        assert (isinstance(shown.content, Text) and "red" in str(shown.content.style)) is red
 
 
 async def test_close_all_cancel_sends_nothing(fake: FakeEngineClient) -> None:

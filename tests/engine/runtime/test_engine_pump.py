@@ -14,8 +14,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from engine.domain import TickerBatch
-from engine.errors import JournalError
+from engine.domain import OrderIntent, OrderPurpose, TickerBatch
+from engine.errors import JournalError, RetryableOrderError
+from engine.execution.broker import OrderUpdate
+from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.ops.notify.events import notification_for
@@ -24,7 +26,7 @@ from engine.runtime.client import Command
 from engine.runtime.feed import SimFeed
 from engine.runtime.recovery import read_journal
 from hotcoin_tui.cli import app
-from tests.kit.engine import pump_rig
+from tests.kit.engine import pump_rig, quiet_config
 from tests.kit.waiting import eventually
 
 
@@ -121,6 +123,41 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path, monkeypatch:
         commands = [(e.payload["command"], e.payload["origin"]) for e in reader.events(kinds=["command"])]
     assert len(exits) == 1, "close-all pressed twice must sell once"
     assert ("pause", "test (close-all)") in commands
+
+
+class _BusyOnFirstCloseAll(PaperBroker):
+    """The first close-all sell is refused with a 429 (the router frees its id); the core sends
+    it again at the next price update, and that one fills."""
+
+    def __init__(self, model: FillModel) -> None:
+        super().__init__(model)
+        self.refused = False
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        if intent.purpose is OrderPurpose.CLOSE_ALL and not self.refused:
+            self.refused = True
+            raise RetryableOrderError("429 too many requests")
+        return await super().submit(intent, now_ms)
+
+
+async def test_a_close_all_that_ends_flat_on_a_later_cycle_reports_no_error(tmp_path: Path) -> None:
+    """The first sell hit a 429: the reply said the close-all had failed (the console dropped
+    its progress dialog) and, once the engine closed the position a cycle later, the dialog
+    still showed "still open" in red under CLOSE-ALL DONE."""
+    ex = quiet_config().trading.execution
+    async with pump_rig(tmp_path / "j.sqlite", broker=_BusyOnFirstCloseAll(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        result = await engine.command(Command.CLOSE_ALL, "test")
+        assert result.accepted, result.message
+        assert "still closing" in result.message and rig.pump_symbol in result.message
+        progress = engine.hub.latest.close_all  # type: ignore[union-attr]
+        assert progress is not None and progress.errors == (f"{rig.pump_symbol}: still open",)
+        await eventually(lambda: (s := engine.hub.latest) is not None and s.close_all is not None and s.close_all.done)
+        assert engine.hub.latest.close_all.errors == ()  # type: ignore[union-attr]
+        engine.stop()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_metrics_count_signals_and_orders(tmp_path: Path) -> None:
