@@ -47,7 +47,13 @@ from engine.journal.events import EventSink, check, make_trace_id
 from engine.portfolio.allocator import Allocator
 from engine.portfolio.clusters import Clusters
 from engine.portfolio.exits import ExitDecision, ExitPolicy
-from engine.portfolio.positions import BookChange, Holding, PositionBook, as_booked
+from engine.portfolio.positions import (
+    WRITE_OFF_REASON,
+    BookChange,
+    Holding,
+    PositionBook,
+    as_booked,
+)
 from engine.portfolio.risk import RiskEvent, RiskManager
 from engine.signals.bars import BarHistory, BarSource
 from engine.signals.scorer import Scorer
@@ -168,10 +174,11 @@ class TradingCore:
         """The runtime's state machine decides; the core obeys (entries only when tradeable)."""
         self.engine_state = state
 
-    def restore(self, holdings: Mapping[str, Holding], cash: float) -> None:
-        """Take over the positions and cash rebuilt from the journal after a restart
-        (`engine.runtime.recovery`), before the first cycle; marks restart at the entry prices."""
+    def restore(self, holdings: Mapping[str, Holding], cash: float, written_off: Mapping[str, float] | None = None) -> None:
+        """Take over the positions, cash and dust written off rebuilt from the journal after a
+        restart (`engine.runtime.recovery`), before the first cycle; marks restart at the entry prices."""
         self.book.holdings = dict(holdings)
+        self.book.written_off = dict(written_off or {})
         self.cash = cash
         for symbol, held in holdings.items():
             self._last_action_ms[symbol] = held.position.opened_ms
@@ -436,7 +443,7 @@ class TradingCore:
         if result.intent is None:
             if _unsellable(result, pos.quantity * pos.entry_price, market):
                 # Worth less than the exchange lets us sell: write the remainder off rather than retry forever.
-                self._journal_change(self.book.write_off(pos.symbol, now_ms), now_ms, "dust", trace, seq)
+                self._journal_change(self.book.write_off(pos.symbol, now_ms), now_ms, WRITE_OFF_REASON, trace, seq)
                 self._after_close(pos.symbol, now_ms, held.exit_legs)
             return None
         if trace == pos.trace_id:
@@ -505,7 +512,7 @@ class TradingCore:
             elif held is not None and fill.side is Side.SELL and order.status.is_terminal and self._is_dust(held, fill.price):
                 # A full exit sells what the step size allows; the crumbs left (e.g. after a fee
                 # taken in coins) can never be sold: write them off now, not on the next tick.
-                self._journal_change(self.book.write_off(fill.symbol, now_ms), now_ms, "dust", trace, seq)
+                self._journal_change(self.book.write_off(fill.symbol, now_ms), now_ms, WRITE_OFF_REASON, trace, seq)
                 self._after_close(fill.symbol, now_ms, held.exit_legs)
         if order.status.is_terminal:
             self._finish(order)

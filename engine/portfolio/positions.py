@@ -19,6 +19,8 @@ from engine.domain import Fill, Position, Side
 from engine.domain.market import to_decimal
 from engine.errors import HotcoinError
 
+WRITE_OFF_REASON = "dust"  # the `reason` of the `position_update` journaled for a `write_off`
+
 
 class PositionError(HotcoinError):
     """A fill that cannot belong to the book as it stands (e.g. a sell of a coin we do not hold)."""
@@ -91,6 +93,9 @@ class PositionBook:
     def __init__(self) -> None:
         self.holdings: dict[str, Holding] = {}
         self.closed: list[ClosedTrade] = []
+        # symbol -> coins written off as dust: gone from the book, still on the exchange, so the
+        # balance audit counts them as a known excess rather than a fill we missed.
+        self.written_off: dict[str, float] = {}
 
     def __contains__(self, symbol: str) -> bool:
         return symbol in self.holdings
@@ -172,6 +177,7 @@ class PositionBook:
         """Drop a remainder too small to sell (below the exchange's minimums), its cost as a loss."""
         held = self.holdings.pop(symbol)
         pos = held.position
+        self.written_off[symbol] = _add(self.written_off.get(symbol, 0.0), pos.quantity)
         loss = -(pos.entry_price * pos.quantity) - pos.entry_fees
         total = pos.realised_pnl + loss
         self.closed.append(ClosedTrade(symbol, pos.trace_id, total, pos.opened_ms, now_ms))

@@ -8,14 +8,18 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **holdings** from the `fill` events, applied to a fresh `PositionBook` in seq order, so the
      quantities, entry price, entry fees and realised PnL are exactly what the core had (fills,
      not `position_update`s, are the source: a kill between a fill and its update must not lose
-     the fill). Beside each position: the exit legs already used in its trace (the next exit's
-     client id continues after them, so no exit id is ever reused), the take-profit tiers that
-     sold something (tiers are hit in order) and the break-even stop they moved;
+     the fill), less the dust the core wrote off (a `position_update` close with reason `dust`:
+     no fill records it, and the coins stay on the exchange). Beside each position: the exit
+     legs already used in its trace (the next exit's client id continues after them, so no exit
+     id is ever reused), the take-profit tiers that sold something (tiers are hit in order) and
+     the break-even stop they moved;
    - **cash**: the configured capital plus every fill's cash flow;
    - **client ids already attempted**: seeded into the router's duplicate guard, so an intent the
      core decides again after the restart is suppressed before any broker sees it (ids freed by
      a retryable rejection are freed here too, as the router does);
-   - **open orders**: attempted, with no terminal `order_result`.
+   - **open orders**: attempted, with no terminal `order_result`;
+   - **the operator's pause** of new entries: the last `command` event among pause, close-all
+     (which pauses too) and resume.
 2. `Recovery.apply(engine, now)` installs that into the new core and router, then reconciles the
    open orders with the broker:
    - **paper**: the paper broker lives in the process and died with it, so an order in flight at
@@ -62,8 +66,15 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import PaperBroker
 from engine.journal.events import EventSink, JournalEvent, known_versions
 from engine.market.gateway import Balance
-from engine.portfolio.positions import BookChange, PositionBook, PositionError, as_booked
+from engine.portfolio.positions import (
+    WRITE_OFF_REASON,
+    BookChange,
+    PositionBook,
+    PositionError,
+    as_booked,
+)
 from engine.portfolio.risk import RiskDay
+from engine.runtime.client import Command
 
 if TYPE_CHECKING:
     from engine.runtime.engine import Engine
@@ -71,9 +82,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hotcoin.recovery")
 
-KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event")
+KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command")
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
+_PAUSED_BY = {Command.PAUSE.value: True, Command.CLOSE_ALL.value: True, Command.RESUME.value: False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +151,7 @@ class RecoveredState:
     last_ts_ms: int = 0
     fills: int = 0
     risk: RiskDay = field(default_factory=RiskDay)  # the risk manager's day, limits and streak
+    paused: bool = False  # the operator paused new entries (a pause or close-all not yet resumed)
 
     @property
     def empty(self) -> bool:
@@ -239,9 +252,13 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             if p["action"] == "open" and trace is not None:
                 opened_seq[str(trace)] = ev.seq
             elif p["action"] == "close":
+                if p.get("reason") == WRITE_OFF_REASON:
+                    _write_off(state, ev, trace)
                 state.risk.see_close(float(p.get("total_realised_pnl", p.get("realised_pnl", 0.0))))
         elif ev.kind == "risk_event":
             state.risk.see_event(ev.ts_ms, p)
+        elif ev.kind == "command" and p.get("command") in _PAUSED_BY:
+            state.paused = _PAUSED_BY[str(p["command"])]
     for held in book.holdings.values():
         pos = held.position
         held.exit_legs = legs.get(pos.trace_id, 0)
@@ -256,6 +273,18 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             pending.pending_exit = order.client_order_id
     state.unbooked = sorted(unbooked.values(), key=lambda u: u.fill_seq)
     return state
+
+
+def _write_off(state: RecoveredState, ev: JournalEvent, trace: str | None) -> None:
+    """Drop the dust the core wrote off (`PositionBook.write_off`): no fill records it, so
+    without this the remainder came back as a position, later buys were added to it (old trace,
+    old open time) and max-hold sold them, and it was written off again as a new loss."""
+    symbol = ev.symbol or ""
+    held = state.book.get(symbol)
+    if held is None or held.position.trace_id != trace:
+        state.anomalies.append(f"seq {ev.seq}: dust write-off of {symbol} ({trace}), which the fills do not hold")
+        return
+    state.book.write_off(symbol, ev.ts_ms)
 
 
 def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
@@ -284,11 +313,15 @@ class Recovery:
         sink = engine.tap
         for u in state.unbooked:
             _journal_update(sink, u, now_ms)
-        core.restore(state.book.holdings, state.cash)
+        core.restore(state.book.holdings, state.cash, state.book.written_off)
         core.risk.restore(state.risk, now_ms)
         if state.risk.l5_at_ms is not None:
             engine.state.restore_l5(state.risk.l5_at_ms + int(engine.config.state.l5_cooldown_s * 1000))
         engine.router.remember(state.sent_ids)
+        if state.paused:
+            # A crash after the panic button (the service restarts the engine) must not re-arm buying.
+            engine.cycle.paused = core.paused = True
+            log.warning("entries paused (restored from the journal): resume with p")
         settled = await self._reconcile(engine, now_ms)
         payload: dict[str, Any] = {
             "code": "recovered",
@@ -305,6 +338,7 @@ class Recovery:
             "through_seq": state.last_seq,
             "unbooked_fills": [u.fill_seq for u in state.unbooked],
             "anomalies": state.anomalies,
+            "paused": state.paused,
         }
         sink.emit("risk_event", ts_ms=now_ms, payload=payload)
         return payload
@@ -396,7 +430,8 @@ class BalanceAudit:
 
     Checked: each held coin's balance (free + locked) against the position's quantity (an
     exchange holding *less* means the position was partly sold or never bought; *more* beyond
-    `tolerance` means a fill we did not book), and the free quote against the cash the core
+    `tolerance` means a fill we did not book, unless it is within the dust written off on that
+    coin, which stays on the exchange), and the free quote against the cash the core
     thinks it may spend. Coins we do not hold are not ours to judge (fee BNB, the owner's own
     coins). A mismatch is journaled as a `risk_event` with code `balance_mismatch`, once per
     asset until the numbers change, and returned; trading decisions stay with the risk checks.
@@ -428,10 +463,12 @@ class BalanceAudit:
             asset = symbol.split("/")[0]
             seen.add(asset)
             ours = held.position.quantity
+            dust = core.book.written_off.get(symbol, 0.0)
             bal = balances.get(asset)
             theirs = float(bal.total) if bal is not None else 0.0
-            if abs(theirs - ours) > self.tolerance * max(1.0, ours):
-                found.append(self._mismatch(asset, symbol, ours, theirs, "position quantity"))
+            slack = self.tolerance * max(1.0, ours)
+            if theirs < ours - slack or theirs > ours + dust + slack:
+                found.append(self._mismatch(asset, symbol, ours, theirs, "position quantity", dust))
         seen.add(self.quote_asset)
         spendable = core.cash - core.reserved_cash()
         quote = balances.get(self.quote_asset)
@@ -449,10 +486,14 @@ class BalanceAudit:
         return fresh
 
     @staticmethod
-    def _mismatch(asset: str, symbol: str | None, ours: float, theirs: float, what: str) -> dict[str, Any]:
+    def _mismatch(asset: str, symbol: str | None, ours: float, theirs: float, what: str, dust: float = 0.0) -> dict[str, Any]:
+        also = f" and {dust:.10g} more was written off as dust" if dust else ""
         return {
             "code": "balance_mismatch",
-            "detail": f"{asset}: the exchange holds {theirs:.10g}, our {what} is {ours:.10g}; reconcile before trusting either",
+            "detail": (
+                f"{asset}: the exchange holds {theirs:.10g}, our {what} is {ours:.10g}{also}; "
+                "reconcile before trusting either"
+            ),
             "value": theirs,
             "threshold": ours,
             "asset": asset,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,7 @@ from engine.journal.writer import Journal
 from engine.market.fake import FakeGateway
 from engine.market.gateway import Balance
 from engine.portfolio.risk import RiskLevel
+from engine.runtime.client import Command
 from engine.runtime.recovery import (
     BALANCE_CHECK_MS,
     LOST_IN_RESTART,
@@ -352,3 +355,178 @@ async def test_engine_runs_the_balance_audit_every_five_minutes(tmp_path: Path) 
     elapsed = rig.engine._now - START_MS
     assert elapsed >= 2 * BALANCE_CHECK_MS
     assert gw.calls.count("fetch_balance") == elapsed // BALANCE_CHECK_MS + 1  # at 0, 5, 10 ... minutes
+
+
+def _traded(sink: RecordingSink, trace: str, side: str, qty: float, price: float, ts_ms: int, action: str, held: float) -> int:
+    """One fill and its `position_update`, as the core journals them; returns the update's seq."""
+    purpose = "entry" if side == "buy" else "stop_loss"
+    cid = client_order_id(trace, OrderPurpose(purpose), 1)
+    fill = sink.emit("fill", ts_ms=ts_ms, trace_id=trace, symbol=DOGE,
+                     payload={"client_order_id": cid, "side": side, "price": price, "quantity": qty, "fee_quote": 0.0,
+                              "trade_id": f"{cid}:{qty}"})  # fmt: skip
+    return sink.emit("position_update", ts_ms=ts_ms, trace_id=trace, symbol=DOGE, cause=fill,
+                     payload={"action": action, "quantity": held, "entry_price": 0.3, "realised_pnl": 0.0,
+                              "reason": purpose, "position_trace_id": trace})  # fmt: skip
+
+
+def test_rebuild_drops_the_dust_the_core_wrote_off() -> None:
+    """A stop sold 999.9 of 1000 and the core wrote the 0.1 left off as dust (no fill records
+    that); a new DOGE trade came later. A restart brought the 0.1 back as a position, added the
+    new buy to it (old trace, old open time), and max-hold sold it at once."""
+    sink = RecordingSink()
+    _traded(sink, T_DOGE, "buy", 1000.0, 0.3, T0, "open", 1000.0)
+    partial = _traded(sink, T_DOGE, "sell", 999.9, 0.25, T0 + 1_000, "partial_close", 0.1)
+    sink.emit("position_update", ts_ms=T0 + 1_000, trace_id=T_DOGE, symbol=DOGE, cause=partial,
+              payload={"action": "close", "quantity": 0.0, "entry_price": 0.3, "realised_pnl": -0.03,
+                       "total_realised_pnl": -50.025, "reason": "dust", "position_trace_id": T_DOGE})  # fmt: skip
+    later = T0 + 3_600_000
+    _traded(sink, T_PEPE, "buy", 500.0, 0.32, later, "open", 500.0)
+
+    state = rebuild(sink.events, CAPITAL)
+    (held,) = state.book.holdings.values()
+    pos = held.position
+    assert (pos.symbol, pos.trace_id, pos.quantity, pos.opened_ms, pos.entry_price) == (DOGE, T_PEPE, 500.0, later, 0.32)
+    assert state.book.written_off == {DOGE: pytest.approx(0.1)}, "the dust is still on the exchange"
+    assert state.risk.consecutive_losses == 1 and state.anomalies == []
+    assert state.cash == pytest.approx(CAPITAL - 300.0 + 999.9 * 0.25 - 160.0)
+
+
+def test_a_dust_write_off_of_a_position_the_fills_do_not_hold_is_an_anomaly() -> None:
+    sink = RecordingSink()
+    _traded(sink, T_DOGE, "buy", 1000.0, 0.3, T0, "open", 1000.0)
+    sink.emit("position_update", ts_ms=T0, trace_id=T_PEPE, symbol=DOGE,
+              payload={"action": "close", "quantity": 0.0, "entry_price": 0.3, "realised_pnl": -1.0,
+                       "reason": "dust", "position_trace_id": T_PEPE})  # fmt: skip
+    state = rebuild(sink.events, CAPITAL)
+    assert state.book.holdings[DOGE].position.quantity == 1000.0, "another trace's write-off drops nothing"
+    assert state.book.written_off == {}
+    (anomaly,) = state.anomalies
+    assert "dust write-off of DOGE/USDT" in anomaly
+
+
+class _Crumbs(PaperBroker):
+    """Every sell leaves 0.01 % of what was asked unsold (as a fee kept in coins or a step
+    rounded down does on an exchange): a full exit ends with a remainder the core writes off."""
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        if intent.side is Side.SELL:
+            intent = dataclasses.replace(intent, quantity=intent.quantity * Decimal("0.9999"))
+        return await super().submit(intent, now_ms)
+
+
+async def test_a_restart_does_not_bring_back_dust_written_off(tmp_path: Path) -> None:
+    """End to end: a run writes a remainder off as dust, the next run on the same journal
+    recovers nothing of it and never writes it off again (a fresh losing close at every restart
+    fired the losing-streak cool-down)."""
+    path = tmp_path / "j.sqlite"
+    written_off: list[str] = []
+
+    def dust(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+        if kind == "position_update" and payload.get("reason") == "dust" and symbol is not None:
+            written_off.append(symbol)
+
+    ex = load_config(env={}).config.trading.execution
+    async with pump_rig(path, broker=_Crumbs(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))) as rig:
+        engine = rig.engine
+        engine.observe(dust)
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: bool(written_off), timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        assert engine.core is not None
+        held = {s: h.position.trace_id for s, h in engine.core.book.holdings.items()}
+        dust_left = dict(engine.core.book.written_off)
+        assert set(dust_left) == set(written_off) and rig.pump_symbol not in held
+        await rig.journal.flush()
+        before = rig.journal.next_seq - 1
+
+    state = read_journal(path, CAPITAL)
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.recovery = Recovery(state)
+        task = asyncio.create_task(engine2.run())
+        await eventually(lambda: engine2.stats.cycles > 20, timeout=60)
+        core2 = engine2.core
+        assert core2 is not None
+        assert core2.book.written_off == pytest.approx(dust_left)
+        engine2.stop()
+        await asyncio.wait_for(task, 10)
+    with JournalReader(path) as reader:
+        events = _tail_after(list(reader.events()), before)
+    (recovered,) = [e for e in events if e.kind == "risk_event" and e.payload["code"] == "recovered"]
+    assert {p["symbol"]: p["trace_id"] for p in recovered.payload["positions"]} == held
+    assert recovered.payload["anomalies"] == []
+    assert not [e for e in events if e.kind == "position_update" and e.payload["reason"] == "dust"]
+
+
+async def test_balance_audit_counts_the_dust_written_off_as_known_excess() -> None:
+    """DOGE dust written off earlier stays on the exchange beside the 600 held now: no mismatch
+    for up to that much more; beyond it, or short, is still one, and the detail names the dust."""
+    sink = RecordingSink()
+    core = await _history(sink)
+    core.book.written_off[DOGE] = 0.9
+    for exchange, mismatched in (
+        (_balances(DOGE="600.9", USDT="5000"), []),
+        (_balances(DOGE="600.4", USDT="5000"), []),
+        (_balances(DOGE="602", USDT="5000"), ["DOGE"]),
+        (_balances(DOGE="599", USDT="5000"), ["DOGE"]),
+    ):
+        found = await BalanceAudit(FakeGateway(balances=exchange), "USDT").run(core, sink, T0)
+        assert [m["asset"] for m in found] == mismatched, exchange
+    assert "and 0.9 more was written off as dust" in found[0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("commands", "paused"),
+    [
+        ([], False),
+        (["pause"], True),
+        (["pause", "resume"], False),
+        (["close_all"], True),  # close-all pauses too (it journals no pause when already paused)
+        (["pause", "close_all", "resume"], False),
+        (["resume", "close_all", "close_all"], True),
+        (["pause", "shutdown"], True),
+    ],
+    ids=["none", "pause", "resumed", "close-all", "close-all-resumed", "close-all-repeat", "shutdown-keeps"],
+)
+def test_rebuild_keeps_the_operators_pause(commands: list[str], paused: bool) -> None:
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    for i, command in enumerate(commands):
+        sink.emit("command", ts_ms=T0 + i, payload={"command": command, "origin": "tui"})
+    assert rebuild(sink.events, CAPITAL).paused is paused
+
+
+async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The panic button pauses entries until the operator resumes; a crash (the service restarts
+    the engine) lost that and the next hot coin was bought."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and bool(engine.core.book.holdings), timeout=60)
+        assert (await engine.command(Command.CLOSE_ALL, "test")).accepted
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        await rig.journal.flush()
+        before = rig.journal.next_seq - 1
+
+    state = read_journal(path, CAPITAL)
+    assert state.paused
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.recovery = Recovery(state)
+        task = asyncio.create_task(engine2.run())
+        await eventually(lambda: engine2.hub.latest is not None and engine2.stats.cycles > 200, timeout=60)
+        snap = engine2.hub.latest
+        assert snap is not None and snap.status.paused and engine2.paused
+        assert "entries paused (restored from the journal): resume with p" in caplog.text
+        assert (await engine2.command(Command.RESUME, "test")).accepted
+        assert not engine2.paused
+        engine2.stop()
+        await asyncio.wait_for(task, 10)
+    with JournalReader(path) as reader:
+        checks = [e.payload for e in _tail_after(list(reader.events(kinds=["risk_check"])), before)]
+    # The pump's coin turned hot again after the restart: its entry was refused for the pause.
+    assert checks and not any(c["approved"] for c in checks)
+    assert any(c["name"] == "operator_pause" and not c["passed"] for c in checks[0]["checks"])
