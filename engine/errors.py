@@ -5,6 +5,7 @@
     ├── JournalError
     │   ├── EventValidationError a malformed event (rejected and counted, never dropped silently)
     │   ├── JournalInUseError    another engine is writing this journal (its lock is held)
+    │   ├── JournalDamagedError  the file or some of its events cannot be read back (corruption)
     │   └── TraceNotFoundError   replay of an unknown or ambiguous trace id
     ├── MarketDataError          data no exchange could have sent (NaN, negative, unknown symbol)
     └── OrderError               an order that failed; `error_class` says what a caller may do
@@ -44,6 +45,17 @@ class EventValidationError(JournalError):
 
 class JournalInUseError(JournalError):
     """Another engine holds the journal's writer lock; two writers would trade the same positions."""
+
+
+class JournalDamagedError(JournalError):
+    """A journal that is an SQLite file but cannot be read back: a truncated or overwritten
+    file, or event rows whose text or payload no longer decode. Told apart from "no journal"
+    because the fix differs: keep the file and salvage it, rather than point at another.
+    `reason` is what is wrong, short (SQLite's words), for a table cell."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class TraceNotFoundError(JournalError):

@@ -9,6 +9,11 @@ Lookups go through indexes only: a trace's events by `events_trace` (one seek pe
 see `schema`), a prefix by a range on the same index (`trace_id >= p AND trace_id < p ||
 U+10FFFF`), listings by the `traces` rowid (first_seq). Events duplicated by an interrupted
 rotation (see `rotation`) are returned once.
+
+Damage is named, never a traceback: an event's text columns are read as bytes and decoded
+here, so a row that no longer decodes (or whose payload is not a JSON object) raises
+`JournalDamagedError` with its file and seq, and a file SQLite finds corrupt says so rather
+than "is it a hotcoin journal?". `check` decodes every event to list the damaged ones.
 """
 
 from __future__ import annotations
@@ -23,12 +28,11 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from engine.errors import JournalError, TraceNotFoundError
+from engine.errors import JournalDamagedError, JournalError, TraceNotFoundError
 from engine.journal.events import JournalEvent
 from engine.journal.files import list_archives
 from engine.journal.schema import (
     BUCKET_SHIFT,
-    EVENT_COLUMNS,
     MIN_MAX,
     SCHEMA_VERSION_KEY,
     TRACE_COLUMNS,
@@ -37,11 +41,16 @@ from engine.journal.schema import (
 )
 
 Outcome = Literal["all", "entered", "rejected", "open"]
-RawRow = tuple[int, int, str | None, int | None, str, str | None, str, int]
+RawRow = tuple[int, int, str | None, int | None, str, str | None, str | bytes, int]
 
 FULL_ID_LEN = 16  # `make_trace_id` length
 _TOP = "\U0010ffff"  # sorts after every character a trace id can hold
 _OUTCOME_RANK = {"open": 0, "rejected": 1, "entered": 2}
+# `EVENT_COLUMNS` with the text read as bytes: sqlite3 would fail a row that is not UTF-8 with
+# "Could not decode to UTF-8 column", naming no seq; `_decoded` names it.
+_RAW_COLUMNS = "seq, ts_ms, CAST(trace_id AS BLOB), cause, CAST(kind AS BLOB), CAST(symbol AS BLOB), CAST(payload AS BLOB), v"
+_SALVAGE = "`hotcoin journal check` lists the damaged events, `hotcoin journal export --skip-damaged` saves the others"
+LISTED_DAMAGED = 10  # damaged seqs `check` lists per file (all are counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +147,16 @@ class JournalReader:
         rows = self._trace_rows(ident) if len(ident) >= FULL_ID_LEN else {}
         if not rows:
             rows = self._trace_rows(self.resolve(ident))
-        return [_event(rows[seq]) for seq in sorted(rows)]
+        return [_event(*_decoded(*rows[seq])) for seq in sorted(rows)]
 
-    def _trace_rows(self, trace_id: str) -> dict[int, RawRow]:
-        rows: dict[int, RawRow] = {}
-        for conn in self._files():
+    def _trace_rows(self, trace_id: str) -> dict[int, tuple[Path, tuple[Any, ...]]]:
+        rows: dict[int, tuple[Path, tuple[Any, ...]]] = {}
+        for path, conn in self._named_files():
             buckets = _event_buckets(conn)
             if buckets is not None:
-                for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE {buckets} AND trace_id = ?", (trace_id,)):
-                    rows.setdefault(row[0], row)
+                sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE {buckets} AND trace_id = ?"
+                for row in _scan(path, conn, sql, (trace_id,)):
+                    rows.setdefault(row[0], (path, row))
         return rows
 
     def traces(
@@ -213,28 +223,64 @@ class JournalReader:
         kinds: Sequence[str] | None = None,
     ) -> Iterator[JournalEvent]:
         """Events in seq order over archives then the main file; `until_ms` is exclusive."""
-        for row in self._rows(since_ms, until_ms, kinds):
-            yield _event(row)
+        for path, row in self._rows(since_ms, until_ms, kinds):
+            yield _event(*_decoded(path, row))
+
+    def last_event(self, *, until_ms: int, kinds: Sequence[str]) -> JournalEvent | None:
+        """The last event (by seq) of one of `kinds` before `until_ms`, however long ago: a walk
+        down the primary key, newest file first, that stops at the first match. (`+ts_ms` keeps
+        SQLite off the `events_ts` index, which would visit every earlier event, then sort.)"""
+        marks = ", ".join("?" * len(kinds))
+        sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE +ts_ms < ? AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1"
+        for path, conn in self._named_files():
+            for row in _scan(path, conn, sql, (until_ms, *kinds)):
+                return _event(*_decoded(path, row))
+        return None
+
+    def headers_before(self, seq: int) -> Iterator[tuple[int, int, str]]:
+        """(seq, ts_ms, kind) of the events before `seq`, newest first, over the main file then
+        the archives. Payloads are neither read out nor decoded: walking back is cheap."""
+        below = seq
+        for path, conn in self._named_files():
+            for found, ts, kind in _scan(path, conn, "SELECT seq, ts_ms, CAST(kind AS BLOB) FROM events WHERE seq < ? ORDER BY seq DESC", (below,)):
+                below = found  # an archive's copy of a row already seen (interrupted rotation) is skipped
+                yield found, ts, kind.decode(errors="replace")
 
     def export_jsonl(
-        self, dest: Path | str | IO[bytes] | IO[str], *, since_ms: int | None = None, until_ms: int | None = None
+        self,
+        dest: Path | str | IO[bytes] | IO[str],
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        skipped: list[int] | None = None,
     ) -> int:
-        """Write events as JSON lines (payload inlined as an object); returns the count."""
+        """Write events as JSON lines (payload inlined as an object); returns the count. A damaged
+        event raises `JournalDamagedError`, unless `skipped` is given: then it is left out and
+        its seq appended there, so what can be read is saved and what cannot is named."""
         if isinstance(dest, str | Path):
             with Path(dest).open("wb") as fh:
-                return self._export(fh, since_ms, until_ms)
-        return self._export(dest, since_ms, until_ms)
+                return self._export(fh, since_ms, until_ms, skipped)
+        return self._export(dest, since_ms, until_ms, skipped)
 
-    def _export(self, fh: IO[bytes] | IO[str], since_ms: int | None, until_ms: int | None) -> int:
+    def _export(self, fh: IO[bytes] | IO[str], since_ms: int | None, until_ms: int | None, skipped: list[int] | None) -> int:
         text = isinstance(fh, io.TextIOBase)
         count = 0
-        for row in self._rows(since_ms, until_ms, None):
+        for path, raw in self._rows(since_ms, until_ms, None):
+            try:
+                row, _ = _decoded(path, raw)
+            except JournalDamagedError:
+                if skipped is None:
+                    raise
+                skipped.append(raw[0])
+                continue
             line = json_line(row)
             fh.write(line.decode() if text else line)  # type: ignore[arg-type]
             count += 1
         return count
 
-    def _rows(self, since_ms: int | None, until_ms: int | None, kinds: Sequence[str] | None) -> Iterator[RawRow]:
+    def _rows(
+        self, since_ms: int | None, until_ms: int | None, kinds: Sequence[str] | None
+    ) -> Iterator[tuple[Path, tuple[Any, ...]]]:
         where: list[str] = ["1"]
         params: list[object] = []
         if since_ms is not None:
@@ -246,13 +292,13 @@ class JournalReader:
         if kinds:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             params.extend(kinds)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
         last = 0
-        for conn in reversed(list(self._files())):  # oldest archive first, main last
-            for row in conn.execute(sql, params):
+        for path, conn in reversed(list(self._named_files())):  # oldest archive first, main last
+            for row in _scan(path, conn, sql, params):
                 if row[0] > last:  # a rotation interrupted between copy and delete duplicates rows
                     last = row[0]
-                    yield row
+                    yield path, row
 
     def last_ts_ms(self) -> int | None:
         """The newest event time in the journal (main file, else the newest archive with events);
@@ -266,29 +312,23 @@ class JournalReader:
     # -- health -------------------------------------------------------------------------------
 
     def check(self) -> list[dict[str, Any]]:
-        """Per file: integrity_check result, size, event/trace counts, seq and time range."""
+        """Per file: integrity_check result, size, event/trace counts, seq and time range, and
+        the events that do not decode (`damaged_events`, the first `damaged_seqs`). SQLite's
+        integrity_check checks pages and indexes, not what a row holds: a flipped bit inside a
+        payload passes it and then fails export and replay, so every event is decoded here.
+        An archive SQLite cannot read is reported (`unreadable_file`), not raised."""
         report = []
-        for path, conn in self._named_files():
-            integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
-            first, last, lo_ts, hi_ts, count = conn.execute(
-                "SELECT MIN(seq), MAX(seq), MIN(ts_ms), MAX(ts_ms), COUNT(*) FROM events"
-            ).fetchone()
-            outcomes = dict(conn.execute("SELECT outcome, COUNT(*) FROM traces GROUP BY outcome").fetchall())
-            kinds = dict(conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
-            report.append(
-                {
-                    "path": str(path),
-                    "integrity": integrity,
-                    "bytes": path.stat().st_size,
-                    "events": count,
-                    "first_seq": first,
-                    "last_seq": last,
-                    "first_ts_ms": lo_ts,
-                    "last_ts_ms": hi_ts,
-                    "kinds": kinds,
-                    "traces": outcomes,
-                }
-            )
+        for path in (self.path, *(a.path for a in reversed(self.archives))):
+            try:
+                conn = self._main if path == self.path else self._archive(path)
+                if conn is not None:
+                    report.append(_health(path, conn))
+            except JournalDamagedError as exc:
+                report.append(unreadable_file(path, exc.reason))
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise
+                report.append(unreadable_file(path, str(exc)))
         return report
 
     # -- files --------------------------------------------------------------------------------
@@ -301,14 +341,17 @@ class JournalReader:
         """Main file, then archives newest first; an archive deleted meanwhile is skipped."""
         yield self.path, self._main
         for archive in reversed(self.archives):
-            if archive.path not in self._archive_conns:
-                try:
-                    self._archive_conns[archive.path] = _connect_ro(archive.path)
-                except sqlite3.Error:
-                    self._archive_conns[archive.path] = None
-            conn = self._archive_conns[archive.path]
+            conn = self._archive(archive.path)
             if conn is not None:
                 yield archive.path, conn
+
+    def _archive(self, path: Path) -> sqlite3.Connection | None:
+        if path not in self._archive_conns:
+            try:
+                self._archive_conns[path] = _connect_ro(path)
+            except sqlite3.Error:
+                self._archive_conns[path] = None
+        return self._archive_conns[path]
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
@@ -316,8 +359,87 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         conn.execute("SELECT 1 FROM events LIMIT 1")
     except sqlite3.Error as exc:
+        if _is_corrupt(exc):
+            raise _damaged_file(path, exc) from exc
         raise JournalError(f"cannot read journal {path}: {exc}; is it a hotcoin journal?") from exc
     return conn
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    """SQLite's SQLITE_CORRUPT (any extended code): an SQLite file whose pages do not hold
+    together, e.g. cut short. A file that is not SQLite at all is SQLITE_NOTADB instead."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_CORRUPT
+
+
+def _damaged_file(path: Path, exc: sqlite3.Error) -> JournalDamagedError:
+    return JournalDamagedError(damaged_file_message(path, str(exc)), reason=str(exc))
+
+
+def damaged_file_message(path: Path, reason: str) -> str:
+    """What to say about a journal file SQLite cannot read, and what to do about it."""
+    return (
+        f"journal {path} is damaged: {reason} (the file was cut short or overwritten); keep a copy, "
+        f"and salvage the rows SQLite can still read with its own tools (`sqlite3 {path} .recover`)"
+    )
+
+
+def _scan(path: Path, conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+    """The rows of `sql`, with SQLite's corruption errors midway turned into `JournalDamagedError`."""
+    try:
+        yield from conn.execute(sql, params)
+    except sqlite3.DatabaseError as exc:
+        if _is_corrupt(exc):
+            raise _damaged_file(path, exc) from exc
+        raise
+
+
+def _health(path: Path, conn: sqlite3.Connection) -> dict[str, Any]:
+    """One file's line of `check`."""
+    integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+    first, last, lo_ts, hi_ts, count = conn.execute(
+        "SELECT MIN(seq), MAX(seq), MIN(ts_ms), MAX(ts_ms), COUNT(*) FROM events"
+    ).fetchone()
+    outcomes = conn.execute("SELECT CAST(outcome AS BLOB), COUNT(*) FROM traces GROUP BY outcome").fetchall()
+    kinds = conn.execute("SELECT CAST(kind AS BLOB), COUNT(*) FROM events GROUP BY kind").fetchall()
+    damaged = []
+    for row in _scan(path, conn, f"SELECT {_RAW_COLUMNS} FROM events ORDER BY seq", ()):
+        try:
+            _decoded(path, row)
+        except JournalDamagedError:
+            damaged.append(row[0])
+    return {
+        "path": str(path),
+        "integrity": integrity,
+        "bytes": path.stat().st_size,
+        "events": count,
+        "first_seq": first,
+        "last_seq": last,
+        "first_ts_ms": lo_ts,
+        "last_ts_ms": hi_ts,
+        "kinds": {k.decode(errors="replace"): n for k, n in kinds},
+        "traces": {o.decode(errors="replace"): n for o, n in outcomes},
+        "damaged_events": len(damaged),
+        "damaged_seqs": damaged[:LISTED_DAMAGED],
+    }
+
+
+def unreadable_file(path: Path, reason: str) -> dict[str, Any]:
+    """`check`'s line for a file SQLite cannot read at all: the reason in `integrity`, no counts."""
+    size = path.stat().st_size if path.exists() else None
+    return {
+        "path": str(path),
+        "integrity": reason,
+        "bytes": size,
+        "events": None,
+        "first_seq": None,
+        "last_seq": None,
+        "first_ts_ms": None,
+        "last_ts_ms": None,
+        "kinds": {},
+        "traces": {},
+        "damaged_events": None,
+        "damaged_seqs": [],
+    }
 
 
 def _schema_version(conn: sqlite3.Connection) -> str | None:
@@ -349,11 +471,23 @@ def _trace_row(row: tuple[Any, ...]) -> TraceRow:
     return TraceRow(trace_id, first_seq, ts_ms, symbol, outcome)
 
 
-def _event(row: RawRow) -> JournalEvent:
+def _decoded(path: Path, row: tuple[Any, ...]) -> tuple[RawRow, dict[str, Any]]:
+    """A row read through `_RAW_COLUMNS`, its text decoded and its payload parsed; one that
+    fails either (not UTF-8, not a JSON object) raises `JournalDamagedError` naming its seq."""
     seq, ts, trace_id, cause, kind, symbol, payload, v = row
-    return JournalEvent(
-        seq=seq, ts_ms=ts, kind=kind, payload=orjson.loads(payload), trace_id=trace_id, symbol=symbol, cause=cause, v=v
-    )
+    try:
+        text = [None if b is None else b.decode() for b in (trace_id, kind, symbol)]
+        parsed = orjson.loads(payload)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"payload is a JSON {type(parsed).__name__}, not an object")
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise JournalDamagedError(f"journal {path}: event seq {seq} is damaged ({exc}); {_SALVAGE}") from exc
+    return (seq, ts, text[0], cause, str(text[1]), text[2], payload, v), parsed
+
+
+def _event(row: RawRow, payload: dict[str, Any]) -> JournalEvent:
+    seq, ts, trace_id, cause, kind, symbol, _, v = row
+    return JournalEvent(seq=seq, ts_ms=ts, kind=kind, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause, v=v)
 
 
 def json_line(row: RawRow) -> bytes:

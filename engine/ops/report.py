@@ -9,8 +9,11 @@ engine states. `load_report(journal, day)` reads those events; `render_text` (no
 
 State time shares need the state the day began in. It comes from, in order: the events
 themselves (a first `state_change` names where it came `from`; a first `run_start` means the
-engine was stopped before it), the last such event in the 24 h before the day, and otherwise
-"unknown". Positions carried into the day are counted in exposure from their first update.
+engine was stopped before it), the last such event before the day however long ago (an engine
+may trade for weeks without a state change), and otherwise "unknown". A `run_start` with no
+`run_stop` before it follows a crash (kill -9, power loss): the run before it is counted in its
+state up to its last journaled event (`run_end_before`) and as stopped from there. Positions
+carried into the day are counted in exposure from their first update.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ UNKNOWN = "unknown"
 _BOOKKEEPING = frozenset({"day_start", "daily_reset"})
 REPORT_KINDS = ("position_update", "fill", "state_change", "risk_event", "command", "run_start", "run_stop")
 _STATE_KINDS = ("state_change", "run_start", "run_stop")
-_LOOKBACK_MS = DAY_MS
+# What a starting engine journals before its `run_start`: discovery's warm-up over recent
+# history, stamped with the past times it replays (see `run_end_before`).
+_WARMUP_KIND = "candidate_snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +145,16 @@ def build_report(
     clusters: Mapping[str, str] | None = None,
     prior_state: str | None = None,
     until_ms: int | None = None,
+    run_end: Callable[[JournalEvent], int | None] | None = None,
 ) -> DailyReport:
     """The report of `day` (UTC) from its events in seq order. Events outside the day are
     ignored; `until_ms` ends the span early (a report of today so far), though never before
     the day's last event: a journal written on a clock running ahead of the wall (`hotcoin run
-    --demo --speed 60`) holds today's events from later than now, and they happened."""
+    --demo --speed 60`) holds today's events from later than now, and they happened.
+
+    `run_end(run_start)` is asked for a `run_start` that comes while the engine is not
+    stopped (the run before died without a `run_stop`): when that run journaled its last
+    event, from which on it counts as stopped. Without it the whole gap keeps the last state."""
     start, day_end = day_bounds(day)
     end = day_end
     tracker = _Tracker(clusters or {})
@@ -165,6 +175,11 @@ def build_report(
         if ev.kind in _STATE_KINDS:
             if ev.kind == "run_start":
                 new, before = "tradeable", STOPPED
+                if state not in (STOPPED, UNKNOWN) and run_end is not None:
+                    last = run_end(ev)
+                    died = ev.ts_ms if last is None else min(max(last, since), ev.ts_ms)
+                    state_time[state] += died - since
+                    state, since = STOPPED, died
             elif ev.kind == "run_stop":
                 new, before = STOPPED, state
             else:
@@ -221,10 +236,8 @@ def build_report(
 
 
 def state_before(reader: JournalReader, start_ms: int) -> str | None:
-    """The engine's state at `start_ms` from the last state event in the 24 h before it."""
-    last: JournalEvent | None = None
-    for ev in reader.events(since_ms=start_ms - _LOOKBACK_MS, until_ms=start_ms, kinds=_STATE_KINDS):
-        last = ev
+    """The engine's state at `start_ms` from the last state event before it, however long ago."""
+    last = reader.last_event(until_ms=start_ms, kinds=_STATE_KINDS)
     if last is None:
         return None
     if last.kind == "run_start":
@@ -232,6 +245,24 @@ def state_before(reader: JournalReader, start_ms: int) -> str | None:
     if last.kind == "run_stop":
         return STOPPED
     return str(last.payload.get("to", UNKNOWN))
+
+
+def run_end_before(reader: JournalReader, run_start: JournalEvent) -> int | None:
+    """When the run before `run_start` journaled its last event (None: no event before it).
+
+    The new run's warm-up comes between the two: candidate snapshots journaled just before
+    `run_start`, stamped with the past minutes they replay. Walking back from `run_start`,
+    those are passed over; the old run ended at the first event of another kind, or where the
+    stamps jump up (going back), because the warm-up replayed from before the old run's end.
+    Where neither shows (a downtime longer than the warm-up, on a run that journaled only
+    candidate snapshots since its last other event), that event is taken: the report then
+    counts too little time traded, never downtime as traded."""
+    newer = run_start.ts_ms
+    for _, ts, kind in reader.headers_before(run_start.seq):
+        if kind != _WARMUP_KIND or ts > newer:
+            return ts
+        newer = ts
+    return None
 
 
 def load_report(
@@ -243,7 +274,14 @@ def load_report(
     with JournalReader(journal) as reader:
         prior = state_before(reader, start)
         events = reader.events(since_ms=start, until_ms=end, kinds=REPORT_KINDS)
-        return build_report(day, events, clusters=clusters, prior_state=prior, until_ms=now_ms)
+        return build_report(
+            day,
+            events,
+            clusters=clusters,
+            prior_state=prior,
+            until_ms=now_ms,
+            run_end=lambda run_start: run_end_before(reader, run_start),
+        )
 
 
 # -- rendering --------------------------------------------------------------------------------

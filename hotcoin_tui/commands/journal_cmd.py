@@ -2,8 +2,9 @@
 enter / why not" from the journal alone.
 
 Imports stay inside the commands so `hotcoin replay` starts fast. Exit codes: 0 done; 1 the
-trace id is unknown or ambiguous (the message lists the nearest ids) or `check` found damage;
-2 no journal at the path, or an option that cannot be used.
+trace id is unknown or ambiguous (the message lists the nearest ids), or the journal is damaged
+(`check` found damage, or a command met a file or an event it cannot read back); 2 no journal
+at the path, or an option that cannot be used.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import enum
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -20,6 +23,7 @@ from hotcoin_tui.commands.help_format import command_group
 from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
 
 if TYPE_CHECKING:
+    from engine.errors import HotcoinError
     from engine.journal.reader import JournalReader
 
 
@@ -55,7 +59,7 @@ def replay(
     from engine.errors import TraceNotFoundError
     from engine.journal.trace import as_dict, summarise
 
-    with _open_reader(journal, config) as reader:
+    with _reading(journal, config) as reader:
         try:
             events = reader.trace(trace_id)
         except TraceNotFoundError as exc:
@@ -89,7 +93,7 @@ def traces(
 ) -> None:
     """List recent traces, newest first, with their outcome (entered / rejected / open)."""
     since_ms = parse_time(since, "--since") if since else None
-    with _open_reader(journal, config) as reader:
+    with _reading(journal, config) as reader:
         rows = reader.traces(symbol=symbol, outcome=outcome.value, since_ms=since_ms, limit=limit)
     if as_json:
         import orjson
@@ -115,17 +119,24 @@ def export(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="JSONL file to write (default: stdout).")] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
+    skip_damaged: Annotated[
+        bool,
+        typer.Option("--skip-damaged", help="Leave out events that no longer decode (`hotcoin journal check` lists them) instead of stopping at the first."),
+    ] = False,
 ) -> None:
     """Write events (main file and archives, in seq order) as JSON lines."""
     since_ms = parse_time(since, "--since") if since else None
     until_ms = parse_time(until, "--until") if until else None
-    with _open_reader(journal, config) as reader:
+    skipped: list[int] | None = [] if skip_damaged else None
+    with _reading(journal, config) as reader:
         if out is None:
-            count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms)
+            count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms, skipped=skipped)
         else:
             _refuse_journal_file(out, reader)
-            count = _export_to_file(reader, out, since_ms, until_ms)
+            count = _export_to_file(reader, out, since_ms, until_ms, skipped)
     typer.echo(f"exported {count} events" + (f" to {out}" if out else ""), err=True)
+    if skipped:
+        typer.secho(f"hotcoin: left out {_seqs(len(skipped), skipped)}", fg=typer.colors.YELLOW, err=True)
 
 
 def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
@@ -143,7 +154,9 @@ def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
         )
 
 
-def _export_to_file(reader: JournalReader, out: Path, since_ms: int | None, until_ms: int | None) -> int:
+def _export_to_file(
+    reader: JournalReader, out: Path, since_ms: int | None, until_ms: int | None, skipped: list[int] | None
+) -> int:
     """Export into a temp file beside `out`, renamed into place once complete, so a failure
     midway leaves any earlier `out` whole rather than half-written."""
     import os
@@ -155,7 +168,7 @@ def _export_to_file(reader: JournalReader, out: Path, since_ms: int | None, unti
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as fh:
-            count = reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms)
+            count = reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms, skipped=skipped)
         os.replace(tmp, out)
     except OSError as exc:
         raise typer.BadParameter(
@@ -170,10 +183,19 @@ def _export_to_file(reader: JournalReader, out: Path, since_ms: int | None, unti
 
 @journal_app.command("check")
 def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Run SQLite's integrity_check on the journal and each archive, and print their statistics."""
-    with _open_reader(journal, config) as reader:
-        report = reader.check()
-    damaged = [r["path"] for r in report if r["integrity"] != "ok"]
+    """Run SQLite's integrity_check on the journal and each archive, decode every event, and print their statistics."""
+    from engine.errors import HotcoinError, JournalDamagedError
+    from engine.journal.reader import JournalReader, unreadable_file
+
+    path = _journal_path(journal, config)
+    try:
+        with JournalReader(path) as reader:
+            report = reader.check()
+    except JournalDamagedError as exc:
+        report = [unreadable_file(path, exc.reason)]
+    except HotcoinError as exc:
+        _fail(exc, 2)
+    problems = [p for p in map(_damage, report) if p]
     if as_json:
         import orjson
 
@@ -183,41 +205,99 @@ def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt
         from rich.table import Table
 
         table = Table(title="journal files")
-        for name in ("file", "integrity", "MB", "events", "seq range", "traces"):
+        for name in ("file", "integrity", "MB", "events", "damaged", "seq range", "traces"):
             table.add_column(name, overflow="fold")
         for r in report:
             traces = ", ".join(f"{k} {v}" for k, v in sorted(r["traces"].items())) or "-"
             seqs = f"{r['first_seq']}..{r['last_seq']}" if r["events"] else "-"
-            table.add_row(Path(r["path"]).name, r["integrity"], f"{r['bytes'] / 1e6:.1f}", str(r["events"]), seqs, traces)
+            size = f"{r['bytes'] / 1e6:.1f}" if r["bytes"] is not None else "-"
+            counts = [str(r[k]) if r[k] is not None else "-" for k in ("events", "damaged_events")]
+            table.add_row(Path(r["path"]).name, r["integrity"], size, *counts, seqs, traces)
         Console(highlight=False).print(table)
-    if damaged:
-        typer.secho(f"hotcoin: integrity check failed for {', '.join(damaged)}", fg=typer.colors.RED, err=True)
+    for problem in problems:
+        typer.secho(f"hotcoin: {problem}", fg=typer.colors.RED, err=True)
+    if problems:
         raise typer.Exit(1)
 
 
-def _open_reader(journal: Path | None, config: Path | None) -> JournalReader:
-    """The reader for `--journal`, else the configured journal; exit 2 when there is none."""
+def _damage(r: dict[str, Any]) -> str | None:
+    """What is wrong with one file of `check`'s report, as one line; None when nothing is."""
+    if r["events"] is None:  # SQLite cannot read the file: `integrity` says why
+        from engine.journal.reader import damaged_file_message
+
+        return damaged_file_message(Path(r["path"]), r["integrity"])
+    if r["integrity"] != "ok":
+        return f"integrity check failed for {r['path']}"
+    if r["damaged_events"]:
+        return (
+            f"{r['path']}: {_seqs(r['damaged_events'], r['damaged_seqs'])}; keep a copy of the file; "
+            "`hotcoin journal export --skip-damaged` saves the other events"
+        )
+    return None
+
+
+def _seqs(count: int, listed: list[int]) -> str:
+    from engine.journal.reader import LISTED_DAMAGED
+
+    more = " …" if count > min(len(listed), LISTED_DAMAGED) else ""
+    return f"{count} damaged event(s) that do not decode (seq {', '.join(map(str, listed[:LISTED_DAMAGED]))}{more})"
+
+
+def _journal_path(journal: Path | None, config: Path | None) -> Path:
+    """`--journal`, else the configured journal; exit 2 when there is no file there."""
     from engine.errors import HotcoinError
-    from engine.journal.reader import JournalReader
 
     try:
         if journal is None:
             from engine.config import load_config
 
             journal = load_config(config).config.journal_path
-        path = journal.expanduser()
-        if not path.is_file():
-            typer.secho(
-                f"hotcoin: no journal at {path}. The engine creates it when it runs (paper mode is the default); "
-                "point --journal or HOTCOIN_JOURNAL at an existing journal file.",
-                fg=typer.colors.RED,
-                err=True,
-            )
-            raise typer.Exit(2)
-        return JournalReader(path)
     except HotcoinError as exc:
-        typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        _fail(exc, 2)
+    path = journal.expanduser()
+    if not path.is_file():
+        typer.secho(
+            f"hotcoin: no journal at {path}. The engine creates it when it runs (paper mode is the default); "
+            "point --journal or HOTCOIN_JOURNAL at an existing journal file.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    return path
+
+
+def _open_reader(journal: Path | None, config: Path | None) -> JournalReader:
+    """The reader for `--journal`, else the configured journal; exit 2 when there is none,
+    1 when the file is damaged (the fix is to salvage it, not to point elsewhere)."""
+    from engine.errors import HotcoinError, JournalDamagedError
+    from engine.journal.reader import JournalReader
+
+    path = _journal_path(journal, config)
+    try:
+        return JournalReader(path)
+    except JournalDamagedError as exc:
+        _fail(exc, 1)
+    except HotcoinError as exc:
+        _fail(exc, 2)
+
+
+@contextmanager
+def _reading(journal: Path | None, config: Path | None) -> Iterator[JournalReader]:
+    """`_open_reader` for the length of a command: damage met while reading exits 1 with
+    the message naming the file and seq, not a traceback."""
+    from engine.errors import JournalDamagedError
+
+    reader = _open_reader(journal, config)
+    try:
+        with reader:
+            yield reader
+    except JournalDamagedError as exc:
+        _fail(exc, 1)
+
+
+def _fail(exc: HotcoinError, code: int) -> NoReturn:
+    typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code) from None
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

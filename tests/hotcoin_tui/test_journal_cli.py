@@ -262,3 +262,78 @@ def test_export_replaces_an_earlier_file_only_when_complete(journal: tuple[Path,
     assert code == 0, err
     assert len(out.read_bytes().splitlines()) == 17
     assert [p.name for p in tmp_path.iterdir()] == ["events.jsonl"]
+
+
+@pytest.fixture
+def damaged(tmp_path: Path) -> tuple[Path, dict[str, WrittenTrace]]:
+    """A journal whose events 3 (not UTF-8) and 7 (not JSON) no longer decode: what a flipped
+    bit on disk leaves, and SQLite's integrity_check does not look at."""
+    import sqlite3
+
+    path = tmp_path / "journal.sqlite"
+    written = build_journal(
+        path,
+        [
+            lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0),
+            lambda s: filter_rejected_trace(s, symbol="PEPE/USDT", ts_ms=T0 + 60_000),
+        ],
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE events SET payload = CAST(X'7B22FF2280' AS TEXT) WHERE seq = 3")
+        conn.execute("""UPDATE events SET payload = '{"heat": 8' WHERE seq = 7""")
+    conn.close()
+    return path, dict(zip(["entered", "filter"], written, strict=True))
+
+
+def test_check_finds_events_that_do_not_decode(damaged: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    path, _ = damaged
+    code, out, err = invoke("journal", "check", "--journal", str(path), "--json")
+    assert code == 1
+    (report,) = orjson.loads(out)
+    assert (report["integrity"], report["damaged_events"], report["damaged_seqs"]) == ("ok", 2, [3, 7])
+    assert f"{path}: 2 damaged event(s) that do not decode (seq 3, 7)" in err and "--skip-damaged" in err
+    code, out, err = invoke("journal", "check", "--journal", str(path))
+    assert code == 1 and "damaged" in out and "Traceback" not in err
+
+
+def test_commands_meeting_a_damaged_event_say_which_in_one_line(
+    damaged: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path
+) -> None:
+    path, traces = damaged
+    out = tmp_path / "events.jsonl"
+    for args in (["journal", "export", "--out", str(out)], ["journal", "export"], ["replay", traces["entered"].trace_id]):
+        result = runner.invoke(app, [*args, "--journal", str(path)], env={"COLUMNS": "400"})
+        assert result.exit_code == 1, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert f"journal {path}: event seq 3 is damaged" in result.stderr
+        assert "hotcoin journal check" in result.stderr
+    assert not out.exists()
+    code, _, err = invoke("replay", traces["filter"].trace_id, "--journal", str(path))  # an intact trace still replays
+    assert code == 0, err
+
+
+def test_export_skip_damaged_saves_the_other_events(damaged: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = damaged
+    out = tmp_path / "events.jsonl"
+    code, _, err = invoke("journal", "export", "--journal", str(path), "--out", str(out), "--skip-damaged")
+    assert code == 0, err
+    seqs = [orjson.loads(line)["seq"] for line in out.read_bytes().splitlines()]
+    assert seqs == [s for s in range(1, 13) if s not in (3, 7)]
+    assert "exported 10 events" in err and "left out 2 damaged event(s) that do not decode (seq 3, 7)" in err
+
+
+def test_a_truncated_journal_is_reported_damaged_with_exit_1(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    cut = tmp_path / "cut.sqlite"
+    cut.write_bytes(path.read_bytes()[:4096])
+    code, out, err = invoke("journal", "check", "--journal", str(cut), "--json")
+    assert code == 1
+    (report,) = orjson.loads(out)
+    assert (report["integrity"], report["events"], report["bytes"]) == ("database disk image is malformed", None, 4096)
+    assert f"journal {cut} is damaged: database disk image is malformed" in err and "keep a copy" in err
+    assert "is it a hotcoin journal" not in err
+    code, out, err = invoke("journal", "check", "--journal", str(cut))
+    assert code == 1 and "malformed" in out
+    for args in (["journal", "export"], ["traces"], ["replay", "abc"]):
+        code, _, err = invoke(*args, "--journal", str(cut))
+        assert code == 1 and "is damaged" in err, args

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.errors import JournalError, TraceNotFoundError
+from engine.errors import JournalDamagedError, JournalError, TraceNotFoundError
 from engine.journal.reader import JournalReader
 from engine.journal.schema import BUCKET_SHIFT
 from tests.kit.domain import T0
@@ -140,3 +140,80 @@ def test_missing_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
     sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.close()
     with pytest.raises(JournalError, match="is it a hotcoin journal"):
         JournalReader(other)
+
+
+def _damage_rows(path: Path) -> tuple[int, int]:
+    """Damage two event rows the way a bad disk does, below what integrity_check looks at:
+    bytes that are not UTF-8 in one payload, valid text that is not JSON in another."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE events SET payload = CAST(X'7B22FF2280' AS TEXT) WHERE seq = 3")
+        conn.execute("""UPDATE events SET payload = '{"heat": 8' WHERE seq = 13""")
+    conn.close()
+    return 3, 13
+
+
+def test_check_decodes_every_event_and_names_the_damaged_ones(journal: tuple[Path, list[WrittenTrace]], tmp_path: Path) -> None:
+    path, traces = journal
+    with JournalReader(path) as reader:
+        (clean,) = reader.check()
+    assert (clean["integrity"], clean["damaged_events"], clean["damaged_seqs"]) == ("ok", 0, [])
+    bad = _damage_rows(path)
+    with JournalReader(path) as reader:
+        (report,) = reader.check()
+        assert report["integrity"] == "ok"  # SQLite's own check sees nothing wrong
+        assert (report["damaged_events"], report["damaged_seqs"]) == (2, list(bad))
+        with pytest.raises(JournalDamagedError, match=rf"{path}: event seq 3 is damaged .*journal check"):
+            list(reader.events())
+        with pytest.raises(JournalDamagedError, match="event seq 3 is damaged"):
+            reader.export_jsonl(tmp_path / "all.jsonl")
+        with pytest.raises(JournalDamagedError, match="event seq 3 is damaged"):
+            reader.trace(traces[0].trace_id)
+        skipped: list[int] = []
+        assert reader.export_jsonl(tmp_path / "rest.jsonl", skipped=skipped) == 15
+        assert skipped == list(bad)
+        assert len(list(reader.events(kinds=["fill"]))) == 2  # a query that misses the damage reads on
+
+
+def test_a_truncated_journal_is_damaged_not_foreign(journal: tuple[Path, list[WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    for size in (100, 4096):  # the header only; the first page, without the tables' pages
+        cut = tmp_path / f"cut{size}.sqlite"
+        cut.write_bytes(path.read_bytes()[:size])
+        with pytest.raises(JournalDamagedError, match=rf"journal {cut} is damaged: database disk image is malformed") as err:
+            JournalReader(cut)
+        assert err.value.reason == "database disk image is malformed"
+        assert "is it a hotcoin journal" not in str(err.value)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not sqlite at all " * 300)
+    with pytest.raises(JournalError, match="is it a hotcoin journal") as foreign:
+        JournalReader(junk)
+    assert not isinstance(foreign.value, JournalDamagedError)
+
+
+def test_last_event_looks_back_without_an_age_limit(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    year = 365 * 86_400_000
+    build_journal(
+        path,
+        [
+            lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0 - year),
+            lambda s: filter_rejected_trace(s, symbol="PEPE/USDT", ts_ms=T0),
+        ],
+    )
+    with JournalReader(path) as reader:
+        sent: list[str] = []
+        reader._main.set_trace_callback(sent.append)
+        fill = reader.last_event(until_ms=T0, kinds=["fill", "no_such_kind"])
+        reader._main.set_trace_callback(None)
+        assert fill is not None and fill.kind == "fill" and fill.ts_ms < T0 - year + 86_400_000
+        assert reader.last_event(until_ms=T0 - year, kinds=["fill"]) is None
+        plan = " ".join(str(r[-1]) for r in reader._main.execute("EXPLAIN QUERY PLAN " + sent[-1]))
+    assert "TEMP B-TREE" not in plan and "events_ts" not in plan, plan  # a walk down the key, not a sort
+
+
+def test_headers_before_walks_back_over_the_main_file(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, _ = journal
+    with JournalReader(path) as reader:
+        headers = list(reader.headers_before(4))
+        events = {e.seq: e for e in reader.events()}
+    assert headers == [(s, events[s].ts_ms, events[s].kind) for s in (3, 2, 1)]

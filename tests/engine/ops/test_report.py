@@ -150,12 +150,18 @@ def test_next_report_is_the_next_midnight_utc(now: int, expected: int) -> None:
     assert next_report_at(now) == expected
 
 
+CANDIDATE = {"heat": 1, "components": {}, "rank": 1, "price": 1, "filters": [], "accepted": True}
+SIGNAL = {"decision": "skip", "reason": "x", "rules": [], "features": {}}
+RUN = {"run_id": "r", "config_hash": "c", "mode": "SIM"}
+
+
 async def _journal(path: Path) -> None:
     async with Journal.open(path) as j:
         j.emit("state_change", ts_ms=D0 - 2 * H, payload={"from": "tradeable", "to": "degraded", "reasons": ["x"]})
+        j.emit("signal_snapshot", ts_ms=D0 + H // 2, payload=SIGNAL, symbol="X/USDT")  # that run's last sign of life
         for ts, kind, symbol, payload in DAY_EVENTS[1:-1]:
             j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
-        j.emit("candidate_snapshot", ts_ms=D0 + H, payload={"heat": 1, "components": {}, "rank": 1, "price": 1, "filters": [], "accepted": True}, symbol="X/USDT")
+        j.emit("candidate_snapshot", ts_ms=D0 + H, payload=CANDIDATE, symbol="X/USDT")
 
 
 async def test_load_report_reads_the_day_and_the_state_it_began_in(tmp_path: Path) -> None:
@@ -163,10 +169,90 @@ async def test_load_report_reads_the_day_and_the_state_it_began_in(tmp_path: Pat
     await _journal(path)
     r = await asyncio.to_thread(load_report, path, DAY, clusters=CLUSTERS)
     assert (r.realised_pnl, r.trades, r.opened) == (3.5, 2, 3)
-    # the day began "degraded" (the last state change, 2 h before midnight, is in the look-back;
-    # no run_stop followed it): 00:00-01:00 and the 06:00-09:00 outage
-    assert r.state_shares["degraded"] == pytest.approx(4 / 24)
+    # the day began "degraded" (the last state change, 2 h before midnight; no run_stop followed
+    # it): 00:00-00:30, when that run journaled its last event, and the 06:00-09:00 outage;
+    # stopped from 00:30 to the run_start at 01:00, and after the run_stop at 20:00
+    assert r.state_shares["degraded"] == pytest.approx(3.5 / 24)
+    assert r.state_shares["stopped"] == pytest.approx(4.5 / 24)
     assert r.events == 13
+
+
+@pytest.mark.parametrize(
+    ("last", "shares"),
+    [(D0 + 6 * H, {"tradeable": 18 / 24, "stopped": 6 / 24}), (D0 - H, {"tradeable": 0.5, "stopped": 0.5}), (None, {"tradeable": 1.0})],
+    ids=["died-at-06h", "died-yesterday", "unknown"],
+)  # fmt: skip
+def test_a_run_start_after_a_crash_counts_the_downtime_as_stopped(last: int | None, shares: dict[str, float]) -> None:
+    """No run_stop before a run_start: the run before was killed. It counted as tradeable up to
+    its last journaled event (`run_end`), and as stopped from there to the restart at 12:00."""
+    asked: list[int] = []
+
+    def run_end(ev: JournalEvent) -> int | None:
+        asked.append(ev.seq)
+        return last
+
+    rows = [(D0 + 12 * H, "run_start", None, RUN), (D0 + 13 * H, "run_stop", None, {"run_id": "r", "reason": "x"}), (D0 + 13 * H, "run_start", None, RUN)]
+    r = build_report(DAY, events(rows[:1]), prior_state="tradeable", run_end=run_end)
+    assert dict(r.state_shares) == shares and asked == [1]
+    clean = build_report(DAY, events(rows[1:]), prior_state="tradeable", run_end=run_end)  # a run_stop: nothing to ask
+    assert dict(clean.state_shares) == {"tradeable": 1.0} and asked == [1]
+
+
+def _warmup(start: int, end: int) -> list[tuple[int, str, str | None, dict[str, Any]]]:
+    """What a starting engine journals before its run_start: candidate snapshots of the past
+    minutes it replays through discovery, two symbols a minute."""
+    return [(ts, "candidate_snapshot", sym, CANDIDATE) for ts in range(start, end, 60_000) for sym in ("A/USDT", "B/USDT")]
+
+
+OLD_RUN = [(D0 + H, "run_start", None, RUN), (D0 + H + 1, "signal_snapshot", "A/USDT", SIGNAL)]
+RESTART = [(D0 + 3 * H, "run_start", None, RUN), (D0 + 4 * H, "run_stop", None, {"run_id": "r", "reason": "duration"})]
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        [(D0 + 2 * H, "signal_snapshot", "A/USDT", SIGNAL), *_warmup(D0 + H + H // 2, D0 + 3 * H)],
+        [*_warmup(D0 + H + 60_000, D0 + 2 * H + 1), *_warmup(D0 + H + H // 2, D0 + 3 * H)],
+        [(D0 + 2 * H, "signal_snapshot", "A/USDT", SIGNAL), *_warmup(D0 + 2 * H + H // 2, D0 + 3 * H)],
+    ],
+    ids=["warm-up-replays-past-the-old-end", "old-run-ends-in-candidates", "down-longer-than-the-warm-up"],
+)  # fmt: skip
+async def test_a_killed_run_counts_as_traded_only_up_to_its_last_event(
+    tmp_path: Path, middle: list[tuple[int, str, str | None, dict[str, Any]]]
+) -> None:
+    """kill -9 at about 02:00 (no run_stop), restart at 03:00 after a warm-up whose candidate
+    snapshots are stamped with the past minutes they replay: tradeable 01:00-02:00 and
+    03:00-04:00, stopped the rest; the warm-up's stamps are not taken for the old run's."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for ts, kind, symbol, payload in [*OLD_RUN, *middle, *RESTART]:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY)
+    assert r.state_shares["tradeable"] == pytest.approx(2 / 24, abs=1e-6)
+    assert r.state_shares["stopped"] == pytest.approx(22 / 24, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("before", "shares"),
+    [
+        ([(D0 - 3 * 24 * H, "run_start", None, RUN)], {"tradeable": 1.0}),
+        ([(D0 - 40 * H, "state_change", None, {"from": "tradeable", "to": "degraded", "reasons": ["x"]})], {"degraded": 1.0}),
+    ],
+    ids=["started-3-days-ago", "degraded-since-40h"],
+)  # fmt: skip
+async def test_the_state_the_day_began_in_is_found_however_long_ago(
+    tmp_path: Path, before: list[tuple[int, str, str | None, dict[str, Any]]], shares: dict[str, float]
+) -> None:
+    """An engine that has run for days without a state change began the day in its state, not
+    "unknown": the last state event is looked up however far back it is."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for ts, kind, symbol, payload in before:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+        for ts in range(D0 - 30 * H, D0 + 23 * H, H):  # events every hour, none a state change
+            j.emit("signal_snapshot", ts_ms=ts, payload=SIGNAL, symbol="A/USDT")
+    r = await asyncio.to_thread(load_report, path, DAY)
+    assert dict(r.state_shares) == shares
 
 
 async def test_daily_reporter_sends_yesterday_at_midnight(tmp_path: Path) -> None:
