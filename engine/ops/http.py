@@ -87,10 +87,15 @@ class OpsServer:
         *,
         max_snapshot_age_s: float = 30.0,
         now_ms: Clock = wall_ms,
+        clock_speed: float = 1.0,
     ) -> None:
         self._metrics, self._snapshot, self._queues = metrics, snapshot, queues
         self._host, self._port = host, port
-        self._max_age_s, self._now_ms = max_snapshot_age_s, now_ms
+        # Ages are read on `now_ms`, the feed's clock; a simulated one runs `clock_speed` times
+        # the wall's, and the allowance is for a stalled loop in wall seconds (30 s of a x60
+        # sim's clock would be half a second: one slow cycle read as a dead engine).
+        self._max_age_s = max_snapshot_age_s * max(1.0, clock_speed)
+        self._now_ms = now_ms
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 

@@ -291,6 +291,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                     config.ops.http_port,
                     max_snapshot_age_s=config.ops.health_max_snapshot_age_s,
                     now_ms=feed.now_ms,
+                    clock_speed=options.speed,
                 )
                 await ops.start()
                 stack.push_async_callback(ops.stop)

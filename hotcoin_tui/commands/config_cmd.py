@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+import textwrap
 import typing
 from typing import Annotated, Any
 
@@ -22,39 +25,82 @@ def show(
 ) -> None:
     """Print the effective config: defaults < file < HOTCOIN_* env < flags, secrets as ***."""
     import orjson
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     from engine.config import load_config
 
     loaded = load_config(config)
     flat = _flatten(loaded.config.redacted())
-    if as_json:
-        typer.echo(orjson.dumps(loaded.config.redacted(), default=str, option=orjson.OPT_INDENT_2).decode())
-        return
-    table = Table(title=f"hotcoin config (hash {loaded.config.config_hash()})", show_lines=False)
-    table.add_column("key")
-    table.add_column("value")
-    if sources:
-        table.add_column("from")
-    if doc:
-        table.add_column("meaning")
     docs = _descriptions() if doc else {}
+    if as_json:
+        if not (sources or doc):
+            typer.echo(orjson.dumps(loaded.config.redacted(), default=str, option=orjson.OPT_INDENT_2).decode())
+            return
+        entries: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
+            entry: dict[str, Any] = {"value": value}
+            if sources:
+                entry["from"] = loaded.source_of(key)
+            if doc:
+                entry["meaning"] = docs.get(key, "")
+            entries[key] = entry
+        typer.echo(orjson.dumps(entries, default=str, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = []
     for key, value in flat.items():
         row = [key, repr(value) if isinstance(value, str) else str(value)]
         if sources:
             row.append(loaded.source_of(key))
         if doc:
             row.append(docs.get(key, ""))
-        table.add_row(*(escape(cell) for cell in row))
+        rows.append(row)
     # Settings of named tables (e.g. [gpu.<name>]) have no value until a table exists.
-    for key, meaning in docs.items():
-        if "<name>" in key:
-            table.add_row(*(escape(cell) for cell in [key, "", *([""] if sources else []), meaning]))
-    Console().print(table)
+    rows += [[key, "", *([""] if sources else []), meaning] for key, meaning in docs.items() if "<name>" in key]
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    key_width = max(len(r[0]) for r in rows)
+    if width is not None and width >= key_width + 24 + 12 * sources + 30 * doc:
+        _print_table(rows, loaded.config.config_hash(), key_width, sources=sources, doc=doc)
+    else:
+        _print_lines(rows, loaded.config.config_hash(), width, sources=sources, doc=doc)
     if loaded.config_file is None:
         typer.echo("(no config file found; running on defaults)")
+
+
+def _print_table(rows: list[list[str]], config_hash: str, key_width: int, *, sources: bool, doc: bool) -> None:
+    """A table, for a terminal wide enough. Key names are never cut (an ellipsis made
+    `trading.signals.min…` four different settings): their column takes the longest key,
+    values fold, and only the meaning wraps."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"hotcoin config (hash {config_hash})", show_lines=False)
+    table.add_column("key", no_wrap=True, min_width=key_width)
+    table.add_column("value", overflow="fold")
+    if sources:
+        table.add_column("from", overflow="fold")
+    if doc:
+        table.add_column("meaning", ratio=1)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    Console().print(table)
+
+
+def _print_lines(rows: list[list[str]], config_hash: str, width: int | None, *, sources: bool, doc: bool) -> None:
+    """One setting a line: `key = value  # from: …; meaning`, for a pipe or a file (`config
+    show --doc > settings.txt`, grep), where a table is cut to 80 columns. On a terminal too
+    narrow for the table (`width`), the meaning goes under its key, wrapped and indented."""
+    typer.echo(f"# hotcoin config (hash {config_hash})")
+    for row in rows:
+        line = f"{row[0]} = {row[1]}"
+        origin = [f"from: {row[2]}"] if sources else []
+        meaning = row[-1] if doc else ""
+        if width is None:
+            notes = origin + ([meaning] if meaning else [])
+            typer.echo(f"{line}  # {'; '.join(notes)}" if notes else line)
+            continue
+        typer.echo(f"{line}  ({origin[0]})" if origin else line)
+        if meaning:
+            typer.echo(textwrap.fill(meaning, max(40, width - 1), initial_indent="    ", subsequent_indent="    "))
 
 
 @app.command("path")

@@ -14,6 +14,7 @@ class OpsSection(Section):
     health_max_snapshot_age_s: float = Field(
         30.0,
         gt=0,
-        description="/health answers 503 when the newest snapshot is older than this (seconds of the feed's "
-        "clock): the engine loop has stopped publishing.",
+        description="/health answers 503 when the newest snapshot is older than this (wall seconds; a "
+        "simulated market at --speed X allows X times as much of its own clock): the engine loop has "
+        "stopped publishing.",
     )

@@ -94,6 +94,22 @@ async def test_a_scrape_measures_stream_ages_now_and_reports_queue_depths() -> N
     assert 'hotcoin_queue_depth{queue="journal"} 7.0' in text
 
 
+@pytest.mark.parametrize(("speed", "code"), [(1.0, 503), (60.0, 200)])
+async def test_the_stalled_loop_allowance_is_wall_seconds_on_a_fast_sim_clock(speed: float, code: int) -> None:
+    """At --speed 60 the engine's clock runs 60x: a snapshot 40 clock-seconds old is 0.7 s of
+    wall time, a healthy engine, which read as a dead one (503) against the 30 s allowance."""
+    server = OpsServer(
+        EngineMetrics(), make_snapshot, dict, "127.0.0.1", 0, max_snapshot_age_s=30.0, now_ms=lambda: T0 + 40_000,
+        clock_speed=speed,
+    )
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{server.port}/health") as r:
+            assert r.status == code
+    finally:
+        await server.stop()
+
+
 @pytest.mark.parametrize(("state", "code"), [("tradeable", 200), ("degraded", 200), ("blocked", 503)])
 async def test_server_serves_health_and_metrics_on_loopback(state: str, code: int) -> None:
     latest: EngineSnapshot = make_snapshot(status=make_status(state=state))
