@@ -13,8 +13,10 @@ assert on them), never printed from here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -23,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpu_jobs import boxshell
 from gpu_jobs.errors import (
     ConnectionLost,
     GpuJobError,
     JobFailedError,
     RemoteEnvironmentError,
     TransportError,
+    WorkdirFullError,
 )
 from gpu_jobs.pack import PackedJob
 from gpu_jobs.transport.base import CommandResult, Transport
@@ -109,6 +113,8 @@ class JobClient:
             w = _shell_path(self.workdir)
             res = await self.transport.run(f"mkdir -p {w}/jobs {w}/incoming && cd {w} && pwd")
             if res.rc != 0:
+                if boxshell.is_no_space(res.stderr):
+                    raise await self._workdir_full(self.workdir)
                 raise GpuJobError(
                     f"cannot use workdir {self.workdir} on {self.transport.describe()}: {res.stderr.strip()}; "
                     "set the profile's workdir to a folder the login user can write"
@@ -123,10 +129,33 @@ class JobClient:
         """`python -m gpu_jobs args` run from the job's code folder; `code` is shell-ready
         (already quoted, or a variable reference). A failing `env_setup` exits `EXIT_SETUP`: its
         own status (127 for a `source` that /bin/sh lacks) would read as a missing python. The
-        braces, closed on their own line, cover an `env_setup` of several `;`-separated steps."""
-        setup = f"{{ {self.env_setup}\n}} || exit {EXIT_SETUP}; " if self.env_setup else ""
+        braces, closed on their own line, cover an `env_setup` of several `;`-separated steps.
+        No bytecode is written (the trainer inherits that): a `.pyc` cut short by a full disk
+        would make every later command on the job die with "marshal data too short"."""
         argv = " ".join(shlex.quote(a) for a in args)
-        return f"{setup}cd {code} && PYTHONPATH={code} exec {shlex.quote(self.python)} -m gpu_jobs {argv}"
+        return f"{self._setup()}cd {code} && PYTHONPATH={code} PYTHONDONTWRITEBYTECODE=1 exec {shlex.quote(self.python)} -B -m gpu_jobs {argv}"
+
+    def _setup(self) -> str:
+        return f"{{ {self.env_setup}\n}} || exit {EXIT_SETUP}; " if self.env_setup else ""
+
+    async def _checked(self, res: CommandResult, what: str) -> Any:
+        """`_answer`, but a failure for lack of space on the box is `WorkdirFullError`."""
+        if res.rc != 0 and boxshell.is_no_space(res.stderr):
+            raise await self._workdir_full()
+        return self._answer(res, what)
+
+    async def _workdir_full(self, where: str | None = None) -> WorkdirFullError:
+        """The error for a full workdir, with the free space measured now (if the box says)."""
+        path = where or self._root or self.workdir
+        try:
+            mb = boxshell.free_mb((await self.transport.run(boxshell.df_script(path))).stdout)
+        except TransportError:
+            mb = None
+        free = f"{mb} MB free" if mb is not None else "no space left"
+        return WorkdirFullError(
+            f"the GPU box's workdir {path} is full ({free} on {self.transport.describe()}); "
+            "free space there and run the same command"
+        )
 
     async def _job_python(self, job_id: str, *args: str) -> CommandResult:
         jobdir = await self.job_dir(job_id)
@@ -157,7 +186,7 @@ class JobClient:
         if res.rc == EXIT_USAGE and isinstance(data, dict) and "error" in data:
             raise GpuJobError(f"{what} on {self.transport.describe()}: {data['error']}; see `hotcoin jobs list`")
         if res.rc != 0 or data is None:
-            detail = (res.stderr.strip() or res.stdout.strip())[-2000:]
+            detail = boxshell.brief(res.stderr.strip() or res.stdout.strip())
             raise GpuJobError(f"{what} on {self.transport.describe()} failed (exit {res.rc}): {detail}")
         return data
 
@@ -166,54 +195,74 @@ class JobClient:
 
     # -- steps ----------------------------------------------------------------------------------
 
+    async def check_python(self) -> None:
+        """Fail now, before a dataset is sent, when the profile's python (after `env_setup`)
+        is missing or lacks torch or numpy."""
+        command = f"{self._setup()}exec {shlex.quote(self.python)} -B -c {shlex.quote(boxshell.PRECHECK)}"
+        await self._checked(await self.transport.run(command), "checking the profile's python")
+
     async def ship(self, packed: PackedJob) -> bool:
-        """Copy and unpack the job on the box; False (and nothing sent) if it is already there."""
+        """Copy and unpack the job on the box; False (and nothing sent) if it is already there.
+        Each ship copies to and unpacks in its own names, so two at once (two `hotcoin train`
+        runs of one job) cannot unpack over each other: the second to finish finds the job
+        there and is done too."""
         root = await self.root()
         jobdir = await self.job_dir(packed.job_id)
-        if (await self.transport.run(f"test -f {shlex.quote(jobdir)}/.unpacked")).rc == 0:
+        q = shlex.quote
+        if (await self.transport.run(f"{boxshell.sweep_script(root)}; test -f {q(jobdir)}/.unpacked")).rc == 0:
             self._emit("ship_skipped", packed.job_id, "already on the box; not shipped again")
             return False
-        incoming = f"{root}/incoming/{packed.job_id}.tar.gz"
-        await self.transport.put(packed.path, incoming)
-        q = shlex.quote
-        staging = f"{jobdir}.tmp"
-        script = " && ".join(
-            [
-                f"echo {q(packed.sha256 + '  ' + incoming)} | sha256sum -c --status",
-                f"rm -rf {q(staging)}",
-                f"mkdir -p {q(staging)}",
-                f"tar -xzf {q(incoming)} -C {q(staging)}",
-                f"touch {q(staging)}/.unpacked",
-                f"mv {q(staging)} {q(jobdir)}",
-                f"rm -f {q(incoming)}",
-            ]
-        )
+        await self.check_python()
+        token = secrets.token_hex(6)
+        incoming = f"{root}/incoming/{packed.job_id}.{token}.tar.gz"
+        try:
+            await self.transport.put(packed.path, incoming)
+        except TransportError as exc:
+            with contextlib.suppress(TransportError):  # a lost link: the sweep of a later ship removes it
+                await self.transport.run(f"rm -f {q(incoming)}")  # what a copy cut short left there
+            if boxshell.is_no_space(str(exc)):
+                raise await self._workdir_full() from exc
+            raise
+        script = boxshell.unpack_script(incoming=incoming, staging=f"{jobdir}.tmp-{token}", jobdir=jobdir, sha256=packed.sha256)
         res = await self.transport.run(script)
-        if res.rc != 0:
+        where = self.transport.describe()
+        if res.rc == boxshell.UNPACK_ALREADY:
+            self._emit("ship_skipped", packed.job_id, "already unpacked by another ship; not shipped again")
+            return False
+        if res.rc == boxshell.UNPACK_BAD_SHA:
             raise TransportError(
-                f"unpacking {packed.job_id} on {self.transport.describe()} failed: {res.stderr.strip()} "
-                "(a corrupted copy fails the sha256 check); ship again"
+                f"the copy of {packed.job_id} on {where} does not match its sha256 (damaged on the way; it was "
+                "removed); run the same command to ship it again"
+            )
+        if res.rc != 0:
+            if boxshell.is_no_space(res.stderr):
+                raise await self._workdir_full()
+            raise TransportError(
+                f"unpacking {packed.job_id} on {where} failed: {boxshell.brief(res.stderr) or f'exit {res.rc}'} "
+                "(the partial copy was removed)"
             )
         self._emit("shipped", packed.job_id, f"shipped {packed.path.stat().st_size} bytes", bytes=packed.path.stat().st_size)
         return True
 
     async def start(self, job_id: str) -> dict[str, Any]:
         """Start (or resume from its checkpoint) the trainer; re-reports a running/done job."""
-        answer: dict[str, Any] = self._answer(await self._job_python(job_id, "start"), "starting the job")
+        answer: dict[str, Any] = await self._checked(await self._job_python(job_id, "start"), "starting the job")
         started = bool(answer.get("started"))
         message = f"trainer started (pid {answer.get('pid')})" if started else f"job is {answer.get('state')}"
         self._emit("started", job_id, message, status=answer)
         return answer
 
     async def status(self, job_id: str) -> dict[str, Any]:
-        data: dict[str, Any] = self._answer(await self._job_python(job_id, "status"), "reading the job status")
+        data: dict[str, Any] = await self._checked(await self._job_python(job_id, "status"), "reading the job status")
         return data
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        data: dict[str, Any] = self._answer(await self._job_python(job_id, "cancel"), "cancelling the job")
+        data: dict[str, Any] = await self._checked(await self._job_python(job_id, "cancel"), "cancelling the job")
         return data
 
     async def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job on the box, newest first (by when it was shipped; a box with older job code
+        does not say, and its jobs go by their last update)."""
         root = await self.root()
         q = shlex.quote
         newest = f"$(ls -td {q(root)}/jobs/*/code 2>/dev/null | head -n 1)"
@@ -222,15 +271,15 @@ class JobClient:
             + self._python_command('"$d"', "list", f"{root}/jobs")
             + "; fi"
         )
-        data: list[dict[str, Any]] = self._answer(await self.transport.run(command), "listing jobs")
-        return data
+        data: list[dict[str, Any]] = await self._checked(await self.transport.run(command), "listing jobs")
+        return sorted(data, key=lambda j: (j.get("shipped_ms") or 0, j.get("updated_ms") or 0), reverse=True)
 
     async def logs(self, job_id: str, offset: int = 0) -> str:
         jobdir = await self.job_dir(job_id)
         code = shlex.quote(f"{jobdir}/code")
         res = await self.transport.run(self._python_command(code, "tail", jobdir, "--offset", str(offset)))
         if res.rc != 0:
-            self._answer(res, "reading the log")
+            await self._checked(res, "reading the log")
         return res.stdout
 
     async def follow(self, job_id: str, offset: int = 0) -> dict[str, Any]:
@@ -329,24 +378,43 @@ class JobClient:
         await self.ship(packed)
         await self.start(packed.job_id)
         status = await self.follow(packed.job_id)
-        if status.get("state") != "done":
-            state = str(status.get("state"))
-            hint = (
-                "run the same command again to resume from the last checkpoint"
-                if state in ("crashed", "cancelled")
-                else f"see `hotcoin jobs logs {packed.job_id}`"
-            )
-            raise JobFailedError(
-                f"job {packed.job_id} ended {state}: {status.get('message', '')}; {hint}", state=state
-            )
+        state = str(status.get("state"))
+        if state == "failed" and boxshell.is_no_space(str(status.get("message", ""))):
+            raise await self._workdir_full()
+        if state != "done":
+            raise JobFailedError(ended_message(packed.job_id, status), state=state)
         return await self.fetch(packed.job_id, dest)
 
 
+def ended_message(job_id: str, status: Mapping[str, Any]) -> str:
+    """Why a followed job did not end `done` (the box's message, when it gave one), and what to
+    do: resume, start over (cancelled or crashed before an epoch finished) or read the log."""
+    state, message = str(status.get("state")), str(status.get("message") or "")
+    if state not in ("crashed", "cancelled"):
+        hint = f"see `hotcoin jobs logs {job_id}`"
+    elif status.get("checkpoint", True):  # a box with older job code does not say: assume one
+        hint = "run the same command again to resume from the last checkpoint"
+    else:
+        hint = "run the same command again to train it from the start"
+    said = f": {message}" if message else ""
+    return f"job {job_id} ended {state}{said}; {hint}"
+
+
 def _replace_folder(new: Path, folder: Path) -> None:
-    """Put `new` where `folder` is (a re-fetch replaces the earlier copy)."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    new.rename(folder)
+    """Put `new` where `folder` is (a re-fetch replaces the earlier copy). The old copy is first
+    moved aside, atomically: two fetches of one job at once (two `hotcoin train` runs of it)
+    cannot both delete it, and when the other one's copy lands first, that copy of the same
+    finished job stays."""
+    aside = folder.with_name(f".{folder.name}.old-{secrets.token_hex(4)}")
+    with contextlib.suppress(FileNotFoundError):
+        folder.rename(aside)
+    try:
+        new.rename(folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _json_or_none(text: str) -> Any:

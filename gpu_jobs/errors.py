@@ -7,6 +7,8 @@
         │   └── ConnectionLost       the link dropped and re-attaching kept failing; the job
         │                            itself keeps running on the box
         ├── RemoteEnvironmentError   the box cannot train (no such python, no torch)
+        │   └── WorkdirFullError     the box's workdir has no space left; the job is intact,
+        │                            the same command carries on once space is freed
         ├── JobFailedError           the job ended failed, cancelled or crashed
         └── TrainingDataError        the candles asked for cannot make a training set
                                      (`gpu_jobs.datasets.DatasetError`, which the GPU box raises
@@ -36,6 +38,10 @@ class ConnectionLost(TransportError):
 
 class RemoteEnvironmentError(GpuJobError):
     """The GPU box's interpreter cannot run training jobs."""
+
+
+class WorkdirFullError(RemoteEnvironmentError):
+    """A write on the GPU box failed for lack of space (ENOSPC); names the workdir and its free MB."""
 
 
 class JobFailedError(GpuJobError):

@@ -2,22 +2,26 @@
 training process, and the commands the trading box calls over SSH (`python -m gpu_jobs ...`).
 
 A job folder (`<workdir>/jobs/<job_id>/`) holds what was shipped (`job.json`, `data/`, `code/`)
-and what the job writes: `train.log`, `status.json`, `pid`, `ckpt/last.pt` (every epoch, so a
-crash or a reboot resumes) and `out/` (`model.pt`, `metrics.json`). Training runs in its own
-session (`setsid`) with its output going to `train.log`, so it keeps running when the SSH
-connection that started it drops; the trading box re-attaches by tailing the log from an offset.
+and what the job writes: `train.log`, `status.json`, `pid`, `.lock` (held while a `start` or a
+`cancel` looks at the trainer), `ckpt/last.pt` (every epoch, so a crash or a reboot resumes) and
+`out/` (`model.pt`, `metrics.json`). Training runs in its own session (`setsid`) with its output
+going to `train.log`, so it keeps running when the SSH connection that started it drops; the
+trading box re-attaches by tailing the log from an offset.
 
 Standard library and numpy at import; torch only inside the functions that train.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,10 @@ class JobDir:
     @property
     def pid(self) -> Path:
         return self.root / "pid"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
 
     @property
     def checkpoint(self) -> Path:
@@ -125,15 +133,21 @@ def is_running(job: JobDir) -> bool:
 
 
 def effective_status(job: JobDir) -> dict[str, Any]:
-    """The status file, corrected by reality: 'running' with no live trainer is 'crashed'."""
+    """The status file, corrected by reality: 'running' with no live trainer is 'crashed'.
+    `checkpoint` says whether a run of this job can resume (an epoch finished) or starts over."""
     status = {"job_id": job.job_id, "state": "shipped", **read_status(job)}
     if status["state"] in ("running", "starting") and not is_running(job):
         # Read again: a trainer that wrote its final state and exited just now is not a crash.
         status = {"job_id": job.job_id, "state": "shipped", **read_status(job)}
+    status["checkpoint"] = job.checkpoint.is_file()
     if status["state"] in ("running", "starting") and not is_running(job):
         status["state"] = "crashed"
-        status["message"] = "the trainer is gone without finishing; `start` resumes from the last checkpoint"
-    if job.checkpoint.is_file() and "epoch" not in status:
+        status["message"] = "the trainer is gone without finishing" + (
+            "; starting it again resumes from the last checkpoint"
+            if status["checkpoint"]
+            else " and before its first epoch ended; starting it again starts over"
+        )
+    if status["checkpoint"] and "epoch" not in status:
         status["epoch"] = None
     return status
 
@@ -168,32 +182,29 @@ def environment() -> dict[str, Any]:
     return report
 
 
+@contextlib.contextmanager
+def locked(job: JobDir) -> Iterator[None]:
+    """Hold the job's lock for the block (waiting for another holder). `start` looks at the state,
+    spawns the trainer and records its pid under it: two `start`s at once (two `hotcoin train`
+    runs of one job) would otherwise both see "not running", both spawn a trainer, and the pid
+    file would name only one of them, the only one `cancel` could stop. `flock`: the kernel
+    drops it when the holder dies, so a killed `start` never leaves the job locked."""
+    with job.lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def start(job: JobDir) -> tuple[int, dict[str, Any]]:
-    """Start the trainer detached, unless it is running or done. Idempotent: a second `start`
-    re-reports the running job; after a crash it resumes from the checkpoint."""
+    """Start the trainer detached, unless it is running or done. Idempotent: a second `start`,
+    even one at the same moment, re-reports the running job; after a crash it resumes from
+    the checkpoint."""
     if not job.spec.is_file():
         return EXIT_USAGE, {"error": f"{job.root} is not a shipped job (no job.json)"}
-    status = effective_status(job)
-    if status["state"] in ("done", "running", "starting"):
-        return 0, {**status, "started": False}
-    pythonpath = os.pathsep.join(filter(None, [str(job.code), os.environ.get("PYTHONPATH", "")]))
-    job.pid.unlink(missing_ok=True)
-    # Written before the trainer exists, so none of its own status writes can be overwritten.
-    update_status(job, state="starting", pid=None, message="", environment=None)
-    with job.log.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gpu_jobs", "run", str(job.root)],
-            cwd=job.code,
-            env={**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # setsid: no SIGHUP when the SSH session that started it ends
-            close_fds=True,
-        )
-    tmp = job.pid.with_name(".pid.tmp")
-    tmp.write_text(f"{proc.pid}\n")
-    os.replace(tmp, job.pid)
+    with locked(job):
+        status = effective_status(job)
+        if status["state"] in ("done", "running", "starting"):
+            return 0, {**status, "started": False}
+        _spawn_trainer(job)
     # The trainer checks its environment (imports torch) first; wait for that verdict so a
     # box without torch is a clear error here, not a silently failed background job.
     deadline = time.monotonic() + ENV_WAIT_S
@@ -203,6 +214,29 @@ def start(job: JobDir) -> tuple[int, dict[str, Any]]:
     if env.get("ok") is False:
         return EXIT_ENV, env
     return 0, {**status, "started": True}
+
+
+def _spawn_trainer(job: JobDir) -> None:
+    """The detached trainer, its pid recorded (call with the job's lock held)."""
+    pythonpath = os.pathsep.join(filter(None, [str(job.code), os.environ.get("PYTHONPATH", "")]))
+    job.pid.unlink(missing_ok=True)
+    # Written before the trainer exists, so none of its own status writes can be overwritten.
+    update_status(job, state="starting", pid=None, message="", environment=None, started_ms=now_ms())
+    with job.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpu_jobs", "run", str(job.root)],
+            cwd=job.code,
+            # No bytecode: a .pyc cut short by a full disk would break every later import.
+            env={**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # setsid: no SIGHUP when the SSH session that started it ends
+            close_fds=True,
+        )
+    tmp = job.pid.with_name(".pid.tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    os.replace(tmp, job.pid)
 
 
 def tail(job: JobDir, offset: int, follow: bool, poll_s: float = 0.2) -> int:
@@ -227,24 +261,30 @@ def tail(job: JobDir, offset: int, follow: bool, poll_s: float = 0.2) -> int:
 
 def cancel(job: JobDir) -> dict[str, Any]:
     """SIGTERM the trainer's process group; it records `cancelled` and exits at the next batch
-    boundary it reaches (the checkpoint of the last finished epoch stays)."""
-    status = effective_status(job)
-    if status["state"] not in TERMINAL and is_running(job):
-        pid = job_pid(job)
-        assert pid is not None
-        os.killpg(pid, signal.SIGTERM)
-        return {**effective_status(job), "cancel_sent": True}
+    boundary it reaches (the checkpoint of the last finished epoch stays). Under the job's lock,
+    so a trainer that a `start` is spawning right now is seen, not missed."""
+    with locked(job):
+        status = effective_status(job)
+        if status["state"] not in TERMINAL and is_running(job):
+            pid = job_pid(job)
+            assert pid is not None
+            os.killpg(pid, signal.SIGTERM)
+            return {**effective_status(job), "cancel_sent": True}
     return {**status, "cancel_sent": False}
 
 
 def list_jobs(jobs_root: Path) -> list[dict[str, Any]]:
+    """Every unpacked job's status, with `shipped_ms` (when it was unpacked here) and its task."""
     if not jobs_root.is_dir():
         return []
     out = []
     for folder in sorted(jobs_root.iterdir()):
-        if (folder / ".unpacked").is_file():
+        marker = folder / ".unpacked"
+        if marker.is_file():
             job = JobDir(folder)
             status = effective_status(job)
+            with contextlib.suppress(OSError):
+                status.setdefault("shipped_ms", int(marker.stat().st_mtime * 1000))
             try:
                 spec = json.loads(job.spec.read_text())
                 status.setdefault("task", spec.get("task"))

@@ -15,7 +15,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from gpu_jobs.remote import EXIT_ENV, JobDir, environment, now_ms, update_status, write_json
+from gpu_jobs.remote import (
+    EXIT_ENV,
+    JobDir,
+    environment,
+    now_ms,
+    read_status,
+    update_status,
+    write_json,
+)
 
 
 class Cancelled(Exception):
@@ -46,13 +54,25 @@ def run(job: JobDir) -> int:
     try:
         return _run(job, env)
     except Cancelled:
-        print("cancelled; the last finished epoch's checkpoint is kept", flush=True)
-        update_status(job, state="cancelled", finished_ms=now_ms())
+        message = _cancelled_message(job)
+        print(message, flush=True)
+        update_status(job, state="cancelled", message=message, finished_ms=now_ms())
         return 1
     except Exception as exc:
         traceback.print_exc()
         update_status(job, state="failed", message=f"{type(exc).__name__}: {exc}", finished_ms=now_ms())
         return 1
+
+
+def _cancelled_message(job: JobDir) -> str:
+    """What a cancel leaves: the checkpoint of the last finished epoch, or (cancelled before one
+    finished) nothing to resume from."""
+    if not job.checkpoint.is_file():
+        return "cancelled before the first epoch finished (no checkpoint)"
+    epoch = read_status(job).get("epoch")
+    if isinstance(epoch, int) and epoch > 0:
+        return f"cancelled after epoch {epoch} (its checkpoint is kept)"
+    return "cancelled (the last finished epoch's checkpoint is kept)"
 
 
 def _run(job: JobDir, env: dict[str, Any]) -> int:

@@ -36,9 +36,13 @@ class LocalTransport(Transport):
         return await pump(proc, on_chunk)
 
     async def put(self, local: Path, remote: str) -> None:
+        """A failed copy (a full disk) is a `TransportError` naming the OS's reason, as over SSH."""
         dest = Path(remote)
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(shutil.copyfile, local, dest)
+        try:
+            await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(shutil.copyfile, local, dest)
+        except OSError as exc:
+            raise TransportError(f"copying {local.name} to {remote} failed: {exc}") from exc
 
     async def get(self, remotes: Sequence[str], local_dir: Path) -> None:
         await asyncio.to_thread(_copy_files, [Path(r) for r in remotes], local_dir)

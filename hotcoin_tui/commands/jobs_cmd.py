@@ -4,7 +4,8 @@ following, with re-attach), cancel, fetch (and register) the results."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -73,9 +74,32 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def utc(ms: object) -> str:
+    """A status timestamp (epoch ms) as UTC for people; '-' when the box did not record it."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def status_lines(job: Mapping[str, Any]) -> list[str]:
+    """One job's status as aligned `name  value` lines, times in UTC."""
+    epoch = f"{job.get('epoch') if job.get('epoch') is not None else '-'}/{job.get('epochs', '-')}"
+    rows = [
+        ("job", job.get("job_id")),
+        ("state", job.get("state")),
+        ("epoch", epoch),
+        ("device", job.get("device") or "-"),
+        ("started", utc(job.get("started_ms"))),
+        ("updated", utc(job.get("updated_ms"))),
+        ("finished", utc(job.get("finished_ms"))),
+        ("message", job.get("message") or "-"),
+    ]
+    return [f"{name:<9}{value}" for name, value in rows]
+
+
 @app.command("list")
 def list_jobs(gpu: GpuOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Every job on the box with its state and epoch."""
+    """Every job on the box with its state, epoch and times (UTC), newest first."""
     import orjson
     from rich.console import Console
     from rich.table import Table
@@ -85,20 +109,28 @@ def list_jobs(gpu: GpuOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -
         typer.echo(orjson.dumps(jobs, option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(title=f"jobs on {gpu}")
-    for col in ("job", "task", "state", "epoch", "device"):
+    for col in ("job", "task", "state", "epoch", "device", "shipped (UTC)", "updated (UTC)"):
         table.add_column(col)
     for job in jobs:
         epoch = f"{job.get('epoch', '-')}/{job.get('epochs', '-')}"
-        table.add_row(str(job.get("job_id")), str(job.get("task", "")), str(job.get("state")), epoch, str(job.get("device", "")))
+        times = (utc(job.get("shipped_ms")), utc(job.get("updated_ms")))
+        table.add_row(
+            str(job.get("job_id")), str(job.get("task", "")), str(job.get("state")), epoch, str(job.get("device", "")),
+            *(t.removesuffix(" UTC") for t in times),
+        )  # fmt: skip
     Console().print(table)
 
 
 @app.command("status")
-def status(job: JobArg, gpu: GpuOpt, config: ConfigOpt = None) -> None:
-    """One job's status as JSON ('crashed' means it died mid-run: `hotcoin train` again resumes)."""
+def status(job: JobArg, gpu: GpuOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """One job's state, epoch and times in UTC ('crashed' means it died mid-run: `hotcoin train` again resumes)."""
     import orjson
 
-    typer.echo(orjson.dumps(_run(_client(config, gpu).status(job)), option=orjson.OPT_INDENT_2).decode())
+    answer = _run(_client(config, gpu).status(job))
+    if as_json:
+        typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        return
+    typer.echo("\n".join(status_lines(answer)))
 
 
 @app.command("logs")

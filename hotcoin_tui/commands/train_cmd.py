@@ -6,7 +6,8 @@ Trainers are looked up in `TRAINERS` by task name; the torch tasks run on a GPU 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -96,6 +97,28 @@ class LgbmProgressView:
             self.bar.advance(self.current, n)  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _artefacts_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `<out_dir>.lock` for one training run. Two runs at once would write their dataset,
+    model and contract over each other in the one artefact folder, and the registry would then
+    refuse a model whose sha256 no longer matches its contract. `flock`: released by the kernel
+    when the run ends however it ends, so a killed run never blocks the next one."""
+    import fcntl
+
+    from engine.errors import HotcoinError
+
+    lock = out_dir.with_name(out_dir.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HotcoinError(
+                f"another training run is using {out_dir}; wait for it to finish, then run this command again"
+            ) from None
+        yield
+
+
 def _train_lgbm(opts: TrainOptions) -> None:
     """LightGBM on the hot-coin dataset, here and now (no GPU box): walk-forward report, then
     the model registered with its runtime contract and promotion decision."""
@@ -123,7 +146,7 @@ def _train_lgbm(opts: TrainOptions) -> None:
         symbols=opts.symbols,
         settings=settings,
     )
-    with LgbmProgressView() as view:
+    with _artefacts_lock(req.out_dir), LgbmProgressView() as view:
         out = train_and_register(config, ModelRegistry(registry_root(config)), req, now_ms=int(time.time() * 1000), progress=view)
     typer.echo(f"walk-forward, {settings.folds} folds, every {settings.stride}th bar; baseline = rise from the 60-bar low")
     typer.echo(f"{'fold':>4} {'test rows':>9} {'AUC':>6} {'base AUC':>8} {'prec@10%':>8} {'base':>6} {'lift':>6}")

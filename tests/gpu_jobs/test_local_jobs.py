@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from gpu_jobs.client import JobClient, JobEvent
+from gpu_jobs.client import JobClient, JobEvent, ended_message
 from gpu_jobs.errors import TransportError
 from gpu_jobs.pack import pack_job
 from gpu_jobs.profiles import make_client
@@ -86,7 +86,39 @@ async def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(tmp_path: Pat
     assert (await client.cancel(packed.job_id))["cancel_sent"] is True
     final = await client.follow(packed.job_id)
     assert final["state"] == "cancelled" and job.checkpoint.is_file()
-    assert "cancelled; the last finished epoch's checkpoint is kept" in job.log.read_text()
+    assert final["checkpoint"] is True and final["message"].startswith("cancelled after epoch ")
+    assert final["message"] in job.log.read_text() and "(its checkpoint is kept)" in final["message"]
+    said = ended_message(packed.job_id, final)
+    assert said.endswith("(its checkpoint is kept); run the same command again to resume from the last checkpoint")
+
+
+async def test_a_job_cancelled_before_its_first_epoch_says_it_starts_over(tmp_path: Path) -> None:
+    client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
+    ds = make_dataset(tmp_path / "ds", synthetic_candles(n_bars=40_000))  # a first epoch of many seconds
+    packed = pack_job(make_spec("lstm_hot", ds, epochs=500), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    await client.start(packed.job_id)
+    assert (await client.cancel(packed.job_id))["cancel_sent"] is True
+    final = await client.follow(packed.job_id)
+    job = JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+    assert final["state"] == "cancelled" and not job.checkpoint.is_file() and final["checkpoint"] is False
+    assert "checkpoint is kept" not in job.log.read_text()
+    assert ended_message(packed.job_id, final) == (
+        f"job {packed.job_id} ended cancelled: cancelled before the first epoch finished (no checkpoint); "
+        "run the same command again to train it from the start"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        pytest.param({"state": "cancelled", "message": ""}, "ended cancelled; run the same command again to resume", id="box-said-nothing"),
+        pytest.param({"state": "crashed", "checkpoint": False}, "ended crashed; run the same command again to train it from the start", id="no-checkpoint"),
+        pytest.param({"state": "failed", "message": "ValueError: x"}, "ended failed: ValueError: x; see `hotcoin jobs logs j`", id="failed"),
+    ],
+)
+def test_an_ended_job_message_has_no_empty_reason_and_the_right_hint(status: dict[str, object], said: str) -> None:
+    assert said in ended_message("j", status)
 
 
 async def test_a_job_that_fails_says_why(tmp_path: Path) -> None:
@@ -139,7 +171,7 @@ def test_train_and_jobs_commands_on_a_local_profile(tmp_path: Path, monkeypatch:
     listed = runner.invoke(app, ["jobs", "list", "--gpu", "here", "--json"])
     assert listed.exit_code == 0, listed.output
     assert [(j["job_id"], j["state"]) for j in json.loads(listed.output)] == [(job_id, "done")]
-    status = runner.invoke(app, ["jobs", "status", job_id, "--gpu", "here"])
+    status = runner.invoke(app, ["jobs", "status", job_id, "--gpu", "here", "--json"])
     assert json.loads(status.output)["state"] == "done"
     logs = runner.invoke(app, ["jobs", "logs", job_id, "--gpu", "here"])
     assert "epoch 1/1" in logs.output and "done: out/model.pt" in logs.output
@@ -195,9 +227,8 @@ async def test_a_failing_env_setup_is_named_not_blamed_on_python(tmp_path: Path,
     client = make_client(make_config(tmp_path, here={**_local(tmp_path), "env_setup": env_setup}), "here")
     ds = make_dataset(tmp_path / "ds")
     packed = pack_job(make_spec("lstm_hot", ds), tmp_path / "ds", tmp_path / "packs")
-    await client.ship(packed)
     with pytest.raises(RemoteEnvironmentError, match=r"the profile's env_setup .* failed on ") as info:
-        await client.start(packed.job_id)
+        await client.ship(packed)  # found before the dataset is sent
     assert stderr in str(info.value) and "`. /opt/venv/bin/activate`, not `source`" in str(info.value)
     assert "has no python" not in str(info.value)
 

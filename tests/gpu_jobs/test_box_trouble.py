@@ -1,0 +1,170 @@
+"""A GPU box in trouble: a full disk (a real one: a small tmpfs, where mounting is allowed), a
+profile python that cannot train, a Python error on the box. Each is one clear error, found
+before the dataset is sent where it can be, and leaves the job usable once the cause is gone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpu_jobs import boxshell
+from gpu_jobs.client import JobClient
+from gpu_jobs.errors import GpuJobError, RemoteEnvironmentError, WorkdirFullError
+from gpu_jobs.pack import PackedJob, pack_job
+from gpu_jobs.transport.base import CommandResult
+from gpu_jobs.transport.local import LocalTransport
+from tests.gpu_jobs.kit import make_dataset, make_spec
+
+FULL = r"the GPU box's workdir {} is full \({} MB free on local\); free space there and run the same command"
+
+
+def _client(workdir: Path, python: str = sys.executable) -> JobClient:
+    return JobClient(LocalTransport(), workdir=str(workdir), python=python)
+
+
+def _packed(tmp_path: Path, **hyper: int) -> PackedJob:
+    ds = make_dataset(tmp_path / "ds")
+    return pack_job(make_spec("lstm_hot", ds, **hyper), tmp_path / "ds", tmp_path / "packs")
+
+
+def _left_behind(box: Path) -> list[str]:
+    return sorted(p.name for p in (box / "incoming").iterdir()) + sorted(p.name for p in (box / "jobs").iterdir())
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs as the box's workdir."""
+    mnt = tmp_path / "box"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk needs a tmpfs, and mounting one needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _fill(disk: Path, leave: int = 0) -> Path:
+    """Take all but `leave` bytes of the disk's free space."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with filler.open("wb") as fh:
+        fh.write(b"\1" * max(st.f_bavail * st.f_frsize - leave, 0))
+    return filler
+
+
+async def test_a_full_box_refuses_the_pack_with_its_free_space_and_keeps_nothing(tmp_path: Path, small_disk: Path) -> None:
+    client = _client(small_disk)
+    packed = _packed(tmp_path)
+    await client.root()
+    filler = _fill(small_disk, leave=packed.path.stat().st_size // 2)
+    with pytest.raises(WorkdirFullError, match=FULL.format(small_disk, 0)):
+        await client.ship(packed)
+    assert _left_behind(small_disk) == []
+    filler.unlink()
+    assert await client.ship(packed) is True  # space freed: the same command works
+
+
+async def test_an_unpack_that_fills_the_box_cleans_up_and_the_job_still_works(tmp_path: Path, small_disk: Path) -> None:
+    client = _client(small_disk)
+    packed = _packed(tmp_path)
+    await client.root()
+    filler = _fill(small_disk, leave=packed.path.stat().st_size * 3 // 2)  # room for the pack, not its contents
+    with pytest.raises(WorkdirFullError, match=FULL.format(small_disk, 0)):
+        await client.ship(packed)
+    assert _left_behind(small_disk) == []  # neither the pack nor the half-unpacked folder
+    filler.unlink()
+    assert await client.ship(packed) is True
+
+    filler = _fill(small_disk)
+    with pytest.raises(WorkdirFullError, match=FULL.format(small_disk, 0)):
+        await client.start(packed.job_id)  # its status cannot be written
+    filler.unlink()
+    assert (await client.status(packed.job_id))["state"] == "shipped"  # readable, not "marshal data too short"
+    assert not any(small_disk.rglob("__pycache__"))  # noqa: ASYNC240 (a few files on a tmpfs)
+
+
+async def test_commands_on_the_box_write_no_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .pyc cut short by a full disk would break every later command on the job for good."""
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    client = _client(tmp_path / "box")
+    packed = _packed(tmp_path, epochs=1)
+    await client.ship(packed)
+    await client.start(packed.job_id)
+    assert (await client.follow(packed.job_id))["state"] == "done"
+    await client.list_jobs()
+    assert not [p for p in (tmp_path / "box").rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
+
+
+@pytest.mark.parametrize(
+    ("python", "message"),
+    [
+        pytest.param("no-such-python", r"local has no python '.*no-such-python'", id="no-python"),
+        pytest.param("no-site", r"cannot train with python '.*no-site': .* cannot import numpy\. Fix: point the profile's `python`", id="no-numpy"),
+    ],
+)
+async def test_a_python_that_cannot_train_is_found_before_the_dataset_is_sent(tmp_path: Path, python: str, message: str) -> None:
+    if python == "no-site":  # this interpreter without its site-packages: no numpy, no torch
+        shim = tmp_path / "no-site"
+        shim.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+        shim.chmod(0o755)
+    client = _client(tmp_path / "box", python=str(tmp_path / python))
+    with pytest.raises(RemoteEnvironmentError, match=message):
+        await client.ship(_packed(tmp_path))
+    assert _left_behind(tmp_path / "box") == []
+
+
+class TracebackBox(LocalTransport):
+    """A box whose python dies with a traceback on every command."""
+
+    async def run(self, command: str) -> CommandResult:
+        if "gpu_jobs" not in command:
+            return await super().run(command)
+        return CommandResult(1, "", _TRACEBACK)
+
+
+_TRACEBACK = """Traceback (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+  File "/box/jobs/lstm_hot-4ea4398f9c2a1a52/code/gpu_jobs/__main__.py", line 21, in <module>
+    from gpu_jobs import remote
+  File "<frozen importlib._bootstrap_external>", line 729, in _compile_bytecode
+EOFError: marshal data too short
+"""
+
+
+async def test_a_python_error_on_the_box_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    client = JobClient(TracebackBox(), workdir=str(tmp_path / "box"), python=sys.executable)
+    (tmp_path / "box" / "jobs" / "lstm_hot-4ea4398f9c2a1a52").mkdir(parents=True)
+    with pytest.raises(GpuJobError) as info:
+        await client.status("lstm_hot-4ea4398f9c2a1a52")
+    assert str(info.value) == (
+        "reading the job status on local failed (exit 1): EOFError: marshal data too short "
+        "(at <frozen importlib._bootstrap_external>:729)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "full"),
+    [
+        pytest.param("OSError: [Errno 28] No space left on device: '/w/jobs/x/.status.json.tmp'", True, id="python"),
+        pytest.param("tar: data/x.npy: Cannot write: No space left on device", True, id="tar"),
+        pytest.param("scp: write remote \"/w/incoming/x.tar.gz\": Failure", False, id="other"),
+    ],
+)
+def test_a_full_disk_is_recognised_in_what_the_box_says(text: str, full: bool) -> None:
+    assert boxshell.is_no_space(text) is full
+
+
+def test_free_space_is_read_from_posix_df() -> None:
+    df = "Filesystem     1024-blocks  Used Available Capacity Mounted on\ntmpfs 4096 4096 2048 100% /w\n"
+    assert boxshell.free_mb(df) == 2
+    assert boxshell.free_mb("df: /nope: No such file or directory") is None
