@@ -111,6 +111,10 @@ async def _serve(settings: SimSection, plan: FaultPlan, port: int, ban_s: float,
 
     now = int(time.time() * 1000)
     source = open_market(settings, now - now % settings.step_ms)
+    # Building the market took a while and its start is rounded to a step: bring it to the
+    # wall's time now, so the exchange's clock starts in step with ours (`hotcoin doctor`
+    # read a sim-exchange at --speed 1 as ~1 s behind and failed the clock check).
+    source.advance_to(max(source.now_ms, int(time.time() * 1000)))
     server = SimExchangeServer(
         source,
         speed=settings.speed,

@@ -125,6 +125,16 @@ def test_clock_skew_thresholds(skew: int, status: Status) -> None:
     assert f"{skew:+,d} ms" in check.detail
 
 
+@pytest.mark.parametrize(
+    ("skew", "says"),
+    [(1016, "more than 1,000 ms ahead, Binance rejects"), (-6000, "beyond recvWindow (5000 ms)")],
+)
+def test_a_clock_failure_names_the_rule_that_tripped(skew: int, says: str) -> None:
+    """+1,016 ms failed with "(recvWindow 5000 ms)" beside it, a window it was well inside."""
+    check = check_clock(1_000_000, 1_000_000 + skew, recv_window_ms=5000)
+    assert check.status is Status.FAIL and says in check.detail
+
+
 @pytest.mark.parametrize(("offset_ms", "status"), [(0, Status.OK), (-3000, Status.WARN), (8000, Status.FAIL)], ids=["synced", "behind-3s", "ahead-8s"])
 async def test_clock_skew_against_the_sim_exchange(offset_ms: int, status: Status) -> None:
     source = FakeMarketSource(start_ms=time.time_ns() // 1_000_000)
@@ -192,6 +202,10 @@ async def test_restrictions_request_is_signed(binance: FakeBinance) -> None:
         assert binance.seen[0]["timestamp"] == "1700000000000"
         with pytest.raises(ValueError, match="HTTP 401: Signature for this request is not valid"):
             await api_restrictions(session, binance.base_url, KEY, "wrong", now_ms=1)
+        # A host without the endpoint (a 404 page, a proxy's 502) was reported as a JSON parser's
+        # "unexpected content after document", with advice about keys and clocks.
+        with pytest.raises(ValueError, match=r"^HTTP 404, not a Binance answer \(b'404: Not Found'\)$"):
+            await api_restrictions(session, binance.base_url.replace("/sapi", "") + "/nowhere", KEY, SECRET, now_ms=1)
 
 
 @pytest.mark.parametrize(

@@ -99,3 +99,21 @@ async def test_cli_on_a_port_in_use_says_so_and_how_to_pick_another() -> None:
     finally:
         code, err_text = await _stop(first)
     assert code == 0, err_text
+
+
+async def test_at_speed_1_the_exchange_clock_is_the_wall_s() -> None:
+    """The market's start was rounded down to a step and then built for a while, so the served
+    clock ran ~1 s behind the wall and `hotcoin doctor` failed its clock check on a sim."""
+    import time
+
+    from engine.ops.doctor import Status, binance_time, measure_clock
+
+    proc, base_url = await _start("--symbols", "12", "--speed", "1", "--seed", "3")
+    try:
+        async with aiohttp.ClientSession() as session:
+            check = await measure_clock(lambda: binance_time(session, base_url), lambda: time.time_ns() // 1_000_000)
+        assert check.status is Status.OK, check.detail
+        skew = int(check.detail.split(" ms")[0].rsplit(" ", 1)[1].replace(",", ""))
+        assert abs(skew) < 250, check.detail
+    finally:
+        await _stop(proc)
