@@ -5,7 +5,9 @@ top 10% of coins by this score, how often would they be in the true top 10% 30 m
 compared with ranking by the baseline (discovery's run-up from the 60-bar low)? Per fold:
 AUC, precision at the top 10% (per bar, then pooled), the baseline's precision, and their
 ratio, the lift. The gates in `[ml.gates]` judge the lifts; the final model is trained on all
-the data and registered with its runtime contract and promotion decision.
+the data and registered with its runtime contract and promotion decision. The folds' scores
+also calibrate the engine's entry threshold (`calibrate`): the score that the top 10 % of
+out-of-sample rows reach, recorded in the contract for `trading.signals.ml_min_score = "auto"`.
 
 Fixed rounds, no early stopping: stopping on a test fold would tune on it.
 """
@@ -37,7 +39,13 @@ from ml.dataset import (
     stride_mask,
     write_parquet,
 )
-from ml.governance.contract import TrainingWindow, build_contract, library_versions, write_contract
+from ml.governance.contract import (
+    ScoreCalibration,
+    TrainingWindow,
+    build_contract,
+    library_versions,
+    write_contract,
+)
 from ml.governance.promotion import Evaluation, PromotionDecision, decide, write_decision
 from ml.governance.registry import ModelRegistry, ModelVersion
 from ml.labels import TOP_FRACTION, label_definition
@@ -146,6 +154,20 @@ def precision_at_top(y: FloatArray, score: FloatArray, bar: IntArray, fraction: 
     return float(y[top_mask(score, bar, fraction)].mean())
 
 
+def calibrate(scores: FloatArray, fraction: float = TOP_FRACTION) -> ScoreCalibration:
+    """The entry threshold that lets through the top `fraction` of out-of-sample scores, the
+    share the label calls hot: the score of the ceil(fraction x n)-th best row (ties at it pass
+    too), as the label cuts its top. The model's scores are probabilities of a 10 % event, so
+    they sit far below any fixed threshold such as 0.55; this one is on their own scale."""
+    finite = np.sort(scores[np.isfinite(scores)])[::-1]
+    if finite.shape[0] == 0:
+        raise DatasetError("no out-of-sample scores to calibrate the entry threshold on; use more history")
+    k = max(1, math.ceil(fraction * finite.shape[0]))
+    return ScoreCalibration(
+        min_score=float(finite[k - 1]), top_fraction=fraction, oos_max=float(finite[0]), oos_samples=int(finite.shape[0])
+    )
+
+
 @dataclass(frozen=True)
 class FoldReport:
     index: int
@@ -207,6 +229,7 @@ class TrainReport:
     seconds: float
     settings: TrainSettings
     importance: dict[str, float]
+    calibration: ScoreCalibration  # from the folds' out-of-sample scores
 
     def metrics(self, ds: HotDataset) -> dict[str, Any]:
         """The metrics file; `oos` is what `Evaluation.from_metrics` (the promotion gates) reads."""
@@ -222,6 +245,7 @@ class TrainReport:
             "seconds": round(self.seconds, 2),
             "settings": asdict(self.settings),
             "importance_gain": self.importance,
+            "score_calibration": asdict(self.calibration),
             "symbols": list(ds.symbols),
         }
 
@@ -233,12 +257,14 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 def walk_forward_train(
     ds: HotDataset, settings: TrainSettings, progress: Progress | None = None
 ) -> tuple[lightgbm.Booster, TrainReport]:
-    """Evaluate on every walk-forward fold, then fit the final model on all usable rows."""
+    """Evaluate on every walk-forward fold, calibrate the entry threshold on their pooled
+    out-of-sample scores, then fit the final model on all usable rows."""
     progress = progress or NullProgress()
     started = time.perf_counter()
     kept = stride_mask(ds.n_bars, settings.stride)
     bars = np.arange(ds.n_bars)
     reports = []
+    oos_scores: list[FloatArray] = []
     for fold in walk_forward(ds.n_bars, settings.folds, horizon=ds.horizon, embargo=settings.embargo_bars):
         check_no_leak(fold, ds.horizon)
         progress.stage(f"fold {fold.index + 1}/{settings.folds}", settings.params.rounds)
@@ -247,13 +273,16 @@ def walk_forward_train(
         model = fit(train, settings.params, progress)
         score = np.asarray(model.predict(test.x, num_threads=settings.params.num_threads), np.float64)
         reports.append(evaluate(test, score, fold, ds, len(train)))
+        oos_scores.append(score)
+    calibration = calibrate(np.concatenate(oos_scores))
     progress.stage("final model", settings.params.rounds)
     final = ds.table(kept)
     model = fit(final, settings.params, progress)
     gains = model.feature_importance(importance_type="gain")
     total = float(gains.sum()) or 1.0
     importance = {n: round(float(g) / total, 4) for n, g in sorted(zip(FEATURE_NAMES, gains, strict=True), key=lambda p: -p[1]) if g > 0}
-    return model, TrainReport(tuple(reports), len(final), time.perf_counter() - started, settings, importance)
+    seconds = time.perf_counter() - started
+    return model, TrainReport(tuple(reports), len(final), seconds, settings, importance, calibration)
 
 
 # ----------------------------------------------------------------------------- one training run
@@ -313,6 +342,7 @@ def train_and_register(
             created_ms=now_ms,
             libraries=library_versions(["numpy", "lightgbm"]),
             extra={"params": asdict(req.settings.params), "stride": req.settings.stride, "baseline": BASELINE},
+            score_calibration=report.calibration,
         ),
         model_format=MODEL_FORMAT,
     )

@@ -14,8 +14,15 @@ status), so tightening the gates takes effect at the next start, not at the next
 
 Anything else (no registry, no version, a refused or unreadable model) returns no scorer and a
 one-line status saying why and that the engine runs on its rules alone: a model problem must
-never stop trading on rules, and must never be silent. A version folder that cannot be read is
-passed over (the current model is chosen among the others) and named in the status.
+never stop trading on rules, and must never be silent (`failed` marks a model that was there and
+could not be installed). A version folder that cannot be read is passed over (the current model
+is chosen among the others) and named in the status.
+
+A production model's entry threshold is `trading.signals.ml_min_score`; "auto" (the default)
+takes the one calibrated at training from its out-of-sample scores. `warnings` says when the
+threshold in force is above every out-of-sample score the model gave (it would block every
+entry), when an older model records no calibrated threshold, and when it was trained with
+another minor version of LightGBM or numpy.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ from pathlib import Path
 
 from engine.config import HotcoinConfig
 from engine.config.sections.ml import PromotionGates
+from engine.config.sections.trading import (
+    UNCALIBRATED_ML_MIN_SCORE,
+    MlMinScore,
+    ml_min_score_in_force,
+)
 from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
@@ -38,7 +50,7 @@ from ml.governance.registry import (
     SkippedVersion,
     verify,
 )
-from ml.scorer import LgbmScorer, model_label
+from ml.scorer import LIBRARIES, LgbmScorer, model_label
 
 TASK = "hot_lgbm"
 log = logging.getLogger("hotcoin.ml")
@@ -54,6 +66,9 @@ class ScorerLoad:
     model: str | None = None  # e.g. hot_lgbm_1m@v0003#1a2b3c4d
     model_sha256: str | None = None
     mode: ScorerMode = "off"
+    failed: bool = False  # a model (or the registry) was there and could not be used
+    warnings: tuple[str, ...] = ()  # about the installed model: say them as loudly as a failure
+    training_window: tuple[int, int] | None = None  # the installed model's first and last training bar
 
 
 def registry_root(config: HotcoinConfig) -> Path:
@@ -94,32 +109,72 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
     try:
         listing = ModelRegistry(root).scan(task, interval)
     except (GovernanceError, OSError) as exc:
-        return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}")
+        return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}", failed=True)
     chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in listing.versions))
     if chosen is None:
         load = ScorerLoad(
             None,
             f"no {task}_{interval} model in {root}; {_RULES_ONLY} (train one with `hotcoin train --task {task}`)",
+            failed=bool(listing.skipped),  # there were models, none readable
         )
     else:
-        load = _load(chosen)
+        load = _load(chosen, config.trading.signals.ml_min_score)
     return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped))
 
 
-def _load(chosen: ModelVersion) -> ScorerLoad:
+def _load(chosen: ModelVersion, ml_min_score: MlMinScore) -> ScorerLoad:
     """`chosen` verified and loaded in the mode its decision allows, or the reason it was not."""
     label = model_label(chosen)
+    sha = chosen.contract.model_sha256
     mode: ScorerMode = "production" if chosen.production else "shadow"
     try:
-        verify(chosen, feature_schema_hash=feature_schema_hash(), features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES))
+        notes = verify(
+            chosen,
+            feature_schema_hash=feature_schema_hash(),
+            features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES),
+            libraries=LIBRARIES,
+        )
         scorer = LgbmScorer.load(chosen, mode)
     except ModelRefused as exc:
-        return ScorerLoad(None, f"REFUSED {exc}; {_RULES_ONLY}", label, chosen.contract.model_sha256)
+        return ScorerLoad(None, f"REFUSED {exc}; {_RULES_ONLY}", label, sha, failed=True)
     except (GovernanceError, OSError, ValueError) as exc:  # e.g. a missing contract, an unreadable file
-        return ScorerLoad(None, f"{label} could not be loaded ({exc}); {_RULES_ONLY}", label, chosen.contract.model_sha256)
+        return ScorerLoad(None, f"{label} could not be loaded ({exc}); {_RULES_ONLY}", label, sha, failed=True)
     if mode == "production":
-        status = f"{label} in production: its score gates entries (trading.signals.ml_min_score)"
+        threshold, source, warned = _threshold(chosen, ml_min_score)
+        status = f"{label} in production: its score gates entries at ml_min_score {threshold:.4g} ({source})"
+        notes += warned
     else:
         why = "; ".join(chosen.decision.reasons)
         status = f"{label} in shadow (research_only: {why}): scored and journaled, never trading"
-    return ScorerLoad(scorer, status, label, chosen.contract.model_sha256, mode)
+    window = chosen.contract.training_window
+    return ScorerLoad(scorer, status, label, sha, mode, warnings=notes, training_window=(window.start_ms, window.end_ms))
+
+
+def _threshold(chosen: ModelVersion, setting: MlMinScore) -> tuple[float, str, tuple[str, ...]]:
+    """The `ml_score` threshold in force for a production model, where it comes from, and the
+    warnings it calls for: one above every out-of-sample score blocks every entry, which is
+    the one way a production model stops all trading, so it must be said before it happens."""
+    calibration = chosen.contract.score_calibration
+    threshold = ml_min_score_in_force(setting, None if calibration is None else calibration.min_score)
+    if setting != "auto":
+        source = "trading.signals.ml_min_score"
+    elif calibration is not None:
+        source = f"auto: calibrated at training, the top {calibration.top_fraction:.0%} of its out-of-sample scores"
+    else:
+        source = "auto, but the model records no calibrated threshold"
+    if calibration is None:
+        if setting != "auto":
+            return threshold, source, ()
+        return threshold, source, (
+            f"{chosen.name} records no calibrated entry threshold (registered before hotcoin calibrated them), so "
+            f"ml_min_score falls back to {UNCALIBRATED_ML_MIN_SCORE:g}, which its scores may never reach: every entry "
+            "would then be skipped. Retrain it (`hotcoin train --task hot_lgbm`) or set trading.signals.ml_min_score "
+            "to a number on its scale",
+        )
+    if threshold <= calibration.oos_max:
+        return threshold, source, ()
+    return threshold, source, (
+        f"ml_min_score {threshold:.4g} is above every out-of-sample score of {chosen.name} (highest "
+        f"{calibration.oos_max:.4g} of {calibration.oos_samples}): it will skip every entry. Use ml_min_score = "
+        f'"auto" ({calibration.min_score:.4g}) or a number below {calibration.oos_max:.4g}',
+    )

@@ -19,13 +19,14 @@ import numpy.typing as npt
 from engine.signals.features import FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import ModelRefused
-from ml.governance.registry import ModelVersion
+from ml.governance.registry import ModelVersion, check_libraries
 
 if TYPE_CHECKING:
     import lightgbm
 
 FloatArray = npt.NDArray[np.float64]
 MODEL_FORMAT = "lightgbm_text"
+LIBRARIES = ("lightgbm", "numpy")  # what reads the model and its inputs: their versions are checked at load
 
 
 def model_label(version: ModelVersion) -> str:
@@ -37,18 +38,28 @@ def model_label(version: ModelVersion) -> str:
 class LgbmScorer:
     """Probability that the symbol's next 30 minutes are in the market's top 10%."""
 
-    def __init__(self, booster: lightgbm.Booster, *, mode: ScorerMode, version: str, schema_hash: str) -> None:
+    def __init__(
+        self,
+        booster: lightgbm.Booster,
+        *,
+        mode: ScorerMode,
+        version: str,
+        schema_hash: str,
+        calibrated_min_score: float | None = None,
+    ) -> None:
         if booster.num_feature() != len(FEATURE_NAMES):
             raise ValueError(f"booster has {booster.num_feature()} features, the feature code has {len(FEATURE_NAMES)}")
         self._booster = booster
         self.mode: ScorerMode = mode
         self.version = version
         self.schema_hash = schema_hash
+        self.calibrated_min_score = calibrated_min_score
 
     @classmethod
     def load(cls, version: ModelVersion, mode: ScorerMode) -> LgbmScorer:
         """The scorer of a registry version; `ModelRefused` if it is not a LightGBM model of this
-        feature schema or its bytes do not hash to the contract's sha256."""
+        feature schema, its bytes do not hash to the contract's sha256, or it was trained with
+        another major version of LightGBM or numpy (another minor one is `verify`'s warning)."""
         import lightgbm as lgb
 
         contract = version.contract
@@ -68,6 +79,7 @@ class LgbmScorer:
                 expected=contract.feature_schema_hash,
                 actual=feature_schema_hash(),
             )
+        check_libraries(version, LIBRARIES)
         blob = version.model_path.read_bytes()
         actual = hashlib.sha256(blob).hexdigest()
         if actual != contract.model_sha256:
@@ -88,7 +100,14 @@ class LgbmScorer:
                 actual="unreadable",
             ) from None
         _check_feature_order(version, tuple(booster.feature_name()))
-        return cls(booster, mode=mode, version=model_label(version), schema_hash=contract.feature_schema_hash)
+        calibration = contract.score_calibration
+        return cls(
+            booster,
+            mode=mode,
+            version=model_label(version),
+            schema_hash=contract.feature_schema_hash,
+            calibrated_min_score=None if calibration is None else calibration.min_score,
+        )
 
     def score_many(self, features: FloatArray) -> FloatArray:
         """Scores of a [symbols, features] matrix, one LightGBM call, single-threaded (the

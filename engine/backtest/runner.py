@@ -194,6 +194,24 @@ def _data_warnings(
     return tuple(out)
 
 
+def _in_sample_warning(model: ModelLoad | None, start: int, end: int) -> tuple[str, ...]:
+    """A model replayed over the bars it was trained on has seen the prices it scores: its
+    scores there are in-sample (look-ahead), and a result with them flatters it. Said, with
+    the overlap, rather than passed off as a test of the model."""
+    if model is None or model.scorer is None or model.training_window is None:
+        return ()
+    trained_from, trained_to = model.training_window
+    first, last = max(start, trained_from), min(end, trained_to)
+    if first > last:
+        return ()
+    return (
+        f"look-ahead: model {model.model} ({model.mode}) was trained on {utc_minute(trained_from)} .. "
+        f"{utc_minute(trained_to)}, which overlaps this replay from {utc_minute(first)} to {utc_minute(last)}: "
+        f"its scores there are in-sample and flatter it. Replay after {utc_minute(trained_to)}, or judge a model "
+        f"trained on data that ends before {utc_minute(start)}",
+    )
+
+
 class BacktestRunner:
     """One backtest over a store directory. `run()` is a coroutine only because the broker and
     router are the runtime's async ones; nothing in it waits on anything."""
@@ -353,7 +371,8 @@ class BacktestRunner:
             market=buy_hold,
             processes=1 if process is None else 2,
             warnings=_warm_up_warning(start, market_start, warm_ms)
-            + _data_warnings(self.index, market_start, end, end_ms, config.trading.signals.regime_symbol),
+            + _data_warnings(self.index, market_start, end, end_ms, config.trading.signals.regime_symbol)
+            + _in_sample_warning(self.model, start, end),
         )
 
 

@@ -264,7 +264,12 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
         recovery = None if recovered.empty else Recovery(recovered)
         model = options.model_loader(config) if options.model_loader is not None else None
         if model is not None:
-            log.info("model: %s", model.status, extra={"model": model.model, "model_mode": model.mode})
+            # A refused or unreadable model leaves the engine on rules alone: a warning, not an
+            # info line among the start-up chatter; so is anything said about the one installed.
+            about = {"model": model.model, "model_mode": model.mode}
+            log.log(logging.WARNING if model.failed else logging.INFO, "model: %s", model.status, extra=about)
+            for note in model.warnings:
+                log.warning("model: %s", note, extra=about)
         # On an exchange, its balances are checked against our records every 5 minutes.
         audit = None
         if isinstance(broker, ExchangeBroker) and isinstance(broker.gateway, CcxtGateway):

@@ -21,7 +21,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from engine.config.sections.trading import SignalSettings
+from engine.config.sections.trading import SignalSettings, ml_min_score_in_force
 from engine.domain import SignalDecision
 from engine.signals.features import FEATURE_INDEX
 
@@ -118,10 +118,11 @@ class SignalRules:
         min_heat: float,
         since_last_action_ms: FloatArray,
         ml_scores: FloatArray | None = None,
-        ml_threshold: float | None = None,
+        ml_calibrated: float | None = None,
     ) -> list[RuleOutcome]:
         """Entry decisions for [S, F] features. `since_last_action_ms` is inf where the symbol
-        has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule."""
+        has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule,
+        whose threshold is `ml_min_score`, or with "auto" the model's `ml_calibrated` one."""
         if self._entry is None or self._entry[0] != min_heat:
             self._entry = (min_heat, entry_rules(self.settings, min_heat))
         columns: list[tuple[str, FloatArray, BoolArray, float]] = []
@@ -132,7 +133,7 @@ class SignalRules:
             cooldown = float(self.settings.cooldown_ms)
             columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
             if ml_scores is not None:
-                threshold = self.settings.ml_min_score if ml_threshold is None else ml_threshold
+                threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
                 ok = (ml_scores >= threshold) & ~np.isnan(ml_scores)
                 columns.append(("ml_score", ml_scores, ok, threshold))
         return self._outcomes(columns, features.shape[0], exit_mode=False)

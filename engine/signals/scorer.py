@@ -3,7 +3,8 @@
 A scorer takes one symbol's feature row (in `FEATURE_NAMES` order) and returns a score in 0..1.
 Its `mode` decides what the score may do:
 
-- `production`: the score enters the entry decision as the `ml_score` rule (score >= threshold).
+- `production`: the score enters the entry decision as the `ml_score` rule (score >= threshold:
+  `trading.signals.ml_min_score`, or with "auto" the model's own `calibrated_min_score`).
 - `shadow`: the score is journaled as a `model_shadow` event and never touches the decision,
   so a candidate model can be judged on live data without risking money.
 - `off`: the scorer is not consulted at all (the `NullScorer`, when no model is installed).
@@ -20,11 +21,14 @@ ScorerMode = Literal["production", "shadow", "off"]
 
 
 class Scorer(Protocol):
-    """A model behind the signal rules. `schema_hash` must equal `feature_schema_hash()`."""
+    """A model behind the signal rules. `schema_hash` must equal `feature_schema_hash()`.
+    `calibrated_min_score` is the entry threshold on the model's own scale, set at training
+    (None: the model records none)."""
 
     mode: ScorerMode
     version: str
     schema_hash: str
+    calibrated_min_score: float | None
 
     def score(self, features: npt.NDArray[np.float64]) -> float: ...
 
@@ -35,6 +39,7 @@ class NullScorer:
     mode: ScorerMode = "off"
     version = "none"
     schema_hash = ""
+    calibrated_min_score: float | None = None
 
     def score(self, features: npt.NDArray[np.float64]) -> float:
         """NaN, which fails every threshold, should anything consult an `off` scorer anyway."""
@@ -43,7 +48,11 @@ class NullScorer:
 
 class ModelLoad(Protocol):
     """What a model loader hands the runtime (`ml.runtime.load_scorer` returns one): the scorer
-    to install (None: rules alone), one line for status saying why, and the model's name."""
+    to install (None: rules alone), one line for status saying why, and the model's name;
+    `failed` when a model was there but none could be installed (refused, unreadable), which
+    the user must see, not only a log at info; `warnings` about the installed one (e.g. an
+    entry threshold above every score it gave out of sample); `training_window`, the
+    [first, last] bar times it was trained on, so a backtest over them can say it is in-sample."""
 
     @property
     def scorer(self) -> Scorer | None: ...
@@ -56,3 +65,12 @@ class ModelLoad(Protocol):
 
     @property
     def mode(self) -> ScorerMode: ...
+
+    @property
+    def failed(self) -> bool: ...
+
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
+
+    @property
+    def training_window(self) -> tuple[int, int] | None: ...

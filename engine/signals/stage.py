@@ -161,6 +161,7 @@ class SignalStage:
             min_heat=min_heat,
             since_last_action_ms=since,
             ml_scores=scores if production else None,
+            ml_calibrated=self.scorer.calibrated_min_score,
         )
         return outcomes, self._feature_rows(x), x.tolist(), scores
 

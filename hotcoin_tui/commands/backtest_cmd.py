@@ -19,6 +19,7 @@ from hotcoin_tui.commands.options import ConfigOpt, JsonOpt
 
 if TYPE_CHECKING:
     from engine.config import HotcoinConfig
+    from ml.runtime import ScorerLoad
 
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Directory of {BASE}_{QUOTE}-1m.parquet candles (default: backtest.data_dir).")
@@ -118,8 +119,7 @@ def backtest(
     with _user_errors():
         cfg = _config(config, {"backtest.timeframe": timeframe})
         model = load_scorer(cfg)  # the same model, in the same mode, that `hotcoin run` would trade with
-        if model.scorer is not None:
-            typer.echo(f"model: {model.status}", err=True)
+        _say_model(model)
         window = _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to")
         show = sys.stderr.isatty() if progress is None else progress  # a month of 1m history takes a minute or more
         with RichReplayProgress() if show else contextlib.nullcontext() as bar:
@@ -150,6 +150,15 @@ def backtest(
         console.print(warning, style="yellow", highlight=False)
     if journal is not None:
         console.print(f"journal {journal}: explain a trade with `hotcoin replay <trace> --journal {journal}`")
+
+
+def _say_model(model: ScorerLoad) -> None:
+    """The model status on stderr, always: a refused or unreadable model (red) leaves the
+    replay on rules alone, which must not look like a run with the model; warnings in yellow."""
+    color = typer.colors.RED if model.failed else None
+    typer.secho(f"model: {model.status}", fg=color, err=True)
+    for note in model.warnings:
+        typer.secho(f"model: {note}", fg=typer.colors.YELLOW, err=True)
 
 
 def collect(

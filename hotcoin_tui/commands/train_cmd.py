@@ -42,6 +42,7 @@ def _train_on_gpu(opts: TrainOptions) -> None:
     from gpu_jobs.features import hot_feature_set
     from gpu_jobs.workflow import TrainRequest, train_on_gpu
     from hotcoin_tui.commands.jobs_cmd import JobView
+    from ml.runtime import TASK as ENGINE_TASK
 
     if not opts.gpu:
         raise ConfigError(f"task {opts.task} trains on a GPU box: pass --gpu <profile> (a [gpu.<profile>] table)")
@@ -59,12 +60,17 @@ def _train_on_gpu(opts: TrainOptions) -> None:
     with JobView() as view:
         version = asyncio.run(train_on_gpu(config, req, hot_feature_set(), on_event=view.on_event))
     verdict = version.decision.verdict
-    typer.secho(
-        f"registered {version.name} ({verdict}) in {version.path}",
-        fg=typer.colors.GREEN if verdict == "production" else typer.colors.YELLOW,
-    )
+    # The engine's signal path loads only `ml.runtime.TASK` (hot_lgbm): a torch model that passes
+    # every gate is registered as production for research scoring (`gpu_jobs.inference`), but
+    # nothing trades on it, and a green "(production)" read as if `hotcoin run` would.
+    typer.secho(f"registered {version.name} ({verdict}) in {version.path}", fg=typer.colors.YELLOW)
     for gate in version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
+    typer.secho(
+        f"  the engine does not load {opts.task} models (`hotcoin run` and `hotcoin backtest` score with "
+        f"{ENGINE_TASK} only): this one is for research (gpu_jobs.inference), and no trade depends on it",
+        fg=typer.colors.YELLOW,
+    )
 
 
 class LgbmProgressView:
@@ -163,6 +169,12 @@ def _train_lgbm(opts: TrainOptions) -> None:
     )
     for gate in out.version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
+    calibration = out.version.contract.score_calibration
+    if calibration is not None:
+        typer.echo(
+            f"  entry threshold (trading.signals.ml_min_score = \"auto\"): {calibration.min_score:.4g}, the top "
+            f"{calibration.top_fraction:.0%} of {calibration.oos_samples} out-of-sample scores (highest {calibration.oos_max:.4g})"
+        )
     if out.reused and out.decision.verdict != verdict:
         _say_decisions_differ(out.decision, verdict)
 

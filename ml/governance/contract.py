@@ -4,7 +4,11 @@ A model is only as good as the agreement between the features it was trained on 
 features the engine computes today. The contract writes that agreement down next to the model
 (`runtime_contract_{task}_{interval}.json`): feature names in order with their dtypes, the hash
 of the feature code's schema, the sha256 of the model file, the library versions it was trained
-with, the training window and the label definition. The registry checks it before loading.
+with, the training window, the label definition and, for a scoring model, where its scores stand
+out of sample (`ScoreCalibration`: the entry threshold `trading.signals.ml_min_score = "auto"`
+uses). The registry checks names, hashes and library versions before loading.
+
+Version 2 added `score_calibration`; a version-1 contract still reads, without one.
 
 Feature names, dtypes and the schema hash are arguments, not imports: the caller passes those of
 `engine.signals.features` (`FEATURE_NAMES`, `feature_schema_hash()`) or of any explicit list.
@@ -24,7 +28,8 @@ from typing import Any
 
 from ml.governance.errors import ContractError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before `score_calibration`
 _TASK_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _INTERVAL_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")
 _DTYPES = frozenset({"float32", "float64", "int32", "int64", "bool"})
@@ -84,6 +89,43 @@ class TrainingWindow:
 
 
 @dataclass(frozen=True)
+class ScoreCalibration:
+    """Where a model's out-of-sample scores stand, recorded at training.
+
+    A classifier's score is a probability of its label, not a confidence on a fixed scale: a
+    model of "in the market's top 10 % next" scores around 0.1 and rarely above 0.5, so a fixed
+    threshold such as 0.55 blocks everything. `min_score` is the score that lets through the
+    `top_fraction` of out-of-sample rows (the share the label calls positive); `oos_max` is the
+    highest out-of-sample score, so a threshold above it can be flagged before it blocks every
+    entry."""
+
+    min_score: float
+    top_fraction: float
+    oos_max: float
+    oos_samples: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.top_fraction < 1.0:
+            raise ContractError(f"score calibration top_fraction {self.top_fraction} is not in (0, 1)")
+        if self.oos_samples < 1:
+            raise ContractError("score calibration needs at least one out-of-sample score")
+        if not 0.0 <= self.min_score <= self.oos_max <= 1.0:
+            raise ContractError(
+                f"score calibration min_score {self.min_score} and oos_max {self.oos_max} must satisfy "
+                "0 <= min_score <= oos_max <= 1; recalibrate from the model's out-of-sample scores"
+            )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScoreCalibration:
+        return cls(
+            min_score=float(data["min_score"]),
+            top_fraction=float(data["top_fraction"]),
+            oos_max=float(data["oos_max"]),
+            oos_samples=int(data["oos_samples"]),
+        )
+
+
+@dataclass(frozen=True)
 class RuntimeContract:
     task: str
     interval: str
@@ -99,6 +141,7 @@ class RuntimeContract:
     job_id: str | None = None
     model_format: str = "torch_state_dict"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    score_calibration: ScoreCalibration | None = None  # None: a model that is not scored, or one from version 1
     contract_version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -140,12 +183,13 @@ class RuntimeContract:
     def from_json(cls, data: Mapping[str, Any]) -> RuntimeContract:
         try:
             version = int(data["contract_version"])
-            if version != CONTRACT_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise ContractError(
-                    f"contract version {version} is not supported (this code reads {CONTRACT_VERSION}); "
-                    "retrain or upgrade hotcoin"
+                    f"contract version {version} is not supported (this code reads "
+                    f"{', '.join(map(str, READABLE_VERSIONS))}); retrain or upgrade hotcoin"
                 )
             window = data["training_window"]
+            calibration = None if version < 2 else data["score_calibration"]
             return cls(
                 task=str(data["task"]),
                 interval=str(data["interval"]),
@@ -163,6 +207,7 @@ class RuntimeContract:
                 job_id=None if data.get("job_id") is None else str(data["job_id"]),
                 model_format=str(data["model_format"]),
                 extra=dict(data.get("extra", {})),
+                score_calibration=None if calibration is None else ScoreCalibration.from_json(calibration),
                 contract_version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -183,6 +228,7 @@ def build_contract(
     libraries: Mapping[str, str] | None = None,
     job_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    score_calibration: ScoreCalibration | None = None,
 ) -> RuntimeContract:
     """A contract for the model file at `model_path` (its sha256 is computed here).
     `libraries` are the versions the model was trained with (e.g. reported by the GPU box);
@@ -203,6 +249,7 @@ def build_contract(
         created_ms=created_ms,
         job_id=job_id,
         extra=dict(extra or {}),
+        score_calibration=score_calibration,
     )
 
 

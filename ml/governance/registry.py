@@ -12,7 +12,8 @@ the same number and a reader never sees half a version; every file and both fold
 around the rename, so a power cut cannot leave a version whose files are empty). Loading verifies
 before handing out a path: the contract's feature schema hash must equal the running feature
 code's, and the model file's sha256 must equal the contract's; otherwise `ModelRefused` says which
-one differs.
+one differs. The libraries a caller names (those that read the model) are checked against the
+versions the contract records: another major version is refused, another minor one is a warning.
 
 A version that cannot be read (a missing or malformed contract or decision) is skipped, logged
 and listed in `scan().skipped`, never fatal to the others: one damaged folder must not take an
@@ -27,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from ml.governance.contract import (
     file_sha256,
     fsync_dir,
     fsync_file,
+    library_versions,
     read_contract,
     write_contract,
 )
@@ -50,6 +52,7 @@ from ml.governance.promotion import (
 )
 
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+_RELEASE_RE = re.compile(r"^(\d+)\.(\d+)")
 log = logging.getLogger("hotcoin.registry")
 
 
@@ -257,8 +260,44 @@ def _stage(staging: Path, files: Mapping[str, Path], contract: RuntimeContract, 
     fsync_dir(staging)
 
 
-def verify(model: ModelVersion, *, feature_schema_hash: str, features: FeatureSchema | None = None) -> None:
-    """Raise `ModelRefused` naming the hash that differs; return quietly when both match.
+def check_libraries(
+    model: ModelVersion, names: Sequence[str], installed: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The `names` libraries installed here (default: read from metadata) against the versions
+    the contract records: `ModelRefused` on another major version (a model format, or numbers,
+    that may no longer mean the same), one warning per other minor version; a library the
+    contract does not record, or records as "absent", is not compared."""
+    here = dict(installed) if installed is not None else library_versions(names)
+    notes: list[str] = []
+    for name in names:
+        trained, now = model.contract.library_versions.get(name), here.get(name, "absent")
+        if trained is None or trained == "absent" or trained == now:
+            continue
+        was, found = _RELEASE_RE.match(trained), _RELEASE_RE.match(now)
+        if was is None or found is None:
+            notes.append(f"{model.name} was trained with {name} {trained}, this is {name} {now}: versions not comparable")
+        elif was.group(1) != found.group(1):
+            raise ModelRefused(
+                f"{model.name} refused: trained with {name} {trained}, this is {name} {now} (another major "
+                f"version); install {name} {was.group(1)}.x or retrain the model",
+                which="library_versions",
+                expected=f"{name} {trained}",
+                actual=f"{name} {now}",
+            )
+        elif was.group(2) != found.group(2):
+            notes.append(f"{model.name} was trained with {name} {trained}, this is {name} {now} (another minor version)")
+    return tuple(notes)
+
+
+def verify(
+    model: ModelVersion,
+    *,
+    feature_schema_hash: str,
+    features: FeatureSchema | None = None,
+    libraries: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """Raise `ModelRefused` naming what differs; return the warnings (another minor version of
+    one of `libraries`, see `check_libraries`) when everything that must match does.
 
     With `features` (the running code's names and dtypes, the inputs of its schema hash), the
     contract's own names and dtypes must be those too: equal hashes alone would let a contract
@@ -290,3 +329,4 @@ def verify(model: ModelVersion, *, feature_schema_hash: str, features: FeatureSc
             expected=model.contract.model_sha256,
             actual=actual,
         )
+    return check_libraries(model, libraries)

@@ -83,3 +83,20 @@ def test_retraining_the_same_model_under_other_gates_says_which_decision_stands(
     assert "note: under the current [ml.gates] this model is research_only (mean out-of-sample lift" in again.output
     assert "was registered as production and that decision stays on record" in again.output
     assert "it runs this one in shadow" in again.output
+
+
+def test_a_torch_model_is_not_announced_as_one_the_engine_trades_on(
+    history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine only loads hot_lgbm: a torch model that passes the gates is registered, but
+    the message says nothing trades on it rather than a green "(production)"."""
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_SAMPLES", "1")
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_LIFT", "0.001")
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MAX_FOLD_CV", "1000")
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_FOLDS", "2")
+    longer = write_history(tmp_path / "longer", synth_frames(n_symbols=6, n_bars=400, seed=2))
+    result = CliRunner().invoke(app, [*TRAIN_ON_GPU, "--data", str(longer)], color=True)
+    assert result.exit_code == 0, result.output
+    assert "registered lstm_hot_1m@v0001 (production)" in result.output
+    assert "\x1b[32m" not in result.output  # no green: production here is not production in the engine
+    assert "the engine does not load lstm_hot models" in result.output and "no trade depends on it" in result.output

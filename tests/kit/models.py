@@ -20,6 +20,7 @@ class ConstantScorer:
     value: float = 0.0  # 0 fails the ml_score rule: a production model that blocks every entry
     version: str = MODEL
     schema_hash: str = feature_schema_hash()
+    calibrated_min_score: float | None = None
 
     def score(self, features: npt.NDArray[np.float64]) -> float:
         return self.value
@@ -31,6 +32,9 @@ class Load:
     status: str
     model: str | None
     mode: ScorerMode
+    failed: bool = False
+    warnings: tuple[str, ...] = ()
+    training_window: tuple[int, int] | None = None
 
 
 def loaded(mode: ScorerMode) -> Load:

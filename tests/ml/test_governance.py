@@ -10,7 +10,9 @@ import pytest
 
 from engine.config.sections.ml import PromotionGates
 from ml.governance.contract import (
+    CONTRACT_VERSION,
     RuntimeContract,
+    ScoreCalibration,
     TrainingWindow,
     build_contract,
     file_sha256,
@@ -20,7 +22,13 @@ from ml.governance.contract import (
 )
 from ml.governance.errors import ContractError, ModelRefused, RegistryError
 from ml.governance.promotion import Evaluation, decide, read_decision, recheck, write_decision
-from ml.governance.registry import FeatureSchema, ModelRegistry, ModelVersion
+from ml.governance.registry import (
+    FeatureSchema,
+    ModelRegistry,
+    ModelVersion,
+    check_libraries,
+    verify,
+)
 
 NAMES = ("ret_1", "bar_range", "log_volume")
 DTYPES = ("float32", "float32", "float32")
@@ -72,6 +80,78 @@ def test_contract_round_trips_with_every_field(tmp_path: Path) -> None:
     assert data["library_versions"] == {"torch": "2.13.0", "numpy": "2.4"}
     assert data["training_window"] == {"start_ms": 1000, "end_ms": 2000, "symbols": ["DOGE/USDT"]}
     assert read_contract(path) == contract
+
+
+def test_a_score_calibration_round_trips_and_a_version_1_contract_still_reads(tmp_path: Path) -> None:
+    calibration = ScoreCalibration(min_score=0.21, top_fraction=0.1, oos_max=0.53, oos_samples=159_238)
+    contract = _contract(_model(tmp_path), score_calibration=calibration)
+    path = write_contract(contract, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["contract_version"] == CONTRACT_VERSION == 2
+    assert data["score_calibration"] == {"min_score": 0.21, "top_fraction": 0.1, "oos_max": 0.53, "oos_samples": 159_238}
+    assert read_contract(path) == contract
+    del data["score_calibration"]  # what hotcoin wrote before calibration existed
+    path.write_text(json.dumps({**data, "contract_version": 1}))
+    old = read_contract(path)
+    assert old.score_calibration is None and old.contract_version == 1
+    path.write_text(json.dumps({**data, "contract_version": 3}))
+    with pytest.raises(ContractError, match=r"contract version 3 is not supported \(this code reads 1, 2\)"):
+        read_contract(path)
+    path.write_text(json.dumps(data))  # version 2 without the field: malformed, not silently uncalibrated
+    with pytest.raises(ContractError, match="malformed runtime contract: KeyError: 'score_calibration'"):
+        read_contract(path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({"min_score": 0.6, "oos_max": 0.5}, "must satisfy 0 <= min_score <= oos_max <= 1", id="above-max"),
+        pytest.param({"top_fraction": 0.0}, "top_fraction 0.0 is not in", id="fraction"),
+        pytest.param({"oos_samples": 0}, "at least one out-of-sample score", id="samples"),
+    ],
+)
+def test_a_score_calibration_must_be_consistent(fields: dict[str, float], message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        ScoreCalibration(**{"min_score": 0.2, "top_fraction": 0.1, "oos_max": 0.5, "oos_samples": 10, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("installed", "notes"),
+    [
+        pytest.param({"torch": "2.13.0", "numpy": "2.4.1"}, (), id="same-minor"),
+        pytest.param(
+            {"torch": "2.14.1", "numpy": "2.4"},
+            ("lstm_hot_1m@v0001 was trained with torch 2.13.0, this is torch 2.14.1 (another minor version)",),
+            id="minor",
+        ),
+        pytest.param(
+            {"torch": "absent", "numpy": "2.4"},
+            ("lstm_hot_1m@v0001 was trained with torch 2.13.0, this is torch absent: versions not comparable",),
+            id="absent-here",
+        ),
+    ],
+)
+def test_another_minor_library_version_is_a_warning(tmp_path: Path, installed: dict[str, str], notes: tuple[str, ...]) -> None:
+    version = _register(ModelRegistry(tmp_path / "reg"), tmp_path)
+    assert check_libraries(version, ("torch", "numpy", "lightgbm"), installed) == notes  # lightgbm: not recorded
+
+
+def test_another_major_library_version_is_refused(tmp_path: Path) -> None:
+    version = _register(ModelRegistry(tmp_path / "reg"), tmp_path)
+    with pytest.raises(ModelRefused, match=r"refused: trained with torch 2.13.0, this is torch 3.0.0 \(another major") as refused:
+        check_libraries(version, ("torch", "numpy"), {"torch": "3.0.0", "numpy": "2.4"})
+    assert refused.value.which == "library_versions" and "install torch 2.x or retrain" in str(refused.value)
+
+
+def test_verify_checks_the_libraries_it_is_given(tmp_path: Path) -> None:
+    version = _register(ModelRegistry(tmp_path / "reg"), tmp_path)
+    assert verify(version, feature_schema_hash=HASH) == ()  # no libraries named: none compared
+    data = json.loads((version.path / version.contract.filename).read_text())
+    data["library_versions"]["numpy"] = "0.9"
+    (version.path / version.contract.filename).write_text(json.dumps(data))
+    (again,) = ModelRegistry(tmp_path / "reg").versions("lstm_hot", "1m")
+    with pytest.raises(ModelRefused, match=r"trained with numpy 0\.9"):
+        verify(again, feature_schema_hash=HASH, libraries=("numpy",))
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from ml.lgbm import (
     TrainRequest,
     TrainSettings,
     auc,
+    calibrate,
     precision_at_top,
     top_mask,
     train_and_register,
@@ -110,6 +111,22 @@ def test_metrics_feed_the_promotion_gates(report: TrainReport, dataset: HotDatas
     json.dumps(m, allow_nan=False)  # strict JSON: no NaN anywhere
 
 
+def test_calibrate_lets_through_the_label_s_top_fraction() -> None:
+    scores = np.r_[np.arange(100.0) / 100.0, np.nan]
+    cal = calibrate(scores)
+    assert (cal.min_score, cal.oos_max, cal.oos_samples, cal.top_fraction) == (0.9, 0.99, 100, 0.1)
+    assert (scores >= cal.min_score).sum() == 10  # ceil(10 % x 100), as the label cuts its top
+    assert calibrate(np.full(7, 0.2)).min_score == 0.2  # ties at the cut pass, as in the label
+
+
+def test_the_entry_threshold_is_calibrated_on_the_out_of_sample_scores(report: TrainReport, dataset: HotDataset) -> None:
+    """On the model's own scale: a probability of a top-10 % move sits far under a fixed 0.55."""
+    cal = report.calibration
+    assert cal.oos_samples == sum(f.test_rows for f in report.folds) and cal.top_fraction == 0.1
+    assert 0.0 < cal.min_score < cal.oos_max < 1.0 and cal.min_score < 0.55
+    assert report.metrics(dataset)["score_calibration"] == dataclasses.asdict(cal)
+
+
 def config_with(tmp: Path, gates: PromotionGates) -> HotcoinConfig:
     return HotcoinConfig(ml=MlSection(registry_dir=tmp / "models", gates=gates))
 
@@ -130,6 +147,7 @@ def test_training_run_writes_dataset_metrics_contract_and_decision(
     assert contract.feature_schema_hash == feature_schema_hash() and contract.feature_names == FEATURE_NAMES
     assert contract.model_format == "lightgbm_text" and contract.model_file == "model.txt"
     assert "top ceil(0.1 x n)" in contract.label_definition and "lightgbm" in contract.library_versions
+    assert contract.score_calibration == out.report.calibration == out.version.contract.score_calibration
     assert decision.verdict == verdict == out.version.decision.verdict
     assert decision.model_sha256 == contract.model_sha256 == out.version.contract.model_sha256
     if verdict == "research_only":
@@ -153,6 +171,7 @@ def test_cli_trains_and_registers(history: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "prec@10%" in result.output and "registered hot_lgbm_1m@v0001 (research_only)" in result.output
     assert "FAIL  oos_lift" in result.output
+    assert 'entry threshold (trading.signals.ml_min_score = "auto"): 0.' in result.output
     assert (tmp_path / "data" / "models" / "hot_lgbm_1m" / "v0001" / "model.txt").is_file()
     assert (tmp_path / "data" / "training" / "hot_lgbm_1m" / "dataset.parquet").is_file()
 

@@ -30,10 +30,12 @@ from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schem
 from engine.signals.scorer import Scorer
 from engine.trading import TradingCore
 from ml.governance.contract import TrainingWindow, build_contract
+from ml.governance.errors import ModelRefused
 from ml.governance.promotion import Evaluation, decide
-from ml.governance.registry import ModelRegistry
+from ml.governance.registry import ModelRegistry, ModelVersion
 from ml.lgbm import LgbmParams, TrainRequest, TrainSettings, train_and_register
 from ml.runtime import ScorerLoad, load_scorer
+from ml.scorer import LgbmScorer
 from tests.engine.signals import market_kit as mk
 from tests.kit.events import RecordingSink
 from tests.ml.synth import MINUTE, synth_frames, write_history
@@ -84,6 +86,7 @@ def copy_registry(src: Path, tmp: Path) -> Path:
 def test_no_model_runs_rules_only_and_says_so(tmp_path: Path) -> None:
     load = load_scorer(config_for(tmp_path / "empty"))
     assert load.scorer is None and load.mode == "off" and load.model is None
+    assert not load.failed  # no model is how a fresh install starts, not a failure
     assert "no hot_lgbm_1m model" in load.status and "rules alone" in load.status
     assert "hotcoin train --task hot_lgbm" in load.status
 
@@ -98,7 +101,9 @@ def test_production_model_loads_in_production_mode(registries: dict[str, Path]) 
     assert load.scorer is not None and load.mode == "production" == load.scorer.mode
     assert load.model == load.scorer.version and load.model.startswith("hot_lgbm_1m@v0001#")
     assert load.model_sha256 is not None and load.model.endswith(load.model_sha256[:8])
-    assert "in production" in load.status
+    assert "in production" in load.status and not load.failed and load.warnings == ()
+    window = load_version(registries["production"]).contract.training_window
+    assert load.training_window == (window.start_ms, window.end_ms)
     x = np.random.default_rng(0).normal(0, 0.01, (7, len(FEATURE_NAMES)))
     x[:, FEATURE_NAMES.index("heat")] = np.nan
     many = load.scorer.score_many(x)
@@ -131,6 +136,95 @@ def test_tightened_gates_demote_a_production_model_to_shadow(registries: dict[st
     assert load_scorer(config_for(registries["research"], gates=loosened)).mode == "shadow"  # demotion only, never promotion
 
 
+def load_version(root: Path) -> ModelVersion:
+    return ModelRegistry(root).versions("hot_lgbm", "1m")[0]
+
+
+CONTRACT = ("hot_lgbm_1m", "v0001", "runtime_contract_hot_lgbm_1m.json")
+
+
+def test_the_default_threshold_is_the_one_calibrated_at_training(registries: dict[str, Path]) -> None:
+    calibration = load_version(registries["production"]).contract.score_calibration
+    assert calibration is not None and calibration.top_fraction == 0.1
+    load = load_scorer(config_for(registries["production"]))
+    assert f"gates entries at ml_min_score {calibration.min_score:.4g} (auto: calibrated at training" in load.status
+    assert load.scorer is not None and load.scorer.calibrated_min_score == calibration.min_score
+    assert load.warnings == ()
+
+
+def test_a_threshold_above_every_out_of_sample_score_is_a_warning(registries: dict[str, Path]) -> None:
+    calibration = load_version(registries["production"]).contract.score_calibration
+    assert calibration is not None
+    load = load_scorer(config_for(registries["production"], ml_min_score=1.0))
+    assert "gates entries at ml_min_score 1 (trading.signals.ml_min_score)" in load.status
+    (warning,) = load.warnings
+    assert warning.startswith("ml_min_score 1 is above every out-of-sample score of hot_lgbm_1m@v0001 (highest ")
+    assert f'it will skip every entry. Use ml_min_score = "auto" ({calibration.min_score:.4g})' in warning
+    assert load_scorer(config_for(registries["production"], ml_min_score=calibration.oos_max)).warnings == ()
+    assert load_scorer(config_for(registries["research"], ml_min_score=1.0)).warnings == ()  # shadow: no threshold
+
+
+def test_an_older_model_without_a_calibrated_threshold_falls_back_with_a_warning(
+    registries: dict[str, Path], tmp_path: Path
+) -> None:
+    root = copy_registry(registries["production"], tmp_path)
+    path = root.joinpath(*CONTRACT)
+    data = json.loads(path.read_text())
+    del data["score_calibration"]
+    path.write_text(json.dumps({**data, "contract_version": 1}))  # as registered before calibration
+    load = load_scorer(config_for(root))
+    assert load.scorer is not None and load.mode == "production" and load.scorer.calibrated_min_score is None
+    assert "gates entries at ml_min_score 0.55 (auto, but the model records no calibrated threshold)" in load.status
+    (warning,) = load.warnings
+    assert warning.startswith("hot_lgbm_1m@v0001 records no calibrated entry threshold")
+    assert "Retrain it (`hotcoin train --task hot_lgbm`) or set trading.signals.ml_min_score" in warning
+    assert load_scorer(config_for(root, ml_min_score=0.2)).warnings == ()  # a number of one's own: no guess to warn of
+
+
+@pytest.mark.parametrize(
+    ("library", "trained", "refused"),
+    [
+        pytest.param("lightgbm", "1.0.0", True, id="lightgbm-major"),
+        pytest.param("numpy", "1.26.4", True, id="numpy-major"),
+        pytest.param("lightgbm", "{major}.99.0", False, id="lightgbm-minor"),
+    ],
+)
+def test_library_versions_are_checked_at_load(
+    registries: dict[str, Path], tmp_path: Path, library: str, trained: str, refused: bool
+) -> None:
+    import importlib.metadata
+
+    root = copy_registry(registries["production"], tmp_path)
+    path = root.joinpath(*CONTRACT)
+    installed = importlib.metadata.version(library)
+    versions = json.loads(path.read_text())["library_versions"]
+    trained = trained.format(major=installed.split(".")[0])
+    _edit_json(path, library_versions={**versions, library: trained})
+    load = load_scorer(config_for(root))
+    if refused:
+        assert load.scorer is None and load.failed
+        assert load.status.startswith(
+            f"REFUSED hot_lgbm_1m@v0001 refused: trained with {library} {trained}, this is {library} {installed} "
+            "(another major version)"
+        )
+    else:
+        assert load.scorer is not None and load.mode == "production"
+        assert load.warnings == (
+            f"hot_lgbm_1m@v0001 was trained with {library} {trained}, this is {library} {installed} (another minor version)",
+        )
+
+
+def test_the_scorer_itself_refuses_another_major_library_version(registries: dict[str, Path], tmp_path: Path) -> None:
+    """`LgbmScorer.load` defends itself as it does for hashes: a caller that skipped `verify`
+    still cannot run a model trained with another major LightGBM."""
+    root = copy_registry(registries["production"], tmp_path)
+    path = root.joinpath(*CONTRACT)
+    _edit_json(path, library_versions={**json.loads(path.read_text())["library_versions"], "lightgbm": "1.0.0"})
+    with pytest.raises(ModelRefused, match="another major version") as refused:
+        LgbmScorer.load(load_version(root), "production")
+    assert refused.value.which == "library_versions"
+
+
 def _edit_json(path: Path, **changes: Any) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
@@ -144,6 +238,7 @@ def test_contract_from_other_feature_code_is_refused(registries: dict[str, Path]
     assert load.scorer is None and load.mode == "off"
     assert load.status.startswith("REFUSED hot_lgbm_1m@v0001 refused: feature_schema_hash differs")
     assert "retrain" in load.status and "rules alone" in load.status
+    assert load.failed  # said as a warning in `hotcoin run`'s log and in red by `hotcoin backtest`
     assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
 
 
@@ -167,6 +262,7 @@ def test_a_malformed_contract_is_reported_not_raised(registries: dict[str, Path]
     (root / "hot_lgbm_1m" / "v0001" / "runtime_contract_hot_lgbm_1m.json").write_text("{not json")
     load = load_scorer(config_for(root))
     assert load.scorer is None and "unreadable" in load.status and "not valid JSON" in load.status
+    assert load.failed
 
 
 def test_an_unreadable_newer_version_leaves_production_in_place(registries: dict[str, Path], tmp_path: Path) -> None:
@@ -314,6 +410,20 @@ async def test_shadow_model_never_changes_a_decision(
     assert all(e.payload["model"] == load.model and 0 < e.payload["score"] < 1 for e in shadows)
     assert all(e.payload["ml_score"] is None and "ml_score" not in {c["name"] for c in e.payload["rules"]} for e in entries)
     assert not any(e.kind == "model_shadow" for e in plain.events)
+
+
+async def test_a_production_model_under_the_default_threshold_trades(registries: dict[str, Path]) -> None:
+    """The default ml_min_score ("auto") is the model's calibrated threshold: its entries pass on
+    their score. A fixed 0.55 skipped every one, as this model's scores, probabilities of a
+    top-10 % move, rarely reach it."""
+    config = config_for(registries["production"], **SIGNALS)
+    load = load_scorer(config)
+    assert load.scorer is not None and load.mode == "production" and load.scorer.calibrated_min_score is not None
+    intents, sink = await trade(config, load.scorer, MARKET)
+    assert any(i["purpose"] == "entry" for i in intents), "no entry passed the calibrated threshold"
+    rules = [r for e in sink.events if e.kind == "signal_snapshot" for r in e.payload["rules"] if r["name"] == "ml_score"]
+    assert rules and {r["threshold"] for r in rules} == {load.scorer.calibrated_min_score}
+    assert any(r["passed"] for r in rules) and not all(r["passed"] for r in rules)
 
 
 async def test_production_model_score_enters_the_decision(registries: dict[str, Path]) -> None:

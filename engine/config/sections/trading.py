@@ -7,11 +7,41 @@ Fractions are plain ratios (0.03 = 3 %); durations are milliseconds; money is in
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PlainValidator, model_validator
 
 from engine.config.sections.base import Section
+
+# What `ml_min_score = "auto"` means for a model that records no calibrated threshold (one
+# registered before calibration existed): the fixed default of those days, with a warning.
+UNCALIBRATED_ML_MIN_SCORE = 0.55
+
+
+def _ml_min_score(value: object) -> float | Literal["auto"]:
+    """"auto" or a number in [0, 1] (a TOML number, or its text from a `HOTCOIN_*` variable):
+    one message naming both forms, where a plain union reported one error per member."""
+    if value == "auto":
+        return "auto"
+    try:
+        number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise ValueError('must be "auto" (the model\'s calibrated threshold) or a number from 0 to 1')
+    return number
+
+
+MlMinScore = Annotated[float | Literal["auto"], PlainValidator(_ml_min_score)]
+
+
+def ml_min_score_in_force(setting: float | Literal["auto"], calibrated: float | None) -> float:
+    """The `ml_score` rule's threshold: a number in config overrides; "auto" takes the model's
+    calibrated threshold, or `UNCALIBRATED_ML_MIN_SCORE` for a model that records none."""
+    if setting != "auto":
+        return setting
+    return UNCALIBRATED_ML_MIN_SCORE if calibrated is None else calibrated
 
 
 class SignalSettings(Section):
@@ -42,8 +72,10 @@ class SignalSettings(Section):
     cooldown_ms: int = Field(
         1_800_000, ge=0, description="After an entry or exit on a symbol, no new entry on it for this long."
     )
-    ml_min_score: float = Field(
-        0.55, ge=0, le=1, description="With a production ML scorer, entry needs score >= this."
+    ml_min_score: MlMinScore = Field(
+        "auto",
+        description="With a production ML scorer, entry needs score >= this. \"auto\": the threshold the model "
+        "was calibrated to at training (the score its top 10 % of out-of-sample rows reach); a number overrides it.",
     )
     exit_fade_ret_5: float = Field(
         -0.02, description="Exit signal 'momentum fade': the 5-bar return fell to or below this."

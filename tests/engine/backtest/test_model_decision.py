@@ -4,9 +4,12 @@ production model decides, a research_only (shadow) model only watches."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
-from engine.backtest.runner import BacktestRunner
+import pytest
+
+from engine.backtest.runner import MINUTE_MS, BacktestRunner, utc_minute
 from engine.config import HotcoinConfig
 from tests.engine.backtest.conftest import START
 from tests.kit.events import RecordingSink
@@ -29,3 +32,22 @@ def test_shadow_watches_and_production_decides(config: HotcoinConfig, store: Pat
     assert watched == plain
     assert any(e.kind == "model_shadow" for e in sink.events)
     assert decided == []  # a score of 0 fails the ml_score rule on every entry
+
+
+@pytest.mark.parametrize("mode", ["production", "shadow"])
+def test_a_replay_over_the_model_s_training_window_warns_of_look_ahead(config: HotcoinConfig, store: Path, mode: str) -> None:
+    """A model scored on the bars it was trained on has seen their future: the report says so,
+    with the overlap, instead of passing the result off as a test of the model."""
+    end = START + 30 * MINUTE_MS
+    trained = (START - 600 * MINUTE_MS, START + 10 * MINUTE_MS)
+    load = dataclasses.replace(loaded(mode), training_window=trained)
+    result = asyncio.run(BacktestRunner(config, store, run_id="bt", model=load).run(START, end))
+    (warning,) = [w for w in result.warnings if w.startswith("look-ahead")]
+    assert warning.startswith(
+        f"look-ahead: model {load.model} ({mode}) was trained on {utc_minute(trained[0])} .. {utc_minute(trained[1])}, "
+        f"which overlaps this replay from {utc_minute(START)} to {utc_minute(trained[1])}: its scores there are in-sample"
+    )
+    assert f"Replay after {utc_minute(trained[1])}" in warning
+    before = dataclasses.replace(load, training_window=(trained[0], START - MINUTE_MS))
+    clean = asyncio.run(BacktestRunner(config, store, run_id="bt", model=before).run(START, end))
+    assert not any(w.startswith("look-ahead") for w in clean.warnings)

@@ -4,11 +4,15 @@ and shows in status and the journal; a shadow model never changes a decision."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
+
 from engine.journal.reader import JournalReader
-from tests.kit.engine import pump_rig
-from tests.kit.models import Load, loaded
+from engine.runtime.session import RunOptions, open_session
+from tests.kit.engine import pump_rig, quiet_config
+from tests.kit.models import MODEL, Load, loaded
 from tests.kit.waiting import eventually
 
 
@@ -42,3 +46,36 @@ async def test_production_model_decides(tmp_path: Path) -> None:
     fills, _, label = await _fills(tmp_path, production)
     assert fills == []  # a score of 0 fails the ml_score rule on every entry
     assert label == "hot_lgbm_1m@v0007#deadbeef (production)"
+
+
+@pytest.mark.parametrize(
+    ("load", "levels"),
+    [
+        pytest.param(Load(None, "no hot_lgbm_1m model in x; the engine runs on its rules alone", None, "off"), ["INFO"], id="none"),
+        pytest.param(
+            Load(None, f"REFUSED {MODEL} refused: model_sha256 differs; rules alone", MODEL, "off", failed=True),
+            ["WARNING"],
+            id="refused",
+        ),
+        pytest.param(
+            Load(None, "model registry x is unreadable; rules alone", None, "off", failed=True), ["WARNING"], id="unreadable"
+        ),
+        pytest.param(
+            Load(loaded("production").scorer, f"{MODEL} in production", MODEL, "production", warnings=("above every score",)),
+            ["INFO", "WARNING"],
+            id="warned",
+        ),
+    ],
+)
+async def test_a_model_that_could_not_be_loaded_is_a_warning_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, load: Load, levels: list[str]
+) -> None:
+    """A refused or unreadable model leaves `hotcoin run` on rules alone: that is a warning, not
+    an info line among the start-up chatter; so is any warning about the model installed."""
+    config = quiet_config(**{"journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data")})
+    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=lambda _c: load)
+    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
+        async with open_session(config, options):
+            pass
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("model: ")]
+    assert said == [(lvl, f"model: {msg}") for lvl, msg in zip(levels, [load.status, *load.warnings], strict=True)]

@@ -26,6 +26,7 @@ class FixedScorer:
         self.mode: ScorerMode = mode
         self.version = f"fixed-{value}"
         self.schema_hash = feature_schema_hash() if schema_hash is None else schema_hash
+        self.calibrated_min_score: float | None = None
         self.calls = 0
 
     def score(self, features: np.ndarray) -> float:
