@@ -58,6 +58,9 @@ class StampingBroker(Broker):
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
         return await self.inner.sync(now_ms)
 
+    def expired(self, now_ms: int) -> list[Order]:
+        return self.inner.expired(now_ms)
+
     async def open_orders(self) -> list[Order]:
         return await self.inner.open_orders()
 

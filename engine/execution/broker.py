@@ -22,6 +22,9 @@ class OrderUpdate:
     order: Order
     fills: tuple[Fill, ...] = ()
     journal_seq: int | None = None  # seq of the order_result that journaled it (set by the router)
+    # Why the broker settled the order itself, when the exchange did not say (e.g. an order whose
+    # create's outcome was unknown and that the exchange, after the grace period, does not know).
+    detail: str | None = None
 
 
 class SyncIncomplete(RetryableOrderError):
@@ -63,3 +66,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def open_orders(self) -> list[Order]:
         """Every order this broker knows to be open."""
+
+    def expired(self, now_ms: int) -> list[Order]:
+        """Open orders past their own expiry (the intent's `expires_ms`), oldest first.
+
+        The broker does not cancel them itself: the router does (`OrderRouter.sync`), so an
+        expiry is journaled like any other cancel. A broker that never expires anything (a test
+        double) keeps this default."""
+        return []

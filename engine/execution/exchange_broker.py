@@ -10,10 +10,14 @@ What it adds on top of the gateway:
   it has been unknown for `unknown_grace_ms`;
 - a fill learned from a status lookup (GET /order, /openOrders, a cancel reply: none of them
   carries fills or commission on Binance) is booked with the commission of the order's trades
-  (GET /myTrades); if those cannot be fetched, with an estimate at the taker rate, in coins for
-  a buy as Binance takes it without BNB, recorded as an anomaly — never as fee-free, or the
-  position would hold coins the exchange kept and its exit would fail for want of them;
-- LIMIT orders carry an expiry: `sync` cancels the stale ones;
+  (GET /myTrades); if those cannot be fetched, with an estimate at the taker (or maker) rate,
+  in coins for a buy as Binance takes it without BNB, recorded as an anomaly — never as
+  fee-free, or the position would hold coins the exchange kept and its exit would fail for
+  want of them;
+- a fill is a maker's when the order had rested on the book (a LIMIT we had seen open), or
+  when the order's trades say so; the fee estimate uses the maker rate for those;
+- LIMIT orders carry an expiry: `expired` names the stale ones, for the router to cancel
+  (journaled like any cancel);
 - every `reconcile_interval_ms`, `sync` compares our open orders with the exchange's and fetches
   the final state of any that vanished (filled or cancelled while we were not listening), and
   adopts open orders with our id prefix that we had lost track of (e.g. after a restart);
@@ -24,18 +28,21 @@ What it adds on top of the gateway:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
-from engine.domain import Fill, Order, OrderIntent, OrderStatus, Side
+from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
 
 T = TypeVar("T")
+
+NEVER_REACHED = "the exchange does not know the order: its create never reached the exchange"
+_RESTING = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 
 
 class OrderGateway(Protocol):
@@ -96,12 +103,14 @@ class ExchangeBroker(Broker):
         *,
         reconcile_interval_ms: int = 15_000,
         taker_fee_rate: float = 0.001,
+        maker_fee_rate: float = 0.001,
         unknown_grace_ms: int = 10_000,
     ) -> None:
         self.gateway = gateway
         self.reconcile_interval_ms = reconcile_interval_ms
         self.unknown_grace_ms = unknown_grace_ms
         self.taker_fee_rate = taker_fee_rate
+        self.maker_fee_rate = maker_fee_rate
         self._orders: dict[str, Order] = {}
         self._intents: dict[str, OrderIntent] = {}
         self._last_reconcile_ms: int | None = None
@@ -111,8 +120,11 @@ class ExchangeBroker(Broker):
     def _pending(intent: OrderIntent, now_ms: int) -> Order:
         return Order.from_intent(intent, OrderStatus.PENDING, now_ms)
 
-    def _absorb(self, update: Order, now_ms: int) -> OrderUpdate | None:
-        """Fold an exchange snapshot into our view; None when it says nothing new."""
+    def _absorb(
+        self, update: Order, now_ms: int, trades: Sequence[Fill] = (), detail: str | None = None
+    ) -> OrderUpdate | None:
+        """Fold an exchange snapshot into our view; None when it says nothing new. `trades`: the
+        order's trades when they were fetched with it; `detail`: why we settled it ourselves."""
         cid = update.client_order_id
         current = self._orders.get(cid)
         if current is None:
@@ -124,8 +136,9 @@ class ExchangeBroker(Broker):
         new = self._settle(current, update)
         if new is None or new is current:
             return None
+        maker = _is_maker(current, trades)
         if new.filled_qty > current.filled_qty and not new.fees_reported:
-            new = self._estimate_fees(current, new)
+            new = self._estimate_fees(current, new, maker)
         self._orders[cid] = new
         qty, price, fee = fill_delta(current, new)
         fills: tuple[Fill, ...] = ()
@@ -142,33 +155,37 @@ class ExchangeBroker(Broker):
                     ts_ms=new.updated_ms or now_ms,
                     trace_id=new.trace_id,
                     fee_base=max(0.0, new.fee_base - current.fee_base),
+                    is_maker=maker,
                 ),
             )
-        return OrderUpdate(new, fills)
+        return OrderUpdate(new, fills, detail=detail)
 
-    def _estimate_fees(self, current: Order, new: Order) -> Order:
-        """`new` with the fee of its new fill estimated at the taker rate, and an anomaly saying so.
+    def _estimate_fees(self, current: Order, new: Order, maker: bool) -> Order:
+        """`new` with the fee of its new fill estimated at the maker or taker rate, and an anomaly
+        saying so.
 
         Cumulative, like an exchange's figures, so a later snapshot that reports the real fees
         books only the difference. A buy pays in coins (Binance's default without BNB).
         """
         qty = new.filled_qty - current.filled_qty
         _, price, _ = fill_delta(current, new)
-        fee_qty = float(qty) * self.taker_fee_rate
+        rate, role = (self.maker_fee_rate, "maker") if maker else (self.taker_fee_rate, "taker")
+        fee_qty = float(qty) * rate
         fee_base = fee_qty if new.side is Side.BUY else 0.0
         fee_quote = fee_qty * price
         self.anomalies.append(
             Anomaly(
                 new.client_order_id,
                 f"fee estimated: the exchange reported no commission for a fill of {qty}; booked "
-                f"{fee_quote:.8g} {new.symbol.split('/')[-1]} at the taker rate {self.taker_fee_rate:g}"
+                f"{fee_quote:.8g} {new.symbol.split('/')[-1]} at the {role} rate {rate:g}"
                 + (f" ({fee_base:.8g} taken in coins)" if fee_base else ""),
             )
         )
         return replace(new, fee_quote=current.fee_quote + fee_quote, fee_base=current.fee_base + fee_base)
 
-    async def _with_trade_fees(self, update: Order) -> Order:
-        """`update` with the fees of the order's trades when it has new fills and reports no fees.
+    async def _with_trade_fees(self, update: Order) -> tuple[Order, list[Fill]]:
+        """`update` with the fees of the order's trades when it has new fills and reports no
+        fees, and those trades (none when they were not fetched or not used).
 
         Binance's order lookups carry no commission; GET /myTrades of the order does. When the
         trades cannot be fetched, or do not yet cover what the order says it filled, `update` is
@@ -177,23 +194,25 @@ class ExchangeBroker(Broker):
         current = self._orders.get(update.client_order_id)
         booked = current.filled_qty if current is not None else Decimal(0)
         if update.fees_reported or update.filled_qty <= booked or update.exchange_order_id is None:
-            return update
+            return update, []
         try:
             trades = await self.gateway.fetch_my_trades(update.symbol, order_id=update.exchange_order_id)
         except OrderError:
-            return update
+            return update, []
         if sum(Decimal(repr(t.quantity)) for t in trades) < update.filled_qty:
-            return update
-        return replace(
+            return update, []
+        priced = replace(
             update,
             fee_quote=sum(t.fee_quote for t in trades),
             fee_base=sum(t.fee_base for t in trades),
             fees_reported=True,
         )
+        return priced, trades
 
-    async def _absorb_lookup(self, update: Order, now_ms: int) -> OrderUpdate | None:
+    async def _absorb_lookup(self, update: Order, now_ms: int, detail: str | None = None) -> OrderUpdate | None:
         """`_absorb` of a snapshot from a REST lookup, with its fees found first if it has none."""
-        return self._absorb(await self._with_trade_fees(update), now_ms)
+        priced, trades = await self._with_trade_fees(update)
+        return self._absorb(priced, now_ms, trades, detail)
 
     def _settle(self, current: Order, update: Order) -> Order | None:
         """Our next view of an order: `update` as the lifecycle table allows it, else None to ignore it.
@@ -253,13 +272,17 @@ class ExchangeBroker(Broker):
         update = await self._absorb_lookup(order, now_ms)
         return update or OrderUpdate(self._orders.get(client_order_id, order))
 
-    async def sync(self, now_ms: int) -> list[OrderUpdate]:
-        progress = _Progress()
-        for cid, order in list(self._orders.items()):
+    def expired(self, now_ms: int) -> list[Order]:
+        stale = []
+        for cid, order in self._orders.items():
             intent = self._intents.get(cid)
             expires = intent.expires_ms if intent is not None else None
             if not order.status.is_terminal and expires is not None and now_ms >= expires:
-                progress.add(await progress.attempt(self.cancel(order.symbol, cid, now_ms)))
+                stale.append(order)
+        return stale
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        progress = _Progress()
         due = self._last_reconcile_ms is None or now_ms - self._last_reconcile_ms >= self.reconcile_interval_ms
         if due:
             self._last_reconcile_ms = now_ms
@@ -275,16 +298,15 @@ class ExchangeBroker(Broker):
             if order.status.is_terminal:
                 continue
             seen = open_now.pop(cid, None)
-            if seen is None:
-                seen = await progress.attempt(self._final_state(order, now_ms))
-            if seen is not None:
-                progress.add(await self._absorb_lookup(seen, now_ms))
+            found = (seen, None) if seen is not None else await progress.attempt(self._final_state(order, now_ms))
+            if found is not None:
+                progress.add(await self._absorb_lookup(found[0], now_ms, found[1]))
         for cid, order in open_now.items():
             if is_ours(cid):
                 progress.add(await self._absorb_lookup(order, now_ms))
 
-    async def _final_state(self, order: Order, now_ms: int) -> Order:
-        """The state of an order gone from the open list.
+    async def _final_state(self, order: Order, now_ms: int) -> tuple[Order, str | None]:
+        """The state of an order gone from the open list, and why when we decided it ourselves.
 
         A pending order (its create's outcome unknown) that the exchange does not know is left
         pending while it is younger than `unknown_grace_ms`: a create answered by a timeout, a
@@ -292,13 +314,22 @@ class ExchangeBroker(Broker):
         list, so rejecting it at once would lose the fill for good. After that, it never happened.
         """
         try:
-            return await self.gateway.fetch_order(order.symbol, order.client_order_id)
+            return await self.gateway.fetch_order(order.symbol, order.client_order_id), None
         except NonRetryableOrderError:
             if order.status is not OrderStatus.PENDING:
                 raise
             if now_ms - order.created_ms < self.unknown_grace_ms:
-                return order
-            return replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms)
+                return order, None
+            return replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms), NEVER_REACHED
 
     async def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if not o.status.is_terminal]
+
+
+def _is_maker(current: Order, trades: Sequence[Fill]) -> bool:
+    """Whether an order's new fill was a maker's. A LIMIT we had seen resting (acknowledged open)
+    can only have been taken from the book; one still pending (its create's reply lost or not
+    yet absorbed) is what its trades say when they were fetched, else a taker, the dearer guess."""
+    if current.order_type is OrderType.LIMIT and current.status in _RESTING:
+        return True
+    return current.status is OrderStatus.PENDING and bool(trades) and all(t.is_maker for t in trades)

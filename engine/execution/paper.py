@@ -160,22 +160,27 @@ class PaperBroker(Broker):
         return OrderUpdate(cancelled)
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
-        """Resting limits that the book now crosses fill at their price; stale ones are cancelled.
+        """Resting limits that the book now crosses fill at their price (as makers).
 
         Walks the resting orders only: a paper engine that runs for weeks (or a month-long
-        backtest, which syncs every minute) must not pay for every order it ever placed."""
+        backtest, which syncs every minute) must not pay for every order it ever placed. Stale
+        ones are left to `expired`: the router cancels those after this, so a limit the book
+        crosses at its expiry still fills."""
         updates: list[OrderUpdate] = []
-        for cid, order in list(self._resting.items()):
+        for order in list(self._resting.values()):
             assert order.price is not None  # only priced limits rest (`submit`)
             bid, ask = self.quote(order.symbol)
             ex = self.model.limit(order.side, float(order.quantity), float(order.price), bid, ask, resting=True)
             if ex is not None:
                 updates.append(self._fill(order, ex, now_ms))
-                continue
-            expires = self._intents[cid].expires_ms
-            if expires is not None and now_ms >= expires:
-                updates.append(await self.cancel(order.symbol, cid, now_ms))
         return updates
+
+    def expired(self, now_ms: int) -> list[Order]:
+        return [
+            order
+            for cid, order in self._resting.items()
+            if (expires := self._intents[cid].expires_ms) is not None and now_ms >= expires
+        ]
 
     async def open_orders(self) -> list[Order]:
         return list(self._resting.values())

@@ -6,6 +6,12 @@ here, before the broker: the core may re-decide the same thing, the exchange nev
 A *retryable* failure frees the id again (the order certainly did not happen); an *unknown* one
 does not (it must be reconciled first).
 
+What the broker learns later passes through here too and is journaled once, as an
+`order_result` caused by the attempt: each update `sync` brings (a resting order filled, an
+unknown outcome settled: `action` "sync") and each cancel (`action` "cancel"), including the
+stale orders `sync` cancels at their expiry (`reason` "expired"). So an order's last
+`order_result` is its state: replay and recovery never show an order open that has settled.
+
 Write-ahead: with a `durable` hook (the runtime wires the journal's `flush` for a broker that
 reaches a real exchange), every `order_attempt` is committed before its order leaves: a crash
 right after the exchange accepted an order must still leave the attempt on disk, or recovery
@@ -23,7 +29,7 @@ from typing import Any
 
 from engine.domain import Order, OrderIntent, OrderStatus
 from engine.errors import ErrorClass, OrderError
-from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.journal.events import EventSink
 
 # Awaited between emitting order attempts and submitting them; returns once they are on disk.
@@ -36,6 +42,7 @@ class OrderRouter:
         self.sink = sink
         self.durable = durable
         self._sent: set[str] = set()
+        self._attempts: dict[str, int] = {}  # client id -> seq of its order_attempt, until it is settled
         self.suppressed = 0
 
     def remember(self, client_order_ids: Iterable[str]) -> None:
@@ -80,9 +87,11 @@ class OrderRouter:
             "reference_price": intent.reference_price,
             "expires_ms": intent.expires_ms,
         }
-        return self.sink.emit(
+        seq = self.sink.emit(
             "order_attempt", ts_ms=now_ms, payload=attempt, trace_id=intent.trace_id, symbol=intent.symbol, cause=cause
         )
+        self._attempts[cid] = seq
+        return seq
 
     async def _submit(self, intent: OrderIntent, now_ms: int, seq: int) -> OrderUpdate:
         """Hand an attempted intent (journaled as `seq`) to the broker; journal its answer."""
@@ -93,6 +102,8 @@ class OrderRouter:
             if exc.error_class is ErrorClass.RETRYABLE:
                 self._sent.discard(cid)
             status = OrderStatus.PENDING if exc.error_class is ErrorClass.UNKNOWN else OrderStatus.REJECTED
+            if status.is_terminal:
+                self._attempts.pop(cid, None)
             result_seq = self.sink.emit(
                 "order_result",
                 ts_ms=now_ms,
@@ -109,41 +120,84 @@ class OrderRouter:
             )
             # the order a failed send leaves behind, so the core can release what it reserved for it
             return OrderUpdate(Order.from_intent(intent, status, now_ms), journal_seq=result_seq)
-        order = update.order
-        result_seq = self.sink.emit(
-            "order_result",
-            ts_ms=now_ms,
-            payload={
-                "client_order_id": cid,
-                "status": order.status.value,
-                "error_class": None,
-                "exchange_order_id": order.exchange_order_id,
-                "filled_qty": str(order.filled_qty),
-                "average_price": order.average_price,
-            },
-            trace_id=intent.trace_id,
-            symbol=intent.symbol,
-            cause=seq,
-        )
-        return replace(update, journal_seq=result_seq)
+        return replace(update, journal_seq=self._result(update, now_ms, {}, trace_id=intent.trace_id, cause=seq))
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        """The broker's progress, then its stale orders cancelled; each update journaled once.
+
+        Expiries come after the broker's progress, so an order that filled meanwhile is not
+        cancelled, and they are tried even when the progress was incomplete (`SyncIncomplete`
+        is raised afterwards, carrying every update, journaled, for the caller to book)."""
+        incomplete: SyncIncomplete | None = None
+        try:
+            progress = await self.broker.sync(now_ms)
+        except SyncIncomplete as exc:
+            incomplete, progress = exc, exc.updates
+        updates = [replace(u, journal_seq=self._result(u, now_ms, {"action": "sync"})) for u in progress]
+        for order in self.broker.expired(now_ms):
+            cancelled = await self.cancel(order, now_ms, reason="expired")
+            if cancelled is not None:
+                updates.append(cancelled)
+        if incomplete is not None:
+            incomplete.updates = updates
+            raise incomplete
+        return updates
 
     async def cancel(
-        self, order: Order, now_ms: int, *, trace_id: str | None = None, cause: int | None = None
+        self,
+        order: Order,
+        now_ms: int,
+        *,
+        trace_id: str | None = None,
+        cause: int | None = None,
+        reason: str | None = None,
     ) -> OrderUpdate | None:
-        """Cancel one order; journaled as an `order_result` with action `cancel`. None if it failed."""
+        """Cancel one order; journaled as an `order_result` with action `cancel` (and `reason`,
+        e.g. "expired", when given), caused by `cause` or else the order's attempt. None if it failed."""
         payload: dict[str, Any] = {"client_order_id": order.client_order_id, "action": "cancel"}
+        if reason is not None:
+            payload["reason"] = reason
         try:
             update = await self.broker.cancel(order.symbol, order.client_order_id, now_ms)
         except OrderError as exc:
             payload |= {"status": "cancel_failed", "error_class": exc.error_class.value, "error": str(exc)}
             self.sink.emit(
-                "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id,
-                symbol=order.symbol, cause=cause,
+                "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id or None,
+                symbol=order.symbol, cause=cause if cause is not None else self._attempts.get(order.client_order_id),
             )
             return None
-        payload |= {"status": update.order.status.value, "error_class": None}
-        seq = self.sink.emit(
-            "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id,
-            symbol=order.symbol, cause=cause,
+        return replace(update, journal_seq=self._result(update, now_ms, payload, trace_id=trace_id, cause=cause))
+
+    def _result(
+        self,
+        update: OrderUpdate,
+        now_ms: int,
+        extra: dict[str, Any],
+        *,
+        trace_id: str | None = None,
+        cause: int | None = None,
+    ) -> int:
+        """Journal the order as `update` left it (status, filled quantity, average price, and
+        the broker's `detail` when it settled the order itself); its seq. Caused by `cause`, or
+        else the order's attempt, which is forgotten once the order is settled."""
+        order = update.order
+        cid = order.client_order_id
+        attempt = self._attempts.pop(cid, None) if order.status.is_terminal else self._attempts.get(cid)
+        payload: dict[str, Any] = extra | {
+            "client_order_id": cid,
+            "status": order.status.value,
+            "error_class": None,
+            "exchange_order_id": order.exchange_order_id,
+            "filled_qty": str(order.filled_qty),
+            "average_price": order.average_price,
+        }
+        if update.detail is not None:
+            payload["detail"] = update.detail
+        return self.sink.emit(
+            "order_result",
+            ts_ms=now_ms,
+            payload=payload,
+            trace_id=trace_id or order.trace_id or None,
+            symbol=order.symbol,
+            cause=cause if cause is not None else attempt,
         )
-        return replace(update, journal_seq=seq)

@@ -59,7 +59,8 @@ KINDS: dict[str, KindSchema] = {
     "order_result": KindSchema(
         1,
         {"client_order_id": str, "status": str, "error_class": OptStr},
-        "the broker's answer: acknowledged, rejected (with error class) or unknown",
+        "an order's state as the broker answered or later learned it (placement reply, sync, cancel):"
+        " status, filled quantity, average price; rejected (with error class) or unknown",
     ),
     "fill": KindSchema(
         1,

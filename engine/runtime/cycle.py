@@ -11,7 +11,8 @@ the backtester share.
     state machine step           tradeable | degraded | blocked (state_change events)
     core.step()                  exits and entries as order intents
     router.send_all()            order_attempt / order_result; updates booked into the core
-    broker.sync()                every 5 s of market time: resting orders, expiries
+    router.sync()                every 5 s of market time: the broker's resting orders and
+                                 expiries, each journaled as an order_result, then booked
 
 `Engine` (wall clock, commands, snapshots, audits) and `BacktestRunner` (virtual clock, trade
 log, equity curve) each wrap one of these, so there is one orchestration to keep right; the
@@ -261,18 +262,20 @@ class TradingCycle:
         return CycleOutcome(cycle, len(intents), sent_at)
 
     async def _sync(self, now: int) -> list[OrderUpdate]:
-        """The broker's progress. A failed exchange call (429, 5xx, timeout) is logged and counted
-        and the next sync retries it; what the broker absorbed before or after it comes back inside
-        `SyncIncomplete` and is booked now, since the broker never reports it again."""
+        """The broker's progress, journaled by the router. A failed exchange call (429, 5xx,
+        timeout) is logged and counted and the next sync retries it; what the broker absorbed
+        before or after it comes back inside `SyncIncomplete` and is booked now, since the broker
+        never reports it again."""
         try:
-            return await self.broker.sync(now)
+            return await self.router.sync(now)
         except OrderError as exc:
             log.warning("broker sync failed: %s", exc)
             self.state.errors.record(now)
             return exc.updates if isinstance(exc, SyncIncomplete) else []
 
     def book(self, updates: list[OrderUpdate], now: int) -> None:
-        """Order updates into the core, then to `on_update`."""
+        """Order updates, each already journaled by the router (`journal_seq`), into the core,
+        then to `on_update`."""
         core = self.core
         assert core is not None
         for update in updates:

@@ -179,7 +179,8 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
     gateway = CcxtGateway(section, clock=clock, notify=_log_notice)
     feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
     if options.live or on_sim:
-        return feed, ExchangeBroker(gateway, taker_fee_rate=config.trading.execution.fee_rate)
+        ex = config.trading.execution
+        return feed, ExchangeBroker(gateway, taker_fee_rate=ex.fee_rate, maker_fee_rate=ex.maker_fee_rate)
     return feed, paper
 
 

@@ -47,7 +47,7 @@ class Harness:
     async def cycle(self, prices: dict[str, float], now: int, candidates: Sequence[Candidate] = ()) -> list[str]:
         batch = mk.book(prices, now)
         self.broker.update_book(batch)
-        for update in await self.broker.sync(now):
+        for update in await self.router.sync(now):
             self.core.on_order_update(update, now)
         intents = self.core.step(batch, candidates, now)
         for update in await self.router.send_all(intents, now, self.core.causes):

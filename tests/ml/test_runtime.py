@@ -368,7 +368,7 @@ async def trade(
         prices = {n: float(frames[n].close.iloc[t]) for n in names}
         batch = mk.book(prices, now)
         broker.update_book(batch)
-        for update in await broker.sync(now):
+        for update in await router.sync(now):
             core.on_order_update(update, now)
         candidates = [
             Candidate(

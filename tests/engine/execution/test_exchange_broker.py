@@ -12,9 +12,11 @@ from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
 from engine.execution.broker import SyncIncomplete
 from engine.execution.exchange_broker import ExchangeBroker, OrderGateway
+from engine.execution.router import OrderRouter
 from engine.market.fake import FakeGateway
 from engine.market.gateway import Gateway
 from tests.kit.domain import T0, make_intent, make_market
+from tests.kit.events import RecordingSink
 
 
 def gateway() -> FakeGateway:
@@ -71,14 +73,17 @@ async def test_partial_fills_become_fills_once_each() -> None:
     assert u2.order.status is OrderStatus.FILLED and await broker.open_orders() == []
 
 
-async def test_stale_limit_is_cancelled_at_expiry() -> None:
+async def test_a_stale_limit_is_named_at_its_expiry_for_the_router_to_cancel() -> None:
     gw = gateway()
     broker = ExchangeBroker(gw)
     intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), expires_ms=T0 + 30_000)
     await broker.submit(intent, T0)
-    assert await broker.sync(T0 + 29_999) == []
-    (u,) = await broker.sync(T0 + 30_000)
+    assert broker.expired(T0 + 29_999) == [] and await broker.sync(T0 + 29_999) == []
+    (stale,) = broker.expired(T0 + 30_000)
+    assert stale.client_order_id == intent.client_order_id and gw.cancelled == []  # the broker cancels nothing itself
+    (u,) = await OrderRouter(broker, RecordingSink()).sync(T0 + 30_000)
     assert u.order.status is OrderStatus.CANCELED and gw.cancelled == [intent.client_order_id]
+    assert broker.expired(T0 + 30_000) == []
 
 
 @pytest.mark.parametrize(
@@ -108,17 +113,20 @@ async def test_a_failed_lookup_does_not_lose_the_fills_absorbed_before_it(error:
     assert again.order.client_order_id == b.client_order_id and again.order.status is OrderStatus.CANCELED
 
 
-async def test_an_expiry_cancel_reaches_the_caller_when_the_reconcile_after_it_fails() -> None:
+async def test_an_expiry_cancel_reaches_the_caller_journaled_when_the_reconcile_before_it_fails() -> None:
     gw = gateway()
     broker = ExchangeBroker(gw)
+    router = OrderRouter(broker, sink := RecordingSink())
     intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"), expires_ms=T0 + 30_000)
     await broker.submit(intent, T0)
-    assert await broker.sync(T0) == []
+    assert await router.sync(T0) == []
     gw.fail_next("fetch_open_orders", RetryableOrderError("429 too many requests", code=-1003))
     with pytest.raises(SyncIncomplete) as raised:
-        await broker.sync(T0 + 30_000)
+        await router.sync(T0 + 30_000)
     (u,) = raised.value.updates
     assert u.order.status is OrderStatus.CANCELED and await broker.open_orders() == []
+    (result,) = sink.events
+    assert u.journal_seq == result.seq and result.payload["reason"] == "expired"
 
 
 async def test_cancel_of_an_order_that_filled_meanwhile_learns_the_fill() -> None:
@@ -290,3 +298,36 @@ async def test_a_fill_whose_trades_cannot_be_fetched_gets_an_estimated_fee_and_a
     assert fill.fee_base == pytest.approx(fee_base) and fill.fee_quote == pytest.approx(fee_quote)
     (anomaly,) = broker.anomalies
     assert anomaly.detail.startswith("fee estimated")
+
+
+async def test_a_resting_limit_fill_is_a_makers_with_its_estimated_fee_at_the_maker_rate() -> None:
+    """Binance reports a fill of an order that rested on the book as the maker's (`isMaker`),
+    and charges the maker rate for it."""
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000, taker_fee_rate=0.001, maker_fee_rate=0.0005)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    assert (await broker.submit(intent, T0)).order.status is OrderStatus.OPEN
+    _filled_on_the_exchange(gw, intent, fee_base=0.0, fee_quote=0.0)
+    gw.fail_next("fetch_my_trades", RetryableOrderError("429 too many requests", code=-1003))
+    (u,) = await broker.sync(T0 + 1000)
+    (fill,) = u.fills
+    assert fill.is_maker and fill.fee_base == pytest.approx(100 * 0.0005)
+    (anomaly,) = broker.anomalies
+    assert "maker rate 0.0005" in anomaly.detail
+
+
+@pytest.mark.parametrize("maker", [True, False], ids=["trades-say-maker", "trades-say-taker"])
+async def test_a_fill_never_seen_resting_is_what_its_trades_say(maker: bool) -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)
+    gw.fills[-1] = dataclasses.replace(gw.fills[-1], is_maker=maker)
+    gw.fail_next("create_order", UnknownOrderError("timeout"))  # found by lookup: filled, never seen open
+    (fill,) = (await broker.submit(intent, T0)).fills
+    assert fill.is_maker is maker
+
+
+async def test_a_fill_in_the_placement_reply_is_a_takers() -> None:
+    (fill,) = (await ExchangeBroker(gateway()).submit(make_intent(), T0)).fills
+    assert not fill.is_maker

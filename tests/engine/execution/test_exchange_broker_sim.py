@@ -47,8 +47,9 @@ async def test_stale_limit_is_cancelled_on_the_exchange_and_filter_failures_are_
             assert placed.order.status is OrderStatus.OPEN
             assert [o.client_order_id for o in await gateway.fetch_open_orders("DOGE/USDT")] == [resting.client_order_id]
 
-            assert await broker.sync(now + 29_999) == []
-            (expired,) = await broker.sync(now + 30_000)
+            router = OrderRouter(broker, RecordingSink())
+            assert await router.sync(now + 29_999) == []
+            (expired,) = await router.sync(now + 30_000)
             assert expired.order.status is OrderStatus.CANCELED
             assert await gateway.fetch_open_orders("DOGE/USDT") == []
             on_exchange = await gateway.fetch_order("DOGE/USDT", resting.client_order_id)

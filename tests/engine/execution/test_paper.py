@@ -9,7 +9,9 @@ import pytest
 from engine.domain import OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, RetryableOrderError
 from engine.execution.paper import FillModel, PaperBroker
+from engine.execution.router import OrderRouter
 from tests.kit.domain import T0, make_batch, make_intent
+from tests.kit.events import RecordingSink
 
 MODEL = FillModel(taker_fee_rate=0.001, maker_fee_rate=0.0005, slippage_bps=10.0)
 
@@ -92,8 +94,10 @@ async def test_resting_limit_fills_when_crossed_and_stale_one_expires() -> None:
     broker.update_book(make_batch({"DOGE/USDT": 0.28, "PEPE/USDT": 0.3}))
     (filled,) = await broker.sync(T0 + 10_000)
     assert filled.order.client_order_id == "a" and filled.fills[0].price == 0.29 and filled.fills[0].is_maker
-    (expired,) = await broker.sync(T0 + 30_000)
-    assert expired.order.client_order_id == "b" and expired.order.status is OrderStatus.CANCELED
+    assert await broker.sync(T0 + 30_000) == []  # stale, not crossed: the router cancels it
+    (stale,) = broker.expired(T0 + 30_000)
+    (expired,) = await OrderRouter(broker, RecordingSink()).sync(T0 + 30_000)
+    assert stale.client_order_id == expired.order.client_order_id == "b" and expired.order.status is OrderStatus.CANCELED
     assert await broker.open_orders() == []
     again = await broker.cancel("PEPE/USDT", "b", T0 + 31_000)  # idempotent on a terminal order
     assert again.order.status is OrderStatus.CANCELED
