@@ -61,6 +61,7 @@ from engine.signals.stage import SignalStage
 
 _SEEN_TRADES = 10_000  # duplicates arrive within seconds (stream + REST re-check), not days apart
 _CLOSED_LEGS = 1_000  # traces closed lately whose entry may still fill: a reopen is minutes away
+_HELD_NOTED = 1_000  # candidate traces already told their coin is held (one trace per coin and bar)
 
 
 @dataclass(slots=True)
@@ -159,6 +160,7 @@ class TradingCore:
         self._closed_legs: OrderedDict[str, int] = OrderedDict()
         self._close_all: _CloseAll | None = None
         self._close_all_count = 0
+        self._held_noted: OrderedDict[str, None] = OrderedDict()  # candidate traces told "already held"
 
     # ----------------------------------------------------------------- state seen from outside
     @property
@@ -269,6 +271,7 @@ class TradingCore:
         # An exit signal acts now, not at the next price update.
         intents = [] if self._close_all is not None else self._exits(fired, now_ms)
         pending_symbols = {p.symbol for p in self._pending.values()}
+        self._note_held(candidates, now_ms, causes or {})
         fresh = sorted(
             (c for c in candidates if c.symbol not in self.book and c.symbol not in pending_symbols),
             key=lambda c: c.rank,
@@ -306,6 +309,33 @@ class TradingCore:
             if intent is not None:
                 intents.append(intent)
         return intents
+
+    def _note_held(self, candidates: Sequence[Candidate], now_ms: int, causes: Mapping[str, int]) -> None:
+        """A candidate for a coin already held is not evaluated: say so in its trace, once, so
+        its replay and `hotcoin traces` read why (and which trace holds the coin) rather than
+        "no decision recorded". The position's own trace is left alone."""
+        for c in candidates:
+            held = self.book.get(c.symbol)
+            if held is None or held.position.trace_id == c.trace_id or c.trace_id in self._held_noted:
+                continue
+            self._held_noted[c.trace_id] = None
+            if len(self._held_noted) > _HELD_NOTED:
+                self._held_noted.popitem(last=False)
+            self.sink.emit(
+                "signal_snapshot",
+                ts_ms=now_ms,
+                payload={
+                    "decision": "skip",
+                    "reason": f"already holding {c.symbol} (trace {held.position.trace_id})",
+                    "rules": [],
+                    "features": {},
+                    "stage": "held",
+                    "model": None if self.signals.scorer.mode == "off" else self.signals.scorer.version,
+                },
+                trace_id=c.trace_id,
+                symbol=c.symbol,
+                cause=causes.get(c.trace_id),
+            )
 
     def step(
         self,

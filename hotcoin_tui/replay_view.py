@@ -16,7 +16,19 @@ from engine.journal.events import JournalEvent
 from engine.journal.reader import TraceRow
 from engine.journal.trace import Check, TraceNode, TraceSummary, fmt_value
 
-OUTCOME_STYLE = {"entered": "bold green", "rejected": "bold red", "open": "bold yellow"}
+OUTCOME_STYLE = {
+    "entered": "bold green",
+    "rejected": "bold red",
+    "not_filled": "bold red",
+    "ordered": "bold yellow",
+    "open": "bold yellow",
+    "close_all": "bold magenta",
+}
+
+
+def outcome_label(outcome: str) -> str:
+    """An outcome as a reader says it: not_filled as "not filled", close_all as "close-all"."""
+    return outcome.replace("not_filled", "not filled").replace("close_all", "close-all")
 
 
 def when(ts_ms: int) -> str:
@@ -32,10 +44,10 @@ def render_trace(summary: TraceSummary) -> RenderableType:
         "  ",
         (summary.symbol or "-", "bold"),
         "  ",
-        (v.outcome.upper(), OUTCOME_STYLE.get(v.outcome, "bold")),
+        (outcome_label(v.outcome).upper(), OUTCOME_STYLE.get(v.outcome, "bold")),
         f"  {when(summary.first_ts_ms)} -> {when(summary.last_ts_ms)}  ({summary.events} events)",
     )
-    if v.outcome == "rejected":
+    if v.outcome in {"rejected", "not_filled"}:
         stage = f" at {v.stage}" if v.stage else ""
         verdict = Text.assemble((f"Why not{stage}: ", "bold red"), (v.reason, "red"))
     else:
@@ -49,7 +61,7 @@ def render_trace(summary: TraceSummary) -> RenderableType:
     _position(tree, summary)
     events = tree.add(Text("Events (by cause)", style="bold"))
     for node in summary.roots:
-        _event_node(events, node)
+        _event_node(events, node, summary.trace_id)
     return Group(tree)
 
 
@@ -88,8 +100,11 @@ def _signal(tree: Tree, s: TraceSummary) -> None:
     style = "green" if g.decision == "enter" else "red"
     branch = tree.add(Text.assemble(("Signal", "bold"), "  decision ", (g.decision, style), f" - {g.reason}"))
     if g.ml_score is not None:
-        limit = f" (threshold {fmt_value(g.ml_threshold)})" if g.ml_threshold is not None else ""
-        branch.add(Text(f"ML score {fmt_value(g.ml_score)}{limit}"))
+        said = [f"threshold {fmt_value(g.ml_threshold)}"] if g.ml_threshold is not None else []
+        said += [g.model] if g.model else []
+        branch.add(Text(f"ML score {fmt_value(g.ml_score)}" + (f" ({', '.join(said)})" if said else "")))
+    elif g.model:
+        branch.add(Text(f"model {g.model} (shadow: its score is not part of the decision)", style="dim"))
     _checks(branch, "rules", g.rules, s.verdict.blocked_by)
     if g.features:
         branch.add(Text(f"features: {_kv(g.features)}", style="dim"))
@@ -115,8 +130,8 @@ def _orders(tree: Tree, s: TraceSummary) -> None:
             f"  {o.side} {o.order_type} {o.quantity}" + (f" @ {o.price}" if o.price else "") + f"  [{o.client_order_id}] -> ",
             (o.status or "no answer", status_style),
         )
-        if o.error_class:
-            line.append(f" ({o.error_class})", style="red")
+        if o.error_class or o.error:
+            line.append(f" ({': '.join(w for w in (o.error_class, o.error) if w)})", style="red")
         node = branch.add(line)
         for f in o.fills:
             node.add(Text(f"fill {f.side} {fmt_value(f.quantity)} @ {fmt_value(f.price)}  fee {fmt_value(f.fee_quote)}  {when(f.ts_ms)}"))
@@ -136,12 +151,14 @@ def _position(tree: Tree, s: TraceSummary) -> None:
         branch.add(Text.assemble(f"exit by {s.exit_purpose or '?'}: ", (f"realised PnL {s.realised_pnl:+.4f}", style)))
 
 
-def _event_node(parent: Tree, node: TraceNode) -> None:
+def _event_node(parent: Tree, node: TraceNode, trace_id: str) -> None:
     e = node.event
     label = Text.assemble((f"#{e.seq}", "cyan"), f" {when(e.ts_ms)[11:23]} ", (e.kind, "bold"), f"  {describe(e)}")
+    if e.trace_id is not None and e.trace_id != trace_id:
+        label.append(f"  (in trace {e.trace_id})", style="dim")  # this position's exit under another trace
     child = parent.add(label)
     for c in node.children:
-        _event_node(child, c)
+        _event_node(child, c, trace_id)
 
 
 def describe(e: JournalEvent) -> str:
@@ -170,6 +187,7 @@ def traces_table(rows: Sequence[TraceRow]) -> Table:
         table.add_column(name, no_wrap=True)
     for r in rows:
         table.add_row(
-            r.trace_id, when(r.ts_ms)[:19], r.symbol or "-", Text(r.outcome, OUTCOME_STYLE.get(r.outcome, "")), str(r.first_seq)
+            r.trace_id, when(r.ts_ms)[:19], r.symbol or "-", Text(outcome_label(r.outcome), OUTCOME_STYLE.get(r.outcome, "")),
+            str(r.first_seq),
         )
     return table

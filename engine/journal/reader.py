@@ -34,18 +34,19 @@ from engine.journal.files import list_archives
 from engine.journal.schema import (
     BUCKET_SHIFT,
     MIN_MAX,
+    OUTCOME_RANK,
     SCHEMA_VERSION_KEY,
     TRACE_COLUMNS,
     bucket_in,
     check_schema_version,
 )
 
-Outcome = Literal["all", "entered", "rejected", "open"]
+Outcome = Literal["all", "entered", "rejected", "open", "ordered", "not_filled", "close_all"]
 RawRow = tuple[int, int, str | None, int | None, str, str | None, str | bytes, int]
 
 FULL_ID_LEN = 16  # `make_trace_id` length
 _TOP = "\U0010ffff"  # sorts after every character a trace id can hold
-_OUTCOME_RANK = {"open": 0, "rejected": 1, "entered": 2}
+_TRACE_PAGE = 500  # `traces` reads the index in pages of this many rows, newest first
 # `EVENT_COLUMNS` with the text read as bytes: sqlite3 would fail a row that is not UTF-8 with
 # "Could not decode to UTF-8 column", naming no seq; `_decoded` names it.
 _RAW_COLUMNS = "seq, ts_ms, CAST(trace_id AS BLOB), cause, CAST(kind AS BLOB), CAST(symbol AS BLOB), CAST(payload AS BLOB), v"
@@ -144,10 +145,55 @@ class JournalReader:
         ident = ident.strip()
         # A full-length id is looked up directly (one pass over the index); a prefix, or an id
         # not found that way, goes through `resolve` for its one match or a clear error.
+        trace_id = ident
         rows = self._trace_rows(ident) if len(ident) >= FULL_ID_LEN else {}
         if not rows:
-            rows = self._trace_rows(self.resolve(ident))
+            trace_id = self.resolve(ident)
+            rows = self._trace_rows(trace_id)
+        rows.update(self._position_rows(trace_id, [_event(*_decoded(*r)) for r in rows.values()]))
         return [_event(*_decoded(*rows[seq])) for seq in sorted(rows)]
+
+    def _position_rows(self, trace_id: str, own: list[JournalEvent]) -> dict[int, tuple[Path, tuple[Any, ...]]]:
+        """What happened to this trace's position under another trace (a close-all sells every
+        position in its own trace): each `position_update` whose payload names this trace as
+        `position_trace_id`, with the fills that caused it and their orders' attempt and
+        results. Empty unless the trace opened a position it does not close itself.
+
+        The journal has no index on payloads: the events after the opening are read in seq
+        order and the reading stops at the close, so it costs the position's lifetime (to the
+        journal's end for one still open)."""
+        opened = next((e.seq for e in own if e.kind == "position_update" and e.payload["action"] == "open"), None)
+        if opened is None or any(e.kind == "position_update" and e.payload["action"] == "close" for e in own):
+            return {}
+        updates: dict[int, tuple[Path, tuple[Any, ...]]] = {}
+        causes: dict[int, tuple[str | None, int | None]] = {}  # update seq -> (its trace, its fill's seq)
+        sql = (
+            f"SELECT {_RAW_COLUMNS} FROM events WHERE seq > ? AND kind = 'position_update' "
+            "AND trace_id IS NOT ? AND json_extract(payload, '$.position_trace_id') = ? ORDER BY seq"
+        )
+        closed = False
+        for path, conn in reversed(list(self._named_files())):  # oldest archive first, main last
+            for row in _scan(path, conn, sql, (max(updates, default=opened), trace_id, trace_id)):
+                raw, payload = _decoded(path, row)
+                updates[raw[0]] = (path, row)
+                causes[raw[0]] = (raw[2], raw[3])
+                if payload["action"] == "close":
+                    closed = True
+                    break
+            if closed:
+                break
+        if not updates:
+            return {}
+        rows = dict(updates)
+        for other in {t for t, _ in causes.values() if t is not None}:
+            found = self._trace_rows(other)
+            theirs = {seq: _decoded(*r) for seq, r in found.items()}
+            fills = {c for t, c in causes.values() if t == other}  # each update's cause: its fill
+            cids = {theirs[s][1]["client_order_id"] for s in fills if s in theirs and theirs[s][0][4] == "fill"}
+            for seq, (raw, payload) in theirs.items():
+                if raw[4] in {"order_attempt", "order_result", "fill"} and payload.get("client_order_id") in cids:
+                    rows[seq] = found[seq]
+        return rows
 
     def _trace_rows(self, trace_id: str) -> dict[int, tuple[Path, tuple[Any, ...]]]:
         rows: dict[int, tuple[Path, tuple[Any, ...]]] = {}
@@ -167,8 +213,17 @@ class JournalReader:
         since_ms: int | None = None,
         limit: int = 50,
     ) -> list[TraceRow]:
-        """Traces, newest first. A trace split by rotation is merged into one row. `symbol` is
-        taken as a trader types it (`symbol_filter`): DOGE/USDT, doge, DOGEUSDT, doge-usdt."""
+        """Traces, newest first. A trace split over several rows (rotation, a restart) is
+        merged into one first, then filtered and limited: its time and first seq are those of
+        its start, its outcome the furthest any part reached. `symbol` is taken as a trader
+        types it (`symbol_filter`): DOGE/USDT, doge, DOGEUSDT, doge-usdt.
+
+        The filters also go into SQL, where they only narrow which rows are read: every trace
+        that passes has a row that does (its rows share its symbol, none is older than its
+        start, and its outcome is one of its rows'). Rows are read newest first until the
+        `limit`-th trace found starts above every row not read yet."""
+        if limit <= 0:
+            return []
         where: list[str] = ["1"]
         params: list[object] = []
         if symbol is not None:
@@ -181,15 +236,27 @@ class JournalReader:
         if since_ms is not None:
             where.append("ts_ms >= ?")
             params.append(since_ms)
-        sql = f"SELECT {TRACE_COLUMNS} FROM traces WHERE {' AND '.join(where)} ORDER BY first_seq DESC LIMIT ?"
-        picked: dict[str, TraceRow] = {}
-        for conn in self._files():
-            for row in conn.execute(sql, (*params, limit)):
-                picked.setdefault(row[1], _trace_row(row))
-        merged = self._merged(list(picked.values()))
-        merged = [r for r in merged if outcome == "all" or r.outcome == outcome]
-        merged.sort(key=lambda r: r.first_seq, reverse=True)
-        return merged[:limit]
+        sql = (
+            f"SELECT {TRACE_COLUMNS} FROM traces WHERE {' AND '.join(where)} AND first_seq < ? "
+            "ORDER BY first_seq DESC LIMIT ?"
+        )
+
+        def wanted(row: TraceRow) -> bool:
+            return (outcome == "all" or row.outcome == outcome) and (since_ms is None or row.ts_ms >= since_ms)
+
+        merged: dict[str, TraceRow] = {}
+        below = 1 << 62  # rows not read yet start below this seq
+        for conn in self._files():  # main, then archives newest first: seqs going down
+            while page := [_trace_row(r) for r in conn.execute(sql, (*params, below, _TRACE_PAGE))]:
+                below = page[-1].first_seq
+                fresh = list({r.trace_id: r for r in page if r.trace_id not in merged}.values())
+                merged.update((r.trace_id, r) for r in self._merged(fresh))
+                found = sorted((r for r in merged.values() if wanted(r)), key=lambda r: r.first_seq, reverse=True)
+                # A trace not met yet has every row below `below`, so it starts below it too.
+                if len(found) >= limit and found[limit - 1].first_seq >= below:
+                    return found[:limit]
+        found = sorted((r for r in merged.values() if wanted(r)), key=lambda r: r.first_seq, reverse=True)
+        return found[:limit]
 
     def _merged(self, rows: list[TraceRow]) -> list[TraceRow]:
         """Join the rows one trace has in several places (its start was archived and it went
@@ -208,7 +275,7 @@ class JournalReader:
         merged = []
         for row in rows:
             group = sorted(parts[row.trace_id] or [row], key=lambda r: r.first_seq)
-            best = max((p.outcome for p in group), key=lambda o: _OUTCOME_RANK.get(o, 0))
+            best = max((p.outcome for p in group), key=lambda o: OUTCOME_RANK.get(o, 0))
             symbol = next((p.symbol for p in group if p.symbol), None)
             merged.append(TraceRow(row.trace_id, group[0].first_seq, group[0].ts_ms, symbol, best))
         return merged

@@ -90,13 +90,25 @@ MIN_MAX = "SELECT (SELECT MIN({column}) FROM {table}), (SELECT MAX({column}) FRO
 
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
-# Merge a batch's view of a trace into its row: 'entered' wins over everything, 'rejected' over
-# 'open'; the first symbol seen sticks.
+# A trace's outcome is the furthest it got, so the rows and batches that see parts of it merge
+# by rank: a candidate refused (rejected), an entry order sent (ordered), that order finished
+# with no fill (not_filled: rejected by the broker, expired, cancelled), a buy filled (entered).
+# A close-all's own trace is none of these: close_all. An older journal has only open, rejected
+# and entered, where entered meant an entry order was sent (and a close-all read rejected).
+OUTCOME_RANK = {"open": 0, "rejected": 1, "ordered": 2, "not_filled": 3, "entered": 4, "close_all": 5}
+
+
+def _rank_sql(column: str) -> str:
+    arms = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in OUTCOME_RANK.items())
+    return f"(CASE {column} {arms} ELSE 0 END)"
+
+
+# Merge a batch's view of a trace into its row: the higher-ranked outcome wins; the first
+# symbol seen sticks.
 UPSERT_TRACE = f"""INSERT INTO traces ({TRACE_COLUMNS}) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (first_seq) DO UPDATE SET
         outcome = CASE
-            WHEN excluded.outcome = 'entered' THEN 'entered'
-            WHEN excluded.outcome = 'rejected' AND traces.outcome <> 'entered' THEN 'rejected'
+            WHEN {_rank_sql("excluded.outcome")} > {_rank_sql("traces.outcome")} THEN excluded.outcome
             ELSE traces.outcome END,
         symbol = COALESCE(traces.symbol, excluded.symbol)"""
 

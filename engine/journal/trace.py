@@ -2,6 +2,11 @@
 what discovery saw, what the signal decided, what risk allowed, what was ordered and filled,
 how the position ended and, for a candidate that was not traded, exactly which check said no.
 
+A position can end under another trace (a close-all sells every position in its own): the
+reader adds those events (`position_update`s naming this trace as `position_trace_id`, their
+fills and orders), and they count here as this position's, while the rest of a foreign trace
+is not read as this one's discovery, signal or risk.
+
 Pure: no I/O, no rendering. `hotcoin_tui.replay_view` draws it; `--json` prints `as_dict`.
 """
 
@@ -85,6 +90,7 @@ class SignalView:
     features: Mapping[str, Any]
     ml_score: float | None
     ml_threshold: float | None
+    model: str | None = None  # the scorer's version (shadow ones too); None with ML off
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +122,9 @@ class OrderView:
     order_type: str
     quantity: str
     price: str | None
-    status: str | None = None
+    status: str | None = None  # the last journaled `order_result`'s
     error_class: str | None = None
+    error: str | None = None  # the broker's own words, when it refused
     fills: list[FillView] = field(default_factory=list)
 
     @property
@@ -138,11 +145,14 @@ class PositionStep:
     quantity: float
     entry_price: float
     realised_pnl: float
+    symbol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """'entered', 'rejected' (with the stage and the first failing check) or 'open'."""
+    """'entered' (a buy filled), 'not_filled' (the entry order ended without a fill),
+    'ordered' (it has not ended yet), 'rejected' (with the stage and the first failing check),
+    'close_all' (an emergency close-all's own trace) or 'open'."""
 
     outcome: str
     stage: str | None
@@ -190,55 +200,57 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
     if not events:
         raise ValueError(f"trace {trace_id} has no events")
     ordered = sorted(events, key=lambda e: e.seq)
-    discovery = signal = risk = None
+    discovery = risk = close_all = None
     signals: dict[int, SignalView] = {}
     risk_cause: int | None = None
     orders: dict[str, OrderView] = {}
     positions: list[PositionStep] = []
     for e in ordered:
         p = e.payload
-        if e.kind == "candidate_snapshot" and discovery is None:
-            discovery = Discovery(
-                e.seq, e.ts_ms, float(p["heat"]), int(p["rank"]), float(p["price"]), dict(p["components"]),
-                tuple(Check.parse("discovery", f) for f in p["filters"]), bool(p["accepted"]),
+        own = e.trace_id in (None, trace_id)
+        if e.kind == "position_update" and (own or p.get("position_trace_id") == trace_id):
+            positions.append(
+                PositionStep(
+                    e.seq, e.ts_ms, str(p["action"]), float(p["quantity"]), float(p["entry_price"]),
+                    float(p["realised_pnl"]), e.symbol,
+                )
             )  # fmt: skip
-        elif e.kind == "signal_snapshot":
-            signals[e.seq] = SignalView(
-                e.seq, e.ts_ms, str(p["decision"]), str(p["reason"]),
-                tuple(Check.parse("signal", r) for r in p["rules"]), dict(p["features"]),
-                _opt_float(p.get("ml_score")), _opt_float(p.get("ml_threshold")),
-            )  # fmt: skip
-            signal = signal or signals[e.seq]
-        elif e.kind == "risk_check" and risk is None:
-            risk = RiskView(e.seq, bool(p["approved"]), tuple(Check.parse("risk", c) for c in p["checks"]))
-            risk_cause = e.cause
         elif e.kind == "order_attempt":
             orders[p["client_order_id"]] = OrderView(
                 e.seq, e.ts_ms, str(p["client_order_id"]), str(p["purpose"]), str(p["side"]),
                 str(p["order_type"]), str(p["quantity"]), _opt_str(p.get("price")),
             )  # fmt: skip
         elif e.kind == "order_result" and p["client_order_id"] in orders:
-            order = orders[p["client_order_id"]]
-            order.status, order.error_class = str(p["status"]), _opt_str(p["error_class"])
+            order = orders[p["client_order_id"]]  # in seq order: the last result stands
+            order.status, order.error_class, order.error = str(p["status"]), _opt_str(p["error_class"]), _opt_str(p.get("error"))
         elif e.kind == "fill" and p["client_order_id"] in orders:
             orders[p["client_order_id"]].fills.append(
                 FillView(e.seq, e.ts_ms, str(p["side"]), float(p["price"]), float(p["quantity"]), float(p["fee_quote"]))
             )
-        elif e.kind == "position_update":
-            positions.append(
-                PositionStep(
-                    e.seq, e.ts_ms, str(p["action"]), float(p["quantity"]), float(p["entry_price"]), float(p["realised_pnl"])
-                )
-            )
-    # The signal that went on to risk, when one did: a trace spans bars, and its first signal
-    # may be an earlier bar's skip (the entered coin's replay showed "skip" over n/a features).
-    if risk_cause is not None and risk_cause in signals:
-        signal = signals[risk_cause]
+        elif not own:
+            continue  # the rest of another trace is not this one's story
+        elif e.kind == "candidate_snapshot" and discovery is None:
+            discovery = Discovery(
+                e.seq, e.ts_ms, float(p["heat"]), int(p["rank"]), float(p["price"]), dict(p["components"]),
+                tuple(Check.parse("discovery", f) for f in p["filters"]), bool(p["accepted"]),
+            )  # fmt: skip
+        elif e.kind == "signal_snapshot":
+            rules = tuple(Check.parse("signal", r) for r in p["rules"])
+            signals[e.seq] = SignalView(
+                e.seq, e.ts_ms, str(p["decision"]), str(p["reason"]), rules, dict(p["features"]),
+                _opt_float(p.get("ml_score")), _ml_threshold(p, rules), _opt_str(p.get("model")),
+            )  # fmt: skip
+        elif e.kind == "risk_check" and risk is None:
+            risk = RiskView(e.seq, bool(p["approved"]), tuple(Check.parse("risk", c) for c in p["checks"]))
+            risk_cause = e.cause
+        elif e.kind == "command" and p.get("command") == "close_all" and close_all is None:
+            close_all = e
     exits = [o for o in orders.values() if o.purpose != "entry"]
     closed = next((s for s in reversed(positions) if s.action == "close"), None)
+    signal = _decisive_signal(signals, risk_cause)
     return TraceSummary(
         trace_id=trace_id,
-        symbol=next((e.symbol for e in ordered if e.symbol), None),
+        symbol=next((e.symbol for e in ordered if e.symbol), None) if close_all is None else None,
         first_ts_ms=ordered[0].ts_ms,
         last_ts_ms=max(e.ts_ms for e in ordered),
         events=len(ordered),
@@ -250,9 +262,50 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
         exit_purpose=exits[-1].purpose if exits else None,
         # Each position_update carries the PnL its own fill realised: the trade's total is their sum.
         realised_pnl=sum(step.realised_pnl for step in positions) if closed else None,
-        verdict=_verdict(discovery, signal, risk, list(orders.values()), closed, positions),
+        verdict=(
+            _close_all_verdict(close_all, positions)
+            if close_all is not None
+            else _verdict(discovery, signal, risk, list(orders.values()), closed, positions)
+        ),
         roots=build_tree(ordered),
     )
+
+
+def _decisive_signal(signals: Mapping[int, SignalView], risk_cause: int | None) -> SignalView | None:
+    """The signal that went on to risk, when one did: a trace spans bars, and its first signal
+    may be an earlier bar's skip (the entered coin's replay showed "skip" over n/a features).
+    Otherwise the last one: within a bar a candidate is decided again until the bar's last
+    candle has come, and only that last decision saw the data (the first said why not from
+    features that were n/a). A held position's exit decisions (exit, hold) are not the entry's."""
+    if risk_cause is not None and risk_cause in signals:
+        return signals[risk_cause]
+    entries = [seq for seq, view in signals.items() if view.decision not in {"exit", "hold"}]
+    return signals[max(entries)] if entries else None
+
+
+def _ml_threshold(payload: Mapping[str, Any], rules: Sequence[Check]) -> float | None:
+    """The ML threshold a decision applied: the `ml_score` rule's (the stage journals it there),
+    else an `ml_threshold` field."""
+    rule = next((r for r in rules if r.name == "ml_score"), None)
+    return _opt_float(rule.threshold if rule is not None else payload.get("ml_threshold"))
+
+
+def _close_all_verdict(command: JournalEvent, positions: Sequence[PositionStep]) -> Verdict:
+    """An emergency close-all's own trace: what it had to close and what it did."""
+    held = [str(s) for s in command.payload.get("positions", [])]
+    closed = sorted({s.symbol or "?" for s in positions if s.action == "close"})
+    origin = command.payload.get("origin", "?")
+    if not held and not closed:
+        return Verdict("close_all", None, None, f"emergency close-all by {origin}: nothing was held")
+    left = [s for s in held if s not in closed]
+    pnl = sum(s.realised_pnl for s in positions)
+    said = f"emergency close-all by {origin}: closed {len(closed)} of {len(held) or len(closed)} position(s)"
+    said += f" ({', '.join(closed)}), realised PnL {pnl:+.4f}" if closed else ""
+    return Verdict("close_all", None, None, said + (f"; not closed here: {', '.join(left)}" if left else ""))
+
+
+# An order's end with no fill: its entry was never filled.
+_UNFILLED_ENDS = frozenset({"rejected", "expired", "canceled"})
 
 
 def _verdict(
@@ -263,18 +316,20 @@ def _verdict(
     closed: PositionStep | None,
     positions: list[PositionStep],
 ) -> Verdict:
-    """Chain order: discovery -> signal -> risk -> entry order. The first stage that said no is
-    the answer, and within it the first failing check."""
+    """Chain order: discovery -> signal -> risk -> entry order -> buy fill. The first stage that
+    said no is the answer, and within it the first failing check."""
     entry = next((o for o in orders if o.purpose == "entry"), None)
     if entry is not None:
-        if entry.status in {"rejected", "expired", "canceled"} and not entry.fills:
-            cls = f" ({entry.error_class})" if entry.error_class else ""
-            return Verdict("entered", "execution", None, f"entry order {entry.status} by the broker{cls}")
-        if closed is not None:
-            return Verdict(
-                "entered", None, None, f"entered and closed, realised PnL {sum(p.realised_pnl for p in positions):+.4f}"
-            )
-        return Verdict("entered", None, None, "entered; position still open")
+        if any(f.side == "buy" for f in entry.fills):
+            if closed is not None:
+                pnl = sum(p.realised_pnl for p in positions)
+                return Verdict("entered", None, None, f"entered and closed, realised PnL {pnl:+.4f}")
+            return Verdict("entered", None, None, "entered; position still open")
+        if entry.status in _UNFILLED_ENDS:
+            why = ": ".join(w for w in (entry.error_class, entry.error) if w)
+            said = f"entry order {entry.status}" + (" by the broker" if entry.status == "rejected" else "")
+            return Verdict("not_filled", "execution", None, said + (f" ({why})" if why else "") + "; nothing was bought")
+        return Verdict("ordered", "execution", None, f"entry order sent, not filled yet (last answer: {entry.status or 'none'})")
     if discovery is not None and not discovery.accepted:
         return _rejected("discovery", discovery.filters, "candidate not accepted by discovery")
     if signal is not None and signal.decision != "enter":

@@ -53,7 +53,9 @@ import aiosqlite
 import orjson
 
 from engine.config.sections.journal import JournalSection
+from engine.domain import OrderPurpose
 from engine.errors import EventValidationError, JournalError
+from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation
 from engine.journal.events import validate_event
 from engine.journal.files import list_archives
@@ -61,6 +63,7 @@ from engine.journal.reader import json_line
 from engine.journal.schema import (
     DDL,
     INSERT_EVENT,
+    OUTCOME_RANK,
     PRAGMAS,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
@@ -79,7 +82,13 @@ Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 KNOWN_TRACES = 20_000
 
 # Kinds whose payload moves a trace's outcome (see `_outcome_of`).
-_OUTCOME_KINDS = frozenset({"candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt"})
+_OUTCOME_KINDS = frozenset(
+    {"candidate_snapshot", "signal_snapshot", "risk_check", "order_attempt", "order_result", "fill", "command"}
+)
+# Signal decisions that are not a refusal: an entry, and a held position's exit or hold.
+_NOT_REFUSED = frozenset({"enter", "exit", "hold"})
+# An order's end without (necessarily) a fill; for an entry with no buy fill: not_filled.
+_UNFILLED_ENDS = frozenset({"rejected", "expired", "canceled"})
 
 
 @dataclass
@@ -240,7 +249,7 @@ class Journal:
                 entry[3] = symbol
             if kind in _OUTCOME_KINDS:
                 outcome = _outcome_of(kind, payload)
-                if outcome == "entered" or (outcome == "rejected" and entry[4] != "entered"):
+                if outcome is not None and OUTCOME_RANK[outcome] > OUTCOME_RANK.get(entry[4], 0):
                     entry[4] = outcome
         if len(rows) >= self.settings.batch_size:
             self._seal()
@@ -454,12 +463,22 @@ def _mark_restored(files: list[Path]) -> None:
 
 
 def _outcome_of(kind: str, payload: Mapping[str, Any]) -> str | None:
-    """How an event moves its trace's outcome: 'entered' on an entry order, 'rejected' when
-    discovery, the signal or risk said no."""
+    """How an event moves its trace's outcome (ranked in `schema.OUTCOME_RANK`): 'rejected'
+    when discovery, the signal or risk said no; 'ordered' on an entry order; 'not_filled' when
+    an entry order ended unfilled (a buy fill, if any, outranks it); 'entered' on a buy fill;
+    'close_all' on the close-all command that starts its trace."""
     if kind == "order_attempt":
-        return "entered" if payload["purpose"] == "entry" else None
+        return "ordered" if payload["purpose"] == "entry" else None
+    if kind == "order_result":
+        ours = parse_client_order_id(str(payload["client_order_id"]))
+        is_entry = ours is not None and ours[1] is OrderPurpose.ENTRY
+        return "not_filled" if is_entry and payload["status"] in _UNFILLED_ENDS else None
+    if kind == "fill":
+        return "entered" if payload["side"] == "buy" else None
+    if kind == "command":
+        return "close_all" if payload["command"] == "close_all" else None
     if kind == "signal_snapshot":
-        return None if payload["decision"] == "enter" else "rejected"
+        return None if payload["decision"] in _NOT_REFUSED else "rejected"
     if kind == "risk_check":
         return None if payload["approved"] else "rejected"
     return None if payload["accepted"] else "rejected"  # candidate_snapshot

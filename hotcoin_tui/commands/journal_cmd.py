@@ -32,6 +32,9 @@ class OutcomeChoice(enum.StrEnum):
     ENTERED = "entered"
     REJECTED = "rejected"
     OPEN = "open"
+    ORDERED = "ordered"
+    NOT_FILLED = "not_filled"
+    CLOSE_ALL = "close_all"
 
 
 SinceOpt = Annotated[
@@ -70,7 +73,7 @@ def replay(
         import orjson
 
         raw = [
-            {"seq": e.seq, "ts_ms": e.ts_ms, "kind": e.kind, "symbol": e.symbol, "cause": e.cause, "v": e.v, "payload": e.payload}
+            {"seq": e.seq, "ts_ms": e.ts_ms, "trace_id": e.trace_id, "kind": e.kind, "symbol": e.symbol, "cause": e.cause, "v": e.v, "payload": e.payload}
             for e in events
         ]
         typer.echo(orjson.dumps({**as_dict(summary), "raw_events": raw}, option=orjson.OPT_INDENT_2).decode())
@@ -91,7 +94,7 @@ def traces(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """List recent traces, newest first, with their outcome (entered / rejected / open)."""
+    """List recent traces, newest first, with their outcome: entered (a buy filled), not_filled (the entry order ended unfilled), ordered (it has not ended yet), rejected, open, or close_all (an emergency close-all's own trace)."""  # one line: the help keeps line breaks
     since_ms = parse_time(since, "--since") if since else None
     with _reading(journal, config) as reader:
         rows = reader.traces(symbol=symbol, outcome=outcome.value, since_ms=since_ms, limit=limit)

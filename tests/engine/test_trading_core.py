@@ -20,6 +20,7 @@ from engine.config.sections.trading import (
 from engine.domain import Candidate, EngineState, OrderPurpose, OrderStatus
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
+from engine.journal.trace import summarise
 from engine.portfolio.risk import DAY_MS
 from engine.trading import TradingCore
 from tests.engine.signals import market_kit as mk
@@ -110,6 +111,23 @@ async def test_signals_once_per_bar_and_no_second_entry_while_held() -> None:
     cands = mk.candidates(h.names, mk.NOW + 5_000)
     assert await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), mk.NOW + 5_000, cands) == []
     assert sum(e.kind == "signal_snapshot" and e.payload["stage"] == "entry" for e in h.sink.events) == 2
+
+
+async def test_a_candidate_for_a_held_coin_says_which_trace_holds_it_once() -> None:
+    """A held coin's later candidate is not evaluated; its trace says why (the trace that holds
+    it), once however many cycles re-send it, and the position's own trace gets nothing."""
+    h = Harness(n=1)
+    assert len(await h.enter()) == 1
+    holder = mk.candidates(h.names, mk.NOW)[0].trace_id
+    (cand,) = mk.candidates(h.names, mk.NOW + 60_000)  # the next bar: a new trace
+    for now in (mk.NOW + 60_000, mk.NOW + 61_000):
+        await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), now, [cand])
+    (said,) = [e for e in h.sink.trace(cand.trace_id) if e.kind == "signal_snapshot"]
+    assert (said.payload["decision"], said.payload["reason"]) == ("skip", f"already holding {cand.symbol} (trace {holder})")
+    assert summarise(cand.trace_id, h.sink.trace(cand.trace_id)).verdict.reason == (
+        f"signal decided skip: already holding {cand.symbol} (trace {holder})"
+    )
+    assert not [e for e in h.sink.trace(holder) if e.payload.get("stage") == "held"]
 
 
 @pytest.mark.parametrize("state", [pytest.param(EngineState.DEGRADED, id="degraded"), pytest.param(EngineState.BLOCKED, id="blocked")])

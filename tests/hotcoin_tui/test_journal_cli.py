@@ -8,14 +8,17 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from engine.journal.events import EventSink, check, make_trace_id
 from hotcoin_tui.cli import app
 from hotcoin_tui.commands.journal_cmd import parse_time
 from tests.kit.domain import T0
 from tests.kit.events import (
     WrittenTrace,
     build_journal,
+    close_all_trace,
     entered_trace,
     filter_rejected_trace,
+    opened_trace,
     risk_rejected_trace,
     rule_rejected_trace,
 )
@@ -337,3 +340,84 @@ def test_a_truncated_journal_is_reported_damaged_with_exit_1(journal: tuple[Path
     for args in (["journal", "export"], ["traces"], ["replay", "abc"]):
         code, _, err = invoke(*args, "--journal", str(cut))
         assert code == 1 and "is damaged" in err, args
+
+
+@pytest.fixture(scope="module")
+def close_all_journal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[WrittenTrace]]:
+    """Two positions open, then an emergency close-all that sells both in its own trace."""
+    path = tmp_path_factory.mktemp("cli") / "journal.sqlite"
+    opened: list[WrittenTrace] = []
+
+    def open_one(sink: EventSink, symbol: str, ts_ms: int) -> WrittenTrace:
+        opened.append(opened_trace(sink, symbol=symbol, ts_ms=ts_ms))
+        return opened[-1]
+
+    written = build_journal(
+        path,
+        [partial(open_one, symbol="TOBB/USDT", ts_ms=T0), partial(open_one, symbol="WHIVN/USDT", ts_ms=T0 + 1),
+         lambda s: close_all_trace(s, opened)],
+    )  # fmt: skip
+    return path, written
+
+
+def test_replay_of_a_position_closed_by_close_all_shows_its_exit(close_all_journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, (a, _, ca) = close_all_journal
+    code, out, err = invoke("replay", a.trace_id, "--journal", str(path))
+    assert code == 0, err
+    for text in ["ENTERED", "Verdict: entered and closed, realised PnL -1.0590", "exit by close_all: realised PnL -1.0590",
+                 f"(in trace {ca.trace_id})"]:  # fmt: skip
+        assert text in out, text
+    assert "still open" not in out
+
+
+def test_replay_and_traces_of_a_close_all(close_all_journal: tuple[Path, list[WrittenTrace]]) -> None:
+    path, (a, b, ca) = close_all_journal
+    code, out, err = invoke("replay", ca.trace_id, "--journal", str(path))
+    assert code == 0, err
+    assert "CLOSE-ALL" in out and "REJECTED" not in out and "Why not" not in out
+    assert "emergency close-all by operator: closed 2 of 2 position(s) (TOBB/USDT, WHIVN/USDT)" in out
+    code, out, err = invoke("traces", "--journal", str(path), "--json", "--outcome", "close_all")
+    assert code == 0, err
+    assert [(r["trace_id"], r["outcome"]) for r in orjson.loads(out)] == [(ca.trace_id, "close_all")]
+    code, out, err = invoke("traces", "--journal", str(path), "--json", "--outcome", "entered")
+    assert [r["trace_id"] for r in orjson.loads(out)] == [b.trace_id, a.trace_id]
+
+
+def test_replay_names_the_model_and_threshold_of_an_ml_decision(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+
+    def scored(sink: EventSink) -> WrittenTrace:
+        trace = make_trace_id("ml", 1)
+        sink.emit("signal_snapshot", ts_ms=T0, trace_id=trace, symbol="X/USDT", payload={
+            "decision": "skip", "reason": "failed: heat", "features": {}, "ml_score": 0.31, "model": "hot_lgbm_1m@v0001",
+            "rules": [check("heat", False, 64.0, 70.0), check("ml_score", True, 0.31, 0.25)],
+        })  # fmt: skip
+        return WrittenTrace(trace, "X/USDT", "rejected", T0)
+
+    (t,) = build_journal(path, [scored])
+    code, out, err = invoke("replay", t.trace_id, "--journal", str(path))
+    assert code == 0, err
+    assert "ML score 0.31 (threshold 0.25, hot_lgbm_1m@v0001)" in out
+
+
+def test_replay_of_an_entry_the_broker_rejected_reads_not_filled(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+
+    def refused(sink: EventSink) -> WrittenTrace:
+        trace = make_trace_id("refused", 1)
+        cid = f"hc-{trace}-e1"
+        at = sink.emit("order_attempt", ts_ms=T0, trace_id=trace, symbol="X/USDT", payload={
+            "client_order_id": cid, "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "10",
+        })  # fmt: skip
+        sink.emit("order_result", ts_ms=T0, trace_id=trace, symbol="X/USDT", cause=at, payload={
+            "client_order_id": cid, "status": "rejected", "error_class": "non_retryable", "error": "insufficient balance",
+        })  # fmt: skip
+        return WrittenTrace(trace, "X/USDT", "not_filled", T0)
+
+    (t,) = build_journal(path, [refused])
+    code, out, err = invoke("replay", t.trace_id, "--journal", str(path))
+    assert code == 0, err
+    assert "NOT FILLED" in out and "ENTERED" not in out
+    assert "Why not at execution: entry order rejected by the broker (non_retryable: insufficient balance); nothing was bought" in out
+    code, out, _ = invoke("traces", "--journal", str(path), "--json", "--outcome", "not_filled")
+    assert [r["trace_id"] for r in orjson.loads(out)] == [t.trace_id]

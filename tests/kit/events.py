@@ -6,6 +6,8 @@ traces (linked by `cause`) into any sink, a real `Journal` included.
     filter_rejected_trace(sink)  discovery filter failed
     rule_rejected_trace(sink)    a signal rule failed
     risk_rejected_trace(sink)    a risk check failed
+    opened_trace(sink)           as entered, but the position is still open
+    close_all_trace(sink, ...)   an emergency close-all selling those positions in its own trace
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +147,58 @@ def entered_trace(sink: EventSink, *, symbol: str = "DOGE/USDT", ts_ms: int = T0
     emit("closed", "position_update", t + 32, "exit_fill",
          {"action": "close", "quantity": 0.0, "entry_price": 0.3003, "realised_pnl": pnl})  # fmt: skip
     return WrittenTrace(trace_id, symbol, "entered", ts_ms, s)
+
+
+def opened_trace(sink: EventSink, *, symbol: str = "TOBB/USDT", ts_ms: int = T0) -> WrittenTrace:
+    """Entered and filled at 0.3; the position is still open at the end of the trace."""
+    s: dict[str, int] = {}
+    trace_id, s["candidate"] = _start(sink, symbol, ts_ms, "opened", _PASSING_FILTERS, True)
+
+    def emit(step: str, kind: str, cause: str, payload: dict[str, Any]) -> None:
+        s[step] = sink.emit(kind, ts_ms=ts_ms + len(s), trace_id=trace_id, symbol=symbol, cause=s[cause], payload=payload)
+
+    s["signal"] = _signal(sink, trace_id, symbol, ts_ms + 1, s["candidate"], _RULES, "enter", "all rules passed")
+    emit("risk", "risk_check", "signal", {"approved": True, "checks": _RISK})
+    cid = f"hc-{trace_id}-e1"
+    emit("entry_order", "order_attempt", "risk",
+         {"client_order_id": cid, "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "100"})  # fmt: skip
+    emit("entry_result", "order_result", "entry_order", {"client_order_id": cid, "status": "filled", "error_class": None})
+    emit("entry_fill", "fill", "entry_result",
+         {"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03})  # fmt: skip
+    emit("opened", "position_update", "entry_fill", {
+        "action": "open", "quantity": 100.0, "entry_price": 0.3003, "realised_pnl": 0.0, "position_trace_id": trace_id,
+    })  # fmt: skip
+    return WrittenTrace(trace_id, symbol, "entered", ts_ms, s)
+
+
+def close_all_trace(sink: EventSink, positions: Sequence[WrittenTrace], *, ts_ms: int = T0 + 600_000) -> WrittenTrace:
+    """An emergency close-all, as the core journals it: a command, then per position an exit
+    decision, a market sell, its result, fill and the position's close, all in the close-all's
+    own trace, each close naming the position's trace as `position_trace_id`."""
+    trace_id = make_trace_id("kit-run", "close_all", ts_ms, 1)
+    held = sorted(p.symbol for p in positions)
+    command = sink.emit("command", ts_ms=ts_ms, trace_id=trace_id, payload={
+        "command": "close_all", "origin": "operator", "repeat": False, "positions": held, "pending_entries": [],
+    })  # fmt: skip
+    s = {"command": command}
+    for leg, p in enumerate(positions, 1):
+        at = partial(sink.emit, ts_ms=ts_ms + leg, trace_id=trace_id, symbol=p.symbol)
+        cid = f"hc-{trace_id}-c{leg}"
+        decided = at("signal_snapshot", cause=command, payload={
+            "decision": "exit", "reason": "emergency close-all", "rules": [], "features": {}, "stage": "exit_policy",
+        })  # fmt: skip
+        attempt = at("order_attempt", cause=decided, payload={
+            "client_order_id": cid, "side": "sell", "order_type": "market", "purpose": "close_all", "quantity": "100",
+        })  # fmt: skip
+        result = at("order_result", cause=attempt, payload={"client_order_id": cid, "status": "filled", "error_class": None})
+        fill = at("fill", cause=result, payload={
+            "client_order_id": cid, "side": "sell", "price": 0.29, "quantity": 100.0, "fee_quote": 0.029,
+        })  # fmt: skip
+        s[f"close:{p.trace_id}"] = at("position_update", cause=fill, payload={
+            "action": "close", "quantity": 0.0, "entry_price": 0.3003, "realised_pnl": -1.059, "reason": "close_all",
+            "position_trace_id": p.trace_id,
+        })  # fmt: skip
+    return WrittenTrace(trace_id, "", "close_all", ts_ms, s)
 
 
 def filter_rejected_trace(

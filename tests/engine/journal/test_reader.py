@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import sqlite3
 from functools import partial
@@ -9,14 +10,19 @@ import orjson
 import pytest
 
 from engine.errors import JournalDamagedError, JournalError, TraceNotFoundError
+from engine.journal.events import EventSink
 from engine.journal.reader import JournalReader
 from engine.journal.schema import BUCKET_SHIFT
+from engine.journal.trace import summarise
+from engine.journal.writer import Journal
 from tests.kit.domain import T0
 from tests.kit.events import (
     WrittenTrace,
     build_journal,
+    close_all_trace,
     entered_trace,
     filter_rejected_trace,
+    opened_trace,
     risk_rejected_trace,
     rule_rejected_trace,
 )
@@ -217,3 +223,88 @@ def test_headers_before_walks_back_over_the_main_file(journal: tuple[Path, list[
         headers = list(reader.headers_before(4))
         events = {e.seq: e for e in reader.events()}
     assert headers == [(s, events[s].ts_ms, events[s].kind) for s in (3, 2, 1)]
+
+
+def test_a_positions_trace_brings_its_close_all_exit(tmp_path: Path) -> None:
+    """A close-all sells each position in its own trace: the position's trace comes with the
+    close that names it (`position_trace_id`), that close's fill and its order, and nothing of
+    the other position the close-all sold."""
+    path = tmp_path / "j.sqlite"
+    opened: list[WrittenTrace] = []
+
+    def open_one(sink: EventSink, symbol: str, ts_ms: int) -> WrittenTrace:
+        opened.append(opened_trace(sink, symbol=symbol, ts_ms=ts_ms))
+        return opened[-1]
+
+    a, b, ca = build_journal(
+        path,
+        [partial(open_one, symbol="TOBB/USDT", ts_ms=T0), partial(open_one, symbol="WHIVN/USDT", ts_ms=T0 + 1),
+         lambda s: close_all_trace(s, opened)],
+    )  # fmt: skip
+    with JournalReader(path) as reader:
+        events = reader.trace(a.trace_id)
+        foreign = [(e.kind, e.symbol) for e in events if e.trace_id == ca.trace_id]
+        assert foreign == [("order_attempt", "TOBB/USDT"), ("order_result", "TOBB/USDT"), ("fill", "TOBB/USDT"), ("position_update", "TOBB/USDT")]
+        assert summarise(a.trace_id, events).verdict.reason == "entered and closed, realised PnL -1.0590"
+        assert all(e.trace_id == ca.trace_id for e in reader.trace(ca.trace_id))  # the close-all's own, as before
+        assert not [e for e in reader.trace(b.trace_id) if e.symbol != "WHIVN/USDT"]
+
+
+def test_a_position_still_open_brings_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    (a,) = build_journal(path, [lambda s: opened_trace(s)])
+    with JournalReader(path) as reader:
+        events = reader.trace(a.trace_id)
+    assert {e.trace_id for e in events} == {a.trace_id}
+    assert summarise(a.trace_id, events).verdict.reason == "entered; position still open"
+
+
+def _continued_after_restart(path: Path) -> tuple[str, str]:
+    """Trace x starts (discovery only) at T0, y at T0 + 60 s; the writer restarts and x goes
+    on at T0 + 120 s, which gives x a second `traces` row, newer than y's."""
+
+    async def write() -> tuple[str, str]:
+        async with Journal.open(path) as j:
+            x = filter_rejected_trace(j, symbol="PEPE/USDT", ts_ms=T0).trace_id
+            y = rule_rejected_trace(j, symbol="SHIB/USDT", ts_ms=T0 + 60_000).trace_id
+        async with Journal.open(path) as j:
+            j.emit("signal_snapshot", ts_ms=T0 + 120_000, trace_id=x, symbol="PEPE/USDT",
+                   payload={"decision": "skip", "reason": "late", "rules": [], "features": {}})  # fmt: skip
+        return x, y
+
+    return asyncio.run(write())
+
+
+def test_traces_merges_a_restarted_trace_before_limiting(tmp_path: Path) -> None:
+    """`-n 2` lists two traces, not x's two rows as one."""
+    x, y = _continued_after_restart(tmp_path / "j.sqlite")
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        assert [(r.trace_id, r.ts_ms) for r in reader.traces(limit=2)] == [(y, T0 + 60_000), (x, T0)]
+        assert [r.trace_id for r in reader.traces(limit=1)] == [y]  # x started first
+
+
+def test_traces_since_counts_from_a_traces_start(tmp_path: Path) -> None:
+    """x's later row is after --since, but x started before it: not listed."""
+    x, y = _continued_after_restart(tmp_path / "j.sqlite")
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        assert [r.trace_id for r in reader.traces(since_ms=T0 + 60_000)] == [y]
+        assert [r.trace_id for r in reader.traces(since_ms=T0)] == [y, x]
+
+
+def test_traces_limit_counts_traces_across_many_pages(tmp_path: Path) -> None:
+    """More rows than one page, every other trace split by a restart: exactly `limit` traces,
+    newest start first."""
+    path = tmp_path / "j.sqlite"
+
+    async def write() -> list[str]:
+        async with Journal.open(path) as j:
+            ids = [rule_rejected_trace(j, symbol=f"C{i}/USDT", ts_ms=T0 + i).trace_id for i in range(700)]
+        async with Journal.open(path) as j:
+            for t in ids[::2]:
+                j.emit("signal_snapshot", ts_ms=T0 + 10_000, trace_id=t, payload={"decision": "skip", "reason": "", "rules": [], "features": {}})
+        return ids
+
+    ids = asyncio.run(write())
+    with JournalReader(path) as reader:
+        assert [r.trace_id for r in reader.traces(limit=600)] == ids[::-1][:600]
+        assert [r.trace_id for r in reader.traces(limit=600, outcome="rejected")] == ids[::-1][:600]

@@ -7,11 +7,14 @@ import pytest
 
 from engine.journal.events import check
 from engine.journal.trace import Check, as_dict, build_tree, summarise
+from tests.kit.domain import T0
 from tests.kit.events import (
     RecordingSink,
     WrittenTrace,
+    close_all_trace,
     entered_trace,
     filter_rejected_trace,
+    opened_trace,
     risk_rejected_trace,
     rule_rejected_trace,
 )
@@ -115,15 +118,107 @@ def test_ml_score_below_threshold_is_named_when_every_rule_passed() -> None:
     assert summarise("t", sink.events).verdict.blocked_by == Check("signal", "ml_score", False, 0.41, 0.6)
 
 
-def test_an_entry_order_the_broker_rejected_says_so() -> None:
-    sink = RecordingSink()
-    a = sink.emit("order_attempt", ts_ms=1, trace_id="t", payload={
-        "client_order_id": "x", "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "1",
+def _entry_order(sink: RecordingSink, *results: tuple[str, str | None], buy: float = 0.0) -> list[Any]:
+    """An entry order in trace t (client id of our entry shape) and the broker's answers, in
+    order, then a buy fill of `buy` coins when > 0."""
+    cid = "hc-0123456789abcdef-e1"
+    cause = sink.emit("order_attempt", ts_ms=1, trace_id="t", payload={
+        "client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "1", "price": "0.3",
     })  # fmt: skip
-    sink.emit("order_result", ts_ms=2, trace_id="t", cause=a, payload={"client_order_id": "x", "status": "rejected", "error_class": "non_retryable"})
-    v = summarise("t", sink.events).verdict
-    assert (v.outcome, v.stage) == ("entered", "execution")
-    assert "rejected by the broker (non_retryable)" in v.reason
+    for status, error_class in results:
+        payload = {"client_order_id": cid, "status": status, "error_class": error_class}
+        if error_class:
+            payload["error"] = "Account has insufficient balance for requested action."
+        cause = sink.emit("order_result", ts_ms=2, trace_id="t", cause=cause, payload=payload)
+    if buy:
+        sink.emit("fill", ts_ms=3, trace_id="t", cause=cause,
+                  payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": buy, "fee_quote": 0.0})  # fmt: skip
+    return sink.events
+
+
+def test_an_entry_order_the_broker_rejected_says_so() -> None:
+    v = summarise("t", _entry_order(RecordingSink(), ("rejected", "non_retryable"))).verdict
+    assert (v.outcome, v.stage) == ("not_filled", "execution")
+    assert "rejected by the broker (non_retryable: Account has insufficient balance" in v.reason
+    assert "nothing was bought" in v.reason
+
+
+@pytest.mark.parametrize(
+    ("results", "buy", "outcome", "said"),
+    [
+        ([("open", None), ("expired", None)], 0.0, "not_filled", "entry order expired; nothing was bought"),
+        ([("open", None), ("canceled", None)], 0.0, "not_filled", "entry order canceled; nothing was bought"),
+        ([("open", None)], 0.0, "ordered", "entry order sent, not filled yet (last answer: open)"),
+        ([], 0.0, "ordered", "last answer: none"),
+        ([("partially_filled", None), ("canceled", None)], 0.4, "entered", "entered; position still open"),
+    ],
+    ids=["expired", "canceled", "resting", "no-answer", "partly-filled-then-canceled"],
+)
+def test_an_entry_is_entered_only_once_a_buy_filled(results: list[tuple[str, str | None]], buy: float, outcome: str, said: str) -> None:
+    """Entered means a buy fill; an entry order's last journaled answer says the rest."""
+    v = summarise("t", _entry_order(RecordingSink(), *results, buy=buy)).verdict
+    assert v.outcome == outcome
+    assert said in v.reason
+
+
+def test_a_position_closed_by_close_all_reads_closed_with_the_close_alls_exit() -> None:
+    """The close-all sells in its own trace; the position's replay (given those events, as the
+    reader adds them) shows that exit, its fill and PnL, and reads closed, not still open."""
+    sink = RecordingSink()
+    a, b = opened_trace(sink, symbol="TOBB/USDT"), opened_trace(sink, symbol="WHIVN/USDT", ts_ms=T0 + 1)
+    ca = close_all_trace(sink, [a, b])
+    close = ca.seqs[f"close:{a.trace_id}"]
+    fill = next(e for e in sink.events if e.seq == close - 1)
+    cid = fill.payload["client_order_id"]
+    linked = [e for e in sink.trace(ca.trace_id) if e.seq == close or e.payload.get("client_order_id") == cid]
+    s = summarise(a.trace_id, [*sink.trace(a.trace_id), *linked])
+    assert (s.verdict.outcome, s.verdict.reason) == ("entered", "entered and closed, realised PnL -1.0590")
+    assert s.exit_purpose == "close_all" and s.realised_pnl == pytest.approx(-1.059)
+    assert [o.purpose for o in s.orders] == ["entry", "close_all"] and s.orders[1].filled_qty == 100.0
+    assert s.signal is not None and s.signal.decision == "enter"  # not the close-all's exit decision
+
+
+def test_a_close_all_trace_has_its_own_outcome_not_a_rejection() -> None:
+    sink = RecordingSink()
+    a, b = opened_trace(sink, symbol="TOBB/USDT"), opened_trace(sink, symbol="WHIVN/USDT", ts_ms=T0 + 1)
+    ca = close_all_trace(sink, [a, b])
+    s = summarise(ca.trace_id, sink.trace(ca.trace_id))
+    assert s.verdict.outcome == "close_all" and s.verdict.blocked_by is None
+    assert s.verdict.reason == "emergency close-all by operator: closed 2 of 2 position(s) (TOBB/USDT, WHIVN/USDT), realised PnL -2.1180"
+    assert s.symbol is None  # it spans coins
+
+
+def test_a_close_all_with_nothing_held_says_so() -> None:
+    sink = RecordingSink()
+    ca = close_all_trace(sink, [])
+    assert summarise(ca.trace_id, sink.trace(ca.trace_id)).verdict.reason == "emergency close-all by operator: nothing was held"
+
+
+def test_a_rejected_candidate_is_explained_by_its_last_evaluation() -> None:
+    """Within a bar a candidate is decided again until its bar's last candle has come: the first
+    decision failed on features that were not there; the last one, with the data, says why not."""
+    sink = RecordingSink()
+    early = {"decision": "skip", "reason": "failed: momentum_5", "features": {"ret_5": None},
+             "rules": [check("heat", True, 82.0, 70.0), check("momentum_5", False, None, 0.01)]}  # fmt: skip
+    late = {"decision": "skip", "reason": "failed: volume", "features": {"ret_5": 0.02},
+            "rules": [check("heat", True, 82.0, 70.0), check("momentum_5", True, 0.02, 0.01), check("volume", False, 1.2, 1.5)]}  # fmt: skip
+    sink.emit("signal_snapshot", ts_ms=1, trace_id="t", payload=early)
+    sink.emit("signal_snapshot", ts_ms=2, trace_id="t", payload=late)
+    s = summarise("t", sink.events)
+    assert s.verdict.blocked_by == Check("signal", "volume", False, 1.2, 1.5)
+    assert s.signal is not None and s.signal.features == {"ret_5": 0.02}
+
+
+def test_the_ml_threshold_and_model_come_from_the_decision() -> None:
+    """The stage journals the threshold in the `ml_score` rule (no `ml_threshold` field) and
+    the scorer's version as `model`."""
+    sink = RecordingSink()
+    sink.emit("signal_snapshot", ts_ms=1, trace_id="t", payload={
+        "decision": "skip", "reason": "failed: heat", "features": {}, "ml_score": 0.31, "model": "hot_lgbm_1m@v0001",
+        "rules": [check("heat", False, 64.0, 70.0), check("ml_score", True, 0.31, 0.25)],
+    })  # fmt: skip
+    g = summarise("t", sink.events).signal
+    assert g is not None and (g.ml_score, g.ml_threshold, g.model) == (0.31, 0.25, "hot_lgbm_1m@v0001")
 
 
 def test_a_trace_without_a_decision_is_open() -> None:

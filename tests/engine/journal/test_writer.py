@@ -14,8 +14,10 @@ from engine.config.sections.journal import JournalSection
 from engine.errors import EventValidationError, JournalError
 from engine.journal.writer import Journal
 from tests.kit.events import (
+    close_all_trace,
     entered_trace,
     filter_rejected_trace,
+    opened_trace,
     risk_rejected_trace,
     rule_rejected_trace,
 )
@@ -236,8 +238,50 @@ async def test_a_trace_continued_after_reopen_gets_a_second_row(tmp_path: Path) 
         j.emit("fill", ts_ms=9, trace_id=trace.trace_id, payload=FILL)
     assert rows(path, "SELECT first_seq, outcome FROM traces WHERE trace_id = ? ORDER BY first_seq", (trace.trace_id,)) == [
         (1, "rejected"),
-        (3, "open"),
+        (3, "entered"),  # a buy fill
     ]
+
+
+def _entry(j: Journal, *statuses: str, buy: bool = False) -> None:
+    cid = "hc-0123456789abcdef-e1"
+    j.emit("order_attempt", ts_ms=1, trace_id="t", payload={
+        "client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "1",
+    })  # fmt: skip
+    for status in statuses:
+        j.emit("order_result", ts_ms=2, trace_id="t", payload={"client_order_id": cid, "status": status, "error_class": None})
+    if buy:
+        j.emit("fill", ts_ms=3, trace_id="t", payload={**FILL, "client_order_id": cid})
+
+
+@pytest.mark.parametrize(
+    ("statuses", "buy", "outcome"),
+    [
+        ((), False, "ordered"),
+        (("open",), False, "ordered"),
+        (("rejected",), False, "not_filled"),
+        (("open", "expired"), False, "not_filled"),
+        (("open", "canceled"), False, "not_filled"),
+        (("partially_filled", "canceled"), True, "entered"),
+        (("filled",), True, "entered"),
+    ],
+    ids=["sent", "resting", "rejected", "expired", "canceled", "part-filled", "filled"],
+)
+async def test_an_entry_is_entered_only_once_a_buy_filled(tmp_path: Path, statuses: tuple[str, ...], buy: bool, outcome: str) -> None:
+    """The traces table agrees with replay: an entry order the broker refused, or that ended
+    unfilled, is not_filled; one still waiting is ordered; only a buy fill makes it entered.
+    Each event in its own batch: the rows merge by rank whatever the batching."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(batch_size=1)) as j:
+        _entry(j, *statuses, buy=buy)
+    assert rows(path, "SELECT outcome FROM traces") == [(outcome,)]
+
+
+async def test_a_close_all_trace_is_close_all_not_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        a = opened_trace(j, symbol="TOBB/USDT")
+        ca = close_all_trace(j, [a])
+    assert rows(path, "SELECT trace_id, outcome FROM traces ORDER BY first_seq") == [(a.trace_id, "entered"), (ca.trace_id, "close_all")]
 
 
 async def test_a_file_that_is_not_a_journal_is_refused_with_the_path(tmp_path: Path) -> None:
