@@ -34,6 +34,7 @@ from engine.signals.features import (
 from gpu_jobs.datasets import Candles, DatasetError, interval_ms
 from ml.labels import (
     HORIZON_MINUTES,
+    MIN_CROSS_SECTION,
     TOP_FRACTION,
     forward_return,
     horizon_bars,
@@ -141,6 +142,12 @@ def build_dataset(candles: Candles, *, horizon_minutes: int = HORIZON_MINUTES, t
     horizon = label_horizon(candles.interval, horizon_minutes)
     if candles.close.shape[0] <= 60:
         raise DatasetError(f"{candles.close.shape[0]} bars are too few: features need 61 bars of history")
+    if len(candles.symbols) < MIN_CROSS_SECTION:
+        # Said here: further on it reads "0 training rows without both classes".
+        raise DatasetError(
+            f"{len(candles.symbols)} symbol(s): the label ranks a bar's symbols against each other and needs at "
+            f"least {MIN_CROSS_SECTION}; train on more symbols (--symbols)"
+        )
     bars = BarMatrix(candles.open, candles.high, candles.low, candles.close, candles.volume)
     x = features_hot(bars, CandidateInfo.unknown(candles.close.shape), candles.btc_close).astype(np.float32)
     fwd = forward_return(candles.close, horizon)

@@ -181,6 +181,14 @@ def test_too_little_history_is_refused(history: Path) -> None:
         build_dataset(candles)
 
 
+def test_fewer_symbols_than_the_label_ranks_is_refused_as_such(history: Path) -> None:
+    """Three symbols trained into "0 training rows without both classes; use more history or
+    more symbols": the label ranks at least 5 symbols a bar, which is what to say."""
+    candles = load_candles(history, "1m")
+    with pytest.raises(DatasetError, match=r"^3 symbol\(s\): the label ranks .* needs at least 5; train on more symbols"):
+        build_dataset(load_candles(history, "1m", candles.symbols[:3]))
+
+
 # ----------------------------------------------------------------------------- real candles
 def test_real_candles_dataset(shared_data: Path) -> None:
     """Two days of six real pairs, across the 2021-04-20 02:00-04:29 outage."""
