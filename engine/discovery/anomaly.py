@@ -15,7 +15,11 @@ Scores:
   `price_z` is the best of the three: a move that is fast for its horizon, wherever it shows first.
 - `accel`: the 1 min return per minute minus the 15 min return per minute (positive while a move speeds up).
 - volume z: log of the mean slot volume over `surge_window_ms` against the log slot-volume baseline;
-  `volume_surge` is the plain ratio to the median slot volume.
+  `volume_surge` is the plain ratio to the median slot volume. The baseline is of the slots whose
+  volume is known (`log_volume`: a slot with no positive volume is unknown, not a zero), and both
+  count only once `min_history_slots` slots are known and the recent volume is: a symbol's first
+  day (departures guessed) or the hour after an outage (a ring of empty slots) scores 0, not
+  a z-score against a median of zeros.
 
 An alert (price or volume) fires at most once per `alert_cooldown_ms` per symbol; the cool-down
 lives in a per-row array that is reset when the row changes owner.
@@ -38,6 +42,7 @@ from engine.discovery.windows import (
     BoolArray,
     RingState,
     TickerWindows,
+    log_volume,
 )
 from engine.domain.ticker import FloatArray, IntArray
 
@@ -131,6 +136,7 @@ class AnomalyDetector:
         self.vol_median = np.full(c, np.nan)  # of log1p(slot volume)
         self.vol_sigma = np.full(c, np.nan)
         self.history = np.zeros(c, dtype=np.int64)  # return samples behind the baseline
+        self.vol_history = np.zeros(c, dtype=np.int64)  # known slot volumes behind the volume baseline
         self.last_alert_ms = np.full(c, NO_TIME, dtype=np.int64)
         self.counters: Counter[str] = Counter()
         self._cursor = 0
@@ -146,6 +152,7 @@ class AnomalyDetector:
         for arr in (self.ret_median, self.ret_sigma, self.vol_median, self.vol_sigma):
             arr[rows] = np.nan
         self.history[rows] = 0
+        self.vol_history[rows] = 0
         self.last_alert_ms[rows] = NO_TIME
 
     def refresh(self, rows: IntArray | slice) -> None:
@@ -155,20 +162,21 @@ class AnomalyDetector:
             return
         w = self.windows
         with np.errstate(invalid="ignore", divide="ignore"):
-            logs = np.log(w.price_ring[rows]), np.log1p(w.volume_ring[rows])
-        med, sig, n, vmed, vsig = self._baselines(*logs, w.head)
+            logs = np.log(w.price_ring[rows]), log_volume(w.volume_ring[rows])
+        med, sig, n, vmed, vsig, vn = self._baselines(*logs, w.head)
         self.ret_median[rows] = med
         self.ret_sigma[rows] = sig
         self.history[rows] = n
         self.vol_median[rows] = vmed
         self.vol_sigma[rows] = vsig
+        self.vol_history[rows] = vn
 
     def _baselines(
         self, lp: FloatArray, log_volumes: FloatArray, head: int | IntArray
-    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray]:
-        """(return median, return sigma, return count, log-volume median, log-volume sigma) of
-        each ring row, from log(price ring) and log1p(volume ring); `head` is the current
-        slot's column, one for all rows or one per row."""
+    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:
+        """(return median, return sigma, return count, log-volume median, log-volume sigma,
+        log-volume count) of each ring row, from log(price ring) and `log_volume(volume ring)`;
+        `head` is the current slot's column, one for all rows or one per row."""
         m, r = lp.shape
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here).
@@ -189,22 +197,30 @@ class AnomalyDetector:
         med, mad, n = robust_center_scale(both)
         sig = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
         vsig = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
-        return med[:m], sig, n[:m], med[m:], vsig
+        return med[:m], sig, n[:m], med[m:], vsig, n[m:]
 
     def _refresh_slice(self) -> None:
+        """Refresh the next `size` active rows, circularly: with `baseline_refresh_batches = 1`
+        every active row each batch, whatever the batch before refreshed (a batch that adds a
+        row must not leave the others on the baselines of the batch before)."""
         active = self.windows.active_rows
         n = len(active)
         if not n:
             return
         size = -(-n // self.cfg.baseline_refresh_batches)
-        if self._cursor >= n:
-            self._cursor = 0
-        rows = active[self._cursor : self._cursor + size]
+        if size >= n:
+            rows, self._cursor = active, 0
+        else:
+            start = self._cursor % n
+            rows = active[start : start + size]
+            if len(rows) < size:  # wrap around to the first rows
+                rows = np.concatenate([rows, active[: size - len(rows)]])
+            self._cursor = (start + size) % n
         first, last = int(rows[0]), int(rows[-1])
-        # Rows come ascending and unique: without a hole among them they are a slice, read and
-        # written through views instead of gathered copies (every batch of a replay).
+        # Rows in ascending order without a hole among them are a slice, read and written
+        # through views instead of gathered copies (every batch of a replay); wrapped ones never
+        # pass this test (their last row is below their first).
         self.refresh(slice(first, last + 1) if last - first + 1 == len(rows) else rows)
-        self._cursor += size
 
     def step(self, now_ms: int) -> AnomalyScores:
         """Scores for every row in use after the windows took the latest batch."""
@@ -213,7 +229,7 @@ class AnomalyDetector:
         e = w.extent
         scores = self._score(
             w.state(e), self.ret_median[None, :e], self.ret_sigma[None, :e], self.history[None, :e],
-            self.vol_median[None, :e], self.vol_sigma[None, :e],
+            self.vol_median[None, :e], self.vol_sigma[None, :e], self.vol_history[None, :e],
         )  # fmt: skip
         alerts = self.alerts(now_ms, e, scores.price_z[0], scores.volume_z[0], scores.volume_surge[0], scores.returns[0], w.symbols)
         return scores.at(0, e, alerts)
@@ -222,8 +238,8 @@ class AnomalyDetector:
         """Scores at each batch of a block, every baseline from that batch's own rings: what
         `step` computes when `baseline_refresh_batches` is 1, for all the block's batches in
         one pass. Alerts are the caller's, batch by batch (`alerts`: their cool-down is
-        sequential). The stored baselines and the refresh cursor are left as refreshing batch
-        by batch would leave them (`_keep_last`)."""
+        sequential). The stored baselines are left as refreshing batch by batch would leave
+        them (`_keep_last`)."""
         if self.cfg.baseline_refresh_batches != 1:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
         k, e, r = state.price_ring.shape
@@ -231,27 +247,30 @@ class AnomalyDetector:
         lp, lv = state.log_price_ring, state.log1p_volume_ring
         if lp is None or lv is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        med, sig, n, vmed, vsig = self._baselines(lp.reshape(k * e, r), lv.reshape(k * e, r), heads)
+        med, sig, n, vmed, vsig, vn = self._baselines(lp.reshape(k * e, r), lv.reshape(k * e, r), heads)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
-        n = n.reshape(k, e)
-        self._keep_last(state.active, med, sig, n, vmed, vsig)
-        return self._score(state, med, sig, n, vmed, vsig)
+        n, vn = n.reshape(k, e), vn.reshape(k, e)
+        self._keep_last(state.active, med, sig, n, vmed, vsig, vn)
+        return self._score(state, med, sig, n, vmed, vsig, vn)
 
     def _keep_last(
-        self, active: BoolArray, med: FloatArray, sig: FloatArray, n: IntArray, vmed: FloatArray, vsig: FloatArray
-    ) -> None:
-        """Leave the stored baselines, and the refresh cursor, as refreshing batch by batch would:
-        each row's from the last batch it was active in; the cursor past the last batch's rows."""
+        self, active: BoolArray, med: FloatArray, sig: FloatArray, n: IntArray, vmed: FloatArray, vsig: FloatArray,
+        vn: IntArray,
+    ) -> None:  # fmt: skip
+        """Leave the stored baselines as refreshing batch by batch would: each row's from the
+        last batch it was active in. (The refresh cursor stays 0: refreshing every row each
+        batch, `_refresh_slice` leaves it there.)"""
         k = active.shape[0]
         seen = active.any(axis=0)
         if not seen.any():
             return
         rows = np.flatnonzero(seen)
         last = (k - 1 - np.argmax(active[::-1], axis=0))[rows]  # each row's last active batch
-        for stored, value in ((self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed), (self.vol_sigma, vsig)):
+        for stored, value in (
+            (self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed),
+            (self.vol_sigma, vsig), (self.vol_history, vn),
+        ):  # fmt: skip
             stored[rows] = value[last, rows]
-        counts = np.count_nonzero(active, axis=1)
-        self._cursor = int(counts[np.flatnonzero(counts)[-1]])
 
     def _score(
         self,
@@ -261,11 +280,14 @@ class AnomalyDetector:
         history: IntArray,
         vol_median: FloatArray,
         vol_sigma: FloatArray,
+        vol_history: IntArray,
     ) -> ScoreBlock:
         """Scores of `state`'s batches against the given baselines (all [batch, row])."""
         block = state.returns(self._return_slots)
         ready = history >= self.cfg.min_history_slots
         ready &= state.active
+        vol_ready = vol_history >= self.cfg.min_history_slots
+        vol_ready &= state.active
         with np.errstate(invalid="ignore", divide="ignore"):
             # All z horizons at once, as [batch, horizon, row] blocks. The best z is an exact max
             # either way; where every horizon is NaN it is NaN here (-inf one horizon at a time),
@@ -277,10 +299,11 @@ class AnomalyDetector:
             accel = log_r[:, 0] - log_r[:, -1] / 15.0  # 1 min and 15 min
             accel[np.isnan(accel)] = 0.0
             mean_slot = state.recent_volume(self._surge_slots) / self._surge_slots
+            vol_ready &= mean_slot > 0.0  # no positive recent volume: unknown (NaN fails too)
             vz = (np.log1p(mean_slot) - vol_median) / vol_sigma
-            volume_z = np.where(ready & np.isfinite(vz), vz, 0.0)
+            volume_z = np.where(vol_ready & np.isfinite(vz), vz, 0.0)
             surge = mean_slot / np.expm1(vol_median)
-            volume_surge = np.where(ready & np.isfinite(surge), surge, 0.0)
+            volume_surge = np.where(vol_ready & np.isfinite(surge), surge, 0.0)
         run_up = np.where(state.active, state.run_up(), 0.0)
         return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
 

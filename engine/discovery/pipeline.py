@@ -546,7 +546,7 @@ class Discovery:
             quote_volume_24h=_finite(m.quote_volume_24h[row]),
             sources=frame.sources(row),
             coin_age_days=None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS),
-            returns=types.MappingProxyType({k: _finite(v[row]) for k, v in scores.returns.items()}),
+            returns=types.MappingProxyType({k: float(v[row]) for k, v in scores.returns.items()}),  # NaN: unknown
             volume_surge=_finite(scores.volume_surge[row]),
         )
 
@@ -602,15 +602,15 @@ class Discovery:
             "price": float(m.last_price[row]),
             "filters": self.filters.explain(symbol, qv, age),
             "accepted": accepted,
-            "returns": {k: round(_finite(v[row]), 6) for k, v in scores.returns.items()},
+            "returns": {k: _known(v[row], 6) for k, v in scores.returns.items()},
             "price_z": round(float(scores.price_z[row]), 4),
             "volume_z": round(float(scores.volume_z[row]), 4),
             "volume_surge": round(_finite(scores.volume_surge[row]), 4),
             "coin_age_days": None if age is None else round(age, 4),
             "sources": list(frame.sources(row)),
             "quote_volume_24h": qv if qv == qv else None,
-            "run_up_60m": round(_finite(scores.run_up[row]), 6),
-            "range_24h": round(_finite(high / low - 1.0 if low > 0.0 else math.nan), 6),
+            "run_up_60m": _known(scores.run_up[row], 6),
+            "range_24h": _known(high / low - 1.0 if low > 0.0 else math.nan, 6),
             "trade_count_24h": int(m.trade_count_24h[row]),
         }
         return payload
@@ -656,6 +656,13 @@ class Discovery:
 def _finite(x: float | np.floating[Any]) -> float:
     v = float(x)
     return v if math.isfinite(v) else 0.0
+
+
+def _known(x: float | np.floating[Any], digits: int) -> float | None:
+    """`x` rounded for the journal, or None (null) where it is unknown: a return or run-up
+    without the history behind it is no return of 0, and a reader must be able to tell."""
+    v = float(x)
+    return round(v, digits) if math.isfinite(v) else None
 
 
 

@@ -19,6 +19,14 @@ surge. Some feeds reset the figure daily (it falls to near zero at midnight): a 
 is *unknown* (NaN in its slot), never a spike or a negative. A symbol silent for several
 slots gets no volume for the update that ends the silence (the diff spans too long to place).
 
+An estimate below zero (or below `VOLUME_NOISE` of the average rate: rounding, not trade) adds
+nothing to its slot, and a slot that ends with no positive volume
+is unknown too, not a sample of 0 (`log_volume`, which the baselines read): with the guessed
+departures of a first day, most minutes after a busy day estimate below zero, and an outage
+(the market silent, the figure draining) fills the ring with zeros. As samples, those zeros
+made the baseline's median log volume 0 and every ordinary minute a huge volume z-score; as
+unknowns they leave a baseline of the slots that did show volume, and none until enough do.
+
 Time is the batch's `ts_ms`; a batch not newer than the last one accepted is rejected and
 counted. Symbols not seen for `stale_after_ms` are swept every `cleanup_interval_ms`, their
 rows returned to a free-list for reuse. Rows allocated in a batch are reported in
@@ -46,6 +54,19 @@ DAY_MS = 86_400_000
 RETURN_HORIZONS_MIN: tuple[int, ...] = (1, 5, 15, 60)
 RETURN_KEYS: tuple[str, ...] = tuple(f"{m}m" for m in RETURN_HORIZONS_MIN)  # '1m', '5m', ...: the returns' names
 NO_TIME = np.iinfo(np.int64).min
+# An interval's volume estimate below this share of the 24 h figure's average rate adds nothing
+# to its slot: it is the rounding of two 24 h figures (float32 sums in a replay: up to ~4e-4 of a
+# minute's average), not trade, and a slot made of such remainders must read as empty (unknown).
+VOLUME_NOISE = 0.01
+
+
+def log_volume(volume: FloatArray, out: FloatArray | None = None) -> FloatArray:
+    """log1p of slot volumes, NaN where a slot holds no positive volume (see the module
+    docstring: an estimate clipped to zero, a silent or outage slot is unknown, not a zero)."""
+    with np.errstate(invalid="ignore"):
+        logs: FloatArray = np.log1p(volume, out=out)
+        logs[logs <= 0.0] = np.nan  # log1p(v) > 0 exactly where v > 0 (NaN compares false: stays)
+    return logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +95,7 @@ class RingState:
     low_done: FloatArray  # (K, E) lowest slot price of the last hour's completed slots
     price_ring: FloatArray  # (K, E, R)
     volume_ring: FloatArray  # (K, E, R)
-    # log(price_ring) and log1p(volume_ring), where the rings' owner kept them (`RingBlock`):
+    # log(price_ring) and log_volume(volume_ring), where the rings' owner kept them (`RingBlock`):
     # the baselines read them, and a block's rings repeat all but a slot or two per batch.
     log_price_ring: FloatArray | None = None
     log1p_volume_ring: FloatArray | None = None
@@ -141,7 +162,7 @@ class RingBlock:
         self._volume_ring[k] = w.volume_ring[:e]
         with np.errstate(invalid="ignore", divide="ignore"):
             np.log(self._price_ring[k], out=self._log_price_ring[k])
-            np.log1p(self._volume_ring[k], out=self._log1p_volume_ring[k])
+        log_volume(self._volume_ring[k], out=self._log1p_volume_ring[k])
         self.count = k + 1
 
     def state(self) -> RingState:
@@ -469,7 +490,8 @@ class TickerWindows:
         departing *= np.minimum(dt / self._bucket_ms, 1.0)
         day_old = since <= (ts - DAY_MS)[:, None]
         guess = ~day_old | np.isnan(departing)
-        departing[guess] = (prev * (dt / DAY_MS))[guess]
+        average = prev * (dt / DAY_MS)
+        departing[guess] = average[guess]
         est = qv - prev + departing
         reset = qv < (prev - departing) * self._keep_after_reset
         unknown = reset | (dt > self._gap_ms)
@@ -477,7 +499,7 @@ class TickerWindows:
         if n_reset:
             self.counters["volume_reset"] += n_reset
         est[unknown] = np.nan
-        np.maximum(est, 0.0, out=est)
+        est[est < VOLUME_NOISE * average] = 0.0  # NaN compares false: stays unknown
         vol = 0.0 + est  # the slot's volume: opened at 0 (every row is active), then the batch's
         for k, bk in enumerate(buckets):  # the day ring's float32 sums, in batch order
             if bk != self._bucket:
@@ -496,7 +518,7 @@ class TickerWindows:
         with np.errstate(invalid="ignore", divide="ignore"):  # the logs of what changed only
             rings = (
                 (pr, self.price_ring[:e], price), (vr, self.volume_ring[:e], vol),
-                (lpr, np.log(self.price_ring[:e]), np.log(price)), (lvr, np.log1p(self.volume_ring[:e]), np.log1p(vol)),
+                (lpr, np.log(self.price_ring[:e]), np.log(price)), (lvr, log_volume(self.volume_ring[:e]), log_volume(vol)),
             )  # fmt: skip
         for out, before, new in rings:
             after = before.copy()
@@ -561,7 +583,8 @@ class TickerWindows:
         departing = self._departing[into] * np.minimum(dt / self._bucket_ms, 1.0)
         day_old = self._volume_since_ms[into] <= ts - DAY_MS
         guess = ~day_old | np.isnan(departing)
-        departing[guess] = (prev * (dt / DAY_MS))[guess]
+        average = prev * (dt / DAY_MS)
+        departing[guess] = average[guess]
         est = qv - prev + departing
         reset = qv < (prev - departing) * self._keep_after_reset
         unknown = reset | (dt > self._gap_ms)  # first sample: prev is NaN, so est is NaN already
@@ -569,7 +592,7 @@ class TickerWindows:
         if n_reset:
             self.counters["volume_reset"] += n_reset
         est[unknown] = np.nan
-        np.maximum(est, 0.0, out=est)
+        est[est < VOLUME_NOISE * average] = 0.0  # below zero or rounding: nothing (NaN stays unknown)
         self.volume_ring[into, head] += est
         self.day_ring[into, col] += est
         self.quote_volume_24h[into] = qv

@@ -36,7 +36,7 @@ class Candidate:
     quote_volume_24h: float
     sources: tuple[str, ...] = ()  # "ticker", "listing", "social"
     coin_age_days: float | None = None
-    returns: Mapping[str, float] = field(default_factory=dict)  # "1m", "5m", "15m", "60m"
+    returns: Mapping[str, float] = field(default_factory=dict)  # "1m", "5m", "15m", "60m"; NaN: unknown
     volume_surge: float = 0.0
 
 

@@ -397,6 +397,7 @@ class Engine:
         rows = []
         for c in cycle.snapshot.candidates:
             state = "in_position" if c.symbol in core.book else self.tap.last_signal.get(c.symbol, "")
+            ret = {k: v for k, v in c.returns.items() if v == v}  # NaN (unknown) left out: shown as n/a
             rows.append(
                 CandidateRow(
                     symbol=c.symbol,
@@ -404,9 +405,9 @@ class Engine:
                     heat=c.heat,
                     rank=c.rank,
                     price=c.price,
-                    ret_1m=c.returns.get("1m", 0.0),
-                    ret_5m=c.returns.get("5m", 0.0),
-                    ret_1h=c.returns.get("60m", 0.0),
+                    ret_1m=ret.get("1m"),
+                    ret_5m=ret.get("5m"),
+                    ret_1h=ret.get("60m"),
                     volume_surge=c.volume_surge,
                     coin_age_days=c.coin_age_days,
                     sources=c.sources,

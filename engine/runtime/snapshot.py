@@ -26,9 +26,9 @@ class CandidateRow:
     heat: float
     rank: int
     price: float
-    ret_1m: float
-    ret_5m: float
-    ret_1h: float
+    ret_1m: float | None  # None: unknown (too little history behind the return)
+    ret_5m: float | None
+    ret_1h: float | None
     volume_surge: float
     coin_age_days: float | None
     sources: tuple[str, ...]

@@ -9,6 +9,7 @@ positions without rebuilding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,11 +33,16 @@ class SortOrder:
     descending: bool
 
 
+def _known_first(value: float | None) -> float:
+    """A return as a descending sort key: an unknown one (None) sorts after every known one."""
+    return -math.inf if value is None else value
+
+
 SORTS: tuple[SortOrder, ...] = (
     SortOrder("heat", lambda r: r.heat, True),
-    SortOrder("1m", lambda r: r.ret_1m, True),
-    SortOrder("5m", lambda r: r.ret_5m, True),
-    SortOrder("1h", lambda r: r.ret_1h, True),
+    SortOrder("1m", lambda r: _known_first(r.ret_1m), True),
+    SortOrder("5m", lambda r: _known_first(r.ret_5m), True),
+    SortOrder("1h", lambda r: _known_first(r.ret_1h), True),
     SortOrder("surge", lambda r: r.volume_surge, True),
     SortOrder("age", lambda r: r.coin_age_days if r.coin_age_days is not None else 1e9, False),
     SortOrder("symbol", lambda r: r.symbol, False),
@@ -70,9 +76,9 @@ def row_cells(row: CandidateRow) -> Cells:
     return (
         display_symbol(row.symbol),
         f"{fmt.bar(row.heat / 100, 4)}{row.heat:4.0f}",
-        f"{row.ret_1m * 100:+.1f}%",
-        f"{row.ret_5m * 100:+.1f}%",
-        f"{row.ret_1h * 100:+.1f}%",
+        fmt.pct_text(row.ret_1m),
+        fmt.pct_text(row.ret_5m),
+        fmt.pct_text(row.ret_1h),
         f"x{row.volume_surge:.1f}",
         fmt.age_days(row.coin_age_days),
         sources,

@@ -7,6 +7,7 @@ import math
 from rich.text import Text
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"
+NOT_AVAILABLE = "n/a"
 
 
 _SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -32,10 +33,18 @@ def quantity(value: float) -> str:
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
 
 
-def pct(value: float) -> Text:
-    """A return as +1.2% / -0.4%, green or red; the sign carries the meaning under NO_COLOR."""
+def pct(value: float | None) -> Text:
+    """A return as +1.2% / -0.4%, green or red; the sign carries the meaning under NO_COLOR.
+    An unknown one (None, NaN) shows as n/a, never as a flat +0.0%."""
+    if value is None or math.isnan(value):
+        return Text(NOT_AVAILABLE, style="dim", justify="right")
     style = "green" if value > 0 else "red" if value < 0 else ""
-    return Text(f"{value * 100:+.1f}%", style=style, justify="right")
+    return Text(pct_text(value), style=style, justify="right")
+
+
+def pct_text(value: float | None) -> str:
+    """`pct`'s text: +1.2%, or n/a where the value is unknown."""
+    return NOT_AVAILABLE if value is None or math.isnan(value) else f"{value * 100:+.1f}%"
 
 
 def money(value: float, signed: bool = False) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from rich.style import Style
 from rich.text import Text
 
 from engine.domain import Side
 from engine.errors import ConfigError
-from engine.runtime.snapshot import StreamRow
+from engine.runtime.snapshot import CandidateRow, StreamRow
 from hotcoin_tui import keymap
 from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.candidate_pool import SORTS, row_cells, styled
 from hotcoin_tui.widgets.engine_state import stream_text
 from hotcoin_tui.widgets.events import clip, layout
 from hotcoin_tui.widgets.kline_chart import exit_returns, render_chart, scale_for, shade_falling
@@ -139,3 +142,17 @@ def test_a_stream_name_never_runs_into_its_status(name: str) -> None:
     text = stream_text(StreamRow(name, "connected", T0 - 2_000, "detail"), T0).plain
     assert text.startswith(f"{name} ") and f"{name}connected" not in text
     assert "connected" in text and "2s ago" in text
+
+
+def test_an_unknown_return_shows_as_na_and_sorts_last() -> None:
+    """A candidate minutes into its history has no 1 h return: n/a, never a flat +0.0%."""
+    known = CandidateRow("A/USDT", "t", 70.0, 1, 1.0, 0.01, 0.05, -0.02, 1.0, None, ("ticker",), "")
+    unknown = dataclasses.replace(known, symbol="B/USDT", ret_1h=None)
+    nan = dataclasses.replace(known, symbol="C/USDT", ret_5m=float("nan"))
+    assert row_cells(unknown)[2:5] == ("+1.0%", "+5.0%", "n/a")
+    assert fmt.pct(None).plain == fmt.pct(float("nan")).plain == "n/a"
+    assert fmt.pct(0.0).plain == "+0.0%"
+    assert str(styled(4, row_cells(unknown)[4], unknown)) == "n/a"
+    assert row_cells(nan)[3] == "n/a"
+    by_1h = next(s for s in SORTS if s.name == "1h")
+    assert sorted([unknown, known], key=by_1h.key, reverse=True) == [known, unknown]

@@ -23,15 +23,17 @@ def reference_baselines(w: TickerWindows, cfg: AnomalySection, rows: np.ndarray)
     d[:, head] = np.nan
     d[:, (head + 1) % r] = np.nan
     med, mad, n = robust_center_scale(d)
-    lv = np.log1p(w.volume_ring[rows])
+    vol = w.volume_ring[rows]
+    lv = np.where(vol > 0.0, np.log1p(vol), np.nan)  # a slot with no positive volume is unknown
     lv[:, head] = np.nan
-    vmed, vmad, _ = robust_center_scale(lv)
+    vmed, vmad, vn = robust_center_scale(lv)
     return (
         med,
         np.maximum(MAD_TO_SIGMA * mad, cfg.sigma_floor),
         n,
         vmed,
         np.maximum(MAD_TO_SIGMA * vmad, cfg.volume_sigma_floor),
+        vn,
     )
 
 
@@ -52,7 +54,8 @@ def test_refresh_equals_scaling_each_array_alone(batches: int) -> None:
         if how == "rows by index":
             a.reset_rows(rows)
             a.refresh(rows)
-        got = (a.ret_median[rows], a.ret_sigma[rows], a.history[rows], a.vol_median[rows], a.vol_sigma[rows])
+        got = (a.ret_median[rows], a.ret_sigma[rows], a.history[rows], a.vol_median[rows], a.vol_sigma[rows],
+               a.vol_history[rows])  # fmt: skip
         for mine, theirs in zip(got, expected, strict=True):
             assert mine.tobytes() == theirs.tobytes(), how
 
@@ -75,3 +78,27 @@ def test_rows_with_a_hole_are_refreshed_by_index() -> None:
     for mine, theirs in zip((a.ret_median[rows], a.history[rows]), reference_baselines(w, cfg, rows)[0:3:2], strict=True):
         assert mine.tobytes() == theirs.tobytes()
 
+
+
+def test_a_batch_adding_a_row_refreshes_every_row() -> None:
+    """With baselines refreshed every batch, the batch in which a symbol first appears scores
+    every other symbol on that batch's baselines too, not on the batch before's (the refresh
+    cursor used to sit past the old rows, so only the new row was refreshed)."""
+    cfg = AnomalySection(baseline_refresh_batches=1)
+    w = TickerWindows(WindowsSection(capacity=16, slot_ms=15_000, history_slots=256))
+    a = AnomalyDetector(cfg, w)
+    feed = TickerFeed(["A/USDT", "B/USDT"], noise=0.004)
+    for _ in range(40):
+        w.update(feed.batch())
+        a.step(feed.ts_ms)
+    feed.symbols.append("C/USDT")
+    feed.prices["C/USDT"], feed.rate["C/USDT"], feed.qv24["C/USDT"] = 5.0, feed.rate["A/USDT"], feed.qv24["A/USDT"]
+    upd = w.update(feed.batch())
+    assert upd is not None and upd.new_rows.tolist() == [2]
+    a.reset_rows(upd.new_rows)
+    a.step(feed.ts_ms)
+    rows = w.active_rows
+    got = (a.ret_median[rows], a.ret_sigma[rows], a.history[rows], a.vol_median[rows], a.vol_sigma[rows],
+           a.vol_history[rows])  # fmt: skip
+    for mine, theirs in zip(got, reference_baselines(w, cfg, rows), strict=True):
+        assert mine.tobytes() == theirs.tobytes()

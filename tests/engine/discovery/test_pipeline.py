@@ -230,3 +230,19 @@ def test_discovery_config_is_part_of_the_whole_and_the_token_is_secret() -> None
     assert "discovery.social.x_bearer_token" in SECRET_KEYS
     assert cfg.redacted()["discovery"]["social"]["x_bearer_token"] == "***"
     assert make_market("A/USDT").symbol == "A/USDT"
+
+
+def test_returns_without_history_are_unknown_not_zero() -> None:
+    """A pump 7 minutes into the history: its 5 min return is known, its 15 and 60 min ones are
+    not. The candidate keeps them NaN (heat stays a number) and the journal says null, not 0.0."""
+    disc, sink, feed = setup()
+    run(disc, feed, 24)  # 6 minutes of 15 s batches
+    assert pump(disc, feed, "PEPE/USDT", 4, step=1.03) == ["PEPE/USDT"]
+    cand = disc.snapshot().get("PEPE/USDT")
+    assert cand is not None and 0.0 < cand.heat <= 100.0
+    assert cand.returns["5m"] > 0.05
+    assert np.isnan(cand.returns["15m"]) and np.isnan(cand.returns["60m"])
+    ev = [e for e in sink.events if e.symbol == "PEPE/USDT"][-1]
+    assert ev.payload["returns"]["5m"] > 0.05
+    assert ev.payload["returns"]["15m"] is None and ev.payload["returns"]["60m"] is None
+    assert ev.payload["run_up_60m"] > 0.05  # the hour's low is known: its completed slots
