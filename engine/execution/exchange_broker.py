@@ -8,6 +8,11 @@ What it adds on top of the gateway:
   before anyone retries, and left tracked as pending for reconciliation if the lookup fails too;
   Binance says such an order may still execute, so "does not exist" makes it REJECTED only once
   it has been unknown for `unknown_grace_ms`;
+- and even then it may land later (Binance's backend queue): its client id stays on a watch
+  list, looked up every `late_check_ms` until `late_watch_ms` after its create. If the exchange
+  turns out to know it after all (a lookup, or the open-order list), the order is taken over
+  from the exchange's snapshot as if it had been pending all along, and reported with its fills
+  (fees from its trades) and the detail `LANDED_LATE`, so it is booked and journaled once;
 - a fill learned from a status lookup (GET /order, /openOrders, a cancel reply: none of them
   carries fills or commission on Binance) is booked with the commission of the order's trades
   (GET /myTrades); if those cannot be fetched, with an estimate at the taker (or maker) rate,
@@ -42,6 +47,14 @@ from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fil
 T = TypeVar("T")
 
 NEVER_REACHED = "the exchange does not know the order: its create never reached the exchange"
+LANDED_LATE = "the exchange placed the order late, after it had been taken as never reached"
+# How long after its create an order rejected as never reached is still looked for. Binance's
+# backend queue delays an unanswered create by seconds, rarely minutes; ten minutes covers that
+# with room, at the cost of a few lookups per order that timed out (rare by itself).
+LATE_WATCH_MS = 10 * 60_000
+# How often each watched id is looked up (GET /order, weight 4 on Binance): a lower rate than
+# the open-order reconcile, since most such orders never land; a late one waits this long at most.
+LATE_CHECK_MS = 30_000
 _RESTING = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 
 
@@ -68,6 +81,14 @@ class Anomaly:
 
     client_order_id: str
     detail: str
+
+
+@dataclass(slots=True)
+class _Watch:
+    """An order rejected as never reached that may still land: when to look next, and until when."""
+
+    next_ms: int
+    until_ms: int
 
 
 @dataclass(slots=True)
@@ -105,15 +126,20 @@ class ExchangeBroker(Broker):
         taker_fee_rate: float = 0.001,
         maker_fee_rate: float = 0.001,
         unknown_grace_ms: int = 10_000,
+        late_watch_ms: int = LATE_WATCH_MS,
+        late_check_ms: int = LATE_CHECK_MS,
     ) -> None:
         self.gateway = gateway
         self.reconcile_interval_ms = reconcile_interval_ms
         self.unknown_grace_ms = unknown_grace_ms
+        self.late_watch_ms = late_watch_ms
+        self.late_check_ms = late_check_ms
         self.taker_fee_rate = taker_fee_rate
         self.maker_fee_rate = maker_fee_rate
         self._orders: dict[str, Order] = {}
         self._intents: dict[str, OrderIntent] = {}
         self._last_reconcile_ms: int | None = None
+        self._late: dict[str, _Watch] = {}  # client id -> its watch, for orders that may land late
         self.anomalies: list[Anomaly] = []
 
     @staticmethod
@@ -131,6 +157,12 @@ class ExchangeBroker(Broker):
             # An order of ours we had lost track of: adopt it, fills from zero.
             intent_less = replace(update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0, fee_base=0.0)
             current = replace(intent_less, status=OrderStatus.PENDING)
+        elif self._late.pop(cid, None) is not None:
+            # The exchange knows an order we had settled as never reached: it landed late. Its
+            # snapshot is the truth from the start (we had it with nothing filled).
+            current = replace(current, status=OrderStatus.PENDING)
+            detail = LANDED_LATE
+            self.anomalies.append(Anomaly(cid, f"landed late: the exchange has it {update.status.value}"))
         # Keep what the exchange does not echo back (trace, purpose) from what we sent.
         update = replace(update, trace_id=current.trace_id or update.trace_id, purpose=current.purpose)
         new = self._settle(current, update)
@@ -287,7 +319,40 @@ class ExchangeBroker(Broker):
         if due:
             self._last_reconcile_ms = now_ms
             await self._reconcile(now_ms, progress)
+        await self._look_for_late(now_ms, progress)
         return progress.outcome()
+
+    def watch_late(self, order: Order, now_ms: int) -> None:
+        """Track `order`, settled as never reached, and look for it until `late_watch_ms` after
+        its create in case it lands late (recovery hands back the ones the journal has)."""
+        until = order.created_ms + self.late_watch_ms
+        if until > now_ms:
+            self._orders.setdefault(order.client_order_id, order)
+            self._late[order.client_order_id] = _Watch(now_ms + self.late_check_ms, until)
+
+    def watching_late(self) -> list[str]:
+        """Client ids of the orders settled as never reached that are still looked for."""
+        return list(self._late)
+
+    async def _look_for_late(self, now_ms: int, progress: _Progress) -> None:
+        """Look up the watched orders that are due; one the exchange knows is absorbed (and so
+        leaves the watch), one it still does not know is looked for again until its watch ends."""
+        for cid, watch in list(self._late.items()):
+            if now_ms < watch.next_ms:
+                continue
+            order = self._orders[cid]
+            try:
+                seen = await self.gateway.fetch_order(order.symbol, cid)
+            except NonRetryableOrderError:
+                if now_ms >= watch.until_ms:
+                    del self._late[cid]
+                else:
+                    watch.next_ms = now_ms + self.late_check_ms
+                continue
+            except OrderError as exc:  # 429, timeout: the next sync asks again
+                progress.errors.append(exc)
+                continue
+            progress.add(await self._absorb_lookup(seen, now_ms))
 
     async def _reconcile(self, now_ms: int, progress: _Progress) -> None:
         listed = await progress.attempt(self.gateway.fetch_open_orders())
@@ -301,6 +366,8 @@ class ExchangeBroker(Broker):
             found = (seen, None) if seen is not None else await progress.attempt(self._final_state(order, now_ms))
             if found is not None:
                 progress.add(await self._absorb_lookup(found[0], now_ms, found[1]))
+                if found[1] == NEVER_REACHED:
+                    self.watch_late(self._orders[cid], now_ms)
         for cid, order in open_now.items():
             if is_ours(cid):
                 progress.add(await self._absorb_lookup(order, now_ms))
@@ -311,7 +378,8 @@ class ExchangeBroker(Broker):
         A pending order (its create's outcome unknown) that the exchange does not know is left
         pending while it is younger than `unknown_grace_ms`: a create answered by a timeout, a
         5xx or -1007 may still be executing, and a filled market order never shows in the open
-        list, so rejecting it at once would lose the fill for good. After that, it never happened.
+        list, so rejecting it at once would lose the fill for good. After that, it never happened
+        as far as we can tell; `_reconcile` keeps watching for it all the same.
         """
         try:
             return await self.gateway.fetch_order(order.symbol, order.client_order_id), None

@@ -18,6 +18,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      core decides again after the restart is suppressed before any broker sees it (ids freed by
      a retryable rejection are freed here too, as the router does);
    - **open orders**: attempted, with no terminal `order_result`;
+   - **orders that may still land**: journaled rejected as never reached (by the broker after
+     its grace, or by a recovery) within the broker's late watch (`LATE_WATCH_MS` after their
+     create): the exchange may place such an order late, so the broker looks for them again;
+     one journaled open again after that (it landed and rests) is an open order once more;
    - **the operator's pause** of new entries: the last `command` event among pause, close-all
      (which pauses too) and resume.
 2. `Recovery.apply(engine, now)` installs that into the new core and router, then reconciles the
@@ -29,7 +33,9 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **exchange**: each order is looked up by client id. Fills the exchange made while we were
      down are booked (only the part beyond what the journal already has), orders still open are
      handed back to the broker to follow, and orders the exchange never saw are journaled as
-     rejected. The broker's own periodic reconcile later adopts any order of ours it still lists.
+     rejected and, with the rejected ones the journal had, handed to the broker's late watch
+     (a create in flight at the kill may still be placed). The broker's own periodic reconcile
+     later adopts any order of ours it still lists.
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
      closing `position_update`s), and the L5 block, which runs on from when L5 was reached;
@@ -62,7 +68,7 @@ from engine.domain import Fill, Order, OrderPurpose, OrderStatus, OrderType, Sid
 from engine.errors import HotcoinError, NonRetryableOrderError, OrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import parse_client_order_id
-from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.exchange_broker import NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import PaperBroker
 from engine.journal.events import EventSink, JournalEvent, known_versions
 from engine.market.gateway import Balance
@@ -85,6 +91,8 @@ log = logging.getLogger("hotcoin.recovery")
 KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command")
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
+RESTART_NEVER_REACHED = "never reached the exchange"
+_NEVER_REACHED = frozenset({NEVER_REACHED, RESTART_NEVER_REACHED})  # details of a rejection that may still land
 _PAUSED_BY = {Command.PAUSE.value: True, Command.CLOSE_ALL.value: True, Command.RESUME.value: False}
 
 
@@ -145,6 +153,7 @@ class RecoveredState:
     book: PositionBook = field(default_factory=PositionBook)
     sent_ids: set[str] = field(default_factory=set)
     open_orders: dict[str, OpenOrder] = field(default_factory=dict)
+    maybe_late: dict[str, OpenOrder] = field(default_factory=dict)  # rejected as never reached
     unbooked: list[UnbookedFill] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     last_seq: int = 0
@@ -207,8 +216,14 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             cid = str(p["client_order_id"])
             if p.get("error_class") == "retryable":
                 state.sent_ids.discard(cid)  # the router freed it: the order certainly did not happen
-            if p["status"] in _TERMINAL:
-                state.open_orders.pop(cid, None)
+            status = p["status"]
+            if status in _TERMINAL:
+                order = state.open_orders.pop(cid, None)
+                order = state.maybe_late.pop(cid, order)
+                if status == OrderStatus.REJECTED.value and p.get("detail") in _NEVER_REACHED and order is not None:
+                    state.maybe_late[cid] = order
+            elif cid in state.maybe_late:  # it landed late and rests on the book: open again
+                state.open_orders[cid] = state.maybe_late.pop(cid)
         elif ev.kind == "fill":
             fill = Fill(
                 trade_id=str(p.get("trade_id", f"seq{ev.seq}")),
@@ -339,6 +354,7 @@ class Recovery:
             "unbooked_fills": [u.fill_seq for u in state.unbooked],
             "anomalies": state.anomalies,
             "paused": state.paused,
+            "watching_late": engine.broker.watching_late() if isinstance(engine.broker, ExchangeBroker) else [],
         }
         sink.emit("risk_event", ts_ms=now_ms, payload=payload)
         return payload
@@ -346,6 +362,9 @@ class Recovery:
     async def _reconcile(self, engine: Engine, now_ms: int) -> list[dict[str, Any]]:
         broker = engine.broker
         settled: list[dict[str, Any]] = []
+        if isinstance(broker, ExchangeBroker):
+            for late in self.state.maybe_late.values():
+                broker.watch_late(late.as_order(OrderStatus.REJECTED, late.ts_ms), now_ms)
         for order in sorted(self.state.open_orders.values(), key=lambda o: o.attempt_seq):
             if isinstance(broker, PaperBroker):
                 outcome = self._lost(engine, order, now_ms)
@@ -381,8 +400,10 @@ class Recovery:
             seen = await broker.gateway.fetch_order(order.symbol, order.client_order_id)
         except NonRetryableOrderError:
             if order.filled_qty == 0:
-                self._result(engine, order, OrderStatus.REJECTED, "never reached the exchange", now_ms)
-                _core(engine).on_order_update(OrderUpdate(order.as_order(OrderStatus.REJECTED, now_ms)), now_ms)
+                self._result(engine, order, OrderStatus.REJECTED, RESTART_NEVER_REACHED, now_ms)
+                rejected = order.as_order(OrderStatus.REJECTED, now_ms)
+                _core(engine).on_order_update(OrderUpdate(rejected), now_ms)
+                broker.watch_late(rejected, now_ms)  # its create may have been in flight at the kill
                 return "never_reached"
             raise
         # The broker learns the order as the journal last saw it (those fills are booked already),

@@ -50,6 +50,23 @@ def sim_exchange(
     server_errors: Annotated[int, typer.Option("--server-errors", help="The first K REST calls get a 5xx.")] = 0,
     hang_requests: Annotated[int, typer.Option("--hang-requests", help="The first K REST calls hang.")] = 0,
     hang_s: Annotated[float, typer.Option("--hang-s", help="How long a hung REST call waits.")] = 30.0,
+    late_orders: Annotated[
+        int,
+        typer.Option(
+            "--late-orders",
+            help="The first K orders get no reply (as --lost-reply-as says) and are placed --late-order-s later.",
+        ),
+    ] = 0,
+    late_order_s: Annotated[
+        float, typer.Option("--late-order-s", help="How late a late order is placed (exchange seconds).")
+    ] = 30.0,
+    lost_reply_as: Annotated[
+        str,
+        typer.Option(
+            "--lost-reply-as",
+            help="A late order's lost reply: timeout (none for --hang-s, then -1007), 5xx or -1007 (at once).",
+        ),
+    ] = "-1007",
     ticker_nan_rate: Annotated[
         float, typer.Option("--ticker-nan-rate", help="Share of tickers with NaN bid/ask/high/low.")
     ] = 0.0,
@@ -73,6 +90,9 @@ def sim_exchange(
         "server_errors": server_errors,
         "hang_requests": hang_requests,
         "hang_s": hang_s,
+        "late_orders": late_orders,
+        "late_order_s": late_order_s,
+        "lost_reply_as": lost_reply_as,
         "ticker_nan_rate": ticker_nan_rate,
         "ticker_malformed_rate": ticker_malformed_rate,
         "ws_duplicate_rate": ws_duplicate_rate,

@@ -590,3 +590,42 @@ async def test_an_all_in_entry_never_spends_cash_it_does_not_have(slippage_bps: 
     (attempt,) = [e.payload for e in h.sink.events if e.kind == "order_attempt"]
     assert fill["price"] == pytest.approx(attempt["reference_price"] * (1 + slippage_bps / 10_000))
     assert 0.0 <= h.core.cash < 1.0  # spent nearly all of it, never more
+
+
+async def test_an_order_settled_as_never_reached_that_lands_late_is_booked_once() -> None:
+    """The exchange broker reports an order it had journaled rejected (never reached) when the
+    exchange places it after all: the entry opens the position after its reservation was
+    released, the exit closes it, each once however often its update comes."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from engine.domain import Fill, Order, OrderIntent
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    s = h.names[0]
+    start_cash = h.core.cash
+
+    def lands_late(intent: OrderIntent, price: float, fee: float, sent: int) -> None:
+        pending = Order.from_intent(intent, OrderStatus.PENDING, sent)
+        h.core.on_order_update(OrderUpdate(pending), sent)  # the create's outcome is unknown
+        h.core.on_order_update(OrderUpdate(replace(pending, status=OrderStatus.REJECTED)), sent + 10_000)
+        filled = replace(pending, status=OrderStatus.FILLED, filled_qty=intent.quantity, average_price=price)
+        cid, qty = intent.client_order_id, intent.quantity
+        fill = Fill(f"{cid}:{qty}", cid, s, intent.side, price, float(qty), fee, sent + 40_000, intent.trace_id)
+        for _ in range(2):  # the same update twice (a sync and a redelivery)
+            h.core.on_order_update(OrderUpdate(filled, (fill,)), sent + 40_000)
+
+    (entry,) = h.core.step(mk.book({s: ENTRY_PRICE}, mk.NOW), mk.candidates(h.names, mk.NOW), mk.NOW)
+    assert h.core.reserved_cash() > 0
+    lands_late(entry, ENTRY_PRICE, 0.05, mk.NOW)
+    assert h.core.reserved_cash() == 0
+    assert h.core.book.holdings[s].position.quantity == float(entry.quantity)
+    assert h.core.cash == pytest.approx(start_cash - float(entry.quantity) * ENTRY_PRICE - 0.05)
+    low = ENTRY_PRICE * 0.95  # past the stop
+    (stop,) = h.core.on_tickers(mk.book({s: low}, mk.NOW + 60_000), mk.NOW + 60_000)
+    assert stop.quantity == Decimal(repr(float(entry.quantity)))
+    lands_late(stop, low, 0.04, mk.NOW + 60_000)
+    assert s not in h.core.book.holdings and len(h.core.book.closed) == 1
+    assert h.core.cash == pytest.approx(start_cash - float(entry.quantity) * (ENTRY_PRICE - low) - 0.09)
+    assert [e.payload["action"] for e in h.sink.events if e.kind == "position_update"] == ["open", "close"]

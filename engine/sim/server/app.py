@@ -13,8 +13,11 @@ operator controls live under `/_sim/` (faults, WebSocket drops, ground truth, st
 are never subject to faults themselves.
 
 One background task runs the market: every `tick_s` it syncs the venue (the market
-advances to sim-now, resting orders fill, user events go out), and every `push_interval_s`
-it pushes the market streams from one ticker snapshot.
+advances to sim-now, resting orders fill, user events go out), places the late orders that
+are due (a late-order fault: held back when they arrived, see `FaultPlan.late_orders`), and
+every `push_interval_s` it pushes the market streams from one ticker snapshot. A late order
+is placed by this task, not by its request's handler, so a client that gives up (aiohttp
+may cancel the handler of a closed connection) cannot stop it from executing.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from aiohttp import web
 from engine.sim.matching import BalanceEvent, BinanceError, ExecutionEvent, UserEvent
 from engine.sim.server import codec
 from engine.sim.server.faults import FaultController, FaultPlan, RestFault, RestFaultKind
-from engine.sim.server.rest import RestApi, json_response
+from engine.sim.server.rest import Placement, RestApi, json_response
 from engine.sim.server.streams import MarketStreams
 from engine.sim.server.venue import MarketSource, SimClock, SimVenue, wall_ms
 from engine.sim.server.wsapi import UserDataApi
@@ -72,7 +75,9 @@ class SimExchangeServer:
         self.faults = FaultController(faults, seed=seed)
         self.streams = MarketStreams(self.faults, self.venue.resolve_lower)
         self.user_api = UserDataApi(self.faults, wall_ms, self.venue.clock.now_ms)
-        self.rest = RestApi(self.venue, self.publish_user_events)
+        self.rest = RestApi(self.venue, self.publish_user_events, self._hold_back)
+        self._late: list[tuple[int, Placement]] = []  # (sim ms when due, order), by arrival
+        self.late_refused = 0
         self._host = host
         self._port = port
         self._push_interval_s = push_interval_s
@@ -129,8 +134,32 @@ class SimExchangeServer:
             elif isinstance(ev, BalanceEvent):
                 self.user_api.publish(api_key, codec.account_position(ev))
 
+    def _hold_back(self, placement: Placement) -> Awaitable[web.Response] | None:
+        """Keep an order that just arrived for later when the plan says so; the reply that
+        stands in for it then (see `FaultPlan.late_orders`)."""
+        late = self.faults.next_late_order()
+        if late is None:
+            return None
+        delay_s, reply = late
+        self._late.append((self.venue.clock.now_ms() + int(delay_s * 1000), placement))
+        return _lost_reply(reply)
+
+    def place_late_orders(self) -> None:
+        """Place the held-back orders that are due, in arrival order. A refusal then (funds
+        gone meanwhile, a duplicate id) is the order's end, as on Binance: it never existed."""
+        now = self.venue.clock.now_ms()
+        due = [p for at, p in self._late if at <= now]
+        self._late = [(at, p) for at, p in self._late if at > now]
+        for placement in due:
+            try:
+                placement.place()
+            except BinanceError as exc:
+                self.late_refused += 1
+                log.info("late order %s refused: %s", placement.request.client_order_id, exc.msg)
+
     def push_now(self) -> None:
         """One sync and one push of every subscribed market stream."""
+        self.place_late_orders()
         self.publish_user_events(self.venue.sync())
         self.venue.refresh_markets()
         self.streams.publish(self.venue.ticker_rows(), self.venue.stream_klines)
@@ -145,6 +174,7 @@ class SimExchangeServer:
                     self.push_now()
                     next_push = max(next_push + self._push_interval_s, now)
                 else:
+                    self.place_late_orders()
                     self.publish_user_events(self.venue.sync())
             except Exception:
                 # A generator bug must not take the exchange down with it; it is logged and
@@ -202,8 +232,8 @@ class SimExchangeServer:
             response = await handler(request)
         except BinanceError as exc:
             return json_response({"code": exc.code, "msg": exc.msg}, status=exc.http_status)
-        if request.method == "POST" and request.path == ORDER_PATH:
-            return await self._maybe_lose_reply(response)
+        if request.method == "POST" and request.path == ORDER_PATH and response.status == 200:
+            return await self._maybe_lose_reply(response)  # a 200 is an order placed; not one held back
         return response
 
     async def _maybe_lose_reply(self, response: web.StreamResponse) -> web.StreamResponse:
@@ -259,8 +289,19 @@ class SimExchangeServer:
             "stream_messages_dropped": self.streams.messages_dropped,
             "ws_api_connections": self.user_api.connections,
             "market_errors": self.market_errors,
+            "late_orders_waiting": len(self._late),
+            "late_orders_refused": self.late_refused,
             "faults": self.faults.snapshot(),
         }
+
+
+async def _lost_reply(fault: RestFault) -> web.Response:
+    """What a held-back order's client gets: the fault at once, or after a hang (the client has
+    normally given up by then) the -1007 of a backend that never answered."""
+    if fault.kind is RestFaultKind.HANG:
+        await asyncio.sleep(fault.hang_s)
+        return _fault_response(RestFault(RestFaultKind.LOST_REPLY, 503))
+    return _fault_response(fault)
 
 
 def _fault_response(fault: RestFault) -> web.Response:

@@ -9,7 +9,9 @@ read the plan on every frame, so a change takes effect immediately.
            hangs longer than the client's timeout; all of these strike before the request is
            handled. Lost order replies strike after: the order is placed, then its reply is
            lost (a hang past the client's timeout, a 5xx, or -1007), which Binance documents
-           as "execution status unknown"
+           as "execution status unknown". Late orders are placed only later: the reply is
+           lost the same ways and the exchange executes the order `late_order_s` after it
+           arrived (Binance's backend queue), whatever the client did meanwhile
     WS     latency_ms, drop every N s (close 1001, or an abrupt TCP abort), duplicated and
            out-of-order messages, half-open (silent and deaf to pings), NaN / malformed
            ticker fields
@@ -55,7 +57,18 @@ class FaultPlan(BaseModel):
         0, ge=0, description="The next K orders placed (POST /api/v3/order) are executed, then their reply is "
         "lost as lost_reply_as says (counts down; refused orders do not count)."
     )
-    lost_reply_as: LostReply = Field(LostReply.BACKEND_TIMEOUT, description="What a lost order reply looks like.")
+    lost_reply_as: LostReply = Field(
+        LostReply.BACKEND_TIMEOUT, description="What a lost (or late) order's reply looks like; a late "
+        "order's timeout ends in -1007 after hang_s, as the order is not placed yet."
+    )
+    late_orders: int = Field(
+        0, ge=0, description="The next K orders (POST /api/v3/order) are held back: their reply is lost as "
+        "lost_reply_as says and the exchange places them late_order_s later, whatever the client does "
+        "meanwhile (counts down; orders refused on arrival do not count)."
+    )
+    late_order_s: float = Field(
+        30.0, gt=0, le=3600, description="How long after it arrived a late order is placed (exchange seconds)."
+    )
     ticker_nan_rate: float = Field(
         0.0, ge=0, le=1, description="Share of tickers whose bid, ask, high and low are sent as NaN."
     )
@@ -74,6 +87,7 @@ class RestFaultKind(enum.StrEnum):
     SERVER_ERROR = "server_error"  # 5xx, non-JSON
     HANG = "hang"
     LOST_REPLY = "lost_reply"  # an order executed whose reply was lost
+    LATE_ORDER = "late_order"  # an order held back, its reply lost, placed later
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,28 @@ class FaultController:
             return None
         plan.lost_order_replies -= 1
         self.injected[RestFaultKind.LOST_REPLY.value] += 1
+        return self._lost_reply()
+
+    def land_orders_late(self, calls: int, after_s: float | None = None, as_: LostReply | None = None) -> None:
+        """The next `calls` orders are placed `after_s` exchange seconds late, their reply lost as `as_`."""
+        if after_s is not None:
+            self.plan.late_order_s = after_s
+        if as_ is not None:
+            self.plan.lost_reply_as = as_
+        self.plan.late_orders = calls
+
+    def next_late_order(self) -> tuple[float, RestFault] | None:
+        """(exchange seconds until it is placed, what replaces its reply) for an order that just
+        arrived, consuming one unit; None when orders are placed at once."""
+        plan = self.plan
+        if plan.late_orders <= 0:
+            return None
+        plan.late_orders -= 1
+        self.injected[RestFaultKind.LATE_ORDER.value] += 1
+        return plan.late_order_s, self._lost_reply()
+
+    def _lost_reply(self) -> RestFault:
+        plan = self.plan
         if plan.lost_reply_as is LostReply.TIMEOUT:
             return RestFault(RestFaultKind.HANG, hang_s=plan.hang_s)
         if plan.lost_reply_as is LostReply.SERVER_ERROR:

@@ -5,12 +5,16 @@ inside `recvWindow` and a `signature` (present, not verified: the sim holds no s
 POST parameters arrive form-encoded in the body, GET and DELETE ones in the query, as
 ccxt sends them. Refusals are `BinanceError`s, turned into Binance's
 `{"code": ..., "msg": ...}` bodies by the server's error middleware.
+
+A new order is checked when it arrives and placed by a `Placement`; the server's `hold_back`
+hook may keep that for later (a late-order fault) and answer in its stead.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -65,12 +69,32 @@ def _required(params: Params, name: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A checked new order, ready to meet the book: `place()` puts it on the exchange now and
+    returns its reply (raising `BinanceError` if the matching engine refuses it)."""
+
+    request: OrderRequest
+    place: Callable[[], web.Response]
+
+
+# Given an order that arrived: None to place it now, else the reply that stands in for it
+# (the hook has kept the placement for later).
+HoldBack = Callable[[Placement], Awaitable[web.Response] | None]
+
+
 class RestApi:
     """Handlers over one venue; `publish` receives the user events each call produces."""
 
-    def __init__(self, venue: SimVenue, publish: Callable[[list[tuple[str, UserEvent]]], None]) -> None:
+    def __init__(
+        self,
+        venue: SimVenue,
+        publish: Callable[[list[tuple[str, UserEvent]]], None],
+        hold_back: HoldBack = lambda _: None,
+    ) -> None:
         self._venue = venue
         self._publish = publish
+        self._hold_back = hold_back
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -185,9 +209,16 @@ class RestApi:
             time_in_force=p.get("timeInForce"),
             client_order_id=p.get("newClientOrderId") or None,
         )
+        placement = Placement(req, lambda: self._place(api_key, req, resp_type))
+        held = self._hold_back(placement)
+        if held is not None:
+            return await held
+        return placement.place()
+
+    def _place(self, api_key: str, req: OrderRequest, resp_type: str) -> web.Response:
         self._sync()
         venue = self._venue
-        result = venue.engine.place_order(api_key, req, venue.book(market_id), venue.now_ms())
+        result = venue.engine.place_order(api_key, req, venue.book(req.symbol), venue.now_ms())
         self._publish(venue.engine.drain_events())
         return json_response(codec.new_order_response(result.order, result.fills, resp_type))
 

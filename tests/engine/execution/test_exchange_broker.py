@@ -11,7 +11,12 @@ import pytest
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
 from engine.execution.broker import SyncIncomplete
-from engine.execution.exchange_broker import ExchangeBroker, OrderGateway
+from engine.execution.exchange_broker import (
+    LANDED_LATE,
+    NEVER_REACHED,
+    ExchangeBroker,
+    OrderGateway,
+)
 from engine.execution.router import OrderRouter
 from engine.market.fake import FakeGateway
 from engine.market.gateway import Gateway
@@ -331,3 +336,81 @@ async def test_a_fill_never_seen_resting_is_what_its_trades_say(maker: bool) -> 
 async def test_a_fill_in_the_placement_reply_is_a_takers() -> None:
     (fill,) = (await ExchangeBroker(gateway()).submit(make_intent(), T0)).fills
     assert not fill.is_maker
+
+
+# ---- orders that land after they were taken as never reached --------------------------------
+
+
+async def _rejected_as_never_reached(broker: ExchangeBroker, gw: FakeGateway, intent: OrderIntent) -> None:
+    """`intent`'s create times out, the exchange does not know it, and the reconcile after the
+    grace settles it REJECTED (never reached), at T0 + 10 s."""
+    gw.fail_next("create_order", UnknownOrderError("create_order: RequestTimeout"))
+    with pytest.raises(UnknownOrderError):
+        await broker.submit(intent, T0)
+    (rejected,) = await broker.sync(T0 + 10_000)
+    assert rejected.order.status is OrderStatus.REJECTED and rejected.detail == NEVER_REACHED
+
+
+async def test_a_create_taken_as_never_reached_that_lands_late_is_reported_once_with_its_fill() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000, late_check_ms=30_000)
+    intent = make_intent()
+    await _rejected_as_never_reached(broker, gw, intent)
+    assert broker.watching_late() == [intent.client_order_id] and await broker.open_orders() == []
+    lookups = gw.calls.count("fetch_order")
+    assert await broker.sync(T0 + 39_999) == [] and gw.calls.count("fetch_order") == lookups  # not due yet
+    assert await broker.sync(T0 + 40_000) == [] and gw.calls.count("fetch_order") == lookups + 1  # not there yet
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)  # the backend executed it after all
+    assert await broker.sync(T0 + 69_999) == []
+    (landed,) = await broker.sync(T0 + 70_000)
+    (fill,) = landed.fills
+    assert landed.order.status is OrderStatus.FILLED and landed.detail == LANDED_LATE
+    assert (fill.quantity, fill.fee_base, fill.fee_quote) == (100.0, pytest.approx(0.1), pytest.approx(0.03))
+    assert broker.watching_late() == [] and await broker.sync(T0 + 200_000) == []  # reported once
+    assert [a.detail for a in broker.anomalies] == ["landed late: the exchange has it filled"]
+
+
+async def test_a_late_limit_found_resting_in_the_open_list_is_followed_again_until_it_fills() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"))
+    await _rejected_as_never_reached(broker, gw, intent)
+    gw.orders[intent.client_order_id] = Order.from_intent(intent, OrderStatus.OPEN, T0, exchange_order_id="77")
+    (resting,) = await broker.sync(T0 + 11_000)  # the reconcile lists it before the watch looks it up
+    assert resting.order.status is OrderStatus.OPEN and resting.detail == LANDED_LATE
+    assert broker.watching_late() == [] and [o.client_order_id for o in await broker.open_orders()] == [intent.client_order_id]
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.029)
+    (filled,) = await broker.sync(T0 + 12_000)
+    assert filled.order.status is OrderStatus.FILLED and [f.quantity for f in filled.fills] == [100.0]
+
+
+async def test_a_create_that_never_lands_stays_rejected_and_leaves_the_watch_after_the_window() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000, late_watch_ms=60_000, late_check_ms=30_000)
+    intent = make_intent()
+    await _rejected_as_never_reached(broker, gw, intent)
+    gw.fail_next("fetch_order", RetryableOrderError("429 too many requests", code=-1003))
+    with pytest.raises(SyncIncomplete):  # a failed lookup is tried again at the next sync
+        await broker.sync(T0 + 40_000)
+    assert await broker.sync(T0 + 40_001) == [] and broker.watching_late() == [intent.client_order_id]
+    assert await broker.sync(T0 + 70_001) == [] and broker.watching_late() == []  # 60 s after its create: given up
+    lookups = gw.calls.count("fetch_order")
+    assert await broker.sync(T0 + 700_000) == [] and gw.calls.count("fetch_order") == lookups
+    assert broker._orders[intent.client_order_id].status is OrderStatus.REJECTED
+
+
+async def test_the_router_journals_a_late_landing_as_the_orders_real_result() -> None:
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    router = OrderRouter(broker, sink := RecordingSink())
+    intent = make_intent()
+    gw.fail_next("create_order", UnknownOrderError("create_order: RequestTimeout"))
+    assert (await router.send(intent, T0)) is not None
+    assert len(await router.sync(T0 + 10_000)) == 1  # rejected
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)
+    (landed,) = await router.sync(T0 + 40_000)
+    results = [e.payload for e in sink.events if e.kind == "order_result"]
+    assert [(r["status"], r.get("detail")) for r in results] == [
+        ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
+    ]  # fmt: skip
+    assert results[-1]["filled_qty"] == "100" and landed.journal_seq == sink.events[-1].seq

@@ -15,7 +15,8 @@ from pydantic import SecretStr
 from engine.config.sections.exchange import ExchangeSection
 from engine.domain import Order, OrderIntent, OrderStatus, OrderType
 from engine.errors import NonRetryableOrderError, UnknownOrderError
-from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.broker import OrderUpdate
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.execution.router import OrderRouter
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.sim.server import SimExchangeServer
@@ -149,6 +150,68 @@ async def test_an_order_executed_whose_reply_the_exchange_lost_is_found_and_book
     finally:
         await gateway.close()
 
+
+async def test_a_market_buy_that_lands_after_it_was_taken_as_never_reached_is_booked_once_as_executed() -> None:
+    """x20: the create's reply never comes (the client gives up after 0.5 s of wall time, 10
+    exchange seconds), the exchange does not know the order when the broker looks, the sync
+    after the grace journals it rejected; the exchange executes it 30 s after it arrived, and
+    the watch finds it: filled, journaled once, its fill exactly what the account got."""
+    async with running_sim_exchange(FakeMarketSource(), speed=20.0) as sim:
+        gateway = CcxtGateway(_section(request_timeout_ms=500), endpoint=sim.base_url)
+        try:
+            await gateway.load_markets()
+            broker = ExchangeBroker(gateway, reconcile_interval_ms=5_000, late_check_ms=5_000)
+            router = OrderRouter(broker, sink := RecordingSink())
+            sim.faults.update({"hang_s": 5.0})
+            sim.faults.land_orders_late(1, after_s=30, as_=LostReplyAs.TIMEOUT)
+            intent = make_intent(quantity=Decimal(100))
+            sent = await router.send(intent, sim.venue.clock.now_ms())
+            assert sent is not None and sent.order.status is OrderStatus.PENDING
+            updates: list[OrderUpdate] = []
+
+            async def landed() -> bool:
+                updates.extend(await router.sync(sim.venue.clock.now_ms()))
+                return any(u.order.status is OrderStatus.FILLED for u in updates)
+
+            await eventually(landed, timeout=10, interval=0.05)
+            for _ in range(5):  # the syncs after it report nothing more
+                updates.extend(await router.sync(sim.venue.clock.now_ms() + 60_000))
+        finally:
+            await gateway.close()
+    rejected, filled = updates
+    assert (rejected.order.status, rejected.detail) == (OrderStatus.REJECTED, NEVER_REACHED)
+    assert (filled.order.status, filled.detail) == (OrderStatus.FILLED, LANDED_LATE)
+    results = [e.payload for e in sink.events if e.kind == "order_result"]
+    assert [r["status"] for r in results] == ["unknown", "rejected", "filled"]
+    account = sim.venue.engine.account(API_KEY)
+    (fill,) = filled.fills
+    (trade,) = account.trades
+    assert Decimal(repr(fill.quantity)) == trade.qty and fill.price == pytest.approx(float(trade.price))
+    assert fill.fee_base == pytest.approx(0.1) and Decimal(repr(fill.quantity - fill.fee_base)) == account.balance("DOGE").free
+    assert Decimal(10_000) - account.balance("USDT").free == pytest.approx(Decimal(repr(fill.quantity * fill.price)))
+    assert trade.time_ms - rejected.order.created_ms >= 30_000 and not broker.watching_late()
+
+
+async def test_a_create_that_never_lands_stays_rejected_and_is_no_longer_looked_for_after_the_window(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    sim, _ = sim_and_source
+    gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        broker = ExchangeBroker(gateway, reconcile_interval_ms=5_000)
+        router = OrderRouter(broker, sink := RecordingSink())
+        now = sim.venue.clock.now_ms()
+        sim.faults.fail_with_5xx(1)  # the create never reaches the matching engine
+        assert (sent := await router.send(make_intent(), now)) is not None and sent.order.status is OrderStatus.PENDING
+        (rejected,) = await router.sync(now + 10_000)
+        assert rejected.order.status is OrderStatus.REJECTED and broker.watching_late() == [rejected.order.client_order_id]
+        assert await router.sync(now + 40_000) == [] and broker.watching_late()  # looked up: still unknown
+        assert await router.sync(now + 600_000) == [] and broker.watching_late() == []  # 10 minutes on: given up
+    finally:
+        await gateway.close()
+    assert [e.payload["status"] for e in sink.events if e.kind == "order_result"] == ["unknown", "rejected"]
+    assert sim.venue.engine.account(API_KEY).orders == {}
 
 
 async def test_after_a_restart_only_the_routers_guard_stops_a_filled_order_from_being_sent_again(

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from engine.config import load_config
-from engine.domain import Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
+from engine.domain import Fill, Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import RetryableOrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import client_order_id
-from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import JournalEvent
@@ -530,3 +530,89 @@ async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, ca
     # The pump's coin turned hot again after the restart: its entry was refused for the pause.
     assert checks and not any(c["approved"] for c in checks)
     assert any(c["name"] == "operator_pause" and not c["passed"] for c in checks[0]["checks"])
+
+
+def _sent(sink: RecordingSink, cid: str, trace: str, ts_ms: int, *, never_reached_at: int | None) -> None:
+    """A market buy of 100 DOGE attempted at `ts_ms` whose outcome was unknown; journaled
+    rejected as never reached at `never_reached_at` (None: still open when we died)."""
+    attempt = sink.emit(
+        "order_attempt", ts_ms=ts_ms, trace_id=trace, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "100", "price": None},
+    )  # fmt: skip
+    sink.emit("order_result", ts_ms=ts_ms, trace_id=trace, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "unknown", "error_class": "unknown"})  # fmt: skip
+    if never_reached_at is not None:
+        sink.emit("order_result", ts_ms=never_reached_at, trace_id=trace, symbol=DOGE, cause=attempt,
+                  payload={"client_order_id": cid, "action": "sync", "status": "rejected", "error_class": None,
+                           "detail": NEVER_REACHED})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("later", "open_again", "maybe_late"),
+    [
+        ([], False, True),
+        ([{"status": "open", "error_class": None, "detail": LANDED_LATE}], True, False),  # it landed and rests on the book
+        ([{"status": "filled", "error_class": None, "detail": LANDED_LATE}], False, False),
+    ],
+    ids=["never-reached", "landed-resting", "landed-filled"],
+)
+def test_rebuild_keeps_the_orders_rejected_as_never_reached_for_the_late_watch(
+    later: list[dict[str, Any]], open_again: bool, maybe_late: bool
+) -> None:
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    refused = client_order_id(T_PEPE, OrderPurpose.ENTRY, 1)
+    sink = RecordingSink()
+    _sent(sink, cid, T_DOGE, T0, never_reached_at=T0 + 10_000)
+    for payload in later:
+        sink.emit("order_result", ts_ms=T0 + 40_000, trace_id=T_DOGE, symbol=DOGE, payload={"client_order_id": cid, **payload})
+    sink.emit("order_attempt", ts_ms=T0, trace_id=T_PEPE, symbol=PEPE,
+              payload={"client_order_id": refused, "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "5"})  # fmt: skip
+    sink.emit("order_result", ts_ms=T0, trace_id=T_PEPE, symbol=PEPE,
+              payload={"client_order_id": refused, "status": "rejected", "error_class": "non_retryable", "error": "-2010"})  # fmt: skip
+    state = rebuild(sink.events, CAPITAL)
+    assert (cid in state.open_orders, cid in state.maybe_late) == (open_again, maybe_late)
+    assert refused not in state.maybe_late  # the exchange said no: nothing to watch
+
+
+async def test_a_restart_keeps_watching_for_orders_that_may_land_late_and_books_the_one_that_did(tmp_path: Path) -> None:
+    """A: journaled rejected as never reached 50 s before the restart; the exchange placed it
+    meanwhile. B: the same, 11 minutes before: past the watch. C: its create was in flight at
+    the kill and the exchange does not know it: recovery rejects it and watches it too."""
+    a, b, c = (client_order_id(t, OrderPurpose.ENTRY, 1) for t in (T_DOGE, T_PEPE, T_WIF))
+    restart = T0 + 11 * 60_000
+    sink = RecordingSink()
+    _sent(sink, b, T_PEPE, T0, never_reached_at=T0 + 10_000)
+    _sent(sink, a, T_DOGE, restart - 60_000, never_reached_at=restart - 50_000)
+    _sent(sink, c, T_WIF, restart - 1_000, never_reached_at=None)
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+
+    gw = FakeGateway({DOGE: make_market()})
+    intent = make_intent(DOGE, client_order_id=a, trace_id=T_DOGE, quantity=Decimal(100))
+    gw.orders[a] = dataclasses.replace(
+        Order.from_intent(intent, OrderStatus.FILLED, restart - 30_000, exchange_order_id="9"),
+        filled_qty=Decimal(100), average_price=0.3, fees_reported=False,
+    )
+    gw.fills.append(Fill("t9", a, DOGE, Side.BUY, 0.3, 100.0, 0.03, restart - 30_000, trace_id=T_DOGE, fee_base=0.1))
+    async with pump_rig(path, broker=ExchangeBroker(gw)) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        payload = await Recovery(state).apply(engine, restart)
+        assert payload["watching_late"] == [a, c]
+        assert payload["orders"] == [{"client_order_id": c, "symbol": DOGE, "outcome": "never_reached"}]
+        assert await engine.router.sync(restart + 29_999) == []
+        (landed,) = await engine.router.sync(restart + 30_000)
+        engine.core.on_order_update(landed, restart + 30_000)
+        assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(99.9)  # 0.1 taken in coins
+        assert engine.core.cash == pytest.approx(CAPITAL - 30.0)
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        results = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload["client_order_id"] == a]
+        fills = [e.payload for e in reader.events(kinds=["fill"])]
+    assert [(r["status"], r.get("detail")) for r in results] == [
+        ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
+    ]  # fmt: skip
+    assert [(f["client_order_id"], f["quantity"]) for f in fills] == [(a, 100.0)]

@@ -23,9 +23,10 @@ import pytest
 from engine.config import HotcoinConfig
 from engine.domain import EngineState, OrderIntent, OrderPurpose
 from engine.execution.broker import OrderUpdate
-from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.journal.reader import JournalReader
 from engine.sim.server import FaultController
+from engine.sim.server.faults import LostReply
 from tests.kit.exchange_rig import ExchangeRig, exchange_config, exchange_rig
 from tests.kit.waiting import eventually
 
@@ -256,3 +257,58 @@ async def test_partial_fills_on_a_thin_book_are_booked_as_executed(tmp_path: Pat
         booked = sum(Decimal(str(e.payload["quantity"])) for e in fills if e.payload["side"] == side.lower())
         assert booked == on_exchange, f"{side}: booked {booked}, executed {on_exchange}"
     assert account.free(rig.pump_symbol.split("/")[0]) == 0
+
+
+async def test_an_entry_that_lands_after_it_was_taken_as_never_reached_is_booked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pump's first entry gets no reply (the client gives up after 0.5 s, 100 exchange
+    seconds at x200), the exchange does not know it then, and the sync after the grace journals
+    it rejected; the exchange executes it 300 exchange seconds after it arrived (Binance's
+    backend queue). The broker's watch finds it: journaled unknown, rejected, then filled, its
+    fill booked once, and the position, its exits and the cash end exactly as the account does."""
+    async with running(tmp_path, pump=True, speed=200.0) as rig:
+        engine = rig.engine
+        assert engine.core is not None
+        start_cash = engine.core.cash
+        faults = rig.server.faults
+        faults.update({"hang_s": 0.7})  # wall seconds: past the client's 0.5 s
+        broker = engine.broker
+        assert isinstance(broker, ExchangeBroker)
+        submit = broker.submit
+        late: list[str] = []
+
+        async def faulty_submit(intent: OrderIntent, now_ms: int) -> OrderUpdate:
+            if not late and intent.purpose is OrderPurpose.ENTRY:
+                late.append(intent.client_order_id)
+                faults.land_orders_late(1, after_s=300, as_=LostReply.TIMEOUT)  # this order's POST
+            return await submit(intent, now_ms)
+
+        monkeypatch.setattr(broker, "submit", faulty_submit)
+
+        def settled() -> bool:
+            core = engine.core
+            landed = bool(late) and late[0] in rig.account().by_client_id
+            return landed and core is not None and not core.book.holdings and late[0] not in broker.watching_late()
+
+        await eventually(settled, timeout=60)
+        account = rig.account()
+        core = engine.core
+        assert core is not None and faults.injected["late_order"] == 1
+        cash = core.cash
+    cid = late[0]
+    with JournalReader(rig.journal.path) as reader:
+        results = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload["client_order_id"] == cid]
+        fills = list(reader.events(kinds=["fill"]))
+    assert [(r["status"], r.get("detail")) for r in results] == [
+        ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
+    ]  # fmt: skip
+    (late_fill,) = [e for e in fills if e.payload["client_order_id"] == cid]
+    assert Decimal(str(late_fill.payload["quantity"])) == account.orders[account.by_client_id[cid]].executed_qty
+    for side in ("BUY", "SELL"):
+        on_exchange = sum((t.qty for t in account.trades if t.side.value == side), Decimal(0))
+        booked = sum(Decimal(str(e.payload["quantity"])) for e in fills if e.payload["side"] == side.lower())
+        assert booked == on_exchange, f"{side}: booked {booked}, executed {on_exchange}"
+    assert rig.pump_symbol is not None and account.free(rig.pump_symbol.split("/")[0]) == 0
+    spent = Decimal(10_000) - account.free("USDT")  # the sim's start balance; no fees here
+    assert cash - start_cash == pytest.approx(-float(spent), abs=1e-6)

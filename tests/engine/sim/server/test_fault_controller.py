@@ -25,7 +25,7 @@ def test_one_shot_faults_count_down_in_priority_order() -> None:
         (RestFaultKind.HANG, 0),
         None,
     ]
-    assert c.snapshot()["injected"] == {"banned": 0, "rate_limited": 1, "server_error": 2, "hang": 1, "lost_reply": 0}
+    assert c.snapshot()["injected"] == {"banned": 0, "rate_limited": 1, "server_error": 2, "hang": 1, "lost_reply": 0, "late_order": 0}
 
 
 def test_ban_outranks_everything_until_it_expires() -> None:

@@ -77,6 +77,55 @@ async def test_a_lost_order_reply_leaves_the_order_executed(
     assert sim.faults.snapshot()["injected"]["lost_reply"] == 1 and sim.faults.plan.lost_order_replies == 0
 
 
+@pytest.mark.parametrize(
+    ("lost_as", "exc_type"),
+    [
+        pytest.param(LostReply.TIMEOUT, ccxt.RequestTimeout, id="timeout"),
+        pytest.param(LostReply.BACKEND_TIMEOUT, ccxt.RequestTimeout, id="-1007"),
+    ],
+)
+async def test_a_late_order_gets_no_reply_and_executes_later_after_the_client_gave_up(
+    sim: SimExchangeServer, lost_as: LostReply, exc_type: type[Exception]
+) -> None:
+    """Binance's backend queue: the create's reply never comes, the order is not there when the
+    client looks, and it executes `late_order_s` (exchange time: 2 s of wall time at x60) later all the same,
+    though the client closed its connection long before."""
+    ex = make_binance_client(sim.base_url, timeout=300)
+    try:
+        await ex.load_markets()
+        sim.faults.update({"hang_s": 5})
+        sim.faults.land_orders_late(1, after_s=120, as_=lost_as)
+        with pytest.raises(ccxt.BadRequest):  # refused on arrival: the fault still waits
+            await ex.create_order("DOGE/USDT", "market", "buy", 100, None, {"newClientOrderId": "late-1", "newOrderRespType": "NONE"})
+        sent_ms = sim.venue.clock.now_ms()
+        with pytest.raises(exc_type):
+            await ex.create_order("DOGE/USDT", "market", "buy", 100, None, {"newClientOrderId": "late-1"})
+        await ex.close()  # the client gives up: its connection goes
+        with pytest.raises(ccxt.OrderNotFound):
+            await sim_client_fetch(sim, "late-1")
+        assert sim.stats()["late_orders_waiting"] == 1
+
+        async def placed() -> bool:
+            return "late-1" in sim.venue.engine.account("sim-test-key").by_client_id
+
+        await eventually(placed, timeout=5)
+        order = await sim_client_fetch(sim, "late-1")
+        assert order["status"] == "closed" and order["filled"] == 100
+        assert order["timestamp"] - sent_ms >= 120_000
+        assert sim.faults.snapshot()["injected"]["late_order"] == 1 and sim.faults.plan.late_orders == 0
+    finally:
+        await ex.close()
+
+
+async def sim_client_fetch(sim: SimExchangeServer, client_order_id: str) -> Any:
+    """The order as a fresh client looks it up by client id."""
+    ex = make_binance_client(sim.base_url)
+    try:
+        return await ex.fetch_order(None, "DOGE/USDT", {"origClientOrderId": client_order_id})
+    finally:
+        await ex.close()
+
+
 async def test_429_burst_counts_down_and_sends_retry_after(sim: SimExchangeServer) -> None:
     sim.faults.update({"rate_limit_burst": 2, "retry_after_s": 7})
     async with aiohttp.ClientSession() as session:
