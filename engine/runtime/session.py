@@ -180,7 +180,11 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
     feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
     if options.live or on_sim:
         ex = config.trading.execution
-        return feed, ExchangeBroker(gateway, taker_fee_rate=ex.fee_rate, maker_fee_rate=ex.maker_fee_rate)
+        broker = ExchangeBroker(
+            gateway, taker_fee_rate=ex.fee_rate, maker_fee_rate=ex.maker_fee_rate,
+            reconcile_interval_ms=ex.reconcile_interval_ms,
+        )  # fmt: skip
+        return feed, broker
     return feed, paper
 
 

@@ -130,7 +130,7 @@ async def test_buy_commission_in_base_asset_is_kept_out_of_the_position(tmp_path
 
 async def test_session_wires_the_sim_exchange_to_the_exchange_broker(tmp_path: Path) -> None:
     async with running_sim_exchange() as server:
-        config = exchange_config(**{"exchange.endpoint": server.base_url})
+        config = exchange_config(**{"exchange.endpoint": server.base_url, "trading.execution.reconcile_interval_ms": 4000})
         options = RunOptions(demo=False, speed=60.0)
         assert uses_exchange(config, options)
         assert not uses_exchange(config, RunOptions(demo=True))
@@ -139,6 +139,7 @@ async def test_session_wires_the_sim_exchange_to_the_exchange_broker(tmp_path: P
         try:
             assert isinstance(feed, GatewayFeed)
             assert isinstance(broker, ExchangeBroker)
+            assert broker.reconcile_interval_ms == 4000  # the setting was never handed over
             markets = await feed.markets()
             assert "BTC/USDT" in markets
             batch = await feed.next_batch()
