@@ -61,12 +61,13 @@ from engine.signals.stage import SignalStage
 
 _SEEN_TRADES = 10_000  # duplicates arrive within seconds (stream + REST re-check), not days apart
 _CLOSED_LEGS = 1_000  # traces closed lately whose entry may still fill: a reopen is minutes away
-_HELD_NOTED = 1_000  # candidate traces already told their coin is held (one trace per coin and bar)
+_HELD_NOTED = 1_000  # candidate traces already told their coin is held or ordered (one trace per coin and bar)
 
 
 @dataclass(slots=True)
 class _PendingEntry:
     symbol: str
+    trace_id: str
     reserved: float  # quote set aside for the unfilled part, fee included
     notional: float  # exposure the unfilled part will add
 
@@ -160,7 +161,7 @@ class TradingCore:
         self._closed_legs: OrderedDict[str, int] = OrderedDict()
         self._close_all: _CloseAll | None = None
         self._close_all_count = 0
-        self._held_noted: OrderedDict[str, None] = OrderedDict()  # candidate traces told "already held"
+        self._held_noted: OrderedDict[str, None] = OrderedDict()  # candidate traces told "already held" or "in flight"
 
     # ----------------------------------------------------------------- state seen from outside
     @property
@@ -184,6 +185,11 @@ class TradingCore:
         self.cash = cash
         for symbol, held in holdings.items():
             self._last_action_ms[symbol] = held.position.opened_ms
+
+    def pending_entries(self) -> frozenset[str]:
+        """Client ids of the entry orders in flight (sent, not finished): the runtime cancels
+        those still open when the engine stops trading."""
+        return frozenset(self._pending)
 
     def reserved_cash(self) -> float:
         return sum(p.reserved for p in self._pending.values())
@@ -270,10 +276,10 @@ class TradingCore:
                 fired.append(ev.signal.symbol)
         # An exit signal acts now, not at the next price update.
         intents = [] if self._close_all is not None else self._exits(fired, now_ms)
-        pending_symbols = {p.symbol for p in self._pending.values()}
-        self._note_held(candidates, now_ms, causes or {})
+        in_flight = {p.symbol: p.trace_id for p in self._pending.values()}  # symbol -> trace of its entry order
+        self._note_taken(candidates, in_flight, now_ms, causes or {})
         fresh = sorted(
-            (c for c in candidates if c.symbol not in self.book and c.symbol not in pending_symbols),
+            (c for c in candidates if c.symbol not in self.book and c.symbol not in in_flight),
             key=lambda c: c.rank,
         )
         min_heat = max(self.settings.signals.min_heat, self.settings.capital.active.min_heat)
@@ -310,13 +316,24 @@ class TradingCore:
                 intents.append(intent)
         return intents
 
-    def _note_held(self, candidates: Sequence[Candidate], now_ms: int, causes: Mapping[str, int]) -> None:
-        """A candidate for a coin already held is not evaluated: say so in its trace, once, so
-        its replay and `hotcoin traces` read why (and which trace holds the coin) rather than
-        "no decision recorded". The position's own trace is left alone."""
+    def _note_taken(
+        self, candidates: Sequence[Candidate], in_flight: Mapping[str, str], now_ms: int, causes: Mapping[str, int]
+    ) -> None:
+        """A candidate for a coin already held, or whose entry order is still in flight (a limit
+        resting from an earlier bar), is not evaluated: say so in its trace, once, so its replay
+        and `hotcoin traces` read why (and which trace holds the coin or the order) rather than
+        "no decision recorded". The position's or order's own trace is left alone."""
         for c in candidates:
             held = self.book.get(c.symbol)
-            if held is None or held.position.trace_id == c.trace_id or c.trace_id in self._held_noted:
+            if held is not None:
+                owner, stage = held.position.trace_id, "held"
+                reason = f"already holding {c.symbol} (trace {owner})"
+            elif c.symbol in in_flight:
+                owner, stage = in_flight[c.symbol], "in_flight"
+                reason = f"entry order in flight for {c.symbol} (trace {owner})"
+            else:
+                continue
+            if owner == c.trace_id or c.trace_id in self._held_noted:
                 continue
             self._held_noted[c.trace_id] = None
             if len(self._held_noted) > _HELD_NOTED:
@@ -326,10 +343,10 @@ class TradingCore:
                 ts_ms=now_ms,
                 payload={
                     "decision": "skip",
-                    "reason": f"already holding {c.symbol} (trace {held.position.trace_id})",
+                    "reason": reason,
                     "rules": [],
                     "features": {},
-                    "stage": "held",
+                    "stage": stage,
                     "model": None if self.signals.scorer.mode == "off" else self.signals.scorer.version,
                 },
                 trace_id=c.trace_id,
@@ -421,7 +438,7 @@ class TradingCore:
         price = float(intent.price) if intent.price is not None else intent.reference_price
         notional = float(intent.quantity) * price
         self._pending[intent.client_order_id] = _PendingEntry(
-            symbol, notional * (1.0 + self.settings.execution.entry_cost_rate), notional
+            symbol, cand.trace_id, notional * (1.0 + self.settings.execution.entry_cost_rate), notional
         )
         self._last_action_ms[symbol] = now_ms
         self.causes[intent.client_order_id] = seq

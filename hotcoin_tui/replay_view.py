@@ -72,6 +72,8 @@ def _checks(branch: Tree, label: str, checks: Sequence[Check], blocker: Check | 
     for c in checks:
         mark, style = ("✔", "green") if c.passed else ("✘", "red")
         line = Text.assemble((f"{mark} {c.name}", style), f"  value {c.shown_value}  threshold {c.shown_threshold}")
+        if c.detail is not None:
+            line.append(f"  ({c.detail})")
         if c is blocker:
             line.append("  <- said no", style="bold red")
         node.add(line)

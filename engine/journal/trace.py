@@ -29,11 +29,16 @@ class Check:
     passed: bool
     value: Any = None
     threshold: Any = None
+    detail: str | None = None  # what the value and threshold do not say (e.g. since when a pause holds)
 
     @classmethod
     def parse(cls, stage: str, raw: Any) -> Check:
         if isinstance(raw, Mapping):
-            return cls(stage, str(raw.get("name", "?")), bool(raw.get("passed")), raw.get("value"), raw.get("threshold"))
+            detail = raw.get("detail")
+            return cls(
+                stage, str(raw.get("name", "?")), bool(raw.get("passed")), raw.get("value"), raw.get("threshold"),
+                None if detail is None else str(detail),
+            )
         return cls(stage, str(raw), False)
 
     @property
@@ -353,7 +358,8 @@ def _rejected(stage: str, checks: Sequence[Check], fallback: str) -> Verdict:
 
 def _says_no(check: Check) -> str:
     what = {"discovery": "filter", "signal": "rule", "risk": "risk check"}.get(check.stage, "check")
-    return f"{what} {check.name} failed: value {check.shown_value}, threshold {check.shown_threshold}"
+    said = f"{what} {check.name} failed: value {check.shown_value}, threshold {check.shown_threshold}"
+    return said if check.detail is None else f"{said} ({check.detail})"
 
 
 def fmt_value(value: Any) -> str:

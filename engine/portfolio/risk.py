@@ -6,7 +6,8 @@ Per UTC day (the day rolls over at 00:00 UTC, read from `now_ms`, never the wall
   L1 normal; L2 halves new sizes; L3 and L4 stop new entries; L5 also asks the state machine
   for `blocked` (`wants_blocked`); bands come from `level_thresholds`;
 - a drawdown above `daily_loss_limit` pauses new entries until the next day and raises a
-  `risk_event`.
+  `risk_event`; the entry check reports the drawdown that tripped it and since when, not the
+  drawdown of the moment (prices may have come back since: the pause holds all the same).
 Across days: `max_consecutive_losses` losing trades in a row raise an alert and start a
 cool-down of `loss_cooldown_ms` without new entries; a winning trade resets the count.
 
@@ -70,6 +71,8 @@ class RiskDay:
     start_equity: float = 0.0
     level: RiskLevel = RiskLevel.L1
     paused: bool = False
+    paused_at_ms: int = 0  # when the daily loss limit tripped, and the drawdown that tripped it
+    tripped_drawdown: float = 0.0
     consecutive_losses: int = 0
     cooldown_until_ms: int = 0
     l5_at_ms: int | None = None  # when L5 was last reached: the state machine's cool-down runs from it
@@ -78,13 +81,13 @@ class RiskDay:
         code = payload.get("code")
         if code in ("day_start", "daily_reset"):
             self.day, self.start_equity = ts_ms // DAY_MS, float(payload.get("value") or 0.0)
-            self.level, self.paused = RiskLevel.L1, False
+            self.level, self.paused, self.paused_at_ms, self.tripped_drawdown = RiskLevel.L1, False, 0, 0.0
         elif code == "risk_level" and self.day == ts_ms // DAY_MS:
             self.level = max(self.level, RiskLevel[str(payload["level"])])
             if self.level is RiskLevel.L5:
                 self.l5_at_ms = ts_ms
         elif code == "daily_loss_limit" and self.day == ts_ms // DAY_MS:
-            self.paused = True
+            self.paused, self.paused_at_ms, self.tripped_drawdown = True, ts_ms, float(payload.get("value") or 0.0)
         elif code == "consecutive_losses":
             self.consecutive_losses = 0
             self.cooldown_until_ms = int(payload.get("until_ms") or 0)
@@ -102,6 +105,8 @@ class RiskManager:
         self.drawdown = 0.0
         self.level = RiskLevel.L1
         self.paused = False
+        self.paused_at_ms = 0  # when the daily loss limit tripped, and the drawdown that tripped it
+        self.tripped_drawdown = 0.0
         self.consecutive_losses = 0
         self.cooldown_until_ms = 0
 
@@ -123,6 +128,7 @@ class RiskManager:
         cool-down whatever the day (they run across days)."""
         if day.day is not None and day.day == now_ms // DAY_MS:
             self.day, self.start_equity, self.level, self.paused = day.day, day.start_equity, day.level, day.paused
+            self.paused_at_ms, self.tripped_drawdown = day.paused_at_ms, day.tripped_drawdown
         self.consecutive_losses = day.consecutive_losses
         self.cooldown_until_ms = day.cooldown_until_ms
 
@@ -133,6 +139,7 @@ class RiskManager:
         if day != self.day:
             had_day = self.day is not None
             self.day, self.start_equity, self.level, self.paused = day, equity, RiskLevel.L1, False
+            self.paused_at_ms, self.tripped_drawdown = 0, 0.0
             # Journaled either way: a restart later today restores this start-of-day equity.
             if had_day:
                 events.append(RiskEvent("daily_reset", self.level.name, f"new UTC day; start-of-day equity {equity:.2f}", equity))
@@ -150,7 +157,7 @@ class RiskManager:
             events.append(RiskEvent("risk_level", level.name, detail, self.drawdown, self.settings.level_thresholds[level - 2]))
         limit = self.settings.daily_loss_limit
         if not self.paused and self.drawdown > limit:
-            self.paused = True
+            self.paused, self.paused_at_ms, self.tripped_drawdown = True, now_ms, self.drawdown
             events.append(
                 RiskEvent(
                     "daily_loss_limit",
@@ -187,7 +194,17 @@ class RiskManager:
 
     def entry_checks(self, now_ms: int) -> list[dict[str, Any]]:
         return [
-            check("daily_loss", not self.paused, round(self.drawdown, 6), self.settings.daily_loss_limit),
+            self._daily_loss_check(),
             check("risk_level", self.level.allows_entries, self.level.name, "L2"),
             check("loss_cooldown", now_ms >= self.cooldown_until_ms, now_ms, self.cooldown_until_ms),
         ]
+
+    def _daily_loss_check(self) -> dict[str, Any]:
+        """While paused: the drawdown that tripped the limit and since when (the pause holds
+        until the day ends, however far prices came back); else today's drawdown now."""
+        limit = self.settings.daily_loss_limit
+        if not self.paused:
+            return check("daily_loss", True, round(self.drawdown, 6), limit)
+        minute = self.paused_at_ms % DAY_MS // 60_000
+        since = f"entries paused since {minute // 60:02d}:{minute % 60:02d} UTC until 00:00 UTC"
+        return {**check("daily_loss", False, round(self.tripped_drawdown, 6), limit), "detail": since}

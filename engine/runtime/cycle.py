@@ -8,7 +8,8 @@ the backtester share.
                                  (these three: `DiscoveryDriver`, discovery's half of the cycle)
     candles for the core         closed bars of pool members, holdings and the regime symbol:
                                  WINDOW+2 on first sight, then the last 3, less what was fed
-    state machine step           tradeable | degraded | blocked (state_change events)
+    state machine step           tradeable | degraded | blocked (state_change events); leaving
+                                 tradeable cancels the entry orders still resting (exits stay)
     core.step()                  exits and entries as order intents
     router.send_all()            order_attempt / order_result; updates booked into the core
     router.sync()                every 5 s of market time: the broker's resting orders and
@@ -22,6 +23,7 @@ wrappers and compares the journals event for event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -33,7 +35,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import Market, TickerBatch
+from engine.domain import EngineState, Market, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
@@ -247,7 +249,7 @@ class TradingCycle:
         if core.markets is not self.driver.markets:  # the refresh replaced them: listings appeared
             core.markets = self.driver.markets
         await self._feed_candles(cycle, now)
-        self.step_state(now)
+        await self.step_state(now)
         intents = core.step(batch, cycle.snapshot.candidates, now, self.tap.candidate_seq)
         if self._on_stepped is not None:
             self._on_stepped()
@@ -326,14 +328,41 @@ class TradingCycle:
         if len(self._fed) > 4 * max(64, len(wanted)):
             self._fed = {s: b for s, b in self._fed.items() if s in wanted}
 
-    def step_state(self, now: int) -> None:
-        """Health into the state machine (state_change journaled); the core obeys its verdict."""
+    async def step_state(self, now: int) -> None:
+        """Health into the state machine, one step per market batch (state_change journaled);
+        the core obeys its verdict. A transition to a state without entries (leaving tradeable,
+        or degraded -> blocked, which retries a cancel that failed) cancels the entries still
+        resting."""
         core = self.core
         assert core is not None
         feed = self.feed
         health = HealthInputs(now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now), risk_level=int(core.risk.level))
         transition = self.state.step(health)
+        self.push_state()
         if transition is not None:
-            self.tap.emit("state_change", ts_ms=now, payload=transition.payload())
+            seq = self.tap.emit("state_change", ts_ms=now, payload=transition.payload())
+            if not transition.to_state.allows_entries:
+                await self._cancel_entries(now, seq, transition.to_state)
+
+    def push_state(self) -> None:
+        """The machine's current state and the operator's pause into the core, without a step:
+        an operator command is no market cycle and must not count towards recovery."""
+        core = self.core
+        assert core is not None
         core.set_engine_state(self.state.state)
         core.paused = self.paused
+
+    async def _cancel_entries(self, now: int, cause: int, state: EngineState) -> None:
+        """Cancel the entry orders still open, each in its own trace and caused by the
+        `state_change`: a limit resting when the engine stopped trading would otherwise fill
+        at the next sync and open the very position the state forbids. Exits are left alone;
+        a cancel that fails is journaled (`cancel_failed`) and the order left to its expiry."""
+        core = self.core
+        assert core is not None
+        entries = core.pending_entries()
+        if not entries:
+            return
+        orders = [o for o in await self.broker.open_orders() if o.client_order_id in entries]
+        reason = f"engine {state.value}"
+        cancels = await asyncio.gather(*(self.router.cancel(o, now, cause=cause, reason=reason) for o in orders))
+        self.book([u for u in cancels if u is not None], now)

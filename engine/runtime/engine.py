@@ -278,7 +278,7 @@ class Engine:
         if command is Command.PAUSE or command is Command.RESUME:
             self.cycle.paused = command is Command.PAUSE
             self.tap.emit("command", ts_ms=now, payload={"command": command.value, "origin": origin})
-            self.cycle.step_state(now)
+            self.cycle.push_state()
             return CommandResult(True, "new entries paused" if self.paused else "entries resumed")
         if command is Command.SHUTDOWN:
             self.tap.emit("command", ts_ms=now, payload={"command": command.value, "origin": origin})
@@ -292,7 +292,7 @@ class Engine:
         if not self.cycle.paused:
             self.cycle.paused = True
             self.tap.emit("command", ts_ms=now, payload={"command": Command.PAUSE.value, "origin": f"{origin} (close-all)"})
-            self.cycle.step_state(now)  # the core learns it is paused before it plans anything
+            self.cycle.push_state()  # the core learns it is paused before it plans anything
         self._close_all = CloseAllProgress(requested_ms=now, total=held, remaining=held)
         self._close_all_flat_at = None
         await self._publish(None, now)

@@ -23,7 +23,11 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      create): the exchange may place such an order late, so the broker looks for them again;
      one journaled open again after that (it landed and rests) is an open order once more;
    - **the operator's pause** of new entries: the last `command` event among pause, close-all
-     (which pauses too) and resume.
+     (which pauses too) and resume;
+   - **the engine state** the last `state_change` entered, and the times of the recent order
+     errors (`order_result`s with an error class, as the runtime counts them): a restart must
+     neither lift a block (10 exchange rejections) nor forget the errors still in the window;
+     leaving the restored state takes the usual hysteresis.
 2. `Recovery.apply(engine, now)` installs that into the new core and router, then reconciles the
    open orders with the broker:
    - **paper**: the paper broker lives in the process and died with it, so an order in flight at
@@ -39,6 +43,7 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
      closing `position_update`s), and the L5 block, which runs on from when L5 was reached;
+   - **engine state**: the state machine resumes in the journal's state with its order errors;
 3. It journals a `risk_event` with code `recovered` listing every position (symbol, quantity,
    entry price, trace, exit legs, tiers), the cash and the orders it settled, so replay (and the
    kill test) can check that nothing was forgotten. A fill journaled without its
@@ -58,13 +63,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.domain import Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
+from engine.domain import EngineState, Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import HotcoinError, NonRetryableOrderError, OrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import parse_client_order_id
@@ -88,7 +94,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hotcoin.recovery")
 
-KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command")
+KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command", "state_change")
+ORDER_ERRORS_KEPT = 1_000  # the latest order errors restored; the state machine's window drops the old ones
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
 RESTART_NEVER_REACHED = "never reached the exchange"
@@ -161,6 +168,8 @@ class RecoveredState:
     fills: int = 0
     risk: RiskDay = field(default_factory=RiskDay)  # the risk manager's day, limits and streak
     paused: bool = False  # the operator paused new entries (a pause or close-all not yet resumed)
+    engine_state: EngineState = EngineState.TRADEABLE  # where the last state_change went
+    order_errors: deque[int] = field(default_factory=lambda: deque(maxlen=ORDER_ERRORS_KEPT))  # their ts_ms
 
     @property
     def empty(self) -> bool:
@@ -214,6 +223,8 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             )
         elif ev.kind == "order_result":
             cid = str(p["client_order_id"])
+            if p.get("error_class"):  # what the runtime's state machine counted (`Tap.on_order_error`)
+                state.order_errors.append(ev.ts_ms)
             if p.get("error_class") == "retryable":
                 state.sent_ids.discard(cid)  # the router freed it: the order certainly did not happen
             status = p["status"]
@@ -274,6 +285,8 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             state.risk.see_event(ev.ts_ms, p)
         elif ev.kind == "command" and p.get("command") in _PAUSED_BY:
             state.paused = _PAUSED_BY[str(p["command"])]
+        elif ev.kind == "state_change":
+            state.engine_state = EngineState(p["to"])
     for held in book.holdings.values():
         pos = held.position
         held.exit_legs = legs.get(pos.trace_id, 0)
@@ -333,10 +346,14 @@ class Recovery:
         if state.risk.l5_at_ms is not None:
             engine.state.restore_l5(state.risk.l5_at_ms + int(engine.config.state.l5_cooldown_s * 1000))
         engine.router.remember(state.sent_ids)
+        engine.state.restore(state.engine_state, state.order_errors)
+        if state.engine_state is not EngineState.TRADEABLE:
+            log.warning("engine %s (restored from the journal): it recovers after healthy cycles", state.engine_state.value)
         if state.paused:
             # A crash after the panic button (the service restarts the engine) must not re-arm buying.
-            engine.cycle.paused = core.paused = True
+            engine.cycle.paused = True
             log.warning("entries paused (restored from the journal): resume with p")
+        engine.cycle.push_state()
         settled = await self._reconcile(engine, now_ms)
         payload: dict[str, Any] = {
             "code": "recovered",
@@ -354,6 +371,8 @@ class Recovery:
             "unbooked_fills": [u.fill_seq for u in state.unbooked],
             "anomalies": state.anomalies,
             "paused": state.paused,
+            "engine_state": state.engine_state.value,
+            "order_errors": engine.state.errors.count(now_ms),
             "watching_late": engine.broker.watching_late() if isinstance(engine.broker, ExchangeBroker) else [],
         }
         sink.emit("risk_event", ts_ms=now_ms, payload=payload)

@@ -1,13 +1,15 @@
 """engine_state: tradeable | degraded | blocked, as a transition table with reasons.
 
-Each cycle the runtime measures the engine's health (`HealthInputs`) and calls `step()`.
-The measurement becomes a `Trigger` (the worst condition seen), and the table below says
-where that trigger leads from each state and how many cycles in a row it must hold first:
-getting worse is immediate, getting better needs hysteresis (3 healthy cycles out of
-degraded, 6 cycles without a blocking cause out of blocked), so a flapping feed cannot
-flip the engine between trading and not trading every second.
+Each cycle (one market batch) the runtime measures the engine's health (`HealthInputs`) and
+calls `step()`, once: an operator command between batches is no cycle and must not count
+towards recovery. The measurement becomes a `Trigger` (the worst condition seen), and the
+table below says where the engine may go from each state and after how many cycles in a row
+no worse than a trigger: getting worse is immediate, getting better needs hysteresis (3 healthy
+cycles out of degraded, 6 out of blocked), so a flapping feed cannot flip the engine between
+trading and not trading every second.
 
-Risk level L5 blocks for a cool-down (24 h by default) that healthy cycles cannot shorten.
+Risk level L5 blocks for a cool-down (24 h by default) that healthy cycles cannot shorten, and
+for as long as the level stays L5 (the rest of the UTC day: levels do not fall back intraday).
 Pure: time comes in with the inputs; the runtime journals each `Transition` as `state_change`.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +45,14 @@ class Rule:
     streak: str | None = None  # name of the StateSection field holding the cycle count
 
 
-# (state, trigger) -> rule. From BLOCKED, DEGRADE and HEALTHY both count as "not blocking":
-# after enough of them the engine lands in whatever state the current trigger implies.
+# (state, trigger) -> rule: the engine in `state` goes to `target` once `streak` cycles in a
+# row, counted since it entered `state`, were no worse than `trigger` (no streak: at once).
+# Each cycle every rule of the current state whose trigger is no better than the cycle's is
+# considered, and the engine goes to the best target among those satisfied; the (state, BLOCK)
+# rules need no streak, so one always is. So from BLOCKED: 6 healthy cycles in a row lead to
+# TRADEABLE; 6 cycles in a row without a blocking cause, some of them degraded, lead to
+# DEGRADED, from which 3 healthy cycles in a row lead on to TRADEABLE. A cycle worse than a
+# rule's trigger restarts that rule's count.
 TRANSITIONS: dict[tuple[EngineState, Trigger], Rule] = {
     (T, Trigger.HEALTHY): Rule(T),
     (T, Trigger.DEGRADE): Rule(D),
@@ -55,6 +64,10 @@ TRANSITIONS: dict[tuple[EngineState, Trigger], Rule] = {
     (B, Trigger.DEGRADE): Rule(D, "recover_cycles_blocked"),
     (B, Trigger.BLOCK): Rule(B),
 }
+
+_SEVERITY = {Trigger.HEALTHY: 0, Trigger.DEGRADE: 1, Trigger.BLOCK: 2}
+_RANK = {T: 0, D: 1, B: 2}  # best first
+_COUNTED = {Trigger.HEALTHY: "healthy cycles", Trigger.DEGRADE: "cycles without a blocking cause"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +120,7 @@ class EngineStateMachine:
         self.state = initial
         self.reasons: tuple[StateReason, ...] = ()
         self.errors = OrderErrorWindow(settings.order_error_window_s)
-        self._streak = 0
+        self._runs = dict.fromkeys(Trigger, 0)  # trigger -> cycles in a row no worse than it, in this state
         self._l5_until_ms = 0
 
     @property
@@ -142,31 +155,55 @@ class EngineStateMachine:
             block = True
             left = (self._l5_until_ms - h.now_ms) / 1000
             reasons.append(StateReason("risk_l5", "risk level L5 cool-down", left, s.l5_cooldown_s))
+        elif h.risk_level >= 5:  # no cool-down configured: blocked while the level lasts (the day)
+            block = True
+            reasons.append(StateReason("risk_l5", "risk level L5 until the UTC day ends", h.risk_level, 5))
         trigger = Trigger.BLOCK if block else Trigger.DEGRADE if degrade else Trigger.HEALTHY
         return trigger, tuple(reasons)
 
     def step(self, h: HealthInputs) -> Transition | None:
-        """Advance one cycle; returns the transition if the state changed."""
-        trigger, reasons = self.evaluate(h)
-        rule = TRANSITIONS.get((self.state, trigger))
-        if rule is None:
-            raise InvalidTransition(f"no rule for ({self.state}, {trigger})")
-        target = rule.target
-        if rule.streak is not None:
-            self._streak += 1
-            needed: int = getattr(self._s, rule.streak)
-            if self._streak < needed:
-                target = self.state
-                waiting = StateReason("recovering", f"healthy cycles {self._streak}/{needed}", self._streak, needed)
-                reasons = (*reasons, waiting)
-        if target is self.state:
-            if rule.streak is None:
-                self._streak = 0
-            self.reasons = reasons
-            return None
-        transition = Transition(self.state, target, reasons)
-        self.state, self.reasons, self._streak = target, reasons, 0
-        return transition
+        """Advance one cycle (one market batch, never a command); returns the transition if the
+        state changed. The reasons say what is wrong and, while recovering, how far each way
+        out has counted (a transition's, as counted in the state it enters)."""
+        trigger, found = self.evaluate(h)
+        worst = _SEVERITY[trigger]
+        for t in Trigger:
+            self._runs[t] = self._runs[t] + 1 if worst <= _SEVERITY[t] else 0
+        rules = self._rules(worst)
+        target = min((rule.target for t, rule, needed in rules if self._runs[t] >= needed), key=_RANK.__getitem__)
+        before = self.state
+        if target is not before:
+            self.state, self._runs = target, dict.fromkeys(Trigger, 0)
+            rules = self._rules(worst)
+        waiting = tuple(
+            StateReason("recovering", f"{_COUNTED[t]} {self._runs[t]}/{needed} to {rule.target.value}", self._runs[t], needed)
+            for t, rule, needed in rules
+            if self._runs[t] < needed and _RANK[rule.target] < _RANK[self.state]
+        )
+        self.reasons = (*found, *waiting)
+        return None if target is before else Transition(before, target, self.reasons)
+
+    def _rules(self, worst: int) -> list[tuple[Trigger, Rule, int]]:
+        """The current state's rules that a cycle of severity `worst` counts for, each with the
+        cycles in a row it needs."""
+        rules = []
+        for t in Trigger:
+            if _SEVERITY[t] < worst:
+                continue
+            rule = TRANSITIONS.get((self.state, t))
+            if rule is None:
+                raise InvalidTransition(f"no rule for ({self.state}, {t})")
+            rules.append((t, rule, 0 if rule.streak is None else int(getattr(self._s, rule.streak))))
+        return rules
+
+    def restore(self, state: EngineState, error_times: Iterable[int]) -> None:
+        """After a restart: the state the journal last recorded and the order errors it saw, so
+        a restart neither lifts a block nor forgets the errors that count towards one; leaving
+        the restored state takes the usual hysteresis."""
+        self.state, self.reasons = state, ()
+        self._runs = dict.fromkeys(Trigger, 0)
+        for ts_ms in error_times:
+            self.errors.record(ts_ms)
 
     def restore_l5(self, until_ms: int) -> None:
         """After a restart: the L5 block reached before it runs on to its original end."""

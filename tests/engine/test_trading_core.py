@@ -130,6 +130,32 @@ async def test_a_candidate_for_a_held_coin_says_which_trace_holds_it_once() -> N
     assert not [e for e in h.sink.trace(holder) if e.payload.get("stage") == "held"]
 
 
+async def test_a_candidate_for_a_coin_whose_entry_is_in_flight_says_which_trace_ordered_it_once() -> None:
+    """An entry limit resting from an earlier bar keeps the coin's later candidates from being
+    evaluated; their traces say why (the trace whose order is in flight), once each."""
+    settings = TradingSection(
+        capital=profile(capital=1000.0, max_concurrent=5),
+        execution=ExecutionSettings(entry_order_type="limit", limit_offset=0.001, limit_expiry_ms=120_000),
+    )
+    h = Harness(n=2, settings=settings)
+    (first,) = mk.candidates(h.names[:1], mk.NOW)
+    intents = h.core.step(mk.book(dict.fromkeys(h.names, ENTRY_PRICE), mk.NOW), [first], mk.NOW)
+    h.broker.update_book(mk.book(dict.fromkeys(h.names, ENTRY_PRICE * 1.005), mk.NOW))  # the limit rests
+    for u in await h.router.send_all(intents, mk.NOW, h.core.causes):
+        h.core.on_order_update(u, mk.NOW)
+    later = mk.NOW + 60_000
+    mk.feed_hot(h.core.history, h.names, later)
+    (cand,) = mk.candidates(h.names[:1], later)  # the next bar: a new trace
+    for now in (later, later + 5_000):
+        await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE * 1.005), now, [cand])
+    assert [o.client_order_id for o in await h.broker.open_orders()] == [intents[0].client_order_id]
+    (said,) = [e for e in h.sink.trace(cand.trace_id) if e.kind == "signal_snapshot"]
+    reason = f"entry order in flight for {cand.symbol} (trace {first.trace_id})"
+    assert (said.payload["decision"], said.payload["reason"], said.payload["stage"]) == ("skip", reason, "in_flight")
+    assert summarise(cand.trace_id, h.sink.trace(cand.trace_id)).verdict.reason == f"signal decided skip: {reason}"
+    assert not [e for e in h.sink.trace(first.trace_id) if e.payload.get("stage") == "in_flight"]
+
+
 @pytest.mark.parametrize("state", [pytest.param(EngineState.DEGRADED, id="degraded"), pytest.param(EngineState.BLOCKED, id="blocked")])
 async def test_no_entries_unless_tradeable_but_exits_continue(state: EngineState) -> None:
     h = Harness(n=2)
@@ -158,6 +184,35 @@ async def test_daily_loss_pauses_entries_and_raises_a_risk_event() -> None:
     await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), later, mk.candidates(h.names[2:], later))
     risk = [e for e in h.sink.events if e.kind == "risk_check"][-1].payload
     assert not risk["approved"] and any(c["name"] == "daily_loss" and not c["passed"] for c in risk["checks"])
+
+
+async def test_the_daily_loss_refusal_reads_the_drawdown_that_tripped_it() -> None:
+    """Prices came back after the limit tripped (the pause holds until the day ends): the
+    refusal and its replay say the drawdown that tripped it and since when, not today's 0.25 %."""
+    settings = TradingSection(
+        capital=profile(capital=1000.0, max_concurrent=3, position_fraction=0.5),
+        risk=RiskSettings(daily_loss_limit=0.02, max_cluster_exposure=1.0),
+    )
+    h = Harness(n=3, settings=settings)
+    a, b, c = h.names
+    await h.enter(2)
+    tripped = mk.NOW + 30_000
+    await h.cycle({a: ENTRY_PRICE * 0.975, b: ENTRY_PRICE * 0.975, c: ENTRY_PRICE}, tripped)
+    assert h.core.risk.paused
+    (limit,) = [e.payload for e in h.sink.events if e.kind == "risk_event" and e.payload["code"] == "daily_loss_limit"]
+    later = mk.NOW + 120_000
+    mk.feed_hot(h.core.history, h.names, later)
+    (cand,) = mk.candidates([c], later)
+    assert await h.cycle(dict.fromkeys(h.names, ENTRY_PRICE), later, [cand]) == []
+    assert h.core.risk.drawdown < 0.01
+    (risk,) = [e.payload for e in h.sink.trace(cand.trace_id) if e.kind == "risk_check"]
+    (daily,) = [x for x in risk["checks"] if x["name"] == "daily_loss"]
+    minute = tripped % DAY_MS // 60_000
+    since = f"entries paused since {minute // 60:02d}:{minute % 60:02d} UTC until 00:00 UTC"
+    assert daily == {"name": "daily_loss", "passed": False, "value": round(limit["value"], 6), "threshold": 0.02, "detail": since}
+    assert summarise(cand.trace_id, h.sink.trace(cand.trace_id)).verdict.reason == (
+        f"risk check daily_loss failed: value {daily['value']:.6g}, threshold 0.02 ({since})"
+    )
 
 
 async def test_L5_asks_for_blocked() -> None:

@@ -73,9 +73,9 @@ def test_replay_explains_each_kind_of_trace(journal: tuple[Path, dict[str, Writt
     ("name", "outcome", "stage", "blocker"),
     [
         ("entered", "entered", None, None),
-        ("filter", "rejected", "discovery", {"stage": "discovery", "name": "min_quote_volume_24h", "passed": False, "value": 4.0e5, "threshold": 1.0e6}),
-        ("rule", "rejected", "signal", {"stage": "signal", "name": "volume_surge_min", "passed": False, "value": 1.8, "threshold": 3.0}),
-        ("risk", "rejected", "risk", {"stage": "risk", "name": "max_concurrent_positions", "passed": False, "value": 3, "threshold": 3}),
+        ("filter", "rejected", "discovery", {"stage": "discovery", "name": "min_quote_volume_24h", "passed": False, "value": 4.0e5, "threshold": 1.0e6, "detail": None}),
+        ("rule", "rejected", "signal", {"stage": "signal", "name": "volume_surge_min", "passed": False, "value": 1.8, "threshold": 3.0, "detail": None}),
+        ("risk", "rejected", "risk", {"stage": "risk", "name": "max_concurrent_positions", "passed": False, "value": 3, "threshold": 3, "detail": None}),
     ],
     ids=["entered", "filter", "rule", "risk"],
 )  # fmt: skip

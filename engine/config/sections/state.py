@@ -16,6 +16,13 @@ class StateSection(Section):
     ws_down_degraded_s: float = Field(
         120.0, gt=0, description="WebSocket down longer than this -> no new positions (degraded)."
     )
-    l5_cooldown_s: float = Field(86_400.0, ge=0, description="Risk level L5 blocks the engine for this long.")
+    l5_cooldown_s: float = Field(
+        86_400.0,
+        ge=0,
+        description=(
+            "Risk level L5 blocks the engine for this long, and in any case while the level lasts "
+            "(the rest of the UTC day): 0 blocks until the day ends."
+        ),
+    )
     recover_cycles_degraded: int = Field(3, ge=1, description="Healthy cycles in a row to leave degraded.")
     recover_cycles_blocked: int = Field(6, ge=1, description="Cycles in a row without a blocking cause to leave blocked.")

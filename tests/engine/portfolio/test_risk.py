@@ -110,3 +110,25 @@ def test_a_restart_the_next_day_starts_a_new_day_and_keeps_the_streak() -> None:
     assert [e.code for e in after.update(now, 90.0)] == ["day_start"]
     assert (after.start_equity, after.level, after.paused) == (90.0, RiskLevel.L1, False)
     assert after.cooldown_until_ms == before.cooldown_until_ms  # a cool-down runs across days
+
+
+def test_the_daily_loss_check_reports_the_drawdown_that_tripped_it_and_since_when() -> None:
+    """Prices that came back do not lift the pause, so the refusal must not read as if a 0.5 %
+    drawdown had hit a 3 % limit: it reports the drawdown that tripped it, and since when;
+    after a restart too (the `daily_loss_limit` event carries both)."""
+    risk, day = RiskManager(RiskSettings()), RiskDay()
+    for t, equity in ((DAY0 + 10 * 3_600_000, 100.0), (DAY0 + 11 * 3_600_000 + 5 * 60_000, 96.0)):
+        for ev in risk.update(t, equity):
+            day.see_event(t, ev.payload())
+    now = DAY0 + 12 * 3_600_000
+    risk.update(now, 99.5)
+    expected = {
+        "name": "daily_loss", "passed": False, "value": 0.04, "threshold": 0.03,
+        "detail": "entries paused since 11:05 UTC until 00:00 UTC",
+    }
+    (check,) = [c for c in risk.entry_checks(now) if c["name"] == "daily_loss"]
+    assert check == expected
+    restored = RiskManager(RiskSettings())
+    restored.restore(day, now)
+    restored.update(now, 99.5)
+    assert [c for c in restored.entry_checks(now) if c["name"] == "daily_loss"] == [expected]

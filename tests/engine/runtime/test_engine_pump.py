@@ -14,7 +14,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from engine.domain import OrderIntent, OrderPurpose, TickerBatch
+from engine.domain import EngineState, OrderIntent, OrderPurpose, TickerBatch
 from engine.errors import JournalError, RetryableOrderError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
@@ -89,6 +89,32 @@ async def test_pause_blocks_entries_and_resume_allows_them(tmp_path: Path) -> No
         rejected = [e for e in reader.events(kinds=["risk_check"]) if not e.payload["approved"]]
     assert commands == ["pause", "resume", "shutdown"]
     assert rejected, "paused entries were not journaled as refused"
+
+
+async def test_commands_do_not_count_as_healthy_cycles(tmp_path: Path) -> None:
+    """Pause, resume and close-all between two market batches tell the core the state and the
+    pause; they do not step the state machine: only market batches count towards recovery."""
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        await engine.cycle.warmup()
+        first = await engine.feed.next_batch()
+        engine._now = first.ts_ms
+        await engine.cycle.begin(first, "sim")
+        # Three order errors that leave the 5-minute window before the next batch (5 s later).
+        for _ in range(engine.config.state.order_errors_degraded):
+            engine.state.errors.record(first.ts_ms - 300_000 + 1_000)
+        await engine._cycle(first)
+        assert engine.state.state is EngineState.DEGRADED
+        await engine._cycle(await engine.feed.next_batch())
+        assert [r.detail for r in engine.state.reasons] == ["healthy cycles 1/3 to tradeable"]
+        for command in (Command.PAUSE, Command.RESUME, Command.PAUSE, Command.RESUME, Command.CLOSE_ALL):
+            assert (await engine._execute(command, "test")).accepted
+            assert engine.state.state is EngineState.DEGRADED
+            assert [r.detail for r in engine.state.reasons] == ["healthy cycles 1/3 to tradeable"]
+        assert engine.core is not None and engine.core.paused  # the close-all's pause reached the core
+        for _ in range(engine.config.state.recover_cycles_degraded - 1):
+            await engine._cycle(await engine.feed.next_batch())
+        assert engine.state.state is EngineState.TRADEABLE
 
 
 async def test_close_all_flattens_and_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from engine.config import load_config
-from engine.domain import Fill, Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
+from engine.domain import (
+    EngineState,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    Side,
+)
 from engine.errors import RetryableOrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import client_order_id
@@ -240,6 +249,49 @@ async def test_a_restart_keeps_the_days_loss_limit_and_the_l5_block(tmp_path: Pa
         risk = engine2.core.risk
         assert (risk.level, risk.paused, risk.start_equity) == (RiskLevel.L5, True, core.risk.start_equity)
         assert engine2.state.l5_until_ms == now + int(engine2.config.state.l5_cooldown_s * 1000)
+
+
+async def test_a_restart_keeps_the_engine_blocked_and_its_order_errors(tmp_path: Path) -> None:
+    """Ten exchange rejections block the engine; a restart (the service restarts a crashed
+    engine) used to come back tradeable at once, with an empty error window."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and engine.stats.cycles > 5, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        core = engine.core
+        assert core is not None
+        now = engine._now
+        for k in range(engine.config.state.order_errors_blocked):  # journaled and counted as the router's are
+            trace = f"{k:016x}"
+            engine.tap.emit(
+                "order_result", ts_ms=now - 60_000 + k,
+                payload={"client_order_id": f"hc-{trace}-e1", "status": "rejected", "error_class": "non_retryable"},
+                trace_id=trace, symbol=rig.pump_symbol,
+            )
+        await engine.cycle.step_state(now)  # journals the state_change to blocked
+        assert engine.state.state is EngineState.BLOCKED
+        await rig.journal.flush()
+
+    state = read_journal(path, core.settings.capital.active.capital)
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.core = TradingCore(engine2.config.trading, core.markets, engine2.tap, run_id="after")
+        later = now + 5_000
+        payload = await Recovery(state).apply(engine2, later)
+        assert engine2.core.engine_state is EngineState.BLOCKED  # before the first cycle plans anything
+        assert (payload["engine_state"], payload["order_errors"]) == ("blocked", engine2.config.state.order_errors_blocked)
+        await engine2.cycle.step_state(later)
+        assert engine2.state.state is EngineState.BLOCKED
+        assert [r.code for r in engine2.state.reasons] == ["order_errors"]
+        # Once the errors leave the window, six healthy cycles lead out, as before the restart.
+        out = now + int(engine2.config.state.order_error_window_s * 1000)
+        for i in range(engine2.config.state.recover_cycles_blocked):
+            assert engine2.state.state is EngineState.BLOCKED
+            await engine2.cycle.step_state(out + i * 5_000)
+        assert engine2.state.state is EngineState.TRADEABLE
 
 
 async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from engine.runtime.state_machine import (
 T, D, B = EngineState.TRADEABLE, EngineState.DEGRADED, EngineState.BLOCKED
 S = StateSection()
 MIN = 60_000
+DAY = 86_400_000
 
 # One measurement per trigger, so the table can be driven from data.
 INPUT_FOR = {
@@ -151,3 +152,59 @@ def test_blocked_to_degraded_when_only_the_block_cause_clears() -> None:
     for i in range(S.recover_cycles_blocked):
         sm.step(HealthInputs(i + 1, data_age_s=100.0))
     assert sm.state is D
+
+
+@pytest.mark.parametrize(
+    "ages",
+    [
+        pytest.param([95.0] * 5 + [1.0], id="five-degraded-then-healthy"),
+        pytest.param([1.0, 95.0, 1.0, 1.0, 1.0, 1.0], id="flapping"),
+    ],
+)
+def test_out_of_blocked_to_tradeable_needs_six_healthy_cycles_in_a_row(ages: list[float]) -> None:
+    """Six cycles without a blocking cause, not all healthy, lead from blocked to degraded;
+    from there the usual three healthy cycles lead on to tradeable."""
+    sm = EngineStateMachine(S)
+    sm.step(HealthInputs(0, data_age_s=305.0))
+    assert sm.state is B
+    for i, age in enumerate(ages, start=1):
+        sm.step(HealthInputs(i * 1000, data_age_s=age))
+    assert sm.state is D
+    start = (len(ages) + 1) * 1000
+    for i in range(S.recover_cycles_degraded - 1):
+        sm.step(HealthInputs(start + i * 1000, data_age_s=1.0))
+        assert sm.state is D
+    sm.step(HealthInputs(start + 10_000, data_age_s=1.0))
+    assert sm.state is T
+
+
+def test_recovery_reasons_count_what_they_say() -> None:
+    sm = EngineStateMachine(S)
+    sm.step(HealthInputs(0, data_age_s=305.0))
+    sm.step(HealthInputs(1000, data_age_s=95.0))
+    assert [(r.detail, r.value, r.threshold) for r in sm.reasons if r.code == "recovering"] == [
+        ("cycles without a blocking cause 1/6 to degraded", 1, 6)
+    ]
+    sm.step(HealthInputs(2000, data_age_s=1.0))
+    assert [(r.detail, r.value) for r in sm.reasons if r.code == "recovering"] == [
+        ("healthy cycles 1/6 to tradeable", 1),
+        ("cycles without a blocking cause 2/6 to degraded", 2),
+    ]
+    for i in range(3, 7):
+        transition = sm.step(HealthInputs(i * 1000, data_age_s=1.0))
+    assert transition is not None and (transition.from_state, transition.to_state) == (B, D)
+    assert [r.detail for r in transition.reasons] == ["healthy cycles 0/3 to tradeable"]  # counted afresh in degraded
+
+
+def test_l5_without_a_cooldown_blocks_until_the_level_falls() -> None:
+    """`l5_cooldown_s = 0` still blocks on L5: for as long as risk stays at L5 (the UTC day)."""
+    sm = EngineStateMachine(StateSection(l5_cooldown_s=0))
+    sm.step(HealthInputs(0, data_age_s=1.0, risk_level=5))
+    assert sm.state is B
+    assert [(r.code, r.value, r.threshold) for r in sm.reasons] == [("risk_l5", 5, 5)]
+    for i in range(1, 10):
+        sm.step(HealthInputs(i * MIN, data_age_s=1.0, risk_level=5))
+    assert sm.state is B
+    for i in range(S.recover_cycles_blocked):
+        sm.step(HealthInputs(DAY + i, data_age_s=1.0, risk_level=1))
+    assert sm.state is T
