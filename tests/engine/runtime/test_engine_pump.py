@@ -234,7 +234,7 @@ async def test_a_journal_failure_stops_the_engine_saying_why_and_what_is_left_op
 
     def fill_the_disk_once_a_position_opens(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
         if kind == "position_update" and payload["action"] == "open":
-            with sqlite3.connect(path) as other:
+            with sqlite3.connect(path, timeout=60) as other:  # the writer may hold its lock a while on a busy box
                 other.execute("CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
             feed.gate.clear()  # the engine waits for its next batch until the writer has failed
         elif kind == "run_stop":
