@@ -53,7 +53,6 @@ from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
 from engine.backtest.feed import HistoryFeed
-from engine.discovery.anomaly import AnomalyAlert
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.pool import PoolSnapshot
@@ -111,7 +110,7 @@ def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
 _DISPATCH: dict[type, Callable[[Any], Any]] = {
     **copyreg.dispatch_table,
     types.MappingProxyType: lambda m: (_mapping, (dict(m),)),
-    **{cls: _by_fields(cls) for cls in (DiscoveryCycle, PoolSnapshot, Candidate, HeatComponents, AnomalyAlert)},
+    **{cls: _by_fields(cls) for cls in (DiscoveryCycle, PoolSnapshot, Candidate, HeatComponents)},
 }
 
 

@@ -258,12 +258,8 @@ class BacktestRunner:
         config = self.config
         start, end = window(self.index, config, start_ms, end_ms)
         warm_ms = config.backtest.warmup_minutes * MINUTE_MS
-        sim = config.sim.model_copy(
-            update={
-                "data_dir": self.data_dir,
-                "history_minutes": config.backtest.initial_history_minutes,
-                "quote_asset": config.exchange.quote_asset,
-            }
+        sim = config.sim_market.model_copy(
+            update={"data_dir": self.data_dir, "history_minutes": config.backtest.initial_history_minutes}
         )
         market_start = max(self.index.start_ms // MINUTE_MS * MINUTE_MS, start - warm_ms)
         slicer = CandleSlicer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import stat
 import tomllib
@@ -25,6 +26,8 @@ from engine.config import locations
 from engine.config.model import SECRET_KEYS, HotcoinConfig
 from engine.errors import ConfigError
 
+log = logging.getLogger("hotcoin.config")
+
 ENV_PREFIX = "HOTCOIN_"
 # Variables with their own meaning, not config keys.
 ENV_SPECIAL = {"HOTCOIN_CONFIG": None, "HOTCOIN_JOURNAL": "journal.path"}
@@ -33,6 +36,15 @@ ENV_SPECIAL = {"HOTCOIN_CONFIG": None, "HOTCOIN_JOURNAL": "journal.path"}
 SECRET_TABLES: frozenset[str] = frozenset(
     key.rsplit(".", depth)[0] for key in SECRET_KEYS for depth in range(1, key.count(".") + 1)
 )
+
+# Settings that no longer exist, with why: a config that still sets one loads with a warning
+# instead of being refused as an unknown key, so an old config file keeps working.
+_ALERTS_GONE = "anomaly alerts were computed but never shown or acted on; heat scores the same z-scores"
+RETIRED: Mapping[str, str] = {
+    "discovery.anomaly.price_z_alert": _ALERTS_GONE,
+    "discovery.anomaly.volume_z_alert": _ALERTS_GONE,
+    "discovery.anomaly.alert_cooldown_ms": _ALERTS_GONE,
+}
 
 
 @dataclass(frozen=True)
@@ -83,11 +95,28 @@ def load_config(
         secrets = {k: v for k, v in _flatten(secrets).items() if not sources.get(k, "").startswith("env:")}
         _merge(merged, _unflatten(secrets), sources, f"file:{secrets_path}")
 
+    _drop_retired(merged, sources)
     try:
         config = HotcoinConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, sources)) from None
     return LoadedConfig(config=config, sources=sources, config_file=path)
+
+
+def _drop_retired(merged: dict[str, Any], sources: dict[str, str]) -> None:
+    """Take the retired settings out before validation, with one warning for all of them."""
+    found: dict[str, list[str]] = {}  # why -> the keys set, with who set them
+    for key, why in RETIRED.items():
+        *parents, leaf = key.split(".")
+        table = _get(merged, ".".join(parents))
+        if isinstance(table, dict) and leaf in table:
+            del table[leaf]
+            found.setdefault(why, []).append(f"{key} (from {sources.pop(key, 'defaults')})")
+    if found:
+        log.warning(
+            "config: ignored, as no longer used: %s. Delete them from the config",
+            "; ".join(f"{', '.join(keys)} - {why}" for why, keys in found.items()),
+        )
 
 
 def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
@@ -256,6 +285,11 @@ def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
     """One problem on one line: key, who set it, what is wrong and the fix."""
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)
+    if err["type"] == "value_error" and isinstance(err.get("input"), Mapping):
+        # A rule across keys (a table's model validator): its message names them and the fix,
+        # where the input (the whole table) and the table's default would only bury it.
+        rule = err["msg"].removeprefix("Value error, ")
+        return f"  {key} (from {_origin(key, sources)}): {rule}" if key else f"  {rule}"
     head = f"  {key} (from {_origin(key, sources)}):"
     if err["type"] == "extra_forbidden":
         known = _known_fields(loc[:-1])
@@ -263,13 +297,25 @@ def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
         fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
         return f"{head} unknown key; {fix}"
     if err["type"] == "missing":
-        return f"{head} required but not set. Fix: add {loc[-1]} = ... ({_fix_hint(loc)})"
+        return _explain_missing(key, loc, _origin(key, sources))
     shown = "***" if _holds_secret(key) else repr(err.get("input"))
     if err["type"] in _NOT_A_TABLE:
         table = ".".join(p for p in loc if not p.isdigit())
         table = f"[[{table}]]" if table != key else f"[{table}]"
         return f"{head} must be a {table} table, not a value; got {shown}. Fix: write {table} with its keys (see `hotcoin config show --doc`)"
     return f"{head} {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}"
+
+
+def _explain_missing(key: str, loc: list[str], origin: str) -> str:
+    """A required key left out of a table: named with the layer that wrote the table. Set from
+    the environment, the fix is the variable for the missing key, not the one that made the
+    table (`..._PROFILES__MINE__CAPITAL` alone was blamed for a missing max_concurrent)."""
+    if origin.startswith("env:"):
+        return (
+            f"  {key} (table set by {origin}): required but not set. Fix: also set "
+            f"{ENV_PREFIX}{_env_name(key)} ({_fix_hint(loc)})"
+        )
+    return f"  {key} (from {origin}): required but not set. Fix: add {loc[-1]} = ... ({_fix_hint(loc)})"
 
 
 def _holds_secret(key: str) -> bool:

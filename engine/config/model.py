@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from engine.config.sections.backtest import BacktestSection
 from engine.config.sections.base import Section
@@ -57,6 +57,27 @@ class HotcoinConfig(Section):
     backtest: BacktestSection = Field(default_factory=BacktestSection)
     notify: NotifySection = Field(default_factory=NotifySection)
     gpu: dict[str, GpuProfile] = Field(default_factory=dict, description="GPU training boxes, one [gpu.<profile>] table each.")
+
+    @model_validator(mode="after")
+    def _history_fits_the_ring(self) -> Self:
+        """The backtest loads `initial_history_minutes` into rings of `sim.candle_ring_minutes`
+        (the sim section's own check sees only its `history_minutes`): refused here, at load,
+        rather than as a traceback once the replay has started."""
+        history, ring = self.backtest.initial_history_minutes, self.sim.candle_ring_minutes
+        if history > ring:
+            raise ValueError(
+                f"backtest.initial_history_minutes={history} exceeds sim.candle_ring_minutes={ring}, the 1m "
+                "candles the replay market keeps per symbol; lower the first or raise the second (up to 20000)"
+            )
+        return self
+
+    @property
+    def sim_market(self) -> SimSection:
+        """The in-process simulated market's settings (`hotcoin run --demo`, the backtest's replay
+        market): quoted in `exchange.quote_asset`, the asset discovery trades, whatever
+        `sim.quote_asset` says (that one is for `hotcoin sim-exchange`); a demo quoted in another
+        asset never traded, every coin refused by the quote filter."""
+        return self.sim.model_copy(update={"quote_asset": self.exchange.quote_asset})
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain data with every secret shown as '***' (or None if unset)."""

@@ -21,22 +21,18 @@ Scores:
   day (departures guessed) or the hour after an outage (a ring of empty slots) scores 0, not
   a z-score against a median of zeros.
 
-An alert (price or volume) fires at most once per `alert_cooldown_ms` per symbol; the cool-down
-lives in a per-row array that is reset when the row changes owner.
+The scores feed heat (`heat.py`) and are journaled in each candidate_snapshot.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.config.sections.discovery import AnomalySection
 from engine.discovery.windows import (
-    NO_TIME,
     RETURN_HORIZONS_MIN,
     RETURN_KEYS,
     BoolArray,
@@ -48,18 +44,6 @@ from engine.domain.ticker import FloatArray, IntArray
 
 MAD_TO_SIGMA = 1.4826
 Z_HORIZONS_MIN: tuple[int, ...] = (1, 5, 15)
-_R5, _R15 = RETURN_HORIZONS_MIN.index(5), RETURN_HORIZONS_MIN.index(15)  # rows of a returns block
-
-
-@dataclass(frozen=True, slots=True)
-class AnomalyAlert:
-    """One symbol crossing an alert threshold, with the figure that did it."""
-
-    symbol: str
-    ts_ms: int
-    kind: str  # "price" | "volume"
-    z: float
-    value: float  # the return (price) or the surge ratio (volume)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +57,6 @@ class AnomalyScores:
     volume_surge: FloatArray  # recent mean slot volume / median slot volume
     returns: dict[str, FloatArray]  # simple returns, '1m', '5m', '15m', '60m'
     run_up: FloatArray  # last / lowest price of the last 60 min - 1
-    alerts: tuple[AnomalyAlert, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +70,7 @@ class ScoreBlock:
     returns: FloatArray  # horizons in RETURN_HORIZONS_MIN order
     run_up: FloatArray
 
-    def at(self, k: int, extent: int, alerts: tuple[AnomalyAlert, ...]) -> AnomalyScores:
+    def at(self, k: int, extent: int) -> AnomalyScores:
         """Batch `k`'s scores over rows [0, extent) (views)."""
         return AnomalyScores(
             extent=extent,
@@ -97,7 +80,6 @@ class ScoreBlock:
             volume_surge=self.volume_surge[k, :extent],
             returns=dict(zip(RETURN_KEYS, self.returns[k, :, :extent], strict=True)),
             run_up=self.run_up[k, :extent],
-            alerts=alerts,
         )
 
 
@@ -125,7 +107,7 @@ def robust_center_scale(x: FloatArray) -> tuple[FloatArray, FloatArray, IntArray
 
 
 class AnomalyDetector:
-    """Robust z-scores of returns and volume per symbol, with alerts under a per-symbol cool-down."""
+    """Robust z-scores of returns and volume per symbol, against each symbol's own history."""
 
     def __init__(self, cfg: AnomalySection, windows: TickerWindows) -> None:
         self.cfg = cfg
@@ -137,8 +119,6 @@ class AnomalyDetector:
         self.vol_sigma = np.full(c, np.nan)
         self.history = np.zeros(c, dtype=np.int64)  # return samples behind the baseline
         self.vol_history = np.zeros(c, dtype=np.int64)  # known slot volumes behind the volume baseline
-        self.last_alert_ms = np.full(c, NO_TIME, dtype=np.int64)
-        self.counters: Counter[str] = Counter()
         self._cursor = 0
         k = [windows.slots_for(m) for m in Z_HORIZONS_MIN]
         self._z_rows = [RETURN_HORIZONS_MIN.index(m) for m in Z_HORIZONS_MIN]  # rows of the returns block
@@ -153,7 +133,6 @@ class AnomalyDetector:
             arr[rows] = np.nan
         self.history[rows] = 0
         self.vol_history[rows] = 0
-        self.last_alert_ms[rows] = NO_TIME
 
     def refresh(self, rows: IntArray | slice) -> None:
         """Recompute the baselines of `rows` (indices, or a slice of rows) from their ring history."""
@@ -222,7 +201,7 @@ class AnomalyDetector:
         # pass this test (their last row is below their first).
         self.refresh(slice(first, last + 1) if last - first + 1 == len(rows) else rows)
 
-    def step(self, now_ms: int) -> AnomalyScores:
+    def step(self) -> AnomalyScores:
         """Scores for every row in use after the windows took the latest batch."""
         self._refresh_slice()
         w = self.windows
@@ -231,14 +210,12 @@ class AnomalyDetector:
             w.state(e), self.ret_median[None, :e], self.ret_sigma[None, :e], self.history[None, :e],
             self.vol_median[None, :e], self.vol_sigma[None, :e], self.vol_history[None, :e],
         )  # fmt: skip
-        alerts = self.alerts(now_ms, e, scores.price_z[0], scores.volume_z[0], scores.volume_surge[0], scores.returns[0], w.symbols)
-        return scores.at(0, e, alerts)
+        return scores.at(0, e)
 
     def score_block(self, state: RingState) -> ScoreBlock:
         """Scores at each batch of a block, every baseline from that batch's own rings: what
         `step` computes when `baseline_refresh_batches` is 1, for all the block's batches in
-        one pass. Alerts are the caller's, batch by batch (`alerts`: their cool-down is
-        sequential). The stored baselines are left as refreshing batch by batch would leave
+        one pass. The stored baselines are left as refreshing batch by batch would leave
         them (`_keep_last`)."""
         if self.cfg.baseline_refresh_batches != 1:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
@@ -306,61 +283,3 @@ class AnomalyDetector:
             volume_surge = np.where(vol_ready & np.isfinite(surge), surge, 0.0)
         run_up = np.where(state.active, state.run_up(), 0.0)
         return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
-
-    def alerting(self, scores: ScoreBlock, extents: IntArray) -> tuple[list[bool], BoolArray, BoolArray]:
-        """Per batch of a block, whether any of its rows crosses an alert threshold (cool-downs
-        aside): only those batches need `alerts`, the rest have none. With the block's
-        (price threshold crossed, any crossed) masks, for `alerts` to read instead of
-        comparing again."""
-        price_hit, hit = self._hits(scores.price_z, scores.volume_z, scores.returns[:, _R5])
-        hit &= np.arange(hit.shape[1]) < extents[:, None]
-        out: list[bool] = np.any(hit, axis=1).tolist()
-        return out, price_hit, hit
-
-    def _hits(self, price_z: FloatArray, volume_z: FloatArray, returns_5m: FloatArray) -> tuple[BoolArray, BoolArray]:
-        """(price threshold crossed, any threshold crossed): a volume alert needs the price rising."""
-        price_hit = price_z >= self.cfg.price_z_alert
-        volume_hit = volume_z >= self.cfg.volume_z_alert
-        volume_hit &= returns_5m >= 0.0
-        return price_hit, price_hit | volume_hit
-
-    def alerts(
-        self,
-        now_ms: int,
-        e: int,
-        price_z: FloatArray,
-        volume_z: FloatArray,
-        surge: FloatArray,
-        returns: FloatArray,
-        symbols: Sequence[str | None],
-        hits: tuple[BoolArray, BoolArray] | None = None,
-    ) -> tuple[AnomalyAlert, ...]:
-        """Alerts of one batch over rows [0, e), under each row's cool-down: `returns` is the
-        batch's [horizon, row] block, `symbols` its symbol by row; `hits` the batch's rows of
-        `alerting`'s masks, where a block computed them (copied here: the cool-down masks them)."""
-        if hits is None:
-            price_hit, hit = self._hits(price_z, volume_z, returns[_R5])
-        else:
-            price_hit, hit = hits[0], hits[1].copy()
-        if not hit.any():
-            return ()
-        n_hit = int(np.count_nonzero(hit))
-        hit &= self.last_alert_ms[:e] <= now_ms - self.cfg.alert_cooldown_ms
-        rows = hit.nonzero()[0]
-        if len(rows) < n_hit:
-            self.counters["alerts_suppressed"] += n_hit - len(rows)
-        if not len(rows):
-            return ()
-        self.last_alert_ms[rows] = now_ms
-        out = []
-        for row in rows.tolist():
-            symbol = symbols[row]
-            if symbol is None:
-                continue
-            if price_hit[row]:
-                ret = float(np.nanmax(returns[:_R15 + 1, row]))  # the best of 1, 5 and 15 min
-                out.append(AnomalyAlert(symbol, now_ms, "price", float(price_z[row]), ret))
-            else:
-                out.append(AnomalyAlert(symbol, now_ms, "volume", float(volume_z[row]), float(surge[row])))
-        self.counters["alerts"] += len(out)
-        return tuple(out)

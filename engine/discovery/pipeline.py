@@ -4,10 +4,11 @@ Market info, announcements and social posts arrive on their own schedules (`on_m
 `on_announcements`, `on_posts`) and change per-symbol inputs; `on_batch` does the per-second
 work for all symbols at once and returns a `DiscoveryCycle`.
 
-Journal. A candidate's *decision chain* is one symbol in one journal bar (`pool.bar_ms`): its
-`trace_id` is derived from (run id, symbol, bar start), so every event that follows from the
-candidate in that bar (signal, risk, orders) shares it, and a backtest replayed twice journals
-the same ids. A `candidate_snapshot` is emitted at most once per symbol per bar:
+Journal. A candidate's *decision chain* is one symbol in one bar (`pool.bar_ms`, the bar heat's
+rank acceleration is measured over too): its `trace_id` is derived from (run id, symbol, bar
+start), so every event that follows from the candidate in that bar (signal, risk, orders)
+shares it, and a backtest replayed twice journals the same ids. A `candidate_snapshot` is
+emitted at most once per symbol per bar:
 - for a symbol entering the pool (at once, mid-bar or not);
 - for every pool member at the first batch of each new bar (re-evaluated on the new bar);
 - for a symbol a filter rejects while its heat is >= `pool.min_heat`, so "why not?" has an answer.
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from engine.config.sections.discovery import DiscoverySection
-from engine.discovery.anomaly import AnomalyAlert, AnomalyDetector, AnomalyScores
+from engine.discovery.anomaly import AnomalyDetector, AnomalyScores
 from engine.discovery.filters import CandidateFilters, CodeArray, FilterCode
 from engine.discovery.heat import HeatFrame, HeatRanker
 from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
@@ -57,7 +58,6 @@ class DiscoveryCycle:
     snapshot: PoolSnapshot
     entered: tuple[str, ...] = ()
     left: tuple[tuple[str, str], ...] = ()
-    alerts: tuple[AnomalyAlert, ...] = ()
     events: int = 0
 
 
@@ -295,7 +295,7 @@ class Discovery:
         if self._take(batch) is None:
             return DiscoveryCycle(ts_ms=now, accepted=False, snapshot=self.pool.snapshot())
         w = self.windows
-        scores = self.anomaly.step(now)
+        scores = self.anomaly.step()
         e = scores.extent
         frame = self.ranker.rank(scores, w.active, now)
         listing_ms = self.ranker.listing_ms
@@ -379,19 +379,18 @@ class Discovery:
             scores, state.active, block.listing_ms[:k], block.social_velocity[:k], block.social_sentiment[:k], now, extents
         )
         codes = self.filters.evaluate(block.quote_volume_24h[:k], (now[:, None] - block.listing_ms[:k]) / DAY_MS)
-        alerting, price_hit, hit = self.anomaly.alerting(scores, extents)
         # Batches with no row at the pool's heat bar (most minutes of a replay): settled by
         # `_settle_quiet` while the pool is empty, with no frame or minute built for them.
         in_use = np.arange(heat.shape[1]) < extents[:, None]
         warm: list[bool] = np.any((heat >= self.cfg.pool.min_heat) & in_use, axis=1).tolist()
 
-        def minute(i: int, ts: int, alerts: tuple[AnomalyAlert, ...]) -> _Minute:
+        def minute(i: int, ts: int) -> _Minute:
             e = block.extents[i]
             symbols, index = block.mappings[i]
             frame = HeatFrame(ts_ms=ts, heat=heat[i, :e], parts={name: v[i, :e] for name, v in parts.items()})
             return _Minute(
                 ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.high_24h[i],
-                block.low_24h[i], block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, e, alerts),
+                block.low_24h[i], block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, e),
                 codes[i, :e],
             )  # fmt: skip
 
@@ -399,17 +398,11 @@ class Discovery:
             if i < 0:
                 settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
                 continue
-            e = block.extents[i]
-            alerts = (
-                self.anomaly.alerts(ts, e, scores.price_z[i, :e], scores.volume_z[i, :e], scores.volume_surge[i, :e],
-                                    scores.returns[i, :, :e], block.mappings[i][0], (price_hit[i, :e], hit[i, :e]))
-                if alerting[i] else ()
-            )  # fmt: skip
             if not warm[i] and not len(self.pool):
-                self._last_quiet = functools.partial(minute, i, ts, alerts)  # built if `last_frame` is read
-                settled(self._settle_quiet(ts, alerts))
+                self._last_quiet = functools.partial(minute, i, ts)  # built if `last_frame` is read
+                settled(self._settle_quiet(ts))
             else:
-                settled(self._settle(minute(i, ts, alerts)))
+                settled(self._settle(minute(i, ts)))
 
     def _blockable(self, batch: TickerBatch) -> bool:
         """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
@@ -470,11 +463,10 @@ class Discovery:
             snapshot=change.snapshot,
             entered=change.entered,
             left=change.left,
-            alerts=scores.alerts,
             events=emitted,
         )
 
-    def _settle_quiet(self, now: int, alerts: tuple[AnomalyAlert, ...]) -> DiscoveryCycle:
+    def _settle_quiet(self, now: int) -> DiscoveryCycle:
         """`_settle` of a batch with no row at the heat bar while the pool is empty: nothing
         qualifies, nothing is rejected or journaled, the pool stays empty (`test_block.py`
         holds the two to the same cycles, journal, counters and state)."""
@@ -485,9 +477,8 @@ class Discovery:
         if self.sink is not None and bar != self._bar:  # as `_journal` leaves them
             self._bar, self._emitted = bar, set()
         return DiscoveryCycle(
-            ts_ms=now, accepted=True, snapshot=change.snapshot, entered=change.entered, left=change.left,
-            alerts=alerts, events=0,
-        )  # fmt: skip
+            ts_ms=now, accepted=True, snapshot=change.snapshot, entered=change.entered, left=change.left, events=0
+        )
 
     def _on_new_rows(self, rows: IntArray) -> None:
         self.anomaly.reset_rows(rows)
@@ -642,7 +633,6 @@ class Discovery:
         out: dict[str, int] = {}
         parts: Mapping[str, Counter[str]] = {
             "windows": self.windows.counters,
-            "anomaly": self.anomaly.counters,
             "listings": self.listings.counters,
             "social": self.social.counters,
             "discovery": self.counters,

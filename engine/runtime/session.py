@@ -57,8 +57,11 @@ WARMUP_MS = 65 * 60_000
 DEMO_PUMP_AFTER_MS = 3 * 60_000
 
 
-def script_demo_pump(market: SimMarket, at_ms: int) -> PumpEvent:
-    """A +60% pump over 20 minutes on the most liquid free plain alt coin (recorded in ground truth)."""
+def script_demo_pump(market: SimMarket, at_ms: int) -> PumpEvent | None:
+    """A +60% pump over 20 minutes on the most liquid free plain alt coin (recorded in ground
+    truth); None, with a log line, where no alt coin is free: a small market (`--symbols 20`
+    lists only majors, stablecoins and leveraged tokens) is a valid demo, just without the
+    scripted pump, so it runs rather than stops."""
     batch = market.tickers()
     skip = ("BTC", "ETH", "BNB", "USDC", "BUSD", "TUSD")
     alts = [
@@ -73,7 +76,12 @@ def script_demo_pump(market: SimMarket, at_ms: int) -> PumpEvent:
         except ValueError:  # this coin already has a random move planned then: take the next
             continue
         return move.event()
-    raise ValueError("no alt coin is free for the demo pump; lower sim.pumps_per_day")
+    if alts:
+        why = f"each of its {len(alts)} alt coins has a move planned then (lower sim.pumps_per_day, or raise sim.symbols)"
+    else:
+        why = f"the market has no alt coin (sim.symbols={len(batch.symbols)}: the first 10 are majors, stablecoins and leveraged tokens)"
+    log.info("demo: no scripted pump, as %s", why)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +259,12 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     else:
         sim_ms = sim_start_ms(start_ms, config.journal_path)
         clock = SimClock(sim_ms, options.speed)
-        market = open_market(config.sim, sim_ms - WARMUP_MS)
+        if config.sim.quote_asset != config.exchange.quote_asset:
+            log.warning(
+                "sim.quote_asset=%s is for `hotcoin sim-exchange`; this market is quoted in exchange.quote_asset=%s, "
+                "the asset discovery trades", config.sim.quote_asset, config.exchange.quote_asset,
+            )
+        market = open_market(config.sim_market, sim_ms - WARMUP_MS)
         if options.demo_pump and isinstance(market, SimMarket):
             script_demo_pump(market, sim_ms + DEMO_PUMP_AFTER_MS)
         if options.lockstep_ms is not None:

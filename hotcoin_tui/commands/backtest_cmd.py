@@ -33,7 +33,10 @@ ToOpt = Annotated[
         "--to 2021-04-12 for the whole of the 11th.",
     ),
 ]
-TimeframeOpt = Annotated[str, typer.Option("--timeframe", help="Candle files to use (the replay is minute-grained: 1m).")]
+TimeframeOpt = Annotated[
+    str | None,
+    typer.Option("--timeframe", help="Candle files to use (default: backtest.timeframe; the replay is minute-grained: 1m)."),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -77,6 +80,12 @@ def _config(config: Path | None, overrides: dict[str, Any]) -> HotcoinConfig:
     return load_config(config, cli=overrides).config
 
 
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line, as config overrides: an option left out keeps
+    the config file's value (a `--timeframe` defaulting to "1m" overrode backtest.timeframe)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def _toml(path: Path | None) -> dict[str, Any]:
     """The config file's own settings (what `optimize` writes back with the best parameters)."""
     import tomllib
@@ -95,7 +104,7 @@ def _data_dir(data: Path | None, cfg: HotcoinConfig) -> Path:
 
 def backtest(
     data: DataOpt = None,
-    timeframe: TimeframeOpt = "1m",
+    timeframe: TimeframeOpt = None,
     start: FromOpt = None,
     end: ToOpt = None,
     config: ConfigOpt = None,
@@ -117,7 +126,7 @@ def backtest(
     from ml.runtime import load_scorer
 
     with _user_errors():
-        cfg = _config(config, {"backtest.timeframe": timeframe})
+        cfg = _config(config, _given({"backtest.timeframe": timeframe}))
         model = load_scorer(cfg)  # the same model, in the same mode, that `hotcoin run` would trade with
         _say_model(model)
         window = _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to")
@@ -168,7 +177,7 @@ def collect(
     ] = None,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Days of history (default: backtest.collect_days).")] = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="How many movers (default: backtest.collect_top).")] = None,
-    timeframe: TimeframeOpt = "1m",
+    timeframe: TimeframeOpt = None,
     endpoint: Annotated[
         str | None, typer.Option("--endpoint", help="A Binance-compatible host, e.g. http://127.0.0.1:8765 (the sim exchange).")
     ] = None,
@@ -180,13 +189,10 @@ def collect(
 
     from engine.backtest.api import run_collect
 
-    overrides: dict[str, Any] = {}
-    if endpoint is not None:
-        overrides["exchange.endpoint"] = endpoint
     wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     with _user_errors():
-        cfg = _config(config, overrides)
-        report = asyncio.run(run_collect(cfg, out, wanted, timeframe, days, top, progress))
+        cfg = _config(config, _given({"exchange.endpoint": endpoint, "backtest.timeframe": timeframe}))
+        report = asyncio.run(run_collect(cfg, out, wanted, cfg.backtest.timeframe, days, top, progress))
     typer.echo(
         f"collected {report.total:,} candles for {len(report.symbols)} symbol(s) into {out} "
         f"({report.requests} requests, {report.rate_limited} rate-limited, waited {report.waited_s:.1f} s)"

@@ -293,3 +293,27 @@ def test_optimize_prints_the_results_when_the_file_cannot_be_written(
     assert "walk-forward" in result.stdout and "trailing_stop" in result.stdout and "written" not in result.stdout
     assert f"cannot write {best} (No space left on device)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_backtest_timeframe_comes_from_the_config_file_unless_given(store: Path, tmp_path: Path) -> None:
+    """`--timeframe` defaulted to "1m" and always overrode the file: backtest.timeframe = "5m"
+    was never seen (here it is, and refused: the replay is minute-grained)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG + '[backtest]\ntimeframe = "5m"\n')
+    code, _, err = invoke("backtest", "--data", str(store), "--config", str(cfg), "--from", str(START), "--json")
+    assert code == 2 and "backtest.timeframe='5m'" in err
+    code, _, err = invoke("backtest", "--data", str(store), "--config", str(cfg), "--to", str(START), "--timeframe", "1m", "--json")
+    assert code == 0, err
+
+
+def test_collect_timeframe_comes_from_the_config_file_unless_given(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[backtest]\ntimeframe = "5m"\n')
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--config", str(cfg), "--no-progress")
+    assert code == 0, err
+    assert "collected 288 candles for 1 symbol(s)" in out
+    assert HistoryStore(out_dir).read("DOGE/USDT", "5m").last_ms == T0 + 86_400_000 - 5 * MIN
+    code, out, err = invoke(*args, "--config", str(cfg), "--timeframe", "1m", "--no-progress")
+    assert code == 0 and "collected 1,440 candles" in out, err

@@ -87,9 +87,6 @@ class AnomalySection(Section):
     )
     volume_sigma_floor: float = Field(0.25, gt=0, description="Smallest deviation of log slot volume used in a z-score.")
     surge_window_ms: int = Field(60_000, ge=1000, description="Recent volume is summed over this window for the surge ratio.")
-    price_z_alert: float = Field(5.0, gt=0, description="A return z-score at or above this raises a price alert.")
-    volume_z_alert: float = Field(4.0, gt=0, description="A volume z-score at or above this (price rising) raises a volume alert.")
-    alert_cooldown_ms: int = Field(300_000, ge=0, description="Quiet time after an alert before the same symbol alerts again.")
 
 
 class HeatSection(Section):
@@ -104,7 +101,12 @@ class HeatSection(Section):
     w_listing_freshness: float = Field(0.55, ge=0, description="Weight of listing freshness (exp(-age / listing_tau_days)).")
     w_social_velocity: float = Field(0.2, ge=0, description="Weight of social mention velocity (mentions vs own baseline).")
     w_social_sentiment: float = Field(0.05, ge=0, description="Weight of positive social sentiment (only where mentioned).")
-    w_rank_acceleration: float = Field(0.1, ge=0, description="Weight of rank acceleration (climb in the market-wide ranking within one bar).")
+    w_rank_acceleration: float = Field(
+        0.1,
+        ge=0,
+        description="Weight of rank acceleration: the climb in the market-wide ranking since the start of the "
+        "previous bar (`pool.bar_ms`; the full ranking is taken once a bar).",
+    )
     momentum_z_half: float = Field(8.0, gt=0, description="Return z-score at which momentum is 0.5.")
     momentum_min_return: float = Field(
         0.02, ge=0, description="Momentum is scaled by min(1, best return / this): a big z on a tiny move is not hot."
@@ -150,8 +152,10 @@ class PoolSection(Section):
     bar_ms: int = Field(
         60_000,
         ge=1000,
-        description="Journal bar: a candidate_snapshot is emitted at most once per symbol per bar "
-        "(pool members, and filter-rejected symbols with heat >= min_heat).",
+        description="Bar of discovery, for two things: heat's rank acceleration (the market-wide ranking is "
+        "taken once a bar and a climb counts from the previous bar's, so this changes heat and trades), and "
+        "the journal (a candidate_snapshot at most once per symbol per bar, for pool members and filter-"
+        "rejected symbols with heat >= min_heat; one trace_id per symbol per bar).",
     )
 
 

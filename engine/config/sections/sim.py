@@ -23,7 +23,10 @@ class SimSection(Section):
         "leveraged tokens first, then generated alt coins); listings add more as they come.",
     )
     quote_asset: str = Field(
-        "USDT", min_length=2, description="Quote asset of every simulated market."
+        "USDT",
+        min_length=2,
+        description="Quote asset of the markets `hotcoin sim-exchange` serves. The in-process market of "
+        "`hotcoin run --demo` and `hotcoin backtest` is quoted in exchange.quote_asset, the asset discovery trades.",
     )
     step_ms: int = Field(
         1000,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from engine.config.sections.base import Section
 
@@ -26,3 +28,15 @@ class StateSection(Section):
     )
     recover_cycles_degraded: int = Field(3, ge=1, description="Healthy cycles in a row to leave degraded.")
     recover_cycles_blocked: int = Field(6, ge=1, description="Cycles in a row without a blocking cause to leave blocked.")
+
+    @model_validator(mode="after")
+    def _degraded_before_blocked(self) -> Self:
+        """A degraded threshold above its blocked one would skip the degraded step unseen (the
+        blocked check comes first); equal ones go straight to blocked, which may be meant."""
+        for degraded, blocked in (("stale_degraded_s", "stale_blocked_s"), ("order_errors_degraded", "order_errors_blocked")):
+            if getattr(self, degraded) > getattr(self, blocked):
+                raise ValueError(
+                    f"state.{degraded}={getattr(self, degraded)} exceeds state.{blocked}={getattr(self, blocked)}: "
+                    "the engine would block without ever degrading first; lower the first or raise the second"
+                )
+        return self

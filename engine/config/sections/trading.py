@@ -8,7 +8,8 @@ Fractions are plain ratios (0.03 = 3 %); durations are milliseconds; money is in
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, model_validator
 
@@ -218,11 +219,27 @@ class CapitalSettings(Section):
     profile: str = Field("starter", description="Which entry of `profiles` is in force.")
     profiles: dict[str, CapitalProfile] = Field(
         default_factory=_default_profiles,
-        description="Staged capital profiles: capital, max concurrent positions, minimum heat.",
+        description="Staged capital profiles: capital, max concurrent positions, minimum heat. A table for a "
+        "built-in profile (starter, growth, full) changes only the keys it sets; a new name needs capital "
+        "and max_concurrent.",
     )
     min_order_quote: float = Field(
         6.0, gt=0, description="Entries smaller than this (quote asset) are not worth sending; skip them."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_built_ins(cls, data: Any) -> Any:
+        """The given profile tables laid over the built-in profiles, key by key: restating
+        `[profiles.starter] capital = 100` must not drop starter's `min_heat = 70` (a default
+        of 0 in its place let every lukewarm coin in) nor the growth and full profiles."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("profiles"), Mapping):
+            return data
+        profiles: dict[str, Any] = {name: p.model_dump() for name, p in _default_profiles().items()}
+        for name, given in data["profiles"].items():
+            built_in = profiles.get(name)
+            profiles[name] = {**built_in, **given} if built_in is not None and isinstance(given, Mapping) else given
+        return {**data, "profiles": profiles}
 
     @model_validator(mode="after")
     def _profile_exists(self) -> CapitalSettings:

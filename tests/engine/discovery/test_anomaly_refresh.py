@@ -47,7 +47,7 @@ def test_refresh_equals_scaling_each_array_alone(batches: int) -> None:
         if i % 7 == 3:
             feed.rate["SLOW/USDT"] = 0.0  # idle slots: zero volume, flat price
         w.update(feed.batch())
-        a.step(feed.ts_ms)
+        a.step()
     rows = w.active_rows
     expected = reference_baselines(w, cfg, rows)
     for how in ("step, through a slice of rows", "rows by index"):
@@ -71,7 +71,7 @@ def test_rows_with_a_hole_are_refreshed_by_index() -> None:
         w.update(feed.batch())
     w._release(np.array([1]))
     a.reset_rows(np.array([1]))
-    a.step(feed.ts_ms)
+    a.step()
     rows = w.active_rows
     assert rows.tolist() == [0, 2]
     assert np.isnan(a.ret_median[1]) and a.history[1] == 0
@@ -90,13 +90,13 @@ def test_a_batch_adding_a_row_refreshes_every_row() -> None:
     feed = TickerFeed(["A/USDT", "B/USDT"], noise=0.004)
     for _ in range(40):
         w.update(feed.batch())
-        a.step(feed.ts_ms)
+        a.step()
     feed.symbols.append("C/USDT")
     feed.prices["C/USDT"], feed.rate["C/USDT"], feed.qv24["C/USDT"] = 5.0, feed.rate["A/USDT"], feed.qv24["A/USDT"]
     upd = w.update(feed.batch())
     assert upd is not None and upd.new_rows.tolist() == [2]
     a.reset_rows(upd.new_rows)
-    a.step(feed.ts_ms)
+    a.step()
     rows = w.active_rows
     got = (a.ret_median[rows], a.ret_sigma[rows], a.history[rows], a.vol_median[rows], a.vol_sigma[rows],
            a.vol_history[rows])  # fmt: skip

@@ -1,7 +1,7 @@
 """Batches settled a block at a time (`Discovery.push`) give exactly what `on_batch` gives one by
 one: the same cycles, journal events, counters and the state the next batch starts from, through
 new symbols, a symbol swept and re-listed, rejected batches, gaps, bad prices, social posts and
-listings arriving mid-block, and a pump that fills the pool and raises alerts."""
+listings arriving mid-block, and a pump that fills the pool."""
 
 from __future__ import annotations
 
@@ -49,8 +49,7 @@ def minute_config() -> DiscoverySection:
     return DiscoverySection(
         windows=WindowsSection(capacity=16, slot_ms=MIN, history_slots=64, volume_bucket_ms=MIN,
                                stale_after_ms=10 * MIN, cleanup_interval_ms=MIN),
-        anomaly=AnomalySection(baseline_refresh_batches=1, min_history_slots=10, price_z_alert=3.0,
-                               volume_z_alert=3.0, alert_cooldown_ms=5 * MIN),
+        anomaly=AnomalySection(baseline_refresh_batches=1, min_history_slots=10),
         pool=PoolSection(size=3, min_heat=35.0, ttl_ms=4 * MIN, bar_ms=MIN, history_len=4),
     )  # fmt: skip
 
@@ -66,7 +65,7 @@ def scenario() -> list[tuple[str, Any]]:
             out.append(("batch", feed.batch(**overrides)))
 
     batches(90)
-    for _ in range(8):  # a pump: the pool fills, alerts fire
+    for _ in range(8):  # a pump: the pool fills
         feed.prices["PEPE/USDT"] *= 1.035
         feed.rate["PEPE/USDT"] *= 1.6
         batches(1)
@@ -183,11 +182,11 @@ def test_blocks_settle_exactly_as_batches_one_by_one(
     assert same(blk_cycles, one_cycles)
     assert blk_sink.events == one_sink.events
     assert blk.all_counters() == one.all_counters()
-    assert any(c.entered for c in one_cycles) and any(c.alerts for c in one_cycles)
+    assert any(c.entered for c in one_cycles)
     assert sum(not c.accepted for c in one_cycles) == 2
     assert one.all_counters()["windows.expired_symbols"] >= 1
     # the state the next batch starts from
-    for name in ("ret_median", "ret_sigma", "vol_median", "vol_sigma", "history", "vol_history", "last_alert_ms"):
+    for name in ("ret_median", "ret_sigma", "vol_median", "vol_sigma", "history", "vol_history"):
         assert same_array(getattr(blk.anomaly, name), getattr(one.anomaly, name)), name
     for name in ("_pct_bar", "_pct_prev_bar", "listing_ms", "social_velocity"):
         assert same_array(getattr(blk.ranker, name), getattr(one.ranker, name)), name
@@ -207,7 +206,7 @@ def same_last(blk: Discovery, one: Discovery) -> None:
     for name, part in one.last_frame.parts.items():
         assert same_array(blk.last_frame.parts[name], part), name
     assert blk.last_scores is not None and one.last_scores is not None
-    assert blk.last_scores.alerts == one.last_scores.alerts and blk.last_scores.extent == one.last_scores.extent
+    assert blk.last_scores.extent == one.last_scores.extent
     for name in ("price_z", "accel", "volume_z", "volume_surge", "run_up"):
         assert same_array(getattr(blk.last_scores, name), getattr(one.last_scores, name)), name
 

@@ -39,7 +39,7 @@ def test_a_first_day_after_a_busy_day_scores_no_fake_volume_surge() -> None:
     for m in range(1, 200):
         qv = cum[1440 + m] - cum[m]
         w.update(make_batch({"A/USDT": 1.0 + 1e-4 * (m % 2)}, ts_ms=T0 + m * MIN, quote_volume_24h={"A/USDT": qv}))
-        scores = a.step(T0 + m * MIN)
+        scores = a.step()
         if m > 70:  # a full ring of today
             worst = max(worst, abs(float(scores.volume_z[0])))
     assert worst < 4.0  # was ~55 (log1p(1.1e6) / sigma_floor) against a median of zeros
@@ -57,16 +57,16 @@ def test_after_an_outage_volume_scores_only_once_enough_slots_show_volume() -> N
     feed = TickerFeed(["A/USDT", "B/USDT"], noise=0.002)
     for _ in range(80):
         w.update(feed.batch())
-        a.step(feed.ts_ms)
+        a.step()
     usual = dict(feed.rate)
     feed.rate = dict.fromkeys(feed.rate, 0.0)
     for _ in range(300):
         w.update(feed.batch())
-        a.step(feed.ts_ms)
+        a.step()
     feed.rate = usual
     zs = []
     for _ in range(60):
         w.update(feed.batch())
-        zs.append(float(a.step(feed.ts_ms).volume_z[0]))
+        zs.append(float(a.step().volume_z[0]))
     assert zs[: cfg.min_history_slots] == [0.0] * cfg.min_history_slots  # not enough known slots yet
     assert max(abs(z) for z in zs) < 4.0  # was ~60 right after the outage

@@ -1,0 +1,107 @@
+"""Rules across settings, retired settings and the built-in capital profiles, as a user meets
+them through `load_config`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.config.loader import RETIRED
+from engine.config.sections.discovery import AnomalySection, HeatSection, PoolSection
+from engine.config.sections.trading import CapitalProfile, CapitalSettings
+from engine.discovery.pipeline import Discovery
+from engine.errors import ConfigError
+
+BUILT_IN = CapitalSettings().profiles
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_built_in_profile_table_changes_only_the_keys_it_sets(tmp_path: Path) -> None:
+    """Restating starter's own capital and max_concurrent dropped its min_heat 70 to the field
+    default 0 and removed the growth and full profiles: a day's backtest went from 4 trades to 49."""
+    cfg = write(tmp_path / "c.toml", "[trading.capital.profiles.starter]\ncapital = 100.0\nmax_concurrent = 2\n")
+    assert load_config(cfg, env={}).config.trading.capital.profiles == BUILT_IN
+    env = {"HOTCOIN_TRADING__CAPITAL__PROFILES__GROWTH__CAPITAL": "200", "HOTCOIN_TRADING__CAPITAL__PROFILE": "growth"}
+    capital = load_config(env=env).config.trading.capital
+    assert capital.active == CapitalProfile(capital=200.0, max_concurrent=3, min_heat=50.0)
+    assert capital.profiles["starter"] == BUILT_IN["starter"] and capital.profiles["full"] == BUILT_IN["full"]
+
+
+def test_a_new_profile_needs_its_required_keys_named_where_they_go(tmp_path: Path) -> None:
+    env = {"HOTCOIN_TRADING__CAPITAL__PROFILES__MINE__CAPITAL": "200"}
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env)
+    assert (
+        "trading.capital.profiles.mine.max_concurrent (table set by env:HOTCOIN_TRADING__CAPITAL__PROFILES__MINE__CAPITAL): "
+        "required but not set. Fix: also set HOTCOIN_TRADING__CAPITAL__PROFILES__MINE__MAX_CONCURRENT"
+    ) in str(err.value)
+    cfg = write(tmp_path / "c.toml", "[trading.capital]\nprofile = 'mine'\n[trading.capital.profiles.mine]\ncapital = 50.0\n")
+    with pytest.raises(ConfigError, match=r"profiles.mine.max_concurrent \(from file:.*\): required but not set\. Fix: add max_concurrent"):
+        load_config(cfg, env={})
+    mine = load_config(cfg, env={"HOTCOIN_TRADING__CAPITAL__PROFILES__MINE__MAX_CONCURRENT": "1"}).config.trading.capital
+    assert mine.active == CapitalProfile(capital=50.0, max_concurrent=1) and set(mine.profiles) == {*BUILT_IN, "mine"}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"HOTCOIN_STATE__STALE_DEGRADED_S": "400"}, "state.stale_degraded_s=400.0 exceeds state.stale_blocked_s=300.0"),
+        ({"HOTCOIN_STATE__ORDER_ERRORS_BLOCKED": "2"}, "state.order_errors_degraded=3 exceeds state.order_errors_blocked=2"),
+    ],
+    ids=["stale", "order-errors"],
+)
+def test_a_degraded_threshold_above_its_blocked_one_is_refused(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env)
+    message = str(err.value)
+    assert f"(from env:{next(iter(env))}): {expected}: the engine would block without ever degrading first" in message
+    assert "got {" not in message  # the rule's own words, not the table's input
+
+
+def test_equal_degraded_and_blocked_thresholds_go_straight_to_blocked() -> None:
+    state = load_config(env={"HOTCOIN_STATE__STALE_DEGRADED_S": "300", "HOTCOIN_STATE__ORDER_ERRORS_DEGRADED": "10"}).config.state
+    assert (state.stale_degraded_s, state.order_errors_degraded) == (300.0, 10)
+
+
+def test_backtest_history_longer_than_the_candle_ring_is_refused_at_load() -> None:
+    """It crashed the replay with `history of shape (1501, 33) does not fit 1500 minutes`."""
+    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  backtest.initial_history_minutes=1501 exceeds sim.candle_ring_minutes=1500"):
+        load_config(env={"HOTCOIN_BACKTEST__INITIAL_HISTORY_MINUTES": "1501"})
+    both = {"HOTCOIN_BACKTEST__INITIAL_HISTORY_MINUTES": "1501", "HOTCOIN_SIM__CANDLE_RING_MINUTES": "3000"}
+    assert load_config(env=both).config.backtest.initial_history_minutes == 1501
+
+
+def test_retired_anomaly_alert_settings_load_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An old config still setting the removed alert thresholds loads; the settings are named once."""
+    cfg = write(tmp_path / "c.toml", "[discovery.anomaly]\nprice_z_alert = 3.0\nalert_cooldown_ms = 1000\nmin_history_slots = 30\n")
+    with caplog.at_level(logging.WARNING, logger="hotcoin.config"):
+        loaded = load_config(cfg, env={"HOTCOIN_DISCOVERY__ANOMALY__VOLUME_Z_ALERT": "2"})
+    assert loaded.config.discovery.anomaly.min_history_slots == 30
+    assert not any("alert" in key for key in loaded.sources)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert message.startswith("config: ignored, as no longer used: discovery.anomaly.price_z_alert (from file:")
+    assert "discovery.anomaly.volume_z_alert (from env:HOTCOIN_DISCOVERY__ANOMALY__VOLUME_Z_ALERT)" in message
+    assert "alert_cooldown_ms" in message and message.endswith("Delete them from the config")
+    caplog.clear()
+    load_config(env={})
+    assert not caplog.records
+    assert {key.rsplit(".", 1)[1] for key in RETIRED}.isdisjoint(AnomalySection.model_fields)
+
+
+def test_the_pool_bar_is_described_as_pacing_rank_acceleration_which_it_does() -> None:
+    """`discovery.pool.bar_ms` was described as a journal setting only, yet heat's rank
+    acceleration is measured bar to bar: changing it changes trades."""
+    config = load_config(env={"HOTCOIN_DISCOVERY__POOL__BAR_MS": "120000"}).config
+    assert Discovery(config.discovery, None).ranker.bar_ms == 120_000
+    bar = PoolSection.model_fields["bar_ms"].description or ""
+    weight = HeatSection.model_fields["w_rank_acceleration"].description or ""
+    assert "rank acceleration" in bar and "changes heat and trades" in bar and "journal" in bar
+    assert "pool.bar_ms" in weight
