@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.ops.logs import open_private
 from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.socket_server import AttachError, default_socket_path
 from hotcoin_tui.priority import lower_priority
@@ -57,8 +59,7 @@ async def child_engine(
             f"an engine is already running on {socket_path}; join it with `hotcoin tui --attach`, "
             "or stop it first (its console's `q`, or SIGTERM)"
         )
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    with os.fdopen(open_private(log_path), "ab") as log:  # 0600: an engine log is the owner's alone
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

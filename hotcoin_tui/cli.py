@@ -4,6 +4,7 @@ that names the problem and the fix; nothing prints a traceback at them."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -40,10 +41,19 @@ ops_cmd.register(app)
 app.command("sim-exchange")(sim_cmd.sim_exchange)
 
 
+# Everything hotcoin writes (the data dir, the journal and its -wal/-shm, models, job folders,
+# caches, logs) is the owner's trading record: private from birth, whatever the login umask.
+PRIVATE_UMASK = 0o077
+
+
 def main() -> None:
-    """Console-script entry point: known errors become a one-line message and exit code 2."""
+    """Console-script entry point: known errors become a one-line message and exit code 2.
+
+    The umask is set here, once, before any command runs: a mode on each `mkdir` and `open`
+    misses the files others create for us (SQLite's -wal and -shm, LightGBM's model files)."""
     from engine.errors import HotcoinError
 
+    os.umask(PRIVATE_UMASK)
     try:
         app()
     except HotcoinError as exc:

@@ -31,6 +31,7 @@ SECRET_KEYS: frozenset[str] = frozenset(
         "exchange.api_key",
         "exchange.api_secret",
         "discovery.social.x_bearer_token",
+        "discovery.social.webhook_token",
         "notify.telegram.bot_token",
         "notify.feishu.webhook_url",
         "notify.feishu.secret",

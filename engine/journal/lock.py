@@ -31,7 +31,7 @@ def lock_path(journal: Path) -> Path:
 def journal_lock(journal: Path) -> Iterator[Path]:
     """Hold the journal's writer lock for the `with` block; `JournalInUseError` if another holds it."""
     path = lock_path(journal)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a folder we make is private; one that exists is left as is
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import sqlite3
 import time
 from collections import Counter, deque
@@ -519,13 +520,19 @@ async def _connect(path: Path) -> aiosqlite.Connection:
 
 def _prepare_folder(path: Path) -> None:
     """Run off the loop: a folder given as the journal is named as such (SQLite would only say
-    it cannot open it), and the journal's own folder is made, as `--journal` promises."""
+    it cannot open it), and the journal's own folder is made, as `--journal` promises.
+
+    A folder made here is 0700 and a new journal is created 0600 before SQLite opens it: SQLite
+    gives the -wal and -shm files the main file's mode, so the whole trading record is private
+    whatever the umask. A folder or file that already exists is the user's choice and is left as is
+    (`hotcoin doctor` warns when it is readable by others)."""
     if path.is_dir():
         raise JournalError(
             f"journal {path} is a directory; point --journal (or journal.path, HOTCOIN_JOURNAL) at a file, "
             f"e.g. {path / 'journal.sqlite'}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 async def _claim_schema_version(conn: aiosqlite.Connection, path: Path) -> None:

@@ -3,9 +3,10 @@ what it saw, and the fix.
 
 Checks: the config (and settings that are legal but risky), the journal (SQLite quick_check
 on the main file and archives, and size against rotation), free disk space, the clock against
-the exchange's (signed requests fail beyond recvWindow), the secrets file's permissions, the
-API key's own restrictions (a key that can *withdraw* is the loudest failure there is), and
-whether the exchange and the notification channels can be reached.
+the exchange's (signed requests fail beyond recvWindow), the secrets file's permissions, whether
+other users can read the data dir and the journal, the API key's own restrictions (a key that
+can *withdraw* is the loudest failure there is), and whether the exchange and the notification
+channels can be reached.
 
 Network checks take the things they talk to as arguments (a base URL, an aiohttp session, a
 clock), so tests point them at the simulated exchange or a local fake on 127.0.0.1.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import ipaddress
 import os
 import shutil
 import sqlite3
@@ -33,6 +33,7 @@ import orjson
 
 from engine.config import HotcoinConfig, LoadedConfig
 from engine.journal.files import list_archives
+from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX, is_loopback
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.factory import telegram_bot
 from engine.runtime.socket_server import AttachError, default_socket_path, is_served
@@ -64,15 +65,6 @@ def worst(checks: list[Check]) -> Status:
 # -- local checks -------------------------------------------------------------------------------
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_config(loaded: LoadedConfig) -> list[Check]:
     """Settings that load fine but deserve a second look."""
     c = loaded.config
@@ -83,9 +75,8 @@ def check_config(loaded: LoadedConfig) -> list[Check]:
     if c.mode == "live" and not keys:
         out.append(Check("config.mode", Status.FAIL, "mode = live but no API key/secret is configured",
                          "put exchange.api_key and exchange.api_secret in the secrets file, or set mode = paper"))  # fmt: skip
-    if c.ops.http_enabled and not _loopback(c.ops.http_host):
-        out.append(Check("config.ops", Status.WARN, f"/health and /metrics listen on {c.ops.http_host}, not loopback",
-                         "set ops.http_host = 127.0.0.1 unless a firewall guards the port"))  # fmt: skip
+    if c.ops.http_enabled and not is_loopback(c.ops.http_host):
+        out.append(Check("config.ops", Status.WARN, NOT_LOOPBACK.format(host=c.ops.http_host), NOT_LOOPBACK_FIX))
     tg = c.notify.telegram
     if (tg.bot_token is None) != (tg.chat_id is None):
         missing = "notify.telegram.chat_id" if tg.chat_id is None else "notify.telegram.bot_token"
@@ -165,6 +156,25 @@ def check_secrets_file(path: Path) -> Check:
         return Check("secrets", Status.WARN, f"{path} belongs to uid {st.st_uid}, not to you ({os.getuid()})",
                      f"chown $(id -u) {path}")  # fmt: skip
     return Check("secrets", Status.OK, f"{path} is mode {mode:04o}")
+
+
+def check_private(data_dir: Path, journal: Path) -> Check:
+    """Whether other local users can read the trading record: the data dir (journal, models,
+    job folders, the engine's log) and the journal files wherever they are. hotcoin makes them
+    private, but not retroactively: a folder or file made before (or by hand) keeps its mode."""
+    seen: list[str] = []
+    fixes: list[str] = []
+    if data_dir.is_dir() and (mode := stat.S_IMODE(data_dir.stat().st_mode)) & 0o077:
+        seen.append(f"{data_dir} (mode {mode:04o})")
+        fixes.append(f"chmod 700 {data_dir}")
+    for f in (journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm")):
+        if f.is_file() and (mode := stat.S_IMODE(f.stat().st_mode)) & 0o044:
+            seen.append(f"{f} (mode {mode:04o})")
+            fixes.append(f"chmod 600 {f}")
+    if not seen:
+        return Check("privacy", Status.OK, f"{data_dir} and the journal are private to you")
+    return Check("privacy", Status.WARN, "readable by other local users (positions, PnL, orders): " + ", ".join(seen),
+                 "; ".join(fixes))  # fmt: skip
 
 
 # -- exchange checks ----------------------------------------------------------------------------
@@ -281,6 +291,7 @@ async def run_doctor(
     checks += check_journal(c.journal_path, c.journal.rotate_max_bytes)
     checks.append(check_disk(c.paths.data_dir))
     checks.append(check_secrets_file(c.paths.secrets_file))
+    checks.append(check_private(c.paths.data_dir, c.journal_path))
     checks.append(check_engine(default_socket_path(c.paths.data_dir)))
     base = exchange_base(c)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:

@@ -13,6 +13,8 @@ halted, when a reason says the data is stale, or when the newest snapshot is old
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -27,6 +29,8 @@ SnapshotSource = Callable[[], EngineSnapshot | None]
 QueueDepths = Callable[[], Mapping[str, int]]
 Clock = Callable[[], int]
 
+log = logging.getLogger("hotcoin.ops.http")
+
 HEALTHY_STATES = ("tradeable", "degraded", "starting")
 STALE_REASON = "data_stale"
 
@@ -34,6 +38,20 @@ STALE_REASON = "data_stale"
 def wall_ms() -> int:
     """The system clock in epoch ms (a live feed stamps its batches with it)."""
     return int(time.time() * 1000)
+
+
+NOT_LOOPBACK = "/health and /metrics listen on {host}, not loopback"
+NOT_LOOPBACK_FIX = "set ops.http_host = 127.0.0.1 unless a firewall guards the port"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine ("0.0.0.0" and "::" are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _age_s(now_ms: int, then_ms: int | None) -> float | None:
@@ -116,6 +134,9 @@ class OpsServer:
                 "(HOTCOIN_OPS__HTTP_PORT=0 takes any), or pass --no-http"
             ) from exc
         self.port = int(self._runner.addresses[0][1])
+        if not is_loopback(self._host):
+            # `hotcoin doctor` says so too, but nobody runs it before every start: say it where it happens.
+            log.warning("%s; %s", NOT_LOOPBACK.format(host=self._host), NOT_LOOPBACK_FIX, extra={"port": self.port})
 
     async def stop(self) -> None:
         if self._runner is not None:

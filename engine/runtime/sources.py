@@ -63,8 +63,9 @@ async def discovery_sources(config: HotcoinConfig, mode: Mode, engine: Engine) -
         for source, interval in polled:
             tasks.append(asyncio.create_task(_poll(source, engine.deliver_posts, interval, stop), name=f"social:{source.name}"))
             names.append(source.name)
-        if social.webhook_port is not None:
-            runner = await start_webhook(webhook_app(engine.deliver_posts, Counter()), social.webhook_port)
+        if social.webhook_port is not None and social.webhook_token is not None:  # the config refuses a port without a token
+            app = webhook_app(engine.deliver_posts, Counter(), social.webhook_token.get_secret_value())
+            runner = await start_webhook(app, social.webhook_port)
             stack.push_async_callback(runner.cleanup)
             names.append("webhook")
         if mode is not Mode.SIM:

@@ -71,7 +71,7 @@ def run(
     import asyncio
 
     from engine.config import load_config
-    from engine.ops.logs import configure_logging
+    from engine.ops.logs import configure_logging, secret_values
     from engine.runtime.headless import run_headless
     from engine.runtime.session import RunOptions, paper_despite_mode
 
@@ -79,7 +79,7 @@ def run(
         config,
         cli=cli_overrides(exchange=exchange, endpoint=endpoint, journal=journal, seed=seed, symbols=symbols, http_port=http_port),
     )
-    configure_logging(loaded.config.log_level)
+    configure_logging(loaded.config.log_level, secrets=secret_values(loaded.config))
     from ml.runtime import load_scorer
 
     options = RunOptions(

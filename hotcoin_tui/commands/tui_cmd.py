@@ -147,9 +147,9 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
         speed=engine.speed,
         http=not engine.no_http,
     )
-    from engine.ops.logs import configure_logging
+    from engine.ops.logs import configure_logging, secret_values
 
-    configure_logging(loaded.config.log_level, path=log_path)
+    configure_logging(loaded.config.log_level, path=log_path, secrets=secret_values(loaded.config))
     with EngineThread(loaded.config, run_options) as client:
         app = HotcoinApp(client, settings)
         app.run()

@@ -6,7 +6,7 @@ and the real April 2021 candles). The descriptions are the documentation of reco
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from engine.config.sections.base import Section
 
@@ -200,12 +200,32 @@ class SocialSection(Section):
     square_poll_ms: int = Field(60_000, ge=1000, description="Binance Square poll interval.")
     jsonl_path: str | None = Field(None, description="JSONL file of posts to tail (one JSON object a line); None disables it.")
     jsonl_poll_ms: int = Field(1000, ge=10, description="How often the JSONL file is checked for new lines.")
-    webhook_port: int | None = Field(None, ge=0, le=65535, description="Port of the post webhook on 127.0.0.1; None disables it.")
+    webhook_token: SecretStr | None = Field(
+        None,
+        description="Shared token the post webhook requires as `Authorization: Bearer <token>` (secrets file or env only).",
+    )
+    webhook_port: int | None = Field(
+        None, ge=0, le=65535, description="Port of the post webhook on 127.0.0.1 (needs webhook_token); None disables it."
+    )
     kol_followers: int = Field(10_000, ge=0, description="Authors with more followers than this are KOLs.")
     kol_weight: float = Field(3.0, ge=1, description="A KOL's mention counts this many times.")
     window_ms: int = Field(300_000, ge=1000, description="Mention velocity window.")
     baseline_ms: int = Field(3_600_000, ge=1000, description="Baseline span for the mention rate (older mentions are dropped).")
     min_mentions: float = Field(3.0, ge=0, description="Weighted mentions a symbol needs in the window before velocity counts.")
+
+    @field_validator("webhook_port")
+    @classmethod
+    def _webhook_has_a_token(cls, port: int | None, info: ValidationInfo) -> int | None:
+        """Refused here, before anything starts: without a token any local user, or any web page
+        (a text/plain POST needs no CORS preflight), could post fake buzz into the heat score."""
+        if port is not None and info.data.get("webhook_token") is None:
+            raise ValueError(
+                "the post webhook needs discovery.social.webhook_token, or any local user or web page can post to it: "
+                'put webhook_token = "<a long random string>" under [discovery.social] in the secrets file '
+                "(chmod 600), or set HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_TOKEN; senders pass it as "
+                "`Authorization: Bearer <token>`. Or unset webhook_port"
+            )
+        return port
 
 
 class DiscoverySection(Section):

@@ -8,7 +8,9 @@ from engine.config.sections.base import Section
 class OpsSection(Section):
     http_enabled: bool = Field(True, description="Serve /health and /metrics (off: `hotcoin run --no-http`).")
     http_host: str = Field(
-        "127.0.0.1", description="Address of the health/metrics listener; loopback unless you mean otherwise."
+        "127.0.0.1",
+        description="Address of the health/metrics listener; loopback unless you mean otherwise "
+        "(any other address is warned about at start and by `hotcoin doctor`).",
     )
     http_port: int = Field(9464, ge=0, le=65535, description="Port of the health/metrics listener (0: any free port).")
     health_max_snapshot_age_s: float = Field(

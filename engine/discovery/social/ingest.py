@@ -4,11 +4,18 @@ Both take the generic JSON post shape of `post_from_json`. The tail reads only c
 lines (a half-written last line waits for its newline), starts over when the file shrinks
 (rotated or truncated), and counts bad lines. The webhook is an aiohttp handler, `POST /posts`
 with one post or a list, served on 127.0.0.1 unless told otherwise.
+
+Loopback is not a boundary: every local user can reach it, and so can any web page the owner
+opens (a `text/plain` POST is a CORS "simple" request, sent without asking). Forty fake KOL
+posts are enough to push a coin's heat to 100, so the webhook takes a post only with the shared
+token in `Authorization: Bearer <token>` (compared in constant time) and only as
+`application/json`, which a page cannot send cross-origin without a preflight we never answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +70,24 @@ class JsonlTail(SocialSource):
         return await asyncio.to_thread(self.read_new)
 
 
-def webhook_app(on_posts: Callable[[list[SocialPost]], None], counters: Counter[str]) -> web.Application:
-    """An app with `POST /posts`: 200 {"accepted": n, "rejected": m}, 400 on a body that is not JSON."""
+def webhook_app(on_posts: Callable[[list[SocialPost]], None], counters: Counter[str], token: str) -> web.Application:
+    """An app with `POST /posts`: 200 {"accepted": n, "rejected": m}; 401 without the bearer
+    `token`, 415 for a body not sent as application/json, 400 on a body that is not JSON."""
+    if not token:
+        raise ValueError("the post webhook needs a non-empty token")
+    expected = f"Bearer {token}".encode()
 
     async def handle(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+            counters["unauthorized"] += 1
+            return web.json_response(
+                {"error": "missing or wrong token; send Authorization: Bearer <discovery.social.webhook_token>"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if request.content_type != "application/json":
+            counters["bad_content_type"] += 1
+            return web.json_response({"error": "send the posts as Content-Type: application/json"}, status=415)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:

@@ -2,8 +2,9 @@
 
 Only the configured chat is obeyed; a message from any other chat gets no answer, is logged and
 is journaled as a `command_refused` event (with its chat and sender ids, so the owner can see
-someone is probing the bot). At most `REFUSALS_PER_MINUTE` refusals a minute are journaled, so a
-spammer cannot flood the journal; the next one journaled counts those left out (`suppressed`).
+someone is probing the bot). At most `REFUSALS_PER_MINUTE` refusals a minute are journaled, and
+as many logged, so a spammer cannot flood the journal or the log; the next one journaled (or
+logged) counts those left out (`suppressed`).
 With `allowed_user_ids` set, a sender not in it is refused the same way even in the owner's
 chat (any member of a group could otherwise pause or close everything); the origin journaled
 with a command is `telegram:<username>#<user id>`, the id being what Telegram vouches for. Commands act through an
@@ -105,6 +106,7 @@ class TelegramCommands:
         self.ignored = 0  # messages from other chats
         self._journal = journal
         self._refusals = _PerMinute(REFUSALS_PER_MINUTE)
+        self._refusal_logs = _PerMinute(REFUSALS_PER_MINUTE)
         self._allowed = allowed_user_ids
 
     # -- polling ------------------------------------------------------------------------------
@@ -153,12 +155,12 @@ class TelegramCommands:
         origin = f"telegram:{who}#{sender_id}"
         if chat_id != self._chat_id:
             self.ignored += 1
-            log.warning("telegram message from an unknown chat ignored", extra={"chat_id": chat_id, "from": who})
+            self._log_refusal("telegram message from an unknown chat ignored", {"chat_id": chat_id, "from": who})
             self._journal_refusal(text, origin, "unknown chat", chat_id, sender_id)
             return None
         if self._allowed and sender_id not in self._allowed:
             self.ignored += 1
-            log.warning("telegram message from a sender not allowed ignored", extra={"from": who, "sender_id": sender_id})
+            self._log_refusal("telegram message from a sender not allowed ignored", {"from": who, "sender_id": sender_id})
             self._journal_refusal(text, origin, "sender not allowed", chat_id, sender_id)
             return None
         if not isinstance(text, str):
@@ -174,6 +176,14 @@ class TelegramCommands:
         except DeliveryError as exc:
             log.warning("telegram reply failed", extra={"error": str(exc)})
         return reply
+
+    def _log_refusal(self, msg: str, extra: dict[str, object]) -> None:
+        """Log one refused message, unless this minute's allowance is spent: a stranger spamming
+        the bot must not bury the log (the next line logged counts those left out)."""
+        if not self._refusal_logs.allow(self._clock()):
+            return
+        log.warning(msg, extra={**extra, "suppressed": self._refusal_logs.suppressed})
+        self._refusal_logs.suppressed = 0
 
     def _journal_refusal(self, text: object, origin: str, reason: str, chat_id: object, sender_id: object) -> None:
         """Journal one refused message, unless this minute's allowance is spent."""

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
+from engine.config import load_config
 from engine.config.sections.discovery import SocialSection
 from engine.discovery.announcements import AnnouncementPoller
 from engine.discovery.social.binance_square import BinanceSquareFeed, parse_square
@@ -29,6 +30,7 @@ from engine.discovery.social.source import (
 )
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.social.x_search import XRecentSearch, parse_x_search
+from engine.errors import ConfigError
 from tests.kit.domain import T0
 from tests.kit.waiting import eventually
 
@@ -243,25 +245,80 @@ async def test_jsonl_tail_reads_complete_new_lines(tmp_path: Path) -> None:
     assert tail.counters["file_truncated"] == 1
 
 
+WEBHOOK_TOKEN = "wh-token-0123456789"
+AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+
+
 async def test_webhook_accepts_posts_on_loopback() -> None:
     got: list[SocialPost] = []
     counters: Counter[str] = Counter()
-    runner = await start_webhook(webhook_app(got.extend, counters), port=0)
+    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN), port=0)
     try:
         host, port = runner.addresses[0][:2]
         assert host == "127.0.0.1"
         async with aiohttp.ClientSession() as session:
             body = [{"id": 1, "ts_ms": T0, "text": "$PEPE"}, {"id": 2, "text": "no ts"}]
-            async with session.post(f"http://127.0.0.1:{port}/posts", json=body) as resp:
+            async with session.post(f"http://127.0.0.1:{port}/posts", json=body, headers=AUTH) as resp:
                 assert resp.status == 200
                 assert await resp.json() == {"accepted": 1, "rejected": 1}
-            async with session.post(f"http://127.0.0.1:{port}/posts", data=b"{nope") as resp:
+            bad = {**AUTH, "Content-Type": "application/json"}
+            async with session.post(f"http://127.0.0.1:{port}/posts", data=b"{nope", headers=bad) as resp:
                 assert resp.status == 400
                 assert "not JSON" in (await resp.json())["error"]
     finally:
         await runner.cleanup()
     assert [p.symbols for p in got] == [("PEPE",)]
     assert counters["bad_body"] == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "counter"),
+    [
+        ({"Content-Type": "application/json"}, 401, "unauthorized"),
+        ({"Content-Type": "application/json", "Authorization": "Bearer wrong-token"}, 401, "unauthorized"),
+        ({"Content-Type": "application/json", "Authorization": WEBHOOK_TOKEN}, 401, "unauthorized"),
+        ({**AUTH, "Content-Type": "text/plain"}, 415, "bad_content_type"),
+        ({**AUTH, "Content-Type": "application/x-www-form-urlencoded"}, 415, "bad_content_type"),
+    ],
+    ids=["no-token", "wrong-token", "no-bearer", "text-plain", "form"],
+)
+async def test_webhook_refuses_posts_without_the_token_or_not_json(headers: dict[str, str], status: int, counter: str) -> None:
+    """Any local user, or any web page (text/plain is a CORS "simple" request), pushed a coin's
+    heat to 100 with forty fake KOL posts; now a post needs the token and application/json."""
+    got: list[SocialPost] = []
+    counters: Counter[str] = Counter()
+    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN), port=0)
+    try:
+        port = runner.addresses[0][1]
+        body = orjson.dumps([{"id": "evil", "ts_ms": T0, "text": "$PON to the moon", "followers": 10**6}])
+        async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}/posts", data=body, headers=headers) as resp:
+            assert resp.status == status
+            assert "error" in await resp.json()
+            if status == 401:
+                assert resp.headers["WWW-Authenticate"] == "Bearer"
+    finally:
+        await runner.cleanup()
+    assert got == []
+    assert counters[counter] == 1
+
+
+def test_webhook_needs_a_token_and_the_token_is_a_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"discovery\.social\.webhook_port .*needs discovery\.social\.webhook_token.*HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_TOKEN"):
+        load_config(env={"HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_PORT": "8999"})
+    with pytest.raises(ValueError, match="non-empty token"):
+        webhook_app(lambda posts: None, Counter(), "")
+    config = tmp_path / "c.toml"
+    config.write_text("[discovery.social]\nwebhook_port = 8999\nwebhook_token = 'in-the-config-file'\n")
+    with pytest.raises(ConfigError, match="webhook_token is a secret") as refused:
+        load_config(config)
+    assert "in-the-config-file" not in str(refused.value)
+    secrets = tmp_path / "s.toml"
+    secrets.write_text("[discovery.social]\nwebhook_token = 'from-the-secrets-file'\n")
+    secrets.chmod(0o600)
+    config.write_text(f"[paths]\nsecrets_file = '{secrets}'\n[discovery.social]\nwebhook_port = 8999\n")
+    social = load_config(config).config.discovery.social
+    assert social.webhook_token is not None and social.webhook_token.get_secret_value() == "from-the-secrets-file"
+    assert "from-the-secrets-file" not in repr(social)
 
 
 async def test_fake_source_and_poller_run_loop(local: tuple[Local, TestServer, aiohttp.ClientSession]) -> None:

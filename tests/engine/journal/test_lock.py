@@ -43,3 +43,25 @@ async def test_readers_work_while_a_writer_holds_the_lock(tmp_path: Path) -> Non
             await writer.flush()
             with JournalReader(journal) as reader:
                 assert reader.trace(trace_id)
+
+
+async def test_a_new_journal_and_its_folder_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Under umask 022 the data dir came out 0755 and the journal, -wal and -shm 0644: every
+    local user could read the positions, PnL and orders. A folder the user made keeps its mode."""
+    old = os.umask(0o022)
+    try:
+        journal = tmp_path / "new" / "journal.sqlite"
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        for path in (journal, shared / "j.sqlite"):
+            with journal_lock(path):
+                async with Journal.open(path) as writer:
+                    entered_trace(writer)
+                    await writer.flush()
+                    made = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"), lock_path(path)]
+                    assert {f.name: oct(f.stat().st_mode & 0o777) for f in made} == {f.name: oct(0o600) for f in made}
+    finally:
+        os.umask(old)
+    assert oct(journal.parent.stat().st_mode & 0o7777) == oct(0o700)
+    assert oct(shared.stat().st_mode & 0o7777) == oct(0o1777)

@@ -29,6 +29,7 @@ from engine.ops.doctor import (
     check_config,
     check_disk,
     check_journal,
+    check_private,
     check_secrets_file,
     judge_restrictions,
     measure_clock,
@@ -109,6 +110,33 @@ def test_secrets_file_permissions(tmp_path: Path, mode: int, status: Status) -> 
     if status is Status.FAIL:
         assert check.fix == f"chmod 600 {path}"
     assert check_secrets_file(tmp_path / "none.toml").status is Status.SKIP
+
+
+def test_a_data_dir_or_journal_others_can_read_is_a_warning(tmp_path: Path) -> None:
+    """Positions, PnL and orders were readable by every local user (0755 / 0644 under umask 022)."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    journal = data / "journal.sqlite"
+    wal = data / "journal.sqlite-wal"
+    for f in (journal, wal):
+        f.write_bytes(b"")
+        f.chmod(0o600)
+    check = check_private(data, journal)
+    assert check.status is Status.OK
+    wal.chmod(0o644)
+    data.chmod(0o755)
+    check = check_private(data, journal)
+    assert check.status is Status.WARN
+    assert f"{data} (mode 0755)" in check.detail
+    assert f"{wal} (mode 0644)" in check.detail
+    assert str(journal) + " " not in check.detail  # the main file is still private
+    assert check.fix == f"chmod 700 {data}; chmod 600 {wal}"
+    elsewhere = tmp_path / "j.sqlite"  # --journal outside the data dir: its folder is the user's business
+    elsewhere.write_bytes(b"")
+    elsewhere.chmod(0o640)
+    data.chmod(0o700)
+    assert check_private(data, elsewhere).fix == f"chmod 600 {elsewhere}"
+    assert check_private(tmp_path / "not-yet", tmp_path / "not-yet" / "journal.sqlite").status is Status.OK
 
 
 # -- clock ------------------------------------------------------------------------------------
@@ -266,6 +294,7 @@ async def test_run_doctor_on_the_simulated_market_needs_no_network(tmp_path: Pat
     assert named["exchange"].status is Status.SKIP
     assert "api_key" not in named
     assert named["journal"].status is Status.OK
+    assert named["privacy"].status is Status.OK
 
 
 # -- the command --------------------------------------------------------------------------------

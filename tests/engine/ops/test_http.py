@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import logging
 import socket
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from engine.errors import ConfigError
 from engine.ops.http import OpsServer, health_document, health_status
@@ -11,6 +13,8 @@ from engine.ops.metrics import EngineMetrics
 from engine.runtime.snapshot import EngineSnapshot
 from tests.kit.domain import T0
 from tests.kit.snapshots import make_snapshot, make_status
+
+_LoopbackSite = web.TCPSite
 
 
 def test_health_document_before_first_cycle() -> None:
@@ -155,3 +159,21 @@ async def test_a_taken_port_is_a_config_error_naming_the_fix() -> None:
         with pytest.raises(ConfigError, match=rf"ops.http_port={port}.*--no-http"):
             await server.start()
         await server.stop()  # nothing left to clean up: stopping again is harmless
+
+
+@pytest.mark.parametrize(("host", "warns"), [("0.0.0.0", True), ("::", True), ("127.0.0.1", False), ("localhost", False)])
+async def test_listening_beyond_loopback_is_a_warning_at_start(
+    host: str, warns: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ops.http_host = 0.0.0.0 put /health and /metrics on the network and only `hotcoin doctor`
+    said so. The listener binds 127.0.0.1 here whatever the host (tests reach nothing else)."""
+    monkeypatch.setattr(web, "TCPSite", lambda runner, _host, port: _LoopbackSite(runner, "127.0.0.1", port))
+    server = OpsServer(EngineMetrics(), make_snapshot, dict, host, 0, now_ms=lambda: T0)
+    with caplog.at_level(logging.WARNING, logger="hotcoin.ops.http"):
+        await server.start()
+    await server.stop()
+    said = [r.getMessage() for r in caplog.records]
+    if warns:
+        assert said == [f"/health and /metrics listen on {host}, not loopback; set ops.http_host = 127.0.0.1 unless a firewall guards the port"]
+    else:
+        assert said == []

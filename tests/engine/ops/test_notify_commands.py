@@ -143,6 +143,22 @@ async def test_other_chats_are_journaled_rate_limited(bot: TelegramBot, sink: Ht
     assert sink.requests == []
 
 
+async def test_refusals_are_logged_rate_limited(bot: TelegramBot, caplog: pytest.LogCaptureFixture) -> None:
+    """A stranger spamming the bot gets as many log lines a minute as journal events, not one
+    per message (133 lines in 45 s buried the log); the next line counts those left out."""
+    clock = Clock()
+    tc = TelegramCommands(bot, OWNER, FakeEngineClient(), clock=clock, allowed_user_ids=frozenset({42}))
+    with caplog.at_level(logging.WARNING, logger="hotcoin.telegram"):
+        for i in range(REFUSALS_PER_MINUTE + 3):
+            await tc.process(update("/closeall", chat=-100777 if i % 2 else OWNER, update_id=i + 1, user="mallory"))
+        assert len(caplog.records) == REFUSALS_PER_MINUTE
+        assert tc.ignored == REFUSALS_PER_MINUTE + 3
+        clock.now += 60
+        await tc.process(update("/pause", chat=-100777, update_id=99, user="mallory"))
+    assert len(caplog.records) == REFUSALS_PER_MINUTE + 1
+    assert [r.__dict__["suppressed"] for r in caplog.records] == [0] * REFUSALS_PER_MINUTE + [3]
+
+
 async def test_only_allowed_senders_command_in_the_owners_chat(bot: TelegramBot, sink: HttpSink) -> None:
     engine, journal = FakeEngineClient(), RecordingSink()
     tc = TelegramCommands(bot, OWNER, engine, clock=Clock(), journal=journal, allowed_user_ids=frozenset({42}))
