@@ -232,15 +232,22 @@ async def test_a_journal_failure_stops_the_engine_saying_why_and_what_is_left_op
     engine, feed = rig.engine, rig.engine.feed
     assert isinstance(feed, GatedFeed)
 
-    def fill_the_disk_once_a_position_opens(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+    # The disk fills as the position opens: the first write to fail is the opening itself. Set
+    # up before the run, not from the observer: a second connection writing from the loop's
+    # thread can wait on a transaction the writer cannot finish while that thread is blocked.
+    with sqlite3.connect(path, timeout=60) as other:
+        other.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON events WHEN NEW.kind = 'position_update' "
+            "AND json_extract(NEW.payload, '$.action') = 'open' BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+        )
+
+    def wait_once_a_position_opens(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
         if kind == "position_update" and payload["action"] == "open":
-            with sqlite3.connect(path, timeout=60) as other:  # the writer may hold its lock a while on a busy box
-                other.execute("CREATE TRIGGER full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
             feed.gate.clear()  # the engine waits for its next batch until the writer has failed
         elif kind == "run_stop":
             stops.append(payload)
 
-    engine.observe(fill_the_disk_once_a_position_opens)
+    engine.observe(wait_once_a_position_opens)
     task = asyncio.create_task(engine.run())
     await eventually(lambda: not feed.gate.is_set(), timeout=60)
     with pytest.raises(JournalError, match="disk is full"):
