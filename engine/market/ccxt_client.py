@@ -23,7 +23,6 @@ market orders, no warning for `fetch_open_orders()` without a symbol, our recvWi
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +31,7 @@ import ccxt.pro
 
 from engine.config.sections.exchange import ExchangeSection
 from engine.errors import ConfigError
+from engine.loopback import is_loopback_host
 from engine.market.backoff import parse_retry_after
 
 
@@ -112,13 +112,7 @@ def rewrite_urls(tree: Any, endpoint: str) -> Any:
 
 
 def is_loopback(endpoint: str) -> bool:
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(endpoint).hostname or "")
 
 
 def client_config(section: ExchangeSection, endpoint: str | None = None) -> dict[str, Any]:

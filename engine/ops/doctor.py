@@ -33,7 +33,8 @@ import orjson
 
 from engine.config import HotcoinConfig, LoadedConfig
 from engine.journal.files import list_archives
-from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX, is_loopback
+from engine.loopback import is_loopback_host
+from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.factory import telegram_bot
 from engine.runtime.socket_server import AttachError, default_socket_path, is_served
@@ -75,7 +76,7 @@ def check_config(loaded: LoadedConfig) -> list[Check]:
     if c.mode == "live" and not keys:
         out.append(Check("config.mode", Status.FAIL, "mode = live but no API key/secret is configured",
                          "put exchange.api_key and exchange.api_secret in the secrets file, or set mode = paper"))  # fmt: skip
-    if c.ops.http_enabled and not is_loopback(c.ops.http_host):
+    if c.ops.http_enabled and not is_loopback_host(c.ops.http_host):
         out.append(Check("config.ops", Status.WARN, NOT_LOOPBACK.format(host=c.ops.http_host), NOT_LOOPBACK_FIX))
     tg = c.notify.telegram
     if (tg.bot_token is None) != (tg.chat_id is None):

@@ -13,7 +13,6 @@ halted, when a reason says the data is stale, or when the newest snapshot is old
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from engine.errors import ConfigError
+from engine.loopback import is_loopback_host
 from engine.ops.metrics import EngineMetrics
 from engine.runtime.snapshot import EngineSnapshot
 
@@ -42,16 +42,6 @@ def wall_ms() -> int:
 
 NOT_LOOPBACK = "/health and /metrics listen on {host}, not loopback"
 NOT_LOOPBACK_FIX = "set ops.http_host = 127.0.0.1 unless a firewall guards the port"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable only from this machine ("0.0.0.0" and "::" are every interface)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _age_s(now_ms: int, then_ms: int | None) -> float | None:
@@ -134,7 +124,7 @@ class OpsServer:
                 "(HOTCOIN_OPS__HTTP_PORT=0 takes any), or pass --no-http"
             ) from exc
         self.port = int(self._runner.addresses[0][1])
-        if not is_loopback(self._host):
+        if not is_loopback_host(self._host):
             # `hotcoin doctor` says so too, but nobody runs it before every start: say it where it happens.
             log.warning("%s; %s", NOT_LOOPBACK.format(host=self._host), NOT_LOOPBACK_FIX, extra={"port": self.port})
 
