@@ -138,6 +138,7 @@ class ExchangeBroker(Broker):
         self.maker_fee_rate = maker_fee_rate
         self._orders: dict[str, Order] = {}
         self._intents: dict[str, OrderIntent] = {}
+        self._expires: dict[str, int] = {}  # orders recovery hands back: no intent, the journal's expiry
         self._last_reconcile_ms: int | None = None
         self._late: dict[str, _Watch] = {}  # client id -> its watch, for orders that may land late
         self.anomalies: list[Anomaly] = []
@@ -308,7 +309,7 @@ class ExchangeBroker(Broker):
         stale = []
         for cid, order in self._orders.items():
             intent = self._intents.get(cid)
-            expires = intent.expires_ms if intent is not None else None
+            expires = intent.expires_ms if intent is not None else self._expires.get(cid)
             if not order.status.is_terminal and expires is not None and now_ms >= expires:
                 stale.append(order)
         return stale
@@ -321,6 +322,12 @@ class ExchangeBroker(Broker):
             await self._reconcile(now_ms, progress)
         await self._look_for_late(now_ms, progress)
         return progress.outcome()
+
+    def expire_at(self, client_order_id: str, expires_ms: int) -> None:
+        """An order this broker did not place (recovery hands it back after a restart) is
+        cancelled at `expires_ms` like one it placed: a LIMIT entry resting across a restart
+        would otherwise rest (GTC) until it filled, hours after its moment."""
+        self._expires[client_order_id] = expires_ms
 
     def watch_late(self, order: Order, now_ms: int) -> None:
         """Track `order`, settled as never reached, and look for it until `late_watch_ms` after

@@ -121,6 +121,7 @@ class OpenOrder:
     filled_cost: float = 0.0  # sum of price x quantity of those fills
     filled_fees: float = 0.0
     filled_fee_base: float = 0.0  # the part of those fees taken in the coins bought
+    expires_ms: int | None = None  # when a LIMIT was to be cancelled if still open (its attempt's)
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
         return Order(
@@ -216,10 +217,11 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             parsed = parse_client_order_id(cid)
             if purpose.is_exit and parsed is not None and ev.trace_id is not None:
                 legs[ev.trace_id] = max(legs.get(ev.trace_id, 0), parsed[2])
-            price = p.get("price")
+            price, expires = p.get("price"), p.get("expires_ms")
             state.open_orders[cid] = OpenOrder(
                 cid, ev.trace_id or "", ev.symbol or "", Side(p["side"]), OrderType(p["order_type"]), purpose,
                 Decimal(str(p["quantity"])), None if price is None else Decimal(str(price)), ev.seq, ev.ts_ms,
+                expires_ms=None if expires is None else int(expires),
             )
         elif ev.kind == "order_result":
             cid = str(p["client_order_id"])
@@ -382,6 +384,9 @@ class Recovery:
         broker = engine.broker
         settled: list[dict[str, Any]] = []
         if isinstance(broker, ExchangeBroker):
+            for order in [*self.state.maybe_late.values(), *self.state.open_orders.values()]:
+                if order.expires_ms is not None:  # one that lands late, or rests on, still expires
+                    broker.expire_at(order.client_order_id, order.expires_ms)
             for late in self.state.maybe_late.values():
                 broker.watch_late(late.as_order(OrderStatus.REJECTED, late.ts_ms), now_ms)
         for order in sorted(self.state.open_orders.values(), key=lambda o: o.attempt_seq):

@@ -668,3 +668,39 @@ async def test_a_restart_keeps_watching_for_orders_that_may_land_late_and_books_
         ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
     ]  # fmt: skip
     assert [(f["client_order_id"], f["quantity"]) for f in fills] == [(a, 100.0)]
+
+
+async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Path) -> None:
+    """Its expiry lived only in the intent the dead process had: the recovered order rested on
+    the exchange (GTC) until it filled, hours after its moment. It is cancelled at the expiry
+    its attempt journaled, through the router, like any expired order."""
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100",
+                 "price": "0.3", "expires_ms": T0 + 30_000},
+    )  # fmt: skip
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+    assert state.open_orders[cid].expires_ms == T0 + 30_000
+
+    gw = FakeGateway({DOGE: make_market()})
+    gw.orders[cid] = dataclasses.replace(state.open_orders[cid].as_order(OrderStatus.OPEN, T0 + 10_000), exchange_order_id="9")
+    broker = ExchangeBroker(gw)
+    async with pump_rig(path, broker=broker) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        await Recovery(state).apply(engine, T0 + 10_000)
+        assert [o.client_order_id for o in broker.expired(T0 + 29_999)] == []
+        assert [o.client_order_id for o in broker.expired(T0 + 30_000)] == [cid]
+        updates = await engine.router.sync(T0 + 30_000)
+        assert [(u.order.client_order_id, u.order.status) for u in updates] == [(cid, OrderStatus.CANCELED)]
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        results = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload.get("reason") == "expired"]
+    assert [(r["client_order_id"], r["status"]) for r in results] == [(cid, "canceled")]
