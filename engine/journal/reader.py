@@ -50,6 +50,7 @@ _TRACE_PAGE = 500  # `traces` reads the index in pages of this many rows, newest
 # `EVENT_COLUMNS` with the text read as bytes: sqlite3 would fail a row that is not UTF-8 with
 # "Could not decode to UTF-8 column", naming no seq; `_decoded` names it.
 _RAW_COLUMNS = "seq, ts_ms, CAST(trace_id AS BLOB), cause, CAST(kind AS BLOB), CAST(symbol AS BLOB), CAST(payload AS BLOB), v"
+_CLOSE_ALLS = "SELECT trace_id FROM traces WHERE outcome = 'close_all' AND first_seq > ?"
 _SALVAGE = "`hotcoin journal check` lists the damaged events, `hotcoin journal export --skip-damaged` saves the others"
 LISTED_DAMAGED = 10  # damaged seqs `check` lists per file (all are counted)
 
@@ -159,40 +160,29 @@ class JournalReader:
         `position_trace_id`, with the fills that caused it and their orders' attempt and
         results. Empty unless the trace opened a position it does not close itself.
 
-        The journal has no index on payloads: the events after the opening are read in seq
-        order and the reading stops at the close, so it costs the position's lifetime (to the
-        journal's end for one still open)."""
+        Only a close-all sells under another trace, and the traces table marks its traces
+        (`close_all`): their events are read through the trace index, so a replay costs the
+        close-alls since the opening, not a scan of the journal from there (a position still
+        open, replayed from the console, would read every later event). A journal written
+        before close-all traces had their outcome shows no such exits."""
         opened = next((e.seq for e in own if e.kind == "position_update" and e.payload["action"] == "open"), None)
         if opened is None or any(e.kind == "position_update" and e.payload["action"] == "close" for e in own):
             return {}
-        updates: dict[int, tuple[Path, tuple[Any, ...]]] = {}
-        causes: dict[int, tuple[str | None, int | None]] = {}  # update seq -> (its trace, its fill's seq)
-        sql = (
-            f"SELECT {_RAW_COLUMNS} FROM events WHERE seq > ? AND kind = 'position_update' "
-            "AND trace_id IS NOT ? AND json_extract(payload, '$.position_trace_id') = ? ORDER BY seq"
-        )
-        closed = False
-        for path, conn in reversed(list(self._named_files())):  # oldest archive first, main last
-            for row in _scan(path, conn, sql, (max(updates, default=opened), trace_id, trace_id)):
-                raw, payload = _decoded(path, row)
-                updates[raw[0]] = (path, row)
-                causes[raw[0]] = (raw[2], raw[3])
-                if payload["action"] == "close":
-                    closed = True
-                    break
-            if closed:
-                break
-        if not updates:
-            return {}
-        rows = dict(updates)
-        for other in {t for t, _ in causes.values() if t is not None}:
+        rows: dict[int, tuple[Path, tuple[Any, ...]]] = {}
+        closers = sorted({t for path, conn in self._named_files() for (t,) in _scan(path, conn, _CLOSE_ALLS, (opened,))})
+        for other in closers:
             found = self._trace_rows(other)
-            theirs = {seq: _decoded(*r) for seq, r in found.items()}
-            fills = {c for t, c in causes.values() if t == other}  # each update's cause: its fill
-            cids = {theirs[s][1]["client_order_id"] for s in fills if s in theirs and theirs[s][0][4] == "fill"}
-            for seq, (raw, payload) in theirs.items():
-                if raw[4] in {"order_attempt", "order_result", "fill"} and payload.get("client_order_id") in cids:
-                    rows[seq] = found[seq]
+            theirs = {seq: _decoded(*r) for seq, r in sorted(found.items())}
+            updates = [
+                (seq, raw[3]) for seq, (raw, payload) in theirs.items()
+                if seq > opened and raw[4] == "position_update" and payload.get("position_trace_id") == trace_id
+            ]  # fmt: skip
+            cids = {theirs[c][1]["client_order_id"] for _, c in updates if c in theirs and theirs[c][0][4] == "fill"}
+            rows.update((seq, found[seq]) for seq, _ in updates)
+            rows.update(
+                (seq, found[seq]) for seq, (raw, payload) in theirs.items()
+                if raw[4] in {"order_attempt", "order_result", "fill"} and payload.get("client_order_id") in cids
+            )  # fmt: skip
         return rows
 
     def _trace_rows(self, trace_id: str) -> dict[int, tuple[Path, tuple[Any, ...]]]:
