@@ -48,6 +48,12 @@ class MarketFilters:
 
     PRICE_FILTER(tickSize, minPrice, maxPrice), LOT_SIZE(stepSize, minQty, maxQty),
     NOTIONAL/MIN_NOTIONAL(minNotional). Zero means "no constraint", as on Binance.
+
+    MARKET_LOT_SIZE(minQty, maxQty, stepSize) applies to MARKET orders on top of LOT_SIZE; on
+    many real pairs its maxQty is far below LOT_SIZE's, so a big market exit must be cut.
+    PERCENT_PRICE_BY_SIDE bounds a LIMIT price by the exchange's average price over
+    `avg_price_mins` minutes (0: the last price): a buy within [avg x bidDown, avg x bidUp],
+    a sell within [avg x askDown, avg x askUp]. Zero multipliers mean the filter is absent.
     """
 
     tick_size: Decimal
@@ -57,6 +63,29 @@ class MarketFilters:
     min_price: Decimal = Decimal(0)
     max_price: Decimal = Decimal(0)
     min_notional: Decimal = Decimal(0)
+    market_min_qty: Decimal = Decimal(0)
+    market_max_qty: Decimal = Decimal(0)
+    market_step_size: Decimal = Decimal(0)
+    bid_multiplier_up: Decimal = Decimal(0)
+    bid_multiplier_down: Decimal = Decimal(0)
+    ask_multiplier_up: Decimal = Decimal(0)
+    ask_multiplier_down: Decimal = Decimal(0)
+    avg_price_mins: int = 0
+
+    @property
+    def market_order_max_qty(self) -> Decimal:
+        """The largest quantity one MARKET order may have under LOT_SIZE and MARKET_LOT_SIZE (0: none)."""
+        caps = [q for q in (self.max_qty, self.market_max_qty) if q > 0]
+        return min(caps) if caps else Decimal(0)
+
+    @property
+    def has_percent_price(self) -> bool:
+        return any(m > 0 for m in (self.bid_multiplier_up, self.bid_multiplier_down, self.ask_multiplier_up, self.ask_multiplier_down))
+
+    def price_band(self, *, is_buy: bool, avg_price: Decimal) -> tuple[Decimal, Decimal]:
+        """PERCENT_PRICE_BY_SIDE's [low, high] for a LIMIT price at `avg_price` (0 high: no cap)."""
+        down, up = (self.bid_multiplier_down, self.bid_multiplier_up) if is_buy else (self.ask_multiplier_down, self.ask_multiplier_up)
+        return avg_price * down, avg_price * up
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +110,28 @@ class Market:
         rounding = {"down": ROUND_DOWN, "up": ROUND_UP}.get(side_safe, ROUND_HALF_UP)
         return _quantize(to_decimal(price), self.filters.tick_size, rounding)
 
-    def round_qty(self, qty: float | Decimal) -> Decimal:
-        """Quantity floored to stepSize: never more than the caller can afford or holds."""
-        return _quantize(to_decimal(qty), self.filters.step_size, ROUND_DOWN)
+    def round_qty(self, qty: float | Decimal, *, market_order: bool = False) -> Decimal:
+        """Quantity floored to stepSize (and, for a MARKET order, to MARKET_LOT_SIZE's stepSize
+        too): never more than the caller can afford or holds."""
+        out = _quantize(to_decimal(qty), self.filters.step_size, ROUND_DOWN)
+        if market_order and self.filters.market_step_size > 0:
+            out = _quantize(out, self.filters.market_step_size, ROUND_DOWN)
+        return out
 
-    def check_order(self, qty: Decimal, price: Decimal) -> str | None:
+    def check_order(
+        self,
+        qty: Decimal,
+        price: Decimal,
+        *,
+        market_order: bool = False,
+        is_buy: bool | None = None,
+        avg_price: Decimal | None = None,
+    ) -> str | None:
         """Why the exchange would reject (qty, price) under its filters, or None if it passes.
 
-        `price` is the limit price, or the reference price for a market order's notional.
+        `price` is the limit price, or the reference price for a market order's notional. A
+        `market_order` also meets MARKET_LOT_SIZE; a LIMIT order given its side (`is_buy`) and
+        the exchange's average price (`avg_price`) also meets PERCENT_PRICE_BY_SIDE.
         """
         f = self.filters
         if qty <= 0:
@@ -99,6 +142,17 @@ class Market:
             return f"LOT_SIZE: quantity {qty} < minQty {f.min_qty}"
         if f.max_qty > 0 and qty > f.max_qty:
             return f"LOT_SIZE: quantity {qty} > maxQty {f.max_qty}"
+        if market_order:
+            if f.market_step_size > 0 and (qty % f.market_step_size) != 0:
+                return f"MARKET_LOT_SIZE: quantity {qty} is not a multiple of stepSize {f.market_step_size}"
+            if f.market_min_qty > 0 and qty < f.market_min_qty:
+                return f"MARKET_LOT_SIZE: quantity {qty} < minQty {f.market_min_qty}"
+            if f.market_max_qty > 0 and qty > f.market_max_qty:
+                return f"MARKET_LOT_SIZE: quantity {qty} > maxQty {f.market_max_qty}"
+        elif is_buy is not None and avg_price is not None and avg_price > 0 and f.has_percent_price:
+            low, high = f.price_band(is_buy=is_buy, avg_price=avg_price)
+            if price < low or (high > 0 and price > high):
+                return f"PERCENT_PRICE_BY_SIDE: price {price} outside [{low}, {high}] around average price {avg_price}"
         if price <= 0:
             return f"price {price} must be positive"
         if f.tick_size > 0 and (price % f.tick_size) != 0:

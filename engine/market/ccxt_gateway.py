@@ -305,7 +305,8 @@ class CcxtGateway(Gateway):
     async def create_order(self, intent: OrderIntent) -> Order:
         await self._ensure_markets()
         market = self.market(intent.symbol)
-        qty = market.round_qty(intent.quantity)
+        is_market = intent.order_type is OrderType.MARKET
+        qty = market.round_qty(intent.quantity, market_order=is_market)
         price: Decimal | None = None
         check_price: Decimal | None
         params: dict[str, Any] = {"newClientOrderId": intent.client_order_id}
@@ -318,7 +319,7 @@ class CcxtGateway(Gateway):
         else:
             check_price = to_decimal(intent.reference_price) if intent.reference_price > 0 else None
         if check_price is not None:
-            reason = market.check_order(qty, check_price)
+            reason = market.check_order(qty, check_price, market_order=is_market)
             if reason is not None:
                 raise NonRetryableOrderError(f"{intent.client_order_id} {intent.symbol}: {reason}")
         self.known.note_intent(intent)

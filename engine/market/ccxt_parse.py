@@ -78,6 +78,8 @@ def market_from_ccxt(m: CcxtDict) -> Market:
     price_f = filters.get("PRICE_FILTER", {})
     lot_f = filters.get("LOT_SIZE", {})
     notional_f = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
+    market_lot_f = filters.get("MARKET_LOT_SIZE", {})
+    band_f = filters.get("PERCENT_PRICE_BY_SIDE", {})
     zero = Decimal(0)
     try:
         status = MarketStatus(info.get("status", "TRADING"))
@@ -97,6 +99,14 @@ def market_from_ccxt(m: CcxtDict) -> Market:
             min_price=_dec(price_f.get("minPrice")) or zero,
             max_price=_dec(price_f.get("maxPrice")) or zero,
             min_notional=_dec(notional_f.get("minNotional")) or zero,
+            market_min_qty=_dec(market_lot_f.get("minQty")) or zero,
+            market_max_qty=_dec(market_lot_f.get("maxQty")) or zero,
+            market_step_size=_dec(market_lot_f.get("stepSize")) or zero,
+            bid_multiplier_up=_dec(band_f.get("bidMultiplierUp")) or zero,
+            bid_multiplier_down=_dec(band_f.get("bidMultiplierDown")) or zero,
+            ask_multiplier_up=_dec(band_f.get("askMultiplierUp")) or zero,
+            ask_multiplier_down=_dec(band_f.get("askMultiplierDown")) or zero,
+            avg_price_mins=int(_dec(band_f.get("avgPriceMins")) or 0),
         ),
         status=status,
         order_types=tuple(info.get("orderTypes") or ("LIMIT", "MARKET")),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,14 @@ from engine.sim.rings import MINUTE_MS, FloatArray, MinuteRings
 from engine.sim.scenario import ListingEvent, PumpEvent
 
 MIN_NOTIONAL = Decimal(5)
+# MARKET_LOT_SIZE maxQty: one MARKET order may move about this much quote (USDT) at listing.
+# Binance sets it per pair from liquidity, often far below LOT_SIZE's maxQty.
+MARKET_MAX_QUOTE = Decimal(1_000_000)
+# PERCENT_PRICE_BY_SIDE as on most Binance spot pairs: a LIMIT price within 0.2x..5x of the
+# 5-minute average price, on either side.
+BID_MULTIPLIERS = (Decimal("0.2"), Decimal(5))  # (down, up)
+ASK_MULTIPLIERS = (Decimal("0.2"), Decimal(5))
+AVG_PRICE_MINS = 5
 # Spread = SPREAD_K / sqrt(24 h quote volume), clipped: ~1 bp for a 1e9 USDT/day coin, ~30 bp at 1e6.
 SPREAD_K = 3.0
 SPREAD_MIN, SPREAD_MAX = 1e-5, 5e-3
@@ -44,14 +52,25 @@ def step_exponent(price: float) -> int:
 def filters_for(price: float, tick_exp: int) -> MarketFilters:
     """Filters of a market first seen at `price` with tick 10**tick_exp."""
     step_exp = step_exponent(price)
+    step = Decimal(10) ** step_exp
+    max_qty = Decimal(10) ** max(step_exp, math.ceil(math.log10(1e8 / price)))
+    market_max = (MARKET_MAX_QUOTE / Decimal(repr(price)) / step).to_integral_value(ROUND_DOWN) * step
     return MarketFilters(
         tick_size=Decimal(10) ** tick_exp,
-        step_size=Decimal(10) ** step_exp,
-        min_qty=Decimal(10) ** step_exp,
-        max_qty=Decimal(10) ** max(step_exp, math.ceil(math.log10(1e8 / price))),
+        step_size=step,
+        min_qty=step,
+        max_qty=max_qty,
         min_price=Decimal(10) ** tick_exp,
         max_price=Decimal(10) ** (math.ceil(math.log10(price)) + 4),
         min_notional=MIN_NOTIONAL,
+        market_min_qty=Decimal(0),
+        market_max_qty=min(max_qty, max(step, market_max)),
+        market_step_size=Decimal(0),
+        bid_multiplier_down=BID_MULTIPLIERS[0],
+        bid_multiplier_up=BID_MULTIPLIERS[1],
+        ask_multiplier_down=ASK_MULTIPLIERS[0],
+        ask_multiplier_up=ASK_MULTIPLIERS[1],
+        avg_price_mins=AVG_PRICE_MINS,
     )
 
 

@@ -342,8 +342,13 @@ class MatchingEngine:
 
     # ---- placing and cancelling ----------------------------------------------------
 
-    def place_order(self, api_key: str, req: OrderRequest, book: BookTop, now_ms: int) -> PlaceResult:
-        """Validate, then execute what crosses now; a LIMIT remainder rests. Raises BinanceError."""
+    def place_order(
+        self, api_key: str, req: OrderRequest, book: BookTop, now_ms: int, avg_price: Decimal | None = None
+    ) -> PlaceResult:
+        """Validate, then execute what crosses now; a LIMIT remainder rests. Raises BinanceError.
+
+        `avg_price` is the symbol's average price over its PERCENT_PRICE_BY_SIDE `avgPriceMins`
+        (the server computes it from its klines); without one that filter is not applied."""
         market = self.market(req.symbol)
         side, kind, tif = self._validate_shape(req)
         acct = self.account(api_key)
@@ -352,6 +357,7 @@ class MatchingEngine:
         if kind is OrderKind.LIMIT:
             assert req.price is not None and req.quantity is not None  # checked in _validate_shape
             self._check_price(market, req.price)
+            self._check_percent_price(market, side, req.price, avg_price)
             self._check_qty(market, req.quantity)
             self._check_notional(market, req.quantity * req.price)
             levels = [lv for lv in self._levels(market, side, book) if _crosses(side, req.price, lv.price)]
@@ -359,6 +365,7 @@ class MatchingEngine:
         levels = self._levels(market, side, book)
         if req.quantity is not None:
             self._check_qty(market, req.quantity)
+            self._check_market_qty(market, req.quantity)
             reference = levels[0].price if levels else Decimal(0)
             if reference > 0:
                 self._check_notional(market, req.quantity * reference)
@@ -463,6 +470,26 @@ class MatchingEngine:
             raise filter_failure("PRICE_FILTER")
         if f.tick_size > 0 and price % f.tick_size != 0:
             raise filter_failure("PRICE_FILTER")
+
+    @staticmethod
+    def _check_market_qty(market: Market, qty: Decimal) -> None:
+        """MARKET_LOT_SIZE, on top of LOT_SIZE, for a MARKET order given by quantity. (An order
+        by quoteOrderQty is not held to it here: its quantity is what the book gives.)"""
+        f = market.filters
+        if (f.market_min_qty > 0 and qty < f.market_min_qty) or (f.market_max_qty > 0 and qty > f.market_max_qty):
+            raise filter_failure("MARKET_LOT_SIZE")
+        if f.market_step_size > 0 and qty % f.market_step_size != 0:
+            raise filter_failure("MARKET_LOT_SIZE")
+
+    @staticmethod
+    def _check_percent_price(market: Market, side: OrderSide, price: Decimal, avg_price: Decimal | None) -> None:
+        """PERCENT_PRICE_BY_SIDE: a LIMIT price within the side's multipliers of the average price."""
+        f = market.filters
+        if avg_price is None or avg_price <= 0 or not f.has_percent_price:
+            return
+        low, high = f.price_band(is_buy=side is OrderSide.BUY, avg_price=avg_price)
+        if price < low or (high > 0 and price > high):
+            raise filter_failure("PERCENT_PRICE_BY_SIDE")
 
     @staticmethod
     def _check_notional(market: Market, notional: Decimal) -> None:

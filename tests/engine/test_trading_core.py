@@ -684,3 +684,46 @@ async def test_an_order_settled_as_never_reached_that_lands_late_is_booked_once(
     assert s not in h.core.book.holdings and len(h.core.book.closed) == 1
     assert h.core.cash == pytest.approx(start_cash - float(entry.quantity) * (ENTRY_PRICE - low) - 0.09)
     assert [e.payload["action"] for e in h.sink.events if e.kind == "position_update"] == ["open", "close"]
+
+
+async def test_a_stop_larger_than_market_lot_size_sells_in_several_orders_until_flat() -> None:
+    """Paper mode runs the same precheck as the exchange mode: an exit over MARKET_LOT_SIZE's
+    maxQty goes out cut to it, and the next cycles sell the rest, each journaled as cut."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    h = Harness(n=1)
+    s = h.names[0]
+    await h.enter()
+    market = h.core.markets[s]  # cut after the entry (a market buy is cut too)
+    h.core.markets = {s: replace(market, filters=replace(market.filters, market_max_qty=Decimal(50)))}
+    qty = Decimal(repr(h.core.book.holdings[s].position.quantity))
+    assert qty > 100
+    sent = []
+    for k in range(1, 8):
+        sent += await h.cycle({s: ENTRY_PRICE * 0.9}, mk.NOW + 10_000 * k)
+        if s not in h.core.book.holdings:
+            break
+    assert s not in h.core.book.holdings
+    sold = [Decimal(e.payload["quantity"]) for e in h.sink.events if e.kind == "order_attempt" and e.payload["purpose"] == "stop_loss"]
+    assert len(sold) == len(sent) > 2 and max(sold) == 50 and sum(sold) == qty
+    cut = [r for e in h.sink.events if e.kind == "signal_snapshot" and e.payload["stage"] == "exit_policy" for r in e.payload["rules"] if r["name"] == "precheck:market_max_qty"]
+    assert cut[0]["value"] == f"{sold[0]} of {qty} (the rest in a later order)" and cut[-1]["value"] == str(sold[-1])
+
+
+async def test_a_limit_entry_outside_the_percent_price_band_is_refused_with_its_reason() -> None:
+    from dataclasses import replace
+    from decimal import Decimal
+
+    settings = TradingSection(capital=profile(), execution=ExecutionSettings(entry_order_type="limit", limit_offset=0.01))
+    h = Harness(n=1, settings=settings)
+    s = h.names[0]
+    market = h.core.markets[s]
+    band = replace(market.filters, bid_multiplier_up=Decimal("1.005"), bid_multiplier_down=Decimal("0.2"), avg_price_mins=5)
+    h.core.markets = {s: replace(market, filters=band)}
+    assert await h.enter() == []
+    (risk,) = [e.payload for e in h.sink.events if e.kind == "risk_check"]
+    assert not risk["approved"]
+    failed = [c for c in risk["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["precheck:percent_price_by_side"]
+    assert "x bid multipliers" in failed[0]["threshold"]

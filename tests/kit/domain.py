@@ -36,6 +36,15 @@ def make_market(symbol: str = "DOGE/USDT", **overrides: Any) -> Market:
         min_price=Decimal(overrides.pop("min_price", "0.00001")),
         max_price=Decimal(overrides.pop("max_price", "1000")),
         min_notional=Decimal(overrides.pop("min_notional", "5")),
+        **{
+            name: Decimal(overrides.pop(name))
+            for name in (
+                "market_min_qty", "market_max_qty", "market_step_size", "bid_multiplier_up", "bid_multiplier_down",
+                "ask_multiplier_up", "ask_multiplier_down",
+            )
+            if name in overrides
+        },
+        avg_price_mins=int(overrides.pop("avg_price_mins", 0)),
     )
     return Market(symbol=symbol, market_id=f"{base}{quote}", base=base, quote=quote, filters=filters, **overrides)
 

@@ -16,8 +16,9 @@ them) for tests that need exact numbers; pass a real `engine.sim.market.SimMarke
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -58,7 +59,11 @@ class FakeMarketSource:
         start_ms: int = T0,
         spread: float = 0.001,
         book_qty: float | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> None:
+        """`filters`: `MarketFilters` fields every market gets on top of the price-scaled
+        defaults (e.g. `market_max_qty`, the PERCENT_PRICE_BY_SIDE multipliers)."""
+        self._filters = dict(filters or {})
         self._prices = dict(prices or DEFAULT_PRICES)
         self._now = start_ms
         self._start = start_ms
@@ -66,10 +71,10 @@ class FakeMarketSource:
         self._book_qty = book_qty
         self._markets = {s: self._make_market(s, p) for s, p in self._prices.items()}
 
-    @staticmethod
-    def _make_market(symbol: str, price: float) -> Market:
+    def _make_market(self, symbol: str, price: float) -> Market:
         base, quote = symbol.split("/")
-        return Market(symbol=symbol, market_id=base + quote, base=base, quote=quote, filters=_filters_for(price))
+        filters = replace(_filters_for(price), **self._filters)
+        return Market(symbol=symbol, market_id=base + quote, base=base, quote=quote, filters=filters)
 
     # ---- test controls ---------------------------------------------------------------
 

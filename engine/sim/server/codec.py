@@ -62,6 +62,50 @@ def exchange_info(markets: Iterable[Market], server_time_ms: int) -> Json:
 def symbol_info(m: Market) -> Json:
     f = m.filters
     notional = num(f.min_notional)
+    filters: list[Json] = [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": num(f.min_price),
+            "maxPrice": num(f.max_price),
+            "tickSize": num(f.tick_size),
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": num(f.min_qty),
+            "maxQty": num(f.max_qty),
+            "stepSize": num(f.step_size),
+        },
+        {"filterType": "MIN_NOTIONAL", "minNotional": notional, "applyToMarket": True, "avgPriceMins": 5},
+        {
+            "filterType": "NOTIONAL",
+            "minNotional": notional,
+            "applyMinToMarket": True,
+            "maxNotional": "9000000.00000000",
+            "applyMaxToMarket": False,
+            "avgPriceMins": 5,
+        },
+    ]
+    # Zero in the domain means "no such filter": a market without them is served without them.
+    if f.market_min_qty > 0 or f.market_max_qty > 0 or f.market_step_size > 0:
+        filters.append(
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": num(f.market_min_qty),
+                "maxQty": num(f.market_max_qty),
+                "stepSize": num(f.market_step_size),
+            }
+        )
+    if f.has_percent_price:
+        filters.append(
+            {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": str(f.bid_multiplier_up),
+                "bidMultiplierDown": str(f.bid_multiplier_down),
+                "askMultiplierUp": str(f.ask_multiplier_up),
+                "askMultiplierDown": str(f.ask_multiplier_down),
+                "avgPriceMins": f.avg_price_mins,
+            }
+        )
     return {
         "symbol": m.market_id,
         "status": m.status.value,
@@ -81,29 +125,7 @@ def symbol_info(m: Market) -> Json:
         "cancelReplaceAllowed": False,
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
-        "filters": [
-            {
-                "filterType": "PRICE_FILTER",
-                "minPrice": num(f.min_price),
-                "maxPrice": num(f.max_price),
-                "tickSize": num(f.tick_size),
-            },
-            {
-                "filterType": "LOT_SIZE",
-                "minQty": num(f.min_qty),
-                "maxQty": num(f.max_qty),
-                "stepSize": num(f.step_size),
-            },
-            {"filterType": "MIN_NOTIONAL", "minNotional": notional, "applyToMarket": True, "avgPriceMins": 5},
-            {
-                "filterType": "NOTIONAL",
-                "minNotional": notional,
-                "applyMinToMarket": True,
-                "maxNotional": "9000000.00000000",
-                "applyMaxToMarket": False,
-                "avgPriceMins": 5,
-            },
-        ],
+        "filters": filters,
         "permissions": [],
         "permissionSets": [["SPOT"]],
         "defaultSelfTradePreventionMode": "EXPIRE_MAKER",

@@ -218,7 +218,8 @@ class RestApi:
     def _place(self, api_key: str, req: OrderRequest, resp_type: str) -> web.Response:
         self._sync()
         venue = self._venue
-        result = venue.engine.place_order(api_key, req, venue.book(req.symbol), venue.now_ms())
+        avg = venue.avg_price(req.symbol) if (req.type or "").upper() == "LIMIT" else None
+        result = venue.engine.place_order(api_key, req, venue.book(req.symbol), venue.now_ms(), avg)
         self._publish(venue.engine.drain_events())
         return json_response(codec.new_order_response(result.order, result.fills, resp_type))
 

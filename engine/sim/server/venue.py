@@ -141,6 +141,22 @@ class SimVenue:
     def book(self, market_id: str) -> BookTop:
         return BookTop.of(*self.source.book(self.market(market_id).symbol))
 
+    def avg_price(self, market_id: str) -> Decimal | None:
+        """The average price PERCENT_PRICE_BY_SIDE measures from (None: the market has no such
+        filter): 1m closes weighted by volume over the last `avgPriceMins` minutes, the running
+        one included, standing in for Binance's average of trades; 0 minutes, the last price."""
+        market = self.market(market_id)
+        f = market.filters
+        if not f.has_percent_price:
+            return None
+        candles = self.source.klines(market.symbol, "1m", limit=max(1, f.avg_price_mins))
+        if not candles:
+            return None
+        volume = sum(c.volume for c in candles)
+        if f.avg_price_mins == 0 or volume <= 0:
+            return Decimal(repr(candles[-1].close))
+        return Decimal(repr(sum(c.close * c.volume for c in candles) / volume))
+
     # ---- market data ---------------------------------------------------------------
 
     def ticker_rows(self) -> TickerRows:

@@ -179,3 +179,20 @@ def test_fees_keep_the_part_taken_in_the_base_asset(fee: dict[str, Any], fee_bas
     fill = fill_from_ccxt(trade, "hc-1")
     assert fill.fee_base == pytest.approx(fee_base)
     assert fill.fee_quote == pytest.approx(fee_quote)
+
+
+def test_market_lot_size_and_percent_price_by_side_survive_the_exchange_info_round_trip() -> None:
+    """The sim's exchangeInfo entry read back as ccxt hands it over (raw filters in `info`)
+    gives the same filters: what the precheck cuts and bands by is what the exchange enforces."""
+    from engine.sim.server.codec import symbol_info
+    from tests.kit.domain import make_market
+
+    market = make_market(
+        "DOGE/USDT", market_max_qty="76.13", market_step_size="0.01", market_min_qty="0.02",
+        bid_multiplier_up="5", bid_multiplier_down="0.2", ask_multiplier_up="1.2", ask_multiplier_down="0.8",
+        avg_price_mins=5,
+    )  # fmt: skip
+    info = symbol_info(market)
+    assert {f["filterType"] for f in info["filters"]} >= {"MARKET_LOT_SIZE", "PERCENT_PRICE_BY_SIDE"}
+    raw = {"symbol": "DOGE/USDT", "id": "DOGEUSDT", "base": "DOGE", "quote": "USDT", "info": info}
+    assert market_from_ccxt(raw).filters == market.filters

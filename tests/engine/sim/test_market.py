@@ -181,6 +181,9 @@ def test_filters_are_binance_like_and_prices_sit_on_ticks() -> None:
         f = market.filters
         assert market.symbol == batch.symbols[i] and market.status is MarketStatus.TRADING
         assert f.min_notional == 5 and f.min_qty == f.step_size
+        # MARKET_LOT_SIZE: about 1 M USDT per market order at listing, never over LOT_SIZE
+        assert f.market_max_qty <= f.max_qty and f.market_max_qty * Decimal(repr(float(batch.last[i]))) <= Decimal(2_000_000)
+        assert (f.bid_multiplier_down, f.bid_multiplier_up, f.avg_price_mins) == (Decimal("0.2"), Decimal(5), 5)
         last = float(batch.last[i])
         assert Decimal(10) ** -5 <= f.tick_size / Decimal(repr(last)) <= Decimal(10) ** -3, (
             market.symbol

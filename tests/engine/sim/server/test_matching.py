@@ -188,6 +188,48 @@ def test_rejections_carry_binance_codes(req: OrderRequest, code: int, msg: str) 
     assert e.drain_events() == []
 
 
+# MARKET_LOT_SIZE maxQty 500 (LOT_SIZE allows 90 M); a buy within 0.8x..1.2x of the average
+# price, a sell within 0.9x..1.1x.
+BANDED = make_market(
+    "DOGE/USDT", market_max_qty="500", market_step_size="10", bid_multiplier_up="1.2", bid_multiplier_down="0.8",
+    ask_multiplier_up="1.1", ask_multiplier_down="0.9", avg_price_mins=5,
+)  # fmt: skip
+AVG = D("0.3")
+
+
+@pytest.mark.parametrize(
+    ("req", "avg", "msg"),
+    [
+        pytest.param(market("BUY", qty="510"), None, "Filter failure: MARKET_LOT_SIZE", id="market-above-max"),
+        pytest.param(market("BUY", qty="105"), None, "Filter failure: MARKET_LOT_SIZE", id="market-not-step"),
+        pytest.param(limit("BUY", "100", "0.36001"), AVG, "Filter failure: PERCENT_PRICE_BY_SIDE", id="buy-over-bid-up"),
+        pytest.param(limit("BUY", "100", "0.23999"), AVG, "Filter failure: PERCENT_PRICE_BY_SIDE", id="buy-under-bid-down"),
+        pytest.param(limit("SELL", "100", "0.33001"), AVG, "Filter failure: PERCENT_PRICE_BY_SIDE", id="sell-over-ask-up"),
+        pytest.param(limit("SELL", "100", "0.26999"), AVG, "Filter failure: PERCENT_PRICE_BY_SIDE", id="sell-under-ask-down"),
+    ],
+)
+def test_market_lot_size_and_percent_price_by_side_rejections(req: OrderRequest, avg: D | None, msg: str) -> None:
+    e = MatchingEngine([BANDED], start_balance=D(10_000))
+    with pytest.raises(BinanceError) as info:
+        e.place_order(KEY, req, BOOK, NOW, avg)
+    assert (info.value.code, info.value.msg) == (-1013, msg)
+    assert balances(e) == {"USDT": (D(10_000), D(0))}
+
+
+@pytest.mark.parametrize(
+    ("req", "avg"),
+    [
+        pytest.param(market("BUY", qty="500"), None, id="market-at-max"),
+        pytest.param(limit("BUY", "1000", "0.36000"), AVG, id="limit-not-held-to-market-lot-size"),
+        pytest.param(limit("BUY", "100", "0.20000"), None, id="no-avg-no-band"),
+        pytest.param(market("BUY", quote="200"), None, id="quote-order-qty"),
+    ],
+)
+def test_orders_inside_the_new_filters_pass(req: OrderRequest, avg: D | None) -> None:
+    e = MatchingEngine([BANDED], start_balance=D(10_000))
+    assert e.place_order(KEY, req, BOOK, NOW, avg).order.status in (OrderState.FILLED, OrderState.NEW)
+
+
 def test_duplicate_client_order_id_is_rejected_while_the_first_is_open_per_account() -> None:
     e = engine()
     e.place_order(KEY, limit("BUY", "100", "0.29000", cid="dup"), BOOK, NOW)

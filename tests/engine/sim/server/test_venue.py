@@ -57,3 +57,15 @@ def test_new_listings_become_tradable_and_streamable() -> None:
     assert "PEPEUSDT" in rows.index
     assert venue.resolve_lower("pepeusdt") == "PEPEUSDT"
     assert venue.engine.market("PEPEUSDT").base == "PEPE"
+
+
+def test_average_price_is_volume_weighted_over_the_filters_minutes() -> None:
+    """What PERCENT_PRICE_BY_SIDE is measured from: the last `avgPriceMins` 1m closes weighted
+    by volume; a market without the filter has none (the engine then skips the check)."""
+    plain = SimVenue(FakeMarketSource(), SimClock(T0, 1), start_balance=Decimal(1000))
+    assert plain.avg_price("DOGEUSDT") is None
+    banded = FakeMarketSource(filters={"bid_multiplier_up": Decimal(5), "avg_price_mins": 3})
+    venue = SimVenue(banded, SimClock(T0, 1), start_balance=Decimal(1000))
+    candles = banded.klines("DOGE/USDT", "1m", limit=3)
+    want = sum(c.close * c.volume for c in candles) / sum(c.volume for c in candles)
+    assert venue.avg_price("DOGEUSDT") == Decimal(repr(want))
