@@ -21,15 +21,22 @@ Back-pressure: `emit` never blocks and never drops. `await wait_writable()` retu
 while fewer than `max_pending` events are unwritten; above that it waits until the writer has
 drained below the mark. The runtime calls it between cycles, so memory is bounded by
 `max_pending` plus one cycle's events. `await flush()` returns once everything emitted so far
-is committed. A writer failure (disk full, a locked or damaged file) stops the writer and is
-raised as `JournalError` by the next `flush`, `wait_writable` or close; it is never swallowed.
-Its unwritten events are not lost with it: they are appended, as JSON lines (the `export`
-shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when that
-fails too (the journal's disk is full): at once, and again at close for the events emitted
-since. The error names the file. The next `open` takes them back before anything else is
-written (or read for recovery: the fill that opened a position may be among them), with their
-own seqs, and renames the files `*.restored`; a file that does not continue the journal where
-it ends is refused by name rather than guessed at.
+is committed.
+
+A writer failure (disk full, a locked or damaged file, a failed rotation) ends the writes to
+SQLite for good; it is raised as `JournalError` by the next `flush` and by close, never
+swallowed. Its unwritten events are not lost with it: they are appended, as JSON lines (the
+`export` shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when
+that fails too (the journal's disk is full): at once, and from then on batch by batch as they
+seal, in seq order, until close. While that works (`saving`), `failure` says what failed and
+where the events go, `wait_writable` keeps its back-pressure against the spill file and
+`secure` is the write-ahead an exchange order waits for: the engine goes on closing its
+positions with every step on disk (exits-only) instead of leaving them unwatched. Once saving
+fails too, `wait_writable` and `secure` raise as well: nothing could be recorded. The next
+`open` takes the saved events back before anything else is written (or read for recovery: the
+fill that opened a position may be among them), with their own seqs, and renames the files
+`*.restored`; a file that does not continue the journal where it ends is refused by name
+rather than guessed at.
 
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
 and when forced with `await journal.rotate(now_ms)`.
@@ -44,7 +51,7 @@ import os
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +140,7 @@ class Journal:
         self.spill_paths: list[Path] = []  # the files that hold them, once saved
         self._spilled_seq = last_seq  # events up to here are committed or saved to a spill file
         self._spill_errors: list[str] = []
+        self._lost = False  # saving to a spill file failed: events may be lost, for good this run
         self.stats = JournalStats()
         self.last_flushed_seq = last_seq
         self._conn = conn
@@ -198,6 +206,22 @@ class Journal:
     def unwritten(self) -> int:
         """Events emitted but not yet committed."""
         return self._seq - self.last_flushed_seq
+
+    @property
+    def saving(self) -> bool:
+        """The writer failed, and every event it could not write is being saved to a spill file."""
+        return self._error is not None and not self._lost
+
+    @property
+    def failure(self) -> str | None:
+        """Once the writer failed: what failed and where the events go, in one line (the engine's
+        blocked reason); None while it writes."""
+        if self._error is None:
+            return None
+        if self._lost:
+            return f"journal write failed: {self._error}; saving the events failed too ({'; '.join(self._spill_errors)})"
+        where = " and ".join(map(str, self.spill_paths)) or "a spill file beside it, from the next event on"
+        return f"journal write failed: {self._error}; events saved to {where}"
 
     def emit(
         self,
@@ -271,14 +295,27 @@ class Journal:
         self._raise_if_failed()
 
     async def wait_writable(self) -> None:
-        """Return at once below `max_pending` unwritten events, else when the writer got there."""
-        while self.unwritten >= self.settings.max_pending:
-            self._raise_if_failed()
+        """Return at once below `max_pending` events neither committed nor saved, else when the
+        writer got there. After a writer failure its events go to the spill file instead (see
+        `failure`): this raises `JournalError` only once saving them fails too."""
+        while self._seq - max(self.last_flushed_seq, self._spilled_seq) >= self.settings.max_pending:
+            self._raise_if_lost()
             self._seal()
             self._wake.set()
             self._progress.clear()
             await self._progress.wait()
-        self._raise_if_failed()
+        self._raise_if_lost()
+
+    async def secure(self) -> None:
+        """Return once every event emitted so far is committed or, after a writer failure, saved
+        to a spill file: the write-ahead an exchange order waits for, so the exits an engine
+        sends after its journal failed still have their attempts on disk first. Raises
+        `JournalError` when neither holds."""
+        try:
+            await self.flush()
+        except JournalError:
+            if not self.saving:  # flush saved what it could before raising: all of it, or not
+                raise
 
     async def rotate(self, now_ms: int | None = None) -> list[Path]:
         """Flush, then archive what is old or over size now; returns the archives written."""
@@ -298,31 +335,51 @@ class Journal:
             del self._known[trace_id]
 
     async def _run(self) -> None:
-        interval = self.settings.flush_interval_ms / 1000
         try:
-            while True:
-                if not self._sealed:
-                    if self._batch.rows:
-                        self._wake.clear()
-                        with suppress(TimeoutError):
-                            async with asyncio.timeout(interval):
-                                await self._wake.wait()
-                        self._seal()
-                    elif self._closing:
-                        return
-                    else:
-                        self._wake.clear()
-                        await self._wake.wait()
-                        continue
-                while self._sealed:
-                    await self._write(self._sealed[0])
-                    self._sealed.popleft()
-                if time.monotonic() - self._last_rotation_check >= self._rotation_check_s:
-                    await self._rotate(self._newest_ts)
-        except Exception as exc:  # surfaced by flush / wait_writable / close
+            await self._drain(self._write_sealed)
+        except Exception as exc:  # surfaced by flush / close and `failure`
             self._error = exc
             self._spill()
             self._progress.set()
+            if not self._lost:  # no more SQLite: from now on each batch goes to the spill file
+                await self._drain(self._save_sealed)
+
+    async def _drain(self, store: Callable[[], Awaitable[bool]]) -> None:
+        """Hand the sealed batches to `store` as they come: a batch seals at `batch_size` events
+        or `flush_interval_ms` after its first. Returns once closing with nothing left, or when
+        `store` says it cannot go on."""
+        interval = self.settings.flush_interval_ms / 1000
+        while True:
+            if not self._sealed:
+                if self._batch.rows:
+                    self._wake.clear()
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout(interval):
+                            await self._wake.wait()
+                    self._seal()
+                elif self._closing:
+                    return
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+            if not await store():
+                return
+
+    async def _write_sealed(self) -> bool:
+        """Commit the sealed batches, and rotate when a check is due; raises when SQLite fails."""
+        while self._sealed:
+            await self._write(self._sealed[0])
+            self._sealed.popleft()
+        if time.monotonic() - self._last_rotation_check >= self._rotation_check_s:
+            await self._rotate(self._newest_ts)
+        return True
+
+    async def _save_sealed(self) -> bool:
+        """After a failure: append the sealed batches to the spill file; False once that fails."""
+        self._spill()
+        self._progress.set()
+        return not self._lost
 
     async def _write(self, batch: _Batch) -> None:
         conn = self._conn
@@ -363,14 +420,22 @@ class Journal:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
+            self._spill()  # so the note below says where every event emitted so far is
             raise JournalError(
                 f"journal writer stopped: {self._error}; {self.unwritten} events are not written "
                 f"(last written seq {self.last_flushed_seq}); {self._spill_note()}"
             ) from self._error
 
+    def _raise_if_lost(self) -> None:
+        """Raise the writer's failure once saving its events failed too (`saving` no more)."""
+        if self._lost:
+            self._raise_if_failed()
+
     def _spill(self) -> None:
         """Append the events neither committed nor saved yet to a spill file; the first folder
-        of `spill_dirs` that takes them wins (a file already in use first)."""
+        of `spill_dirs` that takes them wins (a file already in use first). Saved events leave
+        memory (an engine closing positions exits-only may run for hours); if no folder takes
+        them they stay, for the next try, and the journal counts as losing events (`_lost`)."""
         rows = [row for batch in (*self._sealed, self._batch) for row in batch.rows if row[0] > self._spilled_seq]
         if not rows:
             return
@@ -382,12 +447,17 @@ class Journal:
                 with target.open("ab") as fh:
                     fh.write(data)
             except OSError as exc:
-                self._spill_errors.append(f"{target}: {exc.strerror or exc}")
+                error = f"{target}: {exc.strerror or exc}"
+                if error not in self._spill_errors:  # each retry meets the same wall: say it once
+                    self._spill_errors.append(error)
                 continue
             if target not in self.spill_paths:
                 self.spill_paths.append(target)
             self._spilled_seq = rows[-1][0]
+            self._sealed.clear()
+            self._batch = _Batch()
             return
+        self._lost = True
 
     async def _take_back_spills(self) -> None:
         """Emit again, with their seqs, the events a failed writer of this journal saved."""

@@ -187,6 +187,7 @@ class TradingCycle:
         self.router = OrderRouter(broker, tap, durable=durable)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)
+        self.journal_failure: str | None = None  # set by the runtime once its journal's writer failed: blocked
         self._on_update = on_update
         self._on_stepped = on_stepped
         # symbol -> (bar it is fed for, open time of the last candle fed, no new fetch before this time)
@@ -336,7 +337,10 @@ class TradingCycle:
         core = self.core
         assert core is not None
         feed = self.feed
-        health = HealthInputs(now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now), risk_level=int(core.risk.level))
+        health = HealthInputs(
+            now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now), risk_level=int(core.risk.level),
+            journal_failure=self.journal_failure,
+        )
         transition = self.state.step(health)
         self.push_state()
         if transition is not None:

@@ -4,7 +4,8 @@ with a clock, carries out its intents through a broker, journals, and publishes 
 One cycle per full-market ticker batch:
 
     feed.next_batch()            (the only wait on the market)
-    journal.wait_writable()      back-pressure: never drop an event, never grow without bound
+    journal.wait_writable()      back-pressure: never drop an event, never grow without bound;
+                                 a failed writer that still saves its events: exits-only
     TradingCycle.step()          discovery -> candles -> state machine -> core -> orders -> sync,
                                  the very steps the backtester runs (`engine.runtime.cycle`)
     balance audit                every 5 minutes in exchange mode
@@ -12,6 +13,14 @@ One cycle per full-market ticker batch:
 
 Commands (pause, resume, close-all, shutdown) arrive through a queue and run between cycles,
 so the core is only ever touched by this loop: no locks.
+
+When the journal can no longer write (disk full, I/O error, a failed rotation) but its writer
+still saves every event to a spill file, the engine goes exits-only rather than stopping: the
+state machine blocks with reason `journal` (no new entries, resting entries cancelled), while
+stops, trailing stops, take-profit tiers, max hold, signal exits and close-all go on, each
+step saved in seq order for the next start to take back. It stops, raising the `JournalError`,
+once nothing is held and no entry is in flight, or at once when saving fails too: a stop would
+otherwise leave open positions unwatched, and trading with no record must not go on.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import Candle, Fill, TickerBatch
+from engine.domain import Candle, Fill, StateReason, TickerBatch
 from engine.errors import JournalError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.close_all import close_all
@@ -163,6 +172,9 @@ class Engine:
                 if deadline is not None and time.monotonic() >= deadline:
                     reason = "duration"
                     break
+                failure = self.cycle.journal_failure
+                if failure is not None and self._nothing_left():
+                    raise JournalError(failure)
         except JournalError as exc:
             reason = self._journal_failed(exc)
             raise
@@ -174,13 +186,36 @@ class Engine:
         self._stop.set()
 
     def _journal_failed(self, exc: JournalError) -> str:
-        """The stop reason when the journal can no longer write: the engine stops (no trading
-        without a trace), so the owner's "Engine stopped" notification must say why, and that
-        positions are left open, unwatched."""
+        """The stop reason when the journal failed: exits-only ended flat, or saving the events
+        failed too. The owner's "Engine stopped" notification must say why, and which positions,
+        if any, are left open, unwatched."""
         held = sorted(self.core.book.holdings) if self.core is not None else []
         left = f"{len(held)} position(s) left open: {', '.join(held)}" if held else "no position open"
         log.error("journal failed, engine stopping; %s: %s", left, exc)
         return f"journal error ({left}): {exc}"
+
+    async def _check_journal(self) -> None:
+        """Back-pressure (`wait_writable`, which raises once events are being lost), then the
+        journal's health: a writer that failed but saves its events turns the engine exits-only."""
+        wait = getattr(self.journal, "wait_writable", None)
+        if wait is not None:
+            await wait()
+        failure: str | None = getattr(self.journal, "failure", None)
+        if failure is None or self.cycle.journal_failure is not None:
+            return
+        core = self.core
+        held = sorted(core.book.holdings) if core is not None else []
+        log.error(
+            "%s; engine blocked, exits only: %s, then it stops",
+            failure,
+            f"closing {len(held)} position(s) ({', '.join(held)})" if held else "nothing held",
+        )
+        self.cycle.journal_failure = failure  # the state machine blocks on it from this cycle on
+
+    def _nothing_left(self) -> bool:
+        """Nothing held and no entry in flight: nothing left for exits-only to watch."""
+        core = self.core
+        return core is not None and not core.book.holdings and not core.pending_entries()
 
     def deliver_posts(self, posts: list[SocialPost]) -> None:
         """Social posts from a source task; folded into discovery at the next cycle."""
@@ -236,9 +271,7 @@ class Engine:
         assert core is not None
         t0 = time.perf_counter()
         now = self._now = batch.ts_ms
-        wait = getattr(self.journal, "wait_writable", None)
-        if wait is not None:
-            await wait()
+        await self._check_journal()
         outcome = await self.cycle.step(batch)
         if not outcome.discovery.accepted:
             self.stats.batches_rejected += 1
@@ -342,7 +375,7 @@ class Engine:
         )
         status = EngineStatus(
             state=self.state.state.value,
-            reasons=tuple(f"{r.code}: {r.detail} ({_num(r.value)} vs {_num(r.threshold)})" for r in self.state.reasons),
+            reasons=tuple(_reason(r) for r in self.state.reasons),
             mode=self.mode,
             paused=self.paused,
             risk_level=int(risk.level),
@@ -415,6 +448,13 @@ class Engine:
                 )
             )
         return tuple(rows)
+
+
+def _reason(r: StateReason) -> str:
+    """`code: detail (value vs threshold)`; a reason without numbers (the journal's) is just words."""
+    if r.value is None and r.threshold is None:
+        return f"{r.code}: {r.detail}"
+    return f"{r.code}: {r.detail} ({_num(r.value)} vs {_num(r.threshold)})"
 
 
 def _num(value: float | None) -> str:

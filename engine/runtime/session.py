@@ -226,8 +226,9 @@ def sim_start_ms(start_ms: int, journal: Path) -> int:
 def order_durability(broker: Broker, journal: Journal) -> Durable | None:
     """What an order waits for before it leaves: a broker with state outside this process (an
     exchange) gets each `order_attempt` committed first, so a crash right after the exchange
-    accepted it still leaves the attempt for recovery to look up; the paper broker needs none."""
-    return None if isinstance(broker, PaperBroker) else journal.flush
+    accepted it still leaves the attempt for recovery to look up; the paper broker needs none.
+    After a journal failure, saved to the spill file counts: the exits still go out."""
+    return None if isinstance(broker, PaperBroker) else journal.secure
 
 
 def _log_notice(notice: GatewayNotice) -> None:

@@ -10,6 +10,8 @@ trading and not trading every second.
 
 Risk level L5 blocks for a cool-down (24 h by default) that healthy cycles cannot shorten, and
 for as long as the level stays L5 (the rest of the UTC day: levels do not fall back intraday).
+A journal that can no longer write (its events saved to a spill file instead) blocks for the
+rest of the run: no new position without a journal, while exits go on closing the ones held.
 Pure: time comes in with the inputs; the runtime journals each `Transition` as `state_change`.
 """
 
@@ -78,6 +80,7 @@ class HealthInputs:
     data_age_s: float | None
     ws_down_s: float = 0.0
     risk_level: int = 1
+    journal_failure: str | None = None  # the journal's writer failed: what and where its events go
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,9 @@ class EngineStateMachine:
         elif h.risk_level >= 5:  # no cool-down configured: blocked while the level lasts (the day)
             block = True
             reasons.append(StateReason("risk_l5", "risk level L5 until the UTC day ends", h.risk_level, 5))
+        if h.journal_failure is not None:
+            block = True
+            reasons.append(StateReason("journal", h.journal_failure))
         trigger = Trigger.BLOCK if block else Trigger.DEGRADE if degrade else Trigger.HEALTHY
         return trigger, tuple(reasons)
 

@@ -72,6 +72,13 @@ def _state(payload: Mapping[str, Any], symbol: str | None) -> Notification | Non
     to = str(payload.get("to", "?"))
     reasons = payload.get("reasons") or []
     because = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
+    # A reason without a measurement (the journal's) says what happened only in its detail:
+    # "journal" alone would not tell the owner that the engine now only closes positions.
+    details = payload.get("details")
+    if isinstance(details, list) and all(isinstance(d, Mapping) for d in details):
+        because = "; ".join(
+            f"{d.get('code')}: {d.get('detail')}" if d.get("value") is None else str(d.get("code")) for d in details
+        ) or because
     severity = {"blocked": Severity.CRITICAL, "degraded": Severity.WARNING}.get(to, Severity.INFO)
     # Never deduplicated: after tradeable → degraded → tradeable → degraded, the owner's last
     # message must say degraded. The state machine's hysteresis keeps these rare.

@@ -150,8 +150,8 @@ async def test_a_writer_failure_surfaces_on_flush_and_close_and_keeps_the_events
     j.emit("fill", ts_ms=1, payload=FILL)
     with pytest.raises(JournalError, match=r"disk is full.*1 events are not written"):
         await j.flush()
-    with pytest.raises(JournalError, match="writer stopped"):
-        await j.wait_writable()
+    await j.wait_writable()  # saved to the spill file: the engine may go on closing positions
+    assert j.saving and j.failure is not None and "disk is full" in j.failure
     with pytest.raises(JournalError, match="writer stopped"):
         await opened.__aexit__(None, None, None)
     assert rows(path, "SELECT COUNT(*) FROM events") == [(1,)]
@@ -188,6 +188,53 @@ async def test_a_failed_writer_saves_its_unwritten_events_beside_the_journal_and
     with pytest.raises(JournalError, match=rf"2 events are not written .*saved in {spill}"):
         await opened.__aexit__(None, None, None)
     assert spilled_seqs(spill) == [2, 3]  # what came after the failure is appended at close
+
+
+async def test_after_a_failure_every_batch_goes_on_to_the_spill_file_in_seq_order(tmp_path: Path) -> None:
+    """An engine closing positions on a full disk: each batch reaches the spill file as it
+    seals (not only at close), back-pressure and the write-ahead hold against that file, and
+    the next open takes everything back in order."""
+    path = tmp_path / "j.sqlite"
+    spill = tmp_path / "j.unwritten-2.jsonl"
+    j, opened = await failed_journal(path)
+    with pytest.raises(JournalError, match=rf"saved in {spill}"):
+        await j.flush()
+    assert j.failure == f"journal write failed: journal write to {path} failed at seq 2: database or disk is full; events saved to {spill}"
+    for ts in range(3, 6):
+        j.emit("fill", ts_ms=ts, payload=FILL)
+    await eventually(lambda: spilled_seqs(spill) == [2, 3, 4, 5], timeout=10)
+    await j.wait_writable()
+    j.emit("run_stop", ts_ms=6, payload={"run_id": "r", "reason": "journal error"})
+    await j.secure()  # what an exchange order waits for: on disk in the spill file
+    assert spilled_seqs(spill) == [2, 3, 4, 5, 6]
+    assert j.saving
+    with pytest.raises(JournalError, match=rf"saved in {spill}"):
+        await opened.__aexit__(None, None, None)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER full")
+    async with Journal.open(path, settings()):
+        pass
+    assert rows(path, "SELECT seq FROM events ORDER BY seq") == [(s,) for s in range(1, 7)]
+
+
+async def test_once_saving_fails_too_back_pressure_and_the_write_ahead_raise(tmp_path: Path) -> None:
+    """Nothing could be recorded any more: the engine must stop rather than trade blind."""
+    spill = tmp_path / "j.unwritten-2.jsonl"
+    j, opened = await failed_journal(tmp_path / "j.sqlite")
+    with pytest.raises(JournalError):
+        await j.flush()
+    assert j.saving
+    spill.unlink()
+    spill.mkdir()  # the spill file's disk fails now too
+    j.emit("fill", ts_ms=3, payload=FILL)
+    await eventually(lambda: not j.saving, timeout=10)
+    assert j.failure is not None and "saving the events failed too" in j.failure
+    with pytest.raises(JournalError, match=r"saving them failed too \(.*Is a directory\); they are lost"):
+        await j.wait_writable()
+    with pytest.raises(JournalError, match="saving them failed too"):
+        await j.secure()
+    with pytest.raises(JournalError):
+        await opened.__aexit__(None, None, None)
 
 
 async def test_when_the_journal_folder_cannot_take_them_they_go_to_the_spill_dir(tmp_path: Path) -> None:

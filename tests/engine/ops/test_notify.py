@@ -333,13 +333,17 @@ POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_tra
         ("risk_event", {"code": "risk_level", "level": "L5", "detail": "drawdown 12%"}, "Risk level L5: engine blocked", "drawdown 12%", Severity.CRITICAL),
         ("state_change", {"from": "tradeable", "to": "blocked", "reasons": ["data_stale", "risk_l5"]}, "Engine tradeable → blocked", "data_stale; risk_l5", Severity.CRITICAL),
         ("state_change", {"from": "blocked", "to": "tradeable", "reasons": []}, "Engine blocked → tradeable", "", Severity.INFO),
+        ("state_change", {"from": "tradeable", "to": "blocked", "reasons": ["data_stale", "journal"], "details": [
+            {"code": "data_stale", "detail": "market data stale", "value": 301.0, "threshold": 300.0},
+            {"code": "journal", "detail": "journal write failed: disk is full; events saved to j.unwritten-9.jsonl", "value": None, "threshold": None},
+        ]}, "Engine tradeable → blocked", "data_stale; journal: journal write failed: disk is full; events saved to j.unwritten-9.jsonl", Severity.CRITICAL),
         ("command", {"command": "close_all", "origin": "telegram:owner"}, "Command: close-all", "from telegram:owner", Severity.INFO),
         ("run_stop", {"run_id": "r1", "reason": "shutdown"}, "Engine stopped", "run r1: shutdown", Severity.WARNING),
         ("run_stop", {"run_id": "r1", "reason": "journal error: disk full"}, "Engine stopped", "run r1: journal error: disk full", Severity.CRITICAL),
         ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM"}, "Engine started", "run r1 (SIM)", Severity.INFO),
         ("order_result", {"client_order_id": "hc-1", "status": "unknown", "error_class": "unknown", "error": "timeout"}, "Order outcome unknown: DOGE/USDT", "hc-1: timeout; reconciling", Severity.WARNING),
     ],
-    ids=["open", "close-win", "close-loss", "partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
+    ids=["open", "close-win", "close-loss", "partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
 )  # fmt: skip
 def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, text: str, severity: Severity) -> None:
     got = notification_for(kind, payload, "DOGE/USDT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,11 +21,14 @@ from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
+from engine.ops.http import health_document, health_status
 from engine.ops.notify.events import notification_for
 from engine.runtime import engine as engine_module
 from engine.runtime.client import Command
 from engine.runtime.feed import SimFeed
 from engine.runtime.recovery import read_journal
+from engine.runtime.snapshot import EngineSnapshot
+from engine.runtime.tap import EventObserver
 from hotcoin_tui.cli import app
 from tests.kit.engine import pump_rig, quiet_config
 from tests.kit.waiting import eventually
@@ -200,77 +204,151 @@ async def test_metrics_count_signals_and_orders(tmp_path: Path) -> None:
 
 
 class GatedFeed(SimFeed):
-    """The simulated feed, held between batches while `gate` is clear."""
+    """The simulated feed, held between batches while `gate` is clear; with `crash` set
+    (symbol, factor, from_ms), that symbol's quotes are cut by `factor` from `from_ms` on."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Event()
         self.gate.set()
+        self.crash: tuple[str, float, int] | None = None
 
     async def next_batch(self) -> TickerBatch:
         await self.gate.wait()
-        return await super().next_batch()
+        batch = await super().next_batch()
+        if self.crash is None or batch.ts_ms < self.crash[2]:
+            return batch
+        i = batch.symbols.index(self.crash[0])
+        last, bid, ask = batch.last.copy(), batch.bid.copy(), batch.ask.copy()
+        for prices in (last, bid, ask):
+            prices[i] *= self.crash[1]
+        return dataclasses.replace(batch, last=last, bid=bid, ask=ask)
 
 
 def spills(folder: Path) -> list[Path]:
     return list(folder.glob("journal.unwritten-*.jsonl"))
 
 
-def spilled_kinds(folder: Path) -> list[str]:
-    (spill,) = spills(folder)
-    return [orjson.loads(line)["kind"] for line in spill.read_bytes().splitlines()]
-
-
-async def test_a_journal_failure_stops_the_engine_saying_why_and_what_is_left_open(tmp_path: Path) -> None:
-    """The disk fills just as a position opens: the engine stops (no trading without a trace),
-    the stop reason the owner is notified of names the journal error and the open position,
-    and every unwritten event, run_stop included, is saved beside the journal."""
-    path = tmp_path / "journal.sqlite"
-    stops: list[Mapping[str, Any]] = []
-    stack = contextlib.AsyncExitStack()
-    rig = await stack.enter_async_context(pump_rig(path, feed_type=GatedFeed))
-    engine, feed = rig.engine, rig.engine.feed
-    assert isinstance(feed, GatedFeed)
-
-    # The disk fills as the position opens: the first write to fail is the opening itself. Set
-    # up before the run, not from the observer: a second connection writing from the loop's
-    # thread can wait on a transaction the writer cannot finish while that thread is blocked.
+def fail_position_openings(path: Path) -> None:
+    """The disk fills as a position opens: the first write to fail is the opening itself. Set
+    up before the run, not from an observer: a second connection writing from the loop's
+    thread can wait on a transaction the writer cannot finish while that thread is blocked."""
     with sqlite3.connect(path, timeout=60) as other:
         other.execute(
             "CREATE TRIGGER full BEFORE INSERT ON events WHEN NEW.kind = 'position_update' "
             "AND json_extract(NEW.payload, '$.action') = 'open' BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
         )
 
-    def wait_once_a_position_opens(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+
+def hold_once_a_position_opens(feed: GatedFeed, stops: list[Mapping[str, Any]]) -> EventObserver:
+    """An observer that holds the feed once a position opened (the engine waits for its next
+    batch until the writer has failed), and keeps the run_stop payloads."""
+
+    def observe(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
         if kind == "position_update" and payload["action"] == "open":
-            feed.gate.clear()  # the engine waits for its next batch until the writer has failed
+            feed.gate.clear()
         elif kind == "run_stop":
             stops.append(payload)
 
-    engine.observe(wait_once_a_position_opens)
+    return observe
+
+
+async def test_a_journal_failure_leaves_the_engine_closing_its_positions_exits_only(tmp_path: Path) -> None:
+    """The disk fills just as a position opens. Stopping would leave the position with no stop
+    at all; instead the engine blocks (reason `journal`), keeps watching it, sells it when the
+    price falls through the stop, and only then stops, every step saved beside the journal.
+    The next start takes them back: the journal shows the position closed."""
+    path = tmp_path / "journal.sqlite"
+    stops: list[Mapping[str, Any]] = []
+    stack = contextlib.AsyncExitStack()
+    rig = await stack.enter_async_context(pump_rig(path, feed_type=GatedFeed))
+    engine, feed = rig.engine, rig.engine.feed
+    assert isinstance(feed, GatedFeed)
+    fail_position_openings(path)
+    engine.observe(hold_once_a_position_opens(feed, stops))
+    closing: list[EngineSnapshot | None] = []  # what the console showed as the first exit went out
+
+    def first_exit(kind: str, payload: Mapping[str, Any], symbol: str | None) -> None:
+        if kind == "order_attempt" and payload["purpose"] != "entry" and not closing:
+            closing.append(engine.hub.latest)
+
+    engine.observe(first_exit)
+    task = asyncio.create_task(engine.run())
+    await eventually(lambda: not feed.gate.is_set(), timeout=60)
+    await eventually(lambda: rig.journal.failure is not None, timeout=30)
+    assert engine.core is not None and set(engine.core.book.holdings) == {rig.pump_symbol}
+    feed.crash = (rig.pump_symbol, 0.5, engine._now + 30_000)  # the coin halves, half a minute on
+    feed.gate.set()
+    with pytest.raises(JournalError, match=r"journal write failed: .*disk is full; events saved to"):
+        await asyncio.wait_for(task, 60)
+    with pytest.raises(JournalError, match=r"saved in .*journal\.unwritten-\d+\.jsonl"):
+        await stack.aclose()
+
+    (stop,) = stops
+    assert stop["reason"].startswith("journal error (no position open): journal write failed: ")
+    assert engine.core is not None and not engine.core.book.holdings
+    (spill,) = spills(tmp_path)
+    events = [orjson.loads(line) for line in spill.read_bytes().splitlines()]
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "spilled events out of order or with gaps"
+    kinds = [e["kind"] for e in events]
+    (state,) = [e for e in events if e["kind"] == "state_change"]
+    assert state["payload"]["to"] == "blocked" and state["payload"]["reasons"] == ["journal"]
+    told = notification_for("state_change", state["payload"])
+    assert told is not None and told.title.endswith("→ blocked") and "journal write failed" in told.text
+    after = events[kinds.index("state_change"):]
+    purposes = [e["payload"]["purpose"] for e in after if e["kind"] == "order_attempt"]
+    assert "entry" not in purposes and {"stop_loss", "trailing_stop"} & set(purposes), purposes  # exits only
+    assert any(e["kind"] == "fill" and e["payload"]["side"] == "sell" for e in after)
+    assert [e["payload"]["action"] for e in after if e["kind"] == "position_update"][-1] == "close"
+    assert kinds[-1] == "run_stop"
+    # While it was still closing: the console and /health saw why.
+    (snap,) = closing
+    assert snap is not None and snap.positions and snap.status.state == "blocked"
+    assert any(r.startswith("journal: journal write failed: ") for r in snap.status.reasons), snap.status.reasons
+    assert health_status(health_document(snap, {}, snap.ts_ms), 30.0) == 503
+
+    # The disk has room again: the next start takes the saved events back, and the position
+    # the full disk kept out of the journal is there, opened and closed.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER full")
+    async with Journal.open(path):
+        state_after = read_journal(path, rig.engine.config.trading.capital.active.capital)
+    assert not state_after.book.holdings
+    assert not spills(tmp_path)
+    with JournalReader(path) as reader:
+        closes = [e for e in reader.events(kinds=["position_update"]) if e.symbol == rig.pump_symbol]
+    assert closes[0].payload["action"] == "open" and closes[-1].payload["action"] == "close"
+
+
+async def test_a_journal_failure_whose_events_cannot_be_saved_stops_the_engine_at_once(tmp_path: Path) -> None:
+    """No folder takes the unwritten events either: nothing could be recorded, so the engine
+    stops at once (trading blind must not go on), saying why and what is left open."""
+    path = tmp_path / "journal.sqlite"
+    stops: list[Mapping[str, Any]] = []
+    stack = contextlib.AsyncExitStack()
+    rig = await stack.enter_async_context(pump_rig(path, feed_type=GatedFeed))
+    engine, feed = rig.engine, rig.engine.feed
+    assert isinstance(feed, GatedFeed)
+    fail_position_openings(path)
+    (tmp_path / "full").write_text("")
+    rig.journal.spill_dirs = [tmp_path / "full"]  # a file, not a folder: every spill fails
+    engine.observe(hold_once_a_position_opens(feed, stops))
     task = asyncio.create_task(engine.run())
     await eventually(lambda: not feed.gate.is_set(), timeout=60)
     with pytest.raises(JournalError, match="disk is full"):
         await rig.journal.flush()
     feed.gate.set()
-    with pytest.raises(JournalError):
+    with pytest.raises(JournalError, match="saving them failed too"):
         await asyncio.wait_for(task, 30)
-    with pytest.raises(JournalError, match=r"saved in .*journal\.unwritten-\d+\.jsonl"):
+    with pytest.raises(JournalError, match="they are lost"):
         await stack.aclose()
     (stop,) = stops
     assert stop["reason"].startswith(f"journal error (1 position(s) left open: {rig.pump_symbol}): journal writer stopped")
     told = notification_for("run_stop", stop)
     assert told is not None and told.title == "Engine stopped"
     assert "journal error" in told.text and "disk is full" in told.text
-    assert spilled_kinds(tmp_path)[-1] == "run_stop"
-
-    # The disk has room again: the next start takes the saved events back before it recovers,
-    # so the position whose opening the full disk kept out is recovered, not forgotten.
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER full")
-    async with Journal.open(path):
-        state = read_journal(path, rig.engine.config.trading.capital.active.capital)
-    assert set(state.book.holdings) == {rig.pump_symbol}
+    assert engine.state.state is not EngineState.BLOCKED  # it stopped; it did not go on exits-only
     assert not spills(tmp_path)
 
 

@@ -208,3 +208,17 @@ def test_l5_without_a_cooldown_blocks_until_the_level_falls() -> None:
     for i in range(S.recover_cycles_blocked):
         sm.step(HealthInputs(DAY + i, data_age_s=1.0, risk_level=1))
     assert sm.state is T
+
+
+def test_a_failed_journal_blocks_for_as_long_as_it_lasts() -> None:
+    """A journal that cannot write (its events going to a spill file) blocks at once, with its
+    own words as the reason; healthy cycles do not lift it (the writer never recovers in-run)."""
+    failure = "journal write failed: disk is full; events saved to j.unwritten-9.jsonl"
+    sm = EngineStateMachine(S)
+    transition = sm.step(HealthInputs(0, data_age_s=1.0, journal_failure=failure))
+    assert transition is not None and transition.to_state is B
+    assert transition.payload()["reasons"] == ["journal"]
+    assert [(r.code, r.detail, r.value) for r in sm.reasons] == [("journal", failure, None)]
+    for i in range(1, 3 * S.recover_cycles_blocked):
+        assert sm.step(HealthInputs(i * 1000, data_age_s=1.0, journal_failure=failure)) is None
+    assert sm.state is B
