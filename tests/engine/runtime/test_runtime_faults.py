@@ -152,23 +152,26 @@ async def test_rate_limits_silence_the_gateway_then_it_recovers(tmp_path: Path, 
 @pytest.mark.parametrize(
     ("inject", "kind"),
     [
-        pytest.param(lambda f: f.fail_with_5xx(8), "server_error", id="5xx"),
-        pytest.param(lambda f: f.hang(8, 0.7), "hang", id="timeouts"),
+        pytest.param(lambda f: f.fail_with_5xx(10_000), "server_error", id="5xx"),
+        pytest.param(lambda f: f.hang(10_000, 0.7), "hang", id="timeouts"),
     ],
 )
 async def test_failing_rest_calls_degrade_through_order_errors_and_recover(
     tmp_path: Path, inject: RestFault, kind: str
 ) -> None:
     """5xx and timeouts: failed reconciles count as order errors (>= 3 in the window degrades);
-    candle fetches that fail are retried on the next bar; the errors age out and trading resumes."""
+    candle fetches that fail are retried on the next bar; the errors age out and trading resumes.
+    The fault lasts until the engine degrades and a candle fetch has failed, then ends: how
+    many of a fixed number of failing calls reach the broker rather than the candle fetches
+    depends on the machine's speed (a fixed 8 was flaky under load)."""
     async with running(tmp_path) as rig:
         engine = rig.engine
         inject(rig.server.faults)
-        await eventually(lambda: engine.state.state is D, timeout=20)
+        await eventually(lambda: engine.state.state is D and rig.feed.last_error is not None, timeout=20)
+        rig.server.faults.reset()
         assert "order_errors" in reason_codes(rig)
         await eventually(lambda: engine.state.state is T, timeout=20)
         assert rig.server.faults.injected[kind] >= 1
-        assert rig.feed.last_error is not None
 
 
 async def test_malformed_and_nan_ticks_are_survived(tmp_path: Path) -> None:
