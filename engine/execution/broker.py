@@ -67,6 +67,12 @@ class Broker(abc.ABC):
     async def open_orders(self) -> list[Order]:
         """Every order this broker knows to be open."""
 
+    def watching_late(self) -> list[str]:
+        """Client ids of orders settled as never reached that the broker still looks for, as
+        they may land late (an exchange's backend queue). None by default: only a broker
+        whose creates can time out has any."""
+        return []
+
     def expired(self, now_ms: int) -> list[Order]:
         """Open orders past their own expiry (the intent's `expires_ms`), oldest first.
 

@@ -11,6 +11,10 @@ What the broker learns later passes through here too and is journaled once, as a
 unknown outcome settled: `action` "sync") and each cancel (`action` "cancel"), including the
 stale orders `sync` cancels at their expiry (`reason` "expired"). So an order's last
 `order_result` is its state: replay and recovery never show an order open that has settled.
+An order the broker settled as never reached (`NEVER_REACHED`) keeps its attempt's seq while the
+broker still watches for it (`Broker.watching_late`): if it lands late, that result too is
+caused by its attempt. After a restart, recovery hands back the attempts of the orders still
+open or watched (`resume`), so their later results join their trees as well.
 
 Write-ahead: with a `durable` hook (the runtime wires the journal's `flush` for a broker that
 reaches a real exchange), every `order_attempt` is committed before its order leaves: a crash
@@ -30,6 +34,7 @@ from typing import Any
 from engine.domain import Order, OrderIntent, OrderStatus
 from engine.errors import ErrorClass, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
+from engine.execution.exchange_broker import NEVER_REACHED
 from engine.journal.events import EventSink
 
 # Awaited between emitting order attempts and submitting them; returns once they are on disk.
@@ -42,12 +47,21 @@ class OrderRouter:
         self.sink = sink
         self.durable = durable
         self._sent: set[str] = set()
-        self._attempts: dict[str, int] = {}  # client id -> seq of its order_attempt, until it is settled
+        # client id -> seq of its order_attempt, until it is settled (or, if it may land late, watched no more)
+        self._attempts: dict[str, int] = {}
+        self._late: set[str] = set()  # settled as never reached: attempts kept for a late landing
         self.suppressed = 0
 
     def remember(self, client_order_ids: Iterable[str]) -> None:
         """Ids sent before a restart (from the journal): the duplicate guard refuses them too."""
         self._sent.update(client_order_ids)
+
+    def resume(self, attempts: Mapping[str, int], late: Iterable[str] = ()) -> None:
+        """Attempt seqs (from the journal) of orders sent before a restart that are still open,
+        or (`late`) settled as never reached and still watched: what they do next is caused by
+        their attempt, as it would have been without the restart."""
+        self._attempts.update(attempts)
+        self._late.update(cid for cid in late if cid in attempts)
 
     async def send(self, intent: OrderIntent, now_ms: int, cause: int | None = None) -> OrderUpdate | None:
         """Send one intent; None if it was a duplicate. Failures come back as REJECTED (or, for an
@@ -134,6 +148,7 @@ class OrderRouter:
         except SyncIncomplete as exc:
             incomplete, progress = exc, exc.updates
         updates = [replace(u, journal_seq=self._result(u, now_ms, {"action": "sync"})) for u in progress]
+        self._forget_unwatched()
         for order in self.broker.expired(now_ms):
             cancelled = await self.cancel(order, now_ms, reason="expired")
             if cancelled is not None:
@@ -168,6 +183,13 @@ class OrderRouter:
             return None
         return replace(update, journal_seq=self._result(update, now_ms, payload, trace_id=trace_id, cause=cause))
 
+    def _forget_unwatched(self) -> None:
+        """Drop the attempts kept for late landings the broker no longer looks for."""
+        gone = self._late - set(self.broker.watching_late())
+        for cid in gone:
+            self._attempts.pop(cid, None)
+        self._late -= gone
+
     def _result(
         self,
         update: OrderUpdate,
@@ -179,10 +201,17 @@ class OrderRouter:
     ) -> int:
         """Journal the order as `update` left it (status, filled quantity, average price, and
         the broker's `detail` when it settled the order itself); its seq. Caused by `cause`, or
-        else the order's attempt, which is forgotten once the order is settled."""
+        else the order's attempt, forgotten once the order is settled (and not watched for a late landing)."""
         order = update.order
         cid = order.client_order_id
-        attempt = self._attempts.pop(cid, None) if order.status.is_terminal else self._attempts.get(cid)
+        attempt = self._attempts.get(cid)
+        if not order.status.is_terminal:
+            self._late.discard(cid)  # landed late and rests: an open order again
+        elif update.detail == NEVER_REACHED:
+            self._late.add(cid)  # the broker keeps looking for it
+        else:
+            self._attempts.pop(cid, None)
+            self._late.discard(cid)
         payload: dict[str, Any] = extra | {
             "client_order_id": cid,
             "status": order.status.value,

@@ -294,6 +294,16 @@ class JournalReader:
                 return _event(*_decoded(path, row))
         return None
 
+    def first_event(self, *, since_ms: int, kinds: Sequence[str]) -> JournalEvent | None:
+        """The first event (by time) of one of `kinds` at or after `since_ms`: a walk up the
+        `events_ts` index, oldest file first, that stops at the first match."""
+        marks = ", ".join("?" * len(kinds))
+        sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE ts_ms >= ? AND kind IN ({marks}) ORDER BY ts_ms, seq LIMIT 1"
+        for path, conn in reversed(list(self._named_files())):
+            for row in _scan(path, conn, sql, (since_ms, *kinds)):
+                return _event(*_decoded(path, row))
+        return None
+
     def headers_before(self, seq: int) -> Iterator[tuple[int, int, str]]:
         """(seq, ts_ms, kind) of the events before `seq`, newest first, over the main file then
         the archives. Payloads are neither read out nor decoded: walking back is cheap."""

@@ -13,6 +13,10 @@ How (inside the writer's own connection, so there is one writer per database):
    de-duplicates by seq), never a loss, and `resume` finishes the job on the next open.
 3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`.
 
+Archives hold the same trading record as the main file, so they are as private: a new archive
+folder is 0700 and a new archive 0600 (SQLite gives its -journal the archive's mode), set
+explicitly rather than left to the process umask, which only `hotcoin` itself tightens.
+
 Age is measured against the newest event's time rather than the wall clock, so a backtest that
 journals last year's candles does not archive everything it writes the moment it writes it.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +92,7 @@ async def move_range(
 
     The lock is taken per chunk, so the writer's batches interleave with a long rotation."""
     target = archive_path(journal, first, last)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_create_private, target)
     marker = orjson.dumps({"archive": target.name, "first": first, "last": last}).decode()
     async with lock:
         await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rotation', ?)", (marker,))
@@ -134,6 +139,27 @@ async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) 
         return None
     todo = orjson.loads(raw)
     return await move_range(conn, journal, int(todo["first"]), int(todo["last"]), lock)
+
+
+def _create_private(target: Path) -> None:
+    """Make the archive folder (0700) and the empty archive (0600) before SQLite opens it, the
+    modes set after creation because `mkdir`'s and `open`'s are masked by the umask. What
+    already exists (a resumed rotation's file, a folder the owner made) is left as it is."""
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        pass
+    else:
+        folder.chmod(0o700)
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def enforce_retention(journal: Path, keep: int) -> list[Path]:

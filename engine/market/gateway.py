@@ -41,6 +41,9 @@ class StreamHealth:
 
     `last_message_ms` 0 means nothing received yet. `rate_limited_until_ms` 0 means no
     rate-limit silence. `connection_age_ms` counts from the current connection's first message.
+    `down_since_ms` is when the connection dropped, kept through failed redials and 0 again
+    once a connection is up: how long a stream has been *down*, which is not how long it has
+    been *silent* (`stale_ms`; a connected stream can be silent, a dropped one was fresh).
     """
 
     stream: str
@@ -52,6 +55,7 @@ class StreamHealth:
     last_error_ms: int = 0
     rate_limited_until_ms: int = 0
     connected_since_ms: int = 0
+    down_since_ms: int = 0
 
     def stale_ms(self, now_ms: int) -> int | None:
         """Milliseconds since the last message, or None if none arrived yet."""

@@ -76,6 +76,7 @@ class HealthState:
     last_error_ms: int = 0
     rate_limited_until_ms: int = 0
     connected_since_ms: int = 0
+    down_since_ms: int = 0
 
     def snapshot(self, rate: RateLimitBackoff | None = None) -> StreamHealth:
         until = max(self.rate_limited_until_ms, rate.until_ms if rate else 0)
@@ -89,7 +90,20 @@ class HealthState:
             last_error_ms=self.last_error_ms,
             rate_limited_until_ms=until,
             connected_since_ms=self.connected_since_ms,
+            down_since_ms=self.down_since_ms,
         )
+
+    def up(self, now_ms: int) -> None:
+        """A connection is live (a message, a confirmed subscription, a rotation's switch)."""
+        self.connected = True
+        self.connected_since_ms = self.connected_since_ms or now_ms
+        self.down_since_ms = 0
+
+    def down(self, now_ms: int) -> None:
+        """The connection is gone; the outage dates from the first drop, not the last redial."""
+        self.connected = False
+        self.connected_since_ms = 0
+        self.down_since_ms = self.down_since_ms or now_ms
 
     def error(self, exc: BaseException, now_ms: int) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -229,9 +243,7 @@ class ResilientStream(Generic[T]):
                 await self._on_error(exc)
                 return False
             # A confirmed subscription is a live stream even before its first event.
-            now = self._clock.now_ms()
-            self.health.connected = True
-            self.health.connected_since_ms = self.health.connected_since_ms or now
+            self.health.up(self._clock.now_ms())
         self._prepared = True
         return True
 
@@ -247,18 +259,14 @@ class ResilientStream(Generic[T]):
 
     def _on_message(self) -> None:
         now = self._clock.now_ms()
-        h = self.health
-        h.connected = True
-        h.last_message_ms = now
-        if h.connected_since_ms == 0:
-            h.connected_since_ms = now
+        self.health.up(now)
+        self.health.last_message_ms = now
         self._backoff.reset()
 
     async def _drop_connection(self) -> None:
         conn, task = self._conn, self._task
         self._conn, self._task, self._prepared = None, None, False
-        self.health.connected = False
-        self.health.connected_since_ms = 0
+        self.health.down(self._clock.now_ms())
         if task is not None and not task.done():
             task.cancel()
         if task is not None:
@@ -337,8 +345,7 @@ class ResilientStream(Generic[T]):
         await self._drop_connection()
         self._conn, self._prepared = new, True
         self.health.rotations += 1
-        self.health.connected = True
-        self.health.connected_since_ms = now
+        self.health.up(now)
         if data is not _SUBSCRIBED:
             self._on_message()
             self._ready.append(data)

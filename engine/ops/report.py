@@ -14,6 +14,15 @@ may trade for weeks without a state change), and otherwise "unknown". A `run_sta
 `run_stop` before it follows a crash (kill -9, power loss): the run before it is counted in its
 state up to its last journaled event (`run_end_before`) and as stopped from there. Positions
 carried into the day are counted in exposure from their first update.
+
+The run still going at the end of the day's events is checked the same way (`run_tail`): a
+crash with no restart that day must not count the rest of the day in the run's last state. A
+later `run_start` (a restart on another day) shows it died: stopped from its last event. With
+no later run boundary, the journal ends with that run and cannot say whether it died or was
+quiet: the engine journals nothing on a schedule (candidate snapshots only while some coin is
+hot), so a silence up to `SILENCE_GRACE_MS` before the span's end keeps the run's state, and a
+longer one counts as "unknown" from the run's last event (too little time traded rather than
+downtime as traded; a quiet stretch at the end is unknown too).
 """
 
 from __future__ import annotations
@@ -47,6 +56,21 @@ _STATE_KINDS = ("state_change", "run_start", "run_stop")
 # What a starting engine journals before its `run_start`: discovery's warm-up over recent
 # history, stamped with the past times it replays (see `run_end_before`).
 _WARMUP_KIND = "candidate_snapshot"
+_RUN_KINDS = ("run_start", "run_stop")
+# How long a run the journal ends with may be silent before the span's end and still count in
+# its state (module docstring): a running engine is seldom quiet this long, a dead one is.
+SILENCE_GRACE_MS = 30 * 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunTail:
+    """How the run still going at the end of a day's events ended, as far as the journal shows.
+
+    `last_ms`: its last journaled event. `died`: a later `run_start` shows the run was killed;
+    else the journal ends with it (dead, or silent since)."""
+
+    last_ms: int
+    died: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +170,7 @@ def build_report(
     prior_state: str | None = None,
     until_ms: int | None = None,
     run_end: Callable[[JournalEvent], int | None] | None = None,
+    tail: RunTail | None = None,
 ) -> DailyReport:
     """The report of `day` (UTC) from its events in seq order. Events outside the day are
     ignored; `until_ms` ends the span early (a report of today so far), though never before
@@ -154,7 +179,10 @@ def build_report(
 
     `run_end(run_start)` is asked for a `run_start` that comes while the engine is not
     stopped (the run before died without a `run_stop`): when that run journaled its last
-    event, from which on it counts as stopped. Without it the whole gap keeps the last state."""
+    event, from which on it counts as stopped. Without it the whole gap keeps the last state.
+
+    `tail` (`run_tail`) says how the run still going after the day's last state event ended:
+    None, it went on past the span (a later event, or a clean `run_stop`)."""
     start, day_end = day_bounds(day)
     end = day_end
     tracker = _Tracker(clusters or {})
@@ -209,6 +237,11 @@ def build_report(
             commands[str(p.get("command", "?"))] += 1
     if until_ms is not None:
         end = min(day_end, max(until_ms, latest + 1 if count else start))
+    gone = _gone(tail, end) if state not in (STOPPED, UNKNOWN) else None
+    if gone is not None:
+        at, after = min(max(gone[0], since), end), gone[1]
+        state_time[state] += at - since
+        state, since = after, at
     state_time[state] += end - since
     span = end - start
     shares = {k: v / span for k, v in sorted(state_time.items(), key=lambda kv: -kv[1]) if v > 0} if span else {}
@@ -230,6 +263,15 @@ def build_report(
         open_at_end=tuple(sorted(tracker.held)),
         events=count,
     )
+
+
+def _gone(tail: RunTail | None, end: int) -> tuple[int, str] | None:
+    """When the running engine stopped counting in its state before `end`, and as what."""
+    if tail is None or tail.last_ms >= end:
+        return None
+    if tail.died:
+        return tail.last_ms, STOPPED
+    return (tail.last_ms, UNKNOWN) if end - tail.last_ms > SILENCE_GRACE_MS else None
 
 
 # -- reading the journal ------------------------------------------------------------------------
@@ -265,6 +307,17 @@ def run_end_before(reader: JournalReader, run_start: JournalEvent) -> int | None
     return None
 
 
+def run_tail(reader: JournalReader, end_ms: int) -> RunTail | None:
+    """How the run going at `end_ms` ended, from the first run boundary at or after it: a
+    `run_start` (the run was killed: its last event before the restart), a `run_stop` (it ran
+    on: None), or none (the journal ends with it: its newest event)."""
+    later = reader.first_event(since_ms=end_ms, kinds=_RUN_KINDS)
+    if later is not None and later.kind == "run_stop":
+        return None
+    last = reader.last_ts_ms() if later is None else run_end_before(reader, later)
+    return None if last is None else RunTail(last, died=later is not None)
+
+
 def load_report(
     journal: Path, day: date, *, clusters: Mapping[str, str] | None = None, now_ms: int | None = None
 ) -> DailyReport:
@@ -281,6 +334,7 @@ def load_report(
             prior_state=prior,
             until_ms=now_ms,
             run_end=lambda run_start: run_end_before(reader, run_start),
+            tail=run_tail(reader, end),
         )
 
 

@@ -347,11 +347,16 @@ class GatewayFeed(MarketFeed):
         return max(0.0, (now_ms - self._last_data_ms) / 1000)
 
     def ws_down_s(self, now_ms: int) -> float:
-        """How long the ticker stream has been disconnected (0 while it is connected)."""
+        """How long the ticker stream has been disconnected (0 while it is connected).
+
+        Counted from the drop, not from the last data: silence is `data_age_s`'s rule, and a
+        stream that went quiet before it dropped has not been down for all of its silence. Both
+        ends are read on the gateway's clock, which stamped the drop: `now_ms` is a batch's
+        exchange event time, which an `ExchangeClock` (read once, at x300) can trail by seconds."""
         health = self.gateway.health().get(TICKER_STREAM)
-        if health is None or health.connected:
+        if health is None or health.connected or not health.down_since_ms:
             return 0.0
-        return self.data_age_s(now_ms) or 0.0
+        return max(0.0, (self._clock.now_ms() - health.down_since_ms) / 1000)
 
     def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
         rows = [_row(h, now_ms) for _, h in sorted(self.gateway.health().items())]

@@ -357,6 +357,7 @@ class Recovery:
             log.warning("entries paused (restored from the journal): resume with p")
         engine.cycle.push_state()
         settled = await self._reconcile(engine, now_ms)
+        await self._resume_attempts(engine)
         payload: dict[str, Any] = {
             "code": "recovered",
             "level": core.risk.level.name,
@@ -375,10 +376,22 @@ class Recovery:
             "paused": state.paused,
             "engine_state": state.engine_state.value,
             "order_errors": engine.state.errors.count(now_ms),
-            "watching_late": engine.broker.watching_late() if isinstance(engine.broker, ExchangeBroker) else [],
+            "watching_late": engine.broker.watching_late(),
         }
         sink.emit("risk_event", ts_ms=now_ms, payload=payload)
         return payload
+
+    async def _resume_attempts(self, engine: Engine) -> None:
+        """Give the router the attempt seqs of the orders the broker still follows (open, or
+        watched for a late landing), so their later results are caused by their attempts."""
+        broker = engine.broker
+        late = broker.watching_late()
+        try:
+            live = {o.client_order_id for o in await broker.open_orders()} | set(late)
+        except OrderError:  # as in `_listed`: what we cannot list, we cannot follow
+            live = set(late)
+        journaled = [*self.state.maybe_late.values(), *self.state.open_orders.values()]
+        engine.router.resume({o.client_order_id: o.attempt_seq for o in journaled if o.client_order_id in live}, late)
 
     async def _reconcile(self, engine: Engine, now_ms: int) -> list[dict[str, Any]]:
         broker = engine.broker

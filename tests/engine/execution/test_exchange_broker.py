@@ -414,3 +414,34 @@ async def test_the_router_journals_a_late_landing_as_the_orders_real_result() ->
         ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
     ]  # fmt: skip
     assert results[-1]["filled_qty"] == "100" and landed.journal_seq == sink.events[-1].seq
+    (attempt,) = [e for e in sink.events if e.kind == "order_attempt"]
+    late = sink.events[-1]
+    assert (late.trace_id, late.cause) == (intent.trace_id, attempt.seq)  # in the attempt's trace tree
+
+
+async def test_a_late_limit_resting_then_filling_stays_in_its_attempts_trace_tree() -> None:
+    """Each result of an order that landed late (resting, then filled) is caused by its
+    attempt; once the broker gives up on one that never lands, the router forgets it too."""
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000, late_watch_ms=60_000, late_check_ms=30_000)
+    router = OrderRouter(broker, sink := RecordingSink())
+    resting = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"))
+    lost = make_intent(client_order_id="hc-fedcba9876543210-e1", trace_id="fedcba9876543210")
+    for intent in (resting, lost):
+        gw.fail_next("create_order", UnknownOrderError("create_order: RequestTimeout"))
+        await router.send(intent, T0)
+    assert len(await router.sync(T0 + 10_000)) == 2  # both rejected as never reached
+    gw.orders[resting.client_order_id] = Order.from_intent(resting, OrderStatus.OPEN, T0, exchange_order_id="77")
+    await router.sync(T0 + 11_000)  # listed open: it landed
+    _filled_on_the_exchange(gw, resting, fee_base=0.1, fee_quote=0.029)
+    await router.sync(T0 + 12_000)
+    attempts = {e.payload["client_order_id"]: e.seq for e in sink.events if e.kind == "order_attempt"}
+    results = [e for e in sink.events if e.kind == "order_result" and e.payload["client_order_id"] == resting.client_order_id]
+    assert [(r.payload["status"], r.cause, r.trace_id) for r in results] == [
+        ("unknown", attempts[resting.client_order_id], resting.trace_id),
+        ("rejected", attempts[resting.client_order_id], resting.trace_id),
+        ("open", attempts[resting.client_order_id], resting.trace_id),
+        ("filled", attempts[resting.client_order_id], resting.trace_id),
+    ]
+    await router.sync(T0 + 70_001)  # the other's watch ends: its attempt is forgotten
+    assert broker.watching_late() == [] and router._attempts == {}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,23 @@ async def test_the_writer_rotates_by_itself(tmp_path: Path) -> None:
         j.emit("fill", ts_ms=T0 + 3 * DAY_MS, payload=FILL)  # the old events are now 3 days old
         await eventually(lambda: j.stats.rotations == 1)
     assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 10)]
+
+
+async def test_archives_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Rotated history is as private as the journal: the archive folder 0700 and each archive
+    (and SQLite's -journal beside it, which takes the archive's mode) 0600, set by rotation
+    itself rather than left to the process umask (a library caller, or a test, keeps 022)."""
+    path = tmp_path / "j.sqlite"
+    old = os.umask(0o022)
+    try:
+        async with Journal.open(path, settings()) as j:
+            for i in range(5):
+                j.emit("fill", ts_ms=T0 + i, payload=FILL)
+            (archive,) = await j.rotate(now_ms=T0 + 2 * DAY_MS)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(archive_dir(path).stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in archive_dir(path).iterdir()} == {archive.name: 0o600}
 
 
 async def test_retention_deletes_the_oldest_archives_and_seq_survives_them(tmp_path: Path) -> None:

@@ -81,6 +81,32 @@ async def test_a_drop_reconnects_after_backoff_and_data_resumes() -> None:
     assert "1006" in (stream.health.last_error or "")
 
 
+async def test_down_since_dates_from_the_first_drop_and_clears_on_reconnect() -> None:
+    """The state machine's "websocket down" is measured from here: the drop, kept through
+    redials that fail, not the last message (a stream can go quiet long before it drops)."""
+    dialer = Dialer(3)
+    dialer.conns[0].push(1)
+    clock = ManualClock()
+    stream, _ = make_stream(dialer, clock)
+    assert await stream.next() == 1
+    assert stream.health.down_since_ms == 0
+    clock.advance(100)  # connected and silent: not down
+    dialer.conns[0].push(ccxt.NetworkError("closing code 1006"))
+    waiting = asyncio.ensure_future(stream.next())
+    await eventually(lambda: stream.health.reconnects == 1)
+    dropped_at = clock.now_ms()
+    assert not stream.health.connected and stream.health.down_since_ms == dropped_at
+    dialer.conns[1].push(ccxt.RequestTimeout("dial timed out"))
+    clock.advance(1)
+    await eventually(lambda: stream.health.reconnects == 2)
+    assert stream.health.down_since_ms == dropped_at  # a failed redial does not restart the outage
+    dialer.conns[2].push(2)
+    clock.advance(2)
+    assert await waiting == 2
+    assert stream.health.connected and stream.health.down_since_ms == 0
+    assert stream.health.snapshot().down_since_ms == 0
+
+
 async def test_repeated_drops_back_off_exponentially_and_reset_after_a_message() -> None:
     dialer = Dialer(5)
     for conn in dialer.conns[:3]:

@@ -81,6 +81,19 @@ async def test_journal_checks(tmp_path: Path) -> None:
     assert healthy["journal.integrity"].status is Status.OK
     assert healthy["journal.size"].status is Status.OK
     assert by_name(check_journal(path, 1000))["journal.size"].status is Status.WARN
+    assert "hotcoin journal check" not in healthy["journal.integrity"].detail  # a small journal: nothing to add
+
+
+async def test_a_quick_check_ok_on_a_large_journal_names_the_full_check(tmp_path: Path) -> None:
+    """quick_check neither matches indexes to rows nor decodes events; on a journal past the
+    hint size the ok says so and where the full check is, still ok."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        j.emit("risk_event", ts_ms=1000, payload={"code": "x", "level": "L1", "detail": "y"})
+    check = by_name(check_journal(path, 2_000_000_000, full_check_hint_bytes=1000))["journal.integrity"]
+    assert check.status is Status.OK
+    assert check.detail.startswith("quick_check ok on 1 file(s)")
+    assert "`hotcoin journal check`" in check.detail and "integrity_check, slower" in check.detail
 
 
 def test_a_damaged_journal_fails(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from engine.journal.events import JournalEvent
 from engine.journal.writer import Journal
 from engine.ops.notify.base import Notification
 from engine.ops.report import (
+    SILENCE_GRACE_MS,
     DailyReporter,
+    RunTail,
     build_report,
     day_bounds,
     load_report,
@@ -249,10 +251,56 @@ async def test_the_state_the_day_began_in_is_found_however_long_ago(
     async with Journal.open(path) as j:
         for ts, kind, symbol, payload in before:
             j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
-        for ts in range(D0 - 30 * H, D0 + 23 * H, H):  # events every hour, none a state change
+        for ts in range(D0 - 30 * H, D1 + 2 * H, H):  # events every hour, none a state change, on past the day
             j.emit("signal_snapshot", ts_ms=ts, payload=SIGNAL, symbol="A/USDT")
     r = await asyncio.to_thread(load_report, path, DAY)
     assert dict(r.state_shares) == shares
+
+
+@pytest.mark.parametrize(
+    ("tail", "until", "shares"),
+    [
+        (RunTail(D0 + 14 * H, died=False), None, {"tradeable": 14 / 24, "unknown": 10 / 24}),
+        (RunTail(D0 + 14 * H, died=True), None, {"tradeable": 14 / 24, "stopped": 10 / 24}),
+        (RunTail(D1 - SILENCE_GRACE_MS, died=False), None, {"tradeable": 1.0}),
+        (RunTail(D1 + H, died=False), None, {"tradeable": 1.0}),
+        (RunTail(D0 + 5 * H, died=False), D0 + 6 * H, {"tradeable": 5 / 6, "unknown": 1 / 6}),
+        (RunTail(D0 + 6 * H - 60_000, died=False), D0 + 6 * H, {"tradeable": 1.0}),
+        (None, None, {"tradeable": 1.0}),
+    ],
+    ids=["silent-since-14h", "restarted-another-day", "quiet-within-grace", "went-on-past-midnight",
+         "today-silent-an-hour", "today-quiet-a-minute", "stopped-cleanly-later"],
+)  # fmt: skip
+def test_a_run_that_ends_the_day_silent_is_not_counted_as_trading(
+    tail: RunTail | None, until: int | None, shares: dict[str, float]
+) -> None:
+    """Killed at 14:00 with no restart that day: the rest of the day is unknown when the journal
+    ends there, stopped when a restart on another day shows the run died; a silence shorter
+    than the grace, or a run seen after the span, keeps its state."""
+    assert dict(build_report(DAY, [], prior_state="tradeable", until_ms=until, tail=tail).state_shares) == shares
+
+
+@pytest.mark.parametrize(
+    ("after", "shares"),
+    [
+        ([], {"stopped": 1 / 24, "tradeable": 13 / 24, "unknown": 10 / 24}),
+        ([*_warmup(D1 + 8 * H, D1 + 9 * H), (D1 + 9 * H, "run_start", None, RUN)], {"stopped": 11 / 24, "tradeable": 13 / 24}),
+        ([(D1 + 9 * H, "run_stop", None, {"run_id": "r", "reason": "SIGTERM"})], {"stopped": 1 / 24, "tradeable": 23 / 24}),
+        ([(D1 + 9 * H, "signal_snapshot", "A/USDT", SIGNAL)], {"stopped": 1 / 24, "tradeable": 23 / 24}),
+    ],
+    ids=["journal-ends", "restart-next-day", "clean-stop-next-day", "still-journaling-next-day"],
+)  # fmt: skip
+async def test_a_crash_with_no_restart_that_day_counts_the_rest_of_it_as_down(
+    tmp_path: Path, after: list[tuple[int, str, str | None, dict[str, Any]]], shares: dict[str, float]
+) -> None:
+    """Started 01:00, journaled up to 14:00, then killed: no run_stop, nothing else that day."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        rows = [(D0 + H, "run_start", None, RUN), *((ts, "signal_snapshot", "A/USDT", SIGNAL) for ts in range(D0 + 2 * H, D0 + 15 * H, H))]
+        for ts, kind, symbol, payload in [*rows, *after]:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY)
+    assert dict(r.state_shares) == pytest.approx(shares)
 
 
 async def test_daily_reporter_sends_yesterday_at_midnight(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Literal
 import pytest
 from typer.testing import CliRunner
 
+from engine.config.sections.state import StateSection
 from engine.domain import Side
 from engine.errors import MarketDataError, NonRetryableOrderError, RetryableOrderError
 from engine.execution.exchange_broker import ExchangeBroker
@@ -27,6 +28,7 @@ from engine.market.fake import FakeGateway, ManualClock
 from engine.market.gateway import REST_STREAM, StreamHealth
 from engine.runtime.gateway_feed import GatewayFeed
 from engine.runtime.session import RunOptions, exchange_feed, open_session, uses_exchange
+from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from hotcoin_tui.cli import app
 from tests.kit.domain import T0, make_batch, make_candle, make_intent, make_market
 from tests.kit.events import AttemptCheckingBroker
@@ -257,12 +259,58 @@ async def test_ws_down_and_stream_rows_follow_gateway_health() -> None:
     now = T0 + 45_000
     gateway.set_health(StreamHealth("tickers", connected=True, last_message_ms=T0))
     assert feed.ws_down_s(now) == 0.0
-    gateway.set_health(StreamHealth("tickers", connected=False, last_message_ms=T0, reconnects=2, last_error="RequestTimeout"))
+    gateway.set_health(
+        StreamHealth("tickers", last_message_ms=T0, reconnects=2, last_error="RequestTimeout", down_since_ms=T0 + 5_000)
+    )
     gateway.set_health(StreamHealth(REST_STREAM, rate_limited_until_ms=now + 30_000, last_error="DDoSProtection"))
-    assert feed.ws_down_s(now) == pytest.approx(45.0)
+    gateway.clock.advance(45)
+    assert feed.ws_down_s(now) == pytest.approx(40.0)  # since the drop, not since the last message
+    assert feed.ws_down_s(now + 60_000) == pytest.approx(40.0)  # event times ahead of the gateway's clock add nothing
     rows = {r.name: r for r in feed.streams(now)}
     assert rows["tickers"].status == "down" and "attempt 2" in rows["tickers"].detail
     assert rows["rest"].status == "error" and "rate limited for 30 s" in rows["rest"].detail
+    await feed.close()
+
+
+@pytest.mark.parametrize(
+    ("health", "at_s", "age_s", "down_s", "reasons"),
+    [
+        pytest.param(
+            StreamHealth("tickers", connected=True, last_message_ms=T0), 125, 125, 0, {"data_stale"},
+            id="connected-but-silent",
+        ),
+        pytest.param(
+            StreamHealth("tickers", last_message_ms=T0, down_since_ms=T0 + 115_000), 125, 125, 10, {"data_stale"},
+            id="silent-then-dropped",
+        ),
+        pytest.param(
+            StreamHealth("tickers", last_message_ms=T0, down_since_ms=T0 + 1_000), 122, 122, 121, {"data_stale", "ws_down"},
+            id="dropped-while-fresh",
+        ),
+        pytest.param(
+            StreamHealth("tickers", connected=True, last_message_ms=T0), 60, 60, 0, set(), id="reconnected",
+        ),
+    ],
+)
+async def test_ws_down_counts_from_the_drop_and_staleness_from_the_last_data(
+    health: StreamHealth, at_s: int, age_s: float, down_s: float, reasons: set[str]
+) -> None:
+    """Two rules, two measures: silence (`data_age_s`, degraded from 90 s) and a dropped
+    socket (`ws_down_s`, degraded after 120 s). A stream that went quiet before it dropped
+    has been down only since the drop; with staleness out of reach, the drop alone counts."""
+    gateway, feed = fake_feed()
+    gateway.push_tickers(make_batch({"DOGE/USDT": 0.3}, ts_ms=T0))
+    await feed.next_batch()
+    gateway.set_health(health)
+    now = T0 + at_s * 1000
+    gateway.clock.advance(at_s)  # the gateway's clock, which stamps the drop, reads `now` too
+    assert feed.data_age_s(now) == pytest.approx(age_s)
+    assert feed.ws_down_s(now) == pytest.approx(down_s)
+    inputs = HealthInputs(now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now))
+    _, found = EngineStateMachine(StateSection()).evaluate(inputs)
+    assert {r.code for r in found} == reasons
+    _, found = EngineStateMachine(StateSection(stale_degraded_s=600, stale_blocked_s=900)).evaluate(inputs)
+    assert {r.code for r in found} == reasons - {"data_stale"}
     await feed.close()
 
 

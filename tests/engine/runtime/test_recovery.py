@@ -668,6 +668,10 @@ async def test_a_restart_keeps_watching_for_orders_that_may_land_late_and_books_
         ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
     ]  # fmt: skip
     assert [(f["client_order_id"], f["quantity"]) for f in fills] == [(a, 100.0)]
+    with JournalReader(path) as reader:
+        (attempt,) = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["client_order_id"] == a]
+        late = [e for e in reader.events(kinds=["order_result"]) if e.payload.get("detail") == LANDED_LATE]
+    assert [(e.trace_id, e.cause) for e in late] == [(T_DOGE, attempt.seq)]  # found after the restart, still its tree
 
 
 async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Path) -> None:
@@ -702,5 +706,7 @@ async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Pa
         assert [(u.order.client_order_id, u.order.status) for u in updates] == [(cid, OrderStatus.CANCELED)]
         await rig.journal.flush()
     with JournalReader(path) as reader:
-        results = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload.get("reason") == "expired"]
-    assert [(r["client_order_id"], r["status"]) for r in results] == [(cid, "canceled")]
+        results = [e for e in reader.events(kinds=["order_result"]) if e.payload.get("reason") == "expired"]
+        (attempt,) = reader.events(kinds=["order_attempt"])
+    assert [(r.payload["client_order_id"], r.payload["status"]) for r in results] == [(cid, "canceled")]
+    assert [(r.trace_id, r.cause) for r in results] == [(T_DOGE, attempt.seq)]  # still in its attempt's tree
