@@ -6,6 +6,10 @@ Candles come in as [bars, symbols] matrices (`gpu_jobs.datasets.load_candles` re
 trained here sees what it will see in production. Discovery's per-bar view (heat, rank, ...)
 is not in the candles: those columns are NaN here, as they are at runtime for a symbol
 discovery said nothing about; a model trained on this data simply does not use them.
+Listings are in the candles, though: a pair whose first candle comes after the others' first
+is a listing there (`Listings.after_start`, the backtest's rule for its store), and gets the
+since-listing window features the engine computes for a listing it knows of, from the same
+`trading.signals.listing_min_bars` (the schema records it).
 
 The long (one row per bar and symbol) table goes to Parquet with its schema in the file's
 metadata (feature names, dtypes, schema hash, label definition), and reading it back refuses a
@@ -22,12 +26,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.config.sections.trading import SignalSettings
 from engine.signals.features import (
     FEATURE_DTYPES,
     FEATURE_NAMES,
     FEATURE_VERSION,
     BarMatrix,
     CandidateInfo,
+    Listings,
     feature_schema_hash,
     features_hot,
 )
@@ -84,6 +90,7 @@ class HotDataset:
     label: FloatArray  # [bars, symbols], 1 / 0 / NaN
     baseline: FloatArray  # [bars, symbols]
     horizon: int
+    listing_min_bars: int = SignalSettings().listing_min_bars
 
     @property
     def n_bars(self) -> int:
@@ -119,6 +126,7 @@ class HotDataset:
             "label": "label",
             "label_definition": label_definition(top_fraction=TOP_FRACTION),
             "horizon_bars": self.horizon,
+            "listing_min_bars": self.listing_min_bars,
             "interval": self.interval,
             "baseline": BASELINE,
             "baseline_definition": BASELINE_DEFINITION,
@@ -137,8 +145,15 @@ def label_horizon(interval: str, horizon_minutes: int = HORIZON_MINUTES) -> int:
         raise DatasetError(f"{interval} candles cannot make the hot-coin label: {exc}") from None
 
 
-def build_dataset(candles: Candles, *, horizon_minutes: int = HORIZON_MINUTES, top_fraction: float = TOP_FRACTION) -> HotDataset:
-    """Features, forward returns, labels and the baseline of every bar and symbol."""
+def build_dataset(
+    candles: Candles,
+    *,
+    horizon_minutes: int = HORIZON_MINUTES,
+    top_fraction: float = TOP_FRACTION,
+    listing_min_bars: int = SignalSettings().listing_min_bars,
+) -> HotDataset:
+    """Features, forward returns, labels and the baseline of every bar and symbol;
+    `listing_min_bars` as the engine that will score with the model runs with."""
     horizon = label_horizon(candles.interval, horizon_minutes)
     if candles.close.shape[0] <= 60:
         raise DatasetError(f"{candles.close.shape[0]} bars are too few: features need 61 bars of history")
@@ -149,7 +164,8 @@ def build_dataset(candles: Candles, *, horizon_minutes: int = HORIZON_MINUTES, t
             f"least {MIN_CROSS_SECTION}; train on more symbols (--symbols)"
         )
     bars = BarMatrix(candles.open, candles.high, candles.low, candles.close, candles.volume)
-    x = features_hot(bars, CandidateInfo.unknown(candles.close.shape), candles.btc_close).astype(np.float32)
+    listings = Listings.after_start(candles.close, listing_min_bars)
+    x = features_hot(bars, CandidateInfo.unknown(candles.close.shape), candles.btc_close, listings).astype(np.float32)
     fwd = forward_return(candles.close, horizon)
     return HotDataset(
         interval=candles.interval,
@@ -160,6 +176,7 @@ def build_dataset(candles: Candles, *, horizon_minutes: int = HORIZON_MINUTES, t
         label=top_fraction_label(fwd, top_fraction),
         baseline=rise_from_low(candles.close),
         horizon=horizon,
+        listing_min_bars=listing_min_bars,
     )
 
 

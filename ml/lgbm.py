@@ -317,7 +317,7 @@ def train_and_register(
     progress.stage("loading candles", 2)
     candles = load_candles(req.data_dir, req.interval, list(req.symbols) or None, start_ms=req.start_ms, end_ms=req.end_ms)
     progress.advance()
-    ds = build_dataset(candles)
+    ds = build_dataset(candles, listing_min_bars=config.trading.signals.listing_min_bars)
     progress.advance()
     req.out_dir.mkdir(parents=True, exist_ok=True)
     if req.write_dataset:

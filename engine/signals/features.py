@@ -17,6 +17,15 @@ bar only. A parity test feeds the same history through both and compares bar by 
 
 Bar t's features use bars up to and including t (closed bars only); a row without enough
 history, or with a missing bar inside a window, is NaN rather than a guess.
+
+A listing is the one history that is short by nature: the exchange has no bar before its first,
+so a window reaching back before it is not missing data but a coin younger than the window.
+For symbols the caller names as listings (`Listings`: discovery knows the listing and the bars
+begin at it), a window feature whose window reaches before the first bar is computed over the
+bars since listing instead (`since_listing`), once there are `Listings.min_bars` of them: the
+return from the first bar's close, the volume mean, VWAP, ATR, volatility and high since then.
+Before that, and across a missing bar after the first, they stay NaN. A gap or a late start is
+not a listing and keeps its NaN.
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ from engine.domain import Candidate
 from engine.errors import MarketDataError
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: a listing's windows are cut at its first bar (`Listings`), where 1 left them NaN
 RETURN_HORIZONS = (1, 3, 5, 15, 30, 60)
 WINDOW = 61  # bars of history the latest path needs: a 60-bar return looks 60 bars back
 _BLOCK = 256  # batch rolling sums restart their cumulative sum this often (precision, see _BatchReducer.sum)
@@ -70,6 +80,28 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 FEATURE_DTYPES: tuple[str, ...] = ("float64",) * len(FEATURE_NAMES)
 FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+# Bars (t and those before it) each window feature's ordinary value needs; a listing with fewer
+# bars than this gets the since-listing value. A return looks h bars back; the ATR and the
+# volatility also need the close before their first bar.
+_LISTING_NEEDS: dict[str, int] = {
+    **{f"ret_{h}": h + 1 for h in RETURN_HORIZONS},
+    "vol_ratio_20": 20,
+    "vol_ratio_60": 60,
+    "vwap_dist_20": 20,
+    "vwap_dist_60": 60,
+    "atr_14": 15,
+    "range_atr": 15,
+    "volatility_20": 21,
+    "high_dist_60": 60,
+}
+
+
+def since_listing(feature: str, bars: float) -> bool:
+    """Whether `feature` of a listing `bars` bars old (its first bar counted) is its since-listing
+    value rather than its ordinary window value: what replay says beside the value."""
+    return bars < _LISTING_NEEDS.get(feature, 0)
 
 
 def feature_schema_hash() -> str:
@@ -107,6 +139,9 @@ class BarMatrix:
 
     def tail(self, n: int) -> BarMatrix:
         return BarMatrix(self.open[-n:], self.high[-n:], self.low[-n:], self.close[-n:], self.volume[-n:])
+
+    def columns(self, cols: npt.NDArray[np.intp]) -> BarMatrix:
+        return BarMatrix(self.open[:, cols], self.high[:, cols], self.low[:, cols], self.close[:, cols], self.volume[:, cols])
 
 
 _INFO_FIELDS = (
@@ -175,6 +210,66 @@ class CandidateInfo:
         return tuple(getattr(self, name) for name in _INFO_FIELDS)
 
 
+@dataclass(frozen=True, slots=True)
+class Listings:
+    """The symbols whose bars begin at their listing, for the since-listing windows (module doc).
+
+    `first_row` is [symbols]: the row of each symbol's first bar in the bar matrices it comes
+    with, NaN for a symbol whose bars do not begin at a listing there. The since-listing values
+    are NaN until a listing has `min_bars` bars (`trading.signals.listing_min_bars`; 0: never,
+    the windows stay NaN for a listing's first hour).
+    """
+
+    first_row: FloatArray
+    min_bars: int
+
+    @classmethod
+    def in_window(
+        cls, close: FloatArray, listed_ms: FloatArray, last_open_ms: int, tf_ms: int, min_bars: int
+    ) -> Listings:
+        """Listings in a [bars, symbols] window of closes ending with the bar opening at
+        `last_open_ms` (the live and backtest path). `listed_ms` is [symbols]: when discovery
+        dated each symbol's listing (NaN: not known as one, e.g. a coin already trading when the
+        engine started). A symbol's first bar in the window is its listing when the window
+        reaches before it and that bar opens no later than the bar after the one `listed_ms`
+        falls in: discovery learns of a listing at a market-info refresh, after its first
+        trade, and the core's first read of a symbol takes a whole window of its bars, so a
+        listing's history begins at or before that date. A history that begins later began
+        after the listing (a start after it, a gap): not a listing, its windows stay NaN."""
+        n = close.shape[0]
+        present = ~np.isnan(close)
+        first = present.argmax(axis=0)  # 0 for a symbol without a bar: refused below
+        first_open = last_open_ms - (n - 1 - first) * tf_ms
+        with np.errstate(invalid="ignore"):
+            listing_bar = np.floor(np.round(listed_ms) / tf_ms) * tf_ms  # NaN stays NaN, and compares False
+            ok = (first > 0) & (first_open <= listing_bar + tf_ms)
+        return cls(np.where(ok, first.astype(np.float64), np.nan), min_bars)
+
+    @classmethod
+    def after_start(cls, close: FloatArray, min_bars: int) -> Listings:
+        """Listings in a history of [bars, symbols] closes (a training dataset's candles): a
+        symbol whose first bar comes after the history's first row was listed there, the rule
+        the backtest reads its candle store by (a file starting after the others' first candle)."""
+        present = ~np.isnan(close)
+        first = present.argmax(axis=0)
+        return cls(np.where(first > 0, first.astype(np.float64), np.nan), min_bars)
+
+    def ages(self, n_bars: int) -> FloatArray:
+        """[symbols] bars since listing at the last of `n_bars` rows (its first bar counted);
+        NaN for a symbol that is no listing here."""
+        return n_bars - self.first_row
+
+    def _rows(self, n_bars: int, symbols: int) -> FloatArray | None:
+        """The first rows inside matrices of `n_bars` rows, or None when nothing is to do."""
+        if self.first_row.shape != (symbols,):
+            raise MarketDataError(f"Listings.first_row has shape {self.first_row.shape}, expected ({symbols},): one per symbol")
+        if self.min_bars <= 0:
+            return None
+        with np.errstate(invalid="ignore"):
+            first = np.where((self.first_row >= 0) & (self.first_row < n_bars), self.first_row, np.nan)
+        return first if np.isfinite(first).any() else None
+
+
 class _Reducer(Protocol):
     """Trailing-window reductions evaluated at every bar (batch) or at the last bar (latest)."""
 
@@ -185,6 +280,14 @@ class _Reducer(Protocol):
     def sum(self, x: FloatArray, n: int) -> FloatArray: ...
 
     def max(self, x: FloatArray, n: int) -> FloatArray: ...
+
+    def total(self, x: FloatArray) -> FloatArray:
+        """The sum of every value up to the bar (a NaN among them: NaN)."""
+        ...
+
+    def running_max(self, x: FloatArray) -> FloatArray:
+        """The largest value up to the bar (a NaN among them: NaN)."""
+        ...
 
     def returns(self, x: FloatArray, horizons: Sequence[int]) -> Iterable[FloatArray]:
         """`_ret(at(x), lag(x, h))` for each horizon h, in order."""
@@ -231,6 +334,13 @@ class _BatchReducer:
             out[n - 1 :] = windows.max(axis=-1)
         return out
 
+    def total(self, x: FloatArray) -> FloatArray:
+        return np.cumsum(x, axis=0)
+
+    def running_max(self, x: FloatArray) -> FloatArray:
+        out: FloatArray = np.maximum.accumulate(x, axis=0)
+        return out
+
     def returns(self, x: FloatArray, horizons: Sequence[int]) -> Iterator[FloatArray]:
         """One horizon at a time: a whole-history plane each, so never all at once."""
         return (_ret(x, self.lag(x, h)) for h in horizons)
@@ -250,6 +360,12 @@ class _LatestReducer:
 
     def max(self, x: FloatArray, n: int) -> FloatArray:
         return x[-n:].max(axis=0) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
+
+    def total(self, x: FloatArray) -> FloatArray:
+        return np.asarray(x.sum(axis=0), np.float64)
+
+    def running_max(self, x: FloatArray) -> FloatArray:
+        return np.asarray(x.max(axis=0), np.float64)
 
     def returns(self, x: FloatArray, horizons: Sequence[int]) -> FloatArray:
         """All horizons in one [horizons, ...] block (its rows are the returns): one gather and
@@ -331,6 +447,70 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
     yield _std(r, btc_ret1, 60)
 
 
+def _since_listing(
+    r: _Reducer, bars: BarMatrix, first: FloatArray, min_bars: int
+) -> Iterator[tuple[int, FloatArray, BoolArray]]:
+    """The since-listing window features of listing columns (`bars` cut to them, `first` their
+    first rows): (feature index, value, whether it replaces the ordinary value) for each, NaN
+    below `min_bars` bars or across a missing bar since the first. A window is cut to the bars
+    that exist: a return looks back at most to the first bar's close, the volume mean and VWAP
+    cover the bars since listing, the ATR and volatility the bar-to-bar moves since the first
+    close. The first bar's open is left out on purpose: it is the opening auction's print (TKO
+    opened at 0.10 and closed its first minute at 2.86), a price no order after the listing
+    could get, and a return from it reads every listing as +100 % or +3,000 % "extended". The one
+    place these formulas live, over the reducers `_assemble` uses; under its `np.errstate`."""
+    h, lo, c, v = bars.high, bars.low, bars.close, bars.volume
+    rows = np.arange(bars.n_bars, dtype=np.float64)[:, None]
+    pre = rows < first  # before the listing: no such bars, so they add nothing (not NaN)
+    moves = rows > first  # bars with a close before them: a return, a true range
+    age = r.at(rows) - first + 1.0
+    first_close = c[first.astype(np.intp), np.arange(first.shape[0])]
+    prev_c = _shift1(c)
+    ret1 = _ret(c, prev_c)
+    true_range = np.fmax(h - lo, np.fmax(np.abs(h - prev_c), np.abs(lo - prev_c)))
+    typical = (h + lo + c) / 3.0
+
+    def since(x: FloatArray) -> FloatArray:
+        return r.total(np.where(pre, 0.0, x))
+
+    def since_first_close(x: FloatArray) -> FloatArray:
+        return r.total(np.where(moves, x, 0.0))
+
+    whole = (age >= max(min_bars, 1)) & (since(np.isnan(c).astype(np.float64)) == 0)
+    c_t = r.at(c)
+    volume = since(v)
+    steps = age - 1.0
+    atr = since_first_close(true_range) / steps
+    mean = since_first_close(ret1) / steps
+    since_close = _ret(c_t, first_close)
+    vol_ratio = _div(r.at(v), volume / age)
+    vwap_dist = _ret(c_t, _div(since(typical * v), volume))
+    values = {
+        **{f"ret_{horizon}": since_close for horizon in RETURN_HORIZONS},
+        "vol_ratio_20": vol_ratio,
+        "vol_ratio_60": vol_ratio,
+        "vwap_dist_20": vwap_dist,
+        "vwap_dist_60": vwap_dist,
+        "atr_14": _div(atr, c_t),
+        "range_atr": _div(r.at(h - lo), atr),
+        "volatility_20": np.sqrt(np.maximum(since_first_close(ret1 * ret1) / steps - mean * mean, 0.0)),
+        "high_dist_60": _ret(c_t, r.running_max(np.where(pre, -np.inf, h))),
+    }
+    for name, value in values.items():
+        yield FEATURE_INDEX[name], np.where(whole, value, np.nan), age < _LISTING_NEEDS[name]
+
+
+def _patch_listings(r: _Reducer, out: FloatArray, bars: BarMatrix, listings: Listings) -> None:
+    """Write the since-listing values into `out` ([features, ..., symbols], either path's
+    block) where they replace the ordinary ones; only the listing columns are computed."""
+    first = listings._rows(bars.n_bars, bars.close.shape[1])
+    if first is None:
+        return
+    cols = np.flatnonzero(np.isfinite(first))
+    for k, value, use in _since_listing(r, bars.columns(cols), first[cols], listings.min_bars):
+        out[k][..., cols] = np.where(use, value, out[k][..., cols])
+
+
 def _check_inputs(bars: BarMatrix, btc_close: FloatArray) -> None:
     if btc_close.shape != (bars.n_bars,):
         raise MarketDataError(
@@ -339,10 +519,13 @@ def _check_inputs(bars: BarMatrix, btc_close: FloatArray) -> None:
         )
 
 
-def features_hot(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> FloatArray:
+def features_hot(
+    bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, listings: Listings | None = None
+) -> FloatArray:
     """Batch path: features for every bar and symbol, shape [bars, symbols, len(FEATURE_NAMES)].
 
-    `info` arrays are [bars, symbols] (what discovery said at each bar). The result is a view of
+    `info` arrays are [bars, symbols] (what discovery said at each bar); `listings` names the
+    symbols whose bars begin at their listing (none: no since-listing values). The result is a view of
     a feature-major block (one contiguous [bars, symbols] plane per feature): building it
     feature by feature is ~10x faster than interleaving, and `out[..., k]` reads contiguously.
     """
@@ -353,16 +536,23 @@ def features_hot(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) ->
     with np.errstate(divide="ignore", invalid="ignore"):
         for k, column in enumerate(_assemble(_BatchReducer(), bars, info, btc_close)):
             planes[k] = column
+        if listings is not None:
+            _patch_listings(_BatchReducer(), planes, bars, listings)
     return np.moveaxis(planes, 0, -1)
 
 
-def features_hot_latest(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray) -> FloatArray:
+def features_hot_latest(
+    bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, listings: Listings | None = None
+) -> FloatArray:
     """Incremental path: features of the last bar only, shape [symbols, len(FEATURE_NAMES)].
 
-    Needs at most the last `WINDOW` bars; longer inputs are trimmed. `info` arrays are [symbols].
+    Needs at most the last `WINDOW` bars; longer inputs are trimmed. `info` arrays are [symbols];
+    `listings` rows count in the bars given.
     """
     _check_inputs(bars, btc_close)
     if bars.n_bars > WINDOW:
+        if listings is not None:
+            listings = Listings(listings.first_row - (bars.n_bars - WINDOW), listings.min_bars)
         bars, btc_close = bars.tail(WINDOW), btc_close[-WINDOW:]
     if info.heat.shape != bars.close.shape[1:]:
         raise MarketDataError(f"CandidateInfo is {info.heat.shape}; the latest path needs ({bars.close.shape[1]},)")
@@ -372,6 +562,8 @@ def features_hot_latest(bars: BarMatrix, info: CandidateInfo, btc_close: FloatAr
     with np.errstate(divide="ignore", invalid="ignore"):
         for k, column in enumerate(_assemble(_LatestReducer(), bars, info, btc_close)):
             columns[k] = column
+        if listings is not None:
+            _patch_listings(_LatestReducer(), columns, bars, listings)
     return np.ascontiguousarray(columns.T)
 
 

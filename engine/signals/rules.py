@@ -9,12 +9,16 @@ what cannot be seen. Exit (for held symbols): a *failed* check is an exit trigge
 is exited when any trigger fires, and the reason names them. A missing value fires no exit
 rule (it holds; the journal shows the check passed with value null): the price-based exits
 (stop, trailing stop, max hold) still protect the position.
+
+A rule that read a listing's since-listing value (`engine.signals.features.since_listing`)
+says so in its check's `detail`, as does one whose value is unknown only because the listing
+is younger than `listing_min_bars`: replay then tells them from ordinary window values.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,7 +27,7 @@ import numpy.typing as npt
 
 from engine.config.sections.trading import SignalSettings, ml_min_score_in_force
 from engine.domain import SignalDecision
-from engine.signals.features import FEATURE_INDEX
+from engine.signals.features import FEATURE_INDEX, since_listing
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -119,24 +123,45 @@ class SignalRules:
         since_last_action_ms: FloatArray,
         ml_scores: FloatArray | None = None,
         ml_calibrated: float | None = None,
+        listing_bars: FloatArray | None = None,
     ) -> list[RuleOutcome]:
         """Entry decisions for [S, F] features. `since_last_action_ms` is inf where the symbol
         has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule,
-        whose threshold is `ml_min_score`, or with "auto" the model's `ml_calibrated` one."""
+        whose threshold is `ml_min_score`, or with "auto" the model's `ml_calibrated` one.
+        `listing_bars`: each symbol's bars since listing where its features are since-listing
+        ones (NaN elsewhere), for the checks' details."""
         if self._entry is None or self._entry[0] != min_heat:
             self._entry = (min_heat, entry_rules(self.settings, min_heat))
         columns: list[tuple[str, FloatArray, BoolArray, float]] = []
+        listed = listing_bars is not None and bool(np.isfinite(listing_bars).any())
+        details: dict[str, list[str | None]] = {}
         with np.errstate(invalid="ignore"):
             for rule in self._entry[1]:
                 values, passed = rule._evaluate(features)
                 columns.append((rule.name, values, passed, rule.threshold))
+                if listed and listing_bars is not None:
+                    details[rule.name] = self._listing_details(rule.feature, values, listing_bars)
             cooldown = float(self.settings.cooldown_ms)
             columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
             if ml_scores is not None:
                 threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
                 ok = (ml_scores >= threshold) & ~np.isnan(ml_scores)
                 columns.append(("ml_score", ml_scores, ok, threshold))
-        return self._outcomes(columns, features.shape[0], exit_mode=False)
+        return self._outcomes(columns, features.shape[0], exit_mode=False, details=details)
+
+    def _listing_details(self, feature: str, values: FloatArray, ages: FloatArray) -> list[str | None]:
+        """Per symbol, what a check on `feature` must add for a listing: that the value is the
+        since-listing one, or that it is unknown until the listing is `listing_min_bars` old."""
+        least = self.settings.listing_min_bars
+        out: list[str | None] = []
+        for age, value in zip(ages.tolist(), values.tolist(), strict=True):
+            if not (age == age and since_listing(feature, age)):  # NaN: no listing
+                out.append(None)
+            elif age < least:
+                out.append(f"listing {age:.0f} bars old: unknown before {least} (signals.listing_min_bars)")
+            else:
+                out.append(f"since listing, {age:.0f} bars" if value == value else None)
+        return out
 
     def exit(self, features: FloatArray) -> list[RuleOutcome]:
         """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD."""
@@ -154,7 +179,11 @@ class SignalRules:
 
     @staticmethod
     def _outcomes(
-        columns: Sequence[tuple[str, FloatArray, BoolArray, float]], n: int, *, exit_mode: bool
+        columns: Sequence[tuple[str, FloatArray, BoolArray, float]],
+        n: int,
+        *,
+        exit_mode: bool,
+        details: Mapping[str, list[str | None]] | None = None,
     ) -> list[RuleOutcome]:
         names = [c[0] for c in columns]
         thresholds = [c[3] for c in columns]
@@ -168,6 +197,11 @@ class SignalRules:
                 {"name": name, "passed": p, "value": v, "threshold": t}
                 for name, p, v, t in zip(names, ok, vals, thresholds, strict=True)
             ]
+            if details:
+                for check in checks:
+                    said = details.get(check["name"])
+                    if said is not None and said[i] is not None:
+                        check["detail"] = said[i]
             failed = [name for name, p in zip(names, ok, strict=True) if not p]
             if exit_mode:
                 decision = SignalDecision.EXIT if failed else SignalDecision.HOLD

@@ -4,6 +4,9 @@ For every symbol not yet evaluated in the current bar it builds the feature rows
 vectorised pass (`features_hot_latest` over `BarHistory`), applies the rules, consults the ML
 scorer according to its mode, and emits one `signal_snapshot` per symbol whose `cause` is the
 candidate's `candidate_snapshot` seq. Shadow scores go to `model_shadow` events only.
+
+A candidate discovery dates as a listing (`coin_age_days`) whose bars begin at it gets the
+since-listing window features (`Listings.in_window`), and its rule checks say so.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from engine.config.sections.trading import SignalSettings
+from engine.discovery.listings import DAY_MS
 from engine.domain import Candidate, Signal, SignalDecision
 from engine.journal.events import EventSink
 from engine.signals.bars import BarSource
@@ -24,6 +28,7 @@ from engine.signals.features import (
     BarMatrix,
     CandidateInfo,
     FloatArray,
+    Listings,
     feature_dicts,
     feature_schema_hash,
     features_hot_latest,
@@ -31,7 +36,8 @@ from engine.signals.features import (
 from engine.signals.rules import RuleOutcome, SignalRules
 from engine.signals.scorer import NullScorer, Scorer
 
-FeatureMemo = dict[tuple[object, ...], FloatArray]  # the inputs of one `_features` call -> its rows
+# The inputs of one `_features` call -> its rows and each symbol's bars since listing.
+FeatureMemo = dict[tuple[object, ...], tuple[FloatArray, FloatArray]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +83,22 @@ class SignalStage:
         tf = self.history.tf_ms
         return (now_ms // tf) * tf - tf
 
-    def _features(self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int) -> FloatArray:
+    def _features(
+        self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """Feature rows of `symbols` at `bar_ms`, and each one's bars since listing where its
+        window features are since-listing ones (NaN elsewhere). `listed_ms`: when discovery
+        dated each symbol's listing, NaN (or None for all) where it knows of none."""
         key: tuple[object, ...] | None = None
+        min_bars = self.settings.listing_min_bars
+        if listed_ms is None:
+            listed_ms = np.full(len(symbols), np.nan)
         if self.memo is not None:
             regime, tf = self.settings.regime_symbol, self.history.tf_ms
-            key = (tuple(symbols), regime, tf, bar_ms, b"".join(a.tobytes() for a in info.arrays()))
+            key = (
+                tuple(symbols), regime, tf, bar_ms, min_bars, listed_ms.tobytes(),
+                b"".join(a.tobytes() for a in info.arrays()),
+            )
             known = self.memo.get(key)
             if known is not None:
                 return known
@@ -90,11 +107,18 @@ class SignalStage:
         both = self.history.window([*symbols, self.settings.regime_symbol], bar_ms)
         n = len(symbols)
         bars = BarMatrix(both.open[:, :n], both.high[:, :n], both.low[:, :n], both.close[:, :n], both.volume[:, :n])
-        x = features_hot_latest(bars, info, both.close[:, n])
+        listings = (
+            Listings.in_window(bars.close, listed_ms, bar_ms, self.history.tf_ms, min_bars)
+            if min_bars and np.isfinite(listed_ms).any()
+            else None
+        )
+        x = features_hot_latest(bars, info, both.close[:, n], listings)
+        ages = np.full(n, np.nan) if listings is None else listings.ages(bars.n_bars)
         if self.memo is not None and key is not None:
             x.setflags(write=False)  # shared with later runs: nobody may write into it
-            self.memo[key] = x
-        return x
+            ages.setflags(write=False)
+            self.memo[key] = (x, ages)
+        return x, ages
 
     def evaluate_entries(
         self,
@@ -149,7 +173,7 @@ class SignalStage:
         if not warm:
             return [], [], [], None
         info = CandidateInfo.from_candidates(warm, previous)
-        x = self._features([c.symbol for c in warm], info, bar_ms)
+        x, ages = self._features([c.symbol for c in warm], info, bar_ms, _listed_ms(warm))
         since = np.array(
             [now_ms - last_action_ms[c.symbol] if c.symbol in last_action_ms else np.inf for c in warm],
             np.float64,
@@ -162,6 +186,7 @@ class SignalStage:
             since_last_action_ms=since,
             ml_scores=scores if production else None,
             ml_calibrated=self.scorer.calibrated_min_score,
+            listing_bars=ages,
         )
         return outcomes, self._feature_rows(x), x.tolist(), scores
 
@@ -183,6 +208,7 @@ class SignalStage:
         if not fresh:
             return []
         info = CandidateInfo.unknown((len(fresh),))
+        listed = np.full(len(fresh), np.nan)
         previous = self._note_ranks([c for s, _ in held if (c := candidates.get(s)) is not None], bar_ms)
         for j, (symbol, _) in enumerate(fresh):
             cand = candidates.get(symbol)
@@ -190,7 +216,8 @@ class SignalStage:
                 row = CandidateInfo.from_candidates([cand], previous)
                 for mine, theirs in zip(info.arrays(), row.arrays(), strict=True):
                     mine[j] = theirs[0]
-        x = self._features([s for s, _ in fresh], info, bar_ms)
+                listed[j] = _listed_ms([cand])[0]
+        x, _ = self._features([s for s, _ in fresh], info, bar_ms, listed)
         outcomes = self.rules.exit(x)
         out = []
         rows, raw = self._feature_rows(x), x.tolist()
@@ -278,6 +305,14 @@ class SignalStage:
 
 
 _BAR_RANGE = FEATURE_NAMES.index("bar_range")
+
+
+def _listed_ms(candidates: Sequence[Candidate]) -> FloatArray:
+    """When discovery dated each candidate's listing (its age back from its time), NaN where it
+    knows of none."""
+    return np.array(
+        [np.nan if c.coin_age_days is None else c.ts_ms - c.coin_age_days * DAY_MS for c in candidates], np.float64
+    )
 
 
 def _has_last_bar(row: Sequence[float]) -> bool:

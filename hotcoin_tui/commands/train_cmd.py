@@ -58,7 +58,7 @@ def _train_on_gpu(opts: TrainOptions) -> None:
         symbols=opts.symbols,
     )
     with JobView() as view:
-        version = asyncio.run(train_on_gpu(config, req, hot_feature_set(), on_event=view.on_event))
+        version = asyncio.run(train_on_gpu(config, req, hot_feature_set(config.trading.signals.listing_min_bars), on_event=view.on_event))
     verdict = version.decision.verdict
     # The engine's signal path loads only `ml.runtime.TASK` (hot_lgbm): a torch model that passes
     # every gate is registered as production for research scoring (`gpu_jobs.inference`), but

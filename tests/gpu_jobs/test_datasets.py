@@ -138,3 +138,8 @@ def test_real_candles_through_features_hot(shared_data: Path, tmp_path: Path) ->
     assert meta["feature_schema_hash"] == features.schema_hash
     t, s = window_index(ds.close, seq_len=32, horizon=15)
     assert len(t) > 2000 and t[s == 1].min() >= 7 * 60 + 31
+    # BTG is a listing in these candles: its first hour has the engine's since-listing windows,
+    # from its 15th bar (`listing_min_bars`) on, as the engine computes them live.
+    ret60 = ds.features[7 * 60 : 8 * 60, 1, features.names.index("ret_60")]
+    assert np.isnan(ret60[:14]).all() and np.isfinite(ret60[14:]).all()
+    assert np.isnan(hot_feature_set(0).compute(candles)[7 * 60 : 8 * 60, 1, features.names.index("ret_60")]).all()

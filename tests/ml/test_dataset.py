@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 import ml.dataset
-from engine.signals.features import FEATURE_NAMES, feature_schema_hash
+from engine.signals.features import (
+    FEATURE_NAMES,
+    WINDOW,
+    BarMatrix,
+    CandidateInfo,
+    Listings,
+    feature_schema_hash,
+    features_hot_latest,
+)
 from gpu_jobs.datasets import DatasetError, load_candles
 from ml.dataset import HotDataset, build_dataset, read_parquet, stride_mask, write_parquet
 from ml.labels import (
@@ -134,6 +142,30 @@ def test_features_do_not_see_the_future(history: Path, dataset: HotDataset) -> N
     other = build_dataset(scrambled)
     np.testing.assert_array_equal(other.features[: t + 1], dataset.features[: t + 1])
     assert not np.array_equal(np.nan_to_num(other.forward[t - 29 : t + 1]), np.nan_to_num(dataset.forward[t - 29 : t + 1]))
+
+
+def test_a_listing_in_the_candles_gets_the_engine_s_since_listing_features(tmp_path: Path) -> None:
+    """A pair whose candles start after the others' is a listing: its first hour's window
+    features are the ones the engine computes live for a listing it knows of (the latest path
+    over the same bars), not NaN; `listing_min_bars = 0` leaves them NaN, as before."""
+    frames = synth_frames(n_symbols=8, n_bars=300, seed=4)
+    frames["S007/USDT"] = frames["S007/USDT"].iloc[200:]  # listed at bar 200
+    candles = load_candles(write_history(tmp_path, frames), "1m")
+    j = candles.symbols.index("S007/USDT")
+    ds = build_dataset(candles, listing_min_bars=15)
+    ret60, vwap60 = FEATURE_NAMES.index("ret_60"), FEATURE_NAMES.index("vwap_dist_60")
+    assert np.isnan(ds.features[:214, j, ret60]).all() and np.isfinite(ds.features[214:260, j, ret60]).all()
+    t = 229  # 30 bars after listing: what the engine's signal stage sees then
+    window = slice(t - WINDOW + 1, t + 1)
+    bars = BarMatrix(*(getattr(candles, f)[window, j : j + 1] for f in ("open", "high", "low", "close", "volume")))
+    listed = np.array([float(candles.timestamps[200] + MINUTE)])  # dated at its first candle's close
+    listings = Listings.in_window(bars.close, listed, int(candles.timestamps[t]), MINUTE, 15)
+    live = features_hot_latest(bars, CandidateInfo.unknown((1,)), candles.btc_close[window], listings)[0]
+    np.testing.assert_allclose(ds.features[t, j], live.astype(np.float32), rtol=1e-6)
+    assert np.isfinite(live[[ret60, vwap60]]).all()
+    off = build_dataset(candles, listing_min_bars=0)
+    assert np.isnan(off.features[200:260, j, ret60]).all() and ds.listing_min_bars == 15
+    assert ds.schema()["listing_min_bars"] == 15
 
 
 def test_table_keeps_only_usable_rows_of_selected_bars(dataset: HotDataset) -> None:

@@ -70,6 +70,18 @@ class SignalSettings(Section):
     max_vwap_dist_60: float = Field(
         0.08, description="Not-too-extended filter: skip when close is more than this above the 60-bar VWAP."
     )
+    listing_min_bars: int = Field(
+        15,
+        ge=0,
+        le=60,
+        description="A new listing has no bars before its first, so its 60-bar (and 20-bar) window features "
+        "would stay unknown, and every entry refused, for its first hour, when it moves most. From this many "
+        "bars after listing on they are computed over the bars since listing instead (return since the first "
+        "close, VWAP and volume mean since listing), and replay says so. 15: the first minutes are the opening "
+        "auction's extremes (TKO's first minute traded from 0.10 to 10.00 on 17.7 M volume), which a VWAP or "
+        "volume mean over fewer bars would mostly be; 15 bars dilute them while leaving three quarters of the "
+        "first hour. 0: never, the windows stay unknown until 60 bars as before.",
+    )
     cooldown_ms: int = Field(
         1_800_000, ge=0, description="After an entry or exit on a symbol, no new entry on it for this long."
     )

@@ -36,16 +36,19 @@ def _series(rng: np.random.Generator, price: float, n: int, pump_at: int | None)
     return np.column_stack([open_, high, low, close, volume])
 
 
-def write_store(root: Path, *, cut_ms: int | None = None, ends: dict[str, int] | None = None) -> Path:
+def write_store(
+    root: Path, *, cut_ms: int | None = None, ends: dict[str, int] | None = None, pumps: dict[str, int] | None = None
+) -> Path:
     """Write the store; `cut_ms` drops every candle opening at or after it; `ends` cuts one
-    pair's file at a minute (a delisting, or a pair collected over a shorter span)."""
+    pair's file at a minute (a delisting, or a pair collected over a shorter span); `pumps`
+    replaces `PUMPS` (pair -> the minute its pump starts)."""
     rng = np.random.default_rng(11)
     root.mkdir(parents=True, exist_ok=True)
     pairs = {"BTC/USDT": 60_000.0, "ETH/USDT": 2_400.0, "PUMP/USDT": 0.5, "ALT/USDT": 3.2, "CALM/USDT": 12.0}
     for symbol, price in {**pairs, "NEW/USDT": 0.8}.items():
         first = LISTING_AT if symbol == "NEW/USDT" else 0
         minutes = np.arange(first, DAYS_MIN)
-        pump = PUMPS.get(symbol)
+        pump = (PUMPS if pumps is None else pumps).get(symbol)
         values = _series(rng, price, len(minutes), None if pump is None else pump - first)
         keep = (minutes < GAP[0]) | (minutes >= GAP[1])
         ts = T0 + minutes[keep].astype(np.int64) * MIN

@@ -22,10 +22,12 @@ def test_every_window_holds_every_stored_candle(config: HotcoinConfig, store: Pa
     seen: list[tuple[str, int, FloatArray]] = []
     original = SignalStage._features
 
-    def recording(self: SignalStage, symbols: list[str], info: CandidateInfo, bar_ms: int) -> FloatArray:
+    def recording(
+        self: SignalStage, symbols: list[str], info: CandidateInfo, bar_ms: int, listed: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
         window = self.history.window(list(symbols), bar_ms)
         seen.extend((s, bar_ms, window.close[:, j].copy()) for j, s in enumerate(symbols))
-        return original(self, symbols, info, bar_ms)
+        return original(self, symbols, info, bar_ms, listed)
 
     monkeypatch.setattr(SignalStage, "_features", recording)
     asyncio.run(BacktestRunner(config, store).run(START, None))

@@ -48,7 +48,7 @@ def test_one_gather_equals_a_gather_per_use(n: int, last: int) -> None:
     rng = np.random.default_rng(last)
     info = CandidateInfo(*(rng.random(n) for _ in range(10)))
     asked = [*names[:-1], "NEVER/USDT"]  # a symbol the history has never seen reads NaN
-    got = stage._features(asked, info, last * MIN)
+    got, _ = stage._features(asked, info, last * MIN)
     want = features_hot_latest(h.window(asked, last * MIN), info, h.closes(REGIME, last * MIN))
     assert got.tobytes() == want.tobytes()
 
@@ -57,7 +57,7 @@ def test_the_regime_symbol_may_be_a_candidate_too() -> None:
     h = history(["ETH/USDT", REGIME], 70, seed=7)
     stage = SignalStage(SignalSettings(regime_symbol=REGIME), h, RecordingSink())
     info = CandidateInfo.unknown((2,))
-    got = stage._features(["ETH/USDT", REGIME], info, 69 * MIN)
+    got, _ = stage._features(["ETH/USDT", REGIME], info, 69 * MIN)
     want = features_hot_latest(h.window(["ETH/USDT", REGIME], 69 * MIN), info, h.closes(REGIME, 69 * MIN))
     assert got.tobytes() == want.tobytes()
 

@@ -152,14 +152,14 @@ def test_a_memo_answers_the_same_question_with_the_same_rows() -> None:
     stage.memo = {}
     bar = stage.bar_of(mk.NOW)
     info = CandidateInfo(*(np.linspace(0.1, 0.9, len(names)) + k for k in range(10)))
-    first = stage._features(names, info, bar)
+    first, _ = stage._features(names, info, bar)
     assert not first.flags.writeable and len(stage.memo) == 1
-    assert stage._features(names, info, bar) is first
+    assert stage._features(names, info, bar)[0] is first
     other = CandidateInfo(*(a + 1.0 for a in info.arrays()))
-    again = stage._features(names, other, bar)
+    again, _ = stage._features(names, other, bar)
     assert again is not first and len(stage.memo) == 2
     stage.memo = None  # live: computed every time, the same numbers
-    assert stage._features(names, info, bar).tobytes() == first.tobytes()
+    assert stage._features(names, info, bar)[0].tobytes() == first.tobytes()
 
 
 class CountingSink:
@@ -197,9 +197,9 @@ def test_journal_off_skips_cold_candidates_on_heat_without_building_their_featur
     asked: list[list[str]] = []
     features = off._features
 
-    def spy(symbols: list[str], info: CandidateInfo, bar: int) -> np.ndarray:
+    def spy(symbols: list[str], info: CandidateInfo, bar: int, listed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         asked.append(list(symbols))
-        return features(symbols, info, bar)
+        return features(symbols, info, bar, listed)
 
     monkeypatch.setattr(off, "_features", spy)
     cands = _mixed(names)
