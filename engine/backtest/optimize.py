@@ -18,7 +18,7 @@ works, so several machines can join a study by pointing at the same database, an
 samples with the others' trials as they land). A fold's study is one search: its name holds
 the fold's in-sample window (`study_name`: another window is another study), and its
 `identity` user attribute digests the candles that window sees, the base config's trading
-settings and `SPACE` (`study_identity`); a run whose identity differs is refused rather than
+settings and the search space (`study_identity`); a run whose identity differs is refused rather than
 mixed in, so a fold's best trial is always one of its own search.
 
 Every trial is a full `BacktestRunner` run: the same code that trades. The trials of a fold
@@ -27,8 +27,8 @@ market itself run in each worker's first trial and are replayed to its later one
 (`engine.backtest.reuse`: a later trial of three real days takes 1.0 s instead of 8.4 s); the
 core, signals, risk, router and paper broker run in every trial.
 
-Parameters (dotted config keys; `SPACE`):
-    trading.signals.min_heat                 heat entry threshold
+Parameters (dotted config keys; `SPACE`, as `search_space` fits it to the base config):
+    trading.signals.min_heat                 heat entry threshold (from the capital profile's up)
     trading.exits.max_hold_ms                holding time
     trading.exits.take_profit                tiers: tp1 gain and share, tp2 gain
     trading.exits.stop_loss, trading.exits.trailing_stop
@@ -36,7 +36,11 @@ Parameters (dotted config keys; `SPACE`):
     trading.signals.exit_upper_wick          signal exit 'reversal' (upper wick share of the bar)
 
 The two signal exits close most positions with the default settings (a 2 % dip over five
-minutes is common inside a pump), so they are searched with the rest.
+minutes is common inside a pump), so they are searched with the rest. An entry needs heat at
+or above both `trading.signals.min_heat` and the active capital profile's `min_heat`, so
+min_heat is searched from the profile's threshold up (`search_space`): below it every value
+trades alike (starter's 70 made 40 to 70 one result), and a best value there would name a
+threshold that never applies.
 """
 
 from __future__ import annotations
@@ -131,6 +135,7 @@ class Fold:
 @dataclass
 class OptimizeResult:
     folds: list[Fold] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the search space was fitted to the config
 
     @property
     def best(self) -> Fold:
@@ -176,9 +181,35 @@ def backtest_return(
     return result.final_equity / result.initial_equity - 1.0, len(result.trades)
 
 
-def _suggest(trial: Any) -> dict[str, float]:
+def search_space(config: HotcoinConfig) -> dict[str, tuple[float, float, float]]:
+    """`SPACE` with min_heat starting at the active capital profile's threshold where that is
+    higher: entry takes the higher of the two (`TradingCore.on_candidates`), so below it a
+    searched value changes nothing. The range keeps its step from the profile's value up (a
+    profile above the top searches that one value)."""
+    floor = config.trading.capital.active.min_heat
+    lo, hi, step = SPACE["min_heat"]
+    if floor <= lo:
+        return dict(SPACE)
+    return {**SPACE, "min_heat": (floor, floor + step * max(0, (hi - floor) // step), step)}
+
+
+def space_notes(config: HotcoinConfig) -> list[str]:
+    """What the output says about a space `search_space` fitted to the config."""
+    space = search_space(config)
+    if space["min_heat"] == SPACE["min_heat"]:
+        return []
+    lo, hi, _ = space["min_heat"]
+    cap = config.trading.capital
+    return [
+        f"min_heat searched {lo:g} to {hi:g}, not {SPACE['min_heat'][0]:g} to {SPACE['min_heat'][1]:g}: the capital "
+        f"profile {cap.profile!r} enters only at heat >= {lo:g} (trading.capital.profiles.{cap.profile}.min_heat), "
+        "so a lower threshold would change nothing; lower that to search below it"
+    ]
+
+
+def _suggest(trial: Any, space: dict[str, tuple[float, float, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name, (lo, hi, step) in SPACE.items():
+    for name, (lo, hi, step) in space.items():
         if isinstance(step, int):
             out[name] = trial.suggest_int(name, int(lo), int(hi), step=step)
         else:
@@ -271,17 +302,20 @@ def _trading_settings(dump: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def study_identity(index: HistoryIndex, dump: dict[str, Any], is_end: int) -> dict[str, str]:
+def study_identity(
+    index: HistoryIndex, dump: dict[str, Any], is_end: int, space: dict[str, tuple[float, float, float]]
+) -> dict[str, str]:
     """Digests of what makes two trials of a fold comparable, beside its window (which the
     study's name holds): the candles the in-sample run can see (a point-in-time run reads
     nothing after `is_end`, so a store collected further later keeps its identity; where the
-    directory is does not matter), the base config's trading settings, and `SPACE`."""
+    directory is does not matter), the base config's trading settings, and the search space
+    (`search_space`: a study searched below the profile's min_heat is not resumed)."""
     data = [
         [s, index.first_ms[s], int(np.searchsorted(index.opens[s], is_end, "left"))]
         for s in index.symbols
         if index.first_ms[s] < is_end
     ]
-    return {"data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(SPACE)}
+    return {"data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(space)}
 
 
 def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
@@ -307,7 +341,10 @@ def _claim(study: Any, identity: dict[str, str]) -> None:
             )
         study.set_user_attr("identity", identity)
         stored = study.user_attrs["identity"]  # read back: another machine may have claimed it first
-    differs = [_IDENTITY_PARTS[k] for k in identity if stored.get(k) != identity[k]]
+    differs = [k for k in identity if stored.get(k) != identity[k]]
+    if "config" in differs and "space" in differs:  # another capital profile moves min_heat's range: one cause
+        differs.remove("space")
+    differs = [_IDENTITY_PARTS[k] for k in differs]
     if differs:
         raise ConfigError(
             f"--storage: study {study.study_name!r} was searched with other {' and other '.join(differs)}, "
@@ -318,7 +355,7 @@ def _claim(study: Any, identity: dict[str, str]) -> None:
 
 def _search(
     study: Any, trials: int, trial: Callable[[dict[str, float]], tuple[float, int]], pool: ProcessPoolExecutor | None,
-    jobs: int, tick: Callable[[], None] | None,
+    jobs: int, tick: Callable[[], None] | None, space: dict[str, tuple[float, float, float]],
 ) -> None:
     """`trials` trials of `study`, `jobs` at a time: each round's parameters are asked in the
     parent, backtested (`trial(params)`, in `pool`'s worker processes, or here without one),
@@ -331,7 +368,7 @@ def _search(
     done = 0
     while done < trials:
         batch = [study.ask() for _ in range(min(jobs, trials - done))]
-        params = [_suggest(t) for t in batch]
+        params = [_suggest(t, space) for t in batch]
         pending = [pool.submit(trial, p) if pool is not None else _here(trial, p) for p in params]
         failure: BaseException | None = None
         for asked, outcome in zip(batch, pending, strict=True):
@@ -404,25 +441,26 @@ def walk_forward(
         )
     with tempfile.TemporaryDirectory(prefix="hotcoin-optuna-") as tmp:
         storage = plan.storage or f"sqlite:///{Path(tmp) / 'study.db'}"
-        result = OptimizeResult()
+        result = OptimizeResult(notes=space_notes(config))
         dump = config.model_dump(mode="json")
+        space = search_space(config)
         for k in range(plan.folds):
             is_start = start + k * span
             is_end = is_start + span - oos
             oos_end = is_start + span if k < plan.folds - 1 else end
             name = study_name(plan.study, k + 1, is_start, is_end)
             study = _open_study(name, storage, plan.seed + k, given=plan.storage is not None)
-            _claim(study, study_identity(index, dump, is_end))
+            _claim(study, study_identity(index, dump, is_end, space))
             jobs = max(1, min(plan.jobs, plan.trials))
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             tick = None if counter is None else counter.tick
             if jobs == 1:  # one process: its recordings are this fold's alone
                 trial = partial(_trial, WindowReuse(), dump, str(plan.data_dir), is_start, is_end, name)
-                _search(study, plan.trials, trial, None, 1, tick)
+                _search(study, plan.trials, trial, None, 1, tick, space)
             else:
                 trial = partial(_trial, None, dump, str(plan.data_dir), is_start, is_end, name)
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    _search(study, plan.trials, trial, pool, jobs, tick)
+                    _search(study, plan.trials, trial, pool, jobs, tick, space)
             best = study.best_trial
             params = {k2: _on_grid(float(v)) for k2, v in best.params.items()}
             if progress is not None:
@@ -492,6 +530,7 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
     return {
         "best_config": str(out),
         "best_params": result.best.params,
+        "notes": result.notes,
         "folds": [
             {
                 "fold": f.index,
@@ -540,7 +579,7 @@ def folds_table(result: OptimizeResult) -> Any:
             return_cell(f.is_return, f.is_trades), return_cell(f.oos_return, f.oos_trades),
             return_cell(f.base_oos_return, f.base_oos_trades),
         )  # fmt: skip
-    return Group(figures, *params_tables(result))
+    return Group(figures, *params_tables(result), *result.notes)
 
 
 _PARAMS_FOLDS = 6  # folds side by side in one parameters table: 6 fit 80 columns

@@ -16,6 +16,7 @@ from engine.backtest.optimize import (
     apply,
     backtest_return,
     folds_table,
+    search_space,
     to_toml,
     verdict,
     walk_forward,
@@ -23,7 +24,7 @@ from engine.backtest.optimize import (
 from engine.backtest.reuse import WindowReuse
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
-from tests.engine.backtest.conftest import START, T0
+from tests.engine.backtest.conftest import START, T0, minute_config
 
 PARAMS = {
     "min_heat": 65.0, "max_hold_min": 90, "tp1_gain": 0.03, "tp1_fraction": 0.5, "tp2_extra": 0.04,
@@ -222,6 +223,50 @@ def test_stepped_parameters_read_as_their_grid_points() -> None:
 
     noisy = {name: lo for name, (lo, _, _) in SPACE.items()}
     noisy["tp2_extra"] = 0.19999999999999998  # what 0.02 + 9 * 0.02 gives
-    got = _suggest(optuna.trial.FixedTrial(noisy))
+    got = _suggest(optuna.trial.FixedTrial(noisy), SPACE)
     assert got["tp2_extra"] == 0.2
     assert all(repr(v) == repr(float(f"{v:.10g}")) for v in got.values() if isinstance(v, float))
+
+
+@pytest.mark.parametrize(
+    ("capital", "searched"),
+    [
+        ({"profile": "starter"}, (70.0, 90.0, 5.0)),
+        ({"profile": "growth"}, (50.0, 90.0, 5.0)),
+        ({"profile": "full"}, (40.0, 90.0, 5.0)),
+        ({"profiles": {"starter": {"min_heat": 72.5}}}, (72.5, 87.5, 5.0)),
+        ({"profiles": {"starter": {"min_heat": 95.0}}}, (95.0, 95.0, 5.0)),
+    ],
+    ids=["starter-70", "growth-50", "full-0", "off-grid", "above-the-top"],
+)
+def test_min_heat_is_searched_from_the_capital_profiles_threshold(
+    capital: dict[str, object], searched: tuple[float, float, float]
+) -> None:
+    """Entry needs heat >= the higher of signals.min_heat and the profile's: below the
+    profile's, every searched value trades alike."""
+    assert search_space(minute_config(trading={"capital": capital}))["min_heat"] == searched
+
+
+def test_every_searched_min_heat_is_the_threshold_in_force(
+    config: HotcoinConfig, store: Path, tmp_path: Path
+) -> None:
+    """With the starter profile (heat >= 70) no trial, best parameter or best config names a
+    min_heat below 70 (which would trade as 70), and the output says why the range starts there."""
+    import optuna
+    from rich.console import Console
+
+    assert config.trading.capital.active.min_heat == 70.0
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=6, jobs=1, folds=1, oos_fraction=0.3, storage=url, seed=3)
+    result = walk_forward(config, plan)
+    (fold,) = result.folds
+    searched = [t.params["min_heat"] for t in optuna.load_study(study_name=fold.study, storage=url).trials]
+    assert len(searched) == 6 and min(searched) >= 70.0
+    assert fold.params["min_heat"] >= 70.0
+    assert tomllib.loads(to_toml(fold.params))["trading"]["signals"]["min_heat"] >= 70.0
+    (note,) = result.notes
+    assert "min_heat searched 70 to 90" in note and "trading.capital.profiles.starter.min_heat" in note
+    assert optimize.as_json(result, tmp_path / "best.toml")["notes"] == [note]
+    console = Console(width=80, record=True)
+    console.print(folds_table(result))
+    assert "profile 'starter' enters only at heat >= 70" in " ".join(console.export_text().split())
