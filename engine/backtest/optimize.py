@@ -15,7 +15,7 @@ The parent samples every trial (ask) and `jobs` worker processes backtest them, 
 and --jobs give the same search however the backtests' timings fall. The study lives in an
 optuna storage (a temporary SQLite file unless `--storage` names one; any optuna storage URL
 works, so several machines can join a study by pointing at the same database, and then each
-samples with the others' trials as they land). A fold's study is one search: its name holds
+samples with the others' trials as they land, from a seed of its own: `sampler_seed`). A fold's study is one search: its name holds
 the fold's in-sample window (`study_name`: another window is another study), and its
 `identity` user attribute digests the candles that window sees, the base config's trading
 settings and the search space (`study_identity`); a run whose identity differs is refused rather than
@@ -49,6 +49,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -239,6 +240,16 @@ def _trial(
         reuse = _PROCESS_REUSE[0]
     base = HotcoinConfig.model_validate(config_dump)
     return backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
+
+
+def sampler_seed(seed: int, *, shared: bool) -> int:
+    """The fold's sampler seed: `seed` itself for a study of this run alone, so a search is
+    reproducible; in a `--storage` study, `seed` mixed with a random number of this process's,
+    because every process and every resumed run starting from the same seed would draw the same
+    random start-up trials (and the same TPE candidates) as the others: duplicates, not a search."""
+    if not shared:
+        return seed
+    return int(hashlib.sha256(f"{seed}:{secrets.token_hex(8)}".encode()).hexdigest()[:8], 16)
 
 
 def _open_study(name: str, storage: str, seed: int, *, given: bool) -> Any:
@@ -449,7 +460,8 @@ def walk_forward(
             is_end = is_start + span - oos
             oos_end = is_start + span if k < plan.folds - 1 else end
             name = study_name(plan.study, k + 1, is_start, is_end)
-            study = _open_study(name, storage, plan.seed + k, given=plan.storage is not None)
+            shared = plan.storage is not None
+            study = _open_study(name, storage, sampler_seed(plan.seed + k, shared=shared), given=shared)
             _claim(study, study_identity(index, dump, is_end, space))
             jobs = max(1, min(plan.jobs, plan.trials))
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)

@@ -212,7 +212,7 @@ def optimize(
     ] = None,
     study: Annotated[str, typer.Option("--study", help="Study name prefix (one study per fold).")] = "hotcoin",
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the best config is written (TOML).")] = Path("best.toml"),
-    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 7,
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed (with --storage, mixed with a random number per process).")] = 7,
     as_json: JsonOpt = False,
     progress: Annotated[
         bool | None,

@@ -270,3 +270,18 @@ def test_every_searched_min_heat_is_the_threshold_in_force(
     console = Console(width=80, record=True)
     console.print(folds_table(result))
     assert "profile 'starter' enters only at heat >= 70" in " ".join(console.export_text().split())
+
+
+def test_runs_sharing_a_storage_sample_their_own_trials(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
+    """Two runs with the same --seed on one --storage study (one after the other here, as a
+    resumed run; processes started together open it the same way) draw their own start-up
+    trials rather than the first run's again."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url, seed=7)
+    walk_forward(config, plan)
+    (fold,) = walk_forward(config, plan).folds
+    trials = optuna.load_study(study_name=fold.study, storage=url).trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials) == 4
+    assert optimize.sampler_seed(7, shared=False) == 7  # without --storage: the seed itself, reproducible
