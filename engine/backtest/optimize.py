@@ -252,32 +252,77 @@ def sampler_seed(seed: int, *, shared: bool) -> int:
     return int(hashlib.sha256(f"{seed}:{secrets.token_hex(8)}".encode()).hexdigest()[:8], 16)
 
 
-def _open_study(name: str, storage: str, seed: int, *, given: bool) -> Any:
-    """The fold's study (resumed if the storage holds it). A `--storage` URL that cannot be
-    opened (malformed, no driver for it, a database that cannot be reached or created) is a
-    `ConfigError` naming it and the fix, not sqlalchemy's traceback."""
+_OPEN_TRIES = 6  # a study opened by processes started together: the schema and the study race at most once each
+_RACE_SIGNS = ("already exists", "database is locked")  # a table created under our feet (sqlite, postgres); busy
+
+
+def _race(exc: BaseException) -> bool:
+    """An error from another process creating the same storage schema or study at the same
+    moment (`hotcoin optimize` started on several machines at once): gone on a retry, unlike
+    a URL that names nothing reachable."""
+    from optuna.exceptions import DuplicatedStudyError, StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    if isinstance(exc, StorageInternalError) and exc.__cause__ is not None:  # optuna's wrapper of a failed commit
+        exc = exc.__cause__
+    if isinstance(exc, IntegrityError | DuplicatedStudyError):
+        return True
+    return isinstance(exc, OperationalError | ProgrammingError) and any(m in str(exc).lower() for m in _RACE_SIGNS)
+
+
+def _open_study(name: str, storage: str, seed: int, *, given: bool) -> tuple[Any, bool]:
+    """The fold's study (resumed if the storage holds it), and whether this process created it
+    (`_claim`: the creator alone writes its identity). Processes opening a fresh storage
+    together race to create its tables and the study: those errors are retried. A `--storage`
+    URL that cannot be opened (malformed, no driver for it, a database that cannot be reached
+    or created) is a `ConfigError` naming it and the fix, not sqlalchemy's traceback."""
     import optuna
+    from optuna.exceptions import DuplicatedStudyError, StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    attempt = 0
+    while True:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        try:
+            try:
+                return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler), True
+            except DuplicatedStudyError:  # atomic: exactly one process creates a study
+                return optuna.load_study(study_name=name, storage=storage, sampler=sampler), False
+        except (ImportError, ValueError, SQLAlchemyError, StorageInternalError) as exc:
+            if not given:
+                raise
+            if not _race(exc):
+                raise _unreachable(storage, exc) from exc
+            attempt += 1
+            if attempt == _OPEN_TRIES:
+                raise ConfigError(
+                    f"--storage {_shown(storage)!r}: study {name!r} could not be opened while other processes were "
+                    f"creating it ({_detail(exc)}, {_OPEN_TRIES} tries); run again"
+                ) from exc
+            time.sleep(0.05 * 2**attempt * (1.0 + secrets.randbelow(100) / 100))  # apart, not in step again
+
+
+def _detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def _shown(storage: str) -> str:
+    """The URL as it may be printed: never a password."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=seed),
-        )  # fmt: skip
-    except (ImportError, ValueError, SQLAlchemyError) as exc:
-        if not given:
-            raise
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        try:
-            shown = make_url(storage).render_as_string(hide_password=True)  # never print a password
-        except (SQLAlchemyError, ValueError):
-            shown = storage  # not a URL at all: nothing in it parses as a password
-        raise ConfigError(
-            f"--storage {shown!r}: optuna cannot open it ({type(exc).__name__}: {detail}); pass an RDB URL "
-            "it can reach, e.g. sqlite:///study.db in a folder that exists, or postgresql://user@host/db "
-            "with that database's driver installed"
-        ) from exc
+        return make_url(storage).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return storage  # not a URL at all: nothing in it parses as a password
+
+
+def _unreachable(storage: str, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"--storage {_shown(storage)!r}: optuna cannot open it ({_detail(exc)}); pass an RDB URL "
+        "it can reach, e.g. sqlite:///study.db in a folder that exists, or postgresql://user@host/db "
+        "with that database's driver installed"
+    )
 
 
 # Config keys that say where and how a machine runs, not what a trial trades: left out of a
@@ -339,11 +384,26 @@ def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
     return f"{prefix}-fold{fold}-{stamp(is_start)}-{stamp(is_end)}"
 
 
-def _claim(study: Any, identity: dict[str, str]) -> None:
+_CLAIM_WAIT_S = 5.0  # how long a process that found the study waits for its creator to claim it
+
+
+def _claim(study: Any, identity: dict[str, str], *, created: bool) -> None:
     """Tie a new study to this search's identity, and refuse one (a shared `--storage`) whose
     trials were searched with other candles, another base config or another search space:
-    their returns are not comparable with this search's, and its best trial could be theirs."""
+    their returns are not comparable with this search's, and its best trial could be theirs.
+
+    optuna's user attributes have no compare-and-set, so only the process that created the
+    study (`_open_study`: one process creates it, atomically) writes its identity; one that
+    found it waits for that write. Two searches started together with other configs, each
+    writing its own identity and reading it back, both passed, and mixed their trials. A study
+    with no identity and no trials once the wait is over (its creator stopped before writing
+    it) is claimed by the process that finds it."""
     stored = study.user_attrs.get("identity")
+    waited = 0.0
+    while stored is None and not created and not study.trials and waited < _CLAIM_WAIT_S:
+        time.sleep(0.1)
+        waited += 0.1
+        stored = study.user_attrs.get("identity")
     if stored is None:
         if study.trials:
             raise ConfigError(
@@ -351,7 +411,7 @@ def _claim(study: Any, identity: dict[str, str]) -> None:
                 "pass --study NAME to start a separate one"
             )
         study.set_user_attr("identity", identity)
-        stored = study.user_attrs["identity"]  # read back: another machine may have claimed it first
+        stored = identity
     differs = [k for k in identity if stored.get(k) != identity[k]]
     if "config" in differs and "space" in differs:  # another capital profile moves min_heat's range: one cause
         differs.remove("space")
@@ -461,8 +521,8 @@ def walk_forward(
             oos_end = is_start + span if k < plan.folds - 1 else end
             name = study_name(plan.study, k + 1, is_start, is_end)
             shared = plan.storage is not None
-            study = _open_study(name, storage, sampler_seed(plan.seed + k, shared=shared), given=shared)
-            _claim(study, study_identity(index, dump, is_end, space))
+            study, created = _open_study(name, storage, sampler_seed(plan.seed + k, shared=shared), given=shared)
+            _claim(study, study_identity(index, dump, is_end, space), created=created)
             jobs = max(1, min(plan.jobs, plan.trials))
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             tick = None if counter is None else counter.tick

@@ -285,3 +285,67 @@ def test_runs_sharing_a_storage_sample_their_own_trials(config: HotcoinConfig, s
     trials = optuna.load_study(study_name=fold.study, storage=url).trials
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials) == 4
     assert optimize.sampler_seed(7, shared=False) == 7  # without --storage: the seed itself, reproducible
+
+
+def test_processes_opening_a_fresh_storage_together_all_get_the_study(tmp_path: Path) -> None:
+    """Searches started together on a new sqlite file race to create its tables and the study
+    (`UNIQUE constraint failed: alembic_version`, `table studies already exists`): each opens
+    it, exactly one of them created it, and none is told its URL is bad."""
+    import threading
+
+    for n in range(3):
+        url = f"sqlite:///{tmp_path / f'study{n}.db'}"
+        start = threading.Barrier(4)
+        opened: list[object] = []
+
+        def open_it(url: str = url, start: threading.Barrier = start, opened: list[object] = opened) -> None:
+            start.wait()
+            try:
+                opened.append(optimize._open_study("together-fold1", url, 7, given=True))
+            except Exception as exc:  # collected, for the assertion below
+                opened.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [o for o in opened if isinstance(o, Exception)] == []
+        assert sorted(o[1] for o in opened if isinstance(o, tuple)) == [False, False, False, True]
+
+
+def test_a_storage_that_stays_contended_is_not_blamed_on_its_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema race that outlasts the retries says so and to run again; it is not a bad URL."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    def racing(**_: object) -> None:
+        raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(optuna, "create_study", racing)
+    monkeypatch.setattr(optimize, "_OPEN_TRIES", 2)
+    with pytest.raises(ConfigError, match="while other processes were creating it") as err:
+        optimize._open_study("busy-fold1", f"sqlite:///{tmp_path / 'study.db'}", 7, given=True)
+    assert "pass an RDB URL" not in str(err.value) and "run again" in str(err.value)
+
+
+def test_a_study_found_unclaimed_waits_for_its_creators_identity(tmp_path: Path) -> None:
+    """A process that found the study (did not create it) does not write its own identity over
+    the creator's: it waits for it, then compares (two searches with other configs started
+    together each read back their own identity, and mixed their trials)."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    creator, created = optimize._open_study("claimed-fold1", url, 7, given=True)
+    found, found_created = optimize._open_study("claimed-fold1", url, 7, given=True)
+    assert (created, found_created) == (True, False)
+    theirs = {"data": "a", "config": "b", "space": "c"}
+    writes = threading.Timer(0.3, optimize._claim, (creator, theirs), {"created": True})
+    writes.start()
+    with pytest.raises(ConfigError, match="with other trading settings"):
+        optimize._claim(found, {**theirs, "config": "other"}, created=False)
+    writes.join()
+    assert found.user_attrs["identity"] == theirs
+    optimize._claim(found, theirs, created=False)  # the same search joins it
