@@ -6,8 +6,11 @@ curve is drawn, so `--json` never pays for it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
+
+import numpy as np
 
 from engine.backtest.metrics import Metrics, by_exit_reason, exit_label
 from engine.backtest.runner import BacktestResult
@@ -182,14 +185,29 @@ def _market_rows(result: BacktestResult) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
+def chart_points(equity: np.ndarray, points: int) -> np.ndarray:
+    """The indices of `equity` a chart of about `points` points draws: the first and last, and
+    each bucket's lowest and highest in their order, so the line passes through every peak and
+    trough. Every Nth point (what this replaced) missed them: a month's chart topped at 111.2
+    with equity reaching 112.73, showed a smaller drawdown than the metrics, and stopped up to
+    N minutes before the end."""
+    n = len(equity)
+    if n <= points:
+        return np.arange(n)
+    edges = np.linspace(0, n, max(1, points // 2) + 1).astype(np.int64)
+    picked = {0, n - 1}
+    for a, b in itertools.pairwise(edges.tolist()):
+        picked.update((a + int(np.argmin(equity[a:b])), a + int(np.argmax(equity[a:b]))))
+    return np.array(sorted(picked), np.int64)
+
+
 def equity_chart(result: BacktestResult, width: int = 100, height: int = 18) -> str:
-    """The equity curve as terminal text (downsampled to at most `4 * width` points)."""
+    """The equity curve as terminal text (at most about `4 * width` points: `chart_points`)."""
     import plotext as plt
 
-    n = len(result.equity)
-    step = max(1, n // (4 * width))
-    xs = [i / 60.0 for i in range(0, n, step)]
-    ys = result.equity[::step].tolist()
+    at = chart_points(result.equity, 4 * width)
+    xs = (at / 60.0).tolist()
+    ys = result.equity[at].tolist()
     plt.clear_figure()
     plt.plotsize(width, height)
     plt.theme("clear")

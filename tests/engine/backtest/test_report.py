@@ -59,3 +59,24 @@ def test_a_cut_table_says_so_in_its_title() -> None:
 
     assert title_and_rows(5) == ("trades (5)", 5)
     assert title_and_rows(MAX_ROWS + 50) == (f"trades (the last {MAX_ROWS} of {MAX_ROWS + 50}; --json has all)", MAX_ROWS)
+
+
+def test_the_equity_chart_keeps_the_peak_the_trough_and_the_last_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month of minutes on a 100-column chart: the plotted line reaches the curve's true
+    maximum and minimum (one minute each) and ends at its last point, at its time."""
+    import plotext as plt
+
+    from engine.backtest.report import equity_chart
+
+    n = 43_207  # 30 days and 7 minutes: not a multiple of the bucket size
+    equity = 100.0 + np.sin(np.arange(n) / 900.0)
+    equity[12_345], equity[30_001], equity[-1] = 112.73, 91.5, 104.2
+    result = result_with_long_reasons(0)
+    result.equity, result.equity_ts = equity, T0 + np.arange(n) * 60_000
+    drawn: list[tuple[list[float], list[float]]] = []
+    monkeypatch.setattr(plt, "plot", lambda xs, ys, **_: drawn.append((list(xs), list(ys))))
+    equity_chart(result, width=100)
+    ((xs, ys),) = drawn
+    assert len(ys) <= 4 * 100 + 2
+    assert (max(ys), min(ys)) == (112.73, 91.5)
+    assert (xs[-1], ys[-1]) == ((n - 1) / 60.0, 104.2) and xs == sorted(xs)
