@@ -151,6 +151,8 @@ def backtest(
         chart_text = Text.from_ansi(report.equity_chart(result, width=min(120, console.width - 1)))
         console.print(chart_text, no_wrap=True, crop=True)
     console.print(report.metrics_table(result, metrics))
+    if result.open_positions:
+        console.print(report.open_table(result))
     if result.trades:
         console.print(report.exits_table(result))
     if result.adjusted:  # a setting a line: one cut in the middle reads as another value

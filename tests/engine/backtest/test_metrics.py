@@ -30,15 +30,16 @@ def test_known_curve() -> None:
 
 @pytest.mark.parametrize(
     ("pnls", "pf", "win"),
-    [([], 0.0, 0.0), ([1.0, 2.0], math.inf, 1.0), ([-1.0], 0.0, 0.0)],
+    [([], None, None), ([1.0, 2.0], math.inf, 1.0), ([-1.0], 0.0, 0.0)],
     ids=["no-trades", "no-losses", "only-losses"],
 )
-def test_profit_factor_edges(pnls: list[float], pf: float, win: float) -> None:
+def test_profit_factor_edges(pnls: list[float], pf: float | None, win: float | None) -> None:
+    """No closed trade: neither figure exists (None, not a 0 that reads as all trades lost)."""
     m = compute(100.0, np.array([100.0, 100.0]), np.zeros(2), pnls, STEP)
     assert m.profit_factor == pf
     assert m.win_rate == win
     assert m.sharpe == 0.0 and m.max_drawdown == 0.0
-    assert m.as_dict()["profit_factor"] == (None if math.isinf(pf) else pf)
+    assert m.as_dict()["profit_factor"] == (None if pf is None or math.isinf(pf) else pf)
 
 
 def _trade(reason: str, pnl: float, held_min: int, fees: float = 0.1, rules: tuple[str, ...] = ()) -> Trade:
