@@ -1,9 +1,10 @@
 """Backtest metrics from the equity curve (one point per cycle) and the closed trades.
 
 Sharpe and Sortino are annualised from per-cycle returns (mean / std x sqrt(cycles per year),
-risk-free rate 0); with a one-minute cycle that is sqrt(525,600). Max drawdown is the largest
-fall from a running peak of equity, as a fraction. Exposure is the share of cycles with any
-position or entry in flight. Win rate and profit factor (gross profit / gross loss, inf with
+risk-free rate 0); the replay's cycle is one minute at every timeframe, so that is sqrt(525,600)
+(docs/backtest.md, "How the metrics are computed", says so where users read). Max drawdown is
+the largest fall from a running peak of equity, as a fraction. Exposure is the share of cycles
+with any position or entry in flight. Win rate and profit factor (gross profit / gross loss, inf with
 no loss) are None with no closed trade: a run whose only position is still open has neither,
 and 0 read as "every trade lost".
 
