@@ -143,14 +143,20 @@ def _position(tree: Tree, s: TraceSummary) -> None:
     if not s.positions:
         return
     branch = tree.add(Text("Position", style="bold"))
-    for p in s.positions:
+    so_far = 0.0
+    for p in s.positions:  # a step's PnL is its fill's; after a take-profit tier, the position's differs
+        so_far += p.realised_pnl
         line = Text(f"{p.action}  qty {fmt_value(p.quantity)}  entry {fmt_value(p.entry_price)}  ")
         pnl_style = "green" if p.realised_pnl > 0 else "red" if p.realised_pnl < 0 else ""
-        line.append(f"realised PnL {p.realised_pnl:+.4f}", style=pnl_style)
+        line.append(f"this fill's realised PnL {p.realised_pnl:+.4f}", style=pnl_style)
+        if round(so_far, 4) != round(p.realised_pnl, 4):
+            line.append(f" (position so far {so_far:+.4f})")
         branch.add(line)
     if s.realised_pnl is not None:
         style = "bold green" if s.realised_pnl >= 0 else "bold red"
-        branch.add(Text.assemble(f"exit by {s.exit_purpose or '?'}: ", (f"realised PnL {s.realised_pnl:+.4f}", style)))
+        branch.add(
+            Text.assemble(f"exit by {s.exit_purpose or '?'}: ", (f"realised PnL {s.realised_pnl:+.4f}", style), " (all fills)")
+        )
 
 
 def _event_node(parent: Tree, node: TraceNode, trace_id: str) -> None:
@@ -179,7 +185,7 @@ def describe(e: JournalEvent) -> str:
     if e.kind == "fill":
         return f"{p['side']} {fmt_value(p['quantity'])} @ {fmt_value(p['price'])} fee {fmt_value(p['fee_quote'])}"
     if e.kind == "position_update":
-        return f"{p['action']} qty {fmt_value(p['quantity'])} pnl {fmt_value(p['realised_pnl'])}"
+        return f"{p['action']} qty {fmt_value(p['quantity'])} this fill's pnl {fmt_value(p['realised_pnl'])}"
     return _kv({k: v for k, v in p.items() if not isinstance(v, dict | list)})
 
 

@@ -1,10 +1,12 @@
 """Backtest metrics from the equity curve (one point per cycle) and the closed trades.
 
 Sharpe and Sortino are annualised from per-cycle returns (mean / std x sqrt(cycles per year),
-risk-free rate 0); with a one-minute cycle that is sqrt(525,600). Max drawdown is the largest
-fall from a running peak of equity, as a fraction. Exposure is the share of cycles with any
-position or entry in flight. Profit factor is gross profit / gross loss (inf with no loss,
-0 with no trade).
+risk-free rate 0); the replay's cycle is one minute at every timeframe, so that is sqrt(525,600)
+(docs/backtest.md, "How the metrics are computed", says so where users read). Max drawdown is
+the largest fall from a running peak of equity, as a fraction. Exposure is the share of cycles
+with any position or entry in flight. Win rate and profit factor (gross profit / gross loss, inf with
+no loss) are None with no closed trade: a run whose only position is still open has neither,
+and 0 read as "every trade lost".
 
 `by_exit_reason` splits the closed trades by what closed them. A strategy's total hides how it
 makes and loses money: on the real April 2021 month the default settings' signal exits closed
@@ -32,8 +34,8 @@ class Metrics:
     sharpe: float
     sortino: float
     max_drawdown: float
-    win_rate: float
-    profit_factor: float
+    win_rate: float | None  # None: no closed trade
+    profit_factor: float | None  # None: no closed trade; inf: no losing one
     exposure: float
     trades: int
     final_equity: float
@@ -65,8 +67,9 @@ def compute(
     max_dd = float(np.max(1.0 - curve / peak)) if len(curve) else 0.0
     wins = [p for p in pnls if p > 0]
     losses = [-p for p in pnls if p < 0]
+    pf: float | None
     if not pnls:
-        pf = 0.0
+        pf = None
     elif not losses:
         pf = math.inf
     else:
@@ -76,7 +79,7 @@ def compute(
         sharpe=sharpe,
         sortino=sortino,
         max_drawdown=max_dd,
-        win_rate=len(wins) / len(pnls) if pnls else 0.0,
+        win_rate=len(wins) / len(pnls) if pnls else None,
         profit_factor=pf,
         exposure=float(np.mean(np.asarray(exposure) > 0)) if len(exposure) else 0.0,
         trades=len(pnls),

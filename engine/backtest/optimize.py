@@ -15,10 +15,10 @@ The parent samples every trial (ask) and `jobs` worker processes backtest them, 
 and --jobs give the same search however the backtests' timings fall. The study lives in an
 optuna storage (a temporary SQLite file unless `--storage` names one; any optuna storage URL
 works, so several machines can join a study by pointing at the same database, and then each
-samples with the others' trials as they land). A fold's study is one search: its name holds
+samples with the others' trials as they land, from a seed of its own: `sampler_seed`). A fold's study is one search: its name holds
 the fold's in-sample window (`study_name`: another window is another study), and its
 `identity` user attribute digests the candles that window sees, the base config's trading
-settings and `SPACE` (`study_identity`); a run whose identity differs is refused rather than
+settings and the search space (`study_identity`); a run whose identity differs is refused rather than
 mixed in, so a fold's best trial is always one of its own search.
 
 Every trial is a full `BacktestRunner` run: the same code that trades. The trials of a fold
@@ -27,8 +27,8 @@ market itself run in each worker's first trial and are replayed to its later one
 (`engine.backtest.reuse`: a later trial of three real days takes 1.0 s instead of 8.4 s); the
 core, signals, risk, router and paper broker run in every trial.
 
-Parameters (dotted config keys; `SPACE`):
-    trading.signals.min_heat                 heat entry threshold
+Parameters (dotted config keys; `SPACE`, as `search_space` fits it to the base config):
+    trading.signals.min_heat                 heat entry threshold (from the capital profile's up)
     trading.exits.max_hold_ms                holding time
     trading.exits.take_profit                tiers: tp1 gain and share, tp2 gain
     trading.exits.stop_loss, trading.exits.trailing_stop
@@ -36,7 +36,11 @@ Parameters (dotted config keys; `SPACE`):
     trading.signals.exit_upper_wick          signal exit 'reversal' (upper wick share of the bar)
 
 The two signal exits close most positions with the default settings (a 2 % dip over five
-minutes is common inside a pump), so they are searched with the rest.
+minutes is common inside a pump), so they are searched with the rest. An entry needs heat at
+or above both `trading.signals.min_heat` and the active capital profile's `min_heat`, so
+min_heat is searched from the profile's threshold up (`search_space`): below it every value
+trades alike (starter's 70 made 40 to 70 one result), and a best value there would name a
+threshold that never applies.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -131,6 +136,7 @@ class Fold:
 @dataclass
 class OptimizeResult:
     folds: list[Fold] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the search space was fitted to the config
 
     @property
     def best(self) -> Fold:
@@ -176,9 +182,35 @@ def backtest_return(
     return result.final_equity / result.initial_equity - 1.0, len(result.trades)
 
 
-def _suggest(trial: Any) -> dict[str, float]:
+def search_space(config: HotcoinConfig) -> dict[str, tuple[float, float, float]]:
+    """`SPACE` with min_heat starting at the active capital profile's threshold where that is
+    higher: entry takes the higher of the two (`TradingCore.on_candidates`), so below it a
+    searched value changes nothing. The range keeps its step from the profile's value up (a
+    profile above the top searches that one value)."""
+    floor = config.trading.capital.active.min_heat
+    lo, hi, step = SPACE["min_heat"]
+    if floor <= lo:
+        return dict(SPACE)
+    return {**SPACE, "min_heat": (floor, floor + step * max(0, (hi - floor) // step), step)}
+
+
+def space_notes(config: HotcoinConfig) -> list[str]:
+    """What the output says about a space `search_space` fitted to the config."""
+    space = search_space(config)
+    if space["min_heat"] == SPACE["min_heat"]:
+        return []
+    lo, hi, _ = space["min_heat"]
+    cap = config.trading.capital
+    return [
+        f"min_heat searched {lo:g} to {hi:g}, not {SPACE['min_heat'][0]:g} to {SPACE['min_heat'][1]:g}: the capital "
+        f"profile {cap.profile!r} enters only at heat >= {lo:g} (trading.capital.profiles.{cap.profile}.min_heat), "
+        "so a lower threshold would change nothing; lower that to search below it"
+    ]
+
+
+def _suggest(trial: Any, space: dict[str, tuple[float, float, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name, (lo, hi, step) in SPACE.items():
+    for name, (lo, hi, step) in space.items():
         if isinstance(step, int):
             out[name] = trial.suggest_int(name, int(lo), int(hi), step=step)
         else:
@@ -210,32 +242,87 @@ def _trial(
     return backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
 
 
-def _open_study(name: str, storage: str, seed: int, *, given: bool) -> Any:
-    """The fold's study (resumed if the storage holds it). A `--storage` URL that cannot be
-    opened (malformed, no driver for it, a database that cannot be reached or created) is a
-    `ConfigError` naming it and the fix, not sqlalchemy's traceback."""
+def sampler_seed(seed: int, *, shared: bool) -> int:
+    """The fold's sampler seed: `seed` itself for a study of this run alone, so a search is
+    reproducible; in a `--storage` study, `seed` mixed with a random number of this process's,
+    because every process and every resumed run starting from the same seed would draw the same
+    random start-up trials (and the same TPE candidates) as the others: duplicates, not a search."""
+    if not shared:
+        return seed
+    return int(hashlib.sha256(f"{seed}:{secrets.token_hex(8)}".encode()).hexdigest()[:8], 16)
+
+
+_OPEN_TRIES = 6  # a study opened by processes started together: the schema and the study race at most once each
+_RACE_SIGNS = ("already exists", "database is locked")  # a table created under our feet (sqlite, postgres); busy
+
+
+def _race(exc: BaseException) -> bool:
+    """An error from another process creating the same storage schema or study at the same
+    moment (`hotcoin optimize` started on several machines at once): gone on a retry, unlike
+    a URL that names nothing reachable."""
+    from optuna.exceptions import DuplicatedStudyError, StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    if isinstance(exc, StorageInternalError) and exc.__cause__ is not None:  # optuna's wrapper of a failed commit
+        exc = exc.__cause__
+    if isinstance(exc, IntegrityError | DuplicatedStudyError):
+        return True
+    return isinstance(exc, OperationalError | ProgrammingError) and any(m in str(exc).lower() for m in _RACE_SIGNS)
+
+
+def _open_study(name: str, storage: str, seed: int, *, given: bool) -> tuple[Any, bool]:
+    """The fold's study (resumed if the storage holds it), and whether this process created it
+    (`_claim`: the creator alone writes its identity). Processes opening a fresh storage
+    together race to create its tables and the study: those errors are retried. A `--storage`
+    URL that cannot be opened (malformed, no driver for it, a database that cannot be reached
+    or created) is a `ConfigError` naming it and the fix, not sqlalchemy's traceback."""
     import optuna
+    from optuna.exceptions import DuplicatedStudyError, StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    attempt = 0
+    while True:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        try:
+            try:
+                return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler), True
+            except DuplicatedStudyError:  # atomic: exactly one process creates a study
+                return optuna.load_study(study_name=name, storage=storage, sampler=sampler), False
+        except (ImportError, ValueError, SQLAlchemyError, StorageInternalError) as exc:
+            if not given:
+                raise
+            if not _race(exc):
+                raise _unreachable(storage, exc) from exc
+            attempt += 1
+            if attempt == _OPEN_TRIES:
+                raise ConfigError(
+                    f"--storage {_shown(storage)!r}: study {name!r} could not be opened while other processes were "
+                    f"creating it ({_detail(exc)}, {_OPEN_TRIES} tries); run again"
+                ) from exc
+            time.sleep(0.05 * 2**attempt * (1.0 + secrets.randbelow(100) / 100))  # apart, not in step again
+
+
+def _detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def _shown(storage: str) -> str:
+    """The URL as it may be printed: never a password."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=seed),
-        )  # fmt: skip
-    except (ImportError, ValueError, SQLAlchemyError) as exc:
-        if not given:
-            raise
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        try:
-            shown = make_url(storage).render_as_string(hide_password=True)  # never print a password
-        except (SQLAlchemyError, ValueError):
-            shown = storage  # not a URL at all: nothing in it parses as a password
-        raise ConfigError(
-            f"--storage {shown!r}: optuna cannot open it ({type(exc).__name__}: {detail}); pass an RDB URL "
-            "it can reach, e.g. sqlite:///study.db in a folder that exists, or postgresql://user@host/db "
-            "with that database's driver installed"
-        ) from exc
+        return make_url(storage).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return storage  # not a URL at all: nothing in it parses as a password
+
+
+def _unreachable(storage: str, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"--storage {_shown(storage)!r}: optuna cannot open it ({_detail(exc)}); pass an RDB URL "
+        "it can reach, e.g. sqlite:///study.db in a folder that exists, or postgresql://user@host/db "
+        "with that database's driver installed"
+    )
 
 
 # Config keys that say where and how a machine runs, not what a trial trades: left out of a
@@ -271,17 +358,20 @@ def _trading_settings(dump: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def study_identity(index: HistoryIndex, dump: dict[str, Any], is_end: int) -> dict[str, str]:
+def study_identity(
+    index: HistoryIndex, dump: dict[str, Any], is_end: int, space: dict[str, tuple[float, float, float]]
+) -> dict[str, str]:
     """Digests of what makes two trials of a fold comparable, beside its window (which the
     study's name holds): the candles the in-sample run can see (a point-in-time run reads
     nothing after `is_end`, so a store collected further later keeps its identity; where the
-    directory is does not matter), the base config's trading settings, and `SPACE`."""
+    directory is does not matter), the base config's trading settings, and the search space
+    (`search_space`: a study searched below the profile's min_heat is not resumed)."""
     data = [
         [s, index.first_ms[s], int(np.searchsorted(index.opens[s], is_end, "left"))]
         for s in index.symbols
         if index.first_ms[s] < is_end
     ]
-    return {"data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(SPACE)}
+    return {"data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(space)}
 
 
 def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
@@ -294,11 +384,26 @@ def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
     return f"{prefix}-fold{fold}-{stamp(is_start)}-{stamp(is_end)}"
 
 
-def _claim(study: Any, identity: dict[str, str]) -> None:
+_CLAIM_WAIT_S = 5.0  # how long a process that found the study waits for its creator to claim it
+
+
+def _claim(study: Any, identity: dict[str, str], *, created: bool) -> None:
     """Tie a new study to this search's identity, and refuse one (a shared `--storage`) whose
     trials were searched with other candles, another base config or another search space:
-    their returns are not comparable with this search's, and its best trial could be theirs."""
+    their returns are not comparable with this search's, and its best trial could be theirs.
+
+    optuna's user attributes have no compare-and-set, so only the process that created the
+    study (`_open_study`: one process creates it, atomically) writes its identity; one that
+    found it waits for that write. Two searches started together with other configs, each
+    writing its own identity and reading it back, both passed, and mixed their trials. A study
+    with no identity and no trials once the wait is over (its creator stopped before writing
+    it) is claimed by the process that finds it."""
     stored = study.user_attrs.get("identity")
+    waited = 0.0
+    while stored is None and not created and not study.trials and waited < _CLAIM_WAIT_S:
+        time.sleep(0.1)
+        waited += 0.1
+        stored = study.user_attrs.get("identity")
     if stored is None:
         if study.trials:
             raise ConfigError(
@@ -306,8 +411,11 @@ def _claim(study: Any, identity: dict[str, str]) -> None:
                 "pass --study NAME to start a separate one"
             )
         study.set_user_attr("identity", identity)
-        stored = study.user_attrs["identity"]  # read back: another machine may have claimed it first
-    differs = [_IDENTITY_PARTS[k] for k in identity if stored.get(k) != identity[k]]
+        stored = identity
+    differs = [k for k in identity if stored.get(k) != identity[k]]
+    if "config" in differs and "space" in differs:  # another capital profile moves min_heat's range: one cause
+        differs.remove("space")
+    differs = [_IDENTITY_PARTS[k] for k in differs]
     if differs:
         raise ConfigError(
             f"--storage: study {study.study_name!r} was searched with other {' and other '.join(differs)}, "
@@ -318,7 +426,7 @@ def _claim(study: Any, identity: dict[str, str]) -> None:
 
 def _search(
     study: Any, trials: int, trial: Callable[[dict[str, float]], tuple[float, int]], pool: ProcessPoolExecutor | None,
-    jobs: int, tick: Callable[[], None] | None,
+    jobs: int, tick: Callable[[], None] | None, space: dict[str, tuple[float, float, float]],
 ) -> None:
     """`trials` trials of `study`, `jobs` at a time: each round's parameters are asked in the
     parent, backtested (`trial(params)`, in `pool`'s worker processes, or here without one),
@@ -331,7 +439,7 @@ def _search(
     done = 0
     while done < trials:
         batch = [study.ask() for _ in range(min(jobs, trials - done))]
-        params = [_suggest(t) for t in batch]
+        params = [_suggest(t, space) for t in batch]
         pending = [pool.submit(trial, p) if pool is not None else _here(trial, p) for p in params]
         failure: BaseException | None = None
         for asked, outcome in zip(batch, pending, strict=True):
@@ -404,25 +512,27 @@ def walk_forward(
         )
     with tempfile.TemporaryDirectory(prefix="hotcoin-optuna-") as tmp:
         storage = plan.storage or f"sqlite:///{Path(tmp) / 'study.db'}"
-        result = OptimizeResult()
+        result = OptimizeResult(notes=space_notes(config))
         dump = config.model_dump(mode="json")
+        space = search_space(config)
         for k in range(plan.folds):
             is_start = start + k * span
             is_end = is_start + span - oos
             oos_end = is_start + span if k < plan.folds - 1 else end
             name = study_name(plan.study, k + 1, is_start, is_end)
-            study = _open_study(name, storage, plan.seed + k, given=plan.storage is not None)
-            _claim(study, study_identity(index, dump, is_end))
+            shared = plan.storage is not None
+            study, created = _open_study(name, storage, sampler_seed(plan.seed + k, shared=shared), given=shared)
+            _claim(study, study_identity(index, dump, is_end, space), created=created)
             jobs = max(1, min(plan.jobs, plan.trials))
             counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
             tick = None if counter is None else counter.tick
             if jobs == 1:  # one process: its recordings are this fold's alone
                 trial = partial(_trial, WindowReuse(), dump, str(plan.data_dir), is_start, is_end, name)
-                _search(study, plan.trials, trial, None, 1, tick)
+                _search(study, plan.trials, trial, None, 1, tick, space)
             else:
                 trial = partial(_trial, None, dump, str(plan.data_dir), is_start, is_end, name)
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    _search(study, plan.trials, trial, pool, jobs, tick)
+                    _search(study, plan.trials, trial, pool, jobs, tick, space)
             best = study.best_trial
             params = {k2: _on_grid(float(v)) for k2, v in best.params.items()}
             if progress is not None:
@@ -492,6 +602,7 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
     return {
         "best_config": str(out),
         "best_params": result.best.params,
+        "notes": result.notes,
         "folds": [
             {
                 "fold": f.index,
@@ -540,7 +651,7 @@ def folds_table(result: OptimizeResult) -> Any:
             return_cell(f.is_return, f.is_trades), return_cell(f.oos_return, f.oos_trades),
             return_cell(f.base_oos_return, f.base_oos_trades),
         )  # fmt: skip
-    return Group(figures, *params_tables(result))
+    return Group(figures, *params_tables(result), *result.notes)
 
 
 _PARAMS_FOLDS = 6  # folds side by side in one parameters table: 6 fit 80 columns

@@ -6,11 +6,14 @@ curve is drawn, so `--json` never pays for it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
+import numpy as np
+
 from engine.backtest.metrics import Metrics, by_exit_reason, exit_label
-from engine.backtest.runner import BacktestResult
+from engine.backtest.runner import BacktestResult, OpenPosition
 from engine.timefmt import span
 
 MAX_ROWS = 200  # trades shown in the terminal table; --json carries all of them
@@ -37,7 +40,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "metrics": metrics.as_dict(),
         "market": None if result.market is None else result.market.as_dict(),
         "exits": [e.as_dict() for e in by_exit_reason(result.trades)],
-        "open_positions": result.open_positions,
+        "open_positions": {s: _open_json(p) for s, p in result.open_positions.items()},
         "trades": [
             {
                 "symbol": t.symbol,
@@ -57,6 +60,14 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         ],
         "equity": {"ts_ms": result.equity_ts.tolist(), "equity": [round(x, 6) for x in result.equity.tolist()]},
     }
+
+
+def _open_json(p: OpenPosition) -> dict[str, Any]:
+    return {
+        "trace_id": p.trace_id, "opened_ms": p.opened_ms, "quantity": p.quantity, "entry_price": p.entry_price,
+        "mark_price": p.mark_price, "unrealised_pnl": p.unrealised_pnl, "realised_pnl": p.realised_pnl,
+        "marked_at": "bid, before exit fee and slippage",
+    }  # fmt: skip
 
 
 # Columns the terminal table drops, in this order, until its rows fit the width (--json has all).
@@ -141,17 +152,46 @@ def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
         ("Sharpe (ann.)", f"{metrics.sharpe:.2f}"),
         ("Sortino (ann.)", f"{metrics.sortino:.2f}"),
         ("max drawdown", f"{metrics.max_drawdown:.2%}"),
-        ("win rate", f"{metrics.win_rate:.1%}"),
-        ("profit factor", f"{metrics.profit_factor:.2f}"),
+        ("win rate", "n/a (no closed trade)" if metrics.win_rate is None else f"{metrics.win_rate:.1%}"),
+        ("profit factor", "n/a (no closed trade)" if metrics.profit_factor is None else f"{metrics.profit_factor:.2f}"),
         ("exposure", f"{metrics.exposure:.1%}"),
         ("trades", str(metrics.trades)),
         *_market_rows(result),
-        ("open at end", ", ".join(sorted(result.open_positions)) or "none"),
+        ("open at end", _open_summary(result)),
         ("replayed", f"{result.candles:,} candles, {result.symbols} pairs, {result.cycles:,} cycles in {result.wall_s:.2f} s"
                      + (" (discovery in a second process)" if result.processes > 1 else "")),
     )
     for k, v in rows:
         table.add_row(k, v)
+    return table
+
+
+def _open_summary(result: BacktestResult) -> str:
+    held = result.open_positions.values()
+    if not held:
+        return "none"
+    unrealised = sum(p.unrealised_pnl for p in held)
+    return f"{len(held)}, unrealised {unrealised:+.2f} (table below)"
+
+
+def open_table(result: BacktestResult) -> Any:
+    """The positions still held at the end: in the final equity at the bid, before the exit fee
+    and slippage a close would pay, and in no trade figure; each with the trace that explains it."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="open at end (marked at the bid, before exit fee and slippage)", title_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    for name in ("opened UTC", "symbol", "qty", "entry", "mark", "unrealised", "trace"):
+        table.add_column(name, justify="left" if name in ("opened UTC", "symbol", "trace") else "right", no_wrap=True)
+    for p in sorted(result.open_positions.values(), key=lambda p: p.opened_ms):
+        colour = "green" if p.unrealised_pnl > 0 else "red"
+        table.add_row(
+            iso(p.opened_ms, short=True), p.symbol, f"{p.quantity:.6g}", f"{p.entry_price:.6g}", f"{p.mark_price:.6g}",
+            f"[{colour}]{p.unrealised_pnl:+.2f}[/]", p.trace_id,
+        )  # fmt: skip
     return table
 
 
@@ -182,14 +222,29 @@ def _market_rows(result: BacktestResult) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
+def chart_points(equity: np.ndarray, points: int) -> np.ndarray:
+    """The indices of `equity` a chart of about `points` points draws: the first and last, and
+    each bucket's lowest and highest in their order, so the line passes through every peak and
+    trough. Every Nth point (what this replaced) missed them: a month's chart topped at 111.2
+    with equity reaching 112.73, showed a smaller drawdown than the metrics, and stopped up to
+    N minutes before the end."""
+    n = len(equity)
+    if n <= points:
+        return np.arange(n)
+    edges = np.linspace(0, n, max(1, points // 2) + 1).astype(np.int64)
+    picked = {0, n - 1}
+    for a, b in itertools.pairwise(edges.tolist()):
+        picked.update((a + int(np.argmin(equity[a:b])), a + int(np.argmax(equity[a:b]))))
+    return np.array(sorted(picked), np.int64)
+
+
 def equity_chart(result: BacktestResult, width: int = 100, height: int = 18) -> str:
-    """The equity curve as terminal text (downsampled to at most `4 * width` points)."""
+    """The equity curve as terminal text (at most about `4 * width` points: `chart_points`)."""
     import plotext as plt
 
-    n = len(result.equity)
-    step = max(1, n // (4 * width))
-    xs = [i / 60.0 for i in range(0, n, step)]
-    ys = result.equity[::step].tolist()
+    at = chart_points(result.equity, 4 * width)
+    xs = (at / 60.0).tolist()
+    ys = result.equity[at].tolist()
     plt.clear_figure()
     plt.plotsize(width, height)
     plt.theme("clear")

@@ -94,6 +94,23 @@ class Trade:
         return 100.0 * self.pnl / cost if cost else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class OpenPosition:
+    """A position still held when the window ends. The final equity holds it at its mark (the
+    last bid, or a halted pair's last close) before any exit fee or slippage, so it moves the
+    total return without being a trade of the table, the win rate or the profit factor: the
+    report shows it apart, with the trace that explains it."""
+
+    symbol: str
+    trace_id: str
+    opened_ms: int
+    quantity: float
+    entry_price: float
+    mark_price: float
+    unrealised_pnl: float  # (mark - entry) x quantity, less the entry fees the held quantity carries
+    realised_pnl: float  # of its partial closes so far (a take-profit tier), fees included
+
+
 @dataclass
 class BacktestResult:
     run_id: str
@@ -105,7 +122,7 @@ class BacktestResult:
     exposure: np.ndarray
     trades: list[Trade]
     fills: list[Fill]
-    open_positions: dict[str, float]
+    open_positions: dict[str, OpenPosition]
     cycles: int
     candles: int
     events: int
@@ -356,7 +373,7 @@ class BacktestRunner:
             exposure=np.asarray(expo),
             trades=books.trades.closed,
             fills=books.fills,
-            open_positions={s: h.position.quantity for s, h in core.book.holdings.items()},
+            open_positions=_open_positions(core),
             cycles=cycles,
             candles=self.index.candles_between(start, end),
             events=tap.events,
@@ -370,6 +387,19 @@ class BacktestRunner:
             + _data_warnings(self.index, market_start, end, end_ms, config.trading.signals.regime_symbol)
             + _in_sample_warning(self.model, start, end),
         )
+
+
+def _open_positions(core: TradingCore) -> dict[str, OpenPosition]:
+    marks = core.marks()  # what the final equity holds them at
+    out = {}
+    for symbol, held in core.book.holdings.items():
+        p = held.position
+        out[symbol] = OpenPosition(
+            symbol=symbol, trace_id=p.trace_id, opened_ms=p.opened_ms, quantity=p.quantity, entry_price=p.entry_price,
+            mark_price=marks[symbol], unrealised_pnl=p.unrealised_pnl(marks[symbol]) - p.entry_fees,
+            realised_pnl=p.realised_pnl,
+        )  # fmt: skip
+    return out
 
 
 class _TradeLog:

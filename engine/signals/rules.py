@@ -205,7 +205,7 @@ class SignalRules:
             failed = [name for name, p in zip(names, ok, strict=True) if not p]
             if exit_mode:
                 decision = SignalDecision.EXIT if failed else SignalDecision.HOLD
-                reason = f"fired: {', '.join(failed)}" if failed else "no exit rule fired"  # shown after "exit: " / "hold: "
+                reason = f"fired: {', '.join(failed)}" if failed else "no signal exit fired"  # shown after "exit: " / "hold: "
             else:
                 decision = SignalDecision.SKIP if failed else SignalDecision.ENTER
                 reason = f"failed: {', '.join(failed)}" if failed else "all entry rules passed"

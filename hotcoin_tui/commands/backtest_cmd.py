@@ -151,6 +151,8 @@ def backtest(
         chart_text = Text.from_ansi(report.equity_chart(result, width=min(120, console.width - 1)))
         console.print(chart_text, no_wrap=True, crop=True)
     console.print(report.metrics_table(result, metrics))
+    if result.open_positions:
+        console.print(report.open_table(result))
     if result.trades:
         console.print(report.exits_table(result))
     if result.adjusted:  # a setting a line: one cut in the middle reads as another value
@@ -212,7 +214,7 @@ def optimize(
     ] = None,
     study: Annotated[str, typer.Option("--study", help="Study name prefix (one study per fold).")] = "hotcoin",
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the best config is written (TOML).")] = Path("best.toml"),
-    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 7,
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed (with --storage, mixed with a random number per process).")] = 7,
     as_json: JsonOpt = False,
     progress: Annotated[
         bool | None,

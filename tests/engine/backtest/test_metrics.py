@@ -30,15 +30,16 @@ def test_known_curve() -> None:
 
 @pytest.mark.parametrize(
     ("pnls", "pf", "win"),
-    [([], 0.0, 0.0), ([1.0, 2.0], math.inf, 1.0), ([-1.0], 0.0, 0.0)],
+    [([], None, None), ([1.0, 2.0], math.inf, 1.0), ([-1.0], 0.0, 0.0)],
     ids=["no-trades", "no-losses", "only-losses"],
 )
-def test_profit_factor_edges(pnls: list[float], pf: float, win: float) -> None:
+def test_profit_factor_edges(pnls: list[float], pf: float | None, win: float | None) -> None:
+    """No closed trade: neither figure exists (None, not a 0 that reads as all trades lost)."""
     m = compute(100.0, np.array([100.0, 100.0]), np.zeros(2), pnls, STEP)
     assert m.profit_factor == pf
     assert m.win_rate == win
     assert m.sharpe == 0.0 and m.max_drawdown == 0.0
-    assert m.as_dict()["profit_factor"] == (None if math.isinf(pf) else pf)
+    assert m.as_dict()["profit_factor"] == (None if pf is None or math.isinf(pf) else pf)
 
 
 def _trade(reason: str, pnl: float, held_min: int, fees: float = 0.1, rules: tuple[str, ...] = ()) -> Trade:
@@ -75,3 +76,26 @@ def test_signal_exits_split_by_the_rules_that_fired() -> None:
         ("signal_exit: momentum_fade", 2), ("signal_exit: momentum_fade, reversal", 1), ("take_profit", 1),
     ]  # fmt: skip
     assert exit_label(trades[1]) == "signal_exit: momentum_fade, reversal" and exit_label(trades[3]) == "take_profit"
+
+
+def test_the_docs_say_how_sharpe_sortino_and_exposure_are_computed() -> None:
+    """docs/backtest.md, where a user reads the report, says what the code does: 1-minute
+    equity returns, annualised with the factor `metrics_of` applies, risk-free rate 0, and
+    exposure as a share of minutes; and the factor it names is the code's."""
+    from pathlib import Path
+
+    from engine.backtest import api
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "backtest.md").read_text()
+    start = docs.find("### How the metrics are computed")
+    assert start >= 0, "docs/backtest.md has no section on how the metrics are computed"
+    section = " ".join(docs[start : docs.index("\n### ", start + 1)].split())
+    minutes = YEAR_MS // api.MINUTE_MS
+    assert f"sqrt({minutes:,})" in section and minutes == 525_600
+    for said in ("1-minute equity returns", "risk-free rate 0", "downside deviation", "share of minutes"):
+        assert said in section, said
+    curve = np.array([101.0, 100.5, 102.0, 101.0])
+    m = compute(100.0, curve, np.zeros(4), [], api.MINUTE_MS)  # as `metrics_of` calls it
+    rets = np.diff(np.concatenate([[100.0], curve])) / np.concatenate([[100.0], curve])[:-1]
+    assert m.sharpe == pytest.approx(rets.mean() / rets.std(ddof=1) * math.sqrt(525_600))
+    assert m.sortino == pytest.approx(rets.mean() / math.sqrt(np.mean(np.minimum(rets, 0) ** 2)) * math.sqrt(525_600))

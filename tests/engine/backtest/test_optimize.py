@@ -16,6 +16,7 @@ from engine.backtest.optimize import (
     apply,
     backtest_return,
     folds_table,
+    search_space,
     to_toml,
     verdict,
     walk_forward,
@@ -23,7 +24,7 @@ from engine.backtest.optimize import (
 from engine.backtest.reuse import WindowReuse
 from engine.config import HotcoinConfig
 from engine.errors import ConfigError
-from tests.engine.backtest.conftest import START, T0
+from tests.engine.backtest.conftest import START, T0, minute_config
 
 PARAMS = {
     "min_heat": 65.0, "max_hold_min": 90, "tp1_gain": 0.03, "tp1_fraction": 0.5, "tp2_extra": 0.04,
@@ -222,6 +223,129 @@ def test_stepped_parameters_read_as_their_grid_points() -> None:
 
     noisy = {name: lo for name, (lo, _, _) in SPACE.items()}
     noisy["tp2_extra"] = 0.19999999999999998  # what 0.02 + 9 * 0.02 gives
-    got = _suggest(optuna.trial.FixedTrial(noisy))
+    got = _suggest(optuna.trial.FixedTrial(noisy), SPACE)
     assert got["tp2_extra"] == 0.2
     assert all(repr(v) == repr(float(f"{v:.10g}")) for v in got.values() if isinstance(v, float))
+
+
+@pytest.mark.parametrize(
+    ("capital", "searched"),
+    [
+        ({"profile": "starter"}, (70.0, 90.0, 5.0)),
+        ({"profile": "growth"}, (50.0, 90.0, 5.0)),
+        ({"profile": "full"}, (40.0, 90.0, 5.0)),
+        ({"profiles": {"starter": {"min_heat": 72.5}}}, (72.5, 87.5, 5.0)),
+        ({"profiles": {"starter": {"min_heat": 95.0}}}, (95.0, 95.0, 5.0)),
+    ],
+    ids=["starter-70", "growth-50", "full-0", "off-grid", "above-the-top"],
+)
+def test_min_heat_is_searched_from_the_capital_profiles_threshold(
+    capital: dict[str, object], searched: tuple[float, float, float]
+) -> None:
+    """Entry needs heat >= the higher of signals.min_heat and the profile's: below the
+    profile's, every searched value trades alike."""
+    assert search_space(minute_config(trading={"capital": capital}))["min_heat"] == searched
+
+
+def test_every_searched_min_heat_is_the_threshold_in_force(
+    config: HotcoinConfig, store: Path, tmp_path: Path
+) -> None:
+    """With the starter profile (heat >= 70) no trial, best parameter or best config names a
+    min_heat below 70 (which would trade as 70), and the output says why the range starts there."""
+    import optuna
+    from rich.console import Console
+
+    assert config.trading.capital.active.min_heat == 70.0
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=6, jobs=1, folds=1, oos_fraction=0.3, storage=url, seed=3)
+    result = walk_forward(config, plan)
+    (fold,) = result.folds
+    searched = [t.params["min_heat"] for t in optuna.load_study(study_name=fold.study, storage=url).trials]
+    assert len(searched) == 6 and min(searched) >= 70.0
+    assert fold.params["min_heat"] >= 70.0
+    assert tomllib.loads(to_toml(fold.params))["trading"]["signals"]["min_heat"] >= 70.0
+    (note,) = result.notes
+    assert "min_heat searched 70 to 90" in note and "trading.capital.profiles.starter.min_heat" in note
+    assert optimize.as_json(result, tmp_path / "best.toml")["notes"] == [note]
+    console = Console(width=80, record=True)
+    console.print(folds_table(result))
+    assert "profile 'starter' enters only at heat >= 70" in " ".join(console.export_text().split())
+
+
+def test_runs_sharing_a_storage_sample_their_own_trials(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
+    """Two runs with the same --seed on one --storage study (one after the other here, as a
+    resumed run; processes started together open it the same way) draw their own start-up
+    trials rather than the first run's again."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url, seed=7)
+    walk_forward(config, plan)
+    (fold,) = walk_forward(config, plan).folds
+    trials = optuna.load_study(study_name=fold.study, storage=url).trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials) == 4
+    assert optimize.sampler_seed(7, shared=False) == 7  # without --storage: the seed itself, reproducible
+
+
+def test_processes_opening_a_fresh_storage_together_all_get_the_study(tmp_path: Path) -> None:
+    """Searches started together on a new sqlite file race to create its tables and the study
+    (`UNIQUE constraint failed: alembic_version`, `table studies already exists`): each opens
+    it, exactly one of them created it, and none is told its URL is bad."""
+    import threading
+
+    for n in range(3):
+        url = f"sqlite:///{tmp_path / f'study{n}.db'}"
+        start = threading.Barrier(4)
+        opened: list[object] = []
+
+        def open_it(url: str = url, start: threading.Barrier = start, opened: list[object] = opened) -> None:
+            start.wait()
+            try:
+                opened.append(optimize._open_study("together-fold1", url, 7, given=True))
+            except Exception as exc:  # collected, for the assertion below
+                opened.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [o for o in opened if isinstance(o, Exception)] == []
+        assert sorted(o[1] for o in opened if isinstance(o, tuple)) == [False, False, False, True]
+
+
+def test_a_storage_that_stays_contended_is_not_blamed_on_its_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema race that outlasts the retries says so and to run again; it is not a bad URL."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    def racing(**_: object) -> None:
+        raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(optuna, "create_study", racing)
+    monkeypatch.setattr(optimize, "_OPEN_TRIES", 2)
+    with pytest.raises(ConfigError, match="while other processes were creating it") as err:
+        optimize._open_study("busy-fold1", f"sqlite:///{tmp_path / 'study.db'}", 7, given=True)
+    assert "pass an RDB URL" not in str(err.value) and "run again" in str(err.value)
+
+
+def test_a_study_found_unclaimed_waits_for_its_creators_identity(tmp_path: Path) -> None:
+    """A process that found the study (did not create it) does not write its own identity over
+    the creator's: it waits for it, then compares (two searches with other configs started
+    together each read back their own identity, and mixed their trials)."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    creator, created = optimize._open_study("claimed-fold1", url, 7, given=True)
+    found, found_created = optimize._open_study("claimed-fold1", url, 7, given=True)
+    assert (created, found_created) == (True, False)
+    theirs = {"data": "a", "config": "b", "space": "c"}
+    writes = threading.Timer(0.3, optimize._claim, (creator, theirs), {"created": True})
+    writes.start()
+    with pytest.raises(ConfigError, match="with other trading settings"):
+        optimize._claim(found, {**theirs, "config": "other"}, created=False)
+    writes.join()
+    assert found.user_attrs["identity"] == theirs
+    optimize._claim(found, theirs, created=False)  # the same search joins it

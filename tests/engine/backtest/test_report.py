@@ -1,6 +1,9 @@
-"""The terminal trades table on narrow terminals: what gives way, in what order."""
+"""The backtest report: the trades table on narrow terminals (what gives way, in what order),
+the equity chart, and what it says of a position still open at the end."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,9 @@ from rich.console import Console
 
 from engine.backtest.report import MAX_ROWS, trades_table
 from engine.backtest.runner import BacktestResult, Trade
+from engine.config import HotcoinConfig
+from tests.engine.backtest.conftest import PUMPS, START
+from tests.engine.backtest.conftest import T0 as CONF_T0
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 LONG = "signal_exit: momentum_fade, reversal, heat_decay"
@@ -59,3 +65,70 @@ def test_a_cut_table_says_so_in_its_title() -> None:
 
     assert title_and_rows(5) == ("trades (5)", 5)
     assert title_and_rows(MAX_ROWS + 50) == (f"trades (the last {MAX_ROWS} of {MAX_ROWS + 50}; --json has all)", MAX_ROWS)
+
+
+def test_the_equity_chart_keeps_the_peak_the_trough_and_the_last_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month of minutes on a 100-column chart: the plotted line reaches the curve's true
+    maximum and minimum (one minute each) and ends at its last point, at its time."""
+    import plotext as plt
+
+    from engine.backtest.report import equity_chart
+
+    n = 43_207  # 30 days and 7 minutes: not a multiple of the bucket size
+    equity = 100.0 + np.sin(np.arange(n) / 900.0)
+    equity[12_345], equity[30_001], equity[-1] = 112.73, 91.5, 104.2
+    result = result_with_long_reasons(0)
+    result.equity, result.equity_ts = equity, T0 + np.arange(n) * 60_000
+    drawn: list[tuple[list[float], list[float]]] = []
+    monkeypatch.setattr(plt, "plot", lambda xs, ys, **_: drawn.append((list(xs), list(ys))))
+    equity_chart(result, width=100)
+    ((xs, ys),) = drawn
+    assert len(ys) <= 4 * 100 + 2
+    assert (max(ys), min(ys)) == (112.73, 91.5)
+    assert (xs[-1], ys[-1]) == ((n - 1) / 60.0, 104.2) and xs == sorted(xs)
+
+
+def test_a_position_open_at_the_end_is_reported_with_what_it_adds_to_the_return(
+    config: HotcoinConfig, store: Path
+) -> None:
+    """A window that ends after PUMP's entry and first take-profit tier: no closed trade, so win
+    rate and profit factor are n/a (JSON null), not 0; the position is reported with its entry,
+    its mark, the unrealised PnL the total return holds beside the tier's realised PnL (entry
+    fees included, before exit fee and slippage) and its trace, in text and JSON."""
+    import asyncio
+
+    from engine.backtest.api import metrics_of
+    from engine.backtest.report import as_json, metrics_table, open_table
+    from engine.backtest.runner import MINUTE_MS, BacktestRunner
+
+    end = CONF_T0 + (PUMPS["PUMP/USDT"] + 15) * MINUTE_MS
+    result = asyncio.run(BacktestRunner(config, store, run_id="open").run(START, end))
+    assert result.trades == [] and set(result.open_positions) == {"PUMP/USDT"}
+    pump = result.open_positions["PUMP/USDT"]
+    buy, tier = result.fills
+    assert (buy.side.value, tier.side.value, buy.symbol) == ("buy", "sell", "PUMP/USDT")
+    assert (pump.trace_id, pump.entry_price) == (buy.trace_id, buy.price)
+    assert pump.quantity == pytest.approx(buy.quantity - tier.quantity)
+    fees_held = buy.fee_quote * pump.quantity / buy.quantity
+    assert pump.unrealised_pnl == pytest.approx((pump.mark_price - buy.price) * pump.quantity - fees_held)
+    assert pump.realised_pnl > 0
+    assert pump.unrealised_pnl + pump.realised_pnl == pytest.approx(result.final_equity - result.initial_equity)
+    metrics = metrics_of(result)
+    doc = as_json(result, metrics, None)
+    assert (doc["metrics"]["win_rate"], doc["metrics"]["profit_factor"]) == (None, None)
+    assert doc["open_positions"]["PUMP/USDT"] == {
+        "trace_id": buy.trace_id, "opened_ms": pump.opened_ms, "quantity": pump.quantity, "entry_price": buy.price,
+        "mark_price": pump.mark_price, "unrealised_pnl": pump.unrealised_pnl, "realised_pnl": pump.realised_pnl,
+        "marked_at": "bid, before exit fee and slippage",
+    }  # fmt: skip
+    console = Console(width=80, record=True, color_system=None)
+    console.print(metrics_table(result, metrics))
+    console.print(open_table(result))
+    text = console.export_text()
+    assert text.count("n/a (no closed trade)") == 2 and "0.0%" not in text
+    assert f"1, unrealised {pump.unrealised_pnl:+.2f}" in text
+    assert "marked at the bid, before exit fee and slippage" in text
+    (row,) = [line for line in text.splitlines() if "PUMP/USDT" in line]
+    assert row.split()[3:] == [  # after the date, time and symbol
+        f"{pump.quantity:.6g}", f"{buy.price:.6g}", f"{pump.mark_price:.6g}", f"{pump.unrealised_pnl:+.2f}", buy.trace_id
+    ]

@@ -82,7 +82,7 @@ def test_exit_rules(overrides: dict[str, float], fired: list[str]) -> None:
     assert [c["name"] for c in out.checks if not c["passed"]] == fired
     assert out.decision is (SignalDecision.EXIT if fired else SignalDecision.HOLD)
     # the journal and replay show "<decision>: <reason>": the reason does not say the decision again
-    assert out.reason == (f"fired: {', '.join(fired)}" if fired else "no exit rule fired")
+    assert out.reason == (f"fired: {', '.join(fired)}" if fired else "no signal exit fired")
 
 
 def test_rules_are_vectorised_per_symbol() -> None:

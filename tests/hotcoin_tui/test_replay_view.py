@@ -1,0 +1,41 @@
+"""How `hotcoin replay` words a position closed in tiers: each step's PnL is its own fill's,
+the position's total is said as such, and neither reads as the other."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from engine.journal.trace import summarise
+from hotcoin_tui.replay_view import render_trace
+from tests.kit.domain import T0
+from tests.kit.events import RecordingSink, opened_trace
+
+
+def _sell(sink: RecordingSink, trace_id: str, n: int, qty: float, price: float, action: str, pnl: float, cause: int) -> int:
+    cid, ts = f"hc-{trace_id}-x{n}", T0 + n * 60_000
+    seq = sink.emit("order_attempt", ts_ms=ts, trace_id=trace_id, symbol="TOBB/USDT", cause=cause, payload={
+        "client_order_id": cid, "side": "sell", "order_type": "market", "purpose": "take_profit", "quantity": str(qty),
+    })  # fmt: skip
+    seq = sink.emit("order_result", ts_ms=ts + 1, trace_id=trace_id, symbol="TOBB/USDT", cause=seq,
+                    payload={"client_order_id": cid, "status": "filled", "error_class": None})  # fmt: skip
+    seq = sink.emit("fill", ts_ms=ts + 2, trace_id=trace_id, symbol="TOBB/USDT", cause=seq,
+                    payload={"client_order_id": cid, "side": "sell", "price": price, "quantity": qty, "fee_quote": 0.01})  # fmt: skip
+    return sink.emit("position_update", ts_ms=ts + 3, trace_id=trace_id, symbol="TOBB/USDT", cause=seq, payload={
+        "action": action, "quantity": 100.0 - qty if action == "partial_close" else 0.0, "entry_price": 0.3003,
+        "realised_pnl": pnl, "position_trace_id": trace_id,
+    })  # fmt: skip
+
+
+def test_a_tiered_exit_says_each_fills_pnl_and_the_positions_total() -> None:
+    sink = RecordingSink()
+    opened = opened_trace(sink)
+    tier = _sell(sink, opened.trace_id, 1, 50.0, 0.33, "partial_close", 1.2050, opened.seqs["opened"])
+    _sell(sink, opened.trace_id, 2, 50.0, 0.35, "close", 2.3913, tier)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_trace(summarise(opened.trace_id, sink.trace(opened.trace_id))))
+    text = console.export_text()
+    assert "partial_close  qty 50  entry 0.3003  this fill's realised PnL +1.2050\n" in text
+    assert "close  qty 0  entry 0.3003  this fill's realised PnL +2.3913 (position so far +3.5963)" in text
+    assert "exit by take_profit: realised PnL +3.5963 (all fills)" in text
+    assert "close qty 0 this fill's pnl 2.3913" in text  # the event in the cause tree
+    assert text.count("realised PnL +2.3913") == text.count("this fill's realised PnL +2.3913") == 1
