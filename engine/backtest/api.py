@@ -7,6 +7,7 @@ and `hotcoin collect` run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +64,19 @@ def metrics_of(result: BacktestResult) -> Metrics:
     return compute(result.initial_equity, result.equity, result.exposure, [t.pnl for t in result.trades], MINUTE_MS)
 
 
+class LogProgress(Progress):
+    """Without the bar (`--no-progress`, a cron job's log), each wait still gets a line on
+    stderr: how long and why. A silent pause of minutes is indistinguishable from a hang."""
+
+    def waiting(self, seconds: float, reason: str) -> None:
+        print(f"collect: waiting {seconds:.1f} s: {reason}", file=sys.stderr, flush=True)
+
+
 class RichProgress(Progress):
-    """A rich progress bar: one task per symbol, a note while rate-limited."""
+    """A rich progress bar on stderr: one task per symbol, a line for each wait and its reason."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -75,7 +85,10 @@ class RichProgress(Progress):
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )  # fmt: skip
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> RichProgress:
@@ -91,8 +104,8 @@ class RichProgress(Progress):
     def advance(self, symbol: str, n: int) -> None:
         self.bar.advance(self.tasks[symbol], n)  # type: ignore[arg-type]
 
-    def waiting(self, seconds: float) -> None:
-        self.bar.console.print(f"rate-limited: waiting {seconds:.1f} s")
+    def waiting(self, seconds: float, reason: str) -> None:
+        self.bar.console.print(f"waiting {seconds:.1f} s: {reason}")
 
 
 class RichReplayProgress:
@@ -195,7 +208,7 @@ async def run_collect(
         bar = RichProgress() if progress else None
         collector = Collector(
             gateway, HistoryStore(out), plan, now_ms=lambda: time.time_ns() // 1_000_000, sleep=asyncio.sleep,
-            progress=bar,
+            progress=bar or LogProgress(),
         )  # fmt: skip
         if bar is None:
             return await collector.run(symbols)

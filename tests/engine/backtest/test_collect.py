@@ -1,9 +1,10 @@
 """`collect` through the real ccxt gateway against the simulated exchange on 127.0.0.1:
-pages, resumes from the last stored candle, backs off on rate limits, picks movers."""
+pages, resumes from the last stored candle, backs off on rate limits, retries transient
+failures, picks movers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import pytest
 from engine.backtest.collect import Collector, CollectPlan, Progress
 from engine.backtest.history import HistoryStore
 from engine.config.sections.exchange import ExchangeSection
-from engine.errors import MarketDataError
+from engine.errors import MarketDataError, NonRetryableOrderError, RetryableOrderError
 from engine.market.ccxt_gateway import CcxtGateway
-from engine.market.fake import ManualClock
+from engine.market.fake import FakeGateway, ManualClock
+from engine.market.gateway import Gateway
 from engine.sim.server import SimExchangeServer
 from tests.kit.sim_exchange import T0, FakeMarketSource, running_sim_exchange
 
@@ -21,10 +23,12 @@ MIN = 60_000
 
 
 class Recorder(Progress):
-    def __init__(self) -> None:
+    def __init__(self, on_advance: Callable[[], None] | None = None) -> None:
         self.started: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.waits: list[float] = []
+        self.reasons: list[str] = []
+        self.on_advance = on_advance
 
     def start(self, symbol: str, total: int) -> None:
         self.started[symbol] = total
@@ -32,9 +36,13 @@ class Recorder(Progress):
 
     def advance(self, symbol: str, n: int) -> None:
         self.done[symbol] += n
+        if self.on_advance is not None:
+            self.on_advance()
+            self.on_advance = None
 
-    def waiting(self, seconds: float) -> None:
+    def waiting(self, seconds: float, reason: str) -> None:
         self.waits.append(seconds)
+        self.reasons.append(reason)
 
 
 @pytest.fixture
@@ -58,7 +66,7 @@ async def gateway(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, Ma
     await gw.close()
 
 
-def _collector(gw: CcxtGateway, clock: ManualClock, root: Path, progress: Progress, **plan: object) -> Collector:
+def _collector(gw: Gateway, clock: ManualClock, root: Path, progress: Progress, **plan: object) -> Collector:
     p = CollectPlan(**{"timeframe": "1m", "days": 1, "top": 2, "page": 500, "max_backoff_s": 30.0, **plan})  # type: ignore[arg-type]
     return Collector(gw, HistoryStore(root), p, now_ms=clock.now_ms, sleep=clock.sleep, progress=progress)
 
@@ -138,6 +146,56 @@ async def test_gives_up_after_the_retries(
     sim.faults.rate_limit(50)
     with pytest.raises(RateLimitedError):
         await _collector(gw, clock, tmp_path, Recorder(), retries=2).run(["XRP/USDT"])
+
+
+async def test_a_transient_server_error_mid_download_is_retried(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """One 502 after the first page stored used to end the run (exit 2): now the page is asked
+    for again after the backoff, and the wait says what failed."""
+    gw, clock = gateway
+    progress = Recorder(on_advance=lambda: sim.faults.fail_with_5xx(1, [502]))
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440} and sim.faults.injected["server_error"] == 1
+    assert HistoryStore(tmp_path).read("XRP/USDT", "1m").gaps() == []
+    assert progress.waits == [0.5] and report.failed == 1 and report.rate_limited == 0
+    assert progress.reasons[0].startswith("fetch_candles: ExchangeNotAvailable")
+    assert "502" in progress.reasons[0] and progress.reasons[0].endswith("(retry 1 of 8)")
+    assert "<html" not in progress.reasons[0]  # the status says it; the page does not
+
+
+async def test_a_server_error_on_the_first_call_is_retried(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """A 500 on a fresh gateway strikes the market load under the first call: retried too."""
+    gw, clock = gateway
+    sim.faults.fail_with_5xx(1, [500])
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [0.5] and "500" in progress.reasons[0]
+
+
+async def test_a_server_error_that_lasts_gives_up_after_the_retries(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    gw, clock = gateway
+    await gw.load_markets()
+    sim.faults.fail_with_5xx(50, [503])
+    progress = Recorder()
+    with pytest.raises(RetryableOrderError, match="ExchangeNotAvailable"):
+        await _collector(gw, clock, tmp_path, progress, retries=2).run(["XRP/USDT"])
+    assert progress.waits == [0.5, 1.0] and sim.faults.injected["server_error"] == 3
+    assert [r[-14:] for r in progress.reasons] == ["(retry 1 of 2)", "(retry 2 of 2)"]
+
+
+async def test_a_non_retryable_error_stops_at_once(tmp_path: Path) -> None:
+    gw = FakeGateway()
+    gw.fail_next("fetch_tickers", NonRetryableOrderError("fetch_tickers: BadRequest: -1100 illegal characters"))
+    progress = Recorder()
+    with pytest.raises(NonRetryableOrderError, match="-1100 illegal characters"):
+        await _collector(gw, gw.clock, tmp_path, progress).run(["XRP/USDT"])
+    assert gw.calls == ["fetch_tickers"] and progress.waits == []
 
 
 async def test_movers_and_unknown_symbols(gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path) -> None:
