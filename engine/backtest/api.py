@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from engine.backtest.optimize import OptimizeProgress
+    from engine.config.sections.exchange import ExchangeSection
+    from engine.market.backoff import Clock
+    from engine.market.ccxt_gateway import CcxtGateway
 
 
 async def run_backtest(
@@ -181,6 +184,15 @@ class RichOptimizeProgress:
         self.bar.update(task, completed=p.done, description=f"fold {p.fold}/{p.folds} {stage}", best=best)
 
 
+def collect_gateway(section: ExchangeSection, clock: Clock | None = None) -> CcxtGateway:
+    """The ccxt gateway `hotcoin collect` downloads through: its rate-limit silence is the
+    server's Retry-After, not the live engine's 60 -> 480 s (`RateLimitBackoff.trust_retry_after`)."""
+    from engine.market.backoff import RateLimitBackoff
+    from engine.market.ccxt_gateway import CcxtGateway
+
+    return CcxtGateway(section, clock=clock, rate_limit=RateLimitBackoff(trust_retry_after=True))
+
+
 async def run_collect(
     config: HotcoinConfig,
     out: Path,
@@ -191,8 +203,6 @@ async def run_collect(
     progress: bool,
 ) -> CollectReport:
     """`hotcoin collect` through the ccxt gateway (`exchange.endpoint` picks the host)."""
-    from engine.market.ccxt_gateway import CcxtGateway
-
     bt = config.backtest
     plan = CollectPlan(
         timeframe=timeframe,
@@ -203,7 +213,7 @@ async def run_collect(
         max_backoff_s=bt.collect_max_backoff_s,
         quote=config.exchange.quote_asset,
     )
-    gateway = CcxtGateway(config.exchange)
+    gateway = collect_gateway(config.exchange)
     try:
         bar = RichProgress() if progress else None
         collector = Collector(

@@ -14,6 +14,9 @@ gateway's silence ends and at least the server's Retry-After, however long (a re
 during a ban lengthens it), and at least an exponential backoff capped at `max_backoff_s`;
 then it retries, up to `retries` times per request. A call the gateway refuses itself during
 its silence (nothing sent) is waited out too, and counts neither as a request nor as a retry.
+`hotcoin collect` builds its gateway with a silence of the Retry-After itself
+(`RateLimitBackoff.trust_retry_after`), so a 429 that asks for 2 s costs about 2 s, not the
+live engine's 60 -> 480 s; a 418 ban is waited out whole, however long.
 
 A transient failure (a `RetryableOrderError`: a 5xx, a timeout, a dropped connection,
 -1001/-1007) is retried after the same backoff, up to `retries` times per request: a download

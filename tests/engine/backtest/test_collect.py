@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.backtest.api import collect_gateway
 from engine.backtest.collect import Collector, CollectPlan, Progress
 from engine.backtest.history import HistoryStore
 from engine.config.sections.exchange import ExchangeSection
@@ -23,12 +24,15 @@ MIN = 60_000
 
 
 class Recorder(Progress):
-    def __init__(self, on_advance: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, on_advance: Callable[[], None] | None = None, on_wait: Callable[[], None] | None = None
+    ) -> None:
         self.started: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.waits: list[float] = []
         self.reasons: list[str] = []
         self.on_advance = on_advance
+        self.on_wait = on_wait
 
     def start(self, symbol: str, total: int) -> None:
         self.started[symbol] = total
@@ -43,6 +47,8 @@ class Recorder(Progress):
     def waiting(self, seconds: float, reason: str) -> None:
         self.waits.append(seconds)
         self.reasons.append(reason)
+        if self.on_wait is not None:
+            self.on_wait()
 
 
 @pytest.fixture
@@ -62,6 +68,15 @@ async def sim(source: FakeMarketSource) -> AsyncIterator[SimExchangeServer]:
 async def gateway(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, ManualClock]]:
     clock = ManualClock(T0, auto=True, auto_max_s=3600.0)  # a rate-limit silence lasts minutes
     gw = CcxtGateway(ExchangeSection(endpoint=sim.base_url, stale_stream_s=0.0), clock=clock)
+    yield gw, clock
+    await gw.close()
+
+
+@pytest.fixture
+async def collect_gw(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, ManualClock]]:
+    """The gateway as `hotcoin collect` builds it: its silence is the server's Retry-After."""
+    clock = ManualClock(T0, auto=True, auto_max_s=3600.0)
+    gw = collect_gateway(ExchangeSection(endpoint=sim.base_url, stale_stream_s=0.0), clock)
     yield gw, clock
     await gw.close()
 
@@ -114,6 +129,42 @@ async def test_a_ban_longer_than_the_backoff_cap_is_waited_out(
     assert report.written == {"XRP/USDT": 1440}
     assert progress.waits == [600.0] and report.waited_s == 600.0
     assert report.rate_limited == 1 == sim.faults.injected["rate_limited"]
+
+
+async def test_collect_waits_the_retry_after_of_a_429_burst_not_the_engines_silence(
+    collect_gw: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """Four 429s asking for 2 s each used to cost 60 + 120 + 240 + 480 s (the live engine's
+    silence); collect now waits what the server asked, or its own capped backoff if longer."""
+    gw, clock = collect_gw
+    await gw.load_markets()
+    sim.faults.update({"rate_limit_burst": 4, "retry_after_s": 2})
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [2.0, 2.0, 2.0, 4.0] and report.waited_s == 10.0  # Retry-After, then the backoff
+    assert report.rate_limited == 4 == sim.faults.injected["rate_limited"]
+    assert all("DDoSProtection" in r for r in progress.reasons)
+    assert [r[-14:] for r in progress.reasons] == [f"(retry {i} of 8)" for i in (1, 2, 3, 4)]
+
+
+async def test_collect_waits_out_a_418_ban_whole(
+    collect_gw: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """Trusting Retry-After shortens nothing the server asked for: a 600 s ban is one 600 s
+    wait (longer than max_backoff_s), with no request sent before its end."""
+    gw, clock = collect_gw
+    await gw.load_markets()
+    sim.faults.ban(600)
+
+    def ban_ends() -> None:  # the sim's ban runs on wall time; the wait runs on the manual clock
+        sim.faults.banned_until_ms = 0
+
+    progress = Recorder(on_wait=ban_ends)
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [600.0] and sim.faults.injected["banned"] == 1
+    assert "DDoSProtection" in progress.reasons[0]
 
 
 async def test_a_refusal_with_nothing_sent_is_waited_out_uncounted(
