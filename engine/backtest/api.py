@@ -7,6 +7,7 @@ and `hotcoin collect` run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from engine.backtest.optimize import OptimizeProgress
+    from engine.config.sections.exchange import ExchangeSection
+    from engine.market.backoff import Clock
+    from engine.market.ccxt_gateway import CcxtGateway
 
 
 async def run_backtest(
@@ -63,10 +67,19 @@ def metrics_of(result: BacktestResult) -> Metrics:
     return compute(result.initial_equity, result.equity, result.exposure, [t.pnl for t in result.trades], MINUTE_MS)
 
 
+class LogProgress(Progress):
+    """Without the bar (`--no-progress`, a cron job's log), each wait still gets a line on
+    stderr: how long and why. A silent pause of minutes is indistinguishable from a hang."""
+
+    def waiting(self, seconds: float, reason: str) -> None:
+        print(f"collect: waiting {seconds:.1f} s: {reason}", file=sys.stderr, flush=True)
+
+
 class RichProgress(Progress):
-    """A rich progress bar: one task per symbol, a note while rate-limited."""
+    """A rich progress bar on stderr: one task per symbol, a line for each wait and its reason."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -75,7 +88,10 @@ class RichProgress(Progress):
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )  # fmt: skip
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> RichProgress:
@@ -91,8 +107,8 @@ class RichProgress(Progress):
     def advance(self, symbol: str, n: int) -> None:
         self.bar.advance(self.tasks[symbol], n)  # type: ignore[arg-type]
 
-    def waiting(self, seconds: float) -> None:
-        self.bar.console.print(f"rate-limited: waiting {seconds:.1f} s")
+    def waiting(self, seconds: float, reason: str) -> None:
+        self.bar.console.print(f"waiting {seconds:.1f} s: {reason}")
 
 
 class RichReplayProgress:
@@ -168,6 +184,15 @@ class RichOptimizeProgress:
         self.bar.update(task, completed=p.done, description=f"fold {p.fold}/{p.folds} {stage}", best=best)
 
 
+def collect_gateway(section: ExchangeSection, clock: Clock | None = None) -> CcxtGateway:
+    """The ccxt gateway `hotcoin collect` downloads through: its rate-limit silence is the
+    server's Retry-After, not the live engine's 60 -> 480 s (`RateLimitBackoff.trust_retry_after`)."""
+    from engine.market.backoff import RateLimitBackoff
+    from engine.market.ccxt_gateway import CcxtGateway
+
+    return CcxtGateway(section, clock=clock, rate_limit=RateLimitBackoff(trust_retry_after=True))
+
+
 async def run_collect(
     config: HotcoinConfig,
     out: Path,
@@ -178,8 +203,6 @@ async def run_collect(
     progress: bool,
 ) -> CollectReport:
     """`hotcoin collect` through the ccxt gateway (`exchange.endpoint` picks the host)."""
-    from engine.market.ccxt_gateway import CcxtGateway
-
     bt = config.backtest
     plan = CollectPlan(
         timeframe=timeframe,
@@ -190,12 +213,12 @@ async def run_collect(
         max_backoff_s=bt.collect_max_backoff_s,
         quote=config.exchange.quote_asset,
     )
-    gateway = CcxtGateway(config.exchange)
+    gateway = collect_gateway(config.exchange)
     try:
         bar = RichProgress() if progress else None
         collector = Collector(
             gateway, HistoryStore(out), plan, now_ms=lambda: time.time_ns() // 1_000_000, sleep=asyncio.sleep,
-            progress=bar,
+            progress=bar or LogProgress(),
         )  # fmt: skip
         if bar is None:
             return await collector.run(symbols)

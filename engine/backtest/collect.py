@@ -6,13 +6,23 @@ requests: the 24 h tickers pick the `4 x top` biggest absolute 24 h changes, the
 candles rank them by the range over `days` (max high / min low - 1).
 
 Resumable: each symbol continues from its last stored candle (the store skips what it holds),
-so an interrupted collect run re-run later fetches only what is missing. Rate-limit aware:
-a `RateLimitedError` (HTTP 429/418, DDoSProtection) waits until the gateway's silence ends
-and at least the server's Retry-After, however long (a request sent during a ban lengthens
-it), and at least an exponential backoff capped at `max_backoff_s`; then it retries, up to
-`retries` times per request. A call the gateway refuses itself during its silence (nothing
-sent) is waited out too, and counts neither as a request nor as a retry. Only candles closed
+so an interrupted collect run re-run later fetches only what is missing. Only candles closed
 by the exchange's clock are stored.
+
+Rate-limit aware: a `RateLimitedError` (HTTP 429/418, DDoSProtection) waits until the
+gateway's silence ends and at least the server's Retry-After, however long (a request sent
+during a ban lengthens it), and at least an exponential backoff capped at `max_backoff_s`;
+then it retries, up to `retries` times per request. A call the gateway refuses itself during
+its silence (nothing sent) is waited out too, and counts neither as a request nor as a retry.
+`hotcoin collect` builds its gateway with a silence of the Retry-After itself
+(`RateLimitBackoff.trust_retry_after`), so a 429 that asks for 2 s costs about 2 s, not the
+live engine's 60 -> 480 s; a 418 ban is waited out whole, however long.
+
+A transient failure (a `RetryableOrderError`: a 5xx, a timeout, a dropped connection,
+-1001/-1007) is retried after the same backoff, up to `retries` times per request: a download
+of an hour should not die on one 502 (nothing is lost either way; the store keeps what came).
+Anything else (`NonRetryableOrderError`, an unclassified reply) will fail again as sent, so it
+stops the run at once with its message. Every wait is reported with its reason (`Progress`).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import TypeVar
 from engine.backtest.history import HistoryStore
 from engine.domain import Candle, TickerBatch
 from engine.domain.candle import timeframe_ms
-from engine.errors import MarketDataError, RateLimitedError
+from engine.errors import MarketDataError, RateLimitedError, RetryableOrderError
 from engine.market.gateway import Gateway
 
 DAY_MS = 86_400_000
@@ -42,8 +52,8 @@ class Progress:
     def advance(self, symbol: str, n: int) -> None:
         """`n` more candles of `symbol` handled."""
 
-    def waiting(self, seconds: float) -> None:
-        """Rate-limited: pausing for `seconds`."""
+    def waiting(self, seconds: float, reason: str) -> None:
+        """Pausing `seconds` before a retry; `reason` says which request failed, how, and which retry."""
 
 
 @dataclass
@@ -52,6 +62,7 @@ class CollectReport:
     written: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     rate_limited: int = 0
+    failed: int = 0  # transient failures retried (5xx, timeouts), rate limits apart
     waited_s: float = 0.0
 
     @property
@@ -149,31 +160,52 @@ class Collector:
         return written
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One request, retried after rate-limit answers (waiting out the silence)."""
+        """One request, retried after rate-limit answers (waiting out the silence) and after
+        transient failures (after the backoff)."""
         attempt = 0
         while True:
             try:
                 result = await call()
             except RateLimitedError as exc:
                 if not exc.sent:  # the gateway's own refusal during its silence: no request, no retry
-                    await self._wait(exc, attempt)
+                    await self._wait(exc, attempt, str(exc))
                     continue
                 self.report.requests += 1
                 self.report.rate_limited += 1
                 if attempt >= self.plan.retries:
                     raise
-                await self._wait(exc, attempt)
+                await self._wait(exc, attempt, self._retry_reason(exc, attempt))
+                attempt += 1
+            except RetryableOrderError as exc:
+                self.report.requests += 1
+                self.report.failed += 1
+                if attempt >= self.plan.retries:
+                    raise
+                await self._pause(self._backoff(attempt), self._retry_reason(exc, attempt))
                 attempt += 1
             else:
                 self.report.requests += 1
                 return result
 
-    async def _wait(self, exc: RateLimitedError, attempt: int) -> None:
+    def _backoff(self, attempt: int) -> float:
+        return min(0.5 * 2.0**attempt, self.plan.max_backoff_s)
+
+    def _retry_reason(self, exc: Exception, attempt: int) -> str:
+        """The error, short, and the retry count: ccxt appends a 5xx's HTML page to its message
+        (`... 502 Bad Gateway <html>...`), which says nothing the status does not."""
+        text = " ".join(str(exc).split(" <", 1)[0].split()) or type(exc).__name__
+        if len(text) > 240:
+            text = text[:239] + "…"
+        return f"{text} (retry {attempt + 1} of {self.plan.retries})"
+
+    async def _wait(self, exc: RateLimitedError, attempt: int, reason: str) -> None:
         """Sleep until the ban ends: the gateway's silence and the server's Retry-After are
         floors (a retry sent early only lengthens a ban); `max_backoff_s` caps only the
         exponential backoff that spaces retries where the ban says less."""
-        backoff = min(0.5 * 2**attempt, self.plan.max_backoff_s)
-        wait = max((exc.until_ms - self.now_ms()) / 1000, exc.retry_after_s or 0.0, backoff)
-        self.report.waited_s += wait
-        self.progress.waiting(wait)
-        await self.sleep(wait)
+        wait = max((exc.until_ms - self.now_ms()) / 1000, exc.retry_after_s or 0.0, self._backoff(attempt))
+        await self._pause(wait, reason)
+
+    async def _pause(self, seconds: float, reason: str) -> None:
+        self.report.waited_s += seconds
+        self.progress.waiting(seconds, reason)
+        await self.sleep(seconds)

@@ -9,7 +9,8 @@ themselves are plain arithmetic, tested without an event loop.
   restart do not all come back in the same millisecond. The RNG is injected (seeded in tests).
 - `RateLimitBackoff`: HTTP 429/418 mean Binance is counting our weight; continuing to send
   escalates a 429 into an IP ban (418) of minutes to days. So after one, nothing is sent for
-  60 s, then 120, 240, 480 (capped) on repeats; a server `Retry-After` is a floor.
+  60 s, then 120, 240, 480 (capped) on repeats; a server `Retry-After` is a floor. A batch
+  download (`hotcoin collect`) takes the server at its word instead (`trust_retry_after`).
 """
 
 from __future__ import annotations
@@ -71,18 +72,30 @@ class RateLimitBackoff:
 
     `until_ms` is the end of the current silence (0 when none). A success after the silence
     resets the schedule; another 429 before that climbs it.
+
+    `trust_retry_after`: the silence is the server's Retry-After itself when it sent one, the
+    schedule only when it did not. Binance documents Retry-After as the wait that prevents a ban
+    (429) or the ban's end (418), so honouring it exactly is safe; the live engine still keeps
+    the schedule's margin (a ban there stops trading with positions open), but a batch download
+    has only time at stake and would otherwise sit out 15 minutes of a burst the server asked
+    2 s for. A ban of unknown length (no Retry-After) keeps the schedule either way.
     """
 
-    def __init__(self, schedule_s: tuple[float, ...] = RATE_LIMIT_SCHEDULE_S) -> None:
+    def __init__(
+        self, schedule_s: tuple[float, ...] = RATE_LIMIT_SCHEDULE_S, *, trust_retry_after: bool = False
+    ) -> None:
         if not schedule_s or any(s <= 0 for s in schedule_s):
             raise ValueError(f"rate-limit schedule must be positive seconds, got {schedule_s}")
         self.schedule_s = schedule_s
+        self.trust_retry_after = trust_retry_after
         self.strikes = 0
         self.until_ms = 0
 
     def hit(self, now_ms: int, retry_after_s: float | None = None) -> float:
         """Record a 429/418 at `now_ms`; returns the silence in seconds."""
         step = self.schedule_s[min(self.strikes, len(self.schedule_s) - 1)]
+        if self.trust_retry_after and retry_after_s is not None:
+            step = 0.0
         wait = max(step, retry_after_s or 0.0)
         self.strikes += 1
         self.until_ms = max(self.until_ms, now_ms + int(wait * 1000))

@@ -82,7 +82,9 @@ MARKETS_RETRY_S = 300.0  # a failed market refresh keeps the last good copy and 
 
 
 class CcxtGateway(Gateway):
-    """The live gateway. Build once per process; `close()` at exit."""
+    """The live gateway. Build once per process; `close()` at exit. `rate_limit` is the silence
+    kept after a 429/418 (default: the live engine's schedule; `hotcoin collect` passes one that
+    trusts Retry-After)."""
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class CcxtGateway(Gateway):
         client_factory: Callable[[], EndpointBinance] | None = None,
         reconnect_base_s: float = 0.5,
         reconnect_cap_s: float = 30.0,
+        rate_limit: RateLimitBackoff | None = None,
     ) -> None:
         self._section = section
         self._endpoint = endpoint or section.endpoint
@@ -109,7 +112,7 @@ class CcxtGateway(Gateway):
         self._notify_sink = notify
         self._reconnect = (reconnect_base_s, reconnect_cap_s)
         self._rest_client = self._factory()
-        self._rate = RateLimitBackoff()
+        self._rate = rate_limit or RateLimitBackoff()
         self._guard = RestGuard(self._clock, self._rate, notify)
         self._streams: dict[str, ResilientStream[Any]] = {}
         self._markets: dict[str, Market] = {}

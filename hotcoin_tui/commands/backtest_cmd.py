@@ -197,7 +197,8 @@ def collect(
         report = asyncio.run(run_collect(cfg, out, wanted, cfg.backtest.timeframe, days, top, progress))
     typer.echo(
         f"collected {report.total:,} candles for {len(report.symbols)} symbol(s) into {out} "
-        f"({report.requests} requests, {report.rate_limited} rate-limited, waited {report.waited_s:.1f} s)"
+        f"({report.requests} requests, {report.rate_limited} rate-limited, {report.failed} failed and retried, "
+        f"waited {report.waited_s:.1f} s)"
     )
 
 

@@ -225,6 +225,31 @@ def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> Non
     assert "collected 0 candles" in out
 
 
+def test_collect_retries_a_server_error_and_says_so_on_stderr(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    """One 502 used to end `collect` with exit 2; now it is retried, with a line on stderr
+    (even without the progress bar) saying how long it waits and why."""
+    sim_exchange.faults.fail_with_5xx(1, [502])
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--no-progress")
+    assert code == 0, err
+    assert "collected 1,440 candles" in out and "1 failed and retried" in out
+    assert re.search(r"^collect: waiting 0\.5 s: \w+: ExchangeNotAvailable: .* 502 Bad Gateway \(retry 1 of 8\)$", err, re.M), err
+
+
+def test_collect_waits_the_servers_retry_after_and_logs_each_wait(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    """A 429 burst used to sit out the live engine's 60 + 120 s in silence under --no-progress:
+    now each wait is the server's Retry-After (1 s here), one line each on stderr."""
+    sim_exchange.faults.update({"rate_limit_burst": 2, "retry_after_s": 1})
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--no-progress")
+    assert code == 0, err
+    assert "collected 1,440 candles" in out and "2 rate-limited" in out
+    waits = re.findall(r"^collect: waiting (\S+) s: \w+: DDoSProtection; silent for 1 s \(retry (\d) of 8\)$", err, re.M)
+    assert waits == [("1.0", "1"), ("1.0", "2")], err
+
+
 def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
     best = tmp_path / "best.toml"

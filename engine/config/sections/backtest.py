@@ -46,10 +46,12 @@ class BacktestSection(Section):
     collect_max_backoff_s: float = Field(
         30.0,
         gt=0,
-        description="Cap on the exponential backoff between rate-limit retries (DDoSProtection); a longer "
-        "ban (the server's Retry-After, the gateway's silence) is always waited out whole.",
+        description="Cap on the exponential backoff between retries (rate limits, 5xx, timeouts); the "
+        "server's Retry-After (a 429's or a 418 ban's) is always waited out whole, however long.",
     )
-    collect_retries: int = Field(8, ge=0, description="Rate-limit retries per request before `collect` gives up.")
+    collect_retries: int = Field(
+        8, ge=0, description="Retries per request (rate limits, 5xx, timeouts) before `collect` gives up."
+    )
     optimize_trials: int = Field(40, ge=1, description="`hotcoin optimize`: trials per in-sample window.")
     optimize_jobs: int = Field(2, ge=1, le=64, description="Trials run in parallel processes.")
     optimize_folds: int = Field(2, ge=1, le=20, description="Walk-forward folds (in-sample then out-of-sample).")

@@ -1,19 +1,22 @@
 """`collect` through the real ccxt gateway against the simulated exchange on 127.0.0.1:
-pages, resumes from the last stored candle, backs off on rate limits, picks movers."""
+pages, resumes from the last stored candle, backs off on rate limits, retries transient
+failures, picks movers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from engine.backtest.api import collect_gateway
 from engine.backtest.collect import Collector, CollectPlan, Progress
 from engine.backtest.history import HistoryStore
 from engine.config.sections.exchange import ExchangeSection
-from engine.errors import MarketDataError
+from engine.errors import MarketDataError, NonRetryableOrderError, RetryableOrderError
 from engine.market.ccxt_gateway import CcxtGateway
-from engine.market.fake import ManualClock
+from engine.market.fake import FakeGateway, ManualClock
+from engine.market.gateway import Gateway
 from engine.sim.server import SimExchangeServer
 from tests.kit.sim_exchange import T0, FakeMarketSource, running_sim_exchange
 
@@ -21,10 +24,15 @@ MIN = 60_000
 
 
 class Recorder(Progress):
-    def __init__(self) -> None:
+    def __init__(
+        self, on_advance: Callable[[], None] | None = None, on_wait: Callable[[], None] | None = None
+    ) -> None:
         self.started: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.waits: list[float] = []
+        self.reasons: list[str] = []
+        self.on_advance = on_advance
+        self.on_wait = on_wait
 
     def start(self, symbol: str, total: int) -> None:
         self.started[symbol] = total
@@ -32,9 +40,15 @@ class Recorder(Progress):
 
     def advance(self, symbol: str, n: int) -> None:
         self.done[symbol] += n
+        if self.on_advance is not None:
+            self.on_advance()
+            self.on_advance = None
 
-    def waiting(self, seconds: float) -> None:
+    def waiting(self, seconds: float, reason: str) -> None:
         self.waits.append(seconds)
+        self.reasons.append(reason)
+        if self.on_wait is not None:
+            self.on_wait()
 
 
 @pytest.fixture
@@ -58,7 +72,16 @@ async def gateway(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, Ma
     await gw.close()
 
 
-def _collector(gw: CcxtGateway, clock: ManualClock, root: Path, progress: Progress, **plan: object) -> Collector:
+@pytest.fixture
+async def collect_gw(sim: SimExchangeServer) -> AsyncIterator[tuple[CcxtGateway, ManualClock]]:
+    """The gateway as `hotcoin collect` builds it: its silence is the server's Retry-After."""
+    clock = ManualClock(T0, auto=True, auto_max_s=3600.0)
+    gw = collect_gateway(ExchangeSection(endpoint=sim.base_url, stale_stream_s=0.0), clock)
+    yield gw, clock
+    await gw.close()
+
+
+def _collector(gw: Gateway, clock: ManualClock, root: Path, progress: Progress, **plan: object) -> Collector:
     p = CollectPlan(**{"timeframe": "1m", "days": 1, "top": 2, "page": 500, "max_backoff_s": 30.0, **plan})  # type: ignore[arg-type]
     return Collector(gw, HistoryStore(root), p, now_ms=clock.now_ms, sleep=clock.sleep, progress=progress)
 
@@ -108,6 +131,42 @@ async def test_a_ban_longer_than_the_backoff_cap_is_waited_out(
     assert report.rate_limited == 1 == sim.faults.injected["rate_limited"]
 
 
+async def test_collect_waits_the_retry_after_of_a_429_burst_not_the_engines_silence(
+    collect_gw: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """Four 429s asking for 2 s each used to cost 60 + 120 + 240 + 480 s (the live engine's
+    silence); collect now waits what the server asked, or its own capped backoff if longer."""
+    gw, clock = collect_gw
+    await gw.load_markets()
+    sim.faults.update({"rate_limit_burst": 4, "retry_after_s": 2})
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [2.0, 2.0, 2.0, 4.0] and report.waited_s == 10.0  # Retry-After, then the backoff
+    assert report.rate_limited == 4 == sim.faults.injected["rate_limited"]
+    assert all("DDoSProtection" in r for r in progress.reasons)
+    assert [r[-14:] for r in progress.reasons] == [f"(retry {i} of 8)" for i in (1, 2, 3, 4)]
+
+
+async def test_collect_waits_out_a_418_ban_whole(
+    collect_gw: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """Trusting Retry-After shortens nothing the server asked for: a 600 s ban is one 600 s
+    wait (longer than max_backoff_s), with no request sent before its end."""
+    gw, clock = collect_gw
+    await gw.load_markets()
+    sim.faults.ban(600)
+
+    def ban_ends() -> None:  # the sim's ban runs on wall time; the wait runs on the manual clock
+        sim.faults.banned_until_ms = 0
+
+    progress = Recorder(on_wait=ban_ends)
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [600.0] and sim.faults.injected["banned"] == 1
+    assert "DDoSProtection" in progress.reasons[0]
+
+
 async def test_a_refusal_with_nothing_sent_is_waited_out_uncounted(
     gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
 ) -> None:
@@ -138,6 +197,56 @@ async def test_gives_up_after_the_retries(
     sim.faults.rate_limit(50)
     with pytest.raises(RateLimitedError):
         await _collector(gw, clock, tmp_path, Recorder(), retries=2).run(["XRP/USDT"])
+
+
+async def test_a_transient_server_error_mid_download_is_retried(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """One 502 after the first page stored used to end the run (exit 2): now the page is asked
+    for again after the backoff, and the wait says what failed."""
+    gw, clock = gateway
+    progress = Recorder(on_advance=lambda: sim.faults.fail_with_5xx(1, [502]))
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440} and sim.faults.injected["server_error"] == 1
+    assert HistoryStore(tmp_path).read("XRP/USDT", "1m").gaps() == []
+    assert progress.waits == [0.5] and report.failed == 1 and report.rate_limited == 0
+    assert progress.reasons[0].startswith("fetch_candles: ExchangeNotAvailable")
+    assert "502" in progress.reasons[0] and progress.reasons[0].endswith("(retry 1 of 8)")
+    assert "<html" not in progress.reasons[0]  # the status says it; the page does not
+
+
+async def test_a_server_error_on_the_first_call_is_retried(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """A 500 on a fresh gateway strikes the market load under the first call: retried too."""
+    gw, clock = gateway
+    sim.faults.fail_with_5xx(1, [500])
+    progress = Recorder()
+    report = await _collector(gw, clock, tmp_path, progress).run(["XRP/USDT"])
+    assert report.written == {"XRP/USDT": 1440}
+    assert progress.waits == [0.5] and "500" in progress.reasons[0]
+
+
+async def test_a_server_error_that_lasts_gives_up_after_the_retries(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    gw, clock = gateway
+    await gw.load_markets()
+    sim.faults.fail_with_5xx(50, [503])
+    progress = Recorder()
+    with pytest.raises(RetryableOrderError, match="ExchangeNotAvailable"):
+        await _collector(gw, clock, tmp_path, progress, retries=2).run(["XRP/USDT"])
+    assert progress.waits == [0.5, 1.0] and sim.faults.injected["server_error"] == 3
+    assert [r[-14:] for r in progress.reasons] == ["(retry 1 of 2)", "(retry 2 of 2)"]
+
+
+async def test_a_non_retryable_error_stops_at_once(tmp_path: Path) -> None:
+    gw = FakeGateway()
+    gw.fail_next("fetch_tickers", NonRetryableOrderError("fetch_tickers: BadRequest: -1100 illegal characters"))
+    progress = Recorder()
+    with pytest.raises(NonRetryableOrderError, match="-1100 illegal characters"):
+        await _collector(gw, gw.clock, tmp_path, progress).run(["XRP/USDT"])
+    assert gw.calls == ["fetch_tickers"] and progress.waits == []
 
 
 async def test_movers_and_unknown_symbols(gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path) -> None:

@@ -49,6 +49,16 @@ def test_retry_after_is_a_floor_not_a_ceiling() -> None:
     assert rate.remaining_s(599_000) == 1
 
 
+def test_trusting_retry_after_takes_the_server_at_its_word() -> None:
+    """`hotcoin collect`'s policy: the Retry-After itself (short or long), the schedule only
+    when the server named no time."""
+    rate = RateLimitBackoff(trust_retry_after=True)
+    assert rate.hit(0, retry_after_s=2) == 2 and rate.until_ms == 2_000
+    assert rate.hit(2_000, retry_after_s=600) == 600 and rate.until_ms == 602_000  # a 418 ban, whole
+    rate.success()
+    assert rate.hit(0) == 60 and rate.hit(60_000) == 120
+
+
 def test_success_resets_the_schedule() -> None:
     rate = RateLimitBackoff()
     rate.hit(0)
