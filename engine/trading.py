@@ -559,8 +559,12 @@ class TradingCore:
             elif held is not None and fill.side is Side.SELL and order.status.is_terminal and self._is_dust(held, fill.price):
                 # A full exit sells what the step size allows; the crumbs left (e.g. after a fee
                 # taken in coins) can never be sold: write them off now, not on the next tick.
-                self._journal_change(self.book.write_off(fill.symbol, now_ms), now_ms, WRITE_OFF_REASON, trace, seq)
-                self._after_close(fill.symbol, now_ms, held.exit_legs)
+                # At the fill's time, not the decision's: the exchange filled after we decided,
+                # and an earlier stamp reads backwards in the trace (a close near midnight lands
+                # on the previous day).
+                at = max(now_ms, fill.ts_ms)
+                self._journal_change(self.book.write_off(fill.symbol, at), at, WRITE_OFF_REASON, trace, seq)
+                self._after_close(fill.symbol, at, held.exit_legs)
         if order.status.is_terminal:
             self._finish(order)
         if self._close_all is not None and not self.book.holdings and not self._pending:

@@ -507,6 +507,36 @@ def test_fee_taken_in_coins_is_not_held_and_leaves_no_dust_position() -> None:
     assert fill_events[0]["fee_base"] == 0.1
 
 
+def test_a_dust_write_off_is_stamped_at_the_fill_that_left_the_dust() -> None:
+    """The exit is decided at 23:59:59.9 and the exchange fills it just after midnight: the
+    crumbs it leaves are written off at the fill's time, not the decision's (before the fill:
+    the trace read backwards and the close landed on the previous day)."""
+    from decimal import Decimal
+
+    from engine.domain import Order, OrderType, Side
+    from engine.execution.broker import OrderUpdate
+    from tests.kit.domain import make_fill, make_market
+
+    sink = RecordingSink()
+    market = make_market("DOGE/USDT", step_size="1", min_qty="1", min_notional="5")
+    core = TradingCore(load_config(env={}).config.trading, {"DOGE/USDT": market}, sink)
+    midnight = DAY_MS * 20_000
+
+    def order(cid: str, side: Side, purpose: OrderPurpose, qty: str) -> Order:
+        return Order(cid, "1", "DOGE/USDT", side, OrderType.MARKET, OrderStatus.FILLED, Decimal(qty), Decimal(qty),
+                     average_price=0.3, trace_id="t1", purpose=purpose)  # fmt: skip
+
+    buy = make_fill(client_order_id="b", quantity=100.0, price=0.3, fee_quote=0.03, fee_base=0.1, ts_ms=midnight - 60_000)
+    core.on_order_update(OrderUpdate(order("b", Side.BUY, OrderPurpose.ENTRY, "100"), (buy,)), midnight - 60_000)
+    sell = make_fill(client_order_id="s", side=Side.SELL, quantity=99.0, price=0.3, fee_quote=0.0297, trade_id="x2",
+                     ts_ms=midnight + 50)  # fmt: skip
+    core.on_order_update(OrderUpdate(order("s", Side.SELL, OrderPurpose.STOP_LOSS, "99"), (sell,)), midnight - 100)
+    (dust,) = [e for e in sink.events if e.kind == "position_update" and e.payload["reason"] == "dust"]
+    (fill,) = [e for e in sink.events if e.kind == "fill" and e.payload["side"] == "sell"]
+    assert dust.ts_ms == fill.ts_ms == midnight + 50
+    assert core.book.closed[-1].closed_ms == midnight + 50
+
+
 async def test_a_flash_tick_under_the_minimum_notional_holds_the_position() -> None:
     """One tick with the bid down 98 % fires the stop, and the exchange refuses the sell (under
     its minimum notional). That is a crashed quote, not dust: the position is held and its
