@@ -43,6 +43,7 @@ from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
+from engine.market.gateway import Balance
 
 T = TypeVar("T")
 
@@ -72,6 +73,8 @@ class OrderGateway(Protocol):
     async def fetch_my_trades(
         self, symbol: str, since_ms: int | None = None, *, order_id: str | None = None
     ) -> list[Fill]: ...
+
+    async def fetch_balance(self) -> dict[str, Balance]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +428,12 @@ class ExchangeBroker(Broker):
 
     async def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if not o.status.is_terminal]
+
+    async def free_balance(self, asset: str) -> Decimal | None:
+        """The exchange's free balance of `asset` (0 when it lists none). Errors propagate: a
+        caller that cannot learn the balance must not take it for zero."""
+        balance = (await self.gateway.fetch_balance()).get(asset)
+        return balance.free if balance is not None else Decimal(0)
 
 
 def _is_maker(current: Order, trades: Sequence[Fill]) -> bool:

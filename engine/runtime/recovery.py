@@ -76,13 +76,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.domain import EngineState, Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import HotcoinError, NonRetryableOrderError, OrderError
-from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.broker import Broker, OrderUpdate, counts_as_order_error
 from engine.execution.client_ids import parse_client_order_id
 from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import PaperBroker
 from engine.journal.events import EventSink, JournalEvent, known_versions
 from engine.market.gateway import Balance
 from engine.portfolio.positions import (
+    MISSING_REASON,
     WRITE_OFF_REASON,
     BookChange,
     PositionBook,
@@ -232,7 +233,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             )
         elif ev.kind == "order_result":
             cid = str(p["client_order_id"])
-            if p.get("error_class"):  # what the runtime's state machine counted (`Tap.on_order_error`)
+            if counts_as_order_error(p):  # what the runtime's state machine counted (`Tap.on_order_error`)
                 state.order_errors.append(ev.ts_ms)
             if p.get("error_class") == "retryable":
                 state.sent_ids.discard(cid)  # the router freed it: the order certainly did not happen
@@ -284,7 +285,9 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             if ev.cause is not None:
                 unbooked.pop(ev.cause, None)
             trace = p.get("position_trace_id") or ev.trace_id
-            if p["action"] == "open" and trace is not None:
+            if p.get("reason") == MISSING_REASON:
+                _write_down(state, ev, trace, float(p["fill_quantity"]))
+            elif p["action"] == "open" and trace is not None:
                 opened_seq[str(trace)] = ev.seq
             elif p["action"] == "close":
                 if p.get("reason") == WRITE_OFF_REASON:
@@ -322,6 +325,18 @@ def _write_off(state: RecoveredState, ev: JournalEvent, trace: str | None) -> No
         state.anomalies.append(f"seq {ev.seq}: dust write-off of {symbol} ({trace}), which the fills do not hold")
         return
     state.book.write_off(symbol, ev.ts_ms)
+
+
+def _write_down(state: RecoveredState, ev: JournalEvent, trace: str | None, missing: float) -> None:
+    """Drop the coins the core wrote down as missing on the exchange (`PositionBook.write_down`,
+    after an exit refused for insufficient balance): no fill records them, so without this a
+    restart brought them back and the exits were refused again."""
+    symbol = ev.symbol or ""
+    held = state.book.get(symbol)
+    if held is None or held.position.trace_id != trace:
+        state.anomalies.append(f"seq {ev.seq}: write-down of {symbol} ({trace}), which the fills do not hold")
+        return
+    state.book.write_down(symbol, missing, ev.ts_ms)
 
 
 def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:

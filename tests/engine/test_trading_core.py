@@ -22,7 +22,7 @@ from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.trace import summarise
 from engine.portfolio.risk import DAY_MS
-from engine.trading import TradingCore
+from engine.trading import EXIT_RETRY_MS, TradingCore
 from tests.engine.signals import market_kit as mk
 from tests.kit.events import RecordingSink
 
@@ -449,7 +449,8 @@ async def test_refused_take_profit_is_not_counted_as_hit() -> None:
     for u in await OrderRouter(Refusing(), h.sink).send_all(intents, mk.NOW + 1000, h.core.causes):
         h.core.on_order_update(u, mk.NOW + 1000)
     assert h.core.book.holdings[h.names[0]].position.tp_tiers_hit == ()
-    (retry,) = await h.cycle(up, mk.NOW + 2000)
+    assert await h.cycle(up, mk.NOW + 2000) == []  # refused as sent: the retry waits (EXIT_RETRY_MS)
+    (retry,) = await h.cycle(up, mk.NOW + 1000 + EXIT_RETRY_MS)
     assert retry.endswith("-t2") and tp.client_order_id.endswith("-t1")
     pos = h.core.book.holdings[h.names[0]].position
     assert pos.tp_tiers_hit == (0,) and pos.stop_price == pos.entry_price  # breakeven after tier 1
@@ -757,3 +758,30 @@ async def test_a_limit_entry_outside_the_percent_price_band_is_refused_with_its_
     failed = [c for c in risk["checks"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["precheck:percent_price_by_side"]
     assert "x bid multipliers" in failed[0]["threshold"]
+
+
+async def test_an_exit_refused_as_sent_backs_off_and_a_position_with_no_coins_left_is_gone() -> None:
+    """Refused exits are not resent every tick: the next waits 30 s, and one alert says why.
+    Told that the exchange holds none of the coins, the core lets the position go (written
+    down, journaled, not counted in the losing streak) rather than sell what is not there."""
+    from engine.domain import Order
+    from engine.errors import InsufficientBalanceError
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    crash = {s: ENTRY_PRICE * 0.8}
+    (intent,) = h.core.step(mk.book(crash, mk.NOW + 10_000), [], mk.NOW + 10_000)
+    refused = Order.from_intent(intent, OrderStatus.REJECTED, mk.NOW + 10_000)
+    error = InsufficientBalanceError("insufficient balance", code=-2010)
+    h.core.on_order_update(OrderUpdate(refused, error=error), mk.NOW + 10_000)
+    assert h.core.step(mk.book(crash, mk.NOW + 11_000), [], mk.NOW + 11_000) == []  # backing off
+    assert h.core.step(mk.book(crash, mk.NOW + 39_000), [], mk.NOW + 39_000) == []
+    alerts = [e for e in h.sink.events if e.kind == "risk_event" and e.payload["code"] == "exit_refused"]
+    assert len(alerts) == 1
+    h.core.on_exit_short(s, 0.0, mk.NOW + 10_000)
+    assert s not in h.core.book.holdings
+    (gone,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["reason"] == "missing_on_exchange"]
+    assert gone["action"] == "close"
+    assert h.core.risk.consecutive_losses == 0
