@@ -11,6 +11,7 @@
     └── OrderError               an order that failed; `error_class` says what a caller may do
         ├── RetryableOrderError      try again later (network, rate limit, timeout)
         ├── NonRetryableOrderError   will fail again as sent (filters, balance, unknown order)
+        │   └── InsufficientBalanceError  the account lacks what the order needs (-2010)
         └── UnknownOrderError        outcome unknown: reconcile before retrying
 """
 
@@ -86,6 +87,13 @@ class RetryableOrderError(OrderError):
 
 class NonRetryableOrderError(OrderError):
     error_class = ErrorClass.NON_RETRYABLE
+
+
+class InsufficientBalanceError(NonRetryableOrderError):
+    """The exchange refused the order because the account does not hold what it needs
+    (Binance -2010 "insufficient balance"). Its own class because the cure differs from other
+    refusals: for an exit, the coins the engine thinks it holds are not all there (sold outside
+    the engine, or never bought), and only learning the real balance ends the refusals."""
 
 
 class UnknownOrderError(OrderError):

@@ -34,12 +34,13 @@ from engine.domain import (
     Order,
     OrderIntent,
     OrderPurpose,
+    OrderStatus,
     OrderType,
     SignalDecision,
     TickerBatch,
 )
 from engine.domain.trading import Side
-from engine.errors import MarketDataError
+from engine.errors import ErrorClass, MarketDataError
 from engine.execution.broker import OrderUpdate
 from engine.execution.client_ids import client_order_id
 from engine.execution.precheck import OrderRequest, PrecheckResult, precheck
@@ -48,6 +49,7 @@ from engine.portfolio.allocator import Allocator
 from engine.portfolio.clusters import Clusters
 from engine.portfolio.exits import ExitDecision, ExitPolicy
 from engine.portfolio.positions import (
+    MISSING_REASON,
     WRITE_OFF_REASON,
     BookChange,
     Holding,
@@ -62,6 +64,11 @@ from engine.signals.stage import SignalStage
 _SEEN_TRADES = 10_000  # duplicates arrive within seconds (stream + REST re-check), not days apart
 _CLOSED_LEGS = 1_000  # traces closed lately whose entry may still fill: a reopen is minutes away
 _HELD_NOTED = 1_000  # candidate traces already told their coin is held or ordered (one trace per coin and bar)
+# After an exit the exchange refused (non-retryable), the next one waits 30 s, doubling per refusal
+# in a row up to 15 min: resending every tick cost request weight (a ban risk) and, counted as
+# order errors, blocked the engine. A write-down to the real balance resets it (sell at once).
+EXIT_RETRY_MS = 30_000
+EXIT_RETRY_MAX_MS = 15 * 60_000
 
 
 @dataclass(slots=True)
@@ -247,7 +254,7 @@ class TradingCore:
         intents = []
         for symbol in symbols:
             held = self.book.get(symbol)
-            if held is None or held.pending_exit is not None:
+            if held is None or held.pending_exit is not None or now_ms < held.exit_retry_ms:
                 continue
             q = self._quotes.get(symbol)
             if q is None:
@@ -559,12 +566,109 @@ class TradingCore:
             elif held is not None and fill.side is Side.SELL and order.status.is_terminal and self._is_dust(held, fill.price):
                 # A full exit sells what the step size allows; the crumbs left (e.g. after a fee
                 # taken in coins) can never be sold: write them off now, not on the next tick.
-                self._journal_change(self.book.write_off(fill.symbol, now_ms), now_ms, WRITE_OFF_REASON, trace, seq)
-                self._after_close(fill.symbol, now_ms, held.exit_legs)
+                # At the fill's time, not the decision's: the exchange filled after we decided,
+                # and an earlier stamp reads backwards in the trace (a close near midnight lands
+                # on the previous day).
+                at = max(now_ms, fill.ts_ms)
+                self._journal_change(self.book.write_off(fill.symbol, at), at, WRITE_OFF_REASON, trace, seq)
+                self._after_close(fill.symbol, at, held.exit_legs)
         if order.status.is_terminal:
             self._finish(order)
+        if order.purpose.is_exit:
+            self._exit_answered(update, now_ms)
         if self._close_all is not None and not self.book.holdings and not self._pending:
             self._close_all = None
+
+    def _exit_answered(self, update: OrderUpdate, now_ms: int) -> None:
+        """Back off after an exit the exchange refused as sent (non-retryable), and alert once
+        per distinct refusal; an exit it took resets the backoff. A retryable failure (429,
+        network) is retried at the next tick as before: a stop-loss must not wait on it."""
+        order, error = update.order, update.error
+        held = self.book.get(order.symbol)
+        if held is None:
+            return
+        if error is None or order.status is not OrderStatus.REJECTED:
+            held.exit_refusals, held.exit_retry_ms, held.exit_refused = 0, 0, None
+            return
+        if error.error_class is not ErrorClass.NON_RETRYABLE:
+            return
+        held.exit_refusals += 1
+        wait = min(EXIT_RETRY_MAX_MS, EXIT_RETRY_MS * 2 ** min(held.exit_refusals - 1, 16))
+        held.exit_retry_ms = now_ms + wait
+        said = f"{type(error).__name__} {error.code}"
+        if said == held.exit_refused:
+            return
+        held.exit_refused = said
+        self.sink.emit(
+            "risk_event",
+            ts_ms=now_ms,
+            payload={
+                "code": "exit_refused",
+                "level": self.risk.level.name,
+                "detail": (
+                    f"{order.symbol}: the exchange refused the exit {order.client_order_id} ({error}); "
+                    f"retrying after {wait // 1000} s, backing off up to {EXIT_RETRY_MAX_MS // 60_000} min "
+                    "while it refuses the same way: check the coin on the exchange"
+                ),
+                "value": float(held.exit_refusals),
+                "threshold": None,
+            },
+            trace_id=held.position.trace_id,
+            symbol=order.symbol,
+            cause=update.journal_seq,
+        )
+
+    def on_exit_short(self, symbol: str, free: float | None, now_ms: int, cause: int | None = None) -> None:
+        """An exit of `symbol` was refused for want of coins, and the exchange says `free` of
+        them can be sold (None: it could not be asked; the backoff alone applies).
+
+        Coins the exchange does not have (sold in the Binance app, say) are written down as a
+        loss (`MISSING_REASON`, journaled, with a `balance_mismatch` risk event), so the next
+        exit sells what is there, at once; if nothing sellable is left, the position is gone
+        (the crumbs left, if any, are dust, written off as usual). Not counted in the losing
+        streak: what happened to those coins is no trade of ours. When the exchange holds
+        enough (they are locked elsewhere), nothing is written down and the backoff stands.
+        """
+        held = self.book.get(symbol)
+        market = self.markets.get(symbol)
+        if held is None or market is None or free is None:
+            return
+        pos = held.position
+        missing = pos.quantity - free
+        if missing <= 1e-9 * max(1.0, pos.quantity):
+            return
+        trace = pos.trace_id
+        seq = self.sink.emit(
+            "risk_event",
+            ts_ms=now_ms,
+            payload={
+                "code": "balance_mismatch",
+                "level": self.risk.level.name,
+                "detail": (
+                    f"{symbol}: the exchange holds {free:.10g} free, the position was {pos.quantity:.10g}; an "
+                    f"exit was refused for insufficient balance, so {missing:.10g} is written down as a loss "
+                    + ("and the position is gone" if free <= 0 else f"and {free:.10g} will be sold")
+                    + " (sold outside the engine?)"
+                ),
+                "value": free,
+                "threshold": pos.quantity,
+                "asset": market.base,
+                "symbol": symbol,
+            },
+            trace_id=trace,
+            symbol=symbol,
+            cause=cause,
+        )
+        change = self.book.write_down(symbol, missing, now_ms)
+        seq = self._journal_change(change, now_ms, MISSING_REASON, trace, seq)
+        if change.action == "close":
+            self._after_close(symbol, now_ms, held.exit_legs, record=False)
+            return
+        held.exit_refusals, held.exit_retry_ms, held.exit_refused = 0, 0, None
+        q = self._quotes.get(symbol)
+        if self._is_dust(held, q[0] if q is not None else pos.entry_price):
+            self._journal_change(self.book.write_off(symbol, now_ms), now_ms, WRITE_OFF_REASON, trace, seq)
+            self._after_close(symbol, now_ms, held.exit_legs)
 
     def _is_dust(self, held: Holding, price: float) -> bool:
         market = self.markets.get(held.position.symbol)
@@ -582,7 +686,7 @@ class TradingCore:
         if held is not None and held.pending_exit == cid:
             held.pending_exit = held.pending_tier = None
 
-    def _after_close(self, symbol: str, now_ms: int, legs: int) -> None:
+    def _after_close(self, symbol: str, now_ms: int, legs: int, *, record: bool = True) -> None:
         trade = self.book.closed[-1]
         if legs:
             self._closed_legs[trade.trace_id] = legs
@@ -591,7 +695,8 @@ class TradingCore:
         self._exit_signal.pop(symbol, None)
         self._quotes.last.pop(symbol, None)
         self._last_action_ms[symbol] = now_ms
-        self._emit_risk(self.risk.record_trade(trade.realised_pnl, now_ms), now_ms)
+        if record:
+            self._emit_risk(self.risk.record_trade(trade.realised_pnl, now_ms), now_ms)
 
     def _journal_change(self, change: BookChange, ts_ms: int, reason: str, trace_id: str, cause: int | None) -> int:
         return self.sink.emit(
@@ -656,7 +761,7 @@ class TradingCore:
             return []
         intents = []
         for symbol, held in sorted(self.book.holdings.items()):
-            if held.pending_exit is not None:
+            if held.pending_exit is not None or now_ms < held.exit_retry_ms:
                 continue
             q = self._quotes.get(symbol)
             bid = q[0] if q is not None else held.position.entry_price

@@ -8,8 +8,10 @@ the executions since the last update, so the core books fills the same way in ei
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from engine.domain import Fill, Order, OrderIntent
 from engine.errors import OrderError, RetryableOrderError
@@ -25,6 +27,19 @@ class OrderUpdate:
     # Why the broker settled the order itself, when the exchange did not say (e.g. an order whose
     # create's outcome was unknown and that the exchange, after the grace period, does not know).
     detail: str | None = None
+    error: OrderError | None = None  # why a send failed (set by the router), for the caller to act on
+
+
+def counts_as_order_error(order_result: Mapping[str, Any]) -> bool:
+    """Whether a journaled `order_result` counts towards the runtime's order-error rule
+    (degraded at 3, blocked at 10 in 5 minutes; restored from the journal after a restart).
+
+    An exit the exchange refused for want of coins is journaled `counted: False` by the router:
+    it says nothing about the exchange's health, only that one position's coins are not all
+    there; the core mends that (`TradingCore.on_exit_short`) and backs off, and counting it
+    let one coin sold outside the engine degrade and then block every trade.
+    """
+    return bool(order_result.get("error_class")) and order_result.get("counted", True) is not False
 
 
 class SyncIncomplete(RetryableOrderError):
@@ -66,6 +81,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def open_orders(self) -> list[Order]:
         """Every order this broker knows to be open."""
+
+    async def free_balance(self, asset: str) -> Decimal | None:
+        """What the account can sell of `asset` right now, as the exchange says; None when
+        this broker has no account to ask (paper: the book is the only record). Asked after
+        an exit refused for want of coins, so the engine sells what is really there."""
+        return None
 
     def watching_late(self) -> list[str]:
         """Client ids of orders settled as never reached that the broker still looks for, as

@@ -43,6 +43,7 @@ from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
+from engine.market.gateway import Balance
 
 T = TypeVar("T")
 
@@ -72,6 +73,8 @@ class OrderGateway(Protocol):
     async def fetch_my_trades(
         self, symbol: str, since_ms: int | None = None, *, order_id: str | None = None
     ) -> list[Fill]: ...
+
+    async def fetch_balance(self) -> dict[str, Balance]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +340,32 @@ class ExchangeBroker(Broker):
             self._orders.setdefault(order.client_order_id, order)
             self._late[order.client_order_id] = _Watch(now_ms + self.late_check_ms, until)
 
+    async def recover_late(self, order: Order, now_ms: int) -> OrderUpdate | None:
+        """Recovery's lookup of `order`, which the journal left settled as never reached: at once
+        and whatever its age, since it may have landed while the engine was down, and a filled
+        market order is in no open-order list, so nothing else would ever find it.
+
+        Its update (detail `LANDED_LATE`, so booked once) when the exchange knows it; else None,
+        and it is watched for what is left of its `late_watch_ms`, if anything (`watching_late`
+        says whether). A lookup that fails (429, timeout) is asked again by the next `sync`, even
+        past the window: only the exchange's "does not exist" ends the search.
+        """
+        cid = order.client_order_id
+        until = order.created_ms + self.late_watch_ms
+        self._orders.setdefault(cid, order)
+        self._late[cid] = _Watch(now_ms, max(until, now_ms))
+        try:
+            seen = await self.gateway.fetch_order(order.symbol, cid)
+        except NonRetryableOrderError:
+            if until > now_ms:
+                self._late[cid].next_ms = now_ms + self.late_check_ms
+            else:
+                del self._late[cid]
+            return None
+        except OrderError:
+            return None
+        return await self._absorb_lookup(seen, now_ms)
+
     def watching_late(self) -> list[str]:
         """Client ids of the orders settled as never reached that are still looked for."""
         return list(self._late)
@@ -399,6 +428,12 @@ class ExchangeBroker(Broker):
 
     async def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if not o.status.is_terminal]
+
+    async def free_balance(self, asset: str) -> Decimal | None:
+        """The exchange's free balance of `asset` (0 when it lists none). Errors propagate: a
+        caller that cannot learn the balance must not take it for zero."""
+        balance = (await self.gateway.fetch_balance()).get(asset)
+        return balance.free if balance is not None else Decimal(0)
 
 
 def _is_maker(current: Order, trades: Sequence[Fill]) -> bool:

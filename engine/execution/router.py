@@ -32,7 +32,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine.domain import Order, OrderIntent, OrderStatus
-from engine.errors import ErrorClass, OrderError
+from engine.errors import ErrorClass, InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.exchange_broker import NEVER_REACHED
 from engine.journal.events import EventSink
@@ -118,22 +118,20 @@ class OrderRouter:
             status = OrderStatus.PENDING if exc.error_class is ErrorClass.UNKNOWN else OrderStatus.REJECTED
             if status.is_terminal:
                 self._attempts.pop(cid, None)
+            payload: dict[str, Any] = {
+                "client_order_id": cid,
+                "status": "unknown" if status is OrderStatus.PENDING else status.value,
+                "error_class": exc.error_class.value,
+                "error": str(exc),
+                "code": None if exc.code is None else str(exc.code),
+            }
+            if isinstance(exc, InsufficientBalanceError) and intent.purpose.is_exit:
+                payload["counted"] = False  # see `counts_as_order_error`
             result_seq = self.sink.emit(
-                "order_result",
-                ts_ms=now_ms,
-                payload={
-                    "client_order_id": cid,
-                    "status": "unknown" if status is OrderStatus.PENDING else status.value,
-                    "error_class": exc.error_class.value,
-                    "error": str(exc),
-                    "code": None if exc.code is None else str(exc.code),
-                },
-                trace_id=intent.trace_id,
-                symbol=intent.symbol,
-                cause=seq,
+                "order_result", ts_ms=now_ms, payload=payload, trace_id=intent.trace_id, symbol=intent.symbol, cause=seq
             )
             # the order a failed send leaves behind, so the core can release what it reserved for it
-            return OrderUpdate(Order.from_intent(intent, status, now_ms), journal_seq=result_seq)
+            return OrderUpdate(Order.from_intent(intent, status, now_ms), journal_seq=result_seq, error=exc)
         return replace(update, journal_seq=self._result(update, now_ms, {}, trace_id=intent.trace_id, cause=seq))
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:

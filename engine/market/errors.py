@@ -89,6 +89,7 @@ import ccxt
 
 from engine.errors import (
     ErrorClass,
+    InsufficientBalanceError,
     NonRetryableOrderError,
     OrderError,
     RetryableOrderError,
@@ -216,4 +217,6 @@ def to_order_error(exc: BaseException, *, placing: bool = False, operation: str 
     kind = classify(exc, placing=placing)
     prefix = f"{operation}: " if operation else ""
     message = f"{prefix}{type(cause).__name__}: {cause}"
+    if isinstance(cause, ccxt.InsufficientFunds):
+        return InsufficientBalanceError(message, code=error_code(exc))
     return _CLASS_TO_ERROR[kind](message, code=error_code(exc))

@@ -20,6 +20,7 @@ from engine.domain.market import to_decimal
 from engine.errors import HotcoinError
 
 WRITE_OFF_REASON = "dust"  # the `reason` of the `position_update` journaled for a `write_off`
+MISSING_REASON = "missing_on_exchange"  # the `reason` of the `position_update` journaled for a `write_down`
 
 
 class PositionError(HotcoinError):
@@ -54,6 +55,9 @@ class Holding:
     opened_seq: int | None = None  # journal seq of the `open` position_update: exit decisions hang off it
     exit_blocked: str | None = None  # why the last exit could not be sent (journaled once, not every tick)
     exit_rules: tuple[str, ...] = ()  # the signal rules behind the latest exit order, if a signal exit
+    exit_refusals: int = 0  # exits the exchange refused in a row (non-retryable): the backoff's count
+    exit_retry_ms: int = 0  # no exit is decided before this time (the backoff after a refusal)
+    exit_refused: str | None = None  # the last refusal, alerted once however often it repeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,25 @@ class PositionBook:
         total = pos.realised_pnl + loss
         self.closed.append(ClosedTrade(symbol, pos.trace_id, total, pos.opened_ms, now_ms))
         return BookChange("close", symbol, pos.trace_id, 0.0, 0.0, pos.entry_price, loss, total, 0.0)
+
+    def write_down(self, symbol: str, missing: float, now_ms: int) -> BookChange:
+        """Drop `missing` coins the exchange does not hold (sold outside the engine, or never
+        bought), their cost as a loss; the whole position when that is all of it. Unlike
+        `write_off`, nothing stays on the exchange, so nothing counts as a known excess."""
+        held = self.holdings[symbol]
+        pos = held.position
+        if missing >= pos.quantity:
+            del self.holdings[symbol]
+            loss = -(pos.entry_price * pos.quantity) - pos.entry_fees
+            total = pos.realised_pnl + loss
+            self.closed.append(ClosedTrade(symbol, pos.trace_id, total, pos.opened_ms, now_ms))
+            return BookChange("close", symbol, pos.trace_id, pos.quantity, 0.0, pos.entry_price, loss, total, 0.0)
+        fee_share = pos.entry_fees * missing / pos.quantity
+        loss = -(pos.entry_price * missing) - fee_share
+        qty = _sub(pos.quantity, missing)
+        total = pos.realised_pnl + loss
+        held.position = replace(pos, quantity=qty, entry_fees=pos.entry_fees - fee_share, realised_pnl=total)
+        return BookChange("partial_close", symbol, pos.trace_id, missing, qty, pos.entry_price, loss, total, 0.0)
 
     def exposure(self, marks: dict[str, float]) -> float:
         """Open positions valued at `marks` (entry price where a mark is missing)."""

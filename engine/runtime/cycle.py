@@ -37,7 +37,7 @@ from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
 from engine.domain import EngineState, Market, TickerBatch
 from engine.domain.candle import timeframe_ms
-from engine.errors import OrderError
+from engine.errors import InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
 from engine.execution.router import Durable, OrderRouter
@@ -259,10 +259,32 @@ class TradingCycle:
             updates = await self.router.send_all(intents, now, core.causes)
             sent_at = time.perf_counter()
             self.book(updates, now)
+            await self._exits_short(updates, now)
         if now - self._last_sync >= SYNC_EVERY_MS:
             self._last_sync = now
             self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
+
+    async def _exits_short(self, updates: list[OrderUpdate], now: int) -> None:
+        """Exits refused for insufficient balance: ask the exchange what it holds of the coin,
+        so the core sells that (or lets the position go) instead of resending the same exit.
+        A balance that cannot be fetched leaves the core's backoff to pace the retries."""
+        core = self.core
+        assert core is not None
+        for update in updates:
+            order = update.order
+            if not (isinstance(update.error, InsufficientBalanceError) and order.purpose.is_exit):
+                continue
+            market = self.markets.get(order.symbol)
+            free: float | None = None
+            if market is not None:
+                try:
+                    held = await self.broker.free_balance(market.base)
+                except OrderError as exc:
+                    log.warning("balance of %s after a refused exit: %s", market.base, exc)
+                else:
+                    free = None if held is None else float(held)
+            core.on_exit_short(order.symbol, free, now, cause=update.journal_seq)
 
     async def _sync(self, now: int) -> list[OrderUpdate]:
         """The broker's progress, journaled by the router. A failed exchange call (429, 5xx,

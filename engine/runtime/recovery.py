@@ -19,9 +19,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      a retryable rejection are freed here too, as the router does);
    - **open orders**: attempted, with no terminal `order_result`;
    - **orders that may still land**: journaled rejected as never reached (by the broker after
-     its grace, or by a recovery) within the broker's late watch (`LATE_WATCH_MS` after their
-     create): the exchange may place such an order late, so the broker looks for them again;
-     one journaled open again after that (it landed and rests) is an open order once more;
+     its grace, or by a recovery), whatever their age: the exchange may place such an order
+     late, even while the engine is down, so recovery asks about each once; one journaled open
+     again after that (it landed and rests) is an open order once more, and one journaled
+     settled for good (`DID_NOT_LAND`, landed late and filled) is not asked about again;
    - **the operator's pause** of new entries: the last `command` event among pause, close-all
      (which pauses too) and resume;
    - **the engine state** the last `state_change` entered, and the times of the recent order
@@ -37,9 +38,12 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **exchange**: each order is looked up by client id. Fills the exchange made while we were
      down are booked (only the part beyond what the journal already has), orders still open are
      handed back to the broker to follow, and orders the exchange never saw are journaled as
-     rejected and, with the rejected ones the journal had, handed to the broker's late watch
-     (a create in flight at the kill may still be placed). The broker's own periodic reconcile
-     later adopts any order of ours it still lists.
+     rejected and handed to the broker's late watch (a create in flight at the kill may still
+     be placed). Each order the journal had rejected as never reached is looked up once,
+     however long ago it was sent (`ExchangeBroker.recover_late`): what landed meanwhile is
+     booked (`LANDED_LATE`), what is still unknown is watched for the rest of its
+     `LATE_WATCH_MS`, or, past it, journaled as `DID_NOT_LAND`. The broker's own periodic
+     reconcile later adopts any order of ours it still lists.
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
      closing `position_update`s), and the L5 block, which runs on from when L5 was reached;
@@ -72,13 +76,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.domain import EngineState, Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import HotcoinError, NonRetryableOrderError, OrderError
-from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.broker import Broker, OrderUpdate, counts_as_order_error
 from engine.execution.client_ids import parse_client_order_id
-from engine.execution.exchange_broker import NEVER_REACHED, ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import PaperBroker
 from engine.journal.events import EventSink, JournalEvent, known_versions
 from engine.market.gateway import Balance
 from engine.portfolio.positions import (
+    MISSING_REASON,
     WRITE_OFF_REASON,
     BookChange,
     PositionBook,
@@ -100,6 +105,9 @@ _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
 RESTART_NEVER_REACHED = "never reached the exchange"
 _NEVER_REACHED = frozenset({NEVER_REACHED, RESTART_NEVER_REACHED})  # details of a rejection that may still land
+# An order settled as never reached that a restart found still unknown to the exchange after its
+# late watch: settled for good, not looked up again.
+DID_NOT_LAND = "still unknown to the exchange after its late watch: it never happened"
 _PAUSED_BY = {Command.PAUSE.value: True, Command.CLOSE_ALL.value: True, Command.RESUME.value: False}
 
 
@@ -225,7 +233,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             )
         elif ev.kind == "order_result":
             cid = str(p["client_order_id"])
-            if p.get("error_class"):  # what the runtime's state machine counted (`Tap.on_order_error`)
+            if counts_as_order_error(p):  # what the runtime's state machine counted (`Tap.on_order_error`)
                 state.order_errors.append(ev.ts_ms)
             if p.get("error_class") == "retryable":
                 state.sent_ids.discard(cid)  # the router freed it: the order certainly did not happen
@@ -277,7 +285,9 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             if ev.cause is not None:
                 unbooked.pop(ev.cause, None)
             trace = p.get("position_trace_id") or ev.trace_id
-            if p["action"] == "open" and trace is not None:
+            if p.get("reason") == MISSING_REASON:
+                _write_down(state, ev, trace, float(p["fill_quantity"]))
+            elif p["action"] == "open" and trace is not None:
                 opened_seq[str(trace)] = ev.seq
             elif p["action"] == "close":
                 if p.get("reason") == WRITE_OFF_REASON:
@@ -315,6 +325,18 @@ def _write_off(state: RecoveredState, ev: JournalEvent, trace: str | None) -> No
         state.anomalies.append(f"seq {ev.seq}: dust write-off of {symbol} ({trace}), which the fills do not hold")
         return
     state.book.write_off(symbol, ev.ts_ms)
+
+
+def _write_down(state: RecoveredState, ev: JournalEvent, trace: str | None, missing: float) -> None:
+    """Drop the coins the core wrote down as missing on the exchange (`PositionBook.write_down`,
+    after an exit refused for insufficient balance): no fill records them, so without this a
+    restart brought them back and the exits were refused again."""
+    symbol = ev.symbol or ""
+    held = state.book.get(symbol)
+    if held is None or held.position.trace_id != trace:
+        state.anomalies.append(f"seq {ev.seq}: write-down of {symbol} ({trace}), which the fills do not hold")
+        return
+    state.book.write_down(symbol, missing, ev.ts_ms)
 
 
 def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
@@ -401,7 +423,7 @@ class Recovery:
                 if order.expires_ms is not None:  # one that lands late, or rests on, still expires
                     broker.expire_at(order.client_order_id, order.expires_ms)
             for late in self.state.maybe_late.values():
-                broker.watch_late(late.as_order(OrderStatus.REJECTED, late.ts_ms), now_ms)
+                settled += await self._late(engine, broker, late, now_ms)
         for order in sorted(self.state.open_orders.values(), key=lambda o: o.attempt_seq):
             if isinstance(broker, PaperBroker):
                 outcome = self._lost(engine, order, now_ms)
@@ -430,6 +452,23 @@ class Recovery:
         )
         _core(engine).on_order_update(OrderUpdate(order.as_order(OrderStatus.CANCELED, now_ms), journal_seq=seq), now_ms)
         return LOST_IN_RESTART
+
+    async def _late(self, engine: Engine, broker: ExchangeBroker, order: OpenOrder, now_ms: int) -> list[dict[str, Any]]:
+        """Ask the exchange once about an order the journal left settled as never reached,
+        whatever its age: one that landed while the engine was down is booked now (a filled
+        market sell placed late was otherwise never booked, and its exit was sent again for
+        coins already sold). One still unknown past the broker's late watch is journaled as
+        settled for good (`DID_NOT_LAND`), so later restarts stop asking. Settled entries for
+        the `recovered` event: the ones that landed or ended."""
+        update = await broker.recover_late(order.as_order(OrderStatus.REJECTED, order.ts_ms), now_ms)
+        if update is not None:
+            seq = self._result(engine, order, update.order.status, update.detail or LANDED_LATE, now_ms)
+            _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
+            return [{"client_order_id": order.client_order_id, "symbol": order.symbol, "outcome": "landed_late"}]
+        if order.client_order_id in broker.watching_late():
+            return []
+        self._result(engine, order, OrderStatus.REJECTED, DID_NOT_LAND, now_ms)
+        return [{"client_order_id": order.client_order_id, "symbol": order.symbol, "outcome": "did_not_land"}]
 
     async def _exchange(self, engine: Engine, broker: ExchangeBroker, order: OpenOrder, now_ms: int) -> str:
         """Ask the exchange; book only what it did beyond the fills the journal already has."""
@@ -463,8 +502,8 @@ class Recovery:
             return "open"
         return self._lost(engine, order, now_ms)
 
-    def _result(self, engine: Engine, order: OpenOrder, status: OrderStatus, detail: str, now_ms: int) -> None:
-        engine.tap.emit(
+    def _result(self, engine: Engine, order: OpenOrder, status: OrderStatus, detail: str, now_ms: int) -> int:
+        return engine.tap.emit(
             "order_result",
             ts_ms=now_ms,
             payload={"client_order_id": order.client_order_id, "status": status.value, "error_class": None, "detail": detail},

@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.execution.broker import counts_as_order_error
 from engine.journal.events import EventSink
 from engine.runtime.snapshot import EventRow
 
@@ -70,7 +71,7 @@ class Tap:
                     del self.candidate_seq[old]
         elif kind == "signal_snapshot" and symbol is not None:
             self.last_signal[symbol] = str(payload.get("decision", ""))
-        elif kind == "order_result" and payload.get("error_class") and self.on_order_error is not None:
+        elif kind == "order_result" and counts_as_order_error(payload) and self.on_order_error is not None:
             self.on_order_error(ts_ms)
         for observe in self.observers:
             observe(kind, payload, symbol)

@@ -22,7 +22,7 @@ from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.trace import summarise
 from engine.portfolio.risk import DAY_MS
-from engine.trading import TradingCore
+from engine.trading import EXIT_RETRY_MS, TradingCore
 from tests.engine.signals import market_kit as mk
 from tests.kit.events import RecordingSink
 
@@ -449,7 +449,8 @@ async def test_refused_take_profit_is_not_counted_as_hit() -> None:
     for u in await OrderRouter(Refusing(), h.sink).send_all(intents, mk.NOW + 1000, h.core.causes):
         h.core.on_order_update(u, mk.NOW + 1000)
     assert h.core.book.holdings[h.names[0]].position.tp_tiers_hit == ()
-    (retry,) = await h.cycle(up, mk.NOW + 2000)
+    assert await h.cycle(up, mk.NOW + 2000) == []  # refused as sent: the retry waits (EXIT_RETRY_MS)
+    (retry,) = await h.cycle(up, mk.NOW + 1000 + EXIT_RETRY_MS)
     assert retry.endswith("-t2") and tp.client_order_id.endswith("-t1")
     pos = h.core.book.holdings[h.names[0]].position
     assert pos.tp_tiers_hit == (0,) and pos.stop_price == pos.entry_price  # breakeven after tier 1
@@ -505,6 +506,36 @@ def test_fee_taken_in_coins_is_not_held_and_leaves_no_dust_position() -> None:
     assert actions[-1] == "close"
     fill_events = [e.payload for e in sink.events if e.kind == "fill"]
     assert fill_events[0]["fee_base"] == 0.1
+
+
+def test_a_dust_write_off_is_stamped_at_the_fill_that_left_the_dust() -> None:
+    """The exit is decided at 23:59:59.9 and the exchange fills it just after midnight: the
+    crumbs it leaves are written off at the fill's time, not the decision's (before the fill:
+    the trace read backwards and the close landed on the previous day)."""
+    from decimal import Decimal
+
+    from engine.domain import Order, OrderType, Side
+    from engine.execution.broker import OrderUpdate
+    from tests.kit.domain import make_fill, make_market
+
+    sink = RecordingSink()
+    market = make_market("DOGE/USDT", step_size="1", min_qty="1", min_notional="5")
+    core = TradingCore(load_config(env={}).config.trading, {"DOGE/USDT": market}, sink)
+    midnight = DAY_MS * 20_000
+
+    def order(cid: str, side: Side, purpose: OrderPurpose, qty: str) -> Order:
+        return Order(cid, "1", "DOGE/USDT", side, OrderType.MARKET, OrderStatus.FILLED, Decimal(qty), Decimal(qty),
+                     average_price=0.3, trace_id="t1", purpose=purpose)  # fmt: skip
+
+    buy = make_fill(client_order_id="b", quantity=100.0, price=0.3, fee_quote=0.03, fee_base=0.1, ts_ms=midnight - 60_000)
+    core.on_order_update(OrderUpdate(order("b", Side.BUY, OrderPurpose.ENTRY, "100"), (buy,)), midnight - 60_000)
+    sell = make_fill(client_order_id="s", side=Side.SELL, quantity=99.0, price=0.3, fee_quote=0.0297, trade_id="x2",
+                     ts_ms=midnight + 50)  # fmt: skip
+    core.on_order_update(OrderUpdate(order("s", Side.SELL, OrderPurpose.STOP_LOSS, "99"), (sell,)), midnight - 100)
+    (dust,) = [e for e in sink.events if e.kind == "position_update" and e.payload["reason"] == "dust"]
+    (fill,) = [e for e in sink.events if e.kind == "fill" and e.payload["side"] == "sell"]
+    assert dust.ts_ms == fill.ts_ms == midnight + 50
+    assert core.book.closed[-1].closed_ms == midnight + 50
 
 
 async def test_a_flash_tick_under_the_minimum_notional_holds_the_position() -> None:
@@ -727,3 +758,30 @@ async def test_a_limit_entry_outside_the_percent_price_band_is_refused_with_its_
     failed = [c for c in risk["checks"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["precheck:percent_price_by_side"]
     assert "x bid multipliers" in failed[0]["threshold"]
+
+
+async def test_an_exit_refused_as_sent_backs_off_and_a_position_with_no_coins_left_is_gone() -> None:
+    """Refused exits are not resent every tick: the next waits 30 s, and one alert says why.
+    Told that the exchange holds none of the coins, the core lets the position go (written
+    down, journaled, not counted in the losing streak) rather than sell what is not there."""
+    from engine.domain import Order
+    from engine.errors import InsufficientBalanceError
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    crash = {s: ENTRY_PRICE * 0.8}
+    (intent,) = h.core.step(mk.book(crash, mk.NOW + 10_000), [], mk.NOW + 10_000)
+    refused = Order.from_intent(intent, OrderStatus.REJECTED, mk.NOW + 10_000)
+    error = InsufficientBalanceError("insufficient balance", code=-2010)
+    h.core.on_order_update(OrderUpdate(refused, error=error), mk.NOW + 10_000)
+    assert h.core.step(mk.book(crash, mk.NOW + 11_000), [], mk.NOW + 11_000) == []  # backing off
+    assert h.core.step(mk.book(crash, mk.NOW + 39_000), [], mk.NOW + 39_000) == []
+    alerts = [e for e in h.sink.events if e.kind == "risk_event" and e.payload["code"] == "exit_refused"]
+    assert len(alerts) == 1
+    h.core.on_exit_short(s, 0.0, mk.NOW + 10_000)
+    assert s not in h.core.book.holdings
+    (gone,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["reason"] == "missing_on_exchange"]
+    assert gone["action"] == "close"
+    assert h.core.risk.consecutive_losses == 0

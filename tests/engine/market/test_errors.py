@@ -6,7 +6,12 @@ import ccxt
 import pytest
 from ccxt.base import errors as ccxt_errors
 
-from engine.errors import ErrorClass, NonRetryableOrderError, RetryableOrderError, UnknownOrderError
+from engine.errors import (
+    ErrorClass,
+    InsufficientBalanceError,
+    RetryableOrderError,
+    UnknownOrderError,
+)
 from engine.market.errors import ERROR_TABLE, classify, error_code, to_order_error
 
 R, N, U = ErrorClass.RETRYABLE, ErrorClass.NON_RETRYABLE, ErrorClass.UNKNOWN
@@ -97,7 +102,7 @@ def test_error_code(message: str, code: int | None) -> None:
     [
         (ccxt.RequestTimeout("t"), True, UnknownOrderError),
         (ccxt.RequestTimeout("t"), False, RetryableOrderError),
-        (ccxt.InsufficientFunds('binance {"code":-2010,"msg":"x"}'), True, NonRetryableOrderError),
+        (ccxt.InsufficientFunds('binance {"code":-2010,"msg":"x"}'), True, InsufficientBalanceError),  # a NonRetryable
         (ccxt.ExchangeError("x"), False, UnknownOrderError),
     ],
     ids=["place-timeout", "read-timeout", "funds", "generic"],

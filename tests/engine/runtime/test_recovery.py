@@ -38,6 +38,7 @@ from engine.portfolio.risk import RiskLevel
 from engine.runtime.client import Command
 from engine.runtime.recovery import (
     BALANCE_CHECK_MS,
+    DID_NOT_LAND,
     LOST_IN_RESTART,
     BalanceAudit,
     Recovery,
@@ -584,17 +585,19 @@ async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, ca
     assert any(c["name"] == "operator_pause" and not c["passed"] for c in checks[0]["checks"])
 
 
-def _sent(sink: RecordingSink, cid: str, trace: str, ts_ms: int, *, never_reached_at: int | None) -> None:
-    """A market buy of 100 DOGE attempted at `ts_ms` whose outcome was unknown; journaled
-    rejected as never reached at `never_reached_at` (None: still open when we died)."""
+def _sent(
+    sink: RecordingSink, cid: str, trace: str, ts_ms: int, *, never_reached_at: int | None, symbol: str = DOGE
+) -> None:
+    """A market buy of 100 coins (DOGE unless said) attempted at `ts_ms` whose outcome was
+    unknown; journaled rejected as never reached at `never_reached_at` (None: still open when we died)."""
     attempt = sink.emit(
-        "order_attempt", ts_ms=ts_ms, trace_id=trace, symbol=DOGE,
+        "order_attempt", ts_ms=ts_ms, trace_id=trace, symbol=symbol,
         payload={"client_order_id": cid, "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "100", "price": None},
     )  # fmt: skip
-    sink.emit("order_result", ts_ms=ts_ms, trace_id=trace, symbol=DOGE, cause=attempt,
+    sink.emit("order_result", ts_ms=ts_ms, trace_id=trace, symbol=symbol, cause=attempt,
               payload={"client_order_id": cid, "status": "unknown", "error_class": "unknown"})  # fmt: skip
     if never_reached_at is not None:
-        sink.emit("order_result", ts_ms=never_reached_at, trace_id=trace, symbol=DOGE, cause=attempt,
+        sink.emit("order_result", ts_ms=never_reached_at, trace_id=trace, symbol=symbol, cause=attempt,
                   payload={"client_order_id": cid, "action": "sync", "status": "rejected", "error_class": None,
                            "detail": NEVER_REACHED})  # fmt: skip
 
@@ -626,14 +629,27 @@ def test_rebuild_keeps_the_orders_rejected_as_never_reached_for_the_late_watch(
     assert refused not in state.maybe_late  # the exchange said no: nothing to watch
 
 
-async def test_a_restart_keeps_watching_for_orders_that_may_land_late_and_books_the_one_that_did(tmp_path: Path) -> None:
+def _landed(gw: FakeGateway, cid: str, trace: str, symbol: str, at_ms: int) -> None:
+    """The exchange placed and filled `cid` (a market buy of 100 at 0.3) at `at_ms`."""
+    intent = make_intent(symbol, client_order_id=cid, trace_id=trace, quantity=Decimal(100))
+    gw.orders[cid] = dataclasses.replace(
+        Order.from_intent(intent, OrderStatus.FILLED, at_ms, exchange_order_id=cid[-8:]),
+        filled_qty=Decimal(100), average_price=0.3, fees_reported=False,
+    )
+    gw.fills.append(Fill(f"t-{cid}", cid, symbol, Side.BUY, 0.3, 100.0, 0.03, at_ms, trace_id=trace, fee_base=0.1))
+
+
+async def test_a_restart_asks_once_about_every_order_that_may_have_landed_late_whatever_its_age(tmp_path: Path) -> None:
     """A: journaled rejected as never reached 50 s before the restart; the exchange placed it
-    meanwhile. B: the same, 11 minutes before: past the watch. C: its create was in flight at
-    the kill and the exchange does not know it: recovery rejects it and watches it too."""
-    a, b, c = (client_order_id(t, OrderPurpose.ENTRY, 1) for t in (T_DOGE, T_PEPE, T_WIF))
+    meanwhile. B: the same, 11 minutes before (past the broker's 10-minute watch): it was
+    dropped unasked and its fill never booked. D: 11 minutes old and still unknown: settled for
+    good, so the next restart does not ask again. C: its create was in flight at the kill and
+    the exchange does not know it: recovery rejects it and watches it."""
+    a, b, c, d = (client_order_id(t, OrderPurpose.ENTRY, 1) for t in (T_DOGE, T_PEPE, T_WIF, T_BONK))
     restart = T0 + 11 * 60_000
     sink = RecordingSink()
-    _sent(sink, b, T_PEPE, T0, never_reached_at=T0 + 10_000)
+    _sent(sink, b, T_PEPE, T0, never_reached_at=T0 + 10_000, symbol=PEPE)
+    _sent(sink, d, T_BONK, T0, never_reached_at=T0 + 10_000, symbol=WIF)
     _sent(sink, a, T_DOGE, restart - 60_000, never_reached_at=restart - 50_000)
     _sent(sink, c, T_WIF, restart - 1_000, never_reached_at=None)
     path = tmp_path / "j.sqlite"
@@ -642,36 +658,38 @@ async def test_a_restart_keeps_watching_for_orders_that_may_land_late_and_books_
             journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
     state = read_journal(path, CAPITAL)
 
-    gw = FakeGateway({DOGE: make_market()})
-    intent = make_intent(DOGE, client_order_id=a, trace_id=T_DOGE, quantity=Decimal(100))
-    gw.orders[a] = dataclasses.replace(
-        Order.from_intent(intent, OrderStatus.FILLED, restart - 30_000, exchange_order_id="9"),
-        filled_qty=Decimal(100), average_price=0.3, fees_reported=False,
-    )
-    gw.fills.append(Fill("t9", a, DOGE, Side.BUY, 0.3, 100.0, 0.03, restart - 30_000, trace_id=T_DOGE, fee_base=0.1))
+    gw = FakeGateway({s: make_market(s) for s in (DOGE, PEPE, WIF)})
+    _landed(gw, a, T_DOGE, DOGE, restart - 30_000)
+    _landed(gw, b, T_PEPE, PEPE, T0 + 5 * 60_000)  # landed while the engine was down
     async with pump_rig(path, broker=ExchangeBroker(gw)) as rig:
         engine = rig.engine
-        engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        engine.core = TradingCore(engine.config.trading, {s: make_market(s) for s in (DOGE, PEPE, WIF)}, engine.tap)
         payload = await Recovery(state).apply(engine, restart)
-        assert payload["watching_late"] == [a, c]
-        assert payload["orders"] == [{"client_order_id": c, "symbol": DOGE, "outcome": "never_reached"}]
-        assert await engine.router.sync(restart + 29_999) == []
-        (landed,) = await engine.router.sync(restart + 30_000)
-        engine.core.on_order_update(landed, restart + 30_000)
-        assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(99.9)  # 0.1 taken in coins
-        assert engine.core.cash == pytest.approx(CAPITAL - 30.0)
+        assert payload["watching_late"] == [c]
+        assert payload["orders"] == [
+            {"client_order_id": b, "symbol": PEPE, "outcome": "landed_late"},
+            {"client_order_id": d, "symbol": WIF, "outcome": "did_not_land"},
+            {"client_order_id": a, "symbol": DOGE, "outcome": "landed_late"},
+            {"client_order_id": c, "symbol": DOGE, "outcome": "never_reached"},
+        ]
+        for symbol in (DOGE, PEPE):  # booked at the restart, before any cycle decides anything
+            assert engine.core.book.holdings[symbol].position.quantity == pytest.approx(99.9)  # 0.1 taken in coins
+        assert engine.core.cash == pytest.approx(CAPITAL - 60.0)
+        assert await engine.router.sync(restart + 60_000) == []  # booked once
         await rig.journal.flush()
     with JournalReader(path) as reader:
-        results = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload["client_order_id"] == a]
+        results = {cid: [(e.payload["status"], e.payload.get("detail")) for e in reader.events(kinds=["order_result"])
+                         if e.payload["client_order_id"] == cid] for cid in (a, b, d)}  # fmt: skip
         fills = [e.payload for e in reader.events(kinds=["fill"])]
-    assert [(r["status"], r.get("detail")) for r in results] == [
-        ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
-    ]  # fmt: skip
-    assert [(f["client_order_id"], f["quantity"]) for f in fills] == [(a, 100.0)]
-    with JournalReader(path) as reader:
-        (attempt,) = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["client_order_id"] == a]
+        attempts = {e.payload["client_order_id"]: e.seq for e in reader.events(kinds=["order_attempt"])}
         late = [e for e in reader.events(kinds=["order_result"]) if e.payload.get("detail") == LANDED_LATE]
-    assert [(e.trace_id, e.cause) for e in late] == [(T_DOGE, attempt.seq)]  # found after the restart, still its tree
+    for cid in (a, b):
+        assert results[cid] == [("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE)]
+    assert results[d] == [("unknown", None), ("rejected", NEVER_REACHED), ("rejected", DID_NOT_LAND)]
+    assert sorted((f["client_order_id"], f["quantity"]) for f in fills) == sorted([(a, 100.0), (b, 100.0)])
+    assert sorted((e.trace_id, e.cause) for e in late) == sorted([(T_DOGE, attempts[a]), (T_PEPE, attempts[b])])
+    again = read_journal(path, CAPITAL)  # the next restart asks only about C
+    assert list(again.maybe_late) == [c]
 
 
 async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Path) -> None:
