@@ -191,14 +191,17 @@ def _check_timestamps(path: Path, ts: IntArray, interval: str, step: int) -> Non
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """A feature definition: names and dtypes in column order, its schema hash, and the
-    function computing [bars, symbols, features] from candles."""
+    """A feature definition: names and dtypes in column order, its schema hash, the function
+    computing [bars, symbols, features] from candles, and the `listing_min_bars` that function
+    computes a listing's since-listing windows from (None: it has none). The last is not in the
+    schema hash, yet changes the values: it travels with the dataset into the model's contract."""
 
     name: str
     names: tuple[str, ...]
     dtypes: tuple[str, ...]
     schema_hash: str
     compute: Callable[[Candles], FloatArray]
+    listing_min_bars: int | None = None
 
 
 def write_dataset(candles: Candles, features: FeatureSet, out_dir: Path, *, name: str) -> dict[str, object]:
@@ -225,6 +228,7 @@ def write_dataset(candles: Candles, features: FeatureSet, out_dir: Path, *, name
         "feature_names": list(features.names),
         "feature_dtypes": list(features.dtypes),
         "feature_schema_hash": features.schema_hash,
+        "listing_min_bars": features.listing_min_bars,
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     meta["sha256"] = dataset_sha256(out_dir)

@@ -12,7 +12,8 @@ def hot_feature_set(listing_min_bars: int | None = None) -> FeatureSet:
     candles, so those columns are NaN in training data (normalised to 0, like the model sees
     them at runtime when recorded unseen). A pair whose candles start after the others' is a
     listing, with the engine's since-listing windows from `listing_min_bars` bars on (the
-    engine's `trading.signals.listing_min_bars`; None: its default)."""
+    engine's `trading.signals.listing_min_bars`; None: its default). The value goes into the
+    model's contract, and an engine running with another one refuses the model."""
     from engine.config.sections.trading import SignalSettings
     from engine.signals import features as hot
 
@@ -29,4 +30,5 @@ def hot_feature_set(listing_min_bars: int | None = None) -> FeatureSet:
         dtypes=tuple(hot.FEATURE_DTYPES),
         schema_hash=hot.feature_schema_hash(),
         compute=compute,
+        listing_min_bars=least,
     )

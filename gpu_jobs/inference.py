@@ -79,14 +79,23 @@ def load_scorer(
     interval: str,
     *,
     feature_schema_hash: str,
+    listing_min_bars: int | None,
     version: int | None = None,
     production_only: bool = False,
 ) -> TorchScorer:
-    """A CPU scorer for a verified registry version (`ModelRefused` if verification fails)."""
+    """A CPU scorer for a verified registry version (`ModelRefused` if verification fails).
+    `listing_min_bars`: the one the windows it will score are computed with (for `features_hot`,
+    the engine's `trading.signals.listing_min_bars`; None for features without since-listing
+    windows); a model trained under another is refused."""
     if task not in SCORABLE:
         raise GovernanceError(f"{task} has no single score; scorable tasks: {', '.join(sorted(SCORABLE))}")
     model = registry.load(
-        task, interval, feature_schema_hash=feature_schema_hash, version=version, production_only=production_only
+        task,
+        interval,
+        feature_schema_hash=feature_schema_hash,
+        listing_min_bars=listing_min_bars,
+        version=version,
+        production_only=production_only,
     )
     return TorchScorer(model, _load_payload(model.model_path))
 

@@ -1,8 +1,8 @@
 """A fetched job becomes a registered model: contract + promotion decision + registry version.
 
-Everything the contract needs travelled with the job: the feature names, dtypes and schema hash
-in `job.json` (taken from the feature code when the dataset was built), the library versions
-and label definition in `metrics.json` (reported by the box that trained it).
+Everything the contract needs travelled with the job: the feature names, dtypes, schema hash and
+`listing_min_bars` in `job.json` (taken from the feature code when the dataset was built), the
+library versions and label definition in `metrics.json` (reported by the box that trained it).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def register_fetched(folder: Path, registry: ModelRegistry, gates: PromotionGate
         created_ms=now_ms,
         libraries={k: str(env.get(k, "unknown")) for k in ("python", "torch", "numpy")},
         job_id=folder.name,
+        listing_min_bars=ds.listing_min_bars,
         extra={
             "hyper": spec.params,
             "seed": spec.seed,

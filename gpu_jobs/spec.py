@@ -77,6 +77,7 @@ class DatasetInfo:
     feature_dtypes: tuple[str, ...]
     feature_schema_hash: str
     sha256: str  # of the dataset's files, in name order
+    listing_min_bars: int | None = None  # the features' since-listing windows (None: none, or packed before it was recorded)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,6 +98,7 @@ class DatasetInfo:
             feature_dtypes=tuple(data["feature_dtypes"]),
             feature_schema_hash=str(data["feature_schema_hash"]),
             sha256=str(data["sha256"]),
+            listing_min_bars=None if data.get("listing_min_bars") is None else int(data["listing_min_bars"]),
         )
 
 

@@ -9,7 +9,8 @@ discovery said nothing about; a model trained on this data simply does not use t
 Listings are in the candles, though: a pair whose first candle comes after the others' first
 is a listing there (`Listings.after_start`, the backtest's rule for its store), and gets the
 since-listing window features the engine computes for a listing it knows of, from the same
-`trading.signals.listing_min_bars` (the schema records it).
+`trading.signals.listing_min_bars` (the schema records it, and so does the model's runtime
+contract: an engine running with another value refuses the model).
 
 The long (one row per bar and symbol) table goes to Parquet with its schema in the file's
 metadata (feature names, dtypes, schema hash, label definition), and reading it back refuses a

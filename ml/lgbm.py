@@ -8,6 +8,8 @@ ratio, the lift. The gates in `[ml.gates]` judge the lifts; the final model is t
 the data and registered with its runtime contract and promotion decision. The folds' scores
 also calibrate the engine's entry threshold (`calibrate`): the score that the top 10 % of
 out-of-sample rows reach, recorded in the contract for `trading.signals.ml_min_score = "auto"`.
+The contract also records the `trading.signals.listing_min_bars` the dataset's features were
+computed with (the config's): an engine running with another value refuses the model.
 
 Fixed rounds, no early stopping: stopping on a test fold would tune on it.
 """
@@ -343,6 +345,7 @@ def train_and_register(
             libraries=library_versions(["numpy", "lightgbm"]),
             extra={"params": asdict(req.settings.params), "stride": req.settings.stride, "baseline": BASELINE},
             score_calibration=report.calibration,
+            listing_min_bars=ds.listing_min_bars,
         ),
         model_format=MODEL_FORMAT,
     )

@@ -2,8 +2,9 @@
 
 It picks the registry's current model for the configured task and interval (the newest version
 that earned `production`; if none has, the newest version, which then only watches), verifies
-that its contract matches the running feature code and that its file hashes to the contract,
-and returns the scorer in the mode its promotion decision allows:
+that its contract matches the running feature code (schema, and the
+`trading.signals.listing_min_bars` its features were computed with) and that its file hashes to
+the contract, and returns the scorer in the mode its promotion decision allows:
 
 - `production` -> mode `production`: its score enters the entry decision (`ml_score` rule);
 - `research_only` -> mode `shadow`: scored and journaled as `model_shadow`, never deciding.
@@ -118,12 +119,13 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
             failed=bool(listing.skipped),  # there were models, none readable
         )
     else:
-        load = _load(chosen, config.trading.signals.ml_min_score)
+        load = _load(chosen, config.trading.signals.ml_min_score, config.trading.signals.listing_min_bars)
     return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped))
 
 
-def _load(chosen: ModelVersion, ml_min_score: MlMinScore) -> ScorerLoad:
-    """`chosen` verified and loaded in the mode its decision allows, or the reason it was not."""
+def _load(chosen: ModelVersion, ml_min_score: MlMinScore, listing_min_bars: int) -> ScorerLoad:
+    """`chosen` verified against the running features (computed with `listing_min_bars`) and
+    loaded in the mode its decision allows, or the reason it was not."""
     label = model_label(chosen)
     sha = chosen.contract.model_sha256
     mode: ScorerMode = "production" if chosen.production else "shadow"
@@ -133,6 +135,7 @@ def _load(chosen: ModelVersion, ml_min_score: MlMinScore) -> ScorerLoad:
             feature_schema_hash=feature_schema_hash(),
             features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES),
             libraries=LIBRARIES,
+            listing_min_bars=listing_min_bars,
         )
         scorer = LgbmScorer.load(chosen, mode)
     except ModelRefused as exc:

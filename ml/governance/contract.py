@@ -6,9 +6,19 @@ features the engine computes today. The contract writes that agreement down next
 of the feature code's schema, the sha256 of the model file, the library versions it was trained
 with, the training window, the label definition and, for a scoring model, where its scores stand
 out of sample (`ScoreCalibration`: the entry threshold `trading.signals.ml_min_score = "auto"`
-uses). The registry checks names, hashes and library versions before loading.
+uses), and the `listing_min_bars` its features were computed with. The registry checks names,
+hashes, library versions and `listing_min_bars` before loading.
 
-Version 2 added `score_calibration`; a version-1 contract still reads, without one.
+`listing_min_bars` is a setting of the feature code, not part of its schema: from that many bars
+after a new listing on, `features_hot` computes the window features (ret_60, vwap_dist_60, ...)
+over the bars since listing (`trading.signals.listing_min_bars`). The schema hash is the same
+for every value, yet a model trained at 15 and run at 10 scores a listing's bars 10-14 on values
+it never saw, so the value is recorded here and must equal the running engine's. None: features
+without since-listing windows (any feature set but `features_hot`), or a contract older than
+version 3.
+
+Version 2 added `score_calibration`, version 3 `listing_min_bars`; a version-1 or -2 contract
+still reads, without them.
 
 Feature names, dtypes and the schema hash are arguments, not imports: the caller passes those of
 `engine.signals.features` (`FEATURE_NAMES`, `feature_schema_hash()`) or of any explicit list.
@@ -28,8 +38,8 @@ from typing import Any
 
 from ml.governance.errors import ContractError
 
-CONTRACT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: before `score_calibration`
+CONTRACT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1: before `score_calibration`; 2: before `listing_min_bars`
 _TASK_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _INTERVAL_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")
 _DTYPES = frozenset({"float32", "float64", "int32", "int64", "bool"})
@@ -142,6 +152,7 @@ class RuntimeContract:
     model_format: str = "torch_state_dict"
     extra: Mapping[str, Any] = field(default_factory=dict)
     score_calibration: ScoreCalibration | None = None  # None: a model that is not scored, or one from version 1
+    listing_min_bars: int | None = None  # None: features without since-listing windows, or a contract before version 3
     contract_version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -165,6 +176,13 @@ class RuntimeContract:
             raise ContractError("feature_schema_hash is empty; pass the feature code's schema hash")
         if not self.label_definition.strip():
             raise ContractError("label_definition is empty; say what the model was trained to predict")
+        if self.listing_min_bars is not None and (
+            isinstance(self.listing_min_bars, bool) or not isinstance(self.listing_min_bars, int) or self.listing_min_bars < 0
+        ):
+            raise ContractError(
+                f"listing_min_bars {self.listing_min_bars!r} is not a whole number of bars >= 0; record the "
+                "trading.signals.listing_min_bars the features were computed with (null: none)"
+            )
 
     @property
     def filename(self) -> str:
@@ -190,6 +208,7 @@ class RuntimeContract:
                 )
             window = data["training_window"]
             calibration = None if version < 2 else data["score_calibration"]
+            listing_min_bars = None if version < 3 else data["listing_min_bars"]
             return cls(
                 task=str(data["task"]),
                 interval=str(data["interval"]),
@@ -208,6 +227,7 @@ class RuntimeContract:
                 model_format=str(data["model_format"]),
                 extra=dict(data.get("extra", {})),
                 score_calibration=None if calibration is None else ScoreCalibration.from_json(calibration),
+                listing_min_bars=listing_min_bars,
                 contract_version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -229,10 +249,12 @@ def build_contract(
     job_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
     score_calibration: ScoreCalibration | None = None,
+    listing_min_bars: int | None = None,
 ) -> RuntimeContract:
     """A contract for the model file at `model_path` (its sha256 is computed here).
     `libraries` are the versions the model was trained with (e.g. reported by the GPU box);
-    by default those installed here."""
+    by default those installed here. `listing_min_bars`: the one its features were computed
+    with, for `features_hot` (None for a feature set without since-listing windows)."""
     if not model_path.is_file():
         raise ContractError(f"model file {model_path} does not exist; fetch the job's artefacts first")
     return RuntimeContract(
@@ -250,6 +272,7 @@ def build_contract(
         job_id=job_id,
         extra=dict(extra or {}),
         score_calibration=score_calibration,
+        listing_min_bars=listing_min_bars,
     )
 
 

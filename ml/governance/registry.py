@@ -11,9 +11,10 @@ renamed to the next free `vNNNN` (rename of a folder is atomic, so two registrat
 the same number and a reader never sees half a version; every file and both folders are fsynced
 around the rename, so a power cut cannot leave a version whose files are empty). Loading verifies
 before handing out a path: the contract's feature schema hash must equal the running feature
-code's, and the model file's sha256 must equal the contract's; otherwise `ModelRefused` says which
-one differs. The libraries a caller names (those that read the model) are checked against the
-versions the contract records: another major version is refused, another minor one is a warning.
+code's, its `listing_min_bars` the one the running features are computed with, and the model
+file's sha256 the contract's; otherwise `ModelRefused` says which one differs. The libraries a
+caller names (those that read the model) are checked against the versions the contract records:
+another major version is refused, another minor one is a warning.
 
 A version that cannot be read (a missing or malformed contract or decision) is skipped, logged
 and listed in `scan().skipped`, never fatal to the others: one damaged folder must not take an
@@ -210,6 +211,7 @@ class ModelRegistry:
         version: int | None = None,
         production_only: bool = False,
         features: FeatureSchema | None = None,
+        listing_min_bars: int | None = None,
     ) -> ModelVersion:
         """The chosen version (default: the newest; with `production_only`, the newest production
         one), verified against the running feature code and its own file (see `verify`)."""
@@ -221,7 +223,7 @@ class ModelRegistry:
                 kind = "production version" if production_only else "version"
                 raise RegistryError(f"no {kind} of {task}_{interval} in {self.root}; train and register one first")
             chosen = candidates[-1]
-        verify(chosen, feature_schema_hash=feature_schema_hash, features=features)
+        verify(chosen, feature_schema_hash=feature_schema_hash, features=features, listing_min_bars=listing_min_bars)
         return chosen
 
 
@@ -289,19 +291,59 @@ def check_libraries(
     return tuple(notes)
 
 
+def check_listing_min_bars(model: ModelVersion, running: int | None) -> None:
+    """`ModelRefused` unless the model was trained on features computed with the `running`
+    listing_min_bars. It is not in the feature schema hash (the columns are the same whatever
+    its value), but it decides from which bar a new listing's window features have values: a
+    model trained at 15 and run at 10 would score a listing's bars 10-14 on values it never saw,
+    in the first hour that matters most. A contract that records none, scored on since-listing
+    features, cannot be told apart from one trained under another value, so it is refused too."""
+    trained = model.contract.listing_min_bars
+    if trained == running:
+        return
+    retrain = f"`hotcoin train --task {model.task}`"
+    if trained is None:
+        message = (
+            f"{model.name} refused: its contract does not record the trading.signals.listing_min_bars its features "
+            f"were computed with (it was registered before hotcoin recorded it), so whether it saw a new listing's "
+            f"window features as this engine computes them (listing_min_bars = {running}) cannot be told; retrain "
+            f"it ({retrain})"
+        )
+    elif running is None:
+        message = (
+            f"{model.name} refused: it was trained on features with since-listing windows (listing_min_bars = "
+            f"{trained}), the features it would score have none; compute them with listing_min_bars = {trained}"
+        )
+    else:
+        message = (
+            f"{model.name} refused: trained with trading.signals.listing_min_bars = {trained}, this engine runs "
+            f"with {running}, so it would score a new listing's first hour on window features it never saw; set "
+            f"trading.signals.listing_min_bars = {trained}, or retrain it under listing_min_bars = {running} ({retrain})"
+        )
+    raise ModelRefused(
+        message,
+        which="listing_min_bars",
+        expected="none" if trained is None else str(trained),
+        actual="none" if running is None else str(running),
+    )
+
+
 def verify(
     model: ModelVersion,
     *,
     feature_schema_hash: str,
     features: FeatureSchema | None = None,
     libraries: Sequence[str] = (),
+    listing_min_bars: int | None = None,
 ) -> tuple[str, ...]:
     """Raise `ModelRefused` naming what differs; return the warnings (another minor version of
     one of `libraries`, see `check_libraries`) when everything that must match does.
 
     With `features` (the running code's names and dtypes, the inputs of its schema hash), the
     contract's own names and dtypes must be those too: equal hashes alone would let a contract
-    whose names were edited after training, hash untouched, through."""
+    whose names were edited after training, hash untouched, through. `listing_min_bars` is the
+    one the running features are computed with (`trading.signals.listing_min_bars`; None: a
+    feature set without since-listing windows): the contract's must be the same."""
     if features is not None:
         _verify_features(model, features)
     expected = model.contract.feature_schema_hash
@@ -313,6 +355,7 @@ def verify(
             expected=expected,
             actual=feature_schema_hash,
         )
+    check_listing_min_bars(model, listing_min_bars)
     if not model.model_path.is_file():
         raise ModelRefused(
             f"{model.name} refused: model file {model.model_path} is missing",

@@ -43,8 +43,8 @@ def synthetic_candles(n_bars: int = 900, n_symbols: int = 3, seed: int = 7, inte
     return Candles(interval, symbols, ts, open_, high, low, close, volume, np.full(n_bars, np.nan))
 
 
-def make_dataset(folder: Path, candles: Candles | None = None) -> DatasetInfo:
-    meta = write_dataset(candles or synthetic_candles(), TINY_FEATURES, folder, name="synthetic")
+def make_dataset(folder: Path, candles: Candles | None = None, features: FeatureSet = TINY_FEATURES) -> DatasetInfo:
+    meta = write_dataset(candles or synthetic_candles(), features, folder, name="synthetic")
     return DatasetInfo.from_json(meta)
 
 

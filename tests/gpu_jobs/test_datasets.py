@@ -22,6 +22,7 @@ from gpu_jobs.datasets import (
     write_dataset,
 )
 from gpu_jobs.features import hot_feature_set
+from gpu_jobs.spec import DatasetInfo
 from tests.gpu_jobs.kit import TINY_FEATURES, synthetic_candles
 
 
@@ -120,9 +121,23 @@ def test_dataset_round_trips_and_checks_the_feature_shape(tmp_path: Path) -> Non
     ds = Dataset.load(tmp_path / "ds")
     assert ds.features.shape == (100, 2, 3) and ds.features.dtype == np.float32
     assert meta["feature_schema_hash"] == TINY_FEATURES.schema_hash and len(str(meta["sha256"])) == 64
+    assert meta["listing_min_bars"] is None and DatasetInfo.from_json(meta).listing_min_bars is None  # no listing windows
     bad = TINY_FEATURES.__class__("bad", ("a",), ("float32",), "h", lambda c: np.zeros((100, 2, 3)))
     with pytest.raises(DatasetError, match=r"returned shape \(100, 2, 3\), expected \(100, 2, 1\)"):
         write_dataset(candles, bad, tmp_path / "bad", name="x")
+
+
+def test_the_dataset_records_the_listing_min_bars_of_its_features(tmp_path: Path) -> None:
+    """Not in the schema hash, yet it changes a listing's first hour: the dataset's metadata
+    carries it into job.json (`DatasetInfo`) and from there into the model's contract."""
+    assert hot_feature_set().listing_min_bars == 15 and hot_feature_set(0).listing_min_bars == 0
+    features = hot_feature_set(10)
+    meta = write_dataset(synthetic_candles(n_bars=100, n_symbols=2), features, tmp_path / "ds", name="x")
+    assert meta["listing_min_bars"] == 10
+    info = DatasetInfo.from_json(meta)
+    assert info.listing_min_bars == 10 and DatasetInfo.from_json(info.to_json()) == info
+    old = {k: v for k, v in info.to_json().items() if k != "listing_min_bars"}  # a job packed before it was recorded
+    assert DatasetInfo.from_json(old).listing_min_bars is None
 
 
 @pytest.mark.shared_data

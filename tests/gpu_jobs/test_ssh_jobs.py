@@ -3,6 +3,7 @@ dropped connection, fetch, register; and the errors a user meets first."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -30,7 +31,9 @@ async def test_lstm_job_over_ssh_ships_once_trains_fetches_and_registers(tmp_pat
     config = make_config(tmp_path, box=sshd.profile(tmp_path / "box"))
     events: list[JobEvent] = []
     client = make_client(config, "box", on_event=events.append, retry=FAST_RETRY)
-    ds = make_dataset(tmp_path / "ds")
+    # Features computed with listing_min_bars 15 (as `hot_feature_set` computes features_hot):
+    # the value travels in job.json to the contract, and scoring under another is refused.
+    ds = make_dataset(tmp_path / "ds", features=dataclasses.replace(TINY_FEATURES, listing_min_bars=15))
     packed = pack_job(make_spec("lstm_hot", ds), tmp_path / "ds", tmp_path / "packs")
 
     fetched = await client.run(packed, tmp_path / "fetched")
@@ -51,13 +54,13 @@ async def test_lstm_job_over_ssh_ships_once_trains_fetches_and_registers(tmp_pat
     version = register_fetched(fetched, registry, config.ml.gates, now_ms=123)
     assert version.version == 1 and version.contract.feature_names == TINY_FEATURES.names
     assert version.contract.feature_schema_hash == TINY_FEATURES.schema_hash
-    assert version.contract.job_id == packed.job_id
+    assert version.contract.job_id == packed.job_id and version.contract.listing_min_bars == 15
     assert version.contract.library_versions["torch"].startswith("2.")
     assert "close[t+5] / close[t] - 1 >= 0.01" in version.contract.label_definition
     assert {g.name for g in version.decision.gates} == {"oos_lift", "fold_stability_cv", "oos_samples", "oos_folds"}
     assert version.decision.verdict in ("production", "research_only")
 
-    scorer = load_scorer(registry, "lstm_hot", "1m", feature_schema_hash=TINY_FEATURES.schema_hash)
+    scorer = load_scorer(registry, "lstm_hot", "1m", feature_schema_hash=TINY_FEATURES.schema_hash, listing_min_bars=15)
     assert (scorer.version, scorer.window, scorer.schema_hash) == ("lstm_hot_1m@v0001", 16, TINY_FEATURES.schema_hash)
     assert scorer.mode == ("production" if version.production else "shadow")
     slot: Scorer = scorer  # fits the engine's scorer slot (checked by mypy)
@@ -67,7 +70,10 @@ async def test_lstm_job_over_ssh_ships_once_trains_fetches_and_registers(tmp_pat
     with pytest.raises(ValueError, match="shape"):
         scorer.score(np.zeros((3, 16)))
     with pytest.raises(ModelRefused, match="feature_schema_hash"):
-        load_scorer(registry, "lstm_hot", "1m", feature_schema_hash="another-schema")
+        load_scorer(registry, "lstm_hot", "1m", feature_schema_hash="another-schema", listing_min_bars=15)
+    with pytest.raises(ModelRefused, match=r"trained with trading\.signals\.listing_min_bars = 15, this engine runs with 10") as other:
+        load_scorer(registry, "lstm_hot", "1m", feature_schema_hash=TINY_FEATURES.schema_hash, listing_min_bars=10)
+    assert (other.value.which, other.value.expected, other.value.actual) == ("listing_min_bars", "15", "10")
 
 
 @pytest.mark.parametrize("victim", ["sshd-child", "ssh-client"])

@@ -18,6 +18,7 @@ from engine.config import load_config
 from engine.sim.server import SimExchangeServer
 from hotcoin_tui.cli import app
 from tests.engine.backtest.conftest import MIN, START, T0, write_store
+from tests.kit.models import register_unloadable
 from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
 
 runner = CliRunner()
@@ -104,28 +105,6 @@ def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file
     assert "ENTERED" in out and "fill buy" in out
 
 
-def _register_unloadable(root: Path, work: Path) -> None:
-    """A production hot_lgbm version the engine refuses: its contract names another model format."""
-    from engine.config.sections.ml import PromotionGates
-    from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
-    from ml.governance.contract import TrainingWindow, build_contract
-    from ml.governance.promotion import Evaluation, decide
-    from ml.governance.registry import ModelRegistry
-
-    model = work / "model.txt"
-    model.write_text("not a LightGBM model")
-    contract = build_contract(
-        task="hot_lgbm", interval="1m", model_path=model, feature_names=FEATURE_NAMES, feature_dtypes=FEATURE_DTYPES,
-        feature_schema_hash=feature_schema_hash(), training_window=TrainingWindow(0, 1), label_definition="top decile",
-        created_ms=1,
-    )  # fmt: skip
-    decision = decide(
-        task="hot_lgbm", interval="1m", evaluation=Evaluation((2.0, 2.0, 2.0), 5000, "b"), gates=PromotionGates(),
-        model_sha256=contract.model_sha256, decided_ms=1,
-    )  # fmt: skip
-    ModelRegistry(root).register(model_path=model, contract=contract, decision=decision)
-
-
 def test_backtest_always_says_which_model_it_runs_with(store: Path, config_file: Path, tmp_path: Path) -> None:
     """No model, or one refused: said on stderr either way (a refusal in red), where only a
     loaded model used to be, so a replay on rules alone never passes for one with the model."""
@@ -134,11 +113,21 @@ def test_backtest_always_says_which_model_it_runs_with(store: Path, config_file:
     none = runner.invoke(app, args, env=env)
     assert none.exit_code == 0, none.stderr
     assert f"model: no hot_lgbm_1m model in {tmp_path / 'models'}; the engine runs on its rules alone" in none.stderr
-    _register_unloadable(tmp_path / "models", tmp_path)
+    register_unloadable(tmp_path / "models", tmp_path, listing_min_bars=15)
     refused = runner.invoke(app, args, env=env, color=True)
     assert refused.exit_code == 0, refused.stderr
     line = next(x for x in refused.stderr.splitlines() if "model:" in x)
     assert line.startswith("\x1b[31mmodel: REFUSED hot_lgbm_1m@v0001 refused: model format 'torch_state_dict'")
+    assert "rules alone" in line
+    # Trained under another listing_min_bars than the config's: refused for that, with both fixes.
+    other = runner.invoke(app, args, env={**env, "HOTCOIN_TRADING__SIGNALS__LISTING_MIN_BARS": "10"}, color=True)
+    assert other.exit_code == 0, other.stderr
+    line = next(x for x in other.stderr.splitlines() if "model:" in x)
+    assert line.startswith(
+        "\x1b[31mmodel: REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = 15, this "
+        "engine runs with 10"
+    )
+    assert "set trading.signals.listing_min_bars = 15, or retrain it under listing_min_bars = 10" in line
     assert "rules alone" in line
 
 

@@ -87,19 +87,41 @@ def test_a_score_calibration_round_trips_and_a_version_1_contract_still_reads(tm
     contract = _contract(_model(tmp_path), score_calibration=calibration)
     path = write_contract(contract, tmp_path)
     data = json.loads(path.read_text())
-    assert data["contract_version"] == CONTRACT_VERSION == 2
+    assert data["contract_version"] == CONTRACT_VERSION == 3
     assert data["score_calibration"] == {"min_score": 0.21, "top_fraction": 0.1, "oos_max": 0.53, "oos_samples": 159_238}
     assert read_contract(path) == contract
     del data["score_calibration"]  # what hotcoin wrote before calibration existed
     path.write_text(json.dumps({**data, "contract_version": 1}))
     old = read_contract(path)
     assert old.score_calibration is None and old.contract_version == 1
-    path.write_text(json.dumps({**data, "contract_version": 3}))
-    with pytest.raises(ContractError, match=r"contract version 3 is not supported \(this code reads 1, 2\)"):
+    path.write_text(json.dumps({**data, "contract_version": 4}))
+    with pytest.raises(ContractError, match=r"contract version 4 is not supported \(this code reads 1, 2, 3\)"):
         read_contract(path)
-    path.write_text(json.dumps(data))  # version 2 without the field: malformed, not silently uncalibrated
+    path.write_text(json.dumps({**data, "contract_version": 2}))  # version 2 without the field: malformed, not silently uncalibrated
     with pytest.raises(ContractError, match="malformed runtime contract: KeyError: 'score_calibration'"):
         read_contract(path)
+
+
+def test_listing_min_bars_round_trips_and_an_older_contract_reads_without_it(tmp_path: Path) -> None:
+    contract = _contract(_model(tmp_path), listing_min_bars=15)
+    path = write_contract(contract, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["listing_min_bars"] == 15 and read_contract(path) == contract
+    assert read_contract(write_contract(_contract(_model(tmp_path)), tmp_path)).listing_min_bars is None  # no listing windows
+    del data["listing_min_bars"]  # what hotcoin wrote before it recorded the value
+    path.write_text(json.dumps({**data, "contract_version": 2}))
+    old = read_contract(path)
+    assert old.listing_min_bars is None and old.contract_version == 2
+    path.write_text(json.dumps(data))  # version 3 without the field: malformed, not silently "no listing windows"
+    with pytest.raises(ContractError, match="malformed runtime contract: KeyError: 'listing_min_bars'"):
+        read_contract(path)
+
+
+@pytest.mark.parametrize("value", [-1, "15", 1.5, True], ids=["negative", "text", "fraction", "bool"])
+def test_listing_min_bars_must_be_a_whole_number_of_bars(tmp_path: Path, value: object) -> None:
+    data = _contract(_model(tmp_path), listing_min_bars=15).to_json()
+    with pytest.raises(ContractError, match=f"listing_min_bars {value!r} is not a whole number of bars >= 0"):
+        RuntimeContract.from_json({**data, "listing_min_bars": value})
 
 
 @pytest.mark.parametrize(
@@ -255,6 +277,49 @@ def test_registry_refuses_a_model_built_on_other_features(tmp_path: Path) -> Non
     with pytest.raises(ModelRefused, match="feature_schema_hash differs") as info:
         registry.load("lstm_hot", "1m", feature_schema_hash=running)
     assert (info.value.which, info.value.expected, info.value.actual) == ("feature_schema_hash", HASH, running)
+
+
+@pytest.mark.parametrize(
+    ("trained", "running", "message"),
+    [
+        pytest.param(
+            15, 10,
+            "lstm_hot_1m@v0001 refused: trained with trading.signals.listing_min_bars = 15, this engine runs with 10, so "
+            "it would score a new listing's first hour on window features it never saw; set "
+            "trading.signals.listing_min_bars = 15, or retrain it under listing_min_bars = 10 (`hotcoin train --task lstm_hot`)",
+            id="other-value",
+        ),
+        pytest.param(
+            None, 15,
+            "lstm_hot_1m@v0001 refused: its contract does not record the trading.signals.listing_min_bars its features were "
+            "computed with (it was registered before hotcoin recorded it), so whether it saw a new listing's window "
+            "features as this engine computes them (listing_min_bars = 15) cannot be told; retrain it (`hotcoin train "
+            "--task lstm_hot`)",
+            id="not-recorded",
+        ),
+        pytest.param(
+            15, None,
+            "lstm_hot_1m@v0001 refused: it was trained on features with since-listing windows (listing_min_bars = 15), "
+            "the features it would score have none; compute them with listing_min_bars = 15",
+            id="no-listing-windows-here",
+        ),
+    ],
+)
+def test_registry_refuses_a_model_trained_under_another_listing_min_bars(
+    tmp_path: Path, trained: int | None, running: int | None, message: str
+) -> None:
+    """The columns and their schema hash are the same whatever `listing_min_bars` is; the
+    values of a listing's first hour are not, so the contract's must be the running one."""
+    registry = ModelRegistry(tmp_path / "registry")
+    model = _model(tmp_path)
+    contract = _contract(model, listing_min_bars=trained)
+    decision = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256=contract.model_sha256, decided_ms=6)
+    registry.register(model_path=model, contract=contract, decision=decision)
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH, listing_min_bars=trained).version == 1
+    with pytest.raises(ModelRefused) as info:
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH, listing_min_bars=running)
+    assert str(info.value) == message
+    assert (info.value.which, info.value.expected, info.value.actual) == ("listing_min_bars", str(trained).lower(), str(running).lower())
 
 
 def test_registry_refuses_a_changed_model_file(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ def test_training_run_writes_dataset_metrics_contract_and_decision(
     assert contract.model_format == "lightgbm_text" and contract.model_file == "model.txt"
     assert "top ceil(0.1 x n)" in contract.label_definition and "lightgbm" in contract.library_versions
     assert contract.score_calibration == out.report.calibration == out.version.contract.score_calibration
+    assert contract.listing_min_bars == config.trading.signals.listing_min_bars == out.version.contract.listing_min_bars
     assert decision.verdict == verdict == out.version.decision.verdict
     assert decision.model_sha256 == contract.model_sha256 == out.version.contract.model_sha256
     if verdict == "research_only":

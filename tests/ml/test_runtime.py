@@ -57,8 +57,10 @@ def config_for(registry: Path, *, gates: PromotionGates = LENIENT, **signals: An
     )
 
 
-def train_into(registry: Path, history: Path, gates: PromotionGates, seed: int, work: Path) -> None:
-    config = HotcoinConfig(ml=MlSection(registry_dir=registry, gates=gates))
+def train_into(
+    registry: Path, history: Path, gates: PromotionGates, seed: int, work: Path, signals: SignalSettings | None = None
+) -> None:
+    config = HotcoinConfig(ml=MlSection(registry_dir=registry, gates=gates), trading=TradingSection(signals=signals or SignalSettings()))
     settings = dataclasses.replace(SMALL, params=dataclasses.replace(SMALL.params, seed=seed))
     req = TrainRequest(history, work, "1m", settings=settings, write_dataset=False)
     train_and_register(config, ModelRegistry(registry), req, now_ms=1_700_000_000_000 + seed)
@@ -66,14 +68,16 @@ def train_into(registry: Path, history: Path, gates: PromotionGates, seed: int, 
 
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """production: one production model; research: one research_only; both: v1 production, v2 research_only."""
+    """production: one production model; research: one research_only; both: v1 production, v2 research_only;
+    listing10: one production model trained with `trading.signals.listing_min_bars = 10`."""
     root = tmp_path_factory.mktemp("ml")
     history = write_history(root / "hist", synth_frames(n_symbols=10, n_bars=1500, seed=5))
-    out = {name: root / name for name in ("production", "research", "both")}
+    out = {name: root / name for name in ("production", "research", "both", "listing10")}
     train_into(out["production"], history, LENIENT, 0, root / "w0")
     train_into(out["research"], history, STRICT, 1, root / "w1")
     train_into(out["both"], history, LENIENT, 0, root / "w2")
     train_into(out["both"], history, STRICT, 1, root / "w3")
+    train_into(out["listing10"], history, LENIENT, 0, root / "w4", SignalSettings(listing_min_bars=10))
     return out
 
 
@@ -169,9 +173,9 @@ def test_an_older_model_without_a_calibrated_threshold_falls_back_with_a_warning
 ) -> None:
     root = copy_registry(registries["production"], tmp_path)
     path = root.joinpath(*CONTRACT)
-    data = json.loads(path.read_text())
-    del data["score_calibration"]
-    path.write_text(json.dumps({**data, "contract_version": 1}))  # as registered before calibration
+    # A contract without a calibration reads as one registered before calibration did (a
+    # version-1 contract itself also lacks listing_min_bars now, and is refused for that).
+    _edit_json(path, score_calibration=None)
     load = load_scorer(config_for(root))
     assert load.scorer is not None and load.mode == "production" and load.scorer.calibrated_min_score is None
     assert "gates entries at ml_min_score 0.55 (auto, but the model records no calibrated threshold)" in load.status
@@ -242,6 +246,51 @@ def test_contract_from_other_feature_code_is_refused(registries: dict[str, Path]
     assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
 
 
+def test_training_records_listing_min_bars_and_an_engine_running_with_it_loads(registries: dict[str, Path]) -> None:
+    assert load_version(registries["production"]).contract.listing_min_bars == 15  # the config's default
+    assert load_version(registries["listing10"]).contract.listing_min_bars == 10
+    load = load_scorer(config_for(registries["listing10"], listing_min_bars=10))
+    assert load.scorer is not None and load.mode == "production" and not load.failed
+
+
+@pytest.mark.parametrize(("registry", "trained", "running"), [("production", 15, 10), ("listing10", 10, 15)])
+def test_a_model_trained_under_another_listing_min_bars_is_refused(
+    registries: dict[str, Path], registry: str, trained: int, running: int
+) -> None:
+    """The feature schema is the same whatever `listing_min_bars` is, so the schema hash cannot
+    tell; a new listing's window features from one value on are not, and the model would score
+    the first hour of every listing on values it never saw."""
+    load = load_scorer(config_for(registries[registry], listing_min_bars=running))
+    assert load.scorer is None and load.mode == "off" and load.failed  # a warning in `hotcoin run`, red in backtest
+    assert load.status == (
+        f"REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = {trained}, this engine "
+        f"runs with {running}, so it would score a new listing's first hour on window features it never saw; set "
+        f"trading.signals.listing_min_bars = {trained}, or retrain it under listing_min_bars = {running} (`hotcoin "
+        "train --task hot_lgbm`); the engine runs on its rules alone"
+    )
+    assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
+
+
+def test_a_contract_from_before_listing_min_bars_was_recorded_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    """Trained on today's features (FEATURE_VERSION 2, since-listing windows) by a hotcoin that
+    did not yet record the value: which value it was cannot be told, so it is refused with the
+    reason, not guessed. (An older model still is refused by its feature schema hash first.)"""
+    root = copy_registry(registries["production"], tmp_path)
+    path = root.joinpath(*CONTRACT)
+    data = json.loads(path.read_text())
+    del data["listing_min_bars"]
+    path.write_text(json.dumps({**data, "contract_version": 2}))
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and load.failed
+    assert load.status.startswith(
+        "REFUSED hot_lgbm_1m@v0001 refused: its contract does not record the trading.signals.listing_min_bars its "
+        "features were computed with (it was registered before hotcoin recorded it)"
+    )
+    assert "(listing_min_bars = 15) cannot be told; retrain it (`hotcoin train --task hot_lgbm`)" in load.status
+    _edit_json(path, feature_schema_hash="ab" * 32)  # a model of the features before since-listing windows
+    assert load_scorer(config_for(root)).status.startswith("REFUSED hot_lgbm_1m@v0001 refused: feature_schema_hash differs")
+
+
 def test_changed_model_file_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
     root = copy_registry(registries["production"], tmp_path)
     model = root / "hot_lgbm_1m" / "v0001" / "model.txt"
@@ -297,6 +346,7 @@ def _register_booster(root: Path, names: list[str], work: Path) -> None:
             training_window=TrainingWindow(0, 1),
             label_definition="top decile",
             created_ms=1,
+            listing_min_bars=SignalSettings().listing_min_bars,
         ),
         model_format="lightgbm_text",
     )

@@ -80,7 +80,8 @@ class SignalSettings(Section):
         "close, VWAP and volume mean since listing), and replay says so. 15: the first minutes are the opening "
         "auction's extremes (TKO's first minute traded from 0.10 to 10.00 on 17.7 M volume), which a VWAP or "
         "volume mean over fewer bars would mostly be; 15 bars dilute them while leaving three quarters of the "
-        "first hour. 0: never, the windows stay unknown until 60 bars as before.",
+        "first hour. 0: never, the windows stay unknown until 60 bars as before. A model records the value "
+        "its training features were computed with, and an engine running with another refuses it.",
     )
     cooldown_ms: int = Field(
         1_800_000, ge=0, description="After an entry or exit on a symbol, no new entry on it for this long."

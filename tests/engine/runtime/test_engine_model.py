@@ -12,7 +12,7 @@ import pytest
 from engine.journal.reader import JournalReader
 from engine.runtime.session import RunOptions, open_session
 from tests.kit.engine import pump_rig, quiet_config
-from tests.kit.models import MODEL, Load, loaded
+from tests.kit.models import MODEL, Load, loaded, register_unloadable
 from tests.kit.waiting import eventually
 
 
@@ -79,3 +79,28 @@ async def test_a_model_that_could_not_be_loaded_is_a_warning_in_the_log(
             pass
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("model: ")]
     assert said == [(lvl, f"model: {msg}") for lvl, msg in zip(levels, [load.status, *load.warnings], strict=True)]
+
+
+async def test_a_model_trained_under_another_listing_min_bars_is_refused_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`hotcoin run`'s own loader on a registry whose model was trained with listing_min_bars 15,
+    in an engine configured with 10: refused, said as a warning with both values and the fixes."""
+    from ml.runtime import load_scorer
+
+    register_unloadable(tmp_path / "models", tmp_path, listing_min_bars=15)
+    config = quiet_config(**{
+        "journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"),
+        "ml.registry_dir": str(tmp_path / "models"), "trading.signals.listing_min_bars": 10,
+    })  # fmt: skip
+    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=load_scorer)
+    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
+        async with open_session(config, options):
+            pass
+    (said,) = [r for r in caplog.records if r.getMessage().startswith("model: ")]
+    assert said.levelname == "WARNING"
+    assert said.getMessage().startswith(
+        "model: REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = 15, this engine runs "
+        "with 10, so it would score a new listing's first hour on window features it never saw; set "
+        "trading.signals.listing_min_bars = 15, or retrain it under listing_min_bars = 10"
+    )
