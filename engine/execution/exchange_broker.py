@@ -42,7 +42,7 @@ from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
-from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
+from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fee_delta, fill_delta
 from engine.market.gateway import Balance
 
 T = TypeVar("T")
@@ -192,9 +192,9 @@ class ExchangeBroker(Broker):
                     fee_quote=fee,
                     ts_ms=new.updated_ms or now_ms,
                     trace_id=new.trace_id,
-                    fee_base=max(0.0, new.fee_base - current.fee_base),
+                    fee_base=fee_delta(new.fee_base, current.fee_base),
                     is_maker=maker,
-                    fee_other=max(0.0, new.fee_other - current.fee_other),
+                    fee_other=fee_delta(new.fee_other, current.fee_other),
                     fee_asset=new.fee_asset,
                 ),
             )
