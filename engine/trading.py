@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.config.sections.trading import TradingSection
@@ -30,6 +30,7 @@ from engine.domain import (
     Candidate,
     Candle,
     EngineState,
+    Fill,
     Market,
     Order,
     OrderIntent,
@@ -523,6 +524,7 @@ class TradingCore:
             # so the fill can be booked once a reconcile has set things right.
             held = self.book.get(fill.symbol)
             legs = held.exit_legs if held is not None else 0
+            fill, fee_rate = self._value_fee(fill)
             booked, cash_moved = as_booked(fill)  # a fee taken in coins: fewer coins, no cash fee
             change = self.book.apply(booked)
             self._seen_trades[fill.trade_id] = None
@@ -541,11 +543,18 @@ class TradingCore:
                     "trade_id": fill.trade_id,
                     "is_maker": fill.is_maker,
                     "fee_base": fill.fee_base,
+                    **(
+                        {"fee_asset": fill.fee_asset, "fee_other": fill.fee_other, "fee_rate": fee_rate}
+                        if fill.fee_other
+                        else {}
+                    ),
                 },
                 trace_id=trace,
                 symbol=fill.symbol,
                 cause=cause,
             )
+            if fill.fee_other and fee_rate is None:
+                self._fee_unpriced(fill, cause)
             self.cash += cash_moved
             pending = self._pending.get(cid)
             if pending is not None and fill.side is Side.BUY:
@@ -578,6 +587,46 @@ class TradingCore:
             self._exit_answered(update, now_ms)
         if self._close_all is not None and not self.book.holdings and not self._pending:
             self._close_all = None
+
+    def _value_fee(self, fill: Fill) -> tuple[Fill, float | None]:
+        """`fill` with its commission paid in a third asset (BNB) valued into `fee_quote`, and
+        the rate used: the mid of <asset>/<quote> in the latest tickers, the best price the core
+        knows as it books the fill. None when it knows none: the fill is booked without that
+        part (the core does no I/O to ask) and `_fee_unpriced` says so.
+
+        The value is charged to cash as well: the BNB was bought with quote once, so the fee is
+        a cost of the capital like any other (the exchange's quote balance is then above our
+        cash by the fees paid in BNB, which the balance audit allows).
+        """
+        if fill.fee_other <= 0:
+            return fill, None
+        market = self.markets.get(fill.symbol)
+        quote = market.quote if market is not None else fill.symbol.split("/")[-1]
+        q = self._quotes.get(f"{fill.fee_asset}/{quote}")
+        if q is None:
+            return fill, None
+        rate = (q[0] + q[1]) / 2
+        return replace(fill, fee_quote=fill.fee_quote + fill.fee_other * rate), rate
+
+    def _fee_unpriced(self, fill: Fill, cause: int | None) -> None:
+        """Journal that a fill's third-asset commission could not be valued: its PnL leaves it out."""
+        self.sink.emit(
+            "risk_event",
+            ts_ms=fill.ts_ms,
+            payload={
+                "code": "fee_unpriced",
+                "level": self.risk.level.name,
+                "detail": (
+                    f"{fill.symbol}: a fee of {fill.fee_other:.10g} {fill.fee_asset} was booked without its value, "
+                    f"as no {fill.fee_asset} price is known yet; PnL is overstated by that much"
+                ),
+                "asset": fill.fee_asset,
+                "value": fill.fee_other,
+            },
+            trace_id=fill.trace_id,
+            symbol=fill.symbol,
+            cause=cause,
+        )
 
     def _exit_answered(self, update: OrderUpdate, now_ms: int) -> None:
         """Back off after an exit the exchange refused as sent (non-retryable), and alert once

@@ -90,6 +90,8 @@ class Order:
     average_price: float | None = None
     fee_quote: float = 0.0
     fee_base: float = 0.0  # cumulative fee taken from the coins bought (see `Fill.fee_base`)
+    fee_other: float = 0.0  # cumulative fee paid in `fee_asset`, a third asset (see `Fill.fee_other`)
+    fee_asset: str = ""
     # False when the snapshot said nothing about fees (Binance's GET /order, /openOrders and a
     # cancel reply carry no fills): the zeros above then mean "unknown", not "free".
     fees_reported: bool = True
@@ -130,6 +132,11 @@ class Fill:
     `fee_base` is the part of the fee the exchange took in the base asset: Binance takes a
     buy's commission from the coins bought (unless BNB pays it), so a buy of Q leaves Q - fee_base
     in the account, and only that much can be sold.
+
+    `fee_other` is a commission paid in a third asset, `fee_asset` (Binance's "use BNB for
+    fees" pays every commission in BNB). It is not in `fee_quote` when the broker reports the
+    fill: its price is not the broker's to know; the trading core values it at the best price it
+    has when it books the fill, and adds it to `fee_quote` then.
     """
 
     trade_id: str
@@ -143,6 +150,8 @@ class Fill:
     trace_id: str = ""
     is_maker: bool = False
     fee_base: float = 0.0
+    fee_other: float = 0.0
+    fee_asset: str = ""
 
     @property
     def notional(self) -> float:

@@ -42,7 +42,7 @@ from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
-from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fill_delta
+from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fee_delta, fill_delta
 from engine.market.gateway import Balance
 
 T = TypeVar("T")
@@ -159,7 +159,9 @@ class ExchangeBroker(Broker):
         current = self._orders.get(cid)
         if current is None:
             # An order of ours we had lost track of: adopt it, fills from zero.
-            intent_less = replace(update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0, fee_base=0.0)
+            intent_less = replace(
+                update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0, fee_base=0.0, fee_other=0.0
+            )
             current = replace(intent_less, status=OrderStatus.PENDING)
         elif self._late.pop(cid, None) is not None:
             # The exchange knows an order we had settled as never reached: it landed late. Its
@@ -190,8 +192,10 @@ class ExchangeBroker(Broker):
                     fee_quote=fee,
                     ts_ms=new.updated_ms or now_ms,
                     trace_id=new.trace_id,
-                    fee_base=max(0.0, new.fee_base - current.fee_base),
+                    fee_base=fee_delta(new.fee_base, current.fee_base),
                     is_maker=maker,
+                    fee_other=fee_delta(new.fee_other, current.fee_other),
+                    fee_asset=new.fee_asset,
                 ),
             )
         return OrderUpdate(new, fills, detail=detail)
@@ -241,6 +245,8 @@ class ExchangeBroker(Broker):
             update,
             fee_quote=sum(t.fee_quote for t in trades),
             fee_base=sum(t.fee_base for t in trades),
+            fee_other=sum(t.fee_other for t in trades),
+            fee_asset=next((t.fee_asset for t in trades if t.fee_asset), ""),
             fees_reported=True,
         )
         return priced, trades

@@ -106,5 +106,10 @@ def fill_delta(current: Order, update: Order) -> tuple[Decimal, float, float]:
     cost_before = float(current.filled_qty) * (current.average_price or 0.0)
     cost_after = float(update.filled_qty) * (update.average_price or 0.0)
     price = (cost_after - cost_before) / float(qty)
-    fee = max(0.0, update.fee_quote - current.fee_quote)
-    return qty, price, fee
+    return qty, price, fee_delta(update.fee_quote, current.fee_quote)
+
+
+def fee_delta(after: float, before: float) -> float:
+    """The fee between two cumulative figures, subtracted as the decimals they print as: in
+    floats, 0.075 - 0.05 booked 0.024999999999999994 of a 0.025 commission."""
+    return max(0.0, float(Decimal(repr(after)) - Decimal(repr(before))))

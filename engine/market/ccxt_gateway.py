@@ -75,6 +75,7 @@ from engine.market.gateway import (
 from engine.market.known_orders import KnownOrders, changed_balances, changed_orders, vanished
 from engine.market.rest_guard import RestGuard
 from engine.market.stream import Connection, ResilientStream
+from engine.market.trade_fees import TradeFees, trade_fees_of
 
 T = TypeVar("T")
 
@@ -120,6 +121,7 @@ class CcxtGateway(Gateway):
         self._next_refresh_ms = 0
         self.candle_cache = CandleCache(self._clock, max_entries=section.candle_cache_entries)
         self.known = KnownOrders()
+        self.trade_fees = TradeFees()  # each order's commissions per trade, across stream instances
         self._balance: dict[str, Balance] | None = None
         self._closed = False
         self.unknown_ticker_symbols = 0  # tickers of ids newer than our market info, skipped
@@ -302,6 +304,9 @@ class CcxtGateway(Gateway):
     def _order(self, raw: dict[str, Any]) -> Order:
         trace_id, purpose = self.known.meta(str(raw.get("clientOrderId") or ""))
         order = order_from_ccxt(raw, self._markets.get(str(raw.get("symbol"))), trace_id=trace_id, purpose=purpose)
+        info = raw.get("info") or {}
+        self.trade_fees.note(order.client_order_id, trade_fees_of(info))
+        order = self.trade_fees.apply(order, from_stream=info.get("e") == "executionReport")
         self.known.remember(order)
         return order
 
@@ -378,6 +383,7 @@ class CcxtGateway(Gateway):
         fills = []
         for t in raws:
             cid = await self._client_id_for(symbol, str(t.get("order")))
+            self.trade_fees.note(cid, trade_fees_of(t.get("info") or {}))
             trace_id = self.known.meta(cid)[0]
             fills.append(fill_from_ccxt(t, cid, trace_id=trace_id))
         return fills

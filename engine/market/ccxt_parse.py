@@ -189,8 +189,8 @@ def _status(o: CcxtDict, filled: Decimal) -> OrderStatus:
 def _fee_quote(fees: list[CcxtDict], base: str, quote: str, price: float | None) -> float:
     """Fees valued in the quote asset: quote fees as is, base fees at `price`.
 
-    Fees in a third asset (BNB) have no price here; they are left out of the figure and
-    show up in balances instead.
+    Fees in a third asset (BNB) have no price here: `_fee_other` reports them apart, and the
+    trading core values them when it books the fill.
     """
     total = 0.0
     for fee in fees:
@@ -209,6 +209,17 @@ def _fee_base(fees: list[CcxtDict], base: str) -> float:
     return sum(float(f["cost"]) for f in fees if f.get("cost") is not None and f.get("currency") == base)
 
 
+def _fee_other(fees: list[CcxtDict], base: str, quote: str) -> tuple[float, str]:
+    """The fees paid in a third asset (BNB, for an account that pays its fees in it) and that
+    asset. Binance charges one asset per commission; should two third assets ever appear, the
+    first is reported and the others would be lost, so that is refused instead."""
+    other = [f for f in fees if f.get("cost") is not None and f.get("currency") not in (base, quote)]
+    assets = {str(f.get("currency")) for f in other}
+    if len(assets) > 1:
+        raise MarketDataError(f"fees in more than one third asset: {sorted(assets)}")
+    return sum(float(f["cost"]) for f in other), assets.pop() if assets else ""
+
+
 def order_from_ccxt(
     o: CcxtDict, market: Market | None = None, *, trace_id: str = "", purpose: OrderPurpose = OrderPurpose.ENTRY
 ) -> Order:
@@ -224,6 +235,7 @@ def order_from_ccxt(
     average = o.get("average")
     average_f = float(average) if average else None
     fees = list(o.get("fees") or ([o["fee"]] if o.get("fee") else []))
+    fee_other, fee_asset = _fee_other(fees, base, quote)
     # Binance sends workingTime -1 for orders not (yet) working and ccxt may pick it up.
     created = int(o.get("timestamp") or 0)
     if created <= 0:
@@ -241,6 +253,8 @@ def order_from_ccxt(
         average_price=average_f,
         fee_quote=_fee_quote(fees, base, quote, average_f),
         fee_base=_fee_base(fees, base),
+        fee_other=fee_other,
+        fee_asset=fee_asset,
         fees_reported=any(f.get("cost") is not None for f in fees),
         created_ms=created,
         updated_ms=int(o.get("lastUpdateTimestamp") or o.get("lastTradeTimestamp") or created),
@@ -256,6 +270,7 @@ def fill_from_ccxt(t: CcxtDict, client_order_id: str, *, trace_id: str = "") -> 
     price = float(t["price"])
     fee = t.get("fee")
     fees = list(t.get("fees") or ([fee] if fee else []))
+    fee_other, fee_asset = _fee_other(fees, base, quote)
     return Fill(
         trade_id=str(t["id"]),
         client_order_id=client_order_id,
@@ -268,6 +283,8 @@ def fill_from_ccxt(t: CcxtDict, client_order_id: str, *, trace_id: str = "") -> 
         ts_ms=int(t.get("timestamp") or 0),
         trace_id=trace_id,
         is_maker=t.get("takerOrMaker") == "maker",
+        fee_other=fee_other,
+        fee_asset=fee_asset,
     )
 
 

@@ -94,7 +94,7 @@ class SimVenue:
         self._markets: dict[str, Market] = {}
         self._by_symbol: dict[str, str] = {}
         self._lower: dict[str, str] = {}
-        self.engine = MatchingEngine([], start_balance=start_balance, fee_rate=fee_rate)
+        self.engine = MatchingEngine([], start_balance=start_balance, fee_rate=fee_rate, book_of=self.book)
         self.refresh_markets()
         self._rows: TickerRows | None = None
         self._rows_at = -1
