@@ -153,8 +153,7 @@ class HotcoinApp(App[None]):
         main = self.main
         main.apply(snapshot)
         self._show_banner()
-        if isinstance(self.screen, CloseAllProgressDialog):
-            self.screen.show(snapshot.close_all, len(snapshot.positions))
+        self._refresh_dialog()
         if main.chart.symbol is None and snapshot.candidates:
             self._select(snapshot.positions[0].symbol if snapshot.positions else snapshot.candidates[0].symbol)
 
@@ -175,6 +174,22 @@ class HotcoinApp(App[None]):
     def _watch_feed(self) -> None:
         if self.is_running:
             self._show_banner()
+            if isinstance(self.screen, ConfirmCloseAll):  # its data-age warning
+                self._refresh_dialog()
+
+    def _refresh_dialog(self) -> None:
+        """The open dialog from the latest snapshot: a list copied when it opened goes stale
+        while the engine keeps trading (more positions, new sizes and PnL)."""
+        screen, snapshot = self.screen, self.snapshot
+        if snapshot is None:
+            return
+        if isinstance(screen, CloseAllProgressDialog):
+            screen.show(snapshot.close_all, len(snapshot.positions))
+        elif isinstance(screen, ConfirmCloseAll):
+            age = self.feed_age_s
+            screen.show(snapshot.positions, age, age >= self.settings.stale_after_s)
+        elif isinstance(screen, QuitWithPositions):
+            screen.show(snapshot.positions)
 
     def _show_banner(self) -> None:
         age = self.feed_age_s
@@ -292,7 +307,7 @@ class HotcoinApp(App[None]):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.send_command(Command.CLOSE_ALL)
-                self.push_screen(CloseAllProgressDialog(len(positions)))
+                self.push_screen(CloseAllProgressDialog(len(self.snapshot.positions) if self.snapshot else 0))
 
         stale = age is not None and age >= self.settings.stale_after_s
         self.push_screen(ConfirmCloseAll(positions, age, stale, confirm), confirmed)

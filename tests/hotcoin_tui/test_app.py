@@ -254,7 +254,7 @@ async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hin
         dialog = app.screen
         assert isinstance(dialog, CloseAllProgressDialog)
         await publish(app, fake)
-        assert "FLAT: all 0 position(s) closed" in plain(dialog.query_one("#close-status", Static))
+        assert plain(dialog.query_one("#close-status", Static)).strip() == "FLAT: nothing was open."
         assert dialog.query_one(ProgressBar).percentage == 1
         assert plain(dialog.query_one("#close-hint", Static)).strip() == "Esc closes this."
         await fake.stop()
@@ -285,6 +285,32 @@ async def test_close_all_progress_ends_on_flat_not_on_an_earlier_error(
         assert plain(shown).strip() == status
         assert str(dialog.query_one("#dialog-title", Label).render()) == title
         assert (isinstance(shown.content, Text) and "red" in str(shown.content.style)) is red
+
+
+async def test_close_all_and_quit_dialogs_follow_the_snapshots(fake: FakeEngineClient) -> None:
+    """Both dialogs copied the positions when they opened: after more positions opened, the
+    confirmation still said "sells these 6 position(s)" while Y closed 7, and the quit
+    dialog showed the sizes and PnL of a minute before."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        await publish(app, fake)
+        await pilot.press("ctrl+x")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmCloseAll) and len(dialog.positions) == 6
+        snap = await publish(app, fake, cycles=10)  # cycle 10 opens a seventh position
+        assert len(snap.positions) == 7 and dialog.positions == snap.positions
+        assert "sells these 7 position(s)" in plain(dialog.query_one("#close-what", Static))
+        assert display_symbol(snap.positions[-1].symbol) in plain(dialog.query_one("#close-table", Static))
+        await pilot.press("escape")
+        await pilot.press("q")
+        quit_dialog = app.screen
+        assert isinstance(quit_dialog, QuitWithPositions)
+        snap = await publish(app, fake, cycles=5)
+        assert quit_dialog.positions == snap.positions
+        table = plain(quit_dialog.query_one("#quit-table", Static))
+        assert all(fmt.pnl(p.unrealised_pnl).plain in table and fmt.price(p.mark) in table for p in snap.positions)
+        assert str(quit_dialog.query_one("#dialog-title", Label).render()) == f"{len(snap.positions)} POSITION(S) STILL OPEN"
+        await pilot.press("n")
 
 
 async def test_close_all_cancel_sends_nothing(fake: FakeEngineClient) -> None:
