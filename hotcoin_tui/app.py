@@ -82,6 +82,10 @@ class HotcoinApp(App[None]):
         self._stopping = False
         self.resubscribe_s = RESUBSCRIBE_S
         self._chart_failed: str | None = None
+        # The pause state `p` last asked for, until a snapshot shows the engine in it: `p`
+        # flips this, not a snapshot from before the previous press (two quick presses sent
+        # PAUSE twice). A refused or failed command drops it, and the snapshots rule again.
+        self._pause_wanted: bool | None = None
 
     @property
     def main(self) -> MainScreen:
@@ -148,6 +152,8 @@ class HotcoinApp(App[None]):
 
     def _apply(self, snapshot: EngineSnapshot) -> None:
         self.snapshot = snapshot
+        if snapshot.status.paused == self._pause_wanted:  # the engine confirmed it
+            self._pause_wanted = None
         self.snapshots_applied += 1
         self._last_apply = time.monotonic()
         main = self.main
@@ -279,11 +285,16 @@ class HotcoinApp(App[None]):
         text = f"{message.command.value}: {result.message}"
         self.notify(text, severity="information" if result.accepted else "error", timeout=5 if result.accepted else 15)
         if not result.accepted:
-            self._close_all_failed(message.command)
+            self._command_failed(message.command)
 
     def on_client_failed(self, message: ClientFailed) -> None:
         self.notify(f"{message.operation} failed: {message.error}", severity="error", timeout=15)
-        self._close_all_failed(message.command)
+        self._command_failed(message.command)
+
+    def _command_failed(self, command: Command | None) -> None:
+        if command is Command.PAUSE or command is Command.RESUME:
+            self._pause_wanted = None  # the engine stays as its snapshots say
+        self._close_all_failed(command)
 
     def _close_all_failed(self, command: Command | None) -> None:
         """A close-all the engine did not take: drop the progress view so ctrl+x can retry."""
@@ -291,7 +302,12 @@ class HotcoinApp(App[None]):
             self.screen.dismiss(None)
 
     def action_toggle_pause(self) -> None:
-        paused = self.snapshot is not None and self.snapshot.status.paused
+        """Each press flips the state once: from the state the last press asked for while the
+        engine has not shown it yet, else from the latest snapshot."""
+        paused = self._pause_wanted
+        if paused is None:
+            paused = self.snapshot is not None and self.snapshot.status.paused
+        self._pause_wanted = not paused
         self.send_command(Command.RESUME if paused else Command.PAUSE)
 
     def action_close_all(self) -> None:
@@ -306,6 +322,7 @@ class HotcoinApp(App[None]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
+                self._pause_wanted = None  # close-all pauses entries itself: the snapshots say when
                 self.send_command(Command.CLOSE_ALL)
                 self.push_screen(CloseAllProgressDialog(len(self.snapshot.positions) if self.snapshot else 0))
 

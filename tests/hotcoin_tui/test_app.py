@@ -219,6 +219,50 @@ async def test_pause_sends_pause_then_resume(fake: FakeEngineClient) -> None:
         await eventually(lambda: "PAUSED" not in banner(app))
 
 
+class SlowSendFake(FakeEngineClient):
+    """A fake engine that takes commands only once `gate` opens: nothing is published between
+    two quick key presses, as with a real engine between two cycles."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=7, candidates=50, positions=2)
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().send(command, origin)
+
+
+async def test_two_quick_presses_of_p_pause_then_resume() -> None:
+    """`p` read the state from the last snapshot: pressed twice before the engine published
+    again, it sent PAUSE twice and the engine stayed paused."""
+    fake = SlowSendFake()
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("p", "p")
+        await eventually(lambda: fake.waiting == 2)
+        fake.gate.set()
+        await eventually(lambda: len(fake.commands) == 2)
+        assert fake.commands == [(Command.PAUSE, "tui"), (Command.RESUME, "tui")]
+        await pilot.press("p")  # resumed: the next press pauses
+        await eventually(lambda: len(fake.commands) == 3)
+        assert fake.commands[-1] == (Command.PAUSE, "tui")
+    await fake.stop()
+
+
+async def test_a_failed_pause_leaves_the_state_to_the_snapshots(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.fail_next("send", ConnectionError("engine gone"))
+        await pilot.press("p")
+        await eventually(lambda: "engine gone" in notes(app))
+        await pilot.press("p")  # not paused after all: asks for a pause again
+        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+
+
 async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngineClient) -> None:
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
