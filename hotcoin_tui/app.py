@@ -189,6 +189,13 @@ class HotcoinApp(App[None]):
         self._show_banner()
         self.set_timer(self.resubscribe_s, self.pump_snapshots)
 
+    def _why_stale(self) -> str:
+        if self.engine_exit is not None:
+            return str(self.feed_error)  # "engine exited (...)"
+        if self.feed_error is not None:
+            return f"engine not answering ({self.feed_error})"
+        return "no snapshot from the engine"
+
     @work(exclusive=True, group="engine", exit_on_error=False)
     async def watch_engine(self, process: EngineProcess) -> None:
         self.post_message(EngineExited(await process.wait()))
@@ -233,7 +240,10 @@ class HotcoinApp(App[None]):
 
     def _show_banner(self) -> None:
         age = self.feed_age_s
-        self.main.banner.show(self.snapshot, age, age >= self.settings.stale_after_s, self.feed_error)
+        stale = age >= self.settings.stale_after_s
+        self.main.banner.show(self.snapshot, age, stale, self.feed_error)
+        if self.snapshot is not None and (stale or self.feed_error is not None):
+            self.main.show_stale(age, self._why_stale())
 
     # -- chart ----------------------------------------------------------------------------
 

@@ -204,6 +204,39 @@ async def test_feed_age_is_shown_when_snapshots_stop(fake: FakeEngineClient) -> 
         assert app.main.pool.table.row_count == 200
 
 
+def ticker_age_s(app: HotcoinApp) -> int:
+    """The ticker stream's age on the Engine panel, in seconds (under a minute)."""
+    line = next(line for line in plain(app.main.state_panel).splitlines() if line.startswith("ticker"))
+    return int(re.search(r"(\d+)s ago", line).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("lost", "why"), [
+    (False, "no snapshot from the engine"),
+    (True, "engine not answering (ConnectionError: connection reset)"),
+], ids=["stale", "feed-lost"])  # fmt: skip
+async def test_the_engine_panel_says_how_old_its_figures_are(fake: FakeEngineClient, lost: bool, why: str) -> None:
+    """After the engine died the panel kept saying TRADEABLE, ticker connected 0s ago; only
+    the banner said FEED ERROR."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, stale_after_s=1.0))
+    app.resubscribe_s = 3600  # the feed stays lost
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("t")
+        assert ticker_age_s(app) == 0
+        if lost:
+            fake.fail_next("updates", ConnectionError("connection reset"))
+            fake.step()
+        await eventually(lambda: "as of" in plain(app.main.state_panel))
+        first = plain(app.main.state_panel).splitlines()[0]
+        assert first.startswith("as of ") and first.endswith(f"ago: {why}")
+        await eventually(lambda: ticker_age_s(app) >= 2)  # ages grow with the wall clock
+        assert "TRADEABLE" in plain(app.main.state_panel)  # the last state, under its age
+        if lost:
+            app.pump_snapshots()  # the feed comes back
+        await publish(app, fake)  # fresh figures again (a loaded loop may still call them 0s old)
+        assert ticker_age_s(app) == 0 and "not answering" not in plain(app.main.state_panel)
+
+
 # -- keys -------------------------------------------------------------------------------------
 
 
