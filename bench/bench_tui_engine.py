@@ -115,7 +115,8 @@ async def child_run(
     os.environ["HOTCOIN_PATHS__DATA_DIR"] = str(data_dir)  # the child's data dir (its socket)
     started = time.monotonic()
     max_hz = settings.refresh_hz if paced else None
-    async with child_engine(args, data_dir, data_dir / "engine.log", nice=nice, max_hz=max_hz) as client:
+    async with child_engine(args, data_dir, data_dir / "engine.log", nice=nice, max_hz=max_hz) as child:
+        client = child.client
         engine_pid = _only_child()
         cpu0, own0, t0 = _cpu_s(engine_pid), _own_cpu_s(), time.monotonic()
         if with_ui:

@@ -4,7 +4,8 @@ worker, turns results into typed messages and routes them to the screens.
 It never mutates engine state: it shows snapshots and sends commands. A failing client call
 is shown and the app carries on; a broken snapshot stream is shown (the last data stays on
 screen with its age) and re-subscribed, or, attached to an engine in another process, attached
-again: an engine restarted on the same socket is picked up.
+again: an engine restarted on the same socket is picked up. The console's own engine process
+is watched too: once it has exited, the console says so (with its log) and stops retrying.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App
@@ -29,6 +31,7 @@ from hotcoin_tui.messages import (
     ChartData,
     ClientFailed,
     CommandDone,
+    EngineExited,
     FeedLost,
     IntervalChanged,
     SnapshotArrived,
@@ -38,6 +41,9 @@ from hotcoin_tui.messages import (
 )
 from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
+
+if TYPE_CHECKING:
+    from hotcoin_tui.child_engine import EngineProcess
 
 ORIGIN = "tui"
 RESUBSCRIBE_S = 2.0
@@ -57,6 +63,7 @@ class HotcoinApp(App[None]):
         *,
         attached: bool = False,
         reconnect: Callable[[], Awaitable[None]] | None = None,
+        engine_process: EngineProcess | None = None,
     ) -> None:
         # NO_COLOR: Textual's own answer is its monochrome filter, which still sends grey
         # foreground and background colours. Native ANSI mode makes it strip every colour
@@ -70,6 +77,11 @@ class HotcoinApp(App[None]):
         # How to attach again once the feed is lost (the engine stopped or restarted); without
         # it a lost feed is only subscribed to again.
         self.reconnect = reconnect
+        # The console's own engine child, watched for its exit; `engine_exit` then says how it
+        # ended ("engine exited (code 1); see LOG") and the feed is not retried any more.
+        self.engine_process = engine_process
+        self.engine_exit: str | None = None
+        self._engine_code = 0
         self.settings = settings or TuiSection()
         self.keymap_overrides = keymap.validate(self.settings.keymap)
         self.snapshot: EngineSnapshot | None = None
@@ -82,6 +94,10 @@ class HotcoinApp(App[None]):
         self._stopping = False
         self.resubscribe_s = RESUBSCRIBE_S
         self._chart_failed: str | None = None
+        # The pause state `p` last asked for, until a snapshot shows the engine in it: `p`
+        # flips this, not a snapshot from before the previous press (two quick presses sent
+        # PAUSE twice). A refused or failed command drops it, and the snapshots rule again.
+        self._pause_wanted: bool | None = None
 
     @property
     def main(self) -> MainScreen:
@@ -100,6 +116,8 @@ class HotcoinApp(App[None]):
         self.set_interval(1.0, self._watch_feed)
         self.set_interval(s.chart_refresh_s, self._refresh_chart)
         self.pump_snapshots()
+        if self.engine_process is not None:
+            self.watch_engine(self.engine_process)
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -109,6 +127,8 @@ class HotcoinApp(App[None]):
 
         After a lost feed, attach again first where the app can (`reconnect`): the old
         connection is gone for good, and subscribing to it again would only end again."""
+        if self.engine_exit is not None:  # a retry timer set before the engine was seen to exit
+            return
         if self.feed_error is not None and self.reconnect is not None:
             try:
                 await self.reconnect()
@@ -128,7 +148,7 @@ class HotcoinApp(App[None]):
 
         A repaint costs the shared event loop tens of milliseconds, so an engine publishing
         faster than that must not make the console repaint faster."""
-        if not self.is_running:  # shutting down: the panels are being removed
+        if not self.is_running or self.engine_exit is not None:  # shutting down, or one from before it died
             return
         self.feed_error = None
         self._last_snapshot_at = time.monotonic()
@@ -148,18 +168,19 @@ class HotcoinApp(App[None]):
 
     def _apply(self, snapshot: EngineSnapshot) -> None:
         self.snapshot = snapshot
+        if snapshot.status.paused == self._pause_wanted:  # the engine confirmed it
+            self._pause_wanted = None
         self.snapshots_applied += 1
         self._last_apply = time.monotonic()
         main = self.main
         main.apply(snapshot)
         self._show_banner()
-        if isinstance(self.screen, CloseAllProgressDialog):
-            self.screen.show(snapshot.close_all, len(snapshot.positions))
+        self._refresh_dialog()
         if main.chart.symbol is None and snapshot.candidates:
             self._select(snapshot.positions[0].symbol if snapshot.positions else snapshot.candidates[0].symbol)
 
     def on_feed_lost(self, message: FeedLost) -> None:
-        if self._stopping or not self.is_running:
+        if self._stopping or not self.is_running or self.engine_exit is not None:
             return
         if self.feed_error is None:  # say it once per outage; the banner keeps saying it
             retry = "Reattaching" if self.reconnect is not None else "Retrying"
@@ -168,6 +189,31 @@ class HotcoinApp(App[None]):
         self._show_banner()
         self.set_timer(self.resubscribe_s, self.pump_snapshots)
 
+    def _why_stale(self) -> str:
+        if self.engine_exit is not None:
+            return str(self.feed_error)  # "engine exited (...)"
+        if self.feed_error is not None:
+            return f"engine not answering ({self.feed_error})"
+        return "no snapshot from the engine"
+
+    @work(exclusive=True, group="engine", exit_on_error=False)
+    async def watch_engine(self, process: EngineProcess) -> None:
+        self.post_message(EngineExited(await process.wait()))
+
+    def on_engine_exited(self, message: EngineExited) -> None:
+        """The own engine is gone: say how, where its log is, and stop asking it for anything.
+        An exit asked for by `q` is no news."""
+        if self._stopping or not self.is_running or self.engine_process is None:
+            return
+        from hotcoin_tui.child_engine import exit_text
+
+        self.feed_error = f"engine exited ({exit_text(message.code)})"  # the banner: short
+        self.engine_exit = f"{self.feed_error}; see {self.engine_process.log_path}"
+        self._engine_code = message.code
+        self.workers.cancel_group(self, "snapshots")
+        self.notify(f"{self.engine_exit}. Nothing manages open positions until it runs again.", severity="error", timeout=30)
+        self._show_banner()
+
     @property
     def feed_age_s(self) -> float:
         return time.monotonic() - self._last_snapshot_at
@@ -175,10 +221,29 @@ class HotcoinApp(App[None]):
     def _watch_feed(self) -> None:
         if self.is_running:
             self._show_banner()
+            if isinstance(self.screen, ConfirmCloseAll):  # its data-age warning
+                self._refresh_dialog()
+
+    def _refresh_dialog(self) -> None:
+        """The open dialog from the latest snapshot: a list copied when it opened goes stale
+        while the engine keeps trading (more positions, new sizes and PnL)."""
+        screen, snapshot = self.screen, self.snapshot
+        if snapshot is None:
+            return
+        if isinstance(screen, CloseAllProgressDialog):
+            screen.show(snapshot.close_all, len(snapshot.positions))
+        elif isinstance(screen, ConfirmCloseAll):
+            age = self.feed_age_s
+            screen.show(snapshot.positions, age, age >= self.settings.stale_after_s)
+        elif isinstance(screen, QuitWithPositions):
+            screen.show(snapshot.positions)
 
     def _show_banner(self) -> None:
         age = self.feed_age_s
-        self.main.banner.show(self.snapshot, age, age >= self.settings.stale_after_s, self.feed_error)
+        stale = age >= self.settings.stale_after_s
+        self.main.banner.show(self.snapshot, age, stale, self.feed_error)
+        if self.snapshot is not None and (stale or self.feed_error is not None):
+            self.main.show_stale(age, self._why_stale())
 
     # -- chart ----------------------------------------------------------------------------
 
@@ -264,11 +329,16 @@ class HotcoinApp(App[None]):
         text = f"{message.command.value}: {result.message}"
         self.notify(text, severity="information" if result.accepted else "error", timeout=5 if result.accepted else 15)
         if not result.accepted:
-            self._close_all_failed(message.command)
+            self._command_failed(message.command)
 
     def on_client_failed(self, message: ClientFailed) -> None:
         self.notify(f"{message.operation} failed: {message.error}", severity="error", timeout=15)
-        self._close_all_failed(message.command)
+        self._command_failed(message.command)
+
+    def _command_failed(self, command: Command | None) -> None:
+        if command is Command.PAUSE or command is Command.RESUME:
+            self._pause_wanted = None  # the engine stays as its snapshots say
+        self._close_all_failed(command)
 
     def _close_all_failed(self, command: Command | None) -> None:
         """A close-all the engine did not take: drop the progress view so ctrl+x can retry."""
@@ -276,7 +346,12 @@ class HotcoinApp(App[None]):
             self.screen.dismiss(None)
 
     def action_toggle_pause(self) -> None:
-        paused = self.snapshot is not None and self.snapshot.status.paused
+        """Each press flips the state once: from the state the last press asked for while the
+        engine has not shown it yet, else from the latest snapshot."""
+        paused = self._pause_wanted
+        if paused is None:
+            paused = self.snapshot is not None and self.snapshot.status.paused
+        self._pause_wanted = not paused
         self.send_command(Command.RESUME if paused else Command.PAUSE)
 
     def action_close_all(self) -> None:
@@ -291,8 +366,9 @@ class HotcoinApp(App[None]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
+                self._pause_wanted = None  # close-all pauses entries itself: the snapshots say when
                 self.send_command(Command.CLOSE_ALL)
-                self.push_screen(CloseAllProgressDialog(len(positions)))
+                self.push_screen(CloseAllProgressDialog(len(self.snapshot.positions) if self.snapshot else 0))
 
         stale = age is not None and age >= self.settings.stale_after_s
         self.push_screen(ConfirmCloseAll(positions, age, stale, confirm), confirmed)
@@ -303,7 +379,7 @@ class HotcoinApp(App[None]):
 
     async def action_quit(self) -> None:
         positions = self.snapshot.positions if self.snapshot else ()
-        if not positions or self.attached:
+        if not positions or self.attached or self.engine_exit is not None:
             self.shutdown_and_exit()
             return
         if isinstance(self.screen, QuitWithPositions):
@@ -319,6 +395,9 @@ class HotcoinApp(App[None]):
     async def shutdown_and_exit(self) -> None:
         """Ask the engine to stop cleanly (journal flushed), then leave; say so if it did not."""
         self._stopping = True
+        if self.engine_exit is not None:  # nothing to shut down; an engine that died is an error
+            self.exit(return_code=0 if self._engine_code == 0 else 1, message=f"hotcoin: the engine had already stopped: {self.engine_exit}")
+            return
         if self.attached:
             if self.feed_error is None:
                 self.exit(message="hotcoin: detached; the engine keeps running (hotcoin tui --attach to return)")

@@ -6,6 +6,10 @@ share one interpreter lock, so an engine thread waits while the console paints (
 p99 cycle time x2). A child process has its own interpreter and core; the console reaches it
 through the same `EngineClient` interface (`RemoteEngineClient` over the 0600 socket) that
 `hotcoin tui --attach` uses, so there is one client path to maintain, not two.
+
+The console also watches the process itself (`ChildEngine.wait`): a socket that stops answering
+could be an engine that is slow or one that is gone, and only its exit status tells them
+apart; an engine that died must be reported as dead (with its log), not retried for ever.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from engine.errors import ConfigError
 from engine.ops.logs import open_private
@@ -27,6 +34,38 @@ from hotcoin_tui.priority import lower_priority
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+
+
+class EngineProcess(Protocol):
+    """What the console watches of its engine's process (a `ChildEngine`, or a test's fake)."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    async def wait(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChildEngine:
+    """The running child: its client, its log, and its exit status once it ends."""
+
+    client: RemoteEngineClient
+    log_path: Path
+    process: asyncio.subprocess.Process
+
+    async def wait(self) -> int:
+        """Wait for the process to end; its return code (negative: the signal that killed it)."""
+        return await self.process.wait()
+
+
+def exit_text(code: int) -> str:
+    """A return code as an operator reads it: `code 1`, `killed by SIGKILL`."""
+    if code >= 0:
+        return f"code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 async def _serving(path: Path) -> bool:
@@ -43,8 +82,8 @@ async def _serving(path: Path) -> bool:
 @contextlib.asynccontextmanager
 async def child_engine(
     run_args: list[str], data_dir: Path, log_path: Path, *, nice: int = 0, max_hz: float | None = None
-) -> AsyncIterator[RemoteEngineClient]:
-    """Start `hotcoin run <run_args>`, attach to it, yield the client; stop the child on exit.
+) -> AsyncIterator[ChildEngine]:
+    """Start `hotcoin run <run_args>`, attach to it, yield it; stop the child on exit.
 
     The child's output goes to `log_path` (the screen belongs to the console). If it dies
     before serving its socket, the error names the log and quotes its last lines. Once the
@@ -75,7 +114,7 @@ async def child_engine(
     try:
         client = await _attach(child, socket_path, log_path, max_hz)
         try:
-            yield client
+            yield ChildEngine(client, log_path, child)
         finally:
             await client.close()
         with contextlib.suppress(TimeoutError):  # quitting asked it to shut down: let it finish

@@ -29,6 +29,13 @@ class SnapshotArrived(Message):
 
 
 @dataclass
+class EngineExited(Message):
+    """The console's own engine process ended, with this return code."""
+
+    code: int
+
+
+@dataclass
 class FeedLost(Message):
     """The snapshot stream raised or ended; the app shows it and subscribes (or attaches) again."""
 

@@ -5,11 +5,16 @@ event. Pressing it again while it runs joins the same trace and sends nothing tw
 only plans an exit for a position with no exit in flight, and the router suppresses any client
 order id it has already sent. Cancels go first so that a resting limit entry cannot fill after
 its position was sold, and so that no balance stays locked in an open order.
+
+Every update goes through `book` (the live engine passes `TradingCycle.book`): the engine's
+fill hook behind it keeps the chart's fills, the run's fill count and the order metrics, so
+booking straight into the core would leave close-all's sells out of all three.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.domain import OrderStatus
@@ -29,19 +34,26 @@ class CloseAllReport:
     still_open: tuple[str, ...]  # symbols still held afterwards (unfilled or failed exits)
 
 
-async def close_all(core: TradingCore, router: OrderRouter, now_ms: int, origin: str = "operator") -> CloseAllReport:
+Book = Callable[[list[OrderUpdate], int], None]
+
+
+async def close_all(
+    core: TradingCore, router: OrderRouter, now_ms: int, origin: str = "operator", book: Book | None = None
+) -> CloseAllReport:
+    """`book(updates, now_ms)` books the cancels and exits; without it they go straight into
+    the core (a caller with no observers of its own)."""
+    if book is None:
+        book = _into(core)
     start = core.begin_close_all(now_ms, origin)
     open_orders = await router.broker.open_orders()
     cancels = await asyncio.gather(
         *(router.cancel(o, now_ms, trace_id=start.trace_id, cause=start.seq) for o in open_orders)
     )
     done = [u for u in cancels if u is not None]
-    for update in done:
-        core.on_order_update(update, now_ms)
+    book(done, now_ms)
     intents = core.close_all_intents(now_ms)
     exits: list[OrderUpdate] = await router.send_all(intents, now_ms, core.causes)
-    for update in exits:
-        core.on_order_update(update, now_ms)
+    book(exits, now_ms)
     return CloseAllReport(
         trace_id=start.trace_id,
         repeat=start.repeat,
@@ -51,3 +63,11 @@ async def close_all(core: TradingCore, router: OrderRouter, now_ms: int, origin:
         exits_filled=sum(1 for u in exits if u.order.status is OrderStatus.FILLED),
         still_open=tuple(sorted(core.book.holdings)),
     )
+
+
+def _into(core: TradingCore) -> Book:
+    def book(updates: list[OrderUpdate], now_ms: int) -> None:
+        for update in updates:
+            core.on_order_update(update, now_ms)
+
+    return book

@@ -329,7 +329,7 @@ class Engine:
         self._close_all = CloseAllProgress(requested_ms=now, total=held, remaining=held)
         self._close_all_flat_at = None
         await self._publish(None, now)
-        report = await close_all(core, self.router, now, origin)
+        report = await close_all(core, self.router, now, origin, book=self.cycle.book)
         errors = tuple(f"{s}: still open" for s in report.still_open)
         self._close_all = CloseAllProgress(now, held, len(report.still_open), errors)
         await self._publish(None, now)

@@ -97,4 +97,27 @@ def event_line(kind: str, p: Mapping[str, Any]) -> str:
         return f"{get('action')} pnl {get('realised_pnl', 0):+.2f}"
     if kind == "state_change":
         return f"{get('from')} -> {get('to')}"
+    if kind == "risk_check":
+        return _risk_line(p)
+    if kind == "run_start":
+        return f"run {get('run_id')} started ({get('mode')})"
+    if kind == "run_stop":
+        return f"run {get('run_id')} stopped ({get('reason')})"
     return str(get("detail") or get("command") or get("code") or "")
+
+
+def _risk_line(p: Mapping[str, Any]) -> str:
+    """"approved", or the first check that refused the entry with its value and limit (the
+    question an operator asks of a refusal), and how many more refused."""
+    if p.get("approved"):
+        return "approved"
+    failed = [c for c in p.get("checks") or () if isinstance(c, Mapping) and not c.get("passed", True)]
+    if not failed:
+        return "rejected"
+    first = failed[0]
+    more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"rejected: {first.get('name')} value {_value(first.get('value'))} threshold {_value(first.get('threshold'))}{more}"
+
+
+def _value(v: object) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)

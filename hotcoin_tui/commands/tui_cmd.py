@@ -131,8 +131,8 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
 
         async def own_engine() -> int:
             data_dir = loaded.config.paths.data_dir
-            async with child_engine(args, data_dir, log_path, nice=settings.nice, max_hz=settings.refresh_hz) as client:
-                app = HotcoinApp(client, settings)
+            async with child_engine(args, data_dir, log_path, nice=settings.nice, max_hz=settings.refresh_hz) as child:
+                app = HotcoinApp(child.client, settings, engine_process=child)
                 await app.run_async()
                 return app.return_code or 0
 

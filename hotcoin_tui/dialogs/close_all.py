@@ -33,7 +33,8 @@ def positions_table(positions: Sequence[PositionRow]) -> Table:
 
 
 class ConfirmCloseAll(ModalScreen[bool]):
-    """Dismisses True only on the confirm key."""
+    """Dismisses True only on the confirm key. The list follows every snapshot while the dialog
+    is open (`show`): positions opened meanwhile are sold too, and the dialog must say so."""
 
     BINDINGS = keymap.bindings(keymap.CONFIRM_CLOSE_ALL)
 
@@ -47,19 +48,31 @@ class ConfirmCloseAll(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
             yield Label("EMERGENCY CLOSE-ALL", id="dialog-title")
-            if self.positions:
-                yield Static(f"Cancels every open order and sells these {len(self.positions)} position(s) at market:")
-                with VerticalScroll(id="dialog-list"):
-                    yield Static(positions_table(self.positions))
-            else:
-                yield Static("The latest snapshot shows no open positions; close-all still cancels every open order.")
-            if self.data_age_s is None:
-                yield Static(Text("No data from the engine yet: it will close whatever it holds.", style="bold yellow"))
-            elif self.stale:
-                yield Static(
-                    Text(f"Data is {self.data_age_s:.0f}s old: the engine closes what it really holds.", style="bold yellow")
-                )
+            yield Static(id="close-what")
+            with VerticalScroll(id="dialog-list"):
+                yield Static(id="close-table")
+            yield Static(id="close-age")
             yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
+
+    def on_mount(self) -> None:
+        self.show(self.positions, self.data_age_s, self.stale)
+
+    def show(self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool) -> None:
+        """The latest snapshot's positions and how old it is."""
+        self.positions, self.data_age_s, self.stale = tuple(positions), data_age_s, stale
+        what = self.query_one("#close-what", Static)
+        if self.positions:
+            what.update(f"Cancels every open order and sells these {len(self.positions)} position(s) at market:")
+        else:
+            what.update("The latest snapshot shows no open positions; close-all still cancels every open order.")
+        self.query_one("#dialog-list").display = bool(self.positions)
+        self.query_one("#close-table", Static).update(positions_table(self.positions))
+        age = self.query_one("#close-age", Static)
+        if data_age_s is None:
+            age.update(Text("No data from the engine yet: it will close whatever it holds.", style="bold yellow"))
+        elif stale:
+            age.update(Text(f"Data is {data_age_s:.0f}s old: the engine closes what it really holds.", style="bold yellow"))
+        age.display = data_age_s is None or stale
 
     def action_confirm(self) -> None:
         self.dismiss(True)
@@ -101,7 +114,8 @@ class CloseAllProgressDialog(ModalScreen[None]):
         bar.update(total=max(1, progress.total), progress=closed)
         if progress.done:
             # Flat is the last word: an error from an earlier attempt no longer applies.
-            status.update(Text(f"FLAT: all {progress.total} position(s) closed.", style="bold green"))
+            closed_text = f"all {progress.total} position(s) closed" if progress.total else "nothing was open"
+            status.update(Text(f"FLAT: {closed_text}.", style="bold green"))
             self.query_one("#dialog-title", Label).update("CLOSE-ALL DONE")
             self.query_one("#close-hint", Static).update("Esc closes this.")  # nothing continues now
         elif progress.errors:

@@ -1,4 +1,7 @@
-"""Quit with positions open: say what stays open, ask before stopping the engine."""
+"""Quit with positions open: say what stays open, ask before stopping the engine.
+
+The list follows every snapshot while the dialog is open (`show`): the engine keeps trading
+under it, and the sizes and PnL the operator quits on must be the ones left open."""
 
 from __future__ import annotations
 
@@ -23,14 +26,31 @@ class QuitWithPositions(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="warning"):
-            yield Label(f"{len(self.positions)} POSITION(S) STILL OPEN", id="dialog-title")
-            yield Static(
+            yield Label(id="dialog-title")
+            yield Static(id="quit-what")
+            with VerticalScroll(id="dialog-list"):
+                yield Static(id="quit-table")
+            yield Static("y: quit anyway   n / Esc: stay   (ctrl+x closes everything first)", id="dialog-keys")
+
+    def on_mount(self) -> None:
+        self.show(self.positions)
+
+    def show(self, positions: Sequence[PositionRow]) -> None:
+        """The latest snapshot's positions."""
+        self.positions = tuple(positions)
+        title = self.query_one("#dialog-title", Label)
+        what = self.query_one("#quit-what", Static)
+        if self.positions:
+            title.update(f"{len(self.positions)} POSITION(S) STILL OPEN")
+            what.update(
                 "Quitting stops the engine: these stay open and nothing manages their stops "
                 "or take-profits until it runs again."
             )
-            with VerticalScroll(id="dialog-list"):
-                yield Static(positions_table(self.positions))
-            yield Static("y: quit anyway   n / Esc: stay   (ctrl+x closes everything first)", id="dialog-keys")
+        else:
+            title.update("NO POSITION OPEN NOW")
+            what.update("Everything closed since you asked: quitting stops the engine with nothing open.")
+        self.query_one("#dialog-list").display = bool(self.positions)
+        self.query_one("#quit-table", Static).update(positions_table(self.positions))
 
     def action_confirm(self) -> None:
         self.dismiss(True)

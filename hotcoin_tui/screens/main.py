@@ -16,6 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from engine.runtime.snapshot import EngineSnapshot
+from engine.timefmt import span
 from hotcoin_tui import keymap
 from hotcoin_tui.messages import IntervalChanged, TraceRequested
 from hotcoin_tui.widgets.candidate_pool import CandidatePool
@@ -43,6 +44,8 @@ class MainScreen(Screen[None]):
         self._chart_refresh_s = chart_refresh_s
         self.panel_keys = panel_keys
         self.latest: EngineSnapshot | None = None
+        self._stale: str | None = None  # why the engine panel's figures are old, while they are
+        self._stale_ms = 0  # and by how much (wall clock since the latest snapshot)
 
     def compose(self) -> ComposeResult:
         yield ModeBanner(id="banner")
@@ -93,6 +96,7 @@ class MainScreen(Screen[None]):
         """Push one snapshot into the panels on screen (the chart loads its own data). Hidden
         panels are skipped and catch up from the latest snapshot when they are shown."""
         self.latest = snapshot
+        self._stale, self._stale_ms = None, 0
         for name in ("candidates", "positions", "state", "events"):
             if not self.compact or name == self.active:
                 self._apply_to(name, snapshot)
@@ -103,9 +107,16 @@ class MainScreen(Screen[None]):
         elif name == "positions":
             self.positions.apply(snapshot.positions, snapshot.totals, snapshot.ts_ms)
         elif name == "state":
-            self.state_panel.apply(snapshot.status, snapshot.ts_ms)
+            self.state_panel.apply(snapshot.status, snapshot.ts_ms + self._stale_ms, self._stale)
         elif name == "events":
             self.events.apply(snapshot.events)
+
+    def show_stale(self, age_s: float, why: str) -> None:
+        """No fresh snapshot for `age_s` (`why`): the engine panel says its figures are that old,
+        and ages them (the latest snapshot's stream ages plus the time since it came)."""
+        self._stale, self._stale_ms = f"as of {span(age_s * 1000)} ago: {why}", round(age_s * 1000)
+        if self.latest is not None and (not self.compact or self.active == "state"):
+            self._apply_to("state", self.latest)
 
     def on_resize(self) -> None:
         if self.latest is not None and not self.compact:

@@ -2,7 +2,9 @@
 
 A stream that stopped is shown with its status and the age of its last message (from the
 snapshot's clock), never as an empty or zero value: the operator must see the difference
-between "nothing is happening" and "we cannot see what is happening".
+between "nothing is happening" and "we cannot see what is happening". For the same reason,
+while no fresh snapshot comes (engine not answering, or the data stale) the panel leads with
+how old its figures are, and the stream ages keep growing with the wall clock.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ def stream_text(stream: StreamRow, now_ms: int) -> Text:
     return text
 
 
-def status_lines(status: EngineStatus, now_ms: int) -> list[Text]:
+def status_lines(status: EngineStatus, now_ms: int, stale: str | None = None) -> list[Text]:
+    """The panel's lines at `now_ms`; `stale` says why and since when the figures are old."""
     head = Text()
     head.append(f" {status.state.upper()} ", style=STATE_STYLE.get(status.state, "bold"))
     if status.paused:
         head.append("  PAUSED", style="bold yellow")
     head.append(f"  mode {status.mode.value}  risk L{status.risk_level}")
     head.append(f"  order errors {status.order_error_rate:g}/5m", style="red" if status.order_error_rate else "")
-    lines = [head]
+    lines = [head] if stale is None else [Text(stale, style="bold red"), head]
     for reason in status.reasons:
         lines.append(Text(f"  · {reason}", style="yellow"))
     lines.extend(stream_text(s, now_ms) for s in status.streams)
@@ -48,5 +51,5 @@ class EngineStatePanel(AutoStatic):
     def on_mount(self) -> None:
         self.border_title = "Engine"
 
-    def apply(self, status: EngineStatus, now_ms: int) -> None:
-        self.show_lines(status_lines(status, now_ms))
+    def apply(self, status: EngineStatus, now_ms: int, stale: str | None = None) -> None:
+        self.show_lines(status_lines(status, now_ms, stale))

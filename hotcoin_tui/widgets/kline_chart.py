@@ -6,6 +6,10 @@ at most once per `min_interval_s`: new data arriving sooner is kept and drawn wh
 interval is up, and a hidden chart does not draw at all. plotext is imported on first draw
 to keep start-up fast. Micro-priced coins are rescaled (prices x 10^k, shown in the title)
 so the axis labels stay short. Without colour (NO_COLOR) falling candles get shaded bodies.
+
+A fill mark is never hidden: the return labels are drawn before the marks, and a label that
+would land on a mark (an entry on the exit's price row, just left of it) goes to the mark's
+right instead, or is left out where neither side is free.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hotcoin_tui.widgets.candidate_pool import display_symbol
 
 INTERVALS: tuple[str, ...] = ("1m", "5m", "15m")
 Y_AXIS_COLS = 12  # plotext's y labels and frame take about this many columns
+X_AXIS_ROWS = 4  # plotext's title, frame and time labels take this many rows
 FALLING_COLOUR = 1  # plotext's "red" (256-colour palette index 1): a falling candle
 SHADED_BODY = "▒"
 
@@ -77,19 +82,56 @@ def render_chart(
     opens = [c.open_ms for c in candles]
     bar_ms = candles[-1].close_ms - candles[-1].open_ms
     returns = exit_returns(fills)
+    marks: list[tuple[int, float, Fill]] = [
+        (bisect.bisect_right(opens, f.ts_ms) - 1, f.price * scale, f)
+        for f in fills
+        if opens[0] <= f.ts_ms < opens[-1] + bar_ms
+    ]
+    grid = _Grid(len(candles), min(c.low for c in candles) * scale, max(c.high for c in candles) * scale, width, height)
+    for x, y, fill in marks:  # labels first: a mark drawn later is never hidden by one
+        if fill.side is Side.SELL and fill.trade_id in returns:  # an exit: its PnL beside the mark
+            r = returns[fill.trade_id]
+            placed = grid.place(f"{r:+.1%}", x, y, [(mx, my) for mx, my, other in marks if other is not fill])
+            if placed is not None:
+                label, lx, alignment = placed
+                plt.text(label, lx, y, color="green" if r >= 0 else "red", alignment=alignment)
     for side, marker, color in ((Side.BUY, "▲", "green"), (Side.SELL, "▼", "red")):
-        shown = [f for f in fills if f.side is side and opens[0] <= f.ts_ms < opens[-1] + bar_ms]
-        if not shown:
-            continue
-        xs_marks = [bisect.bisect_right(opens, f.ts_ms) - 1 for f in shown]
-        plt.scatter(xs_marks, [f.price * scale for f in shown], marker=marker, color=color)
-        for x, fill in zip(xs_marks, shown, strict=True):
-            if side is Side.SELL and fill.trade_id in returns:  # an exit: its PnL, left of the mark
-                r = returns[fill.trade_id]
-                plt.text(f"{r:+.1%} ", x - 1, fill.price * scale, color="green" if r >= 0 else "red", alignment="right")
+        shown = [(x, y) for x, y, f in marks if f.side is side]
+        if shown:
+            plt.scatter([x for x, _ in shown], [y for _, y in shown], marker=marker, color=color)
     ticks = xs[:: max(1, len(xs) // 4)]
     plt.xticks(ticks, [time.strftime("%H:%M", time.gmtime(candles[i].open_ms / 1000)) for i in ticks])
     return str(plt.build())
+
+
+class _Grid:
+    """Where a label lands in cells, roughly (plotext maps data to cells itself): enough to
+    keep a label off the marks around it."""
+
+    def __init__(self, bars: int, low: float, high: float, width: int, height: int) -> None:
+        self.col_per_bar = max(1, width - Y_AXIS_COLS) / max(1, bars - 1)
+        self.row_per_price = max(1, height - X_AXIS_ROWS) / (high - low) if high > low else 0.0
+        self.cols = max(1, width - Y_AXIS_COLS)
+
+    def place(self, text: str, x: int, y: float, marks: Sequence[tuple[int, float]]) -> tuple[str, int, str] | None:
+        """The label, its x and alignment: left of the mark at (x, y) (where a reader looks
+        for it), else right of it, else None (other marks on both sides)."""
+        width = len(text) + 1  # and a space on the mark's side
+        before, after = (x - 1) * self.col_per_bar, (x + 1) * self.col_per_bar
+        left = (before - width + 1, before)
+        right = (after, after + width - 1)
+        if not self._covers(left, y, marks):
+            return f"{text} ", x - 1, "right"
+        if right[1] <= self.cols and not self._covers(right, y, marks):
+            return f" {text}", x + 1, "left"
+        return None
+
+    def _covers(self, span: tuple[float, float], y: float, marks: Sequence[tuple[int, float]]) -> bool:
+        """A mark on the label's row (or the next, as rounding goes) within a cell of its span."""
+        return any(
+            abs(my - y) * self.row_per_price < 1 and span[0] - 1 <= mx * self.col_per_bar <= span[1] + 1
+            for mx, my in marks
+        )
 
 
 def shade_falling(chart: Text) -> Text:

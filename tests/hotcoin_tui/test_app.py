@@ -204,6 +204,39 @@ async def test_feed_age_is_shown_when_snapshots_stop(fake: FakeEngineClient) -> 
         assert app.main.pool.table.row_count == 200
 
 
+def ticker_age_s(app: HotcoinApp) -> int:
+    """The ticker stream's age on the Engine panel, in seconds (under a minute)."""
+    line = next(line for line in plain(app.main.state_panel).splitlines() if line.startswith("ticker"))
+    return int(re.search(r"(\d+)s ago", line).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("lost", "why"), [
+    (False, "no snapshot from the engine"),
+    (True, "engine not answering (ConnectionError: connection reset)"),
+], ids=["stale", "feed-lost"])  # fmt: skip
+async def test_the_engine_panel_says_how_old_its_figures_are(fake: FakeEngineClient, lost: bool, why: str) -> None:
+    """After the engine died the panel kept saying TRADEABLE, ticker connected 0s ago; only
+    the banner said FEED ERROR."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, stale_after_s=1.0))
+    app.resubscribe_s = 3600  # the feed stays lost
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("t")
+        assert ticker_age_s(app) == 0
+        if lost:
+            fake.fail_next("updates", ConnectionError("connection reset"))
+            fake.step()
+        await eventually(lambda: "as of" in plain(app.main.state_panel))
+        first = plain(app.main.state_panel).splitlines()[0]
+        assert first.startswith("as of ") and first.endswith(f"ago: {why}")
+        await eventually(lambda: ticker_age_s(app) >= 2)  # ages grow with the wall clock
+        assert "TRADEABLE" in plain(app.main.state_panel)  # the last state, under its age
+        if lost:
+            app.pump_snapshots()  # the feed comes back
+        await publish(app, fake)  # fresh figures again (a loaded loop may still call them 0s old)
+        assert ticker_age_s(app) == 0 and "not answering" not in plain(app.main.state_panel)
+
+
 # -- keys -------------------------------------------------------------------------------------
 
 
@@ -217,6 +250,50 @@ async def test_pause_sends_pause_then_resume(fake: FakeEngineClient) -> None:
         await pilot.press("p")
         await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
         await eventually(lambda: "PAUSED" not in banner(app))
+
+
+class SlowSendFake(FakeEngineClient):
+    """A fake engine that takes commands only once `gate` opens: nothing is published between
+    two quick key presses, as with a real engine between two cycles."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=7, candidates=50, positions=2)
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().send(command, origin)
+
+
+async def test_two_quick_presses_of_p_pause_then_resume() -> None:
+    """`p` read the state from the last snapshot: pressed twice before the engine published
+    again, it sent PAUSE twice and the engine stayed paused."""
+    fake = SlowSendFake()
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("p", "p")
+        await eventually(lambda: fake.waiting == 2)
+        fake.gate.set()
+        await eventually(lambda: len(fake.commands) == 2)
+        assert fake.commands == [(Command.PAUSE, "tui"), (Command.RESUME, "tui")]
+        await pilot.press("p")  # resumed: the next press pauses
+        await eventually(lambda: len(fake.commands) == 3)
+        assert fake.commands[-1] == (Command.PAUSE, "tui")
+    await fake.stop()
+
+
+async def test_a_failed_pause_leaves_the_state_to_the_snapshots(fake: FakeEngineClient) -> None:
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        fake.fail_next("send", ConnectionError("engine gone"))
+        await pilot.press("p")
+        await eventually(lambda: "engine gone" in notes(app))
+        await pilot.press("p")  # not paused after all: asks for a pause again
+        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
 
 
 async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngineClient) -> None:
@@ -254,7 +331,7 @@ async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hin
         dialog = app.screen
         assert isinstance(dialog, CloseAllProgressDialog)
         await publish(app, fake)
-        assert "FLAT: all 0 position(s) closed" in plain(dialog.query_one("#close-status", Static))
+        assert plain(dialog.query_one("#close-status", Static)).strip() == "FLAT: nothing was open."
         assert dialog.query_one(ProgressBar).percentage == 1
         assert plain(dialog.query_one("#close-hint", Static)).strip() == "Esc closes this."
         await fake.stop()
@@ -285,6 +362,32 @@ async def test_close_all_progress_ends_on_flat_not_on_an_earlier_error(
         assert plain(shown).strip() == status
         assert str(dialog.query_one("#dialog-title", Label).render()) == title
         assert (isinstance(shown.content, Text) and "red" in str(shown.content.style)) is red
+
+
+async def test_close_all_and_quit_dialogs_follow_the_snapshots(fake: FakeEngineClient) -> None:
+    """Both dialogs copied the positions when they opened: after more positions opened, the
+    confirmation still said "sells these 6 position(s)" while Y closed 7, and the quit
+    dialog showed the sizes and PnL of a minute before."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+        await publish(app, fake)
+        await pilot.press("ctrl+x")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmCloseAll) and len(dialog.positions) == 6
+        snap = await publish(app, fake, cycles=10)  # cycle 10 opens a seventh position
+        assert len(snap.positions) == 7 and dialog.positions == snap.positions
+        assert "sells these 7 position(s)" in plain(dialog.query_one("#close-what", Static))
+        assert display_symbol(snap.positions[-1].symbol) in plain(dialog.query_one("#close-table", Static))
+        await pilot.press("escape")
+        await pilot.press("q")
+        quit_dialog = app.screen
+        assert isinstance(quit_dialog, QuitWithPositions)
+        snap = await publish(app, fake, cycles=5)
+        assert quit_dialog.positions == snap.positions
+        table = plain(quit_dialog.query_one("#quit-table", Static))
+        assert all(fmt.pnl(p.unrealised_pnl).plain in table and fmt.price(p.mark) in table for p in snap.positions)
+        assert str(quit_dialog.query_one("#dialog-title", Label).render()) == f"{len(snap.positions)} POSITION(S) STILL OPEN"
+        await pilot.press("n")
 
 
 async def test_close_all_cancel_sends_nothing(fake: FakeEngineClient) -> None:

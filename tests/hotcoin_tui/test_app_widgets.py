@@ -102,6 +102,23 @@ def test_chart_labels_exits_with_their_return() -> None:
     assert "+10.0%" in render_chart(candles, fills, 70, 15, "X 1m")
 
 
+@pytest.mark.parametrize("height", [24, 14, 10])
+def test_an_exit_label_never_hides_the_entry_mark_on_its_row(height: int) -> None:
+    """Bought, then sold 5% higher three bars later while the chart spans 1.0 to 2.6: both
+    fall on one price row, and the exit's "+5.0% " label was drawn over the entry's ▲."""
+    candles = []
+    for i in range(68):
+        p = 1.0 if i < 40 else 1.0 + 0.06 * (i - 40)
+        candles.append(make_candle(open_ms=T0 + i * 60_000, open=p, high=p * 1.005, low=p * 0.995, close=p * 1.004))
+    fills = [
+        make_fill(trade_id="b", side=Side.BUY, price=1.00, quantity=10, ts_ms=T0 + 40 * 60_000 + 5000),
+        make_fill(trade_id="s", side=Side.SELL, price=1.05, quantity=10, ts_ms=T0 + 43 * 60_000 + 5000),
+    ]
+    out = Text.from_ansi(render_chart(candles, fills, 80, height, "ABC 1m")).plain
+    assert out.count("▲") == 1 and out.count("▼") == 1
+    assert "+5.0%" in out  # moved beside the exit, not dropped
+
+
 @pytest.mark.parametrize(("text", "width", "shown"), [
     ("heat 78", 7, "heat 78"),
     ("heat 78 rank 1 accepted", 7, "heat…"),  # never "heat 7…"

@@ -51,12 +51,12 @@ def test_the_console_steps_back_once_its_engine_child_runs_and_the_child_keeps_i
             data = Path(os.environ["HOTCOIN_PATHS__DATA_DIR"])
             start = os.getpriority(os.PRIO_PROCESS, 0)
             args = ["--demo", "--symbols", "40", "--no-http"]
-            async with child_engine(args, data, data / "engine.log", nice=start + 7) as client:
+            async with child_engine(args, data, data / "engine.log", nice=start + 7) as child:
                 me = os.getpid()
                 kids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
                 children = [os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in kids]
                 console = os.getpriority(os.PRIO_PROCESS, 0)
-                await client.send(Command.SHUTDOWN, "test")
+                await child.client.send(Command.SHUTDOWN, "test")
             print(json.dumps({"start": start, "console": console, "children": children}))
 
         asyncio.run(main())

@@ -155,6 +155,31 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path, monkeypatch:
     assert ("pause", "test (close-all)") in commands
 
 
+async def test_close_all_fills_reach_the_chart_the_fill_count_and_the_metrics(tmp_path: Path) -> None:
+    """Close-all booked its sells straight into the core: the chart had no sell mark
+    (`fills(symbol)` held only the buy), and the run summary and /metrics counted one order
+    and one fill where the journal had two."""
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        symbol = engine.hub.latest.positions[0].symbol  # type: ignore[union-attr]
+        assert (await engine.command(Command.CLOSE_ALL, "test")).accepted
+        assert engine.core is not None and not engine.core.book.holdings
+        sides = [f.side.value for f in await engine.fills(symbol)]
+        fills = engine.stats.fills
+        metrics = engine.metrics.render().decode()
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        await rig.journal.flush()
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        journaled = list(reader.events(kinds=["fill"]))
+        filled = [e for e in reader.events(kinds=["order_result"]) if e.payload["status"] == "filled"]
+    assert sides[-1] == "sell" and "buy" in sides
+    assert fills == len(journaled) >= 2
+    assert f'hotcoin_orders_total{{result="filled"}} {float(len(filled))}' in metrics
+
+
 class _BusyOnFirstCloseAll(PaperBroker):
     """The first close-all sell is refused with a 429 (the router frees its id); the core sends
     it again at the next price update, and that one fills."""
