@@ -185,9 +185,15 @@ def test_a_dropped_ssh_session_leaves_the_engine_trading_and_attachable(engine_p
     assert asyncio.run(engine_alive_then_shut_down())
     socket_path = default_socket_path(tmp_path)
     eventually_sync(lambda: not socket_path.exists(), timeout=60, interval=0.2)
-    with JournalReader(tmp_path / "journal.sqlite") as reader:
-        kinds = [e.kind for e in reader.events(kinds=["run_start", "run_stop"])]
-    assert kinds == ["run_start", "run_stop"]
+
+    def run_kinds() -> list[str]:
+        with JournalReader(tmp_path / "journal.sqlite") as reader:
+            return [e.kind for e in reader.events(kinds=["run_start", "run_stop"])]
+
+    # The socket closes before the journal's last batch is written (the session unwinds its
+    # sources, then the journal): wait for the engine's final flush.
+    eventually_sync(lambda: len(run_kinds()) >= 2, timeout=30, interval=0.2)
+    assert run_kinds() == ["run_start", "run_stop"]
 
 
 def _terminate_engines_on(data_dir: Path) -> None:
