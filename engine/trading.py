@@ -177,14 +177,29 @@ class TradingCore:
         """The runtime's state machine decides; the core obeys (entries only when tradeable)."""
         self.engine_state = state
 
-    def restore(self, holdings: Mapping[str, Holding], cash: float, written_off: Mapping[str, float] | None = None) -> None:
-        """Take over the positions, cash and dust written off rebuilt from the journal after a
-        restart (`engine.runtime.recovery`), before the first cycle; marks restart at the entry prices."""
+    @property
+    def last_action_ms(self) -> Mapping[str, int]:
+        """Per coin, when the core last decided an entry or exit of it or booked its close: its
+        re-entry cool-down (`signals.cooldown_ms`) runs from there."""
+        return self._last_action_ms
+
+    def restore(
+        self,
+        holdings: Mapping[str, Holding],
+        cash: float,
+        written_off: Mapping[str, float] | None = None,
+        last_action_ms: Mapping[str, int] | None = None,
+    ) -> None:
+        """Take over the positions, cash, dust written off and each coin's last entry or exit
+        rebuilt from the journal after a restart (`engine.runtime.recovery`), before the first
+        cycle; marks restart at the entry prices. A coin held with no entry left in the journal
+        counts from its open."""
         self.book.holdings = dict(holdings)
         self.book.written_off = dict(written_off or {})
         self.cash = cash
+        self._last_action_ms = dict(last_action_ms or {})
         for symbol, held in holdings.items():
-            self._last_action_ms[symbol] = held.position.opened_ms
+            self._last_action_ms.setdefault(symbol, held.position.opened_ms)
 
     def pending_entries(self) -> frozenset[str]:
         """Client ids of the entry orders in flight (sent, not finished): the runtime cancels
