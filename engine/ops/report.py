@@ -322,17 +322,27 @@ def load_report(
     journal: Path, day: date, *, clusters: Mapping[str, str] | None = None, now_ms: int | None = None
 ) -> DailyReport:
     """Read `day`'s events from `journal` (main file and archives) and build its report.
-    Blocking (SQLite): call it through `asyncio.to_thread` from async code."""
+    Blocking (SQLite): call it through `asyncio.to_thread` from async code.
+
+    `now_ms` (the wall clock) ends the span of a day not yet over. A journal written on a clock
+    ahead of the wall (`--demo --speed`) can be further on: a day it has moved past is whole,
+    and one it is still in runs to its newest event of any kind (the report's own kinds are
+    rare: a span ending at the last of them counted hours of trading as nothing)."""
     start, end = day_bounds(day)
     with JournalReader(journal) as reader:
         prior = state_before(reader, start)
+        until = now_ms
+        if now_ms is not None and now_ms < end:
+            newest = reader.last_ts_ms()
+            if newest is not None:
+                until = None if newest >= end else max(now_ms, newest + 1)
         events = reader.events(since_ms=start, until_ms=end, kinds=REPORT_KINDS)
         return build_report(
             day,
             events,
             clusters=clusters,
             prior_state=prior,
-            until_ms=now_ms,
+            until_ms=until,
             run_end=lambda run_start: run_end_before(reader, run_start),
             tail=run_tail(reader, end),
         )

@@ -180,6 +180,34 @@ async def test_load_report_reads_the_day_and_the_state_it_began_in(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
+    ("after", "end", "shares"),
+    [
+        ([], D0 + 11 * H + 1, {"stopped": 2 * H / (11 * H + 1), "tradeable": 9 * H / (11 * H + 1)}),
+        ([(D1 + H, "signal_snapshot", "A/USDT", SIGNAL)], D1, {"stopped": 2 / 24, "tradeable": 22 / 24}),
+    ],
+    ids=["journal-still-in-the-day", "journal-moved-past-the-day"],
+)  # fmt: skip
+async def test_a_day_ahead_of_the_wall_clock_runs_to_the_journals_newest_event(
+    tmp_path: Path, after: list[tuple[int, str, str | None, dict[str, Any]]], end: int, shares: dict[str, float]
+) -> None:
+    """A demo at --speed ahead of the wall: stopped 00:00-01:00 and 02:00-03:00, trading since
+    03:00 with only signal snapshots after it. The span ended at the last event of the report's
+    own kinds (03:00: stopped 34 % instead of 11 %), and a day the journal had moved past was
+    titled "(so far)"."""
+    path = tmp_path / "journal.sqlite"
+    stop = {"run_id": "r", "reason": "SIGTERM"}
+    async with Journal.open(path) as j:
+        rows = [(D0 + H, "run_start", None, RUN), (D0 + 2 * H, "run_stop", None, stop), (D0 + 3 * H, "run_start", None, RUN)]
+        rows += [(ts, "signal_snapshot", "A/USDT", SIGNAL) for ts in range(D0 + 4 * H, D0 + 12 * H, H)]
+        for ts, kind, symbol, payload in [*rows, *after]:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY, now_ms=D0 - 5 * H)
+    assert r.end_ms == end
+    assert dict(r.state_shares) == pytest.approx(shares)
+    assert render_text(r).startswith(f"Daily report 2026-11-24 UTC{' (so far)' if end < D1 else ''}\n")
+
+
+@pytest.mark.parametrize(
     ("last", "shares"),
     [(D0 + 6 * H, {"tradeable": 18 / 24, "stopped": 6 / 24}), (D0 - H, {"tradeable": 0.5, "stopped": 0.5}), (None, {"tradeable": 1.0})],
     ids=["died-at-06h", "died-yesterday", "unknown"],
