@@ -148,6 +148,9 @@ class TradingCore:
         self.cash = settings.capital.active.capital
         self.engine_state = EngineState.TRADEABLE
         self.paused = False  # the operator paused new entries (exits continue)
+        # Equity at the first prices this core saw, before its first decision (after a restart:
+        # what was recovered, at market): where this run's PnL starts.
+        self.start_equity: float | None = None
         self.causes: dict[str, int] = {}  # client order id -> seq of the event that decided it
         self._quotes = _Quotes()
         self._pending: dict[str, _PendingEntry] = {}
@@ -253,7 +256,10 @@ class TradingCore:
             if q is not None:
                 self._quotes.last[symbol] = q
                 self.book.mark(symbol, q[0])
-        self._emit_risk(self.risk.update(now_ms, self.equity()), now_ms)
+        equity = self.equity()
+        if self.start_equity is None:
+            self.start_equity = equity
+        self._emit_risk(self.risk.update(now_ms, equity), now_ms)
         if self._close_all is not None:
             return self.close_all_intents(now_ms)
         return self._exits(list(self.book.holdings), now_ms)
