@@ -207,6 +207,29 @@ async def test_a_day_ahead_of_the_wall_clock_runs_to_the_journals_newest_event(
     assert render_text(r).startswith(f"Daily report 2026-11-24 UTC{' (so far)' if end < D1 else ''}\n")
 
 
+async def test_a_position_held_through_the_day_is_open_at_its_end(tmp_path: Path) -> None:
+    """DOGE bought the day before and held all day (no update that day) read "open at end 0"
+    and was missing from the exposure; PEPE, carried in and closed at 05:00, counts until then;
+    SOL, closed the day before, is not carried; WIF's part left after a partial close is."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for ts, symbol, payload in [
+            (D0 - 5 * H, "SOL/USDT", pos("open", 1, 100.0)),
+            (D0 - 4 * H, "SOL/USDT", pos("close", 0, 100.0, 2.0)),
+            (D0 - 3 * H, "PEPE/USDT", pos("open", 1_000_000, 0.00001)),
+            (D0 - 2 * H, "DOGE/USDT", pos("open", 100, 0.3)),
+            (D0 - 2 * H, "WIF/USDT", pos("open", 10, 2.0)),
+            (D0 - H, "WIF/USDT", pos("partial_close", 4, 2.0, 1.0)),
+            (D0 + 5 * H, "PEPE/USDT", pos("close", 0, 0.00001, -1.5, total_realised_pnl=-1.5, reason="stop")),
+        ]:
+            j.emit("position_update", ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY, clusters=CLUSTERS)
+    assert r.open_at_end == ("DOGE/USDT", "WIF/USDT")
+    assert {c.cluster: c.peak_exposure for c in r.clusters} == pytest.approx({"meme": 40.0, "WIF/USDT": 8.0})
+    assert (r.trades, r.opened) == (1, 0)
+    assert "open at end 2: DOGE/USDT, WIF/USDT" in render_text(r)
+
+
 @pytest.mark.parametrize(
     ("last", "shares"),
     [(D0 + 6 * H, {"tradeable": 18 / 24, "stopped": 6 / 24}), (D0 - H, {"tradeable": 0.5, "stopped": 0.5}), (None, {"tradeable": 1.0})],
