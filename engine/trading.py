@@ -156,6 +156,9 @@ class TradingCore:
         self.cash = settings.capital.active.capital
         self.engine_state = EngineState.TRADEABLE
         self.paused = False  # the operator paused new entries (exits continue)
+        # Equity at the first prices this core saw, before its first decision (after a restart:
+        # what was recovered, at market): where this run's PnL starts.
+        self.start_equity: float | None = None
         self.causes: dict[str, int] = {}  # client order id -> seq of the event that decided it
         self._quotes = _Quotes()
         self._pending: dict[str, _PendingEntry] = {}
@@ -185,14 +188,29 @@ class TradingCore:
         """The runtime's state machine decides; the core obeys (entries only when tradeable)."""
         self.engine_state = state
 
-    def restore(self, holdings: Mapping[str, Holding], cash: float, written_off: Mapping[str, float] | None = None) -> None:
-        """Take over the positions, cash and dust written off rebuilt from the journal after a
-        restart (`engine.runtime.recovery`), before the first cycle; marks restart at the entry prices."""
+    @property
+    def last_action_ms(self) -> Mapping[str, int]:
+        """Per coin, when the core last decided an entry or exit of it or booked its close: its
+        re-entry cool-down (`signals.cooldown_ms`) runs from there."""
+        return self._last_action_ms
+
+    def restore(
+        self,
+        holdings: Mapping[str, Holding],
+        cash: float,
+        written_off: Mapping[str, float] | None = None,
+        last_action_ms: Mapping[str, int] | None = None,
+    ) -> None:
+        """Take over the positions, cash, dust written off and each coin's last entry or exit
+        rebuilt from the journal after a restart (`engine.runtime.recovery`), before the first
+        cycle; marks restart at the entry prices. A coin held with no entry left in the journal
+        counts from its open."""
         self.book.holdings = dict(holdings)
         self.book.written_off = dict(written_off or {})
         self.cash = cash
+        self._last_action_ms = dict(last_action_ms or {})
         for symbol, held in holdings.items():
-            self._last_action_ms[symbol] = held.position.opened_ms
+            self._last_action_ms.setdefault(symbol, held.position.opened_ms)
 
     def pending_entries(self) -> frozenset[str]:
         """Client ids of the entry orders in flight (sent, not finished): the runtime cancels
@@ -246,7 +264,10 @@ class TradingCore:
             if q is not None:
                 self._quotes.last[symbol] = q
                 self.book.mark(symbol, q[0])
-        self._emit_risk(self.risk.update(now_ms, self.equity()), now_ms)
+        equity = self.equity()
+        if self.start_equity is None:
+            self.start_equity = equity
+        self._emit_risk(self.risk.update(now_ms, equity), now_ms)
         if self._close_all is not None:
             return self.close_all_intents(now_ms)
         return self._exits(list(self.book.holdings), now_ms)

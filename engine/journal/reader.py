@@ -294,6 +294,22 @@ class JournalReader:
                 return _event(*_decoded(path, row))
         return None
 
+    def last_by_symbol(self, *, until_ms: int, kind: str) -> dict[str, JournalEvent]:
+        """Per symbol, its last event (by seq) of `kind` before `until_ms`, however long ago
+        (e.g. the positions held at a time: each symbol's last `position_update`). One pass over
+        each file's rows with only the winners' payloads decoded; a newer file's event wins."""
+        sql = (
+            f"SELECT {_RAW_COLUMNS} FROM events WHERE seq IN "
+            "(SELECT MAX(seq) FROM events WHERE kind = ? AND +ts_ms < ? AND symbol IS NOT NULL GROUP BY symbol)"
+        )
+        found: dict[str, JournalEvent] = {}
+        for path, conn in self._named_files():
+            for row in _scan(path, conn, sql, (kind, until_ms)):
+                ev = _event(*_decoded(path, row))
+                if ev.symbol is not None:
+                    found.setdefault(ev.symbol, ev)
+        return found
+
     def first_event(self, *, since_ms: int, kinds: Sequence[str]) -> JournalEvent | None:
         """The first event (by time) of one of `kinds` at or after `since_ms`: a walk up the
         `events_ts` index, oldest file first, that stops at the first match."""

@@ -34,15 +34,21 @@ class EngineMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.pool_size = Gauge("hotcoin_pool_size", "Candidates in the pool", registry=r)
         self.signals = Counter("hotcoin_signals", "Signal evaluations by decision", ["decision"], registry=r)
         self.orders = Counter("hotcoin_orders", "Orders by result", ["result"], registry=r)
-        self.equity = Gauge("hotcoin_equity_quote", "Equity in the quote asset", registry=r)
-        self.day_pnl = Gauge("hotcoin_day_pnl_quote", "PnL since 00:00 UTC", registry=r)
-        self.unrealised = Gauge("hotcoin_unrealised_pnl_quote", "Unrealised PnL of open positions", registry=r)
-        self.exposure = Gauge("hotcoin_exposure_quote", "Open positions valued at current prices", registry=r)
-        self.positions = Gauge("hotcoin_positions", "Open positions", registry=r)
-        self.engine_state = Gauge("hotcoin_engine_state", "0 tradeable, 1 degraded, 2 blocked", registry=r)
+        # Read from the engine's snapshot, and exported only from the first one on: before it (a
+        # restart's first second or so) they read 0 equity, 0 positions and "tradeable", and every
+        # alert on equity falling or positions at 0 fired at each restart.
+        self.pool_size = Gauge("hotcoin_pool_size", "Candidates in the pool", registry=None)
+        self.equity = Gauge("hotcoin_equity_quote", "Equity in the quote asset", registry=None)
+        self.day_pnl = Gauge("hotcoin_day_pnl_quote", "PnL since 00:00 UTC", registry=None)
+        self.unrealised = Gauge("hotcoin_unrealised_pnl_quote", "Unrealised PnL of open positions", registry=None)
+        self.exposure = Gauge("hotcoin_exposure_quote", "Open positions valued at current prices", registry=None)
+        self.positions = Gauge("hotcoin_positions", "Open positions", registry=None)
+        self.engine_state = Gauge("hotcoin_engine_state", "0 tradeable, 1 degraded, 2 blocked", registry=None)
+        self._unexported: tuple[Gauge, ...] = (
+            self.pool_size, self.equity, self.day_pnl, self.unrealised, self.exposure, self.positions, self.engine_state,
+        )
         self.stream_age = Gauge("hotcoin_stream_age_seconds", "Seconds since a stream's last message", ["stream"], registry=r)
         self.queue_depth = Gauge("hotcoin_queue_depth", "Items waiting in an internal queue", ["queue"], registry=r)
         self.cycle_latency = Histogram(
@@ -62,6 +68,9 @@ class EngineMetrics:
         self.positions.set(len(snap.positions))
         self.unrealised.set(sum(p.unrealised_pnl for p in snap.positions))
         self.engine_state.set(STATE_CODES.get(snap.status.state, -1))
+        for gauge in self._unexported:
+            self.registry.register(gauge)
+        self._unexported = ()
         at = snap.ts_ms if now_ms is None else now_ms
         for stream in snap.status.streams:
             if stream.last_message_ms is not None:

@@ -12,8 +12,11 @@ themselves (a first `state_change` names where it came `from`; a first `run_star
 engine was stopped before it), the last such event before the day however long ago (an engine
 may trade for weeks without a state change), and otherwise "unknown". A `run_start` with no
 `run_stop` before it follows a crash (kill -9, power loss): the run before it is counted in its
-state up to its last journaled event (`run_end_before`) and as stopped from there. Positions
-carried into the day are counted in exposure from their first update.
+state up to its last journaled event (`run_end_before`) and as stopped from there.
+
+Positions carried into the day (`held_before`: each symbol's last `position_update` before it,
+however long ago) count in exposure from the day's start and are open at its end unless the
+day closed them: a position held through a whole day has no update that day.
 
 The run still going at the end of the day's events is checked the same way (`run_tail`): a
 crash with no restart that day must not count the rest of the day in the run's last state. A
@@ -171,6 +174,7 @@ def build_report(
     until_ms: int | None = None,
     run_end: Callable[[JournalEvent], int | None] | None = None,
     tail: RunTail | None = None,
+    held: Mapping[str, float] | None = None,
 ) -> DailyReport:
     """The report of `day` (UTC) from its events in seq order. Events outside the day are
     ignored; `until_ms` ends the span early (a report of today so far), though never before
@@ -182,10 +186,14 @@ def build_report(
     event, from which on it counts as stopped. Without it the whole gap keeps the last state.
 
     `tail` (`run_tail`) says how the run still going after the day's last state event ended:
-    None, it went on past the span (a later event, or a clean `run_stop`)."""
+    None, it went on past the span (a later event, or a clean `run_stop`).
+
+    `held` (`held_before`): the positions carried into the day, symbol -> cost basis."""
     start, day_end = day_bounds(day)
     end = day_end
     tracker = _Tracker(clusters or {})
+    for symbol, cost in (held or {}).items():
+        tracker.hold(symbol, cost)
     realised = fees = 0.0
     trades: list[TradeLine] = []
     opened = count = 0
@@ -289,6 +297,17 @@ def state_before(reader: JournalReader, start_ms: int) -> str | None:
     return str(last.payload.get("to", UNKNOWN))
 
 
+def held_before(reader: JournalReader, start_ms: int) -> dict[str, float]:
+    """The positions held at `start_ms`, symbol -> cost basis, from each symbol's last
+    `position_update` before it (what it left held, at its entry price)."""
+    held = {}
+    for symbol, ev in reader.last_by_symbol(until_ms=start_ms, kind="position_update").items():
+        cost = _num(ev.payload, "quantity") * _num(ev.payload, "entry_price")
+        if cost > 0:
+            held[symbol] = cost
+    return held
+
+
 def run_end_before(reader: JournalReader, run_start: JournalEvent) -> int | None:
     """When the run before `run_start` journaled its last event (None: no event before it).
 
@@ -322,19 +341,30 @@ def load_report(
     journal: Path, day: date, *, clusters: Mapping[str, str] | None = None, now_ms: int | None = None
 ) -> DailyReport:
     """Read `day`'s events from `journal` (main file and archives) and build its report.
-    Blocking (SQLite): call it through `asyncio.to_thread` from async code."""
+    Blocking (SQLite): call it through `asyncio.to_thread` from async code.
+
+    `now_ms` (the wall clock) ends the span of a day not yet over. A journal written on a clock
+    ahead of the wall (`--demo --speed`) can be further on: a day it has moved past is whole,
+    and one it is still in runs to its newest event of any kind (the report's own kinds are
+    rare: a span ending at the last of them counted hours of trading as nothing)."""
     start, end = day_bounds(day)
     with JournalReader(journal) as reader:
         prior = state_before(reader, start)
+        until = now_ms
+        if now_ms is not None and now_ms < end:
+            newest = reader.last_ts_ms()
+            if newest is not None:
+                until = None if newest >= end else max(now_ms, newest + 1)
         events = reader.events(since_ms=start, until_ms=end, kinds=REPORT_KINDS)
         return build_report(
             day,
             events,
             clusters=clusters,
             prior_state=prior,
-            until_ms=now_ms,
+            until_ms=until,
             run_end=lambda run_start: run_end_before(reader, run_start),
             tail=run_tail(reader, end),
+            held=held_before(reader, start),
         )
 
 

@@ -27,7 +27,8 @@ def freeze_startup_heap() -> None:
 
 
 async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: float | None) -> str:
-    """Trade until done; returns a short human summary (run id, trades, PnL, journal)."""
+    """Trade until done; returns a short human summary (run id, trades, this run's PnL and the
+    journal's since it began, journal)."""
     async with open_session(config, options) as session:
         engine = session.engine
         loop = asyncio.get_running_loop()
@@ -45,11 +46,16 @@ async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: f
                 loop.remove_signal_handler(sig)
         snap = engine.hub.latest
         core = engine.core
-        pnl = 0.0 if core is None else core.equity() - config.trading.capital.active.capital
+        equity = None if core is None else core.equity()
+        start = None if core is None else core.start_equity
+        # This run's PnL, then the journal's: the journal's total alone read as this run's.
+        this_run = 0.0 if equity is None or start is None else equity - start
+        total = 0.0 if equity is None else equity - config.trading.capital.active.capital
         held = 0 if core is None else len(core.book.holdings)
         lines = [
             f"run {session.run_id}: {engine.stats.cycles} cycles, {engine.stats.intents} orders, "
-            f"{engine.stats.fills} fills, {held} open position(s), PnL {pnl:+.2f}",
+            f"{engine.stats.fills} fills, {held} open position(s), PnL this run {this_run:+.2f} "
+            f"(since the journal began {total:+.2f})",
             f"state {snap.status.state if snap else 'starting'}; journal {session.journal_path}",
             f"explain: hotcoin traces --journal {session.journal_path}",
         ]

@@ -25,6 +25,11 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      settled for good (`DID_NOT_LAND`, landed late and filled) is not asked about again;
    - **the operator's pause** of new entries: the last `command` event among pause, close-all
      (which pauses too) and resume;
+   - **each coin's last entry or exit**, as the core times its re-entry cool-down
+     (`trading.signals.cooldown_ms`): the latest of its order attempts (an entry or exit the
+     core decided) and its closes, a close timed when the core booked it (the `order_result`
+     that carried the closing fill; a dust write-off's own time). Without it every restart
+     lifted the cool-down of every coin sold before it;
    - **the engine state** the last `state_change` entered, and the times of the recent order
      errors (`order_result`s with an error class, as the runtime counts them): a restart must
      neither lift a block (10 exchange rejections) nor forget the errors still in the window;
@@ -179,6 +184,7 @@ class RecoveredState:
     paused: bool = False  # the operator paused new entries (a pause or close-all not yet resumed)
     engine_state: EngineState = EngineState.TRADEABLE  # where the last state_change went
     order_errors: deque[int] = field(default_factory=lambda: deque(maxlen=ORDER_ERRORS_KEPT))  # their ts_ms
+    last_action_ms: dict[str, int] = field(default_factory=dict)  # symbol -> its last entry or exit (the cool-down's start)
 
     @property
     def empty(self) -> bool:
@@ -212,6 +218,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
     tiers: dict[str, int] = {}  # position trace -> take-profit orders that sold something
     tp_filled: set[str] = set()
     opened_seq: dict[str, int] = {}  # position trace -> seq of its `open` position_update
+    answered: dict[str, int] = {}  # client id -> time of its latest order_result: when the core booked its fills
     unbooked: dict[int, UnbookedFill] = {}
     for ev in events:
         state.last_seq = max(state.last_seq, ev.seq)
@@ -222,6 +229,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             purpose = OrderPurpose(p["purpose"])
             purposes[cid] = purpose
             state.sent_ids.add(cid)
+            _acted(state, ev.symbol, ev.ts_ms)
             parsed = parse_client_order_id(cid)
             if purpose.is_exit and parsed is not None and ev.trace_id is not None:
                 legs[ev.trace_id] = max(legs.get(ev.trace_id, 0), parsed[2])
@@ -233,6 +241,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             )
         elif ev.kind == "order_result":
             cid = str(p["client_order_id"])
+            answered[cid] = ev.ts_ms
             if counts_as_order_error(p):  # what the runtime's state machine counted (`Tap.on_order_error`)
                 state.order_errors.append(ev.ts_ms)
             if p.get("error_class") == "retryable":
@@ -267,6 +276,8 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             state.fills += 1
             state.cash += cash_moved
             cid = fill.client_order_id
+            if change.action == "close":
+                _acted(state, fill.symbol, answered.get(cid, ev.ts_ms))
             purpose = purposes.get(cid, OrderPurpose.ENTRY if fill.side is Side.BUY else OrderPurpose.CLOSE_ALL)
             if purpose is OrderPurpose.TAKE_PROFIT and cid not in tp_filled:
                 tp_filled.add(cid)
@@ -292,6 +303,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             elif p["action"] == "close":
                 if p.get("reason") == WRITE_OFF_REASON:
                     _write_off(state, ev, trace)
+                    _acted(state, ev.symbol, ev.ts_ms)  # the core wrote it off then, no fill says so
                 state.risk.see_close(float(p.get("total_realised_pnl", p.get("realised_pnl", 0.0))))
         elif ev.kind == "risk_event":
             state.risk.see_event(ev.ts_ms, p)
@@ -339,6 +351,12 @@ def _write_down(state: RecoveredState, ev: JournalEvent, trace: str | None, miss
     state.book.write_down(symbol, missing, ev.ts_ms)
 
 
+def _acted(state: RecoveredState, symbol: str | None, ts_ms: int) -> None:
+    """`symbol` was entered or exited at `ts_ms` (`TradingCore.last_action_ms`): its cool-down runs from the latest."""
+    if symbol:
+        state.last_action_ms[symbol] = max(ts_ms, state.last_action_ms.get(symbol, ts_ms))
+
+
 def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
     """`rebuild` from the journal at `path` (main file and archives); an empty state if none yet."""
     from engine.journal.reader import JournalReader
@@ -365,7 +383,7 @@ class Recovery:
         sink = engine.tap
         for u in state.unbooked:
             _journal_update(sink, u, now_ms)
-        core.restore(state.book.holdings, state.cash, state.book.written_off)
+        core.restore(state.book.holdings, state.cash, state.book.written_off, state.last_action_ms)
         core.risk.restore(state.risk, now_ms)
         if state.risk.l5_at_ms is not None:
             engine.state.restore_l5(state.risk.l5_at_ms + int(engine.config.state.l5_cooldown_s * 1000))

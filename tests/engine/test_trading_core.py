@@ -785,3 +785,19 @@ async def test_an_exit_refused_as_sent_backs_off_and_a_position_with_no_coins_le
     (gone,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["reason"] == "missing_on_exchange"]
     assert gone["action"] == "close"
     assert h.core.risk.consecutive_losses == 0
+
+
+async def test_start_equity_is_the_first_marked_equity_also_after_a_restart() -> None:
+    """Where `hotcoin run`'s "PnL this run" starts: the equity at the first prices the core saw,
+    before its first decision; after a restart, what was recovered valued at those prices."""
+    h = Harness(n=1)
+    await h.enter()
+    assert h.core.start_equity == 1000.0  # marked before the entry it then made
+    after = TradingCore(h.settings, h.core.markets, RecordingSink())
+    after.restore(h.core.book.holdings, h.core.cash)
+    (symbol,) = after.book.holdings
+    after.step(mk.book({symbol: ENTRY_PRICE * 1.01}, mk.NOW + 60_000), [], mk.NOW + 60_000)
+    first = after.equity()
+    after.step(mk.book({symbol: ENTRY_PRICE * 1.02}, mk.NOW + 120_000), [], mk.NOW + 120_000)
+    assert after.start_equity == first != after.equity()
+    assert first != h.core.cash + sum(hd.position.quantity * hd.position.entry_price for hd in after.book.holdings.values())

@@ -71,11 +71,13 @@ async def pump_rig(
     broker: Broker | None = None,
     model: ModelLoad | None = None,
     feed_type: type[SimFeed] = SimFeed,
+    start_ms: int = START_MS,
 ) -> AsyncIterator[EngineRig]:
+    """`start_ms`: where the sim clock starts (a restart after an earlier rig's run starts later)."""
     config = config or quiet_config()
-    market = SimMarket(config.sim, START_MS - WARMUP_MS)
-    symbol = script_pump(market, START_MS + 5 * 60_000)
-    feed = feed_type(market, SimClock(START_MS, 1.0), interval_ms=5_000, lockstep=True)
+    market = SimMarket(config.sim, start_ms - WARMUP_MS)
+    symbol = script_pump(market, start_ms + 5 * 60_000)
+    feed = feed_type(market, SimClock(start_ms, 1.0), interval_ms=5_000, lockstep=True)
     ex = config.trading.execution
     broker = broker or PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
     async with Journal.open(journal_path, config.journal) as journal:

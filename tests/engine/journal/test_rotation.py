@@ -162,3 +162,26 @@ async def test_an_interrupted_rotation_is_finished_on_open_and_never_shows_twice
     assert count(target, "SELECT COUNT(*) FROM events") == 5
     with JournalReader(path) as reader:
         assert [e.seq for e in reader.trace(trace.trace_id)] == list(range(1, 12))
+
+
+async def test_last_by_symbol_reads_archives_and_the_newest_file_wins(tmp_path: Path) -> None:
+    """Each symbol's last position update before a time, wherever it lies: DOGE's only in an
+    archive, PEPE's open archived and its close in the main file, SOL's after the time."""
+    path = tmp_path / "j.sqlite"
+
+    def update(j: Journal, symbol: str, ts: int, action: str, qty: float) -> None:
+        j.emit("position_update", ts_ms=ts, symbol=symbol, payload={"action": action, "quantity": qty, "entry_price": 0.3, "realised_pnl": 0.0})
+
+    later = T0 + 2 * DAY_MS
+    async with Journal.open(path, settings()) as j:
+        update(j, "DOGE/USDT", T0, "open", 100.0)
+        update(j, "PEPE/USDT", T0, "open", 50.0)
+        assert await j.rotate(now_ms=later + 1)
+        update(j, "PEPE/USDT", later, "close", 0.0)
+        update(j, "SOL/USDT", later + 10, "open", 1.0)
+    with JournalReader(path) as reader:
+        found = reader.last_by_symbol(until_ms=later + 10, kind="position_update")
+    assert {s: (e.ts_ms, e.payload["quantity"]) for s, e in found.items()} == {
+        "DOGE/USDT": (T0, 100.0),
+        "PEPE/USDT": (later, 0.0),
+    }

@@ -71,6 +71,29 @@ def test_metrics_follow_the_snapshot() -> None:
     assert 'hotcoin_stream_age_seconds{stream="tickers"} 1.5' in text
 
 
+async def test_snapshot_gauges_are_not_exported_before_the_first_snapshot() -> None:
+    """For about a second after a restart, /metrics said equity 0 and 0 positions while the
+    journal held a position: every alert on equity falling or positions at 0 fired at each
+    restart. Those gauges are now absent until a snapshot knows them."""
+    latest: EngineSnapshot | None = None
+    server = OpsServer(EngineMetrics(), lambda: latest, dict, "127.0.0.1", 0, now_ms=lambda: T0)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as r:
+                starting = await r.text()
+            latest = make_snapshot()
+            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as r:
+                known = await r.text()
+    finally:
+        await server.stop()
+    gauges = ("pool_size", "equity_quote", "day_pnl_quote", "unrealised_pnl_quote", "exposure_quote", "positions", "engine_state")
+    for name in gauges:
+        assert f"hotcoin_{name} " not in starting and f"hotcoin_{name} " in known, name
+    assert "hotcoin_positions 1.0" in known
+    assert "hotcoin_cycle_seconds_count 0.0" in starting  # the rest is served from the start, as before
+
+
 def test_feed_errors_are_counters_read_at_each_scrape() -> None:
     """The feed's error tallies were kept and never shown: a feed failing all day looked the
     same on /metrics as a healthy one."""

@@ -180,6 +180,57 @@ async def test_load_report_reads_the_day_and_the_state_it_began_in(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
+    ("after", "end", "shares"),
+    [
+        ([], D0 + 11 * H + 1, {"stopped": 2 * H / (11 * H + 1), "tradeable": 9 * H / (11 * H + 1)}),
+        ([(D1 + H, "signal_snapshot", "A/USDT", SIGNAL)], D1, {"stopped": 2 / 24, "tradeable": 22 / 24}),
+    ],
+    ids=["journal-still-in-the-day", "journal-moved-past-the-day"],
+)  # fmt: skip
+async def test_a_day_ahead_of_the_wall_clock_runs_to_the_journals_newest_event(
+    tmp_path: Path, after: list[tuple[int, str, str | None, dict[str, Any]]], end: int, shares: dict[str, float]
+) -> None:
+    """A demo at --speed ahead of the wall: stopped 00:00-01:00 and 02:00-03:00, trading since
+    03:00 with only signal snapshots after it. The span ended at the last event of the report's
+    own kinds (03:00: stopped 34 % instead of 11 %), and a day the journal had moved past was
+    titled "(so far)"."""
+    path = tmp_path / "journal.sqlite"
+    stop = {"run_id": "r", "reason": "SIGTERM"}
+    async with Journal.open(path) as j:
+        rows = [(D0 + H, "run_start", None, RUN), (D0 + 2 * H, "run_stop", None, stop), (D0 + 3 * H, "run_start", None, RUN)]
+        rows += [(ts, "signal_snapshot", "A/USDT", SIGNAL) for ts in range(D0 + 4 * H, D0 + 12 * H, H)]
+        for ts, kind, symbol, payload in [*rows, *after]:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY, now_ms=D0 - 5 * H)
+    assert r.end_ms == end
+    assert dict(r.state_shares) == pytest.approx(shares)
+    assert render_text(r).startswith(f"Daily report 2026-11-24 UTC{' (so far)' if end < D1 else ''}\n")
+
+
+async def test_a_position_held_through_the_day_is_open_at_its_end(tmp_path: Path) -> None:
+    """DOGE bought the day before and held all day (no update that day) read "open at end 0"
+    and was missing from the exposure; PEPE, carried in and closed at 05:00, counts until then;
+    SOL, closed the day before, is not carried; WIF's part left after a partial close is."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for ts, symbol, payload in [
+            (D0 - 5 * H, "SOL/USDT", pos("open", 1, 100.0)),
+            (D0 - 4 * H, "SOL/USDT", pos("close", 0, 100.0, 2.0)),
+            (D0 - 3 * H, "PEPE/USDT", pos("open", 1_000_000, 0.00001)),
+            (D0 - 2 * H, "DOGE/USDT", pos("open", 100, 0.3)),
+            (D0 - 2 * H, "WIF/USDT", pos("open", 10, 2.0)),
+            (D0 - H, "WIF/USDT", pos("partial_close", 4, 2.0, 1.0)),
+            (D0 + 5 * H, "PEPE/USDT", pos("close", 0, 0.00001, -1.5, total_realised_pnl=-1.5, reason="stop")),
+        ]:
+            j.emit("position_update", ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY, clusters=CLUSTERS)
+    assert r.open_at_end == ("DOGE/USDT", "WIF/USDT")
+    assert {c.cluster: c.peak_exposure for c in r.clusters} == pytest.approx({"meme": 40.0, "WIF/USDT": 8.0})
+    assert (r.trades, r.opened) == (1, 0)
+    assert "open at end 2: DOGE/USDT, WIF/USDT" in render_text(r)
+
+
+@pytest.mark.parametrize(
     ("last", "shares"),
     [(D0 + 6 * H, {"tradeable": 18 / 24, "stopped": 6 / 24}), (D0 - H, {"tradeable": 0.5, "stopped": 0.5}), (None, {"tradeable": 1.0})],
     ids=["died-at-06h", "died-yesterday", "unknown"],

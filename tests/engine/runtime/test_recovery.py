@@ -224,6 +224,80 @@ async def test_paper_restart_restores_positions_seeds_the_guard_and_cancels_lost
     assert entry_id not in attempts
 
 
+async def test_a_restart_keeps_each_coins_re_entry_cool_down(tmp_path: Path) -> None:
+    """With a 6 h cool-down, a coin sold before a restart was bought again right after it: only
+    the coins still held got their last action back. Now every coin's last entry or exit is
+    rebuilt exactly as the core kept it."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.stats.fills >= 2 and engine.core is not None and not engine.core.book.holdings, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        core = engine.core
+        assert core is not None
+        await rig.journal.flush()
+    assert rig.pump_symbol in core.last_action_ms and rig.pump_symbol not in core.book.holdings
+
+    state = read_journal(path, CAPITAL)
+    assert state.last_action_ms == core.last_action_ms
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.core = TradingCore(engine2.config.trading, core.markets, engine2.tap, run_id="after")
+        await Recovery(state).apply(engine2, engine._now + 5_000)
+        assert engine2.core.last_action_ms == core.last_action_ms
+
+
+def _order(sink: RecordingSink, cid: str, trace: str, symbol: str, side: str, purpose: str, ts_ms: int) -> None:
+    sink.emit("order_attempt", ts_ms=ts_ms, trace_id=trace, symbol=symbol,
+              payload={"client_order_id": cid, "side": side, "order_type": "market", "purpose": purpose, "quantity": "1000",
+                       "price": None})  # fmt: skip
+
+
+def _answer(sink: RecordingSink, cid: str, trace: str, symbol: str, status: str, ts_ms: int) -> None:
+    sink.emit("order_result", ts_ms=ts_ms, trace_id=trace, symbol=symbol,
+              payload={"client_order_id": cid, "status": status, "error_class": None})  # fmt: skip
+
+
+def _filled(sink: RecordingSink, cid: str, trace: str, symbol: str, side: str, qty: float, ts_ms: int) -> None:
+    sink.emit("fill", ts_ms=ts_ms, trace_id=trace, symbol=symbol,
+              payload={"client_order_id": cid, "side": side, "price": 0.3, "quantity": qty, "fee_quote": 0.0,
+                       "trade_id": f"{cid}:{ts_ms}"})  # fmt: skip
+
+
+def test_rebuild_times_each_coins_last_action_as_the_core_does() -> None:
+    """The core's cool-down clock: set when it decides an entry or exit (the attempt's time) and
+    when it books a close (the time of the order_result that brought the fill, later than the
+    exchange's trade time when a sync found it) or writes dust off."""
+    sink = RecordingSink()
+    buy, sell = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1), client_order_id(T_DOGE, OrderPurpose.STOP_LOSS, 1)
+    _order(sink, buy, T_DOGE, DOGE, "buy", "entry", T0)
+    _answer(sink, buy, T_DOGE, DOGE, "filled", T0)
+    _filled(sink, buy, T_DOGE, DOGE, "buy", 1000.0, T0)
+    _order(sink, sell, T_DOGE, DOGE, "sell", "stop_loss", T0 + 10_000)
+    _answer(sink, sell, T_DOGE, DOGE, "unknown", T0 + 10_000)
+    _answer(sink, sell, T_DOGE, DOGE, "filled", T0 + 70_000)  # the sync that found it filled
+    _filled(sink, sell, T_DOGE, DOGE, "sell", 1000.0, T0 + 11_000)  # the exchange's trade time
+    buy, sell = client_order_id(T_PEPE, OrderPurpose.ENTRY, 1), client_order_id(T_PEPE, OrderPurpose.STOP_LOSS, 1)
+    _order(sink, buy, T_PEPE, PEPE, "buy", "entry", T0)
+    _answer(sink, buy, T_PEPE, PEPE, "filled", T0)
+    _filled(sink, buy, T_PEPE, PEPE, "buy", 1000.0, T0)
+    _order(sink, sell, T_PEPE, PEPE, "sell", "stop_loss", T0 + 20_000)
+    _answer(sink, sell, T_PEPE, PEPE, "filled", T0 + 20_000)
+    _filled(sink, sell, T_PEPE, PEPE, "sell", 999.9, T0 + 20_000)
+    sink.emit("position_update", ts_ms=T0 + 90_000, trace_id=T_PEPE, symbol=PEPE,
+              payload={"action": "close", "quantity": 0.0, "entry_price": 0.3, "realised_pnl": 0.0, "reason": "dust",
+                       "position_trace_id": T_PEPE})  # fmt: skip
+    refused = client_order_id(T_WIF, OrderPurpose.ENTRY, 1)
+    _order(sink, refused, T_WIF, WIF, "buy", "entry", T0 + 5_000)
+    _answer(sink, refused, T_WIF, WIF, "rejected", T0 + 5_000)
+
+    state = rebuild(sink.events, CAPITAL)
+    assert state.book.holdings == {} and state.anomalies == []
+    assert state.last_action_ms == {DOGE: T0 + 70_000, PEPE: T0 + 90_000, WIF: T0 + 5_000}
+
+
 async def test_a_restart_keeps_the_days_loss_limit_and_the_l5_block(tmp_path: Path) -> None:
     """A crash after an L5 day (the service restarts it) used to lift the daily loss limit and
     the 24 h block: the new run re-marked its start-of-day equity at the reduced equity."""
@@ -566,7 +640,8 @@ async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, ca
 
     state = read_journal(path, CAPITAL)
     assert state.paused
-    async with pump_rig(path) as rig2:
+    # An hour later, past the coin's re-entry cool-down: only the pause keeps it out.
+    async with pump_rig(path, start_ms=engine._now + 3_600_000) as rig2:
         engine2 = rig2.engine
         engine2.recovery = Recovery(state)
         task = asyncio.create_task(engine2.run())

@@ -1,0 +1,31 @@
+"""`hotcoin run`'s exit summary: this run's PnL, and the journal's since it began, each labelled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.config import load_config
+from engine.journal.writer import Journal
+from engine.runtime.headless import run_headless
+from engine.runtime.session import RunOptions
+from tests.kit.domain import T0
+
+DOGE, TRACE = "DOGE/USDT", "d0d0d0d0d0d0d0d0"
+
+
+async def test_the_summary_tells_this_runs_pnl_from_the_journals(tmp_path: Path) -> None:
+    """A journal already up 100 (an earlier run bought DOGE at 0.30 and sold at 0.40); a run that
+    trades nothing printed `PnL +100.00` as its own."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for side, price in (("buy", 0.3), ("sell", 0.4)):
+            j.emit("fill", ts_ms=T0, trace_id=TRACE, symbol=DOGE,
+                   payload={"client_order_id": f"hc-{TRACE}-{side}", "side": side, "price": price, "quantity": 1000.0,
+                            "fee_quote": 0.0, "trade_id": side})  # fmt: skip
+    cli = {"journal.path": str(path), "paths.data_dir": str(tmp_path), "sim.symbols": 40, "sim.pumps_per_day": 0,
+           "sim.dumps_per_day": 0, "sim.listings_per_day": 0}  # fmt: skip
+    config = load_config(env={}, cli=cli).config
+    options = RunOptions(http=False, attach_socket=False, demo_pump=False, lockstep_ms=5_000)
+    summary = await run_headless(config, options, duration_s=0)
+    first = summary.splitlines()[0]
+    assert first.endswith("0 orders, 0 fills, 0 open position(s), PnL this run +0.00 (since the journal began +100.00)"), first
