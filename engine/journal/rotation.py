@@ -4,9 +4,13 @@ Why: the main file is what the writer appends to and what `replay` searches firs
 bounded keeps both fast and lets an operator ship or delete old history by file.
 
 How (inside the writer's own connection, so there is one writer per database):
-1. `plan` (pure) picks a seq range `[first, last]` at the old end of the main file: everything
-   older than `rotate_max_age_days` before the newest event, and, past `rotate_max_bytes` of
-   used pages, enough of the oldest events to bring the file down to half of that.
+1. `plan` (pure) picks a seq range `[first, last]` at the old end of the main file: once its
+   oldest event is twice `rotate_max_age_days` old, everything older than `rotate_max_age_days`
+   (before the newest event), and, past `rotate_max_bytes` of used pages, enough of the oldest
+   events to bring the file down to half of that. The factor two is what makes age rotation
+   write one archive per age period (each holding about `rotate_max_age_days` of history)
+   rather than one per check: moving whatever just aged at every 60-s check made one-event
+   archives, so `retention_archives` counted minutes of history instead of months.
 2. `move_range` records the plan in `meta` ('rotation'), ATTACHes the archive file and, chunk by
    chunk, copies events and their `traces` rows (INSERT OR IGNORE) then deletes them from main.
    Copy and delete are separate commits: a crash between them leaves a duplicate (the reader
@@ -47,7 +51,7 @@ class MainFileState:
     used_bytes: int  # pages in use (a DELETE frees pages for reuse; the file itself does not shrink)
     first_seq: int | None
     last_seq: int | None
-    aged_seq: int | None  # seq of the newest event older than the age limit, if any
+    aged_seq: int | None  # seq of the newest event older than the age limit, once one is twice as old
 
 
 def plan(state: MainFileState, *, max_bytes: int, keep_fraction: float = 0.5) -> tuple[int, int] | None:
@@ -73,9 +77,13 @@ async def measure(conn: aiosqlite.Connection, *, now_ms: int, max_age_days: floa
     async with conn.execute(MIN_MAX.format(column="seq", table="events")) as cur:
         row = await cur.fetchone()
     first, last = (row[0], row[1]) if row else (None, None)
-    cutoff = now_ms - int(max_age_days * DAY_MS)
-    # Newest event before the cutoff, found through the ts index without scanning the old ones.
-    aged = await _scalar(conn, "SELECT seq FROM events WHERE ts_ms < ? ORDER BY ts_ms DESC LIMIT 1", (cutoff,))
+    age_ms = int(max_age_days * DAY_MS)
+    cutoff = now_ms - age_ms
+    oldest = await _scalar(conn, "SELECT MIN(ts_ms) FROM events")
+    aged = None
+    if oldest is not None and oldest <= cutoff - age_ms:  # one archive per age period, see the module doc
+        # Newest event before the cutoff, found through the ts index without scanning the old ones.
+        aged = await _scalar(conn, "SELECT seq FROM events WHERE ts_ms < ? ORDER BY ts_ms DESC LIMIT 1", (cutoff,))
     return MainFileState(((page_count or 0) - (free or 0)) * (page_size or 0), first, last, aged)
 
 

@@ -20,7 +20,12 @@ class JournalSection(Section):
     rotate_max_bytes: int = Field(
         2_000_000_000, ge=1_000_000, description="Move old events to an archive file past this main-file size."
     )
-    rotate_max_age_days: float = Field(30.0, gt=0, description="Move events older than this to an archive file.")
+    rotate_max_age_days: float = Field(
+        30.0,
+        gt=0,
+        description="Once the main file's oldest event is twice this old, move the events older than this "
+        "to an archive file: one archive per this many days of history.",
+    )
     retention_archives: int = Field(
         24, ge=0, description="Archive files kept; the oldest beyond this are deleted (0 keeps all)."
     )

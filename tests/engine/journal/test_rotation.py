@@ -127,7 +127,7 @@ async def test_retention_deletes_the_oldest_archives_and_seq_survives_them(tmp_p
         for day in range(4):
             for i in range(5):
                 j.emit("fill", ts_ms=T0 + day * 2 * DAY_MS + i, payload=FILL)
-            await j.rotate(now_ms=T0 + (day * 2 + 1) * DAY_MS + 10)  # everything written so far is old
+            await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS + 10)  # everything written so far is old
         assert j.stats.archives_deleted == 2
     assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15), (16, 20)]
     assert count(path, "SELECT COUNT(*) FROM events") == 0
@@ -162,3 +162,20 @@ async def test_an_interrupted_rotation_is_finished_on_open_and_never_shows_twice
     assert count(target, "SELECT COUNT(*) FROM events") == 5
     with JournalReader(path) as reader:
         assert [e.seq for e in reader.trace(trace.trace_id)] == list(range(1, 12))
+
+
+TICK = {"code": "tick", "level": "L1", "detail": "quiet minute", "value": None, "threshold": None}
+
+
+async def test_age_rotation_writes_one_archive_per_age_period_not_one_per_check(tmp_path: Path) -> None:
+    """A quiet engine past the age limit, checked every 'minute': moving whatever had just aged
+    at each check made one tiny archive per check, so retention kept minutes of history."""
+    path = tmp_path / "j.sqlite"
+    hour = DAY_MS // 24
+    async with Journal.open(path, settings(), rotation_check_s=1e9) as j:
+        for h in range(24 * 5):  # five days of one event an hour, a rotation check after each
+            j.emit("risk_event", ts_ms=T0 + h * hour, payload=TICK)
+            await j.rotate()
+    # one archive a day (the age), each a day of events: at 2, 3 and 4 days, never in between
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 24), (25, 48), (49, 72)]
+    assert count(path, "SELECT MIN(seq) FROM events") == 73
