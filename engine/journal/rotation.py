@@ -15,7 +15,12 @@ How (inside the writer's own connection, so there is one writer per database):
    chunk, copies events and their `traces` rows (INSERT OR IGNORE) then deletes them from main.
    Copy and delete are separate commits: a crash between them leaves a duplicate (the reader
    de-duplicates by seq), never a loss, and `resume` finishes the job on the next open.
-3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`.
+3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`, except
+   those holding an event restart recovery rebuilds money or orders from (`RECOVERY_KINDS`):
+   recovery replays every fill ever journaled for the cash, realised PnL and held positions, so
+   deleting an old fill booked the wrong cash after a restart (and deleting a held position's
+   opening fill forgot the position). Until recovery can start from a journaled checkpoint,
+   only archives of market and decision history (candles, signals, risk checks) are deleted.
 
 Archives hold the same trading record as the main file, so they are as private: a new archive
 folder is 0700 and a new archive 0600 (SQLite gives its -journal the archive's mode), set
@@ -30,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,9 @@ from engine.journal.schema import MIN_MAX, ddl, indexes
 
 DAY_MS = 86_400_000
 CHUNK_EVENTS = 20_000
+# The kinds `engine.runtime.recovery.rebuild` books cash, positions, orders and the operator's
+# pause from: an archive holding one is never deleted by retention.
+RECOVERY_KINDS = ("fill", "order_attempt", "order_result", "position_update", "command")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,16 +180,32 @@ def _create_private(target: Path) -> None:
         os.close(fd)
 
 
-def enforce_retention(journal: Path, keep: int) -> list[Path]:
-    """Delete the oldest archives beyond `keep` (0 keeps all); returns what was deleted."""
+def enforce_retention(journal: Path, keep: int) -> tuple[list[Path], list[Path]]:
+    """Delete the oldest archives beyond `keep` (0 keeps all) that recovery does not need;
+    returns (deleted, kept because recovery needs them). Blocking (each candidate is searched
+    for a `RECOVERY_KINDS` event, a scan when it has none): run it off the event loop."""
     if keep <= 0:
-        return []
+        return [], []
     archives = list_archives(journal)
-    doomed = [a.path for a in archives[: max(0, len(archives) - keep)]]
+    beyond = [a.path for a in archives[: max(0, len(archives) - keep)]]
+    needed = [path for path in beyond if _recovery_needs(path)]
+    doomed = [path for path in beyond if path not in needed]
     for path in doomed:
         for leftover in (path, path.with_name(path.name + "-journal")):
             leftover.unlink(missing_ok=True)
-    return doomed
+    return doomed, needed
+
+
+def _recovery_needs(archive: Path) -> bool:
+    """Whether the archive holds an event recovery reads (see `RECOVERY_KINDS`); an archive that
+    cannot be read is kept too: deleting is the one step that cannot be undone."""
+    marks = ", ".join("?" * len(RECOVERY_KINDS))
+    try:
+        with closing(sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            row = conn.execute(f"SELECT 1 FROM events WHERE kind IN ({marks}) LIMIT 1", RECOVERY_KINDS).fetchone()
+    except sqlite3.Error:
+        return True
+    return row is not None
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> Any:

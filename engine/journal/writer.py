@@ -415,8 +415,19 @@ class Journal:
                 raise JournalError(f"journal rotation of seq {span[0]}..{span[1]} failed: {exc}") from exc
             self.stats.rotations += 1
             self._known = {t: first for t, first in self._known.items() if first > span[1]}
-            self.stats.archives_deleted += len(rotation.enforce_retention(self.path, settings.retention_archives))
+            await self._retain()
             return [archive]
+
+    async def _retain(self) -> None:
+        """Apply `retention_archives`, saying which archives it keeps beyond it, and why."""
+        deleted, needed = await asyncio.to_thread(rotation.enforce_retention, self.path, self.settings.retention_archives)
+        self.stats.archives_deleted += len(deleted)
+        if needed:
+            log.info(
+                "journal %s: keeping %d archive(s) beyond retention_archives=%d (%s): they hold fills or "
+                "orders that restart recovery replays",
+                self.path, len(needed), self.settings.retention_archives, ", ".join(p.name for p in needed),
+            )
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

@@ -27,5 +27,9 @@ class JournalSection(Section):
         "to an archive file: one archive per this many days of history.",
     )
     retention_archives: int = Field(
-        24, ge=0, description="Archive files kept; the oldest beyond this are deleted (0 keeps all)."
+        24,
+        ge=0,
+        description="Archive files kept (one per rotate_max_age_days of history, or per size rotation); the "
+        "oldest beyond this are deleted (0 keeps all), except any holding a fill, an order or an operator "
+        "command: restart recovery replays every one of those for the cash, realised PnL and held positions.",
     )

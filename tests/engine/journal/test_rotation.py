@@ -15,11 +15,13 @@ from engine.journal.rotation import DAY_MS, MainFileState, plan
 from engine.journal.schema import ddl
 from engine.journal.trace import summarise
 from engine.journal.writer import Journal
+from engine.runtime.recovery import read_journal
 from tests.kit.domain import T0
 from tests.kit.events import entered_trace, filter_rejected_trace, rule_rejected_trace
 from tests.kit.waiting import eventually
 
 FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
+TICK = {"code": "tick", "level": "L1", "detail": "quiet minute", "value": None, "threshold": None}
 
 
 def settings(**overrides: Any) -> JournalSection:
@@ -126,7 +128,7 @@ async def test_retention_deletes_the_oldest_archives_and_seq_survives_them(tmp_p
     async with Journal.open(path, settings(retention_archives=2)) as j:
         for day in range(4):
             for i in range(5):
-                j.emit("fill", ts_ms=T0 + day * 2 * DAY_MS + i, payload=FILL)
+                j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS + i, payload=TICK)
             await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS + 10)  # everything written so far is old
         assert j.stats.archives_deleted == 2
     assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15), (16, 20)]
@@ -164,8 +166,6 @@ async def test_an_interrupted_rotation_is_finished_on_open_and_never_shows_twice
         assert [e.seq for e in reader.trace(trace.trace_id)] == list(range(1, 12))
 
 
-TICK = {"code": "tick", "level": "L1", "detail": "quiet minute", "value": None, "threshold": None}
-
 
 async def test_age_rotation_writes_one_archive_per_age_period_not_one_per_check(tmp_path: Path) -> None:
     """A quiet engine past the age limit, checked every 'minute': moving whatever had just aged
@@ -179,3 +179,20 @@ async def test_age_rotation_writes_one_archive_per_age_period_not_one_per_check(
     # one archive a day (the age), each a day of events: at 2, 3 and 4 days, never in between
     assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 24), (25, 48), (49, 72)]
     assert count(path, "SELECT MIN(seq) FROM events") == 73
+
+
+async def test_retention_never_deletes_an_archive_recovery_replays(tmp_path: Path) -> None:
+    """Recovery books cash and positions from every fill journaled: retention deleting the
+    archive of an old buy booked the wrong cash after a restart and forgot the position."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(retention_archives=1)) as j:
+        j.emit("fill", ts_ms=T0, symbol="DOGE/USDT", trace_id="t1", payload=FILL)  # a position still held
+        for day in range(1, 4):
+            for i in range(5):
+                j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS + i, payload=TICK)
+            await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS + 10)
+        assert j.stats.archives_deleted == 1
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 6), (12, 16)]  # (7, 11) deleted, (1, 6) kept
+    recovered = read_journal(path, 100.0)
+    assert recovered.cash == pytest.approx(100.0 - 30.03)
+    assert list(recovered.book.holdings) == ["DOGE/USDT"]
