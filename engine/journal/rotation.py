@@ -150,13 +150,15 @@ async def move_range(
     return target
 
 
-async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> Path | None:
-    """Finish a rotation that a crash interrupted (copying again is harmless: INSERT OR IGNORE)."""
+async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> tuple[int, int, Path] | None:
+    """Finish a rotation that a crash interrupted (copying again is harmless: INSERT OR IGNORE);
+    returns the seq range and archive it finished, for the caller to say so."""
     raw = await _scalar(conn, "SELECT value FROM meta WHERE key = 'rotation'")
     if raw is None:
         return None
     todo = orjson.loads(raw)
-    return await move_range(conn, journal, int(todo["first"]), int(todo["last"]), lock)
+    first, last = int(todo["first"]), int(todo["last"])
+    return first, last, await move_range(conn, journal, first, last, lock)
 
 
 def _create_private(target: Path) -> None:

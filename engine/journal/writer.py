@@ -39,7 +39,8 @@ fill that opened a position may be among them), with their own seqs, and renames
 rather than guessed at.
 
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
-and when forced with `await journal.rotate(now_ms)`.
+and when forced with `await journal.rotate(now_ms)`. One a crash interrupted is finished by the
+next `open`, with a warning naming the seqs moved and the archive, and retention after it.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ class Journal:
                 await conn.execute(stmt)
             await _claim_schema_version(conn, path)
             await conn.commit()
-            await rotation.resume(conn, path, asyncio.Lock())
+            resumed = await rotation.resume(conn, path, asyncio.Lock())
             last = await _highest_seq(conn, path)
         except sqlite3.Error as exc:
             await conn.close()
@@ -193,6 +194,8 @@ class Journal:
         journal = cls(path, conn, settings, last, rotation_check_s, spill_dir)
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
+            if resumed is not None:
+                await journal._resumed(*resumed)
             await journal._take_back_spills()
             yield journal
         finally:
@@ -417,6 +420,15 @@ class Journal:
             self._known = {t: first for t, first in self._known.items() if first > span[1]}
             await self._retain()
             return [archive]
+
+    async def _resumed(self, first: int, last: int, archive: Path) -> None:
+        """Say that open finished a rotation a crash interrupted, then apply the retention that
+        rotation did not get to: an operator finds out why an archive appeared at start."""
+        log.warning(
+            "journal %s: finished a rotation a crash had interrupted: moved seq %d..%d to %s",
+            self.path, first, last, archive,
+        )
+        await self._retain()
 
     async def _retain(self) -> None:
         """Apply `retention_archives`, saying which archives it keeps beyond it, and why."""

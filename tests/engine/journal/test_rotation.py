@@ -196,3 +196,33 @@ async def test_retention_never_deletes_an_archive_recovery_replays(tmp_path: Pat
     recovered = read_journal(path, 100.0)
     assert recovered.cash == pytest.approx(100.0 - 30.03)
     assert list(recovered.book.holdings) == ["DOGE/USDT"]
+
+
+async def test_open_says_it_finished_an_interrupted_rotation_and_applies_retention(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        for i in range(10):
+            j.emit("risk_event", ts_ms=T0 + i, payload=TICK)
+        (first,) = await j.rotate(now_ms=T0 + 2 * DAY_MS)  # seqs 1..10: a quiet archive
+        for i in range(5):
+            j.emit("risk_event", ts_ms=T0 + 2 * DAY_MS + i, payload=TICK)
+    # Crash after copying seqs 11..15 into their archive, before deleting them from the main file.
+    target = archive_dir(path) / "j-11-15.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("ATTACH DATABASE ? AS arc", (str(target),))
+        for stmt in ddl("arc"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO arc.events SELECT * FROM events WHERE seq BETWEEN 11 AND 15")
+        conn.execute("""INSERT INTO meta VALUES ('rotation', '{"archive": "j-11-15.sqlite", "first": 11, "last": 15}')""")
+        conn.commit()
+        conn.execute("DETACH DATABASE arc")
+    with caplog.at_level("WARNING", logger="hotcoin.journal"):
+        async with Journal.open(path, settings(retention_archives=1)) as j:
+            assert j.stats.archives_deleted == 1
+    assert [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()] == [
+        f"journal {path}: finished a rotation a crash had interrupted: moved seq 11..15 to {target}"
+    ]
+    assert not first.exists()
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15)]
