@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import stat
@@ -226,3 +227,38 @@ async def test_open_says_it_finished_an_interrupted_rotation_and_applies_retenti
     ]
     assert not first.exists()
     assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15)]
+
+
+async def _ticks(path: Path, n: int, ts_ms: int) -> None:
+    async with Journal.open(path, settings()) as j:
+        for i in range(n):
+            j.emit("risk_event", ts_ms=ts_ms + i, payload=TICK)
+
+
+async def _rotate_all(path: Path, now_ms: int) -> None:
+    async with Journal.open(path, settings()) as j:
+        await j.rotate(now_ms=now_ms)
+
+
+async def test_a_reader_opened_before_a_rotation_still_exports_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    await _ticks(path, 20, T0)
+    with JournalReader(path) as reader:  # e.g. `hotcoin journal export` starting
+        await _rotate_all(path, T0 + 2 * DAY_MS)  # the engine moves seqs 1..20 to an archive
+        assert count(path, "SELECT COUNT(*) FROM events") == 0
+        lines = io.BytesIO()
+        assert reader.export_jsonl(lines) == 20
+        assert [e.seq for e in reader.events()] == list(range(1, 21))
+
+
+async def test_a_rotation_in_the_middle_of_a_read_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    await _ticks(path, 10, T0)
+    await _rotate_all(path, T0 + 2 * DAY_MS)  # seqs 1..10 in an archive
+    await _ticks(path, 10, T0 + 2 * DAY_MS)  # seqs 11..20 in the main file
+    with JournalReader(path) as reader:
+        events = reader.events()
+        seen = [next(events).seq]  # reading the archive
+        await _rotate_all(path, T0 + 4 * DAY_MS)  # seqs 11..20 move to a new archive meanwhile
+        seen += [e.seq for e in events]
+    assert seen == list(range(1, 21))
