@@ -22,6 +22,15 @@ How (inside the writer's own connection, so there is one writer per database):
    opening fill forgot the position). Until recovery can start from a journaled checkpoint,
    only archives of market and decision history (candles, signals, risk checks) are deleted.
 
+4. `reclaim` then gives the emptied pages back to the file system (`PRAGMA incremental_vacuum`,
+   a few thousand pages per lock hold, so the writer's batches go on in between): a DELETE only
+   frees pages for reuse, and the main file kept its peak size for good. It needs the file's
+   `auto_vacuum=INCREMENTAL`, which SQLite sets only when a file is created: a journal made
+   before it says so at its first rotation, and shrinks after a one-off, with the engine
+   stopped: `sqlite3 journal.sqlite 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'` (it rewrites the
+   file, needing as much free disk again; not done at start, where it would stall a restart for
+   minutes on a large journal).
+
 Archives hold the same trading record as the main file, so they are as private: a new archive
 folder is 0700 and a new archive 0600 (SQLite gives its -journal the archive's mode), set
 explicitly rather than left to the process umask, which only `hotcoin` itself tightens.
@@ -49,6 +58,7 @@ from engine.journal.schema import MIN_MAX, ddl, indexes
 
 DAY_MS = 86_400_000
 CHUNK_EVENTS = 20_000
+VACUUM_PAGES = 2_000  # pages `reclaim` frees per lock hold (8 MB of 4-KiB pages)
 # The kinds `engine.runtime.recovery.rebuild` books cash, positions, orders and the operator's
 # pause from: an archive holding one is never deleted by retention.
 RECOVERY_KINDS = ("fill", "order_attempt", "order_result", "position_update", "command")
@@ -58,7 +68,7 @@ RECOVERY_KINDS = ("fill", "order_attempt", "order_result", "position_update", "c
 class MainFileState:
     """What `plan` needs to know about the main file."""
 
-    used_bytes: int  # pages in use (a DELETE frees pages for reuse; the file itself does not shrink)
+    used_bytes: int  # pages in use (a DELETE frees pages for reuse; `reclaim` then shrinks the file)
     first_seq: int | None
     last_seq: int | None
     aged_seq: int | None  # seq of the newest event older than the age limit, once one is twice as old
@@ -148,6 +158,23 @@ async def move_range(
         async with lock:
             await conn.execute("DETACH DATABASE arc")
     return target
+
+
+async def reclaim(conn: aiosqlite.Connection, lock: asyncio.Lock, *, pages: int = VACUUM_PAGES) -> bool:
+    """Give the main file's free pages back to the file system, `pages` per lock hold; False
+    when the file has no `auto_vacuum=INCREMENTAL` (made before it: see the module doc)."""
+    async with lock:
+        if await _scalar(conn, "PRAGMA auto_vacuum") != 2:  # 2: INCREMENTAL
+            return False
+    while True:
+        async with lock:
+            if not await _scalar(conn, "PRAGMA freelist_count"):
+                break
+            # executescript steps the pragma to the end; a plain execute frees a single page
+            await conn.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+    async with lock:
+        await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the file shrinks at the checkpoint
+    return True
 
 
 async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> tuple[int, int, Path] | None:

@@ -157,6 +157,7 @@ class Journal:
         self._rotate_lock = asyncio.Lock()
         self._rotation_check_s = rotation_check_s
         self._last_rotation_check = time.monotonic()
+        self._told_no_vacuum = False
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
@@ -418,8 +419,24 @@ class Journal:
                 raise JournalError(f"journal rotation of seq {span[0]}..{span[1]} failed: {exc}") from exc
             self.stats.rotations += 1
             self._known = {t: first for t, first in self._known.items() if first > span[1]}
+            await self._reclaim()
             await self._retain()
             return [archive]
+
+    async def _reclaim(self) -> None:
+        """Shrink the main file after a rotation; a file made without auto_vacuum is named once
+        per run, with the one-off command that lets it shrink (see `rotation`)."""
+        try:
+            shrinks = await rotation.reclaim(self._conn, self._db_lock)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: reclaiming the space a rotation freed failed: {exc}") from exc
+        if not shrinks and not self._told_no_vacuum:
+            self._told_no_vacuum = True
+            log.warning(
+                "journal %s was made before hotcoin reclaimed rotated space, so it keeps its largest size; "
+                "to let it shrink, stop the engine and run once: sqlite3 %s 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'",
+                self.path, self.path,
+            )
 
     async def _resumed(self, first: int, last: int, archive: Path) -> None:
         """Say that open finished a rotation a crash interrupted, then apply the retention that

@@ -18,7 +18,11 @@ class JournalSection(Section):
         "new market data until the writer catches up (events are never dropped).",
     )
     rotate_max_bytes: int = Field(
-        2_000_000_000, ge=1_000_000, description="Move old events to an archive file past this main-file size."
+        2_000_000_000,
+        ge=1_000_000,
+        description="Past this many bytes of the main file's pages in use, move its oldest events to an archive "
+        "file until half of it is left; the file then shrinks to match (a journal file made before hotcoin "
+        "reclaimed that space needs a one-off VACUUM first: its first rotation logs the command).",
     )
     rotate_max_age_days: float = Field(
         30.0,

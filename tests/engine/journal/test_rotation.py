@@ -262,3 +262,37 @@ async def test_a_rotation_in_the_middle_of_a_read_loses_nothing(tmp_path: Path) 
         await _rotate_all(path, T0 + 4 * DAY_MS)  # seqs 11..20 move to a new archive meanwhile
         seen += [e.seq for e in events]
     assert seen == list(range(1, 21))
+
+
+async def test_size_rotation_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None:
+    """A DELETE only frees pages for reuse: the main file kept its peak size for good."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(rotate_max_bytes=1_000_000, rotate_max_age_days=3650)) as j:
+        for i in range(1000):
+            entered_trace(j, symbol=f"C{i}/USDT", ts_ms=T0 + i * 1000)
+        await j.flush()
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        peak = path.stat().st_size
+        assert peak > 3_000_000
+        await j.rotate()
+        assert count(path, "PRAGMA freelist_count") == 0
+        assert path.stat().st_size < peak / 2
+
+
+async def test_a_journal_made_without_auto_vacuum_names_the_one_off_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.sqlite"
+    with sqlite3.connect(path) as conn:  # a journal as earlier releases made it
+        for stmt in ddl():
+            conn.execute(stmt)
+    with caplog.at_level("WARNING", logger="hotcoin.journal"):
+        async with Journal.open(path, settings()) as j:
+            for day in range(2):
+                j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS, payload=TICK)
+                await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS)
+            assert j.stats.rotations == 2
+    told = [r.getMessage() for r in caplog.records if "VACUUM" in r.getMessage()]
+    assert len(told) == 1  # once per run
+    assert "PRAGMA auto_vacuum=INCREMENTAL; VACUUM;" in told[0]
