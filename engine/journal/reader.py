@@ -8,7 +8,9 @@ questions are about recent traces.
 Lookups go through indexes only: a trace's events by `events_trace` (one seek per seq bucket,
 see `schema`), a prefix by a range on the same index (`trace_id >= p AND trace_id < p ||
 U+10FFFF`), listings by the `traces` rowid (first_seq). Events duplicated by an interrupted
-rotation (see `rotation`) are returned once.
+rotation (see `rotation`) are returned once. The archives are listed again at each read, and a
+read in seq order checks that the main file continues where the archives ended: a reader open
+across the engine's rotation reads the moved events from their new archive instead of losing them.
 
 Damage is named, never a traceback: an event's text columns are read as bytes and decoded
 here, so a row that no longer decodes (or whose payload is not a JSON object) raises
@@ -315,7 +317,7 @@ class JournalReader:
         `events_ts` index, oldest file first, that stops at the first match."""
         marks = ", ".join("?" * len(kinds))
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE ts_ms >= ? AND kind IN ({marks}) ORDER BY ts_ms, seq LIMIT 1"
-        for path, conn in reversed(list(self._named_files())):
+        for path, conn in (*self._archives_oldest_first(), (self.path, self._main)):
             for row in _scan(path, conn, sql, (since_ms, *kinds)):
                 return _event(*_decoded(path, row))
         return None
@@ -377,11 +379,34 @@ class JournalReader:
             params.extend(kinds)
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
         last = 0
-        for path, conn in reversed(list(self._named_files())):  # oldest archive first, main last
+        for path, conn in self._archives_oldest_first():
             for row in _scan(path, conn, sql, params):
                 if row[0] > last:  # a rotation interrupted between copy and delete duplicates rows
                     last = row[0]
                     yield path, row
+        # The main file last, in one read transaction: its snapshot cannot move while it is read.
+        # Events it no longer holds below its first seq were moved by a rotation since the
+        # archives were listed (their copy is committed before their delete): read them from
+        # the archives listed now, or an export running across a rotation silently lost them.
+        main = self._main
+        began = not main.in_transaction
+        if began:
+            main.execute("BEGIN")
+        try:
+            (first,) = main.execute("SELECT MIN(seq) FROM events").fetchone()
+            if first is None or first > last + 1:
+                for path, conn in self._archives_oldest_first(after=last):
+                    for row in _scan(path, conn, sql, params):
+                        if last < row[0] and (first is None or row[0] < first):
+                            last = row[0]
+                            yield path, row
+            for row in _scan(self.path, main, sql, params):
+                if row[0] > last:
+                    last = row[0]
+                    yield self.path, row
+        finally:
+            if began:
+                main.rollback()
 
     def last_ts_ms(self) -> int | None:
         """The newest event time in the journal (main file, else the newest archive with events);
@@ -421,15 +446,36 @@ class JournalReader:
             yield conn
 
     def _named_files(self) -> Iterator[tuple[Path, sqlite3.Connection]]:
-        """Main file, then archives newest first; an archive deleted meanwhile is skipped."""
+        """Main file, then archives newest first; an archive deleted meanwhile is skipped. The
+        archives are listed after the main file was read, so events a rotation moved out of it
+        meanwhile are in one of them (a rotation creates its archive before it moves anything)."""
         yield self.path, self._main
+        self.archives = list_archives(self.path)
         for archive in reversed(self.archives):
             conn = self._archive(archive.path)
             if conn is not None:
                 yield archive.path, conn
 
+    def _archives_oldest_first(self, after: int = 0) -> Iterator[tuple[Path, sqlite3.Connection]]:
+        """The archives as listed now, oldest first, those holding seqs above `after`; an archive
+        deleted meanwhile is skipped."""
+        self.archives = list_archives(self.path)
+        for archive in self.archives:
+            if archive.last_seq <= after:
+                continue
+            conn = self._archive(archive.path)
+            if conn is not None:
+                yield archive.path, conn
+
     def _archive(self, path: Path) -> sqlite3.Connection | None:
+        """The archive's connection, opened once; None for one deleted since it was listed, or
+        still empty (a rotation just made it), asked again next time."""
         if path not in self._archive_conns:
+            try:
+                if path.stat().st_size == 0:
+                    return None
+            except FileNotFoundError:
+                return None
             try:
                 self._archive_conns[path] = _connect_ro(path)
             except sqlite3.Error:

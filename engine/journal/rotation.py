@@ -4,14 +4,32 @@ Why: the main file is what the writer appends to and what `replay` searches firs
 bounded keeps both fast and lets an operator ship or delete old history by file.
 
 How (inside the writer's own connection, so there is one writer per database):
-1. `plan` (pure) picks a seq range `[first, last]` at the old end of the main file: everything
-   older than `rotate_max_age_days` before the newest event, and, past `rotate_max_bytes` of
-   used pages, enough of the oldest events to bring the file down to half of that.
+1. `plan` (pure) picks a seq range `[first, last]` at the old end of the main file: once its
+   oldest event is twice `rotate_max_age_days` old, everything older than `rotate_max_age_days`
+   (before the newest event), and, past `rotate_max_bytes` of used pages, enough of the oldest
+   events to bring the file down to half of that. The factor two is what makes age rotation
+   write one archive per age period (each holding about `rotate_max_age_days` of history)
+   rather than one per check: moving whatever just aged at every 60-s check made one-event
+   archives, so `retention_archives` counted minutes of history instead of months.
 2. `move_range` records the plan in `meta` ('rotation'), ATTACHes the archive file and, chunk by
    chunk, copies events and their `traces` rows (INSERT OR IGNORE) then deletes them from main.
    Copy and delete are separate commits: a crash between them leaves a duplicate (the reader
    de-duplicates by seq), never a loss, and `resume` finishes the job on the next open.
-3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`.
+3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`, except
+   those holding an event restart recovery rebuilds money or orders from (`RECOVERY_KINDS`):
+   recovery replays every fill ever journaled for the cash, realised PnL and held positions, so
+   deleting an old fill booked the wrong cash after a restart (and deleting a held position's
+   opening fill forgot the position). Until recovery can start from a journaled checkpoint,
+   only archives of market and decision history (candles, signals, risk checks) are deleted.
+
+4. `reclaim` then gives the emptied pages back to the file system (`PRAGMA incremental_vacuum`,
+   a few thousand pages per lock hold, so the writer's batches go on in between): a DELETE only
+   frees pages for reuse, and the main file kept its peak size for good. It needs the file's
+   `auto_vacuum=INCREMENTAL`, which SQLite sets only when a file is created: a journal made
+   before it says so at its first rotation, and shrinks after a one-off, with the engine
+   stopped: `sqlite3 journal.sqlite 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'` (it rewrites the
+   file, needing as much free disk again; not done at start, where it would stall a restart for
+   minutes on a large journal).
 
 Archives hold the same trading record as the main file, so they are as private: a new archive
 folder is 0700 and a new archive 0600 (SQLite gives its -journal the archive's mode), set
@@ -26,6 +44,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,16 +58,20 @@ from engine.journal.schema import MIN_MAX, ddl, indexes
 
 DAY_MS = 86_400_000
 CHUNK_EVENTS = 20_000
+VACUUM_PAGES = 2_000  # pages `reclaim` frees per lock hold (8 MB of 4-KiB pages)
+# The kinds `engine.runtime.recovery.rebuild` books cash, positions, orders and the operator's
+# pause from: an archive holding one is never deleted by retention.
+RECOVERY_KINDS = ("fill", "order_attempt", "order_result", "position_update", "command")
 
 
 @dataclass(frozen=True, slots=True)
 class MainFileState:
     """What `plan` needs to know about the main file."""
 
-    used_bytes: int  # pages in use (a DELETE frees pages for reuse; the file itself does not shrink)
+    used_bytes: int  # pages in use (a DELETE frees pages for reuse; `reclaim` then shrinks the file)
     first_seq: int | None
     last_seq: int | None
-    aged_seq: int | None  # seq of the newest event older than the age limit, if any
+    aged_seq: int | None  # seq of the newest event older than the age limit, once one is twice as old
 
 
 def plan(state: MainFileState, *, max_bytes: int, keep_fraction: float = 0.5) -> tuple[int, int] | None:
@@ -73,9 +97,13 @@ async def measure(conn: aiosqlite.Connection, *, now_ms: int, max_age_days: floa
     async with conn.execute(MIN_MAX.format(column="seq", table="events")) as cur:
         row = await cur.fetchone()
     first, last = (row[0], row[1]) if row else (None, None)
-    cutoff = now_ms - int(max_age_days * DAY_MS)
-    # Newest event before the cutoff, found through the ts index without scanning the old ones.
-    aged = await _scalar(conn, "SELECT seq FROM events WHERE ts_ms < ? ORDER BY ts_ms DESC LIMIT 1", (cutoff,))
+    age_ms = int(max_age_days * DAY_MS)
+    cutoff = now_ms - age_ms
+    oldest = await _scalar(conn, "SELECT MIN(ts_ms) FROM events")
+    aged = None
+    if oldest is not None and oldest <= cutoff - age_ms:  # one archive per age period, see the module doc
+        # Newest event before the cutoff, found through the ts index without scanning the old ones.
+        aged = await _scalar(conn, "SELECT seq FROM events WHERE ts_ms < ? ORDER BY ts_ms DESC LIMIT 1", (cutoff,))
     return MainFileState(((page_count or 0) - (free or 0)) * (page_size or 0), first, last, aged)
 
 
@@ -132,13 +160,32 @@ async def move_range(
     return target
 
 
-async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> Path | None:
-    """Finish a rotation that a crash interrupted (copying again is harmless: INSERT OR IGNORE)."""
+async def reclaim(conn: aiosqlite.Connection, lock: asyncio.Lock, *, pages: int = VACUUM_PAGES) -> bool:
+    """Give the main file's free pages back to the file system, `pages` per lock hold; False
+    when the file has no `auto_vacuum=INCREMENTAL` (made before it: see the module doc)."""
+    async with lock:
+        if await _scalar(conn, "PRAGMA auto_vacuum") != 2:  # 2: INCREMENTAL
+            return False
+    while True:
+        async with lock:
+            if not await _scalar(conn, "PRAGMA freelist_count"):
+                break
+            # executescript steps the pragma to the end; a plain execute frees a single page
+            await conn.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+    async with lock:
+        await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the file shrinks at the checkpoint
+    return True
+
+
+async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> tuple[int, int, Path] | None:
+    """Finish a rotation that a crash interrupted (copying again is harmless: INSERT OR IGNORE);
+    returns the seq range and archive it finished, for the caller to say so."""
     raw = await _scalar(conn, "SELECT value FROM meta WHERE key = 'rotation'")
     if raw is None:
         return None
     todo = orjson.loads(raw)
-    return await move_range(conn, journal, int(todo["first"]), int(todo["last"]), lock)
+    first, last = int(todo["first"]), int(todo["last"])
+    return first, last, await move_range(conn, journal, first, last, lock)
 
 
 def _create_private(target: Path) -> None:
@@ -162,16 +209,32 @@ def _create_private(target: Path) -> None:
         os.close(fd)
 
 
-def enforce_retention(journal: Path, keep: int) -> list[Path]:
-    """Delete the oldest archives beyond `keep` (0 keeps all); returns what was deleted."""
+def enforce_retention(journal: Path, keep: int) -> tuple[list[Path], list[Path]]:
+    """Delete the oldest archives beyond `keep` (0 keeps all) that recovery does not need;
+    returns (deleted, kept because recovery needs them). Blocking (each candidate is searched
+    for a `RECOVERY_KINDS` event, a scan when it has none): run it off the event loop."""
     if keep <= 0:
-        return []
+        return [], []
     archives = list_archives(journal)
-    doomed = [a.path for a in archives[: max(0, len(archives) - keep)]]
+    beyond = [a.path for a in archives[: max(0, len(archives) - keep)]]
+    needed = [path for path in beyond if _recovery_needs(path)]
+    doomed = [path for path in beyond if path not in needed]
     for path in doomed:
         for leftover in (path, path.with_name(path.name + "-journal")):
             leftover.unlink(missing_ok=True)
-    return doomed
+    return doomed, needed
+
+
+def _recovery_needs(archive: Path) -> bool:
+    """Whether the archive holds an event recovery reads (see `RECOVERY_KINDS`); an archive that
+    cannot be read is kept too: deleting is the one step that cannot be undone."""
+    marks = ", ".join("?" * len(RECOVERY_KINDS))
+    try:
+        with closing(sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            row = conn.execute(f"SELECT 1 FROM events WHERE kind IN ({marks}) LIMIT 1", RECOVERY_KINDS).fetchone()
+    except sqlite3.Error:
+        return True
+    return row is not None
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...] = ()) -> Any:

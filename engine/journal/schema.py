@@ -23,7 +23,11 @@ SCHEMA_VERSION_KEY = "schema_version"
 
 # WAL: readers (replay, TUI) never block the writer; synchronous=NORMAL under WAL loses at most
 # the last commits on power loss and nothing on a process crash (SIGKILL), which is our case.
+# auto_vacuum=INCREMENTAL (first: it only takes on a new, empty file) lets rotation hand the pages
+# it emptied back to the file system (`rotation.reclaim`); without it the main file kept its peak
+# size for good. A file made before it has none until a one-off VACUUM, see `rotation`.
 PRAGMAS = (
+    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA temp_store=MEMORY",

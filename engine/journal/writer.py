@@ -39,7 +39,8 @@ fill that opened a position may be among them), with their own seqs, and renames
 rather than guessed at.
 
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
-and when forced with `await journal.rotate(now_ms)`.
+and when forced with `await journal.rotate(now_ms)`. One a crash interrupted is finished by the
+next `open`, with a warning naming the seqs moved and the archive, and retention after it.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class Journal:
         self._rotate_lock = asyncio.Lock()
         self._rotation_check_s = rotation_check_s
         self._last_rotation_check = time.monotonic()
+        self._told_no_vacuum = False
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
@@ -182,7 +184,7 @@ class Journal:
                 await conn.execute(stmt)
             await _claim_schema_version(conn, path)
             await conn.commit()
-            await rotation.resume(conn, path, asyncio.Lock())
+            resumed = await rotation.resume(conn, path, asyncio.Lock())
             last = await _highest_seq(conn, path)
         except sqlite3.Error as exc:
             await conn.close()
@@ -193,6 +195,8 @@ class Journal:
         journal = cls(path, conn, settings, last, rotation_check_s, spill_dir)
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
+            if resumed is not None:
+                await journal._resumed(*resumed)
             await journal._take_back_spills()
             yield journal
         finally:
@@ -415,8 +419,44 @@ class Journal:
                 raise JournalError(f"journal rotation of seq {span[0]}..{span[1]} failed: {exc}") from exc
             self.stats.rotations += 1
             self._known = {t: first for t, first in self._known.items() if first > span[1]}
-            self.stats.archives_deleted += len(rotation.enforce_retention(self.path, settings.retention_archives))
+            await self._reclaim()
+            await self._retain()
             return [archive]
+
+    async def _reclaim(self) -> None:
+        """Shrink the main file after a rotation; a file made without auto_vacuum is named once
+        per run, with the one-off command that lets it shrink (see `rotation`)."""
+        try:
+            shrinks = await rotation.reclaim(self._conn, self._db_lock)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: reclaiming the space a rotation freed failed: {exc}") from exc
+        if not shrinks and not self._told_no_vacuum:
+            self._told_no_vacuum = True
+            log.warning(
+                "journal %s was made before hotcoin reclaimed rotated space, so it keeps its largest size; "
+                "to let it shrink, stop the engine and run once: sqlite3 %s 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'",
+                self.path, self.path,
+            )
+
+    async def _resumed(self, first: int, last: int, archive: Path) -> None:
+        """Say that open finished a rotation a crash interrupted, then apply the retention that
+        rotation did not get to: an operator finds out why an archive appeared at start."""
+        log.warning(
+            "journal %s: finished a rotation a crash had interrupted: moved seq %d..%d to %s",
+            self.path, first, last, archive,
+        )
+        await self._retain()
+
+    async def _retain(self) -> None:
+        """Apply `retention_archives`, saying which archives it keeps beyond it, and why."""
+        deleted, needed = await asyncio.to_thread(rotation.enforce_retention, self.path, self.settings.retention_archives)
+        self.stats.archives_deleted += len(deleted)
+        if needed:
+            log.info(
+                "journal %s: keeping %d archive(s) beyond retention_archives=%d (%s): they hold fills or "
+                "orders that restart recovery replays",
+                self.path, len(needed), self.settings.retention_archives, ", ".join(p.name for p in needed),
+            )
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

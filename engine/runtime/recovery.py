@@ -64,8 +64,7 @@ it is written in seq order in whole transactions, so what survives a crash is a 
 Not rebuilt: the trailing-stop peak (restarts at the entry price, so the trail re-arms from
 there: looser, never tighter), candle history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
 the restart. The rebuild reads every order and fill event the journal (main file and archives)
-still has: an archive deleted by retention takes its fills with it, so keep `retention_archives`
-longer than any position is held.
+still has, so retention never deletes an archive holding one of those (`rotation.RECOVERY_KINDS`).
 """
 
 from __future__ import annotations

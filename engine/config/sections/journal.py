@@ -18,9 +18,22 @@ class JournalSection(Section):
         "new market data until the writer catches up (events are never dropped).",
     )
     rotate_max_bytes: int = Field(
-        2_000_000_000, ge=1_000_000, description="Move old events to an archive file past this main-file size."
+        2_000_000_000,
+        ge=1_000_000,
+        description="Past this many bytes of the main file's pages in use, move its oldest events to an archive "
+        "file until half of it is left; the file then shrinks to match (a journal file made before hotcoin "
+        "reclaimed that space needs a one-off VACUUM first: its first rotation logs the command).",
     )
-    rotate_max_age_days: float = Field(30.0, gt=0, description="Move events older than this to an archive file.")
+    rotate_max_age_days: float = Field(
+        30.0,
+        gt=0,
+        description="Once the main file's oldest event is twice this old, move the events older than this "
+        "to an archive file: one archive per this many days of history.",
+    )
     retention_archives: int = Field(
-        24, ge=0, description="Archive files kept; the oldest beyond this are deleted (0 keeps all)."
+        24,
+        ge=0,
+        description="Archive files kept (one per rotate_max_age_days of history, or per size rotation); the "
+        "oldest beyond this are deleted (0 keeps all), except any holding a fill, an order or an operator "
+        "command: restart recovery replays every one of those for the cash, realised PnL and held positions.",
     )

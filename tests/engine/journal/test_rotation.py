@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import stat
@@ -15,11 +16,13 @@ from engine.journal.rotation import DAY_MS, MainFileState, plan
 from engine.journal.schema import ddl
 from engine.journal.trace import summarise
 from engine.journal.writer import Journal
+from engine.runtime.recovery import read_journal
 from tests.kit.domain import T0
 from tests.kit.events import entered_trace, filter_rejected_trace, rule_rejected_trace
 from tests.kit.waiting import eventually
 
 FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
+TICK = {"code": "tick", "level": "L1", "detail": "quiet minute", "value": None, "threshold": None}
 
 
 def settings(**overrides: Any) -> JournalSection:
@@ -126,8 +129,8 @@ async def test_retention_deletes_the_oldest_archives_and_seq_survives_them(tmp_p
     async with Journal.open(path, settings(retention_archives=2)) as j:
         for day in range(4):
             for i in range(5):
-                j.emit("fill", ts_ms=T0 + day * 2 * DAY_MS + i, payload=FILL)
-            await j.rotate(now_ms=T0 + (day * 2 + 1) * DAY_MS + 10)  # everything written so far is old
+                j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS + i, payload=TICK)
+            await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS + 10)  # everything written so far is old
         assert j.stats.archives_deleted == 2
     assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15), (16, 20)]
     assert count(path, "SELECT COUNT(*) FROM events") == 0
@@ -185,3 +188,133 @@ async def test_last_by_symbol_reads_archives_and_the_newest_file_wins(tmp_path: 
         "DOGE/USDT": (T0, 100.0),
         "PEPE/USDT": (later, 0.0),
     }
+
+
+async def test_age_rotation_writes_one_archive_per_age_period_not_one_per_check(tmp_path: Path) -> None:
+    """A quiet engine past the age limit, checked every 'minute': moving whatever had just aged
+    at each check made one tiny archive per check, so retention kept minutes of history."""
+    path = tmp_path / "j.sqlite"
+    hour = DAY_MS // 24
+    async with Journal.open(path, settings(), rotation_check_s=1e9) as j:
+        for h in range(24 * 5):  # five days of one event an hour, a rotation check after each
+            j.emit("risk_event", ts_ms=T0 + h * hour, payload=TICK)
+            await j.rotate()
+    # one archive a day (the age), each a day of events: at 2, 3 and 4 days, never in between
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 24), (25, 48), (49, 72)]
+    assert count(path, "SELECT MIN(seq) FROM events") == 73
+
+
+async def test_retention_never_deletes_an_archive_recovery_replays(tmp_path: Path) -> None:
+    """Recovery books cash and positions from every fill journaled: retention deleting the
+    archive of an old buy booked the wrong cash after a restart and forgot the position."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(retention_archives=1)) as j:
+        j.emit("fill", ts_ms=T0, symbol="DOGE/USDT", trace_id="t1", payload=FILL)  # a position still held
+        for day in range(1, 4):
+            for i in range(5):
+                j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS + i, payload=TICK)
+            await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS + 10)
+        assert j.stats.archives_deleted == 1
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(1, 6), (12, 16)]  # (7, 11) deleted, (1, 6) kept
+    recovered = read_journal(path, 100.0)
+    assert recovered.cash == pytest.approx(100.0 - 30.03)
+    assert list(recovered.book.holdings) == ["DOGE/USDT"]
+
+
+async def test_open_says_it_finished_an_interrupted_rotation_and_applies_retention(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        for i in range(10):
+            j.emit("risk_event", ts_ms=T0 + i, payload=TICK)
+        (first,) = await j.rotate(now_ms=T0 + 2 * DAY_MS)  # seqs 1..10: a quiet archive
+        for i in range(5):
+            j.emit("risk_event", ts_ms=T0 + 2 * DAY_MS + i, payload=TICK)
+    # Crash after copying seqs 11..15 into their archive, before deleting them from the main file.
+    target = archive_dir(path) / "j-11-15.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("ATTACH DATABASE ? AS arc", (str(target),))
+        for stmt in ddl("arc"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO arc.events SELECT * FROM events WHERE seq BETWEEN 11 AND 15")
+        conn.execute("""INSERT INTO meta VALUES ('rotation', '{"archive": "j-11-15.sqlite", "first": 11, "last": 15}')""")
+        conn.commit()
+        conn.execute("DETACH DATABASE arc")
+    with caplog.at_level("WARNING", logger="hotcoin.journal"):
+        async with Journal.open(path, settings(retention_archives=1)) as j:
+            assert j.stats.archives_deleted == 1
+    assert [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()] == [
+        f"journal {path}: finished a rotation a crash had interrupted: moved seq 11..15 to {target}"
+    ]
+    assert not first.exists()
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(11, 15)]
+
+
+async def _ticks(path: Path, n: int, ts_ms: int) -> None:
+    async with Journal.open(path, settings()) as j:
+        for i in range(n):
+            j.emit("risk_event", ts_ms=ts_ms + i, payload=TICK)
+
+
+async def _rotate_all(path: Path, now_ms: int) -> None:
+    async with Journal.open(path, settings()) as j:
+        await j.rotate(now_ms=now_ms)
+
+
+async def test_a_reader_opened_before_a_rotation_still_exports_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    await _ticks(path, 20, T0)
+    with JournalReader(path) as reader:  # e.g. `hotcoin journal export` starting
+        await _rotate_all(path, T0 + 2 * DAY_MS)  # the engine moves seqs 1..20 to an archive
+        assert count(path, "SELECT COUNT(*) FROM events") == 0
+        lines = io.BytesIO()
+        assert reader.export_jsonl(lines) == 20
+        assert [e.seq for e in reader.events()] == list(range(1, 21))
+
+
+async def test_a_rotation_in_the_middle_of_a_read_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    await _ticks(path, 10, T0)
+    await _rotate_all(path, T0 + 2 * DAY_MS)  # seqs 1..10 in an archive
+    await _ticks(path, 10, T0 + 2 * DAY_MS)  # seqs 11..20 in the main file
+    with JournalReader(path) as reader:
+        events = reader.events()
+        seen = [next(events).seq]  # reading the archive
+        await _rotate_all(path, T0 + 4 * DAY_MS)  # seqs 11..20 move to a new archive meanwhile
+        seen += [e.seq for e in events]
+    assert seen == list(range(1, 21))
+
+
+async def test_size_rotation_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None:
+    """A DELETE only frees pages for reuse: the main file kept its peak size for good."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(rotate_max_bytes=1_000_000, rotate_max_age_days=3650)) as j:
+        for i in range(1000):
+            entered_trace(j, symbol=f"C{i}/USDT", ts_ms=T0 + i * 1000)
+        await j.flush()
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        peak = path.stat().st_size
+        assert peak > 3_000_000
+        await j.rotate()
+        assert count(path, "PRAGMA freelist_count") == 0
+        assert path.stat().st_size < peak / 2
+
+
+async def test_a_journal_made_without_auto_vacuum_names_the_one_off_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.sqlite"
+    with sqlite3.connect(path) as conn:  # a journal as earlier releases made it
+        for stmt in ddl():
+            conn.execute(stmt)
+    with caplog.at_level("WARNING", logger="hotcoin.journal"):
+        async with Journal.open(path, settings()) as j:
+            for day in range(2):
+                j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS, payload=TICK)
+                await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS)
+            assert j.stats.rotations == 2
+    told = [r.getMessage() for r in caplog.records if "VACUUM" in r.getMessage()]
+    assert len(told) == 1  # once per run
+    assert "PRAGMA auto_vacuum=INCREMENTAL; VACUUM;" in told[0]
