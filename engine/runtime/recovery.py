@@ -17,7 +17,9 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **client ids already attempted**: seeded into the router's duplicate guard, so an intent the
      core decides again after the restart is suppressed before any broker sees it (ids freed by
      a retryable rejection are freed here too, as the router does);
-   - **open orders**: attempted, with no terminal `order_result`;
+   - **open orders**: attempted, with no terminal `order_result`, each with its journaled fills
+     and their cumulative fees (in quote, in coins, in BNB), which the broker books the
+     exchange's next report of the order against;
    - **orders that may still land**: journaled rejected as never reached (by the broker after
      its grace, or by a recovery), whatever their age: the exchange may place such an order
      late, even while the engine is down, so recovery asks about each once; one journaled open
@@ -131,8 +133,12 @@ class OpenOrder:
     ts_ms: int
     filled_qty: float = 0.0  # journaled fills of this order so far
     filled_cost: float = 0.0  # sum of price x quantity of those fills
-    filled_fees: float = 0.0
+    # The exchange's cumulative fees of those fills, as the broker last saw them: it books the
+    # next fill as the difference from these, so a fee left out here is booked a second time.
+    filled_fee_quote: float = 0.0  # as the broker reported it (without the value of `filled_fee_other`)
     filled_fee_base: float = 0.0  # the part of those fees taken in the coins bought
+    filled_fee_other: float = 0.0  # paid in `fee_asset`, a third asset (BNB)
+    fee_asset: str = ""
     expires_ms: int | None = None  # when a LIMIT was to be cancelled if still open (its attempt's)
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
@@ -147,8 +153,10 @@ class OpenOrder:
             filled_qty=Decimal(repr(self.filled_qty)),
             price=self.price,
             average_price=self.filled_cost / self.filled_qty if self.filled_qty > 0 else None,
-            fee_quote=self.filled_fees,
-            fee_base=self.filled_fee_base,  # else the broker's next delta counts these coins again
+            fee_quote=self.filled_fee_quote,
+            fee_base=self.filled_fee_base,
+            fee_other=self.filled_fee_other,
+            fee_asset=self.fee_asset,
             created_ms=self.ts_ms,
             updated_ms=now_ms,
             trace_id=self.trace_id,
@@ -265,6 +273,8 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
                 ts_ms=ev.ts_ms,
                 trace_id=ev.trace_id or "",
                 fee_base=float(p.get("fee_base") or 0.0),
+                fee_other=float(p.get("fee_other") or 0.0),
+                fee_asset=str(p.get("fee_asset") or ""),
             )
             booked, cash_moved = as_booked(fill)  # as the core booked it (a fee taken in coins)
             try:
@@ -287,8 +297,10 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
                     order,
                     filled_qty=order.filled_qty + fill.quantity,
                     filled_cost=order.filled_cost + fill.notional,
-                    filled_fees=order.filled_fees + fill.fee_quote,
+                    filled_fee_quote=order.filled_fee_quote + _reported_fee_quote(p),
                     filled_fee_base=order.filled_fee_base + fill.fee_base,
+                    filled_fee_other=order.filled_fee_other + fill.fee_other,
+                    fee_asset=fill.fee_asset or order.fee_asset,
                 )
             unbooked[ev.seq] = UnbookedFill(ev.seq, ev.trace_id or change.trace_id, change)
         elif ev.kind == "position_update":
@@ -324,6 +336,18 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             pending.pending_exit = order.client_order_id
     state.unbooked = sorted(unbooked.values(), key=lambda u: u.fill_seq)
     return state
+
+
+def _reported_fee_quote(fill: Mapping[str, Any]) -> float:
+    """A journaled fill's quote fee as the broker reported it. The core adds the value of a
+    commission paid in a third asset (`TradingCore._value_fee`) before it journals the fill; the
+    exchange's cumulative quote fee, which the broker deltas against, never had it, and a
+    baseline holding it swallowed the order's next quote (or coin) fee."""
+    fee = float(fill["fee_quote"])
+    rate = fill.get("fee_rate")
+    if rate is None:  # no third-asset fee, or one the core could not value: nothing was added
+        return fee
+    return max(0.0, fee - float(fill.get("fee_other") or 0.0) * float(rate))
 
 
 def _write_off(state: RecoveredState, ev: JournalEvent, trace: str | None) -> None:

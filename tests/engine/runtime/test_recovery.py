@@ -423,6 +423,76 @@ def test_an_open_order_carries_the_fees_in_coins_its_journaled_fills_paid() -> N
     assert (order.filled_qty, order.fee_quote, order.fee_base) == (Decimal(40), 0.012, 0.04)
 
 
+async def test_a_restart_books_an_open_orders_next_fees_once_after_fees_paid_in_bnb(tmp_path: Path) -> None:
+    """A limit buy of 100 DOGE was 30 filled in two trades whose commissions BNB paid when the
+    engine stopped; it fills the rest after the restart. The recovered order used to carry no
+    BNB fee, so its next fill booked the earlier trades' BNB again, and a quote fee holding the
+    value the core gave that BNB, which swallowed the next fill's fee in quote (or in coins).
+    The journal now holds the exchange's fees, each once."""
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    bnb, rate = "BNB", 600.0
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    attempt = sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
+    )  # fmt: skip
+    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})  # fmt: skip
+    held = 0.0
+    for qty, bnb_fee in ((10.0, 0.0001), (20.0, 0.0002)):  # as the core journals them: BNB valued into fee_quote
+        held += qty
+        fill = sink.emit(
+            "fill", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+            payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": qty, "fee_quote": bnb_fee * rate,
+                     "trade_id": f"{cid}:{held:g}", "is_maker": True, "fee_base": 0.0, "fee_asset": bnb,
+                     "fee_other": bnb_fee, "fee_rate": rate},
+        )  # fmt: skip
+        sink.emit("position_update", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=fill,
+                  payload={"action": "open" if held == qty else "add", "quantity": held, "entry_price": 0.3,
+                           "realised_pnl": 0.0, "position_trace_id": T_DOGE})  # fmt: skip
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+
+    gw = FakeGateway({DOGE: make_market()})
+    restart = T0 + 60_000
+
+    def exchange_has(filled: int, *trades: Fill) -> None:  # a GET /order snapshot: no fees in it
+        status = OrderStatus.FILLED if filled == 100 else OrderStatus.PARTIALLY_FILLED
+        gw.orders[cid] = dataclasses.replace(
+            state.open_orders[cid].as_order(status, restart), exchange_order_id="9", filled_qty=Decimal(filled),
+            average_price=0.3, fee_quote=0.0, fee_other=0.0, fee_asset="", fees_reported=False,
+        )
+        gw.fills.extend(trades)
+
+    def trade(n: int, qty: float, **fee: Any) -> Fill:
+        return Fill(f"t{n}", cid, DOGE, Side.BUY, 0.3, qty, fee.pop("fee_quote", 0.0), restart, trace_id=T_DOGE, **fee)
+
+    exchange_has(30, trade(1, 10.0, fee_other=0.0001, fee_asset=bnb), trade(2, 20.0, fee_other=0.0002, fee_asset=bnb))
+    async with pump_rig(path, broker=ExchangeBroker(gw)) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        payload = await Recovery(state).apply(engine, restart)
+        assert payload["orders"] == [{"client_order_id": cid, "symbol": DOGE, "outcome": "partially_filled"}]
+        engine.core.on_tickers(make_batch({DOGE: 0.3, "BNB/USDT": rate}, restart), restart)
+        # The rest fills in two trades: BNB pays one; the other's commission is taken in coins,
+        # as BNB ran out (0.02 DOGE, worth 0.006).
+        exchange_has(100, trade(3, 50.0, fee_other=0.0005, fee_asset=bnb), trade(4, 20.0, fee_base=0.02, fee_quote=0.006))
+        (update,) = await engine.router.sync(restart + 60_000)  # a reconcile: GET /order, then the order's trades
+        engine.core.on_order_update(update, restart + 60_000)
+        assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(100.0 - 0.02)
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        fills = [e.payload for e in reader.events(kinds=["fill"])]
+    assert [f["quantity"] for f in fills] == [10.0, 20.0, pytest.approx(70.0)]
+    assert [f["fee_other"] for f in fills] == [0.0001, 0.0002, pytest.approx(0.0005, abs=1e-12)]
+    assert [f["fee_base"] for f in fills] == [0.0, 0.0, pytest.approx(0.02, abs=1e-12)]
+    assert [f["fee_quote"] for f in fills] == pytest.approx([0.0001 * rate, 0.0002 * rate, 0.0005 * rate + 0.006])
+
+
 def test_an_empty_or_missing_journal_has_nothing_to_recover(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "none.sqlite", CAPITAL).empty
     assert rebuild([], CAPITAL).empty
