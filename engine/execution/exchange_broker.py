@@ -372,6 +372,16 @@ class ExchangeBroker(Broker):
             return None
         return await self._absorb_lookup(seen, now_ms)
 
+    async def recover_open(self, journaled: Order, seen: Order, now_ms: int) -> OrderUpdate | None:
+        """Recovery's handover of an order the journal left open, with the exchange's snapshot
+        `seen` of it: the broker learns it as the journal last saw it (those fills are booked),
+        then takes `seen` as it takes any lookup, so only what the exchange did beyond the journal
+        comes back, with the commission of the order's trades. A lookup carries none: taken as a
+        stream push, a fill made while the engine was down was booked at an estimate, in coins.
+        """
+        self._orders[journaled.client_order_id] = replace(journaled, exchange_order_id=seen.exchange_order_id)
+        return await self._absorb_lookup(seen, now_ms)
+
     def watching_late(self) -> list[str]:
         """Client ids of the orders settled as never reached that are still looked for."""
         return list(self._late)

@@ -43,7 +43,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      `canceled` and `reason: "lost_in_restart"`: treated as never filled, never resent (its id
      stays in the guard);
    - **exchange**: each order is looked up by client id. Fills the exchange made while we were
-     down are booked (only the part beyond what the journal already has), orders still open are
+     down are booked (only the part beyond what the journal already has) with the commissions
+     of the order's trades, as the broker books any lookup (`ExchangeBroker.recover_open`: a
+     lookup carries no fees, and a guess at the taker rate, in coins, was wrong for BNB or any
+     other rate), orders still open are
      handed back to the broker to follow, and orders the exchange never saw are journaled as
      rejected and handed to the broker's late watch (a create in flight at the kill may still
      be placed). Each order the journal had rejected as never reached is looked up once,
@@ -524,10 +527,10 @@ class Recovery:
                 return "never_reached"
             raise
         # The broker learns the order as the journal last saw it (those fills are booked already),
-        # then the exchange's snapshot: only the difference comes back as new fills.
+        # then the exchange's snapshot with its trades' commissions: only the difference comes
+        # back as new fills, with the fees the exchange took for them.
         baseline = order.as_order(OrderStatus.PARTIALLY_FILLED if order.filled_qty > 0 else OrderStatus.OPEN, now_ms)
-        broker.on_order(dataclasses.replace(baseline, exchange_order_id=seen.exchange_order_id), now_ms)
-        update = broker.on_order(seen, now_ms)
+        update = await broker.recover_open(baseline, seen, now_ms)
         if update is not None:
             self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
             _core(engine).on_order_update(update, now_ms)

@@ -493,6 +493,78 @@ async def test_a_restart_books_an_open_orders_next_fees_once_after_fees_paid_in_
     assert [f["fee_quote"] for f in fills] == pytest.approx([0.0001 * rate, 0.0002 * rate, 0.0005 * rate + 0.006])
 
 
+@pytest.mark.parametrize(
+    ("commission", "booked_coins"),
+    [
+        pytest.param({"fee_other": 0.00015, "fee_asset": "BNB"}, 0.0, id="paid-in-bnb"),
+        pytest.param({"fee_quote": 0.009}, 0.0, id="paid-in-quote-at-half-the-rate"),
+        pytest.param({"fee_base": 0.03, "fee_quote": 0.009}, 0.03, id="taken-in-coins-at-half-the-rate"),
+    ],
+)
+async def test_a_fill_made_while_down_books_the_exchanges_commission_once(
+    tmp_path: Path, commission: dict[str, Any], booked_coins: float
+) -> None:
+    """A limit buy of 100 DOGE was 40 filled when the engine died; the exchange filled the other
+    60 meanwhile, at a commission of its own (BNB, or half the default rate). GET /order carries
+    no fees, so recovery used to book an estimate at the taker rate, taken in coins (0.06 DOGE
+    the account never lost, or that BNB paid); it now books the commission of the order's trades,
+    and the user stream's and the next reconcile's report of the same order book nothing more."""
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    bnb_rate, restart = 600.0, T0 + 60_000
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    attempt = sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
+    )  # fmt: skip
+    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})  # fmt: skip
+    fill = sink.emit("fill", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+                     payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": 40.0, "fee_quote": 0.006,
+                              "trade_id": "t1", "is_maker": True})  # fmt: skip
+    sink.emit("position_update", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=fill,
+              payload={"action": "open", "quantity": 40.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_trace_id": T_DOGE})  # fmt: skip
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+
+    gw = FakeGateway({DOGE: make_market()})
+    snapshot = dataclasses.replace(  # GET /order: filled, no fees in it
+        state.open_orders[cid].as_order(OrderStatus.FILLED, restart), exchange_order_id="9", filled_qty=Decimal(100),
+        average_price=0.3, fee_quote=0.0, fees_reported=False,
+    )
+    gw.orders[cid] = snapshot
+    gw.fills += [
+        Fill("t1", cid, DOGE, Side.BUY, 0.3, 40.0, 0.006, T0, trace_id=T_DOGE, is_maker=True),
+        Fill("t2", cid, DOGE, Side.BUY, 0.3, 60.0, commission.get("fee_quote", 0.0), restart, trace_id=T_DOGE,
+             is_maker=True, **{k: v for k, v in commission.items() if k != "fee_quote"}),
+    ]  # fmt: skip
+    broker = ExchangeBroker(gw)
+    async with pump_rig(path, broker=broker) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        engine.core.on_tickers(make_batch({DOGE: 0.3, "BNB/USDT": bnb_rate}, restart), restart)
+        payload = await Recovery(state).apply(engine, restart)
+        assert payload["orders"] == [{"client_order_id": cid, "symbol": DOGE, "outcome": "filled"}]
+        assert not [a for a in broker.anomalies if "fee estimated" in a.detail]
+        assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(100.0 - booked_coins)
+        # The same order again, fees and all: from the user stream, then from a reconcile.
+        assert broker.on_order(dataclasses.replace(snapshot, fee_quote=0.006 + 0.009, fees_reported=True), restart) is None
+        assert await engine.router.sync(restart + 60_000) == []
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        fills = [e.payload for e in reader.events(kinds=["fill"])]
+    assert [f["quantity"] for f in fills] == [40.0, pytest.approx(60.0)]
+    recovered = fills[1]
+    assert recovered["fee_base"] == pytest.approx(booked_coins, abs=1e-12)
+    assert recovered.get("fee_other", 0.0) == pytest.approx(commission.get("fee_other", 0.0), abs=1e-12)
+    assert recovered.get("fee_asset", "") == commission.get("fee_asset", "")
+    value = commission.get("fee_other", 0.0) * bnb_rate + commission.get("fee_quote", 0.0)
+    assert recovered["fee_quote"] == pytest.approx(value, abs=1e-12)
+
+
 def test_an_empty_or_missing_journal_has_nothing_to_recover(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "none.sqlite", CAPITAL).empty
     assert rebuild([], CAPITAL).empty
