@@ -46,10 +46,9 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      down are booked (only the part beyond what the journal already has) with the commissions
      of the order's trades, as the broker books any lookup (`ExchangeBroker.recover_open`: a
      lookup carries no fees, and a guess at the taker rate, in coins, was wrong for BNB or any
-     other rate), orders still open are
-     handed back to the broker to follow, and orders the exchange never saw are journaled as
-     rejected and handed to the broker's late watch (a create in flight at the kill may still
-     be placed). Each order the journal had rejected as never reached is looked up once,
+     other rate), orders still open are handed back to the broker to follow, and orders the
+     exchange never saw are journaled as rejected and handed to the broker's late watch (a
+     create in flight at the kill may still be placed). Each order the journal had rejected as never reached is looked up once,
      however long ago it was sent (`ExchangeBroker.recover_late`): what landed meanwhile is
      booked (`LANDED_LATE`), what is still unknown is watched for the rest of its
      `LATE_WATCH_MS`, or, past it, journaled as `DID_NOT_LAND`. The broker's own periodic
