@@ -48,10 +48,11 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      lookup carries no fees, and a guess at the taker rate, in coins, was wrong for BNB or any
      other rate), orders still open are handed back to the broker to follow, and orders the
      exchange never saw are journaled as rejected and handed to the broker's late watch (a
-     create in flight at the kill may still be placed). Each order the journal had rejected as never reached is looked up once,
-     however long ago it was sent (`ExchangeBroker.recover_late`): what landed meanwhile is
-     booked (`LANDED_LATE`), what is still unknown is watched for the rest of its
-     `LATE_WATCH_MS`, or, past it, journaled as `DID_NOT_LAND`. The broker's own periodic
+     create in flight at the kill may still be placed). Each order the journal had rejected as
+     never reached is looked up once, however long ago it was sent
+     (`ExchangeBroker.recover_late`): what landed meanwhile is booked (`LANDED_LATE`), what is
+     still unknown is watched for the rest of its `LATE_WATCH_MS`, or, past it, journaled as
+     `DID_NOT_LAND`. The broker's own periodic
      reconcile later adopts any order of ours it still lists.
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
