@@ -52,8 +52,8 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      never reached is looked up once, however long ago it was sent
      (`ExchangeBroker.recover_late`): what landed meanwhile is booked (`LANDED_LATE`), what is
      still unknown is watched for the rest of its `LATE_WATCH_MS`, or, past it, journaled as
-     `DID_NOT_LAND`. The broker's own periodic
-     reconcile later adopts any order of ours it still lists.
+     `DID_NOT_LAND`. The broker's own periodic reconcile later adopts any order of ours it
+     still lists.
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
      closing `position_update`s), and the L5 block, which runs on from when L5 was reached;
