@@ -782,8 +782,12 @@ async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, ca
 
     state = read_journal(path, CAPITAL)
     assert state.paused
-    # An hour later, past the coin's re-entry cool-down: only the pause keeps it out.
-    async with pump_rig(path, start_ms=engine._now + 3_600_000) as rig2:
+    # Two hours after the first start, past the coin's re-entry cool-down: only the pause keeps
+    # it out. A fixed time, not one after the first run's last: the market around the restart's
+    # pump, and so whether the coin turns hot enough to reach the risk checks, must not depend on
+    # how long that run took.
+    assert engine._now + 1_800_000 < START_MS + 7_200_000
+    async with pump_rig(path, start_ms=START_MS + 7_200_000) as rig2:
         engine2 = rig2.engine
         engine2.recovery = Recovery(state)
         task = asyncio.create_task(engine2.run())
