@@ -1,0 +1,124 @@
+"""What the console asks of the engine: commands sent in workers and their answers shown, and
+the key actions that send them (pause/resume, close-all, quit) or open help.
+
+A command already sent is never cancelled by the next one; a refused or failed command drops
+whatever the console expected of it (a pause state, a close-all progress view)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual import work
+
+from engine.runtime.client import Command
+from hotcoin_tui import keymap
+from hotcoin_tui.console_base import ConsoleBase
+from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
+from hotcoin_tui.dialogs.help import HelpDialog
+from hotcoin_tui.dialogs.quit import QuitWithPositions
+from hotcoin_tui.messages import ClientFailed, CommandDone
+
+ORIGIN = "tui"
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class CommandActions(ConsoleBase):
+    @work(group="commands", exit_on_error=False)
+    async def send_command(self, command: Command) -> None:
+        """Not exclusive: a command already sent must never be cancelled by the next one."""
+        try:
+            result = await self.client.send(command, ORIGIN)
+        except Exception as exc:
+            self.post_message(ClientFailed(f"command {command.value}", f"{type(exc).__name__}: {exc}", command))
+            return
+        self.post_message(CommandDone(command, result))
+
+    def on_command_done(self, message: CommandDone) -> None:
+        result = message.result
+        text = f"{message.command.value}: {result.message}"
+        self.notify(text, severity="information" if result.accepted else "error", timeout=5 if result.accepted else 15)
+        if not result.accepted:
+            self._command_failed(message.command)
+
+    def on_client_failed(self, message: ClientFailed) -> None:
+        self.notify(f"{message.operation} failed: {message.error}", severity="error", timeout=15)
+        self._command_failed(message.command)
+
+    def _command_failed(self, command: Command | None) -> None:
+        if command is Command.PAUSE or command is Command.RESUME:
+            self._pause_wanted = None  # the engine stays as its snapshots say
+        self._close_all_failed(command)
+
+    def _close_all_failed(self, command: Command | None) -> None:
+        """A close-all the engine did not take: drop the progress view so ctrl+x can retry."""
+        if command is Command.CLOSE_ALL and isinstance(self.screen, CloseAllProgressDialog):
+            self.screen.dismiss(None)
+
+    def action_toggle_pause(self) -> None:
+        """Each press flips the state once: from the state the last press asked for while the
+        engine has not shown it yet, else from the latest snapshot."""
+        paused = self._pause_wanted
+        if paused is None:
+            paused = self.snapshot is not None and self.snapshot.status.paused
+        self._pause_wanted = not paused
+        self.send_command(Command.RESUME if paused else Command.PAUSE)
+
+    def action_close_all(self) -> None:
+        if isinstance(self.screen, ConfirmCloseAll | CloseAllProgressDialog):
+            return
+        if isinstance(self.screen, QuitWithPositions):
+            # Its list would go stale under close-all; q asks again with what is left.
+            self.screen.dismiss(False)
+        positions = self.snapshot.positions if self.snapshot else ()
+        age = self.feed_age_s if self.snapshot else None
+        confirm = keymap.effective_keys(keymap.CONFIRM_CLOSE_ALL[0], self.keymap_overrides)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._pause_wanted = None  # close-all pauses entries itself: the snapshots say when
+                self.send_command(Command.CLOSE_ALL)
+                self.push_screen(CloseAllProgressDialog(len(self.snapshot.positions) if self.snapshot else 0))
+
+        stale = age is not None and age >= self.settings.stale_after_s
+        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm), confirmed)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog(self.keymap_overrides))
+
+    async def action_quit(self) -> None:
+        positions = self.snapshot.positions if self.snapshot else ()
+        if not positions or self.attached or self.engine_exit is not None:
+            self.shutdown_and_exit()
+            return
+        if isinstance(self.screen, QuitWithPositions):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.shutdown_and_exit()
+
+        self.push_screen(QuitWithPositions(positions), answered)
+
+    @work(exclusive=True, group="shutdown", exit_on_error=False)
+    async def shutdown_and_exit(self) -> None:
+        """Ask the engine to stop cleanly (journal flushed), then leave; say so if it did not."""
+        self._stopping = True
+        if self.engine_exit is not None:  # nothing to shut down; an engine that died is an error
+            self.exit(return_code=0 if self._engine_code == 0 else 1, message=f"hotcoin: the engine had already stopped: {self.engine_exit}")
+            return
+        if self.attached:
+            if self.feed_error is None:
+                self.exit(message="hotcoin: detached; the engine keeps running (hotcoin tui --attach to return)")
+            else:  # it may have stopped: say what is known, not that it runs
+                self.exit(message=f"hotcoin: detached; the engine was not answering ({self.feed_error})")
+            return
+        try:
+            result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)
+        except Exception as exc:
+            self.exit(return_code=1, message=f"hotcoin: the engine did not confirm shutdown ({type(exc).__name__}: {exc})")
+            return
+        if result.accepted:
+            self.exit()
+        else:
+            self.exit(return_code=1, message=f"hotcoin: shutdown refused: {result.message}")
