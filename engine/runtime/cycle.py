@@ -267,8 +267,9 @@ class TradingCycle:
 
     async def _exits_short(self, updates: list[OrderUpdate], now: int) -> None:
         """Exits refused for insufficient balance: ask the exchange what it holds of the coin,
-        so the core sells that (or lets the position go) instead of resending the same exit.
-        A balance that cannot be fetched leaves the core's backoff to pace the retries."""
+        free and locked, so the core sells that (or lets the position go) instead of resending
+        the same exit; coins locked in an order (placed in the Binance app) are still held, not
+        lost. A balance that cannot be fetched leaves the core's backoff to pace the retries."""
         core = self.core
         assert core is not None
         for update in updates:
@@ -277,14 +278,16 @@ class TradingCycle:
                 continue
             market = self.markets.get(order.symbol)
             free: float | None = None
+            locked = 0.0
             if market is not None:
                 try:
-                    held = await self.broker.free_balance(market.base)
+                    held = await self.broker.coin_balance(market.base)
                 except OrderError as exc:
                     log.warning("balance of %s after a refused exit: %s", market.base, exc)
                 else:
-                    free = None if held is None else float(held)
-            core.on_exit_short(order.symbol, free, now, cause=update.journal_seq)
+                    if held is not None:
+                        free, locked = float(held.free), float(held.locked)
+            core.on_exit_short(order.symbol, free, now, cause=update.journal_seq, locked=locked)
 
     async def _sync(self, now: int) -> list[OrderUpdate]:
         """The broker's progress, journaled by the router. A failed exchange call (429, 5xx,
