@@ -40,7 +40,7 @@ from engine.domain.candle import timeframe_ms
 from engine.errors import InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
-from engine.execution.router import Durable, OrderRouter
+from engine.execution.router import Durable, JournalFailure, OrderRouter
 from engine.runtime.feed import MarketFeed
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.runtime.tap import Tap
@@ -169,6 +169,7 @@ class TradingCycle:
         on_update: Callable[[OrderUpdate], None] | None = None,
         on_stepped: Callable[[], None] | None = None,
         durable: Durable | None = None,
+        journal_failed: JournalFailure | None = None,
     ) -> None:
         self.config = config
         self.feed = feed
@@ -184,7 +185,8 @@ class TradingCycle:
             feed,
             config.discovery.windows.slot_ms,
         )
-        self.router = OrderRouter(broker, tap, durable=durable)
+        self._journal_failed = journal_failed
+        self.router = OrderRouter(broker, tap, durable=durable, journal_failed=self._failure)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)
         self.journal_failure: str | None = None  # set by the runtime once its journal's writer failed: blocked
@@ -264,6 +266,13 @@ class TradingCycle:
             self._last_sync = now
             self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
+
+    def _failure(self) -> str | None:
+        """The journal's failure as soon as its writer has one (the router refuses entries at
+        once), not only from the next cycle's check on."""
+        if self.journal_failure is not None:
+            return self.journal_failure
+        return None if self._journal_failed is None else self._journal_failed()
 
     async def _exits_short(self, updates: list[OrderUpdate], now: int) -> None:
         """Exits refused for insufficient balance: ask the exchange what it holds of the coin,

@@ -117,7 +117,7 @@ class Engine:
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
         self.cycle = TradingCycle(
             config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
-            durable=durable,
+            durable=durable, journal_failed=lambda: getattr(journal, "failure", None),
         )
         self.config_hash = self.cycle.config_hash
         self.state = self.cycle.state
