@@ -205,17 +205,28 @@ class Engine:
             return
         core = self.core
         held = sorted(core.book.holdings) if core is not None else []
+        late = self.broker.watching_late()
         log.error(
-            "%s; engine blocked, exits only: %s, then it stops",
+            "%s; engine blocked, exits only: %s%s, then it stops",
             failure,
             f"closing {len(held)} position(s) ({', '.join(held)})" if held else "nothing held",
+            f", watching {len(late)} order(s) that may still land late" if late else "",
         )
         self.cycle.journal_failure = failure  # the state machine blocks on it from this cycle on
 
     def _nothing_left(self) -> bool:
-        """Nothing held and no entry in flight: nothing left for exits-only to watch."""
+        """Nothing held, no entry in flight and no order the broker still watches as maybe
+        landing late (`watching_late`): nothing left for exits-only to watch. A watched entry
+        the exchange takes late buys coins: stopping first left them with no stop at all; once
+        it lands it is a position, closed exits-only like any other, and once its watch ends
+        unfound, nothing is left."""
         core = self.core
-        return core is not None and not core.book.holdings and not core.pending_entries()
+        return (
+            core is not None
+            and not core.book.holdings
+            and not core.pending_entries()
+            and not self.broker.watching_late()
+        )
 
     def deliver_posts(self, posts: list[SocialPost]) -> None:
         """Social posts from a source task; folded into discovery at the next cycle."""
