@@ -71,6 +71,7 @@ class OrderRouter:
         self._attempts: dict[str, int] = {}
         self._late: set[str] = set()  # settled as never reached: attempts kept for a late landing
         self.suppressed = 0
+        self.sent = 0  # orders handed to the broker, close-all's included: the run summary's count
 
     def remember(self, client_order_ids: Iterable[str]) -> None:
         """Ids sent before a restart (from the journal): the duplicate guard refuses them too."""
@@ -138,6 +139,7 @@ class OrderRouter:
         try:
             if journal_failure is not None and not intent.purpose.is_exit:
                 raise JournalFailedRefusal(f"not sent: the journal failed, the engine is exits-only ({journal_failure})")
+            self.sent += 1
             update = await self.broker.submit(intent, now_ms)
         except OrderError as exc:
             if exc.error_class is ErrorClass.RETRYABLE:

@@ -75,7 +75,6 @@ CLOSE_ALL_SHOWN_S = 10.0  # a finished close-all stays in the snapshots this lon
 class EngineStats:
     cycles: int = 0
     batches_rejected: int = 0
-    intents: int = 0
     fills: int = 0
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # batch -> orders sent
     cycle_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # batch -> cycle done
@@ -287,7 +286,6 @@ class Engine:
         if not outcome.discovery.accepted:
             self.stats.batches_rejected += 1
         if outcome.sent_at is not None:
-            self.stats.intents += outcome.intents
             self.stats.decision_ms.append((outcome.sent_at - t0) * 1000)
             self.metrics.decision_latency.observe(outcome.sent_at - t0)
         if self.audit is not None and self.audit.due(now):
