@@ -121,7 +121,7 @@ async def soak(symbols: int, days: float, interval_s: int, journal_dir: Path) ->
                 samples.append(((engine._now - START_MS) / DAY_MS, _status_kb("VmRSS")))
                 next_day += DAY_MS
             if warm is None and engine._now >= warm_ms:
-                warm = (time.perf_counter(), engine.stats.cycles, engine.stats.intents, _status_kb("VmRSS"))
+                warm = (time.perf_counter(), engine.stats.cycles, engine.router.sent, _status_kb("VmRSS"))
         engine.stop()
         await task
         wall = time.perf_counter() - t0
@@ -129,7 +129,7 @@ async def soak(symbols: int, days: float, interval_s: int, journal_dir: Path) ->
         end_rss = _status_kb("VmRSS")
         caches = _caches(engine, journal)
         assert warm is not None, "the run ended before the warm-up day"
-        cycles, intents = engine.stats.cycles, engine.stats.intents
+        cycles, intents = engine.stats.cycles, engine.router.sent
         after = time.perf_counter() - warm[0]
         await journal.flush()
         written = journal.stats.written

@@ -688,24 +688,32 @@ class TradingCore:
             cause=update.journal_seq,
         )
 
-    def on_exit_short(self, symbol: str, free: float | None, now_ms: int, cause: int | None = None) -> None:
+    def on_exit_short(
+        self, symbol: str, free: float | None, now_ms: int, cause: int | None = None, *, locked: float = 0.0
+    ) -> None:
         """An exit of `symbol` was refused for want of coins, and the exchange says `free` of
-        them can be sold (None: it could not be asked; the backoff alone applies).
+        them can be sold and `locked` more sit in open orders (None: it could not be asked; the
+        backoff alone applies).
 
-        Coins the exchange does not have (sold in the Binance app, say) are written down as a
-        loss (`MISSING_REASON`, journaled, with a `balance_mismatch` risk event), so the next
-        exit sells what is there, at once; if nothing sellable is left, the position is gone
-        (the crumbs left, if any, are dust, written off as usual). Not counted in the losing
-        streak: what happened to those coins is no trade of ours. When the exchange holds
-        enough (they are locked elsewhere), nothing is written down and the backoff stands.
+        Coins the exchange does not have at all, free or locked (sold in the Binance app, say),
+        are written down as a loss (`MISSING_REASON`, journaled, with a `balance_mismatch` risk
+        event), so the next exit sells what is there, at once; if nothing is left, the position
+        is gone (the crumbs left, if any, are dust, written off as usual). Not counted in the
+        losing streak: what happened to those coins is no trade of ours. Coins locked in an
+        order (one placed in the app) are still the position's: never written down, the backoff
+        stands and a `coins_locked` alert tells the owner to free them (once per amount).
         """
         held = self.book.get(symbol)
         market = self.markets.get(symbol)
         if held is None or market is None or free is None:
             return
         pos = held.position
-        missing = pos.quantity - free
-        if missing <= 1e-9 * max(1.0, pos.quantity):
+        tol = 1e-9 * max(1.0, pos.quantity)
+        there = free + locked
+        if locked > tol and pos.quantity - free > tol:
+            self._alert_locked(held, free, locked, now_ms, cause)
+        missing = pos.quantity - there
+        if missing <= tol:
             return
         trace = pos.trace_id
         seq = self.sink.emit(
@@ -715,12 +723,13 @@ class TradingCore:
                 "code": "balance_mismatch",
                 "level": self.risk.level.name,
                 "detail": (
-                    f"{symbol}: the exchange holds {free:.10g} free, the position was {pos.quantity:.10g}; an "
-                    f"exit was refused for insufficient balance, so {missing:.10g} is written down as a loss "
-                    + ("and the position is gone" if free <= 0 else f"and {free:.10g} will be sold")
+                    f"{symbol}: the exchange holds {free:.10g} free and {locked:.10g} locked, the position was "
+                    f"{pos.quantity:.10g}; an exit was refused for insufficient balance, so {missing:.10g} is "
+                    "written down as a loss "
+                    + ("and the position is gone" if there <= 0 else f"and {there:.10g} stays held")
                     + " (sold outside the engine?)"
                 ),
-                "value": free,
+                "value": there,
                 "threshold": pos.quantity,
                 "asset": market.base,
                 "symbol": symbol,
@@ -734,11 +743,39 @@ class TradingCore:
         if change.action == "close":
             self._after_close(symbol, now_ms, held.exit_legs, record=False)
             return
-        held.exit_refusals, held.exit_retry_ms, held.exit_refused = 0, 0, None
+        if locked <= tol:  # all that is left is free: sell it at once (locked coins: backoff stands)
+            held.exit_refusals, held.exit_retry_ms, held.exit_refused = 0, 0, None
         q = self._quotes.get(symbol)
         if self._is_dust(held, q[0] if q is not None else pos.entry_price):
             self._journal_change(self.book.write_off(symbol, now_ms), now_ms, WRITE_OFF_REASON, trace, seq)
             self._after_close(symbol, now_ms, held.exit_legs)
+
+    def _alert_locked(self, held: Holding, free: float, locked: float, now_ms: int, cause: int | None) -> None:
+        """Tell the owner the exit waits on coins locked in an order on the exchange (placed in
+        the Binance app, say): the engine cannot sell them until that order is cancelled or
+        fills, and it must not take them for lost. Once per locked amount, not every retry."""
+        if held.locked_alerted == locked:
+            return
+        held.locked_alerted = locked
+        symbol = held.position.symbol
+        self.sink.emit(
+            "risk_event",
+            ts_ms=now_ms,
+            payload={
+                "code": "coins_locked",
+                "level": self.risk.level.name,
+                "detail": (
+                    f"{symbol}: coins locked on the exchange: {locked:.10g} ({free:.10g} free, the position is "
+                    f"{held.position.quantity:.10g}); the exit cannot sell them: cancel the order in the Binance "
+                    "app or let it fill; the engine keeps the position and retries with backoff"
+                ),
+                "value": locked,
+                "threshold": held.position.quantity,
+            },
+            trace_id=held.position.trace_id,
+            symbol=symbol,
+            cause=cause,
+        )
 
     def _is_dust(self, held: Holding, price: float) -> bool:
         market = self.markets.get(held.position.symbol)

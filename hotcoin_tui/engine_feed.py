@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from hotcoin_tui.child_engine import EngineProcess
 
 
+STOPPED_AFTER_JOURNAL = "engine stopped: exits-only done after a journal failure"
+
+
+def planned_stop(last: EngineSnapshot | None) -> str | None:
+    """Why the feed ended, when the engine's last snapshot says it was its planned stop: blocked
+    for its journal with nothing open, it stops once exits-only has nothing left to close. Said
+    instead of the socket's "no engine is serving", which reads as a crash."""
+    if last is None or last.positions or last.status.state != "blocked":
+        return None
+    if not any(r.startswith("journal") for r in last.status.reasons):
+        return None
+    return f"{STOPPED_AFTER_JOURNAL} (nothing left open); see its log, and restart it once the disk is fixed"
+
+
 class EngineFeed(ChartLoading):
     @work(exclusive=True, group="snapshots", exit_on_error=False)
     async def pump_snapshots(self) -> None:
@@ -84,10 +98,12 @@ class EngineFeed(ChartLoading):
     def on_feed_lost(self, message: FeedLost) -> None:
         if self._stopping or not self.is_running or self.engine_exit is not None:
             return
+        error = message.error if self.feed_error is not None else planned_stop(self.snapshot) or message.error
         if self.feed_error is None:  # say it once per outage; the banner keeps saying it
             retry = "Reattaching" if self.reconnect is not None else "Retrying"
-            self.notify(f"Engine feed lost: {message.error}. {retry} every {self.resubscribe_s:g}s.", severity="error")
-        self.feed_error = message.error
+            self.notify(f"Engine feed lost: {error}. {retry} every {self.resubscribe_s:g}s.", severity="error")
+        if self.feed_error is None or not self.feed_error.startswith(STOPPED_AFTER_JOURNAL):
+            self.feed_error = error
         self._show_banner()
         self.set_timer(self.resubscribe_s, self.pump_snapshots)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from engine.domain import Fill, Order, OrderIntent
 from engine.errors import OrderError, RetryableOrderError
+from engine.market.gateway import Balance
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +82,12 @@ class Broker(abc.ABC):
     async def open_orders(self) -> list[Order]:
         """Every order this broker knows to be open."""
 
-    async def free_balance(self, asset: str) -> Decimal | None:
-        """What the account can sell of `asset` right now, as the exchange says; None when
-        this broker has no account to ask (paper: the book is the only record). Asked after
-        an exit refused for want of coins, so the engine sells what is really there."""
+    async def coin_balance(self, asset: str) -> Balance | None:
+        """The account's balance of `asset` right now, free and locked, as the exchange says;
+        None when this broker has no account to ask (paper: the book is the only record).
+        Asked after an exit refused for want of coins, so the engine sells what is really
+        there; the locked part counts as still held (an order placed in the Binance app), so
+        coins merely locked are never written down as lost."""
         return None
 
     def watching_late(self) -> list[str]:

@@ -445,11 +445,11 @@ class ExchangeBroker(Broker):
     async def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values() if not o.status.is_terminal]
 
-    async def free_balance(self, asset: str) -> Decimal | None:
-        """The exchange's free balance of `asset` (0 when it lists none). Errors propagate: a
-        caller that cannot learn the balance must not take it for zero."""
+    async def coin_balance(self, asset: str) -> Balance | None:
+        """The exchange's balance of `asset`, free and locked (both 0 when it lists none).
+        Errors propagate: a caller that cannot learn the balance must not take it for zero."""
         balance = (await self.gateway.fetch_balance()).get(asset)
-        return balance.free if balance is not None else Decimal(0)
+        return balance if balance is not None else Balance(Decimal(0), Decimal(0))
 
 
 def _is_maker(current: Order, trades: Sequence[Fill]) -> bool:

@@ -22,6 +22,12 @@ right after the exchange accepted an order must still leave the attempt on disk,
 never looks the order up and never guards its id. `send_all` emits all attempts first and waits
 for one commit, then submits concurrently, so a bar's orders pay one flush, not one each. The
 paper broker has no outside state to lose and backtests stay fast: no hook there.
+
+Journal failed (`journal_failed`, asked after the write-ahead): the engine is exits-only, so an
+entry is refused here, not sent, and journaled (to the spill file) as rejected with the reason.
+The write-ahead returns normally once a failed writer has saved the attempts to its spill, and
+the state machine only blocks at the next cycle: without this, the very entry whose attempt
+failed to commit went out. Exits and close-all still leave.
 """
 
 from __future__ import annotations
@@ -32,25 +38,40 @@ from dataclasses import replace
 from typing import Any
 
 from engine.domain import Order, OrderIntent, OrderStatus
-from engine.errors import ErrorClass, InsufficientBalanceError, OrderError
+from engine.errors import ErrorClass, InsufficientBalanceError, NonRetryableOrderError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.exchange_broker import NEVER_REACHED
 from engine.journal.events import EventSink
 
 # Awaited between emitting order attempts and submitting them; returns once they are on disk.
 Durable = Callable[[], Awaitable[None]]
+# What failed in the journal's writer, None while it works (`Journal.failure`): no entry leaves then.
+JournalFailure = Callable[[], str | None]
+
+
+class JournalFailedRefusal(NonRetryableOrderError):
+    """An entry the router refused to send because the journal failed: the engine is exits-only."""
 
 
 class OrderRouter:
-    def __init__(self, broker: Broker, sink: EventSink, *, durable: Durable | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        sink: EventSink,
+        *,
+        durable: Durable | None = None,
+        journal_failed: JournalFailure | None = None,
+    ) -> None:
         self.broker = broker
         self.sink = sink
         self.durable = durable
+        self.journal_failed = journal_failed
         self._sent: set[str] = set()
         # client id -> seq of its order_attempt, until it is settled (or, if it may land late, watched no more)
         self._attempts: dict[str, int] = {}
         self._late: set[str] = set()  # settled as never reached: attempts kept for a late landing
         self.suppressed = 0
+        self.sent = 0  # orders handed to the broker, close-all's included: the run summary's count
 
     def remember(self, client_order_ids: Iterable[str]) -> None:
         """Ids sent before a restart (from the journal): the duplicate guard refuses them too."""
@@ -71,7 +92,7 @@ class OrderRouter:
             return None
         if self.durable is not None:
             await self.durable()
-        return await self._submit(intent, now_ms, seq)
+        return await self._submit(intent, now_ms, seq, self._failure())
 
     async def send_all(
         self, intents: Iterable[OrderIntent], now_ms: int, causes: Mapping[str, int] | None = None
@@ -82,7 +103,11 @@ class OrderRouter:
         sent = [(i, seq) for i, seq in attempts if seq is not None]
         if sent and self.durable is not None:
             await self.durable()
-        return list(await asyncio.gather(*(self._submit(i, now_ms, seq) for i, seq in sent)))
+        failure = self._failure() if sent else None
+        return list(await asyncio.gather(*(self._submit(i, now_ms, seq, failure) for i, seq in sent)))
+
+    def _failure(self) -> str | None:
+        return None if self.journal_failed is None else self.journal_failed()
 
     def _attempt(self, intent: OrderIntent, now_ms: int, cause: int | None) -> int | None:
         """Journal the `order_attempt` and claim its client id; None (and counted) if already sent."""
@@ -107,10 +132,14 @@ class OrderRouter:
         self._attempts[cid] = seq
         return seq
 
-    async def _submit(self, intent: OrderIntent, now_ms: int, seq: int) -> OrderUpdate:
-        """Hand an attempted intent (journaled as `seq`) to the broker; journal its answer."""
+    async def _submit(self, intent: OrderIntent, now_ms: int, seq: int, journal_failure: str | None = None) -> OrderUpdate:
+        """Hand an attempted intent (journaled as `seq`) to the broker; journal its answer. An
+        entry is refused instead while the journal has failed (`journal_failure`)."""
         cid = intent.client_order_id
         try:
+            if journal_failure is not None and not intent.purpose.is_exit:
+                raise JournalFailedRefusal(f"not sent: the journal failed, the engine is exits-only ({journal_failure})")
+            self.sent += 1
             update = await self.broker.submit(intent, now_ms)
         except OrderError as exc:
             if exc.error_class is ErrorClass.RETRYABLE:
@@ -127,6 +156,9 @@ class OrderRouter:
             }
             if isinstance(exc, InsufficientBalanceError) and intent.purpose.is_exit:
                 payload["counted"] = False  # see `counts_as_order_error`
+            if isinstance(exc, JournalFailedRefusal):
+                payload["reason"] = "journal failed"
+                payload["counted"] = False  # never reached the exchange: says nothing of its health
             result_seq = self.sink.emit(
                 "order_result", ts_ms=now_ms, payload=payload, trace_id=intent.trace_id, symbol=intent.symbol, cause=seq
             )

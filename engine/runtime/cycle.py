@@ -40,7 +40,7 @@ from engine.domain.candle import timeframe_ms
 from engine.errors import InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
-from engine.execution.router import Durable, OrderRouter
+from engine.execution.router import Durable, JournalFailure, OrderRouter
 from engine.runtime.feed import MarketFeed
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.runtime.tap import Tap
@@ -169,6 +169,7 @@ class TradingCycle:
         on_update: Callable[[OrderUpdate], None] | None = None,
         on_stepped: Callable[[], None] | None = None,
         durable: Durable | None = None,
+        journal_failed: JournalFailure | None = None,
     ) -> None:
         self.config = config
         self.feed = feed
@@ -184,7 +185,8 @@ class TradingCycle:
             feed,
             config.discovery.windows.slot_ms,
         )
-        self.router = OrderRouter(broker, tap, durable=durable)
+        self._journal_failed = journal_failed
+        self.router = OrderRouter(broker, tap, durable=durable, journal_failed=self._failure)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)
         self.journal_failure: str | None = None  # set by the runtime once its journal's writer failed: blocked
@@ -265,10 +267,18 @@ class TradingCycle:
             self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
 
+    def _failure(self) -> str | None:
+        """The journal's failure as soon as its writer has one (the router refuses entries at
+        once), not only from the next cycle's check on."""
+        if self.journal_failure is not None:
+            return self.journal_failure
+        return None if self._journal_failed is None else self._journal_failed()
+
     async def _exits_short(self, updates: list[OrderUpdate], now: int) -> None:
         """Exits refused for insufficient balance: ask the exchange what it holds of the coin,
-        so the core sells that (or lets the position go) instead of resending the same exit.
-        A balance that cannot be fetched leaves the core's backoff to pace the retries."""
+        free and locked, so the core sells that (or lets the position go) instead of resending
+        the same exit; coins locked in an order (placed in the Binance app) are still held, not
+        lost. A balance that cannot be fetched leaves the core's backoff to pace the retries."""
         core = self.core
         assert core is not None
         for update in updates:
@@ -277,14 +287,16 @@ class TradingCycle:
                 continue
             market = self.markets.get(order.symbol)
             free: float | None = None
+            locked = 0.0
             if market is not None:
                 try:
-                    held = await self.broker.free_balance(market.base)
+                    held = await self.broker.coin_balance(market.base)
                 except OrderError as exc:
                     log.warning("balance of %s after a refused exit: %s", market.base, exc)
                 else:
-                    free = None if held is None else float(held)
-            core.on_exit_short(order.symbol, free, now, cause=update.journal_seq)
+                    if held is not None:
+                        free, locked = float(held.free), float(held.locked)
+            core.on_exit_short(order.symbol, free, now, cause=update.journal_seq, locked=locked)
 
     async def _sync(self, now: int) -> list[OrderUpdate]:
         """The broker's progress, journaled by the router. A failed exchange call (429, 5xx,

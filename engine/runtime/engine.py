@@ -75,7 +75,6 @@ CLOSE_ALL_SHOWN_S = 10.0  # a finished close-all stays in the snapshots this lon
 class EngineStats:
     cycles: int = 0
     batches_rejected: int = 0
-    intents: int = 0
     fills: int = 0
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # batch -> orders sent
     cycle_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # batch -> cycle done
@@ -117,7 +116,7 @@ class Engine:
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
         self.cycle = TradingCycle(
             config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
-            durable=durable,
+            durable=durable, journal_failed=lambda: getattr(journal, "failure", None),
         )
         self.config_hash = self.cycle.config_hash
         self.state = self.cycle.state
@@ -205,17 +204,28 @@ class Engine:
             return
         core = self.core
         held = sorted(core.book.holdings) if core is not None else []
+        late = self.broker.watching_late()
         log.error(
-            "%s; engine blocked, exits only: %s, then it stops",
+            "%s; engine blocked, exits only: %s%s, then it stops",
             failure,
             f"closing {len(held)} position(s) ({', '.join(held)})" if held else "nothing held",
+            f", watching {len(late)} order(s) that may still land late" if late else "",
         )
         self.cycle.journal_failure = failure  # the state machine blocks on it from this cycle on
 
     def _nothing_left(self) -> bool:
-        """Nothing held and no entry in flight: nothing left for exits-only to watch."""
+        """Nothing held, no entry in flight and no order the broker still watches as maybe
+        landing late (`watching_late`): nothing left for exits-only to watch. A watched entry
+        the exchange takes late buys coins: stopping first left them with no stop at all; once
+        it lands it is a position, closed exits-only like any other, and once its watch ends
+        unfound, nothing is left."""
         core = self.core
-        return core is not None and not core.book.holdings and not core.pending_entries()
+        return (
+            core is not None
+            and not core.book.holdings
+            and not core.pending_entries()
+            and not self.broker.watching_late()
+        )
 
     def deliver_posts(self, posts: list[SocialPost]) -> None:
         """Social posts from a source task; folded into discovery at the next cycle."""
@@ -276,7 +286,6 @@ class Engine:
         if not outcome.discovery.accepted:
             self.stats.batches_rejected += 1
         if outcome.sent_at is not None:
-            self.stats.intents += outcome.intents
             self.stats.decision_ms.append((outcome.sent_at - t0) * 1000)
             self.metrics.decision_latency.observe(outcome.sent_at - t0)
         if self.audit is not None and self.audit.due(now):

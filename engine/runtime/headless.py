@@ -53,7 +53,7 @@ async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: f
         total = 0.0 if equity is None else equity - config.trading.capital.active.capital
         held = 0 if core is None else len(core.book.holdings)
         lines = [
-            f"run {session.run_id}: {engine.stats.cycles} cycles, {engine.stats.intents} orders, "
+            f"run {session.run_id}: {engine.stats.cycles} cycles, {engine.router.sent} orders sent, "
             f"{engine.stats.fills} fills, {held} open position(s), PnL this run {this_run:+.2f} "
             f"(since the journal began {total:+.2f})",
             f"state {snap.status.state if snap else 'starting'}; journal {session.journal_path}",

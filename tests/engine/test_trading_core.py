@@ -787,6 +787,33 @@ async def test_an_exit_refused_as_sent_backs_off_and_a_position_with_no_coins_le
     assert h.core.risk.consecutive_losses == 0
 
 
+async def test_coins_partly_locked_are_kept_and_only_what_is_gone_is_written_down() -> None:
+    """The exchange holds a quarter free and half locked (an order placed in the app): only the
+    quarter missing from both is written down; the locked half stays the position's, the backoff
+    stands (selling now would be refused again) and one `coins_locked` alert says how to free it."""
+    from engine.domain import Order
+    from engine.errors import InsufficientBalanceError
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    qty = h.core.book.holdings[s].position.quantity
+    crash = {s: ENTRY_PRICE * 0.8}
+    (intent,) = h.core.step(mk.book(crash, mk.NOW + 10_000), [], mk.NOW + 10_000)
+    refused = Order.from_intent(intent, OrderStatus.REJECTED, mk.NOW + 10_000)
+    h.core.on_order_update(OrderUpdate(refused, error=InsufficientBalanceError("insufficient", code=-2010)), mk.NOW + 10_000)
+    for _ in range(2):  # asked again after the next refusal: alerted once for the same amount
+        h.core.on_exit_short(s, qty / 4, mk.NOW + 10_000, locked=qty / 2)
+    held = h.core.book.holdings[s]
+    assert held.position.quantity == pytest.approx(qty * 3 / 4)
+    (down,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["reason"] == "missing_on_exchange"]
+    assert down["fill_quantity"] == pytest.approx(qty / 4)
+    (alert,) = [e.payload for e in h.sink.events if e.kind == "risk_event" and e.payload["code"] == "coins_locked"]
+    assert "coins locked on the exchange" in alert["detail"] and alert["value"] == pytest.approx(qty / 2)
+    assert h.core.step(mk.book(crash, mk.NOW + 11_000), [], mk.NOW + 11_000) == []  # still backing off
+
+
 async def test_start_equity_is_the_first_marked_equity_also_after_a_restart() -> None:
     """Where `hotcoin run`'s "PnL this run" starts: the equity at the first prices the core saw,
     before its first decision; after a restart, what was recovered valued at those prices."""

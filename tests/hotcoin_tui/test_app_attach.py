@@ -102,3 +102,25 @@ async def test_quitting_after_the_engine_died_does_not_say_it_keeps_running(remo
             await pilot.press("q")
             message = await quit_message(app)
             assert "the engine was not answering" in message and "keeps running" not in message
+
+
+async def test_an_engine_that_stopped_after_its_journal_failed_is_said_so_not_as_a_feed_error(remote: RemoteEngineClient) -> None:
+    """Exits-only after a journal failure ends with nothing open and the engine stops, as
+    planned: the console said `FEED ERROR: AttachError: no engine is serving`, which reads as a
+    crash. The last snapshot (blocked for the journal, nothing open) says what happened."""
+    async with contextlib.AsyncExitStack() as the_engine:
+        fake = FakeEngineClient(seed=7, candidates=5, positions=0)
+        await the_engine.enter_async_context(serve_engine_socket(remote.path, fake))
+        the_engine.push_async_callback(fake.stop)
+        fake.force_state("blocked", ("journal: journal write failed: disk is full",))
+        fake.step()
+        await remote.connect()
+        app = attached_app(remote)
+        async with app.run_test(size=SMALL) as pilot:
+            await eventually(lambda: app.snapshot is not None and app.snapshot.status.state == "blocked")
+            await the_engine.aclose()
+            await eventually(lambda: "exits-only done after a journal failure" in banner(app))
+            await pilot.pause(0.3)  # the retries' "no engine is serving" does not replace it
+            assert "exits-only done after a journal failure" in banner(app) and "AttachError" not in banner(app)
+            (lost,) = [n for n in notes(app) if n.startswith("Engine feed lost")]
+            assert "exits-only done after a journal failure" in lost

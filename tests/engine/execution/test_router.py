@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.domain import OrderStatus
+from engine.domain import OrderPurpose, OrderStatus, Side
 from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
+from engine.execution.broker import counts_as_order_error
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.router import OrderRouter
 from engine.journal.writer import Journal
@@ -99,3 +100,24 @@ async def test_with_a_durable_hook_every_attempt_is_on_disk_before_its_order_lea
         assert await router.send(make_intent(client_order_id="hc-0123456789abcdef-e4"), T0) is not None
     assert len(updates) == 3 and broker.unjournaled == []
     assert flushes == 2  # one commit for the whole batch, one for the single send
+
+
+async def test_a_failed_journal_refuses_entries_and_lets_exits_through() -> None:
+    """Once the journal's writer failed, the engine is exits-only: an entry is refused here,
+    before the broker (journaled as rejected for the journal failure, not counted as an order
+    error), even though the write-ahead returned; exits and close-all still leave."""
+    gw = FakeGateway({"DOGE/USDT": make_market()})
+    gw.last_price["DOGE/USDT"] = 0.3
+    sink = RecordingSink()
+    router = OrderRouter(ExchangeBroker(gw), sink, journal_failed=lambda: "journal write failed: disk is full")
+    entry = make_intent()
+    exit_ = make_intent(client_order_id="hc-0123456789abcdef-x1", side=Side.SELL, purpose=OrderPurpose.STOP_LOSS)
+    close = make_intent(client_order_id="hc-0123456789abcdef-c1", side=Side.SELL, purpose=OrderPurpose.CLOSE_ALL)
+    refused, sold, closed = await router.send_all([entry, exit_, close], T0)
+    assert [i.client_order_id for i in gw.created] == [exit_.client_order_id, close.client_order_id]
+    assert refused.order.status is OrderStatus.REJECTED and isinstance(refused.error, NonRetryableOrderError)
+    assert sold.order.status is closed.order.status is OrderStatus.FILLED
+    (result,) = [e.payload for e in sink.events if e.kind == "order_result" and e.payload["client_order_id"] == entry.client_order_id]
+    assert result["status"] == "rejected" and result["reason"] == "journal failed" and result["counted"] is False
+    assert "disk is full" in result["error"] and "exits-only" in result["error"]
+    assert not counts_as_order_error(result)

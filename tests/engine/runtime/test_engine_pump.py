@@ -158,7 +158,7 @@ async def test_close_all_flattens_and_is_idempotent(tmp_path: Path, monkeypatch:
 async def test_close_all_fills_reach_the_chart_the_fill_count_and_the_metrics(tmp_path: Path) -> None:
     """Close-all booked its sells straight into the core: the chart had no sell mark
     (`fills(symbol)` held only the buy), and the run summary and /metrics counted one order
-    and one fill where the journal had two."""
+    and one fill where the journal had two (the summary's order count left close-all out)."""
     async with pump_rig(tmp_path / "j.sqlite") as rig:
         engine = rig.engine
         task = asyncio.create_task(engine.run())
@@ -168,6 +168,7 @@ async def test_close_all_fills_reach_the_chart_the_fill_count_and_the_metrics(tm
         assert engine.core is not None and not engine.core.book.holdings
         sides = [f.side.value for f in await engine.fills(symbol)]
         fills = engine.stats.fills
+        sent = engine.router.sent
         metrics = engine.metrics.render().decode()
         engine.stop()
         await asyncio.wait_for(task, 10)
@@ -175,8 +176,10 @@ async def test_close_all_fills_reach_the_chart_the_fill_count_and_the_metrics(tm
     with JournalReader(tmp_path / "j.sqlite") as reader:
         journaled = list(reader.events(kinds=["fill"]))
         filled = [e for e in reader.events(kinds=["order_result"]) if e.payload["status"] == "filled"]
+        purposes = [e.payload["purpose"] for e in reader.events(kinds=["order_attempt"])]
     assert sides[-1] == "sell" and "buy" in sides
     assert fills == len(journaled) >= 2
+    assert "close_all" in purposes and sent == len(purposes)  # the run summary's "orders sent"
     assert f'hotcoin_orders_total{{result="filled"}} {float(len(filled))}' in metrics
 
 

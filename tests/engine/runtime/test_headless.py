@@ -28,4 +28,4 @@ async def test_the_summary_tells_this_runs_pnl_from_the_journals(tmp_path: Path)
     options = RunOptions(http=False, attach_socket=False, demo_pump=False, lockstep_ms=5_000)
     summary = await run_headless(config, options, duration_s=0)
     first = summary.splitlines()[0]
-    assert first.endswith("0 orders, 0 fills, 0 open position(s), PnL this run +0.00 (since the journal began +100.00)"), first
+    assert first.endswith("0 orders sent, 0 fills, 0 open position(s), PnL this run +0.00 (since the journal began +100.00)"), first
