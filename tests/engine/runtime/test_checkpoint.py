@@ -3,6 +3,7 @@ exactly what the full history does, so retention can delete the archives a check
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sqlite3
@@ -24,8 +25,11 @@ from engine.journal.rotation import DAY_MS
 from engine.journal.writer import Journal
 from engine.portfolio.positions import MISSING_REASON, WRITE_OFF_REASON
 from engine.runtime import checkpoint
-from engine.runtime.recovery import KINDS, RecoveredState, read_journal, rebuild
+from engine.runtime.client import Command
+from engine.runtime.recovery import KINDS, RecoveredState, Recovery, read_journal, rebuild
 from tests.kit.domain import T0
+from tests.kit.engine import START_MS, pump_rig, quiet_config
+from tests.kit.waiting import eventually
 
 CAPITAL = 1000.0
 A, B, C, D, E = "AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT"
@@ -130,10 +134,10 @@ class Script:
 PHASES = 6
 
 
-def full_history(path: Path) -> RecoveredState:
+def full_history(path: Path, capital: float = CAPITAL) -> RecoveredState:
     """What `rebuild` makes of every event, checkpoints ignored (needs every archive)."""
     with JournalReader(path) as reader:
-        return rebuild(known_versions(reader.events(kinds=KINDS), path), CAPITAL)
+        return rebuild(known_versions(reader.events(kinds=KINDS), path), capital)
 
 
 def fields(state: RecoveredState) -> dict[str, Any]:
@@ -288,3 +292,48 @@ async def test_a_rotation_moves_only_what_its_checkpoint_covers(tmp_path: Path) 
     assert list_archives(path)[0].path == archive and list_archives(path)[0].last_seq <= through < seq
     with JournalReader(path) as reader:
         assert [e.seq for e in reader.events()] == list(range(1, seq + 1))
+
+
+async def test_a_paper_run_with_rotations_and_restarts_recovers_from_checkpoints_as_from_the_full_history(
+    tmp_path: Path,
+) -> None:
+    """The engine itself trades a pump on paper, rotating as it goes (a checkpoint each time, taken
+    while it emits) and restarting from its journal: every restart's recovery from the latest
+    checkpoint and the events after it equals the full history's, field by field."""
+    path = tmp_path / "j.sqlite"
+    config = quiet_config(**{"journal.rotate_max_age_days": 0.001, "journal.retention_archives": 0})
+    capital = config.trading.capital.active.capital
+    start_ms, recovered, states = START_MS, None, []
+
+    def held() -> list[Any]:
+        return [] if rig.engine.core is None else list(rig.engine.core.book.holdings.values())
+
+    stops = [  # where each run stops: holding the pump's coin, once it sold some, flat
+        lambda: bool(held()),
+        lambda: rig.engine.stats.fills > 0,
+        lambda: not held(),
+    ]
+    for run, stop in enumerate(stops):
+        async with pump_rig(path, config, start_ms=start_ms) as rig:
+            engine = rig.engine
+            checkpoint.install(rig.journal, path, capital)
+            engine.recovery = None if recovered is None or recovered.empty else Recovery(recovered)
+            task = asyncio.create_task(engine.run())
+            rotations = 0
+            while rotations < 3 or not stop():
+                cycles = engine.stats.cycles
+                await eventually(lambda c=cycles: engine.stats.cycles >= c + 20, timeout=60)  # type: ignore[misc]
+                await rig.journal.rotate()  # while the engine emits
+                rotations += 1
+                assert rotations < 40, f"run {run} never got where it stops"
+            if run == 1:
+                assert (await engine.command(Command.PAUSE, "test")).accepted
+            engine.stop()
+            await asyncio.wait_for(task, 10)
+            start_ms = engine._now + 5_000
+        recovered = read_journal(path, capital)
+        assert fields(recovered) == fields(full_history(path, capital)), f"run {run}"
+        states.append(recovered)
+    assert len(checkpoints(path)) >= 6 and len(list_archives(path)) >= 6
+    assert states[0].book.holdings and states[0].last_action_ms  # a position and a cool-down across a restart
+    assert states[1].fills > states[0].fills and states[1].paused and states[2].paused
