@@ -32,8 +32,9 @@ from tests.kit.engine import START_MS, pump_rig, quiet_config
 from tests.kit.waiting import eventually
 
 CAPITAL = 1000.0
-A, B, C, D, E = "AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT"
+A, B, C, D, E, F = "AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"
 TA, TB, TC, TD, TE = "a1a1a1a1a1a1a1a1", "b1b1b1b1b1b1b1b1", "c1c1c1c1c1c1c1c1", "d1d1d1d1d1d1d1d1", "e1e1e1e1e1e1e1e1"
+TF = "f1f1f1f1f1f1f1f1"
 
 
 def settings(retention: int) -> JournalSection:
@@ -113,22 +114,32 @@ class Script:
             s.risk(t + 3, "risk_level", "L3")
             s.risk(t + 4, "consecutive_losses", until_ms=t + 3_600_000)
             s.j.emit("command", ts_ms=t + 5, payload={"command": "pause", "origin": "tui"})
+            s.trade(t + 6, TF, F, OrderPurpose.ENTRY, 100.0, 2.0)
+            sold = s.attempt(t + 7, TF, F, OrderPurpose.STOP_LOSS, 1)
+            s.result(t + 8, sold, TF, F, "filled")  # its fill comes after the checkpoint (a sync found it)
             for i in range(4):
                 cid = s.attempt(t + 10 + i, TD, D, OrderPurpose.ENTRY, leg=1 + i)
                 s.j.emit("order_result", ts_ms=t + 10 + i, trace_id=TD, symbol=D,
                          payload={"client_order_id": cid, "status": "rejected", "error_class": "non_retryable"})  # fmt: skip
         elif k == 4:
+            seq = s.fill(t, client_order_id(TF, OrderPurpose.STOP_LOSS, 1), TF, F, "sell", 100.0, 1.9)
+            s.update(t, TF, F, "close", seq, total_realised_pnl=-10.2)
             s.trade(t, TC, C, OrderPurpose.ENTRY, 300.0, 1.0, leg=2)
             s.update(t + 1, TC, C, "partial_close", None, reason=MISSING_REASON, fill_quantity=50.0)
             late = s.attempt(t + 2, TD, D, OrderPurpose.ENTRY, leg=9)
             s.result(t + 2, late, TD, D, "rejected", detail=NEVER_REACHED)
             s.attempt(t + 3, TE, E, OrderPurpose.ENTRY, price="0.5", expires_ms=t + 60_000)
             s.j.emit("command", ts_ms=t + 4, payload={"command": "resume", "origin": "tui"})
+            s.attempt(t + 5, TA, A, OrderPurpose.TAKE_PROFIT, 3)  # its first fill comes after the checkpoint
         elif k == 5:
             s.result(t, client_order_id(TD, OrderPurpose.ENTRY, 9), TD, D, "open")  # it landed late: open again
             s.j.emit("command", ts_ms=t + 1, payload={"command": "close_all", "origin": "tui"})
             s.j.emit("state_change", ts_ms=t + 2, payload={"from": "degraded", "to": "blocked", "reasons": ["errors"]})
             s.risk(t + 3, "tick")
+            cid = client_order_id(TA, OrderPurpose.TAKE_PROFIT, 3)
+            seq = s.fill(t + 4, cid, TA, A, "sell", 100.0, 0.45)
+            s.update(t + 4, TA, A, "partial_close", seq)
+            s.result(t + 5, cid, TA, A, "filled")
 
 
 PHASES = 6
@@ -184,13 +195,14 @@ async def test_recovery_from_a_checkpoint_equals_recovery_from_the_full_history(
     assert replay.state.last_seq > 0  # recovery started from a checkpoint, not from seq 1
     state = read_journal(path, CAPITAL)
     # The history left all of this open: the comparison covers it.
-    assert state.book.holdings[A].position.tp_tiers_hit == (0, 1)
+    assert state.book.holdings[A].position.tp_tiers_hit == (0, 1, 2)
     assert state.book.holdings[A].position.stop_price == 0.3  # break-even after the take-profit
     assert set(state.book.holdings) == {A, C} and state.book.written_off == {B: 1.0}
     assert set(state.open_orders) == {client_order_id(TE, OrderPurpose.ENTRY, 1), client_order_id(TD, OrderPurpose.ENTRY, 9)}
     assert state.paused and state.engine_state.value == "blocked" and len(state.order_errors) == 5
-    assert state.risk.consecutive_losses == 0 and state.risk.cooldown_until_ms > 0
-    assert set(state.last_action_ms) == {A, B, C, D, E}
+    assert state.risk.consecutive_losses == 1 and state.risk.cooldown_until_ms > 0  # F lost after the cool-down event
+    assert set(state.last_action_ms) == {A, B, C, D, E, F}
+    assert state.last_action_ms[F] == T0 + 3 * DAY_MS + 8  # when the core booked the close: its order_result
     assert state.anomalies == [] and state.unbooked == []
 
 
@@ -217,9 +229,9 @@ async def test_retention_deletes_old_trading_archives_and_a_restart_books_the_sa
     kept = {a.path.name for a in list_archives(pruned)}
     gone = [a.path for a in list_archives(reference) if a.path.name.replace("ref", "pruned") not in kept]
     assert len(kept) == 1 and len(gone) == PHASES - 1
-    assert sum(count(a, "SELECT COUNT(*) FROM events WHERE kind = 'fill'") for a in gone) == 7  # every fill but none
+    assert sum(count(a, "SELECT COUNT(*) FROM events WHERE kind = 'fill'") for a in gone) == 9  # every fill but the last
     with JournalReader(pruned) as reader:
-        assert list(reader.events(kinds=["fill"])) == []
+        assert [e.ts_ms for e in reader.events(kinds=["fill"])] == [T0 + 5 * DAY_MS + 4]  # the newest day's only
         assert int(reader.meta("pruned_through") or 0) > 0
     assert fields(read_journal(pruned, CAPITAL)) == fields(full_history(reference))
 
@@ -266,6 +278,10 @@ async def test_an_unusable_checkpoint_after_retention_deleted_history_is_refused
     await run_script(path, retention=1)
     _tamper(path, _richer)  # the checkpoint before it, in the archive kept, still covers what was deleted
     assert fields(read_journal(path, CAPITAL)) == fields(full_history(reference))
+    with sqlite3.connect(path) as conn:  # as if retention had deleted past the older checkpoint kept
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'pruned_through'")
+    with pytest.raises(JournalError, match=r"retention deleted archives through seq"):
+        read_journal(path, CAPITAL)
     for f in [path, *(a.path for a in list_archives(path))]:
         with sqlite3.connect(f) as conn:
             conn.execute("UPDATE events SET payload = '{}' WHERE kind = 'checkpoint'")
