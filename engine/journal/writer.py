@@ -420,7 +420,7 @@ class Journal:
             span = rotation.plan(state, max_bytes=settings.rotate_max_bytes)
             if span is None:
                 return []
-            through = await self._checkpoint()
+            through = await self._checkpoint(now_ms)
             if through is not None:
                 span = (span[0], min(span[1], through))
             try:
@@ -433,7 +433,7 @@ class Journal:
             await self._retain()
             return [archive]
 
-    async def _checkpoint(self) -> int | None:
+    async def _checkpoint(self, now_ms: int) -> int | None:
         """Commit everything emitted, then journal a checkpoint of it; returns the seq it covers
         (None without a `checkpointer`, or when it failed: the rotation goes on without, and
         retention keeps what recovery replays, as it always did)."""
@@ -443,7 +443,7 @@ class Journal:
         through = self.last_flushed_seq
         try:
             payload = await asyncio.to_thread(self.checkpointer, through)
-            self.emit("checkpoint", ts_ms=self._newest_ts, payload=payload)
+            self.emit("checkpoint", ts_ms=self._newest_ts or now_ms, payload=payload)  # beside the history it covers
         except (HotcoinError, sqlite3.Error, OSError) as exc:
             log.warning("journal %s: no checkpoint at this rotation (%s); archives recovery replays are kept", self.path, exc)
             return None
