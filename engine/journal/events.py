@@ -78,6 +78,12 @@ KINDS: dict[str, KindSchema] = {
         1, {"model": str, "score": Num}, "a research_only model's score, journaled and never acted on"
     ),
     "command": KindSchema(1, {"command": str, "origin": str}, "an operator command (pause, resume, close-all)"),
+    "checkpoint": KindSchema(
+        1,
+        {"through_seq": int, "capital": Num, "digest": str, "state": dict},
+        "restart recovery's state through a seq (`engine.runtime.checkpoint`), journaled at a rotation:"
+        " recovery replays only the events after it, and retention may delete the archives below it",
+    ),
     "command_refused": KindSchema(
         1,
         {"command": str, "origin": str, "reason": str},

@@ -280,10 +280,33 @@ class JournalReader:
         since_ms: int | None = None,
         until_ms: int | None = None,
         kinds: Sequence[str] | None = None,
+        after_seq: int = 0,
     ) -> Iterator[JournalEvent]:
-        """Events in seq order over archives then the main file; `until_ms` is exclusive."""
-        for path, row in self._rows(since_ms, until_ms, kinds):
+        """Events in seq order over archives then the main file; `until_ms` is exclusive;
+        `after_seq` skips the seqs up to it (and the archives that hold nothing later)."""
+        for path, row in self._rows(since_ms, until_ms, kinds, after_seq):
             yield _event(*_decoded(path, row))
+
+    def newest_first(self, kind: str) -> Iterator[tuple[int, JournalEvent | JournalDamagedError]]:
+        """(seq, event) of every `kind` event, newest first over the main file then the archives;
+        an event whose row cannot be decoded comes as its error, so the caller can pass over it
+        (a damaged checkpoint must not hide the older ones)."""
+        sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE kind = ? ORDER BY seq DESC"
+        below: int | None = None
+        for path, conn in self._named_files():
+            for row in _scan(path, conn, sql, (kind,)):
+                if below is not None and row[0] >= below:  # an interrupted rotation's duplicate
+                    continue
+                below = row[0]
+                try:
+                    yield row[0], _event(*_decoded(path, row))
+                except JournalDamagedError as exc:
+                    yield row[0], exc
+
+    def meta(self, key: str) -> str | None:
+        """The main file's `meta` value for `key` (None when unset)."""
+        row = self._main.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def last_event(self, *, until_ms: int, kinds: Sequence[str]) -> JournalEvent | None:
         """The last event (by seq) of one of `kinds` before `until_ms`, however long ago: a walk
@@ -364,10 +387,10 @@ class JournalReader:
         return count
 
     def _rows(
-        self, since_ms: int | None, until_ms: int | None, kinds: Sequence[str] | None
+        self, since_ms: int | None, until_ms: int | None, kinds: Sequence[str] | None, after_seq: int = 0
     ) -> Iterator[tuple[Path, tuple[Any, ...]]]:
-        where: list[str] = ["1"]
-        params: list[object] = []
+        where: list[str] = ["seq > ?"]
+        params: list[object] = [after_seq]
         if since_ms is not None:
             where.append("ts_ms >= ?")
             params.append(since_ms)
@@ -378,8 +401,8 @@ class JournalReader:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             params.extend(kinds)
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
-        last = 0
-        for path, conn in self._archives_oldest_first():
+        last = after_seq
+        for path, conn in self._archives_oldest_first(after=after_seq):
             for row in _scan(path, conn, sql, params):
                 if row[0] > last:  # a rotation interrupted between copy and delete duplicates rows
                     last = row[0]

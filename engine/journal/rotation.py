@@ -15,12 +15,15 @@ How (inside the writer's own connection, so there is one writer per database):
    chunk, copies events and their `traces` rows (INSERT OR IGNORE) then deletes them from main.
    Copy and delete are separate commits: a crash between them leaves a duplicate (the reader
    de-duplicates by seq), never a loss, and `resume` finishes the job on the next open.
-3. `enforce_retention` deletes the oldest archive files beyond `retention_archives`, except
-   those holding an event restart recovery rebuilds money or orders from (`RECOVERY_KINDS`):
-   recovery replays every fill ever journaled for the cash, realised PnL and held positions, so
-   deleting an old fill booked the wrong cash after a restart (and deleting a held position's
-   opening fill forgot the position). Until recovery can start from a journaled checkpoint,
-   only archives of market and decision history (candles, signals, risk checks) are deleted.
+3. `retention_plan` picks the oldest archive files beyond `retention_archives` to delete:
+   every one wholly covered by the latest `checkpoint` (recovery's state through a seq, which
+   the writer journals before each rotation when the runtime gave it a `checkpointer`, see
+   `engine.runtime.checkpoint`), and after it only those without an event restart recovery
+   rebuilds money or orders from (`RECOVERY_KINDS`): recovery replays every fill after the
+   checkpoint for the cash, realised PnL and held positions, so deleting one booked the wrong
+   cash after a restart. The highest seq deleted under a checkpoint is kept in `meta`
+   ('pruned_through', written before the files go), so recovery refuses, by name, to build on
+   an older checkpoint or the full history should the latest one be unusable.
 
 4. `reclaim` then gives the emptied pages back to the file system (`PRAGMA incremental_vacuum`,
    a few thousand pages per lock hold, so the writer's batches go on in between): a DELETE only
@@ -209,20 +212,33 @@ def _create_private(target: Path) -> None:
         os.close(fd)
 
 
-def enforce_retention(journal: Path, keep: int) -> tuple[list[Path], list[Path]]:
-    """Delete the oldest archives beyond `keep` (0 keeps all) that recovery does not need;
-    returns (deleted, kept because recovery needs them). Blocking (each candidate is searched
-    for a `RECOVERY_KINDS` event, a scan when it has none): run it off the event loop."""
+def retention_plan(journal: Path, keep: int, checkpoint_through: int | None) -> tuple[list[Path], list[Path], int]:
+    """The oldest archives beyond `keep` (0 keeps all) split into (to delete, kept because
+    recovery needs them), and the highest seq recovery loses with them (0: none). An archive
+    wholly covered by the latest checkpoint (last seq <= `checkpoint_through`) is never needed;
+    one after it is, when it holds a `RECOVERY_KINDS` event. Blocking (each candidate after the
+    checkpoint is searched, a scan when it has none): run it off the event loop."""
     if keep <= 0:
-        return [], []
+        return [], [], 0
     archives = list_archives(journal)
-    beyond = [a.path for a in archives[: max(0, len(archives) - keep)]]
-    needed = [path for path in beyond if _recovery_needs(path)]
-    doomed = [path for path in beyond if path not in needed]
-    for path in doomed:
+    beyond = archives[: max(0, len(archives) - keep)]
+    covered = [a for a in beyond if checkpoint_through is not None and a.last_seq <= checkpoint_through]
+    needed = [a.path for a in beyond if a not in covered and _recovery_needs(a.path)]
+    doomed = [a.path for a in beyond if a.path not in needed]
+    return doomed, needed, max((a.last_seq for a in covered), default=0)
+
+
+def delete_archives(paths: list[Path]) -> None:
+    """Delete archive files (and any -journal SQLite left beside them)."""
+    for path in paths:
         for leftover in (path, path.with_name(path.name + "-journal")):
             leftover.unlink(missing_ok=True)
-    return doomed, needed
+
+
+async def meta_int(conn: aiosqlite.Connection, key: str) -> int | None:
+    """An integer `meta` value of the main file (None when unset)."""
+    value = await _scalar(conn, "SELECT value FROM meta WHERE key = ?", (key,))
+    return None if value is None else int(value)
 
 
 def _recovery_needs(archive: Path) -> bool:

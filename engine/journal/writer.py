@@ -39,7 +39,10 @@ fill that opened a position may be among them), with their own seqs, and renames
 rather than guessed at.
 
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
-and when forced with `await journal.rotate(now_ms)`. One a crash interrupted is finished by the
+and when forced with `await journal.rotate(now_ms)`. With a `checkpointer` (set by the runtime:
+the journal does not import it), each rotation first commits everything emitted, journals the
+`checkpoint` it returns for that flushed history and moves only the seqs the checkpoint covers,
+so retention may delete the archives below it (see `rotation.retention_plan`). One a crash interrupted is finished by the
 next `open`, with a warning naming the seqs moved and the archive, and retention after it.
 """
 
@@ -63,7 +66,7 @@ import orjson
 
 from engine.config.sections.journal import JournalSection
 from engine.domain import OrderPurpose
-from engine.errors import EventValidationError, JournalError
+from engine.errors import EventValidationError, HotcoinError, JournalError
 from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation
 from engine.journal.events import validate_event
@@ -162,6 +165,9 @@ class Journal:
         self._closed = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        # seq X -> the `checkpoint` payload of the journal's history through X, built from disk.
+        # Blocking (it reads the journal): called off the event loop, at each rotation.
+        self.checkpointer: Callable[[int], Mapping[str, Any]] | None = None
 
     @classmethod
     @asynccontextmanager
@@ -375,7 +381,8 @@ class Journal:
         while self._sealed:
             await self._write(self._sealed[0])
             self._sealed.popleft()
-        if time.monotonic() - self._last_rotation_check >= self._rotation_check_s:
+        # A rotation already running (`rotate`) may be waiting for this task to write its checkpoint.
+        if time.monotonic() - self._last_rotation_check >= self._rotation_check_s and not self._rotate_lock.locked():
             await self._rotate(self._newest_ts)
         return True
 
@@ -413,6 +420,9 @@ class Journal:
             span = rotation.plan(state, max_bytes=settings.rotate_max_bytes)
             if span is None:
                 return []
+            through = await self._checkpoint(now_ms)
+            if through is not None:
+                span = (span[0], min(span[1], through))
             try:
                 archive = await rotation.move_range(self._conn, self.path, span[0], span[1], self._db_lock)
             except sqlite3.Error as exc:
@@ -422,6 +432,37 @@ class Journal:
             await self._reclaim()
             await self._retain()
             return [archive]
+
+    async def _checkpoint(self, now_ms: int) -> int | None:
+        """Commit everything emitted, then journal a checkpoint of it; returns the seq it covers
+        (None without a `checkpointer`, or when it failed: the rotation goes on without, and
+        retention keeps what recovery replays, as it always did)."""
+        if self.checkpointer is None:
+            return None
+        await self._commit_all()
+        through = self.last_flushed_seq
+        try:
+            payload = await asyncio.to_thread(self.checkpointer, through)
+            self.emit("checkpoint", ts_ms=self._newest_ts or now_ms, payload=payload)  # beside the history it covers
+        except (HotcoinError, sqlite3.Error, OSError) as exc:
+            log.warning("journal %s: no checkpoint at this rotation (%s); archives recovery replays are kept", self.path, exc)
+            return None
+        await self._commit_all()
+        async with self._db_lock:
+            await self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('checkpoint_through', ?)", (str(through),))
+            await self._conn.commit()
+        return through
+
+    async def _commit_all(self) -> None:
+        """Commit every event emitted so far: directly in the writer task (a rotation it runs),
+        else by waiting for it."""
+        if asyncio.current_task() is not self._task:
+            await self.flush()
+            return
+        self._seal()
+        while self._sealed:
+            await self._write(self._sealed[0])
+            self._sealed.popleft()
 
     async def _reclaim(self) -> None:
         """Shrink the main file after a rotation; a file made without auto_vacuum is named once
@@ -448,13 +489,28 @@ class Journal:
         await self._retain()
 
     async def _retain(self) -> None:
-        """Apply `retention_archives`, saying which archives it keeps beyond it, and why."""
-        deleted, needed = await asyncio.to_thread(rotation.enforce_retention, self.path, self.settings.retention_archives)
-        self.stats.archives_deleted += len(deleted)
+        """Apply `retention_archives`, saying which archives it keeps beyond it, and why. What a
+        deletion takes from recovery (seqs up to `pruned_through`) is recorded first, so
+        recovery never builds on a checkpoint older than that, or on a history missing it."""
+        async with self._db_lock:
+            found = await rotation.meta_int(self._conn, "checkpoint_through")
+        doomed, needed, pruned = await asyncio.to_thread(
+            rotation.retention_plan, self.path, self.settings.retention_archives, found
+        )
+        if pruned:
+            async with self._db_lock:
+                await self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pruned_through', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (str(pruned),),
+                )
+                await self._conn.commit()
+        await asyncio.to_thread(rotation.delete_archives, doomed)
+        self.stats.archives_deleted += len(doomed)
         if needed:
             log.info(
                 "journal %s: keeping %d archive(s) beyond retention_archives=%d (%s): they hold fills or "
-                "orders that restart recovery replays",
+                "orders after the latest checkpoint, which restart recovery replays",
                 self.path, len(needed), self.settings.retention_archives, ", ".join(p.name for p in needed),
             )
 

@@ -68,8 +68,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
 
 Not rebuilt: the trailing-stop peak (restarts at the entry price, so the trail re-arms from
 there: looser, never tighter), candle history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
-the restart. The rebuild reads every order and fill event the journal (main file and archives)
-still has, so retention never deletes an archive holding one of those (`rotation.RECOVERY_KINDS`).
+the restart. The rebuild starts from the journal's latest `checkpoint` (`engine.runtime.checkpoint`:
+this replay's state through a seq, journaled at each rotation) and reads every event after it,
+so retention deletes only archives wholly below that checkpoint among those holding an order or
+fill event (`rotation.RECOVERY_KINDS`).
 """
 
 from __future__ import annotations
@@ -221,16 +223,33 @@ class RecoveredState:
 
 def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
     """Replay journal events (seq order; `KINDS` are the ones that matter) into a `RecoveredState`."""
-    state = RecoveredState(cash=capital)
-    book = state.book
-    purposes: dict[str, OrderPurpose] = {}  # client id -> purpose, for every order attempted
-    legs: dict[str, int] = {}  # trace -> highest exit leg attempted in it
-    tiers: dict[str, int] = {}  # position trace -> take-profit orders that sold something
-    tp_filled: set[str] = set()
-    opened_seq: dict[str, int] = {}  # position trace -> seq of its `open` position_update
-    answered: dict[str, int] = {}  # client id -> time of its latest order_result: when the core booked its fills
-    unbooked: dict[int, UnbookedFill] = {}
+    replay = Replay(RecoveredState(cash=capital))
     for ev in events:
+        replay.feed(ev)
+    return replay.finish(breakeven_after_tp=breakeven_after_tp)
+
+
+@dataclass(slots=True)
+class Replay:
+    """`rebuild` part way: the state so far and the maps it needs to go on. A `checkpoint`
+    journals one of these (`engine.runtime.checkpoint`), so a restart replays only what came
+    after it; `finish` derives what hangs off the whole history (exit legs, tiers, pending exits)."""
+
+    state: RecoveredState
+    purposes: dict[str, OrderPurpose] = field(default_factory=dict)  # client id -> purpose, for every order attempted
+    legs: dict[str, int] = field(default_factory=dict)  # trace -> highest exit leg attempted in it
+    tiers: dict[str, int] = field(default_factory=dict)  # position trace -> take-profit orders that sold something
+    tp_filled: set[str] = field(default_factory=set)
+    opened_seq: dict[str, int] = field(default_factory=dict)  # position trace -> seq of its `open` position_update
+    # client id -> time of its latest order_result: when the core booked its fills
+    answered: dict[str, int] = field(default_factory=dict)
+    unbooked: dict[int, UnbookedFill] = field(default_factory=dict)
+
+    def feed(self, ev: JournalEvent) -> None:
+        """Apply one event (in seq order)."""
+        state, book = self.state, self.state.book
+        purposes, legs, tiers, tp_filled = self.purposes, self.legs, self.tiers, self.tp_filled
+        opened_seq, answered, unbooked = self.opened_seq, self.answered, self.unbooked
         state.last_seq = max(state.last_seq, ev.seq)
         state.last_ts_ms = max(state.last_ts_ms, ev.ts_ms)
         p = ev.payload
@@ -284,7 +303,7 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
                 change = book.apply(booked)
             except PositionError as exc:
                 state.anomalies.append(f"seq {ev.seq}: {exc}")
-                continue
+                return
             state.fills += 1
             state.cash += cash_moved
             cid = fill.client_order_id
@@ -325,20 +344,25 @@ def rebuild(events: Iterable[JournalEvent], capital: float, *, breakeven_after_t
             state.paused = _PAUSED_BY[str(p["command"])]
         elif ev.kind == "state_change":
             state.engine_state = EngineState(p["to"])
-    for held in book.holdings.values():
-        pos = held.position
-        held.exit_legs = legs.get(pos.trace_id, 0)
-        held.opened_seq = opened_seq.get(pos.trace_id)
-        hit = tiers.get(pos.trace_id, 0)
-        if hit:
-            stop = pos.entry_price if breakeven_after_tp else pos.stop_price
-            held.position = dataclasses.replace(pos, tp_tiers_hit=tuple(range(hit)), stop_price=stop)
-    for order in state.open_orders.values():
-        pending = book.get(order.symbol)
-        if order.purpose.is_exit and pending is not None:
-            pending.pending_exit = order.client_order_id
-    state.unbooked = sorted(unbooked.values(), key=lambda u: u.fill_seq)
-    return state
+
+    def finish(self, *, breakeven_after_tp: bool = True) -> RecoveredState:
+        """The recovered state: the replayed one with what derives from the whole history.
+        Changes the holdings in place: feed nothing after it."""
+        state, book, legs, tiers = self.state, self.state.book, self.legs, self.tiers
+        for held in book.holdings.values():
+            pos = held.position
+            held.exit_legs = legs.get(pos.trace_id, 0)
+            held.opened_seq = self.opened_seq.get(pos.trace_id)
+            hit = tiers.get(pos.trace_id, 0)
+            if hit:
+                stop = pos.entry_price if breakeven_after_tp else pos.stop_price
+                held.position = dataclasses.replace(pos, tp_tiers_hit=tuple(range(hit)), stop_price=stop)
+        for order in state.open_orders.values():
+            pending = book.get(order.symbol)
+            if order.purpose.is_exit and pending is not None:
+                pending.pending_exit = order.client_order_id
+        state.unbooked = sorted(self.unbooked.values(), key=lambda u: u.fill_seq)
+        return state
 
 
 def _reported_fee_quote(fill: Mapping[str, Any]) -> float:
@@ -384,14 +408,27 @@ def _acted(state: RecoveredState, symbol: str | None, ts_ms: int) -> None:
 
 
 def read_journal(path: Path | str, capital: float, *, breakeven_after_tp: bool = True) -> RecoveredState:
-    """`rebuild` from the journal at `path` (main file and archives); an empty state if none yet."""
+    """`rebuild` from the journal at `path` (its latest usable checkpoint, then the main file and
+    archives after it); an empty state if none yet."""
+    return replay_journal(path, capital).finish(breakeven_after_tp=breakeven_after_tp)
+
+
+def replay_journal(path: Path | str, capital: float, *, through_seq: int | None = None) -> Replay:
+    """The journal at `path` replayed up to `through_seq` (all of it: None), from its latest
+    usable checkpoint on (`engine.runtime.checkpoint.start`)."""
     from engine.journal.reader import JournalReader
+    from engine.runtime.checkpoint import start  # it builds on this module
 
     path = Path(path)
     if not path.is_file():
-        return RecoveredState(cash=capital)
+        return Replay(RecoveredState(cash=capital))
     with JournalReader(path) as reader:
-        return rebuild(known_versions(reader.events(kinds=KINDS), path), capital, breakeven_after_tp=breakeven_after_tp)
+        after, replay = start(reader, path, capital)
+        for ev in known_versions(reader.events(kinds=KINDS, after_seq=after), path):
+            if through_seq is not None and ev.seq > through_seq:
+                break
+            replay.feed(ev)
+    return replay
 
 
 class Recovery:

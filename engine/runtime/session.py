@@ -33,6 +33,7 @@ from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.gateway import GatewayNotice
 from engine.ops.http import OpsServer
 from engine.ops.notify.service import open_notifications
+from engine.runtime import checkpoint
 from engine.runtime.engine import Engine, trace_events
 from engine.runtime.feed import MarketFeed, SimFeed
 from engine.runtime.gateway_feed import ExchangeClock, GatewayFeed
@@ -281,6 +282,8 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
             journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
         )
         recovery = None if recovered.empty else Recovery(recovered)
+        # Each rotation journals recovery's state first, so retention may delete older archives.
+        checkpoint.install(journal, journal_path, config.trading.capital.active.capital)
         model = options.model_loader(config) if options.model_loader is not None else None
         if model is not None:
             # A refused or unreadable model leaves the engine on rules alone: a warning, not an

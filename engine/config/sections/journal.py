@@ -34,6 +34,8 @@ class JournalSection(Section):
         24,
         ge=0,
         description="Archive files kept (one per rotate_max_age_days of history, or per size rotation); the "
-        "oldest beyond this are deleted (0 keeps all), except any holding a fill, an order or an operator "
-        "command: restart recovery replays every one of those for the cash, realised PnL and held positions.",
+        "oldest beyond this are deleted (0 keeps all). Each rotation first journals a checkpoint of what restart "
+        "recovery rebuilds (cash, positions, orders, pause, risk and engine state), so an archive it covers goes "
+        "whatever it holds; one after the latest checkpoint holding a fill, an order or an operator command is "
+        "kept: recovery replays those. `hotcoin run` and `tui` write the checkpoints.",
     )

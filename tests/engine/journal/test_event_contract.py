@@ -22,6 +22,7 @@ GOOD: dict[str, dict[str, Any]] = {
     "risk_event": {"code": "daily_loss", "level": "L4", "detail": "-3.2% of start-of-day equity"},
     "model_shadow": {"model": "hot_lgbm@abc", "score": 0.71},
     "command": {"command": "close_all", "origin": "tui"},
+    "checkpoint": {"through_seq": 41, "capital": 10_000.0, "digest": "00ff", "state": {"cash": 9_500.0}},
     "command_refused": {"command": "/pause", "origin": "telegram:mallory#77", "reason": "unknown chat", "chat_id": -100},
 }
 

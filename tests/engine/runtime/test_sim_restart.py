@@ -7,7 +7,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from engine.journal.events import JournalEvent
+from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
+from engine.runtime.recovery import read_journal
 from engine.runtime.session import RunOptions, open_session, sim_start_ms
 from tests.kit.engine import quiet_config
 
@@ -39,3 +42,23 @@ async def test_a_restarted_demo_stamps_its_events_after_the_recovered_ones(tmp_p
     async with open_session(config, options) as session:
         first = await session.engine.feed.next_batch()
     assert first.ts_ms > ahead
+
+
+async def test_a_session_checkpoints_recovery_before_each_rotation(tmp_path: Path) -> None:
+    """`hotcoin run` gives its journal the checkpointer: a rotation journals recovery's state
+    first, so the archives it writes can later go without losing the fill they hold."""
+    path = tmp_path / "journal.sqlite"
+    ahead = time.time_ns() // 1_000_000 + 10 * HOUR_MS
+    await journal_ending_at(path, ahead)
+    config = quiet_config(**{
+        "journal.path": str(path), "paths.data_dir": str(tmp_path / "data"), "journal.rotate_max_age_days": 0.01,
+    })  # fmt: skip
+    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000)
+    async with open_session(config, options) as session:
+        journal = session.engine.journal
+        assert isinstance(journal, Journal)
+        assert await journal.rotate(now_ms=ahead + 2 * HOUR_MS)
+    with JournalReader(path) as reader:
+        [(_, cp)] = list(reader.newest_first("checkpoint"))
+    assert isinstance(cp, JournalEvent) and cp.payload["state"]["fills"] == 1
+    assert read_journal(path, config.trading.capital.active.capital).fills == 1
