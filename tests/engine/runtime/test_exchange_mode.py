@@ -193,7 +193,7 @@ def test_hotcoin_run_trades_against_a_sim_exchange_process(tmp_path: Path) -> No
             capture_output=True, text=True, timeout=120, env=env, check=False,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]
-        match = re.search(r"run \S+: (\d+) cycles, (\d+) orders, (\d+) fills", run.stdout)
+        match = re.search(r"run \S+: (\d+) cycles, (\d+) orders sent, (\d+) fills", run.stdout)
         assert match is not None, run.stdout
         assert int(match.group(1)) > 3
         assert f"journal {journal}" in run.stdout
