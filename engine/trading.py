@@ -631,23 +631,13 @@ class TradingCore:
 
     def _fee_unpriced(self, fill: Fill, cause: int | None) -> None:
         """Journal that a fill's third-asset commission could not be valued: its PnL leaves it out."""
-        self.sink.emit(
-            "risk_event",
-            ts_ms=fill.ts_ms,
-            payload={
-                "code": "fee_unpriced",
-                "level": self.risk.level.name,
-                "detail": (
-                    f"{fill.symbol}: a fee of {fill.fee_other:.10g} {fill.fee_asset} was booked without its value, "
-                    f"as no {fill.fee_asset} price is known yet; PnL is overstated by that much"
-                ),
-                "asset": fill.fee_asset,
-                "value": fill.fee_other,
-            },
-            trace_id=fill.trace_id,
-            symbol=fill.symbol,
-            cause=cause,
-        )
+        self._alert(
+            "fee_unpriced",
+            f"{fill.symbol}: a fee of {fill.fee_other:.10g} {fill.fee_asset} was booked without its value, "
+            f"as no {fill.fee_asset} price is known yet; PnL is overstated by that much",
+            ts_ms=fill.ts_ms, trace_id=fill.trace_id, symbol=fill.symbol, cause=cause,
+            asset=fill.fee_asset, value=fill.fee_other,
+        )  # fmt: skip
 
     def _exit_answered(self, update: OrderUpdate, now_ms: int) -> None:
         """Back off after an exit the exchange refused as sent (non-retryable), and alert once
@@ -669,24 +659,14 @@ class TradingCore:
         if said == held.exit_refused:
             return
         held.exit_refused = said
-        self.sink.emit(
-            "risk_event",
-            ts_ms=now_ms,
-            payload={
-                "code": "exit_refused",
-                "level": self.risk.level.name,
-                "detail": (
-                    f"{order.symbol}: the exchange refused the exit {order.client_order_id} ({error}); "
-                    f"retrying after {wait // 1000} s, backing off up to {EXIT_RETRY_MAX_MS // 60_000} min "
-                    "while it refuses the same way: check the coin on the exchange"
-                ),
-                "value": float(held.exit_refusals),
-                "threshold": None,
-            },
-            trace_id=held.position.trace_id,
-            symbol=order.symbol,
-            cause=update.journal_seq,
-        )
+        self._alert(
+            "exit_refused",
+            f"{order.symbol}: the exchange refused the exit {order.client_order_id} ({error}); "
+            f"retrying after {wait // 1000} s, backing off up to {EXIT_RETRY_MAX_MS // 60_000} min "
+            "while it refuses the same way: check the coin on the exchange",
+            ts_ms=now_ms, trace_id=held.position.trace_id, symbol=order.symbol, cause=update.journal_seq,
+            value=float(held.exit_refusals), threshold=None,
+        )  # fmt: skip
 
     def on_exit_short(
         self, symbol: str, free: float | None, now_ms: int, cause: int | None = None, *, locked: float = 0.0
@@ -716,28 +696,16 @@ class TradingCore:
         if missing <= tol:
             return
         trace = pos.trace_id
-        seq = self.sink.emit(
-            "risk_event",
-            ts_ms=now_ms,
-            payload={
-                "code": "balance_mismatch",
-                "level": self.risk.level.name,
-                "detail": (
-                    f"{symbol}: the exchange holds {free:.10g} free and {locked:.10g} locked, the position was "
-                    f"{pos.quantity:.10g}; an exit was refused for insufficient balance, so {missing:.10g} is "
-                    "written down as a loss "
-                    + ("and the position is gone" if there <= 0 else f"and {there:.10g} stays held")
-                    + " (sold outside the engine?)"
-                ),
-                "value": there,
-                "threshold": pos.quantity,
-                "asset": market.base,
-                "symbol": symbol,
-            },
-            trace_id=trace,
-            symbol=symbol,
-            cause=cause,
-        )
+        seq = self._alert(
+            "balance_mismatch",
+            f"{symbol}: the exchange holds {free:.10g} free and {locked:.10g} locked, the position was "
+            f"{pos.quantity:.10g}; an exit was refused for insufficient balance, so {missing:.10g} is "
+            "written down as a loss "
+            + ("and the position is gone" if there <= 0 else f"and {there:.10g} stays held")
+            + " (sold outside the engine?)",
+            ts_ms=now_ms, trace_id=trace, symbol=symbol, cause=cause,
+            value=there, threshold=pos.quantity, asset=market.base,
+        )  # fmt: skip
         change = self.book.write_down(symbol, missing, now_ms)
         seq = self._journal_change(change, now_ms, MISSING_REASON, trace, seq)
         if change.action == "close":
@@ -758,24 +726,14 @@ class TradingCore:
             return
         held.locked_alerted = locked
         symbol = held.position.symbol
-        self.sink.emit(
-            "risk_event",
-            ts_ms=now_ms,
-            payload={
-                "code": "coins_locked",
-                "level": self.risk.level.name,
-                "detail": (
-                    f"{symbol}: coins locked on the exchange: {locked:.10g} ({free:.10g} free, the position is "
-                    f"{held.position.quantity:.10g}); the exit cannot sell them: cancel the order in the Binance "
-                    "app or let it fill; the engine keeps the position and retries with backoff"
-                ),
-                "value": locked,
-                "threshold": held.position.quantity,
-            },
-            trace_id=held.position.trace_id,
-            symbol=symbol,
-            cause=cause,
-        )
+        self._alert(
+            "coins_locked",
+            f"{symbol}: coins locked on the exchange: {locked:.10g} ({free:.10g} free, the position is "
+            f"{held.position.quantity:.10g}); the exit cannot sell them: cancel the order in the Binance "
+            "app or let it fill; the engine keeps the position and retries with backoff",
+            ts_ms=now_ms, trace_id=held.position.trace_id, symbol=symbol, cause=cause,
+            value=locked, threshold=held.position.quantity,
+        )  # fmt: skip
 
     def _is_dust(self, held: Holding, price: float) -> bool:
         market = self.markets.get(held.position.symbol)
@@ -824,6 +782,15 @@ class TradingCore:
             symbol=change.symbol,
             cause=cause,
         )
+
+    def _alert(
+        self, code: str, detail: str, *, ts_ms: int, trace_id: str | None, symbol: str, cause: int | None, **fields: Any
+    ) -> int:
+        """One `risk_event` about a position or fill (an exchange refusal, a balance the exchange
+        disagrees on, an unpriced fee), in its trace, at the risk level in force; returns its seq.
+        The payload names the symbol too, as the balance audit's `balance_mismatch` does."""
+        payload = {"code": code, "level": self.risk.level.name, "detail": detail, **fields, "symbol": symbol}
+        return self.sink.emit("risk_event", ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
 
     def _emit_risk(self, events: list[RiskEvent], now_ms: int) -> None:
         for ev in events:
