@@ -186,10 +186,9 @@ class TradingCycle:
             config.discovery.windows.slot_ms,
         )
         self._journal_failed = journal_failed
-        self.router = OrderRouter(broker, tap, durable=durable, journal_failed=self._failure)
+        self.router = OrderRouter(broker, tap, durable=durable, journal_failed=journal_failed)
         self.core: TradingCore | None = None
         self.paused = False  # the operator paused new entries (exits continue)
-        self.journal_failure: str | None = None  # set by the runtime once its journal's writer failed: blocked
         self._on_update = on_update
         self._on_stepped = on_stepped
         # symbol -> (bar it is fed for, open time of the last candle fed, no new fetch before this time)
@@ -267,11 +266,11 @@ class TradingCycle:
             self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
 
-    def _failure(self) -> str | None:
-        """The journal's failure as soon as its writer has one (the router refuses entries at
-        once), not only from the next cycle's check on."""
-        if self.journal_failure is not None:
-            return self.journal_failure
+    @property
+    def journal_failure(self) -> str | None:
+        """The journal's failure as soon as its writer has one (None while it writes): the state
+        machine blocks on it and the router refuses entries. Asked of the journal each time, which
+        keeps it once failed, rather than copied here."""
         return None if self._journal_failed is None else self._journal_failed()
 
     async def _exits_short(self, updates: list[OrderUpdate], now: int) -> None:

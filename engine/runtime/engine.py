@@ -123,6 +123,7 @@ class Engine:
         self.router = self.cycle.router
         self._commands: asyncio.Queue[tuple[Command, str, asyncio.Future[CommandResult]]] = asyncio.Queue(maxsize=64)
         self._stop = asyncio.Event()
+        self._exits_only = False  # the journal failed and that was logged: closing what is held, then stopping
         self._command_waiting = asyncio.Event()
         self._fills: dict[str, deque[Fill]] = {}
         self._now = 0
@@ -195,13 +196,15 @@ class Engine:
 
     async def _check_journal(self) -> None:
         """Back-pressure (`wait_writable`, which raises once events are being lost), then the
-        journal's health: a writer that failed but saves its events turns the engine exits-only."""
+        journal's health: a writer that failed but saves its events has made the engine
+        exits-only (the cycle reads the failure from the journal); the owner is told once."""
         wait = getattr(self.journal, "wait_writable", None)
         if wait is not None:
             await wait()
-        failure: str | None = getattr(self.journal, "failure", None)
-        if failure is None or self.cycle.journal_failure is not None:
+        failure = self.cycle.journal_failure
+        if failure is None or self._exits_only:
             return
+        self._exits_only = True
         core = self.core
         held = sorted(core.book.holdings) if core is not None else []
         late = self.broker.watching_late()
@@ -211,7 +214,6 @@ class Engine:
             f"closing {len(held)} position(s) ({', '.join(held)})" if held else "nothing held",
             f", watching {len(late)} order(s) that may still land late" if late else "",
         )
-        self.cycle.journal_failure = failure  # the state machine blocks on it from this cycle on
 
     def _nothing_left(self) -> bool:
         """Nothing held, no entry in flight and no order the broker still watches as maybe
