@@ -44,6 +44,7 @@ class ConfirmCloseAll(ModalScreen[bool]):
         self.data_age_s = data_age_s
         self.stale = stale
         self.confirm_key = confirm_key
+        self._composed = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
@@ -55,11 +56,18 @@ class ConfirmCloseAll(ModalScreen[bool]):
             yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
 
     def on_mount(self) -> None:
-        self.show(self.positions, self.data_age_s, self.stale)
+        self._composed = True
+        self._render_latest()
 
     def show(self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool) -> None:
-        """The latest snapshot's positions and how old it is."""
+        """The latest snapshot's positions and how old it is. A snapshot can arrive after the
+        dialog is pushed but before its widgets exist: it is kept, and shown on mount."""
         self.positions, self.data_age_s, self.stale = tuple(positions), data_age_s, stale
+        if self._composed:
+            self._render_latest()
+
+    def _render_latest(self) -> None:
+        data_age_s, stale = self.data_age_s, self.stale
         what = self.query_one("#close-what", Static)
         if self.positions:
             what.update(f"Cancels every open order and sells these {len(self.positions)} position(s) at market:")
@@ -91,6 +99,8 @@ class CloseAllProgressDialog(ModalScreen[None]):
         super().__init__()
         self.total = total
         self._seen_progress = False
+        self._composed = False
+        self._latest: tuple[CloseAllProgress | None, int] | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
@@ -99,7 +109,17 @@ class CloseAllProgressDialog(ModalScreen[None]):
             yield Static(f"Sent close-all for {self.total} position(s)…", id="close-status")
             yield Static("Esc hides this; the close continues.", id="close-hint", classes="dim")
 
+    def on_mount(self) -> None:
+        self._composed = True
+        if self._latest is not None:
+            self.show(*self._latest)
+
     def show(self, progress: CloseAllProgress | None, remaining_positions: int) -> None:
+        """The engine's progress from the latest snapshot; one that arrives before the widgets
+        exist is kept and shown on mount."""
+        self._latest = (progress, remaining_positions)
+        if not self._composed:
+            return
         status = self.query_one("#close-status", Static)
         bar = self.query_one("#close-progress", ProgressBar)
         if progress is None:

@@ -23,6 +23,7 @@ class QuitWithPositions(ModalScreen[bool]):
     def __init__(self, positions: Sequence[PositionRow]) -> None:
         super().__init__()
         self.positions = tuple(positions)
+        self._composed = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="warning"):
@@ -33,11 +34,17 @@ class QuitWithPositions(ModalScreen[bool]):
             yield Static("y: quit anyway   n / Esc: stay   (ctrl+x closes everything first)", id="dialog-keys")
 
     def on_mount(self) -> None:
-        self.show(self.positions)
+        self._composed = True
+        self._render_latest()
 
     def show(self, positions: Sequence[PositionRow]) -> None:
-        """The latest snapshot's positions."""
+        """The latest snapshot's positions; kept until mount when they arrive before the
+        dialog's widgets exist."""
         self.positions = tuple(positions)
+        if self._composed:
+            self._render_latest()
+
+    def _render_latest(self) -> None:
         title = self.query_one("#dialog-title", Label)
         what = self.query_one("#quit-what", Static)
         if self.positions:

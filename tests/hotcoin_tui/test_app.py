@@ -364,6 +364,34 @@ async def test_close_all_progress_ends_on_flat_not_on_an_earlier_error(
         assert (isinstance(shown.content, Text) and "red" in str(shown.content.style)) is red
 
 
+async def test_dialogs_keep_a_snapshot_that_arrives_before_their_widgets_exist() -> None:
+    """CI failure: ctrl+x pushed the confirmation and a snapshot arrived before its compose
+    ran; showing it raised NoMatches('#close-what') and the console died with the book open.
+    Each dialog keeps what it was shown and draws it once mounted."""
+    positions = make_snapshot().positions
+    app = App[None]()
+    async with app.run_test(size=WIDE) as pilot:
+        confirm = ConfirmCloseAll((), None, False, "Y")
+        confirm.show(positions, 2.0, False)
+        await app.push_screen(confirm)
+        await pilot.pause()
+        assert f"sells these {len(positions)} position(s)" in plain(confirm.query_one("#close-what", Static))
+        confirm.dismiss(False)
+        await pilot.pause()
+        quit_dialog = QuitWithPositions(())
+        quit_dialog.show(positions)
+        await app.push_screen(quit_dialog)
+        await pilot.pause()
+        assert str(quit_dialog.query_one("#dialog-title", Label).render()) == f"{len(positions)} POSITION(S) STILL OPEN"
+        quit_dialog.dismiss(False)
+        await pilot.pause()
+        progress = CloseAllProgressDialog(2)
+        progress.show(CloseAllProgress(1, 2, 1), 1)
+        await app.push_screen(progress)
+        await pilot.pause()
+        assert plain(progress.query_one("#close-status", Static)).strip() == "1 of 2 still open…"
+
+
 async def test_close_all_and_quit_dialogs_follow_the_snapshots(fake: FakeEngineClient) -> None:
     """Both dialogs copied the positions when they opened: after more positions opened, the
     confirmation still said "sells these 6 position(s)" while Y closed 7, and the quit
