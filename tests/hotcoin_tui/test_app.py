@@ -11,6 +11,7 @@ import io
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import textual.constants
@@ -26,6 +27,7 @@ from engine.journal.events import JournalEvent
 from engine.runtime.client import Command, CommandResult, EngineClient
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.snapshot import CloseAllProgress, EngineSnapshot, EventRow, Mode
+from hotcoin_tui import engine_feed
 from hotcoin_tui.app import HotcoinApp
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.help import HelpDialog
@@ -923,16 +925,22 @@ async def test_mode_is_the_first_thing_on_screen(mode: Mode, label: str) -> None
     await fake.stop()
 
 
-async def test_snapshots_faster_than_refresh_hz_are_coalesced(fake: FakeEngineClient) -> None:
-    app = HotcoinApp(fake, TuiSection(refresh_hz=2))
+async def test_snapshots_faster_than_refresh_hz_are_coalesced(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed's clock stands still from the last repaint on, so "within 1/refresh_hz of
+    it" holds however slowly a loaded CI box runs the loop; the release still comes from the
+    real timer."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=1))
     async with app.run_test(size=SMALL):
         await publish(app, fake)
         before = app.snapshots_applied
         shown = app.snapshot
+        monkeypatch.setattr(engine_feed, "time", SimpleNamespace(monotonic=lambda: app._last_apply))
         for _ in range(3):
             last = fake.step()
             await asyncio.sleep(0.01)
-        assert app.snapshot is shown  # within 0.5 s of the last repaint: held back
+        assert app.snapshot is shown  # within 1 s of the last repaint: held back
         await eventually(lambda: app.snapshot == last)
         assert app.snapshots_applied == before + 1
 
