@@ -64,7 +64,8 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    `position_update` (killed between the two) gets that update now, with reason `recovered`.
 
 4. While running on an exchange, `BalanceAudit` compares its balances with these records every
-   5 minutes and journals a `risk_event` with code `balance_mismatch` when they disagree.
+   5 minutes and journals a `risk_event` with code `balance_mismatch` when they disagree (coins
+   the account held beyond them at its first check are the owner's, not a disagreement).
 
 Not rebuilt: the trailing-stop peak (restarts at the entry price, so the trail re-arms from
 there: looser, never tighter), candle history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
@@ -606,13 +607,26 @@ BALANCE_CHECK_MS = 5 * 60_000
 class BalanceAudit:
     """Every `interval_ms`, compare the exchange's balances with the core's records.
 
-    Checked: each held coin's balance (free + locked) against the position's quantity (an
-    exchange holding *less* means the position was partly sold or never bought; *more* beyond
-    `tolerance` means a fill we did not book, unless it is within the dust written off on that
-    coin, which stays on the exchange), and the free quote against the cash the core
-    thinks it may spend. Coins we do not hold are not ours to judge (fee BNB, the owner's own
-    coins). A mismatch is journaled as a `risk_event` with code `balance_mismatch`, once per
-    asset until the numbers change, and returned; trading decisions stay with the risk checks.
+    Checked: each held coin's balance (free + locked) against the position's quantity, and the
+    free quote against the cash the core thinks it may spend. An exchange holding *less* coin
+    than the position means it was partly sold or never bought. Coins we do not hold are not
+    ours to judge (fee BNB, the owner's own coins), and neither are the owner's coins of a
+    coin we do hold: the account may have held it before the engine bought any.
+
+    So *more* is judged against a baseline rather than against the position alone: the first
+    check that reads the balances notes, for every coin, what the account holds beyond our
+    records (positions, and the dust written off, which stays on the exchange) and takes it as
+    the owner's. Only an excess beyond that baseline (plus `tolerance`) is a mismatch: coins
+    that arrived since the engine started, from a fill we did not book or bought in the
+    Binance app. Dropping the excess check altogether was simpler, but it is the audit's only
+    backstop for a buy the broker's order tracking missed (an order that landed late, say).
+    The baseline lives in memory: a restart takes a new one (recovery has looked up every
+    order it had in flight), and it is never raised or lowered afterwards: lowered by a check
+    that ran while an exit had filled on the exchange but was not booked yet, it would call the
+    owner's coins a missed fill for the rest of the run.
+
+    A mismatch is journaled as a `risk_event` with code `balance_mismatch`, once per asset
+    until the numbers change, and returned; trading decisions stay with the risk checks.
     """
 
     def __init__(
@@ -624,6 +638,7 @@ class BalanceAudit:
         self.tolerance = tolerance
         self._last_ms: int | None = None
         self._reported: dict[str, tuple[float, float]] = {}
+        self._owners: dict[str, float] | None = None  # asset -> the owner's coins at the first check
 
     def due(self, now_ms: int) -> bool:
         return self._last_ms is None or now_ms - self._last_ms >= self.interval_ms
@@ -635,19 +650,19 @@ class BalanceAudit:
         except HotcoinError as exc:  # an exchange hiccup: the next interval tries again
             log.warning("balance check failed: %s", exc)
             return []
+        if self._owners is None:
+            self._owners = _beyond_records(core, balances, self.quote_asset)
         found: list[dict[str, Any]] = []
-        seen: set[str] = set()
         for symbol, held in sorted(core.book.holdings.items()):
             asset = symbol.split("/")[0]
-            seen.add(asset)
             ours = held.position.quantity
             dust = core.book.written_off.get(symbol, 0.0)
+            owners = self._owners.get(asset, 0.0)
             bal = balances.get(asset)
             theirs = float(bal.total) if bal is not None else 0.0
             slack = self.tolerance * max(1.0, ours)
-            if theirs < ours - slack or theirs > ours + dust + slack:
-                found.append(self._mismatch(asset, symbol, ours, theirs, "position quantity", dust))
-        seen.add(self.quote_asset)
+            if theirs < ours - slack or theirs > ours + dust + owners + slack:
+                found.append(self._mismatch(asset, symbol, ours, theirs, "position quantity", dust, owners))
         spendable = core.cash - core.reserved_cash()
         quote = balances.get(self.quote_asset)
         free = float(quote.free) if quote is not None else 0.0
@@ -664,12 +679,15 @@ class BalanceAudit:
         return fresh
 
     @staticmethod
-    def _mismatch(asset: str, symbol: str | None, ours: float, theirs: float, what: str, dust: float = 0.0) -> dict[str, Any]:
+    def _mismatch(
+        asset: str, symbol: str | None, ours: float, theirs: float, what: str, dust: float = 0.0, owners: float = 0.0
+    ) -> dict[str, Any]:
         also = f" and {dust:.10g} more was written off as dust" if dust else ""
+        own = f", and {owners:.10g} were the account's own when the engine started" if owners else ""
         return {
             "code": "balance_mismatch",
             "detail": (
-                f"{asset}: the exchange holds {theirs:.10g}, our {what} is {ours:.10g}{also}; "
+                f"{asset}: the exchange holds {theirs:.10g}, our {what} is {ours:.10g}{also}{own}; "
                 "reconcile before trusting either"
             ),
             "value": theirs,
@@ -677,6 +695,24 @@ class BalanceAudit:
             "asset": asset,
             "symbol": symbol,
         }
+
+
+def _beyond_records(core: TradingCore, balances: Mapping[str, Balance], quote_asset: str) -> dict[str, float]:
+    """asset -> what the exchange holds of it beyond our records (the positions and the dust
+    written off), never below zero: the owner's coins, as `BalanceAudit` takes them at its
+    first check. A shortfall is not owned by anyone; the audit reports it by itself."""
+    records: dict[str, float] = {}
+    for symbol, qty in core.book.written_off.items():
+        asset = symbol.split("/")[0]
+        records[asset] = records.get(asset, 0.0) + qty
+    for symbol, held in core.book.holdings.items():
+        asset = symbol.split("/")[0]
+        records[asset] = records.get(asset, 0.0) + held.position.quantity
+    return {
+        asset: max(0.0, float(bal.total) - records.get(asset, 0.0))
+        for asset, bal in balances.items()
+        if asset != quote_asset
+    }
 
 
 def _core(engine: Engine) -> TradingCore:

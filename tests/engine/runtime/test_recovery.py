@@ -730,19 +730,50 @@ async def test_a_restart_does_not_bring_back_dust_written_off(tmp_path: Path) ->
 
 async def test_balance_audit_counts_the_dust_written_off_as_known_excess() -> None:
     """DOGE dust written off earlier stays on the exchange beside the 600 held now: no mismatch
-    for up to that much more; beyond it, or short, is still one, and the detail names the dust."""
+    for up to that much more; beyond it (once the first check found no more than that), or
+    short, is still one, and the detail names the dust."""
     sink = RecordingSink()
     core = await _history(sink)
     core.book.written_off[DOGE] = 0.9
-    for exchange, mismatched in (
+    gw = FakeGateway()
+    audit = BalanceAudit(gw, "USDT")
+    for i, (exchange, mismatched) in enumerate((
         (_balances(DOGE="600.9", USDT="5000"), []),
         (_balances(DOGE="600.4", USDT="5000"), []),
         (_balances(DOGE="602", USDT="5000"), ["DOGE"]),
         (_balances(DOGE="599", USDT="5000"), ["DOGE"]),
-    ):
-        found = await BalanceAudit(FakeGateway(balances=exchange), "USDT").run(core, sink, T0)
+    )):
+        gw.balances = exchange
+        found = await audit.run(core, sink, T0 + i * BALANCE_CHECK_MS)
         assert [m["asset"] for m in found] == mismatched, exchange
     assert "and 0.9 more was written off as dust" in found[0]["detail"]
+
+
+async def test_balance_audit_leaves_the_coins_the_account_already_held_to_the_owner() -> None:
+    """The account held 1000 DOGE of the owner's beside the 600 the engine bought: the audit
+    journaled a `balance_mismatch` ("the exchange holds 1600, our position quantity is 600")
+    at every check whose numbers moved. What the first check finds beyond our records is the
+    owner's; coins that arrive beyond it later (a fill we did not book) and a shortfall are
+    still mismatches."""
+    sink = RecordingSink()
+    core = await _history(sink)
+    gw = FakeGateway()
+    audit = BalanceAudit(gw, "USDT")
+    for i, (doge, mismatched) in enumerate((
+        ("1600", []),
+        ("1600", []),
+        ("1450", []),  # the owner sold some of theirs: not ours to judge
+        ("1600.5", ["DOGE"]),  # 0.5 more than the owner had at the first check
+        ("1600", []),
+        ("599", ["DOGE"]),  # less than the position itself
+    )):
+        gw.balances = _balances(DOGE=doge, USDT="5000")
+        found = await audit.run(core, sink, T0 + i * BALANCE_CHECK_MS)
+        assert [m["asset"] for m in found] == mismatched, doge
+        if mismatched:
+            assert "1000 were the account's own when the engine started" in found[0]["detail"]
+    events = [e.payload for e in sink.events if e.kind == "risk_event" and e.payload["code"] == "balance_mismatch"]
+    assert [e["value"] for e in events] == [1600.5, 599.0]
 
 
 @pytest.mark.parametrize(
