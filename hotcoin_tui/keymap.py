@@ -80,14 +80,35 @@ def known_ids() -> list[str]:
 
 
 def validate(overrides: Mapping[str, str]) -> dict[str, str]:
-    """Check a config keymap: every id must exist. Returns it normalised (no spaces)."""
+    """Check a config keymap: every id must exist and no key may do two things in one place.
+    Returns it normalised (no spaces)."""
     valid = set(known_ids())
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ConfigError(
             f"tui.keymap: unknown binding id(s) {', '.join(unknown)}; valid ids are {', '.join(sorted(valid))}"
         )
-    return {bid: ",".join(k.strip() for k in keys.split(",")) for bid, keys in overrides.items()}
+    normalised = {bid: ",".join(k.strip() for k in keys.split(",")) for bid, keys in overrides.items()}
+    _refuse_clashes(normalised)
+    return normalised
+
+
+def _refuse_clashes(overrides: Mapping[str, str]) -> None:
+    """One key, two bindings in the same place: Textual would quietly run one of them, so a
+    remap of pause to `q` made quit unreachable by its key. App bindings are live on every
+    screen and dialog, so each table is checked together with them."""
+    for place, specs in ALL:
+        live = specs if specs is APP else APP + specs
+        owners: dict[str, list[str]] = {}
+        for spec in live:
+            for key in overrides.get(spec.id, spec.key).split(","):
+                owners.setdefault(key, []).append(spec.id)
+        for key, ids in owners.items():
+            if len(ids) > 1:
+                raise ConfigError(
+                    f"tui.keymap: key {_key_label(key)!r} is bound to {' and '.join(ids)} ({place.lower()}); "
+                    "only one of them would work: give the others another key in [tui.keymap]"
+                )
 
 
 def effective_keys(spec: KeySpec, overrides: Mapping[str, str]) -> str:

@@ -124,6 +124,8 @@ def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path |
         explicit = Path(env["HOTCOIN_CONFIG"])
     if explicit is not None:
         explicit = explicit.expanduser()
+        if explicit.is_dir():
+            raise ConfigError(f"config file {explicit} is a directory; --config/HOTCOIN_CONFIG takes a TOML file")
         if not explicit.is_file():
             raise ConfigError(
                 f"config file {explicit} does not exist; create it, or drop --config/HOTCOIN_CONFIG "

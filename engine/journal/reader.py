@@ -73,6 +73,8 @@ class JournalReader:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise JournalError(f"{self.path} is a directory; point --journal at the journal's SQLite file in it")
         if not self.path.is_file():
             raise JournalError(f"no journal at {self.path}")
         self.archives = list_archives(self.path)
@@ -100,8 +102,11 @@ class JournalReader:
     # -- traces -------------------------------------------------------------------------------
 
     def resolve(self, ident: str) -> str:
-        """The one trace id that is `ident` or starts with it; else `TraceNotFoundError`."""
-        ident = ident.strip()
+        """The one trace id that is `ident` or starts with it; else `TraceNotFoundError`.
+
+        Ids are lowercase hex (`make_trace_id`): one copied in capitals, from a spreadsheet or
+        a chat, is the same id."""
+        ident = ident.strip().lower()
         if not ident:
             raise TraceNotFoundError("empty trace id; `hotcoin traces` lists recent ones")
         found: set[str] = set()

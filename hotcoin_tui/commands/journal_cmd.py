@@ -258,6 +258,9 @@ def _journal_path(journal: Path | None, config: Path | None) -> Path:
     except HotcoinError as exc:
         _fail(exc, 2)
     path = journal.expanduser()
+    if path.is_dir():
+        typer.secho(f"hotcoin: {path} is a directory; point --journal or HOTCOIN_JOURNAL at the journal file in it", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     if not path.is_file():
         typer.secho(
             f"hotcoin: no journal at {path}. The engine creates it when it runs (paper mode is the default); "

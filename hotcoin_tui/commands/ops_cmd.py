@@ -57,7 +57,8 @@ def report(
     loaded = load_config(config)
     path = (journal or loaded.config.journal_path).expanduser()
     if not path.is_file():
-        typer.secho(f"hotcoin: no journal at {path}; point --journal or HOTCOIN_JOURNAL at one", fg=typer.colors.RED, err=True)
+        what = "is a directory" if path.is_dir() else "does not exist"
+        typer.secho(f"hotcoin: journal {path} {what}; point --journal or HOTCOIN_JOURNAL at the journal file", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     now_ms = datetime.now(UTC).timestamp() * 1000
     result = load_report(path, chosen, clusters=loaded.config.trading.risk.clusters, now_ms=int(now_ms))

@@ -28,3 +28,18 @@ JournalOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def refuse_demo_with_a_market(demo: bool, exchange: str | None, endpoint: str | None) -> None:
+    """`--demo` is the in-process simulated market; with `--exchange binance` or `--endpoint`
+    on the same line the owner asked for two markets, and running the demo silently would
+    look like trading the other one."""
+    if not demo:
+        return
+    other = f"--endpoint {endpoint}" if endpoint else f"--exchange {exchange}" if exchange not in (None, "sim") else None
+    if other:
+        raise typer.BadParameter(
+            f"--demo runs the simulated market in-process and cannot be combined with {other}; "
+            "drop --demo to trade there, or drop the other to run the demo",
+            param_hint="--demo",
+        )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, refuse_demo_with_a_market
 
 
 def register(app: typer.Typer) -> None:
@@ -75,6 +75,7 @@ def run(
     from engine.runtime.headless import run_headless
     from engine.runtime.session import RunOptions, paper_despite_mode
 
+    refuse_demo_with_a_market(demo, exchange, endpoint)
     loaded = load_config(
         config,
         cli=cli_overrides(exchange=exchange, endpoint=endpoint, journal=journal, seed=seed, symbols=symbols, http_port=http_port),

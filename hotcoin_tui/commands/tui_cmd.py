@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, refuse_demo_with_a_market
 
 if TYPE_CHECKING:
     from engine.runtime.client import EngineClient
@@ -196,6 +196,7 @@ def tui(
     config: ConfigOpt = None,
 ) -> None:
     """The trading console: candidates, positions, engine state, events, chart; close-all on ctrl+x."""
+    refuse_demo_with_a_market(demo, exchange, endpoint)
     options = TuiOptions(fake, seed, candidates, positions, fake_mode, step_s, config)
     engine = EngineOptions(demo, attach, exchange, live, yes_really, speed, journal, endpoint, sim_seed, symbols, no_http, in_process)
     raise typer.Exit(run_tui(options, engine))

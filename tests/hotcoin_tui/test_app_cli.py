@@ -69,6 +69,19 @@ def test_attach_without_a_running_engine_says_how_to_start_one(tmp_path: Path) -
     assert "hotcoin run" in str(result.exception) + result.output
 
 
+@pytest.mark.parametrize("command", ["run", "tui"])
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--exchange", "binance"], "--exchange binance"), (["--endpoint", "http://127.0.0.1:9"], "--endpoint http://127.0.0.1:9")],
+)
+def test_demo_with_another_market_on_the_same_line_is_refused(command: str, flags: list[str], named: str) -> None:
+    """Audit: `run --demo --exchange binance` ran the simulated market without a word, which
+    looks like trading Binance."""
+    result = CliRunner().invoke(app, [command, "--demo", *flags, "--duration", "1"] if command == "run" else [command, "--demo", *flags])
+    assert result.exit_code == 2
+    assert f"cannot be combined with {named}" in " ".join(result.output.split())
+
+
 def test_tui_section_from_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[tui]\ncandidate_rows = 80\nchart_refresh_s = 2.0\n[tui.keymap]\nclose_all = "ctrl+k"\npause = "p,f9"\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from rich.style import Style
@@ -71,6 +72,28 @@ def test_chart_has_candles_marks_and_scale_label() -> None:
     assert "DOGE 1m ×1e-6" in out
     assert out.count("▲") == 1 and out.count("▼") == 1
     assert "e-0" not in out.replace("×1e-6", "")  # axis labels are rescaled, not scientific
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pause": "q"}, "key 'q' is bound to pause and quit (everywhere)"),
+        ({"filter": "ctrl+x"}, "key 'ctrl+x' is bound to close_all and filter (main screen)"),
+        ({"quit": "p"}, "key 'p' is bound to pause and quit (everywhere)"),
+        ({"quit.confirm": "n"}, "key 'n' is bound to quit.confirm and quit.cancel (quit dialog)"),
+        ({"replay": "f9", "sort": "x,f9"}, "key 'f9' is bound to sort and replay (main screen)"),
+    ],
+)
+def test_keymap_refuses_a_key_bound_twice_in_one_place(overrides: dict[str, str], message: str) -> None:
+    """Audit: `pause = "q"` was accepted and quit could no longer be reached by its key; a
+    remapped filter on ctrl+x did nothing (close-all won)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        keymap.validate(overrides)
+
+
+def test_keymap_allows_one_key_in_different_places() -> None:
+    """The same key on two screens that are never live together is fine (y, n on dialogs)."""
+    assert keymap.validate({"quit.confirm": "Y", "replay.back": "escape,n"}) == {"quit.confirm": "Y", "replay.back": "escape,n"}
 
 
 def test_keymap_validation_names_unknown_ids_and_normalises() -> None:

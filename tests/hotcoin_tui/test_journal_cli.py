@@ -130,6 +130,22 @@ def test_missing_journal_exits_2_naming_the_path(tmp_path: Path) -> None:
         assert "--journal" in err
 
 
+def test_a_directory_given_as_the_journal_is_named_as_one(tmp_path: Path) -> None:
+    """Audit: `traces -j <a directory>` said "no journal at …" though something was there."""
+    for args in (["replay", "abc"], ["traces"], ["journal", "check"], ["report"]):
+        code, _, err = invoke(*args, "--journal", str(tmp_path))
+        assert code == 2, args
+        assert f"{tmp_path} is a directory" in " ".join(err.split()), args
+
+
+def test_replay_takes_a_trace_id_copied_in_capitals(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    """Audit: `replay E96EB3C2` said "no trace" and listed unrelated ids."""
+    path, traces = journal
+    trace_id = traces["entered"].trace_id
+    code, out, _ = invoke("replay", trace_id[:8].upper(), "--journal", str(path))
+    assert code == 0 and trace_id in out
+
+
 def test_default_journal_comes_from_the_config(tmp_path: Path, journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
     path, traces = journal
     config = tmp_path / "config.toml"

@@ -122,6 +122,8 @@ def test_config_file_encoding(tmp_path: Path) -> None:
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", env={})
+    with pytest.raises(ConfigError, match="is a directory; --config/HOTCOIN_CONFIG takes a TOML file"):
+        load_config(tmp_path, env={})  # audit: said "does not exist" of a directory
 
 
 class TestSecrets:
