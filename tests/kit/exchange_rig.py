@@ -41,8 +41,10 @@ PUMP_AFTER_MS = 8 * 60_000  # discovery needs ~5 min of its own history before z
 
 
 def exchange_config(**overrides: Any) -> HotcoinConfig:
-    """The quiet test market, reached as the simulated exchange; fast timeouts for hang faults."""
-    cli: dict[str, Any] = {"exchange.name": "sim", "exchange.request_timeout_ms": 1000}
+    """The quiet test market, reached as the simulated exchange. Requests get 10 s: a kline
+    request slowed past a tight timeout by a loaded box costs the engine a bar; the fault
+    tests that inject hangs set their own short timeout."""
+    cli: dict[str, Any] = {"exchange.name": "sim", "exchange.request_timeout_ms": 10_000}
     cli.update(overrides)
     return quiet_config(**cli)
 
