@@ -76,9 +76,12 @@ class OrderError(HotcoinError):
 
     error_class: ErrorClass = ErrorClass.UNKNOWN
 
-    def __init__(self, message: str, *, code: int | str | None = None) -> None:
+    def __init__(self, message: str, *, code: int | str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        # What went wrong in the exchange's own words ("Market is closed."), short enough for a
+        # status line in an emergency; the message itself when the exchange said nothing more.
+        self.reason = reason or message
 
 
 class RetryableOrderError(OrderError):

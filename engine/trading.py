@@ -41,7 +41,7 @@ from engine.domain import (
     TickerBatch,
 )
 from engine.domain.trading import Side
-from engine.errors import ErrorClass, MarketDataError
+from engine.errors import ErrorClass, MarketDataError, OrderError
 from engine.execution.broker import OrderUpdate
 from engine.execution.client_ids import client_order_id
 from engine.execution.precheck import OrderRequest, PrecheckResult, precheck
@@ -647,6 +647,7 @@ class TradingCore:
         held = self.book.get(order.symbol)
         if held is None:
             return
+        held.exit_failed = None if error is None else _exit_failure(error)
         if error is None or order.status is not OrderStatus.REJECTED:
             held.exit_refusals, held.exit_retry_ms, held.exit_refused = 0, 0, None
             return
@@ -796,6 +797,25 @@ class TradingCore:
         for ev in events:
             self.sink.emit("risk_event", ts_ms=now_ms, payload=ev.payload())
 
+    def exit_trouble(self, symbol: str, now_ms: int) -> str | None:
+        """Why `symbol` is still held though its exit was asked for, as the operator needs it
+        in an emergency (close-all's progress): the exchange's latest answer to its exit and
+        what happens next, or the precheck that keeps one from being sent. None when nothing
+        is known to be wrong (an exit the exchange took and has not filled yet, or none tried)."""
+        held = self.book.get(symbol)
+        if held is None:
+            return None
+        if held.exit_failed is None:
+            return None if held.exit_blocked is None else f"exit not sent: precheck {held.exit_blocked}"
+        wait_s = -(-(held.exit_retry_ms - now_ms) // 1000)
+        if wait_s > 0:
+            then = f"retrying in {wait_s} s" if wait_s < 120 else f"retrying in {-(-wait_s // 60)} min"
+        elif held.pending_exit is not None:
+            then = "reconciling"  # only an exit whose outcome is unknown stays in flight after failing
+        else:
+            then = "retrying at the next price update"
+        return f"{held.exit_failed}, {then}"
+
     # ----------------------------------------------------------------- close-all
     def begin_close_all(self, now_ms: int, origin: str = "operator") -> CloseAllStart:
         """Start the emergency close (or join the one running): one trace for the whole operation."""
@@ -847,3 +867,13 @@ class TradingCore:
         if not self.book.holdings and not self._pending:
             self._close_all = None
         return intents
+
+
+_FAILED = {ErrorClass.NON_RETRYABLE: "refused", ErrorClass.RETRYABLE: "failed", ErrorClass.UNKNOWN: "outcome unknown"}
+
+
+def _exit_failure(error: OrderError) -> str:
+    """An exit's failure as the operator reads it: the exchange's words and code ("exit
+    refused: Market is closed. (-1013)"), not the exception's type."""
+    code = "" if error.code is None or str(error.code) in error.reason else f" ({error.code})"
+    return f"exit {_FAILED[error.error_class]}: {error.reason}{code}"

@@ -10,9 +10,9 @@ Two things ccxt does not do on its own, done here once:
 - **Spot error codes on another host**: ccxt applies its spot-only code table (-1008, -2026,
   ...) only when the URL starts with `https://api.binance.com/`; `EndpointBinance` applies it
   for the overridden host too. It also keeps the server's `Retry-After` on the
-  `DDoSProtection` a 429/418 raises (`retry_after_of`), and the Binance code and HTTP status
-  on every exception (`exchange_code`, `http_status`), which ccxt otherwise drops when it
-  matched the reply by its message text.
+  `DDoSProtection` a 429/418 raises (`retry_after_of`), and the Binance code, message and HTTP
+  status on every exception (`exchange_code`, `exchange_msg`, `http_status`), which ccxt
+  otherwise drops or buries in the reply's JSON.
 
 Options always set (we trade spot only): `fetchMarkets` spot only (one exchangeInfo call,
 no sapi/fapi/dapi), no currencies or margin lookups, `watchTickers` on `!ticker@arr` (the
@@ -68,6 +68,9 @@ class EndpointBinance(ccxt.pro.binance):  # type: ignore[misc]
             body_code = response.get("code") if isinstance(response, dict) else None
             if isinstance(body_code, int | str) and str(body_code).lstrip("-").isdigit():
                 exc.exchange_code = int(body_code)
+            body_msg = response.get("msg") if isinstance(response, dict) else None
+            if isinstance(body_msg, str) and body_msg:
+                exc.exchange_msg = body_msg
             if isinstance(exc, ccxt.DDoSProtection):
                 lowered = {k.lower(): v for k, v in (headers or {}).items()}
                 exc.retry_after_s = parse_retry_after(lowered.get("retry-after"))

@@ -209,7 +209,8 @@ _CLASS_TO_ERROR: dict[ErrorClass, type[OrderError]] = {
 
 
 def to_order_error(exc: BaseException, *, placing: bool = False, operation: str = "") -> OrderError:
-    """The `engine.errors.OrderError` subclass for `exc`, carrying the exchange code.
+    """The `engine.errors.OrderError` subclass for `exc`, carrying the exchange code and, as
+    its `reason`, the exchange's own message when the reply had one.
 
     The caller raises it `from exc`, so the ccxt exception stays in the traceback.
     """
@@ -217,6 +218,8 @@ def to_order_error(exc: BaseException, *, placing: bool = False, operation: str 
     kind = classify(exc, placing=placing)
     prefix = f"{operation}: " if operation else ""
     message = f"{prefix}{type(cause).__name__}: {cause}"
+    said = getattr(cause, "exchange_msg", None)  # the reply's "msg", kept by `EndpointBinance`
+    reason = said if isinstance(said, str) else None
     if isinstance(cause, ccxt.InsufficientFunds):
-        return InsufficientBalanceError(message, code=error_code(exc))
-    return _CLASS_TO_ERROR[kind](message, code=error_code(exc))
+        return InsufficientBalanceError(message, code=error_code(exc), reason=reason)
+    return _CLASS_TO_ERROR[kind](message, code=error_code(exc), reason=reason)

@@ -58,6 +58,7 @@ class Holding:
     exit_refusals: int = 0  # exits the exchange refused in a row (non-retryable): the backoff's count
     exit_retry_ms: int = 0  # no exit is decided before this time (the backoff after a refusal)
     exit_refused: str | None = None  # the last refusal, alerted once however often it repeats
+    exit_failed: str | None = None  # how the latest exit failed, for the operator; None once one is taken
     locked_alerted: float | None = None  # coins locked on the exchange last alerted (`coins_locked`)
 
 

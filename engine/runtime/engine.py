@@ -53,6 +53,7 @@ from engine.runtime.feed import MarketFeed
 from engine.runtime.local_client import SnapshotHub
 from engine.runtime.recovery import BalanceAudit, Recovery
 from engine.runtime.snapshot import (
+    STILL_OPEN,
     CandidateRow,
     CloseAllProgress,
     EngineSnapshot,
@@ -341,13 +342,13 @@ class Engine:
         self._close_all_flat_at = None
         await self._publish(None, now)
         report = await close_all(core, self.router, now, origin, book=self.cycle.book)
-        errors = tuple(f"{s}: still open" for s in report.still_open)
+        errors = _still_open(core, report.still_open, now)
         self._close_all = CloseAllProgress(now, held, len(report.still_open), errors)
         await self._publish(None, now)
         if report.still_open:
             # Not a failure: the core keeps selling what is left at every price update (the
             # progress in the snapshots shows it), so the console keeps its progress dialog.
-            left = f"{len(report.still_open)} position(s) still open ({', '.join(report.still_open)})"
+            left = f"{len(report.still_open)} position(s) still open ({'; '.join(errors)})"
             return CommandResult(True, f"close-all: {left}, still closing; new entries paused until resume")
         flat = f"close-all: flat ({report.exits_filled} exit(s) filled, {report.cancelled} order(s) cancelled)"
         return CommandResult(True, f"{flat}; new entries paused until resume")
@@ -401,7 +402,7 @@ class Engine:
         if self.stats.cycles % CYCLE_STATS_EVERY == 0 and self.stats.cycle_ms:
             recent = list(self.stats.cycle_ms)[-1000:]
             self._cycle_pct = (float(np.percentile(recent, 50)), float(np.percentile(recent, 99)))
-        self._close_all = self._close_all_progress(core.book.holdings.keys())
+        self._close_all = self._close_all_progress(core, now)
         snap = EngineSnapshot(
             seq=self._seq,
             ts_ms=now,
@@ -415,17 +416,20 @@ class Engine:
         await self.hub.publish(snap)
         self.metrics.update_from_snapshot(snap)
 
-    def _close_all_progress(self, held: Collection[str]) -> CloseAllProgress | None:
-        """The running close-all with the `held` positions left, its errors only for those (none
-        once flat: a close that got there in a later cycle did not fail); once flat it is shown
-        for `CLOSE_ALL_SHOWN_S` (the FLAT badge and the dialog's last word), then dropped, so the
-        banner does not say FLAT for good over positions opened after a resume. Wall-clock
-        seconds, not market time: a demo at --speed 60 would flash it for a sixth of a second."""
+    def _close_all_progress(self, core: TradingCore, now: int) -> CloseAllProgress | None:
+        """The running close-all with the positions still held left, and once its first pass
+        has reported (it has errors), why each is still held as of now: a refusal seen in a
+        later cycle shows, and its retry counts down (none once flat: a close that got there
+        later did not fail). Once flat it is shown for `CLOSE_ALL_SHOWN_S` (the FLAT badge and
+        the dialog's last word), then dropped, so the banner does not say FLAT for good over
+        positions opened after a resume. Wall-clock seconds, not market time: a demo at
+        --speed 60 would flash it for a sixth of a second."""
         progress = self._close_all
         if progress is None:
             return None
         if progress.remaining:
-            errors = tuple(e for e in progress.errors if e.split(": ", 1)[0] in held)  # "SYMBOL: what went wrong"
+            held = sorted(core.book.holdings)
+            errors = _still_open(core, held, now) if progress.errors else ()
             progress = CloseAllProgress(progress.requested_ms, progress.total, len(held), errors)
         if progress.remaining:
             return progress
@@ -459,6 +463,13 @@ class Engine:
                 )
             )
         return tuple(rows)
+
+
+def _still_open(core: TradingCore, symbols: Collection[str], now: int) -> tuple[str, ...]:
+    """Close-all's errors, "SYMBOL: what went wrong" for each position still held: the core's
+    latest word on its exit (a refusal and when it is retried), "still open" when it knows of
+    nothing wrong (an exit in flight). The journal had the reason; the operator needs it too."""
+    return tuple(f"{s}: {core.exit_trouble(s, now) or STILL_OPEN}" for s in symbols)
 
 
 def _reason(r: StateReason) -> str:

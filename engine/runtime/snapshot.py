@@ -76,16 +76,26 @@ class EventRow:
     summary: str
 
 
+# What a close-all error says of a position still held with nothing known to be wrong (an exit
+# the exchange took and has not filled yet): progress to show, not a reason.
+STILL_OPEN = "still open"
+
+
 @dataclass(frozen=True, slots=True)
 class CloseAllProgress:
     requested_ms: int
     total: int
     remaining: int
-    errors: tuple[str, ...] = ()  # "SYMBOL: what went wrong", for positions still held
+    errors: tuple[str, ...] = ()  # "SYMBOL: what went wrong" (or STILL_OPEN), for positions still held
 
     @property
     def done(self) -> bool:
         return self.remaining == 0
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The errors that say why a position is still held, not only that it is."""
+        return tuple(e for e in self.errors if not e.endswith(f": {STILL_OPEN}"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 It is the one line always on screen at any terminal size, so it carries what an operator
 must never have to look for: LIVE vs PAPER vs SIM, whether entries are paused, whether the
-data is stale (and how old), and how far an emergency close-all has got.
+data is stale (and how old), and how far an emergency close-all has got (and what stops it).
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def banner_text(
             label = " FLAT " if progress.done else f" CLOSING ALL {progress.remaining}/{progress.total} left "
             text.append(" ")
             text.append(label, style=badge("bold white on red" if not progress.done else "bold black on green"))
+            # Why it is stuck, beside the count: an operator who hid the dialog sees the refusal
+            # ("Market is closed.") instead of a count that never moves.
+            why = () if progress.done else progress.reasons
+            if why:
+                more = f" (+{len(why) - 1} more)" if len(why) > 1 else ""
+                text.append(f" {why[0]}{more} ", style="bold red")
         totals = snapshot.totals
         text.append(f" eq {fmt.money(totals.equity)} day ")
         text.append_text(fmt.pnl(totals.day_pnl))

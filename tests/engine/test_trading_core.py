@@ -18,6 +18,13 @@ from engine.config.sections.trading import (
     TradingSection,
 )
 from engine.domain import Candidate, EngineState, OrderPurpose, OrderStatus
+from engine.errors import (
+    ErrorClass,
+    NonRetryableOrderError,
+    OrderError,
+    RetryableOrderError,
+    UnknownOrderError,
+)
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.trace import summarise
@@ -828,3 +835,59 @@ async def test_start_equity_is_the_first_marked_equity_also_after_a_restart() ->
     after.step(mk.book({symbol: ENTRY_PRICE * 1.02}, mk.NOW + 120_000), [], mk.NOW + 120_000)
     assert after.start_equity == first != after.equity()
     assert first != h.core.cash + sum(hd.position.quantity * hd.position.entry_price for hd in after.book.holdings.values())
+
+
+def _refusal() -> OrderError:
+    return NonRetryableOrderError("create_order: MarketClosed: binance Market is closed.", code=-1013, reason="Market is closed.")
+
+
+@pytest.mark.parametrize(
+    ("error", "refused_before", "later_ms", "said"),
+    [
+        (_refusal(), 0, 1_000, "exit refused: Market is closed. (-1013), retrying in 29 s"),
+        (_refusal(), 3, 0, "exit refused: Market is closed. (-1013), retrying in 4 min"),
+        (_refusal(), 0, EXIT_RETRY_MS, "exit refused: Market is closed. (-1013), retrying at the next price update"),
+        (RetryableOrderError("429 too many requests"), 0, 0, "exit failed: 429 too many requests, retrying at the next price update"),
+        (UnknownOrderError("create_order: RequestTimeout: timed out"), 0, 0, "exit outcome unknown: create_order: RequestTimeout: timed out, reconciling"),
+    ],
+    ids=["refused-counting-down", "refused-in-minutes", "refused-due", "retryable", "unknown-in-flight"],
+)
+async def test_exit_trouble_says_how_the_latest_exit_failed_and_what_happens_next(
+    error: OrderError, refused_before: int, later_ms: int, said: str
+) -> None:
+    """What close-all's progress shows for a position still held: the exchange's words and
+    code (the journal had them; the console said "still open"), and when the exit is tried again."""
+    from engine.domain import Order
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s, now = h.names[0], mk.NOW + 10_000
+    h.core.book.holdings[s].exit_refusals = refused_before
+    (intent,) = h.core.step(mk.book({s: ENTRY_PRICE * 0.8}, now), [], now)
+    status = OrderStatus.PENDING if error.error_class is ErrorClass.UNKNOWN else OrderStatus.REJECTED
+    h.core.on_order_update(OrderUpdate(Order.from_intent(intent, status, now), error=error), now)
+    assert h.core.exit_trouble(s, now + later_ms) == said
+
+
+async def test_exit_trouble_names_the_precheck_and_ends_once_an_exit_is_taken() -> None:
+    from dataclasses import replace
+
+    from engine.domain import MarketStatus, Order
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s, now = h.names[0], mk.NOW + 10_000
+    assert h.core.exit_trouble(s, now) is None  # nothing tried, nothing wrong
+    open_markets = h.core.markets
+    h.core.markets = {k: replace(m, status=MarketStatus.HALT) for k, m in open_markets.items()}
+    assert await h.cycle({s: ENTRY_PRICE * 0.8}, now) == []
+    assert h.core.exit_trouble(s, now) == "exit not sent: precheck market_active"
+    h.core.markets = open_markets
+    (intent,) = h.core.step(mk.book({s: ENTRY_PRICE * 0.8}, now + 1_000), [], now + 1_000)
+    h.core.on_order_update(OrderUpdate(Order.from_intent(intent, OrderStatus.REJECTED, now + 1_000), error=_refusal()), now + 1_000)
+    assert h.core.exit_trouble(s, now + 1_000) is not None
+    (retry,) = h.core.step(mk.book({s: ENTRY_PRICE * 0.8}, now + 1_000 + EXIT_RETRY_MS), [], now + 1_000 + EXIT_RETRY_MS)
+    h.core.on_order_update(OrderUpdate(Order.from_intent(retry, OrderStatus.OPEN, now + 1_000 + EXIT_RETRY_MS)), now + 1_000 + EXIT_RETRY_MS)
+    assert h.core.exit_trouble(s, now + 1_000 + EXIT_RETRY_MS) is None  # taken, not filled yet: nothing wrong

@@ -11,14 +11,16 @@ from rich.text import Text
 
 from engine.domain import Side
 from engine.errors import ConfigError
-from engine.runtime.snapshot import CandidateRow, StreamRow
+from engine.runtime.snapshot import CandidateRow, CloseAllProgress, StreamRow
 from hotcoin_tui import keymap
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import SORTS, row_cells, styled
 from hotcoin_tui.widgets.engine_state import stream_text
 from hotcoin_tui.widgets.events import clip, layout
 from hotcoin_tui.widgets.kline_chart import exit_returns, render_chart, scale_for, shade_falling
+from hotcoin_tui.widgets.mode_banner import banner_text
 from tests.kit.domain import T0, make_candle, make_fill
+from tests.kit.snapshots import make_snapshot
 
 
 @pytest.mark.parametrize(("value", "shown"), [
@@ -196,3 +198,19 @@ def test_an_unknown_return_shows_as_na_and_sorts_last() -> None:
     assert row_cells(nan)[3] == "n/a"
     by_1h = next(s for s in SORTS if s.name == "1h")
     assert sorted([unknown, known], key=by_1h.key, reverse=True) == [known, unknown]
+
+
+HALTED = "OLRP/USDT: exit refused: Market is closed. (-1013), retrying in 30 s"
+
+
+@pytest.mark.parametrize(("errors", "remaining", "said"), [
+    ((HALTED,), 1, f"CLOSING ALL 1/2 left  {HALTED}  eq"),
+    ((HALTED, "DOGE/USDT: exit refused: Invalid symbol. (-1121), retrying in 60 s"), 2, f"CLOSING ALL 2/2 left  {HALTED} (+1 more)  eq"),
+    (("DOGE/USDT: still open", HALTED), 2, f"CLOSING ALL 2/2 left  {HALTED}  eq"),
+    (("DOGE/USDT: still open",), 1, "CLOSING ALL 1/2 left  eq"),
+], ids=["refused", "two-refused", "one-refused-one-in-flight", "in-flight"])  # fmt: skip
+def test_the_banner_says_why_a_close_all_is_stuck(errors: tuple[str, ...], remaining: int, said: str) -> None:
+    """With the dialog hidden, the banner said "CLOSING ALL 1/2 left" for as long as the
+    exchange refused the sell: now it says the refusal (an exit in flight is no reason)."""
+    snap = make_snapshot(close_all=CloseAllProgress(1, 2, remaining, errors))
+    assert said in banner_text(snap, 1.0, False, None).plain

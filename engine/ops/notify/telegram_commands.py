@@ -286,6 +286,7 @@ def format_status(snap: EngineSnapshot) -> str:
         lines.append("streams: " + ", ".join(down))
     if snap.close_all is not None and not snap.close_all.done:
         lines.append(f"close-all: {snap.close_all.remaining}/{snap.close_all.total} left")
+        lines.extend(f"  {why}" for why in snap.close_all.reasons)
     return "\n".join(lines)
 
 

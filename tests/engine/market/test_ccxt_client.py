@@ -16,6 +16,7 @@ from engine.market.ccxt_client import (
     retry_after_of,
     rewrite_urls,
 )
+from engine.market.errors import to_order_error
 
 
 def _strings(tree: object) -> list[str]:
@@ -118,6 +119,35 @@ async def test_retry_after_of_a_429_is_kept_on_the_exception() -> None:
         assert retry_after_of(ccxt.DDoSProtection("no header")) is None
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "msg", "klass"),
+    [(-1013, "Market is closed.", ccxt.MarketClosed), (-1121, "Invalid symbol.", ccxt.BadSymbol)],
+    ids=["trading-halt", "delisted"],
+)
+async def test_the_exchange_words_reach_the_order_error_as_its_reason(code: int, msg: str, klass: type[Exception]) -> None:
+    """A halted or delisted coin's exit said only "still open" on the console: the reply's
+    own words, not ccxt's text (`binance {"code":...}` or the exchange id in front), are what
+    the operator reads."""
+    client = build_client(ExchangeSection(endpoint="http://127.0.0.1:9"))
+    body = orjson.dumps({"code": code, "msg": msg}).decode()
+    try:
+        with pytest.raises(klass) as caught:
+            client.handle_errors(
+                400, "Bad Request", "http://127.0.0.1:9/api/v3/order", "POST", {}, body, orjson.loads(body), {}, None
+            )
+        err = to_order_error(caught.value, placing=True, operation="create_order")
+        assert (err.reason, err.code) == (msg, code)
+        assert str(err).startswith(f"create_order: {klass.__name__}: binance")  # the journal's text is as before
+    finally:
+        await client.close()
+
+
+def test_an_order_error_without_the_exchange_words_reads_as_its_message() -> None:
+    assert to_order_error(ccxt.RequestTimeout("binance POST timed out"), placing=True).reason == (
+        "RequestTimeout: binance POST timed out"
+    )
 
 
 def test_a_sim_gateway_without_endpoint_is_refused_rather_than_reaching_binance() -> None:

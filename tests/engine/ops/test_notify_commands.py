@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from engine.ops.notify.telegram import TelegramBot
-from engine.ops.notify.telegram_commands import REFUSALS_PER_MINUTE, TelegramCommands
+from engine.ops.notify.telegram_commands import REFUSALS_PER_MINUTE, TelegramCommands, format_status
 from engine.runtime.client import Command
 from engine.runtime.fake_client import FakeEngineClient
+from engine.runtime.snapshot import CloseAllProgress
 from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.events import RecordingSink
+from tests.kit.snapshots import make_snapshot
 from tests.kit.waiting import eventually
 
 TOKEN = "42:token"
@@ -78,6 +80,14 @@ async def test_status_and_positions_read_the_latest_snapshot(bot: TelegramBot, s
     assert sink.sent_texts() == [status, positions]
     assert all(r.body["chat_id"] == OWNER for r in sink.requests)
     assert engine.commands == []
+
+
+def test_status_says_why_a_close_all_is_stuck() -> None:
+    """/status said "close-all: 1/2 left" while the exchange refused the sell; now the refusal
+    too, and not the positions whose exit is merely in flight."""
+    halted = "OLRP/USDT: exit refused: Market is closed. (-1013), retrying in 30 s"
+    snap = make_snapshot(close_all=CloseAllProgress(1, 2, 2, (halted, "DOGE/USDT: still open")))
+    assert format_status(snap).endswith(f"close-all: 2/2 left\n  {halted}")
 
 
 @pytest.mark.parametrize(("text", "command"), [("/pause", Command.PAUSE), ("/resume", Command.RESUME)], ids=["pause", "resume"])

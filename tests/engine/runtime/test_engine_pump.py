@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.domain import EngineState, OrderIntent, OrderPurpose, TickerBatch
-from engine.errors import JournalError, RetryableOrderError
+from engine.errors import JournalError, NonRetryableOrderError, RetryableOrderError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.reader import JournalReader
@@ -211,8 +211,86 @@ async def test_a_close_all_that_ends_flat_on_a_later_cycle_reports_no_error(tmp_
         assert result.accepted, result.message
         assert "still closing" in result.message and rig.pump_symbol in result.message
         progress = engine.hub.latest.close_all  # type: ignore[union-attr]
-        assert progress is not None and progress.errors == (f"{rig.pump_symbol}: still open",)
+        why = f"{rig.pump_symbol}: exit failed: 429 too many requests, retrying at the next price update"
+        assert progress is not None and progress.errors == (why,) and why in result.message
         await eventually(lambda: (s := engine.hub.latest) is not None and s.close_all is not None and s.close_all.done)
+        assert engine.hub.latest.close_all.errors == ()  # type: ignore[union-attr]
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+
+
+class SteppedFeed(SimFeed):
+    """The simulated feed; once `stepping`, each `step()` lets exactly one batch through,
+    whenever the engine asks for it (an event set and cleared at once misses a request that
+    has not started waiting yet)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stepping = False
+        self._steps = asyncio.Semaphore(0)
+
+    def step(self) -> None:
+        self._steps.release()
+
+    async def next_batch(self) -> TickerBatch:
+        if self.stepping:
+            await self._steps.acquire()
+        return await super().next_batch()
+
+
+class _HaltedForCloseAll(PaperBroker):
+    """Refuses every close-all sell as Binance does for a coin in a trading halt, or once it
+    is delisted after `delisted` is set; sells again once `halted` is cleared."""
+
+    def __init__(self, model: FillModel) -> None:
+        super().__init__(model)
+        self.halted = True
+        self.delisted = False
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        if intent.purpose is OrderPurpose.CLOSE_ALL and self.halted:
+            if self.delisted:
+                raise NonRetryableOrderError('create_order: BadSymbol: binance {"code":-1121}', code=-1121, reason="Invalid symbol.")
+            raise NonRetryableOrderError("create_order: MarketClosed: binance Market is closed.", code=-1013, reason="Market is closed.")
+        return await super().submit(intent, now_ms)
+
+
+async def test_close_all_progress_says_why_a_position_is_still_open(tmp_path: Path) -> None:
+    """The exchange refused the close-all sell (-1013 "Market is closed."): the journal said
+    so, but the progress, the command's answer (and so the console's dialog, banner and
+    notice) said only "still open". They say the refusal and when the sell is tried again,
+    counting down each cycle, and follow a later refusal that differs."""
+    ex = quiet_config().trading.execution
+    broker = _HaltedForCloseAll(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))
+    async with pump_rig(tmp_path / "j.sqlite", broker=broker, feed_type=SteppedFeed) as rig:
+        engine, feed = rig.engine, rig.engine.feed
+        assert isinstance(feed, SteppedFeed)
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        feed.stepping = True  # one batch per `step()` from here
+        result = await engine.command(Command.CLOSE_ALL, "test")
+        halted = f"{rig.pump_symbol}: exit refused: Market is closed. (-1013)"
+        assert f"still open ({halted}, retrying in 30 s)" in result.message
+
+        def shown() -> tuple[str, ...]:
+            progress = engine.hub.latest.close_all  # type: ignore[union-attr]
+            assert progress is not None and not progress.done
+            return progress.errors
+
+        seen = [shown()]
+        broker.delisted = True
+        while "Invalid symbol" not in seen[-1][0]:
+            ts = engine.hub.latest.ts_ms  # type: ignore[union-attr]
+            feed.step()
+            await eventually(lambda ts=ts: engine.hub.latest.ts_ms > ts)  # type: ignore[misc, union-attr]
+            seen.append(shown())
+        counted = [int(e.removeprefix(f"{halted}, retrying in ").removesuffix(" s")) for (e,) in seen[:-1]]
+        assert counted == sorted(counted, reverse=True) and len(set(counted)) == len(counted) > 1
+        assert seen[-1] == (f"{rig.pump_symbol}: exit refused: Invalid symbol. (-1121), retrying in 60 s",)
+        broker.halted = False
+        feed.stepping = False
+        feed.step()
+        await eventually(lambda: (s := engine.hub.latest) is not None and s.close_all is not None and s.close_all.done, timeout=30)
         assert engine.hub.latest.close_all.errors == ()  # type: ignore[union-attr]
         engine.stop()
         await asyncio.wait_for(task, 10)
