@@ -111,6 +111,8 @@ class Collector:
             raise MarketDataError(
                 f"unknown symbol(s) {', '.join(unknown)}: not listed on the exchange; check spelling (BASE/QUOTE)"
             )
+        for symbol in chosen:  # a stored file collect cannot add to stops the run before any download
+            self.store.stored(symbol, self.plan.timeframe)
         self.report.symbols = chosen
         for symbol in chosen:
             self.report.written[symbol] = await self._symbol(symbol, now)

@@ -573,18 +573,22 @@ def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[
     return np.concatenate(parts) if len(parts) != 1 else parts[0].copy()
 
 
-def read_candles(path: Path, timeframe: str) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+def read_candles(
+    path: Path, timeframe: str, *, fix: str | None = None
+) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """One candle file's (open times, open, high, low, close, volume), checked, for the replay
     market and the history store alike: a file that cannot be read, holds no candles or holds a
-    bad one is named, with the row and what is wrong with it."""
+    bad one is named, with the row and what is wrong with it. `fix` replaces the advice that
+    ends the message where the reader knows a better one (`collect`, about to add to the file,
+    cannot be told to re-collect it)."""
     try:
         table = read_columns(path, list(COLUMNS))
         ts = column_array(table, "timestamp_ms", pa.int64())
         o, h, lo, c, v = (column_array(table, col, pa.float64()) for col in COLUMNS[1:])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
-        raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); re-collect it") from exc
+        raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); {fix or 're-collect it'}") from exc
     if len(ts) == 0:
-        raise MarketDataError(f"{path}: no candles; delete it or re-collect it")
+        raise MarketDataError(f"{path}: no candles; {fix or 'delete it or re-collect it'}")
     step = timeframe_ms(timeframe)
     problems = (
         (np.diff(ts, prepend=ts[0] - step) <= 0, "timestamps are not strictly increasing"),
@@ -594,7 +598,7 @@ def read_candles(path: Path, timeframe: str) -> tuple[IntArray, FloatArray, Floa
     found = found or candle_problem(o, h, lo, c, v)
     if found is not None:
         row, what = found
-        raise MarketDataError(f"{path}: {what} (row {row}); fix or remove the file")
+        raise MarketDataError(f"{path}: {what} (row {row}); {fix or 'fix or remove the file'}")
     return ts, o, h, lo, c, v
 
 
