@@ -275,3 +275,13 @@ async def test_a_stored_file_collect_cannot_add_to_stops_it_before_any_download(
         await collector.run(["DOGE/USDT", "BTC/USDT"])
     assert collector.report.requests == 2  # tickers and markets: no candles asked for
     assert bad.read_bytes() == before and HistoryStore(tmp_path).symbols("1m") == ["BTC/USDT"]
+
+
+async def test_symbols_are_taken_as_traders_type_them(gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path) -> None:
+    """DOGEUSDT used to be an "unknown symbol" although `traces -s` takes it; now it, doge-usdt
+    and DOGE_USDT are DOGE/USDT (downloaded once), and a bare base is refused with the pair."""
+    gw, clock = gateway
+    report = await _collector(gw, clock, tmp_path, Recorder()).run(["DOGEUSDT", "doge-usdt", "XRP_USDT"])
+    assert report.symbols == ["DOGE/USDT", "XRP/USDT"] and report.written == {"DOGE/USDT": 1440, "XRP/USDT": 1440}
+    with pytest.raises(MarketDataError, match=r"unknown symbol\(s\) DOGE \(did you mean DOGE/USDT\?\), NOPEUSDT: not listed"):
+        await _collector(gw, clock, tmp_path, Recorder()).run(["DOGE", "NOPEUSDT"])
