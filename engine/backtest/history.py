@@ -235,9 +235,13 @@ class HistoryIndex:
 
 def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> HistoryIndex:
     """Scan a store directory (open times); a missing or empty directory is an error that says
-    how to fill it."""
+    which it is and how to fill it (a mistyped path must not read as an empty store)."""
     if root.exists() and not root.is_dir():
         raise MarketDataError(f"{root} is a file; --data takes the directory of *_{quote}-{timeframe}.parquet files")
+    if not root.exists():
+        raise MarketDataError(
+            f"{root} does not exist; check the path, or fill it with `hotcoin collect --out {root}`"
+        )
     store = HistoryStore(root)
     symbols = store.symbols(timeframe, quote)
     if not symbols:

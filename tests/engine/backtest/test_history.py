@@ -122,8 +122,10 @@ def test_candles_to_add_twice_name_the_file_and_write_nothing(tmp_path: Path) ->
 
 
 def test_empty_directory_says_how_to_fill_it(tmp_path: Path) -> None:
-    with pytest.raises(MarketDataError, match="hotcoin collect"):
+    with pytest.raises(MarketDataError, match=r"holds no \*_USDT-1m\.parquet files; run `hotcoin collect"):
         index_history(tmp_path)
+    with pytest.raises(MarketDataError, match=rf"^{tmp_path / 'nodir'} does not exist; check the path, or fill it with `hotcoin collect"):
+        index_history(tmp_path / "nodir")  # used to read "nodir holds no *_USDT-1m.parquet files"
     (tmp_path / "candles.csv").write_text("not a store")
     with pytest.raises(MarketDataError, match=r"candles\.csv is a file; --data takes the directory"):
         index_history(tmp_path / "candles.csv")
