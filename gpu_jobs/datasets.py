@@ -10,7 +10,8 @@ Two halves, one module, because they share the on-disk layout:
 - on the GPU box, `Dataset.load` reads them back, and `window_index` / `gather_windows` cut
   fixed-length windows without copying the whole history per sample.
 
-Only numpy is imported at module level; pandas is needed only to read Parquet locally.
+Only numpy is imported at module level; pandas (and `engine`'s candle check) are needed only
+to read Parquet locally.
 """
 
 from __future__ import annotations
@@ -149,10 +150,15 @@ class _CandleFile:
 
 
 def _read_candle_file(path: Path, interval: str, step: int) -> _CandleFile:
-    """One file's candles, every timestamp once and on the `interval` grid."""
+    """One file's candles, every timestamp once and on the `interval` grid, every bar one an
+    exchange could print (`candle_problem`, the check the backtest's reader makes: a file the
+    backtest refuses must not train a model). Imported here, not at the top: this module also
+    runs on the GPU box, which has no `engine`, and only the trading box reads candle files."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from engine.domain.candle import candle_problem
 
     try:
         missing = [c for c in _COLUMNS if c not in pq.read_schema(path).names]
@@ -166,6 +172,10 @@ def _read_candle_file(path: Path, interval: str, step: int) -> _CandleFile:
             f"{path} is not a readable candle file with columns {', '.join(_COLUMNS)} ({reason}); re-collect or remove it"
         ) from None
     _check_timestamps(path, file.timestamps, interval, step)
+    found = candle_problem(*(file.values[c] for c in _COLUMNS[1:]))
+    if found is not None:
+        row, what = found
+        raise DatasetError(f"{path}: {what} (row {row}); fix or remove the file")
     return file
 
 

@@ -28,7 +28,7 @@ stops the run at once with its message. Every wait is reported with its reason (
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -106,11 +106,9 @@ class Collector:
         now = int(batch.event_ms.max()) if len(batch.event_ms) else batch.ts_ms
         chosen = list(symbols) if symbols else await self.movers(batch)
         markets = await self._call(lambda: self.gateway.load_markets())
-        unknown = [s for s in chosen if s not in markets]
-        if unknown:
-            raise MarketDataError(
-                f"unknown symbol(s) {', '.join(unknown)}: not listed on the exchange; check spelling (BASE/QUOTE)"
-            )
+        chosen = _resolve(chosen, markets, self.plan.quote)
+        for symbol in chosen:  # a stored file collect cannot add to stops the run before any download
+            self.store.stored(symbol, self.plan.timeframe)
         self.report.symbols = chosen
         for symbol in chosen:
             self.report.written[symbol] = await self._symbol(symbol, now)
@@ -209,3 +207,22 @@ class Collector:
         self.report.waited_s += seconds
         self.progress.waiting(seconds, reason)
         await self.sleep(seconds)
+
+
+def _resolve(names: Sequence[str], markets: Collection[str], quote: str) -> list[str]:
+    """The listed pairs `names` mean, typed as a trader types them (`traces -s` takes the same):
+    doge/usdt, DOGE-USDT, DOGE_USDT or DOGEUSDT are DOGE/USDT. A name that is no listed pair is
+    an error naming it, with the pair of the quote asset where the base alone was given."""
+    chosen, unknown = [], []
+    for name in names:
+        s = name.strip().upper().replace("-", "/").replace("_", "/")
+        joined = [m for m in markets if "/" not in s and m.replace("/", "") == s]
+        if s in markets or len(joined) == 1:
+            chosen.append(s if s in markets else joined[0])
+        else:
+            unknown.append(f"{name} (did you mean {s}/{quote}?)" if f"{s}/{quote}" in markets else name)
+    if unknown:
+        raise MarketDataError(
+            f"unknown symbol(s) {', '.join(unknown)}: not listed on the exchange; check spelling (BASE/QUOTE, e.g. DOGE/USDT)"
+        )
+    return list(dict.fromkeys(chosen))  # DOGE/USDT and DOGEUSDT are one pair, downloaded once

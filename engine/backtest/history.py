@@ -121,39 +121,47 @@ class HistoryStore:
     def read(self, symbol: str, timeframe: str) -> CandleSeries:
         return read_series(self.path(symbol, timeframe), symbol, timeframe)
 
+    def stored(self, symbol: str, timeframe: str) -> CandleSeries | None:
+        """The stored candles, checked, or None when there is no file. `collect` adds to them,
+        so a file it cannot trust (unreadable, a column missing, a bad or out-of-order row) is a
+        `MarketDataError` naming it and saying to move it away or delete it: rewriting it would
+        either fail half-way or carry its faults into the new file."""
+        path = self.path(symbol, timeframe)
+        if not path.exists():
+            return None
+        fix = f"move it out of {self.root} or delete it, and collect downloads {symbol} afresh"
+        return CandleSeries(symbol, timeframe, *read_candles(path, timeframe, fix=fix))
+
     def append(self, symbol: str, timeframe: str, candles: list[Candle]) -> int:
         """Add closed candles after the last stored one; returns how many were new.
 
         Candles at or before the stored end are skipped (a resumed download re-fetches the last
-        page); the file is rewritten whole (atomically, through a temporary file), so an
-        interrupted write leaves the previous file intact.
+        page); the file is checked (`stored`) and rewritten whole (atomically, through a
+        temporary file), so an interrupted write leaves the previous file intact.
         """
         tf_ms = timeframe_ms(timeframe)
-        last = self.last_ms(symbol, timeframe)
+        old = self.stored(symbol, timeframe)
+        last = None if old is None else old.last_ms
         fresh = [c for c in candles if c.closed and (last is None or c.open_ms > last)]
         fresh.sort(key=lambda c: c.open_ms)
         if not fresh:
             return 0
+        path = self.path(symbol, timeframe)
         for c in fresh:
             if c.open_ms % tf_ms:
                 raise MarketDataError(f"{symbol} {timeframe}: candle at {c.open_ms} is not aligned to {timeframe}")
-        new = pa.table(
-            {
-                "timestamp_ms": pa.array([c.open_ms for c in fresh], pa.int64()),
-                "open": pa.array([c.open for c in fresh], pa.float64()),
-                "high": pa.array([c.high for c in fresh], pa.float64()),
-                "low": pa.array([c.low for c in fresh], pa.float64()),
-                "close": pa.array([c.close for c in fresh], pa.float64()),
-                "volume": pa.array([c.volume for c in fresh], pa.float64()),
-            },
-            schema=_SCHEMA,
-        )
-        path = self.path(symbol, timeframe)
-        if last is not None:
-            new = pa.concat_tables([read_columns(path, list(COLUMNS)).cast(_SCHEMA), new])
-        ts = column_array(new, "timestamp_ms", pa.int64())
-        if (np.diff(ts) <= 0).any():
-            raise MarketDataError(f"{symbol} {timeframe}: duplicate or unordered candles; nothing written")
+        ts = np.array([c.open_ms for c in fresh], np.int64)
+        twice = np.flatnonzero(np.diff(ts) == 0)
+        if len(twice):
+            raise MarketDataError(
+                f"{symbol} {timeframe}: two candles to add open at {int(ts[twice[0]])}; nothing written, "
+                f"{path} keeps what it held"
+            )
+        values = [np.array([getattr(c, col) for c in fresh], np.float64) for col in COLUMNS[1:]]
+        if old is not None:
+            ts = np.concatenate([old.ts, ts])
+            values = [np.concatenate([getattr(old, col), v]) for col, v in zip(COLUMNS[1:], values, strict=True)]
+        new = pa.table([pa.array(ts, pa.int64()), *(pa.array(v, pa.float64()) for v in values)], schema=_SCHEMA)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".parquet.tmp")
         pq.write_table(new, tmp, compression="zstd")
@@ -227,9 +235,13 @@ class HistoryIndex:
 
 def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> HistoryIndex:
     """Scan a store directory (open times); a missing or empty directory is an error that says
-    how to fill it."""
+    which it is and how to fill it (a mistyped path must not read as an empty store)."""
     if root.exists() and not root.is_dir():
         raise MarketDataError(f"{root} is a file; --data takes the directory of *_{quote}-{timeframe}.parquet files")
+    if not root.exists():
+        raise MarketDataError(
+            f"{root} does not exist; check the path, or fill it with `hotcoin collect --out {root}`"
+        )
     store = HistoryStore(root)
     symbols = store.symbols(timeframe, quote)
     if not symbols:

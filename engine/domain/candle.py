@@ -13,6 +13,8 @@ from engine.errors import MarketDataError
 
 _INF = math.inf
 
+FloatArray = npt.NDArray[np.float64]
+
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
     "3m": 180_000,
@@ -99,3 +101,30 @@ class Bars:
 
     def __len__(self) -> int:
         return len(self.open_ms)
+
+
+def candle_problem(
+    o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray, v: FloatArray
+) -> tuple[int, str] | None:
+    """(first row, what is wrong) of OHLCV columns holding a bar no exchange could have
+    printed, or None: `Candle.validate`'s rules over whole columns. One definition for every
+    reader of candle files (the backtest store, the training data), so a file one refuses the
+    other does not learn from."""
+    problems = (
+        (~(priced(o) & priced(h) & priced(lo) & priced(c)), "a price is not positive and finite"),
+        (~np.isfinite(v) | (v < 0), "a volume is negative or not finite"),
+        (h < np.maximum(o, c), "a high is below its open or close"),
+        (lo > np.minimum(o, c), "a low is above its open or close"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            return int(np.flatnonzero(bad)[0]), what
+    return None
+
+
+def priced(x: FloatArray) -> npt.NDArray[np.bool_]:
+    """0 < x < inf (NaN fails): a usable price. Checked column by column: the row-wise
+    reductions over a [rows, 5] block it replaces were most of a file's load time."""
+    out: npt.NDArray[np.bool_] = x > 0.0
+    out &= x < np.inf
+    return out

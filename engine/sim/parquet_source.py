@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from engine.config.sections.sim import SimSection
 from engine.domain import Candle, TickerBatch, TickerRun
-from engine.domain.candle import timeframe_ms
+from engine.domain.candle import candle_problem, timeframe_ms
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.base import RingMarket, _mul_div, on_tick, quotes, step_exponent
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES, BoolArray, FloatArray, IntArray
@@ -573,31 +573,32 @@ def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[
     return np.concatenate(parts) if len(parts) != 1 else parts[0].copy()
 
 
-def read_candles(path: Path, timeframe: str) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+def read_candles(
+    path: Path, timeframe: str, *, fix: str | None = None
+) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """One candle file's (open times, open, high, low, close, volume), checked, for the replay
     market and the history store alike: a file that cannot be read, holds no candles or holds a
-    bad one is named, with the row and what is wrong with it."""
+    bad one is named, with the row and what is wrong with it. `fix` replaces the advice that
+    ends the message where the reader knows a better one (`collect`, about to add to the file,
+    cannot be told to re-collect it)."""
     try:
         table = read_columns(path, list(COLUMNS))
         ts = column_array(table, "timestamp_ms", pa.int64())
         o, h, lo, c, v = (column_array(table, col, pa.float64()) for col in COLUMNS[1:])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
-        raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); re-collect it") from exc
+        raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); {fix or 're-collect it'}") from exc
     if len(ts) == 0:
-        raise MarketDataError(f"{path}: no candles; delete it or re-collect it")
+        raise MarketDataError(f"{path}: no candles; {fix or 'delete it or re-collect it'}")
     step = timeframe_ms(timeframe)
     problems = (
         (np.diff(ts, prepend=ts[0] - step) <= 0, "timestamps are not strictly increasing"),
         (ts % step != 0, f"a timestamp is not aligned to {timeframe}"),
-        (~(priced(o) & priced(h) & priced(lo) & priced(c)), "a price is not positive and finite"),
-        (~np.isfinite(v) | (v < 0), "a volume is negative or not finite"),
-        (h < np.maximum(o, c), "a high is below its open or close"),
-        (lo > np.minimum(o, c), "a low is above its open or close"),
     )
-    for bad, what in problems:
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise MarketDataError(f"{path}: {what} (row {row}); fix or remove the file")
+    found = next(((int(np.flatnonzero(bad)[0]), what) for bad, what in problems if bad.any()), None)
+    found = found or candle_problem(o, h, lo, c, v)
+    if found is not None:
+        row, what = found
+        raise MarketDataError(f"{path}: {what} (row {row}); {fix or 'fix or remove the file'}")
     return ts, o, h, lo, c, v
 
 
@@ -605,14 +606,6 @@ def _read(path: Path, quote: str) -> tuple[str, IntArray, FloatArray]:
     """(symbol, open times, (rows, 5) OHLCV) of one 1m file, checked (`read_candles`)."""
     ts, o, h, lo, c, v = read_candles(path, "1m")
     return f"{path.name.removesuffix(f'_{quote}-1m.parquet')}/{quote}", ts, np.column_stack([o, h, lo, c, v])
-
-
-def priced(x: FloatArray) -> BoolArray:
-    """0 < x < inf (NaN fails): a usable price. Checked column by column: the row-wise
-    reductions over a [rows, 5] block it replaces were most of a file's load time."""
-    out: BoolArray = x > 0.0
-    out &= x < np.inf
-    return out
 
 
 class _Grid:

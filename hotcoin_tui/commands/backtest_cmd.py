@@ -175,7 +175,7 @@ def _say_model(model: ScorerLoad) -> None:
 def collect(
     out: Annotated[Path, typer.Option("--out", "-o", help="Store directory (created if missing).")],
     symbols: Annotated[
-        str | None, typer.Option("--symbols", help="Comma-separated BASE/QUOTE list; default: the biggest movers.")
+        str | None, typer.Option("--symbols", help="Comma-separated pairs: DOGE/USDT or DOGEUSDT; default: the biggest movers.")
     ] = None,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Days of history (default: backtest.collect_days).")] = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="How many movers (default: backtest.collect_top).")] = None,
@@ -191,7 +191,13 @@ def collect(
 
     from engine.backtest.api import run_collect
 
-    wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    if wanted == []:  # an empty list is a slip, not a request for the biggest movers
+        raise typer.BadParameter(
+            f"{symbols!r} names no pair; give e.g. DOGE/USDT,BTC/USDT, or leave --symbols out for the biggest movers",
+            param_hint="'--symbols'",
+        )
+    _check_store_dir(out)
     with _user_errors():
         cfg = _config(config, _given({"exchange.endpoint": endpoint, "backtest.timeframe": timeframe}))
         report = asyncio.run(run_collect(cfg, out, wanted, cfg.backtest.timeframe, days, top, progress))
@@ -274,6 +280,23 @@ def optimize(
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _check_store_dir(out: Path) -> None:
+    """Refuse a `collect --out` that is not a folder it can write before downloading rather
+    than after (a file there crashed the first write); the folder is made, as its help says."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(
+            f"{out} is a file; --out takes the store folder (e.g. {out.parent / 'candles'})", param_hint="'--out'"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot make {out} ({exc.strerror}); pick a folder you can write", param_hint="'--out'") from exc
+    if not os.access(out, os.W_OK):
+        raise typer.BadParameter(f"cannot write in {out}; pick a folder you can write", param_hint="'--out'")
 
 
 def _check_writable(out: Path) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.errors import MarketDataError
+from engine.sim.parquet_source import read_candles
 from gpu_jobs.datasets import (
     Dataset,
     DatasetError,
@@ -89,6 +91,31 @@ def test_load_candles_refuses_timestamps_it_would_have_to_drop_or_overwrite(tmp_
     _parquet(tmp_path, "BBB_USDT-1m.parquet", [0, 60_000], [5.0, 6.0])
     with pytest.raises(DatasetError, match=message):
         load_candles(tmp_path, "1m")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        pytest.param("close", -1.0, "a price is not positive and finite", id="negative-price"),
+        pytest.param("close", np.nan, "a price is not positive and finite", id="nan-price"),
+        pytest.param("open", 0.0, "a price is not positive and finite", id="zero-price"),
+        pytest.param("volume", -1e6, "a volume is negative or not finite", id="negative-volume"),
+        pytest.param("high", 0.5, "a high is below its open or close", id="high-below-low"),
+    ],
+)
+def test_load_candles_refuses_a_bar_the_backtest_refuses(tmp_path: Path, column: str, value: float, message: str) -> None:
+    """`hotcoin train` used to learn from (and register a model on) candle files whose bars the
+    backtest refuses; both now run one check (`candle_problem`), with the same message."""
+    _parquet(tmp_path, "AAA_USDT-1m.parquet", [0, 60_000, 120_000], [1.0, 2.0, 3.0])
+    _parquet(tmp_path, "BBB_USDT-1m.parquet", [0, 60_000], [5.0, 6.0])
+    path = tmp_path / "AAA_USDT-1m.parquet"
+    df = pd.read_parquet(path)
+    df.loc[1, column] = value
+    df.to_parquet(path)
+    with pytest.raises(DatasetError, match=rf"AAA_USDT-1m\.parquet: {message} \(row 1\); fix or remove the file"):
+        load_candles(tmp_path, "1m")
+    with pytest.raises(MarketDataError, match=rf"AAA_USDT-1m\.parquet: {message} \(row 1\)"):
+        read_candles(path, "1m")
 
 
 def test_load_candles_refuses_a_pair_twice_or_one_without_bars_in_the_window(tmp_path: Path) -> None:

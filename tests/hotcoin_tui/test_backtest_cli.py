@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import threading
@@ -212,6 +213,35 @@ def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> Non
     code, out, err = invoke(*args)  # resumed: nothing new yet, progress bar on
     assert code == 0, err
     assert "collected 0 candles" in out
+
+
+def test_collect_takes_a_pair_written_together(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "dogeusdt", "--days", "1"]
+    code, out, err = invoke(*args, "--no-progress")
+    assert code == 0 and "collected 1,440 candles for 1 symbol(s)" in out, err
+    assert HistoryStore(out_dir).symbols("1m") == ["DOGE/USDT"]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        pytest.param(["--symbols", ","], r"',' names no pair; give e.g. DOGE/USDT,BTC/USDT, or leave --symbols out", id="empty-symbols"),
+        pytest.param(["--out", "{file}"], r"{file} is a file; --out takes the store folder", id="out-is-a-file"),
+    ],
+)
+def test_collect_refuses_a_slip_before_downloading(
+    sim_exchange: SimExchangeServer, tmp_path: Path, given: list[str], message: str
+) -> None:
+    """`--symbols ","` used to download the 30 biggest movers, and `--out` naming a file crashed
+    with FileExistsError after the download; both are now refused first, with the fix."""
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    args = {"--out": str(tmp_path / "data"), "--symbols": "doge/usdt"}
+    args.update(dict(zip(given[::2], (g.format(file=file) for g in given[1::2]), strict=True)))
+    code, _, err = invoke("collect", *itertools.chain(*args.items()), "--endpoint", sim_exchange.base_url, "--days", "1", "--no-progress")
+    assert code == 2 and re.search(message.format(file=re.escape(str(file))), " ".join(err.replace("│", " ").split())), err
+    assert file.read_text() == "mine" and not list((tmp_path / "data").glob("*.parquet"))
 
 
 def test_collect_retries_a_server_error_and_says_so_on_stderr(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ Fractions are plain ratios (0.03 = 3 %); durations are milliseconds; money is in
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -205,9 +206,14 @@ class RiskSettings(Section):
 
     @model_validator(mode="after")
     def _levels_rise(self) -> RiskSettings:
+        """Strictly: two levels at one drawdown make the lower one a level that never happens
+        ([0.01] * 4 goes from L1 straight to L5, blocked, at a 1 % loss)."""
         lv = list(self.level_thresholds)
-        if lv != sorted(lv) or lv[0] <= 0:
-            raise ValueError(f"level_thresholds must be positive and rising (L2..L5), got {lv}")
+        if lv[0] <= 0 or any(b <= a for a, b in itertools.pairwise(lv)):
+            raise ValueError(
+                f"level_thresholds must be positive and strictly rising (L2 < L3 < L4 < L5), got {lv}; "
+                "give each level its own drawdown, e.g. the default [0.015, 0.03, 0.05, 0.08]"
+            )
         return self
 
 

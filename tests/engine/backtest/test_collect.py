@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from engine.backtest.api import collect_gateway
@@ -256,3 +258,30 @@ async def test_movers_and_unknown_symbols(gateway: tuple[CcxtGateway, ManualCloc
     assert HistoryStore(tmp_path).symbols("1m") == report.symbols
     with pytest.raises(MarketDataError, match="NOPE/USDT"):
         await _collector(gw, clock, tmp_path, Recorder()).run(["NOPE/USDT"])
+
+
+async def test_a_stored_file_collect_cannot_add_to_stops_it_before_any_download(
+    gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path
+) -> None:
+    """A store file without its volume column used to end `collect` with pyarrow's "Target
+    schema's field names are not matching" after a page was downloaded; now the run stops
+    first, names the file and says to move it away or delete it."""
+    gw, clock = gateway
+    bad = tmp_path / "BTC_USDT-1m.parquet"
+    pq.write_table(pa.table({"timestamp_ms": [T0], "open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0]}), bad)
+    before = bad.read_bytes()
+    collector = _collector(gw, clock, tmp_path, Recorder())
+    with pytest.raises(MarketDataError, match=rf"^{bad}: cannot read columns .*; move it out of {tmp_path} or delete it"):
+        await collector.run(["DOGE/USDT", "BTC/USDT"])
+    assert collector.report.requests == 2  # tickers and markets: no candles asked for
+    assert bad.read_bytes() == before and HistoryStore(tmp_path).symbols("1m") == ["BTC/USDT"]
+
+
+async def test_symbols_are_taken_as_traders_type_them(gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path) -> None:
+    """DOGEUSDT used to be an "unknown symbol" although `traces -s` takes it; now it, doge-usdt
+    and DOGE_USDT are DOGE/USDT (downloaded once), and a bare base is refused with the pair."""
+    gw, clock = gateway
+    report = await _collector(gw, clock, tmp_path, Recorder()).run(["DOGEUSDT", "doge-usdt", "XRP_USDT"])
+    assert report.symbols == ["DOGE/USDT", "XRP/USDT"] and report.written == {"DOGE/USDT": 1440, "XRP/USDT": 1440}
+    with pytest.raises(MarketDataError, match=r"unknown symbol\(s\) DOGE \(did you mean DOGE/USDT\?\), NOPEUSDT: not listed"):
+        await _collector(gw, clock, tmp_path, Recorder()).run(["DOGE", "NOPEUSDT"])

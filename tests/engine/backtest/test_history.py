@@ -77,9 +77,55 @@ def test_bad_file_names_file_and_row(tmp_path: Path, column: str, row: int, valu
         HistoryStore(tmp_path).read("DOGE/USDT", "1m")
 
 
+def _stored_file(path: Path, change: dict[str, np.ndarray | None]) -> None:
+    """Five good candles with `change` applied (None: the column left out)."""
+    cols: dict[str, np.ndarray | None] = {
+        "timestamp_ms": np.arange(5, dtype=np.int64) * MIN + T0,
+        "open": np.ones(5), "high": np.ones(5) * 1.1, "low": np.ones(5) * 0.9, "close": np.ones(5), "volume": np.ones(5),
+    }  # fmt: skip
+    cols.update(change)
+    pq.write_table(pa.table({c: v for c, v in cols.items() if v is not None}), path)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param({"volume": None}, r"cannot read columns .*volume", id="missing-column"),
+        pytest.param({"timestamp_ms": np.array([0, 2, 1, 3, 4]) * MIN + T0}, r"timestamps are not strictly increasing \(row 2\)", id="unordered"),
+        pytest.param({"close": np.array([1.0, np.nan, 1.0, 1.0, 1.0])}, r"a price is not positive and finite \(row 1\)", id="nan-price"),
+    ],
+)
+def test_append_to_a_stored_file_it_cannot_trust_names_it_and_the_fix(
+    tmp_path: Path, change: dict[str, np.ndarray | None], problem: str
+) -> None:
+    """`collect` into a store holding such a file crashed with pyarrow's "Target schema's field
+    names are not matching", said "duplicate or unordered candles" without the file, or added to
+    a NaN price; now it names the file and says to move it away or delete it, and leaves it be."""
+    path = tmp_path / "DOGE_USDT-1m.parquet"
+    _stored_file(path, change)
+    before = path.read_bytes()
+    store = HistoryStore(tmp_path)
+    fix = rf"; move it out of {tmp_path} or delete it, and collect downloads DOGE/USDT afresh$"
+    with pytest.raises(MarketDataError, match=rf"^{path}: {problem}.*{fix}"):
+        store.append("DOGE/USDT", "1m", [_candle(i) for i in range(5, 8)])
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+    path.unlink()  # the fix the message gives
+    assert store.append("DOGE/USDT", "1m", [_candle(i) for i in range(5, 8)]) == 3
+
+
+def test_candles_to_add_twice_name_the_file_and_write_nothing(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path)
+    store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3)])
+    with pytest.raises(MarketDataError, match=rf"two candles to add open at {T0 + 4 * MIN}; nothing written, .*DOGE_USDT-1m\.parquet keeps"):
+        store.append("DOGE/USDT", "1m", [_candle(4), _candle(3), _candle(4, 2.0)])
+    assert len(store.read("DOGE/USDT", "1m")) == 3
+
+
 def test_empty_directory_says_how_to_fill_it(tmp_path: Path) -> None:
-    with pytest.raises(MarketDataError, match="hotcoin collect"):
+    with pytest.raises(MarketDataError, match=r"holds no \*_USDT-1m\.parquet files; run `hotcoin collect"):
         index_history(tmp_path)
+    with pytest.raises(MarketDataError, match=rf"^{tmp_path / 'nodir'} does not exist; check the path, or fill it with `hotcoin collect"):
+        index_history(tmp_path / "nodir")  # used to read "nodir holds no *_USDT-1m.parquet files"
     (tmp_path / "candles.csv").write_text("not a store")
     with pytest.raises(MarketDataError, match=r"candles\.csv is a file; --data takes the directory"):
         index_history(tmp_path / "candles.csv")

@@ -70,9 +70,16 @@ def test_consecutive_loss_guard(pnls: list[float], cooled: bool) -> None:
         assert {c["name"]: c["passed"] for c in risk.entry_checks(end + settings.loss_cooldown_ms)}["loss_cooldown"]
 
 
-def test_levels_must_rise() -> None:
-    with pytest.raises(ValueError, match="rising"):
-        RiskSettings(level_thresholds=(0.02, 0.01, 0.05, 0.08))
+@pytest.mark.parametrize(
+    "levels",
+    [(0.02, 0.01, 0.05, 0.08), (0.01, 0.01, 0.01, 0.01), (0.015, 0.03, 0.03, 0.08), (0.0, 0.03, 0.05, 0.08)],
+    ids=["falling", "all-equal", "two-equal", "zero"],
+)
+def test_levels_must_be_positive_and_strictly_rising(levels: tuple[float, float, float, float]) -> None:
+    """Equal levels used to pass a check whose message says "rising": [0.01] * 4 went from L1
+    straight to L5 (blocked) at a 1 % loss."""
+    with pytest.raises(ValueError, match=r"must be positive and strictly rising \(L2 < L3 < L4 < L5\), got .*; give each level"):
+        RiskSettings(level_thresholds=levels)
 
 
 def _bad_day() -> tuple[RiskManager, RiskDay]:
