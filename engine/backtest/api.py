@@ -57,10 +57,33 @@ async def run_backtest(
         from engine.journal.writer import Journal
 
         with journal_lock(journal_path):  # a backtest into a running engine's journal would collide its seqs
+            refuse_used_journal(journal_path)
             async with Journal.open(journal_path, config.journal) as journal:
                 runner = BacktestRunner(config, data_dir, journal, run_id=run_id, model=model)
                 result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
     return result, metrics_of(result)
+
+
+def refuse_used_journal(path: Path) -> None:
+    """A backtest journals into a new file, never beside other events. Appended to an engine's
+    journal, its replayed trades were booked as the engine's cash and positions at the next
+    restart (and listed among its traces); appended to another backtest's, two runs over their
+    own windows interleave in time and may share trace ids (`make_trace_id` is derived from
+    the run id). So any journal holding events is refused, whoever wrote them."""
+    from engine.errors import JournalError
+    from engine.journal.files import list_archives
+    from engine.journal.reader import JournalReader
+
+    used = bool(list_archives(path))
+    if not used and path.is_file() and path.stat().st_size > 0:
+        with JournalReader(path) as reader:
+            used = reader.last_ts_ms() is not None
+    if used:
+        raise JournalError(
+            f"journal {path} already holds events: a backtest journals into a file of its own (in an engine's "
+            "journal its trades would be booked as the engine's money at its next restart, and beside another "
+            "backtest the two runs' traces mix); give --journal a path that does not exist yet"
+        )
 
 
 def metrics_of(result: BacktestResult) -> Metrics:

@@ -42,7 +42,7 @@ from engine.domain.candle import timeframe_ms
 from engine.errors import ConfigError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
-from engine.journal.events import EventSink
+from engine.journal.events import BACKTEST_MODE, EventSink
 from engine.journal.sinks import NullSink
 from engine.runtime.cycle import DiscoveryStage, TradingCycle
 from engine.runtime.feed import MarketFeed
@@ -332,7 +332,7 @@ class BacktestRunner:
                 await ahead.fill()
             await cycle.warmup()
             first = await feed.next_batch()
-            core = books.core = await cycle.begin(first, "backtest")
+            core = books.core = await cycle.begin(first, BACKTEST_MODE)
             if self.reuse is not None:
                 core.signals.memo = self.reuse.features
             eq_ts, eq, expo = [], [], []

@@ -6,15 +6,18 @@ the `cause` of the next one in the same cycle, before either is on disk: a trace
 
 Payloads are validated on emit against `KINDS`: required fields with their types, numbers
 finite. Extra fields are allowed (a payload may say more than the contract asks), missing or
-mistyped ones are not: such an event raises `EventValidationError` and is counted.
+mistyped ones are not: such an event raises `EventValidationError` and is counted. Read back,
+each event is checked again (`check_stored`): the reader calls one that fails damaged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import product
+from operator import itemgetter
 from typing import Any, Protocol
 
 from engine.errors import EventValidationError, JournalError
@@ -90,6 +93,10 @@ KINDS: dict[str, KindSchema] = {
         "a remote command refused before reaching the engine (unknown chat or sender; rate-limited)",
     ),
 }
+
+# `run_start.mode` of a backtest's run (an engine's is its `Mode`: SIM, PAPER, LIVE). What tells
+# the two apart in a journal: a backtest's trades are replayed history, never the engine's money.
+BACKTEST_MODE = "backtest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,30 @@ def validate_event(kind: str, ts_ms: int, payload: Mapping[str, Any]) -> int:
     return v
 
 
+def check_stored(kind: str, v: int, ts_ms: int, payload: Mapping[str, Any]) -> None:
+    """Check an event read back from a journal against the contract it was written under;
+    raises `EventValidationError`. `emit` validated it, so one that fails now was changed on
+    disk (an edited or half-restored file): recovery and replay would read it as the engine's
+    record and crash on, or worse book, a missing or mistyped field. An unknown kind, or a
+    version other than the one `KINDS` describes, is left to the callers (`known_versions`):
+    this code cannot say what such a payload must hold.
+
+    Every event a reader decodes passes here, so the usual case is one C-level lookup of the
+    required fields' types among the combinations the contract accepts (`payload` as orjson
+    parsed it: plain types, and JSON has no NaN or infinity); anything else goes through
+    `validate_event`, which names what is wrong."""
+    stored = _STORED.get(kind)
+    if stored is None or v != stored[0]:
+        return
+    _, fields, accepted = stored
+    try:
+        if type(ts_ms) is int and ts_ms >= 0 and tuple(map(type, fields(payload))) in accepted:
+            return
+    except (KeyError, TypeError):  # a field missing; a payload that is not a mapping
+        pass
+    validate_event(kind, ts_ms, payload)
+
+
 def _check_field(kind: str, name: str, types: type | tuple[type, ...], value: Any) -> None:
     """The full rule for one field whose type is not one of the exact accepted types."""
     if isinstance(value, bool) and types is not bool and not (isinstance(types, tuple) and bool in types):
@@ -187,6 +218,19 @@ def _compile(schema: KindSchema) -> tuple[int, tuple[tuple[str, frozenset[type],
 
 
 _COMPILED = {kind: _compile(schema) for kind, schema in KINDS.items()}
+
+
+def _stored(schema: KindSchema) -> tuple[int, Callable[[Mapping[str, Any]], tuple[Any, ...]], frozenset[tuple[type, ...]]]:
+    """`check_stored`'s quick check of a kind: its version, a getter of its required fields as
+    a tuple, and every tuple of their types the contract accepts exactly (a few per kind)."""
+    names = tuple(schema.required)
+    getter = itemgetter(*names)
+    fields = getter if len(names) > 1 else lambda payload: (getter(payload),)
+    exact = (types if isinstance(types, tuple) else (types,) for types in schema.required.values())
+    return schema.v, fields, frozenset(product(*exact))
+
+
+_STORED = {kind: _stored(schema) for kind, schema in KINDS.items()}
 
 
 def _names(types: type | tuple[type, ...]) -> str:

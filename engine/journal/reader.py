@@ -13,9 +13,10 @@ read in seq order checks that the main file continues where the archives ended: 
 across the engine's rotation reads the moved events from their new archive instead of losing them.
 
 Damage is named, never a traceback: an event's text columns are read as bytes and decoded
-here, so a row that no longer decodes (or whose payload is not a JSON object) raises
-`JournalDamagedError` with its file and seq, and a file SQLite finds corrupt says so rather
-than "is it a hotcoin journal?". `check` decodes every event to list the damaged ones.
+here, so a row that no longer decodes (or whose payload is not a JSON object, or lacks a field
+its kind requires: `events.check_stored`) raises `JournalDamagedError` with its file and seq,
+and a file SQLite finds corrupt says so rather than "is it a hotcoin journal?". `check` decodes
+every event to list the damaged ones.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from engine.errors import JournalDamagedError, JournalError, TraceNotFoundError
-from engine.journal.events import JournalEvent
+from engine.errors import (
+    EventValidationError,
+    JournalDamagedError,
+    JournalError,
+    TraceNotFoundError,
+)
+from engine.journal.events import JournalEvent, check_stored
 from engine.journal.files import list_archives
 from engine.journal.schema import (
     BUCKET_SHIFT,
@@ -449,9 +455,11 @@ class JournalReader:
 
     def check(self) -> list[dict[str, Any]]:
         """Per file: integrity_check result, size, event/trace counts, seq and time range, and
-        the events that do not decode (`damaged_events`, the first `damaged_seqs`). SQLite's
-        integrity_check checks pages and indexes, not what a row holds: a flipped bit inside a
-        payload passes it and then fails export and replay, so every event is decoded here.
+        the events that do not decode or break their kind's contract (`damaged_events`, the
+        first `damaged_seqs`). SQLite's integrity_check checks pages and indexes, not what a row
+        holds: a flipped bit inside a payload passes it and then fails export and replay, and a
+        payload edited into valid JSON without its fields crashed them, so every event is
+        decoded and checked here.
         An archive SQLite cannot read is reported (`unreadable_file`), not raised."""
         report = []
         for path in (self.path, *(a.path for a in reversed(self.archives))):
@@ -629,15 +637,17 @@ def _trace_row(row: tuple[Any, ...]) -> TraceRow:
 
 
 def _decoded(path: Path, row: tuple[Any, ...]) -> tuple[RawRow, dict[str, Any]]:
-    """A row read through `_RAW_COLUMNS`, its text decoded and its payload parsed; one that
-    fails either (not UTF-8, not a JSON object) raises `JournalDamagedError` naming its seq."""
+    """A row read through `_RAW_COLUMNS`, its text decoded and its payload parsed and checked
+    against its kind's contract; one that fails any of these (not UTF-8, not a JSON object, a
+    required field missing or mistyped) raises `JournalDamagedError` naming its seq."""
     seq, ts, trace_id, cause, kind, symbol, payload, v = row
     try:
         text = [None if b is None else b.decode() for b in (trace_id, kind, symbol)]
         parsed = orjson.loads(payload)
         if not isinstance(parsed, dict):
             raise ValueError(f"payload is a JSON {type(parsed).__name__}, not an object")
-    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        check_stored(str(text[1]), v, ts, parsed)
+    except (ValueError, TypeError, EventValidationError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise JournalDamagedError(f"journal {path}: event seq {seq} is damaged ({exc}); {_SALVAGE}") from exc
     return (seq, ts, text[0], cause, str(text[1]), text[2], payload, v), parsed
 

@@ -59,5 +59,8 @@ async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: f
             f"state {snap.status.state if snap else 'starting'}; journal {session.journal_path}",
             f"explain: hotcoin traces --journal {session.journal_path}",
         ]
+        warning = None if engine.recovery is None else engine.recovery.state.anomaly_warning()
+        if warning is not None:
+            lines.append(f"warning: {warning}")
         log.info("engine stopped", extra={"run_id": session.run_id, "cycles": engine.stats.cycles})
         return "\n".join(lines)

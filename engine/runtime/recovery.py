@@ -2,7 +2,8 @@
 
 A process can die at any instruction (SIGKILL, power loss). The journal is the system's record:
 it is written in seq order in whole transactions, so what survives a crash is a consistent
-*prefix* of what the engine did. On start:
+*prefix* of what the engine did. A journal that holds a backtest's run (`run_start` with mode
+`BACKTEST_MODE`) is refused: its replayed trades would be booked as this engine's money. On start:
 
 1. `rebuild(events, capital)` replays that prefix (pure, no I/O):
    - **holdings** from the `fill` events, applied to a fresh `PositionBook` in seq order, so the
@@ -62,6 +63,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    entry price, trace, exit legs, tiers), the cash and the orders it settled, so replay (and the
    kill test) can check that nothing was forgotten. A fill journaled without its
    `position_update` (killed between the two) gets that update now, with reason `recovered`.
+   Events the replay could not apply (`anomalies`: a fill the positions cannot take, a
+   write-off of a position the fills do not hold) are also a logged warning, the start of the
+   event's detail (so a notification and the console's event stream) and a line of the run's
+   summary: the cash and positions rebuilt without them are not the journal's.
 
 4. While running on an exchange, `BalanceAudit` compares its balances with these records every
    5 minutes and journals a `risk_event` with code `balance_mismatch` when they disagree (coins
@@ -87,12 +92,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.domain import EngineState, Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
-from engine.errors import HotcoinError, NonRetryableOrderError, OrderError
+from engine.errors import HotcoinError, JournalError, NonRetryableOrderError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, counts_as_order_error
 from engine.execution.client_ids import parse_client_order_id
 from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import PaperBroker
-from engine.journal.events import EventSink, JournalEvent, known_versions
+from engine.journal.events import BACKTEST_MODE, EventSink, JournalEvent, known_versions
 from engine.market.gateway import Balance
 from engine.portfolio.positions import (
     MISSING_REASON,
@@ -112,6 +117,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hotcoin.recovery")
 
 KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command", "state_change")
+ANOMALIES_LISTED = 5  # events recovery could not apply, named in its warning (all are counted)
 ORDER_ERRORS_KEPT = 1_000  # the latest order errors restored; the state machine's window drops the old ones
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
@@ -203,6 +209,21 @@ class RecoveredState:
     def empty(self) -> bool:
         """No run ever started on this journal: nothing to recover."""
         return self.last_seq == 0
+
+    def anomaly_warning(self) -> str | None:
+        """What the owner must hear about the events this replay could not apply (None: there
+        were none). Each left the positions and cash rebuilt without it, so the engine trades on
+        from records that differ from the journal's: said in the log, the `recovered` event (the
+        console's event stream, a notification) and the run's summary, not only in its payload."""
+        if not self.anomalies:
+            return None
+        more = f" | and {len(self.anomalies) - ANOMALIES_LISTED} more" if len(self.anomalies) > ANOMALIES_LISTED else ""
+        return (
+            f"restart recovery could not apply {len(self.anomalies)} journal event(s), and the positions and cash it "
+            f"rebuilt leave them out ({' | '.join(self.anomalies[:ANOMALIES_LISTED])}{more}): keep a copy of the "
+            "journal, and check the positions and cash against the exchange's balances before trusting either "
+            "(`hotcoin journal export` shows those events)"
+        )
 
     def positions(self) -> list[dict[str, Any]]:
         """The holdings in the shape journaled by the `recovered` risk event."""
@@ -428,8 +449,20 @@ def replay_journal(path: Path | str, capital: float, *, through_seq: int | None 
         for ev in known_versions(reader.events(kinds=KINDS, after_seq=after), path):
             if through_seq is not None and ev.seq > through_seq:
                 break
+            if ev.kind == "run_start" and ev.payload["mode"] == BACKTEST_MODE:
+                raise JournalError(_backtest_journal(path, ev))
             replay.feed(ev)
     return replay
+
+
+def _backtest_journal(path: Path, run_start: JournalEvent) -> str:
+    """Why the engine will not start on a journal a backtest wrote into, and what to do."""
+    return (
+        f"journal {path} holds a backtest (run {run_start.payload['run_id']}, started at event seq {run_start.seq}): "
+        "its trades are replayed history, and restart recovery would book them as this engine's cash and positions; "
+        "run the engine on a journal of its own (--journal with another path, or the configured one) and give each "
+        "backtest a new file"
+    )
 
 
 class Recovery:
@@ -462,13 +495,18 @@ class Recovery:
         engine.cycle.push_state()
         settled = await self._reconcile(engine, now_ms)
         await self._resume_attempts(engine)
+        detail = (
+            f"restart: {len(state.book.holdings)} position(s), cash {state.cash:.2f}, "
+            f"{len(state.sent_ids)} client id(s) already sent, {len(settled)} open order(s) settled"
+        )
+        warning = state.anomaly_warning()
+        if warning is not None:
+            log.warning(warning)
+            detail = f"{warning}; {detail}"  # first: the console's event stream shows the start of a line
         payload: dict[str, Any] = {
             "code": "recovered",
             "level": core.risk.level.name,
-            "detail": (
-                f"restart: {len(state.book.holdings)} position(s), cash {state.cash:.2f}, "
-                f"{len(state.sent_ids)} client id(s) already sent, {len(settled)} open order(s) settled"
-            ),
+            "detail": detail,
             "value": float(len(state.book.holdings)),
             "threshold": None,
             "positions": state.positions(),

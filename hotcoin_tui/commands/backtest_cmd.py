@@ -110,7 +110,7 @@ def backtest(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     journal: Annotated[
-        Path | None, typer.Option("--journal", "-j", help="Journal the decisions here (`hotcoin replay` reads it); default: off.")
+        Path | None, typer.Option("--journal", "-j", help="Journal the decisions into this new file (`hotcoin replay` reads it); default: off.")
     ] = None,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Draw the equity curve.")] = True,
     progress: Annotated[

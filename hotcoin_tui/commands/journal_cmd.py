@@ -124,7 +124,7 @@ def export(
     until: UntilOpt = None,
     skip_damaged: Annotated[
         bool,
-        typer.Option("--skip-damaged", help="Leave out events that no longer decode (`hotcoin journal check` lists them) instead of stopping at the first."),
+        typer.Option("--skip-damaged", help="Leave out damaged events (`hotcoin journal check` lists them) instead of stopping at the first."),
     ] = False,
 ) -> None:
     """Write events (main file and archives, in seq order) as JSON lines."""
@@ -243,7 +243,7 @@ def _seqs(count: int, listed: list[int]) -> str:
     from engine.journal.reader import LISTED_DAMAGED
 
     more = " …" if count > min(len(listed), LISTED_DAMAGED) else ""
-    return f"{count} damaged event(s) that do not decode (seq {', '.join(map(str, listed[:LISTED_DAMAGED]))}{more})"
+    return f"{count} damaged event(s) that do not decode or lack fields their kind requires (seq {', '.join(map(str, listed[:LISTED_DAMAGED]))}{more})"
 
 
 def _journal_path(journal: Path | None, config: Path | None) -> Path:

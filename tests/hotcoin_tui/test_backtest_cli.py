@@ -100,8 +100,11 @@ def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file
     for part in parts:
         assert part in out
     code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--json", "--journal", str(journal))
+    assert (code, out) == (2, "") and f"journal {journal} already holds events" in err  # each backtest a file of its own
+    second = tmp_path / "bt2.sqlite"
+    code, out, err = invoke("backtest", "--data", str(store), "--config", str(config_file), "--json", "--journal", str(second))
     trace = json.loads(out)["trades"][0]["trace_id"]
-    code, out, err = invoke("replay", trace, "--journal", str(journal))
+    code, out, err = invoke("replay", trace, "--journal", str(second))
     assert code == 0, err
     assert "ENTERED" in out and "fill buy" in out
 

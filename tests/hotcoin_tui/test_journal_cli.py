@@ -310,7 +310,7 @@ def test_check_finds_events_that_do_not_decode(damaged: tuple[Path, dict[str, Wr
     assert code == 1
     (report,) = orjson.loads(out)
     assert (report["integrity"], report["damaged_events"], report["damaged_seqs"]) == ("ok", 2, [3, 7])
-    assert f"{path}: 2 damaged event(s) that do not decode (seq 3, 7)" in err and "--skip-damaged" in err
+    assert f"{path}: 2 damaged event(s) that do not decode or lack fields their kind requires (seq 3, 7)" in err and "--skip-damaged" in err
     code, out, err = invoke("journal", "check", "--journal", str(path))
     assert code == 1 and "damaged" in out and "Traceback" not in err
 
@@ -338,7 +338,7 @@ def test_export_skip_damaged_saves_the_other_events(damaged: tuple[Path, dict[st
     assert code == 0, err
     seqs = [orjson.loads(line)["seq"] for line in out.read_bytes().splitlines()]
     assert seqs == [s for s in range(1, 13) if s not in (3, 7)]
-    assert "exported 10 events" in err and "left out 2 damaged event(s) that do not decode (seq 3, 7)" in err
+    assert "exported 10 events" in err and "left out 2 damaged event(s) that do not decode or lack fields their kind requires (seq 3, 7)" in err
 
 
 def test_a_truncated_journal_is_reported_damaged_with_exit_1(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ What is news:
   (take-profit tiers) as well; adds are not;
 - risk limits that fire: the daily loss limit, consecutive losses, risk level L5 (L2-L4 are
   visible on the dashboard and not worth a phone buzz);
+- a restart whose recovery could not apply some journal events (its positions and cash leave
+  them out);
 - every engine_state change, with its reasons;
 - operator commands (pause, resume, close-all, shutdown) and where they came from;
 - system anomalies: a run that stops, an order whose outcome is unknown, or whatever the
@@ -65,6 +67,8 @@ def _risk(payload: Mapping[str, Any], symbol: str | None) -> Notification | None
         return Notification("Losing streak: entries cooling down", detail, Severity.WARNING, "risk")
     if code == "risk_level" and level == "L5":
         return Notification("Risk level L5: engine blocked", detail, Severity.CRITICAL, "risk", key="risk:L5")
+    if code == "recovered" and payload.get("anomalies"):  # the detail says which and what to do
+        return Notification("Restart recovery left journal events out", detail, Severity.WARNING, "risk")
     return None
 
 

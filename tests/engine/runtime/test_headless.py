@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
 from engine.config import load_config
+from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
+from engine.ops.notify.base import Severity
+from engine.ops.notify.events import notification_for
 from engine.runtime.headless import run_headless
 from engine.runtime.session import RunOptions
 from tests.kit.domain import T0
@@ -29,3 +35,33 @@ async def test_the_summary_tells_this_runs_pnl_from_the_journals(tmp_path: Path)
     summary = await run_headless(config, options, duration_s=0)
     first = summary.splitlines()[0]
     assert first.endswith("0 orders sent, 0 fills, 0 open position(s), PnL this run +0.00 (since the journal began +100.00)"), first
+    assert "warning" not in summary  # every fill applied
+
+
+async def test_fills_recovery_cannot_apply_are_told_not_only_journaled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A buy at a negative price (a journal edited by hand) and the sell of what it would have
+    bought: recovery leaves both out, so the cash it rebuilt is not the journal's (+100 here).
+    That was said only in the `recovered` event's payload; now in the log, the event's detail
+    (the console's event stream), a notification and the run's summary, with what to do."""
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for side, price in (("buy", -0.3), ("sell", 0.4)):
+            j.emit("fill", ts_ms=T0, trace_id=TRACE, symbol=DOGE,
+                   payload={"client_order_id": f"hc-{TRACE}-{side}", "side": side, "price": price, "quantity": 1000.0,
+                            "fee_quote": 0.0, "trade_id": side})  # fmt: skip
+    cli = {"journal.path": str(path), "paths.data_dir": str(tmp_path), "sim.symbols": 40, "sim.pumps_per_day": 0,
+           "sim.dumps_per_day": 0, "sim.listings_per_day": 0}  # fmt: skip
+    config = load_config(env={}, cli=cli).config
+    options = RunOptions(http=False, attach_socket=False, demo_pump=False, lockstep_ms=5_000)
+    with caplog.at_level(logging.WARNING, logger="hotcoin.recovery"):
+        summary = await run_headless(config, options, duration_s=0)
+    said = "restart recovery could not apply 2 journal event(s), and the positions and cash it rebuilt leave them out (seq 1: "
+    advice = "check the positions and cash against the exchange's balances before trusting either"
+    warning = summary.splitlines()[-1]
+    assert warning.startswith(f"warning: {said}") and "| seq 2: sell fill" in warning and advice in warning, summary
+    assert [r.getMessage() for r in caplog.records if r.name == "hotcoin.recovery"] == [warning.removeprefix("warning: ")]
+    with JournalReader(path) as reader:
+        (recovered,) = [e for e in reader.events(kinds=["risk_event"]) if e.payload["code"] == "recovered"]
+    assert recovered.payload["detail"].startswith(said)
+    note = notification_for("risk_event", recovered.payload)
+    assert note is not None and note.severity is Severity.WARNING and advice in note.text
