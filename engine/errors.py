@@ -11,7 +11,9 @@
     └── OrderError               an order that failed; `error_class` says what a caller may do
         ├── RetryableOrderError      try again later (network, rate limit, timeout)
         ├── NonRetryableOrderError   will fail again as sent (filters, balance, unknown order)
-        │   └── InsufficientBalanceError  the account lacks what the order needs (-2010)
+        │   ├── InsufficientBalanceError  the account lacks what the order needs (-2010)
+        │   ├── ExchangeAuthError    the key, its permissions or our IP refused (-2015/-2014/-1022)
+        │   └── ClockSkewError       our timestamps refused (-1021) even after a clock resync
         └── UnknownOrderError        outcome unknown: reconcile before retrying
 """
 
@@ -97,6 +99,31 @@ class InsufficientBalanceError(NonRetryableOrderError):
     (Binance -2010 "insufficient balance"). Its own class because the cure differs from other
     refusals: for an exit, the coins the engine thinks it holds are not all there (sold outside
     the engine, or never bought), and only learning the real balance ends the refusals."""
+
+
+class ExchangeAuthError(NonRetryableOrderError):
+    """The exchange refused our API key for this call: Binance -2015 (key, IP or permission for
+    the action), -2014 (key format) or -1022 (signature). No retry and no wait mends it: the owner
+    must fix the key's permissions or the IP whitelist. Its own class because ccxt raises -2015
+    as `DDoSProtection` once a private call has succeeded, which read as a rate limit: every
+    REST call silenced for minutes and the console saying "rate limited"."""
+
+
+class ClockSkewError(NonRetryableOrderError):
+    """The exchange refused our request's timestamp (-1021, outside recvWindow) again after the
+    gateway had re-learned the exchange's clock and resent it. Nothing was placed (the check runs
+    before matching), but sending it again fails the same way until the system clock is synced:
+    so not retryable (an exit backs off instead of being resent every tick). `skew_ms`: the
+    exchange's clock minus ours, as measured."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, skew_ms: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.skew_ms = skew_ms
+
+
+# Refusals the engine treats as a fault a human must fix (the runtime blocks under the fault's own
+# reason), not as order errors to count: counting them said "order errors in window" instead.
+FAULT_ERRORS: tuple[type[OrderError], ...] = (ExchangeAuthError, ClockSkewError)
 
 
 class UnknownOrderError(OrderError):

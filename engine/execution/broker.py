@@ -37,7 +37,10 @@ def counts_as_order_error(order_result: Mapping[str, Any]) -> bool:
     An exit the exchange refused for want of coins is journaled `counted: False` by the router:
     it says nothing about the exchange's health, only that one position's coins are not all
     there; the core mends that (`TradingCore.on_exit_short`) and backs off, and counting it
-    let one coin sold outside the engine degrade and then block every trade.
+    let one coin sold outside the engine degrade and then block every trade. A refused key
+    (`ExchangeAuthError`) or clock skew (`ClockSkewError`) is journaled `counted: False` too: the
+    state machine blocks on that fault under its own reason (what to fix) while it stands, and
+    counting it as well said "order errors in window" instead, and kept blocking after the fix.
     """
     return bool(order_result.get("error_class")) and order_result.get("counted", True) is not False
 

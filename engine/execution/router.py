@@ -38,7 +38,13 @@ from dataclasses import replace
 from typing import Any
 
 from engine.domain import Order, OrderIntent, OrderStatus
-from engine.errors import ErrorClass, InsufficientBalanceError, NonRetryableOrderError, OrderError
+from engine.errors import (
+    FAULT_ERRORS,
+    ErrorClass,
+    InsufficientBalanceError,
+    NonRetryableOrderError,
+    OrderError,
+)
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.exchange_broker import NEVER_REACHED
 from engine.journal.events import EventSink
@@ -156,6 +162,8 @@ class OrderRouter:
             }
             if isinstance(exc, InsufficientBalanceError) and intent.purpose.is_exit:
                 payload["counted"] = False  # see `counts_as_order_error`
+            if isinstance(exc, FAULT_ERRORS):
+                payload["counted"] = False  # the engine blocks on the fault itself, under its own reason
             if isinstance(exc, JournalFailedRefusal):
                 payload["reason"] = "journal failed"
                 payload["counted"] = False  # never reached the exchange: says nothing of its health

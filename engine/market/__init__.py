@@ -17,6 +17,7 @@
 
 from engine.market.gateway import (
     Balance,
+    ExchangeFault,
     Gateway,
     GatewayNotice,
     NoticeKind,
@@ -24,4 +25,4 @@ from engine.market.gateway import (
     UserResync,
 )
 
-__all__ = ["Balance", "Gateway", "GatewayNotice", "NoticeKind", "StreamHealth", "UserResync"]
+__all__ = ["Balance", "ExchangeFault", "Gateway", "GatewayNotice", "NoticeKind", "StreamHealth", "UserResync"]

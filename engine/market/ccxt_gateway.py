@@ -10,6 +10,19 @@ REST calls go through `engine.market.rest_guard.RestGuard`: a rate-limit silence
 until when), and every ccxt exception becomes the `engine.errors.OrderError` subclass of
 `engine.market.errors`. Streams share the same silence.
 
+**Clock skew.** A signed call refused with -1021 (our timestamp outside recvWindow: the system
+clock is off) is answered by re-learning the exchange's clock once (GET /api/v3/time, as ccxt's
+`load_time_difference` does) and sending the same call again: same parameters, so an order
+keeps its client order id, and nothing was placed the first time (the check runs before
+matching). ccxt signs with its wall clock minus `options['timeDifference']`; the offset is
+measured against the gateway's clock, which is the wall clock on Binance (so this is exactly
+ccxt's `load_time_difference`, with the round trip's midpoint) and the exchange's paced clock
+on the simulated exchange, whose `/api/v3/time` is paced too (a shift of its clock then reads
+as the same shift). Every stream instance made afterwards signs with the same offset. If the
+resent call is refused again, the offset is put back (a measurement that did not help is not
+trusted) and `ClockSkewError` says how far off the clock is and to sync it; the REST health
+then carries a `clock_skew` fault until that call works.
+
 Orders are sent with the intent's client order id (`newClientOrderId`), quantity floored to
 stepSize and price rounded to tickSize, as exact decimal strings. Binance only rejects a
 duplicate client id while the first order is open, so after an UNKNOWN failure the caller
@@ -40,7 +53,7 @@ from engine.domain import (
     TickerBatch,
 )
 from engine.domain.market import to_decimal
-from engine.errors import ConfigError, NonRetryableOrderError, OrderError
+from engine.errors import ClockSkewError, ConfigError, NonRetryableOrderError, OrderError
 from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff, SystemClock
 from engine.market.candle_cache import CandleCache
 from engine.market.ccxt_client import EndpointBinance, build_client
@@ -61,10 +74,12 @@ from engine.market.ccxt_stream import (
     subscribe_user_data,
     watch_all_tickers,
 )
+from engine.market.errors import CLOCK_SKEW_CODE
 from engine.market.fast_tickers import FastTickerConnection
 from engine.market.gateway import (
     REST_STREAM,
     Balance,
+    ExchangeFault,
     Gateway,
     GatewayNotice,
     NoticeKind,
@@ -80,6 +95,8 @@ from engine.market.trade_fees import TradeFees, trade_fees_of
 T = TypeVar("T")
 
 MARKETS_RETRY_S = 300.0  # a failed market refresh keeps the last good copy and retries this soon
+CLOCK_FAULT = "clock_skew"  # `ExchangeFault.code` (and the state reason) of timestamps refused after a resync
+CLOCK_FIX = "sync the system clock (chrony/ntp)"
 
 
 class CcxtGateway(Gateway):
@@ -123,6 +140,7 @@ class CcxtGateway(Gateway):
         self.known = KnownOrders()
         self.trade_fees = TradeFees()  # each order's commissions per trade, across stream instances
         self._balance: dict[str, Balance] | None = None
+        self._time_difference_ms: int | None = None  # ccxt's `timeDifference`, once a resync set one
         self._closed = False
         self.unknown_ticker_symbols = 0  # tickers of ids newer than our market info, skipped
 
@@ -133,12 +151,64 @@ class CcxtGateway(Gateway):
             self._notify_sink(notice)
 
     async def _rest(self, operation: str, call: Callable[[], Awaitable[T]], *, placing: bool = False) -> T:
-        return await self._guard.call(operation, call, placing=placing)
+        """`call` through the guard; after a -1021, once more with the clock re-learned (module doc)."""
+        try:
+            return await self._guard.call(operation, call, placing=placing)
+        except OrderError as exc:
+            if exc.code != CLOCK_SKEW_CODE:
+                raise
+        before = self._time_difference_ms
+        skew_ms = await self._resync_clock()
+        try:
+            return await self._guard.call(operation, call, placing=placing)
+        except OrderError as exc:
+            if exc.code != CLOCK_SKEW_CODE:
+                raise
+            self._set_time_difference(before)
+            detail = self._skew_text(skew_ms)
+            error = ClockSkewError(
+                f"{operation}: {detail} (refused again after a resync: {exc})", code=CLOCK_SKEW_CODE, skew_ms=skew_ms
+            )
+            fault = ExchangeFault(CLOCK_FAULT, f"{detail} ({operation} refused with {CLOCK_SKEW_CODE})", operation)
+            self._guard.set_fault(fault, self._clock.now_ms())
+            raise error from exc
+
+    def _skew_text(self, skew_ms: int) -> str:
+        """What persisting -1021s mean: a clock off by more than recvWindow, or (the exchange's
+        clock reading close to ours) requests that arrive too late, or a clock that jumps."""
+        window = self._section.recv_window_ms
+        if abs(skew_ms) >= window or skew_ms < -1000:  # Binance refuses stamps over 1 s ahead of its clock
+            return f"clock skew of {skew_ms:+,d} ms against the exchange: {CLOCK_FIX}"
+        return (
+            f"the exchange refuses our timestamps though its clock reads {skew_ms:+,d} ms from ours: requests "
+            f"arrive over {window:,d} ms late or the system clock jumps; check the network and {CLOCK_FIX}"
+        )
+
+    async def _resync_clock(self) -> int:
+        """Measure the exchange's clock minus ours (GET /api/v3/time, at the round trip's midpoint)
+        and sign with it from now on; the offset in ms."""
+        sent = self._clock.now_ms()
+        server_ms = await self._guard.call("fetch_time", lambda: self._rest_client.fetch_time())
+        back = self._clock.now_ms()
+        skew_ms = int(server_ms) - (sent + back) // 2
+        self._guard.health.clock_offset_ms = skew_ms
+        self._set_time_difference(-skew_ms)
+        return skew_ms
+
+    def _set_time_difference(self, value: int | None) -> None:
+        """ccxt signs with its clock minus `timeDifference`: set it on the REST instance, and on
+        every stream instance made from now on (`_stream_client`; a stream signs only when it
+        connects, and each connection, a redial or a rotation included, is a new instance)."""
+        self._time_difference_ms = value
+        self._rest_client.options["timeDifference"] = value or 0
 
     def _stream_client(self) -> EndpointBinance:
-        """A fresh ccxt instance for one stream, sharing the REST instance's loaded markets."""
+        """A fresh ccxt instance for one stream, sharing the REST instance's loaded markets and
+        signing with the REST instance's clock offset."""
         client = self._factory()
         client.set_markets_from_exchange(self._rest_client)  # shared, not rebuilt: O(1)
+        if self._time_difference_ms is not None:
+            client.options["timeDifference"] = self._time_difference_ms
         return client
 
     def _share_markets(self) -> None:

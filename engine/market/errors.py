@@ -55,9 +55,9 @@ OperationFailed            retryable       unknown         -1001 internal error 
                                                            may be repeated; an order may exist
 NetworkError               retryable       unknown         dropped connection: the request may
                                                            or may not have been processed
-DDoSProtection             retryable       retryable       HTTP 429/418 (and -2015 after a good
-                                                           call): rejected before matching; wait
-                                                           the rate-limit backoff first
+DDoSProtection             retryable       retryable       HTTP 429/418: rejected before matching;
+                                                           wait the rate-limit backoff first (a
+                                                           -2015 raised as this: codes, below)
 RateLimitExceeded          retryable       retryable       -1003/-1015 with HTTP 400: rejected;
                                                            wait first (sibling of DDoSProtection)
 ExchangeNotAvailable       retryable       unknown         5xx / connection refused; Binance says
@@ -75,6 +75,24 @@ CancelPending              retryable       unknown         a cancel still in fli
 UnsubscribeError           retryable       retryable       stream unsubscribe failed: resubscribe
 =========================  ==============  ==============  =====================================
 
+**Binance codes first.** A few codes mean one thing whatever class ccxt picked, and are
+classified by the code before the class is looked at:
+
+=========  ==============  ===================================================================
+code       class           why
+=========  ==============  ===================================================================
+-2015      non_retryable   key, IP or permission refused. ccxt raises it as DDoSProtection
+                           once a private call has succeeded (a "temporary ban"), which would
+                           start the rate-limit silence; it is no rate limit: the key cannot do
+                           this (e.g. no trading permission) or our IP is not whitelisted
+-2014      non_retryable   API-key format invalid
+-1022      non_retryable   signature invalid (the secret does not match the key)
+=========  ==============  ===================================================================
+
+These become `engine.errors.ExchangeAuthError` with the fix in its message (`AUTH_FIX`), and
+`is_rate_limit` says no for them. -1021 (timestamp outside recvWindow, InvalidNonce) stays
+retryable: the gateway re-learns the exchange's clock and resends once (`CLOCK_SKEW_CODE`).
+
 Anything that is not a ccxt exception (a parser ``AttributeError`` on a non-JSON 200, a
 ``KeyError`` from ccxt's WS-API auth bug) is UNKNOWN, except that the ccxt exception such
 a bug swallowed (found in ``__context__``) is classified instead when there is one.
@@ -89,6 +107,7 @@ import ccxt
 
 from engine.errors import (
     ErrorClass,
+    ExchangeAuthError,
     InsufficientBalanceError,
     NonRetryableOrderError,
     OrderError,
@@ -157,8 +176,14 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
 
 _BY_CLASS: dict[type[BaseException], ErrorRow] = {row.exc: row for row in ERROR_TABLE}
 
-# Rate-limit replies: the caller must wait out `engine.market.backoff.RateLimitBackoff` first.
+# Rate-limit replies: the caller must wait out `engine.market.backoff.RateLimitBackoff` first
+# (unless `is_auth_refusal`: see `is_rate_limit`).
 RATE_LIMIT_ERRORS: tuple[type[BaseException], ...] = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
+
+# Codes that mean the key (its permissions, our IP, the signature) was refused, whatever the class.
+AUTH_CODES = frozenset({-2015, -2014, -1022})
+AUTH_FIX = "API key cannot trade or IP not whitelisted: fix the key's permissions / IP whitelist"
+CLOCK_SKEW_CODE = -1021  # "Timestamp for this request is outside of the recvWindow"
 
 _JSON_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
 _HTTP_STATUS = re.compile(r"^\w+ (\d{3}) ")
@@ -175,8 +200,22 @@ def _ccxt_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def is_auth_refusal(exc: BaseException) -> bool:
+    """Whether `exc` carries one of `AUTH_CODES`: the key was refused, whatever ccxt's class."""
+    return error_code(exc) in AUTH_CODES
+
+
+def is_rate_limit(exc: BaseException) -> bool:
+    """Whether `exc` is a 429/418 or -1003/-1015 to wait out; a -2015 that ccxt raised as
+    DDoSProtection is not (see the module docstring)."""
+    return isinstance(exc, RATE_LIMIT_ERRORS) and not is_auth_refusal(exc)
+
+
 def classify(exc: BaseException, *, placing: bool = False) -> ErrorClass:
-    """What a caller may do after `exc`; `placing` for create_order (see the module table)."""
+    """What a caller may do after `exc`; `placing` for create_order (see the module tables:
+    the codes first, then the class)."""
+    if is_auth_refusal(exc):
+        return ErrorClass.NON_RETRYABLE
     cause = _ccxt_cause(exc)
     for klass in type(cause).__mro__:
         row = _BY_CLASS.get(klass)
@@ -222,4 +261,6 @@ def to_order_error(exc: BaseException, *, placing: bool = False, operation: str 
     reason = said if isinstance(said, str) else None
     if isinstance(cause, ccxt.InsufficientFunds):
         return InsufficientBalanceError(message, code=error_code(exc), reason=reason)
+    if is_auth_refusal(exc):
+        return ExchangeAuthError(f"{prefix}{AUTH_FIX} (the exchange said: {cause})", code=error_code(exc), reason=reason)
     return _CLASS_TO_ERROR[kind](message, code=error_code(exc), reason=reason)

@@ -36,6 +36,17 @@ class Balance:
 
 
 @dataclass(frozen=True, slots=True)
+class ExchangeFault:
+    """Something a human must fix before exchange calls can work: `code` "exchange_auth" (the key,
+    its permissions or our IP refused) or "clock_skew" (our timestamps refused after a resync);
+    `detail` names the problem and the fix. It stands until `operation`, the call refused, works."""
+
+    code: str
+    detail: str
+    operation: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamHealth:
     """What the state machine needs to judge one stream's freshness.
 
@@ -44,6 +55,9 @@ class StreamHealth:
     `down_since_ms` is when the connection dropped, kept through failed redials and 0 again
     once a connection is up: how long a stream has been *down*, which is not how long it has
     been *silent* (`stale_ms`; a connected stream can be silent, a dropped one was fresh).
+    `fault` (REST only): a refusal no retry mends, until the refused call works again.
+    `clock_offset_ms` (REST only): the exchange's clock minus ours, when it was measured (after
+    a -1021); None before.
     """
 
     stream: str
@@ -56,6 +70,8 @@ class StreamHealth:
     rate_limited_until_ms: int = 0
     connected_since_ms: int = 0
     down_since_ms: int = 0
+    fault: ExchangeFault | None = None
+    clock_offset_ms: int | None = None
 
     def stale_ms(self, now_ms: int) -> int | None:
         """Milliseconds since the last message, or None if none arrived yet."""
@@ -74,6 +90,7 @@ class NoticeKind(enum.StrEnum):
     RESYNC = "resync"  # user-data gap closed by a REST re-check; `resync` says what changed
     MARKETS_REFRESH_FAILED = "markets_refresh_failed"  # last good markets kept; retry later
     MARKETS_REFRESHED = "markets_refreshed"
+    EXCHANGE_FAULT = "exchange_fault"  # a refusal a human must fix (`ExchangeFault`), once per episode
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ ccxt.pro does not reconnect in the background: a drop raises `NetworkError` on t
   connection is closed and replaced after `ReconnectBackoff` (exponential, jittered), the
   reconnect is counted and announced (`NoticeKind.RECONNECT`), and `next()` carries on.
 - **HTTP 429/418** (`DDoSProtection`, `RateLimitExceeded`): nothing is dialled until the shared
-  `RateLimitBackoff` silence ends (60 -> 120 -> 240 -> 480 s, Retry-After a floor).
+  `RateLimitBackoff` silence ends (60 -> 120 -> 240 -> 480 s, Retry-After a floor). A -2015
+  that ccxt raises as `DDoSProtection` is a refused key, not a rate limit: raised, as below.
 - **Gap re-check**: after a drop, a stream with `on_gap` (the user-data streams) is first
   re-subscribed (`prepare`, which returns once the exchange confirmed), and only then asks
   REST what changed, so no event can fall between the REST snapshot and the new stream.
@@ -24,7 +25,7 @@ ccxt.pro does not reconnect in the background: a drop raises `NetworkError` on t
   wall time whatever the exchange's pace: the watchdog also waits `STALE_WALL_FLOOR_S` of
   wall time, or a simulated exchange at x300 (30 s = 0.1 s of wall time) on a loaded box
   would redial every connection before its first message, forever.
-- Any other error (bad keys, subscription refused) is raised as an `OrderError` subclass from
+- Any other error (bad keys, -2015 included, subscription refused) is raised as an `OrderError` subclass from
   `engine.market.errors`; the next `next()` starts a fresh connection.
 
 The connection is anything with `next()` and `close()`: a ccxt.pro instance bound to one
@@ -42,11 +43,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import ccxt
 
-from engine.errors import MarketDataError
+from engine.errors import ErrorClass, MarketDataError
 from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff
 from engine.market.ccxt_client import retry_after_of
-from engine.market.errors import RATE_LIMIT_ERRORS, classify, to_order_error
-from engine.market.gateway import GatewayNotice, NoticeKind, NoticeSink, StreamHealth
+from engine.market.errors import classify, is_rate_limit, to_order_error
+from engine.market.gateway import ExchangeFault, GatewayNotice, NoticeKind, NoticeSink, StreamHealth
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -77,6 +78,8 @@ class HealthState:
     rate_limited_until_ms: int = 0
     connected_since_ms: int = 0
     down_since_ms: int = 0
+    fault: ExchangeFault | None = None
+    clock_offset_ms: int | None = None
 
     def snapshot(self, rate: RateLimitBackoff | None = None) -> StreamHealth:
         until = max(self.rate_limited_until_ms, rate.until_ms if rate else 0)
@@ -91,6 +94,8 @@ class HealthState:
             rate_limited_until_ms=until,
             connected_since_ms=self.connected_since_ms,
             down_since_ms=self.down_since_ms,
+            fault=self.fault,
+            clock_offset_ms=self.clock_offset_ms,
         )
 
     def up(self, now_ms: int) -> None:
@@ -288,13 +293,13 @@ class ResilientStream(Generic[T]):
         if self._gap_since_ms is None:
             self._gap_since_ms = h.last_message_ms or now
         await self._drop_connection()
-        if isinstance(exc, RATE_LIMIT_ERRORS):
+        if is_rate_limit(exc):
             wait = self._rate.hit(now, retry_after_of(exc))
             h.rate_limited_until_ms = self._rate.until_ms
             h.reconnects += 1
             self._emit(NoticeKind.RATE_LIMITED, detail=h.last_error or "", delay_s=wait, until_ms=self._rate.until_ms)
             return
-        if isinstance(exc, ccxt.NetworkError):
+        if isinstance(exc, ccxt.NetworkError) and classify(exc) is ErrorClass.RETRYABLE:
             delay = self._backoff.next_delay()
             h.reconnects += 1
             self._emit(

@@ -37,7 +37,7 @@ from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
 from engine.domain import EngineState, Market, TickerBatch
 from engine.domain.candle import timeframe_ms
-from engine.errors import InsufficientBalanceError, OrderError
+from engine.errors import FAULT_ERRORS, InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
 from engine.execution.router import Durable, JournalFailure, OrderRouter
@@ -137,6 +137,13 @@ class DiscoveryDriver:
         if force or markets != self.markets:
             self.markets = dict(markets)
             self.discovery.on_markets(markets.values(), now)
+
+
+def _faults_only(exc: OrderError) -> bool:
+    """Whether a failed sync failed only on faults the state machine shows by themselves
+    (`FAULT_ERRORS`: a refused key, clock skew)."""
+    errors = exc.errors if isinstance(exc, SyncIncomplete) else [exc]
+    return all(isinstance(e, FAULT_ERRORS) for e in errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,14 +306,16 @@ class TradingCycle:
 
     async def _sync(self, now: int) -> list[OrderUpdate]:
         """The broker's progress, journaled by the router. A failed exchange call (429, 5xx,
-        timeout) is logged and counted and the next sync retries it; what the broker absorbed
+        timeout) is logged and counted (not a refused key or clock skew: the state machine blocks
+        on those under their own reason) and the next sync retries it; what the broker absorbed
         before or after it comes back inside `SyncIncomplete` and is booked now, since the broker
         never reports it again."""
         try:
             return await self.router.sync(now)
         except OrderError as exc:
             log.warning("broker sync failed: %s", exc)
-            self.state.errors.record(now)
+            if not _faults_only(exc):
+                self.state.errors.record(now)
             return exc.updates if isinstance(exc, SyncIncomplete) else []
 
     def book(self, updates: list[OrderUpdate], now: int) -> None:
@@ -372,7 +381,7 @@ class TradingCycle:
         feed = self.feed
         health = HealthInputs(
             now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now), risk_level=int(core.risk.level),
-            journal_failure=self.journal_failure,
+            journal_failure=self.journal_failure, exchange_fault=feed.exchange_fault(),
         )
         transition = self.state.step(health)
         self.push_state()

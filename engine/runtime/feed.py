@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 from engine.clock import SimClock
-from engine.domain import Bars, Candle, Market, TickerBatch
+from engine.domain import Bars, Candle, Market, StateReason, TickerBatch
 from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
@@ -75,6 +75,11 @@ class MarketFeed(abc.ABC):
     def ws_down_s(self, now_ms: int) -> float:
         """Seconds the market-data connection has been down (0 while up, and for in-process feeds)."""
         return 0.0
+
+    def exchange_fault(self) -> StateReason | None:
+        """What the exchange refuses until a human acts (a refused key, clock skew), as the state
+        reason that blocks the engine meanwhile; None when nothing (and for in-process feeds)."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.domain import Candle, Market, TickerBatch
+from engine.domain import Candle, Market, StateReason, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import ErrorClass, HotcoinError, MarketDataError, OrderError
 from engine.market.backoff import Clock, SystemClock
@@ -358,6 +358,12 @@ class GatewayFeed(MarketFeed):
             return 0.0
         return max(0.0, (self._clock.now_ms() - health.down_since_ms) / 1000)
 
+    def exchange_fault(self) -> StateReason | None:
+        """The REST side's fault (`ExchangeFault`: a refused key, clock skew) as a state reason."""
+        rest = self.gateway.health().get(REST_STREAM)
+        fault = None if rest is None else rest.fault
+        return None if fault is None else StateReason(fault.code, fault.detail)
+
     def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
         rows = [_row(h, now_ms) for _, h in sorted(self.gateway.health().items())]
         if self.last_error is not None and not any(r.name == TICKER_STREAM for r in rows):
@@ -390,8 +396,12 @@ def _row(h: StreamHealth, now_ms: int) -> StreamRow:
         left = (h.rate_limited_until_ms - now_ms) / 1000
         return StreamRow(h.stream, "error", last, f"rate limited for {left:.0f} s more: {h.last_error or ''}".strip())
     if h.stream == REST_STREAM:
+        clock = "" if h.clock_offset_ms is None else f"exchange clock {h.clock_offset_ms:+,d} ms from ours"
+        if h.fault is not None:
+            return StreamRow(h.stream, "error", last, h.fault.detail)
         recent = h.last_error is not None and now_ms - h.last_error_ms < REST_ERROR_SHOWN_MS
-        return StreamRow(h.stream, "error" if recent else "connected", last, (h.last_error or "") if recent else "")
+        detail = "; ".join(d for d in ((h.last_error or "") if recent else "", clock) if d)
+        return StreamRow(h.stream, "error" if recent else "connected", last, detail)
     if not h.connected:
         detail = f"reconnecting (attempt {h.reconnects})" + (f": {h.last_error}" if h.last_error else "")
         return StreamRow(h.stream, "down", last, detail)

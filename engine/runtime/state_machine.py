@@ -12,6 +12,9 @@ Risk level L5 blocks for a cool-down (24 h by default) that healthy cycles canno
 for as long as the level stays L5 (the rest of the UTC day: levels do not fall back intraday).
 A journal that can no longer write (its events saved to a spill file instead) blocks for the
 rest of the run: no new position without a journal, while exits go on closing the ones held.
+An exchange fault a human must fix (`HealthInputs.exchange_fault`: the key refused, clock skew)
+blocks while it stands, under its own reason rather than as a count of order errors; exits and
+close-all are still tried (backed off by the core), and the first that works clears it.
 Pure: time comes in with the inputs; the runtime journals each `Transition` as `state_change`.
 """
 
@@ -81,6 +84,7 @@ class HealthInputs:
     ws_down_s: float = 0.0
     risk_level: int = 1
     journal_failure: str | None = None  # the journal's writer failed: what and where its events go
+    exchange_fault: StateReason | None = None  # the exchange refuses us until a human acts (key, clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,9 @@ class EngineStateMachine:
         if h.journal_failure is not None:
             block = True
             reasons.append(StateReason("journal", h.journal_failure))
+        if h.exchange_fault is not None:
+            block = True
+            reasons.append(h.exchange_fault)
         trigger = Trigger.BLOCK if block else Trigger.DEGRADE if degrade else Trigger.HEALTHY
         return trigger, tuple(reasons)
 

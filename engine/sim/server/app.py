@@ -75,7 +75,7 @@ class SimExchangeServer:
         self.faults = FaultController(faults, seed=seed)
         self.streams = MarketStreams(self.faults, self.venue.resolve_lower)
         self.user_api = UserDataApi(self.faults, wall_ms, self.venue.clock.now_ms)
-        self.rest = RestApi(self.venue, self.publish_user_events, self._hold_back)
+        self.rest = RestApi(self.venue, self.publish_user_events, self._hold_back, faults=self.faults)
         self._late: list[tuple[int, Placement]] = []  # (sim ms when due, order), by arrival
         self.late_refused = 0
         self._host = host

@@ -1,7 +1,9 @@
 """REST endpoints under `/api/v3/`, the subset ccxt's binance spot client calls.
 
 Signed endpoints need the `X-MBX-APIKEY` header (any key is an account), a `timestamp`
-inside `recvWindow` and a `signature` (present, not verified: the sim holds no secrets).
+inside `recvWindow` (judged on the wall clock shifted by the `clock_skew_ms` fault, which
+shifts `/api/v3/time` alike) and a `signature`; with the `key_cannot_trade` fault, orders are
+refused (-2015) as for a key without trading permission (present, not verified: the sim holds no secrets).
 POST parameters arrive form-encoded in the body, GET and DELETE ones in the query, as
 ccxt sends them. Refusals are `BinanceError`s, turned into Binance's
 `{"code": ..., "msg": ...}` bodies by the server's error middleware.
@@ -30,6 +32,7 @@ from engine.sim.matching import (
     missing_param,
 )
 from engine.sim.server import codec
+from engine.sim.server.faults import FaultController
 from engine.sim.server.venue import SimVenue, wall_ms
 
 Params = Mapping[str, str]
@@ -91,10 +94,16 @@ class RestApi:
         venue: SimVenue,
         publish: Callable[[list[tuple[str, UserEvent]]], None],
         hold_back: HoldBack = lambda _: None,
+        faults: FaultController | None = None,
     ) -> None:
         self._venue = venue
         self._publish = publish
         self._hold_back = hold_back
+        self._faults = faults or FaultController()
+
+    def _skew_ms(self) -> int:
+        """How far the exchange's clock runs ahead of the client's (the `clock_skew_ms` fault)."""
+        return self._faults.plan.clock_skew_ms
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -117,7 +126,7 @@ class RestApi:
         return json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return json_response({"serverTime": self._venue.clock.now_ms()})
+        return json_response({"serverTime": self._venue.clock.now_ms() + self._skew_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         ids = self._symbols_param(request.query)
@@ -186,7 +195,7 @@ class RestApi:
             raise missing_param("timestamp")
         if not params.get("signature"):
             raise missing_param("signature")
-        check_request_time(timestamp, _int(params, "recvWindow") or 5000, wall_ms())
+        check_request_time(timestamp, _int(params, "recvWindow") or 5000, wall_ms() + self._skew_ms())
         return api_key, params
 
     def _sync(self) -> None:
@@ -194,6 +203,8 @@ class RestApi:
 
     async def new_order(self, request: web.Request) -> web.Response:
         api_key, p = await self._signed(request)
+        if self._faults.plan.key_cannot_trade:
+            raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", http_status=401)
         market_id = _required(p, "symbol")
         market = self._venue.market(market_id)
         resp_type = p.get("newOrderRespType", "FULL").upper()

@@ -97,7 +97,8 @@ class UserDataApi:
             if method == "ping":
                 return {"id": req_id, "status": 200, "result": {}}
             if method == "time":
-                return {"id": req_id, "status": 200, "result": {"serverTime": self._sim_ms()}}
+                server_ms = self._sim_ms() + self._faults.plan.clock_skew_ms
+                return {"id": req_id, "status": 200, "result": {"serverTime": server_ms}}
             raise BinanceError(-1020, f"This operation is not supported: unknown method {method!r}.")
         except BinanceError as exc:
             return _error(req_id, exc)
@@ -108,7 +109,8 @@ class UserDataApi:
         for name in ("apiKey", "timestamp", "signature"):
             if not params.get(name):
                 raise missing_param(name)
-        check_request_time(int(params["timestamp"]), int(params.get("recvWindow", 5000)), self._wall_ms())
+        now_ms = self._wall_ms() + self._faults.plan.clock_skew_ms
+        check_request_time(int(params["timestamp"]), int(params.get("recvWindow", 5000)), now_ms)
         return str(params["apiKey"])
 
     def publish(self, api_key: str, event: dict[str, Any]) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from engine.domain import OrderPurpose, OrderStatus, Side
-from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
+from engine.errors import (
+    ClockSkewError,
+    ExchangeAuthError,
+    NonRetryableOrderError,
+    OrderError,
+    RetryableOrderError,
+    UnknownOrderError,
+)
 from engine.execution.broker import counts_as_order_error
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.router import OrderRouter
@@ -120,4 +127,23 @@ async def test_a_failed_journal_refuses_entries_and_lets_exits_through() -> None
     (result,) = [e.payload for e in sink.events if e.kind == "order_result" and e.payload["client_order_id"] == entry.client_order_id]
     assert result["status"] == "rejected" and result["reason"] == "journal failed" and result["counted"] is False
     assert "disk is full" in result["error"] and "exits-only" in result["error"]
+    assert not counts_as_order_error(result)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ExchangeAuthError("key refused", code=-2015), id="refused-key"),
+        pytest.param(ClockSkewError("clock skew", code=-1021, skew_ms=8000), id="clock-skew"),
+    ],
+)
+async def test_a_fault_a_human_must_fix_is_not_counted_as_an_order_error(error: OrderError) -> None:
+    """The state machine blocks on the fault itself, under its own reason; counting it too said
+    "order errors in window" instead of what to fix."""
+    router, gw, sink = setup()
+    gw.fail_next("create_order", error)
+    update = await router.send(make_intent(), T0)
+    assert update is not None and update.order.status is OrderStatus.REJECTED
+    result = sink.events[-1].payload
+    assert result["error_class"] == "non_retryable" and result["counted"] is False
     assert not counts_as_order_error(result)

@@ -8,11 +8,19 @@ from ccxt.base import errors as ccxt_errors
 
 from engine.errors import (
     ErrorClass,
+    ExchangeAuthError,
     InsufficientBalanceError,
     RetryableOrderError,
     UnknownOrderError,
 )
-from engine.market.errors import ERROR_TABLE, classify, error_code, to_order_error
+from engine.market.errors import (
+    AUTH_FIX,
+    ERROR_TABLE,
+    classify,
+    error_code,
+    is_rate_limit,
+    to_order_error,
+)
 
 R, N, U = ErrorClass.RETRYABLE, ErrorClass.NON_RETRYABLE, ErrorClass.UNKNOWN
 ALL_CCXT = [getattr(ccxt_errors, name) for name in ccxt_errors.__all__ if name != "error_hierarchy"]
@@ -113,3 +121,34 @@ def test_to_order_error(exc: Exception, placing: bool, expected: type[Exception]
     assert str(err).startswith(f"create_order: {type(exc).__name__}")
     if isinstance(exc, ccxt.InsufficientFunds):
         assert err.code == -2010
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ccxt.DDoSProtection('binance {"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}'),
+        ccxt.AuthenticationError('binance {"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}'),
+        ccxt.AuthenticationError('binance {"code":-2014,"msg":"API-key format invalid."}'),
+        ccxt.AuthenticationError('binance {"code":-1022,"msg":"Signature for this request is not valid."}'),
+    ],
+    ids=["-2015-as-ddos", "-2015", "-2014", "-1022"],
+)
+def test_a_refused_key_is_classified_by_its_code_before_its_class(exc: Exception) -> None:
+    # ccxt raises -2015 as DDoSProtection once a private call has worked: no rate limit to wait out.
+    assert classify(exc) is N
+    assert classify(exc, placing=True) is N
+    assert not is_rate_limit(exc)
+    err = to_order_error(exc, placing=True, operation="create_order")
+    assert type(err) is ExchangeAuthError
+    assert str(err).startswith(f"create_order: {AUTH_FIX} (the exchange said: binance")
+    assert err.code == error_code(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ccxt.DDoSProtection("binance 429 Too Many Requests "), ccxt.RateLimitExceeded('binance {"code":-1003}')],
+    ids=["429", "-1003"],
+)
+def test_rate_limits_are_still_rate_limits(exc: Exception) -> None:
+    assert is_rate_limit(exc)
+    assert classify(exc, placing=True) is R

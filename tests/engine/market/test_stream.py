@@ -9,7 +9,11 @@ from typing import Any
 import ccxt
 import pytest
 
-from engine.errors import MarketDataError, NonRetryableOrderError, RetryableOrderError
+from engine.errors import (
+    ExchangeAuthError,
+    MarketDataError,
+    RetryableOrderError,
+)
 from engine.market.backoff import RateLimitBackoff, ReconnectBackoff
 from engine.market.fake import ManualClock
 from engine.market.gateway import GatewayNotice, NoticeKind
@@ -143,14 +147,19 @@ async def test_rate_limit_silence_is_waited_out_with_retry_after_as_floor() -> N
     assert await task == "ok"
 
 
-async def test_a_non_network_error_is_raised_classified_and_the_next_call_redials() -> None:
+@pytest.mark.parametrize(
+    "klass", [ccxt.AuthenticationError, ccxt.DDoSProtection], ids=["auth", "-2015-as-ddos-after-a-good-call"]
+)
+async def test_a_non_network_error_is_raised_classified_and_the_next_call_redials(klass: type[Exception]) -> None:
     dialer = Dialer(2)
-    dialer.conns[0].push(ccxt.AuthenticationError('binance {"code":-2015,"msg":"Invalid API-key"}'))
+    dialer.conns[0].push(klass('binance {"code":-2015,"msg":"Invalid API-key"}'))
     dialer.conns[1].push("ok")
-    stream, _ = make_stream(dialer, ManualClock(auto=True))
-    with pytest.raises(NonRetryableOrderError, match="watch s") as caught:
+    rate = RateLimitBackoff()
+    stream, notices = make_stream(dialer, ManualClock(auto=True), rate=rate)
+    with pytest.raises(ExchangeAuthError, match="watch s") as caught:
         await stream.next()
     assert caught.value.code == -2015
+    assert rate.strikes == 0 and not notices  # a refused key is no rate limit: nothing silenced
     await eventually(lambda: dialer.conns[0].closed)  # closed in the background
     assert await stream.next() == "ok"
 

@@ -28,6 +28,9 @@ class _FreshFeed:
     def ws_down_s(self, now_ms: int) -> float:
         return 0.0
 
+    def exchange_fault(self) -> None:
+        return None
+
 
 class _WithRestingExit(PaperBroker):
     """A paper broker that also lists a resting exit order (as an exchange may, for a sell

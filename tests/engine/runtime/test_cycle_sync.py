@@ -3,9 +3,11 @@ absorb before the failure is still booked (the broker never reports an absorbed 
 
 from __future__ import annotations
 
+import pytest
+
 from engine.config import HotcoinConfig
 from engine.domain import OrderStatus
-from engine.errors import OrderError, RetryableOrderError
+from engine.errors import ClockSkewError, ExchangeAuthError, OrderError, RetryableOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.sinks import NullSink
@@ -41,3 +43,19 @@ async def test_a_failed_sync_hands_over_nothing_and_counts_the_error() -> None:
     assert await cycle._sync(T0) == []
     assert cycle.state.errors.count(T0) == 1
 
+
+
+@pytest.mark.parametrize(
+    ("errors", "counted"),
+    [
+        pytest.param([ClockSkewError("clock skew of +8,000 ms", code=-1021, skew_ms=8000)], 0, id="clock-skew"),
+        pytest.param([ExchangeAuthError("key refused", code=-2015)], 0, id="refused-key"),
+        pytest.param([ExchangeAuthError("key refused", code=-2015), RetryableOrderError("429")], 1, id="and-a-429"),
+    ],
+)
+async def test_a_sync_failed_only_by_a_fault_is_not_counted(errors: list[OrderError], counted: int) -> None:
+    """A refused key or clock skew blocks the engine under its own reason (what to fix); counted
+    as well, it added "order errors in window" and blocked on after the fix."""
+    cycle = _cycle(_FailingSync(SyncIncomplete(errors, [])))
+    assert await cycle._sync(T0) == []
+    assert cycle.state.errors.count(T0) == counted

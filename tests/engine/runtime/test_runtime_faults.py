@@ -25,6 +25,8 @@ from engine.domain import EngineState, OrderIntent, OrderPurpose
 from engine.execution.broker import OrderUpdate
 from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.journal.reader import JournalReader
+from engine.market.errors import AUTH_FIX
+from engine.ops.http import health_document, health_status
 from engine.sim.server import FaultController
 from engine.sim.server.faults import LostReply
 from tests.kit.exchange_rig import ExchangeRig, exchange_config, exchange_rig
@@ -315,3 +317,31 @@ async def test_an_entry_that_lands_after_it_was_taken_as_never_reached_is_booked
     assert rig.pump_symbol is not None and account.free(rig.pump_symbol.split("/")[0]) == 0
     spent = Decimal(10_000) - account.free("USDT")  # the sim's start balance; no fees here
     assert cash - start_cash == pytest.approx(-float(spent), abs=1e-6)
+
+
+async def test_a_key_that_cannot_trade_blocks_with_what_to_fix_and_reads_go_on(tmp_path: Path) -> None:
+    """Orders refused with -2015 (a key without trading permission; ccxt raises it as
+    DDoSProtection once a private call worked): no rate-limit silence, so reads go on; the engine
+    blocks at once under `exchange_auth`, whose words say what to fix, in the state, the streams
+    and /health, and journals that once, not as a count of order errors."""
+    async with running(tmp_path, pump=True, speed=200.0) as rig:
+        engine = rig.engine
+        rig.server.faults.update({"key_cannot_trade": True})
+        await eventually(lambda: "exchange_auth" in reason_codes(rig), timeout=30)
+        await eventually(lambda: engine.hub.latest is not None and engine.hub.latest.status.state == "blocked")
+        cycles = engine.stats.cycles
+        await eventually(lambda: engine.stats.cycles > cycles + 5)
+        assert rig.gateway.health()["rest"].rate_limited_until_ms == 0
+        assert engine.state.errors.count(rig.feed.now_ms()) == 0
+        snap = engine.hub.latest
+        assert snap is not None
+        rest = next(s for s in snap.status.streams if s.name == "rest")
+        assert rest.status == "error" and AUTH_FIX in rest.detail
+        doc = health_document(snap, {}, rig.feed.now_ms())
+        reasons = doc["reasons"]
+        assert isinstance(reasons, list) and any(AUTH_FIX in r for r in reasons)
+        assert health_status(doc, 30.0) == 503
+    assert [t for t in transitions(rig) if t[1] == "blocked"] == [("tradeable", "blocked", ["exchange_auth"])]
+    with JournalReader(rig.journal.path) as reader:
+        refused = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload.get("code") == "-2015"]
+    assert refused and all(p["error_class"] == "non_retryable" and p["counted"] is False for p in refused)

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from engine.config.sections.state import StateSection
-from engine.domain import EngineState
+from engine.domain import EngineState, StateReason
 from engine.runtime.state_machine import (
     TRANSITIONS,
     EngineStateMachine,
@@ -222,3 +222,19 @@ def test_a_failed_journal_blocks_for_as_long_as_it_lasts() -> None:
     for i in range(1, 3 * S.recover_cycles_blocked):
         assert sm.step(HealthInputs(i * 1000, data_age_s=1.0, journal_failure=failure)) is None
     assert sm.state is B
+
+
+def test_an_exchange_fault_blocks_under_its_own_reason_while_it_stands() -> None:
+    """A refused key or clock skew blocks at once with what to fix as the reason (not as a count of
+    order errors), and the usual hysteresis leads out once the fault is gone."""
+    fault = StateReason("exchange_auth", "API key cannot trade or IP not whitelisted: fix the key's permissions")
+    sm = EngineStateMachine(S)
+    transition = sm.step(HealthInputs(0, data_age_s=1.0, exchange_fault=fault))
+    assert transition is not None and transition.to_state is B
+    assert transition.payload()["details"] == [
+        {"code": "exchange_auth", "detail": fault.detail, "value": None, "threshold": None}
+    ]
+    assert sm.step(HealthInputs(1000, data_age_s=1.0, exchange_fault=fault)) is None
+    for i in range(S.recover_cycles_blocked):
+        sm.step(HealthInputs(2000 + i * 1000, data_age_s=1.0))
+    assert sm.state is T

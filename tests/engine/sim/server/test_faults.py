@@ -298,3 +298,22 @@ async def test_faults_from_the_constructor_apply_from_the_first_call() -> None:
         session.get(sim.base_url + "/api/v3/ping") as resp,
     ):
         assert resp.status == 429
+
+
+async def test_a_key_that_cannot_trade_is_refused_orders_and_keeps_its_reads(ex: Any, sim: SimExchangeServer) -> None:
+    await ex.fetch_balance()  # a private call that works: from here ccxt takes -2015 for a ban
+    sim.faults.update({"key_cannot_trade": True})
+    with pytest.raises(ccxt.DDoSProtection, match="-2015"):
+        await ex.create_order("DOGE/USDT", "market", "buy", 100)
+    assert (await ex.fetch_balance())["USDT"]["free"] == pytest.approx(10_000.0)  # nothing was placed
+
+
+async def test_clock_skew_shifts_the_time_and_the_recv_window_check_alike(ex: Any, sim: SimExchangeServer) -> None:
+    before = await ex.fetch_time()
+    sim.faults.update({"clock_skew_ms": 8_000})
+    assert await ex.fetch_time() - before >= 8_000
+    ex.options["recvWindow"] = 5_000
+    with pytest.raises(ccxt.InvalidNonce, match="-1021"):
+        await ex.fetch_balance()
+    ex.options["timeDifference"] = -8_000  # signing on the exchange's clock: accepted
+    await ex.fetch_balance()
