@@ -182,7 +182,7 @@ RATE_LIMIT_ERRORS: tuple[type[BaseException], ...] = (ccxt.DDoSProtection, ccxt.
 
 # Codes that mean the key (its permissions, our IP, the signature) was refused, whatever the class.
 AUTH_CODES = frozenset({-2015, -2014, -1022})
-AUTH_FIX = "API key cannot trade or IP not whitelisted: fix the key's permissions / IP whitelist"
+AUTH_FIX = "API key cannot trade or IP not whitelisted: fix the key's permissions / IP whitelist, then restart hotcoin"
 CLOCK_SKEW_CODE = -1021  # "Timestamp for this request is outside of the recvWindow"
 
 _JSON_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
