@@ -42,7 +42,7 @@ from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
-from engine.execution.order_fsm import InvalidOrderTransition, apply_update, fee_delta, fill_delta
+from engine.execution.order_fsm import InvalidOrderTransition, apply_update, exact_sum, fee_delta, fill_delta
 from engine.market.gateway import Balance
 
 T = TypeVar("T")
@@ -243,9 +243,9 @@ class ExchangeBroker(Broker):
             return update, []
         priced = replace(
             update,
-            fee_quote=sum(t.fee_quote for t in trades),
-            fee_base=sum(t.fee_base for t in trades),
-            fee_other=sum(t.fee_other for t in trades),
+            fee_quote=exact_sum(t.fee_quote for t in trades),
+            fee_base=exact_sum(t.fee_base for t in trades),
+            fee_other=exact_sum(t.fee_other for t in trades),
             fee_asset=next((t.fee_asset for t in trades if t.fee_asset), ""),
             fees_reported=True,
         )

@@ -9,6 +9,7 @@ resurrection of a cancelled order.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from decimal import Decimal
 
 from engine.domain import Order, OrderStatus
@@ -107,6 +108,12 @@ def fill_delta(current: Order, update: Order) -> tuple[Decimal, float, float]:
     cost_after = float(update.filled_qty) * (update.average_price or 0.0)
     price = (cost_after - cost_before) / float(qty)
     return qty, price, fee_delta(update.fee_quote, current.fee_quote)
+
+
+def exact_sum(values: Iterable[float]) -> float:
+    """Fees summed as the decimals they print as: in floats three commissions of 0.025 summed
+    to 0.07500000000000001, and the fill after two booked 0.02500000000000001."""
+    return float(sum((Decimal(repr(v)) for v in values), Decimal(0)))
 
 
 def fee_delta(after: float, before: float) -> float:

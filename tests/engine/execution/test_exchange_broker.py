@@ -285,6 +285,29 @@ async def test_a_resting_limit_filled_unseen_is_booked_with_its_commission_by_re
     assert u.order.status is OrderStatus.FILLED and fill.fee_base == pytest.approx(0.1)
 
 
+async def test_trades_found_by_lookup_sum_their_commissions_exactly() -> None:
+    """Three commissions of 0.025 summed in floats to 0.07500000000000001, so the third fill,
+    found by a lookup after two were booked from the stream, booked 0.02500000000000001 (seen
+    in CI after a user-stream reconnect)."""
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"), quantity=Decimal(100))
+    placed = (await broker.submit(intent, T0)).order
+    two = dataclasses.replace(
+        placed, status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(50), average_price=0.3, fee_base=0.05,
+        fee_quote=0.015, fees_reported=True,
+    )
+    assert broker.on_order(two, T0 + 1) is not None
+    gw.orders[intent.client_order_id] = dataclasses.replace(two, filled_qty=Decimal(75), fees_reported=False)
+    gw.fills.extend(
+        Fill(f"t{i}", intent.client_order_id, intent.symbol, intent.side, 0.3, 25.0, 0.0075, T0, fee_base=0.025)
+        for i in range(3)
+    )
+    (u,) = await broker.sync(T0 + 1000)
+    (fill,) = u.fills
+    assert fill.quantity == 25.0 and fill.fee_base == 0.025 and u.order.fee_base == 0.075
+
+
 @pytest.mark.parametrize(
     ("side", "fee_base", "fee_quote"),
     [(Side.BUY, 0.1, 0.1 * 0.3), (Side.SELL, 0.0, 30.0 * 0.001)],
