@@ -17,15 +17,17 @@ from gpu_jobs.spec import JobSpec
 from ml.governance.contract import TrainingWindow, build_contract, file_sha256
 from ml.governance.errors import ContractError
 from ml.governance.promotion import Evaluation, decide
-from ml.governance.registry import ModelRegistry, ModelVersion
+from ml.governance.registry import ModelRegistry, Registration
 
 
 def registry_dir(config: HotcoinConfig) -> Path:
     return config.ml.registry_dir or (config.paths.data_dir / "models")
 
 
-def register_fetched(folder: Path, registry: ModelRegistry, gates: PromotionGates, *, now_ms: int) -> ModelVersion:
-    """Register the model in a fetched job folder (`model.pt`, `metrics.json`, `job.json`)."""
+def register_fetched(folder: Path, registry: ModelRegistry, gates: PromotionGates, *, now_ms: int) -> Registration:
+    """Register the model in a fetched job folder (`model.pt`, `metrics.json`, `job.json`). A job
+    fetched again, or trained again by the same command, is found registered: that version comes
+    back with `added` False, beside the decision today's `gates` make."""
     try:
         spec = JobSpec.from_json(json.loads((folder / "job.json").read_text()))
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -65,4 +67,4 @@ def register_fetched(folder: Path, registry: ModelRegistry, gates: PromotionGate
         decided_ms=now_ms,
     )
     extras = {n: folder / n for n in ("metrics.json", "job.json", "train.log") if (folder / n).is_file()}
-    return registry.register(model_path=folder / "model.pt", contract=contract, decision=decision, extra_files=extras)
+    return registry.add(model_path=folder / "model.pt", contract=contract, decision=decision, extra_files=extras)

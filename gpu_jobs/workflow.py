@@ -22,7 +22,7 @@ from gpu_jobs.pack import PackedJob, pack_job
 from gpu_jobs.profiles import make_client
 from gpu_jobs.register import register_fetched, registry_dir
 from gpu_jobs.spec import DatasetInfo, JobSpec
-from ml.governance.registry import ModelRegistry, ModelVersion
+from ml.governance.registry import ModelRegistry, Registration
 
 
 def wall_ms() -> int:
@@ -73,8 +73,8 @@ async def train_on_gpu(
     retry: RetryPolicy | None = None,
     clock_ms: Callable[[], int] = wall_ms,
     client: JobClient | None = None,
-) -> ModelVersion:
-    """The whole round trip; the registered version (with its promotion verdict)."""
+) -> Registration:
+    """The whole round trip; its registration (see `register_fetched`)."""
     client = client or make_client(config, req.profile, on_event=on_event, retry=retry)
     packed = await asyncio.to_thread(prepare_job, config, req, features)
     fetched = await client.run(packed, jobs_dir(config) / "fetched")

@@ -19,6 +19,7 @@ from hotcoin_tui.commands.options import ConfigOpt
 
 if TYPE_CHECKING:
     from ml.governance.promotion import PromotionDecision
+    from ml.governance.registry import Registration
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,6 @@ def _train_on_gpu(opts: TrainOptions) -> None:
     from gpu_jobs.features import hot_feature_set
     from gpu_jobs.workflow import TrainRequest, train_on_gpu
     from hotcoin_tui.commands.jobs_cmd import JobView
-    from ml.runtime import TASK as ENGINE_TASK
 
     if not opts.gpu:
         raise ConfigError(f"task {opts.task} trains on a GPU box: pass --gpu <profile> (a [gpu.<profile>] table)")
@@ -57,19 +57,57 @@ def _train_on_gpu(opts: TrainOptions) -> None:
         seed=opts.seed,
         symbols=opts.symbols,
     )
-    with JobView() as view:
-        version = asyncio.run(train_on_gpu(config, req, hot_feature_set(config.trading.signals.listing_min_bars), on_event=view.on_event))
+    view = JobView()
+    try:
+        with view:
+            registration = asyncio.run(
+                train_on_gpu(config, req, hot_feature_set(config.trading.signals.listing_min_bars), on_event=view.on_event)
+            )
+    except KeyboardInterrupt:
+        # Ctrl-C stops this command, not the trainer: it runs detached on the box (on GPU time)
+        # and a silent exit would leave the owner thinking it stopped too.
+        note = view.interrupted_note(opts.gpu)
+        if note is None:
+            raise
+        typer.secho(note, fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
+    say_torch_registration(registration)
+
+
+def say_torch_registration(registration: Registration) -> None:
+    """What a torch model's registration means, for `hotcoin train --gpu` and `hotcoin jobs
+    fetch` alike: the version and its gates, whether it is new, and what the model is good for.
+
+    The engine's signal path loads only `ml.runtime.TASK` (hot_lgbm): a torch model that passes
+    every gate is registered as production, but nothing trades on it, and a green
+    "(production)" read as if `hotcoin run` would."""
+    from ml.runtime import TASK as ENGINE_TASK
+
+    version = registration.version
     verdict = version.decision.verdict
-    # The engine's signal path loads only `ml.runtime.TASK` (hot_lgbm): a torch model that passes
-    # every gate is registered as production for research scoring (`gpu_jobs.inference`), but
-    # nothing trades on it, and a green "(production)" read as if `hotcoin run` would.
-    typer.secho(f"registered {version.name} ({verdict}) in {version.path}", fg=typer.colors.YELLOW)
+    what = "registered" if registration.added else "identical model already registered as"
+    typer.secho(f"{what} {version.name} ({verdict}) in {version.path}", fg=typer.colors.YELLOW)
     for gate in version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
     typer.secho(
-        f"  the engine does not load {opts.task} models (`hotcoin run` and `hotcoin backtest` score with "
-        f"{ENGINE_TASK} only): this one is for research (gpu_jobs.inference), and no trade depends on it",
+        f"  the engine does not load {version.task} models (`hotcoin run` and `hotcoin backtest` score with "
+        f"{ENGINE_TASK} only): {_torch_use(version.task)}, and no trade depends on it",
         fg=typer.colors.YELLOW,
+    )
+    if not registration.added and registration.decision.verdict != verdict:
+        _say_decisions_differ(registration.decision, verdict)
+
+
+def _torch_use(task: str) -> str:
+    """What the owner can do with a registered torch model: score it offline where
+    `gpu_jobs.inference` can (it refuses the others), otherwise read what training measured."""
+    from gpu_jobs.inference import SCORABLE
+
+    if task in SCORABLE:
+        return "this one is for research, scored offline with gpu_jobs.inference.load_scorer"
+    return (
+        f"nothing in hotcoin runs a {task} model (gpu_jobs.inference scores {' and '.join(sorted(SCORABLE))} only); "
+        "this one is a research record, its out-of-sample lift per fold in metrics.json beside it"
     )
 
 
@@ -182,6 +220,8 @@ def _train_lgbm(opts: TrainOptions) -> None:
 def _say_decisions_differ(decision: PromotionDecision, registered: str) -> None:
     """The registry keeps the first decision for a model file; when today's gates judge the same
     model otherwise, say which one stands, or the gate lines above read as today's verdict."""
+    from ml.runtime import TASK as ENGINE_TASK
+
     failed = "; ".join(g.reason for g in decision.gates if not g.passed) or "every gate passed"
     typer.secho(
         f"note: under the current [ml.gates] this model is {decision.verdict} ({failed}), but the identical model "
@@ -189,7 +229,8 @@ def _say_decisions_differ(decision: PromotionDecision, registered: str) -> None:
         fg=typer.colors.YELLOW,
     )
     if decision.verdict == "research_only":
-        typer.echo("  the engine judges production models by the current gates when it loads them: it runs this one in shadow")
+        if decision.task == ENGINE_TASK:  # a torch model's note says the engine never loads it
+            typer.echo("  the engine judges production models by the current gates when it loads them: it runs this one in shadow")
     else:
         typer.echo("  a registered decision is never upgraded: retrain (e.g. another --seed) to register a new version")
 

@@ -1,5 +1,6 @@
 """A versioned folder of models, each with its contract and promotion decision.
 
+    <root>/<task>_<interval>/.lock                 held while a registration runs
     <root>/<task>_<interval>/v0001/
         model.pt                                   the model file named in the contract
         runtime_contract_<task>_<interval>.json
@@ -9,12 +10,15 @@
 Versions are never overwritten: a new registration is assembled in a staging folder and
 renamed to the next free `vNNNN` (rename of a folder is atomic, so two registrations can't take
 the same number and a reader never sees half a version; every file and both folders are fsynced
-around the rename, so a power cut cannot leave a version whose files are empty). Loading verifies
-before handing out a path: the contract's feature schema hash must equal the running feature
-code's, its `listing_min_bars` the one the running features are computed with, and the model
-file's sha256 the contract's; otherwise `ModelRefused` says which one differs. The libraries a
-caller names (those that read the model) are checked against the versions the contract records:
-another major version is refused, another minor one is a warning.
+around the rename, so a power cut cannot leave a version whose files are empty). A model file is
+stored once: a registration holds `<task>_<interval>/.lock` from its look for the same sha256
+to its rename, so two registrations of one model at once make one version, not twins.
+
+Loading verifies before handing out a path: the contract's feature schema hash must equal the
+running feature code's, its `listing_min_bars` the one the running features are computed with,
+and the model file's sha256 the contract's; otherwise `ModelRefused` says which one differs. The
+libraries a caller names (those that read the model) are checked against the versions the
+contract records: another major version is refused, another minor one is a warning.
 
 A version that cannot be read (a missing or malformed contract or decision) is skipped, logged
 and listed in `scan().skipped`, never fatal to the others: one damaged folder must not take an
@@ -24,12 +28,14 @@ past it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +101,18 @@ class Listing:
     skipped: tuple[SkippedVersion, ...]
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What one `ModelRegistry.add` did: the version holding the model, the decision this call
+    brought, and whether this call stored it. When it did not (the same model file was there),
+    `version.decision` is the one on record and `decision` may differ from it: the gates may
+    have changed since."""
+
+    version: ModelVersion
+    decision: PromotionDecision
+    added: bool
+
+
 class ModelRegistry:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -113,6 +131,19 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Store a model with its contract and decision as the next version. Registering the
         same model file again (same sha256) is a no-op that returns the existing version."""
+        return self.add(model_path=model_path, contract=contract, decision=decision, extra_files=extra_files).version
+
+    def add(
+        self,
+        *,
+        model_path: Path,
+        contract: RuntimeContract,
+        decision: PromotionDecision,
+        extra_files: Mapping[str, Path] | None = None,
+    ) -> Registration:
+        """`register`, saying whether this call stored the model: a caller that reports what it
+        registered must not call a version found under the same sha256 new (its decision, made
+        under the gates of its day, is the one on record)."""
         actual = file_sha256(model_path)
         if actual != contract.model_sha256:
             raise ContractError(
@@ -124,9 +155,6 @@ class ModelRegistry:
             contract.interval,
         ):
             raise ContractError("the promotion decision was made for a different model than the contract describes")
-        for existing in self.versions(contract.task, contract.interval):
-            if existing.contract.model_sha256 == contract.model_sha256:
-                return existing
         reserved = {contract.model_file, contract.filename, decision.filename}
         clash = sorted(reserved & set(extra_files or {}))
         if clash:
@@ -134,15 +162,19 @@ class ModelRegistry:
         folder = self._folder(contract.task, contract.interval)
         folder.mkdir(parents=True, exist_ok=True)
         fsync_dir(folder.parent)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
-        try:
-            _stage(staging, {contract.model_file: model_path, **(extra_files or {})}, contract, decision)
-            version = self._claim(folder, staging)
-            fsync_dir(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return self._read(contract.task, contract.interval, version)
+        with _model_lock(folder):
+            for existing in self.versions(contract.task, contract.interval):
+                if existing.contract.model_sha256 == contract.model_sha256:
+                    return Registration(existing, decision, added=False)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+            try:
+                _stage(staging, {contract.model_file: model_path, **(extra_files or {})}, contract, decision)
+                version = self._claim(folder, staging)
+                fsync_dir(folder)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return Registration(self._read(contract.task, contract.interval, version), decision, added=True)
 
     @staticmethod
     def _claim(folder: Path, staging: Path) -> int:
@@ -249,6 +281,18 @@ def _verify_features(model: ModelVersion, features: FeatureSchema) -> None:
                 expected=",".join(ours),
                 actual=",".join(theirs),
             )
+
+
+@contextlib.contextmanager
+def _model_lock(folder: Path) -> Iterator[None]:
+    """Hold `<folder>/.lock` from the duplicate check to the rename. The rename alone keeps two
+    registrations off one number, not off one model: two processes registering the same fetched
+    job at once (two `hotcoin train` runs of it, or `train` beside `jobs fetch`) would both find
+    no version with its sha256 and store it twice. `flock`: the kernel releases it when the
+    process ends however it ends, so a killed registration never blocks the next one."""
+    with (folder / ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def _stage(staging: Path, files: Mapping[str, Path], contract: RuntimeContract, decision: PromotionDecision) -> None:

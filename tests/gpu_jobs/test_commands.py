@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.errors import HotcoinError
+from gpu_jobs import remote
 from gpu_jobs.pack import pack_job
 from gpu_jobs.profiles import make_client
 from hotcoin_tui.cli import app
@@ -50,6 +51,34 @@ def test_jobs_list_shows_when_each_job_was_shipped_newest_first(tmp_path: Path, 
     assert "shipped (UTC)" in table and "updated (UTC)" in table
     assert "2023-11-14 22:13:20" in table and "2023-11-14 22:11:20" in table
     assert table.index(max(ids)) < table.index(min(ids))
+
+
+@pytest.mark.parametrize("columns", [None, "40", "80", "120"], ids=["piped", "40", "80", "120"])
+def test_jobs_list_shows_every_job_id_whole_at_any_width(
+    tmp_path: Path, here: dict[str, str], monkeypatch: pytest.MonkeyPatch, columns: str | None
+) -> None:
+    """The id is what status, logs, cancel and fetch take: a column is left out before it is cut."""
+    client = make_client(make_config(tmp_path, here=here), "here")
+    ds = make_dataset(tmp_path / "ds")
+    ids = []
+    for task in ("lstm_hot", "tft_heat", "ppo_sizing"):
+        packed = pack_job(make_spec(task, ds), tmp_path / "ds", tmp_path / "packs")
+        asyncio.run(client.ship(packed))
+        ids.append(packed.job_id)
+        job = remote.JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+        remote.update_status(job, state="running", epoch=3, epochs=100, device="cuda:0 NVIDIA H100 80GB HBM3")
+    if columns is None:
+        monkeypatch.delenv("COLUMNS")  # not a terminal and no COLUMNS: rich's 80
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+
+    shown = CliRunner().invoke(app, ["jobs", "list", "--gpu", "here"])
+    assert shown.exit_code == 0, shown.output
+    assert all(job_id in shown.output for job_id in ids), shown.output
+    assert "…" not in shown.output
+    assert max(len(line) for line in shown.output.splitlines()) <= int(columns or 80)
+    if columns == "80":
+        assert "left out at this width: task, device (see --json)" in shown.output
 
 
 def test_jobs_status_shows_start_update_and_finish_in_utc(tmp_path: Path, here: dict[str, str]) -> None:

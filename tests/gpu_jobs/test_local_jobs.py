@@ -41,7 +41,7 @@ async def test_ppo_sizing_trains_locally_and_registers(tmp_path: Path) -> None:
     metrics = json.loads((fetched / "metrics.json").read_text())
     assert len(metrics["oos"]["fold_lifts"]) == 3 and all(v > 0 for v in metrics["oos"]["fold_lifts"])
     assert [f["bars"] for f in metrics["folds"]] == [89, 90, 90]
-    version = register_fetched(fetched, ModelRegistry(registry_dir(config)), config.ml.gates, now_ms=1)
+    version = register_fetched(fetched, ModelRegistry(registry_dir(config)), config.ml.gates, now_ms=1).version
     assert version.name == "ppo_sizing_1m@v0001"
     assert "weights over 3 coins + cash" in version.contract.label_definition
     assert version.contract.training_window.symbols == ("C0/USDT", "C1/USDT", "C2/USDT")
@@ -178,11 +178,11 @@ def test_train_and_jobs_commands_on_a_local_profile(tmp_path: Path, monkeypatch:
     cancel = runner.invoke(app, ["jobs", "cancel", job_id, "--gpu", "here"])
     assert "not running (state done)" in cancel.output
     fetched = runner.invoke(app, ["jobs", "fetch", job_id, "--gpu", "here"])
-    assert fetched.exit_code == 0 and "registered tft_heat_1m@v0001" in fetched.output  # same model
+    assert fetched.exit_code == 0 and "identical model already registered as tft_heat_1m@v0001" in fetched.output
 
     again = runner.invoke(app, args)  # same data, code and seed: same job, not shipped again
     assert again.exit_code == 0, again.output
-    assert "already on the box" in again.output and "tft_heat_1m@v0001" in again.output
+    assert "already on the box" in again.output and "identical model already registered as tft_heat_1m@v0001" in again.output
     assert len(ModelRegistry(tmp_path / "data" / "models").versions("tft_heat", "1m")) == 1
 
 

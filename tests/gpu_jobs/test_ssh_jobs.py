@@ -51,7 +51,7 @@ async def test_lstm_job_over_ssh_ships_once_trains_fetches_and_registers(tmp_pat
     assert [j["job_id"] for j in await client.list_jobs()] == [packed.job_id]
 
     registry = ModelRegistry(registry_dir(config))
-    version = register_fetched(fetched, registry, config.ml.gates, now_ms=123)
+    version = register_fetched(fetched, registry, config.ml.gates, now_ms=123).version
     assert version.version == 1 and version.contract.feature_names == TINY_FEATURES.names
     assert version.contract.feature_schema_hash == TINY_FEATURES.schema_hash
     assert version.contract.job_id == packed.job_id and version.contract.listing_min_bars == 15

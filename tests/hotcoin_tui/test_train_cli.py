@@ -4,7 +4,10 @@ GPU path (a local-transport profile) alike."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +15,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from gpu_jobs import remote
 from gpu_jobs.errors import TrainingDataError
 from hotcoin_tui.cli import app
+from ml.governance.registry import ModelRegistry
+from tests.kit.waiting import eventually_sync
 from tests.ml.synth import synth_frames, write_history
 
 TRAIN_HERE = ["train", "--task", "hot_lgbm"]
@@ -100,3 +106,82 @@ def test_a_torch_model_is_not_announced_as_one_the_engine_trades_on(
     assert "registered lstm_hot_1m@v0001 (production)" in result.output
     assert "\x1b[32m" not in result.output  # no green: production here is not production in the engine
     assert "the engine does not load lstm_hot models" in result.output and "no trade depends on it" in result.output
+
+
+def _gates(monkeypatch: pytest.MonkeyPatch, min_oos_lift: str) -> None:
+    for key, value in {"MIN_OOS_SAMPLES": "1", "MIN_OOS_LIFT": min_oos_lift, "MAX_FOLD_CV": "1000", "MIN_FOLDS": "2"}.items():
+        monkeypatch.setenv(f"HOTCOIN_ML__GATES__{key}", value)
+
+
+def test_jobs_fetch_reports_what_it_registered_as_train_does(history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jobs fetch` once said only "registered ...@v0002 (research_only)": no gates, no word that
+    nothing trades on a torch model, and a new version's words for the one already there."""
+    _gates(monkeypatch, min_oos_lift="50")
+    longer = write_history(tmp_path / "longer", synth_frames(n_symbols=6, n_bars=400, seed=2))
+    trained = CliRunner().invoke(app, [*TRAIN_ON_GPU, "--data", str(longer)])
+    assert "registered lstm_hot_1m@v0001 (research_only)" in trained.output, trained.output
+    job_id = ModelRegistry(tmp_path / "data" / "models").versions("lstm_hot", "1m")[0].contract.job_id
+    fetch = ["jobs", "fetch", str(job_id), "--gpu", "here"]
+
+    _gates(monkeypatch, min_oos_lift="0.001")  # today's gates pass it
+    again = CliRunner().invoke(app, fetch)
+    assert again.exit_code == 0, again.output
+    assert "identical model already registered as lstm_hot_1m@v0001 (research_only)" in again.output
+    assert "  FAIL  oos_lift: mean out-of-sample lift" in again.output  # the decision on record
+    assert "the engine does not load lstm_hot models" in again.output and "no trade depends on it" in again.output
+    assert (
+        "note: under the current [ml.gates] this model is production (every gate passed), but the identical model "
+        "was registered as research_only and that decision stays on record"
+    ) in again.output
+    assert "a registered decision is never upgraded" in again.output
+    assert len(ModelRegistry(tmp_path / "data" / "models").versions("lstm_hot", "1m")) == 1
+
+    monkeypatch.setenv("HOTCOIN_ML__REGISTRY_DIR", str(tmp_path / "fresh"))
+    fresh = CliRunner().invoke(app, fetch)
+    assert fresh.exit_code == 0, fresh.output
+    assert "registered lstm_hot_1m@v0001 (production)" in fresh.output and "  pass  oos_lift" in fresh.output
+    assert "the engine does not load lstm_hot models" in fresh.output and "gpu_jobs.inference.load_scorer" in fresh.output
+    assert "note:" not in fresh.output
+
+
+def test_a_ppo_model_is_not_announced_as_one_inference_can_score(history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpu_jobs.inference refuses ppo_sizing ("has no single score"): the message must not send
+    the owner there."""
+    _gates(monkeypatch, min_oos_lift="0.001")
+    command = ["train", "--task", "ppo_sizing", "--gpu", "here", "--epochs", "1", "--data", str(history)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert "registered ppo_sizing_1m@v0001" in result.output
+    assert "gpu_jobs.inference)" not in result.output and "load_scorer" not in result.output
+    assert "nothing in hotcoin runs a ppo_sizing model (gpu_jobs.inference scores lstm_hot and tft_heat only)" in result.output
+    assert "its out-of-sample lift per fold in metrics.json beside it, and no trade depends on it" in result.output
+
+
+def test_ctrl_c_while_training_on_the_box_says_the_job_keeps_running(history: Path, tmp_path: Path) -> None:
+    """Ctrl-C stops `hotcoin train`, not the detached trainer on the (paid) GPU box: say so, and
+    how to follow or stop it, rather than exit in silence."""
+    box = tmp_path / "box" / "jobs"
+
+    def interrupt_when_training() -> None:
+        eventually_sync(lambda: any("epoch 2/" in log.read_text() for log in box.glob("*/train.log")), timeout=120)
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    threading.Thread(target=interrupt_when_training, daemon=True).start()
+    longer = write_history(tmp_path / "longer", synth_frames(n_symbols=6, n_bars=400, seed=2))
+    command = ["train", "--task", "lstm_hot", "--gpu", "here", "--epochs", "100000", "--data", str(longer)]
+    try:
+        result = CliRunner().invoke(app, command)
+        (job_id,) = [p.name for p in box.iterdir()]
+        assert result.exit_code == 130, result.output
+        assert (
+            f"job {job_id} keeps running on here; follow with `hotcoin jobs logs {job_id} --gpu here -f` (then "
+            f"`hotcoin jobs fetch {job_id} --gpu here` registers its model), stop with `hotcoin jobs cancel {job_id} --gpu here`"
+        ) in result.output
+        assert remote.effective_status(remote.JobDir(box / job_id))["state"] == "running"
+        cancel = CliRunner().invoke(app, ["jobs", "cancel", job_id, "--gpu", "here"])  # the command it named
+        assert "cancel sent" in cancel.output, cancel.output
+    finally:  # never leave a trainer behind, whatever failed above
+        jobs = [remote.JobDir(path) for path in box.iterdir()]
+        for job in jobs:
+            remote.cancel(job)
+        eventually_sync(lambda: not any(remote.is_running(job) for job in jobs), timeout=60)

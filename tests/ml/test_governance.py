@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.config.sections.ml import PromotionGates
+from ml.governance import registry as registry_module
 from ml.governance.contract import (
     CONTRACT_VERSION,
     RuntimeContract,
@@ -351,7 +355,7 @@ def test_register_rejects_inconsistent_inputs(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):  # a copy failing half-way leaves nothing behind
         registry.register(model_path=model, contract=contract, decision=decision, extra_files={"m.json": tmp_path / "no"})
     assert registry.versions("lstm_hot", "1m") == []
-    assert list((tmp_path / "registry" / "lstm_hot_1m").iterdir()) == []
+    assert [p.name for p in (tmp_path / "registry" / "lstm_hot_1m").iterdir()] == [".lock"]  # no staging left
 
 
 def test_an_unreadable_version_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -366,6 +370,24 @@ def test_an_unreadable_version_is_skipped_not_fatal(tmp_path: Path, caplog: pyte
     assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH).version == 1
     v3 = _register(registry, tmp_path, b"three")  # registering still works, and never reuses the bad number
     assert v3.version == 3 and [v.version for v in registry.versions("lstm_hot", "1m")] == [1, 3]
+
+
+def test_two_registrations_of_one_model_at_once_make_one_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes registering one fetched job (two `hotcoin train` runs of it, or `train`
+    beside `jobs fetch`): the second must find the first's version, not store a twin."""
+    stage = registry_module._stage
+
+    def slow_stage(*args: Any) -> None:
+        time.sleep(0.3)  # both have looked for the sha256 before either renames: the race, made certain
+        stage(*args)
+
+    monkeypatch.setattr(registry_module, "_stage", slow_stage)
+    registry = ModelRegistry(tmp_path / "registry")
+    with ThreadPoolExecutor(2) as pool:  # flock: two open files conflict as two processes' would
+        done = list(pool.map(lambda _: _register(registry, tmp_path), range(2)))
+    assert [v.version for v in registry.versions("lstm_hot", "1m")] == [1]
+    assert done[0] == done[1] and done[0].path.name == "v0001"
+    assert sorted(p.name for p in done[0].path.parent.iterdir()) == [".lock", "v0001"]  # no staging left
 
 
 def test_register_flushes_every_file_and_both_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
