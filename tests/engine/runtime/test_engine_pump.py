@@ -76,7 +76,7 @@ async def test_scripted_pump_is_traded_and_explained(tmp_path: Path) -> None:
 
 async def test_position_upnl_is_net_of_the_entry_fees_its_quantity_carries(tmp_path: Path) -> None:
     """One open position and nothing closed: its uPnL is the day PnL (the entry fee is in both;
-    the uPnL used to be gross, 0.10 above the day PnL on a 120 USDT entry). After a take-profit
+    the uPnL used to be gross, the entry fee above the day PnL). After a take-profit
     tier the remainder carries only its share of the entry fee: uPnL + realised is still the day
     PnL, with no fee counted twice."""
     published: list[EngineSnapshot] = []
