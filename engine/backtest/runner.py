@@ -396,7 +396,7 @@ def _open_positions(core: TradingCore) -> dict[str, OpenPosition]:
         p = held.position
         out[symbol] = OpenPosition(
             symbol=symbol, trace_id=p.trace_id, opened_ms=p.opened_ms, quantity=p.quantity, entry_price=p.entry_price,
-            mark_price=marks[symbol], unrealised_pnl=p.unrealised_pnl(marks[symbol]) - p.entry_fees,
+            mark_price=marks[symbol], unrealised_pnl=p.unrealised_pnl(marks[symbol]),
             realised_pnl=p.realised_pnl,
         )  # fmt: skip
     return out

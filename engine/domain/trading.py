@@ -174,7 +174,11 @@ class Position:
     tp_tiers_hit: tuple[int, ...] = field(default=())
 
     def unrealised_pnl(self, mark: float) -> float:
-        return (mark - self.entry_price) * self.quantity
+        """What closing the quantity held at `mark` would add to the realised PnL, before the exit
+        fee: net of the entry fees that quantity still carries (`entry_fees`, already cut to the
+        remaining share after a partial close). Net, like the realised PnL, the day PnL and the
+        backtest, so a position's uPnL and the day PnL agree while nothing else has happened."""
+        return (mark - self.entry_price) * self.quantity - self.entry_fees
 
     def notional(self, mark: float) -> float:
         return mark * self.quantity

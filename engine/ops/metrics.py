@@ -42,7 +42,7 @@ class EngineMetrics:
         self.pool_size = Gauge("hotcoin_pool_size", "Candidates in the pool", registry=None)
         self.equity = Gauge("hotcoin_equity_quote", "Equity in the quote asset", registry=None)
         self.day_pnl = Gauge("hotcoin_day_pnl_quote", "PnL since 00:00 UTC", registry=None)
-        self.unrealised = Gauge("hotcoin_unrealised_pnl_quote", "Unrealised PnL of open positions", registry=None)
+        self.unrealised = Gauge("hotcoin_unrealised_pnl_quote", "Unrealised PnL of open positions, net of their entry fees", registry=None)
         self.exposure = Gauge("hotcoin_exposure_quote", "Open positions valued at current prices", registry=None)
         self.positions = Gauge("hotcoin_positions", "Open positions", registry=None)
         self.engine_state = Gauge("hotcoin_engine_state", "0 tradeable, 1 degraded, 2 blocked", registry=None)

@@ -324,6 +324,12 @@ class Engine:
             self.cycle.paused = command is Command.PAUSE
             self.tap.emit("command", ts_ms=now, payload={"command": command.value, "origin": origin})
             self.cycle.push_state()
+            if self.hub.latest is not None:
+                # Out before the answer: a reader of the latest snapshot right after "done:
+                # entries resumed" (Telegram's /status in the same batch of updates) read
+                # "(paused)" until the next market batch. Before the first cycle there is no
+                # snapshot to correct; the first one carries the pause.
+                await self._publish(None, now)
             return CommandResult(True, "new entries paused" if self.paused else "entries resumed")
         if command is Command.SHUTDOWN:
             self.tap.emit("command", ts_ms=now, payload={"command": command.value, "origin": origin})

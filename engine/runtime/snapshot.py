@@ -42,7 +42,7 @@ class PositionRow:
     quantity: float
     entry_price: float
     mark: float
-    unrealised_pnl: float
+    unrealised_pnl: float  # `Position.unrealised_pnl`: net of the entry fees the quantity held carries
     realised_pnl: float
     tp_tier: int  # number of take-profit tiers reached
     stop_price: float | None

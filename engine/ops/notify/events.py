@@ -5,7 +5,8 @@
 calls for every event it emits; it costs one dict lookup for the kinds that are never news.
 
 What is news:
-- position opened (with size, price and why) and closed (with realised PnL); partial closes
+- position opened (with size, price and why) and closed (with the PnL that close realised, and
+  the position's total when earlier partial closes make it differ); partial closes
   (take-profit tiers) as well; adds are not;
 - risk limits that fire: the daily loss limit, consecutive losses, risk level L5 (L2-L4 are
   visible on the dashboard and not worth a phone buzz);
@@ -32,6 +33,11 @@ def _num(value: Any, fmt: str = ".8g") -> str:
     return format(value, fmt) if isinstance(value, int | float) and not isinstance(value, bool) else "?"
 
 
+def _signed(value: Any) -> str:
+    sign = "+" if isinstance(value, int | float) and value >= 0 else ""
+    return f"{sign}{_num(value, ',.2f')}"
+
+
 def _position(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
     action = payload.get("action")
     sym = symbol or "?"
@@ -45,13 +51,18 @@ def _position(payload: Mapping[str, Any], symbol: str | None) -> Notification | 
             f"Opened {sym}", f"{_num(qty)} @ {_num(price)}{worth}{why}", category="position", key=f"open:{sym}:{payload.get('position_trace_id', '')}:{qty}"
         )
     if action in ("close", "partial_close"):
-        pnl = payload.get("total_realised_pnl", payload.get("realised_pnl")) if action == "close" else payload.get("realised_pnl")
-        sign = "+" if isinstance(pnl, int | float) and pnl >= 0 else ""
+        # "PnL" is always what this close made; the position's total so far follows when an
+        # earlier partial close makes it differ. (A close once said the total and a partial its
+        # own: "+2.43" then "+7.41" read as +9.84 made, when the position made +7.41.)
+        pnl = payload.get("realised_pnl")
+        made = _signed(pnl)
+        total = _signed(payload.get("total_realised_pnl", pnl))
+        so_far = "" if total == made else f", position {total} {'in all' if action == 'close' else 'so far'}"
         title = f"Closed {sym}" if action == "close" else f"Partly closed {sym}"
         left = "" if action == "close" else f", {_num(payload.get('quantity'))} left"
         return Notification(
             title,
-            f"PnL {sign}{_num(pnl, ',.2f')}{left}{why}",
+            f"PnL {made}{so_far}{left}{why}",
             severity=Severity.INFO,
             category="position",
             key=f"{action}:{sym}:{payload.get('position_trace_id', '')}:{payload.get('quantity')}:{pnl}",

@@ -59,6 +59,6 @@ def test_state_and_order_enums_say_what_they_allow() -> None:
 
 
 def test_position_pnl() -> None:
-    pos = make_position(quantity=100.0, entry_price=0.3)
-    assert pos.unrealised_pnl(0.33) == pytest.approx(3.0)
+    pos = make_position(quantity=100.0, entry_price=0.3, entry_fees=0.03)
+    assert pos.unrealised_pnl(0.33) == pytest.approx(3.0 - 0.03)  # net of the entry fee, like realised PnL
     assert pos.notional(0.33) == pytest.approx(33.0)

@@ -325,9 +325,11 @@ POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_tra
     ("kind", "payload", "title", "text", "severity"),
     [
         ("position_update", {**POS, "action": "open", "reason": "hot"}, "Opened DOGE/USDT", "100 @ 0.3 ≈ 30.00 (hot)", Severity.INFO),
-        ("position_update", {**POS, "action": "close", "quantity": 0.0, "realised_pnl": 1.0, "total_realised_pnl": 4.5, "reason": "take_profit"}, "Closed DOGE/USDT", "PnL +4.50 (take_profit)", Severity.INFO),
+        ("position_update", {**POS, "action": "close", "quantity": 0.0, "realised_pnl": 1.0, "total_realised_pnl": 4.5, "reason": "take_profit"}, "Closed DOGE/USDT", "PnL +1.00, position +4.50 in all (take_profit)", Severity.INFO),
+        ("position_update", {**POS, "action": "close", "quantity": 0.0, "realised_pnl": 4.5, "total_realised_pnl": 4.5, "reason": "take_profit"}, "Closed DOGE/USDT", "PnL +4.50 (take_profit)", Severity.INFO),
         ("position_update", {**POS, "action": "close", "quantity": 0.0, "realised_pnl": -2.25, "reason": "stop"}, "Closed DOGE/USDT", "PnL -2.25 (stop)", Severity.INFO),
         ("position_update", {**POS, "action": "partial_close", "quantity": 40.0, "realised_pnl": 1.5, "reason": "tp1"}, "Partly closed DOGE/USDT", "PnL +1.50, 40 left (tp1)", Severity.INFO),
+        ("position_update", {**POS, "action": "partial_close", "quantity": 20.0, "realised_pnl": 1.5, "total_realised_pnl": 3.0, "reason": "tp2"}, "Partly closed DOGE/USDT", "PnL +1.50, position +3.00 so far, 20 left (tp2)", Severity.INFO),
         ("risk_event", {"code": "daily_loss_limit", "level": "L3", "detail": "daily loss 5% > 4%"}, "Daily loss limit hit", "daily loss 5% > 4%", Severity.CRITICAL),
         ("risk_event", {"code": "consecutive_losses", "level": "L1", "detail": "5 losing trades"}, "Losing streak: entries cooling down", "5 losing trades", Severity.WARNING),
         ("risk_event", {"code": "risk_level", "level": "L5", "detail": "drawdown 12%"}, "Risk level L5: engine blocked", "drawdown 12%", Severity.CRITICAL),
@@ -343,12 +345,24 @@ POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_tra
         ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM"}, "Engine started", "run r1 (SIM)", Severity.INFO),
         ("order_result", {"client_order_id": "hc-1", "status": "unknown", "error_class": "unknown", "error": "timeout"}, "Order outcome unknown: DOGE/USDT", "hc-1: timeout; reconciling", Severity.WARNING),
     ],
-    ids=["open", "close-win", "close-loss", "partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
+    ids=["open", "close-after-partials", "close-win", "close-loss", "partial", "second-partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
 )  # fmt: skip
 def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, text: str, severity: Severity) -> None:
     got = notification_for(kind, payload, "DOGE/USDT")
     assert got is not None
     assert (got.title, got.text, got.severity) == (title, text, severity)
+
+
+def test_a_positions_close_messages_add_up_to_what_it_made() -> None:
+    """A take-profit tier made +2.43 and the final close +4.98: the close used to say the
+    position's total, "+7.41", so the two messages read as +9.84 made. Each message's PnL is
+    now its own close's, and the final one adds the total."""
+    ev = {**POS, "position_trace_id": "dzz", "reason": "take_profit"}
+    partial = notification_for("position_update", {**ev, "action": "partial_close", "quantity": 6102.0, "realised_pnl": 2.43, "total_realised_pnl": 2.43}, "DZZ/USDT")
+    close = notification_for("position_update", {**ev, "action": "close", "quantity": 0.0, "realised_pnl": 4.98, "total_realised_pnl": 7.41}, "DZZ/USDT")
+    assert partial is not None and close is not None
+    assert partial.text == "PnL +2.43, 6102 left (take_profit)"
+    assert close.text == "PnL +4.98, position +7.41 in all (take_profit)"
 
 
 @pytest.mark.parametrize(

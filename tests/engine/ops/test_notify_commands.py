@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.journal.events import JournalEvent
 from engine.ops.notify.telegram import TelegramBot
 from engine.ops.notify.telegram_commands import REFUSALS_PER_MINUTE, TelegramCommands, format_status
-from engine.runtime.client import Command
+from engine.runtime.client import Command, EngineClient
 from engine.runtime.fake_client import FakeEngineClient
+from engine.runtime.local_client import LocalEngineClient
 from engine.runtime.snapshot import CloseAllProgress
 from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.engine import pump_rig
 from tests.kit.events import RecordingSink
 from tests.kit.snapshots import make_snapshot
 from tests.kit.waiting import eventually
@@ -60,7 +64,11 @@ def update(text: str, *, chat: int = OWNER, update_id: int = 1, date: float = NO
     }
 
 
-def commands(bot: TelegramBot, engine: FakeEngineClient, clock: Clock) -> TelegramCommands:
+async def trace_events_none(trace_id: str) -> list[JournalEvent]:
+    return []
+
+
+def commands(bot: TelegramBot, engine: EngineClient, clock: Clock) -> TelegramCommands:
     return TelegramCommands(bot, OWNER, engine, confirm_window_s=60, clock=clock, sleep=clock.sleep, new_code=lambda: "123456")
 
 
@@ -97,6 +105,33 @@ async def test_pause_and_resume_go_through_the_client(bot: TelegramBot, text: st
     assert engine.commands == [(command, "telegram:owner#9")]
     assert reply is not None
     assert reply.startswith("done: ")
+
+
+async def test_status_right_after_resume_says_what_the_engine_now_does(bot: TelegramBot, sink: HttpSink, tmp_path: Path) -> None:
+    """/pause, /status, /resume, /status in one batch of updates, on the real engine with no
+    market batch between them: /status read the snapshot of the last cycle and said "(paused)"
+    right after "done: entries resumed". Each answer now reflects the command before it."""
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        await engine.cycle.warmup()
+        first = await engine.feed.next_batch()
+        engine._now = first.ts_ms
+        await engine.cycle.begin(first, "sim")
+        await engine._cycle(first)
+        client = LocalEngineClient(engine.hub, engine.command, engine.candles, engine.fills, trace_events_none)
+        tc = commands(bot, client, Clock())
+
+        async def answer(text: str, update_id: int) -> str | None:
+            reply = asyncio.create_task(tc.process(update(text, update_id=update_id)))
+            await eventually(lambda: reply.done() or not engine._commands.empty())
+            await engine._drain_commands()  # what the engine's loop does between market batches
+            return await reply
+
+        replies = [await answer(text, i) for i, text in enumerate(("/pause", "/status", "/resume", "/status"), start=1)]
+    assert replies[0] == "done: new entries paused"
+    assert replies[1] is not None and replies[1].startswith("tradeable (paused) ·")
+    assert replies[2] == "done: entries resumed"
+    assert replies[3] is not None and replies[3].startswith("tradeable ·")
 
 
 async def test_close_all_needs_the_code_within_the_window(bot: TelegramBot) -> None:

@@ -25,6 +25,18 @@ def test_open_partial_close_close() -> None:
     assert "DOGE/USDT" not in book
 
 
+def test_unrealised_pnl_carries_only_the_held_share_of_the_entry_fee() -> None:
+    """Closing what is held at the mark realises exactly the uPnL (before the exit fee): the
+    part of the entry fee a partial close charged is not charged again."""
+    book = PositionBook()
+    book.apply(make_fill(side=Side.BUY, price=1.0, quantity=100.0, fee_quote=0.1, trade_id="b"))
+    assert book.holdings["DOGE/USDT"].position.unrealised_pnl(1.1) == pytest.approx(10.0 - 0.1)
+    book.apply(make_fill(side=Side.SELL, price=1.1, quantity=40.0, fee_quote=0.0, trade_id="s1"))
+    assert book.holdings["DOGE/USDT"].position.unrealised_pnl(1.1) == pytest.approx(6.0 - 0.06)
+    rest = book.apply(make_fill(side=Side.SELL, price=1.1, quantity=60.0, fee_quote=0.0, trade_id="s2"))
+    assert rest.realised_pnl == pytest.approx(6.0 - 0.06)
+
+
 def test_adding_averages_the_entry() -> None:
     book = PositionBook()
     book.apply(make_fill(side=Side.BUY, price=1.0, quantity=100.0, trade_id="a"))

@@ -74,6 +74,36 @@ async def test_scripted_pump_is_traded_and_explained(tmp_path: Path) -> None:
     assert rig.pump_symbol in result.output
 
 
+async def test_position_upnl_is_net_of_the_entry_fees_its_quantity_carries(tmp_path: Path) -> None:
+    """One open position and nothing closed: its uPnL is the day PnL (the entry fee is in both;
+    the uPnL used to be gross, the entry fee above the day PnL). After a take-profit
+    tier the remainder carries only its share of the entry fee: uPnL + realised is still the day
+    PnL, with no fee counted twice."""
+    published: list[EngineSnapshot] = []
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        publish = engine.hub.publish
+
+        async def record(snap: EngineSnapshot) -> None:
+            published.append(snap)
+            await publish(snap)
+
+        engine.hub.publish = record  # type: ignore[method-assign]
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.stats.fills >= 2 and engine.core is not None and not engine.core.book.holdings, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+    held = [s for s in published if len(s.positions) == 1]
+    fresh = [s for s in held if s.positions[0].tp_tier == 0 and s.positions[0].realised_pnl == 0.0]
+    partly = [s for s in held if s.positions[0].realised_pnl != 0.0]
+    assert fresh and partly, "the pump did not hold a position before and after a take-profit tier"
+    for snap in fresh + partly:
+        pos = snap.positions[0]
+        gross = (pos.mark - pos.entry_price) * pos.quantity
+        assert pos.unrealised_pnl < gross  # the entry fee is out of it
+        assert pos.unrealised_pnl + pos.realised_pnl == pytest.approx(snap.totals.day_pnl, abs=1e-9)
+
+
 async def test_pause_blocks_entries_and_resume_allows_them(tmp_path: Path) -> None:
     async with pump_rig(tmp_path / "j.sqlite") as rig:
         engine = rig.engine
