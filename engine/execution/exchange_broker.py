@@ -42,7 +42,13 @@ from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
-from engine.execution.order_fsm import InvalidOrderTransition, apply_update, exact_sum, fee_delta, fill_delta
+from engine.execution.order_fsm import (
+    InvalidOrderTransition,
+    apply_update,
+    exact_sum,
+    fee_delta,
+    fill_delta,
+)
 from engine.market.gateway import Balance
 
 T = TypeVar("T")
