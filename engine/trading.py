@@ -151,7 +151,7 @@ class TradingCore:
         self.allocator = Allocator(
             settings.capital, settings.risk, buy_cost_rate=ex.entry_cost_rate, max_order_quote=ex.max_order_quote
         )
-        self.risk = RiskManager(settings.risk)
+        self.risk = RiskManager(settings.risk, settings.capital.active.capital)
         self.clusters = Clusters(settings.risk)
         self.cash = settings.capital.active.capital
         self.engine_state = EngineState.TRADEABLE

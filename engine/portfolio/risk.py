@@ -15,6 +15,13 @@ All of it survives a restart: the start-of-day equity is journaled (`day_start` 
 first mark, `daily_reset` at midnight) with every limit that fires, and `RiskDay` folds those
 events and the closed trades back into what `restore` installs. Without it a crash (and the
 service's restart) lifted the daily loss limit and L5 for the rest of the day.
+
+A restart under another capital (`trading.capital`, the profile switched mid-day) is a deposit
+or withdrawal, not trading: cash is rebuilt from the new capital, so `restore` moves the
+start-of-day equity by the same difference (journaled as `capital_change`) and the day's PnL
+stays what trading made, with the loss limit a share of the new equity. The start of day
+therefore journals the capital it was marked under; one journaled without it (an older
+hotcoin) is taken as marked under the capital of the restart.
 """
 
 from __future__ import annotations
@@ -56,10 +63,15 @@ class RiskEvent:
     value: float | None = None
     threshold: float | None = None
     until_ms: int | None = None  # a cool-down's end
+    capital: float | None = None  # day_start, daily_reset, capital_change: the capital their equity is based on
 
     def payload(self) -> dict[str, Any]:
-        out = {"code": self.code, "level": self.level, "detail": self.detail, "value": self.value, "threshold": self.threshold}
-        return out if self.until_ms is None else {**out, "until_ms": self.until_ms}
+        out: dict[str, Any] = {"code": self.code, "level": self.level, "detail": self.detail, "value": self.value, "threshold": self.threshold}
+        if self.until_ms is not None:
+            out["until_ms"] = self.until_ms
+        if self.capital is not None:
+            out["capital"] = self.capital
+        return out
 
 
 @dataclass(slots=True)
@@ -76,12 +88,16 @@ class RiskDay:
     consecutive_losses: int = 0
     cooldown_until_ms: int = 0
     l5_at_ms: int | None = None  # when L5 was last reached: the state machine's cool-down runs from it
+    capital: float | None = None  # the capital `start_equity` was marked under (None: not journaled)
 
     def see_event(self, ts_ms: int, payload: Mapping[str, Any]) -> None:
         code = payload.get("code")
         if code in ("day_start", "daily_reset"):
             self.day, self.start_equity = ts_ms // DAY_MS, float(payload.get("value") or 0.0)
             self.level, self.paused, self.paused_at_ms, self.tripped_drawdown = RiskLevel.L1, False, 0, 0.0
+            self.capital = _capital(payload)
+        elif code == "capital_change" and self.day == ts_ms // DAY_MS:
+            self.start_equity, self.capital = float(payload.get("value") or 0.0), _capital(payload)
         elif code == "risk_level" and self.day == ts_ms // DAY_MS:
             self.level = max(self.level, RiskLevel[str(payload["level"])])
             if self.level is RiskLevel.L5:
@@ -97,9 +113,15 @@ class RiskDay:
         self.consecutive_losses = 0 if pnl >= 0 else self.consecutive_losses + 1
 
 
+def _capital(payload: Mapping[str, Any]) -> float | None:
+    capital = payload.get("capital")
+    return None if capital is None else float(capital)
+
+
 class RiskManager:
-    def __init__(self, settings: RiskSettings) -> None:
+    def __init__(self, settings: RiskSettings, capital: float | None = None) -> None:
         self.settings = settings
+        self.capital = capital  # what cash started from (`trading.capital`); None: not known
         self.day: int | None = None
         self.start_equity = 0.0
         self.drawdown = 0.0
@@ -122,15 +144,27 @@ class RiskManager:
                 level = RiskLevel(i + 2)
         return level
 
-    def restore(self, day: RiskDay, now_ms: int) -> None:
+    def restore(self, day: RiskDay, now_ms: int) -> list[RiskEvent]:
         """Take over the journal's risk state after a restart, before the first mark: the day's
         start equity, level and pause only when it is still that day; the losing streak and its
-        cool-down whatever the day (they run across days)."""
-        if day.day is not None and day.day == now_ms // DAY_MS:
-            self.day, self.start_equity, self.level, self.paused = day.day, day.start_equity, day.level, day.paused
-            self.paused_at_ms, self.tripped_drawdown = day.paused_at_ms, day.tripped_drawdown
+        cool-down whatever the day (they run across days). Returns the `capital_change` to
+        journal when the day was marked under another capital (see the module doc): without
+        it a switch from 300 to 100 read as a 200 loss (L5, blocked) and one from 100 to 300
+        as a 200 gain, with the loss limit 3 % of the old capital."""
         self.consecutive_losses = day.consecutive_losses
         self.cooldown_until_ms = day.cooldown_until_ms
+        if day.day is None or day.day != now_ms // DAY_MS:
+            return []
+        self.day, self.start_equity, self.level, self.paused = day.day, day.start_equity, day.level, day.paused
+        self.paused_at_ms, self.tripped_drawdown = day.paused_at_ms, day.tripped_drawdown
+        if day.capital is None or self.capital is None or day.capital == self.capital:
+            return []
+        self.start_equity = day.start_equity + self.capital - day.capital
+        detail = (
+            f"capital {day.capital:.2f} -> {self.capital:.2f} (trading.capital changed): start-of-day equity "
+            f"{day.start_equity:.2f} -> {self.start_equity:.2f}, a deposit or withdrawal, not trading PnL"
+        )
+        return [RiskEvent("capital_change", self.level.name, detail, self.start_equity, capital=self.capital)]
 
     def update(self, now_ms: int, equity: float) -> list[RiskEvent]:
         """Mark the day to `equity` (valued at current prices); returns the limits that fired."""
@@ -142,9 +176,11 @@ class RiskManager:
             self.paused_at_ms, self.tripped_drawdown = 0, 0.0
             # Journaled either way: a restart later today restores this start-of-day equity.
             if had_day:
-                events.append(RiskEvent("daily_reset", self.level.name, f"new UTC day; start-of-day equity {equity:.2f}", equity))
+                detail = f"new UTC day; start-of-day equity {equity:.2f}"
+                events.append(RiskEvent("daily_reset", self.level.name, detail, equity, capital=self.capital))
             else:
-                events.append(RiskEvent("day_start", self.level.name, f"start-of-day equity {equity:.2f} (first mark of the run)", equity))
+                detail = f"start-of-day equity {equity:.2f} (first mark of the run)"
+                events.append(RiskEvent("day_start", self.level.name, detail, equity, capital=self.capital))
         if self.start_equity <= 0:
             return events
         self.drawdown = (self.start_equity - equity) / self.start_equity

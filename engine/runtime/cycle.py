@@ -237,6 +237,9 @@ class TradingCycle:
                 "run_id": self.run_id,
                 "config_hash": self.config_hash,
                 "mode": mode,
+                # What this run's cash starts from: a restart under another one is a deposit or
+                # withdrawal (`RiskManager.restore`), and replay says which capital each run had.
+                "capital": self.config.trading.capital.active.capital,
                 "model": model.model if model is not None else None,
                 "model_status": model.status if model is not None else "no model loader",
             },

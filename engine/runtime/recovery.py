@@ -57,7 +57,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      still lists.
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
-     closing `position_update`s), and the L5 block, which runs on from when L5 was reached;
+     closing `position_update`s), and the L5 block, which runs on from when L5 was reached.
+     Cash comes from the configured capital, so a day marked under another capital has its
+     start-of-day equity moved by the difference, journaled as a `capital_change` risk event
+     (`RiskManager.restore`): a deposit or withdrawal, not a day's profit or loss;
    - **engine state**: the state machine resumes in the journal's state with its order errors;
 3. It journals a `risk_event` with code `recovered` listing every position (symbol, quantity,
    entry price, trace, exit legs, tiers), the cash and the orders it settled, so replay (and the
@@ -481,7 +484,9 @@ class Recovery:
         for u in state.unbooked:
             _journal_update(sink, u, now_ms)
         core.restore(state.book.holdings, state.cash, state.book.written_off, state.last_action_ms)
-        core.risk.restore(state.risk, now_ms)
+        for event in core.risk.restore(state.risk, now_ms):  # a changed capital moves the day's start
+            log.warning("%s", event.detail)
+            sink.emit("risk_event", ts_ms=now_ms, payload=event.payload())
         if state.risk.l5_at_ms is not None:
             engine.state.restore_l5(state.risk.l5_at_ms + int(engine.config.state.l5_cooldown_s * 1000))
         engine.router.remember(state.sent_ids)

@@ -100,7 +100,8 @@ def event_line(kind: str, p: Mapping[str, Any]) -> str:
     if kind == "risk_check":
         return _risk_line(p)
     if kind == "run_start":
-        return f"run {get('run_id')} started ({get('mode')})"
+        capital = "" if get("capital") is None else f", capital {get('capital')}"
+        return f"run {get('run_id')} started ({get('mode')}{capital})"
     if kind == "run_stop":
         return f"run {get('run_id')} stopped ({get('reason')})"
     return str(get("detail") or get("command") or get("code") or "")

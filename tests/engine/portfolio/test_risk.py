@@ -139,3 +139,56 @@ def test_the_daily_loss_check_reports_the_drawdown_that_tripped_it_and_since_whe
     restored.restore(day, now)
     restored.update(now, 99.5)
     assert [c for c in restored.entry_checks(now) if c["name"] == "daily_loss"] == [expected]
+
+
+HOUR_MS = 3_600_000
+
+
+def _day_marked(capital: float | None, start: float, lost: float) -> RiskDay:
+    """The `RiskDay` a run under `capital` journaled: its day marked at `start`, then `lost` traded away."""
+    risk, day = RiskManager(RiskSettings(), capital), RiskDay()
+    for t, equity in ((DAY0 + HOUR_MS, start), (DAY0 + 2 * HOUR_MS, start - lost)):
+        for ev in risk.update(t, equity):
+            day.see_event(t, ev.payload())
+    return day
+
+
+@pytest.mark.parametrize(("before", "after"), [(300.0, 100.0), (100.0, 300.0)], ids=["growth-to-starter", "starter-to-growth"])
+def test_a_restart_under_another_capital_moves_the_days_start_not_its_pnl(before: float, after: float) -> None:
+    """A switch of the capital profile mid-day is a deposit or withdrawal: cash is rebuilt from
+    the new capital, and the start of day used to stay at the old one, so 300 -> 100 read as a
+    200 loss (L5, blocked) and 100 -> 300 as a 200 gain with the loss limit 3 % of 100."""
+    day = _day_marked(before, before, 1.0)
+    assert day.capital == before  # the day_start journaled the capital it was marked under
+    now = DAY0 + 3 * HOUR_MS
+    risk = RiskManager(RiskSettings(), after)
+    (moved,) = risk.restore(day, now)
+    assert moved.payload() == {
+        "code": "capital_change", "level": "L1", "value": after, "threshold": None, "capital": after,
+        "detail": f"capital {before:.2f} -> {after:.2f} (trading.capital changed): start-of-day equity "
+                  f"{before:.2f} -> {after:.2f}, a deposit or withdrawal, not trading PnL",
+    }  # fmt: skip
+    equity = after - 1.0  # cash rebuilt from the new capital, less what trading lost
+    assert risk.update(now, equity) == []
+    assert (risk.start_equity - equity, risk.level, risk.paused) == (1.0, RiskLevel.L1, False)
+    # The loss limit is a share of the new capital: 3 % of it trips it.
+    assert [e.code for e in risk.update(now + 1, after * 0.969)] == ["risk_level", "daily_loss_limit"]
+    # Folded back, the change is not made twice by a later restart under the same capital.
+    day.see_event(now, moved.payload())
+    again = RiskManager(RiskSettings(), after)
+    assert again.restore(day, now) == [] and again.start_equity == after
+
+
+def test_a_day_journaled_without_its_capital_is_taken_as_marked_under_todays() -> None:
+    """An older hotcoin journaled no capital: nothing is known to have changed, nothing moves."""
+    risk = RiskManager(RiskSettings(), 100.0)
+    assert risk.restore(_day_marked(None, 300.0, 1.0), DAY0 + 3 * HOUR_MS) == []
+    assert risk.start_equity == 300.0
+
+
+def test_a_restart_under_another_capital_the_next_day_starts_that_day_at_its_equity() -> None:
+    risk = RiskManager(RiskSettings(), 100.0)
+    now = DAY0 + DAY_MS
+    assert risk.restore(_day_marked(300.0, 300.0, 1.0), now) == []
+    (start,) = risk.update(now, 99.0)
+    assert (start.code, start.capital, risk.start_equity) == ("day_start", 100.0, 99.0)

@@ -105,7 +105,7 @@ class Script:
             s.result(t + 3, cid, TB, B, "unknown")
             # its position_update comes after the checkpoint
             s.notes["b_fill"] = s.fill(t + 4, cid, TB, B, "sell", 499.0, 0.18)
-            s.risk(t + 5, "day_start", value=990.0)
+            s.risk(t + 5, "day_start", value=990.0, capital=CAPITAL)  # phase 0's, of an older hotcoin, had none
             s.j.emit("state_change", ts_ms=t + 6, payload={"from": "tradeable", "to": "degraded", "reasons": ["errors"]})
         elif k == 3:
             s.update(t, TB, B, "partial_close", s.notes["b_fill"], total_realised_pnl=-10.0)
@@ -201,6 +201,7 @@ async def test_recovery_from_a_checkpoint_equals_recovery_from_the_full_history(
     assert set(state.open_orders) == {client_order_id(TE, OrderPurpose.ENTRY, 1), client_order_id(TD, OrderPurpose.ENTRY, 9)}
     assert state.paused and state.engine_state.value == "blocked" and len(state.order_errors) == 5
     assert state.risk.consecutive_losses == 1 and state.risk.cooldown_until_ms > 0  # F lost after the cool-down event
+    assert state.risk.capital == CAPITAL  # what the day's start was marked under
     assert set(state.last_action_ms) == {A, B, C, D, E, F}
     assert state.last_action_ms[F] == T0 + 3 * DAY_MS + 8  # when the core booked the close: its order_result
     assert state.anomalies == [] and state.unbooked == []
@@ -288,6 +289,26 @@ async def test_an_unusable_checkpoint_after_retention_deleted_history_is_refused
     with pytest.raises(JournalError, match=r"no usable checkpoint covers the archives retention deleted .*restore the deleted archives"):
         read_journal(path, CAPITAL)
 
+
+
+def _from_before_capital(text: str) -> str:
+    """The checkpoint as a hotcoin wrote it before the day's capital was journaled."""
+    p = orjson.loads(text)
+    del p["state"]["risk"]["capital"]
+    p["digest"] = checkpoint._digest(p["state"])
+    return orjson.dumps(p).decode()
+
+
+async def test_a_checkpoint_from_before_the_capital_was_journaled_still_recovers(tmp_path: Path) -> None:
+    """Its day's capital is unknown, so a restart under another capital moves nothing (see
+    `RiskManager.restore`); everything else is recovered as before."""
+    path = tmp_path / "j.sqlite"
+    await run_script(path, retention=0)
+    expected = fields(full_history(path))
+    _tamper(path, _from_before_capital)
+    recovered = fields(read_journal(path, CAPITAL))
+    assert recovered.pop("risk") == dataclasses.replace(expected.pop("risk"), capital=None)
+    assert recovered == expected
 
 async def test_a_checkpoint_of_a_newer_hotcoin_is_not_used(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"

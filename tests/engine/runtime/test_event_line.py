@@ -21,8 +21,9 @@ def check(name: str, passed: bool, value: object, threshold: object) -> dict[str
      "rejected: daily_loss value -0.0577171 threshold 0.03 (+1 more)"),
     ("risk_check", {"approved": False, "checks": []}, "rejected"),
     ("run_start", {"run_id": "20261205T025425-1bc14e", "config_hash": "ab", "mode": "PAPER"}, "run 20261205T025425-1bc14e started (PAPER)"),
+    ("run_start", {"run_id": "r1", "config_hash": "ab", "mode": "PAPER", "capital": 300.0}, "run r1 started (PAPER, capital 300.0)"),
     ("run_stop", {"run_id": "20261205T025425-1bc14e", "reason": "shutdown"}, "run 20261205T025425-1bc14e stopped (shutdown)"),
-], ids=["approved", "rejected", "rejected-twice", "rejected-no-checks", "run-start", "run-stop"])  # fmt: skip
+], ids=["approved", "rejected", "rejected-twice", "rejected-no-checks", "run-start", "run-start-capital", "run-stop"])  # fmt: skip
 def test_risk_checks_and_runs_say_what_happened(kind: str, payload: dict[str, Any], line: str) -> None:
     """The Events panel showed an empty What for these: every risk check and every run."""
     assert event_line(kind, payload) == line

@@ -47,7 +47,7 @@ from engine.runtime.recovery import (
 )
 from engine.trading import TradingCore
 from tests.kit.domain import T0, make_batch, make_intent, make_market
-from tests.kit.engine import START_MS, pump_rig
+from tests.kit.engine import START_MS, pump_rig, quiet_config
 from tests.kit.events import RecordingSink
 from tests.kit.waiting import eventually
 
@@ -325,6 +325,44 @@ async def test_a_restart_keeps_the_days_loss_limit_and_the_l5_block(tmp_path: Pa
         assert (risk.level, risk.paused, risk.start_equity) == (RiskLevel.L5, True, core.risk.start_equity)
         assert engine2.state.l5_until_ms == now + int(engine2.config.state.l5_cooldown_s * 1000)
 
+
+
+@pytest.mark.parametrize(("before", "after"), [("growth", "starter"), ("starter", "growth")])
+async def test_a_restart_under_another_capital_profile_is_a_deposit_not_a_days_pnl(tmp_path: Path, before: str, after: str) -> None:
+    """Switching the profile mid-day (growth 300 <-> starter 100) and restarting: cash came from
+    the new capital, the day's start from the old, so 300 -> 100 read as a 200 loss (L5, blocked,
+    health 503) and 100 -> 300 as a 200 gain with the loss limit 3 % of 100. The day's start now
+    moves with the capital, journaled as a `capital_change`."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path, quiet_config(**{"trading.capital.profile": before})) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and engine.stats.cycles > 5, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        await rig.journal.flush()
+        seq = rig.journal.next_seq
+    config = quiet_config(**{"trading.capital.profile": after})
+    old, new = (quiet_config(**{"trading.capital.profile": p}).trading.capital.active.capital for p in (before, after))
+    async with pump_rig(path, config, start_ms=engine._now + 60_000) as rig2:  # the same UTC day
+        engine2 = rig2.engine
+        engine2.recovery = Recovery(read_journal(path, new))
+        task = asyncio.create_task(engine2.run())
+        await eventually(lambda: engine2.hub.latest is not None and engine2.stats.cycles > 5, timeout=60)
+        engine2.stop()
+        await asyncio.wait_for(task, 10)
+        snap = engine2.hub.latest
+        assert snap is not None
+        assert (snap.totals.equity, snap.totals.day_pnl) == (new, 0.0)  # no trades: no PnL either way
+        assert snap.totals.daily_loss_limit == pytest.approx(-new * config.trading.risk.daily_loss_limit)
+        assert (snap.status.state, engine2.core.risk.level) == (EngineState.TRADEABLE.value, RiskLevel.L1)
+    with JournalReader(path) as reader:
+        events = [e for e in reader.events(kinds=["run_start", "risk_event"]) if e.seq >= seq]
+    assert events[0].payload["capital"] == new  # the run says what its cash started from
+    (moved,) = [e.payload for e in events if e.payload.get("code") == "capital_change"]
+    assert (moved["value"], moved["capital"]) == (new, new)
+    assert f"capital {old:.2f} -> {new:.2f}" in moved["detail"]
+    assert not [e for e in events if e.payload.get("code") in ("risk_level", "daily_loss_limit")]
 
 async def test_a_restart_keeps_the_engine_blocked_and_its_order_errors(tmp_path: Path) -> None:
     """Ten exchange rejections block the engine; a restart (the service restarts a crashed
