@@ -3,18 +3,26 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck check bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+# What the console and engine need: no torch, which only the GPU box and the tests use (from
+# PyPI it is a multi-GB CUDA build a trading box has no use for).
+$(RUN_STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e .
+	touch $(RUN_STAMP)
+
+# Everything: the test tools and torch (CPU-sized tests of the GPU jobs).
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,gpu]'
 	touch $(STAMP)
 
 ## Start the main job: the console over the engine on the built-in simulated market, paper trading.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/hotcoin $(or $(ARGS),tui)
 
 ## The whole test suite.
