@@ -44,6 +44,7 @@ EXIT_USAGE = 2  # gpu_jobs.remote.EXIT_USAGE: no such job (these mirror the box'
 EXIT_ENV = 3  # gpu_jobs.remote.EXIT_ENV
 EXIT_NOT_FOUND = 127  # the shell could not find the profile's python
 EXIT_SETUP = 125  # the profile's env_setup failed (`_python_command` exits with it)
+NEARLY_FULL_MB = 1  # a job that crashed where less space than this (MB) is free crashed for lack of it
 _PROGRESS = re.compile(r"^epoch (\d+)/(\d+) loss=(\S+) samples=(\d+) samples_per_s=(\S+)")
 _JOB_ID = re.compile(r"^[a-z][a-z0-9_]*-[0-9a-f]{16}$")
 
@@ -144,13 +145,18 @@ class JobClient:
             raise await self._workdir_full()
         return self._answer(res, what)
 
-    async def _workdir_full(self, where: str | None = None) -> WorkdirFullError:
-        """The error for a full workdir, with the free space measured now (if the box says)."""
-        path = where or self._root or self.workdir
+    async def _free_mb(self, path: str) -> int | None:
+        """The free space in `path` on the box now, in MB (None when the box does not say)."""
         try:
-            mb = boxshell.free_mb((await self.transport.run(boxshell.df_script(path))).stdout)
+            return boxshell.free_mb((await self.transport.run(boxshell.df_script(path))).stdout)
         except TransportError:
-            mb = None
+            return None
+
+    async def _workdir_full(self, where: str | None = None, mb: int | None = None) -> WorkdirFullError:
+        """The error for a full workdir, with the free space (`mb`, else measured now)."""
+        path = where or self._root or self.workdir
+        if mb is None:
+            mb = await self._free_mb(path)
         free = f"{mb} MB free" if mb is not None else "no space left"
         return WorkdirFullError(
             f"the GPU box's workdir {path} is full ({free} on {self.transport.describe()}); "
@@ -247,8 +253,13 @@ class JobClient:
     async def start(self, job_id: str) -> dict[str, Any]:
         """Start (or resume from its checkpoint) the trainer; re-reports a running/done job."""
         answer: dict[str, Any] = await self._checked(await self._job_python(job_id, "start"), "starting the job")
-        started = bool(answer.get("started"))
-        message = f"trainer started (pid {answer.get('pid')})" if started else f"job is {answer.get('state')}"
+        started, pid, state = bool(answer.get("started")), answer.get("pid"), answer.get("state")
+        if not started:
+            message = f"job is {state}"
+        elif pid is None:  # the trainer has not recorded it (yet, or ever: it died first)
+            message = f"trainer started (state {state}, no pid recorded)"
+        else:
+            message = f"trainer started (pid {pid})"
         self._emit("started", job_id, message, status=answer)
         return answer
 
@@ -381,6 +392,14 @@ class JobClient:
         state = str(status.get("state"))
         if state == "failed" and boxshell.is_no_space(str(status.get("message", ""))):
             raise await self._workdir_full()
+        if state == "crashed":
+            # A trainer that hit a full disk may not have been able to record why (its status
+            # write fails too): "crashed, run again to resume" would burn the box's time on
+            # the same crash. No free space is the likely cause and has its own fix.
+            root = await self.root()
+            mb = await self._free_mb(root)
+            if mb is not None and mb < NEARLY_FULL_MB:
+                raise await self._workdir_full(root, mb)
         if state != "done":
             raise JobFailedError(ended_message(packed.job_id, status), state=state)
         return await self.fetch(packed.job_id, dest)

@@ -8,7 +8,9 @@ Two halves, one module, because they share the on-disk layout:
   (`np.save` bytes are deterministic, unlike `.npz` zip entries, so the packed job's hash only
   changes when the data does);
 - on the GPU box, `Dataset.load` reads them back, and `window_index` / `gather_windows` cut
-  fixed-length windows without copying the whole history per sample.
+  fixed-length windows without copying the whole history per sample;
+- on both, `check_enough_bars` says whether the closes are enough for the task's windows and
+  folds: before the job is shipped, and again in the task.
 
 Only numpy is imported at module level; pandas (and `engine`'s candle check) are needed only
 to read Parquet locally.
@@ -23,9 +25,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from gpu_jobs.spec import JobSpec
 
 FloatArray = npt.NDArray[np.float64]
 F32Array = npt.NDArray[np.float32]
@@ -327,3 +333,28 @@ def time_folds(t: IntArray, n_bars: int, test_fraction: float, folds: int, purge
     train = t < split - purge
     edges = np.linspace(split, n_bars, folds + 1).astype(np.int64)
     return train, [(t >= lo) & (t < hi) for lo, hi in itertools.pairwise(edges)]
+
+
+_MORE_BARS = "use a longer history: more days of candles in --data, or pairs that go back further (--symbols)"
+
+
+def check_enough_bars(spec: JobSpec, close: FloatArray) -> None:
+    """A `DatasetError` when these closes [bars, symbols] cannot give the task a training set
+    and a non-empty out-of-sample fold each. The trading box checks before it ships the job, so
+    too short a history costs no upload and no GPU time. The fix named is one `hotcoin train`
+    offers: more bars (folds and window lengths are task settings the command does not take)."""
+    p = spec.params
+    n_bars, test_fraction = int(close.shape[0]), float(p["test_fraction"])
+    if spec.task == "ppo_sizing":
+        rollout = int(p["rollout"])
+        if int(n_bars * (1.0 - test_fraction)) - rollout - 1 < 1:
+            raise DatasetError(f"not enough bars: {n_bars} bars are too few for rollouts of {rollout} bars; {_MORE_BARS}")
+        return
+    horizon = int(p["horizon"])
+    t, _ = window_index(close, int(p["seq_len"]), horizon)
+    train, folds = time_folds(t, n_bars, test_fraction, int(p["folds"]), horizon)
+    if train.sum() == 0 or any(f.sum() == 0 for f in folds):
+        raise DatasetError(
+            f"not enough bars: {n_bars} bars give {int(train.sum())} training windows and out-of-sample fold "
+            f"sizes {[int(f.sum()) for f in folds]}; {_MORE_BARS}"
+        )

@@ -134,7 +134,9 @@ def is_running(job: JobDir) -> bool:
 
 def effective_status(job: JobDir) -> dict[str, Any]:
     """The status file, corrected by reality: 'running' with no live trainer is 'crashed'.
-    `checkpoint` says whether a run of this job can resume (an epoch finished) or starts over."""
+    `checkpoint` says whether a run of this job can resume (an epoch finished) or starts over.
+    The crash message states what is left, not what to do: the caller knows which command
+    starts the job again (`client.ended_message`)."""
     status = {"job_id": job.job_id, "state": "shipped", **read_status(job)}
     if status["state"] in ("running", "starting") and not is_running(job):
         # Read again: a trainer that wrote its final state and exited just now is not a crash.
@@ -143,9 +145,7 @@ def effective_status(job: JobDir) -> dict[str, Any]:
     if status["state"] in ("running", "starting") and not is_running(job):
         status["state"] = "crashed"
         status["message"] = "the trainer is gone without finishing" + (
-            "; starting it again resumes from the last checkpoint"
-            if status["checkpoint"]
-            else " and before its first epoch ended; starting it again starts over"
+            " (its last checkpoint is kept)" if status["checkpoint"] else " and before its first epoch ended (no checkpoint)"
         )
     if status["checkpoint"] and "epoch" not in status:
         status["epoch"] = None

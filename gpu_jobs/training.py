@@ -6,6 +6,7 @@ Log lines are for people and for the trading box's progress bar: `epoch N/M loss
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,11 +36,18 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
+    """Write to a temporary file renamed into place. A save that fails (a full disk) removes
+    what it wrote: a half-written checkpoint would keep the space that recording the failure
+    needs."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -59,9 +67,22 @@ def run(job: JobDir) -> int:
         update_status(job, state="cancelled", message=message, finished_ms=now_ms())
         return 1
     except Exception as exc:
-        traceback.print_exc()
-        update_status(job, state="failed", message=f"{type(exc).__name__}: {exc}", finished_ms=now_ms())
+        with contextlib.suppress(OSError):  # the log is on the same disk, which may be full
+            traceback.print_exc()
+        _record_failure(job, f"{type(exc).__name__}: {exc}")
         return 1
+
+
+def _record_failure(job: JobDir, message: str) -> None:
+    """Mark the job failed, if the disk lets us. On a full disk this write can fail like the one
+    that stopped training; raising here would leave the status `running`, and the job would read
+    as crashed (run again to resume) instead of failed for lack of space. The trading box then
+    tells a full disk by measuring it."""
+    try:
+        update_status(job, state="failed", message=message, finished_ms=now_ms())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            print(f"cannot record the failure in {job.status.name}: {exc}", flush=True)
 
 
 def _cancelled_message(job: JobDir) -> str:
@@ -93,13 +114,16 @@ def _run(job: JobDir, env: dict[str, Any]) -> int:
     ds = Dataset.load(job.data)
     task = build_task(spec, ds, rt)
     first = 0
+    # Each finished epoch's line; in the checkpoint, so a resumed run's metrics still cover
+    # the epochs trained before the crash.
+    history: list[dict[str, float]] = []
     if job.checkpoint.is_file():
         ckpt = torch.load(job.checkpoint, map_location=rt.device, weights_only=True)
         task.load_state_dict(ckpt["task"])
         first = int(ckpt["epoch"]) + 1
+        history = list(ckpt["history"])
         print(f"resumed from checkpoint after epoch {first}/{epochs}", flush=True)
     update_status(job, state="running", epochs=epochs, epoch=first, device=rt.describe())
-    history: list[dict[str, float]] = []
     for epoch in range(first, epochs):
         gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch)
         if rt.device.type == "cuda":
@@ -109,9 +133,9 @@ def _run(job: JobDir, env: dict[str, Any]) -> int:
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         dt = max(time.perf_counter() - t0, 1e-9)
-        _save_atomic({"epoch": epoch, "task": task.state_dict()}, job.checkpoint)
         rate = stats.samples / dt
         history.append({"epoch": epoch + 1, "loss": stats.loss, "samples": stats.samples, "samples_per_s": rate})
+        _save_atomic({"epoch": epoch, "task": task.state_dict(), "history": history}, job.checkpoint)
         print(f"epoch {epoch + 1}/{epochs} loss={stats.loss:.6f} samples={stats.samples} samples_per_s={rate:.1f}", flush=True)
         update_status(job, epoch=epoch + 1, loss=stats.loss, samples_per_s=rate)
     metrics: dict[str, Any] = task.evaluate()

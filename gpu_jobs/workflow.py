@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.config import HotcoinConfig
 from gpu_jobs.client import EventSink, JobClient, RetryPolicy
-from gpu_jobs.datasets import FeatureSet, load_candles, write_dataset
+from gpu_jobs.datasets import FeatureSet, check_enough_bars, load_candles, write_dataset
 from gpu_jobs.pack import PackedJob, pack_job
 from gpu_jobs.profiles import make_client
 from gpu_jobs.register import register_fetched, registry_dir
@@ -46,7 +46,8 @@ def jobs_dir(config: HotcoinConfig) -> Path:
 
 
 def prepare_job(config: HotcoinConfig, req: TrainRequest, features: FeatureSet) -> PackedJob:
-    """Read candles, compute features, write the dataset and pack the job (blocking)."""
+    """Read candles, compute features, write the dataset and pack the job (blocking); a
+    `DatasetError` when the candles are too few for the task."""
     candles = load_candles(req.data_dir, req.interval, req.symbols or None)
     hyper: dict[str, Any] = dict(req.hyper)
     if req.epochs is not None:
@@ -59,6 +60,7 @@ def prepare_job(config: HotcoinConfig, req: TrainRequest, features: FeatureSet) 
         spec = JobSpec(
             task=req.task, interval=req.interval, dataset=DatasetInfo.from_json(meta), hyper=hyper, seed=req.seed
         )
+        check_enough_bars(spec, candles.close)  # here, not after the upload on the box
         return pack_job(spec, staging, work / "packs")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

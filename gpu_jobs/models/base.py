@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpu_jobs.datasets import Dataset, normalisation, normalise, time_folds, window_index
+from gpu_jobs.datasets import (
+    Dataset,
+    check_enough_bars,
+    normalisation,
+    normalise,
+    time_folds,
+    window_index,
+)
 from gpu_jobs.spec import JobSpec
 
 
@@ -107,13 +114,9 @@ class SequenceTask(ModelTask, ABC):
         self.seq_len = int(p["seq_len"])
         self.batch_size = int(p["batch_size"])
         self.max_train = int(p["max_train_samples"])
+        check_enough_bars(spec, ds.close)
         t, s = window_index(ds.close, self.seq_len, self.horizon)
         train, folds = time_folds(t, ds.n_bars, float(p["test_fraction"]), int(p["folds"]), self.horizon)
-        if train.sum() == 0 or any(f.sum() == 0 for f in folds):
-            raise ValueError(
-                f"not enough bars: {ds.n_bars} bars give {int(train.sum())} training windows and "
-                f"fold sizes {[int(f.sum()) for f in folds]}; use more data or fewer folds"
-            )
         split = int(ds.n_bars * (1.0 - float(p["test_fraction"])))
         self.mean, self.std = normalisation(ds.features, split)
         seen = np.asarray(np.isfinite(ds.features[:split]).any(axis=(0, 1)), dtype=bool)

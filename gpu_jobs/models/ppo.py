@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpu_jobs.datasets import Dataset, normalisation, normalise
+from gpu_jobs.datasets import Dataset, check_enough_bars, normalisation, normalise
 from gpu_jobs.models.base import EpochStats, ModelTask, Runtime, fold_lift_summary
 from gpu_jobs.spec import JobSpec
 
@@ -73,8 +73,7 @@ class PpoSizingTask(ModelTask):
         self.gamma, self.lam, self.clip, self.ent = (float(p[k]) for k in ("gamma", "gae_lambda", "clip", "entropy"))
         n = ds.n_bars
         self.split = int(n * (1.0 - float(p["test_fraction"])))
-        if self.split - self.rollout - 1 < 1:
-            raise ValueError(f"{n} bars are too few for rollouts of {self.rollout} bars; use more data")
+        check_enough_bars(spec, ds.close)
         self.mean, self.std = normalisation(ds.features, self.split)
         self.feats = torch.from_numpy(normalise(ds.features, self.mean, self.std)).to(rt.device)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -4,22 +4,30 @@ before the dataset is sent where it can be, and leaves the job usable once the c
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gpu_jobs import boxshell
-from gpu_jobs.client import JobClient
-from gpu_jobs.errors import GpuJobError, RemoteEnvironmentError, WorkdirFullError
+from gpu_jobs import boxshell, remote, training
+from gpu_jobs.client import JobClient, JobEvent
+from gpu_jobs.errors import GpuJobError, JobFailedError, RemoteEnvironmentError, WorkdirFullError
 from gpu_jobs.pack import PackedJob, pack_job
+from gpu_jobs.remote import JobDir, effective_status, read_status, update_status
 from gpu_jobs.transport.base import CommandResult
 from gpu_jobs.transport.local import LocalTransport
 from tests.gpu_jobs.kit import make_dataset, make_spec
+from tests.kit.waiting import eventually
 
 FULL = r"the GPU box's workdir {} is full \({} MB free on local\); free space there and run the same command"
 
@@ -91,6 +99,114 @@ async def test_an_unpack_that_fills_the_box_cleans_up_and_the_job_still_works(tm
     filler.unlink()
     assert (await client.status(packed.job_id))["state"] == "shipped"  # readable, not "marshal data too short"
     assert not any(small_disk.rglob("__pycache__"))  # noqa: ASYNC240 (a few files on a tmpfs)
+
+
+async def test_a_disk_that_fills_during_training_is_a_full_workdir_and_the_same_command_resumes(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """The trainer's checkpoint or log write finds the disk full, and so does the write of its
+    own failure: the job must read as a full workdir, not as "crashed, run again to resume"."""
+    client = _client(small_disk)
+    packed = _packed(tmp_path, epochs=40)
+    running = asyncio.create_task(client.run(packed, tmp_path / "fetched"))
+    job = JobDir(small_disk / "jobs" / packed.job_id)
+    await eventually(job.checkpoint.is_file, timeout=120)
+    filler = _fill(small_disk)
+    with pytest.raises(WorkdirFullError, match=FULL.format(small_disk, 0)):
+        await running
+    filler.unlink()
+    fetched = await client.run(packed, tmp_path / "fetched")  # space freed: the same command resumes
+    assert "resumed from checkpoint after epoch" in job.log.read_text()
+    history = json.loads((fetched / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 41))
+
+
+class FullBox(LocalTransport):
+    """A box whose `df` shows `available_kib` free, and whose trainer dies at once, after
+    its first epoch's checkpoint, unable to write why: its status still says `running`."""
+
+    def __init__(self, available_kib: int) -> None:
+        super().__init__()
+        self.available_kib = available_kib
+
+    async def run(self, command: str) -> CommandResult:
+        if command.startswith("df -Pk "):
+            used = 4096 - self.available_kib
+            df = f"Filesystem 1024-blocks Used Available Capacity Mounted on\ntmpfs 4096 {used} {self.available_kib} 100% /w\n"
+            return CommandResult(0, df, "")
+        if " -m gpu_jobs start " in command:
+            job = JobDir(Path(shlex.split(command)[-1]))
+            job.checkpoint.parent.mkdir()
+            job.checkpoint.write_bytes(b"epoch 1")
+            update_status(job, state="running", epoch=1, epochs=4)
+            return CommandResult(0, json.dumps({**effective_status(job), "started": True}) + "\n", "")
+        return await super().run(command)
+
+
+@pytest.mark.parametrize(
+    ("available_kib", "error", "message"),
+    [
+        pytest.param(0, WorkdirFullError, FULL.format(".*", 0), id="full"),
+        pytest.param(
+            2048,
+            JobFailedError,
+            r"^job \S+ ended crashed: the trainer is gone without finishing \(its last checkpoint is kept\); "
+            r"run the same command again to resume from the last checkpoint$",
+            id="space-left",
+        ),
+    ],
+)
+async def test_a_job_that_crashed_on_a_full_box_is_a_full_workdir(
+    tmp_path: Path, available_kib: int, error: type[Exception], message: str
+) -> None:
+    events: list[JobEvent] = []
+    client = JobClient(FullBox(available_kib), workdir=str(tmp_path / "box"), python=sys.executable, on_event=events.append)
+    packed = _packed(tmp_path)
+    with pytest.raises(error, match=message):
+        await client.run(packed, tmp_path / "fetched")
+    started = [e.message for e in events if e.kind == "started"]
+    assert started == ["trainer started (state crashed, no pid recorded)"]  # not "(pid None)"
+
+
+def test_a_trainer_that_cannot_record_its_failure_exits_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint save finds the disk full, and so does the status write that would record
+    it: the trainer must still end (exit 1) with a line that says so, not die on a second
+    traceback from its own error handler."""
+    packed = _packed(tmp_path)
+    asyncio.run(_client(tmp_path / "box").ship(packed))
+    job = JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    disk: dict[str, bool] = {"full": False}
+
+    def save(obj: Any, path: Path) -> None:
+        disk["full"] = True
+        raise full
+
+    def write_json(path: Path, data: dict[str, Any]) -> None:
+        if disk["full"]:
+            raise full
+        real_write_json(path, data)
+
+    real_write_json = remote.write_json
+    monkeypatch.setattr(training, "_save_atomic", save)
+    monkeypatch.setattr(remote, "write_json", write_json)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert training.run(job) == 1  # in this process, so that its writes can be made to fail
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert read_status(job)["state"] == "running"  # the failure could not be written
+    assert "cannot record the failure in status.json: [Errno 28] No space left on device" in capsys.readouterr().out
+
+
+def test_a_checkpoint_save_that_fails_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A half-written checkpoint would hold the space that recording the failure needs."""
+    path = tmp_path / "ckpt" / "last.pt"
+    with pytest.raises(Exception, match="pickle"):
+        training._save_atomic({"unpicklable": lambda: 0}, path)
+    assert list(path.parent.iterdir()) == []
 
 
 async def test_commands_on_the_box_write_no_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

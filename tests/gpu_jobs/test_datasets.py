@@ -16,6 +16,7 @@ from engine.sim.parquet_source import read_candles
 from gpu_jobs.datasets import (
     Dataset,
     DatasetError,
+    check_enough_bars,
     load_candles,
     normalisation,
     normalise,
@@ -25,7 +26,7 @@ from gpu_jobs.datasets import (
 )
 from gpu_jobs.features import hot_feature_set
 from gpu_jobs.spec import DatasetInfo
-from tests.gpu_jobs.kit import TINY_FEATURES, synthetic_candles
+from tests.gpu_jobs.kit import TINY_FEATURES, make_dataset, make_spec, synthetic_candles
 
 
 def test_windows_never_span_a_missing_close() -> None:
@@ -185,3 +186,19 @@ def test_real_candles_through_features_hot(shared_data: Path, tmp_path: Path) ->
     ret60 = ds.features[7 * 60 : 8 * 60, 1, features.names.index("ret_60")]
     assert np.isnan(ret60[:14]).all() and np.isfinite(ret60[14:]).all()
     assert np.isnan(hot_feature_set(0).compute(candles)[7 * 60 : 8 * 60, 1, features.names.index("ret_60")]).all()
+
+
+@pytest.mark.parametrize(
+    ("task", "too_few", "enough"),
+    [
+        pytest.param("lstm_hot", 25, 200, id="lstm_hot"),
+        pytest.param("tft_heat", 25, 200, id="tft_heat"),
+        pytest.param("ppo_sizing", 20, 200, id="ppo_sizing"),
+    ],
+)
+def test_too_few_bars_for_the_task_say_to_use_more_history(tmp_path: Path, task: str, too_few: int, enough: int) -> None:
+    spec = make_spec(task, make_dataset(tmp_path / "ds"))
+    close = synthetic_candles().close
+    check_enough_bars(spec, close[:enough])
+    with pytest.raises(DatasetError, match=rf"^not enough bars: {too_few} bars .*; use a longer history: more days of candles in --data, or pairs that go back further \(--symbols\)$"):
+        check_enough_bars(spec, close[:too_few])

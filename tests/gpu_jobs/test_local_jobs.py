@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from gpu_jobs.errors import TransportError
 from gpu_jobs.pack import pack_job
 from gpu_jobs.profiles import make_client
 from gpu_jobs.register import register_fetched, registry_dir
-from gpu_jobs.remote import JobDir, effective_status, job_pid
+from gpu_jobs.remote import JobDir, effective_status, job_pid, update_status
 from gpu_jobs.transport.local import LocalTransport
 from hotcoin_tui.cli import app
 from ml.governance.registry import ModelRegistry
@@ -68,11 +69,14 @@ async def test_a_killed_trainer_resumes_from_its_checkpoint(tmp_path: Path) -> N
     final = await client.follow(packed.job_id)
     assert final["state"] == "done"
     log = job.log.read_text()
-    assert "resumed from checkpoint after epoch" in log
+    resumed_after = re.search(r"resumed from checkpoint after epoch (\d)/3", log)
+    assert resumed_after is not None and 1 <= int(resumed_after[1]) < 3
     metrics = json.loads((job.out / "metrics.json").read_text())
-    first_after_resume = metrics["history"][0]["epoch"]
-    assert first_after_resume > 1 and metrics["history"][-1]["epoch"] == 3
-    assert f"epoch {first_after_resume - 1}/3" in log  # that epoch was finished before the kill
+    # The epochs trained before the kill are in the history too, as the log reported them.
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    before = log.split("resumed from checkpoint")[0]
+    for h in metrics["history"][: int(resumed_after[1])]:
+        assert f"epoch {h['epoch']}/3 loss={h['loss']:.6f} samples={h['samples']}" in before
 
 
 async def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(tmp_path: Path) -> None:
@@ -121,20 +125,47 @@ def test_an_ended_job_message_has_no_empty_reason_and_the_right_hint(status: dic
     assert said in ended_message("j", status)
 
 
+@pytest.mark.parametrize(
+    ("checkpoint", "said"),
+    [
+        pytest.param(
+            True,
+            "the trainer is gone without finishing (its last checkpoint is kept); "
+            "run the same command again to resume from the last checkpoint",
+            id="checkpoint",
+        ),
+        pytest.param(
+            False,
+            "the trainer is gone without finishing and before its first epoch ended (no checkpoint); "
+            "run the same command again to train it from the start",
+            id="no-checkpoint",
+        ),
+    ],
+)
+def test_a_crashed_job_says_what_to_do_once(tmp_path: Path, checkpoint: bool, said: str) -> None:
+    job = JobDir(tmp_path / "lstm_hot-0123456789abcdef")
+    job.root.mkdir()
+    update_status(job, state="running", epoch=1)  # no trainer alive: crashed
+    if checkpoint:
+        job.checkpoint.parent.mkdir()
+        job.checkpoint.write_bytes(b"epoch 1")
+    assert ended_message(job.job_id, effective_status(job)) == f"job {job.job_id} ended crashed: {said}"
+
+
 async def test_a_job_that_fails_says_why(tmp_path: Path) -> None:
     from gpu_jobs.errors import JobFailedError
 
     client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
     ds = make_dataset(tmp_path / "ds", synthetic_candles(n_bars=100))
     packed = pack_job(make_spec("lstm_hot", ds, seq_len=64, folds=6), tmp_path / "ds", tmp_path / "packs")
-    with pytest.raises(JobFailedError, match=r"ended failed: ValueError: not enough bars.*hotcoin jobs logs") as info:
+    with pytest.raises(JobFailedError, match=r"ended failed: DatasetError: not enough bars.*hotcoin jobs logs") as info:
         await client.run(packed, tmp_path / "fetched")
     assert info.value.state == "failed"
     assert "Traceback" in await client.logs(packed.job_id)
 
 
-def _write_parquet(folder: Path) -> None:
-    candles = synthetic_candles(n_bars=700, n_symbols=2, seed=3)
+def _write_parquet(folder: Path, n_bars: int = 700) -> None:
+    candles = synthetic_candles(n_bars=n_bars, n_symbols=2, seed=3)
     folder.mkdir()
     for j, sym in enumerate(candles.symbols):
         frame = pd.DataFrame(
@@ -184,6 +215,26 @@ def test_train_and_jobs_commands_on_a_local_profile(tmp_path: Path, monkeypatch:
     assert again.exit_code == 0, again.output
     assert "already on the box" in again.output and "identical model already registered as tft_heat_1m@v0001" in again.output
     assert len(ModelRegistry(tmp_path / "data" / "models").versions("tft_heat", "1m")) == 1
+
+
+def test_too_short_a_history_is_refused_before_anything_is_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task's windows and folds need more bars than there are: said here, with a fix the
+    command takes, not after an upload by a job that fails on the box."""
+    from gpu_jobs.errors import TrainingDataError
+
+    _write_parquet(tmp_path / "candles", n_bars=120)
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__TRANSPORT", "local")
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__WORKDIR", str(tmp_path / "box"))
+    monkeypatch.setenv("HOTCOIN_GPU__HERE__PYTHON", sys.executable)
+    args = ["train", "--task", "lstm_hot", "--gpu", "here", "--data", str(tmp_path / "candles"), "--epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, TrainingDataError)
+    assert str(result.exception).startswith("not enough bars: 120 bars give ")
+    assert str(result.exception).endswith(
+        "use a longer history: more days of candles in --data, or pairs that go back further (--symbols)"
+    )
+    assert not (tmp_path / "box").exists()  # nothing was shipped
 
 
 async def test_an_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
