@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.config.sections.trading import TradingSection
+from engine.config.sections.trading import TradingSection, max_spread_in_force
 from engine.domain import (
     Bars,
     Candidate,
@@ -153,6 +153,7 @@ class TradingCore:
         )
         self.risk = RiskManager(settings.risk, settings.capital.active.capital)
         self.clusters = Clusters(settings.risk)
+        self.max_spread = max_spread_in_force(settings.risk, settings.exits)
         self.cash = settings.capital.active.capital
         self.engine_state = EngineState.TRADEABLE
         self.paused = False  # the operator paused new entries (exits continue)
@@ -216,6 +217,12 @@ class TradingCore:
         """Client ids of the entry orders in flight (sent, not finished): the runtime cancels
         those still open when the engine stops trading."""
         return frozenset(self._pending)
+
+    def slots_taken(self) -> int:
+        """Positions against `max_concurrent`: the coins held or with an entry in flight, each
+        once. A limit entry partly filled is both held and pending; counted twice it took two
+        slots and refused the next coin with one position open."""
+        return len(self.book.holdings.keys() | {p.symbol for p in self._pending.values()})
 
     def reserved_cash(self) -> float:
         return sum(p.reserved for p in self._pending.values())
@@ -326,7 +333,7 @@ class TradingCore:
                 gate = self._entry_gate(now_ms)
                 gate_open = all(c["passed"] for c in gate)
             cand = by_symbol[ev.signal.symbol]
-            slots = len(self.book) + len(self._pending)
+            slots = self.slots_taken()
             if not gate_open or slots >= limit:
                 # Nothing about this candidate can change the answer: say which gate is shut.
                 if slots not in shut:
@@ -414,6 +421,7 @@ class TradingCore:
             *gate,
             check("market_known", market is not None, symbol, "listed market"),
             check("quote_available", quote is not None, None if quote is None else quote[1], "bid/ask > 0"),
+            self._spread_check(quote),
             *self.clusters.checks(symbol, notionals, equity),
         ]
         sizing = self.allocator.size(
@@ -421,7 +429,7 @@ class TradingCore:
             exposure=exposure,
             cluster_room=self.clusters.room(symbol, notionals, equity),
             cash=self.cash - self.reserved_cash(),
-            open_positions=len(self.book) + len(self._pending),
+            open_positions=self.slots_taken(),
             size_multiplier=self.risk.level.size_multiplier,
         )
         checks += sizing.checks
@@ -472,6 +480,17 @@ class TradingCore:
         self._last_action_ms[symbol] = now_ms
         self.causes[intent.client_order_id] = seq
         return intent
+
+    def _spread_check(self, quote: tuple[float, float] | None) -> dict[str, Any]:
+        """(ask - bid) / ask against `max_spread`: a buy pays the ask while the position is
+        marked and stopped at the bid, so it opens that far down (a 6 % spread went in and was
+        stopped out on the next tick, book unchanged, against a 4 % stop). With no bid/ask
+        known there is no spread to judge, and no entry (`quote_available` fails too)."""
+        if quote is None:
+            return {**check("spread", False, None, self.max_spread), "detail": "no bid/ask known"}
+        bid, ask = quote
+        spread = round((ask - bid) / ask, 6)  # judged as journaled
+        return check("spread", spread <= self.max_spread, spread, self.max_spread)
 
     # ----------------------------------------------------------------- exits
     def _exit(

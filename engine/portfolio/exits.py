@@ -1,9 +1,10 @@
 """Exit policy: when to sell how much of a position, as a pure function of price and time.
 
-In order of precedence (the first that fires wins): stop loss, trailing stop, max holding
-time, exit on signal (all sell everything), then take-profit tiers (each sells its share of the
-initial quantity; after the first, the stop may move to the entry price). The mark is the bid:
-what a sell would actually get.
+In order of precedence (the first that fires wins): the stop in force, max holding time, exit
+on signal (all sell everything), then take-profit tiers (each sells its share of the initial
+quantity; after the first, the stop may move to the entry price). The stop in force is the
+higher of the stop loss and the armed trailing stop: a gap under both is journaled as the one
+that bound, the one the owner was shown. The mark is the bid: what a sell would actually get.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ class ExitPolicy:
             (OrderPurpose.MAX_HOLD, f"held {held_ms} ms >= {s.max_hold_ms} ms"),
             (OrderPurpose.SIGNAL_EXIT, f"exit rules fired: {', '.join(signal_exit)}"),
         )
-        for c, (purpose, reason) in zip(checks, full, strict=True):
+        outcomes = list(zip(checks, full, strict=True))
+        if trail is not None and trail > stop:  # the trailing stop is the stop in force: it is the one hit
+            outcomes[0], outcomes[1] = outcomes[1], outcomes[0]
+        for c, (purpose, reason) in outcomes:
             if not c["passed"]:
                 rules = tuple(signal_exit) if purpose is OrderPurpose.SIGNAL_EXIT else ()
                 return ExitDecision(purpose, qty, reason, checks, signal_rules=rules)

@@ -14,6 +14,7 @@ from engine.config.sections.trading import (
     CapitalProfile,
     CapitalSettings,
     ExecutionSettings,
+    ExitSettings,
     RiskSettings,
     TradingSection,
 )
@@ -27,10 +28,12 @@ from engine.errors import (
 )
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
+from engine.journal.events import check
 from engine.journal.trace import summarise
 from engine.portfolio.risk import DAY_MS
 from engine.trading import EXIT_RETRY_MS, TradingCore
 from tests.engine.signals import market_kit as mk
+from tests.kit.domain import make_batch
 from tests.kit.events import RecordingSink
 
 ENTRY_PRICE = 1.025  # where market_kit's hot bars end
@@ -263,6 +266,79 @@ async def test_cluster_cap_limits_entries_per_theme() -> None:
     assert len(await h.enter()) == 2
     refused = [e for e in h.sink.events if e.kind == "risk_check"][-1].payload
     assert any(c["name"] == "cluster_count:meme" and not c["passed"] for c in refused["checks"])
+
+
+async def test_an_entry_waits_while_the_spread_would_open_it_at_its_stop() -> None:
+    """Bid 3 % under and ask 3 % over the last: a buy at the ask, marked at the bid, opened 6 %
+    down and the 4 % stop sold it on the next tick with the book unchanged (-12.23 for nothing).
+    The `spread` check refuses it (a quarter of the stop by default), and the coin is entered
+    at a later bar once the book narrows; with no bid/ask known the check says so and refuses."""
+    h = Harness(n=1)
+    s = h.names[0]
+    wide = {"bid": {s: ENTRY_PRICE * 0.97}, "ask": {s: ENTRY_PRICE * 1.03}}
+    cands = mk.candidates([s], mk.NOW)
+    assert h.core.step(make_batch({s: ENTRY_PRICE}, ts_ms=mk.NOW, **wide), cands, mk.NOW) == []
+    (refused,) = [e.payload for e in h.sink.events if e.kind == "risk_check"]
+    spread = next(c for c in refused["checks"] if c["name"] == "spread")
+    assert not refused["approved"] and spread == check("spread", False, round(0.06 / 1.03, 6), 0.01)
+    assert summarise(cands[0].trace_id, h.sink.trace(cands[0].trace_id)).verdict.reason == (
+        "risk check spread failed: value 0.058252, threshold 0.01"
+    )
+    later = mk.NOW + 60_000  # the next bar's signal, the book back to 0.1 %: in
+    mk.feed_hot(h.core.history, [s], later)
+    assert len(await h.cycle({s: ENTRY_PRICE}, later, mk.candidates([s], later))) == 1
+    no_book = Harness(n=1)
+    assert no_book.core.step(mk.book({}, mk.NOW), cands, mk.NOW) == []
+    (unknown,) = [c for e in no_book.sink.events if e.kind == "risk_check" for c in e.payload["checks"] if c["name"] == "spread"]
+    assert (unknown["passed"], unknown["value"], unknown["detail"]) == (False, None, "no bid/ask known")
+
+
+@pytest.mark.parametrize(
+    ("exits", "risk", "approved"),
+    [
+        pytest.param(ExitSettings(), RiskSettings(), True, id="default-1pct-of-a-4pct-stop"),
+        pytest.param(ExitSettings(stop_loss=0.01), RiskSettings(), False, id="a-quarter-of-a-1pct-stop"),
+        pytest.param(ExitSettings(), RiskSettings(max_spread=0.002), False, id="set-to-0.2pct"),
+    ],
+)
+async def test_the_spread_limit_is_a_share_of_the_stop_unless_set(exits: ExitSettings, risk: RiskSettings, approved: bool) -> None:
+    """A 0.3 % spread: under a quarter of the default 4 % stop, over a quarter of a 1 % stop
+    and over a `risk.max_spread` of 0.2 %."""
+    h = Harness(n=1, settings=TradingSection(capital=profile(), exits=exits, risk=risk))
+    s = h.names[0]
+    book = make_batch({s: ENTRY_PRICE}, ts_ms=mk.NOW, bid={s: ENTRY_PRICE * 0.9985}, ask={s: ENTRY_PRICE * 1.0015})
+    assert len(h.core.step(book, mk.candidates([s], mk.NOW), mk.NOW)) == int(approved)
+    (said,) = [c for e in h.sink.events if e.kind == "risk_check" for c in e.payload["checks"] if c["name"] == "spread"]
+    assert said["passed"] is approved and said["threshold"] == pytest.approx(risk.max_spread or exits.stop_loss / 4)
+
+
+async def test_a_partly_filled_limit_entry_takes_one_slot() -> None:
+    """A coin both held (the filled part) and pending (the rest of its limit) is one position
+    against `max_concurrent`: counted twice, the next coin was refused "max_concurrent 2/2"
+    with one position open."""
+    import dataclasses
+
+    from engine.domain import Fill, Order, Side
+    from engine.execution.broker import OrderUpdate
+
+    settings = TradingSection(
+        capital=profile(max_concurrent=2), execution=ExecutionSettings(entry_order_type="limit", limit_expiry_ms=600_000)
+    )
+    h = Harness(n=2, settings=settings)
+    a, b = h.names
+    prices = dict.fromkeys(h.names, ENTRY_PRICE)
+    (entry,) = h.core.step(mk.book(prices, mk.NOW), mk.candidates([a], mk.NOW), mk.NOW)
+    half = entry.quantity / 2
+    placed = Order.from_intent(entry, OrderStatus.PARTIALLY_FILLED, mk.NOW, "x1")
+    fill = Fill("p1", entry.client_order_id, a, Side.BUY, float(entry.price or 0), float(half), 0.0, mk.NOW, entry.trace_id)
+    h.core.on_order_update(OrderUpdate(dataclasses.replace(placed, filled_qty=half), (fill,)), mk.NOW)
+    assert a in h.core.book.holdings and h.core.pending_entries() == {entry.client_order_id}
+    later = mk.NOW + 60_000
+    mk.feed_hot(h.core.history, [b], later)
+    (second,) = h.core.step(mk.book(prices, later), mk.candidates([b], later), later)
+    assert second.symbol == b
+    (approved,) = [e.payload for e in h.sink.events if e.kind == "risk_check" and e.symbol == b]
+    assert check("max_concurrent", True, 1, 2) in approved["checks"]
 
 
 async def test_max_hold_and_signal_exit() -> None:

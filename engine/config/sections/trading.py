@@ -199,6 +199,15 @@ class RiskSettings(Section):
         0.5, gt=0, le=1, description="Positions in one theme/sector cluster may be worth at most this share of equity."
     )
     max_positions_per_cluster: int = Field(2, ge=1, description="At most this many open positions per cluster.")
+    max_spread: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="An entry needs the bid/ask spread, (ask - bid) / ask, at most this. A buy pays the ask "
+        "while the position is marked and stopped at the bid, so it starts that far down: a spread near "
+        "`exits.stop_loss` is a stop-out on the next tick with no price move (a 6 % spread lost 6 % against a "
+        "4 % stop). Unset (None): a quarter of `exits.stop_loss` (1 % with the default 4 % stop).",
+    )
     clusters: dict[str, str] = Field(
         default_factory=dict,
         description="Symbol -> cluster name (e.g. {'DOGE/USDT': 'meme'}); unmapped symbols are their own cluster.",
@@ -215,6 +224,16 @@ class RiskSettings(Section):
                 "give each level its own drawdown, e.g. the default [0.015, 0.03, 0.05, 0.08]"
             )
         return self
+
+
+# `risk.max_spread = None`: this share of the stop loss. The spread is lost the moment a buy
+# fills; a quarter of the stop leaves the position three quarters of its stop to move in.
+SPREAD_SHARE_OF_STOP = 0.25
+
+
+def max_spread_in_force(risk: RiskSettings, exits: ExitSettings) -> float:
+    """The `spread` entry check's threshold: `risk.max_spread` when set, else a share of the stop loss."""
+    return risk.max_spread if risk.max_spread is not None else exits.stop_loss * SPREAD_SHARE_OF_STOP
 
 
 class CapitalProfile(Section):

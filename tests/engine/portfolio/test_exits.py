@@ -87,3 +87,22 @@ def test_the_stop_in_force_is_where_the_position_sells(kw: dict[str, Any], stop:
     assert POLICY.stop_in_force(h) == pytest.approx(stop)
     assert POLICY.evaluate(h, stop * 0.9999, T0) is not None
     assert POLICY.evaluate(h, stop * 1.0001, T0) is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "purpose", "stop"),
+    [
+        pytest.param({"peak": 1.049}, OrderPurpose.TRAILING_STOP, 1.049 * 0.97, id="trail-above-the-stop"),
+        pytest.param({"peak": 1.05, "stop_price": 1.04}, OrderPurpose.STOP_LOSS, 1.04, id="stop-above-the-trail"),
+    ],
+)
+def test_a_gap_under_both_stops_sells_as_the_stop_in_force(kw: dict[str, Any], purpose: OrderPurpose, stop: float) -> None:
+    """A bid that gaps under the stop loss and the armed trailing stop at once is journaled as
+    the stop in force, the one a position row showed, at its price (it read `stop_loss` at the
+    original 0.96 under a trail of 1.0175 shown as the stop)."""
+    h = holding(**kw)
+    assert POLICY.stop_in_force(h) == pytest.approx(stop)
+    decision = POLICY.evaluate(h, 0.90, T0)
+    said = "trail" if purpose is OrderPurpose.TRAILING_STOP else "stop"
+    assert decision is not None and decision.purpose is purpose
+    assert decision.reason.startswith(f"bid 0.9 <= {said} {stop:.8g}")
