@@ -154,9 +154,14 @@ def _position(tree: Tree, s: TraceSummary) -> None:
         branch.add(line)
     if s.realised_pnl is not None:
         style = "bold green" if s.realised_pnl >= 0 else "bold red"
-        branch.add(
-            Text.assemble(f"exit by {s.exit_purpose or '?'}: ", (f"realised PnL {s.realised_pnl:+.4f}", style), " (all fills)")
+        # A close-all's trace holds only its own sells: a position's earlier take-profits are in
+        # the position's trace, so "all fills" would overstate what this sum covers.
+        scope = (
+            " (the close-all's fills; replay each position's own trace for its whole trade)"
+            if s.verdict.outcome == "close_all"
+            else " (all fills)"
         )
+        branch.add(Text.assemble(f"exit by {s.exit_purpose or '?'}: ", (f"realised PnL {s.realised_pnl:+.4f}", style), scope))
 
 
 def _event_node(parent: Tree, node: TraceNode, trace_id: str) -> None:

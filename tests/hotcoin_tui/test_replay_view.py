@@ -8,7 +8,7 @@ from rich.console import Console
 from engine.journal.trace import summarise
 from hotcoin_tui.replay_view import render_trace
 from tests.kit.domain import T0
-from tests.kit.events import RecordingSink, opened_trace
+from tests.kit.events import RecordingSink, close_all_trace, opened_trace
 
 
 def _sell(sink: RecordingSink, trace_id: str, n: int, qty: float, price: float, action: str, pnl: float, cause: int) -> int:
@@ -39,3 +39,16 @@ def test_a_tiered_exit_says_each_fills_pnl_and_the_positions_total() -> None:
     assert "exit by take_profit: realised PnL +3.5963 (all fills)" in text
     assert "close qty 0 this fill's pnl 2.3913" in text  # the event in the cause tree
     assert text.count("realised PnL +2.3913") == text.count("this fill's realised PnL +2.3913") == 1
+
+
+def test_a_close_all_trace_says_its_pnl_is_only_its_own_fills() -> None:
+    """Audit: a close-all trace said "realised PnL +1.0614 (all fills)" of a position that had
+    also made +0.3886 at a take-profit in its own trace."""
+    sink = RecordingSink()
+    a, b = opened_trace(sink, symbol="AAA/USDT"), opened_trace(sink, symbol="BBB/USDT", ts_ms=T0 + 60_000)
+    close_all = close_all_trace(sink, [a, b])
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_trace(summarise(close_all.trace_id, sink.trace(close_all.trace_id))))
+    text = " ".join(console.export_text().split())
+    assert "(the close-all's fills; replay each position's own trace for its whole trade)" in text
+    assert "(all fills)" not in text
