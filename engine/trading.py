@@ -14,7 +14,8 @@ reads the clock, never touches the network; the async layer (`OrderRouter`, brok
 
 Journal: signal_snapshot (cause: candidate_snapshot) -> risk_check -> (router) order_attempt
 -> order_result -> fill -> position_update; exits: signal_snapshot(stage=exit_policy) ->
-order_attempt ...; risk_event for limits that fire.
+order_attempt ...; a held coin's signal exit or hold: signal_snapshot(stage=exit, cause: the
+position's open); risk_event for limits that fire.
 """
 
 from __future__ import annotations
@@ -304,8 +305,9 @@ class TradingCore:
         """
         by_symbol = {c.symbol: c for c in candidates}
         held = [(s, h.position.trace_id) for s, h in self.book.holdings.items()]
+        opened = {h.position.trace_id: h.opened_seq for h in self.book.holdings.values() if h.opened_seq is not None}
         fired = []
-        for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes):
+        for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes, opened=opened):
             exiting = ev.signal.decision is SignalDecision.EXIT
             self._exit_signal[ev.signal.symbol] = tuple(r for r, ok in ev.signal.rules.items() if not ok) if exiting else ()
             if exiting:

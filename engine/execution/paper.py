@@ -73,10 +73,17 @@ class FillModel:
 
 
 class PaperBroker(Broker):
-    """Fills intents against the latest book (`update_book`) with `FillModel`; no I/O."""
+    """Fills intents against the latest book (`update_book`) with `FillModel`; no I/O.
 
-    def __init__(self, model: FillModel) -> None:
+    Order ids are `<id_prefix>-<n>` and trade ids `<id_prefix>-t<n>`, counted from 1 in each
+    broker. An engine passes its run id in the prefix: its journal outlives the process, and
+    every restart counting from `paper-1` again gave different orders and fills the same ids in
+    one journal. A backtest keeps the plain prefix: it journals into a file of its own, and the
+    same backtest run twice journals the same ids."""
+
+    def __init__(self, model: FillModel, id_prefix: str = "paper") -> None:
         self.model = model
+        self.id_prefix = id_prefix
         self._book: TickerBatch | None = None
         self._index: dict[str, int] | None = None
         self._orders: dict[str, Order] = {}  # every order, by client id (duplicate ids are refused)
@@ -113,7 +120,7 @@ class PaperBroker(Broker):
         self._orders[order.client_order_id] = filled
         self._resting.pop(order.client_order_id, None)
         fill = Fill(
-            trade_id=f"paper-t{next(self._trades)}",
+            trade_id=f"{self.id_prefix}-t{next(self._trades)}",
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
@@ -131,7 +138,7 @@ class PaperBroker(Broker):
             raise NonRetryableOrderError(
                 f"duplicate client order id {intent.client_order_id}; an order with it already exists", code=-2010
             )
-        order = Order.from_intent(intent, OrderStatus.OPEN, now_ms, f"paper-{next(self._ids)}")
+        order = Order.from_intent(intent, OrderStatus.OPEN, now_ms, f"{self.id_prefix}-{next(self._ids)}")
         bid, ask = self.quote(intent.symbol)
         qty = float(intent.quantity)
         if intent.order_type is OrderType.MARKET:

@@ -3,6 +3,9 @@
 An event is (seq, ts_ms, trace_id, cause, kind, symbol, payload, v). `seq` is assigned by the
 journal when the event is emitted (monotonic, never reused), so the core can name an event as
 the `cause` of the next one in the same cycle, before either is on disk: a trace is a tree.
+A cause is in the event's own trace (or traceless: the `state_change` that cancels resting
+entries); an event of another trace that prompted one is named in the payload instead (a held position's exit decision names the candidate it saw:
+`candidate_seq`), so `replay` never shows part of a trace as a separate root.
 
 Payloads are validated on emit against `KINDS`: required fields with their types, numbers
 finite. Extra fields are allowed (a payload may say more than the contract asks), missing or

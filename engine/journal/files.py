@@ -39,3 +39,14 @@ def list_archives(journal: Path) -> list[Archive]:
         if match:
             found.append(Archive(int(match[1]), int(match[2]), entry))
     return sorted(found)
+
+
+def is_blank(journal: Path) -> bool:
+    """A journal file of 0 bytes, with no archives: made (`touch`, `sqlite3 j.sqlite "select 1"`,
+    or our writer in the instant before SQLite writes its header) but never written. It is a new
+    journal: the engine starts one in it, the readers say it has no events yet."""
+    try:
+        size = journal.stat().st_size
+    except OSError:
+        return False
+    return size == 0 and not list_archives(journal)

@@ -38,7 +38,7 @@ from engine.errors import (
     TraceNotFoundError,
 )
 from engine.journal.events import JournalEvent, check_stored
-from engine.journal.files import list_archives
+from engine.journal.files import is_blank, list_archives
 from engine.journal.schema import (
     BUCKET_SHIFT,
     MIN_MAX,
@@ -47,6 +47,7 @@ from engine.journal.schema import (
     TRACE_COLUMNS,
     bucket_in,
     check_schema_version,
+    rank_sql,
 )
 
 Outcome = Literal["all", "entered", "rejected", "open", "ordered", "not_filled", "close_all"]
@@ -58,6 +59,13 @@ _TRACE_PAGE = 500  # `traces` reads the index in pages of this many rows, newest
 # `EVENT_COLUMNS` with the text read as bytes: sqlite3 would fail a row that is not UTF-8 with
 # "Could not decode to UTF-8 column", naming no seq; `_decoded` names it.
 _RAW_COLUMNS = "seq, ts_ms, CAST(trace_id AS BLOB), cause, CAST(kind AS BLOB), CAST(symbol AS BLOB), CAST(payload AS BLOB), v"
+# Traces per outcome in one file, each trace once with the furthest outcome its rows reached:
+# a journal may hold two rows of one trace (see `schema.ddl`). SQLite's bare column beside MAX()
+# comes from the row holding the maximum.
+_OUTCOME_COUNTS = (
+    f"SELECT CAST(outcome AS BLOB), COUNT(*) FROM (SELECT outcome, MAX({rank_sql('outcome')}) "
+    "FROM traces GROUP BY trace_id) GROUP BY outcome"
+)
 _CLOSE_ALLS = "SELECT trace_id FROM traces WHERE outcome = 'close_all' AND first_seq > ?"
 _SALVAGE = "`hotcoin journal check` lists the damaged events, `hotcoin journal export --skip-damaged` saves the others"
 LISTED_DAMAGED = 10  # damaged seqs `check` lists per file (all are counted)
@@ -83,6 +91,11 @@ class JournalReader:
             raise JournalError(f"{self.path} is a directory; point --journal at the journal's SQLite file in it")
         if not self.path.is_file():
             raise JournalError(f"no journal at {self.path}")
+        if is_blank(self.path):
+            raise JournalError(
+                f"journal {self.path}: the journal file is empty (no events yet); the engine writes its first "
+                "events when it runs (`hotcoin run`)"
+            )
         self.archives = list_archives(self.path)
         self._main = _connect_ro(self.path)
         try:
@@ -454,7 +467,8 @@ class JournalReader:
     # -- health -------------------------------------------------------------------------------
 
     def check(self) -> list[dict[str, Any]]:
-        """Per file: integrity_check result, size, event/trace counts, seq and time range, and
+        """Per file: integrity_check result, size, event counts, trace counts by outcome (each
+        trace once, at the furthest outcome its rows in that file reached), seq and time range, and
         the events that do not decode or break their kind's contract (`damaged_events`, the
         first `damaged_seqs`). SQLite's integrity_check checks pages and indexes, not what a row
         holds: a flipped bit inside a payload passes it and then fails export and replay, and a
@@ -564,7 +578,7 @@ def _health(path: Path, conn: sqlite3.Connection) -> dict[str, Any]:
     first, last, lo_ts, hi_ts, count = conn.execute(
         "SELECT MIN(seq), MAX(seq), MIN(ts_ms), MAX(ts_ms), COUNT(*) FROM events"
     ).fetchone()
-    outcomes = conn.execute("SELECT CAST(outcome AS BLOB), COUNT(*) FROM traces GROUP BY outcome").fetchall()
+    outcomes = conn.execute(_OUTCOME_COUNTS).fetchall()
     kinds = conn.execute("SELECT CAST(kind AS BLOB), COUNT(*) FROM events GROUP BY kind").fetchall()
     damaged = []
     for row in _scan(path, conn, f"SELECT {_RAW_COLUMNS} FROM events ORDER BY seq", ()):

@@ -62,7 +62,8 @@ def ddl(schema: str = "main") -> tuple[str, ...]:
         )""",
         # One row per trace, keyed by the seq of its first event, so `hotcoin traces` lists newest
         # first without scanning millions of events. A trace that goes on after its row was
-        # archived (or after the writer restarted) gets another row; the reader merges them.
+        # archived gets another row in the main file, and a journal written before the writer
+        # looked a restarted trace up may hold several in one file; the reader merges them.
         f"""CREATE TABLE IF NOT EXISTS {s}.traces (
             first_seq INTEGER PRIMARY KEY,
             trace_id  TEXT NOT NULL,
@@ -102,7 +103,8 @@ INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 
 OUTCOME_RANK = {"open": 0, "rejected": 1, "ordered": 2, "not_filled": 3, "entered": 4, "close_all": 5}
 
 
-def _rank_sql(column: str) -> str:
+def rank_sql(column: str) -> str:
+    """SQL for an outcome column's rank in `OUTCOME_RANK` (unknown names rank as open)."""
     arms = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in OUTCOME_RANK.items())
     return f"(CASE {column} {arms} ELSE 0 END)"
 
@@ -112,7 +114,7 @@ def _rank_sql(column: str) -> str:
 UPSERT_TRACE = f"""INSERT INTO traces ({TRACE_COLUMNS}) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (first_seq) DO UPDATE SET
         outcome = CASE
-            WHEN {_rank_sql("excluded.outcome")} > {_rank_sql("traces.outcome")} THEN excluded.outcome
+            WHEN {rank_sql("excluded.outcome")} > {rank_sql("traces.outcome")} THEN excluded.outcome
             ELSE traces.outcome END,
         symbol = COALESCE(traces.symbol, excluded.symbol)"""
 

@@ -75,11 +75,13 @@ from engine.journal.reader import json_line
 from engine.journal.schema import (
     DDL,
     INSERT_EVENT,
+    MIN_MAX,
     OUTCOME_RANK,
     PRAGMAS,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
     UPSERT_TRACE,
+    bucket_in,
     check_schema_version,
 )
 
@@ -87,11 +89,16 @@ log = logging.getLogger("hotcoin.journal")
 
 Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 
-# Traces remembered (id -> first_seq) so their later events update one `traces` row; a trace
-# forgotten (or from before a restart) that goes on gets a second row, which the reader merges.
-# Most traces end within their bar; 20,000 holds hours of them, and a larger map kept RSS
-# growing through a simulated week (bench_soak).
+# Traces remembered (id -> first_seq) so their later events update one `traces` row without a
+# lookup. Most traces end within their bar; 20,000 holds hours of them, and a larger map kept
+# RSS growing through a simulated week (bench_soak). A trace not remembered (from before a
+# restart, or forgotten) that goes on is looked up in the file once (`_resolve`), so it keeps
+# its one row; only a trace whose row a rotation archived gets a second one, in the main file
+# (the reader merges them).
 KNOWN_TRACES = 20_000
+# Kinds that start a trace (discovery's candidate, a close-all's command): an unknown trace id
+# on any other event is one that began before this writer remembered it.
+_STARTS_TRACE = frozenset({"candidate_snapshot", "command"})
 
 # Kinds whose payload moves a trace's outcome (see `_outcome_of`).
 _OUTCOME_KINDS = frozenset(
@@ -152,6 +159,8 @@ class Journal:
         self._newest_ts = 0
         # trace_id -> first_seq of its `traces` row, for traces seen since open (bounded).
         self._known: dict[str, int] = {}
+        # trace_id -> the first_seq `_known` guessed for it, until `_resolve` looks it up.
+        self._unsure: dict[str, int] = {}
         self._batch = _Batch()
         self._sealed: deque[_Batch] = deque()
         self._wake = asyncio.Event()
@@ -277,6 +286,8 @@ class Journal:
                 first = self._known.get(trace_id)
                 if first is None:
                     first = self._known[trace_id] = seq
+                    if cause is not None or kind not in _STARTS_TRACE:
+                        self._unsure[trace_id] = seq
                     if len(self._known) > KNOWN_TRACES:
                         self._forget(len(self._known) // 10)
                 entry = batch.traces[trace_id] = [first, trace_id, ts_ms, symbol, "open"]
@@ -343,6 +354,7 @@ class Journal:
         """Drop the `n` oldest remembered traces (dicts keep insertion order)."""
         for trace_id in list(itertools.islice(self._known, n)):
             del self._known[trace_id]
+            self._unsure.pop(trace_id, None)
 
     async def _run(self) -> None:
         try:
@@ -396,6 +408,8 @@ class Journal:
         conn = self._conn
         async with self._db_lock:
             try:
+                if self._unsure:
+                    await self._resolve(batch)
                 await conn.executemany(INSERT_EVENT, batch.rows)
                 if batch.traces:
                     await conn.executemany(UPSERT_TRACE, list(batch.traces.values()))
@@ -410,6 +424,25 @@ class Journal:
         self.stats.written += len(batch.rows)
         self.stats.batches += 1
         self._progress.set()
+
+    async def _resolve(self, batch: _Batch) -> None:
+        """Point the batch's unsure traces at the row they already have in the main file, if
+        any: a position held across a restart (or past `KNOWN_TRACES` newer traces) goes on
+        updating the row its trace started, rather than adding one that says "open" beside it.
+        Rare (held positions and orders in flight), and one index seek per seq bucket each.
+        The batches after this one, sealed with the guess, are corrected too."""
+        for trace_id in [t for t, entry in batch.traces.items() if self._unsure.get(t) == entry[0]]:
+            guess = self._unsure.pop(trace_id)
+            found = await _first_row(self._conn, trace_id, guess)
+            if found is None:
+                continue  # it starts here, or its row was archived: this row is its main-file part
+            if self._known.get(trace_id) == guess:
+                self._known[trace_id] = found
+            for later in (*self._sealed, self._batch):
+                entry = later.traces.get(trace_id)
+                if entry is not None and entry[0] == guess:
+                    entry[0] = found
+            batch.traces[trace_id][0] = found
 
     async def _rotate(self, now_ms: int) -> list[Path]:
         async with self._rotate_lock:
@@ -429,6 +462,7 @@ class Journal:
                 raise JournalError(f"journal rotation of seq {span[0]}..{span[1]} failed: {exc}") from exc
             self.stats.rotations += 1
             self._known = {t: first for t, first in self._known.items() if first > span[1]}
+            self._unsure = {t: guess for t, guess in self._unsure.items() if t in self._known}
             await self._reclaim()
             await self._retain()
             return [archive]
@@ -655,6 +689,18 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+async def _first_row(conn: aiosqlite.Connection, trace_id: str, below: int) -> int | None:
+    """The first_seq of the trace's `traces` row in the main file that starts before `below`."""
+    async with conn.execute(MIN_MAX.format(column="first_seq", table="traces")) as cur:
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    sql = f"SELECT MIN(first_seq) FROM traces WHERE {bucket_in('first_seq', row[0], row[1])} AND trace_id = ? AND first_seq < ?"
+    async with conn.execute(sql, (trace_id, below)) as cur:
+        found = await cur.fetchone()
+    return None if found is None or found[0] is None else int(found[0])
 
 
 async def _highest_seq(conn: aiosqlite.Connection, path: Path) -> int:

@@ -26,6 +26,7 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import Durable
 from engine.journal.events import JournalEvent
+from engine.journal.files import is_blank
 from engine.journal.lock import journal_lock
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
@@ -217,7 +218,7 @@ def sim_start_ms(start_ms: int, journal: Path) -> int:
     if that is later. A sim clock runs `speed` times faster than the wall, so an earlier run's
     events can lie ahead of the wall clock, and a restart at wall time would stamp its events
     (the `recovered` one first) before the fills it recovered."""
-    if not journal.is_file():
+    if not journal.is_file() or is_blank(journal):  # a 0-byte file is a new journal
         return start_ms
     with JournalReader(journal) as reader:
         newest = reader.last_ts_ms()
@@ -253,7 +254,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
     ex = config.trading.execution
-    paper = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+    paper = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps), id_prefix=f"paper-{run_id}")
     feed: MarketFeed
     broker: Broker = paper
     if uses_exchange(config, options):

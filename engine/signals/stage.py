@@ -3,7 +3,8 @@
 For every symbol not yet evaluated in the current bar it builds the feature rows in one
 vectorised pass (`features_hot_latest` over `BarHistory`), applies the rules, consults the ML
 scorer according to its mode, and emits one `signal_snapshot` per symbol whose `cause` is the
-candidate's `candidate_snapshot` seq. Shadow scores go to `model_shadow` events only.
+candidate's `candidate_snapshot` seq (a held coin's exit decision: its position's `open`, see
+`evaluate_exits`). Shadow scores go to `model_shadow` events only.
 
 A candidate discovery dates as a listing (`coin_age_days`) whose bars begin at it gets the
 since-listing window features (`Listings.in_window`), and its rule checks say so.
@@ -197,11 +198,17 @@ class SignalStage:
         *,
         candidates: Mapping[str, Candidate],
         causes: Mapping[str, int] | None = None,
+        opened: Mapping[str, int] | None = None,
     ) -> list[Evaluated]:
         """Exit signals for held (symbol, position trace id) pairs not yet evaluated in this bar.
 
         Heat comes from the symbol's current candidate if discovery still reports it, else NaN
         (which the heat-decay rule treats as unknown, not as zero).
+
+        Each decision is journaled in the position's trace, caused by the event its exit
+        decisions hang off (`opened`: position trace id -> seq of its `open` position_update),
+        so the trace stays one tree; the candidate that brought the heat is another trace, so
+        its `candidate_snapshot` is named in the payload (`candidate_seq`), not as the cause.
         """
         bar_ms = self.bar_of(now_ms)
         fresh = [(s, t) for s, t in held if self._exits.get(s, bar_ms) is None]
@@ -223,8 +230,11 @@ class SignalStage:
         rows, raw = self._feature_rows(x), x.tolist()
         for i, (symbol, trace_id) in enumerate(fresh):
             cand = candidates.get(symbol)
-            cause = None if causes is None or cand is None else causes.get(cand.trace_id)
-            ev = self._journal(trace_id, symbol, now_ms, bar_ms, "exit", outcomes[i], rows[i], raw[i], None, i, cause)
+            seen = None if causes is None or cand is None else causes.get(cand.trace_id)
+            cause = None if opened is None else opened.get(trace_id)
+            ev = self._journal(
+                trace_id, symbol, now_ms, bar_ms, "exit", outcomes[i], rows[i], raw[i], None, i, cause, candidate_seq=seen
+            )
             if _has_last_bar(raw[i]):
                 self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
@@ -266,6 +276,8 @@ class SignalStage:
         scores: FloatArray | None,
         i: int,
         cause: int | None,
+        *,
+        candidate_seq: int | None = None,
     ) -> Evaluated:
         score = None if scores is None or np.isnan(scores[i]) else float(scores[i])
         production = self.scorer.mode == "production"
@@ -279,6 +291,8 @@ class SignalStage:
             "stage": stage,
             "bar_ms": bar_ms,
         }
+        if candidate_seq is not None:
+            payload["candidate_seq"] = candidate_seq
         seq = self.sink.emit(
             "signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause
         )

@@ -341,6 +341,30 @@ async def test_a_partly_filled_limit_entry_takes_one_slot() -> None:
     assert check("max_concurrent", True, 1, 2) in approved["checks"]
 
 
+async def test_a_held_coins_hold_decision_hangs_off_its_position_in_its_own_trace() -> None:
+    """A later bar's candidate for the held coin is another trace: the position's hold decision
+    was caused by its `candidate_snapshot`, so replay drew it as a second root. It hangs off
+    the position's open (as exit decisions do) and names the candidate in its payload."""
+    h = Harness(n=1)
+    await h.enter()
+    (held,) = h.core.book.holdings.values()
+    nxt = mk.NOW + 60_000
+    mk.feed_hot(h.core.history, h.names, nxt)
+    (cand,) = mk.candidates(h.names, nxt)
+    snap = h.sink.emit(
+        "candidate_snapshot", ts_ms=nxt, trace_id=cand.trace_id, symbol=cand.symbol,
+        payload={"heat": cand.heat, "components": {}, "rank": 1, "price": cand.price, "filters": [], "accepted": True},
+    )  # fmt: skip
+    batch = mk.book({cand.symbol: ENTRY_PRICE}, nxt)
+    h.core.step(batch, [cand], nxt, causes={cand.trace_id: snap})
+    trace = held.position.trace_id
+    assert cand.trace_id != trace
+    (hold,) = [e for e in h.sink.trace(trace) if e.kind == "signal_snapshot" and e.payload["stage"] == "exit"]
+    assert hold.payload["decision"] == "hold"
+    assert (hold.cause, hold.payload["candidate_seq"]) == (held.opened_seq, snap)
+    assert len(summarise(trace, h.sink.trace(trace)).roots) == 1
+
+
 async def test_max_hold_and_signal_exit() -> None:
     h = Harness(n=2)
     await h.enter()
@@ -903,7 +927,7 @@ async def test_start_equity_is_the_first_marked_equity_also_after_a_restart() ->
     h = Harness(n=1)
     await h.enter()
     assert h.core.start_equity == 1000.0  # marked before the entry it then made
-    after = TradingCore(h.settings, h.core.markets, RecordingSink())
+    after = TradingCore(h.settings, h.core.markets, h.sink)  # the same journal, as a restart reads it
     after.restore(h.core.book.holdings, h.core.cash)
     (symbol,) = after.book.holdings
     after.step(mk.book({symbol: ENTRY_PRICE * 1.01}, mk.NOW + 60_000), [], mk.NOW + 60_000)

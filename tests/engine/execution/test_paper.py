@@ -69,6 +69,19 @@ async def test_market_order_fills_at_once_with_one_fill() -> None:
     assert fill.trace_id == "0123456789abcdef"
 
 
+async def test_order_and_trade_ids_carry_the_prefix_and_repeat_without_one() -> None:
+    """An engine gives its run id (ids unique in a journal that outlives restarts); a backtest
+    keeps the plain prefix, so the same backtest run twice journals the same ids."""
+
+    async def ids(broker: PaperBroker) -> tuple[str | None, str]:
+        broker.update_book(make_batch({"DOGE/USDT": 0.3}))
+        update = await broker.submit(make_intent(), T0)
+        return update.order.exchange_order_id, update.fills[0].trade_id
+
+    assert await ids(PaperBroker(MODEL, id_prefix="paper-run1")) == ("paper-run1-1", "paper-run1-t1")
+    assert await ids(PaperBroker(MODEL)) == await ids(PaperBroker(MODEL)) == ("paper-1", "paper-t1")
+
+
 async def test_duplicate_client_id_is_refused() -> None:
     broker = PaperBroker(MODEL)
     broker.update_book(make_batch({"DOGE/USDT": 0.3}))

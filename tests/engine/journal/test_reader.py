@@ -139,6 +139,15 @@ def test_the_reader_never_writes(journal: tuple[Path, list[WrittenTrace]]) -> No
         reader._main.execute("DELETE FROM events")
 
 
+def test_a_zero_byte_journal_is_said_to_be_empty_not_foreign(tmp_path: Path) -> None:
+    """`sqlite3 j.sqlite "select 1"` (or `touch`) before the first run leaves 0 bytes: it was
+    called "no such table: events; is it a hotcoin journal?"."""
+    path = tmp_path / "j.sqlite"
+    path.touch()
+    with pytest.raises(JournalError, match=r"the journal file is empty \(no events yet\)"):
+        JournalReader(path)
+
+
 def test_missing_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="no journal at"):
         JournalReader(tmp_path / "absent.sqlite")
@@ -259,9 +268,19 @@ def test_a_position_still_open_brings_nothing_else(tmp_path: Path) -> None:
     assert summarise(a.trace_id, events).verdict.reason == "entered; position still open"
 
 
+def _second_row(path: Path, trace_id: str, ts_ms: int, outcome: str = "open") -> None:
+    """The `traces` row a writer before one-row-per-trace added when a trace went on after a
+    restart: keyed by that later event's seq, saying only what the later part did."""
+    with sqlite3.connect(path) as conn:
+        (seq,) = conn.execute("SELECT MAX(seq) FROM events WHERE trace_id = ?", (trace_id,)).fetchone()
+        symbol = conn.execute("SELECT symbol FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()[0]
+        conn.execute("INSERT INTO traces VALUES (?, ?, ?, ?, ?)", (seq, trace_id, ts_ms, symbol, outcome))
+
+
 def _continued_after_restart(path: Path) -> tuple[str, str]:
     """Trace x starts (discovery only) at T0, y at T0 + 60 s; the writer restarts and x goes
-    on at T0 + 120 s, which gives x a second `traces` row, newer than y's."""
+    on at T0 + 120 s, which gave x a second `traces` row, newer than y's (a journal written
+    before the writer looked restarted traces up still holds it)."""
 
     async def write() -> tuple[str, str]:
         async with Journal.open(path) as j:
@@ -272,7 +291,22 @@ def _continued_after_restart(path: Path) -> tuple[str, str]:
                    payload={"decision": "skip", "reason": "late", "rules": [], "features": {}})  # fmt: skip
         return x, y
 
-    return asyncio.run(write())
+    x, y = asyncio.run(write())
+    _second_row(path, x, T0 + 120_000, "rejected")
+    return x, y
+
+
+def test_check_counts_each_trace_once_in_a_journal_holding_two_rows_of_one(tmp_path: Path) -> None:
+    """A position held across a restart had a second row saying "open": `journal check` said
+    "entered 1, open 1" for one trace that `traces` listed once, as entered."""
+    path = tmp_path / "j.sqlite"
+    (a,) = build_journal(path, [lambda s: opened_trace(s)])
+    _second_row(path, a.trace_id, T0 + 60_000)
+    with JournalReader(path) as reader:
+        (main,) = reader.check()
+        assert main["traces"] == {"entered": 1}
+        assert [(r.trace_id, r.outcome) for r in reader.traces()] == [(a.trace_id, "entered")]
+        assert reader.traces(outcome="open") == []
 
 
 def test_traces_merges_a_restarted_trace_before_limiting(tmp_path: Path) -> None:
@@ -305,6 +339,8 @@ def test_traces_limit_counts_traces_across_many_pages(tmp_path: Path) -> None:
         return ids
 
     ids = asyncio.run(write())
+    for t in ids[::2]:
+        _second_row(path, t, T0 + 10_000, "rejected")
     with JournalReader(path) as reader:
         assert [r.trace_id for r in reader.traces(limit=600)] == ids[::-1][:600]
         assert [r.trace_id for r in reader.traces(limit=600, outcome="rejected")] == ids[::-1][:600]

@@ -12,7 +12,7 @@ import pytest
 
 from engine.config.sections.journal import JournalSection
 from engine.errors import EventValidationError, JournalError
-from engine.journal.writer import Journal
+from engine.journal.writer import KNOWN_TRACES, Journal
 from tests.kit.events import (
     close_all_trace,
     entered_trace,
@@ -24,6 +24,8 @@ from tests.kit.events import (
 from tests.kit.waiting import eventually
 
 FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
+HOLD = {"decision": "hold", "reason": "no signal exit fired", "rules": [], "features": {}}
+CANDIDATE = {"heat": 50.0, "components": {}, "rank": 1, "price": 1.0, "filters": [], "accepted": True}
 
 
 def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -277,16 +279,33 @@ async def test_entered_is_not_overridden_by_a_later_rejection(tmp_path: Path) ->
     assert rows(path, "SELECT outcome FROM traces") == [("entered",)]
 
 
-async def test_a_trace_continued_after_reopen_gets_a_second_row(tmp_path: Path) -> None:
+async def test_a_trace_continued_after_reopen_keeps_its_one_row(tmp_path: Path) -> None:
+    """A position held across a restart: its events after it update the row its trace started
+    (it got a second row saying "open", and `journal check` counted the trace twice). Batches
+    of one event: those sealed before the first is written are pointed at the row too."""
     path = tmp_path / "j.sqlite"
     async with Journal.open(path, settings()) as j:
         trace = rule_rejected_trace(j)
-    async with Journal.open(path, settings()) as j:
+        other = filter_rejected_trace(j)
+    async with Journal.open(path, settings(batch_size=1)) as j:
         j.emit("fill", ts_ms=9, trace_id=trace.trace_id, payload=FILL)
-    assert rows(path, "SELECT first_seq, outcome FROM traces WHERE trace_id = ? ORDER BY first_seq", (trace.trace_id,)) == [
-        (1, "rejected"),
-        (3, "entered"),  # a buy fill
+        j.emit("signal_snapshot", ts_ms=10, trace_id=trace.trace_id, payload=HOLD, cause=3)
+        j.emit("signal_snapshot", ts_ms=11, trace_id=other.trace_id, payload=HOLD, cause=1)
+    assert rows(path, "SELECT trace_id, first_seq, outcome FROM traces ORDER BY first_seq") == [
+        (trace.trace_id, 1, "entered"),  # a buy fill
+        (other.trace_id, 3, "rejected"),
     ]
+
+
+async def test_a_trace_forgotten_past_known_traces_keeps_its_one_row(tmp_path: Path) -> None:
+    """A position held while more than `KNOWN_TRACES` newer traces came and went."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(batch_size=2000, max_pending=100_000)) as j:
+        trace = opened_trace(j)
+        for i in range(KNOWN_TRACES + 1):
+            j.emit("candidate_snapshot", ts_ms=5, trace_id=f"c{i}", payload=CANDIDATE)
+        j.emit("signal_snapshot", ts_ms=9, trace_id=trace.trace_id, payload=HOLD, cause=trace.seqs["opened"])
+    assert rows(path, "SELECT first_seq FROM traces WHERE trace_id = ?", (trace.trace_id,)) == [(1,)]
 
 
 def _entry(j: Journal, *statuses: str, buy: bool = False) -> None:
