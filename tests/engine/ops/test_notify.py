@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from engine.config import load_config
@@ -161,6 +162,34 @@ async def test_feishu_errors(sink: HttpSink, status: int, reply: dict[str, Any],
         await notifier.aclose()
     assert info.value.retryable is retryable
     assert "/feishu/hook" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"<html>login required</html>", b"", {"ok": True}, {"code": None}, {"code": False}, [0]],
+    ids=["html", "empty", "no-code", "null-code", "false-code", "json-list"],
+)
+async def test_feishu_200_without_its_code_0_is_not_delivered(sink: HttpSink, reply: dict[str, Any] | bytes | list[int]) -> None:
+    """A 200 from something that is not Feishu (a proxy page, a wrong URL) counted as delivered:
+    the owner never saw the message and nothing said so."""
+    sink.answer(200, orjson.dumps(reply) if isinstance(reply, list) else reply)
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await notifier.send(note())
+    finally:
+        await notifier.aclose()
+    assert info.value.retryable is False
+    assert "notify.feishu.webhook_url" in str(info.value)
+
+
+async def test_feishu_older_status_code_0_is_delivered(sink: HttpSink) -> None:
+    sink.answer(200, {"Extra": None, "StatusCode": 0, "StatusMessage": "success"})
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
+    try:
+        await notifier.send(note())
+    finally:
+        await notifier.aclose()
 
 
 # -- dispatcher -------------------------------------------------------------------------------
