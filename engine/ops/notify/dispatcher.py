@@ -9,6 +9,10 @@ failed delivery that may succeed later (429, 5xx, network) with exponential back
 exactly the `retry_after` the far end asked for. A channel that is down, slow or rate-limited
 delays only its own queue: never the caller, never another channel.
 
+At close the queues get a few seconds at the usual pace; then the urgent messages still waiting
+(the engine stopping, a crash, a critical alert) get one attempt each past the rate limit, within
+a deadline, and whatever is left, the message a worker had in hand included, is counted lost.
+
 Time is injected (`clock`, `sleep`) so tests drive backoff and pacing without waiting.
 """
 
@@ -57,10 +61,16 @@ class DispatchSettings:
         return float(min(self.backoff_s * (2**attempt), self.max_backoff_s))
 
 
+def urgent(note: Notification) -> bool:
+    """Sent at close even past the rate limit: "Engine stopped" (and why) is the one message the
+    owner must get, and it comes last, behind whatever the pace was still holding."""
+    return note.severity is Severity.CRITICAL or note.category == "system"
+
+
 @dataclass(slots=True)
 class ChannelStats:
     sent: int = 0
-    failed: int = 0  # messages given up on (non-retryable, or retries exhausted)
+    failed: int = 0  # messages given up on (non-retryable, retries exhausted, left at shutdown)
     retries: int = 0
     dropped: int = 0  # oldest messages dropped because the queue was full
 
@@ -160,8 +170,9 @@ class Dispatcher:
             if channel.task is None:
                 channel.task = asyncio.create_task(self._run(channel), name=f"notify-{channel.notifier.name}")
 
-    async def aclose(self, drain_s: float = 5.0) -> None:
-        """Stop accepting, give queued messages up to `drain_s` seconds, then stop the workers."""
+    async def aclose(self, drain_s: float = 5.0, final_s: float = 3.0) -> None:
+        """Stop accepting, give queued messages up to `drain_s` seconds, stop the workers, then
+        give each urgent message left one attempt, unpaced, within `final_s` seconds."""
         self._closed = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_s):
@@ -174,10 +185,30 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await channel.task
                 channel.task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(final_s):
+                await asyncio.gather(*(self._send_urgent(c) for c in self._channels))
+        for channel in self._channels:
             left = len(channel.pending)
             if left:
-                log.warning("notifications not delivered at shutdown", extra={"channel": channel.notifier.name, "count": left})
+                channel.stats.failed += left
+                log.warning(
+                    "notifications not delivered at shutdown",
+                    extra={"channel": channel.notifier.name, "count": left, "titles": [n.title for n in channel.pending][:5]},
+                )
             await channel.notifier.aclose()
+
+    async def _send_urgent(self, channel: _Channel) -> None:
+        """One attempt for each urgent message still queued, without pacing or retries: the
+        engine is stopping, and a rate limit must not be what keeps "Engine stopped" unsaid."""
+        for note in [n for n in channel.pending if urgent(n)]:
+            try:
+                await channel.notifier.send(note)
+            except Exception as exc:  # a DeliveryError or a channel bug: it stays counted as lost
+                log.warning("notification not delivered at shutdown", extra={"channel": channel.notifier.name, "error": str(exc), "title": note.title})
+            else:
+                channel.pending.remove(note)
+                channel.stats.sent += 1
 
     async def __aenter__(self) -> Dispatcher:
         await self.start()
@@ -204,6 +235,11 @@ class Dispatcher:
                     note = replace(note, text=f"{note.text}\n({lost} earlier message(s) dropped: queue full)".lstrip("\n"))
                 await self._pace(channel)
                 await self._deliver(channel, note)
+            except asyncio.CancelledError:
+                # Stopped at close while pacing, sending or waiting to retry: the message goes
+                # back to the head of its queue, to be sent (when urgent) or counted as lost.
+                channel.pending.appendleft(note)
+                raise
             finally:
                 channel.busy = False
                 self._progress.set()
