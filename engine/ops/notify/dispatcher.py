@@ -73,6 +73,26 @@ class ChannelStats:
     failed: int = 0  # messages given up on (non-retryable, retries exhausted, left at shutdown)
     retries: int = 0
     dropped: int = 0  # oldest messages dropped because the queue was full
+    failing: int = 0  # delivery attempts failed in a row; 0 once one goes through
+    last_error: str = ""  # why the latest attempt failed; "" once one goes through
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReport:
+    """One channel as /health and /metrics show it: a channel down all day was visible only in
+    the log, so nobody watching the probes knew the alerts were not arriving."""
+
+    queued: int  # waiting, plus the one being sent
+    sent: int
+    failed: int
+    dropped: int
+    retries: int
+    failing: int
+    last_error: str
+
+    @property
+    def ok(self) -> bool:
+        return self.failing == 0
 
 
 class _Channel:
@@ -157,6 +177,21 @@ class Dispatcher:
     @property
     def stats(self) -> dict[str, ChannelStats]:
         return {c.notifier.name: c.stats for c in self._channels}
+
+    def report(self) -> dict[str, ChannelReport]:
+        """Each channel's queue and counters now, by channel name."""
+        return {
+            c.notifier.name: ChannelReport(
+                queued=len(c.pending) + int(c.busy),
+                sent=c.stats.sent,
+                failed=c.stats.failed,
+                dropped=c.stats.dropped,
+                retries=c.stats.retries,
+                failing=c.stats.failing,
+                last_error=c.stats.last_error,
+            )
+            for c in self._channels
+        }
 
     @property
     def idle(self) -> bool:
@@ -268,6 +303,8 @@ class Dispatcher:
             try:
                 await channel.notifier.send(note)
             except DeliveryError as exc:
+                channel.stats.failing += 1
+                channel.stats.last_error = str(exc)
                 last = attempt == self.settings.max_retries
                 if not exc.retryable or last:
                     channel.stats.failed += 1
@@ -284,11 +321,14 @@ class Dispatcher:
                 channel.stats.retries += 1
                 log.info("notification delivery retried", extra={"channel": name, "error": str(exc), "delay_s": delay})
                 await self._sleep(max(0.0, delay))
-            except Exception:  # a channel bug must cost one message, never the worker
+            except Exception as exc:  # a channel bug must cost one message, never the worker
+                channel.stats.failing += 1
+                channel.stats.last_error = f"{type(exc).__name__} in the channel (see the log)"  # its text may hold a URL
                 channel.stats.failed += 1
                 self._forget(note)
                 log.exception("notifier crashed", extra={"channel": name, "title": note.title, "category": note.category})
                 return
             else:
                 channel.stats.sent += 1
+                channel.stats.failing, channel.stats.last_error = 0, ""
                 return

@@ -18,6 +18,7 @@ import pytest
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.ops.notify import (
+    ChannelReport,
     DeliveryError,
     Dispatcher,
     DispatchSettings,
@@ -408,6 +409,32 @@ async def test_close_gives_a_hung_channel_a_deadline_not_forever() -> None:
         await d.aclose(drain_s=0.05, final_s=0.05)
     assert d.stats["hung"].failed == 1
     assert d.stats["other"].sent == 1
+
+
+async def test_report_says_a_channel_is_failing_and_what_waits_behind_it() -> None:
+    t, fake, stuck = FakeTime(), FakeNotifier(), Stuck()
+    fake.fail_next(DeliveryError("telegram sendMessage: HTTP 502", retryable=True))
+    d = Dispatcher([fake], DispatchSettings(dedupe_window_s=0), clock=t.clock, sleep=stuck)
+    await d.start()
+    d.notify(note("a"))
+    d.notify(note("b"))
+    await eventually(lambda: stuck.waits == [1.0])  # "a" waits to retry, "b" behind it
+    try:
+        assert d.report() == {
+            "fake": ChannelReport(queued=2, sent=0, failed=0, dropped=0, retries=1, failing=1, last_error="telegram sendMessage: HTTP 502")
+        }
+        assert not d.report()["fake"].ok
+    finally:
+        await d.aclose(drain_s=0, final_s=0)
+
+
+async def test_report_is_ok_again_once_a_delivery_goes_through() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("500", retryable=True), times=2)
+    async with dispatcher(fake, t=t) as d:
+        d.notify(note("late"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+        assert d.report()["fake"] == ChannelReport(queued=0, sent=1, failed=0, dropped=0, retries=2, failing=0, last_error="")
 
 
 # -- what becomes a notification --------------------------------------------------------------
