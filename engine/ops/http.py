@@ -8,6 +8,11 @@ snapshot's own time: a snapshot stops changing exactly when the feed or the loop
 taken from it would stay young forever. /health answers 503 when the engine is blocked or
 halted, when a reason says the data is stale, or when the newest snapshot is older than
 `max_snapshot_age_s`; 200 otherwise (tradeable, degraded for another reason, starting).
+
+The notification channels are shown too (`notify`: each one's queue, counters, and `ok: false`
+with the last error while its deliveries fail), and never make /health 503: the probe answers
+"should this engine be restarted?", and a restart cannot mend Telegram, only stop trading and
+send "Engine stopped" into the same dead channel. Alert on `hotcoin_notify_failing_attempts`.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from aiohttp import web
 from engine.errors import ConfigError
 from engine.loopback import is_loopback_host
 from engine.ops.metrics import EngineMetrics
+from engine.ops.notify.dispatcher import ChannelReport
 from engine.runtime.snapshot import EngineSnapshot
 
 SnapshotSource = Callable[[], EngineSnapshot | None]
 QueueDepths = Callable[[], Mapping[str, int]]
+NotifySource = Callable[[], Mapping[str, ChannelReport]]
 Clock = Callable[[], int]
 
 log = logging.getLogger("hotcoin.ops.http")
@@ -48,11 +55,18 @@ def _age_s(now_ms: int, then_ms: int | None) -> float | None:
     return None if then_ms is None else max(0.0, (now_ms - then_ms) / 1000)
 
 
-def health_document(snap: EngineSnapshot | None, queues: Mapping[str, int], now_ms: int) -> dict[str, object]:
+def _channels(notify: Mapping[str, ChannelReport]) -> dict[str, dict[str, object]]:
+    return {name: {"ok": r.ok, **dataclasses.asdict(r)} for name, r in notify.items()}
+
+
+def health_document(
+    snap: EngineSnapshot | None, queues: Mapping[str, int], now_ms: int, notify: Mapping[str, ChannelReport] | None = None
+) -> dict[str, object]:
     """What /health returns: state, reasons, snapshot and stream ages at `now_ms`, error rate,
-    queue depths."""
+    queue depths, notification channels."""
+    channels = _channels(notify or {})
     if snap is None:
-        return {"state": "starting", "reasons": ["no cycle completed yet"], "queues": dict(queues)}
+        return {"state": "starting", "reasons": ["no cycle completed yet"], "queues": dict(queues), "notify": channels}
     st = snap.status
     return {
         "state": st.state,
@@ -70,6 +84,7 @@ def health_document(snap: EngineSnapshot | None, queues: Mapping[str, int], now_
         "positions": len(snap.positions),
         "pool_size": len(snap.candidates),
         "queues": dict(queues),
+        "notify": channels,
     }
 
 
@@ -104,6 +119,7 @@ class OpsServer:
         # sim's clock would be half a second: one slow cycle read as a dead engine).
         self._max_age_s = max_snapshot_age_s * max(1.0, clock_speed)
         self._now_ms = now_ms
+        self._notify: NotifySource = dict
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -128,13 +144,19 @@ class OpsServer:
             # `hotcoin doctor` says so too, but nobody runs it before every start: say it where it happens.
             log.warning("%s; %s", NOT_LOOPBACK.format(host=self._host), NOT_LOOPBACK_FIX, extra={"port": self.port})
 
+    def watch_notifications(self, channels: NotifySource) -> None:
+        """Show the notification channels on /health and /metrics from now on (they open after
+        the server, which must already hold its port). Once per server."""
+        self._notify = channels
+        self._metrics.count_notifications(channels)
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     async def _health(self, _: web.Request) -> web.Response:
-        doc = health_document(self._snapshot(), self._queues(), self._now_ms())
+        doc = health_document(self._snapshot(), self._queues(), self._now_ms(), self._notify())
         status = health_status(doc, self._max_age_s)
         return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 

@@ -4,12 +4,16 @@ engines in one test process never collide)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engine.runtime.snapshot import EngineSnapshot
+
+if TYPE_CHECKING:  # the engine (and every backtest) imports metrics; the HTTP channels stay out
+    from engine.ops.notify.dispatcher import ChannelReport
 
 
 class _CountsCollector(Collector):
@@ -24,6 +28,31 @@ class _CountsCollector(Collector):
         for key, value in sorted(self._counts().items()):
             family.add_metric([key], value)
         yield family
+
+
+class _NotifyCollector(Collector):
+    """The notification channels' queues and counters, read from the dispatcher at each scrape."""
+
+    def __init__(self, channels: Callable[[], Mapping[str, ChannelReport]]) -> None:
+        self._channels = channels
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        channels = sorted(self._channels().items())
+        queued = GaugeMetricFamily("hotcoin_notify_queue_depth", "Notifications waiting per channel", labels=["channel"])
+        outcomes = CounterMetricFamily(
+            "hotcoin_notifications", "Notifications by channel and outcome (sent, failed, dropped)", labels=["channel", "outcome"]
+        )
+        retries = CounterMetricFamily("hotcoin_notify_retries", "Delivery attempts retried per channel", labels=["channel"])
+        failing = GaugeMetricFamily(
+            "hotcoin_notify_failing_attempts", "Delivery attempts failed in a row (0: the last went through)", labels=["channel"]
+        )
+        for name, r in channels:
+            queued.add_metric([name], r.queued)
+            for outcome, count in (("sent", r.sent), ("failed", r.failed), ("dropped", r.dropped)):
+                outcomes.add_metric([name, outcome], count)
+            retries.add_metric([name], r.retries)
+            failing.add_metric([name], r.failing)
+        yield from (queued, outcomes, retries, failing)
 
 
 STATE_CODES = {"tradeable": 0, "degraded": 1, "blocked": 2}
@@ -81,6 +110,11 @@ class EngineMetrics:
         self.registry.register(
             _CountsCollector("hotcoin_feed_errors", "Market-data errors since start, by kind", "kind", counts)
         )
+
+    def count_notifications(self, channels: Callable[[], Mapping[str, ChannelReport]]) -> None:
+        """The notification channels' `hotcoin_notify_*` and `hotcoin_notifications_total`
+        from `channels()` at every scrape (once per engine)."""
+        self.registry.register(_NotifyCollector(channels))
 
     def set_queue_depths(self, queues: Mapping[str, int]) -> None:
         for name, depth in queues.items():

@@ -328,5 +328,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                 await stack.enter_async_context(serve_engine_socket(default_socket_path(config.paths.data_dir), client))
             bridge = await stack.enter_async_context(open_notifications(config, client, journal_path, engine.tap))
             engine.observe(bridge.on_event)
+            if ops is not None:
+                ops.watch_notifications(bridge.channels)
             await stack.enter_async_context(discovery_sources(config, mode, engine))
             yield EngineSession(engine, client, journal_path, run_id, ops.port if ops else None)

@@ -18,11 +18,12 @@ from engine.ops.notify.base import (
     NotifyError,
     Severity,
 )
-from engine.ops.notify.dispatcher import Dispatcher, DispatchSettings
+from engine.ops.notify.dispatcher import ChannelReport, Dispatcher, DispatchSettings
 from engine.ops.notify.events import NotificationBridge, notification_for
 from engine.ops.notify.factory import build_notifier, build_notifiers, telegram_bot
 
 __all__ = [
+    "ChannelReport",
     "DeliveryError",
     "DispatchSettings",
     "Dispatcher",

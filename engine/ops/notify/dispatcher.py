@@ -9,6 +9,10 @@ failed delivery that may succeed later (429, 5xx, network) with exponential back
 exactly the `retry_after` the far end asked for. A channel that is down, slow or rate-limited
 delays only its own queue: never the caller, never another channel.
 
+At close the queues get a few seconds at the usual pace; then the urgent messages still waiting
+(the engine stopping, a crash, a critical alert) get one attempt each past the rate limit, within
+a deadline, and whatever is left, the message a worker had in hand included, is counted lost.
+
 Time is injected (`clock`, `sleep`) so tests drive backoff and pacing without waiting.
 """
 
@@ -57,12 +61,38 @@ class DispatchSettings:
         return float(min(self.backoff_s * (2**attempt), self.max_backoff_s))
 
 
+def urgent(note: Notification) -> bool:
+    """Sent at close even past the rate limit: "Engine stopped" (and why) is the one message the
+    owner must get, and it comes last, behind whatever the pace was still holding."""
+    return note.severity is Severity.CRITICAL or note.category == "system"
+
+
 @dataclass(slots=True)
 class ChannelStats:
     sent: int = 0
-    failed: int = 0  # messages given up on (non-retryable, or retries exhausted)
+    failed: int = 0  # messages given up on (non-retryable, retries exhausted, left at shutdown)
     retries: int = 0
     dropped: int = 0  # oldest messages dropped because the queue was full
+    failing: int = 0  # delivery attempts failed in a row; 0 once one goes through
+    last_error: str = ""  # why the latest attempt failed; "" once one goes through
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReport:
+    """One channel as /health and /metrics show it: a channel down all day was visible only in
+    the log, so nobody watching the probes knew the alerts were not arriving."""
+
+    queued: int  # waiting, plus the one being sent
+    sent: int
+    failed: int
+    dropped: int
+    retries: int
+    failing: int
+    last_error: str
+
+    @property
+    def ok(self) -> bool:
+        return self.failing == 0
 
 
 class _Channel:
@@ -148,6 +178,21 @@ class Dispatcher:
     def stats(self) -> dict[str, ChannelStats]:
         return {c.notifier.name: c.stats for c in self._channels}
 
+    def report(self) -> dict[str, ChannelReport]:
+        """Each channel's queue and counters now, by channel name."""
+        return {
+            c.notifier.name: ChannelReport(
+                queued=len(c.pending) + int(c.busy),
+                sent=c.stats.sent,
+                failed=c.stats.failed,
+                dropped=c.stats.dropped,
+                retries=c.stats.retries,
+                failing=c.stats.failing,
+                last_error=c.stats.last_error,
+            )
+            for c in self._channels
+        }
+
     @property
     def idle(self) -> bool:
         """Nothing waiting and nothing in flight on any channel."""
@@ -160,8 +205,9 @@ class Dispatcher:
             if channel.task is None:
                 channel.task = asyncio.create_task(self._run(channel), name=f"notify-{channel.notifier.name}")
 
-    async def aclose(self, drain_s: float = 5.0) -> None:
-        """Stop accepting, give queued messages up to `drain_s` seconds, then stop the workers."""
+    async def aclose(self, drain_s: float = 5.0, final_s: float = 3.0) -> None:
+        """Stop accepting, give queued messages up to `drain_s` seconds, stop the workers, then
+        give each urgent message left one attempt, unpaced, within `final_s` seconds."""
         self._closed = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_s):
@@ -174,10 +220,30 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await channel.task
                 channel.task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(final_s):
+                await asyncio.gather(*(self._send_urgent(c) for c in self._channels))
+        for channel in self._channels:
             left = len(channel.pending)
             if left:
-                log.warning("notifications not delivered at shutdown", extra={"channel": channel.notifier.name, "count": left})
+                channel.stats.failed += left
+                log.warning(
+                    "notifications not delivered at shutdown",
+                    extra={"channel": channel.notifier.name, "count": left, "titles": [n.title for n in channel.pending][:5]},
+                )
             await channel.notifier.aclose()
+
+    async def _send_urgent(self, channel: _Channel) -> None:
+        """One attempt for each urgent message still queued, without pacing or retries: the
+        engine is stopping, and a rate limit must not be what keeps "Engine stopped" unsaid."""
+        for note in [n for n in channel.pending if urgent(n)]:
+            try:
+                await channel.notifier.send(note)
+            except Exception as exc:  # a DeliveryError or a channel bug: it stays counted as lost
+                log.warning("notification not delivered at shutdown", extra={"channel": channel.notifier.name, "error": str(exc), "title": note.title})
+            else:
+                channel.pending.remove(note)
+                channel.stats.sent += 1
 
     async def __aenter__(self) -> Dispatcher:
         await self.start()
@@ -204,6 +270,11 @@ class Dispatcher:
                     note = replace(note, text=f"{note.text}\n({lost} earlier message(s) dropped: queue full)".lstrip("\n"))
                 await self._pace(channel)
                 await self._deliver(channel, note)
+            except asyncio.CancelledError:
+                # Stopped at close while pacing, sending or waiting to retry: the message goes
+                # back to the head of its queue, to be sent (when urgent) or counted as lost.
+                channel.pending.appendleft(note)
+                raise
             finally:
                 channel.busy = False
                 self._progress.set()
@@ -232,6 +303,8 @@ class Dispatcher:
             try:
                 await channel.notifier.send(note)
             except DeliveryError as exc:
+                channel.stats.failing += 1
+                channel.stats.last_error = str(exc)
                 last = attempt == self.settings.max_retries
                 if not exc.retryable or last:
                     channel.stats.failed += 1
@@ -248,11 +321,14 @@ class Dispatcher:
                 channel.stats.retries += 1
                 log.info("notification delivery retried", extra={"channel": name, "error": str(exc), "delay_s": delay})
                 await self._sleep(max(0.0, delay))
-            except Exception:  # a channel bug must cost one message, never the worker
+            except Exception as exc:  # a channel bug must cost one message, never the worker
+                channel.stats.failing += 1
+                channel.stats.last_error = f"{type(exc).__name__} in the channel (see the log)"  # its text may hold a URL
                 channel.stats.failed += 1
                 self._forget(note)
                 log.exception("notifier crashed", extra={"channel": name, "title": note.title, "category": note.category})
                 return
             else:
                 channel.stats.sent += 1
+                channel.stats.failing, channel.stats.last_error = 0, ""
                 return

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from engine.ops.notify.base import Notification, Severity
+from engine.ops.notify.dispatcher import ChannelReport
 
 log = logging.getLogger("hotcoin.notify")
 
@@ -157,8 +158,13 @@ class NotificationBridge:
 
     Never raises into the caller: a malformed payload costs its message and a log line."""
 
-    def __init__(self, dispatcher: NotificationSink) -> None:
+    def __init__(self, dispatcher: NotificationSink, channels: Callable[[], Mapping[str, ChannelReport]] = dict) -> None:
         self._dispatcher = dispatcher
+        self._channels = channels
+
+    def channels(self) -> Mapping[str, ChannelReport]:
+        """Each channel's queue and counters (none when no channel is configured)."""
+        return self._channels()
 
     def on_event(self, kind: str, payload: Mapping[str, Any], symbol: str | None = None) -> bool:
         """True when the event became a queued notification."""

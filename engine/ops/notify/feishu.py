@@ -2,8 +2,9 @@
 
 With a signing secret the body carries `timestamp` (epoch seconds, as a string) and
 `sign = base64(HMAC-SHA256(key="<timestamp>\\n<secret>", message=b""))`, as Feishu's bot
-documentation specifies. Feishu answers HTTP 200 with `{"code": 0}` on success and a non-zero
-`code` otherwise; its rate limit (code 11232), HTTP 429 and 5xx may be retried.
+documentation specifies. Feishu answers HTTP 200 with `{"code": 0}` (older bots `{"StatusCode": 0}`)
+on success and a non-zero `code` otherwise; anything else (no code, a body that is not JSON) is
+a failure. Its rate limit (code 11232), HTTP 429 and 5xx may be retried.
 """
 
 from __future__ import annotations
@@ -71,15 +72,24 @@ class FeishuNotifier(Notifier):
             # The webhook URL embeds the bot's token: name the failure, never the URL.
             raise DeliveryError(f"feishu webhook: {type(exc).__name__}", retryable=True) from None
         try:
-            reply = orjson.loads(raw) if raw else {}
+            reply = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
-            reply = {}
+            reply = None
         code = reply.get("code", reply.get("StatusCode")) if isinstance(reply, dict) else None
-        if status == 200 and code in (0, None) and isinstance(reply, dict):
+        if status == 200 and type(code) is int and code == 0:
             return
-        msg = str(reply.get("msg", reply.get("StatusMessage", ""))) if isinstance(reply, dict) else ""
         retryable = status == 429 or status >= 500 or code in RATE_LIMITED_CODES
-        raise DeliveryError(f"feishu webhook: HTTP {status} code {code} {msg}".rstrip(), retryable=retryable)
+        if status == 200 and type(code) is not int:
+            # Only Feishu's own `{"code": 0}` says the message arrived: an empty, HTML or other
+            # page answering 200 (a proxy, a wrong URL) was counted as delivered, unseen.
+            raise DeliveryError(
+                "feishu webhook: HTTP 200 without a Feishu answer (no numeric `code` in the reply); "
+                "check that notify.feishu.webhook_url is the bot's webhook URL",
+                retryable=False,
+            )
+        said = f" code {code}" if code is not None else ""
+        msg = str(reply.get("msg", reply.get("StatusMessage", ""))) if isinstance(reply, dict) else ""
+        raise DeliveryError(f"feishu webhook: HTTP {status}{said} {msg}".rstrip(), retryable=retryable)
 
     async def aclose(self) -> None:
         if self._session is not None:

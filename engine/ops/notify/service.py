@@ -45,7 +45,7 @@ async def open_notifications(
     if dispatcher is None:
         yield NotificationBridge(_Nowhere())
         return
-    bridge = NotificationBridge(dispatcher)
+    bridge = NotificationBridge(dispatcher, dispatcher.report)
     tasks: list[asyncio.Task[None]] = []
     tg = config.notify.telegram
     async with dispatcher:

@@ -42,6 +42,11 @@ HELP = (
 )
 
 REFUSALS_PER_MINUTE = 6
+# Bounds on the wait after a failed getUpdates. A 429's retry_after counts only up to the cap:
+# one answer asking for an hour left /pause and /closeall unheard for that hour. The floor keeps
+# a retry_after of 0 (or less) from turning the poller into a tight loop against the Bot API.
+POLL_RETRY_MIN_S = 1.0
+POLL_RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,13 @@ class _PendingClose:
 
 def _new_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def poll_retry_delay(retry_after: float | None, failures: int) -> float:
+    """Seconds to wait after the `failures`-th failed getUpdates in a row: the far end's
+    retry_after when it named one, else 2, 4, 8 … s; always within the poll's bounds."""
+    asked = retry_after if retry_after is not None else 2.0 ** min(failures, 6)
+    return min(POLL_RETRY_MAX_S, max(POLL_RETRY_MIN_S, asked))
 
 
 class _PerMinute:
@@ -124,7 +136,7 @@ class TelegramCommands:
                 updates = await self._bot.get_updates(self._offset, self._poll_timeout_s)
             except DeliveryError as exc:
                 failures += 1
-                delay = exc.retry_after if exc.retry_after is not None else min(60.0, 2.0 ** min(failures, 6))
+                delay = poll_retry_delay(exc.retry_after, failures)
                 log.warning("telegram getUpdates failed", extra={"error": str(exc), "retry_in_s": delay})
                 await self._sleep(delay)
                 continue

@@ -28,7 +28,7 @@ class Recorded:
 class HttpSink:
     requests: list[Recorded] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
-    _script: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
+    _script: deque[tuple[int, dict[str, Any] | bytes]] = field(default_factory=deque)
     _held: asyncio.Event | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
@@ -56,7 +56,8 @@ class HttpSink:
         doc: dict[str, Any] = {"ok": False, "error_code": status, "description": f"error {status}", **body}
         self._script.extend([(status, doc)] * times)
 
-    def answer(self, status: int, body: dict[str, Any]) -> None:
+    def answer(self, status: int, body: dict[str, Any] | bytes) -> None:
+        """The next request answers `status` with `body`: JSON for a dict, as given for bytes."""
         self._script.append((status, body))
 
     def hold(self) -> None:
@@ -87,6 +88,8 @@ class HttpSink:
             await self._held.wait()
         if self._script:
             status, doc = self._script.popleft()
+            if isinstance(doc, bytes):
+                return web.Response(body=doc, status=status, content_type="text/html")
             return web.json_response(doc, status=status)
         if request.path.endswith("/getUpdates"):
             if not self.updates and body.get("timeout"):  # long poll, as Telegram does

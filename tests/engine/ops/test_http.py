@@ -2,15 +2,20 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from engine.config import load_config
 from engine.errors import ConfigError
 from engine.ops.http import OpsServer, health_document, health_status
 from engine.ops.metrics import EngineMetrics
+from engine.ops.notify import ChannelReport
+from engine.runtime.session import RunOptions, open_session
 from engine.runtime.snapshot import EngineSnapshot
+from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.domain import T0
 from tests.kit.snapshots import make_snapshot, make_status
 
@@ -200,3 +205,69 @@ async def test_listening_beyond_loopback_is_a_warning_at_start(
         assert said == [f"/health and /metrics listen on {host}, not loopback; set ops.http_host = 127.0.0.1 unless a firewall guards the port"]
     else:
         assert said == []
+
+
+FAILING = ChannelReport(queued=4, sent=10, failed=2, dropped=1, retries=7, failing=3, last_error="telegram sendMessage: HTTP 502")
+FINE = ChannelReport(queued=0, sent=12, failed=0, dropped=0, retries=0, failing=0, last_error="")
+
+
+async def test_notification_channels_show_on_health_and_metrics_without_a_503() -> None:
+    """A channel failing all day showed only in the log: /health and /metrics said nothing, so
+    whoever watched them never learnt the alerts were not arriving. A failing channel is shown,
+    and /health stays 200: restarting the engine would not mend Telegram."""
+    metrics = EngineMetrics()
+    server = OpsServer(metrics, make_snapshot, dict, "127.0.0.1", 0, now_ms=lambda: T0)
+    await server.start()
+    server.watch_notifications(lambda: {"telegram": FAILING, "feishu": FINE})
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{server.port}/health") as resp:
+                assert resp.status == 200
+                notify = (await resp.json())["notify"]
+            async with http.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
+                text = await resp.text()
+    finally:
+        await server.stop()
+    assert notify["telegram"] == {
+        "ok": False, "queued": 4, "sent": 10, "failed": 2, "dropped": 1, "retries": 7, "failing": 3,
+        "last_error": "telegram sendMessage: HTTP 502",
+    }
+    assert notify["feishu"]["ok"] is True
+    for line in (
+        'hotcoin_notify_queue_depth{channel="telegram"} 4.0',
+        'hotcoin_notifications_total{channel="telegram",outcome="sent"} 10.0',
+        'hotcoin_notifications_total{channel="telegram",outcome="failed"} 2.0',
+        'hotcoin_notifications_total{channel="telegram",outcome="dropped"} 1.0',
+        'hotcoin_notify_retries_total{channel="telegram"} 7.0',
+        'hotcoin_notify_failing_attempts{channel="telegram"} 3.0',
+        'hotcoin_notify_failing_attempts{channel="feishu"} 0.0',
+    ):
+        assert line in text, line
+
+
+def test_health_lists_no_channels_when_none_is_watched() -> None:
+    assert health_document(None, {}, T0)["notify"] == {}
+    assert health_status(health_document(make_snapshot(), {}, T0, {"telegram": FAILING}), 30.0) == 200
+
+
+async def test_a_session_shows_its_notification_channels(tmp_path: Path) -> None:
+    """The runtime handed /health and /metrics only the journal's queue."""
+    sink = HttpSink()
+    await sink.start()
+    cli = {
+        "sim.symbols": 40, "sim.pumps_per_day": 0, "sim.dumps_per_day": 0, "sim.listings_per_day": 0,
+        "ops.http_port": 0, "journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"),
+    }
+    config = load_config(env={"HOTCOIN_NOTIFY__FEISHU__WEBHOOK_URL": f"{sink.base_url}/feishu/hook/x"}, cli=cli).config
+    try:
+        async with open_session(config, RunOptions(demo=True, attach_socket=False, lockstep_ms=5_000)) as session:
+            base = f"http://127.0.0.1:{session.ops_port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/health") as resp:
+                    notify = (await resp.json())["notify"]
+                async with http.get(f"{base}/metrics") as resp:
+                    text = await resp.text()
+    finally:
+        await sink.stop()
+    assert list(notify) == ["feishu"] and notify["feishu"]["ok"] is True
+    assert 'hotcoin_notify_queue_depth{channel="feishu"}' in text

@@ -7,15 +7,18 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.ops.notify import (
+    ChannelReport,
     DeliveryError,
     Dispatcher,
     DispatchSettings,
@@ -161,6 +164,34 @@ async def test_feishu_errors(sink: HttpSink, status: int, reply: dict[str, Any],
         await notifier.aclose()
     assert info.value.retryable is retryable
     assert "/feishu/hook" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"<html>login required</html>", b"", {"ok": True}, {"code": None}, {"code": False}, [0]],
+    ids=["html", "empty", "no-code", "null-code", "false-code", "json-list"],
+)
+async def test_feishu_200_without_its_code_0_is_not_delivered(sink: HttpSink, reply: dict[str, Any] | bytes | list[int]) -> None:
+    """A 200 from something that is not Feishu (a proxy page, a wrong URL) counted as delivered:
+    the owner never saw the message and nothing said so."""
+    sink.answer(200, orjson.dumps(reply) if isinstance(reply, list) else reply)
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await notifier.send(note())
+    finally:
+        await notifier.aclose()
+    assert info.value.retryable is False
+    assert "notify.feishu.webhook_url" in str(info.value)
+
+
+async def test_feishu_older_status_code_0_is_delivered(sink: HttpSink) -> None:
+    sink.answer(200, {"Extra": None, "StatusCode": 0, "StatusMessage": "success"})
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
+    try:
+        await notifier.send(note())
+    finally:
+        await notifier.aclose()
 
 
 # -- dispatcher -------------------------------------------------------------------------------
@@ -314,6 +345,96 @@ async def test_close_drains_then_stops_and_refuses_new_messages() -> None:
     assert [n.text for n in fake.sent] == ["queued before start"]
     assert fake.closed
     assert not d.notify(note("too late"))
+
+
+class Stuck:
+    """A pacing or retry wait that outlasts the test: the worker still holds its message when
+    the dispatcher closes. `waits` lists the delays asked for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.Event().wait()
+
+
+STOPPED = Notification("Engine stopped", "run r1: shutdown", Severity.WARNING, "system")
+
+
+async def test_close_sends_engine_stopped_past_the_rate_limit(caplog: pytest.LogCaptureFixture) -> None:
+    """At the rate limit when the engine stopped, "Engine stopped" waited behind the pace, was
+    dropped at close, and the log counted one message short (the one being paced)."""
+    t, fake, stuck = FakeTime(), FakeNotifier(), Stuck()
+    d = Dispatcher([fake], DispatchSettings(max_per_minute=1, dedupe_window_s=0), clock=t.clock, sleep=stuck)
+    await d.start()
+    d.notify(note("routine 1"))
+    d.notify(note("routine 2"))  # taken by the worker, which waits for the next minute
+    await eventually(lambda: stuck.waits == [60.0])
+    d.notify(STOPPED)
+    with caplog.at_level(logging.WARNING, logger="hotcoin.notify"):
+        await d.aclose(drain_s=0.05)
+    assert [n.title for n in fake.sent] == ["Title", "Engine stopped"]
+    assert d.stats["fake"].failed == 1  # routine 2, never sent
+    [lost] = [r for r in caplog.records if r.getMessage() == "notifications not delivered at shutdown"]
+    assert lost.__dict__["count"] == 1
+
+
+async def test_close_counts_the_message_in_hand_as_lost(caplog: pytest.LogCaptureFixture) -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("500", retryable=True))
+    d = Dispatcher([fake], DispatchSettings(dedupe_window_s=0), clock=t.clock, sleep=Stuck())
+    await d.start()
+    d.notify(note("waits to retry"))
+    await eventually(lambda: d.stats["fake"].retries == 1)
+    with caplog.at_level(logging.WARNING, logger="hotcoin.notify"):
+        await d.aclose(drain_s=0.05)
+    assert fake.sent == []
+    assert d.stats["fake"].failed == 1
+    [lost] = [r for r in caplog.records if r.getMessage() == "notifications not delivered at shutdown"]
+    assert lost.__dict__["count"] == 1
+
+
+async def test_close_gives_a_hung_channel_a_deadline_not_forever() -> None:
+    class Hung(FakeNotifier):
+        async def send(self, note: Notification) -> None:
+            await asyncio.Event().wait()
+
+    hung, other = Hung("hung"), FakeNotifier("other")
+    d = Dispatcher([hung, other], DispatchSettings(dedupe_window_s=0))
+    await d.start()
+    d.notify(STOPPED)
+    await eventually(lambda: len(other.sent) == 1)
+    async with asyncio.timeout(2):
+        await d.aclose(drain_s=0.05, final_s=0.05)
+    assert d.stats["hung"].failed == 1
+    assert d.stats["other"].sent == 1
+
+
+async def test_report_says_a_channel_is_failing_and_what_waits_behind_it() -> None:
+    t, fake, stuck = FakeTime(), FakeNotifier(), Stuck()
+    fake.fail_next(DeliveryError("telegram sendMessage: HTTP 502", retryable=True))
+    d = Dispatcher([fake], DispatchSettings(dedupe_window_s=0), clock=t.clock, sleep=stuck)
+    await d.start()
+    d.notify(note("a"))
+    d.notify(note("b"))
+    await eventually(lambda: stuck.waits == [1.0])  # "a" waits to retry, "b" behind it
+    try:
+        assert d.report() == {
+            "fake": ChannelReport(queued=2, sent=0, failed=0, dropped=0, retries=1, failing=1, last_error="telegram sendMessage: HTTP 502")
+        }
+        assert not d.report()["fake"].ok
+    finally:
+        await d.aclose(drain_s=0, final_s=0)
+
+
+async def test_report_is_ok_again_once_a_delivery_goes_through() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("500", retryable=True), times=2)
+    async with dispatcher(fake, t=t) as d:
+        d.notify(note("late"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+        assert d.report()["fake"] == ChannelReport(queued=0, sent=1, failed=0, dropped=0, retries=2, failing=0, last_error="")
 
 
 # -- what becomes a notification --------------------------------------------------------------

@@ -13,7 +13,13 @@ import pytest
 
 from engine.journal.events import JournalEvent
 from engine.ops.notify.telegram import TelegramBot
-from engine.ops.notify.telegram_commands import REFUSALS_PER_MINUTE, TelegramCommands, format_status
+from engine.ops.notify.telegram_commands import (
+    POLL_RETRY_MAX_S,
+    POLL_RETRY_MIN_S,
+    REFUSALS_PER_MINUTE,
+    TelegramCommands,
+    format_status,
+)
 from engine.runtime.client import Command, EngineClient
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.local_client import LocalEngineClient
@@ -267,6 +273,26 @@ async def test_polling_answers_updates_advances_the_offset_and_backs_off_on_erro
     assert engine.commands == [(Command.PAUSE, "telegram:owner#9")]
     polls = [r.body for r in sink.requests if r.path.endswith("/getUpdates")]
     assert polls[0] == {"timeout": 0, "allowed_updates": ["message"]}
+
+
+async def test_a_429_asking_for_an_hour_pauses_polling_a_minute_and_never_zero(bot: TelegramBot, sink: HttpSink) -> None:
+    """One getUpdates answered 429 with retry_after=3600 left /pause and /closeall unheard for
+    an hour; a retry_after of 0 would poll in a tight loop. Both waits stay within bounds."""
+    engine = FakeEngineClient(candidates=5, positions=1)
+    clock = Clock()
+    tc = TelegramCommands(bot, OWNER, engine, poll_timeout_s=0, clock=clock, sleep=clock.sleep)
+    sink.fail(429, parameters={"retry_after": 3600})
+    sink.fail(429, parameters={"retry_after": 0})
+    sink.updates = [update("/pause", update_id=10)]
+    task = asyncio.create_task(tc.run())
+    try:
+        await eventually(lambda: engine.commands == [(Command.PAUSE, "telegram:owner#9")])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert clock.slept[:2] == [POLL_RETRY_MAX_S, POLL_RETRY_MIN_S]
+    assert POLL_RETRY_MAX_S <= 120 and POLL_RETRY_MIN_S > 0
 
 
 async def test_open_notifications_wires_delivery_commands_and_reports(sink: HttpSink) -> None:
