@@ -351,3 +351,30 @@ def test_hotcoin_doctor_checks_the_journal_named_by_journal(tmp_path: Path) -> N
     assert out.exit_code == 1
     assert checks["journal.integrity"]["status"] == "fail"
     assert "j.sqlite: file is not a database" in checks["journal.integrity"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("secrets", "key"),
+    [
+        ('[notify.feishu]\nwebhook_url = "ftp://FSSECRET"\n', "notify.feishu.webhook_url"),
+        ('[notify.telegram]\nbot_token = ""\n', "notify.telegram.bot_token"),
+    ],
+    ids=["feishu-not-http", "telegram-empty-token"],
+)
+def test_hotcoin_doctor_refuses_a_notification_secret_no_channel_can_use(tmp_path: Path, secrets: str, key: str) -> None:
+    """doctor passed the ftp:// webhook (then `hotcoin run` died on it with a traceback) and
+    itself died with a traceback on the empty token."""
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "secrets.toml"
+    path.write_text(secrets)
+    path.chmod(0o600)
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"), "HOTCOIN_PATHS__SECRETS_FILE": str(path),
+           "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "5", "COLUMNS": "300"}  # fmt: skip
+    out = CliRunner().invoke(app, ["doctor"], env=env)
+    assert out.exit_code == 2, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)
+    assert f"config: FAIL invalid configuration:\n  {key} (from file:{path}): Value error, " in out.output
+    assert "FSSECRET" not in out.output
