@@ -2,8 +2,8 @@
 trade unattended?).
 
 Exit codes: report 0 done, 1 when `--send` could not deliver it to some channel, 2 no journal
-or a bad date; doctor 0 when nothing failed (warnings are printed), 1 when a check failed, 2
-when the config itself does not load.
+or a bad date, 130 interrupted while sending; doctor 0 when nothing failed (warnings are
+printed), 1 when a check failed, 2 when the config itself does not load.
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def report(
         # Retries are logged as they happen (redacted): a channel that is down can hold the
         # command for the whole retry schedule, and the owner should see why it waits.
         configure_logging(loaded.config.log_level, secrets=secret_values(loaded.config))
-        outcomes = asyncio.run(send_now(loaded.config, report_notification(result)))
+        try:
+            outcomes = asyncio.run(send_now(loaded.config, report_notification(result)))
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted while sending: some channel may not have it; {_again(chosen)}", err=True)
+            raise typer.Exit(130) from None
         typer.echo(_sent_lines(outcomes, chosen), err=True)
         if any(o.error is not None for o in outcomes):
             raise typer.Exit(1)
@@ -91,8 +95,12 @@ def _sent_lines(outcomes: list[Outcome], day: date) -> str:
     lines = [f"sent to {', '.join(sent)}"] if sent else []
     lines += [f"NOT sent to {o.channel} ({o.attempts} attempt{'s' * (o.attempts != 1)}): {o.error}" for o in failed]
     if failed:
-        lines.append(f"fix the channel, then send it again: hotcoin report --send --date {day.isoformat()}")
+        lines.append(f"fix the channel, then {_again(day)}")
     return "\n".join(lines)
+
+
+def _again(day: date) -> str:
+    return f"send it again: hotcoin report --send --date {day.isoformat()}"
 
 
 def _json(r: DailyReport) -> str:

@@ -9,6 +9,7 @@ only logged.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from engine.config import HotcoinConfig
@@ -66,16 +67,26 @@ class _Witness(Notifier):
 async def send_now(config: HotcoinConfig, note: Notification) -> list[Outcome]:
     """Deliver `note` to every configured channel (with the configured retries) and return one
     outcome per channel; an empty list when no channel is configured."""
-    witnesses = [_Witness(n) for n in build_notifiers(config)]
-    if not witnesses:
+    notifiers = build_notifiers(config)
+    if not notifiers:
         return []
     settings = DispatchSettings.from_section(config.notify)
-    longest = longest_delivery_s(settings, config.notify.timeout_s)
+    return await deliver(notifiers, settings, note, within_s=longest_delivery_s(settings, config.notify.timeout_s))
+
+
+async def deliver(notifiers: list[Notifier], settings: DispatchSettings, note: Notification, *, within_s: float) -> list[Outcome]:
+    """`send_now` on given channels. Cancelled (Ctrl-C during a long retry), it still stops
+    the retries and closes every channel's HTTP session before the cancellation goes on."""
+    witnesses = [_Witness(n) for n in notifiers]
     dispatcher = Dispatcher(witnesses, settings)
     await dispatcher.start()
     dispatcher.notify(note)
-    await dispatcher.aclose(drain_s=longest)
+    try:
+        await dispatcher.aclose(drain_s=within_s)
+    except asyncio.CancelledError:
+        await dispatcher.aclose(drain_s=0)
+        raise
     return [
-        Outcome(w.name, w.attempts, None if w.delivered else w.error or f"no answer within {longest:.0f} s")
+        Outcome(w.name, w.attempts, None if w.delivered else w.error or f"no answer within {within_s:.0f} s")
         for w in witnesses
     ]

@@ -15,9 +15,9 @@ from rich.console import Console
 
 from engine.journal.events import JournalEvent
 from engine.journal.writer import Journal
-from engine.ops.notify.base import Notification
+from engine.ops.notify.base import DeliveryError, FakeNotifier, Notification
 from engine.ops.notify.dispatcher import DispatchSettings
-from engine.ops.notify.oneshot import longest_delivery_s
+from engine.ops.notify.oneshot import Outcome, deliver, longest_delivery_s
 from engine.ops.report import (
     SILENCE_GRACE_MS,
     DailyReporter,
@@ -30,6 +30,7 @@ from engine.ops.report import (
     render_text,
     report_notification,
 )
+from tests.kit.waiting import eventually
 
 DAY = date(2026, 11, 24)
 D0, D1 = day_bounds(DAY)
@@ -505,6 +506,28 @@ def test_report_send_waits_as_long_as_a_message_can_be_retried() -> None:
     settings = DispatchSettings(max_retries=4, backoff_s=1.0, max_backoff_s=120.0)
     assert longest_delivery_s(settings, timeout_s=10.0) == 5 * 10.0 + 4 * 120.0 + 1.0
     assert longest_delivery_s(DispatchSettings(max_retries=0), timeout_s=3.0) == 4.0
+
+
+async def test_report_send_outcomes_name_the_last_error_of_each_channel() -> None:
+    down, flaky = FakeNotifier("telegram"), FakeNotifier("feishu")
+    down.fail_next(DeliveryError("telegram sendMessage: HTTP 403 Forbidden", retryable=False))
+    flaky.fail_next(DeliveryError("feishu webhook: HTTP 500", retryable=True), times=2)
+    settings = DispatchSettings(max_retries=2, backoff_s=0.01)
+    outcomes = await deliver([down, flaky], settings, Notification("t", "x"), within_s=5)
+    assert outcomes == [Outcome("telegram", 1, "telegram sendMessage: HTTP 403 Forbidden"), Outcome("feishu", 3, None)]
+    assert down.closed and flaky.closed
+
+
+async def test_an_interrupted_report_send_stops_retrying_and_closes_the_channels() -> None:
+    """Ctrl-C in a long retry left the workers running and the HTTP sessions unclosed."""
+    down = FakeNotifier("telegram")
+    down.fail_next(DeliveryError("telegram sendMessage: HTTP 500", retryable=True), times=9)
+    sending = asyncio.create_task(deliver([down], DispatchSettings(backoff_s=60), Notification("t", "x"), within_s=600))
+    await eventually(lambda: down.attempts == 1)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert down.closed and down.attempts == 1
 
 
 class HttpSinkThread:
