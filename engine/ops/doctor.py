@@ -7,7 +7,8 @@ size against rotation), free disk space, the clock against
 the exchange's (signed requests fail beyond recvWindow), the secrets file's permissions, whether
 other users can read the data dir and the journal, the API key's own restrictions (a key that
 can *withdraw* is the loudest failure there is), and whether the exchange and the notification
-channels can be reached.
+channels can be reached (Telegram by the read-only getMe; a Feishu webhook has no read-only
+call, so its host is only connected to, TLS included: doctor never posts a message).
 
 Network checks take the things they talk to as arguments (a base URL, an aiohttp session, a
 clock), so tests point them at the simulated exchange or a local fake on 127.0.0.1.
@@ -15,24 +16,28 @@ clock), so tests point them at the simulated exchange or a local fake on 127.0.0
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import hashlib
 import hmac
 import os
 import shutil
 import sqlite3
+import ssl
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
 
 from engine.config import HotcoinConfig, LoadedConfig
+from engine.config.sections.notify import http_url_problem
 from engine.journal.files import list_archives
 from engine.loopback import is_loopback_host
 from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
@@ -282,6 +287,33 @@ async def check_reachable(session: aiohttp.ClientSession, name: str, url: str, c
     return Check(f"reach.{name}", Status.OK, f"{name} answered in {ms:.0f} ms")
 
 
+async def check_feishu(webhook_url: str, *, timeout_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> Check:
+    """Whether the webhook's host accepts a connection (and a verified TLS handshake for
+    https). Posting is the only call a webhook takes and would message the owner, so this
+    stops before the request: a wrong token in the path is found by `hotcoin report --send`."""
+    fix = "check notify.feishu.webhook_url (copy it again from the bot's settings), DNS, routes and firewall"
+    problem = http_url_problem(webhook_url)
+    if problem is not None:  # the config refuses it first; kept for a caller that skips the config
+        return Check("reach.feishu", Status.FAIL, f"the webhook URL {problem}", fix)
+    parts = urlsplit(webhook_url)
+    host = parts.hostname or ""
+    tls = parts.scheme.lower() == "https"
+    port = parts.port or (443 if tls else 80)
+    start = clock()
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if tls else None)
+    except (OSError, TimeoutError) as exc:  # refused, no route, DNS (gaierror), TLS (SSLError)
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Check("reach.feishu", Status.FAIL, f"cannot connect to the webhook's host {host}:{port}: {why}", fix)
+    ms = (clock() - start) * 1000
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    how = "TLS connection" if tls else "connection"
+    return Check("reach.feishu", Status.OK, f"webhook host {host}:{port} accepted a {how} in {ms:.0f} ms (no test message sent)")
+
+
 # -- the whole run ------------------------------------------------------------------------------
 
 
@@ -317,6 +349,9 @@ async def run_doctor(
                 checks.append(await measure_clock(lambda: binance_time(session, base), wall_ms, recv_window_ms=c.exchange.recv_window_ms))
                 checks += await _key_checks(session, c, base, wall_ms)
         checks += await _telegram_check(c)
+    fs = c.notify.feishu.webhook_url
+    if fs is not None:
+        checks.append(await check_feishu(fs.get_secret_value(), timeout_s=c.notify.timeout_s))
     return checks
 
 

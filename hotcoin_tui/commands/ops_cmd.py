@@ -1,8 +1,9 @@
 """`hotcoin report` (one UTC day from the journal) and `hotcoin doctor` (is this box fit to
 trade unattended?).
 
-Exit codes: report 0 done, 2 no journal or a bad date; doctor 0 when nothing failed (warnings
-are printed), 1 when a check failed, 2 when the config itself does not load.
+Exit codes: report 0 done, 1 when `--send` could not deliver it to some channel, 2 no journal
+or a bad date, 130 interrupted while sending; doctor 0 when nothing failed (warnings are
+printed), 1 when a check failed, 2 when the config itself does not load.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import typer
 from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
 
 if TYPE_CHECKING:
-    from engine.config import HotcoinConfig
     from engine.ops.doctor import Check
-    from engine.ops.notify import Notification
+    from engine.ops.notify.oneshot import Outcome
     from engine.ops.report import DailyReport
 
 
@@ -69,22 +69,38 @@ def report(
 
         Console(highlight=False).print(render_rich(result))
     if send:
-        sent = asyncio.run(_send(loaded.config, report_notification(result)))
-        typer.echo(sent, err=True)
+        from engine.ops.logs import configure_logging, secret_values
+        from engine.ops.notify.oneshot import send_now
+
+        # Retries are logged as they happen (redacted): a channel that is down can hold the
+        # command for the whole retry schedule, and the owner should see why it waits.
+        configure_logging(loaded.config.log_level, secrets=secret_values(loaded.config))
+        try:
+            outcomes = asyncio.run(send_now(loaded.config, report_notification(result)))
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted while sending: some channel may not have it; {_again(chosen)}", err=True)
+            raise typer.Exit(130) from None
+        typer.echo(_sent_lines(outcomes, chosen), err=True)
+        if any(o.error is not None for o in outcomes):
+            raise typer.Exit(1)
 
 
-async def _send(config: HotcoinConfig, note: Notification) -> str:
-    from engine.ops.notify import build_notifier
-
-    dispatcher = build_notifier(config)
-    if dispatcher is None:
+def _sent_lines(outcomes: list[Outcome], day: date) -> str:
+    """One line for the channels that have it, one per channel that does not, with its error
+    and how to send it again (the report itself is above, on stdout)."""
+    if not outcomes:
         return "no notification channel configured (notify.telegram / notify.feishu); nothing sent"
-    async with dispatcher:
-        dispatcher.notify(note)
-    stats = dispatcher.stats
-    sent = [name for name, s in stats.items() if s.sent]
-    failed = [name for name, s in stats.items() if not s.sent]
-    return f"sent to {', '.join(sent) or 'no channel'}" + (f"; failed: {', '.join(failed)} (see the log)" if failed else "")
+    sent = [o.channel for o in outcomes if o.error is None]
+    failed = [o for o in outcomes if o.error is not None]
+    lines = [f"sent to {', '.join(sent)}"] if sent else []
+    lines += [f"NOT sent to {o.channel} ({o.attempts} attempt{'s' * (o.attempts != 1)}): {o.error}" for o in failed]
+    if failed:
+        lines.append(f"fix the channel, then {_again(day)}")
+    return "\n".join(lines)
+
+
+def _again(day: date) -> str:
+    return f"send it again: hotcoin report --send --date {day.isoformat()}"
 
 
 def _json(r: DailyReport) -> str:

@@ -6,11 +6,33 @@ only from the secrets file or the environment, like the exchange keys.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
 
 from engine.config.sections.base import Section
 
 TELEGRAM_API = "https://api.telegram.org"
+
+
+def http_url_problem(url: str) -> str | None:
+    """What keeps `url` from being an http(s) URL with a host, or None when nothing does.
+
+    Checked when the config loads, so that `config show`, `doctor` and `run` all refuse a bad
+    URL with the key named: found only when a channel is built, it was a traceback at engine
+    start, after doctor had passed it."""
+    if any(ch.isspace() for ch in url):
+        return "contains spaces or a line break (pasted with them?)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "does not start with https:// (or http://)"
+    if not parts.hostname:
+        return "has no host after the scheme"
+    return None
 
 
 class TelegramSettings(Section):
@@ -36,6 +58,30 @@ class TelegramSettings(Section):
         60.0, gt=0, le=600, description="/closeall must be confirmed with /confirm <code> within this many seconds."
     )
 
+    @field_validator("bot_token")
+    @classmethod
+    def _token_is_a_token(cls, token: SecretStr | None) -> SecretStr | None:
+        """An empty or space-padded token passed the load and crashed the Bot API client (or
+        made every call a 404): refused here, naming the key (never the value)."""
+        if token is not None:
+            value = token.get_secret_value()
+            if not value.strip():
+                raise ValueError(
+                    "the bot token is empty: put the token @BotFather gave you in the secrets file, "
+                    "or remove bot_token to run without Telegram"
+                )
+            if any(ch.isspace() for ch in value):
+                raise ValueError("the bot token contains spaces or a line break: copy it again from @BotFather")
+        return token
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, url: str) -> str:
+        problem = http_url_problem(url)
+        if problem is not None:
+            raise ValueError(f"the Bot API base URL {problem}: use {TELEGRAM_API} or your local Bot API server's URL")
+        return url
+
 
 class FeishuSettings(Section):
     webhook_url: SecretStr | None = Field(
@@ -44,6 +90,17 @@ class FeishuSettings(Section):
     secret: SecretStr | None = Field(
         None, description="The bot's signing secret, when signature verification is on (secrets file or env only)."
     )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, url: SecretStr | None) -> SecretStr | None:
+        problem = http_url_problem(url.get_secret_value()) if url is not None else None
+        if problem is not None:
+            raise ValueError(
+                f"the webhook URL {problem}: copy the whole URL "
+                "(https://open.feishu.cn/open-apis/bot/v2/hook/...) from the custom bot's settings"
+            )
+        return url
 
 
 class NotifySection(Section):

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from engine.config.sections.notify import http_url_problem
 from engine.ops.notify.base import DeliveryError, Notification, Notifier
 
 RATE_LIMITED_CODES = frozenset({11232})
@@ -50,7 +51,7 @@ class FeishuNotifier(Notifier):
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not webhook_url.startswith(("https://", "http://")):
+        if http_url_problem(webhook_url) is not None:  # the config refuses it first, naming the key
             raise ValueError("feishu: notify.feishu.webhook_url must be an http(s) URL")
         self._url = webhook_url
         self._secret = secret

@@ -105,3 +105,40 @@ def test_the_pool_bar_is_described_as_pacing_rank_acceleration_which_it_does() -
     weight = HeatSection.model_fields["w_rank_acceleration"].description or ""
     assert "rank acceleration" in bar and "changes heat and trades" in bar and "journal" in bar
     assert "pool.bar_ms" in weight
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("feishu.webhook_url", "ftp://x/hook/FSSECRET", "the webhook URL does not start with https://"),
+        ("feishu.webhook_url", "open.feishu.cn/open-apis/bot/v2/hook/FSSECRET", "the webhook URL does not start with https://"),
+        ("feishu.webhook_url", " https://open.feishu.cn/hook/FSSECRET", "the webhook URL contains spaces or a line break"),
+        ("feishu.webhook_url", "https:///hook/FSSECRET", "the webhook URL has no host"),
+        ("telegram.bot_token", "", "the bot token is empty"),
+        ("telegram.bot_token", "123:TGSECRET\n", "the bot token contains spaces or a line break"),
+        ("telegram.base_url", "api.telegram.org", "the Bot API base URL does not start with https://"),
+    ],
+    ids=["feishu-ftp", "feishu-no-scheme", "feishu-leading-space", "feishu-no-host", "tg-empty", "tg-newline", "tg-base-url"],
+)
+def test_a_notification_setting_no_channel_can_use_is_refused_at_load(tmp_path: Path, key: str, value: str, says: str) -> None:
+    """The channel constructors raised ValueError on these at engine start: a traceback from
+    `hotcoin run` (and from `hotcoin doctor` on an empty token) after `doctor` had passed them."""
+    section, name = key.split(".")
+    path = write(tmp_path / "notify.toml", f"[notify.{section}]\n{name} = {value!r}\n".replace("'", '"'))
+    path.chmod(0o600)
+    secret = name != "base_url"
+    with pytest.raises(ConfigError) as err:
+        load_config(None if secret else path, env={"HOTCOIN_PATHS__SECRETS_FILE": str(path)} if secret else {})
+    message = str(err.value)
+    assert f"notify.{key} (from file:{path}): Value error, {says}" in message
+    assert "SECRET" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://open.feishu.cn/open-apis/bot/v2/hook/abc", "http://127.0.0.1:8080/hook/abc", "HTTPS://open.larksuite.com/hook/abc"]
+)
+def test_a_webhook_url_any_channel_can_post_to_loads(url: str) -> None:
+    from engine.ops.notify.factory import build_notifiers
+
+    config = load_config(env={"HOTCOIN_NOTIFY__FEISHU__WEBHOOK_URL": url}).config
+    assert [n.name for n in build_notifiers(config)] == ["feishu"]

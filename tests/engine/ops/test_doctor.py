@@ -28,6 +28,7 @@ from engine.ops.doctor import (
     check_clock,
     check_config,
     check_disk,
+    check_feishu,
     check_journal,
     check_private,
     check_secrets_file,
@@ -310,6 +311,62 @@ async def test_run_doctor_on_the_simulated_market_needs_no_network(tmp_path: Pat
     assert named["privacy"].status is Status.OK
 
 
+# -- the Feishu webhook (connect only: a webhook takes no call that does not message the owner) -
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_reachable_feishu_host_passes_without_a_message_sent() -> None:
+    sink = HttpSink()
+    await sink.start()
+    try:
+        check = await check_feishu(f"{sink.base_url}/open-apis/bot/v2/hook/abc", timeout_s=5)
+    finally:
+        await sink.stop()
+    assert check.status is Status.OK
+    assert check.detail.startswith(f"webhook host {sink.base_url.removeprefix('http://')} accepted a connection in ")
+    assert check.detail.endswith("(no test message sent)")
+    assert sink.requests == []
+
+
+async def test_a_feishu_host_that_does_not_speak_tls_fails_an_https_webhook() -> None:
+    sink = HttpSink()
+    await sink.start()
+    try:
+        check = await check_feishu(f"{sink.base_url.replace('http://', 'https://')}/hook/abc", timeout_s=5)
+    finally:
+        await sink.stop()
+    assert check.status is Status.FAIL
+    assert "cannot connect to the webhook's host 127.0.0.1:" in check.detail and "SSL" in check.detail
+    assert "notify.feishu.webhook_url" in check.fix
+
+
+async def test_a_bad_feishu_url_fails_without_a_connection() -> None:
+    check = await check_feishu("ftp://x/hook/abc")
+    assert (check.status, check.detail) == (Status.FAIL, "the webhook URL does not start with https:// (or http://)")
+
+
+async def test_run_doctor_fails_a_feishu_only_config_whose_webhook_host_is_down(tmp_path: Path) -> None:
+    """doctor checked only Telegram: a Feishu-only config whose webhook could not be reached passed."""
+    port = _closed_port()
+    env = {
+        "HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "HOTCOIN_NOTIFY__FEISHU__WEBHOOK_URL": f"http://127.0.0.1:{port}/open-apis/bot/v2/hook/FSSECRET",
+    }
+    named = by_name(await run_doctor(load_config(env=env)))
+    assert "reach.telegram" not in named
+    feishu = named["reach.feishu"]
+    assert feishu.status is Status.FAIL
+    assert feishu.detail.startswith(f"cannot connect to the webhook's host 127.0.0.1:{port}: ConnectionRefusedError")
+    assert "FSSECRET" not in feishu.detail + feishu.fix
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -351,3 +408,30 @@ def test_hotcoin_doctor_checks_the_journal_named_by_journal(tmp_path: Path) -> N
     assert out.exit_code == 1
     assert checks["journal.integrity"]["status"] == "fail"
     assert "j.sqlite: file is not a database" in checks["journal.integrity"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("secrets", "key"),
+    [
+        ('[notify.feishu]\nwebhook_url = "ftp://FSSECRET"\n', "notify.feishu.webhook_url"),
+        ('[notify.telegram]\nbot_token = ""\n', "notify.telegram.bot_token"),
+    ],
+    ids=["feishu-not-http", "telegram-empty-token"],
+)
+def test_hotcoin_doctor_refuses_a_notification_secret_no_channel_can_use(tmp_path: Path, secrets: str, key: str) -> None:
+    """doctor passed the ftp:// webhook (then `hotcoin run` died on it with a traceback) and
+    itself died with a traceback on the empty token."""
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "secrets.toml"
+    path.write_text(secrets)
+    path.chmod(0o600)
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"), "HOTCOIN_PATHS__SECRETS_FILE": str(path),
+           "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "5", "COLUMNS": "300"}  # fmt: skip
+    out = CliRunner().invoke(app, ["doctor"], env=env)
+    assert out.exit_code == 2, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)
+    assert f"config: FAIL invalid configuration:\n  {key} (from file:{path}): Value error, " in out.output
+    assert "FSSECRET" not in out.output

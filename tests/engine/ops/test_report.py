@@ -4,6 +4,8 @@ the 00:00 UTC schedule."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ from rich.console import Console
 
 from engine.journal.events import JournalEvent
 from engine.journal.writer import Journal
-from engine.ops.notify.base import Notification
+from engine.ops.notify.base import DeliveryError, FakeNotifier, Notification
+from engine.ops.notify.dispatcher import DispatchSettings
+from engine.ops.notify.oneshot import Outcome, deliver, longest_delivery_s
 from engine.ops.report import (
     SILENCE_GRACE_MS,
     DailyReporter,
@@ -26,6 +30,7 @@ from engine.ops.report import (
     render_text,
     report_notification,
 )
+from tests.kit.waiting import eventually
 
 DAY = date(2026, 11, 24)
 D0, D1 = day_bounds(DAY)
@@ -409,6 +414,21 @@ def test_hotcoin_report_command(tmp_path: Path) -> None:
     assert missing.exit_code == 2
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """`report --send` logs its deliveries (configure_logging rewires the root logger): put
+    back what pytest had."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_hotcoin_report_send_goes_to_the_channels(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -429,24 +449,109 @@ def test_hotcoin_report_send_goes_to_the_channels(tmp_path: Path) -> None:
     assert sink.texts[0].startswith("Daily report 2026-11-24 UTC\nPnL +3.50")
 
 
+@pytest.mark.usefixtures("root_logging")
+def test_hotcoin_report_send_waits_out_the_retry_schedule(tmp_path: Path) -> None:
+    """It gave up after 5 s: a channel that answered the retry 5.5 s later was reported
+    "sent to no channel; failed: telegram (see the log)", with exit code 0 and nothing logged."""
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_journal(path))
+    sink = HttpSinkThread()
+    sink.fail(500, times=1)
+    with sink:
+        env = {
+            "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": "1:tok",
+            "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "9",
+            "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
+            "HOTCOIN_NOTIFY__BACKOFF_S": "5.5",
+        }
+        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("sent to telegram")
+    assert len(sink.texts) == 2 and sink.texts[1].startswith("Daily report 2026-11-24 UTC")
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_hotcoin_report_send_names_each_channel_it_failed_and_exits_1(tmp_path: Path) -> None:
+    """Every channel failing still exited 0, naming the channels but not why."""
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_journal(path))
+    sink = HttpSinkThread()
+    sink.fail(400, times=1, description="Bad Request: chat not found")
+    with sink:
+        env = {
+            "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": "1:tok",
+            "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "9",
+            "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
+            "HOTCOIN_NOTIFY__FEISHU__WEBHOOK_URL": f"{sink.base_url}/open-apis/bot/v2/hook/abc",
+        }
+        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send"], env=env)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()[-3:]
+    assert lines == [
+        "sent to feishu",
+        "NOT sent to telegram (1 attempt): telegram sendMessage: HTTP 400 Bad Request: chat not found",
+        "fix the channel, then send it again: hotcoin report --send --date 2026-11-24",
+    ]
+
+
+def test_report_send_waits_as_long_as_a_message_can_be_retried() -> None:
+    settings = DispatchSettings(max_retries=4, backoff_s=1.0, max_backoff_s=120.0)
+    assert longest_delivery_s(settings, timeout_s=10.0) == 5 * 10.0 + 4 * 120.0 + 1.0
+    assert longest_delivery_s(DispatchSettings(max_retries=0), timeout_s=3.0) == 4.0
+
+
+async def test_report_send_outcomes_name_the_last_error_of_each_channel() -> None:
+    down, flaky = FakeNotifier("telegram"), FakeNotifier("feishu")
+    down.fail_next(DeliveryError("telegram sendMessage: HTTP 403 Forbidden", retryable=False))
+    flaky.fail_next(DeliveryError("feishu webhook: HTTP 500", retryable=True), times=2)
+    settings = DispatchSettings(max_retries=2, backoff_s=0.01)
+    outcomes = await deliver([down, flaky], settings, Notification("t", "x"), within_s=5)
+    assert outcomes == [Outcome("telegram", 1, "telegram sendMessage: HTTP 403 Forbidden"), Outcome("feishu", 3, None)]
+    assert down.closed and flaky.closed
+
+
+async def test_an_interrupted_report_send_stops_retrying_and_closes_the_channels() -> None:
+    """Ctrl-C in a long retry left the workers running and the HTTP sessions unclosed."""
+    down = FakeNotifier("telegram")
+    down.fail_next(DeliveryError("telegram sendMessage: HTTP 500", retryable=True), times=9)
+    sending = asyncio.create_task(deliver([down], DispatchSettings(backoff_s=60), Notification("t", "x"), within_s=600))
+    await eventually(lambda: down.attempts == 1)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert down.closed and down.attempts == 1
+
+
 class HttpSinkThread:
-    """A Bot API stand-in on a thread, for commands that run their own event loop."""
+    """A Bot API (and Feishu webhook) stand-in on a thread, for commands that run their own
+    event loop. `fail(status, times)` makes the next requests to one channel answer an error."""
 
     def __init__(self) -> None:
         import http.server
         import threading
 
+        import orjson
+
         sink = self
         self.texts: list[str] = []
+        self._script: dict[str, list[tuple[int, bytes]]] = {"telegram": [], "feishu": []}
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                import orjson
-
                 body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                sink.texts.append(str(body.get("text")))
-                reply = b'{"ok": true, "result": {}}'
-                self.send_response(200)
+                text = body.get("text", body.get("content", {}).get("text"))
+                sink.texts.append(str(text))
+                script = sink._script["feishu" if self.path.startswith("/open-apis/") else "telegram"]
+                status, reply = script.pop(0) if script else (200, b'{"ok": true, "result": {}, "code": 0}')
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
@@ -458,6 +563,12 @@ class HttpSinkThread:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def fail(self, status: int, times: int = 1, description: str = "", channel: str = "telegram") -> None:
+        import orjson
+
+        reply = orjson.dumps({"ok": False, "error_code": status, "description": description or f"error {status}"})
+        self._script[channel].extend([(status, reply)] * times)
 
     def __enter__(self) -> HttpSinkThread:
         self._thread.start()
