@@ -383,8 +383,15 @@ def test_two_registrations_of_one_model_at_once_make_one_version(tmp_path: Path,
 
     monkeypatch.setattr(registry_module, "_stage", slow_stage)
     registry = ModelRegistry(tmp_path / "registry")
+    model = _model(tmp_path)  # one fetched file: each rewriting it could hand the other a torn copy
+    contract = _contract(model)
+    decision = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256=contract.model_sha256, decided_ms=6)
+
+    def register(_: int) -> ModelVersion:
+        return registry.register(model_path=model, contract=contract, decision=decision)
+
     with ThreadPoolExecutor(2) as pool:  # flock: two open files conflict as two processes' would
-        done = list(pool.map(lambda _: _register(registry, tmp_path), range(2)))
+        done = list(pool.map(register, range(2)))
     assert [v.version for v in registry.versions("lstm_hot", "1m")] == [1]
     assert done[0] == done[1] and done[0].path.name == "v0001"
     assert sorted(p.name for p in done[0].path.parent.iterdir()) == [".lock", "v0001"]  # no staging left
