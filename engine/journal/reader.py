@@ -229,7 +229,9 @@ class JournalReader:
         since_ms: int | None = None,
         limit: int = 50,
     ) -> list[TraceRow]:
-        """Traces, newest first. A trace split over several rows (rotation, a restart) is
+        """Traces, newest first: by the seq of their first event, the journal's order (one
+        engine's runs journal in time order; a warm-up, which replays past minutes, journals
+        nothing). A trace split over several rows (rotation, a restart) is
         merged into one first, then filtered and limited: its time and first seq are those of
         its start, its outcome the furthest any part reached. `symbol` is taken as a trader
         types it (`symbol_filter`): DOGE/USDT, doge, DOGEUSDT, doge-usdt.
