@@ -31,6 +31,11 @@ def outcome_label(outcome: str) -> str:
     return outcome.replace("not_filled", "not filled").replace("close_all", "close-all")
 
 
+def symbol_label(symbol: str | None, outcome: str) -> str:
+    """A trace's coin as shown; a close-all has none of its own (it sells every coin held)."""
+    return "(all)" if symbol is None and outcome == "close_all" else symbol or "-"
+
+
 def when(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
@@ -42,7 +47,7 @@ def render_trace(summary: TraceSummary) -> RenderableType:
         ("Trace ", "bold"),
         (summary.trace_id, "bold cyan"),
         "  ",
-        (summary.symbol or "-", "bold"),
+        (symbol_label(summary.symbol, v.outcome), "bold"),
         "  ",
         (outcome_label(v.outcome).upper(), OUTCOME_STYLE.get(v.outcome, "bold")),
         f"  {when(summary.first_ts_ms)} -> {when(summary.last_ts_ms)}  ({summary.events} events)",
@@ -200,7 +205,7 @@ def traces_table(rows: Sequence[TraceRow]) -> Table:
         table.add_column(name, no_wrap=True)
     for r in rows:
         table.add_row(
-            r.trace_id, when(r.ts_ms)[:19], r.symbol or "-", Text(outcome_label(r.outcome), OUTCOME_STYLE.get(r.outcome, "")),
+            r.trace_id, when(r.ts_ms)[:19], symbol_label(r.symbol, r.outcome), Text(outcome_label(r.outcome), OUTCOME_STYLE.get(r.outcome, "")),
             str(r.first_seq),
         )
     return table

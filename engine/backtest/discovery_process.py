@@ -160,8 +160,8 @@ class _Sending:
         self._sink = sink
         self._out = out
 
-    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
-        cycle = self._discovery.on_batch(batch)
+    def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
+        cycle = self._discovery.on_batch(batch, journal=journal)
         self._settled(cycle)
         return cycle
 
@@ -360,7 +360,9 @@ class PipedDiscovery:
         self._sink = sink
         self._where = where
 
-    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
+    def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
+        """The next result, its events re-emitted: the discovery that ran ahead was told of a
+        warm-up batch by its own driver and journaled none for it (`journal` is its business)."""
         ts, cycle, events = self._source.next_result()
         if ts != batch.ts_ms:
             raise DiscoveryProcessError(

@@ -61,8 +61,8 @@ class _Recording:
         self._discovery = discovery
         self._tape = tape
 
-    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
-        cycle = self._discovery.on_batch(batch)
+    def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
+        cycle = self._discovery.on_batch(batch, journal=journal)
         self._tape[batch.ts_ms] = cycle
         return cycle
 
@@ -82,8 +82,8 @@ class _Replay:
     def __init__(self, tape: dict[int, DiscoveryCycle]) -> None:
         self._tape = tape
 
-    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
-        cycle = self._tape.get(batch.ts_ms)
+    def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
+        cycle = self._tape.get(batch.ts_ms)  # a replay journals nothing either way
         if cycle is None:  # the key matched, so the feed went off the recorded minutes: a bug, not bad input
             raise RuntimeError(f"no recorded discovery result for the batch at {batch.ts_ms}; the replay diverged")
         return cycle

@@ -13,7 +13,12 @@ emitted at most once per symbol per bar:
 - for every pool member at the first batch of each new bar (re-evaluated on the new bar);
 - for a symbol a filter rejects while its heat is >= `pool.min_heat`, so "why not?" has an answer.
 With 1 s batches and 60 s bars that is at most pool size + rejected hot symbols per minute,
-never thousands per second.
+never thousands per second. A warm-up batch (`on_batch(batch, journal=False)`) journals
+nothing: nothing is decided before trading starts, and a restart's warm-up replays minutes an
+earlier run already decided (each snapshot opened a trace of the new run that nothing would
+ever decide). The first batch journaled then counts as a new bar's first: the pool it inherits
+from the warm-up is journaled there, so a trace begun in the warm-up and decided at the first
+trading batch still starts with its snapshot.
 
 Bad input never raises: rejected batches, bad prices and volumes, malformed, duplicate or
 unknown symbols are counted (`counters`) and skipped.
@@ -288,7 +293,8 @@ class Discovery:
         return symbol in self.listings
 
     # ------------------------------------------------------------------ the batch
-    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
+    def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
+        """Settle one batch; `journal=False` for a warm-up batch (module docstring)."""
         if self._block is not None:
             raise RuntimeError("discovery holds pushed batches not yet settled: flush() them before on_batch()")
         now = batch.ts_ms
@@ -303,7 +309,7 @@ class Discovery:
         return self._settle(_Minute(
             now, e, w.symbols, w.index, w.last_price, w.quote_volume_24h, w.high_24h, w.low_24h, w.trade_count_24h,
             listing_ms, frame, scores, codes,
-        ))  # fmt: skip
+        ), journal)  # fmt: skip
 
     def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = BLOCK_BATCHES) -> None:
         """`on_batch` for a replay, `block` batches at a time: each batch's result goes to
@@ -425,8 +431,8 @@ class Discovery:
         self._apply_social(batch.ts_ms)
         return upd
 
-    def _settle(self, m: _Minute) -> DiscoveryCycle:
-        """Filters, pool and journal for one scored batch."""
+    def _settle(self, m: _Minute, journal: bool = True) -> DiscoveryCycle:
+        """Filters, pool and journal (unless `journal` is False: a warm-up) for one scored batch."""
         now, e, frame, scores, codes = m.now, m.extent, m.frame, m.scores, m.codes
         heat = frame.heat
         hot = heat >= self.cfg.pool.min_heat
@@ -456,7 +462,7 @@ class Discovery:
             now, heats, qualifying, rejected, lambda s, rank: self._candidate(m, s, rows[s], rank, bar_start)
         )
         self._last, self._last_quiet = (frame, scores), None
-        emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered, hot)
+        emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered, hot) if journal else 0
         return DiscoveryCycle(
             ts_ms=now,
             accepted=True,

@@ -229,23 +229,29 @@ class JournalReader:
         since_ms: int | None = None,
         limit: int = 50,
     ) -> list[TraceRow]:
-        """Traces, newest first. A trace split over several rows (rotation, a restart) is
+        """Traces, newest first: by the seq of their first event, the journal's order (one
+        engine's runs journal in time order; a warm-up, which replays past minutes, journals
+        nothing). A trace split over several rows (rotation, a restart) is
         merged into one first, then filtered and limited: its time and first seq are those of
         its start, its outcome the furthest any part reached. `symbol` is taken as a trader
-        types it (`symbol_filter`): DOGE/USDT, doge, DOGEUSDT, doge-usdt.
+        types it (`symbol_filter`): DOGE/USDT, doge, DOGEUSDT, doge-usdt. A close-all has no
+        symbol (it sells every coin held); it is listed under each coin its events name, one
+        look-up of its events each (close-alls are rare).
 
         The filters also go into SQL, where they only narrow which rows are read: every trace
-        that passes has a row that does (its rows share its symbol, none is older than its
-        start, and its outcome is one of its rows'). Rows are read newest first until the
-        `limit`-th trace found starts above every row not read yet."""
+        that passes has a row that does (its rows share its symbol, or its outcome is close_all;
+        none is older than its start, and its outcome is one of its rows'). Rows are read
+        newest first until the `limit`-th trace found starts above every row not read yet."""
         if limit <= 0:
             return []
         where: list[str] = ["1"]
         params: list[object] = []
+        matches: tuple[str, tuple[str, ...]] | None = None
         if symbol is not None:
             clause, args = symbol_filter(symbol)
-            where.append(clause)
+            where.append(f"({clause} OR outcome = 'close_all')")
             params.extend(args)
+            matches = clause, args
         if outcome != "all":
             where.append("outcome = ?")
             params.append(outcome)
@@ -257,8 +263,16 @@ class JournalReader:
             "ORDER BY first_seq DESC LIMIT ?"
         )
 
+        named: dict[str, bool] = {}  # close-all -> whether its events name the symbol (asked once)
+
         def wanted(row: TraceRow) -> bool:
-            return (outcome == "all" or row.outcome == outcome) and (since_ms is None or row.ts_ms >= since_ms)
+            if matches is not None and row.outcome == "close_all" and row.trace_id not in named:
+                named[row.trace_id] = self._names(row.trace_id, *matches)
+            return (
+                (outcome == "all" or row.outcome == outcome)
+                and (since_ms is None or row.ts_ms >= since_ms)
+                and named.get(row.trace_id, True)
+            )
 
         merged: dict[str, TraceRow] = {}
         below = 1 << 62  # rows not read yet start below this seq
@@ -292,9 +306,22 @@ class JournalReader:
         for row in rows:
             group = sorted(parts[row.trace_id] or [row], key=lambda r: r.first_seq)
             best = max((p.outcome for p in group), key=lambda o: OUTCOME_RANK.get(o, 0))
-            symbol = next((p.symbol for p in group if p.symbol), None)
+            # A close-all sells every coin held: an older writer filed its row under the first.
+            symbol = None if best == "close_all" else next((p.symbol for p in group if p.symbol), None)
             merged.append(TraceRow(row.trace_id, group[0].first_seq, group[0].ts_ms, symbol, best))
         return merged
+
+    def _names(self, trace_id: str, clause: str, args: tuple[str, ...]) -> bool:
+        """Whether an event of `trace_id` is about a symbol `clause` (`symbol_filter`) matches:
+        a close-all that sold the coin, or tried to."""
+        for path, conn in self._named_files():
+            buckets = _event_buckets(conn)
+            if buckets is None:
+                continue
+            sql = f"SELECT 1 FROM events WHERE {buckets} AND trace_id = ? AND {clause} LIMIT 1"
+            if next(_scan(path, conn, sql, (trace_id, *args)), None) is not None:
+                return True
+        return False
 
     # -- events and export --------------------------------------------------------------------
 

@@ -110,13 +110,16 @@ def rank_sql(column: str) -> str:
 
 
 # Merge a batch's view of a trace into its row: the higher-ranked outcome wins; the first
-# symbol seen sticks.
+# symbol seen sticks, except on a close-all's row, which has none: it sells every coin held,
+# and its later batches (one coin's fill, the next one's order) must not file it under one.
 UPSERT_TRACE = f"""INSERT INTO traces ({TRACE_COLUMNS}) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (first_seq) DO UPDATE SET
         outcome = CASE
             WHEN {rank_sql("excluded.outcome")} > {rank_sql("traces.outcome")} THEN excluded.outcome
             ELSE traces.outcome END,
-        symbol = COALESCE(traces.symbol, excluded.symbol)"""
+        symbol = CASE
+            WHEN 'close_all' IN (traces.outcome, excluded.outcome) THEN NULL
+            ELSE COALESCE(traces.symbol, excluded.symbol) END"""
 
 
 def check_schema_version(found: str | None, path: object) -> None:

@@ -291,12 +291,14 @@ class Journal:
                     if len(self._known) > KNOWN_TRACES:
                         self._forget(len(self._known) // 10)
                 entry = batch.traces[trace_id] = [first, trace_id, ts_ms, symbol, "open"]
-            elif entry[3] is None:
+            elif entry[3] is None and entry[4] != "close_all":
                 entry[3] = symbol
             if kind in _OUTCOME_KINDS:
                 outcome = _outcome_of(kind, payload)
                 if outcome is not None and OUTCOME_RANK[outcome] > OUTCOME_RANK.get(entry[4], 0):
                     entry[4] = outcome
+                    if outcome == "close_all":  # it sells every coin held: no one symbol is its own
+                        entry[3] = None
         if len(rows) >= self.settings.batch_size:
             self._seal()
             self._wake.set()

@@ -56,8 +56,9 @@ UNKNOWN = "unknown"
 _BOOKKEEPING = frozenset({"day_start", "daily_reset"})
 REPORT_KINDS = ("position_update", "fill", "state_change", "risk_event", "command", "run_start", "run_stop")
 _STATE_KINDS = ("state_change", "run_start", "run_stop")
-# What a starting engine journals before its `run_start`: discovery's warm-up over recent
-# history, stamped with the past times it replays (see `run_end_before`).
+# What a starting engine journaled before its `run_start` until its warm-up stopped journaling
+# (a `run_start` saying `warmup_journaled: false`): discovery's warm-up over recent history,
+# stamped with the past times it replays (see `run_end_before`).
 _WARMUP_KIND = "candidate_snapshot"
 _RUN_KINDS = ("run_start", "run_stop")
 # How long a run the journal ends with may be silent before the span's end and still count in
@@ -311,15 +312,20 @@ def held_before(reader: JournalReader, start_ms: int) -> dict[str, float]:
 def run_end_before(reader: JournalReader, run_start: JournalEvent) -> int | None:
     """When the run before `run_start` journaled its last event (None: no event before it).
 
-    The new run's warm-up comes between the two: candidate snapshots journaled just before
-    `run_start`, stamped with the past minutes they replay. Walking back from `run_start`,
-    those are passed over; the old run ended at the first event of another kind, or where the
-    stamps jump up (going back), because the warm-up replayed from before the old run's end.
-    Where neither shows (a downtime longer than the warm-up, on a run that journaled only
-    candidate snapshots since its last other event), that event is taken: the report then
-    counts too little time traded, never downtime as traded."""
+    A run whose `run_start` says `warmup_journaled: false` journaled nothing before it: the
+    event just before is the old run's last. An older engine's warm-up came between the two:
+    candidate snapshots journaled just before `run_start`, stamped with the past minutes they
+    replay. Walking back from such a `run_start`, those are passed over; the old run ended at
+    the first event of another kind, or where the stamps jump up (going back), because the
+    warm-up replayed from before the old run's end. Where neither shows (a downtime longer
+    than the warm-up, on a run that journaled only candidate snapshots since its last other
+    event), that event is taken: the report then counts too little time traded, never
+    downtime as traded."""
+    headers = reader.headers_before(run_start.seq)
+    if run_start.payload.get("warmup_journaled") is False:
+        return next((ts for _, ts, _ in headers), None)
     newer = run_start.ts_ms
-    for _, ts, kind in reader.headers_before(run_start.seq):
+    for _, ts, kind in headers:
         if kind != _WARMUP_KIND or ts > newer:
             return ts
         newer = ts

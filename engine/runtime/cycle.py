@@ -60,7 +60,7 @@ class DiscoveryStage(Protocol):
     """What the cycle asks of discovery: a `Discovery`, or a backtest's replay of one's output
     (`engine.backtest.reuse`). Discovery reads the market and nothing the core does."""
 
-    def on_batch(self, batch: TickerBatch) -> DiscoveryCycle: ...
+    def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle: ...
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object: ...
 
@@ -89,12 +89,17 @@ class DiscoveryDriver:
         self._inbox: deque[tuple[str, list[Any]]] = deque(maxlen=1000)  # slow inputs between batches
 
     async def warmup(self) -> int:
-        """The feed's warm-up batches through discovery; their count."""
+        """The feed's warm-up batches through discovery, journaling nothing; their count.
+
+        Nothing is decided in a warm-up, and a restart's warm-up replays minutes the run before
+        already journaled and decided: its snapshots listed, under the new run's trace ids,
+        "open" traces nothing would decide, stamped before that run's end. Discovery journals
+        the pool it leaves at the first trading batch instead (`engine.discovery.pipeline`)."""
         warm = 0
         async for past in self.feed.warmup(self.slot_ms):
             if not warm:
                 await self.refresh_markets(past.ts_ms, force=True)
-            self.discovery.on_batch(past)
+            self.discovery.on_batch(past, journal=False)
             warm += 1
         return warm
 
@@ -242,6 +247,9 @@ class TradingCycle:
                 "capital": self.config.trading.capital.active.capital,
                 "model": model.model if model is not None else None,
                 "model_status": model.status if model is not None else "no model loader",
+                # Its warm-up journaled nothing (`DiscoveryDriver.warmup`): the event before this
+                # one is the last of the run before (`engine.ops.report.run_end_before`).
+                "warmup_journaled": False,
             },
         )
         return self.core

@@ -399,6 +399,27 @@ def test_replay_and_traces_of_a_close_all(close_all_journal: tuple[Path, list[Wr
     assert [r["trace_id"] for r in orjson.loads(out)] == [b.trace_id, a.trace_id]
 
 
+def test_a_close_all_is_filed_under_no_one_coin_and_found_under_each_it_sold(
+    close_all_journal: tuple[Path, list[WrittenTrace]],
+) -> None:
+    """`traces` showed the close-all under TOBB/USDT (the first coin it sold) where `replay`
+    showed none, and `traces -s WHIVN` missed it though it sold WHIVN too."""
+    path, (a, b, ca) = close_all_journal
+    code, out, err = invoke("traces", "--journal", str(path), "--json", "--outcome", "close_all")
+    assert code == 0, err
+    assert [(r["trace_id"], r["symbol"]) for r in orjson.loads(out)] == [(ca.trace_id, None)]
+    code, out, err = invoke("traces", "--journal", str(path))
+    assert code == 0, err
+    assert next(line for line in out.splitlines() if ca.trace_id in line).split("│")[3].strip() == "(all)"
+    for typed, position in (("whivn", b), ("TOBB/USDT", a)):
+        code, out, err = invoke("traces", "--journal", str(path), "--json", "--symbol", typed)
+        assert code == 0, err
+        assert [r["trace_id"] for r in orjson.loads(out)] == [ca.trace_id, position.trace_id], typed
+    code, out, err = invoke("replay", ca.trace_id, "--journal", str(path))
+    assert code == 0, err
+    assert f"Trace {ca.trace_id}  (all)  CLOSE-ALL" in out
+
+
 def test_replay_names_the_model_and_threshold_of_an_ml_decision(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
 

@@ -72,14 +72,19 @@ async def pump_rig(
     model: ModelLoad | None = None,
     feed_type: type[SimFeed] = SimFeed,
     start_ms: int = START_MS,
+    run_id: str = "test-run",
+    pump_ms: int | None = None,
 ) -> AsyncIterator[EngineRig]:
-    """`start_ms`: where the sim clock starts (a restart after an earlier rig's run starts later)."""
+    """`start_ms`: where the sim clock starts (a restart after an earlier rig's run starts later,
+    under its own `run_id` as a real restart does); `pump_ms`: when the pump starts (5 minutes
+    after `start_ms` by default; a restart's warm-up replays an earlier rig's pump if given
+    its time)."""
     config = config or quiet_config()
     market = SimMarket(config.sim, start_ms - WARMUP_MS)
-    symbol = script_pump(market, start_ms + 5 * 60_000)
+    symbol = script_pump(market, start_ms + 5 * 60_000 if pump_ms is None else pump_ms)
     feed = feed_type(market, SimClock(start_ms, 1.0), interval_ms=5_000, lockstep=True)
     ex = config.trading.execution
     broker = broker or PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
     async with Journal.open(journal_path, config.journal) as journal:
-        engine = Engine(config, feed, broker, journal, run_id="test-run", mode=Mode.SIM, model=model)
+        engine = Engine(config, feed, broker, journal, run_id=run_id, mode=Mode.SIM, model=model)
         yield EngineRig(engine, market, symbol, journal)

@@ -83,6 +83,29 @@ def test_snapshot_events_at_most_once_per_symbol_per_bar_with_a_new_trace_each_b
     assert disc.counters["candidate_snapshots"] == len(sink.events)
 
 
+def test_a_warm_up_journals_nothing_and_its_pool_is_journaled_at_the_first_batch_after() -> None:
+    """Warm-up batches (`journal=False`) build the pool and journal nothing; the first batch
+    journaled after them, mid-bar, journals the pool it inherits (and hot rejects) under the
+    traces the warm-up began, so a trace begun in the warm-up starts with its snapshot."""
+    disc, sink, feed = setup()
+    for _ in range(60):
+        disc.on_batch(feed.batch(), journal=False)
+    for _ in range(6):
+        feed.prices["PEPE/USDT"] *= 1.02
+        feed.rate["PEPE/USDT"] *= 1.5
+        feed.prices["THIN/USDT"] *= 1.03
+        disc.on_batch(feed.batch(), journal=False)
+    while (feed.ts_ms + feed.step_ms) % 60_000 == 0:  # the next batch is mid-bar: no bar of its own
+        disc.on_batch(feed.batch(), journal=False)
+    cand = disc.snapshot().get("PEPE/USDT")
+    assert cand is not None and sink.events == [] and disc.counters["candidate_snapshots"] == 0
+    disc.on_batch(feed.batch())
+    journaled = {e.symbol: e for e in sink.events}
+    assert set(journaled) == {"PEPE/USDT", "THIN/USDT"}
+    assert journaled["PEPE/USDT"].trace_id == cand.trace_id and journaled["PEPE/USDT"].payload["accepted"]
+    assert journaled["THIN/USDT"].payload["accepted"] is False
+
+
 def test_a_hot_symbol_rejected_by_a_filter_says_why_once_per_bar() -> None:
     disc, sink, feed = setup()
     run(disc, feed, 60)

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from engine.config.sections.journal import JournalSection
 from engine.errors import JournalDamagedError, JournalError, TraceNotFoundError
 from engine.journal.events import EventSink
 from engine.journal.reader import JournalReader
@@ -257,6 +258,42 @@ def test_a_positions_trace_brings_its_close_all_exit(tmp_path: Path) -> None:
         assert summarise(a.trace_id, events).verdict.reason == "entered and closed, realised PnL -1.0590"
         assert all(e.trace_id == ca.trace_id for e in reader.trace(ca.trace_id))  # the close-all's own, as before
         assert not [e for e in reader.trace(b.trace_id) if e.symbol != "WHIVN/USDT"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 1000], ids=["a-batch-per-event", "one-batch"])
+def test_a_close_alls_row_has_no_symbol_and_is_found_under_each_coin_it_sold(tmp_path: Path, batch_size: int) -> None:
+    """Its row took the first coin it sold (and kept it over later batches); `symbol=` found
+    it under that coin only. A row an older writer filed so reads with no symbol too."""
+    path = tmp_path / "j.sqlite"
+    opened: list[WrittenTrace] = []
+
+    async def write() -> WrittenTrace:
+        async with Journal.open(path, JournalSection(batch_size=batch_size, flush_interval_ms=20)) as j:
+            for i, symbol in enumerate(("TOBB/USDT", "WHIVN/USDT")):
+                opened.append(opened_trace(j, symbol=symbol, ts_ms=T0 + i))
+                await j.flush()
+            held = opened_trace(j, symbol="DOGE/USDT", ts_ms=T0 + 2)  # held on, not sold by the close-all
+            ca = close_all_trace(j, opened)
+            await j.flush()
+            opened.append(held)
+            return ca
+
+    ca = asyncio.run(write())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT symbol, outcome FROM traces WHERE trace_id = ?", (ca.trace_id,)).fetchall() == [
+            (None, "close_all")
+        ]
+    with JournalReader(path) as reader:
+        assert [(r.symbol, r.outcome) for r in reader.traces(outcome="close_all")] == [(None, "close_all")]
+        for typed in ("TOBB", "whivn/usdt"):
+            assert ca.trace_id in [r.trace_id for r in reader.traces(symbol=typed)], typed
+        assert [r.trace_id for r in reader.traces(symbol="DOGE")] == [opened[2].trace_id]
+        assert [r.trace_id for r in reader.traces(symbol="WHIVN", outcome="entered")] == [opened[1].trace_id]
+    with sqlite3.connect(path) as conn:  # as an older writer left it
+        conn.execute("UPDATE traces SET symbol = 'TOBB/USDT' WHERE trace_id = ?", (ca.trace_id,))
+    with JournalReader(path) as reader:
+        assert [r.symbol for r in reader.traces(outcome="close_all")] == [None]
+        assert ca.trace_id in [r.trace_id for r in reader.traces(symbol="WHIVN")]
 
 
 def test_a_position_still_open_brings_nothing_else(tmp_path: Path) -> None:

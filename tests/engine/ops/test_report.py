@@ -290,6 +290,21 @@ async def test_a_killed_run_counts_as_traded_only_up_to_its_last_event(
     assert r.state_shares["stopped"] == pytest.approx(22 / 24, abs=1e-6)
 
 
+async def test_a_run_whose_warm_up_journaled_nothing_ends_the_killed_run_at_the_event_before_it(tmp_path: Path) -> None:
+    """kill -9 at 02:00 of a run that journaled only candidate snapshots since 01:00 (hot coins
+    a filter refused), restart at 03:00 by an engine whose warm-up journals nothing (its
+    `run_start` says so): tradeable 01:00-02:00 and 03:00-04:00. Taken for an older engine's
+    warm-up, the old run's own snapshots were passed over back to 01:00."""
+    path = tmp_path / "journal.sqlite"
+    restart = [(D0 + 3 * H, "run_start", None, {**RUN, "warmup_journaled": False}), RESTART[1]]
+    async with Journal.open(path) as j:
+        for ts, kind, symbol, payload in [*OLD_RUN, *_warmup(D0 + H + 60_000, D0 + 2 * H + 1), *restart]:
+            j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+    r = await asyncio.to_thread(load_report, path, DAY)
+    assert r.state_shares["tradeable"] == pytest.approx(2 / 24, abs=1e-6)
+    assert r.state_shares["stopped"] == pytest.approx(22 / 24, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("before", "shares"),
     [

@@ -4,19 +4,23 @@ put the restart's events before the ones it recovered."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 from engine.execution.paper import PaperBroker
 from engine.journal.events import JournalEvent
 from engine.journal.reader import JournalReader
+from engine.journal.trace import summarise
 from engine.journal.writer import Journal
 from engine.runtime.recovery import read_journal
 from engine.runtime.session import RunOptions, open_session, sim_start_ms
 from tests.kit.domain import T0, make_batch, make_intent
-from tests.kit.engine import quiet_config
+from tests.kit.engine import START_MS, pump_rig, quiet_config
+from tests.kit.waiting import eventually
 
 HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
 FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
 
 
@@ -96,3 +100,46 @@ async def test_paper_order_and_trade_ids_do_not_repeat_across_restarts(tmp_path:
             update = await broker.submit(make_intent(), T0)
             seen.append((update.order.exchange_order_id, update.fills[0].trade_id))
     assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
+
+
+async def _run_rig(path: Path, start_ms: int, run_id: str, cycles: int) -> None:
+    """One engine run on the rig's market, its pump 5 minutes after `START_MS` whatever the
+    start: a later run's warm-up replays the minutes an earlier one traded through."""
+    async with pump_rig(path, start_ms=start_ms, run_id=run_id, pump_ms=START_MS + 5 * MINUTE_MS) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.stats.cycles >= cycles, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_restarts_warm_up_journals_no_trace_of_minutes_already_decided(tmp_path: Path) -> None:
+    """Run 1 trades the pump (from 00:05) to about 00:12; run 2 starts at 00:20 after a warm-up
+    over the 65 minutes before, pump included. That warm-up journaled a candidate snapshot a
+    minute under run 2's trace ids, stamped before run 1's end: `hotcoin traces` listed them as
+    "open" (nothing decides a warm-up) between run 1's traces, out of time order. Now nothing
+    comes between run 1's run_stop and run 2's run_start; the pool run 2 inherits from its
+    warm-up is journaled at its first batch, so that batch's decisions still read whole."""
+    path = tmp_path / "journal.sqlite"
+    await _run_rig(path, START_MS, "run-1", 150)
+    await _run_rig(path, START_MS + 20 * MINUTE_MS, "run-2", 12)
+    with JournalReader(path) as reader:
+        events = list(reader.events())
+        traces = reader.traces(limit=1000)
+        starts = [e for e in events if e.kind == "run_start"]
+        stop = next(e for e in events if e.kind == "run_stop")
+        assert stop.ts_ms < starts[1].ts_ms  # run 1 ended before run 2 began
+        assert starts[1].seq == stop.seq + 1, [(e.seq, e.kind, e.ts_ms) for e in events if stop.seq < e.seq < starts[1].seq]
+        assert [t.ts_ms for t in traces] == sorted((t.ts_ms for t in traces), reverse=True)  # newest first, by time
+        assert all(t.outcome != "open" for t in traces)
+        # Run 2's first batch: the pump coin, in the pool since the warm-up, decided under one
+        # trace that starts with its candidate snapshot (the signal's cause).
+        first = [e for e in events if e.seq > starts[1].seq and e.ts_ms == starts[1].ts_ms]
+        signals = [e for e in first if e.kind == "signal_snapshot"]
+        assert signals
+        for signal in signals:
+            cause = next(e for e in first if e.seq == signal.cause)
+            assert cause.kind == "candidate_snapshot" and cause.trace_id == signal.trace_id
+            summary = summarise(signal.trace_id or "", reader.trace(signal.trace_id or ""))
+            assert summary.discovery is not None and summary.discovery.seq == cause.seq
+            assert summary.signal is not None and summary.verdict.outcome != "open"
