@@ -64,6 +64,7 @@ class RiskEvent:
     threshold: float | None = None
     until_ms: int | None = None  # a cool-down's end
     capital: float | None = None  # day_start, daily_reset, capital_change: the capital their equity is based on
+    tripped: float | None = None  # capital_change: the pause's drawdown re-judged against the new start (0: lifted)
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "level": self.level, "detail": self.detail, "value": self.value, "threshold": self.threshold}
@@ -71,6 +72,8 @@ class RiskEvent:
             out["until_ms"] = self.until_ms
         if self.capital is not None:
             out["capital"] = self.capital
+        if self.tripped is not None:
+            out["tripped_drawdown"] = self.tripped
         return out
 
 
@@ -98,6 +101,11 @@ class RiskDay:
             self.capital = _capital(payload)
         elif code == "capital_change" and self.day == ts_ms // DAY_MS:
             self.start_equity, self.capital = float(payload.get("value") or 0.0), _capital(payload)
+            if "tripped_drawdown" in payload:  # the level and pause re-judged with it (older ones kept both)
+                self.level = RiskLevel[str(payload["level"])]
+                self.tripped_drawdown = float(payload["tripped_drawdown"] or 0.0)
+                self.paused = self.tripped_drawdown > 0
+                self.paused_at_ms = self.paused_at_ms if self.paused else 0
         elif code == "risk_level" and self.day == ts_ms // DAY_MS:
             self.level = max(self.level, RiskLevel[str(payload["level"])])
             if self.level is RiskLevel.L5:
@@ -164,7 +172,34 @@ class RiskManager:
             f"capital {day.capital:.2f} -> {self.capital:.2f} (trading.capital changed): start-of-day equity "
             f"{day.start_equity:.2f} -> {self.start_equity:.2f}, a deposit or withdrawal, not trading PnL"
         )
-        return [RiskEvent("capital_change", self.level.name, detail, self.start_equity, capital=self.capital)]
+        detail += self._rejudge(day.start_equity)
+        tripped = self.tripped_drawdown if self.paused else 0.0
+        return [RiskEvent("capital_change", self.level.name, detail, self.start_equity, capital=self.capital, tripped=tripped)]
+
+    def _rejudge(self, old_start: float) -> str:
+        """The level and the pause the day reached, as shares of the moved start: the same loss is
+        a smaller share after a deposit (a 7.93 loss tripped 3 % of 100 and is 2.64 % of 300) and a
+        larger one after a withdrawal. The level is re-judged from the least loss that reached it
+        (its threshold), the pause from the loss that tripped it; the next mark raises either
+        again if today's loss calls for it. What changed is said in the event's detail."""
+        if self.start_equity <= 0 or old_start <= 0:
+            return ""
+        scale = old_start / self.start_equity
+        said: list[str] = []
+        if self.level > RiskLevel.L1:
+            level = self._level_for(self.settings.level_thresholds[self.level - 2] * scale)
+            if level is not self.level:
+                said.append(f"level {self.level.name} -> {level.name}")
+                self.level = level
+        if self.paused:
+            self.tripped_drawdown *= scale
+            if self.tripped_drawdown <= self.settings.daily_loss_limit:
+                said.append(
+                    f"entries no longer paused (the loss that tripped the limit is {self.tripped_drawdown:.2%} "
+                    f"of the new start, under {self.settings.daily_loss_limit:.2%})"
+                )
+                self.paused, self.paused_at_ms, self.tripped_drawdown = False, 0, 0.0
+        return f"; {', '.join(said)}" if said else ""
 
     def update(self, now_ms: int, equity: float) -> list[RiskEvent]:
         """Mark the day to `equity` (valued at current prices); returns the limits that fired."""

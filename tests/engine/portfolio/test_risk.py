@@ -164,7 +164,7 @@ def test_a_restart_under_another_capital_moves_the_days_start_not_its_pnl(before
     risk = RiskManager(RiskSettings(), after)
     (moved,) = risk.restore(day, now)
     assert moved.payload() == {
-        "code": "capital_change", "level": "L1", "value": after, "threshold": None, "capital": after,
+        "code": "capital_change", "level": "L1", "value": after, "threshold": None, "capital": after, "tripped_drawdown": 0.0,
         "detail": f"capital {before:.2f} -> {after:.2f} (trading.capital changed): start-of-day equity "
                   f"{before:.2f} -> {after:.2f}, a deposit or withdrawal, not trading PnL",
     }  # fmt: skip
@@ -177,6 +177,35 @@ def test_a_restart_under_another_capital_moves_the_days_start_not_its_pnl(before
     day.see_event(now, moved.payload())
     again = RiskManager(RiskSettings(), after)
     assert again.restore(day, now) == [] and again.start_equity == after
+
+
+def test_a_deposit_re_judges_the_level_and_the_pause_the_day_reached() -> None:
+    """Re-check: a 7.93 loss paused entries at 7.93 % of 100 (L4); after a restart under 300 it
+    is 2.64 % of the new start, yet entries stayed paused until midnight, quoting 7.79 %."""
+    day = _day_marked(100.0, 100.0, 7.93)
+    assert (day.level, day.paused) == (RiskLevel.L4, True)
+    now = DAY0 + 3 * HOUR_MS
+    risk = RiskManager(RiskSettings(), 300.0)
+    (moved,) = risk.restore(day, now)
+    assert (risk.level, risk.paused, moved.level, moved.payload()["tripped_drawdown"]) == (RiskLevel.L2, False, "L2", 0.0)
+    assert moved.detail.endswith(
+        "; level L4 -> L2, entries no longer paused (the loss that tripped the limit is 2.64% of the new start, under 3.00%)"
+    )
+    assert risk.update(now, 292.07) == []
+    assert all(c["passed"] for c in risk.entry_checks(now))
+    day.see_event(now, moved.payload())  # a later restart under 300 keeps the re-judged state
+    again = RiskManager(RiskSettings(), 300.0)
+    assert again.restore(day, now) == [] and (again.level, again.paused) == (RiskLevel.L2, False)
+
+
+def test_a_withdrawal_makes_the_days_loss_a_larger_share() -> None:
+    day = _day_marked(300.0, 300.0, 7.0)  # 2.33 %: L2, not paused
+    now = DAY0 + 3 * HOUR_MS
+    risk = RiskManager(RiskSettings(), 100.0)
+    (moved,) = risk.restore(day, now)
+    assert (risk.level, risk.paused, moved.payload()["tripped_drawdown"]) == (RiskLevel.L3, False, 0.0)
+    assert [e.code for e in risk.update(now, 93.0)] == ["risk_level", "daily_loss_limit"]  # 7 % of 100
+    assert (risk.level, risk.paused) == (RiskLevel.L4, True)
 
 
 def test_a_day_journaled_without_its_capital_is_taken_as_marked_under_todays() -> None:

@@ -340,7 +340,7 @@ async def test_a_paper_run_with_rotations_and_restarts_recovers_from_checkpoints
     path = tmp_path / "j.sqlite"
     config = quiet_config(**{"journal.rotate_max_age_days": 0.001, "journal.retention_archives": 0})
     capital = config.trading.capital.active.capital
-    start_ms, recovered, states = START_MS, None, []
+    start_ms, recovered, states, made = START_MS, None, [], []
     for run in range(3):
         async with pump_rig(path, config, start_ms=start_ms) as rig:
             engine = rig.engine
@@ -349,7 +349,7 @@ async def test_a_paper_run_with_rotations_and_restarts_recovers_from_checkpoints
             task = asyncio.create_task(engine.run())
             for _ in range(4):
                 since = engine.stats.cycles
-                await eventually(lambda e=engine, s=since: e.stats.cycles >= s + 15, timeout=60)  # type: ignore[misc]
+                await eventually(lambda e=engine, s=since: e.stats.cycles >= s + 25, timeout=60)  # type: ignore[misc]
                 await rig.journal.rotate()  # while the engine emits
             if run == 1:
                 assert (await engine.command(Command.PAUSE, "test")).accepted
@@ -359,5 +359,9 @@ async def test_a_paper_run_with_rotations_and_restarts_recovers_from_checkpoints
         recovered = read_journal(path, capital)
         assert fields(recovered) == fields(full_history(path, capital)), f"run {run}"
         states.append(recovered)
-    assert len(checkpoints(path)) >= 9 and len(list_archives(path)) >= 9
+        made.append(len(checkpoints(path)))
+    # Every run rotated at least once, so every restart recovered from a checkpoint of its own
+    # run's making. (A rotation with nothing old enough to move writes none: since the warm-up
+    # journals nothing, a run's first minutes hold few events.)
+    assert made[0] > 0 and made[0] < made[1] < made[2] and len(list_archives(path)) >= made[2]
     assert not states[0].paused and states[1].paused and states[2].paused
