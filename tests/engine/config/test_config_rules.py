@@ -111,8 +111,8 @@ def test_the_pool_bar_is_described_as_pacing_rank_acceleration_which_it_does() -
     ("key", "value", "says"),
     [
         ("feishu.webhook_url", "ftp://x/hook/FSSECRET", "the webhook URL does not start with https://"),
-        ("feishu.webhook_url", "open.feishu.cn/open-apis/bot/v2/hook/FSSECRET", "the webhook URL does not start with https://"),
-        ("feishu.webhook_url", " https://open.feishu.cn/hook/FSSECRET", "the webhook URL contains spaces or a line break"),
+        ("feishu.webhook_url", "127.0.0.1/open-apis/bot/v2/hook/FSSECRET", "the webhook URL does not start with https://"),
+        ("feishu.webhook_url", " https://127.0.0.1/hook/FSSECRET", "the webhook URL contains spaces or a line break"),
         ("feishu.webhook_url", "https:///hook/FSSECRET", "the webhook URL has no host"),
         ("telegram.bot_token", "", "the bot token is empty"),
         ("telegram.bot_token", "123:TGSECRET\n", "the bot token contains spaces or a line break"),
@@ -135,7 +135,7 @@ def test_a_notification_setting_no_channel_can_use_is_refused_at_load(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    "url", ["https://open.feishu.cn/open-apis/bot/v2/hook/abc", "http://127.0.0.1:8080/hook/abc", "HTTPS://open.larksuite.com/hook/abc"]
+    "url", ["https://127.0.0.1/open-apis/bot/v2/hook/abc", "http://127.0.0.1:8080/hook/abc", "HTTPS://127.0.0.1:8443/hook/abc"]
 )
 def test_a_webhook_url_any_channel_can_post_to_loads(url: str) -> None:
     from engine.ops.notify.factory import build_notifiers

@@ -76,7 +76,7 @@ def test_every_configured_secret_is_redacted_from_message_fields_and_traceback(t
 def test_every_secret_setting_is_found_in_the_loaded_config() -> None:
     """New secret settings are covered without touching the logging code."""
     # A webhook URL must be a URL to load.
-    values = {key: f"https://x/value-of-{key}" if key.endswith("_url") else f"value-of-{key}" for key in SECRET_KEYS}
+    values = {key: f"https://127.0.0.1/value-of-{key}" if key.endswith("_url") else f"value-of-{key}" for key in SECRET_KEYS}
     env = {f"HOTCOIN_{key.upper().replace('.', '__')}": value for key, value in values.items()}
     env["HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_PORT"] = "0"  # the webhook token is legal only with a port
     config = load_config(env=env).config

@@ -19,12 +19,12 @@ from tests.kit.domain import T0
 DOGE, TRACE = "DOGE/USDT", "d0d0d0d0d0d0d0d0"
 
 
-async def test_the_summary_tells_this_runs_pnl_from_the_journals(tmp_path: Path) -> None:
-    """A journal already up 100 (an earlier run bought DOGE at 0.30 and sold at 0.40); a run that
-    trades nothing printed `PnL +100.00` as its own."""
+async def _run_after_a_round_trip(tmp_path: Path, buy_price: float) -> str:
+    """The summary of a run (no cycles) on a journal where an earlier run bought 1000 DOGE at
+    `buy_price` and sold them at 0.40."""
     path = tmp_path / "journal.sqlite"
     async with Journal.open(path) as j:
-        for side, price in (("buy", 0.3), ("sell", 0.4)):
+        for side, price in (("buy", buy_price), ("sell", 0.4)):
             j.emit("fill", ts_ms=T0, trace_id=TRACE, symbol=DOGE,
                    payload={"client_order_id": f"hc-{TRACE}-{side}", "side": side, "price": price, "quantity": 1000.0,
                             "fee_quote": 0.0, "trade_id": side})  # fmt: skip
@@ -32,7 +32,13 @@ async def test_the_summary_tells_this_runs_pnl_from_the_journals(tmp_path: Path)
            "sim.dumps_per_day": 0, "sim.listings_per_day": 0}  # fmt: skip
     config = load_config(env={}, cli=cli).config
     options = RunOptions(http=False, attach_socket=False, demo_pump=False, lockstep_ms=5_000)
-    summary = await run_headless(config, options, duration_s=0)
+    return await run_headless(config, options, duration_s=0)
+
+
+async def test_the_summary_tells_this_runs_pnl_from_the_journals(tmp_path: Path) -> None:
+    """A journal already up 100 (an earlier run bought DOGE at 0.30 and sold at 0.40); a run that
+    trades nothing printed `PnL +100.00` as its own."""
+    summary = await _run_after_a_round_trip(tmp_path, buy_price=0.3)
     first = summary.splitlines()[0]
     assert first.endswith("0 orders sent, 0 fills, 0 open position(s), PnL this run +0.00 (since the journal began +100.00)"), first
     assert "warning" not in summary  # every fill applied
@@ -44,17 +50,8 @@ async def test_fills_recovery_cannot_apply_are_told_not_only_journaled(tmp_path:
     That was said only in the `recovered` event's payload; now in the log, the event's detail
     (the console's event stream), a notification and the run's summary, with what to do."""
     path = tmp_path / "journal.sqlite"
-    async with Journal.open(path) as j:
-        for side, price in (("buy", -0.3), ("sell", 0.4)):
-            j.emit("fill", ts_ms=T0, trace_id=TRACE, symbol=DOGE,
-                   payload={"client_order_id": f"hc-{TRACE}-{side}", "side": side, "price": price, "quantity": 1000.0,
-                            "fee_quote": 0.0, "trade_id": side})  # fmt: skip
-    cli = {"journal.path": str(path), "paths.data_dir": str(tmp_path), "sim.symbols": 40, "sim.pumps_per_day": 0,
-           "sim.dumps_per_day": 0, "sim.listings_per_day": 0}  # fmt: skip
-    config = load_config(env={}, cli=cli).config
-    options = RunOptions(http=False, attach_socket=False, demo_pump=False, lockstep_ms=5_000)
     with caplog.at_level(logging.WARNING, logger="hotcoin.recovery"):
-        summary = await run_headless(config, options, duration_s=0)
+        summary = await _run_after_a_round_trip(tmp_path, buy_price=-0.3)
     said = "restart recovery could not apply 2 journal event(s), and the positions and cash it rebuilt leave them out (seq 1: "
     advice = "check the positions and cash against the exchange's balances before trusting either"
     warning = summary.splitlines()[-1]

@@ -410,14 +410,7 @@ async def test_a_restart_keeps_the_engine_blocked_and_its_order_errors(tmp_path:
 async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) -> None:
     """An entry of 100 was 40 filled when we died; the exchange filled the rest meanwhile."""
     cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
-    sink = RecordingSink()
-    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
-    attempt = sink.emit(
-        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
-        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
-    )
-    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
-              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})
+    sink = _entry_partly_filled(cid)
     fill = sink.emit("fill", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
                      payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": 40.0, "fee_quote": 0.012, "trade_id": f"{cid}:40"})
     sink.emit("position_update", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=fill,
@@ -469,14 +462,7 @@ async def test_a_restart_books_an_open_orders_next_fees_once_after_fees_paid_in_
     The journal now holds the exchange's fees, each once."""
     cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
     bnb, rate = "BNB", 600.0
-    sink = RecordingSink()
-    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
-    attempt = sink.emit(
-        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
-        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
-    )  # fmt: skip
-    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
-              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})  # fmt: skip
+    sink = _entry_partly_filled(cid)
     held = 0.0
     for qty, bnb_fee in ((10.0, 0.0001), (20.0, 0.0002)):  # as the core journals them: BNB valued into fee_quote
         held += qty
@@ -549,14 +535,7 @@ async def test_a_fill_made_while_down_books_the_exchanges_commission_once(
     and the user stream's and the next reconcile's report of the same order book nothing more."""
     cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
     bnb_rate, restart = 600.0, T0 + 60_000
-    sink = RecordingSink()
-    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
-    attempt = sink.emit(
-        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
-        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
-    )  # fmt: skip
-    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
-              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})  # fmt: skip
+    sink = _entry_partly_filled(cid)
     fill = sink.emit("fill", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
                      payload={"client_order_id": cid, "side": "buy", "price": 0.3, "quantity": 40.0, "fee_quote": 0.006,
                               "trade_id": "t1", "is_maker": True})  # fmt: skip
@@ -873,6 +852,20 @@ async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, ca
     # The pump's coin turned hot again after the restart: its entry was refused for the pause.
     assert checks and not any(c["approved"] for c in checks)
     assert any(c["name"] == "operator_pause" and not c["passed"] for c in checks[0]["checks"])
+
+
+def _entry_partly_filled(cid: str) -> RecordingSink:
+    """A journal from a live run that sent a limit buy of 100 DOGE at 0.3 (`cid`), answered
+    partially filled; its fills are the caller's."""
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    attempt = sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100", "price": "0.3"},
+    )  # fmt: skip
+    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "partially_filled", "error_class": None})  # fmt: skip
+    return sink
 
 
 def _sent(
