@@ -27,8 +27,11 @@ from gpu_jobs.remote import (
 )
 
 
-class Cancelled(Exception):
-    """SIGTERM from `cancel`: stop at once, keep the last checkpoint."""
+class Cancelled(BaseException):
+    """SIGTERM from `cancel`: stop at once, keep the last checkpoint. A `BaseException`, as
+    KeyboardInterrupt is: a cancel that lands inside code guarded by `except Exception` (torch's
+    import has such guards, and a cancel right after start lands there) was swallowed, and the
+    trainer went on to train all its epochs."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -53,13 +56,13 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 def run(job: JobDir) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    env = environment()
-    if not env["ok"]:
-        print(f"cannot train: {env['error']}; {env['fix']}", flush=True)
-        update_status(job, state="failed", message=env["error"], environment=env, finished_ms=now_ms())
-        return EXIT_ENV
-    update_status(job, state="running", environment=env, pid=os.getpid())
     try:
+        env = environment()  # seconds of imports: a cancel often lands here
+        if not env["ok"]:
+            print(f"cannot train: {env['error']}; {env['fix']}", flush=True)
+            update_status(job, state="failed", message=env["error"], environment=env, finished_ms=now_ms())
+            return EXIT_ENV
+        update_status(job, state="running", environment=env, pid=os.getpid())
         return _run(job, env)
     except Cancelled:
         message = _cancelled_message(job)

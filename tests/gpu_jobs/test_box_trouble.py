@@ -5,6 +5,7 @@ before the dataset is sent where it can be, and leaves the job usable once the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -199,6 +200,33 @@ def test_a_trainer_that_cannot_record_its_failure_exits_and_says_why(
         signal.signal(signal.SIGTERM, before)
     assert read_status(job)["state"] == "running"  # the failure could not be written
     assert "cannot record the failure in status.json: [Errno 28] No space left on device" in capsys.readouterr().out
+
+
+def test_a_cancel_during_the_trainers_imports_is_not_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI: a cancel sent right after start landed in torch's import, inside one of its
+    `except Exception` guards, which swallowed it; the trainer trained all 500 epochs."""
+    packed = _packed(tmp_path)
+    asyncio.run(_client(tmp_path / "box").ship(packed))
+    job = JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+    trained: list[bool] = []
+
+    def guarded_imports() -> dict[str, Any]:
+        with contextlib.suppress(Exception):  # as an optional import inside torch guards itself
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs as this call returns
+        return {"ok": True}
+
+    monkeypatch.setattr(training, "environment", guarded_imports)
+    def train(job: JobDir, env: dict[str, Any]) -> int:
+        trained.append(True)
+        return 0
+
+    monkeypatch.setattr(training, "_run", train)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert training.run(job) == 1
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert trained == [] and read_status(job)["state"] == "cancelled"
 
 
 def test_a_checkpoint_save_that_fails_leaves_no_partial_file(tmp_path: Path) -> None:
