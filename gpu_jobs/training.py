@@ -30,8 +30,8 @@ from gpu_jobs.remote import (
 class Cancelled(BaseException):
     """SIGTERM from `cancel`: stop at once, keep the last checkpoint. A `BaseException`, as
     KeyboardInterrupt is: a cancel that lands inside code guarded by `except Exception` (torch's
-    import has such guards, and a cancel right after start lands there) was swallowed, and the
-    trainer went on to train all its epochs."""
+    import and CUDA probing have such guards, and a cancel right after start lands in the imports)
+    was swallowed, and the trainer went on to train all its epochs."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
