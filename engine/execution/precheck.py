@@ -8,7 +8,8 @@ shape. An approved order always passes `Market.check_order` (a property test hol
 A MARKET order larger than one order may be (MARKET_LOT_SIZE or LOT_SIZE maxQty) is cut to that
 size, not refused: an exit refused for its size would leave the position unsold. The core keeps
 one exit in flight per position, so the rest is sold by the next cycle's exit (the cut leaves a
-rest the exchange will take). A LIMIT price outside PERCENT_PRICE_BY_SIDE is refused, not moved:
+rest the exchange will take). An entry is cut the same way and buys only that much: no later
+order buys the rest. A LIMIT price outside PERCENT_PRICE_BY_SIDE is refused, not moved:
 a buy moved under the band rests below the market the entry was meant to meet.
 """
 
@@ -79,7 +80,9 @@ def precheck(
     else:
         # A market order is valued at the reference price as the exchange will see it (on the tick grid).
         notional_price = _round(market, request.reference_price, "nearest")
-    wanted = market.round_qty(request.quantity, market_order=is_market) if request.quantity > 0 else Decimal(0)
+    # A non-finite quantity (NaN, inf) becomes 0, which fails `quantity_positive`.
+    finite = 0 < request.quantity < float("inf")
+    wanted = market.round_qty(request.quantity, market_order=is_market) if finite else Decimal(0)
     qty = wanted
     if is_market:
         cap = f.market_order_max_qty
@@ -91,7 +94,7 @@ def precheck(
     checks.append(check("max_qty", f.max_qty <= 0 or qty <= f.max_qty, str(qty), str(f.max_qty)))
     if is_market:
         checks.append(check("market_min_qty", f.market_min_qty <= 0 or qty >= f.market_min_qty, str(qty), str(f.market_min_qty)))
-        shown = str(qty) if qty == wanted else f"{qty} of {wanted} (the rest in a later order)"
+        shown = str(qty) if qty == wanted else _cut(qty, wanted, request.purpose)
         cap = f.market_order_max_qty
         checks.append(check("market_max_qty", cap <= 0 or qty <= cap, shown, str(cap)))
     checks.append(check("price_positive", notional_price > 0, str(notional_price), "> 0"))
@@ -151,6 +154,13 @@ def cap_market_qty(market: Market, qty: Decimal, price: Decimal) -> Decimal:
         if smaller >= max(f.min_qty, f.market_min_qty) and smaller > 0 and (price <= 0 or smaller * price >= f.min_notional):
             return smaller
     return top
+
+
+def _cut(qty: Decimal, wanted: Decimal, purpose: OrderPurpose) -> str:
+    """The journal's word on a cut MARKET order: an exit's rest is sold by the next cycle's exit,
+    an entry's rest is never bought (no later order follows an entry)."""
+    rest = "the rest in a later order" if purpose.is_exit else "cut to the maximum, the rest not bought"
+    return f"{qty} of {wanted} ({rest})"
 
 
 def _round(market: Market, price: float, side_safe: str) -> Decimal:

@@ -52,7 +52,6 @@ from engine.domain import (
     Side,
     TickerBatch,
 )
-from engine.domain.market import to_decimal
 from engine.errors import ClockSkewError, ConfigError, NonRetryableOrderError, OrderError
 from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff, SystemClock
 from engine.market.candle_cache import CandleCache
@@ -395,7 +394,11 @@ class CcxtGateway(Gateway):
             params["timeInForce"] = intent.time_in_force.value
             check_price = price
         else:
-            check_price = to_decimal(intent.reference_price) if intent.reference_price > 0 else None
+            # A MARKET order carries no price, so no tick to miss: its reference (an average entry
+            # price, say, when close-all has no quote) only values the notional, on the tick grid
+            # as the precheck valued it. Checked as given, an off-grid reference would fail
+            # PRICE_FILTER and refuse an emergency exit.
+            check_price = market.round_price(intent.reference_price) if intent.reference_price > 0 else None
         if check_price is not None:
             reason = market.check_order(qty, check_price, market_order=is_market)
             if reason is not None:

@@ -1,7 +1,9 @@
 """MARKET_LOT_SIZE and PERCENT_PRICE_BY_SIDE end to end: the simulated exchange publishes them in
 exchangeInfo and enforces them, the real ccxt.pro client maps its refusals as on Binance (-1013
 -> InvalidOrder), and the engine, reading them from the loaded markets, sells a position bigger
-than one market order allows in several orders and refuses a limit entry outside the band."""
+than one market order allows in several orders and refuses a limit entry outside the band. A
+MARKET sell valued at an off-tick reference (close-all with no quote) is not refused for
+PRICE_FILTER: it carries no price."""
 
 from __future__ import annotations
 
@@ -86,6 +88,37 @@ async def test_a_market_exit_over_market_lot_size_sells_the_whole_position() -> 
             account = sim.venue.engine.account(API_KEY)
             assert account.free("DOGE") < doge.filters.step_size, "DOGE left on the exchange"
             assert not any(t.side.value == "SELL" and t.qty > 1000 for t in account.trades)
+        finally:
+            await gateway.close()
+
+
+async def test_close_all_without_a_quote_sells_at_an_off_tick_average_entry_price() -> None:
+    """Before any ticker reaches the core (just after a restart) close-all values its sell at the
+    position's entry price, an average off the tick grid when the entry walked a thin book. The
+    sell carries no price, so the gateway must not refuse it for PRICE_FILTER: it goes out."""
+    async with running_sim_exchange(FakeMarketSource(book_qty=50.0), speed=1.0) as sim:
+        gateway = gateway_for(sim.base_url)
+        try:
+            markets = await gateway.load_markets()
+            doge = markets["DOGE/USDT"]
+            sink = RecordingSink()
+            router = OrderRouter(ExchangeBroker(gateway), sink)
+            core = TradingCore(load_config(env={}).config.trading, markets, sink)
+            now = sim.venue.clock.now_ms()
+            bought = await router.send(make_intent(quantity=Decimal(200), reference_price=0.30015), now)
+            assert bought is not None and bought.fills  # 200 against 50 displayed: walked several levels
+            core.on_order_update(bought, now)
+            held = core.book.get("DOGE/USDT")
+            assert held is not None
+            entry = Decimal(repr(held.position.entry_price))
+            assert "PRICE_FILTER" in (doge.check_order(Decimal(100), entry) or "")  # off the tick grid
+
+            report = await close_all(core, router, now + 1)
+            assert (report.exits_sent, report.exits_filled, report.still_open) == (1, 1, ())
+            (attempt,) = [e.payload for e in sink.events if e.kind == "order_attempt" and e.payload["purpose"] == "close_all"]
+            assert attempt["reference_price"] == held.position.entry_price  # no quote: the entry price stood in
+            assert not [e.payload for e in sink.events if e.kind == "order_result" and e.payload.get("error_class")]
+            assert sim.venue.engine.account(API_KEY).free("DOGE") < doge.filters.step_size, "DOGE left on the exchange"
         finally:
             await gateway.close()
 

@@ -48,6 +48,8 @@ CASES = [
     pytest.param({"side": Side.SELL, "purpose": OrderPurpose.STOP_LOSS}, {"base_free": 50.0}, ["balance"], id="not-enough-base"),
     pytest.param({"reference_price": 0.0}, {}, ["price_positive", "min_price", "min_notional"], id="no-price"),
     pytest.param({"reference_price": float("nan")}, {}, ["price_positive", "min_price", "min_notional"], id="nan-price"),
+    pytest.param({"quantity": float("nan")}, {}, ["quantity_positive", "min_qty", "min_notional"], id="nan-qty"),
+    pytest.param({"quantity": float("inf")}, {}, ["quantity_positive", "min_qty", "min_notional"], id="inf-qty"),
     pytest.param({"reference_price": 500.0, "quantity": 0.9}, {}, ["quantity_positive", "min_qty", "min_notional"], id="tiny-qty-pricey"),
     pytest.param({"order_type": OrderType.LIMIT, "limit_price": 5000.0, "quantity": 1}, {"max_order_quote": 1e9, "quote_free": 1e9}, ["max_price"], id="limit-above-max-price"),
 ]
@@ -123,6 +125,15 @@ def test_market_order_is_cut_to_market_lot_size(qty: float, market: Market, sent
     assert market.check_order(result.intent.quantity, Decimal("0.3"), market_order=True) is None
     (cap,) = [c for c in result.checks if c["name"] == "market_max_qty"]
     assert cap["passed"] and cap["value"] == (sent if of is None else f"{sent} of {of} (the rest in a later order)")
+
+
+def test_an_entry_cut_to_market_lot_size_says_the_rest_is_not_bought() -> None:
+    """No later order follows an entry, so its journal line must not promise one (an exit's does)."""
+    req = request(quantity=5000.0)
+    result = precheck(req, CAPPED, quote_free=1e4, base_free=0, buy_cost_rate=0.001, max_order_quote=None)
+    assert result.approved and result.intent is not None and result.intent.quantity == Decimal(1000)
+    (cap,) = [c for c in result.checks if c["name"] == "market_max_qty"]
+    assert cap["value"] == "1000 of 5000 (cut to the maximum, the rest not bought)"
 
 
 def test_market_lot_size_minimum_refuses() -> None:

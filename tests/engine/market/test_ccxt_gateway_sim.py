@@ -176,6 +176,19 @@ async def test_orders_that_cannot_succeed_are_non_retryable(
     assert caught.value.code == code
 
 
+async def test_a_market_order_with_an_off_tick_reference_price_goes_out(make_gateway: GatewayFactory) -> None:
+    """A MARKET order carries no price, so its reference (an average entry price, say) may lie
+    off the tick grid (DOGE's tick is 0.000001): it values the notional, rounded to the grid."""
+    gw, _, _ = make_gateway()
+    bought = await gw.create_order(make_intent("DOGE/USDT", client_order_id="hc-o1", reference_price=0.3000004))
+    sold = await gw.create_order(
+        make_intent("DOGE/USDT", client_order_id="hc-o2", side=Side.SELL, quantity=Decimal(50), reference_price=0.2998537)
+    )
+    assert (bought.status, sold.status) == (OrderStatus.FILLED, OrderStatus.FILLED)
+    with pytest.raises(NonRetryableOrderError, match=r"NOTIONAL: 4\.980* < minNotional"):  # 16.6 x 0.300000
+        await gw.create_order(make_intent("DOGE/USDT", client_order_id="hc-o3", quantity=Decimal("16.6"), reference_price=0.3000004))
+
+
 async def test_an_unknown_order_is_non_retryable_with_its_code(make_gateway: GatewayFactory) -> None:
     gw, _, _ = make_gateway()
     with pytest.raises(NonRetryableOrderError) as caught:
