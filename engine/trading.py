@@ -550,7 +550,7 @@ class TradingCore:
         held.pending_tier = decision.tier if qty < pos.quantity else None
         self._last_action_ms[pos.symbol] = now_ms
         self.causes[cid] = seq
-        return result.intent
+        return replace(result.intent, tier=held.pending_tier)
 
     # ----------------------------------------------------------------- order updates
     def on_order_update(self, update: OrderUpdate, now_ms: int) -> None:

@@ -72,6 +72,9 @@ class OrderIntent:
     reference_price: float = 0.0  # the price the decision saw, for slippage accounting
     time_in_force: TimeInForce = TimeInForce.GTC
     expires_ms: int | None = None  # a LIMIT still open at this time is cancelled
+    # A take-profit that sells part of the position: the tier its fill marks hit (None for any
+    # other order). Journaled with the attempt, so a restart marks it hit on a fill it reconciles.
+    tier: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,7 @@ class OrderRouter:
             "price": None if intent.price is None else str(intent.price),
             "reference_price": intent.reference_price,
             "expires_ms": intent.expires_ms,
+            "tier": intent.tier,
         }
         seq = self.sink.emit(
             "order_attempt", ts_ms=now_ms, payload=attempt, trace_id=intent.trace_id, symbol=intent.symbol, cause=cause

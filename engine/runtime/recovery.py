@@ -12,8 +12,9 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      the fill), less the dust the core wrote off (a `position_update` close with reason `dust`:
      no fill records it, and the coins stay on the exchange). Beside each position: the exit
      legs already used in its trace (the next exit's client id continues after them, so no exit
-     id is ever reused), the take-profit tiers that sold something (tiers are hit in order) and
-     the break-even stop they moved;
+     id is ever reused), the take-profit tiers that sold something (tiers are hit in order), the
+     break-even stop they moved, and its exit still in flight with the tier it sells (journaled
+     with the attempt), so a fill reconciled after the restart marks that tier hit as it would have;
    - **cash**: the configured capital plus every fill's cash flow;
    - **client ids already attempted**: seeded into the router's duplicate guard, so an intent the
      core decides again after the restart is suppressed before any broker sees it (ids freed by
@@ -155,6 +156,7 @@ class OpenOrder:
     filled_fee_other: float = 0.0  # paid in `fee_asset`, a third asset (BNB)
     fee_asset: str = ""
     expires_ms: int | None = None  # when a LIMIT was to be cancelled if still open (its attempt's)
+    tier: int | None = None  # the take-profit tier it sells, marked hit on its fill (`_attempted_tier`)
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
         return Order(
@@ -241,6 +243,7 @@ class RecoveredState:
                 "exit_legs": h.exit_legs,
                 "tp_tiers_hit": list(h.position.tp_tiers_hit),
                 "pending_exit": h.pending_exit,
+                "pending_tier": h.pending_tier,
             }
             for s, h in sorted(self.book.holdings.items())
         ]
@@ -292,6 +295,7 @@ class Replay:
                 cid, ev.trace_id or "", ev.symbol or "", Side(p["side"]), OrderType(p["order_type"]), purpose,
                 Decimal(str(p["quantity"])), None if price is None else Decimal(str(price)), ev.seq, ev.ts_ms,
                 expires_ms=None if expires is None else int(expires),
+                tier=_attempted_tier(p, purpose, tiers.get(ev.trace_id or "", 0)),
             )
         elif ev.kind == "order_result":
             cid = str(p["client_order_id"])
@@ -386,8 +390,27 @@ class Replay:
             pending = book.get(order.symbol)
             if order.purpose.is_exit and pending is not None:
                 pending.pending_exit = order.client_order_id
+                pending.pending_tier = order.tier
         state.unbooked = sorted(self.unbooked.values(), key=lambda u: u.fill_seq)
         return state
+
+
+def _attempted_tier(attempt: Mapping[str, Any], purpose: OrderPurpose, tiers_sold: int) -> int | None:
+    """The take-profit tier an `order_attempt` payload sells (None: a full exit or no
+    take-profit), for `Holding.pending_tier`: the core marks that tier hit on the order's fill
+    and moves the stop to entry. Left unset, a take-profit in flight at a kill and filled across
+    the restart left its tier unhit: the engine sold the same tier again, with no break-even stop.
+
+    The attempt journals it (`OrderIntent.tier`); one journaled before hotcoin did has none. A
+    take-profit's tier is then `tiers_sold`, the take-profit orders of its trace that sold
+    something before it: the core sells the tiers in order, one exit in flight at a time, and a
+    tier counts as hit once its order sold something. What such an attempt cannot say is
+    whether it sold the whole position (the last tier, or a rest too small to keep), which the
+    core sends as no tier: read as a tier, the crumbs a fee in coins left behind wait for the
+    next exit decision to be written off, where read as none, a partial tier was sold twice."""
+    if "tier" in attempt:
+        return None if attempt["tier"] is None else int(attempt["tier"])
+    return tiers_sold if purpose is OrderPurpose.TAKE_PROFIT else None
 
 
 def _reported_fee_quote(fill: Mapping[str, Any]) -> float:
@@ -613,8 +636,10 @@ class Recovery:
         baseline = order.as_order(OrderStatus.PARTIALLY_FILLED if order.filled_qty > 0 else OrderStatus.OPEN, now_ms)
         update = await broker.recover_open(baseline, seen, now_ms)
         if update is not None:
-            self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
-            _core(engine).on_order_update(update, now_ms)
+            # Its fills are caused by this result, as the router's are by theirs: the core's own
+            # link (the exit decision's seq) died with the process, and the fills had no cause.
+            seq = self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
+            _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
         return seen.status.value
 
     async def _listed(self, engine: Engine, broker: Broker, order: OpenOrder, now_ms: int) -> str:

@@ -440,6 +440,114 @@ async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) ->
     assert fills == [40.0, pytest.approx(60.0)], "only what the exchange did while we were down is new"
 
 
+async def _take_profit_in_flight(sink: RecordingSink, *bids: float) -> tuple[TradingCore, OrderIntent]:
+    """A real core buys 1000 DOGE at 0.3 (paper) and takes profit at each of `bids`: every
+    take-profit but the last fills, leaving 0.01 % unsold (`_Crumbs`: a fee kept in coins);
+    the last one's outcome is unknown when the engine dies (in flight, as `kill -9` leaves it)."""
+    core = TradingCore(load_config(env={}).config.trading, {DOGE: make_market()}, sink)
+    core.cash = CAPITAL
+    paper = _Crumbs(FillModel(0.001, 0.001, 0.0))
+    paper.update_book(make_batch({DOGE: 0.3}))
+    router = OrderRouter(paper, sink)
+    update = await router.send(_intent(T_DOGE, DOGE, OrderPurpose.ENTRY, "1000"), T0)
+    assert update is not None
+    core.on_order_update(update, T0)
+    for i, bid in enumerate(bids, start=1):
+        now = T0 + i * 60_000
+        paper.update_book(make_batch({DOGE: bid}, now))
+        if i == len(bids):
+            router.broker = _Failing(UnknownOrderError("timeout"))
+        (intent,) = core.on_tickers(make_batch({DOGE: bid}, now), now)
+        assert intent.purpose is OrderPurpose.TAKE_PROFIT
+        update = await router.send(intent, now)
+        assert update is not None
+        core.on_order_update(update, now)
+    return core, intent
+
+
+async def _restart_with_exit_filled(
+    tmp_path: Path, sink: RecordingSink, intent: OrderIntent
+) -> tuple[TradingCore, dict[str, Any], list[JournalEvent]]:
+    """Restart on `sink`'s journal with an exchange that filled `intent` while the engine was
+    down: the restarted core, the `recovered` payload and the events the restart journaled."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+    restart = T0 + 3_600_000
+    gw = FakeGateway({DOGE: make_market()})
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        state.open_orders[intent.client_order_id].as_order(OrderStatus.FILLED, restart),
+        exchange_order_id="9", filled_qty=intent.quantity, average_price=float(intent.reference_price), fee_quote=0.1,
+    )
+    async with pump_rig(path, broker=ExchangeBroker(gw)) as rig:
+        engine = rig.engine
+        core = engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        payload = await Recovery(state).apply(engine, restart)
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        return core, payload, _tail_after(list(reader.events()), len(sink.events))
+
+
+@pytest.mark.parametrize(
+    ("bids", "journaled", "derived"), [((0.32,), 0, 0), ((0.32, 0.34), None, 1)], ids=["tier-1", "last-tier-sells-all"]
+)
+async def test_rebuild_restores_the_tier_a_take_profit_in_flight_sells(
+    bids: tuple[float, ...], journaled: int | None, derived: int
+) -> None:
+    """The tier its attempt journaled (none for the last, which sells all). An attempt journaled
+    before hotcoin did has none: its tier is then the take-profits of its trace that sold
+    something, as the core sells the tiers in order."""
+    sink = RecordingSink()
+    await _take_profit_in_flight(sink, *bids)
+    assert rebuild(sink.events, CAPITAL).book.holdings[DOGE].pending_tier == journaled
+    older = [dataclasses.replace(e, payload={k: v for k, v in e.payload.items() if k != "tier"}) for e in sink.events]
+    assert rebuild(older, CAPITAL).book.holdings[DOGE].pending_tier == derived
+
+
+async def test_a_take_profit_filled_across_a_restart_marks_its_tier_hit(tmp_path: Path) -> None:
+    """Tier 1 (half of 1000 DOGE at +5 %) was in flight at the kill and filled while the engine
+    was down. Recovery restored the exit but not its tier: the fill left tier 1 unhit and the
+    stop under entry, so the engine sold tier 1 a second time. The attempt journals its tier."""
+    sink = RecordingSink()
+    core, tp = await _take_profit_in_flight(sink, 0.32)
+    assert core.book.holdings[DOGE].pending_tier == 0
+    assert [e.payload["tier"] for e in sink.events if e.kind == "order_attempt"] == [None, 0]
+
+    restarted, payload, _ = await _restart_with_exit_filled(tmp_path, sink, tp)
+    (recovered,) = payload["positions"]
+    assert (recovered["quantity"], recovered["tp_tiers_hit"]) == (500.0, [0])
+    pos = restarted.book.holdings[DOGE].position
+    assert pos.tp_tiers_hit == (0,) and pos.stop_price == pytest.approx(pos.entry_price)  # break-even after TP1
+    assert restarted.on_tickers(make_batch({DOGE: 0.32}, T0 + 3_660_000), T0 + 3_660_000) == [], "tier 1 is sold once"
+
+
+async def test_the_last_take_profit_filled_across_a_restart_writes_its_crumbs_off(tmp_path: Path) -> None:
+    """The last tier sells the whole position (500.05 DOGE after tier 1, 500 on the step grid):
+    the core sends it as no tier, so its fill writes the 0.05 left off as dust. Taken for a
+    tier at the restart, the crumbs stayed held, a position slot taken until the next exit."""
+    sink = RecordingSink()
+    core, last = await _take_profit_in_flight(sink, 0.32, 0.34)
+    held = core.book.holdings[DOGE]
+    assert (held.position.quantity, last.quantity, held.pending_tier) == (pytest.approx(500.05), 500, None)
+
+    restarted, _, events = await _restart_with_exit_filled(tmp_path, sink, last)
+    assert DOGE not in restarted.book.holdings and restarted.book.written_off == {DOGE: pytest.approx(0.05)}
+    assert [e.payload["reason"] for e in events if e.kind == "position_update"] == ["take_profit", "dust"]
+
+
+async def test_a_fill_reconciled_after_a_restart_is_caused_by_its_order_result(tmp_path: Path) -> None:
+    """The fills the exchange made while the engine was down hang off the `order_result` that
+    reconciled them, as every fill hangs off its order's result: they had no cause at all."""
+    sink = RecordingSink()
+    _, tp = await _take_profit_in_flight(sink, 0.32)
+    _, _, events = await _restart_with_exit_filled(tmp_path, sink, tp)
+    (result,) = [e for e in events if e.kind == "order_result"]
+    (fill,) = [e for e in events if e.kind == "fill"]
+    assert result.payload["detail"] == "reconciled after restart" and fill.cause == result.seq
+
+
 def test_an_open_order_carries_the_fees_in_coins_its_journaled_fills_paid() -> None:
     """Else the broker, comparing the exchange's cumulative fee in coins with 0, books the coins
     of the fills before the restart a second time on the next fill."""
