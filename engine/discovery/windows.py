@@ -19,6 +19,14 @@ surge. Some feeds reset the figure daily (it falls to near zero at midnight): a 
 is *unknown* (NaN in its slot), never a spike or a negative. A symbol silent for several
 slots gets no volume for the update that ends the silence (the diff spans too long to place).
 
+A ticker whose event time is not past that of the symbol's last volume sample did not change:
+nothing traded since (a replayed pair without a candle, an exchange not renewing a pair's
+ticker, ccxt repeating the one it holds). It is no sample: it adds no volume, and the next new
+ticker's diff starts from the last sample. Its 24 h figure still falls by what leaves the
+window, and estimating that departure (the bucket's average rate, not the minute that left)
+made volume of nothing: through an outage, about half the silent minutes came out positive,
+and the hour after it was scored against made-up volume.
+
 An estimate below zero (or below `VOLUME_NOISE` of the average rate: rounding, not trade) adds
 nothing to its slot, and a slot that ends with no positive volume
 is unknown too, not a sample of 0 (`log_volume`, which the baselines read): with the guessed
@@ -197,6 +205,10 @@ class TickerWindows:
         self.last_seen_ms = np.full(c, NO_TIME, dtype=np.int64)
         self.first_seen_ms = np.full(c, NO_TIME, dtype=np.int64)
         self._volume_ms = np.zeros(c, dtype=np.int64)  # 0: "long ago", so a first diff is a gap
+        # The last volume sample of each row: its ticker's event time and 24 h figure, which the
+        # next sample's diff starts from (a repeated ticker is no sample: see the module doc).
+        self._sample_event_ms = np.full(c, NO_TIME, dtype=np.int64)
+        self._sample_qv = np.full(c, np.nan)
         self.price_ring = np.full((c, r), np.nan)
         self.volume_ring = np.full((c, r), np.nan)
         self._low_done = np.full(c, np.nan)  # lowest slot price over the last hour's completed slots
@@ -285,6 +297,8 @@ class TickerWindows:
         self.last_seen_ms[rows] = NO_TIME
         self.first_seen_ms[rows] = NO_TIME
         self._volume_ms[rows] = 0
+        self._sample_event_ms[rows] = NO_TIME
+        self._sample_qv[rows] = np.nan
         self.price_ring[rows] = np.nan
         self.volume_ring[rows] = np.nan
         self.day_ring[rows] = np.nan
@@ -422,7 +436,7 @@ class TickerWindows:
         final = batches[-1]
         return self._fold_steady(
             np.array([b.ts_ms for b in batches], np.int64), np.stack([b.last[:e] for b in batches]),
-            np.stack([b.quote_volume_24h[:e] for b in batches]),
+            np.stack([b.quote_volume_24h[:e] for b in batches]), np.stack([b.event_ms[:e] for b in batches]),
             (final.open_24h[:e], final.high_24h[:e], final.low_24h[:e], final.trade_count_24h[:e]), block,
         )  # fmt: skip
 
@@ -446,7 +460,7 @@ class TickerWindows:
         ):
             return False
         return self._fold_steady(
-            ts, run.last[:, :e], run.quote_volume_24h[:, :e],
+            ts, run.last[:, :e], run.quote_volume_24h[:, :e], run.event_ms[:, :e],
             (run.open_24h[-1, :e], run.high_24h[-1, :e], run.low_24h[-1, :e], run.trade_count_24h[-1, :e]), block,
         )  # fmt: skip
 
@@ -456,23 +470,28 @@ class TickerWindows:
         return 0 < k_n < self.history_slots and block.extent == self.extent and block.count + k_n <= len(block._slot)
 
     def _fold_steady(
-        self, ts: IntArray, price: FloatArray, qv: FloatArray, final: tuple[FloatArray, FloatArray, FloatArray, IntArray],
-        block: RingBlock,
+        self, ts: IntArray, price: FloatArray, qv: FloatArray, event: IntArray,
+        final: tuple[FloatArray, FloatArray, FloatArray, IntArray], block: RingBlock,
     ) -> bool:  # fmt: skip
-        """The fold of `update_many` once the batches are known steady: `ts` [batch], `price`
-        and `qv` [batch, row] (read only), `final` the last batch's open, high, low and trade
-        count by row."""
+        """The fold of `update_many` once the batches are known steady: `ts` [batch], `price`,
+        `qv` and `event` [batch, row] (read only), `final` the last batch's open, high, low and
+        trade count by row."""
         k_n, e, r = len(ts), self.extent, self.history_slots
         if not (price.min() > 0.0 and price.max() < np.inf and qv.min() >= 0.0 and qv.max() < np.inf):
             return False  # NaN fails both comparisons too: `update` counts what is wrong
         slots = ts // self.slot_ms
         cols = slots % r  # each batch's ring column
-        # Volume (see `_update_volume`), every batch at once: each row's previous figure is the
-        # batch before's, every row having been in it.
-        prev = np.concatenate([self.quote_volume_24h[None, :e], qv[:-1]])
-        dt = np.empty((k_n, e), np.int64)
-        dt[0] = ts[0] - self._volume_ms[:e]
-        dt[1:] = (ts[1:] - ts[:-1])[:, None]
+        # Volume (see `_update_volume`), every batch at once. A row's sample is a batch whose
+        # ticker is new (its event time past every earlier one); each batch's diff starts from
+        # the row's last sample before it: the batch before, unless that ticker repeated.
+        seen = np.maximum.accumulate(np.concatenate([self._sample_event_ms[None, :e], event]), axis=0)
+        fresh = event > seen[:-1]
+        last = np.where(fresh, np.arange(k_n)[:, None], -1)  # the row's last sample up to each batch
+        np.maximum.accumulate(last, axis=0, out=last)
+        before = np.concatenate([np.full((1, e), -1), last[:-1]])  # -1: the sample before the block
+        at = np.maximum(before, 0)
+        prev = np.where(before >= 0, np.take_along_axis(qv, at, axis=0), self._sample_qv[:e])
+        dt = ts[:, None] - np.where(before >= 0, ts[at], self._volume_ms[:e])
         since = np.repeat(self._volume_since_ms[None, :e], k_n, axis=0)
         since[1:][since[1:] == NO_TIME] = ts[0]
         buckets = ((ts - 1) // self._bucket_ms).tolist()
@@ -494,12 +513,14 @@ class TickerWindows:
         departing[guess] = average[guess]
         est = qv - prev + departing
         reset = qv < (prev - departing) * self._keep_after_reset
+        reset &= fresh
         unknown = reset | (dt > self._gap_ms)
         n_reset = int(np.count_nonzero(reset))
         if n_reset:
             self.counters["volume_reset"] += n_reset
         est[unknown] = np.nan
         est[est < VOLUME_NOISE * average] = 0.0  # NaN compares false: stays unknown
+        est[~fresh] = 0.0  # a repeated ticker adds nothing (`update` leaves its slot as opened)
         vol = 0.0 + est  # the slot's volume: opened at 0 (every row is active), then the batch's
         for k, bk in enumerate(buckets):  # the day ring's float32 sums, in batch order
             if bk != self._bucket:
@@ -542,7 +563,10 @@ class TickerWindows:
         self._low_done[:e] = low[-1]
         self.last_price[:e] = price[-1]
         self.quote_volume_24h[:e] = qv[-1]
-        self._volume_ms[:e] = ts[-1]
+        took = last[-1] >= 0  # rows sampled in the block, and the batch of their last sample
+        self._sample_qv[:e][took] = qv[last[-1][took], took.nonzero()[0]]
+        self._volume_ms[:e][took] = ts[last[-1][took]]
+        self._sample_event_ms[:e] = seen[-1]
         first = self._volume_since_ms[:e] == NO_TIME  # a row's first volume sample: this fold's first batch
         self._volume_since_ms[:e][first] = ts[0]
         self.last_seen_ms[:e] = ts[-1]
@@ -568,17 +592,23 @@ class TickerWindows:
         """`at`/`into`: the batch positions and their rows as `update` indexes them (slices or
         arrays; reads through a slice are views, so every read here comes before its write)."""
         qv = batch.quote_volume_24h[at]
+        event = batch.event_ms[at]
         vok = qv >= 0.0
         vok &= qv < np.inf
         if not vok.all():
             self.counters["bad_volume"] += int(len(qv) - np.count_nonzero(vok))
-            rows, qv = rows[vok], qv[vok]
+            rows, qv, event = rows[vok], qv[vok], event[vok]
+            into = rows
+        self.quote_volume_24h[into] = qv  # the market's figure, a repeated ticker's too
+        fresh = event > self._sample_event_ms[into]
+        if not fresh.all():  # repeated tickers: nothing traded since their last sample, no sample
+            rows, qv, event = rows[fresh], qv[fresh], event[fresh]
             into = rows
         bucket = (ts - 1) // self._bucket_ms  # the bucket of the volume traded up to ts
         if bucket != self._bucket:
             self._open_bucket(bucket)
         col = bucket % self.day_ring.shape[1]
-        prev = self.quote_volume_24h[into]
+        prev = self._sample_qv[into]
         dt = ts - self._volume_ms[into]
         departing = self._departing[into] * np.minimum(dt / self._bucket_ms, 1.0)
         day_old = self._volume_since_ms[into] <= ts - DAY_MS
@@ -595,7 +625,8 @@ class TickerWindows:
         est[est < VOLUME_NOISE * average] = 0.0  # below zero or rounding: nothing (NaN stays unknown)
         self.volume_ring[into, head] += est
         self.day_ring[into, col] += est
-        self.quote_volume_24h[into] = qv
+        self._sample_qv[into] = qv
+        self._sample_event_ms[into] = event
         self._volume_ms[into] = ts
         first = self._volume_since_ms[into] == NO_TIME
         if first.any():

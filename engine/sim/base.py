@@ -20,7 +20,7 @@ import numpy as np
 from engine.domain import Candle, Market, MarketFilters, MarketStatus, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.sim.rings import MINUTE_MS, FloatArray, MinuteRings
+from engine.sim.rings import MINUTE_MS, FloatArray, IntArray, MinuteRings
 from engine.sim.scenario import ListingEvent, PumpEvent
 
 MIN_NOTIONAL = Decimal(5)
@@ -138,7 +138,7 @@ class RingMarket(ABC):
         return TickerBatch(
             ts_ms=self._now_ms,
             symbols=self._symbols,
-            event_ms=np.full(n, self._now_ms, np.int64),
+            event_ms=self._event_times(n),
             last=self._price[:n].copy(),
             bid=bid,
             ask=ask,
@@ -149,6 +149,11 @@ class RingMarket(ABC):
             quote_volume_24h=stats.quote_volume,
             trade_count_24h=stats.trades if self._has_trades else np.full(n, -1, np.int64),
         )
+
+    def _event_times(self, n: int) -> IntArray:
+        """The event time of each listed symbol's ticker: now, as every symbol of a generated
+        market trades at every step."""
+        return np.full(n, self._now_ms, np.int64)
 
     def last_price(self, symbol: str) -> float:
         return float(self._price[self._index_of(symbol)])

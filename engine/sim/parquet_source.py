@@ -12,6 +12,12 @@ volume. When the minute closes, the file's candle is written exactly. The whole 
 function of the time, so any sequence of `advance_to` calls reaching a time gives the same
 market. The files carry no trade counts: tickers report -1 (missing).
 
+A ticker's event time is when the pair last traded: now while its running minute trades, else
+the end of its last minute with volume (its listing, before any). A pair that prints no candle
+(an outage) or a candle of no volume shows the ticker it showed before, as an exchange sends
+no new ticker for a pair that did not trade; its 24 h figure still drains, but discovery reads
+no volume from a ticker that did not change (`engine.discovery.windows`).
+
 A backtest that only ever looks at whole minutes and reads its candles from the store switches
 the market to `replay_ahead` after its warm-up: the same tickers and quotes, computed a day of
 minutes at a time instead of through the candle rings (`_Tape`).
@@ -92,6 +98,7 @@ class ParquetMarket(RingMarket):
         self._halts = sorted((m, i) for m, i in halts if m < data_end)
         self._tape: _Tape | None = None
         super().__init__(quote, settings.candle_ring_minutes, start_ms, capacity=len(symbols))
+        self._traded_ms = self._first_minute * MINUTE_MS  # when each pair last traded (its listing, before any)
         self._has_trades = False
         self._step_ms = settings.step_ms
         self._all_symbols = symbols
@@ -116,6 +123,8 @@ class ParquetMarket(RingMarket):
                 for f in ("open", "high", "low", "close", "volume")
             }
             quote_volume = np.stack([r.quote_volume for r in rows])
+            ends = np.arange(m0 - history + 1, m0 + 1, dtype=np.int64) * MINUTE_MS
+            self._traded_ms[:n] = np.where(block["volume"] > 0.0, ends[:, None], self._traded_ms[None, :n]).max(axis=0)
             self._rings.load_history(
                 block["open"], block["high"], block["low"], block["close"], block["volume"], quote_volume,
                 np.zeros((history, n), np.int64), np.stack([r.valid for r in rows]),
@@ -142,6 +151,7 @@ class ParquetMarket(RingMarket):
                 closing.open, closing.high, closing.low, closing.close, closing.volume, closing.quote_volume,
                 closing.valid,
             )  # fmt: skip
+            self._traded_ms[: rings.n][closing.volume > 0.0] = (rings.minute + 1) * MINUTE_MS
             self._open_minute(rings.minute + 1)
         self._show(now_ms)
         self._halt_due(target)
@@ -208,6 +218,12 @@ class ParquetMarket(RingMarket):
         """Halt the pairs whose data ended before `minute` (listed ones: the rest halt once they list)."""
         while self._halts and self._halts[0][0] <= minute and self._halts[0][1] < self._rings.n:
             self._halt(self._halts.pop(0)[1])
+
+    def _event_times(self, n: int) -> IntArray:
+        """When each pair last traded (see the module docstring): now where the running minute
+        has shown volume, else the end of its last minute that traded."""
+        running = self._rings.volume[self._rings.slot, :n] > 0.0
+        return np.where(running, self._now_ms, self._traded_ms[:n])
 
     def _list(self, i: int) -> None:
         self._list_symbol(
@@ -333,7 +349,8 @@ class _Tape:
         self._day_len = 0
         self._no_count = np.full(n_all, -1, np.int64)
         self._no_count.setflags(write=False)  # batches share it (and the day tables below) read-only
-        self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's batch times, by minute and pair
+        self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's ticker event times, by minute and pair
+        self._traded_ms = market._traded_ms.copy()  # when each pair last traded, as of the last minute computed
         self.moved = False  # until the first minute it shows, the rings answer
         self.batch: TickerBatch  # the minute shown, once moved
 
@@ -454,7 +471,10 @@ class _Tape:
             "bid": bid,
             "ask": ask,
         }
-        self._event_ms = np.repeat(shown_ms[:, None], n_all, axis=1)
+        # A pair's ticker changes when a closed minute traded (the running one has shown nothing yet).
+        traded = np.where(new_volume > 0.0, shown_ms[:, None], self._traded_ms[None, :])
+        self._event_ms = np.maximum.accumulate(traded, axis=0)
+        self._traded_ms = self._event_ms[-1].copy()
         for table in (*self._day.values(), self._event_ms):
             table.setflags(write=False)  # the minutes' batches are views of these (`TickerBatch.trusted`)
         self._open, self._high, self._low = o[-WINDOW_MINUTES:], h[-WINDOW_MINUTES:], lo[-WINDOW_MINUTES:]

@@ -34,8 +34,10 @@ def small_config(**sections: object) -> DiscoverySection:
 class TickerFeed:
     """Symbols moving by a small deterministic noise, with a rolling 24 h volume at a steady rate.
 
-    `prices[s] *= x` and `rate[s] = ...` steer one symbol (a pump, a volume surge); `batch()`
-    advances the clock by `step_ms` and returns the market at the new time.
+    `prices[s] *= x` and `rate[s] = ...` steer one symbol (a pump, a volume surge); a symbol in
+    `silent` trades nothing (an outage): its 24 h figure drains and its ticker's event time stays
+    at its last trade. `batch()` advances the clock by `step_ms` and returns the market at the
+    new time.
     """
 
     def __init__(
@@ -56,6 +58,8 @@ class TickerFeed:
         self.prices = {s: 1.0 + i for i, s in enumerate(self.symbols)}
         self.rate = {s: daily_volume / DAY_MS for s in self.symbols}  # quote per ms
         self.qv24 = {s: daily_volume for s in self.symbols}
+        self.silent: set[str] = set()
+        self.traded_ms: dict[str, int] = {}  # each symbol's last trade, once it has traded
 
     def markets(self) -> list[Market]:
         return [make_market(s) for s in self.symbols]
@@ -67,8 +71,10 @@ class TickerFeed:
         shocks = np.exp(self.noise * self.rng.standard_normal(n))
         for i, s in enumerate(self.symbols):
             self.prices[s] *= float(shocks[i])
-            traded = self.rate[s] * self.step_ms
+            traded = 0.0 if s in self.silent else self.rate[s] * self.step_ms
             self.qv24[s] += traded - self.qv24[s] * self.step_ms / DAY_MS
+            if s not in self.silent:
+                self.traded_ms[s] = self.ts_ms
         cols: dict[str, np.ndarray] = {
             "last": np.array([self.prices[s] for s in self.symbols]),
             "quote_volume_24h": np.array([self.qv24[s] for s in self.symbols]),
@@ -80,7 +86,7 @@ class TickerFeed:
         return TickerBatch(
             ts_ms=self.ts_ms,
             symbols=tuple(self.symbols),
-            event_ms=np.full(n, self.ts_ms, dtype=np.int64),
+            event_ms=np.array([self.traded_ms.get(s, self.ts_ms) for s in self.symbols], dtype=np.int64),
             last=last,
             bid=last * 0.999,
             ask=last * 1.001,

@@ -1,7 +1,8 @@
 """Batches settled a block at a time (`Discovery.push`) give exactly what `on_batch` gives one by
 one: the same cycles, journal events, counters and the state the next batch starts from, through
 new symbols, a symbol swept and re-listed, rejected batches, gaps, bad prices, social posts and
-listings arriving mid-block, and a pump that fills the pool."""
+listings arriving mid-block, tickers that repeat (a symbol, then the whole market, trading
+nothing), and a pump that fills the pool."""
 
 from __future__ import annotations
 
@@ -91,6 +92,12 @@ def scenario() -> list[tuple[str, Any]]:
     batches(10)
     feed.symbols.append("GHOST/USDT")  # back: a row again
     batches(70)
+    feed.silent = {"SOL/USDT"}  # SOL trades nothing: its ticker repeats, its 24 h figure drains
+    batches(9)
+    feed.silent = set(feed.symbols)  # a replayed outage: every ticker repeats, the clock moves on
+    batches(75)
+    feed.silent = set()
+    batches(30)
     for _ in range(6):
         feed.prices["NEW/USDT"] *= 1.05
         batches(1)

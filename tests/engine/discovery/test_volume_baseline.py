@@ -9,6 +9,8 @@ log1p(volume) / sigma_floor, some 40-60 sigma, and heat took a volume surge that
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from engine.config.sections.discovery import AnomalySection, WindowsSection
@@ -70,3 +72,46 @@ def test_after_an_outage_volume_scores_only_once_enough_slots_show_volume() -> N
         zs.append(float(a.step().volume_z[0]))
     assert zs[: cfg.min_history_slots] == [0.0] * cfg.min_history_slots  # not enough known slots yet
     assert max(abs(z) for z in zs) < 4.0  # was ~60 right after the outage
+
+
+def _outage_run(
+    w: TickerWindows, a: AnomalyDetector, minutes: np.ndarray, outage: range
+) -> tuple[list[int], list[float]]:
+    """Batch m (at the start of minute m) shows the 24 h figure of minutes m-1440 .. m-1, which
+    drains by each departing minute, and the event time of the last minute that traded: a ticker
+    that did not change through `outage`. (Known slots in the ring, volume z) after each batch
+    from the outage on."""
+    cum = np.concatenate([[0.0], np.cumsum(minutes)])
+    event = T0
+    known, zs = [], []
+    for m in range(1441, len(minutes)):
+        if minutes[m - 1] > 0:
+            event = T0 + m * MIN
+        qv = cum[m] - cum[m - 1440]
+        batch = make_batch({"A/USDT": 1.0 + 1e-4 * (m % 2)}, ts_ms=T0 + m * MIN, quote_volume_24h={"A/USDT": qv})
+        w.update(dataclasses.replace(batch, event_ms=np.array([event])))
+        if m >= outage.start:
+            zs.append(float(a.step().volume_z[0]))
+            known.append(int(np.count_nonzero(np.isfinite(log_volume(w.volume_ring[0])))))
+    return known, zs
+
+
+def test_an_outage_adds_no_volume_and_the_score_waits_for_known_slots() -> None:
+    """The exchange prints nothing for 100 minutes (more than the ring): the 24 h figure falls by
+    each minute leaving the window, which the day ring only knows as its 5-minute bucket's
+    average, so the diff plus that guess is positive about half the time. The tickers did not
+    change (their event time stands still): no slot of the outage holds volume, and after it the
+    volume z is 0 until `min_history_slots` minutes have shown volume again."""
+    w = TickerWindows(WindowsSection(capacity=16, slot_ms=MIN, history_slots=64, volume_bucket_ms=5 * MIN))
+    cfg = AnomalySection(baseline_refresh_batches=1, min_history_slots=5)
+    a = AnomalyDetector(cfg, w)
+    pattern = np.array([3e6, 0.4e6, 1.2e6, 2.5e6, 0.6e6, 1.8e6, 0.9e6])  # 7 minutes: out of step with the buckets
+    minutes = np.resize(pattern, 1440 + 1500 + 100 + 30)  # a day before, a day of estimates, the outage, after
+    outage = range(1440 + 1500 + 1, 1440 + 1500 + 101)  # batches showing an outage minute
+    minutes[outage.start - 1 : outage.stop - 1] = 0.0
+    known, zs = _outage_run(w, a, minutes, outage)
+    during = len(outage)
+    assert known[during - 1] == 0  # the ring holds only outage minutes: all unknown (was 30-40 known)
+    after = zs[during : during + 1 + cfg.min_history_slots]  # the first batch after spans the outage: unknown too
+    assert after == [0.0] * len(after)
+    assert any(zs[during:])  # then scores again, against the minutes that showed volume

@@ -232,8 +232,10 @@ def _fold(w: TickerWindows, pending: list[TickerBatch], block: RingBlock) -> int
 def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
     """Blocks of steady batches folded at once leave every array, counter and ring copy as
     `update` and `RingBlock.take` leave them batch by batch: across bucket turns, a day of
-    history (the departing volume is read), a counter reset, a surge, a pump, a gap, a new
-    symbol and a bad price (refused: nothing changes, the caller folds it alone)."""
+    history (the departing volume is read), a counter reset, a surge, a pump, a gap, symbols
+    whose tickers repeat (nothing traded: one for two minutes, one for longer than the gap, then
+    every symbol for longer than the ring, as through a replayed outage), a new symbol and a bad
+    price (refused: nothing changes, the caller folds it alone)."""
     symbols = ["A/USDT", "B/USDT", "C/USDT"]
     feed = TickerFeed(symbols, step_ms=MIN, seed=11)
     one, many = (windows(slot_ms=MIN, history_slots=64) for _ in range(2))
@@ -247,6 +249,9 @@ def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
     batches += [feed.batch() for _ in range(30)]
     feed.ts_ms += 7 * MIN  # a gap: the batch after it opens no next slot
     batches += [feed.batch() for _ in range(50)]
+    for silent, minutes in (({"C/USDT"}, 2), ({"B/USDT"}, 25), (set(symbols), 70), (set(), 40)):
+        feed.silent = silent
+        batches += [feed.batch() for _ in range(minutes)]
     batches.append(feed.batch(last={"B/USDT": math.nan}))
     batches += [feed.batch() for _ in range(30)]
     feed.symbols.append("D/USDT")  # a listing: a new row

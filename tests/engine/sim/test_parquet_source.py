@@ -121,6 +121,31 @@ def test_an_outage_prints_no_candle_and_holds_the_price(
     assert after.base_volume_24h[0] > before.base_volume_24h[0]  # AAA traded on
 
 
+def test_a_ticker_shows_when_its_pair_last_traded(
+    tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """Through BBB's outage, and a minute of AAA's with a candle of no volume, the pair's ticker
+    keeps the event time of its last trade (discovery reads no volume from it), on both replay
+    paths; a running minute that trades shows now."""
+    times, rows = data["AAA"]
+    rows = rows.copy()
+    rows[30, 4] = 0.0  # AAA trades nothing in minute G+30
+    write(tmp_path / "AAA_USDT-1m.parquet", times, rows)
+    start = G + 20 * M
+    rings, ahead = replay(tmp_path, start), replay(tmp_path, start)
+    ahead.replay_ahead()
+    events = {}
+    for t in range(start + M, G + 70 * M, M):
+        same_minutes(rings, ahead, range(t, t + M, M))
+        events[t] = ahead.tickers().event_ms.tolist()
+    assert [events[G + k * M][0] for k in (30, 31, 32)] == [G + 30 * M, G + 30 * M, G + 32 * M]
+    assert {events[t][1] for t in range(GAP[0] + M, GAP[-1] + 2 * M, M)} == {GAP[0]}  # the outage's end included
+    assert events[GAP[-1] + 2 * M][1] == GAP[-1] + 2 * M  # its first minute after traded
+    inside = replay(tmp_path, start)
+    inside.advance_to(GAP[3] + 30_000)
+    assert inside.tickers().event_ms.tolist() == [GAP[3] + 30_000, GAP[0]]
+
+
 def test_inside_a_minute_the_price_walks_open_extremes_close(
     tmp_path: Path, data: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> None:
