@@ -168,6 +168,37 @@ class RichReplayProgress:
         self.bar.update(self.task, completed=p.fraction, description=f"replay {utc_minute(p.now_ms)}", trades=p.trades)
 
 
+class LogReplayProgress:
+    """The replay's progress as plain lines on stderr, where rich's bar would draw nothing: a
+    `--progress` into a log file or a pipe (a transient bar on a console that is no terminal
+    is silent, and a forced progress that prints nothing reads as a hang). A line at the start
+    and at each progress report (`PROGRESS_EVERY` replayed minutes); stdout is left alone."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> LogReplayProgress:
+        print("replay: loading candles, warming up", file=sys.stderr, flush=True)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    def __call__(self, p: ReplayProgress) -> None:
+        print(
+            f"replay {utc_minute(p.now_ms)}: {p.fraction:.0%} done, {p.trades} trades, {time.monotonic() - self.t0:.0f} s",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+
+
+def replay_progress() -> RichReplayProgress | LogReplayProgress:
+    """The replay's progress on stderr: the bar where stderr is an interactive terminal (as rich
+    tells it: TTY_COMPATIBLE, TTY_INTERACTIVE and FORCE_COLOR count), plain lines elsewhere."""
+    from rich.console import Console
+
+    return RichReplayProgress() if Console(stderr=True).is_interactive else LogReplayProgress()
+
+
 class RichOptimizeProgress:
     """The search's progress on stderr, one bar per fold: trials finished of those asked, the
     best in-sample return so far, elapsed and remaining time; then the fold's out-of-sample

@@ -26,6 +26,7 @@ parity test's runtime side without `ahead`, so it also checks the two against ea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -138,6 +139,19 @@ class HistoryFeed(SimFeed):
             self.market.replay_ahead()
             return self.market
         return None
+
+    async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        """The warm-up's batches, the last at the clock's start; the first trading batch is the
+        one after it. A replay whose market starts at the clock's start (a --from at the store's
+        first minute: no warm-up before it) has that one batch for its warm-up, so it too trades
+        from the minute after --from: N minutes, N cycles, as everywhere else (it had one more,
+        at --from itself, before any candle of the window had closed)."""
+        if self.market.now_ms < self.clock.start_ms:
+            async for batch in super().warmup(step_ms):
+                yield batch
+            return
+        self._last_ms = self.market.now_ms
+        yield self.market.tickers()
 
     async def next_batch(self) -> TickerBatch:
         self._tape()

@@ -115,7 +115,7 @@ class HistoryStore:
         path = self.path(symbol, timeframe)
         if not path.is_file():
             return None
-        ts = _open_times(path)
+        ts = _open_times(path, symbol)
         return int(ts[-1]) if len(ts) else None
 
     def read(self, symbol: str, timeframe: str) -> CandleSeries:
@@ -129,8 +129,7 @@ class HistoryStore:
         path = self.path(symbol, timeframe)
         if not path.exists():
             return None
-        fix = f"move it out of {self.root} or delete it, and collect downloads {symbol} afresh"
-        return CandleSeries(symbol, timeframe, *read_candles(path, timeframe, fix=fix))
+        return CandleSeries(symbol, timeframe, *read_candles(path, timeframe, fix=afresh(path, symbol)))
 
     def append(self, symbol: str, timeframe: str, candles: list[Candle]) -> int:
         """Add closed candles after the last stored one; returns how many were new.
@@ -169,7 +168,14 @@ class HistoryStore:
         return len(fresh)
 
 
-def _open_times(path: Path, *, whole: bool = False) -> IntArray:
+def afresh(path: Path, symbol: str) -> str:
+    """The fix for a store file that cannot be trusted, wherever it is found: `collect` will not
+    add to it (`HistoryStore.stored`), so a backtest that said "re-collect it" sent the user
+    into that refusal; moving it away or deleting it is what works."""
+    return f"move it out of {path.parent} or delete it, and collect downloads {symbol} afresh"
+
+
+def _open_times(path: Path, symbol: str, *, whole: bool = False) -> IntArray:
     """The timestamp column (what indexing and resuming need); a bad file is named. `whole`
     decodes every column: the decoded table is kept (`TableCache`, keyed on the columns), so
     an index that a backtest's replay market and candle series will read after it costs no
@@ -178,12 +184,12 @@ def _open_times(path: Path, *, whole: bool = False) -> IntArray:
         table = read_columns(path, list(COLUMNS) if whole else ["timestamp_ms"])
         return column_array(table, "timestamp_ms", pa.int64())
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
-        raise MarketDataError(f"{path}: cannot read its timestamp_ms column ({exc}); re-collect it") from exc
+        raise MarketDataError(f"{path}: cannot read its timestamp_ms column ({exc}); {afresh(path, symbol)}") from exc
 
 
 def read_series(path: Path, symbol: str, timeframe: str) -> CandleSeries:
     """One file, checked (`read_candles`): a bad file is named with the row and what is wrong."""
-    return CandleSeries(symbol, timeframe, *read_candles(path, timeframe))
+    return CandleSeries(symbol, timeframe, *read_candles(path, timeframe, fix=afresh(path, symbol)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +233,17 @@ class HistoryIndex:
         last: int = self.data_opens[i - 1].item()
         return max(0.0, (now_ms - (last + tf)) / 1000)
 
+    def outages(self, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """The exchange-wide outages that overlap the minutes [start_ms, end_ms): each as (the
+        first minute with no candle for any pair, the open time of the candle data resumes
+        with), whole, even where it begins before the window or ends after it."""
+        tf = timeframe_ms(self.timeframe)
+        opens = self.data_opens
+        lo = max(0, int(opens.searchsorted(start_ms, "left")) - 1)  # the last open before the window...
+        edges = opens[lo : int(opens.searchsorted(end_ms, "left")) + 1]  # ...to the first at or after its end
+        gaps = ((int(edges[i]) + tf, int(edges[i + 1])) for i in np.flatnonzero(np.diff(edges) > tf).tolist())
+        return [(a, b) for a, b in gaps if a < end_ms and b > start_ms]
+
     def listed_after_start(self) -> dict[str, int]:
         """Pairs whose first candle comes after the directory's first one: listings."""
         start = self.start_ms
@@ -254,9 +271,10 @@ def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> His
     opens: dict[str, IntArray] = {}
     rows = 0
     for s in symbols:
-        ts = _open_times(store.path(s, timeframe), whole=True)
+        path = store.path(s, timeframe)
+        ts = _open_times(path, s, whole=True)
         if len(ts) == 0:
-            raise MarketDataError(f"{store.path(s, timeframe)}: no candles; delete it or re-collect it")
+            raise MarketDataError(f"{path}: no candles; {afresh(path, s)}")
         first[s], last[s] = int(ts[0]), int(ts[-1])
         opens[s] = ts
         rows += len(ts)

@@ -8,7 +8,8 @@ is backtested on the same out-of-sample window beside it: a search earns its par
 where it beats not searching, and with nine parameters and a few days in sample the in-sample
 figure mostly measures the fit (on the real April 2021 month, 30 trials a fold: +40 % in
 sample, +2 % out). The best config written is the last fold's (the most recent data): the
-base config file with those parameters on top, as one TOML file for `--config`.
+base config file, the trading settings HOTCOIN_* variables gave the search, and those
+parameters on top, as one TOML file for `--config` that replays the search on its own.
 
 The parent samples every trial (ask) and `jobs` worker processes backtest them, a round of
 `jobs` at a time; a round's results are told to the study in trial order, so the same --seed
@@ -52,7 +53,7 @@ import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -127,6 +128,7 @@ class Fold:
     base_oos_trades: int
     is_trades: int  # the best trial's, in sample: a best return from two trades is luck more than skill
     study: str  # the fold's optuna study (`study_name`), to resume or inspect it in a shared --storage
+    traded_trials: int  # trials that made a trade in sample: with none, every trial returned 0 and nothing was searched
 
     @property
     def beats_base(self) -> bool:
@@ -534,6 +536,7 @@ def walk_forward(
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
                     _search(study, plan.trials, trial, pool, jobs, tick, space)
             best = study.best_trial
+            traded = sum(1 for t in study.trials if t.user_attrs.get("trades", 0) > 0)
             params = {k2: _on_grid(float(v)) for k2, v in best.params.items()}
             if progress is not None:
                 progress(OptimizeProgress(k + 1, plan.folds, plan.trials, plan.trials, best.value, out_of_sample=True))
@@ -545,18 +548,65 @@ def walk_forward(
             base_ret, base_trades = backtest_return(config, plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id)
             result.folds.append(
                 Fold(k + 1, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,
-                     len(study.trials), base_ret, base_trades, int(best.user_attrs.get("trades", 0)), name)
+                     len(study.trials), base_ret, base_trades, int(best.user_attrs.get("trades", 0)), name, traded)
             )  # fmt: skip
     return result
 
 
-def to_toml(params: dict[str, float], base: dict[str, Any] | None = None) -> str:
-    """The base config file's settings with the best parameters on top, as TOML: one file that
-    `--config` can load on its own."""
+def environment_settings(config: HotcoinConfig, sources: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """The trading settings a HOTCOIN_* variable set for the search (`LoadedConfig.sources`):
+    dotted key -> (variable, the value the search ran with). The best config is written with
+    them: written from the config file alone, a search run under
+    HOTCOIN_TRADING__CAPITAL__PROFILE=full reported the full profile's figures and wrote a file
+    that replays starter's (capital 100, not 500). Where and how a machine runs (`_MACHINE_KEYS`,
+    the secrets among them) is left out, as is a null, which TOML cannot hold."""
+    settings = _trading_settings(config.model_dump(mode="json"))
+    out: dict[str, tuple[str, Any]] = {}
+    for key, origin in sorted(sources.items()):
+        value = _setting(settings, key)
+        if origin.startswith("env:") and value is not None:
+            out[key] = (origin.removeprefix("env:"), value)
+    return out
+
+
+def _setting(table: dict[str, Any], key: str) -> Any:
+    """The value at dotted `key` in nested `table`, or None where there is none."""
+    node: Any = table
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def to_toml(
+    params: dict[str, float], base: dict[str, Any] | None = None, env: Mapping[str, tuple[str, Any]] | None = None
+) -> str:
+    """The base config file's settings, the trading settings the environment set for the search
+    (`environment_settings`) and the best parameters on top, as TOML: one file that `--config`
+    can load on its own, and that replays what the search ran without those variables. Its
+    header names the settings that came from the environment (a searched one is the search's)."""
+    best = overrides(params)
+    env = {key: found for key, found in (env or {}).items() if _setting(best, key) is None}
     merged: dict[str, Any] = {}
     deep_update(merged, base or {})
-    deep_update(merged, overrides(params))
-    return "# written by `hotcoin optimize`: the base config plus the best parameters; use with --config\n" + _dump(merged)
+    for key, (_, value) in env.items():
+        deep_update(merged, _nested(key, value))
+    deep_update(merged, best)
+    head = ["# written by `hotcoin optimize`: the base config plus the best parameters; use with --config"]
+    if env:
+        head.append("# from the environment when the search ran, written below so that this file alone replays it:")
+        head += [f"#   {key} = {_value(value)}  ({var})" for key, (var, value) in env.items()]
+    return "\n".join(head) + "\n" + _dump(merged)
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    """Dotted `key` = `value` as nested tables."""
+    *tables, leaf = key.split(".")
+    out: dict[str, Any] = {leaf: value}
+    for name in reversed(tables):
+        out = {name: out}
+    return out
 
 
 def _dump(table: dict[str, Any], prefix: str = "") -> str:
@@ -594,8 +644,10 @@ def _value(v: Any) -> str:
     raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to TOML")
 
 
-def write_best(result: OptimizeResult, path: Path, base: dict[str, Any] | None = None) -> None:
-    path.write_text(to_toml(result.best.params, base))
+def write_best(
+    result: OptimizeResult, path: Path, base: dict[str, Any] | None = None, env: Mapping[str, tuple[str, Any]] | None = None
+) -> None:
+    path.write_text(to_toml(result.best.params, base, env))
 
 
 def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
@@ -617,6 +669,7 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
                 "base_out_of_sample_return": f.base_oos_return,
                 "base_out_of_sample_trades": f.base_oos_trades,
                 "trials": f.trials,
+                "traded_trials": f.traded_trials,
             }
             for f in result.folds
         ],
@@ -679,11 +732,23 @@ def params_tables(result: OptimizeResult) -> list[Any]:
 
 
 def verdict(result: OptimizeResult) -> str:
-    """One line under the table: did searching beat the base config out of sample?"""
-    won = sum(f.beats_base for f in result.folds)
-    searched = sum(f.oos_return for f in result.folds)
-    base = sum(f.base_oos_return for f in result.folds)
-    return (
-        f"out of sample, the searched parameters beat the base config in {won} of {len(result.folds)} fold(s): "
-        f"{searched:+.2%} against {base:+.2%} summed over the folds"
+    """One line under the table: did searching beat the base config out of sample? Counted over
+    the folds where a trial traded in sample. Where none did, every trial returned 0 and the
+    "best" is the first one asked, never tried: its out-of-sample +0.00 % beside a base config
+    that lost was counted as a search that won, which it was not."""
+    searched = [f for f in result.folds if f.traded_trials]
+    idle = ", ".join(str(f.index) for f in result.folds if not f.traded_trials)
+    if not searched:
+        return (
+            "no trial traded in sample in any fold: nothing was searched, and the parameters written were never "
+            "tried; search a longer window, or with more --trials"
+        )
+    won = sum(f.beats_base for f in searched)
+    line = (
+        f"out of sample, the searched parameters beat the base config in {won} of {len(searched)} fold(s): "
+        f"{sum(f.oos_return for f in searched):+.2%} against {sum(f.base_oos_return for f in searched):+.2%} "
+        "summed over the folds"
     )
+    if idle:
+        line += f" where a trial traded; in fold(s) {idle} no trial traded in sample, so nothing was searched there"
+    return line

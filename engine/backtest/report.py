@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "run_id": result.run_id,
         "start_ms": result.start_ms,
         "end_ms": result.end_ms,
+        "initial_equity": result.initial_equity,  # the capital profile's: what total_return and final_equity start from
         "cycles": result.cycles,
         "candles": result.candles,
         "symbols": result.symbols,
@@ -70,8 +73,13 @@ def _open_json(p: OpenPosition) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# Columns the terminal table drops, in this order, until its rows fit the width (--json has all).
-_OPTIONAL: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "exit"))
+# What the terminal tables give up until their rows fit the width (--json has all): the trace
+# id cut to a prefix `hotcoin replay` takes, then whole columns, least read first, in this
+# order; the trades table cuts its exit reason (text) before it drops holding time and return.
+# A number is never cut: rich cuts every cell of a table too wide, and "+11.…" reads as another.
+_TRADES_DROPPED: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "exit"))
+_TRADES_LAST: tuple[tuple[str, ...], ...] = (("held",), ("%",), ("reason",))  # once the reason is cut to fit
+_OPEN_DROPPED: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "mark"))
 _TRACE_SHORT = 12  # `hotcoin replay` takes any unique prefix of a trace id
 
 
@@ -79,16 +87,49 @@ def _trades_title(n: int) -> str:
     return f"trades ({n})" if n <= MAX_ROWS else f"trades (the last {MAX_ROWS} of {n}; --json has all)"
 
 
+def _width(table: Any) -> int:
+    """The columns `table` takes with every cell whole."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    measure = Console(width=10_000)
+    return int(Measurement.get(measure, measure.options, table).maximum)
+
+
+def _shorten_trace(columns: dict[str, list[str]]) -> None:
+    columns["trace"] = [t[:_TRACE_SHORT] for t in columns["trace"]]
+
+
+def _drop(columns: dict[str, list[str]], names: tuple[str, ...]) -> None:
+    for name in names:
+        del columns[name]
+
+
+def _fitted(
+    columns: dict[str, list[str]], build: Callable[[], Any], width: int, dropped: tuple[tuple[str, ...], ...]
+) -> Any:
+    """`build()`'s table, after as few narrowings as fit it into `width`: the trace id shortened,
+    then each of `dropped` in turn (`build` reads `columns`)."""
+    steps = [partial(_shorten_trace, columns), *(partial(_drop, columns, names) for names in dropped)]
+    table = build()
+    for step in steps:
+        if _width(table) <= width:
+            break
+        step()
+        table = build()
+    return table
+
+
 def trades_table(result: BacktestResult, width: int = 120) -> Any:
     """The last `MAX_ROWS` trades as a rich table no wider than `width`: on a narrow terminal
     the trace id is cut to a prefix, then the quantity and prices are dropped, then the exit
-    reason is cut with an ellipsis, rather than rich cutting every cell (a pnl of "+2…")."""
+    reason is cut with an ellipsis, then holding time, return and reason are dropped, rather
+    than rich cutting every cell (a pnl of "+2…")."""
     from rich import box
-    from rich.console import Console
-    from rich.measure import Measurement
     from rich.table import Table
 
     trades = result.trades if len(result.trades) <= MAX_ROWS else result.trades[-MAX_ROWS:]
+    reasons = [exit_label(t) for t in trades]
     columns: dict[str, list[str]] = {
         "opened UTC": [iso(t.opened_ms, short=True) for t in trades],
         "held": [span(t.closed_ms - t.opened_ms) for t in trades],
@@ -98,7 +139,7 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
         "exit": [f"{t.exit_price:.6g}" for t in trades],
         "pnl": [f"{t.pnl:+.2f}" for t in trades],
         "%": [f"{t.return_pct:+.1f}" for t in trades],
-        "reason": [exit_label(t) for t in trades],
+        "reason": reasons,
         "trace": [t.trace_id for t in trades],
     }
 
@@ -116,25 +157,21 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
             table.add_row(*cells)
         return table
 
-    measure = Console(width=10_000)
-
-    def fits(table: Any) -> bool:
-        return bool(Measurement.get(measure, measure.options, table).maximum <= width)
-
-    table = build()
-    if not fits(table):
-        columns["trace"] = [t[:_TRACE_SHORT] for t in columns["trace"]]
-        table = build()
-    for names in _OPTIONAL:
-        if fits(table):
-            break
-        for name in names:
-            del columns[name]
-        table = build()
-    if not fits(table):  # the reason gives the rest: every other cell is read whole or not at all
-        reasons, columns["reason"] = columns["reason"], [""] * len(trades)
-        room = max(len("reason"), width - int(Measurement.get(measure, measure.options, build()).maximum) + len("reason"))
+    def cut_reason() -> Any:  # the reason gives the rest: every other cell is read whole or not at all
+        columns["reason"] = [""] * len(trades)
+        room = max(len("reason"), width - _width(build()) + len("reason"))
         columns["reason"] = [r if len(r) <= room else r[: room - 1] + "…" for r in reasons]
+        return build()
+
+    table = _fitted(columns, build, width, _TRADES_DROPPED)
+    for names in _TRADES_LAST:
+        if _width(table) <= width:
+            break
+        table = cut_reason()
+        if _width(table) <= width:
+            break
+        columns["reason"] = reasons  # whole again: cut anew to the room the dropped column leaves
+        _drop(columns, names)
         table = build()
     return table
 
@@ -174,25 +211,37 @@ def _open_summary(result: BacktestResult) -> str:
     return f"{len(held)}, unrealised {unrealised:+.2f} (table below)"
 
 
-def open_table(result: BacktestResult) -> Any:
+def open_table(result: BacktestResult, width: int = 120) -> Any:
     """The positions still held at the end: in the final equity at the bid, before the exit fee
-    and slippage a close would pay, and in no trade figure; each with the trace that explains it."""
+    and slippage a close would pay, and in no trade figure; each with the trace that explains it.
+    No wider than `width`, as the trades table: the trace id shortened, then the quantity, then
+    the entry and mark prices dropped, rather than rich cutting every cell ("DGB/U… 0.102…")."""
     from rich import box
     from rich.table import Table
 
-    table = Table(
-        title="open at end (marked at the bid, before exit fee and slippage)", title_justify="left",
-        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-    )  # fmt: skip
-    for name in ("opened UTC", "symbol", "qty", "entry", "mark", "unrealised", "trace"):
-        table.add_column(name, justify="left" if name in ("opened UTC", "symbol", "trace") else "right", no_wrap=True)
-    for p in sorted(result.open_positions.values(), key=lambda p: p.opened_ms):
-        colour = "green" if p.unrealised_pnl > 0 else "red"
-        table.add_row(
-            iso(p.opened_ms, short=True), p.symbol, f"{p.quantity:.6g}", f"{p.entry_price:.6g}", f"{p.mark_price:.6g}",
-            f"[{colour}]{p.unrealised_pnl:+.2f}[/]", p.trace_id,
+    held = sorted(result.open_positions.values(), key=lambda p: p.opened_ms)
+    columns: dict[str, list[str]] = {
+        "opened UTC": [iso(p.opened_ms, short=True) for p in held],
+        "symbol": [p.symbol for p in held],
+        "qty": [f"{p.quantity:.6g}" for p in held],
+        "entry": [f"{p.entry_price:.6g}" for p in held],
+        "mark": [f"{p.mark_price:.6g}" for p in held],
+        "unrealised": [f"[{'green' if p.unrealised_pnl > 0 else 'red'}]{p.unrealised_pnl:+.2f}[/]" for p in held],
+        "trace": [p.trace_id for p in held],
+    }
+
+    def build() -> Any:
+        table = Table(
+            title="open at end (marked at the bid, before exit fee and slippage)", title_justify="left",
+            box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
         )  # fmt: skip
-    return table
+        for name in columns:
+            table.add_column(name, justify="left" if name in ("opened UTC", "symbol", "trace") else "right", no_wrap=True)
+        for i in range(len(held)):
+            table.add_row(*(columns[name][i] for name in columns))
+        return table
+
+    return _fitted(columns, build, width, _OPEN_DROPPED)
 
 
 def exits_table(result: BacktestResult) -> Any:

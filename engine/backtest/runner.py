@@ -49,6 +49,7 @@ from engine.runtime.feed import MarketFeed
 from engine.runtime.tap import Tap
 from engine.signals.scorer import ModelLoad
 from engine.sim.parquet_source import ParquetMarket
+from engine.timefmt import span
 from engine.trading import TradingCore
 
 MINUTE_MS = 60_000
@@ -156,6 +157,13 @@ def window(index: HistoryIndex, config: HotcoinConfig, start_ms: int | None, end
             f"the window is empty: start {utc_minute(start)} >= end {utc_minute(end)} "
             f"(the data spans {utc_minute(index.start_ms)} .. {utc_minute(index.end_ms)}); check --from/--to"
         )
+    if not index.candles_between(start, end):  # replayed, it read as a market where nothing happened
+        [(down, back)] = index.outages(start, end)
+        raise ConfigError(
+            f"the window {utc_minute(start)} .. {utc_minute(end)} holds no candle: it lies inside an outage of the "
+            f"data (no pair has a candle from {utc_minute(down)} to {utc_minute(back)}), so there is nothing to "
+            "replay; choose a window with candles in it"
+        )
     return start, end
 
 
@@ -179,13 +187,21 @@ def _warm_up_warning(start: int, market_start: int, warm_ms: int) -> tuple[str, 
 
 
 def _data_warnings(
-    index: HistoryIndex, market_start: int, end: int, asked_end: int | None, regime: str
+    index: HistoryIndex, market_start: int, start: int, end: int, asked_end: int | None, regime: str
 ) -> tuple[str, ...]:
     """What the store makes of this window that a reader of the report must know: pairs that
     list or halt inside it (a file's first candle after the store's first is read as a
     listing, with its heat bonus; a file ending before the others' is a pair halted after
-    its last candle), a regime pair with no candles, a `--to` past the data."""
+    its last candle), outages inside it (hours without trades that read like a quiet market
+    otherwise), a regime pair with no candles, a `--to` past the data."""
     out: list[str] = []
+    down = [f"from {utc_minute(a)} to {utc_minute(b)} ({span(b - a)})" for a, b in index.outages(start, end)]
+    if down:
+        out.append(
+            f"outages: no pair has a candle {', '.join(down)}: prices hold at the last close and the state machine "
+            "degrades, then blocks entries, as the data goes stale (as it would live); those hours are an exchange "
+            "that was down, not a quiet market"
+        )
     listed = sorted((t, s) for s, t in index.first_ms.items() if market_start < t <= end)
     if listed:
         out.append(
@@ -384,7 +400,7 @@ class BacktestRunner:
             market=buy_hold,
             processes=1 if process is None else 2,
             warnings=_warm_up_warning(start, market_start, warm_ms)
-            + _data_warnings(self.index, market_start, end, end_ms, config.trading.signals.regime_symbol)
+            + _data_warnings(self.index, market_start, start, end, end_ms, config.trading.signals.regime_symbol)
             + _in_sample_warning(self.model, start, end),
         )
 

@@ -87,7 +87,8 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _toml(path: Path | None) -> dict[str, Any]:
-    """The config file's own settings (what `optimize` writes back with the best parameters)."""
+    """The config file's own settings (what `optimize` writes back, with the trading settings the
+    environment set and the best parameters)."""
     import tomllib
 
     return {} if path is None else tomllib.loads(path.read_text())
@@ -115,14 +116,18 @@ def backtest(
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Draw the equity curve.")] = True,
     progress: Annotated[
         bool | None,
-        typer.Option("--progress/--no-progress", help="Show the replay's progress on stderr (default: when stderr is a terminal)."),
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show the replay's progress on stderr: a bar on a terminal, plain lines elsewhere (default: when stderr "
+            "is a terminal).",
+        ),
     ] = None,
 ) -> None:
     """Replay candles through discovery, signals, risk, execution and exits on a virtual clock."""
     import asyncio
     import sys
 
-    from engine.backtest.api import RichReplayProgress, run_backtest
+    from engine.backtest.api import replay_progress, run_backtest
     from ml.runtime import load_scorer
 
     with _user_errors():
@@ -131,7 +136,7 @@ def backtest(
         _say_model(model)
         window = _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to")
         show = sys.stderr.isatty() if progress is None else progress  # a month of 1m history takes a minute or more
-        with RichReplayProgress() if show else contextlib.nullcontext() as bar:
+        with replay_progress() if show else contextlib.nullcontext() as bar:
             result, metrics = asyncio.run(run_backtest(cfg, *window, journal, model=model, progress=bar))
     from engine.backtest import report
 
@@ -152,7 +157,7 @@ def backtest(
         console.print(chart_text, no_wrap=True, crop=True)
     console.print(report.metrics_table(result, metrics))
     if result.open_positions:
-        console.print(report.open_table(result))
+        console.print(report.open_table(result, width=console.width))
     if result.trades:
         console.print(report.exits_table(result))
     if result.adjusted:  # a setting a line: one cut in the middle reads as another value
@@ -257,7 +262,7 @@ def optimize(
         with RichOptimizeProgress() if show else contextlib.nullcontext() as bar:
             result = opt.walk_forward(cfg, plan, progress=bar)
         try:
-            opt.write_best(result, out, _toml(loaded.config_file))
+            opt.write_best(result, out, _toml(loaded.config_file), opt.environment_settings(cfg, loaded.sources))
             failed = None
         except OSError as exc:
             failed = exc

@@ -61,6 +61,8 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     m = doc["metrics"]
     assert set(m) >= {"total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "exposure", "trades"}
     assert m["trades"] == len(doc["trades"])
+    assert doc["initial_equity"] == 100.0  # the starter profile's capital, which the figures start from
+    assert m["final_equity"] == pytest.approx(doc["initial_equity"] * (1 + m["total_return"]))
     assert sum(e["trades"] for e in doc["exits"]) == len(doc["trades"])
     labels = {t["exit_reason"] + (": " + ", ".join(t["exit_rules"]) if t["exit_rules"] else "") for t in doc["trades"]}
     assert {e["reason"] for e in doc["exits"]} == labels
@@ -84,6 +86,19 @@ def test_backtest_progress_goes_to_stderr_and_leaves_the_json_clean(store: Path,
         return [(t["symbol"], t["opened_ms"], t["pnl"]) for t in json.loads(doc)["trades"]]
 
     assert trades(result.stdout) == trades(quiet) != []
+
+
+def test_backtest_progress_forced_without_a_terminal_prints_lines_on_stderr(store: Path, config_file: Path) -> None:
+    """`--progress` into a log file or a pipe printed nothing at all (rich's bar is transient,
+    and draws only on a terminal): now a line each report, on stderr; stdout is the JSON alone."""
+    args = ["backtest", "--data", str(store), "--config", str(config_file), "--from", str(START), "--json", "--progress"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200", "TTY_COMPATIBLE": "0"})  # stderr is no terminal
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    lines = re.findall(r"^replay (\d{4}-\d\d-\d\d \d\d:\d\d) UTC: (\d+)% done, (\d+) trades, \d+ s$", result.stderr, re.M)
+    assert "replay: loading candles, warming up" in result.stderr and len(lines) >= 3, result.stderr
+    assert lines[-1][1:] == ("100", str(len(doc["trades"])))
+    assert "\x1b" not in result.stderr
 
 
 def test_backtest_terminal_report_and_replay_of_a_trade(store: Path, config_file: Path, tmp_path: Path) -> None:
@@ -308,6 +323,39 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     assert "walk-forward" in out and "best parameters written" in out
     assert "base OOS" in out and "beat the base config in" in out
     assert "fold 1/1" not in err  # no terminal, no bar
+
+
+def test_optimize_writes_the_settings_the_environment_gave_the_search(store: Path, config_file: Path, tmp_path: Path) -> None:
+    """A search under HOTCOIN_TRADING__CAPITAL__PROFILE=full wrote a best config from the file
+    alone: `backtest --config best.toml` then ran the starter profile (capital 100, not 500)
+    and did not reproduce the out-of-sample figure the search reported. Now the file holds the
+    environment's trading settings, says which they were, and leaves machine settings out."""
+    best = tmp_path / "best.toml"
+    env = {"COLUMNS": "200", "HOTCOIN_TRADING__CAPITAL__PROFILE": "full", "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "models")}
+    result = runner.invoke(
+        app,
+        [
+            "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "1",
+            "--jobs", "1", "--folds", "1", "--out", str(best), "--json", "--no-progress",
+        ],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (fold,) = json.loads(result.stdout)["folds"]
+    text = best.read_text()
+    assert '#   trading.capital.profile = "full"  (HOTCOIN_TRADING__CAPITAL__PROFILE)' in text.splitlines()
+    assert "registry_dir" not in text  # where the machine keeps its models: not a trading setting
+    assert load_config(best, env={}).config.trading.capital.profile == "full"
+    start, end = fold["out_of_sample"]
+    replayed = runner.invoke(
+        app,
+        ["backtest", "--data", str(store), "--config", str(best), "--from", str(start), "--to", str(end), "--json"],
+        env={"COLUMNS": "200", "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "models")},
+    )
+    assert replayed.exit_code == 0, replayed.stderr
+    metrics = json.loads(replayed.stdout)["metrics"]
+    assert (metrics["total_return"], metrics["trades"]) == (pytest.approx(fold["out_of_sample_return"]), fold["out_of_sample_trades"])
+    assert metrics["final_equity"] == pytest.approx(500.0 * (1 + fold["out_of_sample_return"]))
 
 
 def test_optimize_checks_out_before_searching_and_makes_its_folder(store: Path, config_file: Path, tmp_path: Path) -> None:

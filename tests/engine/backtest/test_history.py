@@ -113,6 +113,21 @@ def test_append_to_a_stored_file_it_cannot_trust_names_it_and_the_fix(
     assert store.append("DOGE/USDT", "1m", [_candle(i) for i in range(5, 8)]) == 3
 
 
+def test_a_damaged_file_gives_the_backtest_the_fix_that_collect_accepts(tmp_path: Path) -> None:
+    """A file cut short (a copy or a download interrupted): the backtest's index said "re-collect
+    it", and `collect` then refused that very file; both now give the same fix, and it works."""
+    path = tmp_path / "DOGE_USDT-1m.parquet"
+    _stored_file(path, {})
+    path.write_bytes(path.read_bytes()[:200])
+    fix = f"; move it out of {tmp_path} or delete it, and collect downloads DOGE/USDT afresh"
+    with pytest.raises(MarketDataError, match=rf"^{path}: cannot read its timestamp_ms column \(.*\){fix}$"):
+        index_history(tmp_path)  # what `hotcoin backtest` reads first
+    with pytest.raises(MarketDataError, match=rf"^{path}: cannot read columns .*{fix}$"):
+        HistoryStore(tmp_path).append("DOGE/USDT", "1m", [_candle(0)])  # what `hotcoin collect` does
+    path.unlink()
+    assert HistoryStore(tmp_path).append("DOGE/USDT", "1m", [_candle(0)]) == 1
+
+
 def test_candles_to_add_twice_name_the_file_and_write_nothing(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3)])
@@ -139,6 +154,25 @@ def test_gaps_are_kept_and_the_clock_sees_them_go_stale(store: Path) -> None:
     assert index.data_age_s(gap_start) == 0.0
     assert index.data_age_s(gap_start + 5 * MIN) == 300.0
     assert index.data_age_s(T0 + (GAP[1] + 1) * MIN) == 0.0  # first candle after it has closed
+
+
+@pytest.mark.parametrize(
+    ("window", "found"),
+    [
+        pytest.param((0, 10_000), True, id="across-it"),
+        pytest.param((GAP[0] + 3, GAP[1] - 3), True, id="inside-it"),
+        pytest.param((GAP[0] - 30, GAP[0] + 1), True, id="ending-in-it"),
+        pytest.param((GAP[1] - 1, GAP[1] + 30), True, id="starting-in-it"),
+        pytest.param((GAP[0] - 30, GAP[0]), False, id="ending-as-it-starts"),
+        pytest.param((GAP[1], GAP[1] + 30), False, id="starting-as-it-ends"),
+    ],
+)
+def test_outages_overlapping_a_window_are_found_whole(store: Path, window: tuple[int, int], found: bool) -> None:
+    """The minutes without a candle for any pair that a window's candles [start, end) would
+    have, each as the whole outage (first missing minute, the minute data returns)."""
+    index = index_history(store)
+    outage = (T0 + GAP[0] * MIN, T0 + GAP[1] * MIN)
+    assert index.outages(T0 + window[0] * MIN, T0 + window[1] * MIN) == ([outage] if found else [])
 
 
 def test_listing_starts_mid_window(store: Path) -> None:

@@ -59,6 +59,44 @@ def test_toml_keeps_the_base_and_round_trips() -> None:
     assert data["trading"]["signals"]["min_heat"] == 65.0
 
 
+def test_the_environment_s_trading_settings_are_written_and_named(tmp_path: Path) -> None:
+    """What HOTCOIN_* variables gave the search lands in the best config over the file's own
+    settings (a JSON table key by key), named in the header; a searched setting is the search's,
+    and machine settings and secrets are left out."""
+    from engine.config import load_config
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[trading.capital]\nprofile = \"starter\"\n[trading.exits]\nstop_loss = 0.03\n")
+    env = {
+        "HOTCOIN_TRADING__CAPITAL__PROFILE": "full", "HOTCOIN_TRADING__EXITS": '{"trailing_stop": 0.05, "breakeven_after_tp": false}',
+        "HOTCOIN_BACKTEST__WARMUP_MINUTES": "30", "HOTCOIN_BACKTEST__DATA_DIR": str(tmp_path),
+        "HOTCOIN_EXCHANGE__API_KEY": "key-1234", "HOTCOIN_LOG_LEVEL": "DEBUG",
+    }  # fmt: skip
+    loaded = load_config(cfg, env=env)
+    found = optimize.environment_settings(loaded.config, loaded.sources)
+    assert found == {
+        "backtest.warmup_minutes": ("HOTCOIN_BACKTEST__WARMUP_MINUTES", 30),
+        "trading.capital.profile": ("HOTCOIN_TRADING__CAPITAL__PROFILE", "full"),
+        "trading.exits.breakeven_after_tp": ("HOTCOIN_TRADING__EXITS", False),
+        "trading.exits.trailing_stop": ("HOTCOIN_TRADING__EXITS", 0.05),
+    }
+    text = to_toml(PARAMS, tomllib.loads(cfg.read_text()), found)
+    assert text.splitlines()[1:5] == [
+        "# from the environment when the search ran, written below so that this file alone replays it:",
+        "#   backtest.warmup_minutes = 30  (HOTCOIN_BACKTEST__WARMUP_MINUTES)",
+        '#   trading.capital.profile = "full"  (HOTCOIN_TRADING__CAPITAL__PROFILE)',
+        "#   trading.exits.breakeven_after_tp = false  (HOTCOIN_TRADING__EXITS)",
+    ]
+    assert "trailing_stop = 0.05" not in text  # searched: the best value is written, not the variable's
+    assert "key-1234" not in text and "data_dir" not in text and "DEBUG" not in text
+    written = tmp_path / "best.toml"
+    written.write_text(text)
+    replayed = load_config(written, env={}).config
+    assert (replayed.trading.capital.profile, replayed.backtest.warmup_minutes) == ("full", 30)
+    assert replayed.trading.exits.breakeven_after_tp is False
+    assert (replayed.trading.exits.stop_loss, replayed.trading.exits.trailing_stop) == (PARAMS["stop_loss"], PARAMS["trailing_stop"])
+
+
 def test_too_many_folds_for_the_window(config: HotcoinConfig, store: Path) -> None:
     plan = OptimizePlan(store, START, T0 + (1440 + 180) * 60_000, trials=1, jobs=1, folds=5, oos_fraction=0.3)
     with pytest.raises(ConfigError, match="fewer --folds"):
@@ -87,10 +125,34 @@ def test_each_fold_reports_the_base_config_out_of_sample(config: HotcoinConfig, 
         assert (fold.base_oos_return, fold.base_oos_trades) == backtest_return(config, store, fold.oos_start, fold.oos_end)
         best = apply(config, fold.params)
         assert (fold.is_return, fold.is_trades) == backtest_return(best, store, fold.is_start, fold.is_end)
-    won = sum(f.oos_return > f.base_oos_return for f in result.folds)
+    searched = [f for f in result.folds if f.traded_trials]
+    won = sum(f.oos_return > f.base_oos_return for f in searched)
     line = verdict(result)
-    assert f"beat the base config in {won} of 2 fold(s)" in line
-    assert f"{sum(f.base_oos_return for f in result.folds):+.2%} summed" in line
+    assert f"beat the base config in {won} of {len(searched)} fold(s)" in line
+    assert f"{sum(f.base_oos_return for f in searched):+.2%} summed" in line
+
+
+def _fold(index: int, traded_trials: int, oos_return: float, base_oos_return: float) -> Fold:
+    trades = 3 if traded_trials else 0
+    return Fold(
+        index, T0, T0 + 60_000, T0 + 60_000, T0 + 120_000, PARAMS, 0.02 if trades else 0.0, oos_return, trades, 8,
+        base_oos_return, 1, trades, f"hotcoin-fold{index}", traded_trials,
+    )  # fmt: skip
+
+
+def test_the_verdict_counts_no_fold_where_no_trial_traded() -> None:
+    """In fold 1 no trial traded in sample (every one returned 0, the "best" is the first asked)
+    and the base config lost out of sample: the verdict counted the untried parameters' +0.00 %
+    as the search beating the base config. Now only the folds where a trial traded count."""
+    line = verdict(OptimizeResult([_fold(1, 0, 0.0, -0.013), _fold(2, 5, -0.004, -0.0013)]))
+    assert line == (
+        "out of sample, the searched parameters beat the base config in 0 of 1 fold(s): -0.40% against -0.13% "
+        "summed over the folds where a trial traded; in fold(s) 1 no trial traded in sample, so nothing was searched there"
+    )
+    assert verdict(OptimizeResult([_fold(1, 0, 0.0, -0.013)])) == (
+        "no trial traded in sample in any fold: nothing was searched, and the parameters written were never tried; "
+        "search a longer window, or with more --trials"
+    )
 
 
 def test_one_process_search_is_reproducible_and_reuse_changes_no_trial(
@@ -200,7 +262,7 @@ def test_the_folds_table_reads_whole_at_every_width(width: int) -> None:
     params = {**PARAMS, "tp2_extra": 0.19999999999999998}  # as optuna's float steps give it
     folds = [
         Fold(i, T0 + i * 86_400_000, T0 + i * 86_400_000 + 60_480_000, T0 + i * 86_400_000 + 60_480_000,
-             T0 + (i + 1) * 86_400_000, params, 0.40123, -0.1234, 123, 40, -1.0, 17, 5, f"hotcoin-fold{i}")
+             T0 + (i + 1) * 86_400_000, params, 0.40123, -0.1234, 123, 40, -1.0, 17, 5, f"hotcoin-fold{i}", 30)
         for i in range(1, 8)
     ]  # fmt: skip
     console = Console(width=width, record=True)

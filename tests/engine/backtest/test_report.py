@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.backtest.report import MAX_ROWS, trades_table
-from engine.backtest.runner import BacktestResult, Trade
+from engine.backtest.report import MAX_ROWS, open_table, trades_table
+from engine.backtest.runner import BacktestResult, OpenPosition, Trade
 from engine.config import HotcoinConfig
 from tests.engine.backtest.conftest import PUMPS, START
 from tests.engine.backtest.conftest import T0 as CONF_T0
@@ -49,6 +49,38 @@ def test_the_exit_reason_gives_way_and_no_other_cell_is_cut(width: int) -> None:
         assert (cells[4], cells[5]) == (("-12.34", "-8.1") if i % 2 else ("+3.21", "+2.1"))  # pnl, %
         assert cells[-1] == f"{i:x}{'a' * 11}"  # the trace id's 12-character prefix, whole
         assert "…" in row and row.index("signal_exit") < row.index("…") < row.index(cells[-1])
+
+
+def _open_positions() -> dict[str, OpenPosition]:
+    held = (("DGB/USDT", 991.0, 0.102751, 0.10898, 6.07), ("ETC/USDT", 3.102, 33.0185, 33.8759, -2.56))
+    return {
+        symbol: OpenPosition(symbol, f"{i:x}{'b' * 15}", T0 + i * 60_000, qty, entry, mark, pnl, 0.0)
+        for i, (symbol, qty, entry, mark, pnl) in enumerate(held)
+    }
+
+
+@pytest.mark.parametrize("width", [80, 64, 50])
+def test_narrow_tables_drop_columns_rather_than_cut_a_number(width: int) -> None:
+    """Below ~79 columns the open-at-end table had rich cut every cell ("DGB/U… 991 0.102…"), and
+    below ~66 the trades table cut the pnl ("+11.…"): now both drop columns, least read first,
+    so a symbol, a figure or a trace id is read whole or not at all; only the exit reason (text)
+    is cut."""
+    result = result_with_long_reasons()
+    result.open_positions = _open_positions()
+    console = Console(width=width, record=True, color_system=None)
+    console.print(trades_table(result, width=width))
+    console.print(open_table(result, width=width))
+    rows = [line.split() for line in console.export_text().splitlines() if "/USDT" in line]
+    assert len(rows) == 5 + 2 and all(len(" ".join(row)) <= width for row in rows)
+    assert not [cell for row in rows for cell in row if "…" in cell and any(c.isdigit() for c in cell)], rows
+    trades, held = rows[:5], rows[5:]
+    assert all("DENT/USDT" in row for row in trades)
+    assert all(("-12.34" if i % 2 else "+3.21") in row for i, row in enumerate(trades))  # the pnl, whole
+    assert all(row[-1] == f"{i:x}{'a' * 11}" for i, row in enumerate(trades))  # the trace's prefix
+    assert [(row[2], row[-2], row[-1]) for row in held] == [
+        ("DGB/USDT", "+6.07", f"0{'b' * 11}" if width < 80 else f"0{'b' * 15}"),
+        ("ETC/USDT", "-2.56", f"1{'b' * 11}" if width < 80 else f"1{'b' * 15}"),
+    ]
 
 
 def test_a_wide_terminal_shows_every_column_whole() -> None:

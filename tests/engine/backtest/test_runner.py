@@ -100,8 +100,14 @@ def test_replay_timeframe_must_be_1m(store: Path) -> None:
     [
         (T0 - MINUTE_MS, None, r"--from \d{4}-\d\d-\d\d \d\d:\d\d UTC is before the first candle"),
         (START, START - MINUTE_MS, r"window is empty: .* UTC \(the data spans .* UTC .. .* UTC\)"),
+        (
+            T0 + (GAP[0] + 2) * MINUTE_MS, T0 + (GAP[1] - 2) * MINUTE_MS,
+            rf"the window .* holds no candle: it lies inside an outage of the data \(no pair has a candle from "
+            rf"{utc_minute(T0 + GAP[0] * MINUTE_MS)} to {utc_minute(T0 + GAP[1] * MINUTE_MS)}\), so there is nothing "
+            "to replay; choose a window with candles in it",
+        ),
     ],
-    ids=["before-data", "empty"],
+    ids=["before-data", "empty", "inside-an-outage"],
 )
 def test_bad_windows_say_what_to_change(config: HotcoinConfig, store: Path, start: int, end: int | None, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -118,11 +124,21 @@ def test_a_start_inside_the_warm_up_says_so(config: HotcoinConfig, store: Path, 
     assert f"Start at {utc_minute(T0 + warm * MINUTE_MS)} or later" in warning
 
 
+@pytest.mark.parametrize("start", [T0, START], ids=["at-the-first-candle", "after-the-warm-up"])
+def test_n_minutes_are_n_cycles_wherever_the_window_starts(config: HotcoinConfig, store: Path, start: int) -> None:
+    """A window at the store's first minute had one cycle more than any other, at --from itself,
+    before a candle of the window had closed: 61 cycles for an hour."""
+    result = asyncio.run(BacktestRunner(config, store).run(start, start + 60 * MINUTE_MS))
+    assert result.cycles == len(result.equity) == 60
+    assert (result.equity_ts[0], result.equity_ts[-1]) == (start + MINUTE_MS, start + 60 * MINUTE_MS)
+
+
 def test_the_store_s_surprises_are_warnings(config: HotcoinConfig, store: Path, run: tuple[BacktestResult, RecordingSink]) -> None:
     """A file starting late is read as a listing and a regime pair with no candles switches the
     btc_* features off, and a --to past the data is cut short: each changed the run, and
     `--json` said nothing of it (the regime pair only reached the log)."""
-    (listing,) = run[0].warnings
+    outage, listing = run[0].warnings
+    assert outage.startswith("outages: no pair has a candle from")
     assert listing.startswith(f"listings: NEW/USDT at {utc_minute(T0 + LISTING_AT * MINUTE_MS)} start trading")
     assert "collected over a shorter span" in listing
     cfg = minute_config(trading={"signals": {"regime_symbol": "XRP/USDT"}})
@@ -132,6 +148,15 @@ def test_the_store_s_surprises_are_warnings(config: HotcoinConfig, store: Path, 
         "regime pair XRP/USDT has no candles in the store: the btc_* features are unknown (NaN) for the whole run",
         f"--to is after the data: the run ends at the last candle's close, {utc_minute(result.end_ms)}",
     )
+
+
+def test_an_outage_in_the_window_is_a_warning(run: tuple[BacktestResult, RecordingSink]) -> None:
+    """Twelve minutes without a candle for any pair, inside the window: no warning said so, and
+    the hours of a longer outage read like a quiet market in the report."""
+    outage = next(w for w in run[0].warnings if w.startswith("outages"))
+    down, back = T0 + GAP[0] * MINUTE_MS, T0 + GAP[1] * MINUTE_MS
+    assert outage.startswith(f"outages: no pair has a candle from {utc_minute(down)} to {utc_minute(back)} (12m): prices hold")
+    assert "an exchange that was down, not a quiet market" in outage
 
 
 def _fill(side: Side, price: float, qty: float, fee: float) -> Fill:
