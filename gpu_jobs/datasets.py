@@ -56,7 +56,8 @@ def interval_ms(interval: str) -> int:
 
 @dataclass(frozen=True)
 class Candles:
-    """OHLCV as [bars, symbols] float64 on one time grid; `btc_close` [bars] for the regime."""
+    """OHLCV as [bars, symbols] float64 on one time grid; `btc_close` [bars]: the closes of
+    `regime_symbol` (BTC/USDT unless the engine is set to another), for the regime features."""
 
     interval: str
     symbols: tuple[str, ...]
@@ -67,6 +68,7 @@ class Candles:
     close: FloatArray
     volume: FloatArray
     btc_close: FloatArray
+    regime_symbol: str = "BTC/USDT"
 
 
 def load_candles(
@@ -76,9 +78,12 @@ def load_candles(
     *,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    regime_symbol: str = "BTC/USDT",
 ) -> Candles:
     """Candles of `symbols` (e.g. "DOGE/USDT"; default every file of this interval with candles
-    in the window), aligned on the union of their timestamps over [start_ms, end_ms).
+    in the window), aligned on the union of their timestamps over [start_ms, end_ms), and the
+    closes of `regime_symbol` for the regime features: the engine's `trading.signals.regime_symbol`,
+    which the model's contract records (NaN throughout when the pair has no file here).
 
     A file that cannot be read, repeats a timestamp or holds a candle off the interval's grid
     is a `DatasetError` naming the file and row: dropping or overwriting such rows would train
@@ -88,7 +93,7 @@ def load_candles(
     chosen = _choose(symbols, available, data_dir, interval)
     files = {
         sym: _read_candle_file(available[sym], interval, step).window(start_ms, end_ms)
-        for sym in sorted(set(chosen) | ({"BTC/USDT"} & set(available)))
+        for sym in sorted(set(chosen) | ({regime_symbol} & set(available)))
     }
     empty = [s for s in chosen if len(files[s].timestamps) == 0]
     if len(empty) == len(chosen):
@@ -100,8 +105,8 @@ def load_candles(
     t1 = max(int(files[s].timestamps.max()) for s in chosen)
     timestamps = np.arange(t0, t1 + step, step, dtype=np.int64)
     cols = {c: np.stack([files[s].on_grid(c, timestamps, step) for s in chosen], axis=1) for c in _COLUMNS[1:]}
-    btc = files["BTC/USDT"].on_grid("close", timestamps, step) if "BTC/USDT" in files else np.full(len(timestamps), np.nan)
-    return Candles(interval, tuple(chosen), timestamps, btc_close=btc, **cols)
+    regime = files[regime_symbol].on_grid("close", timestamps, step) if regime_symbol in files else np.full(len(timestamps), np.nan)
+    return Candles(interval, tuple(chosen), timestamps, btc_close=regime, regime_symbol=regime_symbol, **cols)
 
 
 def _candle_files(data_dir: Path, interval: str) -> dict[str, Path]:
@@ -245,6 +250,7 @@ def write_dataset(candles: Candles, features: FeatureSet, out_dir: Path, *, name
         "feature_dtypes": list(features.dtypes),
         "feature_schema_hash": features.schema_hash,
         "listing_min_bars": features.listing_min_bars,
+        "regime_symbol": candles.regime_symbol,
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     meta["sha256"] = dataset_sha256(out_dir)

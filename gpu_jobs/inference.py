@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ml.governance.contract import DEFAULT_REGIME_SYMBOL
 from ml.governance.errors import ContractError, GovernanceError
 from ml.governance.registry import ModelRegistry, ModelVersion
 
@@ -80,13 +81,15 @@ def load_scorer(
     *,
     feature_schema_hash: str,
     listing_min_bars: int | None,
+    regime_symbol: str = DEFAULT_REGIME_SYMBOL,
     version: int | None = None,
     production_only: bool = False,
 ) -> TorchScorer:
     """A CPU scorer for a verified registry version (`ModelRefused` if verification fails).
     `listing_min_bars`: the one the windows it will score are computed with (for `features_hot`,
     the engine's `trading.signals.listing_min_bars`; None for features without since-listing
-    windows); a model trained under another is refused."""
+    windows); `regime_symbol`: the pair their btc_* columns come from. A model trained under
+    another of either is refused."""
     if task not in SCORABLE:
         raise GovernanceError(f"{task} has no single score; scorable tasks: {', '.join(sorted(SCORABLE))}")
     model = registry.load(
@@ -94,6 +97,7 @@ def load_scorer(
         interval,
         feature_schema_hash=feature_schema_hash,
         listing_min_bars=listing_min_bars,
+        regime_symbol=regime_symbol,
         version=version,
         production_only=production_only,
     )

@@ -1,8 +1,10 @@
 """A fetched job becomes a registered model: contract + promotion decision + registry version.
 
-Everything the contract needs travelled with the job: the feature names, dtypes, schema hash and
-`listing_min_bars` in `job.json` (taken from the feature code when the dataset was built), the
-library versions and label definition in `metrics.json` (reported by the box that trained it).
+Everything the contract needs travelled with the job: the feature names, dtypes, schema hash,
+`listing_min_bars` and regime symbol in `job.json` (taken from the feature code and the config
+when the dataset was built), the library versions and label definition in `metrics.json`
+(reported by the box that trained it). The youngest listing among the training windows is not
+counted (`youngest_listing_bars` None), so the registry stays strict about `listing_min_bars`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def register_fetched(folder: Path, registry: ModelRegistry, gates: PromotionGate
         libraries={k: str(env.get(k, "unknown")) for k in ("python", "torch", "numpy")},
         job_id=folder.name,
         listing_min_bars=ds.listing_min_bars,
+        regime_symbol=ds.regime_symbol,
         extra={
             "hyper": spec.params,
             "seed": spec.seed,

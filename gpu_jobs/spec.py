@@ -78,6 +78,7 @@ class DatasetInfo:
     feature_schema_hash: str
     sha256: str  # of the dataset's files, in name order
     listing_min_bars: int | None = None  # the features' since-listing windows (None: none, or packed before it was recorded)
+    regime_symbol: str = "BTC/USDT"  # whose closes fed the regime features (a job packed before it was recorded: BTC/USDT)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,6 +100,7 @@ class DatasetInfo:
             feature_schema_hash=str(data["feature_schema_hash"]),
             sha256=str(data["sha256"]),
             listing_min_bars=None if data.get("listing_min_bars") is None else int(data["listing_min_bars"]),
+            regime_symbol=str(data.get("regime_symbol", "BTC/USDT")),
         )
 
 

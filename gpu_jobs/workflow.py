@@ -48,7 +48,9 @@ def jobs_dir(config: HotcoinConfig) -> Path:
 def prepare_job(config: HotcoinConfig, req: TrainRequest, features: FeatureSet) -> PackedJob:
     """Read candles, compute features, write the dataset and pack the job (blocking); a
     `DatasetError` when the candles are too few for the task."""
-    candles = load_candles(req.data_dir, req.interval, req.symbols or None)
+    candles = load_candles(
+        req.data_dir, req.interval, req.symbols or None, regime_symbol=config.trading.signals.regime_symbol
+    )
     hyper: dict[str, Any] = dict(req.hyper)
     if req.epochs is not None:
         hyper["epochs"] = req.epochs

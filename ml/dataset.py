@@ -10,7 +10,11 @@ Listings are in the candles, though: a pair whose first candle comes after the o
 is a listing there (`Listings.after_start`, the backtest's rule for its store), and gets the
 since-listing window features the engine computes for a listing it knows of, from the same
 `trading.signals.listing_min_bars` (the schema records it, and so does the model's runtime
-contract: an engine running with another value refuses the model).
+contract). A row is only kept with its baseline, which needs 61 closes, so no listing's first
+60 bars is ever trained or judged on: `youngest_listing_bars` counts the youngest listing the
+rows hold, the contract records it, and the signal stage asks a production model about no
+younger listing (the rules decide alone there). The regime columns (btc_*) come from the
+candles' `regime_symbol`, the engine's `trading.signals.regime_symbol`, recorded alike.
 
 The long (one row per bar and symbol) table goes to Parquet with its schema in the file's
 metadata (feature names, dtypes, schema hash, label definition), and reading it back refuses a
@@ -32,6 +36,7 @@ from engine.signals.features import (
     FEATURE_DTYPES,
     FEATURE_NAMES,
     FEATURE_VERSION,
+    LISTING_ORDINARY_BARS,
     BarMatrix,
     CandidateInfo,
     Listings,
@@ -92,6 +97,8 @@ class HotDataset:
     baseline: FloatArray  # [bars, symbols]
     horizon: int
     listing_min_bars: int = SignalSettings().listing_min_bars
+    regime_symbol: str = SignalSettings().regime_symbol
+    listing_first_row: FloatArray | None = None  # [symbols]: a listing's first bar row, NaN for a pair that is none
 
     @property
     def n_bars(self) -> int:
@@ -118,6 +125,16 @@ class HotDataset:
             symbol=sym.astype(np.int64),
         )
 
+    def youngest_listing_bars(self, table: Table) -> int:
+        """The youngest listing among `table`'s rows, in bars since its first (counted), at most
+        `LISTING_ORDINARY_BARS`: from that age on a listing's features are ordinary ones, so a
+        table without a younger listing row (or without a listing) says that many."""
+        if self.listing_first_row is None or len(table) == 0:
+            return LISTING_ORDINARY_BARS
+        ages = table.bar - self.listing_first_row[table.symbol] + 1  # NaN for a pair that is no listing
+        young = ages[ages < LISTING_ORDINARY_BARS]
+        return int(young.min()) if young.size else LISTING_ORDINARY_BARS
+
     def schema(self) -> dict[str, Any]:
         return {
             "feature_names": list(FEATURE_NAMES),
@@ -128,6 +145,7 @@ class HotDataset:
             "label_definition": label_definition(top_fraction=TOP_FRACTION),
             "horizon_bars": self.horizon,
             "listing_min_bars": self.listing_min_bars,
+            "regime_symbol": self.regime_symbol,
             "interval": self.interval,
             "baseline": BASELINE,
             "baseline_definition": BASELINE_DEFINITION,
@@ -178,6 +196,8 @@ def build_dataset(
         baseline=rise_from_low(candles.close),
         horizon=horizon,
         listing_min_bars=listing_min_bars,
+        regime_symbol=candles.regime_symbol,
+        listing_first_row=listings.first_row,
     )
 
 

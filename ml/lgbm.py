@@ -8,8 +8,10 @@ ratio, the lift. The gates in `[ml.gates]` judge the lifts; the final model is t
 the data and registered with its runtime contract and promotion decision. The folds' scores
 also calibrate the engine's entry threshold (`calibrate`): the score that the top 10 % of
 out-of-sample rows reach, recorded in the contract for `trading.signals.ml_min_score = "auto"`.
-The contract also records the `trading.signals.listing_min_bars` the dataset's features were
-computed with (the config's): an engine running with another value refuses the model.
+The contract also records what the dataset was built with from the config and what the model
+saw: `trading.signals.listing_min_bars`, the regime pair (`trading.signals.regime_symbol`, whose
+closes fed btc_*: an engine running another refuses the model) and the youngest listing among the
+final model's training rows (the signal stage puts no younger one to it).
 
 Fixed rounds, no early stopping: stopping on a test fold would tune on it.
 """
@@ -232,6 +234,7 @@ class TrainReport:
     settings: TrainSettings
     importance: dict[str, float]
     calibration: ScoreCalibration  # from the folds' out-of-sample scores
+    youngest_listing_bars: int  # the youngest listing among the final model's rows (`HotDataset.youngest_listing_bars`)
 
     def metrics(self, ds: HotDataset) -> dict[str, Any]:
         """The metrics file; `oos` is what `Evaluation.from_metrics` (the promotion gates) reads."""
@@ -248,6 +251,7 @@ class TrainReport:
             "settings": asdict(self.settings),
             "importance_gain": self.importance,
             "score_calibration": asdict(self.calibration),
+            "youngest_listing_bars": self.youngest_listing_bars,
             "symbols": list(ds.symbols),
         }
 
@@ -284,7 +288,8 @@ def walk_forward_train(
     total = float(gains.sum()) or 1.0
     importance = {n: round(float(g) / total, 4) for n, g in sorted(zip(FEATURE_NAMES, gains, strict=True), key=lambda p: -p[1]) if g > 0}
     seconds = time.perf_counter() - started
-    return model, TrainReport(tuple(reports), len(final), seconds, settings, importance, calibration)
+    youngest = ds.youngest_listing_bars(final)
+    return model, TrainReport(tuple(reports), len(final), seconds, settings, importance, calibration, youngest)
 
 
 # ----------------------------------------------------------------------------- one training run
@@ -317,7 +322,14 @@ def train_and_register(
     progress = progress or NullProgress()
     label_horizon(req.interval)  # before the load: a wrong --interval fails in a moment, not after it
     progress.stage("loading candles", 2)
-    candles = load_candles(req.data_dir, req.interval, list(req.symbols) or None, start_ms=req.start_ms, end_ms=req.end_ms)
+    candles = load_candles(
+        req.data_dir,
+        req.interval,
+        list(req.symbols) or None,
+        start_ms=req.start_ms,
+        end_ms=req.end_ms,
+        regime_symbol=config.trading.signals.regime_symbol,
+    )
     progress.advance()
     ds = build_dataset(candles, listing_min_bars=config.trading.signals.listing_min_bars)
     progress.advance()
@@ -346,6 +358,8 @@ def train_and_register(
             extra={"params": asdict(req.settings.params), "stride": req.settings.stride, "baseline": BASELINE},
             score_calibration=report.calibration,
             listing_min_bars=ds.listing_min_bars,
+            regime_symbol=ds.regime_symbol,
+            youngest_listing_bars=report.youngest_listing_bars,
         ),
         model_format=MODEL_FORMAT,
     )

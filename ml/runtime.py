@@ -2,7 +2,8 @@
 
 It picks the registry's current model for the configured task and interval (the newest version
 that earned `production`; if none has, the newest version, which then only watches), verifies
-that its contract matches the running feature code (schema, and the
+that its contract matches the running engine (interval, feature schema, the
+`trading.signals.regime_symbol` its regime features came from and the
 `trading.signals.listing_min_bars` its features were computed with) and that its file hashes to
 the contract, and returns the scorer in the mode its promotion decision allows:
 
@@ -16,8 +17,8 @@ status), so tightening the gates takes effect at the next start, not at the next
 Anything else (no registry, no version, a refused or unreadable model) returns no scorer and a
 one-line status saying why and that the engine runs on its rules alone: a model problem must
 never stop trading on rules, and must never be silent (`failed` marks a model that was there and
-could not be installed). A version folder that cannot be read is passed over (the current model
-is chosen among the others) and named in the status.
+could not be installed). A version folder that cannot be read, or whose model file is missing,
+is passed over (the current model is chosen among the others) and named in the status.
 
 A production model's entry threshold is `trading.signals.ml_min_score`; "auto" (the default)
 takes the one calibrated at training from its out-of-sample scores. `warnings` says when the
@@ -38,6 +39,7 @@ from engine.config.sections.ml import PromotionGates
 from engine.config.sections.trading import (
     UNCALIBRATED_ML_MIN_SCORE,
     MlMinScore,
+    SignalSettings,
     ml_min_score_in_force,
 )
 from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
@@ -46,6 +48,7 @@ from ml.governance.errors import GovernanceError, ModelRefused
 from ml.governance.promotion import recheck
 from ml.governance.registry import (
     FeatureSchema,
+    Listing,
     ModelRegistry,
     ModelVersion,
     SkippedVersion,
@@ -89,6 +92,20 @@ def _under_gates(version: ModelVersion, gates: PromotionGates) -> ModelVersion:
     return dataclasses.replace(version, decision=decision)
 
 
+def _with_model_files(listing: Listing) -> Listing:
+    """`listing` less the versions whose model file is missing, which join its skipped ones. The
+    current version is chosen after this, not before: a newest version whose file was deleted
+    (or never copied) would otherwise be chosen, refused, and take the model out of the engine
+    while an older version is whole."""
+    missing = [v for v in listing.versions if not v.model_path.is_file()]
+    if not missing:
+        return listing
+    skipped = tuple(SkippedVersion(v.name, f"model file {v.model_path} is missing") for v in missing)
+    for bad in skipped:
+        log.warning("model registry: skipping %s: %s", bad.name, bad.reason)
+    return Listing(tuple(v for v in listing.versions if v not in missing), listing.skipped + skipped)
+
+
 def _current(versions: tuple[ModelVersion, ...]) -> ModelVersion | None:
     production = [v for v in versions if v.production]
     pool = production or versions
@@ -108,7 +125,7 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
     interval = interval or config.trading.signals.timeframe
     root = registry_root(config)
     try:
-        listing = ModelRegistry(root).scan(task, interval)
+        listing = _with_model_files(ModelRegistry(root).scan(task, interval))
     except (GovernanceError, OSError) as exc:
         return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}", failed=True)
     chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in listing.versions))
@@ -119,13 +136,13 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
             failed=bool(listing.skipped),  # there were models, none readable
         )
     else:
-        load = _load(chosen, config.trading.signals.ml_min_score, config.trading.signals.listing_min_bars)
+        load = _load(chosen, config.trading.signals)
     return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped))
 
 
-def _load(chosen: ModelVersion, ml_min_score: MlMinScore, listing_min_bars: int) -> ScorerLoad:
-    """`chosen` verified against the running features (computed with `listing_min_bars`) and
-    loaded in the mode its decision allows, or the reason it was not."""
+def _load(chosen: ModelVersion, signals: SignalSettings) -> ScorerLoad:
+    """`chosen` verified against the running features (computed from `signals`' regime symbol
+    and listing_min_bars) and loaded in the mode its decision allows, or the reason it was not."""
     label = model_label(chosen)
     sha = chosen.contract.model_sha256
     mode: ScorerMode = "production" if chosen.production else "shadow"
@@ -135,7 +152,8 @@ def _load(chosen: ModelVersion, ml_min_score: MlMinScore, listing_min_bars: int)
             feature_schema_hash=feature_schema_hash(),
             features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES),
             libraries=LIBRARIES,
-            listing_min_bars=listing_min_bars,
+            listing_min_bars=signals.listing_min_bars,
+            regime_symbol=signals.regime_symbol,
         )
         scorer = LgbmScorer.load(chosen, mode)
     except ModelRefused as exc:
@@ -143,7 +161,7 @@ def _load(chosen: ModelVersion, ml_min_score: MlMinScore, listing_min_bars: int)
     except (GovernanceError, OSError, ValueError) as exc:  # e.g. a missing contract, an unreadable file
         return ScorerLoad(None, f"{label} could not be loaded ({exc}); {_RULES_ONLY}", label, sha, failed=True)
     if mode == "production":
-        threshold, source, warned = _threshold(chosen, ml_min_score)
+        threshold, source, warned = _threshold(chosen, signals.ml_min_score)
         status = f"{label} in production: its score gates entries at ml_min_score {threshold:.4g} ({source})"
         notes += warned
     else:

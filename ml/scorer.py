@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from engine.signals.features import FEATURE_NAMES, feature_schema_hash
+from engine.signals.features import FEATURE_NAMES, LISTING_ORDINARY_BARS, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import ModelRefused
 from ml.governance.registry import ModelVersion, check_libraries
@@ -46,6 +46,7 @@ class LgbmScorer:
         version: str,
         schema_hash: str,
         calibrated_min_score: float | None = None,
+        youngest_listing_bars: int = LISTING_ORDINARY_BARS,
     ) -> None:
         if booster.num_feature() != len(FEATURE_NAMES):
             raise ValueError(f"booster has {booster.num_feature()} features, the feature code has {len(FEATURE_NAMES)}")
@@ -54,12 +55,16 @@ class LgbmScorer:
         self.version = version
         self.schema_hash = schema_hash
         self.calibrated_min_score = calibrated_min_score
+        self.youngest_listing_bars = youngest_listing_bars
 
     @classmethod
     def load(cls, version: ModelVersion, mode: ScorerMode) -> LgbmScorer:
         """The scorer of a registry version; `ModelRefused` if it is not a LightGBM model of this
         feature schema, its bytes do not hash to the contract's sha256, or it was trained with
-        another major version of LightGBM or numpy (another minor one is `verify`'s warning)."""
+        another major version of LightGBM or numpy (another minor one is `verify`'s warning).
+        A contract that does not record the youngest listing it was trained on (before version
+        4) reads as `LISTING_ORDINARY_BARS`: hot_lgbm's rows have always needed the baseline's
+        61 closes, so no such model saw a younger listing."""
         import lightgbm as lgb
 
         contract = version.contract
@@ -107,6 +112,9 @@ class LgbmScorer:
             version=model_label(version),
             schema_hash=contract.feature_schema_hash,
             calibrated_min_score=None if calibration is None else calibration.min_score,
+            youngest_listing_bars=(
+                LISTING_ORDINARY_BARS if contract.youngest_listing_bars is None else contract.youngest_listing_bars
+            ),
         )
 
     def score_many(self, features: FloatArray) -> FloatArray:

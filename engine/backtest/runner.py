@@ -230,13 +230,21 @@ def _data_warnings(
 def _in_sample_warning(model: ModelLoad | None, start: int, end: int) -> tuple[str, ...]:
     """A model replayed over the bars it was trained on has seen the prices it scores: its
     scores there are in-sample (look-ahead), and a result with them flatters it. Said, with
-    the overlap, rather than passed off as a test of the model."""
+    the overlap, rather than passed off as a test of the model. So is a model trained wholly
+    after the replay: it learned from how the market went on, the look-ahead in its plainest
+    form. Only a model whose training ends before the replay starts is tested out of sample."""
     if model is None or model.scorer is None or model.training_window is None:
         return ()
     trained_from, trained_to = model.training_window
-    first, last = max(start, trained_from), min(end, trained_to)
-    if first > last:
+    if trained_to < start:
         return ()
+    if trained_from > end:
+        return (
+            f"look-ahead: model {model.model} ({model.mode}) was trained on later data ({utc_minute(trained_from)} .. "
+            f"{utc_minute(trained_to)}, after this replay ends at {utc_minute(end)}): it learned from how this market "
+            f"went on, so its scores flatter it. Judge a model trained on data that ends before {utc_minute(start)}",
+        )
+    first, last = max(start, trained_from), min(end, trained_to)
     return (
         f"look-ahead: model {model.model} ({model.mode}) was trained on {utc_minute(trained_from)} .. "
         f"{utc_minute(trained_to)}, which overlaps this replay from {utc_minute(first)} to {utc_minute(last)}: "

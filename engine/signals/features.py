@@ -96,6 +96,9 @@ _LISTING_NEEDS: dict[str, int] = {
     "volatility_20": 21,
     "high_dist_60": 60,
 }
+# From this many bars since listing on, every window feature of a listing is its ordinary value:
+# a model trained on no younger listing has never seen a since-listing one.
+LISTING_ORDINARY_BARS = max(_LISTING_NEEDS.values())
 
 
 def since_listing(feature: str, bars: float) -> bool:

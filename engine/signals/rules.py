@@ -12,7 +12,9 @@ rule (it holds; the journal shows the check passed with value null): the price-b
 
 A rule that read a listing's since-listing value (`engine.signals.features.since_listing`)
 says so in its check's `detail`, as does one whose value is unknown only because the listing
-is younger than `listing_min_bars`: replay then tells them from ordinary window values.
+is younger than `listing_min_bars`: replay then tells them from ordinary window values. A
+production model is not put to a listing younger than any it was trained on (`model_too_young`):
+its `ml_score` check passes, value null, and its detail says the rules decided alone.
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ def _value_rows(values: FloatArray) -> list[list[float | None]]:
     return cast(list[list[float | None]], boxed.tolist())
 
 
+def model_too_young(listing_bars: FloatArray | None, youngest: int, n: int) -> BoolArray:
+    """[n]: which symbols are listings younger than `youngest` bars, the youngest listing a
+    production model was trained on (`Scorer.youngest_listing_bars`). Its score there would
+    be read off features it never saw (hot_lgbm has never seen a listing's first hour), so
+    the stage does not take it and the rules decide alone. NaN (no listing) is never too young."""
+    if listing_bars is None:
+        return np.zeros(n, np.bool_)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(listing_bars < youngest, np.bool_)
+
+
+def _unasked_details(young: BoolArray, ages: FloatArray, youngest: int) -> list[str | None]:
+    """The `ml_score` check's detail for each listing the model was not put to."""
+    said = f"younger than any the model was trained on ({youngest} bars): the rules decide alone"
+    return [f"listing {age:.0f} bars old, {said}" if unasked else None for unasked, age in zip(young.tolist(), ages.tolist(), strict=True)]
+
+
 class SignalRules:
     """Evaluates entry rules for candidates and exit rules for held symbols, vectorised."""
 
@@ -123,13 +142,16 @@ class SignalRules:
         since_last_action_ms: FloatArray,
         ml_scores: FloatArray | None = None,
         ml_calibrated: float | None = None,
+        ml_youngest_listing: int = 0,
         listing_bars: FloatArray | None = None,
     ) -> list[RuleOutcome]:
         """Entry decisions for [S, F] features. `since_last_action_ms` is inf where the symbol
         has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule,
-        whose threshold is `ml_min_score`, or with "auto" the model's `ml_calibrated` one.
-        `listing_bars`: each symbol's bars since listing where its features are since-listing
-        ones (NaN elsewhere), for the checks' details."""
+        whose threshold is `ml_min_score`, or with "auto" the model's `ml_calibrated` one; it
+        passes, with a detail, for a listing younger than `ml_youngest_listing` bars (the
+        youngest the model was trained on: `model_too_young`). `listing_bars`: each symbol's
+        bars since listing where its features are since-listing ones (NaN elsewhere), for the
+        checks' details."""
         if self._entry is None or self._entry[0] != min_heat:
             self._entry = (min_heat, entry_rules(self.settings, min_heat))
         columns: list[tuple[str, FloatArray, BoolArray, float]] = []
@@ -145,8 +167,11 @@ class SignalRules:
             columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
             if ml_scores is not None:
                 threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
-                ok = (ml_scores >= threshold) & ~np.isnan(ml_scores)
-                columns.append(("ml_score", ml_scores, ok, threshold))
+                young = model_too_young(listing_bars, ml_youngest_listing, features.shape[0])
+                ok = young | ((ml_scores >= threshold) & ~np.isnan(ml_scores))
+                columns.append(("ml_score", np.where(young, np.nan, ml_scores), ok, threshold))
+                if young.any() and listing_bars is not None:
+                    details["ml_score"] = _unasked_details(young, listing_bars, ml_youngest_listing)
         return self._outcomes(columns, features.shape[0], exit_mode=False, details=details)
 
     def _listing_details(self, feature: str, values: FloatArray, ages: FloatArray) -> list[str | None]:

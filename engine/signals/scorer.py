@@ -8,6 +8,10 @@ Its `mode` decides what the score may do:
 - `shadow`: the score is journaled as a `model_shadow` event and never touches the decision,
   so a candidate model can be judged on live data without risking money.
 - `off`: the scorer is not consulted at all (the `NullScorer`, when no model is installed).
+
+A production model is not asked about a listing younger than any it was trained on
+(`youngest_listing_bars`): its score there would be a guess on features it never saw, so the
+rules decide that entry alone and the `ml_score` check says why.
 """
 
 from __future__ import annotations
@@ -17,18 +21,23 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from engine.signals.features import LISTING_ORDINARY_BARS
+
 ScorerMode = Literal["production", "shadow", "off"]
 
 
 class Scorer(Protocol):
     """A model behind the signal rules. `schema_hash` must equal `feature_schema_hash()`.
     `calibrated_min_score` is the entry threshold on the model's own scale, set at training
-    (None: the model records none)."""
+    (None: the model records none). `youngest_listing_bars` is the youngest listing, in bars
+    since its first (counted), among its training rows: `LISTING_ORDINARY_BARS` when it saw
+    none younger, as hot_lgbm never has."""
 
     mode: ScorerMode
     version: str
     schema_hash: str
     calibrated_min_score: float | None
+    youngest_listing_bars: int
 
     def score(self, features: npt.NDArray[np.float64]) -> float: ...
 
@@ -40,6 +49,7 @@ class NullScorer:
     version = "none"
     schema_hash = ""
     calibrated_min_score: float | None = None
+    youngest_listing_bars = LISTING_ORDINARY_BARS
 
     def score(self, features: npt.NDArray[np.float64]) -> float:
         """NaN, which fails every threshold, should anything consult an `off` scorer anyway."""

@@ -7,7 +7,10 @@ candidate's `candidate_snapshot` seq (a held coin's exit decision: its position'
 `evaluate_exits`). Shadow scores go to `model_shadow` events only.
 
 A candidate discovery dates as a listing (`coin_age_days`) whose bars begin at it gets the
-since-listing window features (`Listings.in_window`), and its rule checks say so.
+since-listing window features (`Listings.in_window`), and its rule checks say so. A production
+model is not put to a listing younger than any it was trained on (`Scorer.youngest_listing_bars`):
+its score there is dropped (journaled as null) and the rules decide the entry alone, with the
+`ml_score` check saying why.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from engine.signals.features import (
     feature_schema_hash,
     features_hot_latest,
 )
-from engine.signals.rules import RuleOutcome, SignalRules
+from engine.signals.rules import RuleOutcome, SignalRules, model_too_young
 from engine.signals.scorer import NullScorer, Scorer
 
 # The inputs of one `_features` call -> its rows and each symbol's bars since listing.
@@ -181,12 +184,16 @@ class SignalStage:
         )
         scores = self._scores(x)
         production = self.scorer.mode == "production"
+        if production and scores is not None:
+            young = model_too_young(ages, self.scorer.youngest_listing_bars, len(warm))
+            scores = np.where(young, np.nan, scores)  # not taken: journaled as null, never deciding
         outcomes = self.rules.entry(
             x,
             min_heat=min_heat,
             since_last_action_ms=since,
             ml_scores=scores if production else None,
             ml_calibrated=self.scorer.calibrated_min_score,
+            ml_youngest_listing=self.scorer.youngest_listing_bars,
             listing_bars=ages,
         )
         return outcomes, self._feature_rows(x), x.tolist(), scores

@@ -6,19 +6,36 @@ features the engine computes today. The contract writes that agreement down next
 of the feature code's schema, the sha256 of the model file, the library versions it was trained
 with, the training window, the label definition and, for a scoring model, where its scores stand
 out of sample (`ScoreCalibration`: the entry threshold `trading.signals.ml_min_score = "auto"`
-uses), and the `listing_min_bars` its features were computed with. The registry checks names,
-hashes, library versions and `listing_min_bars` before loading.
+uses), the `listing_min_bars` its features were computed with, the `regime_symbol` behind its
+regime features and the `youngest_listing_bars` it saw. The registry checks names, hashes,
+interval, library versions, `regime_symbol` and `listing_min_bars` before loading.
 
 `listing_min_bars` is a setting of the feature code, not part of its schema: from that many bars
 after a new listing on, `features_hot` computes the window features (ret_60, vwap_dist_60, ...)
 over the bars since listing (`trading.signals.listing_min_bars`). The schema hash is the same
-for every value, yet a model trained at 15 and run at 10 scores a listing's bars 10-14 on values
-it never saw, so the value is recorded here and must equal the running engine's. None: features
+for every value, yet a model trained at 15 on listings' first hour and run at 10 scores a
+listing's bars 10-14 on values it never saw, so the value is recorded here and, unless the model
+saw no listing that young (`youngest_listing_bars`), must equal the running engine's. None: features
 without since-listing windows (any feature set but `features_hot`), or a contract older than
 version 3.
 
-Version 2 added `score_calibration`, version 3 `listing_min_bars`; a version-1 or -2 contract
-still reads, without them.
+`regime_symbol` is the pair whose closes fed the regime columns (btc_ret_15, btc_ret_60,
+btc_vol_60) at training; like `listing_min_bars` it is a setting, not part of the schema
+(`trading.signals.regime_symbol`), and a model fed another pair's regime scores on values it never
+saw, so it must equal the running engine's. A contract older than version 4 does not record it:
+it reads as BTC/USDT, the pair training was hard-wired to before it was recorded.
+
+`youngest_listing_bars` is the youngest listing, in bars since its first bar (counted), among the
+rows the model was trained on, at most `engine.signals.features.LISTING_ORDINARY_BARS` (61): from
+that age on every window feature of a listing is its ordinary value, so 61 also records "none
+younger", which is what hot_lgbm records today (its rows need the baseline's 61 closes). The
+signal stage does not put a listing younger than that to a production model, and
+`listing_min_bars` only matters for a model that saw younger ones. None: not recorded (a
+contract older than version 4, or a trainer that does not count them, the GPU jobs'): whether
+the model saw a listing's first hour cannot be told.
+
+Version 2 added `score_calibration`, version 3 `listing_min_bars`, version 4 `regime_symbol` and
+`youngest_listing_bars`; an older contract still reads, without them.
 
 Feature names, dtypes and the schema hash are arguments, not imports: the caller passes those of
 `engine.signals.features` (`FEATURE_NAMES`, `feature_schema_hash()`) or of any explicit list.
@@ -38,8 +55,10 @@ from typing import Any
 
 from ml.governance.errors import ContractError
 
-CONTRACT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # 1: before `score_calibration`; 2: before `listing_min_bars`
+CONTRACT_VERSION = 4
+# 1: before `score_calibration`; 2: before `listing_min_bars`; 3: before `regime_symbol` and `youngest_listing_bars`
+READABLE_VERSIONS = (1, 2, 3, 4)
+DEFAULT_REGIME_SYMBOL = "BTC/USDT"  # what a contract before version 4 was trained on (training hard-wired it)
 _TASK_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _INTERVAL_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")
 _DTYPES = frozenset({"float32", "float64", "int32", "int64", "bool"})
@@ -153,6 +172,8 @@ class RuntimeContract:
     extra: Mapping[str, Any] = field(default_factory=dict)
     score_calibration: ScoreCalibration | None = None  # None: a model that is not scored, or one from version 1
     listing_min_bars: int | None = None  # None: features without since-listing windows, or a contract before version 3
+    regime_symbol: str = DEFAULT_REGIME_SYMBOL  # the pair behind the regime features (module doc)
+    youngest_listing_bars: int | None = None  # bars since listing, >= 1; None: not recorded (module doc)
     contract_version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -183,6 +204,17 @@ class RuntimeContract:
                 f"listing_min_bars {self.listing_min_bars!r} is not a whole number of bars >= 0; record the "
                 "trading.signals.listing_min_bars the features were computed with (null: none)"
             )
+        if not isinstance(self.regime_symbol, str) or "/" not in self.regime_symbol:
+            raise ContractError(
+                f"regime_symbol {self.regime_symbol!r} is not a pair like BTC/USDT; record the "
+                "trading.signals.regime_symbol whose closes fed the regime features"
+            )
+        youngest = self.youngest_listing_bars
+        if youngest is not None and (isinstance(youngest, bool) or not isinstance(youngest, int) or youngest < 1):
+            raise ContractError(
+                f"youngest_listing_bars {youngest!r} is not a whole number of bars >= 1; record the youngest listing "
+                "age among the training rows (null: not counted)"
+            )
 
     @property
     def filename(self) -> str:
@@ -209,6 +241,8 @@ class RuntimeContract:
             window = data["training_window"]
             calibration = None if version < 2 else data["score_calibration"]
             listing_min_bars = None if version < 3 else data["listing_min_bars"]
+            regime_symbol = DEFAULT_REGIME_SYMBOL if version < 4 else data["regime_symbol"]
+            youngest_listing_bars = None if version < 4 else data["youngest_listing_bars"]
             return cls(
                 task=str(data["task"]),
                 interval=str(data["interval"]),
@@ -228,6 +262,8 @@ class RuntimeContract:
                 extra=dict(data.get("extra", {})),
                 score_calibration=None if calibration is None else ScoreCalibration.from_json(calibration),
                 listing_min_bars=listing_min_bars,
+                regime_symbol=regime_symbol,
+                youngest_listing_bars=youngest_listing_bars,
                 contract_version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -250,11 +286,15 @@ def build_contract(
     extra: Mapping[str, Any] | None = None,
     score_calibration: ScoreCalibration | None = None,
     listing_min_bars: int | None = None,
+    regime_symbol: str = DEFAULT_REGIME_SYMBOL,
+    youngest_listing_bars: int | None = None,
 ) -> RuntimeContract:
     """A contract for the model file at `model_path` (its sha256 is computed here).
     `libraries` are the versions the model was trained with (e.g. reported by the GPU box);
     by default those installed here. `listing_min_bars`: the one its features were computed
-    with, for `features_hot` (None for a feature set without since-listing windows)."""
+    with, for `features_hot` (None for a feature set without since-listing windows);
+    `regime_symbol` the pair whose closes fed its regime features; `youngest_listing_bars` the
+    youngest listing among its training rows (module doc; None: not counted)."""
     if not model_path.is_file():
         raise ContractError(f"model file {model_path} does not exist; fetch the job's artefacts first")
     return RuntimeContract(
@@ -273,6 +313,8 @@ def build_contract(
         extra=dict(extra or {}),
         score_calibration=score_calibration,
         listing_min_bars=listing_min_bars,
+        regime_symbol=regime_symbol,
+        youngest_listing_bars=youngest_listing_bars,
     )
 
 

@@ -5,6 +5,16 @@ Each gate is written down with the value the model reached and the threshold fro
 `production` only when every gate passes, otherwise `research_only` (shadow) with the reasons.
 Lift is "model metric / baseline metric" per out-of-sample fold (1.0 = no better than the
 baseline); stability is the spread of those fold lifts, std/mean.
+
+The lift gate judges the median fold lift, and a second gate the worst fold's. The mean of the
+ratios let one lucky fold carry the others: fold lifts 1.8, 0.85, 0.85, 0.95 averaged 1.11 and
+passed as production, a model worse than the baseline in three folds of four (its precision
+pooled over all four folds was 0.975 of the baseline's). The median is what most folds reach, so
+one fold cannot lift it; the worst-fold gate stops a model that loses to the baseline anywhere.
+The median, not the lift of the pooled precisions: it is one rule for every task, whose lifts
+are not all precision ratios (`tft_heat`'s is an MSE ratio, `ppo_sizing`'s a return ratio), and a
+pooled ratio weighs each fold by its baseline's hits, so a period where the baseline happens to
+do well decides for the others.
 """
 
 from __future__ import annotations
@@ -129,9 +139,19 @@ def _fold_cv(lifts: Sequence[float]) -> float | None:
     return math.sqrt(var) / mean
 
 
+def _median(lifts: Sequence[float]) -> float | None:
+    """The median fold lift (see the module doc for why not the mean); None when any is undefined."""
+    if not lifts or not all(math.isfinite(v) for v in lifts):
+        return None
+    ordered = sorted(lifts)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 # gate name -> (its threshold in `PromotionGates`, comparator, what the value is)
 _GATES: dict[str, tuple[str, Literal[">=", "<="], str]] = {
-    "oos_lift": ("min_oos_lift", ">=", "mean out-of-sample lift"),
+    "oos_median_lift": ("min_oos_lift", ">=", "median out-of-sample fold lift"),
+    "oos_worst_fold_lift": ("min_worst_fold_lift", ">=", "worst out-of-sample fold lift"),
     "fold_stability_cv": ("max_fold_cv", "<=", "fold lift std/mean"),
     "oos_samples": ("min_oos_samples", ">=", "out-of-sample samples"),
     "oos_folds": ("min_folds", ">=", "out-of-sample folds"),
@@ -139,11 +159,20 @@ _GATES: dict[str, tuple[str, Literal[">=", "<="], str]] = {
 
 
 def _apply(values: Mapping[str, float | None], gates: PromotionGates) -> tuple[GateResult, ...]:
-    """Every gate judged on its value (a missing value is undefined, so it fails)."""
+    """Every gate judged on its value. An undefined value (None) fails; so does a gate whose
+    value was never recorded (not a key of `values`: a decision made before the gate existed),
+    with a reason saying so."""
     return tuple(
-        _gate(name, values.get(name), float(getattr(gates, attr)), comparator, what)
+        _gate(name, values[name], float(getattr(gates, attr)), comparator, what)
+        if name in values
+        else _unrecorded(name, float(getattr(gates, attr)), comparator, what)
         for name, (attr, comparator, what) in _GATES.items()
     )
+
+
+def _unrecorded(name: str, threshold: float, comparator: Literal[">=", "<="], what: str) -> GateResult:
+    reason = f"{what} is not on record (decided before hotcoin had this gate); retrain the model to judge it"
+    return GateResult(name, None, threshold, comparator, False, reason)
 
 
 def decide(
@@ -155,11 +184,12 @@ def decide(
     model_sha256: str,
     decided_ms: int,
 ) -> PromotionDecision:
-    """Apply every gate; all must pass for `production`."""
+    """Apply every gate; all must pass for `production`, and the reasons name each one missed."""
     lifts = evaluation.fold_lifts
-    mean_lift = sum(lifts) / len(lifts) if lifts and all(math.isfinite(v) for v in lifts) else None
+    defined = bool(lifts) and all(math.isfinite(v) for v in lifts)
     values = {
-        "oos_lift": mean_lift,
+        "oos_median_lift": _median(lifts),
+        "oos_worst_fold_lift": min(lifts) if defined else None,
         "fold_stability_cv": _fold_cv(lifts),
         "oos_samples": float(evaluation.samples),
         "oos_folds": float(len(lifts)),

@@ -14,9 +14,11 @@ around the rename, so a power cut cannot leave a version whose files are empty).
 stored once: a registration holds `<task>_<interval>/.lock` from its look for the same sha256
 to its rename, so two registrations of one model at once make one version, not twins.
 
-Loading verifies before handing out a path: the contract's feature schema hash must equal the
-running feature code's, its `listing_min_bars` the one the running features are computed with,
-and the model file's sha256 the contract's; otherwise `ModelRefused` says which one differs. The
+Loading verifies before handing out a path: the contract's and the decision's interval must be
+the one asked for, the contract's feature schema hash the running feature code's, its regime
+symbol the one the running features take the regime from, its `listing_min_bars` the one they
+are computed with (where the model saw a listing young enough for it to matter), and the model
+file's sha256 the contract's; otherwise `ModelRefused` says which one differs. The
 libraries a caller names (those that read the model) are checked against the versions the
 contract records: another major version is refused, another minor one is a warning.
 
@@ -39,7 +41,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.signals.features import LISTING_ORDINARY_BARS
 from ml.governance.contract import (
+    DEFAULT_REGIME_SYMBOL,
     RuntimeContract,
     check_task_interval,
     contract_filename,
@@ -244,6 +248,7 @@ class ModelRegistry:
         production_only: bool = False,
         features: FeatureSchema | None = None,
         listing_min_bars: int | None = None,
+        regime_symbol: str = DEFAULT_REGIME_SYMBOL,
     ) -> ModelVersion:
         """The chosen version (default: the newest; with `production_only`, the newest production
         one), verified against the running feature code and its own file (see `verify`)."""
@@ -255,7 +260,13 @@ class ModelRegistry:
                 kind = "production version" if production_only else "version"
                 raise RegistryError(f"no {kind} of {task}_{interval} in {self.root}; train and register one first")
             chosen = candidates[-1]
-        verify(chosen, feature_schema_hash=feature_schema_hash, features=features, listing_min_bars=listing_min_bars)
+        verify(
+            chosen,
+            feature_schema_hash=feature_schema_hash,
+            features=features,
+            listing_min_bars=listing_min_bars,
+            regime_symbol=regime_symbol,
+        )
         return chosen
 
 
@@ -335,15 +346,57 @@ def check_libraries(
     return tuple(notes)
 
 
+def check_interval(model: ModelVersion) -> None:
+    """`ModelRefused` unless the contract and the decision were made for the interval the model
+    was asked for (`model.interval`, its registry folder). Registration files a model under its
+    contract's interval; a version copied by hand under another one would otherwise load and
+    score, say, 5m bars with a model that learned 1m returns and windows."""
+    for what, theirs in (("contract", model.contract.interval), ("promotion decision", model.decision.interval)):
+        if theirs != model.interval:
+            raise ModelRefused(
+                f"{model.name} refused: its {what} is for {theirs} bars, this engine scores {model.interval} bars "
+                f"(trading.signals.timeframe); registration never files it under {model.task}_{model.interval}, so it "
+                f'was copied there by hand. Set trading.signals.timeframe = "{theirs}" to use it, or train one on '
+                f"{model.interval} candles (`hotcoin train --task {model.task} --interval {model.interval}`)",
+                which="interval",
+                expected=theirs,
+                actual=model.interval,
+            )
+
+
+def check_regime_symbol(model: ModelVersion, running: str) -> None:
+    """`ModelRefused` unless the model's regime features (btc_ret_15, btc_ret_60, btc_vol_60)
+    came from the pair the engine takes them from (`trading.signals.regime_symbol`). Like
+    `listing_min_bars` it is a setting, not part of the schema hash: an engine on ETH/USDT would
+    feed ETH's returns and volatility into columns a model learned as BTC's. A contract before
+    version 4 records none and reads as BTC/USDT, which training was hard-wired to then."""
+    trained = model.contract.regime_symbol
+    if trained == running:
+        return
+    raise ModelRefused(
+        f"{model.name} refused: its regime features (btc_*) were computed from {trained}, this engine takes them "
+        f"from {running}, so it would score on a market regime it never saw; set trading.signals.regime_symbol = "
+        f'"{trained}", or retrain it under regime_symbol = "{running}" (`hotcoin train --task {model.task}`)',
+        which="regime_symbol",
+        expected=trained,
+        actual=running,
+    )
+
+
 def check_listing_min_bars(model: ModelVersion, running: int | None) -> None:
     """`ModelRefused` unless the model was trained on features computed with the `running`
-    listing_min_bars. It is not in the feature schema hash (the columns are the same whatever
-    its value), but it decides from which bar a new listing's window features have values: a
-    model trained at 15 and run at 10 would score a listing's bars 10-14 on values it never saw,
-    in the first hour that matters most. A contract that records none, scored on since-listing
-    features, cannot be told apart from one trained under another value, so it is refused too."""
+    listing_min_bars, or never saw a listing young enough for the value to matter. It is not in
+    the feature schema hash (the columns are the same whatever its value), but it decides from
+    which bar a new listing's window features have values: a model trained at 15 on listings'
+    first hour and run at 10 would score a listing's bars 10-14 on values it never saw. A model
+    whose youngest training listing was `LISTING_ORDINARY_BARS` old (hot_lgbm's: its rows need 61
+    closes) saw no since-listing value under any setting, and the signal stage asks it about no
+    younger listing, so the value is moot for it: training under 15 or 30 gives the same rows. A
+    contract that records neither the value nor the youngest listing, scored on since-listing
+    features, cannot be told apart from one trained under another value, so it is refused."""
     trained = model.contract.listing_min_bars
-    if trained == running:
+    youngest = model.contract.youngest_listing_bars
+    if trained == running or (youngest is not None and youngest >= LISTING_ORDINARY_BARS):
         return
     retrain = f"`hotcoin train --task {model.task}`"
     if trained is None:
@@ -359,8 +412,9 @@ def check_listing_min_bars(model: ModelVersion, running: int | None) -> None:
             f"{trained}), the features it would score have none; compute them with listing_min_bars = {trained}"
         )
     else:
+        saw = "" if youngest is None else f" (it saw listings from {youngest} bars old)"
         message = (
-            f"{model.name} refused: trained with trading.signals.listing_min_bars = {trained}, this engine runs "
+            f"{model.name} refused: trained with trading.signals.listing_min_bars = {trained}{saw}, this engine runs "
             f"with {running}, so it would score a new listing's first hour on window features it never saw; set "
             f"trading.signals.listing_min_bars = {trained}, or retrain it under listing_min_bars = {running} ({retrain})"
         )
@@ -379,15 +433,21 @@ def verify(
     features: FeatureSchema | None = None,
     libraries: Sequence[str] = (),
     listing_min_bars: int | None = None,
+    regime_symbol: str = DEFAULT_REGIME_SYMBOL,
 ) -> tuple[str, ...]:
     """Raise `ModelRefused` naming what differs; return the warnings (another minor version of
     one of `libraries`, see `check_libraries`) when everything that must match does.
 
+    The interval asked for is `model.interval` (the registry folder it was read from): a model
+    copied into another interval's folder would score bars of another length than it learned.
     With `features` (the running code's names and dtypes, the inputs of its schema hash), the
     contract's own names and dtypes must be those too: equal hashes alone would let a contract
-    whose names were edited after training, hash untouched, through. `listing_min_bars` is the
-    one the running features are computed with (`trading.signals.listing_min_bars`; None: a
-    feature set without since-listing windows): the contract's must be the same."""
+    whose names were edited after training, hash untouched, through. `regime_symbol` is the pair
+    the running features take btc_ret_15/60 and btc_vol_60 from (`trading.signals.regime_symbol`):
+    the contract's must be the same. `listing_min_bars` is the one the running features are
+    computed with (`trading.signals.listing_min_bars`; None: a feature set without since-listing
+    windows): see `check_listing_min_bars`."""
+    check_interval(model)
     if features is not None:
         _verify_features(model, features)
     expected = model.contract.feature_schema_hash
@@ -399,6 +459,7 @@ def verify(
             expected=expected,
             actual=feature_schema_hash,
         )
+    check_regime_symbol(model, regime_symbol)
     check_listing_min_bars(model, listing_min_bars)
     if not model.model_path.is_file():
         raise ModelRefused(

@@ -4,6 +4,7 @@ period, normalisation uses the training part only."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.config import HotcoinConfig
 from engine.errors import MarketDataError
 from engine.sim.parquet_source import read_candles
 from gpu_jobs.datasets import (
@@ -25,7 +27,10 @@ from gpu_jobs.datasets import (
     write_dataset,
 )
 from gpu_jobs.features import hot_feature_set
+from gpu_jobs.register import register_fetched
 from gpu_jobs.spec import DatasetInfo
+from gpu_jobs.workflow import TrainRequest, prepare_job
+from ml.governance.registry import ModelRegistry
 from tests.gpu_jobs.kit import TINY_FEATURES, make_dataset, make_spec, synthetic_candles
 
 
@@ -166,6 +171,36 @@ def test_the_dataset_records_the_listing_min_bars_of_its_features(tmp_path: Path
     assert info.listing_min_bars == 10 and DatasetInfo.from_json(info.to_json()) == info
     old = {k: v for k, v in info.to_json().items() if k != "listing_min_bars"}  # a job packed before it was recorded
     assert DatasetInfo.from_json(old).listing_min_bars is None
+
+
+def test_the_regime_features_come_from_the_configured_pair_and_it_reaches_the_contract(tmp_path: Path) -> None:
+    """Training read BTC/USDT for the regime columns (btc_*) whatever the engine's
+    trading.signals.regime_symbol was: now the configured pair is read, and job.json carries it
+    into the model's contract, which an engine on another pair refuses."""
+    _parquet(tmp_path / "c", "AAA_USDT-1m.parquet", [0, 60_000], [1.0, 2.0])
+    _parquet(tmp_path / "c", "BBB_USDT-1m.parquet", [0, 60_000], [5.0, 6.0])
+    assert np.isnan(load_candles(tmp_path / "c", "1m", ["AAA/USDT"]).btc_close).all()  # BTC/USDT: no file here
+    c = load_candles(tmp_path / "c", "1m", ["AAA/USDT"], regime_symbol="BBB/USDT")
+    assert c.regime_symbol == "BBB/USDT" and c.btc_close.tolist() == [5.0, 6.0] and c.symbols == ("AAA/USDT",)
+
+    config = HotcoinConfig.model_validate({"paths": {"data_dir": str(tmp_path / "data")}, "trading": {"signals": {"regime_symbol": "C1/USDT"}}})
+    candles = synthetic_candles(n_bars=700, n_symbols=2, seed=3)
+    (tmp_path / "hist").mkdir()
+    for j, sym in enumerate(candles.symbols):
+        frame = {"timestamp_ms": candles.timestamps, **{f: getattr(candles, f)[:, j] for f in ("open", "high", "low", "close", "volume")}}
+        pd.DataFrame(frame).dropna().to_parquet(tmp_path / "hist" / f"{sym.replace('/', '_')}-1m.parquet")
+    packed = prepare_job(config, TrainRequest("lstm_hot", "here", tmp_path / "hist", symbols=("C0/USDT",)), TINY_FEATURES)
+    assert packed.spec.dataset.regime_symbol == "C1/USDT"
+    old = {k: v for k, v in packed.spec.dataset.to_json().items() if k != "regime_symbol"}  # packed before it was recorded
+    assert DatasetInfo.from_json(old).regime_symbol == "BTC/USDT"
+
+    fetched = tmp_path / "fetched"  # what the box sends back, as far as registering reads it
+    fetched.mkdir()
+    (fetched / "job.json").write_text(packed.spec.dumps())
+    (fetched / "metrics.json").write_text(json.dumps({"oos": {"fold_lifts": [1.2, 1.3, 1.25], "samples": 500, "baseline": "b"}}))
+    (fetched / "model.pt").write_bytes(b"weights")
+    version = register_fetched(fetched, ModelRegistry(tmp_path / "models"), config.ml.gates, now_ms=1).version
+    assert version.contract.regime_symbol == "C1/USDT" and version.contract.youngest_listing_bars is None
 
 
 @pytest.mark.shared_data

@@ -191,7 +191,7 @@ def test_train_and_jobs_commands_on_a_local_profile(tmp_path: Path, monkeypatch:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "registered tft_heat_1m@v0001" in result.output
-    assert "oos_lift" in result.output and "fold_stability_cv" in result.output
+    assert "oos_median_lift" in result.output and "oos_worst_fold_lift" in result.output and "fold_stability_cv" in result.output
 
     version = ModelRegistry(tmp_path / "data" / "models").versions("tft_heat", "1m")[0]
     assert version.contract.feature_names == FEATURE_NAMES

@@ -57,7 +57,7 @@ async def test_lstm_job_over_ssh_ships_once_trains_fetches_and_registers(tmp_pat
     assert version.contract.job_id == packed.job_id and version.contract.listing_min_bars == 15
     assert version.contract.library_versions["torch"].startswith("2.")
     assert "close[t+5] / close[t] - 1 >= 0.01" in version.contract.label_definition
-    assert {g.name for g in version.decision.gates} == {"oos_lift", "fold_stability_cv", "oos_samples", "oos_folds"}
+    assert {g.name for g in version.decision.gates} == {"oos_median_lift", "oos_worst_fold_lift", "fold_stability_cv", "oos_samples", "oos_folds"}
     assert version.decision.verdict in ("production", "research_only")
 
     scorer = load_scorer(registry, "lstm_hot", "1m", feature_schema_hash=TINY_FEATURES.schema_hash, listing_min_bars=15)

@@ -74,7 +74,7 @@ def test_an_interval_the_label_cannot_use_fails_before_loading(history: Path, tm
 
 def test_retraining_the_same_model_under_other_gates_says_which_decision_stands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
-    for key, value in {"MIN_OOS_LIFT": "0.01", "MAX_FOLD_CV": "100", "MIN_OOS_SAMPLES": "1", "MIN_FOLDS": "2"}.items():
+    for key, value in {"MIN_OOS_LIFT": "0.01", "MIN_WORST_FOLD_LIFT": "0.01", "MAX_FOLD_CV": "100", "MIN_OOS_SAMPLES": "1", "MIN_FOLDS": "2"}.items():
         monkeypatch.setenv(f"HOTCOIN_ML__GATES__{key}", value)
     history = write_history(tmp_path / "candles", synth_frames(n_symbols=10, n_bars=1500, seed=5))
     args = [*TRAIN_HERE, "--data", str(history), "--epochs", "15", "--stride", "2"]
@@ -85,7 +85,7 @@ def test_retraining_the_same_model_under_other_gates_says_which_decision_stands(
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "identical model already registered as hot_lgbm_1m@v0001 (production)" in again.output
-    assert "note: under the current [ml.gates] this model is research_only (mean out-of-sample lift" in again.output
+    assert "note: under the current [ml.gates] this model is research_only (median out-of-sample fold lift" in again.output
     assert "was registered as production and that decision stays on record" in again.output
     assert "it runs this one in shadow" in again.output
 
@@ -97,6 +97,7 @@ def test_a_torch_model_is_not_announced_as_one_the_engine_trades_on(
     the message says nothing trades on it rather than a green "(production)"."""
     monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_SAMPLES", "1")
     monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_LIFT", "0.001")
+    monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_WORST_FOLD_LIFT", "0")  # a one-epoch model: a fold may miss every pick
     monkeypatch.setenv("HOTCOIN_ML__GATES__MAX_FOLD_CV", "1000")
     monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_FOLDS", "2")
     longer = write_history(tmp_path / "longer", synth_frames(n_symbols=6, n_bars=400, seed=2))
@@ -108,7 +109,8 @@ def test_a_torch_model_is_not_announced_as_one_the_engine_trades_on(
 
 
 def _gates(monkeypatch: pytest.MonkeyPatch, min_oos_lift: str) -> None:
-    for key, value in {"MIN_OOS_SAMPLES": "1", "MIN_OOS_LIFT": min_oos_lift, "MAX_FOLD_CV": "1000", "MIN_FOLDS": "2"}.items():
+    gates = {"MIN_OOS_SAMPLES": "1", "MIN_OOS_LIFT": min_oos_lift, "MIN_WORST_FOLD_LIFT": "0", "MAX_FOLD_CV": "1000", "MIN_FOLDS": "2"}
+    for key, value in gates.items():
         monkeypatch.setenv(f"HOTCOIN_ML__GATES__{key}", value)
 
 
@@ -126,7 +128,7 @@ def test_jobs_fetch_reports_what_it_registered_as_train_does(history: Path, tmp_
     again = CliRunner().invoke(app, fetch)
     assert again.exit_code == 0, again.output
     assert "identical model already registered as lstm_hot_1m@v0001 (research_only)" in again.output
-    assert "  FAIL  oos_lift: mean out-of-sample lift" in again.output  # the decision on record
+    assert "  FAIL  oos_median_lift: median out-of-sample fold lift" in again.output  # the decision on record
     assert "the engine does not load lstm_hot models" in again.output and "no trade depends on it" in again.output
     assert (
         "note: under the current [ml.gates] this model is production (every gate passed), but the identical model "
@@ -138,7 +140,7 @@ def test_jobs_fetch_reports_what_it_registered_as_train_does(history: Path, tmp_
     monkeypatch.setenv("HOTCOIN_ML__REGISTRY_DIR", str(tmp_path / "fresh"))
     fresh = CliRunner().invoke(app, fetch)
     assert fresh.exit_code == 0, fresh.output
-    assert "registered lstm_hot_1m@v0001 (production)" in fresh.output and "  pass  oos_lift" in fresh.output
+    assert "registered lstm_hot_1m@v0001 (production)" in fresh.output and "  pass  oos_median_lift" in fresh.output
     assert "the engine does not load lstm_hot models" in fresh.output and "gpu_jobs.inference.load_scorer" in fresh.output
     assert "note:" not in fresh.output
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from engine.signals.features import feature_schema_hash
+from engine.signals.features import LISTING_ORDINARY_BARS, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 
 MODEL = "hot_lgbm_1m@v0007#deadbeef"
@@ -23,6 +23,7 @@ class ConstantScorer:
     version: str = MODEL
     schema_hash: str = feature_schema_hash()
     calibrated_min_score: float | None = None
+    youngest_listing_bars: int = LISTING_ORDINARY_BARS  # as hot_lgbm: no listing's first hour in training
 
     def score(self, features: npt.NDArray[np.float64]) -> float:
         return self.value

@@ -13,6 +13,7 @@ import pytest
 import ml.dataset
 from engine.signals.features import (
     FEATURE_NAMES,
+    LISTING_ORDINARY_BARS,
     WINDOW,
     BarMatrix,
     CandidateInfo,
@@ -166,6 +167,33 @@ def test_a_listing_in_the_candles_gets_the_engine_s_since_listing_features(tmp_p
     off = build_dataset(candles, listing_min_bars=0)
     assert np.isnan(off.features[200:260, j, ret60]).all() and ds.listing_min_bars == 15
     assert ds.schema()["listing_min_bars"] == 15
+
+
+def test_no_listing_row_younger_than_61_bars_is_trained_on_and_the_dataset_says_so(tmp_path: Path) -> None:
+    """The baseline needs 61 closes and a row is kept only with it, so a listing's first 60 bars,
+    the since-listing values among them, never reach training: the model's contract records 61,
+    and the signal stage puts no younger listing to it."""
+    frames = synth_frames(n_symbols=8, n_bars=400, seed=4)
+    frames["S007/USDT"] = frames["S007/USDT"].iloc[200:]  # listed at bar 200
+    ds = build_dataset(load_candles(write_history(tmp_path, frames), "1m"), listing_min_bars=15)
+    j = ds.symbols.index("S007/USDT")
+    table = ds.table(np.ones(ds.n_bars, np.bool_))
+    assert table.bar[table.symbol == j].min() == 200 + 60  # its 61st bar
+    assert ds.youngest_listing_bars(table) == 61 == LISTING_ORDINARY_BARS
+    young = dataclasses.replace(ds, baseline=np.where(np.isnan(ds.baseline), 0.0, ds.baseline))  # as if kept from bar 1
+    assert young.youngest_listing_bars(young.table(np.ones(ds.n_bars, np.bool_))) == 1
+    assert ds.youngest_listing_bars(ds.table(np.arange(ds.n_bars) < 200)) == 61  # no listing in the rows: none younger
+
+
+def test_the_regime_features_come_from_the_configured_regime_symbol(history: Path) -> None:
+    """Training read BTC/USDT for btc_* whatever the engine was set to; now the pair is chosen
+    (the engine's trading.signals.regime_symbol) and recorded with the dataset."""
+    btc = build_dataset(load_candles(history, "1m"))
+    other = build_dataset(load_candles(history, "1m", regime_symbol="S003/USDT"))
+    assert (btc.regime_symbol, other.regime_symbol, other.schema()["regime_symbol"]) == ("BTC/USDT", "S003/USDT", "S003/USDT")
+    k = FEATURE_NAMES.index("btc_ret_60")
+    assert not np.allclose(btc.features[100:, 0, k], other.features[100:, 0, k])
+    np.testing.assert_array_equal(other.features[:, 0, k], other.features[:, 1, k])  # one regime for every symbol
 
 
 def test_table_keeps_only_usable_rows_of_selected_bars(dataset: HotDataset) -> None:

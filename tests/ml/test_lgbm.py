@@ -36,7 +36,7 @@ from ml.lgbm import (
 from tests.ml.synth import synth_frames, write_history
 
 FAST = TrainSettings(folds=3, stride=1, params=LgbmParams(rounds=30, min_data_in_leaf=50, num_threads=1))
-LENIENT = PromotionGates(min_oos_lift=0.01, max_fold_cv=100.0, min_oos_samples=1, min_folds=2)
+LENIENT = PromotionGates(min_oos_lift=0.01, min_worst_fold_lift=0.01, max_fold_cv=100.0, min_oos_samples=1, min_folds=2)
 STRICT = PromotionGates(min_oos_lift=50.0)
 
 
@@ -149,10 +149,12 @@ def test_training_run_writes_dataset_metrics_contract_and_decision(
     assert "top ceil(0.1 x n)" in contract.label_definition and "lightgbm" in contract.library_versions
     assert contract.score_calibration == out.report.calibration == out.version.contract.score_calibration
     assert contract.listing_min_bars == config.trading.signals.listing_min_bars == out.version.contract.listing_min_bars
+    assert contract.regime_symbol == config.trading.signals.regime_symbol == "BTC/USDT"
+    assert contract.youngest_listing_bars == out.report.youngest_listing_bars == 61  # no listing in these candles
     assert decision.verdict == verdict == out.version.decision.verdict
     assert decision.model_sha256 == contract.model_sha256 == out.version.contract.model_sha256
     if verdict == "research_only":
-        assert any("mean out-of-sample lift" in r for r in decision.reasons)
+        assert any("median out-of-sample fold lift" in r for r in decision.reasons)
     df, _ = read_parquet(run / "dataset.parquet")
     assert len(df) > 1000 and (out.version.path / "metrics.json").is_file()
     assert registry.versions("hot_lgbm", "1m")[-1].version == out.version.version and not out.reused
@@ -171,7 +173,7 @@ def test_cli_trains_and_registers(history: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "prec@10%" in result.output and "registered hot_lgbm_1m@v0001 (research_only)" in result.output
-    assert "FAIL  oos_lift" in result.output
+    assert "FAIL  oos_median_lift" in result.output
     assert 'entry threshold (trading.signals.ml_min_score = "auto"): 0.' in result.output
     assert (tmp_path / "data" / "models" / "hot_lgbm_1m" / "v0001" / "model.txt").is_file()
     assert (tmp_path / "data" / "training" / "hot_lgbm_1m" / "dataset.parquet").is_file()

@@ -41,7 +41,7 @@ from tests.kit.events import RecordingSink
 from tests.ml.synth import MINUTE, synth_frames, write_history
 
 SMALL = TrainSettings(folds=2, stride=1, params=LgbmParams(rounds=15, min_data_in_leaf=50, num_threads=1))
-LENIENT = PromotionGates(min_oos_lift=0.01, max_fold_cv=100.0, min_oos_samples=1, min_folds=2)
+LENIENT = PromotionGates(min_oos_lift=0.01, min_worst_fold_lift=0.01, max_fold_cv=100.0, min_oos_samples=1, min_folds=2)
 STRICT = PromotionGates(min_oos_lift=50.0)
 
 
@@ -69,15 +69,17 @@ def train_into(
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """production: one production model; research: one research_only; both: v1 production, v2 research_only;
-    listing10: one production model trained with `trading.signals.listing_min_bars = 10`."""
+    listing10: one production model trained with `trading.signals.listing_min_bars = 10`; regime: one
+    trained with `trading.signals.regime_symbol` S003/USDT."""
     root = tmp_path_factory.mktemp("ml")
     history = write_history(root / "hist", synth_frames(n_symbols=10, n_bars=1500, seed=5))
-    out = {name: root / name for name in ("production", "research", "both", "listing10")}
+    out = {name: root / name for name in ("production", "research", "both", "listing10", "regime")}
     train_into(out["production"], history, LENIENT, 0, root / "w0")
     train_into(out["research"], history, STRICT, 1, root / "w1")
     train_into(out["both"], history, LENIENT, 0, root / "w2")
     train_into(out["both"], history, STRICT, 1, root / "w3")
     train_into(out["listing10"], history, LENIENT, 0, root / "w4", SignalSettings(listing_min_bars=10))
+    train_into(out["regime"], history, LENIENT, 0, root / "w5", SignalSettings(regime_symbol="S003/USDT"))
     return out
 
 
@@ -121,7 +123,7 @@ def test_production_model_loads_in_production_mode(registries: dict[str, Path]) 
 def test_research_only_model_runs_in_shadow_with_its_reasons(registries: dict[str, Path]) -> None:
     load = load_scorer(config_for(registries["research"]))
     assert load.scorer is not None and load.mode == "shadow" == load.scorer.mode
-    assert "in shadow (research_only: mean out-of-sample lift" in load.status and "never trading" in load.status
+    assert "in shadow (research_only: median out-of-sample fold lift" in load.status and "never trading" in load.status
 
 
 def test_newest_production_version_is_current(registries: dict[str, Path]) -> None:
@@ -133,7 +135,7 @@ def test_tightened_gates_demote_a_production_model_to_shadow(registries: dict[st
     load = load_scorer(config_for(registries["production"], gates=STRICT))
     assert load.scorer is not None and load.mode == "shadow" == load.scorer.mode
     assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0001#")
-    assert "in shadow (research_only: registered as production, but under the current [ml.gates] mean out-of-sample lift" in load.status
+    assert "in shadow (research_only: registered as production, but under the current [ml.gates] median out-of-sample fold lift" in load.status
     assert "misses >= 50" in load.status
     assert "hot_lgbm_1m@v0001 was registered as production but misses the current [ml.gates]" in caplog.text
     loosened = PromotionGates(min_oos_lift=0.001, max_fold_cv=1000.0, min_oos_samples=1, min_folds=2)
@@ -253,18 +255,33 @@ def test_training_records_listing_min_bars_and_an_engine_running_with_it_loads(r
     assert load.scorer is not None and load.mode == "production" and not load.failed
 
 
+@pytest.mark.parametrize(("registry", "running"), [("production", 10), ("listing10", 15)])
+def test_a_model_that_never_saw_a_listing_s_first_hour_loads_under_any_listing_min_bars(
+    registries: dict[str, Path], registry: str, running: int
+) -> None:
+    """Its rows need the baseline's 61 closes, so it never saw a since-listing value and is put
+    to no listing younger than 61 bars: the value it was trained under changes nothing it sees.
+    (It was refused for it, yet trained under 15 or 30 its training rows are the same.)"""
+    assert load_version(registries[registry]).contract.youngest_listing_bars == 61
+    load = load_scorer(config_for(registries[registry], listing_min_bars=running))
+    assert load.scorer is not None and load.mode == "production" and not load.failed
+    assert load.scorer.youngest_listing_bars == 61
+
+
 @pytest.mark.parametrize(("registry", "trained", "running"), [("production", 15, 10), ("listing10", 10, 15)])
-def test_a_model_trained_under_another_listing_min_bars_is_refused(
-    registries: dict[str, Path], registry: str, trained: int, running: int
+def test_a_model_that_saw_a_listing_s_first_hour_under_another_listing_min_bars_is_refused(
+    registries: dict[str, Path], tmp_path: Path, registry: str, trained: int, running: int
 ) -> None:
     """The feature schema is the same whatever `listing_min_bars` is, so the schema hash cannot
-    tell; a new listing's window features from one value on are not, and the model would score
-    the first hour of every listing on values it never saw."""
-    load = load_scorer(config_for(registries[registry], listing_min_bars=running))
+    tell; a new listing's window features from one value on are not, and a model trained on a
+    listing's first hour would score it on values it never saw."""
+    root = copy_registry(registries[registry], tmp_path)
+    _edit_json(root.joinpath(*CONTRACT), youngest_listing_bars=5)  # as if its rows held a listing 5 bars old
+    load = load_scorer(config_for(root, listing_min_bars=running))
     assert load.scorer is None and load.mode == "off" and load.failed  # a warning in `hotcoin run`, red in backtest
     assert load.status == (
-        f"REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = {trained}, this engine "
-        f"runs with {running}, so it would score a new listing's first hour on window features it never saw; set "
+        f"REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = {trained} (it saw listings "
+        f"from 5 bars old), this engine runs with {running}, so it would score a new listing's first hour on window features it never saw; set "
         f"trading.signals.listing_min_bars = {trained}, or retrain it under listing_min_bars = {running} (`hotcoin "
         "train --task hot_lgbm`); the engine runs on its rules alone"
     )
@@ -278,7 +295,7 @@ def test_a_contract_from_before_listing_min_bars_was_recorded_is_refused(registr
     root = copy_registry(registries["production"], tmp_path)
     path = root.joinpath(*CONTRACT)
     data = json.loads(path.read_text())
-    del data["listing_min_bars"]
+    del data["listing_min_bars"], data["regime_symbol"], data["youngest_listing_bars"]
     path.write_text(json.dumps({**data, "contract_version": 2}))
     load = load_scorer(config_for(root))
     assert load.scorer is None and load.failed
@@ -289,6 +306,54 @@ def test_a_contract_from_before_listing_min_bars_was_recorded_is_refused(registr
     assert "(listing_min_bars = 15) cannot be told; retrain it (`hotcoin train --task hot_lgbm`)" in load.status
     _edit_json(path, feature_schema_hash="ab" * 32)  # a model of the features before since-listing windows
     assert load_scorer(config_for(root)).status.startswith("REFUSED hot_lgbm_1m@v0001 refused: feature_schema_hash differs")
+
+
+def test_training_records_the_regime_symbol_and_an_engine_on_another_refuses_the_model(registries: dict[str, Path]) -> None:
+    """Training took the regime columns (btc_*) from BTC/USDT whatever the engine was set to, and
+    an engine on another regime pair fed that pair into them without a word."""
+    assert load_version(registries["production"]).contract.regime_symbol == "BTC/USDT"  # the config's default
+    assert load_version(registries["regime"]).contract.regime_symbol == "S003/USDT"
+    assert load_scorer(config_for(registries["regime"], regime_symbol="S003/USDT")).mode == "production"
+    load = load_scorer(config_for(registries["production"], regime_symbol="ETH/USDT"))
+    assert load.scorer is None and load.mode == "off" and load.failed
+    assert load.status == (
+        "REFUSED hot_lgbm_1m@v0001 refused: its regime features (btc_*) were computed from BTC/USDT, this engine takes "
+        "them from ETH/USDT, so it would score on a market regime it never saw; set trading.signals.regime_symbol = "
+        '"BTC/USDT", or retrain it under regime_symbol = "ETH/USDT" (`hotcoin train --task hot_lgbm`); the engine '
+        "runs on its rules alone"
+    )
+
+
+def test_a_1m_model_copied_into_the_5m_folder_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    target = root / "hot_lgbm_5m" / "v0001"
+    shutil.copytree(registries["production"] / "hot_lgbm_1m" / "v0001", target)
+    for path in list(target.iterdir()):
+        path.rename(target / path.name.replace("_1m.json", "_5m.json"))
+    load = load_scorer(config_for(root, timeframe="5m"))
+    assert load.scorer is None and load.mode == "off" and load.failed
+    assert load.status.startswith(
+        "REFUSED hot_lgbm_5m@v0001 refused: its contract is for 1m bars, this engine scores 5m bars "
+        "(trading.signals.timeframe)"
+    )
+
+
+def test_a_newest_version_without_its_model_file_leaves_the_newest_intact_one_in_place(
+    registries: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """v0001 production, v0002 research_only, the production model's file gone: the newest
+    version that is whole runs (in shadow, as its decision allows), and the status names the
+    one passed over, where the missing file used to take the model out of the engine."""
+    root = copy_registry(registries["both"], tmp_path)
+    (root / "hot_lgbm_1m" / "v0001" / "model.txt").unlink()
+    load = load_scorer(config_for(root))
+    assert load.scorer is not None and load.mode == "shadow" and not load.failed
+    assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0002#")
+    assert f"; skipped unreadable hot_lgbm_1m@v0001 (model file {root}/hot_lgbm_1m/v0001/model.txt is missing)" in load.status
+    assert "skipping hot_lgbm_1m@v0001" in caplog.text
+    (root / "hot_lgbm_1m" / "v0002" / "model.txt").unlink()
+    none = load_scorer(config_for(root))
+    assert none.scorer is None and none.failed and "no hot_lgbm_1m model" in none.status
 
 
 def test_changed_model_file_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:

@@ -15,8 +15,14 @@ class PromotionGates(Section):
     min_oos_lift: float = Field(
         1.1,
         gt=0,
-        description="Lowest acceptable mean out-of-sample lift over the task's baseline "
-        "(1.0 = no better than the baseline).",
+        description="Lowest acceptable median out-of-sample fold lift over the task's baseline "
+        "(1.0 = no better than the baseline). The median, not the mean: one lucky fold cannot carry the others.",
+    )
+    min_worst_fold_lift: float = Field(
+        1.0,
+        ge=0,
+        description="Lowest acceptable lift of the worst out-of-sample fold: 1.0 refuses a model that does worse "
+        "than the baseline in any period it was tested on; 0 turns the gate off.",
     )
     max_fold_cv: float = Field(
         0.5,

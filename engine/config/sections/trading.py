@@ -51,7 +51,9 @@ class SignalSettings(Section):
         "1m", description="Bar length the features and rules work on; signals are computed once per bar."
     )
     regime_symbol: str = Field(
-        "BTC/USDT", description="Symbol whose bars give the market-regime features (btc_ret_15/60, btc_vol_60)."
+        "BTC/USDT",
+        description="Symbol whose bars give the market-regime features (btc_ret_15/60, btc_vol_60). A model "
+        "records the one it was trained with, and an engine running with another refuses it.",
     )
     min_heat: float = Field(
         60.0, ge=0, le=100, description="Entry needs heat >= this (the capital profile may ask for more)."
@@ -82,7 +84,9 @@ class SignalSettings(Section):
         "auction's extremes (TKO's first minute traded from 0.10 to 10.00 on 17.7 M volume), which a VWAP or "
         "volume mean over fewer bars would mostly be; 15 bars dilute them while leaving three quarters of the "
         "first hour. 0: never, the windows stay unknown until 60 bars as before. A model records the value "
-        "its training features were computed with, and an engine running with another refuses it.",
+        "its training features were computed with and the youngest listing it saw; one that saw a listing's "
+        "first hour is refused by an engine running with another value (hot_lgbm never has: it is put to no "
+        "listing under 61 bars, whose entries the rules decide alone).",
     )
     cooldown_ms: int = Field(
         1_800_000, ge=0, description="After an entry or exit on a symbol, no new entry on it for this long."

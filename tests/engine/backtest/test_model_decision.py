@@ -51,3 +51,18 @@ def test_a_replay_over_the_model_s_training_window_warns_of_look_ahead(config: H
     before = dataclasses.replace(load, training_window=(trained[0], START - MINUTE_MS))
     clean = asyncio.run(BacktestRunner(config, store, run_id="bt", model=before).run(START, end))
     assert not any(w.startswith("look-ahead") for w in clean.warnings)
+
+
+def test_a_replay_before_the_model_s_training_window_warns_it_was_trained_on_later_data(config: HotcoinConfig, store: Path) -> None:
+    """A model trained wholly after the replay learned from how its market went on: the plainest
+    look-ahead, which the overlap check let through without a word."""
+    end = START + 30 * MINUTE_MS
+    trained = (end + 60 * MINUTE_MS, end + 600 * MINUTE_MS)
+    load = dataclasses.replace(loaded("production"), training_window=trained)
+    result = asyncio.run(BacktestRunner(config, store, run_id="bt", model=load).run(START, end))
+    (warning,) = [w for w in result.warnings if w.startswith("look-ahead")]
+    assert warning == (
+        f"look-ahead: model {load.model} (production) was trained on later data ({utc_minute(trained[0])} .. "
+        f"{utc_minute(trained[1])}, after this replay ends at {utc_minute(end)}): it learned from how this market went "
+        f"on, so its scores flatter it. Judge a model trained on data that ends before {utc_minute(START)}"
+    )

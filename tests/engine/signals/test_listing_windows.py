@@ -22,9 +22,11 @@ from engine.signals.features import (
     features_hot_latest,
     since_listing,
 )
+from engine.signals.scorer import Scorer
 from engine.signals.stage import SignalStage
 from tests.engine.signals import market_kit as mk
 from tests.engine.signals.test_features import random_bars, random_info
+from tests.engine.signals.test_stage import FixedScorer
 from tests.kit.events import RecordingSink
 
 MIN = 60_000
@@ -122,8 +124,8 @@ def test_a_gap_or_a_late_start_is_not_a_listing() -> None:
     assert np.isnan(full.first_row).all()
 
 
-def hot_listing(bars: int) -> tuple[SignalStage, RecordingSink, str]:
-    """A listing `bars` bars old whose last 5 bars rise on rising volume (a pump)."""
+def hot_listing(bars: int, scorer: Scorer | None = None) -> tuple[SignalStage, RecordingSink, str]:
+    """A listing `bars` bars old whose last 5 bars rise on rising volume (a pump), before `scorer`."""
     (name,) = mk.symbols(1)
     history = BarHistory("1m")
     last_open = (mk.NOW // MIN) * MIN - MIN
@@ -132,7 +134,7 @@ def hot_listing(bars: int) -> tuple[SignalStage, RecordingSink, str]:
     for candle in mk.hot_bars("BTC/USDT", last_open, 30_000.0, rising=0):
         history.add(candle)
     sink = RecordingSink()
-    return SignalStage(SignalSettings(), history, sink), sink, name
+    return SignalStage(SignalSettings(), history, sink, scorer), sink, name
 
 
 def listing_candidate(name: str, age_ms: float | None) -> list:  # type: ignore[type-arg]
@@ -181,3 +183,24 @@ def test_listing_min_bars_zero_refuses_a_listing_as_before() -> None:
     stage.settings = stage.rules.settings = SignalSettings(listing_min_bars=0)
     (skipped,) = stage.evaluate_entries(listing_candidate(name, 20 * MIN), mk.NOW, min_heat=70.0, last_action_ms={})
     assert skipped.signal.decision is SignalDecision.SKIP and not math.isfinite(skipped.signal.features["ret_60"])
+
+
+def test_a_production_model_is_not_put_to_a_listing_younger_than_any_it_was_trained_on() -> None:
+    """hot_lgbm's training rows start at a listing's 61st bar (the baseline needs 61 closes):
+    its score on an 18-bar-old listing would be read off since-listing values it never saw. The
+    rules decide that entry alone, and the ml_score check says why instead of a score."""
+    blocking = FixedScorer(0.0, "production")  # a score of 0 fails ml_score wherever it is asked
+    stage, sink, name = hot_listing(18, blocking)
+    listed = mk.NOW - 18 * MIN + 30_000
+    (entered,) = stage.evaluate_entries(listing_candidate(name, mk.NOW - listed), mk.NOW, min_heat=70.0, last_action_ms={})
+    assert entered.signal.decision is SignalDecision.ENTER and entered.signal.ml_score is None
+    payload = sink.events[-1].payload
+    assert payload["ml_score"] is None and payload["model"] == blocking.version
+    (check,) = [r for r in payload["rules"] if r["name"] == "ml_score"]
+    assert check["passed"] and check["value"] is None
+    assert check["detail"] == "listing 18 bars old, younger than any the model was trained on (61 bars): the rules decide alone"
+    trained_young = FixedScorer(0.0, "production", youngest_listing_bars=15)  # it saw listings from 15 bars on
+    stage, sink, name = hot_listing(18, trained_young)
+    (skipped,) = stage.evaluate_entries(listing_candidate(name, mk.NOW - listed), mk.NOW, min_heat=70.0, last_action_ms={})
+    assert skipped.signal.decision is SignalDecision.SKIP and skipped.signal.reason == "failed: ml_score"
+    assert skipped.signal.ml_score == 0.0

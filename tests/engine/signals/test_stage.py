@@ -11,7 +11,7 @@ from engine.config.sections.trading import SignalSettings
 from engine.domain import SignalDecision
 from engine.signals.bars import BarHistory
 from engine.signals.cache import BarCache
-from engine.signals.features import CandidateInfo, feature_schema_hash
+from engine.signals.features import LISTING_ORDINARY_BARS, CandidateInfo, feature_schema_hash
 from engine.signals.scorer import NullScorer, ScorerMode
 from engine.signals.stage import SignalStage
 from tests.engine.signals import market_kit as mk
@@ -21,12 +21,15 @@ from tests.kit.events import RecordingSink
 class FixedScorer:
     """A model that says the same score for everything."""
 
-    def __init__(self, value: float, mode: ScorerMode, schema_hash: str | None = None) -> None:
+    def __init__(
+        self, value: float, mode: ScorerMode, schema_hash: str | None = None, youngest_listing_bars: int = LISTING_ORDINARY_BARS
+    ) -> None:
         self.value = value
         self.mode: ScorerMode = mode
         self.version = f"fixed-{value}"
         self.schema_hash = feature_schema_hash() if schema_hash is None else schema_hash
         self.calibrated_min_score: float | None = None
+        self.youngest_listing_bars = youngest_listing_bars
         self.calls = 0
 
     def score(self, features: np.ndarray) -> float:
