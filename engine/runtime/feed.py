@@ -9,13 +9,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import numpy as np
 
 from engine.clock import SimClock
 from engine.domain import Bars, Candle, Market, StateReason, TickerBatch
 from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
+from engine.sim.rings import MINUTE_MS
 
 
 class MarketFeed(abc.ABC):
@@ -91,7 +95,10 @@ class SimFeed(MarketFeed):
     One batch per `interval_ms` of sim time, but never more often than `min_wall_s` of wall
     time: at x1000 the feed skips ahead instead of flooding the core with batches. A market
     that starts before the clock (`market.now_ms < clock.start_ms`) is fast-forwarded through
-    `warmup()` in steps as fine as discovery's slots.
+    `warmup()` in steps as fine as discovery's slots. A market that starts later than
+    `warmup_ms` before the clock (one resumed where an earlier run left it) first replays, from
+    its own 1m candles, the minutes of that span it already traded, as `GatewayFeed` does from
+    an exchange's: discovery then starts on its full window either way.
 
     `lockstep=True` ignores the wall clock: every batch is exactly `interval_ms` of sim time
     after the previous one and nothing sleeps. Runs are then deterministic, which is what the
@@ -106,9 +113,11 @@ class SimFeed(MarketFeed):
         min_wall_s: float = 0.05,
         *,
         lockstep: bool = False,
+        warmup_ms: int = 0,
     ) -> None:
         self.market = market
         self.clock = clock
+        self._warmup_ms = warmup_ms
         self._interval_ms = interval_ms
         self._min_wall_s = min_wall_s
         self._lockstep = lockstep
@@ -127,6 +136,9 @@ class SimFeed(MarketFeed):
         return self.clock.now_ms()
 
     async def warmup(self, step_ms: int) -> AsyncIterator[TickerBatch]:
+        for past in self._traded(step_ms):
+            yield past
+            await asyncio.sleep(0)
         t = self.market.now_ms
         while t + step_ms <= self.clock.start_ms:
             t += step_ms
@@ -134,6 +146,18 @@ class SimFeed(MarketFeed):
             self._last_ms = t
             yield self.market.tickers()
             await asyncio.sleep(0)  # let the UI breathe while we catch up
+
+    def _traded(self, step_ms: int) -> list[TickerBatch]:
+        """The warm-up's minutes the market has already traded, from its 1m candles, each batch
+        before the market's time (the next batch, the first stepped one, comes after it)."""
+        now = self.market.now_ms
+        start = (self.clock.start_ms - self._warmup_ms) // MINUTE_MS * MINUTE_MS
+        end = min(now, self.clock.start_ms) // MINUTE_MS * MINUTE_MS
+        if end <= start:
+            return []
+        minutes = (end - start) // MINUTE_MS
+        candles = [(s, self.market.klines(s, "1m", start_ms=start, end_ms=end - 1, limit=minutes)) for s in self.market.symbols]
+        return [b for b in minute_batches(self.market.tickers(), candles, start, end, step_ms) if b.ts_ms < now]
 
     async def next_batch(self) -> TickerBatch:
         if self._lockstep:
@@ -175,3 +199,73 @@ class SimFeed(MarketFeed):
 def newer_than(candles: list[Candle], after_ms: int | None) -> list[Candle]:
     """The candles opening after `after_ms` (all of them for None): what `candles()` returns."""
     return candles if after_ms is None else [c for c in candles if c.open_ms > after_ms]
+
+
+def minute_batches(
+    today: TickerBatch,
+    candles: Sequence[tuple[str, list[Candle]]],
+    start_ms: int,
+    end_ms: int,
+    step_ms: int,
+    *,
+    stamp: Callable[[int], int] = int,
+) -> list[TickerBatch]:
+    """Warm-up batches rebuilt from 1m candles: for the minutes from `start_ms`, one batch per
+    `step_ms` slot stamped no later than `end_ms` (through `stamp`), the price the minute's
+    close, and the 24 h quote volume walked back from `today`'s figure by each minute's own
+    volume (so the volume discovery reads per slot is that minute's, spread over its slots).
+    Symbols `today` does not list, or without candles, are left out."""
+    row = {s: i for i, s in enumerate(today.symbols)}
+    known = [(s, c) for s, c in candles if s in row and c]
+    if not known:
+        return []
+    n, minutes = len(known), (end_ms - start_ms + MINUTE_MS - 1) // MINUTE_MS
+    close = np.full((n, minutes), np.nan)
+    volume = np.zeros((n, minutes))  # quote volume per minute
+    for i, (_, bars) in enumerate(known):
+        for c in bars:
+            k = (c.open_ms - start_ms) // MINUTE_MS
+            if 0 <= k < minutes:
+                close[i, k], volume[i, k] = c.close, c.volume * c.close
+    close = _forward_fill(close)
+    idx = np.array([row[s] for s, _ in known])
+    qv_now = today.quote_volume_24h[idx]
+    after = np.cumsum(volume[:, ::-1], axis=1)[:, ::-1]  # quote volume from minute k to the end
+    names = tuple(s for s, _ in known)
+    per_minute = max(1, MINUTE_MS // step_ms)
+    out = []
+    for k in range(minutes):
+        for j in range(per_minute):
+            # Minute k's volume arrives over its slots; its close stands for the whole minute.
+            done = (j + 1) / per_minute
+            qv = qv_now - after[:, k] + volume[:, k] * done
+            ts = start_ms + k * MINUTE_MS + (j + 1) * step_ms
+            ok = ~np.isnan(close[:, k])
+            if ts > end_ms or not ok.any():
+                continue
+            price = close[ok, k]
+            out.append(
+                TickerBatch(
+                    ts_ms=stamp(ts),
+                    symbols=tuple(s for s, keep in zip(names, ok, strict=True) if keep),
+                    event_ms=np.full(len(price), ts, np.int64),
+                    last=price,
+                    bid=price,
+                    ask=price,
+                    open_24h=today.open_24h[idx][ok],
+                    high_24h=today.high_24h[idx][ok],
+                    low_24h=today.low_24h[idx][ok],
+                    base_volume_24h=qv[ok] / price,
+                    quote_volume_24h=qv[ok],
+                    trade_count_24h=np.full(len(price), -1, np.int64),
+                )
+            )
+    return out
+
+
+def _forward_fill(a: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Each row's NaNs replaced by the last value before them (a minute without trades)."""
+    idx = np.where(np.isnan(a), 0, np.arange(a.shape[1]))
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    out: np.ndarray[Any, np.dtype[np.float64]] = a[np.arange(a.shape[0])[:, None], idx]
+    return out

@@ -44,7 +44,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
@@ -53,7 +52,7 @@ from engine.domain.candle import timeframe_ms
 from engine.errors import ErrorClass, HotcoinError, MarketDataError, OrderError
 from engine.market.backoff import Clock, SystemClock
 from engine.market.gateway import REST_STREAM, Gateway, StreamHealth
-from engine.runtime.feed import MarketFeed, newer_than
+from engine.runtime.feed import MarketFeed, minute_batches, newer_than
 from engine.runtime.snapshot import StreamRow
 
 log = logging.getLogger("hotcoin.feed")
@@ -89,14 +88,6 @@ class ExchangeClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.pace)
-
-
-def _forward_fill(a: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Each row's NaNs replaced by the last value before them (a minute without trades)."""
-    idx = np.where(np.isnan(a), 0, np.arange(a.shape[1]))
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    out: np.ndarray[Any, np.dtype[np.float64]] = a[np.arange(a.shape[0])[:, None], idx]
-    return out
 
 
 def _empty_batch(ts_ms: int) -> TickerBatch:
@@ -190,52 +181,7 @@ class GatewayFeed(MarketFeed):
         fetched = await asyncio.gather(
             *(self.gateway.fetch_candles(s, "1m", since_ms=start, limit=self._warmup_minutes) for s in symbols)
         )
-        row = {s: i for i, s in enumerate(today.symbols)}
-        known = [(s, c) for s, c in zip(symbols, fetched, strict=True) if s in row and c]
-        if not known:
-            return []
-        n, minutes = len(known), self._warmup_minutes
-        close = np.full((n, minutes), np.nan)
-        volume = np.zeros((n, minutes))  # quote volume per minute
-        for i, (_, candles) in enumerate(known):
-            for c in candles:
-                k = (c.open_ms - start) // MINUTE_MS
-                if 0 <= k < minutes:
-                    close[i, k], volume[i, k] = c.close, c.volume * c.close
-        close = _forward_fill(close)
-        idx = np.array([row[s] for s, _ in known])
-        qv_now = today.quote_volume_24h[idx]
-        after = np.cumsum(volume[:, ::-1], axis=1)[:, ::-1]  # quote volume from minute k to the end
-        names = tuple(s for s, _ in known)
-        per_minute = max(1, MINUTE_MS // step_ms)
-        out = []
-        for k in range(minutes):
-            for j in range(per_minute):
-                # Minute k's volume arrives over its slots; its close stands for the whole minute.
-                done = (j + 1) / per_minute
-                qv = qv_now - after[:, k] + volume[:, k] * done
-                ts = start + k * MINUTE_MS + (j + 1) * step_ms
-                ok = ~np.isnan(close[:, k])
-                if ts > end or not ok.any():
-                    continue
-                price = close[ok, k]
-                out.append(
-                    TickerBatch(
-                        ts_ms=self._stamp(ts),
-                        symbols=tuple(s for s, keep in zip(names, ok, strict=True) if keep),
-                        event_ms=np.full(len(price), ts, np.int64),
-                        last=price,
-                        bid=price,
-                        ask=price,
-                        open_24h=today.open_24h[idx][ok],
-                        high_24h=today.high_24h[idx][ok],
-                        low_24h=today.low_24h[idx][ok],
-                        base_volume_24h=qv[ok] / price,
-                        quote_volume_24h=qv[ok],
-                        trade_count_24h=np.full(len(price), -1, np.int64),
-                    )
-                )
-        return out
+        return minute_batches(today, list(zip(symbols, fetched, strict=True)), start, end, step_ms, stamp=self._stamp)
 
     # ------------------------------------------------------------------ batches
     def now_ms(self) -> int:

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
+from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError
 from engine.execution.broker import Broker
 from engine.execution.exchange_broker import ExchangeBroker
@@ -44,7 +45,9 @@ from engine.runtime.snapshot import Mode
 from engine.runtime.socket_server import default_socket_path, serve_engine_socket
 from engine.runtime.sources import discovery_sources
 from engine.signals.scorer import ModelLoad
+from engine.sim.base import RingMarket
 from engine.sim.market import SimMarket, open_market
+from engine.sim.saved import NotResumable, load_market, save_market, saved_market_path, saved_time
 from engine.sim.scenario import Move, PumpEvent
 
 log = logging.getLogger("hotcoin.session")
@@ -57,6 +60,11 @@ WARMUP_MS = 65 * 60_000
 # Random pumps come about once an hour market-wide; a demo watched for a minute at x60 should
 # still see one whole trade, so the demo market scripts its first pump a few minutes in.
 DEMO_PUMP_AFTER_MS = 3 * 60_000
+# A demo restarted within this much market time of where its saved market stopped goes on
+# trading that market. Every start steps through the warm-up; what lies beyond it (here at
+# most 55 minutes) is stepped through too, at about 3 s an hour at 300 symbols on a slow
+# machine. Further off, a new market starts, so a demo restarted days later starts in seconds.
+RESUME_MAX_GAP_MS = 2 * 3_600_000
 
 
 def script_demo_pump(market: SimMarket, at_ms: int) -> PumpEvent | None:
@@ -225,6 +233,63 @@ def sim_start_ms(start_ms: int, journal: Path) -> int:
     return start_ms if newest is None else max(start_ms, newest + 1)
 
 
+def demo_market(config: HotcoinConfig, options: RunOptions, start_ms: int) -> tuple[RingMarket, int]:
+    """The in-process market and the time its sim clock starts at (`sim_start_ms`, or later
+    where the market's own time is).
+
+    A generated market is one market for the journal's whole life: the one saved beside the
+    journal when it stopped is resumed (`engine.sim.saved`), and stepped on to `WARMUP_MS`
+    before the start if it stopped earlier, so positions recovered from the journal are marked
+    at the prices their own market goes on to print. A new one starts (and is saved at once, so
+    that a crash too resumes it) when none was saved, or the saved one cannot be resumed: then
+    the old market's prices are gone, and the warning says what that means for positions. A
+    replay (`sim.data_dir`) is a function of time already: it is opened at the time."""
+    sim_ms = sim_start_ms(start_ms, config.journal_path)
+    settings = config.sim_market
+    if settings.data_dir is not None:
+        return open_market(settings, sim_ms - WARMUP_MS), sim_ms
+    path = saved_market_path(config.journal_path)
+    try:
+        market = _resumed(path, settings, sim_ms) if path.exists() else None
+    except (NotResumable, OSError) as exc:
+        log.warning(
+            "demo market: not resuming the one saved in %s, as %s; a new market starts, its prices unrelated "
+            "to the old one's: positions recovered from the journal are marked, and their stops and targets "
+            "checked, at the new market's prices", path, exc,
+        )  # fmt: skip
+        market = None
+    if market is not None:
+        sim_ms = max(sim_ms, market.now_ms)
+        log.info("demo market: resumed from %s, where it stopped %.0f s of market time before this start", path, (sim_ms - market.now_ms) / 1000)
+        market.advance_to(max(market.now_ms, sim_ms - WARMUP_MS))
+        return market, sim_ms
+    market = SimMarket(settings, sim_ms - WARMUP_MS)
+    if options.demo_pump:
+        script_demo_pump(market, sim_ms + DEMO_PUMP_AFTER_MS)
+    keep_demo_market(market, path)
+    log.info("demo market: a new one (sim.seed=%d), kept in %s for the next start to go on with", settings.seed, path)
+    return market, sim_ms
+
+
+def _resumed(path: Path, settings: SimSection, sim_ms: int) -> SimMarket:
+    """The market saved at `path`, if it stopped no more than `RESUME_MAX_GAP_MS` before `sim_ms`."""
+    gap = sim_ms - saved_time(path, settings)
+    if gap > RESUME_MAX_GAP_MS:
+        raise NotResumable(
+            f"it stopped {gap / 3_600_000:.1f} h of market time ago, longer than the "
+            f"{RESUME_MAX_GAP_MS / 3_600_000:.0f} h a start catches up"
+        )
+    return load_market(path, settings)
+
+
+def keep_demo_market(market: SimMarket, path: Path) -> None:
+    """Save the demo's market for the next start; a failure costs only that (it starts a new one)."""
+    try:
+        save_market(market, path)
+    except OSError as exc:
+        log.warning("demo market: cannot save it to %s (%s); the next start begins a new market", path, exc)
+
+
 def order_durability(broker: Broker, journal: Journal) -> Durable | None:
     """What an order waits for before it leaves: a broker with state outside this process (an
     exchange) gets each `order_attempt` committed first, so a crash right after the exchange
@@ -260,20 +325,17 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     if uses_exchange(config, options):
         feed, broker = await exchange_feed(config, options, paper)
     else:
-        sim_ms = sim_start_ms(start_ms, config.journal_path)
-        clock = SimClock(sim_ms, options.speed)
         if config.sim.quote_asset != config.exchange.quote_asset:
             log.warning(
                 "sim.quote_asset=%s is for `hotcoin sim-exchange`; this market is quoted in exchange.quote_asset=%s, "
                 "the asset discovery trades", config.sim.quote_asset, config.exchange.quote_asset,
             )
-        market = open_market(config.sim_market, sim_ms - WARMUP_MS)
-        if options.demo_pump and isinstance(market, SimMarket):
-            script_demo_pump(market, sim_ms + DEMO_PUMP_AFTER_MS)
+        market, sim_ms = demo_market(config, options, start_ms)
+        clock = SimClock(sim_ms, options.speed)
         if options.lockstep_ms is not None:
-            feed = SimFeed(market, clock, interval_ms=options.lockstep_ms, lockstep=True)
+            feed = SimFeed(market, clock, interval_ms=options.lockstep_ms, lockstep=True, warmup_ms=WARMUP_MS)
         else:
-            feed = SimFeed(market, clock)
+            feed = SimFeed(market, clock, warmup_ms=WARMUP_MS)
     journal_path = config.journal_path
     # Should the writer fail, its unwritten events go beside the journal, else to the data dir;
     # opening takes back any an earlier run's failed writer saved there.
@@ -308,6 +370,9 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
 
         client = LocalEngineClient(engine.hub, engine.command, engine.candles, engine.fills, trace)
         async with contextlib.AsyncExitStack() as stack:
+            if isinstance(feed, SimFeed) and isinstance(feed.market, SimMarket):
+                # Last out, once the engine has stopped stepping it: the next start goes on from here.
+                stack.callback(keep_demo_market, feed.market, saved_market_path(journal_path))
             stack.push_async_callback(feed.close)
             ops: OpsServer | None = None
             if options.http and config.ops.http_enabled:

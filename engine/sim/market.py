@@ -17,6 +17,10 @@ drawn per sim day from the seed alone, so the same seed and the same sub-steps g
 market however `advance_to` is called. Before `start_ms`, `history_minutes` of 1m candles are
 generated in bulk (one draw a minute, no scheduled moves), so klines and the 24 h stats are
 defined from the first tick.
+
+The path is a function of `start_ms`: a market built at another start prices each coin
+differently at the same moment. A market that must go on across restarts (the demo's) is
+saved and resumed whole (`engine.sim.saved`), never rebuilt.
 """
 
 from __future__ import annotations
@@ -103,6 +107,11 @@ class SimMarket(RingMarket):
         self._warm_up(params, start_ms)
         pumpable = [p.symbol for p in params if p.pumpable]
         self._scenario = Scenario(settings, start_ms, pumpable, used)
+
+    @property
+    def settings(self) -> SimSection:
+        """What the market was generated from (`engine.sim.saved` checks a resume against it)."""
+        return self._settings
 
     def script(self, move: Move) -> None:
         """A pump or dump chosen by hand (tests, demos); see `Scenario.script`."""

@@ -1,20 +1,43 @@
 """A simulated run restarted on its journal goes on from where the last one's clock stopped:
 its sim clock ran `speed` times faster than the wall, so starting at wall time again would
-put the restart's events before the ones it recovered."""
+put the restart's events before the ones it recovered. And it goes on in the same market: the
+demo's is saved beside the journal and resumed, so recovered positions are marked at prices
+that market really prints."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from engine.clock import SimClock
+from engine.config import HotcoinConfig
+from engine.config.sections.sim import SimSection
 from engine.execution.paper import PaperBroker
 from engine.journal.events import JournalEvent
 from engine.journal.reader import JournalReader
 from engine.journal.trace import summarise
 from engine.journal.writer import Journal
+from engine.runtime.engine import Engine
+from engine.runtime.feed import SimFeed
 from engine.runtime.recovery import read_journal
-from engine.runtime.session import RunOptions, open_session, sim_start_ms
+from engine.runtime.session import (
+    DEMO_PUMP_AFTER_MS,
+    RESUME_MAX_GAP_MS,
+    WARMUP_MS,
+    RunOptions,
+    open_session,
+    script_demo_pump,
+    sim_start_ms,
+)
+from engine.sim.market import SimMarket
+from engine.sim.saved import saved_market_path, saved_time
+from tests.engine.sim.test_market import assert_same_batch
 from tests.kit.domain import T0, make_batch, make_intent
 from tests.kit.engine import START_MS, pump_rig, quiet_config
 from tests.kit.waiting import eventually
@@ -143,3 +166,112 @@ async def test_a_restarts_warm_up_journals_no_trace_of_minutes_already_decided(t
             summary = summarise(signal.trace_id or "", reader.trace(signal.trace_id or ""))
             assert summary.discovery is not None and summary.discovery.seq == cause.seq
             assert summary.signal is not None and summary.verdict.outcome != "open"
+
+
+# -- the demo's market goes on across restarts ------------------------------------------------
+
+
+def _options(start_ms: int) -> RunOptions:
+    return RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, start_ms=start_ms)
+
+
+def _demo_config(tmp_path: Path) -> HotcoinConfig:
+    return quiet_config(**{"journal.path": str(tmp_path / "journal.sqlite"), "paths.data_dir": str(tmp_path / "data")})
+
+
+def _first_market(config: HotcoinConfig, start_ms: int) -> SimMarket:
+    """The market a demo first started at `start_ms` trades, built and scripted as the session does."""
+    market = SimMarket(config.sim_market, start_ms - WARMUP_MS)
+    script_demo_pump(market, start_ms + DEMO_PUMP_AFTER_MS)
+    return market
+
+
+async def _demo(config: HotcoinConfig, start_ms: int, until: Callable[[Engine], bool]) -> tuple[Engine, SimMarket]:
+    """One `hotcoin run --demo` in lockstep from `start_ms`, stopped once `until(engine)`."""
+    async with open_session(config, _options(start_ms)) as session:
+        engine = session.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: until(engine), timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+    assert isinstance(engine.feed, SimFeed) and isinstance(engine.feed.market, SimMarket)
+    return engine, engine.feed.market
+
+
+def _holding(engine: Engine) -> bool:
+    return engine.core is not None and bool(engine.core.book.holdings) and engine.stats.cycles > 130
+
+
+async def test_a_restarted_demo_marks_its_positions_in_the_market_it_left(tmp_path: Path) -> None:
+    """Each start built the demo's market afresh from its own start time, so every coin's price
+    jumped at a restart: JWUY marked 0.028375 at quit stood at 0.025599 on the restart's first
+    cycle, 40 s later, and its stop-loss fired at a price that never traded. Now the market is
+    saved at quit and resumed: 40 s on, every coin is where the uninterrupted market has it,
+    and the position bought in the pump is still held."""
+    config = _demo_config(tmp_path)
+    first, market = await _demo(config, START_MS, _holding)
+    assert first.core is not None
+    held = set(first.core.book.holdings)
+    assert held, "run 1 must quit with a position open"
+    second, market = await _demo(config, market.now_ms + 40_000, lambda e: e.stats.cycles >= 3)
+    with JournalReader(config.journal_path) as reader:
+        restart = max(e.seq for e in reader.events(kinds=["run_start"]))
+        stops = [e.symbol for e in reader.events(kinds=["order_attempt"]) if e.seq > restart and e.payload["purpose"] == "stop_loss"]
+    assert stops == []
+    assert second.core is not None and held <= set(second.core.book.holdings)
+    uninterrupted = _first_market(config, START_MS)
+    uninterrupted.advance_to(market.now_ms)
+    assert_same_batch(market.tickers(), uninterrupted.tickers())
+
+
+async def test_a_demo_restarted_later_steps_its_saved_market_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Stopped longer ago than the warm-up, the saved market is stepped on to the warm-up's start."""
+    config = _demo_config(tmp_path)
+    async with open_session(config, _options(START_MS)):
+        pass
+    later = START_MS + 45 * MINUTE_MS  # the saved market stopped at START_MS - WARMUP_MS: 110 minutes before
+    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
+        async with open_session(config, _options(later)) as session:
+            feed = session.engine.feed
+            assert isinstance(feed, SimFeed)
+            assert feed.market.now_ms == later - WARMUP_MS
+            uninterrupted = _first_market(config, START_MS)
+            uninterrupted.advance_to(later - WARMUP_MS)
+            assert_same_batch(feed.market.tickers(), uninterrupted.tickers())
+    assert any(r.getMessage().startswith("demo market: resumed from") for r in caplog.records)
+
+
+async def test_a_demo_restarted_past_the_catch_up_limit_starts_a_new_market_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _demo_config(tmp_path)
+    async with open_session(config, _options(START_MS)):
+        pass
+    later = START_MS - WARMUP_MS + 150 * MINUTE_MS  # the saved market stopped at START_MS - WARMUP_MS
+    assert later - (START_MS - WARMUP_MS) > RESUME_MAX_GAP_MS
+    with caplog.at_level(logging.WARNING, logger="hotcoin.session"):
+        async with open_session(config, _options(later)) as session:
+            feed = session.engine.feed
+            assert isinstance(feed, SimFeed)
+            assert_same_batch(feed.market.tickers(), _first_market(config, later).tickers())
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not resuming" in warning and "2.5 h of market time ago, longer than the 2 h a start catches up" in warning
+    assert "positions recovered from the journal are marked, and their stops and targets checked, at the new market's prices" in warning
+    assert saved_time(saved_market_path(config.journal_path), config.sim_market) == later - WARMUP_MS  # the new one is kept
+
+
+async def test_a_resumed_markets_warm_up_covers_discoverys_whole_window() -> None:
+    """A market resumed 40 s after it stopped has only 40 s to step through before the clock's
+    start; the hour before comes from its own 1m candles, so discovery starts on a full window."""
+    market = SimMarket(SimSection(symbols=20, history_minutes=120), START_MS)
+    market.advance_to(START_MS + 30 * MINUTE_MS + 7_000)
+    stopped = market.now_ms
+    clock = SimClock(stopped + 40_000)
+    batches = [b async for b in SimFeed(market, clock, warmup_ms=WARMUP_MS).warmup(15_000)]
+    times = [b.ts_ms for b in batches]
+    assert times == sorted(set(times)) and times[-1] <= clock.start_ms
+    assert clock.start_ms - WARMUP_MS - MINUTE_MS < times[0] <= clock.start_ms - WARMUP_MS + 15_000
+    assert max(b - a for a, b in itertools.pairwise(times)) <= MINUTE_MS + 15_000
+    replayed = [b for b in batches if b.ts_ms < stopped]
+    closes = market.klines(market.symbols[-1], "1m", start_ms=replayed[0].ts_ms - MINUTE_MS, end_ms=stopped - MINUTE_MS)
+    assert [b.last[-1] for b in replayed if b.ts_ms % MINUTE_MS == 0] == [c.close for c in closes]
