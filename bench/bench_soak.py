@@ -102,8 +102,7 @@ async def soak(symbols: int, days: float, interval_s: int, journal_dir: Path) ->
     config = load_config(env={}, cli={"sim.symbols": symbols, "ops.http_enabled": False}).config
     market = SimMarket(config.sim, START_MS - WARMUP_MS)
     feed = SimFeed(market, SimClock(START_MS, 1.0), interval_ms=interval_s * 1000, lockstep=True)
-    ex = config.trading.execution
-    broker = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+    broker = PaperBroker(FillModel.from_settings(config.trading.execution))
     end_ms = START_MS + int(days * DAY_MS)
     warm_ms = START_MS + int(min(DAY_MS, days * DAY_MS / 4))  # a day, or a quarter of a short run
     samples: list[tuple[float, int]] = []

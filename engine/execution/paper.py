@@ -3,8 +3,9 @@
 `FillModel` is the one definition of "what would this order have filled at": market buys at the
 ask plus slippage, market sells at the bid minus slippage, a resting limit at its own price once
 the book crosses it (maker), a marketable limit like a market order but never past its limit;
-fee = notional x rate. The backtester calls the same `FillModel` with its bar-derived book, so
-paper and backtest results differ only by the prices they are fed.
+fee = notional x rate, a buy's taken in the coins bought by default, as Binance takes it. The
+backtester calls the same `FillModel` with its bar-derived book, so paper and backtest results
+differ only by the prices they are fed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.config.sections.trading import ExecutionSettings
+from engine.config.sections.trading import BuyFeeAsset, ExecutionSettings
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side, TickerBatch
 from engine.errors import NonRetryableOrderError, RetryableOrderError
 from engine.execution.broker import Broker, OrderUpdate
@@ -23,21 +24,35 @@ from engine.execution.broker import Broker, OrderUpdate
 @dataclass(frozen=True, slots=True)
 class Execution:
     price: float
-    fee_quote: float
+    fee_quote: float  # the whole fee, valued in the quote asset
     is_maker: bool
+    fee_base: float = 0.0  # the part of it taken in the coins bought (`Fill.fee_base`)
 
 
 @dataclass(frozen=True, slots=True)
 class FillModel:
-    """Prices and fees of simulated executions. Rates are fractions; slippage in basis points."""
+    """Prices and fees of simulated executions. Rates are fractions; slippage in basis points.
+
+    `buy_fee_asset="base"` (the default) takes a buy's fee from the coins bought, as Binance
+    does without BNB and as the live broker books it: the position holds Q - fee, a full exit
+    sells what the lot step allows and the core writes the crumbs off as dust. With the fee in
+    cash instead, paper held Q, sold all of it and ended richer than live on every round trip.
+
+    Limitation: every order fills whole, at the top of the book plus a flat `slippage_bps`,
+    whatever its size. A `TickerBatch` carries no bid or ask quantities and a candle no book,
+    so there is no depth to walk. On a thin coin, or for an order that is large next to the
+    pair's volume, a live market order eats through several levels (or a limit fills partly)
+    and pays more than this; paper and backtest results are optimistic there.
+    """
 
     taker_fee_rate: float = 0.001
     maker_fee_rate: float = 0.001
     slippage_bps: float = 5.0
+    buy_fee_asset: BuyFeeAsset = "base"
 
     @classmethod
     def from_settings(cls, settings: ExecutionSettings) -> FillModel:
-        return cls(settings.fee_rate, settings.maker_fee_rate, settings.slippage_bps)
+        return cls(settings.fee_rate, settings.maker_fee_rate, settings.slippage_bps, settings.paper_buy_fee_asset)
 
     @property
     def slippage(self) -> float:
@@ -48,7 +63,7 @@ class FillModel:
         if not (bid > 0 and ask > 0):
             raise RetryableOrderError(f"no usable book (bid={bid}, ask={ask}); wait for the next ticker")
         price = ask * (1.0 + self.slippage) if side is Side.BUY else bid * (1.0 - self.slippage)
-        return Execution(price, price * quantity * self.taker_fee_rate, is_maker=False)
+        return self._execution(side, quantity, price, self.taker_fee_rate, is_maker=False)
 
     def limit(
         self, side: Side, quantity: float, limit: float, bid: float, ask: float, *, resting: bool
@@ -69,7 +84,13 @@ class FillModel:
                 return None
             price = limit if resting else max(limit, bid * (1.0 - self.slippage))
         rate = self.maker_fee_rate if resting else self.taker_fee_rate
-        return Execution(price, price * quantity * rate, is_maker=resting)
+        return self._execution(side, quantity, price, rate, is_maker=resting)
+
+    def _execution(self, side: Side, quantity: float, price: float, rate: float, *, is_maker: bool) -> Execution:
+        """The fee is quantity x rate of the asset received: the coins of a buy (valued at the
+        fill price in `fee_quote`, as the exchange broker books it), the quote of a sell."""
+        fee_base = quantity * rate if side is Side.BUY and self.buy_fee_asset == "base" else 0.0
+        return Execution(price, price * quantity * rate, is_maker, fee_base)
 
 
 class PaperBroker(Broker):
@@ -115,6 +136,7 @@ class PaperBroker(Broker):
             filled_qty=qty,
             average_price=ex.price,
             fee_quote=ex.fee_quote,
+            fee_base=ex.fee_base,
             updated_ms=now_ms,
         )
         self._orders[order.client_order_id] = filled
@@ -130,6 +152,7 @@ class PaperBroker(Broker):
             ts_ms=now_ms,
             trace_id=order.trace_id,
             is_maker=ex.is_maker,
+            fee_base=ex.fee_base,
         )
         return OrderUpdate(filled, (fill,))
 

@@ -180,13 +180,17 @@ class PositionBook:
         held.position = replace(held.position, stop_price=stop, tp_tiers_hit=tiers)
 
     def write_off(self, symbol: str, now_ms: int) -> BookChange:
-        """Drop a remainder too small to sell (below the exchange's minimums), its cost as a loss."""
+        """Drop a remainder too small to sell (below the exchange's minimums), its cost as a loss.
+
+        The trade keeps the signal rules of the exit that left the remainder: a full exit of a
+        buy whose fee was taken in coins mostly leaves one, and the trade then closes here, not
+        on the exit's fill."""
         held = self.holdings.pop(symbol)
         pos = held.position
         self.written_off[symbol] = _add(self.written_off.get(symbol, 0.0), pos.quantity)
         loss = -(pos.entry_price * pos.quantity) - pos.entry_fees
         total = pos.realised_pnl + loss
-        self.closed.append(ClosedTrade(symbol, pos.trace_id, total, pos.opened_ms, now_ms))
+        self.closed.append(ClosedTrade(symbol, pos.trace_id, total, pos.opened_ms, now_ms, held.exit_rules))
         return BookChange("close", symbol, pos.trace_id, 0.0, 0.0, pos.entry_price, loss, total, 0.0)
 
     def write_down(self, symbol: str, missing: float, now_ms: int) -> BookChange:

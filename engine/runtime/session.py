@@ -318,8 +318,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     mode = mode_of(config, options)
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
-    ex = config.trading.execution
-    paper = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps), id_prefix=f"paper-{run_id}")
+    paper = PaperBroker(FillModel.from_settings(config.trading.execution), id_prefix=f"paper-{run_id}")
     feed: MarketFeed
     broker: Broker = paper
     if uses_exchange(config, options):

@@ -83,8 +83,7 @@ async def pump_rig(
     market = SimMarket(config.sim, start_ms - WARMUP_MS)
     symbol = script_pump(market, start_ms + 5 * 60_000 if pump_ms is None else pump_ms)
     feed = feed_type(market, SimClock(start_ms, 1.0), interval_ms=5_000, lockstep=True)
-    ex = config.trading.execution
-    broker = broker or PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+    broker = broker or PaperBroker(FillModel.from_settings(config.trading.execution))
     async with Journal.open(journal_path, config.journal) as journal:
         engine = Engine(config, feed, broker, journal, run_id=run_id, mode=Mode.SIM, model=model)
         yield EngineRig(engine, market, symbol, journal)

@@ -89,9 +89,8 @@ async def exchange_rig(
         clock = ExchangeClock(server.venue.clock.now_ms(), speed)
         gateway = CcxtGateway(section, clock=clock)
         feed = GatewayFeed(gateway, clock=clock, idle_s=idle_s)
-        ex = config.trading.execution
         chosen: Broker = (
-            ExchangeBroker(gateway) if broker == "exchange" else PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+            ExchangeBroker(gateway) if broker == "exchange" else PaperBroker(FillModel.from_settings(config.trading.execution))
         )
         try:
             async with Journal.open(journal_path, config.journal) as journal:

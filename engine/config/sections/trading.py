@@ -37,6 +37,9 @@ def _ml_min_score(value: object) -> float | Literal["auto"]:
 
 MlMinScore = Annotated[float | Literal["auto"], PlainValidator(_ml_min_score)]
 
+# Where a simulated buy's fee is taken: "base" from the coins bought, "quote" in cash on top.
+BuyFeeAsset = Literal["base", "quote"]
+
 
 def ml_min_score_in_force(setting: float | Literal["auto"], calibrated: float | None) -> float:
     """The `ml_score` rule's threshold: a number in config overrides; "auto" takes the model's
@@ -123,10 +126,21 @@ class ExecutionSettings(Section):
     )
     fee_rate: float = Field(0.001, ge=0, le=0.01, description="Taker fee as a fraction of notional (0.1 %).")
     maker_fee_rate: float = Field(0.001, ge=0, le=0.01, description="Maker fee as a fraction of notional.")
+    paper_buy_fee_asset: BuyFeeAsset = Field(
+        "base", description=(
+            "Paper and backtest fills: the asset a buy's fee is taken in. 'base' (Binance's default"
+            " without BNB, and the sim exchange's): the coins bought, so a buy of Q holds Q - fee,"
+            " a full exit sells what the lot step allows and the crumbs left are written off as"
+            " dust, as live. 'quote': the fee is paid in cash on top and the whole Q is held (close"
+            " to paying fees in BNB). A sell's fee is always in the quote asset. Live orders pay"
+            " what the exchange charges, whatever this says."
+        ),
+    )
     slippage_bps: float = Field(
         5.0, ge=0, le=500, description=(
-            "Paper fills: market buys at ask + this, sells at bid - this (basis points); a market"
-            " entry's sizing and cash check allow for it, live too."
+            "Paper fills: market buys at ask + this, sells at bid - this (basis points), whatever"
+            " the order's size (no book depth is modelled); a market entry's sizing and cash check"
+            " allow for it, live too."
         ),
     )
     max_order_quote: float = Field(

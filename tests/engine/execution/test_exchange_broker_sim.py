@@ -13,12 +13,14 @@ import pytest
 from pydantic import SecretStr
 
 from engine.config.sections.exchange import ExchangeSection
-from engine.domain import Order, OrderIntent, OrderStatus, OrderType
+from engine.domain import Market, Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, UnknownOrderError
-from engine.execution.broker import OrderUpdate
+from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
+from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.market.ccxt_gateway import CcxtGateway
+from engine.portfolio.positions import PositionBook, as_booked
 from engine.sim.server import SimExchangeServer
 from engine.sim.server.faults import LostReply as LostReplyAs
 from tests.kit.domain import make_intent
@@ -237,5 +239,52 @@ async def test_after_a_restart_only_the_routers_guard_stops_a_filled_order_from_
         again = await unguarded.send(intent, sim.venue.clock.now_ms())  # the exchange takes it again
         assert again is not None and again.order.status is OrderStatus.FILLED
         assert len(sim.venue.engine.account(API_KEY).orders) == 2
+    finally:
+        await gateway.close()
+
+
+async def _buy_then_sell_all(broker: Broker, market: Market, now_ms: int) -> tuple[float, float, float]:
+    """Buy 123.4 DOGE, then sell all the book holds as the core would (floored to the lot step),
+    booking each fill as the core does: (held after the buy, left after the sell, cash moved)."""
+    book, cash = PositionBook(), 0.0
+
+    def booked(update: OrderUpdate) -> float:
+        nonlocal cash
+        for fill in update.fills:
+            held, moved = as_booked(fill)
+            book.apply(held)
+            cash += moved
+        holding = book.get("DOGE/USDT")
+        return holding.position.quantity if holding is not None else 0.0
+
+    held = booked(await broker.submit(make_intent(quantity=Decimal("123.4")), now_ms))
+    sell = make_intent(
+        client_order_id="hc-0123456789abcdef-s1", side=Side.SELL, purpose=OrderPurpose.STOP_LOSS,
+        quantity=market.round_qty(held, market_order=True),
+    )  # fmt: skip
+    left = booked(await broker.submit(sell, now_ms + 1))
+    return held, left, cash
+
+
+async def test_paper_ends_a_buy_then_sell_all_with_the_coins_and_cash_the_exchange_leaves(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    """The exchange takes a buy's commission from the coins bought: 123.4 DOGE bought leave
+    123.2766, the sell of all of it floors to 123.2 (lot step 0.1) and 0.0766 stays, dust.
+    Paper takes it the same way; it booked the fee in cash, held the whole 123.4, sold all of
+    it and ended each round trip with more cash than the exchange's account."""
+    sim, source = sim_and_source
+    gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+    try:
+        markets = await gateway.load_markets()
+        account = sim.venue.engine.account(API_KEY)
+        usdt = account.free("USDT")
+        live = await _buy_then_sell_all(ExchangeBroker(gateway), markets["DOGE/USDT"], sim.venue.clock.now_ms())
+        paper_broker = PaperBroker(FillModel(slippage_bps=0.0))  # the sim fills at the top of its book
+        paper_broker.update_book(source.tickers())
+        paper = await _buy_then_sell_all(paper_broker, markets["DOGE/USDT"], sim.venue.clock.now_ms())
+        assert live == pytest.approx((123.2766, 0.0766, float(account.free("USDT") - usdt)), rel=1e-9)
+        assert float(account.free("DOGE")) == pytest.approx(live[1], rel=1e-9)
+        assert paper == pytest.approx(live, rel=1e-9)
     finally:
         await gateway.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
+from engine.config.sections.trading import BuyFeeAsset, ExecutionSettings
 from engine.domain import OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, RetryableOrderError
 from engine.execution.paper import FillModel, PaperBroker
@@ -29,6 +31,44 @@ def test_market_fill_prices_and_fee(side: Side, price: float) -> None:
 
 def test_default_fee_is_ten_bps() -> None:
     assert FillModel().taker_fee_rate == 0.001
+
+
+BUY_FEE_CASES = [
+    pytest.param("base", Side.BUY, None, 0.1, id="market-buy-fee-in-the-coins-bought"),
+    pytest.param("base", Side.BUY, True, 0.05, id="resting-buy-maker-fee-in-the-coins-bought"),
+    pytest.param("base", Side.SELL, None, 0.0, id="sell-fee-in-quote"),
+    pytest.param("quote", Side.BUY, None, 0.0, id="buy-fee-in-cash-when-set-to-quote"),
+]
+
+
+@pytest.mark.parametrize(("asset", "side", "resting", "fee_base"), BUY_FEE_CASES)
+def test_a_buys_fee_is_taken_in_the_coins_bought_as_binance_takes_it(
+    asset: BuyFeeAsset, side: Side, resting: bool | None, fee_base: float
+) -> None:
+    """Binance without BNB (and the sim, and the exchange broker's estimate) keeps a buy's fee
+    out of the coins bought; `fee_quote` is the whole fee's value either way. (`resting=None`:
+    a market order.)"""
+    model = replace(MODEL, buy_fee_asset=asset)
+    if resting is None:
+        ex = model.market(side, 100.0, bid=0.99, ask=1.01)
+    else:
+        ex = model.limit(side, 100.0, 1.02, bid=0.99, ask=1.01, resting=resting)
+    assert ex is not None
+    assert ex.fee_base == pytest.approx(fee_base)
+    assert ex.fee_quote == pytest.approx(ex.price * 100.0 * (0.0005 if resting else 0.001))
+
+
+async def test_a_paper_buy_holds_its_fee_in_coins_on_the_order_and_the_fill() -> None:
+    """From the config (`trading.execution.paper_buy_fee_asset`, Binance's way by default)."""
+    settings = ExecutionSettings()
+    assert FillModel.from_settings(settings).buy_fee_asset == "base"
+    assert FillModel.from_settings(settings.model_copy(update={"paper_buy_fee_asset": "quote"})).buy_fee_asset == "quote"
+    broker = PaperBroker(FillModel.from_settings(settings))
+    broker.update_book(make_batch({"DOGE/USDT": 0.3}))
+    update = await broker.submit(make_intent(quantity=Decimal("100")), T0)
+    (fill,) = update.fills
+    assert fill.fee_base == update.order.fee_base == pytest.approx(0.1)
+    assert fill.fee_quote == pytest.approx(fill.price * 0.1)
 
 
 LIMIT_CASES = [

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.domain import Side
-from engine.portfolio.positions import PositionBook, PositionError
+from engine.portfolio.positions import PositionBook, PositionError, as_booked
 from tests.kit.domain import make_fill
 
 
@@ -67,6 +67,19 @@ def test_decimal_quantities_leave_no_crumbs() -> None:
     book.apply(make_fill(side=Side.SELL, quantity=0.1, trade_id="b"))
     book.apply(make_fill(side=Side.SELL, quantity=0.2, trade_id="c"))
     assert "DOGE/USDT" not in book  # 0.3 - 0.1 - 0.2 is exactly zero here, not 2.8e-17
+
+
+def test_dust_written_off_after_a_signal_exit_closes_the_trade_with_its_rules() -> None:
+    """A buy's fee taken in coins leaves crumbs after a full exit: the trade closes when they
+    are written off, and keeps the rules of the exit that sold the rest (the backtest's exits
+    table splits signal exits by them; the write-off dropped them)."""
+    book = PositionBook()
+    book.apply(as_booked(make_fill(side=Side.BUY, price=0.3, quantity=100.0, fee_quote=0.03, fee_base=0.1, trade_id="b"))[0])
+    book.holdings["DOGE/USDT"].exit_rules = ("heat_decay",)
+    book.apply(make_fill(side=Side.SELL, price=0.3, quantity=99.0, fee_quote=0.0297, trade_id="s"))
+    book.write_off("DOGE/USDT", 1)
+    (trade,) = book.closed
+    assert trade.exit_rules == ("heat_decay",) and book.written_off == {"DOGE/USDT": pytest.approx(0.9)}
 
 
 @settings(max_examples=300, deadline=None)

@@ -58,8 +58,7 @@ async def main(journal_path: Path, index: int, max_cycles: int = MAX_CYCLES) -> 
     symbol = liquid[index % len(liquid)]
     market.script(Move(symbol, at, at + 20 * 60_000, at + 60 * 60_000, math.log1p(0.6), 0.4, 15.0, 120_000))
     feed = SimFeed(market, SimClock(start, 1.0), interval_ms=STEP_MS, lockstep=True)
-    ex = config.trading.execution
-    broker = PaperBroker(FillModel(ex.fee_rate, ex.maker_fee_rate, ex.slippage_bps))
+    broker = PaperBroker(FillModel.from_settings(config.trading.execution))
     async with Journal.open(journal_path, config.journal) as journal:
         recovery = None if state.empty else Recovery(state)
         engine = Engine(config, feed, broker, journal, run_id=f"kill-{index}", mode=Mode.SIM, recovery=recovery)

@@ -86,10 +86,11 @@ def _intent(trace: str, symbol: str, purpose: OrderPurpose, qty: str, leg: int =
 async def _history(sink: RecordingSink) -> TradingCore:
     """A real core, router and paper broker trade: DOGE opened and partly taken profit on (held),
     PEPE opened and stopped out (flat), a WIF entry of unknown outcome (open order), a BONK entry
-    refused as retryable (its id is free again)."""
+    refused as retryable (its id is free again). Fees in cash, so the quantities stay round (a
+    fee taken in coins: `test_a_buy_whose_fee_was_taken_in_coins_is_rebuilt_as_the_core_held_it`)."""
     core = TradingCore(load_config(env={}).config.trading, {s: make_market(s) for s in (DOGE, PEPE, WIF)}, sink)
     core.cash = CAPITAL
-    paper = PaperBroker(FillModel(0.001, 0.001, 0.0))
+    paper = PaperBroker(FillModel(0.001, 0.001, 0.0, buy_fee_asset="quote"))
     paper.update_book(make_batch({DOGE: 0.3, PEPE: 0.01, WIF: 2.0}))
     router = OrderRouter(paper, sink)
     for intent in (
