@@ -447,7 +447,7 @@ async def _take_profit_in_flight(sink: RecordingSink, *bids: float) -> tuple[Tra
     the last one's outcome is unknown when the engine dies (in flight, as `kill -9` leaves it)."""
     core = TradingCore(load_config(env={}).config.trading, {DOGE: make_market()}, sink)
     core.cash = CAPITAL
-    paper = _Crumbs(FillModel(0.001, 0.001, 0.0))
+    paper = _Crumbs(FillModel(0.001, 0.001, 0.0, buy_fee_asset="quote"))  # the crumbs are its only coins fee
     paper.update_book(make_batch({DOGE: 0.3}))
     router = OrderRouter(paper, sink)
     update = await router.send(_intent(T_DOGE, DOGE, OrderPurpose.ENTRY, "1000"), T0)
