@@ -7,6 +7,7 @@ whatever the console expected of it (a pause state, a close-all progress view)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from textual import work
 
@@ -46,7 +47,7 @@ class CommandActions(ConsoleBase):
 
     def _command_failed(self, command: Command | None) -> None:
         if command is Command.PAUSE or command is Command.RESUME:
-            self._pause_wanted = None  # the engine stays as its snapshots say
+            self._want_paused(None)  # the engine stays as its snapshots say
         self._close_all_failed(command)
 
     def _close_all_failed(self, command: Command | None) -> None:
@@ -54,14 +55,15 @@ class CommandActions(ConsoleBase):
         if command is Command.CLOSE_ALL and isinstance(self.screen, CloseAllProgressDialog):
             self.screen.dismiss(None)
 
-    def action_toggle_pause(self) -> None:
-        """Each press flips the state once: from the state the last press asked for while the
-        engine has not shown it yet, else from the latest snapshot."""
-        paused = self._pause_wanted
-        if paused is None:
-            paused = self.snapshot is not None and self.snapshot.status.paused
-        self._pause_wanted = not paused
-        self.send_command(Command.RESUME if paused else Command.PAUSE)
+    def action_pause(self) -> None:
+        """Enabled while not paused (`check_action`); until the engine shows the pause, the
+        next press of the key resumes."""
+        self._want_paused(True)
+        self.send_command(Command.PAUSE)
+
+    def action_resume(self) -> None:
+        self._want_paused(False)
+        self.send_command(Command.RESUME)
 
     def action_close_all(self) -> None:
         if isinstance(self.screen, ConfirmCloseAll | CloseAllProgressDialog):
@@ -72,26 +74,29 @@ class CommandActions(ConsoleBase):
         positions = self.snapshot.positions if self.snapshot else ()
         age = self.feed_age_s if self.snapshot else None
         confirm = keymap.effective_keys(keymap.CONFIRM_CLOSE_ALL[0], self.keymap_overrides)
+        resume = keymap.effective_keys(keymap.PAUSE, self.keymap_overrides)
+
+        def resumed(yes: bool | None) -> None:
+            if yes:
+                self.action_resume()
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._pause_wanted = None  # close-all pauses entries itself: the snapshots say when
+                self._want_paused(None)  # close-all pauses entries itself: the snapshots say when
                 self.send_command(Command.CLOSE_ALL)
-                self.push_screen(CloseAllProgressDialog(len(self.snapshot.positions) if self.snapshot else 0))
+                held = len(self.snapshot.positions) if self.snapshot else 0
+                self.push_screen(CloseAllProgressDialog(held, resume), resumed)
 
         stale = age is not None and age >= self.settings.stale_after_s
-        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm), confirmed)
+        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm, resume), confirmed)
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpDialog):
-            self.push_screen(HelpDialog(self.keymap_overrides))
+        self.push_screen(HelpDialog(self.keymap_overrides))
 
     async def action_quit(self) -> None:
         positions = self.snapshot.positions if self.snapshot else ()
         if not positions or self.attached or self.engine_exit is not None:
             self.shutdown_and_exit()
-            return
-        if isinstance(self.screen, QuitWithPositions):
             return
 
         def answered(yes: bool | None) -> None:
@@ -116,9 +121,36 @@ class CommandActions(ConsoleBase):
         try:
             result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)
         except Exception as exc:
-            self.exit(return_code=1, message=f"hotcoin: the engine did not confirm shutdown ({type(exc).__name__}: {exc})")
+            await self._exit_unconfirmed(f"{type(exc).__name__}: {exc}")
             return
         if result.accepted:
-            self.exit()
+            self.exit(message=self._left_open())
         else:
             self.exit(return_code=1, message=f"hotcoin: shutdown refused: {result.message}")
+
+    async def _exit_unconfirmed(self, error: str) -> None:
+        """Leave after SHUTDOWN got no answer (`error`). An engine stopping as asked closes its
+        socket, and the answer can be lost on the way (a broken pipe): the own engine child's
+        exit says whether it stopped cleanly (code 0: journal flushed, `run_stop` written)."""
+        code = None
+        if self.engine_process is not None:
+            with contextlib.suppress(TimeoutError):
+                code = await asyncio.wait_for(self.engine_process.wait(), SHUTDOWN_TIMEOUT_S)
+        if code == 0:
+            self.exit(message=self._left_open())
+            return
+        from hotcoin_tui.child_engine import exit_text
+
+        how = "" if code is None else f"; it exited ({exit_text(code)})"
+        self.exit(return_code=1, message=f"hotcoin: the engine did not confirm shutdown ({error}){how}")
+
+    def _left_open(self) -> str | None:
+        """What to print on leaving after a clean shutdown: the positions left open, if any (the
+        engine's own summary goes to its log, which the operator does not see)."""
+        held = [p.symbol for p in self.snapshot.positions] if self.snapshot else []
+        if not held:
+            return None
+        return (
+            f"hotcoin: engine stopped with {len(held)} position(s) left open ({', '.join(held)}): they stay held, "
+            "with no stops or take-profits watched, until the next start recovers them from the journal"
+        )

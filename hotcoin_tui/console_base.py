@@ -79,6 +79,33 @@ class ConsoleBase(App[None]):
         return self.get_screen("main", MainScreen)
 
     @property
+    def paused_now(self) -> bool:
+        """Whether new entries are paused, as far as the console knows: what the last pause or
+        resume key asked for while the engine has not shown it yet, else the latest snapshot."""
+        if self._pause_wanted is not None:
+            return self._pause_wanted
+        return self.snapshot is not None and self.snapshot.status.paused
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pause and resume share their key: only the one that applies now answers it (and shows
+        in the footer), so each press flips the state once and the footer says which way."""
+        if action == "pause":
+            return not self.paused_now
+        if action == "resume":
+            return self.paused_now
+        return True
+
+    def _want_paused(self, wanted: bool | None, snapshot: EngineSnapshot | None = None) -> None:
+        """Set what the pause or resume key asked for (None: the snapshots rule), and the new
+        latest `snapshot` if one came; the footer's pause/resume follows a change."""
+        before = self.paused_now
+        self._pause_wanted = wanted
+        if snapshot is not None:
+            self.snapshot = snapshot
+        if self.paused_now != before:
+            self.refresh_bindings()
+
+    @property
     def feed_age_s(self) -> float:
         return time.monotonic() - self._last_snapshot_at
 

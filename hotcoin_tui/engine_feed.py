@@ -83,9 +83,8 @@ class EngineFeed(ChartLoading):
             self._apply(snapshot)
 
     def _apply(self, snapshot: EngineSnapshot) -> None:
-        self.snapshot = snapshot
-        if snapshot.status.paused == self._pause_wanted:  # the engine confirmed it
-            self._pause_wanted = None
+        confirmed = snapshot.status.paused == self._pause_wanted  # the engine shows what was asked
+        self._want_paused(None if confirmed else self._pause_wanted, snapshot)
         self.snapshots_applied += 1
         self._last_apply = time.monotonic()
         main = self.main

@@ -30,14 +30,22 @@ class KeySpec:
         return Binding(self.key, self.action, self.description, show=self.show, priority=self.priority, id=self.id)
 
 
-# Close-all is a priority binding: it must work from every screen and even while the filter
-# input (whose own ctrl+x is "cut") has focus.
-APP: tuple[KeySpec, ...] = (
-    KeySpec("close_all", "ctrl+x", "close_all", "Close ALL", priority=True),
-    KeySpec("pause", "p", "toggle_pause", "Pause"),
+# Close-all is a priority binding: it must work from every screen and every dialog, and even
+# while the filter input (whose own ctrl+x is "cut") has focus.
+EVERYWHERE: tuple[KeySpec, ...] = (KeySpec("close_all", "ctrl+x", "close_all", "Close ALL", priority=True),)
+# The app's other keys answer on the main and replay screens only: a dialog (a Textual modal
+# screen) cuts them off and answers its own keys, and the priority ones. They are not priority
+# bindings: those would run before a dialog's own keys and while the filter box has focus.
+# Pause and resume share their id and key; the app enables the one that applies now, so the
+# footer says what the key will do.
+PAUSE = KeySpec("pause", "p", "pause", "Pause")
+OUTSIDE_DIALOGS: tuple[KeySpec, ...] = (
+    PAUSE,
+    KeySpec("pause", "p", "resume", "Resume"),
     KeySpec("help", "question_mark", "help", "Help"),
     KeySpec("quit", "q", "quit", "Quit"),
 )
+APP: tuple[KeySpec, ...] = EVERYWHERE + OUTSIDE_DIALOGS
 MAIN: tuple[KeySpec, ...] = (
     KeySpec("focus.candidates", "c", "show_panel('candidates')", "Candidates", show=False),
     KeySpec("focus.positions", "o", "show_panel('positions')", "Positions", show=False),
@@ -50,23 +58,47 @@ MAIN: tuple[KeySpec, ...] = (
     KeySpec("replay", "r", "replay", "Replay"),
 )
 REPLAY: tuple[KeySpec, ...] = (KeySpec("replay.back", "escape", "app.pop_screen", "Back"),)
+DISMISS: tuple[KeySpec, ...] = (KeySpec("dialog.close", "escape", "close", "Close"),)
+# In a dialog, a key that means something elsewhere does the natural thing there, under the
+# same id (a remap moves both): the help and quit keys close the help; the pause key resumes
+# the entries close-all paused.
+HELP_DIALOG: tuple[KeySpec, ...] = (
+    *DISMISS,
+    KeySpec("help", "question_mark", "close", "Close help"),
+    KeySpec("quit", "q", "close", "Close help"),
+)
 CONFIRM_CLOSE_ALL: tuple[KeySpec, ...] = (
     KeySpec("close_all.confirm", "Y", "confirm", "Confirm (shift+y)"),
     KeySpec("close_all.cancel", "escape,n", "cancel", "Cancel"),
+)
+CLOSE_ALL_PROGRESS: tuple[KeySpec, ...] = (
+    *DISMISS,
+    KeySpec("pause", "p", "resume", "Resume new entries"),
 )
 QUIT_DIALOG: tuple[KeySpec, ...] = (
     KeySpec("quit.confirm", "y", "confirm", "Quit anyway"),
     KeySpec("quit.cancel", "escape,n", "cancel", "Stay"),
 )
-DISMISS: tuple[KeySpec, ...] = (KeySpec("dialog.close", "escape", "close", "Close"),)
 
+# The help screen's sections.
 ALL: tuple[tuple[str, tuple[KeySpec, ...]], ...] = (
-    ("Everywhere", APP),
+    ("Everywhere", EVERYWHERE),
+    ("Outside dialogs", OUTSIDE_DIALOGS),
     ("Main screen", MAIN),
     ("Replay", REPLAY),
+    ("Help", HELP_DIALOG),
     ("Close-all dialog", CONFIRM_CLOSE_ALL),
+    ("Close-all progress", CLOSE_ALL_PROGRESS),
     ("Quit dialog", QUIT_DIALOG),
-    ("Dialogs", DISMISS),
+)
+# What answers together in each place, for the clash check.
+LIVE: tuple[tuple[str, tuple[KeySpec, ...]], ...] = (
+    ("main screen", APP + MAIN),
+    ("replay", APP + REPLAY),
+    ("help", EVERYWHERE + HELP_DIALOG),
+    ("close-all dialog", EVERYWHERE + CONFIRM_CLOSE_ALL),
+    ("close-all progress", EVERYWHERE + CLOSE_ALL_PROGRESS),
+    ("quit dialog", EVERYWHERE + QUIT_DIALOG),
 )
 
 
@@ -76,7 +108,7 @@ def bindings(specs: Iterable[KeySpec]) -> list[Binding | tuple[str, str] | tuple
 
 
 def known_ids() -> list[str]:
-    return sorted(spec.id for _, specs in ALL for spec in specs)
+    return sorted({spec.id for _, specs in ALL for spec in specs})
 
 
 def validate(overrides: Mapping[str, str]) -> dict[str, str]:
@@ -95,18 +127,19 @@ def validate(overrides: Mapping[str, str]) -> dict[str, str]:
 
 def _refuse_clashes(overrides: Mapping[str, str]) -> None:
     """One key, two bindings in the same place: Textual would quietly run one of them, so a
-    remap of pause to `q` made quit unreachable by its key. App bindings are live on every
-    screen and dialog, so each table is checked together with them."""
-    for place, specs in ALL:
-        live = specs if specs is APP else APP + specs
+    remap of pause to `q` made quit unreachable by its key. One id on one key is one binding
+    (pause and resume)."""
+    for place, live in LIVE:
         owners: dict[str, list[str]] = {}
         for spec in live:
             for key in overrides.get(spec.id, spec.key).split(","):
-                owners.setdefault(key, []).append(spec.id)
+                ids = owners.setdefault(key, [])
+                if spec.id not in ids:
+                    ids.append(spec.id)
         for key, ids in owners.items():
             if len(ids) > 1:
                 raise ConfigError(
-                    f"tui.keymap: key {_key_label(key)!r} is bound to {' and '.join(ids)} ({place.lower()}); "
+                    f"tui.keymap: key {_key_label(key)!r} is bound to {' and '.join(ids)} ({place}); "
                     "only one of them would work: give the others another key in [tui.keymap]"
                 )
 

@@ -174,6 +174,11 @@ class RemoteEngineClient(EngineClient):
             raise AttachError(f"lost the engine at {self.path}") from None
         finally:
             self._pending.pop(req_id, None)
+            if future.done() and not future.cancelled():
+                # The engine went while this request was still being written: `_lose` gave the
+                # future an error no one awaits any more, which asyncio would print at exit
+                # ("Future exception was never retrieved"). The caller has its own error.
+                future.exception()
 
     async def _read_loop(self) -> None:
         assert self._reader is not None

@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.execution.broker import counts_as_order_error
 from engine.journal.events import EventSink
+from engine.numfmt import price, quantity
 from engine.runtime.snapshot import EventRow
 
 RECENT_EVENTS = 200
@@ -92,7 +93,7 @@ def event_line(kind: str, p: Mapping[str, Any]) -> str:
     if kind == "order_result":
         return f"{get('status')}" + (f" ({get('error')})" if get("error") else "")
     if kind == "fill":
-        return f"{get('side')} {get('quantity')} @ {get('price')}"
+        return f"{get('side')} {_number(get('quantity'), quantity)} @ {_number(get('price'), price)}"
     if kind == "position_update":
         return f"{get('action')} pnl {get('realised_pnl', 0):+.2f}"
     if kind == "state_change":
@@ -118,6 +119,12 @@ def _risk_line(p: Mapping[str, Any]) -> str:
     first = failed[0]
     more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
     return f"rejected: {first.get('name')} value {_value(first.get('value'))} threshold {_value(first.get('threshold'))}{more}"
+
+
+def _number(v: object, shown: Callable[[float], str]) -> str:
+    """A payload's number as the console shows it (`1,984.0 @ 0.025599`, not the float's
+    `1984.0 @ 0.025599194000000002`); anything else (missing, a string) as it is."""
+    return shown(float(v)) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
 
 
 def _value(v: object) -> str:

@@ -4,6 +4,9 @@ Confirming needs a deliberate second action (a capital Y by default, remappable)
 stray keypress after ctrl+x cannot liquidate the book; Esc or n backs out. It works on stale
 data: the list comes from the latest snapshot, with a warning saying how old it is, and the
 engine closes what it really holds.
+
+Close-all also pauses new entries, and the pause outlives it (and an engine restart): both
+dialogs say so, with the key that resumes them, and in the progress dialog that key resumes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import display_symbol
 
 
+def stays_paused(resume_key: str) -> Text:
+    return Text(f"New entries stay paused until you press {resume_key} (resume).", style="bold")
+
+
 def positions_table(positions: Sequence[PositionRow]) -> Table:
     table = Table(box=None, pad_edge=False, expand=True)
     for name in ("Symbol", "Size", "Mark", "uPnL"):
@@ -38,12 +45,15 @@ class ConfirmCloseAll(ModalScreen[bool]):
 
     BINDINGS = keymap.bindings(keymap.CONFIRM_CLOSE_ALL)
 
-    def __init__(self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, confirm_key: str) -> None:
+    def __init__(
+        self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, confirm_key: str, resume_key: str
+    ) -> None:
         super().__init__()
         self.positions = tuple(positions)
         self.data_age_s = data_age_s
         self.stale = stale
         self.confirm_key = confirm_key
+        self.resume_key = resume_key
         self._composed = False
 
     def compose(self) -> ComposeResult:
@@ -54,6 +64,7 @@ class ConfirmCloseAll(ModalScreen[bool]):
                 yield Static(id="close-table")
             yield Static(id="close-age")
             yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
+            yield Static(stays_paused(self.resume_key), id="close-resume")
 
     def on_mount(self) -> None:
         self._composed = True
@@ -89,15 +100,17 @@ class ConfirmCloseAll(ModalScreen[bool]):
         self.dismiss(False)
 
 
-class CloseAllProgressDialog(ModalScreen[None]):
+class CloseAllProgressDialog(ModalScreen[bool]):
     """Shows the engine's close-all progress from each snapshot until flat; Esc hides it
-    (the close carries on, and the banner keeps showing it)."""
+    (the close carries on, and the banner keeps showing it). The pause key dismisses it True:
+    resume new entries."""
 
-    BINDINGS = keymap.bindings(keymap.DISMISS)
+    BINDINGS = keymap.bindings(keymap.CLOSE_ALL_PROGRESS)
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, resume_key: str) -> None:
         super().__init__()
         self.total = total
+        self.resume_key = resume_key
         self._seen_progress = False
         self._composed = False
         self._latest: tuple[CloseAllProgress | None, int] | None = None
@@ -108,6 +121,7 @@ class CloseAllProgressDialog(ModalScreen[None]):
             yield ProgressBar(total=max(1, self.total), show_eta=False, id="close-progress")
             yield Static(f"Sent close-all for {self.total} position(s)…", id="close-status")
             yield Static("Esc hides this; the close continues.", id="close-hint", classes="dim")
+            yield Static(stays_paused(self.resume_key), id="close-resume")
 
     def on_mount(self) -> None:
         self._composed = True
@@ -144,4 +158,7 @@ class CloseAllProgressDialog(ModalScreen[None]):
             status.update(f"{progress.remaining} of {progress.total} still open…")
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        self.dismiss(False)
+
+    def action_resume(self) -> None:
+        self.dismiss(True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
 
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
@@ -31,10 +29,7 @@ def help_table(overrides: Mapping[str, str]) -> Table:
 
 
 class HelpDialog(ModalScreen[None]):
-    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
-        *keymap.bindings(keymap.DISMISS),
-        Binding("question_mark", "close", "Close", show=False),
-    ]
+    BINDINGS = keymap.bindings(keymap.HELP_DIALOG)
 
     def __init__(self, overrides: Mapping[str, str]) -> None:
         super().__init__()

@@ -94,11 +94,14 @@ class MainScreen(Screen[None]):
 
     def apply(self, snapshot: EngineSnapshot) -> None:
         """Push one snapshot into the panels on screen (the chart loads its own data). Hidden
-        panels are skipped and catch up from the latest snapshot when they are shown."""
+        panels are skipped and catch up from the latest snapshot when they are shown, except
+        the events: a snapshot carries only the engine's last events, so a panel that caught up
+        on return had lost what happened meanwhile (a buy whose sell it then showed). Its rows
+        are keyed, so feeding it while hidden costs only the rows that are new."""
         self.latest = snapshot
         self._stale, self._stale_ms = None, 0
         for name in ("candidates", "positions", "state", "events"):
-            if not self.compact or name == self.active:
+            if not self.compact or name in (self.active, "events"):
                 self._apply_to(name, snapshot)
 
     def _apply_to(self, name: str, snapshot: EngineSnapshot) -> None:

@@ -3,7 +3,9 @@
 Snapshots carry the engine's last events (newest last, overlapping from one snapshot to the
 next); rows are keyed by `seq`, so only events not yet shown are appended and the oldest are
 dropped past the cap. The view follows the newest event unless the user has moved the cursor
-up to read something.
+up to read something. Events the panel never received (more of them between two snapshots
+than a snapshot carries) are not skipped silently: a NOT SHOWN row says how many, and Enter on
+it gives the `hotcoin journal export` command that lists them.
 
 The panel is narrow beside the others (38 columns at 120x40), and a table wider than its panel
 is cut at the edge mid-word: `heat 78` read `heat 7`. So every column has a fixed width that
@@ -25,6 +27,9 @@ from engine.runtime.snapshot import EventRow
 from hotcoin_tui.messages import TraceRequested
 from hotcoin_tui.widgets.candidate_pool import display_symbol
 
+# The kind of the row that stands for events the panel never received (a gap in the seqs).
+NOT_SHOWN = "not_shown"
+
 KIND_STYLE = {
     "fill": "bold green",
     "order_result": "cyan",
@@ -32,6 +37,7 @@ KIND_STYLE = {
     "risk_event": "bold red",
     "command": "bold magenta",
     "command_refused": "bold red",
+    NOT_SHOWN: "bold yellow",
     "signal_snapshot": "",
     "candidate_snapshot": "dim",
 }
@@ -48,6 +54,7 @@ KIND_LABEL = {
     "risk_event": "RISK",
     "model_shadow": "shadow",
     "command_refused": "REFUSED",
+    NOT_SHOWN: "NOT SHOWN",
 }
 
 
@@ -59,6 +66,20 @@ MIN_WHAT_WITH_TIME = 24  # narrower than this, the What column gets the Time col
 
 def clock(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%H:%M:%S")
+
+
+def not_shown(after: EventRow, first_new: EventRow) -> EventRow:
+    """The row standing for the events between `after` (the last one shown) and `first_new`:
+    how many, and the journal command that lists them (from `after`'s second to the end of
+    `first_new`'s, as `--since`/`--until` read times: UTC, the end exclusive)."""
+    missing = first_new.seq - after.seq - 1
+    since, until = _iso_second(after.ts_ms), _iso_second(first_new.ts_ms + 1000)
+    what = f"{missing} event(s) not shown: hotcoin journal export --since {since} --until {until}"
+    return EventRow(after.seq + 1, first_new.ts_ms, NOT_SHOWN, None, None, what)
+
+
+def _iso_second(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def clip(text: str, width: int) -> str:
@@ -140,11 +161,14 @@ class EventsPanel(DataTable[Text]):
         return event.trace_id if event else None
 
     def apply(self, events: Sequence[EventRow]) -> None:
-        fresh = [e for e in events if e.seq > self.last_seq]
+        fresh = [e for e in events if e.seq > self.last_seq][-self.max_rows :]
         if not fresh:
             return
         following = not self.has_focus or self.cursor_row >= self.row_count - 1
-        for event in fresh[-self.max_rows :]:
+        last = self._events.get(self.last_seq)
+        if last is not None and fresh[0].seq > last.seq + 1:
+            fresh.insert(0, not_shown(last, fresh[0]))
+        for event in fresh:
             self._add(event)
             self._events[event.seq] = event
         self.last_seq = fresh[-1].seq
@@ -159,8 +183,10 @@ class EventsPanel(DataTable[Text]):
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        trace = self._trace(event.row_key.value)
-        if trace is None:
+        row = self._events.get(int(event.row_key.value or 0))
+        if row is not None and row.kind == NOT_SHOWN:  # its whole text: the command to list them
+            self.notify(row.summary, timeout=30)
+        elif row is None or row.trace_id is None:
             self.notify("This event has no trace (engine-wide event).", severity="warning")
         else:
-            self.post_message(TraceRequested(trace))
+            self.post_message(TraceRequested(row.trace_id))

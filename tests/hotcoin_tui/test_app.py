@@ -27,8 +27,9 @@ from engine.journal.events import JournalEvent
 from engine.runtime.client import Command, CommandResult, EngineClient
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.snapshot import CloseAllProgress, EngineSnapshot, EventRow, Mode
-from hotcoin_tui import engine_feed
+from hotcoin_tui import engine_feed, keymap
 from hotcoin_tui.app import HotcoinApp
+from hotcoin_tui.commands.journal_cmd import parse_time
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.help import HelpDialog
 from hotcoin_tui.dialogs.quit import QuitWithPositions
@@ -37,7 +38,7 @@ from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.candidate_pool import FULL_EVERY, SORTS, display_symbol, row_cells
-from hotcoin_tui.widgets.events import EventsPanel
+from hotcoin_tui.widgets.events import NOT_SHOWN, EventsPanel
 from tests.kit.snapshots import make_snapshot
 from tests.kit.waiting import eventually
 
@@ -269,6 +270,26 @@ class SlowSendFake(FakeEngineClient):
         return await super().send(command, origin)
 
 
+async def test_the_footer_says_what_the_pause_key_will_do(fake: FakeEngineClient) -> None:
+    """Audit: the footer said `p Pause` while paused."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"pause": "f9"}))
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+
+        def footer() -> str:
+            return app.main.active_bindings["f9"].binding.description
+
+        assert footer() == "Pause"
+        await pilot.press("f9")
+        await eventually(lambda: "PAUSED" in banner(app))
+        await publish(app, fake)
+        assert footer() == "Resume"
+        await pilot.press("f9")
+        await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
+        await publish(app, fake)
+        assert footer() == "Pause" and "PAUSED" not in banner(app)
+
+
 async def test_two_quick_presses_of_p_pause_then_resume() -> None:
     """`p` read the state from the last snapshot: pressed twice before the engine published
     again, it sent PAUSE twice and the engine stayed paused."""
@@ -323,6 +344,34 @@ async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngine
         assert isinstance(app.screen, MainScreen)
 
 
+async def test_close_all_dialogs_say_entries_stay_paused_and_the_pause_key_resumes(fake: FakeEngineClient) -> None:
+    """Audit: neither dialog said that new entries stay paused after close-all (its pause
+    outlives an engine restart), and `p`, listed as working everywhere, did nothing in them."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"pause": "f9"}))
+    said = "New entries stay paused until you press f9 (resume)."
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("ctrl+x")
+        assert isinstance(app.screen, ConfirmCloseAll)
+        assert plain(app.screen.query_one("#close-resume", Static)).strip() == said
+        await pilot.press("Y")
+        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        for _ in range(6):
+            await publish(app, fake)
+        dialog = app.screen
+        assert isinstance(dialog, CloseAllProgressDialog)
+        assert "FLAT" in plain(dialog.query_one("#close-status", Static))
+        assert plain(dialog.query_one("#close-resume", Static)).strip() == said
+        assert "PAUSED" in banner(app)
+        await pilot.press("p")  # not the pause key here: nothing happens
+        assert app.screen is dialog
+        await pilot.press("f9")
+        await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
+        assert isinstance(app.screen, MainScreen)
+        await publish(app, fake)
+        assert "PAUSED" not in banner(app)
+
+
 async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hint() -> None:
     fake = FakeEngineClient(seed=7, candidates=50, positions=0)
     app = HotcoinApp(fake, FAST)
@@ -355,7 +404,7 @@ async def test_close_all_progress_ends_on_flat_not_on_an_earlier_error(
     red "still open" error: flat is the last word."""
     app = App[None]()
     async with app.run_test(size=SMALL) as pilot:
-        dialog = CloseAllProgressDialog(2)
+        dialog = CloseAllProgressDialog(2, "p")
         await app.push_screen(dialog)
         await pilot.pause()
         dialog.show(progress, progress.remaining)
@@ -373,7 +422,7 @@ async def test_dialogs_keep_a_snapshot_that_arrives_before_their_widgets_exist()
     positions = make_snapshot().positions
     app = App[None]()
     async with app.run_test(size=WIDE) as pilot:
-        confirm = ConfirmCloseAll((), None, False, "Y")
+        confirm = ConfirmCloseAll((), None, False, "Y", "p")
         confirm.show(positions, 2.0, False)
         await app.push_screen(confirm)
         await pilot.pause()
@@ -387,7 +436,7 @@ async def test_dialogs_keep_a_snapshot_that_arrives_before_their_widgets_exist()
         assert str(quit_dialog.query_one("#dialog-title", Label).render()) == f"{len(positions)} POSITION(S) STILL OPEN"
         quit_dialog.dismiss(False)
         await pilot.pause()
-        progress = CloseAllProgressDialog(2)
+        progress = CloseAllProgressDialog(2, "p")
         progress.show(CloseAllProgress(1, 2, 1), 1)
         await app.push_screen(progress)
         await pilot.pause()
@@ -472,6 +521,49 @@ async def test_enter_on_an_event_opens_its_decision_tree(fake: FakeEngineClient)
         await eventually(lambda: isinstance(app.screen, ReplayScreen))
         tree = plain(app.screen.query_one("#replay-tree", Static))
         assert trace in tree and "position_update" in tree and "Orders" in tree
+
+
+async def test_the_events_panel_keeps_every_event_while_hidden(fake: FakeEngineClient) -> None:
+    """Audit: at 80x24, events hidden for 30 s and shown again, the rows jumped from 13:08 to the
+    sell of a coin whose buy (signal, risk, order, fill) never appeared. A snapshot carries the
+    engine's last 200 events, and the hidden panel caught up from the latest one only."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("e", "c")
+        shown = app.main.events.last_seq
+        for _ in range(32):  # ~7 events a cycle: over 200, under the panel's 300 rows
+            snap = await publish(app, fake)
+        assert snap.events[0].seq > shown + 1  # the latest snapshot alone no longer reaches back
+        await pilot.press("e")
+        events = app.main.events
+        seqs = sorted(events._events)
+        assert seqs == list(range(seqs[0], snap.events[-1].seq + 1)) and seqs[0] <= shown
+        assert all(event.kind != NOT_SHOWN for event in events._events.values())
+
+
+async def test_events_the_panel_never_received_are_counted_not_skipped(fake: FakeEngineClient) -> None:
+    """More events between two snapshots than one carries: a row says how many are missing
+    and Enter on it gives the command that lists them, instead of a silent jump."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("e")
+        snap = await publish(app, fake)
+        last = snap.events[-1]
+        later = EventRow(last.seq + 138, last.ts_ms + 700_000, "fill", "DOGE/USDT", "t1", "sell 1,984.0 @ 0.025599")
+        app.post_message(SnapshotArrived(replace(snap, seq=snap.seq + 1, events=(later,))))
+        events = app.main.events
+        await eventually(lambda: events.last_seq == later.seq)
+        gap = events._events[last.seq + 1]
+        assert gap.kind == NOT_SHOWN and str(events.get_cell(str(gap.seq), "kind")) == "NOT SHOWN"
+        head, _, command = gap.summary.partition(": ")
+        assert head == "137 event(s) not shown" and command.startswith("hotcoin journal export --since ")
+        since, until = command.split()[-3], command.split()[-1]
+        assert parse_time(since, "--since") <= last.ts_ms and parse_time(until, "--until") > later.ts_ms
+        events.move_cursor(row=events.get_row_index(str(gap.seq)))
+        await pilot.press("enter")
+        await eventually(lambda: gap.summary in notes(app))
+        assert isinstance(app.screen, MainScreen)
 
 
 def shown_whole(events: EventsPanel) -> bool:
@@ -589,10 +681,16 @@ async def test_quit_warns_when_positions_are_open(fake: FakeEngineClient) -> Non
         assert isinstance(app.screen, QuitWithPositions) and len(app.screen.positions) == 6
         await pilot.press("n")
         assert isinstance(app.screen, MainScreen) and fake.commands == []
+        assert app.snapshot is not None
+        held = ", ".join(p.symbol for p in app.snapshot.positions)
         await pilot.press("q", "y")
+        # It used to print nothing: the engine's summary of what it left open goes to its log.
+        await eventually(lambda: bool(app._exit_renderables))  # read before it is printed and dropped
+        said = " ".join(str(r) for r in app._exit_renderables)
         await eventually(lambda: not app.is_running)
     assert fake.commands == [(Command.SHUTDOWN, "tui")]
     assert app.return_code == 0
+    assert said.startswith(f"hotcoin: engine stopped with 6 position(s) left open ({held}): they stay held")
 
 
 async def test_close_all_from_the_quit_dialog_replaces_it(fake: FakeEngineClient) -> None:
@@ -638,6 +736,39 @@ async def test_help_lists_bindings_with_config_remaps(fake: FakeEngineClient) ->
         assert fake.commands == []  # p no longer pauses
         await pilot.press("f9")
         await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+
+
+async def test_help_is_closed_by_its_own_key_and_q_and_says_where_keys_work(fake: FakeEngineClient) -> None:
+    """Audit: `p`, `q`, `?` were listed under "Everywhere" but did nothing while a dialog was
+    open, help included (a dialog cuts the app's keys off): `q` left the help open."""
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        for key in ("q", "question_mark", "escape"):
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpDialog)
+            sections = help_sections(plain(app.screen.query_one("#dialog-list Static", Static)))
+            await pilot.press(key)
+            assert isinstance(app.screen, MainScreen), key
+        assert app.is_running and fake.commands == []
+    assert sections["Everywhere"] == ["close_all"]
+    assert sections["Outside dialogs"] == ["pause", "pause", "help", "quit"]
+    assert sections["Help"] == ["dialog.close", "help", "quit"]
+    assert sections["Close-all progress"] == ["dialog.close", "pause"]
+
+
+def help_sections(text: str) -> dict[str, list[str]]:
+    """The help table's sections: title -> the binding ids listed under it."""
+    titles, ids = {title for title, _ in keymap.ALL}, set(keymap.known_ids())
+    sections: dict[str, list[str]] = {}
+    rows: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if line.strip() in titles:
+            rows = sections.setdefault(line.strip(), [])
+        elif words and words[-1] in ids:
+            rows.append(words[-1])
+    return sections
 
 
 async def test_help_shows_keys_as_typed_not_by_their_names(fake: FakeEngineClient) -> None:

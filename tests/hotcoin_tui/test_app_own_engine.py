@@ -1,6 +1,7 @@
 """The console's own engine child dying under it (`hotcoin tui` without --attach): the
 console watches the process, says how it ended and where its log is, stops retrying the feed,
-and `q` leaves at once saying the engine had already stopped."""
+and `q` leaves at once saying the engine had already stopped. And the engine stopping as `q`
+asked but hanging up before its answer: the process's exit, not the lost answer, says how."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from engine.config.sections.tui import TuiSection
-from engine.runtime.client import Command
+from engine.runtime.client import Command, CommandResult
 from engine.runtime.fake_client import FakeEngineClient
+from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.snapshot import EngineSnapshot
+from engine.runtime.socket_server import EngineSocketServer, serve_engine_socket
 from hotcoin_tui.app import HotcoinApp
 from hotcoin_tui.dialogs.quit import QuitWithPositions
 from tests.kit.waiting import eventually
@@ -101,4 +104,53 @@ async def test_the_engine_exiting_because_q_asked_it_to_is_no_news() -> None:
         process.exit(0)
         await eventually(lambda: not app.is_running)
     assert app.return_code == 0 and not app._exit_renderables
+    await engine.stop()
+
+
+class HangsUpOnShutdown(FakeEngineClient):
+    """An engine that, told to shut down, closes its readers' connections before its answer is
+    on its way (the audit's intermittent broken pipe), then its process ends with `code`."""
+
+    def __init__(self, process: FakeProcess, code: int) -> None:
+        super().__init__(seed=7, candidates=50, positions=3)
+        self.process, self.code = process, code
+        self.server: EngineSocketServer | None = None
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        result = await super().send(command, origin)
+        if command is Command.SHUTDOWN and self.server is not None:
+            for session in list(self.server._sessions):
+                session.hang_up()
+            self.process.exit(self.code)
+        return result
+
+
+@pytest.mark.parametrize(("code", "exit_code"), [(0, 0), (1, 1)], ids=["stopped-cleanly", "failed"])
+async def test_a_shutdown_answer_lost_with_the_connection_is_judged_by_the_engine_exit(
+    tmp_path: Path, code: int, exit_code: int
+) -> None:
+    """Audit: a clean quit (journal: `command shutdown`, then `run_stop`) was reported as
+    `hotcoin: the engine did not confirm shutdown (AttachError: lost the engine ...)`, exit 1."""
+    process = FakeProcess()
+    engine = HangsUpOnShutdown(process, code)
+    async with serve_engine_socket(tmp_path / "engine.sock", engine) as server:
+        engine.server = server
+        client = RemoteEngineClient(server.path)
+        await client.connect()
+        app = HotcoinApp(client, TuiSection(refresh_hz=30), engine_process=process)
+        async with app.run_test(size=SMALL) as pilot:
+            snap = engine.step()
+            await eventually(lambda: app.snapshot is not None and app.snapshot.seq == snap.seq)
+            await pilot.press("q", "y")
+            await eventually(lambda: bool(app._exit_renderables))  # read before it is printed and dropped
+            message = " ".join(str(r) for r in app._exit_renderables)
+        await client.close()
+    assert (Command.SHUTDOWN, "tui") in engine.commands
+    assert app.return_code == exit_code
+    if code == 0:
+        assert message.startswith("hotcoin: engine stopped with 3 position(s) left open (")
+        assert "did not confirm" not in message
+    else:
+        assert message.startswith("hotcoin: the engine did not confirm shutdown (AttachError: lost the engine at ")
+        assert message.endswith("; it exited (code 1)")
     await engine.stop()

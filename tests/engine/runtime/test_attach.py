@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import socket
 import stat
@@ -349,6 +350,34 @@ async def test_a_command_completes_even_if_its_reader_detaches(engine: FakeEngin
         await eventually(lambda: server.attached == 0)
         gate.set()
         await eventually(lambda: done == [Command.CLOSE_ALL])
+
+
+async def test_a_request_cut_off_as_it_is_sent_leaves_no_error_unretrieved(
+    engine: FakeEngine, sock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: quitting printed `Future exception was never retrieved ... AttachError: ... the
+    engine closed the connection`: the engine went while SHUTDOWN was still being written,
+    `_lose` failed the request's future, and the request raised its own error instead."""
+    loop = asyncio.get_running_loop()
+    unretrieved: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(str(context.get("message"))))
+    try:
+        async with serve_engine_socket(sock, engine.client):
+            remote = RemoteEngineClient(sock)
+            await remote.connect()
+
+            async def engine_gone_mid_write() -> None:
+                await remote._lose("the engine closed the connection")
+                raise BrokenPipeError(32, "Broken pipe")
+
+            monkeypatch.setattr(remote._writer, "drain", engine_gone_mid_write)
+            with pytest.raises(AttachError, match="lost the engine"):
+                await remote.send(Command.SHUTDOWN, "tui")
+            await remote.close()
+        gc.collect()  # an unretrieved error is reported as its future is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []
 
 
 async def test_a_command_that_stops_the_engine_still_gets_its_reply(engine: FakeEngine, sock: Path) -> None:

@@ -27,3 +27,14 @@ def check(name: str, passed: bool, value: object, threshold: object) -> dict[str
 def test_risk_checks_and_runs_say_what_happened(kind: str, payload: dict[str, Any], line: str) -> None:
     """The Events panel showed an empty What for these: every risk check and every run."""
     assert event_line(kind, payload) == line
+
+
+@pytest.mark.parametrize(("payload", "line"), [
+    ({"side": "sell", "quantity": 1984.0, "price": 0.025599194000000002}, "sell 1,984.0 @ 0.025599"),
+    ({"side": "buy", "quantity": 3, "price": 1.41718e-6}, "buy 3 @ 0.0₅14172"),
+    ({"side": "buy", "quantity": 12.5, "price": 61234.56}, "buy 12.5 @ 61235"),
+], ids=["float-noise", "micro-price", "large-price"])  # fmt: skip
+def test_fills_read_as_the_console_shows_prices_and_sizes(payload: dict[str, Any], line: str) -> None:
+    """Audit: `sell 1984.0 @ 0.025599194000000002`, a float's noise where every panel shows
+    five significant digits."""
+    assert event_line("fill", {"client_order_id": "c1", "fee_quote": 0.01, **payload}) == line
