@@ -214,7 +214,9 @@ class CandidatePool(Vertical):
         shown, total = len(self._shown), len(self._rows)
         arrow = "↓" if self.sort.descending else "↑"
         filt = f" filter '{escape(self.query_text)}'" if self.query_text else ""
-        self.border_title = f"Candidates {shown}/{total} · sort {self.sort.name}{arrow}{filt}"
+        title = f"Candidates {shown}/{total} · sort {self.sort.name}{arrow}{filt}"
+        if title != self.border_title:  # setting a title repaints the whole panel, even the same title
+            self.border_title = title
 
     @on(Input.Changed, "#pool-filter")
     def _filter_changed(self, event: Input.Changed) -> None:

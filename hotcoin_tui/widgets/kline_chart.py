@@ -161,6 +161,7 @@ class KlineChart(Static):
         self._fills: list[Fill] = []
         self._last_draw = -math.inf
         self._pending = False
+        self._shown: str | None = None  # the plot on screen (ANSI), while it is the chart's content
 
     def on_mount(self) -> None:
         self._retitle()
@@ -175,6 +176,7 @@ class KlineChart(Static):
             self.symbol = symbol
             self._candles, self._fills = [], []
             self.update(f"Loading {symbol} {self.timeframe}…")
+            self._shown = None
             self._retitle()
 
     def next_interval(self) -> str:
@@ -207,6 +209,9 @@ class KlineChart(Static):
         self.draws += 1
         title = f"{display_symbol(self._candles[-1].symbol)} {self.timeframe}"
         ansi = render_chart(self._candles[-max(10, width - Y_AXIS_COLS) :], self._fills, width, height, title)
+        if ansi == self._shown:  # a move too small to show: nothing to repaint
+            return
+        self._shown = ansi
         chart = Text.from_ansi(ansi, no_wrap=True)
         self.update(shade_falling(chart) if self.app.no_color else chart, layout=False)  # drawn to the size it has
 

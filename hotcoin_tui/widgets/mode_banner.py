@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from engine.runtime.snapshot import EngineSnapshot, Mode
 from hotcoin_tui.widgets import fmt
+from hotcoin_tui.widgets.auto_static import same_text
 from hotcoin_tui.widgets.engine_state import STATE_STYLE
 
 MODE_STYLE = {Mode.LIVE: "bold white on red", Mode.PAPER: "bold black on yellow", Mode.SIM: "bold white on blue"}
@@ -63,6 +64,13 @@ def banner_text(
 
 
 class ModeBanner(Static):
+    _shown: Text | None = None
+
     def show(self, snapshot: EngineSnapshot | None, feed_age_s: float, stale: bool, feed_error: str | None) -> None:
+        """Shown on every snapshot and every second; the same line again is not repainted."""
+        text = banner_text(snapshot, feed_age_s, stale, feed_error, mono=self.app.no_color)
+        if self._shown is not None and same_text([self._shown], [text]):
+            return
         # One fixed line: no layout pass (a layout re-renders every panel, ~100 ms at 160x48).
-        self.update(banner_text(snapshot, feed_age_s, stale, feed_error, mono=self.app.no_color), layout=False)
+        self.update(text, layout=False)
+        self._shown = text

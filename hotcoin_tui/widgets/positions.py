@@ -110,7 +110,9 @@ class PositionsPanel(Vertical):
                         update_cell(table, pos.symbol, keys[i], self._styled(i, after, pos))
             self._shown[pos.symbol] = cells
         self.query_one("#totals", AutoStatic).show_lines([totals_text(totals, len(positions))])
-        self.border_title = f"Positions ({len(positions)})"
+        title = f"Positions ({len(positions)})"
+        if title != self.border_title:  # setting a title repaints the whole panel, even the same title
+            self.border_title = title
 
     @staticmethod
     def _styled(column: int, text: str, pos: PositionRow) -> Text:

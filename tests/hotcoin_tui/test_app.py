@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ import textual.constants
 from rich.console import Console
 from rich.text import Text
 from textual.app import App
+from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar, Static
 
 from engine.config.sections.tui import TuiSection
@@ -74,6 +76,24 @@ def banner(app: HotcoinApp) -> str:
 
 def notes(app: HotcoinApp) -> str:
     return " | ".join(str(n.message) for n in app._notifications)
+
+
+def count_repaints(monkeypatch: pytest.MonkeyPatch, widgets: Iterable[Widget]) -> Counter[str]:
+    """How often each widget (by id) asks to be repainted from now on."""
+    counts: Counter[str] = Counter()
+
+    def counted(widget: Widget) -> Callable[..., Widget]:
+        refresh: Callable[..., Widget] = widget.refresh
+
+        def counting(*args: object, **kwargs: object) -> Widget:
+            counts[str(widget.id)] += 1
+            return refresh(*args, **kwargs)
+
+        return counting
+
+    for widget in widgets:
+        monkeypatch.setattr(widget, "refresh", counted(widget))
+    return counts
 
 
 # -- panels -------------------------------------------------------------------------------
@@ -643,6 +663,27 @@ async def test_chart_redraws_at_most_once_per_interval(fake: FakeEngineClient) -
         assert chart.draws == 1  # the newest data waits for the next slot
 
 
+async def test_a_chart_that_would_look_the_same_is_not_repainted(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A price move too small for the chart's rows still replaced its content every second:
+    a repaint of the largest panel for an identical picture."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, chart_refresh_s=60))
+    async with app.run_test(size=WIDE):
+        await publish(app, fake)
+        chart = app.main.chart
+        await eventually(lambda: chart.draws == 1)
+        symbol, candles, fills = chart.symbol or "", chart._candles, chart._fills
+        repaints = count_repaints(monkeypatch, [chart])
+        chart.draw()
+        assert chart.draws == 2 and repaints == Counter()
+        chart.select("OTHER/USDT")  # "Loading …" replaces the plot: the same plot must come back
+        chart.select(symbol)
+        chart.set_data(symbol, chart.timeframe, candles, fills)
+        chart.draw()
+        assert "Loading" not in plain(chart)
+
+
 async def test_panel_keys_switch_the_visible_panel_at_80x24(fake: FakeEngineClient) -> None:
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
@@ -858,6 +899,33 @@ async def test_a_cell_updated_in_place_widens_its_column() -> None:
         assert app.main.positions.table.get_cell(pos.symbol, "stop").plain == "0.0₄19032"
         assert app.main.pool.table.get_cell(cand.symbol, "sig").plain == "HOLDING"
         assert cut_cells(app.main.positions.table) == [] and cut_cells(app.main.pool.table) == []
+    await fake.stop()
+
+
+async def test_a_snapshot_that_changes_nothing_shown_repaints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a quiet market a snapshot mostly says what the last one said; the banner, the engine
+    and totals panels and the panel titles were repainted anyway on every snapshot (the banner
+    every second too): console CPU and terminal output spent on nothing, all day."""
+    fake = FakeEngineClient(seed=7, candidates=1, positions=0)
+    app = HotcoinApp(fake, FAST)
+    async with app.run_test(size=WIDE) as pilot:
+
+        async def show(snap: EngineSnapshot) -> None:
+            app.post_message(SnapshotArrived(snap))
+            await eventually(lambda: app.snapshot is snap)
+            app._watch_feed()  # the banner's once-a-second refresh
+            await pilot.pause()
+
+        first = make_snapshot(seq=1000)
+        await show(first)
+        main = app.main
+        shown = (main.banner, main.state_panel, main.query_one("#totals"), main.pool, main.positions)
+        repaints = count_repaints(monkeypatch, shown)
+        await show(replace(first, seq=1001))
+        assert repaints == Counter()
+        await show(replace(first, seq=1002, totals=replace(first.totals, day_pnl=-4.0)))
+        assert set(repaints) == {"banner", "totals"}  # the day's PnL shows in both, and only there
+        assert "-4.00" in banner(app) and "-4.00" in plain(main.positions.query_one("#totals", Static))
     await fake.stop()
 
 
