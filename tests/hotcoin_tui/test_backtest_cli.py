@@ -321,7 +321,9 @@ def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Pat
     )  # fmt: skip
     assert code == 0, err
     assert "walk-forward" in out and "best parameters written" in out
-    assert "base OOS" in out and "beat the base config in" in out
+    # Whether any of the three sampled trials traded in this short window is the sampler's draw:
+    # the verdict says which (`test_optimize.py` holds each wording to its case).
+    assert "base OOS" in out and ("beat the base config in" in out or "no trial traded in sample" in out)
     assert "fold 1/1" not in err  # no terminal, no bar
 
 

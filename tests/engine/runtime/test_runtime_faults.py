@@ -169,9 +169,13 @@ async def test_failing_rest_calls_degrade_through_order_errors_and_recover(
     async with running(tmp_path) as rig:
         engine = rig.engine
         inject(rig.server.faults)
-        await eventually(lambda: engine.state.state is D and rig.feed.last_error is not None, timeout=20)
+        # Degraded for the order errors; blocked too where the candle fetches, each waiting out
+        # its timeout, made a cycle long enough for the data to go stale (a slow machine's case).
+        await eventually(
+            lambda: engine.state.state in (D, B) and "order_errors" in reason_codes(rig) and rig.feed.last_error is not None,
+            timeout=20,
+        )
         rig.server.faults.reset()
-        assert "order_errors" in reason_codes(rig)
         await eventually(lambda: engine.state.state is T, timeout=20)
         assert rig.server.faults.injected[kind] >= 1
 
