@@ -65,7 +65,7 @@ import numpy as np
 from engine.backtest.history import HistoryIndex, index_history
 from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
-from engine.config import HotcoinConfig, deep_update
+from engine.config import HotcoinConfig, deep_update, dotted_get, dotted_set
 from engine.errors import ConfigError
 
 # name -> (low, high, step); integers where step is an int.
@@ -563,20 +563,10 @@ def environment_settings(config: HotcoinConfig, sources: Mapping[str, str]) -> d
     settings = _trading_settings(config.model_dump(mode="json"))
     out: dict[str, tuple[str, Any]] = {}
     for key, origin in sorted(sources.items()):
-        value = _setting(settings, key)
+        value = dotted_get(settings, key)
         if origin.startswith("env:") and value is not None:
             out[key] = (origin.removeprefix("env:"), value)
     return out
-
-
-def _setting(table: dict[str, Any], key: str) -> Any:
-    """The value at dotted `key` in nested `table`, or None where there is none."""
-    node: Any = table
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def to_toml(
@@ -587,26 +577,17 @@ def to_toml(
     can load on its own, and that replays what the search ran without those variables. Its
     header names the settings that came from the environment (a searched one is the search's)."""
     best = overrides(params)
-    env = {key: found for key, found in (env or {}).items() if _setting(best, key) is None}
+    env = {key: found for key, found in (env or {}).items() if dotted_get(best, key) is None}
     merged: dict[str, Any] = {}
     deep_update(merged, base or {})
     for key, (_, value) in env.items():
-        deep_update(merged, _nested(key, value))
+        dotted_set(merged, key, value)
     deep_update(merged, best)
     head = ["# written by `hotcoin optimize`: the base config plus the best parameters; use with --config"]
     if env:
         head.append("# from the environment when the search ran, written below so that this file alone replays it:")
         head += [f"#   {key} = {_value(value)}  ({var})" for key, (var, value) in env.items()]
     return "\n".join(head) + "\n" + _dump(merged)
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    """Dotted `key` = `value` as nested tables."""
-    *tables, leaf = key.split(".")
-    out: dict[str, Any] = {leaf: value}
-    for name in reversed(tables):
-        out = {name: out}
-    return out
 
 
 def _dump(table: dict[str, Any], prefix: str = "") -> str:

@@ -88,7 +88,7 @@ def load_config(
                 raise ConfigError(f"{key} is a secret and may not be passed on the command line")
         _merge(merged, _unflatten(cli), sources, "cli")
 
-    secrets_path = Path(_get(merged, "paths.secrets_file") or locations.default_secrets_file()).expanduser()
+    secrets_path = Path(dotted_get(merged, "paths.secrets_file") or locations.default_secrets_file()).expanduser()
     if secrets_path.exists():
         secrets = _read_secrets(secrets_path)
         # Environment wins over the secrets file, like every other layer.
@@ -108,7 +108,7 @@ def _drop_retired(merged: dict[str, Any], sources: dict[str, str]) -> None:
     found: dict[str, list[str]] = {}  # why -> the keys set, with who set them
     for key, why in RETIRED.items():
         *parents, leaf = key.split(".")
-        table = _get(merged, ".".join(parents))
+        table = dotted_get(merged, ".".join(parents))
         if isinstance(table, dict) and leaf in table:
             del table[leaf]
             found.setdefault(why, []).append(f"{key} (from {sources.pop(key, 'defaults')})")
@@ -214,7 +214,7 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
         misplaced = _values_at_secret_tables(value, dotted)
         if misplaced:
             raise ConfigError(f"{misplaced[0]} from {name} {_not_a_table(misplaced[0])}")
-        _set(out, dotted, _tag(name, value))
+        dotted_set(out, dotted, _tag(name, value))
     return out
 
 
@@ -398,11 +398,12 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in flat.items():
-        _set(out, key, value)
+        dotted_set(out, key, value)
     return out
 
 
-def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
+def dotted_set(out: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `dotted` = `value` in nested `out`, making the tables on the way."""
     *parents, leaf = dotted.split(".")
     node = out
     for part in parents:
@@ -413,7 +414,8 @@ def _set(out: dict[str, Any], dotted: str, value: Any) -> None:
     deep_update(node, {leaf: value})
 
 
-def _get(data: Mapping[str, Any], dotted: str) -> Any:
+def dotted_get(data: Mapping[str, Any], dotted: str) -> Any:
+    """The value at `dotted` in nested `data`, or None where there is none."""
     node: Any = data
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:

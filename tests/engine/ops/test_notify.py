@@ -144,6 +144,17 @@ async def test_feishu_webhook_is_signed_when_a_secret_is_set(sink: HttpSink) -> 
     assert body["sign"] == expected
 
 
+async def feishu_refusal(sink: HttpSink) -> DeliveryError:
+    """The error a Feishu notifier pointed at `sink` raises for one message (the sink's answer set)."""
+    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await notifier.send(note())
+    finally:
+        await notifier.aclose()
+    return info.value
+
+
 @pytest.mark.parametrize(
     ("status", "reply", "retryable"),
     [
@@ -156,14 +167,9 @@ async def test_feishu_webhook_is_signed_when_a_secret_is_set(sink: HttpSink) -> 
 )
 async def test_feishu_errors(sink: HttpSink, status: int, reply: dict[str, Any], retryable: bool) -> None:
     sink.answer(status, reply)
-    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
-    try:
-        with pytest.raises(DeliveryError) as info:
-            await notifier.send(note())
-    finally:
-        await notifier.aclose()
-    assert info.value.retryable is retryable
-    assert "/feishu/hook" not in str(info.value)
+    error = await feishu_refusal(sink)
+    assert error.retryable is retryable
+    assert "/feishu/hook" not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -175,14 +181,9 @@ async def test_feishu_200_without_its_code_0_is_not_delivered(sink: HttpSink, re
     """A 200 from something that is not Feishu (a proxy page, a wrong URL) counted as delivered:
     the owner never saw the message and nothing said so."""
     sink.answer(200, orjson.dumps(reply) if isinstance(reply, list) else reply)
-    notifier = FeishuNotifier(f"{sink.base_url}/feishu/hook/abc")
-    try:
-        with pytest.raises(DeliveryError) as info:
-            await notifier.send(note())
-    finally:
-        await notifier.aclose()
-    assert info.value.retryable is False
-    assert "notify.feishu.webhook_url" in str(info.value)
+    error = await feishu_refusal(sink)
+    assert error.retryable is False
+    assert "notify.feishu.webhook_url" in str(error)
 
 
 async def test_feishu_older_status_code_0_is_delivered(sink: HttpSink) -> None:
