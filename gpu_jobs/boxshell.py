@@ -11,6 +11,9 @@ UNPACK_BAD_SHA = 10  # the copy on the box is not the pack we sent
 UNPACK_ALREADY = 11  # another ship of the same job unpacked it first
 STALE_MIN = 24 * 60  # leftovers of a ship killed mid-way (ctrl-C, lost link) older than this go
 _NO_SPACE = ("no space left on device", "errno 28", "enospc", "wrote only")  # tar: a short write
+# torch on CUDA ("CUDA out of memory", torch.OutOfMemoryError), its CPU allocator ("not enough
+# memory"), Python's MemoryError
+_OUT_OF_MEMORY = re.compile(r"out of memory|outofmemoryerror|not enough memory|\bmemoryerror\b", re.IGNORECASE)
 _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)')
 # Run by the profile's python before a pack is sent: can it train here? (find_spec: no slow
 # torch import just to learn it is installed.) Its answer reads like `python -m gpu_jobs check`.
@@ -57,18 +60,30 @@ def df_script(root: str) -> str:
     return f"df -Pk {shlex.quote(root)}"
 
 
-def free_mb(df_output: str) -> int | None:
-    """Free MB from `df -Pk` (POSIX format: the 4th field of the last line is available KiB)."""
+def free_kib(df_output: str) -> int | None:
+    """Free KiB from `df -Pk` (POSIX format: the 4th field of the last line is available KiB)."""
     lines = [ln.split() for ln in df_output.strip().splitlines() if ln.strip()]
     if len(lines) < 2 or len(lines[-1]) < 4 or not lines[-1][3].isdigit():
         return None
-    return int(lines[-1][3]) // 1024
+    return int(lines[-1][3])
+
+
+def free_mb(df_output: str) -> int | None:
+    """Free MB (whole, rounded down) from `df -Pk`."""
+    kib = free_kib(df_output)
+    return None if kib is None else kib // 1024
 
 
 def is_no_space(text: str) -> bool:
     """True when a failure on the box was a write that found the disk full (ENOSPC)."""
     low = text.lower()
     return any(s in low for s in _NO_SPACE)
+
+
+def is_out_of_memory(text: str) -> bool:
+    """True when a job failed for lack of (GPU or host) memory: the fix is a smaller batch, not
+    a rerun of the same job."""
+    return _OUT_OF_MEMORY.search(text) is not None
 
 
 def brief(text: str) -> str:

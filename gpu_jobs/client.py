@@ -47,6 +47,8 @@ EXIT_SETUP = 125  # the profile's env_setup failed (`_python_command` exits with
 NEARLY_FULL_MB = 1  # a job that crashed where less space than this (MB) is free crashed for lack of it
 _PROGRESS = re.compile(r"^epoch (\d+)/(\d+) loss=(\S+) samples=(\d+) samples_per_s=(\S+)")
 _JOB_ID = re.compile(r"^[a-z][a-z0-9_]*-[0-9a-f]{16}$")
+# The hyper-parameters that bound each task's memory on the box (`hotcoin train --set`).
+MEMORY_LEVERS = {"lstm_hot": ("batch_size",), "tft_heat": ("batch_size",), "ppo_sizing": ("minibatch", "envs")}
 
 
 @dataclass(frozen=True)
@@ -145,23 +147,52 @@ class JobClient:
             raise await self._workdir_full()
         return self._answer(res, what)
 
-    async def _free_mb(self, path: str) -> int | None:
-        """The free space in `path` on the box now, in MB (None when the box does not say)."""
+    async def _free_kib(self, path: str) -> int | None:
+        """The free space in `path` on the box now, in KiB (None when the box does not say)."""
         try:
-            return boxshell.free_mb((await self.transport.run(boxshell.df_script(path))).stdout)
+            return boxshell.free_kib((await self.transport.run(boxshell.df_script(path))).stdout)
         except TransportError:
             return None
 
-    async def _workdir_full(self, where: str | None = None, mb: int | None = None) -> WorkdirFullError:
-        """The error for a full workdir, with the free space (`mb`, else measured now)."""
+    async def _free_mb(self, path: str) -> int | None:
+        """The free space in `path` on the box now, in whole MB (None when the box does not say)."""
+        kib = await self._free_kib(path)
+        return None if kib is None else kib // 1024
+
+    async def _workdir_full(
+        self, where: str | None = None, mb: int | None = None, *, job: PackedJob | None = None
+    ) -> WorkdirFullError:
+        """The error for a full workdir, with the free space (`mb`, else measured now) and, for a
+        `job` being shipped, the space it needs there: the pack and its unpacked files side by
+        side while it unpacks. Without that figure the owner frees a few MB, runs the command
+        again, and finds the box full once more."""
         path = where or self._root or self.workdir
         if mb is None:
             mb = await self._free_mb(path)
         free = f"{mb} MB free" if mb is not None else "no space left"
+        need = ""
+        if job is not None:
+            pack = job.path.stat().st_size
+            need = (
+                f"; this job needs {_size(pack + job.unpacked_bytes)} there: its {_size(pack)} pack "
+                f"and {_size(job.unpacked_bytes)} unpacked"
+            )
         return WorkdirFullError(
-            f"the GPU box's workdir {path} is full ({free} on {self.transport.describe()}); "
+            f"the GPU box's workdir {path} is full ({free} on {self.transport.describe()}{need}); "
             "free space there and run the same command"
         )
+
+    async def _copy_failed_for_space(self, job: PackedJob, root: str, exc: TransportError) -> WorkdirFullError | None:
+        """The full-workdir error for a copy of `job` that failed for lack of space, None when
+        it failed otherwise. The copy's own message cannot tell: OpenSSH 9's scp goes over SFTP,
+        whose protocol has no "disk full", and the box's ENOSPC arrives as a bare "scp: write
+        remote ...: Failure". So the box's free space decides (measured after the partial copy
+        was removed): less than the pack is a full workdir. A box that cannot be asked (the
+        link is gone) leaves the copy's own error."""
+        kib = await self._free_kib(root)
+        if boxshell.is_no_space(str(exc)) or (kib is not None and kib * 1024 < job.path.stat().st_size):
+            return await self._workdir_full(root, None if kib is None else kib // 1024, job=job)
+        return None
 
     async def _job_python(self, job_id: str, *args: str) -> CommandResult:
         jobdir = await self.job_dir(job_id)
@@ -226,8 +257,9 @@ class JobClient:
         except TransportError as exc:
             with contextlib.suppress(TransportError):  # a lost link: the sweep of a later ship removes it
                 await self.transport.run(f"rm -f {q(incoming)}")  # what a copy cut short left there
-            if boxshell.is_no_space(str(exc)):
-                raise await self._workdir_full() from exc
+            full = await self._copy_failed_for_space(packed, root, exc)
+            if full is not None:
+                raise full from exc
             raise
         script = boxshell.unpack_script(incoming=incoming, staging=f"{jobdir}.tmp-{token}", jobdir=jobdir, sha256=packed.sha256)
         res = await self.transport.run(script)
@@ -242,7 +274,7 @@ class JobClient:
             )
         if res.rc != 0:
             if boxshell.is_no_space(res.stderr):
-                raise await self._workdir_full()
+                raise await self._workdir_full(job=packed)
             raise TransportError(
                 f"unpacking {packed.job_id} on {where} failed: {boxshell.brief(res.stderr) or f'exit {res.rc}'} "
                 "(the partial copy was removed)"
@@ -286,9 +318,9 @@ class JobClient:
         return sorted(data, key=lambda j: (j.get("shipped_ms") or 0, j.get("updated_ms") or 0), reverse=True)
 
     async def logs(self, job_id: str, offset: int = 0) -> str:
-        jobdir = await self.job_dir(job_id)
-        code = shlex.quote(f"{jobdir}/code")
-        res = await self.transport.run(self._python_command(code, "tail", jobdir, "--offset", str(offset)))
+        """The job's log from byte `offset`; through `_job_python`'s guard, so an unknown job is
+        "no job ...", not the shell failing to `cd` into its code folder."""
+        res = await self._job_python(job_id, "tail", "--offset", str(offset))
         if res.rc != 0:
             await self._checked(res, "reading the log")
         return res.stdout
@@ -385,10 +417,12 @@ class JobClient:
         return folder
 
     async def run(self, packed: PackedJob, dest: Path) -> Path:
-        """Ship, start, follow to the end and fetch; the fetched folder."""
+        """Ship, start, follow to the end and fetch; the fetched folder. Following starts where
+        the latest attempt's log does (`log_offset`, which the box records at each start): a
+        rerun of a failed job must not replay the old run's lines as if they were this one's."""
         await self.ship(packed)
-        await self.start(packed.job_id)
-        status = await self.follow(packed.job_id)
+        answer = await self.start(packed.job_id)
+        status = await self.follow(packed.job_id, offset=_log_offset(answer))
         state = str(status.get("state"))
         if state == "failed" and boxshell.is_no_space(str(status.get("message", ""))):
             raise await self._workdir_full()
@@ -401,15 +435,19 @@ class JobClient:
             if mb is not None and mb < NEARLY_FULL_MB:
                 raise await self._workdir_full(root, mb)
         if state != "done":
-            raise JobFailedError(ended_message(packed.job_id, status), state=state)
+            raise JobFailedError(ended_message(packed.job_id, status, packed.spec.params), state=state)
         return await self.fetch(packed.job_id, dest)
 
 
-def ended_message(job_id: str, status: Mapping[str, Any]) -> str:
+def ended_message(job_id: str, status: Mapping[str, Any], params: Mapping[str, float | int] | None = None) -> str:
     """Why a followed job did not end `done` (the box's message, when it gave one), and what to
-    do: resume, start over (cancelled or crashed before an epoch finished) or read the log."""
+    do: resume, start over (cancelled or crashed before an epoch finished), train with less
+    memory (it ran out: running the same job again would fail the same way; `params`, the job's
+    hyper-parameters, give the figures) or read the log."""
     state, message = str(status.get("state")), str(status.get("message") or "")
-    if state not in ("crashed", "cancelled"):
+    if state == "failed" and boxshell.is_out_of_memory(message):
+        hint = _memory_hint(job_id, params or {})
+    elif state not in ("crashed", "cancelled"):
         hint = f"see `hotcoin jobs logs {job_id}`"
     elif status.get("checkpoint", True):  # a box with older job code does not say: assume one
         hint = "run the same command again to resume from the last checkpoint"
@@ -417,6 +455,37 @@ def ended_message(job_id: str, status: Mapping[str, Any]) -> str:
         hint = "run the same command again to train it from the start"
     said = f": {message}" if message else ""
     return f"job {job_id} ended {state}{said}; {hint}"
+
+
+def _memory_hint(job_id: str, params: Mapping[str, float | int]) -> str:
+    """The settings that bound a job's memory, as the `--set` that halves each (the job's own
+    value given, when known). Every task holds its whole feature tensor on the device too, so
+    fewer pairs also help."""
+    task = job_id.rsplit("-", 1)[0]
+    levers = []
+    for key in MEMORY_LEVERS.get(task, ("batch_size",)):
+        now = params.get(key)
+        if isinstance(now, int) and now > 1:
+            levers.append(f"`--set {key}={now // 2}` (this job used {now})")
+        else:
+            levers.append(f"`--set {key}=<smaller>`")
+    return f"the box ran out of memory: run the same command with {' or '.join(levers)}, or with fewer pairs in --symbols"
+
+
+def _log_offset(status: Mapping[str, Any]) -> int:
+    """Where the latest attempt's lines start in the job's log (0: a box with older job code,
+    which does not record it)."""
+    offset = status.get("log_offset")
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) and offset > 0 else 0
+
+
+def _size(size: int) -> str:
+    """Bytes for a message about space on the box: KB below 1 MB, else MB or GB, one decimal."""
+    if size < 2**20:
+        return f"{-(-size // 2**10)} KB"
+    if size < 2**30:
+        return f"{size / 2**20:.1f} MB"
+    return f"{size / 2**30:.1f} GB"
 
 
 def _replace_folder(new: Path, folder: Path) -> None:

@@ -79,11 +79,17 @@ def load_candles(
     start_ms: int | None = None,
     end_ms: int | None = None,
     regime_symbol: str = "BTC/USDT",
+    require_regime: bool = False,
 ) -> Candles:
     """Candles of `symbols` (e.g. "DOGE/USDT"; default every file of this interval with candles
     in the window), aligned on the union of their timestamps over [start_ms, end_ms), and the
     closes of `regime_symbol` for the regime features: the engine's `trading.signals.regime_symbol`,
     which the model's contract records (NaN throughout when the pair has no file here).
+
+    `require_regime` (training: `hotcoin train`) makes a regime pair without candles in the
+    window a `DatasetError` naming the file and the fix: the model would train with its regime
+    features (btc_*) NaN throughout, while its contract says they came from `regime_symbol`, and
+    the engine, which has that pair's bars, would feed it values it never saw.
 
     A file that cannot be read, repeats a timestamp or holds a candle off the interval's grid
     is a `DatasetError` naming the file and row: dropping or overwriting such rows would train
@@ -106,7 +112,22 @@ def load_candles(
     timestamps = np.arange(t0, t1 + step, step, dtype=np.int64)
     cols = {c: np.stack([files[s].on_grid(c, timestamps, step) for s in chosen], axis=1) for c in _COLUMNS[1:]}
     regime = files[regime_symbol].on_grid("close", timestamps, step) if regime_symbol in files else np.full(len(timestamps), np.nan)
+    if require_regime and not np.isfinite(regime).any():
+        raise _no_regime(regime_symbol, data_dir, interval, in_dir=regime_symbol in available)
     return Candles(interval, tuple(chosen), timestamps, btc_close=regime, regime_symbol=regime_symbol, **cols)
+
+
+def _no_regime(regime_symbol: str, data_dir: Path, interval: str, *, in_dir: bool) -> DatasetError:
+    """The error for training without the regime pair's candles (its file missing, or without a
+    bar in the window): what is missing and the two fixes."""
+    file = data_dir / f"{regime_symbol.replace('/', '_')}-{interval}.parquet"
+    what = f"{file} has no candles in the window" if in_dir else f"no {file}"
+    return DatasetError(
+        f"{what}: the regime features (btc_*) come from trading.signals.regime_symbol = {regime_symbol}, and "
+        f"without its candles the model would train on them empty while its contract names {regime_symbol}; "
+        f"add {regime_symbol}'s {interval} candles to --data (covering the same time), or set "
+        "trading.signals.regime_symbol to a pair in it (the engine then runs with that pair too)"
+    )
 
 
 def _candle_files(data_dir: Path, interval: str) -> dict[str, Path]:

@@ -37,6 +37,7 @@ REMOTE_MODULES = (
     "models/tft.py",
 )
 ID_HEX = 16
+BLOCK = 4096  # the usual filesystem block
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class PackedJob:
     path: Path
     sha256: str
     spec: JobSpec
+    unpacked_bytes: int  # what its files take unpacked on the box (the pack itself aside), in 4 KiB blocks
 
 
 def code_files() -> dict[str, bytes | Path]:
@@ -110,4 +112,6 @@ def pack_job(spec: JobSpec, dataset_dir: Path, out_dir: Path) -> PackedJob:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return PackedJob(job_id=job_id, path=path, sha256=sha, spec=spec)
+    sizes = [data.stat().st_size if isinstance(data, Path) else len(data) for data in entries.values()]
+    unpacked = sum(-(-size // BLOCK) * BLOCK for size in sizes)  # a file takes whole blocks on the box's disk
+    return PackedJob(job_id=job_id, path=path, sha256=sha, spec=spec, unpacked_bytes=unpacked)

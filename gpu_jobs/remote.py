@@ -217,11 +217,35 @@ def start(job: JobDir) -> tuple[int, dict[str, Any]]:
 
 
 def _spawn_trainer(job: JobDir) -> None:
-    """The detached trainer, its pid recorded (call with the job's lock held)."""
+    """The detached trainer, its pid recorded (call with the job's lock held).
+
+    A run after a failed, cancelled or crashed one appends to the same log (`jobs logs` shows
+    every attempt): it first writes a line that opens the new attempt, and the status records
+    where that line starts (`log_offset`), so that following the job shows this attempt, not
+    the old one's traceback replayed as if it just happened. The status's `finished_ms` and
+    `message` belong to the previous attempt and are cleared: a running job with a finish time
+    reads as over."""
     pythonpath = os.pathsep.join(filter(None, [str(job.code), os.environ.get("PYTHONPATH", "")]))
     job.pid.unlink(missing_ok=True)
+    attempt = int(read_status(job).get("attempt") or 1) + 1 if job.log.is_file() else 1
+    started = now_ms()
+    with job.log.open("ab") as log:
+        offset = log.tell()
+        if offset:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started / 1000))
+            log.write(f"--- attempt {attempt} started {stamp} ---\n".encode())
     # Written before the trainer exists, so none of its own status writes can be overwritten.
-    update_status(job, state="starting", pid=None, message="", environment=None, started_ms=now_ms())
+    update_status(
+        job,
+        state="starting",
+        pid=None,
+        message="",
+        environment=None,
+        started_ms=started,
+        finished_ms=None,
+        attempt=attempt,
+        log_offset=offset,
+    )
     with job.log.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gpu_jobs", "run", str(job.root)],

@@ -7,7 +7,8 @@ GPU box reads it), and the GPU box has nothing of hotcoin but the packed job.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -61,6 +62,41 @@ TASKS = tuple(TASK_DEFAULTS)
 
 class SpecError(ValueError):
     """A job spec that cannot run; the message names the field and the fix."""
+
+
+def parse_overrides(task: str, items: Sequence[str]) -> dict[str, float | int]:
+    """`key=value` strings (`hotcoin train --set`) as hyper-parameter overrides of `task`, each
+    value of its default's type. A key the task does not read, a value that is not such a number,
+    or a key given twice is a `SpecError` naming the task's keys: a mistyped key, ignored, would
+    train the unchanged model again (under a new job id) as if it were the change asked for.
+    Every whole-number setting counts or sizes something and must be at least 1; the others are
+    finite and not negative (`JobSpec` checks `test_fraction` further)."""
+    if task not in TASK_DEFAULTS:
+        raise SpecError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    defaults = TASK_DEFAULTS[task]
+    known = f"{task} takes {', '.join(sorted(defaults))}"
+    out: dict[str, float | int] = {}
+    for item in items:
+        key, sep, raw = (part.strip() for part in item.partition("="))
+        if not sep or not key or not raw:
+            raise SpecError(f"--set {item!r} is not key=value (e.g. --set batch_size=256); {known}")
+        if key not in defaults:
+            raise SpecError(f"--set {key}: {task} has no hyper-parameter {key!r}; {known}")
+        if key in out:
+            raise SpecError(f"--set {key} is given twice; give each key once")
+        default = defaults[key]
+        value: float | int
+        try:
+            value = int(raw) if isinstance(default, int) else float(raw)
+        except ValueError:
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise SpecError(f"--set {key}={raw}: {key} takes {kind} (default {default})") from None
+        if isinstance(default, int) and value < 1:
+            raise SpecError(f"--set {key}={raw}: {key} must be at least 1 (default {default})")
+        if not math.isfinite(value) or value < 0:
+            raise SpecError(f"--set {key}={raw}: {key} must be a finite number, 0 or more (default {default})")
+        out[key] = value
+    return out
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,13 @@ def jobs_dir(config: HotcoinConfig) -> Path:
 
 def prepare_job(config: HotcoinConfig, req: TrainRequest, features: FeatureSet) -> PackedJob:
     """Read candles, compute features, write the dataset and pack the job (blocking); a
-    `DatasetError` when the candles are too few for the task."""
+    `DatasetError` when the candles are too few for the task or lack the regime pair's."""
     candles = load_candles(
-        req.data_dir, req.interval, req.symbols or None, regime_symbol=config.trading.signals.regime_symbol
+        req.data_dir,
+        req.interval,
+        req.symbols or None,
+        regime_symbol=config.trading.signals.regime_symbol,
+        require_regime=True,
     )
     hyper: dict[str, Any] = dict(req.hyper)
     if req.epochs is not None:

@@ -329,6 +329,7 @@ def train_and_register(
         start_ms=req.start_ms,
         end_ms=req.end_ms,
         regime_symbol=config.trading.signals.regime_symbol,
+        require_regime=True,
     )
     progress.advance()
     ds = build_dataset(candles, listing_min_bars=config.trading.signals.listing_min_bars)

@@ -77,8 +77,10 @@ class SshTransport(Transport):
         return f"{self.user}@{self.host}:{path}" if self.user else f"{self.host}:{path}"
 
     def _unreachable(self, stderr: str) -> TransportError:
+        """ssh's own last line, without its closing period: this message goes on after it
+        ("Permission denied (publickey).. Check" read as a typo)."""
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-        why = lines[-1] if lines else "ssh exited with 255 and said nothing"
+        why = lines[-1].strip().rstrip(".") if lines else "ssh exited with 255 and said nothing"
         return TransportError(
             f"cannot reach the GPU box ({self.describe()}): {why}. Check the profile's host/port/"
             "user/identity_file, that sshd runs there, and `ssh` to it by hand"

@@ -7,8 +7,8 @@ Trainers are looked up in `TRAINERS` by task name; the torch tasks run on a GPU 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated
@@ -33,6 +33,7 @@ class TrainOptions:
     seed: int
     symbols: tuple[str, ...]
     stride: int | None = None
+    hyper: Mapping[str, float | int] = field(default_factory=dict)  # GPU tasks: `--set key=value`
 
 
 def _train_on_gpu(opts: TrainOptions) -> None:
@@ -56,6 +57,7 @@ def _train_on_gpu(opts: TrainOptions) -> None:
         epochs=opts.epochs,
         seed=opts.seed,
         symbols=opts.symbols,
+        hyper=opts.hyper,
     )
     view = JobView()
     try:
@@ -247,7 +249,11 @@ def train(
     task: Annotated[str, typer.Option("--task", help=f"What to train: {', '.join(TRAINERS)}.")],
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU profile (a gpu.<profile> table in config) to train on.")] = None,
     data: Annotated[
-        Path | None, typer.Option("--data", help="Folder of {BASE}_{QUOTE}-{interval}.parquet candles (default <data_dir>/history).")
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Folder of {BASE}_{QUOTE}-{interval}.parquet candles, the regime pair's (trading.signals.regime_symbol, BTC/USDT) among them (default <data_dir>/history).",
+        ),
     ] = None,
     interval: Annotated[str, typer.Option("--interval", help="Candle interval: 1m, 5m, ...")] = "1m",
     epochs: Annotated[
@@ -258,18 +264,53 @@ def train(
     stride: Annotated[
         int | None, typer.Option("--stride", min=1, help="hot_lgbm: train and judge on every Nth bar (default 5).")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="GPU tasks: override a hyper-parameter, e.g. --set batch_size=256 (repeatable; a new job id). A wrong key lists the task's keys.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train a model (torch tasks on a GPU box over SSH, hot_lgbm here) and register it with its runtime contract and promotion decision. Re-running the same command resumes an interrupted job."""  # one line: the help keeps line breaks
     from engine.errors import ConfigError
     from gpu_jobs.datasets import DatasetError
     from gpu_jobs.errors import TrainingDataError
+    from gpu_jobs.spec import SpecError
 
     runner = TRAINERS.get(task)
     if runner is None:
         raise ConfigError(f"unknown task {task!r}; known: {', '.join(TRAINERS)}")
     chosen = tuple(s.strip() for s in symbols.split(",") if s.strip())
+    hyper = _hyper(task, overrides or [], epochs)
     try:
-        runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen, stride))
+        runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen, stride, hyper))
     except DatasetError as exc:  # its message says what to fix; a one-line error, not a traceback
         raise TrainingDataError(str(exc)) from exc
+    except SpecError as exc:  # a --set value the job spec refuses (test_fraction=2): named, one line
+        raise ConfigError(str(exc)) from exc
+
+
+def _hyper(task: str, overrides: list[str], epochs: int | None) -> dict[str, float | int]:
+    """`--set key=value` as the GPU task's hyper-parameter overrides, checked against the keys
+    the task reads (`gpu_jobs.spec.TASK_DEFAULTS`) before any data is read. They go into the
+    job spec, and so into the job id: a changed setting is a new job, never a resume of the
+    old one's checkpoint."""
+    from engine.errors import ConfigError
+    from gpu_jobs.spec import TASK_DEFAULTS, SpecError, parse_overrides
+
+    if not overrides:
+        return {}
+    if task not in TASK_DEFAULTS:
+        raise ConfigError(
+            f"--set sets a GPU task's hyper-parameters ({', '.join(TASK_DEFAULTS)}); {task} takes --epochs and --stride"
+        )
+    try:
+        hyper = parse_overrides(task, overrides)
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from exc
+    if "epochs" in hyper and epochs is not None and hyper["epochs"] != epochs:
+        raise ConfigError(f"--epochs {epochs} and --set epochs={hyper['epochs']} disagree; give the epochs once")
+    return hyper

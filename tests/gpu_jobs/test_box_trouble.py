@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import math
 import os
 import shlex
 import shutil
@@ -22,15 +23,28 @@ import pytest
 
 from gpu_jobs import boxshell, remote, training
 from gpu_jobs.client import JobClient, JobEvent
-from gpu_jobs.errors import GpuJobError, JobFailedError, RemoteEnvironmentError, WorkdirFullError
+from gpu_jobs.errors import (
+    GpuJobError,
+    JobFailedError,
+    RemoteEnvironmentError,
+    TransportError,
+    WorkdirFullError,
+)
 from gpu_jobs.pack import PackedJob, pack_job
+from gpu_jobs.profiles import make_client
 from gpu_jobs.remote import JobDir, effective_status, read_status, update_status
 from gpu_jobs.transport.base import CommandResult
 from gpu_jobs.transport.local import LocalTransport
+from tests.gpu_jobs.conftest import SshBox, make_config
 from tests.gpu_jobs.kit import make_dataset, make_spec
 from tests.kit.waiting import eventually
 
 FULL = r"the GPU box's workdir {} is full \({} MB free on local\); free space there and run the same command"
+# A ship also says what the job needs there: the pack and, beside it while it unpacks, its files.
+FULL_SHIP = (
+    r"the GPU box's workdir {} is full \({} MB free on {}; this job needs \d+ KB there: its \d+ KB pack "
+    r"and \d+ KB unpacked\); free space there and run the same command"
+)
 
 
 def _client(workdir: Path, python: str = sys.executable) -> JobClient:
@@ -71,16 +85,58 @@ def _fill(disk: Path, leave: int = 0) -> Path:
     return filler
 
 
+def _needs(packed: PackedJob, message: str) -> None:
+    """The full-workdir message of a ship names what the job needs: its pack and, beside it
+    while it unpacks, its files (KB, rounded up: a tiny job)."""
+    pack, unpacked = packed.path.stat().st_size, packed.unpacked_bytes
+    assert unpacked > pack  # the dataset compresses
+    kb = [math.ceil(n / 1024) for n in (pack + unpacked, pack, unpacked)]
+    assert f"this job needs {kb[0]} KB there: its {kb[1]} KB pack and {kb[2]} KB unpacked" in message
+
+
 async def test_a_full_box_refuses_the_pack_with_its_free_space_and_keeps_nothing(tmp_path: Path, small_disk: Path) -> None:
     client = _client(small_disk)
     packed = _packed(tmp_path)
     await client.root()
     filler = _fill(small_disk, leave=packed.path.stat().st_size // 2)
-    with pytest.raises(WorkdirFullError, match=FULL.format(small_disk, 0)):
+    with pytest.raises(WorkdirFullError, match=FULL_SHIP.format(small_disk, 0, "local")) as info:
         await client.ship(packed)
+    _needs(packed, str(info.value))
     assert _left_behind(small_disk) == []
     filler.unlink()
     assert await client.ship(packed) is True  # space freed: the same command works
+
+
+async def test_a_full_box_over_ssh_is_a_full_workdir_though_scp_says_only_failure(
+    tmp_path: Path, small_disk: Path, sshd: SshBox
+) -> None:
+    """OpenSSH 9's scp copies over SFTP, which has no "disk full": the box's ENOSPC arrives as
+    "scp: write remote ...: Failure". The box's free space, measured, tells it apart."""
+    client = make_client(make_config(tmp_path, box=sshd.profile(small_disk)), "box")
+    packed = _packed(tmp_path)
+    await client.root()
+    filler = _fill(small_disk, leave=packed.path.stat().st_size // 2)
+    with pytest.raises(WorkdirFullError, match=FULL_SHIP.format(small_disk, 0, "ssh gpubox")) as info:
+        await client.ship(packed)
+    assert isinstance(info.value.__cause__, TransportError) and "Failure" in str(info.value.__cause__)
+    _needs(packed, str(info.value))
+    assert _left_behind(small_disk) == []
+    filler.unlink()
+    assert await client.ship(packed) is True
+
+
+class RefusingCopy(LocalTransport):
+    """A box with room whose copy fails for another reason, in SFTP's words."""
+
+    async def put(self, local: Path, remote: str) -> None:
+        raise TransportError(f'copying {local.name} to the box failed (test): scp: write remote "{remote}": Failure')
+
+
+async def test_a_copy_that_fails_on_a_box_with_room_is_not_called_a_full_workdir(tmp_path: Path) -> None:
+    client = JobClient(RefusingCopy(), workdir=str(tmp_path / "box"), python=sys.executable)
+    with pytest.raises(TransportError, match=r"failed \(test\): scp: write remote .*: Failure$") as info:
+        await client.ship(_packed(tmp_path))
+    assert not isinstance(info.value, WorkdirFullError)
 
 
 async def test_an_unpack_that_fills_the_box_cleans_up_and_the_job_still_works(tmp_path: Path, small_disk: Path) -> None:
@@ -88,8 +144,9 @@ async def test_an_unpack_that_fills_the_box_cleans_up_and_the_job_still_works(tm
     packed = _packed(tmp_path)
     await client.root()
     filler = _fill(small_disk, leave=packed.path.stat().st_size * 3 // 2)  # room for the pack, not its contents
-    with pytest.raises(WorkdirFullError, match=FULL.format(small_disk, 0)):
+    with pytest.raises(WorkdirFullError, match=FULL_SHIP.format(small_disk, 0, "local")) as info:
         await client.ship(packed)
+    _needs(packed, str(info.value))  # the pack fitted: how much more it takes is the news
     assert _left_behind(small_disk) == []  # neither the pack nor the half-unpacked folder
     filler.unlink()
     assert await client.ship(packed) is True

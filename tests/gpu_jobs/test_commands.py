@@ -10,9 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from engine.config import HotcoinConfig
 from engine.errors import HotcoinError
 from gpu_jobs import remote
 from gpu_jobs.pack import pack_job
@@ -116,3 +118,64 @@ def test_a_second_hot_lgbm_run_is_refused_while_one_uses_the_artefact_folder(tmp
     )
     after = CliRunner().invoke(app, ["train", "--task", "hot_lgbm", "--data", str(tmp_path / "candles")])
     assert "no 1m candles" in str(after.exception)  # the lock went with that run: this one gets as far as the data
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--set", "batchsize=128"],
+            "--set batchsize: lstm_hot has no hyper-parameter 'batchsize'; lstm_hot takes batch_size, epochs, folds, hidden, "
+            "horizon, layers, lr, max_train_samples, seq_len, test_fraction, threshold",
+            id="unknown-key",
+        ),
+        pytest.param(["--set", "batch_size"], "--set 'batch_size' is not key=value (e.g. --set batch_size=256)", id="no-value"),
+        pytest.param(["--set", "batch_size=12.5"], "--set batch_size=12.5: batch_size takes a whole number (default 512)", id="not-whole"),
+        pytest.param(["--set", "batch_size=0"], "--set batch_size=0: batch_size must be at least 1 (default 512)", id="zero"),
+        pytest.param(["--set", "lr=nan"], "--set lr=nan: lr must be a finite number, 0 or more (default 0.001)", id="nan"),
+        pytest.param(["--set", "hidden=8", "--set", "hidden=16"], "--set hidden is given twice", id="twice"),
+        pytest.param(["--epochs", "3", "--set", "epochs=4"], "--epochs 3 and --set epochs=4 disagree", id="epochs-twice"),
+        pytest.param(["--task", "hot_lgbm", "--set", "rounds=5"], "hot_lgbm takes --epochs and --stride", id="lgbm"),
+    ],
+)
+def test_train_set_refuses_what_the_task_does_not_take(args: list[str], message: str, here: dict[str, str]) -> None:
+    """Checked before any candle is read; a wrong key lists the keys the task reads."""
+    base = ["train", "--gpu", "here", "--data", "/nonexistent-hotcoin"]
+    if "--task" not in args:
+        base += ["--task", "lstm_hot"]
+    result = CliRunner().invoke(app, [*base, *args])
+    assert isinstance(result.exception, HotcoinError), result.output
+    assert message in str(result.exception)
+
+
+def test_train_set_reaches_the_job_spec_and_makes_a_new_job(tmp_path: Path, here: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set` feeds TrainRequest.hyper, which job.json carries: a changed setting is another job
+    id (trained afresh), never a resume of the first one's checkpoint."""
+    from gpu_jobs import workflow
+    from gpu_jobs.workflow import TrainRequest, prepare_job
+    from tests.gpu_jobs.kit import TINY_FEATURES, synthetic_candles
+
+    asked: list[TrainRequest] = []
+
+    async def train_on_gpu(config: object, req: TrainRequest, *args: object, **kwargs: object) -> None:
+        asked.append(req)
+        raise HotcoinError("stopped here")
+
+    monkeypatch.setattr(workflow, "train_on_gpu", train_on_gpu)
+    args = ["train", "--task", "lstm_hot", "--gpu", "here", "--set", "batch_size=128", "--set", "lr=5e-4", "--set", "epochs=2"]
+    result = CliRunner().invoke(app, args)
+    assert str(result.exception) == "stopped here"
+    assert dict(asked[0].hyper) == {"batch_size": 128, "lr": 0.0005, "epochs": 2} and asked[0].epochs is None
+
+    candles = synthetic_candles(n_bars=700, n_symbols=2, seed=3)
+    (tmp_path / "hist").mkdir()
+    for j, sym in enumerate(candles.symbols):
+        frame = {"timestamp_ms": candles.timestamps, **{f: getattr(candles, f)[:, j] for f in ("open", "high", "low", "close", "volume")}}
+        pd.DataFrame(frame).dropna().to_parquet(tmp_path / "hist" / f"{sym.replace('/', '_')}-1m.parquet")
+    config = HotcoinConfig.model_validate({"paths": {"data_dir": str(tmp_path / "data")}, "trading": {"signals": {"regime_symbol": "C1/USDT"}}})
+    plain = prepare_job(config, TrainRequest("lstm_hot", "here", tmp_path / "hist"), TINY_FEATURES)
+    smaller = prepare_job(config, TrainRequest("lstm_hot", "here", tmp_path / "hist", hyper=asked[0].hyper), TINY_FEATURES)
+    assert smaller.spec.params["batch_size"] == 128 and plain.spec.params["batch_size"] == 512
+    assert smaller.job_id != plain.job_id
+    again = prepare_job(config, TrainRequest("lstm_hot", "here", tmp_path / "hist", hyper={"lr": 0.0005, "epochs": 2, "batch_size": 128}), TINY_FEATURES)
+    assert again.job_id == smaller.job_id  # the same settings, in any order: the same job (it resumes)

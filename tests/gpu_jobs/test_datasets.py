@@ -203,6 +203,28 @@ def test_the_regime_features_come_from_the_configured_pair_and_it_reaches_the_co
     assert version.contract.regime_symbol == "C1/USDT" and version.contract.youngest_listing_bars is None
 
 
+@pytest.mark.parametrize("regime", ["missing", "outside-the-window"])
+def test_training_without_the_regime_pairs_candles_is_refused(tmp_path: Path, regime: str) -> None:
+    """Without them the btc_* features were NaN throughout, and the model's contract still said
+    they came from BTC/USDT: the engine, which has BTC/USDT, would feed it values it never saw."""
+    _parquet(tmp_path / "c", "AAA_USDT-1m.parquet", [0, 60_000], [1.0, 2.0])
+    if regime == "outside-the-window":
+        _parquet(tmp_path / "c", "BTC_USDT-1m.parquet", [600_000, 660_000], [5.0, 6.0])
+    config = HotcoinConfig.model_validate({"paths": {"data_dir": str(tmp_path / "data")}})
+    file = tmp_path / "c" / "BTC_USDT-1m.parquet"
+    what = f"no {file}" if regime == "missing" else f"{file} has no candles in the window"
+    with pytest.raises(DatasetError) as info:
+        prepare_job(config, TrainRequest("lstm_hot", "here", tmp_path / "c", symbols=("AAA/USDT",)), TINY_FEATURES)
+    assert str(info.value) == (
+        f"{what}: the regime features (btc_*) come from trading.signals.regime_symbol = BTC/USDT, and without its "
+        "candles the model would train on them empty while its contract names BTC/USDT; add BTC/USDT's 1m candles "
+        "to --data (covering the same time), or set trading.signals.regime_symbol to a pair in it (the engine then "
+        "runs with that pair too)"
+    )
+    assert not (tmp_path / "data" / "gpu_jobs" / "packs").exists()  # nothing was packed
+    assert np.isnan(load_candles(tmp_path / "c", "1m", ["AAA/USDT"]).btc_close).all()  # reading alone (not training) allows it
+
+
 @pytest.mark.shared_data
 def test_real_candles_through_features_hot(shared_data: Path, tmp_path: Path) -> None:
     day = 1_618_531_200_000  # 2021-04-16 00:00 UTC: DOGE's +44% hour and BTG's listing

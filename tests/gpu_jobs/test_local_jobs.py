@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from gpu_jobs.pack import pack_job
 from gpu_jobs.profiles import make_client
 from gpu_jobs.register import register_fetched, registry_dir
 from gpu_jobs.remote import JobDir, effective_status, job_pid, update_status
+from gpu_jobs.transport.base import CommandResult
 from gpu_jobs.transport.local import LocalTransport
 from hotcoin_tui.cli import app
 from ml.governance.registry import ModelRegistry
@@ -164,6 +166,91 @@ async def test_a_job_that_fails_says_why(tmp_path: Path) -> None:
     assert "Traceback" in await client.logs(packed.job_id)
 
 
+async def test_a_rerun_of_a_failed_job_follows_only_its_own_attempt(tmp_path: Path) -> None:
+    """The second run appends to the first one's log: following it from byte 0 replayed the
+    old traceback as if the new run had just failed so. It shows the new attempt only, opened
+    by a line in the log that `jobs logs` shows between the two."""
+    from gpu_jobs.errors import JobFailedError
+
+    events: list[JobEvent] = []
+    client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here", on_event=events.append)
+    ds = make_dataset(tmp_path / "ds", synthetic_candles(n_bars=100))
+    packed = pack_job(make_spec("lstm_hot", ds, seq_len=64, folds=6), tmp_path / "ds", tmp_path / "packs")
+    with pytest.raises(JobFailedError):
+        await client.run(packed, tmp_path / "fetched")
+    first = [e.message for e in events if e.kind == "log"]
+    assert sum(line.startswith("Traceback") for line in first) == 1
+    events.clear()
+
+    with pytest.raises(JobFailedError):
+        await client.run(packed, tmp_path / "fetched")
+    second = [e.message for e in events if e.kind == "log"]
+    assert re.fullmatch(r"--- attempt 2 started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC ---", second[0]), second
+    assert sum(line.startswith("Traceback") for line in second) == 1  # this run's, not the first one's too
+    whole = (await client.logs(packed.job_id)).splitlines()
+    assert whole == [*first, *second]  # the log keeps both attempts, in order
+    assert (await client.status(packed.job_id))["attempt"] == 2
+
+
+async def test_a_resumed_job_shows_no_finish_time_while_it_runs(tmp_path: Path) -> None:
+    """`jobs status` of a job cancelled and started again showed the cancel's time as its
+    finish, before its start: the running job read as over."""
+    from hotcoin_tui.commands.jobs_cmd import status_lines
+
+    client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec("lstm_hot", ds, epochs=500), tmp_path / "ds", tmp_path / "packs")
+    await client.ship(packed)
+    job = JobDir(tmp_path / "box" / "jobs" / packed.job_id)
+    update_status(job, state="cancelled", message="cancelled after epoch 1 (its checkpoint is kept)", finished_ms=1_700_000_000_000)
+    try:
+        assert (await client.start(packed.job_id))["started"] is True
+        status = await client.status(packed.job_id)
+        assert status["state"] in ("starting", "running") and status["finished_ms"] is None
+        assert "finished -" in status_lines(status) and "message  -" in status_lines(status)
+    finally:
+        await client.cancel(packed.job_id)
+        final = await client.follow(packed.job_id)
+    assert final["state"] == "cancelled" and final["finished_ms"] >= final["started_ms"]
+
+
+class OomBox(LocalTransport):
+    """A box whose trainer runs out of GPU memory in its first batch."""
+
+    async def run(self, command: str) -> CommandResult:
+        if " -m gpu_jobs start " in command:
+            job = JobDir(Path(shlex.split(command)[-1]))
+            message = "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total capacity)"
+            job.log.write_text(f"Traceback (most recent call last):\n{message}\n")
+            update_status(job, state="failed", message=message, finished_ms=1)
+            return CommandResult(0, json.dumps({**effective_status(job), "started": True}) + "\n", "")
+        return await super().run(command)
+
+
+@pytest.mark.parametrize(
+    ("task", "levers"),
+    [
+        pytest.param("lstm_hot", "`--set batch_size=128` (this job used 256)", id="lstm"),
+        pytest.param("ppo_sizing", "`--set minibatch=16` (this job used 32) or `--set envs=2` (this job used 4)", id="ppo"),
+    ],
+)
+async def test_a_job_out_of_memory_names_the_setting_that_lowers_it(tmp_path: Path, task: str, levers: str) -> None:
+    """Running the same job again fails the same way; the message says which `--set` helps."""
+    from gpu_jobs.errors import JobFailedError
+
+    client = JobClient(OomBox(), workdir=str(tmp_path / "box"), python=sys.executable)
+    ds = make_dataset(tmp_path / "ds")
+    packed = pack_job(make_spec(task, ds), tmp_path / "ds", tmp_path / "packs")
+    with pytest.raises(JobFailedError) as info:
+        await client.run(packed, tmp_path / "fetched")
+    assert str(info.value) == (
+        f"job {packed.job_id} ended failed: OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB "
+        f"(GPU 0; 79.10 GiB total capacity); the box ran out of memory: run the same command with {levers}, "
+        "or with fewer pairs in --symbols"
+    )
+    assert "`--set batch_size=<smaller>`" in ended_message("lstm_hot-0123456789abcdef", {"state": "failed", "message": "MemoryError"})
+
+
 def _write_parquet(folder: Path, n_bars: int = 700) -> None:
     candles = synthetic_candles(n_bars=n_bars, n_symbols=2, seed=3)
     folder.mkdir()
@@ -181,6 +268,7 @@ def test_train_and_jobs_commands_on_a_local_profile(tmp_path: Path, monkeypatch:
     from engine.signals.features import FEATURE_NAMES, feature_schema_hash
 
     _write_parquet(tmp_path / "candles")
+    monkeypatch.setenv("HOTCOIN_TRADING__SIGNALS__REGIME_SYMBOL", "C1/USDT")  # no BTC/USDT among the candles
     monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HOTCOIN_ML__GATES__MIN_OOS_SAMPLES", "10")
     monkeypatch.setenv("HOTCOIN_GPU__HERE__TRANSPORT", "local")
@@ -223,6 +311,7 @@ def test_too_short_a_history_is_refused_before_anything_is_shipped(tmp_path: Pat
     from gpu_jobs.errors import TrainingDataError
 
     _write_parquet(tmp_path / "candles", n_bars=120)
+    monkeypatch.setenv("HOTCOIN_TRADING__SIGNALS__REGIME_SYMBOL", "C1/USDT")
     monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HOTCOIN_GPU__HERE__TRANSPORT", "local")
     monkeypatch.setenv("HOTCOIN_GPU__HERE__WORKDIR", str(tmp_path / "box"))
@@ -241,7 +330,7 @@ async def test_an_unknown_job_is_a_clear_error(tmp_path: Path) -> None:
     from gpu_jobs.errors import GpuJobError
 
     client = make_client(make_config(tmp_path, here=_local(tmp_path)), "here")
-    for call in (client.status, client.follow, client.start, client.cancel):
+    for call in (client.status, client.follow, client.start, client.cancel, client.logs):
         with pytest.raises(GpuJobError, match=r"no job lstm_hot-0000000000000000 in .*; see `hotcoin jobs list`"):
             await call("lstm_hot-0000000000000000")
     assert await client.list_jobs() == []

@@ -141,3 +141,11 @@ async def test_remote_without_torch_is_a_clear_error(tmp_path: Path, sshd: SshBo
     await client.ship(packed)  # a torch that is there but cannot be imported: found at the start
     with pytest.raises(RemoteEnvironmentError, match=expected):
         await client.start(packed.job_id)
+
+
+def test_an_ssh_failure_quoted_mid_sentence_keeps_one_period() -> None:
+    from gpu_jobs.transport.ssh import SshTransport
+
+    error = SshTransport("gpubox")._unreachable("Warning: added host key\nroot@127.0.0.1: Permission denied (publickey).\n")
+    assert "Permission denied (publickey). Check the profile's" in str(error)
+    assert ".." not in str(error)

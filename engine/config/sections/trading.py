@@ -56,7 +56,8 @@ class SignalSettings(Section):
     regime_symbol: str = Field(
         "BTC/USDT",
         description="Symbol whose bars give the market-regime features (btc_ret_15/60, btc_vol_60). A model "
-        "records the one it was trained with, and an engine running with another refuses it.",
+        "records the one it was trained with, and an engine running with another refuses it; `hotcoin train` "
+        "needs this pair's candles in its --data.",
     )
     min_heat: float = Field(
         60.0, ge=0, le=100, description="Entry needs heat >= this (the capital profile may ask for more)."
