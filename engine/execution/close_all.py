@@ -41,7 +41,9 @@ async def close_all(
     core: TradingCore, router: OrderRouter, now_ms: int, origin: str = "operator", book: Book | None = None
 ) -> CloseAllReport:
     """`book(updates, now_ms)` books the cancels and exits; without it they go straight into
-    the core (a caller with no observers of its own)."""
+    the core (a caller with no observers of its own). Each exit is booked as soon as its own
+    reply is back, not once they all are: a sell that filled had its reply journaled and its
+    fill nowhere while another exit's reply hung, and a kill then forgot the sale."""
     if book is None:
         book = _into(core)
     start = core.begin_close_all(now_ms, origin)
@@ -52,8 +54,7 @@ async def close_all(
     done = [u for u in cancels if u is not None]
     book(done, now_ms)
     intents = core.close_all_intents(now_ms)
-    exits: list[OrderUpdate] = await router.send_all(intents, now_ms, core.causes)
-    book(exits, now_ms)
+    exits: list[OrderUpdate] = await router.send_all(intents, now_ms, core.causes, book=lambda u: book([u], now_ms))
     return CloseAllReport(
         trace_id=start.trace_id,
         repeat=start.repeat,

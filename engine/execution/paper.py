@@ -19,6 +19,7 @@ from engine.config.sections.trading import BuyFeeAsset, ExecutionSettings
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side, TickerBatch
 from engine.errors import NonRetryableOrderError, RetryableOrderError
 from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.order_fsm import fill_delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,12 @@ class FillModel:
             price = limit if resting else max(limit, bid * (1.0 - self.slippage))
         rate = self.maker_fee_rate if resting else self.taker_fee_rate
         return self._execution(side, quantity, price, rate, is_maker=resting)
+
+    def at(self, side: Side, quantity: float, price: float, *, is_maker: bool) -> Execution:
+        """An execution at a price already known (one the broker reported before a restart):
+        only its fee, at the maker or taker rate."""
+        rate = self.maker_fee_rate if is_maker else self.taker_fee_rate
+        return self._execution(side, quantity, price, rate, is_maker=is_maker)
 
     def _execution(self, side: Side, quantity: float, price: float, rate: float, *, is_maker: bool) -> Execution:
         """The fee is quantity x rate of the asset received: the coins of a buy (valued at the
@@ -155,6 +162,34 @@ class PaperBroker(Broker):
             fee_base=ex.fee_base,
         )
         return OrderUpdate(filled, (fill,))
+
+    def settle_reply(self, journaled: Order, replied: Order, *, rested: bool) -> OrderUpdate:
+        """Recovery's settlement of an order a broker before the restart replied executed
+        (`replied`, from its journaled reply) when only `journaled`'s fills reached the journal:
+        that broker died with the process, so its reply is all there is of the order, and the rest
+        fills at the reply's price with this model's fee (maker when it `rested` on the book)."""
+        qty, price, _ = fill_delta(journaled, replied)
+        ex = self.model.at(replied.side, float(qty), price, is_maker=rested)
+        settled = replace(
+            replied, fee_quote=journaled.fee_quote + ex.fee_quote, fee_base=journaled.fee_base + ex.fee_base, fees_reported=True
+        )
+        self._orders[settled.client_order_id] = settled  # its id stays taken
+        if qty <= 0:
+            return OrderUpdate(settled)
+        fill = Fill(
+            trade_id=f"{self.id_prefix}-t{next(self._trades)}",
+            client_order_id=settled.client_order_id,
+            symbol=settled.symbol,
+            side=settled.side,
+            price=ex.price,
+            quantity=float(qty),
+            fee_quote=ex.fee_quote,
+            ts_ms=settled.updated_ms,
+            trace_id=settled.trace_id,
+            is_maker=ex.is_maker,
+            fee_base=ex.fee_base,
+        )
+        return OrderUpdate(settled, (fill,))
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         if intent.client_order_id in self._orders:

@@ -101,16 +101,34 @@ class OrderRouter:
         return await self._submit(intent, now_ms, seq, self._failure())
 
     async def send_all(
-        self, intents: Iterable[OrderIntent], now_ms: int, causes: Mapping[str, int] | None = None
+        self,
+        intents: Iterable[OrderIntent],
+        now_ms: int,
+        causes: Mapping[str, int] | None = None,
+        book: Callable[[OrderUpdate], None] | None = None,
     ) -> list[OrderUpdate]:
         """Send concurrently; the answers of the ones not suppressed, in order. Every attempt is
-        journaled (and, with a `durable` hook, committed) before the first order goes out."""
+        journaled (and, with a `durable` hook, committed) before the first order goes out.
+
+        `book` takes each answer as soon as its `order_result` is journaled, while the others may
+        still be out (the caller then books nothing of the list returned). The journal has a
+        reply before its fills: booked only once the whole batch was back, one slow reply (a
+        hung request, up to its timeout) kept the fills of the fast ones out of the journal while
+        their replies were in it, and a kill then lost those fills (recovery settles such an
+        order again, `recovery._short_of_reply`, but only with what the exchange still says)."""
         attempts = [(i, self._attempt(i, now_ms, None if causes is None else causes.get(i.client_order_id))) for i in intents]
         sent = [(i, seq) for i, seq in attempts if seq is not None]
         if sent and self.durable is not None:
             await self.durable()
         failure = self._failure() if sent else None
-        return list(await asyncio.gather(*(self._submit(i, now_ms, seq, failure) for i, seq in sent)))
+
+        async def answer(intent: OrderIntent, seq: int) -> OrderUpdate:
+            update = await self._submit(intent, now_ms, seq, failure)
+            if book is not None:
+                book(update)
+            return update
+
+        return list(await asyncio.gather(*(answer(i, seq) for i, seq in sent)))
 
     def _failure(self) -> str | None:
         return None if self.journal_failed is None else self.journal_failed()

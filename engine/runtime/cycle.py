@@ -11,7 +11,8 @@ the backtester share.
     state machine step           tradeable | degraded | blocked (state_change events); leaving
                                  tradeable cancels the entry orders still resting (exits stay)
     core.step()                  exits and entries as order intents
-    router.send_all()            order_attempt / order_result; updates booked into the core
+    router.send_all()            order_attempt / order_result; each update booked into the core
+                                 as its reply comes
     router.sync()                every 5 s of market time: the broker's resting orders and
                                  expiries, each journaled as an order_result, then booked
 
@@ -275,9 +276,10 @@ class TradingCycle:
             self._on_stepped()
         sent_at = None
         if intents:
-            updates = await self.router.send_all(intents, now, core.causes)
+            # Each answer booked as it comes (`OrderRouter.send_all`): its fills are journaled
+            # then, not once the slowest reply of the bar is back.
+            updates = await self.router.send_all(intents, now, core.causes, book=lambda u: self.book([u], now))
             sent_at = time.perf_counter()
-            self.book(updates, now)
             await self._exits_short(updates, now)
         if now - self._last_sync >= SYNC_EVERY_MS:
             self._last_sync = now

@@ -21,7 +21,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      a retryable rejection are freed here too, as the router does);
    - **open orders**: attempted, with no terminal `order_result`, each with its journaled fills
      and their cumulative fees (in quote, in coins, in BNB), which the broker books the
-     exchange's next report of the order against;
+     exchange's next report of the order against; and those whose terminal result (the
+     broker's reply, journaled before the core books its fills) reported more filled than the
+     fills journaled after it: a kill in between must not leave a sold coin held or a bought
+     one untracked;
    - **orders that may still land**: journaled rejected as never reached (by the broker after
      its grace, or by a recovery), whatever their age: the exchange may place such an order
      late, even while the engine is down, so recovery asks about each once; one journaled open
@@ -43,7 +46,8 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **paper**: the paper broker lives in the process and died with it, so an order in flight at
      the kill never executed anywhere. It is journaled as an `order_result` with status
      `canceled` and `reason: "lost_in_restart"`: treated as never filled, never resent (its id
-     stays in the guard);
+     stays in the guard). One it had replied filled is booked from that reply (the rest of its
+     quantity at the reply's price, with the paper fee);
    - **exchange**: each order is looked up by client id. Fills the exchange made while we were
      down are booked (only the part beyond what the journal already has) with the commissions
      of the order's trades, as the broker books any lookup (`ExchangeBroker.recover_open`: a
@@ -157,6 +161,15 @@ class OpenOrder:
     fee_asset: str = ""
     expires_ms: int | None = None  # when a LIMIT was to be cancelled if still open (its attempt's)
     tier: int | None = None  # the take-profit tier it sells, marked hit on its fill (`_attempted_tier`)
+    # Its terminal `order_result` (the broker's reply) when that said more filled than the fills
+    # journaled after it (`_short_of_reply`): a reply is journaled as soon as it comes, its fills
+    # only once the core books them, so a kill between the two left an order settled in the
+    # journal and its fills nowhere. Kept open, it is settled again at the restart.
+    reply_status: str | None = None
+    reply_qty: float = 0.0
+    reply_price: float | None = None  # its average price
+    reply_ms: int = 0
+    reply_rested: bool = False  # it came from a sync: a resting limit filled (at the maker rate)
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
         return Order(
@@ -178,6 +191,20 @@ class OpenOrder:
             updated_ms=now_ms,
             trace_id=self.trace_id,
             purpose=self.purpose,
+        )
+
+    def as_replied(self) -> Order:
+        """The order as its terminal reply left it (`reply_status`), fees unknown: what a
+        restart books the missing fills from when no exchange can say more."""
+        assert self.reply_status is not None, "only an order short of its reply"
+        return dataclasses.replace(
+            self.as_order(OrderStatus(self.reply_status), self.reply_ms),
+            filled_qty=Decimal(repr(self.reply_qty)),
+            average_price=self.reply_price,
+            fee_quote=0.0,
+            fee_base=0.0,
+            fee_other=0.0,
+            fees_reported=False,
         )
 
 
@@ -310,6 +337,8 @@ class Replay:
                 order = state.maybe_late.pop(cid, order)
                 if status == OrderStatus.REJECTED.value and p.get("detail") in _NEVER_REACHED and order is not None:
                     state.maybe_late[cid] = order
+                elif order is not None and (short := _short_of_reply(order, status, p, ev.ts_ms)) is not None:
+                    state.open_orders[cid] = short
             elif cid in state.maybe_late:  # it landed late and rests on the book: open again
                 state.open_orders[cid] = state.maybe_late.pop(cid)
         elif ev.kind == "fill":
@@ -353,6 +382,8 @@ class Replay:
                     filled_fee_other=order.filled_fee_other + fill.fee_other,
                     fee_asset=fill.fee_asset or order.fee_asset,
                 )
+                if order.reply_status is not None and _short_of_reply(state.open_orders[cid]) is None:
+                    del state.open_orders[cid]  # its reply's fills are all in: settled
             unbooked[ev.seq] = UnbookedFill(ev.seq, ev.trace_id or change.trace_id, change)
         elif ev.kind == "position_update":
             if ev.cause is not None:
@@ -393,6 +424,32 @@ class Replay:
                 pending.pending_tier = order.tier
         state.unbooked = sorted(self.unbooked.values(), key=lambda u: u.fill_seq)
         return state
+
+
+def _short_of_reply(
+    order: OpenOrder, status: str | None = None, reply: Mapping[str, Any] | None = None, ts_ms: int = 0
+) -> OpenOrder | None:
+    """`order`, finished by a terminal `reply` (`status`; None: the one it holds), as an order
+    still to settle when that reply says more filled than its fills journaled so far; None when
+    they cover it. The router journals each reply as it comes and the core its fills after
+    (`OrderRouter.send_all`): killed in between, a close-all sell the exchange had filled was
+    dropped as settled, the coins stayed held, and the restart sold them again (refused, written
+    down as missing: a false loss). Kept open, recovery settles it with the exchange like any
+    order in flight (`Recovery._exchange`). A reply recovery journals carries no quantity (the
+    largest so far stands: an order's filled quantity only grows)."""
+    if reply is not None:
+        price = reply.get("average_price")
+        order = dataclasses.replace(
+            order,
+            reply_status=status,
+            reply_qty=max(order.reply_qty, float(reply.get("filled_qty") or 0.0)),
+            reply_price=order.reply_price if price is None else float(price),
+            reply_ms=ts_ms,
+            reply_rested=reply.get("action") == "sync",
+        )
+    if order.reply_status is None or order.filled_qty >= order.reply_qty * (1.0 - 1e-9):
+        return None
+    return order
 
 
 def _attempted_tier(attempt: Mapping[str, Any], purpose: OrderPurpose, tiers_sold: int) -> int | None:
@@ -574,7 +631,7 @@ class Recovery:
                 settled += await self._late(engine, broker, late, now_ms)
         for order in sorted(self.state.open_orders.values(), key=lambda o: o.attempt_seq):
             if isinstance(broker, PaperBroker):
-                outcome = self._lost(engine, order, now_ms)
+                outcome = self._lost(engine, order, now_ms) if order.reply_status is None else self._replied(engine, broker, order, now_ms)
             elif isinstance(broker, ExchangeBroker):
                 outcome = await self._exchange(engine, broker, order, now_ms)
             else:
@@ -623,13 +680,16 @@ class Recovery:
         try:
             seen = await broker.gateway.fetch_order(order.symbol, order.client_order_id)
         except NonRetryableOrderError:
-            if order.filled_qty == 0:
+            if order.reply_status is not None:  # it replied, then forgot: the reply is the record left
+                seen = order.as_replied()
+            elif order.filled_qty == 0:
                 self._result(engine, order, OrderStatus.REJECTED, RESTART_NEVER_REACHED, now_ms)
                 rejected = order.as_order(OrderStatus.REJECTED, now_ms)
                 _core(engine).on_order_update(OrderUpdate(rejected), now_ms)
                 broker.watch_late(rejected, now_ms)  # its create may have been in flight at the kill
                 return "never_reached"
-            raise
+            else:
+                raise
         # The broker learns the order as the journal last saw it (those fills are booked already),
         # then the exchange's snapshot with its trades' commissions: only the difference comes
         # back as new fills, with the fees the exchange took for them.
@@ -641,6 +701,15 @@ class Recovery:
             seq = self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
             _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
         return seen.status.value
+
+    def _replied(self, engine: Engine, broker: PaperBroker, order: OpenOrder, now_ms: int) -> str:
+        """An order the paper broker replied filled and whose fills died with the process, the
+        broker with them: its reply is all that is left of it, so the rest is booked from that."""
+        baseline = order.as_order(OrderStatus.PARTIALLY_FILLED if order.filled_qty > 0 else OrderStatus.OPEN, now_ms)
+        update = broker.settle_reply(baseline, order.as_replied(), rested=order.reply_rested)
+        seq = self._result(engine, order, update.order.status, "booked from its reply after restart", now_ms)
+        _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
+        return update.order.status.value
 
     async def _listed(self, engine: Engine, broker: Broker, order: OpenOrder, now_ms: int) -> str:
         """A broker without lookups: an order it still lists stays open, any other is gone."""

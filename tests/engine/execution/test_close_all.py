@@ -15,6 +15,7 @@ from engine.trading import TradingCore
 from tests.engine.signals import market_kit as mk
 from tests.kit.domain import make_intent
 from tests.kit.events import RecordingSink
+from tests.kit.waiting import eventually
 
 N = 4
 
@@ -51,6 +52,24 @@ class GatedBroker(Broker):
 
     async def open_orders(self) -> list[Order]:
         return await self.inner.open_orders()
+
+
+class OneReplyHangs(GatedBroker):
+    """Every exit executes at once; the reply of `slow`'s hangs until `release` (the audit's
+    fault: the sim's `lost_order_replies` with a hang, a request waiting out its timeout)."""
+
+    def __init__(self, inner: PaperBroker, slow: str) -> None:
+        super().__init__(inner, width=1)
+        self.slow = slow
+        self.hanging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        update = await self.inner.submit(intent, now_ms)
+        if intent.symbol == self.slow and intent.purpose.is_exit:
+            self.hanging.set()
+            await self.release.wait()
+        return update
 
 
 async def entered(broker_width: int = N) -> tuple[TradingCore, OrderRouter, GatedBroker, RecordingSink]:
@@ -127,3 +146,26 @@ async def test_close_all_through_the_exchange_gateway_cancels_resting_orders() -
     assert gw.cancelled == [resting.client_order_id]
     assert report.cancelled == 1 and report.exits_filled == 1 and report.still_open == ()
     assert [i.purpose.value for i in gw.created] == ["entry", "entry", "close_all"]
+
+
+async def test_each_exits_fill_is_journaled_while_another_exits_reply_hangs() -> None:
+    """Audit: the exits' fills were booked only once every reply was back, so while one hung the
+    others' replies (filled) were journaled and their fills were not; a kill -9 then forgot those
+    sales, and the restart sold the coins again (a false -100 USDT, the daily loss limit)."""
+    core, router, broker, sink = await entered()
+    slow, *fast = sorted(core.book.holdings)
+    hangs = OneReplyHangs(broker.inner, slow)
+    router.broker = hangs
+
+    def sold() -> set[str | None]:
+        return {e.symbol for e in sink.events if e.kind == "fill" and e.payload["side"] == "sell"}
+
+    task = asyncio.create_task(close_all(core, router, mk.NOW + 1000))
+    try:
+        await asyncio.wait_for(hangs.hanging.wait(), 2.0)
+        await eventually(lambda: sold() == set(fast), timeout=2.0)
+        assert set(core.book.holdings) == {slow} and not task.done(), "booked while the slow reply still hangs"
+    finally:
+        hangs.release.set()
+    report = await asyncio.wait_for(task, 2.0)
+    assert report.exits_filled == N and report.still_open == () and sold() == {slow, *fast}

@@ -116,7 +116,8 @@ class Script:
             s.j.emit("command", ts_ms=t + 5, payload={"command": "pause", "origin": "tui"})
             s.trade(t + 6, TF, F, OrderPurpose.ENTRY, 100.0, 2.0)
             sold = s.attempt(t + 7, TF, F, OrderPurpose.STOP_LOSS, 1)
-            s.result(t + 8, sold, TF, F, "filled")  # its fill comes after the checkpoint (a sync found it)
+            # Its fill comes after the checkpoint (a sync found it): an order short of its reply there.
+            s.result(t + 8, sold, TF, F, "filled", filled_qty="100.00000000", average_price=1.9, action="sync")
             for i in range(4):
                 cid = s.attempt(t + 10 + i, TD, D, OrderPurpose.ENTRY, leg=1 + i)
                 s.j.emit("order_result", ts_ms=t + 10 + i, trace_id=TD, symbol=D,

@@ -34,6 +34,7 @@ from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.fake import FakeGateway
 from engine.market.gateway import Balance
+from engine.portfolio.positions import MISSING_REASON
 from engine.portfolio.risk import RiskLevel
 from engine.runtime.client import Command
 from engine.runtime.recovery import (
@@ -439,6 +440,116 @@ async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) ->
     with JournalReader(path) as reader:
         fills = [e.payload["quantity"] for e in reader.events(kinds=["fill"])]
     assert fills == [40.0, pytest.approx(60.0)], "only what the exchange did while we were down is new"
+
+
+async def _replied_unbooked(sink: RecordingSink, broker: Broker, side: Side) -> tuple[float, OrderUpdate]:
+    """A real core buys 1000 DOGE at 0.3 through `broker` (booked; skipped for `side` buy) and
+    sends `side`'s order: the close-all sell of it at 0.32, or the buy itself. The broker fills it,
+    the router journals its reply (filled) and the engine dies before booking it, as a kill during
+    a close-all left it when another exit's reply hung: no fill in the journal. Returns the
+    core's cash before the reply and the reply."""
+    core = TradingCore(load_config(env={}).config.trading, {DOGE: make_market()}, sink)
+    core.cash = CAPITAL
+    router = OrderRouter(broker, sink)
+    entry = _intent(T_DOGE, DOGE, OrderPurpose.ENTRY, "1000")
+    if side is Side.BUY:
+        reply = await router.send(entry, T0)
+        assert reply is not None and reply.order.status is OrderStatus.FILLED
+        return core.cash, reply
+    bought = await router.send(entry, T0)
+    assert bought is not None
+    core.on_order_update(bought, T0)
+    now = T0 + 60_000
+    if isinstance(broker, ExchangeBroker):
+        broker.gateway.push_tickers(make_batch({DOGE: 0.32}, now))  # type: ignore[attr-defined]
+    else:
+        assert isinstance(broker, PaperBroker)
+        broker.update_book(make_batch({DOGE: 0.32}, now))
+    core.begin_close_all(now)
+    (sell,) = core.close_all_intents(now)
+    (reply,) = await router.send_all([sell], now, core.causes)
+    assert reply.order.status is OrderStatus.FILLED and reply.fills, "the broker sold it; the core never booked it"
+    return core.cash, reply
+
+
+def test_an_order_is_settled_once_the_fills_its_reply_reported_are_journaled() -> None:
+    """The router journals a reply before the core journals its fills: the order stays one to
+    settle until they cover what the reply reported. A reply journaled by a restart carries no
+    quantity, so the largest reported stands."""
+    cid = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1)
+    sink = RecordingSink()
+    attempt = sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": cid, "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "100", "price": None},
+    )  # fmt: skip
+    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "filled", "error_class": None, "filled_qty": "100.00000000", "average_price": 0.3})  # fmt: skip
+    assert rebuild(sink.events, CAPITAL).open_orders[cid].reply_qty == 100.0
+    _filled(sink, cid, T_DOGE, DOGE, "buy", 40.0, T0)
+    sink.emit("order_result", ts_ms=T0 + 1, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": cid, "status": "filled", "error_class": None, "detail": "reconciled after restart"})  # fmt: skip
+    short = rebuild(sink.events, CAPITAL).open_orders[cid]
+    assert (short.filled_qty, short.reply_qty, short.reply_price) == (40.0, 100.0, 0.3)
+    _filled(sink, cid, T_DOGE, DOGE, "buy", 60.0, T0 + 1)
+    state = rebuild(sink.events, CAPITAL)
+    assert state.open_orders == {} and state.book.holdings[DOGE].position.quantity == 100.0
+
+
+@pytest.mark.parametrize("side", [Side.SELL, Side.BUY], ids=["close-all-sell", "entry"])
+@pytest.mark.parametrize("venue", ["exchange", "exchange-forgot", "paper"])
+async def test_an_order_replied_filled_whose_fill_died_with_the_process_is_booked_once(
+    tmp_path: Path, venue: str, side: Side
+) -> None:
+    """Audit: a kill -9 during close-all left a sell's reply (filled) in the journal and its fill
+    nowhere. Recovery took the reply as settled and the coins as held: the restart sold them
+    again, the exchange refused, the coins were written down as missing (-100 USDT, the daily
+    loss limit, blocked for a day). Short of its reply, the order is settled at the restart: by
+    the exchange's lookup, or from the reply where the broker died with the process (paper) or
+    the exchange no longer knows the order (its fee estimated at the taker rate); an entry
+    likewise leaves no bought coin untracked."""
+    sink = RecordingSink()
+    sink.emit("run_start", ts_ms=T0, payload={"run_id": "before", "config_hash": "x", "mode": "live"})
+    gw = FakeGateway({DOGE: make_market()})
+    gw.push_tickers(make_batch({DOGE: 0.3}))
+    paper = PaperBroker(FillModel(0.001, 0.001, 0.0, buy_fee_asset="quote"), id_prefix="before")
+    paper.update_book(make_batch({DOGE: 0.3}))
+    cash, reply = await _replied_unbooked(sink, paper if venue == "paper" else ExchangeBroker(gw), side)
+    order, price = reply.order, reply.order.average_price
+    assert price is not None
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+    assert list(state.open_orders) == [order.client_order_id], "an order to settle, not one settled"
+
+    if venue == "exchange-forgot":
+        del gw.orders[order.client_order_id]
+    restart = T0 + 3_600_000
+    config = quiet_config(**{"trading.execution.slippage_bps": 0.0})
+    async with pump_rig(path, config, broker=None if venue == "paper" else ExchangeBroker(gw)) as rig:
+        engine = rig.engine
+        core = engine.core = TradingCore(engine.config.trading, {DOGE: make_market()}, engine.tap)
+        payload = await Recovery(state).apply(engine, restart)
+        fee = 0.0 if venue == "exchange" else 0.001  # the fake exchange charges none; paper's and the estimate's rate
+        if side is Side.SELL:
+            assert DOGE not in core.book.holdings
+            assert core.cash == pytest.approx(cash + 1000.0 * price * (1 - fee))
+            assert core.on_tickers(make_batch({DOGE: 0.32}, restart + 60_000), restart + 60_000) == []
+        else:
+            held = core.book.holdings[DOGE].position
+            assert held.quantity == pytest.approx(1000.0 * (1 - fee)), "the fee taken in coins, as this paper broker takes it"
+            assert core.cash == pytest.approx(cash - 1000.0 * price)
+        assert payload["orders"] == [{"client_order_id": order.client_order_id, "symbol": DOGE, "outcome": "filled"}]
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        events = _tail_after(list(reader.events()), len(sink.events))
+    fills = [e for e in events if e.kind == "fill"]
+    assert [(f.payload["client_order_id"], f.payload["quantity"]) for f in fills] == [(order.client_order_id, 1000.0)]
+    assert not [e for e in events if e.kind == "order_attempt"], "nothing is sent again"
+    assert not [e for e in events if e.payload.get("reason") == MISSING_REASON]
+    if venue != "paper":
+        assert [i.purpose for i in gw.created] == [OrderPurpose.ENTRY] + ([OrderPurpose.CLOSE_ALL] if side is Side.SELL else [])
 
 
 async def _take_profit_in_flight(sink: RecordingSink, *bids: float) -> tuple[TradingCore, OrderIntent]:
