@@ -41,6 +41,7 @@ from engine.domain import (
     SignalDecision,
     TickerBatch,
 )
+from engine.domain.market import to_decimal
 from engine.domain.trading import Side
 from engine.errors import ErrorClass, MarketDataError, OrderError
 from engine.execution.broker import OrderUpdate
@@ -714,7 +715,9 @@ class TradingCore:
         there = free + locked
         if locked > tol and pos.quantity - free > tol:
             self._alert_locked(held, free, locked, now_ms, cause)
-        missing = pos.quantity - there
+        # In decimal: the write-down is journaled, and 50.7 - 25.3 in binary floats journals as
+        # 25.399999999999995 coins gone where the account shows 25.4.
+        missing = float(to_decimal(pos.quantity) - to_decimal(free) - to_decimal(locked))
         if missing <= tol:
             return
         trace = pos.trace_id

@@ -926,6 +926,30 @@ async def test_coins_partly_locked_are_kept_and_only_what_is_gone_is_written_dow
     assert h.core.step(mk.book(crash, mk.NOW + 11_000), [], mk.NOW + 11_000) == []  # still backing off
 
 
+async def test_the_coins_written_down_are_the_decimal_difference_not_a_float_one() -> None:
+    """50.7 held, 25.3 on the exchange: 25.4 written down, as the account shows it (in binary
+    floats 50.7 - 25.3 is 25.400000000000002; the sim exchange test saw 25.399999999999995)."""
+    from dataclasses import replace
+
+    from engine.domain import Order
+    from engine.errors import InsufficientBalanceError
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    held = h.core.book.holdings[s]
+    held.position = replace(held.position, quantity=50.7)
+    crash = {s: ENTRY_PRICE * 0.8}
+    (intent,) = h.core.step(mk.book(crash, mk.NOW + 10_000), [], mk.NOW + 10_000)
+    refused = Order.from_intent(intent, OrderStatus.REJECTED, mk.NOW + 10_000)
+    h.core.on_order_update(OrderUpdate(refused, error=InsufficientBalanceError("insufficient", code=-2010)), mk.NOW + 10_000)
+    h.core.on_exit_short(s, 25.3, mk.NOW + 10_000)
+    (down,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["reason"] == "missing_on_exchange"]
+    assert down["fill_quantity"] == 25.4
+    assert h.core.book.holdings[s].position.quantity == 25.3
+
+
 async def test_start_equity_is_the_first_marked_equity_also_after_a_restart() -> None:
     """Where `hotcoin run`'s "PnL this run" starts: the equity at the first prices the core saw,
     before its first decision; after a restart, what was recovered valued at those prices."""
