@@ -39,7 +39,7 @@ def as_booked(fill: Fill) -> tuple[Fill, float]:
     if fill.side is Side.SELL:
         return fill, fill.notional - fill.fee_quote
     paid_fee = max(0.0, fill.fee_quote - fill.fee_base * fill.price)
-    held = replace(fill, quantity=fill.quantity - fill.fee_base) if fill.fee_base > 0 else fill
+    held = replace(fill, quantity=_sub(fill.quantity, fill.fee_base)) if fill.fee_base > 0 else fill
     return held, -(fill.notional + paid_fee)
 
 
