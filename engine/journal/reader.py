@@ -49,6 +49,7 @@ from engine.journal.schema import (
     check_schema_version,
     rank_sql,
 )
+from engine.journal.sqlite_errors import hint, is_corrupt
 
 Outcome = Literal["all", "entered", "rejected", "open", "ordered", "not_filled", "close_all"]
 RawRow = tuple[int, int, str | None, int | None, str, str | None, str | bytes, int]
@@ -511,7 +512,7 @@ class JournalReader:
             except JournalDamagedError as exc:
                 report.append(unreadable_file(path, exc.reason))
             except sqlite3.DatabaseError as exc:
-                if not _is_corrupt(exc):
+                if not is_corrupt(exc):
                     raise
                 report.append(unreadable_file(path, str(exc)))
         return report
@@ -565,16 +566,10 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         conn.execute("SELECT 1 FROM events LIMIT 1")
     except sqlite3.Error as exc:
-        if _is_corrupt(exc):
+        if is_corrupt(exc):
             raise _damaged_file(path, exc) from exc
-        raise JournalError(f"cannot read journal {path}: {exc}; is it a hotcoin journal?") from exc
+        raise JournalError(f"cannot read journal {path}: {exc}{hint(exc, path, writing=False)}") from exc
     return conn
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    """SQLite's SQLITE_CORRUPT (any extended code): an SQLite file whose pages do not hold
-    together, e.g. cut short. A file that is not SQLite at all is SQLITE_NOTADB instead."""
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_CORRUPT
 
 
 def _damaged_file(path: Path, exc: sqlite3.Error) -> JournalDamagedError:
@@ -594,7 +589,7 @@ def _scan(path: Path, conn: sqlite3.Connection, sql: str, params: Sequence[objec
     try:
         yield from conn.execute(sql, params)
     except sqlite3.DatabaseError as exc:
-        if _is_corrupt(exc):
+        if is_corrupt(exc):
             raise _damaged_file(path, exc) from exc
         raise
 

@@ -66,12 +66,12 @@ import orjson
 
 from engine.config.sections.journal import JournalSection
 from engine.domain import OrderPurpose
-from engine.errors import EventValidationError, HotcoinError, JournalError
+from engine.errors import EventValidationError, HotcoinError, JournalDamagedError, JournalError
 from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation
 from engine.journal.events import validate_event
 from engine.journal.files import list_archives
-from engine.journal.reader import json_line
+from engine.journal.reader import damaged_file_message, json_line
 from engine.journal.schema import (
     DDL,
     INSERT_EVENT,
@@ -84,6 +84,7 @@ from engine.journal.schema import (
     bucket_in,
     check_schema_version,
 )
+from engine.journal.sqlite_errors import hint, is_corrupt
 
 log = logging.getLogger("hotcoin.journal")
 
@@ -203,7 +204,9 @@ class Journal:
             last = await _highest_seq(conn, path)
         except sqlite3.Error as exc:
             await conn.close()
-            raise JournalError(f"cannot open journal {path}: {exc}; is it a hotcoin journal?") from exc
+            if is_corrupt(exc):
+                raise JournalDamagedError(damaged_file_message(path, str(exc)), reason=str(exc)) from exc
+            raise JournalError(f"cannot open journal {path}: {exc}{hint(exc, path, writing=True)}") from exc
         except BaseException:
             await conn.close()
             raise
