@@ -57,7 +57,7 @@ def hint(exc: sqlite3.Error, path: Path, *, writing: bool) -> str:
             "read-only media, copy the journal's folder somewhere writable and read the copy"
         )
     if code in _LOCKED:
-        return "; another program holds a lock on it (an open sqlite3 shell, a backup tool): close it and try again"
+        return "; another connection is writing it (the engine rotating its journal, an open sqlite3 shell): try again in a moment"
     if code == sqlite3.SQLITE_NOTADB or (code == sqlite3.SQLITE_ERROR and "no such table" in str(exc)):
         return "; is it a hotcoin journal?"
     return ""

@@ -38,7 +38,9 @@ import orjson
 
 from engine.config import HotcoinConfig, LoadedConfig
 from engine.config.sections.notify import http_url_problem
+from engine.errors import JournalError
 from engine.journal.files import list_archives
+from engine.journal.reader import open_read_only
 from engine.loopback import is_loopback_host
 from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
 from engine.ops.notify.base import DeliveryError
@@ -111,12 +113,12 @@ def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: i
     bad: list[str] = []
     for f in files:
         try:
-            conn = sqlite3.connect(f"{f.resolve().as_uri()}?mode=ro", uri=True)
+            conn = open_read_only(f)  # an archive a crash left mid-rotation is rolled back first
             try:
                 verdict = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check"))
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, JournalError) as exc:
             verdict = str(exc)
         if verdict != "ok":
             bad.append(f"{f.name}: {verdict[:200]}")
