@@ -505,7 +505,10 @@ class JournalReader:
         holds: a flipped bit inside a payload passes it and then fails export and replay, and a
         payload edited into valid JSON without its fields crashed them, so every event is
         decoded and checked here.
-        An archive SQLite cannot read is reported (`unreadable_file`), not raised."""
+        An archive SQLite cannot read is reported (`unreadable_file`), not raised.
+        The main file's line also says what SQLite leaves out of its -wal (`wal`: None without
+        one): SQLite stops at a damaged frame without a word, and the integrity_check of what it
+        kept is ok."""
         report = []
         for path in (self.path, *(a.path for a in reversed(self.archives))):
             try:
@@ -518,6 +521,8 @@ class JournalReader:
                 if not is_corrupt(exc):
                     raise
                 report.append(unreadable_file(path, str(exc)))
+        if report and report[0]["path"] == str(self.path):
+            report[0]["wal"] = wal_report(self.path)
         return report
 
     # -- files --------------------------------------------------------------------------------
@@ -690,6 +695,27 @@ def _health(path: Path, conn: sqlite3.Connection) -> dict[str, Any]:
         "traces": {o.decode(errors="replace"): n for o, n in outcomes},
         "damaged_events": len(damaged),
         "damaged_seqs": damaged[:LISTED_DAMAGED],
+        "wal": None,
+    }
+
+
+def wal_report(journal: Path) -> dict[str, Any] | None:
+    """`check`'s account of the journal's -wal (see `wal`): what SQLite reads back of it, what it
+    leaves out, and `damage`, one line, when that includes committed events; None without a -wal.
+    (`wal` loads numpy: imported here, so `replay` and `traces` start without it.)"""
+    from engine.journal import wal
+
+    found = wal.inspect_settled(journal)
+    if found is None:
+        return None
+    return {
+        "path": str(found.path),
+        "bytes": found.size,
+        "frames_read": found.kept_frames,
+        "unfinished_frames": found.unfinished_frames,
+        "lost_frames": found.lost_frames,
+        "lost_transactions": found.lost_commits,
+        "damage": found.describe() if found.damaged else None,
     }
 
 
@@ -709,6 +735,7 @@ def unreadable_file(path: Path, reason: str) -> dict[str, Any]:
         "traces": {},
         "damaged_events": None,
         "damaged_seqs": [],
+        "wal": None,
     }
 
 
