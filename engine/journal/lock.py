@@ -10,17 +10,23 @@ it ends (SIGKILL, power loss), so a stale `.lock` file never blocks a restart an
 deleted (deleting it would let a third process lock a new file while the second holds the old).
 The holder's pid is written into the file only to name it in the refusal. Readers (replay,
 traces, report, doctor) never take the lock: SQLite's WAL lets them read beside the writer.
+
+A lock file that cannot be made or written (read-only media, a full disk, a folder that is not
+the user's) is a `JournalError` naming the file, the reason and the fix, one line from `hotcoin
+run`: the same disk would fail the journal a moment later, and a raw `OSError` traceback said
+neither which file nor what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import JournalInUseError
+from engine.errors import JournalError, JournalInUseError
 
 
 def lock_path(journal: Path) -> Path:
@@ -31,8 +37,11 @@ def lock_path(journal: Path) -> Path:
 def journal_lock(journal: Path) -> Iterator[Path]:
     """Hold the journal's writer lock for the `with` block; `JournalInUseError` if another holds it."""
     path = lock_path(journal)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a folder we make is private; one that exists is left as is
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a folder we make is private; one that exists is left as is
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -41,11 +50,25 @@ def journal_lock(journal: Path) -> Iterator[Path]:
                 f"journal {journal} is in use by another engine{_holder(fd)}; stop that engine first, "
                 "or give this run its own journal (--journal PATH)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
         yield path
     finally:
         os.close(fd)
+
+
+def _unwritable(path: Path, exc: OSError) -> JournalError:
+    """The lock file could not be made or written: which file, why, and what to do about it."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space on that disk, or point --journal (journal.path, HOTCOIN_JOURNAL) at a disk with room"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "point --journal (journal.path, HOTCOIN_JOURNAL) at a file in a folder this user can write"
+    else:
+        fix = "check that disk and folder, or point --journal (journal.path, HOTCOIN_JOURNAL) elsewhere"
+    return JournalError(f"cannot take the journal's writer lock {path}: {exc.strerror or exc}; {fix}")
 
 
 def _holder(fd: int) -> str:

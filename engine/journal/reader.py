@@ -3,7 +3,9 @@
 Synchronous, read-only sqlite3 connections (`file:...?mode=ro`): `replay` and `traces` are short
 command-line programs, and a reader must never take a write lock from the running engine (WAL
 lets it read while the writer appends). Archives are opened lazily, newest first, since most
-questions are about recent traces.
+questions are about recent traces. The one write a reader may cause is SQLite's own crash
+recovery of an archive a rotation was writing when the engine was killed (`_roll_back`):
+without it no read-only connection can read that archive until the engine runs again.
 
 Lookups go through indexes only: a trace's events by `events_trace` (one seek per seq bucket,
 see `schema`), a prefix by a range on the same index (`trace_id >= p AND trace_id < p ||
@@ -24,6 +26,7 @@ from __future__ import annotations
 import io
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +52,7 @@ from engine.journal.schema import (
     check_schema_version,
     rank_sql,
 )
+from engine.journal.sqlite_errors import hint, is_corrupt
 
 Outcome = Literal["all", "entered", "rejected", "open", "ordered", "not_filled", "close_all"]
 RawRow = tuple[int, int, str | None, int | None, str, str | None, str | bytes, int]
@@ -501,7 +505,10 @@ class JournalReader:
         holds: a flipped bit inside a payload passes it and then fails export and replay, and a
         payload edited into valid JSON without its fields crashed them, so every event is
         decoded and checked here.
-        An archive SQLite cannot read is reported (`unreadable_file`), not raised."""
+        An archive SQLite cannot read is reported (`unreadable_file`), not raised.
+        The main file's line also says what SQLite leaves out of its -wal (`wal`: None without
+        one): SQLite stops at a damaged frame without a word, and the integrity_check of what it
+        kept is ok."""
         report = []
         for path in (self.path, *(a.path for a in reversed(self.archives))):
             try:
@@ -511,9 +518,11 @@ class JournalReader:
             except JournalDamagedError as exc:
                 report.append(unreadable_file(path, exc.reason))
             except sqlite3.DatabaseError as exc:
-                if not _is_corrupt(exc):
+                if not is_corrupt(exc):
                     raise
                 report.append(unreadable_file(path, str(exc)))
+        if report and report[0]["path"] == str(self.path):
+            report[0]["wal"] = wal_report(self.path)
         return report
 
     # -- files --------------------------------------------------------------------------------
@@ -546,35 +555,95 @@ class JournalReader:
 
     def _archive(self, path: Path) -> sqlite3.Connection | None:
         """The archive's connection, opened once; None for one deleted since it was listed, or
-        still empty (a rotation just made it), asked again next time."""
+        still empty (a rotation just made it, or the crash that interrupted its first write was
+        rolled back), asked again next time."""
         if path not in self._archive_conns:
-            try:
-                if path.stat().st_size == 0:
-                    return None
-            except FileNotFoundError:
+            if not _size(path):
                 return None
             try:
                 self._archive_conns[path] = _connect_ro(path)
             except sqlite3.Error:
                 self._archive_conns[path] = None
+            except JournalError:
+                if _size(path) == 0:
+                    return None
+                raise
         return self._archive_conns[path]
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a journal file that holds the journal's tables."""
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = open_read_only(path)
+    except sqlite3.Error as exc:
+        raise _unreadable(path, exc) from exc
+    try:
         conn.execute("SELECT 1 FROM events LIMIT 1")
     except sqlite3.Error as exc:
-        if _is_corrupt(exc):
-            raise _damaged_file(path, exc) from exc
-        raise JournalError(f"cannot read journal {path}: {exc}; is it a hotcoin journal?") from exc
+        conn.close()
+        raise _unreadable(path, exc) from exc
     return conn
 
 
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    """SQLite's SQLITE_CORRUPT (any extended code): an SQLite file whose pages do not hold
-    together, e.g. cut short. A file that is not SQLite at all is SQLITE_NOTADB instead."""
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_CORRUPT
+def _unreadable(path: Path, exc: sqlite3.Error) -> JournalError:
+    if is_corrupt(exc):
+        return _damaged_file(path, exc)
+    return JournalError(f"cannot read journal {path}: {exc}{hint(exc, path, writing=False)}")
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an SQLite file of the journal (main file or archive), its first
+    page read; raises sqlite3.Error. An archive a crash left in the middle of a rotation's write
+    is rolled back first (`_roll_back`), or `JournalError` says why it cannot be and what to do."""
+    try:
+        return _read_only(path)
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) != sqlite3.SQLITE_READONLY_ROLLBACK:
+            raise
+    _roll_back(path)
+    return _read_only(path)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # SQLite meets a hot journal at the first read
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _roll_back(path: Path) -> None:
+    """Let SQLite roll back the write a crash interrupted in `path`, which a read-only
+    connection may not do ("attempt to write a readonly database", READONLY_ROLLBACK).
+
+    Only archives are written outside the WAL: a rotation writes one through SQLite's rollback
+    journal, and a crash (kill -9, power loss) in the middle of a chunk's copy leaves that
+    journal, `<archive>-journal`, "hot" beside it. Until something rolls it back, no read-only
+    connection may read the archive: `traces`, `replay`, `journal check` and `doctor` all failed
+    until the engine ran again. Rolling it back puts the archive back as it was before the
+    unfinished copy, and loses nothing: a chunk is deleted from the main file only after its
+    copy committed, so its events are still there, and the engine's next start copies them
+    again (`rotation.resume`).
+
+    A running engine is never raced: this is SQLite's own crash recovery, under SQLite's locks on
+    the archive. SQLite calls a journal hot only while no connection holds the RESERVED lock a
+    live writer holds through its whole transaction, and rolls it back under an EXCLUSIVE lock.
+    The journal's writer lock (`lock`) is not taken: a reader holding it would refuse an engine
+    starting at that moment. The connection reads one page and closes: it writes nothing but
+    the rollback, and every read after it goes through a read-only connection again."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as conn:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(
+            f"cannot read journal {path}: a rotation a crash interrupted left it half-written (SQLite's rollback "
+            f"journal {path.name}-journal is beside it), and rolling that back needs write access to {path.parent} "
+            f"({exc}); start the engine once on this journal (`hotcoin run`), whose start finishes the rotation, or run "
+            f"this command as a user who can write {path.parent}; on read-only media, copy the journal's folder "
+            "somewhere writable and read the copy"
+        ) from exc
 
 
 def _damaged_file(path: Path, exc: sqlite3.Error) -> JournalDamagedError:
@@ -594,7 +663,7 @@ def _scan(path: Path, conn: sqlite3.Connection, sql: str, params: Sequence[objec
     try:
         yield from conn.execute(sql, params)
     except sqlite3.DatabaseError as exc:
-        if _is_corrupt(exc):
+        if is_corrupt(exc):
             raise _damaged_file(path, exc) from exc
         raise
 
@@ -626,6 +695,27 @@ def _health(path: Path, conn: sqlite3.Connection) -> dict[str, Any]:
         "traces": {o.decode(errors="replace"): n for o, n in outcomes},
         "damaged_events": len(damaged),
         "damaged_seqs": damaged[:LISTED_DAMAGED],
+        "wal": None,
+    }
+
+
+def wal_report(journal: Path) -> dict[str, Any] | None:
+    """`check`'s account of the journal's -wal (see `wal`): what SQLite reads back of it, what it
+    leaves out, and `damage`, one line, when that includes committed events; None without a -wal.
+    (`wal` loads numpy: imported here, so `replay` and `traces` start without it.)"""
+    from engine.journal import wal
+
+    found = wal.inspect_settled(journal)
+    if found is None:
+        return None
+    return {
+        "path": str(found.path),
+        "bytes": found.size,
+        "frames_read": found.kept_frames,
+        "unfinished_frames": found.unfinished_frames,
+        "lost_frames": found.lost_frames,
+        "lost_transactions": found.lost_commits,
+        "damage": found.describe() if found.damaged else None,
     }
 
 
@@ -645,7 +735,16 @@ def unreadable_file(path: Path, reason: str) -> dict[str, Any]:
         "traces": {},
         "damaged_events": None,
         "damaged_seqs": [],
+        "wal": None,
     }
+
+
+def _size(path: Path) -> int:
+    """The file's size; 0 for one deleted meanwhile."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _schema_version(conn: sqlite3.Connection) -> str | None:

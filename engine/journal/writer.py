@@ -38,6 +38,12 @@ fill that opened a position may be among them), with their own seqs, and renames
 `*.restored`; a file that does not continue the journal where it ends is refused by name
 rather than guessed at.
 
+Before SQLite opens the file, `open` checks the -wal (see `wal`): SQLite drops, without a word,
+every transaction after a damaged frame of it, and the first checkpoint then loses them for good.
+A damaged -wal is copied beside it (`<journal>-wal.damaged-N`), the writer warns, and
+`wal_damage` says what was lost, for the runtime to journal and tell the owner. A -wal that ends
+in a write a crash interrupted is normal and only noted.
+
 Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
 and when forced with `await journal.rotate(now_ms)`. With a `checkpointer` (set by the runtime:
 the journal does not import it), each rotation first commits everything emitted, journals the
@@ -66,12 +72,12 @@ import orjson
 
 from engine.config.sections.journal import JournalSection
 from engine.domain import OrderPurpose
-from engine.errors import EventValidationError, HotcoinError, JournalError
+from engine.errors import EventValidationError, HotcoinError, JournalDamagedError, JournalError
 from engine.execution.client_ids import parse_client_order_id
-from engine.journal import rotation
+from engine.journal import rotation, wal
 from engine.journal.events import validate_event
 from engine.journal.files import list_archives
-from engine.journal.reader import json_line
+from engine.journal.reader import damaged_file_message, json_line
 from engine.journal.schema import (
     DDL,
     INSERT_EVENT,
@@ -84,6 +90,7 @@ from engine.journal.schema import (
     bucket_in,
     check_schema_version,
 )
+from engine.journal.sqlite_errors import hint, is_corrupt
 
 log = logging.getLogger("hotcoin.journal")
 
@@ -177,6 +184,9 @@ class Journal:
         # seq X -> the `checkpoint` payload of the journal's history through X, built from disk.
         # Blocking (it reads the journal): called off the event loop, at each rotation.
         self.checkpointer: Callable[[int], Mapping[str, Any]] | None = None
+        # What a damaged -wal found at open took from the journal, in one line (`_keep_damaged_wal`);
+        # None when it had nothing to take. The runtime journals it as a `risk_event` and tells the owner.
+        self.wal_damage: str | None = None
 
     @classmethod
     @asynccontextmanager
@@ -193,6 +203,7 @@ class Journal:
         folder cannot take them either."""
         path = Path(path)
         settings = settings or JournalSection()
+        wal_damage = await asyncio.to_thread(_keep_damaged_wal, path)  # before SQLite reads the -wal, or checkpoints it
         conn = await _connect(path)
         try:
             for stmt in (*PRAGMAS, *DDL):
@@ -203,11 +214,14 @@ class Journal:
             last = await _highest_seq(conn, path)
         except sqlite3.Error as exc:
             await conn.close()
-            raise JournalError(f"cannot open journal {path}: {exc}; is it a hotcoin journal?") from exc
+            if is_corrupt(exc):
+                raise JournalDamagedError(damaged_file_message(path, str(exc)), reason=str(exc)) from exc
+            raise JournalError(f"cannot open journal {path}: {exc}{hint(exc, path, writing=True)}") from exc
         except BaseException:
             await conn.close()
             raise
         journal = cls(path, conn, settings, last, rotation_check_s, spill_dir)
+        journal.wal_damage = wal_damage
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
             if resumed is not None:
@@ -730,6 +744,55 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         raise JournalError(
             f"cannot open journal {path}: {reason}; check that its folder exists or can be made and is writable"
         ) from exc
+
+
+def _keep_damaged_wal(path: Path) -> str | None:
+    """Check the journal's -wal before SQLite opens it (see `wal`): a damaged one is copied
+    beside it (`<journal>-wal.damaged-N`) and said loudly; returns what it took, or None.
+
+    SQLite would go on without the transactions after the damage, and the first checkpoint
+    would then restart the -wal over them: the copy keeps them for whoever salvages the file.
+    The -wal is then cut to what SQLite reads back, which changes nothing SQLite sees but keeps
+    the frames after the damage (still in the file until the -wal restarts, under the new
+    frames) from being found, and copied, again at every open. A copy that cannot be made (a
+    full disk) stops the open: starting would lose those transactions for good.
+
+    A -wal that only ends in an unfinished transaction (a kill -9 in the middle of a write) is
+    what a crash leaves, and loses nothing committed: an info line, no copy."""
+    try:
+        found = wal.inspect(path)
+    except OSError as exc:  # SQLite's own open says what is wrong with the folder or the file
+        log.debug("journal %s: -wal not checked: %s", path, exc)
+        return None
+    if found is None:
+        return None
+    if not found.damaged:
+        if found.unfinished_frames:
+            log.info(
+                "journal %s: SQLite leaves out the last %d frame(s) of its -wal, which no commit completes: "
+                "a write a crash interrupted, holding nothing that was committed",
+                path, found.unfinished_frames,
+            )
+        return None
+    try:
+        copy = wal.keep_copy(found)
+    except OSError as exc:
+        raise JournalError(
+            f"journal {path}: {found.describe()}, and keeping a copy of it failed ({exc.strerror or exc}): starting on "
+            f"it would lose them for good at the first checkpoint; free {found.size:,} bytes beside it (or copy "
+            f"{found.path} somewhere safe by hand first), then start again"
+        ) from exc
+    try:
+        os.truncate(found.path, found.kept_bytes)
+    except OSError as exc:
+        log.warning("journal %s: could not cut the damaged -wal to what SQLite reads back (%s)", path, exc)
+    detail = (
+        f"{found.describe()}; a copy of the -wal as found is kept at {copy}. Positions and cash rebuilt from the "
+        "journal miss whatever those events held: check them against the exchange, keep the copy, and check the "
+        "disk (`dmesg`)"
+    )
+    log.warning("journal %s: %s", path, detail)
+    return detail
 
 
 def _prepare_folder(path: Path) -> None:

@@ -38,7 +38,10 @@ import orjson
 
 from engine.config import HotcoinConfig, LoadedConfig
 from engine.config.sections.notify import http_url_problem
+from engine.errors import JournalError
 from engine.journal.files import list_archives
+from engine.journal.reader import open_read_only
+from engine.journal.wal import inspect_settled
 from engine.loopback import is_loopback_host
 from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
 from engine.ops.notify.base import DeliveryError
@@ -100,7 +103,8 @@ def check_config(loaded: LoadedConfig) -> list[Check]:
 
 
 def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: int = FULL_CHECK_HINT_BYTES) -> list[Check]:
-    """SQLite `quick_check` of the main file and every archive, and the main file's size.
+    """SQLite `quick_check` of the main file and every archive, what SQLite reads back of the
+    -wal (`wal`), and the main file's size.
 
     quick_check reads every page but does not match indexes against their rows, nor decode an
     event: on a large journal an ok says so and names the full check."""
@@ -111,15 +115,22 @@ def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: i
     bad: list[str] = []
     for f in files:
         try:
-            conn = sqlite3.connect(f"{f.resolve().as_uri()}?mode=ro", uri=True)
+            conn = open_read_only(f)  # an archive a crash left mid-rotation is rolled back first
             try:
                 verdict = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check"))
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, JournalError) as exc:
             verdict = str(exc)
         if verdict != "ok":
             bad.append(f"{f.name}: {verdict[:200]}")
+    try:
+        found = inspect_settled(path)  # SQLite stops at a damaged -wal frame without a word: quick_check is ok
+    except OSError as exc:
+        bad.append(f"{path.name}-wal: {exc}")
+    else:
+        if found is not None and found.damaged:
+            bad.append(found.describe())
     wal = path.with_name(path.name + "-wal")
     size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
     total = size + sum(f.stat().st_size for f in files[1:])

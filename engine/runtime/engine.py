@@ -157,6 +157,7 @@ class Engine:
         await self.cycle.begin(first, self.mode.value)
         if self.recovery is not None:
             await self.recovery.apply(self, first.ts_ms)
+        self._journal_lost_events(first.ts_ms)
         batch: TickerBatch | None = first
         reason = "stopped"
         try:
@@ -185,6 +186,15 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _journal_lost_events(self, now_ms: int) -> None:
+        """The journal opened on a damaged -wal (`Journal.wal_damage`): journal it as a
+        `risk_event` (code `journal_wal_damaged`), which the console shows and the owner is
+        told of. Recovery rebuilt positions and cash without the events it lost."""
+        damage = getattr(self.journal, "wal_damage", None)
+        if damage and self.core is not None:
+            payload = {"code": "journal_wal_damaged", "level": self.core.risk.level.name, "detail": str(damage)}
+            self.tap.emit("risk_event", ts_ms=now_ms, payload=payload)
 
     def _journal_failed(self, exc: JournalError) -> str:
         """The stop reason when the journal failed: exits-only ended flat, or saving the events

@@ -186,7 +186,7 @@ def _export_to_file(
 
 @journal_app.command("check")
 def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Run SQLite's integrity_check on the journal and each archive, decode every event, and print their statistics."""
+    """Run SQLite's integrity_check on the journal and each archive, decode every event, check what SQLite reads back of the -wal, and print their statistics."""
     from engine.errors import HotcoinError, JournalDamagedError
     from engine.journal.reader import JournalReader, unreadable_file
 
@@ -199,6 +199,7 @@ def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt
     except HotcoinError as exc:
         _fail(exc, 2)
     problems = [p for p in map(_damage, report) if p]
+    problems += [_wal_damage(r["wal"]) for r in report if r.get("wal") and r["wal"]["damage"]]
     if as_json:
         import orjson
 
@@ -237,6 +238,14 @@ def _damage(r: dict[str, Any]) -> str | None:
             "`hotcoin journal export --skip-damaged` saves the other events"
         )
     return None
+
+
+def _wal_damage(wal: dict[str, Any]) -> str:
+    """The line for a -wal whose damage drops committed events (`JournalReader.check`)."""
+    return (
+        f"{wal['damage']}; the engine's next start keeps a copy of the -wal before going on without them "
+        "(until then it holds them): check the disk (`dmesg`)"
+    )
 
 
 def _seqs(count: int, listed: list[int]) -> str:

@@ -11,7 +11,7 @@ What is news:
 - risk limits that fire: the daily loss limit, consecutive losses, risk level L5 (L2-L4 are
   visible on the dashboard and not worth a phone buzz);
 - a restart whose recovery could not apply some journal events (its positions and cash leave
-  them out);
+  them out), or that found committed events lost to a damaged -wal;
 - every engine_state change, with its reasons;
 - operator commands (pause, resume, close-all, shutdown) and where they came from;
 - system anomalies: a run that stops, an order whose outcome is unknown, or whatever the
@@ -81,6 +81,8 @@ def _risk(payload: Mapping[str, Any], symbol: str | None) -> Notification | None
         return Notification("Risk level L5: engine blocked", detail, Severity.CRITICAL, "risk", key="risk:L5")
     if code == "recovered" and payload.get("anomalies"):  # the detail says which and what to do
         return Notification("Restart recovery left journal events out", detail, Severity.WARNING, "risk")
+    if code == "journal_wal_damaged":  # the detail names the copy kept and what to check
+        return Notification("Journal lost events to a damaged -wal", detail, Severity.CRITICAL, "system")
     return None
 
 

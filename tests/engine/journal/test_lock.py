@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.errors import JournalInUseError
+from engine.errors import JournalError, JournalInUseError
 from engine.journal.lock import journal_lock, lock_path
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
@@ -65,3 +67,34 @@ async def test_a_new_journal_and_its_folder_are_private_whatever_the_umask(tmp_p
         os.umask(old)
     assert oct(journal.parent.stat().st_mode & 0o7777) == oct(0o700)
     assert oct(shared.stat().st_mode & 0o7777) == oct(0o1777)
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "fix"),
+    [
+        ("open", errno.EROFS, "at a file in a folder this user can write"),
+        ("open", errno.EACCES, "at a file in a folder this user can write"),
+        ("write", errno.ENOSPC, "free space on that disk, or point --journal"),
+        ("write", errno.EIO, "check that disk and folder"),
+    ],
+    ids=["read-only-media", "no-permission", "disk-full", "io-error"],
+)
+def test_a_lock_file_that_cannot_be_made_or_written_is_a_journal_error_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, code: int, fix: str
+) -> None:
+    """Audit: on read-only media or a full disk `hotcoin run` died with a 40-line OSError
+    traceback from the lock; it must be the one-line refusal the CLI prints for journal errors,
+    naming the lock file, the reason and what to do. (Root ignores chmod, so the failure is faked.)"""
+    journal = tmp_path / "journal.sqlite"
+    lock = lock_path(journal)
+    real = {"open": os.open, "write": os.write}
+
+    def failing(target: Any, *args: Any) -> Any:
+        ours = Path(target) == lock if call == "open" else os.fstat(target).st_ino == lock.stat().st_ino
+        if ours:
+            raise OSError(code, os.strerror(code))
+        return real[call](target, *args)
+
+    monkeypatch.setattr(os, call, failing)
+    with pytest.raises(JournalError, match=rf"cannot take the journal's writer lock {lock}: {os.strerror(code)}; .*{fix}"), journal_lock(journal):
+        pass

@@ -27,6 +27,7 @@ from tests.kit.events import (
     risk_rejected_trace,
     rule_rejected_trace,
 )
+from tests.kit.sqlite_faults import MESSAGES, sqlite_error
 
 
 @pytest.fixture
@@ -156,6 +157,37 @@ def test_missing_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
     sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.close()
     with pytest.raises(JournalError, match="is it a hotcoin journal"):
         JournalReader(other)
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        ("SQLITE_FULL", "is full: free space there, or point --journal"),
+        ("SQLITE_IOERR", r"the disk failed to read or write it .*check the disk \(`dmesg`\)"),
+        ("SQLITE_CANTOPEN", "this user must be able to read it, and to write .* on read-only media, copy the journal's folder"),
+        ("SQLITE_READONLY", "this user must be able to read it, and to write"),
+        ("SQLITE_NOTADB", "is it a hotcoin journal"),
+    ],
+)
+def test_a_file_sqlite_cannot_read_is_told_by_its_cause_not_as_a_foreign_file(
+    journal: tuple[Path, list[WrittenTrace]], monkeypatch: pytest.MonkeyPatch, error: str, cause: str
+) -> None:
+    """Audit: every SQLite error was followed by "is it a hotcoin journal?": "database or disk
+    is full; is it a hotcoin journal?", "unable to open database file; ..." on read-only media.
+    Only a file that is not SQLite (or has no journal tables) is asked that. (The faults are
+    faked: a test cannot fill the disk, and root reads and writes whatever the modes say.)"""
+    path, _ = journal
+    real = sqlite3.connect
+
+    def failing(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        if str(database).startswith(path.resolve().as_uri()):
+            raise sqlite_error(error)
+        return real(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3, "connect", failing)
+    with pytest.raises(JournalError, match=rf"cannot read journal {path}: {MESSAGES[error]}; .*{cause}") as err:
+        JournalReader(path)
+    assert ("is it a hotcoin journal" in str(err.value)) == (error == "SQLITE_NOTADB")
 
 
 def _damage_rows(path: Path) -> tuple[int, int]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine.config.sections.journal import JournalSection
+from engine.errors import JournalError
 from engine.journal.files import archive_dir, list_archives
 from engine.journal.reader import JournalReader
 from engine.journal.rotation import DAY_MS, MainFileState, plan
@@ -17,8 +19,10 @@ from engine.journal.schema import ddl
 from engine.journal.trace import summarise
 from engine.journal.writer import Journal
 from engine.runtime.recovery import read_journal
+from tests.engine.journal.rotation_killer import killed_mid_rotation
 from tests.kit.domain import T0
 from tests.kit.events import entered_trace, filter_rejected_trace, rule_rejected_trace
+from tests.kit.sqlite_faults import sqlite_error
 from tests.kit.waiting import eventually
 
 FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
@@ -318,3 +322,94 @@ async def test_a_journal_made_without_auto_vacuum_names_the_one_off_fix(
     told = [r.getMessage() for r in caplog.records if "VACUUM" in r.getMessage()]
     assert len(told) == 1  # once per run
     assert "PRAGMA auto_vacuum=INCREMENTAL; VACUUM;" in told[0]
+
+
+KILLED_EVENTS = 1200  # seqs 1..600 archived, 601..1200 being copied into their archive at the kill
+
+
+@pytest.fixture(scope="module")
+def killed_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A journal whose writer was killed (SIGKILL) while copying a chunk into a new archive,
+    made once: each test reads a copy of it."""
+    return killed_mid_rotation(tmp_path_factory.mktemp("killed"), KILLED_EVENTS)
+
+
+def _copy(journal: Path, folder: Path) -> tuple[Path, Path]:
+    """A copy of the killed journal in `folder`: its path and the archive the kill left mid-write."""
+    shutil.copytree(journal.parent, folder / "copy")
+    path = folder / "copy" / journal.name
+    half = archive_dir(path) / f"{path.stem}-{KILLED_EVENTS // 2 + 1}-{KILLED_EVENTS}.sqlite"
+    hot = half.with_name(half.name + "-journal")
+    assert hot.exists() and hot.read_bytes()[:8] == bytes.fromhex("d9d505f920a163d7")  # SQLite's hot-journal magic
+    return path, half
+
+
+def test_a_rotation_killed_mid_copy_is_readable_at_once_and_loses_nothing(killed_journal: Path, tmp_path: Path) -> None:
+    """Audit: kill -9 during a rotation left `<archive>-journal` beside an archive, and every
+    read command (traces, replay, journal check) failed with "attempt to write a readonly
+    database" until the engine was started again. The reader lets SQLite roll the crash's
+    write back; the events of the unfinished copy are still in the main file."""
+    path, half = _copy(killed_journal, tmp_path)
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.events()] == list(range(1, KILLED_EVENTS + 1))
+        assert reader.last_ts_ms() == T0 + KILLED_EVENTS - 1
+        report = {Path(r["path"]).name: r for r in reader.check()}
+    assert {name: (r["integrity"], r["events"]) for name, r in report.items()} == {
+        path.name: ("ok", KILLED_EVENTS // 2),
+        half.name: ("ok", 0),
+        f"{path.stem}-1-{KILLED_EVENTS // 2}.sqlite": ("ok", KILLED_EVENTS // 2),
+    }
+    assert not half.with_name(half.name + "-journal").exists()
+
+
+async def test_the_engine_still_finishes_a_rotation_whose_crash_a_reader_rolled_back(killed_journal: Path, tmp_path: Path) -> None:
+    path, half = _copy(killed_journal, tmp_path)
+    with JournalReader(path) as reader:
+        assert len(list(reader.events())) == KILLED_EVENTS
+    async with Journal.open(path, settings()) as j:
+        assert j.next_seq == KILLED_EVENTS + 1
+    assert count(half, "SELECT COUNT(*) FROM events") == KILLED_EVENTS // 2
+    assert count(path, "SELECT COUNT(*) FROM events") == 0
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.events()] == list(range(1, KILLED_EVENTS + 1))
+
+
+def test_an_archive_that_cannot_be_rolled_back_names_the_crash_and_the_fix(
+    killed_journal: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On read-only media (or in a folder the user cannot write) SQLite cannot roll the crash
+    back: the command says that a crash interrupted a rotation, and what finishes it. (Faked as
+    SQLite fails there: root writes whatever the modes say.)"""
+    path, half = _copy(killed_journal, tmp_path)
+    real = sqlite3.connect
+
+    def read_only_media(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        if str(database) == f"{half.resolve().as_uri()}?mode=rw":
+            raise sqlite_error("SQLITE_READONLY_ROLLBACK")
+        return real(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3, "connect", read_only_media)
+    with JournalReader(path) as reader, pytest.raises(JournalError) as err:
+        list(reader.events())
+    said = str(err.value)
+    assert said.startswith(f"cannot read journal {half}: a rotation a crash interrupted left it half-written")
+    assert f"needs write access to {half.parent}" in said and "start the engine once on this journal (`hotcoin run`)" in said
+    assert "is it a hotcoin journal" not in said
+    assert half.with_name(half.name + "-journal").exists()  # nothing was changed
+
+
+async def test_a_reader_leaves_a_live_writers_archive_transaction_alone(tmp_path: Path) -> None:
+    """The reader rolls back only what SQLite calls hot: a journal beside an archive whose
+    writer is alive (it holds its lock) is the writer's, and its transaction commits."""
+    path = tmp_path / "j.sqlite"
+    await _ticks(path, 10, T0)
+    await _rotate_all(path, T0 + 3 * DAY_MS)
+    (archive,) = list_archives(path)
+    with sqlite3.connect(archive.path, isolation_level=None) as live:
+        live.execute("BEGIN IMMEDIATE")
+        live.execute("DELETE FROM events WHERE seq > 5")
+        assert archive.path.with_name(archive.path.name + "-journal").exists()
+        with JournalReader(path) as reader:
+            assert [e.seq for e in reader.events()] == list(range(1, 11))
+        live.execute("COMMIT")
+    assert count(archive.path, "SELECT COUNT(*) FROM events") == 5

@@ -358,6 +358,37 @@ async def test_a_file_that_is_not_a_journal_is_refused_with_the_path(tmp_path: P
             pass
 
 
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        ("SQLITE_FULL", "database or disk is full; the disk holding .* is full: free space there"),
+        ("SQLITE_IOERR", "disk I/O error; the disk failed to read or write it"),
+        ("SQLITE_CANTOPEN", "unable to open database file; the file or .* is read-only to this user"),
+        ("SQLITE_READONLY", "attempt to write a readonly database; the file or .* is read-only to this user"),
+        ("SQLITE_NOTADB", "file is not a database; is it a hotcoin journal"),
+        ("SQLITE_CORRUPT", r"is damaged: database disk image is malformed .*sqlite3 .* \.recover"),
+    ],
+)
+async def test_an_open_that_sqlite_refuses_says_the_cause_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, cause: str
+) -> None:
+    """Audit: `Journal.open` followed every SQLite error with "is it a hotcoin journal?", on a
+    full disk too ("database or disk is full; is it a hotcoin journal?"). (Faked: a test cannot
+    fill the disk or make root's files read-only.)"""
+    from engine.journal import writer
+    from tests.kit.sqlite_faults import sqlite_error
+
+    async def failing(*_: object) -> int:
+        raise sqlite_error(error)
+
+    monkeypatch.setattr(writer, "_highest_seq", failing)
+    path = tmp_path / "j.sqlite"
+    with pytest.raises(JournalError, match=rf"journal {path}.*{cause}") as err:
+        async with Journal.open(path, settings()):
+            pass
+    assert ("is it a hotcoin journal" in str(err.value)) == (error == "SQLITE_NOTADB")
+
+
 async def test_a_directory_or_an_unmakeable_folder_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match=rf"journal {tmp_path} is a directory; point --journal .* at a file, e.g. {tmp_path}/journal.sqlite"):
         async with Journal.open(tmp_path, settings()):

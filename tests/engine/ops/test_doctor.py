@@ -97,6 +97,17 @@ async def test_a_quick_check_ok_on_a_large_journal_names_the_full_check(tmp_path
     assert "`hotcoin journal check`" in check.detail and "integrity_check, slower" in check.detail
 
 
+def test_a_journal_killed_mid_rotation_passes_its_check(tmp_path: Path) -> None:
+    """Audit: an archive a kill -9 left mid-rotation (its rollback journal beside it) failed the
+    doctor's check with "attempt to write a readonly database" until the engine ran again; the
+    crash's write is rolled back and the archive checked like the others."""
+    from tests.engine.journal.rotation_killer import killed_mid_rotation
+
+    path = killed_mid_rotation(tmp_path)
+    check = by_name(check_journal(path, 2_000_000_000))["journal.integrity"]
+    assert (check.status, check.detail) == (Status.OK, "quick_check ok on 3 file(s)")
+
+
 def test_a_damaged_journal_fails(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
