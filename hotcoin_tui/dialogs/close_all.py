@@ -39,6 +39,25 @@ def positions_table(positions: Sequence[PositionRow]) -> Table:
     return table
 
 
+class PositionsList(VerticalScroll):
+    """The positions a dialog is about, scrolling. The dialog's other lines are docked above
+    and below it (`.dialog-head`, `.dialog-foot` in hotcoin.tcss), so the list is as tall as
+    its lines or as the room left between them, whichever is less, and the key lines stay on
+    screen however many positions there are: flowing under the list, they were pushed below
+    the dialog's edge (twenty positions at 60x20 hid "Press Y to close all").
+
+    With no positions it stays in the layout, empty: Textual sizes an auto-height dialog by
+    the lines that flow, and one of docked lines only collapses to its border."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__(Static(id=table_id), id="dialog-list")
+
+    def show(self, positions: Sequence[PositionRow]) -> None:
+        table = self.query_one(Static)
+        table.display = bool(positions)
+        table.update(positions_table(positions))
+
+
 class ConfirmCloseAll(ModalScreen[bool]):
     """Dismisses True only on the confirm key. The list follows every snapshot while the dialog
     is open (`show`): positions opened meanwhile are sold too, and the dialog must say so."""
@@ -58,13 +77,14 @@ class ConfirmCloseAll(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
-            yield Label("EMERGENCY CLOSE-ALL", id="dialog-title")
-            yield Static(id="close-what")
-            with VerticalScroll(id="dialog-list"):
-                yield Static(id="close-table")
-            yield Static(id="close-age")
-            yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
-            yield Static(stays_paused(self.resume_key), id="close-resume")
+            with Vertical(classes="dialog-head"):
+                yield Label("EMERGENCY CLOSE-ALL", id="dialog-title")
+                yield Static(id="close-what")
+            yield PositionsList("close-table")
+            with Vertical(classes="dialog-foot"):
+                yield Static(id="close-age")
+                yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
+                yield Static(stays_paused(self.resume_key), id="close-resume")
 
     def on_mount(self) -> None:
         self._composed = True
@@ -84,8 +104,7 @@ class ConfirmCloseAll(ModalScreen[bool]):
             what.update(f"Cancels every open order and sells these {len(self.positions)} position(s) at market:")
         else:
             what.update("The latest snapshot shows no open positions; close-all still cancels every open order.")
-        self.query_one("#dialog-list").display = bool(self.positions)
-        self.query_one("#close-table", Static).update(positions_table(self.positions))
+        self.query_one(PositionsList).show(self.positions)
         age = self.query_one("#close-age", Static)
         if data_age_s is None:
             age.update(Text("No data from the engine yet: it will close whatever it holds.", style="bold yellow"))
