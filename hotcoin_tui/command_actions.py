@@ -71,8 +71,6 @@ class CommandActions(ConsoleBase):
         if isinstance(self.screen, QuitWithPositions):
             # Its list would go stale under close-all; q asks again with what is left.
             self.screen.dismiss(False)
-        positions = self.snapshot.positions if self.snapshot else ()
-        age = self.feed_age_s if self.snapshot else None
         confirm = keymap.effective_keys(keymap.CONFIRM_CLOSE_ALL[0], self.keymap_overrides)
         resume = keymap.effective_keys(keymap.PAUSE, self.keymap_overrides)
 
@@ -87,8 +85,8 @@ class CommandActions(ConsoleBase):
                 held = len(self.snapshot.positions) if self.snapshot else 0
                 self.push_screen(CloseAllProgressDialog(held, resume), resumed)
 
-        stale = age is not None and age >= self.settings.stale_after_s
-        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm, resume), confirmed)
+        positions, age, stale, engine_exit = self.close_all_view()
+        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm, resume, engine_exit), confirmed)
 
     def action_help(self) -> None:
         self.push_screen(HelpDialog(self.keymap_overrides))

@@ -18,7 +18,7 @@ from textual.app import App
 
 from engine.config.sections.tui import TuiSection
 from engine.runtime.client import EngineClient
-from engine.runtime.snapshot import EngineSnapshot
+from engine.runtime.snapshot import EngineSnapshot, PositionRow
 from hotcoin_tui import keymap
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.quit import QuitWithPositions
@@ -124,17 +124,24 @@ class ConsoleBase(App[None]):
 
     def _refresh_dialog(self) -> None:
         """The open dialog from the latest snapshot: a list copied when it opened goes stale
-        while the engine keeps trading (more positions, new sizes and PnL)."""
+        while the engine keeps trading (more positions, new sizes and PnL). The close-all
+        confirmation also follows the engine's exit, snapshot or not."""
         screen, snapshot = self.screen, self.snapshot
-        if snapshot is None:
+        if isinstance(screen, ConfirmCloseAll):
+            screen.show(*self.close_all_view())
+        elif snapshot is None:
             return
-        if isinstance(screen, CloseAllProgressDialog):
+        elif isinstance(screen, CloseAllProgressDialog):
             screen.show(snapshot.close_all, len(snapshot.positions))
-        elif isinstance(screen, ConfirmCloseAll):
-            age = self.feed_age_s
-            screen.show(snapshot.positions, age, age >= self.settings.stale_after_s)
         elif isinstance(screen, QuitWithPositions):
             screen.show(snapshot.positions)
+
+    def close_all_view(self) -> tuple[tuple[PositionRow, ...], float | None, bool, str | None]:
+        """What the close-all confirmation shows: the latest positions, their age (None before
+        any snapshot), whether that is stale, and how the engine ended if it did."""
+        age = self.feed_age_s if self.snapshot is not None else None
+        positions = self.snapshot.positions if self.snapshot is not None else ()
+        return positions, age, age is not None and age >= self.settings.stale_after_s, self.engine_exit
 
     def _show_banner(self) -> None:
         age = self.feed_age_s

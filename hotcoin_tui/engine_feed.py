@@ -123,3 +123,4 @@ class EngineFeed(ChartLoading):
         self.workers.cancel_group(self, "snapshots")
         self.notify(f"{self.engine_exit}. Nothing manages open positions until it runs again.", severity="error", timeout=30)
         self._show_banner()
+        self._refresh_dialog()  # a close-all confirmation open now must stop offering its key

@@ -39,59 +39,130 @@ def positions_table(positions: Sequence[PositionRow]) -> Table:
     return table
 
 
+class PositionsList(VerticalScroll):
+    """The positions a dialog is about, scrolling. The dialog's other lines are docked above
+    and below it (`.dialog-head`, `.dialog-foot` in hotcoin.tcss), so the list is as tall as
+    its lines or as the room left between them, whichever is less, and the key lines stay on
+    screen however many positions there are: flowing under the list, they were pushed below
+    the dialog's edge (twenty positions at 60x20 hid "Press Y to close all").
+
+    With no positions it stays in the layout, empty: Textual sizes an auto-height dialog by
+    the lines that flow, and one of docked lines only collapses to its border."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__(Static(id=table_id), id="dialog-list")
+
+    def show(self, positions: Sequence[PositionRow]) -> None:
+        table = self.query_one(Static)
+        table.display = bool(positions)
+        table.update(positions_table(positions))
+
+
 class ConfirmCloseAll(ModalScreen[bool]):
     """Dismisses True only on the confirm key. The list follows every snapshot while the dialog
-    is open (`show`): positions opened meanwhile are sold too, and the dialog must say so."""
+    is open (`show`): positions opened meanwhile are sold too, and the dialog must say so.
+
+    With the console's own engine gone (`engine_exit`: how it ended) nothing can take the
+    command: the dialog said the stale data did not matter, offered the confirm key, and the
+    close failed with an AttachError toast. It now says the engine is not running, that the
+    positions stay open until it is restarted, and the confirm key does nothing."""
 
     BINDINGS = keymap.bindings(keymap.CONFIRM_CLOSE_ALL)
 
     def __init__(
-        self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, confirm_key: str, resume_key: str
+        self,
+        positions: Sequence[PositionRow],
+        data_age_s: float | None,
+        stale: bool,
+        confirm_key: str,
+        resume_key: str,
+        engine_exit: str | None = None,
     ) -> None:
         super().__init__()
         self.positions = tuple(positions)
         self.data_age_s = data_age_s
         self.stale = stale
+        self.engine_exit = engine_exit
         self.confirm_key = confirm_key
         self.resume_key = resume_key
         self._composed = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
-            yield Label("EMERGENCY CLOSE-ALL", id="dialog-title")
-            yield Static(id="close-what")
-            with VerticalScroll(id="dialog-list"):
-                yield Static(id="close-table")
-            yield Static(id="close-age")
-            yield Static(Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold"), id="dialog-keys")
-            yield Static(stays_paused(self.resume_key), id="close-resume")
+            with Vertical(classes="dialog-head"):
+                yield Label(id="dialog-title")
+                yield Static(id="close-what")
+            yield PositionsList("close-table")
+            with Vertical(classes="dialog-foot"):
+                yield Static(id="close-age")
+                yield Static(id="dialog-keys")
+                yield Static(stays_paused(self.resume_key), id="close-resume")
 
     def on_mount(self) -> None:
         self._composed = True
         self._render_latest()
 
-    def show(self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool) -> None:
-        """The latest snapshot's positions and how old it is. A snapshot can arrive after the
-        dialog is pushed but before its widgets exist: it is kept, and shown on mount."""
-        self.positions, self.data_age_s, self.stale = tuple(positions), data_age_s, stale
+    def show(
+        self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, engine_exit: str | None = None
+    ) -> None:
+        """The latest snapshot's positions, how old it is, and how the engine ended if it did.
+        A snapshot can arrive after the dialog is pushed but before its widgets exist: it is
+        kept, and shown on mount."""
+        self.positions, self.data_age_s, self.stale, self.engine_exit = tuple(positions), data_age_s, stale, engine_exit
         if self._composed:
             self._render_latest()
 
     def _render_latest(self) -> None:
+        self.query_one(PositionsList).show(self.positions)
+        if self.engine_exit is None:
+            self._render_close_all()
+        else:
+            self._render_engine_gone(self.engine_exit)
+        self.refresh_bindings()
+
+    def _render_close_all(self) -> None:
         data_age_s, stale = self.data_age_s, self.stale
+        self.query_one("#dialog-title", Label).update("EMERGENCY CLOSE-ALL")
         what = self.query_one("#close-what", Static)
         if self.positions:
             what.update(f"Cancels every open order and sells these {len(self.positions)} position(s) at market:")
         else:
             what.update("The latest snapshot shows no open positions; close-all still cancels every open order.")
-        self.query_one("#dialog-list").display = bool(self.positions)
-        self.query_one("#close-table", Static).update(positions_table(self.positions))
         age = self.query_one("#close-age", Static)
         if data_age_s is None:
             age.update(Text("No data from the engine yet: it will close whatever it holds.", style="bold yellow"))
         elif stale:
             age.update(Text(f"Data is {data_age_s:.0f}s old: the engine closes what it really holds.", style="bold yellow"))
         age.display = data_age_s is None or stale
+        keys = Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold")
+        self.query_one("#dialog-keys", Static).update(keys)
+        self.query_one("#close-resume").display = True
+
+    def _render_engine_gone(self, engine_exit: str) -> None:
+        self.query_one("#dialog-title", Label).update("CLOSE-ALL: ENGINE NOT RUNNING")
+        held = len(self.positions)
+        after = (
+            f" Its last snapshot showed {held} position(s) open:"
+            if held
+            else " Its last snapshot showed no open positions."
+        )
+        what = f"The engine is not running ({engine_exit}): nothing can be closed from here.{after}"
+        self.query_one("#close-what", Static).update(what)
+        what_now = (
+            "They stay open: on the exchange when live, and in the journal. Restart the engine: it "
+            "recovers them from the journal on start, and close-all works again."
+            if held
+            else "Restart the engine: close-all works again once it runs."
+        )
+        warning = self.query_one("#close-age", Static)
+        warning.update(Text(what_now, style="bold red"))
+        warning.display = True
+        self.query_one("#dialog-keys", Static).update(Text("Esc or n closes this.", style="bold"))
+        self.query_one("#close-resume").display = False  # no close-all, no pause
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The confirm key does nothing while the engine is gone: nothing would take the command."""
+        return not (action == "confirm" and self.engine_exit is not None)
 
     def action_confirm(self) -> None:
         self.dismiss(True)

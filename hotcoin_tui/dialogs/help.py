@@ -37,7 +37,8 @@ class HelpDialog(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label("KEYS", id="dialog-title")
+            with Vertical(classes="dialog-head"):
+                yield Label("KEYS", id="dialog-title")
             with VerticalScroll(id="dialog-list"):
                 yield Static(help_table(self.overrides))
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from engine.runtime.snapshot import PositionRow
 from hotcoin_tui import keymap
-from hotcoin_tui.dialogs.close_all import positions_table
+from hotcoin_tui.dialogs.close_all import PositionsList
 
 
 class QuitWithPositions(ModalScreen[bool]):
@@ -27,11 +27,12 @@ class QuitWithPositions(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="warning"):
-            yield Label(id="dialog-title")
-            yield Static(id="quit-what")
-            with VerticalScroll(id="dialog-list"):
-                yield Static(id="quit-table")
-            yield Static("y: quit anyway   n / Esc: stay   (ctrl+x closes everything first)", id="dialog-keys")
+            with Vertical(classes="dialog-head"):
+                yield Label(id="dialog-title")
+                yield Static(id="quit-what")
+            yield PositionsList("quit-table")
+            with Vertical(classes="dialog-foot"):
+                yield Static("y: quit anyway   n / Esc: stay   (ctrl+x closes everything first)", id="dialog-keys")
 
     def on_mount(self) -> None:
         self._composed = True
@@ -56,8 +57,7 @@ class QuitWithPositions(ModalScreen[bool]):
         else:
             title.update("NO POSITION OPEN NOW")
             what.update("Everything closed since you asked: quitting stops the engine with nothing open.")
-        self.query_one("#dialog-list").display = bool(self.positions)
-        self.query_one("#quit-table", Static).update(positions_table(self.positions))
+        self.query_one(PositionsList).show(self.positions)
 
     def action_confirm(self) -> None:
         self.dismiss(True)

@@ -4,6 +4,11 @@ Wide terminals (>= 120 columns and >= 32 rows) show every panel at once in a gri
 ones show the banner, the panel strip and one panel at a time, switched by one-letter keys,
 so nothing essential is ever below the fold. Either way the same widgets exist, so a resize
 changes CSS classes, not the widget tree, and the data stays in place.
+
+The keys go to the panel on screen: each panel has a widget that takes the focus when it is
+picked, and takes it back when a dialog closes. Textual's own choice on a screen with nothing
+focused is the first focusable widget in the tree, shown or not: that was the candidates'
+hidden filter box, which then took every key unseen.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from hotcoin_tui.widgets.kline_chart import KlineChart
 from hotcoin_tui.widgets.mode_banner import ModeBanner
 from hotcoin_tui.widgets.panel_bar import PANELS, PanelBar
 from hotcoin_tui.widgets.positions import PositionsPanel
+from hotcoin_tui.widgets.shown import shown
 
 WIDE_COLS, TALL_ROWS = 120, 32
 
@@ -35,6 +41,7 @@ class MainScreen(Screen[None]):
     # Textual declares these as plain (instance-typed) attributes, hence the noqa.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLS, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_ROWS, "-tall")]  # noqa: RUF012
+    AUTO_FOCUS = ""  # no first-focusable pick (see the module docstring): the active panel's widget
 
     active = reactive("candidates")
 
@@ -137,20 +144,27 @@ class MainScreen(Screen[None]):
         self.query_one(PanelBar).show(active, self.panel_keys)
         if self.latest is not None:
             self._apply_to(active, self.latest)
-        target = self._focus_target(active)
-        if target is not None:
-            target.focus()
+        self._focus_target(active).focus()
         if active == "chart":
             self.chart.schedule_draw()
 
-    def _focus_target(self, name: str) -> Widget | None:
-        if name == "candidates":
-            return self.pool.table
-        if name == "positions":
-            return self.positions.table
-        if name == "events":
-            return self.events
-        return None
+    def _focus_target(self, name: str) -> Widget:
+        """The widget that takes the keys when panel `name` is picked; every panel has one."""
+        targets: dict[str, Widget] = {
+            "candidates": self.pool.table,
+            "positions": self.positions.table,
+            "chart": self.chart,
+            "events": self.events,
+            "state": self.state_panel,
+        }
+        return targets[name]
+
+    def on_screen_resume(self) -> None:
+        """Back from a dialog the screen keeps the focus it had, unless nothing had it or the
+        widget that had it was hidden meanwhile (a resize to one panel at a time): then the
+        active panel's widget takes it. Never nothing, never a hidden widget."""
+        if self.focused is None or not shown(self.focused):
+            self._focus_target(self.active).focus()
 
     def action_show_panel(self, name: str) -> None:
         if self.active == name:

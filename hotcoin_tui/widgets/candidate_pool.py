@@ -24,6 +24,7 @@ from engine.runtime.snapshot import CandidateRow
 from hotcoin_tui.messages import SymbolSelected
 from hotcoin_tui.widgets import fmt
 from hotcoin_tui.widgets.cells import update_cell
+from hotcoin_tui.widgets.shown import shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,15 @@ def styled(column: int, text: str, row: CandidateRow) -> Text:
     return Text(text)  # Text, never str: a str cell is parsed as markup on every repaint
 
 
+class FilterInput(Input):
+    """The filter box takes the focus only while it shows. Hidden (until `/`, or with its panel
+    not the one showing) it was still focusable, and Textual gave it the focus when a dialog
+    closed over the chart or engine panel: every key after that was typed into it unseen."""
+
+    def allow_focus(self) -> bool:
+        return shown(self) and super().allow_focus()
+
+
 class CandidatePool(Vertical):
     """Filter input (hidden until `/`) above the ranked table."""
 
@@ -119,7 +129,7 @@ class CandidatePool(Vertical):
         self.syncs = 0
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: symbol, source (ticker/listing/social) or signal; Esc clears", id="pool-filter")
+        yield FilterInput(placeholder="filter: symbol, source (ticker/listing/social) or signal; Esc clears", id="pool-filter")
         yield DataTable(id="pool-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:

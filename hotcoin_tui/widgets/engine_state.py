@@ -48,6 +48,8 @@ def status_lines(status: EngineStatus, now_ms: int, stale: str | None = None) ->
 
 
 class EngineStatePanel(AutoStatic):
+    can_focus = True  # the panel's keys land on it when it is picked (`MainScreen._focus_target`)
+
     def on_mount(self) -> None:
         self.border_title = "Engine"
 

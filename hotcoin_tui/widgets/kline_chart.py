@@ -151,6 +151,8 @@ def shade_falling(chart: Text) -> Text:
 class KlineChart(Static):
     """Holds the latest candles of the selected symbol and redraws them, throttled."""
 
+    can_focus = True  # the panel's keys land on it when it is picked (`MainScreen._focus_target`)
+
     def __init__(self, min_interval_s: float = 1.0, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("Select a symbol: Enter on a candidate or position row.", id=id, classes=classes)
         self.min_interval_s = min_interval_s

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import Label, Static
 
 from engine.config.sections.tui import TuiSection
 from engine.runtime.client import Command, CommandResult
@@ -18,7 +19,9 @@ from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.snapshot import EngineSnapshot
 from engine.runtime.socket_server import EngineSocketServer, serve_engine_socket
 from hotcoin_tui.app import HotcoinApp
+from hotcoin_tui.dialogs.close_all import ConfirmCloseAll
 from hotcoin_tui.dialogs.quit import QuitWithPositions
+from hotcoin_tui.widgets.shown import shown
 from tests.kit.waiting import eventually
 
 SMALL = (80, 24)
@@ -59,6 +62,11 @@ def notes(app: HotcoinApp) -> list[str]:
     return [str(n.message) for n in app._notifications]
 
 
+def dialog_text(dialog: ConfirmCloseAll) -> str:
+    """What the dialog says, its shown lines only, in one line."""
+    return " ".join(" ".join(str(w.render()).split()) for w in dialog.query(Static) if shown(w))
+
+
 @pytest.mark.parametrize(("code", "said", "exit_code"), [
     (-9, "killed by SIGKILL", 1),
     (1, "code 1", 1),
@@ -90,6 +98,46 @@ async def test_a_dead_engine_child_is_reported_not_retried_and_q_leaves(code: in
     assert message == f"hotcoin: the engine had already stopped: {gone}"
     assert app.return_code == exit_code
     assert (Command.SHUTDOWN, "tui") not in engine.commands
+    await engine.stop()
+
+
+async def test_close_all_with_the_engine_gone_says_nothing_can_close_and_offers_no_confirm() -> None:
+    """Audit: with the engine dead (banner "FEED ERROR: engine exited"), ctrl+x still said "Data
+    is 10s old: the engine closes what it really holds." and "Press Y to close all", and Y
+    failed with a toast "command close_all failed: AttachError". The dialog says the engine is
+    not running, that the positions stay open until it is restarted, and Y does nothing:
+    whether the dialog was open when the engine died or opened after."""
+    engine, process = CountingEngine(), FakeProcess()
+    app = HotcoinApp(engine, TuiSection(refresh_hz=30, stale_after_s=0.2), engine_process=process)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = engine.step()
+        await eventually(lambda: app.snapshot == snap)
+        await pilot.press("ctrl+x")
+        open_before = app.screen
+        assert isinstance(open_before, ConfirmCloseAll) and "Press Y to close all" in dialog_text(open_before)
+        engine.fail_next("updates", ConnectionError("connection reset by peer"))
+        process.exit(1)
+        engine.step()
+        await eventually(lambda: "FEED ERROR: engine exited (code 1)" in banner(app))
+        await pilot.pause(0.3)  # the data grows stale too: it must not say "Data is ...s old"
+        for when in ("open when it died", "opened after"):
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmCloseAll), when
+            await eventually(lambda: "not running" in dialog_text(dialog))  # noqa: B023
+            said = dialog_text(dialog)
+            assert f"The engine is not running (engine exited (code 1); see {LOG}): nothing can be closed from here." in said, when
+            assert "Its last snapshot showed 3 position(s) open:" in said, when
+            assert "They stay open" in said and "Restart the engine" in said, when
+            assert "Press Y" not in said and "old" not in said and "paused" not in said, when
+            assert "Esc or n closes this." in said, when
+            assert str(dialog.query_one("#dialog-title", Label).render()) == "CLOSE-ALL: ENGINE NOT RUNNING"
+            await pilot.press("Y")
+            assert app.screen is dialog, when
+            await pilot.press("escape")
+            assert not isinstance(app.screen, ConfirmCloseAll), when
+            await pilot.press("ctrl+x")
+        assert (Command.CLOSE_ALL, "tui") not in engine.commands
+        assert not [n for n in notes(app) if "close_all" in n]
     await engine.stop()
 
 
