@@ -53,9 +53,11 @@ async def run_backtest(
         runner = BacktestRunner(config, data_dir, run_id=run_id, model=model)
         result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)
     else:
+        from engine.config.locations import make_folder
         from engine.journal.lock import journal_lock
         from engine.journal.writer import Journal
 
+        make_folder(journal_path.parent, "the journal's folder", "point --journal at a file in a folder you can write in")
         with journal_lock(journal_path):  # a backtest into a running engine's journal would collide its seqs
             refuse_used_journal(journal_path)
             async with Journal.open(journal_path, config.journal) as journal:

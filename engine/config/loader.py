@@ -149,6 +149,11 @@ def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
 
 
 def _read_secrets(path: Path) -> dict[str, Any]:
+    if path.is_dir():  # its mode (0755) would ask for a chmod 600 that cannot help
+        raise ConfigError(
+            f"secrets file {path} is a directory, not a file; remove it (the secrets file is TOML, chmod 600), "
+            "or point paths.secrets_file at the file"
+        )
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(

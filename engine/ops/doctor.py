@@ -1,7 +1,8 @@
 """`hotcoin doctor`: is this box fit to trade unattended? Each check says ok, warn or fail,
 what it saw, and the fix.
 
-Checks: the config (and settings that are legal but risky), the journal (SQLite quick_check
+Checks: the config (and settings that are legal but risky), whether the data dir and the
+journal's folder can be made or written in, the journal (SQLite quick_check
 on the main file and archives, naming the full `hotcoin journal check` on a large journal, and
 size against rotation), free disk space, the clock against
 the exchange's (signed requests fail beyond recvWindow), the secrets file's permissions, whether
@@ -37,6 +38,7 @@ import aiohttp
 import orjson
 
 from engine.config import HotcoinConfig, LoadedConfig
+from engine.config.locations import folder_problem
 from engine.config.sections.notify import http_url_problem
 from engine.errors import JournalError
 from engine.journal.files import list_archives
@@ -102,15 +104,35 @@ def check_config(loaded: LoadedConfig) -> list[Check]:
     return out
 
 
+DATA_DIR_FIX = "point paths.data_dir (or HOTCOIN_PATHS__DATA_DIR) at a folder you can write in"
+JOURNAL_FOLDER_FIX = "point journal.path (or HOTCOIN_JOURNAL, --journal) at a file in a folder you can write in"
+
+
+def check_data_dir(path: Path) -> Check:
+    """Whether a run can make the data dir, or write in the one there (`folder_problem`): an
+    engine that cannot refuses to start, and doctor said OK."""
+    problem = folder_problem(path)
+    if problem is not None:
+        return Check("data_dir", Status.FAIL, f"{path} {problem}", DATA_DIR_FIX)
+    return Check("data_dir", Status.OK, f"{path} is writable" if path.is_dir() else f"{path} can be created (on the first run)")
+
+
 def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: int = FULL_CHECK_HINT_BYTES) -> list[Check]:
     """SQLite `quick_check` of the main file and every archive, what SQLite reads back of the
-    -wal (`wal`), and the main file's size.
+    -wal (`wal`), and the main file's size; for a journal not made yet, whether its folder can
+    take it.
 
     quick_check reads every page but does not match indexes against their rows, nor decode an
     event: on a large journal an ok says so and names the full check."""
+    folder = folder_problem(path.parent)
     if not path.exists():
+        if folder is not None:
+            return [Check("journal", Status.FAIL, f"{path} cannot be created, as its folder {path.parent} {folder}", JOURNAL_FOLDER_FIX)]
         return [Check("journal", Status.OK, f"{path} does not exist yet (created on the first run)")]
     out: list[Check] = []
+    if folder is not None:
+        out.append(Check("journal.folder", Status.FAIL, f"the journal's folder {path.parent} {folder}: a run writes the "
+                         "journal's lock, -wal and -shm files there", JOURNAL_FOLDER_FIX))  # fmt: skip
     files = [path, *(a.path for a in list_archives(path))]
     bad: list[str] = []
     for f in files:
@@ -177,6 +199,9 @@ def check_engine(socket_path: Path) -> Check:
 def check_secrets_file(path: Path) -> Check:
     if not path.exists():
         return Check("secrets", Status.SKIP, f"no secrets file at {path}")
+    if path.is_dir():
+        return Check("secrets", Status.FAIL, f"{path} is a directory, not a secrets file",
+                     "remove it, or point paths.secrets_file at a file (chmod 600)")  # fmt: skip
     st = path.stat()
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
@@ -344,6 +369,7 @@ async def run_doctor(
     """Every check, local first, then the network ones the config calls for."""
     c = loaded.config
     checks = check_config(loaded)
+    checks.append(check_data_dir(c.paths.data_dir))
     checks += check_journal(c.journal_path, c.journal.rotate_max_bytes)
     checks.append(check_disk(c.paths.data_dir))
     checks.append(check_secrets_file(c.paths.secrets_file))

@@ -14,12 +14,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 from pydantic import SecretStr
 
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
+from engine.config.locations import make_folder
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError
 from engine.execution.broker import Broker
@@ -157,6 +159,20 @@ def check_live(config: HotcoinConfig, options: RunOptions) -> None:
         raise ConfigError("--live sends real orders; add --yes-really-trade-live to confirm")
 
 
+JOURNAL_FOLDER_FIX = "point --journal (or journal.path, HOTCOIN_JOURNAL) at a file in a folder you can write in"
+
+
+def check_folders(config: HotcoinConfig) -> None:
+    """Make (or check) the folders a run writes in, refusing in one line with the setting to
+    change: the data dir (the attach socket, spilled events, models) and the journal's folder
+    (the journal, its lock, the saved demo market). Left to the first file made there, an
+    unwritable or impossible path (a file where a folder belongs) was a traceback."""
+    make_folder(
+        config.paths.data_dir, "paths.data_dir", "point paths.data_dir (or HOTCOIN_PATHS__DATA_DIR) at a folder you can write in"
+    )
+    make_folder(config.journal_path.parent, "the journal's folder", JOURNAL_FOLDER_FIX)
+
+
 def paper_despite_mode(config: HotcoinConfig, options: RunOptions) -> str | None:
     """The warning for a config saying `mode = "live"` on a run without --live: it runs paper, and
     whoever set the key expecting real orders should hear so rather than find out later."""
@@ -183,8 +199,8 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
     The simulated exchange (`exchange.name = "sim"` with an endpoint): the exchange broker,
     since no real money is at stake and its order path is the thing worth exercising; the sim
     accepts any API key, so without configured keys the run signs as `SIM_API_KEY`. Its clock
-    runs at `options.speed` (`--speed`, which must match the sim-exchange's) from the time it
-    reports, and the gateway keeps that time (`ExchangeClock`).
+    runs at `options.speed` (`--speed`, which must match the sim-exchange's: `check_sim_speed`)
+    from the time it reports, and the gateway keeps that time (`ExchangeClock`).
     """
     section = config.exchange
     on_sim = section.name == "sim"
@@ -193,6 +209,7 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
         if section.api_key is None or section.api_secret is None:
             section = section.model_copy(update={"api_key": SecretStr(SIM_API_KEY), "api_secret": SecretStr(SIM_API_KEY)})
         assert section.endpoint is not None  # uses_exchange: the sim is only reached at an endpoint
+        await check_sim_speed(section.endpoint, options.speed, section.request_timeout_ms)
         clock = ExchangeClock(await server_time_ms(section.endpoint, section.request_timeout_ms), options.speed)
     gateway = CcxtGateway(section, clock=clock, notify=_log_notice)
     feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
@@ -221,6 +238,28 @@ async def server_time_ms(endpoint: str, timeout_ms: int) -> int:
         ) from None
 
 
+async def check_sim_speed(endpoint: str, speed: float, timeout_ms: int) -> None:
+    """Refuse a `--speed` other than the sim-exchange's own. The engine's clock runs at `speed`
+    from the time the exchange reports; at another speed the two part at once, every candle
+    looks minutes old, and the engine blocked on `data_stale` with nothing naming the cause.
+    The sim says its speed at `GET /_sim/stats`; a host without that route (another
+    Binance-compatible endpoint), or one that does not answer it, is taken on trust as before."""
+    url = endpoint.rstrip("/") + "/_sim/stats"
+    try:
+        timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as reply:
+            if reply.status != 200:
+                return
+            theirs = float((await reply.json())["speed"])
+    except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError):
+        return
+    if not math.isclose(theirs, speed):
+        raise ConfigError(
+            f"the sim-exchange at {endpoint} runs at x{theirs:g} but --speed is {speed:g}; pass --speed {theirs:g} "
+            f"(or restart the sim-exchange with --speed {speed:g})"
+        )
+
+
 def sim_start_ms(start_ms: int, journal: Path) -> int:
     """Where the simulated clock starts: at `start_ms`, or just after the journal's newest event
     if that is later. A sim clock runs `speed` times faster than the wall, so an earlier run's
@@ -233,21 +272,31 @@ def sim_start_ms(start_ms: int, journal: Path) -> int:
     return start_ms if newest is None else max(start_ms, newest + 1)
 
 
-def demo_market(config: HotcoinConfig, options: RunOptions, start_ms: int) -> tuple[RingMarket, int]:
-    """The in-process market and the time its sim clock starts at (`sim_start_ms`, or later
-    where the market's own time is).
+class DemoMarket(NamedTuple):
+    """The in-process market, the time its sim clock starts at (`sim_start_ms`, or later where
+    the market's own time is), and whether it is a new one, still to be kept beside the journal."""
+
+    market: RingMarket
+    sim_ms: int
+    new: bool
+
+
+def demo_market(config: HotcoinConfig, options: RunOptions, start_ms: int) -> DemoMarket:
+    """The in-process market for a start at `start_ms` (see `DemoMarket`).
 
     A generated market is one market for the journal's whole life: the one saved beside the
     journal when it stopped is resumed (`engine.sim.saved`), and stepped on to `WARMUP_MS`
     before the start if it stopped earlier, so positions recovered from the journal are marked
-    at the prices their own market goes on to print. A new one starts (and is saved at once, so
-    that a crash too resumes it) when none was saved, or the saved one cannot be resumed: then
-    the old market's prices are gone, and the warning says what that means for positions. A
-    replay (`sim.data_dir`) is a function of time already: it is opened at the time."""
+    at the prices their own market goes on to print. A new one starts when none was saved, or
+    the saved one cannot be resumed: then the old market's prices are gone, and the warning says
+    what that means for positions. The caller keeps a new one (`keep_demo_market`) once the
+    journal has opened and been read, so that a crash too resumes it, but a start the journal
+    refuses leaves no market file behind for the next start to "resume". A replay
+    (`sim.data_dir`) is a function of time already: it is opened at the time."""
     sim_ms = sim_start_ms(start_ms, config.journal_path)
     settings = config.sim_market
     if settings.data_dir is not None:
-        return open_market(settings, sim_ms - WARMUP_MS), sim_ms
+        return DemoMarket(open_market(settings, sim_ms - WARMUP_MS), sim_ms, new=False)
     path = saved_market_path(config.journal_path)
     try:
         market = _resumed(path, settings, sim_ms) if path.exists() else None
@@ -262,13 +311,11 @@ def demo_market(config: HotcoinConfig, options: RunOptions, start_ms: int) -> tu
         sim_ms = max(sim_ms, market.now_ms)
         log.info("demo market: resumed from %s, where it stopped %.0f s of market time before this start", path, (sim_ms - market.now_ms) / 1000)
         market.advance_to(max(market.now_ms, sim_ms - WARMUP_MS))
-        return market, sim_ms
+        return DemoMarket(market, sim_ms, new=False)
     market = SimMarket(settings, sim_ms - WARMUP_MS)
     if options.demo_pump:
         script_demo_pump(market, sim_ms + DEMO_PUMP_AFTER_MS)
-    keep_demo_market(market, path)
-    log.info("demo market: a new one (sim.seed=%d), kept in %s for the next start to go on with", settings.seed, path)
-    return market, sim_ms
+    return DemoMarket(market, sim_ms, new=True)
 
 
 def _resumed(path: Path, settings: SimSection, sim_ms: int) -> SimMarket:
@@ -282,12 +329,14 @@ def _resumed(path: Path, settings: SimSection, sim_ms: int) -> SimMarket:
     return load_market(path, settings)
 
 
-def keep_demo_market(market: SimMarket, path: Path) -> None:
+def keep_demo_market(market: SimMarket, path: Path) -> bool:
     """Save the demo's market for the next start; a failure costs only that (it starts a new one)."""
     try:
         save_market(market, path)
     except OSError as exc:
         log.warning("demo market: cannot save it to %s (%s); the next start begins a new market", path, exc)
+        return False
+    return True
 
 
 def order_durability(broker: Broker, journal: Journal) -> Durable | None:
@@ -308,6 +357,7 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
     first, before the journal is read for recovery or the exchange is reached, and held until
     the session closes: a second engine on the same journal is refused, whatever its data dir."""
     check_live(config, options)
+    check_folders(config)
     with journal_lock(config.journal_path):
         async with _started(config, options) as session:
             yield session
@@ -321,6 +371,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
     paper = PaperBroker(FillModel.from_settings(config.trading.execution), id_prefix=f"paper-{run_id}")
     feed: MarketFeed
     broker: Broker = paper
+    demo: DemoMarket | None = None
     if uses_exchange(config, options):
         feed, broker = await exchange_feed(config, options, paper)
     else:
@@ -329,12 +380,12 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                 "sim.quote_asset=%s is for `hotcoin sim-exchange`; this market is quoted in exchange.quote_asset=%s, "
                 "the asset discovery trades", config.sim.quote_asset, config.exchange.quote_asset,
             )
-        market, sim_ms = demo_market(config, options, start_ms)
-        clock = SimClock(sim_ms, options.speed)
+        demo = demo_market(config, options, start_ms)
+        clock = SimClock(demo.sim_ms, options.speed)
         if options.lockstep_ms is not None:
-            feed = SimFeed(market, clock, interval_ms=options.lockstep_ms, lockstep=True, warmup_ms=WARMUP_MS)
+            feed = SimFeed(demo.market, clock, interval_ms=options.lockstep_ms, lockstep=True, warmup_ms=WARMUP_MS)
         else:
-            feed = SimFeed(market, clock, warmup_ms=WARMUP_MS)
+            feed = SimFeed(demo.market, clock, warmup_ms=WARMUP_MS)
     journal_path = config.journal_path
     # Should the writer fail, its unwritten events go beside the journal, else to the data dir;
     # opening takes back any an earlier run's failed writer saved there.
@@ -344,6 +395,10 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
             journal_path, config.trading.capital.active.capital, breakeven_after_tp=config.trading.exits.breakeven_after_tp
         )
         recovery = None if recovered.empty else Recovery(recovered)
+        if demo is not None and demo.new and isinstance(demo.market, SimMarket):  # the journal took this start
+            kept = saved_market_path(journal_path)
+            if keep_demo_market(demo.market, kept):
+                log.info("demo market: a new one (sim.seed=%d), kept in %s for the next start to go on with", config.sim.seed, kept)
         # Each rotation journals recovery's state first, so retention may delete older archives.
         checkpoint.install(journal, journal_path, config.trading.capital.active.capital)
         model = options.model_loader(config) if options.model_loader is not None else None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JsonOpt
+from hotcoin_tui.commands.options import ConfigOpt, JsonOpt, is_calendar_ms
 
 if TYPE_CHECKING:
     from engine.config import HotcoinConfig
@@ -58,20 +58,26 @@ def _user_errors() -> Iterator[None]:
 
 
 def parse_time(value: str | None, what: str) -> int | None:
-    """`2021-04-16`, `2021-04-16T13:00`, `...+02:00` or epoch ms -> epoch ms (naive = UTC)."""
+    """`2021-04-16`, `2021-04-16T13:00`, `...+02:00` or epoch ms -> epoch ms (naive = UTC),
+    between 1970 and 9999 (`is_calendar_ms`): a larger epoch was an OSError (errno 75) from
+    the C library deep in the replay."""
     from engine.errors import ConfigError
 
     if value is None:
         return None
     if value.isdigit():
-        return int(value)
-    try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ConfigError(f"{what} {value!r} is not a time; use e.g. 2021-04-16T13:00 (UTC) or epoch ms") from exc
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
+        ms = int(value)
+    else:
+        try:
+            t = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ConfigError(f"{what} {value!r} is not a time; use e.g. 2021-04-16T13:00 (UTC) or epoch ms") from exc
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.UTC)
+        ms = int(t.timestamp() * 1000)
+    if not is_calendar_ms(ms):
+        raise ConfigError(f"{what} {value!r} is not a time between 1970 and 9999; use e.g. 2021-04-16T13:00 (UTC) or epoch ms")
+    return ms
 
 
 def _config(config: Path | None, overrides: dict[str, Any]) -> HotcoinConfig:

@@ -10,6 +10,7 @@ at the path, or an option that cannot be used.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from hotcoin_tui.commands.help_format import command_group
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
+from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt, is_calendar_ms
 
 if TYPE_CHECKING:
     from engine.errors import HotcoinError
@@ -126,16 +127,28 @@ def export(
         bool,
         typer.Option("--skip-damaged", help="Leave out damaged events (`hotcoin journal check` lists them) instead of stopping at the first."),
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an --out file that holds something (never an SQLite file: a journal).")
+    ] = False,
 ) -> None:
     """Write events (main file and archives, in seq order) as JSON lines."""
     since_ms = parse_time(since, "--since") if since else None
     until_ms = parse_time(until, "--until") if until else None
+    if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+        # An empty window exported "0 events" and exit 0: read as a journal with nothing in it.
+        # (A relative --until is an age too: --since 2h --until 1h is the hour before the last.)
+        raise typer.BadParameter(
+            f"--until {until} is not after --since {since}, so no event can fall between them; "
+            "swap them, or give --until a later time",
+            param_hint="'--until'",
+        )
     skipped: list[int] | None = [] if skip_damaged else None
     with _reading(journal, config) as reader:
         if out is None:
             count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms, skipped=skipped)
         else:
             _refuse_journal_file(out, reader)
+            _refuse_to_replace(out, force=force)
             count = _export_to_file(reader, out, since_ms, until_ms, skipped)
     typer.echo(f"exported {count} events" + (f" to {out}" if out else ""), err=True)
     if skipped:
@@ -155,6 +168,57 @@ def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
             "pick another file, e.g. events.jsonl",
             param_hint="'--out'",
         )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_to_replace(out: Path, *, force: bool) -> None:
+    """Exit 2 before `--out` replaces what cannot be rebuilt: another journal (an SQLite file,
+    or one an engine holds the writer lock of: it may not have written its header yet) whatever
+    `--force` says, and any other file with something in it unless `--force`. The export went
+    over `-o victim.sqlite`, another journal, and its events were gone."""
+    target = out.expanduser()
+    if _writer_lock_held(target):
+        raise typer.BadParameter(
+            f"{out} is a journal an engine is writing (its lock {target}.lock is held); pick another file, e.g. events.jsonl",
+            param_hint="'--out'",
+        )
+    try:
+        with target.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+        size = target.stat().st_size
+    except OSError:  # missing (the usual case), or a folder / unreadable file: the write says why
+        return
+    if head == SQLITE_HEADER:
+        raise typer.BadParameter(
+            f"{out} is an SQLite file (another journal?), and the export would replace it with JSON lines; "
+            "pick another file, e.g. events.jsonl",
+            param_hint="'--out'",
+        )
+    if size and not force:
+        raise typer.BadParameter(f"{out} already exists ({size:,} bytes); add --force to replace it, or pick another file", param_hint="'--out'")
+
+
+def _writer_lock_held(journal: Path) -> bool:
+    """Whether an engine (or a backtest) holds `journal`'s writer lock (`engine.journal.lock`),
+    tried with a shared lock that is let go at once."""
+    import fcntl
+    import os
+
+    from engine.journal.lock import lock_path
+
+    try:
+        fd = os.open(lock_path(journal), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _export_to_file(
@@ -320,20 +384,31 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_80
 
 
 def parse_time(text: str, option: str, *, now_ms: int | None = None) -> int:
-    """Epoch ms from an ISO time (UTC when it has no zone) or a relative age like 2h / 30m / 1d."""
+    """Epoch ms from an ISO time (UTC when it has no zone) or a relative age like 2h / 30m / 1d,
+    between 1970 and 9999 (`is_calendar_ms`): an age of 99999999999w was an OverflowError in the
+    reader's query."""
     from datetime import UTC, datetime
 
     match = _RELATIVE.match(text)
     if match:
         if now_ms is None:
             now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        return now_ms - int(float(match[1]) * _UNIT_MS[match[2]])
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        age = float(match[1]) * _UNIT_MS[match[2]]
+        ms = now_ms - int(age) if math.isfinite(age) else -math.inf
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise typer.BadParameter(
+                f"{text!r} is neither an ISO time (2026-11-25T08:00) nor a relative age (30m, 2h, 1d, 1w)", param_hint=option
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ms = moment.timestamp() * 1000
+    if not is_calendar_ms(ms):
         raise typer.BadParameter(
-            f"{text!r} is neither an ISO time (2026-11-25T08:00) nor a relative age (30m, 2h, 1d, 1w)", param_hint=option
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+            f"{text!r} is not a time between 1970 and 9999; use an ISO time (2026-11-25T08:00) or a relative age "
+            "(30m, 2h, 1d, 1w)",
+            param_hint=option,
+        )
+    return int(ms)

@@ -123,22 +123,31 @@ def doctor(config: ConfigOpt = None, journal: JournalOpt = None, as_json: JsonOp
 
     from engine.config import load_config
     from engine.errors import ConfigError
-    from engine.ops.doctor import Status, run_doctor, worst
+    from engine.ops.doctor import Check, Status, run_doctor, worst
 
     try:
         loaded = load_config(config, cli={} if journal is None else {"journal.path": str(journal)})
     except ConfigError as exc:
-        typer.secho(f"config: FAIL {exc}", fg=typer.colors.RED, err=True)
+        # With --json the failure is the one check in the array: a script reading stdout got
+        # nothing, and could not tell a config that does not load from a doctor that crashed.
+        if as_json:
+            typer.echo(_checks_json([Check("config", Status.FAIL, str(exc))]))
+        else:
+            typer.secho(f"config: FAIL {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     checks = asyncio.run(run_doctor(loaded))
     if as_json:
-        import orjson
-
-        typer.echo(orjson.dumps([{"name": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks], option=orjson.OPT_INDENT_2).decode())
+        typer.echo(_checks_json(checks))
     else:
         _print_checks(checks)
     if worst(checks) is Status.FAIL:
         raise typer.Exit(1)
+
+
+def _checks_json(checks: list[Check]) -> str:
+    import orjson
+
+    return orjson.dumps([{"name": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix} for c in checks], option=orjson.OPT_INDENT_2).decode()
 
 
 def _print_checks(checks: list[Check]) -> None:

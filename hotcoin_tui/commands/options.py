@@ -43,3 +43,15 @@ def refuse_demo_with_a_market(demo: bool, exchange: str | None, endpoint: str | 
             "drop --demo to trade there, or drop the other to run the demo",
             param_hint="--demo",
         )
+
+
+# The times a time option takes, as epoch ms: 1970-01-01 to 9999-12-31 (UTC). Outside them a
+# number is no time the journal or the candles can hold: datetime, SQLite and the C library
+# overflow on it (an OverflowError, errno 75), so it is refused as "not a time" instead.
+FIRST_MS = 0
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def is_calendar_ms(ms: float) -> bool:
+    """Whether `ms` (epoch ms) is a time between 1970 and 9999; NaN and infinities are not."""
+    return FIRST_MS <= ms <= LAST_MS

@@ -3,6 +3,7 @@ flushed, positions recorded)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,16 @@ def cli_overrides(
     return out
 
 
+def _seconds(value: float | None) -> float | None:
+    """`--duration`: a count of seconds, 0 or more (inf: no end). Checked here rather than by
+    `min=0`, which let NaN through to a range message ("should be >= 0") that named the wrong problem."""
+    if value is not None and math.isnan(value):
+        raise typer.BadParameter("nan is not a number of seconds; give e.g. --duration 60")
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"{value:g} is negative; give 0 or more seconds, e.g. --duration 60")
+    return value
+
+
 def run(
     config: ConfigOpt = None,
     journal: JournalOpt = None,
@@ -57,7 +68,9 @@ def run(
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
-    duration: Annotated[float | None, typer.Option("--duration", min=0, help="Stop after this many wall seconds.")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", callback=_seconds, help="Stop after this many wall seconds.")
+    ] = None,
     endpoint: Annotated[
         str | None,
         typer.Option("--endpoint", help="Another Binance-compatible host, e.g. the URL `hotcoin sim-exchange` prints."),

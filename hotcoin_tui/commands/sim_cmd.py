@@ -46,7 +46,7 @@ def sim_exchange(
     ] = False,
     latency_ms: Annotated[int, typer.Option("--latency-ms", help="Added delay on REST replies and WS frames.")] = 0,
     rate_limit_burst: Annotated[int, typer.Option("--rate-limit-burst", help="The first K REST calls get 429.")] = 0,
-    ban_s: Annotated[float, typer.Option("--ban", help="Answer every REST call 418 for this many seconds.")] = 0.0,
+    ban_s: Annotated[float, typer.Option("--ban", min=0, help="Answer every REST call 418 for this many seconds.")] = 0.0,
     server_errors: Annotated[int, typer.Option("--server-errors", help="The first K REST calls get a 5xx.")] = 0,
     hang_requests: Annotated[int, typer.Option("--hang-requests", help="The first K REST calls hang.")] = 0,
     hang_s: Annotated[float, typer.Option("--hang-s", help="How long a hung REST call waits.")] = 30.0,

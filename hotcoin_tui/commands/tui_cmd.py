@@ -72,7 +72,7 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     import asyncio
 
     from engine.config import load_config
-    from engine.runtime.session import RunOptions, check_live
+    from engine.runtime.session import RunOptions, check_folders, check_live
     from engine.runtime.threaded import EngineThread
     from hotcoin_tui.app import HotcoinApp
     from hotcoin_tui.commands.run_cmd import cli_overrides
@@ -111,7 +111,9 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
     demo = engine.demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None)
     # refused here, with its reason on the terminal, rather than by the engine once it starts
     check_live(loaded.config, RunOptions(demo=demo, live=engine.live, confirm_live=engine.yes_really))
+    check_folders(loaded.config)
     log_path = loaded.config.journal_path.with_suffix(".log")  # the screen is the console's
+    check_log(log_path)
     if not engine.in_process:
         from hotcoin_tui.child_engine import child_engine, run_args
 
@@ -154,6 +156,24 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
         app = HotcoinApp(client, settings)
         app.run()
     return app.return_code or 0
+
+
+def check_log(path: Path) -> None:
+    """Create the engine's log (beside the journal, 0600) before the engine starts or the screen
+    is taken: a log that cannot be written (a folder by that name, a full disk) is refused in one
+    line here, where it was a traceback from the console's start."""
+    import os
+
+    from engine.errors import ConfigError
+    from engine.ops.logs import open_private
+
+    try:
+        os.close(open_private(path))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the engine's log {path} ({exc.strerror}); the console keeps it beside the journal: "
+            "clear that path, or point --journal (or journal.path, HOTCOIN_JOURNAL) at a file in a folder you can write in"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,3 +153,36 @@ async def test_close_all_from_the_console_flattens_the_real_engine(tmp_path: Pat
         commands = [e.payload["origin"] for e in reader.events(kinds=["command"]) if e.payload["command"] == "close_all"]
     assert exits, "close-all sold nothing"
     assert commands == ["tui"]
+
+
+@pytest.mark.parametrize("case", ["log-is-a-folder", "journal-under-a-file"])
+def test_the_console_refuses_a_journal_path_it_cannot_write_beside_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """`hotcoin tui -j ro/journal.sqlite` printed a traceback from opening the engine's log
+    beside the journal, before the engine or the screen started."""
+    from hotcoin_tui import cli
+
+    if case == "log-is-a-folder":
+        journal = tmp_path / "journal.sqlite"
+        (tmp_path / "journal.log").mkdir()
+        words = f"hotcoin: cannot write the engine's log {tmp_path}/journal.log (Is a directory); the console keeps it beside the journal"
+    else:
+        (tmp_path / "garbage.sqlite").write_text("not a folder")
+        journal = tmp_path / "garbage.sqlite" / "journal.sqlite"
+        words = f"hotcoin: the journal's folder {tmp_path}/garbage.sqlite is a file, not a folder; point --journal"
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(sys, "argv", ["hotcoin", "tui", "--no-http", "-j", str(journal)])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(words) and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(("value", "words"), [("nan", "nan is not a number of seconds"), ("-3", "-3 is negative")])
+def test_run_names_a_duration_that_is_not_a_count_of_seconds(value: str, words: str) -> None:
+    """`--duration nan` was refused as "should be >= 0", which it is not the problem with."""
+    result = CliRunner().invoke(app, ["run", "--duration", value], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert words in result.stderr

@@ -181,8 +181,11 @@ def test_backtest_trades_table_fits_the_terminal(store: Path, config_file: Path,
         (["--timeframe", "5m"], "1m"),
         (["--from", "2020-01-01"], "before the first candle"),
         (["--from", "yesterday"], "is not a time"),
+        # were an OSError (errno 75) traceback from the C library in the replay
+        (["--from", "99999999999999999999", "--to", "99999999999999999999"], "--from '99999999999999999999' is not a time between 1970 and 9999"),
+        (["--to", "0001-01-01"], "--to '0001-01-01' is not a time between 1970 and 9999"),
     ],
-    ids=["timeframe", "before-data", "bad-time"],
+    ids=["timeframe", "before-data", "bad-time", "epoch-past-9999", "before-1970"],
 )
 def test_backtest_user_errors_exit_2(store: Path, config_file: Path, args: list[str], message: str) -> None:
     code, _, err = invoke("backtest", "--data", str(store), "--config", str(config_file), *args)

@@ -277,10 +277,73 @@ def test_export_replaces_an_earlier_file_only_when_complete(journal: tuple[Path,
     path, _ = journal
     out = tmp_path / "events.jsonl"
     out.write_text("old\n")
-    code, _, err = invoke("journal", "export", "--journal", str(path), "--out", str(out))
+    code, _, err = invoke("journal", "export", "--journal", str(path), "--out", str(out), "--force")
     assert code == 0, err
     assert len(out.read_bytes().splitlines()) == 17
     assert [p.name for p in tmp_path.iterdir()] == ["events.jsonl"]
+
+
+def test_export_never_replaces_another_journal(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    """`journal export -j y.sqlite -o victim.sqlite` replaced another journal with JSON lines:
+    its events were gone. An SQLite file is refused even with --force."""
+    path, _ = journal
+    victim = tmp_path / "victim.sqlite"
+    build_journal(victim, [lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0)])
+    before = victim.read_bytes()
+    for force in ([], ["--force"]):
+        result = runner.invoke(app, ["journal", "export", "-j", str(path), "-o", str(victim), *force], env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.output
+        assert f"{victim} is an SQLite file (another journal?), and the export would replace it with JSON lines" in result.stderr
+    assert victim.read_bytes() == before
+
+
+def test_export_refuses_a_file_an_engine_is_journaling_into(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    """A journal just created holds no SQLite header yet; its held writer lock still names it."""
+    from engine.journal.lock import journal_lock
+
+    path, _ = journal
+    busy = tmp_path / "busy.sqlite"
+    with journal_lock(busy):
+        result = runner.invoke(app, ["journal", "export", "-j", str(path), "-o", str(busy), "--force"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert f"{busy} is a journal an engine is writing (its lock {busy}.lock is held)" in result.stderr
+    assert not busy.exists()
+
+
+def test_export_replaces_a_file_with_something_in_it_only_with_force(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
+    path, _ = journal
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    result = runner.invoke(app, ["journal", "export", "-j", str(path), "-o", str(notes)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert f"{notes} already exists (8 bytes); add --force to replace it" in result.stderr
+    assert notes.read_text() == "keep me\n"
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()  # `mktemp`'s file: nothing to lose
+    code, _, err = invoke("journal", "export", "-j", str(path), "-o", str(empty))
+    assert code == 0 and "exported 17 events" in err
+
+
+def test_export_refuses_an_until_not_after_its_since(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
+    """`--since 1h --until 2h` (the window ends before it starts) exported 0 events, exit 0."""
+    path, _ = journal
+    for since, until in [("1h", "2h"), ("2021-04-16T00:02:00", "2021-04-16T00:01:00"), ("2021-04-16T00:01:00", "2021-04-16T00:01:00")]:
+        result = runner.invoke(app, ["journal", "export", "-j", str(path), "--since", since, "--until", until], env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.output
+        assert f"--until {until} is not after --since {since}" in result.stderr
+        assert result.stdout == ""
+
+
+@pytest.mark.parametrize("text", ["99999999999w", "9" * 400 + "s", "0001-01-01", "1969-12-31T23:59:59"])
+@pytest.mark.parametrize("command", ["traces", "export"])
+def test_times_outside_1970_to_9999_are_not_times(journal: tuple[Path, dict[str, WrittenTrace]], command: str, text: str) -> None:
+    """`--since 99999999999w` was an OverflowError traceback from the reader's query."""
+    path, _ = journal
+    args = ["traces"] if command == "traces" else ["journal", "export"]
+    result = runner.invoke(app, [*args, "-j", str(path), "--since", text], env={"COLUMNS": "1000"})
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, OverflowError)
+    assert f"{text!r} is not a time between 1970 and 9999" in result.stderr
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from engine.backtest.api import run_backtest
 from engine.config import HotcoinConfig
-from engine.errors import JournalError
+from engine.errors import ConfigError, JournalError
 from engine.runtime.recovery import read_journal
 from tests.engine.backtest.conftest import MIN, START
 from tests.kit.events import build_journal, entered_trace
@@ -44,3 +44,11 @@ def test_an_engine_refuses_to_recover_from_a_backtests_journal(config: HotcoinCo
     with pytest.raises(JournalError, match=rf"journal {path} holds a backtest \(run bt-own, started at event seq \d+\): .*"
                                            "run the engine on a journal of its own"):  # fmt: skip
         read_journal(path, 1000.0)
+
+
+def test_a_backtest_refuses_a_journal_folder_it_cannot_make_in_one_line(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
+    """`hotcoin backtest -j ro/bt.sqlite` was a traceback from the journal's lock."""
+    (tmp_path / "garbage.sqlite").write_text("not a folder")
+    path = tmp_path / "garbage.sqlite" / "bt.sqlite"
+    with pytest.raises(ConfigError, match=rf"^the journal's folder {tmp_path}/garbage.sqlite is a file, not a folder; point --journal"):
+        asyncio.run(run_backtest(config, store, START, START + 30 * MIN, path))

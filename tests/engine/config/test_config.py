@@ -144,6 +144,14 @@ class TestSecrets:
         with pytest.raises(ConfigError, match=rf"readable by group or others.*chmod 600 {secrets}"):
             load_config(cfg, env={})
 
+    def test_a_secrets_file_that_is_a_directory_is_named_as_such(self, tmp_path: Path) -> None:
+        """A directory there was refused as "readable by group or others (mode 0755) ... chmod 600"."""
+        secrets = tmp_path / "secrets.toml"
+        secrets.mkdir()
+        with pytest.raises(ConfigError, match=rf"^secrets file {secrets} is a directory, not a file; remove it") as refused:
+            load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(secrets)})
+        assert "chmod 600 " not in str(refused.value)
+
     def test_secret_in_main_config_is_refused(self, tmp_path: Path) -> None:
         cfg = write(tmp_path / "c.toml", "[exchange]\napi_secret = 'oops'\n", mode=0o644)
         with pytest.raises(ConfigError, match="secret and may not be set in the config file") as info:

@@ -27,6 +27,7 @@ from engine.ops.doctor import (
     binance_time,
     check_clock,
     check_config,
+    check_data_dir,
     check_disk,
     check_feishu,
     check_journal,
@@ -37,6 +38,7 @@ from engine.ops.doctor import (
     run_doctor,
     worst,
 )
+from tests.engine.config.test_locations import deny_writes_in
 from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
 
@@ -135,6 +137,63 @@ def test_secrets_file_permissions(tmp_path: Path, mode: int, status: Status) -> 
     if status is Status.FAIL:
         assert check.fix == f"chmod 600 {path}"
     assert check_secrets_file(tmp_path / "none.toml").status is Status.SKIP
+
+
+def test_a_secrets_file_that_is_a_directory_is_named_as_such(tmp_path: Path) -> None:
+    """A directory at the secrets path was told to `chmod 600` (its mode is 0755), which cannot help."""
+    path = tmp_path / "secrets.toml"
+    path.mkdir()
+    check = check_secrets_file(path)
+    assert check.status is Status.FAIL
+    assert check.detail == f"{path} is a directory, not a secrets file" and "chmod 600" not in check.detail
+
+
+# -- can a run write where it must --------------------------------------------------------------
+
+
+def _file(tmp_path: Path) -> Path:
+    path = tmp_path / "garbage.sqlite"
+    path.write_text("not a folder")
+    return path
+
+
+def test_a_data_dir_a_run_can_make_or_write_is_ok(tmp_path: Path) -> None:
+    assert check_data_dir(tmp_path / "new" / "data") == Check("data_dir", Status.OK, f"{tmp_path}/new/data can be created (on the first run)")
+    assert check_data_dir(tmp_path).detail == f"{tmp_path} is writable"
+    assert not (tmp_path / "new").exists()  # doctor creates nothing
+
+
+def test_a_data_dir_a_run_cannot_make_or_write_fails_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`HOTCOIN_PATHS__DATA_DIR=<a file, or under a folder it cannot write> hotcoin doctor` said
+    OK and exited 0; the run then refused to start."""
+    garbage = _file(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    deny_writes_in(monkeypatch, ro)
+    for path, seen in [
+        (garbage, f"{garbage} is a file, not a folder"),
+        (garbage / "data", f"{garbage}/data cannot be created: {garbage} is a file, not a folder"),
+        (ro, f"{ro} is not writable"),
+        (ro / "data", f"{ro}/data cannot be created: {ro} is not writable"),
+    ]:
+        check = check_data_dir(path)
+        assert (check.status, check.detail) == (Status.FAIL, seen)
+        assert check.fix == "point paths.data_dir (or HOTCOIN_PATHS__DATA_DIR) at a folder you can write in"
+
+
+async def test_a_journal_whose_folder_a_run_cannot_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    garbage = _file(tmp_path)
+    [check] = check_journal(garbage / "journal.sqlite", 2_000_000_000)
+    assert check.status is Status.FAIL
+    assert check.detail == f"{garbage}/journal.sqlite cannot be created, as its folder {garbage} is a file, not a folder"
+    assert "--journal" in check.fix
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    async with Journal.open(ro / "journal.sqlite") as j:
+        j.emit("risk_event", ts_ms=1000, payload={"code": "x", "level": "L1", "detail": "y"})
+    deny_writes_in(monkeypatch, ro)
+    folder = by_name(check_journal(ro / "journal.sqlite", 2_000_000_000))["journal.folder"]
+    assert folder.status is Status.FAIL and folder.detail.startswith(f"the journal's folder {ro} is not writable")
 
 
 def test_a_data_dir_or_journal_others_can_read_is_a_warning(tmp_path: Path) -> None:
@@ -401,6 +460,25 @@ def test_hotcoin_doctor_command(tmp_path: Path) -> None:
     broken = runner.invoke(app, ["doctor"], env={**env, "HOTCOIN_OPS__HTTP_PORT": "-4"})
     assert broken.exit_code == 2
     assert "config: FAIL" in broken.output
+    blocked = runner.invoke(app, ["doctor", "--json"], env={**env, "HOTCOIN_PATHS__DATA_DIR": str(_file(tmp_path))})
+    assert blocked.exit_code == 1
+    assert {c["name"]: c["status"] for c in orjson.loads(blocked.stdout)}["data_dir"] == "fail"
+
+
+def test_doctor_json_reports_a_config_that_does_not_load_as_a_failed_check(tmp_path: Path) -> None:
+    """`HOTCOIN_MODE=x hotcoin doctor --json` printed nothing on stdout: a script reading it
+    could not tell a bad config from a crash."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    result = CliRunner().invoke(app, ["doctor", "--json"], env={"HOTCOIN_PATHS__DATA_DIR": str(tmp_path), "HOTCOIN_MODE": "x"})
+    assert result.exit_code == 2
+    [check] = orjson.loads(result.stdout)
+    assert set(check) == {"name", "status", "detail", "fix"}
+    assert (check["name"], check["status"]) == ("config", "fail")
+    assert "HOTCOIN_MODE" in check["detail"] and "'paper' or 'live'" in check["detail"]
 
 
 def test_hotcoin_doctor_checks_the_journal_named_by_journal(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,16 @@ async def test_cli_rejects_bad_fault_flags_with_a_message() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert "ticker_nan_rate" in err.decode() and out == b""
+
+
+def test_cli_refuses_a_negative_ban() -> None:
+    """`--ban -5` was accepted (and banned nothing): the server started."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hotcoin_tui.cli", "sim-exchange", "--port", "0", "--ban", "-5"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--ban" in done.stderr and "greater than or equal to 0" in done.stderr
 
 
 async def test_cli_on_a_port_in_use_says_so_and_how_to_pick_another() -> None:
