@@ -148,20 +148,23 @@ class PaperBroker(Broker):
         )
         self._orders[order.client_order_id] = filled
         self._resting.pop(order.client_order_id, None)
-        fill = Fill(
+        return OrderUpdate(filled, (self._trade(order, ex, float(qty), now_ms),))
+
+    def _trade(self, order: Order, ex: Execution, quantity: float, ts_ms: int) -> Fill:
+        """The fill of `quantity` of `order` at `ex`, under this broker's next trade id."""
+        return Fill(
             trade_id=f"{self.id_prefix}-t{next(self._trades)}",
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
             price=ex.price,
-            quantity=float(qty),
+            quantity=quantity,
             fee_quote=ex.fee_quote,
-            ts_ms=now_ms,
+            ts_ms=ts_ms,
             trace_id=order.trace_id,
             is_maker=ex.is_maker,
             fee_base=ex.fee_base,
         )
-        return OrderUpdate(filled, (fill,))
 
     def settle_reply(self, journaled: Order, replied: Order, *, rested: bool) -> OrderUpdate:
         """Recovery's settlement of an order a broker before the restart replied executed
@@ -176,20 +179,7 @@ class PaperBroker(Broker):
         self._orders[settled.client_order_id] = settled  # its id stays taken
         if qty <= 0:
             return OrderUpdate(settled)
-        fill = Fill(
-            trade_id=f"{self.id_prefix}-t{next(self._trades)}",
-            client_order_id=settled.client_order_id,
-            symbol=settled.symbol,
-            side=settled.side,
-            price=ex.price,
-            quantity=float(qty),
-            fee_quote=ex.fee_quote,
-            ts_ms=settled.updated_ms,
-            trace_id=settled.trace_id,
-            is_maker=ex.is_maker,
-            fee_base=ex.fee_base,
-        )
-        return OrderUpdate(settled, (fill,))
+        return OrderUpdate(settled, (self._trade(settled, ex, float(qty), settled.updated_ms),))
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         if intent.client_order_id in self._orders:
