@@ -47,7 +47,7 @@ from engine.errors import ErrorClass, MarketDataError, OrderError
 from engine.execution.broker import OrderUpdate
 from engine.execution.client_ids import client_order_id
 from engine.execution.precheck import OrderRequest, PrecheckResult, precheck
-from engine.journal.events import EventSink, check, make_trace_id
+from engine.journal.events import TRAIL_ACTION, EventSink, check, make_trace_id
 from engine.portfolio.allocator import Allocator
 from engine.portfolio.clusters import Clusters
 from engine.portfolio.exits import ExitDecision, ExitPolicy
@@ -72,6 +72,13 @@ _HELD_NOTED = 1_000  # candidate traces already told their coin is held or order
 # order errors, blocked the engine. A write-down to the real balance resets it (sell at once).
 EXIT_RETRY_MS = 30_000
 EXIT_RETRY_MAX_MS = 15 * 60_000
+# An armed trailing stop's peak is journaled (`position_update`, action `trail`) at most this often
+# per position: a pumping coin makes a new high most seconds, and one event per new high is one a
+# second per position. The first rise after a quiet spell is journaled at once, and the runtime
+# journals every peak not yet on disk when it stops (`journal_trails`), so a restart rebuilds the
+# very stop the owner last saw; a crash loses at most this much of the rise, and the stop it
+# rebuilds is then a little looser, never tighter.
+TRAIL_JOURNAL_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -176,6 +183,8 @@ class TradingCore:
         self._close_all: _CloseAll | None = None
         self._close_all_count = 0
         self._held_noted: OrderedDict[str, None] = OrderedDict()  # candidate traces told "already held" or "in flight"
+        # symbol -> (position trace, trailing peak last journaled, when): see `_journal_trails`
+        self._trails: dict[str, tuple[str, float, int]] = {}
 
     # ----------------------------------------------------------------- state seen from outside
     @property
@@ -206,14 +215,16 @@ class TradingCore:
     ) -> None:
         """Take over the positions, cash, dust written off and each coin's last entry or exit
         rebuilt from the journal after a restart (`engine.runtime.recovery`), before the first
-        cycle; marks restart at the entry prices. A coin held with no entry left in the journal
-        counts from its open."""
+        cycle; marks restart at the entry prices, trailing peaks where the journal left them. A
+        coin held with no entry left in the journal counts from its open."""
         self.book.holdings = dict(holdings)
         self.book.written_off = dict(written_off or {})
         self.cash = cash
         self._last_action_ms = dict(last_action_ms or {})
         for symbol, held in holdings.items():
             self._last_action_ms.setdefault(symbol, held.position.opened_ms)
+        # The peaks came from the journal: the next rise is journaled at once, the same peak never again.
+        self._trails = {s: (h.position.trace_id, h.position.trailing_high, 0) for s, h in holdings.items()}
 
     def pending_entries(self) -> frozenset[str]:
         """Client ids of the entry orders in flight (sent, not finished): the runtime cancels
@@ -273,6 +284,7 @@ class TradingCore:
             if q is not None:
                 self._quotes.last[symbol] = q
                 self.book.mark(symbol, q[0])
+        self._journal_trails(now_ms)
         equity = self.equity()
         if self.start_equity is None:
             self.start_equity = equity
@@ -280,6 +292,46 @@ class TradingCore:
         if self._close_all is not None:
             return self.close_all_intents(now_ms)
         return self._exits(list(self.book.holdings), now_ms)
+
+    def journal_trails(self, now_ms: int) -> None:
+        """Journal every armed trailing peak that rose since it was last journaled, whenever
+        that was: the runtime calls it as it stops, so the next start rebuilds each stop exactly
+        as the owner last saw it (`TRAIL_JOURNAL_MS` holds the rest back while running)."""
+        self._journal_trails(now_ms, every_ms=0)
+
+    def _journal_trails(self, now_ms: int, *, every_ms: int = TRAIL_JOURNAL_MS) -> None:
+        """Journal the peak of each position whose armed trailing stop rose (a `position_update`
+        with action `trail`, under the position's trace, caused by its open), at most once per
+        `every_ms` each: restart recovery rebuilds the peak from it, where it once restarted at
+        the entry price and the stop fell back to the stop loss. A peak that has not armed the
+        trail is not journaled: it moves no stop, and once the bid arms the trail, the peak
+        is that bid, above any earlier one."""
+        for symbol, held in self.book.holdings.items():
+            pos = held.position
+            if self.exit_policy.trail_price(held) is None:
+                continue
+            last = self._trails.get(symbol)
+            if last is not None and last[0] == pos.trace_id and (pos.trailing_high <= last[1] or now_ms - last[2] < every_ms):
+                continue
+            self._trails[symbol] = (pos.trace_id, pos.trailing_high, now_ms)
+            self.sink.emit(
+                "position_update",
+                ts_ms=now_ms,
+                payload={
+                    "action": TRAIL_ACTION,
+                    "quantity": pos.quantity,
+                    "entry_price": pos.entry_price,
+                    "realised_pnl": 0.0,  # nothing sold
+                    "total_realised_pnl": pos.realised_pnl,
+                    "reason": OrderPurpose.TRAILING_STOP.value,
+                    "position_trace_id": pos.trace_id,
+                    "trailing_high": pos.trailing_high,
+                    "stop": self.exit_policy.stop_in_force(held),
+                },
+                trace_id=pos.trace_id,
+                symbol=symbol,
+                cause=held.opened_seq,
+            )
 
     def _exits(self, symbols: Sequence[str], now_ms: int) -> list[OrderIntent]:
         intents = []
@@ -784,6 +836,7 @@ class TradingCore:
                 self._closed_legs.popitem(last=False)
         self._exit_signal.pop(symbol, None)
         self._quotes.last.pop(symbol, None)
+        self._trails.pop(symbol, None)
         self._last_action_ms[symbol] = now_ms
         if record:
             self._emit_risk(self.risk.record_trade(trade.realised_pnl, now_ms), now_ms)

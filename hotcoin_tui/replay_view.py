@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from engine.journal.events import JournalEvent
+from engine.journal.events import TRAIL_ACTION, JournalEvent
 from engine.journal.reader import TraceRow
 from engine.journal.trace import Check, TraceNode, TraceSummary, fmt_value
 
@@ -194,6 +194,8 @@ def describe(e: JournalEvent) -> str:
         return str(p["status"]) + (f" ({p['error_class']})" if p.get("error_class") else "")
     if e.kind == "fill":
         return f"{p['side']} {fmt_value(p['quantity'])} @ {fmt_value(p['price'])} fee {fmt_value(p['fee_quote'])}"
+    if e.kind == "position_update" and p["action"] == TRAIL_ACTION:
+        return f"trailing stop raised to {fmt_value(p.get('stop'))} (peak {fmt_value(p.get('trailing_high'))})"
     if e.kind == "position_update":
         return f"{p['action']} qty {fmt_value(p['quantity'])} this fill's pnl {fmt_value(p['realised_pnl'])}"
     return _kv({k: v for k, v in p.items() if not isinstance(v, dict | list)})

@@ -76,7 +76,8 @@ KINDS: dict[str, KindSchema] = {
     "position_update": KindSchema(
         1,
         {"action": str, "quantity": Num, "entry_price": Num, "realised_pnl": Num},
-        "a position opened, changed or closed (realised PnL includes fees)",
+        "a position opened, changed or closed (realised PnL includes fees); action `trail`"
+        " (`TRAIL_ACTION`): no fill, its armed trailing stop's peak rose (`trailing_high`, `stop`)",
     ),
     "state_change": KindSchema(1, {"from": str, "to": str, "reasons": list}, "engine_state moved"),
     "risk_event": KindSchema(1, {"code": str, "level": str, "detail": str}, "a risk limit fired"),
@@ -96,6 +97,12 @@ KINDS: dict[str, KindSchema] = {
         "a remote command refused before reaching the engine (unknown chat or sender; rate-limited)",
     ),
 }
+
+# `position_update.action` when an armed trailing stop's peak rose (`TradingCore._journal_trails`):
+# no fill changed the position, but its stop moved, and restart recovery rebuilds the peak from
+# the payload's `trailing_high` (the stop in force then is its `stop`). Its `realised_pnl` is 0
+# (nothing sold). A reader that knows only the fill actions passes over it: no version change.
+TRAIL_ACTION = "trail"
 
 # `run_start.mode` of a backtest's run (an engine's is its `Mode`: SIM, PAPER, LIVE). What tells
 # the two apart in a journal: a backtest's trades are replayed history, never the engine's money.

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.journal.events import JournalEvent
+from engine.journal.events import TRAIL_ACTION, JournalEvent
 from engine.timefmt import span, utc_second
 
 
@@ -213,6 +213,8 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
     for e in ordered:
         p = e.payload
         own = e.trace_id in (None, trace_id)
+        if e.kind == "position_update" and p["action"] == TRAIL_ACTION:
+            continue  # a stop that moved, no fill: the tree shows it, the position's steps are its fills
         if e.kind == "position_update" and (own or p.get("position_trace_id") == trace_id):
             positions.append(
                 PositionStep(

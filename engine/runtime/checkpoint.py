@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from engine.domain import EngineState, OrderPurpose, OrderType, Position, Side
+from engine.domain import EngineState, Fill, OrderPurpose, OrderType, Position, Side
 from engine.errors import JournalError
 from engine.journal.events import KINDS as EVENT_KINDS
 from engine.journal.events import JournalEvent
@@ -39,6 +39,7 @@ from engine.journal.writer import Journal
 from engine.portfolio.positions import BookChange, ClosedTrade, Holding
 from engine.portfolio.risk import RiskDay, RiskLevel
 from engine.runtime.recovery import (
+    FILLS_KEPT,
     ORDER_ERRORS_KEPT,
     OpenOrder,
     RecoveredState,
@@ -188,6 +189,8 @@ def _dump(replay: Replay) -> dict[str, Any]:
         "opened_seq": replay.opened_seq,
         "answered": replay.answered,
         "unbooked": [{"fill_seq": u.fill_seq, "trace_id": u.trace_id, "change": _fields(u.change)} for u in replay.unbooked.values()],
+        # Only those a restart hands the chart: every fill of every coin ever traded would grow each checkpoint.
+        "chart_fills": {sym: [{**_fields(f), "side": f.side.value} for f in fills] for sym, fills in replay.chart_fills().items()},
     }
 
 
@@ -209,6 +212,8 @@ def _load(d: Mapping[str, Any]) -> Replay:
     state.order_errors = deque((int(t) for t in d["order_errors"]), maxlen=ORDER_ERRORS_KEPT)
     state.last_action_ms = {str(k): int(v) for k, v in d["last_action_ms"].items()}
     unbooked = (UnbookedFill(int(u["fill_seq"]), str(u["trace_id"]), BookChange(**u["change"])) for u in d["unbooked"])
+    # A checkpoint written before the chart's fills were kept has none: the chart marks only later fills.
+    fills = {str(sym): deque((Fill(**{**f, "side": Side(f["side"])}) for f in fs), maxlen=FILLS_KEPT) for sym, fs in d.get("chart_fills", {}).items()}
     return Replay(
         state,
         purposes={str(c): OrderPurpose(p) for c, p in d["purposes"].items()},
@@ -218,4 +223,5 @@ def _load(d: Mapping[str, Any]) -> Replay:
         opened_seq={str(k): int(v) for k, v in d["opened_seq"].items()},
         answered={str(k): int(v) for k, v in d["answered"].items()},
         unbooked={u.fill_seq: u for u in unbooked},
+        fills=fills,
     )

@@ -51,7 +51,8 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     async def fills(self, symbol: str) -> list[Fill]:
-        """This run's fills of one symbol, for buy/sell marks on charts."""
+        """Recent fills of one symbol, for buy/sell marks on charts: this run's, and after a
+        restart those of the positions it recovered (and the last day's) from the journal."""
 
     @abc.abstractmethod
     async def trace(self, trace_id: str) -> list[JournalEvent]:

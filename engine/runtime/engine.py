@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,7 @@ from engine.trading import TradingCore
 log = logging.getLogger("hotcoin.engine")
 
 CYCLE_STATS_EVERY = 50  # cycles between refreshes of the cycle-time percentiles in status
+CHART_FILLS = 500  # fills kept per symbol for the chart's marks (`Engine.fills`)
 CLOSE_ALL_SHOWN_S = 10.0  # a finished close-all stays in the snapshots this long (wall clock), then goes
 
 
@@ -181,8 +182,12 @@ class Engine:
             reason = self._journal_failed(exc)
             raise
         finally:
-            self.tap.emit("run_stop", ts_ms=self._now, payload={"run_id": self.run_id, "reason": reason})
-            await self.hub.close()
+            try:
+                if self.core is not None:  # the stops as the owner last saw them, for the next start to rebuild
+                    self.core.journal_trails(self._now)
+            finally:
+                self.tap.emit("run_stop", ts_ms=self._now, payload={"run_id": self.run_id, "reason": reason})
+                await self.hub.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -270,6 +275,7 @@ class Engine:
         return await self.feed.candles(symbol, timeframe, limit)
 
     async def fills(self, symbol: str) -> list[Fill]:
+        """The symbol's fills kept for the chart (`keep_fills`), oldest first."""
         return list(self._fills.get(symbol, ()))
 
     # ------------------------------------------------------------------ the cycle
@@ -310,9 +316,15 @@ class Engine:
 
     def _on_update(self, update: OrderUpdate) -> None:
         self.metrics.orders.labels(update.order.status.value).inc()
-        for fill in update.fills:
-            self.stats.fills += 1
-            self._fills.setdefault(fill.symbol, deque(maxlen=500)).append(fill)
+        self.stats.fills += len(update.fills)
+        self.keep_fills(update.fills)
+
+    def keep_fills(self, fills: Iterable[Fill]) -> None:
+        """Keep `fills` (oldest first) for the chart's buy and sell marks (`fills`): this run's,
+        and at a restart those recovery read back from the journal, so a position bought
+        before it still shows its buy."""
+        for fill in fills:
+            self._fills.setdefault(fill.symbol, deque(maxlen=CHART_FILLS)).append(fill)
 
     # ------------------------------------------------------------------ commands
     async def _drain_commands(self) -> None:

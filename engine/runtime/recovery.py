@@ -13,8 +13,15 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      no fill records it, and the coins stay on the exchange). Beside each position: the exit
      legs already used in its trace (the next exit's client id continues after them, so no exit
      id is ever reused), the take-profit tiers that sold something (tiers are hit in order), the
-     break-even stop they moved, and its exit still in flight with the tier it sells (journaled
-     with the attempt), so a fill reconciled after the restart marks that tier hit as it would have;
+     break-even stop they moved, its trailing stop's peak (from the `position_update`s with
+     action `trail`: the core journals an armed peak as it rises, at most once every
+     `engine.trading.TRAIL_JOURNAL_MS`, and what is left as the engine stops), so the stop in
+     force after a restart is the one before it, and its exit still in flight with the tier it
+     sells (journaled with the attempt), so a fill reconciled after the restart marks that tier
+     hit as it would have;
+   - **the chart's fills**: every fill of a position still held and the other fills of the last
+     day (`Replay.chart_fills`), handed to the engine's chart marks, which held only the
+     current run's: a position bought before the restart showed no buy;
    - **cash**: the configured capital plus every fill's cash flow;
    - **client ids already attempted**: seeded into the router's duplicate guard, so an intent the
      core decides again after the restart is suppressed before any broker sees it (ids freed by
@@ -68,23 +75,26 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      (`RiskManager.restore`): a deposit or withdrawal, not a day's profit or loss;
    - **engine state**: the state machine resumes in the journal's state with its order errors;
 3. It journals a `risk_event` with code `recovered` listing every position (symbol, quantity,
-   entry price, trace, exit legs, tiers), the cash and the orders it settled, so replay (and the
-   kill test) can check that nothing was forgotten. A fill journaled without its
-   `position_update` (killed between the two) gets that update now, with reason `recovered`.
-   Events the replay could not apply (`anomalies`: a fill the positions cannot take, a
-   write-off of a position the fills do not hold) are also a logged warning, the start of the
-   event's detail (so a notification and the console's event stream) and a line of the run's
-   summary: the cash and positions rebuilt without them are not the journal's.
+   entry price, trace, exit legs, tiers, trailing peak and the stop in force), the cash and the
+   orders it settled, so replay (and the kill test) can check that nothing was forgotten. A
+   fill journaled without its `position_update` (killed between the two) gets that update now,
+   with reason `recovered`. Events the replay could not apply (`anomalies`: a fill the
+   positions cannot take, a write-off of a position the fills do not hold) are also a logged
+   warning, the start of the event's detail (so a notification and the console's event stream)
+   and a line of the run's summary: the cash and positions rebuilt without them are not the
+   journal's.
 
 4. While running on an exchange, `BalanceAudit` compares its balances with these records every
    5 minutes and journals a `risk_event` with code `balance_mismatch` when they disagree (coins
    the account held beyond them at its first check are the owner's, not a disagreement).
 
-Not rebuilt: the trailing-stop peak (restarts at the entry price, so the trail re-arms from
-there: looser, never tighter), candle history (re-fed by the runtime), and the cash reserved for an exchange entry still resting after
-the restart. The rebuild starts from the journal's latest `checkpoint` (`engine.runtime.checkpoint`:
-this replay's state through a seq, journaled at each rotation) and reads every event after it,
-so retention deletes only archives wholly below that checkpoint among those holding an order or
+Not rebuilt: a trailing peak that had not armed the trail (it moved no stop, and the bid that
+arms it is a higher peak), the rise of an armed peak in the last `TRAIL_JOURNAL_MS` before a
+crash (the trail rebuilt is that much looser, never tighter), candle history (re-fed by the
+runtime), and the cash reserved for an exchange entry still resting after the restart. The
+rebuild starts from the journal's latest `checkpoint` (`engine.runtime.checkpoint`: this
+replay's state through a seq, journaled at each rotation) and reads every event after it, so
+retention deletes only archives wholly below that checkpoint among those holding an order or
 fill event (`rotation.RECOVERY_KINDS`).
 """
 
@@ -105,7 +115,13 @@ from engine.execution.broker import Broker, OrderUpdate, counts_as_order_error
 from engine.execution.client_ids import parse_client_order_id
 from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import PaperBroker
-from engine.journal.events import BACKTEST_MODE, EventSink, JournalEvent, known_versions
+from engine.journal.events import (
+    BACKTEST_MODE,
+    TRAIL_ACTION,
+    EventSink,
+    JournalEvent,
+    known_versions,
+)
 from engine.market.gateway import Balance
 from engine.portfolio.positions import (
     MISSING_REASON,
@@ -119,6 +135,7 @@ from engine.portfolio.risk import RiskDay
 from engine.runtime.client import Command
 
 if TYPE_CHECKING:
+    from engine.portfolio.exits import ExitPolicy
     from engine.runtime.engine import Engine
     from engine.trading import TradingCore
 
@@ -127,6 +144,8 @@ log = logging.getLogger("hotcoin.recovery")
 KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command", "state_change")
 ANOMALIES_LISTED = 5  # events recovery could not apply, named in its warning (all are counted)
 ORDER_ERRORS_KEPT = 1_000  # the latest order errors restored; the state machine's window drops the old ones
+FILLS_KEPT = 100  # per symbol, the latest fills replayed for the chart's marks
+RECENT_FILLS_MS = 24 * 3_600_000  # fills of coins no longer held that the chart still marks after a restart
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
 RESTART_NEVER_REACHED = "never reached the exchange"
@@ -236,6 +255,7 @@ class RecoveredState:
     engine_state: EngineState = EngineState.TRADEABLE  # where the last state_change went
     order_errors: deque[int] = field(default_factory=lambda: deque(maxlen=ORDER_ERRORS_KEPT))  # their ts_ms
     last_action_ms: dict[str, int] = field(default_factory=dict)  # symbol -> its last entry or exit (the cool-down's start)
+    chart_fills: dict[str, list[Fill]] = field(default_factory=dict)  # symbol -> fills for the chart's marks (`Replay.chart_fills`)
 
     @property
     def empty(self) -> bool:
@@ -257,8 +277,9 @@ class RecoveredState:
             "(`hotcoin journal export` shows those events)"
         )
 
-    def positions(self) -> list[dict[str, Any]]:
-        """The holdings in the shape journaled by the `recovered` risk event."""
+    def positions(self, policy: ExitPolicy | None = None) -> list[dict[str, Any]]:
+        """The holdings in the shape journaled by the `recovered` risk event; with the exit
+        `policy`, each with the stop in force it rebuilt (what the console shows)."""
         return [
             {
                 "symbol": s,
@@ -271,6 +292,8 @@ class RecoveredState:
                 "tp_tiers_hit": list(h.position.tp_tiers_hit),
                 "pending_exit": h.pending_exit,
                 "pending_tier": h.pending_tier,
+                "trailing_high": h.position.trailing_high,
+                **({} if policy is None else {"stop": policy.stop_in_force(h)}),
             }
             for s, h in sorted(self.book.holdings.items())
         ]
@@ -299,6 +322,7 @@ class Replay:
     # client id -> time of its latest order_result: when the core booked its fills
     answered: dict[str, int] = field(default_factory=dict)
     unbooked: dict[int, UnbookedFill] = field(default_factory=dict)
+    fills: dict[str, deque[Fill]] = field(default_factory=dict)  # symbol -> its latest fills (`FILLS_KEPT`), as journaled
 
     def feed(self, ev: JournalEvent) -> None:
         """Apply one event (in seq order)."""
@@ -355,6 +379,7 @@ class Replay:
                 fee_base=float(p.get("fee_base") or 0.0),
                 fee_other=float(p.get("fee_other") or 0.0),
                 fee_asset=str(p.get("fee_asset") or ""),
+                is_maker=bool(p.get("is_maker", False)),
             )
             booked, cash_moved = as_booked(fill)  # as the core booked it (a fee taken in coins)
             try:
@@ -364,6 +389,7 @@ class Replay:
                 return
             state.fills += 1
             state.cash += cash_moved
+            self.fills.setdefault(fill.symbol, deque(maxlen=FILLS_KEPT)).append(fill)
             cid = fill.client_order_id
             if change.action == "close":
                 _acted(state, fill.symbol, answered.get(cid, ev.ts_ms))
@@ -393,6 +419,8 @@ class Replay:
                 _write_down(state, ev, trace, float(p["fill_quantity"]))
             elif p["action"] == "open" and trace is not None:
                 opened_seq[str(trace)] = ev.seq
+            elif p["action"] == TRAIL_ACTION:
+                _trailed(state, ev, trace, p.get("trailing_high"))
             elif p["action"] == "close":
                 if p.get("reason") == WRITE_OFF_REASON:
                     _write_off(state, ev, trace)
@@ -423,7 +451,24 @@ class Replay:
                 pending.pending_exit = order.client_order_id
                 pending.pending_tier = order.tier
         state.unbooked = sorted(self.unbooked.values(), key=lambda u: u.fill_seq)
+        state.chart_fills = self.chart_fills()
         return state
+
+    def chart_fills(self) -> dict[str, list[Fill]]:
+        """symbol -> the fills a restart hands the chart for its buy and sell marks (oldest
+        first): every fill of a position still held, since it opened, and the other fills of
+        the day before the journal's last event (`RECENT_FILLS_MS`). The chart read them from
+        the run's memory only, so a position bought before a restart showed no buy. A
+        checkpoint keeps these, not every fill ever made."""
+        since = self.state.last_ts_ms - RECENT_FILLS_MS
+        kept: dict[str, list[Fill]] = {}
+        for symbol, fills in self.fills.items():
+            held = self.state.book.get(symbol)
+            start = since if held is None else min(since, held.position.opened_ms)
+            recent = [f for f in fills if f.ts_ms >= start]
+            if recent:
+                kept[symbol] = recent
+        return kept
 
 
 def _short_of_reply(
@@ -506,6 +551,17 @@ def _write_down(state: RecoveredState, ev: JournalEvent, trace: str | None, miss
     state.book.write_down(symbol, missing, ev.ts_ms)
 
 
+def _trailed(state: RecoveredState, ev: JournalEvent, trace: str | None, peak: object) -> None:
+    """Raise the trailing peak of the position the core journaled it for (`TRAIL_ACTION`): the
+    fills rebuild the peak at the entry price, and the stop after a restart fell back to the
+    stop loss under a trail the owner had seen raised. A peak of another position (the trace
+    differs) moves nothing: no money hangs on it."""
+    held = state.book.get(ev.symbol or "")
+    if held is None or held.position.trace_id != trace or not isinstance(peak, int | float) or isinstance(peak, bool):
+        return
+    state.book.mark(held.position.symbol, float(peak))
+
+
 def _acted(state: RecoveredState, symbol: str | None, ts_ms: int) -> None:
     """`symbol` was entered or exited at `ts_ms` (`TradingCore.last_action_ms`): its cool-down runs from the latest."""
     if symbol:
@@ -563,6 +619,8 @@ class Recovery:
         sink = engine.tap
         for u in state.unbooked:
             _journal_update(sink, u, now_ms)
+        for fills in state.chart_fills.values():  # before any fill the reconcile books: oldest first
+            engine.keep_fills(fills)
         core.restore(state.book.holdings, state.cash, state.book.written_off, state.last_action_ms)
         for event in core.risk.restore(state.risk, now_ms):  # a changed capital moves the day's start
             log.warning("%s", event.detail)
@@ -594,7 +652,7 @@ class Recovery:
             "detail": detail,
             "value": float(len(state.book.holdings)),
             "threshold": None,
-            "positions": state.positions(),
+            "positions": state.positions(core.exit_policy),
             "cash": state.cash,
             "orders": settled,
             "through_seq": state.last_seq,
@@ -669,6 +727,7 @@ class Recovery:
         if update is not None:
             seq = self._result(engine, order, update.order.status, update.detail or LANDED_LATE, now_ms)
             _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
+            engine.keep_fills(update.fills)
             return [{"client_order_id": order.client_order_id, "symbol": order.symbol, "outcome": "landed_late"}]
         if order.client_order_id in broker.watching_late():
             return []
@@ -700,6 +759,7 @@ class Recovery:
             # link (the exit decision's seq) died with the process, and the fills had no cause.
             seq = self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
             _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
+            engine.keep_fills(update.fills)
         return seen.status.value
 
     def _replied(self, engine: Engine, broker: PaperBroker, order: OpenOrder, now_ms: int) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.execution.broker import counts_as_order_error
-from engine.journal.events import EventSink
+from engine.journal.events import TRAIL_ACTION, EventSink
 from engine.numfmt import price, quantity
 from engine.runtime.snapshot import EventRow
 
@@ -94,6 +94,8 @@ def event_line(kind: str, p: Mapping[str, Any]) -> str:
         return f"{get('status')}" + (f" ({get('error')})" if get("error") else "")
     if kind == "fill":
         return f"{get('side')} {_number(get('quantity'), quantity)} @ {_number(get('price'), price)}"
+    if kind == "position_update" and get("action") == TRAIL_ACTION:
+        return f"trailing stop {_number(get('stop'), price)} (peak {_number(get('trailing_high'), price)})"
     if kind == "position_update":
         return f"{get('action')} pnl {get('realised_pnl', 0):+.2f}"
     if kind == "state_change":

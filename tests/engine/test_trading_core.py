@@ -28,10 +28,11 @@ from engine.errors import (
 )
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
-from engine.journal.events import check
+from engine.journal.events import TRAIL_ACTION, check
 from engine.journal.trace import summarise
 from engine.portfolio.risk import DAY_MS
-from engine.trading import EXIT_RETRY_MS, TradingCore
+from engine.runtime.recovery import rebuild
+from engine.trading import EXIT_RETRY_MS, TRAIL_JOURNAL_MS, TradingCore
 from tests.engine.signals import market_kit as mk
 from tests.kit.domain import make_batch
 from tests.kit.events import RecordingSink
@@ -98,16 +99,17 @@ async def test_one_trade_journaled_in_one_trace_with_causes() -> None:
     assert risk["approved"] and any(c["name"] == "precheck:min_notional" for c in risk["checks"])
     assert events[-1].payload["action"] == "open"
 
-    # +6 %: take-profit tier 1 sells half and books its PnL; +12 %: tier 2 sells the rest the
-    # lot step allows, and the crumbs the buy's fee (taken in coins) left are written off.
+    # +6 %: the trailing stop arms (its peak journaled), take-profit tier 1 sells half and books
+    # its PnL; +12 %: tier 2 sells the rest the lot step allows, and the crumbs the buy's fee
+    # (taken in coins) left are written off.
     await h.cycle({cand.symbol: ENTRY_PRICE * 1.06}, mk.NOW + 10_000)
     await h.cycle({cand.symbol: ENTRY_PRICE * 1.12}, mk.NOW + 20_000)
     updates = [e.payload for e in sink.trace(cand.trace_id) if e.kind == "position_update"]
-    assert [u["action"] for u in updates] == ["open", "partial_close", "partial_close", "close"]
+    assert [u["action"] for u in updates] == ["open", "trail", "partial_close", "partial_close", "close"]
     opened = next(e for e in sink.trace(cand.trace_id) if e.kind == "position_update")
     exit_decisions = [e for e in sink.trace(cand.trace_id) if e.kind == "signal_snapshot" and e.payload["stage"] == "exit_policy"]
     assert len(exit_decisions) == 2 and {e.cause for e in exit_decisions} == {opened.seq}  # one tree per trace
-    assert [u["reason"] for u in updates] == ["entry", "take_profit", "take_profit", "dust"]
+    assert [u["reason"] for u in updates] == ["entry", "trailing_stop", "take_profit", "take_profit", "dust"]
     fills = [e.payload for e in sink.trace(cand.trace_id) if e.kind == "fill"]
     buy, *sells = fills
     assert buy["fee_base"] == pytest.approx(buy["quantity"] * 0.001)  # the coins paid it: no cash
@@ -1020,3 +1022,44 @@ async def test_exit_trouble_names_the_precheck_and_ends_once_an_exit_is_taken() 
     (retry,) = h.core.step(mk.book({s: ENTRY_PRICE * 0.8}, now + 1_000 + EXIT_RETRY_MS), [], now + 1_000 + EXIT_RETRY_MS)
     h.core.on_order_update(OrderUpdate(Order.from_intent(retry, OrderStatus.OPEN, now + 1_000 + EXIT_RETRY_MS)), now + 1_000 + EXIT_RETRY_MS)
     assert h.core.exit_trouble(s, now + 1_000 + EXIT_RETRY_MS) is None  # taken, not filled yet: nothing wrong
+
+
+async def test_an_armed_trailing_peak_is_journaled_as_it_rises_at_most_every_30_s_and_the_rest_at_a_stop() -> None:
+    """Restart recovery rebuilds a raised trailing stop from these `trail` updates (it once fell
+    back to the stop loss). A pumping coin makes a new high most seconds: one event per new
+    high would be one a second per position, so a rise within `TRAIL_JOURNAL_MS` of the last
+    one journaled waits, and the runtime journals what waits as it stops."""
+    h = Harness(n=1)
+    await h.enter()
+    sym = h.names[0]
+    entry = h.core.book.holdings[sym].position.entry_price
+
+    def trails() -> list[float]:
+        return [e.payload["trailing_high"] for e in h.sink.events if e.kind == "position_update" and e.payload["action"] == TRAIL_ACTION]
+
+    def tick(gain: float, at: int) -> float:
+        assert h.core.on_tickers(mk.book({sym: entry * gain}, at), at) == []  # nothing sells
+        return h.core.book.holdings[sym].position.trailing_high
+
+    tick(1.03, mk.NOW + 5_000)  # a peak under the trail's activation (+4 %) moves no stop
+    assert trails() == []
+    armed = tick(1.043, mk.NOW + 10_000)
+    assert trails() == [armed]  # the rise that arms the trail: at once
+    tick(1.044, mk.NOW + 15_000)
+    peak = tick(1.046, mk.NOW + 20_000)
+    tick(1.045, mk.NOW + 25_000)
+    assert trails() == [armed]  # within 30 s of the last one: held back
+    tick(1.045, mk.NOW + 10_000 + TRAIL_JOURNAL_MS)
+    assert trails() == [armed, peak]  # 30 s on, the peak held back goes out, new high or not
+    top = tick(1.048, mk.NOW + 45_000)
+    h.core.journal_trails(mk.NOW + 46_000)  # the runtime stops: every peak not yet journaled
+    h.core.journal_trails(mk.NOW + 47_000)
+    assert trails() == [armed, peak, top]  # never the same peak twice
+    (last,) = [e for e in h.sink.events if e.kind == "position_update" and e.payload["action"] == TRAIL_ACTION][-1:]
+    held = h.core.book.holdings[sym]
+    assert last.payload["stop"] == h.core.exit_policy.stop_in_force(held) == pytest.approx(top * 0.97)
+    assert last.trace_id == held.position.trace_id and last.cause == held.opened_seq
+
+    rebuilt = rebuild(h.sink.events, h.settings.capital.active.capital).book.holdings[sym]
+    assert rebuilt.position.trailing_high == top
+    assert h.core.exit_policy.stop_in_force(rebuilt) == h.core.exit_policy.stop_in_force(held)

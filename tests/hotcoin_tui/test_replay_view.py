@@ -52,3 +52,22 @@ def test_a_close_all_trace_says_its_pnl_is_only_its_own_fills() -> None:
     text = " ".join(console.export_text().split())
     assert "(the close-all's fills; replay each position's own trace for its whole trade)" in text
     assert "(all fills)" not in text
+
+
+def test_a_raised_trailing_stop_is_in_the_tree_not_among_the_positions_fills() -> None:
+    """A `trail` position update sells nothing: the cause tree says the stop it raised, and the
+    Position steps, which say each fill's PnL, leave it out."""
+    sink = RecordingSink()
+    opened = opened_trace(sink)
+    sink.emit("position_update", ts_ms=T0 + 30_000, trace_id=opened.trace_id, symbol="TOBB/USDT", cause=opened.seqs["opened"], payload={
+        "action": "trail", "quantity": 100.0, "entry_price": 0.3003, "realised_pnl": 0.0, "position_trace_id": opened.trace_id,
+        "trailing_high": 0.3204, "stop": 0.310788,
+    })  # fmt: skip
+    _sell(sink, opened.trace_id, 1, 100.0, 0.311, "close", 1.05, opened.seqs["opened"])
+    summary = summarise(opened.trace_id, sink.trace(opened.trace_id))
+    assert [p.action for p in summary.positions] == ["open", "close"]
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_trace(summary))
+    text = console.export_text()
+    assert "trailing stop raised to 0.310788 (peak 0.3204)" in text
+    assert "trail  qty" not in text

@@ -18,7 +18,7 @@ from engine.domain import OrderPurpose
 from engine.errors import JournalError
 from engine.execution.client_ids import client_order_id
 from engine.execution.exchange_broker import NEVER_REACHED
-from engine.journal.events import known_versions
+from engine.journal.events import TRAIL_ACTION, known_versions
 from engine.journal.files import list_archives
 from engine.journal.reader import JournalReader
 from engine.journal.rotation import DAY_MS
@@ -95,6 +95,7 @@ class Script:
             cid = s.attempt(t, TA, A, OrderPurpose.TAKE_PROFIT, 1)
             seq = s.fill(t + 1, cid, TA, A, "sell", 200.0, 0.36)
             s.update(t + 1, TA, A, "partial_close", seq, total_realised_pnl=5.0)
+            s.update(t + 2, TA, A, TRAIL_ACTION, None, trailing_high=0.42, stop=0.4074)  # A's trail, before a checkpoint
         elif k == 2:
             cid = client_order_id(TA, OrderPurpose.TAKE_PROFIT, 1)
             seq = s.fill(t, cid, TA, A, "sell", 100.0, 0.36)
@@ -132,6 +133,8 @@ class Script:
             s.attempt(t + 3, TE, E, OrderPurpose.ENTRY, price="0.5", expires_ms=t + 60_000)
             s.j.emit("command", ts_ms=t + 4, payload={"command": "resume", "origin": "tui"})
             s.attempt(t + 5, TA, A, OrderPurpose.TAKE_PROFIT, 3)  # its first fill comes after the checkpoint
+            s.update(t + 6, TA, A, TRAIL_ACTION, None, trailing_high=0.46, stop=0.4462)  # ... and after one
+            s.update(t + 7, "0000000000000000", A, TRAIL_ACTION, None, trailing_high=9.0)  # another position's: not A's
         elif k == 5:
             s.result(t, client_order_id(TD, OrderPurpose.ENTRY, 9), TD, D, "open")  # it landed late: open again
             s.j.emit("command", ts_ms=t + 1, payload={"command": "close_all", "origin": "tui"})
@@ -198,6 +201,9 @@ async def test_recovery_from_a_checkpoint_equals_recovery_from_the_full_history(
     # The history left all of this open: the comparison covers it.
     assert state.book.holdings[A].position.tp_tiers_hit == (0, 1, 2)
     assert state.book.holdings[A].position.stop_price == 0.3  # break-even after the take-profit
+    assert state.book.holdings[A].position.trailing_high == 0.46  # its trail's peak
+    assert state.chart_fills[A][0].side.value == "buy" and state.chart_fills[A][0].ts_ms == T0 + 1  # the chart's fills: A's buy, 5 days before
+    assert set(state.chart_fills) == {A, C}  # and the last day's of coins no longer held: none (F sold over a day before)
     assert set(state.book.holdings) == {A, C} and state.book.written_off == {B: 1.0}
     assert set(state.open_orders) == {client_order_id(TE, OrderPurpose.ENTRY, 1), client_order_id(TD, OrderPurpose.ENTRY, 9)}
     assert state.paused and state.engine_state.value == "blocked" and len(state.order_errors) == 5

@@ -38,3 +38,11 @@ def test_fills_read_as_the_console_shows_prices_and_sizes(payload: dict[str, Any
     """Audit: `sell 1984.0 @ 0.025599194000000002`, a float's noise where every panel shows
     five significant digits."""
     assert event_line("fill", {"client_order_id": "c1", "fee_quote": 0.01, **payload}) == line
+
+
+def test_a_raised_trailing_stop_says_the_stop_and_its_peak() -> None:
+    """A `trail` position update sells nothing: "trail pnl +0.00" said nothing; the stop it
+    raised and the peak under it are what the owner reads it for."""
+    payload = {"action": "trail", "quantity": 737.262, "entry_price": 0.138779355, "realised_pnl": 0.0,
+               "trailing_high": 0.144795, "stop": 0.14045115}  # fmt: skip
+    assert event_line("position_update", payload) == "trailing stop 0.14045 (peak 0.14480)"

@@ -1231,3 +1231,71 @@ async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Pa
         (attempt,) = reader.events(kinds=["order_attempt"])
     assert [(r.payload["client_order_id"], r.payload["status"]) for r in results] == [(cid, "canceled")]
     assert [(r.trace_id, r.cause) for r in results] == [(T_DOGE, attempt.seq)]  # still in its attempt's tree
+
+
+def _trailed(core: TradingCore | None) -> bool:
+    """A position whose trailing stop is armed and is the stop in force, above its stop loss."""
+    if core is None:
+        return False
+    policy = core.exit_policy
+    return any(policy.trail_price(h) is not None and policy.stop_in_force(h) > policy.stop_price(h) for h in core.book.holdings.values())
+
+
+async def test_a_raised_trailing_stop_survives_a_restart(tmp_path: Path) -> None:
+    """The audit's quit and restart: a position whose trail had raised its stop above the entry
+    (`Entry 0.13878 Stop 0.14045`) came back with its stop loss (`Stop 0.13323`): its peak was
+    never journaled. The engine journals it now (the last rise as it stops), and the stop in
+    force after the restart is the one before it, listed in the `recovered` event too."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: _trailed(engine.core), timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        core = engine.core
+        assert core is not None
+        stops = {s: core.exit_policy.stop_in_force(h) for s, h in core.book.holdings.items()}
+        peaks = {s: h.position.trailing_high for s, h in core.book.holdings.items()}
+        bought = {s: [f.trade_id for f in await engine.fills(s) if f.side is Side.BUY] for s in core.book.holdings}
+    (symbol,) = [s for s, h in core.book.holdings.items() if core.exit_policy.trail_price(h) is not None]
+    assert stops[symbol] > core.exit_policy.stop_price(core.book.holdings[symbol])
+
+    state = read_journal(path, core.settings.capital.active.capital)
+    async with pump_rig(path) as rig2:
+        engine2 = rig2.engine
+        engine2.core = TradingCore(engine2.config.trading, core.markets, engine2.tap, run_id="after")
+        payload = await Recovery(state).apply(engine2, engine._now + 5_000)
+        core2 = engine2.core
+        assert {s: core2.exit_policy.stop_in_force(h) for s, h in core2.book.holdings.items()} == stops
+        assert {s: h.position.trailing_high for s, h in core2.book.holdings.items()} == peaks
+        # and the chart's marks of the engine's own run are there again (see the test below)
+        assert {s: [f.trade_id for f in await engine2.fills(s) if f.side is Side.BUY] for s in bought} == bought
+    listed = {p["symbol"]: p for p in payload["positions"]}
+    assert {s: p["stop"] for s, p in listed.items()} == stops
+    assert {s: p["trailing_high"] for s, p in listed.items()} == peaks
+
+
+async def test_a_restart_hands_the_chart_the_fills_of_the_positions_it_recovered(tmp_path: Path) -> None:
+    """The chart's buy and sell marks came from the run's memory: after a restart a position
+    bought before it showed no buy. Recovery hands the engine the journal's fills: every fill
+    of a position still held, and the day's fills of coins sold since."""
+    sink = RecordingSink()
+    await _history(sink)  # DOGE bought, part sold and held; PEPE bought and stopped out
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    journaled = {
+        s: [(e.payload["trade_id"], e.payload["side"], e.payload["price"]) for e in sink.events if e.kind == "fill" and e.symbol == s]
+        for s in (DOGE, PEPE)
+    }
+    assert [side for _, side, _ in journaled[DOGE]] == ["buy", "sell"] and [side for _, side, _ in journaled[PEPE]] == ["buy", "sell"]
+
+    state = read_journal(path, CAPITAL)
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {s: make_market(s) for s in (DOGE, PEPE, WIF)}, engine.tap)
+        await Recovery(state).apply(engine, T0 + 5_000)
+        for symbol, fills in journaled.items():
+            assert [(f.trade_id, f.side.value, f.price) for f in await engine.fills(symbol)] == fills
