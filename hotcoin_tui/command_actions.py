@@ -85,8 +85,8 @@ class CommandActions(ConsoleBase):
                 held = len(self.snapshot.positions) if self.snapshot else 0
                 self.push_screen(CloseAllProgressDialog(held, resume), resumed)
 
-        positions, age, stale, engine_exit = self.close_all_view()
-        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm, resume, engine_exit), confirmed)
+        positions, age, stale, gone = self.close_all_view()
+        self.push_screen(ConfirmCloseAll(positions, age, stale, confirm, resume, gone), confirmed)
 
     def action_help(self) -> None:
         self.push_screen(HelpDialog(self.keymap_overrides))

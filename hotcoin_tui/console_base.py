@@ -20,7 +20,7 @@ from engine.config.sections.tui import TuiSection
 from engine.runtime.client import EngineClient
 from engine.runtime.snapshot import EngineSnapshot, PositionRow
 from hotcoin_tui import keymap
-from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
+from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll, EngineGone
 from hotcoin_tui.dialogs.quit import QuitWithPositions
 from hotcoin_tui.screens.main import MainScreen
 
@@ -136,12 +136,20 @@ class ConsoleBase(App[None]):
         elif isinstance(screen, QuitWithPositions):
             screen.show(snapshot.positions)
 
-    def close_all_view(self) -> tuple[tuple[PositionRow, ...], float | None, bool, str | None]:
+    def close_all_view(self) -> tuple[tuple[PositionRow, ...], float | None, bool, EngineGone | None]:
         """What the close-all confirmation shows: the latest positions, their age (None before
-        any snapshot), whether that is stale, and how the engine ended if it did."""
+        any snapshot), whether that is stale, and why no engine can take the command now: the
+        own engine ended, or (attached) the socket has no engine answering. An attached console
+        cannot tell a dead engine from one restarting, but either way a close-all sent now
+        fails with "not attached", so the dialog must not offer its key until one answers."""
         age = self.feed_age_s if self.snapshot is not None else None
         positions = self.snapshot.positions if self.snapshot is not None else ()
-        return positions, age, age is not None and age >= self.settings.stale_after_s, self.engine_exit
+        gone: EngineGone | None = None
+        if self.engine_exit is not None:
+            gone = EngineGone(self.engine_exit, reattaching_s=None)
+        elif self.attached and self.feed_error is not None:
+            gone = EngineGone(f"no engine answering: {self.feed_error}", reattaching_s=self.resubscribe_s)
+        return positions, age, age is not None and age >= self.settings.stale_after_s, gone
 
     def _show_banner(self) -> None:
         age = self.feed_age_s

@@ -104,6 +104,7 @@ class EngineFeed(ChartLoading):
         if self.feed_error is None or not self.feed_error.startswith(STOPPED_AFTER_JOURNAL):
             self.feed_error = error
         self._show_banner()
+        self._refresh_dialog()  # attached, a close-all confirmation open now must stop offering its key
         self.set_timer(self.resubscribe_s, self.pump_snapshots)
 
     @work(exclusive=True, group="engine", exit_on_error=False)

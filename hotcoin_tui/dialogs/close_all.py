@@ -12,6 +12,7 @@ dialogs say so, with the key that resumes them, and in the progress dialog that 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.table import Table
 from rich.text import Text
@@ -58,14 +59,25 @@ class PositionsList(VerticalScroll):
         table.update(positions_table(positions))
 
 
+@dataclass(frozen=True, slots=True)
+class EngineGone:
+    """Why no engine can take a close-all now. `reattaching_s` is None for the console's own
+    engine, which has exited (only a restart brings it back), and the retry interval for an
+    attached console, which attaches again by itself once an engine answers on the socket."""
+
+    reason: str
+    reattaching_s: float | None
+
+
 class ConfirmCloseAll(ModalScreen[bool]):
     """Dismisses True only on the confirm key. The list follows every snapshot while the dialog
     is open (`show`): positions opened meanwhile are sold too, and the dialog must say so.
 
-    With the console's own engine gone (`engine_exit`: how it ended) nothing can take the
-    command: the dialog said the stale data did not matter, offered the confirm key, and the
-    close failed with an AttachError toast. It now says the engine is not running, that the
-    positions stay open until it is restarted, and the confirm key does nothing."""
+    With no engine to take the command (`gone`: the own engine ended, or an attached console's
+    socket has no engine answering) the dialog said the stale data did not matter, offered the
+    confirm key, and the close failed with an AttachError toast. It now says the engine is not
+    running or not answering, that the positions stay open until it runs, and the confirm key
+    does nothing; attached, it offers the key again once an engine answers."""
 
     BINDINGS = keymap.bindings(keymap.CONFIRM_CLOSE_ALL)
 
@@ -76,13 +88,13 @@ class ConfirmCloseAll(ModalScreen[bool]):
         stale: bool,
         confirm_key: str,
         resume_key: str,
-        engine_exit: str | None = None,
+        gone: EngineGone | None = None,
     ) -> None:
         super().__init__()
         self.positions = tuple(positions)
         self.data_age_s = data_age_s
         self.stale = stale
-        self.engine_exit = engine_exit
+        self.gone = gone
         self.confirm_key = confirm_key
         self.resume_key = resume_key
         self._composed = False
@@ -103,21 +115,21 @@ class ConfirmCloseAll(ModalScreen[bool]):
         self._render_latest()
 
     def show(
-        self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, engine_exit: str | None = None
+        self, positions: Sequence[PositionRow], data_age_s: float | None, stale: bool, gone: EngineGone | None = None
     ) -> None:
-        """The latest snapshot's positions, how old it is, and how the engine ended if it did.
-        A snapshot can arrive after the dialog is pushed but before its widgets exist: it is
-        kept, and shown on mount."""
-        self.positions, self.data_age_s, self.stale, self.engine_exit = tuple(positions), data_age_s, stale, engine_exit
+        """The latest snapshot's positions, how old it is, and why no engine can close them if
+        none can. A snapshot can arrive after the dialog is pushed but before its widgets
+        exist: it is kept, and shown on mount."""
+        self.positions, self.data_age_s, self.stale, self.gone = tuple(positions), data_age_s, stale, gone
         if self._composed:
             self._render_latest()
 
     def _render_latest(self) -> None:
         self.query_one(PositionsList).show(self.positions)
-        if self.engine_exit is None:
+        if self.gone is None:
             self._render_close_all()
         else:
-            self._render_engine_gone(self.engine_exit)
+            self._render_engine_gone(self.gone)
         self.refresh_bindings()
 
     def _render_close_all(self) -> None:
@@ -138,22 +150,34 @@ class ConfirmCloseAll(ModalScreen[bool]):
         self.query_one("#dialog-keys", Static).update(keys)
         self.query_one("#close-resume").display = True
 
-    def _render_engine_gone(self, engine_exit: str) -> None:
-        self.query_one("#dialog-title", Label).update("CLOSE-ALL: ENGINE NOT RUNNING")
+    def _render_engine_gone(self, gone: EngineGone) -> None:
+        attached = gone.reattaching_s is not None
+        title = "CLOSE-ALL: NO ENGINE ANSWERING" if attached else "CLOSE-ALL: ENGINE NOT RUNNING"
+        self.query_one("#dialog-title", Label).update(title)
         held = len(self.positions)
         after = (
             f" Its last snapshot showed {held} position(s) open:"
             if held
             else " Its last snapshot showed no open positions."
         )
-        what = f"The engine is not running ({engine_exit}): nothing can be closed from here.{after}"
+        state = "answering" if attached else "running"
+        what = f"The engine is not {state} ({gone.reason}): nothing can be closed from here.{after}"
         self.query_one("#close-what", Static).update(what)
-        what_now = (
-            "They stay open: on the exchange when live, and in the journal. Restart the engine: it "
-            "recovers them from the journal on start, and close-all works again."
-            if held
-            else "Restart the engine: close-all works again once it runs."
-        )
+        if attached:
+            what_now = (
+                f"Reattaching every {gone.reattaching_s:g}s: close-all works again once an engine answers. "
+                "If it stopped, restart it (hotcoin run): it recovers "
+                + ("them from the journal on start." if held else "what it held from the journal on start.")
+            )
+            if held:
+                what_now = "They stay open until an engine runs: on the exchange when live, and in the journal. " + what_now
+        elif held:
+            what_now = (
+                "They stay open: on the exchange when live, and in the journal. Restart the engine: it "
+                "recovers them from the journal on start, and close-all works again."
+            )
+        else:
+            what_now = "Restart the engine: close-all works again once it runs."
         warning = self.query_one("#close-age", Static)
         warning.update(Text(what_now, style="bold red"))
         warning.display = True
@@ -161,8 +185,8 @@ class ConfirmCloseAll(ModalScreen[bool]):
         self.query_one("#close-resume").display = False  # no close-all, no pause
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The confirm key does nothing while the engine is gone: nothing would take the command."""
-        return not (action == "confirm" and self.engine_exit is not None)
+        """The confirm key does nothing while no engine answers: nothing would take the command."""
+        return not (action == "confirm" and self.gone is not None)
 
     def action_confirm(self) -> None:
         self.dismiss(True)

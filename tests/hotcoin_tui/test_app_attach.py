@@ -11,12 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import Label, Static
 
 from engine.config.sections.tui import TuiSection
+from engine.runtime.client import Command
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.socket_server import serve_engine_socket
 from hotcoin_tui.app import HotcoinApp
+from hotcoin_tui.dialogs.close_all import ConfirmCloseAll
+from hotcoin_tui.widgets.shown import shown
 from tests.kit.waiting import eventually
 
 SMALL = (80, 24)
@@ -124,3 +128,38 @@ async def test_an_engine_that_stopped_after_its_journal_failed_is_said_so_not_as
             assert "exits-only done after a journal failure" in banner(app) and "AttachError" not in banner(app)
             (lost,) = [n for n in notes(app) if n.startswith("Engine feed lost")]
             assert "exits-only done after a journal failure" in lost
+
+
+def dialog_text(dialog: ConfirmCloseAll) -> str:
+    return " ".join(" ".join(str(w.render()).split()) for w in dialog.query(Static) if shown(w))
+
+
+async def test_close_all_while_no_engine_answers_offers_no_confirm_until_one_does(remote: RemoteEngineClient) -> None:
+    """Attached, with the engine gone from the socket, ctrl+x still said "Press Y to close all"
+    and Y failed with a toast (AttachError: not attached). The dialog now says no engine answers,
+    that the positions stay open, that the console reattaches, and Y does nothing; once an
+    engine answers again the same dialog offers Y, and Y reaches that engine."""
+    async with contextlib.AsyncExitStack() as first_engine:
+        await first_engine.enter_async_context(engine(remote.path, seed=7))
+        await remote.connect()
+        app = attached_app(remote)
+        async with app.run_test(size=SMALL) as pilot:
+            await eventually(lambda: app.snapshot is not None and len(app.snapshot.positions) == 3)
+            await pilot.press("ctrl+x")
+            dialog = app.screen
+            assert isinstance(dialog, ConfirmCloseAll) and "Press Y to close all" in dialog_text(dialog)
+            await first_engine.aclose()
+            await eventually(lambda: "not answering" in dialog_text(dialog))
+            said = dialog_text(dialog)
+            assert "The engine is not answering (no engine answering:" in said and "nothing can be closed from here" in said
+            assert "Its last snapshot showed 3 position(s) open:" in said and "They stay open" in said
+            assert f"Reattaching every {RETRY_S:g}s" in said and "hotcoin run" in said
+            assert "Press Y" not in said and "Esc or n closes this." in said
+            assert str(dialog.query_one("#dialog-title", Label).render()) == "CLOSE-ALL: NO ENGINE ANSWERING"
+            await pilot.press("Y")
+            assert app.screen is dialog
+            assert not [n for n in notes(app) if "close_all" in n]
+            async with engine(remote.path, seed=8) as second:
+                await eventually(lambda: "Press Y to close all" in dialog_text(dialog))
+                await pilot.press("Y")
+                await eventually(lambda: any(c is Command.CLOSE_ALL for c, _ in second.commands))
