@@ -245,19 +245,21 @@ async def test_the_engine_panel_says_how_old_its_figures_are(fake: FakeEngineCli
     async with app.run_test(size=SMALL) as pilot:
         await publish(app, fake)
         await pilot.press("t")
-        assert ticker_age_s(app) == 0
+        fresh = ticker_age_s(app)  # 0 s, or a little more on a loaded machine
         if lost:
             fake.fail_next("updates", ConnectionError("connection reset"))
             fake.step()
         await eventually(lambda: "as of" in plain(app.main.state_panel))
         first = plain(app.main.state_panel).splitlines()[0]
         assert first.startswith("as of ") and first.endswith(f"ago: {why}")
-        await eventually(lambda: ticker_age_s(app) >= 2)  # ages grow with the wall clock
+        await eventually(lambda: ticker_age_s(app) >= fresh + 2)  # ages grow with the wall clock
         assert "TRADEABLE" in plain(app.main.state_panel)  # the last state, under its age
+        grown = ticker_age_s(app)
         if lost:
             app.pump_snapshots()  # the feed comes back
-        await publish(app, fake)  # fresh figures again (a loaded loop may still call them 0s old)
-        assert ticker_age_s(app) == 0 and "not answering" not in plain(app.main.state_panel)
+        await publish(app, fake)  # fresh figures again
+        await eventually(lambda: ticker_age_s(app) < grown)
+        assert "not answering" not in plain(app.main.state_panel)
 
 
 # -- keys -------------------------------------------------------------------------------------
