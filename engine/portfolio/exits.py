@@ -17,6 +17,10 @@ from engine.config.sections.trading import ExitSettings
 from engine.domain import OrderPurpose
 from engine.journal.events import check
 from engine.portfolio.positions import Holding
+from engine.timefmt import span
+
+# The full exits in the order `checks` lists them: the reason is written only for the one taken.
+_FULL_EXITS = (OrderPurpose.STOP_LOSS, OrderPurpose.TRAILING_STOP, OrderPurpose.MAX_HOLD, OrderPurpose.SIGNAL_EXIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +78,19 @@ class ExitPolicy:
             check("max_hold", held_ms < s.max_hold_ms, held_ms, s.max_hold_ms),
             check("signal_exit", not (s.exit_on_signal and signal_exit), bool(signal_exit), s.exit_on_signal),
         ]
-        full = (
-            (OrderPurpose.STOP_LOSS, f"bid {bid:.8g} <= stop {stop:.8g}"),
-            (OrderPurpose.TRAILING_STOP, f"bid {bid:.8g} <= trail {trail or 0.0:.8g} ({s.trailing_stop:.1%} under peak {pos.trailing_high:.8g})"),
-            (OrderPurpose.MAX_HOLD, f"held {held_ms} ms >= {s.max_hold_ms} ms"),
-            (OrderPurpose.SIGNAL_EXIT, f"exit rules fired: {', '.join(signal_exit)}"),
-        )
-        outcomes = list(zip(checks, full, strict=True))
+        outcomes = list(zip(checks, _FULL_EXITS, strict=True))
         if trail is not None and trail > stop:  # the trailing stop is the stop in force: it is the one hit
             outcomes[0], outcomes[1] = outcomes[1], outcomes[0]
-        for c, (purpose, reason) in outcomes:
+        for c, purpose in outcomes:
             if not c["passed"]:
+                if purpose is OrderPurpose.STOP_LOSS:
+                    reason = f"bid {bid:.8g} <= stop {stop:.8g}"
+                elif purpose is OrderPurpose.TRAILING_STOP:
+                    reason = f"bid {bid:.8g} <= trail {trail or 0.0:.8g} ({s.trailing_stop:.1%} under peak {pos.trailing_high:.8g})"
+                elif purpose is OrderPurpose.MAX_HOLD:
+                    reason = f"held {span(held_ms)} >= {span(s.max_hold_ms)}"  # the journal's check keeps the ms
+                else:
+                    reason = f"exit rules fired: {', '.join(signal_exit)}"
                 rules = tuple(signal_exit) if purpose is OrderPurpose.SIGNAL_EXIT else ()
                 return ExitDecision(purpose, qty, reason, checks, signal_rules=rules)
         for i, tier in enumerate(s.take_profit):

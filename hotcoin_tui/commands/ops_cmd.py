@@ -62,6 +62,14 @@ def report(
         raise typer.Exit(2)
     now_ms = datetime.now(UTC).timestamp() * 1000
     result = load_report(path, chosen, clusters=loaded.config.trading.risk.clusters, now_ms=int(now_ms))
+    if result.end_ms <= result.start_ms:  # after the wall clock and after the journal's newest event
+        typer.secho(
+            f"hotcoin: {chosen.isoformat()} UTC has not started (now {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, and the "
+            "journal has no event on it); choose today or an earlier day",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
     if as_json:
         typer.echo(_json(result))
     else:

@@ -427,6 +427,10 @@ def test_hotcoin_report_command(tmp_path: Path) -> None:
     assert "use YYYY-MM-DD, today or yesterday" in bad.output
     missing = runner.invoke(app, ["report", "-j", str(tmp_path / "none.sqlite")])
     assert missing.exit_code == 2
+    # a day that has not started was a report "(so far)" of nothing
+    for future in ("2999-06-01", "9999-12-31"):
+        ahead = runner.invoke(app, ["report", "-d", future, "-j", str(path), "--json"], env={"COLUMNS": "200"})
+        assert ahead.exit_code == 2 and f"{future} UTC has not started" in ahead.output and "so far" not in ahead.output
 
 
 @pytest.fixture

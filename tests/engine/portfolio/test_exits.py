@@ -50,6 +50,15 @@ def test_exit_table(kw: dict[str, object], bid: float, held_ms: int, signal: boo
         assert all(set(c) == {"name", "passed", "value", "threshold"} for c in decision.checks)
 
 
+def test_a_time_exit_says_how_long_it_held_as_a_span() -> None:
+    """Replay said "held 600000 ms >= 600000 ms"; every other span it shows reads 10m."""
+    decision = POLICY.evaluate(holding(), 1.01, T0 + 4 * HOUR + 90_000)
+    assert decision is not None and decision.purpose is OrderPurpose.MAX_HOLD
+    assert decision.reason == "held 4h01 >= 4h00"
+    hold = next(c for c in decision.checks if c["name"] == "max_hold")
+    assert hold["value"] == 4 * HOUR + 90_000 and hold["threshold"] == 4 * HOUR  # the journal keeps the ms
+
+
 def test_signal_exit_can_be_switched_off() -> None:
     policy = ExitPolicy(ExitSettings(exit_on_signal=False))
     assert policy.evaluate(holding(), 1.01, T0, signal_exit=("momentum_fade",)) is None
