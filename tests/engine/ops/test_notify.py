@@ -465,9 +465,12 @@ POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_tra
         ("run_stop", {"run_id": "r1", "reason": "shutdown"}, "Engine stopped", "run r1: shutdown", Severity.WARNING),
         ("run_stop", {"run_id": "r1", "reason": "journal error: disk full"}, "Engine stopped", "run r1: journal error: disk full", Severity.CRITICAL),
         ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM"}, "Engine started", "run r1 (SIM)", Severity.INFO),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM", "model_status": "no hot_lgbm_1m model in x; rules alone", "model_failed": False, "model_warnings": []}, "Engine started", "run r1 (SIM)", Severity.INFO),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "LIVE", "model_status": "REFUSED m@v1 refused: model_sha256 differs; the engine runs on its rules alone", "model_failed": True, "model_warnings": []}, "Engine started", "run r1 (LIVE)\nmodel: REFUSED m@v1 refused: model_sha256 differs; the engine runs on its rules alone", Severity.WARNING),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM", "model_status": "m@v1 in production", "model_failed": False, "model_warnings": ["ml_min_score above every score"]}, "Engine started", "run r1 (SIM)\nmodel: ml_min_score above every score", Severity.WARNING),
         ("order_result", {"client_order_id": "hc-1", "status": "unknown", "error_class": "unknown", "error": "timeout"}, "Order outcome unknown: DOGE/USDT", "hc-1: timeout; reconciling", Severity.WARNING),
     ],
-    ids=["open", "close-after-partials", "close-win", "close-loss", "partial", "second-partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
+    ids=["open", "close-after-partials", "close-win", "close-loss", "partial", "second-partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "run-start-no-model", "run-start-model-refused", "run-start-model-warned", "order-unknown"],
 )  # fmt: skip
 def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, text: str, severity: Severity) -> None:
     got = notification_for(kind, payload, "DOGE/USDT")
