@@ -46,13 +46,19 @@ class _NotifyCollector(Collector):
         failing = GaugeMetricFamily(
             "hotcoin_notify_failing_attempts", "Delivery attempts failed in a row (0: the last went through)", labels=["channel"]
         )
+        unreported = GaugeMetricFamily(
+            "hotcoin_notify_unreported_losses",
+            "Notifications lost (dropped, given up, unconfirmed) not yet said in a delivered one",
+            labels=["channel"],
+        )
         for name, r in channels:
             queued.add_metric([name], r.queued)
+            unreported.add_metric([name], r.unreported)
             for outcome, count in (("sent", r.sent), ("failed", r.failed), ("dropped", r.dropped)):
                 outcomes.add_metric([name, outcome], count)
             retries.add_metric([name], r.retries)
             failing.add_metric([name], r.failing)
-        yield from (queued, outcomes, retries, failing)
+        yield from (queued, outcomes, retries, failing, unreported)
 
 
 STATE_CODES = {"tradeable": 0, "degraded": 1, "blocked": 2}

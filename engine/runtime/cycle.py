@@ -248,6 +248,10 @@ class TradingCycle:
                 "capital": self.config.trading.capital.active.capital,
                 "model": model.model if model is not None else None,
                 "model_status": model.status if model is not None else "no model loader",
+                # A model there but refused (or unreadable), and warnings about the one installed:
+                # the owner's "Engine started" message says them, not only the log.
+                "model_failed": model.failed if model is not None else False,
+                "model_warnings": list(model.warnings) if model is not None else [],
                 # Its warm-up journaled nothing (`DiscoveryDriver.warmup`): the event before this
                 # one is the last of the run before (`engine.ops.report.run_end_before`).
                 "warmup_journaled": False,

@@ -117,7 +117,13 @@ class NotifySection(Section):
     queue_size: int = Field(
         200, ge=1, description="Messages waiting per channel at most; beyond it the oldest is dropped and counted."
     )
-    max_retries: int = Field(4, ge=0, le=20, description="Retries of one message after a 429, 5xx or network error.")
+    max_retries: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="Retries of one message after a 429, 5xx or network error (a critical one retries until it is "
+        "delivered; after a timeout, when it may have arrived, any message is retried once at most).",
+    )
     backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each retry (a 429's retry_after wins).")
     max_backoff_s: float = Field(120.0, gt=0, description="Longest wait before one retry.")
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one delivery attempt.")

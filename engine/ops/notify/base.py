@@ -12,6 +12,8 @@ import abc
 import enum
 from dataclasses import dataclass, field
 
+import aiohttp
+
 from engine.errors import HotcoinError
 
 
@@ -41,9 +43,13 @@ class Notification:
     def dedupe_key(self) -> str:
         return self.key or f"{self.title}\n{self.text}"
 
+    def headline(self) -> str:
+        """The title with its severity mark, as the first line of `render()` shows it."""
+        return f"{_MARK[self.severity]}{self.title}"
+
     def render(self) -> str:
         """Plain text as both channels show it: a marked title line, then the body."""
-        head = f"{_MARK[self.severity]}{self.title}"
+        head = self.headline()
         return f"{head}\n{self.text}" if self.text else head
 
 
@@ -53,12 +59,23 @@ class NotifyError(HotcoinError):
 
 class DeliveryError(NotifyError):
     """One delivery attempt failed. `retryable`: a later attempt may succeed (429, 5xx, network);
-    `retry_after`: seconds the far end asked us to wait (Telegram's `parameters.retry_after`)."""
+    `retry_after`: seconds the far end asked us to wait (Telegram's `parameters.retry_after`);
+    `maybe_delivered`: no answer came in time after the request was on its way (a timeout), so
+    the message may have arrived all the same, and a retry may show it twice."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, maybe_delivered: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
+
+
+def maybe_delivered(exc: BaseException) -> bool:
+    """Whether a failed HTTP request may still have reached the far end: a timeout, unless it
+    struck while connecting (aiohttp's `ConnectionTimeoutError`: nothing was sent)."""
+    return isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError)
 
 
 class Notifier(abc.ABC):

@@ -14,8 +14,10 @@ What is news:
   them out), or that found committed events lost to a damaged -wal;
 - every engine_state change, with its reasons;
 - operator commands (pause, resume, close-all, shutdown) and where they came from;
-- system anomalies: a run that stops, an order whose outcome is unknown, or whatever the
-  runtime reports through `NotificationBridge.anomaly()`.
+- a run that starts (a warning when its model was refused, leaving it on rules alone, or
+  comes with warnings) or stops;
+- system anomalies: an order whose outcome is unknown, or whatever the runtime reports
+  through `NotificationBridge.anomaly()`.
 """
 
 from __future__ import annotations
@@ -129,7 +131,17 @@ def _run(payload: Mapping[str, Any], symbol: str | None) -> Notification | None:
         reason = str(payload.get("reason"))
         severity = Severity.WARNING if reason.startswith(_PLANNED_STOPS) else Severity.CRITICAL
         return Notification("Engine stopped", f"run {payload.get('run_id')}: {reason}", severity, "system")
-    return Notification("Engine started", f"run {payload.get('run_id')} ({payload.get('mode', '?')})", category="system")
+    started = f"run {payload.get('run_id')} ({payload.get('mode', '?')})"
+    # A model refused (tampered, unreadable, built for other bars) leaves the engine trading on
+    # its rules alone, and warnings about the one installed change what it trades: said only in
+    # the log, the owner, who reads the phone, never learnt of either.
+    warnings = payload.get("model_warnings")
+    said = [f"model: {w}" for w in warnings] if isinstance(warnings, list) else []
+    if payload.get("model_failed") is True:
+        said.insert(0, f"model: {payload.get('model_status')}")
+    if said:
+        return Notification("Engine started", "\n".join([started, *said]), Severity.WARNING, "system")
+    return Notification("Engine started", started, category="system")
 
 
 _TABLE: dict[str, Callable[[Mapping[str, Any], str | None], Notification | None]] = {

@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from engine.config.sections.notify import http_url_problem
-from engine.ops.notify.base import DeliveryError, Notification, Notifier
+from engine.ops.notify.base import DeliveryError, Notification, Notifier, maybe_delivered
 
 RATE_LIMITED_CODES = frozenset({11232})
 
@@ -71,7 +71,9 @@ class FeishuNotifier(Notifier):
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The webhook URL embeds the bot's token: name the failure, never the URL.
-            raise DeliveryError(f"feishu webhook: {type(exc).__name__}", retryable=True) from None
+            raise DeliveryError(
+                f"feishu webhook: {type(exc).__name__}", retryable=True, maybe_delivered=maybe_delivered(exc)
+            ) from None
         try:
             reply = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:

@@ -23,7 +23,8 @@ SLACK_S = 1.0  # for the work between attempts (signing, queueing): far below on
 def longest_delivery_s(settings: DispatchSettings, timeout_s: float) -> float:
     """How long one message can take on one channel before the dispatcher gives it up: every
     attempt running to its timeout, with the longest wait (the cap a 429's retry_after is held
-    to) before each retry."""
+    to) before each retry. A critical message is never given up while the channel is down
+    (`dispatcher` module docstring): this wait is then where its retries stop."""
     attempts = settings.max_retries + 1
     return attempts * timeout_s + settings.max_retries * settings.max_backoff_s + SLACK_S
 

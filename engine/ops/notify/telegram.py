@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from engine.ops.notify.base import DeliveryError, Notification, Notifier
+from engine.ops.notify.base import DeliveryError, Notification, Notifier, maybe_delivered
 
 MAX_TEXT = 4096  # Telegram's limit on one message
 
@@ -41,7 +41,11 @@ class TelegramBot:
                 status = resp.status
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DeliveryError(f"telegram {method}: {self._scrub(type(exc).__name__ + ': ' + str(exc))}", retryable=True) from None
+            raise DeliveryError(
+                f"telegram {method}: {self._scrub(type(exc).__name__ + ': ' + str(exc))}",
+                retryable=True,
+                maybe_delivered=maybe_delivered(exc),
+            ) from None
         try:
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:

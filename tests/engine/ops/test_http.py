@@ -230,7 +230,7 @@ async def test_notification_channels_show_on_health_and_metrics_without_a_503() 
         await server.stop()
     assert notify["telegram"] == {
         "ok": False, "queued": 4, "sent": 10, "failed": 2, "dropped": 1, "retries": 7, "failing": 3,
-        "last_error": "telegram sendMessage: HTTP 502",
+        "last_error": "telegram sendMessage: HTTP 502", "unreported": 0, "last_lost": "", "last_lost_ago_s": None,
     }
     assert notify["feishu"]["ok"] is True
     for line in (
@@ -241,6 +241,7 @@ async def test_notification_channels_show_on_health_and_metrics_without_a_503() 
         'hotcoin_notify_retries_total{channel="telegram"} 7.0',
         'hotcoin_notify_failing_attempts{channel="telegram"} 3.0',
         'hotcoin_notify_failing_attempts{channel="feishu"} 0.0',
+        'hotcoin_notify_unreported_losses{channel="telegram"} 0.0',
     ):
         assert line in text, line
 

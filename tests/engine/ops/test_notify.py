@@ -118,6 +118,27 @@ async def test_telegram_network_error_is_retryable_and_hides_the_token(sink: Htt
     finally:
         await bot.aclose()
     assert info.value.retryable
+    assert not info.value.maybe_delivered  # refused: nothing reached the far end
+    assert TOKEN not in str(info.value)
+
+
+@pytest.mark.parametrize("channel", ["telegram", "feishu"])
+async def test_a_timeout_says_the_message_may_have_arrived(sink: HttpSink, channel: str) -> None:
+    """A far end that took the request and answers too late may have shown the message: the
+    dispatcher retries such a failure once at most (a slow endpoint got each message 5 times)."""
+    sink.hold()
+    notifier: TelegramNotifier | FeishuNotifier = (
+        TelegramNotifier(TelegramBot(sink.base_url, TOKEN, timeout_s=0.2), CHAT)
+        if channel == "telegram"
+        else FeishuNotifier(f"{sink.base_url}/feishu/hook/abc", timeout_s=0.2)
+    )
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await notifier.send(note("slow"))
+    finally:
+        await notifier.aclose()
+    assert len(sink.requests) == 1
+    assert info.value.retryable and info.value.maybe_delivered
     assert TOKEN not in str(info.value)
 
 
@@ -267,24 +288,24 @@ async def test_non_retryable_errors_and_exhausted_retries_give_up() -> None:
         d.notify(note("server down"))
         d.notify(note("fine"))
         await eventually(lambda: d.stats["fake"].sent == 1)
-    assert [n.text for n in fake.sent] == ["fine"]
+    assert [n.text for n in fake.sent] == ["fine\n(2 earlier message(s) not delivered, given up: Title; Title)"]
     assert d.stats["fake"].failed == 2
     assert fake.attempts == 1 + 3 + 1
     assert t.slept == [1.0, 2.0]
 
 
 async def test_a_message_given_up_on_is_not_a_duplicate_of_its_repeat() -> None:
-    """An L5 alert that exhausted its retries during an outage: its repeat, once the endpoint is
-    back, goes out (it was dropped as a duplicate of the one never delivered)."""
+    """An L5 alert given up on (timed out twice) during an outage: its repeat, once the endpoint
+    is back, goes out (it was dropped as a duplicate of the one never delivered)."""
     t, fake = FakeTime(), FakeNotifier()
-    fake.fail_next(DeliveryError("500", retryable=True), times=2)
+    fake.fail_next(DeliveryError("timeout", retryable=True, maybe_delivered=True), times=2)
     async with dispatcher(fake, t=t, max_retries=1, dedupe_window_s=300.0) as d:
         alert = note("drawdown 9%", severity=Severity.CRITICAL, key="risk:L5")
         assert d.notify(alert)
         await eventually(lambda: d.stats["fake"].failed == 1)
         assert d.notify(alert)  # not a duplicate: the first was never delivered
         await eventually(lambda: d.stats["fake"].sent == 1)
-    assert [n.text for n in fake.sent] == ["drawdown 9%"]
+    assert [n.text.split("\n")[0] for n in fake.sent] == ["drawdown 9%"]
 
 
 async def test_a_retry_after_longer_than_the_cap_waits_the_cap() -> None:
@@ -438,6 +459,144 @@ async def test_report_is_ok_again_once_a_delivery_goes_through() -> None:
         assert d.report()["fake"] == ChannelReport(queued=0, sent=1, failed=0, dropped=0, retries=2, failing=0, last_error="")
 
 
+DOWN = DeliveryError("feishu webhook: HTTP 502", retryable=True)
+TIMED_OUT = DeliveryError("feishu webhook: TimeoutError", retryable=True, maybe_delivered=True)
+LOSS_LIMIT = Notification("Daily loss limit hit", "equity -5.1% today", Severity.CRITICAL, "risk", key="risk:daily_loss_limit:L4")
+
+
+async def test_a_critical_alert_retries_until_the_channel_recovers() -> None:
+    """A loss limit hit during an outage longer than four retries was given up on and never
+    said again: a critical message keeps retrying, its backoff capped, until it goes through."""
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DOWN, times=8)
+    async with dispatcher(fake, t=t, max_retries=4, max_backoff_s=30.0) as d:
+        d.notify(LOSS_LIMIT)
+        d.notify(note("behind it"))
+        await eventually(lambda: d.stats["fake"].sent == 2)
+    assert [n.title for n in fake.sent] == ["Daily loss limit hit", "Title"]
+    assert fake.sent[0].text == "equity -5.1% today"
+    assert t.slept == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert d.stats["fake"].failed == 0
+
+
+async def test_a_critical_alert_still_gives_up_on_a_refusal() -> None:
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("feishu webhook: HTTP 400", retryable=False))
+    async with dispatcher(fake, t=t) as d:
+        d.notify(LOSS_LIMIT)
+        await eventually(lambda: d.stats["fake"].failed == 1)
+    assert fake.attempts == 1
+
+
+async def test_a_message_given_up_is_named_in_the_next_one_and_shown_meanwhile() -> None:
+    """A message given up on vanished: the next one went out with no word of it, and /health read
+    the channel as fine (failing 0, no error). It is now said, with its title, in the next
+    message, shown as unreported until then, and the latest loss stays visible after."""
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DOWN, times=2)
+    async with dispatcher(fake, t=t, max_retries=1) as d:
+        d.notify(Notification("Opened FOO/USDT", "100 @ 1", Severity.WARNING, "position"))
+        await eventually(lambda: d.stats["fake"].failed == 1)
+        before = d.report()["fake"]
+        assert (before.unreported, before.ok) == (1, False)
+        assert before.last_lost == "⚠️ Opened FOO/USDT: given up after 2 attempt(s): feishu webhook: HTTP 502"
+        t.now += 5
+        d.notify(Notification("Closed FOO/USDT", "PnL +1.00", category="position"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+        after = d.report()["fake"]
+    assert fake.sent[0].text == "PnL +1.00\n(1 earlier message(s) not delivered, given up: ⚠️ Opened FOO/USDT)"
+    assert (after.unreported, after.ok, after.failed) == (0, True, 1)
+    assert after.last_lost == before.last_lost
+    assert after.last_lost_ago_s == 5.0
+
+
+async def test_losses_told_in_a_message_that_fails_wait_for_the_next() -> None:
+    """The "N dropped" note rode on the next message; when that one failed too, the count was
+    gone with it."""
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(DeliveryError("400", retryable=False))
+    d = dispatcher(fake, t=t, queue_size=1, dedupe_window_s=0)
+    d.notify(note("dropped"))
+    d.notify(Notification("Refused", "x"))  # drops the first; carries the note, and fails
+    await d.start()
+    await eventually(lambda: d.stats["fake"].failed == 1)
+    d.notify(note("told"))
+    await eventually(lambda: d.stats["fake"].sent == 1)
+    await d.aclose()
+    assert fake.sent[0].text == (
+        "told\n(1 earlier message(s) dropped: queue full)\n(1 earlier message(s) not delivered, given up: Refused)"
+    )
+
+
+async def test_a_timeout_is_retried_once_then_said_unconfirmed() -> None:
+    """A slow endpoint (answering after 30 s, past the 10 s timeout) got the same message five
+    times while the queue behind it waited: after a timeout the message may have arrived, so it
+    is retried once, even a critical one, then given up as unconfirmed, and the next message
+    says so."""
+    t, fake = FakeTime(), FakeNotifier()
+    fake.fail_next(TIMED_OUT, times=2)
+    async with dispatcher(fake, t=t, max_retries=4) as d:
+        d.notify(LOSS_LIMIT)
+        d.notify(note("next"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+    assert fake.attempts == 3
+    assert t.slept == [1.0]
+    assert fake.sent[0].text == (
+        "next\n(1 earlier message(s) unconfirmed, the channel timed out and they may have arrived: "
+        "🚨 Daily loss limit hit)"
+    )
+    assert d.stats["fake"].failed == 1
+    assert d.report()["fake"].last_lost.startswith("🚨 Daily loss limit hit: unconfirmed, timed out after 2 attempt(s)")
+
+
+async def test_a_message_in_hand_a_minute_is_not_retried_after_a_timeout() -> None:
+    """However long the configured timeout, one message never holds the queue past a minute
+    by timing out again and again."""
+    t = FakeTime()
+
+    class Slow(FakeNotifier):
+        async def send(self, note: Notification) -> None:
+            if note.text == "slow":
+                self.attempts += 1
+                t.now += 61.0  # the attempt's timeout ran out
+                raise TIMED_OUT
+            await super().send(note)
+
+    slow = Slow()
+    async with dispatcher(slow, t=t) as d:
+        d.notify(note("slow"))
+        d.notify(note("waiting"))
+        await eventually(lambda: d.stats["fake"].sent == 1)
+    assert slow.attempts == 2  # "slow" once, then "waiting"
+    assert t.slept == []
+
+
+async def test_close_sends_engine_stopped_first_with_the_rest_in_it() -> None:
+    """At close a slow channel had time for one attempt, and it went to the oldest urgent
+    message ("Engine started"), not "Engine stopped". The urgent messages left now go in one
+    message headed by the newest, at the highest severity among them."""
+    fake = FakeNotifier()
+    d = Dispatcher([fake], DispatchSettings(dedupe_window_s=0))  # not started: all still queued at close
+    d.notify(Notification("Engine started", "run r1 (SIM)", category="system"))
+    d.notify(note("routine"))
+    d.notify(LOSS_LIMIT)
+    d.notify(Notification("Losing streak", "5 losing trades", Severity.WARNING, "system"))
+    d.notify(STOPPED)
+    await d.aclose(drain_s=0)
+    assert fake.attempts == 1
+    [last] = fake.sent
+    assert (last.title, last.severity) == ("Engine stopped", Severity.CRITICAL)
+    assert last.text == (
+        "run r1: shutdown\n"
+        "Also not sent before shutdown:\n"
+        "🚨 Daily loss limit hit\nequity -5.1% today\n"
+        "⚠️ Losing streak\n5 losing trades\n"
+        "Engine started\nrun r1 (SIM)\n"
+        "(1 routine message(s) left unsent at shutdown)"
+    )
+    assert (d.stats["fake"].sent, d.stats["fake"].failed) == (4, 1)
+
+
 # -- what becomes a notification --------------------------------------------------------------
 
 POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_trace_id": "abcd"}
@@ -465,9 +624,12 @@ POS = {"quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_tra
         ("run_stop", {"run_id": "r1", "reason": "shutdown"}, "Engine stopped", "run r1: shutdown", Severity.WARNING),
         ("run_stop", {"run_id": "r1", "reason": "journal error: disk full"}, "Engine stopped", "run r1: journal error: disk full", Severity.CRITICAL),
         ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM"}, "Engine started", "run r1 (SIM)", Severity.INFO),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM", "model_status": "no hot_lgbm_1m model in x; rules alone", "model_failed": False, "model_warnings": []}, "Engine started", "run r1 (SIM)", Severity.INFO),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "LIVE", "model_status": "REFUSED m@v1 refused: model_sha256 differs; the engine runs on its rules alone", "model_failed": True, "model_warnings": []}, "Engine started", "run r1 (LIVE)\nmodel: REFUSED m@v1 refused: model_sha256 differs; the engine runs on its rules alone", Severity.WARNING),
+        ("run_start", {"run_id": "r1", "config_hash": "c", "mode": "SIM", "model_status": "m@v1 in production", "model_failed": False, "model_warnings": ["ml_min_score above every score"]}, "Engine started", "run r1 (SIM)\nmodel: ml_min_score above every score", Severity.WARNING),
         ("order_result", {"client_order_id": "hc-1", "status": "unknown", "error_class": "unknown", "error": "timeout"}, "Order outcome unknown: DOGE/USDT", "hc-1: timeout; reconciling", Severity.WARNING),
     ],
-    ids=["open", "close-after-partials", "close-win", "close-loss", "partial", "second-partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "order-unknown"],
+    ids=["open", "close-after-partials", "close-win", "close-loss", "partial", "second-partial", "daily-loss", "streak", "l5", "to-blocked", "recovered", "journal-failed", "command", "run-stop", "run-stop-unplanned", "run-start", "run-start-no-model", "run-start-model-refused", "run-start-model-warned", "order-unknown"],
 )  # fmt: skip
 def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, text: str, severity: Severity) -> None:
     got = notification_for(kind, payload, "DOGE/USDT")

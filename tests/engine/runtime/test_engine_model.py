@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.journal.reader import JournalReader
+from engine.ops.notify import Severity, notification_for
 from engine.runtime.session import RunOptions, open_session
 from tests.kit.engine import pump_rig, quiet_config
 from tests.kit.models import MODEL, Load, loaded, register_unloadable
@@ -46,6 +47,26 @@ async def test_production_model_decides(tmp_path: Path) -> None:
     fills, _, label = await _fills(tmp_path, production)
     assert fills == []  # a score of 0 fails the ml_score rule on every entry
     assert label == "hot_lgbm_1m@v0007#deadbeef (production)"
+
+
+async def test_a_refused_model_is_said_in_the_engine_started_message(tmp_path: Path) -> None:
+    """A tampered model left the engine on its rules alone and only the log said so: the owner's
+    "Engine started" message read as any other start. `run_start` now journals whether the
+    model failed and its warnings, and the message says them, as a warning."""
+    refused = Load(None, f"REFUSED {MODEL} refused: model_sha256 differs; the engine runs on its rules alone", MODEL, "off", failed=True)
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path, model=refused) as rig:
+        task = asyncio.create_task(rig.engine.run())
+        await eventually(lambda: rig.engine.stats.cycles > 2, timeout=60)
+        rig.engine.stop()
+        await asyncio.wait_for(task, 10)
+    with JournalReader(path) as reader:
+        [start] = list(reader.events(kinds=["run_start"]))
+    assert (start.payload["model_failed"], start.payload["model_warnings"]) == (True, [])
+    note = notification_for("run_start", start.payload)
+    assert note is not None
+    assert note.severity is Severity.WARNING
+    assert note.text == f"run test-run (SIM)\nmodel: {refused.status}"
 
 
 @pytest.mark.parametrize(
