@@ -22,7 +22,9 @@ the fold's in-sample window (`study_name`: another window is another study), and
 settings and the search space (`study_identity`); a run whose identity differs is refused rather than
 mixed in, so a fold's best trial is always one of its own search.
 
-Every trial is a full `BacktestRunner` run: the same code that trades. The trials of a fold
+Every trial is a full `BacktestRunner` run: the same code that trades, with the model
+`hotcoin backtest` loads (`walk_forward`'s `model`). A fold's study is filled up to `trials`
+complete trials (`_search`): a resumed one searches only what it lacks. The trials of a fold
 differ only in trading settings, so discovery (which reads the market alone) and the replay
 market itself run in each worker's first trial and are replayed to its later ones
 (`engine.backtest.reuse`: a later trial of three real days takes 1.0 s instead of 8.4 s); the
@@ -47,13 +49,15 @@ threshold that never applies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
+import signal
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -67,6 +71,7 @@ from engine.backtest.reuse import WindowReuse
 from engine.backtest.runner import MINUTE_MS, BacktestRunner, window
 from engine.config import HotcoinConfig, deep_update, dotted_get, dotted_set
 from engine.errors import ConfigError
+from engine.signals.scorer import ModelLoad
 
 # name -> (low, high, step); integers where step is an int.
 SPACE: dict[str, tuple[float, float, float]] = {
@@ -93,7 +98,7 @@ class OptimizeProgress:
     fold: int  # 1-based
     folds: int
     done: int  # trials finished in this run, this fold
-    trials: int  # trials this run asked for, this fold
+    trials: int  # trials this run asks for, this fold: those its study lacks (`_search`)
     best: float | None  # best in-sample return of the fold's study so far
     out_of_sample: bool = False
 
@@ -123,7 +128,7 @@ class Fold:
     is_return: float
     oos_return: float
     oos_trades: int
-    trials: int
+    trials: int  # complete trials in the fold's study (a failed or interrupted one is no trial of the search)
     base_oos_return: float  # the base config, unsearched, on the same out-of-sample window
     base_oos_trades: int
     is_trades: int  # the best trial's, in sample: a best return from two trades is luck more than skill
@@ -139,10 +144,54 @@ class Fold:
 class OptimizeResult:
     folds: list[Fold] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the search space was fitted to the config
+    model: str | None = None  # the model every backtest of the search ran with (`model_label`); None: rules alone
+    model_mode: str = "off"  # its mode: production (gates entries), shadow (scores, never trades) or off
 
     @property
     def best(self) -> Fold:
         return self.folds[-1]
+
+    @property
+    def warning(self) -> str | None:
+        """What the owner must know before trading the best config: the last fold's parameters
+        are written whatever that fold found, and where no trial traded in sample there every
+        trial returned 0 and the "best" is the first one asked, never tried. Said beside the
+        "written to" line (and in --json), not only in the verdict under the table."""
+        if not self.folds or self.best.traded_trials:
+            return None
+        return (
+            f"fold {self.best.index}, whose parameters are written, searched nothing: no trial traded in sample, so "
+            "they are the first trial's, never tried; do not trade them as searched ones. Search a longer window, or "
+            "with more --trials"
+        )
+
+
+def model_label(model: ModelLoad | None) -> tuple[str | None, str]:
+    """(name, mode) of the model a search's backtests run with; (None, "off") on the rules alone
+    (none registered, or one that was refused: `ModelLoad.scorer` is None)."""
+    if model is None or model.scorer is None:
+        return None, "off"
+    return model.model, model.mode
+
+
+def model_line(result: OptimizeResult) -> str:
+    """One line saying which model the search traded with: a search on the rules alone and one
+    with a production model gating entries are different searches, and best.toml's figures
+    hold only for the one it ran with."""
+    if result.model is None:
+        return "model: none; every backtest of the search ran on the rules alone"
+    return f"model: {result.model} ({result.model_mode}); every backtest of the search ran with it, as `hotcoin backtest` does"
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM/SIGHUP, which the command raises as Ctrl-C) during a search, with what
+    it had finished: the folds done (`result`), the fold it stopped in, and the `--storage` URL
+    that keeps the trials told so far (None: a temporary one, removed). Every trial asked was
+    told (FAIL where it had not finished) and the worker processes stopped before it is raised."""
+
+    def __init__(self, result: OptimizeResult, fold: int, folds: int, storage: str | None) -> None:
+        super().__init__(f"interrupted in fold {fold} of {folds}")
+        self.result, self.fold, self.folds, self.storage = result, fold, folds, storage
 
 
 def overrides(params: dict[str, float]) -> dict[str, Any]:
@@ -176,11 +225,14 @@ def apply(config: HotcoinConfig, params: dict[str, float]) -> HotcoinConfig:
 
 def backtest_return(
     config: HotcoinConfig, data_dir: Path, start: int, end: int, *, reuse: WindowReuse | None = None,
-    run_id: str | None = None,
+    run_id: str | None = None, model: ModelLoad | None = None,
 ) -> tuple[float, int]:
     """(total return, closed trades) of one backtest, journaling off; `reuse` hands a trial the
-    discovery an earlier trial of the same window recorded (`engine.backtest.reuse`)."""
-    result = asyncio.run(BacktestRunner(config, data_dir, run_id=run_id, reuse=reuse).run(start, end))
+    discovery an earlier trial of the same window recorded (`engine.backtest.reuse`); `model`
+    is the registry's model as `hotcoin backtest` loads it (`ml.runtime.load_scorer`): a
+    production model gates entries, so a search without it reported figures that a backtest of
+    its best config did not give."""
+    result = asyncio.run(BacktestRunner(config, data_dir, run_id=run_id, reuse=reuse, model=model).run(start, end))
     return result.final_equity / result.initial_equity - 1.0, len(result.trades)
 
 
@@ -226,22 +278,42 @@ def _on_grid(value: float) -> float:
     return float(f"{value:.10g}")
 
 
-_PROCESS_REUSE: list[WindowReuse] = []  # a worker process's recordings, kept from trial to trial
+@dataclass(slots=True)
+class _Process:
+    """What a process's trials share: its recordings of the fold's window (a worker's first trial
+    records discovery and the market, its later trials replay them) and the search's model."""
+
+    reuse: WindowReuse
+    model: ModelLoad | None
+
+
+_WORKER: list[_Process] = []  # a worker process's own, set as it starts (`_start_worker`)
+
+
+def _start_worker(model: ModelLoad | None) -> None:
+    """A pool worker's start: the search's model, handed over once (pickled where the start
+    method is not fork: a LightGBM booster pickles as its model text) rather than sent with
+    every trial, and the signals left to the parent. Ctrl-C reaches the whole process group:
+    the parent stops the search and terminates its workers, which ignore it rather than each
+    print a traceback; SIGTERM and SIGHUP, which the parent raises as Ctrl-C (a fork inherits
+    that), end a worker, as its terminate() must."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    _WORKER[:] = [_Process(WindowReuse(), model)]
 
 
 def _trial(
-    reuse: WindowReuse | None, config_dump: dict[str, Any], data_dir: str, start: int, end: int, study: str,
+    here: _Process | None, config_dump: dict[str, Any], data_dir: str, start: int, end: int, study: str,
     params: dict[str, float],
 ) -> tuple[float, int]:
-    """One trial's backtest: (in-sample return, closed trades). `reuse` None: the process's own
-    (a worker process of the fold's pool), so a worker's first trial records discovery and the
-    market and its later trials replay them."""
-    if reuse is None:
-        if not _PROCESS_REUSE:
-            _PROCESS_REUSE.append(WindowReuse())
-        reuse = _PROCESS_REUSE[0]
+    """One trial's backtest: (in-sample return, closed trades). `here` None: a worker process of
+    the fold's pool, which has its own (`_start_worker`)."""
+    process = here if here is not None else _WORKER[0]
     base = HotcoinConfig.model_validate(config_dump)
-    return backtest_return(apply(base, params), Path(data_dir), start, end, reuse=reuse, run_id=study)
+    return backtest_return(
+        apply(base, params), Path(data_dir), start, end, reuse=process.reuse, run_id=study, model=process.model
+    )
 
 
 def sampler_seed(seed: int, *, shared: bool) -> int:
@@ -342,6 +414,7 @@ _IDENTITY_PARTS = {
     "data": "candles (pairs and candle times up to the in-sample end; --data)",
     "config": "trading settings (--config)",
     "space": "searched parameters (another hotcoin version)",
+    "model": "model (the registry's, as `hotcoin backtest` loads it: another one, or none)",
 }
 
 
@@ -361,19 +434,28 @@ def _trading_settings(dump: dict[str, Any]) -> dict[str, Any]:
 
 
 def study_identity(
-    index: HistoryIndex, dump: dict[str, Any], is_end: int, space: dict[str, tuple[float, float, float]]
+    index: HistoryIndex, dump: dict[str, Any], is_end: int, space: dict[str, tuple[float, float, float]],
+    model: tuple[str | None, str] = (None, "off"),
 ) -> dict[str, str]:
     """Digests of what makes two trials of a fold comparable, beside its window (which the
     study's name holds): the candles the in-sample run can see (a point-in-time run reads
     nothing after `is_end`, so a store collected further later keeps its identity; where the
-    directory is does not matter), the base config's trading settings, and the search space
-    (`search_space`: a study searched below the profile's min_heat is not resumed)."""
+    directory is does not matter), the base config's trading settings, the search space
+    (`search_space`: a study searched below the profile's min_heat is not resumed) and the
+    model the trials ran with (`model_label`: a production model gates entries)."""
     data = [
         [s, index.first_ms[s], int(np.searchsorted(index.opens[s], is_end, "left"))]
         for s in index.symbols
         if index.first_ms[s] < is_end
     ]
-    return {"data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(space)}
+    return {
+        "data": _digest(data), "config": _digest(_trading_settings(dump)), "space": _digest(space),
+        "model": _model_digest(model),
+    }  # fmt: skip
+
+
+def _model_digest(model: tuple[str | None, str]) -> str:
+    return _digest(None if model[0] is None else list(model))
 
 
 def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
@@ -387,6 +469,12 @@ def study_name(prefix: str, fold: int, is_start: int, is_end: int) -> str:
 
 
 _CLAIM_WAIT_S = 5.0  # how long a process that found the study waits for its creator to claim it
+
+
+def _stored_before(part: str) -> str | None:
+    """What an identity stored before `part` was part of it stands for: a study stored before
+    the model was (optimize loaded no model then) was searched on the rules alone."""
+    return _model_digest((None, "off")) if part == "model" else None
 
 
 def _claim(study: Any, identity: dict[str, str], *, created: bool) -> None:
@@ -414,7 +502,7 @@ def _claim(study: Any, identity: dict[str, str], *, created: bool) -> None:
             )
         study.set_user_attr("identity", identity)
         stored = identity
-    differs = [k for k in identity if stored.get(k) != identity[k]]
+    differs = [k for k in identity if stored.get(k, _stored_before(k)) != identity[k]]
     if "config" in differs and "space" in differs:  # another capital profile moves min_heat's range: one cause
         differs.remove("space")
     differs = [_IDENTITY_PARTS[k] for k in differs]
@@ -429,43 +517,76 @@ def _claim(study: Any, identity: dict[str, str], *, created: bool) -> None:
 def _search(
     study: Any, trials: int, trial: Callable[[dict[str, float]], tuple[float, int]], pool: ProcessPoolExecutor | None,
     jobs: int, tick: Callable[[], None] | None, space: dict[str, tuple[float, float, float]],
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
-    """`trials` trials of `study`, `jobs` at a time: each round's parameters are asked in the
-    parent, backtested (`trial(params)`, in `pool`'s worker processes, or here without one),
-    and the results told in trial order once the whole round is back.
+    """Fill `study` up to `trials` complete trials, `jobs` at a time: each round's parameters
+    are asked in the parent, backtested (`trial(params)`, in `pool`'s worker processes, or here
+    without one), and the results told in trial order once the whole round is back.
 
     The sampler is the parent's alone and sees the same history whichever backtest finishes
     first, so a search is reproducible for a given --seed and --jobs (a study shared with other
     machines through --storage sees their trials too, as they land). The price: a round waits
-    for its slowest trial before the next is asked."""
-    done = 0
-    while done < trials:
-        batch = [study.ask() for _ in range(min(jobs, trials - done))]
-        params = [_suggest(t, space) for t in batch]
-        pending = [pool.submit(trial, p) if pool is not None else _here(trial, p) for p in params]
-        failure: BaseException | None = None
-        for asked, outcome in zip(batch, pending, strict=True):
-            try:
-                ret, trades = outcome.result()
-            except BaseException as exc:  # told as failed, and the round's others told too, before it is raised:
-                study.tell(asked, state=_failed())  # a shared storage keeps no trial running forever
-                failure = failure or exc
-                continue
-            asked.set_user_attr("trades", trades)
-            study.tell(asked, ret)
-            if tick is not None:
-                tick()
-        if failure is not None:
-            raise failure
-        done += len(batch)
+    for its slowest trial before the next is asked.
+
+    Counted in complete trials, before each round: a study resumed from --storage searches only
+    what it lacks (a finished fold none; asked `trials` more, a resumed fold searched anew and a
+    rerun doubled its trials), and machines sharing one stop once it holds `trials`. Every trial
+    asked is told, whatever ends the round (a failed backtest, Ctrl-C, SIGTERM): one left
+    RUNNING stayed so in a shared storage forever."""
+    budget = trials - _complete(study)  # a bound too: a trial told NaN is no complete trial, and asked once only
+    while budget > 0 and (left := trials - _complete(study)) > 0:
+        _stop_if(stopped)
+        asked: list[Any] = []
+        told = 0
+        try:
+            for _ in range(min(jobs, left, budget)):
+                budget -= 1
+                asked.append(study.ask())
+            params = [_suggest(t, space) for t in asked]
+            pending = [pool.submit(trial, p) if pool is not None else _here(trial, p) for p in params]
+            failure: Exception | None = None
+            for asked_trial, outcome in zip(asked, pending, strict=True):
+                try:
+                    ret, trades = outcome.result()
+                except Exception as exc:  # told as failed, and the round's others told too, before it is raised
+                    study.tell(asked_trial, state=_failed())
+                    told += 1
+                    failure = failure or exc
+                    continue
+                asked_trial.set_user_attr("trades", trades)
+                study.tell(asked_trial, ret)
+                told += 1
+                if tick is not None:
+                    tick()
+            if failure is not None:
+                raise failure
+        finally:  # interrupted (Ctrl-C while a round runs): the trials not told yet fail
+            for left_running in asked[told:]:
+                study.tell(left_running, state=_failed(), skip_if_finished=True)
+
+
+def _stop_if(stopped: Callable[[], bool]) -> None:
+    """Raise the Ctrl-C that `stopped` says came: a KeyboardInterrupt a signal handler raises
+    inside a garbage collector's callback is printed and dropped by Python ("Exception
+    ignored in"), and a SIGTERM lost so let the search run to its end. Checked before each
+    round and each out-of-sample run, it stops the search one trial late at most."""
+    if stopped():
+        raise KeyboardInterrupt
+
+
+def _complete(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def _here(fn: Callable[[dict[str, float]], tuple[float, int]], params: dict[str, float]) -> Future[tuple[float, int]]:
-    """Run `fn` now, in this process, as a finished future (the one-job search)."""
+    """Run `fn` now, in this process, as a finished future (the one-job search). Ctrl-C in it
+    (a BaseException) is the future's too, so `_search` tells the trial before raising it."""
     out: Future[tuple[float, int]] = Future()
     try:
         out.set_result(fn(params))
-    except Exception as exc:
+    except BaseException as exc:
         out.set_exception(exc)
     return out
 
@@ -474,6 +595,35 @@ def _failed() -> Any:
     from optuna.trial import TrialState
 
     return TrialState.FAIL
+
+
+@contextlib.contextmanager
+def _workers(jobs: int, model: ModelLoad | None) -> Iterator[ProcessPoolExecutor]:
+    """The fold's worker processes (`_start_worker`), gone when the block ends however it ends:
+    ended by an exception (Ctrl-C, SIGTERM, a failed trial) they are terminated, not waited for
+    (a worker holds ~370 MB, and one left running a trial outlived its parent for good)."""
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker, initargs=(model,))
+    try:
+        yield pool
+    except BaseException:
+        _terminate(pool)
+        raise
+    pool.shutdown()
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop `pool`'s workers now (Python 3.14's `terminate_workers`): cancel what waits, SIGTERM
+    each worker, and reap it (SIGKILL one that has not gone in 5 s)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 class _FoldCounter:
@@ -497,8 +647,15 @@ class _FoldCounter:
 
 
 def walk_forward(
-    config: HotcoinConfig, plan: OptimizePlan, progress: Callable[[OptimizeProgress], None] | None = None
+    config: HotcoinConfig, plan: OptimizePlan, progress: Callable[[OptimizeProgress], None] | None = None,
+    model: ModelLoad | None = None, stopped: Callable[[], bool] = lambda: False,
 ) -> OptimizeResult:
+    """The walk-forward search (module docstring). `model`: the registry's model, as `hotcoin
+    backtest` loads it (`ml.runtime.load_scorer`); every trial, in whichever process, and both
+    out-of-sample runs trade with it, so best.toml's figures are the ones `hotcoin backtest
+    --config best.toml` gives. Ctrl-C (a KeyboardInterrupt, or `stopped()` turning true: a signal
+    whose KeyboardInterrupt Python dropped, `_stop_if`) raises `SearchInterrupted` with the
+    folds finished, once every trial asked is told and the workers are gone."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -512,45 +669,117 @@ def walk_forward(
             f"{plan.folds} fold(s) over {(end - start) // MINUTE_MS} minutes leave less than an hour in or out "
             "of sample; use fewer --folds or a longer --from/--to window"
         )
-    with tempfile.TemporaryDirectory(prefix="hotcoin-optuna-") as tmp:
-        storage = plan.storage or f"sqlite:///{Path(tmp) / 'study.db'}"
-        result = OptimizeResult(notes=space_notes(config))
-        dump = config.model_dump(mode="json")
-        space = search_space(config)
-        for k in range(plan.folds):
-            is_start = start + k * span
-            is_end = is_start + span - oos
-            oos_end = is_start + span if k < plan.folds - 1 else end
-            name = study_name(plan.study, k + 1, is_start, is_end)
-            shared = plan.storage is not None
-            study, created = _open_study(name, storage, sampler_seed(plan.seed + k, shared=shared), given=shared)
-            _claim(study, study_identity(index, dump, is_end, space), created=created)
-            jobs = max(1, min(plan.jobs, plan.trials))
-            counter = None if progress is None else _FoldCounter(study, k + 1, plan.folds, plan.trials, progress)
-            tick = None if counter is None else counter.tick
-            if jobs == 1:  # one process: its recordings are this fold's alone
-                trial = partial(_trial, WindowReuse(), dump, str(plan.data_dir), is_start, is_end, name)
-                _search(study, plan.trials, trial, None, 1, tick, space)
-            else:
-                trial = partial(_trial, None, dump, str(plan.data_dir), is_start, is_end, name)
-                with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    _search(study, plan.trials, trial, pool, jobs, tick, space)
-            best = study.best_trial
-            traded = sum(1 for t in study.trials if t.user_attrs.get("trades", 0) > 0)
-            params = {k2: _on_grid(float(v)) for k2, v in best.params.items()}
-            if progress is not None:
-                progress(OptimizeProgress(k + 1, plan.folds, plan.trials, plan.trials, best.value, out_of_sample=True))
-            # Both out-of-sample runs read one window: the second replays the first's discovery and market.
-            reuse, run_id = WindowReuse(), f"{name}-oos"
-            oos_ret, oos_trades = backtest_return(
-                apply(config, params), plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id
-            )
-            base_ret, base_trades = backtest_return(config, plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id)
-            result.folds.append(
-                Fold(k + 1, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,
-                     len(study.trials), base_ret, base_trades, int(best.user_attrs.get("trades", 0)), name, traded)
-            )  # fmt: skip
+    windows = _fold_windows(index, config, plan.folds, start, end, span, oos)
+    label = model_label(model)
+    result = OptimizeResult(notes=space_notes(config), model=label[0], model_mode=label[1])
+    k = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="hotcoin-optuna-") as tmp:
+            storage = plan.storage or f"sqlite:///{Path(tmp) / 'study.db'}"
+            dump = config.model_dump(mode="json")
+            space = search_space(config)
+            for k, (is_start, is_end, oos_end) in enumerate(windows):
+                result.folds.append(
+                    _fold(config, plan, k + 1, (is_start, is_end, oos_end), storage, index, dump, space, model, progress, stopped)
+                )
+    except KeyboardInterrupt as exc:
+        raise SearchInterrupted(result, k + 1, plan.folds, plan.storage) from exc
     return result
+
+
+def _fold_windows(
+    index: HistoryIndex, config: HotcoinConfig, folds: int, start: int, end: int, span: int, oos: int
+) -> list[tuple[int, int, int]]:
+    """Each fold's (in-sample start, in-sample end = out-of-sample start, out-of-sample end),
+    every window checked against the data (`window`) before any fold is searched: a window
+    inside an outage of the data was found only by the backtest after that fold's whole search,
+    in an error naming a window the user never typed. The error now says whose window it is."""
+    out = []
+    for k in range(folds):
+        is_start = start + k * span
+        is_end = is_start + span - oos
+        oos_end = is_start + span if k < folds - 1 else end
+        for what, (a, b) in (("in-sample", (is_start, is_end)), ("out-of-sample", (is_end, oos_end))):
+            try:
+                window(index, config, a, b)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"fold {k + 1}'s {what} window (--from/--to cut into {folds} fold(s)): {exc}; move --from/--to or "
+                    "change --folds so that no fold's window falls there"
+                ) from exc
+        out.append((is_start, is_end, oos_end))
+    return out
+
+
+def _fold(
+    config: HotcoinConfig, plan: OptimizePlan, number: int, bounds: tuple[int, int, int], storage: str,
+    index: HistoryIndex, dump: dict[str, Any], space: dict[str, tuple[float, float, float]], model: ModelLoad | None,
+    progress: Callable[[OptimizeProgress], None] | None, stopped: Callable[[], bool],
+) -> Fold:
+    """Fold `number`'s search (resumed from `storage` where it holds the fold's study), then its
+    best parameters and the base config out of sample."""
+    from optuna.trial import TrialState
+
+    is_start, is_end, oos_end = bounds
+    name = study_name(plan.study, number, is_start, is_end)
+    shared = plan.storage is not None
+    study, created = _open_study(name, storage, sampler_seed(plan.seed + number - 1, shared=shared), given=shared)
+    _claim(study, study_identity(index, dump, is_end, space, model_label(model)), created=created)
+    asks = max(0, plan.trials - _complete(study))  # a resumed study searches only what it lacks
+    jobs = max(1, min(plan.jobs, asks))
+    counter = None if progress is None else _FoldCounter(study, number, plan.folds, asks, progress)
+    tick = None if counter is None else counter.tick
+    if jobs == 1:  # one process: its recordings are this fold's alone
+        trial = partial(_trial, _Process(WindowReuse(), model), dump, str(plan.data_dir), is_start, is_end, name)
+        _search(study, plan.trials, trial, None, 1, tick, space, stopped)
+    else:
+        trial = partial(_trial, None, dump, str(plan.data_dir), is_start, is_end, name)
+        with _workers(jobs, model) as pool:
+            _search(study, plan.trials, trial, pool, jobs, tick, space, stopped)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = study.best_trial
+    traded = sum(1 for t in complete if t.user_attrs.get("trades", 0) > 0)
+    params = {k: _on_grid(float(v)) for k, v in best.params.items()}
+    if progress is not None:
+        progress(OptimizeProgress(number, plan.folds, asks, asks, best.value, out_of_sample=True))
+    # Both out-of-sample runs read one window: the second replays the first's discovery and market.
+    reuse, run_id = WindowReuse(), f"{name}-oos"
+    _stop_if(stopped)
+    oos_ret, oos_trades = backtest_return(
+        apply(config, params), plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id, model=model
+    )
+    _stop_if(stopped)
+    base_ret, base_trades = backtest_return(
+        config, plan.data_dir, is_end, oos_end, reuse=reuse, run_id=run_id, model=model
+    )
+    return Fold(
+        number, is_start, is_end, is_end, oos_end, params, float(best.value or 0.0), oos_ret, oos_trades,
+        len(complete), base_ret, base_trades, int(best.user_attrs.get("trades", 0)), name, traded,
+    )  # fmt: skip
+
+
+def interrupted_lines(stop: SearchInterrupted, out: Path) -> list[str]:
+    """What an interrupted search says (stderr): where it stopped, what each finished fold found
+    out of sample, that `out` was not written, and what is kept and how to resume. It said
+    nothing: minutes of finished folds were lost with no word of them."""
+    lines = [f"interrupted in fold {stop.fold} of {stop.folds}; {out} was not written (it takes the last fold's parameters)"]
+    for f in stop.result.folds:
+        lines.append(
+            f"fold {f.index} finished: out of sample {f.oos_return:+.2%} ({f.oos_trades} trades), base config "
+            f"{f.base_oos_return:+.2%} ({f.base_oos_trades}), {f.trials} trials, study {f.study}"
+        )
+    if stop.storage is None:
+        lines.append(
+            "the trials were kept in a temporary storage, now removed; pass --storage sqlite:///study.db to make a "
+            "search resumable"
+        )
+    else:
+        lines.append(
+            f"the trials finished are kept in --storage {_shown(stop.storage)!r} (an unfinished one is marked failed): "
+            "run the same command again to resume; a finished fold is not searched again, and fold "
+            f"{stop.fold} searches only the trials it lacks"
+        )
+    return lines
 
 
 def environment_settings(config: HotcoinConfig, sources: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
@@ -635,6 +864,9 @@ def as_json(result: OptimizeResult, out: Path) -> dict[str, Any]:
     return {
         "best_config": str(out),
         "best_params": result.best.params,
+        "warning": result.warning,
+        "model": result.model,
+        "model_mode": result.model_mode,
         "notes": result.notes,
         "folds": [
             {
@@ -685,7 +917,7 @@ def folds_table(result: OptimizeResult) -> Any:
             return_cell(f.is_return, f.is_trades), return_cell(f.oos_return, f.oos_trades),
             return_cell(f.base_oos_return, f.base_oos_trades),
         )  # fmt: skip
-    return Group(figures, *params_tables(result), *result.notes)
+    return Group(figures, *params_tables(result), *result.notes, model_line(result))
 
 
 _PARAMS_FOLDS = 6  # folds side by side in one parameters table: 6 fit 80 columns

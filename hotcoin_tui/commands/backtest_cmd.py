@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +19,7 @@ import typer
 from hotcoin_tui.commands.options import ConfigOpt, JsonOpt, is_calendar_ms
 
 if TYPE_CHECKING:
+    from engine.backtest.optimize import SearchInterrupted
     from engine.config import HotcoinConfig
     from ml.runtime import ScorerLoad
 
@@ -244,6 +246,7 @@ def optimize(
 
     from engine.backtest import optimize as opt
     from engine.backtest.api import RichOptimizeProgress
+    from ml.runtime import load_scorer
 
     with _user_errors():
         from engine.config import load_config
@@ -264,9 +267,16 @@ def optimize(
             seed=seed,
         )
         _check_writable(out)
+        model = load_scorer(cfg)  # every trial trades with the model `hotcoin backtest` of best.toml would load
+        _say_model(model)
         show = sys.stderr.isatty() if progress is None else progress  # a search runs for many minutes
-        with RichOptimizeProgress() if show else contextlib.nullcontext() as bar:
-            result = opt.walk_forward(cfg, plan, progress=bar)
+        with _signals_as_ctrl_c() as caught:
+            try:
+                with RichOptimizeProgress() if show else contextlib.nullcontext() as bar:
+                    result = opt.walk_forward(cfg, plan, progress=bar, model=model, stopped=lambda: bool(caught))
+            except opt.SearchInterrupted as stop:
+                _say_interrupted(stop, out, as_json)
+                raise typer.Exit(128 + (caught[0] if caught else signal.SIGINT)) from None
         try:
             opt.write_best(result, out, _toml(loaded.config_file), opt.environment_settings(cfg, loaded.sources))
             failed = None
@@ -283,6 +293,8 @@ def optimize(
         Console().print(opt.folds_table(result))
         if failed is None:
             typer.echo(f"best parameters written to {out}")
+        if result.warning is not None:
+            typer.secho(f"warning: {result.warning}", fg=typer.colors.YELLOW)
     if failed is not None:
         typer.secho(
             f"hotcoin: cannot write {out} ({failed.strerror}); the best parameters are printed above: "
@@ -291,6 +303,44 @@ def optimize(
             err=True,
         )
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _signals_as_ctrl_c() -> Iterator[list[int]]:
+    """SIGTERM (`kill`, a service stop) and SIGHUP (an SSH session that closed) raise as Ctrl-C
+    while the search runs, and the signals caught, Ctrl-C's too, are listed: for the exit
+    status (128 + the signal), and for the search to stop at its next round where Python
+    dropped the KeyboardInterrupt (raised inside a garbage collector's callback, it is only
+    printed). Left to their default, SIGTERM and SIGHUP ended the parent at once: its worker
+    processes ran on for good, the trials it had asked stayed RUNNING in --storage, and its
+    temporary study folder stayed behind."""
+    caught: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _say_interrupted(stop: SearchInterrupted, out: Path, as_json: bool) -> None:
+    """An interrupted search's finished folds (their table, as a whole search prints it, unless
+    --json: a partial document is not the search's) and what is kept (`interrupted_lines`). A
+    closed terminal (SIGHUP) cannot be written to: the search was stopped cleanly all the same."""
+    from engine.backtest import optimize as opt
+
+    with contextlib.suppress(OSError):
+        if stop.result.folds and not as_json:
+            from rich.console import Console
+
+            Console().print(opt.folds_table(stop.result))
+        for line in opt.interrupted_lines(stop, out):
+            typer.secho(f"hotcoin: {line}", fg=typer.colors.YELLOW, err=True)
 
 
 def _check_store_dir(out: Path) -> None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +25,7 @@ from engine.config import load_config
 from engine.sim.server import SimExchangeServer
 from hotcoin_tui.cli import app
 from tests.engine.backtest.conftest import MIN, START, T0, write_store
-from tests.kit.models import register_unloadable
+from tests.kit.models import register_booster, register_unloadable
 from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
 
 runner = CliRunner()
@@ -363,6 +369,164 @@ def test_optimize_writes_the_settings_the_environment_gave_the_search(store: Pat
     assert metrics["final_equity"] == pytest.approx(500.0 * (1 + fold["out_of_sample_return"]))
 
 
+def _replayed(store: Path, config: Path, window: list[int], env: dict[str, str]) -> tuple[float, int]:
+    args = ["backtest", "--data", str(store), "--config", str(config), "--from", str(window[0]), "--to", str(window[1]), "--json"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200", **env})
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)["metrics"]
+    return metrics["total_return"], metrics["trades"]
+
+
+def test_optimize_trades_with_the_registered_model_as_backtest_does(store: Path, config_file: Path, tmp_path: Path) -> None:
+    """`backtest` (and `run`) trade with the registry's production model; `optimize` ran every
+    trial and both out-of-sample runs on the rules alone, so best.toml's figures were not what
+    `backtest --config best.toml` gave (+1.239 % reported, +0.968 % replayed on real data).
+    Now the search loads the model as `backtest` does, hands it to its worker processes, and
+    says which it used: every figure it reports is the backtest's."""
+    models = tmp_path / "models"
+    register_booster(models, tmp_path / "work", feature="vol_ratio_20", cut=3.0, spread=3.0)  # blocks some entries
+    env = {"HOTCOIN_ML__REGISTRY_DIR": str(models)}
+    best = tmp_path / "best.toml"
+    result = runner.invoke(
+        app,
+        [
+            "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "2",
+            "--jobs", "2", "--folds", "1", "--out", str(best), "--json", "--no-progress",
+        ],
+        env={"COLUMNS": "200", **env},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "model: hot_lgbm_1m@v0001#" in result.stderr and "in production" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["model"].startswith("hot_lgbm_1m@v0001#") and doc["model_mode"] == "production"
+    (fold,) = doc["folds"]
+    searched = _replayed(store, best, fold["in_sample"], env)  # the best trial ran in a worker process
+    assert searched == (pytest.approx(fold["in_sample_return"]), fold["in_sample_trades"])
+    oos = _replayed(store, best, fold["out_of_sample"], env)
+    assert oos == (pytest.approx(fold["out_of_sample_return"]), fold["out_of_sample_trades"])
+    base = _replayed(store, config_file, fold["out_of_sample"], env)
+    assert base == (pytest.approx(fold["base_out_of_sample_return"]), fold["base_out_of_sample_trades"])
+    # The model decides here: on the rules alone the best parameters trade otherwise in sample.
+    assert _replayed(store, best, fold["in_sample"], {"HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "none")}) != searched
+    code, out, _ = invoke(  # the table says it too
+        "optimize", "--data", str(store), "--config", str(config_file), "--from", str(START), "--trials", "1",
+        "--jobs", "1", "--folds", "1", "--out", str(tmp_path / "rules.toml"), "--no-progress",
+    )  # fmt: skip
+    assert code == 0 and "model: none; every backtest of the search ran on the rules alone" in out
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process under `pid` (Linux: /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found.update(children)
+        todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _trial_states(db: Path) -> list[str]:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+            return [state for (state,) in conn.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker processes in /proc")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "Ctrl-C"])
+def test_an_interrupted_search_leaves_no_worker_no_running_trial_and_no_temporary_folder(
+    store: Path, config_file: Path, tmp_path: Path, how: str
+) -> None:
+    """SIGTERM to the search (or SIGHUP, an SSH session closing) ended the parent alone: its
+    worker processes (~370 MB each) ran on for good, the trials it had asked stayed RUNNING in
+    --storage (a resume counted them), its /tmp/hotcoin-optuna-* folder stayed, and Ctrl-C said
+    nothing of what was kept. Now each stops the search as Ctrl-C does, cleanly."""
+    db, temporary = tmp_path / "study.db", tmp_path / "tmp"
+    temporary.mkdir()
+    cmd = [
+        sys.executable, "-m", "hotcoin_tui.cli", "optimize", "--data", str(store), "--config", str(config_file),
+        "--from", str(START), "--trials", "8", "--jobs", "2", "--folds", "2", "--storage", f"sqlite:///{db}",
+        "--out", str(tmp_path / "best.toml"), "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(temporary), "COLUMNS": "200"}
+    errors = tmp_path / "stderr"  # a file, not a pipe: a worker left running would hold a pipe open
+    with errors.open("w") as sink:
+        search = subprocess.Popen(
+            cmd, cwd=Path(__file__).parents[2], env=env, stdout=subprocess.DEVNULL, stderr=sink,
+            start_new_session=True,  # its own process group, as a terminal's foreground job is
+        )  # fmt: skip
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not (len(workers := _descendants(search.pid)) >= 2 and "RUNNING" in _trial_states(db)):
+            assert search.poll() is None and time.monotonic() < deadline, errors.read_text()
+            time.sleep(0.2)
+        assert any(temporary.glob("hotcoin-optuna-*"))
+        if how == "Ctrl-C":  # the terminal sends it to the whole process group
+            os.killpg(search.pid, signal.SIGINT)
+        else:
+            os.kill(search.pid, getattr(signal, how))
+        search.wait(timeout=60)
+        err = errors.read_text()
+        signum = signal.SIGINT if how == "Ctrl-C" else getattr(signal, how)
+        assert search.returncode == 128 + signum, err
+        deadline = time.monotonic() + 5  # gone with the search, not orphaned (reaped, or a zombie init reaps)
+        while (left := {pid for pid in workers if _alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left
+    finally:  # whatever failed, nothing this test started runs on
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(search.pid, signal.SIGKILL)
+        search.wait()
+    states = _trial_states(db)
+    assert "RUNNING" not in states and "FAIL" in states
+    assert not any(temporary.glob("hotcoin-optuna-*"))
+    assert "Traceback" not in err
+    assert "hotcoin: interrupted in fold 1 of 2;" in err and "run the same command again to resume" in err
+
+
+def test_optimize_warns_beside_the_written_file_when_its_fold_searched_nothing(
+    store: Path, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last fold's parameters are written even where no trial traded in its sample (never
+    tried): "best parameters written" alone let the owner trade them as searched ones."""
+    from engine.backtest import optimize as opt
+
+    params = {"min_heat": 70.0, "max_hold_min": 90, "tp1_gain": 0.03, "tp1_fraction": 0.5, "tp2_extra": 0.04,
+              "stop_loss": 0.05, "trailing_stop": 0.02, "exit_fade_ret_5": -0.04, "exit_upper_wick": 0.7}  # fmt: skip
+    idle = opt.Fold(1, T0, T0 + 60 * MIN, T0 + 60 * MIN, T0 + 120 * MIN, params, 0.0, 0.0, 0, 2, 0.0, 0, 0, "hotcoin-fold1", 0)
+    monkeypatch.setattr(opt, "walk_forward", lambda *_, **__: opt.OptimizeResult([idle]))
+    best = tmp_path / "best.toml"
+    args = ["optimize", "--data", str(store), "--config", str(config_file), "--out", str(best), "--no-progress"]
+    code, out, err = invoke(*args)
+    assert code == 0, err
+    lines = out.splitlines()
+    at = lines.index(f"best parameters written to {best}")
+    assert lines[at + 1] == "warning: fold 1, whose parameters are written, searched nothing: no trial traded in sample, so they are the first trial's, never tried; do not trade them as searched ones. Search a longer window, or with more --trials"
+    code, out, err = invoke(*args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["warning"].startswith("fold 1, whose parameters are written, searched nothing")
+
+
 def test_optimize_checks_out_before_searching_and_makes_its_folder(store: Path, config_file: Path, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     blocked = tmp_path / "a-file" / "best.toml"  # a folder that cannot be made: a file is in the way
@@ -392,7 +556,7 @@ def test_optimize_prints_the_results_when_the_file_cannot_be_written(
     assert result.exit_code == 1 and not isinstance(result.exception, OSError)
     assert "walk-forward" in result.stdout and "trailing_stop" in result.stdout and "written" not in result.stdout
     assert f"cannot write {best} (No space left on device)" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len([line for line in result.stderr.strip().splitlines() if not line.startswith("model: ")]) == 1
 
 
 def test_backtest_timeframe_comes_from_the_config_file_unless_given(store: Path, tmp_path: Path) -> None:

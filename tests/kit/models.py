@@ -66,3 +66,46 @@ def register_unloadable(root: Path, work: Path, *, listing_min_bars: int = 15) -
         model_sha256=contract.model_sha256, decided_ms=1,
     )  # fmt: skip
     ModelRegistry(root).register(model_path=model, contract=contract, decision=decision)
+
+
+def register_booster(root: Path, work: Path, *, feature: str, cut: float, spread: float) -> None:
+    """A real LightGBM model, registered as production, that `ml.runtime.load_scorer` loads:
+    it scores near 1 where `feature` is above `cut` and near 0 below (trained on that rule over
+    values within `spread` of it), so under the uncalibrated threshold it lets through only the
+    entries whose `feature` is above `cut`."""
+    import dataclasses
+
+    import lightgbm as lgb
+
+    from engine.config.sections.ml import PromotionGates
+    from engine.config.sections.trading import SignalSettings
+    from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES
+    from ml.governance.contract import TrainingWindow, build_contract
+    from ml.governance.promotion import Evaluation, decide
+    from ml.governance.registry import ModelRegistry
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, len(FEATURE_NAMES)))
+    at = FEATURE_NAMES.index(feature)
+    x[:, at] = rng.uniform(cut - spread, cut + spread, len(x))
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, (x[:, at] > cut).astype(float), feature_name=list(FEATURE_NAMES)),
+        10,
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / "model.txt"
+    booster.save_model(str(model))
+    contract = dataclasses.replace(
+        build_contract(
+            task="hot_lgbm", interval="1m", model_path=model, feature_names=FEATURE_NAMES, feature_dtypes=FEATURE_DTYPES,
+            feature_schema_hash=feature_schema_hash(), training_window=TrainingWindow(0, 1), label_definition="top decile",
+            created_ms=1, listing_min_bars=SignalSettings().listing_min_bars,
+        ),
+        model_format="lightgbm_text",
+    )  # fmt: skip
+    decision = decide(  # passes the default [ml.gates]: production under any config that leaves them
+        task="hot_lgbm", interval="1m", evaluation=Evaluation((2.0, 2.0, 2.0), 5000, "b"), gates=PromotionGates(),
+        model_sha256=contract.model_sha256, decided_ms=1,
+    )  # fmt: skip
+    ModelRegistry(root).register(model_path=model, contract=contract, decision=decision)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +15,11 @@ from engine.backtest.optimize import (
     OptimizePlan,
     OptimizeProgress,
     OptimizeResult,
+    SearchInterrupted,
     apply,
     backtest_return,
     folds_table,
+    interrupted_lines,
     search_space,
     to_toml,
     verdict,
@@ -155,6 +159,52 @@ def test_the_verdict_counts_no_fold_where_no_trial_traded() -> None:
     )
 
 
+def test_a_best_fold_that_searched_nothing_is_a_warning(tmp_path: Path) -> None:
+    """best.toml takes the last fold's parameters: where no trial traded in that fold's sample
+    they are the first trial's, never tried, and the output said "best parameters written"
+    all the same. Now the result carries a warning (the command prints it beside that line),
+    and --json has it; a last fold that searched has none."""
+    idle_last = OptimizeResult([_fold(1, 5, 0.01, 0.0), _fold(2, 0, 0.0, -0.01)])
+    assert idle_last.warning == (
+        "fold 2, whose parameters are written, searched nothing: no trial traded in sample, so they are the first "
+        "trial's, never tried; do not trade them as searched ones. Search a longer window, or with more --trials"
+    )
+    assert optimize.as_json(idle_last, tmp_path / "best.toml")["warning"] == idle_last.warning
+    searched_last = OptimizeResult([_fold(1, 0, 0.0, -0.01), _fold(2, 5, 0.01, 0.0)])
+    assert searched_last.warning is None and optimize.as_json(searched_last, tmp_path / "b.toml")["warning"] is None
+
+
+def _drop(store: Path, start: int, end: int) -> None:
+    """Take every pair's candles from `start` up to `end` out of `store` (an outage of the data)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for path in store.glob("*.parquet"):
+        table = pq.read_table(path)
+        ts = table["timestamp_ms"]
+        pq.write_table(table.filter(pc.or_(pc.less(ts, start), pc.greater_equal(ts, end))), path)
+
+
+def test_a_fold_window_inside_an_outage_is_refused_before_any_search(
+    config: HotcoinConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fold 1's out-of-sample window lies in an outage: it was found by the backtest after that
+    fold's whole search, in an error naming a window the user never typed. Now every fold's
+    windows are checked first, and the error says whose window it is."""
+    from tests.engine.backtest.conftest import MIN, write_store
+
+    store = write_store(tmp_path / "store")
+    # START .. the data's end in 2 folds: fold 1 in sample [START, +158 min], out of sample [+158, +225].
+    _drop(store, START + 150 * MIN, START + 235 * MIN)
+    monkeypatch.setattr(optimize, "_trial", _fails)  # a trial run would be a search before the check
+    plan = OptimizePlan(store, START, None, trials=1, jobs=1, folds=2, oos_fraction=0.3)
+    with pytest.raises(ConfigError) as err:
+        walk_forward(config, plan)
+    message = str(err.value)
+    assert message.startswith("fold 1's out-of-sample window (--from/--to cut into 2 fold(s)): the window ")
+    assert "lies inside an outage of the data" in message and "change --folds" in message
+
+
 def test_one_process_search_is_reproducible_and_reuse_changes_no_trial(
     config: HotcoinConfig, store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +253,82 @@ def test_a_failed_round_leaves_no_trial_running_in_the_storage(
     assert states == ["FAIL", "FAIL"]
 
 
+_REAL_TRIAL = optimize._trial
+
+
+def _stops_in_fold_2(*args: Any) -> tuple[float, int]:
+    """A trial as Ctrl-C meets it in fold 2 (`_trial`'s sixth argument is the study's name)."""
+    if "-fold2-" in args[5]:
+        raise KeyboardInterrupt
+    return _REAL_TRIAL(*args)
+
+
+def _states(url: str) -> dict[str, list[str]]:
+    import optuna
+
+    return {
+        s.study_name.split("-")[1]: [t.state.name for t in optuna.load_study(study_name=s.study_name, storage=url).trials]
+        for s in optuna.get_all_study_summaries(storage=url)
+    }
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "worker-processes"])
+def test_ctrl_c_tells_every_asked_trial_and_keeps_the_finished_folds(
+    config: HotcoinConfig, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """Ctrl-C in fold 2: the trials it had asked stayed RUNNING in --storage for good (a resume
+    counted them), and the fold finished before was said nowhere. Now every asked trial is told
+    (FAIL), the interrupt carries the finished folds and says how to resume, and a resumed
+    search does not search fold 1 again."""
+    monkeypatch.setattr(optimize, "_trial", _stops_in_fold_2)  # the worker processes fork with it
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=2, jobs=jobs, folds=2, oos_fraction=0.3, storage=url, study="stop")
+    with pytest.raises(SearchInterrupted) as stopped:
+        walk_forward(config, plan)
+    stop = stopped.value
+    assert (stop.fold, stop.folds, [f.index for f in stop.result.folds]) == (2, 2, [1])
+    assert _states(url) == {"fold1": ["COMPLETE", "COMPLETE"], "fold2": ["FAIL"] * jobs}
+    lines = interrupted_lines(stop, tmp_path / "best.toml")
+    assert lines[0] == f"interrupted in fold 2 of 2; {tmp_path / 'best.toml'} was not written (it takes the last fold's parameters)"
+    (done,) = stop.result.folds
+    assert lines[1].startswith(f"fold 1 finished: out of sample {done.oos_return:+.2%} ({done.oos_trades} trades)")
+    assert "run the same command again to resume" in lines[2] and "fold 2 searches only the trials it lacks" in lines[2]
+    monkeypatch.setattr(optimize, "_trial", _REAL_TRIAL)
+    resumed = walk_forward(config, plan)
+    assert resumed.folds[0] == done  # fold 1 was not searched again: its two trials, its figures
+    assert [f.trials for f in resumed.folds] == [2, 2]  # fold 2's failed trials are no trials of the search
+    assert _states(url) == {"fold1": ["COMPLETE", "COMPLETE"], "fold2": ["FAIL"] * jobs + ["COMPLETE", "COMPLETE"]}
+
+
+def test_a_signal_whose_interrupt_python_dropped_still_stops_the_search(
+    config: HotcoinConfig, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt that a signal handler raises inside a garbage collector's callback
+    is printed and dropped ("Exception ignored in"): a SIGTERM so lost let the search run to
+    its end. `stopped` (the command's record of the signals it caught) stops it at the next round."""
+    ran: list[object] = []
+
+    def counted(*args: Any) -> tuple[float, int]:
+        ran.append(args[-1])
+        return _REAL_TRIAL(*args)
+
+    monkeypatch.setattr(optimize, "_trial", counted)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=3, jobs=1, folds=1, oos_fraction=0.3, storage=url)
+    with pytest.raises(SearchInterrupted) as stopped:
+        walk_forward(config, plan, stopped=lambda: bool(ran))
+    assert stopped.value.fold == 1 and len(ran) == 1
+    assert _states(url) == {"fold1": ["COMPLETE"]}
+
+
+def test_without_storage_an_interrupt_says_nothing_was_kept(tmp_path: Path) -> None:
+    stop = SearchInterrupted(OptimizeResult(), 1, 3, None)
+    assert interrupted_lines(stop, tmp_path / "best.toml")[1:] == [
+        "the trials were kept in a temporary storage, now removed; pass --storage sqlite:///study.db to make a "
+        "search resumable"
+    ]
+
+
 @pytest.mark.parametrize(
     ("url", "said"),
     [
@@ -224,7 +350,8 @@ def test_a_storage_url_that_cannot_be_opened_is_named_with_the_fix(
 
 def test_a_shared_storage_keeps_each_windows_trials_apart(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
     """Another window on the same --storage is another study (its best trial is its own); the
-    same search again joins the first study, as machines sharing a storage do."""
+    same search again joins the first study, as machines sharing a storage do, and asks only
+    the trials it lacks."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     first = OptimizePlan(store, START, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url)
     other = OptimizePlan(store, START + 60 * 60_000, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url)
@@ -232,8 +359,27 @@ def test_a_shared_storage_keeps_each_windows_trials_apart(config: HotcoinConfig,
     (b,) = walk_forward(config, other).folds
     assert b.trials == 2 and b.study != a.study
     assert (b.is_return, b.is_trades) == backtest_return(apply(config, b.params), store, b.is_start, b.is_end)
-    (again,) = walk_forward(config, first).folds
-    assert again.study == a.study and again.trials == 4
+    (again,) = walk_forward(config, dataclasses.replace(first, trials=3)).folds
+    assert again.study == a.study and again.trials == 3
+
+
+def test_a_resumed_fold_searches_only_the_trials_it_lacks(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
+    """Rerun on its --storage, a finished fold was searched anew (`trials` more each run), and
+    its "trials" counted failed and stale RUNNING ones too. Now a fold asks only the complete
+    trials it lacks, and counts only complete ones."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url)
+    (first,) = walk_forward(config, plan).folds
+    study = optuna.load_study(study_name=first.study, storage=url)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study.ask()  # RUNNING for good: a process killed before the fix
+    (again,) = walk_forward(config, plan).folds
+    assert again == first and again.trials == 2
+    assert len(optuna.load_study(study_name=first.study, storage=url).trials) == 4  # none asked
+    (more,) = walk_forward(config, dataclasses.replace(plan, trials=3)).folds
+    assert more.trials == 3 and len(optuna.load_study(study_name=first.study, storage=url).trials) == 5
 
 
 def test_a_shared_study_of_another_config_is_refused(config: HotcoinConfig, store: Path, tmp_path: Path) -> None:
@@ -246,7 +392,7 @@ def test_a_shared_study_of_another_config_is_refused(config: HotcoinConfig, stor
     elsewhere = config.model_copy(
         update={"backtest": config.backtest.model_copy(update={"optimize_jobs": 16, "data_dir": tmp_path})}
     )
-    assert walk_forward(elsewhere, plan).folds[0].trials == 2
+    assert walk_forward(elsewhere, dataclasses.replace(plan, trials=2)).folds[0].trials == 2  # joined: one more
     signals = config.trading.signals.model_copy(update={"min_ret_5": 0.02})
     looser = config.model_copy(update={"trading": config.trading.model_copy(update={"signals": signals})})
     with pytest.raises(ConfigError, match=r"with other trading settings .* or pass --study NAME"):
@@ -343,7 +489,7 @@ def test_runs_sharing_a_storage_sample_their_own_trials(config: HotcoinConfig, s
     url = f"sqlite:///{tmp_path / 'study.db'}"
     plan = OptimizePlan(store, START, None, trials=2, jobs=1, folds=1, oos_fraction=0.3, storage=url, seed=7)
     walk_forward(config, plan)
-    (fold,) = walk_forward(config, plan).folds
+    (fold,) = walk_forward(config, dataclasses.replace(plan, trials=4)).folds  # asks the two it lacks
     trials = optuna.load_study(study_name=fold.study, storage=url).trials
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials) == 4
     assert optimize.sampler_seed(7, shared=False) == 7  # without --storage: the seed itself, reproducible
@@ -411,3 +557,17 @@ def test_a_study_found_unclaimed_waits_for_its_creators_identity(tmp_path: Path)
     writes.join()
     assert found.user_attrs["identity"] == theirs
     optimize._claim(found, theirs, created=False)  # the same search joins it
+
+
+def test_a_study_searched_with_another_model_is_refused_and_an_older_one_reads_as_rules_only(tmp_path: Path) -> None:
+    """A production model gates entries, so trials searched with it and without it are not
+    comparable: the model is part of a study's identity. A study stored before it was (optimize
+    then loaded no model) was searched on the rules alone, and joins a search on them."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    older, _ = optimize._open_study("older-fold1", url, 7, given=True)
+    older.set_user_attr("identity", {"data": "a", "config": "b", "space": "c"})  # as stored before
+    rules = {"data": "a", "config": "b", "space": "c", "model": optimize._model_digest((None, "off"))}
+    optimize._claim(older, rules, created=False)
+    with_model = {**rules, "model": optimize._model_digest(("hot_lgbm_1m@v0001#1a2b3c4d", "production"))}
+    with pytest.raises(ConfigError, match=r"with other model \(the registry's"):
+        optimize._claim(older, with_model, created=False)
