@@ -249,6 +249,29 @@ def collect_gateway(section: ExchangeSection, clock: Clock | None = None) -> Ccx
     return CcxtGateway(section, clock=clock, rate_limit=RateLimitBackoff(trust_retry_after=True))
 
 
+def stored_lines(out: Path, report: CollectReport, timeframe: str) -> list[str]:
+    """What the store holds for each symbol of a collect run that stopped (Ctrl-C, a failure
+    after the retries): its range and count, and how many this run added, so a stop says what
+    is kept and that re-running resumes, instead of exiting silently or with the last error alone."""
+    from engine.errors import MarketDataError
+    from engine.timefmt import utc_second
+
+    store = HistoryStore(out)
+    lines = []
+    for symbol in report.symbols:
+        added = report.written.get(symbol, 0)
+        try:
+            series = store.read(symbol, timeframe) if store.path(symbol, timeframe).exists() else None
+        except MarketDataError as exc:
+            lines.append(f"  {symbol}: {exc}")
+            continue
+        held = "nothing" if series is None else (
+            f"{len(series):,} candles, {utc_second(series.first_ms)} to {utc_second(series.last_ms)}"
+        )  # fmt: skip
+        lines.append(f"  {symbol}: {held} ({added:,} added by this run)")
+    return lines
+
+
 async def run_collect(
     config: HotcoinConfig,
     out: Path,
@@ -257,8 +280,10 @@ async def run_collect(
     days: int | None,
     top: int | None,
     progress: bool,
+    report: CollectReport | None = None,
 ) -> CollectReport:
-    """`hotcoin collect` through the ccxt gateway (`exchange.endpoint` picks the host)."""
+    """`hotcoin collect` through the ccxt gateway (`exchange.endpoint` picks the host). `report`,
+    the caller's, is filled as the run goes: what it holds when the run stops (`stored_lines`)."""
     bt = config.backtest
     plan = CollectPlan(
         timeframe=timeframe,
@@ -274,7 +299,7 @@ async def run_collect(
         bar = RichProgress() if progress else None
         collector = Collector(
             gateway, HistoryStore(out), plan, now_ms=lambda: time.time_ns() // 1_000_000, sleep=asyncio.sleep,
-            progress=bar or LogProgress(),
+            progress=bar or LogProgress(), filters=config.discovery.filters, report=report,
         )  # fmt: skip
         if bar is None:
             return await collector.run(symbols)

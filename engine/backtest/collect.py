@@ -7,7 +7,21 @@ candles rank them by the range over `days` (max high / min low - 1).
 
 Resumable: each symbol continues from its last stored candle (the store skips what it holds),
 so an interrupted collect run re-run later fetches only what is missing. Only candles closed
-by the exchange's clock are stored.
+by the exchange's clock are stored. Pages are kept in memory and written every
+`flush_candles` candles or `flush_s` seconds, at the end and when the run stops (an error, a
+Ctrl-C): appending each 1,000-candle page rewrote the whole file, so a long download was
+quadratic (240 days: 104 s). A kill -9 loses at most what was not written yet, never the file.
+
+`--days` is the window wanted, whatever is stored already: a file that starts after the
+window's start is filled in backwards (`_backfill`), so a pair collected over a shorter span
+is extended to the others' (the backtest's "listings" warning says to do exactly that). A
+file that ends before the window's start is refused before any download, with the choices
+(a `--days` that reaches it, or moving the file away): filling forward downloaded years of
+history a `--days 1` did not ask for, and starting at the window instead would leave a hole
+of years inside the file, which the replay reads as an exchange outage.
+
+One writer per folder: the run holds the store's lock (`HistoryStore.lock`); a second collect
+into the same folder is refused at once instead of racing on its files.
 
 Rate-limit aware: a `RateLimitedError` (HTTP 429/418, DDoSProtection) waits until the
 gateway's silence ends and at least the server's Retry-After, however long (a request sent
@@ -27,12 +41,16 @@ stops the run at once with its message. Every wait is reported with its reason (
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from engine.backtest.history import HistoryStore
+from engine.backtest.history import HistoryStore, afresh
+from engine.config.sections.discovery import FiltersSection
+from engine.discovery.filters import CandidateFilters, FilterCode
 from engine.domain import Candle, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError, RateLimitedError, RetryableOrderError
@@ -79,6 +97,8 @@ class CollectPlan:
     retries: int = 8
     max_backoff_s: float = 30.0
     quote: str = "USDT"
+    flush_candles: int = 50_000  # pages kept in memory before a write (and a backfill block's size)
+    flush_s: float = 60.0  # ... or the seconds since the last write, whichever comes first
 
 
 class Collector:
@@ -91,6 +111,9 @@ class Collector:
         now_ms: Callable[[], int],
         sleep: Sleep,
         progress: Progress | None = None,
+        filters: FiltersSection | None = None,
+        report: CollectReport | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
         self.store = store
@@ -98,30 +121,61 @@ class Collector:
         self.now_ms = now_ms
         self.sleep = sleep
         self.progress = progress or Progress()
-        self.report = CollectReport([])
+        self.filters = filters or FiltersSection()
+        self.report = report or CollectReport([])  # the caller's own: what was stored when a run stops
+        self.monotonic = monotonic
 
     async def run(self, symbols: Sequence[str] | None = None) -> CollectReport:
+        with self.store.lock():  # one writer per folder, for the whole run
+            return await self._run(symbols)
+
+    async def _run(self, symbols: Sequence[str] | None) -> CollectReport:
+        p = self.plan
+        tf = timeframe_ms(p.timeframe)
         batch = await self._call(lambda: self.gateway.fetch_tickers())
         # The exchange's clock, not ours: candles are asked for up to the exchange's "now".
         now = int(batch.event_ms.max()) if len(batch.event_ms) else batch.ts_ms
         chosen = list(symbols) if symbols else await self.movers(batch)
         markets = await self._call(lambda: self.gateway.load_markets())
-        chosen = _resolve(chosen, markets, self.plan.quote)
+        chosen = _resolve(chosen, markets, p.quote)
+        start = (now - p.days * DAY_MS) // tf * tf
+        spans: dict[str, tuple[int, int] | None] = {}
         for symbol in chosen:  # a stored file collect cannot add to stops the run before any download
-            self.store.stored(symbol, self.plan.timeframe)
+            series = self.store.stored(symbol, p.timeframe)
+            spans[symbol] = None if series is None else (series.first_ms, series.last_ms)
+        stale = [self._stale(s, span[1], start, now) for s, span in spans.items() if span and span[1] + tf < start]
+        if stale:
+            raise MarketDataError("; ".join(stale))
         self.report.symbols = chosen
         for symbol in chosen:
-            self.report.written[symbol] = await self._symbol(symbol, now)
+            self.report.written[symbol] = 0
+            await self._symbol(symbol, now, start, spans[symbol])
         return self.report
 
+    def _stale(self, symbol: str, last: int, start: int, now: int) -> str:
+        """The refusal for a file that ends before the window starts: the choices, with the
+        `--days` that reaches its end."""
+        path = self.store.path(symbol, self.plan.timeframe)
+        reach = math.ceil((now - last) / DAY_MS) + 1
+        return (
+            f"{path} ends at {_utc(last)}, before the {self.plan.days}-day window starts ({_utc(start)}): "
+            f"collect with --days {reach} to fill it up to now, or {afresh(path, symbol)} from {_utc(start)} "
+            "(storing only the window would leave a hole read as an exchange outage)"
+        )
+
     async def movers(self, batch: TickerBatch) -> list[str]:
-        """The `top` pairs of the quote asset with the largest range over the last `days` days."""
+        """The `top` pairs of the quote asset with the largest range over the last `days` days,
+        among those discovery may trade: the same static filters (`CandidateFilters`: quote,
+        stablecoins, fiat, leveraged tokens, blacklist), so a USDC/USDT or BTCUP/USDT that
+        discovery never considers is not what the download is spent on."""
         p = self.plan
-        suffix = f"/{p.quote}"
+        rules = CandidateFilters(self.filters, p.quote, 0)
+        rules.note_bases(batch.symbols)
         changes = []
         for i, s in enumerate(batch.symbols):
             o, last = float(batch.open_24h[i]), float(batch.last[i])
-            if s.endswith(suffix) and o > 0 and last > 0 and math.isfinite(o) and math.isfinite(last):
+            ok = o > 0 and last > 0 and math.isfinite(o) and math.isfinite(last)
+            if ok and rules.classify(s) == FilterCode.PASS:
                 changes.append((abs(last / o - 1.0), s))
         changes.sort(reverse=True)
         shortlist = [s for _, s in changes[: 4 * p.top]]
@@ -134,28 +188,73 @@ class Collector:
         ranges.sort(reverse=True)
         return sorted(s for _, s in ranges[: p.top])
 
-    async def _symbol(self, symbol: str, now: int) -> int:
+    async def _symbol(self, symbol: str, now: int, start: int, span: tuple[int, int] | None) -> None:
+        """Forward from the stored end (or the window's start) to now, then backwards from the
+        stored start to the window's start."""
+        tf = timeframe_ms(self.plan.timeframe)
+        since = start if span is None else span[1] + tf
+        earlier = 0 if span is None else max(0, (span[0] - start) // tf)
+        self.progress.start(symbol, max(0, (now - since) // tf) + earlier)
+        await self._download(symbol, since, now, now, whole=False)
+        if span is not None and span[0] > start:
+            await self._backfill(symbol, start, span[0], now)
+
+    async def _backfill(self, symbol: str, start: int, first: int, now: int) -> None:
+        """Candles from `start` up to the stored `first`, in blocks of `flush_candles`, the
+        latest first: each block is downloaded forward up to what is stored and written whole,
+        so the file never has a hole (`HistoryStore.append` refuses one) and an interrupted
+        backfill loses at most one block. A block with no candle means the pair was not listed
+        yet: nothing earlier exists."""
+        tf = timeframe_ms(self.plan.timeframe)
+        end = first
+        while end > start:
+            block = max(start, end - self.plan.flush_candles * tf)
+            if not await self._download(symbol, block, end, now, whole=True):
+                break
+            end = block
+
+    async def _download(self, symbol: str, since: int, until: int, now: int, *, whole: bool) -> int:
+        """Candles opening in [since, until), closed by `now`, in pages; written every
+        `flush_candles` or `flush_s` and when the download ends or stops (`whole`: only at the
+        end, for a backfill block, which joins the stored candles only once complete). Returns
+        how many came from the exchange."""
         p = self.plan
         tf = timeframe_ms(p.timeframe)
-        last = self.store.last_ms(symbol, p.timeframe)
-        since = (now - p.days * DAY_MS) // tf * tf if last is None else last + tf
-        self.progress.start(symbol, max(0, (now - since) // tf))
-        written = 0
-        while since + tf <= now:
-            page: list[Candle] = await self._call(
-                lambda since=since: self.gateway.fetch_candles(symbol, p.timeframe, since, p.page)  # type: ignore[misc]
-            )
-            # closed by the exchange's clock too: a gateway whose clock runs ahead would call the running one closed
-            closed = [c for c in page if c.closed and since <= c.open_ms and c.open_ms + tf <= now]
-            if not closed:
-                break
-            written += self.store.append(symbol, p.timeframe, closed)
-            self.progress.advance(symbol, len(closed))
-            nxt = closed[-1].open_ms + tf
-            if nxt <= since:
-                break
-            since = nxt
-        return written
+        buffer: list[Candle] = []
+        buffered_from, flushed_at, got = since, self.monotonic(), 0
+        completed = False
+        try:
+            while since + tf <= now and since < until:
+                page: list[Candle] = await self._call(
+                    lambda since=since: self.gateway.fetch_candles(symbol, p.timeframe, since, p.page)  # type: ignore[misc]
+                )
+                # closed by the exchange's clock too: a gateway whose clock runs ahead would call the running one closed
+                closed = [c for c in page if c.closed and since <= c.open_ms < until and c.open_ms + tf <= now]
+                if not closed:
+                    break
+                buffer.extend(closed)
+                got += len(closed)
+                self.progress.advance(symbol, len(closed))
+                nxt = closed[-1].open_ms + tf
+                if nxt <= since:
+                    break
+                since = nxt
+                due = len(buffer) >= p.flush_candles or self.monotonic() - flushed_at >= p.flush_s
+                if due and not whole:
+                    self._flush(symbol, buffer, buffered_from, None)
+                    buffered_from, flushed_at = since, self.monotonic()
+            completed = True
+        finally:
+            if completed or not whole:  # a part of a backfill block would leave a hole before the stored start
+                self._flush(symbol, buffer, buffered_from, until if whole else None)
+        return got
+
+    def _flush(self, symbol: str, buffer: list[Candle], since: int, until: int | None) -> None:
+        """Write what is buffered: the exchange's answer for [since, until)."""
+        if buffer:
+            n = self.store.append(symbol, self.plan.timeframe, buffer, since=since, until=until)
+            self.report.written[symbol] = self.report.written.get(symbol, 0) + n
+            buffer.clear()
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """One request, retried after rate-limit answers (waiting out the silence) and after
@@ -207,6 +306,10 @@ class Collector:
         self.report.waited_s += seconds
         self.progress.waiting(seconds, reason)
         await self.sleep(seconds)
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _resolve(names: Sequence[str], markets: Collection[str], quote: str) -> list[str]:

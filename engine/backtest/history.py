@@ -19,7 +19,13 @@ before it existed.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
+import os
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +37,7 @@ import pyarrow.parquet as pq
 from engine.domain import Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.sim.parquet_source import column_array, read_candles, read_columns
+from engine.sim.parquet_source import column_array, open_time_problem, read_candles, read_columns
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 _NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdw])\.parquet$")
@@ -131,21 +137,34 @@ class HistoryStore:
             return None
         return CandleSeries(symbol, timeframe, *read_candles(path, timeframe, fix=afresh(path, symbol)))
 
-    def append(self, symbol: str, timeframe: str, candles: list[Candle]) -> int:
-        """Add closed candles after the last stored one; returns how many were new.
+    def append(
+        self, symbol: str, timeframe: str, candles: list[Candle], *, since: int | None = None, until: int | None = None
+    ) -> int:
+        """Add closed candles the store lacks, before or after what it holds; returns how many
+        were new.
 
-        Candles at or before the stored end are skipped (a resumed download re-fetches the last
-        page); the file is checked (`stored`) and rewritten whole (atomically, through a
-        temporary file), so an interrupted write leaves the previous file intact.
+        `candles` are the exchange's whole answer for the open times [since, until) (`since`
+        defaults to the first candle's, `until` to just after the last one's): the minutes in
+        that range with no candle are the exchange's own gaps (an outage), kept as gaps. What
+        the store must never gain is a hole nobody asked the exchange about, which the replay
+        would read as an outage too: so the range must touch or overlap the stored one (`since`
+        at most one candle after the stored end, `until` at or after the stored start), or
+        nothing is written and the error says where the hole would be. Two writers racing on
+        one file left such a 2,000-candle hole silently (`hotcoin collect` now also holds
+        `lock` for its whole run).
+
+        Candles at open times within the stored range are skipped (a resumed download re-fetches
+        the last page; stored candles are never rewritten). The file is checked (`stored`) and
+        rewritten whole through a temporary file of its own (`_write`), so an interrupted write
+        leaves the previous file intact.
         """
         tf_ms = timeframe_ms(timeframe)
         old = self.stored(symbol, timeframe)
-        last = None if old is None else old.last_ms
-        fresh = [c for c in candles if c.closed and (last is None or c.open_ms > last)]
+        path = self.path(symbol, timeframe)
+        fresh = [c for c in candles if c.closed and (old is None or not old.first_ms <= c.open_ms <= old.last_ms)]
         fresh.sort(key=lambda c: c.open_ms)
         if not fresh:
             return 0
-        path = self.path(symbol, timeframe)
         for c in fresh:
             if c.open_ms % tf_ms:
                 raise MarketDataError(f"{symbol} {timeframe}: candle at {c.open_ms} is not aligned to {timeframe}")
@@ -158,14 +177,87 @@ class HistoryStore:
             )
         values = [np.array([getattr(c, col) for c in fresh], np.float64) for col in COLUMNS[1:]]
         if old is not None:
-            ts = np.concatenate([old.ts, ts])
-            values = [np.concatenate([getattr(old, col), v]) for col, v in zip(COLUMNS[1:], values, strict=True)]
+            lo = int(ts[0]) if since is None else min(since, int(ts[0]))
+            hi = int(ts[-1]) + tf_ms if until is None else max(until, int(ts[-1]) + tf_ms)
+            if ts[-1] > old.last_ms and lo > old.last_ms + tf_ms:
+                hole = (old.last_ms + tf_ms, lo)
+            elif ts[0] < old.first_ms and hi < old.first_ms:
+                hole = (hi, old.first_ms)
+            else:
+                hole = None
+            if hole is not None:
+                raise MarketDataError(
+                    f"{path}: the candles to add ({_utc(int(ts[0]))} to {_utc(int(ts[-1]))}) would leave "
+                    f"{(hole[1] - hole[0]) // tf_ms} candles from {_utc(hole[0])} missing next to the stored "
+                    f"{_utc(old.first_ms)} to {_utc(old.last_ms)} (read as an exchange outage); nothing written"
+                )
+            before = int(np.searchsorted(ts, old.first_ms))
+            ts = np.concatenate([ts[:before], old.ts, ts[before:]])
+            values = [
+                np.concatenate([v[:before], getattr(old, col), v[before:]])
+                for col, v in zip(COLUMNS[1:], values, strict=True)
+            ]
         new = pa.table([pa.array(ts, pa.int64()), *(pa.array(v, pa.float64()) for v in values)], schema=_SCHEMA)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(new, tmp, compression="zstd")
-        tmp.replace(path)
+        _write(new, path)
         return len(fresh)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for one writer (`hotcoin collect`, for its whole run).
+
+        Two collects into one folder at once wrote through the same temporary file: one died
+        with a raw FileNotFoundError, the other could leave a hole or a corrupt file. The lock
+        is an exclusive `flock` on `LOCK_NAME` in the folder, not waited for: a second writer is
+        refused at once, naming the folder and the holder's pid (written into the file). The
+        kernel drops it when its holder ends, however it ends (a kill -9 leaves no stale lock);
+        the file itself stays (removing it would let a third writer lock a new file while the
+        second still holds the old one).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise MarketDataError(
+                    f"{self.root} is being written by another `hotcoin collect` ({who}); wait for it to end, "
+                    "or collect into another folder"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+LOCK_NAME = ".collect.lock"
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    """Replace `path` with `table` atomically: written to a temporary file of its own in the
+    same folder (a name no other writer uses: a shared `{file}.tmp` let two writers rename
+    each other's half-written file into place), then `os.replace`d over the file, keeping its
+    permissions. A failure
+    or a kill before the rename leaves the previous file as it was; the temporary file is
+    removed on any error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(name, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp's 0600 is no store file's
+        pq.write_table(table, name, compression="zstd")
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def afresh(path: Path, symbol: str) -> str:
@@ -182,9 +274,13 @@ def _open_times(path: Path, symbol: str, *, whole: bool = False) -> IntArray:
     second decode of each file (~0.08 s of a short backtest on the shared month)."""
     try:
         table = read_columns(path, list(COLUMNS) if whole else ["timestamp_ms"])
-        return column_array(table, "timestamp_ms", pa.int64())
+        ts: IntArray = column_array(table, "timestamp_ms", pa.int64())
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
         raise MarketDataError(f"{path}: cannot read its timestamp_ms column ({exc}); {afresh(path, symbol)}") from exc
+    found = open_time_problem(ts)
+    if found is not None:
+        raise MarketDataError(f"{path}: {found[1]} (row {found[0]}); {afresh(path, symbol)}")
+    return ts
 
 
 def read_series(path: Path, symbol: str, timeframe: str) -> CandleSeries:

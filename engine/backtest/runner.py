@@ -207,7 +207,8 @@ def _data_warnings(
         out.append(
             "listings: " + ", ".join(f"{s} at {utc_minute(t)}" for t, s in listed) + " start trading at their "
             "first candle and count as new listings in heat; a file that starts late only because it was "
-            "collected over a shorter span reads as a listing too (collect it over the others' span)"
+            "collected over a shorter span reads as a listing too (collect it again with a --days that covers the "
+            "others' span: collect fills in the earlier part)"
         )
     last_close = index.end_ms
     tf = timeframe_ms(index.timeframe)

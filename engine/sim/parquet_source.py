@@ -572,13 +572,40 @@ TABLES = TableCache(256 << 20)  # the shared month is ~70 MB decoded
 _NUMPY_OF = {pa.int64(): np.dtype(np.int64), pa.float64(): np.dtype(np.float64)}
 
 
+_UNITS_PER_MS = {"s": (1, 1000), "ms": (1, 1), "us": (1000, 1), "ns": (1_000_000, 1)}  # unit -> (per ms, ms per)
+EARLIEST_OPEN_MS = 1_262_304_000_000  # 2010-01-01: no exchange candle is older
+
+
+def open_time_problem(ts: IntArray) -> tuple[int, str] | None:
+    """(row, what) of the first open time that cannot be epoch milliseconds of a candle: before
+    2010 or after tomorrow. Seconds or microseconds stored as plain integers (or any unit read
+    wrongly) land there; read as they are, the pair silently vanishes from the replay's window
+    and a backtest without --to runs towards year 50,000."""
+    latest = time.time_ns() // 1_000_000 + 86_400_000
+    bad = (ts < EARLIEST_OPEN_MS) | (ts > latest)
+    if not bad.any():
+        return None
+    row = int(np.flatnonzero(bad)[0])
+    return row, (
+        f"open time {int(ts[row])} is not epoch milliseconds between 2010 and tomorrow "
+        "(timestamp_ms must be the candle's open time in UTC milliseconds)"
+    )
+
+
 def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[Any]:
     """Column `name` cast to `dtype` (int64 or float64) as a numpy array, read from the Arrow
     buffers: pyarrow's own `to_numpy` imports pandas (0.35 s) on first use. A missing float is
     NaN (through pyarrow's path, which only bad data pays for); a missing integer is a
     ValueError naming the column. A column already of `dtype` is not cast: casting imports
-    pyarrow.compute (~65 ms a process)."""
+    pyarrow.compute (~65 ms a process). A Parquet timestamp column read as int64 is converted
+    by its unit to epoch milliseconds (a raw cast kept nanoseconds as they were)."""
     column = table.column(name)
+    per_ms = _UNITS_PER_MS.get(column.type.unit) if pa.types.is_timestamp(column.type) and dtype == pa.int64() else None
+    if per_ms is not None:
+        # a timestamp column is read as epoch ms whatever its unit: cast raw, nanoseconds read as
+        # milliseconds put the pair a million times later, where no replay ever reaches it
+        raw = column_array(pa.table({name: column.cast(pa.int64())}), name, dtype)
+        return raw * per_ms[1] // per_ms[0]
     if column.type != dtype:
         column = column.cast(dtype)
     item = _NUMPY_OF[dtype]
@@ -614,7 +641,8 @@ def read_candles(
         (np.diff(ts, prepend=ts[0] - step) <= 0, "timestamps are not strictly increasing"),
         (ts % step != 0, f"a timestamp is not aligned to {timeframe}"),
     )
-    found = next(((int(np.flatnonzero(bad)[0]), what) for bad, what in problems if bad.any()), None)
+    found = open_time_problem(ts)  # first: seconds stored as ms are misaligned too, and that says less
+    found = found or next(((int(np.flatnonzero(bad)[0]), what) for bad, what in problems if bad.any()), None)
     found = found or candle_problem(o, h, lo, c, v)
     if found is not None:
         row, what = found

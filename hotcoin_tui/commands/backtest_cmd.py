@@ -19,6 +19,7 @@ import typer
 from hotcoin_tui.commands.options import ConfigOpt, JsonOpt, is_calendar_ms
 
 if TYPE_CHECKING:
+    from engine.backtest.collect import CollectReport
     from engine.backtest.optimize import SearchInterrupted
     from engine.config import HotcoinConfig
     from ml.runtime import ScorerLoad
@@ -203,6 +204,7 @@ def collect(
     import asyncio
 
     from engine.backtest.api import run_collect
+    from engine.backtest.collect import CollectReport
 
     wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if wanted == []:  # an empty list is a slip, not a request for the biggest movers
@@ -211,14 +213,37 @@ def collect(
             param_hint="'--symbols'",
         )
     _check_store_dir(out)
-    with _user_errors():
-        cfg = _config(config, _given({"exchange.endpoint": endpoint, "backtest.timeframe": timeframe}))
-        report = asyncio.run(run_collect(cfg, out, wanted, cfg.backtest.timeframe, days, top, progress))
+    report = CollectReport([])
+    tf = timeframe or "1m"
+    try:
+        with _user_errors():
+            cfg = _config(config, _given({"exchange.endpoint": endpoint, "backtest.timeframe": timeframe}))
+            tf = cfg.backtest.timeframe
+            asyncio.run(run_collect(cfg, out, wanted, tf, days, top, progress, report))
+    except KeyboardInterrupt:
+        _say_stopped(out, report, tf, "interrupted")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        _say_stopped(out, report, tf, "stopped")
+        raise
     typer.echo(
         f"collected {report.total:,} candles for {len(report.symbols)} symbol(s) into {out} "
         f"({report.requests} requests, {report.rate_limited} rate-limited, {report.failed} failed and retried, "
         f"waited {report.waited_s:.1f} s)"
     )
+
+
+def _say_stopped(out: Path, report: CollectReport, timeframe: str, how: str) -> None:
+    """After a collect that did not finish: what is stored per symbol and that re-running
+    resumes (a Ctrl-C printed nothing; giving up after the retries printed only the error)."""
+    from engine.backtest.api import stored_lines
+
+    if not report.symbols:  # stopped before any download (a refusal): the error says it all
+        return
+    typer.secho(f"collect {how}; {out} keeps what was stored:", err=True)
+    for line in stored_lines(out, report, timeframe):
+        typer.secho(line, err=True)
+    typer.secho("re-run the same command to resume: it downloads only what is missing", err=True)
 
 
 def optimize(

@@ -296,6 +296,44 @@ def test_collect_waits_the_servers_retry_after_and_logs_each_wait(sim_exchange: 
     assert waits == [("1.0", "1"), ("1.0", "2")], err
 
 
+@pytest.mark.parametrize(
+    ("stop", "code", "first"),
+    [
+        pytest.param(KeyboardInterrupt(), 130, [], id="ctrl-c"),
+        pytest.param(None, 2, ["hotcoin: fetch_candles: ExchangeNotAvailable: 503 Service Unavailable"], id="gave-up"),
+    ],
+)
+def test_a_collect_that_stops_says_what_is_stored_and_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: BaseException | None, code: int, first: list[str]
+) -> None:
+    """Ctrl-C exited 130 with no output, and giving up after the retries printed only the last
+    error: now both say what each symbol has stored (range, count, added by this run) and that
+    re-running resumes."""
+    import engine.backtest.api as api
+    from engine.domain import Candle
+    from engine.errors import RetryableOrderError
+
+    out_dir = tmp_path / "data"
+
+    async def stopping(*args: object) -> None:
+        report = args[-1]
+        report.symbols = ["DOGE/USDT", "XRP/USDT"]  # type: ignore[attr-defined]
+        HistoryStore(out_dir).append("DOGE/USDT", "1m", [Candle("DOGE/USDT", "1m", T0 + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(3)])
+        report.written = {"DOGE/USDT": 3, "XRP/USDT": 0}  # type: ignore[attr-defined]
+        raise stop or RetryableOrderError("fetch_candles: ExchangeNotAvailable: 503 Service Unavailable")
+
+    monkeypatch.setattr(api, "run_collect", stopping)
+    got, _, err = invoke("collect", "--out", str(out_dir), "--endpoint", "http://127.0.0.1:9", "--symbols", "doge/usdt,xrp/usdt", "--no-progress")
+    assert got == code, err
+    assert err.splitlines() == [
+        *first,
+        f"collect {'interrupted' if code == 130 else 'stopped'}; {out_dir} keeps what was stored:",
+        "  DOGE/USDT: 3 candles, 2021-04-16 00:00:00 UTC to 2021-04-16 00:02:00 UTC (3 added by this run)",
+        "  XRP/USDT: nothing (0 added by this run)",
+        "re-run the same command to resume: it downloads only what is missing",
+    ]
+
+
 def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
     best = tmp_path / "best.toml"

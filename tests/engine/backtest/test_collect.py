@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +15,9 @@ import pytest
 from engine.backtest.api import collect_gateway
 from engine.backtest.collect import Collector, CollectPlan, Progress
 from engine.backtest.history import HistoryStore
+from engine.config.sections.discovery import FiltersSection
 from engine.config.sections.exchange import ExchangeSection
+from engine.domain import Candle, TickerBatch
 from engine.errors import MarketDataError, NonRetryableOrderError, RetryableOrderError
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.fake import FakeGateway, ManualClock
@@ -285,3 +288,150 @@ async def test_symbols_are_taken_as_traders_type_them(gateway: tuple[CcxtGateway
     assert report.symbols == ["DOGE/USDT", "XRP/USDT"] and report.written == {"DOGE/USDT": 1440, "XRP/USDT": 1440}
     with pytest.raises(MarketDataError, match=r"unknown symbol\(s\) DOGE \(did you mean DOGE/USDT\?\), NOPEUSDT: not listed"):
         await _collector(gw, clock, tmp_path, Recorder()).run(["DOGE", "NOPEUSDT"])
+
+
+async def test_a_second_collect_into_the_same_folder_is_refused_at_once(
+    gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path
+) -> None:
+    """Two collects into one folder used the same temporary file and no lock: one died with a
+    FileNotFoundError traceback, the other could leave a 2,000-candle hole. The run now holds
+    the folder's lock; a second one is refused before any request, naming folder and holder."""
+    import os
+
+    gw, clock = gateway
+    collector = _collector(gw, clock, tmp_path, Recorder())
+    held = rf"^{tmp_path} is being written by another `hotcoin collect` \(process {os.getpid()}\)"
+    with HistoryStore(tmp_path).lock(), pytest.raises(MarketDataError, match=held):  # another collect, running
+        await collector.run(["DOGE/USDT"])
+    assert collector.report.requests == 0 and HistoryStore(tmp_path).symbols("1m") == []
+    report = await _collector(gw, clock, tmp_path, Recorder()).run(["DOGE/USDT"])  # the lock went with its holder
+    assert report.written == {"DOGE/USDT": 1440}
+
+
+class CountingStore(HistoryStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes: list[int] = []
+
+    def append(self, symbol: str, timeframe: str, candles: list[Candle], *, since: int | None = None, until: int | None = None) -> int:
+        self.writes.append(len(candles))
+        return super().append(symbol, timeframe, candles, since=since, until=until)
+
+
+@pytest.mark.parametrize(("flush", "writes"), [(50_000, 1), (600, 2)], ids=["at-the-end", "every-600"])
+async def test_pages_are_written_in_batches_not_one_file_rewrite_each(
+    gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path, flush: int, writes: int
+) -> None:
+    """Each 1,000-candle page rewrote the whole file: quadratic (240 days took 104 s). Pages are
+    now kept and written every `flush_candles` (or `flush_s`) and at the end."""
+    gw, clock = gateway
+    store = CountingStore(tmp_path)
+    p = CollectPlan("1m", 1, 2, page=500, flush_candles=flush)
+    report = await Collector(gw, store, p, now_ms=clock.now_ms, sleep=clock.sleep, progress=Recorder()).run(["DOGE/USDT"])
+    assert report.written == {"DOGE/USDT": 1440} and len(store.writes) == writes and sum(store.writes) == 1440
+    assert store.writes[0] >= min(flush, 1440)  # three pages of 500 (the first one short), written once or twice
+    assert store.read("DOGE/USDT", "1m").gaps() == []
+
+
+async def test_a_run_that_stops_mid_download_keeps_what_came_and_resumes(
+    gateway: tuple[CcxtGateway, ManualClock], sim: SimExchangeServer, tmp_path: Path
+) -> None:
+    """Buffered pages are written when the run stops (here: a server error past the retries),
+    so stopping loses nothing downloaded, and a re-run goes on from there without a hole."""
+    gw, clock = gateway
+    progress = Recorder(on_advance=lambda: sim.faults.fail_with_5xx(50, [503]))
+    collector = _collector(gw, clock, tmp_path, progress, retries=0)
+    with pytest.raises(RetryableOrderError):
+        await collector.run(["DOGE/USDT"])
+    kept = collector.report.written["DOGE/USDT"]
+    assert 0 < kept < 1440 and len(HistoryStore(tmp_path).read("DOGE/USDT", "1m")) == kept  # the first page
+    sim.faults.reset()
+    report = await _collector(gw, clock, tmp_path, Recorder()).run(["DOGE/USDT"])
+    assert report.written == {"DOGE/USDT": 1440 - kept}
+    series = HistoryStore(tmp_path).read("DOGE/USDT", "1m")
+    assert len(series) == 1440 and series.gaps() == []
+
+
+async def test_more_days_than_stored_fills_in_the_earlier_part(
+    gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path
+) -> None:
+    """`--days` was ignored for a stored symbol (it resumed from its last candle only), so the
+    backtest's advice for a pair that starts late ("collect it over the others' span") did
+    nothing. The earlier part is now downloaded, in blocks, latest first, into the same file."""
+    gw, clock = gateway
+    await _collector(gw, clock, tmp_path, Recorder(), days=1).run(["DOGE/USDT"])
+    store = CountingStore(tmp_path)
+    p = CollectPlan("1m", 2, 2, page=500, flush_candles=600)
+    progress = Recorder()
+    report = await Collector(gw, store, p, now_ms=clock.now_ms, sleep=clock.sleep, progress=progress).run(["DOGE/USDT"])
+    assert report.written == {"DOGE/USDT": 1440} and progress.started == progress.done == {"DOGE/USDT": 1440}
+    assert store.writes == [600, 600, 240]
+    series = store.read("DOGE/USDT", "1m")
+    assert series.first_ms == T0 and series.last_ms == T0 + 2 * 86_400_000 - MIN
+    assert len(series) == 2880 and series.gaps() == []
+
+
+async def test_a_backfill_stops_where_the_pair_was_not_listed_yet(tmp_path: Path) -> None:
+    gw = FakeGateway(clock=ManualClock(T0 + 3 * 86_400_000))
+    gw.push_tickers(_batch(["NEW/USDT"], [1.0], T0 + 3 * 86_400_000))
+    gw.markets = {"NEW/USDT": None}  # type: ignore[dict-item]
+    listed = T0 + 2 * 86_400_000  # a day before "now"
+    gw.push_candles([Candle("NEW/USDT", "1m", listed + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(1440)])
+    store = HistoryStore(tmp_path)
+    store.append("NEW/USDT", "1m", [Candle("NEW/USDT", "1m", listed + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(720, 1440)])
+    p = CollectPlan("1m", 3, 2, page=500, flush_candles=600)
+    collector = Collector(gw, store, p, now_ms=gw.clock.now_ms, sleep=gw.clock.sleep)
+    report = await collector.run(["NEW/USDT"])
+    assert report.written == {"NEW/USDT": 720}
+    assert store.read("NEW/USDT", "1m").first_ms == listed and store.read("NEW/USDT", "1m").gaps() == []
+    assert gw.calls.count("fetch_candles") == 4  # two blocks to the listing, one that finds nothing earlier, no more
+
+
+async def test_a_file_that_ends_before_the_window_is_refused_with_the_choices(
+    gateway: tuple[CcxtGateway, ManualClock], tmp_path: Path
+) -> None:
+    """An old file with `--days 1` downloaded years to fill forward; storing only the window
+    would leave years missing inside the file, read as an outage. It is refused before any
+    download, with the --days that reaches it and the move-away fix."""
+    gw, clock = gateway
+    store = HistoryStore(tmp_path)
+    store.append("BTC/USDT", "1m", [Candle("BTC/USDT", "1m", T0 + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(10)])
+    before = store.path("BTC/USDT", "1m").read_bytes()
+    collector = _collector(gw, clock, tmp_path, Recorder(), days=1)
+    path = store.path("BTC/USDT", "1m")
+    with pytest.raises(
+        MarketDataError,
+        match=rf"^{path} ends at 2021-04-16 00:09 UTC, before the 1-day window starts \(2021-04-17 00:00 UTC\): "
+        rf"collect with --days 3 to fill it up to now, or move it out of {tmp_path} or delete it",
+    ):
+        await collector.run(["DOGE/USDT", "BTC/USDT"])
+    assert collector.report.requests == 2 and path.read_bytes() == before and store.symbols("1m") == ["BTC/USDT"]
+    report = await _collector(gw, clock, tmp_path, Recorder(), days=3).run(["BTC/USDT"])  # the first choice works
+    series = store.read("BTC/USDT", "1m")
+    assert report.written == {"BTC/USDT": 4310} and series.gaps() == []  # up to now, and back to the 3 days' start
+    assert series.first_ms == T0 - 86_400_000 and series.last_ms == T0 + 2 * 86_400_000 - MIN
+
+
+def _batch(symbols: list[str], change: list[float], ts: int) -> TickerBatch:
+    n = len(symbols)
+    last = np.ones(n)
+    nan = np.full(n, np.nan)
+    return TickerBatch(
+        ts, tuple(symbols), np.full(n, ts, np.int64), last, nan.copy(), nan.copy(), last / (1 + np.array(change)),
+        nan.copy(), nan.copy(), nan.copy(), nan.copy(), np.full(n, -1, np.int64),
+    )  # fmt: skip
+
+
+async def test_movers_skip_what_discovery_never_trades(tmp_path: Path) -> None:
+    """Movers were filtered on the quote only, so a de-pegging stablecoin, a fiat pair, a
+    leveraged token or a blacklisted coin could take the download; they now go through
+    discovery's own static filters (`CandidateFilters`)."""
+    symbols = ["USDC/USDT", "EUR/USDT", "BTCUP/USDT", "PEPE/USDT", "DOGE/BTC", "BTC/USDT", "DOGE/USDT", "XRP/USDT"]
+    gw = FakeGateway(clock=ManualClock(T0))
+    for i, s in enumerate(symbols):
+        gw.push_candles([Candle(s, "1d", T0 - 86_400_000, 1.0, 1.0 + (10 - i) / 10, 1.0, 1.0, 1.0, True)])
+    p = CollectPlan("1m", 1, 2)
+    collector = Collector(
+        gw, HistoryStore(tmp_path), p, now_ms=gw.clock.now_ms, sleep=gw.clock.sleep, filters=FiltersSection(blacklist=("PEPE",))
+    )
+    assert await collector.movers(_batch(symbols, [0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.2, 0.01], T0)) == ["BTC/USDT", "DOGE/USDT"]

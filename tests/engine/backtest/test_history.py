@@ -251,3 +251,86 @@ def test_sorted_union_is_the_distinct_values_in_order() -> None:
     runs.append(rng.integers(0, 500, 50))  # unsorted, with repeats: still right, only slower
     got = sorted_union(runs)
     assert got.tolist() == np.unique(np.concatenate(runs)).tolist()
+
+
+def test_append_refuses_a_batch_that_would_leave_a_hole(tmp_path: Path) -> None:
+    """Two collects racing on one file could store candles 0-4 and then 2,000 later ones with
+    nothing between, silently, and the replay reads the hole as an exchange outage. Candles are
+    the exchange's answer from `since`: one that does not reach the stored end, or a batch of
+    earlier ones that does not reach the stored start, is refused and nothing is written."""
+    store = HistoryStore(tmp_path)
+    store.append("DOGE/USDT", "1m", [_candle(i) for i in range(10, 15)])
+    path = store.path("DOGE/USDT", "1m")
+    before = path.read_bytes()
+    with pytest.raises(MarketDataError, match=rf"^{path}: the candles to add .* would leave 5 candles from .* missing"):
+        store.append("DOGE/USDT", "1m", [_candle(i) for i in range(20, 23)])  # since = their first: 15-19 never asked
+    with pytest.raises(MarketDataError, match=r"would leave 5 candles from .* missing"):
+        store.append("DOGE/USDT", "1m", [_candle(i) for i in range(20, 23)], since=T0 + 20 * MIN)
+    with pytest.raises(MarketDataError, match=r"would leave 3 candles from .* missing"):
+        store.append("DOGE/USDT", "1m", [_candle(i) for i in range(5)], since=T0, until=T0 + 7 * MIN)
+    assert path.read_bytes() == before
+    # the exchange's own gap (asked from 15, its answer starts at 18) is kept as a gap
+    assert store.append("DOGE/USDT", "1m", [_candle(i) for i in range(18, 20)], since=T0 + 15 * MIN) == 2
+    assert store.read("DOGE/USDT", "1m").gaps() == [(T0 + 15 * MIN, 3)]
+
+
+def test_append_adds_an_earlier_range_before_the_stored_one(tmp_path: Path) -> None:
+    """A backfill (`collect --days` longer than what is stored): the earlier candles join the
+    file before the stored ones, one file, sorted, no duplicates, stored candles untouched."""
+    store = HistoryStore(tmp_path)
+    store.append("DOGE/USDT", "1m", [_candle(i) for i in range(10, 15)])
+    earlier = [_candle(i, 2.0) for i in range(3, 12)]  # overlaps the stored start
+    assert store.append("DOGE/USDT", "1m", earlier, since=T0 + 3 * MIN, until=T0 + 10 * MIN) == 7
+    s = store.read("DOGE/USDT", "1m")
+    assert s.ts.tolist() == [T0 + i * MIN for i in range(3, 15)]
+    assert s.close.tolist() == [2.0] * 7 + [1.0] * 5
+
+
+def test_each_write_has_a_temporary_file_of_its_own(tmp_path: Path) -> None:
+    """Every writer used `{file}.parquet.tmp`: two at once renamed each other's half-written file
+    into place or died with FileNotFoundError. A leftover at that name now changes nothing,
+    and a write leaves no temporary file behind, nor a private (0600) store file."""
+    (tmp_path / "DOGE_USDT-1m.parquet.tmp").mkdir()  # the shared name, taken
+    store = HistoryStore(tmp_path)
+    assert store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3)]) == 3
+    assert store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3, 5)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DOGE_USDT-1m.parquet", "DOGE_USDT-1m.parquet.tmp"]
+    assert store.path("DOGE/USDT", "1m").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_store_lock_refuses_a_second_writer_naming_folder_and_holder(tmp_path: Path) -> None:
+    import os
+
+    store = HistoryStore(tmp_path / "data")
+    held = rf"^{tmp_path / 'data'} is being written by another `hotcoin collect` \(process {os.getpid()}\)"
+    with store.lock(), pytest.raises(MarketDataError, match=held), HistoryStore(tmp_path / "data").lock():
+        pass
+    with HistoryStore(tmp_path / "data").lock():  # released when its holder is done
+        pass
+    assert HistoryStore(tmp_path / "data").symbols("1m") == []  # the lock file is no store file
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_a_timestamp_open_time_column_is_read_in_milliseconds(tmp_path: Path, unit: str) -> None:
+    """A `timestamp[ns]` open-time column was cast raw to int64: nanoseconds read as ms put the
+    pair in the year 53,000, where no replay reaches it (and a backtest without --to ran
+    forever). Any timestamp unit is now converted to epoch ms."""
+    ms = np.arange(5, dtype=np.int64) * MIN + T0
+    stamps = pa.array(ms.astype("datetime64[ms]").astype(f"datetime64[{unit}]"))
+    cols = {"timestamp_ms": stamps, "open": np.ones(5), "high": np.ones(5), "low": np.ones(5), "close": np.ones(5), "volume": np.ones(5)}
+    pq.write_table(pa.table(cols), tmp_path / "DOGE_USDT-1m.parquet")
+    assert HistoryStore(tmp_path).read("DOGE/USDT", "1m").ts.tolist() == ms.tolist()
+    assert index_history(tmp_path).first_ms == {"DOGE/USDT": T0}
+
+
+@pytest.mark.parametrize(("scale", "row"), [(1 / 1000, 0), (1000, 0)], ids=["seconds", "microseconds"])
+def test_open_times_that_cannot_be_milliseconds_are_refused_with_the_file(tmp_path: Path, scale: float, row: int) -> None:
+    ms = np.arange(5, dtype=np.int64) * MIN + T0
+    cols = {"timestamp_ms": (ms * scale).astype(np.int64), "open": np.ones(5), "high": np.ones(5), "low": np.ones(5), "close": np.ones(5), "volume": np.ones(5)}
+    path = tmp_path / "DOGE_USDT-1m.parquet"
+    pq.write_table(pa.table(cols), path)
+    what = rf"open time \d+ is not epoch milliseconds between 2010 and tomorrow .*\(row {row}\)"
+    with pytest.raises(MarketDataError, match=rf"^{path}: {what}"):
+        index_history(tmp_path)
+    with pytest.raises(MarketDataError, match=rf"^{path}: {what}"):
+        HistoryStore(tmp_path).read("DOGE/USDT", "1m")
