@@ -76,7 +76,7 @@ def _checks(branch: Tree, label: str, checks: Sequence[Check], blocker: Check | 
     node = branch.add(Text(label, style="bold"))
     for c in checks:
         mark, style = ("✔", "green") if c.passed else ("✘", "red")
-        line = Text.assemble((f"{mark} {c.name}", style), f"  value {c.shown_value}  threshold {c.shown_threshold}")
+        line = Text.assemble((f"{mark} {c.name}", style), f"  {c.reading}")  # the condition to pass; the mark, whether it held
         if c.detail is not None:
             line.append(f"  ({c.detail})")
         if c is blocker:

@@ -40,7 +40,9 @@ class KindSchema:
 
 
 # Each "check" (filter, rule, risk check) is {"name", "passed", "value", "threshold"} so replay
-# can say exactly which one said no, with the value it saw and the limit it applied.
+# can say exactly which one said no, with the value it saw and the limit it applied. Which way
+# value and threshold compare is not journaled: `engine.journal.checks` has it by name, for
+# every journal alike (a new check name needs its entry there; a test fails without it).
 KINDS: dict[str, KindSchema] = {
     "run_start": KindSchema(1, {"run_id": str, "config_hash": str, "mode": str}, "an engine run began; later events belong to it"),
     "run_stop": KindSchema(1, {"run_id": str, "reason": str}, "an engine run ended cleanly"),

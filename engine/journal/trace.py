@@ -16,13 +16,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.journal.checks import condition as check_condition
+from engine.journal.checks import op_of
 from engine.journal.events import TRAIL_ACTION, JournalEvent
 from engine.timefmt import span, utc_second
 
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One filter / rule / risk check: its verdict, the value it saw and the limit it applied."""
+    """One filter / rule / risk check: its verdict, the value it saw and the limit it applied.
+
+    `op` and `condition` say which way it compares (`engine.journal.checks`: by name, so old
+    journals read the same): `condition` is what the check needs to pass, as a reader reads it
+    (`50.06 ≤ 100`, `1 < 1`), and its mark says whether that held. Both are None for a name
+    the engine does not make. They are fields, derived from the rest, so `--json` carries them."""
 
     stage: str  # discovery | signal | risk
     name: str
@@ -30,6 +37,13 @@ class Check:
     value: Any = None
     threshold: Any = None
     detail: str | None = None  # what the value and threshold do not say (e.g. since when a pause holds)
+    op: str | None = field(init=False)
+    condition: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        op = op_of(self.name)
+        object.__setattr__(self, "op", op)
+        object.__setattr__(self, "condition", check_condition(self.name, op, self.shown_value, self.shown_threshold, self.threshold))
 
     @classmethod
     def parse(cls, stage: str, raw: Any) -> Check:
@@ -43,22 +57,35 @@ class Check:
 
     @property
     def shown_value(self) -> str:
-        return _shown(self.name, self.value)
+        return _shown(self.name, self.value, _VALUE_NONE)
 
     @property
     def shown_threshold(self) -> str:
-        return _shown(self.name, self.threshold)
+        return _shown(self.name, self.threshold, _THRESHOLD_NONE)
+
+    @property
+    def reading(self) -> str:
+        """The check as a line says it: its condition, or for a name without one the value
+        and threshold, with no direction invented."""
+        return self.condition or f"value {self.shown_value}, threshold {self.shown_threshold}"
 
 
 # Checks whose value and threshold are times in ms (the journal keeps them raw, for machines):
 # spans of time, and moments.
 _SPAN_CHECKS = frozenset({"cooldown", "max_hold"})
 _MOMENT_CHECKS = frozenset({"loss_cooldown"})
+# What a null means where it is not "unknown", so the condition reads right: `cooldown`'s value
+# is the time since the symbol's last entry or exit, null (infinite) when it had none;
+# `trailing_stop`'s threshold is null until the trail is armed (and the check passes).
+_VALUE_NONE = {"cooldown": "∞ (none yet)"}
+_THRESHOLD_NONE = {"trailing_stop": "none (not armed)"}
 
 
-def _shown(name: str, value: Any) -> str:
+def _shown(name: str, value: Any, nulls: Mapping[str, str] | None = None) -> str:
     """A check's value as a reader wants it: a span as 30m or 1h05, a moment in UTC (an unset
     moment, 0, as "none": a loss cool-down that never started is not one that ended in 1970)."""
+    if value is None and nulls and name in nulls:
+        return nulls[name]
     if isinstance(value, int | float) and not isinstance(value, bool):
         if name in _SPAN_CHECKS:
             return span(value)
@@ -360,7 +387,7 @@ def _rejected(stage: str, checks: Sequence[Check], fallback: str) -> Verdict:
 
 def _says_no(check: Check) -> str:
     what = {"discovery": "filter", "signal": "rule", "risk": "risk check"}.get(check.stage, "check")
-    said = f"{what} {check.name} failed: value {check.shown_value}, threshold {check.shown_threshold}"
+    said = f"{what} {check.name} failed: " + (f"{check.condition} does not hold" if check.condition else check.reading)
     return said if check.detail is None else f"{said} ({check.detail})"
 
 

@@ -47,6 +47,8 @@ OPERATIONS = ("send", "candles", "fills", "trace", "updates")
 _OUTAGE_PERIOD, _OUTAGE_START, _OUTAGE_END = 80, 50, 62  # scripted ticker-stream outage, in cycles
 _SIGNALS = ("skip", "skip", "skip", "hold", "", "enter")
 _SOURCES = (("ticker",), ("ticker",), ("ticker", "social"), ("listing",), ("ticker", "listing"), ("social",))
+_START_CASH = 10_000.0
+_DAY_LOSS_LIMIT = -500.0  # the day's PnL limit in quote, as the totals show it
 
 
 @dataclass(slots=True)
@@ -110,7 +112,7 @@ class FakeEngineClient(EngineClient):
         self._close_all: CloseAllProgress | None = None
         self._close_all_done_cycles = 0
         self._day_pnl = 0.0
-        self._cash = 10_000.0
+        self._cash = _START_CASH
         taken: set[str] = set()
         self._coins = [self._new_coin(taken) for _ in range(candidates + candidates // 5 + 1)]
         self._positions: dict[str, PositionRow] = {}
@@ -347,10 +349,10 @@ class FakeEngineClient(EngineClient):
         cause = self._journal_candidate(coin)
         cause = self._emit("signal_snapshot", trace, coin.symbol, {
             "decision": "enter", "reason": "hot with a volume surge",
-            "rules": [check("heat", coin.heat >= 60, round(coin.heat, 2), 60.0), check("volume_surge", coin.surge >= 3, round(coin.surge, 2), 3.0)],
+            "rules": [check("heat", coin.heat >= 60, round(coin.heat, 2), 60.0), check("volume", coin.surge >= 3, round(coin.surge, 2), 3.0)],
             "features": {"ret_5m": round(coin.ret_5m, 4), "volume_surge": round(coin.surge, 2)}}, cause)  # fmt: skip
         cause = self._emit("risk_check", trace, coin.symbol, {
-            "approved": True, "checks": [check("open_positions", True, len(self._positions), 20), check("daily_loss", True, round(self._day_pnl, 2), -500.0)]}, cause)  # fmt: skip
+            "approved": True, "checks": [check("max_concurrent", True, len(self._positions), 20), self._daily_loss_check()]}, cause)  # fmt: skip
         fill = self._trade(coin.symbol, trace, Side.BUY, coin.price, quantity, "entry", cause)
         self._positions[coin.symbol] = PositionRow(
             symbol=coin.symbol, trace_id=trace, quantity=quantity, entry_price=fill.price, mark=coin.price,
@@ -358,6 +360,12 @@ class FakeEngineClient(EngineClient):
             tp_tier=self._rng.choice((0, 0, 1, 2)), stop_price=fill.price * 0.95, opened_ms=opened_ms,
         )  # fmt: skip
         self._cash -= fill.notional
+
+    def _daily_loss_check(self) -> dict[str, Any]:
+        """As the engine journals it (`RiskManager`): the day's drawdown, a fraction of the
+        starting cash, under the limit (here the -500 of the totals' day limit), so a replay of
+        the fake reads the way a real one does."""
+        return check("daily_loss", True, round(max(0.0, -self._day_pnl) / _START_CASH, 6), -_DAY_LOSS_LIMIT / _START_CASH)
 
     def _close_position(self, symbol: str, purpose: str) -> None:
         pos = self._positions.pop(symbol)
@@ -428,7 +436,7 @@ class FakeEngineClient(EngineClient):
         upnl = sum(p.unrealised_pnl for p in self._positions.values())
         self._latest = EngineSnapshot(
             seq=self._seq, ts_ms=self._now, status=status, candidates=rows, positions=tuple(self._positions.values()),
-            totals=Totals(self._cash + exposure, self._cash, exposure, self._day_pnl + upnl, -500.0),
+            totals=Totals(self._cash + exposure, self._cash, exposure, self._day_pnl + upnl, _DAY_LOSS_LIMIT),
             events=tuple(self._events)[-200:], close_all=self._close_all,
         )  # fmt: skip
         self._wake()

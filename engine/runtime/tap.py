@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.execution.broker import counts_as_order_error
 from engine.journal.events import TRAIL_ACTION, EventSink
+from engine.journal.trace import Check
 from engine.numfmt import price, quantity
 from engine.runtime.snapshot import EventRow
 
@@ -120,7 +121,9 @@ def _risk_line(p: Mapping[str, Any]) -> str:
         return "rejected"
     first = failed[0]
     more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
-    return f"rejected: {first.get('name')} value {_value(first.get('value'))} threshold {_value(first.get('threshold'))}{more}"
+    said = Check.parse("risk", first).condition  # which way it compares, as replay says it
+    shown = f"{said} does not hold" if said else f"value {_value(first.get('value'))} threshold {_value(first.get('threshold'))}"
+    return f"rejected: {first.get('name')} {shown}{more}"
 
 
 def _number(v: object, shown: Callable[[float], str]) -> str:

@@ -59,7 +59,7 @@ def replay(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Explain one trace: what discovery saw, the signal, risk, orders, fills and exit; for a candidate not traded, which filter, rule or risk check said no, with value and threshold."""  # one line: the help keeps line breaks
+    """Explain one trace: what discovery saw, the signal, risk, orders, fills and exit; for a candidate not traded, which filter, rule or risk check said no, as the condition it needed (value first: `1 < 1`)."""  # one line: the help keeps line breaks
     from engine.errors import TraceNotFoundError
     from engine.journal.trace import as_dict, summarise
 

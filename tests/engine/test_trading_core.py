@@ -226,7 +226,7 @@ async def test_the_daily_loss_refusal_reads_the_drawdown_that_tripped_it() -> No
     since = f"entries paused since {minute // 60:02d}:{minute % 60:02d} UTC until 00:00 UTC"
     assert daily == {"name": "daily_loss", "passed": False, "value": round(limit["value"], 6), "threshold": 0.02, "detail": since}
     assert summarise(cand.trace_id, h.sink.trace(cand.trace_id)).verdict.reason == (
-        f"risk check daily_loss failed: value {daily['value']:.6g}, threshold 0.02 ({since})"
+        f"risk check daily_loss failed: {daily['value']:.6g} < 0.02 does not hold ({since})"
     )
 
 
@@ -287,7 +287,7 @@ async def test_an_entry_waits_while_the_spread_would_open_it_at_its_stop() -> No
     spread = next(c for c in refused["checks"] if c["name"] == "spread")
     assert not refused["approved"] and spread == check("spread", False, round(0.06 / 1.03, 6), 0.01)
     assert summarise(cands[0].trace_id, h.sink.trace(cands[0].trace_id)).verdict.reason == (
-        "risk check spread failed: value 0.058252, threshold 0.01"
+        "risk check spread failed: 0.058252 ≤ 0.01 does not hold"
     )
     later = mk.NOW + 60_000  # the next bar's signal, the book back to 0.1 %: in
     mk.feed_hot(h.core.history, [s], later)

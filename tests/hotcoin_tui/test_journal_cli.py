@@ -51,12 +51,12 @@ def invoke(*args: str) -> tuple[int, str, str]:
     [
         ("entered", ["ENTERED", "Verdict: entered and closed, realised PnL +4.8920", "take_profit", "fill buy 166 @ 0.3003",
                      "exit by take_profit: realised PnL +4.8920", "#11"]),
-        ("filter", ["REJECTED", "Why not at discovery: filter min_quote_volume_24h failed: value 400,000, threshold 1,000,000",
+        ("filter", ["REJECTED", "Why not at discovery: filter min_quote_volume_24h failed: 400,000 ≥ 1,000,000 does not hold",
                     "not accepted", "✘ min_quote_volume_24h"]),
-        ("rule", ["REJECTED", "Why not at signal: rule volume_surge_min failed: value 1.8, threshold 3",
-                  "decision skip", "✘ volume_surge_min  value 1.8  threshold 3  <- said no"]),
-        ("risk", ["REJECTED", "Why not at risk: risk check max_concurrent_positions failed: value 3, threshold 3",
-                  "Risk  refused", "✔ engine_state"]),
+        ("rule", ["REJECTED", "Why not at signal: rule volume failed: 1.8 ≥ 3 does not hold",
+                  "decision skip", "✘ volume  1.8 ≥ 3  <- said no"]),
+        ("risk", ["REJECTED", "Why not at risk: risk check max_concurrent failed: 3 < 3 does not hold",
+                  "Risk  refused", "✔ engine_state  tradeable = tradeable", "✘ max_concurrent  3 < 3  <- said no"]),
     ],
     ids=["entered", "filter", "rule", "risk"],
 )  # fmt: skip
@@ -73,9 +73,9 @@ def test_replay_explains_each_kind_of_trace(journal: tuple[Path, dict[str, Writt
     ("name", "outcome", "stage", "blocker"),
     [
         ("entered", "entered", None, None),
-        ("filter", "rejected", "discovery", {"stage": "discovery", "name": "min_quote_volume_24h", "passed": False, "value": 4.0e5, "threshold": 1.0e6, "detail": None}),
-        ("rule", "rejected", "signal", {"stage": "signal", "name": "volume_surge_min", "passed": False, "value": 1.8, "threshold": 3.0, "detail": None}),
-        ("risk", "rejected", "risk", {"stage": "risk", "name": "max_concurrent_positions", "passed": False, "value": 3, "threshold": 3, "detail": None}),
+        ("filter", "rejected", "discovery", {"stage": "discovery", "name": "min_quote_volume_24h", "passed": False, "value": 4.0e5, "threshold": 1.0e6, "detail": None, "op": ">=", "condition": "400,000 ≥ 1,000,000"}),
+        ("rule", "rejected", "signal", {"stage": "signal", "name": "volume", "passed": False, "value": 1.8, "threshold": 3.0, "detail": None, "op": ">=", "condition": "1.8 ≥ 3"}),
+        ("risk", "rejected", "risk", {"stage": "risk", "name": "max_concurrent", "passed": False, "value": 3, "threshold": 3, "detail": None, "op": "<", "condition": "3 < 3"}),
     ],
     ids=["entered", "filter", "rule", "risk"],
 )  # fmt: skip
@@ -152,7 +152,7 @@ def test_default_journal_comes_from_the_config(tmp_path: Path, journal: tuple[Pa
     config.write_text(f'[journal]\npath = "{path}"\n')
     code, out, err = invoke("replay", traces["risk"].trace_id, "--config", str(config))
     assert code == 0, err
-    assert "max_concurrent_positions" in out
+    assert "max_concurrent" in out
 
 
 def test_journal_env_var_sets_the_path(journal: tuple[Path, dict[str, WrittenTrace]], monkeypatch: pytest.MonkeyPatch) -> None:

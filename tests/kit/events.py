@@ -85,18 +85,18 @@ def _candidate(heat: float, price: float, filters: list[dict[str, Any]], accepte
 _PASSING_FILTERS = [
     check("min_quote_volume_24h", True, 5.2e7, 1e6),
     check("max_spread_bps", True, 8.0, 30.0),
-    check("not_blacklisted", True, True, True),
+    check("not_blacklisted", True, "COIN", "blacklist"),
 ]
 _RULES = [
-    check("heat_min", True, 82.4, 60.0),
-    check("ret_5m_min", True, 0.041, 0.02),
-    check("volume_surge_min", True, 4.1, 3.0),
+    check("heat", True, 82.4, 60.0),
+    check("momentum_5", True, 0.041, 0.02),
+    check("volume", True, 4.1, 3.0),
 ]
 _FEATURES = {"ret_1m": 0.006, "ret_5m": 0.041, "ret_15m": 0.066, "volume_surge": 4.1, "rsi_14": 68.2}
 _RISK = [
     check("engine_state", True, "tradeable", "tradeable"),
-    check("max_concurrent_positions", True, 1, 3),
-    check("daily_loss_pct", True, -0.4, -3.0),
+    check("max_concurrent", True, 1, 3),
+    check("daily_loss", True, 0.004, 0.03),
 ]
 
 
@@ -215,8 +215,8 @@ def rule_rejected_trace(
 ) -> WrittenTrace:
     """Discovery accepted it; the volume-surge rule said no."""
     trace_id, cand = _start(sink, symbol, ts_ms, "rule", _PASSING_FILTERS, True)
-    rules = [_RULES[0], _RULES[1], check("volume_surge_min", False, value, threshold)]
-    sig = _signal(sink, trace_id, symbol, ts_ms + 3, cand, rules, "skip", "rule volume_surge_min failed")
+    rules = [_RULES[0], _RULES[1], check("volume", False, value, threshold)]
+    sig = _signal(sink, trace_id, symbol, ts_ms + 3, cand, rules, "skip", "failed: volume")
     return WrittenTrace(trace_id, symbol, "rejected", ts_ms, {"candidate": cand, "signal": sig})
 
 
@@ -224,7 +224,7 @@ def risk_rejected_trace(sink: EventSink, *, symbol: str = "WIF/USDT", ts_ms: int
     """The signal said enter; risk refused: too many open positions."""
     trace_id, cand = _start(sink, symbol, ts_ms, "risk", _PASSING_FILTERS, True)
     sig = _signal(sink, trace_id, symbol, ts_ms + 3, cand, _RULES, "enter", "all rules passed; ml 0.71 >= 0.60")
-    checks = [_RISK[0], check("max_concurrent_positions", False, open_positions, limit), _RISK[2]]
+    checks = [_RISK[0], check("max_concurrent", False, open_positions, limit), _RISK[2]]
     risk = sink.emit(
         "risk_check", ts_ms=ts_ms + 4, trace_id=trace_id, symbol=symbol, cause=sig, payload={"approved": False, "checks": checks}
     )

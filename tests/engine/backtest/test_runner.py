@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import operator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from engine.backtest.runner import (
 from engine.config import HotcoinConfig
 from engine.domain import Fill, Side
 from engine.errors import ConfigError
+from engine.journal.checks import ZERO_IS_NO_LIMIT, op_of
 from tests.engine.backtest.conftest import GAP, LISTING_AT, PUMPS, START, T0, minute_config
 from tests.kit.events import RecordingSink
 
@@ -177,3 +179,36 @@ def test_round_trips_from_partial_exits_and_dust() -> None:
     assert first.fees == pytest.approx(0.022) and first.exit_reason == "take_profit"
     assert (dust.quantity, dust.exit_price, dust.exit_reason) == (1.0, 0.0, "dust")
     assert not log.open
+
+
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def test_every_journaled_check_reads_the_way_it_was_decided(run: tuple[BacktestResult, RecordingSink]) -> None:
+    """A replay shows each check as the condition it needs (`engine.journal.checks`); on a
+    real run's journal that condition, taken at its word, says what the check decided (a
+    direction the wrong way round would read `50.06 ≥ 100 ✔`)."""
+    _, sink = run
+    fields = {"candidate_snapshot": "filters", "signal_snapshot": "rules", "risk_check": "checks"}
+    seen: set[str] = set()
+    compared = 0
+    for e in sink.events:
+        for raw in e.payload.get(fields.get(e.kind, ""), ()):
+            op = op_of(raw["name"])
+            assert op is not None, raw
+            seen.add(raw["name"])
+            value, limit = _as_number(raw["value"]), _as_number(raw["threshold"])
+            if op not in _COMPARE or value is None or limit is None or (raw["name"] in ZERO_IS_NO_LIMIT and limit <= 0):
+                continue
+            compared += 1
+            assert _COMPARE[op](value, limit) == raw["passed"], (e.kind, raw)
+    assert {"heat", "cash", "max_concurrent", "precheck:balance", "stop_loss"} <= seen and compared > 1000
+
+
+def _as_number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

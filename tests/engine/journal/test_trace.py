@@ -64,8 +64,8 @@ def test_an_entered_trace_shows_the_signal_that_went_on_to_risk_not_an_earlier_b
     ("factory", "kwargs", "stage", "blocker"),
     [
         (filter_rejected_trace, {"value": 4.0e5, "threshold": 1.0e6}, "discovery", Check("discovery", "min_quote_volume_24h", False, 4.0e5, 1.0e6)),
-        (rule_rejected_trace, {"value": 1.8, "threshold": 3.0}, "signal", Check("signal", "volume_surge_min", False, 1.8, 3.0)),
-        (risk_rejected_trace, {"open_positions": 3, "limit": 3}, "risk", Check("risk", "max_concurrent_positions", False, 3, 3)),
+        (rule_rejected_trace, {"value": 1.8, "threshold": 3.0}, "signal", Check("signal", "volume", False, 1.8, 3.0)),
+        (risk_rejected_trace, {"open_positions": 3, "limit": 3}, "risk", Check("risk", "max_concurrent", False, 3, 3)),
     ],
     ids=["filter", "rule", "risk"],
 )
@@ -85,7 +85,7 @@ def test_a_rejected_trace_names_the_check_that_said_no(factory: Any, kwargs: dic
         (Check("risk", "loss_cooldown", False, 1_617_396_120_000, 1_617_403_020_000), "2021-04-02 20:42:00 UTC", "2021-04-02 22:37:00 UTC"),
         (Check("risk", "loss_cooldown", True, 1_617_396_120_000, 0), "2021-04-02 20:42:00 UTC", "none"),  # never cooled down
         (Check("exit", "max_hold", True, 5_400_000, 14_400_000), "1h30", "4h00"),
-        (Check("signal", "cooldown", True, None, 1_800_000.0), "n/a", "30m"),  # never traded: no last action
+        (Check("signal", "cooldown", True, None, 1_800_000.0), "∞ (none yet)", "30m"),  # never traded: no last action
         (Check("risk", "daily_loss", True, 0.027711, 0.03), "0.027711", "0.03"),  # not a time: as it is
     ],
     ids=["span", "moment", "no-cooldown", "hold", "never", "plain"],
@@ -257,6 +257,7 @@ def test_as_dict_is_plain_data() -> None:
     written, s = explain(rule_rejected_trace)
     d = orjson.loads(orjson.dumps(as_dict(s)))
     assert d["trace_id"] == written.trace_id
-    assert d["verdict"]["blocked_by"]["name"] == "volume_surge_min"
+    assert d["verdict"]["blocked_by"]["name"] == "volume"
+    assert (d["verdict"]["blocked_by"]["op"], d["verdict"]["blocked_by"]["condition"]) == (">=", "1.8 ≥ 3")
     assert d["tree"][0]["children"][0]["kind"] == "signal_snapshot"
     assert d["signal"]["rules"][2]["passed"] is False
