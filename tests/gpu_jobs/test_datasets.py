@@ -112,8 +112,9 @@ def test_load_candles_refuses_timestamps_it_would_have_to_drop_or_overwrite(tmp_
 def test_load_candles_refuses_a_bar_the_backtest_refuses(tmp_path: Path, column: str, value: float, message: str) -> None:
     """`hotcoin train` used to learn from (and register a model on) candle files whose bars the
     backtest refuses; both now run one check (`candle_problem`), with the same message."""
-    _parquet(tmp_path, "AAA_USDT-1m.parquet", [0, 60_000, 120_000], [1.0, 2.0, 3.0])
-    _parquet(tmp_path, "BBB_USDT-1m.parquet", [0, 60_000], [5.0, 6.0])
+    t0 = 1_617_235_200_000  # 2021-04-01: the backtest's reader refuses open times before 2010
+    _parquet(tmp_path, "AAA_USDT-1m.parquet", [t0, t0 + 60_000, t0 + 120_000], [1.0, 2.0, 3.0])
+    _parquet(tmp_path, "BBB_USDT-1m.parquet", [t0, t0 + 60_000], [5.0, 6.0])
     path = tmp_path / "AAA_USDT-1m.parquet"
     df = pd.read_parquet(path)
     df.loc[1, column] = value
