@@ -21,7 +21,7 @@ position's open); risk_event for limits that fire.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -185,6 +185,10 @@ class TradingCore:
         self._held_noted: OrderedDict[str, None] = OrderedDict()  # candidate traces told "already held" or "in flight"
         # symbol -> (position trace, trailing peak last journaled, when): see `_journal_trails`
         self._trails: dict[str, tuple[str, float, int]] = {}
+        # Sees every change to the book as it is journaled, with its reason (the order's purpose,
+        # or `dust` for a write-off) and time: a backtest splits realised PnL by what each sell
+        # made, which the closed trade's total (one figure, one last exit) cannot tell.
+        self.on_book_change: Callable[[BookChange, str, int], None] | None = None
 
     # ----------------------------------------------------------------- state seen from outside
     @property
@@ -842,6 +846,8 @@ class TradingCore:
             self._emit_risk(self.risk.record_trade(trade.realised_pnl, now_ms), now_ms)
 
     def _journal_change(self, change: BookChange, ts_ms: int, reason: str, trace_id: str, cause: int | None) -> int:
+        if self.on_book_change is not None:
+            self.on_book_change(change, reason, ts_ms)
         return self.sink.emit(
             "position_update",
             ts_ms=ts_ms,

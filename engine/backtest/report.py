@@ -43,6 +43,7 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
         "metrics": metrics.as_dict(),
         "market": None if result.market is None else result.market.as_dict(),
         "exits": [e.as_dict() for e in by_exit_reason(result.trades)],
+        "dust": result.dust.as_dict(),
         "open_positions": {s: _open_json(p) for s, p in result.open_positions.items()},
         "trades": [
             {
@@ -75,11 +76,15 @@ def _open_json(p: OpenPosition) -> dict[str, Any]:
 
 # What the terminal tables give up until their rows fit the width (--json has all): the trace
 # id cut to a prefix `hotcoin replay` takes, then whole columns, least read first, in this
-# order; the trades table cuts its exit reason (text) before it drops holding time and return.
-# A number is never cut: rich cuts every cell of a table too wide, and "+11.…" reads as another.
+# order; the trades and exits tables cut their exit reason (text) before they drop the rest.
+# The trace id and the opening time go last but before any figure or symbol could be cut: a
+# number is never cut (rich cuts every cell of a table too wide, and "+11.…" reads as another),
+# and at 40 columns a 10-character trace id had left "-1…" for the pnl and "EPS/U…" for the pair.
+_LAST_RESORT: tuple[tuple[str, ...], ...] = (("trace",), ("opened UTC",))
 _TRADES_DROPPED: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "exit"))
-_TRADES_LAST: tuple[tuple[str, ...], ...] = (("held",), ("%",), ("reason",))  # once the reason is cut to fit
-_OPEN_DROPPED: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "mark"))
+_TRADES_LAST: tuple[tuple[str, ...], ...] = (("held",), ("%",), ("reason",), *_LAST_RESORT)  # once the reason is cut
+_OPEN_DROPPED: tuple[tuple[str, ...], ...] = (("qty",), ("entry", "mark"), *_LAST_RESORT, ("realised",))  # in "open at end" too
+_EXITS_LAST: tuple[tuple[str, ...], ...] = (("median held",), ("fees",), ("fills",), ("win rate",), ("trades",))
 _TRACE_SHORT = 12  # `hotcoin replay` takes any unique prefix of a trace id
 
 
@@ -108,9 +113,10 @@ def _drop(columns: dict[str, list[str]], names: tuple[str, ...]) -> None:
 def _fitted(
     columns: dict[str, list[str]], build: Callable[[], Any], width: int, dropped: tuple[tuple[str, ...], ...]
 ) -> Any:
-    """`build()`'s table, after as few narrowings as fit it into `width`: the trace id shortened,
-    then each of `dropped` in turn (`build` reads `columns`)."""
-    steps = [partial(_shorten_trace, columns), *(partial(_drop, columns, names) for names in dropped)]
+    """`build()`'s table, after as few narrowings as fit it into `width`: the trace id shortened
+    (where there is one), then each of `dropped` in turn (`build` reads `columns`)."""
+    steps = [partial(_shorten_trace, columns)] if "trace" in columns else []
+    steps += [partial(_drop, columns, names) for names in dropped]
     table = build()
     for step in steps:
         if _width(table) <= width:
@@ -120,11 +126,36 @@ def _fitted(
     return table
 
 
+def _cut_to_fit(
+    columns: dict[str, list[str]], build: Callable[[], Any], width: int, texts: list[str], last: tuple[tuple[str, ...], ...]
+) -> Any:
+    """`build()`'s table once `columns["reason"]` (`texts`, whole) is cut with an ellipsis to
+    the room the other columns leave, dropping each of `last` in turn while that is not enough:
+    the reason gives the rest, every other cell is read whole or not at all."""
+    table = build()
+    for names in (*last, None):
+        if _width(table) <= width:
+            break
+        if "reason" in columns:
+            columns["reason"] = [""] * len(texts)
+            room = max(len("reason"), width - _width(build()) + len("reason"))
+            columns["reason"] = [r if len(r) <= room else r[: room - 1] + "…" for r in texts]
+            table = build()
+            if _width(table) <= width or names is None:
+                break
+            columns["reason"] = texts  # whole again: cut anew to the room the dropped column leaves
+        if names is None:
+            break
+        _drop(columns, names)
+        table = build()
+    return table
+
+
 def trades_table(result: BacktestResult, width: int = 120) -> Any:
     """The last `MAX_ROWS` trades as a rich table no wider than `width`: on a narrow terminal
     the trace id is cut to a prefix, then the quantity and prices are dropped, then the exit
-    reason is cut with an ellipsis, then holding time, return and reason are dropped, rather
-    than rich cutting every cell (a pnl of "+2…")."""
+    reason is cut with an ellipsis, then holding time, return, reason, trace id and opening
+    time are dropped, rather than rich cutting every cell (a pnl of "+2…")."""
     from rich import box
     from rich.table import Table
 
@@ -157,23 +188,10 @@ def trades_table(result: BacktestResult, width: int = 120) -> Any:
             table.add_row(*cells)
         return table
 
-    def cut_reason() -> Any:  # the reason gives the rest: every other cell is read whole or not at all
-        columns["reason"] = [""] * len(trades)
-        room = max(len("reason"), width - _width(build()) + len("reason"))
-        columns["reason"] = [r if len(r) <= room else r[: room - 1] + "…" for r in reasons]
-        return build()
-
     table = _fitted(columns, build, width, _TRADES_DROPPED)
-    for names in _TRADES_LAST:
-        if _width(table) <= width:
-            break
-        table = cut_reason()
-        if _width(table) <= width:
-            break
-        columns["reason"] = reasons  # whole again: cut anew to the room the dropped column leaves
-        _drop(columns, names)
-        table = build()
-    return table
+    if _width(table) <= width:
+        return table
+    return _cut_to_fit(columns, build, width, reasons, _TRADES_LAST)
 
 
 def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
@@ -190,11 +208,12 @@ def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
         ("Sortino (ann.)", f"{metrics.sortino:.2f}"),
         ("max drawdown", f"{metrics.max_drawdown:.2%}"),
         ("win rate", "n/a (no closed trade)" if metrics.win_rate is None else f"{metrics.win_rate:.1%}"),
-        ("profit factor", "n/a (no closed trade)" if metrics.profit_factor is None else f"{metrics.profit_factor:.2f}"),
+        ("profit factor", _profit_factor(metrics)),
         ("exposure", f"{metrics.exposure:.1%}"),
         ("trades", str(metrics.trades)),
         *_market_rows(result),
         ("open at end", _open_summary(result)),
+        ("dust written off", _dust_summary(result)),
         ("replayed", f"{result.candles:,} candles, {result.symbols} pairs, {result.cycles:,} cycles in {result.wall_s:.2f} s"
                      + (" (discovery in a second process)" if result.processes > 1 else "")),
     )
@@ -203,19 +222,42 @@ def metrics_table(result: BacktestResult, metrics: Metrics) -> Any:
     return table
 
 
+def _profit_factor(metrics: Metrics) -> str:
+    if metrics.profit_factor is None:
+        return "n/a (no closed trade)"
+    if metrics.no_losing_trade:
+        return "inf (no losing trade)"
+    return f"{metrics.profit_factor:.2f}"
+
+
 def _open_summary(result: BacktestResult) -> str:
+    """The positions held at the end and all they add to the return: the take-profit tiers
+    they sold already (realised) beside what they hold (unrealised); with the trades' PnL that
+    is the return. Unrealised alone left a tier's gain in no line of the report."""
     held = result.open_positions.values()
     if not held:
         return "none"
     unrealised = sum(p.unrealised_pnl for p in held)
-    return f"{len(held)}, unrealised {unrealised:+.2f} (table below)"
+    realised = sum(p.realised_pnl for p in held)
+    return f"{len(held)}, realised {realised:+.2f}, unrealised {unrealised:+.2f} (table below)"
+
+
+def _dust_summary(result: BacktestResult) -> str:
+    """The crumbs full exits could not sell, written off at their cost: a loss inside the
+    trades' PnL, and coins the equity counts as 0 (as live), at their value at the last bid."""
+    dust = result.dust
+    if not dust.count:
+        return "none"
+    return f"{dust.pnl:+.2f} in {dust.count} trades; the coins, {dust.value:.2f} at the last bid, are not in equity"
 
 
 def open_table(result: BacktestResult, width: int = 120) -> Any:
     """The positions still held at the end: in the final equity at the bid, before the exit fee
-    and slippage a close would pay, and in no trade figure; each with the trace that explains it.
-    No wider than `width`, as the trades table: the trace id shortened, then the quantity, then
-    the entry and mark prices dropped, rather than rich cutting every cell ("DGB/U… 0.102…")."""
+    and slippage a close would pay, and in no trade figure; each with what its take-profit tiers
+    realised already, what it holds unrealised, and the trace that explains it. No wider than
+    `width`, as the trades table: the trace id shortened, then the quantity, the entry and mark
+    prices, the trace id and the opening time dropped, rather than rich cutting every cell
+    ("DGB/U… 0.102…")."""
     from rich import box
     from rich.table import Table
 
@@ -226,6 +268,7 @@ def open_table(result: BacktestResult, width: int = 120) -> Any:
         "qty": [f"{p.quantity:.6g}" for p in held],
         "entry": [f"{p.entry_price:.6g}" for p in held],
         "mark": [f"{p.mark_price:.6g}" for p in held],
+        "realised": [f"[{'green' if p.realised_pnl > 0 else 'red'}]{p.realised_pnl:+.2f}[/]" for p in held],
         "unrealised": [f"[{'green' if p.unrealised_pnl > 0 else 'red'}]{p.unrealised_pnl:+.2f}[/]" for p in held],
         "trace": [p.trace_id for p in held],
     }
@@ -244,19 +287,38 @@ def open_table(result: BacktestResult, width: int = 120) -> Any:
     return _fitted(columns, build, width, _OPEN_DROPPED)
 
 
-def exits_table(result: BacktestResult) -> Any:
-    """The closed trades split by exit reason: count, win rate, P&L, fees, median holding time."""
+def exits_table(result: BacktestResult, width: int = 120) -> Any:
+    """The closed trades' PnL split by the exit that realised it (`metrics.by_exit_reason`):
+    trades it sold from, its fills, win rate, P&L, fees, median time held. No wider than
+    `width`: the reason is cut with an ellipsis, then median time, fees, fills and win rate are
+    dropped, rather than rich cutting a figure."""
     from rich.table import Table
 
-    table = Table(title="exits", title_justify="left")
-    for name in ("reason", "trades", "win rate", "pnl", "fees", "median held"):
-        table.add_column(name, justify="left" if name == "reason" else "right")
-    for e in by_exit_reason(result.trades):
-        table.add_row(
-            e.reason, str(e.trades), f"{e.win_rate:.0%}", f"[{'green' if e.pnl > 0 else 'red'}]{e.pnl:+.2f}[/]",
-            f"{e.fees:.2f}", span(e.median_hold_ms),
-        )  # fmt: skip
-    return table
+    split = by_exit_reason(result.trades)
+    reasons = [e.reason for e in split]
+    columns: dict[str, list[str]] = {
+        "reason": reasons,
+        "trades": [str(e.trades) for e in split],
+        "fills": [str(e.fills) for e in split],
+        "win rate": [f"{e.win_rate:.0%}" for e in split],
+        "pnl": [f"{e.pnl:+.2f}" for e in split],
+        "fees": [f"{e.fees:.2f}" for e in split],
+        "median held": [span(e.median_hold_ms) for e in split],
+    }
+
+    def build() -> Any:
+        table = Table(title="exits (each fill's PnL to the exit that sold it)", title_justify="left")
+        for name in columns:
+            table.add_column(name, justify="left" if name == "reason" else "right", no_wrap=True)
+        for i, e in enumerate(split):
+            cells = [columns[name][i] for name in columns]
+            if "pnl" in columns:
+                at = list(columns).index("pnl")
+                cells[at] = f"[{'green' if e.pnl > 0 else 'red'}]{cells[at]}[/]"
+            table.add_row(*cells)
+        return table
+
+    return _cut_to_fit(columns, build, width, reasons, _EXITS_LAST)
 
 
 def _market_rows(result: BacktestResult) -> tuple[tuple[str, str], ...]:

@@ -19,6 +19,7 @@ starts `warmup_minutes` before `start`: a decision at time t depends on nothing 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -37,13 +38,15 @@ from engine.backtest.reuse import WindowReuse
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
-from engine.domain import Fill
+from engine.domain import Fill, OrderPurpose
 from engine.domain.candle import timeframe_ms
+from engine.domain.ticker import TickerBatch
 from engine.errors import ConfigError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import BACKTEST_MODE, EventSink
 from engine.journal.sinks import NullSink
+from engine.portfolio.positions import WRITE_OFF_REASON, BookChange
 from engine.runtime.cycle import DiscoveryStage, TradingCycle
 from engine.runtime.feed import MarketFeed
 from engine.runtime.tap import Tap
@@ -74,6 +77,20 @@ class ReplayProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ExitPart:
+    """What one exit took of a position: a sell fill, by its order's purpose, or the crumbs
+    written off as dust. A trade's take-profit tier and the trailing stop that sold the rest
+    made different money; the exits split (`metrics.by_exit_reason`) credits each its own."""
+
+    reason: str  # the order's purpose (take_profit, trailing_stop, signal_exit, ...) or "dust"
+    rules: tuple[str, ...]  # a signal exit's rules that fired
+    ts_ms: int
+    quantity: float  # coins it took from the position
+    pnl: float  # realised by it, fees included: the position book's figure for it
+    fees: float  # its own fee plus the entry fees the quantity it took carried (as the book charges them)
+
+
+@dataclass(frozen=True, slots=True)
 class Trade:
     """One round trip: every fill of one position, entry to last exit."""
 
@@ -88,6 +105,7 @@ class Trade:
     pnl: float  # realised, fees included (the position book's figure)
     exit_reason: str
     exit_rules: tuple[str, ...] = ()  # a signal exit's rules (momentum_fade, heat_decay, reversal)
+    exits: tuple[ExitPart, ...] = ()  # each exit's share: their pnl adds up to `pnl`
 
     @property
     def return_pct(self) -> float:
@@ -112,6 +130,21 @@ class OpenPosition:
     realised_pnl: float  # of its partial closes so far (a take-profit tier), fees included
 
 
+@dataclass(frozen=True, slots=True)
+class DustWrittenOff:
+    """The crumbs of coins written off over the run (`PositionBook.write_off`): what a full
+    exit could not sell (below the lot step or the minimum notional), their cost booked as a
+    loss. The coins stay on the exchange, but the equity counts them as 0, as live: the
+    report says how much that is, since on the April 2021 month it was a quarter of the loss."""
+
+    pnl: float  # the write-offs' realised PnL (cost of the coins and the entry fees they carried)
+    count: int
+    value: float  # the written-off coins at the last bid of the run: left out of the equity
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return {"pnl": self.pnl, "count": self.count, "value_at_last_bid": self.value, "in_equity": False}
+
+
 @dataclass
 class BacktestResult:
     run_id: str
@@ -134,6 +167,7 @@ class BacktestResult:
     market: MarketChange | None = None  # buy and hold over the window, when asked for (`run(benchmark=True)`)
     processes: int = 1  # 2: discovery ran in a second process (`engine.backtest.discovery_process`)
     warnings: tuple[str, ...] = ()  # what makes this run less than it asked for (a short warm-up)
+    dust: DustWrittenOff = DustWrittenOff(0.0, 0, 0.0)
 
     @property
     def final_equity(self) -> float:
@@ -358,6 +392,7 @@ class BacktestRunner:
             await cycle.warmup()
             first = await feed.next_batch()
             core = books.core = await cycle.begin(first, BACKTEST_MODE)
+            core.on_book_change = books.on_book_change
             if self.reuse is not None:
                 core.signals.memo = self.reuse.features
             eq_ts, eq, expo = [], [], []
@@ -408,6 +443,7 @@ class BacktestRunner:
             stats={"state_changes": tap.kinds["state_change"], "suppressed": cycle.router.suppressed},
             market=buy_hold,
             processes=1 if process is None else 2,
+            dust=_dust(books.trades.closed, core, batch),
             warnings=_warm_up_warning(start, market_start, warm_ms)
             + _data_warnings(self.index, market_start, start, end, end_ms, config.trading.signals.regime_symbol)
             + _in_sample_warning(self.model, start, end),
@@ -427,6 +463,16 @@ def _open_positions(core: TradingCore) -> dict[str, OpenPosition]:
     return out
 
 
+def _dust(trades: list[Trade], core: TradingCore, last: TickerBatch) -> DustWrittenOff:
+    """The write-offs of the closed trades, and the coins they left at the run's last bid
+    (the coins' last close where the batch has no bid: a halted pair)."""
+    parts = [p for t in trades for p in t.exits if p.reason == WRITE_OFF_REASON]
+    bids = {s: b for s, b in zip(last.symbols, last.bid.tolist(), strict=True) if math.isfinite(b)}
+    closes = {s: c for s, c in zip(last.symbols, last.last.tolist(), strict=True) if math.isfinite(c)}
+    value = sum(q * bids.get(s, closes.get(s, 0.0)) for s, q in core.book.written_off.items())
+    return DustWrittenOff(sum(p.pnl for p in parts), len(parts), value)
+
+
 class _TradeLog:
     """Fills grouped into round trips as positions open and close."""
 
@@ -438,7 +484,14 @@ class _TradeLog:
         self.open.setdefault(fill.symbol, []).append((fill, purpose))
 
     def close(
-        self, symbol: str, trace_id: str, pnl: float, opened_ms: int, closed_ms: int, exit_rules: tuple[str, ...] = ()
+        self,
+        symbol: str,
+        trace_id: str,
+        pnl: float,
+        opened_ms: int,
+        closed_ms: int,
+        exit_rules: tuple[str, ...] = (),
+        exits: tuple[ExitPart, ...] = (),
     ) -> None:
         fills = self.open.pop(symbol, [])
         buys = [f for f, _ in fills if f.side.value == "buy"]
@@ -458,6 +511,7 @@ class _TradeLog:
                 pnl=pnl,
                 exit_reason=sells[-1][1] if sells else "dust",
                 exit_rules=exit_rules if sells else (),
+                exits=exits,
             )
         )
 
@@ -471,6 +525,43 @@ class _Books:
         self.trades = _TradeLog()
         self.fills: list[Fill] = []
         self._closed_seen = 0
+        self._exits: dict[str, list[ExitPart]] = {}  # symbol -> the exits of its open position so far
+        self._held: dict[str, float] = {}  # symbol -> quantity held after the book's last change
+        self._entry_fees: dict[str, float] = {}  # symbol -> entry fees the held quantity carries
+
+    def on_book_change(self, change: BookChange, reason: str, ts_ms: int) -> None:
+        """Each exit's share of its position (`ExitPart`), as the core books it: its realised
+        PnL is the book's, its fees its own plus the entry fees the coins it took carried,
+        charged pro rata as `PositionBook` does (a write-off takes all that is left)."""
+        symbol = change.symbol
+        if change.action == "open":
+            self._exits[symbol], self._entry_fees[symbol] = [], 0.0
+        if change.action in ("open", "add"):
+            self._entry_fees[symbol] = self._entry_fees.get(symbol, 0.0) + change.fee_quote
+            self._held[symbol] = change.quantity
+            return
+        if change.action not in ("partial_close", "close"):
+            return
+        before = self._held.get(symbol, 0.0)
+        carried = self._entry_fees.get(symbol, 0.0)
+        share = carried if change.quantity <= 0 or before <= 0 else carried * (before - change.quantity) / before
+        self._held[symbol], self._entry_fees[symbol] = change.quantity, carried - share
+        part = ExitPart(
+            reason, self._rules(symbol) if reason == OrderPurpose.SIGNAL_EXIT else (), ts_ms,
+            before - change.quantity, change.realised_pnl, change.fee_quote + share,
+        )  # fmt: skip
+        self._exits.setdefault(symbol, []).append(part)
+
+    def _rules(self, symbol: str) -> tuple[str, ...]:
+        """The rules of the signal exit whose fill is being booked: the holding keeps them until
+        the next exit order; a fill that closed it left them on its closed trade."""
+        core = self.core
+        assert core is not None
+        held = core.book.get(symbol)
+        if held is not None:
+            return held.exit_rules
+        closed = core.book.closed
+        return closed[-1].exit_rules if closed and closed[-1].symbol == symbol else ()
 
     def on_update(self, update: OrderUpdate) -> None:
         for fill in update.fills:
@@ -484,7 +575,10 @@ class _Books:
         core = self.core
         assert core is not None
         for trade in core.book.closed[self._closed_seen :]:
+            exits = tuple(self._exits.pop(trade.symbol, ()))
+            self._held.pop(trade.symbol, None)
+            self._entry_fees.pop(trade.symbol, None)
             self.trades.close(
-                trade.symbol, trade.trace_id, trade.realised_pnl, trade.opened_ms, trade.closed_ms, trade.exit_rules
+                trade.symbol, trade.trace_id, trade.realised_pnl, trade.opened_ms, trade.closed_ms, trade.exit_rules, exits
             )
         self._closed_seen = len(core.book.closed)

@@ -168,7 +168,7 @@ def backtest(
     if result.open_positions:
         console.print(report.open_table(result, width=console.width))
     if result.trades:
-        console.print(report.exits_table(result))
+        console.print(report.exits_table(result, width=console.width))
     if result.adjusted:  # a setting a line: one cut in the middle reads as another value
         console.print("\n  ".join(("fitted to the minute replay (docs/backtest.md):", *result.adjusted)), style="dim", highlight=False)
     for warning in result.warnings:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.backtest.metrics import YEAR_MS, by_exit_reason, compute, exit_label
-from engine.backtest.runner import Trade
+from engine.backtest.runner import ExitPart, Trade
 
 STEP = 60_000
 
@@ -42,8 +42,18 @@ def test_profit_factor_edges(pnls: list[float], pf: float | None, win: float | N
     assert m.as_dict()["profit_factor"] == (None if pf is None or math.isinf(pf) else pf)
 
 
+@pytest.mark.parametrize(("pnls", "none_lost"), [([], False), ([1.0, 2.0], True), ([-1.0, 2.0], False)])
+def test_json_tells_no_losing_trade_from_no_trade(pnls: list[float], none_lost: bool) -> None:
+    """`profit_factor` is null in JSON both with no closed trade and with no losing one (an
+    infinite factor JSON cannot hold): `no_losing_trade` tells which."""
+    doc = compute(100.0, np.array([100.0, 101.0]), np.zeros(2), pnls, STEP).as_dict()
+    assert doc["no_losing_trade"] is none_lost
+    assert (doc["profit_factor"] is None) == (not pnls or none_lost)
+
+
 def _trade(reason: str, pnl: float, held_min: int, fees: float = 0.1, rules: tuple[str, ...] = ()) -> Trade:
-    return Trade("A/USDT", "t", 0, held_min * 60_000, 1.0, 10.0, 10.0 + pnl, fees, pnl, reason, rules)
+    part = ExitPart(reason, rules, held_min * 60_000, 1.0, pnl, fees)  # one exit sold it all
+    return Trade("A/USDT", "t", 0, held_min * 60_000, 1.0, 10.0, 10.0 + pnl, fees, pnl, reason, rules, (part,))
 
 
 def test_trades_split_by_exit_reason() -> None:
@@ -76,6 +86,31 @@ def test_signal_exits_split_by_the_rules_that_fired() -> None:
         ("signal_exit: momentum_fade", 2), ("signal_exit: momentum_fade, reversal", 1), ("take_profit", 1),
     ]  # fmt: skip
     assert exit_label(trades[1]) == "signal_exit: momentum_fade, reversal" and exit_label(trades[3]) == "take_profit"
+
+
+def test_each_exit_is_credited_with_what_its_own_fills_made() -> None:
+    """A trade whose take-profit tier made +3 and whose trailing stop sold the rest for -1 (and
+    left crumbs written off): the split credited all +1.9 to the trailing stop, its last exit;
+    each exit now shows what its own fills realised, and the rows still add up to the trades."""
+    m = 60_000
+    tiered = Trade(
+        "A/USDT", "t1", 0, 30 * m, 2.0, 10.0, 10.5, 0.3, 1.9, "trailing_stop", (),
+        (ExitPart("take_profit", (), 5 * m, 1.0, 3.0, 0.1), ExitPart("take_profit", (), 9 * m, 0.5, 0.5, 0.05),
+         ExitPart("trailing_stop", (), 30 * m, 0.49, -1.5, 0.15), ExitPart("dust", (), 30 * m, 0.01, -0.1, 0.0)),
+    )  # fmt: skip
+    faded = Trade(
+        "B/USDT", "t2", 0, 8 * m, 1.0, 10.0, 9.0, 0.2, -1.2, "signal_exit", ("momentum_fade",),
+        (ExitPart("signal_exit", ("momentum_fade",), 8 * m, 1.0, -1.2, 0.2),),
+    )  # fmt: skip
+    split = {e.reason: e for e in by_exit_reason([tiered, faded])}
+    assert {r: (e.trades, e.fills, e.wins) for r, e in split.items()} == {
+        "take_profit": (1, 2, 1), "trailing_stop": (1, 1, 0), "dust": (1, 1, 0), "signal_exit: momentum_fade": (1, 1, 0),
+    }  # fmt: skip
+    assert split["take_profit"].pnl == pytest.approx(3.5) and split["take_profit"].fees == pytest.approx(0.15)
+    assert split["trailing_stop"].pnl == pytest.approx(-1.5) and split["dust"].pnl == pytest.approx(-0.1)
+    assert split["take_profit"].median_hold_ms == 9 * m  # entry to its last fill, not to the trade's close
+    assert sum(e.pnl for e in split.values()) == pytest.approx(tiered.pnl + faded.pnl)
+    assert split["take_profit"].as_dict()["fills"] == 2
 
 
 def test_the_docs_say_how_sharpe_sortino_and_exposure_are_computed() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.backtest.report import MAX_ROWS, open_table, trades_table
-from engine.backtest.runner import BacktestResult, OpenPosition, Trade
+from engine.backtest.report import MAX_ROWS, exits_table, open_table, trades_table
+from engine.backtest.runner import BacktestResult, ExitPart, OpenPosition, Trade
 from engine.config import HotcoinConfig
 from tests.engine.backtest.conftest import PUMPS, START
 from tests.engine.backtest.conftest import T0 as CONF_T0
@@ -26,6 +26,7 @@ def result_with_long_reasons(n: int = 5) -> BacktestResult:
             symbol="DENT/USDT", trace_id=f"{i:x}{'a' * 15}", opened_ms=T0 + i * 3_600_000,
             closed_ms=T0 + i * 3_600_000 + 125 * 60_000, quantity=12345.678, entry_price=0.0123, exit_price=0.0125,
             fees=0.01, pnl=-12.34 if i % 2 else 3.21, exit_reason="signal_exit", exit_rules=rules,
+            exits=(ExitPart("signal_exit", rules, T0 + i * 3_600_000 + 125 * 60_000, 12345.678, -12.34 if i % 2 else 3.21, 0.01),),
         )
         for i in range(n)
     ]
@@ -52,10 +53,10 @@ def test_the_exit_reason_gives_way_and_no_other_cell_is_cut(width: int) -> None:
 
 
 def _open_positions() -> dict[str, OpenPosition]:
-    held = (("DGB/USDT", 991.0, 0.102751, 0.10898, 6.07), ("ETC/USDT", 3.102, 33.0185, 33.8759, -2.56))
+    held = (("DGB/USDT", 991.0, 0.102751, 0.10898, 6.07, 1.25), ("ETC/USDT", 3.102, 33.0185, 33.8759, -2.56, 0.0))
     return {
-        symbol: OpenPosition(symbol, f"{i:x}{'b' * 15}", T0 + i * 60_000, qty, entry, mark, pnl, 0.0)
-        for i, (symbol, qty, entry, mark, pnl) in enumerate(held)
+        symbol: OpenPosition(symbol, f"{i:x}{'b' * 15}", T0 + i * 60_000, qty, entry, mark, pnl, realised)
+        for i, (symbol, qty, entry, mark, pnl, realised) in enumerate(held)
     }
 
 
@@ -77,10 +78,44 @@ def test_narrow_tables_drop_columns_rather_than_cut_a_number(width: int) -> None
     assert all("DENT/USDT" in row for row in trades)
     assert all(("-12.34" if i % 2 else "+3.21") in row for i, row in enumerate(trades))  # the pnl, whole
     assert all(row[-1] == f"{i:x}{'a' * 11}" for i, row in enumerate(trades))  # the trace's prefix
-    assert [(row[2], row[-2], row[-1]) for row in held] == [
-        ("DGB/USDT", "+6.07", f"0{'b' * 11}" if width < 80 else f"0{'b' * 15}"),
-        ("ETC/USDT", "-2.56", f"1{'b' * 11}" if width < 80 else f"1{'b' * 15}"),
+    tail = 2 if width < 60 else 3  # 50 columns: the trace id goes before a figure is cut
+    assert [(row[2], *row[-tail:]) for row in held] == [
+        ("DGB/USDT", "+1.25", "+6.07", *([f"0{'b' * 11}" if width < 90 else f"0{'b' * 15}"] * (tail - 2))),
+        ("ETC/USDT", "+0.00", "-2.56", *([f"1{'b' * 11}" if width < 90 else f"1{'b' * 15}"] * (tail - 2))),
     ]
+
+
+@pytest.mark.parametrize("width", [24, 30, 36, 40, 46, 52])
+def test_below_fifty_columns_the_trace_and_time_go_before_a_number_or_a_symbol(width: int) -> None:
+    """At 40 columns the trades table kept the 10-character trace id and cut the pnl to "-1…"
+    and the pair to "EPS/U…" (the open table likewise), against docs/backtest.md: the trace id
+    and the opening time now go first, and the exits table fits the same way (its reason cut).
+    Whatever is shown of a pair or a figure is whole, down to 24 columns."""
+    result = result_with_long_reasons()
+    result.open_positions = _open_positions()
+    console = Console(width=width, record=True, color_system=None)
+    for table in (trades_table(result, width=width), open_table(result, width=width), exits_table(result, width=width)):
+        console.print(table)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    cells = [cell for line in lines for cell in line.replace("│", " ").split()]
+    assert not [c for c in cells if "…" in c and (any(ch.isdigit() for ch in c) or "/" in c)], lines
+    trades = [line.split() for line in lines if "DENT/USDT" in line]
+    assert [next(c for c in row if c[0] in "+-") for row in trades] == ["+3.21", "-12.34"] * 2 + ["+3.21"]
+    held = [line.split() for line in lines if "DGB/USDT" in line or "ETC/USDT" in line]
+    assert len(held) == 2 and ("+6.07" in held[0]) and ("-2.56" in held[1])
+    assert any("-15.05" in line for line in lines), lines  # the exits table's pnl (3 x 3.21 - 2 x 12.34), whole
+
+
+def test_a_wide_exits_table_shows_every_column() -> None:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(exits_table(result_with_long_reasons(), width=200))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "reason" in line)
+    assert [c for c in ("trades", "fills", "win rate", "pnl", "fees", "median held") if c in header] == [
+        "trades", "fills", "win rate", "pnl", "fees", "median held"
+    ]
+    assert LONG in text and "…" not in text
 
 
 def test_a_wide_terminal_shows_every_column_whole() -> None:
@@ -154,16 +189,88 @@ def test_a_position_open_at_the_end_is_reported_with_what_it_adds_to_the_return(
         "mark_price": pump.mark_price, "unrealised_pnl": pump.unrealised_pnl, "realised_pnl": pump.realised_pnl,
         "marked_at": "bid, before exit fee and slippage",
     }  # fmt: skip
-    # 90: the open table does not fit its columns to the width as the trades table does, and a
-    # quantity of the coins a buy keeps after its fee (47.4051) takes 80 columns past the trace.
-    console = Console(width=90, record=True, color_system=None)
+    # The terminal showed the unrealised PnL alone: the tier's realised gain was in the JSON
+    # only, and the trades (none) and the open position did not add up to the return.
+    console = Console(width=120, record=True, color_system=None)
     console.print(metrics_table(result, metrics))
-    console.print(open_table(result))
+    console.print(open_table(result, width=120))
     text = console.export_text()
     assert text.count("n/a (no closed trade)") == 2 and "0.0%" not in text
-    assert f"1, unrealised {pump.unrealised_pnl:+.2f}" in text
+    assert f"1, realised {pump.realised_pnl:+.2f}, unrealised {pump.unrealised_pnl:+.2f}" in text
     assert "marked at the bid, before exit fee and slippage" in text
     (row,) = [line for line in text.splitlines() if "PUMP/USDT" in line]
     assert row.split()[3:] == [  # after the date, time and symbol
-        f"{pump.quantity:.6g}", f"{buy.price:.6g}", f"{pump.mark_price:.6g}", f"{pump.unrealised_pnl:+.2f}", buy.trace_id
-    ]
+        f"{pump.quantity:.6g}", f"{buy.price:.6g}", f"{pump.mark_price:.6g}", f"{pump.realised_pnl:+.2f}",
+        f"{pump.unrealised_pnl:+.2f}", buy.trace_id,
+    ]  # fmt: skip
+
+
+def test_each_exit_is_credited_with_its_own_fills_and_the_dust_is_reported(store: Path) -> None:
+    """Tiers at +5 % (half) and +500 % (never reached): PUMP sells half at the tier, then a
+    trailing stop sells the rest; ALT's rest goes on a signal exit; both leave crumbs written off.
+    The exits split credited each trade's whole PnL to its last exit (the tier's gain went to
+    the trailing stop and the signal exit, and the write-offs hid inside them): each exit now
+    shows what its own fills realised, worked out here from the fills, and the write-offs are a
+    line of the report and of the JSON, with what the coins were worth at the end."""
+    import asyncio
+
+    import pyarrow.parquet as pq
+
+    from engine.backtest.api import metrics_of
+    from engine.backtest.metrics import by_exit_reason
+    from engine.backtest.report import as_json, metrics_table
+    from engine.backtest.runner import BacktestRunner
+    from tests.engine.backtest.conftest import minute_config
+
+    tiers = [{"gain": 0.05, "fraction": 0.5}, {"gain": 5.0, "fraction": 1.0}]
+    config = minute_config(trading={"exits": {"take_profit": tiers}})
+    result = asyncio.run(BacktestRunner(config, store, run_id="tiers").run(START))
+    by_symbol = {t.symbol: t for t in result.trades}
+    assert {s: t.exit_reason for s, t in by_symbol.items()} == {"PUMP/USDT": "trailing_stop", "ALT/USDT": "signal_exit"}
+
+    def realised(trace: str) -> tuple[list[float], float, float]:
+        """Each sell's PnL as the book charges it, and the crumbs left: coins, and their cost."""
+        buy, *sells = [f for f in result.fills if f.trace_id == trace]
+        bought = buy.quantity - buy.fee_base  # the fee taken in coins
+        pnls = [(s.price - buy.price) * s.quantity - s.fee_quote - buy.fee_quote * s.quantity / bought for s in sells]
+        left = bought - sum(s.quantity for s in sells)
+        return pnls, left, -(buy.price * left) - buy.fee_quote * left / bought
+
+    pump, alt = (realised(by_symbol[s].trace_id) for s in ("PUMP/USDT", "ALT/USDT"))
+    split = {e.reason: e for e in by_exit_reason(result.trades)}
+    assert {r: (e.trades, e.fills) for r, e in split.items()} == {
+        "take_profit": (2, 2), "trailing_stop": (1, 1), "signal_exit: momentum_fade": (1, 1), "dust": (2, 2),
+    }  # fmt: skip
+    assert split["take_profit"].pnl == pytest.approx(pump[0][0] + alt[0][0])
+    assert split["trailing_stop"].pnl == pytest.approx(pump[0][1])
+    assert split["signal_exit: momentum_fade"].pnl == pytest.approx(alt[0][1])
+    assert split["dust"].pnl == pytest.approx(pump[2] + alt[2])
+    assert sum(e.pnl for e in split.values()) == pytest.approx(sum(t.pnl for t in result.trades))
+    assert sum(e.fees for e in split.values()) == pytest.approx(sum(t.fees for t in result.trades))
+
+    last_close = {
+        s: pq.read_table(store / f"{s.replace('/', '_')}-1m.parquet").column("close").to_numpy()[-1] for s in by_symbol
+    }
+    worth = pump[1] * last_close["PUMP/USDT"] + alt[1] * last_close["ALT/USDT"]
+    dust = result.dust
+    assert (dust.count, dust.pnl) == (2, pytest.approx(pump[2] + alt[2]))
+    assert dust.value == pytest.approx(worth, rel=0.01)  # at the bid, a spread below the close
+    metrics = metrics_of(result)
+    doc = as_json(result, metrics, None)
+    assert doc["dust"] == {"pnl": dust.pnl, "count": 2, "value_at_last_bid": dust.value, "in_equity": False}
+    assert {e["reason"]: e["pnl"] for e in doc["exits"]} == {r: e.pnl for r, e in split.items()}
+    console = Console(width=160, record=True, color_system=None)
+    console.print(metrics_table(result, metrics))
+    (line,) = [x for x in console.export_text().splitlines() if "dust written off" in x]
+    assert f"{dust.pnl:+.2f} in 2 trades; the coins, {dust.value:.2f} at the last bid, are not in equity" in line
+
+
+def test_the_metrics_table_says_when_no_trade_lost() -> None:
+    """An infinite profit factor printed as "inf": it reads as a figure; the table says why."""
+    from engine.backtest.metrics import compute
+    from engine.backtest.report import metrics_table
+
+    metrics = compute(100.0, np.array([101.0]), np.zeros(1), [1.0], 60_000)
+    console = Console(width=120, record=True, color_system=None)
+    console.print(metrics_table(result_with_long_reasons(1), metrics))
+    assert "inf (no losing trade)" in console.export_text()
