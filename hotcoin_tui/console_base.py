@@ -148,7 +148,7 @@ class ConsoleBase(App[None]):
         if self.engine_exit is not None:
             gone = EngineGone(self.engine_exit, reattaching_s=None)
         elif self.attached and self.feed_error is not None:
-            gone = EngineGone(f"no engine answering: {self.feed_error}", reattaching_s=self.resubscribe_s)
+            gone = EngineGone(self.feed_error, reattaching_s=self.resubscribe_s)
         return positions, age, age is not None and age >= self.settings.stale_after_s, gone
 
     def _show_banner(self) -> None:

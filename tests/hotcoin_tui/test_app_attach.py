@@ -151,7 +151,7 @@ async def test_close_all_while_no_engine_answers_offers_no_confirm_until_one_doe
             await first_engine.aclose()
             await eventually(lambda: "not answering" in dialog_text(dialog))
             said = dialog_text(dialog)
-            assert "The engine is not answering (no engine answering:" in said and "nothing can be closed from here" in said
+            assert "The engine is not answering (the engine stopped publishing)" in said and "nothing can be closed from here" in said
             assert "Its last snapshot showed 3 position(s) open:" in said and "They stay open" in said
             assert f"Reattaching every {RETRY_S:g}s" in said and "hotcoin run" in said
             assert "Press Y" not in said and "Esc or n closes this." in said
