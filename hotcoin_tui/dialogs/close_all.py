@@ -164,13 +164,12 @@ class ConfirmCloseAll(ModalScreen[bool]):
         what = f"The engine is not {state} ({gone.reason}): nothing can be closed from here.{after}"
         self.query_one("#close-what", Static).update(what)
         if attached:
+            stay = "They stay open until an engine runs: on the exchange when live, and in the journal. " if held else ""
             what_now = (
-                f"Reattaching every {gone.reattaching_s:g}s: close-all works again once an engine answers. "
-                "If it stopped, restart it (hotcoin run): it recovers "
-                + ("them from the journal on start." if held else "what it held from the journal on start.")
+                f"{stay}Reattaching every {gone.reattaching_s:g}s: close-all works again once an engine answers. "
+                f"If it stopped, restart it (hotcoin run): it recovers {'them' if held else 'what it held'} from "
+                "the journal on start."
             )
-            if held:
-                what_now = "They stay open until an engine runs: on the exchange when live, and in the journal. " + what_now
         elif held:
             what_now = (
                 "They stay open: on the exchange when live, and in the journal. Restart the engine: it "

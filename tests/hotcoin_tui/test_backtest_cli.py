@@ -494,7 +494,7 @@ def _trial_states(db: Path) -> list[str]:
         return []
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker processes in /proc")
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux) to find the search's worker processes")
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "Ctrl-C"])
 def test_an_interrupted_search_leaves_no_worker_no_running_trial_and_no_temporary_folder(
     store: Path, config_file: Path, tmp_path: Path, how: str
