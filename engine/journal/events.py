@@ -137,6 +137,20 @@ def known_versions(events: Iterable[JournalEvent], source: object) -> Iterator[J
         yield event
 
 
+def unknown_version(kind: str, v: int) -> str | None:
+    """Why this hotcoin cannot tell what an event of `kind` at version `v` holds (a newer hotcoin
+    wrote it, or a kind it has never heard of), in a few words; None when it can. `check_stored`
+    passes such events through unchecked (it cannot say what they must hold), so `journal check`,
+    `replay` and `report` ask here to name them rather than read them as the version they know:
+    `hotcoin run` refuses to start on them (`known_versions`)."""
+    schema = KINDS.get(kind)
+    if schema is None:
+        return f"kind {kind!r} is unknown to this hotcoin"
+    if v != schema.v:
+        return f"{kind} is version {v}, this hotcoin knows version {schema.v}"
+    return None
+
+
 class EventSink(Protocol):
     """Where the synchronous core sends events. `emit` never blocks and never drops:
     it validates, assigns `seq` and queues; the writer persists asynchronously.

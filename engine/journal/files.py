@@ -7,6 +7,7 @@ reader order archives and the writer know the highest seq ever used without open
 
 from __future__ import annotations
 
+import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,13 @@ def list_archives(journal: Path) -> list[Archive]:
         if match:
             found.append(Archive(int(match[1]), int(match[2]), entry))
     return sorted(found)
+
+
+def spill_pattern(journal: Path) -> str:
+    """The glob of the files a failed writer saves its unwritten events to, beside the journal
+    or in the data dir (`writer`: `<stem>.unwritten-<first seq>.jsonl`; `.restored` once the
+    engine took them back). Here so a reader can look for them without loading the writer."""
+    return f"{glob.escape(journal.stem)}.unwritten-*.jsonl"
 
 
 def is_blank(journal: Path) -> bool:

@@ -24,9 +24,11 @@ every event to list the damaged ones.
 from __future__ import annotations
 
 import io
+import os
+import re
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import closing
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,8 +42,8 @@ from engine.errors import (
     JournalError,
     TraceNotFoundError,
 )
-from engine.journal.events import JournalEvent, check_stored
-from engine.journal.files import is_blank, list_archives
+from engine.journal.events import JournalEvent, check_stored, unknown_version
+from engine.journal.files import Archive, is_blank, list_archives, spill_pattern
 from engine.journal.schema import (
     BUCKET_SHIFT,
     MIN_MAX,
@@ -73,6 +75,60 @@ _OUTCOME_COUNTS = (
 _CLOSE_ALLS = "SELECT trace_id FROM traces WHERE outcome = 'close_all' AND first_seq > ?"
 _SALVAGE = "`hotcoin journal check` lists the damaged events, `hotcoin journal export --skip-damaged` saves the others"
 LISTED_DAMAGED = 10  # damaged seqs `check` lists per file (all are counted)
+# Each file's runs of missing seqs: the pairs of neighbouring events whose seqs are not consecutive.
+_EDGES = (
+    "SELECT MIN(seq), (SELECT ts_ms FROM events ORDER BY seq LIMIT 1), MAX(seq), "
+    "(SELECT ts_ms FROM events ORDER BY seq DESC LIMIT 1) FROM events"
+)
+_HOLES = (
+    "SELECT seq, ts_ms, next_seq, next_ts FROM (SELECT seq, ts_ms, LEAD(seq) OVER (ORDER BY seq) AS next_seq, "
+    "LEAD(ts_ms) OVER (ORDER BY seq) AS next_ts FROM events) WHERE next_seq > seq + 1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Seqs `first`..`last` that no file of the journal holds: seqs come from one counter and
+    are never skipped, so they are lost events (rows deleted, an archive gone). `before_ts` and
+    `after_ts`: the times of the events either side (None where none is known)."""
+
+    first: int
+    last: int
+    before_ts: int | None
+    after_ts: int | None
+
+    def overlaps(self, since_ms: int | None, until_ms: int | None) -> bool:
+        """Whether the missing events may fall in the window (their neighbours bound their time)."""
+        return (until_ms is None or self.before_ts is None or self.before_ts < until_ms) and (
+            since_ms is None or self.after_ts is None or self.after_ts >= since_ms
+        )
+
+    def __str__(self) -> str:
+        return f"seq {self.first}" if self.first == self.last else f"seq {self.first}..{self.last}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unwritten:
+    """Events a failed writer saved to a spill file (`<stem>.unwritten-<seq>.jsonl`, see
+    `writer`) and no journal file holds yet: the owner's record until the engine's next start
+    takes them back into the journal."""
+
+    path: Path
+    rows: tuple[RawRow, ...]
+
+    @property
+    def first(self) -> int:
+        return self.rows[0][0]
+
+    @property
+    def last(self) -> int:
+        return self.rows[-1][0]
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.rows)} event(s) (seq {self.first}..{self.last}) are not yet in the journal: a failed writer "
+            f"saved them in {self.path}; the engine's next start (`hotcoin run`) takes them back"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +145,17 @@ class TraceRow:
 class JournalReader:
     """Read-only view of a journal and its archives. Use as a context manager."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, skip_damaged: bool = False, spill_dirs: Sequence[Path] = ()) -> None:
+        """`skip_damaged`: pass over an archive SQLite cannot read (at open or midway) instead
+        of raising, naming it in `notes` (`skipped`), so one damaged old archive does not take
+        down every question about the rest; a read that needs that archive's events (`events`
+        over a time its events may fall in) still raises. Restart recovery keeps the default:
+        it may not build on part of the history. `spill_dirs`: folders besides the journal's own
+        where a failed writer may have saved its unwritten events (the engine's data dir)."""
         self.path = Path(path)
+        self.skip_damaged = skip_damaged
+        self.spill_dirs = [self.path.parent, *(d for d in spill_dirs if d != self.path.parent)]
+        self.skipped: dict[Path, str] = {}  # archive -> why it was passed over (`skip_damaged`)
         if self.path.is_dir():
             raise JournalError(f"{self.path} is a directory; point --journal at the journal's SQLite file in it")
         if not self.path.is_file():
@@ -108,6 +173,7 @@ class JournalReader:
             self._main.close()
             raise
         self._archive_conns: dict[Path, sqlite3.Connection | None] = {}
+        self._unwritten: list[Unwritten] | None = None
 
     def __enter__(self) -> JournalReader:
         return self
@@ -133,15 +199,12 @@ class JournalReader:
         if not ident:
             raise TraceNotFoundError("empty trace id; `hotcoin traces` lists recent ones")
         found: set[str] = set()
-        for conn in self._files():
+        for path, conn in self._named_files():
             buckets = _event_buckets(conn)
             if buckets is None:
                 continue
-            rows = conn.execute(
-                f"SELECT DISTINCT trace_id FROM events WHERE {buckets} AND trace_id >= ? AND trace_id < ? LIMIT 11",
-                (ident, ident + _TOP),
-            ).fetchall()
-            found.update(r[0] for r in rows)
+            sql = f"SELECT DISTINCT trace_id FROM events WHERE {buckets} AND trace_id >= ? AND trace_id < ? LIMIT 11"
+            found.update(r[0] for r in self._read(path, conn, sql, (ident, ident + _TOP)))
             if ident in found:
                 return ident
         if len(found) == 1:
@@ -156,18 +219,26 @@ class JournalReader:
             )
         nearest = self.nearest(ident)
         hint = f"; nearest: {', '.join(nearest)}" if nearest else "; the journal has no traces yet"
-        raise TraceNotFoundError(f"no trace {ident!r} in {self.path} or its {len(self.archives)} archive(s){hint}", nearest)
+        raise TraceNotFoundError(
+            f"no trace {ident!r} in {self.path} or its {len(self.archives)} archive(s){hint}{self._not_searched()}", nearest
+        )
+
+    def _not_searched(self) -> str:
+        """For a trace not found: the archives passed over as damaged, which may hold it."""
+        if not self.skipped:
+            return ""
+        return "; not searched: " + "; ".join(f"{_archive_span(p)} ({why})" for p, why in self.skipped.items())
 
     def nearest(self, ident: str, n: int = 5) -> list[str]:
         """Ids next to `ident` in sort order, those sharing the longest prefix first."""
         pool: set[str] = set()
-        for conn in self._files():
+        for path, conn in self._named_files():
             for bucket in _buckets(conn, "events", "seq"):
                 for sql in (
                     "SELECT trace_id FROM events WHERE seq >> ? = ? AND trace_id < ? ORDER BY trace_id DESC LIMIT ?",
                     "SELECT trace_id FROM events WHERE seq >> ? = ? AND trace_id >= ? ORDER BY trace_id LIMIT ?",
                 ):
-                    pool.update(r[0] for r in conn.execute(sql, (BUCKET_SHIFT, bucket, ident, n)))
+                    pool.update(r[0] for r in self._read(path, conn, sql, (BUCKET_SHIFT, bucket, ident, n)))
         ranked = sorted(pool, key=lambda t: (-_common_prefix(t, ident), t))
         return ranked[:n]
 
@@ -199,7 +270,7 @@ class JournalReader:
         if opened is None or any(e.kind == "position_update" and e.payload["action"] == "close" for e in own):
             return {}
         rows: dict[int, tuple[Path, tuple[Any, ...]]] = {}
-        closers = sorted({t for path, conn in self._named_files() for (t,) in _scan(path, conn, _CLOSE_ALLS, (opened,))})
+        closers = sorted({t for path, conn in self._named_files() for (t,) in self._read(path, conn, _CLOSE_ALLS, (opened,))})
         for other in closers:
             found = self._trace_rows(other)
             theirs = {seq: _decoded(*r) for seq, r in sorted(found.items())}
@@ -221,7 +292,7 @@ class JournalReader:
             buckets = _event_buckets(conn)
             if buckets is not None:
                 sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE {buckets} AND trace_id = ?"
-                for row in _scan(path, conn, sql, (trace_id,)):
+                for row in self._read(path, conn, sql, (trace_id,)):
                     rows.setdefault(row[0], (path, row))
         return rows
 
@@ -280,8 +351,8 @@ class JournalReader:
 
         merged: dict[str, TraceRow] = {}
         below = 1 << 62  # rows not read yet start below this seq
-        for conn in self._files():  # main, then archives newest first: seqs going down
-            while page := [_trace_row(r) for r in conn.execute(sql, (*params, below, _TRACE_PAGE))]:
+        for path, conn in self._named_files():  # main, then archives newest first: seqs going down
+            while page := [_trace_row(r) for r in self._read(path, conn, sql, (*params, below, _TRACE_PAGE))]:
                 below = page[-1].first_seq
                 fresh = list({r.trace_id: r for r in page if r.trace_id not in merged}.values())
                 merged.update((r.trace_id, r) for r in self._merged(fresh))
@@ -299,12 +370,12 @@ class JournalReader:
             return []
         parts: dict[str, list[TraceRow]] = {r.trace_id: [] for r in rows}
         marks = ", ".join("?" * len(parts))
-        for conn in self._files():
+        for path, conn in self._named_files():
             buckets = _trace_buckets(conn)
             if buckets is None:
                 continue
             sql = f"SELECT {TRACE_COLUMNS} FROM traces WHERE {buckets} AND trace_id IN ({marks})"
-            for found in conn.execute(sql, list(parts)):
+            for found in self._read(path, conn, sql, list(parts)):
                 parts[found[1]].append(_trace_row(found))
         merged = []
         for row in rows:
@@ -323,7 +394,7 @@ class JournalReader:
             if buckets is None:
                 continue
             sql = f"SELECT 1 FROM events WHERE {buckets} AND trace_id = ? AND {clause} LIMIT 1"
-            if next(_scan(path, conn, sql, (trace_id, *args)), None) is not None:
+            if next(self._read(path, conn, sql, (trace_id, *args)), None) is not None:
                 return True
         return False
 
@@ -336,7 +407,7 @@ class JournalReader:
         until_ms: int | None = None,
         kinds: Sequence[str] | None = None,
         after_seq: int = 0,
-    ) -> Iterator[JournalEvent]:
+    ) -> Generator[JournalEvent]:
         """Events in seq order over archives then the main file; `until_ms` is exclusive;
         `after_seq` skips the seqs up to it (and the archives that hold nothing later)."""
         for path, row in self._rows(since_ms, until_ms, kinds, after_seq):
@@ -349,7 +420,7 @@ class JournalReader:
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE kind = ? ORDER BY seq DESC"
         below: int | None = None
         for path, conn in self._named_files():
-            for row in _scan(path, conn, sql, (kind,)):
+            for row in self._read(path, conn, sql, (kind,)):
                 if below is not None and row[0] >= below:  # an interrupted rotation's duplicate
                     continue
                 below = row[0]
@@ -370,7 +441,7 @@ class JournalReader:
         marks = ", ".join("?" * len(kinds))
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE +ts_ms < ? AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1"
         for path, conn in self._named_files():
-            for row in _scan(path, conn, sql, (until_ms, *kinds)):
+            for row in self._read(path, conn, sql, (until_ms, *kinds)):
                 return _event(*_decoded(path, row))
         return None
 
@@ -384,7 +455,7 @@ class JournalReader:
         )
         found: dict[str, JournalEvent] = {}
         for path, conn in self._named_files():
-            for row in _scan(path, conn, sql, (kind, until_ms)):
+            for row in self._read(path, conn, sql, (kind, until_ms)):
                 ev = _event(*_decoded(path, row))
                 if ev.symbol is not None:
                     found.setdefault(ev.symbol, ev)
@@ -396,7 +467,7 @@ class JournalReader:
         marks = ", ".join("?" * len(kinds))
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE ts_ms >= ? AND kind IN ({marks}) ORDER BY ts_ms, seq LIMIT 1"
         for path, conn in (*self._archives_oldest_first(), (self.path, self._main)):
-            for row in _scan(path, conn, sql, (since_ms, *kinds)):
+            for row in self._read(path, conn, sql, (since_ms, *kinds)):
                 return _event(*_decoded(path, row))
         return None
 
@@ -405,7 +476,7 @@ class JournalReader:
         the archives. Payloads are neither read out nor decoded: walking back is cheap."""
         below = seq
         for path, conn in self._named_files():
-            for found, ts, kind in _scan(path, conn, "SELECT seq, ts_ms, CAST(kind AS BLOB) FROM events WHERE seq < ? ORDER BY seq DESC", (below,)):
+            for found, ts, kind in self._read(path, conn, "SELECT seq, ts_ms, CAST(kind AS BLOB) FROM events WHERE seq < ? ORDER BY seq DESC", (below,)):
                 below = found  # an archive's copy of a row already seen (interrupted rotation) is skipped
                 yield found, ts, kind.decode(errors="replace")
 
@@ -417,9 +488,12 @@ class JournalReader:
         until_ms: int | None = None,
         skipped: list[int] | None = None,
     ) -> int:
-        """Write events as JSON lines (payload inlined as an object); returns the count. A damaged
-        event raises `JournalDamagedError`, unless `skipped` is given: then it is left out and
-        its seq appended there, so what can be read is saved and what cannot is named."""
+        """Write events as JSON lines (payload inlined as an object) in seq order, ending with
+        the events a failed writer saved that no journal file holds yet (`unwritten`: the
+        owner's record too); returns the count. A damaged event raises `JournalDamagedError`,
+        unless `skipped` is given: then it is left out and its seq appended there, so what can
+        be read is saved and what cannot is named. With `skip_damaged` an archive SQLite cannot
+        read is passed over whole (`skipped` on the reader names it)."""
         if isinstance(dest, str | Path):
             with Path(dest).open("wb") as fh:
                 return self._export(fh, since_ms, until_ms, skipped)
@@ -428,7 +502,12 @@ class JournalReader:
     def _export(self, fh: IO[bytes] | IO[str], since_ms: int | None, until_ms: int | None, skipped: list[int] | None) -> int:
         text = isinstance(fh, io.TextIOBase)
         count = 0
-        for path, raw in self._rows(since_ms, until_ms, None):
+        last = 0
+        saved = [(u.path, raw) for u in self.unwritten() for raw in u.rows]
+        for path, raw in (*self._rows(since_ms, until_ms, None, skip_needed=skipped is not None), *saved):
+            if raw[0] <= last or not _in_window(raw[1], since_ms, until_ms):  # a saved event the journal holds already
+                continue
+            last = raw[0]
             try:
                 row, _ = _decoded(path, raw)
             except JournalDamagedError:
@@ -442,7 +521,13 @@ class JournalReader:
         return count
 
     def _rows(
-        self, since_ms: int | None, until_ms: int | None, kinds: Sequence[str] | None, after_seq: int = 0
+        self,
+        since_ms: int | None,
+        until_ms: int | None,
+        kinds: Sequence[str] | None,
+        after_seq: int = 0,
+        *,
+        skip_needed: bool = False,
     ) -> Iterator[tuple[Path, tuple[Any, ...]]]:
         where: list[str] = ["seq > ?"]
         params: list[object] = [after_seq]
@@ -458,10 +543,12 @@ class JournalReader:
         sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
         last = after_seq
         for path, conn in self._archives_oldest_first(after=after_seq):
-            for row in _scan(path, conn, sql, params):
+            for row in self._read(path, conn, sql, params):
                 if row[0] > last:  # a rotation interrupted between copy and delete duplicates rows
                     last = row[0]
                     yield path, row
+        if not skip_needed:
+            self._refuse_needed(after_seq, since_ms, until_ms)
         # The main file last, in one read transaction: its snapshot cannot move while it is read.
         # Events it no longer holds below its first seq were moved by a rotation since the
         # archives were listed (their copy is committed before their delete): read them from
@@ -474,7 +561,7 @@ class JournalReader:
             (first,) = main.execute("SELECT MIN(seq) FROM events").fetchone()
             if first is None or first > last + 1:
                 for path, conn in self._archives_oldest_first(after=last):
-                    for row in _scan(path, conn, sql, params):
+                    for row in self._read(path, conn, sql, params):
                         if last < row[0] and (first is None or row[0] < first):
                             last = row[0]
                             yield path, row
@@ -483,16 +570,124 @@ class JournalReader:
                     last = row[0]
                     yield self.path, row
         finally:
-            if began:
+            # A caller that stops early leaves this generator to be closed later, perhaps after
+            # the reader (`hotcoin run` refusing a newer event): the rollback then has nothing to end.
+            if began and _open(main):
                 main.rollback()
+
+    def _refuse_needed(self, after_seq: int, since_ms: int | None, until_ms: int | None) -> None:
+        """Raise for an archive passed over as damaged (`skip_damaged`) whose events a read in
+        seq order may need: it holds seqs above `after_seq`, and its neighbours' times do not
+        put it outside the window. Events missing from the middle of what a caller adds up
+        (a report, recovery) would make its numbers wrong without a word."""
+        for archive in list_archives(self.path):
+            why = self.skipped.get(archive.path)
+            if why is None or archive.last_seq <= after_seq or not self._may_hold(archive, since_ms, until_ms):
+                continue
+            raise JournalDamagedError(
+                f"{damaged_file_message(archive.path, why)}; it holds seq {archive.first_seq}..{archive.last_seq}, "
+                "which may fall in the time asked for",
+                reason=why,
+            )
+
+    def _may_hold(self, archive: Archive, since_ms: int | None, until_ms: int | None) -> bool:
+        """Whether events of `archive` (unreadable) may fall in the window: the last event
+        before it and the first after it bound their times."""
+        if since_ms is None and until_ms is None:
+            return True
+        files = [*(a.path for a in list_archives(self.path)), self.path]
+        at = files.index(archive.path)
+        before = next((ts for p in reversed(files[:at]) if (ts := self._edge_ts(p, "MAX")) is not None), None)
+        after = next((ts for p in files[at + 1 :] if (ts := self._edge_ts(p, "MIN")) is not None), None)
+        return Gap(archive.first_seq, archive.last_seq, before, after).overlaps(since_ms, until_ms)
+
+    def _edge_ts(self, path: Path, edge: Literal["MIN", "MAX"]) -> int | None:
+        conn = self._main if path == self.path else self._archive(path)
+        if conn is None:
+            return None
+        found = next(self._read(path, conn, f"SELECT {edge}(ts_ms) FROM events", ()), (None,))[0]
+        return None if found is None else int(found)
+
+    def missing(self) -> list[Gap]:
+        """The runs of seqs no file holds (rows deleted, an archive gone), oldest first. Seqs come
+        from one counter and are never skipped, so each run is lost events. Below `pruned_through`
+        (retention deleted those archives, on purpose) nothing is missing; an archive SQLite
+        cannot read counts as holding the seqs its name gives (it is reported as damaged), and so
+        do the events a failed writer saved (`unwritten`). One pass over each file's seqs."""
+        pieces: list[tuple[int, int | None, int, int | None]] = []  # first seq, its time, last seq, its time
+        self.archives = list_archives(self.path)
+        for archive in (*self.archives, None):
+            path = self.path if archive is None else archive.path
+            try:
+                conn = self._main if archive is None else self._archive(path)
+                found = None if conn is None else next(_scan(path, conn, _EDGES, ()))
+                holes = [] if conn is None else list(_scan(path, conn, _HOLES, ()))
+            except (JournalError, sqlite3.DatabaseError):
+                conn, found, holes = None, None, []
+            if conn is None:  # unreadable (reported as such), or deleted or still empty
+                if archive is not None and _size(path):
+                    pieces.append((archive.first_seq, None, archive.last_seq, None))
+                continue
+            if found is None or found[0] is None:
+                continue
+            first, first_ts, last, last_ts = found
+            for before, before_ts, after, after_ts in holes:
+                pieces.append((first, first_ts, before, before_ts))
+                first, first_ts = after, after_ts
+            pieces.append((first, first_ts, last, last_ts))
+        with suppress(JournalError):  # `notes` and `check` say why a spill file cannot be read
+            pieces += [(u.first, u.rows[0][1], u.last, u.rows[-1][1]) for u in self.unwritten()]
+        gaps: list[Gap] = []
+        reached, reached_ts = int(self.meta("pruned_through") or 0), None
+        for first, first_ts, last, last_ts in sorted(pieces, key=lambda p: p[0]):
+            if first > reached + 1:
+                gaps.append(Gap(reached + 1, first - 1, reached_ts, first_ts))
+            if last > reached:
+                reached, reached_ts = last, last_ts
+        return gaps
+
+    def unwritten(self) -> list[Unwritten]:
+        """The events a failed writer saved to spill files (`writer`) that no journal file holds
+        yet, per file, in seq order; read once. They stay out of `events` (restart recovery
+        reads them when the writer takes them back); `export` includes them and the commands
+        name them (`notes`). Raises `JournalError` for a spill file that cannot be read."""
+        if self._unwritten is None and not any(f.is_file() for d in self.spill_dirs for f in d.glob(spill_pattern(self.path))):
+            self._unwritten = []
+        if self._unwritten is None:
+            # The writer names, writes and takes them back; imported only when there are some (it
+            # loads aiosqlite and the config: a second more for every `replay`).
+            from engine.journal.writer import _read_spills, _spill_files
+
+            top = max((a.last_seq for a in list_archives(self.path)), default=0)
+            (newest,) = self._main.execute("SELECT MAX(seq) FROM events").fetchone()
+            top = max(top, newest or 0)
+            found = []
+            for spill in _spill_files(self.path, self.spill_dirs):
+                events = _read_spills([spill])
+                rows = tuple(_spilled_row(events[seq]) for seq in sorted(events) if seq > top)
+                if rows:
+                    found.append(Unwritten(spill, rows))
+            self._unwritten = found
+        return self._unwritten
+
+    def notes(self) -> list[str]:
+        """What an answer may lack, one line each, for a command to print beside it: archives
+        passed over as damaged (`skip_damaged`), and events a failed writer saved that no
+        journal file holds yet (`unwritten`)."""
+        found = [f"{damaged_file_message(p, why)}; passed over it ({_archive_span(p)})" for p, why in self.skipped.items()]
+        try:
+            found += [u.describe() for u in self.unwritten()]
+        except JournalError as exc:
+            found.append(str(exc))
+        return found
 
     def last_ts_ms(self) -> int | None:
         """The newest event time in the journal (main file, else the newest archive with events);
         None if it has none. One index seek per file (`events_ts`)."""
-        for conn in self._files():
-            (newest,) = conn.execute("SELECT MAX(ts_ms) FROM events").fetchone()
-            if newest is not None:
-                return int(newest)
+        for path, conn in self._named_files():
+            for (newest,) in self._read(path, conn, "SELECT MAX(ts_ms) FROM events", ()):
+                if newest is not None:
+                    return int(newest)
         return None
 
     # -- health -------------------------------------------------------------------------------
@@ -505,7 +700,12 @@ class JournalReader:
         holds: a flipped bit inside a payload passes it and then fails export and replay, and a
         payload edited into valid JSON without its fields crashed them, so every event is
         decoded and checked here.
-        An archive SQLite cannot read is reported (`unreadable_file`), not raised.
+        An archive SQLite cannot read is reported (`unreadable_file`), not raised. Events of a
+        version or kind this hotcoin does not know are counted (`unknown_events`, the first
+        `unknown_seqs`): `hotcoin run` refuses to start on them.
+        The main file's line also gives the journal's lost events: `missing` (runs of seqs no file
+        holds above `pruned_through`, see `missing`) and `unwritten` (spill files a failed writer
+        left, see `unwritten`).
         The main file's line also says what SQLite leaves out of its -wal (`wal`: None without
         one): SQLite stops at a damaged frame without a word, and the integrity_check of what it
         kept is ok."""
@@ -523,13 +723,20 @@ class JournalReader:
                 report.append(unreadable_file(path, str(exc)))
         if report and report[0]["path"] == str(self.path):
             report[0]["wal"] = wal_report(self.path)
+            report[0]["missing"] = [[g.first, g.last] for g in self.missing()]
+            report[0]["pruned_through"] = int(self.meta("pruned_through") or 0)
+            try:
+                unwritten = self.unwritten()
+            except JournalError as exc:
+                report[0]["unwritten"] = [{"path": None, "events": None, "first_seq": None, "last_seq": None, "error": str(exc)}]
+            else:
+                report[0]["unwritten"] = [
+                    {"path": str(u.path), "events": len(u.rows), "first_seq": u.first, "last_seq": u.last, "error": None}
+                    for u in unwritten
+                ]
         return report
 
     # -- files --------------------------------------------------------------------------------
-
-    def _files(self) -> Iterator[sqlite3.Connection]:
-        for _, conn in self._named_files():
-            yield conn
 
     def _named_files(self) -> Iterator[tuple[Path, sqlite3.Connection]]:
         """Main file, then archives newest first; an archive deleted meanwhile is skipped. The
@@ -561,27 +768,58 @@ class JournalReader:
             if not _size(path):
                 return None
             try:
-                self._archive_conns[path] = _connect_ro(path)
+                self._archive_conns[path] = _connect_ro(path, archive=True)
             except sqlite3.Error:
                 self._archive_conns[path] = None
-            except JournalError:
+            except JournalError as exc:
                 if _size(path) == 0:
                     return None
-                raise
+                if not self.skip_damaged:
+                    raise
+                self._skip(path, exc.reason if isinstance(exc, JournalDamagedError) else str(exc))
         return self._archive_conns[path]
 
+    def _read(self, path: Path, conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        """`_scan`, passing over an archive found damaged midway when `skip_damaged`: the rows
+        read before the damage stand, and the archive is read no more (`skipped`)."""
+        try:
+            yield from _scan(path, conn, sql, params)
+        except JournalDamagedError as exc:
+            if path == self.path or not self.skip_damaged:
+                raise
+            self._skip(path, exc.reason)
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection to a journal file that holds the journal's tables."""
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped.setdefault(path, reason)
+        conn = self._archive_conns.get(path)
+        if conn is not None:
+            conn.close()
+        self._archive_conns[path] = None
+
+
+def _connect_ro(path: Path, *, archive: bool = False) -> sqlite3.Connection:
+    """A read-only connection to a journal file that holds the journal's tables. An archive
+    (written through SQLite's rollback journal, never a -wal: all its pages are in the file)
+    shorter than its pages need was cut short: it is damaged, said here rather than by
+    whichever read first reaches past its end."""
     try:
         conn = open_read_only(path)
     except sqlite3.Error as exc:
         raise _unreadable(path, exc) from exc
     try:
         conn.execute("SELECT 1 FROM events LIMIT 1")
+        if archive:
+            (pages,), (page_size,) = conn.execute("PRAGMA page_count").fetchone(), conn.execute("PRAGMA page_size").fetchone()
+            size = _size(path)
+            if pages * page_size > size:
+                reason = f"the file is cut short: {size:,} bytes of the {pages * page_size:,} its pages need"
+                raise JournalDamagedError(damaged_file_message(path, reason), reason=reason)
     except sqlite3.Error as exc:
         conn.close()
         raise _unreadable(path, exc) from exc
+    except JournalError:
+        conn.close()
+        raise
     return conn
 
 
@@ -605,7 +843,13 @@ def open_read_only(path: Path) -> sqlite3.Connection:
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    """Read-only; `immutable` for a journal in a folder this user cannot write that has no -wal
+    (closed cleanly): SQLite would need to create its -shm there to read a WAL-mode file, and
+    failed ("unable to open database file"). No engine can be writing it: it could not make its
+    -wal either. With a -wal beside it, SQLite must read that, and `hint` says what to do."""
+    resolved = path.resolve()
+    immutable = not os.access(resolved.parent, os.W_OK) and not resolved.with_name(resolved.name + "-wal").exists()
+    conn = sqlite3.connect(f"{resolved.as_uri()}?{'immutable=1' if immutable else 'mode=ro'}", uri=True)
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # SQLite meets a hot journal at the first read
     except BaseException:
@@ -654,7 +898,10 @@ def damaged_file_message(path: Path, reason: str) -> str:
     """What to say about a journal file SQLite cannot read, and what to do about it."""
     return (
         f"journal {path} is damaged: {reason} (the file was cut short or overwritten); keep a copy, "
-        f"and salvage the rows SQLite can still read with its own tools (`sqlite3 {path} .recover`)"
+        f"and salvage the rows SQLite can still read with its own tools: `sqlite3 {path} .dump > salvaged.sql` "
+        "writes them out as SQL, ending in `ROLLBACK; -- due to errors` for a damaged file: change that line to "
+        "`COMMIT;`, then `sqlite3 salvaged.sqlite < salvaged.sql` (newer sqlite3 also has `.recover`; Debian 12's, "
+        '3.40, fails it with "SQL logic error")'
     )
 
 
@@ -677,11 +924,15 @@ def _health(path: Path, conn: sqlite3.Connection) -> dict[str, Any]:
     outcomes = conn.execute(_OUTCOME_COUNTS).fetchall()
     kinds = conn.execute("SELECT CAST(kind AS BLOB), COUNT(*) FROM events GROUP BY kind").fetchall()
     damaged = []
+    unknown = []
     for row in _scan(path, conn, f"SELECT {_RAW_COLUMNS} FROM events ORDER BY seq", ()):
         try:
-            _decoded(path, row)
+            (_, _, _, _, kind, _, _, v), _ = _decoded(path, row)
         except JournalDamagedError:
             damaged.append(row[0])
+            continue
+        if unknown_version(kind, v) is not None:
+            unknown.append(row[0])
     return {
         "path": str(path),
         "integrity": integrity,
@@ -695,6 +946,8 @@ def _health(path: Path, conn: sqlite3.Connection) -> dict[str, Any]:
         "traces": {o.decode(errors="replace"): n for o, n in outcomes},
         "damaged_events": len(damaged),
         "damaged_seqs": damaged[:LISTED_DAMAGED],
+        "unknown_events": len(unknown),
+        "unknown_seqs": unknown[:LISTED_DAMAGED],
         "wal": None,
     }
 
@@ -735,6 +988,8 @@ def unreadable_file(path: Path, reason: str) -> dict[str, Any]:
         "traces": {},
         "damaged_events": None,
         "damaged_seqs": [],
+        "unknown_events": None,
+        "unknown_seqs": [],
         "wal": None,
     }
 
@@ -814,6 +1069,37 @@ def json_line(row: RawRow) -> bytes:
         },
         option=orjson.OPT_APPEND_NEWLINE,
     )
+
+
+def _spilled_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """An event of a spill file (the `json_line` shape) as a row read through `_RAW_COLUMNS`."""
+
+    def raw(text: object) -> bytes | None:
+        return None if text is None else str(text).encode()
+
+    return (
+        int(event["seq"]), event["ts_ms"], raw(event.get("trace_id")), event.get("cause"), raw(event["kind"]),
+        raw(event.get("symbol")), orjson.dumps(event["payload"]), int(event.get("v", 1)),
+    )  # fmt: skip
+
+
+def _in_window(ts_ms: int, since_ms: int | None, until_ms: int | None) -> bool:
+    return (since_ms is None or ts_ms >= since_ms) and (until_ms is None or ts_ms < until_ms)
+
+
+def _open(conn: sqlite3.Connection) -> bool:
+    """Whether `conn` is still open."""
+    try:
+        conn.total_changes  # noqa: B018 (raises ProgrammingError once closed)
+    except sqlite3.ProgrammingError:
+        return False
+    return True
+
+
+def _archive_span(path: Path) -> str:
+    """An archive's name and the seq range it gives (`j-632-1441.sqlite`: seq 632..1441)."""
+    match = re.search(r"-(\d+)-(\d+)\.sqlite$", path.name)
+    return f"{path.name}, seq {match[1]}..{match[2]}" if match else path.name
 
 
 def _common_prefix(a: str, b: str) -> int:

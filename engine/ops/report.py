@@ -34,13 +34,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.journal.events import JournalEvent
+from engine.journal.events import JournalEvent, unknown_version
 from engine.journal.reader import JournalReader
 from engine.ops.notify.base import Notification
 
@@ -344,7 +344,12 @@ def run_tail(reader: JournalReader, end_ms: int) -> RunTail | None:
 
 
 def load_report(
-    journal: Path, day: date, *, clusters: Mapping[str, str] | None = None, now_ms: int | None = None
+    journal: Path,
+    day: date,
+    *,
+    clusters: Mapping[str, str] | None = None,
+    now_ms: int | None = None,
+    notes: list[str] | None = None,
 ) -> DailyReport:
     """Read `day`'s events from `journal` (main file and archives) and build its report.
     Blocking (SQLite): call it through `asyncio.to_thread` from async code.
@@ -352,17 +357,26 @@ def load_report(
     `now_ms` (the wall clock) ends the span of a day not yet over. A journal written on a clock
     ahead of the wall (`--demo --speed`) can be further on: a day it has moved past is whole,
     and one it is still in runs to its newest event of any kind (the report's own kinds are
-    rare: a span ending at the last of them counted hours of trading as nothing)."""
+    rare: a span ending at the last of them counted hours of trading as nothing).
+
+    `notes`, when given, gets what the report may lack, one line each, and the reader passes
+    over an archive SQLite cannot read unless the day's events may be in it (`JournalReader`'s
+    `skip_damaged`): a damaged old archive made every report fail. Events of a version or kind
+    this hotcoin does not know are left out and named there: read as the version it knows, a
+    newer fill's fields may mean something else."""
     start, end = day_bounds(day)
-    with JournalReader(journal) as reader:
+    with JournalReader(journal, skip_damaged=notes is not None) as reader:
         prior = state_before(reader, start)
         until = now_ms
         if now_ms is not None and now_ms < end:
             newest = reader.last_ts_ms()
             if newest is not None:
                 until = None if newest >= end else max(now_ms, newest + 1)
-        events = reader.events(since_ms=start, until_ms=end, kinds=REPORT_KINDS)
-        return build_report(
+        events: Iterable[JournalEvent] = reader.events(since_ms=start, until_ms=end, kinds=REPORT_KINDS)
+        unknown: list[int] = []
+        if notes is not None:
+            events = _known_only(events, unknown)
+        report = build_report(
             day,
             events,
             clusters=clusters,
@@ -372,6 +386,24 @@ def load_report(
             tail=run_tail(reader, end),
             held=held_before(reader, start),
         )
+        if notes is not None:
+            if unknown:
+                more = " …" if len(unknown) > 10 else ""
+                notes.append(
+                    f"left out {len(unknown)} event(s) of a version or kind this hotcoin does not know (seq "
+                    f"{', '.join(map(str, unknown[:10]))}{more}): a newer hotcoin wrote them; upgrade hotcoin"
+                )
+            notes.extend(reader.notes())
+        return report
+
+
+def _known_only(events: Iterable[JournalEvent], unknown: list[int]) -> Iterator[JournalEvent]:
+    """`events` less those this hotcoin cannot read (`unknown_version`), their seqs put in `unknown`."""
+    for ev in events:
+        if unknown_version(ev.kind, ev.v) is None:
+            yield ev
+        else:
+            unknown.append(ev.seq)
 
 
 # -- rendering --------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -585,12 +586,16 @@ def replay_journal(path: Path | str, capital: float, *, through_seq: int | None 
         return Replay(RecoveredState(cash=capital))
     with JournalReader(path) as reader:
         after, replay = start(reader, path, capital)
-        for ev in known_versions(reader.events(kinds=KINDS, after_seq=after), path):
-            if through_seq is not None and ev.seq > through_seq:
-                break
-            if ev.kind == "run_start" and ev.payload["mode"] == BACKTEST_MODE:
-                raise JournalError(_backtest_journal(path, ev))
-            replay.feed(ev)
+        # Closed before the reader: a generator left open when a newer event or a backtest is
+        # refused was finalised after it, and its read transaction's end printed "Exception
+        # ignored ... Cannot operate on a closed database" twice under the refusal.
+        with closing(reader.events(kinds=KINDS, after_seq=after)) as events:
+            for ev in known_versions(events, path):
+                if through_seq is not None and ev.seq > through_seq:
+                    break
+                if ev.kind == "run_start" and ev.payload["mode"] == BACKTEST_MODE:
+                    raise JournalError(_backtest_journal(path, ev))
+                replay.feed(ev)
     return replay
 
 

@@ -61,6 +61,7 @@ def replay(
 ) -> None:
     """Explain one trace: what discovery saw, the signal, risk, orders, fills and exit; for a candidate not traded, which filter, rule or risk check said no, as the condition it needed (value first: `1 < 1`)."""  # one line: the help keeps line breaks
     from engine.errors import TraceNotFoundError
+    from engine.journal.events import unknown_version
     from engine.journal.trace import as_dict, summarise
 
     with _reading(journal, config) as reader:
@@ -69,6 +70,9 @@ def replay(
         except TraceNotFoundError as exc:
             typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
+    for e in events:  # shown as read, but what their fields mean is a newer hotcoin's to say
+        if (why := unknown_version(e.kind, e.v)) is not None:
+            _note(f"event seq {e.seq}: {why}; it is shown as stored, and may mean something else: upgrade hotcoin")
     summary = summarise(events[0].trace_id or trace_id, events)
     if as_json:
         import orjson
@@ -125,7 +129,10 @@ def export(
     until: UntilOpt = None,
     skip_damaged: Annotated[
         bool,
-        typer.Option("--skip-damaged", help="Leave out damaged events (`hotcoin journal check` lists them) instead of stopping at the first."),
+        typer.Option(
+            "--skip-damaged",
+            help="Leave out damaged events and archives SQLite cannot read, and go on past missing events (`hotcoin journal check` lists them), instead of stopping.",
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an --out file that holds something (never an SQLite file: a journal).")
@@ -143,16 +150,55 @@ def export(
             param_hint="'--until'",
         )
     skipped: list[int] | None = [] if skip_damaged else None
-    with _reading(journal, config) as reader:
+    with _reading(journal, config, skip_damaged=skip_damaged, notes=False) as reader:
+        # Seqs are never skipped: a run no file holds is lost events, which the export would
+        # leave out without a word. As a damaged event, it stops the export unless told to go on.
+        gaps = [g for g in reader.missing() if g.overlaps(since_ms, until_ms)]
+        if gaps and not skip_damaged:
+            typer.secho(
+                f"hotcoin: {_missing(reader.path, gaps)}; nothing exported: add --skip-damaged to export the other events",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(1)
         if out is None:
-            count = reader.export_jsonl(sys.stdout, since_ms=since_ms, until_ms=until_ms, skipped=skipped)
+            sys.stdout.flush()  # JSON lines are UTF-8 whatever the locale says (PYTHONIOENCODING=ascii failed on 'é')
+            count = reader.export_jsonl(getattr(sys.stdout, "buffer", sys.stdout), since_ms=since_ms, until_ms=until_ms, skipped=skipped)
         else:
             _refuse_journal_file(out, reader)
-            _refuse_to_replace(out, force=force)
-            count = _export_to_file(reader, out, since_ms, until_ms, skipped)
+            target = _refuse_to_replace(out, force=force)
+            count = _export_to_file(reader, out, target, since_ms, until_ms, skipped)
+        unwritten = reader.unwritten()
+        passed_over = dict(reader.skipped)
     typer.echo(f"exported {count} events" + (f" to {out}" if out else ""), err=True)
+    for u in unwritten:
+        _note(
+            f"included {len(u.rows)} event(s) (seq {u.first}..{u.last}) not yet in the journal, from {u.path}: a failed "
+            "writer saved them there, and the engine's next start takes them back"
+        )
     if skipped:
         typer.secho(f"hotcoin: left out {_seqs(len(skipped), skipped)}", fg=typer.colors.YELLOW, err=True)
+    for path, why in passed_over.items():
+        typer.secho(f"hotcoin: left out the archive {path} (SQLite cannot read it: {why})", fg=typer.colors.YELLOW, err=True)
+    if gaps:
+        typer.secho(f"hotcoin: {_missing(reader.path, gaps)}", fg=typer.colors.YELLOW, err=True)
+
+
+def _missing(journal: Path, gaps: list[Any]) -> str:
+    """One line for runs of seqs no file of the journal holds (`JournalReader.missing`)."""
+    shown = ", ".join(map(str, gaps[:LISTED_GAPS])) + (" …" if len(gaps) > LISTED_GAPS else "")
+    count = sum(g.last - g.first + 1 for g in gaps)
+    return (
+        f"journal {journal} is missing {count} event(s) ({shown}): seqs are never skipped, so rows were deleted "
+        "or an archive is gone; restore it from a backup if you have one"
+    )
+
+
+LISTED_GAPS = 5
+
+
+def _note(text: str) -> None:
+    typer.secho(f"hotcoin: {text}", fg=typer.colors.YELLOW, err=True)
 
 
 def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
@@ -173,11 +219,20 @@ def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def _refuse_to_replace(out: Path, *, force: bool) -> None:
+def _refuse_to_replace(out: Path, *, force: bool) -> Path | None:
     """Exit 2 before `--out` replaces what cannot be rebuilt: another journal (an SQLite file,
     or one an engine holds the writer lock of: it may not have written its header yet) whatever
     `--force` says, and any other file with something in it unless `--force`. The export went
-    over `-o victim.sqlite`, another journal, and its events were gone."""
+    over `-o victim.sqlite`, another journal, and its events were gone.
+
+    Returns the regular file the export replaces (through a temp file and a rename): `out`, or
+    the file a symlink names (the link stays a link); None for a pipe, terminal or device
+    (`-o >(gzip > x.gz)`, /dev/null), which is opened and written as it is. Only a regular file
+    is read, for its header: reading a pipe waited forever for a writer, and renaming over a
+    device node or a symlink replaced the node or the link with a file."""
+    import os
+    import stat
+
     target = out.expanduser()
     if _writer_lock_held(target):
         raise typer.BadParameter(
@@ -185,11 +240,20 @@ def _refuse_to_replace(out: Path, *, force: bool) -> None:
             param_hint="'--out'",
         )
     try:
-        with target.open("rb") as fh:
+        mode = target.stat().st_mode
+    except FileNotFoundError:  # the usual case (a dangling symlink: the file it names is made)
+        return Path(os.path.realpath(target))
+    except OSError:  # unreadable: the write says why
+        return target
+    if not stat.S_ISREG(mode):
+        return target if stat.S_ISDIR(mode) else None  # a folder: the write says why
+    real = Path(os.path.realpath(target))
+    try:
+        with real.open("rb") as fh:
             head = fh.read(len(SQLITE_HEADER))
-        size = target.stat().st_size
-    except OSError:  # missing (the usual case), or a folder / unreadable file: the write says why
-        return
+        size = real.stat().st_size
+    except OSError:  # unreadable: the write says why
+        return real
     if head == SQLITE_HEADER:
         raise typer.BadParameter(
             f"{out} is an SQLite file (another journal?), and the export would replace it with JSON lines; "
@@ -198,6 +262,7 @@ def _refuse_to_replace(out: Path, *, force: bool) -> None:
         )
     if size and not force:
         raise typer.BadParameter(f"{out} already exists ({size:,} bytes); add --force to replace it, or pick another file", param_hint="'--out'")
+    return real
 
 
 def _writer_lock_held(journal: Path) -> bool:
@@ -222,21 +287,25 @@ def _writer_lock_held(journal: Path) -> bool:
 
 
 def _export_to_file(
-    reader: JournalReader, out: Path, since_ms: int | None, until_ms: int | None, skipped: list[int] | None
+    reader: JournalReader, out: Path, target: Path | None, since_ms: int | None, until_ms: int | None, skipped: list[int] | None
 ) -> int:
-    """Export into a temp file beside `out`, renamed into place once complete, so a failure
-    midway leaves any earlier `out` whole rather than half-written."""
+    """Export into a temp file beside `target` (`_refuse_to_replace`), renamed into place once
+    complete, so a failure midway leaves any earlier file whole rather than half-written; with
+    no `target` (a pipe or a device) straight into `out`."""
     import os
     import tempfile
 
     tmp: Path | None = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)  # as --journal and --out elsewhere: folders are made
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        if target is None:
+            with out.expanduser().open("wb") as fh:
+                return reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms, skipped=skipped)
+        target.parent.mkdir(parents=True, exist_ok=True)  # as --journal and --out elsewhere: folders are made
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as fh:
             count = reader.export_jsonl(fh, since_ms=since_ms, until_ms=until_ms, skipped=skipped)
-        os.replace(tmp, out)
+        os.replace(tmp, target)
     except OSError as exc:
         raise typer.BadParameter(
             f"cannot write {out} ({exc.strerror}); pick a file in a folder you can write",
@@ -264,6 +333,8 @@ def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt
         _fail(exc, 2)
     problems = [p for p in map(_damage, report) if p]
     problems += [_wal_damage(r["wal"]) for r in report if r.get("wal") and r["wal"]["damage"]]
+    problems += [_unknown(r) for r in report if r["unknown_events"]]
+    problems += _lost(path, report[0])
     if as_json:
         import orjson
 
@@ -302,6 +373,39 @@ def _damage(r: dict[str, Any]) -> str | None:
             "`hotcoin journal export --skip-damaged` saves the other events"
         )
     return None
+
+
+def _unknown(r: dict[str, Any]) -> str:
+    """The line for events of a version or kind this hotcoin does not know (`hotcoin run` refuses them)."""
+    from engine.journal.reader import LISTED_DAMAGED
+
+    listed = r["unknown_seqs"]
+    more = " …" if r["unknown_events"] > len(listed) else ""
+    return (
+        f"{r['path']}: {r['unknown_events']} event(s) are of a version or kind this hotcoin does not know "
+        f"(seq {', '.join(map(str, listed[:LISTED_DAMAGED]))}{more}): a newer hotcoin wrote them, and `hotcoin run` "
+        "refuses to start on them; upgrade hotcoin"
+    )
+
+
+def _lost(journal: Path, main: dict[str, Any]) -> list[str]:
+    """The lines for events the journal's files do not hold: seqs missing between or inside
+    them, and events a failed writer saved to a spill file that the engine has not taken back."""
+    from engine.journal.reader import Gap
+
+    found = []
+    if main.get("missing"):
+        found.append(_missing(journal, [Gap(first, last, None, None) for first, last in main["missing"]]))
+    for spill in main.get("unwritten") or ():
+        if spill["error"] is not None:
+            found.append(spill["error"])
+        else:
+            found.append(
+                f"{spill['events']} event(s) (seq {spill['first_seq']}..{spill['last_seq']}) are not yet in the journal "
+                f"(in {spill['path']}): a failed writer saved them there; the engine's next start (`hotcoin run`) takes "
+                "them back, and `hotcoin journal export` includes them"
+            )
+    return found
 
 
 def _wal_damage(wal: dict[str, Any]) -> str:
@@ -345,7 +449,7 @@ def _journal_path(journal: Path | None, config: Path | None) -> Path:
     return path
 
 
-def _open_reader(journal: Path | None, config: Path | None) -> JournalReader:
+def _open_reader(journal: Path | None, config: Path | None, *, skip_damaged: bool = True) -> JournalReader:
     """The reader for `--journal`, else the configured journal; exit 2 when there is none,
     1 when the file is damaged (the fix is to salvage it, not to point elsewhere)."""
     from engine.errors import HotcoinError, JournalDamagedError
@@ -353,7 +457,7 @@ def _open_reader(journal: Path | None, config: Path | None) -> JournalReader:
 
     path = _journal_path(journal, config)
     try:
-        return JournalReader(path)
+        return JournalReader(path, skip_damaged=skip_damaged)
     except JournalDamagedError as exc:
         _fail(exc, 1)
     except HotcoinError as exc:
@@ -361,17 +465,26 @@ def _open_reader(journal: Path | None, config: Path | None) -> JournalReader:
 
 
 @contextmanager
-def _reading(journal: Path | None, config: Path | None) -> Iterator[JournalReader]:
+def _reading(
+    journal: Path | None, config: Path | None, *, skip_damaged: bool = True, notes: bool = True
+) -> Iterator[JournalReader]:
     """`_open_reader` for the length of a command: damage met while reading exits 1 with
-    the message naming the file and seq, not a traceback."""
-    from engine.errors import JournalDamagedError
+    the message naming the file and seq, not a traceback. An archive SQLite cannot read is
+    passed over (`skip_damaged`) unless the question needs it, and, with `notes`, what the
+    answer may lack is said on stderr once it is given (`JournalReader.notes`: that archive,
+    events a failed writer saved that the journal does not hold yet)."""
+    from engine.errors import JournalDamagedError, JournalError
 
-    reader = _open_reader(journal, config)
+    reader = _open_reader(journal, config, skip_damaged=skip_damaged)
     try:
         with reader:
             yield reader
+            for line in reader.notes() if notes else ():
+                _note(line)
     except JournalDamagedError as exc:
         _fail(exc, 1)
+    except JournalError as exc:  # an archive passed over for a reason other than damage
+        _fail(exc, 2)
 
 
 def _fail(exc: HotcoinError, code: int) -> NoReturn:

@@ -61,7 +61,8 @@ def report(
         typer.secho(f"hotcoin: journal {path} {what}; point --journal or HOTCOIN_JOURNAL at the journal file", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     now_ms = datetime.now(UTC).timestamp() * 1000
-    result = load_report(path, chosen, clusters=loaded.config.trading.risk.clusters, now_ms=int(now_ms))
+    notes: list[str] = []
+    result = load_report(path, chosen, clusters=loaded.config.trading.risk.clusters, now_ms=int(now_ms), notes=notes)
     if result.end_ms <= result.start_ms:  # after the wall clock and after the journal's newest event
         typer.secho(
             f"hotcoin: {chosen.isoformat()} UTC has not started (now {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, and the "
@@ -76,6 +77,8 @@ def report(
         from rich.console import Console
 
         Console(highlight=False).print(render_rich(result))
+    for note in notes:  # what the report may lack: a damaged archive passed over, events not yet in the journal
+        typer.secho(f"hotcoin: {note}", fg=typer.colors.YELLOW, err=True)
     if send:
         from engine.ops.logs import configure_logging, secret_values
         from engine.ops.notify.oneshot import send_now

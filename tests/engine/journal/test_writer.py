@@ -366,7 +366,7 @@ async def test_a_file_that_is_not_a_journal_is_refused_with_the_path(tmp_path: P
         ("SQLITE_CANTOPEN", "unable to open database file; the file or .* is read-only to this user"),
         ("SQLITE_READONLY", "attempt to write a readonly database; the file or .* is read-only to this user"),
         ("SQLITE_NOTADB", "file is not a database; is it a hotcoin journal"),
-        ("SQLITE_CORRUPT", r"is damaged: database disk image is malformed .*sqlite3 .* \.recover"),
+        ("SQLITE_CORRUPT", r"is damaged: database disk image is malformed .*sqlite3 .* \.dump > "),
     ],
 )
 async def test_an_open_that_sqlite_refuses_says_the_cause_and_the_fix(
