@@ -21,6 +21,10 @@ What it adds on top of the gateway:
   want of them;
 - a fill is a maker's when the order had rested on the book (a LIMIT we had seen open), or
   when the order's trades say so; the fee estimate uses the maker rate for those;
+- a cancel is never reported while the order still rests: a refusal (a key without trading
+  permission, -2015) is raised for the caller to journal as a failed cancel, and only an
+  order the exchange no longer has open ("unknown order": it filled or was cancelled
+  meanwhile) is answered by its final state;
 - LIMIT orders carry an expiry: `expired` names the stale ones, for the router to cancel
   (journaled like any cancel);
 - every `reconcile_interval_ms`, `sync` compares our open orders with the exchange's and fetches
@@ -39,7 +43,7 @@ from decimal import Decimal
 from typing import Protocol, TypeVar
 
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
-from engine.errors import NonRetryableOrderError, OrderError, UnknownOrderError
+from engine.errors import FAULT_ERRORS, NonRetryableOrderError, OrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import (
@@ -164,6 +168,15 @@ class ExchangeBroker(Broker):
         cid = update.client_order_id
         current = self._orders.get(cid)
         if current is None:
+            if not is_ours(cid):
+                # Not an order we placed: another client's on the same account, or one of ours
+                # filed under the wrong id (Binance's cancel reply names the cancel, not the
+                # order). Adopted, its whole executed quantity would be booked as a new fill
+                # beside the order we already track: counted twice, or someone else's.
+                self.anomalies.append(
+                    Anomaly(cid, f"ignored: not our order ({update.status.value}, {update.filled_qty} filled)")
+                )
+                return None
             # An order of ours we had lost track of: adopt it, fills from zero.
             intent_less = replace(
                 update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0, fee_base=0.0, fee_other=0.0
@@ -309,14 +322,29 @@ class ExchangeBroker(Broker):
         return self._absorb(order, now_ms)
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
+        """Cancel an order; its update (finished, unless the exchange had it as pending cancel).
+
+        A refused key or clock (`FAULT_ERRORS`: -2015 for a key without trading permission or an
+        IP not whitelisted, which ccxt raises as DDoSProtection once a private call worked and
+        the gateway still maps by its code; -1021 after a resync) cancelled nothing and is raised
+        as it is, with the fix to apply. Any other refusal is looked into, as it usually means
+        the order is gone ("unknown order", -2011: it filled or was cancelled meanwhile) and the
+        lookup's final state is the answer; but if the order still rests, the refusal is raised.
+        Reported as a cancel, an order meant to be pulled would be taken for gone and could
+        still fill. Its new fills, if any, are left for `sync` (absorbed here, they would be
+        lost with the error).
+        """
         current = self._orders.get(client_order_id)
         if current is not None and current.status.is_terminal:
             return OrderUpdate(current)
         try:
             order = await self.gateway.cancel_order(symbol, client_order_id)
-        except NonRetryableOrderError:
-            # Typically "unknown order": it filled or was cancelled meanwhile. Learn which.
+        except FAULT_ERRORS:
+            raise
+        except NonRetryableOrderError as refused:
             order = await self.gateway.fetch_order(symbol, client_order_id)
+            if not order.status.is_terminal:
+                raise refused
         update = await self._absorb_lookup(order, now_ms)
         return update or OrderUpdate(self._orders.get(client_order_id, order))
 

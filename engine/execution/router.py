@@ -232,7 +232,14 @@ class OrderRouter:
         try:
             update = await self.broker.cancel(order.symbol, order.client_order_id, now_ms)
         except OrderError as exc:
-            payload |= {"status": "cancel_failed", "error_class": exc.error_class.value, "error": str(exc)}
+            payload |= {
+                "status": "cancel_failed",
+                "error_class": exc.error_class.value,
+                "error": str(exc),
+                "code": None if exc.code is None else str(exc.code),
+            }
+            if isinstance(exc, FAULT_ERRORS):
+                payload["counted"] = False  # as for a create: the engine blocks on the fault itself
             self.sink.emit(
                 "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id or None,
                 symbol=order.symbol, cause=cause if cause is not None else self._attempts.get(order.client_order_id),

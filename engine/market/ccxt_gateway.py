@@ -419,12 +419,19 @@ class CcxtGateway(Gateway):
         return self._order(raw)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+        """The cancelled order, under its own client id.
+
+        Binance's reply carries the *cancel request's* id in `clientOrderId` (made up at random,
+        as we send no `newClientOrderId`) and the order's in `origClientOrderId`; ccxt takes the
+        former. Filed under it, the order would read as a stranger, and a caller that adopted
+        it would book its whole executed quantity again while the real order stayed open."""
         await self._ensure_markets()
         raw = await self._rest(
             "cancel_order",
             lambda: self._rest_client.cancel_order("", symbol, {"origClientOrderId": client_order_id}),
         )
-        return self._order(raw)
+        info = raw.get("info") or {}
+        return self._order({**raw, "clientOrderId": info.get("origClientOrderId") or client_order_id})
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         await self._ensure_markets()

@@ -182,7 +182,11 @@ class SimOrder:
     time_ms: int
     update_time_ms: int
     orig_quote_order_qty: Decimal = Decimal(0)
-    orig_client_order_id: str = ""  # set on a cancel: the id of the order cancelled
+    # Set on a cancel: the cancel request's own client id (its `newClientOrderId`, else one the
+    # exchange makes up). Binance reports a cancel under it: the DELETE reply's `clientOrderId`
+    # and the executionReport's `c` are this id, the order's own id goes in `origClientOrderId`
+    # and `C`. A client that read the cancel's id as the order's would lose track of the order.
+    cancel_client_order_id: str = ""
 
     @property
     def remaining(self) -> Decimal:
@@ -285,6 +289,7 @@ class MatchingEngine:
         self._open_by_symbol: dict[str, dict[int, str]] = {}  # symbol -> {order_id: api_key}
         self._next_order_id = 1
         self._next_trade_id = 1
+        self._next_cancel_id = 1
         self._outbox: list[tuple[str, UserEvent]] = []
 
     # ---- reading -------------------------------------------------------------------
@@ -386,8 +391,18 @@ class MatchingEngine:
         return self._place_market(acct, market, req, side, levels, now_ms)
 
     def cancel_order(
-        self, api_key: str, symbol: str, *, order_id: int | None, client_order_id: str | None, now_ms: int
+        self,
+        api_key: str,
+        symbol: str,
+        *,
+        order_id: int | None,
+        client_order_id: str | None,
+        now_ms: int,
+        cancel_client_order_id: str | None = None,
     ) -> SimOrder:
+        """Cancel an open order (by `order_id` or `client_order_id`); -2011 if there is none.
+        The cancel gets its own id, `cancel_client_order_id` or a made-up one (Binance generates
+        one when the request has no `newClientOrderId`), kept on the cancelled order."""
         self.market(symbol)
         acct = self.account(api_key)
         order = self._find(acct, symbol, order_id, client_order_id)
@@ -398,12 +413,19 @@ class MatchingEngine:
             order,
             status=OrderState.CANCELED,
             update_time_ms=now_ms,
-            orig_client_order_id=order.client_order_id,
+            cancel_client_order_id=cancel_client_order_id or self._cancel_id(),
         )
         self._store(acct, done)
         self._emit(api_key, ExecutionEvent(done, ExecType.CANCELED, None, now_ms))
         self._emit_balances(acct, self._assets_of(acct, done), now_ms)
         return done
+
+    def _cancel_id(self) -> str:
+        """A cancel's client id when the request named none: unique, and never one of our
+        client's ids, like the random one Binance makes up."""
+        cancel_id = f"sim-cancel-{self._next_cancel_id}"
+        self._next_cancel_id += 1
+        return cancel_id
 
     def on_book(self, symbol: str, book: BookTop, now_ms: int) -> list[SimOrder]:
         """Fill resting orders the market now crosses, at their own price (maker), oldest

@@ -358,8 +358,11 @@ def order_query(o: SimOrder) -> Json:
 
 
 def cancel_response(o: SimOrder) -> Json:
+    """DELETE /order, as Binance answers it: `clientOrderId` is the *cancel's* own id (random
+    unless the request sent `newClientOrderId`), the cancelled order's id is `origClientOrderId`."""
     out = _order_core(o)
-    out["origClientOrderId"] = o.orig_client_order_id or o.client_order_id
+    out["origClientOrderId"] = o.client_order_id
+    out["clientOrderId"] = o.cancel_client_order_id or o.client_order_id
     out["transactTime"] = o.update_time_ms
     return out
 
@@ -406,13 +409,15 @@ def account_json(acct: Account, fee_rate: Decimal) -> Json:
 
 
 def execution_report(ev: ExecutionEvent) -> Json:
+    """A user-stream executionReport. A cancel's, as Binance sends it, carries the cancel's own
+    id in `c` and the cancelled order's in `C` (empty for every other execution type)."""
     o, t = ev.order, ev.trade
     canceled = ev.exec_type is ExecType.CANCELED
     return {
         "e": "executionReport",
         "E": ev.event_ms,
         "s": o.symbol,
-        "c": o.client_order_id,
+        "c": o.cancel_client_order_id if canceled and o.cancel_client_order_id else o.client_order_id,
         "S": o.side.value,
         "o": o.type.value,
         "f": o.time_in_force,
@@ -421,7 +426,7 @@ def execution_report(ev: ExecutionEvent) -> Json:
         "P": ZERO,
         "F": ZERO,
         "g": -1,
-        "C": o.orig_client_order_id if canceled else "",
+        "C": o.client_order_id if canceled else "",
         "x": ev.exec_type.value,
         "X": o.status.value,
         "r": "NONE",

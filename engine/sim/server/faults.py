@@ -12,7 +12,7 @@ read the plan on every frame, so a change takes effect immediately.
            as "execution status unknown". Late orders are placed only later: the reply is
            lost the same ways and the exchange executes the order `late_order_s` after it
            arrived (Binance's backend queue), whatever the client did meanwhile
-    KEY    key_cannot_trade: orders refused with -2015 (HTTP 401) while reads work
+    KEY    key_cannot_trade: orders and cancels refused with -2015 (HTTP 401) while reads work
     CLOCK  clock_skew_ms: the exchange's clock (its time and its recvWindow check) runs ahead of
            or behind the client's
     WS     latency_ms, drop every N s (close 1001, or an abrupt TCP abort), duplicated and
@@ -83,8 +83,9 @@ class FaultPlan(BaseModel):
     ws_reorder_rate: float = Field(0.0, ge=0, le=1, description="Share of WS messages held back behind the next.")
     ws_half_open: bool = Field(False, description="WebSockets go silent and stop answering pings.")
     key_cannot_trade: bool = Field(
-        False, description="POST /api/v3/order answers HTTP 401 -2015 'Invalid API-key, IP, or permissions "
-        "for action.' while reads work: a key without trading permission, or an IP not whitelisted for it."
+        False, description="POST and DELETE /api/v3/order answer HTTP 401 -2015 'Invalid API-key, IP, or "
+        "permissions for action.' while reads work: a key without trading permission, or an IP not "
+        "whitelisted for it."
     )
     clock_skew_ms: int = Field(
         0, ge=-86_400_000, le=86_400_000, description="The exchange's clock runs this far ahead of the "

@@ -2,8 +2,10 @@
 
 Signed endpoints need the `X-MBX-APIKEY` header (any key is an account), a `timestamp`
 inside `recvWindow` (judged on the wall clock shifted by the `clock_skew_ms` fault, which
-shifts `/api/v3/time` alike) and a `signature`; with the `key_cannot_trade` fault, orders are
-refused (-2015) as for a key without trading permission (present, not verified: the sim holds no secrets).
+shifts `/api/v3/time` alike) and a `signature`; with the `key_cannot_trade` fault, orders and
+cancels are refused (-2015) as for a key without trading permission (present, not verified: the
+sim holds no secrets). A cancel is answered as Binance answers it, under its own client id
+(`newClientOrderId`, else a made-up one) with the order's in `origClientOrderId`.
 POST parameters arrive form-encoded in the body, GET and DELETE ones in the query, as
 ccxt sends them. Refusals are `BinanceError`s, turned into Binance's
 `{"code": ..., "msg": ...}` bodies by the server's error middleware.
@@ -201,10 +203,15 @@ class RestApi:
     def _sync(self) -> None:
         self._publish(self._venue.sync())
 
-    async def new_order(self, request: web.Request) -> web.Response:
-        api_key, p = await self._signed(request)
+    def _check_can_trade(self) -> None:
+        """The `key_cannot_trade` fault: Binance refuses a key without trading permission (or
+        from an IP not whitelisted for it) on every trading call, placing and cancelling alike."""
         if self._faults.plan.key_cannot_trade:
             raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", http_status=401)
+
+    async def new_order(self, request: web.Request) -> web.Response:
+        api_key, p = await self._signed(request)
+        self._check_can_trade()
         market_id = _required(p, "symbol")
         market = self._venue.market(market_id)
         resp_type = p.get("newOrderRespType", "FULL").upper()
@@ -245,6 +252,7 @@ class RestApi:
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         api_key, p = await self._signed(request)
+        self._check_can_trade()
         market_id = _required(p, "symbol")
         self._sync()
         venue = self._venue
@@ -254,6 +262,7 @@ class RestApi:
             order_id=_int(p, "orderId"),
             client_order_id=p.get("origClientOrderId") or None,
             now_ms=venue.now_ms(),
+            cancel_client_order_id=p.get("newClientOrderId") or None,
         )
         self._publish(venue.engine.drain_events())
         return json_response(codec.cancel_response(order))

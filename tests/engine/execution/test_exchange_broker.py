@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
-from engine.errors import NonRetryableOrderError, OrderError, RetryableOrderError, UnknownOrderError
+from engine.errors import (
+    ExchangeAuthError,
+    NonRetryableOrderError,
+    OrderError,
+    RetryableOrderError,
+    UnknownOrderError,
+)
 from engine.execution.broker import SyncIncomplete
 from engine.execution.exchange_broker import (
     LANDED_LATE,
@@ -142,6 +148,63 @@ async def test_cancel_of_an_order_that_filled_meanwhile_learns_the_fill() -> Non
     gw.fill_order(intent.client_order_id, 0.3)
     u = await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 5)
     assert u.order.status is OrderStatus.FILLED and u.fills[0].quantity == 100.0
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ExchangeAuthError("cancel_order: API key cannot trade", code=-2015),
+        NonRetryableOrderError("cancel_order: Order was not canceled due to cancel restrictions.", code=-2011),
+    ],
+    ids=["key-cannot-trade", "refused-while-open"],
+)
+async def test_a_refused_cancel_of_an_order_still_resting_is_raised_never_reported_as_done(
+    refusal: OrderError,
+) -> None:
+    """A refused key (-2015) is raised without a lookup; any other refusal is looked into, and
+    raised too when the order still rests. Reported as a cancel, the order would be taken for
+    gone while it can still fill; its fills stay for `sync` to book."""
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    await broker.submit(intent, T0)
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        gw.orders[intent.client_order_id], status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.3
+    )
+    gw.fail_next("cancel_order", refusal)
+    with pytest.raises(type(refusal)) as raised:
+        await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 5)
+    assert raised.value is refusal
+    looked = not isinstance(refusal, ExchangeAuthError)
+    assert gw.calls.count("fetch_order") == int(looked)
+    (still,) = await broker.open_orders()
+    assert still.status is OrderStatus.OPEN and still.filled_qty == 0  # nothing booked on the side
+    (u,) = await broker.sync(T0 + 6)
+    assert [f.quantity for f in u.fills] == [40.0]
+
+
+async def test_a_reply_under_an_id_that_is_not_ours_is_not_adopted() -> None:
+    """A cancel reply filed under the cancel's own id (Binance's `clientOrderId`) names no order
+    we placed: adopted, its executed quantity would be booked a second time."""
+
+    class CancelIdReply(FakeGateway):
+        async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+            order = await super().cancel_order(symbol, client_order_id)
+            return dataclasses.replace(order, client_order_id="vk_DemtFZxbJdfYaM_3hKw")
+
+    gw = CancelIdReply({"DOGE/USDT": make_market()})
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    await broker.submit(intent, T0)
+    gw.orders[intent.client_order_id] = dataclasses.replace(
+        gw.orders[intent.client_order_id], status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.3
+    )
+    u = await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 5)
+    assert u.fills == () and u.order.client_order_id == intent.client_order_id
+    assert [a.client_order_id for a in broker.anomalies] == ["vk_DemtFZxbJdfYaM_3hKw"]
+    assert "not our order" in broker.anomalies[0].detail
+    (synced,) = await broker.sync(T0 + 6)  # the order itself is reconciled, its fills booked once
+    assert synced.order.status is OrderStatus.CANCELED and [f.quantity for f in synced.fills] == [40.0]
 
 
 async def test_unknown_create_is_looked_up_by_client_id() -> None:

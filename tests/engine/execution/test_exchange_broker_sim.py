@@ -20,6 +20,8 @@ from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, Exchang
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.market.ccxt_gateway import CcxtGateway
+from engine.market.errors import AUTH_FIX
+from engine.market.gateway import REST_STREAM
 from engine.portfolio.positions import PositionBook, as_booked
 from engine.sim.server import SimExchangeServer
 from engine.sim.server.faults import LostReply as LostReplyAs
@@ -130,6 +132,72 @@ async def test_a_resting_limit_filled_while_unwatched_is_booked_with_its_commiss
         assert update.order.status is OrderStatus.FILLED and fill.price == pytest.approx(0.29)
         assert fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.1 * 0.29)
         assert Decimal(repr(fill.quantity - fill.fee_base)) == sim.venue.engine.account(API_KEY).balance("DOGE").free
+    finally:
+        await gateway.close()
+
+
+async def test_a_partly_filled_limit_cancelled_is_booked_once_under_its_own_id() -> None:
+    """Binance answers a cancel under the cancel's own client id (the sim does too): the broker
+    must take the reply as the order it cancelled, booking only what filled since it last looked,
+    not adopt a stranger and book the whole executed quantity a second time."""
+    source = FakeMarketSource(book_qty=10.0)  # 10 DOGE per book update: a big limit fills in parts
+    async with running_sim_exchange(source, speed=1.0) as sim:
+        gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+        try:
+            await gateway.load_markets()
+            broker = ExchangeBroker(gateway)
+            intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.299"), quantity=Decimal(5000))
+            cid = intent.client_order_id
+            assert (await broker.submit(intent, sim.venue.clock.now_ms())).order.status is OrderStatus.OPEN
+            source.set_price("DOGE/USDT", 0.29)  # the market falls through the limit: it fills in parts
+
+            async def partly_filled() -> bool:
+                return (await gateway.fetch_order("DOGE/USDT", cid)).filled_qty > 0
+
+            await eventually(partly_filled)
+            synced = await broker.sync(sim.venue.clock.now_ms())
+            source.set_price("DOGE/USDT", 0.31)  # and recovers: no more fills
+            cancelled = await broker.cancel("DOGE/USDT", cid, sim.venue.clock.now_ms())
+            assert cancelled.order.client_order_id == cid and cancelled.order.status is OrderStatus.CANCELED
+            fills = [f for u in synced for f in u.fills] + list(cancelled.fills)
+            assert {f.client_order_id for f in fills} == {cid}
+            executed = sum(Decimal(repr(t.quantity)) for t in await gateway.fetch_my_trades("DOGE/USDT"))
+            assert 0 < executed < intent.quantity and cancelled.order.filled_qty == executed
+            assert sum(Decimal(repr(f.quantity)) for f in fills) == executed  # booked once, no more
+            assert await broker.open_orders() == [] and broker.anomalies == []
+            assert await broker.sync(sim.venue.clock.now_ms() + 60_000) == []  # nothing left to reconcile
+        finally:
+            await gateway.close()
+
+
+async def test_a_cancel_the_key_may_not_make_is_journaled_as_failed_with_the_fix(
+    sim_and_source: tuple[SimExchangeServer, FakeMarketSource],
+) -> None:
+    """A key without trading permission gets -2015 on DELETE /order as on POST; ccxt raises it as
+    DDoSProtection, a private call having worked. The order still rests and can fill: the cancel
+    is journaled as failed, with the fix, not as done (and starts no rate-limit silence)."""
+    sim, _ = sim_and_source
+    gateway = CcxtGateway(_section(), endpoint=sim.base_url)
+    try:
+        await gateway.load_markets()
+        broker = ExchangeBroker(gateway)
+        sink = RecordingSink()
+        router = OrderRouter(broker, sink)
+        intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.15"), quantity=Decimal(100))
+        placed = await broker.submit(intent, sim.venue.clock.now_ms())
+        sim.faults.update({"key_cannot_trade": True})
+        assert await router.cancel(placed.order, sim.venue.clock.now_ms()) is None
+        (result,) = [e.payload for e in sink.events if e.kind == "order_result"]
+        assert (result["action"], result["status"], result["error_class"]) == ("cancel", "cancel_failed", "non_retryable")
+        assert AUTH_FIX in result["error"] and result["code"] == "-2015"
+        assert result["counted"] is False  # the engine blocks on the refused key, under its own reason
+        assert gateway.health()[REST_STREAM].rate_limited_until_ms == 0
+        assert [o.client_order_id for o in await broker.open_orders()] == [intent.client_order_id]
+        assert [o.client_order_id for o in await gateway.fetch_open_orders()] == [intent.client_order_id]
+
+        sim.faults.update({"key_cannot_trade": False})  # the owner fixed the key: the next cancel works
+        done = await router.cancel(placed.order, sim.venue.clock.now_ms())
+        assert done is not None and done.order.status is OrderStatus.CANCELED
     finally:
         await gateway.close()
 

@@ -158,6 +158,23 @@ async def test_user_streams_deliver_live_events(make_gateway: GatewayFactory, si
     assert "DOGE" in await balance
 
 
+async def test_a_cancel_is_filed_under_the_order_it_cancelled_on_rest_and_the_user_stream(
+    make_gateway: GatewayFactory, sim: SimExchangeServer
+) -> None:
+    """Binance names a cancel by its own made-up id (REST `clientOrderId`, WS `c`), the order's
+    beside it (`origClientOrderId`, `C`): both paths must report the order under its own id."""
+    gw, _, _ = make_gateway()
+    await gw.load_markets()
+    intent = make_intent("DOGE/USDT", client_order_id="hc-c1", order_type=OrderType.LIMIT, price=Decimal("0.2"))
+    await gw.create_order(intent)
+    orders = asyncio.ensure_future(gw.watch_orders())
+    await eventually(lambda: subscriptions(sim) == 1)
+    cancelled = await gw.cancel_order("DOGE/USDT", "hc-c1")
+    assert (cancelled.client_order_id, cancelled.status, cancelled.trace_id) == ("hc-c1", OrderStatus.CANCELED, "0123456789abcdef")
+    seen = await asyncio.wait_for(orders, 5)
+    assert [(o.client_order_id, o.status) for o in seen] == [("hc-c1", OrderStatus.CANCELED)]
+
+
 @pytest.mark.parametrize(
     ("intent", "code"),
     [

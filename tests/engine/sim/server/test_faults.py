@@ -300,12 +300,17 @@ async def test_faults_from_the_constructor_apply_from_the_first_call() -> None:
         assert resp.status == 429
 
 
-async def test_a_key_that_cannot_trade_is_refused_orders_and_keeps_its_reads(ex: Any, sim: SimExchangeServer) -> None:
-    await ex.fetch_balance()  # a private call that works: from here ccxt takes -2015 for a ban
-    sim.faults.update({"key_cannot_trade": True})
+async def test_a_key_that_cannot_trade_is_refused_orders_and_cancels_and_keeps_its_reads(
+    ex: Any, sim: SimExchangeServer
+) -> None:
+    resting = await ex.create_order("DOGE/USDT", "limit", "buy", 100, 0.2)  # a private call that works:
+    sim.faults.update({"key_cannot_trade": True})  # from here ccxt takes -2015 for a ban
     with pytest.raises(ccxt.DDoSProtection, match="-2015"):
         await ex.create_order("DOGE/USDT", "market", "buy", 100)
-    assert (await ex.fetch_balance())["USDT"]["free"] == pytest.approx(10_000.0)  # nothing was placed
+    with pytest.raises(ccxt.DDoSProtection, match="-2015"):  # Binance refuses the cancel alike
+        await ex.cancel_order(resting["id"], "DOGE/USDT")
+    assert [o["id"] for o in await ex.fetch_open_orders("DOGE/USDT")] == [resting["id"]]  # still resting
+    assert (await ex.fetch_balance())["USDT"]["used"] == pytest.approx(20.0)  # nothing else was placed
 
 
 async def test_clock_skew_shifts_the_time_and_the_recv_window_check_alike(ex: Any, sim: SimExchangeServer) -> None:

@@ -151,15 +151,21 @@ def test_ioc_limit_remainder_expires_and_unlocks() -> None:
     assert balances(e)["USDT"][1] == D(0)
 
 
-def test_cancel_unlocks_and_reports_original_client_id() -> None:
+def test_cancel_unlocks_and_has_its_own_client_id_beside_the_orders() -> None:
     e = engine()
     e.place_order(KEY, market("BUY", qty="100"), BOOK, NOW)
     placed = e.place_order(KEY, limit("SELL", "50", "0.40000", cid="mine-1"), BOOK, NOW)
     assert balances(e)["DOGE"] == (D("49.9"), D(50))
     done = e.cancel_order(KEY, "DOGEUSDT", order_id=None, client_order_id="mine-1", now_ms=NOW + 5)
-    assert (done.status, done.order_id, done.orig_client_order_id) == (OrderState.CANCELED, placed.order.order_id, "mine-1")
+    assert (done.status, done.order_id, done.client_order_id) == (OrderState.CANCELED, placed.order.order_id, "mine-1")
+    assert done.cancel_client_order_id not in ("", "mine-1")  # made up, as Binance does without newClientOrderId
     assert balances(e)["DOGE"] == (D("99.9"), D(0))
     assert e.open_orders(KEY) == []
+    again = e.place_order(KEY, limit("SELL", "50", "0.40000", cid="mine-2"), BOOK, NOW)
+    named = e.cancel_order(
+        KEY, "DOGEUSDT", order_id=again.order.order_id, client_order_id=None, now_ms=NOW + 6, cancel_client_order_id="x-1"
+    )
+    assert (named.client_order_id, named.cancel_client_order_id) == ("mine-2", "x-1")
 
 
 @pytest.mark.parametrize(

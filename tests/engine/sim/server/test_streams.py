@@ -148,3 +148,38 @@ async def test_ws_api_user_events_follow_the_subscribed_key(
     assert kinds == [("executionReport", "NEW"), ("executionReport", "TRADE"), ("outboundAccountPosition", None)]
     assert events[1]["event"]["X"] == "FILLED" and events[1]["event"]["N"] == "ETH"
     assert {b["a"] for b in events[2]["event"]["B"]} == {"ETH", "USDT"}
+
+
+async def test_a_cancel_is_reported_under_its_own_id_with_the_orders_beside_it(
+    sim: SimExchangeServer, session: aiohttp.ClientSession
+) -> None:
+    """As Binance does: the DELETE reply's `clientOrderId` and the executionReport's `c` are the
+    cancel's id (`newClientOrderId`, else a made-up one); the order's is `origClientOrderId` / `C`."""
+    headers = {"X-MBX-APIKEY": "k"}
+
+    def stamped(**params: str) -> dict[str, str]:
+        return {**params, "timestamp": str(int(time.time() * 1000)), "signature": "x"}
+
+    async with session.ws_connect(ws_url(sim, "/ws-api/v3")) as ws:
+        await ws.send_str(orjson.dumps({"id": "s", "method": "userDataStream.subscribe.signature", "params": _auth()}).decode())
+        assert (await recv(ws))["id"] == "s"
+        replies = []
+        for cid, cancel_params in (("mine-1", {}), ("mine-2", {"newClientOrderId": "x-1"})):
+            form = stamped(
+                symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="1000", newClientOrderId=cid
+            )
+            async with session.post(sim.base_url + "/api/v3/order", data=form, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+            query = stamped(symbol="ETHUSDT", origClientOrderId=cid, **cancel_params)
+            async with session.delete(sim.base_url + "/api/v3/order", params=query, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                replies.append(await resp.json())
+        cancels = []
+        while len(cancels) < 2:
+            event = (await recv(ws))["event"]
+            if event["e"] == "executionReport" and event["x"] == "CANCELED":
+                cancels.append(event)
+    made_up = replies[0]["clientOrderId"]
+    assert made_up not in ("", "mine-1") and replies[0]["origClientOrderId"] == "mine-1"
+    assert (replies[1]["clientOrderId"], replies[1]["origClientOrderId"]) == ("x-1", "mine-2")
+    assert [(e["c"], e["C"], e["X"]) for e in cancels] == [(made_up, "mine-1", "CANCELED"), ("x-1", "mine-2", "CANCELED")]
