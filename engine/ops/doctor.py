@@ -4,8 +4,9 @@ what it saw, and the fix.
 Checks: the config (and settings that are legal but risky), whether the data dir and the
 journal's folder can be made or written in, the journal (SQLite quick_check
 on the main file and archives, naming the full `hotcoin journal check` on a large journal, and
-size against rotation), free disk space, the clock against
-the exchange's (signed requests fail beyond recvWindow), the secrets file's permissions, whether
+size against rotation), free disk space (the data dir's filesystem and the journal's), the clock against
+the exchange's (signed requests fail beyond recvWindow; skipped against a sim-exchange at a speed
+other than x1, whose time is simulated), the secrets file's permissions, whether
 other users can read the data dir and the journal, the API key's own restrictions (a key that
 can *withdraw* is the loudest failure there is), and whether the exchange and the notification
 channels can be reached (Telegram by the read-only getMe; a Feishu webhook has no read-only
@@ -20,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import hmac
+import math
 import os
 import shutil
 import sqlite3
@@ -172,17 +175,63 @@ def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: i
     return out
 
 
-def check_disk(path: Path, *, warn_bytes: int = 2 * GIB, fail_bytes: int = 256 * 1024**2) -> Check:
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists (a first run has made neither yet)."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    text = f"{free / GIB:,.1f} GiB free on the filesystem of {path}"
+    return probe
+
+
+def check_disk(
+    path: Path,
+    *,
+    name: str = "disk",
+    journal: bool = True,
+    warn_bytes: int = 2 * GIB,
+    fail_bytes: int = 256 * 1024**2,
+    holds: str = "",
+) -> Check:
+    """Free space on the filesystem of `path` (named in the result, with what it `holds`).
+    `journal`: the journal is on it, so a full disk stops trading records (the fixes say so)."""
+    free = shutil.disk_usage(_existing(path)).free
+    text = f"{free / GIB:,.1f} GiB free on the filesystem of {path}{f' ({holds})' if holds else ''}"
+    if journal:
+        fail_fix = "free space: the journal stops accepting events when the disk fills"
+        warn_fix = "free some space or lower journal.retention_archives"
+    else:
+        fail_fix = "free space: models, job folders and the engine's log are written there"
+        warn_fix = "free some space on it"
     if free < fail_bytes:
-        return Check("disk", Status.FAIL, text, "free space: the journal stops accepting events when the disk fills")
+        return Check(name, Status.FAIL, text, fail_fix)
     if free < warn_bytes:
-        return Check("disk", Status.WARN, text, "free some space or lower journal.retention_archives")
-    return Check("disk", Status.OK, text)
+        return Check(name, Status.WARN, text, warn_fix)
+    return Check(name, Status.OK, text)
+
+
+def _device(path: Path) -> int:
+    return os.stat(_existing(path)).st_dev
+
+
+def check_disks(
+    data_dir: Path,
+    journal: Path,
+    *,
+    warn_bytes: int = 2 * GIB,
+    fail_bytes: int = 256 * 1024**2,
+    device: Callable[[Path], int] | None = None,
+) -> list[Check]:
+    """Free space where the data dir is and where the journal is (`journal.path` may put it on
+    another filesystem: only the data dir's was looked at, and a full journal disk passed).
+    One check when both are on the same filesystem (`device`: `st_dev`), else one each, each
+    naming its path."""
+    folder = journal.parent
+    disk = functools.partial(check_disk, warn_bytes=warn_bytes, fail_bytes=fail_bytes)
+    device = device or _device
+    if device(data_dir) == device(folder):
+        holds = "data dir and journal" if folder == data_dir else f"data dir; the journal's folder {folder} too"
+        return [disk(data_dir, holds=holds)]
+    return [disk(data_dir, journal=False, holds="data dir"), disk(folder, name="disk.journal", holds="journal")]
 
 
 def check_engine(socket_path: Path) -> Check:
@@ -260,6 +309,36 @@ async def measure_clock(
         return Check("clock", Status.WARN, f"could not read the exchange's time: {type(exc).__name__}", "check reachability")
     after = local_ms()
     return check_clock(server, (before + after) // 2, recv_window_ms=recv_window_ms)
+
+
+async def sim_exchange_speed(session: aiohttp.ClientSession, base_url: str) -> float | None:
+    """The speed of the hotcoin sim-exchange at `base_url` (it says at `GET /_sim/stats`); None
+    for any other host, or one that does not answer that route."""
+    try:
+        async with session.get(f"{base_url.rstrip('/')}/_sim/stats") as resp:
+            if resp.status != 200:
+                return None
+            return float(orjson.loads(await resp.read())["speed"])
+    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+async def check_exchange_clock(
+    session: aiohttp.ClientSession, base_url: str, local_ms: Callable[[], int], *, recv_window_ms: int, probe_sim: bool
+) -> Check:
+    """The clock check, except against a sim-exchange whose clock is paced (`probe_sim`: the
+    endpoint is not Binance's own, so it may be one). A sim at --speed X answers
+    `/api/v3/time` with its simulated clock, which runs X times the wall's and must (the
+    engine's `ExchangeClock` and the gateway's clock resync are built on it), but judges
+    signed requests on the wall clock (`engine.sim.server.venue`): measured against its
+    time, this box's clock read as seconds or hours off, a false FAIL. At x1 its clock is
+    started at the wall's time and the check means what it does on Binance."""
+    speed = await sim_exchange_speed(session, base_url) if probe_sim else None
+    if speed is not None and not math.isclose(speed, 1.0):
+        return Check("clock", Status.SKIP, f"the sim-exchange at {base_url} runs at x{speed:g}: its /api/v3/time is its "
+                     "simulated clock, which no system clock matches, and it judges signed requests on the wall clock; "
+                     "nothing to measure")  # fmt: skip
+    return await measure_clock(lambda: binance_time(session, base_url), local_ms, recv_window_ms=recv_window_ms)
 
 
 async def binance_time(session: aiohttp.ClientSession, base_url: str) -> int:
@@ -371,7 +450,7 @@ async def run_doctor(
     checks = check_config(loaded)
     checks.append(check_data_dir(c.paths.data_dir))
     checks += check_journal(c.journal_path, c.journal.rotate_max_bytes)
-    checks.append(check_disk(c.paths.data_dir))
+    checks += check_disks(c.paths.data_dir, c.journal_path)
     checks.append(check_secrets_file(c.paths.secrets_file))
     checks.append(check_private(c.paths.data_dir, c.journal_path))
     checks.append(check_engine(default_socket_path(c.paths.data_dir)))
@@ -383,7 +462,9 @@ async def run_doctor(
             reach = await check_reachable(session, "exchange", f"{base.rstrip('/')}/api/v3/ping")
             checks.append(reach)
             if reach.status is not Status.FAIL:
-                checks.append(await measure_clock(lambda: binance_time(session, base), wall_ms, recv_window_ms=c.exchange.recv_window_ms))
+                checks.append(await check_exchange_clock(
+                    session, base, wall_ms, recv_window_ms=c.exchange.recv_window_ms, probe_sim=base != BINANCE_API
+                ))  # fmt: skip
                 checks += await _key_checks(session, c, base, wall_ms)
         checks += await _telegram_check(c)
     fs = c.notify.feishu.webhook_url

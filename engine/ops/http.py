@@ -9,6 +9,14 @@ taken from it would stay young forever. /health answers 503 when the engine is b
 halted, when a reason says the data is stale, or when the newest snapshot is older than
 `max_snapshot_age_s`; 200 otherwise (tradeable, degraded for another reason, starting).
 
+Before the first cycle there is no snapshot to age: /health answers "starting" (200) through the
+warm-up, then 503 with reason "no cycle since start (N s)" once the engine has waited for the
+market's first batch longer than `max_snapshot_age_s` wall seconds (`Engine.first_batch_wait_s`;
+a half-open ticker stream never delivers one, and "starting" forever hid a dead engine from
+the probe). The warm-up does not count: one REST call per symbol, each bounded by its timeout,
+can outlast the allowance at a healthy start, and a probe must not restart an engine that is
+warming up into another warm-up. The no-snapshot answer shows the feed's streams too.
+
 The notification channels are shown too (`notify`: each one's queue, counters, and `ok: false`
 with the last error while its deliveries fail), and never make /health 503: the probe answers
 "should this engine be restarted?", and a restart cannot mend Telegram, only stop trading and
@@ -20,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 from aiohttp import web
@@ -29,17 +37,20 @@ from engine.errors import ConfigError
 from engine.loopback import is_loopback_host
 from engine.ops.metrics import EngineMetrics
 from engine.ops.notify.dispatcher import ChannelReport
-from engine.runtime.snapshot import EngineSnapshot
+from engine.runtime.snapshot import EngineSnapshot, StreamRow
 
 SnapshotSource = Callable[[], EngineSnapshot | None]
 QueueDepths = Callable[[], Mapping[str, int]]
 NotifySource = Callable[[], Mapping[str, ChannelReport]]
 Clock = Callable[[], int]
+WaitSource = Callable[[], float | None]  # wall seconds waited for the first batch; None: warming up
+StreamSource = Callable[[int], Sequence[StreamRow]]
 
 log = logging.getLogger("hotcoin.ops.http")
 
 HEALTHY_STATES = ("tradeable", "degraded", "starting")
 STALE_REASON = "data_stale"
+NO_CYCLE_REASON = "no cycle since start"
 
 
 def wall_ms() -> int:
@@ -59,14 +70,40 @@ def _channels(notify: Mapping[str, ChannelReport]) -> dict[str, dict[str, object
     return {name: {"ok": r.ok, **dataclasses.asdict(r)} for name, r in notify.items()}
 
 
+def _streams(rows: Sequence[StreamRow], now_ms: int) -> list[dict[str, object]]:
+    return [{**dataclasses.asdict(s), "age_s": _age_s(now_ms, s.last_message_ms)} for s in rows]
+
+
 def health_document(
-    snap: EngineSnapshot | None, queues: Mapping[str, int], now_ms: int, notify: Mapping[str, ChannelReport] | None = None
+    snap: EngineSnapshot | None,
+    queues: Mapping[str, int],
+    now_ms: int,
+    notify: Mapping[str, ChannelReport] | None = None,
+    *,
+    waiting_s: float | None = None,
+    max_wait_s: float | None = None,
+    streams: Sequence[StreamRow] = (),
 ) -> dict[str, object]:
     """What /health returns: state, reasons, snapshot and stream ages at `now_ms`, error rate,
-    queue depths, notification channels."""
+    queue depths, notification channels. With no snapshot yet: `waiting_s`, the wall seconds
+    waited for the first batch (None: still warming up), is reason `NO_CYCLE_REASON` once over
+    `max_wait_s`, and `streams` says what the feed's connections are doing meanwhile."""
     channels = _channels(notify or {})
     if snap is None:
-        return {"state": "starting", "reasons": ["no cycle completed yet"], "queues": dict(queues), "notify": channels}
+        if waiting_s is None:
+            reason = "no cycle completed yet (warming up)"
+        elif max_wait_s is not None and waiting_s > max_wait_s:
+            reason = f"{NO_CYCLE_REASON} ({waiting_s:.0f} s)"
+        else:
+            reason = "no cycle completed yet"
+        return {
+            "state": "starting",
+            "reasons": [reason],
+            "waiting_s": waiting_s,
+            "streams": _streams(streams, now_ms),
+            "queues": dict(queues),
+            "notify": channels,
+        }
     st = snap.status
     return {
         "state": st.state,
@@ -80,7 +117,7 @@ def health_document(
         "model_version": st.model_version,
         "ts_ms": snap.ts_ms,
         "snapshot_age_s": _age_s(now_ms, snap.ts_ms),
-        "streams": [{**dataclasses.asdict(s), "age_s": _age_s(now_ms, s.last_message_ms)} for s in st.streams],
+        "streams": _streams(st.streams, now_ms),
         "positions": len(snap.positions),
         "pool_size": len(snap.candidates),
         "queues": dict(queues),
@@ -89,11 +126,12 @@ def health_document(
 
 
 def health_status(doc: Mapping[str, object], max_snapshot_age_s: float) -> int:
-    """The HTTP status a probe acts on: 503 for a bad state, stale data or a stalled loop."""
+    """The HTTP status a probe acts on: 503 for a bad state, stale data, a stalled loop or a
+    start that never saw the market."""
     if doc["state"] not in HEALTHY_STATES:
         return 503
     reasons = doc.get("reasons")
-    if isinstance(reasons, list) and any(str(r).startswith(STALE_REASON) for r in reasons):
+    if isinstance(reasons, list) and any(str(r).startswith((STALE_REASON, NO_CYCLE_REASON)) for r in reasons):
         return 503
     age = doc.get("snapshot_age_s")
     return 503 if isinstance(age, float) and age > max_snapshot_age_s else 200
@@ -111,14 +149,23 @@ class OpsServer:
         max_snapshot_age_s: float = 30.0,
         now_ms: Clock = wall_ms,
         clock_speed: float = 1.0,
+        first_batch_wait: WaitSource | None = None,
+        streams: StreamSource | None = None,
     ) -> None:
+        """`first_batch_wait`: the engine's wait for its first batch (`Engine.first_batch_wait_s`);
+        without it the wait counts from `start()`. `streams`: the feed's streams at a time, shown
+        while there is no snapshot (a snapshot carries its own)."""
         self._metrics, self._snapshot, self._queues = metrics, snapshot, queues
         self._host, self._port = host, port
         # Ages are read on `now_ms`, the feed's clock; a simulated one runs `clock_speed` times
         # the wall's, and the allowance is for a stalled loop in wall seconds (30 s of a x60
         # sim's clock would be half a second: one slow cycle read as a dead engine).
         self._max_age_s = max_snapshot_age_s * max(1.0, clock_speed)
+        self._max_wait_s = max_snapshot_age_s  # the first batch's wait is read on the wall clock
         self._now_ms = now_ms
+        self._first_batch_wait = first_batch_wait or self._since_start
+        self._streams = streams
+        self._started: float | None = None
         self._notify: NotifySource = dict
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -140,6 +187,7 @@ class OpsServer:
                 "(HOTCOIN_OPS__HTTP_PORT=0 takes any), or pass --no-http"
             ) from exc
         self.port = int(self._runner.addresses[0][1])
+        self._started = time.monotonic()
         if not is_loopback_host(self._host):
             # `hotcoin doctor` says so too, but nobody runs it before every start: say it where it happens.
             log.warning("%s; %s", NOT_LOOPBACK.format(host=self._host), NOT_LOOPBACK_FIX, extra={"port": self.port})
@@ -155,8 +203,19 @@ class OpsServer:
             await self._runner.cleanup()
             self._runner = None
 
+    def _since_start(self) -> float | None:
+        return None if self._started is None else time.monotonic() - self._started
+
     async def _health(self, _: web.Request) -> web.Response:
-        doc = health_document(self._snapshot(), self._queues(), self._now_ms(), self._notify())
+        snap, now = self._snapshot(), self._now_ms()
+        if snap is not None:
+            doc = health_document(snap, self._queues(), now, self._notify())
+        else:
+            streams = () if self._streams is None else self._streams(now)
+            waiting = self._first_batch_wait()
+            doc = health_document(
+                None, self._queues(), now, self._notify(), waiting_s=waiting, max_wait_s=self._max_wait_s, streams=streams
+            )
         status = health_status(doc, self._max_age_s)
         return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 

@@ -133,6 +133,7 @@ class Engine:
         self._close_all: CloseAllProgress | None = None
         self._close_all_flat_at: float | None = None  # time.monotonic() when `_close_all` went flat
         self._cycle_pct = (0.0, 0.0)  # p50, p99 of recent cycles (ms), refreshed every CYCLE_STATS_EVERY
+        self._waiting_since: float | None = None  # time.monotonic() when the wait for the first batch began
 
     @property
     def core(self) -> TradingCore | None:
@@ -148,12 +149,22 @@ class Engine:
 
     # ------------------------------------------------------------------ public
     async def run(self, duration_s: float | None = None) -> None:
-        """Trade until `duration_s` of wall time passed, a SHUTDOWN command, or `stop()`."""
+        """Trade until `duration_s` of wall time passed, a SHUTDOWN command, or `stop()`.
+
+        Any of them ends the start too (the warm-up, the wait for the first batch): a feed
+        that never delivers (a half-open stream) kept SIGTERM and `--duration` waiting for it.
+        The duration counts from this call, the start included, so 0 ends a run before its
+        first batch (it used to mean "one cycle", an accident of checking only after cycles).
+        A run stopped before its first batch journals nothing, neither `run_start` (no core
+        was made, and no batch stamps one) nor a `run_stop` with no start to pair with: it
+        traded nothing, and its log says it stopped before the market answered."""
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        warm = await self.cycle.warmup()
-        if warm:
-            log.info("discovery warmed up", extra={"batches": warm})
-        first = await self.feed.next_batch()
+        first = await self._start(deadline)
+        if first is None:
+            reason = "shutdown" if self._stop.is_set() else "duration"
+            log.warning("engine stopped (%s) before the market's first batch: nothing traded, nothing journaled", reason)
+            await self.hub.close()
+            return
         self._now = first.ts_ms
         await self.cycle.begin(first, self.mode.value)
         if self.recovery is not None:
@@ -191,6 +202,61 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def first_batch_wait_s(self) -> float | None:
+        """Wall seconds this engine has waited for the market's first batch, counted from the
+        end of its warm-up; None while warming up and once trading. /health reads it: a feed
+        that never delivers must turn the probe red, a long warm-up (one REST call per symbol,
+        each bounded by its timeout) must not (`engine.ops.http`)."""
+        since = self._waiting_since
+        return None if since is None else time.monotonic() - since
+
+    async def _start(self, deadline: float | None) -> TickerBatch | None:
+        """The warm-up, then the first batch; None when `stop()`, a SHUTDOWN command or the
+        deadline comes first (the warm-up or the wait is cancelled, the feed is left to close)."""
+        start = asyncio.ensure_future(self._warm_then_first())
+        stop = asyncio.ensure_future(self._stop.wait())
+        shutdown = asyncio.ensure_future(self._shutdown_before_start())
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            done, _ = await asyncio.wait({start, stop, shutdown}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stop, shutdown, start):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(stop, shutdown, return_exceptions=True)
+            self._waiting_since = None
+        if start in done:
+            return start.result()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+        return None
+
+    async def _warm_then_first(self) -> TickerBatch:
+        warm = await self.cycle.warmup()
+        if warm:
+            log.info("discovery warmed up", extra={"batches": warm})
+        self._waiting_since = time.monotonic()
+        return await self.feed.next_batch()
+
+    async def _shutdown_before_start(self) -> None:
+        """Answer SHUTDOWN commands that come before the first batch (the TUI's stop), then
+        return; other commands stay queued for the first cycle, which journals them after
+        `run_start`, stamped with the market's time, as they always were."""
+        while not self._stop.is_set():
+            await self._command_waiting.wait()
+            self._command_waiting.clear()  # the first cycle drains what stays queued anyway
+            kept = []
+            while not self._commands.empty():
+                command, origin, future = self._commands.get_nowait()
+                if command is not Command.SHUTDOWN:
+                    kept.append((command, origin, future))
+                    continue
+                self._stop.set()
+                if not future.done():
+                    future.set_result(CommandResult(True, "shutting down"))
+            for item in kept:
+                self._commands.put_nowait(item)
 
     def _journal_lost_events(self, now_ms: int) -> None:
         """The journal opened on a damaged -wal (`Journal.wal_damage`): journal it as a

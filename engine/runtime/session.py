@@ -439,6 +439,8 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                     max_snapshot_age_s=config.ops.health_max_snapshot_age_s,
                     now_ms=feed.now_ms,
                     clock_speed=options.speed,
+                    first_batch_wait=engine.first_batch_wait_s,
+                    streams=feed.streams,
                 )
                 await ops.start()
                 stack.push_async_callback(ops.stop)

@@ -69,7 +69,7 @@ def run(
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
     speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
     duration: Annotated[
-        float | None, typer.Option("--duration", callback=_seconds, help="Stop after this many wall seconds.")
+        float | None, typer.Option("--duration", callback=_seconds, help="Stop after this many wall seconds (the start included).")
     ] = None,
     endpoint: Annotated[
         str | None,

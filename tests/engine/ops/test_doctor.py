@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import shutil
 import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import aiohttp
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from engine.config import load_config
 from engine.journal.writer import Journal
+from engine.ops import doctor
 from engine.ops.doctor import (
     Check,
     Status,
@@ -29,6 +31,7 @@ from engine.ops.doctor import (
     check_config,
     check_data_dir,
     check_disk,
+    check_disks,
     check_feishu,
     check_journal,
     check_private,
@@ -36,6 +39,7 @@ from engine.ops.doctor import (
     judge_restrictions,
     measure_clock,
     run_doctor,
+    sim_exchange_speed,
     worst,
 )
 from tests.engine.config.test_locations import deny_writes_in
@@ -125,6 +129,56 @@ def test_a_damaged_journal_fails(tmp_path: Path) -> None:
 )
 def test_disk_space(tmp_path: Path, warn: int, fail: int, status: Status) -> None:
     assert check_disk(tmp_path / "not" / "created", warn_bytes=warn, fail_bytes=fail).status is status
+
+
+class Usage(NamedTuple):
+    total: int
+    used: int
+    free: int
+
+
+def _usage(free: dict[Path, int]) -> Any:
+    """A `shutil.disk_usage` with `free` bytes at each path (and plenty elsewhere)."""
+
+    def usage(path: str | Path) -> Any:
+        left = free.get(Path(path), 10**12)
+        return Usage(10**13, 10**13 - left, left)
+
+    return usage
+
+
+def test_the_journal_on_another_filesystem_has_its_own_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`journal.path` on a nearly full disk passed: only the data dir's filesystem was looked at."""
+    data, elsewhere = tmp_path / "data", tmp_path / "mnt"
+    data.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setattr(shutil, "disk_usage", _usage({elsewhere: 10 * 1024**2}))
+    checks = check_disks(data, elsewhere / "j.sqlite", device=lambda p: 2 if elsewhere in (p, *p.parents) else 1)
+    assert [(c.name, c.status) for c in checks] == [("disk", Status.OK), ("disk.journal", Status.FAIL)]
+    assert str(data) in checks[0].detail and "data dir" in checks[0].detail
+    assert str(elsewhere) in checks[1].detail and "journal" in checks[1].detail
+    assert "journal stops accepting events" in checks[1].fix
+
+
+def test_one_disk_check_when_the_journal_shares_the_data_dirs_filesystem(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (checks,) = check_disks(data, tmp_path / "journals" / "j.sqlite")  # neither exists yet: their parents are probed
+    assert checks.name == "disk"
+    assert str(data) in checks.detail and str(tmp_path / "journals") in checks.detail
+    (same,) = check_disks(data, data / "journal.sqlite")
+    assert "data dir and journal" in same.detail
+
+
+async def test_run_doctor_checks_the_journals_filesystem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journals = tmp_path / "small"
+    journals.mkdir()
+    monkeypatch.setattr(shutil, "disk_usage", _usage({journals: 10 * 1024**2}))
+    monkeypatch.setattr(doctor, "_device", lambda p: 2 if journals in (p, *p.parents) else 1)
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"), "HOTCOIN_JOURNAL__PATH": str(journals / "j.sqlite")}
+    named = by_name(await run_doctor(load_config(env=env)))
+    assert named["disk"].status is Status.OK
+    assert named["disk.journal"].status is Status.FAIL
+    assert str(journals) in named["disk.journal"].detail
 
 
 @pytest.mark.parametrize(("mode", "status"), [(0o600, Status.OK), (0o400, Status.OK), (0o640, Status.FAIL), (0o644, Status.FAIL)])
@@ -255,6 +309,34 @@ async def test_clock_skew_against_the_sim_exchange(offset_ms: int, status: Statu
             lambda: binance_time(session, sim.base_url), lambda: sim.venue.clock.now_ms() + offset_ms
         )
     assert check.status is status
+
+
+@pytest.mark.parametrize(("speed", "status"), [(10.0, Status.SKIP), (1.0, Status.OK)], ids=["x10", "x1"])
+async def test_run_doctor_skips_the_clock_of_a_paced_sim_exchange(tmp_path: Path, speed: float, status: Status) -> None:
+    """`hotcoin sim-exchange --speed 10` answers /api/v3/time with its simulated clock (the
+    engine's clock on it is built from that) but judges signed requests on the wall clock: doctor
+    failed the box's clock against it. At x1 its clock is the wall's, and is measured."""
+    wall = time.time_ns() // 1_000_000
+    # At x10 the sim's clock runs ahead of the wall from its start (a restart starts it after
+    # the journal's newest event, later still): a minute ahead is a FAIL when measured.
+    source = FakeMarketSource(start_ms=wall + (60_000 if speed > 1 else 0))
+    async with running_sim_exchange(source, speed=speed) as sim:
+        env = {
+            "HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"),
+            "HOTCOIN_EXCHANGE__NAME": "sim",
+            "HOTCOIN_EXCHANGE__ENDPOINT": sim.base_url,
+        }
+        named = by_name(await run_doctor(load_config(env=env)))
+    clock = named["clock"]
+    assert clock.status is status, clock
+    if status is Status.SKIP:
+        assert "x10" in clock.detail and "simulated clock" in clock.detail
+    assert named["reach.exchange"].status is Status.OK
+
+
+async def test_the_clock_of_a_host_without_sim_stats_is_measured(binance: FakeBinance) -> None:
+    async with aiohttp.ClientSession() as session:
+        assert await sim_exchange_speed(session, binance.base_url) is None
 
 
 async def test_an_unreachable_exchange_clock_is_a_warning() -> None:

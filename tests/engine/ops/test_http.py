@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -14,7 +15,7 @@ from engine.ops.http import OpsServer, health_document, health_status
 from engine.ops.metrics import EngineMetrics
 from engine.ops.notify import ChannelReport
 from engine.runtime.session import RunOptions, open_session
-from engine.runtime.snapshot import EngineSnapshot
+from engine.runtime.snapshot import EngineSnapshot, StreamRow
 from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.domain import T0
 from tests.kit.snapshots import make_snapshot, make_status
@@ -65,6 +66,58 @@ def test_health_status(state: str, reasons: tuple[str, ...], age_ms: int, code: 
 
 def test_health_status_while_starting_is_200() -> None:
     assert health_status(health_document(None, {}, T0), 30.0) == 200
+
+
+def test_a_start_that_never_sees_the_market_answers_503_once_past_the_allowance() -> None:
+    """/health said 200 "starting" forever when no cycle ever completed (a half-open ticker
+    stream): the wait for the first batch is held to the snapshot allowance; the warm-up is not."""
+    tickers = (StreamRow("tickers", "connected", None, "subscribed, no message yet"),)
+    warming = health_document(None, {}, T0, waiting_s=None, max_wait_s=30.0, streams=tickers)
+    assert warming["reasons"] == ["no cycle completed yet (warming up)"]
+    assert health_status(warming, 30.0) == 200
+    waiting = health_document(None, {}, T0, waiting_s=12.0, max_wait_s=30.0, streams=tickers)
+    assert waiting["reasons"] == ["no cycle completed yet"]
+    assert health_status(waiting, 30.0) == 200
+    stalled = health_document(None, {}, T0, waiting_s=45.2, max_wait_s=30.0, streams=tickers)
+    assert stalled["state"] == "starting"
+    assert stalled["reasons"] == ["no cycle since start (45 s)"]
+    assert stalled["waiting_s"] == 45.2
+    assert stalled["streams"] == [
+        {"name": "tickers", "status": "connected", "last_message_ms": None, "detail": "subscribed, no message yet", "age_s": None}
+    ]
+    assert health_status(stalled, 30.0) == 503
+
+
+async def test_the_server_holds_the_first_batch_wait_to_the_wall_allowance() -> None:
+    """At --speed 60 the snapshot allowance is 60x in sim time; the wait for the first batch is
+    read on the wall clock, so it is held to the unscaled allowance. Without the engine's wait
+    the server counts from its own start."""
+    wait: list[float | None] = [None]
+    tickers = (StreamRow("tickers", "connected", None),)
+    server = OpsServer(
+        EngineMetrics(), lambda: None, dict, "127.0.0.1", 0, max_snapshot_age_s=5.0, now_ms=lambda: T0, clock_speed=60.0,
+        first_batch_wait=lambda: wait[0], streams=lambda now: tickers,
+    )
+    bare = OpsServer(EngineMetrics(), lambda: None, dict, "127.0.0.1", 0, max_snapshot_age_s=0.05, now_ms=lambda: T0)
+    await server.start()
+    await bare.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{server.port}/health"
+            async with http.get(url) as resp:
+                assert resp.status == 200  # warming up
+            wait[0] = 6.0
+            async with http.get(url) as resp:
+                assert resp.status == 503
+                doc = await resp.json()
+            assert doc["reasons"] == ["no cycle since start (6 s)"]
+            assert [s["name"] for s in doc["streams"]] == ["tickers"]
+            await asyncio.sleep(0.1)
+            async with http.get(f"http://127.0.0.1:{bare.port}/health") as resp:
+                assert resp.status == 503
+    finally:
+        await server.stop()
+        await bare.stop()
 
 
 def test_metrics_follow_the_snapshot() -> None:
