@@ -70,7 +70,7 @@ def load_config(
 
     path = _choose_config_file(config_file, env)
     if path is not None:
-        data = _read_toml(path, what="config file")
+        data = read_toml(path, what="config file")
         for key in _leaf_keys(data):
             if key in SECRET_KEYS:
                 raise ConfigError(
@@ -136,8 +136,11 @@ def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path |
     return default if default.is_file() else None
 
 
-def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
-    """The file's tables; UTF-8 with or without the byte-order mark some Windows editors add."""
+def read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """The file's tables; UTF-8 with or without the byte-order mark some Windows editors add.
+    Every reader of a config file goes through here (`hotcoin optimize` re-reads it to write
+    best.toml): a second reader with its own decoding refused, after the search, a file the
+    loader had taken."""
     try:
         return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -160,7 +163,7 @@ def _read_secrets(path: Path) -> dict[str, Any]:
             f"secrets file {path} is readable by group or others (mode {mode:04o}); "
             f"refusing to use it. Fix: chmod 600 {path}"
         )
-    data = _read_toml(path, what="secrets file")
+    data = read_toml(path, what="secrets file")
     for key in _leaf_keys(data):
         if key in SECRET_TABLES:
             raise ConfigError(f"{key} in the secrets file {path} {_not_a_table(key)}")
