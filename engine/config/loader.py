@@ -81,7 +81,7 @@ def load_config(
                 raise ConfigError(f"{key} in the config file {path} {_not_a_table(key)}")
         _merge(merged, data, sources, f"file:{path}")
 
-    _merge(merged, _env_layer(env), sources, None)
+    _merge(merged, _env_layer(env, merged), sources, None)
     if cli:
         for key in cli:
             if key in SECRET_KEYS:
@@ -197,12 +197,14 @@ def _env_name(dotted: str) -> str:
     return "__".join(part.upper() for part in dotted.split("."))
 
 
-def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_layer(env: Mapping[str, str], below: Mapping[str, Any]) -> dict[str, Any]:
     """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable.
 
     A JSON object merges key by key, into the file's table and with other variables, rather than
     replacing them (the more specific variable wins). An empty variable counts as unset, as
-    `HOTCOIN_X=` in a unit file or a shell usually means "not this one"."""
+    `HOTCOIN_X=` in a unit file or a shell usually means "not this one". Each part of the name
+    takes the spelling of the key the lower layers (`below`, the config file) already have there
+    or a broader variable's JSON object (`_env_key`), since a variable cannot say `Main` from `main`."""
     out: dict[str, Any] = {}
     for name, raw in sorted(env.items(), key=lambda item: item[0].count("__")):
         if not name.startswith(ENV_PREFIX) or raw == "":
@@ -212,7 +214,7 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
             if dotted is None:
                 continue
         else:
-            dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            dotted = _env_key(name, (below, out))
         value: Any = raw
         if raw[:1] in "[{":
             try:
@@ -224,6 +226,31 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError(f"{misplaced[0]} from {name} {_not_a_table(misplaced[0])}")
         dotted_set(out, dotted, _tag(name, value))
     return out
+
+
+def _env_key(name: str, below: tuple[Mapping[str, Any], ...]) -> str:
+    """The dotted key variable `name` sets. Environment names are upper case by custom, so a
+    part matches a key already there at its level (in `below`: the config file's tables, and a
+    JSON object a broader variable gave) whatever its case, and takes that key's spelling:
+    lowered, `..._PROFILES__MAIN__CAPITAL` made a new profile `main` beside the file's `Main`,
+    which kept its capital, silently. A part that matches no key there is lower case, as every
+    setting's name is; one that matches several (`Main` and `main`) is refused, naming them."""
+    parts: list[str] = []
+    nodes: list[Any] = list(below)
+    for part in name[len(ENV_PREFIX) :].split("__"):
+        same = sorted({key for node in nodes if isinstance(node, Mapping) for key in node if key.lower() == part.lower()})
+        if len(same) > 1:
+            spellings = " and ".join(repr(".".join([*parts, k])) for k in same)
+            table = f"{ENV_PREFIX}{_env_name('.'.join(parts))}" if parts else None
+            json_fix = f', or set the one meant in a JSON object, {table}=\'{{"{same[0]}": ...}}\' (its keys keep their case)'
+            raise ConfigError(
+                f"{name} matches both {spellings}, which differ only in case, and a variable's name "
+                f"cannot tell them apart. Fix: rename one of them in the config file{json_fix if table else ''}"
+            )
+        key = same[0] if same else part.lower()
+        parts.append(key)
+        nodes = [node.get(key) for node in nodes if isinstance(node, Mapping)]
+    return ".".join(parts)
 
 
 def _tag(var: str, value: Any) -> Any:

@@ -142,3 +142,50 @@ def test_a_webhook_url_any_channel_can_post_to_loads(url: str) -> None:
 
     config = load_config(env={"HOTCOIN_NOTIFY__FEISHU__WEBHOOK_URL": url}).config
     assert [n.name for n in build_notifiers(config)] == ["feishu"]
+
+
+def test_an_env_variable_sets_a_mixed_case_profile_of_the_file_under_its_own_spelling(tmp_path: Path) -> None:
+    """A variable name is upper case: lowered whole, ..._PROFILES__MAIN__CAPITAL made a new
+    profile `main` beside the file's `Main`, which kept its capital of 200, silently."""
+    cfg = write(
+        tmp_path / "c.toml",
+        "[trading.capital]\nprofile = 'Main'\n[trading.capital.profiles.Main]\ncapital = 200\nmax_concurrent = 4\n",
+    )
+    env = {"HOTCOIN_TRADING__CAPITAL__PROFILES__MAIN__CAPITAL": "1000", "HOTCOIN_TRADING__CAPITAL__PROFILES__MAIN__MAX_CONCURRENT": "5"}
+    loaded = load_config(cfg, env=env)
+    capital = loaded.config.trading.capital
+    assert capital.active == CapitalProfile(capital=1000.0, max_concurrent=5) and set(capital.profiles) == {*BUILT_IN, "Main"}
+    assert loaded.source_of("trading.capital.profiles.Main.capital") == "env:HOTCOIN_TRADING__CAPITAL__PROFILES__MAIN__CAPITAL"
+    gpu = write(tmp_path / "g.toml", "[gpu.BigBox]\nhost = 'box'\n")
+    assert load_config(gpu, env={"HOTCOIN_GPU__BIGBOX__PORT": "2222"}).config.gpu["BigBox"].port == 2222
+    # A name the file does not have is still a new, lower-case profile.
+    assert "new" in load_config(cfg, env={**env, "HOTCOIN_TRADING__CAPITAL__PROFILES__NEW__CAPITAL": "9",
+                                           "HOTCOIN_TRADING__CAPITAL__PROFILES__NEW__MAX_CONCURRENT": "1"}).config.trading.capital.profiles  # fmt: skip
+
+
+def test_an_env_variable_matching_two_spellings_of_the_file_is_refused_naming_both(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.toml",
+        "[trading.capital.profiles.Main]\ncapital = 200\nmax_concurrent = 4\n"
+        "[trading.capital.profiles.main]\ncapital = 300\nmax_concurrent = 4\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, env={"HOTCOIN_TRADING__CAPITAL__PROFILES__MAIN__CAPITAL": "1000"})
+    assert str(err.value).startswith(
+        "HOTCOIN_TRADING__CAPITAL__PROFILES__MAIN__CAPITAL matches both 'trading.capital.profiles.Main' and "
+        "'trading.capital.profiles.main', which differ only in case"
+    )
+    assert "HOTCOIN_TRADING__CAPITAL__PROFILES='{\"Main\": ...}'" in str(err.value)
+    # The JSON object the message offers sets the one meant.
+    json_env = {"HOTCOIN_TRADING__CAPITAL__PROFILES": '{"Main": {"capital": 1000}}'}
+    profiles = load_config(cfg, env=json_env).config.trading.capital.profiles
+    assert (profiles["Main"].capital, profiles["main"].capital) == (1000.0, 300.0)
+
+
+def test_an_env_variable_takes_the_spelling_a_broader_variables_json_gave() -> None:
+    env = {
+        "HOTCOIN_TRADING__CAPITAL__PROFILES": '{"Main": {"capital": 200}}',
+        "HOTCOIN_TRADING__CAPITAL__PROFILES__MAIN__MAX_CONCURRENT": "4",
+        "HOTCOIN_TRADING__CAPITAL__PROFILE": "Main",
+    }
+    assert load_config(env=env).config.trading.capital.active == CapitalProfile(capital=200.0, max_concurrent=4)
