@@ -189,3 +189,55 @@ def test_an_env_variable_takes_the_spelling_a_broader_variables_json_gave() -> N
         "HOTCOIN_TRADING__CAPITAL__PROFILE": "Main",
     }
     assert load_config(env=env).config.trading.capital.active == CapitalProfile(capital=200.0, max_concurrent=4)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "[trading.capital]\nprofile = 'tiny'\n[trading.capital.profiles.tiny]\ncapital = 50\nmax_concurrent = 10\n",
+            "profile tiny: 50 / 10 = 5.00 per position < trading.capital.min_order_quote 6: no entry can ever be sent; "
+            "lower trading.capital.profiles.tiny.max_concurrent or trading.capital.min_order_quote, or raise trading.capital.profiles.tiny.capital",
+        ),
+        (
+            "[trading.capital.profiles.starter]\nposition_fraction = 0.05\n",
+            "profile starter: 100 x position_fraction 0.05 = 5.00 per position < trading.capital.min_order_quote 6: no entry can ever be sent",
+        ),
+        (
+            "[trading.risk]\nmax_cluster_exposure = 0.05\n",
+            "profile starter: 100 x trading.risk.max_cluster_exposure 0.05 = 5.00 < trading.capital.min_order_quote 6: no entry can ever be sent",
+        ),
+        (
+            "[trading.capital]\nprofile = 'one'\n[trading.capital.profiles.one]\ncapital = 6\nmax_concurrent = 1\n[trading.risk]\nmax_cluster_exposure = 1\n",
+            "profile one: capital 6 less the entry's fee and slippage (0.15%) = 5.99 < trading.capital.min_order_quote 6: no entry can ever be sent",
+        ),
+        (
+            "[trading.execution]\nmax_order_quote = 5\n",
+            "trading.execution.max_order_quote 5 < trading.capital.min_order_quote 6: no entry can ever be sent; "
+            "raise it or lower trading.capital.min_order_quote",
+        ),
+    ],
+    ids=["per-position", "position-fraction", "cluster-cap", "fees", "max-order"],
+)
+def test_sizing_that_can_never_reach_the_minimum_order_is_refused_at_load(tmp_path: Path, text: str, says: str) -> None:
+    """Capital 50 over 10 positions loaded and traded nothing: every entry was 5, under the
+    minimum order of 6, and refused `min_order` in the journal, with nothing said at start."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path / "c.toml", text), env={})
+    assert says in str(err.value)
+
+
+def test_sizing_that_reaches_the_minimum_order_loads(tmp_path: Path) -> None:
+    """Exactly the minimum is an entry; a small profile that is not in force is not checked
+    (it is when chosen); every built-in profile can trade."""
+    text = (
+        "[trading.capital]\nmin_order_quote = 5\n[trading.capital.profiles.tiny]\ncapital = 50\nmax_concurrent = 10\n"
+        "[trading.capital.profiles.small]\ncapital = 5\nmax_concurrent = 2\n"
+    )
+    cfg = write(tmp_path / "c.toml", text)
+    assert load_config(cfg, env={"HOTCOIN_TRADING__CAPITAL__PROFILE": "tiny"}).config.trading.capital.active.capital == 50
+    assert load_config(cfg, env={}).config.trading.capital.profile == "starter"
+    with pytest.raises(ConfigError, match=r"profile small: 5 / 2 = 2\.50 per position"):
+        load_config(cfg, env={"HOTCOIN_TRADING__CAPITAL__PROFILE": "small"})
+    for name in BUILT_IN:
+        assert load_config(env={"HOTCOIN_TRADING__CAPITAL__PROFILE": name}).config.trading.capital.profile == name
