@@ -3,12 +3,13 @@ them through `load_config`."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
+from engine.config import SECRET_KEYS, load_config
 from engine.config.loader import RETIRED
 from engine.config.sections.discovery import AnomalySection, HeatSection, PoolSection
 from engine.config.sections.trading import CapitalProfile, CapitalSettings
@@ -241,3 +242,31 @@ def test_sizing_that_reaches_the_minimum_order_loads(tmp_path: Path) -> None:
         load_config(cfg, env={"HOTCOIN_TRADING__CAPITAL__PROFILE": "small"})
     for name in BUILT_IN:
         assert load_config(env={"HOTCOIN_TRADING__CAPITAL__PROFILE": name}).config.trading.capital.profile == name
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_KEYS))
+@pytest.mark.parametrize("value", ["", "   ", " SECRETVALUE", "SECRETVALUE\n"], ids=["empty", "spaces", "padded", "newline"])
+def test_every_secret_that_is_set_must_hold_something(tmp_path: Path, key: str, value: str) -> None:
+    """`api_key = ""` and `api_secret = "   "` in the secrets file passed the load, the live
+    gate and doctor, as keys: the first signed request was the first to fail. Every secret is
+    refused blank or padded, named by its key, its value never shown."""
+    *table, name = key.split(".")
+    path = write(tmp_path / "secrets.toml", f"[{'.'.join(table)}]\n{name} = {json.dumps(value)}\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as err:
+        load_config(env={"HOTCOIN_PATHS__SECRETS_FILE": str(path)})
+    message = str(err.value)
+    assert f"  {key} (from file:{path}): Value error, " in message
+    assert "SECRETVALUE" not in message and "got ***" in message
+
+
+def test_blank_exchange_keys_do_not_reach_the_live_gate(tmp_path: Path) -> None:
+    from engine.runtime.session import RunOptions, check_live
+
+    path = write(tmp_path / "secrets.toml", '[exchange]\napi_key = ""\napi_secret = "   "\n')
+    path.chmod(0o600)
+    env = {"HOTCOIN_PATHS__SECRETS_FILE": str(path), "HOTCOIN_MODE": "live", "HOTCOIN_EXCHANGE__NAME": "binance"}
+    with pytest.raises(ConfigError, match=r"exchange\.api_key .*api_key is empty: put the value in the secrets file"):
+        check_live(load_config(env=env).config, RunOptions(demo=False, live=True, confirm_live=True))
+    keys = '[exchange]\napi_key = "k"\napi_secret = "s"\n'
+    assert load_config(env={**env, "HOTCOIN_PATHS__SECRETS_FILE": str(write(path, keys))}).config.exchange.api_key is not None
