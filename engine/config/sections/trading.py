@@ -317,6 +317,20 @@ class TradingSection(Section):
     capital: CapitalSettings = Field(default_factory=CapitalSettings, description="Capital profile and sizing.")
 
     @model_validator(mode="after")
+    def _spread_under_the_stop(self) -> TradingSection:
+        """A buy pays the ask and is marked and stopped at the bid, so it starts the spread
+        down: with `risk.max_spread` at or above `exits.stop_loss` an entry the spread check
+        lets through may be at its stop already, sold on the next tick with no price move."""
+        spread, stop = self.risk.max_spread, self.exits.stop_loss
+        if spread is not None and spread >= stop:
+            raise ValueError(
+                f"trading.risk.max_spread {spread:g} >= trading.exits.stop_loss {stop:g}: an entry at that spread "
+                "starts at or past its stop and is sold on the next tick with no price move; lower "
+                f"trading.risk.max_spread well under the stop (unset, it is a quarter of it: {stop * SPREAD_SHARE_OF_STOP:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _an_entry_can_be_sent(self) -> TradingSection:
         """Refuse sizing under which no entry can ever reach `capital.min_order_quote`: such a
         config loaded, ran, and traded nothing, each entry refused `min_order` in the journal

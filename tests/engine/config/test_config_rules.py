@@ -270,3 +270,26 @@ def test_blank_exchange_keys_do_not_reach_the_live_gate(tmp_path: Path) -> None:
         check_live(load_config(env=env).config, RunOptions(demo=False, live=True, confirm_live=True))
     keys = '[exchange]\napi_key = "k"\napi_secret = "s"\n'
     assert load_config(env={**env, "HOTCOIN_PATHS__SECRETS_FILE": str(write(path, keys))}).config.exchange.api_key is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[trading.exits]\nstop_loss = 0.04\n[trading.risk]\nmax_spread = 0.08\n", "trading.risk.max_spread 0.08 >= trading.exits.stop_loss 0.04"),
+        ("[trading.risk]\nmax_spread = 0.04\n", "trading.risk.max_spread 0.04 >= trading.exits.stop_loss 0.04"),
+    ],
+    ids=["above", "equal"],
+)
+def test_a_max_spread_at_or_above_the_stop_loss_is_refused(tmp_path: Path, text: str, says: str) -> None:
+    """A 6 % spread lost 6 % against a 4 % stop on the next tick with no price move; the
+    setting's own description says so, and the config loaded all the same."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path / "c.toml", text), env={})
+    assert f"{says}: an entry at that spread starts at or past its stop" in str(err.value)
+    assert "lower trading.risk.max_spread well under the stop (unset, it is a quarter of it: 0.01)" in str(err.value)
+
+
+def test_a_max_spread_under_the_stop_loss_and_the_default_load(tmp_path: Path) -> None:
+    risk = load_config(write(tmp_path / "c.toml", "[trading.risk]\nmax_spread = 0.02\n"), env={}).config.trading.risk
+    assert risk.max_spread == 0.02
+    assert load_config(env={}).config.trading.risk.max_spread is None
