@@ -40,3 +40,16 @@ def _secret_is_set(secret: SecretStr, info: ValidationInfo) -> SecretStr:
 
 # A secret setting (`SECRET_KEYS`): set means set to something.
 Secret = Annotated[SecretStr, AfterValidator(_secret_is_set)]
+
+
+def _asset_code(value: str) -> str:
+    """An asset code as the exchange writes it: markets are matched on it exactly, so `usdt`
+    (or ` USDT`) left the engine watching no market at all, with nothing naming the setting."""
+    code = value.strip().upper()
+    if not code.isalnum():
+        raise ValueError(f"{value!r} is not an asset code: give letters and digits only, e.g. USDT")
+    return code
+
+
+# An asset code (`USDT`): blanks around it dropped, upper case, letters and digits.
+AssetCode = Annotated[str, AfterValidator(_asset_code)]

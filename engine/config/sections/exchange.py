@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.config.sections.base import Secret, Section
+from engine.config.sections.base import AssetCode, Secret, Section
 
 
 class ExchangeSection(Section):
@@ -16,7 +16,9 @@ class ExchangeSection(Section):
         description="Base URL of another Binance-compatible host (e.g. http://127.0.0.1:8765); "
         "None keeps ccxt's own Binance endpoints.",
     )
-    quote_asset: str = Field("USDT", description="Only markets quoted in this asset are traded.")
+    quote_asset: AssetCode = Field(
+        "USDT", description="Only markets quoted in this asset are traded (any case: `usdt` reads as USDT)."
+    )
     api_key: Secret | None = Field(None, description="Binance API key (secrets file or env only).")
     api_secret: Secret | None = Field(None, description="Binance API secret (secrets file or env only).")
     recv_window_ms: int = Field(5000, ge=1000, le=60000, description="recvWindow sent on signed requests.")

@@ -293,3 +293,18 @@ def test_a_max_spread_under_the_stop_loss_and_the_default_load(tmp_path: Path) -
     risk = load_config(write(tmp_path / "c.toml", "[trading.risk]\nmax_spread = 0.02\n"), env={}).config.trading.risk
     assert risk.max_spread == 0.02
     assert load_config(env={}).config.trading.risk.max_spread is None
+
+
+@pytest.mark.parametrize("given", ["usdt", " USDT", "Usdt\n"])
+def test_the_quote_asset_is_read_in_any_case(tmp_path: Path, given: str) -> None:
+    """`quote_asset = "usdt"` loaded as written, and the engine, matching markets on it exactly,
+    watched no market at all with nothing naming the setting."""
+    cfg = write(tmp_path / "c.toml", f"[exchange]\nquote_asset = {json.dumps(given)}\n[sim]\nquote_asset = {json.dumps(given)}\n")
+    config = load_config(cfg, env={}).config
+    assert (config.exchange.quote_asset, config.sim.quote_asset) == ("USDT", "USDT")
+    assert load_config(env={"HOTCOIN_EXCHANGE__QUOTE_ASSET": "fdusd"}).config.exchange.quote_asset == "FDUSD"
+
+
+def test_a_quote_asset_that_is_no_asset_code_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"exchange\.quote_asset \(from env:HOTCOIN_EXCHANGE__QUOTE_ASSET\): Value error, 'US DT' is not an asset code"):
+        load_config(env={"HOTCOIN_EXCHANGE__QUOTE_ASSET": "US DT"})
