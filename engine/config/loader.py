@@ -311,7 +311,8 @@ def _forget(sources: dict[str, str], dotted: str) -> None:
 
 
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
-    return "\n".join(["invalid configuration:", *(_explain_one(err, sources) for err in exc.errors())])
+    # dict.fromkeys: one line for one problem (each value missing from a short list is an error of its own).
+    return "\n".join(["invalid configuration:", *dict.fromkeys(_explain_one(err, sources) for err in exc.errors())])
 
 
 # Pydantic's error types for a value given where a table (a section, a profile) belongs.
@@ -333,6 +334,10 @@ def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
         guess = difflib.get_close_matches(loc[-1], known, n=1)
         fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
         return f"{head} unknown key; {fix}"
+    field = loc[:-1] if err["type"] == "missing" and loc and loc[-1].isdigit() else loc
+    length = _fixed_length(field) if err["type"] in _WRONG_LENGTH else None
+    if length is not None:
+        return _explain_length(field, length, err.get("input"), sources)
     if err["type"] == "missing":
         return _explain_missing(key, loc, _origin(key, sources))
     shown = "***" if _holds_secret(key) else repr(err.get("input"))
@@ -341,6 +346,39 @@ def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
         table = f"[[{table}]]" if table != key else f"[{table}]"
         return f"{head} must be a {table} table, not a value; got {shown}. Fix: write {table} with its keys (see `hotcoin config show --doc`)"
     return f"{head} {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}"
+
+
+# Pydantic's error types for a list of the wrong length given to a fixed-length tuple: each
+# value short is a `missing` at its index, too many is `too_long`, a lone value `tuple_type`.
+_WRONG_LENGTH = {"missing", "too_long", "too_short", "tuple_type"}
+
+
+def _fixed_length(loc: list[str]) -> int | None:
+    """How many values the setting at `loc` takes, where it is a tuple of a fixed length
+    (`trading.risk.level_thresholds`, four); None for anything else."""
+    model = _model_at(loc[:-1]) if loc else None
+    info = model.model_fields.get(loc[-1]) if model is not None else None
+    args = typing.get_args(info.annotation) if info is not None else ()
+    if info is None or typing.get_origin(info.annotation) is not tuple or not args or Ellipsis in args:
+        return None
+    return len(args)
+
+
+def _explain_length(loc: list[str], length: int, given: Any, sources: Mapping[str, str]) -> str:
+    """A fixed-length list with too few or too many values, or a lone value. Reported at the
+    index of each value short (`level_thresholds.3 ... Fix: add 3 = ...`, or `also set
+    ..._LEVEL_THRESHOLDS__3`), it sent the owner to a key or a variable that cannot exist."""
+    key = ".".join(loc)
+    model = _model_at(loc[:-1])
+    info = model.model_fields[loc[-1]] if model is not None else None
+    example = info.get_default(call_default_factory=True) if info is not None else None
+    shown = "[" + ", ".join(map(str, example)) + "]" if isinstance(example, tuple) else "[...]"
+    got = f"got {len(given)}: {list(given)!r}" if isinstance(given, list | tuple) else f"got {given!r}, not a list"
+    meaning = f" ({info.description})" if info is not None and info.description else ""
+    return (
+        f"  {key} (from {_origin(key, sources)}): needs a list of {length} values, {got}. Fix: e.g. {loc[-1]} = {shown} "
+        f"in the file; in the environment a JSON list, {ENV_PREFIX}{_env_name(key)}='{shown}'{meaning}"
+    )
 
 
 def _explain_missing(key: str, loc: list[str], origin: str) -> str:
