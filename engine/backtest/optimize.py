@@ -53,6 +53,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import secrets
 import signal
 import tempfile
@@ -237,29 +238,45 @@ def backtest_return(
 
 
 def search_space(config: HotcoinConfig) -> dict[str, tuple[float, float, float]]:
-    """`SPACE` with min_heat starting at the active capital profile's threshold where that is
-    higher: entry takes the higher of the two (`TradingCore.on_candidates`), so below it a
-    searched value changes nothing. The range keeps its step from the profile's value up (a
-    profile above the top searches that one value)."""
+    """`SPACE` fitted to the config. min_heat starts at the active capital profile's threshold
+    where that is higher: entry takes the higher of the two (`TradingCore.on_candidates`), so
+    below it a searched value changes nothing. The range keeps its step from the profile's value
+    up (a profile above the top searches that one value). stop_loss starts at the first grid
+    point above a set `risk.max_spread`, which the config refuses at or above the stop (a trial
+    there would be refused mid-search); none above it: the config's own stop alone."""
+    space = dict(SPACE)
     floor = config.trading.capital.active.min_heat
     lo, hi, step = SPACE["min_heat"]
-    if floor <= lo:
-        return dict(SPACE)
-    return {**SPACE, "min_heat": (floor, floor + step * max(0, (hi - floor) // step), step)}
+    if floor > lo:
+        space["min_heat"] = (floor, floor + step * max(0, (hi - floor) // step), step)
+    spread = config.trading.risk.max_spread
+    lo, hi, step = SPACE["stop_loss"]
+    if spread is not None and spread >= lo:
+        first = _on_grid(lo + step * (math.floor((spread - lo) / step + 1e-9) + 1))
+        own = config.trading.exits.stop_loss
+        space["stop_loss"] = (first, hi, step) if first <= hi + 1e-12 else (own, own, step)
+    return space
 
 
 def space_notes(config: HotcoinConfig) -> list[str]:
     """What the output says about a space `search_space` fitted to the config."""
     space = search_space(config)
-    if space["min_heat"] == SPACE["min_heat"]:
-        return []
-    lo, hi, _ = space["min_heat"]
-    cap = config.trading.capital
-    return [
-        f"min_heat searched {lo:g} to {hi:g}, not {SPACE['min_heat'][0]:g} to {SPACE['min_heat'][1]:g}: the capital "
-        f"profile {cap.profile!r} enters only at heat >= {lo:g} (trading.capital.profiles.{cap.profile}.min_heat), "
-        "so a lower threshold would change nothing; lower that to search below it"
-    ]
+    notes = []
+    if space["min_heat"] != SPACE["min_heat"]:
+        lo, hi, _ = space["min_heat"]
+        cap = config.trading.capital
+        notes.append(
+            f"min_heat searched {lo:g} to {hi:g}, not {SPACE['min_heat'][0]:g} to {SPACE['min_heat'][1]:g}: the capital "
+            f"profile {cap.profile!r} enters only at heat >= {lo:g} (trading.capital.profiles.{cap.profile}.min_heat), "
+            "so a lower threshold would change nothing; lower that to search below it"
+        )
+    if space["stop_loss"] != SPACE["stop_loss"]:
+        lo, hi, _ = space["stop_loss"]
+        notes.append(
+            f"stop_loss searched {lo:g} to {hi:g}, not {SPACE['stop_loss'][0]:g} to {SPACE['stop_loss'][1]:g}: a stop "
+            f"must be above trading.risk.max_spread {config.trading.risk.max_spread:g}; lower that to search below it"
+        )
+    return notes
 
 
 def _suggest(trial: Any, space: dict[str, tuple[float, float, float]]) -> dict[str, float]:

@@ -70,7 +70,7 @@ def load_config(
 
     path = _choose_config_file(config_file, env)
     if path is not None:
-        data = _read_toml(path, what="config file")
+        data = read_toml(path, what="config file")
         for key in _leaf_keys(data):
             if key in SECRET_KEYS:
                 raise ConfigError(
@@ -81,7 +81,7 @@ def load_config(
                 raise ConfigError(f"{key} in the config file {path} {_not_a_table(key)}")
         _merge(merged, data, sources, f"file:{path}")
 
-    _merge(merged, _env_layer(env), sources, None)
+    _merge(merged, _env_layer(env, merged), sources, None)
     if cli:
         for key in cli:
             if key in SECRET_KEYS:
@@ -136,8 +136,11 @@ def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path |
     return default if default.is_file() else None
 
 
-def _read_toml(path: Path, *, what: str) -> dict[str, Any]:
-    """The file's tables; UTF-8 with or without the byte-order mark some Windows editors add."""
+def read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """The file's tables; UTF-8 with or without the byte-order mark some Windows editors add.
+    Every reader of a config file goes through here (`hotcoin optimize` re-reads it to write
+    best.toml): a second reader with its own decoding refused, after the search, a file the
+    loader had taken."""
     try:
         return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -160,7 +163,7 @@ def _read_secrets(path: Path) -> dict[str, Any]:
             f"secrets file {path} is readable by group or others (mode {mode:04o}); "
             f"refusing to use it. Fix: chmod 600 {path}"
         )
-    data = _read_toml(path, what="secrets file")
+    data = read_toml(path, what="secrets file")
     for key in _leaf_keys(data):
         if key in SECRET_TABLES:
             raise ConfigError(f"{key} in the secrets file {path} {_not_a_table(key)}")
@@ -194,12 +197,14 @@ def _env_name(dotted: str) -> str:
     return "__".join(part.upper() for part in dotted.split("."))
 
 
-def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_layer(env: Mapping[str, str], below: Mapping[str, Any]) -> dict[str, Any]:
     """HOTCOIN_SECTION__KEY=value -> {"section": {"key": value}}; each value keeps its variable.
 
     A JSON object merges key by key, into the file's table and with other variables, rather than
     replacing them (the more specific variable wins). An empty variable counts as unset, as
-    `HOTCOIN_X=` in a unit file or a shell usually means "not this one"."""
+    `HOTCOIN_X=` in a unit file or a shell usually means "not this one". Each part of the name
+    takes the spelling of the key the lower layers (`below`, the config file) already have there
+    or a broader variable's JSON object (`_env_key`), since a variable cannot say `Main` from `main`."""
     out: dict[str, Any] = {}
     for name, raw in sorted(env.items(), key=lambda item: item[0].count("__")):
         if not name.startswith(ENV_PREFIX) or raw == "":
@@ -209,7 +214,7 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
             if dotted is None:
                 continue
         else:
-            dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            dotted = _env_key(name, (below, out))
         value: Any = raw
         if raw[:1] in "[{":
             try:
@@ -221,6 +226,31 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError(f"{misplaced[0]} from {name} {_not_a_table(misplaced[0])}")
         dotted_set(out, dotted, _tag(name, value))
     return out
+
+
+def _env_key(name: str, below: tuple[Mapping[str, Any], ...]) -> str:
+    """The dotted key variable `name` sets. Environment names are upper case by custom, so a
+    part matches a key already there at its level (in `below`: the config file's tables, and a
+    JSON object a broader variable gave) whatever its case, and takes that key's spelling:
+    lowered, `..._PROFILES__MAIN__CAPITAL` made a new profile `main` beside the file's `Main`,
+    which kept its capital, silently. A part that matches no key there is lower case, as every
+    setting's name is; one that matches several (`Main` and `main`) is refused, naming them."""
+    parts: list[str] = []
+    nodes: list[Any] = list(below)
+    for part in name[len(ENV_PREFIX) :].split("__"):
+        same = sorted({key for node in nodes if isinstance(node, Mapping) for key in node if key.lower() == part.lower()})
+        if len(same) > 1:
+            spellings = " and ".join(repr(".".join([*parts, k])) for k in same)
+            table = f"{ENV_PREFIX}{_env_name('.'.join(parts))}" if parts else None
+            json_fix = f', or set the one meant in a JSON object, {table}=\'{{"{same[0]}": ...}}\' (its keys keep their case)'
+            raise ConfigError(
+                f"{name} matches both {spellings}, which differ only in case, and a variable's name "
+                f"cannot tell them apart. Fix: rename one of them in the config file{json_fix if table else ''}"
+            )
+        key = same[0] if same else part.lower()
+        parts.append(key)
+        nodes = [node.get(key) for node in nodes if isinstance(node, Mapping)]
+    return ".".join(parts)
 
 
 def _tag(var: str, value: Any) -> Any:
@@ -281,7 +311,8 @@ def _forget(sources: dict[str, str], dotted: str) -> None:
 
 
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
-    return "\n".join(["invalid configuration:", *(_explain_one(err, sources) for err in exc.errors())])
+    # dict.fromkeys: one line for one problem (each value missing from a short list is an error of its own).
+    return "\n".join(["invalid configuration:", *dict.fromkeys(_explain_one(err, sources) for err in exc.errors())])
 
 
 # Pydantic's error types for a value given where a table (a section, a profile) belongs.
@@ -303,6 +334,10 @@ def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
         guess = difflib.get_close_matches(loc[-1], known, n=1)
         fix = f"did you mean {'.'.join([*loc[:-1], guess[0]])!r}?" if guess else f"known keys here: {', '.join(known)}"
         return f"{head} unknown key; {fix}"
+    field = loc[:-1] if err["type"] == "missing" and loc and loc[-1].isdigit() else loc
+    length = _fixed_length(field) if err["type"] in _WRONG_LENGTH else None
+    if length is not None:
+        return _explain_length(field, length, err.get("input"), sources)
     if err["type"] == "missing":
         return _explain_missing(key, loc, _origin(key, sources))
     shown = "***" if _holds_secret(key) else repr(err.get("input"))
@@ -311,6 +346,39 @@ def _explain_one(err: ErrorDetails, sources: Mapping[str, str]) -> str:
         table = f"[[{table}]]" if table != key else f"[{table}]"
         return f"{head} must be a {table} table, not a value; got {shown}. Fix: write {table} with its keys (see `hotcoin config show --doc`)"
     return f"{head} {err['msg']}; got {shown}. Fix: {_fix_hint(loc)}"
+
+
+# Pydantic's error types for a list of the wrong length given to a fixed-length tuple: each
+# value short is a `missing` at its index, too many is `too_long`, a lone value `tuple_type`.
+_WRONG_LENGTH = {"missing", "too_long", "too_short", "tuple_type"}
+
+
+def _fixed_length(loc: list[str]) -> int | None:
+    """How many values the setting at `loc` takes, where it is a tuple of a fixed length
+    (`trading.risk.level_thresholds`, four); None for anything else."""
+    model = _model_at(loc[:-1]) if loc else None
+    info = model.model_fields.get(loc[-1]) if model is not None else None
+    args = typing.get_args(info.annotation) if info is not None else ()
+    if info is None or typing.get_origin(info.annotation) is not tuple or not args or Ellipsis in args:
+        return None
+    return len(args)
+
+
+def _explain_length(loc: list[str], length: int, given: Any, sources: Mapping[str, str]) -> str:
+    """A fixed-length list with too few or too many values, or a lone value. Reported at the
+    index of each value short (`level_thresholds.3 ... Fix: add 3 = ...`, or `also set
+    ..._LEVEL_THRESHOLDS__3`), it sent the owner to a key or a variable that cannot exist."""
+    key = ".".join(loc)
+    model = _model_at(loc[:-1])
+    info = model.model_fields[loc[-1]] if model is not None else None
+    example = info.get_default(call_default_factory=True) if info is not None else None
+    shown = "[" + ", ".join(map(str, example)) + "]" if isinstance(example, tuple) else "[...]"
+    got = f"got {len(given)}: {list(given)!r}" if isinstance(given, list | tuple) else f"got {given!r}, not a list"
+    meaning = f" ({info.description})" if info is not None and info.description else ""
+    return (
+        f"  {key} (from {_origin(key, sources)}): needs a list of {length} values, {got}. Fix: e.g. {loc[-1]} = {shown} "
+        f"in the file; in the environment a JSON list, {ENV_PREFIX}{_env_name(key)}='{shown}'{meaning}"
+    )
 
 
 def _explain_missing(key: str, loc: list[str], origin: str) -> str:

@@ -97,10 +97,11 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 def _toml(path: Path | None) -> dict[str, Any]:
     """The config file's own settings (what `optimize` writes back, with the trading settings the
-    environment set and the best parameters)."""
-    import tomllib
+    environment set and the best parameters), read as the loader reads it (a byte-order mark
+    and all): a `tomllib` of its own refused, after the search, a file the loader had taken."""
+    from engine.config.loader import read_toml
 
-    return {} if path is None else tomllib.loads(path.read_text())
+    return {} if path is None else read_toml(path, what="config file")
 
 
 def _data_dir(data: Path | None, cfg: HotcoinConfig) -> Path:
@@ -271,6 +272,7 @@ def optimize(
 
     from engine.backtest import optimize as opt
     from engine.backtest.api import RichOptimizeProgress
+    from engine.errors import HotcoinError
     from ml.runtime import load_scorer
 
     with _user_errors():
@@ -292,6 +294,7 @@ def optimize(
             seed=seed,
         )
         _check_writable(out)
+        base = _toml(loaded.config_file)  # read now: nothing that can fail is left for after the search
         model = load_scorer(cfg)  # every trial trades with the model `hotcoin backtest` of best.toml would load
         _say_model(model)
         show = sys.stderr.isatty() if progress is None else progress  # a search runs for many minutes
@@ -303,9 +306,9 @@ def optimize(
                 _say_interrupted(stop, out, as_json)
                 raise typer.Exit(128 + (caught[0] if caught else signal.SIGINT)) from None
         try:
-            opt.write_best(result, out, _toml(loaded.config_file), opt.environment_settings(cfg, loaded.sources))
+            opt.write_best(result, out, base, opt.environment_settings(cfg, loaded.sources))
             failed = None
-        except OSError as exc:
+        except (OSError, HotcoinError) as exc:  # the search is done: its results are printed all the same
             failed = exc
     if as_json:
         import orjson
@@ -321,8 +324,9 @@ def optimize(
         if result.warning is not None:
             typer.secho(f"warning: {result.warning}", fg=typer.colors.YELLOW)
     if failed is not None:
+        why = failed.strerror if isinstance(failed, OSError) else str(failed)
         typer.secho(
-            f"hotcoin: cannot write {out} ({failed.strerror}); the best parameters are printed above: "
+            f"hotcoin: cannot write {out} ({why}); the best parameters are printed above: "
             "copy them into your config, or rerun with --out in a folder you can write",
             fg=typer.colors.RED,
             err=True,

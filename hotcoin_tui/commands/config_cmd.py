@@ -104,13 +104,22 @@ def _print_lines(rows: list[list[str]], config_hash: str, width: int | None, *, 
 
 
 @app.command("path")
-def path() -> None:
-    """Print where hotcoin looks for its config, secrets and data."""
-    from engine.config import locations
+def path(config: ConfigOpt = None) -> None:
+    """Print the config file in effect and the secrets file, data folder and journal it names."""
+    from engine.config import load_config, locations
 
-    typer.echo(f"config:  {locations.default_config_file()}")
-    typer.echo(f"secrets: {locations.default_secrets_file()}")
-    typer.echo(f"data:    {locations.data_dir()}")
+    # Loaded, not the defaults: --config, HOTCOIN_CONFIG, paths.* and journal.path (file or
+    # HOTCOIN_* variable) move these, and the defaults alone sent an owner to the wrong files.
+    loaded = load_config(config)
+    cfg = loaded.config
+    if loaded.config_file is None:
+        typer.echo(f"config:  none ({locations.default_config_file()} does not exist: running on defaults)")
+    else:
+        typer.echo(f"config:  {loaded.config_file.absolute()}")
+    secrets = cfg.paths.secrets_file.absolute()
+    typer.echo(f"secrets: {secrets}{'' if secrets.exists() else ' (does not exist)'}")
+    typer.echo(f"data:    {cfg.paths.data_dir.absolute()}")
+    typer.echo(f"journal: {cfg.journal_path.absolute()}")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

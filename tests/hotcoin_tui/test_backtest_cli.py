@@ -624,3 +624,50 @@ def test_collect_timeframe_comes_from_the_config_file_unless_given(sim_exchange:
     assert HistoryStore(out_dir).read("DOGE/USDT", "5m").last_ms == T0 + 86_400_000 - 5 * MIN
     code, out, err = invoke(*args, "--config", str(cfg), "--timeframe", "1m", "--no-progress")
     assert code == 0 and "collected 1,440 candles" in out, err
+
+
+def _fake_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished one-fold search at once, for what `optimize` does after the search."""
+    from engine.backtest import optimize as opt
+
+    params = {"min_heat": 70.0, "max_hold_min": 90, "tp1_gain": 0.03, "tp1_fraction": 0.5, "tp2_extra": 0.04,
+              "stop_loss": 0.05, "trailing_stop": 0.02, "exit_fade_ret_5": -0.04, "exit_upper_wick": 0.7}  # fmt: skip
+    fold = opt.Fold(1, T0, T0 + 60 * MIN, T0 + 60 * MIN, T0 + 120 * MIN, params, 0.01, 0.01, 3, 2, 0.0, 2, 1, "hotcoin-fold1", 2)
+    monkeypatch.setattr(opt, "walk_forward", lambda *_, **__: opt.OptimizeResult([fold]))
+
+
+def test_optimize_writes_best_from_a_config_file_with_a_byte_order_mark(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader takes a config file saved with a UTF-8 byte-order mark; `optimize` re-read it
+    with its own `tomllib` after the search and died with a traceback, printing nothing."""
+    _fake_search(monkeypatch)
+    config = tmp_path / "bom.toml"
+    config.write_bytes(b"\xef\xbb\xbf" + CONFIG.encode() + b"[backtest]\noptimize_trials = 3\n")
+    best = tmp_path / "best.toml"
+    code, out, err = invoke("optimize", "--data", str(store), "--config", str(config), "--out", str(best), "--no-progress")
+    assert code == 0, err
+    assert "walk-forward" in out and f"best parameters written to {best}" in out
+    written = tomllib.loads(best.read_text())
+    assert written["backtest"]["optimize_trials"] == 3 and written["discovery"]["windows"]["capacity"] == 64
+    assert load_config(best).config.trading.signals.min_heat == 70.0
+
+
+def test_optimize_prints_the_results_when_the_best_config_cannot_be_made(
+    store: Path, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config error after the search (a value that cannot be written as TOML) loses nothing
+    printed either: the table first, then one line naming the file and why, exit 1."""
+    from engine.backtest import optimize as opt
+    from engine.errors import ConfigError
+
+    def unwritable(*_: object) -> None:
+        raise ConfigError("cannot write datetime.date(2021, 4, 2) (date) to TOML")
+
+    _fake_search(monkeypatch)
+    monkeypatch.setattr(opt, "write_best", unwritable)
+    best = tmp_path / "best.toml"
+    result = runner.invoke(app, ["optimize", "--data", str(store), "--config", str(config_file), "--out", str(best), "--no-progress"])
+    assert result.exit_code == 1 and not isinstance(result.exception, ConfigError)
+    assert "walk-forward" in result.stdout and "trailing_stop" in result.stdout and "written" not in result.stdout
+    assert f"cannot write {best} (cannot write datetime.date(2021, 4, 2) (date) to TOML); the best parameters are printed above" in result.stderr

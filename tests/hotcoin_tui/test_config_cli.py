@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -48,3 +50,27 @@ def test_a_narrow_terminal_puts_the_meaning_under_its_key(capsys: pytest.Capture
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "trading.signals.max_vwap_dist_60 = 0.08  (from: default)"
     assert all(line.startswith("    word") and len(line) <= 79 for line in out[2:])
+
+
+def test_config_path_prints_the_files_this_config_uses(tmp_path: Path) -> None:
+    """`config path` printed the XDG defaults whatever --config, HOTCOIN_CONFIG or `paths.*`
+    said: an owner with `paths.secrets_file` elsewhere was sent to the wrong file."""
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text(f'[paths]\ndata_dir = "{tmp_path / "trade"}"\nsecrets_file = "{tmp_path / "keys.toml"}"\n')
+    expected = [
+        f"config:  {cfg}",
+        f"secrets: {tmp_path / 'keys.toml'} (does not exist)",
+        f"data:    {tmp_path / 'trade'}",
+        f"journal: {tmp_path / 'trade' / 'journal.sqlite'}",
+    ]
+    for args, env in ((["--config", str(cfg)], {}), ([], {"HOTCOIN_CONFIG": str(cfg)})):
+        result = runner.invoke(app, ["config", "path", *args], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines() == expected
+    result = runner.invoke(app, ["config", "path"], env={"HOTCOIN_JOURNAL": str(tmp_path / "j.sqlite")})
+    assert result.stdout.splitlines() == [
+        f"config:  none ({tmp_path / 'hotcoin' / 'config.toml'} does not exist: running on defaults)",
+        f"secrets: {tmp_path / 'hotcoin' / 'secrets.toml'} (does not exist)",
+        f"data:    {tmp_path / 'hotcoin'}",
+        f"journal: {tmp_path / 'j.sqlite'}",
+    ]

@@ -6,9 +6,9 @@ and the real April 2021 candles). The descriptions are the documentation of reco
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Secret, Section
 
 DEFAULT_STABLECOINS: tuple[str, ...] = (
     "USDT", "USDC", "BUSD", "TUSD", "FDUSD", "USDP", "DAI", "PAX", "USDD", "UST", "USTC",
@@ -191,7 +191,7 @@ class ListingsSection(Section):
 
 class SocialSection(Section):
     x_base_url: str = Field("https://api.twitter.com", description="X (Twitter) API base URL.")
-    x_bearer_token: SecretStr | None = Field(None, description="X API bearer token (secrets file or env only); None disables X.")
+    x_bearer_token: Secret | None = Field(None, description="X API bearer token (secrets file or env only); None disables X.")
     x_query: str = Field(
         "(binance OR $BNB) (listing OR pump OR moon) -is:retweet", description="X recent-search query."
     )
@@ -200,7 +200,7 @@ class SocialSection(Section):
     square_poll_ms: int = Field(60_000, ge=1000, description="Binance Square poll interval.")
     jsonl_path: str | None = Field(None, description="JSONL file of posts to tail (one JSON object a line); None disables it.")
     jsonl_poll_ms: int = Field(1000, ge=10, description="How often the JSONL file is checked for new lines.")
-    webhook_token: SecretStr | None = Field(
+    webhook_token: Secret | None = Field(
         None,
         description="Shared token the post webhook requires as `Authorization: Bearer <token>` (secrets file or env only).",
     )

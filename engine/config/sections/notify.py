@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from engine.config.sections.base import Section
+from engine.config.sections.base import Secret, Section
 
 TELEGRAM_API = "https://api.telegram.org"
 
@@ -87,7 +87,7 @@ class FeishuSettings(Section):
     webhook_url: SecretStr | None = Field(
         None, description="Custom-bot webhook URL (secrets file or env only); unset: no Feishu."
     )
-    secret: SecretStr | None = Field(
+    secret: Secret | None = Field(
         None, description="The bot's signing secret, when signature verification is on (secrets file or env only)."
     )
 

@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from engine.config.sections.base import Section, UserPath
+from engine.config.sections.base import AssetCode, Section, UserPath
 
 MINUTE_MS = 60_000
 
@@ -22,7 +22,7 @@ class SimSection(Section):
         description="Symbols trading when the simulation starts (BTC, ETH, BNB, stablecoins and "
         "leveraged tokens first, then generated alt coins); listings add more as they come.",
     )
-    quote_asset: str = Field(
+    quote_asset: AssetCode = Field(
         "USDT",
         min_length=2,
         description="Quote asset of the markets `hotcoin sim-exchange` serves. The in-process market of "

@@ -315,3 +315,74 @@ class TradingSection(Section):
     exits: ExitSettings = Field(default_factory=ExitSettings, description="Stops, take-profit tiers, max hold.")
     risk: RiskSettings = Field(default_factory=RiskSettings, description="Portfolio limits and risk levels.")
     capital: CapitalSettings = Field(default_factory=CapitalSettings, description="Capital profile and sizing.")
+
+    @model_validator(mode="after")
+    def _spread_under_the_stop(self) -> TradingSection:
+        """A buy pays the ask and is marked and stopped at the bid, so it starts the spread
+        down: with `risk.max_spread` at or above `exits.stop_loss` an entry the spread check
+        lets through may be at its stop already, sold on the next tick with no price move."""
+        spread, stop = self.risk.max_spread, self.exits.stop_loss
+        if spread is not None and spread >= stop:
+            raise ValueError(
+                f"trading.risk.max_spread {spread:g} >= trading.exits.stop_loss {stop:g}: an entry at that spread "
+                "starts at or past its stop and is sold on the next tick with no price move; lower "
+                f"trading.risk.max_spread well under the stop (unset, it is a quarter of it: {stop * SPREAD_SHARE_OF_STOP:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _an_entry_can_be_sent(self) -> TradingSection:
+        """Refuse sizing under which no entry can ever reach `capital.min_order_quote`: such a
+        config loaded, ran, and traded nothing, each entry refused `min_order` in the journal
+        (capital 50 over 10 positions is 5 a position, under the default minimum of 6)."""
+        small = entry_limits_below_minimum(self)
+        if small:
+            raise ValueError("; also ".join(small))
+        return self
+
+
+def entry_limits_below_minimum(trading: TradingSection) -> list[str]:
+    """Each cap on an entry's size that is below `capital.min_order_quote` from the start, with
+    its figures and the fix. The allocator (`engine.portfolio.allocator`) sizes an entry as the
+    smallest of equity x the position fraction, the room under `risk.max_exposure` and
+    `risk.max_cluster_exposure`, the cash less the entry's fees and slippage, and
+    `execution.max_order_quote`; the engine starts with equity = cash = the active profile's
+    capital, which only a trade can grow. Only the active profile is checked: another one is
+    used by nothing until it is chosen, and is checked then. A risk level's size multiplier is
+    not counted, as the level passes."""
+    capital = trading.capital
+    profile, name = capital.active, capital.profile
+    minimum = capital.min_order_quote
+    key = f"trading.capital.profiles.{name}"
+    below = f"< trading.capital.min_order_quote {minimum:g}: no entry can ever be sent"
+    out: list[str] = []
+    if profile.position_fraction is None:
+        per = profile.capital / profile.max_concurrent
+        if per < minimum:
+            out.append(
+                f"profile {name}: {profile.capital:g} / {profile.max_concurrent} = {per:.2f} per position {below}; "
+                f"lower {key}.max_concurrent or trading.capital.min_order_quote, or raise {key}.capital"
+            )
+    elif profile.capital * profile.position_fraction < minimum:
+        per = profile.capital * profile.position_fraction
+        out.append(
+            f"profile {name}: {profile.capital:g} x position_fraction {profile.position_fraction:g} = {per:.2f} per position "
+            f"{below}; raise {key}.position_fraction or {key}.capital, or lower trading.capital.min_order_quote"
+        )
+    for share, setting in ((trading.risk.max_exposure, "max_exposure"), (trading.risk.max_cluster_exposure, "max_cluster_exposure")):
+        if profile.capital * share < minimum:
+            out.append(
+                f"profile {name}: {profile.capital:g} x trading.risk.{setting} {share:g} = {profile.capital * share:.2f} {below}; "
+                f"raise trading.risk.{setting} or {key}.capital"
+            )
+    cost = trading.execution.entry_cost_rate
+    if not out and profile.capital / (1.0 + cost) < minimum:  # only where the rest leave the whole capital to one entry
+        out.append(
+            f"profile {name}: capital {profile.capital:g} less the entry's fee and slippage ({cost:.2%}) = "
+            f"{profile.capital / (1.0 + cost):.2f} {below}; raise {key}.capital or lower trading.capital.min_order_quote"
+        )
+    if trading.execution.max_order_quote < minimum:
+        out.append(
+            f"trading.execution.max_order_quote {trading.execution.max_order_quote:g} {below}; raise it or lower trading.capital.min_order_quote"
+        )
+    return out

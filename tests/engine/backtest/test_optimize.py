@@ -571,3 +571,31 @@ def test_a_study_searched_with_another_model_is_refused_and_an_older_one_reads_a
     with_model = {**rules, "model": optimize._model_digest(("hot_lgbm_1m@v0001#1a2b3c4d", "production"))}
     with pytest.raises(ConfigError, match=r"with other model \(the registry's"):
         optimize._claim(older, with_model, created=False)
+
+
+@pytest.mark.parametrize(
+    ("max_spread", "stop_loss", "searched"),
+    [
+        (None, 0.04, (0.02, 0.08, 0.01)),
+        (0.01, 0.04, (0.02, 0.08, 0.01)),
+        (0.025, 0.04, (0.03, 0.08, 0.01)),
+        (0.03, 0.04, (0.04, 0.08, 0.01)),
+        (0.085, 0.09, (0.09, 0.09, 0.01)),
+    ],
+    ids=["unset", "below-the-range", "off-grid", "on-grid", "above-the-top"],
+)
+def test_stop_loss_is_searched_above_a_set_max_spread(
+    max_spread: float | None, stop_loss: float, searched: tuple[float, float, float]
+) -> None:
+    """A stop at or under `risk.max_spread` is refused by the config: a trial there would stop
+    the search with a config error, so the stops searched start above it."""
+    config = minute_config(trading={"risk": {"max_spread": max_spread}, "exits": {"stop_loss": stop_loss}})
+    assert search_space(config)["stop_loss"] == searched
+    lo, hi, _ = searched
+    for stop in (lo, hi):
+        assert apply(config, {**PARAMS, "stop_loss": stop}).trading.exits.stop_loss == stop  # loads
+    said = [note for note in optimize.space_notes(config) if note.startswith("stop_loss searched")]
+    assert said == ([] if searched == (0.02, 0.08, 0.01) else [
+        f"stop_loss searched {lo:g} to {hi:g}, not 0.02 to 0.08: a stop must be above trading.risk.max_spread "
+        f"{max_spread:g}; lower that to search below it"
+    ])  # fmt: skip

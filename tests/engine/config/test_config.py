@@ -267,3 +267,34 @@ def test_config_is_frozen() -> None:
     c = load_config(env={}).config
     with pytest.raises(ValueError, match="frozen"):
         c.mode = "live"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "got"),
+    [
+        ("[trading.risk]\nlevel_thresholds = [0.01, 0.02, 0.03]\n", {}, "got 3: [0.01, 0.02, 0.03]"),
+        ("[trading.risk]\nlevel_thresholds = [0.01, 0.02, 0.03, 0.04, 0.05]\n", {}, "got 5: [0.01, 0.02, 0.03, 0.04, 0.05]"),
+        ("", {"HOTCOIN_TRADING__RISK__LEVEL_THRESHOLDS": "[0.01, 0.02]"}, "got 2: [0.01, 0.02]"),
+        ("", {"HOTCOIN_TRADING__RISK__LEVEL_THRESHOLDS": "0.01"}, "got '0.01', not a list"),
+    ],
+    ids=["three-in-file", "five-in-file", "two-in-env", "one-in-env"],
+)
+def test_a_list_of_the_wrong_length_says_how_many_values_and_how_to_write_them(
+    tmp_path: Path, text: str, env: dict[str, str], got: str
+) -> None:
+    """Three level thresholds were reported as `level_thresholds.3 required but not set. Fix:
+    add 3 = ...` (a key TOML cannot give a list) or `also set ..._LEVEL_THRESHOLDS__3` (which
+    is refused): followed, both failed again."""
+    cfg = write(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, env=env)
+    origin = next(iter(env), None)
+    lines = str(err.value).splitlines()
+    assert lines[1:] == [
+        f"  trading.risk.level_thresholds (from {f'env:{origin}' if origin else f'file:{cfg}'}): needs a list of 4 values, {got}. "
+        "Fix: e.g. level_thresholds = [0.015, 0.03, 0.05, 0.08] in the file; in the environment a JSON list, "
+        "HOTCOIN_TRADING__RISK__LEVEL_THRESHOLDS='[0.015, 0.03, 0.05, 0.08]' (Daily drawdown at which risk level L2, L3, L4, L5 "
+        "begin. L2 halves sizes, L3 and L4 stop new entries, L5 asks the state machine for `blocked`.)"
+    ]
+    fixed = load_config(cfg, env={"HOTCOIN_TRADING__RISK__LEVEL_THRESHOLDS": "[0.015, 0.03, 0.05, 0.08]"})  # as the fix says
+    assert fixed.config.trading.risk.level_thresholds == (0.015, 0.03, 0.05, 0.08)
