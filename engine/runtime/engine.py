@@ -150,6 +150,8 @@ class Engine:
     async def run(self, duration_s: float | None = None) -> None:
         """Trade until `duration_s` of wall time passed, a SHUTDOWN command, or `stop()`."""
         deadline = None if duration_s is None else time.monotonic() + duration_s
+        if self.recovery is not None:  # before the warm-up's first market load, which takes every coin trading then as old
+            self.discovery.restore_listings(self.recovery.state.listings)
         warm = await self.cycle.warmup()
         if warm:
             log.info("discovery warmed up", extra={"batches": warm})
