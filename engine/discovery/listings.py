@@ -10,19 +10,40 @@ time comes from `known_listings_ms`, or is unknown (treated as old). After that:
   the exchange must not make old coins look new when they reappear), then forgotten.
 
 Announcements. `parse_announcements` reads Binance's announcement JSON (pure), and
-`extract_symbols` finds coins in titles such as "Binance Will List Pepe (PEPE)": the words in
-parentheses, minus stop words ("(BNB)", "(USDT)", "(UTC)"), minus coins whose only pairs
-named in the title are not quoted in the quote asset, and only in titles that announce a
-listing (not a delisting). `SeenArticles` remembers article ids, forgetting old ones.
-An announced coin that is already trading with an unknown age takes the announcement time
-as its listing time.
+`extract_symbols` finds coins in titles such as "Binance Will List Pepe (PEPE)" or "Binance
+Will List Sonic (S)": the words in parentheses, minus stop words ("(BNB)", "(USDT)", "(UTC)"),
+minus coins whose only pairs named in the title are not quoted in the quote asset, and only in
+titles that announce a *spot* listing, the one thing that makes a coin new (`spot_listing`).
+Binance's listing catalog also announces old coins coming to other products ("Binance Will
+Add Movement (MOVE) on Earn, Buy Crypto, Convert, Margin & Futures", "Binance Margin Will Add
+New Pairs (AERO/USDT, MOVE/USDT)"): read as listings, they dated coins traded for months as
+minutes old (the full listing-freshness heat, the new-listing volume allowance). So:
+- "Will List", "Lists", "Open(s) Trading" announce a spot listing, unless a product names
+  itself as the lister ("Binance Futures Will List") or as where the coin goes ("... on
+  Binance Futures", "on Earn");
+- "Will Add", "Adds", "Added", "Listing" announce one only where the title names no other
+  product at all (`_NON_SPOT`: Earn, Margin, Futures, Convert, Loan, Buy Crypto, Options,
+  pairs, tags...): those words mostly announce an old coin on another product.
+`SeenArticles` remembers article ids, forgetting old ones.
+
+An announced coin that is already in market info with an unknown age (present at the first
+load) takes the announcement time as its listing time, unless it was seen trading before the
+announcement (`note_announcements`' `first_ticker_ms`): Binance announces a spot listing
+hours before trading opens, so a coin that traded before its announcement is an old coin, and
+the announcement is about something else.
+
+Restarts. A listing time is the engine's own observation (the first load of a run is a
+baseline, so a coin listed before it is otherwise of unknown age): discovery journals each
+`ListingEvent` as a `listing` event, restart recovery reads the recent ones back
+(`engine.runtime.recovery`, kept in its checkpoints), and `ListingMonitor.restore` hands them
+to the next run's monitor before its first load.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +53,26 @@ from engine.domain.market import Market, MarketStatus
 DAY_MS = 86_400_000
 
 _PAREN = re.compile(r"\(([^()]{1,40})\)")
-_TOKEN = re.compile(r"^[A-Z0-9]{2,15}$")
-_PAIR = re.compile(r"\b([A-Z0-9]{2,15})/([A-Z0-9]{2,10})\b")
-_LISTING_WORDS = re.compile(r"\b(will list|lists|listing|will add|adds|added|opens trading|open trading)\b", re.IGNORECASE)
+_TOKEN = re.compile(r"^[A-Z0-9]{1,15}$")  # one letter is a ticker too: "Binance Will List Sonic (S)"
+_PAIR = re.compile(r"\b([A-Z0-9]{1,15})/([A-Z0-9]{2,10})\b")
+# Phrases that announce a spot listing (trading opens), and those that may announce one or only
+# an old coin on another product (module doc).
+_SPOT_LISTING_WORDS = re.compile(r"\b(will list|lists|will open trading|opens trading|open trading)\b", re.IGNORECASE)
+_ADD_WORDS = re.compile(r"\b(will add|adds|added|listing)\b", re.IGNORECASE)
 _NOT_LISTING_WORDS = re.compile(r"\b(delist\w*|remov\w*|ceas\w*|suspen\w*|cancel\w*|deprecat\w*)\b", re.IGNORECASE)
+# Binance products other than spot trading, and words of announcements about coins already
+# listed (new pairs, tags, borrowing): an "adds" title naming one is not a spot listing.
+_PRODUCTS = (
+    r"simple earn|earn|margin|futures|convert|vip loan|loans?|buy crypto|options|perpetual|contracts?|"
+    r"copy trading|trading bots?|auto-invest|staking|dual investment|launchpool|launchpad|megadrop|"
+    r"hodler airdrops?|airdrops?|alpha|pre-market|pay|wallet"
+)
+_NON_SPOT = re.compile(rf"\b({_PRODUCTS}|pairs?|tags?|borrowable|collateral)\b", re.IGNORECASE)
+# A product as the lister ("Binance Margin Will List") or the destination ("... on Binance Futures").
+_PRODUCT_LISTS = re.compile(
+    rf"\b({_PRODUCTS})\s+(will list|lists|will open trading|opens trading)\b|\bon\s+(binance\s+)?({_PRODUCTS})\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +90,21 @@ class Announcement:
     symbols: tuple[str, ...]  # base assets
 
 
+def spot_listing(title: str) -> bool:
+    """Whether an announcement title announces a spot listing (module doc): the only kind that
+    makes a coin new. "Binance Will List Sonic (S)" does; "Binance Will Add Movement (MOVE) on
+    Earn, Buy Crypto, Convert, Margin & Futures" and "Binance Margin Will Add New Pairs
+    (AERO/USDT, MOVE/USDT)" announce old coins on other products and do not."""
+    if _NOT_LISTING_WORDS.search(title):
+        return False
+    if _SPOT_LISTING_WORDS.search(title):
+        return not _PRODUCT_LISTS.search(title)
+    return bool(_ADD_WORDS.search(title)) and not _NON_SPOT.search(title)
+
+
 def extract_symbols(title: str, quote_asset: str, stop_words: Iterable[str]) -> tuple[str, ...]:
-    """Base assets a listing title announces, in order, without duplicates."""
-    if not _LISTING_WORDS.search(title) or _NOT_LISTING_WORDS.search(title):
+    """Base assets a spot-listing title announces, in order, without duplicates."""
+    if not spot_listing(title):
         return ()
     stops = {w.upper() for w in stop_words}
     quote = quote_asset.upper()
@@ -154,8 +203,27 @@ class ListingMonitor:
         self.cfg = cfg
         self._symbols: dict[str, _Listed] = {}
         self._announced: dict[str, int] = {}  # base -> announcement time
+        self._restored: dict[str, int] = {}  # symbol -> listing time an earlier run saw (`restore`), until its market shows
         self.loaded = False
         self.counters: Counter[str] = Counter()
+
+    def restore(self, listed: Mapping[str, int]) -> list[str]:
+        """Listing times an earlier run of the engine saw (restart recovery's, from its journaled
+        `listing` events); the symbols whose age this gave now.
+
+        Without them a restart made every coin listed before it a coin of unknown age, as old
+        as BTC: one listed 20 minutes before lost its listing heat and left the pool. A symbol
+        restored here counts as traded (a later BREAK -> TRADING is a resumption, not a
+        listing); a time the config (`known_listings_ms`) or this run already has is kept."""
+        given = []
+        for symbol, ms in listed.items():
+            entry = self._symbols.get(symbol)
+            if entry is None:
+                self._restored[symbol] = ms
+            elif entry.listed_ms is None:
+                entry.listed_ms, entry.traded = ms, True
+                given.append(symbol)
+        return given
 
     def __contains__(self, symbol: str) -> bool:
         entry = self._symbols.get(symbol)
@@ -172,10 +240,13 @@ class ListingMonitor:
             entry = self._symbols.get(m.symbol)
             if entry is None:
                 listed = self.cfg.known_listings_ms.get(m.symbol)
-                if not first and trading:
+                restored = self._restored.pop(m.symbol, None)
+                if listed is None and restored is not None:
+                    listed = restored  # listed before the restart, as that run saw it: not new now
+                elif not first and trading:
                     listed = now_ms
                     events.append(ListingEvent(m.symbol, now_ms, "new_symbol"))
-                self._symbols[m.symbol] = _Listed(m.status, listed, trading)
+                self._symbols[m.symbol] = _Listed(m.status, listed, trading or restored is not None)
                 continue
             if entry.gone_since is not None:
                 entry.gone_since = None
@@ -199,17 +270,35 @@ class ListingMonitor:
         self.counters["listings"] += len(events)
         return events
 
-    def note_announcements(self, announcements: Iterable[Announcement], now_ms: int, quote_asset: str) -> list[ListingEvent]:
-        """Record announced coins; an announced coin already trading with unknown age takes the announcement time."""
+    def note_announcements(
+        self,
+        announcements: Iterable[Announcement],
+        now_ms: int,
+        quote_asset: str,
+        first_ticker_ms: Callable[[str], int | None] = lambda symbol: None,
+    ) -> list[ListingEvent]:
+        """Record announced coins; an announced coin in market info with an unknown age takes the
+        announcement time, unless `first_ticker_ms(symbol)` (when its first ticker was seen; None:
+        none yet) is before the announcement.
+
+        Binance announces a spot listing before trading opens, so a coin with tickers from before
+        its announcement was trading already: the announcement (a product, a tag, a title the
+        parser misread) must not make an old coin look minutes old. An announcement older than
+        what the run has seen of the coin cannot be told apart, and still dates it."""
         events = []
         for ann in announcements:
             for base in ann.symbols:
                 self._announced[base] = ann.ts_ms
                 symbol = f"{base}/{quote_asset}"
                 entry = self._symbols.get(symbol)
-                if entry is not None and entry.listed_ms is None:
-                    entry.listed_ms = ann.ts_ms
-                    events.append(ListingEvent(symbol, ann.ts_ms, "announced"))
+                if entry is None or entry.listed_ms is not None:
+                    continue
+                seen = first_ticker_ms(symbol)
+                if seen is not None and seen < ann.ts_ms:
+                    self.counters["announced_already_trading"] += 1
+                    continue
+                entry.listed_ms = ann.ts_ms
+                events.append(ListingEvent(symbol, ann.ts_ms, "announced"))
         cutoff = now_ms - self.cfg.announcement_freshness_ms
         for base in [b for b, t in self._announced.items() if t < cutoff]:
             del self._announced[base]

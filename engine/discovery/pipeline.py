@@ -20,6 +20,13 @@ ever decide). The first batch journaled then counts as a new bar's first: the po
 from the warm-up is journaled there, so a trace begun in the warm-up and decided at the first
 trading batch still starts with its snapshot.
 
+Each `ListingEvent` (market info or an announcement dated a coin) is journaled as a `listing`
+event (`listed_ms`, `reason`) at the next journaled batch, before its snapshots: discovery
+journals only while settling a batch (a backtest's discovery process re-emits events batch by
+batch), and a batch with listings to journal is settled alone, never in a block, so the live
+engine and the backtest journal them at the same place. Restart recovery reads them back
+(`restore_listings`): a coin's listing time is otherwise the one observation a restart loses.
+
 Bad input never raises: rejected batches, bad prices and volumes, malformed, duplicate or
 unknown symbols are counted (`counters`) and skipped.
 """
@@ -44,7 +51,7 @@ from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
 from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.discovery.social.source import SocialPost
 from engine.discovery.social.velocity import MentionVelocity
-from engine.discovery.windows import RingBlock, TickerWindows, WindowUpdate
+from engine.discovery.windows import NO_TIME, RingBlock, TickerWindows, WindowUpdate
 from engine.domain.discovery import Candidate
 from engine.domain.market import Market
 from engine.domain.ticker import FloatArray, IntArray, TickerBatch, TickerRun
@@ -250,8 +257,16 @@ class Discovery:
         self._last: tuple[HeatFrame, AnomalyScores] | None = None  # the batch settled last
         self._last_quiet: Callable[[], _Minute] | None = None  # ...or how to build it, settled quietly
         self._block: _Block | None = None
+        self._unjournaled: list[ListingEvent] = []  # listings for the next journaled batch
 
     # ------------------------------------------------------------------ slow inputs
+    def restore_listings(self, listed: Mapping[str, int]) -> None:
+        """Listing times (symbol -> epoch ms) an earlier run journaled, from restart recovery:
+        given before the first market load, they keep a coin listed before the restart as old
+        as it is (`ListingMonitor.restore`)."""
+        for symbol in self.listings.restore(listed):
+            self._set_listing(symbol)
+
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
         """A full market-info load: listings, known bases (leveraged tokens), symbol admission."""
         self._settle_block()
@@ -259,16 +274,29 @@ class Discovery:
         events = self.listings.update(markets, now_ms)
         self.filters.note_bases(m.symbol for m in markets)
         self.windows.invalidate_mapping()  # symbols refused as unknown may be known now
-        for ev in events:
-            self._set_listing(ev.symbol)
+        self._listed(events)
         return events
 
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> list[ListingEvent]:
         self._settle_block()
-        events = self.listings.note_announcements(announcements, now_ms, self.quote_asset)
+        events = self.listings.note_announcements(announcements, now_ms, self.quote_asset, self._first_ticker_ms)
+        self._listed(events)
+        return events
+
+    def _listed(self, events: list[ListingEvent]) -> None:
         for ev in events:
             self._set_listing(ev.symbol)
-        return events
+        if self.sink is not None:
+            self._unjournaled.extend(events)
+
+    def _first_ticker_ms(self, symbol: str) -> int | None:
+        """When the windows took `symbol`'s first ticker (None: none held). A warm-up rebuilds
+        its minutes from 1m candles, which a coin has only from its first trade on."""
+        row = self.windows.row_of(symbol)
+        if row is None:
+            return None
+        first = int(self.windows.first_seen_ms[row])
+        return None if first == NO_TIME else first
 
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> int:
         self._settle_block()
@@ -368,7 +396,7 @@ class Discovery:
         """`_blockable` for each batch of `run` in turn."""
         w = self.windows
         last = w.last_ts_ms if self._block is None else self._block.last_ts_ms(w)
-        return w.maps_known(run) and self.ranker.blockable_run(w.extent, run.ts_ms, last)
+        return not self._unjournaled and w.maps_known(run) and self.ranker.blockable_run(w.extent, run.ts_ms, last)
 
     def flush(self, settled: Callable[[DiscoveryCycle], object]) -> None:
         """Score, rank and settle the pushed batches, handing each result to `settled` in order."""
@@ -417,6 +445,7 @@ class Discovery:
         last = w.last_ts_ms if self._block is None else self._block.last_ts_ms(w)
         return (
             self.cfg.anomaly.baseline_refresh_batches == 1
+            and not self._unjournaled  # settled alone, where `on_batch` journals them (module doc)
             and w.maps_known(batch)
             and self.ranker.blockable(w.extent, batch.ts_ms, last)
         )
@@ -462,6 +491,8 @@ class Discovery:
             now, heats, qualifying, rejected, lambda s, rank: self._candidate(m, s, rows[s], rank, bar_start)
         )
         self._last, self._last_quiet = (frame, scores), None
+        if journal and self._unjournaled:
+            self._journal_listings(now)
         emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered, hot) if journal else 0
         return DiscoveryCycle(
             ts_ms=now,
@@ -578,6 +609,16 @@ class Discovery:
             emitted += 1
         self.counters["candidate_snapshots"] += emitted
         return emitted
+
+    def _journal_listings(self, now: int) -> None:
+        """The listings found since the last journaled batch, as `listing` events (module doc)."""
+        assert self.sink is not None
+        for ev in self._unjournaled:
+            detail = f"listing dated {ev.reason}, {max(0.0, (now - ev.ts_ms) / 60_000):.0f} min ago"
+            payload = {"listed_ms": ev.ts_ms, "reason": ev.reason, "detail": detail}
+            self.sink.emit("listing", ts_ms=now, payload=payload, symbol=ev.symbol)
+        self.counters["listing_events"] += len(self._unjournaled)
+        self._unjournaled = []
 
     def _emit_candidate(self, m: _Minute, symbol: str, row: int, trace: str, rank: int, accepted: bool) -> None:
         assert self.sink is not None

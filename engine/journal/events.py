@@ -93,6 +93,12 @@ KINDS: dict[str, KindSchema] = {
         "restart recovery's state through a seq (`engine.runtime.checkpoint`), journaled at a rotation:"
         " recovery replays only the events after it, and retention may delete the archives below it",
     ),
+    "listing": KindSchema(
+        1,
+        {"listed_ms": int, "reason": str},
+        "discovery dated a coin's listing (`reason`: new_symbol, now_trading, announced; `listed_ms`):"
+        " restart recovery hands the recent ones to the next run, whose first market load is a baseline",
+    ),
     "command_refused": KindSchema(
         1,
         {"command": str, "origin": str, "reason": str},

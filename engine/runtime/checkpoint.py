@@ -191,6 +191,7 @@ def _dump(replay: Replay) -> dict[str, Any]:
         "unbooked": [{"fill_seq": u.fill_seq, "trace_id": u.trace_id, "change": _fields(u.change)} for u in replay.unbooked.values()],
         # Only those a restart hands the chart: every fill of every coin ever traded would grow each checkpoint.
         "chart_fills": {sym: [{**_fields(f), "side": f.side.value} for f in fills] for sym, fills in replay.chart_fills().items()},
+        "listings": replay.recent_listings(),  # the recent ones: a listing restored a month on heats nothing
     }
 
 
@@ -211,6 +212,8 @@ def _load(d: Mapping[str, Any]) -> Replay:
     state.engine_state = EngineState(d["engine_state"])
     state.order_errors = deque((int(t) for t in d["order_errors"]), maxlen=ORDER_ERRORS_KEPT)
     state.last_action_ms = {str(k): int(v) for k, v in d["last_action_ms"].items()}
+    # A checkpoint written before listings were journaled has none: coins listed before it are of unknown age.
+    state.listings = {str(k): int(v) for k, v in d.get("listings", {}).items()}
     unbooked = (UnbookedFill(int(u["fill_seq"]), str(u["trace_id"]), BookChange(**u["change"])) for u in d["unbooked"])
     # A checkpoint written before the chart's fills were kept has none: the chart marks only later fills.
     fills = {str(sym): deque((Fill(**{**f, "side": Side(f["side"])}) for f in fs), maxlen=FILLS_KEPT) for sym, fs in d.get("chart_fills", {}).items()}

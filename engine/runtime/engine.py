@@ -159,6 +159,8 @@ class Engine:
         was made, and no batch stamps one) nor a `run_stop` with no start to pair with: it
         traded nothing, and its log says it stopped before the market answered."""
         deadline = None if duration_s is None else time.monotonic() + duration_s
+        if self.recovery is not None:  # before the warm-up's first market load, which takes every coin trading then as old
+            self.discovery.restore_listings(self.recovery.state.listings)
         first = await self._start(deadline)
         if first is None:
             reason = "shutdown" if self._stop.is_set() else "duration"

@@ -47,7 +47,12 @@ it is written in seq order in whole transactions, so what survives a crash is a 
    - **the engine state** the last `state_change` entered, and the times of the recent order
      errors (`order_result`s with an error class, as the runtime counts them): a restart must
      neither lift a block (10 exchange rejections) nor forget the errors still in the window;
-     leaving the restored state takes the usual hysteresis.
+     leaving the restored state takes the usual hysteresis;
+   - **listing times**: each coin's latest `listing` event (discovery journals every listing it
+     dates) of the last `LISTINGS_KEPT_MS`, handed to the new run's discovery before its first
+     market load (`Discovery.restore_listings`), which otherwise takes every coin then trading
+     as old: a coin listed 20 minutes before a restart lost its listing heat and left the pool,
+     and its signals their since-listing features.
 2. `Recovery.apply(engine, now)` installs that into the new core and router, then reconciles the
    open orders with the broker:
    - **paper**: the paper broker lives in the process and died with it, so an order in flight at
@@ -142,11 +147,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hotcoin.recovery")
 
-KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command", "state_change")
+KINDS = ("run_start", "order_attempt", "order_result", "fill", "position_update", "risk_event", "command", "state_change", "listing")
 ANOMALIES_LISTED = 5  # events recovery could not apply, named in its warning (all are counted)
 ORDER_ERRORS_KEPT = 1_000  # the latest order errors restored; the state machine's window drops the old ones
 FILLS_KEPT = 100  # per symbol, the latest fills replayed for the chart's marks
 RECENT_FILLS_MS = 24 * 3_600_000  # fills of coins no longer held that the chart still marks after a restart
+# Listings a restart restores, by age at the journal's last event: far past the heat's listing
+# freshness (e^-30 at the default day's decay) and the new-listing volume allowance (a day), and
+# the coin's age is still a signal feature; older ones are only checkpoint weight.
+LISTINGS_KEPT_MS = 30 * 86_400_000
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
 LOST_IN_RESTART = "lost_in_restart"
 RESTART_NEVER_REACHED = "never reached the exchange"
@@ -257,6 +266,7 @@ class RecoveredState:
     order_errors: deque[int] = field(default_factory=lambda: deque(maxlen=ORDER_ERRORS_KEPT))  # their ts_ms
     last_action_ms: dict[str, int] = field(default_factory=dict)  # symbol -> its last entry or exit (the cool-down's start)
     chart_fills: dict[str, list[Fill]] = field(default_factory=dict)  # symbol -> fills for the chart's marks (`Replay.chart_fills`)
+    listings: dict[str, int] = field(default_factory=dict)  # symbol -> listing time, the recent ones (`Replay.recent_listings`)
 
     @property
     def empty(self) -> bool:
@@ -433,6 +443,8 @@ class Replay:
             state.paused = _PAUSED_BY[str(p["command"])]
         elif ev.kind == "state_change":
             state.engine_state = EngineState(p["to"])
+        elif ev.kind == "listing" and ev.symbol is not None:
+            state.listings[ev.symbol] = int(p["listed_ms"])  # the latest: a coin forgotten and relisted
 
     def finish(self, *, breakeven_after_tp: bool = True) -> RecoveredState:
         """The recovered state: the replayed one with what derives from the whole history.
@@ -453,7 +465,14 @@ class Replay:
                 pending.pending_tier = order.tier
         state.unbooked = sorted(self.unbooked.values(), key=lambda u: u.fill_seq)
         state.chart_fills = self.chart_fills()
+        state.listings = self.recent_listings()
         return state
+
+    def recent_listings(self) -> dict[str, int]:
+        """symbol -> listing time, those of the last `LISTINGS_KEPT_MS` before the journal's last
+        event: what a restart hands discovery, and a checkpoint keeps."""
+        since = self.state.last_ts_ms - LISTINGS_KEPT_MS
+        return {s: t for s, t in self.state.listings.items() if t >= since}
 
     def chart_fills(self) -> dict[str, list[Fill]]:
         """symbol -> the fills a restart hands the chart for its buy and sell marks (oldest

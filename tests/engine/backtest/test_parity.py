@@ -107,6 +107,8 @@ def test_real_candles_through_a_listing_and_a_pump(config: HotcoinConfig, shared
     backtest = RecordingSink()
     asyncio.run(BacktestRunner(config, shared_data, backtest, run_id=RUN_ID).run(start, end))
     assert any(e.symbol == "BTG/USDT" for e in backtest.events)
+    # Its listing is journaled (for restart recovery) at the same place on both paths: compared below.
+    assert [(e.symbol, e.payload["reason"]) for e in backtest.events if e.kind == "listing"] == [("BTG/USDT", "new_symbol")]
     assert sum(e.kind == "fill" for e in backtest.events) >= 2
     assert _decisions(backtest.events) == _decisions(runtime.events)
 

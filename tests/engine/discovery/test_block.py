@@ -324,7 +324,9 @@ def test_batches_keep_their_own_inputs_in_a_block() -> None:
         disc.on_batch(batches[0])
         for i, b in enumerate(batches[1:]):
             if i == 12:
-                disc.on_announcements([Announcement("8", "Binance Will List Solana (SOL)", b.ts_ms - MIN, ("SOL",))], b.ts_ms)
+                # Announced before its first ticker (an announcement after it dates nothing): listed then.
+                ann = Announcement("8", "Binance Will List Solana (SOL)", batches[0].ts_ms - MIN, ("SOL",))
+                disc.on_announcements([ann], b.ts_ms)
             if block is None:
                 freshness(disc.on_batch(b))
             else:

@@ -20,6 +20,7 @@ from engine.discovery.listings import (
     SeenArticles,
     extract_symbols,
     parse_announcements,
+    spot_listing,
 )
 from engine.domain.market import MarketStatus
 from tests.kit.domain import T0, make_market
@@ -91,15 +92,57 @@ def test_symbols_missing_from_market_info_are_remembered_then_forgotten() -> Non
         pytest.param("Binance Will List ABC (ABC) (UTC)", ("ABC",), id="utc-stop-word"),
         pytest.param("Binance Will Delist Foo (FOO)", (), id="delisting"),
         pytest.param("Binance Will Open Trading for XYZ/BTC (XYZ)", (), id="not-quoted-in-usdt"),
-        pytest.param("Binance Adds XYZ/USDT and XYZ/BTC Trading Pairs (XYZ)", ("XYZ",), id="quoted-in-usdt"),
+        pytest.param("Binance Will List XYZ (XYZ) with XYZ/USDT and XYZ/BTC Trading Pairs", ("XYZ",), id="quoted-in-usdt"),
         pytest.param("Binance Will List QQQ/USDT", ("QQQ",), id="pair-without-parens"),
         pytest.param("Binance Will List (New) Coin (Beta)", (), id="common-words"),
         pytest.param("Binance Will List Token (ai16z)", (), id="lower-case-not-a-ticker"),
         pytest.param("Binance Will List 1000SATS (1000SATS)", ("1000SATS",), id="digits"),
+        pytest.param("Binance Will List Sonic (S)", ("S",), id="one-letter-ticker"),  # 2025-01-07
+        pytest.param("Binance Will List S/USDT", ("S",), id="one-letter-pair"),
+        pytest.param(
+            "Binance Will List Cheems (1000CHEEMS) and Test (TST) with Seed Tag Applied", ("1000CHEEMS", "TST"), id="seed-tag-two"
+        ),
     ],
 )
 def test_extract_symbols(title: str, expected: tuple[str, ...]) -> None:
     assert extract_symbols(title, "USDT", STOPS) == expected
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        # Binance's listing catalog (48), old coins on other products: not spot listings.
+        "Binance Will Add Movement (MOVE) on Earn, Buy Crypto, Convert, Margin & Futures",  # 2024-12-09, MOVE on spot since
+        "Binance Will Add Aerodrome (AERO) on Earn, Buy Crypto, Convert, VIP Loan & Margin",
+        "Binance Margin Will Add New Pairs (AERO/USDT, MOVE/USDT)",
+        "Binance Adds XYZ/USDT and XYZ/BTC Trading Pairs (XYZ)",  # new pairs of a coin already listed
+        "Binance Will Add Pepe (PEPE) as a New Borrowable Asset on Isolated Margin",
+        "Binance Will Add Pepe (PEPE) to the Monitoring Tag",
+        "Binance Simple Earn Will Add Pepe (PEPE) to Flexible Products",
+        "Binance Futures Will List USDⓈ-M PEPE Perpetual (PEPE)",  # a product lists it: not spot
+        "Binance Will List Pepe (PEPE) on Binance Futures",
+        "Binance Will List Pepe (PEPE) on Binance Alpha",
+    ],
+)
+def test_announcements_of_other_products_date_no_coin(title: str) -> None:
+    """Only a spot listing makes a coin new (the module doc's rule): "Will Add X on Earn,
+    ... Margin & Futures" dated MOVE, on spot for months, as listed that minute."""
+    assert not spot_listing(title)
+    assert extract_symbols(title, "USDT", STOPS) == ()
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Binance Will List Sonic (S)",
+        "Binance Will List Pepe (PEPE) on Binance Spot and Futures",  # spot named: a spot listing
+        "Binance Will Open Trading for Pepe (PEPE)",
+        "Binance Adds Pepe (PEPE)",  # "adds" alone, no other product named
+    ],
+)
+def test_spot_listing_titles(title: str) -> None:
+    assert spot_listing(title)
+    assert extract_symbols(title, "USDT", STOPS) != ()
 
 
 def cms(articles: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,6 +182,39 @@ def test_announcement_dates_an_old_coin_of_unknown_age() -> None:
     assert [(e.symbol, e.reason) for e in events] == [("PEPE/USDT", "announced")]
     assert m.age_days("PEPE/USDT", T0) == pytest.approx(1 / 24)
     assert m.announced("NOTYET") == T0 - 3600_000
+
+
+def test_an_announcement_after_the_coin_was_seen_trading_dates_nothing() -> None:
+    """Binance announces a spot listing before trading opens: a coin whose first ticker came
+    before the announcement is an old coin, whatever the title says."""
+    m = monitor()
+    m.update([make_market("PEPE/USDT"), make_market("DOGE/USDT")], T0)
+    first = {"PEPE/USDT": T0 - 3600_000, "DOGE/USDT": T0 - 600_000}.get
+    anns = [Announcement("1", "t", T0 - 1800_000, ("PEPE", "DOGE"))]
+    events = m.note_announcements(anns, T0, "USDT", first)
+    assert [e.symbol for e in events] == ["DOGE/USDT"]  # its tickers began after the announcement
+    assert m.listing_ms("PEPE/USDT") is None and m.listing_ms("DOGE/USDT") == T0 - 1800_000
+    assert m.counters["announced_already_trading"] == 1
+
+
+def test_restored_listing_times_date_coins_at_the_first_load() -> None:
+    """A restart's first load is a baseline: the times the earlier run journaled date its coins."""
+    m = monitor(known_listings_ms={"PEPE/USDT": T0 - DAY})
+    m.restore({"NEW/USDT": T0 - 1200_000, "PEPE/USDT": T0 - 2 * DAY, "GONE/USDT": T0 - 5000})
+    markets = [make_market("BTC/USDT"), make_market("NEW/USDT"), make_market("PEPE/USDT")]
+    assert m.update(markets, T0) == []
+    assert m.listing_ms("NEW/USDT") == T0 - 1200_000
+    assert m.listing_ms("PEPE/USDT") == T0 - DAY  # the config's word stands
+    assert m.listing_ms("BTC/USDT") is None
+    # Missing from the first (partial) answer, back later: the listing the earlier run saw, not a new one.
+    assert m.update([*markets, make_market("GONE/USDT")], T0 + 1000) == []
+    assert m.listing_ms("GONE/USDT") == T0 - 5000
+    # Restored while already loaded (a coin in BREAK at the restart): dated, and trading again is a resumption.
+    late = monitor()
+    late.update([make_market("OLD/USDT", status=MarketStatus.BREAK)], T0)
+    assert late.restore({"OLD/USDT": T0 - DAY}) == ["OLD/USDT"]
+    assert late.update([make_market("OLD/USDT")], T0 + 1000) == []
+    assert late.listing_ms("OLD/USDT") == T0 - DAY
 
 
 def test_backoff_ladder_and_reset() -> None:

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 
 from engine.config.model import HotcoinConfig
-from engine.config.sections.discovery import FiltersSection, PoolSection
+from engine.config.sections.discovery import FiltersSection, ListingsSection, PoolSection
 from engine.discovery import Discovery
-from engine.discovery.listings import Announcement
+from engine.discovery.listings import Announcement, parse_announcements
 from engine.discovery.social.source import SocialPost
 from engine.domain.ticker import TickerBatch
 from engine.journal.events import make_trace_id
+from engine.runtime.recovery import rebuild
 from tests.kit.discovery import TickerFeed, small_config
 from tests.kit.domain import make_market
 from tests.kit.events import RecordingSink
 
+STOPS = ListingsSection().announcement_stop_words
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "PEPE/USDT", "USDC/USDT", "THIN/USDT"]
 
 
@@ -153,7 +155,7 @@ def test_a_new_listing_gets_age_and_freshness() -> None:
     assert cand.components.listing_freshness > 0.99
     assert "listing" in cand.sources
     assert cand.coin_age_days is not None and cand.coin_age_days < 0.01
-    ev = next(e for e in sink.events if e.symbol == "NEW/USDT")
+    ev = next(e for e in sink.events if e.symbol == "NEW/USDT" and e.kind == "candidate_snapshot")
     assert {c["name"]: c["passed"] for c in ev.payload["filters"]}["new_listing_liquidity"] is True
 
 
@@ -184,13 +186,67 @@ def test_social_mentions_raise_heat() -> None:
 
 
 def test_an_announcement_dates_a_coin_and_makes_it_fresh() -> None:
+    """A coin of unknown age (at the first market load) announced before its first ticker: the
+    engine started after trading opened, and the announcement is the best date it has."""
     disc, _, feed = setup()
+    announced = feed.ts_ms - 60_000  # a minute before the run's first batch
     run(disc, feed, 30)
-    events = disc.on_announcements([Announcement("9", "Binance Will List Pepe (PEPE)", feed.ts_ms, ("PEPE",))], feed.ts_ms)
+    events = disc.on_announcements([Announcement("9", "Binance Will List Pepe (PEPE)", announced, ("PEPE",))], feed.ts_ms)
     assert [e.symbol for e in events] == ["PEPE/USDT"]
     cycle = disc.on_batch(feed.batch())
     assert "PEPE/USDT" in cycle.snapshot.symbols
     assert cycle.snapshot.get("PEPE/USDT").components.listing_freshness > 0.99  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Binance Will List Pepe (PEPE)",  # a misread, or a relisting under the same ticker: the tickers say otherwise
+        "Binance Will Add Pepe (PEPE) on Earn, Buy Crypto, Convert, Margin & Futures",  # not a spot listing at all
+    ],
+    ids=["will-list", "will-add-on-products"],
+)
+def test_an_announcement_after_a_coin_was_already_trading_does_not_make_it_new(title: str) -> None:
+    """The auditor's MOVE: a coin trading before the run (of unknown age) announced while the
+    run watches it. Binance announces a spot listing before trading opens, so a coin with
+    tickers from before its announcement is an old one: no listing, no freshness heat."""
+    disc, _, feed = setup()
+    run(disc, feed, 60)
+    anns = parse_announcements({"data": {"articles": [{"id": 9, "title": title, "releaseDate": feed.ts_ms}]}}, "USDT", STOPS)
+    assert disc.on_announcements(anns, feed.ts_ms) == []
+    cycle = disc.on_batch(feed.batch())
+    assert "PEPE/USDT" not in cycle.snapshot.symbols
+    assert disc.listings.listing_ms("PEPE/USDT") is None
+    frame, row = disc.last_frame, disc.windows.row_of("PEPE/USDT")
+    assert frame is not None and row is not None and frame.parts["listing_freshness"][row] == 0.0
+
+
+def test_a_listing_is_journaled_and_a_restart_keeps_its_age() -> None:
+    """The auditor's restart: a coin listed 20 minutes before a restart kept its heat only in
+    the run that saw it list. Its `listing` event, read back by recovery, dates it in the next."""
+    disc, sink, feed = setup()
+    run(disc, feed, 60)
+    feed.symbols.append("NEW/USDT")
+    feed.prices["NEW/USDT"], feed.rate["NEW/USDT"], feed.qv24["NEW/USDT"] = 2.0, 1e6 / 86_400_000, 1e6
+    listed_at = feed.ts_ms
+    disc.on_markets([*feed.markets()], listed_at)
+    run(disc, feed, 80)  # 20 minutes of 15 s batches
+    listing = [e for e in sink.events if e.kind == "listing"]
+    assert [(e.symbol, e.payload["listed_ms"], e.payload["reason"]) for e in listing] == [("NEW/USDT", listed_at, "new_symbol")]
+    assert listing[0].seq < min(e.seq for e in sink.events if e.symbol == "NEW/USDT" and e.kind == "candidate_snapshot")
+    state = rebuild(sink.events, 10_000.0)
+    assert state.listings == {"NEW/USDT": listed_at}
+
+    after, sink_after, _ = setup()  # a new process: its first market load is a baseline
+    after.restore_listings(state.listings)
+    after.on_markets([*feed.markets()], feed.ts_ms)
+    run(after, feed, 30)
+    cycle = after.on_batch(feed.batch())
+    assert after.listings.listing_ms("NEW/USDT") == listed_at
+    cand = cycle.snapshot.get("NEW/USDT")
+    assert cand is not None and cand.components.listing_freshness > 0.98
+    assert cand.coin_age_days == pytest.approx((cycle.ts_ms - listed_at) / 86_400_000)
+    assert not [e for e in sink_after.events if e.kind == "listing"]  # no new listing: the same one, dated as before
 
 
 def bad_batch(ts: int, **arrays: object) -> TickerBatch:

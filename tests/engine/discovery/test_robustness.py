@@ -90,7 +90,7 @@ def test_an_hour_of_the_simulated_market_runs_clean() -> None:
     for symbol, expected in (("USDC/USDT", FilterCode.STABLECOIN), ("BTCUP/USDT", FilterCode.LEVERAGED), ("BTC/USDT", FilterCode.PASS)):
         row = w.row_of(symbol)
         assert row is not None and disc.filters.static_code[row] == expected
-    journaled = {e.symbol for e in sink.events if e.payload["accepted"]}
+    journaled = {e.symbol for e in sink.events if e.kind == "candidate_snapshot" and e.payload["accepted"]}
     assert not journaled & {"USDC/USDT", "BUSD/USDT", "TUSD/USDT", "BTCUP/USDT", "BTCDOWN/USDT"}
     counters = disc.all_counters()
     assert counters.get("windows.missing_price", 0) == 0

@@ -23,6 +23,7 @@ GOOD: dict[str, dict[str, Any]] = {
     "model_shadow": {"model": "hot_lgbm@abc", "score": 0.71},
     "command": {"command": "close_all", "origin": "tui"},
     "checkpoint": {"through_seq": 41, "capital": 10_000.0, "digest": "00ff", "state": {"cash": 9_500.0}},
+    "listing": {"listed_ms": 1_700_000_000_000, "reason": "new_symbol", "detail": "listing dated new_symbol, 0 min ago"},
     "command_refused": {"command": "/pause", "origin": "telegram:mallory#77", "reason": "unknown chat", "chat_id": -100},
 }
 

@@ -77,6 +77,9 @@ class Script:
         seq = self.fill(t, cid, trace, sym, side, qty, price)
         self.update(t, trace, sym, "open" if side == "buy" else "partial_close", seq)
 
+    def listing(self, t: int, sym: str, listed_ms: int, reason: str = "new_symbol") -> None:
+        self.j.emit("listing", ts_ms=t, symbol=sym, payload={"listed_ms": listed_ms, "reason": reason})
+
     def risk(self, t: int, code: str, level: str = "L1", **extra: Any) -> None:
         self.j.emit("risk_event", ts_ms=t, payload={"code": code, "level": level, "detail": code, **extra})
 
@@ -86,6 +89,8 @@ class Script:
         s = self
         if k == 0:
             s.risk(t, "day_start", value=CAPITAL)
+            s.listing(t, A, t - 600_000)  # listed ten minutes before: a restart days later still knows
+            s.listing(t, "OLD/USDT", t - 40 * DAY_MS, "announced")  # a month before the last event: not kept
             s.trade(t + 1, TA, A, OrderPurpose.ENTRY, 1000.0, 0.3)
             s.trade(t + 2, TB, B, OrderPurpose.ENTRY, 500.0, 0.2)
             cid = s.attempt(t + 3, TC, C, OrderPurpose.ENTRY)
@@ -115,6 +120,7 @@ class Script:
             s.risk(t + 3, "risk_level", "L3")
             s.risk(t + 4, "consecutive_losses", until_ms=t + 3_600_000)
             s.j.emit("command", ts_ms=t + 5, payload={"command": "pause", "origin": "tui"})
+            s.listing(t + 6, F, t + 5)
             s.trade(t + 6, TF, F, OrderPurpose.ENTRY, 100.0, 2.0)
             sold = s.attempt(t + 7, TF, F, OrderPurpose.STOP_LOSS, 1)
             # Its fill comes after the checkpoint (a sync found it): an order short of its reply there.
@@ -212,6 +218,7 @@ async def test_recovery_from_a_checkpoint_equals_recovery_from_the_full_history(
     assert set(state.last_action_ms) == {A, B, C, D, E, F}
     assert state.last_action_ms[F] == T0 + 3 * DAY_MS + 8  # when the core booked the close: its order_result
     assert state.anomalies == [] and state.unbooked == []
+    assert state.listings == {A: T0 - 600_000, F: T0 + 3 * DAY_MS + 5}  # the coins' listing times, for discovery
 
 
 async def test_an_open_order_and_an_unbooked_fill_carry_across_a_checkpoint(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ from engine.runtime.recovery import (
 )
 from engine.trading import TradingCore
 from tests.kit.domain import T0, make_batch, make_intent, make_market
-from tests.kit.engine import START_MS, pump_rig, quiet_config
+from tests.kit.engine import START_MS, plain_alts, pump_rig, quiet_config
 from tests.kit.events import RecordingSink
 from tests.kit.waiting import eventually
 
@@ -1299,3 +1299,33 @@ async def test_a_restart_hands_the_chart_the_fills_of_the_positions_it_recovered
         await Recovery(state).apply(engine, T0 + 5_000)
         for symbol, fills in journaled.items():
             assert [(f.trade_id, f.side.value, f.price) for f in await engine.fills(symbol)] == fills
+
+
+async def test_a_restart_keeps_the_listing_times_the_run_before_journaled(tmp_path: Path) -> None:
+    """The auditor's restart: every run's first market load is a baseline, so a coin listed 20
+    minutes before a restart came back of unknown age (no listing heat, out of the pool, no
+    since-listing features). Its journaled `listing` event dates it in the next run, from the
+    warm-up's first load on."""
+    path = tmp_path / "j.sqlite"
+    async with pump_rig(path) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.stats.cycles > 3, timeout=60)
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        listed = plain_alts(rig.market)[0]
+        listed_at = engine._now - 20 * 60_000
+        rig.journal.emit("listing", ts_ms=engine._now, symbol=listed, payload={"listed_ms": listed_at, "reason": "new_symbol"})
+        await rig.journal.flush()
+    state = read_journal(path, 10_000.0)
+    assert state.listings == {listed: listed_at}
+    async with pump_rig(path, start_ms=engine._now + 60_000, run_id="after") as rig2:
+        engine2 = rig2.engine
+        engine2.recovery = Recovery(state)
+        task = asyncio.create_task(engine2.run())
+        await eventually(lambda: engine2.stats.cycles > 3, timeout=60)
+        engine2.stop()
+        await asyncio.wait_for(task, 10)
+        assert engine2.discovery.listings.listing_ms(listed) == listed_at
+        frame, row = engine2.discovery.last_frame, engine2.discovery.windows.row_of(listed)
+        assert frame is not None and row is not None and frame.parts["listing_freshness"][row] > 0.95
