@@ -32,6 +32,13 @@ def is_corrupt(exc: sqlite3.Error) -> bool:
     return primary_code(exc) == sqlite3.SQLITE_CORRUPT
 
 
+def is_locked(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds the lock this
+    one needs, past SQLite's busy_timeout. Nothing is wrong with the file: trying again once it
+    lets go succeeds."""
+    return primary_code(exc) in _LOCKED
+
+
 def hint(exc: sqlite3.Error, path: Path, *, writing: bool) -> str:
     """The cause and the fix to put after SQLite's message about `path`, starting "; " (empty
     when SQLite's words are all there is to say). `writing`: the engine's writer met it, rather

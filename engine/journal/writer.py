@@ -23,10 +23,13 @@ drained below the mark. The runtime calls it between cycles, so memory is bounde
 `max_pending` plus one cycle's events. `await flush()` returns once everything emitted so far
 is committed.
 
-A writer failure (disk full, a locked or damaged file, a failed rotation) ends the writes to
+A write lock another connection holds (an sqlite3 shell in a transaction, a backup) is waited
+out: the batch is kept and tried again, for up to `BUSY_GIVE_UP_S` in all, while back-pressure
+holds the engine as on a slow disk; nothing is lost and nothing fails. Any other writer failure
+(disk full, a damaged file, a failed rotation), or a lock held past that, ends the writes to
 SQLite for good; it is raised as `JournalError` by the next `flush` and by close, never
 swallowed. Its unwritten events are not lost with it: they are appended, as JSON lines (the
-`export` shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when
+`journal export` shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when
 that fails too (the journal's disk is full): at once, and from then on batch by batch as they
 seal, in seq order, until close. While that works (`saving`), `failure` says what failed and
 where the events go, `wait_writable` keeps its back-pressure against the spill file and
@@ -90,7 +93,7 @@ from engine.journal.schema import (
     bucket_in,
     check_schema_version,
 )
-from engine.journal.sqlite_errors import hint, is_corrupt
+from engine.journal.sqlite_errors import hint, is_corrupt, is_locked
 
 log = logging.getLogger("hotcoin.journal")
 
@@ -103,6 +106,18 @@ Row = tuple[int, int, str | None, int | None, str, str | None, str, int]
 # its one row; only a trace whose row a rotation archived gets a second one, in the main file
 # (the reader merges them).
 KNOWN_TRACES = 20_000
+# How long, in all, a batch waits for a write lock another connection holds (an sqlite3 shell
+# left in a transaction, a backup tool) before the writer fails for good. SQLite waits
+# `busy_timeout` (5 s, `schema.PRAGMAS`) inside each try; the writer keeps the batch and tries
+# again until this has passed. A lock held for seconds is someone's work that ends (failing at
+# the first busy_timeout made the engine exits-only, then stopped it, over a lock released 3 s
+# later); one held for a minute is a session left open, and waiting on would keep the engine
+# behind back-pressure (`max_pending`) and its orders behind their write-ahead (`secure`) for
+# as long: past this, the writer fails as on any other error and saves its events to a spill file.
+BUSY_GIVE_UP_S = 60.0
+# Between tries: each one already waited busy_timeout inside SQLite; this keeps a lock SQLite
+# refuses at once (SQLITE_LOCKED, or a busy_timeout of 0) from spinning the writer.
+BUSY_RETRY_PAUSE_S = 0.1
 # Kinds that start a trace (discovery's candidate, a close-all's command): an unknown trace id
 # on any other event is one that began before this writer remembered it.
 _STARTS_TRACE = frozenset({"candidate_snapshot", "command"})
@@ -177,6 +192,7 @@ class Journal:
         self._rotation_check_s = rotation_check_s
         self._last_rotation_check = time.monotonic()
         self._told_no_vacuum = False
+        self.busy_give_up_s = BUSY_GIVE_UP_S  # an attribute so a test need not wait a minute
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
@@ -421,6 +437,50 @@ class Journal:
         return not self._lost
 
     async def _write(self, batch: _Batch) -> None:
+        """Commit one batch. A write lock another connection holds (`is_locked`) is waited out,
+        the batch kept and tried again, for up to `busy_give_up_s` (see `BUSY_GIVE_UP_S`), said
+        in the log when it starts and when it ends; any other SQLite error, or a lock held past
+        that, raises `JournalError`: the end of SQLite writes (`_run`)."""
+        started = time.monotonic()
+        locked = False
+        while True:
+            try:
+                await self._try_write(batch)
+                break
+            except sqlite3.Error as exc:
+                first = batch.rows[0][0]
+                if not is_locked(exc):
+                    raise JournalError(f"journal write to {self.path} failed at seq {first}: {exc}") from exc
+                waited = time.monotonic() - started
+                if waited >= self.busy_give_up_s:
+                    raise JournalError(
+                        f"journal write to {self.path} failed at seq {first}: {exc}; it was locked by another connection "
+                        f"for {self.busy_give_up_s:g} s or more (an sqlite3 shell left in a transaction, a backup): close "
+                        "that connection, and start the engine again"
+                    ) from exc
+                if not locked:
+                    locked = True
+                    log.warning(
+                        "journal %s is locked by another connection (an sqlite3 shell in a transaction, a backup): "
+                        "%d event(s) from seq %d wait, tried again until %g s have passed, then the journal fails; "
+                        "close that connection",
+                        self.path, self.unwritten, first, self.busy_give_up_s,
+                    )
+                await asyncio.sleep(BUSY_RETRY_PAUSE_S)
+        if locked:
+            log.warning(
+                "journal writes resumed: %s was locked by another connection for %.1f s; no event was lost",
+                self.path, time.monotonic() - started,
+            )
+        self.last_flushed_seq = batch.rows[-1][0]
+        self.stats.written += len(batch.rows)
+        self.stats.batches += 1
+        self._progress.set()
+
+    async def _try_write(self, batch: _Batch) -> None:
+        """One transaction of the batch's events and traces rows; rolled back on error, so a try
+        again starts from nothing written (and `_resolve`'s lookups are kept: they only move
+        the batch's trace rows to the ones already on file)."""
         conn = self._conn
         async with self._db_lock:
             try:
@@ -430,16 +490,10 @@ class Journal:
                 if batch.traces:
                     await conn.executemany(UPSERT_TRACE, list(batch.traces.values()))
                 await conn.commit()
-            except sqlite3.Error as exc:
+            except sqlite3.Error:
                 with suppress(sqlite3.Error):
                     await conn.rollback()
-                raise JournalError(
-                    f"journal write to {self.path} failed at seq {batch.rows[0][0]}: {exc}"
-                ) from exc
-        self.last_flushed_seq = batch.rows[-1][0]
-        self.stats.written += len(batch.rows)
-        self.stats.batches += 1
-        self._progress.set()
+                raise
 
     async def _resolve(self, batch: _Batch) -> None:
         """Point the batch's unsure traces at the row they already have in the main file, if
@@ -629,7 +683,7 @@ class Journal:
         """Where the unwritten events are, for the error: the spill files, or why there are none."""
         if self._spilled_seq >= self._seq:
             where = " and ".join(str(p) for p in self.spill_paths)
-            return f"they are saved in {where} (JSON lines, as `hotcoin export` writes them)" if where else "none are lost"
+            return f"they are saved in {where} (JSON lines, as `hotcoin journal export` writes them)" if where else "none are lost"
         return f"saving them failed too ({'; '.join(self._spill_errors)}); they are lost when this process ends"
 
     async def _close(self) -> None:

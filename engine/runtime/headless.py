@@ -1,4 +1,4 @@
-"""Run an engine session with nobody watching: until the duration, SIGINT or SIGTERM."""
+"""Run an engine session with nobody watching: until the duration, SIGINT, SIGTERM or SIGHUP."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 
 from engine.config import HotcoinConfig
 from engine.runtime.session import RunOptions, open_session
@@ -18,6 +19,12 @@ log = logging.getLogger("hotcoin.run")
 # decision p99 doubled (bench/bench_decision_latency.py, with and without --gc-freeze).
 GC_THRESHOLD = (50_000, 20, 100)
 
+# The signals that stop a run as asked: Ctrl-C, SIGTERM (`kill`, a service stop, the console
+# quitting its engine) and SIGHUP (the terminal went away: an SSH connection that dropped). Left
+# to its default, SIGHUP killed the process like a crash: no `run_stop`, and the events of the
+# batch not yet written were lost with it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def freeze_startup_heap() -> None:
     """Tune the collector for a long-running engine process; call once set-up is done."""
@@ -26,14 +33,21 @@ def freeze_startup_heap() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def _stop_on(sig: signal.Signals, stop: Callable[[], None]) -> None:
+    """Stop the engine on `sig`, saying which: a run that ends on its own (SIGHUP from a closed
+    terminal) should say why in its log, as one stopped by hand does."""
+    log.info("stopping on %s", sig.name, extra={"signal": sig.name})
+    stop()
+
+
 async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: float | None) -> str:
     """Trade until done; returns a short human summary (run id, trades, this run's PnL and the
     journal's since it began, journal)."""
     async with open_session(config, options) as session:
         engine = session.engine
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, engine.stop)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, _stop_on, sig, engine.stop)
         log.info(
             "engine started",
             extra={"run_id": session.run_id, "journal": str(session.journal_path), "ops_port": session.ops_port},
@@ -42,7 +56,7 @@ async def run_headless(config: HotcoinConfig, options: RunOptions, duration_s: f
         try:
             await engine.run(duration_s)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         snap = engine.hub.latest
         core = engine.core

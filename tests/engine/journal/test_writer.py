@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
@@ -157,6 +158,72 @@ async def test_a_writer_failure_surfaces_on_flush_and_close_and_keeps_the_events
     with pytest.raises(JournalError, match="writer stopped"):
         await opened.__aexit__(None, None, None)
     assert rows(path, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+def spill_files(folder: Path) -> list[Path]:
+    return list(folder.glob("*.unwritten-*"))
+
+
+async def shorten_busy_timeout(j: Journal, ms: int = 50) -> None:
+    """SQLite's own wait for a lock (`busy_timeout`, 5 s in `schema.PRAGMAS`) cut short, so a
+    lock held past it takes a fraction of a second here."""
+    await j._conn.execute(f"PRAGMA busy_timeout={ms}")
+
+
+async def test_a_lock_held_past_busy_timeout_is_waited_out_and_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another connection (an sqlite3 shell in a transaction, a backup) holds the write lock
+    longer than SQLite's busy_timeout: the writer keeps the batch and tries again rather than
+    failing for good (which made the engine exits-only, then stopped it, though the lock went
+    3 s later); once the lock goes every event is written, and nothing went to a spill file."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings()) as j:
+        await shorten_busy_timeout(j)
+        j.emit("fill", ts_ms=0, payload=FILL)
+        await j.flush()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(1, 6):
+                j.emit("fill", ts_ms=i, payload=FILL)
+            with caplog.at_level(logging.WARNING, logger="hotcoin.journal"):
+                await eventually(lambda: "locked by another connection" in caplog.text, timeout=5)
+                await asyncio.sleep(0.5)  # ten busy_timeouts
+            assert j.failure is None and j.unwritten == 5
+            await asyncio.wait_for(j.wait_writable(), 1)  # below max_pending: the engine goes on
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        with caplog.at_level(logging.WARNING, logger="hotcoin.journal"):
+            await asyncio.wait_for(j.flush(), 5)
+        assert j.failure is None and j.unwritten == 0
+    assert rows(path, "SELECT seq FROM events ORDER BY seq") == [(s,) for s in range(1, 7)]
+    assert not spill_files(tmp_path)
+    assert "journal writes resumed" in caplog.text
+
+
+async def test_a_lock_held_past_the_busy_bound_fails_the_writer_and_saves_the_events(tmp_path: Path) -> None:
+    """Waiting has its bound (`BUSY_GIVE_UP_S`): past it the writer fails as on any other
+    error, saying who holds the journal and what to do, and its events go to the spill file."""
+    path = tmp_path / "j.sqlite"
+    spill = tmp_path / "j.unwritten-2.jsonl"
+    opened = Journal.open(path, settings())
+    j = await opened.__aenter__()
+    await shorten_busy_timeout(j)
+    j.busy_give_up_s = 0.3
+    j.emit("fill", ts_ms=0, payload=FILL)
+    await j.flush()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        j.emit("fill", ts_ms=1, payload=FILL)
+        with pytest.raises(JournalError, match=r"locked by another connection for 0\.3 s or more.*saved in "):
+            await asyncio.wait_for(j.flush(), 5)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert j.saving and spilled_seqs(spill) == [2]
+    with pytest.raises(JournalError, match=r"JSON lines, as `hotcoin journal export` writes them"):
+        await opened.__aexit__(None, None, None)
 
 
 def fail_writes(path: Path) -> None:
