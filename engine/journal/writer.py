@@ -79,7 +79,7 @@ from engine.errors import EventValidationError, HotcoinError, JournalDamagedErro
 from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation, wal
 from engine.journal.events import validate_event
-from engine.journal.files import list_archives
+from engine.journal.files import list_archives, spill_pattern
 from engine.journal.reader import damaged_file_message, json_line
 from engine.journal.schema import (
     DDL,
@@ -703,7 +703,7 @@ class Journal:
 
 def _spill_files(path: Path, folders: list[Path]) -> list[Path]:
     """A journal's spill files (`<stem>.unwritten-<seq>.jsonl`) in those folders, oldest first."""
-    found = {f for d in folders if d.is_dir() for f in d.glob(f"{path.stem}.unwritten-*.jsonl") if f.is_file()}
+    found = {f for d in folders if d.is_dir() for f in d.glob(spill_pattern(path)) if f.is_file()}
     return sorted(found, key=lambda f: (_named_seq(f), str(f)))
 
 
