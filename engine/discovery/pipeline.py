@@ -49,7 +49,7 @@ from engine.discovery.filters import CandidateFilters, CodeArray, FilterCode
 from engine.discovery.heat import HeatFrame, HeatRanker
 from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
 from engine.discovery.pool import CandidatePool, PoolSnapshot
-from engine.discovery.social.source import SocialPost
+from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RingBlock, TickerWindows, WindowUpdate
 from engine.domain.discovery import Candidate
@@ -245,7 +245,8 @@ class Discovery:
         self.filters = CandidateFilters(cfg.filters, quote_asset, cfg.windows.capacity)
         self.pool = CandidatePool(cfg.pool)
         self.listings = ListingMonitor(cfg.listings)
-        self.social = MentionVelocity(cfg.social)
+        self.social = MentionVelocity(cfg.social, resolve=self._social_base)
+        self._quotes = tuple(dict.fromkeys((quote_asset.upper(), *QUOTE_ASSETS)))
         self.counters: Counter[str] = Counter()
         self._social_rows: IntArray = np.zeros(0, dtype=np.int64)
         self._social_dirty = False
@@ -297,6 +298,15 @@ class Discovery:
             return None
         first = int(self.windows.first_seen_ms[row])
         return None if first == NO_TIME else first
+
+    def _social_base(self, tag: str) -> str | None:
+        """The base asset a post's tag names among those the exchange lists (markets and rows seen)."""
+        return resolve_base(tag, self.filters.known_bases, self._quotes)
+
+    def screen_post(self, post: SocialPost, now_ms: int) -> tuple[str, ...] | Refusal:
+        """What `on_posts` would do with `post` at `now_ms`: the coins it counts for, or why none
+        (a push source answers this to its sender; it changes nothing)."""
+        return self.social.screen(post, now_ms)
 
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> int:
         self._settle_block()

@@ -117,6 +117,17 @@ class EngineMetrics:
             _CountsCollector("hotcoin_feed_errors", "Market-data errors since start, by kind", "kind", counts)
         )
 
+    def count_discovery(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """`hotcoin_discovery_events_total{kind}` from `counts()` at every scrape (once per engine):
+        what discovery and its social sources refused or ran into (a stale post, a missing JSONL
+        file, an X rate limit), which otherwise only a debugger would see."""
+        self.registry.register(
+            _CountsCollector(
+                "hotcoin_discovery_events", "Discovery and social-source events since start (posts refused, feed trouble), by kind",
+                "kind", counts,
+            )
+        )
+
     def count_notifications(self, channels: Callable[[], Mapping[str, ChannelReport]]) -> None:
         """The notification channels' `hotcoin_notify_*` and `hotcoin_notifications_total`
         from `channels()` at every scrape (once per engine)."""

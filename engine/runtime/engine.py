@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +39,7 @@ import numpy as np
 from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
-from engine.discovery.social.source import SocialPost
+from engine.discovery.social.source import Refusal, SocialPost
 from engine.domain import Candle, Fill, StateReason, TickerBatch
 from engine.errors import JournalError
 from engine.execution.broker import Broker, OrderUpdate
@@ -116,6 +116,8 @@ class Engine:
         self.stats = EngineStats()
         self.metrics.count_feed_errors(self._feed_errors)
         self.discovery = Discovery(config.discovery, self.tap, quote_asset=config.exchange.quote_asset, run_id=run_id)
+        self._source_counters: dict[str, Counter[str]] = {}
+        self.metrics.count_discovery(self.discovery_counts)
         self.cycle = TradingCycle(
             config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
             durable=durable, journal_failed=lambda: getattr(journal, "failure", None),
@@ -316,6 +318,22 @@ class Engine:
     def deliver_posts(self, posts: list[SocialPost]) -> None:
         """Social posts from a source task; folded into discovery at the next cycle."""
         self.cycle.deliver("posts", posts)
+
+    def screen_post(self, post: SocialPost) -> tuple[str, ...] | Refusal:
+        """Discovery's verdict on `post` now (market time): the coins it would count for, or why
+        none. The webhook answers it to the sender; the post is still folded in at the next cycle."""
+        return self.discovery.screen_post(post, self.feed.now_ms())
+
+    def count_source(self, name: str, counters: Counter[str]) -> None:
+        """Export a discovery source's own counters (as `<name>.<key>`) with discovery's."""
+        self._source_counters[name] = counters
+
+    def discovery_counts(self) -> dict[str, int]:
+        """Discovery's counters and its sources' (`hotcoin_discovery_events_total`)."""
+        out = self.discovery.all_counters()
+        for name, counters in self._source_counters.items():
+            out.update((f"{name}.{key}", value) for key, value in counters.items())
+        return out
 
     def deliver_announcements(self, announcements: list[Announcement]) -> None:
         """Exchange announcements from the poller; folded into discovery at the next cycle."""

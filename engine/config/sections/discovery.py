@@ -189,6 +189,9 @@ class ListingsSection(Section):
     )
 
 
+WEBHOOK_TOKEN_MIN = 16  # characters of discovery.social.webhook_token
+
+
 class SocialSection(Section):
     x_base_url: str = Field("https://api.twitter.com", description="X (Twitter) API base URL.")
     x_bearer_token: Secret | None = Field(None, description="X API bearer token (secrets file or env only); None disables X.")
@@ -213,12 +216,25 @@ class SocialSection(Section):
     baseline_ms: int = Field(3_600_000, ge=1000, description="Baseline span for the mention rate (older mentions are dropped).")
     min_mentions: float = Field(3.0, ge=0, description="Weighted mentions a symbol needs in the window before velocity counts.")
 
+    @field_validator("webhook_token")
+    @classmethod
+    def _webhook_token_is_long(cls, token: SecretStr | None) -> SecretStr | None:
+        """An empty token crashed the start with a raw ValueError (the webhook refuses one), and a
+        short one is guessed: both are refused at load, naming the setting."""
+        if token is not None and len(token.get_secret_value().strip()) < WEBHOOK_TOKEN_MIN:
+            raise ValueError(
+                f"is {'empty' if not token.get_secret_value().strip() else 'too short'}: the post webhook's token must be at least "
+                f"{WEBHOOK_TOKEN_MIN} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+            )
+        return token
+
     @field_validator("webhook_port")
     @classmethod
     def _webhook_has_a_token(cls, port: int | None, info: ValidationInfo) -> int | None:
         """Refused here, before anything starts: without a token any local user, or any web page
-        (a text/plain POST needs no CORS preflight), could post fake buzz into the heat score."""
-        if port is not None and info.data.get("webhook_token") is None:
+        (a text/plain POST needs no CORS preflight), could post fake buzz into the heat score.
+        (A token refused as too short is not in `info.data`: its own error says so.)"""
+        if port is not None and "webhook_token" in info.data and info.data["webhook_token"] is None:
             raise ValueError(
                 "the post webhook needs discovery.social.webhook_token, or any local user or web page can post to it: "
                 'put webhook_token = "<a long random string>" under [discovery.social] in the secrets file '

@@ -1,9 +1,18 @@
 """Generic post ingest, so anything can feed discovery: a JSONL file tail and a local webhook.
 
-Both take the generic JSON post shape of `post_from_json`. The tail reads only complete new
-lines (a half-written last line waits for its newline), starts over when the file shrinks
-(rotated or truncated), and counts bad lines. The webhook is an aiohttp handler, `POST /posts`
-with one post or a list, served on 127.0.0.1 unless told otherwise.
+Both take the generic JSON post shape of `read_post`. The tail reads only complete new lines
+(a half-written last line waits for its newline) and counts bad lines. It follows the *name*,
+like `tail -F`: when the path is a new file (its device and inode changed: `os.replace` by a
+scraper, logrotate's rename and create) it reads the new file from its start, and when the file
+shrinks (truncated in place) it starts over; lines written to a renamed-away file after the
+last poll are not read. It reads regular files only: opening a FIFO would block a thread (and
+the engine's exit) until something writes to it, so a FIFO, a directory or a missing file is a
+`problem` the poller logs once, not an error every poll.
+
+The webhook is an aiohttp handler, `POST /posts` with one post or a list, served on 127.0.0.1
+unless told otherwise. It answers what it took and, post by post, what it refused and why: a
+malformed post, and (with `screen`, discovery's own verdict) a stale or future one, one naming
+no coin the exchange lists, or a repeat; a sender that is told "accepted" is counted.
 
 Loopback is not a boundary: every local user can reach it, and so can any web page the owner
 opens (a `text/plain` POST is a CORS "simple" request, sent without asking). Forty fake KOL
@@ -16,14 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
+import stat
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from engine.discovery.social.source import SocialPost, SocialSource, post_from_json
+from engine.discovery.social.source import (
+    Refusal,
+    SocialPost,
+    SocialSource,
+    post_from_json,
+    read_post,
+)
+
+Screen = Callable[[SocialPost], tuple[str, ...] | Refusal]
 
 
 class JsonlTail(SocialSource):
@@ -35,17 +55,37 @@ class JsonlTail(SocialSource):
         self.path = path
         self.offset = 0
         self.counters: Counter[str] = Counter()
+        self.problem: str | None = None  # why the file cannot be read now (missing, not a file); None: reading
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file `offset` is in
+
+    def _trouble(self, counter: str, problem: str) -> list[SocialPost]:
+        self.counters[counter] += 1
+        self.problem = problem
+        return []
 
     def read_new(self) -> list[SocialPost]:
         try:
-            size = self.path.stat().st_size
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
-            self.counters["file_missing"] += 1
-            return []
-        if size < self.offset:
-            self.counters["file_truncated"] += 1
-            self.offset = 0
-        with self.path.open("rb") as fh:
+            return self._trouble("file_missing", f"{self.path} does not exist (yet): waiting for it")
+        except OSError as exc:
+            return self._trouble("file_unreadable", f"{self.path} cannot be opened ({exc.strerror or exc})")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return self._trouble("not_a_file", f"{self.path} is not a regular file: discovery.social.jsonl_path names a file posts are appended to")
+        with open(fd, "rb") as fh:
+            self.problem = None
+            identity = (st.st_dev, st.st_ino)
+            if identity != self._identity:
+                if self._identity is not None:  # replaced or rotated: a new file under the same name
+                    self.counters["file_replaced"] += 1
+                    self.offset = 0
+                self._identity = identity
+            elif st.st_size < self.offset:
+                self.counters["file_truncated"] += 1
+                self.offset = 0
             fh.seek(self.offset)
             chunk = fh.read()
         end = chunk.rfind(b"\n")
@@ -70,12 +110,24 @@ class JsonlTail(SocialSource):
         return await asyncio.to_thread(self.read_new)
 
 
-def webhook_app(on_posts: Callable[[list[SocialPost]], None], counters: Counter[str], token: str) -> web.Application:
-    """An app with `POST /posts`: 200 {"accepted": n, "rejected": m}; 401 without the bearer
-    `token`, 415 for a body not sent as application/json, 400 on a body that is not JSON."""
+def webhook_app(
+    on_posts: Callable[[list[SocialPost]], None], counters: Counter[str], token: str, screen: Screen | None = None
+) -> web.Application:
+    """An app with `POST /posts`: 200 {"accepted": n, "rejected": m, "rejections": [{"index",
+    "id", "reason", "detail"}]}; 401 without the bearer `token`, 415 for a body not sent as
+    application/json, 400 on a body that is not JSON. `screen` (discovery's verdict on a post
+    now) refuses posts that would not count; without it only malformed posts are refused."""
     if not token:
         raise ValueError("the post webhook needs a non-empty token")
     expected = f"Bearer {token}".encode()
+
+    def verdict(item: Any) -> SocialPost | Refusal:
+        post = read_post(item, "webhook", counters)
+        if isinstance(post, SocialPost) and screen is not None:
+            counted = screen(post)
+            if isinstance(counted, Refusal):
+                return counted
+        return post
 
     async def handle(request: web.Request) -> web.Response:
         if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
@@ -94,11 +146,20 @@ def webhook_app(on_posts: Callable[[list[SocialPost]], None], counters: Counter[
             counters["bad_body"] += 1
             return web.json_response({"error": "body is not JSON; send a post object or a list of them"}, status=400)
         items = body if isinstance(body, list) else [body]
-        posts = [p for p in (post_from_json(i, "webhook", counters) for i in items) if p is not None]
+        posts: list[SocialPost] = []
+        rejections: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            post = verdict(item)
+            if isinstance(post, SocialPost):
+                posts.append(post)
+                continue
+            counters[f"rejected:{post.reason}"] += 1
+            post_id = item.get("id") if isinstance(item, dict) else None
+            rejections.append({"index": index, "id": post_id, "reason": post.reason, "detail": post.detail})
         if posts:
             on_posts(posts)
         counters["webhook_posts"] += len(posts)
-        return web.json_response({"accepted": len(posts), "rejected": len(items) - len(posts)})
+        return web.json_response({"accepted": len(posts), "rejected": len(rejections), "rejections": rejections})
 
     app = web.Application()
     app.router.add_post("/posts", handle)
@@ -110,5 +171,9 @@ async def start_webhook(app: web.Application, port: int, host: str = "127.0.0.1"
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner

@@ -10,7 +10,7 @@ from engine.config.model import HotcoinConfig
 from engine.config.sections.discovery import FiltersSection, ListingsSection, PoolSection
 from engine.discovery import Discovery
 from engine.discovery.listings import Announcement, parse_announcements
-from engine.discovery.social.source import SocialPost
+from engine.discovery.social.source import SocialPost, extract_cashtags
 from engine.domain.ticker import TickerBatch
 from engine.journal.events import make_trace_id
 from engine.runtime.recovery import rebuild
@@ -169,6 +169,18 @@ def test_unknown_symbols_are_refused_once_market_info_is_loaded() -> None:
     disc.on_markets([*feed.markets()], feed.ts_ms)  # now listed: admitted from the next batch
     run(disc, feed, 1)
     assert disc.windows.row_of("GHOST/USDT") is not None
+
+
+def test_posts_count_for_the_listed_coin_however_they_tag_it() -> None:
+    """`$PEPEUSDT`, `symbols: ["pepe/usdt"]` and `＄ＰＥＰＥ` counted for no coin (looked up as
+    "PEPEUSDT/USDT"...); `$100` must still count for none."""
+    disc, _, feed = setup()
+    run(disc, feed, 60)
+    tagged = [("$PEPEUSDT moon", ()), ("moon", ("pepe/usdt",)), ("＄ＰＥＰＥ 起飞", ()), ("$PEPE/USDT", ()), ("$100 $NOPE", ())]
+    posts = [SocialPost("x", str(i), feed.ts_ms - i * 1000, "kol", 50_000, text, extract_cashtags(text, extra)) for i, (text, extra) in enumerate(tagged)]
+    assert disc.on_posts(posts, feed.ts_ms) == 4
+    assert disc.all_counters()["social.unknown_symbol"] == 1
+    assert set(disc.social.scores(feed.ts_ms)) == {"PEPE"}
 
 
 def test_social_mentions_raise_heat() -> None:

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,10 +31,12 @@ from engine.discovery.social.source import (
     SocialPost,
     extract_cashtags,
     post_from_json,
+    resolve_base,
 )
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.social.x_search import XRecentSearch, parse_x_search
 from engine.errors import ConfigError
+from engine.runtime.sources import _poll
 from tests.kit.domain import T0
 from tests.kit.waiting import eventually
 
@@ -62,12 +68,40 @@ def test_sentiment_sign(text: str, sign: int) -> None:
     [
         pytest.param("$pepe and #FLOKI and $PEPE again", ("PEPE", "FLOKI"), id="dedupe-upper"),
         pytest.param("#crypto #Bitcoin $USDT", (), id="not-coins"),
-        pytest.param("price is $5 today", (), id="dollar-amount"),
+        pytest.param("price is $5 today", ("5",), id="dollar-amount-a-candidate-resolve_base-drops"),
         pytest.param("买入＄WIF 起飞", ("WIF",), id="fullwidth-dollar"),
     ],
 )
 def test_cashtags(text: str, symbols: tuple[str, ...]) -> None:
     assert extract_cashtags(text) == symbols
+
+
+KNOWN_BASES = frozenset({"PEPE", "1INCH", "1000SATS", "W", "S", "T", "ETH", "BTC"})
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "bases"),
+    [
+        pytest.param("$PEPEUSDT breakout", (), ("PEPE",), id="glued-quote"),
+        pytest.param("$PEPE/USDT breakout", (), ("PEPE",), id="slash-quote"),
+        pytest.param("moon", ("pepe/usdt", "$PEPE", "PEPEUSDT", "PEPE-USDT"), ("PEPE",), id="symbols-field"),
+        pytest.param("$1INCH pump", (), ("1INCH",), id="digit-first"),
+        pytest.param("$1000SATS pump", (), ("1000SATS",), id="digits-first"),
+        pytest.param("$W $S and $T", (), ("W", "S", "T"), id="one-letter"),
+        pytest.param("＄ＰＥＰＥ 起飞", (), ("PEPE",), id="full-width"),
+        pytest.param("$ETHBTC", (), ("ETH",), id="other-quote"),
+        pytest.param("$1 $100 $10K and $NOTACOIN", (), (), id="prices-and-unknown"),
+    ],
+)
+def test_common_cashtags_name_their_known_base(text: str, extra: tuple[str, ...], bases: tuple[str, ...]) -> None:
+    """`$PEPEUSDT`, `["pepe/usdt", "$PEPE"]`, `$1INCH`, `$1000SATS`, `$W`, `＄ＰＥＰＥ` counted for no
+    coin (a letter first, 2-15 characters, no quote stripped, symbols not normalised); a price
+    must still count for none."""
+    v = MentionVelocity(SocialSection(), resolve=lambda tag: resolve_base(tag, KNOWN_BASES))
+    p = SocialPost("t", "1", T0, "a", 0, text, extract_cashtags(text, extra))
+    assert v.add([p], T0) == len(bases)
+    assert tuple(v.scores(T0)) == bases
+    assert v.counters["unknown_symbol"] == (0 if bases else 1)
 
 
 def post(pid: str, ts: int, text: str = "$PEPE moon", followers: int = 10, source: str = "t") -> SocialPost:
@@ -118,6 +152,19 @@ def test_velocity_counts_a_repeated_post_once() -> None:
     v = velocity()
     assert v.add([post("1", T0), post("1", T0)], T0) == 1
     assert v.counters["duplicate_post"] == 1
+
+
+def test_a_post_counts_once_whichever_feed_or_named_source_carried_it() -> None:
+    """The dedup key was (source, id) with the source taken from the post's body: one id re-sent
+    naming "x2", "x3" counted three times, and one post relayed by the file and the webhook twice."""
+    counters: Counter[str] = Counter()
+    body = {"id": "h", "ts_ms": T0, "text": "$PEPE moon"}
+    sent = [post_from_json({**body, **extra}, "webhook", counters) for extra in ({}, {"source": "x2"}, {"source": "x3"})]
+    assert [p.source for p in sent if p is not None] == ["webhook"] * 3  # the feed names the source, not the post
+    relayed = post_from_json(body, "jsonl", counters)
+    v = velocity()
+    assert v.add([p for p in (*sent, relayed) if p is not None], T0) == 1
+    assert v.counters["duplicate_post"] == 3
 
 
 @pytest.mark.parametrize(
@@ -245,6 +292,90 @@ async def test_jsonl_tail_reads_complete_new_lines(tmp_path: Path) -> None:
     assert tail.counters["file_truncated"] == 1
 
 
+def jsonl_line(pid: str, sym: str) -> str:
+    return orjson.dumps({"id": pid, "ts_ms": T0, "text": f"${sym} breakout"}).decode() + "\n"
+
+
+async def test_jsonl_tail_follows_a_file_replaced_under_its_name(tmp_path: Path) -> None:
+    """A scraper writing its newest batch to a temp file and `os.replace`-ing it over the path: a
+    new file no shorter than the old offset was read from that offset (posts lost, a cut line)."""
+    path = tmp_path / "posts.jsonl"
+    path.write_text(jsonl_line("1", "PEPE") + jsonl_line("2", "PEPE"))
+    tail = JsonlTail(path)
+    assert [p.post_id for p in await tail.fetch()] == ["1", "2"]
+    tmp = tmp_path / "posts.jsonl.tmp"
+    tmp.write_text(jsonl_line("3", "WIF") + jsonl_line("4", "WIF") + jsonl_line("5", "WIF"))
+    os.replace(tmp, path)
+    assert [p.post_id for p in await tail.fetch()] == ["3", "4", "5"]
+    assert tail.counters["file_replaced"] == 1 and tail.counters["bad_line"] == 0
+
+
+async def test_jsonl_tail_follows_a_rotated_file(tmp_path: Path) -> None:
+    """logrotate: the file renamed away, a new one created and written past the old offset
+    before the next poll: only its tail was read."""
+    path = tmp_path / "posts.jsonl"
+    path.write_text(jsonl_line("1", "PEPE"))
+    tail = JsonlTail(path)
+    assert [p.post_id for p in await tail.fetch()] == ["1"]
+    path.rename(tmp_path / "posts.jsonl.1")
+    path.write_text("".join(jsonl_line(str(i), "BONK") for i in range(6, 12)))
+    assert [p.post_id for p in await tail.fetch()] == [str(i) for i in range(6, 12)]
+    with path.open("a") as fh:
+        fh.write(jsonl_line("12", "BONK"))
+    assert [p.post_id for p in await tail.fetch()] == ["12"]  # and goes on appending from there
+    assert tail.counters["file_replaced"] == 1
+
+
+async def test_jsonl_tail_reads_regular_files_only_and_never_blocks(tmp_path: Path) -> None:
+    """A FIFO as jsonl_path blocked the reading thread in open() (and the process after "engine
+    stopped"); a directory raised every poll. Both are now a `problem`, at once."""
+    fifo = tmp_path / "posts.fifo"
+    os.mkfifo(fifo)
+    tail = JsonlTail(fifo)
+    try:
+        assert await asyncio.wait_for(tail.fetch(), 5) == []
+    finally:  # without the fix: release the thread stuck in open() so the test run can end
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert tail.problem is not None and "not a regular file" in tail.problem
+    folder = JsonlTail(tmp_path)
+    assert await folder.fetch() == [] and folder.problem is not None and "not a regular file" in folder.problem
+    assert folder.counters["not_a_file"] == 1
+
+
+async def test_a_source_in_trouble_is_logged_when_its_trouble_changes_not_every_poll(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory as jsonl_path logged a traceback every second, and a missing (mistyped) path
+    nothing at all, forever."""
+    path = tmp_path / "posts.jsonl"
+    tail = JsonlTail(path)
+    stop = asyncio.Event()
+
+    class Broken(FakeSocialSource):
+        async def fetch(self) -> list[SocialPost]:
+            raise IsADirectoryError(21, "Is a directory")
+
+    broken = Broken("broken")
+    with caplog.at_level(logging.INFO, logger="hotcoin.sources"):
+        tasks = [asyncio.create_task(_poll(s, lambda posts: None, 0.01, stop)) for s in (tail, broken)]
+        await eventually(lambda: tail.counters["file_missing"] >= 5)
+        path.write_text(jsonl_line("1", "PEPE"))
+        await eventually(lambda: tail.offset > 0)
+        path.unlink()
+        path.mkdir()
+        await eventually(lambda: tail.counters["not_a_file"] >= 5)
+        stop.set()
+        await asyncio.gather(*tasks)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "hotcoin.sources"]
+    assert said[0][0] == "ERROR" and said[0][1].startswith("social source broken failed")
+    assert said[1:] == [
+        ("WARNING", f"social source jsonl: {path} does not exist (yet): waiting for it"),
+        ("INFO", "social source jsonl: reading again"),
+        ("WARNING", f"social source jsonl: {path} is not a regular file: discovery.social.jsonl_path names a file posts are appended to"),
+    ]
+
+
 WEBHOOK_TOKEN = "wh-token-0123456789"
 AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 
@@ -260,7 +391,11 @@ async def test_webhook_accepts_posts_on_loopback() -> None:
             body = [{"id": 1, "ts_ms": T0, "text": "$PEPE"}, {"id": 2, "text": "no ts"}]
             async with session.post(f"http://127.0.0.1:{port}/posts", json=body, headers=AUTH) as resp:
                 assert resp.status == 200
-                assert await resp.json() == {"accepted": 1, "rejected": 1}
+                assert await resp.json() == {
+                    "accepted": 1,
+                    "rejected": 1,
+                    "rejections": [{"index": 1, "id": 2, "reason": "bad_post:bad_ts_ms", "detail": '"ts_ms" is the post\'s time as a positive integer, in epoch milliseconds'}],
+                }
             bad = {**AUTH, "Content-Type": "application/json"}
             async with session.post(f"http://127.0.0.1:{port}/posts", data=b"{nope", headers=bad) as resp:
                 assert resp.status == 400
@@ -300,6 +435,71 @@ async def test_webhook_refuses_posts_without_the_token_or_not_json(headers: dict
         await runner.cleanup()
     assert got == []
     assert counters[counter] == 1
+
+
+README_TS = 1767614400000  # the README's example post, 2026-01-05: stale a day after the window
+
+
+async def test_the_webhook_refuses_with_reasons_the_posts_that_would_not_count() -> None:
+    """It answered {"accepted": 1} for posts discovery then dropped unseen: epoch seconds, the
+    README's fixed example time, no coin, a future time."""
+    now = README_TS + 30 * 86_400_000
+    v = MentionVelocity(SocialSection(), resolve=lambda tag: resolve_base(tag, KNOWN_BASES))
+    got: list[SocialPost] = []
+    counters: Counter[str] = Counter()
+    app = webhook_app(got.extend, counters, WEBHOOK_TOKEN, screen=lambda p: v.screen(p, now))
+    runner = await start_webhook(app, port=0)
+    cases = {
+        "seconds": ({"ts_ms": now // 1000, "text": "$PEPE moon"}, "stale_post", "epoch milliseconds"),
+        "readme": ({"ts_ms": README_TS, "text": "$PEPE listing soon"}, "stale_post", "no longer count"),
+        "no-tag": ({"ts_ms": now, "text": "PEPE moon"}, "post_without_symbol", "no coin named"),
+        "unknown": ({"ts_ms": now, "text": "$100 moon"}, "unknown_symbol", "no coin the exchange lists"),
+        "future": ({"ts_ms": now + 86_400_000, "text": "$PEPE moon"}, "future_post", "after now"),
+        "ok": ({"ts_ms": now, "text": "$PEPEUSDT moon"}, None, None),
+    }
+    body = [{"id": name, **obj} for name, (obj, _, _) in cases.items()]
+    try:
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}/posts", json=body, headers=AUTH) as resp:
+            answer = await resp.json()
+        v.add(got, now)  # the engine folds what was accepted; the same id again is a repeat
+        async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}/posts", json=body[-1], headers=AUTH) as resp:
+            again = await resp.json()
+    finally:
+        await runner.cleanup()
+    assert answer["accepted"] == 1 and answer["rejected"] == 5
+    refused = {r["id"]: (r["reason"], r["detail"]) for r in answer["rejections"]}
+    for name, (_, reason, hint) in cases.items():
+        if reason is None:
+            assert name not in refused
+        else:
+            assert refused[name][0] == reason and hint in refused[name][1], name
+    assert [p.post_id for p in got] == ["ok"] and v.counters["mentions"] == 1
+    assert again["rejections"][0]["reason"] == "duplicate_post"
+    assert counters["rejected:stale_post"] == 2 and counters["webhook_posts"] == 1
+
+
+def test_the_readme_example_post_is_sent_at_the_current_time() -> None:
+    """The README's curl example carried a fixed ts_ms (1767614400000), stale an hour later: the
+    webhook took it and discovery dropped it, silently."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    example = readme[readme.index("### Feeding social posts") :].split("### ", 2)[1]
+    assert '"ts_ms": ' in example and re.search(r'"ts_ms": \d', example) is None
+    assert "epoch milliseconds" in example
+
+
+@pytest.mark.parametrize("token", ["", "   ", "short-token"], ids=["empty", "blank", "short"])
+def test_an_empty_or_short_webhook_token_is_refused_at_load(tmp_path: Path, token: str) -> None:
+    """An empty token in the secrets file crashed `hotcoin run` with a raw ValueError from the
+    webhook; a short one is guessed."""
+    secrets = tmp_path / "s.toml"
+    secrets.write_text(f"[discovery.social]\nwebhook_token = '{token}'\n")
+    secrets.chmod(0o600)
+    config = tmp_path / "c.toml"
+    config.write_text(f"[paths]\nsecrets_file = '{secrets}'\n[discovery.social]\nwebhook_port = 8999\n")
+    with pytest.raises(ConfigError, match=r"discovery\.social\.webhook_token .*at least 16 characters") as refused:
+        load_config(config)
+    assert "webhook_port" not in str(refused.value)  # not also "needs a token": one error, the right one
 
 
 def test_webhook_needs_a_token_and_the_token_is_a_secret(tmp_path: Path) -> None:
