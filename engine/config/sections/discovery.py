@@ -6,7 +6,7 @@ and the real April 2021 candles). The descriptions are the documentation of reco
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from engine.config.sections.base import Secret, Section
 
