@@ -115,6 +115,12 @@ KNOWN_TRACES = 20_000
 # behind back-pressure (`max_pending`) and its orders behind their write-ahead (`secure`) for
 # as long: past this, the writer fails as on any other error and saves its events to a spill file.
 BUSY_GIVE_UP_S = 60.0
+# The same bound once the journal is closing (the engine is stopping): the console gives its
+# engine `hotcoin_tui.child_engine.STOP_TIMEOUT_S` (30 s) to exit before it kills it, and a kill
+# while the writer still waited on a lock lost every event it held. Past this the writer fails
+# and saves them to the spill file (the next start takes them back), inside that allowance even
+# with one more SQLite busy_timeout (5 s) on top.
+CLOSING_BUSY_GIVE_UP_S = 10.0
 # Between tries: each one already waited busy_timeout inside SQLite; this keeps a lock SQLite
 # refuses at once (SQLITE_LOCKED, or a busy_timeout of 0) from spinning the writer.
 BUSY_RETRY_PAUSE_S = 0.1
@@ -192,7 +198,8 @@ class Journal:
         self._rotation_check_s = rotation_check_s
         self._last_rotation_check = time.monotonic()
         self._told_no_vacuum = False
-        self.busy_give_up_s = BUSY_GIVE_UP_S  # an attribute so a test need not wait a minute
+        self.busy_give_up_s = BUSY_GIVE_UP_S  # attributes so a test need not wait a minute
+        self.closing_busy_give_up_s = CLOSING_BUSY_GIVE_UP_S
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
@@ -438,7 +445,8 @@ class Journal:
 
     async def _write(self, batch: _Batch) -> None:
         """Commit one batch. A write lock another connection holds (`is_locked`) is waited out,
-        the batch kept and tried again, for up to `busy_give_up_s` (see `BUSY_GIVE_UP_S`), said
+        the batch kept and tried again, for up to `busy_give_up_s` (see `BUSY_GIVE_UP_S`; once
+        closing, `closing_busy_give_up_s`: `CLOSING_BUSY_GIVE_UP_S`), said
         in the log when it starts and when it ends; any other SQLite error, or a lock held past
         that, raises `JournalError`: the end of SQLite writes (`_run`)."""
         started = time.monotonic()
@@ -452,10 +460,11 @@ class Journal:
                 if not is_locked(exc):
                     raise JournalError(f"journal write to {self.path} failed at seq {first}: {exc}") from exc
                 waited = time.monotonic() - started
-                if waited >= self.busy_give_up_s:
+                bound = min(self.busy_give_up_s, self.closing_busy_give_up_s) if self._closing else self.busy_give_up_s
+                if waited >= bound:
                     raise JournalError(
                         f"journal write to {self.path} failed at seq {first}: {exc}; it was locked by another connection "
-                        f"for {self.busy_give_up_s:g} s or more (an sqlite3 shell left in a transaction, a backup): close "
+                        f"for {bound:g} s or more (an sqlite3 shell left in a transaction, a backup): close "
                         "that connection, and start the engine again"
                     ) from exc
                 if not locked:

@@ -226,6 +226,32 @@ async def test_a_lock_held_past_the_busy_bound_fails_the_writer_and_saves_the_ev
         await opened.__aexit__(None, None, None)
 
 
+async def test_a_lock_still_held_when_the_journal_closes_is_waited_out_briefly_and_the_events_saved(tmp_path: Path) -> None:
+    """Stopping while another connection holds the lock: the writer gives up on the shorter
+    closing bound (`CLOSING_BUSY_GIVE_UP_S`), not the minute it waits while running, so its
+    events reach the spill file before the console's stop allowance runs out and it kills the
+    engine with them still in memory."""
+    path = tmp_path / "j.sqlite"
+    spill = tmp_path / "j.unwritten-2.jsonl"
+    opened = Journal.open(path, settings())
+    j = await opened.__aenter__()
+    await shorten_busy_timeout(j)
+    j.closing_busy_give_up_s = 0.3  # busy_give_up_s stays at its 60 s
+    j.emit("fill", ts_ms=0, payload=FILL)
+    await j.flush()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        j.emit("fill", ts_ms=1, payload=FILL)
+        j.emit("fill", ts_ms=2, payload=FILL)
+        with pytest.raises(JournalError, match=r"locked by another connection for 0\.3 s or more.*saved in "):
+            await asyncio.wait_for(opened.__aexit__(None, None, None), 10)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert spilled_seqs(spill) == [2, 3]
+
+
 def fail_writes(path: Path) -> None:
     """Every later insert fails as on a full disk (the writer sees a real sqlite3 error)."""
     with sqlite3.connect(path) as other:
