@@ -3,7 +3,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,29 @@ async def shorten_busy_timeout(j: Journal, ms: int = 50) -> None:
     await j._conn.execute(f"PRAGMA busy_timeout={ms}")
 
 
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection holding the journal's write lock (an sqlite3 shell in a transaction)."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+async def opened_with_one_event(path: Path) -> tuple[Journal, AbstractAsyncContextManager[Journal]]:
+    """An open journal (and its context manager, to close it) with seq 1 written and a short
+    busy_timeout, ready for another connection to take the lock."""
+    opened = Journal.open(path, settings())
+    j = await opened.__aenter__()
+    await shorten_busy_timeout(j)
+    j.emit("fill", ts_ms=0, payload=FILL)
+    await j.flush()
+    return j, opened
+
+
 async def test_a_lock_held_past_busy_timeout_is_waited_out_and_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Another connection (an sqlite3 shell in a transaction, a backup) holds the write lock
     longer than SQLite's busy_timeout: the writer keeps the batch and tries again rather than
@@ -180,9 +204,7 @@ async def test_a_lock_held_past_busy_timeout_is_waited_out_and_loses_nothing(tmp
         await shorten_busy_timeout(j)
         j.emit("fill", ts_ms=0, payload=FILL)
         await j.flush()
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_lock_held(path):
             for i in range(1, 6):
                 j.emit("fill", ts_ms=i, payload=FILL)
             with caplog.at_level(logging.WARNING, logger="hotcoin.journal"):
@@ -190,9 +212,6 @@ async def test_a_lock_held_past_busy_timeout_is_waited_out_and_loses_nothing(tmp
                 await asyncio.sleep(0.5)  # ten busy_timeouts
             assert j.failure is None and j.unwritten == 5
             await asyncio.wait_for(j.wait_writable(), 1)  # below max_pending: the engine goes on
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         with caplog.at_level(logging.WARNING, logger="hotcoin.journal"):
             await asyncio.wait_for(j.flush(), 5)
         assert j.failure is None and j.unwritten == 0
@@ -205,22 +224,13 @@ async def test_a_lock_held_past_the_busy_bound_fails_the_writer_and_saves_the_ev
     """Waiting has its bound (`BUSY_GIVE_UP_S`): past it the writer fails as on any other
     error, saying who holds the journal and what to do, and its events go to the spill file."""
     path = tmp_path / "j.sqlite"
-    spill = tmp_path / "j.unwritten-2.jsonl"
-    opened = Journal.open(path, settings())
-    j = await opened.__aenter__()
-    await shorten_busy_timeout(j)
+    j, opened = await opened_with_one_event(path)
     j.busy_give_up_s = 0.3
-    j.emit("fill", ts_ms=0, payload=FILL)
-    await j.flush()
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held(path):
         j.emit("fill", ts_ms=1, payload=FILL)
         with pytest.raises(JournalError, match=r"locked by another connection for 0\.3 s or more.*saved in "):
             await asyncio.wait_for(j.flush(), 5)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    spill = tmp_path / "j.unwritten-2.jsonl"
     assert j.saving and spilled_seqs(spill) == [2]
     with pytest.raises(JournalError, match=r"JSON lines, as `hotcoin journal export` writes them"):
         await opened.__aexit__(None, None, None)
@@ -232,24 +242,14 @@ async def test_a_lock_still_held_when_the_journal_closes_is_waited_out_briefly_a
     events reach the spill file before the console's stop allowance runs out and it kills the
     engine with them still in memory."""
     path = tmp_path / "j.sqlite"
-    spill = tmp_path / "j.unwritten-2.jsonl"
-    opened = Journal.open(path, settings())
-    j = await opened.__aenter__()
-    await shorten_busy_timeout(j)
+    j, opened = await opened_with_one_event(path)
     j.closing_busy_give_up_s = 0.3  # busy_give_up_s stays at its 60 s
-    j.emit("fill", ts_ms=0, payload=FILL)
-    await j.flush()
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held(path):
         j.emit("fill", ts_ms=1, payload=FILL)
         j.emit("fill", ts_ms=2, payload=FILL)
         with pytest.raises(JournalError, match=r"locked by another connection for 0\.3 s or more.*saved in "):
             await asyncio.wait_for(opened.__aexit__(None, None, None), 10)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    assert spilled_seqs(spill) == [2, 3]
+    assert spilled_seqs(tmp_path / "j.unwritten-2.jsonl") == [2, 3]
 
 
 def fail_writes(path: Path) -> None:
