@@ -8,7 +8,9 @@ does not (it must be reconciled first).
 
 What the broker learns later passes through here too and is journaled once, as an
 `order_result` caused by the attempt: each update `sync` brings (a resting order filled, an
-unknown outcome settled: `action` "sync") and each cancel (`action` "cancel"), including the
+unknown outcome settled: `action` "sync"), each snapshot the exchange's user stream pushes
+(`action` "push": a resting order filled, seen within a batch rather than at the next
+reconcile) and each cancel (`action` "cancel"), including the
 stale orders `sync` cancels at their expiry (`reason` "expired"). So an order's last
 `order_result` is its state: replay and recovery never show an order open that has settled.
 An order the broker settled as never reached (`NEVER_REACHED`) keeps its attempt's seq while the
@@ -213,6 +215,18 @@ class OrderRouter:
         if incomplete is not None:
             incomplete.updates = updates
             raise incomplete
+        return updates
+
+    def pushed(self, orders: Iterable[Order], now_ms: int) -> list[OrderUpdate]:
+        """Order snapshots the user stream pushed, through the broker; each one that says
+        something new journaled once (`action` "push"), like a sync's. A fill pushed here and
+        found again by the next sync is booked once: the broker keeps each order's filled
+        quantity and reports only what grew."""
+        updates: list[OrderUpdate] = []
+        for order in orders:
+            update = self.broker.on_order(order, now_ms)
+            if update is not None:
+                updates.append(replace(update, journal_seq=self._result(update, now_ms, {"action": "push"})))
         return updates
 
     async def cancel(

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import Refusal, SocialPost
-from engine.domain import Candle, Fill, StateReason, TickerBatch
+from engine.domain import Candle, Fill, Order, StateReason, TickerBatch
 from engine.errors import JournalError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.close_all import close_all
@@ -71,6 +71,9 @@ log = logging.getLogger("hotcoin.engine")
 CYCLE_STATS_EVERY = 50  # cycles between refreshes of the cycle-time percentiles in status
 CHART_FILLS = 500  # fills kept per symbol for the chart's marks (`Engine.fills`)
 CLOSE_ALL_SHOWN_S = 10.0  # a finished close-all stays in the snapshots this long (wall clock), then goes
+ORDER_STREAM_RETRY_S = (1.0, 60.0)  # first and longest wait before the user stream is asked again after a failure
+
+OrderStream = Callable[[], Awaitable[list[Order]]]  # the exchange's user stream: the next order snapshots it pushes
 
 
 @dataclass
@@ -97,8 +100,13 @@ class Engine:
         audit: BalanceAudit | None = None,
         model: ModelLoad | None = None,
         durable: Durable | None = None,
+        order_stream: OrderStream | None = None,
     ) -> None:
-        """`durable` makes order attempts reach the disk before their orders leave (`OrderRouter`)."""
+        """`durable` makes order attempts reach the disk before their orders leave (`OrderRouter`).
+        `order_stream`: the exchange's user stream (`Gateway.watch_orders`), for a broker on a
+        real exchange: a resting order's fill is booked at the next batch instead of the next
+        reconcile (`reconcile_interval_ms`, 15 s), which stays as the safety net for a stream
+        that drops or lags."""
         self.config = config
         self.feed = feed
         self.broker = broker
@@ -111,6 +119,8 @@ class Engine:
         self.model = model  # the verified model in the signal path (production or shadow), if any
         self._model_label = f"{model.model} ({model.mode})" if model is not None and model.scorer is not None else None
         self.audit = audit  # exchange balances vs our records, every 5 minutes (exchange mode)
+        self.order_stream = order_stream  # listened to from the first batch on (`_watch_orders`)
+        self._pushed: list[Order] = []  # what the user stream pushed since the last cycle, oldest first
         self.hub = SnapshotHub()
         self.observe(self._count_signal)
         self.stats = EngineStats()
@@ -174,6 +184,9 @@ class Engine:
         if self.recovery is not None:
             await self.recovery.apply(self, first.ts_ms)
         self._journal_lost_events(first.ts_ms)
+        # Listening starts once recovery has handed the journal's open orders to the broker: a
+        # push taken before would adopt one as new, from nothing filled, and book its fills twice.
+        watcher = None if self.order_stream is None else asyncio.create_task(self._watch_orders(self.order_stream))
         batch: TickerBatch | None = first
         reason = "stopped"
         try:
@@ -197,6 +210,10 @@ class Engine:
             reason = self._journal_failed(exc)
             raise
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             try:
                 if self.core is not None:  # the stops as the owner last saw them, for the next start to rebuild
                     self.core.journal_trails(self._now)
@@ -387,6 +404,9 @@ class Engine:
         t0 = time.perf_counter()
         now = self._now = batch.ts_ms
         await self._check_journal()
+        if self._pushed:  # before the step, so the core decides on what the exchange has done
+            pushed, self._pushed = self._pushed, []
+            self.cycle.book(self.router.pushed(pushed, now), now)
         outcome = await self.cycle.step(batch)
         if not outcome.discovery.accepted:
             self.stats.batches_rejected += 1
@@ -399,6 +419,28 @@ class Engine:
         self.stats.cycle_ms.append((time.perf_counter() - t0) * 1000)
         self.metrics.cycle_latency.observe(time.perf_counter() - t0)
         await self._publish(outcome.discovery, now)
+
+    async def _watch_orders(self, stream: OrderStream) -> None:
+        """Keep what the user stream pushes for the next cycle, which books it (only the loop
+        touches the core). The gateway reconnects a dropped stream and resyncs what its gap
+        missed; a failure it raises (a refused key, an exchange down for long) is logged and
+        the stream asked again after a growing wait, while the sync's reconcile goes on
+        finding fills every `reconcile_interval_ms` meanwhile."""
+        first_wait, longest_wait = ORDER_STREAM_RETRY_S
+        wait = first_wait
+        while True:
+            try:
+                orders = await stream()
+            except Exception as exc:  # whatever it is, the reconcile still covers meanwhile
+                log.warning(
+                    "order stream failed (%s: %s); asking again in %.0f s, fills are still found by the reconcile",
+                    type(exc).__name__, exc, wait,
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, longest_wait)
+                continue
+            wait = first_wait
+            self._pushed.extend(orders)
 
     def _on_update(self, update: OrderUpdate) -> None:
         self.metrics.orders.labels(update.order.status.value).inc()

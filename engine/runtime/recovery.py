@@ -198,7 +198,7 @@ class OpenOrder:
     reply_qty: float = 0.0
     reply_price: float | None = None  # its average price
     reply_ms: int = 0
-    reply_rested: bool = False  # it came from a sync: a resting limit filled (at the maker rate)
+    reply_rested: bool = False  # it came from a sync or the user stream: a resting limit filled (at the maker rate)
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
         return Order(
@@ -510,7 +510,7 @@ def _short_of_reply(
             reply_qty=max(order.reply_qty, float(reply.get("filled_qty") or 0.0)),
             reply_price=order.reply_price if price is None else float(price),
             reply_ms=ts_ms,
-            reply_rested=reply.get("action") == "sync",
+            reply_rested=reply.get("action") in ("sync", "push"),
         )
     if order.reply_status is None or order.filled_qty >= order.reply_qty * (1.0 - 1e-9):
         return None

@@ -410,12 +410,15 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
             for note in model.warnings:
                 log.warning("model: %s", note, extra=about)
         # On an exchange, its balances are checked against our records every 5 minutes.
+        # ... and its user stream pushes our orders' fills as they happen.
         audit = None
+        order_stream = None
         if isinstance(broker, ExchangeBroker) and isinstance(broker.gateway, CcxtGateway):
             audit = BalanceAudit(broker.gateway, config.exchange.quote_asset)
+            order_stream = broker.gateway.watch_orders
         engine = Engine(
             config, feed, broker, journal, run_id=run_id, mode=mode, model=model, recovery=recovery, audit=audit,
-            durable=order_durability(broker, journal),
+            durable=order_durability(broker, journal), order_stream=order_stream,
         )
 
         async def trace(trace_id: str) -> list[JournalEvent]:

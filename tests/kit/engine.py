@@ -19,7 +19,7 @@ from engine.config import HotcoinConfig, load_config
 from engine.execution.broker import Broker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.writer import Journal
-from engine.runtime.engine import Engine
+from engine.runtime.engine import Engine, OrderStream
 from engine.runtime.feed import SimFeed
 from engine.runtime.session import WARMUP_MS
 from engine.runtime.snapshot import Mode
@@ -74,16 +74,17 @@ async def pump_rig(
     start_ms: int = START_MS,
     run_id: str = "test-run",
     pump_ms: int | None = None,
+    order_stream: OrderStream | None = None,
 ) -> AsyncIterator[EngineRig]:
     """`start_ms`: where the sim clock starts (a restart after an earlier rig's run starts later,
     under its own `run_id` as a real restart does); `pump_ms`: when the pump starts (5 minutes
     after `start_ms` by default; a restart's warm-up replays an earlier rig's pump if given
-    its time)."""
+    its time); `order_stream`: the user stream of an exchange broker (`Engine`)."""
     config = config or quiet_config()
     market = SimMarket(config.sim, start_ms - WARMUP_MS)
     symbol = script_pump(market, start_ms + 5 * 60_000 if pump_ms is None else pump_ms)
     feed = feed_type(market, SimClock(start_ms, 1.0), interval_ms=5_000, lockstep=True)
     broker = broker or PaperBroker(FillModel.from_settings(config.trading.execution))
     async with Journal.open(journal_path, config.journal) as journal:
-        engine = Engine(config, feed, broker, journal, run_id=run_id, mode=Mode.SIM, model=model)
+        engine = Engine(config, feed, broker, journal, run_id=run_id, mode=Mode.SIM, model=model, order_stream=order_stream)
         yield EngineRig(engine, market, symbol, journal)

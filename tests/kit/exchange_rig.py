@@ -112,6 +112,7 @@ async def exchange_rig(
                 engine = Engine(
                     config, feed, chosen, journal, run_id="test-run", mode=Mode.SIM,
                     durable=order_durability(chosen, journal),
+                    order_stream=gateway.watch_orders if isinstance(chosen, ExchangeBroker) else None,
                 )
                 pump = None if pump_after_ms is None else asyncio.create_task(_pump_once_started(engine, market, server, pump_after_ms))
                 try:

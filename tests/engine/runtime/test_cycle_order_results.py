@@ -8,6 +8,7 @@ exchange no longer had, and replay read an expired entry as "entered; position s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 
 from engine.config import HotcoinConfig
 from engine.config.sections.exchange import ExchangeSection
-from engine.domain import OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
+from engine.domain import Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
 from engine.execution.broker import Broker
 from engine.execution.exchange_broker import NEVER_REACHED, ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
@@ -140,6 +141,40 @@ async def test_a_resting_limit_filled_on_the_exchange_is_journaled_once_and_a_pl
     assert Decimal(later.payload["filled_qty"]) == 100
     (fill,) = update.fills
     assert update.journal_seq == later.seq and fill.is_maker  # it rested on the book: Binance says maker
+
+
+async def test_a_resting_limit_filled_on_the_exchange_is_pushed_by_the_user_stream_and_journaled_once(
+    sim: tuple[SimExchangeServer, FakeMarketSource, CcxtGateway],
+) -> None:
+    """The executionReport of the fill, through ccxt.pro's user stream and the gateway, is
+    booked as it comes (`action` "push"), with the commission the report names; the reconcile
+    that finds the order filled afterwards journals nothing more."""
+    server, source, gateway = sim
+    cycle, sink = _cycle(ExchangeBroker(gateway))
+    now = server.venue.clock.now_ms()
+    limit = _resting("0.29")
+    watching = asyncio.ensure_future(gateway.watch_orders())
+    await asyncio.sleep(0.2)  # subscribed: what the stream sends from now on reaches us
+    assert await cycle.router.send(limit, now) is not None
+    source.set_price("DOGE/USDT", 0.28)  # the market falls through the limit: it fills resting
+    pushed: list[Order] = []
+    while not any(o.status is OrderStatus.FILLED for o in pushed):  # NEW, then TRADE
+        pushed += await asyncio.wait_for(watching, timeout=10)
+        watching = asyncio.ensure_future(gateway.watch_orders())
+    watching.cancel()
+
+    updates = cycle.router.pushed(pushed, now + 1)
+    assert [u.order.status for u in updates] == [OrderStatus.FILLED]  # the NEW said nothing new
+    (fill,) = updates[0].fills
+    assert fill.quantity == 100 and fill.is_maker and fill.fee_base == pytest.approx(0.1)  # 0.1 % of it, in DOGE
+    assert cycle.router.pushed(pushed, now + 2) == []  # pushed again (a resync): nothing new
+    assert await cycle._sync(server.venue.clock.now_ms()) == []  # the reconcile finds nothing to add
+    opened, push = _results(sink, limit.client_order_id)
+    assert opened.payload["status"] == "open"
+    assert (push.payload["action"], push.payload["status"]) == ("push", "filled")
+    assert Decimal(push.payload["filled_qty"]) == 100
+    assert push.cause == next(e.seq for e in sink.events if e.kind == "order_attempt")
+    assert updates[0].journal_seq == push.seq
 
 
 async def test_paper_resting_fills_and_expiries_are_journaled_once_each() -> None:

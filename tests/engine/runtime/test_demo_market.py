@@ -46,6 +46,7 @@ async def demo_symbols(tmp_path: Path, **overrides: object) -> tuple[str, ...]:
     config = quiet_config(**{"journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"), **overrides})
     options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000)
     async with open_session(config, options) as session:
+        assert session.engine.order_stream is None  # paper fills are made in the cycle: no stream to listen to
         batch = await session.engine.feed.next_batch()
     return tuple(batch.symbols)
 

@@ -394,6 +394,7 @@ async def test_an_exchange_session_commits_each_order_attempt_before_the_order_l
         async with open_session(config, options) as session:
             router = session.engine.router
             assert isinstance(router.broker, ExchangeBroker)
+            assert session.engine.order_stream == router.broker.gateway.watch_orders  # type: ignore[attr-defined]
             broker = router.broker = AttemptCheckingBroker(path)
             await router.send_all([make_intent(client_order_id=f"hc-0123456789abcdef-e{n}") for n in (1, 2)], T0)
             await router.send(make_intent(client_order_id="hc-0123456789abcdef-e3"), T0)
