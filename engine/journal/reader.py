@@ -1113,9 +1113,15 @@ def _common_prefix(a: str, b: str) -> int:
 
 def symbol_filter(text: str) -> tuple[str, tuple[str, ...]]:
     """A SQL condition on `symbol` for what a trader types: case and separators do not matter
-    (doge-usdt, DOGE_USDT -> DOGE/USDT), and a pair without one matches either its base alone
-    (doge: every DOGE pair) or base and quote written together (DOGEUSDT)."""
-    s = text.strip().upper().replace("-", "/").replace("_", "/")
+    (doge-usdt, DOGE_USDT, "doge usdt" -> DOGE/USDT), and a pair without one matches either its
+    base alone (doge: every DOGE pair) or base and quote written together (DOGEUSDT).
+
+    Blank text names no symbol and raises ValueError: it matched nothing, so a script with an
+    unset variable (`-s "$SYM"`) read "0 traces" as a quiet day."""
+    words = text.split()
+    if not words:
+        raise ValueError(f"{text!r} names no symbol: give a pair (DOGE/USDT), a coin (doge) or a market id (DOGEUSDT)")
+    s = "/".join(words).upper().replace("-", "/").replace("_", "/")
     if "/" in s:
         return "symbol = ?", (s,)
     escaped = s.replace("\\", "\\\\").replace("%", "\\%")

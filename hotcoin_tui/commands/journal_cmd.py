@@ -99,8 +99,15 @@ def traces(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """List recent traces, newest first (in the order they started in the journal: time order for one engine's runs), with their outcome: entered (a buy filled), not_filled (the entry order ended unfilled), ordered (it has not ended yet), rejected, open, or close_all (an emergency close-all's own trace)."""  # one line: the help keeps line breaks
+    """List recent traces, newest first (in the order they started in the journal: time order for one engine's runs), with their outcome: entered (a buy filled; the position may still be held), not_filled (the entry order ended unfilled), ordered (it has not ended yet), rejected, open (a candidate no decision was recorded for yet, e.g. the engine stopped first: not an open position), or close_all (an emergency close-all's own trace)."""  # one line: the help keeps line breaks
     since_ms = parse_time(since, "--since") if since else None
+    if symbol is not None:
+        from engine.journal.reader import symbol_filter
+
+        try:
+            symbol_filter(symbol)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{exc}, or leave --symbol out for every symbol", param_hint="'--symbol'") from None
     with _reading(journal, config) as reader:
         rows = reader.traces(symbol=symbol, outcome=outcome.value, since_ms=since_ms, limit=limit)
     if as_json:

@@ -183,6 +183,21 @@ def test_traces_lists_newest_first_with_filters(journal: tuple[Path, dict[str, W
     assert "entered" in out and "rejected" in out
 
 
+def test_traces_takes_a_pair_typed_with_a_space_and_refuses_a_blank_symbol(
+    journal: tuple[Path, dict[str, WrittenTrace]],
+) -> None:
+    """A blank --symbol (a script's unset `$SYM`) matched nothing: "0 trace(s)", exit 0, read
+    as a quiet day. "PEPE USDT" matched nothing either; the space is a separator like '-'."""
+    path, traces = journal
+    code, out, err = invoke("traces", "--journal", str(path), "--json", "--symbol", "pepe usdt")
+    assert code == 0, err
+    assert [r["trace_id"] for r in orjson.loads(out)] == [traces["filter"].trace_id]
+    for blank in ("", "   "):
+        code, _, err = invoke("traces", "--journal", str(path), "--symbol", blank)
+        assert code == 2
+        assert "names no symbol" in err and "leave --symbol out" in err
+
+
 def test_traces_rejects_a_bad_time(journal: tuple[Path, dict[str, WrittenTrace]]) -> None:
     path, _ = journal
     code, _, err = invoke("traces", "--journal", str(path), "--since", "yesterday-ish")
