@@ -85,7 +85,7 @@ class Broker(abc.ABC):
     async def open_orders(self) -> list[Order]:
         """Every order this broker knows to be open."""
 
-    def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
+    async def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
         """An order snapshot pushed by the exchange's user stream, folded in like a lookup: its
         update when it says something new of an order of ours, else None. A broker with no
         stream to listen to (paper: fills are made in the cycle) keeps this default."""

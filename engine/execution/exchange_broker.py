@@ -315,11 +315,14 @@ class ExchangeBroker(Broker):
             raise
         return await self._absorb_lookup(order, now_ms) or OrderUpdate(self._orders[cid])
 
-    def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
-        """An update pushed by the user stream (`Gateway.watch_orders`); ours only."""
+    async def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
+        """An update pushed by the user stream (`Gateway.watch_orders`); ours only. Taken as a
+        lookup is: an executionReport names its trade's commission, but what the gateway's
+        resync after a gap pushes is a REST snapshot with none, whose fill would be booked at
+        an estimated fee when the order's trades can say the real one."""
         if order.client_order_id not in self._orders and not is_ours(order.client_order_id):
             return None
-        return self._absorb(order, now_ms)
+        return await self._absorb_lookup(order, now_ms)
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
         """Cancel an order; its update (finished, unless the exchange had it as pending cancel).

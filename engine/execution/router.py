@@ -217,14 +217,14 @@ class OrderRouter:
             raise incomplete
         return updates
 
-    def pushed(self, orders: Iterable[Order], now_ms: int) -> list[OrderUpdate]:
+    async def pushed(self, orders: Iterable[Order], now_ms: int) -> list[OrderUpdate]:
         """Order snapshots the user stream pushed, through the broker; each one that says
         something new journaled once (`action` "push"), like a sync's. A fill pushed here and
         found again by the next sync is booked once: the broker keeps each order's filled
         quantity and reports only what grew."""
         updates: list[OrderUpdate] = []
         for order in orders:
-            update = self.broker.on_order(order, now_ms)
+            update = await self.broker.on_order(order, now_ms)
             if update is not None:
                 updates.append(replace(update, journal_seq=self._result(update, now_ms, {"action": "push"})))
         return updates

@@ -406,7 +406,7 @@ class Engine:
         await self._check_journal()
         if self._pushed:  # before the step, so the core decides on what the exchange has done
             pushed, self._pushed = self._pushed, []
-            self.cycle.book(self.router.pushed(pushed, now), now)
+            self.cycle.book(await self.router.pushed(pushed, now), now)
         outcome = await self.cycle.step(batch)
         if not outcome.discovery.accepted:
             self.stats.batches_rejected += 1

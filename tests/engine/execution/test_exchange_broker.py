@@ -265,7 +265,7 @@ async def test_reconcile_adopts_our_lost_orders_and_ignores_foreign_ones() -> No
     broker = ExchangeBroker(gw)
     (u,) = await broker.sync(T0)
     assert u.order.client_order_id == "hc-00000000000000aa-e1" and u.order.status is OrderStatus.OPEN
-    assert broker.on_order(foreign, T0) is None
+    assert await broker.on_order(foreign, T0) is None
 
 
 async def test_contradictory_exchange_update_is_recorded_and_fills_are_not_lost() -> None:
@@ -275,7 +275,7 @@ async def test_contradictory_exchange_update_is_recorded_and_fills_are_not_lost(
     await broker.submit(intent, T0)
     await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 1)
     filled = dataclasses.replace(gw.orders[intent.client_order_id], status=OrderStatus.FILLED, filled_qty=Decimal(100), average_price=0.3)
-    u = broker.on_order(filled, T0 + 2)
+    u = await broker.on_order(filled, T0 + 2)
     assert u is not None and u.fills[0].quantity == 100.0
     assert broker.anomalies and "accepted exchange state" in broker.anomalies[0].detail
 
@@ -295,8 +295,8 @@ async def test_a_stale_snapshot_does_not_reopen_a_finished_order(finished: dict[
     broker = ExchangeBroker(gateway())
     placed = (await broker.submit(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2")), T0)).order
     done = dataclasses.replace(placed, **finished)
-    assert broker.on_order(done, T0 + 1) is not None
-    assert broker.on_order(dataclasses.replace(done, **stale), T0 + 2) is None
+    assert await broker.on_order(done, T0 + 1) is not None
+    assert await broker.on_order(dataclasses.replace(done, **stale), T0 + 2) is None
     assert await broker.open_orders() == []
     assert broker.anomalies[-1].detail.startswith("ignored")
 
@@ -308,7 +308,7 @@ async def test_a_late_partial_fill_of_a_cancelled_order_is_booked_and_the_order_
     placed = (await broker.submit(intent, T0)).order
     await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 1)
     late = dataclasses.replace(placed, status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(40), average_price=0.2)
-    u = broker.on_order(late, T0 + 2)
+    u = await broker.on_order(late, T0 + 2)
     assert u is not None and [f.quantity for f in u.fills] == [40.0]
     assert u.order.status is OrderStatus.CANCELED and await broker.open_orders() == []
 
@@ -348,6 +348,21 @@ async def test_a_resting_limit_filled_unseen_is_booked_with_its_commission_by_re
     assert u.order.status is OrderStatus.FILLED and fill.fee_base == pytest.approx(0.1)
 
 
+async def test_a_fill_pushed_without_its_commission_gets_its_trades_commission() -> None:
+    """What the gateway's resync after a user-stream gap pushes is a REST snapshot, with no
+    commission: booked from the order's trades like a lookup, not at an estimated fee."""
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.3"))
+    await broker.submit(intent, T0)
+    _filled_on_the_exchange(gw, intent, fee_base=0.1, fee_quote=0.03)
+    u = await broker.on_order(gw.orders[intent.client_order_id], T0 + 1)
+    assert u is not None
+    (fill,) = u.fills
+    assert fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.03)
+    assert broker.anomalies == [] and gw.calls[-1] == "fetch_my_trades"
+
+
 async def test_trades_found_by_lookup_sum_their_commissions_exactly() -> None:
     """Three commissions of 0.025 summed in floats to 0.07500000000000001, so the third fill,
     found by a lookup after two were booked from the stream, booked 0.02500000000000001 (seen
@@ -360,7 +375,7 @@ async def test_trades_found_by_lookup_sum_their_commissions_exactly() -> None:
         placed, status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(50), average_price=0.3, fee_base=0.05,
         fee_quote=0.015, fees_reported=True,
     )
-    assert broker.on_order(two, T0 + 1) is not None
+    assert await broker.on_order(two, T0 + 1) is not None
     gw.orders[intent.client_order_id] = dataclasses.replace(two, filled_qty=Decimal(75), fees_reported=False)
     gw.fills.extend(
         Fill(f"t{i}", intent.client_order_id, intent.symbol, intent.side, 0.3, 25.0, 0.0075, T0, fee_base=0.025)

@@ -62,7 +62,7 @@ async def test_each_partial_fills_commission_is_booked_once_across_a_user_stream
         while True:
             for order in await gateway.watch_orders():
                 seen.append(order.status)
-                update = broker.on_order(order, sim.venue.clock.now_ms())
+                update = await broker.on_order(order, sim.venue.clock.now_ms())
                 if update is not None:
                     fills.extend(update.fills)
 

@@ -163,11 +163,11 @@ async def test_a_resting_limit_filled_on_the_exchange_is_pushed_by_the_user_stre
         watching = asyncio.ensure_future(gateway.watch_orders())
     watching.cancel()
 
-    updates = cycle.router.pushed(pushed, now + 1)
+    updates = await cycle.router.pushed(pushed, now + 1)
     assert [u.order.status for u in updates] == [OrderStatus.FILLED]  # the NEW said nothing new
     (fill,) = updates[0].fills
     assert fill.quantity == 100 and fill.is_maker and fill.fee_base == pytest.approx(0.1)  # 0.1 % of it, in DOGE
-    assert cycle.router.pushed(pushed, now + 2) == []  # pushed again (a resync): nothing new
+    assert await cycle.router.pushed(pushed, now + 2) == []  # pushed again (a resync): nothing new
     assert await cycle._sync(server.venue.clock.now_ms()) == []  # the reconcile finds nothing to add
     opened, push = _results(sink, limit.client_order_id)
     assert opened.payload["status"] == "open"

@@ -788,7 +788,7 @@ async def test_a_fill_made_while_down_books_the_exchanges_commission_once(
         assert not [a for a in broker.anomalies if "fee estimated" in a.detail]
         assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(100.0 - booked_coins)
         # The same order again, fees and all: from the user stream, then from a reconcile.
-        assert broker.on_order(dataclasses.replace(snapshot, fee_quote=0.006 + 0.009, fees_reported=True), restart) is None
+        assert await broker.on_order(dataclasses.replace(snapshot, fee_quote=0.006 + 0.009, fees_reported=True), restart) is None
         assert await engine.router.sync(restart + 60_000) == []
         await rig.journal.flush()
     with JournalReader(path) as reader:
