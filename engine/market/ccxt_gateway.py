@@ -76,6 +76,8 @@ from engine.market.ccxt_stream import (
 from engine.market.errors import CLOCK_SKEW_CODE
 from engine.market.fast_tickers import FastTickerConnection
 from engine.market.gateway import (
+    BALANCE_STREAM,
+    ORDERS_STREAM,
     REST_STREAM,
     Balance,
     ExchangeFault,
@@ -491,7 +493,7 @@ class CcxtGateway(Gateway):
             return list(resync.orders) or None
 
         stream: ResilientStream[list[Order]] = self._stream(
-            "orders", lambda: CcxtConnection(self._stream_client(), call, merge_orders), prepare=subscribe_user_data,
+            ORDERS_STREAM, lambda: CcxtConnection(self._stream_client(), call, merge_orders), prepare=subscribe_user_data,
             on_gap=on_gap,
         )
         return await stream.next()
@@ -509,7 +511,7 @@ class CcxtGateway(Gateway):
             return dict(self._balance or {}) if resync.balances else None
 
         stream: ResilientStream[dict[str, Balance]] = self._stream(
-            "balance", lambda: CcxtConnection(self._stream_client(), call, latest), prepare=subscribe_user_data,
+            BALANCE_STREAM, lambda: CcxtConnection(self._stream_client(), call, latest), prepare=subscribe_user_data,
             on_gap=on_gap,
         )
         return await stream.next()

@@ -79,6 +79,11 @@ class StreamHealth:
 
 
 REST_STREAM = "rest"  # health key of the request/response side (rate-limit silence, last error)
+ORDERS_STREAM = "orders"  # health keys of the user-data streams (`watch_orders`, `watch_balance`)
+BALANCE_STREAM = "balance"
+# Streams that carry only our account's events: silent for as long as nothing of ours happens,
+# so their silence says nothing about the connection (no watchdog, never "stale").
+USER_STREAMS = frozenset({ORDERS_STREAM, BALANCE_STREAM})
 
 
 class NoticeKind(enum.StrEnum):

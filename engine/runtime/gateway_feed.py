@@ -51,7 +51,7 @@ from engine.domain import Candle, Market, StateReason, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import ErrorClass, HotcoinError, MarketDataError, OrderError
 from engine.market.backoff import Clock, SystemClock
-from engine.market.gateway import REST_STREAM, Gateway, StreamHealth
+from engine.market.gateway import REST_STREAM, USER_STREAMS, Gateway, StreamHealth
 from engine.runtime.feed import MarketFeed, minute_batches, newer_than
 from engine.runtime.snapshot import StreamRow
 
@@ -352,6 +352,9 @@ def _row(h: StreamHealth, now_ms: int) -> StreamRow:
         detail = f"reconnecting (attempt {h.reconnects})" + (f": {h.last_error}" if h.last_error else "")
         return StreamRow(h.stream, "down", last, detail)
     stale = h.stale_ms(now_ms)
+    if h.stream in USER_STREAMS:  # quiet while we do not trade: its silence is no fault
+        quiet = "no event yet" if stale is None else f"last event {stale / 1000:.0f} s ago"
+        return StreamRow(h.stream, "connected", last, f"{quiet}; {h.reconnects} reconnects, {h.rotations} rotations")
     if stale is not None and stale > STALE_ROW_MS:
         return StreamRow(h.stream, "stale", last, f"no message for {stale / 1000:.0f} s")
     return StreamRow(h.stream, "connected", last, f"{h.reconnects} reconnects, {h.rotations} rotations")

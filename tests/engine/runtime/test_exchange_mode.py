@@ -272,6 +272,24 @@ async def test_ws_down_and_stream_rows_follow_gateway_health() -> None:
     await feed.close()
 
 
+async def test_a_quiet_user_stream_is_connected_not_stale() -> None:
+    """The user stream only speaks when one of our orders moves: an hour without a trade is
+    an hour of silence. Its row read "stale" (bold yellow) 10 s after each order; a dropped
+    one still reads down."""
+    gateway, feed = fake_feed()
+    now = T0 + 3_600_000
+    gateway.set_health(StreamHealth("orders", connected=True, last_message_ms=T0))
+    gateway.set_health(StreamHealth("balance", connected=True))
+    gateway.set_health(StreamHealth("tickers", connected=True, last_message_ms=T0))
+    rows = {r.name: r for r in feed.streams(now)}
+    assert rows["tickers"].status == "stale"
+    assert rows["orders"].status == "connected" and "last event 3600 s ago" in rows["orders"].detail
+    assert rows["balance"].status == "connected" and "no event yet" in rows["balance"].detail
+    gateway.set_health(StreamHealth("orders", last_message_ms=T0, reconnects=1, down_since_ms=T0 + 5_000))
+    assert {r.name: r for r in feed.streams(now)}["orders"].status == "down"
+    await feed.close()
+
+
 @pytest.mark.parametrize(
     ("health", "at_s", "age_s", "down_s", "reasons"),
     [
