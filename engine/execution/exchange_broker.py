@@ -320,7 +320,14 @@ class ExchangeBroker(Broker):
         lookup is: an executionReport names its trade's commission, but what the gateway's
         resync after a gap pushes is a REST snapshot with none, whose fill would be booked at
         an estimated fee when the order's trades can say the real one."""
-        if order.client_order_id not in self._orders and not is_ours(order.client_order_id):
+        cid = order.client_order_id
+        if cid not in self._orders:
+            # Only orders this broker placed or was handed (recovery): an id in our format is
+            # no proof, since another hotcoin on the same key makes the same ones. Adopted, a
+            # foreign MARKET buy became our position and a foreign sell crashed the book. Our
+            # own lost orders are adopted by the reconcile, which takes open ones only.
+            if is_ours(cid):
+                self.anomalies.append(Anomaly(cid, f"ignored: pushed, but not an order this broker tracks ({order.status.value})"))
             return None
         return await self._absorb_lookup(order, now_ms)
 

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import aiohttp
 import ccxt
 
 from engine.errors import ErrorClass, MarketDataError
@@ -299,7 +300,7 @@ class ResilientStream(Generic[T]):
             h.reconnects += 1
             self._emit(NoticeKind.RATE_LIMITED, detail=h.last_error or "", delay_s=wait, until_ms=self._rate.until_ms)
             return
-        if isinstance(exc, ccxt.NetworkError) and classify(exc) is ErrorClass.RETRYABLE:
+        if _is_drop(exc):
             delay = self._backoff.next_delay()
             h.reconnects += 1
             self._emit(
@@ -375,3 +376,14 @@ class ResilientStream(Generic[T]):
 async def _quiet_close(conn: Connection[Any]) -> None:
     with contextlib.suppress(Exception):
         await conn.close()
+
+
+def _is_drop(exc: BaseException) -> bool:
+    """Whether `exc` is the connection going away, to be redialled after the backoff: ccxt's
+    retryable network errors, and a socket error ccxt lets through unwrapped (aiohttp's
+    `ClientConnectionResetError` "Cannot write to closing transport", raised by a subscribe
+    sent as the server closed). That one was raised to the caller as an unknown order error,
+    and the engine's user-stream listener waited up to a minute before asking again."""
+    if isinstance(exc, ccxt.NetworkError):
+        return classify(exc) is ErrorClass.RETRYABLE
+    return isinstance(exc, ConnectionError | aiohttp.ClientConnectionError)

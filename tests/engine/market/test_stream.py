@@ -6,6 +6,7 @@ import asyncio
 import random
 from typing import Any
 
+import aiohttp
 import ccxt
 import pytest
 
@@ -83,6 +84,30 @@ async def test_a_drop_reconnects_after_backoff_and_data_resumes() -> None:
     assert [n.kind for n in notices] == [NoticeKind.RECONNECT]
     assert notices[0].error_class == "retryable"
     assert "1006" in (stream.health.last_error or "")
+
+
+@pytest.mark.parametrize("where", ["message", "subscribe"])
+async def test_a_socket_reset_ccxt_lets_through_is_a_drop_redialled_after_backoff(where: str) -> None:
+    """aiohttp's `ClientConnectionResetError` ("Cannot write to closing transport"), raised by
+    ccxt unwrapped when a subscribe goes out as the server closes: it was raised to the caller
+    as an unknown order error, and the user stream was left unsubscribed for up to a minute."""
+    reset = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    dialer = Dialer(2)
+    dialer.conns[1].push("ok")
+    subscribed: list[Any] = []
+
+    async def prepare(conn: Any) -> None:
+        subscribed.append(conn)
+        if where == "subscribe" and len(subscribed) == 1:
+            raise reset
+
+    if where == "message":
+        dialer.conns[0].push(reset)
+    clock = ManualClock(auto=True)
+    stream, notices = make_stream(dialer, clock, prepare=prepare)
+    assert await stream.next() == "ok"
+    assert [n.kind for n in notices] == [NoticeKind.RECONNECT] and stream.health.reconnects == 1
+    assert 0.25 <= clock.sleeps[0] <= 0.5 and dialer.made == 2
 
 
 async def test_down_since_dates_from_the_first_drop_and_clears_on_reconnect() -> None:

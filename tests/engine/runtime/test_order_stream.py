@@ -7,17 +7,20 @@ Against the simulated exchange's real executionReports: `test_cycle_order_result
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from engine.domain import Order, OrderIntent, OrderPurpose, OrderType
+from engine.domain import Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
+from engine.execution.broker import OrderUpdate
 from engine.execution.exchange_broker import ExchangeBroker
 from engine.journal.reader import JournalReader
 from engine.market.fake import FakeGateway
 from engine.runtime import engine as engine_module
-from tests.kit.domain import make_market
+from tests.kit.domain import T0, make_fill, make_intent, make_market
 from tests.kit.engine import pump_rig, quiet_config
 from tests.kit.waiting import eventually
 
@@ -94,3 +97,71 @@ async def test_a_failing_user_stream_is_asked_again_and_its_pushes_still_booked(
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("order stream failed")]
     assert len(failed) == 2 and "RuntimeError: stream refused" in failed[0]
     assert "fills are still found by the reconcile" in failed[0]
+
+
+async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(tmp_path: Path) -> None:
+    """Another hotcoin on the same API key makes ids of our format. Pushed, its filled MARKET
+    buy became our position (its cash spent from ours) and its sell of coins we do not hold
+    raised out of the loop: the engine stopped with every position unwatched."""
+    config = quiet_config(**{
+        "trading.execution.entry_order_type": "limit",
+        "trading.execution.limit_expiry_ms": DAY_MS,
+        "trading.execution.reconcile_interval_ms": DAY_MS,
+    })  # fmt: skip
+    gateway = LimitsFillOnTheBook({})
+    broker = ExchangeBroker(gateway, reconcile_interval_ms=DAY_MS)
+    path = tmp_path / "journal.sqlite"
+    async with pump_rig(path, config, broker=broker, order_stream=gateway.watch_orders) as rig:
+        symbol = rig.pump_symbol
+        gateway.markets[symbol] = make_market(symbol)
+        run = asyncio.create_task(rig.engine.run())
+        try:
+            await eventually(lambda: rig.engine.core is not None and symbol in rig.engine.core.book.holdings)
+            core = rig.engine.core
+            assert core is not None
+            cash, held = core.cash, core.book.holdings[symbol].position.quantity
+            for side, cid in ((Side.BUY, "hc-abcdefabcdefabcd-e1"), (Side.SELL, "hc-abcdefabcdefabcd-x1")):
+                other = Order.from_intent(
+                    make_intent(symbol=symbol, side=side, client_order_id=cid, quantity=Decimal(50)),
+                    OrderStatus.FILLED, T0, exchange_order_id=f"other-{side.value}",
+                )
+                gateway.push_order_update(dataclasses.replace(other, filled_qty=Decimal(50), average_price=0.3))
+            await eventually(lambda: len([a for a in broker.anomalies if "not an order this broker tracks" in a.detail]) == 2)
+            cycles = rig.engine.stats.cycles
+            await eventually(lambda: rig.engine.stats.cycles > cycles + 2)
+            assert not run.done(), "the engine stopped"
+            assert core.cash == cash and core.book.holdings[symbol].position.quantity == held
+        finally:
+            rig.engine.stop()
+            await run
+    with JournalReader(path) as reader:
+        assert not [e for e in reader.events(kinds=["order_result", "fill"]) if "abcdefabcdefabcd" in str(e.payload)]
+
+
+async def test_a_fill_the_book_refuses_is_a_risk_event_not_the_end_of_the_engine(tmp_path: Path) -> None:
+    """A sell fill of coins not held (sold by hand, an order the exchange and our records
+    disagree on) raised `PositionError` out of the cycle and stopped the engine. It is journaled
+    as `fill_refused`, and the updates after it are booked."""
+    path = tmp_path / "journal.sqlite"
+    async with pump_rig(path) as rig:
+        run = asyncio.create_task(rig.engine.run())
+        try:
+            await eventually(lambda: rig.engine.core is not None)
+        finally:
+            rig.engine.stop()
+            await run
+        core = rig.engine.core
+        assert core is not None
+        sell = Order.from_intent(
+            make_intent(symbol=rig.pump_symbol, side=Side.SELL, purpose=OrderPurpose.STOP_LOSS, quantity=Decimal(10)),
+            OrderStatus.FILLED, T0,
+        )
+        refused = OrderUpdate(sell, (make_fill(symbol=rig.pump_symbol, side=Side.SELL, quantity=10.0),), journal_seq=None)
+        buy = Order.from_intent(make_intent(symbol=rig.pump_symbol, client_order_id="hc-0123456789abcdef-e9"), OrderStatus.FILLED, T0)
+        booked = OrderUpdate(buy, (make_fill(symbol=rig.pump_symbol, side=Side.BUY, quantity=10.0, trade_id="t-buy", client_order_id=buy.client_order_id),))
+        rig.engine.cycle.book([refused, booked], T0)
+        assert rig.pump_symbol in core.book.holdings  # the buy after the refused sell was booked
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        (alert,) = [e for e in reader.events(kinds=["risk_event"]) if e.payload["code"] == "fill_refused"]
+    assert "not held" in alert.payload["detail"] and alert.symbol == rig.pump_symbol
