@@ -530,6 +530,68 @@ async def test_replay_opens_the_cursor_rows_trace_and_escape_returns(fake: FakeE
         assert isinstance(app.screen, MainScreen)
 
 
+def requested_traces(monkeypatch: pytest.MonkeyPatch, fake: FakeEngineClient) -> list[str]:
+    """The trace ids the app asks the engine for from now on."""
+    asked: list[str] = []
+    trace = fake.trace
+
+    async def spy(trace_id: str) -> list[JournalEvent]:
+        asked.append(trace_id)
+        return await trace(trace_id)
+
+    monkeypatch.setattr(fake, "trace", spy)
+    return asked
+
+
+async def test_replay_on_the_chart_opens_the_charted_coins_trace(fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: `r` on a held coin's chart opened the trace of whatever the hidden candidates
+    cursor was on, an unrelated coin. On the chart it is the charted coin's: its position's
+    trace while held, else its candidate trace, else a note that there is none."""
+    app = HotcoinApp(fake, FAST)
+    asked = requested_traces(monkeypatch, fake)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        main = app.main
+        await pilot.press("o", "down", "enter")
+        held = main.positions.cursor_position
+        assert held is not None and main.chart.symbol == held.symbol != main.pool.cursor_symbol
+        await pilot.press("k", "r")
+        await eventually(lambda: isinstance(app.screen, ReplayScreen))
+        assert asked == [held.trace_id]
+        await pilot.press("escape")
+
+        await pilot.press("c")
+        held_symbols = {p.symbol for p in snap.positions}
+        watched = next(r for r in snap.candidates if r.symbol not in held_symbols and r.trace_id in fake._traces)
+        main.pool.table.move_cursor(row=main.pool.shown_symbols.index(watched.symbol))
+        await pilot.press("enter", "down")
+        assert main.chart.symbol == watched.symbol != main.pool.cursor_symbol
+        await pilot.press("k", "r")
+        await eventually(lambda: len(asked) == 2)
+        assert asked[1] == watched.trace_id
+        await eventually(lambda: isinstance(app.screen, ReplayScreen))
+        await pilot.press("escape")
+
+        main.chart.select("GONE/USDT")  # charted, then gone from the pool: nothing to replay
+        await pilot.press("k", "r")
+        await eventually(lambda: "Nothing with a trace here" in notes(app))
+        assert len(asked) == 2 and isinstance(app.screen, MainScreen)
+
+
+async def test_replay_on_the_engine_panel_says_there_is_nothing_to_replay(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine panel has no rows with a trace: `r` there opened the hidden candidates
+    cursor's trace. Now it says so instead."""
+    app = HotcoinApp(fake, FAST)
+    asked = requested_traces(monkeypatch, fake)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("t", "r")
+        await eventually(lambda: "Nothing with a trace here" in notes(app))
+        assert asked == [] and isinstance(app.screen, MainScreen)
+
+
 async def test_enter_on_an_event_opens_its_decision_tree(fake: FakeEngineClient) -> None:
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
