@@ -232,8 +232,15 @@ class KlineChart(Static):
         return self.timeframe
 
     def set_data(self, symbol: str, timeframe: str, candles: list[Candle], fills: list[Fill]) -> None:
-        """Accept a load; ignored if the user switched symbol or interval since it was asked for."""
+        """Accept a load; ignored if the user switched symbol or interval since it was asked for.
+        No candles where none are shown yet is said as such (the refresh timer asks again); no
+        candles where a plot is shown keeps the plot, the last data, until an answer has some."""
         if symbol != self.symbol or timeframe != self.timeframe:
+            return
+        if not candles:
+            if not self._candles:
+                self.update(f"No candles for {symbol} {timeframe} yet (a coin in its first minute, or the exchange did not answer); asking again.")
+                self._shown = None
             return
         self._candles, self._fills = candles, fills
         self.schedule_draw()

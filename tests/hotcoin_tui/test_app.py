@@ -35,7 +35,7 @@ from hotcoin_tui.commands.journal_cmd import parse_time
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.help import HelpDialog
 from hotcoin_tui.dialogs.quit import QuitWithPositions
-from hotcoin_tui.messages import ChartData, SnapshotArrived
+from hotcoin_tui.messages import ChartData, SnapshotArrived, SymbolSelected
 from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
 from hotcoin_tui.widgets import fmt
@@ -713,6 +713,34 @@ async def test_enter_on_a_candidate_charts_it(fake: FakeEngineClient) -> None:
         chart = app.main.chart
         assert chart.symbol == symbol
         await eventually(lambda: bool(chart._candles) and chart._candles[-1].symbol == symbol)
+
+
+async def test_a_coin_without_candles_says_so_and_is_charted_once_they_come(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: a symbol whose candle request answered [] (a coin in its first minute; on Binance
+    any failed fetch) showed "Loading SYM 1m…" forever, with no message. The chart says there
+    are none yet, and the next refresh that brings some draws them."""
+    app = HotcoinApp(fake, FAST)
+    candles = fake.candles
+    empty: set[str] = set()
+
+    async def none_for_new(symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        return [] if symbol in empty else await candles(symbol, timeframe, limit)
+
+    monkeypatch.setattr(fake, "candles", none_for_new)
+    async with app.run_test(size=WIDE):
+        snap = await publish(app, fake)
+        chart = app.main.chart
+        await eventually(lambda: chart.draws >= 1)
+        empty.add(snap.candidates[5].symbol)
+        app.post_message(SymbolSelected(snap.candidates[5].symbol))
+        await eventually(lambda: f"No candles for {snap.candidates[5].symbol} 1m yet" in plain(chart))
+        assert "Loading" not in plain(chart)
+        draws = chart.draws
+        empty.clear()  # the coin's first candle closes: the normal refresh charts it
+        await eventually(lambda: chart.draws > draws and "No candles" not in plain(chart))
+        assert chart._candles and chart._candles[-1].symbol == snap.candidates[5].symbol
 
 
 async def test_chart_redraws_at_most_once_per_interval(fake: FakeEngineClient) -> None:
