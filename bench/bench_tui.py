@@ -100,7 +100,7 @@ async def chart_draws(count: int) -> dict[str, list[float]]:
                 t0 = time.process_time()
                 render_chart(candles, fills, width, height, row.symbol)
                 bare.append((time.process_time() - t0) * 1000)
-            out[f"{label}: plotext build only, {len(candles)} candles"] = bare
+            out[f"{label}: chart render only (plotext, marks), {len(candles)} candles"] = bare
     await fake.stop()
     return out
 

@@ -35,7 +35,9 @@ class ChartLoading(ConsoleBase):
     @work(exclusive=True, group="chart", exit_on_error=False)
     async def load_chart(self, symbol: str, timeframe: str, limit: int) -> None:
         """Load a chart's candles and fills, except while the feed is lost (the request would
-        only fail); a failure repeated by the next timer tick is not reported again."""
+        only fail); a failure repeated by the next timer tick is not reported again. An empty
+        answer goes to the chart too (a coin in its first minute; on Binance, a failed fetch):
+        dropped, it left "Loading…" on screen for good."""
         if self.feed_error is not None:
             return
         try:
@@ -48,8 +50,7 @@ class ChartLoading(ConsoleBase):
             self._chart_failed = error
             return
         self._chart_failed = None
-        if candles:
-            self.post_message(ChartData(symbol, timeframe, candles, fills))
+        self.post_message(ChartData(symbol, timeframe, candles, fills))  # none is an answer the chart shows
 
     def on_chart_data(self, message: ChartData) -> None:
         if self.is_running:

@@ -182,19 +182,41 @@ class MainScreen(Screen[None]):
         self.post_message(IntervalChanged(self.chart.next_interval()))
 
     def action_replay(self) -> None:
-        """Open the trace behind whatever the cursor is on in the focused (or active) panel."""
+        """Open the trace behind what the focused (or active) panel shows: the row under the
+        cursor in a table, the charted coin on the chart. Never the cursor of a panel that is
+        not the one in use: `r` on a held coin's chart opened whatever coin the hidden
+        candidates cursor was on."""
         focused = self.focused
+        panel = next((name for name, _, _ in PANELS if focused is not None and focused is self._focus_target(name)), self.active)
         trace: str | None = None
-        if focused is self.events or (focused is None and self.active == "events"):
+        if panel == "events":
             trace = self.events.cursor_trace
-        elif focused is self.positions.table:
+        elif panel == "positions":
             pos = self.positions.cursor_position
             trace = pos.trace_id if pos else None
-        else:
+        elif panel == "candidates":
             symbol = self.pool.cursor_symbol
             row = self.pool.row(symbol) if symbol else None
             trace = row.trace_id if row else None
+        elif panel == "chart":
+            trace = self._chart_trace()
+            if trace is None:
+                why = f"{self.chart.symbol} is neither held nor a candidate now" if self.chart.symbol else "no coin charted"
+                self.notify(f"Nothing with a trace here: {why}.", severity="warning")
+                return
+        else:  # the engine panel: no rows with a trace
+            self.notify("Nothing with a trace here: replay opens a candidate's, position's or event's, or the charted coin's.", severity="warning")
+            return
         if trace:
             self.post_message(TraceRequested(trace))
         else:
             self.notify("Nothing with a trace under the cursor.", severity="warning")
+
+    def _chart_trace(self) -> str | None:
+        """The charted coin's trace in the latest snapshot: its position's while it is held (the
+        trade on the chart), else its candidate's (the latest decision on it)."""
+        symbol, snapshot = self.chart.symbol, self.latest
+        if symbol is None or snapshot is None:
+            return None
+        held = next((p.trace_id for p in snapshot.positions if p.symbol == symbol), None)
+        return held or next((c.trace_id for c in snapshot.candidates if c.symbol == symbol), None)

@@ -7,9 +7,10 @@ interval is up, and a hidden chart does not draw at all. plotext is imported on 
 to keep start-up fast. Micro-priced coins are rescaled (prices x 10^k, shown in the title)
 so the axis labels stay short. Without colour (NO_COLOR) falling candles get shaded bodies.
 
-A fill mark is never hidden: the return labels are drawn before the marks, and a label that
-would land on a mark (an entry on the exit's price row, just left of it) goes to the mark's
-right instead, or is left out where neither side is free.
+Every fill in the window keeps its mark: the marks and return labels are written into the
+built chart (`_Canvas.mark`), not drawn by plotext, which draws a text over a marker whatever
+the call order. A label goes left of its mark, else right of it, else is left out: never over
+a mark or another label.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual.widgets import Static
 
 from engine.domain import Candle, Fill, Side
@@ -60,13 +61,26 @@ def exit_returns(fills: Sequence[Fill]) -> dict[str, float]:
 
 def render_chart(
     candles: Sequence[Candle], fills: Sequence[Fill], width: int, height: int, title: str
-) -> str:
-    """plotext candles and fill marks as an ANSI string of `width` x `height` cells."""
+) -> Text:
+    """plotext candles with this run's fills marked (▲ buy, ▼ sell) and each exit's return
+    beside its mark, as a rich Text of `width` x `height` cells.
+
+    plotext draws the candles, axes and title only. The marks and labels are written into the
+    built text grid afterwards: plotext draws a text over any marker whatever the call order
+    (two exits close together showed one ▼ under a garbled `++10.0%`), and the cells it gives
+    a data point are only known once it has laid out its axes. Each fill takes the cell
+    plotext's own mapping gives it (`_Canvas.cell`), so a mark sits on its candle."""
     import plotext as plt
 
     scale, scale_label = scale_for(max(c.high for c in candles))
     xs = list(range(len(candles)))
+    opens = [c.open_ms for c in candles]
+    bar_ms = candles[-1].close_ms - candles[-1].open_ms
+    shown = [(bisect.bisect_right(opens, f.ts_ms) - 1, f) for f in fills if opens[0] <= f.ts_ms < opens[-1] + bar_ms]
+    prices = [c.low * scale for c in candles] + [c.high * scale for c in candles] + [f.price * scale for _, f in shown]
+    xlim, ylim = _limits(0, len(candles) - 1), _limits(min(prices), max(prices))
     plt.clf()
+    plt.limitsize(False, False)  # the widget's size, not capped at what plotext takes the terminal to be
     plt.plotsize(width, height)
     plt.theme("clear")
     plt.title(title + scale_label)
@@ -79,59 +93,89 @@ def render_chart(
             "Low": [c.low * scale for c in candles],
         },
     )
-    opens = [c.open_ms for c in candles]
-    bar_ms = candles[-1].close_ms - candles[-1].open_ms
-    returns = exit_returns(fills)
-    marks: list[tuple[int, float, Fill]] = [
-        (bisect.bisect_right(opens, f.ts_ms) - 1, f.price * scale, f)
-        for f in fills
-        if opens[0] <= f.ts_ms < opens[-1] + bar_ms
-    ]
-    grid = _Grid(len(candles), min(c.low for c in candles) * scale, max(c.high for c in candles) * scale, width, height)
-    for x, y, fill in marks:  # labels first: a mark drawn later is never hidden by one
-        if fill.side is Side.SELL and fill.trade_id in returns:  # an exit: its PnL beside the mark
-            r = returns[fill.trade_id]
-            placed = grid.place(f"{r:+.1%}", x, y, [(mx, my) for mx, my, other in marks if other is not fill])
-            if placed is not None:
-                label, lx, alignment = placed
-                plt.text(label, lx, y, color="green" if r >= 0 else "red", alignment=alignment)
-    for side, marker, color in ((Side.BUY, "▲", "green"), (Side.SELL, "▼", "red")):
-        shown = [(x, y) for x, y, f in marks if f.side is side]
-        if shown:
-            plt.scatter([x for x, _ in shown], [y for _, y in shown], marker=marker, color=color)
+    plt.xlim(*xlim)  # fixed, so that `_Canvas.cell` maps a fill as plotext maps the candles
+    plt.ylim(*ylim)
     ticks = xs[:: max(1, len(xs) // 4)]
     plt.xticks(ticks, [time.strftime("%H:%M", time.gmtime(candles[i].open_ms / 1000)) for i in ticks])
-    return str(plt.build())
+    chart = Text.from_ansi(str(plt.build()), no_wrap=True)
+    canvas = _Canvas.find(chart.plain)
+    if canvas is None or not shown:  # too small for a frame: nothing to mark
+        return chart
+    return canvas.mark(chart, [(canvas.cell(x, xlim, f.price * scale, ylim), f) for x, f in shown], exit_returns(fills))
 
 
-class _Grid:
-    """Where a label lands in cells, roughly (plotext maps data to cells itself): enough to
-    keep a label off the marks around it."""
+def _limits(low: float, high: float) -> tuple[float, float]:
+    """An axis's range as plotext would pick it from the data (`plotext._utility.get_lim`): a
+    single value gets room around it instead of a zero-width range."""
+    if low != high:
+        return low, high
+    return (0.5 * low, 1.5 * low) if low != 0 else (-1.0, 1.0)
 
-    def __init__(self, bars: int, low: float, high: float, width: int, height: int) -> None:
-        self.col_per_bar = max(1, width - Y_AXIS_COLS) / max(1, bars - 1)
-        self.row_per_price = max(1, height - X_AXIS_ROWS) / (high - low) if high > low else 0.0
-        self.cols = max(1, width - Y_AXIS_COLS)
 
-    def place(self, text: str, x: int, y: float, marks: Sequence[tuple[int, float]]) -> tuple[str, int, str] | None:
-        """The label, its x and alignment: left of the mark at (x, y) (where a reader looks
-        for it), else right of it, else None (other marks on both sides)."""
-        width = len(text) + 1  # and a space on the mark's side
-        before, after = (x - 1) * self.col_per_bar, (x + 1) * self.col_per_bar
-        left = (before - width + 1, before)
-        right = (after, after + width - 1)
-        if not self._covers(left, y, marks):
-            return f"{text} ", x - 1, "right"
-        if right[1] <= self.cols and not self._covers(right, y, marks):
-            return f" {text}", x + 1, "left"
-        return None
+def _bin(value: float, lim: tuple[float, float], bins: int) -> int:
+    """plotext's data-to-cell mapping (`plotext._utility.get_matrix_data`): cell 0 is the low
+    end, and a value on the upper limit gets the last cell."""
+    return math.floor(round(0.5 + (bins - 1) * (value - lim[0]) / (lim[1] - lim[0]), 8))
 
-    def _covers(self, span: tuple[float, float], y: float, marks: Sequence[tuple[int, float]]) -> bool:
-        """A mark on the label's row (or the next, as rounding goes) within a cell of its span."""
-        return any(
-            abs(my - y) * self.row_per_price < 1 and span[0] - 1 <= mx * self.col_per_bar <= span[1] + 1
-            for mx, my in marks
-        )
+
+class _Canvas:
+    """The plot area of a built chart, read off its frame (┌ … ┐ above, └ … ┘ below): where
+    plotext put the area depends on its y labels' width, known only once it has built."""
+
+    def __init__(self, lines: list[str], top: int, bottom: int, left: int, right: int) -> None:
+        self.lines, self.top, self.bottom, self.left, self.right = lines, top, bottom, left, right
+
+    @classmethod
+    def find(cls, plain: str) -> _Canvas | None:
+        lines = plain.split("\n")
+        top = next((i for i, line in enumerate(lines) if "┌" in line), None)
+        bottom = next((i for i, line in enumerate(lines) if "└" in line), None)
+        if top is None or bottom is None or bottom - top < 2:
+            return None
+        left, right = lines[bottom].find("└") + 1, lines[bottom].find("┘")
+        return cls(lines, top, bottom, left, right) if right > left else None
+
+    def cell(self, x: float, xlim: tuple[float, float], y: float, ylim: tuple[float, float]) -> tuple[int, int]:
+        """(line, column) in the chart's text of the data point (x, y)."""
+        row = _bin(y, ylim, self.bottom - self.top - 1)  # from the bottom up
+        return self.bottom - 1 - min(max(row, 0), self.bottom - self.top - 2), self.left + _bin(x, xlim, self.right - self.left)
+
+    def mark(self, chart: Text, marks: Sequence[tuple[tuple[int, int], Fill]], returns: dict[str, float]) -> Text:
+        """The chart with a ▲ (buy) or ▼ (sell) in each fill's cell and each exit's return beside
+        its mark, left of it where a reader looks first, else right of it. Every mark is
+        drawn; a label is left out where it would touch a mark or another label on either
+        side, or run off the plot area, so no mark is hidden and no label garbled. Fills in
+        one cell share a mark (a sell's, as it is drawn last)."""
+        taken: set[tuple[int, int]] = {cell for cell, _ in marks}
+        cells: dict[tuple[int, int], tuple[str, str]] = {}
+        for (line, col), fill in sorted(marks, key=lambda m: m[1].side is Side.SELL):
+            cells[(line, col)] = ("▲", "green") if fill.side is Side.BUY else ("▼", "red")
+        for (line, col), fill in marks:
+            r = returns.get(fill.trade_id) if fill.side is Side.SELL else None
+            if r is None:
+                continue
+            text = f"{r:+.1%}"
+            left, right = col - 1 - len(text), col + 1  # where `text + " "` and `" " + text` start
+            for first, label, span in (
+                (left, f"{text} ", range(left - 1, col)),  # and a free cell on the far side
+                (right, f" {text}", range(right, right + len(text) + 2)),
+            ):
+                if first >= self.left and first + len(label) <= self.right and not any((line, c) in taken for c in span):
+                    colour = "green" if r >= 0 else "red"
+                    for i, char in enumerate(label):
+                        cells[(line, first + i)] = (char, colour)
+                        taken.add((line, first + i))
+                    break
+        starts = [0]
+        for text_line in self.lines:
+            starts.append(starts[-1] + len(text_line) + 1)
+        chars = list(chart.plain)
+        spans = list(chart.spans)
+        for (line, col), (char, colour) in cells.items():
+            at = starts[line] + col
+            chars[at] = char
+            spans.append(Span(at, at + 1, Style(color=colour)))
+        return Text("".join(chars), spans=spans, no_wrap=chart.no_wrap, end=chart.end)
 
 
 def shade_falling(chart: Text) -> Text:
@@ -163,7 +207,7 @@ class KlineChart(Static):
         self._fills: list[Fill] = []
         self._last_draw = -math.inf
         self._pending = False
-        self._shown: str | None = None  # the plot on screen (ANSI), while it is the chart's content
+        self._shown: Text | None = None  # the plot on screen, while it is the chart's content
 
     def on_mount(self) -> None:
         self._retitle()
@@ -188,8 +232,15 @@ class KlineChart(Static):
         return self.timeframe
 
     def set_data(self, symbol: str, timeframe: str, candles: list[Candle], fills: list[Fill]) -> None:
-        """Accept a load; ignored if the user switched symbol or interval since it was asked for."""
+        """Accept a load; ignored if the user switched symbol or interval since it was asked for.
+        No candles where none are shown yet is said as such (the refresh timer asks again); no
+        candles where a plot is shown keeps the plot, the last data, until an answer has some."""
         if symbol != self.symbol or timeframe != self.timeframe:
+            return
+        if not candles:
+            if not self._candles:
+                self.update(f"No candles for {symbol} {timeframe} yet (a coin in its first minute, or the exchange did not answer); asking again.")
+                self._shown = None
             return
         self._candles, self._fills = candles, fills
         self.schedule_draw()
@@ -210,11 +261,10 @@ class KlineChart(Static):
         self._last_draw = time.monotonic()
         self.draws += 1
         title = f"{display_symbol(self._candles[-1].symbol)} {self.timeframe}"
-        ansi = render_chart(self._candles[-max(10, width - Y_AXIS_COLS) :], self._fills, width, height, title)
-        if ansi == self._shown:  # a move too small to show: nothing to repaint
+        chart = render_chart(self._candles[-max(10, width - Y_AXIS_COLS) :], self._fills, width, height, title)
+        if chart == self._shown:  # a move too small to show: nothing to repaint
             return
-        self._shown = ansi
-        chart = Text.from_ansi(ansi, no_wrap=True)
+        self._shown = chart
         self.update(shade_falling(chart) if self.app.no_color else chart, layout=False)  # drawn to the size it has
 
     def on_resize(self) -> None:

@@ -35,7 +35,7 @@ from hotcoin_tui.commands.journal_cmd import parse_time
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.help import HelpDialog
 from hotcoin_tui.dialogs.quit import QuitWithPositions
-from hotcoin_tui.messages import ChartData, SnapshotArrived
+from hotcoin_tui.messages import ChartData, SnapshotArrived, SymbolSelected
 from hotcoin_tui.screens.main import MainScreen
 from hotcoin_tui.screens.replay import ReplayScreen
 from hotcoin_tui.widgets import fmt
@@ -530,6 +530,68 @@ async def test_replay_opens_the_cursor_rows_trace_and_escape_returns(fake: FakeE
         assert isinstance(app.screen, MainScreen)
 
 
+def requested_traces(monkeypatch: pytest.MonkeyPatch, fake: FakeEngineClient) -> list[str]:
+    """The trace ids the app asks the engine for from now on."""
+    asked: list[str] = []
+    trace = fake.trace
+
+    async def spy(trace_id: str) -> list[JournalEvent]:
+        asked.append(trace_id)
+        return await trace(trace_id)
+
+    monkeypatch.setattr(fake, "trace", spy)
+    return asked
+
+
+async def test_replay_on_the_chart_opens_the_charted_coins_trace(fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: `r` on a held coin's chart opened the trace of whatever the hidden candidates
+    cursor was on, an unrelated coin. On the chart it is the charted coin's: its position's
+    trace while held, else its candidate trace, else a note that there is none."""
+    app = HotcoinApp(fake, FAST)
+    asked = requested_traces(monkeypatch, fake)
+    async with app.run_test(size=SMALL) as pilot:
+        snap = await publish(app, fake)
+        main = app.main
+        await pilot.press("o", "down", "enter")
+        held = main.positions.cursor_position
+        assert held is not None and main.chart.symbol == held.symbol != main.pool.cursor_symbol
+        await pilot.press("k", "r")
+        await eventually(lambda: isinstance(app.screen, ReplayScreen))
+        assert asked == [held.trace_id]
+        await pilot.press("escape")
+
+        await pilot.press("c")
+        held_symbols = {p.symbol for p in snap.positions}
+        watched = next(r for r in snap.candidates if r.symbol not in held_symbols and r.trace_id in fake._traces)
+        main.pool.table.move_cursor(row=main.pool.shown_symbols.index(watched.symbol))
+        await pilot.press("enter", "down")
+        assert main.chart.symbol == watched.symbol != main.pool.cursor_symbol
+        await pilot.press("k", "r")
+        await eventually(lambda: len(asked) == 2)
+        assert asked[1] == watched.trace_id
+        await eventually(lambda: isinstance(app.screen, ReplayScreen))
+        await pilot.press("escape")
+
+        main.chart.select("GONE/USDT")  # charted, then gone from the pool: nothing to replay
+        await pilot.press("k", "r")
+        await eventually(lambda: "Nothing with a trace here" in notes(app))
+        assert len(asked) == 2 and isinstance(app.screen, MainScreen)
+
+
+async def test_replay_on_the_engine_panel_says_there_is_nothing_to_replay(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine panel has no rows with a trace: `r` there opened the hidden candidates
+    cursor's trace. Now it says so instead."""
+    app = HotcoinApp(fake, FAST)
+    asked = requested_traces(monkeypatch, fake)
+    async with app.run_test(size=SMALL) as pilot:
+        await publish(app, fake)
+        await pilot.press("t", "r")
+        await eventually(lambda: "Nothing with a trace here" in notes(app))
+        assert asked == [] and isinstance(app.screen, MainScreen)
+
+
 async def test_enter_on_an_event_opens_its_decision_tree(fake: FakeEngineClient) -> None:
     app = HotcoinApp(fake, FAST)
     async with app.run_test(size=SMALL) as pilot:
@@ -651,6 +713,34 @@ async def test_enter_on_a_candidate_charts_it(fake: FakeEngineClient) -> None:
         chart = app.main.chart
         assert chart.symbol == symbol
         await eventually(lambda: bool(chart._candles) and chart._candles[-1].symbol == symbol)
+
+
+async def test_a_coin_without_candles_says_so_and_is_charted_once_they_come(
+    fake: FakeEngineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: a symbol whose candle request answered [] (a coin in its first minute; on Binance
+    any failed fetch) showed "Loading SYM 1m…" forever, with no message. The chart says there
+    are none yet, and the next refresh that brings some draws them."""
+    app = HotcoinApp(fake, FAST)
+    candles = fake.candles
+    empty: set[str] = set()
+
+    async def none_for_new(symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        return [] if symbol in empty else await candles(symbol, timeframe, limit)
+
+    monkeypatch.setattr(fake, "candles", none_for_new)
+    async with app.run_test(size=WIDE):
+        snap = await publish(app, fake)
+        chart = app.main.chart
+        await eventually(lambda: chart.draws >= 1)
+        empty.add(snap.candidates[5].symbol)
+        app.post_message(SymbolSelected(snap.candidates[5].symbol))
+        await eventually(lambda: f"No candles for {snap.candidates[5].symbol} 1m yet" in plain(chart))
+        assert "Loading" not in plain(chart)
+        draws = chart.draws
+        empty.clear()  # the coin's first candle closes: the normal refresh charts it
+        await eventually(lambda: chart.draws > draws and "No candles" not in plain(chart))
+        assert chart._candles and chart._candles[-1].symbol == snap.candidates[5].symbol
 
 
 async def test_chart_redraws_at_most_once_per_interval(fake: FakeEngineClient) -> None:
