@@ -14,6 +14,7 @@ from hotcoin_tui.commands import (
     config_cmd,
     jobs_cmd,
     journal_cmd,
+    models_cmd,
     ops_cmd,
     run_cmd,
     sim_cmd,
@@ -37,6 +38,7 @@ run_cmd.register(app)
 tui_cmd.register(app)
 app.command("train")(train_cmd.train)
 app.add_typer(jobs_cmd.app, name="jobs")
+models_cmd.register(app)
 ops_cmd.register(app)
 app.command("sim-exchange")(sim_cmd.sim_exchange)
 

@@ -312,6 +312,9 @@ class TrainOutcome:
     decision: PromotionDecision  # this run's decision (the registered one is `version.decision`)
     out_dir: Path
     reused: bool  # the very same model file was registered before: that version, and its decision, stand
+    # What this run repaired in that version (its model file missing or damaged, its decision
+    # another model's), restored from this run's identical model; None: nothing (see `ModelRegistry.add`).
+    repaired: str | None = None
 
 
 def train_and_register(
@@ -374,7 +377,9 @@ def train_and_register(
     )
     write_contract(contract, req.out_dir)
     write_decision(decision, req.out_dir)
-    version = registry.register(
+    registration = registry.add(
         model_path=model_path, contract=contract, decision=decision, extra_files={"metrics.json": req.out_dir / "metrics.json"}
     )
-    return TrainOutcome(version, report, decision, req.out_dir, reused=version.contract.created_ms != now_ms)
+    return TrainOutcome(
+        registration.version, report, decision, req.out_dir, reused=not registration.added, repaired=registration.repaired
+    )

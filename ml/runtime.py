@@ -17,8 +17,13 @@ status), so tightening the gates takes effect at the next start, not at the next
 Anything else (no registry, no version, a refused or unreadable model) returns no scorer and a
 one-line status saying why and that the engine runs on its rules alone: a model problem must
 never stop trading on rules, and must never be silent (`failed` marks a model that was there and
-could not be installed). A version folder that cannot be read, or whose model file is missing,
-is passed over (the current model is chosen among the others) and named in the status.
+could not be installed, or a registry the config names, `ml.registry_dir`, that is not there: a
+mistyped path is a model lost, not a fresh install). A version folder that cannot be read, or
+whose model file is missing or no longer hashes to its contract (changed or corrupted), is
+passed over with a warning naming it and the fix (the current model is chosen among the others,
+so an older whole version runs rather than none) and named in the status and in `skipped`. A
+missing and a damaged file are one case: either way the bytes the contract describes are not
+there, and either way registering the same model again restores them (`ModelRegistry.add`).
 
 A production model's entry threshold is `trading.signals.ml_min_score`; "auto" (the default)
 takes the one calibrated at training from its out-of-sample scores. `warnings` says when the
@@ -45,13 +50,14 @@ from engine.config.sections.trading import (
 from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
-from ml.governance.promotion import recheck
+from ml.governance.promotion import GateResult, recheck
 from ml.governance.registry import (
     FeatureSchema,
     Listing,
     ModelRegistry,
     ModelVersion,
     SkippedVersion,
+    model_file_problem,
     verify,
 )
 from ml.scorer import LIBRARIES, LgbmScorer, model_label
@@ -73,6 +79,7 @@ class ScorerLoad:
     failed: bool = False  # a model (or the registry) was there and could not be used
     warnings: tuple[str, ...] = ()  # about the installed model: say them as loudly as a failure
     training_window: tuple[int, int] | None = None  # the installed model's first and last training bar
+    skipped: tuple[str, ...] = ()  # versions passed over, each "name (why)": unreadable, or a missing or damaged model file
 
 
 def registry_root(config: HotcoinConfig) -> Path:
@@ -92,18 +99,25 @@ def _under_gates(version: ModelVersion, gates: PromotionGates) -> ModelVersion:
     return dataclasses.replace(version, decision=decision)
 
 
-def _with_model_files(listing: Listing) -> Listing:
-    """`listing` less the versions whose model file is missing, which join its skipped ones. The
-    current version is chosen after this, not before: a newest version whose file was deleted
-    (or never copied) would otherwise be chosen, refused, and take the model out of the engine
-    while an older version is whole."""
-    missing = [v for v in listing.versions if not v.model_path.is_file()]
-    if not missing:
+REPAIR = "register the same model again to restore it (the `hotcoin train` or `hotcoin jobs fetch` that made it)"
+
+
+def with_whole_model_files(listing: Listing) -> Listing:
+    """`listing` less the versions whose model file is missing or does not hash to its contract
+    (`model_file_problem`), which join its skipped ones, each logged as a warning naming it and
+    the fix. The current version is chosen after this, not before: a newest version whose file
+    was deleted, never copied or corrupted would otherwise be chosen, refused, and take the model
+    out of the engine while an older version is whole. A missing and a corrupted file are
+    treated alike (skipped, an older version falls back in): both mean the registered bytes are
+    gone, and both are repaired the same way."""
+    damaged = [(v, problem) for v in listing.versions if (problem := model_file_problem(v)) is not None]
+    if not damaged:
         return listing
-    skipped = tuple(SkippedVersion(v.name, f"model file {v.model_path} is missing") for v in missing)
+    skipped = tuple(SkippedVersion(v.name, f"{problem}; {REPAIR}") for v, problem in damaged)
     for bad in skipped:
         log.warning("model registry: skipping %s: %s", bad.name, bad.reason)
-    return Listing(tuple(v for v in listing.versions if v not in missing), listing.skipped + skipped)
+    bad_versions = {v.version for v, _ in damaged}
+    return Listing(tuple(v for v in listing.versions if v.version not in bad_versions), listing.skipped + skipped)
 
 
 def _current(versions: tuple[ModelVersion, ...]) -> ModelVersion | None:
@@ -121,11 +135,24 @@ def _skipped_note(skipped: tuple[SkippedVersion, ...]) -> str:
 
 
 def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None = None) -> ScorerLoad:
-    """The scorer for `task` on the signal timeframe (default `trading.signals.timeframe`)."""
+    """The scorer for `task` on the signal timeframe (default `trading.signals.timeframe`).
+
+    A version whose model file is missing or damaged is skipped (`with_whole_model_files`), an
+    older whole one loads in its place; an `ml.registry_dir` that does not exist is a failed
+    load (the runtime logs it as a warning), the default `<data_dir>/models` not yet made is a
+    fresh install's "no model"."""
     interval = interval or config.trading.signals.timeframe
     root = registry_root(config)
+    if config.ml.registry_dir is not None and not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        return ScorerLoad(
+            None,
+            f"model registry {root} (ml.registry_dir) {what}; {_RULES_ONLY} (fix ml.registry_dir, or remove it to use "
+            f"{config.paths.data_dir / 'models'})",
+            failed=True,
+        )
     try:
-        listing = _with_model_files(ModelRegistry(root).scan(task, interval))
+        listing = with_whole_model_files(ModelRegistry(root).scan(task, interval))
     except (GovernanceError, OSError) as exc:
         return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}", failed=True)
     chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in listing.versions))
@@ -137,7 +164,8 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
         )
     else:
         load = _load(chosen, config.trading.signals)
-    return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped))
+    skipped = tuple(f"{s.name} ({s.reason})" for s in listing.skipped)
+    return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped), skipped=skipped)
 
 
 def _load(chosen: ModelVersion, signals: SignalSettings) -> ScorerLoad:
@@ -147,15 +175,7 @@ def _load(chosen: ModelVersion, signals: SignalSettings) -> ScorerLoad:
     sha = chosen.contract.model_sha256
     mode: ScorerMode = "production" if chosen.production else "shadow"
     try:
-        notes = verify(
-            chosen,
-            feature_schema_hash=feature_schema_hash(),
-            features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES),
-            libraries=LIBRARIES,
-            listing_min_bars=signals.listing_min_bars,
-            regime_symbol=signals.regime_symbol,
-        )
-        scorer = LgbmScorer.load(chosen, mode)
+        scorer, notes = _verified_scorer(chosen, signals, mode)
     except ModelRefused as exc:
         return ScorerLoad(None, f"REFUSED {exc}; {_RULES_ONLY}", label, sha, failed=True)
     except (GovernanceError, OSError, ValueError) as exc:  # e.g. a missing contract, an unreadable file
@@ -169,6 +189,22 @@ def _load(chosen: ModelVersion, signals: SignalSettings) -> ScorerLoad:
         status = f"{label} in shadow (research_only: {why}): scored and journaled, never trading"
     window = chosen.contract.training_window
     return ScorerLoad(scorer, status, label, sha, mode, warnings=notes, training_window=(window.start_ms, window.end_ms))
+
+
+def _verified_scorer(version: ModelVersion, signals: SignalSettings, mode: ScorerMode) -> tuple[LgbmScorer, tuple[str, ...]]:
+    """`version` verified against the running features and libraries (`verify`) and loaded
+    (`LgbmScorer.load`: its format and its booster's own columns), with `verify`'s warnings;
+    raises what refuses it. One function, so `hotcoin models` judges each version as the
+    engine judges the one it loads."""
+    notes = verify(
+        version,
+        feature_schema_hash=feature_schema_hash(),
+        features=FeatureSchema(FEATURE_NAMES, FEATURE_DTYPES),
+        libraries=LIBRARIES,
+        listing_min_bars=signals.listing_min_bars,
+        regime_symbol=signals.regime_symbol,
+    )
+    return LgbmScorer.load(version, mode), notes
 
 
 def _threshold(chosen: ModelVersion, setting: MlMinScore) -> tuple[float, str, tuple[str, ...]]:
@@ -199,3 +235,65 @@ def _threshold(chosen: ModelVersion, setting: MlMinScore) -> tuple[float, str, t
         f"{calibration.oos_max:.4g} of {calibration.oos_samples}): it will skip every entry. Use ml_min_score = "
         f'"auto" ({calibration.min_score:.4g}) or a number below {calibration.oos_max:.4g}',
     )
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """One registered version as `hotcoin models` shows it."""
+
+    name: str  # e.g. hot_lgbm_1m@v0002
+    version: int
+    path: Path
+    verdict: str  # the registered decision's: production, research_only; "unreadable" for a folder that cannot be read
+    verdict_now: str | None  # the decision judged by today's [ml.gates] (`recheck`); None: unreadable
+    gates: tuple[GateResult, ...]  # the decision's figures as stored (value, threshold, passed)
+    decided_ms: int | None
+    problem: str | None  # why it would be refused by this engine (its files, its contract); None: it verifies
+    loaded: bool  # the engine would load this one now
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every version of the engine's model (`task` on `interval`) in the registry at `root`, and
+    what the engine's own loader (`load_scorer`) makes of them now."""
+
+    task: str
+    interval: str
+    root: Path
+    registry_exists: bool
+    versions: tuple[VersionReport, ...]
+    load: ScorerLoad
+    others: tuple[str, ...]  # the registry's other models (e.g. lstm_hot_1m), which the engine does not load
+
+
+def inventory(config: HotcoinConfig, *, task: str = TASK, interval: str | None = None) -> Inventory:
+    """What `hotcoin models` lists. Each version is verified and loaded as the engine would load
+    it (`_verified_scorer`: its model file against the contract, its decision against the
+    model, the contract against the running feature code and libraries, the file as a LightGBM
+    model of these columns), and the one the engine would load is the one `load_scorer` loads:
+    the listing cannot disagree with `hotcoin run`."""
+    interval = interval or config.trading.signals.timeframe
+    root = registry_root(config)
+    load = load_scorer(config, task=task, interval=interval)
+    if not root.is_dir():
+        return Inventory(task, interval, root, False, (), load, ())
+    registry = ModelRegistry(root)
+    listing = registry.scan(task, interval)
+    rows: list[VersionReport] = []
+    for v in listing.versions:
+        try:
+            _verified_scorer(v, config.trading.signals, "shadow")
+            problem = None
+        except (GovernanceError, OSError, ValueError) as exc:
+            problem = str(exc)
+        loaded = load.scorer is not None and load.model == model_label(v)
+        now = recheck(v.decision, config.ml.gates).verdict
+        rows.append(
+            VersionReport(v.name, v.version, v.path, v.decision.verdict, now, v.decision.gates, v.decision.decided_ms, problem, loaded)
+        )
+    for s in listing.skipped:
+        number = int(s.name.rpartition("@v")[2])
+        folder = root / f"{task}_{interval}" / f"v{number:04d}"
+        rows.append(VersionReport(s.name, number, folder, "unreadable", None, (), None, s.reason, False))
+    others = tuple(f"{t}_{i}" for t, i in registry.models() if (t, i) != (task, interval))
+    return Inventory(task, interval, root, True, tuple(sorted(rows, key=lambda r: r.version)), load, others)

@@ -1,7 +1,8 @@
 """`hotcoin doctor`: is this box fit to trade unattended? Each check says ok, warn or fail,
 what it saw, and the fix.
 
-Checks: the config (and settings that are legal but risky), whether the data dir and the
+Checks: the config (and settings that are legal but risky), the model the engine would load
+(through the same loader, passed in by the command as the engine gets it), whether the data dir and the
 journal's folder can be made or written in, the journal (SQLite quick_check
 on the main file and archives, naming the full `hotcoin journal check` on a large journal, and
 size against rotation), free disk space (the data dir's filesystem and the journal's), the clock against
@@ -52,6 +53,7 @@ from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.factory import telegram_bot
 from engine.runtime.socket_server import AttachError, default_socket_path, is_served
+from engine.signals.scorer import ModelLoad
 
 BINANCE_API = "https://api.binance.com"
 GIB = 1024**3
@@ -280,6 +282,39 @@ def check_private(data_dir: Path, journal: Path) -> Check:
                  "; ".join(fixes))  # fmt: skip
 
 
+# Settings that mean something only with a model: one set by the owner says a model is expected.
+_MODEL_SETTINGS = ("ml.", "trading.signals.ml_min_score")
+MODELS_FIX = "`hotcoin models` lists every version, whether its files verify and which one the engine would load"
+
+
+def check_model(load: ModelLoad, loaded: LoadedConfig) -> Check:
+    """The model the engine would trade with, as its own loader (`model_loader`, the engine's
+    `ml.runtime.load_scorer`) finds it: WARN on a model that is there but refused or unreadable,
+    on a registry the config names but that is not there, on no model at all when the config
+    sets a model setting (`ml.*`, `trading.signals.ml_min_score`), on versions passed over as
+    damaged, and on the loader's warnings. WARN, not FAIL: the engine runs on its rules alone
+    without a model, but doctor said nothing while a refused production model left it so."""
+    if load.failed:
+        return Check("model", Status.WARN, load.status, MODELS_FIX)
+    if load.scorer is None:
+        asked = [
+            f"{key} ({loaded.source_of(key)})"
+            for key in sorted(loaded.sources)
+            if key.startswith(_MODEL_SETTINGS) and loaded.source_of(key) != "default"
+        ]
+        if asked:
+            return Check("model", Status.WARN, f"{load.status}; yet the config sets {', '.join(asked)}",
+                         "train one (`hotcoin train --task hot_lgbm`), or point ml.registry_dir at the registry that holds it")  # fmt: skip
+        return Check("model", Status.SKIP, load.status)
+    if load.warnings:
+        return Check("model", Status.WARN, "; ".join((load.status, *load.warnings)), MODELS_FIX)
+    if load.skipped:
+        return Check("model", Status.WARN, load.status,
+                     "register the damaged version's model again to restore it (the `hotcoin train` or `hotcoin jobs "
+                     f"fetch` that made it); {MODELS_FIX}")  # fmt: skip
+    return Check("model", Status.OK, load.status)
+
+
 # -- exchange checks ----------------------------------------------------------------------------
 
 
@@ -444,10 +479,17 @@ async def run_doctor(
     *,
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     timeout_s: float = 10.0,
+    model_loader: Callable[[HotcoinConfig], ModelLoad] | None = None,
 ) -> list[Check]:
-    """Every check, local first, then the network ones the config calls for."""
+    """Every check, local first, then the network ones the config calls for. `model_loader` is
+    the engine's (`ml.runtime.load_scorer`, handed in by the command as `hotcoin run` hands it to
+    the engine, the core importing no ML); None: the model is not checked, and the row says so."""
     c = loaded.config
     checks = check_config(loaded)
+    if model_loader is None:
+        checks.append(Check("model", Status.SKIP, "not checked: no model loader was given"))
+    else:
+        checks.append(check_model(await asyncio.to_thread(model_loader, c), loaded))
     checks.append(check_data_dir(c.paths.data_dir))
     checks += check_journal(c.journal_path, c.journal.rotate_max_bytes)
     checks += check_disks(c.paths.data_dir, c.journal_path)

@@ -62,7 +62,9 @@ class ModelLoad(Protocol):
     `failed` when a model was there but none could be installed (refused, unreadable), which
     the user must see, not only a log at info; `warnings` about the installed one (e.g. an
     entry threshold above every score it gave out of sample); `training_window`, the
-    [first, last] bar times it was trained on, so a backtest over them can say it is in-sample."""
+    [first, last] bar times it was trained on, so a backtest over them can say it is in-sample;
+    `skipped`, the versions passed over ("name (why)": unreadable, or a missing or damaged model
+    file), which `hotcoin doctor` warns of even when an older version loaded in their place."""
 
     @property
     def scorer(self) -> Scorer | None: ...
@@ -84,3 +86,6 @@ class ModelLoad(Protocol):
 
     @property
     def training_window(self) -> tuple[int, int] | None: ...
+
+    @property
+    def skipped(self) -> tuple[str, ...]: ...

@@ -129,7 +129,7 @@ _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 def doctor(config: ConfigOpt = None, journal: JournalOpt = None, as_json: JsonOpt = False) -> None:
-    """Check config, journal, disk, clock skew, key permissions and restrictions, reachability."""
+    """Check config, the model, journal, disk, clock skew, key permissions and restrictions, reachability."""
     import asyncio
 
     from engine.config import load_config
@@ -146,7 +146,9 @@ def doctor(config: ConfigOpt = None, journal: JournalOpt = None, as_json: JsonOp
         else:
             typer.secho(f"config: FAIL {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    checks = asyncio.run(run_doctor(loaded))
+    from ml.runtime import load_scorer
+
+    checks = asyncio.run(run_doctor(loaded, model_loader=load_scorer))  # the model the engine would load, loaded as it does
     if as_json:
         typer.echo(_checks_json(checks))
     else:

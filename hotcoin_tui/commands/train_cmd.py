@@ -89,6 +89,8 @@ def say_torch_registration(registration: Registration) -> None:
     verdict = version.decision.verdict
     what = "registered" if registration.added else "identical model already registered as"
     typer.secho(f"{what} {version.name} ({verdict}) in {version.path}", fg=typer.colors.YELLOW)
+    if registration.repaired is not None:
+        say_repaired(version.name, registration.repaired)
     for gate in version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
     typer.secho(
@@ -98,6 +100,12 @@ def say_torch_registration(registration: Registration) -> None:
     )
     if not registration.added and registration.decision.verdict != verdict:
         _say_decisions_differ(registration.decision, verdict)
+
+
+def say_repaired(name: str, repaired: str) -> None:
+    """Registering a model already on record repairs its version when that was damaged (see
+    `ModelRegistry.add`): say so, or "already registered" reads as if the damage were still there."""
+    typer.secho(f"repaired {name}: {repaired}", fg=typer.colors.YELLOW)
 
 
 def _torch_use(task: str) -> str:
@@ -207,6 +215,8 @@ def _train_lgbm(opts: TrainOptions) -> None:
         f"{what} {out.version.name} ({verdict}) in {out.version.path}; dataset and artefacts in {out.out_dir}",
         fg=typer.colors.GREEN if verdict == "production" else typer.colors.YELLOW,
     )
+    if out.repaired is not None:
+        say_repaired(out.version.name, out.repaired)
     for gate in out.version.decision.gates:
         typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
     calibration = out.version.contract.score_calibration

@@ -27,7 +27,8 @@ class RegistryError(GovernanceError):
 class ModelRefused(GovernanceError):
     """A registered model that must not be loaded. `which` names what differs
     (`feature_schema_hash`, `feature_names`, `feature_dtypes`, `listing_min_bars`, `model_sha256`,
-    `model_format`, `library_versions`); `expected`/`actual` are the two values that disagree."""
+    `model_format`, `library_versions`, `decision_model_sha256`, ...); `expected`/`actual` are
+    the two values that disagree."""
 
     def __init__(self, message: str, *, which: str, expected: str, actual: str) -> None:
         super().__init__(message)

@@ -26,6 +26,16 @@ A version that cannot be read (a missing or malformed contract or decision) is s
 and listed in `scan().skipped`, never fatal to the others: one damaged folder must not take an
 intact production model out of the engine or block the next registration, whose number is still
 past it.
+
+The promotion decision must be the one made for the version's own model (`check_decision`): the
+decision's verdict is what lets a score trade, so a production decision copied beside another
+model would otherwise promote a model no gate ever passed.
+
+A version whose model file is missing or no longer hashes to its contract (`model_file_problem`),
+or whose decision is another model's, is repaired by registering the same model again: `add`
+restores the file in place (and writes the decision made for this model), under the lock,
+instead of calling the damaged version a duplicate, which left it damaged though the refusal's
+advice was to re-register it.
 """
 
 from __future__ import annotations
@@ -115,6 +125,10 @@ class Registration:
     version: ModelVersion
     decision: PromotionDecision
     added: bool
+    # What this call repaired in the version found (its model file missing, or bytes that no
+    # longer hash to the contract, restored from this call's identical file; a decision made for
+    # another model, replaced by this call's); None: nothing, the version was whole.
+    repaired: str | None = None
 
 
 class ModelRegistry:
@@ -134,7 +148,8 @@ class ModelRegistry:
         extra_files: Mapping[str, Path] | None = None,
     ) -> ModelVersion:
         """Store a model with its contract and decision as the next version. Registering the
-        same model file again (same sha256) is a no-op that returns the existing version."""
+        same model file again (same sha256) returns the existing version, its model file
+        restored if it was missing or damaged (see `add`)."""
         return self.add(model_path=model_path, contract=contract, decision=decision, extra_files=extra_files).version
 
     def add(
@@ -147,7 +162,15 @@ class ModelRegistry:
     ) -> Registration:
         """`register`, saying whether this call stored the model: a caller that reports what it
         registered must not call a version found under the same sha256 new (its decision, made
-        under the gates of its day, is the one on record)."""
+        under the gates of its day, is the one on record).
+
+        A version found under the same sha256 is a duplicate only while it is whole: its model
+        file present and hashing to the contract, its decision made for that model. If the file
+        is not, this call's (which hashes to the contract: checked first) is copied back in its
+        place, under the registry's lock, and the registration says what it repaired:
+        re-registering is how a model refused for a missing or changed file is fixed, and the
+        version keeps its number and its decision. A decision made for another model (copied
+        there by hand, `check_decision`) is replaced by this call's, made for this model."""
         actual = file_sha256(model_path)
         if actual != contract.model_sha256:
             raise ContractError(
@@ -169,7 +192,7 @@ class ModelRegistry:
         with _model_lock(folder):
             for existing in self.versions(contract.task, contract.interval):
                 if existing.contract.model_sha256 == contract.model_sha256:
-                    return Registration(existing, decision, added=False)
+                    return self._repair(existing, model_path, decision)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
             try:
                 _stage(staging, {contract.model_file: model_path, **(extra_files or {})}, contract, decision)
@@ -179,6 +202,27 @@ class ModelRegistry:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         return Registration(self._read(contract.task, contract.interval, version), decision, added=True)
+
+    def _repair(self, existing: ModelVersion, model_path: Path, decision: PromotionDecision) -> Registration:
+        """The registration of a model already on record as `existing`: nothing to do while the
+        version is whole; otherwise its model file is restored from `model_path` (whose bytes
+        hash to its contract) and a promotion decision made for another model is replaced by
+        `decision`, made for this one. Called under the registry's lock."""
+        problems: list[str] = []
+        file_problem = model_file_problem(existing)
+        if file_problem is not None:
+            _restore_model(existing, model_path)
+            problems.append(f"{file_problem}; restored from {model_path}")
+        wrong_decision = decision_problem(existing)
+        if wrong_decision is not None:
+            write_decision(decision, existing.path)
+            problems.append(f"{wrong_decision}; replaced by the decision made for it now ({decision.verdict})")
+        if not problems:
+            return Registration(existing, decision, added=False)
+        repaired = "; ".join(problems)
+        log.info("model registry: repaired %s: %s", existing.name, repaired)  # the caller says it (`repaired`)
+        again = self._read(existing.task, existing.interval, existing.version)
+        return Registration(again, decision, added=False, repaired=repaired)
 
     @staticmethod
     def _claim(folder: Path, staging: Path) -> int:
@@ -294,6 +338,47 @@ def _verify_features(model: ModelVersion, features: FeatureSchema) -> None:
             )
 
 
+def model_file_problem(model: ModelVersion) -> str | None:
+    """What is wrong with `model`'s model file (missing, unreadable, or bytes that do not hash
+    to its contract's model_sha256), or None when it is the file that was registered."""
+    path = model.model_path
+    if not path.is_file():
+        return f"model file {path} is missing"
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        return f"model file {path} cannot be read ({exc})"
+    expected = model.contract.model_sha256
+    if actual != expected:
+        return (
+            f"model file {path} was changed or corrupted: its sha256 is {actual[:16]}…, the contract's "
+            f"model_sha256 {expected[:16]}…"
+        )
+    return None
+
+
+def _restore_model(model: ModelVersion, source: Path) -> None:
+    """Put `source` (the registered model's bytes) back as `model`'s model file: copied beside
+    it, flushed, checked against the contract (the source may have changed since it was
+    hashed) and renamed over the damaged one, so a reader sees the old file or the whole new
+    one, never half of it."""
+    target = model.model_path
+    tmp = target.with_name(f".{target.name}.restore")
+    try:
+        shutil.copyfile(source, tmp)
+        fsync_file(tmp)
+        actual = file_sha256(tmp)
+        if actual != model.contract.model_sha256:
+            raise ContractError(
+                f"model file {source} changed while it was registered (sha256 {actual[:12]}…, contract "
+                f"{model.contract.model_sha256[:12]}…); run the registration again"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(model.path)
+
+
 @contextlib.contextmanager
 def _model_lock(folder: Path) -> Iterator[None]:
     """Hold `<folder>/.lock` from the duplicate check to the rename. The rename alone keeps two
@@ -362,6 +447,45 @@ def check_interval(model: ModelVersion) -> None:
                 expected=theirs,
                 actual=model.interval,
             )
+
+
+def decision_problem(model: ModelVersion) -> str | None:
+    """How `model`'s promotion decision disagrees with its contract (another model_sha256, task
+    or interval), or None when it was made for this model."""
+    contract, decision = model.contract, model.decision
+    if decision.model_sha256 == contract.model_sha256 and (decision.task, decision.interval) == (
+        contract.task,
+        contract.interval,
+    ):
+        return None
+    return (
+        f"its promotion decision was made for {decision.task}_{decision.interval} model_sha256 "
+        f"{decision.model_sha256[:16]}…, its contract is {contract.task}_{contract.interval} model_sha256 "
+        f"{contract.model_sha256[:16]}…"
+    )
+
+
+def check_decision(model: ModelVersion) -> None:
+    """`ModelRefused` unless the promotion decision beside the model was made for it: the same
+    model_sha256, task and interval as its contract. The decision's verdict is what lets a
+    score trade (production) or keeps it watching (research_only), and nothing else ties the
+    file to the model: a production decision copied into a research_only version's folder
+    made that model trade, though no gate ever passed it. Registration refuses such a pair
+    (`add`), so a mismatch on disk was made by hand."""
+    if decision_problem(model) is None:
+        return
+    contract, decision = model.contract, model.decision
+    raise ModelRefused(
+        f"{model.name} refused: its promotion decision ({decision.filename}) was made for another model "
+        f"({decision.task}_{decision.interval}, model_sha256 {decision.model_sha256[:16]}…) than its contract "
+        f"describes ({contract.task}_{contract.interval}, model_sha256 {contract.model_sha256[:16]}…), so its "
+        f"verdict ({decision.verdict}) is not this model's; it was copied or edited by hand. Put back the "
+        f"version's own decision file, or register the same model again (the `hotcoin train` or `hotcoin jobs "
+        f"fetch` that made it), which replaces it with a decision made for this model",
+        which="decision_model_sha256",
+        expected=contract.model_sha256,
+        actual=decision.model_sha256,
+    )
 
 
 def check_regime_symbol(model: ModelVersion, running: str) -> None:
@@ -446,8 +570,10 @@ def verify(
     the running features take btc_ret_15/60 and btc_vol_60 from (`trading.signals.regime_symbol`):
     the contract's must be the same. `listing_min_bars` is the one the running features are
     computed with (`trading.signals.listing_min_bars`; None: a feature set without since-listing
-    windows): see `check_listing_min_bars`."""
+    windows): see `check_listing_min_bars`. The promotion decision must be the one made for this
+    model (`check_decision`)."""
     check_interval(model)
+    check_decision(model)
     if features is not None:
         _verify_features(model, features)
     expected = model.contract.feature_schema_hash

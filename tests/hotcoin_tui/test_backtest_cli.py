@@ -140,9 +140,14 @@ def test_backtest_always_says_which_model_it_runs_with(store: Path, config_file:
     loaded model used to be, so a replay on rules alone never passes for one with the model."""
     args = ["backtest", "--data", str(store), "--config", str(config_file), "--from", str(START), "--to", str(START + 20 * MIN), "--json"]
     env = {"COLUMNS": "200", "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "models")}
+    (tmp_path / "models").mkdir()
     none = runner.invoke(app, args, env=env)
     assert none.exit_code == 0, none.stderr
     assert f"model: no hot_lgbm_1m model in {tmp_path / 'models'}; the engine runs on its rules alone" in none.stderr
+    typo = runner.invoke(app, args, env={**env, "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "modles")}, color=True)
+    assert typo.exit_code == 0, typo.stderr
+    line = next(x for x in typo.stderr.splitlines() if "model:" in x)
+    assert line.startswith(f"\x1b[31mmodel: model registry {tmp_path / 'modles'} (ml.registry_dir) does not exist")
     register_unloadable(tmp_path / "models", tmp_path, listing_min_bars=15)
     refused = runner.invoke(app, args, env=env, color=True)
     assert refused.exit_code == 0, refused.stderr

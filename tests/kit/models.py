@@ -38,6 +38,7 @@ class Load:
     failed: bool = False
     warnings: tuple[str, ...] = ()
     training_window: tuple[int, int] | None = None
+    skipped: tuple[str, ...] = ()
 
 
 def loaded(mode: ScorerMode) -> Load:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -484,6 +485,56 @@ def test_registry_refuses_a_changed_model_file(tmp_path: Path) -> None:
         registry.load("lstm_hot", "1m", feature_schema_hash=HASH)
 
 
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        pytest.param(lambda p: p.write_bytes(b"bit rot"), "was changed or corrupted: its sha256 is ", id="corrupt"),
+        pytest.param(lambda p: p.unlink(), "is missing", id="deleted"),
+    ],
+)
+def test_registering_the_same_model_again_restores_a_damaged_model_file(
+    tmp_path: Path, damage: Any, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal says "re-register it", and registering found the version by its contract's
+    sha256 and called it a duplicate, the file left damaged. Now a version counts as the same
+    model only while its file is whole; otherwise the file is put back, the number and the
+    decision kept."""
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = _register(registry, tmp_path, b"one")
+    damage(v1.model_path)
+    with pytest.raises(ModelRefused):
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH)
+    model = _model(tmp_path, b"one")
+    contract = _contract(model)
+    later = decide(task="lstm_hot", interval="1m", evaluation=GOOD, gates=GATES, model_sha256=contract.model_sha256, decided_ms=9)
+    with caplog.at_level(logging.INFO, logger="hotcoin.registry"):
+        again = registry.add(model_path=model, contract=contract, decision=later)
+    assert not again.added and again.version.name == v1.name and again.version.decision == v1.decision
+    assert again.repaired is not None and again.repaired.startswith(f"model file {v1.model_path} {said}")
+    assert again.repaired.endswith(f"; restored from {model}")
+    assert v1.model_path.read_bytes() == b"one"
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH) == v1
+    assert f"repaired {v1.name}: model file" in caplog.text
+    assert sorted(p.name for p in v1.path.iterdir()) == sorted(["model.pt", contract.filename, later.filename])  # no temp left
+    assert registry.add(model_path=model, contract=contract, decision=later) == dataclasses.replace(again, repaired=None)
+
+
+def test_registering_the_same_model_again_replaces_a_decision_made_for_another_model(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = _register(registry, tmp_path, b"one", Evaluation((0.9, 1.0, 0.95), 500, "b"))
+    v2 = _register(registry, tmp_path, b"two")
+    (v1.path / v1.decision.filename).write_bytes((v2.path / v2.decision.filename).read_bytes())  # v2's production verdict
+    model = _model(tmp_path, b"one")
+    contract = _contract(model)
+    own = decide(task="lstm_hot", interval="1m", evaluation=Evaluation((0.9, 1.0, 0.95), 500, "b"), gates=GATES,
+                 model_sha256=contract.model_sha256, decided_ms=9)  # fmt: skip
+    again = registry.add(model_path=model, contract=contract, decision=own)
+    assert again.repaired is not None and "its promotion decision was made for lstm_hot_1m model_sha256 " in again.repaired
+    assert again.repaired.endswith("replaced by the decision made for it now (research_only)")
+    assert again.version.decision == own and read_decision(v1.path / own.filename) == own
+    assert registry.load("lstm_hot", "1m", feature_schema_hash=HASH, version=1).decision.verdict == "research_only"
+
+
 def test_register_rejects_inconsistent_inputs(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     model = _model(tmp_path)
@@ -502,6 +553,32 @@ def test_register_rejects_inconsistent_inputs(tmp_path: Path) -> None:
         registry.register(model_path=model, contract=contract, decision=decision, extra_files={"m.json": tmp_path / "no"})
     assert registry.versions("lstm_hot", "1m") == []
     assert [p.name for p in (tmp_path / "registry" / "lstm_hot_1m").iterdir()] == [".lock"]  # no staging left
+
+
+def test_a_decision_copied_from_another_version_is_refused(tmp_path: Path) -> None:
+    """v0001 research_only, v0002 production: v0002's decision file copied into v0001's folder
+    made v0001 load as production, its own gates never passed; nothing tied the decision to
+    the model it judged."""
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = _register(registry, tmp_path, b"one", Evaluation((0.9, 1.0, 0.95), 500, "b"))
+    v2 = _register(registry, tmp_path, b"two")
+    assert (v1.decision.verdict, v2.decision.verdict) == ("research_only", "production")
+    (v1.path / v1.decision.filename).write_bytes((v2.path / v2.decision.filename).read_bytes())
+    with pytest.raises(ModelRefused) as info:
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH, version=1)
+    mine, theirs = v1.contract.model_sha256, v2.contract.model_sha256
+    assert str(info.value) == (
+        f"lstm_hot_1m@v0001 refused: its promotion decision (promotion_decision_lstm_hot_1m.json) was made for another "
+        f"model (lstm_hot_1m, model_sha256 {theirs[:16]}…) than its contract describes (lstm_hot_1m, model_sha256 "
+        f"{mine[:16]}…), so its verdict (production) is not this model's; it was copied or edited by hand. Put back the "
+        "version's own decision file, or register the same model again (the `hotcoin train` or `hotcoin jobs fetch` "
+        "that made it), which replaces it with a decision made for this model"
+    )
+    assert (info.value.which, info.value.expected, info.value.actual) == ("decision_model_sha256", mine, theirs)
+    path = v2.path / v2.decision.filename
+    path.write_text(json.dumps({**json.loads(path.read_text()), "task": "tft_heat"}))  # the hash right, the task not
+    with pytest.raises(ModelRefused, match=r"was made for another model \(tft_heat_1m, model_sha256"):
+        registry.load("lstm_hot", "1m", feature_schema_hash=HASH, version=2)
 
 
 def test_an_unreadable_version_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

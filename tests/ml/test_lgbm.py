@@ -179,6 +179,33 @@ def test_cli_trains_and_registers(history: Path, tmp_path: Path) -> None:
     assert (tmp_path / "data" / "training" / "hot_lgbm_1m" / "dataset.parquet").is_file()
 
 
+def test_training_the_same_model_again_repairs_its_damaged_version(history: Path, tmp_path: Path) -> None:
+    """A refused model's advice is "re-register it"; re-running the same `hotcoin train` said
+    "identical model already registered as hot_lgbm_1m@v0001" and left its corrupt (or
+    deleted) file as it was, the model refused (or passed over) at every start."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[paths]\ndata_dir = "{tmp_path / "data"}"\n')
+    command = ["train", "--task", "hot_lgbm", "--data", str(history), "--config", str(config), "--epochs", "5", "--stride", "3"]
+    first = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+    assert first.exit_code == 0, first.output
+    model = tmp_path / "data" / "models" / "hot_lgbm_1m" / "v0001" / "model.txt"
+    registered = model.read_bytes()
+    model.write_bytes(registered + b"# bit rot\n")
+    again = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+    assert again.exit_code == 0, again.output
+    assert "identical model already registered as hot_lgbm_1m@v0001" in again.output
+    assert f"repaired hot_lgbm_1m@v0001: model file {model} was changed or corrupted: its sha256 is " in again.output
+    assert model.read_bytes() == registered
+    model.unlink()
+    third = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+    assert third.exit_code == 0, third.output
+    assert f"repaired hot_lgbm_1m@v0001: model file {model} is missing; restored from " in third.output
+    assert model.read_bytes() == registered
+    fourth = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+    assert "identical model already registered as hot_lgbm_1m@v0001" in fourth.output and "repaired" not in fourth.output
+    assert [v.version for v in ModelRegistry(tmp_path / "data" / "models").versions("hot_lgbm", "1m")] == [1]
+
+
 def test_cli_refuses_gpu_for_lightgbm(history: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--task", "hot_lgbm", "--gpu", "box", "--data", str(history)])
     assert result.exit_code != 0

@@ -16,6 +16,7 @@ import pytest
 
 from engine.config import HotcoinConfig
 from engine.config.sections.ml import MlSection, PromotionGates
+from engine.config.sections.paths import PathsSection
 from engine.config.sections.trading import (
     CapitalProfile,
     CapitalSettings,
@@ -90,11 +91,23 @@ def copy_registry(src: Path, tmp: Path) -> Path:
 
 
 def test_no_model_runs_rules_only_and_says_so(tmp_path: Path) -> None:
-    load = load_scorer(config_for(tmp_path / "empty"))
-    assert load.scorer is None and load.mode == "off" and load.model is None
-    assert not load.failed  # no model is how a fresh install starts, not a failure
-    assert "no hot_lgbm_1m model" in load.status and "rules alone" in load.status
-    assert "hotcoin train --task hot_lgbm" in load.status
+    fresh = HotcoinConfig(paths=PathsSection(data_dir=tmp_path / "data"))  # <data_dir>/models not made yet
+    (tmp_path / "empty").mkdir()
+    for config in (fresh, config_for(tmp_path / "empty")):
+        load = load_scorer(config)
+        assert load.scorer is None and load.mode == "off" and load.model is None
+        assert not load.failed  # no model is how a fresh install starts, not a failure
+        assert "no hot_lgbm_1m model" in load.status and "rules alone" in load.status
+        assert "hotcoin train --task hot_lgbm" in load.status
+
+
+def test_a_configured_registry_dir_that_does_not_exist_is_a_failed_load(tmp_path: Path) -> None:
+    """`ml.registry_dir` mistyped read as a fresh install: "no model", an info line in the
+    engine's log, while the production model sat in the folder meant."""
+    load = load_scorer(config_for(tmp_path / "modles"))
+    assert load.scorer is None and load.mode == "off" and load.failed  # a warning in `hotcoin run`'s log
+    assert load.status.startswith(f"model registry {tmp_path / 'modles'} (ml.registry_dir) does not exist; the engine runs")
+    assert "fix ml.registry_dir" in load.status
 
 
 def test_the_interval_follows_the_signal_timeframe(registries: dict[str, Path]) -> None:
@@ -349,19 +362,51 @@ def test_a_newest_version_without_its_model_file_leaves_the_newest_intact_one_in
     load = load_scorer(config_for(root))
     assert load.scorer is not None and load.mode == "shadow" and not load.failed
     assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0002#")
-    assert f"; skipped unreadable hot_lgbm_1m@v0001 (model file {root}/hot_lgbm_1m/v0001/model.txt is missing)" in load.status
+    assert (
+        f"; skipped unreadable hot_lgbm_1m@v0001 (model file {root}/hot_lgbm_1m/v0001/model.txt is missing; register the "
+        "same model again to restore it (the `hotcoin train` or `hotcoin jobs fetch` that made it))"
+    ) in load.status
+    assert load.skipped == (load.status.partition("; skipped unreadable ")[2],)
     assert "skipping hot_lgbm_1m@v0001" in caplog.text
     (root / "hot_lgbm_1m" / "v0002" / "model.txt").unlink()
     none = load_scorer(config_for(root))
     assert none.scorer is None and none.failed and "no hot_lgbm_1m model" in none.status
 
 
-def test_changed_model_file_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
-    root = copy_registry(registries["production"], tmp_path)
+def test_a_version_whose_model_file_was_changed_is_passed_over_as_a_missing_one_is(
+    registries: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupted production file refused the whole model (rules alone) where a deleted one
+    let the older whole version run: both mean the registered bytes are gone, so both are
+    skipped with a warning naming the version, its hashes and the fix."""
+    root = copy_registry(registries["both"], tmp_path)
     model = root / "hot_lgbm_1m" / "v0001" / "model.txt"
     model.write_bytes(model.read_bytes() + b"\n")  # one byte more: still a loadable model, not the registered one
     load = load_scorer(config_for(root))
-    assert load.scorer is None and "model_sha256 differs" in load.status and "re-register" in load.status
+    assert load.scorer is not None and load.mode == "shadow" and not load.failed
+    assert load.model is not None and load.model.startswith("hot_lgbm_1m@v0002#")
+    contract = load_version(root).contract.model_sha256
+    (skipped,) = load.skipped
+    assert skipped.startswith(f"hot_lgbm_1m@v0001 (model file {model} was changed or corrupted: its sha256 is ")
+    assert f"the contract's model_sha256 {contract[:16]}…; register the same model again to restore it" in skipped
+    assert f"; skipped unreadable {skipped}" in load.status
+    assert "skipping hot_lgbm_1m@v0001: model file" in caplog.text
+    (root / "hot_lgbm_1m" / "v0002" / "model.txt").write_bytes(b"rot")
+    none = load_scorer(config_for(root))
+    assert none.scorer is None and none.failed and "no hot_lgbm_1m model" in none.status and len(none.skipped) == 2
+
+
+def test_a_production_decision_copied_beside_a_research_only_model_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:
+    """v0001 production, v0002 research_only: v0001's decision file copied into v0002 made
+    v0002, which missed the gates, trade in production."""
+    root = copy_registry(registries["both"], tmp_path)
+    decision = "promotion_decision_hot_lgbm_1m.json"
+    shutil.copy(root / "hot_lgbm_1m" / "v0001" / decision, root / "hot_lgbm_1m" / "v0002" / decision)
+    load = load_scorer(config_for(root))
+    assert load.scorer is None and load.mode == "off" and load.failed
+    assert load.status.startswith("REFUSED hot_lgbm_1m@v0002 refused: its promotion decision (promotion_decision_hot_lgbm_1m.json) was made for another model")
+    first, second = (v.contract.model_sha256 for v in ModelRegistry(root).versions("hot_lgbm", "1m"))
+    assert f"model_sha256 {first[:16]}…) than its contract describes (hot_lgbm_1m, model_sha256 {second[:16]}…)" in load.status
 
 
 def test_a_model_of_another_format_is_refused(registries: dict[str, Path], tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from engine.ops.doctor import (
     check_disks,
     check_feishu,
     check_journal,
+    check_model,
     check_private,
     check_secrets_file,
     judge_restrictions,
@@ -44,6 +45,7 @@ from engine.ops.doctor import (
 )
 from tests.engine.config.test_locations import deny_writes_in
 from tests.engine.ops.notify_sink import HttpSink
+from tests.kit.models import MODEL, Load, loaded, register_unloadable
 from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
 
 KEY, SECRET = "doctor-key", "doctor-secret"
@@ -519,6 +521,64 @@ async def test_run_doctor_fails_a_feishu_only_config_whose_webhook_host_is_down(
     assert "FSSECRET" not in feishu.detail + feishu.fix
 
 
+# -- the model ----------------------------------------------------------------------------------
+
+NO_MODEL = "no hot_lgbm_1m model in /m; the engine runs on its rules alone (train one with `hotcoin train --task hot_lgbm`)"
+
+
+@pytest.mark.parametrize(
+    ("load", "env", "status", "detail"),
+    [
+        pytest.param(loaded("production"), {}, Status.OK, f"{MODEL}: production", id="production"),
+        pytest.param(loaded("shadow"), {}, Status.OK, f"{MODEL}: shadow", id="shadow"),
+        pytest.param(Load(None, NO_MODEL, None, "off"), {}, Status.SKIP, NO_MODEL, id="fresh-install"),
+        pytest.param(
+            Load(None, NO_MODEL, None, "off"), {"HOTCOIN_TRADING__SIGNALS__ML_MIN_SCORE": "0.3"}, Status.WARN,
+            f"{NO_MODEL}; yet the config sets trading.signals.ml_min_score (env:HOTCOIN_TRADING__SIGNALS__ML_MIN_SCORE)",
+            id="none-but-asked",
+        ),
+        pytest.param(
+            Load(None, f"REFUSED {MODEL} refused: model_sha256 differs; rules alone", MODEL, "off", failed=True), {},
+            Status.WARN, f"REFUSED {MODEL} refused: model_sha256 differs; rules alone", id="refused",
+        ),
+        pytest.param(
+            Load(loaded("production").scorer, f"{MODEL} in production", MODEL, "production", warnings=("above every score",)),
+            {}, Status.WARN, f"{MODEL} in production; above every score", id="warned",
+        ),
+        pytest.param(
+            Load(loaded("shadow").scorer, f"{MODEL} in shadow; skipped unreadable v2 (gone)", MODEL, "shadow", skipped=("v2 (gone)",)),
+            {}, Status.WARN, f"{MODEL} in shadow; skipped unreadable v2 (gone)", id="damaged-version-passed-over",
+        ),
+    ],
+)
+def test_the_model_check_judges_the_engine_s_own_load(load: Load, env: dict[str, str], status: Status, detail: str) -> None:
+    check = check_model(load, load_config(env=env))
+    assert (check.name, check.status, check.detail) == ("model", status, detail)
+    assert bool(check.fix) == (status is Status.WARN)
+
+
+async def test_run_doctor_warns_of_a_model_the_engine_would_refuse(tmp_path: Path) -> None:
+    """doctor passed a box whose production model the engine refuses (here: trained under
+    another listing_min_bars) and one whose ml.registry_dir was mistyped, saying nothing of
+    the model; it now loads the model as the engine does."""
+    from ml.runtime import load_scorer
+
+    register_unloadable(tmp_path / "models", tmp_path, listing_min_bars=15)
+    env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"), "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "models"),
+           "HOTCOIN_TRADING__SIGNALS__LISTING_MIN_BARS": "10"}  # fmt: skip
+    model = by_name(await run_doctor(load_config(env=env), model_loader=load_scorer))["model"]
+    assert model.status is Status.WARN
+    assert model.detail.startswith("REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = 15")
+    assert "hotcoin models" in model.fix
+    typo = {**env, "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "modles")}
+    model = by_name(await run_doctor(load_config(env=typo), model_loader=load_scorer))["model"]
+    assert model.status is Status.WARN
+    assert model.detail.startswith(f"model registry {tmp_path / 'modles'} (ml.registry_dir) does not exist")
+    fresh = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data")}
+    assert by_name(await run_doctor(load_config(env=fresh), model_loader=load_scorer))["model"].status is Status.SKIP
+    assert by_name(await run_doctor(load_config(env=fresh)))["model"].detail == "not checked: no model loader was given"
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -536,6 +596,10 @@ def test_hotcoin_doctor_command(tmp_path: Path) -> None:
     assert "WARN" in ok.output
     doc = orjson.loads(runner.invoke(app, ["doctor", "--json"], env=env).output)
     assert {c["name"]: c["status"] for c in doc}["exchange"] == "skip"
+    assert {c["name"]: c["status"] for c in doc}["model"] == "skip"  # no model on a fresh install: nothing asked for one
+    typo = orjson.loads(runner.invoke(app, ["doctor", "--json"], env={**env, "HOTCOIN_ML__REGISTRY_DIR": str(tmp_path / "modles")}).output)
+    model = {c["name"]: c for c in typo}["model"]
+    assert model["status"] == "warn" and "(ml.registry_dir) does not exist" in model["detail"]
     failing = runner.invoke(app, ["doctor"], env={**env, "HOTCOIN_MODE": "live"})
     assert failing.exit_code == 1
     assert "FAIL" in failing.output

@@ -125,3 +125,23 @@ async def test_a_model_trained_under_another_listing_min_bars_is_refused_in_the_
         "with 10, so it would score a new listing's first hour on window features it never saw; set "
         "trading.signals.listing_min_bars = 15, or retrain it under listing_min_bars = 10"
     )
+
+
+async def test_a_configured_registry_dir_that_does_not_exist_is_a_warning_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mistyped `ml.registry_dir` was said as "no model" at info among the start-up chatter,
+    the production model in the folder meant never loaded."""
+    from ml.runtime import load_scorer
+
+    config = quiet_config(**{
+        "journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"),
+        "ml.registry_dir": str(tmp_path / "modles"),
+    })  # fmt: skip
+    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=load_scorer)
+    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
+        async with open_session(config, options):
+            pass
+    (said,) = [r for r in caplog.records if r.getMessage().startswith("model: ")]
+    assert said.levelname == "WARNING"
+    assert said.getMessage().startswith(f"model: model registry {tmp_path / 'modles'} (ml.registry_dir) does not exist")
