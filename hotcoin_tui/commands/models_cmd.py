@@ -5,8 +5,9 @@ and under today's `[ml.gates]` where that differs), the figures its promotion de
 whether its files verify against this engine (model file, decision, contract), and which one
 the engine would load now, found by the engine's own loader (`ml.runtime.load_scorer`).
 
-Exit codes: 0 listed (an empty registry included), 2 when the registry folder does not exist
-(a mistyped `ml.registry_dir`, or nothing trained yet: the message says which folder and why).
+Exit codes: 0 listed (an empty registry included, and the default `<data_dir>/models` not made
+yet: a fresh install has trained nothing, which is no fault), 2 when a configured
+`ml.registry_dir` does not exist (mistyped: the engine would run without its model).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         typer.echo(orjson.dumps(_as_json(found, cfg.ml.registry_dir is not None), option=orjson.OPT_INDENT_2).decode())
     else:
         _print(found, cfg.ml.registry_dir is not None)
-    if not found.registry_exists:
+    if not found.registry_exists and cfg.ml.registry_dir is not None:
         raise typer.Exit(2)
 
 
@@ -112,7 +113,10 @@ def _print(found: Inventory, configured: bool) -> None:
 
     console = Console(highlight=False)
     if not found.registry_exists:
-        typer.secho(f"hotcoin: {_missing(found, configured)}", fg=typer.colors.RED, err=True)
+        if configured:
+            typer.secho(f"hotcoin: {_missing(found, configured)}", fg=typer.colors.RED, err=True)
+        else:
+            console.print(escape(_missing(found, configured)))
         return
     if not found.versions:
         console.print(f"no {found.task}_{found.interval} versions in {escape(str(found.root))}; "
