@@ -6,6 +6,7 @@
     │   ├── EventValidationError a malformed event (rejected and counted, never dropped silently)
     │   ├── JournalInUseError    another engine is writing this journal (its lock is held)
     │   ├── JournalDamagedError  the file or some of its events cannot be read back (corruption)
+    │   ├── ArchiveWriteError    a rotation could not write its archive (that disk full or read-only)
     │   └── TraceNotFoundError   replay of an unknown or ambiguous trace id
     ├── MarketDataError          data no exchange could have sent (NaN, negative, unknown symbol)
     └── OrderError               an order that failed; `error_class` says what a caller may do
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 
 class ErrorClass(enum.StrEnum):
@@ -59,6 +61,23 @@ class JournalDamagedError(JournalError):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason or message
+
+
+class ArchiveWriteError(JournalError):
+    """A rotation could not write its archive file: the archive folder's disk is full, read-only
+    or failing. Its own class because nothing is lost and the journal goes on: the main file
+    keeps every event of the range (the copy commits before the delete), and the rotation stays
+    pending until that disk can take it. `archive` is the file it was writing, `first`..`last`
+    the seqs it was moving, `reason` what SQLite or the file system said, `fix` the cause and
+    the fix, named on the archive folder's disk."""
+
+    def __init__(self, message: str, archive: Path, first: int, last: int, *, reason: str, fix: str) -> None:
+        super().__init__(message)
+        self.archive = archive
+        self.first = first
+        self.last = last
+        self.reason = reason
+        self.fix = fix
 
 
 class TraceNotFoundError(JournalError):

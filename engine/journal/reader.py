@@ -43,7 +43,17 @@ from engine.errors import (
     TraceNotFoundError,
 )
 from engine.journal.events import JournalEvent, check_stored, unknown_version
-from engine.journal.files import Archive, is_blank, list_archives, spill_pattern
+from engine.journal.files import (
+    DELETED_KEY,
+    ROTATION_KEY,
+    Archive,
+    PendingRotation,
+    deleted_spans,
+    is_blank,
+    list_archives,
+    pending_rotation,
+    spill_pattern,
+)
 from engine.journal.schema import (
     BUCKET_SHIFT,
     MIN_MAX,
@@ -111,10 +121,15 @@ class Gap:
 class Unwritten:
     """Events a failed writer saved to a spill file (`<stem>.unwritten-<seq>.jsonl`, see
     `writer`) and no journal file holds yet: the owner's record until the engine's next start
-    takes them back into the journal."""
+    takes them back into the journal. It takes them back only when the saved events, all files
+    together, continue the journal where it ends (`journal_end`) without a gap; else it refuses
+    to start (`taken_back` False), and saying it would take them back sent the owner to a start
+    that failed."""
 
     path: Path
     rows: tuple[RawRow, ...]
+    journal_end: int = 0  # the highest seq the journal's files hold, or a rotation moved
+    taken_back: bool = True
 
     @property
     def first(self) -> int:
@@ -127,8 +142,22 @@ class Unwritten:
     def describe(self) -> str:
         return (
             f"{len(self.rows)} event(s) (seq {self.first}..{self.last}) are not yet in the journal: a failed writer "
-            f"saved them in {self.path}; the engine's next start (`hotcoin run`) takes them back"
+            f"saved them in {self.path}; {self.next_start()}"
         )
+
+    def next_start(self) -> str:
+        """What the engine's next start does with them, as the end of a sentence."""
+        return next_start(self.taken_back, self.journal_end)
+
+
+def next_start(taken_back: bool, journal_end: int) -> str:
+    """What the engine's next start does with saved events (`Unwritten`), as the end of a sentence."""
+    if taken_back:
+        return "the engine's next start (`hotcoin run`) takes them back"
+    return (
+        f"the engine's next start (`hotcoin run`) refuses them, as the saved events do not continue the journal "
+        f"(it ends at seq {journal_end}): check positions on the exchange, then move the file aside to start"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +463,16 @@ class JournalReader:
         row = self._main.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def pending_rotation(self) -> PendingRotation | None:
+        """The rotation that has not finished, if any: under way, interrupted by a crash, or
+        unable to write its archive (`error`), see `files.PendingRotation`."""
+        return pending_rotation(self.path, self.meta(ROTATION_KEY))
+
+    def deleted(self) -> list[tuple[int, int]]:
+        """The seq ranges of the archives retention deleted, as the writer recorded them
+        (`rotation.note_deleted`): deleted on purpose, not lost."""
+        return deleted_spans(self.meta(DELETED_KEY))
+
     def last_event(self, *, until_ms: int, kinds: Sequence[str]) -> JournalEvent | None:
         """The last event (by seq) of one of `kinds` before `until_ms`, however long ago: a walk
         down the primary key, newest file first, that stops at the first match. (`+ts_ms` keeps
@@ -611,7 +650,8 @@ class JournalReader:
     def missing(self) -> list[Gap]:
         """The runs of seqs no file holds (rows deleted, an archive gone), oldest first. Seqs come
         from one counter and are never skipped, so each run is lost events. Below `pruned_through`
-        (retention deleted those archives, on purpose) nothing is missing; an archive SQLite
+        and in the ranges of the archives retention deleted (`deleted`: on purpose, with or
+        without a checkpoint) nothing is missing; an archive SQLite
         cannot read counts as holding the seqs its name gives (it is reported as damaged), and so
         do the events a failed writer saved (`unwritten`). One pass over each file's seqs."""
         pieces: list[tuple[int, int | None, int, int | None]] = []  # first seq, its time, last seq, its time
@@ -637,6 +677,7 @@ class JournalReader:
             pieces.append((first, first_ts, last, last_ts))
         with suppress(JournalError):  # `notes` and `check` say why a spill file cannot be read
             pieces += [(u.first, u.rows[0][1], u.last, u.rows[-1][1]) for u in self.unwritten()]
+        pieces += [(first, None, last, None) for first, last in self.deleted()]
         gaps: list[Gap] = []
         reached, reached_ts = int(self.meta("pruned_through") or 0), None
         for first, first_ts, last, last_ts in sorted(pieces, key=lambda p: p[0]):
@@ -658,15 +699,20 @@ class JournalReader:
             # loads aiosqlite and the config: a second more for every `replay`).
             from engine.journal.writer import _read_spills, _spill_files
 
+            # Where the writer's `_highest_seq` says the journal ends: its next start takes back
+            # only saved events that go on from there.
             top = max((a.last_seq for a in list_archives(self.path)), default=0)
             (newest,) = self._main.execute("SELECT MAX(seq) FROM events").fetchone()
-            top = max(top, newest or 0)
+            top = max(top, newest or 0, int(self.meta("rotated_through") or 0))
+            spills = _spill_files(self.path, self.spill_dirs)
+            events = {spill: _read_spills([spill]) for spill in spills}
+            saved = sorted({seq for found in events.values() for seq in found if seq > top})
+            taken_back = saved == list(range(top + 1, top + 1 + len(saved)))
             found = []
-            for spill in _spill_files(self.path, self.spill_dirs):
-                events = _read_spills([spill])
-                rows = tuple(_spilled_row(events[seq]) for seq in sorted(events) if seq > top)
+            for spill in spills:
+                rows = tuple(_spilled_row(events[spill][seq]) for seq in sorted(events[spill]) if seq > top)
                 if rows:
-                    found.append(Unwritten(spill, rows))
+                    found.append(Unwritten(spill, rows, top, taken_back))
             self._unwritten = found
         return self._unwritten
 
@@ -705,7 +751,9 @@ class JournalReader:
         `unknown_seqs`): `hotcoin run` refuses to start on them.
         The main file's line also gives the journal's lost events: `missing` (runs of seqs no file
         holds above `pruned_through`, see `missing`) and `unwritten` (spill files a failed writer
-        left, see `unwritten`).
+        left, see `unwritten`); what retention deleted on purpose (`deleted`: seq ranges), and
+        the rotation that has not finished (`rotation`: None, or its archive, seqs, and why it
+        could not write the archive when it could not).
         The main file's line also says what SQLite leaves out of its -wal (`wal`: None without
         one): SQLite stops at a damaged frame without a word, and the integrity_check of what it
         kept is ok."""
@@ -725,15 +773,26 @@ class JournalReader:
             report[0]["wal"] = wal_report(self.path)
             report[0]["missing"] = [[g.first, g.last] for g in self.missing()]
             report[0]["pruned_through"] = int(self.meta("pruned_through") or 0)
+            report[0]["deleted"] = [[first, last] for first, last in self.deleted()]
+            pending = self.pending_rotation()
+            report[0]["rotation"] = None if pending is None else {
+                "archive": str(pending.archive), "first_seq": pending.first, "last_seq": pending.last,
+                "error": pending.error, "fix": pending.fix,
+            }  # fmt: skip
             try:
                 unwritten = self.unwritten()
             except JournalError as exc:
-                report[0]["unwritten"] = [{"path": None, "events": None, "first_seq": None, "last_seq": None, "error": str(exc)}]
+                report[0]["unwritten"] = [
+                    {"path": None, "events": None, "first_seq": None, "last_seq": None, "error": str(exc), "taken_back": None, "journal_end": None}
+                ]
             else:
                 report[0]["unwritten"] = [
-                    {"path": str(u.path), "events": len(u.rows), "first_seq": u.first, "last_seq": u.last, "error": None}
+                    {
+                        "path": str(u.path), "events": len(u.rows), "first_seq": u.first, "last_seq": u.last, "error": None,
+                        "taken_back": u.taken_back, "journal_end": u.journal_end,
+                    }
                     for u in unwritten
-                ]
+                ]  # fmt: skip
         return report
 
     # -- files --------------------------------------------------------------------------------

@@ -15,6 +15,13 @@ How (inside the writer's own connection, so there is one writer per database):
    chunk, copies events and their `traces` rows (INSERT OR IGNORE) then deletes them from main.
    Copy and delete are separate commits: a crash between them leaves a duplicate (the reader
    de-duplicates by seq), never a loss, and `resume` finishes the job on the next open.
+   The archive folder may sit on another disk (a link to it) that fills up or turns read-only
+   while the journal's own disk is fine: a failure to write the archive raises
+   `ArchiveWriteError`, and the rotation stays pending, its cause recorded beside it
+   (`note_failure`, read back by `files.pending_rotation` for `hotcoin doctor` and `journal
+   check`). Nothing is lost (what was not copied is still in the main file) and the journal
+   goes on: the writer finishes the pending rotation (`resume`) at its next check, before it
+   plans another, so no two rotations ever move the same seqs.
 3. `retention_plan` picks the oldest archive files beyond `retention_archives` to delete:
    every one wholly covered by the latest `checkpoint` (recovery's state through a seq, which
    the writer journals before each rotation when the runtime gave it a `checkpointer`, see
@@ -23,7 +30,11 @@ How (inside the writer's own connection, so there is one writer per database):
    checkpoint for the cash, realised PnL and held positions, so deleting one booked the wrong
    cash after a restart. The highest seq deleted under a checkpoint is kept in `meta`
    ('pruned_through', written before the files go), so recovery refuses, by name, to build on
-   an older checkpoint or the full history should the latest one be unusable.
+   an older checkpoint or the full history should the latest one be unusable. Every archive
+   it deletes, checkpoint or not, has its seq range added to `meta` ('deleted_archives',
+   `note_deleted`, before the files go): a journal without checkpoints (a backtest's, or an
+   engine whose checkpoint failed) deletes quiet archives too, and `journal check` and `export`
+   then took those seqs for lost events.
 
 4. `reclaim` then gives the emptied pages back to the file system (`PRAGMA incremental_vacuum`,
    a few thousand pages per lock hold, so the writer's batches go on in between): a DELETE only
@@ -48,7 +59,8 @@ import asyncio
 import math
 import os
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +68,20 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from engine.journal.files import archive_path, list_archives
+from engine.errors import ArchiveWriteError
+from engine.journal.files import (
+    DELETED_KEY,
+    ROTATION_KEY,
+    Archive,
+    PendingRotation,
+    archive_path,
+    deleted_spans,
+    list_archives,
+    merge_spans,
+    pending_rotation,
+)
 from engine.journal.schema import MIN_MAX, ddl, indexes
+from engine.journal.sqlite_errors import archive_fix
 
 DAY_MS = 86_400_000
 CHUNK_EVENTS = 20_000
@@ -121,46 +145,118 @@ async def move_range(
 ) -> Path:
     """Move events `first..last` (and traces that start there) into a new archive file.
 
-    The lock is taken per chunk, so the writer's batches interleave with a long rotation."""
+    The lock is taken per chunk, so the writer's batches interleave with a long rotation.
+    Writing the archive (making its file, attaching it, its tables, each chunk's copy, its
+    indexes) may fail where the main file does not: the archive folder may be on another disk,
+    full or read-only. That raises `ArchiveWriteError`, the rotation left recorded in `meta`
+    for `resume`: every event not yet copied is still in the main file, as each chunk's copy
+    commits before its delete. A failure of the main file itself raises sqlite3.Error."""
     target = archive_path(journal, first, last)
-    await asyncio.to_thread(_create_private, target)
     marker = orjson.dumps({"archive": target.name, "first": first, "last": last}).decode()
-    async with lock:
-        await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rotation', ?)", (marker,))
+    async with lock:  # first, so a rotation that cannot even make its archive is pending too
+        await conn.execute(f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{ROTATION_KEY}', ?)", (marker,))
         await conn.commit()
-        await conn.execute("ATTACH DATABASE ? AS arc", (str(target),))
+    with _archive_writes(journal, target, first, last):
+        await asyncio.to_thread(_create_private, target)
+        async with lock:
+            await conn.execute("ATTACH DATABASE ? AS arc", (str(target),))
+    done = False
     try:
         async with lock:
-            for stmt in ddl("arc")[:3]:  # tables now, indexes after the bulk copy
-                await conn.execute(stmt)
-            await conn.commit()
+            with _archive_writes(journal, target, first, last):
+                for stmt in ddl("arc")[:3]:  # tables now, indexes after the bulk copy
+                    await conn.execute(stmt)
+                await conn.commit()
         lo = first
         while lo <= last:
             hi = min(lo + chunk - 1, last)
             async with lock:
-                await conn.execute("INSERT OR IGNORE INTO arc.events SELECT * FROM main.events WHERE seq BETWEEN ? AND ?", (lo, hi))
-                await conn.execute(
-                    "INSERT OR IGNORE INTO arc.traces SELECT * FROM main.traces WHERE first_seq BETWEEN ? AND ?", (lo, hi)
-                )
-                await conn.commit()
+                with _archive_writes(journal, target, first, last):
+                    await _copy(conn, lo, hi)
                 await conn.execute("DELETE FROM main.events WHERE seq BETWEEN ? AND ?", (lo, hi))
                 await conn.execute("DELETE FROM main.traces WHERE first_seq BETWEEN ? AND ?", (lo, hi))
                 await conn.commit()
             lo = hi + 1
         async with lock:
-            for stmt in indexes("arc"):
-                await conn.execute(stmt)
+            with _archive_writes(journal, target, first, last):
+                for stmt in indexes("arc"):
+                    await conn.execute(stmt)
+                await conn.commit()
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('rotated_through', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
                 (str(last),),
             )
-            await conn.execute("DELETE FROM meta WHERE key = 'rotation'")
+            await conn.execute(f"DELETE FROM meta WHERE key = '{ROTATION_KEY}'")
             await conn.commit()
+        done = True
     finally:
         async with lock:
-            await conn.execute("DETACH DATABASE arc")
+            if not done:  # a write that failed midway may leave its transaction open, and DETACH refuses then
+                with suppress(sqlite3.Error):
+                    await conn.rollback()
+            try:
+                await conn.execute("DETACH DATABASE arc")
+            except sqlite3.Error:
+                if done:
+                    raise  # else the failure that got here is the one to tell
     return target
+
+
+async def _copy(conn: aiosqlite.Connection, lo: int, hi: int) -> None:
+    """Copy the events `lo..hi` and the traces that start there into the attached archive, and
+    commit: the archive's side of a chunk (INSERT OR IGNORE: copying again after a crash or a
+    failure is harmless)."""
+    await conn.execute("INSERT OR IGNORE INTO arc.events SELECT * FROM main.events WHERE seq BETWEEN ? AND ?", (lo, hi))
+    await conn.execute("INSERT OR IGNORE INTO arc.traces SELECT * FROM main.traces WHERE first_seq BETWEEN ? AND ?", (lo, hi))
+    await conn.commit()
+
+
+@contextmanager
+def _archive_writes(journal: Path, target: Path, first: int, last: int) -> Iterator[None]:
+    """Raise a failure to write the archive `target` as `ArchiveWriteError`, with the cause and
+    the fix named on the archive folder's disk (`sqlite_errors.archive_fix`)."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        fix = archive_fix(exc, target)
+        raise ArchiveWriteError(
+            f"journal {journal}: the rotation of seq {first}..{last} cannot write its archive {target}: {reason}; {fix}",
+            target, first, last, reason=reason, fix=fix,
+        ) from exc
+
+
+async def pending(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> PendingRotation | None:
+    """The rotation recorded as not finished (see `files.PendingRotation`), or None."""
+    async with lock:
+        raw = await _scalar(conn, "SELECT value FROM meta WHERE key = ?", (ROTATION_KEY,))
+    return pending_rotation(journal, None if raw is None else str(raw))
+
+
+async def note_failure(conn: aiosqlite.Connection, lock: asyncio.Lock, exc: ArchiveWriteError) -> None:
+    """Record in the pending rotation's `meta` why it could not write its archive, for `hotcoin
+    doctor` and `hotcoin journal check` to say; best effort: the main file's disk may refuse it
+    too, and then the writer's next batch says so."""
+    marker = orjson.dumps(
+        {"archive": exc.archive.name, "first": exc.first, "last": exc.last, "error": exc.reason, "fix": exc.fix}
+    ).decode()
+    async with lock:
+        try:
+            await conn.execute(f"UPDATE meta SET value = ? WHERE key = '{ROTATION_KEY}'", (marker,))
+            await conn.commit()
+        except sqlite3.Error:
+            with suppress(sqlite3.Error):
+                await conn.rollback()
+
+
+async def note_deleted(conn: aiosqlite.Connection, spans: list[tuple[int, int]]) -> None:
+    """Add the seq ranges of archives retention is about to delete to `meta`
+    ('deleted_archives', see `files.deleted_spans`), uncommitted: the caller commits it before
+    the files go, so the journal never lacks seqs it cannot account for."""
+    known = deleted_spans(await _scalar(conn, "SELECT value FROM meta WHERE key = ?", (DELETED_KEY,)))
+    value = orjson.dumps(merge_spans([*known, *spans])).decode()
+    await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (DELETED_KEY, value))
 
 
 async def reclaim(conn: aiosqlite.Connection, lock: asyncio.Lock, *, pages: int = VACUUM_PAGES) -> bool:
@@ -180,15 +276,15 @@ async def reclaim(conn: aiosqlite.Connection, lock: asyncio.Lock, *, pages: int 
     return True
 
 
-async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> tuple[int, int, Path] | None:
-    """Finish a rotation that a crash interrupted (copying again is harmless: INSERT OR IGNORE);
-    returns the seq range and archive it finished, for the caller to say so."""
-    raw = await _scalar(conn, "SELECT value FROM meta WHERE key = 'rotation'")
-    if raw is None:
+async def resume(conn: aiosqlite.Connection, journal: Path, lock: asyncio.Lock) -> PendingRotation | None:
+    """Finish a rotation that a crash interrupted, or that could not write its archive before
+    (copying again is harmless: INSERT OR IGNORE); returns it, for the caller to say so. Raises
+    `ArchiveWriteError` while its archive still cannot be written."""
+    todo = await pending(conn, journal, lock)
+    if todo is None:
         return None
-    todo = orjson.loads(raw)
-    first, last = int(todo["first"]), int(todo["last"])
-    return first, last, await move_range(conn, journal, first, last, lock)
+    await move_range(conn, journal, todo.first, todo.last, lock)
+    return todo
 
 
 def _create_private(target: Path) -> None:
@@ -212,7 +308,7 @@ def _create_private(target: Path) -> None:
         os.close(fd)
 
 
-def retention_plan(journal: Path, keep: int, checkpoint_through: int | None) -> tuple[list[Path], list[Path], int]:
+def retention_plan(journal: Path, keep: int, checkpoint_through: int | None) -> tuple[list[Archive], list[Path], int]:
     """The oldest archives beyond `keep` (0 keeps all) split into (to delete, kept because
     recovery needs them), and the highest seq recovery loses with them (0: none). An archive
     wholly covered by the latest checkpoint (last seq <= `checkpoint_through`) is never needed;
@@ -224,7 +320,7 @@ def retention_plan(journal: Path, keep: int, checkpoint_through: int | None) -> 
     beyond = archives[: max(0, len(archives) - keep)]
     covered = [a for a in beyond if checkpoint_through is not None and a.last_seq <= checkpoint_through]
     needed = [a.path for a in beyond if a not in covered and _recovery_needs(a.path)]
-    doomed = [a.path for a in beyond if a.path not in needed]
+    doomed = [a for a in beyond if a.path not in needed]
     return doomed, needed, max((a.last_seq for a in covered), default=0)
 
 

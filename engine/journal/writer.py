@@ -26,8 +26,8 @@ is committed.
 A write lock another connection holds (an sqlite3 shell in a transaction, a backup) is waited
 out: the batch is kept and tried again, for up to `BUSY_GIVE_UP_S` in all, while back-pressure
 holds the engine as on a slow disk; nothing is lost and nothing fails. Any other writer failure
-(disk full, a damaged file, a failed rotation), or a lock held past that, ends the writes to
-SQLite for good; it is raised as `JournalError` by the next `flush` and by close, never
+(disk full, a damaged file, a rotation the main file refuses), or a lock held past that, ends
+the writes to SQLite for good; it is raised as `JournalError` by the next `flush` and by close, never
 swallowed. Its unwritten events are not lost with it: they are appended, as JSON lines (the
 `journal export` shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when
 that fails too (the journal's disk is full): at once, and from then on batch by batch as they
@@ -47,12 +47,18 @@ A damaged -wal is copied beside it (`<journal>-wal.damaged-N`), the writer warns
 `wal_damage` says what was lost, for the runtime to journal and tell the owner. A -wal that ends
 in a write a crash interrupted is normal and only noted.
 
-Rotation (see `rotation`) runs in the writer's connection every `rotation_check_s` seconds
-and when forced with `await journal.rotate(now_ms)`. With a `checkpointer` (set by the runtime:
+Rotation (see `rotation`) runs in the writer's connection when `rotation_check_s` seconds have
+passed since the last check, checked after each batch it commits (a writer that always has
+batches waiting still rotates), and when forced with `await journal.rotate(now_ms)`. With a `checkpointer` (set by the runtime:
 the journal does not import it), each rotation first commits everything emitted, journals the
 `checkpoint` it returns for that flushed history and moves only the seqs the checkpoint covers,
 so retention may delete the archives below it (see `rotation.retention_plan`). One a crash interrupted is finished by the
 next `open`, with a warning naming the seqs moved and the archive, and retention after it.
+A rotation that cannot write its archive (the archive folder's disk full or read-only) ends
+nothing: the main file keeps those events, a warning names the archive folder and the fix,
+and the rotation stays pending, tried again at each check and at the next `open`, which goes
+on opening meanwhile (it refused to, and the engine could not start to manage its positions
+over an archive it had no need to write).
 """
 
 from __future__ import annotations
@@ -75,11 +81,17 @@ import orjson
 
 from engine.config.sections.journal import JournalSection
 from engine.domain import OrderPurpose
-from engine.errors import EventValidationError, HotcoinError, JournalDamagedError, JournalError
+from engine.errors import (
+    ArchiveWriteError,
+    EventValidationError,
+    HotcoinError,
+    JournalDamagedError,
+    JournalError,
+)
 from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation, wal
 from engine.journal.events import validate_event
-from engine.journal.files import list_archives, spill_pattern
+from engine.journal.files import PendingRotation, list_archives, spill_pattern
 from engine.journal.reader import damaged_file_message, json_line
 from engine.journal.schema import (
     DDL,
@@ -197,6 +209,7 @@ class Journal:
         self._rotate_lock = asyncio.Lock()
         self._rotation_check_s = rotation_check_s
         self._last_rotation_check = time.monotonic()
+        self._rotation_error: str | None = None  # why the pending rotation could not write its archive, once said
         self._told_no_vacuum = False
         self.busy_give_up_s = BUSY_GIVE_UP_S  # attributes so a test need not wait a minute
         self.closing_busy_give_up_s = CLOSING_BUSY_GIVE_UP_S
@@ -233,7 +246,11 @@ class Journal:
                 await conn.execute(stmt)
             await _claim_schema_version(conn, path)
             await conn.commit()
-            resumed = await rotation.resume(conn, path, asyncio.Lock())
+            stuck: ArchiveWriteError | None = None
+            try:
+                resumed = await rotation.resume(conn, path, asyncio.Lock())
+            except ArchiveWriteError as exc:  # the events are all still in the main file: open on
+                resumed, stuck = None, exc
             last = await _highest_seq(conn, path)
         except sqlite3.Error as exc:
             await conn.close()
@@ -247,8 +264,10 @@ class Journal:
         journal.wal_damage = wal_damage
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
+            if stuck is not None:
+                await journal._rotation_failed(stuck)
             if resumed is not None:
-                await journal._resumed(*resumed)
+                await journal._resumed(resumed)
             await journal._take_back_spills()
             yield journal
         finally:
@@ -428,14 +447,22 @@ class Journal:
                 return
 
     async def _write_sealed(self) -> bool:
-        """Commit the sealed batches, and rotate when a check is due; raises when SQLite fails."""
+        """Commit the sealed batches, rotating after any of them once a check is due; raises
+        when SQLite fails. The check follows each batch, not the end of the queue: an engine
+        that always emits faster than one batch commits keeps the queue from ever emptying,
+        and a check waiting for that never came (a main file of 699 MB with
+        rotate_max_bytes=1 MB)."""
         while self._sealed:
             await self._write(self._sealed[0])
             self._sealed.popleft()
-        # A rotation already running (`rotate`) may be waiting for this task to write its checkpoint.
-        if time.monotonic() - self._last_rotation_check >= self._rotation_check_s and not self._rotate_lock.locked():
-            await self._rotate(self._newest_ts)
+            if self._rotation_due():
+                await self._rotate(self._newest_ts)
         return True
+
+    def _rotation_due(self) -> bool:
+        """`rotation_check_s` has passed since the last check, and no rotation runs: one already
+        running (`rotate`) may be waiting for this task to write its checkpoint."""
+        return time.monotonic() - self._last_rotation_check >= self._rotation_check_s and not self._rotate_lock.locked()
 
     async def _save_sealed(self) -> bool:
         """After a failure: append the sealed batches to the spill file; False once that fails."""
@@ -524,27 +551,81 @@ class Journal:
             batch.traces[trace_id][0] = found
 
     async def _rotate(self, now_ms: int) -> list[Path]:
+        """Finish the pending rotation if there is one (it could not write its archive before),
+        then archive what is old or over size now; returns the archives written. Nothing new is
+        planned while the pending one cannot finish: a second rotation would move the seqs
+        after it into an archive of its own while the first still waits for them. A failure
+        of the archive (`ArchiveWriteError`) is said and leaves the rotation pending; one of
+        the main file raises `JournalError`."""
         async with self._rotate_lock:
             self._last_rotation_check = time.monotonic()
-            settings = self.settings
-            async with self._db_lock:
-                state = await rotation.measure(self._conn, now_ms=now_ms, max_age_days=settings.rotate_max_age_days)
-            span = rotation.plan(state, max_bytes=settings.rotate_max_bytes)
-            if span is None:
-                return []
-            through = await self._checkpoint(now_ms)
-            if through is not None:
-                span = (span[0], min(span[1], through))
+            archives: list[Path] = []
+            span: tuple[int, int] | None = None
             try:
-                archive = await rotation.move_range(self._conn, self.path, span[0], span[1], self._db_lock)
+                finished = await rotation.resume(self._conn, self.path, self._db_lock)
+                if finished is not None:
+                    self._moved(finished.first, finished.last)
+                    archives.append(finished.archive)
+                    self._rotation_finished(finished)
+                settings = self.settings
+                async with self._db_lock:
+                    state = await rotation.measure(self._conn, now_ms=now_ms, max_age_days=settings.rotate_max_age_days)
+                span = rotation.plan(state, max_bytes=settings.rotate_max_bytes)
+                if span is not None:
+                    through = await self._checkpoint(now_ms)
+                    if through is not None:
+                        span = (span[0], min(span[1], through))
+                    archives.append(await rotation.move_range(self._conn, self.path, span[0], span[1], self._db_lock))
+                    self._moved(*span)
+            except ArchiveWriteError as exc:
+                await self._rotation_failed(exc)
             except sqlite3.Error as exc:
-                raise JournalError(f"journal rotation of seq {span[0]}..{span[1]} failed: {exc}") from exc
-            self.stats.rotations += 1
-            self._known = {t: first for t, first in self._known.items() if first > span[1]}
-            self._unsure = {t: guess for t, guess in self._unsure.items() if t in self._known}
-            await self._reclaim()
-            await self._retain()
-            return [archive]
+                which = f" of seq {span[0]}..{span[1]}" if span is not None else ""
+                raise JournalError(f"journal rotation{which} failed: {exc}{hint(exc, self.path, writing=True)}") from exc
+            if archives:
+                await self._reclaim()
+                await self._retain()
+            return archives
+
+    def _moved(self, first: int, last: int) -> None:
+        """Count a rotation of seqs `first`..`last` and forget the traces whose rows it moved:
+        one that goes on gets a row in the main file (the reader merges them)."""
+        self.stats.rotations += 1
+        self._forget_rows(first, last)
+
+    def _forget_rows(self, first: int, last: int) -> None:
+        """Forget the traces remembered with a `traces` row in `first`..`last`, so one that goes
+        on looks its row up in the main file (`_resolve`) rather than writing one there again
+        at a first_seq a rotation moved (or, when it failed midway, may have moved)."""
+        self._known = {t: seq for t, seq in self._known.items() if not first <= seq <= last}
+        self._unsure = {t: guess for t, guess in self._unsure.items() if t in self._known}
+
+    async def _rotation_failed(self, exc: ArchiveWriteError) -> None:
+        """A rotation could not write its archive: record why beside it (`hotcoin doctor` and
+        `journal check` say it), and warn, once per cause and run (it is tried again at every
+        check). The journal goes on: the main file holds every event it did not move."""
+        await rotation.note_failure(self._conn, self._db_lock, exc)
+        self._forget_rows(exc.first, exc.last)
+        if str(exc) != self._rotation_error:
+            self._rotation_error = str(exc)
+            log.warning("%s", exc)
+        else:
+            log.debug("%s", exc)
+
+    def _rotation_finished(self, done: PendingRotation) -> None:
+        """Say that a rotation left pending finished: a crash interrupted it, or (`error`) it
+        could not write its archive before, which the owner was told of."""
+        self._rotation_error = None
+        if done.error is None:
+            log.warning(
+                "journal %s: finished a rotation a crash had interrupted: moved seq %d..%d to %s",
+                self.path, done.first, done.last, done.archive,
+            )
+        else:
+            log.warning(
+                "journal %s: finished the rotation of seq %d..%d into %s, which could not write its archive before (%s)",
+                self.path, done.first, done.last, done.archive, done.error,
+            )
 
     async def _checkpoint(self, now_ms: int) -> int | None:
         """Commit everything emitted, then journal a checkpoint of it; returns the seq it covers
@@ -592,33 +673,35 @@ class Journal:
                 self.path, self.path,
             )
 
-    async def _resumed(self, first: int, last: int, archive: Path) -> None:
-        """Say that open finished a rotation a crash interrupted, then apply the retention that
-        rotation did not get to: an operator finds out why an archive appeared at start."""
-        log.warning(
-            "journal %s: finished a rotation a crash had interrupted: moved seq %d..%d to %s",
-            self.path, first, last, archive,
-        )
+    async def _resumed(self, done: PendingRotation) -> None:
+        """Say that open finished a rotation a crash interrupted (or that could not write its
+        archive before), then apply the retention that rotation did not get to: an operator
+        finds out why an archive appeared at start."""
+        self._rotation_finished(done)
         await self._retain()
 
     async def _retain(self) -> None:
         """Apply `retention_archives`, saying which archives it keeps beyond it, and why. What a
         deletion takes from recovery (seqs up to `pruned_through`) is recorded first, so
-        recovery never builds on a checkpoint older than that, or on a history missing it."""
+        recovery never builds on a checkpoint older than that, or on a history missing it; so
+        is the seq range of every archive it deletes (`rotation.note_deleted`), checkpoint or
+        not, so `journal check` and `export` know those seqs were deleted on purpose."""
         async with self._db_lock:
             found = await rotation.meta_int(self._conn, "checkpoint_through")
         doomed, needed, pruned = await asyncio.to_thread(
             rotation.retention_plan, self.path, self.settings.retention_archives, found
         )
-        if pruned:
+        if doomed:
             async with self._db_lock:
-                await self._conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('pruned_through', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    (str(pruned),),
-                )
+                if pruned:
+                    await self._conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('pruned_through', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                        (str(pruned),),
+                    )
+                await rotation.note_deleted(self._conn, [(a.first_seq, a.last_seq) for a in doomed])
                 await self._conn.commit()
-        await asyncio.to_thread(rotation.delete_archives, doomed)
+        await asyncio.to_thread(rotation.delete_archives, [a.path for a in doomed])
         self.stats.archives_deleted += len(doomed)
         if needed:
             log.info(

@@ -4,8 +4,8 @@ what it saw, and the fix.
 Checks: the config (and settings that are legal but risky), the model the engine would load
 (through the same loader, passed in by the command as the engine gets it), whether the data dir and the
 journal's folder can be made or written in, the journal (SQLite quick_check
-on the main file and archives, naming the full `hotcoin journal check` on a large journal, and
-size against rotation), free disk space (the data dir's filesystem and the journal's), the clock against
+on the main file and archives, naming the full `hotcoin journal check` on a large journal,
+size against rotation, and a rotation that cannot write its archive), free disk space (the data dir's filesystem and the journal's), the clock against
 the exchange's (signed requests fail beyond recvWindow; skipped against a sim-exchange at a speed
 other than x1, whose time is simulated), the secrets file's permissions, whether
 other users can read the data dir and the journal, the API key's own restrictions (a key that
@@ -45,7 +45,7 @@ from engine.config import HotcoinConfig, LoadedConfig
 from engine.config.locations import folder_problem
 from engine.config.sections.notify import http_url_problem
 from engine.errors import JournalError
-from engine.journal.files import list_archives
+from engine.journal.files import ROTATION_KEY, PendingRotation, list_archives, pending_rotation
 from engine.journal.reader import open_read_only
 from engine.journal.wal import inspect_settled
 from engine.loopback import is_loopback_host
@@ -140,11 +140,15 @@ def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: i
                          "journal's lock, -wal and -shm files there", JOURNAL_FOLDER_FIX))  # fmt: skip
     files = [path, *(a.path for a in list_archives(path))]
     bad: list[str] = []
+    pending: PendingRotation | None = None
     for f in files:
         try:
             conn = open_read_only(f)  # an archive a crash left mid-rotation is rolled back first
             try:
                 verdict = "; ".join(r[0] for r in conn.execute("PRAGMA quick_check"))
+                if f == path and verdict == "ok":
+                    row = conn.execute("SELECT value FROM meta WHERE key = ?", (ROTATION_KEY,)).fetchone()
+                    pending = pending_rotation(path, None if row is None else str(row[0]))
             finally:
                 conn.close()
         except (sqlite3.Error, JournalError) as exc:
@@ -174,7 +178,22 @@ def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: i
     out.append(Check("journal.size", status, f"main {size / 1e6:,.1f} MB (rotates at {rotate_max_bytes / 1e6:,.0f} MB), "
                      f"{len(files) - 1} archive(s), {total / 1e6:,.1f} MB in all",
                      "rotation is behind: is the engine running? see journal.rotate_max_bytes" if status is Status.WARN else ""))  # fmt: skip
+    if pending is not None and pending.error is not None:
+        out.append(stuck_rotation(pending))
     return out
+
+
+def stuck_rotation(pending: PendingRotation) -> Check:
+    """A rotation that could not write its archive the last time the engine tried (`meta`
+    'rotation', see `files.PendingRotation`): the archive folder may be on a disk of its own
+    (a link) that the disk checks do not look at. Nothing is lost, so a warning, with that
+    disk's free space now."""
+    folder = pending.archive.parent
+    try:
+        free = f"; {shutil.disk_usage(_existing(folder)).free / 1e6:,.1f} MB free there now"
+    except OSError as exc:
+        free = f"; its disk cannot be read now ({exc.strerror or exc})"
+    return Check("journal.rotation", Status.WARN, f"{pending.describe()}{free}", pending.fix or "")
 
 
 def _existing(path: Path) -> Path:

@@ -181,7 +181,7 @@ def export(
     for u in unwritten:
         _note(
             f"included {len(u.rows)} event(s) (seq {u.first}..{u.last}) not yet in the journal, from {u.path}: a failed "
-            "writer saved them there, and the engine's next start takes them back"
+            f"writer saved them there, and {u.next_start()}"
         )
     if skipped:
         typer.secho(f"hotcoin: left out {_seqs(len(skipped), skipped)}", fg=typer.colors.YELLOW, err=True)
@@ -360,10 +360,41 @@ def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt
             counts = [str(r[k]) if r[k] is not None else "-" for k in ("events", "damaged_events")]
             table.add_row(Path(r["path"]).name, r["integrity"], size, *counts, seqs, traces)
         Console(highlight=False).print(table)
+    if (deleted := _deleted(report[0])) is not None:
+        typer.echo(f"hotcoin: {deleted}", err=True)  # information: retention does it on purpose
+    if (stuck := _stuck_rotation(report[0])) is not None:
+        _note(stuck)  # no damage (nothing is lost), but the owner's to fix
     for problem in problems:
         typer.secho(f"hotcoin: {problem}", fg=typer.colors.RED, err=True)
     if problems:
         raise typer.Exit(1)
+
+
+def _deleted(main: dict[str, Any]) -> str | None:
+    """The line for the seqs retention deleted with their archives (`JournalReader.deleted`):
+    said as what it is, so they are not taken for lost events."""
+    deleted = main.get("deleted") or []
+    if not deleted:
+        return None
+    shown = ", ".join(f"seq {first}..{last}" if first != last else f"seq {first}" for first, last in deleted[:LISTED_GAPS])
+    count = sum(last - first + 1 for first, last in deleted)
+    return (
+        f"{count} older event(s) ({shown}{' …' if len(deleted) > LISTED_GAPS else ''}) were deleted on purpose, "
+        "with their archives, by retention (journal.retention_archives): not lost"
+    )
+
+
+def _stuck_rotation(main: dict[str, Any]) -> str | None:
+    """The line for a rotation that cannot write its archive (`JournalReader.pending_rotation`):
+    no event is lost (they stay in the main file, which grows meanwhile), but only the owner
+    can give the archive folder's disk the room or the write access it needs."""
+    from engine.journal.files import PendingRotation
+
+    rotation = main.get("rotation")
+    if not rotation or not rotation["error"]:
+        return None
+    pending = PendingRotation(Path(rotation["archive"]), rotation["first_seq"], rotation["last_seq"], rotation["error"], rotation["fix"])
+    return f"{pending.describe()}; {pending.fix}"
 
 
 def _damage(r: dict[str, Any]) -> str | None:
@@ -398,7 +429,7 @@ def _unknown(r: dict[str, Any]) -> str:
 def _lost(journal: Path, main: dict[str, Any]) -> list[str]:
     """The lines for events the journal's files do not hold: seqs missing between or inside
     them, and events a failed writer saved to a spill file that the engine has not taken back."""
-    from engine.journal.reader import Gap
+    from engine.journal.reader import Gap, next_start
 
     found = []
     if main.get("missing"):
@@ -409,8 +440,8 @@ def _lost(journal: Path, main: dict[str, Any]) -> list[str]:
         else:
             found.append(
                 f"{spill['events']} event(s) (seq {spill['first_seq']}..{spill['last_seq']}) are not yet in the journal "
-                f"(in {spill['path']}): a failed writer saved them there; the engine's next start (`hotcoin run`) takes "
-                "them back, and `hotcoin journal export` includes them"
+                f"(in {spill['path']}): a failed writer saved them there; {next_start(spill['taken_back'], spill['journal_end'])}, "
+                "and `hotcoin journal export` includes them"
             )
     return found
 

@@ -120,6 +120,53 @@ def test_events_retention_deleted_are_not_missing(journal: tuple[Path, list[Writ
     assert orjson.loads(out)[0]["missing"] == []
 
 
+def test_archives_retention_deleted_without_a_checkpoint_are_not_missing(tmp_path: Path) -> None:
+    """Audit: a backtest's journal (no checkpoints) after retention: `journal check` said
+    "missing 66885 event(s) ... restore it from a backup" and `journal export` refused. The
+    deleted ranges are said as what they are, and the export goes on."""
+    import asyncio
+
+    from engine.config.sections.journal import JournalSection
+    from engine.journal.writer import Journal
+
+    path = tmp_path / "bt.sqlite"
+    day = 86_400_000
+
+    async def backtest() -> None:
+        settings = JournalSection(rotate_max_age_days=1.0, retention_archives=1)
+        async with Journal.open(path, settings) as j:
+            for n in range(3):
+                for i in range(4):
+                    j.emit("risk_event", ts_ms=T0 + n * 2 * day + i, payload={"code": "tick", "level": "L1", "detail": "x"})
+                await j.rotate(now_ms=T0 + (n * 2 + 2) * day + 10)
+
+    asyncio.run(backtest())
+    code, out, err = invoke("journal", "check", "-j", str(path), "--json")
+    assert code == 0, err
+    assert (orjson.loads(out)[0]["missing"], orjson.loads(out)[0]["deleted"]) == ([], [[1, 8]])
+    assert "8 older event(s) (seq 1..8) were deleted on purpose, with their archives, by retention" in err
+    assert "missing" not in err and "backup" not in err
+    dest = tmp_path / "out.jsonl"
+    code, _, err = invoke("journal", "export", "-j", str(path), "-o", str(dest))
+    assert code == 0, err
+    assert _exported(dest) == [9, 10, 11, 12]
+
+
+def test_check_names_a_rotation_that_cannot_write_its_archive(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    """Nothing is damaged (the main file holds every event), but the owner must give the
+    archive folder's disk room: said, and the check still passes."""
+    path, _ = journal
+    archive = path.with_name("journal.archive") / "journal-1-10.sqlite"
+    marker = {"archive": archive.name, "first": 1, "last": 10, "error": "database or disk is full", "fix": "free space there"}
+    _sql(path, f"INSERT INTO meta (key, value) VALUES ('rotation', '{orjson.dumps(marker).decode()}')")
+    code, out, err = invoke("journal", "check", "-j", str(path), "--json")
+    assert code == 0, err
+    assert orjson.loads(out)[0]["rotation"] == {
+        "archive": str(archive), "first_seq": 1, "last_seq": 10, "error": "database or disk is full", "fix": "free space there"
+    }  # fmt: skip
+    assert f"the rotation of seq 1..10 cannot write its archive {archive}: database or disk is full; free space there" in err
+
+
 # -- 2: events a failed writer saved ------------------------------------------------------------
 
 
@@ -147,7 +194,7 @@ def test_events_saved_by_a_failed_writer_are_named_and_exported(journal: tuple[P
     code, out, err = invoke("journal", "check", "-j", str(path), "--json")
     assert code == 1
     assert orjson.loads(out)[0]["unwritten"] == [
-        {"path": str(spill), "events": 2, "first_seq": 11, "last_seq": 12, "error": None}
+        {"path": str(spill), "events": 2, "first_seq": 11, "last_seq": 12, "error": None, "taken_back": True, "journal_end": 10}
     ]
     assert f"2 event(s) (seq 11..12) are not yet in the journal (in {spill})" in err
     dest = tmp_path / "out.jsonl"
@@ -158,6 +205,30 @@ def test_events_saved_by_a_failed_writer_are_named_and_exported(journal: tuple[P
     for args in (["traces"], ["replay", traces[0].trace_id]):
         code, _, err = invoke(*args, "-j", str(path))
         assert code == 0 and f"a failed writer saved them in {spill}" in err, err
+
+
+def test_saved_events_the_next_start_refuses_are_not_said_to_come_back(journal: tuple[Path, list[WrittenTrace]]) -> None:
+    """Saved events that do not continue the journal (seq 11 gone from both): the next start
+    refuses them, so check must not say it takes them back."""
+    import asyncio
+
+    from engine.journal.writer import Journal
+
+    path, _ = journal
+    spill = _spill(path)
+    spill.write_bytes(spill.read_bytes().splitlines(keepends=True)[1])  # seq 12 only
+    code, out, err = invoke("journal", "check", "-j", str(path), "--json")
+    assert code == 1
+    assert [(u["taken_back"], u["journal_end"]) for u in orjson.loads(out)[0]["unwritten"]] == [(False, 10)]
+    assert "takes them back" not in err
+    assert "the engine's next start (`hotcoin run`) refuses them, as the saved events do not continue the journal (it ends at seq 10)" in err
+
+    async def start() -> None:
+        async with Journal.open(path):
+            pass
+
+    with pytest.raises(JournalError, match="do not continue it"):
+        asyncio.run(start())
 
 
 # -- 3: a damaged old archive -------------------------------------------------------------------

@@ -413,3 +413,61 @@ async def test_a_reader_leaves_a_live_writers_archive_transaction_alone(tmp_path
             assert [e.seq for e in reader.events()] == list(range(1, 11))
         live.execute("COMMIT")
     assert count(archive.path, "SELECT COUNT(*) FROM events") == 5
+
+
+async def test_retention_without_checkpoints_records_what_it_deletes(tmp_path: Path) -> None:
+    """A backtest's journal has no checkpointer: retention deleted its quiet archives without
+    a record, and `journal check` then called 66,885 seqs lost ("restore it from a backup"),
+    `journal export` refused. Each deleted archive's range is recorded, apart from the
+    checkpoint-bound `pruned_through` recovery reads; one kept for recovery stays between."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(retention_archives=1)) as j:
+        for day in range(4):
+            for i in range(5):
+                if day == 1 and i == 0:
+                    j.emit("fill", ts_ms=T0 + day * 2 * DAY_MS, symbol="DOGE/USDT", payload=FILL)  # recovery replays it
+                else:
+                    j.emit("risk_event", ts_ms=T0 + day * 2 * DAY_MS + i, payload=TICK)
+            await j.rotate(now_ms=T0 + (day * 2 + 2) * DAY_MS + 10)
+        assert j.stats.archives_deleted == 2
+    assert [(a.first_seq, a.last_seq) for a in list_archives(path)] == [(6, 10), (16, 20)]
+    with JournalReader(path) as reader:
+        assert reader.deleted() == [(1, 5), (11, 15)]
+        assert reader.missing() == []
+        assert reader.meta("pruned_through") is None  # no checkpoint: recovery's record is untouched
+        assert reader.check()[0]["deleted"] == [[1, 5], [11, 15]]
+        buf = io.BytesIO()
+        assert reader.export_jsonl(buf) == 10
+    async with Journal.open(path, settings(retention_archives=1)) as j:  # and the record grows, merged
+        j.emit("risk_event", ts_ms=T0 + 9 * DAY_MS, payload=TICK)
+        await j.rotate(now_ms=T0 + 11 * DAY_MS)
+    with JournalReader(path) as reader:
+        assert reader.deleted() == [(1, 5), (11, 20)]
+        assert reader.missing() == []
+
+
+async def test_the_writer_rotates_while_its_queue_never_empties(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine emitting faster than the writer commits: the rotation check waited for the
+    queue of sealed batches to empty, which never came (702,000 events, a 699 MB main file
+    with rotate_max_bytes at 1 MB). It follows each committed batch once due."""
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path, settings(batch_size=10), rotation_check_s=0) as j:
+        for i in range(10):
+            j.emit("risk_event", ts_ms=T0 + i, payload=TICK)  # one old batch
+        real = j._try_write
+        backlog: list[int] = []  # rotations seen at each write, while a batch still waits behind it
+
+        async def busy(batch: Any) -> None:
+            if len(backlog) < 20:  # the engine seals another batch while each one is written
+                for i in range(10):
+                    j.emit("risk_event", ts_ms=T0 + 3 * DAY_MS + i, payload=TICK)
+                backlog.append(j.stats.rotations)
+            await real(batch)
+
+        monkeypatch.setattr(j, "_try_write", busy)
+        await eventually(lambda: len(backlog) == 20)
+        await j.flush()
+    assert backlog[-1] >= 1, backlog
+    assert list_archives(path)[0].first_seq == 1
+    with JournalReader(path) as reader:
+        assert [e.seq for e in reader.events()] == list(range(1, 211))

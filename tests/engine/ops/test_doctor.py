@@ -116,6 +116,39 @@ def test_a_journal_killed_mid_rotation_passes_its_check(tmp_path: Path) -> None:
     assert (check.status, check.detail) == (Status.OK, "quick_check ok on 3 file(s)")
 
 
+async def test_a_rotation_that_cannot_write_its_archive_is_a_warning_naming_that_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive folder may be a link to a disk of its own, full while the journal's has
+    room: the disk checks pass, and the pending rotation the engine keeps trying is named, with
+    the archive folder's fix."""
+    from engine.journal import rotation
+    from engine.journal.files import archive_dir
+    from tests.kit.sqlite_faults import sqlite_error
+
+    async def full(*_: object) -> None:
+        raise sqlite_error("SQLITE_FULL")
+
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        for i in range(5):
+            j.emit("risk_event", ts_ms=1000 + i, payload={"code": "x", "level": "L1", "detail": "y"})
+        monkeypatch.setattr(rotation, "_copy", full)
+        assert await j.rotate(now_ms=1000 + 100 * 86_400_000) == []
+    check = by_name(check_journal(path, 2_000_000_000))["journal.rotation"]
+    folder = archive_dir(path)
+    assert check.status is Status.WARN
+    assert check.detail.startswith(
+        f"the rotation of seq 1..5 cannot write its archive {folder / 'journal-1-5.sqlite'}: database or disk is full; "
+    )
+    assert "MB free there now" in check.detail
+    assert check.fix.startswith(f"the disk holding the archive folder {folder} is full: free space there")
+    monkeypatch.undo()
+    async with Journal.open(path):  # the next start finishes it
+        pass
+    assert "journal.rotation" not in by_name(check_journal(path, 2_000_000_000))
+
+
 def test_a_damaged_journal_fails(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
