@@ -27,11 +27,11 @@ def price(value: float) -> str:
 def quantity(value: float) -> str:
     """Compact size: 1,170.7 / 370.8M / 40.1B, and four significant digits below 100 written
     out (0.00006 BTC, what a minimum order buys, not 6e-05)."""
+    if not math.isfinite(value):
+        return "—"
     for limit, suffix in ((1e9, "B"), (1e6, "M")):
         if abs(value) >= limit:
             return f"{value / limit:.1f}{suffix}"
     if abs(value) >= 100:
         return f"{value:,.1f}"
-    if not math.isfinite(value):
-        return "—"
     return format(Decimal(f"{value:.4g}"), "f")

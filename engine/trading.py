@@ -57,6 +57,7 @@ from engine.portfolio.positions import (
     BookChange,
     Holding,
     PositionBook,
+    PositionError,
     as_booked,
 )
 from engine.portfolio.risk import RiskEvent, RiskManager
@@ -611,21 +612,37 @@ class TradingCore:
 
     # ----------------------------------------------------------------- order updates
     def on_order_update(self, update: OrderUpdate, now_ms: int) -> None:
-        """Book the fills of one order update and release what a finished order reserved."""
+        """Book the fills of one order update and release what a finished order reserved.
+
+        A fill the book refuses (a sell of coins not held, or of more than is held; a price of
+        0) is journaled as a `fill_refused` risk event and booked as nothing: cash and the seen
+        trade ids stay as they were (a redelivery of the fill as it should be is booked then).
+        The order's lifecycle still goes on: a finished order is released, so its position's
+        exits and a close-all are not held up forever by an exit "in flight". (Raised instead,
+        it left the exit pending for good, or stopped the engine.)"""
         order = update.order
         cid = order.client_order_id
         cause = update.journal_seq if update.journal_seq is not None else self.causes.get(cid)
         for fill in update.fills:
             if fill.trade_id in self._seen_trades:
                 continue
-            # The book checks the fill before anything else moves: one it refuses (a sell of more
-            # than is held, a price of 0) raises with cash, journal and the seen ids untouched,
-            # so the fill can be booked once a reconcile has set things right.
+            # The book checks the fill before anything else moves: one it refuses raises with
+            # cash, journal and the seen ids untouched.
             held = self.book.get(fill.symbol)
             legs = held.exit_legs if held is not None else 0
             fill, fee_rate = self._value_fee(fill)
             booked, cash_moved = as_booked(fill)  # a fee taken in coins: fewer coins, no cash fee
-            change = self.book.apply(booked)
+            try:
+                change = self.book.apply(booked)
+            except PositionError as exc:
+                self._alert(
+                    "fill_refused",
+                    f"{fill.symbol}: a fill of order {cid} was not booked: {exc}; compare the exchange's "
+                    "balances with the positions (`hotcoin doctor`) and settle by hand",
+                    ts_ms=now_ms, trace_id=fill.trace_id or order.trace_id or None, symbol=fill.symbol, cause=cause,
+                    value=fill.quantity, threshold=held.position.quantity if held is not None else 0.0,
+                )  # fmt: skip
+                continue
             self._seen_trades[fill.trade_id] = None
             if len(self._seen_trades) > _SEEN_TRADES:
                 self._seen_trades.popitem(last=False)

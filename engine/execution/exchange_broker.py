@@ -37,6 +37,8 @@ What it adds on top of the gateway:
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -57,6 +59,9 @@ from engine.market.gateway import Balance
 
 T = TypeVar("T")
 
+log = logging.getLogger("hotcoin.broker")
+
+ANOMALIES_KEPT = 1000  # the broker's latest anomalies, and the other clients' order ids it has logged
 NEVER_REACHED = "the exchange does not know the order: its create never reached the exchange"
 LANDED_LATE = "the exchange placed the order late, after it had been taken as never reached"
 # How long after its create an order rejected as never reached is still looked for. Binance's
@@ -154,7 +159,10 @@ class ExchangeBroker(Broker):
         self._expires: dict[str, int] = {}  # orders recovery hands back: no intent, the journal's expiry
         self._last_reconcile_ms: int | None = None
         self._late: dict[str, _Watch] = {}  # client id -> its watch, for orders that may land late
-        self.anomalies: list[Anomaly] = []
+        # What the exchange said that we did not take as it came, newest last: kept for the
+        # tests and a debugger, bounded, as a broker lives all day and a stream repeats itself.
+        self.anomalies: deque[Anomaly] = deque(maxlen=ANOMALIES_KEPT)
+        self._foreign_told: dict[str, None] = {}  # ids of other clients' pushed orders already logged
 
     @staticmethod
     def _pending(intent: OrderIntent, now_ms: int) -> Order:
@@ -328,8 +336,26 @@ class ExchangeBroker(Broker):
             # own lost orders are adopted by the reconcile, which takes open ones only.
             if is_ours(cid):
                 self.anomalies.append(Anomaly(cid, f"ignored: pushed, but not an order this broker tracks ({order.status.value})"))
+                self._tell_foreign(order)
             return None
         return await self._absorb_lookup(order, now_ms)
+
+    def _tell_foreign(self, order: Order) -> None:
+        """Log, once per order, that another client trades on this API key with ids of our
+        format (another hotcoin, say): its orders are left alone, and its trades move the
+        account's balances under ours, which the balance audit will then report."""
+        cid = order.client_order_id
+        if cid in self._foreign_told:
+            return
+        self._foreign_told[cid] = None
+        if len(self._foreign_told) > ANOMALIES_KEPT:
+            del self._foreign_told[next(iter(self._foreign_told))]
+        log.warning(
+            "order %s (%s %s, %s) was pushed by the exchange but is not one this engine placed: another "
+            "client trades on this API key with ids like ours (another hotcoin?); it is ignored, give each "
+            "engine its own API key",
+            cid, order.side.value, order.symbol, order.status.value,
+        )  # fmt: skip
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
         """Cancel an order; its update (finished, unless the exchange had it as pending cancel).

@@ -42,7 +42,6 @@ from engine.errors import FAULT_ERRORS, InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
 from engine.execution.router import Durable, JournalFailure, OrderRouter
-from engine.portfolio.positions import PositionError
 from engine.runtime.feed import MarketFeed
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs
 from engine.runtime.tap import Tap
@@ -338,32 +337,11 @@ class TradingCycle:
 
     def book(self, updates: list[OrderUpdate], now: int) -> None:
         """Order updates, each already journaled by the router (`journal_seq`), into the core,
-        then to `on_update`.
-
-        A fill the book refuses (`PositionError`: a sell of coins not held, more than held) is
-        journaled as a `fill_refused` risk event and logged, and the loop goes on: raised from
-        here it stopped the engine, every other position left unwatched, over one order the
-        exchange and our records disagree on (coins sold by hand, another client's order under
-        an id like ours). The core booked nothing of it, as it promises, for a reconcile to
-        set right."""
+        then to `on_update`."""
         core = self.core
         assert core is not None
         for update in updates:
-            try:
-                core.on_order_update(update, now)
-            except PositionError as exc:
-                order = update.order
-                detail = (
-                    f"{order.symbol}: a fill of order {order.client_order_id} was not booked: {exc}; "
-                    "compare the exchange's balances with the positions (`hotcoin doctor`) and settle by hand"
-                )
-                log.error("%s", detail)
-                payload = {"code": "fill_refused", "level": core.risk.level.name, "detail": detail, "symbol": order.symbol}
-                self.tap.emit(
-                    "risk_event", ts_ms=now, payload=payload, trace_id=order.trace_id or None, symbol=order.symbol,
-                    cause=update.journal_seq,
-                )  # fmt: skip
-                continue
+            core.on_order_update(update, now)
             if self._on_update is not None:
                 self._on_update(update)
 

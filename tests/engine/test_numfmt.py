@@ -25,6 +25,7 @@ def test_a_price_rounding_up_to_the_next_power_of_ten_keeps_its_magnitude(value:
     (12.5, "12.5"),
     (99.99996, "100"),
     (0.0, "0"),
-], ids=["tiny", "tinier", "tens", "rounds-to-100", "zero"])  # fmt: skip
+    (float("inf"), "—"),  # was infB
+], ids=["tiny", "tinier", "tens", "rounds-to-100", "zero", "inf"])  # fmt: skip
 def test_a_small_quantity_is_written_out(value: float, shown: str) -> None:
     assert quantity(value) == shown

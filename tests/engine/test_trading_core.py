@@ -706,13 +706,13 @@ async def test_an_infinite_quote_is_ignored_not_traded_on() -> None:
 
 
 async def test_a_fill_the_book_refuses_changes_no_cash_and_can_be_booked_later() -> None:
-    """A sell of more than is held raises before cash, journal or the seen trade ids move; the
-    same fill, once the book holds enough, is booked (a redelivery is not skipped as seen)."""
+    """A sell of more than is held is a `fill_refused` risk event, booked as nothing: cash, the
+    position and the seen trade ids do not move; the same fill redelivered as it should be is
+    booked (not skipped as seen)."""
     from decimal import Decimal
 
     from engine.domain import Fill, Order, OrderType, Side
     from engine.execution.broker import OrderUpdate
-    from engine.portfolio.positions import PositionError
 
     h = Harness(n=1)
     await h.enter()
@@ -724,18 +724,48 @@ async def test_a_fill_the_book_refuses_changes_no_cash_and_can_be_booked_later()
     order = Order(cid, "x1", s, Side.SELL, OrderType.MARKET, OrderStatus.FILLED, Decimal(repr(too_much)),
                   Decimal(repr(too_much)), average_price=ENTRY_PRICE, trace_id=pos.trace_id, purpose=OrderPurpose.STOP_LOSS)  # fmt: skip
     fill = Fill("t-1", cid, s, Side.SELL, ENTRY_PRICE, too_much, 0.1, mk.NOW + 5000, pos.trace_id)
-    with pytest.raises(PositionError, match="exceeds"):
-        h.core.on_order_update(OrderUpdate(order, (fill,)), mk.NOW + 5000)
-    assert (h.core.cash, len(h.sink.events), h.core.book.holdings[s].position.quantity) == (cash, events, pos.quantity)
+    h.core.on_order_update(OrderUpdate(order, (fill,)), mk.NOW + 5000)
+    refused = [e for e in h.sink.events[events:] if e.kind != "risk_level"]
+    assert [(e.kind, e.payload["code"]) for e in refused] == [("risk_event", "fill_refused")]
+    assert "exceeds" in refused[0].payload["detail"] and refused[0].trace_id == pos.trace_id
+    assert (h.core.cash, h.core.book.holdings[s].position.quantity) == (cash, pos.quantity)
+    events = len(h.sink.events)
     zero = Fill("t-2", "hc-x-e1", s, Side.BUY, 0.0, 10.0, 0.5, mk.NOW + 6000, "x")
     buy = Order("hc-x-e1", "x2", s, Side.BUY, OrderType.MARKET, OrderStatus.FILLED, Decimal(10), Decimal(10), trace_id="x")
-    with pytest.raises(PositionError, match="positive"):
-        h.core.on_order_update(OrderUpdate(buy, (zero,)), mk.NOW + 6000)
-    assert (h.core.cash, len(h.sink.events)) == (cash, events)
+    h.core.on_order_update(OrderUpdate(buy, (zero,)), mk.NOW + 6000)
+    assert [e.payload["code"] for e in h.sink.events[events:] if e.kind == "risk_event"] == ["fill_refused"]
+    assert "positive" in h.sink.events[-1].payload["detail"] and h.core.cash == cash
     exact = Fill("t-1", cid, s, Side.SELL, ENTRY_PRICE, pos.quantity, 0.1, mk.NOW + 7000, pos.trace_id)  # the reconciled report
     h.core.on_order_update(OrderUpdate(order, (exact,)), mk.NOW + 7000)
     assert s not in h.core.book.holdings
     assert h.core.cash == pytest.approx(cash + pos.quantity * ENTRY_PRICE - 0.1)
+
+
+async def test_an_exit_whose_fill_the_book_refuses_is_released_and_the_position_exits_again() -> None:
+    """The close-all's sell reported filled for more than the book holds: refused, the order was
+    left as the position's exit in flight for good (the broker has it finished and never reports
+    it again), so its stops and the close-all skipped the position for the rest of the run."""
+    import dataclasses
+    from decimal import Decimal
+
+    from engine.domain import Fill, Order
+    from engine.execution.broker import OrderUpdate
+
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    now = mk.NOW + 60_000
+    h.core.begin_close_all(now)
+    (sell,) = h.core.close_all_intents(now)
+    held = h.core.book.holdings[s]
+    assert held.pending_exit == sell.client_order_id
+    twice = sell.quantity * 2
+    order = dataclasses.replace(Order.from_intent(sell, OrderStatus.FILLED, now), filled_qty=twice, average_price=ENTRY_PRICE)
+    fill = Fill("t-x", sell.client_order_id, s, sell.side, ENTRY_PRICE, float(twice), 0.0, now, sell.trace_id)
+    h.core.on_order_update(OrderUpdate(order, (fill,)), now)
+    assert held.pending_exit is None and h.core.book.holdings[s] is held
+    (again,) = h.core.close_all_intents(now + 1000)  # the close-all goes on with what is held
+    assert again.symbol == s and again.quantity <= Decimal(repr(held.position.quantity))
 
 
 async def test_a_position_reopened_by_its_resting_entry_exits_on_a_new_client_id() -> None:

@@ -334,7 +334,7 @@ async def test_a_fill_found_by_lookup_after_a_lost_reply_is_booked_with_its_trad
     update = await broker.submit(intent, T0)
     (fill,) = update.fills
     assert fill.quantity == 100.0 and fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.03)
-    assert gw.calls == ["create_order", "fetch_order", "fetch_my_trades"] and broker.anomalies == []
+    assert gw.calls == ["create_order", "fetch_order", "fetch_my_trades"] and not broker.anomalies
 
 
 async def test_a_resting_limit_filled_unseen_is_booked_with_its_commission_by_reconcile() -> None:
@@ -360,7 +360,7 @@ async def test_a_fill_pushed_without_its_commission_gets_its_trades_commission()
     assert u is not None
     (fill,) = u.fills
     assert fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.03)
-    assert broker.anomalies == [] and gw.calls[-1] == "fetch_my_trades"
+    assert not broker.anomalies and gw.calls[-1] == "fetch_my_trades"
 
 
 async def test_trades_found_by_lookup_sum_their_commissions_exactly() -> None:

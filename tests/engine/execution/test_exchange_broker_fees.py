@@ -89,7 +89,7 @@ async def test_each_partial_fills_commission_is_booked_once_across_a_user_stream
         assert len(trades) == 4 and len(fills) == 4
         assert [Decimal(repr(f.fee_base)) for f in fills] == [t.commission for t in trades]
         assert Decimal(repr(sum(f.fee_base for f in fills))) == sum(t.commission for t in trades) == Decimal("0.1")
-        assert broker.anomalies == []
+        assert not broker.anomalies
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -99,10 +99,13 @@ async def test_a_failing_user_stream_is_asked_again_and_its_pushes_still_booked(
     assert "fills are still found by the reconcile" in failed[0]
 
 
-async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(tmp_path: Path) -> None:
+async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Another hotcoin on the same API key makes ids of our format. Pushed, its filled MARKET
     buy became our position (its cash spent from ours) and its sell of coins we do not hold
-    raised out of the loop: the engine stopped with every position unwatched."""
+    raised out of the loop: the engine stopped with every position unwatched. Each such order
+    is logged once, with the fix (one API key per engine)."""
     config = quiet_config(**{
         "trading.execution.entry_order_type": "limit",
         "trading.execution.limit_expiry_ms": DAY_MS,
@@ -125,8 +128,9 @@ async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(tm
                     make_intent(symbol=symbol, side=side, client_order_id=cid, quantity=Decimal(50)),
                     OrderStatus.FILLED, T0, exchange_order_id=f"other-{side.value}",
                 )
-                gateway.push_order_update(dataclasses.replace(other, filled_qty=Decimal(50), average_price=0.3))
-            await eventually(lambda: len([a for a in broker.anomalies if "not an order this broker tracks" in a.detail]) == 2)
+                for _ in range(2):  # NEW, then FILLED: told once
+                    gateway.push_order_update(dataclasses.replace(other, filled_qty=Decimal(50), average_price=0.3))
+            await eventually(lambda: len([a for a in broker.anomalies if "not an order this broker tracks" in a.detail]) == 4)
             cycles = rig.engine.stats.cycles
             await eventually(lambda: rig.engine.stats.cycles > cycles + 2)
             assert not run.done(), "the engine stopped"
@@ -136,6 +140,8 @@ async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(tm
             await run
     with JournalReader(path) as reader:
         assert not [e for e in reader.events(kinds=["order_result", "fill"]) if "abcdefabcdefabcd" in str(e.payload)]
+    told = [r.getMessage() for r in caplog.records if "not one this engine placed" in r.getMessage()]
+    assert len(told) == 2 and all("give each engine its own API key" in m for m in told)
 
 
 async def test_a_fill_the_book_refuses_is_a_risk_event_not_the_end_of_the_engine(tmp_path: Path) -> None:
