@@ -127,15 +127,26 @@ class _Quotes:
     last: dict[str, tuple[float, float]] = field(default_factory=dict)  # held symbols' last (bid, ask)
 
     def get(self, symbol: str) -> tuple[float, float] | None:
-        if self.batch is not None:
-            if self.index is None:
-                self.index = {s: i for i, s in enumerate(self.batch.symbols)}
-            i = self.index.get(symbol)
-            if i is not None:
-                bid, ask = float(self.batch.bid[i]), float(self.batch.ask[i])
-                if 0.0 < bid < _INF and 0.0 < ask < _INF:  # an infinite quote is a broken tick, not a price
-                    return bid, ask
+        """The latest usable (bid, ask) of `symbol`: this batch's if it is a price, else the
+        last one a held coin was marked at (None for a coin not held).
+
+        A broken tick is no price: a bid or ask of 0 or infinity, or a crossed one (bid over
+        ask: nobody sells above what somebody bids). A crossed bid passed the spread check as a
+        negative spread, an entry was sent, and the position was marked at that bid, an
+        instant gain it never had (and a trailing peak no sell could reach)."""
+        tick = self.tick(symbol)
+        if tick is not None and 0.0 < tick[0] <= tick[1] < _INF:
+            return tick
         return self.last.get(symbol)
+
+    def tick(self, symbol: str) -> tuple[float, float] | None:
+        """This batch's (bid, ask) of `symbol` as it came, broken or not (None: not in it)."""
+        if self.batch is None:
+            return None
+        if self.index is None:
+            self.index = {s: i for i, s in enumerate(self.batch.symbols)}
+        i = self.index.get(symbol)
+        return None if i is None else (float(self.batch.bid[i]), float(self.batch.ask[i]))
 
 
 class TradingCore:
@@ -150,7 +161,7 @@ class TradingCore:
         run_id: str = "run",
     ) -> None:
         self.settings = settings
-        self.markets = markets
+        self._markets = markets  # see `markets`
         self.sink = sink
         self.run_id = run_id
         self.history: BarSource = history or BarHistory(settings.signals.timeframe)
@@ -193,6 +204,25 @@ class TradingCore:
 
     # ----------------------------------------------------------------- state seen from outside
     @property
+    def markets(self) -> Mapping[str, Market]:
+        """Market info (filters, step sizes) by symbol: the latest refresh's, plus the last one
+        known of each coin still held or bought that the refresh left out."""
+        return self._markets
+
+    @markets.setter
+    def markets(self, markets: Mapping[str, Market]) -> None:
+        """Take a markets refresh. A coin held (or with an entry in flight) that it leaves out,
+        delisted or halted, keeps the Market it had: without one its exits were never decided
+        and nothing was journaled, the position stuck for good. With it the exit is sent, and
+        an exchange that refuses it is journaled and backed off (`exit_refused`) like any other
+        refusal. Another refresh without the coin keeps it again; once the coin is sold it goes.
+        `markets` itself is kept (not copied) when nothing held is missing from it."""
+        old = self._markets
+        wanted = self.book.holdings.keys() | {p.symbol for p in self._pending.values()}
+        kept = {s: old[s] for s in wanted if s not in markets and s in old}
+        self._markets = {**markets, **kept} if kept else markets
+
+    @property
     def wants_blocked(self) -> bool:
         """Risk level L5: the runtime's state machine should move to `blocked`."""
         return self.risk.wants_blocked
@@ -220,7 +250,8 @@ class TradingCore:
     ) -> None:
         """Take over the positions, cash, dust written off and each coin's last entry or exit
         rebuilt from the journal after a restart (`engine.runtime.recovery`), before the first
-        cycle; marks restart at the entry prices, trailing peaks where the journal left them. A
+        cycle; marks restart at the entry prices, armed trailing peaks where the journal left
+        them (one not armed starts again from the next bid, as it did at entry). A
         coin held with no entry left in the journal counts from its open."""
         self.book.holdings = dict(holdings)
         self.book.written_off = dict(written_off or {})
@@ -284,11 +315,14 @@ class TradingCore:
     def on_tickers(self, batch: TickerBatch, now_ms: int) -> list[OrderIntent]:
         """New prices: mark positions, update risk, and decide exits."""
         self._quotes.batch, self._quotes.index = batch, None
-        for symbol in self.book.holdings:
+        for symbol, held in self.book.holdings.items():
             q = self._quotes.get(symbol)
             if q is not None:
                 self._quotes.last[symbol] = q
                 self.book.mark(symbol, q[0])
+            missing = symbol not in self._markets
+            if missing is not held.no_market_alerted:
+                self._no_market(held, missing, now_ms)
         self._journal_trails(now_ms)
         equity = self.equity()
         if self.start_equity is None:
@@ -472,7 +506,7 @@ class TradingCore:
 
     def _entry(self, cand: Candidate, gate: list[dict[str, Any]], signal_seq: int, now_ms: int) -> OrderIntent | None:
         symbol = cand.symbol
-        market = self.markets.get(symbol)
+        market = self._markets.get(symbol)
         quote = self._quotes.get(symbol)
         notionals = self.notionals()
         equity = self.equity()
@@ -480,8 +514,8 @@ class TradingCore:
         checks: list[dict[str, Any]] = [
             *gate,
             check("market_known", market is not None, symbol, "listed market"),
-            check("quote_available", quote is not None, None if quote is None else quote[1], "bid/ask > 0"),
-            self._spread_check(quote),
+            self._quote_check(quote, self._quotes.tick(symbol)),
+            self._spread_check(quote, self._quotes.tick(symbol)),
             *self.clusters.checks(symbol, notionals, equity),
         ]
         sizing = self.allocator.size(
@@ -541,13 +575,25 @@ class TradingCore:
         self.causes[intent.client_order_id] = seq
         return intent
 
-    def _spread_check(self, quote: tuple[float, float] | None) -> dict[str, Any]:
+    @staticmethod
+    def _quote_check(quote: tuple[float, float] | None, tick: tuple[float, float] | None) -> dict[str, Any]:
+        """A usable bid and ask (`_Quotes.get`: 0 < bid <= ask < infinity; the threshold keeps
+        the words journals have always had). A tick refused as no price says why in its detail
+        (a crossed book, a zero bid), so the trace reads more than "no quote"."""
+        if quote is not None:
+            return check("quote_available", True, quote[1], "bid/ask > 0")
+        failed = check("quote_available", False, None, "bid/ask > 0")
+        return failed if tick is None else {**failed, "detail": _broken(tick)}
+
+    def _spread_check(self, quote: tuple[float, float] | None, tick: tuple[float, float] | None = None) -> dict[str, Any]:
         """(ask - bid) / ask against `max_spread`: a buy pays the ask while the position is
         marked and stopped at the bid, so it opens that far down (a 6 % spread went in and was
-        stopped out on the next tick, book unchanged, against a 4 % stop). With no bid/ask
-        known there is no spread to judge, and no entry (`quote_available` fails too)."""
+        stopped out on the next tick, book unchanged, against a 4 % stop). With no usable
+        bid/ask there is no spread to judge, and no entry (`quote_available` fails too): a
+        crossed one (bid over ask, `tick`) read as a negative spread and passed."""
         if quote is None:
-            return {**check("spread", False, None, self.max_spread), "detail": "no bid/ask known"}
+            said = "no bid/ask known" if tick is None else _broken(tick)
+            return {**check("spread", False, None, self.max_spread), "detail": said}
         bid, ask = quote
         spread = round((ask - bid) / ask, 6)  # judged as journaled
         return check("spread", spread <= self.max_spread, spread, self.max_spread)
@@ -558,7 +604,7 @@ class TradingCore:
         leg: int | None = None, cause: int | None = None,
     ) -> OrderIntent | None:
         pos = held.position
-        market = self.markets.get(pos.symbol)
+        market = self._markets.get(pos.symbol)
         if market is None:
             return None
         qty = decision.quantity
@@ -587,7 +633,8 @@ class TradingCore:
             "decision": SignalDecision.EXIT.value,
             "reason": decision.reason,
             "rules": decision.checks + [{**c, "name": f"precheck:{c['name']}"} for c in result.checks],
-            "features": {"bid": bid, "entry_price": pos.entry_price, "peak": pos.trailing_high, "quantity": pos.quantity},
+            # peak None: no bid has marked the position yet (it filled after this tick's marks)
+            "features": {"bid": bid, "entry_price": pos.entry_price, "peak": pos.trailing_high or None, "quantity": pos.quantity},
             "stage": "exit_policy",
             "purpose": decision.purpose.value,
             "model": None if self.signals.scorer.mode == "off" else self.signals.scorer.version,
@@ -716,7 +763,7 @@ class TradingCore:
         """
         if fill.fee_other <= 0:
             return fill, None
-        market = self.markets.get(fill.symbol)
+        market = self._markets.get(fill.symbol)
         quote = market.quote if market is not None else fill.symbol.split("/")[-1]
         q = self._quotes.get(f"{fill.fee_asset}/{quote}")
         if q is None:
@@ -780,7 +827,7 @@ class TradingCore:
         stands and a `coins_locked` alert tells the owner to free them (once per amount).
         """
         held = self.book.get(symbol)
-        market = self.markets.get(symbol)
+        market = self._markets.get(symbol)
         if held is None or market is None or free is None:
             return
         pos = held.position
@@ -833,8 +880,28 @@ class TradingCore:
             value=locked, threshold=held.position.quantity,
         )  # fmt: skip
 
+    def _no_market(self, held: Holding, missing: bool, now_ms: int) -> None:
+        """Alert once that a held coin has no market info to exit on (`missing`), or note that
+        it has one again (a later loss alerts anew). A refresh keeps a held coin's last Market
+        (`markets`), so this is a coin this run never knew: held across a restart while it was
+        delisted, say. No exit can be sent for it (no step size, no minimums), and it once
+        stayed held with nothing journaled: the owner must see to it on the exchange."""
+        held.no_market_alerted = missing
+        if not missing:
+            return
+        pos = held.position
+        symbol = pos.symbol
+        self._alert(
+            "no_market",
+            f"{symbol}: held ({pos.quantity:.10g}) but the exchange lists no market for it (delisted or "
+            "halted?); no exit can be sent, not even by close-all: check the coin on the exchange "
+            "and sell it there if it still trades",
+            ts_ms=now_ms, trace_id=pos.trace_id, symbol=symbol, cause=held.opened_seq,
+            value=pos.quantity, threshold=None,
+        )  # fmt: skip
+
     def _is_dust(self, held: Holding, price: float) -> bool:
-        market = self.markets.get(held.position.symbol)
+        market = self._markets.get(held.position.symbol)
         if market is None:
             return False
         f = market.filters
@@ -905,6 +972,8 @@ class TradingCore:
         held = self.book.get(symbol)
         if held is None:
             return None
+        if symbol not in self._markets:
+            return "exit not sent: no market info for the coin (delisted?)"
         if held.exit_failed is None:
             return None if held.exit_blocked is None else f"exit not sent: precheck {held.exit_blocked}"
         wait_s = -(-(held.exit_retry_ms - now_ms) // 1000)
@@ -967,6 +1036,14 @@ class TradingCore:
         if not self.book.holdings and not self._pending:
             self._close_all = None
         return intents
+
+
+def _broken(tick: tuple[float, float]) -> str:
+    """Why a tick's (bid, ask) is no price, as the risk check's detail says it."""
+    bid, ask = tick
+    if 0.0 < bid < _INF and 0.0 < ask < _INF and bid > ask:
+        return f"crossed quote: bid {bid:.10g} > ask {ask:.10g}"
+    return f"broken quote: bid {bid:.10g}, ask {ask:.10g}"
 
 
 _FAILED = {ErrorClass.NON_RETRYABLE: "refused", ErrorClass.RETRYABLE: "failed", ErrorClass.UNKNOWN: "outcome unknown"}

@@ -173,7 +173,7 @@ class Position:
     entry_fees: float = 0.0
     realised_pnl: float = 0.0
     stop_price: float | None = None
-    trailing_high: float = 0.0
+    trailing_high: float = 0.0  # the highest bid seen since entry; 0: none seen yet
     tp_tiers_hit: tuple[int, ...] = field(default=())
 
     def unrealised_pnl(self, mark: float) -> float:

@@ -37,8 +37,9 @@ _PHRASES: dict[str, str] = {
     "not in": "{value} not in {threshold}",
     # precheck:price_positive journals the condition itself ("> 0") as its threshold
     "> 0": "{value} > 0",
-    # quote_available: the value is the ask (n/a when no bid/ask is known); the threshold is
-    # the words "bid/ask > 0"
+    # quote_available: the value is the ask (n/a when no usable bid/ask is known: none, or a
+    # broken one such as a crossed book, which its detail names); the threshold is the words
+    # "bid/ask > 0"
     "ask > 0": "ask {value} > 0",
     # reversal (an exit rule): the value is the upper wick, the threshold `exit_upper_wick`;
     # it fires on a wick that long on a falling bar

@@ -54,7 +54,9 @@ class ExitPolicy:
         return stop if trail is None else max(stop, trail)
 
     def trail_price(self, holding: Holding) -> float | None:
-        """The trailing stop, once the peak has risen `trailing_activation` over entry (None before)."""
+        """The trailing stop, once the peak has risen `trailing_activation` over entry (None before).
+        The peak is a bid (`PositionBook.mark`), never the fill: with an activation of 0 the
+        trail arms when the bid reaches the entry price, not at once from the ask paid."""
         s = self.settings
         pos = holding.position
         if pos.trailing_high < pos.entry_price * (1.0 + s.trailing_activation):

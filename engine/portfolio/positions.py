@@ -60,6 +60,7 @@ class Holding:
     exit_refused: str | None = None  # the last refusal, alerted once however often it repeats
     exit_failed: str | None = None  # how the latest exit failed, for the operator; None once one is taken
     locked_alerted: float | None = None  # coins locked on the exchange last alerted (`coins_locked`)
+    no_market_alerted: bool = False  # its missing market info was alerted (`no_market`), once while missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,10 @@ class PositionBook:
                 entry_price=fill.price,
                 opened_ms=fill.ts_ms,
                 entry_fees=fill.fee_quote,
-                trailing_high=fill.price,
+                # No peak until the first bid marks it (`mark`): the fill is the ask plus
+                # slippage, a price no sell could get, and a peak there put a trailing stop
+                # armed at entry (`trailing_activation` 0) within a hair of the bid.
+                trailing_high=0.0,
             )
             self.holdings[fill.symbol] = Holding(pos, fill.quantity)
             return BookChange("open", fill.symbol, pos.trace_id, fill.quantity, pos.quantity, pos.entry_price, 0.0, 0.0, fill.fee_quote)
@@ -167,7 +171,8 @@ class PositionBook:
         )
 
     def mark(self, symbol: str, bid: float) -> None:
-        """Raise the trailing high to `bid` if it is a new peak."""
+        """Raise the trailing high to `bid` if it is a new peak: the peak is the highest bid
+        seen since entry (0 before the first), what the trailing stop falls back from."""
         held = self.holdings.get(symbol)
         if held is not None and bid > held.position.trailing_high:
             held.position = replace(held.position, trailing_high=bid)

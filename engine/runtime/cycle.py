@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -207,6 +207,7 @@ class TradingCycle:
         # symbol -> (bar it is fed for, open time of the last candle fed, no new fetch before this time)
         self._fed: dict[str, tuple[int, int | None, int]] = {}
         self._store: BarStore | None = None  # the feed's bars, read in place (a backtest's store)
+        self._markets_given: tuple[TradingCore, Mapping[str, Market]] | None = None  # the refresh handed, to which core
         self._last_sync = 0
         self._tf = config.trading.signals.timeframe
         self._tf_ms = timeframe_ms(self._tf)
@@ -215,7 +216,8 @@ class TradingCycle:
     # ------------------------------------------------------------------ start
     @property
     def markets(self) -> dict[str, Market]:
-        """Market info as of the latest refresh (the core holds the same dict)."""
+        """Market info as of the latest refresh (the core's, less any coin it still holds
+        that the refresh left out: `TradingCore.markets`)."""
         return self.driver.markets
 
     async def warmup(self) -> int:
@@ -271,8 +273,7 @@ class TradingCycle:
         if isinstance(self.broker, PaperBroker):
             self.broker.update_book(batch)
         cycle = await self.driver.on_batch(batch)
-        if core.markets is not self.driver.markets:  # the refresh replaced them: listings appeared
-            core.markets = self.driver.markets
+        self.hand_markets(core)
         await self._feed_candles(cycle, now)
         await self.step_state(now)
         intents = core.step(batch, cycle.snapshot.candidates, now, self.tap.candidate_seq)
@@ -289,6 +290,16 @@ class TradingCycle:
             self._last_sync = now
             self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
+
+    def hand_markets(self, core: TradingCore) -> None:
+        """Give `core` the latest refresh's markets, once per refresh (or core installed).
+        Judged by what was handed, not by the core's own: it keeps the last Market of a coin it
+        holds that a refresh left out (`TradingCore.markets`), in a dict of its own, and every
+        batch would then hand the same refresh over again."""
+        given = self._markets_given
+        if given is None or given[0] is not core or given[1] is not self.driver.markets:
+            core.markets = self.driver.markets
+            self._markets_given = (core, self.driver.markets)
 
     @property
     def journal_failure(self) -> str | None:
@@ -308,7 +319,7 @@ class TradingCycle:
             order = update.order
             if not (isinstance(update.error, InsufficientBalanceError) and order.purpose.is_exit):
                 continue
-            market = self.markets.get(order.symbol)
+            market = core.markets.get(order.symbol)  # the core's: it keeps a held coin's a refresh left out
             free: float | None = None
             locked = 0.0
             if market is not None:

@@ -303,7 +303,7 @@ class RecoveredState:
                 "tp_tiers_hit": list(h.position.tp_tiers_hit),
                 "pending_exit": h.pending_exit,
                 "pending_tier": h.pending_tier,
-                "trailing_high": h.position.trailing_high,
+                "trailing_high": h.position.trailing_high or None,  # None: no bid has marked it yet
                 **({} if policy is None else {"stop": policy.stop_in_force(h)}),
             }
             for s, h in sorted(self.book.holdings.items())
@@ -573,9 +573,9 @@ def _write_down(state: RecoveredState, ev: JournalEvent, trace: str | None, miss
 
 def _trailed(state: RecoveredState, ev: JournalEvent, trace: str | None, peak: object) -> None:
     """Raise the trailing peak of the position the core journaled it for (`TRAIL_ACTION`): the
-    fills rebuild the peak at the entry price, and the stop after a restart fell back to the
-    stop loss under a trail the owner had seen raised. A peak of another position (the trace
-    differs) moves nothing: no money hangs on it."""
+    fills rebuild no peak (the core's is the highest bid, `PositionBook.mark`), and the stop
+    after a restart fell back to the stop loss under a trail the owner had seen raised. A peak
+    of another position (the trace differs) moves nothing: no money hangs on it."""
     held = state.book.get(ev.symbol or "")
     if held is None or held.position.trace_id != trace or not isinstance(peak, int | float) or isinstance(peak, bool):
         return

@@ -18,7 +18,7 @@ from engine.config.sections.trading import (
     RiskSettings,
     TradingSection,
 )
-from engine.domain import Candidate, EngineState, OrderPurpose, OrderStatus
+from engine.domain import Candidate, EngineState, Market, OrderPurpose, OrderStatus
 from engine.errors import (
     ErrorClass,
     NonRetryableOrderError,
@@ -1093,3 +1093,101 @@ async def test_an_armed_trailing_peak_is_journaled_as_it_rises_at_most_every_30_
     rebuilt = rebuild(h.sink.events, h.settings.capital.active.capital).book.holdings[sym]
     assert rebuilt.position.trailing_high == top
     assert h.core.exit_policy.stop_in_force(rebuilt) == h.core.exit_policy.stop_in_force(held)
+
+
+async def test_a_trailing_stop_armed_at_entry_trails_the_highest_bid_not_the_fill() -> None:
+    """`trailing_activation = 0`: the peak was the fill (the ask plus slippage), which no bid
+    ever reached, and a 1 % trail sold at a bid 0.93 % under the highest bid. The peak is a
+    bid: the trail arms once the bid reaches the entry, and sells 1 % under the highest bid;
+    restart recovery rebuilds the same peak from the journaled `trail`."""
+    h = Harness(n=1, settings=TradingSection(capital=profile(), exits=ExitSettings(trailing_activation=0.0, trailing_stop=0.01)))
+    sym = h.names[0]
+    await h.enter()
+    held = h.core.book.holdings[sym]
+    entry = held.position.entry_price
+    assert entry > ENTRY_PRICE * 1.0005  # the ask plus slippage: above any bid this coin had
+
+    def tick(bid: float, at: int) -> list[OrderPurpose]:
+        batch = make_batch({sym: bid}, ts_ms=at, bid={sym: bid}, ask={sym: bid * 1.001})
+        return [i.purpose for i in h.core.on_tickers(batch, at)]
+
+    assert tick(1.0150, mk.NOW + 5_000) == []  # 0.93 % under the entry's bid, never above it: holds
+    assert h.core.exit_policy.trail_price(held) is None and h.core.exit_policy.stop_in_force(held) == pytest.approx(entry * 0.96)
+    peak = entry * 1.002
+    assert tick(peak, mk.NOW + 10_000) == []  # the bid reaches the entry: armed at that bid
+    assert held.position.trailing_high == peak
+    assert tick(peak * 0.992, mk.NOW + 15_000) == []  # 0.8 % off the highest bid: holds
+    (trail,) = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["action"] == TRAIL_ACTION]
+    assert trail["trailing_high"] == peak and trail["stop"] == pytest.approx(peak * 0.99)
+    rebuilt = rebuild(h.sink.events, h.settings.capital.active.capital).book.holdings[sym]
+    assert rebuilt.position.trailing_high == peak
+    assert h.core.exit_policy.stop_in_force(rebuilt) == h.core.exit_policy.stop_in_force(held)
+    assert tick(peak * 0.989, mk.NOW + 20_000) == [OrderPurpose.TRAILING_STOP]
+
+
+async def test_a_crossed_quote_is_no_price_it_enters_nothing_and_marks_nothing() -> None:
+    """A crossed book (bid over ask) read as a negative spread and passed: an entry was sent
+    at the ask, and the position was marked at the higher bid, an instant gain (and a trailing
+    peak, a take-profit) no sell could reach. It fails `quote_available` and `spread` like a
+    missing quote, saying why; a held coin keeps its last good mark."""
+    h = Harness(n=2)
+    s, other = h.names
+    crossed = make_batch({s: ENTRY_PRICE}, ts_ms=mk.NOW, bid={s: 1.06}, ask={s: ENTRY_PRICE})
+    assert h.core.step(crossed, mk.candidates([s], mk.NOW), mk.NOW) == []
+    (refused,) = [e.payload for e in h.sink.events if e.kind == "risk_check"]
+    failed = {c["name"]: c for c in refused["checks"] if not c["passed"]}
+    assert set(failed) == {"quote_available", "spread"} and not refused["approved"]
+    assert failed["spread"]["detail"] == failed["quote_available"]["detail"] == "crossed quote: bid 1.06 > ask 1.025"
+
+    later = mk.NOW + 60_000  # both, at the next bar, on a sound book
+    mk.feed_hot(h.core.history, h.names, later)
+    assert len(await h.enter(now=later)) == 2
+    assert h.core.on_tickers(mk.book(dict.fromkeys(h.names, ENTRY_PRICE), later + 5_000), later + 5_000) == []
+    bid = ENTRY_PRICE * 0.9995
+    before = (h.core.marks(), h.core.equity())
+    assert before[0] == {s: bid, other: bid}
+    at = later + 10_000
+    # s crossed 6 % over its entry (take-profit tier 1 and the trail's activation were it a bid)
+    batch = make_batch({s: ENTRY_PRICE, other: ENTRY_PRICE}, ts_ms=at, bid={s: ENTRY_PRICE * 1.06}, ask={s: ENTRY_PRICE * 1.03})
+    assert h.core.on_tickers(batch, at) == []
+    assert (h.core.marks(), h.core.equity()) == before[:2]
+    assert h.core.book.holdings[s].position.trailing_high == bid  # the last good bid, not the crossed one
+    assert not any(e.kind == "position_update" and e.payload["action"] == TRAIL_ACTION for e in h.sink.events)
+
+
+async def test_a_held_coin_a_markets_refresh_leaves_out_still_exits() -> None:
+    """A markets refresh without a held coin (delisted, halted) left the core no Market to
+    exit on: its stop loss never sold and nothing was journaled. The core keeps the coin's last
+    Market while it is held (and drops the others the refresh dropped)."""
+    h = Harness(n=2)
+    held, gone = h.names
+    await h.enter(n=1)
+    refreshed: dict[str, Market] = {}
+    h.core.markets = refreshed  # a refresh without either coin
+    assert set(h.core.markets) == {held}
+    crash = mk.NOW + 10_000
+    (sold,) = await h.cycle({held: ENTRY_PRICE * 0.9, gone: ENTRY_PRICE}, crash)
+    assert sold.endswith("-s1") and held not in h.core.book
+    h.core.markets = refreshed  # sold: the next refresh's word goes
+    assert h.core.markets is refreshed
+
+
+async def test_a_held_coin_with_no_market_known_is_alerted_once() -> None:
+    """A coin held across a restart while it was delisted: no Market was ever known to this
+    run, no exit can be sent, and the owner hears it once (`no_market`), not every tick; once
+    a refresh lists it again, it exits as usual."""
+    h = Harness(n=1)
+    s = h.names[0]
+    await h.enter()
+    after = TradingCore(h.settings, {}, h.sink)  # the restart's first refresh has no such coin
+    after.restore(rebuild(h.sink.events, h.settings.capital.active.capital).book.holdings, h.core.cash)
+    for k in range(3):
+        at = mk.NOW + 60_000 * (k + 1)
+        assert after.on_tickers(mk.book({s: ENTRY_PRICE * 0.9}, at), at) == []
+    (alert,) = [e for e in h.sink.events if e.kind == "risk_event" and e.payload["code"] == "no_market"]
+    position = after.book.holdings[s].position
+    assert alert.payload["symbol"] == s and alert.trace_id == position.trace_id and alert.payload["value"] == position.quantity
+    assert after.exit_trouble(s, mk.NOW + 180_000) == "exit not sent: no market info for the coin (delisted?)"
+    after.markets = h.core.markets  # listed again
+    (intent,) = after.on_tickers(mk.book({s: ENTRY_PRICE * 0.9}, mk.NOW + 240_000), mk.NOW + 240_000)
+    assert intent.purpose is OrderPurpose.STOP_LOSS

@@ -117,3 +117,17 @@ def test_realised_pnl_adds_up_across_partial_closes(
     expected = proceeds - cost - fees
     assert sum(realised) == pytest.approx(expected, rel=1e-9, abs=1e-9)
     assert book.closed[-1].realised_pnl == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_a_buy_has_no_trailing_peak_until_a_bid_marks_it() -> None:
+    """The peak a trailing stop falls back from is the highest bid: the fill (the ask paid,
+    plus slippage) is above any bid, and a peak there put an armed-at-entry trail (activation
+    0) within a hair of the bid. A later buy of the position keeps its peak."""
+    book = PositionBook()
+    book.apply(make_fill(side=Side.BUY, price=1.026, quantity=100.0, trade_id="b"))
+    assert book.holdings["DOGE/USDT"].position.trailing_high == 0.0
+    book.mark("DOGE/USDT", 1.0244)
+    book.mark("DOGE/USDT", 1.02)
+    assert book.holdings["DOGE/USDT"].position.trailing_high == 1.0244
+    book.apply(make_fill(side=Side.BUY, price=1.03, quantity=100.0, trade_id="b2"))
+    assert book.holdings["DOGE/USDT"].position.trailing_high == 1.0244
