@@ -146,14 +146,24 @@ def tickers_to_batch(tickers: Mapping[str, CcxtDict], ts_ms: int) -> TickerBatch
     )
 
 
+NEWEST_FINAL_AFTER_MS = 60_000  # the newest bar of a reply, with no newer bar after it, is final this long past its end
+
+
 def candles_from_ohlcv(
     symbol: str, timeframe: str, rows: list[list[Any]], now_ms: int, latest_open_ms: int | None = None
 ) -> list[Candle]:
     """Candles from ccxt OHLCV rows, oldest first.
 
     ccxt drops Binance's "bar closed" flag, so it is rebuilt: a bar older than the newest
-    one the exchange has sent (`latest_open_ms`, default the last row) is closed; the newest
-    is closed only once its end is past `now_ms` (the exchange's clock).
+    one the exchange has sent (`latest_open_ms`, default the last row) is closed, as the
+    exchange opens the next bar the moment one ends on a pair that trades. The newest is
+    taken as closed only `NEWEST_FINAL_AFTER_MS` past its end (`now_ms`, our clock of the
+    exchange's): before that it may still be taking trades the reply did not carry yet (a
+    request under way at the boundary, a clock ahead; the simulated exchange at x300 answers
+    from a market up to 30 exchange seconds behind its clock). Taken as closed at its end, a
+    half-made bar was fed to the core as final and never fetched again, and its features (the
+    regime pair's too) were wrong for the next hour. A newest bar that old belongs to a pair
+    that stopped trading (a halt): it is final.
     """
     bar = timeframe_ms(timeframe)
     newest = latest_open_ms if latest_open_ms is not None else (int(rows[-1][0]) if rows else 0)
@@ -167,7 +177,7 @@ def candles_from_ohlcv(
             low=float(r[3]),
             close=float(r[4]),
             volume=float(r[5]),
-            closed=int(r[0]) < newest or int(r[0]) + bar <= now_ms,
+            closed=int(r[0]) < newest or int(r[0]) + bar + NEWEST_FINAL_AFTER_MS <= now_ms,
         ).validate()
         for r in rows
     ]

@@ -96,11 +96,17 @@ def test_fast_decoder_accepts_a_single_ticker_and_raises_on_a_refusal() -> None:
 
 
 def test_candles_closed_flag_is_rebuilt() -> None:
+    """A bar is closed once the exchange has sent a newer one. The newest is not closed at its
+    end by our clock: the reply may have been made before its last trades (the simulated
+    exchange at x300 answers from a market 30 s behind), and a half-made bar taken as final was
+    never fetched again. A newest bar a minute past its end belongs to a halted pair: final."""
     rows = [[0, 1, 2, 0.5, 1.5, 10], [60_000, 1.5, 2, 1, 1.2, 5]]
     candles = candles_from_ohlcv("X/USDT", "1m", rows, now_ms=90_000)
     assert [c.closed for c in candles] == [True, False]
     assert candles_from_ohlcv("X/USDT", "1m", rows[1:], now_ms=90_000, latest_open_ms=120_000)[0].closed
-    assert candles_from_ohlcv("X/USDT", "1m", rows[1:], now_ms=120_000)[0].closed
+    assert not candles_from_ohlcv("X/USDT", "1m", rows[1:], now_ms=120_000)[0].closed  # its end: maybe not all in
+    assert not candles_from_ohlcv("X/USDT", "1m", rows[1:], now_ms=179_999)[0].closed
+    assert candles_from_ohlcv("X/USDT", "1m", rows[1:], now_ms=180_000)[0].closed  # a minute on, nothing newer: a halt
 
 
 def test_a_bar_no_exchange_could_print_is_rejected() -> None:
