@@ -43,7 +43,7 @@ from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
 from engine.execution.router import Durable, JournalFailure, OrderRouter
 from engine.runtime.feed import MarketFeed
-from engine.runtime.state_machine import EngineStateMachine, HealthInputs
+from engine.runtime.state_machine import EngineStateMachine, HealthInputs, Transition
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarStore
 from engine.signals.features import WINDOW
@@ -181,9 +181,12 @@ class TradingCycle:
         discovery: DiscoveryStage | None = None,
         on_update: Callable[[OrderUpdate], None] | None = None,
         on_stepped: Callable[[], None] | None = None,
+        on_transition: Callable[[Transition], None] | None = None,
         durable: Durable | None = None,
         journal_failed: JournalFailure | None = None,
     ) -> None:
+        """`on_transition`: told of each state change as it is journaled (the live engine logs
+        it; a backtest has only the journal)."""
         self.config = config
         self.feed = feed
         self.broker = broker
@@ -204,6 +207,7 @@ class TradingCycle:
         self.paused = False  # the operator paused new entries (exits continue)
         self._on_update = on_update
         self._on_stepped = on_stepped
+        self._on_transition = on_transition
         # symbol -> (bar it is fed for, open time of the last candle fed, no new fetch before this time)
         self._fed: dict[str, tuple[int, int | None, int]] = {}
         self._store: BarStore | None = None  # the feed's bars, read in place (a backtest's store)
@@ -415,6 +419,8 @@ class TradingCycle:
         self.push_state()
         if transition is not None:
             seq = self.tap.emit("state_change", ts_ms=now, payload=transition.payload())
+            if self._on_transition is not None:
+                self._on_transition(transition)
             if not transition.to_state.allows_entries:
                 await self._cancel_entries(now, seq, transition.to_state)
 

@@ -40,7 +40,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import Refusal, SocialPost
-from engine.domain import Candle, Fill, Order, StateReason, TickerBatch
+from engine.domain import Candle, EngineState, Fill, Order, StateReason, TickerBatch
 from engine.errors import JournalError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.close_all import close_all
@@ -62,6 +62,7 @@ from engine.runtime.snapshot import (
     PositionRow,
     Totals,
 )
+from engine.runtime.state_machine import Transition
 from engine.runtime.tap import EventObserver, Tap
 from engine.signals.scorer import ModelLoad
 from engine.trading import TradingCore
@@ -130,7 +131,7 @@ class Engine:
         self.metrics.count_discovery(self.discovery_counts)
         self.cycle = TradingCycle(
             config, feed, broker, self.tap, run_id=run_id, model=model, discovery=self.discovery, on_update=self._on_update,
-            durable=durable, journal_failed=lambda: getattr(journal, "failure", None),
+            on_transition=_log_transition, durable=durable, journal_failed=lambda: getattr(journal, "failure", None),
         )
         self.config_hash = self.cycle.config_hash
         self.state = self.cycle.state
@@ -626,6 +627,22 @@ def _still_open(core: TradingCore, symbols: Collection[str], now: int) -> tuple[
     latest word on its exit (a refusal and when it is retried), "still open" when it knows of
     nothing wrong (an exit in flight). The journal had the reason; the operator needs it too."""
     return tuple(f"{s}: {core.exit_trouble(s, now) or STILL_OPEN}" for s in symbols)
+
+
+def _log_transition(transition: Transition) -> None:
+    """A state change in the log, with its reasons: the owner watching `hotcoin run` over SSH
+    learns that entries stopped, and why, without opening the journal. A worse state is a
+    warning, a better one news."""
+    worse = transition.to_state is not EngineState.TRADEABLE and (
+        transition.from_state is EngineState.TRADEABLE or transition.to_state is EngineState.BLOCKED
+    )
+    why = "; ".join(_reason(r) for r in transition.reasons) or (
+        "healthy again" if transition.to_state is EngineState.TRADEABLE else "no reason recorded"
+    )
+    log.log(
+        logging.WARNING if worse else logging.INFO, "engine %s -> %s: %s",
+        transition.from_state.value, transition.to_state.value, why,
+    )  # fmt: skip
 
 
 def _reason(r: StateReason) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.config.sections.state import StateSection
 from engine.domain import EngineState, StateReason
+from engine.timefmt import utc_second
 
 T, D, B = EngineState.TRADEABLE, EngineState.DEGRADED, EngineState.BLOCKED
 
@@ -126,6 +127,9 @@ class EngineStateMachine:
         self._s = settings
         self.state = initial
         self.reasons: tuple[StateReason, ...] = ()
+        # Why the engine left tradeable (or got worse), kept until it is tradeable again: a
+        # cause gone after one cycle left a blocked engine's reasons saying only "recovering".
+        self._cause: StateReason | None = None
         self.errors = OrderErrorWindow(settings.order_error_window_s)
         self._runs = dict.fromkeys(Trigger, 0)  # trigger -> cycles in a row no worse than it, in this state
         self._l5_until_ms = 0
@@ -188,13 +192,18 @@ class EngineStateMachine:
         if target is not before:
             self.state, self._runs = target, dict.fromkeys(Trigger, 0)
             rules = self._rules(worst)
+            if target is T:
+                self._cause = None
+            elif _RANK[target] > _RANK[before]:
+                self._cause = _cause(target, h.now_ms, found)
         waiting = tuple(
             StateReason("recovering", f"{_COUNTED[t]} {self._runs[t]}/{needed} to {rule.target.value}", self._runs[t], needed)
             for t, rule, needed in rules
             if self._runs[t] < needed and _RANK[rule.target] < _RANK[self.state]
         )
-        self.reasons = (*found, *waiting)
-        return None if target is before else Transition(before, target, self.reasons)
+        since = () if found or self._cause is None else (self._cause,)
+        self.reasons = (*found, *since, *waiting)
+        return None if target is before else Transition(before, target, (*found, *waiting))
 
     def _rules(self, worst: int) -> list[tuple[Trigger, Rule, int]]:
         """The current state's rules that a cycle of severity `worst` counts for, each with the
@@ -213,7 +222,7 @@ class EngineStateMachine:
         """After a restart: the state the journal last recorded and the order errors it saw, so
         a restart neither lifts a block nor forgets the errors that count towards one; leaving
         the restored state takes the usual hysteresis."""
-        self.state, self.reasons = state, ()
+        self.state, self.reasons, self._cause = state, (), None
         self._runs = dict.fromkeys(Trigger, 0)
         for ts_ms in error_times:
             self.errors.record(ts_ms)
@@ -225,3 +234,16 @@ class EngineStateMachine:
     def force_l5(self, now_ms: int) -> None:
         """Risk asks for blocked now (the next `step` applies it)."""
         self._l5_until_ms = now_ms + int(self._s.l5_cooldown_s * 1000)
+
+
+def _cause(state: EngineState, now_ms: int, found: tuple[StateReason, ...]) -> StateReason:
+    """What made the engine `state` at `now_ms`, as one reason (code `since`) that stays in its
+    reasons once the conditions themselves are gone, until it is tradeable again."""
+    what = "; ".join(_said(r) for r in found) or "no reason recorded"
+    return StateReason("since", f"{state.value} since {utc_second(now_ms)}: {what}")
+
+
+def _said(r: StateReason) -> str:
+    if r.value is None:
+        return r.detail
+    return f"{r.detail} ({r.value:g})" if r.threshold is None else f"{r.detail} ({r.value:g} vs {r.threshold:g})"

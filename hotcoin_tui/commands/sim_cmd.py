@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from engine.sim.server import FaultPlan
 
 
+PUSH_EXCHANGE_S = 30.0  # at most this many exchange seconds between market pushes by default
+
+
 def sim_exchange(
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1; 0 picks a free one.", min=0, max=65535)] = 0,
@@ -36,8 +39,13 @@ def sim_exchange(
         float | None, typer.Option("--balance", help="USDT each new API key starts with (default: sim.start_balance_usdt).")
     ] = None,
     push_interval: Annotated[
-        float, typer.Option("--push-interval", help="Wall seconds between market-stream pushes.", min=0.01)
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--push-interval",
+            help="Wall seconds between market-stream pushes (default: 1, or 30 exchange seconds' worth when faster).",
+            min=0.01,
+        ),
+    ] = None,
     drop_ws_every: Annotated[
         float | None, typer.Option("--drop-ws-every", help="Drop every WebSocket this often (seconds).")
     ] = None,
@@ -104,7 +112,12 @@ def sim_exchange(
 
 
 def run_sim_exchange(
-    config: Path | None, port: int, sim_overrides: dict[str, Any], faults: dict[str, Any], ban_s: float, push_interval_s: float
+    config: Path | None,
+    port: int,
+    sim_overrides: dict[str, Any],
+    faults: dict[str, Any],
+    ban_s: float,
+    push_interval_s: float | None,
 ) -> None:
     """Build the market and the server from config < flags, then serve until a signal."""
     from pydantic import ValidationError
@@ -121,7 +134,25 @@ def run_sim_exchange(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid sim-exchange option ({problems}); see `hotcoin sim-exchange --help`") from None
-    asyncio.run(_serve(settings, plan, port, ban_s, push_interval_s))
+    asyncio.run(_serve(settings, plan, port, ban_s, push_interval(push_interval_s, settings.speed)))
+
+
+def push_interval(asked_s: float | None, speed: float) -> float:
+    """Wall seconds between market pushes: as asked, else 1 s, or less at a speed where 1 s
+    of wall time is more than `PUSH_EXCHANGE_S` of the exchange's. At x300 a 1 s push left an
+    engine's data 300 exchange seconds old just before each push, past the 300 s block: it
+    flipped between tradeable and blocked twice a minute. An interval asked for that spans
+    more than that is served, with a warning."""
+    if asked_s is None:
+        return min(1.0, PUSH_EXCHANGE_S / speed)
+    if asked_s * speed > PUSH_EXCHANGE_S:
+        typer.secho(
+            f"warning: --push-interval {asked_s:g} at --speed {speed:g} pushes every {asked_s * speed:g} exchange "
+            f"seconds: an engine reads its data as that old before each push (it degrades at 90 s, blocks at 300 s "
+            f"by default); give --push-interval {PUSH_EXCHANGE_S / speed:.2g} or less",
+            fg=typer.colors.YELLOW, err=True,
+        )  # fmt: skip
+    return asked_s
 
 
 async def _serve(settings: SimSection, plan: FaultPlan, port: int, ban_s: float, push_interval_s: float) -> None:

@@ -140,11 +140,11 @@ async def test_commands_do_not_count_as_healthy_cycles(tmp_path: Path) -> None:
         await engine._cycle(first)
         assert engine.state.state is EngineState.DEGRADED
         await engine._cycle(await engine.feed.next_batch())
-        assert [r.detail for r in engine.state.reasons] == ["healthy cycles 1/3 to tradeable"]
+        assert [r.detail for r in engine.state.reasons if r.code == "recovering"] == ["healthy cycles 1/3 to tradeable"]
         for command in (Command.PAUSE, Command.RESUME, Command.PAUSE, Command.RESUME, Command.CLOSE_ALL):
             assert (await engine._execute(command, "test")).accepted
             assert engine.state.state is EngineState.DEGRADED
-            assert [r.detail for r in engine.state.reasons] == ["healthy cycles 1/3 to tradeable"]
+            assert [r.detail for r in engine.state.reasons if r.code == "recovering"] == ["healthy cycles 1/3 to tradeable"]
         assert engine.core is not None and engine.core.paused  # the close-all's pause reached the core
         for _ in range(engine.config.state.recover_cycles_degraded - 1):
             await engine._cycle(await engine.feed.next_batch())

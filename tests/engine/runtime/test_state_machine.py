@@ -238,3 +238,22 @@ def test_an_exchange_fault_blocks_under_its_own_reason_while_it_stands() -> None
     for i in range(S.recover_cycles_blocked):
         sm.step(HealthInputs(2000 + i * 1000, data_age_s=1.0))
     assert sm.state is T
+
+
+def test_the_cause_of_a_block_stays_in_the_reasons_until_tradeable() -> None:
+    """A cause gone after one cycle (data 318 s old once, at a heartbeat) left a blocked engine
+    saying only "recovering" in /health for six cycles: why it blocked was nowhere but the
+    journal. The transition's own reasons, as journaled, are unchanged."""
+    sm = EngineStateMachine(S)
+    transition = sm.step(HealthInputs(0, data_age_s=318.9))
+    assert transition is not None and [r.code for r in transition.reasons] == ["data_stale"]
+    sm.step(HealthInputs(1000, data_age_s=1.0))
+    (since,) = [r for r in sm.reasons if r.code == "since"]
+    assert since.detail == "blocked since 1970-01-01 00:00:00 UTC: market data stale (318.9 vs 300)"
+    assert [r.code for r in sm.reasons] == ["since", "recovering", "recovering"]
+    sm.step(HealthInputs(2000, data_age_s=318.9))  # the cause back: it speaks for itself
+    assert "since" not in [r.code for r in sm.reasons]
+    for i in range(3, 20):
+        transition = sm.step(HealthInputs(i * 1000, data_age_s=1.0)) or transition
+    assert sm.state is T and sm.reasons == ()
+    assert transition is not None and "since" not in [r.code for r in transition.reasons]
