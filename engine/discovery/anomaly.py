@@ -20,6 +20,11 @@ Scores:
   count only once `min_history_slots` slots are known and the recent volume is: a symbol's first
   day (departures guessed) or the hour after an outage (a ring of empty slots) scores 0, not
   a z-score against a median of zeros.
+- the return baseline is of the returns into slots a fresh ticker reached (`traded_ring`): a
+  slot with none holds a carried-forward or repeated price, a return of exactly 0 that observes
+  nothing. Counted as samples, an outage's zeros put every symbol's sigma at `sigma_floor` and
+  scored ordinary minutes as pumps for the 30-40 min after it; `min_history_slots` counts the
+  real returns only.
 
 The scores feed heat (`heat.py`) and are journaled in each candidate_snapshot.
 """
@@ -142,7 +147,7 @@ class AnomalyDetector:
         w = self.windows
         with np.errstate(invalid="ignore", divide="ignore"):
             logs = np.log(w.price_ring[rows]), log_volume(w.volume_ring[rows])
-        med, sig, n, vmed, vsig, vn = self._baselines(*logs, w.head)
+        med, sig, n, vmed, vsig, vn = self._baselines(*logs, w.traded_ring[rows], w.head)
         self.ret_median[rows] = med
         self.ret_sigma[rows] = sig
         self.history[rows] = n
@@ -151,11 +156,13 @@ class AnomalyDetector:
         self.vol_history[rows] = vn
 
     def _baselines(
-        self, lp: FloatArray, log_volumes: FloatArray, head: int | IntArray
+        self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray
     ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:
         """(return median, return sigma, return count, log-volume median, log-volume sigma,
-        log-volume count) of each ring row, from log(price ring) and `log_volume(volume ring)`;
-        `head` is the current slot's column, one for all rows or one per row."""
+        log-volume count) of each ring row, from log(price ring), `log_volume(volume ring)` and
+        the traded ring; `head` is the current slot's column, one for all rows or one per row.
+
+        A return into a slot no fresh ticker reached is unknown, not a 0 (see the module doc)."""
         m, r = lp.shape
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here).
@@ -163,6 +170,7 @@ class AnomalyDetector:
         d, lv = both[:m], both[m:]
         np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
         np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
+        d[~traded] = np.nan  # carried forward or repeated: no observation
         lv[:] = log_volumes
         if isinstance(head, int):
             d[:, head] = np.nan  # the current slot is still moving
@@ -221,10 +229,12 @@ class AnomalyDetector:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
         k, e, r = state.price_ring.shape
         heads = np.repeat(state.slot % r, e)
-        lp, lv = state.log_price_ring, state.log1p_volume_ring
-        if lp is None or lv is None:
+        lp, lv, tr = state.log_price_ring, state.log1p_volume_ring, state.traded_ring
+        if lp is None or lv is None or tr is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        med, sig, n, vmed, vsig, vn = self._baselines(lp.reshape(k * e, r), lv.reshape(k * e, r), heads)
+        med, sig, n, vmed, vsig, vn = self._baselines(
+            lp.reshape(k * e, r), lv.reshape(k * e, r), tr.reshape(k * e, r), heads
+        )
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n, vn = n.reshape(k, e), vn.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig, vn)
