@@ -62,6 +62,7 @@ class AnomalyScores:
     volume_surge: FloatArray  # recent mean slot volume / median slot volume
     returns: dict[str, FloatArray]  # simple returns, '1m', '5m', '15m', '60m'
     run_up: FloatArray  # last / lowest price of the last 60 min - 1
+    traded: BoolArray  # a fresh ticker within `momentum_no_trade_ms`: momentum counts only there
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ScoreBlock:
     volume_surge: FloatArray
     returns: FloatArray  # horizons in RETURN_HORIZONS_MIN order
     run_up: FloatArray
+    traded: BoolArray
 
     def at(self, k: int, extent: int) -> AnomalyScores:
         """Batch `k`'s scores over rows [0, extent) (views)."""
@@ -85,6 +87,7 @@ class ScoreBlock:
             volume_surge=self.volume_surge[k, :extent],
             returns=dict(zip(RETURN_KEYS, self.returns[k, :, :extent], strict=True)),
             run_up=self.run_up[k, :extent],
+            traded=self.traded[k, :extent],
         )
 
 
@@ -131,6 +134,7 @@ class AnomalyDetector:
         self._sqrt_k_col = np.array([math.sqrt(n) for n in k])[:, None]
         self._return_slots = [windows.slots_for(m) for m in RETURN_HORIZONS_MIN]
         self._surge_slots = max(1, cfg.surge_window_ms // windows.slot_ms)
+        self._no_trade_slots = max(1, cfg.momentum_no_trade_ms // windows.slot_ms)
 
     def reset_rows(self, rows: IntArray) -> None:
         """Forget everything about rows that changed owner."""
@@ -292,4 +296,5 @@ class AnomalyDetector:
             surge = mean_slot / np.expm1(vol_median)
             volume_surge = np.where(vol_ready & np.isfinite(surge), surge, 0.0)
         run_up = np.where(state.active, state.run_up(), 0.0)
-        return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
+        traded = state.traded_within(self._no_trade_slots)
+        return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up, traded)

@@ -274,6 +274,7 @@ class Discovery:
         markets = list(markets)
         events = self.listings.update(markets, now_ms)
         self.filters.note_bases(m.symbol for m in markets)
+        self.filters.note_markets(markets, self.windows.index)
         self.windows.invalidate_mapping()  # symbols refused as unknown may be known now
         self._listed(events)
         return events

@@ -131,6 +131,18 @@ class RingState:
             vol += self.volume_ring[batches, :, (self.slot - i) % r]
         return vol
 
+    def traded_within(self, slots: int) -> BoolArray:
+        """[batch, row] whether a fresh ticker reached any of the last `slots` slots, the current
+        one included."""
+        if self.traded_ring is None:
+            raise ValueError("this RingState holds no traded ring")
+        k, r = len(self.slot), self.traded_ring.shape[2]
+        batches = np.arange(k)
+        out: BoolArray = self.traded_ring[batches, :, self.slot % r].copy()
+        for i in range(1, slots):
+            out |= self.traded_ring[batches, :, (self.slot - i) % r]
+        return out
+
     def run_up(self) -> FloatArray:
         """[batch, row] last / lowest price of the last 60 min - 1 (0 at the low, NaN unknown)."""
         out: FloatArray = self.last_price / np.fmin(self.low_done, self.last_price)

@@ -87,6 +87,13 @@ class AnomalySection(Section):
     )
     volume_sigma_floor: float = Field(0.25, gt=0, description="Smallest deviation of log slot volume used in a z-score.")
     surge_window_ms: int = Field(60_000, ge=1000, description="Recent volume is summed over this window for the surge ratio.")
+    momentum_no_trade_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="A symbol no fresh ticker (a trade) reached for this long scores no momentum: a halted coin, "
+        "or one gone from the ticker stream, keeps its last rise from the 60 min low for an hour and stayed "
+        "at the top of the pool with nothing trading.",
+    )
 
 
 class HeatSection(Section):
