@@ -8,7 +8,9 @@ Two kinds of rule:
   hour. It is kept per row and changes with each market load;
 - the *liquidity* rule depends on the 24 h quote volume and the coin's age: at least
   `min_quote_volume_24h`, or `new_listing_liquidity_frac` of it for a coin listed less than
-  `new_listing_days` ago (its 24 h figure is still filling up).
+  `new_listing_days` ago (its 24 h figure is still filling up). A pool member failing it
+  stays while its volume is within the exit band (`keeps`: at least `liquidity_exit_frac` of
+  that minimum): a hot coin whose 24 h figure hovers at the minimum does not flap in and out.
 `evaluate` gives a code per row (0 = passes), vectorised; `explain` gives the full list of
 checks for one symbol, each as a journal `check()` with the value seen and the limit applied.
 """
@@ -131,6 +133,18 @@ class CandidateFilters:
         out: FloatArray = np.where(young, self.cfg.min_quote_volume_24h * self.cfg.new_listing_liquidity_frac, self.cfg.min_quote_volume_24h)
         return out
 
+    def _threshold(self, age_days: float | None) -> tuple[bool, float]:
+        """(young, the volume minimum) for one coin of `age_days` (None: unknown, old)."""
+        young = age_days is not None and age_days < self.cfg.new_listing_days  # NaN is old too
+        return young, self.cfg.min_quote_volume_24h * (self.cfg.new_listing_liquidity_frac if young else 1.0)
+
+    def keeps(self, code: FilterCode, quote_volume_24h: float, age_days: float | None) -> bool:
+        """Whether a pool member whose code is `code` stays: it fails the liquidity rule alone
+        and its volume is within the exit band (module doc)."""
+        if code not in (FilterCode.MIN_VOLUME, FilterCode.LISTING_LIQUIDITY):
+            return False
+        return quote_volume_24h >= self._threshold(age_days)[1] * self.cfg.liquidity_exit_frac  # NaN: no
+
     def evaluate(self, quote_volume_24h: FloatArray, age_days: FloatArray) -> CodeArray:
         """Code per row over rows [0, len) of the last axis (one batch, or [batch, row]); static
         codes win over liquidity."""
@@ -144,11 +158,15 @@ class CandidateFilters:
         np.copyto(codes, liquidity, where=short & (codes == 0))
         return codes
 
-    def explain(self, symbol: str, quote_volume_24h: float, age_days: float | None) -> list[dict[str, Any]]:
-        """Every check for one symbol, in order, with the value seen and the limit applied."""
+    def explain(
+        self, symbol: str, quote_volume_24h: float, age_days: float | None, member: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every check for one symbol, in order, with the value seen and the limit applied; for a
+        pool `member` the volume limit is the exit band's (`keeps`)."""
         base, quote = split_symbol(symbol.upper())
-        young = age_days is not None and age_days < self.cfg.new_listing_days
-        threshold = self.cfg.min_quote_volume_24h * (self.cfg.new_listing_liquidity_frac if young else 1.0)
+        young, threshold = self._threshold(age_days)
+        if member:
+            threshold *= self.cfg.liquidity_exit_frac
         volume_ok = quote_volume_24h == quote_volume_24h and quote_volume_24h >= threshold  # NaN fails
         parent = self.leveraged_parent(base)
         blacklisted = base in self._blacklist or symbol.upper() in self._blacklist

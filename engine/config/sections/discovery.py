@@ -141,6 +141,15 @@ class FiltersSection(Section):
         "(its 24 h figure is still filling up).",
     )
     new_listing_days: float = Field(1.0, gt=0, description="Age below which a coin counts as a new listing for the volume filter.")
+    liquidity_exit_frac: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Exit band of the volume filter: a pool member leaves for low volume only below this fraction "
+        "of its minimum (min_quote_volume_24h, or the new-listing one), while a newcomer needs the whole minimum. "
+        "Without it a hot coin whose 24 h volume hovers at the minimum entered and left the pool every minute, "
+        "each time under a new trace.",
+    )
     stablecoins: tuple[str, ...] = Field(DEFAULT_STABLECOINS, description="Base assets that are stablecoins (excluded).")
     fiat: tuple[str, ...] = Field(DEFAULT_FIAT, description="Base assets that are fiat currencies (excluded).")
     leveraged_suffixes: tuple[str, ...] = Field(
