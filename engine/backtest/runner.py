@@ -357,14 +357,17 @@ class BacktestRunner:
         discovery: DiscoveryStage | None = None
         feed: MarketFeed
 
-        listed = self.index.listed_after_start()
+        # Pairs listed after the store's first candle, up to the market's first minute: those its
+        # first load lists (a later one lists as the replay reaches it, a `listing` event then;
+        # knowing its time before would be look-ahead).
+        listed = {s: t for s, t in self.index.listed_after_start().items() if t <= market_start}
 
         def build_discovery(sink: EventSink) -> Discovery:
             """Discovery, told the data's listing times before its first market load: a pair
             listed before the replay's first minute is otherwise present at that load, of
             unknown age, and loses its listing freshness (a run starting hours after a listing
-            scored it as an old coin). Only the times up to that load are kept
-            (`ListingMonitor.update`): the later ones list as the replay reaches them."""
+            scored it as an old coin), as a restart's recovery tells it of the listings the run
+            before journaled."""
             discovery = Discovery(config.discovery, sink, quote_asset=config.exchange.quote_asset, run_id=self.run_id)
             discovery.restore_listings(listed)
             return discovery

@@ -214,8 +214,7 @@ class ListingMonitor:
         Without them a restart made every coin listed before it a coin of unknown age, as old
         as BTC: one listed 20 minutes before lost its listing heat and left the pool. A symbol
         restored here counts as traded (a later BREAK -> TRADING is a resumption, not a
-        listing); a time the config (`known_listings_ms`) or this run already has is kept.
-        Given before the first load, times after that load are dropped there (`update`)."""
+        listing); a time the config (`known_listings_ms`) or this run already has is kept."""
         given = []
         for symbol, ms in listed.items():
             entry = self._symbols.get(symbol)
@@ -235,11 +234,6 @@ class ListingMonitor:
         events: list[ListingEvent] = []
         present: set[str] = set()
         first = not self.loaded
-        if first:
-            # A restored time after the first load is no listing anyone has seen yet: a replay
-            # hands over its data's listing times (`restore`), and one still to come must
-            # list as it happens (a `new_symbol` event then), not be known ahead of its time.
-            self._restored = {s: ms for s, ms in self._restored.items() if ms <= now_ms}
         for m in markets:
             present.add(m.symbol)
             trading = m.status is MarketStatus.TRADING
