@@ -246,12 +246,17 @@ class _Producer:
                 self.now = batch.ts_ms
                 continue
             times = run.ts_ms.tolist()
-            if len(feed.market.symbols) == len(driver.markets):
-                # No refresh inside the run can change discovery's markets (a run starts at a
-                # listing, the only change): each minute's refresh first, then the run at once.
+            if len(feed.market.symbols) == len(driver.markets) and await feed.markets() == driver.markets:
+                # No refresh inside the run can change discovery's markets (a run starts where
+                # they change, at a listing or a halt): each minute's refresh first, then the run
+                # at once.
                 await driver.prepare_run(times)
                 stage.push_run(run)
-            else:  # a listing discovery has yet to hear of: minute by minute, as ever
+            else:
+                # A listing or a halt discovery has yet to hear of: minute by minute, as ever,
+                # so the refresh that tells it comes between the right two batches (a market's
+                # status is a filter: a halt heard before the batches ahead of it were settled
+                # filtered them early).
                 for i, t in enumerate(times):
                     await driver.prepare(t)
                     stage.push(run.batch(i))

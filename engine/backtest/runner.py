@@ -357,8 +357,20 @@ class BacktestRunner:
         discovery: DiscoveryStage | None = None
         feed: MarketFeed
 
+        # Pairs listed after the store's first candle, up to the market's first minute: those its
+        # first load lists (a later one lists as the replay reaches it, a `listing` event then;
+        # knowing its time before would be look-ahead).
+        listed = {s: t for s, t in self.index.listed_after_start().items() if t <= market_start}
+
         def build_discovery(sink: EventSink) -> Discovery:
-            return Discovery(config.discovery, sink, quote_asset=config.exchange.quote_asset, run_id=self.run_id)
+            """Discovery, told the data's listing times before its first market load: a pair
+            listed before the replay's first minute is otherwise present at that load, of
+            unknown age, and loses its listing freshness (a run starting hours after a listing
+            scored it as an old coin), as a restart's recovery tells it of the listings the run
+            before journaled."""
+            discovery = Discovery(config.discovery, sink, quote_asset=config.exchange.quote_asset, run_id=self.run_id)
+            discovery.restore_listings(listed)
+            return discovery
 
         slot_ms = config.discovery.windows.slot_ms
         minutes = (end - market_start) // MINUTE_MS
@@ -379,7 +391,7 @@ class BacktestRunner:
             )
             discovery, feed = ahead.stage(tap), build_feed()
         else:  # a short replay: discovery batch by batch in the cycle, as the live engine runs it
-            feed = build_feed()
+            discovery, feed = build_discovery(tap), build_feed()
         if isinstance(feed, HistoryFeed) and isinstance(self.sink, NullSink):
             feed.yields = False  # no journal writer waits on this loop: a batch need not yield to it
         cycle = TradingCycle(

@@ -20,6 +20,11 @@ Scores:
   count only once `min_history_slots` slots are known and the recent volume is: a symbol's first
   day (departures guessed) or the hour after an outage (a ring of empty slots) scores 0, not
   a z-score against a median of zeros.
+- the return baseline is of the returns into slots a fresh ticker reached (`traded_ring`): a
+  slot with none holds a carried-forward or repeated price, a return of exactly 0 that observes
+  nothing. Counted as samples, an outage's zeros put every symbol's sigma at `sigma_floor` and
+  scored ordinary minutes as pumps for the 30-40 min after it; `min_history_slots` counts the
+  real returns only.
 
 The scores feed heat (`heat.py`) and are journaled in each candidate_snapshot.
 """
@@ -57,6 +62,7 @@ class AnomalyScores:
     volume_surge: FloatArray  # recent mean slot volume / median slot volume
     returns: dict[str, FloatArray]  # simple returns, '1m', '5m', '15m', '60m'
     run_up: FloatArray  # last / lowest price of the last 60 min - 1
+    traded: BoolArray  # a fresh ticker within `momentum_no_trade_ms`: momentum counts only there
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class ScoreBlock:
     volume_surge: FloatArray
     returns: FloatArray  # horizons in RETURN_HORIZONS_MIN order
     run_up: FloatArray
+    traded: BoolArray
 
     def at(self, k: int, extent: int) -> AnomalyScores:
         """Batch `k`'s scores over rows [0, extent) (views)."""
@@ -80,6 +87,7 @@ class ScoreBlock:
             volume_surge=self.volume_surge[k, :extent],
             returns=dict(zip(RETURN_KEYS, self.returns[k, :, :extent], strict=True)),
             run_up=self.run_up[k, :extent],
+            traded=self.traded[k, :extent],
         )
 
 
@@ -126,6 +134,7 @@ class AnomalyDetector:
         self._sqrt_k_col = np.array([math.sqrt(n) for n in k])[:, None]
         self._return_slots = [windows.slots_for(m) for m in RETURN_HORIZONS_MIN]
         self._surge_slots = max(1, cfg.surge_window_ms // windows.slot_ms)
+        self._no_trade_slots = max(1, cfg.momentum_no_trade_ms // windows.slot_ms)
 
     def reset_rows(self, rows: IntArray) -> None:
         """Forget everything about rows that changed owner."""
@@ -142,7 +151,7 @@ class AnomalyDetector:
         w = self.windows
         with np.errstate(invalid="ignore", divide="ignore"):
             logs = np.log(w.price_ring[rows]), log_volume(w.volume_ring[rows])
-        med, sig, n, vmed, vsig, vn = self._baselines(*logs, w.head)
+        med, sig, n, vmed, vsig, vn = self._baselines(*logs, w.traded_ring[rows], w.head)
         self.ret_median[rows] = med
         self.ret_sigma[rows] = sig
         self.history[rows] = n
@@ -151,11 +160,13 @@ class AnomalyDetector:
         self.vol_history[rows] = vn
 
     def _baselines(
-        self, lp: FloatArray, log_volumes: FloatArray, head: int | IntArray
+        self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray
     ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:
         """(return median, return sigma, return count, log-volume median, log-volume sigma,
-        log-volume count) of each ring row, from log(price ring) and `log_volume(volume ring)`;
-        `head` is the current slot's column, one for all rows or one per row."""
+        log-volume count) of each ring row, from log(price ring), `log_volume(volume ring)` and
+        the traded ring; `head` is the current slot's column, one for all rows or one per row.
+
+        A return into a slot no fresh ticker reached is unknown, not a 0 (see the module doc)."""
         m, r = lp.shape
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here).
@@ -163,6 +174,7 @@ class AnomalyDetector:
         d, lv = both[:m], both[m:]
         np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
         np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
+        d[~traded] = np.nan  # carried forward or repeated: no observation
         lv[:] = log_volumes
         if isinstance(head, int):
             d[:, head] = np.nan  # the current slot is still moving
@@ -221,10 +233,12 @@ class AnomalyDetector:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
         k, e, r = state.price_ring.shape
         heads = np.repeat(state.slot % r, e)
-        lp, lv = state.log_price_ring, state.log1p_volume_ring
-        if lp is None or lv is None:
+        lp, lv, tr = state.log_price_ring, state.log1p_volume_ring, state.traded_ring
+        if lp is None or lv is None or tr is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        med, sig, n, vmed, vsig, vn = self._baselines(lp.reshape(k * e, r), lv.reshape(k * e, r), heads)
+        med, sig, n, vmed, vsig, vn = self._baselines(
+            lp.reshape(k * e, r), lv.reshape(k * e, r), tr.reshape(k * e, r), heads
+        )
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n, vn = n.reshape(k, e), vn.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig, vn)
@@ -282,4 +296,5 @@ class AnomalyDetector:
             surge = mean_slot / np.expm1(vol_median)
             volume_surge = np.where(vol_ready & np.isfinite(surge), surge, 0.0)
         run_up = np.where(state.active, state.run_up(), 0.0)
-        return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up)
+        traded = state.traded_within(self._no_trade_slots)
+        return ScoreBlock(price_z, accel, volume_z, volume_surge, block, run_up, traded)

@@ -9,6 +9,9 @@ Components (weights in `discovery.heat`):
       (the gate keeps a large z on a tiny move, a stablecoin twitching, from looking hot), and
     * min(1, run_up / runup_full): the rise from the 60 min low. Robust z-scores are slow on the
       very coins that pump (they are volatile, so +5% is "only" 2 sigma); the rise is not.
+  and 0 for a symbol no fresh ticker reached for `anomaly.momentum_no_trade_ms` (a halted coin,
+  one gone from the stream): its last rise would otherwise hold it hot for the hour the rise
+  stays in the window, with nothing trading.
 - volume_surge: sat(volume_z, volume_z_half), only while the 5 min return is not negative
   (heavy selling is not heat).
 - listing_freshness: exp(-age_days / listing_tau_days) for coins with a known listing time.
@@ -109,8 +112,8 @@ class HeatRanker:
         e = scores.extent
         ret = scores.returns
         parts = self._parts(
-            scores.price_z, scores.volume_z, ret["1m"], ret["5m"], ret["15m"], scores.run_up, self.listing_ms[:e],
-            self.social_velocity[:e], self.social_sentiment[:e], now_ms,
+            scores.price_z, scores.volume_z, ret["1m"], ret["5m"], ret["15m"], scores.run_up, scores.traded,
+            self.listing_ms[:e], self.social_velocity[:e], self.social_sentiment[:e], now_ms,
         )  # fmt: skip
         ticker = self._ticker(parts)
         parts["rank_acceleration"] = self._rank_acceleration(ticker, active[:e], now_ms)
@@ -126,8 +129,8 @@ class HeatRanker:
         market's active rows fit in the `RANK_TOP` ranked each batch (`blockable`)."""
         r = scores.returns
         parts = self._parts(
-            scores.price_z, scores.volume_z, r[:, 0], r[:, 1], r[:, 2], scores.run_up, listing_ms, social_velocity,
-            social_sentiment, now_ms[:, None],
+            scores.price_z, scores.volume_z, r[:, 0], r[:, 1], r[:, 2], scores.run_up, scores.traded, listing_ms,
+            social_velocity, social_sentiment, now_ms[:, None],
         )  # fmt: skip
         ticker = self._ticker(parts)
         parts["rank_acceleration"] = self._rank_block(ticker, active, now_ms, extents)
@@ -150,8 +153,8 @@ class HeatRanker:
 
     def _parts(
         self, price_z: FloatArray, volume_z: FloatArray, ret_1m: FloatArray, ret_5m: FloatArray, ret_15m: FloatArray,
-        run_up: FloatArray, listing_ms: FloatArray, social_velocity: FloatArray, social_sentiment: FloatArray,
-        now_ms: int | IntArray,
+        run_up: FloatArray, traded: BoolArray, listing_ms: FloatArray, social_velocity: FloatArray,
+        social_sentiment: FloatArray, now_ms: int | IntArray,
     ) -> dict[str, FloatArray]:  # fmt: skip
         """Every component but rank acceleration, element-wise (one batch, or [batch, row])."""
         cfg = self.cfg
@@ -160,6 +163,7 @@ class HeatRanker:
         if cfg.momentum_min_return > 0:  # fmax/fmin: a NaN return (no history) gates to 0
             momentum *= np.fmin(np.fmax(best_ret / cfg.momentum_min_return, 0.0), 1.0)
         np.fmax(momentum, np.fmin(np.fmax(run_up / cfg.runup_full, 0.0), 1.0), out=momentum)
+        momentum[~traded] = 0.0  # nothing traded lately: no move is happening (module doc)
         volume = saturate(volume_z, cfg.volume_z_half) * ~(ret_5m < 0.0)
         age_ms = now_ms - listing_ms
         fresh = np.exp(-np.maximum(age_ms, 0.0) / (cfg.listing_tau_days * DAY_MS))

@@ -259,6 +259,7 @@ class Discovery:
         self._last_quiet: Callable[[], _Minute] | None = None  # ...or how to build it, settled quietly
         self._block: _Block | None = None
         self._unjournaled: list[ListingEvent] = []  # listings for the next journaled batch
+        self._banded: set[str] = set()  # pool members the last batch kept by the liquidity exit band
 
     # ------------------------------------------------------------------ slow inputs
     def restore_listings(self, listed: Mapping[str, int]) -> None:
@@ -274,6 +275,7 @@ class Discovery:
         markets = list(markets)
         events = self.listings.update(markets, now_ms)
         self.filters.note_bases(m.symbol for m in markets)
+        self.filters.note_markets(markets, self.windows.index)
         self.windows.invalidate_mapping()  # symbols refused as unknown may be known now
         self._listed(events)
         return events
@@ -483,15 +485,23 @@ class Discovery:
         qualifying = {s for s in (symbols[r] for r in eligible.tolist()) if s is not None}
         rows: dict[str, int] = {s: int(r) for s, r in zip(qualifying, (index[s] for s in qualifying), strict=True)}
         rejected: dict[str, str] = {}
+        banded: set[str] = set()  # members kept by the liquidity rule's exit band
         for symbol in self.pool.members:
             row = index.get(symbol)
             if row is None or row >= e:
                 continue
             code = FilterCode(int(codes[row]))
-            if code is not FilterCode.PASS:
+            if code is not FilterCode.PASS and not self.filters.keeps(
+                code, float(m.quote_volume_24h[row]), _age_days(now, float(m.listing_ms[row]))
+            ):
                 rejected[symbol] = f"filtered: {code.check_name}"
-            else:
-                rows[symbol] = row
+                continue
+            rows[symbol] = row
+            if code is not FilterCode.PASS:
+                banded.add(symbol)
+                if hot[row]:
+                    qualifying.add(symbol)  # hot and inside the band: it stays as a passing member would
+        self._banded = banded
         bar = now // self.cfg.pool.bar_ms
         bar_start = bar * self.cfg.pool.bar_ms
         if bar != self._trace_bar:
@@ -639,8 +649,7 @@ class Discovery:
     def _payload(self, m: _Minute, symbol: str, row: int, rank: int, accepted: bool) -> dict[str, Any]:
         """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards."""
         frame, scores, now = m.frame, m.scores, m.now
-        listed = m.listing_ms[row]
-        age = None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS)
+        age = _age_days(now, float(m.listing_ms[row]))
         qv = float(m.quote_volume_24h[row])
         high, low = float(m.high_24h[row]), float(m.low_24h[row])
         payload: dict[str, Any] = {
@@ -648,7 +657,7 @@ class Discovery:
             "components": {k: round(float(v[row]), 6) for k, v in frame.parts.items()},
             "rank": rank,
             "price": float(m.last_price[row]),
-            "filters": self.filters.explain(symbol, qv, age),
+            "filters": self.filters.explain(symbol, qv, age, member=symbol in self._banded),
             "accepted": accepted,
             "returns": {k: _known(v[row], 6) for k, v in scores.returns.items()},
             "price_z": round(float(scores.price_z[row]), 4),
@@ -698,6 +707,11 @@ class Discovery:
             for key, value in counter.items():
                 out[f"{prefix}.{key}"] = value
         return out
+
+
+def _age_days(now_ms: int, listing_ms: float) -> float | None:
+    """Days since a listing time (NaN: unknown, None)."""
+    return None if listing_ms != listing_ms else max(0.0, (now_ms - listing_ms) / DAY_MS)
 
 
 def _finite(x: float | np.floating[Any]) -> float:

@@ -107,6 +107,9 @@ class RingState:
     # the baselines read them, and a block's rings repeat all but a slot or two per batch.
     log_price_ring: FloatArray | None = None
     log1p_volume_ring: FloatArray | None = None
+    # (K, E, R) whether a fresh ticker (a trade) reached each slot: the return baseline counts
+    # only the returns into such slots (`TickerWindows.traded_ring`).
+    traded_ring: BoolArray | None = None
 
     def returns(self, slots_back: Sequence[int]) -> FloatArray:
         """[batch, horizon, row] simple returns over `slots_back` slots each, NaN where unknown:
@@ -127,6 +130,18 @@ class RingState:
         for i in range(1, slots):
             vol += self.volume_ring[batches, :, (self.slot - i) % r]
         return vol
+
+    def traded_within(self, slots: int) -> BoolArray:
+        """[batch, row] whether a fresh ticker reached any of the last `slots` slots, the current
+        one included."""
+        if self.traded_ring is None:
+            raise ValueError("this RingState holds no traded ring")
+        k, r = len(self.slot), self.traded_ring.shape[2]
+        batches = np.arange(k)
+        out: BoolArray = self.traded_ring[batches, :, self.slot % r].copy()
+        for i in range(1, slots):
+            out |= self.traded_ring[batches, :, (self.slot - i) % r]
+        return out
 
     def run_up(self) -> FloatArray:
         """[batch, row] last / lowest price of the last 60 min - 1 (0 at the low, NaN unknown)."""
@@ -158,6 +173,7 @@ class RingBlock:
         self._volume_ring = np.empty((size, e, r))
         self._log_price_ring = np.empty((size, e, r))
         self._log1p_volume_ring = np.empty((size, e, r))
+        self._traded_ring = np.empty((size, e, r), np.bool_)
 
     def take(self) -> None:
         """Copy the windows' state after the batch just folded in."""
@@ -168,6 +184,7 @@ class RingBlock:
         self._low_done[k] = w._low_done[:e]
         self._price_ring[k] = w.price_ring[:e]
         self._volume_ring[k] = w.volume_ring[:e]
+        self._traded_ring[k] = w.traded_ring[:e]
         with np.errstate(invalid="ignore", divide="ignore"):
             np.log(self._price_ring[k], out=self._log_price_ring[k])
         log_volume(self._volume_ring[k], out=self._log1p_volume_ring[k])
@@ -177,7 +194,7 @@ class RingBlock:
         k = self.count
         return RingState(
             self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], self._price_ring[:k],
-            self._volume_ring[:k], self._log_price_ring[:k], self._log1p_volume_ring[:k],
+            self._volume_ring[:k], self._log_price_ring[:k], self._log1p_volume_ring[:k], self._traded_ring[:k],
         )  # fmt: skip
 
 
@@ -211,6 +228,10 @@ class TickerWindows:
         self._sample_qv = np.full(c, np.nan)
         self.price_ring = np.full((c, r), np.nan)
         self.volume_ring = np.full((c, r), np.nan)
+        # Whether a fresh ticker reached the slot. A slot without one holds the price carried
+        # forward (`_advance`) or a repeated ticker's: a return of exactly 0 that is no
+        # observation, and an outage's worth of them collapsed every return baseline to its floor.
+        self.traded_ring = np.zeros((c, r), dtype=bool)
         self._low_done = np.full(c, np.nan)  # lowest slot price over the last hour's completed slots
         self._bucket_ms = cfg.volume_bucket_ms
         self.day_ring = np.full((c, DAY_MS // cfg.volume_bucket_ms), np.nan, dtype=np.float32)
@@ -301,6 +322,7 @@ class TickerWindows:
         self._sample_qv[rows] = np.nan
         self.price_ring[rows] = np.nan
         self.volume_ring[rows] = np.nan
+        self.traded_ring[rows] = False
         self.day_ring[rows] = np.nan
         self._departing[rows] = np.nan
         self._low_done[rows] = np.nan
@@ -348,6 +370,7 @@ class TickerWindows:
         if len(new_rows):
             self.price_ring[new_rows] = np.nan
             self.volume_ring[new_rows] = np.nan
+            self.traded_ring[new_rows] = False
             self.day_ring[new_rows] = np.nan
             self._departing[new_rows] = np.nan
             self._low_done[new_rows] = np.nan
@@ -529,6 +552,7 @@ class TickerWindows:
         # Prices: the ring before the block, then one new slot per batch.
         c = block.count
         pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
+        tr = block._traded_ring[c : c + k_n]
         lpr, lvr = block._log_price_ring[c : c + k_n], block._log1p_volume_ring[c : c + k_n]
         # Batch k writes column cols[k] (distinct: a block is shorter than the ring), so batch
         # j's ring is the ring before the block with the columns of batches 0..j replaced: the
@@ -538,7 +562,7 @@ class TickerWindows:
         written = (writer[None, :] <= np.arange(k_n)[:, None])[:, None, :]  # [batch, 1, slot]
         with np.errstate(invalid="ignore", divide="ignore"):  # the logs of what changed only
             rings = (
-                (pr, self.price_ring[:e], price), (vr, self.volume_ring[:e], vol),
+                (pr, self.price_ring[:e], price), (vr, self.volume_ring[:e], vol), (tr, self.traded_ring[:e], fresh),
                 (lpr, np.log(self.price_ring[:e]), np.log(price)), (lvr, log_volume(self.volume_ring[:e]), log_volume(vol)),
             )  # fmt: skip
         for out, before, new in rings:
@@ -560,6 +584,7 @@ class TickerWindows:
         # The windows as the last batch left them.
         self.price_ring[:e] = pr[-1]
         self.volume_ring[:e] = vr[-1]
+        self.traded_ring[:e] = tr[-1]
         self._low_done[:e] = low[-1]
         self.last_price[:e] = price[-1]
         self.quote_volume_24h[:e] = qv[-1]
@@ -624,6 +649,7 @@ class TickerWindows:
         est[unknown] = np.nan
         est[est < VOLUME_NOISE * average] = 0.0  # below zero or rounding: nothing (NaN stays unknown)
         self.volume_ring[into, head] += est
+        self.traded_ring[into, head] = True
         self.day_ring[into, col] += est
         self._sample_qv[into] = qv
         self._sample_event_ms[into] = event
@@ -652,23 +678,26 @@ class TickerWindows:
 
     def _advance(self, slot: int) -> None:
         """Open slot `slot`: carry each price forward, start the slot's volume at 0 (NaN for skipped
-        slots). Rows from `extent` up are free and all-NaN (`_release`): they are left alone."""
+        slots), no slot traded yet (the skipped ones never). Rows from `extent` up are free and all-NaN (`_release`): they are left alone."""
         r = self.history_slots
         e = self.extent
         steps = slot - self.slot if self.slot >= 0 else r
         if steps >= r:
             self.price_ring[:] = np.nan
             self.volume_ring[:] = np.nan
+            self.traded_ring[:] = False
             steps = 1
         elif steps > 1:
             skipped = [s % r for s in range(self.slot + 1, slot)]
             self.price_ring[:e, skipped] = self.last_price[:e, None]
             self.volume_ring[:e, skipped] = np.nan
+            self.traded_ring[:e, skipped] = False
         self.slot = slot
         head = slot % r
         self._update_low(slot)
         self.price_ring[:e, head] = self.last_price[:e]
         self.volume_ring[:e, head] = np.where(self.active[:e], 0.0, np.nan)
+        self.traded_ring[:e, head] = False  # until a fresh ticker comes (`_update_volume`)
         if steps > 1:
             self.counters["skipped_slots"] += steps - 1
 
@@ -693,7 +722,7 @@ class TickerWindows:
         e = self.capacity if extent is None else extent
         return RingState(
             np.array([self.slot], np.int64), self.active[None, :e], self.last_price[None, :e], self._low_done[None, :e],
-            self.price_ring[None, :e], self.volume_ring[None, :e],
+            self.price_ring[None, :e], self.volume_ring[None, :e], traded_ring=self.traded_ring[None, :e],
         )  # fmt: skip
 
     def _sweep(self, ts: int) -> None:

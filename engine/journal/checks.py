@@ -57,6 +57,7 @@ OPS: dict[str, str] = {
     "not_fiat": "not in",
     "not_leveraged_token": "not in",
     "not_blacklisted": "not in",
+    "market_trading": "==",
     "min_quote_volume_24h": ">=",
     "new_listing_liquidity": ">=",
     # signal entry rules (engine/signals/rules.py)

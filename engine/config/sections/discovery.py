@@ -87,6 +87,13 @@ class AnomalySection(Section):
     )
     volume_sigma_floor: float = Field(0.25, gt=0, description="Smallest deviation of log slot volume used in a z-score.")
     surge_window_ms: int = Field(60_000, ge=1000, description="Recent volume is summed over this window for the surge ratio.")
+    momentum_no_trade_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="A symbol no fresh ticker (a trade) reached for this long scores no momentum: a halted coin, "
+        "or one gone from the ticker stream, keeps its last rise from the 60 min low for an hour and stayed "
+        "at the top of the pool with nothing trading.",
+    )
 
 
 class HeatSection(Section):
@@ -134,6 +141,15 @@ class FiltersSection(Section):
         "(its 24 h figure is still filling up).",
     )
     new_listing_days: float = Field(1.0, gt=0, description="Age below which a coin counts as a new listing for the volume filter.")
+    liquidity_exit_frac: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Exit band of the volume filter: a pool member leaves for low volume only below this fraction "
+        "of its minimum (min_quote_volume_24h, or the new-listing one), while a newcomer needs the whole minimum. "
+        "Without it a hot coin whose 24 h volume hovers at the minimum entered and left the pool every minute, "
+        "each time under a new trace.",
+    )
     stablecoins: tuple[str, ...] = Field(DEFAULT_STABLECOINS, description="Base assets that are stablecoins (excluded).")
     fiat: tuple[str, ...] = Field(DEFAULT_FIAT, description="Base assets that are fiat currencies (excluded).")
     leveraged_suffixes: tuple[str, ...] = Field(

@@ -45,3 +45,28 @@ def test_a_listing_pumping_in_its_first_hour_is_entered_then(listing_store: Path
 def test_listing_min_bars_zero_refuses_the_listing_for_its_first_hour(listing_store: Path) -> None:
     result, _ = replay(minute_config(trading={"signals": {"listing_min_bars": 0}}), listing_store)
     assert not [t for t in result.trades if t.symbol == "NEW/USDT" and t.opened_ms < LISTED + 60 * MINUTE_MS]
+
+
+def test_a_replay_starting_after_a_listing_knows_the_coin_s_age(listing_store: Path) -> None:
+    """The data's listing time reaches discovery before its first market load: a replay whose
+    first minute comes after NEW/USDT's first candle scores it as a coin minutes old, not one
+    of unknown age (listing freshness 0), as a replay started before the listing does."""
+    start = LISTED + 20 * MINUTE_MS
+    config = minute_config(backtest={"initial_history_minutes": 1440, "warmup_minutes": 10})
+    sink = RecordingSink()
+    asyncio.run(BacktestRunner(config, listing_store, sink, run_id="bt").run(start, LISTED + 60 * MINUTE_MS))
+    snaps = [e for e in sink.events if e.kind == "candidate_snapshot" and e.symbol == "NEW/USDT"]
+    assert snaps
+    for e in snaps:
+        assert e.payload["coin_age_days"] == round((e.ts_ms - LISTED) / 86_400_000, 4)
+        assert e.payload["components"]["listing_freshness"] > 0.0
+
+
+def test_a_listing_after_the_replay_s_start_is_known_only_when_it_happens(listing_store: Path) -> None:
+    """Point in time: the data's listing times given to discovery up front are only those up to
+    its first market load; a later one lists as the replay reaches it (a `listing` event)."""
+    _, sink = replay(minute_config(), listing_store)
+    events = [e for e in sink.events if e.kind == "listing" and e.symbol == "NEW/USDT"]
+    assert len(events) == 1 and events[0].payload["listed_ms"] >= LISTED and events[0].ts_ms >= LISTED
+    before = [e for e in sink.events if e.symbol == "NEW/USDT" and e.ts_ms < LISTED]
+    assert not before

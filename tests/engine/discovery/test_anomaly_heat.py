@@ -90,6 +90,7 @@ def heat_inputs(n: int = 4) -> tuple[HeatRanker, AnomalyScores]:
         volume_surge=zeros,
         returns={k: np.array([0.0, 0.05, 0.0, 0.3]) for k in ("1m", "5m", "15m", "60m")},
         run_up=np.array([0.0, 0.05, 0.0, 0.3]),
+        traded=np.ones(n, dtype=bool),
     )
     return HeatRanker(HeatSection(), 16, 60_000), scores
 

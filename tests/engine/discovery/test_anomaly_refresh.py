@@ -20,6 +20,7 @@ def reference_baselines(w: TickerWindows, cfg: AnomalySection, rows: np.ndarray)
     d = np.empty_like(lp)
     np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
     np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
+    d[~w.traded_ring[rows]] = np.nan  # a return into a slot no fresh ticker reached is unknown
     d[:, head] = np.nan
     d[:, (head + 1) % r] = np.nan
     med, mad, n = robust_center_scale(d)
