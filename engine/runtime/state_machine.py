@@ -237,10 +237,10 @@ class EngineStateMachine:
 
 
 def _cause(state: EngineState, now_ms: int, found: tuple[StateReason, ...]) -> StateReason:
-    """What made the engine `state` at `now_ms`, as one reason (code `since`) that stays in its
+    """What made the engine `state` at `now_ms`, as one reason (code `cause`) that stays in its
     reasons once the conditions themselves are gone, until it is tradeable again."""
     what = "; ".join(_said(r) for r in found) or "no reason recorded"
-    return StateReason("since", f"{state.value} since {utc_second(now_ms)}: {what}")
+    return StateReason("cause", f"{state.value} since {utc_second(now_ms)}: {what}")
 
 
 def _said(r: StateReason) -> str:

@@ -248,12 +248,12 @@ def test_the_cause_of_a_block_stays_in_the_reasons_until_tradeable() -> None:
     transition = sm.step(HealthInputs(0, data_age_s=318.9))
     assert transition is not None and [r.code for r in transition.reasons] == ["data_stale"]
     sm.step(HealthInputs(1000, data_age_s=1.0))
-    (since,) = [r for r in sm.reasons if r.code == "since"]
-    assert since.detail == "blocked since 1970-01-01 00:00:00 UTC: market data stale (318.9 vs 300)"
-    assert [r.code for r in sm.reasons] == ["since", "recovering", "recovering"]
+    (cause,) = [r for r in sm.reasons if r.code == "cause"]
+    assert cause.detail == "blocked since 1970-01-01 00:00:00 UTC: market data stale (318.9 vs 300)"
+    assert [r.code for r in sm.reasons] == ["cause", "recovering", "recovering"]
     sm.step(HealthInputs(2000, data_age_s=318.9))  # the cause back: it speaks for itself
-    assert "since" not in [r.code for r in sm.reasons]
+    assert "cause" not in [r.code for r in sm.reasons]
     for i in range(3, 20):
         transition = sm.step(HealthInputs(i * 1000, data_age_s=1.0)) or transition
     assert sm.state is T and sm.reasons == ()
-    assert transition is not None and "since" not in [r.code for r in transition.reasons]
+    assert transition is not None and "cause" not in [r.code for r in transition.reasons]
