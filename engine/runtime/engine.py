@@ -6,6 +6,8 @@ One cycle per full-market ticker batch:
     feed.next_batch()            (the only wait on the market)
     journal.wait_writable()      back-pressure: never drop an event, never grow without bound;
                                  a failed writer that still saves its events: exits-only
+    pushed order updates         what the exchange's user stream pushed since the last batch
+                                 (`_watch_orders`, a task of its own), booked before the step
     TradingCycle.step()          discovery -> candles -> state machine -> core -> orders -> sync,
                                  the very steps the backtester runs (`engine.runtime.cycle`)
     balance audit                every 5 minutes in exchange mode
@@ -15,8 +17,8 @@ Commands (pause, resume, close-all, shutdown) arrive through a queue and run bet
 so the core is only ever touched by this loop: no locks.
 
 When the journal can no longer write (disk full, I/O error, a rotation the main file refuses)
-but its writer still saves every event to a spill file, the engine goes exits-only rather than stopping: the
-state machine blocks with reason `journal` (no new entries, resting entries cancelled), while
+but its writer still saves every event to a spill file, the engine goes exits-only rather than
+stopping: the state machine blocks with reason `journal` (no new entries, resting entries cancelled), while
 stops, trailing stops, take-profit tiers, max hold, signal exits and close-all go on, each
 step saved in seq order for the next start to take back. It stops, raising the `JournalError`,
 once nothing is held and no entry is in flight, or at once when saving fails too: a stop would
