@@ -23,7 +23,8 @@ cancelled), while stops, trailing stops, take-profit tiers, max hold, signal exi
 all go on, each step saved in seq order for the next start to take back. It stops, raising the
 `JournalError`, once nothing is held and no entry is in flight, or at once when saving fails
 too: a stop would otherwise leave open positions unwatched, and trading with no record must not
-go on. """
+go on.
+"""
 
 from __future__ import annotations
 
