@@ -19,11 +19,11 @@ so the core is only ever touched by this loop: no locks.
 When the journal can no longer write (disk full, I/O error, a rotation the main file refuses)
 but its writer still saves every event to a spill file, the engine goes exits-only rather than
 stopping: the state machine blocks with reason `journal` (no new entries, resting entries
-cancelled), while stops, trailing stops, take-profit tiers, max hold, signal exits and close-
-all go on, each step saved in seq order for the next start to take back. It stops, raising the
-`JournalError`, once nothing is held and no entry is in flight, or at once when saving fails
-too: a stop would otherwise leave open positions unwatched, and trading with no record must not
-go on.
+cancelled), while stops, trailing stops, take-profit tiers, max hold, signal exits and
+close-all go on, each step saved in seq order for the next start to take back. It stops,
+raising the `JournalError`, once nothing is held and no entry is in flight, or at once when
+saving fails too: a stop would otherwise leave open positions unwatched, and trading with no
+record must not go on.
 """
 
 from __future__ import annotations
