@@ -12,6 +12,7 @@ from engine.config.sections.discovery import (
     PoolSection,
     WindowsSection,
 )
+from engine.discovery import Discovery
 from engine.domain.market import Market
 from engine.domain.ticker import TickerBatch
 
@@ -97,3 +98,22 @@ class TickerFeed:
             quote_volume_24h=cols["quote_volume_24h"],
             trade_count_24h=np.full(n, 1000, dtype=np.int64),
         )
+
+
+PUMP_SYMBOLS = [f"C{i:02d}/USDT" for i in range(20)] + ["PEPE/USDT"]
+
+
+def pumped_pepe() -> tuple[Discovery, TickerFeed]:
+    """Default discovery over 20 quiet coins and PEPE/USDT, two hours of 15 s slots of history,
+    then PEPE pumping (+2 % and 1.5x the volume rate a slot, eight slots): PEPE is in the pool."""
+    d = Discovery(DiscoverySection(), None)
+    f = TickerFeed(PUMP_SYMBOLS, noise=0.001)
+    d.on_markets(f.markets(), f.ts_ms)
+    for _ in range(2 * 240):
+        d.on_batch(f.batch())
+    for _ in range(8):
+        f.prices["PEPE/USDT"] *= 1.02
+        f.rate["PEPE/USDT"] *= 1.5
+        d.on_batch(f.batch())
+    assert "PEPE/USDT" in d.pool
+    return d, f

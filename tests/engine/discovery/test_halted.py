@@ -7,27 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.config.sections.discovery import DiscoverySection
 from engine.discovery import Discovery
 from engine.domain.market import MarketStatus
-from tests.kit.discovery import TickerFeed
+from tests.kit.discovery import pumped_pepe
 
 NO_TRADE_MS = 300_000  # discovery.anomaly.momentum_no_trade_ms, by default
-SYMBOLS = [f"C{i:02d}/USDT" for i in range(20)] + ["PEPE/USDT"]
-
-
-def pumped() -> tuple[Discovery, TickerFeed]:
-    d = Discovery(DiscoverySection(), None)
-    f = TickerFeed(SYMBOLS, noise=0.001)
-    d.on_markets(f.markets(), f.ts_ms)
-    for _ in range(2 * 240):  # 2 h of 15 s slots
-        d.on_batch(f.batch())
-    for _ in range(8):
-        f.prices["PEPE/USDT"] *= 1.02
-        f.rate["PEPE/USDT"] *= 1.5
-        d.on_batch(f.batch())
-    assert "PEPE/USDT" in d.pool
-    return d, f
 
 
 def heat(d: Discovery, symbol: str) -> float:
@@ -37,7 +21,7 @@ def heat(d: Discovery, symbol: str) -> float:
 
 
 def test_a_market_not_trading_leaves_the_pool_at_once() -> None:
-    d, f = pumped()
+    d, f = pumped_pepe()
     halted = [dataclasses.replace(m, status=MarketStatus.BREAK) if m.symbol == "PEPE/USDT" else m for m in f.markets()]
     d.on_markets(halted, f.ts_ms)
     cycle = d.on_batch(f.batch())
@@ -50,7 +34,7 @@ def test_a_market_not_trading_leaves_the_pool_at_once() -> None:
 
 
 def test_a_symbol_no_fresh_ticker_reaches_loses_its_momentum() -> None:
-    d, f = pumped()
+    d, f = pumped_pepe()
     f.silent.add("PEPE/USDT")  # halted: the same ticker again, same price, same event time
     frozen = f.prices["PEPE/USDT"]
     slots = NO_TRADE_MS // d.cfg.windows.slot_ms

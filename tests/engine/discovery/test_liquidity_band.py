@@ -4,26 +4,15 @@ whose 24 h volume hovered at the minimum entered and left the pool every other m
 
 from __future__ import annotations
 
-from engine.config.sections.discovery import DiscoverySection, FiltersSection
-from engine.discovery import Discovery
+from engine.config.sections.discovery import FiltersSection
 from engine.discovery.filters import CandidateFilters, FilterCode
-from tests.kit.discovery import TickerFeed
+from tests.kit.discovery import pumped_pepe
 
-SYMBOLS = [f"C{i:02d}/USDT" for i in range(20)] + ["PEPE/USDT"]
 MINIMUM = 2_000_000.0  # discovery.filters.min_quote_volume_24h, by default
 
 
 def test_a_hot_member_hovering_at_the_volume_minimum_stays_in_the_pool() -> None:
-    d = Discovery(DiscoverySection(), None)
-    f = TickerFeed(SYMBOLS, noise=0.001)
-    d.on_markets(f.markets(), f.ts_ms)
-    for _ in range(2 * 240):
-        d.on_batch(f.batch())
-    for _ in range(8):
-        f.prices["PEPE/USDT"] *= 1.02
-        f.rate["PEPE/USDT"] *= 1.5
-        d.on_batch(f.batch())
-    assert "PEPE/USDT" in d.pool
+    d, f = pumped_pepe()
     moves = []
     for k in range(40):  # ten minutes, one below the minimum, one above, still climbing
         f.prices["PEPE/USDT"] *= 1.003

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.config import HotcoinConfig
 from engine.journal.reader import JournalReader
 from engine.ops.notify import Severity, notification_for
 from engine.runtime.session import RunOptions, open_session
@@ -69,6 +72,18 @@ async def test_a_refused_model_is_said_in_the_engine_started_message(tmp_path: P
     assert note.text == f"run test-run (SIM)\nmodel: {refused.status}"
 
 
+async def model_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, loader: Callable[[HotcoinConfig], Any], **settings: Any
+) -> list[logging.LogRecord]:
+    """What a demo session opened with `loader` (and `settings`) logs about its model."""
+    config = quiet_config(**{"journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"), **settings})
+    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=loader)
+    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
+        async with open_session(config, options):
+            pass
+    return [r for r in caplog.records if r.getMessage().startswith("model: ")]
+
+
 @pytest.mark.parametrize(
     ("load", "levels"),
     [
@@ -93,12 +108,7 @@ async def test_a_model_that_could_not_be_loaded_is_a_warning_in_the_log(
 ) -> None:
     """A refused or unreadable model leaves `hotcoin run` on rules alone: that is a warning, not
     an info line among the start-up chatter; so is any warning about the model installed."""
-    config = quiet_config(**{"journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data")})
-    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=lambda _c: load)
-    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
-        async with open_session(config, options):
-            pass
-    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("model: ")]
+    said = [(r.levelname, r.getMessage()) for r in await model_lines(tmp_path, caplog, lambda _c: load)]
     assert said == [(lvl, f"model: {msg}") for lvl, msg in zip(levels, [load.status, *load.warnings], strict=True)]
 
 
@@ -110,15 +120,8 @@ async def test_a_model_trained_under_another_listing_min_bars_is_refused_in_the_
     from ml.runtime import load_scorer
 
     register_unloadable(tmp_path / "models", tmp_path, listing_min_bars=15)
-    config = quiet_config(**{
-        "journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"),
-        "ml.registry_dir": str(tmp_path / "models"), "trading.signals.listing_min_bars": 10,
-    })  # fmt: skip
-    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=load_scorer)
-    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
-        async with open_session(config, options):
-            pass
-    (said,) = [r for r in caplog.records if r.getMessage().startswith("model: ")]
+    settings = {"ml.registry_dir": str(tmp_path / "models"), "trading.signals.listing_min_bars": 10}
+    (said,) = await model_lines(tmp_path, caplog, load_scorer, **settings)
     assert said.levelname == "WARNING"
     assert said.getMessage().startswith(
         "model: REFUSED hot_lgbm_1m@v0001 refused: trained with trading.signals.listing_min_bars = 15, this engine runs "
@@ -134,14 +137,6 @@ async def test_a_configured_registry_dir_that_does_not_exist_is_a_warning_in_the
     the production model in the folder meant never loaded."""
     from ml.runtime import load_scorer
 
-    config = quiet_config(**{
-        "journal.path": str(tmp_path / "j.sqlite"), "paths.data_dir": str(tmp_path / "data"),
-        "ml.registry_dir": str(tmp_path / "modles"),
-    })  # fmt: skip
-    options = RunOptions(demo=True, http=False, attach_socket=False, lockstep_ms=5_000, model_loader=load_scorer)
-    with caplog.at_level(logging.INFO, logger="hotcoin.session"):
-        async with open_session(config, options):
-            pass
-    (said,) = [r for r in caplog.records if r.getMessage().startswith("model: ")]
+    (said,) = await model_lines(tmp_path, caplog, load_scorer, **{"ml.registry_dir": str(tmp_path / "modles")})
     assert said.levelname == "WARNING"
     assert said.getMessage().startswith(f"model: model registry {tmp_path / 'modles'} (ml.registry_dir) does not exist")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.journal.reader import JournalReader
 from engine.market.fake import FakeGateway
 from engine.runtime import engine as engine_module
+from engine.runtime.engine import OrderStream
 from tests.kit.domain import T0, make_fill, make_intent, make_market
-from tests.kit.engine import pump_rig, quiet_config
+from tests.kit.engine import EngineRig, pump_rig, quiet_config
 from tests.kit.waiting import eventually
 
 DAY_MS = 86_400_000
@@ -38,23 +41,45 @@ class LimitsFillOnTheBook(FakeGateway):
         return order
 
 
-async def test_a_limit_entry_filled_on_the_book_is_booked_from_the_user_stream(tmp_path: Path) -> None:
+@dataclasses.dataclass
+class Held:
+    rig: EngineRig
+    gateway: LimitsFillOnTheBook
+    broker: ExchangeBroker
+    run: asyncio.Task[None]
+
+
+@asynccontextmanager
+async def holding_a_limit_entry(
+    path: Path, stream: Callable[[LimitsFillOnTheBook], OrderStream] | None = None
+) -> AsyncIterator[Held]:
+    """The pump traded with LIMIT entries on `LimitsFillOnTheBook`, the engine listening to
+    `stream` (the gateway's `watch_orders` by default); yields once the entry's fill is booked,
+    with the engine still running, and stops it on exit. Limits do not expire and the reconcile
+    never runs here: only the stream can book the fill."""
     config = quiet_config(**{
         "trading.execution.entry_order_type": "limit",
-        "trading.execution.limit_expiry_ms": DAY_MS,  # no expiry races the push
-        "trading.execution.reconcile_interval_ms": DAY_MS,  # the reconcile never finds it in this test
+        "trading.execution.limit_expiry_ms": DAY_MS,
+        "trading.execution.reconcile_interval_ms": DAY_MS,
     })  # fmt: skip
     gateway = LimitsFillOnTheBook({})
     broker = ExchangeBroker(gateway, reconcile_interval_ms=DAY_MS)
-    path = tmp_path / "journal.sqlite"
-    async with pump_rig(path, config, broker=broker, order_stream=gateway.watch_orders) as rig:
+    order_stream = gateway.watch_orders if stream is None else stream(gateway)
+    async with pump_rig(path, config, broker=broker, order_stream=order_stream) as rig:
         gateway.markets[rig.pump_symbol] = make_market(rig.pump_symbol)
         run = asyncio.create_task(rig.engine.run())
         try:
             await eventually(lambda: rig.engine.core is not None and rig.pump_symbol in rig.engine.core.book.holdings)
+            yield Held(rig, gateway, broker, run)
         finally:
             rig.engine.stop()
             await run
+
+
+async def test_a_limit_entry_filled_on_the_book_is_booked_from_the_user_stream(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    async with holding_a_limit_entry(path):
+        pass
     with JournalReader(path) as reader:
         entry = next(e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == OrderPurpose.ENTRY.value)
         results = [e for e in reader.events(kinds=["order_result"]) if e.payload["client_order_id"] == entry.payload["client_order_id"]]
@@ -70,30 +95,19 @@ async def test_a_failing_user_stream_is_asked_again_and_its_pushes_still_booked(
     """A stream that raises (a refused key, an exchange down past the gateway's reconnects) is
     logged and asked again after a wait; the engine trades on, and what it pushes later counts."""
     monkeypatch.setattr(engine_module, "ORDER_STREAM_RETRY_S", (0.01, 0.02))
-    config = quiet_config(**{
-        "trading.execution.entry_order_type": "limit",
-        "trading.execution.limit_expiry_ms": DAY_MS,
-        "trading.execution.reconcile_interval_ms": DAY_MS,
-    })  # fmt: skip
-    gateway = LimitsFillOnTheBook({})
     failures = [RuntimeError("stream refused"), RuntimeError("stream refused again")]
 
-    async def flaky_stream() -> list[Order]:
-        if failures:
-            raise failures.pop(0)
-        return await gateway.watch_orders()
+    def flaky(gateway: LimitsFillOnTheBook) -> OrderStream:
+        async def stream() -> list[Order]:
+            if failures:
+                raise failures.pop(0)
+            return await gateway.watch_orders()
 
-    path = tmp_path / "journal.sqlite"
-    broker = ExchangeBroker(gateway, reconcile_interval_ms=DAY_MS)
+        return stream
+
     with caplog.at_level(logging.WARNING, logger="hotcoin.engine"):
-        async with pump_rig(path, config, broker=broker, order_stream=flaky_stream) as rig:
-            gateway.markets[rig.pump_symbol] = make_market(rig.pump_symbol)
-            run = asyncio.create_task(rig.engine.run())
-            try:
-                await eventually(lambda: rig.engine.core is not None and rig.pump_symbol in rig.engine.core.book.holdings)
-            finally:
-                rig.engine.stop()
-                await run
+        async with holding_a_limit_entry(tmp_path / "journal.sqlite", flaky):
+            pass
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("order stream failed")]
     assert len(failed) == 2 and "RuntimeError: stream refused" in failed[0]
     assert "fills are still found by the reconcile" in failed[0]
@@ -106,38 +120,25 @@ async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(
     buy became our position (its cash spent from ours) and its sell of coins we do not hold
     raised out of the loop: the engine stopped with every position unwatched. Each such order
     is logged once, with the fix (one API key per engine)."""
-    config = quiet_config(**{
-        "trading.execution.entry_order_type": "limit",
-        "trading.execution.limit_expiry_ms": DAY_MS,
-        "trading.execution.reconcile_interval_ms": DAY_MS,
-    })  # fmt: skip
-    gateway = LimitsFillOnTheBook({})
-    broker = ExchangeBroker(gateway, reconcile_interval_ms=DAY_MS)
     path = tmp_path / "journal.sqlite"
-    async with pump_rig(path, config, broker=broker, order_stream=gateway.watch_orders) as rig:
-        symbol = rig.pump_symbol
-        gateway.markets[symbol] = make_market(symbol)
-        run = asyncio.create_task(rig.engine.run())
-        try:
-            await eventually(lambda: rig.engine.core is not None and symbol in rig.engine.core.book.holdings)
-            core = rig.engine.core
-            assert core is not None
-            cash, held = core.cash, core.book.holdings[symbol].position.quantity
-            for side, cid in ((Side.BUY, "hc-abcdefabcdefabcd-e1"), (Side.SELL, "hc-abcdefabcdefabcd-x1")):
-                other = Order.from_intent(
-                    make_intent(symbol=symbol, side=side, client_order_id=cid, quantity=Decimal(50)),
-                    OrderStatus.FILLED, T0, exchange_order_id=f"other-{side.value}",
-                )
-                for _ in range(2):  # NEW, then FILLED: told once
-                    gateway.push_order_update(dataclasses.replace(other, filled_qty=Decimal(50), average_price=0.3))
-            await eventually(lambda: len([a for a in broker.anomalies if "not an order this broker tracks" in a.detail]) == 4)
-            cycles = rig.engine.stats.cycles
-            await eventually(lambda: rig.engine.stats.cycles > cycles + 2)
-            assert not run.done(), "the engine stopped"
-            assert core.cash == cash and core.book.holdings[symbol].position.quantity == held
-        finally:
-            rig.engine.stop()
-            await run
+    async with holding_a_limit_entry(path) as held:
+        engine, symbol = held.rig.engine, held.rig.pump_symbol
+        core = engine.core
+        assert core is not None
+        cash, quantity = core.cash, core.book.holdings[symbol].position.quantity
+        for side, cid in ((Side.BUY, "hc-abcdefabcdefabcd-e1"), (Side.SELL, "hc-abcdefabcdefabcd-x1")):
+            other = Order.from_intent(
+                make_intent(symbol=symbol, side=side, client_order_id=cid, quantity=Decimal(50)),
+                OrderStatus.FILLED, T0, exchange_order_id=f"other-{side.value}",
+            )
+            for _ in range(2):  # NEW, then FILLED: told once
+                held.gateway.push_order_update(dataclasses.replace(other, filled_qty=Decimal(50), average_price=0.3))
+        ignored = "not an order this broker tracks"
+        await eventually(lambda: len([a for a in held.broker.anomalies if ignored in a.detail]) == 4)
+        cycles = engine.stats.cycles
+        await eventually(lambda: engine.stats.cycles > cycles + 2)
+        assert not held.run.done(), "the engine stopped"
+        assert core.cash == cash and core.book.holdings[symbol].position.quantity == quantity
     with JournalReader(path) as reader:
         assert not [e for e in reader.events(kinds=["order_result", "fill"]) if "abcdefabcdefabcd" in str(e.payload)]
     told = [r.getMessage() for r in caplog.records if "not one this engine placed" in r.getMessage()]
