@@ -58,7 +58,6 @@ class PoolChange:
 
 @dataclass(slots=True)
 class _Member:
-    entered_ms: int
     expires_ms: int
     history: deque[tuple[int, float]] = field(default_factory=deque)
 
@@ -129,7 +128,7 @@ class CandidatePool:
         for symbol in qualifying:
             member = members.get(symbol)
             if member is None:
-                members[symbol] = _Member(now_ms, expires, deque(maxlen=cfg.history_len))
+                members[symbol] = _Member(expires, deque(maxlen=cfg.history_len))
                 entered.append(symbol)
             else:
                 member.expires_ms = expires

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from engine.errors import EventValidationError, JournalError
 
 Num = (int, float)
-OptNum = (int, float, type(None))
 OptStr = (str, type(None))
 
 
