@@ -3,7 +3,8 @@
 `FillModel` is the one definition of "what would this order have filled at": market buys at the
 ask plus slippage, market sells at the bid minus slippage, a resting limit at its own price once
 the book crosses it (maker), a marketable limit like a market order but never past its limit;
-fee = notional x rate, a buy's taken in the coins bought by default, as Binance takes it. The
+fee = notional x rate, a buy's taken in the coins bought by default, as Binance takes it. A
+crossed quote (bid over ask) is read at its worse side for the order (`FillModel.book`). The
 backtester calls the same `FillModel` with its bar-derived book, so paper and backtest results
 differ only by the prices they are fed.
 """
@@ -11,6 +12,7 @@ differ only by the prices they are fed.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -59,10 +61,33 @@ class FillModel:
     def slippage(self) -> float:
         return self.slippage_bps / 10_000.0
 
+    @staticmethod
+    def book(bid: float, ask: float) -> tuple[float, float] | None:
+        """The (bid, ask) an order is filled against, or None where the quote is no price.
+
+        A ticker's bid and ask can come from different moments, and then the bid stands over
+        the ask. A real book is never crossed (an offer under a bid trades at once), so one
+        of the two sides is stale, and which one is not known. The quote is read at its worse
+        side for whoever trades: a sell as if the bid were the lower of the two, a buy as if
+        the ask were the higher, i.e. (min, max). Filled at the crossed bid, every exit on such
+        a tick sold above the ask, a gain no live order gets; an entry bought under the bid.
+        One rule for every order type, so a limit fills on a crossed quote only where both
+        sides are through its price, and at no better a price than a book at the worse side
+        would give. An uncrossed quote is returned as it is.
+
+        A bid or ask that is not a positive finite number (0, NaN: unknown; infinity) is no
+        price at all (`engine.trading._Quotes.get` refuses the same ticks)."""
+        if not (0.0 < bid < math.inf and 0.0 < ask < math.inf):
+            return None
+        return (ask, bid) if bid > ask else (bid, ask)
+
     def market(self, side: Side, quantity: float, bid: float, ask: float) -> Execution:
-        """A market order: buys pay ask + slippage, sells get bid - slippage; taker fee."""
-        if not (bid > 0 and ask > 0):
+        """A market order: buys pay ask + slippage, sells get bid - slippage; taker fee. On a
+        crossed quote at its worse side (`book`); with no usable quote, retryable."""
+        book = self.book(bid, ask)
+        if book is None:
             raise RetryableOrderError(f"no usable book (bid={bid}, ask={ask}); wait for the next ticker")
+        bid, ask = book
         price = ask * (1.0 + self.slippage) if side is Side.BUY else bid * (1.0 - self.slippage)
         return self._execution(side, quantity, price, self.taker_fee_rate, is_maker=False)
 
@@ -73,9 +98,13 @@ class FillModel:
 
         `resting=False` (just placed): marketable limits fill as takers, capped at the limit.
         `resting=True` (on the book before this quote): fills at its own price as a maker.
+        A crossed quote is read at its worse side (`book`): a limit fills on it only where both
+        sides reach its price, else it rests (or stays resting) until a quote that does.
         """
-        if not (bid > 0 and ask > 0):
+        book = self.book(bid, ask)
+        if book is None:
             return None
+        bid, ask = book
         if side is Side.BUY:
             if ask > limit:
                 return None

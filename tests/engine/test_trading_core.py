@@ -1155,6 +1155,32 @@ async def test_a_crossed_quote_is_no_price_it_enters_nothing_and_marks_nothing()
     assert not any(e.kind == "position_update" and e.payload["action"] == TRAIL_ACTION for e in h.sink.events)
 
 
+async def test_an_exit_decided_on_a_crossed_tick_is_booked_at_no_more_than_its_ask() -> None:
+    """The core decides on the last sound quote, but the paper broker filled from its own
+    book: a max-hold exit sent on a tick crossed 6 % up (bid over ask) sold at that bid, and
+    the journal booked a gain no live sell could have had. The fill, the position update's PnL
+    and the cash all read the ask (the crossed quote's worse side for a sell)."""
+    h = Harness(n=1)
+    (s,) = h.names
+    await h.enter()
+    await h.cycle({s: ENTRY_PRICE}, mk.NOW + 5_000)  # a sound quote: the last one it is marked at
+    at = mk.NOW + 4 * 3_600_000  # past max hold
+    batch = make_batch({s: ENTRY_PRICE}, ts_ms=at, bid={s: ENTRY_PRICE * 1.06}, ask={s: ENTRY_PRICE * 1.03})
+    h.broker.update_book(batch)
+    intents = h.core.step(batch, (), at)
+    assert [i.purpose for i in intents] == [OrderPurpose.MAX_HOLD]
+    for update in await h.router.send_all(intents, at, h.core.causes):
+        h.core.on_order_update(update, at)
+    buy, sell = [e.payload for e in h.sink.events if e.kind == "fill"]
+    slip = FillModel.from_settings(h.settings.execution).slippage
+    assert sell["side"] == "sell" and sell["price"] == pytest.approx(ENTRY_PRICE * 1.03 * (1.0 - slip))
+    closed = [e.payload for e in h.sink.events if e.kind == "position_update" and e.payload["action"] != "open"]
+    paid = buy["price"] * buy["quantity"] + buy["fee_quote"] - buy["fee_base"] * buy["price"]
+    pnl = sum(u["realised_pnl"] for u in closed)
+    assert pnl == pytest.approx(sell["price"] * sell["quantity"] - sell["fee_quote"] - paid, rel=1e-9)
+    assert h.core.cash == pytest.approx(1000.0 + pnl, rel=1e-12) and not h.core.book.holdings
+
+
 async def test_a_held_coin_a_markets_refresh_leaves_out_still_exits() -> None:
     """A markets refresh without a held coin (delisted, halted) left the core no Market to
     exit on: its stop loss never sold and nothing was journaled. The core keeps the coin's last

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from engine.config.sections.trading import BuyFeeAsset, ExecutionSettings
-from engine.domain import OrderStatus, OrderType, Side
+from engine.domain import OrderStatus, OrderType, Side, TickerBatch
 from engine.errors import NonRetryableOrderError, RetryableOrderError
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
@@ -91,6 +91,98 @@ def test_limit_fill_model(side: Side, limit: float, resting: bool, price: float 
         assert ex is not None and ex.price == pytest.approx(price, rel=1e-12)
         rate = 0.0005 if resting else 0.001
         assert ex.fee_quote == pytest.approx(ex.price * 10.0 * rate) and ex.is_maker is resting
+
+
+# A crossed quote (bid over ask): the ticker's bid and ask came from different moments.
+CROSSED = {"bid": 1.02, "ask": 0.98}
+
+CROSSED_MARKET_CASES = [
+    pytest.param(Side.SELL, 0.98 * 0.999, id="sell-at-the-lower-side-not-the-crossed-bid"),
+    pytest.param(Side.BUY, 1.02 * 1.001, id="buy-at-the-higher-side-not-the-crossed-ask"),
+]
+
+
+@pytest.mark.parametrize(("side", "price"), CROSSED_MARKET_CASES)
+def test_a_market_order_on_a_crossed_quote_fills_at_its_worse_side(side: Side, price: float) -> None:
+    """Filled at the crossed bid, an exit sold above the ask (a buy under the bid): a price no
+    live order gets. Either side may be the stale one, so the order gets the worse of the two,
+    what a book at that side (bid = ask) would give it."""
+    ex = MODEL.market(side, 100.0, **CROSSED)
+    assert ex.price == pytest.approx(price, rel=1e-12)
+    assert ex.fee_quote == pytest.approx(price * 100.0 * 0.001, rel=1e-12)
+
+
+CROSSED_LIMIT_CASES = [
+    pytest.param(Side.SELL, 1.00, True, None, id="resting-sell-the-crossed-bid-reaches-waits"),
+    pytest.param(Side.SELL, 1.00, False, None, id="sell-the-crossed-bid-reaches-rests"),
+    pytest.param(Side.SELL, 0.95, False, 0.98 * 0.999, id="marketable-sell-at-the-lower-side"),
+    pytest.param(Side.SELL, 0.97, True, 0.97, id="resting-sell-both-sides-reach-fills-at-its-price"),
+    pytest.param(Side.BUY, 1.00, True, None, id="resting-buy-the-crossed-ask-reaches-waits"),
+    pytest.param(Side.BUY, 1.00, False, None, id="buy-the-crossed-ask-reaches-rests"),
+    pytest.param(Side.BUY, 1.05, False, 1.02 * 1.001, id="marketable-buy-at-the-higher-side"),
+    pytest.param(Side.BUY, 1.03, True, 1.03, id="resting-buy-both-sides-reach-fills-at-its-price"),
+]
+
+
+@pytest.mark.parametrize(("side", "limit", "resting", "price"), CROSSED_LIMIT_CASES)
+def test_a_limit_on_a_crossed_quote_fills_only_where_both_sides_reach_it(
+    side: Side, limit: float, resting: bool, price: float | None
+) -> None:
+    """A resting sell at 1.00 filled on a crossed bid of 1.02 over an ask of 0.98, and a
+    marketable one sold at the crossed bid. A limit fills where the quote's worse side for it
+    reaches it, as a limit on a book at that side would, and no better."""
+    ex = MODEL.limit(side, 10.0, limit, resting=resting, **CROSSED)
+    if price is None:
+        assert ex is None
+    else:
+        assert ex is not None and ex.price == pytest.approx(price, rel=1e-12) and ex.is_maker is resting
+
+
+@pytest.mark.parametrize(("bid", "ask"), [(float("inf"), 1.0), (1.0, float("inf")), (0.0, 1.0), (1.0, float("nan"))])
+def test_a_quote_that_is_no_price_fills_nothing(bid: float, ask: float) -> None:
+    """0, NaN or infinity on either side (the core refuses the same ticks): a market order is
+    retried on the next ticker, a limit is not filled."""
+    with pytest.raises(RetryableOrderError):
+        MODEL.market(Side.SELL, 1.0, bid=bid, ask=ask)
+    assert MODEL.limit(Side.BUY, 1.0, 2.0, bid=bid, ask=ask, resting=True) is None
+    assert MODEL.limit(Side.SELL, 1.0, 0.5, bid=bid, ask=ask, resting=True) is None
+
+
+def _book(bid: float, ask: float, ts_ms: int = T0) -> TickerBatch:
+    return make_batch({"DOGE/USDT": (bid + ask) / 2}, ts_ms=ts_ms, bid={"DOGE/USDT": bid}, ask={"DOGE/USDT": ask})
+
+
+async def test_a_paper_exit_on_a_crossed_quote_sells_no_higher_than_its_ask() -> None:
+    """A close-all (a market sell) on a tick whose bid stands over its ask fills at the ask less
+    slippage, on the order and on the fill the journal books; a market buy at the bid plus it."""
+    broker = PaperBroker(MODEL)
+    broker.update_book(_book(0.31, 0.29))
+    sell = await broker.submit(make_intent(side=Side.SELL, quantity=Decimal("100"), client_order_id="s"), T0)
+    (fill,) = sell.fills
+    assert fill.price == sell.order.average_price == pytest.approx(0.29 * 0.999)
+    assert fill.fee_quote == pytest.approx(fill.price * 100 * 0.001)
+    buy = await broker.submit(make_intent(quantity=Decimal("100"), client_order_id="b"), T0)
+    assert buy.fills[0].price == buy.order.average_price == pytest.approx(0.31 * 1.001)
+
+
+async def test_a_resting_limit_a_crossed_quote_reaches_waits_for_a_sound_one() -> None:
+    """A take-profit sell resting at 0.30 and an entry buy resting at 0.29: a crossed tick (bid
+    0.31 over ask 0.28) reaches both and fills neither; the next sound quote through each fills
+    it at its price, as a maker."""
+    broker = PaperBroker(MODEL)
+    broker.update_book(_book(0.294, 0.296))
+    for side, price, cid in ((Side.SELL, "0.30", "tp"), (Side.BUY, "0.29", "e")):
+        intent = make_intent(side=side, order_type=OrderType.LIMIT, price=Decimal(price), client_order_id=cid)
+        assert (await broker.submit(intent, T0)).order.status is OrderStatus.OPEN
+    broker.update_book(_book(0.31, 0.28, T0 + 5_000))
+    assert await broker.sync(T0 + 5_000) == []
+    assert [o.client_order_id for o in await broker.open_orders()] == ["tp", "e"]
+    broker.update_book(_book(0.301, 0.302, T0 + 10_000))
+    (tp,) = await broker.sync(T0 + 10_000)
+    assert tp.order.client_order_id == "tp" and tp.fills[0].price == 0.30 and tp.fills[0].is_maker
+    broker.update_book(_book(0.288, 0.289, T0 + 15_000))
+    (entry,) = await broker.sync(T0 + 15_000)
+    assert entry.order.client_order_id == "e" and entry.fills[0].price == 0.29 and entry.fills[0].is_maker
 
 
 def test_no_book_is_retryable() -> None:
