@@ -23,6 +23,7 @@ market orders, no warning for `fetch_open_orders()` without a symbol, our recvWi
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,30 @@ class EndpointBinance(ccxt.pro.binance):  # type: ignore[misc]
     """ccxt.pro binance that maps spot error codes on an overridden host and keeps Retry-After."""
 
     hotcoin_endpoint: str | None = None
+
+    def client(self, url: str) -> Any:
+        """ccxt's WebSocket client for `url`, every future of which has its exception retrieved
+        once it fails (`_retrieved`).
+
+        ccxt creates futures nobody awaits: the user-data subscription parks one under
+        `authenticate:signature:spot` for concurrent callers, and a dial that fails rejects every
+        future of the client at once. Each such future then logged asyncio's "Future exception
+        was never retrieved" with a traceback when collected: at x300 with the exchange down,
+        one per redial, some 240 in 40 s, burying our one line per state change. The failure
+        itself still reaches whoever awaits the future (the stream, which logs it once); ccxt
+        does the same for its own connection future and for the losers of its races."""
+        client = super().client(url)
+        if "future" not in vars(client):
+            make = client.future
+
+            def future(message_hash: str) -> Any:
+                handed = make(message_hash)
+                handed.remove_done_callback(_retrieved)  # one callback per future, however often it is handed out
+                handed.add_done_callback(_retrieved)
+                return handed
+
+            client.future = future
+        return client
 
     def get_exceptions_by_url(self, url: str | None, exactOrBroad: str) -> dict[str, Any]:
         if self.hotcoin_endpoint and url is not None and url.startswith(self.hotcoin_endpoint):
@@ -75,6 +100,12 @@ class EndpointBinance(ccxt.pro.binance):  # type: ignore[misc]
                 lowered = {k.lower(): v for k, v in (headers or {}).items()}
                 exc.retry_after_s = parse_retry_after(lowered.get("retry-after"))
             raise
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a settled ccxt future's exception as retrieved (`EndpointBinance.client`)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def retry_after_of(exc: BaseException) -> float | None:

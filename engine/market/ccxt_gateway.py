@@ -23,6 +23,12 @@ resent call is refused again, the offset is put back (a measurement that did not
 trusted) and `ClockSkewError` says how far off the clock is and to sync it; the REST health
 then carries a `clock_skew` fault until that call works.
 
+**An exchange clock that went back** (a simulated exchange restarted mid-run, see
+`engine.market.exchange_clock`): the gateway's clock then shows the exchange's times
+`shift_ms` later, so every time the exchange reports (ticker event times, candle opens, order
+and fill times) has it added, every `since` sent has it taken off, and the skew measurement
+counts it in; on Binance it is always 0.
+
 Orders are sent with the intent's client order id (`newClientOrderId`), quantity floored to
 stepSize and price rounded to tickSize, as exact decimal strings. Binance only rejects a
 duplicate client id while the first order is open, so after an UNKNOWN failure the caller
@@ -38,6 +44,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -74,6 +81,7 @@ from engine.market.ccxt_stream import (
     watch_all_tickers,
 )
 from engine.market.errors import CLOCK_SKEW_CODE
+from engine.market.exchange_clock import exchange_shift_ms
 from engine.market.fast_tickers import FastTickerConnection
 from engine.market.gateway import (
     BALANCE_STREAM,
@@ -191,7 +199,7 @@ class CcxtGateway(Gateway):
         sent = self._clock.now_ms()
         server_ms = await self._guard.call("fetch_time", lambda: self._rest_client.fetch_time())
         back = self._clock.now_ms()
-        skew_ms = int(server_ms) - (sent + back) // 2
+        skew_ms = exchange_shift_ms(self._clock) + int(server_ms) - (sent + back) // 2
         self._guard.health.clock_offset_ms = skew_ms
         self._set_time_difference(-skew_ms)
         return skew_ms
@@ -322,7 +330,7 @@ class CcxtGateway(Gateway):
         tickers = await stream.next()
         known = {s: t for s, t in tickers.items() if s in self._markets}
         self.unknown_ticker_symbols += len(tickers) - len(known)
-        return tickers_to_batch(known, self._clock.now_ms())
+        return tickers_to_batch(known, self._clock.now_ms(), shift_ms=exchange_shift_ms(self._clock))
 
     def _fast_connection(self) -> FastTickerConnection:
         ws_base = self._rest_client.urls["api"]["ws"]["spot"]
@@ -337,7 +345,7 @@ class CcxtGateway(Gateway):
     async def fetch_tickers(self) -> TickerBatch:
         await self._ensure_markets()
         tickers = await self._rest("fetch_tickers", lambda: self._rest_client.fetch_tickers())
-        return tickers_to_batch(tickers, self._clock.now_ms())
+        return tickers_to_batch(tickers, self._clock.now_ms(), shift_ms=exchange_shift_ms(self._clock))
 
     async def watch_candles(self, symbol: str, timeframe: str) -> list[Candle]:
         await self._ensure_markets()
@@ -354,7 +362,8 @@ class CcxtGateway(Gateway):
             stale_s=self._section.stale_stream_s,
         )
         rows, latest_open_ms = await stream.next()
-        return candles_from_ohlcv(symbol, timeframe, rows, self._clock.now_ms(), latest_open_ms)
+        shift = exchange_shift_ms(self._clock)
+        return candles_from_ohlcv(symbol, timeframe, _shifted(rows, shift), self._clock.now_ms(), latest_open_ms + shift)
 
     async def fetch_candles(
         self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 500
@@ -362,11 +371,12 @@ class CcxtGateway(Gateway):
         await self._ensure_markets()
         self.market(symbol)
 
+        shift = exchange_shift_ms(self._clock)
+        since = None if since_ms is None else since_ms - shift
+
         async def fetch() -> list[Candle]:
-            rows = await self._rest(
-                "fetch_candles", lambda: self._rest_client.fetch_ohlcv(symbol, timeframe, since_ms, limit)
-            )
-            return candles_from_ohlcv(symbol, timeframe, rows, self._clock.now_ms())
+            rows = await self._rest("fetch_candles", lambda: self._rest_client.fetch_ohlcv(symbol, timeframe, since, limit))
+            return candles_from_ohlcv(symbol, timeframe, _shifted(rows, shift), self._clock.now_ms())
 
         return await self.candle_cache.get((symbol, timeframe, since_ms, limit), fetch)
 
@@ -375,6 +385,9 @@ class CcxtGateway(Gateway):
     def _order(self, raw: dict[str, Any]) -> Order:
         trace_id, purpose = self.known.meta(str(raw.get("clientOrderId") or ""))
         order = order_from_ccxt(raw, self._markets.get(str(raw.get("symbol"))), trace_id=trace_id, purpose=purpose)
+        shift = exchange_shift_ms(self._clock)
+        if shift:
+            order = replace(order, created_ms=order.created_ms and order.created_ms + shift, updated_ms=order.updated_ms and order.updated_ms + shift)
         info = raw.get("info") or {}
         self.trade_fees.note(order.client_order_id, trade_fees_of(info))
         order = self.trade_fees.apply(order, from_stream=info.get("e") == "executionReport")
@@ -459,15 +472,16 @@ class CcxtGateway(Gateway):
     ) -> list[Fill]:
         await self._ensure_markets()
         params = {"orderId": order_id} if order_id is not None else {}
-        raws = await self._rest(
-            "fetch_my_trades", lambda: self._rest_client.fetch_my_trades(symbol, since_ms, None, params)
-        )
+        shift = exchange_shift_ms(self._clock)
+        since = None if since_ms is None else since_ms - shift
+        raws = await self._rest("fetch_my_trades", lambda: self._rest_client.fetch_my_trades(symbol, since, None, params))
         fills = []
         for t in raws:
             cid = await self._client_id_for(symbol, str(t.get("order")))
             self.trade_fees.note(cid, trade_fees_of(t.get("info") or {}))
             trace_id = self.known.meta(cid)[0]
-            fills.append(fill_from_ccxt(t, cid, trace_id=trace_id))
+            fill = fill_from_ccxt(t, cid, trace_id=trace_id)
+            fills.append(replace(fill, ts_ms=fill.ts_ms + shift) if shift and fill.ts_ms else fill)
         return fills
 
     async def _client_id_for(self, symbol: str, exchange_order_id: str) -> str:
@@ -565,3 +579,8 @@ class CcxtGateway(Gateway):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh_task
         await asyncio.gather(*(stream.close() for stream in self._streams.values()), self._rest_client.close())
+
+
+def _shifted(rows: list[list[Any]], shift_ms: int) -> list[list[Any]]:
+    """OHLCV rows with their open times moved `shift_ms` later (`engine.market.exchange_clock`)."""
+    return [[int(r[0]) + shift_ms, *r[1:]] for r in rows] if shift_ms else rows

@@ -122,8 +122,10 @@ def _trade_count(info: CcxtDict) -> int:
     return -1 if raw is None else int(raw)
 
 
-def tickers_to_batch(tickers: Mapping[str, CcxtDict], ts_ms: int) -> TickerBatch:
-    """A `TickerBatch` from ccxt's `{symbol: ticker}` (watch_tickers / fetch_tickers)."""
+def tickers_to_batch(tickers: Mapping[str, CcxtDict], ts_ms: int, *, shift_ms: int = 0) -> TickerBatch:
+    """A `TickerBatch` from ccxt's `{symbol: ticker}` (watch_tickers / fetch_tickers); `shift_ms`
+    is added to the exchange's event times (`engine.market.exchange_clock`), not to `ts_ms`,
+    which a ticker without one takes."""
     rows = list(tickers.values())
     n = len(rows)
 
@@ -133,7 +135,7 @@ def tickers_to_batch(tickers: Mapping[str, CcxtDict], ts_ms: int) -> TickerBatch
     return TickerBatch(
         ts_ms=ts_ms,
         symbols=tuple(str(t["symbol"]) for t in rows),
-        event_ms=np.fromiter((t.get("timestamp") or ts_ms for t in rows), np.int64, n),
+        event_ms=np.fromiter((t["timestamp"] + shift_ms if t.get("timestamp") else ts_ms for t in rows), np.int64, n),
         last=col("last"),
         bid=col("bid"),
         ask=col("ask"),

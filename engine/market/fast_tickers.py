@@ -16,6 +16,7 @@ Failures are raised as ccxt exceptions (`NetworkError` for a drop or missed pong
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ import orjson
 from engine.domain import TickerBatch
 from engine.errors import MarketDataError
 from engine.market.backoff import Clock, parse_retry_after
+from engine.market.exchange_clock import exchange_shift_ms
 
 _FLOAT_KEYS = ("c", "b", "a", "o", "h", "l", "v", "q")  # last bid ask open high low base-vol quote-vol
 _NUMBER_TYPES = {str, int, float}  # what a float key may hold; bool and None are not numbers here
@@ -214,9 +216,11 @@ class FastTickerConnection:
         while True:
             msg = await ws.receive()
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                batch = self.decoder.decode(msg.data, self._clock.now_ms())
+                # Decoded on the exchange's own times (its event window), then moved onto our clock.
+                now, shift = self._clock.now_ms(), exchange_shift_ms(self._clock)
+                batch = self.decoder.decode(msg.data, now - shift)
                 if batch is not None:
-                    return batch
+                    return replace(batch, ts_ms=now, event_ms=batch.event_ms + shift) if shift else batch
                 continue
             if msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
                 continue

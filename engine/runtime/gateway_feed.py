@@ -11,6 +11,15 @@ what time it is, and it must keep the engine cycling when the exchange goes quie
   event time more than `MAX_AHEAD_MS` ahead of the batch's receive time (the gateway's
   clock) is not believed: one such row would hold the clock years ahead, every later batch
   stamped `last + 1` and `data_age_s` stuck at 0. With none left, the receive time is used.
+- **An exchange clock that moves.** The simulated exchange's clock is read at start and
+  extrapolated (`ExchangeClock`); a sim-exchange restarted mid-run starts its clock again
+  from its own origin, and the extrapolation would keep the engine hours ahead of the market,
+  every batch and candle stale, the engine blocked for as long as the first sim had run. So
+  the clock is re-read (`GET /api/v3/time`) on the first batch after the ticker stream comes
+  back from a drop, and whenever event times sit more than `MAX_AHEAD_MS` from it, and
+  re-anchored: forward as is, backwards never (the engine's time, and so discovery's windows,
+  timers and the journal, stays monotonic): the exchange's times are shown whole days later
+  instead (`engine.market.exchange_clock`). Binance (`SystemClock`) is never re-read.
 - **Heartbeats.** When no ticker arrives for `idle_s` wall seconds (a dropped WebSocket in
   backoff, a half-open socket, a stream error), `next_batch` returns an *empty* batch stamped
   with the exchange's time by the gateway's clock (`SystemClock` for Binance, `ExchangeClock`
@@ -42,7 +51,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -51,6 +60,7 @@ from engine.domain import Candle, Market, StateReason, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import ErrorClass, HotcoinError, MarketDataError, OrderError
 from engine.market.backoff import Clock, SystemClock
+from engine.market.exchange_clock import DAY_MS, ExchangeClock
 from engine.market.gateway import REST_STREAM, USER_STREAMS, Gateway, StreamHealth
 from engine.runtime.feed import MarketFeed, minute_batches, newer_than
 from engine.runtime.snapshot import StreamRow
@@ -63,31 +73,7 @@ REST_ERROR_SHOWN_MS = 60_000  # a REST error shows on the `rest` row for this lo
 MINUTE_MS = 60_000
 FIRST_LOAD_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # wall seconds before each retry of a failed first market load
 MAX_AHEAD_MS = 60_000  # an event time further ahead of the batch's receive time is not the exchange's time
-
-
-class ExchangeClock:
-    """The gateway's `Clock` for an exchange whose time runs at `pace` x wall time from
-    `exchange_ms` (the simulated exchange's clock, read once from its `/api/v3/time`).
-
-    The gateway stamps batches and judges candles closed, stream silence, backoffs and
-    rate-limit silences with its clock; on the simulated exchange at x300 those must be
-    exchange seconds (a 60 s rate-limit silence lasts 0.2 s of wall time there, as it would
-    for a client living at the exchange's pace). Binance needs none: `SystemClock` is its time.
-    """
-
-    def __init__(self, exchange_ms: int, pace: float, monotonic: Callable[[], float] = time.monotonic) -> None:
-        if pace <= 0:
-            raise ValueError(f"pace must be positive (exchange seconds per wall second), got {pace}")
-        self.pace = pace
-        self._origin = exchange_ms
-        self._monotonic = monotonic
-        self._t0 = monotonic()
-
-    def now_ms(self) -> int:
-        return self._origin + int((self._monotonic() - self._t0) * 1000.0 * self.pace)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.pace)
+RESYNC_EVERY_S = 5.0  # wall seconds between exchange clock reads prompted by disagreeing event times
 
 
 def _empty_batch(ts_ms: int) -> TickerBatch:
@@ -135,6 +121,8 @@ class GatewayFeed(MarketFeed):
         self._markets_at: float | None = None
         self._last_data_ms: int | None = None  # exchange time of the newest data
         self._last_ts = 0  # the last ts_ms handed to the engine
+        self._resynced_after = 0  # the ticker stream's reconnect count at the last exchange clock read
+        self._resynced_at = -math.inf  # wall time (monotonic) of the last exchange clock read
         self.batches = 0
         self.heartbeats = 0
         self.bad_batches = 0
@@ -199,7 +187,7 @@ class GatewayFeed(MarketFeed):
                 return self._heartbeat()
             pending, self._pending = self._pending, None
             try:
-                return self._accept(pending.result())
+                return await self._accept(pending.result())
             except MarketDataError as exc:
                 self.bad_batches += 1
                 self._error(exc)
@@ -216,7 +204,8 @@ class GatewayFeed(MarketFeed):
                 await asyncio.sleep(self._idle_s)
                 return self._heartbeat()
 
-    def _accept(self, batch: TickerBatch) -> TickerBatch:
+    async def _accept(self, batch: TickerBatch) -> TickerBatch:
+        batch = await self._follow_exchange_clock(batch)
         exchange_ms = _exchange_time(batch)
         self._last_data_ms = max(exchange_ms, self._last_data_ms or 0)
         self.batches += 1
@@ -224,6 +213,43 @@ class GatewayFeed(MarketFeed):
             self._book = batch
             self._index = {s: i for i, s in enumerate(batch.symbols)}
         return replace(batch, ts_ms=self._stamp(exchange_ms))
+
+    async def _follow_exchange_clock(self, batch: TickerBatch) -> TickerBatch:
+        """Re-read an `ExchangeClock` (module docstring, "Exchange time") on the first batch
+        after the ticker stream came back from a drop, or on one whose event times sit more than
+        `MAX_AHEAD_MS` from the clock; at most every `RESYNC_EVERY_S` wall seconds, so a time
+        endpoint that fails is not asked at every batch. `batch` comes back re-stamped on the
+        clock as it now stands. A failed read keeps the clock (logged) and is tried again later."""
+        clock = self._clock
+        if not isinstance(clock, ExchangeClock):
+            return batch
+        health = self.gateway.health().get(TICKER_STREAM)
+        reconnects = 0 if health is None else health.reconnects
+        events = batch.event_ms[batch.event_ms > 0]
+        newest = int(events.max()) if len(events) else batch.ts_ms
+        reconnected = reconnects != self._resynced_after
+        disagrees = abs(newest - batch.ts_ms) > MAX_AHEAD_MS
+        wall = time.monotonic()
+        if not (reconnected or disagrees) or wall - self._resynced_at < RESYNC_EVERY_S:
+            return batch
+        self._resynced_at = wall
+        shift = clock.shift_ms
+        try:
+            stepped = await clock.resync()
+        except (HotcoinError, OSError, TimeoutError) as exc:
+            self._error(exc)
+            return batch
+        self._resynced_after = reconnects
+        moved = clock.shift_ms - shift
+        if stepped:
+            log.warning(
+                "exchange clock re-read %s: ours stepped %.0f s forward to the exchange's%s",
+                "after the ticker stream reconnected" if reconnected else "as its event times disagreed with ours",
+                stepped / 1000,
+                f" (the exchange's clock went back: its times are shown {clock.shift_ms // DAY_MS} day(s) later)" if moved else "",
+            )  # fmt: skip
+        event_ms = np.where(batch.event_ms > 0, batch.event_ms + moved, batch.event_ms) if moved else batch.event_ms
+        return replace(batch, ts_ms=clock.now_ms(), event_ms=event_ms)
 
     def _heartbeat(self) -> TickerBatch:
         self.heartbeats += 1

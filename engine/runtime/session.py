@@ -34,13 +34,14 @@ from engine.journal.lock import journal_lock
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
+from engine.market.exchange_clock import ExchangeClock
 from engine.market.gateway import GatewayNotice
 from engine.ops.http import OpsServer
 from engine.ops.notify.service import open_notifications
 from engine.runtime import checkpoint
 from engine.runtime.engine import Engine, trace_events
 from engine.runtime.feed import MarketFeed, SimFeed
-from engine.runtime.gateway_feed import ExchangeClock, GatewayFeed
+from engine.runtime.gateway_feed import GatewayFeed
 from engine.runtime.local_client import LocalEngineClient
 from engine.runtime.recovery import BalanceAudit, Recovery, read_journal
 from engine.runtime.snapshot import Mode
@@ -200,7 +201,8 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
     since no real money is at stake and its order path is the thing worth exercising; the sim
     accepts any API key, so without configured keys the run signs as `SIM_API_KEY`. Its clock
     runs at `options.speed` (`--speed`, which must match the sim-exchange's: `check_sim_speed`)
-    from the time it reports, and the gateway keeps that time (`ExchangeClock`).
+    from the time it reports, and the gateway keeps that time (`ExchangeClock`), re-read from the
+    same endpoint when the feed finds it moved (a sim-exchange restarted mid-run).
     """
     section = config.exchange
     on_sim = section.name == "sim"
@@ -210,7 +212,10 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
             section = section.model_copy(update={"api_key": SecretStr(SIM_API_KEY), "api_secret": SecretStr(SIM_API_KEY)})
         assert section.endpoint is not None  # uses_exchange: the sim is only reached at an endpoint
         await check_sim_speed(section.endpoint, options.speed, section.request_timeout_ms)
-        clock = ExchangeClock(await server_time_ms(section.endpoint, section.request_timeout_ms), options.speed)
+        endpoint, timeout_ms = section.endpoint, section.request_timeout_ms
+        clock = ExchangeClock(
+            await server_time_ms(endpoint, timeout_ms), options.speed, fetch_time=lambda: server_time_ms(endpoint, timeout_ms)
+        )
     gateway = CcxtGateway(section, clock=clock, notify=_log_notice)
     feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
     if options.live or on_sim:

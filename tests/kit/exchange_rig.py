@@ -30,9 +30,10 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
+from engine.market.exchange_clock import ExchangeClock
 from engine.runtime.engine import Engine
-from engine.runtime.gateway_feed import ExchangeClock, GatewayFeed
-from engine.runtime.session import order_durability
+from engine.runtime.gateway_feed import GatewayFeed
+from engine.runtime.session import order_durability, server_time_ms
 from engine.runtime.snapshot import Mode
 from engine.sim.market import SimMarket
 from engine.sim.matching import Account
@@ -89,11 +90,14 @@ async def exchange_rig(
     pump_after_ms: int | None = PUMP_AFTER_MS,
     idle_s: float = 0.2,
     exchange_fee_rate: Decimal = Decimal("0.001"),
+    start_ms: int = START_MS,
 ) -> AsyncIterator[ExchangeRig]:
     """`pump_after_ms=None`: no pump (fault tests that only need a running engine).
-    `exchange_fee_rate`: the sim's commission (charged in the asset received, as Binance does)."""
+    `exchange_fee_rate`: the sim's commission (charged in the asset received, as Binance does).
+    `start_ms`: where the sim's market and clock start. The gateway's clock re-reads the sim's
+    `/api/v3/time` when the feed asks, as `hotcoin run`'s does."""
     config = config or exchange_config()
-    market = SimMarket(config.sim, START_MS)
+    market = SimMarket(config.sim, start_ms)
     symbol = None if pump_after_ms is None else plain_alts(market)[PUMP_SYMBOL_INDEX]
     async with running_sim_exchange(
         market, speed=speed, push_interval_s=0.05, tick_s=0.02, fee_rate=exchange_fee_rate
@@ -101,7 +105,8 @@ async def exchange_rig(
         section = config.exchange.model_copy(
             update={"endpoint": server.base_url, "api_key": SecretStr(API_KEY), "api_secret": SecretStr(SECRET)}
         )
-        clock = ExchangeClock(server.venue.clock.now_ms(), speed)
+        base_url = server.base_url  # a sim restarted on the same port is read there too
+        clock = ExchangeClock(server.venue.clock.now_ms(), speed, fetch_time=lambda: server_time_ms(base_url, 10_000))
         gateway = CcxtGateway(section, clock=clock)
         feed = GatewayFeed(gateway, clock=clock, idle_s=idle_s)
         chosen: Broker = (

@@ -22,8 +22,8 @@ from engine.errors import ClockSkewError, ExchangeAuthError
 from engine.market.ccxt_client import EndpointBinance, build_client
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.errors import AUTH_FIX
+from engine.market.exchange_clock import ExchangeClock
 from engine.market.gateway import REST_STREAM, GatewayNotice, NoticeKind
-from engine.runtime.gateway_feed import ExchangeClock
 from engine.sim.server import SimExchangeServer
 from tests.kit.domain import make_intent
 from tests.kit.sim_exchange import API_KEY, SECRET, running_sim_exchange

@@ -15,7 +15,7 @@ from engine.domain import OrderIntent, OrderPurpose, OrderType, Side
 from engine.execution.client_ids import client_order_id
 from engine.journal.reader import JournalReader
 from engine.market.ccxt_gateway import CcxtGateway
-from engine.runtime.gateway_feed import ExchangeClock
+from engine.market.exchange_clock import ExchangeClock
 from engine.runtime.recovery import Recovery, read_journal
 from engine.sim.matching import BNB
 from tests.kit.engine import plain_alts
