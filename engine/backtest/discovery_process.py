@@ -57,7 +57,7 @@ from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost
-from engine.domain import Market, TickerBatch, TickerRun
+from engine.domain import Market, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
@@ -171,6 +171,9 @@ class _Sending:
 
     def push_run(self, run: TickerRun) -> None:
         self._discovery.push_run(run, self._settled)
+
+    def seed_day(self, volumes: MinuteVolumes) -> object:
+        return self._discovery.seed_day(volumes)
 
     def room(self) -> int:
         return self._discovery.room()
@@ -380,6 +383,9 @@ class PipedDiscovery:
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object:
         return None  # discovery's own driver refreshed them on the same schedule, from the same files
+
+    def seed_day(self, volumes: MinuteVolumes) -> object:
+        return None  # discovery's own driver seeded it from its own market, at the same batch
 
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> object:
         return self._refuse("social posts")

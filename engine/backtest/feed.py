@@ -33,14 +33,14 @@ import numpy as np
 from engine.backtest.history import CandleSeries, HistoryIndex, HistoryStore
 from engine.backtest.stored_bars import StoredBars
 from engine.clock import SimClock
-from engine.domain import Bars, Candle, TickerBatch, TickerRun
+from engine.domain import Bars, Candle, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.candle import timeframe_ms
 from engine.runtime.feed import SimFeed
 from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
 from engine.sim.parquet_source import ParquetMarket
-from engine.sim.rings import MINUTE_MS
+from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES
 
 
 class CandleSlicer:
@@ -152,6 +152,13 @@ class HistoryFeed(SimFeed):
             return
         self._last_ms = self.market.now_ms
         yield self.market.tickers()
+
+    def day_volumes(self, end_ms: int) -> MinuteVolumes:
+        """The replay market's minute quote volumes of the day before `end_ms` (the first
+        warm-up batch), from the candles it loaded before its first minute
+        (`backtest.initial_history_minutes`; zeros where the data has none, as in its 24 h
+        figures): what leaves those figures is then read from the first batch on."""
+        return self.market.minute_volumes(end_ms, WINDOW_MINUTES)
 
     async def next_batch(self) -> TickerBatch:
         self._tape()

@@ -45,7 +45,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import Bars, Candle, Market, TickerBatch
+from engine.domain import Bars, Candle, Market, MinuteVolumes, TickerBatch
 from engine.errors import ConfigError
 from engine.runtime.cycle import DiscoveryStage
 from engine.runtime.feed import MarketFeed
@@ -75,6 +75,9 @@ class _Recording:
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object:
         return self._discovery.on_announcements(announcements, now_ms)
 
+    def seed_day(self, volumes: MinuteVolumes) -> object:
+        return self._discovery.seed_day(volumes)
+
 
 class _Replay:
     """The recorded results, batch by batch; slow inputs were folded in when they were recorded."""
@@ -95,6 +98,9 @@ class _Replay:
         return None
 
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object:
+        return None
+
+    def seed_day(self, volumes: MinuteVolumes) -> object:
         return None
 
 
@@ -141,6 +147,9 @@ class _RecordingFeed(MarketFeed):
 
     def bar_store(self, timeframe: str) -> BarStore | None:
         return self._feed.bar_store(timeframe)
+
+    def day_volumes(self, end_ms: int) -> MinuteVolumes:
+        return self._feed.day_volumes(end_ms)
 
     def book(self, symbol: str) -> tuple[float, float]:
         return self._feed.book(symbol)

@@ -54,7 +54,7 @@ from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RingBlock, TickerWindows, WindowUpdate
 from engine.domain.discovery import Candidate
 from engine.domain.market import Market
-from engine.domain.ticker import FloatArray, IntArray, TickerBatch, TickerRun
+from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
 from engine.journal.events import EventSink, make_trace_id
 
 DAY_MS = 86_400_000
@@ -331,6 +331,14 @@ class Discovery:
 
     def _admit(self, symbol: str) -> bool:
         return symbol in self.listings
+
+    def seed_day(self, volumes: MinuteVolumes) -> int:
+        """The windows' day ring from the real minute volumes of the day before the batch just
+        settled (`TickerWindows.seed_day`: a replay's departures read, not guessed); the rows
+        seeded."""
+        if self._block is not None:
+            raise RuntimeError("discovery holds pushed batches not yet settled: seed right after on_batch()")
+        return self.windows.seed_day(volumes)
 
     # ------------------------------------------------------------------ the batch
     def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:

@@ -11,12 +11,15 @@ Volume. Exchanges report a 24 h quote volume, not per-interval volume. Between t
 window, traded 24 h earlier), so the interval volume is `diff + departing`. The departing
 volume is read from our own estimates of 24 h ago, kept in a day ring of `volume_bucket_ms`
 buckets (rate of that bucket x dt); until a symbol has a day of history (or where that bucket
-is unknown) it is assumed traded at the window's average rate, `V_prev x dt / 24h`. Reading
-the real departure matters: a day after a burst (a listing, a crash) the burst leaves the
-window, and the average-rate guess would read a day of zeros, then every ordinary minute as a
-surge. Some feeds reset the figure daily (it falls to near zero at midnight): a fall below
-(1 - `volume_reset_drop`) x (V_prev - departing) is such a reset, and that interval's volume
-is *unknown* (NaN in its slot), never a spike or a negative. A symbol silent for several
+is unknown) it is assumed traded at the window's average rate, `V_prev x dt / 24h`; a feed
+that holds the day's candles (a backtest's replay) fills the ring from them right after its
+first batch (`seed_day`), so a replay reads real departures from its first minute and scores a
+minute the same whatever time it started from. Reading the real departure matters: a day
+after a burst (a listing, a crash) the burst leaves the window, and the average-rate guess
+would read a day of zeros, then every ordinary minute as a surge. Some feeds reset the
+figure daily (it falls to near zero at midnight): a fall below (1 - `volume_reset_drop`) x
+(V_prev - departing) is such a reset, and that interval's volume is *unknown* (NaN in its
+slot), never a spike or a negative. A symbol silent for several
 slots gets no volume for the update that ends the silence (the diff spans too long to place).
 
 A ticker whose event time is not past that of the symbol's last volume sample did not change:
@@ -54,11 +57,12 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.config.sections.discovery import WindowsSection
-from engine.domain.ticker import FloatArray, IntArray, TickerBatch, TickerRun
+from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
 
 BoolArray = npt.NDArray[np.bool_]
 
 DAY_MS = 86_400_000
+MINUTE_MS = 60_000
 RETURN_HORIZONS_MIN: tuple[int, ...] = (1, 5, 15, 60)
 RETURN_KEYS: tuple[str, ...] = tuple(f"{m}m" for m in RETURN_HORIZONS_MIN)  # '1m', '5m', ...: the returns' names
 NO_TIME = np.iinfo(np.int64).min
@@ -657,6 +661,45 @@ class TickerWindows:
         first = self._volume_since_ms[into] == NO_TIME
         if first.any():
             self._volume_since_ms[rows[first]] = ts
+
+    def seed_day(self, volumes: MinuteVolumes) -> int:
+        """Fill the day ring from the real minute volumes of the day before the batch just
+        folded in (`volumes.end_ms`, that batch's time); the rows seeded.
+
+        Until a row has a day of its own estimates, the volume leaving the 24 h figure is
+        otherwise guessed at the figure's average rate (see the module doc), and a replay's
+        first day then scored its minutes against made-up volume: the same minute's volume z
+        came out 5.9 or 3.7 as the backtest started an hour or a day before it. A replay's
+        market holds that day's candles, so it says what traded in each bucket: the departures
+        are read from them, as from our own estimates a day on. Symbols without a row, and
+        buckets finer than a minute, are left to the guess."""
+        b_n, bms = self.day_ring.shape[1], self._bucket_ms
+        cur = self._bucket
+        if cur < 0 or bms % MINUTE_MS or not len(volumes.symbols):
+            return 0
+        end = volumes.end_ms
+        if (end - 1) // bms != cur:
+            raise ValueError(f"minute volumes to {end} do not end in the open bucket ({cur}): seed right after that batch")
+        rows = np.fromiter(map(self.index.get, volumes.symbols, repeat(-1, len(volumes.symbols))), np.int64)
+        cols = np.flatnonzero(rows >= 0)
+        if not len(cols):
+            return 0
+        rows = rows[cols]
+        minutes = len(volumes.quote_volume)
+        opens = volumes.start_ms + np.arange(minutes, dtype=np.int64) * MINUTE_MS
+        age = cur - opens // bms  # 0: the open bucket, b_n: the bucket leaving the window now
+        keep = age <= b_n
+        age, qv = age[keep], volumes.quote_volume[keep][:, cols]
+        sums = np.zeros((b_n + 1, len(rows)))
+        np.add.at(sums, age, qv)
+        known = np.bincount(age, minlength=b_n + 1)
+        self.day_ring[rows[:, None], (cur - np.arange(b_n)) % b_n] = np.where(known[:b_n, None] > 0, sums[:b_n], np.nan).T
+        # The bucket leaving now, of which the minutes may be known only from end - 24 h on: its
+        # rate, over the whole bucket (a departure is read as the bucket's rate x dt).
+        self._departing[rows] = sums[b_n] * (bms // MINUTE_MS) / known[b_n] if known[b_n] else np.nan
+        since = self._volume_since_ms[rows]
+        self._volume_since_ms[rows] = np.where((since == NO_TIME) | (since > volumes.start_ms), volumes.start_ms, since)
+        return len(rows)
 
     def _open_bucket(self, bucket: int) -> None:
         """Start a day-ring bucket: keep what it held 24 h ago (the volume now leaving the exchange's

@@ -9,7 +9,7 @@ from engine.domain.candle import Bars, Candle
 from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision
 from engine.domain.market import Market, MarketFilters, MarketStatus
 from engine.domain.state import EngineState, StateReason
-from engine.domain.ticker import Ticker, TickerBatch, TickerRun
+from engine.domain.ticker import MinuteVolumes, Ticker, TickerBatch, TickerRun
 from engine.domain.trading import (
     Fill,
     Order,
@@ -32,6 +32,7 @@ __all__ = [
     "Market",
     "MarketFilters",
     "MarketStatus",
+    "MinuteVolumes",
     "Order",
     "OrderIntent",
     "OrderPurpose",

@@ -163,3 +163,30 @@ class TickerRun:
             self.ask[lo:hi], self.open_24h[lo:hi], self.high_24h[lo:hi], self.low_24h[lo:hi],
             self.base_volume_24h[lo:hi], self.quote_volume_24h[lo:hi], self.trade_count_24h[lo:hi],
         )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteVolumes:
+    """The quote volume each symbol traded in each minute before `end_ms`, oldest minute first:
+    what a market that holds its candles knows of the day behind a rolling 24 h figure (the
+    figure says how much traded, not when within the day, so not what leaves the window next).
+
+    A replay holds that day (its market loads it before the first batch) where an exchange's
+    ticker does not: the backtest hands it to discovery with its first warm-up batch
+    (`DiscoveryDriver.warmup`), so the volume leaving the window is read, not guessed."""
+
+    symbols: tuple[str, ...]
+    end_ms: int  # the last minute opens at end_ms - 60_000
+    quote_volume: FloatArray  # [minute, symbol]
+
+    def __post_init__(self) -> None:
+        if self.quote_volume.ndim != 2 or self.quote_volume.shape[1] != len(self.symbols):
+            raise MarketDataError(
+                f"MinuteVolumes.quote_volume has shape {self.quote_volume.shape}, expected (minutes, {len(self.symbols)})"
+            )
+        self.quote_volume.setflags(write=False)
+
+    @property
+    def start_ms(self) -> int:
+        """Open time of the first minute."""
+        return self.end_ms - len(self.quote_volume) * 60_000

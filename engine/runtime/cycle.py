@@ -36,7 +36,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import EngineState, Market, TickerBatch
+from engine.domain import EngineState, Market, MinuteVolumes, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import FAULT_ERRORS, InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
@@ -68,6 +68,8 @@ class DiscoveryStage(Protocol):
     def on_posts(self, posts: Iterable[SocialPost], now_ms: int) -> object: ...
 
     def on_announcements(self, announcements: Iterable[Announcement], now_ms: int) -> object: ...
+
+    def seed_day(self, volumes: MinuteVolumes) -> object: ...
 
 
 class DiscoveryDriver:
@@ -101,6 +103,13 @@ class DiscoveryDriver:
             if not warm:
                 await self.refresh_markets(past.ts_ms, force=True)
             self.discovery.on_batch(past, journal=False)
+            if not warm:
+                # A feed that holds the day behind its first batch (a replay's candles) says what
+                # traded when, so what leaves the 24 h figures is read from the start instead of
+                # guessed for a day: a minute's volume z must not depend on where a backtest began.
+                day = self.feed.day_volumes(past.ts_ms)
+                if day is not None:
+                    self.discovery.seed_day(day)
             warm += 1
         return warm
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.clock import SimClock
-from engine.domain import Bars, Candle, Market, StateReason, TickerBatch
+from engine.domain import Bars, Candle, Market, MinuteVolumes, StateReason, TickerBatch
 from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
@@ -32,6 +32,14 @@ class MarketFeed(abc.ABC):
         are filled when trading begins instead of an hour later. None by default."""
         return
         yield  # pragma: no cover - makes this an async generator
+
+    def day_volumes(self, end_ms: int) -> MinuteVolumes | None:
+        """The quote volume each symbol traded in each minute of the day before `end_ms` (the
+        first warm-up batch's time), where the feed holds it: discovery then reads what leaves
+        the rolling 24 h figures from the start (`DiscoveryDriver.warmup`). None by default: an
+        exchange's ticker gives the day's total only, and fetching a day of candles for every
+        pair is not worth it live, where discovery's own estimates take over after a day."""
+        return None
 
     def error_counts(self) -> dict[str, int]:
         """Market-data errors since start, by kind: what `/metrics` counts so a monitor can alarm

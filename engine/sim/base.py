@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.domain import Candle, Market, MarketFilters, MarketStatus, TickerBatch
+from engine.domain import Candle, Market, MarketFilters, MarketStatus, MinuteVolumes, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
 from engine.sim.rings import MINUTE_MS, FloatArray, IntArray, MinuteRings
@@ -210,6 +210,17 @@ class RingMarket(ABC):
             Candle(symbol, timeframe, t, o, h, low, cl, v, closed)
             for t, o, h, low, cl, v, closed in rows
         ]
+
+    def minute_volumes(self, end_ms: int, minutes: int) -> MinuteVolumes:
+        """The quote volume of each listed symbol in each of the `minutes` closed minutes before
+        `end_ms` (a minute boundary): the minutes its rolling 24 h figures were summed from."""
+        if end_ms % MINUTE_MS:
+            raise MarketDataError(f"minute volumes end on a minute, not at {end_ms}")
+        try:
+            volume = self._rings.closed_quote_volumes(end_ms // MINUTE_MS - minutes, minutes)
+        except ValueError as exc:
+            raise MarketDataError(f"minute volumes before {end_ms}: {exc}") from None
+        return MinuteVolumes(self._symbols, end_ms, volume)
 
     # -- for subclasses --------------------------------------------------------------------
 

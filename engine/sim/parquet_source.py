@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.config.sections.sim import SimSection
-from engine.domain import Candle, TickerBatch, TickerRun
+from engine.domain import Candle, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.candle import candle_problem, timeframe_ms
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.base import RingMarket, _mul_div, on_tick, quotes, step_exponent
@@ -194,6 +194,11 @@ class ParquetMarket(RingMarket):
                 "rings; read candles from the history store"
             )
         return super().klines(symbol, timeframe, start_ms=start_ms, end_ms=end_ms, limit=limit)
+
+    def minute_volumes(self, end_ms: int, minutes: int) -> MinuteVolumes:
+        if self._tape is not None:  # the rings stopped at the switch
+            raise MarketDataError("this replay computes its minutes ahead, without candle rings: no minute volumes")
+        return super().minute_volumes(end_ms, minutes)
 
     @property
     def ground_truth(self) -> tuple[PumpEvent, ...]:

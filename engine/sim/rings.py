@@ -333,6 +333,18 @@ class MinuteRings:
         """Trailing-24 h quote volume of symbol `i` alone (the book's liquidity, per order)."""
         return float(self._sum_quote[i] + self.quote_volume[self.slot, i])
 
+    def closed_quote_volumes(self, first: int, count: int) -> FloatArray:
+        """[minute, symbol] quote volume of the closed minutes first .. first+count-1 (epoch
+        minutes; 0 before a symbol listed), a copy: what the 24 h sums were summed from."""
+        if count < 0 or first < self.minute - self.ring_minutes + 1 or first + count > self.minute:
+            raise ValueError(
+                f"minutes {first} .. {first + count - 1} are not closed minutes the ring holds "
+                f"({self.minute - self.ring_minutes + 1} .. {self.minute - 1})"
+            )
+        n = self.n
+        out: FloatArray = np.concatenate([self.quote_volume[p, :n] for p in self._rows(first, count)]).astype(np.float64)
+        return out
+
     # -- internals -------------------------------------------------------------------------
 
     def _rows(self, first: int, count: int) -> list[slice]:
