@@ -344,6 +344,38 @@ def test_a_collect_that_stops_says_what_is_stored_and_how_to_resume(
     ]
 
 
+def test_a_collect_the_disk_cannot_take_says_which_file_why_and_what_is_kept(
+    sim_exchange: SimExchangeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (or EFBIG) during a write crashed `collect` with a 69-line pyarrow traceback.
+    Now it is one line naming the file and the OS's reason, then what each symbol has stored
+    and that re-running resumes, exit 2, as for any other stop."""
+    import errno
+
+    import engine.backtest.history as history
+
+    real = history.pq.write_table
+
+    def full_for_btc(table: object, where: str, **kwargs: object) -> None:
+        if "BTC_USDT" in Path(where).name:
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        real(table, where, **kwargs)
+
+    monkeypatch.setattr(history.pq, "write_table", full_for_btc)
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt,btc/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--no-progress")
+    btc = out_dir / "BTC_USDT-1m.parquet"
+    assert code == 2 and out == "", err
+    assert err.splitlines() == [
+        f"hotcoin: cannot write {btc} (No space left on device); {btc} was not made",
+        f"collect stopped; {out_dir} keeps what was stored:",
+        "  DOGE/USDT: 1,440 candles, 2021-04-16 00:00:00 UTC to 2021-04-16 23:59:00 UTC (1,440 added by this run)",
+        "  BTC/USDT: nothing (0 added by this run)",
+        "re-run the same command to resume: it downloads only what is missing",
+    ]
+
+
 def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
     best = tmp_path / "best.toml"
