@@ -217,13 +217,14 @@ def collect(
     report = CollectReport([])
     tf = timeframe or "1m"
     try:
-        with _user_errors():
+        with _user_errors(), _stop_signals_as_sigint() as caught:
             cfg = _config(config, _given({"exchange.endpoint": endpoint, "backtest.timeframe": timeframe}))
             tf = cfg.backtest.timeframe
             asyncio.run(run_collect(cfg, out, wanted, tf, days, top, progress, report))
     except KeyboardInterrupt:
-        _say_stopped(out, report, tf, "interrupted")
-        raise typer.Exit(130) from None
+        with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no summary: what is kept is kept
+            _say_stopped(out, report, tf, "interrupted")
+        raise typer.Exit(128 + (caught[0] if caught else signal.SIGINT)) from None
     except typer.Exit:
         _say_stopped(out, report, tf, "stopped")
         raise
@@ -350,6 +351,32 @@ def _signals_as_ctrl_c() -> Iterator[list[int]]:
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _stop_signals_as_sigint() -> Iterator[list[int]]:
+    """SIGTERM (`kill`, a service stop) and SIGHUP (an SSH session that closed) stop an asyncio
+    command as Ctrl-C does, and the ones caught are listed, for the exit status (128 + the
+    signal). Left to their default they ended `hotcoin collect` at once, silently (exit -15 or
+    -1), losing the candles downloaded but not written yet.
+
+    Each is turned into a SIGINT rather than raising KeyboardInterrupt where it lands (as
+    `_signals_as_ctrl_c` does for the search, which runs no event loop): `asyncio.run` answers
+    a first SIGINT by cancelling its task, which stops at its next `await`, so a store write
+    under way (synchronous) is never torn and the download's `finally` writes what it holds;
+    a second signal is a second Ctrl-C and stops at once."""
+    caught: list[int] = []
+
+    def as_sigint(signum: int, frame: object) -> None:
+        caught.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, as_sigint) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield caught
     finally:
