@@ -193,7 +193,14 @@ def collect(
         str | None, typer.Option("--symbols", help="Comma-separated pairs: DOGE/USDT or DOGEUSDT; default: the biggest movers.")
     ] = None,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Days of history (default: backtest.collect_days).")] = None,
-    top: Annotated[int | None, typer.Option("--top", min=1, help="How many movers (default: backtest.collect_top).")] = None,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top", min=1,
+            help="How many movers: the pairs with the widest range (high / low) over the last --days x 24 h, rolling "
+            "(default: backtest.collect_top).",
+        ),
+    ] = None,
     timeframe: TimeframeOpt = None,
     endpoint: Annotated[
         str | None, typer.Option("--endpoint", help="A Binance-compatible host, e.g. http://127.0.0.1:8765 (the sim exchange).")
