@@ -71,6 +71,11 @@ class Progress:
     def advance(self, symbol: str, n: int) -> None:
         """`n` more candles of `symbol` handled."""
 
+    def finish(self, symbol: str) -> None:
+        """`symbol` is done: the candles handled are all there were. Fewer than `start` said
+        where the pair was listed inside the window, or the exchange has gaps; a bar left at
+        its estimate never reached 100 %."""
+
     def waiting(self, seconds: float, reason: str) -> None:
         """Pausing `seconds` before a retry; `reason` says which request failed, how, and which retry."""
 
@@ -205,6 +210,7 @@ class Collector:
         await self._download(symbol, since, now, now, whole=False)
         if span is not None and span[0] > start:
             await self._backfill(symbol, start, span[0], now)
+        self.progress.finish(symbol)
 
     async def _backfill(self, symbol: str, start: int, first: int, now: int) -> None:
         """Candles from `start` up to the stored `first`, in blocks of `flush_candles`, the

@@ -206,7 +206,13 @@ def collect(
         str | None, typer.Option("--endpoint", help="A Binance-compatible host, e.g. http://127.0.0.1:8765 (the sim exchange).")
     ] = None,
     config: ConfigOpt = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show each symbol's progress on stderr: a bar on a terminal, plain lines elsewhere (a log, a pipe).",
+        ),
+    ] = True,
 ) -> None:
     """Download candles (resumable, rate-limit aware) into the history store."""
     import asyncio

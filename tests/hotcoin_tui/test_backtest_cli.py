@@ -263,6 +263,23 @@ def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> Non
     assert "collected 0 candles" in out
 
 
+def test_collect_progress_into_a_log_is_plain_lines_as_it_goes(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    """With stderr no terminal (a log, a pipe, a cron job), the progress bar drew nothing until
+    the end; now each symbol's progress is plain lines: its start, each tenth it passes, its end."""
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt,btc/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--progress")
+    assert code == 0 and "collected 2,880 candles for 2 symbol(s)" in out, err
+    assert err.splitlines() == [
+        "collect DOGE/USDT: 1,440 candles to download",
+        "collect DOGE/USDT: 1,000 of 1,440 candles (69%)",  # a page of 1,000 candles, then the rest
+        "collect DOGE/USDT: done, 1,440 candles",
+        "collect BTC/USDT: 1,440 candles to download",
+        "collect BTC/USDT: 1,000 of 1,440 candles (69%)",
+        "collect BTC/USDT: done, 1,440 candles",
+    ]
+
+
 def test_collect_takes_a_pair_written_together(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
     out_dir = tmp_path / "data"
     args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "dogeusdt", "--days", "1"]

@@ -508,3 +508,23 @@ def test_movers_window_is_one_page_of_the_finest_candles_that_cover_it(days: int
     step = timeframe_ms(tf)
     assert since % step == 0 and since + (count - 1) * step == now // step * step  # up to the running candle
     assert since <= now - days * 86_400_000 < since + step or count == page  # from the one holding the start
+
+
+async def test_the_bar_of_a_pair_listed_inside_the_window_ends_at_100_percent(tmp_path: Path) -> None:
+    """The bar's total counts every minute of the window; a pair listed inside it (here: a
+    day into a 3-day window, resumed) has fewer, and its bar stopped at a third. When a symbol
+    is done its total is now what was done."""
+    from engine.backtest.api import RichProgress
+
+    gw = FakeGateway(clock=ManualClock(T0 + 3 * 86_400_000))
+    gw.push_tickers(_batch(["NEW/USDT"], [1.0], T0 + 3 * 86_400_000))
+    gw.markets = {"NEW/USDT": None}  # type: ignore[dict-item]
+    listed = T0 + 2 * 86_400_000
+    gw.push_candles([Candle("NEW/USDT", "1m", listed + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(1440)])
+    store = HistoryStore(tmp_path)
+    store.append("NEW/USDT", "1m", [Candle("NEW/USDT", "1m", listed + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(720, 1440)])
+    with RichProgress() as bar:
+        p = CollectPlan("1m", 3, 2, page=500, flush_candles=600)
+        report = await Collector(gw, store, p, now_ms=gw.clock.now_ms, sleep=gw.clock.sleep, progress=bar).run(["NEW/USDT"])
+    [task] = bar.bar.tasks
+    assert report.written == {"NEW/USDT": 720} and task.completed == task.total == 720 and task.finished
