@@ -418,12 +418,12 @@ class _HangAfterTwoPages(FakeMarketSource):
         return super().klines(symbol, timeframe, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_collect_stopped_by_sigterm_or_sighup_writes_what_came_and_says_so(tmp_path: Path, how: str) -> None:
     """SIGTERM (kill, a service stop) or SIGHUP (an SSH session that dropped) ended `collect`
     at once: exit -15 or -1, nothing printed, the candles downloaded but not written yet lost.
-    Each now stops it as Ctrl-C does: what came is written, the summary says what is stored
-    and that re-running resumes, exit 128 + the signal."""
+    Each now stops it as Ctrl-C (SIGINT, checked alongside) does: what came is written, the
+    summary says what is stored and that re-running resumes, exit 128 + the signal."""
     source = _HangAfterTwoPages({"DOGE/USDT": 0.3})
     source.advance_to(T0 + 14 * 86_400_000 + 30_000)
     out_dir = tmp_path / "data"
