@@ -9,6 +9,7 @@
     │   ├── ArchiveWriteError    a rotation could not write its archive (that disk full or read-only)
     │   └── TraceNotFoundError   replay of an unknown or ambiguous trace id
     ├── MarketDataError          data no exchange could have sent (NaN, negative, unknown symbol)
+    │   └── StoreWriteError      a candle store file could not be written (disk full, too large, read-only)
     └── OrderError               an order that failed; `error_class` says what a caller may do
         ├── RetryableOrderError      try again later (network, rate limit, timeout)
         ├── NonRetryableOrderError   will fail again as sent (filters, balance, unknown order)
@@ -90,6 +91,21 @@ class TraceNotFoundError(JournalError):
 
 class MarketDataError(HotcoinError):
     """Market data that cannot be true; the caller counts and skips it."""
+
+
+class StoreWriteError(MarketDataError):
+    """A file of the candle store could not be written: its disk is full, the file would grow
+    past the file system's or the user's size limit (EFBIG), the folder turned read-only. The
+    OS error surfaced from pyarrow deep inside `hotcoin collect` as a 69-line traceback that
+    did not say which file; as a `HotcoinError` every caller prints it as one line and stops
+    cleanly (collect then says what is stored). `path` is the store file (not the temporary
+    one the write went through, which is removed: the file keeps what it held), `reason` the
+    OS's words."""
+
+    def __init__(self, message: str, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 class OrderError(HotcoinError):

@@ -100,6 +100,36 @@ class LogProgress(Progress):
         print(f"collect: waiting {seconds:.1f} s: {reason}", file=sys.stderr, flush=True)
 
 
+class LogCollectProgress(LogProgress):
+    """Collect's progress as plain lines on stderr, where rich's bar would draw nothing until
+    the end (a `--progress` into a log file, a pipe, a cron job): a line when a symbol starts,
+    one each time it passes another tenth of its candles, one when it is done, and each wait
+    (`LogProgress`). The replay's `LogReplayProgress` does the same for `backtest`."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+
+    def __enter__(self) -> LogCollectProgress:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    def start(self, symbol: str, total: int) -> None:
+        self.total[symbol], self.done[symbol] = total, 0
+        print(f"collect {symbol}: {total:,} candles to download", file=sys.stderr, flush=True)
+
+    def advance(self, symbol: str, n: int) -> None:
+        total, before = self.total[symbol], self.done[symbol]
+        done = self.done[symbol] = before + n
+        if done < total and 10 * done // total > 10 * before // total:  # another tenth; the end has its own line
+            print(f"collect {symbol}: {done:,} of {total:,} candles ({done / total:.0%})", file=sys.stderr, flush=True)
+
+    def finish(self, symbol: str) -> None:
+        print(f"collect {symbol}: done, {self.done[symbol]:,} candles", file=sys.stderr, flush=True)
+
+
 class RichProgress(Progress):
     """A rich progress bar on stderr: one task per symbol, a line for each wait and its reason."""
 
@@ -117,7 +147,7 @@ class RichProgress(Progress):
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=Console(stderr=True),
         )  # fmt: skip
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichProgress:
         self.bar.start()
@@ -130,10 +160,26 @@ class RichProgress(Progress):
         self.tasks[symbol] = self.bar.add_task(symbol, total=total)
 
     def advance(self, symbol: str, n: int) -> None:
-        self.bar.advance(self.tasks[symbol], n)  # type: ignore[arg-type]
+        self.bar.advance(self.tasks[symbol], n)
+
+    def finish(self, symbol: str) -> None:
+        """The bar's total becomes what was done, so it ends at 100 %: the estimate counts
+        every minute of the window, a pair listed inside it (or an exchange gap) has fewer."""
+        task = self.tasks[symbol]
+        done = next(t.completed for t in self.bar.tasks if t.id == task)
+        self.bar.update(task, total=done)
 
     def waiting(self, seconds: float, reason: str) -> None:
         self.bar.console.print(f"waiting {seconds:.1f} s: {reason}")
+
+
+def collect_progress() -> RichProgress | LogCollectProgress:
+    """Collect's progress on stderr: the bar where stderr is an interactive terminal (as rich
+    tells it, `replay_progress`), plain lines elsewhere: the bar drew nothing into a log until
+    the run ended."""
+    from rich.console import Console
+
+    return RichProgress() if Console(stderr=True).is_interactive else LogCollectProgress()
 
 
 class RichReplayProgress:
@@ -296,7 +342,7 @@ async def run_collect(
     )
     gateway = collect_gateway(config.exchange)
     try:
-        bar = RichProgress() if progress else None
+        bar = collect_progress() if progress else None
         collector = Collector(
             gateway, HistoryStore(out), plan, now_ms=lambda: time.time_ns() // 1_000_000, sleep=asyncio.sleep,
             progress=bar or LogProgress(), filters=config.discovery.filters, report=report,

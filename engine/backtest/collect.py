@@ -1,9 +1,10 @@
 """`hotcoin collect`: download candles into the history store through the exchange gateway.
 
 Which symbols: a given list, or the pairs of the quote asset that moved most over the last
-`days` days. Movers are found in two passes so a 2,000-symbol exchange costs a handful of
-requests: the 24 h tickers pick the `4 x top` biggest absolute 24 h changes, then their daily
-candles rank them by the range over `days` (max high / min low - 1).
+`days` x 24 h, rolling (up to the exchange's now, not to a UTC midnight). Movers are found in
+two passes so a 2,000-symbol exchange costs a handful of requests: the 24 h tickers pick the
+`4 x top` biggest absolute 24 h changes, then one request each of their hourly candles ranks
+them by the range over the window (max high / min low - 1; `mover_candles`).
 
 Resumable: each symbol continues from its last stored candle (the store skips what it holds),
 so an interrupted collect run re-run later fetches only what is missing. Only candles closed
@@ -70,6 +71,11 @@ class Progress:
     def advance(self, symbol: str, n: int) -> None:
         """`n` more candles of `symbol` handled."""
 
+    def finish(self, symbol: str) -> None:
+        """`symbol` is done: the candles handled are all there were. Fewer than `start` said
+        where the pair was listed inside the window, or the exchange has gaps; a bar left at
+        its estimate never reached 100 %."""
+
     def waiting(self, seconds: float, reason: str) -> None:
         """Pausing `seconds` before a retry; `reason` says which request failed, how, and which retry."""
 
@@ -133,8 +139,7 @@ class Collector:
         p = self.plan
         tf = timeframe_ms(p.timeframe)
         batch = await self._call(lambda: self.gateway.fetch_tickers())
-        # The exchange's clock, not ours: candles are asked for up to the exchange's "now".
-        now = int(batch.event_ms.max()) if len(batch.event_ms) else batch.ts_ms
+        now = _exchange_now(batch)
         chosen = list(symbols) if symbols else await self.movers(batch)
         markets = await self._call(lambda: self.gateway.load_markets())
         chosen = _resolve(chosen, markets, p.quote)
@@ -164,10 +169,15 @@ class Collector:
         )
 
     async def movers(self, batch: TickerBatch) -> list[str]:
-        """The `top` pairs of the quote asset with the largest range over the last `days` days,
-        among those discovery may trade: the same static filters (`CandidateFilters`: quote,
-        stablecoins, fiat, leveraged tokens, blacklist), so a USDC/USDT or BTCUP/USDT that
-        discovery never considers is not what the download is spent on."""
+        """The `top` pairs of the quote asset with the largest range over the last `days` x 24 h
+        (to the exchange's now, `mover_candles`), among those discovery may trade: the same
+        static filters (`CandidateFilters`: quote, stablecoins, fiat, leveraged tokens,
+        blacklist), so a USDC/USDT or BTCUP/USDT that discovery never considers is not what the
+        download is spent on.
+
+        The range was taken from the last `days` daily candles, the last of which is the
+        running UTC day: a `--days 1` just after midnight ranked the pairs on a few minutes,
+        and any `--days N` dropped up to a day of the window it names."""
         p = self.plan
         rules = CandidateFilters(self.filters, p.quote, 0)
         rules.note_bases(batch.symbols)
@@ -179,11 +189,13 @@ class Collector:
                 changes.append((abs(last / o - 1.0), s))
         changes.sort(reverse=True)
         shortlist = [s for _, s in changes[: 4 * p.top]]
+        tf, since, limit = mover_candles(p.days, _exchange_now(batch), p.page)
         ranges = []
         for s in shortlist:
-            days = await self._call(lambda s=s: self.gateway.fetch_candles(s, "1d", None, p.days))  # type: ignore[misc]
-            if days:
-                hi, lo = max(c.high for c in days), min(c.low for c in days)
+            got = await self._call(lambda s=s: self.gateway.fetch_candles(s, tf, since, limit))  # type: ignore[misc]
+            window = [c for c in got if c.open_ms >= since]
+            if window:
+                hi, lo = max(c.high for c in window), min(c.low for c in window)
                 ranges.append((hi / lo - 1.0 if lo > 0 else 0.0, s))
         ranges.sort(reverse=True)
         return sorted(s for _, s in ranges[: p.top])
@@ -198,6 +210,7 @@ class Collector:
         await self._download(symbol, since, now, now, whole=False)
         if span is not None and span[0] > start:
             await self._backfill(symbol, start, span[0], now)
+        self.progress.finish(symbol)
 
     async def _backfill(self, symbol: str, start: int, first: int, now: int) -> None:
         """Candles from `start` up to the stored `first`, in blocks of `flush_candles`, the
@@ -306,6 +319,32 @@ class Collector:
         self.report.waited_s += seconds
         self.progress.waiting(seconds, reason)
         await self.sleep(seconds)
+
+
+MOVER_TIMEFRAMES = ("1h", "4h", "1d")
+
+
+def mover_candles(days: int, now: int, page: int) -> tuple[str, int, int]:
+    """The candles that rank the movers over the last `days` x 24 h before `now` (the
+    exchange's): (timeframe, first open time, how many), in one request per pair. The finest of
+    `MOVER_TIMEFRAMES` whose candles from the one holding `now - days x 24 h` to the running
+    one fit in a `page` (Binance's 1,000 hourly candles reach back 41 days, 4-hourly 166): the
+    window is then covered whole, give or take that first candle's part before it, and the
+    running candle counts as far as it goes. A window too long even for daily candles is cut to
+    the last `page` days."""
+    for tf in MOVER_TIMEFRAMES:
+        step = timeframe_ms(tf)
+        current = now // step * step
+        count = (current - (now - days * DAY_MS) // step * step) // step + 1
+        if count <= page:
+            break
+    count = min(count, page)
+    return tf, current - (count - 1) * step, count
+
+
+def _exchange_now(batch: TickerBatch) -> int:
+    """The exchange's clock, not ours, from its tickers: candles are asked for up to its now."""
+    return int(batch.event_ms.max()) if len(batch.event_ms) else batch.ts_ms
 
 
 def _utc(ms: int) -> str:

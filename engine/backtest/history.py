@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import os
+import pwd
 import re
 import tempfile
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 
 from engine.domain import Candle
 from engine.domain.candle import timeframe_ms
-from engine.errors import MarketDataError
+from engine.errors import MarketDataError, StoreWriteError
 from engine.sim.parquet_source import column_array, open_time_problem, read_candles, read_columns
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
@@ -212,10 +213,17 @@ class HistoryStore:
         kernel drops it when its holder ends, however it ends (a kill -9 leaves no stale lock);
         the file itself stays (removing it would let a third writer lock a new file while the
         second still holds the old one).
+
+        A lock file this user cannot open (another user's, a chmod 000) or create (a read-only
+        folder) is a `MarketDataError` naming it, its owner and the fix (`_lock_refused`): the
+        raw PermissionError was a traceback that did not say what the file is for.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise MarketDataError(_lock_refused(path, exc)) from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -236,24 +244,62 @@ class HistoryStore:
 LOCK_NAME = ".collect.lock"
 
 
+def _lock_refused(path: Path, exc: OSError) -> str:
+    """Why the lock file `path` cannot be opened, with its owner where the folder lets us see
+    it, and the fix: remove it if no collect is writing there (nothing else is kept in it: the
+    holder's pid), or make it writable; a folder we cannot create it in is no store for us."""
+    reason = _os_reason(exc)
+    try:
+        uid = path.stat().st_uid
+    except OSError:  # no such file (to be created), or a folder we cannot look into
+        if path.parent.is_dir() and not path.exists():
+            return f"cannot create {path}, the lock of `hotcoin collect` ({reason}); collect into a folder you can write"
+        return f"cannot open {path}, the lock of `hotcoin collect` ({reason}); collect into a folder you can read and write"
+    try:
+        owner = f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:  # a uid with no account here (a file from another machine, a container)
+        owner = f"uid {uid}"
+    return (
+        f"cannot open {path}, the lock that keeps two `hotcoin collect` runs out of {path.parent} ({reason}; "
+        f"it belongs to {owner}): if no collect is writing into {path.parent}, remove it "
+        f"(rm {path}), or make it readable and writable for you (chown or chmod u+rw)"
+    )
+
+
 def _write(table: pa.Table, path: Path) -> None:
     """Replace `path` with `table` atomically: written to a temporary file of its own in the
     same folder (a name no other writer uses: a shared `{file}.tmp` let two writers rename
     each other's half-written file into place), then `os.replace`d over the file, keeping its
     permissions. A failure
     or a kill before the rename leaves the previous file as it was; the temporary file is
-    removed on any error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    removed on any error.
+
+    An OS error (a full disk, a file past the size limit, a folder turned read-only) is a
+    `StoreWriteError` naming `path` and the OS's reason: raised raw from pyarrow, it ended
+    `hotcoin collect` with a 69-line traceback naming neither the file nor what is kept."""
+    name: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         os.chmod(name, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp's 0600 is no store file's
         pq.write_table(table, name, compression="zstd")
         os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
+    except BaseException as exc:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        if isinstance(exc, OSError):
+            reason = _os_reason(exc)
+            kept = f"{path} keeps what it held" if os.path.exists(path) else f"{path} was not made"
+            raise StoreWriteError(f"cannot write {path} ({reason}); {kept}", path, reason) from exc
         raise
+
+
+def _os_reason(exc: OSError) -> str:
+    """The OS's words for `exc` ("No space left on device"): pyarrow's own message names its
+    temporary file and repeats the errno ("Error writing bytes to file. Detail: [errno 28] ...")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _utc(ms: int) -> str:

@@ -193,13 +193,26 @@ def collect(
         str | None, typer.Option("--symbols", help="Comma-separated pairs: DOGE/USDT or DOGEUSDT; default: the biggest movers.")
     ] = None,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Days of history (default: backtest.collect_days).")] = None,
-    top: Annotated[int | None, typer.Option("--top", min=1, help="How many movers (default: backtest.collect_top).")] = None,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top", min=1,
+            help="How many movers: the pairs with the widest range (high / low) over the last --days x 24 h, rolling "
+            "(default: backtest.collect_top).",
+        ),
+    ] = None,
     timeframe: TimeframeOpt = None,
     endpoint: Annotated[
         str | None, typer.Option("--endpoint", help="A Binance-compatible host, e.g. http://127.0.0.1:8765 (the sim exchange).")
     ] = None,
     config: ConfigOpt = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show each symbol's progress on stderr: a bar on a terminal, plain lines elsewhere (a log, a pipe).",
+        ),
+    ] = True,
 ) -> None:
     """Download candles (resumable, rate-limit aware) into the history store."""
     import asyncio
@@ -217,13 +230,14 @@ def collect(
     report = CollectReport([])
     tf = timeframe or "1m"
     try:
-        with _user_errors():
+        with _user_errors(), _stop_signals_as_sigint() as caught:
             cfg = _config(config, _given({"exchange.endpoint": endpoint, "backtest.timeframe": timeframe}))
             tf = cfg.backtest.timeframe
             asyncio.run(run_collect(cfg, out, wanted, tf, days, top, progress, report))
     except KeyboardInterrupt:
-        _say_stopped(out, report, tf, "interrupted")
-        raise typer.Exit(130) from None
+        with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no summary: what is kept is kept
+            _say_stopped(out, report, tf, "interrupted")
+        raise typer.Exit(128 + (caught[0] if caught else signal.SIGINT)) from None
     except typer.Exit:
         _say_stopped(out, report, tf, "stopped")
         raise
@@ -350,6 +364,32 @@ def _signals_as_ctrl_c() -> Iterator[list[int]]:
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _stop_signals_as_sigint() -> Iterator[list[int]]:
+    """SIGTERM (`kill`, a service stop) and SIGHUP (an SSH session that closed) stop an asyncio
+    command as Ctrl-C does, and the ones caught are listed, for the exit status (128 + the
+    signal). Left to their default they ended `hotcoin collect` at once, silently (exit -15 or
+    -1), losing the candles downloaded but not written yet.
+
+    Each is turned into a SIGINT rather than raising KeyboardInterrupt where it lands (as
+    `_signals_as_ctrl_c` does for the search, which runs no event loop): `asyncio.run` answers
+    a first SIGINT by cancelling its task, which stops at its next `await`, so a store write
+    under way (synchronous) is never torn and the download's `finally` writes what it holds;
+    a second signal is a second Ctrl-C and stops at once."""
+    caught: list[int] = []
+
+    def as_sigint(signum: int, frame: object) -> None:
+        caught.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, as_sigint) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield caught
     finally:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from engine.backtest.history import HistoryStore
 from engine.config import load_config
+from engine.domain import Candle
 from engine.sim.server import SimExchangeServer
 from hotcoin_tui.cli import app
 from tests.engine.backtest.conftest import MIN, START, T0, write_store
@@ -219,6 +220,14 @@ def sim_exchange() -> Iterator[SimExchangeServer]:
     """The sim exchange on its own loop in a thread (the command runs its own asyncio.run)."""
     source = FakeMarketSource({"BTC/USDT": 60_000.0, "DOGE/USDT": 0.3})
     source.advance_to(T0 + 86_400_000 + 30_000)
+    with _sim_in_thread(source) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _sim_in_thread(source: FakeMarketSource) -> Iterator[SimExchangeServer]:
+    """A sim exchange serving `source`, on its own loop in a thread, for a command in this
+    process (which runs its own asyncio.run) or in another."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop = asyncio.Event()
@@ -233,10 +242,12 @@ def sim_exchange() -> Iterator[SimExchangeServer]:
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
     thread.start()
     ready.wait(10)
-    yield box[0]
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    loop.close()
+    try:
+        yield box[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
 
 
 def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
@@ -250,6 +261,23 @@ def test_collect_command(sim_exchange: SimExchangeServer, tmp_path: Path) -> Non
     code, out, err = invoke(*args)  # resumed: nothing new yet, progress bar on
     assert code == 0, err
     assert "collected 0 candles" in out
+
+
+def test_collect_progress_into_a_log_is_plain_lines_as_it_goes(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
+    """With stderr no terminal (a log, a pipe, a cron job), the progress bar drew nothing until
+    the end; now each symbol's progress is plain lines: its start, each tenth it passes, its end."""
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt,btc/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--progress")
+    assert code == 0 and "collected 2,880 candles for 2 symbol(s)" in out, err
+    assert err.splitlines() == [
+        "collect DOGE/USDT: 1,440 candles to download",
+        "collect DOGE/USDT: 1,000 of 1,440 candles (69%)",  # a page of 1,000 candles, then the rest
+        "collect DOGE/USDT: done, 1,440 candles",
+        "collect BTC/USDT: 1,440 candles to download",
+        "collect BTC/USDT: 1,000 of 1,440 candles (69%)",
+        "collect BTC/USDT: done, 1,440 candles",
+    ]
 
 
 def test_collect_takes_a_pair_written_together(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
@@ -320,7 +348,6 @@ def test_a_collect_that_stops_says_what_is_stored_and_how_to_resume(
     error: now both say what each symbol has stored (range, count, added by this run) and that
     re-running resumes."""
     import engine.backtest.api as api
-    from engine.domain import Candle
     from engine.errors import RetryableOrderError
 
     out_dir = tmp_path / "data"
@@ -342,6 +369,92 @@ def test_a_collect_that_stops_says_what_is_stored_and_how_to_resume(
         "  XRP/USDT: nothing (0 added by this run)",
         "re-run the same command to resume: it downloads only what is missing",
     ]
+
+
+def test_a_collect_the_disk_cannot_take_says_which_file_why_and_what_is_kept(
+    sim_exchange: SimExchangeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (or EFBIG) during a write crashed `collect` with a 69-line pyarrow traceback.
+    Now it is one line naming the file and the OS's reason, then what each symbol has stored
+    and that re-running resumes, exit 2, as for any other stop."""
+    import errno
+
+    import engine.backtest.history as history
+
+    real = history.pq.write_table
+
+    def full_for_btc(table: object, where: str, **kwargs: object) -> None:
+        if "BTC_USDT" in Path(where).name:
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        real(table, where, **kwargs)
+
+    monkeypatch.setattr(history.pq, "write_table", full_for_btc)
+    out_dir = tmp_path / "data"
+    args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt,btc/usdt", "--days", "1"]
+    code, out, err = invoke(*args, "--no-progress")
+    btc = out_dir / "BTC_USDT-1m.parquet"
+    assert code == 2 and out == "", err
+    assert err.splitlines() == [
+        f"hotcoin: cannot write {btc} (No space left on device); {btc} was not made",
+        f"collect stopped; {out_dir} keeps what was stored:",
+        "  DOGE/USDT: 1,440 candles, 2021-04-16 00:00:00 UTC to 2021-04-16 23:59:00 UTC (1,440 added by this run)",
+        "  BTC/USDT: nothing (0 added by this run)",
+        "re-run the same command to resume: it downloads only what is missing",
+    ]
+
+
+class _HangAfterTwoPages(FakeMarketSource):
+    """Serves two pages of 1m candles, then hangs the next request (`faults.hang`): a collect
+    caught mid-download, its pages in memory, not written yet."""
+
+    server: SimExchangeServer | None = None
+    pages = 0
+
+    def klines(self, symbol: str, timeframe: str, **kwargs: object) -> list[Candle]:
+        if timeframe == "1m" and kwargs.get("start_ms") is not None:
+            self.pages += 1
+            if self.pages == 2 and self.server is not None:
+                self.server.faults.hang(1, 60.0)
+        return super().klines(symbol, timeframe, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_collect_stopped_by_sigterm_or_sighup_writes_what_came_and_says_so(tmp_path: Path, how: str) -> None:
+    """SIGTERM (kill, a service stop) or SIGHUP (an SSH session that dropped) ended `collect`
+    at once: exit -15 or -1, nothing printed, the candles downloaded but not written yet lost.
+    Each now stops it as Ctrl-C (SIGINT, checked alongside) does: what came is written, the
+    summary says what is stored and that re-running resumes, exit 128 + the signal."""
+    source = _HangAfterTwoPages({"DOGE/USDT": 0.3})
+    source.advance_to(T0 + 14 * 86_400_000 + 30_000)
+    out_dir = tmp_path / "data"
+    errors = tmp_path / "stderr"
+    with _sim_in_thread(source) as sim, errors.open("w") as sink:
+        source.server = sim
+        cmd = [
+            sys.executable, "-m", "hotcoin_tui.cli", "collect", "--out", str(out_dir), "--endpoint", sim.base_url,
+            "--symbols", "doge/usdt", "--days", "14", "--no-progress",
+        ]  # fmt: skip
+        env = {**os.environ, "HOME": str(tmp_path), "COLUMNS": "200"}
+        collect = subprocess.Popen(cmd, cwd=Path(__file__).parents[2], env=env, stdout=subprocess.DEVNULL, stderr=sink)
+        try:
+            deadline = time.monotonic() + 60
+            while source.pages < 2 or sim.faults.plan.hang_requests:  # the third page asked, and hanging
+                assert collect.poll() is None and time.monotonic() < deadline, errors.read_text()
+                time.sleep(0.05)
+            collect.send_signal(getattr(signal, how))
+            collect.wait(timeout=30)
+        finally:
+            if collect.poll() is None:
+                collect.kill()
+                collect.wait()
+    err = errors.read_text()
+    assert collect.returncode == 128 + getattr(signal, how), err
+    assert err.splitlines() == [
+        f"collect interrupted; {out_dir} keeps what was stored:",
+        "  DOGE/USDT: 2,000 candles, 2021-04-16 00:00:00 UTC to 2021-04-17 09:19:00 UTC (2,000 added by this run)",
+        "re-run the same command to resume: it downloads only what is missing",
+    ]
+    assert HistoryStore(out_dir).read("DOGE/USDT", "1m").gaps() == []
 
 
 def test_optimize_walk_forward_with_shared_storage(store: Path, config_file: Path, tmp_path: Path) -> None:

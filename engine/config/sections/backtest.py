@@ -40,7 +40,8 @@ class BacktestSection(Section):
     )
     collect_days: int = Field(7, ge=1, le=365, description="`hotcoin collect`: days of candles to download.")
     collect_top: int = Field(
-        30, ge=1, le=500, description="`hotcoin collect`: how many of the biggest 24 h movers to download."
+        30, ge=1, le=500, description="`hotcoin collect`: how many movers to download: the pairs with the widest range over the "
+        "last --days x 24 h."
     )
     collect_page: int = Field(1000, ge=1, le=1000, description="Candles asked for per request (Binance allows 1000).")
     collect_max_backoff_s: float = Field(

@@ -18,6 +18,7 @@ from engine.backtest.history import HistoryStore
 from engine.config.sections.discovery import FiltersSection
 from engine.config.sections.exchange import ExchangeSection
 from engine.domain import Candle, TickerBatch
+from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError, NonRetryableOrderError, RetryableOrderError
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.fake import FakeGateway, ManualClock
@@ -429,9 +430,101 @@ async def test_movers_skip_what_discovery_never_trades(tmp_path: Path) -> None:
     symbols = ["USDC/USDT", "EUR/USDT", "BTCUP/USDT", "PEPE/USDT", "DOGE/BTC", "BTC/USDT", "DOGE/USDT", "XRP/USDT"]
     gw = FakeGateway(clock=ManualClock(T0))
     for i, s in enumerate(symbols):
-        gw.push_candles([Candle(s, "1d", T0 - 86_400_000, 1.0, 1.0 + (10 - i) / 10, 1.0, 1.0, 1.0, True)])
+        gw.push_candles([Candle(s, "1h", T0 - 86_400_000, 1.0, 1.0 + (10 - i) / 10, 1.0, 1.0, 1.0, True)])
     p = CollectPlan("1m", 1, 2)
     collector = Collector(
         gw, HistoryStore(tmp_path), p, now_ms=gw.clock.now_ms, sleep=gw.clock.sleep, filters=FiltersSection(blacklist=("PEPE",))
     )
     assert await collector.movers(_batch(symbols, [0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.2, 0.01], T0)) == ["BTC/USDT", "DOGE/USDT"]
+
+
+class Spikes(FakeMarketSource):
+    """The flat market of `FakeMarketSource`, with a pair's high at `spikes[symbol][1]` during
+    the minute that opens at `spikes[symbol][0]`, in every timeframe's candle holding it."""
+
+    def __init__(self, spikes: dict[str, tuple[int, float]], now: int) -> None:
+        super().__init__({s: 1.0 for s in spikes})
+        self.spikes = spikes
+        self.asked: list[tuple[str, int | None, int]] = []
+        self.advance_to(now)
+
+    def klines(
+        self, symbol: str, timeframe: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int = 500
+    ) -> list[Candle]:
+        import dataclasses
+
+        self.asked.append((timeframe, start_ms, limit))
+        tf = timeframe_ms(timeframe)
+        at, high = self.spikes.get(symbol, (-1, 1.0))
+        return [
+            dataclasses.replace(c, high=high) if c.open_ms <= at < min(c.open_ms + tf, self.now_ms) else c
+            for c in super().klines(symbol, timeframe, start_ms=start_ms, end_ms=end_ms, limit=limit)
+        ]
+
+
+async def test_movers_rank_the_last_days_times_24_hours_not_the_running_utc_day(tmp_path: Path) -> None:
+    """Movers were ranked on the last `days` daily candles, the last one the running UTC day:
+    with --days 1 five minutes after midnight, a pair that doubled 12 hours ago ranked below
+    one that rose 10% in those five minutes. They are now ranked on the last days x 24 h,
+    rolling (hourly candles, one request per pair); a move 30 hours ago is outside it."""
+    now = T0 + 2 * 86_400_000 + 5 * MIN + 30_000  # 00:05:30 UTC
+    source = Spikes(
+        {
+            "PUMP/USDT": (now - 12 * 60 * MIN, 2.0),  # +100% yesterday afternoon, inside the 24 h
+            "LATE/USDT": (T0 + 2 * 86_400_000 + MIN, 1.1),  # +10% since midnight
+            "OLD/USDT": (now - 30 * 60 * MIN, 4.0),  # +300% 30 h ago: before the window
+            "FLAT/USDT": (-1, 1.0),
+        },
+        now,
+    )
+    async with running_sim_exchange(source, speed=1.0) as sim:
+        clock = ManualClock(now, auto=True, auto_max_s=3600.0)
+        gw = collect_gateway(ExchangeSection(endpoint=sim.base_url, stale_stream_s=0.0), clock)
+        try:
+            collector = _collector(gw, clock, tmp_path, Recorder(), days=1, top=1, page=1000)
+            batch = await gw.fetch_tickers()
+            assert await collector.movers(batch) == ["PUMP/USDT"]  # not LATE (the day so far), nor OLD (30 h ago)
+            assert collector.report.requests == 4  # one request of candles per pair
+            hourly = T0 + 86_400_000  # the hour that holds now - 24 h, then each up to the running one
+            assert {a for a in source.asked if a[0] != "1m"} == {("1h", hourly, 25)}
+        finally:
+            await gw.close()
+
+
+@pytest.mark.parametrize(
+    ("days", "page", "expected"),
+    [(1, 1000, ("1h", 25)), (41, 1000, ("1h", 985)), (42, 1000, ("4h", 253)), (167, 1000, ("1d", 168)),
+     (2000, 1000, ("1d", 1000)), (3, 50, ("4h", 19))],
+    ids=["a-day", "41-days-hourly", "42-days-4-hourly", "167-days-daily", "cut-to-a-page", "small-page"],
+)  # fmt: skip
+def test_movers_window_is_one_page_of_the_finest_candles_that_cover_it(days: int, page: int, expected: tuple[str, int]) -> None:
+    """One request per pair whatever `--days`: the finest candles whose page reaches back over
+    the whole window, from the candle holding its start to the running one."""
+    from engine.backtest.collect import mover_candles
+
+    now = T0 + 2 * 86_400_000 + 5 * MIN + 30_000
+    tf, since, count = mover_candles(days, now, page)
+    assert (tf, count) == expected
+    step = timeframe_ms(tf)
+    assert since % step == 0 and since + (count - 1) * step == now // step * step  # up to the running candle
+    assert since <= now - days * 86_400_000 < since + step or count == page  # from the one holding the start
+
+
+async def test_the_bar_of_a_pair_listed_inside_the_window_ends_at_100_percent(tmp_path: Path) -> None:
+    """The bar's total counts every minute of the window; a pair listed inside it (here: a
+    day into a 3-day window, resumed) has fewer, and its bar stopped at a third. When a symbol
+    is done its total is now what was done."""
+    from engine.backtest.api import RichProgress
+
+    gw = FakeGateway(clock=ManualClock(T0 + 3 * 86_400_000))
+    gw.push_tickers(_batch(["NEW/USDT"], [1.0], T0 + 3 * 86_400_000))
+    gw.markets = {"NEW/USDT": None}  # type: ignore[dict-item]
+    listed = T0 + 2 * 86_400_000
+    gw.push_candles([Candle("NEW/USDT", "1m", listed + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(1440)])
+    store = HistoryStore(tmp_path)
+    store.append("NEW/USDT", "1m", [Candle("NEW/USDT", "1m", listed + i * MIN, 1.0, 1.0, 1.0, 1.0, 1.0, True) for i in range(720, 1440)])
+    with RichProgress() as bar:
+        p = CollectPlan("1m", 3, 2, page=500, flush_candles=600)
+        report = await Collector(gw, store, p, now_ms=gw.clock.now_ms, sleep=gw.clock.sleep, progress=bar).run(["NEW/USDT"])
+    [task] = bar.bar.tasks
+    assert report.written == {"NEW/USDT": 720} and task.completed == task.total == 720 and task.finished

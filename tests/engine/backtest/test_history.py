@@ -334,3 +334,67 @@ def test_open_times_that_cannot_be_milliseconds_are_refused_with_the_file(tmp_pa
         index_history(tmp_path)
     with pytest.raises(MarketDataError, match=rf"^{path}: {what}"):
         HistoryStore(tmp_path).read("DOGE/USDT", "1m")
+
+
+def test_a_write_the_disk_refuses_names_the_file_and_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (or a file past the size limit) raised pyarrow's raw OSError, which ended
+    `hotcoin collect` with a 69-line traceback naming neither the file nor what was kept. It is
+    now a `StoreWriteError` (a `HotcoinError`): the store file, the OS's reason, and the file
+    as it was, with no temporary file left."""
+    import errno
+
+    import engine.backtest.history as history
+    from engine.errors import StoreWriteError
+
+    store = HistoryStore(tmp_path)
+    store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3)])
+    path = store.path("DOGE/USDT", "1m")
+    before = path.read_bytes()
+
+    def full(table: pa.Table, where: str, **kwargs: object) -> None:
+        Path(where).write_bytes(b"PAR1 half")  # what a write cut short leaves
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(history.pq, "write_table", full)
+    with pytest.raises(StoreWriteError, match=rf"^cannot write {path} \(No space left on device\); {path} keeps what it held$") as got:
+        store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3, 5)])
+    assert isinstance(got.value, MarketDataError) and got.value.path == path and got.value.reason == "No space left on device"
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+    with pytest.raises(StoreWriteError, match=r"XRP_USDT-1m\.parquet \(No space left on device\); .* was not made$"):
+        store.append("XRP/USDT", "1m", [_candle(i) for i in range(3)])
+
+
+def test_a_lock_file_the_user_cannot_open_names_it_its_owner_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `.collect.lock` this user cannot open (another user's, a chmod 000) raised a raw
+    PermissionError traceback. It is now one line: the lock file, its owner and the fix.
+    As root chmod denies nothing, so the refusal is then made by `os.open` itself."""
+    import os
+    import pwd
+
+    import engine.backtest.history as history
+
+    lock = tmp_path / history.LOCK_NAME
+    lock.write_text("123\n")
+    lock.chmod(0o000)
+    if os.geteuid() == 0:
+        real_open = os.open
+
+        def denied(path: object, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+            if Path(str(path)) == lock:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, flags, mode, dir_fd=dir_fd)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(history.os, "open", denied)
+    owner = pwd.getpwuid(os.geteuid()).pw_name
+    expected = (
+        rf"^cannot open {lock}, the lock that keeps two `hotcoin collect` runs out of {tmp_path} \(Permission denied; "
+        rf"it belongs to user {owner}\): if no collect is writing into {tmp_path}, remove it \(rm {lock}\), or make it "
+        r"readable and writable for you \(chown or chmod u\+rw\)$"
+    )
+    try:
+        with pytest.raises(MarketDataError, match=expected), HistoryStore(tmp_path).lock():
+            pass
+    finally:
+        lock.chmod(0o644)
