@@ -397,3 +397,37 @@ async def test_a_command_that_stops_the_engine_still_gets_its_reply(engine: Fake
             assert await remote.send(Command.SHUTDOWN, "tui") == CommandResult(True, "shutting down")  # not "lost the engine"
     finally:
         await asyncio.gather(*stopping)
+
+
+async def test_a_reader_that_stopped_reading_is_dropped_and_the_engine_stops(engine: FakeEngine, sock: Path) -> None:
+    """Audit: a console that attached and then stopped reading (a Ctrl-Z'd `hotcoin tui
+    --attach`, a hung SSH session) kept a SIGTERM'd engine from ever exiting: hanging up left
+    its snapshots buffered, the close waited for them to be sent, and `stop` waited on that
+    close for good (journal lock held, restart refused). It is dropped within about a second."""
+    server_cm = serve_engine_socket(sock, engine.client)
+    server = await server_cm.__aenter__()
+    loop = asyncio.get_running_loop()
+    console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # not a StreamReader: that reads on its own
+    console.setblocking(False)
+    try:
+        await loop.sock_connect(console, str(sock))
+        await loop.sock_sendall(console, b'{"id": 1, "op": "pace", "max_hz": 4}\n')
+        hello = b""
+        while not hello.endswith(b"\n"):
+            hello += await loop.sock_recv(console, 1 << 20)
+        assert orjson.loads(hello)["type"] == "hello"
+        # and from here on it never reads again
+        big = dataclasses.replace(make_snapshot(), candidates=make_snapshot().candidates * 2000)
+        for i in range(20):  # more than the socket buffers hold: the server's writes back up
+            await engine.hub.publish(dataclasses.replace(big, seq=10_000 + i, status=make_status(paused=i % 2 == 0)))
+            await asyncio.sleep(0.01)
+        errors: list[str] = []  # a session cancelled rather than ended logs one (Python 3.11)
+        loop.set_exception_handler(lambda _loop, context: errors.append(str(context.get("message"))))
+        started = loop.time()
+        await asyncio.wait_for(server_cm.__aexit__(None, None, None), 6.0)  # hung for good before the fix
+        assert loop.time() - started < 2.5
+        assert server.attached == 0
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        console.close()
