@@ -431,3 +431,31 @@ async def test_a_reader_that_stopped_reading_is_dropped_and_the_engine_stops(eng
     finally:
         loop.set_exception_handler(None)
         console.close()
+
+
+async def test_a_slow_command_is_waited_for_while_connected_and_queries_still_time_out(engine: FakeEngine, sock: Path) -> None:
+    """Audit: a close-all against a slow exchange (open orders, cancels and exits each up to
+    10 s) took longer than the client's 30 s request timeout: the console was told it failed
+    while the engine carried it out and flattened the book. A command is now waited for as
+    long as the connection lives; a query, with nothing to misreport, still times out."""
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow_command(command: Command, origin: str) -> CommandResult:
+        started.set()
+        await gate.wait()
+        return CommandResult(True, "close-all: flat (3 exit(s) filled)")
+
+    async def stuck_trace(trace_id: str) -> list[JournalEvent]:
+        await asyncio.Event().wait()
+        return []
+
+    client = LocalEngineClient(engine.hub, slow_command, engine.candles, engine.fills, stuck_trace)
+    async with serve_engine_socket(sock, client), RemoteEngineClient(sock, request_timeout_s=0.1) as remote:
+        pending = asyncio.create_task(remote.send(Command.CLOSE_ALL, "tui"))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.5)  # five times the request timeout
+        assert not pending.done()
+        with pytest.raises(AttachError, match="did not answer trace within"):
+            await remote.trace(TRACE)
+        gate.set()
+        assert await asyncio.wait_for(pending, 5) == CommandResult(True, "close-all: flat (3 exit(s) filled)")
