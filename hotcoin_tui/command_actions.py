@@ -23,7 +23,6 @@ from hotcoin_tui.dialogs.help import HelpDialog
 from hotcoin_tui.dialogs.quit import QuitWithPositions
 from hotcoin_tui.messages import ClientFailed, CommandDone, CommandPending
 
-ORIGIN = "tui"
 SHUTDOWN_TIMEOUT_S = 10.0
 COMMAND_LATE_S = 5.0  # a command unanswered this long is said to be still running, each second
 
@@ -35,7 +34,7 @@ class CommandActions(ConsoleBase):
     async def send_command(self, command: Command) -> None:
         """Not exclusive: a command already sent must never be cancelled by the next one."""
         started = time.monotonic()
-        sent = asyncio.ensure_future(self.client.send(command, ORIGIN))
+        sent = asyncio.ensure_future(self.client.send(command, self.origin))
         try:
             late = False  # once late, said again each second
             while not (await asyncio.wait({sent}, timeout=1.0 if late else self.command_late_s))[0]:
@@ -146,7 +145,7 @@ class CommandActions(ConsoleBase):
                 self.exit(message=f"hotcoin: detached; the engine was not answering ({self.feed_error})")
             return
         try:
-            result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)
+            result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, self.origin), SHUTDOWN_TIMEOUT_S)
         except Exception as exc:
             await self._exit_unconfirmed(f"{type(exc).__name__}: {exc}")
             return

@@ -8,7 +8,7 @@ Messages are newline-delimited JSON (orjson), one object per line:
                       {"type": "snapshot", "snapshot": {...}}        published snapshots
                       {"type": "reply", "id": n, "ok": true, "result": ...}
                       {"type": "reply", "id": n, "ok": false, "error": {"type", "message", "nearest"?}}
-    client -> server  {"id": n, "op": "send", "command": "pause", "origin": "tui@host"}
+    client -> server  {"id": n, "op": "send", "command": "pause", "origin": "tui@host:pid"}
                       {"id": n, "op": "candles", "symbol": "DOGE/USDT", "timeframe": "1m", "limit": 200}
                       {"id": n, "op": "fills", "symbol": "DOGE/USDT"}
                       {"id": n, "op": "trace", "trace_id": "4f2a"}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -213,3 +215,24 @@ async def test_a_slow_command_is_shown_as_still_running_never_as_failed(tmp_path
     finally:
         await remote.close()
         await slow.stop()
+
+
+async def test_each_console_names_itself_in_the_commands_it_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: every console sent origin "tui", so two SSH sessions' commands could not be told
+    apart in the journal or in notifications. An attached console's command reaches the engine
+    as `tui@{host}:{pid}` with the SSH client's address."""
+    monkeypatch.setenv("SSH_CONNECTION", "203.0.113.7 52114 10.0.0.2 22")
+    async with engine(tmp_path / "engine.sock", seed=7) as fake:
+        remote = RemoteEngineClient(tmp_path / "engine.sock", max_hz=QUICK.refresh_hz)
+        await remote.connect()
+        try:
+            app = attached_app(remote)
+            async with app.run_test(size=SMALL) as pilot:
+                await eventually(lambda: app.snapshot is not None)
+                await pilot.press("p")
+                await eventually(lambda: bool(fake.commands))
+        finally:
+            await remote.close()
+    origin = f"tui@{socket.gethostname()}:{os.getpid()} (ssh from 203.0.113.7)"
+    assert fake.commands == [(Command.PAUSE, origin)]
+    assert [e.payload for e in fake.journal if e.kind == "command"] == [{"command": "pause", "origin": origin}]
