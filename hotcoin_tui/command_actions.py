@@ -2,12 +2,16 @@
 the key actions that send them (pause/resume, close-all, quit) or open help.
 
 A command already sent is never cancelled by the next one; a refused or failed command drops
-whatever the console expected of it (a pause state, a close-all progress view)."""
+whatever the console expected of it (a pause state, a close-all progress view). A command is
+waited for as long as it takes: the engine carries out one it took to its end (a close-all
+against a slow exchange can take minutes), so only a lost engine fails it, and one that is
+late is said to be still running (`CommandPending`), its pause state or progress view kept."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from textual import work
 
@@ -17,25 +21,49 @@ from hotcoin_tui.console_base import ConsoleBase
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.dialogs.help import HelpDialog
 from hotcoin_tui.dialogs.quit import QuitWithPositions
-from hotcoin_tui.messages import ClientFailed, CommandDone
+from hotcoin_tui.messages import ClientFailed, CommandDone, CommandPending
 
-ORIGIN = "tui"
 SHUTDOWN_TIMEOUT_S = 10.0
+COMMAND_LATE_S = 5.0  # a command unanswered this long is said to be still running, each second
 
 
 class CommandActions(ConsoleBase):
+    command_late_s: float = COMMAND_LATE_S
+
     @work(group="commands", exit_on_error=False)
     async def send_command(self, command: Command) -> None:
         """Not exclusive: a command already sent must never be cancelled by the next one."""
+        started = time.monotonic()
+        sent = asyncio.ensure_future(self.client.send(command, self.origin))
         try:
-            result = await self.client.send(command, ORIGIN)
+            late = False  # once late, said again each second
+            while not (await asyncio.wait({sent}, timeout=1.0 if late else self.command_late_s))[0]:
+                self.post_message(CommandPending(command, time.monotonic() - started, first=not late))
+                late = True
+            result = sent.result()
         except Exception as exc:
             self.post_message(ClientFailed(f"command {command.value}", f"{type(exc).__name__}: {exc}", command))
             return
+        finally:
+            sent.cancel()  # only when the console itself goes: answered, this does nothing
         self.post_message(CommandDone(command, result))
+
+    def on_command_pending(self, message: CommandPending) -> None:
+        """The close-all progress view says how long the engine has been at it; any other late
+        command (or a close-all whose view was hidden) gets one toast."""
+        if message.command is Command.CLOSE_ALL and isinstance(self.screen, CloseAllProgressDialog):
+            self.screen.unanswered(message.waited_s)
+        elif message.first:
+            self.notify(
+                f"{message.command.value}: no answer yet after {message.waited_s:.0f} s; the engine is still executing it",
+                severity="warning",
+                timeout=10,
+            )
 
     def on_command_done(self, message: CommandDone) -> None:
         result = message.result
+        if message.command is Command.CLOSE_ALL and isinstance(self.screen, CloseAllProgressDialog):
+            self.screen.unanswered(None)
         text = f"{message.command.value}: {result.message}"
         self.notify(text, severity="information" if result.accepted else "error", timeout=5 if result.accepted else 15)
         if not result.accepted:
@@ -117,7 +145,7 @@ class CommandActions(ConsoleBase):
                 self.exit(message=f"hotcoin: detached; the engine was not answering ({self.feed_error})")
             return
         try:
-            result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, ORIGIN), SHUTDOWN_TIMEOUT_S)
+            result = await asyncio.wait_for(self.client.send(Command.SHUTDOWN, self.origin), SHUTDOWN_TIMEOUT_S)
         except Exception as exc:
             await self._exit_unconfirmed(f"{type(exc).__name__}: {exc}")
             return

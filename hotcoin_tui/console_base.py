@@ -22,6 +22,7 @@ from engine.runtime.snapshot import EngineSnapshot, PositionRow
 from hotcoin_tui import keymap
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll, EngineGone
 from hotcoin_tui.dialogs.quit import QuitWithPositions
+from hotcoin_tui.origin import console_origin
 from hotcoin_tui.screens.main import MainScreen
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ class ConsoleBase(App[None]):
         # said is in the text (words, signs) and in attributes (bold, reverse, borders).
         super().__init__(ansi_color=True if os.environ.get("NO_COLOR") is not None else None)
         self.client = client
+        # Who this console's commands come from, for the journal and notifications: every
+        # console said "tui", and two SSH sessions could not be told apart.
+        self.origin = console_origin()
         # Attached to an engine in another process (`hotcoin tui --attach`): quitting detaches
         # and the engine keeps trading; only an in-process engine is shut down on quit.
         self.attached = attached

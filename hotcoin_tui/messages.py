@@ -52,6 +52,16 @@ class ClientFailed(Message):
 
 
 @dataclass
+class CommandPending(Message):
+    """A command sent `waited_s` ago has no answer yet: the engine is still carrying it out (a
+    close-all against a slow exchange). Posted each second once it is late; `first` the first time."""
+
+    command: Command
+    waited_s: float
+    first: bool
+
+
+@dataclass
 class CommandDone(Message):
     """The engine answered a command."""
 

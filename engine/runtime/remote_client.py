@@ -11,6 +11,13 @@ request's future. When the engine goes away, `updates()` iterators end and pendi
 requests raise `AttachError`, until `reconnect()` attaches again (an engine restarted on the
 same socket).
 
+A command (`send`) is waited for as long as the connection lives: the engine carries out a
+command it took to its end whatever this side does (a close-all against a slow exchange can
+take minutes), so giving up after a while reported as failed a close-all that went on to
+flatten the book. Only a lost connection fails it. Queries (candles, fills, trace, pace) have
+no effect to misreport and fail after `request_timeout_s`; attaching itself after `connect`'s
+`timeout_s`.
+
 `max_hz` asks the engine for at most that many snapshots a second (a console that repaints
 at 4 Hz has no use for 20, and each one costs the engine an encode and this process a
 decode); close-all progress, pause and engine-state changes still arrive at once.
@@ -86,7 +93,7 @@ class RemoteEngineClient(EngineClient):
         self._pump = asyncio.create_task(self._read_loop(), name="attach-reader")
         if self.max_hz is not None:
             try:
-                await self._request({"op": "pace", "max_hz": self.max_hz})
+                await self._request({"op": "pace", "max_hz": self.max_hz}, self._timeout)
             except AttachError:
                 if not self.connected:
                     raise
@@ -142,22 +149,25 @@ class RemoteEngineClient(EngineClient):
         return self._hub.subscribe()
 
     async def send(self, command: Command, origin: str) -> CommandResult:
-        result = await self._request({"op": "send", "command": command.value, "origin": origin})
+        """The engine's answer, however long it takes while connected (see the module docstring)."""
+        result = await self._request({"op": "send", "command": command.value, "origin": origin}, None)
         return CommandResult(bool(result["accepted"]), str(result["message"]))
 
     async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
-        rows = await self._request({"op": "candles", "symbol": symbol, "timeframe": timeframe, "limit": limit})
+        rows = await self._request({"op": "candles", "symbol": symbol, "timeframe": timeframe, "limit": limit}, self._timeout)
         return [decode_candle(r) for r in rows]
 
     async def fills(self, symbol: str) -> list[Fill]:
-        return [decode_fill(r) for r in await self._request({"op": "fills", "symbol": symbol})]
+        return [decode_fill(r) for r in await self._request({"op": "fills", "symbol": symbol}, self._timeout)]
 
     async def trace(self, trace_id: str) -> list[JournalEvent]:
-        return [decode_event(r) for r in await self._request({"op": "trace", "trace_id": trace_id})]
+        return [decode_event(r) for r in await self._request({"op": "trace", "trace_id": trace_id}, self._timeout)]
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    async def _request(self, body: dict[str, Any]) -> Any:
+    async def _request(self, body: dict[str, Any], timeout_s: float | None) -> Any:
+        """Send `body` and wait for its reply: up to `timeout_s`, or as long as the connection
+        lives (None)."""
         if self._lost is not None or self._writer is None:
             raise AttachError(f"not attached to the engine at {self.path} ({self._lost or 'never connected'})")
         req_id = next(self._ids)
@@ -166,10 +176,10 @@ class RemoteEngineClient(EngineClient):
         try:
             self._writer.write(encode({"id": req_id, **body}))
             await self._writer.drain()
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
-            raise AttachError(f"the engine did not answer {body['op']} within {self._timeout:.0f} s") from None
+            raise AttachError(f"the engine did not answer {body['op']} within {timeout_s:.0f} s") from None
         except (ConnectionError, BrokenPipeError):
             raise AttachError(f"lost the engine at {self.path}") from None
         finally:

@@ -8,7 +8,7 @@ Messages are newline-delimited JSON (orjson), one object per line:
                       {"type": "snapshot", "snapshot": {...}}        published snapshots
                       {"type": "reply", "id": n, "ok": true, "result": ...}
                       {"type": "reply", "id": n, "ok": false, "error": {"type", "message", "nearest"?}}
-    client -> server  {"id": n, "op": "send", "command": "pause", "origin": "tui@host"}
+    client -> server  {"id": n, "op": "send", "command": "pause", "origin": "tui@host:pid"}
                       {"id": n, "op": "candles", "symbol": "DOGE/USDT", "timeframe": "1m", "limit": 200}
                       {"id": n, "op": "fills", "symbol": "DOGE/USDT"}
                       {"id": n, "op": "trace", "trace_id": "4f2a"}
@@ -57,6 +57,7 @@ SOCKET_NAME = "engine.sock"
 MAX_LINE = 64 * 1024 * 1024  # a snapshot of a few thousand candidates is well under this
 MAX_PATH = 107  # sun_path is 108 bytes with the terminating NUL on Linux
 MAX_PACE_HZ = 100.0  # a reader asking for more than this gets every snapshot
+CLOSE_GRACE_S = 1.0  # what is written to a closing connection gets this long to go out, then it is dropped
 
 
 class AttachError(HotcoinError):
@@ -242,8 +243,11 @@ class EngineSocketServer:
         Commands in flight finish and their replies are written first (up to 5 s, then 1 s):
         the shutdown command that stops the engine must still answer its console, which would
         otherwise report that the engine never confirmed. Then each reader's connection is
-        closed, so its session ends as on a detach (EOF); only one that does not finish within
-        a second is cancelled."""
+        closed, so its session ends as on a detach (EOF): what was written to it gets
+        CLOSE_GRACE_S to go out, then the connection is dropped. A console that stopped
+        reading (Ctrl-Z'd, a hung SSH session) never takes it, and waiting for it kept a
+        SIGTERM'd engine from ever exiting (journal lock held, a restart refused). A session
+        still running a second after that is cancelled (it cannot be, short of a bug)."""
         if self._server is not None:
             self._server.close()
         if self._commands:
@@ -254,7 +258,7 @@ class EngineSocketServer:
         for session in list(self._sessions):
             session.hang_up()
         if self._sessions:
-            _, late = await asyncio.wait(list(self._sessions.values()), timeout=1.0)
+            _, late = await asyncio.wait(list(self._sessions.values()), timeout=CLOSE_GRACE_S + 1.0)
             for task in late:
                 task.cancel()
             for task in late:
@@ -299,6 +303,7 @@ class _Session:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._interval = 0.0  # shortest time between two snapshots sent (0: every one)
+        self._hanging_up: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         stream: asyncio.Task[None] | None = None
@@ -325,9 +330,7 @@ class _Session:
             for task in [*self._tasks, *([stream] if stream else [])]:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await task
-            self._writer.close()
-            with contextlib.suppress(ConnectionError, BrokenPipeError):
-                await self._writer.wait_closed()
+            await self._close()
 
     @property
     def requests(self) -> list[asyncio.Task[None]]:
@@ -335,8 +338,30 @@ class _Session:
         return list(self._tasks)
 
     def hang_up(self) -> None:
-        """End the session from the engine's side: the read loop sees EOF and cleans up."""
-        self._writer.close()
+        """End the session from the engine's side: the connection closes (`_close`), so the
+        read loop sees EOF and cleans up."""
+        if self._hanging_up is None:
+            self._hanging_up = asyncio.ensure_future(self._close())
+
+    async def _close(self) -> None:
+        """Close the connection once what is written has gone out, or drop it with the rest
+        unsent after CLOSE_GRACE_S. asyncio's own `close()` waits for buffered data to be
+        taken, for good when the reader stopped reading; this is never left waiting on a reader."""
+        transport = self._writer.transport
+        if not transport.is_closing():
+            try:
+                transport.set_write_buffer_limits(high=0)  # drain() returns once every byte is out
+                async with asyncio.timeout(CLOSE_GRACE_S):
+                    await self._writer.drain()
+            except OSError:  # not all sent in time (TimeoutError), or the reader went
+                pass
+            finally:  # an empty buffer closes at once; abort drops a full one (cancelled too)
+                if transport.get_write_buffer_size():
+                    transport.abort()
+                else:
+                    transport.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
 
     async def _write(self, message: Mapping[str, Any]) -> None:
         async with self._lock:

@@ -197,7 +197,9 @@ class ConfirmCloseAll(ModalScreen[bool]):
 class CloseAllProgressDialog(ModalScreen[bool]):
     """Shows the engine's close-all progress from each snapshot until flat; Esc hides it
     (the close carries on, and the banner keeps showing it). The pause key dismisses it True:
-    resume new entries."""
+    resume new entries. While the engine has not answered the command after a while, it says
+    so (`unanswered`): against a slow exchange a close-all takes minutes, and the engine
+    carries it out to its end."""
 
     BINDINGS = keymap.bindings(keymap.CLOSE_ALL_PROGRESS)
 
@@ -208,12 +210,16 @@ class CloseAllProgressDialog(ModalScreen[bool]):
         self._seen_progress = False
         self._composed = False
         self._latest: tuple[CloseAllProgress | None, int] | None = None
+        self._waited_s: float | None = None  # how long the command has gone unanswered (None: answered, or not late)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger"):
             yield Label("CLOSING ALL POSITIONS", id="dialog-title")
             yield ProgressBar(total=max(1, self.total), show_eta=False, id="close-progress")
             yield Static(f"Sent close-all for {self.total} position(s)…", id="close-status")
+            unanswered = Static(id="close-unanswered")
+            unanswered.display = False  # until the command is late (`unanswered`)
+            yield unanswered
             yield Static("Esc hides this; the close continues.", id="close-hint", classes="dim")
             yield Static(stays_paused(self.resume_key), id="close-resume")
 
@@ -221,6 +227,7 @@ class CloseAllProgressDialog(ModalScreen[bool]):
         self._composed = True
         if self._latest is not None:
             self.show(*self._latest)
+        self._show_unanswered()
 
     def show(self, progress: CloseAllProgress | None, remaining_positions: int) -> None:
         """The engine's progress from the latest snapshot; one that arrives before the widgets
@@ -250,6 +257,20 @@ class CloseAllProgressDialog(ModalScreen[bool]):
             status.update(Text(f"{progress.remaining} left; error: {'; '.join(progress.errors)}", style="bold red"))
         else:
             status.update(f"{progress.remaining} of {progress.total} still open…")
+
+    def unanswered(self, waited_s: float | None) -> None:
+        """The close-all command has had no answer for `waited_s` (None: it has been answered)."""
+        self._waited_s = waited_s
+        if self._composed:
+            self._show_unanswered()
+
+    def _show_unanswered(self) -> None:
+        line = self.query_one("#close-unanswered", Static)
+        line.display = self._waited_s is not None
+        if self._waited_s is not None:
+            line.update(
+                Text(f"No answer yet after {self._waited_s:.0f} s; the engine is still executing it.", style="bold yellow")
+            )
 
     def action_close(self) -> None:
         self.dismiss(False)

@@ -270,10 +270,10 @@ async def test_pause_sends_pause_then_resume(fake: FakeEngineClient) -> None:
     async with app.run_test(size=SMALL) as pilot:
         await publish(app, fake)
         await pilot.press("p")
-        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+        await eventually(lambda: fake.commands == [(Command.PAUSE, app.origin)])
         await eventually(lambda: "PAUSED" in banner(app))
         await pilot.press("p")
-        await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
+        await eventually(lambda: fake.commands[-1] == (Command.RESUME, app.origin))
         await eventually(lambda: "PAUSED" not in banner(app))
 
 
@@ -307,7 +307,7 @@ async def test_the_footer_says_what_the_pause_key_will_do(fake: FakeEngineClient
         await publish(app, fake)
         assert footer() == "Resume"
         await pilot.press("f9")
-        await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
+        await eventually(lambda: fake.commands[-1] == (Command.RESUME, app.origin))
         await publish(app, fake)
         assert footer() == "Pause" and "PAUSED" not in banner(app)
 
@@ -323,10 +323,10 @@ async def test_two_quick_presses_of_p_pause_then_resume() -> None:
         await eventually(lambda: fake.waiting == 2)
         fake.gate.set()
         await eventually(lambda: len(fake.commands) == 2)
-        assert fake.commands == [(Command.PAUSE, "tui"), (Command.RESUME, "tui")]
+        assert fake.commands == [(Command.PAUSE, app.origin), (Command.RESUME, app.origin)]
         await pilot.press("p")  # resumed: the next press pauses
         await eventually(lambda: len(fake.commands) == 3)
-        assert fake.commands[-1] == (Command.PAUSE, "tui")
+        assert fake.commands[-1] == (Command.PAUSE, app.origin)
     await fake.stop()
 
 
@@ -338,7 +338,7 @@ async def test_a_failed_pause_leaves_the_state_to_the_snapshots(fake: FakeEngine
         await pilot.press("p")
         await eventually(lambda: "engine gone" in notes(app))
         await pilot.press("p")  # not paused after all: asks for a pause again
-        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+        await eventually(lambda: fake.commands == [(Command.PAUSE, app.origin)])
 
 
 async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngineClient) -> None:
@@ -351,7 +351,7 @@ async def test_close_all_needs_the_deliberate_key_then_flattens(fake: FakeEngine
         await pilot.press("y", "enter", "space")  # not the confirm key: nothing happens
         assert isinstance(app.screen, ConfirmCloseAll) and fake.commands == []
         await pilot.press("Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
         assert isinstance(app.screen, CloseAllProgressDialog)
         await publish(app, fake)
         assert "CLOSING ALL" in banner(app)
@@ -377,7 +377,7 @@ async def test_close_all_dialogs_say_entries_stay_paused_and_the_pause_key_resum
         assert isinstance(app.screen, ConfirmCloseAll)
         assert plain(app.screen.query_one("#close-resume", Static)).strip() == said
         await pilot.press("Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
         for _ in range(6):
             await publish(app, fake)
         dialog = app.screen
@@ -388,7 +388,7 @@ async def test_close_all_dialogs_say_entries_stay_paused_and_the_pause_key_resum
         await pilot.press("p")  # not the pause key here: nothing happens
         assert app.screen is dialog
         await pilot.press("f9")
-        await eventually(lambda: fake.commands[-1] == (Command.RESUME, "tui"))
+        await eventually(lambda: fake.commands[-1] == (Command.RESUME, app.origin))
         assert isinstance(app.screen, MainScreen)
         await publish(app, fake)
         assert "PAUSED" not in banner(app)
@@ -400,7 +400,7 @@ async def test_close_all_with_nothing_open_ends_with_a_full_bar_and_no_stale_hin
     async with app.run_test(size=SMALL) as pilot:
         await publish(app, fake)
         await pilot.press("ctrl+x", "Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
         dialog = app.screen
         assert isinstance(dialog, CloseAllProgressDialog)
         await publish(app, fake)
@@ -511,7 +511,7 @@ async def test_close_all_works_on_stale_data_and_from_the_filter_box(fake: FakeE
         assert isinstance(app.screen, ConfirmCloseAll)
         assert "old" in " ".join(plain(w) for w in app.screen.query(Static))
         await pilot.press("Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
 
 
 async def test_replay_opens_the_cursor_rows_trace_and_escape_returns(fake: FakeEngineClient) -> None:
@@ -821,7 +821,7 @@ async def test_quit_warns_when_positions_are_open(fake: FakeEngineClient) -> Non
         await eventually(lambda: bool(app._exit_renderables))  # read before it is printed and dropped
         said = " ".join(str(r) for r in app._exit_renderables)
         await eventually(lambda: not app.is_running)
-    assert fake.commands == [(Command.SHUTDOWN, "tui")]
+    assert fake.commands == [(Command.SHUTDOWN, app.origin)]
     assert app.return_code == 0
     assert said.startswith(f"hotcoin: engine stopped with 6 position(s) left open ({held}): they stay held")
 
@@ -838,14 +838,14 @@ async def test_close_all_from_the_quit_dialog_replaces_it(fake: FakeEngineClient
         assert isinstance(app.screen, ConfirmCloseAll)
         assert [type(s) for s in app.screen_stack] == [type(app.screen_stack[0]), MainScreen, ConfirmCloseAll]
         await pilot.press("Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
         for _ in range(6):
             await publish(app, fake)
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen) and app.main.positions.table.row_count == 0
         await pilot.press("q")  # flat now: no warning, straight to shutdown
         await eventually(lambda: not app.is_running)
-    assert fake.commands == [(Command.CLOSE_ALL, "tui"), (Command.SHUTDOWN, "tui")]
+    assert fake.commands == [(Command.CLOSE_ALL, app.origin), (Command.SHUTDOWN, app.origin)]
 
 
 async def test_quit_without_positions_shuts_the_engine_down() -> None:
@@ -854,7 +854,7 @@ async def test_quit_without_positions_shuts_the_engine_down() -> None:
     async with app.run_test(size=SMALL) as pilot:
         await pilot.press("q")
         await eventually(lambda: not app.is_running)
-    assert fake.commands == [(Command.SHUTDOWN, "tui")]
+    assert fake.commands == [(Command.SHUTDOWN, app.origin)]
 
 
 async def test_help_lists_bindings_with_config_remaps(fake: FakeEngineClient) -> None:
@@ -868,7 +868,7 @@ async def test_help_lists_bindings_with_config_remaps(fake: FakeEngineClient) ->
         await pilot.press("escape", "p")
         assert fake.commands == []  # p no longer pauses
         await pilot.press("f9")
-        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+        await eventually(lambda: fake.commands == [(Command.PAUSE, app.origin)])
 
 
 async def test_help_is_closed_by_its_own_key_and_q_and_says_where_keys_work(fake: FakeEngineClient) -> None:
@@ -933,7 +933,7 @@ async def test_client_errors_are_shown_and_the_app_carries_on(fake: FakeEngineCl
         await pilot.press("enter")
         await eventually(lambda: "candles timed out" in notes(app))
         await pilot.press("p")
-        await eventually(lambda: fake.commands == [(Command.PAUSE, "tui")])
+        await eventually(lambda: fake.commands == [(Command.PAUSE, app.origin)])
         assert app.is_running
 
 
@@ -1125,7 +1125,7 @@ async def test_no_color_close_all_dialog_and_progress_read_without_colour(
         for pos in snap.positions:
             assert f"{display_symbol(pos.symbol)} " in text and fmt.money(pos.unrealised_pnl, signed=True) in text
         await pilot.press("Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
         await publish(app, fake)  # the fake closes two positions a cycle
         dialog = app.screen
         assert isinstance(dialog, CloseAllProgressDialog)
@@ -1200,7 +1200,7 @@ async def test_a_failed_close_all_is_reported_and_can_be_retried(fake: FakeEngin
         await eventually(lambda: "engine unreachable" in notes(app))
         await eventually(lambda: isinstance(app.screen, MainScreen))
         await pilot.press("ctrl+x", "Y")
-        await eventually(lambda: (Command.CLOSE_ALL, "tui") in fake.commands)
+        await eventually(lambda: (Command.CLOSE_ALL, app.origin) in fake.commands)
         assert isinstance(app.screen, CloseAllProgressDialog)
 
 

@@ -6,7 +6,10 @@ The engines are scripted fakes served with `serve_engine_socket`, stepped by han
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,12 +17,12 @@ import pytest
 from textual.widgets import Label, Static
 
 from engine.config.sections.tui import TuiSection
-from engine.runtime.client import Command
+from engine.runtime.client import Command, CommandResult
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.socket_server import serve_engine_socket
 from hotcoin_tui.app import HotcoinApp
-from hotcoin_tui.dialogs.close_all import ConfirmCloseAll
+from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.widgets.shown import shown
 from tests.kit.waiting import eventually
 
@@ -163,3 +166,73 @@ async def test_close_all_while_no_engine_answers_offers_no_confirm_until_one_doe
                 await eventually(lambda: "Press Y to close all" in dialog_text(dialog))
                 await pilot.press("Y")
                 await eventually(lambda: any(c is Command.CLOSE_ALL for c, _ in second.commands))
+
+
+class SlowEngine(FakeEngineClient):
+    """Carries out a command only once `answer` is set: exits against a slow exchange."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=7, candidates=50, positions=3)
+        self.answer = asyncio.Event()
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        await self.answer.wait()
+        return await super().send(command, origin)
+
+
+async def test_a_slow_command_is_shown_as_still_running_never_as_failed(tmp_path: Path) -> None:
+    """Audit: a close-all that took the engine longer than the client's 30 s request timeout
+    (cancels and exits each up to 10 s on a slow exchange) was shown as failed, its progress
+    view dropped and the pause state forgotten, while the engine carried it out. Now the view
+    stays, says the engine is still executing it, and the answer still lands; a late pause
+    keeps the state asked for and says it is still running."""
+    slow = SlowEngine()
+    remote = RemoteEngineClient(tmp_path / "engine.sock", request_timeout_s=0.5, max_hz=QUICK.refresh_hz)
+    try:
+        async with serve_engine_socket(remote.path, slow):
+            await remote.connect()
+            app = attached_app(remote)
+            app.command_late_s = 0.2
+            async with app.run_test(size=SMALL) as pilot:
+                await eventually(lambda: app.snapshot is not None and len(app.snapshot.positions) == 3)
+                await pilot.press("p")
+                await eventually(lambda: "pause: no answer yet after 0 s; the engine is still executing it" in notes(app))
+                await pilot.pause(0.8)  # past the request timeout
+                assert app.paused_now  # what p asked for, until the engine shows it
+                await pilot.press("ctrl+x", "Y")  # (close-all pauses by itself: the snapshots say when)
+                dialog = app.screen
+                assert isinstance(dialog, CloseAllProgressDialog)
+                unanswered = dialog.query_one("#close-unanswered", Static)
+                await eventually(lambda: shown(unanswered) and "the engine is still executing it" in str(unanswered.render()))
+                await eventually(lambda: "No answer yet after 1 s" in str(unanswered.render()))  # it counts on
+                assert app.screen is dialog  # past the request timeout too
+                assert [n for n in notes(app) if n.startswith("command ")] == []  # "command close_all failed: ..."
+                slow.answer.set()
+                await eventually(lambda: any(n.startswith("close_all: ") for n in notes(app)))
+                await eventually(lambda: not shown(unanswered))
+                assert app.screen is dialog and [n for n in notes(app) if n.startswith("command ")] == []
+                assert [c for c, _ in slow.commands] == [Command.PAUSE, Command.CLOSE_ALL]
+    finally:
+        await remote.close()
+        await slow.stop()
+
+
+async def test_each_console_names_itself_in_the_commands_it_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: every console sent origin "tui", so two SSH sessions' commands could not be told
+    apart in the journal or in notifications. An attached console's command reaches the engine
+    as `tui@{host}:{pid}` with the SSH client's address."""
+    monkeypatch.setenv("SSH_CONNECTION", "203.0.113.7 52114 10.0.0.2 22")
+    async with engine(tmp_path / "engine.sock", seed=7) as fake:
+        remote = RemoteEngineClient(tmp_path / "engine.sock", max_hz=QUICK.refresh_hz)
+        await remote.connect()
+        try:
+            app = attached_app(remote)
+            async with app.run_test(size=SMALL) as pilot:
+                await eventually(lambda: app.snapshot is not None)
+                await pilot.press("p")
+                await eventually(lambda: bool(fake.commands))
+        finally:
+            await remote.close()
+    origin = f"tui@{socket.gethostname()}:{os.getpid()} (ssh from 203.0.113.7)"
+    assert fake.commands == [(Command.PAUSE, origin)]
+    assert [e.payload for e in fake.journal if e.kind == "command"] == [{"command": "pause", "origin": origin}]

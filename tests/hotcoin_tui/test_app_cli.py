@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -152,7 +154,8 @@ async def test_close_all_from_the_console_flattens_the_real_engine(tmp_path: Pat
         exits = [e for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
         commands = [e.payload["origin"] for e in reader.events(kinds=["command"]) if e.payload["command"] == "close_all"]
     assert exits, "close-all sold nothing"
-    assert commands == ["tui"]
+    assert commands == [console.origin]  # who asked, as the journal keeps it
+    assert console.origin.startswith(f"tui@{socket.gethostname()}:{os.getpid()}")
 
 
 @pytest.mark.parametrize("case", ["log-is-a-folder", "journal-under-a-file"])

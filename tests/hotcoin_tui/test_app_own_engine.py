@@ -97,7 +97,7 @@ async def test_a_dead_engine_child_is_reported_not_retried_and_q_leaves(code: in
         message = " ".join(str(r) for r in app._exit_renderables)
     assert message == f"hotcoin: the engine had already stopped: {gone}"
     assert app.return_code == exit_code
-    assert (Command.SHUTDOWN, "tui") not in engine.commands
+    assert (Command.SHUTDOWN, app.origin) not in engine.commands
     await engine.stop()
 
 
@@ -136,7 +136,7 @@ async def test_close_all_with_the_engine_gone_says_nothing_can_close_and_offers_
             await pilot.press("escape")
             assert not isinstance(app.screen, ConfirmCloseAll), when
             await pilot.press("ctrl+x")
-        assert (Command.CLOSE_ALL, "tui") not in engine.commands
+        assert (Command.CLOSE_ALL, app.origin) not in engine.commands
         assert not [n for n in notes(app) if "close_all" in n]
     await engine.stop()
 
@@ -148,7 +148,7 @@ async def test_the_engine_exiting_because_q_asked_it_to_is_no_news() -> None:
         snap = engine.step()
         await eventually(lambda: app.snapshot == snap)
         await pilot.press("q", "y")
-        await eventually(lambda: (Command.SHUTDOWN, "tui") in engine.commands)
+        await eventually(lambda: (Command.SHUTDOWN, app.origin) in engine.commands)
         process.exit(0)
         await eventually(lambda: not app.is_running)
     assert app.return_code == 0 and not app._exit_renderables
@@ -193,7 +193,7 @@ async def test_a_shutdown_answer_lost_with_the_connection_is_judged_by_the_engin
             await eventually(lambda: bool(app._exit_renderables))  # read before it is printed and dropped
             message = " ".join(str(r) for r in app._exit_renderables)
         await client.close()
-    assert (Command.SHUTDOWN, "tui") in engine.commands
+    assert (Command.SHUTDOWN, app.origin) in engine.commands
     assert app.return_code == exit_code
     if code == 0:
         assert message.startswith("hotcoin: engine stopped with 3 position(s) left open (")

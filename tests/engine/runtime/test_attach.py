@@ -397,3 +397,65 @@ async def test_a_command_that_stops_the_engine_still_gets_its_reply(engine: Fake
             assert await remote.send(Command.SHUTDOWN, "tui") == CommandResult(True, "shutting down")  # not "lost the engine"
     finally:
         await asyncio.gather(*stopping)
+
+
+async def test_a_reader_that_stopped_reading_is_dropped_and_the_engine_stops(engine: FakeEngine, sock: Path) -> None:
+    """Audit: a console that attached and then stopped reading (a Ctrl-Z'd `hotcoin tui
+    --attach`, a hung SSH session) kept a SIGTERM'd engine from ever exiting: hanging up left
+    its snapshots buffered, the close waited for them to be sent, and `stop` waited on that
+    close for good (journal lock held, restart refused). It is dropped within about a second."""
+    server_cm = serve_engine_socket(sock, engine.client)
+    server = await server_cm.__aenter__()
+    loop = asyncio.get_running_loop()
+    console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # not a StreamReader: that reads on its own
+    console.setblocking(False)
+    try:
+        await loop.sock_connect(console, str(sock))
+        await loop.sock_sendall(console, b'{"id": 1, "op": "pace", "max_hz": 4}\n')
+        hello = b""
+        while not hello.endswith(b"\n"):
+            hello += await loop.sock_recv(console, 1 << 20)
+        assert orjson.loads(hello)["type"] == "hello"
+        # and from here on it never reads again
+        big = dataclasses.replace(make_snapshot(), candidates=make_snapshot().candidates * 2000)
+        for i in range(20):  # more than the socket buffers hold: the server's writes back up
+            await engine.hub.publish(dataclasses.replace(big, seq=10_000 + i, status=make_status(paused=i % 2 == 0)))
+            await asyncio.sleep(0.01)
+        errors: list[str] = []  # a session cancelled rather than ended logs one (Python 3.11)
+        loop.set_exception_handler(lambda _loop, context: errors.append(str(context.get("message"))))
+        started = loop.time()
+        await asyncio.wait_for(server_cm.__aexit__(None, None, None), 6.0)  # hung for good before the fix
+        assert loop.time() - started < 2.5
+        assert server.attached == 0
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        console.close()
+
+
+async def test_a_slow_command_is_waited_for_while_connected_and_queries_still_time_out(engine: FakeEngine, sock: Path) -> None:
+    """Audit: a close-all against a slow exchange (open orders, cancels and exits each up to
+    10 s) took longer than the client's 30 s request timeout: the console was told it failed
+    while the engine carried it out and flattened the book. A command is now waited for as
+    long as the connection lives; a query, with nothing to misreport, still times out."""
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow_command(command: Command, origin: str) -> CommandResult:
+        started.set()
+        await gate.wait()
+        return CommandResult(True, "close-all: flat (3 exit(s) filled)")
+
+    async def stuck_trace(trace_id: str) -> list[JournalEvent]:
+        await asyncio.Event().wait()
+        return []
+
+    client = LocalEngineClient(engine.hub, slow_command, engine.candles, engine.fills, stuck_trace)
+    async with serve_engine_socket(sock, client), RemoteEngineClient(sock, request_timeout_s=0.1) as remote:
+        pending = asyncio.create_task(remote.send(Command.CLOSE_ALL, "tui"))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.5)  # five times the request timeout
+        assert not pending.done()
+        with pytest.raises(AttachError, match="did not answer trace within"):
+            await remote.trace(TRACE)
+        gate.set()
+        assert await asyncio.wait_for(pending, 5) == CommandResult(True, "close-all: flat (3 exit(s) filled)")
