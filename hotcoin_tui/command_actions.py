@@ -16,6 +16,7 @@ import time
 from textual import work
 
 from engine.runtime.client import Command
+from engine.runtime.socket_server import AnswerLost
 from hotcoin_tui import keymap
 from hotcoin_tui.console_base import ConsoleBase
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
@@ -41,6 +42,12 @@ class CommandActions(ConsoleBase):
                 self.post_message(CommandPending(command, time.monotonic() - started, first=not late))
                 late = True
             result = sent.result()
+        except AnswerLost as exc:
+            # Sent, then the engine went: it may have taken the command (a close-all flattens the
+            # book without us), so "failed" would invite a second one on a flat book.
+            error = f"{exc}. It may have been carried out: check the engine's state and positions once attached again"
+            self.post_message(ClientFailed(f"command {command.value}", error, command, outcome_unknown=True))
+            return
         except Exception as exc:
             self.post_message(ClientFailed(f"command {command.value}", f"{type(exc).__name__}: {exc}", command))
             return
@@ -70,7 +77,8 @@ class CommandActions(ConsoleBase):
             self._command_failed(message.command)
 
     def on_client_failed(self, message: ClientFailed) -> None:
-        self.notify(f"{message.operation} failed: {message.error}", severity="error", timeout=15)
+        verdict = "has no answer" if message.outcome_unknown else "failed"
+        self.notify(f"{message.operation} {verdict}: {message.error}", severity="error", timeout=15)
         self._command_failed(message.command)
 
     def _command_failed(self, command: Command | None) -> None:

@@ -49,6 +49,7 @@ class ClientFailed(Message):
     operation: str
     error: str
     command: Command | None = None  # set when the failed call was a command
+    outcome_unknown: bool = False  # the command was sent and the engine went before answering (`AnswerLost`)
 
 
 @dataclass

@@ -43,6 +43,7 @@ from engine.runtime.snapshot import EngineSnapshot
 from engine.runtime.socket_server import (
     MAX_LINE,
     PROTOCOL,
+    AnswerLost,
     AttachError,
     check_path,
     decode_candle,
@@ -84,7 +85,7 @@ class RemoteEngineClient(EngineClient):
             raise AttachError(f"permission denied on {self.path}: it belongs to another user") from None
         except TimeoutError:
             await self.close()
-            raise AttachError(f"the engine at {self.path} did not answer within {timeout_s:.0f} s") from None
+            raise AttachError(f"the engine at {self.path} did not answer within {timeout_s:g} s") from None
         if not isinstance(hello, dict) or hello.get("type") != "hello" or hello.get("protocol") != PROTOCOL:
             await self.close()
             raise AttachError(f"{self.path} speaks another protocol ({hello!r:.80}); upgrade the older side")
@@ -179,9 +180,9 @@ class RemoteEngineClient(EngineClient):
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
-            raise AttachError(f"the engine did not answer {body['op']} within {timeout_s:.0f} s") from None
+            raise AttachError(f"the engine did not answer {body['op']} within {timeout_s:g} s") from None
         except (ConnectionError, BrokenPipeError):
-            raise AttachError(f"lost the engine at {self.path}") from None
+            raise AnswerLost(f"lost the engine at {self.path}") from None
         finally:
             self._pending.pop(req_id, None)
             if future.done() and not future.cancelled():
@@ -222,5 +223,5 @@ class RemoteEngineClient(EngineClient):
         self._lost = reason
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(AttachError(f"lost the engine at {self.path}: {reason}"))
+                future.set_exception(AnswerLost(f"lost the engine at {self.path}: {reason}"))
         await self._hub.close()

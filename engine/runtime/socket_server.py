@@ -64,6 +64,12 @@ class AttachError(HotcoinError):
     """The engine socket cannot be served or reached (in use, too long a path, connection lost)."""
 
 
+class AnswerLost(AttachError):
+    """The connection went after a request was written and before its answer came: the engine
+    may have taken it, and carries out a command it took to its end (a close-all flattens the
+    book without the console), so the outcome is not known, not failed."""
+
+
 # -- wire format ------------------------------------------------------------------------------
 
 

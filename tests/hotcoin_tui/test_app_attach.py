@@ -20,7 +20,7 @@ from engine.config.sections.tui import TuiSection
 from engine.runtime.client import Command, CommandResult
 from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.remote_client import RemoteEngineClient
-from engine.runtime.socket_server import serve_engine_socket
+from engine.runtime.socket_server import AnswerLost, serve_engine_socket
 from hotcoin_tui.app import HotcoinApp
 from hotcoin_tui.dialogs.close_all import CloseAllProgressDialog, ConfirmCloseAll
 from hotcoin_tui.widgets.shown import shown
@@ -236,3 +236,24 @@ async def test_each_console_names_itself_in_the_commands_it_sends(tmp_path: Path
     origin = f"tui@{socket.gethostname()}:{os.getpid()} (ssh from 203.0.113.7)"
     assert fake.commands == [(Command.PAUSE, origin)]
     assert [e.payload for e in fake.journal if e.kind == "command"] == [{"command": "pause", "origin": origin}]
+
+
+class DyingEngine(FakeEngineClient):
+    """Takes a close-all, then goes before it answers (killed mid close-all)."""
+
+    async def send(self, command: Command, origin: str) -> CommandResult:
+        raise AnswerLost("lost the engine at engine.sock: the engine closed the connection")
+
+
+async def test_a_command_the_engine_went_without_answering_is_not_called_failed() -> None:
+    """The engine finishes a command it took, so a close-all whose engine went before its
+    answer may well have flattened the book: the console says it has no answer and may have
+    been carried out, never that it failed (which invited a second close-all)."""
+    app = HotcoinApp(DyingEngine(seed=7, candidates=50, positions=3), QUICK)
+    async with app.run_test(size=SMALL) as pilot:
+        await eventually(lambda: app.snapshot is not None and len(app.snapshot.positions) == 3)
+        await pilot.press("ctrl+x", "Y")
+        await eventually(lambda: any(n.startswith("command close_all") for n in notes(app)))
+    [note] = [n for n in notes(app) if n.startswith("command close_all")]
+    assert note.startswith("command close_all has no answer: lost the engine")
+    assert "may have been carried out" in note and "failed" not in note

@@ -26,7 +26,14 @@ from engine.runtime.fake_client import FakeEngineClient
 from engine.runtime.local_client import LocalEngineClient, SnapshotHub
 from engine.runtime.remote_client import RemoteEngineClient
 from engine.runtime.snapshot import CloseAllProgress, EngineSnapshot, EventRow, Mode
-from engine.runtime.socket_server import AttachError, decode_snapshot, encode, serve_engine_socket
+from engine.runtime.socket_server import (
+    PROTOCOL,
+    AnswerLost,
+    AttachError,
+    decode_snapshot,
+    encode,
+    serve_engine_socket,
+)
 from tests.kit.domain import make_candle, make_fill
 from tests.kit.snapshots import make_snapshot, make_status
 from tests.kit.waiting import eventually
@@ -459,3 +466,31 @@ async def test_a_slow_command_is_waited_for_while_connected_and_queries_still_ti
             await remote.trace(TRACE)
         gate.set()
         assert await asyncio.wait_for(pending, 5) == CommandResult(True, "close-all: flat (3 exit(s) filled)")
+
+
+async def test_a_command_whose_engine_went_before_answering_is_outcome_unknown_not_failed(sock: Path) -> None:
+    """A command written to an engine that then went (killed mid close-all) may have been
+    carried out: the engine finishes a command it took. The client says so (`AnswerLost`), so
+    the console does not call it failed and invite a second close-all on a flat book; a
+    command sent with no connection at all is a plain `AttachError`."""
+    taken = asyncio.Event()
+
+    async def engine_that_dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(encode({"type": "hello", "protocol": PROTOCOL, "snapshot": None}))
+        await writer.drain()
+        await reader.readline()  # the command
+        taken.set()
+        writer.transport.abort()
+
+    server = await asyncio.start_unix_server(engine_that_dies, path=str(sock))
+    try:
+        async with RemoteEngineClient(sock, max_hz=None) as remote:
+            with pytest.raises(AnswerLost, match="lost the engine"):
+                await asyncio.wait_for(remote.send(Command.CLOSE_ALL, "tui"), 5)
+            assert taken.is_set()
+            with pytest.raises(AttachError) as refused:
+                await remote.send(Command.CLOSE_ALL, "tui")
+            assert not isinstance(refused.value, AnswerLost)
+    finally:
+        server.close()
+        await server.wait_closed()
