@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.keys import format_key
 
 from engine.errors import ConfigError
@@ -32,7 +33,8 @@ class KeySpec:
 
 # Close-all is a priority binding: it must work from every screen and every dialog, and even
 # while the filter input (whose own ctrl+x is "cut") has focus.
-EVERYWHERE: tuple[KeySpec, ...] = (KeySpec("close_all", "ctrl+x", "close_all", "Close ALL", priority=True),)
+CLOSE_ALL = KeySpec("close_all", "ctrl+x", "close_all", "Close ALL", priority=True)
+EVERYWHERE: tuple[KeySpec, ...] = (CLOSE_ALL,)
 # The app's other keys answer on the main and replay screens only: a dialog (a Textual modal
 # screen) cuts them off and answers its own keys, and the priority ones. They are not priority
 # bindings: those would run before a dialog's own keys and while the filter box has focus.
@@ -67,18 +69,19 @@ HELP_DIALOG: tuple[KeySpec, ...] = (
     KeySpec("help", "question_mark", "close", "Close help"),
     KeySpec("quit", "q", "close", "Close help"),
 )
+# The dialogs name their keys in their text (`live_keys`): the ones they name by themselves.
+CLOSE_ALL_CANCEL = KeySpec("close_all.cancel", "escape,n", "cancel", "Cancel")
+QUIT_CONFIRM = KeySpec("quit.confirm", "y", "confirm", "Quit anyway")
+QUIT_CANCEL = KeySpec("quit.cancel", "escape,n", "cancel", "Stay")
 CONFIRM_CLOSE_ALL: tuple[KeySpec, ...] = (
     KeySpec("close_all.confirm", "Y", "confirm", "Confirm (shift+y)"),
-    KeySpec("close_all.cancel", "escape,n", "cancel", "Cancel"),
+    CLOSE_ALL_CANCEL,
 )
 CLOSE_ALL_PROGRESS: tuple[KeySpec, ...] = (
     *DISMISS,
     KeySpec("pause", "p", "resume", "Resume new entries"),
 )
-QUIT_DIALOG: tuple[KeySpec, ...] = (
-    KeySpec("quit.confirm", "y", "confirm", "Quit anyway"),
-    KeySpec("quit.cancel", "escape,n", "cancel", "Stay"),
-)
+QUIT_DIALOG: tuple[KeySpec, ...] = (QUIT_CONFIRM, QUIT_CANCEL)
 
 # The help screen's sections.
 ALL: tuple[tuple[str, tuple[KeySpec, ...]], ...] = (
@@ -155,6 +158,22 @@ def effective_keys(spec: KeySpec, overrides: Mapping[str, str]) -> str:
 def _key_label(key: str) -> str:
     shown = format_key(key)
     return shown if len(shown) == 1 and shown.isascii() and shown.isprintable() else key
+
+
+def live_keys(node: DOMNode, spec: KeySpec) -> str:
+    """The key(s) `spec` answers to in the running app, as a sentence names them ("Esc or n",
+    "ctrl+k"): read from the keymap Textual routes keys by (`App.set_keymap`, the validated
+    `[tui.keymap]`), so a dialog's own text names what works after a remap. A dialog that
+    spelled its keys out ("ctrl+x closes everything first") went on naming a key that did
+    nothing once close-all was remapped. A dialog needs no overrides passed in for this: any
+    widget of the app reaches its keymap."""
+    keys = node.app._keymap.get(spec.id, spec.key)
+    return " or ".join(_spoken_key(key) for key in keys.split(","))
+
+
+def _spoken_key(key: str) -> str:
+    """`_key_label`, with Escape as the dialogs have always written it."""
+    return "Esc" if key == "escape" else _key_label(key)
 
 
 def panel_keys(overrides: Mapping[str, str]) -> dict[str, str]:

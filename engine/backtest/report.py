@@ -290,8 +290,13 @@ def open_table(result: BacktestResult, width: int = 120) -> Any:
 def exits_table(result: BacktestResult, width: int = 120) -> Any:
     """The closed trades' PnL split by the exit that realised it (`metrics.by_exit_reason`):
     trades it sold from, its fills, win rate, P&L, fees, median time held. No wider than
-    `width`: the reason is cut with an ellipsis, then median time, fees, fills and win rate are
-    dropped, rather than rich cutting a figure."""
+    `width`: the reason wraps onto more lines, then median time, fees, fills and win rate are
+    dropped while it would have to break a word, rather than rich cutting a figure.
+
+    The reason wraps where the trades table cuts it: an exits row *is* its reason, and signal
+    exits differ only in the rules after "signal_exit: ". Cut at 80 columns, the rows for
+    momentum_fade, momentum_fade + reversal and momentum_fade + heat_decay all read
+    "signal_exit: mome…". Lines between the rows then say which lines are one row's."""
     from rich.table import Table
 
     split = by_exit_reason(result.trades)
@@ -305,11 +310,16 @@ def exits_table(result: BacktestResult, width: int = 120) -> Any:
         "fees": [f"{e.fees:.2f}" for e in split],
         "median held": [span(e.median_hold_ms) for e in split],
     }
+    room: int | None = None  # the reason's width; None: as wide as its longest
 
     def build() -> Any:
-        table = Table(title="exits (each fill's PnL to the exit that sold it)", title_justify="left")
+        wraps = room is not None and any(len(r) > room for r in reasons)
+        table = Table(title="exits (each fill's PnL to the exit that sold it)", title_justify="left", show_lines=wraps)
         for name in columns:
-            table.add_column(name, justify="left" if name == "reason" else "right", no_wrap=True)
+            if name == "reason":
+                table.add_column(name, overflow="fold", max_width=room)
+            else:
+                table.add_column(name, justify="right", no_wrap=True)
         for i, e in enumerate(split):
             cells = [columns[name][i] for name in columns]
             if "pnl" in columns:
@@ -318,7 +328,20 @@ def exits_table(result: BacktestResult, width: int = 120) -> Any:
             table.add_row(*cells)
         return table
 
-    return _cut_to_fit(columns, build, width, reasons, _EXITS_LAST)
+    longest_word = max((len(word) for r in reasons for word in r.split()), default=0)
+    table = build()
+    for names in (*_EXITS_LAST, None):
+        if _width(table) <= width:
+            break
+        room = len("reason")  # the reason as narrow as its header: the other columns' width is the rest
+        room = max(len("reason"), width - _width(build()) + len("reason"))
+        table = build()
+        if room >= longest_word or names is None:  # whole words, or nothing else left to give
+            break
+        room = None
+        _drop(columns, names)
+        table = build()
+    return table
 
 
 def _market_rows(result: BacktestResult) -> tuple[tuple[str, str], ...]:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from engine.journal.events import JournalEvent, unknown_version
 from engine.journal.reader import JournalReader
 from engine.ops.notify.base import Notification
+from engine.portfolio.positions import ExitReasons
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -193,6 +194,7 @@ def build_report(
     start, day_end = day_bounds(day)
     end = day_end
     tracker = _Tracker(clusters or {})
+    exits = ExitReasons()
     for symbol, cost in (held or {}).items():
         tracker.hold(symbol, cost)
     realised = fees = 0.0
@@ -234,9 +236,11 @@ def build_report(
                 realised += pnl
                 name = tracker.cluster(symbol)
                 tracker.pnl[name] = tracker.pnl.get(name, 0.0) + pnl
+                # The last sell's reason, not the dust write-off's that closes after it.
+                why = exits.on_update(str(p.get("position_trace_id") or symbol), action, str(p.get("reason", "")))
                 if action == "close":
                     total = _num(p, "total_realised_pnl") if "total_realised_pnl" in p else pnl
-                    trades.append(TradeLine(symbol, total, ev.ts_ms, str(p.get("reason", "")), ev.trace_id))
+                    trades.append(TradeLine(symbol, total, ev.ts_ms, why or "", ev.trace_id))
                     tracker.trades[name] = tracker.trades.get(name, 0) + 1
         elif ev.kind == "fill":
             fees += _num(p, "fee_quote")

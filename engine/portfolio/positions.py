@@ -78,6 +78,31 @@ class BookChange:
     fee_quote: float
 
 
+class ExitReasons:
+    """Why each position closed, read from its `position_update` events in journal order: its
+    last sell's reason, as the backtest's trade log says (docs/backtest.md).
+
+    A full exit sells what the step size allows and the crumbs left are written off in a `close`
+    of their own right after it, with reason "dust" (`WRITE_OFF_REASON`). Read alone, that close
+    said "dust" for a trade a take-profit ended (`hotcoin report --json`, the "Closed" message).
+    A position written off with nothing sold before (all of it dust) did close as dust."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}  # position -> the reason of its latest reduction
+
+    def on_update(self, position: str, action: object, reason: str) -> str | None:
+        """Note one `position_update` of `position` (its trace id); for a `close`, the position's
+        exit reason (and it is forgotten), else None."""
+        if action not in ("partial_close", "close"):
+            return None
+        if action == "partial_close":
+            if reason != WRITE_OFF_REASON:
+                self._last[position] = reason
+            return None
+        last = self._last.pop(position, None)
+        return last if reason == WRITE_OFF_REASON and last is not None else reason
+
+
 @dataclass(frozen=True, slots=True)
 class ClosedTrade:
     symbol: str

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -90,6 +90,7 @@ class DiscoveryDriver:
         self.markets: dict[str, Market] = {}  # replaced (never mutated) when a refresh changes them
         self._markets_at = 0
         self._inbox: deque[tuple[str, list[Any]]] = deque(maxlen=1000)  # slow inputs between batches
+        self._queued_posts: Counter[str] = Counter()  # post id -> its copies in the inbox
 
     async def warmup(self) -> int:
         """The feed's warm-up batches through discovery, journaling nothing; their count.
@@ -118,7 +119,26 @@ class DiscoveryDriver:
         await self.refresh_markets(first.ts_ms, force=True)
 
     def deliver(self, kind: str, items: list[Any]) -> None:
+        if len(self._inbox) == self._inbox.maxlen:  # the deque drops its oldest to take this one
+            self._unqueue(*self._inbox[0])
         self._inbox.append((kind, items))
+        if kind == "posts":
+            self._queued_posts.update(post.post_id for post in items)
+
+    def post_queued(self, post_id: str) -> bool:
+        """Whether a post with this id waits in the inbox for the next cycle. Discovery only
+        refuses a repeat once it has taken the first copy: until then the webhook (which
+        answers discovery's verdict to the sender) said "accepted" for a copy sent again."""
+        return post_id in self._queued_posts
+
+    def _unqueue(self, kind: str, items: list[Any]) -> None:
+        if kind == "posts":
+            for post in items:
+                left = self._queued_posts[post.post_id] - 1
+                if left:
+                    self._queued_posts[post.post_id] = left
+                else:
+                    del self._queued_posts[post.post_id]
 
     async def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
         await self.prepare(batch.ts_ms)
@@ -129,6 +149,7 @@ class DiscoveryDriver:
         await self.refresh_markets(now)
         while self._inbox:
             kind, items = self._inbox.popleft()
+            self._unqueue(kind, items)
             if kind == "posts":
                 self.discovery.on_posts(items, now)
             else:
@@ -278,6 +299,10 @@ class TradingCycle:
     def deliver(self, kind: str, items: list[Any]) -> None:
         """Social posts ("posts") or announcements, folded into discovery at the next cycle."""
         self.driver.deliver(kind, items)
+
+    def post_queued(self, post_id: str) -> bool:
+        """Whether a post with this id is delivered and not folded into discovery yet."""
+        return self.driver.post_queued(post_id)
 
     async def step(self, batch: TickerBatch) -> CycleOutcome:
         core = self.core

@@ -342,7 +342,11 @@ class Engine:
 
     def screen_post(self, post: SocialPost) -> tuple[str, ...] | Refusal:
         """Discovery's verdict on `post` now (market time): the coins it would count for, or why
-        none. The webhook answers it to the sender; the post is still folded in at the next cycle."""
+        none. The webhook answers it to the sender; the post is still folded in at the next cycle.
+        A post whose id is delivered and waiting for that cycle (from any feed) is a repeat too:
+        discovery will count the first copy only."""
+        if self.cycle.post_queued(post.post_id):
+            return Refusal("duplicate_post", f"post id {post.post_id!r} is queued already: it counts at the next cycle")
         return self.discovery.screen_post(post, self.feed.now_ms())
 
     def count_source(self, name: str, counters: Counter[str]) -> None:

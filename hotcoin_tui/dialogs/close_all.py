@@ -146,7 +146,7 @@ class ConfirmCloseAll(ModalScreen[bool]):
         elif stale:
             age.update(Text(f"Data is {data_age_s:.0f}s old: the engine closes what it really holds.", style="bold yellow"))
         age.display = data_age_s is None or stale
-        keys = Text(f"Press {self.confirm_key} to close all. Esc or n cancels.", style="bold")
+        keys = Text(f"Press {self.confirm_key} to close all. {keymap.live_keys(self, keymap.CLOSE_ALL_CANCEL)} cancels.", style="bold")
         self.query_one("#dialog-keys", Static).update(keys)
         self.query_one("#close-resume").display = True
 

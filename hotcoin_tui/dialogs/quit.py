@@ -32,7 +32,15 @@ class QuitWithPositions(ModalScreen[bool]):
                 yield Static(id="quit-what")
             yield PositionsList("quit-table")
             with Vertical(classes="dialog-foot"):
-                yield Static("y: quit anyway   n / Esc: stay   (ctrl+x closes everything first)", id="dialog-keys")
+                yield Static(self._keys_line(), id="dialog-keys")
+
+    def _keys_line(self) -> str:
+        """The keys as the app binds them now: after `close_all = "ctrl+k"` in [tui.keymap] the
+        line said "ctrl+x closes everything first", and ctrl+x did nothing."""
+        confirm = keymap.live_keys(self, keymap.QUIT_CONFIRM)
+        cancel = keymap.live_keys(self, keymap.QUIT_CANCEL)
+        close_all = keymap.live_keys(self, keymap.CLOSE_ALL)
+        return f"{confirm}: quit anyway   {cancel}: stay   ({close_all} closes everything first)"
 
     def on_mount(self) -> None:
         self._composed = True

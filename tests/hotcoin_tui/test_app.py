@@ -914,6 +914,32 @@ async def test_help_shows_keys_as_typed_not_by_their_names(fake: FakeEngineClien
         assert (keys["help"], keys["filter"], keys["pause"], keys["close_all"]) == ("?", "/", ",", "ctrl+x")
 
 
+REMAPPED = {"close_all": "ctrl+k", "quit.confirm": "Y", "quit.cancel": "f2", "close_all.cancel": "f3,question_mark"}
+
+
+async def test_dialogs_name_the_keys_the_keymap_binds_now(fake: FakeEngineClient) -> None:
+    """Audit: with `close_all = "ctrl+k"` (docs/tui.md's example) the quit dialog still said
+    "(ctrl+x closes everything first)" and ctrl+x did nothing; the close-all dialog said "Esc or
+    n cancels" whatever cancel was bound to. Each names the keys that work, and they work."""
+    app = HotcoinApp(fake, TuiSection(refresh_hz=30, keymap=REMAPPED))
+    async with app.run_test(size=WIDE) as pilot:
+        await publish(app, fake)
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitWithPositions)
+        said = plain(app.screen.query_one("#dialog-keys", Static))
+        assert "Y: quit anyway   f2: stay   (ctrl+k closes everything first)" in said, said
+        assert "ctrl+x" not in said and "Esc" not in said
+        await pilot.press("f2")
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("q", "ctrl+k")  # the key the quit dialog names opens close-all
+        assert isinstance(app.screen, ConfirmCloseAll)
+        said = plain(app.screen.query_one("#dialog-keys", Static))
+        assert "Press Y to close all. f3 or ? cancels." in said, said
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, MainScreen) and app.is_running
+    assert fake.commands == []
+
+
 def test_unknown_keymap_id_is_rejected_with_the_valid_ids(fake: FakeEngineClient) -> None:
     with pytest.raises(ConfigError, match=r"unknown binding id\(s\) paws; valid ids are .*pause"):
         HotcoinApp(fake, TuiSection(refresh_hz=30, keymap={"paws": "f9"}))

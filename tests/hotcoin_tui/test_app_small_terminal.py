@@ -99,7 +99,7 @@ async def test_the_filter_box_takes_focus_only_while_it_shows(fake: FakeEngineCl
 
 
 CLOSE_ALL_KEYS = ("Press Y to close all. Esc or n cancels.", "New entries stay paused until you press p (resume).")
-QUIT_KEYS = ("y: quit anyway n / Esc: stay",)  # the line wraps at 60 columns: its start
+QUIT_KEYS = ("y: quit anyway Esc or n: stay",)  # the line wraps at 60 columns: its start
 
 
 @pytest.mark.parametrize(("open_key", "dialog", "key_lines", "size", "positions"), [

@@ -116,7 +116,8 @@ def webhook_app(
     """An app with `POST /posts`: 200 {"accepted": n, "rejected": m, "rejections": [{"index",
     "id", "reason", "detail"}]}; 401 without the bearer `token`, 415 for a body not sent as
     application/json, 400 on a body that is not JSON. `screen` (discovery's verdict on a post
-    now) refuses posts that would not count; without it only malformed posts are refused."""
+    now) refuses posts that would not count; without it only malformed posts, and a post id
+    repeated in one body (a post id counts once), are refused."""
     if not token:
         raise ValueError("the post webhook needs a non-empty token")
     expected = f"Bearer {token}".encode()
@@ -148,9 +149,16 @@ def webhook_app(
         items = body if isinstance(body, list) else [body]
         posts: list[SocialPost] = []
         rejections: list[dict[str, Any]] = []
+        taken: set[str] = set()
         for index, item in enumerate(items):
             post = verdict(item)
+            if isinstance(post, SocialPost) and post.post_id in taken:
+                # `screen` knows the posts discovery took and the ones queued for it, not the
+                # ones before this one in the same body: the answer said "accepted" for both
+                # copies, though discovery counts one.
+                post = Refusal("duplicate_post", f"post id {post.post_id!r} came earlier in this request")
             if isinstance(post, SocialPost):
+                taken.add(post.post_id)
                 posts.append(post)
                 continue
             counters[f"rejected:{post.reason}"] += 1

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from engine.ops.notify.base import Notification, Severity
 from engine.ops.notify.dispatcher import ChannelReport
+from engine.portfolio.positions import ExitReasons
 
 log = logging.getLogger("hotcoin.notify")
 
@@ -46,6 +47,10 @@ def _position(payload: Mapping[str, Any], symbol: str | None) -> Notification | 
     sym = symbol or "?"
     reason = payload.get("reason")
     why = f" ({reason})" if reason else ""
+    if action == "close" and payload.get("exit_reason"):
+        # The dust write-off after a full exit's sell closes the position (`ExitReasons`): the
+        # bridge adds the sell's reason, and the message says both, not "(dust)" alone.
+        why = f" ({payload['exit_reason']}; the dust it left written off)"
     if action == "open":
         qty, price = payload.get("quantity"), payload.get("entry_price")
         notional = qty * price if isinstance(qty, int | float) and isinstance(price, int | float) else None
@@ -175,6 +180,7 @@ class NotificationBridge:
     def __init__(self, dispatcher: NotificationSink, channels: Callable[[], Mapping[str, ChannelReport]] = dict) -> None:
         self._dispatcher = dispatcher
         self._channels = channels
+        self._exits = ExitReasons()
 
     def channels(self) -> Mapping[str, ChannelReport]:
         """Each channel's queue and counters (none when no channel is configured)."""
@@ -185,11 +191,22 @@ class NotificationBridge:
         if kind not in _TABLE:
             return False
         try:
+            if kind == "position_update":
+                payload = self._with_exit_reason(payload, symbol)
             note = notification_for(kind, payload, symbol)
         except Exception:  # never let a message template break the engine's emit path
             log.exception("notification template failed", extra={"kind": kind})
             return False
         return note is not None and self._dispatcher.notify(note)
+
+    def _with_exit_reason(self, payload: Mapping[str, Any], symbol: str | None) -> Mapping[str, Any]:
+        """`payload`, with `exit_reason` when it closes a position for another reason than its
+        own: the last sell's, where the close writes off the dust that sell left. One event
+        alone cannot say it, so the bridge follows each position's updates."""
+        reason = str(payload.get("reason", ""))
+        position = str(payload.get("position_trace_id") or symbol)
+        why = self._exits.on_update(position, payload.get("action"), reason)
+        return payload if why is None or why == reason else {**payload, "exit_reason": why}
 
     def anomaly(self, title: str, detail: str, *, key: str = "") -> bool:
         """A system problem the runtime noticed (journal back-pressure, a stream down for long)."""

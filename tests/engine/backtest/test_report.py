@@ -107,6 +107,55 @@ def test_below_fifty_columns_the_trace_and_time_go_before_a_number_or_a_symbol(w
     assert any("-15.05" in line for line in lines), lines  # the exits table's pnl (3 x 3.21 - 2 x 12.34), whole
 
 
+RULE_SETS = (("momentum_fade",), ("momentum_fade", "reversal"), ("momentum_fade", "heat_decay"), ("reversal",))
+
+
+def result_with_rule_sets() -> BacktestResult:
+    """One signal-exit trade per rule set of `RULE_SETS` (the rows of docs/backtest.md's example
+    window), and a take-profit."""
+    exits = [("signal_exit", rules) for rules in RULE_SETS] + [("take_profit", ())]
+    trades = [
+        Trade(
+            symbol="DENT/USDT", trace_id=f"{i:x}{'c' * 15}", opened_ms=T0 + i * 3_600_000,
+            closed_ms=T0 + i * 3_600_000 + 60_000 * (i + 1), quantity=100.0, entry_price=1.0, exit_price=1.1,
+            fees=0.01, pnl=1.0 + i, exit_reason=reason, exit_rules=rules,
+            exits=(ExitPart(reason, rules, T0 + i * 3_600_000 + 60_000 * (i + 1), 100.0, 1.0 + i, 0.01),),
+        )
+        for i, (reason, rules) in enumerate(exits)
+    ]
+    one = np.array([T0])
+    return BacktestResult("r", T0, T0 + 86_400_000, 100.0, one, np.array([100.0]), np.array([0.0]), trades, [], {}, 1, 1, 1, 0.1, 1)
+
+
+def exits_rows(result: BacktestResult, width: int) -> list[tuple[str, str]]:
+    """The exits table as read at `width`: each row's reason (its wrapped lines joined) and pnl.
+    A row's first line holds its figures; the lines under it with none continue its reason."""
+    console = Console(width=width, record=True, color_system=None)
+    console.print(exits_table(result, width=width))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    rows: list[tuple[list[str], str]] = []
+    for line in lines:
+        if not line.startswith("│"):  # the title, the header, a rule between rows, the edges
+            continue
+        reason, *figures = (cell.strip() for cell in line.strip("│").split("│"))
+        if any(figures):
+            rows.append(([reason], next(f for f in figures if f[:1] in "+-")))
+        else:
+            rows[-1][0].append(reason)
+    return [(" ".join(reason), pnl) for reason, pnl in rows]
+
+
+@pytest.mark.parametrize("width", [80, 60, 40])
+def test_exits_rows_are_told_apart_on_a_narrow_terminal(width: int) -> None:
+    """Audit: at 80 columns the exits table cut its reason to the room left, and the rows for
+    momentum_fade, momentum_fade + reversal and momentum_fade + heat_decay all read
+    "signal_exit: mome…". The reason wraps instead: every row reads whole, with its figures."""
+    rows = exits_rows(result_with_rule_sets(), width)
+    expected = [(f"signal_exit: {', '.join(rules)}", f"+{1 + i:.2f}") for i, rules in enumerate(RULE_SETS)]
+    assert sorted(rows) == sorted([*expected, ("take_profit", "+5.00")]), rows
+
+
 def test_a_wide_exits_table_shows_every_column() -> None:
     console = Console(width=200, record=True, color_system=None)
     console.print(exits_table(result_with_long_reasons(), width=200))

@@ -479,6 +479,68 @@ async def test_the_webhook_refuses_with_reasons_the_posts_that_would_not_count()
     assert counters["rejected:stale_post"] == 2 and counters["webhook_posts"] == 1
 
 
+async def post_json(port: int, body: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}/posts", json=body, headers=AUTH) as resp:
+        assert resp.status == 200
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+
+@pytest.mark.parametrize("screened", [True, False], ids=["screened", "unscreened"])
+async def test_a_post_id_repeated_in_one_request_is_refused(screened: bool) -> None:
+    """Audit: `[{"id": "9", ...}, {"id": "9", ...}]` was answered {"accepted": 2}, though a post
+    id counts once (README); discovery's screen only knew the posts it had taken. The second
+    copy is refused as a repeat, screen or not, and only the first is delivered."""
+    now = T0
+    v = MentionVelocity(SocialSection(), resolve=lambda tag: resolve_base(tag, KNOWN_BASES))
+    got: list[SocialPost] = []
+    counters: Counter[str] = Counter()
+    screen = (lambda p: v.screen(p, now)) if screened else None
+    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN, screen=screen), port=0)
+    post = {"id": "9", "ts_ms": now, "text": "$PEPE up"}
+    try:
+        answer = await post_json(runner.addresses[0][1], [post, {**post, "text": "$PEPE up again"}, {**post, "id": "10"}])
+    finally:
+        await runner.cleanup()
+    assert (answer["accepted"], answer["rejected"]) == (2, 1)
+    assert answer["rejections"] == [
+        {"index": 1, "id": "9", "reason": "duplicate_post", "detail": "post id '9' came earlier in this request"}
+    ]
+    assert [(p.post_id, p.text) for p in got] == [("9", "$PEPE up"), ("10", "$PEPE up")]
+    assert counters["rejected:duplicate_post"] == 1 and counters["webhook_posts"] == 2
+
+
+async def test_a_post_id_sent_again_before_the_engine_folds_it_in_is_refused(tmp_path: Path) -> None:
+    """Audit: the same post in back-to-back requests was "accepted" twice when the second came
+    before the engine's next cycle had taken the first (the screen asked discovery, which had
+    not seen it yet). An id waiting in the engine's inbox is a repeat too; once folded in,
+    discovery's own memory refuses it; and an id is not kept as queued after that."""
+    from tests.kit.engine import plain_alts, pump_rig
+
+    async with pump_rig(tmp_path / "j.sqlite") as rig:
+        engine = rig.engine
+        now = engine.feed.now_ms()
+        await engine.cycle.driver.refresh_markets(now, force=True)  # the coins posts can name
+        coin = plain_alts(rig.market)[0].split("/")[0]
+        counters: Counter[str] = Counter()
+        runner = await start_webhook(webhook_app(engine.deliver_posts, counters, WEBHOOK_TOKEN, screen=engine.screen_post), port=0)
+        post = {"id": "9", "ts_ms": now, "text": f"${coin} up"}
+        try:
+            port = runner.addresses[0][1]
+            first = await post_json(port, post)
+            queued = await post_json(port, post)
+            await engine.cycle.driver.prepare(now)  # the next cycle folds the inbox into discovery
+            taken = await post_json(port, post)
+        finally:
+            await runner.cleanup()
+        assert (first["accepted"], first["rejected"]) == (1, 0), first
+        assert [(r["reason"], r["detail"]) for r in queued["rejections"]] == [
+            ("duplicate_post", "post id '9' is queued already: it counts at the next cycle")
+        ]
+        assert [(r["reason"], r["detail"]) for r in taken["rejections"]] == [("duplicate_post", "post id '9' was counted already")]
+        assert not engine.cycle.post_queued("9") and counters["webhook_posts"] == 1
+
+
 def test_the_readme_example_post_is_sent_at_the_current_time() -> None:
     """The README's curl example carried a fixed ts_ms (1767614400000), stale an hour later: the
     webhook took it and discovery dropped it, silently."""

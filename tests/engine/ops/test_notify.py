@@ -665,6 +665,31 @@ def test_events_that_are_not_news(kind: str, payload: dict[str, Any]) -> None:
     assert notification_for(kind, payload, "DOGE/USDT") is None
 
 
+def test_a_close_that_writes_off_dust_says_the_sell_that_ended_the_position() -> None:
+    """Audit: a take-profit trade's "Closed" message said "(dust)": the position's last update is
+    the write-off of the crumbs its last sell left, with reason "dust". The message gives the
+    last sell's reason, as `hotcoin report` and the backtest do; a position that was all dust
+    still closes "(dust)"."""
+    notes: list[Notification] = []
+
+    class Sink:
+        def notify(self, n: Notification) -> bool:
+            notes.append(n)
+            return True
+
+    bridge = NotificationBridge(Sink())
+    pon = {**POS, "position_trace_id": "a585"}
+    bridge.on_event("position_update", {**pon, "action": "partial_close", "quantity": 0.1, "realised_pnl": 2.45, "total_realised_pnl": 3.67, "reason": "take_profit"}, "PON/USDT")
+    bridge.on_event("position_update", {**pon, "action": "close", "quantity": 0.0, "realised_pnl": -0.0026, "total_realised_pnl": 3.67, "reason": "dust"}, "PON/USDT")
+    crumbs = {**POS, "position_trace_id": "z9", "action": "close", "quantity": 0.0, "realised_pnl": -0.01, "reason": "dust"}
+    bridge.on_event("position_update", crumbs, "DUST/USDT")
+    assert [(n.title, n.text) for n in notes] == [
+        ("Partly closed PON/USDT", "PnL +2.45, position +3.67 so far, 0.1 left (take_profit)"),
+        ("Closed PON/USDT", "PnL -0.00, position +3.67 in all (take_profit; the dust it left written off)"),
+        ("Closed DUST/USDT", "PnL -0.01 (dust)"),
+    ]
+
+
 def test_bridge_queues_news_and_survives_malformed_payloads() -> None:
     class Sink:
         def __init__(self) -> None:

@@ -83,6 +83,32 @@ def test_a_full_day() -> None:
     assert r.events == 13
 
 
+def test_a_trade_whose_last_sell_left_dust_exits_by_that_sell() -> None:
+    """Audit: the README's tour journal's one take-profit trade was reported with reason "dust":
+    the report took the final `close`, the write-off of the crumbs the last sell left. A trade's
+    exit reason is its last sell's (docs/backtest.md); one that was all dust is still "dust"."""
+    def upd(at: int, symbol: str, action: str, qty: float, reason: str, pnl: float, trace: str) -> tuple[int, str, str, dict[str, Any]]:
+        extra = {"reason": reason, "position_trace_id": trace, "total_realised_pnl": pnl}
+        return (D0 + at * H, "position_update", symbol, pos(action, qty, 0.026, pnl, **extra))
+
+    rows = [
+        upd(1, "PON/USDT", "open", 1898.1, "entry", 0.0, "a585"),
+        upd(2, "DENT/USDT", "open", 50.0, "entry", 0.0, "d1"),
+        upd(3, "PON/USDT", "partial_close", 949.1, "take_profit", 1.22, "a585"),
+        upd(4, "DENT/USDT", "partial_close", 0.1, "trailing_stop", -0.5, "d1"),
+        upd(5, "PON/USDT", "partial_close", 0.1, "take_profit", 3.67, "a585"),
+        upd(5, "PON/USDT", "close", 0.0, "dust", 3.6700256, "a585"),
+        upd(6, "DENT/USDT", "close", 0.0, "dust", -0.51, "d1"),
+        upd(7, "DUST/USDT", "open", 0.5, "entry", 0.0, "z9"),
+        upd(8, "DUST/USDT", "close", 0.0, "dust", -0.01, "z9"),  # nothing sold: all of it dust
+    ]
+    r = build_report(DAY, events(rows))
+    assert r.best is not None and (r.best.symbol, r.best.reason) == ("PON/USDT", "take_profit")
+    assert r.worst is not None and (r.worst.symbol, r.worst.reason) == ("DENT/USDT", "trailing_stop")
+    closed = [ev for ev in events(rows) if ev.payload["action"] == "close"]
+    assert build_report(DAY, [closed[-1]]).best.reason == "dust"  # type: ignore[union-attr]
+
+
 def test_text_rendering() -> None:
     text = render_text(build_report(DAY, events(DAY_EVENTS), clusters=CLUSTERS))
     assert text.splitlines() == [

@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
+from engine.discovery.social.source import SocialPost
 from engine.runtime.cycle import MARKETS_REFRESH_MS, DiscoveryDriver
 from tests.kit.domain import make_market
 
@@ -117,3 +118,27 @@ def test_a_refresh_that_keeps_the_count_still_reaches_discovery() -> None:
     asyncio.run(go())
     assert seen == states[:3]  # the fourth refresh changed nothing: not passed on
     assert driver.markets["NEW/USDT"].status is MarketStatus.TRADING
+
+
+def _post(post_id: str) -> SocialPost:
+    return SocialPost("webhook", post_id, T0, "kol", 0, "$A up", ("A",))
+
+
+def test_a_post_is_queued_from_its_delivery_until_discovery_takes_it() -> None:
+    """What the webhook asks before it answers a repeat "accepted": each copy delivered counts,
+    the next cycle takes them all, and a batch the full inbox drops is no longer queued."""
+    log: list[tuple[str, int]] = []
+    driver = DiscoveryDriver(_Discovery(log), _Feed(log, listing_at=T0), MIN)  # type: ignore[arg-type]
+    driver.deliver("posts", [_post("a"), _post("b")])
+    driver.deliver("posts", [_post("a")])
+    driver.deliver("announcements", [])
+    assert driver.post_queued("a") and driver.post_queued("b") and not driver.post_queued("c")
+    asyncio.run(driver.prepare(T0))
+    assert not driver.post_queued("a") and not driver.post_queued("b")
+    assert [kind for kind, _ in log if kind.startswith("on_")] == ["on_markets", "on_posts", "on_posts", "on_announcements"]
+    driver.deliver("posts", [_post("oldest")])
+    for k in range(999):
+        driver.deliver("posts", [_post(f"p{k}")])
+    assert driver.post_queued("oldest")
+    driver.deliver("posts", [_post("newest")])  # the inbox keeps 1000 deliveries: the oldest goes
+    assert not driver.post_queued("oldest") and driver.post_queued("p0") and driver.post_queued("newest")
