@@ -180,7 +180,7 @@ class ConfirmCloseAll(ModalScreen[bool]):
         warning = self.query_one("#close-age", Static)
         warning.update(Text(what_now, style="bold red"))
         warning.display = True
-        self.query_one("#dialog-keys", Static).update(Text("Esc or n closes this.", style="bold"))
+        self.query_one("#dialog-keys", Static).update(Text(f"{keymap.live_keys(self, keymap.CLOSE_ALL_CANCEL)} closes this.", style="bold"))
         self.query_one("#close-resume").display = False  # no close-all, no pause
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -220,7 +220,7 @@ class CloseAllProgressDialog(ModalScreen[bool]):
             unanswered = Static(id="close-unanswered")
             unanswered.display = False  # until the command is late (`unanswered`)
             yield unanswered
-            yield Static("Esc hides this; the close continues.", id="close-hint", classes="dim")
+            yield Static(f"{keymap.live_keys(self, keymap.DISMISS[0])} hides this; the close continues.", id="close-hint", classes="dim")
             yield Static(stays_paused(self.resume_key), id="close-resume")
 
     def on_mount(self) -> None:
@@ -252,7 +252,7 @@ class CloseAllProgressDialog(ModalScreen[bool]):
             closed_text = f"all {progress.total} position(s) closed" if progress.total else "nothing was open"
             status.update(Text(f"FLAT: {closed_text}.", style="bold green"))
             self.query_one("#dialog-title", Label).update("CLOSE-ALL DONE")
-            self.query_one("#close-hint", Static).update("Esc closes this.")  # nothing continues now
+            self.query_one("#close-hint", Static).update(f"{keymap.live_keys(self, keymap.DISMISS[0])} closes this.")  # nothing continues now
         elif progress.errors:
             status.update(Text(f"{progress.remaining} left; error: {'; '.join(progress.errors)}", style="bold red"))
         else:

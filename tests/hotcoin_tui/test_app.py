@@ -914,7 +914,9 @@ async def test_help_shows_keys_as_typed_not_by_their_names(fake: FakeEngineClien
         assert (keys["help"], keys["filter"], keys["pause"], keys["close_all"]) == ("?", "/", ",", "ctrl+x")
 
 
-REMAPPED = {"close_all": "ctrl+k", "quit.confirm": "Y", "quit.cancel": "f2", "close_all.cancel": "f3,question_mark"}
+REMAPPED = {
+    "close_all": "ctrl+k", "quit.confirm": "Y", "quit.cancel": "f2", "close_all.cancel": "f3,question_mark", "dialog.close": "f4",
+}  # fmt: skip
 
 
 async def test_dialogs_name_the_keys_the_keymap_binds_now(fake: FakeEngineClient) -> None:
@@ -937,7 +939,12 @@ async def test_dialogs_name_the_keys_the_keymap_binds_now(fake: FakeEngineClient
         assert "Press Y to close all. f3 or ? cancels." in said, said
         await pilot.press("question_mark")
         assert isinstance(app.screen, MainScreen) and app.is_running
-    assert fake.commands == []
+        assert fake.commands == []
+        await pilot.press("ctrl+k", "Y")  # the progress view names the key that hides it, and it does
+        assert isinstance(app.screen, CloseAllProgressDialog)
+        assert plain(app.screen.query_one("#close-hint", Static)).startswith("f4 hides this"), plain(app.screen.query_one("#close-hint", Static))
+        await pilot.press("f4")
+        assert isinstance(app.screen, MainScreen)
 
 
 def test_unknown_keymap_id_is_rejected_with_the_valid_ids(fake: FakeEngineClient) -> None:

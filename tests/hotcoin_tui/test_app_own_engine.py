@@ -178,7 +178,7 @@ async def test_a_shutdown_answer_lost_with_the_connection_is_judged_by_the_engin
     tmp_path: Path, code: int, exit_code: int
 ) -> None:
     """Audit: a clean quit (journal: `command shutdown`, then `run_stop`) was reported as
-    `hotcoin: the engine did not confirm shutdown (AttachError: lost the engine ...)`, exit 1."""
+    `hotcoin: the engine did not confirm shutdown (AnswerLost: lost the engine ...)`, exit 1."""
     process = FakeProcess()
     engine = HangsUpOnShutdown(process, code)
     async with serve_engine_socket(tmp_path / "engine.sock", engine) as server:
@@ -199,6 +199,6 @@ async def test_a_shutdown_answer_lost_with_the_connection_is_judged_by_the_engin
         assert message.startswith("hotcoin: engine stopped with 3 position(s) left open (")
         assert "did not confirm" not in message
     else:
-        assert message.startswith("hotcoin: the engine did not confirm shutdown (AttachError: lost the engine at ")
+        assert message.startswith("hotcoin: the engine did not confirm shutdown (AnswerLost: lost the engine at ")
         assert message.endswith("; it exited (code 1)")
     await engine.stop()
