@@ -142,6 +142,8 @@ def _orders(tree: Tree, s: TraceSummary) -> None:
         node = branch.add(line)
         for f in o.fills:
             node.add(Text(f"fill {f.side} {fmt_value(f.quantity)} @ {fmt_value(f.price)}  fee {fmt_value(f.fee_quote)}  {when(f.ts_ms)}"))
+        for a in o.anomalies:  # what the broker did not take as the exchange said it: an estimated fee moves PnL
+            node.add(Text.assemble(("anomaly: ", "bold yellow"), (a, "yellow")))
 
 
 def _position(tree: Tree, s: TraceSummary) -> None:
@@ -194,6 +196,8 @@ def describe(e: JournalEvent) -> str:
         return str(p["status"]) + (f" ({p['error_class']})" if p.get("error_class") else "")
     if e.kind == "fill":
         return f"{p['side']} {fmt_value(p['quantity'])} @ {fmt_value(p['price'])} fee {fmt_value(p['fee_quote'])}"
+    if e.kind == "order_anomaly":
+        return str(p["detail"])
     if e.kind == "position_update" and p["action"] == TRAIL_ACTION:
         return f"trailing stop raised to {fmt_value(p.get('stop'))} (peak {fmt_value(p.get('trailing_high'))})"
     if e.kind == "position_update":

@@ -18,6 +18,20 @@ from engine.market.gateway import Balance
 
 
 @dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something the exchange said of an order that the broker did not take as it came: a fee it
+    had to estimate (PnL rests on a guess), an order that landed after it was settled as never
+    reached, a state the lifecycle table refuses that the broker accepted or ignored, an order
+    that is not ours. The owner must be able to learn it afterwards, so it is logged and
+    journaled (`order_anomaly`, in the order's trace; without one for an order not ours)."""
+
+    client_order_id: str
+    detail: str
+    symbol: str | None = None
+    trace_id: str | None = None  # the order's trace; None for an order that is not ours
+
+
+@dataclass(frozen=True, slots=True)
 class OrderUpdate:
     """An order's latest state and the fills that happened since its previous update."""
 
@@ -28,6 +42,9 @@ class OrderUpdate:
     # create's outcome was unknown and that the exchange, after the grace period, does not know).
     detail: str | None = None
     error: OrderError | None = None  # why a send failed (set by the router), for the caller to act on
+    # What the broker noted while taking this update (`Anomaly.detail`s: an estimated fee, a late
+    # landing, the exchange's state accepted over ours): journaled beside its `order_result`.
+    anomalies: tuple[str, ...] = ()
 
 
 def counts_as_order_error(order_result: Mapping[str, Any]) -> bool:
@@ -98,6 +115,13 @@ class Broker(abc.ABC):
         there; the locked part counts as still held (an order placed in the Binance app), so
         coins merely locked are never written down as lost."""
         return None
+
+    def take_anomalies(self) -> list[Anomaly]:
+        """The anomalies noted since the last call that no update carries (a stale snapshot
+        ignored, an order not ours: nothing changed, so there is no update), each order's
+        same anomaly once; the caller journals them. None by default: only a broker that
+        takes the exchange's word has any."""
+        return []
 
     def watching_late(self) -> list[str]:
         """Client ids of orders settled as never reached that the broker still looks for, as

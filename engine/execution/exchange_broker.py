@@ -19,6 +19,10 @@ What it adds on top of the gateway:
   in coins for a buy as Binance takes it without BNB, recorded as an anomaly — never as
   fee-free, or the position would hold coins the exchange kept and its exit would fail for
   want of them;
+- an anomaly (an estimated fee, a late landing, the exchange's state taken over ours or
+  ignored, an order not ours) is logged once per order and text, at WARNING, and handed out
+  to be journaled: on the `OrderUpdate` it explains (`anomalies`), or, when nothing changed
+  and there is no update, through `take_anomalies`; the broker itself has no journal;
 - a fill is a maker's when the order had rested on the book (a LIMIT we had seen open), or
   when the order's trades say so; the fee estimate uses the maker rate for those;
 - a cancel is never reported while the order still rests: a refusal (a key without trading
@@ -39,14 +43,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
 from engine.errors import FAULT_ERRORS, NonRetryableOrderError, OrderError, UnknownOrderError
-from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
+from engine.execution.broker import Anomaly, Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import (
     InvalidOrderTransition,
@@ -61,7 +65,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("hotcoin.broker")
 
-ANOMALIES_KEPT = 1000  # the broker's latest anomalies, and the other clients' order ids it has logged
+# Anomalies not yet handed out, and the (order, text) pairs already logged: a stream that repeats
+# a stale snapshot all day would otherwise log, and journal, the same line each time.
+ANOMALIES_KEPT = 1000
 NEVER_REACHED = "the exchange does not know the order: its create never reached the exchange"
 LANDED_LATE = "the exchange placed the order late, after it had been taken as never reached"
 # How long after its create an order rejected as never reached is still looked for. Binance's
@@ -90,15 +96,6 @@ class OrderGateway(Protocol):
     ) -> list[Fill]: ...
 
     async def fetch_balance(self) -> dict[str, Balance]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    """The exchange said something our lifecycle table does not allow; `detail` says whether we
-    took the exchange's word ("accepted") or the snapshot was stale ("ignored")."""
-
-    client_order_id: str
-    detail: str
 
 
 @dataclass(slots=True)
@@ -159,10 +156,8 @@ class ExchangeBroker(Broker):
         self._expires: dict[str, int] = {}  # orders recovery hands back: no intent, the journal's expiry
         self._last_reconcile_ms: int | None = None
         self._late: dict[str, _Watch] = {}  # client id -> its watch, for orders that may land late
-        # What the exchange said that we did not take as it came, newest last: kept for the
-        # tests and a debugger, bounded, as a broker lives all day and a stream repeats itself.
-        self.anomalies: deque[Anomaly] = deque(maxlen=ANOMALIES_KEPT)
-        self._foreign_told: dict[str, None] = {}  # ids of other clients' pushed orders already logged
+        self._unattached: deque[Anomaly] = deque(maxlen=ANOMALIES_KEPT)  # for `take_anomalies`
+        self._told: dict[tuple[str, str], None] = {}  # (client id, text) of the anomalies logged
 
     @staticmethod
     def _pending(intent: OrderIntent, now_ms: int) -> Order:
@@ -175,15 +170,15 @@ class ExchangeBroker(Broker):
         order's trades when they were fetched with it; `detail`: why we settled it ourselves."""
         cid = update.client_order_id
         current = self._orders.get(cid)
+        notes: list[Anomaly] = []
         if current is None:
             if not is_ours(cid):
                 # Not an order we placed: another client's on the same account, or one of ours
                 # filed under the wrong id (Binance's cancel reply names the cancel, not the
                 # order). Adopted, its whole executed quantity would be booked as a new fill
                 # beside the order we already track: counted twice, or someone else's.
-                self.anomalies.append(
-                    Anomaly(cid, f"ignored: not our order ({update.status.value}, {update.filled_qty} filled)")
-                )
+                said = f"ignored: not our order ({update.status.value}, {update.filled_qty} filled)"
+                self._unattach([Anomaly(cid, said, update.symbol)])
                 return None
             # An order of ours we had lost track of: adopt it, fills from zero.
             intent_less = replace(
@@ -195,15 +190,16 @@ class ExchangeBroker(Broker):
             # snapshot is the truth from the start (we had it with nothing filled).
             current = replace(current, status=OrderStatus.PENDING)
             detail = LANDED_LATE
-            self.anomalies.append(Anomaly(cid, f"landed late: the exchange has it {update.status.value}"))
+            notes.append(_anomaly(current, f"landed late: the exchange has it {update.status.value}"))
         # Keep what the exchange does not echo back (trace, purpose) from what we sent.
         update = replace(update, trace_id=current.trace_id or update.trace_id, purpose=current.purpose)
-        new = self._settle(current, update)
+        new = self._settle(current, update, notes)
         if new is None or new is current:
+            self._unattach(notes)
             return None
         maker = _is_maker(current, trades)
         if new.filled_qty > current.filled_qty and not new.fees_reported:
-            new = self._estimate_fees(current, new, maker)
+            new = self._estimate_fees(current, new, maker, notes)
         self._orders[cid] = new
         qty, price, fee = fill_delta(current, new)
         fills: tuple[Fill, ...] = ()
@@ -225,11 +221,39 @@ class ExchangeBroker(Broker):
                     fee_asset=new.fee_asset,
                 ),
             )
-        return OrderUpdate(new, fills, detail=detail)
+        for note in notes:
+            self._tell(note)
+        return OrderUpdate(new, fills, detail=detail, anomalies=tuple(n.detail for n in notes))
 
-    def _estimate_fees(self, current: Order, new: Order, maker: bool) -> Order:
+    def _tell(self, anomaly: Anomaly) -> bool:
+        """Log `anomaly` at WARNING, the first time its order says it (with its symbol and trace,
+        so the line leads to `hotcoin replay`); whether it was new. The memory of what was told
+        is bounded: a broker lives all day."""
+        key = (anomaly.client_order_id, anomaly.detail)
+        if key in self._told:
+            return False
+        self._told[key] = None
+        if len(self._told) > ANOMALIES_KEPT:
+            del self._told[next(iter(self._told))]
+        log.warning(
+            "order %s (%s, trace %s): %s",
+            anomaly.client_order_id, anomaly.symbol or "?", anomaly.trace_id or "none", anomaly.detail,
+        )  # fmt: skip
+        return True
+
+    def _unattach(self, anomalies: Iterable[Anomaly]) -> None:
+        """Anomalies no update carries (nothing changed): logged, and kept for `take_anomalies`,
+        each order's same text once, or a stream repeating a stale snapshot floods the journal."""
+        self._unattached.extend(a for a in anomalies if self._tell(a))
+
+    def take_anomalies(self) -> list[Anomaly]:
+        taken = list(self._unattached)
+        self._unattached.clear()
+        return taken
+
+    def _estimate_fees(self, current: Order, new: Order, maker: bool, notes: list[Anomaly]) -> Order:
         """`new` with the fee of its new fill estimated at the maker or taker rate, and an anomaly
-        saying so.
+        saying so in `notes`.
 
         Cumulative, like an exchange's figures, so a later snapshot that reports the real fees
         books only the difference. A buy pays in coins (Binance's default without BNB).
@@ -240,9 +264,9 @@ class ExchangeBroker(Broker):
         fee_qty = float(qty) * rate
         fee_base = fee_qty if new.side is Side.BUY else 0.0
         fee_quote = fee_qty * price
-        self.anomalies.append(
-            Anomaly(
-                new.client_order_id,
+        notes.append(
+            _anomaly(
+                new,
                 f"fee estimated: the exchange reported no commission for a fill of {qty}; booked "
                 f"{fee_quote:.8g} {new.symbol.split('/')[-1]} at the {role} rate {rate:g}"
                 + (f" ({fee_base:.8g} taken in coins)" if fee_base else ""),
@@ -283,22 +307,32 @@ class ExchangeBroker(Broker):
         priced, trades = await self._with_trade_fees(update)
         return self._absorb(priced, now_ms, trades, detail)
 
-    def _settle(self, current: Order, update: Order) -> Order | None:
-        """Our next view of an order: `update` as the lifecycle table allows it, else None to ignore it.
+    def _settle(self, current: Order, update: Order, notes: list[Anomaly]) -> Order | None:
+        """Our next view of an order: `update` as the lifecycle table allows it, else None to
+        ignore it; an anomaly in `notes` when the table refused it.
 
         When the table refuses, what executed is still the exchange's to say: a snapshot with more
         filled is taken (a late fill of an order we had as cancelled), and a finished order stays
         finished while it is. One with less filled, or one that would reopen a finished order with
         no new fill (an OPEN after CANCELED), is older than what we hold and is ignored.
+
+        Ignored without an anomaly when the exchange stamped it no later than what we hold: that
+        is one channel lagging another, as every market order shows (the user stream's NEW
+        arrives after the create's reply had it FILLED, in the same millisecond), and a warning
+        and a journal event per order would bury the real ones. Stamped later, it contradicts
+        what the exchange told us before: that is an anomaly.
         """
         try:
             return apply_update(current, update)
         except InvalidOrderTransition as exc:
             finished = current.status.is_terminal
             if update.filled_qty < current.filled_qty or (finished and update.filled_qty == current.filled_qty):
-                self.anomalies.append(Anomaly(current.client_order_id, f"ignored: {exc}"))
+                if 0 < update.updated_ms <= current.updated_ms:
+                    log.debug("order %s: an older snapshot ignored (%s)", current.client_order_id, exc)
+                else:
+                    notes.append(_anomaly(current, f"ignored: {exc}"))
                 return None
-            self.anomalies.append(Anomaly(current.client_order_id, f"accepted exchange state: {exc}"))
+            notes.append(_anomaly(current, f"accepted exchange state: {exc}"))
             if finished and not update.status.is_terminal:
                 return replace(update, status=current.status)
             return update
@@ -333,29 +367,19 @@ class ExchangeBroker(Broker):
             # Only orders this broker placed or was handed (recovery): an id in our format is
             # no proof, since another hotcoin on the same key makes the same ones. Adopted, a
             # foreign MARKET buy became our position and a foreign sell crashed the book. Our
-            # own lost orders are adopted by the reconcile, which takes open ones only.
+            # own lost orders are adopted by the reconcile, which takes open ones only. Told
+            # once per order (its text names no status): another client trades on this API
+            # key with ids of our format (another hotcoin, say), and its trades move the
+            # account's balances under ours, which the balance audit will then report.
             if is_ours(cid):
-                self.anomalies.append(Anomaly(cid, f"ignored: pushed, but not an order this broker tracks ({order.status.value})"))
-                self._tell_foreign(order)
+                detail = (
+                    f"ignored: a {order.side.value} order pushed by the exchange that this engine did not place: "
+                    "another client trades on this API key with ids like ours (another hotcoin?); "
+                    "give each engine its own API key"
+                )
+                self._unattach([Anomaly(cid, detail, order.symbol)])
             return None
         return await self._absorb_lookup(order, now_ms)
-
-    def _tell_foreign(self, order: Order) -> None:
-        """Log, once per order, that another client trades on this API key with ids of our
-        format (another hotcoin, say): its orders are left alone, and its trades move the
-        account's balances under ours, which the balance audit will then report."""
-        cid = order.client_order_id
-        if cid in self._foreign_told:
-            return
-        self._foreign_told[cid] = None
-        if len(self._foreign_told) > ANOMALIES_KEPT:
-            del self._foreign_told[next(iter(self._foreign_told))]
-        log.warning(
-            "order %s (%s %s, %s) was pushed by the exchange but is not one this engine placed: another "
-            "client trades on this API key with ids like ours (another hotcoin?); it is ignored, give each "
-            "engine its own API key",
-            cid, order.side.value, order.symbol, order.status.value,
-        )  # fmt: skip
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
         """Cancel an order; its update (finished, unless the exchange had it as pending cancel).
@@ -520,6 +544,11 @@ class ExchangeBroker(Broker):
         Errors propagate: a caller that cannot learn the balance must not take it for zero."""
         balance = (await self.gateway.fetch_balance()).get(asset)
         return balance if balance is not None else Balance(Decimal(0), Decimal(0))
+
+
+def _anomaly(order: Order, detail: str) -> Anomaly:
+    """An anomaly of an order of ours, in its trace."""
+    return Anomaly(order.client_order_id, detail, order.symbol, order.trace_id or None)
 
 
 def _is_maker(current: Order, trades: Sequence[Fill]) -> bool:

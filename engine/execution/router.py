@@ -18,6 +18,13 @@ broker still watches for it (`Broker.watching_late`): if it lands late, that res
 caused by its attempt. After a restart, recovery hands back the attempts of the orders still
 open or watched (`resume`), so their later results join their trees as well.
 
+What the broker did not take as the exchange said it (`Anomaly`: a fee it estimated, an order
+that landed late, the exchange's state taken over ours) is journaled as an `order_anomaly`
+beside the update it explains, caused by that update's `order_result`, so `replay` shows it on
+the order and it outlives the process. One with no update (a stale snapshot ignored, an order
+not ours) is taken from the broker after each call (`Broker.take_anomalies`), caused by the
+order's attempt while the router holds it, and traceless for an order not ours.
+
 Write-ahead: with a `durable` hook (the runtime wires the journal's `flush` for a broker that
 reaches a real exchange), every `order_attempt` is committed before its order leaves: a crash
 right after the exchange accepted an order must still leave the attempt on disk, or recovery
@@ -100,7 +107,9 @@ class OrderRouter:
             return None
         if self.durable is not None:
             await self.durable()
-        return await self._submit(intent, now_ms, seq, self._failure())
+        update = await self._submit(intent, now_ms, seq, self._failure())
+        self.journal_unattached(now_ms)
+        return update
 
     async def send_all(
         self,
@@ -130,7 +139,9 @@ class OrderRouter:
                 book(update)
             return update
 
-        return list(await asyncio.gather(*(answer(i, seq) for i, seq in sent)))
+        updates = list(await asyncio.gather(*(answer(i, seq) for i, seq in sent)))
+        self.journal_unattached(now_ms)
+        return updates
 
     def _failure(self) -> str | None:
         return None if self.journal_failed is None else self.journal_failed()
@@ -212,6 +223,7 @@ class OrderRouter:
             cancelled = await self.cancel(order, now_ms, reason="expired")
             if cancelled is not None:
                 updates.append(cancelled)
+        self.journal_unattached(now_ms)
         if incomplete is not None:
             incomplete.updates = updates
             raise incomplete
@@ -227,6 +239,7 @@ class OrderRouter:
             update = await self.broker.on_order(order, now_ms)
             if update is not None:
                 updates.append(replace(update, journal_seq=self._result(update, now_ms, {"action": "push"})))
+        self.journal_unattached(now_ms)
         return updates
 
     async def cancel(
@@ -258,7 +271,9 @@ class OrderRouter:
                 "order_result", ts_ms=now_ms, payload=payload, trace_id=trace_id or order.trace_id or None,
                 symbol=order.symbol, cause=cause if cause is not None else self._attempts.get(order.client_order_id),
             )
+            self.journal_unattached(now_ms)
             return None
+        self.journal_unattached(now_ms)
         return replace(update, journal_seq=self._result(update, now_ms, payload, trace_id=trace_id, cause=cause))
 
     def _forget_unwatched(self) -> None:
@@ -300,7 +315,7 @@ class OrderRouter:
         }
         if update.detail is not None:
             payload["detail"] = update.detail
-        return self.sink.emit(
+        seq = self.sink.emit(
             "order_result",
             ts_ms=now_ms,
             payload=payload,
@@ -308,3 +323,36 @@ class OrderRouter:
             symbol=order.symbol,
             cause=cause if cause is not None else attempt,
         )
+        self.journal_anomalies(update, seq, now_ms, trace_id=trace_id)
+        return seq
+
+    def journal_anomalies(self, update: OrderUpdate, result_seq: int, now_ms: int, *, trace_id: str | None = None) -> None:
+        """Journal what the broker noted while taking `update` (`OrderUpdate.anomalies`), one
+        `order_anomaly` each, caused by `result_seq` (the `order_result` that journaled the
+        update) and in its trace (`trace_id`, or else the order's). Restart recovery journals
+        the updates it settles itself, and calls this for theirs."""
+        order = update.order
+        for detail in update.anomalies:
+            self.sink.emit(
+                "order_anomaly",
+                ts_ms=now_ms,
+                payload={"client_order_id": order.client_order_id, "detail": detail},
+                trace_id=trace_id or order.trace_id or None,
+                symbol=order.symbol,
+                cause=result_seq,
+            )
+
+    def journal_unattached(self, now_ms: int) -> None:
+        """Journal the anomalies the broker noted with no update to carry them
+        (`Broker.take_anomalies`): in the order's trace, caused by its attempt while the router
+        holds it; traceless (and causeless) for an order not ours."""
+        for anomaly in self.broker.take_anomalies():
+            cid = anomaly.client_order_id
+            self.sink.emit(
+                "order_anomaly",
+                ts_ms=now_ms,
+                payload={"client_order_id": cid, "detail": anomaly.detail},
+                trace_id=anomaly.trace_id,
+                symbol=anomaly.symbol,
+                cause=None if anomaly.trace_id is None else self._attempts.get(cid),
+            )

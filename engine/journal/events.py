@@ -74,6 +74,13 @@ KINDS: dict[str, KindSchema] = {
         {"client_order_id": str, "side": str, "price": Num, "quantity": Num, "fee_quote": Num},
         "one execution",
     ),
+    "order_anomaly": KindSchema(
+        1,
+        {"client_order_id": str, "detail": str},
+        "what the exchange said of an order that the broker did not take as it came (`Anomaly`): a fee it"
+        " estimated, an order that landed late, the exchange's state accepted over ours or ignored; caused"
+        " by the `order_result` it explains (or the order's attempt); traceless for an order not ours",
+    ),
     "position_update": KindSchema(
         1,
         {"action": str, "quantity": Num, "entry_price": Num, "realised_pnl": Num},

@@ -311,7 +311,7 @@ class JournalReader:
             rows.update((seq, found[seq]) for seq, _ in updates)
             rows.update(
                 (seq, found[seq]) for seq, (raw, payload) in theirs.items()
-                if raw[4] in {"order_attempt", "order_result", "fill"} and payload.get("client_order_id") in cids
+                if raw[4] in {"order_attempt", "order_result", "order_anomaly", "fill"} and payload.get("client_order_id") in cids
             )  # fmt: skip
         return rows
 

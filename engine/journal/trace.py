@@ -158,6 +158,9 @@ class OrderView:
     error_class: str | None = None
     error: str | None = None  # the broker's own words, when it refused
     fills: list[FillView] = field(default_factory=list)
+    # What the broker did not take as the exchange said it (`order_anomaly`): an estimated fee,
+    # a late landing, the exchange's state over ours. Empty in journals from before the kind.
+    anomalies: list[str] = field(default_factory=list)
 
     @property
     def filled_qty(self) -> float:
@@ -257,6 +260,8 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
         elif e.kind == "order_result" and p["client_order_id"] in orders:
             order = orders[p["client_order_id"]]  # in seq order: the last result stands
             order.status, order.error_class, order.error = str(p["status"]), _opt_str(p["error_class"]), _opt_str(p.get("error"))
+        elif e.kind == "order_anomaly" and p["client_order_id"] in orders:
+            orders[p["client_order_id"]].anomalies.append(str(p["detail"]))
         elif e.kind == "fill" and p["client_order_id"] in orders:
             orders[p["client_order_id"]].fills.append(
                 FillView(e.seq, e.ts_ms, str(p["side"]), float(p["price"]), float(p["quantity"]), float(p["fee_quote"]))

@@ -71,7 +71,8 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      (`ExchangeBroker.recover_late`): what landed meanwhile is booked (`LANDED_LATE`), what is
      still unknown is watched for the rest of its `LATE_WATCH_MS`, or, past it, journaled as
      `DID_NOT_LAND`. The broker's own periodic reconcile later adopts any order of ours it
-     still lists.
+     still lists. What the broker noted on the way (a late landing, a fee it had to estimate:
+     `Anomaly`) is journaled as `order_anomaly` events beside the results, as the router does.
    - **risk**: the day's start-of-day equity, the highest risk level it reached, the daily
      loss pause, the losing streak and its cool-down (`RiskDay`, from the `risk_event`s and the
      closing `position_update`s), and the L5 block, which runs on from when L5 was reached.
@@ -662,6 +663,7 @@ class Recovery:
         engine.cycle.push_state()
         settled = await self._reconcile(engine, now_ms)
         await self._resume_attempts(engine)
+        engine.router.journal_unattached(now_ms)  # what the reconcile's lookups said that changed nothing
         detail = (
             f"restart: {len(state.book.holdings)} position(s), cash {state.cash:.2f}, "
             f"{len(state.sent_ids)} client id(s) already sent, {len(settled)} open order(s) settled"
@@ -750,6 +752,7 @@ class Recovery:
         update = await broker.recover_late(order.as_order(OrderStatus.REJECTED, order.ts_ms), now_ms)
         if update is not None:
             seq = self._result(engine, order, update.order.status, update.detail or LANDED_LATE, now_ms)
+            engine.router.journal_anomalies(update, seq, now_ms, trace_id=order.trace_id)  # the landing, a fee estimated
             _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
             engine.keep_fills(update.fills)
             return [{"client_order_id": order.client_order_id, "symbol": order.symbol, "outcome": "landed_late"}]
@@ -782,6 +785,7 @@ class Recovery:
             # Its fills are caused by this result, as the router's are by theirs: the core's own
             # link (the exit decision's seq) died with the process, and the fills had no cause.
             seq = self._result(engine, order, update.order.status, "reconciled after restart", now_ms)
+            engine.router.journal_anomalies(update, seq, now_ms, trace_id=order.trace_id)
             _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
             engine.keep_fills(update.fills)
         return seen.status.value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -201,8 +202,9 @@ async def test_a_reply_under_an_id_that_is_not_ours_is_not_adopted() -> None:
     )
     u = await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 5)
     assert u.fills == () and u.order.client_order_id == intent.client_order_id
-    assert [a.client_order_id for a in broker.anomalies] == ["vk_DemtFZxbJdfYaM_3hKw"]
-    assert "not our order" in broker.anomalies[0].detail
+    (anomaly,) = broker.take_anomalies()  # no update carries it: nothing of ours changed
+    assert anomaly.client_order_id == "vk_DemtFZxbJdfYaM_3hKw" and anomaly.trace_id is None
+    assert "not our order" in anomaly.detail
     (synced,) = await broker.sync(T0 + 6)  # the order itself is reconciled, its fills booked once
     assert synced.order.status is OrderStatus.CANCELED and [f.quantity for f in synced.fills] == [40.0]
 
@@ -277,7 +279,8 @@ async def test_contradictory_exchange_update_is_recorded_and_fills_are_not_lost(
     filled = dataclasses.replace(gw.orders[intent.client_order_id], status=OrderStatus.FILLED, filled_qty=Decimal(100), average_price=0.3)
     u = await broker.on_order(filled, T0 + 2)
     assert u is not None and u.fills[0].quantity == 100.0
-    assert broker.anomalies and "accepted exchange state" in broker.anomalies[0].detail
+    (anomaly,) = u.anomalies
+    assert "accepted exchange state" in anomaly and broker.take_anomalies() == []
 
 
 @pytest.mark.parametrize(
@@ -298,7 +301,36 @@ async def test_a_stale_snapshot_does_not_reopen_a_finished_order(finished: dict[
     assert await broker.on_order(done, T0 + 1) is not None
     assert await broker.on_order(dataclasses.replace(done, **stale), T0 + 2) is None
     assert await broker.open_orders() == []
-    assert broker.anomalies[-1].detail.startswith("ignored")
+    # Stamped no later than what we hold: one channel lagging another (the user stream's NEW
+    # after a FILLED reply, every market order), ignored without an anomaly.
+    assert broker.take_anomalies() == []
+    later = dataclasses.replace(done, **stale, updated_ms=done.updated_ms + 1000)
+    assert await broker.on_order(later, T0 + 3) is None and await broker.open_orders() == []
+    (anomaly,) = broker.take_anomalies()  # stamped later, it contradicts the exchange's own word
+    assert anomaly.detail.startswith("ignored") and anomaly.trace_id == "0123456789abcdef"
+
+
+async def test_an_anomaly_is_logged_and_journaled_once_per_order_and_text(caplog: pytest.LogCaptureFixture) -> None:
+    """A stream repeating a stale snapshot all day must not flood the log or the journal: the
+    same anomaly of the same order is told once, with the order's id, symbol and trace."""
+    gw = gateway()
+    broker = ExchangeBroker(gw)
+    router = OrderRouter(broker, sink := RecordingSink())
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.2"))
+    assert await router.send(intent, T0) is not None
+    cancelled = await router.cancel(gw.orders[intent.client_order_id], T0 + 1)
+    assert cancelled is not None
+    # Open again, by the exchange's clock after its cancel: a contradiction, not a lagging stream.
+    stale = dataclasses.replace(cancelled.order, status=OrderStatus.OPEN, updated_ms=cancelled.order.updated_ms + 1)
+    with caplog.at_level(logging.WARNING, logger="hotcoin.broker"):
+        for n in range(3):
+            assert await router.pushed([stale], T0 + 2 + n) == []
+    (told,) = [r for r in caplog.records if r.name == "hotcoin.broker"]
+    assert told.levelno == logging.WARNING
+    assert all(w in told.getMessage() for w in (intent.client_order_id, "DOGE/USDT", intent.trace_id, "ignored: "))
+    (journaled,) = [e for e in sink.events if e.kind == "order_anomaly"]
+    assert (journaled.trace_id, journaled.symbol) == (intent.trace_id, "DOGE/USDT")
+    assert journaled.payload["detail"].startswith("ignored: ")
 
 
 async def test_a_late_partial_fill_of_a_cancelled_order_is_booked_and_the_order_stays_cancelled() -> None:
@@ -334,7 +366,8 @@ async def test_a_fill_found_by_lookup_after_a_lost_reply_is_booked_with_its_trad
     update = await broker.submit(intent, T0)
     (fill,) = update.fills
     assert fill.quantity == 100.0 and fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.03)
-    assert gw.calls == ["create_order", "fetch_order", "fetch_my_trades"] and not broker.anomalies
+    assert gw.calls == ["create_order", "fetch_order", "fetch_my_trades"]
+    assert update.anomalies == () and broker.take_anomalies() == []
 
 
 async def test_a_resting_limit_filled_unseen_is_booked_with_its_commission_by_reconcile() -> None:
@@ -360,7 +393,7 @@ async def test_a_fill_pushed_without_its_commission_gets_its_trades_commission()
     assert u is not None
     (fill,) = u.fills
     assert fill.fee_base == pytest.approx(0.1) and fill.fee_quote == pytest.approx(0.03)
-    assert not broker.anomalies and gw.calls[-1] == "fetch_my_trades"
+    assert u.anomalies == () and broker.take_anomalies() == [] and gw.calls[-1] == "fetch_my_trades"
 
 
 async def test_trades_found_by_lookup_sum_their_commissions_exactly() -> None:
@@ -400,10 +433,11 @@ async def test_a_fill_whose_trades_cannot_be_fetched_gets_an_estimated_fee_and_a
     _filled_on_the_exchange(gw, intent, fee_base=0.0, fee_quote=0.0)
     gw.fail_next("create_order", UnknownOrderError("timeout"))
     gw.fail_next("fetch_my_trades", RetryableOrderError("429 too many requests", code=-1003))
-    (fill,) = (await broker.submit(intent, T0)).fills
+    update = await broker.submit(intent, T0)
+    (fill,) = update.fills
     assert fill.fee_base == pytest.approx(fee_base) and fill.fee_quote == pytest.approx(fee_quote)
-    (anomaly,) = broker.anomalies
-    assert anomaly.detail.startswith("fee estimated")
+    (anomaly,) = update.anomalies
+    assert anomaly.startswith("fee estimated")
 
 
 async def test_a_resting_limit_fill_is_a_makers_with_its_estimated_fee_at_the_maker_rate() -> None:
@@ -418,8 +452,8 @@ async def test_a_resting_limit_fill_is_a_makers_with_its_estimated_fee_at_the_ma
     (u,) = await broker.sync(T0 + 1000)
     (fill,) = u.fills
     assert fill.is_maker and fill.fee_base == pytest.approx(100 * 0.0005)
-    (anomaly,) = broker.anomalies
-    assert "maker rate 0.0005" in anomaly.detail
+    (anomaly,) = u.anomalies
+    assert "maker rate 0.0005" in anomaly
 
 
 @pytest.mark.parametrize("maker", [True, False], ids=["trades-say-maker", "trades-say-taker"])
@@ -468,7 +502,7 @@ async def test_a_create_taken_as_never_reached_that_lands_late_is_reported_once_
     assert landed.order.status is OrderStatus.FILLED and landed.detail == LANDED_LATE
     assert (fill.quantity, fill.fee_base, fill.fee_quote) == (100.0, pytest.approx(0.1), pytest.approx(0.03))
     assert broker.watching_late() == [] and await broker.sync(T0 + 200_000) == []  # reported once
-    assert [a.detail for a in broker.anomalies] == ["landed late: the exchange has it filled"]
+    assert landed.anomalies == ("landed late: the exchange has it filled",) and broker.take_anomalies() == []
 
 
 async def test_a_late_limit_found_resting_in_the_open_list_is_followed_again_until_it_fills() -> None:
@@ -514,10 +548,12 @@ async def test_the_router_journals_a_late_landing_as_the_orders_real_result() ->
     assert [(r["status"], r.get("detail")) for r in results] == [
         ("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE),
     ]  # fmt: skip
-    assert results[-1]["filled_qty"] == "100" and landed.journal_seq == sink.events[-1].seq
+    late = [e for e in sink.events if e.kind == "order_result"][-1]
+    assert results[-1]["filled_qty"] == "100" and landed.journal_seq == late.seq
     (attempt,) = [e for e in sink.events if e.kind == "order_attempt"]
-    late = sink.events[-1]
     assert (late.trace_id, late.cause) == (intent.trace_id, attempt.seq)  # in the attempt's trace tree
+    said = sink.events[-1]  # and beside it, what the broker noted: the order had been taken as never reached
+    assert (said.kind, said.cause, said.payload["detail"]) == ("order_anomaly", late.seq, "landed late: the exchange has it filled")
 
 
 async def test_a_late_limit_resting_then_filling_stays_in_its_attempts_trace_tree() -> None:

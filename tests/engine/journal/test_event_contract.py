@@ -17,6 +17,7 @@ GOOD: dict[str, dict[str, Any]] = {
     "order_attempt": {"client_order_id": "hc-1", "side": "buy", "order_type": "market", "purpose": "entry", "quantity": "100"},
     "order_result": {"client_order_id": "hc-1", "status": "filled", "error_class": None},
     "fill": {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03},
+    "order_anomaly": {"client_order_id": "hc-1", "detail": "landed late: the exchange has it filled"},
     "position_update": {"action": "open", "quantity": 100.0, "entry_price": 0.3, "realised_pnl": 0.0},
     "state_change": {"from": "tradeable", "to": "degraded", "reasons": ["data_stale"]},
     "risk_event": {"code": "daily_loss", "level": "L4", "detail": "-3.2% of start-of-day equity"},

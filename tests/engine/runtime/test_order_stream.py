@@ -119,7 +119,7 @@ async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(
     """Another hotcoin on the same API key makes ids of our format. Pushed, its filled MARKET
     buy became our position (its cash spent from ours) and its sell of coins we do not hold
     raised out of the loop: the engine stopped with every position unwatched. Each such order
-    is logged once, with the fix (one API key per engine)."""
+    is logged and journaled once (traceless: it is not ours), with the fix (one API key per engine)."""
     path = tmp_path / "journal.sqlite"
     async with holding_a_limit_entry(path) as held:
         engine, symbol = held.rig.engine, held.rig.pump_symbol
@@ -133,15 +133,18 @@ async def test_pushed_orders_of_another_client_with_ids_like_ours_are_ignored(
             )
             for _ in range(2):  # NEW, then FILLED: told once
                 held.gateway.push_order_update(dataclasses.replace(other, filled_qty=Decimal(50), average_price=0.3))
-        ignored = "not an order this broker tracks"
-        await eventually(lambda: len([a for a in held.broker.anomalies if ignored in a.detail]) == 4)
+        await eventually(lambda: len([r for r in caplog.records if "this engine did not place" in r.getMessage()]) == 2)
         cycles = engine.stats.cycles
         await eventually(lambda: engine.stats.cycles > cycles + 2)
         assert not held.run.done(), "the engine stopped"
         assert core.cash == cash and core.book.holdings[symbol].position.quantity == quantity
     with JournalReader(path) as reader:
         assert not [e for e in reader.events(kinds=["order_result", "fill"]) if "abcdefabcdefabcd" in str(e.payload)]
-    told = [r.getMessage() for r in caplog.records if "not one this engine placed" in r.getMessage()]
+        journaled = [e for e in reader.events(kinds=["order_anomaly"]) if "abcdefabcdefabcd" in e.payload["client_order_id"]]
+    assert [(e.payload["client_order_id"], e.trace_id) for e in journaled] == [
+        ("hc-abcdefabcdefabcd-e1", None), ("hc-abcdefabcdefabcd-x1", None),
+    ]  # fmt: skip
+    told = [r.getMessage() for r in caplog.records if "this engine did not place" in r.getMessage()]
     assert len(told) == 2 and all("give each engine its own API key" in m for m in told)
 
 

@@ -785,7 +785,6 @@ async def test_a_fill_made_while_down_books_the_exchanges_commission_once(
         engine.core.on_tickers(make_batch({DOGE: 0.3, "BNB/USDT": bnb_rate}, restart), restart)
         payload = await Recovery(state).apply(engine, restart)
         assert payload["orders"] == [{"client_order_id": cid, "symbol": DOGE, "outcome": "filled"}]
-        assert not [a for a in broker.anomalies if "fee estimated" in a.detail]
         assert engine.core.book.holdings[DOGE].position.quantity == pytest.approx(100.0 - booked_coins)
         # The same order again, fees and all: from the user stream, then from a reconcile.
         assert await broker.on_order(dataclasses.replace(snapshot, fee_quote=0.006 + 0.009, fees_reported=True), restart) is None
@@ -793,6 +792,8 @@ async def test_a_fill_made_while_down_books_the_exchanges_commission_once(
         await rig.journal.flush()
     with JournalReader(path) as reader:
         fills = [e.payload for e in reader.events(kinds=["fill"])]
+        anomalies = [e.payload["detail"] for e in reader.events(kinds=["order_anomaly"])]
+    assert not [a for a in anomalies if "fee estimated" in a]
     assert [f["quantity"] for f in fills] == [40.0, pytest.approx(60.0)]
     recovered = fills[1]
     assert recovered["fee_base"] == pytest.approx(booked_coins, abs=1e-12)
@@ -1186,6 +1187,11 @@ async def test_a_restart_asks_once_about_every_order_that_may_have_landed_late_w
         fills = [e.payload for e in reader.events(kinds=["fill"])]
         attempts = {e.payload["client_order_id"]: e.seq for e in reader.events(kinds=["order_attempt"])}
         late = [e for e in reader.events(kinds=["order_result"]) if e.payload.get("detail") == LANDED_LATE]
+        noted = list(reader.events(kinds=["order_anomaly"]))
+    # Each landing is journaled as the anomaly it is, beside the result recovery wrote for it.
+    assert sorted((e.trace_id, e.cause, e.payload["detail"]) for e in noted) == sorted(
+        (e.trace_id, e.seq, "landed late: the exchange has it filled") for e in late
+    )
     for cid in (a, b):
         assert results[cid] == [("unknown", None), ("rejected", NEVER_REACHED), ("filled", LANDED_LATE)]
     assert results[d] == [("unknown", None), ("rejected", NEVER_REACHED), ("rejected", DID_NOT_LAND)]
