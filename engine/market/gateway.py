@@ -90,6 +90,7 @@ class NoticeKind(enum.StrEnum):
     """Things the gateway did on its own that the runtime should journal."""
 
     RECONNECT = "reconnect"  # a stream dropped; it is being re-dialled after `delay_s`
+    RECOVERED = "recovered"  # a stream that dropped is live again: `down_ms` after its drop, `attempts` redials
     ROTATED = "rotated"  # planned make-before-break reconnect before the 24 h limit
     RATE_LIMITED = "rate_limited"  # HTTP 429/418: silent until `until_ms`
     RESYNC = "resync"  # user-data gap closed by a REST re-check; `resync` says what changed
@@ -130,6 +131,8 @@ class GatewayNotice:
     delay_s: float | None = None
     until_ms: int | None = None
     resync: UserResync | None = None
+    down_ms: int | None = None
+    attempts: int | None = None
 
 
 NoticeSink = Callable[[GatewayNotice], None]

@@ -6,6 +6,9 @@ ccxt.pro does not reconnect in the background: a drop raises `NetworkError` on t
 - **Drop** (any `ccxt.NetworkError`, incl. a keep-alive timeout on a half-open socket): the
   connection is closed and replaced after `ReconnectBackoff` (exponential, jittered), the
   reconnect is counted and announced (`NoticeKind.RECONNECT`), and `next()` carries on.
+  Once live again (a message, or a confirmed subscription) the stream announces its recovery
+  once (`NoticeKind.RECOVERED`: how long it was down, how many redials it took), so a reader
+  of the notices sees the outage end without watching `health()`.
 - **HTTP 429/418** (`DDoSProtection`, `RateLimitExceeded`): nothing is dialled until the shared
   `RateLimitBackoff` silence ends (60 -> 120 -> 240 -> 480 s, Retry-After a floor). A -2015
   that ccxt raises as `DDoSProtection` is a refused key, not a rate limit: raised, as below.
@@ -155,6 +158,7 @@ class ResilientStream(Generic[T]):
         self._new_task: asyncio.Task[Any] | None = None
         self._ready: deque[T] = deque()
         self._gap_since_ms: int | None = None
+        self._outage_from: int | None = None  # `health.reconnects` when the current outage began
         self._prepared = False
         self._next_rotation_try_ms = 0
         self._closed = False
@@ -249,7 +253,7 @@ class ResilientStream(Generic[T]):
                 await self._on_error(exc)
                 return False
             # A confirmed subscription is a live stream even before its first event.
-            self.health.up(self._clock.now_ms())
+            self._up(self._clock.now_ms())
         self._prepared = True
         return True
 
@@ -265,9 +269,27 @@ class ResilientStream(Generic[T]):
 
     def _on_message(self) -> None:
         now = self._clock.now_ms()
-        self.health.up(now)
+        self._up(now)
         self.health.last_message_ms = now
         self._backoff.reset()
+
+    def _up(self, now: int) -> None:
+        """The stream is live; after an outage (a drop or a rate limit), `RECOVERED` says so
+        once, with how long it was down and how many redials it took (module docstring)."""
+        h = self.health
+        down_since = h.down_since_ms
+        h.up(now)
+        if self._outage_from is None:
+            return
+        attempts, self._outage_from = h.reconnects - self._outage_from, None
+        down_ms = max(0, now - down_since) if down_since else None
+        down = "" if down_ms is None else f" after {down_ms / 1000:.0f} s down (by the exchange's clock)"
+        self._emit(NoticeKind.RECOVERED, detail=f"live again{down}, {attempts} reconnect(s)", down_ms=down_ms, attempts=attempts)
+
+    def _outage(self) -> None:
+        """A drop or a rate limit: the outage `_up` ends starts here, unless one is running."""
+        if self._outage_from is None:
+            self._outage_from = self.health.reconnects
 
     async def _drop_connection(self) -> None:
         conn, task = self._conn, self._task
@@ -295,12 +317,14 @@ class ResilientStream(Generic[T]):
             self._gap_since_ms = h.last_message_ms or now
         await self._drop_connection()
         if is_rate_limit(exc):
+            self._outage()
             wait = self._rate.hit(now, retry_after_of(exc))
             h.rate_limited_until_ms = self._rate.until_ms
             h.reconnects += 1
             self._emit(NoticeKind.RATE_LIMITED, detail=h.last_error or "", delay_s=wait, until_ms=self._rate.until_ms)
             return
         if _is_drop(exc):
+            self._outage()
             delay = self._backoff.next_delay()
             h.reconnects += 1
             self._emit(

@@ -43,6 +43,7 @@ from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
 from engine.execution.router import Durable, JournalFailure, OrderRouter
 from engine.runtime.feed import MarketFeed
+from engine.runtime.quiet_log import RepeatedFailure
 from engine.runtime.state_machine import EngineStateMachine, HealthInputs, Transition
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarStore
@@ -243,6 +244,7 @@ class TradingCycle:
         self._store: BarStore | None = None  # the feed's bars, read in place (a backtest's store)
         self._markets_given: tuple[TradingCore, Mapping[str, Market]] | None = None  # the refresh handed, to which core
         self._last_sync = 0
+        self._sync_log = RepeatedFailure(log, "broker sync")  # an outage fails every sync alike
         self._tf = config.trading.signals.timeframe
         self._tf_ms = timeframe_ms(self._tf)
         self._regime = config.trading.signals.regime_symbol
@@ -375,14 +377,18 @@ class TradingCycle:
         timeout) is logged and counted (not a refused key or clock skew: the state machine blocks
         on those under their own reason) and the next sync retries it; what the broker absorbed
         before or after it comes back inside `SyncIncomplete` and is booked now, since the broker
-        never reports it again."""
+        never reports it again. The log says the first failure of a run, a new kind of failure,
+        a summary now and then, and the sync that works again (`RepeatedFailure`); the error
+        window counts every failure."""
         try:
-            return await self.router.sync(now)
+            updates = await self.router.sync(now)
         except OrderError as exc:
-            log.warning("broker sync failed: %s", exc)
+            self._sync_log.failed(str(exc))
             if not _faults_only(exc):
                 self.state.errors.record(now)
             return exc.updates if isinstance(exc, SyncIncomplete) else []
+        self._sync_log.ok()
+        return updates
 
     def book(self, updates: list[OrderUpdate], now: int) -> None:
         """Order updates, each already journaled by the router (`journal_seq`), into the core,

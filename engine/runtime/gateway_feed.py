@@ -31,7 +31,9 @@ what time it is, and it must keep the engine cycling when the exchange goes quie
 - **Bad data never stops the loop.** A batch the gateway could not decode (`MarketDataError`)
   or a stream error is counted and becomes a heartbeat; candle fetches that fail (429
   silence, 418 ban, 5xx, timeout) return no candles (counted, last error kept) and the engine
-  fetches that symbol's recent bars again on the next bar.
+  fetches that symbol's recent bars again on the next bar. In an outage every symbol's fetch
+  fails at every bar: the log says the first failure, then only a new kind of failure, a
+  summary every few minutes, and the first fetch that works again (`RepeatedFailure`).
 
 **Warm-up.** Discovery ranks against an hour of its own history; a feed that starts empty
 trades on thin baselines for that hour. `warmup()` rebuilds the last `warmup_minutes` from 1m
@@ -63,6 +65,7 @@ from engine.market.backoff import Clock, SystemClock
 from engine.market.exchange_clock import DAY_MS, ExchangeClock
 from engine.market.gateway import REST_STREAM, USER_STREAMS, Gateway, StreamHealth
 from engine.runtime.feed import MarketFeed, minute_batches, newer_than
+from engine.runtime.quiet_log import RepeatedFailure
 from engine.runtime.snapshot import StreamRow
 
 log = logging.getLogger("hotcoin.feed")
@@ -130,6 +133,7 @@ class GatewayFeed(MarketFeed):
         self.candle_errors = 0
         self.markets_errors = 0
         self.last_error: str | None = None
+        self._candle_log = RepeatedFailure(log, "market data: candle fetch")
 
     def error_counts(self) -> dict[str, int]:
         return {
@@ -255,9 +259,13 @@ class GatewayFeed(MarketFeed):
         self.heartbeats += 1
         return _empty_batch(self._stamp(self._clock.now_ms()))
 
-    def _error(self, exc: BaseException) -> None:
+    def _error(self, exc: BaseException, quiet: RepeatedFailure | None = None) -> None:
+        """Keep `exc` as the last error, and log it: through `quiet` where it repeats (candles)."""
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-        log.warning("market data: %s", self.last_error)
+        if quiet is not None:
+            quiet.failed(self.last_error)
+        else:
+            log.warning("market data: %s", self.last_error)
 
     # ------------------------------------------------------------------ markets, candles, book
     async def markets(self) -> dict[str, Market]:
@@ -302,8 +310,9 @@ class GatewayFeed(MarketFeed):
             candles = await self.gateway.fetch_candles(symbol, timeframe, since_ms=since, limit=limit)
         except OrderError as exc:
             self.candle_errors += 1
-            self._error(exc)
+            self._error(exc, self._candle_log)
             return []
+        self._candle_log.ok()
         return newer_than(candles, after_ms)
 
     def book(self, symbol: str) -> tuple[float, float]:

@@ -35,7 +35,6 @@ from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.exchange_clock import ExchangeClock
-from engine.market.gateway import GatewayNotice
 from engine.ops.http import OpsServer
 from engine.ops.notify.service import open_notifications
 from engine.runtime import checkpoint
@@ -43,6 +42,7 @@ from engine.runtime.engine import Engine, trace_events
 from engine.runtime.feed import MarketFeed, SimFeed
 from engine.runtime.gateway_feed import GatewayFeed
 from engine.runtime.local_client import LocalEngineClient
+from engine.runtime.quiet_log import NoticeLog
 from engine.runtime.recovery import BalanceAudit, Recovery, read_journal
 from engine.runtime.snapshot import Mode
 from engine.runtime.socket_server import default_socket_path, serve_engine_socket
@@ -216,7 +216,7 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
         clock = ExchangeClock(
             await server_time_ms(endpoint, timeout_ms), options.speed, fetch_time=lambda: server_time_ms(endpoint, timeout_ms)
         )
-    gateway = CcxtGateway(section, clock=clock, notify=_log_notice)
+    gateway = CcxtGateway(section, clock=clock, notify=notice_log())
     feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
     if options.live or on_sim:
         ex = config.trading.execution
@@ -352,8 +352,10 @@ def order_durability(broker: Broker, journal: Journal) -> Durable | None:
     return None if isinstance(broker, PaperBroker) else journal.secure
 
 
-def _log_notice(notice: GatewayNotice) -> None:
-    log.warning("exchange %s on %s: %s", notice.kind.value, notice.stream, notice.detail)
+def notice_log() -> NoticeLog:
+    """The gateway's notices as the engine logs them: one line when a stream drops, one when it
+    is back, not one per redial (`engine.runtime.quiet_log`)."""
+    return NoticeLog(log)
 
 
 @contextlib.asynccontextmanager

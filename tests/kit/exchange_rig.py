@@ -33,7 +33,7 @@ from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.exchange_clock import ExchangeClock
 from engine.runtime.engine import Engine
 from engine.runtime.gateway_feed import GatewayFeed
-from engine.runtime.session import order_durability, server_time_ms
+from engine.runtime.session import notice_log, order_durability, server_time_ms
 from engine.runtime.snapshot import Mode
 from engine.sim.market import SimMarket
 from engine.sim.matching import Account
@@ -107,7 +107,8 @@ async def exchange_rig(
         )
         base_url = server.base_url  # a sim restarted on the same port is read there too
         clock = ExchangeClock(server.venue.clock.now_ms(), speed, fetch_time=lambda: server_time_ms(base_url, 10_000))
-        gateway = CcxtGateway(section, clock=clock)
+        # The gateway's notices logged as `hotcoin run` logs them (one line per outage and stream).
+        gateway = CcxtGateway(section, clock=clock, notify=notice_log())
         feed = GatewayFeed(gateway, clock=clock, idle_s=idle_s)
         chosen: Broker = (
             ExchangeBroker(gateway) if broker == "exchange" else PaperBroker(FillModel.from_settings(config.trading.execution))

@@ -81,9 +81,28 @@ async def test_a_drop_reconnects_after_backoff_and_data_resumes() -> None:
     assert stream.health.reconnects == 1
     assert stream.health.connected
     assert 0.25 <= clock.sleeps[0] <= 0.5
-    assert [n.kind for n in notices] == [NoticeKind.RECONNECT]
+    assert [n.kind for n in notices] == [NoticeKind.RECONNECT, NoticeKind.RECOVERED]
     assert notices[0].error_class == "retryable"
+    assert notices[1].attempts == 1 and notices[1].down_ms is not None and notices[1].down_ms >= 250
     assert "1006" in (stream.health.last_error or "")
+
+
+async def test_an_outage_of_several_failed_dials_recovers_with_one_notice_saying_how_long_and_how_many() -> None:
+    """Every failed redial is a RECONNECT (the counters stay exact); the outage's end is said
+    once, by RECOVERED, timed from the first drop, so a log can stay quiet in between."""
+    dialer = Dialer(4)
+    dialer.conns[0].push(1, ccxt.NetworkError("closing code 1001"))
+    dialer.conns[1].push(ccxt.NetworkError("Cannot connect"))
+    dialer.conns[2].push(ccxt.NetworkError("Cannot connect"))
+    dialer.conns[3].push(2, 3)
+    clock = ManualClock(auto=True)
+    stream, notices = make_stream(dialer, clock)
+    assert [await stream.next() for _ in range(3)] == [1, 2, 3]
+    kinds = [n.kind for n in notices]
+    assert kinds == [NoticeKind.RECONNECT] * 3 + [NoticeKind.RECOVERED]
+    recovered = notices[-1]
+    assert recovered.attempts == 3 == stream.health.reconnects
+    assert recovered.down_ms is not None and recovered.down_ms >= int(sum(clock.sleeps) * 1000) - 1
 
 
 @pytest.mark.parametrize("where", ["message", "subscribe"])
@@ -106,7 +125,7 @@ async def test_a_socket_reset_ccxt_lets_through_is_a_drop_redialled_after_backof
     clock = ManualClock(auto=True)
     stream, notices = make_stream(dialer, clock, prepare=prepare)
     assert await stream.next() == "ok"
-    assert [n.kind for n in notices] == [NoticeKind.RECONNECT] and stream.health.reconnects == 1
+    assert [n.kind for n in notices] == [NoticeKind.RECONNECT, NoticeKind.RECOVERED] and stream.health.reconnects == 1
     assert 0.25 <= clock.sleeps[0] <= 0.5 and dialer.made == 2
 
 

@@ -1,6 +1,7 @@
 """The simulated exchange going away mid-run: the engine comes back to trading when a sim
 restarted with a fresh clock serves again (its clock re-read, never run backwards), and the
-outage itself logs our own lines, not asyncio's "Future exception was never retrieved"."""
+outage itself logs our own lines, not asyncio's "Future exception was never retrieved", and
+about one line per change of state, not one per redial, failed fetch or failed sync."""
 
 from __future__ import annotations
 
@@ -88,3 +89,59 @@ async def test_an_exchange_outage_logs_no_unretrieved_future_exceptions(
         loop.set_exception_handler(None)
     assert not [c for c in unhandled if NEVER_RETRIEVED in str(c.get("message"))], unhandled[:1]
     assert NEVER_RETRIEVED not in caplog.text
+
+
+async def test_an_exchange_outage_logs_its_start_and_its_end_not_every_redial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sim stopped for dozens of redials per stream and restarted where its clock stood:
+    each stream logs its drop and its recovery (how long, how many redials), the failed candle
+    fetches and broker syncs their first failure and their recovery; a few lines in all where
+    one per redial, fetch and sync was logged (418 lines for 20 s at x60). The counters still
+    count every failure."""
+    caplog.set_level(logging.WARNING, logger="hotcoin")
+    async with exchange_rig(tmp_path / "journal.sqlite", pump_after_ms=None) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        try:
+            await eventually(lambda: engine.stats.cycles >= 5 and engine.state.state is EngineState.TRADEABLE, timeout=120)
+            failed_syncs: list[int] = []
+            record = engine.state.errors.record  # the failed syncs count here (`TradingCycle._sync`)
+            monkeypatch.setattr(engine.state.errors, "record", lambda ts: (failed_syncs.append(ts), record(ts)))
+            caplog.clear()
+            port = rig.server.port
+            await rig.server.stop()
+            candle_errors = rig.feed.candle_errors
+
+            def long_outage() -> bool:
+                health = rig.gateway.health()
+                redials = all(key in health and health[key].reconnects >= 20 for key in (TICKER_STREAM, ORDERS_STREAM))
+                return redials and rig.feed.candle_errors >= candle_errors + 10 and len(failed_syncs) >= 3
+
+            await eventually(long_outage, timeout=90)
+            await eventually(lambda: engine.state.state is EngineState.BLOCKED, timeout=60)
+            redials = {key: rig.gateway.health()[key].reconnects for key in (TICKER_STREAM, ORDERS_STREAM)}
+            # Back where the engine's clock stands: this outage, not a clock that went back.
+            async with running_sim_exchange(SimMarket(exchange_config().sim, rig.feed.now_ms()), speed=SPEED, port=port):
+                await eventually(lambda: engine.state.state is EngineState.TRADEABLE, timeout=60)
+                await eventually(lambda: rig.gateway.health()[ORDERS_STREAM].connected, timeout=30)
+                lines = [r.getMessage() for r in caplog.records]
+                engine.stop()
+                await asyncio.wait_for(task, 30)
+        finally:
+            engine.stop()
+            await asyncio.wait_for(task, 30)
+    said = {s: [line for line in lines if line.startswith("exchange ") and s in line.split(":")[0]] for s in redials}
+    candles = [line for line in lines if "fetch_candles" in line]
+    syncs = [line for line in lines if line.startswith("broker sync")]
+    for stream, redialled in redials.items():
+        assert len(said[stream]) <= 4, f"{redialled} redials of {stream} logged as {len(said[stream])} lines: {said[stream][:4]}"
+    assert candles and len(candles) <= 2, f"{len(candles)} lines of failed candle fetches: {candles[:4]}"
+    assert syncs and "failed" in syncs[0] and len(syncs) <= 4, f"{len(syncs)} lines: {syncs[:6]}"
+    assert len(lines) <= 30, lines
+    for stream in redials:
+        assert said[stream][0].startswith(f"exchange {stream} down: "), said[stream]
+        back = [line for line in said[stream] if line.startswith(f"exchange {stream} back: ")]
+        assert len(back) == 1 and "s down" in back[0], said[stream]
+    assert any(line.startswith("market data: candle fetch works again") for line in lines)
+    assert syncs[-1].startswith("broker sync works again"), syncs
