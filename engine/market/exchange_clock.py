@@ -101,6 +101,18 @@ class ExchangeClock:
         self._origin, self._t0 = exchange_ms, self._monotonic()
         return self.now_ms() - before
 
+    def continue_after(self, ms: int) -> int:
+        """Go on from a timeline that already reached `ms` (the journal's newest event, written
+        by an engine run before this one, on a sim-exchange that has restarted since): where the
+        exchange's time is more than `REWIND_MIN_MS` behind it, its times are shown the whole
+        days later that keep this engine's events after the earlier run's, as `reanchor` does
+        mid-run. A restarted engine read the exchange's time afresh, and journaled its start a
+        day before the earlier run's stop: reports then mixed the two runs. Returns `shift_ms`."""
+        behind = ms - self.now_ms()
+        if behind > REWIND_MIN_MS:
+            self.shift_ms += math.ceil(behind / DAY_MS) * DAY_MS
+        return self.shift_ms
+
     async def resync(self) -> int | None:
         """Re-read the exchange's clock and `reanchor`; None without a `fetch_time`. The reading
         is taken as of the round trip's midpoint, half the round trip its uncertainty. Raises

@@ -34,7 +34,7 @@ from engine.journal.lock import journal_lock
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
-from engine.market.exchange_clock import ExchangeClock
+from engine.market.exchange_clock import DAY_MS, ExchangeClock
 from engine.ops.http import OpsServer
 from engine.ops.notify.service import open_notifications
 from engine.runtime import checkpoint
@@ -52,6 +52,7 @@ from engine.sim.base import RingMarket
 from engine.sim.market import SimMarket, open_market
 from engine.sim.saved import NotResumable, load_market, save_market, saved_market_path, saved_time
 from engine.sim.scenario import Move, PumpEvent
+from engine.timefmt import utc_second
 
 log = logging.getLogger("hotcoin.session")
 
@@ -216,6 +217,12 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
         clock = ExchangeClock(
             await server_time_ms(endpoint, timeout_ms), options.speed, fetch_time=lambda: server_time_ms(endpoint, timeout_ms)
         )
+        newest = journal_newest_ms(config.journal_path)
+        if newest is not None and clock.continue_after(newest):
+            log.warning(
+                "the sim-exchange's clock is behind this journal's newest event (%s): its times are shown %d day(s) "
+                "later, so this run's events follow the earlier run's", utc_second(newest), clock.shift_ms // DAY_MS,
+            )  # fmt: skip
     gateway = CcxtGateway(section, clock=clock, notify=notice_log())
     feed = GatewayFeed(gateway, clock=clock, markets_refresh_s=section.markets_refresh_s, quote_asset=section.quote_asset)
     if options.live or on_sim:
@@ -270,11 +277,17 @@ def sim_start_ms(start_ms: int, journal: Path) -> int:
     if that is later. A sim clock runs `speed` times faster than the wall, so an earlier run's
     events can lie ahead of the wall clock, and a restart at wall time would stamp its events
     (the `recovered` one first) before the fills it recovered."""
-    if not journal.is_file() or is_blank(journal):  # a 0-byte file is a new journal
-        return start_ms
-    with JournalReader(journal) as reader:
-        newest = reader.last_ts_ms()
+    newest = journal_newest_ms(journal)
     return start_ms if newest is None else max(start_ms, newest + 1)
+
+
+def journal_newest_ms(journal: Path) -> int | None:
+    """The time of the journal's newest event; None for no journal yet (a 0-byte file is a new
+    one) or one with no events."""
+    if not journal.is_file() or is_blank(journal):
+        return None
+    with JournalReader(journal) as reader:
+        return reader.last_ts_ms()
 
 
 class DemoMarket(NamedTuple):

@@ -115,3 +115,16 @@ async def test_the_feed_re_reads_the_clock_after_a_reconnect_and_its_batches_sta
     gateway.push_tickers(make_batch({"DOGE/USDT": 0.32}, ts_ms=T0 + 2_000))
     assert (await feed.next_batch()).ts_ms > back.ts_ms and clock.resyncs == 1  # asked once per reconnect
     await feed.close()
+
+
+def test_a_clock_goes_on_after_a_journal_that_reached_further_in_whole_days() -> None:
+    """An engine restarted against a sim-exchange that restarted under the earlier run (whose
+    events are shown days later) read the exchange's time afresh and journaled its start a day
+    before the earlier run's stop. It now starts where that timeline left off."""
+    wall = Wall()
+    clock = ExchangeClock(T0, PACE, wall)
+    assert clock.continue_after(T0 - DAY_MS) == 0  # a journal behind the exchange: nothing to do
+    assert clock.continue_after(T0 + REWIND_MIN_MS) == 0  # a little ahead: noise, as mid-run
+    assert clock.continue_after(T0 + DAY_MS + 5_000) == 2 * DAY_MS
+    assert clock.now_ms() == T0 + 2 * DAY_MS > T0 + DAY_MS + 5_000
+    assert clock.from_exchange(T0 + 60_000) == T0 + 2 * DAY_MS + 60_000

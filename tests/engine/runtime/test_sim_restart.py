@@ -18,7 +18,7 @@ import pytest
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.config.sections.sim import SimSection
-from engine.execution.paper import PaperBroker
+from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import JournalEvent
 from engine.journal.reader import JournalReader
 from engine.journal.trace import summarise
@@ -31,6 +31,7 @@ from engine.runtime.session import (
     RESUME_MAX_GAP_MS,
     WARMUP_MS,
     RunOptions,
+    exchange_feed,
     open_session,
     script_demo_pump,
     sim_start_ms,
@@ -40,9 +41,12 @@ from engine.sim.saved import saved_market_path, saved_time
 from tests.engine.sim.test_market import assert_same_batch
 from tests.kit.domain import T0, make_batch, make_intent
 from tests.kit.engine import START_MS, pump_rig, quiet_config
+from tests.kit.exchange_rig import exchange_config
+from tests.kit.sim_exchange import running_sim_exchange
 from tests.kit.waiting import eventually
 
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 FILL = {"client_order_id": "hc-1", "side": "buy", "price": 0.3, "quantity": 100.0, "fee_quote": 0.03}
 
@@ -275,3 +279,19 @@ async def test_a_resumed_markets_warm_up_covers_discoverys_whole_window() -> Non
     replayed = [b for b in batches if b.ts_ms < stopped]
     closes = market.klines(market.symbols[-1], "1m", start_ms=replayed[0].ts_ms - MINUTE_MS, end_ms=stopped - MINUTE_MS)
     assert [b.last[-1] for b in replayed if b.ts_ms % MINUTE_MS == 0] == [c.close for c in closes]
+
+
+async def test_an_engine_on_a_sim_exchange_behind_its_journal_goes_on_after_it(tmp_path: Path) -> None:
+    """The sim-exchange restarted under an earlier run (its times then shown a day later), and
+    the engine restarts too: its clock starts after the journal's newest event, not a day back."""
+    path = tmp_path / "journal.sqlite"
+    async with running_sim_exchange() as server:
+        exchange_now = server.venue.clock.now_ms()
+        await journal_ending_at(path, exchange_now + DAY_MS + HOUR_MS)
+        config = exchange_config(**{"exchange.endpoint": server.base_url, "journal.path": str(path)})
+        feed, _ = await exchange_feed(config, RunOptions(demo=False, speed=60.0), PaperBroker(FillModel()))
+        try:
+            batch = await feed.next_batch()
+            assert batch.ts_ms > exchange_now + DAY_MS + HOUR_MS
+        finally:
+            await feed.close()
