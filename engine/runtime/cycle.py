@@ -424,6 +424,7 @@ class TradingCycle:
                     self._store.follow(symbol, now)
             return
         just_closed = (bar - 1) * self._tf_ms
+        asks: list[tuple[str, tuple[int, int | None, int] | None, int | None, int]] = []
         for symbol in wanted:
             fed = self._fed.get(symbol)
             if (fed is not None and (fed[0] == bar or now < fed[2])) or symbol not in self.markets:
@@ -432,7 +433,12 @@ class TradingCycle:
                 limit, after = WINDOW + 2, None
             else:
                 limit, after = min(WINDOW + 2, bar - fed[0] + 2), fed[1]
-            bars = await self.feed.closed_bars(symbol, self._tf, limit, after_ms=after)
+            asks.append((symbol, fed, after, limit))
+        # Asked all at once, and booked in the same order: one after the other, an exchange whose
+        # REST hangs held the cycle (exits included) for a request timeout per symbol, 20 of
+        # them 200 s, while the tickers still came; the requests' weight is the same either way.
+        answers = await asyncio.gather(*(self.feed.closed_bars(s, self._tf, n, after_ms=a) for s, _, a, n in asks))
+        for (symbol, fed, after, _), bars in zip(asks, answers, strict=True):
             if len(bars):
                 core.on_bars(bars)
                 after = int(bars.open_ms[-1])

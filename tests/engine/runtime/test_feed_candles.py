@@ -63,3 +63,46 @@ def test_a_failed_fetch_is_retried_within_the_bar() -> None:
     asyncio.run(at(bar + 40_000, False))  # fed for this bar: not asked again
     assert [t - bar for _, t, _ in feed.calls] == [1_000 - MIN, 1_000, 1_000 + BARS_RETRY_MS]
     assert math.isfinite(history.window([SYMBOL], bar - MIN).close[-1, 0])  # the bar that just closed is there
+
+
+class _HangingFeed(_Feed):
+    """Every request waits for `release`: an exchange whose REST hangs until its timeout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def closed_bars(self, symbol: str, tf: str, limit: int, *, after_ms: int | None = None) -> Bars:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await self.release.wait()
+        self.in_flight -= 1
+        return await super().closed_bars(symbol, tf, limit, after_ms=after_ms)
+
+
+def test_a_hanging_exchange_holds_the_cycle_for_one_request_not_one_per_symbol() -> None:
+    """Asked one after the other, 20 wanted symbols on an exchange whose REST hangs held the
+    cycle, exits included, for 20 request timeouts. They are asked all at once, and every
+    symbol's bars still land, in the order asked."""
+    symbols = [f"C{i:03d}/USDT" for i in range(5)]
+    feed, history = _HangingFeed(), BarHistory("1m")
+    cycle = _cycle(feed, history)
+    cycle.driver = SimpleNamespace(markets={s: object() for s in symbols})
+    pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in symbols]))
+    now = mk.NOW // MIN * MIN + 1_000
+    feed.now = now
+
+    async def feed_while_hung() -> int:
+        fed = asyncio.ensure_future(cycle._feed_candles(pool, now))
+        while feed.in_flight < len(symbols) and not fed.done():
+            await asyncio.sleep(0)
+        hung = feed.in_flight
+        feed.release.set()
+        await fed
+        return hung
+
+    assert asyncio.run(feed_while_hung()) == len(symbols) == feed.most_in_flight
+    window = history.window(symbols, now // MIN * MIN - MIN)
+    assert all(math.isfinite(window.close[-1, i]) for i in range(len(symbols)))
