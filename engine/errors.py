@@ -165,6 +165,17 @@ class UnknownOrderError(OrderError):
     error_class = ErrorClass.UNKNOWN
 
 
+# Binance's answer to a lookup (GET /order) of an order it does not know: "Order does not exist."
+ORDER_DOES_NOT_EXIST = -2013
+
+
+def is_order_unknown(exc: OrderError) -> bool:
+    """Whether `exc` is the exchange's "Order does not exist" (-2013) to a lookup: for an order
+    we had seen resting, it means the exchange lost it (a restarted simulated exchange, an order
+    Binance purged), unlike a 429 or a timeout, which says nothing of the order."""
+    return exc.code is not None and str(exc.code) == str(ORDER_DOES_NOT_EXIST)
+
+
 class RateLimitedError(RetryableOrderError):
     """The exchange rate-limited or banned us (HTTP 429/418); nothing is sent before `until_ms`.
 

@@ -59,7 +59,13 @@ from engine.domain import (
     Side,
     TickerBatch,
 )
-from engine.errors import ClockSkewError, ConfigError, NonRetryableOrderError, OrderError
+from engine.errors import (
+    ClockSkewError,
+    ConfigError,
+    NonRetryableOrderError,
+    OrderError,
+    is_order_unknown,
+)
 from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff, SystemClock
 from engine.market.candle_cache import CandleCache
 from engine.market.ccxt_client import EndpointBinance, build_client
@@ -534,14 +540,24 @@ class CcxtGateway(Gateway):
         """Re-check open orders and balances over REST; what differs from what we knew.
 
         Orders we knew as open that are no longer open are fetched one by one, so a limit
-        that filled while the stream was down comes back as FILLED, not just "gone".
+        that filled while the stream was down comes back as FILLED, not just "gone". One the
+        exchange does not know at all ("Order does not exist", -2013: a restarted simulated
+        exchange, an order Binance purged) is forgotten and left out: raised, it failed the
+        whole re-check, and so the stream's recovery, after every gap, and the other orders'
+        changes were lost with it. The broker's reconcile settles it (`ExchangeBroker`, `VANISHED`).
         """
         known = self.known.snapshot()
         before_balance = self._balance
         open_now = await self.fetch_open_orders()
         changed = changed_orders(known, open_now)
         for old in vanished(known, open_now):
-            fresh = await self.fetch_order(old.symbol, old.client_order_id)
+            try:
+                fresh = await self.fetch_order(old.symbol, old.client_order_id)
+            except OrderError as exc:
+                if not is_order_unknown(exc):
+                    raise
+                self.known.forget(old.client_order_id)
+                continue
             if fresh != old:
                 changed.append(fresh)
         balance_changes = changed_balances(before_balance, await self.fetch_balance())
