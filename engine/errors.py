@@ -14,6 +14,7 @@
         ├── RetryableOrderError      try again later (network, rate limit, timeout)
         ├── NonRetryableOrderError   will fail again as sent (filters, balance, unknown order)
         │   ├── InsufficientBalanceError  the account lacks what the order needs (-2010)
+        │   ├── OrderNotSentError    failed in our process before any request left: never sent
         │   ├── ExchangeAuthError    the key, its permissions or our IP refused (-2015/-2014/-1022)
         │   └── ClockSkewError       our timestamps refused (-1021) even after a clock resync
         └── UnknownOrderError        outcome unknown: reconcile before retrying
@@ -134,6 +135,14 @@ class InsufficientBalanceError(NonRetryableOrderError):
     (Binance -2010 "insufficient balance"). Its own class because the cure differs from other
     refusals: for an exit, the coins the engine thinks it holds are not all there (sold outside
     the engine, or never bought), and only learning the real balance ends the refusals."""
+
+
+class OrderNotSentError(NonRetryableOrderError):
+    """An order that failed in our own process before any request for it left (ccxt's local
+    checks: an AssertionError on a market whose tick it cannot round to, say). The exchange
+    never saw it, so its outcome is known, and sent again it fails the same way. Its own class
+    because such an error is no ccxt exception and was taken for an unknown outcome: journaled
+    "unknown", looked up, and later "rejected: its create never reached the exchange"."""
 
 
 class ExchangeAuthError(NonRetryableOrderError):

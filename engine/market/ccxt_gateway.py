@@ -32,7 +32,9 @@ counts it in; on Binance it is always 0.
 Orders are sent with the intent's client order id (`newClientOrderId`), quantity floored to
 stepSize and price rounded to tickSize, as exact decimal strings. Binance only rejects a
 duplicate client id while the first order is open, so after an UNKNOWN failure the caller
-must `fetch_order` by that id before any retry.
+must `fetch_order` by that id before any retry. A create that failed before its request left
+(ccxt's own checks, no request counted by the REST client) is `OrderNotSentError` instead: the
+exchange never saw it, so there is nothing to look up.
 
 The gateway remembers the orders it has seen (bounded) so that, after a user-data gap, a
 REST re-check can say exactly which orders and balances changed (`UserResync`).
@@ -64,6 +66,8 @@ from engine.errors import (
     ConfigError,
     NonRetryableOrderError,
     OrderError,
+    OrderNotSentError,
+    UnknownOrderError,
     is_order_unknown,
 )
 from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff, SystemClock
@@ -425,19 +429,39 @@ class CcxtGateway(Gateway):
             if reason is not None:
                 raise NonRetryableOrderError(f"{intent.client_order_id} {intent.symbol}: {reason}")
         self.known.note_intent(intent)
-        raw = await self._rest(
-            "create_order",
-            lambda: self._rest_client.create_order(
-                intent.symbol,
-                intent.order_type.value,
-                intent.side.value,
-                format(qty, "f"),
-                format(price, "f") if price is not None else None,
-                params,
-            ),
-            placing=True,
-        )
+        sent_before = self._requests_sent()
+        try:
+            raw = await self._rest(
+                "create_order",
+                lambda: self._rest_client.create_order(
+                    intent.symbol,
+                    intent.order_type.value,
+                    intent.side.value,
+                    format(qty, "f"),
+                    format(price, "f") if price is not None else None,
+                    params,
+                ),
+                placing=True,
+            )
+        except UnknownOrderError as exc:
+            # An error that is no ccxt exception is an unknown outcome, as a parser's error on a
+            # reply may come after the order was placed; but if no request left meanwhile, it
+            # failed in ccxt's own checks (an AssertionError on a tick it cannot round to), and
+            # the exchange never saw the order: known, and not to be looked up as maybe placed.
+            if sent_before is None or self._requests_sent() != sent_before:
+                raise
+            raise OrderNotSentError(
+                f"{intent.client_order_id} {intent.symbol}: not sent, it failed before its request left ({exc})",
+                code=exc.code, reason=exc.reason,
+            ) from exc
         return self._order(raw)
+
+    def _requests_sent(self) -> int | None:
+        """How many HTTP requests the REST client has sent (`EndpointBinance.requests_sent`);
+        None for a client that does not count them. Another call's request counts too: a count
+        that moved meanwhile leaves the outcome unknown, the safe side, even if ours never left."""
+        count = getattr(self._rest_client, "requests_sent", None)
+        return count if isinstance(count, int) else None
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
         """The cancelled order, under its own client id.
