@@ -14,6 +14,7 @@
         ├── RetryableOrderError      try again later (network, rate limit, timeout)
         ├── NonRetryableOrderError   will fail again as sent (filters, balance, unknown order)
         │   ├── InsufficientBalanceError  the account lacks what the order needs (-2010)
+        │   ├── OrderNotSentError    failed in our process before any request left: never sent
         │   ├── ExchangeAuthError    the key, its permissions or our IP refused (-2015/-2014/-1022)
         │   └── ClockSkewError       our timestamps refused (-1021) even after a clock resync
         └── UnknownOrderError        outcome unknown: reconcile before retrying
@@ -136,6 +137,14 @@ class InsufficientBalanceError(NonRetryableOrderError):
     the engine, or never bought), and only learning the real balance ends the refusals."""
 
 
+class OrderNotSentError(NonRetryableOrderError):
+    """An order that failed in our own process before any request for it left (ccxt's local
+    checks: an AssertionError on a market whose tick it cannot round to, say). The exchange
+    never saw it, so its outcome is known, and sent again it fails the same way. Its own class
+    because such an error is no ccxt exception and was taken for an unknown outcome: journaled
+    "unknown", looked up, and later "rejected: its create never reached the exchange"."""
+
+
 class ExchangeAuthError(NonRetryableOrderError):
     """The exchange refused our API key for this call: Binance -2015 (key, IP or permission for
     the action), -2014 (key format) or -1022 (signature). No retry and no wait mends it: the owner
@@ -163,6 +172,17 @@ FAULT_ERRORS: tuple[type[OrderError], ...] = (ExchangeAuthError, ClockSkewError)
 
 class UnknownOrderError(OrderError):
     error_class = ErrorClass.UNKNOWN
+
+
+# Binance's answer to a lookup (GET /order) of an order it does not know: "Order does not exist."
+ORDER_DOES_NOT_EXIST = -2013
+
+
+def is_order_unknown(exc: OrderError) -> bool:
+    """Whether `exc` is the exchange's "Order does not exist" (-2013) to a lookup: for an order
+    we had seen resting, it means the exchange lost it (a restarted simulated exchange, an order
+    Binance purged), unlike a 429 or a timeout, which says nothing of the order."""
+    return exc.code is not None and str(exc.code) == str(ORDER_DOES_NOT_EXIST)
 
 
 class RateLimitedError(RetryableOrderError):

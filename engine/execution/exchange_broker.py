@@ -34,6 +34,14 @@ What it adds on top of the gateway:
 - every `reconcile_interval_ms`, `sync` compares our open orders with the exchange's and fetches
   the final state of any that vanished (filled or cancelled while we were not listening), and
   adopts open orders with our id prefix that we had lost track of (e.g. after a restart);
+- an order we had seen resting (acknowledged: OPEN or PARTIALLY_FILLED) that is neither open
+  nor known to a lookup ("Order does not exist", -2013) is settled once as EXPIRED with the
+  detail `VANISHED`: the exchange lost it (a simulated exchange restarted with a fresh account,
+  an order Binance purged), so nothing more can fill and what it reserved is free again. Raised
+  instead, the lookup failed every reconcile and every cancel at its expiry for as long as the
+  engine ran, each counted as an order error, until the engine blocked. A PENDING order (its
+  create's outcome unknown) that the exchange does not know is another matter: it may not be
+  visible yet, and it keeps the grace and the late watch below (`NEVER_REACHED`, `LANDED_LATE`);
 - a `sync` call that fails for one order (429, timeout) does not stop the others, and what was
   absorbed reaches the caller either way (`SyncIncomplete` carries it when something failed):
   an absorbed update is never reported twice, so dropping one would lose its fills for good.
@@ -49,7 +57,13 @@ from decimal import Decimal
 from typing import Protocol, TypeVar
 
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side
-from engine.errors import FAULT_ERRORS, NonRetryableOrderError, OrderError, UnknownOrderError
+from engine.errors import (
+    FAULT_ERRORS,
+    NonRetryableOrderError,
+    OrderError,
+    UnknownOrderError,
+    is_order_unknown,
+)
 from engine.execution.broker import Anomaly, Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
 from engine.execution.order_fsm import (
@@ -70,6 +84,8 @@ log = logging.getLogger("hotcoin.broker")
 ANOMALIES_KEPT = 1000
 NEVER_REACHED = "the exchange does not know the order: its create never reached the exchange"
 LANDED_LATE = "the exchange placed the order late, after it had been taken as never reached"
+# An order we had seen resting that the exchange no longer lists nor knows (module docstring).
+VANISHED = "the exchange no longer knows it (restarted or purged); nothing more filled as far as we know"
 # How long after its create an order rejected as never reached is still looked for. Binance's
 # backend queue delays an unanswered create by seconds, rarely minutes; ten minutes covers that
 # with room, at the cost of a few lookups per order that timed out (rare by itself).
@@ -393,6 +409,10 @@ class ExchangeBroker(Broker):
         Reported as a cancel, an order meant to be pulled would be taken for gone and could
         still fill. Its new fills, if any, are left for `sync` (absorbed here, they would be
         lost with the error).
+
+        An order we had seen resting that the lookup says does not exist (-2013) is gone from
+        the exchange altogether: it is settled as `VANISHED` (see the module docstring), not
+        raised, or every later cancel of it failed the same way and counted as an order error.
         """
         current = self._orders.get(client_order_id)
         if current is not None and current.status.is_terminal:
@@ -402,7 +422,14 @@ class ExchangeBroker(Broker):
         except FAULT_ERRORS:
             raise
         except NonRetryableOrderError as refused:
-            order = await self.gateway.fetch_order(symbol, client_order_id)
+            try:
+                order = await self.gateway.fetch_order(symbol, client_order_id)
+            except NonRetryableOrderError as lookup:
+                if current is None or not _vanished(current, lookup):
+                    raise
+                order = replace(current, status=OrderStatus.EXPIRED, updated_ms=now_ms)
+                update = self._absorb(order, now_ms, detail=VANISHED)
+                return update or OrderUpdate(self._orders.get(client_order_id, order))
             if not order.status.is_terminal:
                 raise refused
         update = await self._absorb_lookup(order, now_ms)
@@ -526,10 +553,15 @@ class ExchangeBroker(Broker):
         5xx or -1007 may still be executing, and a filled market order never shows in the open
         list, so rejecting it at once would lose the fill for good. After that, it never happened
         as far as we can tell; `_reconcile` keeps watching for it all the same.
+
+        An order we had seen resting that the exchange does not know is `VANISHED`: settled as
+        expired with what it had filled, once (terminal, `_reconcile` asks no more about it).
         """
         try:
             return await self.gateway.fetch_order(order.symbol, order.client_order_id), None
-        except NonRetryableOrderError:
+        except NonRetryableOrderError as exc:
+            if _vanished(order, exc):
+                return replace(order, status=OrderStatus.EXPIRED, updated_ms=now_ms), VANISHED
             if order.status is not OrderStatus.PENDING:
                 raise
             if now_ms - order.created_ms < self.unknown_grace_ms:
@@ -549,6 +581,13 @@ class ExchangeBroker(Broker):
 def _anomaly(order: Order, detail: str) -> Anomaly:
     """An anomaly of an order of ours, in its trace."""
     return Anomaly(order.client_order_id, detail, order.symbol, order.trace_id or None)
+
+
+def _vanished(current: Order, lookup: OrderError) -> bool:
+    """Whether an order the exchange no longer has open is gone from it altogether: we had seen
+    it resting, so its create had landed, and a lookup says it does not exist (-2013). Not for a
+    PENDING order: right after its create it may not be visible yet (the late-landing race)."""
+    return current.status in _RESTING and is_order_unknown(lookup)
 
 
 def _is_maker(current: Order, trades: Sequence[Fill]) -> bool:

@@ -40,6 +40,14 @@ class EndpointBinance(ccxt.pro.binance):  # type: ignore[misc]
     """ccxt.pro binance that maps spot error codes on an overridden host and keeps Retry-After."""
 
     hotcoin_endpoint: str | None = None
+    # HTTP requests this client has sent (or tried to), so a caller can tell an error raised
+    # before its request left (nothing sent: `OrderNotSentError`) from one after.
+    requests_sent: int = 0
+
+    async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        """ccxt's one door to HTTP, counted (`requests_sent`) before the request is made."""
+        self.requests_sent += 1
+        return await super().fetch(url, method, headers, body)
 
     def client(self, url: str) -> Any:
         """ccxt's WebSocket client for `url`, every future of which has its exception retrieved

@@ -32,7 +32,9 @@ counts it in; on Binance it is always 0.
 Orders are sent with the intent's client order id (`newClientOrderId`), quantity floored to
 stepSize and price rounded to tickSize, as exact decimal strings. Binance only rejects a
 duplicate client id while the first order is open, so after an UNKNOWN failure the caller
-must `fetch_order` by that id before any retry.
+must `fetch_order` by that id before any retry. A create that failed before its request left
+(ccxt's own checks, no request counted by the REST client) is `OrderNotSentError` instead: the
+exchange never saw it, so there is nothing to look up.
 
 The gateway remembers the orders it has seen (bounded) so that, after a user-data gap, a
 REST re-check can say exactly which orders and balances changed (`UserResync`).
@@ -59,7 +61,15 @@ from engine.domain import (
     Side,
     TickerBatch,
 )
-from engine.errors import ClockSkewError, ConfigError, NonRetryableOrderError, OrderError
+from engine.errors import (
+    ClockSkewError,
+    ConfigError,
+    NonRetryableOrderError,
+    OrderError,
+    OrderNotSentError,
+    UnknownOrderError,
+    is_order_unknown,
+)
 from engine.market.backoff import Clock, RateLimitBackoff, ReconnectBackoff, SystemClock
 from engine.market.candle_cache import CandleCache
 from engine.market.ccxt_client import EndpointBinance, build_client
@@ -419,19 +429,39 @@ class CcxtGateway(Gateway):
             if reason is not None:
                 raise NonRetryableOrderError(f"{intent.client_order_id} {intent.symbol}: {reason}")
         self.known.note_intent(intent)
-        raw = await self._rest(
-            "create_order",
-            lambda: self._rest_client.create_order(
-                intent.symbol,
-                intent.order_type.value,
-                intent.side.value,
-                format(qty, "f"),
-                format(price, "f") if price is not None else None,
-                params,
-            ),
-            placing=True,
-        )
+        sent_before = self._requests_sent()
+        try:
+            raw = await self._rest(
+                "create_order",
+                lambda: self._rest_client.create_order(
+                    intent.symbol,
+                    intent.order_type.value,
+                    intent.side.value,
+                    format(qty, "f"),
+                    format(price, "f") if price is not None else None,
+                    params,
+                ),
+                placing=True,
+            )
+        except UnknownOrderError as exc:
+            # An error that is no ccxt exception is an unknown outcome, as a parser's error on a
+            # reply may come after the order was placed; but if no request left meanwhile, it
+            # failed in ccxt's own checks (an AssertionError on a tick it cannot round to), and
+            # the exchange never saw the order: known, and not to be looked up as maybe placed.
+            if sent_before is None or self._requests_sent() != sent_before:
+                raise
+            raise OrderNotSentError(
+                f"{intent.client_order_id} {intent.symbol}: not sent, it failed before its request left ({exc})",
+                code=exc.code, reason=exc.reason,
+            ) from exc
         return self._order(raw)
+
+    def _requests_sent(self) -> int | None:
+        """How many HTTP requests the REST client has sent (`EndpointBinance.requests_sent`);
+        None for a client that does not count them. Another call's request counts too: a count
+        that moved meanwhile leaves the outcome unknown, the safe side, even if ours never left."""
+        count = getattr(self._rest_client, "requests_sent", None)
+        return count if isinstance(count, int) else None
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
         """The cancelled order, under its own client id.
@@ -534,14 +564,24 @@ class CcxtGateway(Gateway):
         """Re-check open orders and balances over REST; what differs from what we knew.
 
         Orders we knew as open that are no longer open are fetched one by one, so a limit
-        that filled while the stream was down comes back as FILLED, not just "gone".
+        that filled while the stream was down comes back as FILLED, not just "gone". One the
+        exchange does not know at all ("Order does not exist", -2013: a restarted simulated
+        exchange, an order Binance purged) is forgotten and left out: raised, it failed the
+        whole re-check, and so the stream's recovery, after every gap, and the other orders'
+        changes were lost with it. The broker's reconcile settles it (`ExchangeBroker`, `VANISHED`).
         """
         known = self.known.snapshot()
         before_balance = self._balance
         open_now = await self.fetch_open_orders()
         changed = changed_orders(known, open_now)
         for old in vanished(known, open_now):
-            fresh = await self.fetch_order(old.symbol, old.client_order_id)
+            try:
+                fresh = await self.fetch_order(old.symbol, old.client_order_id)
+            except OrderError as exc:
+                if not is_order_unknown(exc):
+                    raise
+                self.known.forget(old.client_order_id)
+                continue
             if fresh != old:
                 changed.append(fresh)
         balance_changes = changed_balances(before_balance, await self.fetch_balance())

@@ -55,6 +55,13 @@ class KnownOrders:
                 if gone.exchange_order_id:
                     self._client_ids.pop(gone.exchange_order_id, None)
 
+    def forget(self, client_order_id: str) -> None:
+        """Drop an order the exchange no longer knows at all ("Order does not exist"): the
+        re-check after a gap would otherwise look it up again, and fail, after every gap."""
+        gone = self._orders.pop(client_order_id, None)
+        if gone is not None and gone.exchange_order_id:
+            self._client_ids.pop(gone.exchange_order_id, None)
+
     def snapshot(self) -> dict[str, Order]:
         return dict(self._orders)
 

@@ -66,8 +66,10 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      lookup carries no fees, and a guess at the taker rate, in coins, was wrong for BNB or any
      other rate), orders still open are handed back to the broker to follow, and orders the
      exchange never saw are journaled as rejected and handed to the broker's late watch (a
-     create in flight at the kill may still be placed). Each order the journal had rejected as
-     never reached is looked up once, however long ago it was sent
+     create in flight at the kill may still be placed), but one the journal had seen resting
+     that the exchange no longer knows is journaled as expired (`VANISHED`): it did reach it.
+     Each order the journal had rejected as never reached is looked up once, however long ago
+     it was sent
      (`ExchangeBroker.recover_late`): what landed meanwhile is booked (`LANDED_LATE`), what is
      still unknown is watched for the rest of its `LATE_WATCH_MS`, or, past it, journaled as
      `DID_NOT_LAND`. The broker's own periodic reconcile later adopts any order of ours it
@@ -117,10 +119,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.domain import EngineState, Fill, Order, OrderPurpose, OrderStatus, OrderType, Side
-from engine.errors import HotcoinError, JournalError, NonRetryableOrderError, OrderError
+from engine.errors import (
+    HotcoinError,
+    JournalError,
+    NonRetryableOrderError,
+    OrderError,
+    is_order_unknown,
+)
 from engine.execution.broker import Broker, OrderUpdate, counts_as_order_error
 from engine.execution.client_ids import parse_client_order_id
-from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, VANISHED, ExchangeBroker
 from engine.execution.paper import PaperBroker
 from engine.journal.events import (
     BACKTEST_MODE,
@@ -158,6 +166,7 @@ RECENT_FILLS_MS = 24 * 3_600_000  # fills of coins no longer held that the chart
 # the coin's age is still a signal feature; older ones are only checkpoint weight.
 LISTINGS_KEPT_MS = 30 * 86_400_000
 _TERMINAL = frozenset(s.value for s in OrderStatus if s.is_terminal)
+_RESTING = frozenset({OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value})  # an acknowledged order's
 LOST_IN_RESTART = "lost_in_restart"
 RESTART_NEVER_REACHED = "never reached the exchange"
 _NEVER_REACHED = frozenset({NEVER_REACHED, RESTART_NEVER_REACHED})  # details of a rejection that may still land
@@ -200,6 +209,9 @@ class OpenOrder:
     reply_price: float | None = None  # its average price
     reply_ms: int = 0
     reply_rested: bool = False  # it came from a sync or the user stream: a resting limit filled (at the maker rate)
+    # An `order_result` had it resting on the exchange (open or partly filled): its create landed,
+    # so a lookup's "does not exist" means the exchange lost it (`VANISHED`), not that it never got there.
+    acknowledged: bool = False
 
     def as_order(self, status: OrderStatus, now_ms: int) -> Order:
         return Order(
@@ -376,7 +388,9 @@ class Replay:
                 elif order is not None and (short := _short_of_reply(order, status, p, ev.ts_ms)) is not None:
                     state.open_orders[cid] = short
             elif cid in state.maybe_late:  # it landed late and rests on the book: open again
-                state.open_orders[cid] = state.maybe_late.pop(cid)
+                state.open_orders[cid] = dataclasses.replace(state.maybe_late.pop(cid), acknowledged=status in _RESTING)
+            elif status in _RESTING and (order := state.open_orders.get(cid)) is not None and not order.acknowledged:
+                state.open_orders[cid] = dataclasses.replace(order, acknowledged=True)
         elif ev.kind == "fill":
             fill = Fill(
                 trade_id=str(p.get("trade_id", f"seq{ev.seq}")),
@@ -765,9 +779,11 @@ class Recovery:
         """Ask the exchange; book only what it did beyond the fills the journal already has."""
         try:
             seen = await broker.gateway.fetch_order(order.symbol, order.client_order_id)
-        except NonRetryableOrderError:
+        except NonRetryableOrderError as exc:
             if order.reply_status is not None:  # it replied, then forgot: the reply is the record left
                 seen = order.as_replied()
+            elif order.acknowledged and is_order_unknown(exc):
+                return self._vanished(engine, order, now_ms)
             elif order.filled_qty == 0:
                 self._result(engine, order, OrderStatus.REJECTED, RESTART_NEVER_REACHED, now_ms)
                 rejected = order.as_order(OrderStatus.REJECTED, now_ms)
@@ -789,6 +805,16 @@ class Recovery:
             _core(engine).on_order_update(dataclasses.replace(update, journal_seq=seq), now_ms)
             engine.keep_fills(update.fills)
         return seen.status.value
+
+    def _vanished(self, engine: Engine, order: OpenOrder, now_ms: int) -> str:
+        """An order the journal had resting on the exchange that the exchange no longer knows
+        (a restarted simulated exchange, an order Binance purged): settled as expired with the
+        fills the journal has (`VANISHED`), its reservation released. It had been acknowledged,
+        so it did reach the exchange: journaled as never reached, replay said the broker had
+        rejected it, and the broker watched for it to land."""
+        self._result(engine, order, OrderStatus.EXPIRED, VANISHED, now_ms)
+        _core(engine).on_order_update(OrderUpdate(order.as_order(OrderStatus.EXPIRED, now_ms)), now_ms)
+        return "vanished"
 
     def _replied(self, engine: Engine, broker: PaperBroker, order: OpenOrder, now_ms: int) -> str:
         """An order the paper broker replied filled and whose fills died with the process, the

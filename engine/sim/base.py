@@ -39,9 +39,16 @@ SPREAD_MIN, SPREAD_MAX = 1e-5, 5e-3
 DEPTH_SHARE, DEPTH_MIN, DEPTH_MAX = 2e-5, 50.0, 5e6
 
 
+# Binance's finest tick, and the finest price its 8-decimal strings can carry: a coin priced
+# under 1e-4 trades on it too (coarse as that is). A finer tick was served as "0.00000000", on
+# which ccxt refuses every LIMIT before sending it (no precision to round the price to).
+MIN_TICK_EXP = -8
+
+
 def tick_exponent(price: float) -> int:
-    """Binance-like tick: about 1e-4 of the price, as a power of ten (0.31 -> 1e-5, 58000 -> 1)."""
-    return math.floor(math.log10(price)) - 4
+    """Binance-like tick: about 1e-4 of the price, as a power of ten (0.31 -> 1e-5, 58000 -> 1),
+    never finer than `MIN_TICK_EXP` (1.2e-6 -> 1e-8)."""
+    return max(MIN_TICK_EXP, math.floor(math.log10(price)) - 4)
 
 
 def step_exponent(price: float) -> int:

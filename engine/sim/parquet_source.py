@@ -42,12 +42,12 @@ from engine.config.sections.sim import SimSection
 from engine.domain import Candle, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.candle import candle_problem, timeframe_ms
 from engine.errors import ConfigError, MarketDataError
-from engine.sim.base import RingMarket, _mul_div, on_tick, quotes, step_exponent
+from engine.sim.base import MIN_TICK_EXP, RingMarket, _mul_div, on_tick, quotes, step_exponent
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES, BoolArray, FloatArray, IntArray
 from engine.sim.scenario import ListingEvent, PumpEvent
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
-MAX_DECIMALS = 12
+MAX_DECIMALS = -MIN_TICK_EXP  # Binance's finest tick: prices are replayed on it at the finest
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,7 +723,8 @@ class _Grid:
 
 
 def _tick_exponent(values: FloatArray) -> int:
-    """The finest decimal the pair's prices use (Binance prints prices on its tick)."""
+    """The finest decimal the pair's prices use (Binance prints prices on its tick), at most
+    `MAX_DECIMALS`: a finer one could not be served (`engine.sim.base.MIN_TICK_EXP`)."""
     sample = values[:5000, :4].ravel()
     for decimals in range(MAX_DECIMALS + 1):
         if np.array_equal(np.round(sample, decimals), sample):

@@ -17,10 +17,11 @@ from engine.errors import (
     RetryableOrderError,
     UnknownOrderError,
 )
-from engine.execution.broker import SyncIncomplete
+from engine.execution.broker import SyncIncomplete, counts_as_order_error
 from engine.execution.exchange_broker import (
     LANDED_LATE,
     NEVER_REACHED,
+    VANISHED,
     ExchangeBroker,
     OrderGateway,
 )
@@ -100,8 +101,8 @@ async def test_a_stale_limit_is_named_at_its_expiry_for_the_router_to_cancel() -
 
 @pytest.mark.parametrize(
     "error",
-    [RetryableOrderError("429 too many requests", code=-1003), NonRetryableOrderError("unknown order", code=-2013)],
-    ids=["rate-limited", "unknown-to-the-exchange"],
+    [RetryableOrderError("429 too many requests", code=-1003), RetryableOrderError("fetch_order: RequestTimeout")],
+    ids=["rate-limited", "timed-out"],
 )
 async def test_a_failed_lookup_does_not_lose_the_fills_absorbed_before_it(error: OrderError) -> None:
     gw = gateway()
@@ -182,6 +183,71 @@ async def test_a_refused_cancel_of_an_order_still_resting_is_raised_never_report
     assert still.status is OrderStatus.OPEN and still.filled_qty == 0  # nothing booked on the side
     (u,) = await broker.sync(T0 + 6)
     assert [f.quantity for f in u.fills] == [40.0]
+
+
+@pytest.mark.parametrize("filled", [0, 40], ids=["resting", "part-filled"])
+async def test_a_resting_order_the_exchange_no_longer_knows_is_settled_once_as_vanished(filled: int) -> None:
+    """The exchange lost an order we had seen resting (a restarted sim with a fresh account, an
+    order Binance purged): not in the open list, and its lookup says -2013. It used to fail
+    every reconcile (`SyncIncomplete`) for as long as the engine ran; it is settled once, as
+    expired with what it had filled, and never asked about again."""
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    router = OrderRouter(broker, sink := RecordingSink())
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"), expires_ms=T0 + 60_000)
+    await broker.submit(intent, T0)
+    if filled:
+        gw.orders[intent.client_order_id] = dataclasses.replace(
+            gw.orders[intent.client_order_id], status=OrderStatus.PARTIALLY_FILLED, filled_qty=Decimal(filled), average_price=0.29
+        )
+        await router.sync(T0 + 1000)
+    del gw.orders[intent.client_order_id]  # the exchange forgot it
+    (u,) = await router.sync(T0 + 2000)
+    assert u.order.status is OrderStatus.EXPIRED and u.detail == VANISHED and u.fills == ()
+    assert u.order.filled_qty == filled and await broker.open_orders() == []
+    result = sink.events[-1]
+    assert result.payload["status"] == "expired" and result.payload["detail"] == VANISHED
+    assert not counts_as_order_error(result.payload)
+    lookups = gw.calls.count("fetch_order")
+    assert await router.sync(T0 + 3000) == [] and await router.sync(T0 + 60_000) == []  # past its expiry too
+    assert gw.calls.count("fetch_order") == lookups and gw.cancelled == []
+    assert broker.watching_late() == [] and len(sink.events) == (2 if filled else 1)  # settled once
+
+
+async def test_the_expiry_cancel_of_an_order_the_exchange_lost_settles_it_as_vanished() -> None:
+    """The cancel at its expiry comes before the next reconcile: the cancel's "unknown order"
+    (-2011) is looked into and the lookup's -2013 was raised, a `cancel_failed` counted as an
+    order error at every sync until the engine blocked. It settles the order instead."""
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=3_600_000)
+    router = OrderRouter(broker, sink := RecordingSink())
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"), expires_ms=T0 + 30_000)
+    await broker.submit(intent, T0)
+    assert await router.sync(T0) == []
+    del gw.orders[intent.client_order_id]
+    (u,) = await router.sync(T0 + 30_000)
+    assert u.order.status is OrderStatus.EXPIRED and u.detail == VANISHED
+    (result,) = sink.events
+    assert result.payload["action"] == "cancel" and result.payload["reason"] == "expired"
+    assert result.payload["status"] == "expired" and not counts_as_order_error(result.payload)
+    assert await router.sync(T0 + 31_000) == [] and broker.expired(T0 + 31_000) == []
+    assert len(sink.events) == 1
+
+
+async def test_a_pending_order_the_exchange_does_not_know_yet_is_not_taken_for_vanished() -> None:
+    """-2013 right after a create whose outcome was unknown proves nothing yet (it may land
+    late): a cancel's lookup still raises it, and the reconcile keeps the order pending."""
+    gw = gateway()
+    broker = ExchangeBroker(gw, reconcile_interval_ms=1000)
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"))
+    gw.fail_next("create_order", UnknownOrderError("timeout"))
+    with pytest.raises(UnknownOrderError):
+        await broker.submit(intent, T0)
+    with pytest.raises(NonRetryableOrderError) as raised:
+        await broker.cancel("DOGE/USDT", intent.client_order_id, T0 + 1)
+    assert raised.value.code == -2013
+    assert await broker.sync(T0 + 1000) == []
+    assert [o.status for o in await broker.open_orders()] == [OrderStatus.PENDING]
 
 
 async def test_a_reply_under_an_id_that_is_not_ours_is_not_adopted() -> None:

@@ -16,7 +16,7 @@ from engine.config.sections.exchange import ExchangeSection
 from engine.domain import Market, Order, OrderIntent, OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import NonRetryableOrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate
-from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, VANISHED, ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.market.ccxt_gateway import CcxtGateway
@@ -169,6 +169,44 @@ async def test_a_partly_filled_limit_cancelled_is_booked_once_under_its_own_id()
             assert await broker.open_orders() == [] and broker.take_anomalies() == []
             assert [a for u in [*synced, cancelled] for a in u.anomalies] == []
             assert await broker.sync(sim.venue.clock.now_ms() + 60_000) == []  # nothing left to reconcile
+        finally:
+            await gateway.close()
+
+
+async def test_a_resting_limit_a_restarted_sim_lost_is_settled_once_and_the_user_resync_goes_on() -> None:
+    """The sim restarted with a fresh account under a resting LIMIT: it is in no open list and
+    its lookup says -2013. The user-data re-check after the gap failed on it as a whole (so the
+    order stream's recovery failed again and again); the reconcile raised it every time and the
+    expiry's cancel failed on it, each counted as an order error, until the engine blocked."""
+    async with running_sim_exchange(FakeMarketSource(), speed=1.0) as first:
+        port = first.port
+        gateway = CcxtGateway(_section(), endpoint=first.base_url)
+        try:
+            await gateway.load_markets()
+            broker = ExchangeBroker(gateway)
+            router = OrderRouter(broker, sink := RecordingSink())
+            lost = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.25"), quantity=Decimal(100))
+            assert (await broker.submit(lost, first.venue.clock.now_ms())).order.status is OrderStatus.OPEN
+            await first.stop()
+            async with running_sim_exchange(FakeMarketSource(), speed=1.0, port=port) as fresh:
+                other = make_intent(
+                    order_type=OrderType.LIMIT, price=Decimal("0.25"), quantity=Decimal(100),
+                    client_order_id="hc-0123456789abcdef-e2",
+                )  # fmt: skip
+                await gateway.create_order(other)
+                fresh.venue.engine.cancel_order(  # cancelled while the stream was down
+                    API_KEY, "DOGEUSDT", order_id=None, client_order_id=other.client_order_id, now_ms=fresh.venue.clock.now_ms()
+                )
+
+                resync = await gateway.resync_user_data(1_000)  # the other order's change still comes
+                assert [(o.client_order_id, o.status) for o in resync.orders] == [(other.client_order_id, OrderStatus.CANCELED)]
+                assert (await gateway.resync_user_data(1_000)).orders == ()  # the lost one is not asked about again
+
+                now = fresh.venue.clock.now_ms()
+                (settled,) = await router.sync(now)
+                assert settled.order.status is OrderStatus.EXPIRED and settled.detail == VANISHED
+                assert await router.sync(now + 60_000) == [] and await broker.open_orders() == []
+                assert [e.payload["status"] for e in sink.events] == ["expired"]
         finally:
             await gateway.close()
 

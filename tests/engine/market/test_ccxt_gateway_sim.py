@@ -21,6 +21,7 @@ from engine.domain import OrderStatus, OrderType, Side
 from engine.errors import (
     MarketDataError,
     NonRetryableOrderError,
+    OrderNotSentError,
     RateLimitedError,
     RetryableOrderError,
     UnknownOrderError,
@@ -211,6 +212,23 @@ async def test_an_unknown_order_is_non_retryable_with_its_code(make_gateway: Gat
     with pytest.raises(NonRetryableOrderError) as caught:
         await gw.fetch_order("DOGE/USDT", "hc-never")
     assert caught.value.code == -2013
+
+
+async def test_an_order_ccxt_refuses_before_sending_it_is_not_sent_not_an_unknown_outcome(
+    make_gateway: GatewayFactory, source: FakeMarketSource, sim: SimExchangeServer
+) -> None:
+    """A market served with tickSize "0.00000000" (the sim did so for every coin under 1e-4):
+    ccxt asserts on its precision before any request leaves. Not a ccxt exception, it was an
+    unknown outcome: journaled "unknown", looked up, later "rejected: never reached"."""
+    assert isinstance(source, ListingSource)
+    source.list_market("TINY/USDT", 0.00001)  # the kit's tick for it, 1e-10, is written "0.00000000"
+    gw, _, _ = make_gateway()
+    await gw.load_markets()
+    intent = make_intent("TINY/USDT", order_type=OrderType.LIMIT, price=Decimal("0.00001"), quantity=Decimal(1_000_000))
+    with pytest.raises(OrderNotSentError, match=r"not sent.*precision") as caught:
+        await gw.create_order(intent)
+    assert isinstance(caught.value.__cause__, UnknownOrderError)
+    assert not sim.venue.engine.account(API_KEY).orders  # the exchange never saw it
 
 
 # ---- stream faults ---------------------------------------------------------------------

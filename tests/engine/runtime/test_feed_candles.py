@@ -68,15 +68,16 @@ def test_a_failed_fetch_is_retried_within_the_bar() -> None:
 class _HangingFeed(_Feed):
     """Every request waits for `release`: an exchange whose REST hangs until its timeout."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
         super().__init__()
-        self.release = asyncio.Event()
+        self.release, self.all_asked = asyncio.Event(), asyncio.Event()
+        self.expected = expected
         self.in_flight = 0
-        self.most_in_flight = 0
 
     async def closed_bars(self, symbol: str, tf: str, limit: int, *, after_ms: int | None = None) -> Bars:
         self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight == self.expected:
+            self.all_asked.set()
         await self.release.wait()
         self.in_flight -= 1
         return await super().closed_bars(symbol, tf, limit, after_ms=after_ms)
@@ -87,22 +88,21 @@ def test_a_hanging_exchange_holds_the_cycle_for_one_request_not_one_per_symbol()
     cycle, exits included, for 20 request timeouts. They are asked all at once, and every
     symbol's bars still land, in the order asked."""
     symbols = [f"C{i:03d}/USDT" for i in range(5)]
-    feed, history = _HangingFeed(), BarHistory("1m")
+    feed, history = _HangingFeed(len(symbols)), BarHistory("1m")
     cycle = _cycle(feed, history)
     cycle.driver = SimpleNamespace(markets={s: object() for s in symbols})
     pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in symbols]))
     now = mk.NOW // MIN * MIN + 1_000
     feed.now = now
 
-    async def feed_while_hung() -> int:
+    async def feed_while_hung() -> None:
         fed = asyncio.ensure_future(cycle._feed_candles(pool, now))
-        while feed.in_flight < len(symbols) and not fed.done():
-            await asyncio.sleep(0)
-        hung = feed.in_flight
-        feed.release.set()
-        await fed
-        return hung
+        try:
+            await asyncio.wait_for(feed.all_asked.wait(), 5)  # every request out while none has come back
+        finally:
+            feed.release.set()
+            await fed
 
-    assert asyncio.run(feed_while_hung()) == len(symbols) == feed.most_in_flight
+    asyncio.run(feed_while_hung())
     window = history.window(symbols, now // MIN * MIN - MIN)
     assert all(math.isfinite(window.close[-1, i]) for i in range(len(symbols)))

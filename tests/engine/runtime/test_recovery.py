@@ -26,7 +26,7 @@ from engine.domain import (
 from engine.errors import RetryableOrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import client_order_id
-from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, VANISHED, ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import JournalEvent
@@ -41,6 +41,7 @@ from engine.runtime.recovery import (
     BALANCE_CHECK_MS,
     DID_NOT_LAND,
     LOST_IN_RESTART,
+    RESTART_NEVER_REACHED,
     BalanceAudit,
     Recovery,
     read_journal,
@@ -1199,6 +1200,50 @@ async def test_a_restart_asks_once_about_every_order_that_may_have_landed_late_w
     assert sorted((e.trace_id, e.cause) for e in late) == sorted([(T_DOGE, attempts[a]), (T_PEPE, attempts[b])])
     again = read_journal(path, CAPITAL)  # the next restart asks only about C
     assert list(again.maybe_late) == [c]
+
+
+async def test_a_restart_settles_an_order_the_exchange_lost_as_vanished_not_as_never_reached(tmp_path: Path) -> None:
+    """A: a LIMIT entry the journal had resting on the exchange (acknowledged, open), which the
+    exchange no longer knows (a sim restarted with a fresh account). It was journaled "never
+    reached the exchange", watched for a late landing, and replay said the broker had rejected
+    it. It is settled as expired (`VANISHED`) and not watched. C: in flight at the kill, never
+    acknowledged: still never reached, as before."""
+    a, c = client_order_id(T_DOGE, OrderPurpose.ENTRY, 1), client_order_id(T_WIF, OrderPurpose.ENTRY, 1)
+    restart = T0 + 60_000
+    sink = RecordingSink()
+    attempt = sink.emit(
+        "order_attempt", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE,
+        payload={"client_order_id": a, "side": "buy", "order_type": "limit", "purpose": "entry", "quantity": "100",
+                 "price": "0.25", "expires_ms": T0 + 3_600_000},
+    )  # fmt: skip
+    sink.emit("order_result", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=attempt,
+              payload={"client_order_id": a, "status": "open", "error_class": None, "exchange_order_id": "42",
+                       "filled_qty": "0", "average_price": None})  # fmt: skip
+    _sent(sink, c, T_WIF, restart - 1_000, never_reached_at=None)
+    path = tmp_path / "j.sqlite"
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    state = read_journal(path, CAPITAL)
+    assert state.open_orders[a].acknowledged and not state.open_orders[c].acknowledged
+
+    gw = FakeGateway({s: make_market(s) for s in (DOGE, WIF)})  # knows neither order
+    async with pump_rig(path, broker=ExchangeBroker(gw)) as rig:
+        engine = rig.engine
+        engine.core = TradingCore(engine.config.trading, {s: make_market(s) for s in (DOGE, WIF)}, engine.tap)
+        payload = await Recovery(state).apply(engine, restart)
+        assert payload["orders"] == [
+            {"client_order_id": a, "symbol": DOGE, "outcome": "vanished"},
+            {"client_order_id": c, "symbol": DOGE, "outcome": "never_reached"},
+        ]
+        assert payload["watching_late"] == [c]
+        await rig.journal.flush()
+    with JournalReader(path) as reader:
+        results = [(e.payload["status"], e.payload.get("detail")) for e in reader.events(kinds=["order_result"])
+                   if e.payload["client_order_id"] == a]  # fmt: skip
+    assert results == [("open", None), ("expired", VANISHED)]
+    again = read_journal(path, CAPITAL)  # settled for good: neither open nor looked for again
+    assert a not in again.open_orders and a not in again.maybe_late and RESTART_NEVER_REACHED not in VANISHED
 
 
 async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Path) -> None:

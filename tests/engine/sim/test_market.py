@@ -19,6 +19,7 @@ from engine.errors import ConfigError, MarketDataError
 from engine.sim.market import SimMarket, open_market
 from engine.sim.rings import WINDOW_MINUTES
 from engine.sim.scenario import DAY_MS, HOUR_MS, MINUTE_MS
+from engine.sim.server.codec import exchange_info
 
 T0 = 1_618_531_200_000  # 2021-04-16 00:00 UTC
 
@@ -206,6 +207,26 @@ def test_filters_are_binance_like_and_prices_sit_on_ticks() -> None:
 
 
 # -- klines and the rolling 24 h stats ----------------------------------------------------------
+
+
+def test_no_tick_is_finer_than_binances_so_every_served_tick_can_be_traded_on() -> None:
+    """37 of 300 generated coins are priced under 1e-4: their ticks (1e-4 of the price) were
+    finer than 1e-8 and served as tickSize "0.00000000", on which ccxt refuses every LIMIT.
+    They trade on 1e-8, as on Binance, in the process and on the wire alike."""
+    m = make(symbols=300)
+    m.advance_to(T0 + 3 * MINUTE_MS)
+    batch = m.tickers()
+    cheap = [(mk, float(last)) for mk, last in zip(m.markets(), batch.last, strict=True) if last < 1e-4]
+    assert len(cheap) >= 10  # the case is there
+    for market, last in cheap:
+        assert market.filters.tick_size == market.filters.min_price == Decimal("1e-8"), market.symbol
+        assert on_tick(last, market.filters.tick_size), (market.symbol, last)
+    served = {
+        s["symbol"]: next(f["tickSize"] for f in s["filters"] if f["filterType"] == "PRICE_FILTER")
+        for s in exchange_info(m.markets(), T0)["symbols"]
+    }
+    assert Decimal(min(served.values(), key=Decimal)) == Decimal("0.00000001")
+    assert all(Decimal(served[mk.market_id]) == mk.filters.tick_size for mk in m.markets())
 
 
 def test_history_is_there_from_the_start() -> None:
