@@ -85,6 +85,13 @@ def _intent(trace: str, symbol: str, purpose: OrderPurpose, qty: str, leg: int =
     )
 
 
+async def _write(sink: RecordingSink, path: Path) -> None:
+    """What `sink` recorded, as a journal file at `path` (what a run left behind)."""
+    async with Journal.open(path) as journal:
+        for e in sink.events:
+            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+
+
 async def _history(sink: RecordingSink) -> TradingCore:
     """A real core, router and paper broker trade: DOGE opened and partly taken profit on (held),
     PEPE opened and stopped out (flat), a WIF entry of unknown outcome (open order), a BONK entry
@@ -419,9 +426,7 @@ async def test_exchange_fills_made_while_down_are_booked_once(tmp_path: Path) ->
     sink.emit("position_update", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=fill,
               payload={"action": "open", "quantity": 40.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_trace_id": T_DOGE})
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
     assert state.open_orders[cid].filled_qty == 40.0
 
@@ -518,9 +523,7 @@ async def test_an_order_replied_filled_whose_fill_died_with_the_process_is_booke
     order, price = reply.order, reply.order.average_price
     assert price is not None
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
     assert list(state.open_orders) == [order.client_order_id], "an order to settle, not one settled"
 
@@ -584,9 +587,7 @@ async def _restart_with_exit_filled(
     """Restart on `sink`'s journal with an exchange that filled `intent` while the engine was
     down: the restarted core, the `recovered` payload and the events the restart journaled."""
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
     restart = T0 + 3_600_000
     gw = FakeGateway({DOGE: make_market()})
@@ -697,9 +698,7 @@ async def test_a_restart_books_an_open_orders_next_fees_once_after_fees_paid_in_
                   payload={"action": "open" if held == qty else "add", "quantity": held, "entry_price": 0.3,
                            "realised_pnl": 0.0, "position_trace_id": T_DOGE})  # fmt: skip
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
 
     gw = FakeGateway({DOGE: make_market()})
@@ -763,9 +762,7 @@ async def test_a_fill_made_while_down_books_the_exchanges_commission_once(
     sink.emit("position_update", ts_ms=T0, trace_id=T_DOGE, symbol=DOGE, cause=fill,
               payload={"action": "open", "quantity": 40.0, "entry_price": 0.3, "realised_pnl": 0.0, "position_trace_id": T_DOGE})  # fmt: skip
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
 
     gw = FakeGateway({DOGE: make_market()})
@@ -813,9 +810,7 @@ async def test_journal_written_by_a_real_writer_round_trips(tmp_path: Path) -> N
     """`read_journal` reads what the writer wrote (events, archives) like `rebuild` reads a sink."""
     sink = RecordingSink()
     await _history(sink)
-    async with Journal.open(tmp_path / "j.sqlite") as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, tmp_path / "j.sqlite")
     from_disk = read_journal(tmp_path / "j.sqlite", CAPITAL)
     in_memory = rebuild(sink.events, CAPITAL)
     assert from_disk.positions() == in_memory.positions()
@@ -1158,9 +1153,7 @@ async def test_a_restart_asks_once_about_every_order_that_may_have_landed_late_w
     _sent(sink, a, T_DOGE, restart - 60_000, never_reached_at=restart - 50_000)
     _sent(sink, c, T_WIF, restart - 1_000, never_reached_at=None)
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
 
     gw = FakeGateway({s: make_market(s) for s in (DOGE, PEPE, WIF)})
@@ -1221,9 +1214,7 @@ async def test_a_restart_settles_an_order_the_exchange_lost_as_vanished_not_as_n
                        "filled_qty": "0", "average_price": None})  # fmt: skip
     _sent(sink, c, T_WIF, restart - 1_000, never_reached_at=None)
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
     assert state.open_orders[a].acknowledged and not state.open_orders[c].acknowledged
 
@@ -1259,9 +1250,7 @@ async def test_a_limit_entry_resting_across_a_restart_still_expires(tmp_path: Pa
                  "price": "0.3", "expires_ms": T0 + 30_000},
     )  # fmt: skip
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     state = read_journal(path, CAPITAL)
     assert state.open_orders[cid].expires_ms == T0 + 30_000
 
@@ -1334,9 +1323,7 @@ async def test_a_restart_hands_the_chart_the_fills_of_the_positions_it_recovered
     sink = RecordingSink()
     await _history(sink)  # DOGE bought, part sold and held; PEPE bought and stopped out
     path = tmp_path / "j.sqlite"
-    async with Journal.open(path) as journal:
-        for e in sink.events:
-            journal.emit(e.kind, ts_ms=e.ts_ms, payload=e.payload, trace_id=e.trace_id, symbol=e.symbol, cause=e.cause)
+    await _write(sink, path)
     journaled = {
         s: [(e.payload["trade_id"], e.payload["side"], e.payload["price"]) for e in sink.events if e.kind == "fill" and e.symbol == s]
         for s in (DOGE, PEPE)
