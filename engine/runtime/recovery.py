@@ -148,6 +148,7 @@ from engine.portfolio.positions import (
 )
 from engine.portfolio.risk import RiskDay
 from engine.runtime.client import Command
+from engine.runtime.quiet_log import RepeatedFailure
 
 if TYPE_CHECKING:
     from engine.portfolio.exits import ExitPolicy
@@ -890,6 +891,7 @@ class BalanceAudit:
         self._last_ms: int | None = None
         self._reported: dict[str, tuple[float, float]] = {}
         self._owners: dict[str, float] | None = None  # asset -> the owner's coins at the first check
+        self._failures = RepeatedFailure(log, "balance check")  # an outage fails every check alike
 
     def due(self, now_ms: int) -> bool:
         return self._last_ms is None or now_ms - self._last_ms >= self.interval_ms
@@ -899,8 +901,9 @@ class BalanceAudit:
         try:
             balances = await self.source.fetch_balance()
         except HotcoinError as exc:  # an exchange hiccup: the next interval tries again
-            log.warning("balance check failed: %s", exc)
+            self._failures.failed(str(exc))
             return []
+        self._failures.ok()
         if self._owners is None:
             self._owners = _beyond_records(core, balances, self.quote_asset)
         found: list[dict[str, Any]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -1367,3 +1368,21 @@ async def test_a_restart_keeps_the_listing_times_the_run_before_journaled(tmp_pa
         assert engine2.discovery.listings.listing_ms(listed) == listed_at
         frame, row = engine2.discovery.last_frame, engine2.discovery.windows.row_of(listed)
         assert frame is not None and row is not None and frame.parts["listing_freshness"][row] > 0.95
+
+
+async def test_a_balance_check_failing_through_an_outage_is_logged_at_its_start_and_end(caplog: pytest.LogCaptureFixture) -> None:
+    """An outage failed every 5-minute check alike, one warning each; now the first failure and
+    the recovery say it, and the checks between count without a line."""
+    sink = RecordingSink()
+    core = await _history(sink)
+    gw = FakeGateway(balances=_balances(DOGE="600", USDT="5000"))
+    audit = BalanceAudit(gw, "USDT")
+    for _ in range(5):
+        gw.fail_next("fetch_balance", RetryableOrderError("fetch_balance: Cannot connect to host 127.0.0.1:9"))
+    with caplog.at_level(logging.WARNING, logger="hotcoin"):
+        for k in range(6):
+            await audit.run(core, sink, T0 + k * BALANCE_CHECK_MS)
+    lines = [r.getMessage() for r in caplog.records if "balance check" in r.getMessage()]
+    assert lines[0].startswith("balance check failed: fetch_balance: Cannot connect")
+    assert lines[1].startswith("balance check works again after") and lines[1].endswith("(5 in all)")
+    assert len(lines) == 2, lines
