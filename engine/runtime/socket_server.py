@@ -336,18 +336,19 @@ class _Session:
             for task in [*self._tasks, *([stream] if stream else [])]:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await task
-            await self._close()
+            await self.hang_up()  # the one close, whoever started it (`stop` may have)
 
     @property
     def requests(self) -> list[asyncio.Task[None]]:
         """Requests being answered now (each task ends once its reply is written)."""
         return list(self._tasks)
 
-    def hang_up(self) -> None:
+    def hang_up(self) -> asyncio.Task[None]:
         """End the session from the engine's side: the connection closes (`_close`), so the
-        read loop sees EOF and cleans up."""
+        read loop sees EOF and cleans up. The one close of the connection, however often asked."""
         if self._hanging_up is None:
             self._hanging_up = asyncio.ensure_future(self._close())
+        return self._hanging_up
 
     async def _close(self) -> None:
         """Close the connection once what is written has gone out, or drop it with the rest

@@ -22,7 +22,7 @@ class Wall:
 
 
 def klines(symbol: str, since: int) -> str:
-    return f"RetryableOrderError: fetch_candles: ExchangeNotAvailable: binance GET http://h:1/api/v3/klines?symbol={symbol}&startTime={since}"
+    return f"RetryableOrderError: fetch_candles: ExchangeNotAvailable: binance GET http://127.0.0.1:1/api/v3/klines?symbol={symbol}&startTime={since}"
 
 
 def test_a_failure_for_another_symbol_or_time_is_the_same_kind_and_a_timeout_is_not() -> None:
