@@ -139,6 +139,8 @@ def _orders(tree: Tree, s: TraceSummary) -> None:
         )
         if o.error_class or o.error:
             line.append(f" ({': '.join(w for w in (o.error_class, o.error) if w)})", style="red")
+        if o.detail:  # the broker settled it itself: say how (vanished, never reached, landed late)
+            line.append(f" ({o.detail})", style=status_style)
         node = branch.add(line)
         for f in o.fills:
             node.add(Text(f"fill {f.side} {fmt_value(f.quantity)} @ {fmt_value(f.price)}  fee {fmt_value(f.fee_quote)}  {when(f.ts_ms)}"))

@@ -157,6 +157,10 @@ class OrderView:
     status: str | None = None  # the last journaled `order_result`'s
     error_class: str | None = None
     error: str | None = None  # the broker's own words, when it refused
+    # The broker's words when it settled the order itself (the last result's `detail`): the
+    # exchange no longer knows it, its create never reached it, it landed late. An "expired"
+    # alone reads as a limit that timed out; a vanished order is not that.
+    detail: str | None = None
     fills: list[FillView] = field(default_factory=list)
     # What the broker did not take as the exchange said it (`order_anomaly`): an estimated fee,
     # a late landing, the exchange's state over ours. Empty in journals from before the kind.
@@ -260,6 +264,7 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
         elif e.kind == "order_result" and p["client_order_id"] in orders:
             order = orders[p["client_order_id"]]  # in seq order: the last result stands
             order.status, order.error_class, order.error = str(p["status"]), _opt_str(p["error_class"]), _opt_str(p.get("error"))
+            order.detail = _opt_str(p.get("detail"))
         elif e.kind == "order_anomaly" and p["client_order_id"] in orders:
             orders[p["client_order_id"]].anomalies.append(str(p["detail"]))
         elif e.kind == "fill" and p["client_order_id"] in orders:
@@ -365,7 +370,7 @@ def _verdict(
                 return Verdict("entered", None, None, f"entered and closed, realised PnL {pnl:+.4f}")
             return Verdict("entered", None, None, "entered; position still open")
         if entry.status in _UNFILLED_ENDS:
-            why = ": ".join(w for w in (entry.error_class, entry.error) if w)
+            why = "; ".join(w for w in (": ".join(w for w in (entry.error_class, entry.error) if w), entry.detail) if w)
             said = f"entry order {entry.status}" + (" by the broker" if entry.status == "rejected" else "")
             return Verdict("not_filled", "execution", None, said + (f" ({why})" if why else "") + "; nothing was bought")
         return Verdict("ordered", "execution", None, f"entry order sent, not filled yet (last answer: {entry.status or 'none'})")

@@ -5,13 +5,14 @@ in-memory list of `ExchangeBroker` that nothing read, gone at restart."""
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 from pathlib import Path
 
 from typer.testing import CliRunner
 
-from engine.domain import Fill, Order, OrderIntent, OrderStatus
+from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType
 from engine.errors import RetryableOrderError, UnknownOrderError
-from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, ExchangeBroker
+from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, VANISHED, ExchangeBroker
 from engine.execution.router import OrderRouter
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
@@ -84,3 +85,21 @@ async def test_an_order_that_landed_late_says_so_in_its_trace_and_in_replay(tmp_
     assert anomaly.payload["detail"] == "landed late: the exchange has it filled"
     out = _replay(path)
     assert "anomaly: landed late: the exchange has it filled" in out
+
+
+async def test_an_entry_the_exchange_lost_says_so_in_replay_not_just_expired(tmp_path: Path) -> None:
+    """A resting entry the exchange no longer knows is settled as expired with the broker's
+    detail (`VANISHED`); replay read only the status, so it told a limit that timed out. The
+    detail is in the order's line and in the verdict."""
+    gw = FakeGateway({"DOGE/USDT": make_market()})
+    intent = make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29"), expires_ms=T0 + 60_000)
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as journal:
+        router = OrderRouter(ExchangeBroker(gw, reconcile_interval_ms=1000), journal)
+        await router.send(intent, T0)
+        del gw.orders[intent.client_order_id]  # the exchange forgot it
+        (gone,) = await router.sync(T0 + 2000)
+        assert gone.detail == VANISHED
+    out = " ".join(_replay(path).split())  # the verdict wraps
+    assert f"-> expired ({VANISHED})" in out
+    assert f"entry order expired ({VANISHED}); nothing was bought" in out
