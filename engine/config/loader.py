@@ -126,6 +126,11 @@ def _choose_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path |
         explicit = explicit.expanduser()
         if explicit.is_dir():
             raise ConfigError(f"config file {explicit} is a directory; --config/HOTCOIN_CONFIG takes a TOML file")
+        if explicit.exists() and not explicit.is_file():  # a device (/dev/null), a pipe, a socket: not "missing"
+            raise ConfigError(
+                f"config file {explicit} is not a regular file; --config/HOTCOIN_CONFIG takes a TOML file "
+                "(drop it to run on defaults)"
+            )
         if not explicit.is_file():
             raise ConfigError(
                 f"config file {explicit} does not exist; create it, or drop --config/HOTCOIN_CONFIG "

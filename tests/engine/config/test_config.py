@@ -124,6 +124,8 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml", env={})
     with pytest.raises(ConfigError, match="is a directory; --config/HOTCOIN_CONFIG takes a TOML file"):
         load_config(tmp_path, env={})  # audit: said "does not exist" of a directory
+    with pytest.raises(ConfigError, match="config file /dev/null is not a regular file; --config/HOTCOIN_CONFIG takes"):
+        load_config(Path("/dev/null"), env={})  # it exists: "does not exist" sent the owner looking for a typo
 
 
 class TestSecrets:
