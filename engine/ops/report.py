@@ -3,7 +3,9 @@
 `build_report(day, events, ...)` is a pure function of that day's events: realised PnL and
 fees, closed trades with win rate, best and worst, exposure by cluster (the peak cost basis
 held in each cluster during the day, with its PnL), and how the day's time split between
-engine states. `load_report(journal, day)` reads those events; `render_text` (notifiers) and
+engine states. A trade counts by what it realised that day (a position partly sold before
+midnight and closed after it is judged on the closing day by its sells of that day), with the
+position's total shown beside it where the two differ. `load_report(journal, day)` reads those events; `render_text` (notifiers) and
 `render_rich` (terminal) show it; `next_report_at(now_ms)` and `DailyReporter` send it at
 00:00 UTC for the day that just ended.
 
@@ -80,11 +82,17 @@ class RunTail:
 
 @dataclass(frozen=True, slots=True)
 class TradeLine:
+    """A position the day closed. `pnl` is the day's share of it, what its sells realised that
+    day: the figure best, worst and the win count go by, so they agree with the day's realised
+    PnL and its clusters'. `total_pnl` is the whole position's, sells on earlier days included:
+    a position partly sold before midnight once had that part counted on both days."""
+
     symbol: str
     pnl: float
     closed_ms: int
     reason: str
     trace_id: str | None
+    total_pnl: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +207,7 @@ def build_report(
         tracker.hold(symbol, cost)
     realised = fees = 0.0
     trades: list[TradeLine] = []
+    today: dict[str, float] = {}  # position -> what its sells realised in the day so far
     opened = count = 0
     risk: Counter[str] = Counter()
     commands: Counter[str] = Counter()
@@ -236,11 +245,14 @@ def build_report(
                 realised += pnl
                 name = tracker.cluster(symbol)
                 tracker.pnl[name] = tracker.pnl.get(name, 0.0) + pnl
+                key = str(p.get("position_trace_id") or symbol)
+                today[key] = today.get(key, 0.0) + pnl
                 # The last sell's reason, not the dust write-off's that closes after it.
-                why = exits.on_update(str(p.get("position_trace_id") or symbol), action, str(p.get("reason", "")))
+                why = exits.on_update(key, action, str(p.get("reason", "")))
                 if action == "close":
-                    total = _num(p, "total_realised_pnl") if "total_realised_pnl" in p else pnl
-                    trades.append(TradeLine(symbol, total, ev.ts_ms, why or "", ev.trace_id))
+                    share = today.pop(key)
+                    total = _num(p, "total_realised_pnl") if "total_realised_pnl" in p else share
+                    trades.append(TradeLine(symbol, share, ev.ts_ms, why or "", ev.trace_id, total))
                     tracker.trades[name] = tracker.trades.get(name, 0) + 1
         elif ev.kind == "fill":
             fees += _num(p, "fee_quote")
@@ -418,7 +430,10 @@ def _pct(x: float) -> str:
 
 
 def _trade(t: TradeLine) -> str:
-    return f"{t.symbol} {t.pnl:+,.2f}"
+    """The trade's figure for the day, and the position's total beside it where sells on an
+    earlier day make them differ (as shown, to the cent)."""
+    day, total = f"{t.pnl:+,.2f}", f"{t.total_pnl:+,.2f}"
+    return f"{t.symbol} {day}" if day == total else f"{t.symbol} {day} today, {total} in all"
 
 
 def summary_lines(r: DailyReport) -> list[str]:

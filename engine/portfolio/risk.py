@@ -33,6 +33,7 @@ from typing import Any
 
 from engine.config.sections.trading import RiskSettings
 from engine.journal.events import check
+from engine.timefmt import span, utc_second
 
 DAY_MS = 86_400_000
 
@@ -242,7 +243,10 @@ class RiskManager:
         return events
 
     def record_trade(self, pnl: float, now_ms: int) -> list[RiskEvent]:
-        """A position closed with `pnl` (fees included)."""
+        """A position closed with `pnl` (fees included). The cool-down's end is said in UTC with
+        how long it lasts, for the owner's alert and the events panel, which show the detail as
+        it is (a raw epoch ms said nothing to a reader); `until_ms` keeps the number for machines
+        (a restart's `RiskDay`)."""
         if pnl >= 0:
             self.consecutive_losses = 0
             return []
@@ -256,7 +260,8 @@ class RiskManager:
             RiskEvent(
                 "consecutive_losses",
                 self.level.name,
-                f"{limit} losing trades in a row; no new entries until {self.cooldown_until_ms} (epoch ms)",
+                f"{limit} losing trades in a row; no new entries until {utc_second(self.cooldown_until_ms)} "
+                f"(in {span(self.settings.loss_cooldown_ms)})",
                 float(limit),
                 float(limit),
                 until_ms=self.cooldown_until_ms,

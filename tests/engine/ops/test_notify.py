@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from engine.config import load_config
+from engine.config.sections.trading import RiskSettings
 from engine.errors import ConfigError
 from engine.ops.notify import (
     ChannelReport,
@@ -31,6 +32,7 @@ from engine.ops.notify import (
 )
 from engine.ops.notify.feishu import FeishuNotifier
 from engine.ops.notify.telegram import TelegramBot, TelegramNotifier
+from engine.portfolio.risk import RiskManager
 from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.waiting import eventually
 
@@ -635,6 +637,17 @@ def test_events_that_are_news(kind: str, payload: dict[str, Any], title: str, te
     got = notification_for(kind, payload, "DOGE/USDT")
     assert got is not None
     assert (got.title, got.text, got.severity) == (title, text, severity)
+
+
+def test_a_losing_streak_message_says_when_entries_resume_in_utc() -> None:
+    """The risk manager's own event, through the table: the owner read "no new entries until
+    1618621860000 (epoch ms)"."""
+    risk = RiskManager(RiskSettings())
+    fired = [e for _ in range(3) for e in risk.record_trade(-1.0, 1_618_618_260_000)]  # 00:11 UTC
+    got = notification_for("risk_event", fired[0].payload())
+    assert got is not None
+    assert got.text == "3 losing trades in a row; no new entries until 2021-04-17 01:11:00 UTC (in 1h00)"
+    assert "epoch" not in got.text
 
 
 def test_a_positions_close_messages_add_up_to_what_it_made() -> None:

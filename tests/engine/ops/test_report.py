@@ -459,6 +459,73 @@ def test_hotcoin_report_command(tmp_path: Path) -> None:
         assert ahead.exit_code == 2 and f"{future} UTC has not started" in ahead.output and "so far" not in ahead.output
 
 
+def _sold_across_midnight(path: Path) -> None:
+    """WIN sold +1.20 before midnight and +2.52 after (its close the dust write-off); LOSE sold
+    +2.00 before and -0.50 after; DOGE traded within the day for +1.00."""
+    def upd(at: int, symbol: str, action: str, pnl: float, total: float, reason: str) -> tuple[int, str, str, dict[str, Any]]:
+        extra = {"reason": reason, "position_trace_id": symbol[:4].lower(), "total_realised_pnl": total}
+        return (at, "position_update", symbol, pos(action, 0 if action == "close" else 10, 1.0, pnl, **extra))
+
+    rows = [
+        upd(D0 - 30 * 60_000, "WIN/USDT", "open", 0.0, 0.0, "entry"),
+        upd(D0 - 30 * 60_000, "LOSE/USDT", "open", 0.0, 0.0, "entry"),
+        upd(D0 - 20 * 60_000, "WIN/USDT", "partial_close", 1.20, 1.20, "take_profit"),
+        upd(D0 - 10 * 60_000, "LOSE/USDT", "partial_close", 2.00, 2.00, "take_profit"),
+        upd(D0 + 60_000, "WIN/USDT", "partial_close", 2.52, 3.72, "take_profit"),
+        upd(D0 + 60_000, "WIN/USDT", "close", 0.0, 3.72, "dust"),
+        upd(D0 + 5 * 60_000, "LOSE/USDT", "close", -0.50, 1.50, "stop"),
+        upd(D0 + H, "DOGE/USDT", "open", 0.0, 0.0, "entry"),
+        upd(D0 + 2 * H, "DOGE/USDT", "close", 1.00, 1.00, "take_profit"),
+    ]
+
+    async def write() -> None:
+        async with Journal.open(path) as j:
+            for ts, kind, symbol, payload in rows:
+                j.emit(kind, ts_ms=ts, payload=payload, symbol=symbol)
+
+    asyncio.run(write())
+
+
+def test_a_position_sold_across_midnight_counts_the_days_share(tmp_path: Path) -> None:
+    """Audit: WIN, sold +1.20 before midnight and +2.52 after, was the closing day's best at
+    +3.72 while the day's PnL had +2.52 of it: the +1.20 counted on both days, and LOSE (-0.50
+    that day, +1.50 in all) counted as a win. Best, worst and wins go by the day's share, with
+    the position's total beside it, in the text, the terminal and --json."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    _sold_across_midnight(path)
+    r = load_report(path, DAY, clusters=CLUSTERS)
+    assert (r.trades, r.wins, r.realised_pnl) == (3, 2, pytest.approx(3.02))
+    assert r.best is not None and (r.best.symbol, r.best.pnl, r.best.total_pnl, r.best.reason) == (
+        "WIN/USDT", pytest.approx(2.52), 3.72, "take_profit"
+    )
+    assert r.worst is not None and (r.worst.symbol, r.worst.pnl, r.worst.total_pnl) == ("LOSE/USDT", -0.50, 1.50)
+    lines = render_text(r).splitlines()
+    assert lines[1] == "PnL +3.02 (fees 0.00) · 3 trade(s) · win rate 67% (2/3)"
+    assert lines[2] == "best WIN/USDT +2.52 today, +3.72 in all · worst LOSE/USDT -0.50 today, +1.50 in all"
+    doge = build_report(DAY, [ev for ev in load_events(path) if ev.symbol == "DOGE/USDT"])
+    assert render_text(doge).splitlines()[2] == "best DOGE/USDT +1.00 · worst DOGE/USDT +1.00"  # no total where it is the same
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["report", "-d", "2026-11-24", "-j", str(path)], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "WIN/USDT +2.52 today, +3.72 in all" in shown.output and "67% (2/3)" in shown.output
+    doc = orjson.loads(runner.invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--json"]).output)
+    assert (doc["wins"], doc["best"]["symbol"], doc["best"]["pnl"], doc["best"]["total_pnl"]) == (2, "WIN/USDT", pytest.approx(2.52), 3.72)
+    assert (doc["worst"]["pnl"], doc["worst"]["total_pnl"]) == (-0.50, 1.50)
+
+
+def load_events(path: Path) -> list[JournalEvent]:
+    from engine.journal.reader import JournalReader
+
+    with JournalReader(path) as reader:
+        return list(reader.events(since_ms=D0, until_ms=D1))
+
+
 @pytest.fixture
 def root_logging() -> Iterator[None]:
     """`report --send` logs its deliveries (configure_logging rewires the root logger): put

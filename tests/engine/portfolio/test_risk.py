@@ -70,6 +70,20 @@ def test_consecutive_loss_guard(pnls: list[float], cooled: bool) -> None:
         assert {c["name"]: c["passed"] for c in risk.entry_checks(end + settings.loss_cooldown_ms)}["loss_cooldown"]
 
 
+def test_the_loss_cooldown_says_its_end_in_utc_and_keeps_the_number() -> None:
+    """The detail is what the owner's alert and the events panel show: it said "until
+    1618621860000 (epoch ms)". The end reads in UTC with the cool-down's length; the payload
+    keeps `until_ms` for a restart's `RiskDay`."""
+    risk = RiskManager(RiskSettings())
+    now = 1_618_618_260_000  # 2021-04-17 00:11:00 UTC
+    fired = [e for pnl in (-1, -1, -1) for e in risk.record_trade(pnl, now)]
+    assert fired[0].detail == "3 losing trades in a row; no new entries until 2021-04-17 01:11:00 UTC (in 1h00)"
+    assert fired[0].payload()["until_ms"] == 1_618_621_860_000
+    day = RiskDay()
+    day.see_event(now, fired[0].payload())
+    assert day.cooldown_until_ms == 1_618_621_860_000
+
+
 @pytest.mark.parametrize(
     "levels",
     [(0.02, 0.01, 0.05, 0.08), (0.01, 0.01, 0.01, 0.01), (0.015, 0.03, 0.03, 0.08), (0.0, 0.03, 0.05, 0.08)],
