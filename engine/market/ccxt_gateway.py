@@ -15,19 +15,22 @@ clock is off) is answered by re-learning the exchange's clock once (GET /api/v3/
 `load_time_difference` does) and sending the same call again: same parameters, so an order
 keeps its client order id, and nothing was placed the first time (the check runs before
 matching). ccxt signs with its wall clock minus `options['timeDifference']`; the offset is
-measured against the gateway's clock, which is the wall clock on Binance (so this is exactly
-ccxt's `load_time_difference`, with the round trip's midpoint) and the exchange's paced clock
-on the simulated exchange, whose `/api/v3/time` is paced too (a shift of its clock then reads
-as the same shift). Every stream instance made afterwards signs with the same offset. If the
-resent call is refused again, the offset is put back (a measurement that did not help is not
-trusted) and `ClockSkewError` says how far off the clock is and to sync it; the REST health
-then carries a `clock_skew` fault until that call works.
+measured against that wall clock (`milliseconds()`, so this is exactly ccxt's
+`load_time_difference`, with the round trip's midpoint), on Binance and on the simulated
+exchange at x1 alike, never against the gateway's clock: on the simulated exchange that clock
+was read from the exchange's time, skew included, so a skew present at start measured 0.
+Only a paced simulated exchange, whose time no wall clock matches, is measured against its
+first reading extrapolated (`exchange_clock.signing_reference`). Every stream instance made
+afterwards signs with the same offset. If the resent call is refused again, the offset is put
+back (a measurement that did not help is not trusted) and `ClockSkewError` says how far off
+the clock is and to sync it; the REST health then carries a `clock_skew` fault until that call
+works.
 
 **An exchange clock that went back** (a simulated exchange restarted mid-run, see
 `engine.market.exchange_clock`): the gateway's clock then shows the exchange's times
 `shift_ms` later, so every time the exchange reports (ticker event times, candle opens, order
 and fill times) has it added, every `since` sent has it taken off, and the skew measurement
-counts it in; on Binance it is always 0.
+leaves it out (signing knows only the exchange's own times); on Binance it is always 0.
 
 Orders are sent with the intent's client order id (`newClientOrderId`), quantity floored to
 stepSize and price rounded to tickSize, as exact decimal strings. Binance only rejects a
@@ -91,7 +94,7 @@ from engine.market.ccxt_stream import (
     watch_all_tickers,
 )
 from engine.market.errors import CLOCK_SKEW_CODE
-from engine.market.exchange_clock import exchange_shift_ms
+from engine.market.exchange_clock import exchange_shift_ms, signing_reference
 from engine.market.fast_tickers import FastTickerConnection
 from engine.market.gateway import (
     BALANCE_STREAM,
@@ -204,12 +207,14 @@ class CcxtGateway(Gateway):
         )
 
     async def _resync_clock(self) -> int:
-        """Measure the exchange's clock minus ours (GET /api/v3/time, at the round trip's midpoint)
-        and sign with it from now on; the offset in ms."""
-        sent = self._clock.now_ms()
-        server_ms = await self._guard.call("fetch_time", lambda: self._rest_client.fetch_time())
-        back = self._clock.now_ms()
-        skew_ms = exchange_shift_ms(self._clock) + int(server_ms) - (sent + back) // 2
+        """Measure the exchange's clock minus the one ccxt signs with (GET /api/v3/time, at the
+        round trip's midpoint; module doc) and sign with it from now on; the offset in ms."""
+        client = self._rest_client
+        ours = signing_reference(self._clock, lambda: int(client.milliseconds()))
+        sent = ours()
+        server_ms = await self._guard.call("fetch_time", lambda: client.fetch_time())
+        back = ours()
+        skew_ms = int(server_ms) - (sent + back) // 2
         self._guard.health.clock_offset_ms = skew_ms
         self._set_time_difference(-skew_ms)
         return skew_ms

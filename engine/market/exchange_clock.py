@@ -27,6 +27,10 @@ rate-limit silences, stream health and the candle cache are judged by) only move
   engine's clock steps forward by less than a day, once, at the restart.
 
 Binance never needs any of this: `SystemClock` is its time.
+
+**Signing.** ccxt stamps signed requests with the wall clock (less `timeDifference`), and an
+exchange judges them on its own clock; `signing_reference` says what to read the exchange's
+time against to learn the offset (`engine.market.ccxt_gateway`'s resync).
 """
 
 from __future__ import annotations
@@ -72,10 +76,18 @@ class ExchangeClock:
         self._origin = exchange_ms
         self._monotonic = monotonic
         self._t0 = monotonic()
+        self._first = (exchange_ms, self._t0)  # the reading this clock was built from (`as_first_read_ms`)
         self._fetch_time = fetch_time
 
     def now_ms(self) -> int:
         return self._origin + self.shift_ms + int((self._monotonic() - self._t0) * 1000.0 * self.pace)
+
+    def as_first_read_ms(self) -> int:
+        """The exchange's time now, in its ms, as the first reading extrapolates it at `pace`:
+        whatever `reanchor` did since (forward steps, `shift_ms`), what its time would read had
+        its clock not moved against ours since this clock was built."""
+        exchange_ms, t0 = self._first
+        return exchange_ms + int((self._monotonic() - t0) * 1000.0 * self.pace)
 
     def from_exchange(self, exchange_ms: int) -> int:
         """A time the exchange reported, on this clock."""
@@ -125,6 +137,27 @@ class ExchangeClock:
         half_ms = int((back - sent) / 2 * 1000.0 * self.pace)
         self.resyncs += 1
         return self.reanchor(server_ms + half_ms, uncertainty_ms=half_ms)
+
+
+def signing_reference(clock: Clock, wall_ms: Callable[[], int]) -> Callable[[], int]:
+    """What to read the exchange's time (`GET /api/v3/time`) against to learn how far ahead of
+    the timestamps we sign with (`wall_ms`, the clock ccxt stamps requests with) its recvWindow
+    check runs: the exchange's clock minus that reference is the offset to sign with.
+
+    - An exchange whose time is the wall's: Binance (`SystemClock`), and the simulated exchange
+      at x1, whose clock is the wall's (`hotcoin sim-exchange` starts it at the wall's time):
+      `wall_ms`. Never the exchange-anchored clock, even where it keeps the exchange's time
+      (at x1): that clock was read from the exchange's time, skew included, so against it a
+      skew present at start read as 0 and ccxt went on signing with the wall clock, refused.
+    - A paced simulated exchange (x300): its time is simulated, no wall clock's, while it judges
+      signed requests on the wall clock plus its skew; all its time can tell is how far its
+      clock moved against ours since we first read it, so the reference is that first reading
+      extrapolated (`ExchangeClock.as_first_read_ms`). A skew it had before that reading cannot
+      be told from its simulated time (`hotcoin doctor` skips its clock check alike).
+    """
+    if isinstance(clock, ExchangeClock) and clock.pace != 1.0:
+        return clock.as_first_read_ms
+    return wall_ms
 
 
 def exchange_shift_ms(clock: Clock) -> int:

@@ -37,7 +37,7 @@ from engine.runtime.session import notice_log, order_durability, server_time_ms
 from engine.runtime.snapshot import Mode
 from engine.sim.market import SimMarket
 from engine.sim.matching import Account
-from engine.sim.server import SimExchangeServer
+from engine.sim.server import FaultPlan, SimExchangeServer
 from tests.kit.engine import PUMP_SYMBOL_INDEX, START_MS, plain_alts, quiet_config, script_pump
 from tests.kit.sim_exchange import API_KEY, SECRET, running_sim_exchange
 from tests.kit.waiting import eventually
@@ -91,22 +91,28 @@ async def exchange_rig(
     idle_s: float = 0.2,
     exchange_fee_rate: Decimal = Decimal("0.001"),
     start_ms: int = START_MS,
+    faults: FaultPlan | None = None,
 ) -> AsyncIterator[ExchangeRig]:
     """`pump_after_ms=None`: no pump (fault tests that only need a running engine).
     `exchange_fee_rate`: the sim's commission (charged in the asset received, as Binance does).
-    `start_ms`: where the sim's market and clock start. The gateway's clock re-reads the sim's
-    `/api/v3/time` when the feed asks, as `hotcoin run`'s does."""
+    `start_ms`: where the sim's market and clock start. `faults`: the sim's from its start,
+    before the engine reads its clock. The gateway's clock is read from the sim's
+    `/api/v3/time`, and re-read there when the feed asks, as `hotcoin run`'s is."""
     config = config or exchange_config()
     market = SimMarket(config.sim, start_ms)
     symbol = None if pump_after_ms is None else plain_alts(market)[PUMP_SYMBOL_INDEX]
     async with running_sim_exchange(
-        market, speed=speed, push_interval_s=0.05, tick_s=0.02, fee_rate=exchange_fee_rate
+        market, speed=speed, push_interval_s=0.05, tick_s=0.02, fee_rate=exchange_fee_rate, faults=faults
     ) as server:
         section = config.exchange.model_copy(
             update={"endpoint": server.base_url, "api_key": SecretStr(API_KEY), "api_secret": SecretStr(SECRET)}
         )
         base_url = server.base_url  # a sim restarted on the same port is read there too
-        clock = ExchangeClock(server.venue.clock.now_ms(), speed, fetch_time=lambda: server_time_ms(base_url, 10_000))
+
+        async def read_time() -> int:
+            return await server_time_ms(base_url, 10_000)
+
+        clock = ExchangeClock(await read_time(), speed, fetch_time=read_time)
         # The gateway's notices logged as `hotcoin run` logs them (one line per outage and stream).
         gateway = CcxtGateway(section, clock=clock, notify=notice_log())
         feed = GatewayFeed(gateway, clock=clock, idle_s=idle_s)

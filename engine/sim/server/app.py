@@ -71,8 +71,9 @@ class SimExchangeServer:
     ) -> None:
         if push_interval_s <= 0 or tick_s <= 0:
             raise ValueError("push_interval_s and tick_s must be positive seconds")
-        self.venue = SimVenue(source, SimClock(source.now_ms, speed), start_balance=start_balance, fee_rate=fee_rate)
         self.faults = FaultController(faults, seed=seed)
+        clock = SimClock(source.now_ms, speed, skew_ms=lambda: self.faults.plan.clock_skew_ms)  # one exchange clock
+        self.venue = SimVenue(source, clock, start_balance=start_balance, fee_rate=fee_rate)
         self.streams = MarketStreams(self.faults, self.venue.resolve_lower)
         self.user_api = UserDataApi(self.faults, wall_ms, self.venue.clock.now_ms)
         self.rest = RestApi(self.venue, self.publish_user_events, self._hold_back, faults=self.faults)

@@ -13,8 +13,8 @@ read the plan on every frame, so a change takes effect immediately.
            lost the same ways and the exchange executes the order `late_order_s` after it
            arrived (Binance's backend queue), whatever the client did meanwhile
     KEY    key_cannot_trade: orders and cancels refused with -2015 (HTTP 401) while reads work
-    CLOCK  clock_skew_ms: the exchange's clock (its time and its recvWindow check) runs ahead of
-           or behind the client's
+    CLOCK  clock_skew_ms: the exchange's clock (its time, every time it stamps and its
+           recvWindow check) runs ahead of or behind the client's
     WS     latency_ms, drop every N s (close 1001, or an abrupt TCP abort), duplicated and
            out-of-order messages, half-open (silent and deaf to pings), NaN / malformed
            ticker fields
@@ -89,9 +89,10 @@ class FaultPlan(BaseModel):
     )
     clock_skew_ms: int = Field(
         0, ge=-86_400_000, le=86_400_000, description="The exchange's clock runs this far ahead of the "
-        "client's (negative: behind): /api/v3/time (and the WS-API time) answer with it and signed "
-        "requests' timestamps are judged against it (-1021 outside recvWindow), as on an exchange "
-        "whose clock is not ours."
+        "client's (negative: behind): /api/v3/time (and the WS-API time) answer with it, market data, "
+        "orders and trades are stamped on it, and signed requests' timestamps are judged against it "
+        "(-1021 outside recvWindow), as on an exchange whose clock is not ours. Set mid-run, the "
+        "market steps ahead with it (or waits for it, when set back)."
     )
 
 

@@ -2,10 +2,11 @@
 
 Signed endpoints need the `X-MBX-APIKEY` header (any key is an account), a `timestamp`
 inside `recvWindow` (judged on the wall clock shifted by the `clock_skew_ms` fault, which
-shifts `/api/v3/time` alike) and a `signature`; with the `key_cannot_trade` fault, orders and
-cancels are refused (-2015) as for a key without trading permission (present, not verified: the
-sim holds no secrets). A cancel is answered as Binance answers it, under its own client id
-(`newClientOrderId`, else a made-up one) with the order's in `origClientOrderId`.
+shifts the sim's clock alike: `/api/v3/time` and every time the exchange stamps) and a
+`signature`; with the `key_cannot_trade` fault, orders and cancels are refused (-2015) as for
+a key without trading permission (present, not verified: the sim holds no secrets). A cancel
+is answered as Binance answers it, under its own client id (`newClientOrderId`, else a made-up
+one) with the order's in `origClientOrderId`.
 POST parameters arrive form-encoded in the body, GET and DELETE ones in the query, as
 ccxt sends them. Refusals are `BinanceError`s, turned into Binance's
 `{"code": ..., "msg": ...}` bodies by the server's error middleware.
@@ -128,7 +129,7 @@ class RestApi:
         return json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return json_response({"serverTime": self._venue.clock.now_ms() + self._skew_ms()})
+        return json_response({"serverTime": self._venue.clock.now_ms()})  # the skew included (`SimClock`)
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         ids = self._symbols_param(request.query)

@@ -9,6 +9,13 @@ Two clocks, on purpose: market data, orders and trades carry *sim* time, while t
 freshness check of signed requests (recvWindow) uses the *wall* clock, because ccxt stamps
 requests with its own wall clock. At speed 1 the two agree; at higher speeds a client that
 syncs to `/api/v3/time` (ccxt's `adjustForTimeDifference`) would fail recvWindow.
+
+The `clock_skew_ms` fault moves both alike: it is the exchange's clock that is off from ours,
+and on Binance its time, the event times it stamps and its recvWindow check are one clock. So
+`SimClock` carries the skew (`/api/v3/time`, the market it advances, every event, order and
+trade time) and the REST and WS-API checks add it to the wall. Skewing only the time and the check
+had a client that read the time at start (the engine's clock) find every event time the skew
+behind its clock: market data that looked stale for good.
 """
 
 from __future__ import annotations
@@ -61,18 +68,29 @@ class MarketSource(Protocol):
 
 
 class SimClock:
-    """Sim time from wall time: `start_ms + elapsed_wall x speed`."""
+    """Sim time from wall time: `start_ms + elapsed_wall x speed`, plus `skew_ms()` (the
+    `clock_skew_ms` fault: the exchange's clock off from ours, module docstring). A skew set
+    mid-run moves the clock at once: ahead, the market catches up in one step; back, it waits
+    for the clock (a market never runs backwards)."""
 
-    def __init__(self, start_ms: int, speed: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        start_ms: int,
+        speed: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        *,
+        skew_ms: Callable[[], int] = lambda: 0,
+    ) -> None:
         if not 1 <= speed <= 1000:
             raise ValueError(f"speed must be between 1 and 1000 (sim seconds per wall second), got {speed}")
         self.start_ms = start_ms
         self.speed = speed
         self._monotonic = monotonic
         self._t0 = monotonic()
+        self._skew_ms = skew_ms
 
     def now_ms(self) -> int:
-        return self.start_ms + int((self._monotonic() - self._t0) * 1000.0 * self.speed)
+        return self.start_ms + int((self._monotonic() - self._t0) * 1000.0 * self.speed) + self._skew_ms()
 
 
 def wall_ms() -> int:

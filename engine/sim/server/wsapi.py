@@ -97,7 +97,7 @@ class UserDataApi:
             if method == "ping":
                 return {"id": req_id, "status": 200, "result": {}}
             if method == "time":
-                server_ms = self._sim_ms() + self._faults.plan.clock_skew_ms
+                server_ms = self._sim_ms()  # the skew included (`SimClock`)
                 return {"id": req_id, "status": 200, "result": {"serverTime": server_ms}}
             raise BinanceError(-1020, f"This operation is not supported: unknown method {method!r}.")
         except BinanceError as exc:

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.market.exchange_clock import DAY_MS, REWIND_MIN_MS, ExchangeClock, exchange_shift_ms
+from engine.market.exchange_clock import (
+    DAY_MS,
+    REWIND_MIN_MS,
+    ExchangeClock,
+    exchange_shift_ms,
+    signing_reference,
+)
 from engine.market.fake import FakeGateway, ManualClock
 from engine.market.gateway import StreamHealth
 from engine.runtime.gateway_feed import GatewayFeed
@@ -128,3 +134,22 @@ def test_a_clock_goes_on_after_a_journal_that_reached_further_in_whole_days() ->
     assert clock.continue_after(T0 + DAY_MS + 5_000) == 2 * DAY_MS
     assert clock.now_ms() == T0 + 2 * DAY_MS > T0 + DAY_MS + 5_000
     assert clock.from_exchange(T0 + 60_000) == T0 + 2 * DAY_MS + 60_000
+
+
+def test_signatures_are_measured_against_the_wall_unless_the_exchange_is_paced() -> None:
+    """ccxt signs with the wall clock. An exchange whose time is the wall's (Binance, the sim at
+    x1) is measured against the wall, never against a clock read from the exchange's own time,
+    which carries any skew it had at start. A paced one's time is simulated: it is measured
+    against its first reading extrapolated, whatever the clock did since."""
+
+    def wall_ms() -> int:
+        return 1_000
+
+    wall = Wall()
+    assert signing_reference(ManualClock(T0), wall_ms) is wall_ms
+    assert signing_reference(ExchangeClock(T0 + 120_000, 1.0, wall), wall_ms) is wall_ms
+    paced = ExchangeClock(T0, PACE, wall)
+    wall.s += 2
+    paced.reanchor(T0 + 3_600_000)  # the feed followed the exchange's clock forward
+    assert paced.now_ms() == T0 + 3_600_000
+    assert signing_reference(paced, wall_ms)() == T0 + 600_000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, Exchang
 from engine.journal.reader import JournalReader
 from engine.market.errors import AUTH_FIX
 from engine.ops.http import health_document, health_status
-from engine.sim.server import FaultController
+from engine.sim.server import FaultController, FaultPlan
 from engine.sim.server.faults import LostReply
 from tests.kit.exchange_rig import ExchangeRig, exchange_config, exchange_rig
 from tests.kit.waiting import eventually
@@ -352,3 +353,45 @@ async def test_a_key_that_cannot_trade_blocks_with_what_to_fix_and_reads_go_on(t
     with JournalReader(rig.journal.path) as reader:
         refused = [e.payload for e in reader.events(kinds=["order_result"]) if e.payload.get("code") == "-2015"]
     assert refused and all(p["error_class"] == "non_retryable" and p["counted"] is False for p in refused)
+
+
+async def test_a_clock_skew_present_at_start_is_measured_and_the_engine_trades(tmp_path: Path) -> None:
+    """An exchange clock 120 s ahead of ours before the engine starts (`hotcoin run` against a
+    sim-exchange given `clock_skew_ms` first, as a box whose clock runs slow meets Binance). The
+    engine's clock is read from the exchange's time, skew included, as market time must be; the
+    first signed call is refused (-1021) and the resync measures the skew against the clock ccxt
+    signs with, the wall's. Measured against the exchange's own clock it read +1 ms, so every
+    signed call stayed refused and the engine blocked for good on `clock_skew` ("its clock reads
+    +1 ms from ours"); and the sim stamped its market data on a clock without the skew, so the
+    data looked 120 s stale too. The exchange at x1 keeps the wall's time, as
+    `hotcoin sim-exchange` does."""
+    skew_ms = 120_000
+    async with exchange_rig(
+        tmp_path / "journal.sqlite",
+        fault_config(request_timeout_ms=5_000),
+        speed=1.0,
+        pump_after_ms=None,
+        idle_s=0.1,
+        start_ms=time.time_ns() // 1_000_000,
+        faults=FaultPlan(clock_skew_ms=skew_ms),
+    ) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        try:
+            await eventually(lambda: task.done() or rig.gateway.health()["rest"].clock_offset_ms is not None, timeout=30)
+            assert not task.done(), task.exception()
+            await rig.gateway.fetch_balance()  # signed: accepted on the measured offset
+            await eventually(lambda: engine.stats.cycles > 10, timeout=30)
+            offset = rig.gateway.health()["rest"].clock_offset_ms
+            assert offset is not None and abs(offset - skew_ms) < 1_000
+            assert rig.gateway.health()["rest"].fault is None
+            now = rig.feed.now_ms()
+            age = rig.feed.data_age_s(now)
+            assert age is not None and age < 15, f"market data {age} s old on the exchange's clock"
+            assert engine.state.state is T, engine.state.reasons
+            assert not task.done(), task.exception()
+        finally:
+            engine.stop()
+            await asyncio.wait_for(task, 10)
+            await rig.journal.flush()
+    assert not [t for t in transitions(rig) if t[1] == "blocked"]

@@ -322,3 +322,23 @@ async def test_clock_skew_shifts_the_time_and_the_recv_window_check_alike(ex: An
         await ex.fetch_balance()
     ex.options["timeDifference"] = -8_000  # signing on the exchange's clock: accepted
     await ex.fetch_balance()
+
+
+async def test_clock_skew_is_one_exchange_clock_for_its_time_its_market_data_and_its_orders(
+    ex: Any, sim: SimExchangeServer
+) -> None:
+    """On Binance the server time, the event times it stamps and its recvWindow check are one
+    clock. The skew moved only the time and the check, so an engine that read the time at
+    start found every ticker and kline the skew behind its clock: stale for good. (At x60 a
+    few ms of wall time between the calls are seconds of the exchange's: 30 s of slack.)"""
+    before_ms = sim.venue.clock.now_ms()
+    sim.faults.update({"clock_skew_ms": 120_000})
+    await eventually(lambda: sim.venue.now_ms() > before_ms + 120_000)  # the market's next tick
+    ex.options["timeDifference"] = -120_000  # signing on the exchange's clock
+    server_ms = await ex.fetch_time()
+    ticker = await ex.fetch_ticker("DOGE/USDT")
+    assert abs(ticker["timestamp"] - server_ms) < 30_000
+    (bar,) = await ex.fetch_ohlcv("DOGE/USDT", "1m", limit=1)
+    assert server_ms - 90_000 < bar[0] <= server_ms + 30_000
+    order = await ex.create_order("DOGE/USDT", "market", "buy", 100)
+    assert abs(int(order["info"]["transactTime"]) - server_ms) < 30_000
