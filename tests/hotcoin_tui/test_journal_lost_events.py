@@ -194,7 +194,7 @@ def test_events_saved_by_a_failed_writer_are_named_and_exported(journal: tuple[P
     code, out, err = invoke("journal", "check", "-j", str(path), "--json")
     assert code == 1
     assert orjson.loads(out)[0]["unwritten"] == [
-        {"path": str(spill), "events": 2, "first_seq": 11, "last_seq": 12, "error": None, "taken_back": True, "journal_end": 10}
+        {"path": str(spill), "events": 2, "first_seq": 11, "last_seq": 12, "error": None, "taken_back": True, "journal_end": 10, "torn_line": None}
     ]
     assert f"2 event(s) (seq 11..12) are not yet in the journal (in {spill})" in err
     dest = tmp_path / "out.jsonl"
