@@ -70,6 +70,23 @@ def journal_lock(journal: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+def is_held(journal: Path) -> bool:
+    """Whether a writer (an engine, a backtest) holds `journal`'s lock now: tried with a shared
+    lock that is let go at once, so asking takes nothing from anyone. A lock file that is not
+    there, or cannot be opened, is held by no one."""
+    try:
+        fd = os.open(lock_path(journal), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _unwritable(path: Path, exc: OSError) -> JournalError:
     """The lock file could not be made or written: which file, why, and what to do about it."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

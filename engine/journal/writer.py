@@ -48,7 +48,11 @@ line that does not read is refused, with its line number.
 
 The journal is the file the path names when it opens: the path is resolved (symlinks
 followed), so its lock (`lock`), its archives and its spill files are that file's, whatever
-path named it.
+path named it. Before each batch the writer checks that the path still names that file
+(`os.stat` of the path against the device and inode it opened, one system call): a journal
+deleted (`rm j.sqlite*`) or replaced while the engine runs kept taking writes into a file no one
+could open again, every event after it lost without a word. It is a writer failure like a full
+disk: the batch and everything after go to the spill file, and the engine goes exits-only.
 
 Before SQLite opens the file, `open` checks the -wal (see `wal`): SQLite drops, without a word,
 every transaction after a damaged frame of it, and the first checkpoint then loses them for good.
@@ -236,6 +240,8 @@ class Journal:
         self.closing_busy_give_up_s = CLOSING_BUSY_GIVE_UP_S
         self._closing = False
         self._closed = False
+        # (st_dev, st_ino) of the file opened: the path must still name it (`_check_file`).
+        self.file_id: tuple[int, int] | None = None
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         # seq X -> the `checkpoint` payload of the journal's history through X, built from disk.
@@ -275,6 +281,7 @@ class Journal:
             except ArchiveWriteError as exc:  # the events are all still in the main file: open on
                 resumed, stuck = None, exc
             last = await _highest_seq(conn, path)
+            file_id = await asyncio.to_thread(_file_id, path)  # SQLite made the file; it holds it open from here on
         except sqlite3.Error as exc:
             await conn.close()
             if is_corrupt(exc):
@@ -285,6 +292,7 @@ class Journal:
             raise
         journal = cls(path, conn, settings, last, rotation_check_s, spill_dir, journal_id)
         journal.wal_damage = wal_damage
+        journal.file_id = file_id
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
             if stuck is not None:
@@ -499,6 +507,7 @@ class Journal:
         closing, `closing_busy_give_up_s`: `CLOSING_BUSY_GIVE_UP_S`), said
         in the log when it starts and when it ends; any other SQLite error, or a lock held past
         that, raises `JournalError`: the end of SQLite writes (`_run`)."""
+        self._check_file(batch.rows[0][0])
         started = time.monotonic()
         locked = False
         while True:
@@ -535,6 +544,30 @@ class Journal:
         self.stats.written += len(batch.rows)
         self.stats.batches += 1
         self._progress.set()
+
+    def _check_file(self, first: int) -> None:
+        """Raise `JournalError` when the journal's path no longer names the file this writer
+        opened: deleted, or replaced by another (SQLite would go on writing into the one it
+        holds open, which no reader, no restart and no backup can reach). One `stat`, before
+        each batch, so no batch goes into a deleted file unnoticed."""
+        if self.file_id is None:
+            return
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            now = "no longer exists"
+        except OSError as exc:
+            log.debug("journal %s: could not check the file is still there: %s", self.path, exc)
+            return
+        else:
+            if (found.st_dev, found.st_ino) == self.file_id:
+                return
+            now = "now names another file"
+        raise JournalError(
+            f"journal {self.path} was deleted or replaced while the engine ran (the path {now}): the events from "
+            f"seq {first} on cannot be written to it; if that was not meant, stop the engine and restore the journal "
+            "from a backup"
+        )
 
     async def _try_write(self, batch: _Batch) -> None:
         """One transaction of the batch's events and traces rows; rolled back on error, so a try
@@ -835,6 +868,12 @@ class Journal:
         if self._error is not None:
             self._spill()  # what was emitted after the failure (run_stop among it)
         self._raise_if_failed()
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    """The device and inode of the file at `path`: which file it is, whatever names it later."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
 def _real(path: Path) -> Path:

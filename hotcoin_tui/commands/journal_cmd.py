@@ -273,24 +273,10 @@ def _refuse_to_replace(out: Path, *, force: bool) -> Path | None:
 
 
 def _writer_lock_held(journal: Path) -> bool:
-    """Whether an engine (or a backtest) holds `journal`'s writer lock (`engine.journal.lock`),
-    tried with a shared lock that is let go at once."""
-    import fcntl
-    import os
+    """Whether an engine (or a backtest) holds `journal`'s writer lock (`engine.journal.lock`)."""
+    from engine.journal.lock import is_held
 
-    from engine.journal.lock import lock_path
-
-    try:
-        fd = os.open(lock_path(journal), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return is_held(journal)
 
 
 def _export_to_file(

@@ -216,3 +216,32 @@ def test_an_append_that_fails_midway_is_cut_back_to_where_it_began(tmp_path: Pat
     made = tmp_path / "j.0123456789ab.unwritten-5.jsonl"
     writer._append(made, line(5))
     assert made.stat().st_mode & 0o777 == 0o600  # the trading record stays private, as the journal is
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_journal_deleted_or_replaced_under_the_writer_is_a_journal_failure(tmp_path: Path, how: str) -> None:
+    """Audit: `rm j.sqlite*` while the engine ran went unnoticed; SQLite kept writing into the
+    unlinked file and everything after was lost. The writer notices before the next batch and
+    fails as on a full disk: the events go to the spill file, and the engine goes exits-only."""
+    path = tmp_path / "j.sqlite"
+    opened = Journal.open(path, settings())
+    j = await opened.__aenter__()
+    j.emit("fill", ts_ms=0, payload=FILL)
+    await j.flush()
+    for name in ("j.sqlite", "j.sqlite-wal", "j.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    if how == "replaced":
+        with sqlite3.connect(path) as other:  # e.g. a backup restored over it
+            other.execute("CREATE TABLE t (x)")
+    j.emit("fill", ts_ms=1, payload=FILL)
+    now = "no longer exists" if how == "deleted" else "now names another file"
+    with pytest.raises(JournalError, match=rf"journal {path} was deleted or replaced while the engine ran \(the path {now}\)"):
+        await j.flush()
+    spill = tmp_path / spill_name(path, j.journal_id, 2)
+    assert j.saving and j.failure is not None and "was deleted or replaced" in j.failure
+    assert [orjson.loads(text)["seq"] for text in spill.read_bytes().splitlines()] == [2]
+    j.emit("fill", ts_ms=2, payload=FILL)
+    await j.secure()  # an exit order's write-ahead: saved
+    with pytest.raises(JournalError, match="was deleted or replaced"):
+        await opened.__aexit__(None, None, None)
+    assert [orjson.loads(text)["seq"] for text in spill.read_bytes().splitlines()] == [2, 3]
