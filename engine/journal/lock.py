@@ -15,6 +15,11 @@ A lock file that cannot be made or written (read-only media, a full disk, a fold
 the user's) is a `JournalError` naming the file, the reason and the fix, one line from `hotcoin
 run`: the same disk would fail the journal a moment later, and a raw `OSError` traceback said
 neither which file nor what to do.
+
+The lock is named after the file the journal *is*, not the path it was given by
+(`Path.resolve`): a symlink to a running engine's journal (`--journal link.sqlite`) took
+`link.sqlite.lock`, free, and the second engine recovered the first one's positions and
+traded them until their seqs collided ("UNIQUE constraint failed: events.seq").
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from engine.errors import JournalError, JournalInUseError
 
 
 def lock_path(journal: Path) -> Path:
-    return journal.with_name(journal.name + ".lock")
+    """`<journal>.lock` beside the file the journal is: symlinks followed, `..` and relative
+    parts gone, so every path that names one journal names one lock."""
+    real = journal.expanduser().resolve()
+    return real.with_name(real.name + ".lock")
 
 
 @contextlib.contextmanager
@@ -46,8 +54,10 @@ def journal_lock(journal: Path) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            real = path.with_name(path.name.removesuffix(".lock"))
+            named = str(journal) if real == journal else f"{journal} (the file {real})"
             raise JournalInUseError(
-                f"journal {journal} is in use by another engine{_holder(fd)}; stop that engine first, "
+                f"journal {named} is in use by another engine{_holder(fd)}; stop that engine first, "
                 "or give this run its own journal (--journal PATH)"
             ) from None
         try:
@@ -58,6 +68,23 @@ def journal_lock(journal: Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)
+
+
+def is_held(journal: Path) -> bool:
+    """Whether a writer (an engine, a backtest) holds `journal`'s lock now: tried with a shared
+    lock that is let go at once, so asking takes nothing from anyone. A lock file that is not
+    there, or cannot be opened, is held by no one."""
+    try:
+        fd = os.open(lock_path(journal), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _unwritable(path: Path, exc: OSError) -> JournalError:

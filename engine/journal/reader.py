@@ -45,14 +45,18 @@ from engine.errors import (
 from engine.journal.events import JournalEvent, check_stored, unknown_version
 from engine.journal.files import (
     DELETED_KEY,
+    IDENTITY_KEY,
     ROTATION_KEY,
+    SPILL_DIR_KEY,
+    SPILL_ID_FIELD,
     Archive,
     PendingRotation,
     deleted_spans,
+    find_spills,
     is_blank,
     list_archives,
     pending_rotation,
-    spill_pattern,
+    read_spill,
 )
 from engine.journal.schema import (
     BUCKET_SHIFT,
@@ -130,6 +134,7 @@ class Unwritten:
     rows: tuple[RawRow, ...]
     journal_end: int = 0  # the highest seq the journal's files hold, or a rotation moved
     taken_back: bool = True
+    torn_line: int | None = None  # a last line a write cut short, left out (`files.SpillFile`)
 
     @property
     def first(self) -> int:
@@ -180,15 +185,19 @@ class JournalReader:
         down every question about the rest; a read that needs that archive's events (`events`
         over a time its events may fall in) still raises. Restart recovery keeps the default:
         it may not build on part of the history. `spill_dirs`: folders besides the journal's own
-        where a failed writer may have saved its unwritten events (the engine's data dir)."""
-        self.path = Path(path)
+        where a failed writer may have saved its unwritten events (the engine's data dir); the
+        one its writer was last given (`files.SPILL_DIR_KEY`) is searched too.
+
+        The journal is the file `path` names, symlinks followed (as the writer does): its
+        archives and spill files are named after that file, not after the link."""
+        given = Path(path)
         self.skip_damaged = skip_damaged
-        self.spill_dirs = [self.path.parent, *(d for d in spill_dirs if d != self.path.parent)]
         self.skipped: dict[Path, str] = {}  # archive -> why it was passed over (`skip_damaged`)
-        if self.path.is_dir():
-            raise JournalError(f"{self.path} is a directory; point --journal at the journal's SQLite file in it")
-        if not self.path.is_file():
-            raise JournalError(f"no journal at {self.path}")
+        if given.is_dir():
+            raise JournalError(f"{given} is a directory; point --journal at the journal's SQLite file in it")
+        if not given.is_file():
+            raise JournalError(f"no journal at {given}")
+        self.path = given.expanduser().resolve()
         if is_blank(self.path):
             raise JournalError(
                 f"journal {self.path}: the journal file is empty (no events yet); the engine writes its first "
@@ -201,8 +210,12 @@ class JournalReader:
         except JournalError:
             self._main.close()
             raise
+        recorded = self.meta(SPILL_DIR_KEY)
+        folders = [self.path.parent, *(Path(d).expanduser().resolve() for d in spill_dirs)]
+        self.spill_dirs = list(dict.fromkeys([*folders, *([Path(recorded)] if recorded else [])]))
         self._archive_conns: dict[Path, sqlite3.Connection | None] = {}
         self._unwritten: list[Unwritten] | None = None
+        self._spill_notes: list[str] = []
 
     def __enter__(self) -> JournalReader:
         return self
@@ -688,41 +701,51 @@ class JournalReader:
         return gaps
 
     def unwritten(self) -> list[Unwritten]:
-        """The events a failed writer saved to spill files (`writer`) that no journal file holds
-        yet, per file, in seq order; read once. They stay out of `events` (restart recovery
-        reads them when the writer takes them back); `export` includes them and the commands
-        name them (`notes`). Raises `JournalError` for a spill file that cannot be read."""
-        if self._unwritten is None and not any(f.is_file() for d in self.spill_dirs for f in d.glob(spill_pattern(self.path))):
-            self._unwritten = []
+        """The events a failed writer of this journal saved to spill files (`writer`, see
+        `files.find_spills`) that no journal file holds yet, per file, in seq order; read once.
+        They stay out of `events` (restart recovery reads them when the writer takes them back);
+        `export` includes them and the commands name them (`notes`), with what was left out of
+        them (`spill_notes`). Raises `JournalError` for a spill file that cannot be read."""
         if self._unwritten is None:
-            # The writer names, writes and takes them back; imported only when there are some (it
-            # loads aiosqlite and the config: a second more for every `replay`).
-            from engine.journal.writer import _read_spills, _spill_files
-
+            found = find_spills(self.path, self.meta(IDENTITY_KEY), self.spill_dirs)
+            spills = [read_spill(f, self.meta(IDENTITY_KEY)) for f in found.ours]
+            self._spill_notes = [
+                f"{f} holds events a failed writer saved without naming its journal (an older hotcoin), away from this "
+                f"journal: they may be another journal's, so the engine leaves them alone; if they are this journal's, "
+                f"move them beside it (into {self.path.parent})"
+                for f in found.unsure
+            ]
+            self._spill_notes += [spill.torn() for spill in spills if spill.torn_line is not None]
+            spills = [spill for spill in spills if spill.other_id is None]
             # Where the writer's `_highest_seq` says the journal ends: its next start takes back
             # only saved events that go on from there.
             top = max((a.last_seq for a in list_archives(self.path)), default=0)
             (newest,) = self._main.execute("SELECT MAX(seq) FROM events").fetchone()
             top = max(top, newest or 0, int(self.meta("rotated_through") or 0))
-            spills = _spill_files(self.path, self.spill_dirs)
-            events = {spill: _read_spills([spill]) for spill in spills}
-            saved = sorted({seq for found in events.values() for seq in found if seq > top})
+            saved = sorted({seq for spill in spills for seq in spill.events if seq > top})
             taken_back = saved == list(range(top + 1, top + 1 + len(saved)))
-            found = []
+            unwritten = []
             for spill in spills:
-                rows = tuple(_spilled_row(events[spill][seq]) for seq in sorted(events[spill]) if seq > top)
+                rows = tuple(_spilled_row(spill.events[seq]) for seq in sorted(spill.events) if seq > top)
                 if rows:
-                    found.append(Unwritten(spill, rows, top, taken_back))
-            self._unwritten = found
+                    unwritten.append(Unwritten(spill.path, rows, top, taken_back, spill.torn_line))
+            self._unwritten = unwritten
         return self._unwritten
+
+    def spill_notes(self) -> list[str]:
+        """What the spill files hold that `unwritten` leaves out, one line each: a last line a
+        write cut short, and files of an older hotcoin that may be another journal's."""
+        self.unwritten()
+        return self._spill_notes
 
     def notes(self) -> list[str]:
         """What an answer may lack, one line each, for a command to print beside it: archives
         passed over as damaged (`skip_damaged`), and events a failed writer saved that no
-        journal file holds yet (`unwritten`)."""
+        journal file holds yet (`unwritten`, `spill_notes`)."""
         found = [f"{damaged_file_message(p, why)}; passed over it ({_archive_span(p)})" for p, why in self.skipped.items()]
         try:
             found += [u.describe() for u in self.unwritten()]
+            found += self.spill_notes()
         except JournalError as exc:
             found.append(str(exc))
         return found
@@ -783,13 +806,16 @@ class JournalReader:
                 unwritten = self.unwritten()
             except JournalError as exc:
                 report[0]["unwritten"] = [
-                    {"path": None, "events": None, "first_seq": None, "last_seq": None, "error": str(exc), "taken_back": None, "journal_end": None}
+                    {
+                        "path": None, "events": None, "first_seq": None, "last_seq": None, "error": str(exc), "taken_back": None,
+                        "journal_end": None, "torn_line": None,
+                    }
                 ]
             else:
                 report[0]["unwritten"] = [
                     {
                         "path": str(u.path), "events": len(u.rows), "first_seq": u.first, "last_seq": u.last, "error": None,
-                        "taken_back": u.taken_back, "journal_end": u.journal_end,
+                        "taken_back": u.taken_back, "journal_end": u.journal_end, "torn_line": u.torn_line,
                     }
                     for u in unwritten
                 ]  # fmt: skip
@@ -1111,23 +1137,24 @@ def _event(row: RawRow, payload: dict[str, Any]) -> JournalEvent:
     return JournalEvent(seq=seq, ts_ms=ts, kind=kind, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause, v=v)
 
 
-def json_line(row: RawRow) -> bytes:
+def json_line(row: RawRow, *, journal_id: str | None = None) -> bytes:
     """One event as a JSON line (payload inlined as an object): `export` writes these, and a
-    failed writer saves its unwritten events in the same shape."""
+    failed writer saves its unwritten events in the same shape, with `journal_id`, the identity
+    of the journal they belong to (`files.SPILL_ID_FIELD`)."""
     seq, ts, trace_id, cause, kind, symbol, payload, v = row
-    return orjson.dumps(
-        {
-            "seq": seq,
-            "ts_ms": ts,
-            "trace_id": trace_id,
-            "cause": cause,
-            "kind": kind,
-            "symbol": symbol,
-            "payload": orjson.Fragment(payload),
-            "v": v,
-        },
-        option=orjson.OPT_APPEND_NEWLINE,
-    )
+    line: dict[str, Any] = {
+        "seq": seq,
+        "ts_ms": ts,
+        "trace_id": trace_id,
+        "cause": cause,
+        "kind": kind,
+        "symbol": symbol,
+        "payload": orjson.Fragment(payload),
+        "v": v,
+    }
+    if journal_id is not None:
+        line[SPILL_ID_FIELD] = journal_id
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _spilled_row(event: dict[str, Any]) -> tuple[Any, ...]:

@@ -29,9 +29,11 @@ holds the engine as on a slow disk; nothing is lost and nothing fails. Any other
 (disk full, a damaged file, a rotation the main file refuses), or a lock held past that, ends
 the writes to SQLite for good; it is raised as `JournalError` by the next `flush` and by close, never
 swallowed. Its unwritten events are not lost with it: they are appended, as JSON lines (the
-`journal export` shape), to `<stem>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when
-that fails too (the journal's disk is full): at once, and from then on batch by batch as they
-seal, in seq order, until close. While that works (`saving`), `failure` says what failed and
+`journal export` shape, each with the journal's identity: see `files`), to
+`<stem>.<id>.unwritten-<seq>.jsonl` beside the journal, or in `spill_dir` when that fails too (the
+journal's disk is full): at once, and from then on batch by batch as they seal, in seq order,
+until close. An append that fails midway is cut back to where it began, so a later one that
+succeeds does not leave half a line inside the file. While that works (`saving`), `failure` says what failed and
 where the events go, `wait_writable` keeps its back-pressure against the spill file and
 `secure` is the write-ahead an exchange order waits for: the engine goes on closing its
 positions with every step on disk (exits-only) instead of leaving them unwatched. Once saving
@@ -39,7 +41,18 @@ fails too, `wait_writable` and `secure` raise as well: nothing could be recorded
 `open` takes the saved events back before anything else is written (or read for recovery: the
 fill that opened a position may be among them), with their own seqs, and renames the files
 `*.restored`; a file that does not continue the journal where it ends is refused by name
-rather than guessed at.
+rather than guessed at. Only this journal's files are taken back (`files.find_spills`): another
+journal's in a shared data dir are not its to take, nor to refuse a start over. A last line a
+write cut short (the engine killed mid-append) is left out with a warning naming it; any other
+line that does not read is refused, with its line number.
+
+The journal is the file the path names when it opens: the path is resolved (symlinks
+followed), so its lock (`lock`), its archives and its spill files are that file's, whatever
+path named it. Before each batch the writer checks that the path still names that file
+(`os.stat` of the path against the device and inode it opened, one system call): a journal
+deleted (`rm j.sqlite*`) or replaced while the engine runs kept taking writes into a file no one
+could open again, every event after it lost without a word. It is a writer failure like a full
+disk: the batch and everything after go to the spill file, and the engine goes exits-only.
 
 Before SQLite opens the file, `open` checks the -wal (see `wal`): SQLite drops, without a word,
 every transaction after a damaged frame of it, and the first checkpoint then loses them for good.
@@ -67,6 +80,7 @@ import asyncio
 import itertools
 import logging
 import os
+import secrets
 import sqlite3
 import time
 from collections import Counter, deque
@@ -91,7 +105,16 @@ from engine.errors import (
 from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation, wal
 from engine.journal.events import validate_event
-from engine.journal.files import PendingRotation, list_archives, spill_pattern
+from engine.journal.files import (
+    IDENTITY_KEY,
+    SPILL_DIR_KEY,
+    PendingRotation,
+    SpillFile,
+    find_spills,
+    list_archives,
+    read_spill,
+    spill_name,
+)
 from engine.journal.reader import damaged_file_message, json_line
 from engine.journal.schema import (
     DDL,
@@ -183,8 +206,10 @@ class Journal:
         last_seq: int,
         rotation_check_s: float,
         spill_dir: Path | None = None,
+        journal_id: str = "",
     ) -> None:
         self.path = path
+        self.journal_id = journal_id  # `files.IDENTITY_KEY`: ties the spill files to this journal
         self.settings = settings
         # Where a failed writer saves its unwritten events: beside the journal, else `spill_dir`.
         self.spill_dirs = [path.parent] + ([spill_dir] if spill_dir is not None and spill_dir != path.parent else [])
@@ -215,6 +240,8 @@ class Journal:
         self.closing_busy_give_up_s = CLOSING_BUSY_GIVE_UP_S
         self._closing = False
         self._closed = False
+        # (st_dev, st_ino) of the file opened: the path must still name it (`_check_file`).
+        self.file_id: tuple[int, int] | None = None
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         # seq X -> the `checkpoint` payload of the journal's history through X, built from disk.
@@ -237,7 +264,8 @@ class Journal:
         """Open (creating if needed) the journal at `path`; closing flushes everything.
         `spill_dir`: where unwritten events go if the writer fails and the journal's own
         folder cannot take them either."""
-        path = Path(path)
+        path = await asyncio.to_thread(_real, Path(path))  # the file, not the link or the words that named it
+        spill_dir = None if spill_dir is None else await asyncio.to_thread(_real, spill_dir)
         settings = settings or JournalSection()
         wal_damage = await asyncio.to_thread(_keep_damaged_wal, path)  # before SQLite reads the -wal, or checkpoints it
         conn = await _connect(path)
@@ -245,6 +273,7 @@ class Journal:
             for stmt in (*PRAGMAS, *DDL):
                 await conn.execute(stmt)
             await _claim_schema_version(conn, path)
+            journal_id = await _claim_identity(conn, spill_dir)
             await conn.commit()
             stuck: ArchiveWriteError | None = None
             try:
@@ -252,6 +281,7 @@ class Journal:
             except ArchiveWriteError as exc:  # the events are all still in the main file: open on
                 resumed, stuck = None, exc
             last = await _highest_seq(conn, path)
+            file_id = await asyncio.to_thread(_file_id, path)  # SQLite made the file; it holds it open from here on
         except sqlite3.Error as exc:
             await conn.close()
             if is_corrupt(exc):
@@ -260,8 +290,9 @@ class Journal:
         except BaseException:
             await conn.close()
             raise
-        journal = cls(path, conn, settings, last, rotation_check_s, spill_dir)
+        journal = cls(path, conn, settings, last, rotation_check_s, spill_dir, journal_id)
         journal.wal_damage = wal_damage
+        journal.file_id = file_id
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
             if stuck is not None:
@@ -476,6 +507,7 @@ class Journal:
         closing, `closing_busy_give_up_s`: `CLOSING_BUSY_GIVE_UP_S`), said
         in the log when it starts and when it ends; any other SQLite error, or a lock held past
         that, raises `JournalError`: the end of SQLite writes (`_run`)."""
+        self._check_file(batch.rows[0][0])
         started = time.monotonic()
         locked = False
         while True:
@@ -512,6 +544,30 @@ class Journal:
         self.stats.written += len(batch.rows)
         self.stats.batches += 1
         self._progress.set()
+
+    def _check_file(self, first: int) -> None:
+        """Raise `JournalError` when the journal's path no longer names the file this writer
+        opened: deleted, or replaced by another (SQLite would go on writing into the one it
+        holds open, which no reader, no restart and no backup can reach). One `stat`, before
+        each batch, so no batch goes into a deleted file unnoticed."""
+        if self.file_id is None:
+            return
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            now = "no longer exists"
+        except OSError as exc:
+            log.debug("journal %s: could not check the file is still there: %s", self.path, exc)
+            return
+        else:
+            if (found.st_dev, found.st_ino) == self.file_id:
+                return
+            now = "now names another file"
+        raise JournalError(
+            f"journal {self.path} was deleted or replaced while the engine ran (the path {now}): the events from "
+            f"seq {first} on cannot be written to it; if that was not meant, stop the engine and restore the journal "
+            "from a backup"
+        )
 
     async def _try_write(self, batch: _Batch) -> None:
         """One transaction of the batch's events and traces rows; rolled back on error, so a try
@@ -731,13 +787,12 @@ class Journal:
         rows = [row for batch in (*self._sealed, self._batch) for row in batch.rows if row[0] > self._spilled_seq]
         if not rows:
             return
-        name = f"{self.path.stem}.unwritten-{self.last_flushed_seq + 1}.jsonl"
+        name = spill_name(self.path, self.journal_id, self.last_flushed_seq + 1)
         targets = [*self.spill_paths, *(d / name for d in self.spill_dirs)]
-        data = b"".join(json_line(row) for row in rows)
+        data = b"".join(json_line(row, journal_id=self.journal_id) for row in rows)
         for target in dict.fromkeys(targets):
             try:
-                with target.open("ab") as fh:
-                    fh.write(data)
+                _append(target, data)
             except OSError as exc:
                 error = f"{target}: {exc.strerror or exc}"
                 if error not in self._spill_errors:  # each retry meets the same wall: say it once
@@ -752,11 +807,30 @@ class Journal:
         self._lost = True
 
     async def _take_back_spills(self) -> None:
-        """Emit again, with their seqs, the events a failed writer of this journal saved."""
-        files = _spill_files(self.path, self.spill_dirs)
-        if not files:
+        """Emit again, with their seqs, the events a failed writer of this journal saved: in
+        the files named with its identity, and in older files with none beside it (`files`)."""
+        found = await asyncio.to_thread(find_spills, self.path, self.journal_id, self.spill_dirs)
+        if found.unsure:
+            log.warning(
+                "journal %s: %s hold(s) events a failed writer saved without naming its journal (an older hotcoin), "
+                "away from this journal: they may be another journal's, so they are left alone; if they are this "
+                "journal's, move them beside it (into %s) and start again",
+                self.path, ", ".join(map(str, found.unsure)), self.path.parent,
+            )
+        spills = [await asyncio.to_thread(read_spill, f, self.journal_id) for f in found.ours]
+        for spill in spills:
+            if spill.other_id is not None:
+                log.warning(
+                    "journal %s: %s holds events another journal (id %s, this one's is %s) saved: left alone",
+                    self.path, spill.path, spill.other_id, self.journal_id,
+                )
+            elif spill.torn_line is not None:
+                log.warning("journal %s: %s", self.path, spill.torn())
+        spills = [spill for spill in spills if spill.other_id is None]
+        if not spills:
             return
-        events = _read_spills(files)
+        files = [spill.path for spill in spills]
+        events = _merged(spills)
         todo = [seq for seq in sorted(events) if seq > self._seq]
         if todo != list(range(self._seq + 1, self._seq + 1 + len(todo))):
             raise JournalError(
@@ -766,7 +840,10 @@ class Journal:
             )
         for seq in todo:
             ev = events[seq]
-            self.emit(ev["kind"], ts_ms=ev["ts_ms"], payload=ev["payload"], trace_id=ev["trace_id"], symbol=ev["symbol"], cause=ev["cause"])
+            self.emit(
+                ev["kind"], ts_ms=ev["ts_ms"], payload=ev["payload"], trace_id=ev.get("trace_id"),
+                symbol=ev.get("symbol"), cause=ev.get("cause"),
+            )  # fmt: skip
         await self.flush()
         _mark_restored(files)
         log.warning("journal %s: took back %d event(s) a failed writer saved in %s", self.path, len(todo), ", ".join(map(str, files)))
@@ -793,31 +870,44 @@ class Journal:
         self._raise_if_failed()
 
 
-def _spill_files(path: Path, folders: list[Path]) -> list[Path]:
-    """A journal's spill files (`<stem>.unwritten-<seq>.jsonl`) in those folders, oldest first."""
-    found = {f for d in folders if d.is_dir() for f in d.glob(spill_pattern(path)) if f.is_file()}
-    return sorted(found, key=lambda f: (_named_seq(f), str(f)))
+def _file_id(path: Path) -> tuple[int, int]:
+    """The device and inode of the file at `path`: which file it is, whatever names it later."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
-def _named_seq(spill: Path) -> int:
-    """The first seq a spill file's name gives (`j.unwritten-78.jsonl`: 78)."""
-    tail = spill.stem.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+def _real(path: Path) -> Path:
+    """The file or folder `path` names: `~` expanded, symlinks followed, absolute."""
+    return path.expanduser().resolve()
 
 
-def _read_spills(files: list[Path]) -> dict[int, dict[str, Any]]:
-    """seq -> event, from spill files (a seq in two files is the same event, saved twice)."""
+def _merged(spills: list[SpillFile]) -> dict[int, dict[str, Any]]:
+    """seq -> event, from spill files oldest first (a seq in two files is the same event, saved twice)."""
     events: dict[int, dict[str, Any]] = {}
-    for f in files:
-        try:
-            lines = f.read_bytes().splitlines()
-            for line in lines:
-                if line.strip():
-                    ev = orjson.loads(line)
-                    events.setdefault(int(ev["seq"]), ev)
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise JournalError(f"cannot read the unwritten events saved in {f}: {exc}; fix or move the file aside") from exc
+    for spill in spills:
+        for seq, event in spill.events.items():
+            events.setdefault(seq, event)
     return events
+
+
+def _append(target: Path, data: bytes) -> None:
+    """Append `data` to the spill file `target` (made private, as the journal is), whole or not
+    at all: a write that fails midway (the disk filled) is cut back to where it began, so the
+    next append, to this file once there is room, does not follow half a line. Half a line
+    inside the file, not at its end, reads as damage and refuses the next start."""
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            with suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def _mark_restored(files: list[Path]) -> None:
@@ -956,6 +1046,22 @@ def _prepare_folder(path: Path) -> None:
         )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
+async def _claim_identity(conn: aiosqlite.Connection, spill_dir: Path | None) -> str:
+    """The journal's identity (`files.IDENTITY_KEY`), made on its first open by this version;
+    and the folder its spill files may go to besides its own (`files.SPILL_DIR_KEY`), so a
+    reader given only the journal looks there too."""
+    async with conn.execute("SELECT value FROM meta WHERE key = ?", (IDENTITY_KEY,)) as cur:
+        row = await cur.fetchone()
+    if row is not None and str(row[0]):
+        journal_id = str(row[0])
+    else:
+        journal_id = secrets.token_hex(6)
+        await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (IDENTITY_KEY, journal_id))
+    if spill_dir is not None:
+        await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (SPILL_DIR_KEY, str(spill_dir)))
+    return journal_id
 
 
 async def _claim_schema_version(conn: aiosqlite.Connection, path: Path) -> None:

@@ -46,6 +46,7 @@ from engine.config.locations import folder_problem
 from engine.config.sections.notify import http_url_problem
 from engine.errors import JournalError
 from engine.journal.files import ROTATION_KEY, PendingRotation, list_archives, pending_rotation
+from engine.journal.lock import is_held, lock_path
 from engine.journal.reader import open_read_only
 from engine.journal.wal import inspect_settled
 from engine.loopback import is_loopback_host
@@ -122,15 +123,24 @@ def check_data_dir(path: Path) -> Check:
     return Check("data_dir", Status.OK, f"{path} is writable" if path.is_dir() else f"{path} can be created (on the first run)")
 
 
-def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: int = FULL_CHECK_HINT_BYTES) -> list[Check]:
+def check_journal(
+    path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: int = FULL_CHECK_HINT_BYTES, engine_running: bool = False
+) -> list[Check]:
     """SQLite `quick_check` of the main file and every archive, what SQLite reads back of the
     -wal (`wal`), and the main file's size; for a journal not made yet, whether its folder can
     take it.
+
+    A journal that does not exist while an engine holds its writer lock, or (`engine_running`)
+    serves the attach socket of this data dir, is not one "created on the first run": it was
+    deleted under that engine (`rm j.sqlite*`), and doctor said OK. That fails (`missing_journal`).
 
     quick_check reads every page but does not match indexes against their rows, nor decode an
     event: on a large journal an ok says so and names the full check."""
     folder = folder_problem(path.parent)
     if not path.exists():
+        held = is_held(path)
+        if engine_running or held:
+            return [missing_journal(path, held=held)]
         if folder is not None:
             return [Check("journal", Status.FAIL, f"{path} cannot be created, as its folder {path.parent} {folder}", JOURNAL_FOLDER_FIX)]
         return [Check("journal", Status.OK, f"{path} does not exist yet (created on the first run)")]
@@ -181,6 +191,23 @@ def check_journal(path: Path, rotate_max_bytes: int, *, full_check_hint_bytes: i
     if pending is not None and pending.error is not None:
         out.append(stuck_rotation(pending))
     return out
+
+
+def missing_journal(path: Path, *, held: bool) -> Check:
+    """The journal file is gone while an engine runs: `held`, that engine holds its writer lock
+    (it writes this journal); else one serves this data dir, and may write another `--journal`."""
+    if held:
+        who = f"an engine holds its writer lock ({lock_path(path)})"
+    else:
+        who = "an engine is running on this data dir (unless that engine was started with another --journal)"
+    return Check(
+        "journal",
+        Status.FAIL,
+        f"{path} does not exist, yet {who}: the file was deleted or moved under the engine, which saves what it "
+        "journals to a spill file beside it, exits-only, once it notices",
+        "stop that engine, restore the journal from a backup if you have one (or move it back), and check positions "
+        "on the exchange before starting again",
+    )
 
 
 def stuck_rotation(pending: PendingRotation) -> Check:
@@ -510,11 +537,12 @@ async def run_doctor(
     else:
         checks.append(check_model(await asyncio.to_thread(model_loader, c), loaded))
     checks.append(check_data_dir(c.paths.data_dir))
-    checks += check_journal(c.journal_path, c.journal.rotate_max_bytes)
+    engine = check_engine(default_socket_path(c.paths.data_dir))
+    checks += check_journal(c.journal_path, c.journal.rotate_max_bytes, engine_running=engine.status is Status.OK)
     checks += check_disks(c.paths.data_dir, c.journal_path)
     checks.append(check_secrets_file(c.paths.secrets_file))
     checks.append(check_private(c.paths.data_dir, c.journal_path))
-    checks.append(check_engine(default_socket_path(c.paths.data_dir)))
+    checks.append(engine)
     base = exchange_base(c)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         if base is None:

@@ -273,24 +273,10 @@ def _refuse_to_replace(out: Path, *, force: bool) -> Path | None:
 
 
 def _writer_lock_held(journal: Path) -> bool:
-    """Whether an engine (or a backtest) holds `journal`'s writer lock (`engine.journal.lock`),
-    tried with a shared lock that is let go at once."""
-    import fcntl
-    import os
+    """Whether an engine (or a backtest) holds `journal`'s writer lock (`engine.journal.lock`)."""
+    from engine.journal.lock import is_held
 
-    from engine.journal.lock import lock_path
-
-    try:
-        fd = os.open(lock_path(journal), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return is_held(journal)
 
 
 def _export_to_file(
@@ -332,7 +318,7 @@ def check(journal: JournalOpt = None, config: ConfigOpt = None, as_json: JsonOpt
 
     path = _journal_path(journal, config)
     try:
-        with JournalReader(path) as reader:
+        with JournalReader(path, spill_dirs=_spill_dirs(config)) as reader:
             report = reader.check()
     except JournalDamagedError as exc:
         report = [unreadable_file(path, exc.reason)]
@@ -442,6 +428,11 @@ def _lost(journal: Path, main: dict[str, Any]) -> list[str]:
                 f"{spill['events']} event(s) (seq {spill['first_seq']}..{spill['last_seq']}) are not yet in the journal "
                 f"(in {spill['path']}): a failed writer saved them there; {next_start(spill['taken_back'], spill['journal_end'])}, "
                 "and `hotcoin journal export` includes them"
+                + (
+                    f"; its last line (line {spill['torn_line']}) was cut short by the write it was in, and is left out"
+                    if spill.get("torn_line") is not None
+                    else ""
+                )
             )
     return found
 
@@ -487,6 +478,22 @@ def _journal_path(journal: Path | None, config: Path | None) -> Path:
     return path
 
 
+def _spill_dirs(config: Path | None) -> list[Path]:
+    """The configured data dir, where a failed writer saves the unwritten events its journal's
+    own folder cannot take (a journal on a disk of its own that filled): a reader looking only
+    beside the journal said `journal check` ok, and `export` left them out without a word. Read
+    from the config even with `--journal`, which names the journal, not the data dir. A config
+    that does not load leaves only the journal's folder and the folder its writer recorded
+    (`JournalReader`): reading the journal does not need the config."""
+    from engine.config import load_config
+    from engine.errors import HotcoinError
+
+    try:
+        return [load_config(config).config.paths.data_dir.expanduser()]
+    except HotcoinError:
+        return []
+
+
 def _open_reader(journal: Path | None, config: Path | None, *, skip_damaged: bool = True) -> JournalReader:
     """The reader for `--journal`, else the configured journal; exit 2 when there is none,
     1 when the file is damaged (the fix is to salvage it, not to point elsewhere)."""
@@ -495,7 +502,7 @@ def _open_reader(journal: Path | None, config: Path | None, *, skip_damaged: boo
 
     path = _journal_path(journal, config)
     try:
-        return JournalReader(path, skip_damaged=skip_damaged)
+        return JournalReader(path, skip_damaged=skip_damaged, spill_dirs=_spill_dirs(config))
     except JournalDamagedError as exc:
         _fail(exc, 1)
     except HotcoinError as exc:

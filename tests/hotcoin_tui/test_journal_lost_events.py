@@ -194,7 +194,7 @@ def test_events_saved_by_a_failed_writer_are_named_and_exported(journal: tuple[P
     code, out, err = invoke("journal", "check", "-j", str(path), "--json")
     assert code == 1
     assert orjson.loads(out)[0]["unwritten"] == [
-        {"path": str(spill), "events": 2, "first_seq": 11, "last_seq": 12, "error": None, "taken_back": True, "journal_end": 10}
+        {"path": str(spill), "events": 2, "first_seq": 11, "last_seq": 12, "error": None, "taken_back": True, "journal_end": 10, "torn_line": None}
     ]
     assert f"2 event(s) (seq 11..12) are not yet in the journal (in {spill})" in err
     dest = tmp_path / "out.jsonl"
@@ -202,6 +202,36 @@ def test_events_saved_by_a_failed_writer_are_named_and_exported(journal: tuple[P
     assert code == 0, err
     assert _exported(dest) == list(range(1, 13))
     assert f"included 2 event(s) (seq 11..12) not yet in the journal, from {spill}" in err
+    for args in (["traces"], ["replay", traces[0].trace_id]):
+        code, _, err = invoke(*args, "-j", str(path))
+        assert code == 0 and f"a failed writer saved them in {spill}" in err, err
+
+
+def test_events_saved_in_the_configured_data_dir_are_found_by_every_reader(
+    journal: tuple[Path, list[WrittenTrace]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal on a disk of its own (`--journal`) filled up and the engine saved the rest in
+    the data dir: `journal check` said ok and `export` left them out without a word, as the
+    readers looked only beside the journal. Every reading command looks in the configured
+    data dir too (here from HOTCOIN_PATHS__DATA_DIR; no writer recorded it in this journal)."""
+    path, traces = journal
+    data = tmp_path / "data"
+    data.mkdir()
+    beside = _spill(path)
+    with JournalReader(path) as reader:
+        journal_id = reader.meta("journal_id")
+        assert journal_id is not None and reader.meta("spill_dir") is None
+    spill = data / f"journal.{journal_id}.unwritten-11.jsonl"
+    spill.write_bytes(b"".join(line.rstrip(b"}\n") + f',"journal_id":"{journal_id}"}}\n'.encode() for line in beside.read_bytes().splitlines(keepends=True)))
+    beside.unlink()
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(data))
+    code, out, err = invoke("journal", "check", "-j", str(path), "--json")
+    assert code == 1, err
+    assert [(u["path"], u["first_seq"], u["last_seq"]) for u in orjson.loads(out)[0]["unwritten"]] == [(str(spill), 11, 12)]
+    dest = tmp_path / "out.jsonl"
+    code, _, err = invoke("journal", "export", "-j", str(path), "-o", str(dest))
+    assert code == 0, err
+    assert _exported(dest) == list(range(1, 13))
     for args in (["traces"], ["replay", traces[0].trace_id]):
         code, _, err = invoke(*args, "-j", str(path))
         assert code == 0 and f"a failed writer saved them in {spill}" in err, err

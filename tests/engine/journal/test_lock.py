@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,38 @@ def test_a_lock_file_that_cannot_be_made_or_written_is_a_journal_error_with_the_
     monkeypatch.setattr(os, call, failing)
     with pytest.raises(JournalError, match=rf"cannot take the journal's writer lock {lock}: {os.strerror(code)}; .*{fix}"), journal_lock(journal):
         pass
+
+
+def test_a_symlink_to_a_held_journal_is_refused_like_the_journal_itself(tmp_path: Path) -> None:
+    """Audit: engine B on a symlink to engine A's live journal took `link.sqlite.lock`, free,
+    recovered A's journal and traded; A died with "UNIQUE constraint failed: events.seq". The
+    lock is the file's, whatever path names it: a link, a `..` detour, either way round."""
+    journal = tmp_path / "a" / "journal.sqlite"
+    journal.parent.mkdir()
+    journal.touch()
+    (tmp_path / "b").mkdir()
+    link = tmp_path / "b" / "link.sqlite"
+    link.symlink_to(journal)
+    detour = tmp_path / "b" / ".." / "a" / "journal.sqlite"
+    assert lock_path(link) == lock_path(detour) == lock_path(journal) == journal.with_name("journal.sqlite.lock")
+    for first, second in ((journal, link), (link, journal), (journal, detour)):
+        named = f"journal {second}" if second == journal else f"journal {second} (the file {journal})"
+        refusal = rf"{re.escape(named)} is in use by another engine \(pid {os.getpid()}\)"
+        with journal_lock(first), pytest.raises(JournalInUseError, match=refusal), journal_lock(second):
+            pass
+    assert not (tmp_path / "b" / "link.sqlite.lock").exists()
+
+
+async def test_a_journal_opened_through_a_symlink_is_the_file_it_names(tmp_path: Path) -> None:
+    """Its archives, spill files and readers are the file's, not the link's: a second writer on
+    the link would otherwise name its spill files and archives after `link`."""
+    journal = tmp_path / "a" / "journal.sqlite"
+    link = tmp_path / "link.sqlite"
+    async with Journal.open(journal) as writer:
+        trace_id = entered_trace(writer).trace_id
+    link.symlink_to(journal)
+    async with Journal.open(link) as writer:
+        assert writer.path == journal
+        assert writer.spill_dirs == [journal.parent]
+    with JournalReader(link) as reader:
+        assert reader.path == journal and reader.trace(trace_id)

@@ -14,6 +14,7 @@ import pytest
 
 from engine.config.sections.journal import JournalSection
 from engine.errors import EventValidationError, JournalError
+from engine.journal.files import spill_name
 from engine.journal.writer import KNOWN_TRACES, Journal
 from tests.kit.events import (
     close_all_trace,
@@ -230,7 +231,7 @@ async def test_a_lock_held_past_the_busy_bound_fails_the_writer_and_saves_the_ev
         j.emit("fill", ts_ms=1, payload=FILL)
         with pytest.raises(JournalError, match=r"locked by another connection for 0\.3 s or more.*saved in "):
             await asyncio.wait_for(j.flush(), 5)
-    spill = tmp_path / "j.unwritten-2.jsonl"
+    spill = spill_of(j, 2)
     assert j.saving and spilled_seqs(spill) == [2]
     with pytest.raises(JournalError, match=r"JSON lines, as `hotcoin journal export` writes them"):
         await opened.__aexit__(None, None, None)
@@ -249,7 +250,7 @@ async def test_a_lock_still_held_when_the_journal_closes_is_waited_out_briefly_a
         j.emit("fill", ts_ms=2, payload=FILL)
         with pytest.raises(JournalError, match=r"locked by another connection for 0\.3 s or more.*saved in "):
             await asyncio.wait_for(opened.__aexit__(None, None, None), 10)
-    assert spilled_seqs(tmp_path / "j.unwritten-2.jsonl") == [2, 3]
+    assert spilled_seqs(spill_of(j, 2)) == [2, 3]
 
 
 def fail_writes(path: Path) -> None:
@@ -260,6 +261,17 @@ def fail_writes(path: Path) -> None:
 
 def spilled_seqs(path: Path) -> list[int]:
     return [orjson.loads(line)["seq"] for line in path.read_bytes().splitlines()]
+
+
+def spill_of(j: Journal, first_seq: int, folder: Path | None = None) -> Path:
+    """The spill file `j` saves its events from `first_seq` on to, in its own folder or `folder`."""
+    return (folder or j.path.parent) / spill_name(j.path, j.journal_id, first_seq)
+
+
+async def identity_of(path: Path) -> str:
+    """The identity of the journal at `path`, made (with the journal) if it has none yet."""
+    async with Journal.open(path, settings()) as j:
+        return j.journal_id
 
 
 async def failed_journal(path: Path, spill_dir: Path | None = None) -> tuple[Journal, AbstractAsyncContextManager[Journal]]:
@@ -274,8 +286,8 @@ async def failed_journal(path: Path, spill_dir: Path | None = None) -> tuple[Jou
 
 
 async def test_a_failed_writer_saves_its_unwritten_events_beside_the_journal_and_says_where(tmp_path: Path) -> None:
-    spill = tmp_path / "j.unwritten-2.jsonl"
     j, opened = await failed_journal(tmp_path / "j.sqlite")
+    spill = spill_of(j, 2)
     with pytest.raises(JournalError, match=rf"saved in {spill}"):
         await j.flush()
     assert spilled_seqs(spill) == [2]  # saved at once, not only at close
@@ -290,8 +302,8 @@ async def test_after_a_failure_every_batch_goes_on_to_the_spill_file_in_seq_orde
     seals (not only at close), back-pressure and the write-ahead hold against that file, and
     the next open takes everything back in order."""
     path = tmp_path / "j.sqlite"
-    spill = tmp_path / "j.unwritten-2.jsonl"
     j, opened = await failed_journal(path)
+    spill = spill_of(j, 2)
     with pytest.raises(JournalError, match=rf"saved in {spill}"):
         await j.flush()
     assert j.failure == f"journal write failed: journal write to {path} failed at seq 2: database or disk is full; events saved to {spill}"
@@ -314,8 +326,8 @@ async def test_after_a_failure_every_batch_goes_on_to_the_spill_file_in_seq_orde
 
 async def test_once_saving_fails_too_back_pressure_and_the_write_ahead_raise(tmp_path: Path) -> None:
     """Nothing could be recorded any more: the engine must stop rather than trade blind."""
-    spill = tmp_path / "j.unwritten-2.jsonl"
     j, opened = await failed_journal(tmp_path / "j.sqlite")
+    spill = spill_of(j, 2)
     with pytest.raises(JournalError):
         await j.flush()
     assert j.saving
@@ -333,8 +345,9 @@ async def test_once_saving_fails_too_back_pressure_and_the_write_ahead_raise(tmp
 
 
 async def test_when_the_journal_folder_cannot_take_them_they_go_to_the_spill_dir(tmp_path: Path) -> None:
-    (tmp_path / "j.unwritten-2.jsonl").mkdir()  # stands in for a full disk: writing there fails
-    spill = tmp_path / "data" / "j.unwritten-2.jsonl"
+    name = spill_name(tmp_path / "j.sqlite", await identity_of(tmp_path / "j.sqlite"), 2)
+    (tmp_path / name).mkdir()  # stands in for a full disk: writing there fails
+    spill = tmp_path / "data" / name
     spill.parent.mkdir()
     _, opened = await failed_journal(tmp_path / "j.sqlite", spill.parent)
     with pytest.raises(JournalError, match=rf"saved in {spill}"):
@@ -343,9 +356,9 @@ async def test_when_the_journal_folder_cannot_take_them_they_go_to_the_spill_dir
 
 
 async def test_when_no_folder_takes_them_the_error_says_they_are_lost(tmp_path: Path) -> None:
-    (tmp_path / "j.unwritten-2.jsonl").mkdir()
+    (tmp_path / spill_name(tmp_path / "j.sqlite", await identity_of(tmp_path / "j.sqlite"), 2)).mkdir()
     _, opened = await failed_journal(tmp_path / "j.sqlite")
-    with pytest.raises(JournalError, match=r"saving them failed too \(.*j\.unwritten-2\.jsonl: Is a directory\); they are lost"):
+    with pytest.raises(JournalError, match=r"saving them failed too \(.*j\.[0-9a-f]{12}\.unwritten-2\.jsonl: Is a directory\); they are lost"):
         await opened.__aexit__(None, None, None)
 
 
@@ -511,8 +524,8 @@ async def test_the_next_open_takes_back_what_a_failed_writer_saved(tmp_path: Pat
     """The events a full disk kept out go back in, with their own seqs, before anything else
     (recovery reads the journal after that: the fill that opened a position may be among them)."""
     path = tmp_path / "j.sqlite"
-    spill = tmp_path / "j.unwritten-2.jsonl"
     j, opened = await failed_journal(path)
+    spill = spill_of(j, 2)
     j.emit("run_stop", ts_ms=2, payload={"run_id": "r", "reason": "journal error"})
     with pytest.raises(JournalError):
         await opened.__aexit__(None, None, None)

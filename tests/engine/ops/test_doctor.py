@@ -93,6 +93,32 @@ async def test_journal_checks(tmp_path: Path) -> None:
     assert "hotcoin journal check" not in healthy["journal.integrity"].detail  # a small journal: nothing to add
 
 
+async def test_a_journal_deleted_under_a_running_engine_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: after `rm j.sqlite*` under a running engine, doctor said "journal OK ... does not
+    exist yet (created on the first run)". A missing journal while an engine runs is flagged:
+    one that holds its lock (`mv` left the lock) or that serves this data dir (`rm j.sqlite*`
+    took the lock too)."""
+    from engine.journal.lock import journal_lock
+
+    path = tmp_path / "journal.sqlite"
+    async with Journal.open(path) as j:
+        j.emit("risk_event", ts_ms=1000, payload={"code": "x", "level": "L1", "detail": "y"})
+    with journal_lock(path):
+        path.rename(tmp_path / "moved.sqlite")
+        [held] = check_journal(path, 2_000_000_000)
+    assert held.status is Status.FAIL
+    assert held.detail.startswith(f"{path} does not exist, yet an engine holds its writer lock ({path}.lock)")
+    assert "restore the journal" in held.fix
+    assert check_journal(path, 2_000_000_000)[0].status is Status.OK  # no engine: one made on the first run
+    [running] = check_journal(path, 2_000_000_000, engine_running=True)
+    assert running.status is Status.FAIL and "an engine is running on this data dir" in running.detail
+    data = tmp_path / "data"
+    monkeypatch.setattr(doctor, "is_served", lambda socket: True)
+    named = by_name(await run_doctor(load_config(env={"HOTCOIN_PATHS__DATA_DIR": str(data), "HOTCOIN_JOURNAL__PATH": str(path)})))
+    assert named["engine"].status is Status.OK
+    assert named["journal"].status is Status.FAIL and "does not exist, yet an engine is running" in named["journal"].detail
+
+
 async def test_a_quick_check_ok_on_a_large_journal_names_the_full_check(tmp_path: Path) -> None:
     """quick_check neither matches indexes to rows nor decodes events; on a journal past the
     hint size the ok says so and where the full check is, still ok."""

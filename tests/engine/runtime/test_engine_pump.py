@@ -362,7 +362,7 @@ class GatedFeed(SimFeed):
 
 
 def spills(folder: Path) -> list[Path]:
-    return list(folder.glob("journal.unwritten-*.jsonl"))
+    return list(folder.glob("journal.*.unwritten-*.jsonl"))
 
 
 def fail_position_openings(path: Path) -> None:
@@ -417,7 +417,7 @@ async def test_a_journal_failure_leaves_the_engine_closing_its_positions_exits_o
     feed.gate.set()
     with pytest.raises(JournalError, match=r"journal write failed: .*disk is full; events saved to"):
         await asyncio.wait_for(task, 60)
-    with pytest.raises(JournalError, match=r"saved in .*journal\.unwritten-\d+\.jsonl"):
+    with pytest.raises(JournalError, match=r"saved in .*journal\.[0-9a-f]{12}\.unwritten-\d+\.jsonl"):
         await stack.aclose()
 
     (stop,) = stops
