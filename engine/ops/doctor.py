@@ -53,8 +53,9 @@ from engine.loopback import is_loopback_host
 from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.factory import telegram_bot
-from engine.runtime.socket_server import AttachError, default_socket_path, is_served
+from engine.runtime.socket_server import AttachError, default_socket_path, is_served, served_status
 from engine.signals.scorer import ModelLoad
+from engine.timefmt import utc_second
 
 BINANCE_API = "https://api.binance.com"
 GIB = 1024**3
@@ -291,6 +292,41 @@ def check_engine(socket_path: Path) -> Check:
     if running:
         return Check("engine", Status.OK, f"an engine is running; attach with `hotcoin tui --attach` ({socket_path})")
     return Check("engine", Status.SKIP, "no engine is running on this data dir")
+
+
+def check_running_config(socket_path: Path, loaded: LoadedConfig) -> Check | None:
+    """Whether the running engine trades on the config as it reads now. It reads its config once,
+    at start: an edit made since does nothing until a restart, and nothing else says so (doctor
+    said "config OK" beside "an engine is running"). An edit is told from an engine started with
+    other flags by the file's change time against the engine's socket's (made at its start).
+    None where no engine answers, or it runs on this very config."""
+    try:
+        status = served_status(socket_path)
+    except AttachError:
+        return None  # `check_engine` says what is wrong with the socket
+    running = None if status is None else status.get("config_hash")
+    here = loaded.config.config_hash()
+    if not isinstance(running, str) or running == here:
+        return None
+    file = loaded.config_file
+    try:
+        started_s = socket_path.stat().st_mtime
+        changed_s = None if file is None else file.stat().st_mtime
+    except OSError:
+        return None
+    if changed_s is not None and changed_s > started_s:
+        return Check(
+            "engine.config", Status.WARN,
+            f"{file} changed at {utc_second(int(changed_s * 1000))}, after the running engine started "
+            f"({utc_second(int(started_s * 1000))}): it still trades on the settings it read then (config hash "
+            f"{running}; the file now gives {here})",
+            "restart the engine to apply the change (stop it, then `hotcoin run` or `hotcoin tui` again), or undo the edit",
+        )  # fmt: skip
+    return Check(
+        "engine.config", Status.OK,
+        f"the running engine's config hash {running} is not this one ({here}): it was started with other flags, "
+        "environment or config file",
+    )  # fmt: skip
 
 
 def check_secrets_file(path: Path) -> Check:
@@ -543,6 +579,8 @@ async def run_doctor(
     checks.append(check_secrets_file(c.paths.secrets_file))
     checks.append(check_private(c.paths.data_dir, c.journal_path))
     checks.append(engine)
+    if engine.status is Status.OK and (running := check_running_config(default_socket_path(c.paths.data_dir), loaded)):
+        checks.append(running)
     base = exchange_base(c)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         if base is None:

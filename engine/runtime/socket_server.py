@@ -176,6 +176,30 @@ def is_served(path: Path) -> bool:
         probe.close()
 
 
+def served_status(path: Path, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    """The status the engine serving `path` greets a reader with (its hello's snapshot: run id,
+    config hash, state), read and let go at once; None where no engine serves it, {} where it
+    serves but has published no snapshot yet. For `hotcoin doctor`, which must not attach."""
+    check_path(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout_s)
+        try:
+            probe.connect(str(path))
+            with probe.makefile("rb") as stream:
+                line = stream.readline(MAX_LINE)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except OSError as exc:
+            raise AttachError(f"cannot read the engine's greeting on {path}: {exc.strerror or exc}") from None
+    try:
+        hello = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise AttachError(f"the engine on {path} greeted with something that is not its protocol") from None
+    snapshot = hello.get("snapshot") if isinstance(hello, dict) else None
+    status = snapshot.get("status") if isinstance(snapshot, dict) else None
+    return status if isinstance(status, dict) else {}
+
+
 def claim(path: Path) -> None:
     """Make `path` free for a new server: refuse a live one, remove a dead one's leftover."""
     check_path(path)

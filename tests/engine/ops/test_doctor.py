@@ -3,6 +3,7 @@ exchange, and key restrictions against a local fake of Binance's endpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -43,10 +44,13 @@ from engine.ops.doctor import (
     sim_exchange_speed,
     worst,
 )
+from engine.runtime.local_client import LocalEngineClient, SnapshotHub
+from engine.runtime.socket_server import serve_engine_socket
 from tests.engine.config.test_locations import deny_writes_in
 from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.models import MODEL, Load, loaded, register_unloadable
 from tests.kit.sim_exchange import FakeMarketSource, running_sim_exchange
+from tests.kit.snapshots import make_snapshot, make_status
 
 KEY, SECRET = "doctor-key", "doctor-secret"
 SAFE = {"ipRestrict": True, "enableWithdrawals": False, "enableSpotAndMarginTrading": True, "enableReading": True}
@@ -729,3 +733,33 @@ def test_hotcoin_doctor_refuses_a_notification_secret_no_channel_can_use(tmp_pat
     assert out.exception is None or isinstance(out.exception, SystemExit)
     assert f"config: FAIL invalid configuration:\n  {key} (from file:{path}): Value error, " in out.output
     assert "FSSECRET" not in out.output
+
+
+async def test_a_config_edited_after_the_engine_started_is_flagged(tmp_path: Path) -> None:
+    """The engine reads its config once, at start; doctor said "config OK" beside "an engine is
+    running" after the file was edited, and nothing told the owner the edit had no effect."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[trading.exits]\nstop_loss = 0.04\n")
+    started = load_config(cfg, env={})
+    hub = SnapshotHub()
+    await hub.publish(make_snapshot(status=make_status(config_hash=started.config.config_hash())))
+
+    async def unused(*_: Any) -> Any:
+        raise AssertionError("doctor only reads the greeting")
+
+    sock = tmp_path / "engine.sock"
+    async with serve_engine_socket(sock, LocalEngineClient(hub, unused, unused, unused, unused)):
+        assert await asyncio.to_thread(doctor.check_running_config, sock, started) is None  # the same config
+        later = time.time() + 5  # the edit, seconds after the engine made its socket
+        cfg.write_text("[trading.exits]\nstop_loss = 0.02\n")
+        os.utime(cfg, (later, later))
+        edited = load_config(cfg, env={})
+        check = await asyncio.to_thread(doctor.check_running_config, sock, edited)
+        assert check is not None and check.status is Status.WARN and check.name == "engine.config"
+        assert f"{cfg} changed at " in check.detail and "after the running engine started" in check.detail
+        assert started.config.config_hash() in check.detail and edited.config.config_hash() in check.detail
+        assert "restart the engine" in check.fix
+        os.utime(cfg, (later - 3600, later - 3600))  # older than the engine: it was started otherwise
+        other = await asyncio.to_thread(doctor.check_running_config, sock, edited)
+        assert other is not None and other.status is Status.OK and "started with other flags" in other.detail
+    assert doctor.check_running_config(sock, edited) is None  # nobody serves it any more
