@@ -11,6 +11,7 @@ reads the clock, never touches the network; the async layer (`OrderRouter`, brok
     on_candidates(cands, now_ms, ..)  signals, risk, sizing, pre-check   -> entry intents
     on_order_update(update, now_ms)   fills -> positions, PnL, reservations released
     begin_close_all / close_all_intents   the emergency exit, as one trace
+    resume_close_all                  a close-all a restart found unfinished, taken over
 
 Journal: signal_snapshot (cause: candidate_snapshot) -> risk_check -> (router) order_attempt
 -> order_result -> fill -> position_update; exits: signal_snapshot(stage=exit_policy) ->
@@ -21,7 +22,7 @@ position's open); risk_event for limits that fire.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,8 +93,14 @@ class _PendingEntry:
 
 @dataclass(slots=True)
 class _CloseAll:
+    """A running close-all. `traces` are the positions it sells, by trace: those held or with
+    an entry in flight at a press (every press adds what is held then). A position opened
+    after a resume is not among them: the operator resumed entries, and a close-all still
+    retrying a halted coin sold each new buy at once (and refused every entry while it ran)."""
+
     trace_id: str
     seq: int
+    traces: set[str] = field(default_factory=set)
     legs: int = 0
     presses: int = 1
 
@@ -231,6 +238,14 @@ class TradingCore:
     def close_all_active(self) -> bool:
         return self._close_all is not None
 
+    def close_all_left(self) -> list[str]:
+        """The coins the running close-all still has to sell, sorted (none when none runs):
+        what was held at its presses and is still held, not a position opened after a resume."""
+        ca = self._close_all
+        if ca is None:
+            return []
+        return sorted(s for s, h in self.book.holdings.items() if h.position.trace_id in ca.traces)
+
     def set_engine_state(self, state: EngineState) -> None:
         """The runtime's state machine decides; the core obeys (entries only when tradeable)."""
         self.engine_state = state
@@ -328,9 +343,12 @@ class TradingCore:
         if self.start_equity is None:
             self.start_equity = equity
         self._emit_risk(self.risk.update(now_ms, equity), now_ms)
-        if self._close_all is not None:
-            return self.close_all_intents(now_ms)
-        return self._exits(list(self.book.holdings), now_ms)
+        ca = self._close_all
+        if ca is None:
+            return self._exits(list(self.book.holdings), now_ms)
+        # A position opened after a resume is no part of the close-all: its own exits apply.
+        others = [s for s, h in self.book.holdings.items() if h.position.trace_id not in ca.traces]
+        return self.close_all_intents(now_ms) + self._exits(others, now_ms)
 
     def journal_trails(self, now_ms: int) -> None:
         """Journal every armed trailing peak that rose since it was last journaled, whenever
@@ -404,8 +422,9 @@ class TradingCore:
             self._exit_signal[ev.signal.symbol] = tuple(r for r, ok in ev.signal.rules.items() if not ok) if exiting else ()
             if exiting:
                 fired.append(ev.signal.symbol)
-        # An exit signal acts now, not at the next price update.
-        intents = [] if self._close_all is not None else self._exits(fired, now_ms)
+        # An exit signal acts now, not at the next price update (the close-all sells its own coins).
+        closing = set(self.close_all_left())
+        intents = self._exits([s for s in fired if s not in closing], now_ms)
         in_flight = {p.symbol: p.trace_id for p in self._pending.values()}  # symbol -> trace of its entry order
         self._note_taken(candidates, in_flight, now_ms, causes or {})
         fresh = sorted(
@@ -496,11 +515,15 @@ class TradingCore:
 
     # ----------------------------------------------------------------- entries
     def _entry_gate(self, now_ms: int) -> list[dict[str, Any]]:
-        """The checks that are the same for every candidate of one cycle."""
+        """The checks that are the same for every candidate of one cycle.
+
+        A running close-all is none of them: it pauses entries (`begin_close_all`) and a resume
+        opens them again while it goes on selling what it was asked to. A check of its own
+        refused every entry, after "entries resumed", for as long as a halted coin it retried
+        was held: for good, with a delisted one."""
         return [
             check("engine_state", self.engine_state.allows_entries, self.engine_state.value, EngineState.TRADEABLE.value),
             check("operator_pause", not self.paused, self.paused, False),
-            check("close_all", self._close_all is None, self._close_all is not None, False),
             *self.risk.entry_checks(now_ms),
         ]
 
@@ -748,8 +771,7 @@ class TradingCore:
             self._finish(order)
         if order.purpose.is_exit:
             self._exit_answered(update, now_ms)
-        if self._close_all is not None and not self.book.holdings and not self._pending:
-            self._close_all = None
+        self._close_all_over()
 
     def _value_fee(self, fill: Fill) -> tuple[Fill, float | None]:
         """`fill` with its commission paid in a third asset (BNB) valued into `fee_quote`, and
@@ -987,17 +1009,28 @@ class TradingCore:
 
     # ----------------------------------------------------------------- close-all
     def begin_close_all(self, now_ms: int, origin: str = "operator") -> CloseAllStart:
-        """Start the emergency close (or join the one running): one trace for the whole operation."""
-        if self._close_all is not None:
-            self._close_all.presses += 1
+        """Start the emergency close (or join the one running): one trace for the whole operation.
+
+        Every press sells every coin held then, at once: each one's exit backoff (a run of
+        refusals, up to 15 min apart) starts over, so a coin whose halt has lifted is sold now,
+        not when a backoff taken before the press runs out; the backoff then paces only the
+        close-all's own retries. A press while one runs adds what is held now (bought after a
+        resume) to what it sells. It pauses new entries too, as the runtime's pause does (that
+        one overrides this at the next cycle, `TradingCycle.push_state`)."""
+        self.paused = True
+        ca = self._close_all
+        if ca is not None:
+            ca.presses += 1
             self.sink.emit(
                 "command",
                 ts_ms=now_ms,
-                payload={"command": "close_all", "origin": origin, "repeat": True, "press": self._close_all.presses},
-                trace_id=self._close_all.trace_id,
-                cause=self._close_all.seq,
+                payload={"command": "close_all", "origin": origin, "repeat": True, "press": ca.presses},
+                trace_id=ca.trace_id,
+                cause=ca.seq,
             )
-            return CloseAllStart(self._close_all.trace_id, self._close_all.seq, repeat=True)
+            ca.traces |= self._close_all_targets()
+            self._sell_now()
+            return CloseAllStart(ca.trace_id, ca.seq, repeat=True)
         self._close_all_count += 1
         trace = make_trace_id(self.run_id, "close_all", now_ms, self._close_all_count)
         seq = self.sink.emit(
@@ -1012,19 +1045,29 @@ class TradingCore:
             },
             trace_id=trace,
         )
-        self._close_all = _CloseAll(trace, seq)
-        if not self.book.holdings and not self._pending:
-            self._close_all = None  # nothing to close: done as soon as it began
+        self._close_all = _CloseAll(trace, seq, self._close_all_targets())
+        self._sell_now()
+        self._close_all_over()  # nothing to close: done as soon as it began
         return CloseAllStart(trace, seq, repeat=False)
 
+    def resume_close_all(self, trace_id: str, seq: int, traces: Iterable[str], *, legs: int = 0, presses: int = 1) -> list[str]:
+        """Take over a close-all the journal has unfinished (`engine.runtime.recovery`): the
+        same trace (its `command` event at `seq`), the positions it sells (`traces`), its
+        exit legs sent so far (the next client id follows them). Returns the coins it still
+        sells; none when nothing of it is held, and then nothing is armed. Forgotten at a
+        restart, its coins were left to the ordinary exits (a take-profit half, hours on)."""
+        self._close_all = _CloseAll(trace_id, seq, set(traces), legs=legs, presses=presses)
+        self._close_all_over()
+        return self.close_all_left()
+
     def close_all_intents(self, now_ms: int) -> list[OrderIntent]:
-        """A market sell of everything held that has no exit in flight, in the close-all trace."""
+        """A market sell of each coin the close-all sells that has no exit in flight, in its trace."""
         ca = self._close_all
         if ca is None:
             return []
         intents = []
         for symbol, held in sorted(self.book.holdings.items()):
-            if held.pending_exit is not None or now_ms < held.exit_retry_ms:
+            if held.position.trace_id not in ca.traces or held.pending_exit is not None or now_ms < held.exit_retry_ms:
                 continue
             q = self._quotes.get(symbol)
             bid = q[0] if q is not None else held.position.entry_price
@@ -1033,9 +1076,32 @@ class TradingCore:
             intent = self._exit(held, decision, bid, now_ms, trace_id=ca.trace_id, leg=ca.legs, cause=ca.seq)
             if intent is not None:
                 intents.append(intent)
-        if not self.book.holdings and not self._pending:
-            self._close_all = None
+        self._close_all_over()
         return intents
+
+    def _close_all_targets(self) -> set[str]:
+        """What a press sells, by position trace: every coin held, and every entry in flight
+        (cancelled by the close-all; should it fill first, its coins are sold too)."""
+        return {h.position.trace_id for h in self.book.holdings.values()} | {p.trace_id for p in self._pending.values()}
+
+    def _sell_now(self) -> None:
+        """Lift the exit backoff of every coin the close-all sells (see `begin_close_all`)."""
+        ca = self._close_all
+        assert ca is not None
+        for held in self.book.holdings.values():
+            if held.position.trace_id in ca.traces:
+                held.exit_refusals, held.exit_retry_ms, held.exit_refused = 0, 0, None
+
+    def _close_all_over(self) -> None:
+        """End the close-all once nothing it sells is held and none of its entries is in flight."""
+        ca = self._close_all
+        if ca is None:
+            return
+        if any(h.position.trace_id in ca.traces for h in self.book.holdings.values()):
+            return
+        if any(p.trace_id in ca.traces for p in self._pending.values()):
+            return
+        self._close_all = None
 
 
 def _broken(tick: tuple[float, float]) -> str:

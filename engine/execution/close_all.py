@@ -8,13 +8,17 @@ its position was sold, and so that no balance stays locked in an open order.
 
 Every update goes through `book` (the live engine passes `TradingCycle.book`): the engine's
 fill hook behind it keeps the chart's fills, the run's fill count and the order metrics, so
-booking straight into the core would leave close-all's sells out of all three.
+booking straight into the core would leave close-all's sells out of all three. Its sells then
+go through `short` (the live engine passes `TradingCycle.exits_short`), as a cycle's exits do:
+one refused for insufficient balance has the exchange asked what it holds of the coin, so the
+coins that are there are sold at the next price update. Without it the first refusal only
+backed off, and the difference was written down after a second one, 30 s later.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.domain import OrderStatus
@@ -35,15 +39,22 @@ class CloseAllReport:
 
 
 Book = Callable[[list[OrderUpdate], int], None]
+Short = Callable[[list[OrderUpdate], int], Awaitable[None]]
 
 
 async def close_all(
-    core: TradingCore, router: OrderRouter, now_ms: int, origin: str = "operator", book: Book | None = None
+    core: TradingCore,
+    router: OrderRouter,
+    now_ms: int,
+    origin: str = "operator",
+    book: Book | None = None,
+    short: Short | None = None,
 ) -> CloseAllReport:
     """`book(updates, now_ms)` books the cancels and exits; without it they go straight into
     the core (a caller with no observers of its own). Each exit is booked as soon as its own
     reply is back, not once they all are: a sell that filled had its reply journaled and its
-    fill nowhere while another exit's reply hung, and a kill then forgot the sale."""
+    fill nowhere while another exit's reply hung, and a kill then forgot the sale.
+    `short(exits, now_ms)` settles the sells refused for want of coins (see the module doc)."""
     if book is None:
         book = _into(core)
     start = core.begin_close_all(now_ms, origin)
@@ -55,6 +66,8 @@ async def close_all(
     book(done, now_ms)
     intents = core.close_all_intents(now_ms)
     exits: list[OrderUpdate] = await router.send_all(intents, now_ms, core.causes, book=lambda u: book([u], now_ms))
+    if short is not None:
+        await short(exits, now_ms)
     return CloseAllReport(
         trace_id=start.trace_id,
         repeat=start.repeat,
@@ -62,7 +75,7 @@ async def close_all(
         cancel_failed=len(cancels) - len(done),
         exits_sent=len(exits),
         exits_filled=sum(1 for u in exits if u.order.status is OrderStatus.FILLED),
-        still_open=tuple(sorted(core.book.holdings)),
+        still_open=tuple(core.close_all_left()),
     )
 
 

@@ -81,7 +81,6 @@ OPS: dict[str, str] = {
     # the entry gate (engine/trading.py, engine/portfolio/risk.py)
     "engine_state": "==",
     "operator_pause": "==",
-    "close_all": "==",
     "daily_loss": "<",
     "risk_level": "<=",
     "loss_cooldown": ">=",

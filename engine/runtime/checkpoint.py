@@ -41,6 +41,7 @@ from engine.portfolio.risk import RiskDay, RiskLevel
 from engine.runtime.recovery import (
     FILLS_KEPT,
     ORDER_ERRORS_KEPT,
+    ClosingAll,
     OpenOrder,
     RecoveredState,
     Replay,
@@ -179,6 +180,7 @@ def _dump(replay: Replay) -> dict[str, Any]:
         "fills": s.fills,
         "risk": risk,
         "paused": s.paused,
+        "close_all": None if s.close_all is None else {**_fields(s.close_all), "traces": sorted(s.close_all.traces)},
         "engine_state": s.engine_state.value,
         "order_errors": list(s.order_errors),
         "last_action_ms": s.last_action_ms,
@@ -209,6 +211,9 @@ def _load(d: Mapping[str, Any]) -> Replay:
     risk = dict(d["risk"])
     state.risk = RiskDay(**{**risk, "level": RiskLevel[risk["level"]]})
     state.paused = bool(d["paused"])
+    # A checkpoint written before close-all was recovered has none: a close-all it covers is not taken over.
+    ca = d.get("close_all")
+    state.close_all = None if ca is None else ClosingAll(**{**ca, "traces": frozenset(str(t) for t in ca["traces"])})
     state.engine_state = EngineState(d["engine_state"])
     state.order_errors = deque((int(t) for t in d["order_errors"]), maxlen=ORDER_ERRORS_KEPT)
     state.last_action_ms = {str(k): int(v) for k, v in d["last_action_ms"].items()}

@@ -325,7 +325,7 @@ class TradingCycle:
             # then, not once the slowest reply of the bar is back.
             updates = await self.router.send_all(intents, now, core.causes, book=lambda u: self.book([u], now))
             sent_at = time.perf_counter()
-            await self._exits_short(updates, now)
+            await self.exits_short(updates, now)
         if now - self._last_sync >= SYNC_EVERY_MS:
             self._last_sync = now
             self.book(await self._sync(now), now)
@@ -348,11 +348,12 @@ class TradingCycle:
         keeps it once failed, rather than copied here."""
         return None if self._journal_failed is None else self._journal_failed()
 
-    async def _exits_short(self, updates: list[OrderUpdate], now: int) -> None:
+    async def exits_short(self, updates: list[OrderUpdate], now: int) -> None:
         """Exits refused for insufficient balance: ask the exchange what it holds of the coin,
         free and locked, so the core sells that (or lets the position go) instead of resending
         the same exit; coins locked in an order (placed in the Binance app) are still held, not
-        lost. A balance that cannot be fetched leaves the core's backoff to pace the retries."""
+        lost. A balance that cannot be fetched leaves the core's backoff to pace the retries.
+        A cycle's exits come here, and so do a close-all press's (`close_all`'s `short`)."""
         core = self.core
         assert core is not None
         for update in updates:

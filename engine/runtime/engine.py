@@ -488,7 +488,9 @@ class Engine:
                 # "(paused)" until the next market batch. Before the first cycle there is no
                 # snapshot to correct; the first one carries the pause.
                 await self._publish(None, now)
-            return CommandResult(True, "new entries paused" if self.paused else "entries resumed")
+            if self.paused:
+                return CommandResult(True, "new entries paused")
+            return CommandResult(True, "entries resumed" + _still_selling(core, now))
         if command is Command.SHUTDOWN:
             self.tap.emit("command", ts_ms=now, payload={"command": command.value, "origin": origin})
             self._stop.set()
@@ -505,7 +507,7 @@ class Engine:
         self._close_all = CloseAllProgress(requested_ms=now, total=held, remaining=held)
         self._close_all_flat_at = None
         await self._publish(None, now)
-        report = await close_all(core, self.router, now, origin, book=self.cycle.book)
+        report = await close_all(core, self.router, now, origin, book=self.cycle.book, short=self.cycle.exits_short)
         errors = _still_open(core, report.still_open, now)
         self._close_all = CloseAllProgress(now, held, len(report.still_open), errors)
         await self._publish(None, now)
@@ -592,7 +594,7 @@ class Engine:
         if progress is None:
             return None
         if progress.remaining:
-            held = sorted(core.book.holdings)
+            held = core.close_all_left()  # not a position opened after a resume: the close-all leaves it be
             errors = _still_open(core, held, now) if progress.errors else ()
             progress = CloseAllProgress(progress.requested_ms, progress.total, len(held), errors)
         if progress.remaining:
@@ -600,6 +602,18 @@ class Engine:
         if self._close_all_flat_at is None:
             self._close_all_flat_at = time.monotonic()
         return progress if time.monotonic() - self._close_all_flat_at < CLOSE_ALL_SHOWN_S else None
+
+    def close_all_restored(self, requested_ms: int, now: int) -> None:
+        """Show the close-all a restart took over (`Recovery.apply`) as in progress, with what
+        it still sells: the snapshots, the console's banner and Telegram's /status said nothing
+        of it, as if it had been forgotten."""
+        core = self.core
+        assert core is not None
+        left = core.close_all_left()
+        if not left:
+            return
+        self._close_all = CloseAllProgress(requested_ms, len(left), len(left), _still_open(core, left, now))
+        self._close_all_flat_at = None
 
     def _candidate_rows(self, cycle: DiscoveryCycle | None) -> tuple[CandidateRow, ...]:
         if cycle is None:
@@ -634,6 +648,16 @@ def _still_open(core: TradingCore, symbols: Collection[str], now: int) -> tuple[
     latest word on its exit (a refusal and when it is retried), "still open" when it knows of
     nothing wrong (an exit in flight). The journal had the reason; the operator needs it too."""
     return tuple(f"{s}: {core.exit_trouble(s, now) or STILL_OPEN}" for s in symbols)
+
+
+def _still_selling(core: TradingCore | None, now: int) -> str:
+    """What a resume leaves running, for its answer: the close-all goes on selling the coins it
+    was asked to ("; close-all still selling OLRP/USDT (exit refused: ..., retrying in 30 s)"),
+    never a position bought after the resume. Empty when no close-all runs."""
+    if core is None or not (left := core.close_all_left()):
+        return ""
+    said = [s if (why := core.exit_trouble(s, now)) is None else f"{s} ({why})" for s in left]
+    return f"; close-all still selling {', '.join(said)}"
 
 
 def _log_transition(transition: Transition) -> None:

@@ -10,7 +10,8 @@ The world advances one cycle per `step()`. `updates()` starts a ticker that call
 every `autoplay_s` seconds (when given); tests leave it off and step by hand. Commands act at
 once (a snapshot is published immediately); CLOSE_ALL then flattens `close_per_step` positions
 per cycle, publishing `CloseAllProgress` until nothing is left, and pauses new entries until
-RESUME. `fail_next()` makes the next call of one operation raise, to test error handling.
+RESUME; as in the engine, a resume opens entries while it goes on, and it closes only the
+positions held at its presses, never one opened after the resume. `fail_next()` makes the next call of one operation raise, to test error handling.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class FakeEngineClient(EngineClient):
         self._stream_last: dict[str, int] = dict.fromkeys(("ticker", "kline", "listing"), self._now)
         self._close_all: CloseAllProgress | None = None
         self._close_all_done_cycles = 0
+        self._closing: set[str] = set()  # the positions the close-all closes: those held at its presses
         self._day_pnl = 0.0
         self._cash = _START_CASH
         taken: set[str] = set()
@@ -302,7 +304,7 @@ class FakeEngineClient(EngineClient):
         elif self._cycle % 25 == 0 and self._positions:
             oldest = min(self._positions.values(), key=lambda p: p.opened_ms)
             self._close_position(oldest.symbol, "take_profit")
-        can_enter = not self._paused and self._state == "tradeable" and self._close_all is None
+        can_enter = not self._paused and self._state == "tradeable"
         if can_enter and self._cycle % 10 == 0 and len(self._positions) < 20:
             free = [c for c in self._coins if c.symbol not in self._positions and c.heat >= 60 and c.surge >= 3]
             if free:
@@ -316,9 +318,10 @@ class FakeEngineClient(EngineClient):
             if self._close_all_done_cycles > 10:
                 self._close_all = None
             return
-        for symbol in list(self._positions)[: self._close_per_step]:
+        for symbol in [s for s in self._positions if s in self._closing][: self._close_per_step]:
             self._close_position(symbol, "close_all")
-        self._close_all = replace(progress, remaining=len(self._positions))
+        self._closing &= self._positions.keys()
+        self._close_all = replace(progress, remaining=len(self._closing))
 
     def _apply(self, command: Command) -> str:
         if command is Command.PAUSE:
@@ -330,6 +333,7 @@ class FakeEngineClient(EngineClient):
         if command is Command.CLOSE_ALL:
             self._paused = True
             self._close_all_done_cycles = 0
+            self._closing = set(self._positions)
             count = len(self._positions)
             self._close_all = CloseAllProgress(requested_ms=self._now, total=count, remaining=count)
             return f"closing {count} position(s); new entries paused until resume"

@@ -39,6 +39,13 @@ it is written in seq order in whole transactions, so what survives a crash is a 
      settled for good (`DID_NOT_LAND`, landed late and filled) is not asked about again;
    - **the operator's pause** of new entries: the last `command` event among pause, close-all
      (which pauses too) and resume;
+   - **the latest close-all** (`ClosingAll`): its trace and `command` event, and the positions
+     it sells, by trace, as the core keeps them (`TradingCore.begin_close_all`): those held,
+     or with an entry in flight, at each of its presses. A resume does not end it (entries
+     open again, it goes on selling those), so neither does a restart: one with coins of its
+     own still held is taken over by the new core in the same trace, its exit legs going on
+     after those sent (`TradingCore.resume_close_all`), and shown in progress. Forgotten, its
+     coins were left to the ordinary exits: a take-profit half, hours later;
    - **each coin's last entry or exit**, as the core times its re-entry cool-down
      (`trading.signals.cooldown_ms`): the latest of its order attempts (an entry or exit the
      core decided) and its closes, a close timed when the core booked it (the `order_result`
@@ -178,6 +185,20 @@ _PAUSED_BY = {Command.PAUSE.value: True, Command.CLOSE_ALL.value: True, Command.
 
 
 @dataclass(frozen=True, slots=True)
+class ClosingAll:
+    """The journal's latest close-all: its `command` event (trace, seq, time), its presses,
+    the positions it sells by trace (`TradingCore.begin_close_all`) and, once the replay is
+    finished, the exit legs already sent in its trace."""
+
+    trace_id: str
+    seq: int
+    ts_ms: int
+    traces: frozenset[str]
+    presses: int = 1
+    legs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OpenOrder:
     """An order the journal saw attempted and never saw finish."""
 
@@ -276,6 +297,7 @@ class RecoveredState:
     fills: int = 0
     risk: RiskDay = field(default_factory=RiskDay)  # the risk manager's day, limits and streak
     paused: bool = False  # the operator paused new entries (a pause or close-all not yet resumed)
+    close_all: ClosingAll | None = None  # a close-all with positions of its own still held or bought
     engine_state: EngineState = EngineState.TRADEABLE  # where the last state_change went
     order_errors: deque[int] = field(default_factory=lambda: deque(maxlen=ORDER_ERRORS_KEPT))  # their ts_ms
     last_action_ms: dict[str, int] = field(default_factory=dict)  # symbol -> its last entry or exit (the cool-down's start)
@@ -457,10 +479,14 @@ class Replay:
             state.risk.see_event(ev.ts_ms, p)
         elif ev.kind == "command" and p.get("command") in _PAUSED_BY:
             state.paused = _PAUSED_BY[str(p["command"])]
+            if p["command"] == Command.CLOSE_ALL.value:
+                _pressed(state, ev)
         elif ev.kind == "state_change":
             state.engine_state = EngineState(p["to"])
         elif ev.kind == "listing" and ev.symbol is not None:
             state.listings[ev.symbol] = int(p["listed_ms"])  # the latest: a coin forgotten and relisted
+        if state.close_all is not None and ev.kind in ("fill", "order_result", "position_update"):
+            _close_all_over(state)
 
     def finish(self, *, breakeven_after_tp: bool = True) -> RecoveredState:
         """The recovered state: the replayed one with what derives from the whole history.
@@ -480,6 +506,8 @@ class Replay:
                 pending.pending_exit = order.client_order_id
                 pending.pending_tier = order.tier
         state.unbooked = sorted(self.unbooked.values(), key=lambda u: u.fill_seq)
+        if state.close_all is not None:
+            state.close_all = dataclasses.replace(state.close_all, legs=legs.get(state.close_all.trace_id, 0))
         state.chart_fills = self.chart_fills()
         state.listings = self.recent_listings()
         return state
@@ -598,6 +626,36 @@ def _trailed(state: RecoveredState, ev: JournalEvent, trace: str | None, peak: o
     state.book.mark(held.position.symbol, float(peak))
 
 
+def _pressed(state: RecoveredState, ev: JournalEvent) -> None:
+    """A close-all `command`: a new close-all, or a press that joins the running one (`repeat`,
+    in its trace) and adds what is held then, as `TradingCore.begin_close_all` does. A command
+    outside any trace is no core's (nothing could join it) and changes nothing here."""
+    if ev.trace_id is None:
+        return
+    book = state.book
+    entries = (o.trace_id for o in state.open_orders.values() if o.purpose is OrderPurpose.ENTRY)
+    traces = frozenset(h.position.trace_id for h in book.holdings.values()).union(entries)
+    ca = state.close_all
+    if ev.payload.get("repeat") and ca is not None and ca.trace_id == ev.trace_id:
+        state.close_all = dataclasses.replace(ca, traces=ca.traces | traces, presses=ca.presses + 1)
+    else:  # a repeat the replay has no close-all for (it saw it end): its cause is the first press
+        first = ev.cause if ev.payload.get("repeat") and ev.cause is not None else ev.seq
+        state.close_all = ClosingAll(ev.trace_id, first, ev.ts_ms, traces)
+        _close_all_over(state)
+
+
+def _close_all_over(state: RecoveredState) -> None:
+    """Forget the close-all once nothing it sells is held and none of its entries is open, as
+    the core ends it: an entry of its own landing late afterwards is not sold by a restart."""
+    ca = state.close_all
+    assert ca is not None
+    if any(h.position.trace_id in ca.traces for h in state.book.holdings.values()):
+        return
+    if any(o.purpose is OrderPurpose.ENTRY and o.trace_id in ca.traces for o in state.open_orders.values()):
+        return
+    state.close_all = None
+
+
 def _acted(state: RecoveredState, symbol: str | None, ts_ms: int) -> None:
     """`symbol` was entered or exited at `ts_ms` (`TradingCore.last_action_ms`): its cool-down runs from the latest."""
     if symbol:
@@ -676,6 +734,9 @@ class Recovery:
             engine.cycle.paused = True
             log.warning("entries paused (restored from the journal): resume with p")
         engine.cycle.push_state()
+        closing = state.close_all
+        if closing is not None:  # before the reconcile: a sell of its own filled while down may finish it
+            core.resume_close_all(closing.trace_id, closing.seq, closing.traces, legs=closing.legs, presses=closing.presses)
         settled = await self._reconcile(engine, now_ms)
         await self._resume_attempts(engine)
         engine.router.journal_unattached(now_ms)  # what the reconcile's lookups said that changed nothing
@@ -683,6 +744,12 @@ class Recovery:
             f"restart: {len(state.book.holdings)} position(s), cash {state.cash:.2f}, "
             f"{len(state.sent_ids)} client id(s) already sent, {len(settled)} open order(s) settled"
         )
+        left = core.close_all_left()
+        if closing is not None and left:
+            said = f"close-all still in progress, restored from the journal: selling {', '.join(left)}"
+            log.warning("%s", said)
+            engine.close_all_restored(closing.ts_ms, now_ms)
+            detail = f"{detail}; {said}"
         warning = state.anomaly_warning()
         if warning is not None:
             log.warning(warning)

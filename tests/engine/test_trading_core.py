@@ -1217,3 +1217,65 @@ async def test_a_held_coin_with_no_market_known_is_alerted_once() -> None:
     after.markets = h.core.markets  # listed again
     (intent,) = after.on_tickers(mk.book({s: ENTRY_PRICE * 0.9}, mk.NOW + 240_000), mk.NOW + 240_000)
     assert intent.purpose is OrderPurpose.STOP_LOSS
+
+
+def _refuse(h: Harness, intent: object, now: int) -> None:
+    """The exchange refuses `intent` (an exit) as it does a coin in a trading halt."""
+    from engine.domain import Order, OrderIntent
+    from engine.execution.broker import OrderUpdate
+
+    assert isinstance(intent, OrderIntent)
+    h.core.on_order_update(OrderUpdate(Order.from_intent(intent, OrderStatus.REJECTED, now), error=_refusal()), now)
+
+
+@pytest.mark.parametrize("press", ["first", "repeat"])
+async def test_a_press_of_close_all_sells_at_once_a_coin_whose_exits_are_backed_off(press: str) -> None:
+    """Audit: a coin whose exits the exchange refused a few times (a halt) waits minutes between
+    tries; close-all skipped it until that wait ran out (8 min after five refusals), even when
+    the owner pressed it once the halt had lifted. Every press (first or repeated) sells every
+    coin now; the backoff then paces only the close-all's own retries, from 30 s again."""
+    h = Harness(n=1)
+    await h.enter()
+    s = h.names[0]
+    held = h.core.book.holdings[s]
+    now = mk.NOW + 10_000
+    if press == "repeat":
+        h.core.begin_close_all(now)
+    for _ in range(5):  # stop-loss exits (or the close-all's), refused each time it is due
+        (intent,) = h.core.step(mk.book({s: ENTRY_PRICE * 0.8}, now), [], now)
+        _refuse(h, intent, now)
+        last, now = now, held.exit_retry_ms
+    assert held.exit_retry_ms - last == 8 * 60_000
+    pressed = last + 1_000
+    h.core.begin_close_all(pressed)
+    (sell,) = h.core.close_all_intents(pressed)
+    assert sell.symbol == s and sell.purpose is OrderPurpose.CLOSE_ALL
+    _refuse(h, sell, pressed)  # still halted: the close-all retries on its own backoff
+    assert h.core.close_all_intents(pressed + EXIT_RETRY_MS - 1) == []
+    (again,) = h.core.close_all_intents(pressed + EXIT_RETRY_MS)
+    assert again.purpose is OrderPurpose.CLOSE_ALL and again.client_order_id != sell.client_order_id
+
+
+async def test_a_resume_during_close_all_opens_entries_and_the_close_all_leaves_new_positions_be() -> None:
+    """Audit: after close-all, resume said "entries resumed" while a hidden `close_all` check
+    refused every entry for as long as a halted coin it retried was held (for good, with a
+    delisted one). A resume opens entries; the close-all goes on selling the coins held at the
+    press, never a position opened after the resume, which keeps its own exits."""
+    h = Harness(n=2)
+    stuck, fresh = h.names
+    await h.enter(n=1)
+    now = mk.NOW + 10_000
+    h.core.begin_close_all(now)
+    (sell,) = h.core.close_all_intents(now)
+    _refuse(h, sell, now)
+    h.core.paused = False  # the operator resumes
+    later = now + 5_000
+    (entry,) = await h.cycle({stuck: ENTRY_PRICE, fresh: ENTRY_PRICE}, later, mk.candidates([fresh], later))
+    assert entry.endswith("-e1") and fresh in h.core.book.holdings
+    assert h.core.close_all_active and h.core.close_all_left() == [stuck]
+    # The close-all retries the stuck coin; the new position is left to its own exits (a stop loss).
+    retry = now + EXIT_RETRY_MS
+    intents = h.core.step(mk.book({stuck: ENTRY_PRICE, fresh: ENTRY_PRICE * 0.8}, retry), [], retry)
+    assert sorted((i.symbol, i.purpose) for i in intents) == [(stuck, OrderPurpose.CLOSE_ALL), (fresh, OrderPurpose.STOP_LOSS)]
+    close_all_sells = {e.symbol for e in h.sink.events if e.kind == "signal_snapshot" and e.payload.get("purpose") == "close_all"}
+    assert close_all_sells == {stuck}

@@ -35,6 +35,7 @@ CAPITAL = 1000.0
 A, B, C, D, E, F = "AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT", "FFF/USDT"
 TA, TB, TC, TD, TE = "a1a1a1a1a1a1a1a1", "b1b1b1b1b1b1b1b1", "c1c1c1c1c1c1c1c1", "d1d1d1d1d1d1d1d1", "e1e1e1e1e1e1e1e1"
 TF = "f1f1f1f1f1f1f1f1"
+T_CLOSE_ALL = "0c0c0c0c0c0c0c0c"
 
 
 def settings(retention: int) -> JournalSection:
@@ -143,7 +144,8 @@ class Script:
             s.update(t + 7, "0000000000000000", A, TRAIL_ACTION, None, trailing_high=9.0)  # another position's: not A's
         elif k == 5:
             s.result(t, client_order_id(TD, OrderPurpose.ENTRY, 9), TD, D, "open")  # it landed late: open again
-            s.j.emit("command", ts_ms=t + 1, payload={"command": "close_all", "origin": "tui"})
+            # Its own trace, as the core journals it: a restart takes the close-all over (A and C held).
+            s.j.emit("command", ts_ms=t + 1, trace_id=T_CLOSE_ALL, payload={"command": "close_all", "origin": "tui", "repeat": False})
             s.j.emit("state_change", ts_ms=t + 2, payload={"from": "degraded", "to": "blocked", "reasons": ["errors"]})
             s.risk(t + 3, "tick")
             cid = client_order_id(TA, OrderPurpose.TAKE_PROFIT, 3)
@@ -213,6 +215,8 @@ async def test_recovery_from_a_checkpoint_equals_recovery_from_the_full_history(
     assert set(state.book.holdings) == {A, C} and state.book.written_off == {B: 1.0}
     assert set(state.open_orders) == {client_order_id(TE, OrderPurpose.ENTRY, 1), client_order_id(TD, OrderPurpose.ENTRY, 9)}
     assert state.paused and state.engine_state.value == "blocked" and len(state.order_errors) == 5
+    assert state.close_all is not None and state.close_all.trace_id == T_CLOSE_ALL
+    assert state.close_all.traces == {TA, TC, TD, TE}  # held, or an entry open, at its press
     assert state.risk.consecutive_losses == 1 and state.risk.cooldown_until_ms > 0  # F lost after the cool-down event
     assert state.risk.capital == CAPITAL  # what the day's start was marked under
     assert set(state.last_action_ms) == {A, B, C, D, E, F}

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,17 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.domain import EngineState, OrderIntent, OrderPurpose, TickerBatch
-from engine.errors import JournalError, NonRetryableOrderError, RetryableOrderError
+from engine.errors import (
+    InsufficientBalanceError,
+    JournalError,
+    NonRetryableOrderError,
+    RetryableOrderError,
+)
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
+from engine.market.gateway import Balance
 from engine.ops.http import health_document, health_status
 from engine.ops.notify.events import notification_for
 from engine.runtime import engine as engine_module
@@ -324,6 +331,94 @@ async def test_close_all_progress_says_why_a_position_is_still_open(tmp_path: Pa
         assert engine.hub.latest.close_all.errors == ()  # type: ignore[union-attr]
         engine.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_resume_during_close_all_says_which_coins_it_still_sells(tmp_path: Path) -> None:
+    """Audit: after close-all, resume answered "entries resumed" and the snapshot said not
+    paused, while every entry was refused for as long as the halted coin was held. Entries do
+    resume; the close-all goes on, and the answer says what it still sells and why."""
+    ex = quiet_config().trading.execution
+    broker = _HaltedForCloseAll(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))
+    async with pump_rig(tmp_path / "j.sqlite", broker=broker, feed_type=SteppedFeed) as rig:
+        engine, feed = rig.engine, rig.engine.feed
+        assert isinstance(feed, SteppedFeed)
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        feed.stepping = True
+        try:
+            assert "still closing" in (await engine.command(Command.CLOSE_ALL, "test")).message
+            # A batch through first: after a command the loop awaits the batch it had asked for
+            # before it takes the next command, and stepping holds that batch back.
+            feed.step()
+            result = await engine.command(Command.RESUME, "test")
+            halted = f"{rig.pump_symbol} (exit refused: Market is closed. (-1013), retrying in "
+            assert result.accepted and result.message.startswith(f"entries resumed; close-all still selling {halted}")
+            assert result.message.endswith(" s)")
+            snap = engine.hub.latest
+            assert snap is not None and not snap.status.paused
+            assert snap.close_all is not None and snap.close_all.remaining == 1
+            assert engine.core is not None and not engine.core.paused
+        finally:
+            feed.stepping = False
+            feed.step()
+            engine.stop()
+            await asyncio.wait_for(task, 10)
+
+
+class _Short(PaperBroker):
+    """The exchange holds only `real` coins of what the book holds (some sold in the Binance
+    app): a sell of more is refused for insufficient balance (-2010), and the balance says so."""
+
+    def __init__(self, model: FillModel) -> None:
+        super().__init__(model)
+        self.real: float | None = None
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        if intent.purpose.is_exit and self.real is not None and float(intent.quantity) > self.real + 1e-9:
+            raise InsufficientBalanceError(
+                "create_order: InsufficientFunds: binance Account has insufficient balance for requested action.",
+                code=-2010, reason="Account has insufficient balance for requested action.",
+            )  # fmt: skip
+        return await super().submit(intent, now_ms)
+
+    async def coin_balance(self, asset: str) -> Balance | None:
+        return None if self.real is None else Balance(Decimal(str(self.real)), Decimal(0))
+
+
+async def test_a_close_all_sell_refused_for_want_of_coins_sells_what_is_there_at_the_next_price(tmp_path: Path) -> None:
+    """Audit: close-all's own pass never asked the exchange's balance after an "insufficient
+    balance" refusal (the cycle's exits do): it waited out a 30 s backoff and a second refusal
+    before the difference was written down. The press asks at once, and the coins that are
+    there are sold at the next price update."""
+    ex = quiet_config().trading.execution
+    broker = _Short(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))
+    async with pump_rig(tmp_path / "j.sqlite", broker=broker, feed_type=SteppedFeed) as rig:
+        engine, feed = rig.engine, rig.engine.feed
+        assert isinstance(feed, SteppedFeed)
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        feed.stepping = True
+        core = engine.core
+        assert core is not None
+        held = core.book.holdings[rig.pump_symbol].position.quantity
+        broker.real = round(held * 0.8, 1)
+        try:
+            await engine.command(Command.CLOSE_ALL, "test")
+            pressed = engine._now
+            assert core.book.holdings[rig.pump_symbol].position.quantity == pytest.approx(broker.real)  # written down at the press
+            feed.step()
+            await eventually(lambda: engine.hub.latest.ts_ms > pressed)  # type: ignore[union-attr]
+            assert not core.book.holdings, "what the exchange holds is sold at the next price update"
+        finally:
+            feed.stepping = False
+            feed.step()
+            engine.stop()
+            await asyncio.wait_for(task, 10)
+    with JournalReader(tmp_path / "j.sqlite") as reader:
+        sells = [e.payload["quantity"] for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
+        codes = [e.payload["code"] for e in reader.events(kinds=["risk_event"])]
+    assert len(sells) == 2 and float(sells[1]) == pytest.approx(broker.real)  # the refused sell, then what is there
+    assert "balance_mismatch" in codes
 
 
 async def test_metrics_count_signals_and_orders(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from engine.domain import (
     OrderType,
     Side,
 )
-from engine.errors import RetryableOrderError, UnknownOrderError
+from engine.errors import NonRetryableOrderError, RetryableOrderError, UnknownOrderError
 from engine.execution.broker import Broker, OrderUpdate
 from engine.execution.client_ids import client_order_id
 from engine.execution.exchange_broker import LANDED_LATE, NEVER_REACHED, VANISHED, ExchangeBroker
@@ -1070,6 +1070,93 @@ async def test_a_restart_after_close_all_keeps_entries_paused(tmp_path: Path, ca
     # The pump's coin turned hot again after the restart: its entry was refused for the pause.
     assert checks and not any(c["approved"] for c in checks)
     assert any(c["name"] == "operator_pause" and not c["passed"] for c in checks[0]["checks"])
+
+
+class _HaltedForCloseAll(PaperBroker):
+    """Refuses every close-all sell as Binance does for a coin in a trading halt (-1013)."""
+
+    async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
+        if intent.purpose is OrderPurpose.CLOSE_ALL:
+            raise NonRetryableOrderError("create_order: MarketClosed: binance Market is closed.", code=-1013, reason="Market is closed.")
+        return await super().submit(intent, now_ms)
+
+
+def test_rebuild_keeps_a_close_all_until_nothing_it_sells_is_held() -> None:
+    """A close-all is the journal's until the coins held at its presses are gone: a resume does
+    not end it (it goes on selling them), a press in its trace adds what is held then."""
+    sink = RecordingSink()
+    core = TradingCore(load_config(env={}).config.trading, {s: make_market(s) for s in (DOGE, PEPE)}, sink)
+    for trace, symbol in ((T_DOGE, DOGE), (T_PEPE, PEPE)):
+        qty = "100" if symbol == DOGE else "1000"
+        buy = _intent(trace, symbol, OrderPurpose.ENTRY, qty)
+        order = Order.from_intent(buy, OrderStatus.FILLED, T0, "x")
+        fill = Fill(f"{trace}-b", buy.client_order_id, symbol, Side.BUY, 0.3, float(qty), 0.0, T0, trace)
+        core.on_order_update(OrderUpdate(dataclasses.replace(order, filled_qty=Decimal(qty), average_price=0.3), (fill,)), T0)
+        if symbol == DOGE:
+            start = core.begin_close_all(T0 + 1)  # DOGE held at the first press, PEPE bought after a resume
+            sink.emit("command", ts_ms=T0 + 2, payload={"command": "resume", "origin": "tui"})
+    state = rebuild(sink.events, CAPITAL)
+    assert state.close_all is not None and not state.paused
+    assert (state.close_all.trace_id, state.close_all.seq, state.close_all.traces) == (start.trace_id, start.seq, {T_DOGE})
+    core.begin_close_all(T0 + 3)  # a second press takes PEPE in too
+    again = rebuild(sink.events, CAPITAL).close_all
+    assert again is not None and again.traces == {T_DOGE, T_PEPE} and again.presses == 2
+    sell = core.close_all_intents(T0 + 4)
+    for intent in sell:
+        order = Order.from_intent(intent, OrderStatus.FILLED, T0 + 4, "y")
+        fill = Fill(f"{intent.symbol}-s", intent.client_order_id, intent.symbol, Side.SELL, 0.3, float(intent.quantity), 0.0, T0 + 4, intent.trace_id)
+        core.on_order_update(OrderUpdate(dataclasses.replace(order, filled_qty=intent.quantity, average_price=0.3), (fill,)), T0 + 4)
+    assert len(sell) == 2 and not core.close_all_active
+    assert rebuild(sink.events, CAPITAL).close_all is None
+
+
+async def test_a_close_all_unfinished_at_a_restart_goes_on_selling_in_its_trace(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Audit: close-all pressed, a coin still held (halted), the engine restarts: recovery
+    rebuilt the pause only, and the restarted engine left the coin to its ordinary exits (sold
+    as take-profit halves minutes later). The close-all is taken over in its own trace, said in
+    the log and the snapshots, and its sell goes out at the first price update."""
+    path = tmp_path / "j.sqlite"
+    ex = quiet_config().trading.execution
+    async with pump_rig(path, broker=_HaltedForCloseAll(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))) as rig:
+        engine = rig.engine
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.core is not None and bool(engine.core.book.holdings), timeout=60)
+        assert "still closing" in (await engine.command(Command.CLOSE_ALL, "test")).message
+        engine.stop()
+        await asyncio.wait_for(task, 10)
+        await rig.journal.flush()
+        before = rig.journal.next_seq - 1
+        symbol = rig.pump_symbol
+        assert engine.core is not None and symbol in engine.core.book.holdings
+        last = engine._now
+
+    state = read_journal(path, CAPITAL)
+    assert state.close_all is not None and state.paused
+    start = (last // 5_000 + 2) * 5_000  # the exchange is healthy again
+    async with pump_rig(path, start_ms=start, run_id="after", pump_ms=START_MS + 5 * 60_000) as rig2:
+        engine2 = rig2.engine
+        engine2.recovery = Recovery(state)
+        task = asyncio.create_task(engine2.run())
+        await eventually(lambda: engine2.hub.latest is not None, timeout=60)
+        first = engine2.hub.latest
+        assert first is not None and first.close_all is not None and first.close_all.total == 1
+        assert f"close-all still in progress, restored from the journal: selling {symbol}" in caplog.text
+        await eventually(lambda: engine2.core is not None and not engine2.core.book.holdings, timeout=60)
+        engine2.stop()
+        await asyncio.wait_for(task, 10)
+    with JournalReader(path) as reader:
+        events = _tail_after(list(reader.events()), before)
+    (run_start,) = [e for e in events if e.kind == "run_start"]
+    attempts = [e for e in events if e.kind == "order_attempt"]
+    sell = attempts[0]
+    assert sell.payload["purpose"] == "close_all" and sell.ts_ms == run_start.ts_ms  # the first price update
+    assert sell.trace_id == state.close_all.trace_id
+    assert sell.payload["client_order_id"] not in state.sent_ids  # its legs go on after those sent
+    (decided,) = [e for e in events if e.seq == sell.cause]
+    assert decided.cause == state.close_all.seq  # in the close-all's tree, under its command
+    assert [e.payload["purpose"] for e in attempts] == ["close_all"]
+    (recovered,) = [e for e in events if e.kind == "risk_event" and e.payload["code"] == "recovered"]
+    assert f"close-all still in progress, restored from the journal: selling {symbol}" in recovered.payload["detail"]
 
 
 def _entry_partly_filled(cid: str) -> RecordingSink:
