@@ -391,20 +391,22 @@ class Engine:
 
     # ------------------------------------------------------------------ the cycle
     async def _next_or_command(self) -> TickerBatch | None:
-        """The next batch, unless a command arrives first (commands never wait for the market)."""
+        """The next batch; commands that arrive meanwhile are carried out as they come, however
+        many (commands never wait for the market: a resume or a shutdown pressed after a
+        close-all waited for the next batch, seconds on a quiet or stalled feed)."""
         batch_task = asyncio.ensure_future(self.feed.next_batch())
-        cmd_task = asyncio.ensure_future(self._command_waiting.wait())
-        done, _ = await asyncio.wait({batch_task, cmd_task}, return_when=asyncio.FIRST_COMPLETED)
-        cmd_task.cancel()
-        if batch_task in done:
-            return batch_task.result()
-        await self._drain_commands()
-        if self._stop.is_set():  # a shutdown does not wait for the market's next message
-            batch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await batch_task
-            return None
-        return await batch_task
+        while True:
+            cmd_task = asyncio.ensure_future(self._command_waiting.wait())
+            done, _ = await asyncio.wait({batch_task, cmd_task}, return_when=asyncio.FIRST_COMPLETED)
+            cmd_task.cancel()
+            if batch_task in done:
+                return batch_task.result()
+            await self._drain_commands()
+            if self._stop.is_set():  # a shutdown does not wait for the market's next message
+                batch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await batch_task
+                return None
 
     async def _cycle(self, batch: TickerBatch) -> None:
         core = self.core

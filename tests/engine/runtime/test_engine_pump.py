@@ -347,10 +347,9 @@ async def test_a_resume_during_close_all_says_which_coins_it_still_sells(tmp_pat
         feed.stepping = True
         try:
             assert "still closing" in (await engine.command(Command.CLOSE_ALL, "test")).message
-            # A batch through first: after a command the loop awaits the batch it had asked for
-            # before it takes the next command, and stepping holds that batch back.
-            feed.step()
-            result = await engine.command(Command.RESUME, "test")
+            # No batch between the two: the second command is taken while the loop still waits
+            # on the batch it asked for before the first (it waited for that batch once).
+            result = await asyncio.wait_for(engine.command(Command.RESUME, "test"), 10)
             halted = f"{rig.pump_symbol} (exit refused: Market is closed. (-1013), retrying in "
             assert result.accepted and result.message.startswith(f"entries resumed; close-all still selling {halted}")
             assert result.message.endswith(" s)")
@@ -358,6 +357,8 @@ async def test_a_resume_during_close_all_says_which_coins_it_still_sells(tmp_pat
             assert snap is not None and not snap.status.paused
             assert snap.close_all is not None and snap.close_all.remaining == 1
             assert engine.core is not None and not engine.core.paused
+            for command in (Command.PAUSE, Command.RESUME):  # and more, still with no batch between them
+                assert (await asyncio.wait_for(engine.command(command, "test"), 10)).accepted
         finally:
             feed.stepping = False
             feed.step()
