@@ -88,12 +88,14 @@ def _caches(engine: Engine, journal: Journal) -> dict[str, int]:
         "engine._fills(symbols)": len(engine._fills),
         "cycle._fed": len(engine.cycle._fed),
         "router._sent": len(engine.router._sent),
+        "router._settled": len(engine.router._settled),
         "core.causes": len(core.causes),
         "core._last_action_ms": len(core._last_action_ms),
         "core._seen_trades": len(core._seen_trades),
         "core.book.closed": len(core.book.closed),
         "core.history(symbols)": len(core.history._cols) if isinstance(core.history, BarHistory) else 0,
-        "broker._orders": len(getattr(engine.broker, "_orders", {})),
+        "broker._resting": len(getattr(engine.broker, "_resting", {})),
+        "broker._finished": len(getattr(engine.broker, "_finished", ())),
         "journal._known": len(journal._known),
     }
 

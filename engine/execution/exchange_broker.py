@@ -44,7 +44,14 @@ What it adds on top of the gateway:
   visible yet, and it keeps the grace and the late watch below (`NEVER_REACHED`, `LANDED_LATE`);
 - a `sync` call that fails for one order (429, timeout) does not stop the others, and what was
   absorbed reaches the caller either way (`SyncIncomplete` carries it when something failed):
-  an absorbed update is never reported twice, so dropping one would lose its fills for good.
+  an absorbed update is never reported twice, so dropping one would lose its fills for good;
+- a finished order leaves the orders followed as soon as nothing needs it any more (it is not
+  on the late watch; its fills were booked, at the fees of its trades or an estimate, when it
+  was absorbed: nothing is fetched for it later), into the last `FINISHED_KEPT` finished
+  (`engine.execution.finished`). There its client id is still refused and a late report of it
+  (a stream push lagging the reply, a resync, a fill after our cancel) is still taken against
+  what we booked, never adopted nor booked again. `expired`, `open_orders` and the reconcile
+  walk the open orders only: kept for good, every order ever placed was walked at every sync.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from engine.errors import (
 )
 from engine.execution.broker import Anomaly, Broker, OrderUpdate, SyncIncomplete
 from engine.execution.client_ids import is_ours
+from engine.execution.finished import Finished
 from engine.execution.order_fsm import (
     InvalidOrderTransition,
     apply_update,
@@ -167,9 +175,14 @@ class ExchangeBroker(Broker):
         self.late_check_ms = late_check_ms
         self.taker_fee_rate = taker_fee_rate
         self.maker_fee_rate = maker_fee_rate
-        self._orders: dict[str, Order] = {}
-        self._intents: dict[str, OrderIntent] = {}
-        self._expires: dict[str, int] = {}  # orders recovery hands back: no intent, the journal's expiry
+        # Each order we know is in one of three maps (`_keep` files it): open (not terminal), in
+        # placement order; finished and on the late watch; finished and followed no more, bounded.
+        self._open: dict[str, Order] = {}
+        self._watched: dict[str, Order] = {}
+        self._finished: Finished[Order] = Finished()
+        # client id -> when an order still followed expires: its intent's, or the journal's for an
+        # order recovery hands back (`expire_at`); dropped once the order is followed no more
+        self._expires: dict[str, int] = {}
         self._last_reconcile_ms: int | None = None
         self._late: dict[str, _Watch] = {}  # client id -> its watch, for orders that may land late
         self._unattached: deque[Anomaly] = deque(maxlen=ANOMALIES_KEPT)  # for `take_anomalies`
@@ -179,13 +192,48 @@ class ExchangeBroker(Broker):
     def _pending(intent: OrderIntent, now_ms: int) -> Order:
         return Order.from_intent(intent, OrderStatus.PENDING, now_ms)
 
+    def order(self, client_order_id: str) -> Order | None:
+        """Our view of an order: open, watched for a late landing, or among the last finished;
+        None for one we never had or finished too long ago (see `engine.execution.finished`)."""
+        for held in (self._open, self._watched):
+            order = held.get(client_order_id)
+            if order is not None:
+                return order
+        return self._finished.get(client_order_id)
+
+    def _keep(self, order: Order) -> None:
+        """File `order` as our view of it: with the open ones while it is not terminal (in place
+        if it was open already, so `expired` keeps placement order), with the watched ones while
+        a late landing is looked for, else among the last finished, followed no more."""
+        cid = order.client_order_id
+        if not order.status.is_terminal:
+            self._watched.pop(cid, None)
+            self._finished.pop(cid)
+            self._open[cid] = order
+            return
+        self._open.pop(cid, None)
+        if cid in self._late:
+            self._finished.pop(cid)
+            self._watched[cid] = order
+            return
+        self._watched.pop(cid, None)
+        self._expires.pop(cid, None)
+        self._finished.add(cid, order)
+
+    def _unwatch(self, client_order_id: str) -> None:
+        """Stop looking for a late landing of an order: it is followed no more."""
+        del self._late[client_order_id]
+        order = self._watched.get(client_order_id)
+        if order is not None:
+            self._keep(order)
+
     def _absorb(
         self, update: Order, now_ms: int, trades: Sequence[Fill] = (), detail: str | None = None
     ) -> OrderUpdate | None:
         """Fold an exchange snapshot into our view; None when it says nothing new. `trades`: the
         order's trades when they were fetched with it; `detail`: why we settled it ourselves."""
         cid = update.client_order_id
-        current = self._orders.get(cid)
+        current = self.order(cid)
         notes: list[Anomaly] = []
         if current is None:
             if not is_ours(cid):
@@ -201,9 +249,10 @@ class ExchangeBroker(Broker):
                 update, filled_qty=Decimal(0), average_price=None, fee_quote=0.0, fee_base=0.0, fee_other=0.0
             )
             current = replace(intent_less, status=OrderStatus.PENDING)
-        elif self._late.pop(cid, None) is not None:
+        elif cid in self._late:
             # The exchange knows an order we had settled as never reached: it landed late. Its
             # snapshot is the truth from the start (we had it with nothing filled).
+            self._unwatch(cid)
             current = replace(current, status=OrderStatus.PENDING)
             detail = LANDED_LATE
             notes.append(_anomaly(current, f"landed late: the exchange has it {update.status.value}"))
@@ -216,7 +265,7 @@ class ExchangeBroker(Broker):
         maker = _is_maker(current, trades)
         if new.filled_qty > current.filled_qty and not new.fees_reported:
             new = self._estimate_fees(current, new, maker, notes)
-        self._orders[cid] = new
+        self._keep(new)
         qty, price, fee = fill_delta(current, new)
         fills: tuple[Fill, ...] = ()
         if qty > 0:
@@ -298,7 +347,7 @@ class ExchangeBroker(Broker):
         trades cannot be fetched, or do not yet cover what the order says it filled, `update` is
         returned as it is and `_absorb` estimates the fee.
         """
-        current = self._orders.get(update.client_order_id)
+        current = self.order(update.client_order_id)
         booked = current.filled_qty if current is not None else Decimal(0)
         if update.fees_reported or update.filled_qty <= booked or update.exchange_order_id is None:
             return update, []
@@ -355,10 +404,13 @@ class ExchangeBroker(Broker):
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         cid = intent.client_order_id
-        if cid in self._orders:
+        if self.order(cid) is not None:
             raise NonRetryableOrderError(f"duplicate client order id {cid}; it was already sent", code=-2010)
-        self._orders[cid] = self._pending(intent, now_ms)
-        self._intents[cid] = intent
+        if intent.expires_ms is not None:
+            self._expires[cid] = intent.expires_ms
+        else:
+            self._expires.pop(cid, None)
+        self._keep(self._pending(intent, now_ms))
         try:
             order = await self.gateway.create_order(intent)
         except UnknownOrderError as unknown:
@@ -369,9 +421,10 @@ class ExchangeBroker(Broker):
                 # pending and `sync` reconciles it; the caller sees the original unknown outcome.
                 raise unknown from None
         except OrderError:
-            del self._orders[cid]
+            self._open.pop(cid, None)  # it did not happen: its id is free again
+            self._expires.pop(cid, None)
             raise
-        return await self._absorb_lookup(order, now_ms) or OrderUpdate(self._orders[cid])
+        return await self._absorb_lookup(order, now_ms) or OrderUpdate(self.order(cid) or order)
 
     async def on_order(self, order: Order, now_ms: int) -> OrderUpdate | None:
         """An update pushed by the user stream (`Gateway.watch_orders`); ours only. Taken as a
@@ -379,14 +432,16 @@ class ExchangeBroker(Broker):
         resync after a gap pushes is a REST snapshot with none, whose fill would be booked at
         an estimated fee when the order's trades can say the real one."""
         cid = order.client_order_id
-        if cid not in self._orders:
+        if self.order(cid) is None:
             # Only orders this broker placed or was handed (recovery): an id in our format is
             # no proof, since another hotcoin on the same key makes the same ones. Adopted, a
             # foreign MARKET buy became our position and a foreign sell crashed the book. Our
             # own lost orders are adopted by the reconcile, which takes open ones only. Told
             # once per order (its text names no status): another client trades on this API
             # key with ids of our format (another hotcoin, say), and its trades move the
-            # account's balances under ours, which the balance audit will then report.
+            # account's balances under ours, which the balance audit will then report. One of
+            # ours that finished more than `FINISHED_KEPT` orders ago is forgotten and told the
+            # same way: ignored all the same, never booked a second time.
             if is_ours(cid):
                 detail = (
                     f"ignored: a {order.side.value} order pushed by the exchange that this engine did not place: "
@@ -414,7 +469,7 @@ class ExchangeBroker(Broker):
         the exchange altogether: it is settled as `VANISHED` (see the module docstring), not
         raised, or every later cancel of it failed the same way and counted as an order error.
         """
-        current = self._orders.get(client_order_id)
+        current = self.order(client_order_id)
         if current is not None and current.status.is_terminal:
             return OrderUpdate(current)
         try:
@@ -429,20 +484,17 @@ class ExchangeBroker(Broker):
                     raise
                 order = replace(current, status=OrderStatus.EXPIRED, updated_ms=now_ms)
                 update = self._absorb(order, now_ms, detail=VANISHED)
-                return update or OrderUpdate(self._orders.get(client_order_id, order))
+                return update or OrderUpdate(self.order(client_order_id) or order)
             if not order.status.is_terminal:
                 raise refused
         update = await self._absorb_lookup(order, now_ms)
-        return update or OrderUpdate(self._orders.get(client_order_id, order))
+        return update or OrderUpdate(self.order(client_order_id) or order)
 
     def expired(self, now_ms: int) -> list[Order]:
-        stale = []
-        for cid, order in self._orders.items():
-            intent = self._intents.get(cid)
-            expires = intent.expires_ms if intent is not None else self._expires.get(cid)
-            if not order.status.is_terminal and expires is not None and now_ms >= expires:
-                stale.append(order)
-        return stale
+        """The open orders past their expiry; only the open ones are walked (module docstring)."""
+        return [
+            order for cid, order in self._open.items() if (expires := self._expires.get(cid)) is not None and now_ms >= expires
+        ]
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
         progress = _Progress()
@@ -464,8 +516,9 @@ class ExchangeBroker(Broker):
         its create in case it lands late (recovery hands back the ones the journal has)."""
         until = order.created_ms + self.late_watch_ms
         if until > now_ms:
-            self._orders.setdefault(order.client_order_id, order)
-            self._late[order.client_order_id] = _Watch(now_ms + self.late_check_ms, until)
+            cid = order.client_order_id
+            self._late[cid] = _Watch(now_ms + self.late_check_ms, until)
+            self._keep(self.order(cid) or order)
 
     async def recover_late(self, order: Order, now_ms: int) -> OrderUpdate | None:
         """Recovery's lookup of `order`, which the journal left settled as never reached: at once
@@ -479,15 +532,15 @@ class ExchangeBroker(Broker):
         """
         cid = order.client_order_id
         until = order.created_ms + self.late_watch_ms
-        self._orders.setdefault(cid, order)
         self._late[cid] = _Watch(now_ms, max(until, now_ms))
+        self._keep(self.order(cid) or order)
         try:
             seen = await self.gateway.fetch_order(order.symbol, cid)
         except NonRetryableOrderError:
             if until > now_ms:
                 self._late[cid].next_ms = now_ms + self.late_check_ms
             else:
-                del self._late[cid]
+                self._unwatch(cid)
             return None
         except OrderError:
             return None
@@ -500,7 +553,7 @@ class ExchangeBroker(Broker):
         comes back, with the commission of the order's trades. A lookup carries none: taken as a
         stream push, a fill made while the engine was down was booked at an estimate, in coins.
         """
-        self._orders[journaled.client_order_id] = replace(journaled, exchange_order_id=seen.exchange_order_id)
+        self._keep(replace(journaled, exchange_order_id=seen.exchange_order_id))
         return await self._absorb_lookup(seen, now_ms)
 
     def watching_late(self) -> list[str]:
@@ -513,12 +566,13 @@ class ExchangeBroker(Broker):
         for cid, watch in list(self._late.items()):
             if now_ms < watch.next_ms:
                 continue
-            order = self._orders[cid]
+            order = self.order(cid)
+            assert order is not None  # a watched order is kept while it is watched (`_keep`)
             try:
                 seen = await self.gateway.fetch_order(order.symbol, cid)
             except NonRetryableOrderError:
                 if now_ms >= watch.until_ms:
-                    del self._late[cid]
+                    self._unwatch(cid)
                 else:
                     watch.next_ms = now_ms + self.late_check_ms
                 continue
@@ -532,15 +586,13 @@ class ExchangeBroker(Broker):
         if listed is None:
             return
         open_now = {o.client_order_id: o for o in listed}
-        for cid, order in list(self._orders.items()):
-            if order.status.is_terminal:
-                continue
+        for cid, order in list(self._open.items()):
             seen = open_now.pop(cid, None)
             found = (seen, None) if seen is not None else await progress.attempt(self._final_state(order, now_ms))
             if found is not None:
                 progress.add(await self._absorb_lookup(found[0], now_ms, found[1]))
                 if found[1] == NEVER_REACHED:
-                    self.watch_late(self._orders[cid], now_ms)
+                    self.watch_late(self.order(cid) or found[0], now_ms)
         for cid, order in open_now.items():
             if is_ours(cid):
                 progress.add(await self._absorb_lookup(order, now_ms))
@@ -569,7 +621,7 @@ class ExchangeBroker(Broker):
             return replace(order, status=OrderStatus.REJECTED, updated_ms=now_ms), NEVER_REACHED
 
     async def open_orders(self) -> list[Order]:
-        return [o for o in self._orders.values() if not o.status.is_terminal]
+        return list(self._open.values())
 
     async def coin_balance(self, asset: str) -> Balance | None:
         """The exchange's balance of `asset`, free and locked (both 0 when it lists none).

@@ -21,6 +21,7 @@ from engine.config.sections.trading import BuyFeeAsset, ExecutionSettings
 from engine.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Side, TickerBatch
 from engine.errors import NonRetryableOrderError, RetryableOrderError
 from engine.execution.broker import Broker, OrderUpdate
+from engine.execution.finished import Finished
 from engine.execution.order_fsm import fill_delta
 
 
@@ -136,16 +137,21 @@ class PaperBroker(Broker):
     broker. An engine passes its run id in the prefix: its journal outlives the process, and
     every restart counting from `paper-1` again gave different orders and fills the same ids in
     one journal. A backtest keeps the plain prefix: it journals into a file of its own, and the
-    same backtest run twice journals the same ids."""
+    same backtest run twice journals the same ids.
+
+    Only the resting orders are kept for good (until they fill or are cancelled); the others are
+    among the last `FINISHED_KEPT` (`engine.execution.finished`), enough to refuse an id sent
+    again and to answer the cancel of an order that just filled: a paper engine runs for weeks
+    and a backtest places orders by the ten thousand, and every one of them used to stay."""
 
     def __init__(self, model: FillModel, id_prefix: str = "paper") -> None:
         self.model = model
         self.id_prefix = id_prefix
         self._book: TickerBatch | None = None
         self._index: dict[str, int] | None = None
-        self._orders: dict[str, Order] = {}  # every order, by client id (duplicate ids are refused)
         self._resting: dict[str, Order] = {}  # the open ones, in placement order: sync walks only these
-        self._intents: dict[str, OrderIntent] = {}
+        self._expires: dict[str, int] = {}  # when a resting order expires (its intent's), if ever
+        self._finished: Finished[Order] = Finished()  # the others, the last ones only (duplicate ids are refused)
         self._ids = itertools.count(1)
         self._trades = itertools.count(1)
 
@@ -175,9 +181,20 @@ class PaperBroker(Broker):
             fee_base=ex.fee_base,
             updated_ms=now_ms,
         )
-        self._orders[order.client_order_id] = filled
-        self._resting.pop(order.client_order_id, None)
+        self._done(filled)
         return OrderUpdate(filled, (self._trade(order, ex, float(qty), now_ms),))
+
+    def _done(self, order: Order) -> None:
+        """`order` rests no more (filled, cancelled, refused): among the last finished."""
+        cid = order.client_order_id
+        self._resting.pop(cid, None)
+        self._expires.pop(cid, None)
+        self._finished.add(cid, order)
+
+    def _known(self, client_order_id: str) -> Order | None:
+        """A resting order, or one of the last finished; None for one never placed or long finished."""
+        resting = self._resting.get(client_order_id)
+        return resting if resting is not None else self._finished.get(client_order_id)
 
     def _trade(self, order: Order, ex: Execution, quantity: float, ts_ms: int) -> Fill:
         """The fill of `quantity` of `order` at `ex`, under this broker's next trade id."""
@@ -205,13 +222,13 @@ class PaperBroker(Broker):
         settled = replace(
             replied, fee_quote=journaled.fee_quote + ex.fee_quote, fee_base=journaled.fee_base + ex.fee_base, fees_reported=True
         )
-        self._orders[settled.client_order_id] = settled  # its id stays taken
+        self._done(settled)  # its id stays taken
         if qty <= 0:
             return OrderUpdate(settled)
         return OrderUpdate(settled, (self._trade(settled, ex, float(qty), settled.updated_ms),))
 
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
-        if intent.client_order_id in self._orders:
+        if self._known(intent.client_order_id) is not None:
             raise NonRetryableOrderError(
                 f"duplicate client order id {intent.client_order_id}; an order with it already exists", code=-2010
             )
@@ -221,26 +238,25 @@ class PaperBroker(Broker):
         if intent.order_type is OrderType.MARKET:
             if np.isnan(bid) or np.isnan(ask):
                 raise RetryableOrderError(f"no book for {intent.symbol} yet; retry after the next ticker")
-            self._intents[intent.client_order_id] = intent
             return self._fill(order, self.model.market(intent.side, qty, bid, ask), now_ms)
         if intent.price is None:
             raise NonRetryableOrderError(f"limit order {intent.client_order_id} has no price")
-        self._intents[intent.client_order_id] = intent
         ex = self.model.limit(intent.side, qty, float(intent.price), bid, ask, resting=False)
         if ex is not None:
             return self._fill(order, ex, now_ms)
-        self._orders[intent.client_order_id] = self._resting[intent.client_order_id] = order
+        self._resting[intent.client_order_id] = order
+        if intent.expires_ms is not None:
+            self._expires[intent.client_order_id] = intent.expires_ms
         return OrderUpdate(order)
 
     async def cancel(self, symbol: str, client_order_id: str, now_ms: int) -> OrderUpdate:
-        order = self._orders.get(client_order_id)
+        order = self._known(client_order_id)
         if order is None:
             raise NonRetryableOrderError(f"unknown order {client_order_id} on {symbol}", code=-2011)
         if order.status.is_terminal:
             return OrderUpdate(order)
         cancelled = replace(order, status=OrderStatus.CANCELED, updated_ms=now_ms)
-        self._orders[client_order_id] = cancelled
-        self._resting.pop(client_order_id, None)
+        self._done(cancelled)
         return OrderUpdate(cancelled)
 
     async def sync(self, now_ms: int) -> list[OrderUpdate]:
@@ -261,9 +277,7 @@ class PaperBroker(Broker):
 
     def expired(self, now_ms: int) -> list[Order]:
         return [
-            order
-            for cid, order in self._resting.items()
-            if (expires := self._intents[cid].expires_ms) is not None and now_ms >= expires
+            order for cid, order in self._resting.items() if (expires := self._expires.get(cid)) is not None and now_ms >= expires
         ]
 
     async def open_orders(self) -> list[Order]:

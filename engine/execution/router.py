@@ -4,7 +4,10 @@ Every intent becomes one `order_attempt` and one `order_result` (with the error 
 failed), in the intent's trace. An intent whose client order id was already sent is suppressed
 here, before the broker: the core may re-decide the same thing, the exchange never sees it twice.
 A *retryable* failure frees the id again (the order certainly did not happen); an *unknown* one
-does not (it must be reconciled first).
+does not (it must be reconciled first). An id stays guarded while its order is not settled, then
+among the last `FINISHED_KEPT` settled (`engine.execution.finished`, which says why that is
+enough: ids are idempotent, and the same one comes back only within its bar or its exit);
+kept for good, every id this process ever sent stayed in memory for as long as it ran.
 
 What the broker learns later passes through here too and is journaled once, as an
 `order_result` caused by the attempt: each update `sync` brings (a resting order filled, an
@@ -56,6 +59,7 @@ from engine.errors import (
 )
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.exchange_broker import NEVER_REACHED
+from engine.execution.finished import Finished
 from engine.journal.events import EventSink
 
 # Awaited between emitting order attempts and submitting them; returns once they are on disk.
@@ -81,7 +85,11 @@ class OrderRouter:
         self.sink = sink
         self.durable = durable
         self.journal_failed = journal_failed
+        # Ids guarded against a second send: those of orders not settled (sent and unanswered,
+        # open, unknown, watched for a late landing) and whatever a restart seeded (`remember`),
+        # then, once settled, the last ones in `_settled`.
         self._sent: set[str] = set()
+        self._settled: Finished[None] = Finished()
         # client id -> seq of its order_attempt, until it is settled (or, if it may land late, watched no more)
         self._attempts: dict[str, int] = {}
         self._late: set[str] = set()  # settled as never reached: attempts kept for a late landing
@@ -89,7 +97,12 @@ class OrderRouter:
         self.sent = 0  # orders handed to the broker, close-all's included: the run summary's count
 
     def remember(self, client_order_ids: Iterable[str]) -> None:
-        """Ids sent before a restart (from the journal): the duplicate guard refuses them too."""
+        """Ids sent before a restart (from the journal): the duplicate guard refuses them too.
+
+        All of them, each until it is seen settled (then among the last settled): the journal
+        names them in no order, so keeping only some could drop the very one the core decides
+        again right after the restart. They are what the journal holds, a number fixed at the
+        restart; what this process sends afterwards is what must not pile up."""
         self._sent.update(client_order_ids)
 
     def resume(self, attempts: Mapping[str, int], late: Iterable[str] = ()) -> None:
@@ -149,7 +162,7 @@ class OrderRouter:
     def _attempt(self, intent: OrderIntent, now_ms: int, cause: int | None) -> int | None:
         """Journal the `order_attempt` and claim its client id; None (and counted) if already sent."""
         cid = intent.client_order_id
-        if cid in self._sent:
+        if cid in self._sent or cid in self._settled:
             self.suppressed += 1
             return None
         self._sent.add(cid)
@@ -185,6 +198,8 @@ class OrderRouter:
             status = OrderStatus.PENDING if exc.error_class is ErrorClass.UNKNOWN else OrderStatus.REJECTED
             if status.is_terminal:
                 self._attempts.pop(cid, None)
+                if exc.error_class is not ErrorClass.RETRYABLE:
+                    self._settle(cid)
             payload: dict[str, Any] = {
                 "client_order_id": cid,
                 "status": "unknown" if status is OrderStatus.PENDING else status.value,
@@ -281,7 +296,14 @@ class OrderRouter:
         gone = self._late - set(self.broker.watching_late())
         for cid in gone:
             self._attempts.pop(cid, None)
+            self._settle(cid)
         self._late -= gone
+
+    def _settle(self, client_order_id: str) -> None:
+        """An order is settled for good (and no late landing is looked for): its id moves from
+        the guard of the orders in flight to the last settled, still refused while it is there."""
+        self._sent.discard(client_order_id)
+        self._settled.add(client_order_id, None)
 
     def _result(
         self,
@@ -300,11 +322,14 @@ class OrderRouter:
         attempt = self._attempts.get(cid)
         if not order.status.is_terminal:
             self._late.discard(cid)  # landed late and rests: an open order again
+            self._settled.pop(cid)
+            self._sent.add(cid)
         elif update.detail == NEVER_REACHED:
             self._late.add(cid)  # the broker keeps looking for it
         else:
             self._attempts.pop(cid, None)
             self._late.discard(cid)
+            self._settle(cid)
         payload: dict[str, Any] = extra | {
             "client_order_id": cid,
             "status": order.status.value,

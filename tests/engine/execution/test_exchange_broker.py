@@ -597,7 +597,7 @@ async def test_a_create_that_never_lands_stays_rejected_and_leaves_the_watch_aft
     assert await broker.sync(T0 + 70_001) == [] and broker.watching_late() == []  # 60 s after its create: given up
     lookups = gw.calls.count("fetch_order")
     assert await broker.sync(T0 + 700_000) == [] and gw.calls.count("fetch_order") == lookups
-    assert broker._orders[intent.client_order_id].status is OrderStatus.REJECTED
+    assert (held := broker.order(intent.client_order_id)) is not None and held.status is OrderStatus.REJECTED
 
 
 async def test_the_router_journals_a_late_landing_as_the_orders_real_result() -> None:
