@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,13 @@ from engine.ops.http import health_document, health_status
 from engine.ops.notify.events import notification_for
 from engine.runtime import engine as engine_module
 from engine.runtime.client import Command
+from engine.runtime.engine import Engine
 from engine.runtime.feed import SimFeed
 from engine.runtime.recovery import read_journal
 from engine.runtime.snapshot import EngineSnapshot
 from engine.runtime.tap import EventObserver
 from hotcoin_tui.cli import app
-from tests.kit.engine import pump_rig, quiet_config
+from tests.kit.engine import EngineRig, pump_rig, quiet_config
 from tests.kit.waiting import eventually
 
 
@@ -275,6 +276,25 @@ class SteppedFeed(SimFeed):
         return await super().next_batch()
 
 
+@contextlib.asynccontextmanager
+async def _held_then_stepped(tmp_path: Path, broker: PaperBroker) -> AsyncIterator[tuple[EngineRig, Engine, SteppedFeed]]:
+    """The pump rig's engine run until it holds the pumped coin, then fed one batch per
+    `step()`; let go and stopped at the end."""
+    async with pump_rig(tmp_path / "j.sqlite", broker=broker, feed_type=SteppedFeed) as rig:
+        engine, feed = rig.engine, rig.engine.feed
+        assert isinstance(feed, SteppedFeed)
+        task = asyncio.create_task(engine.run())
+        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
+        feed.stepping = True
+        try:
+            yield rig, engine, feed
+        finally:
+            feed.stepping = False
+            feed.step()
+            engine.stop()
+            await asyncio.wait_for(task, 10)
+
+
 class _HaltedForCloseAll(PaperBroker):
     """Refuses every close-all sell as Binance does for a coin in a trading halt, or once it
     is delisted after `delisted` is set; sells again once `halted` is cleared."""
@@ -339,31 +359,20 @@ async def test_a_resume_during_close_all_says_which_coins_it_still_sells(tmp_pat
     resume; the close-all goes on, and the answer says what it still sells and why."""
     ex = quiet_config().trading.execution
     broker = _HaltedForCloseAll(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))
-    async with pump_rig(tmp_path / "j.sqlite", broker=broker, feed_type=SteppedFeed) as rig:
-        engine, feed = rig.engine, rig.engine.feed
-        assert isinstance(feed, SteppedFeed)
-        task = asyncio.create_task(engine.run())
-        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
-        feed.stepping = True
-        try:
-            assert "still closing" in (await engine.command(Command.CLOSE_ALL, "test")).message
-            # No batch between the two: the second command is taken while the loop still waits
-            # on the batch it asked for before the first (it waited for that batch once).
-            result = await asyncio.wait_for(engine.command(Command.RESUME, "test"), 10)
-            halted = f"{rig.pump_symbol} (exit refused: Market is closed. (-1013), retrying in "
-            assert result.accepted and result.message.startswith(f"entries resumed; close-all still selling {halted}")
-            assert result.message.endswith(" s)")
-            snap = engine.hub.latest
-            assert snap is not None and not snap.status.paused
-            assert snap.close_all is not None and snap.close_all.remaining == 1
-            assert engine.core is not None and not engine.core.paused
-            for command in (Command.PAUSE, Command.RESUME):  # and more, still with no batch between them
-                assert (await asyncio.wait_for(engine.command(command, "test"), 10)).accepted
-        finally:
-            feed.stepping = False
-            feed.step()
-            engine.stop()
-            await asyncio.wait_for(task, 10)
+    async with _held_then_stepped(tmp_path, broker) as (rig, engine, _):
+        assert "still closing" in (await engine.command(Command.CLOSE_ALL, "test")).message
+        # No batch between the two: the second command is taken while the loop still waits
+        # on the batch it asked for before the first (it waited for that batch once).
+        result = await asyncio.wait_for(engine.command(Command.RESUME, "test"), 10)
+        halted = f"{rig.pump_symbol} (exit refused: Market is closed. (-1013), retrying in "
+        assert result.accepted and result.message.startswith(f"entries resumed; close-all still selling {halted}")
+        assert result.message.endswith(" s)")
+        snap = engine.hub.latest
+        assert snap is not None and not snap.status.paused
+        assert snap.close_all is not None and snap.close_all.remaining == 1
+        assert engine.core is not None and not engine.core.paused
+        for command in (Command.PAUSE, Command.RESUME):  # and more, still with no batch between them
+            assert (await asyncio.wait_for(engine.command(command, "test"), 10)).accepted
 
 
 class _Short(PaperBroker):
@@ -393,28 +402,17 @@ async def test_a_close_all_sell_refused_for_want_of_coins_sells_what_is_there_at
     there are sold at the next price update."""
     ex = quiet_config().trading.execution
     broker = _Short(FillModel(ex.fee_rate, ex.maker_fee_rate, 0.0))
-    async with pump_rig(tmp_path / "j.sqlite", broker=broker, feed_type=SteppedFeed) as rig:
-        engine, feed = rig.engine, rig.engine.feed
-        assert isinstance(feed, SteppedFeed)
-        task = asyncio.create_task(engine.run())
-        await eventually(lambda: engine.hub.latest is not None and bool(engine.hub.latest.positions), timeout=60)
-        feed.stepping = True
+    async with _held_then_stepped(tmp_path, broker) as (rig, engine, feed):
         core = engine.core
         assert core is not None
         held = core.book.holdings[rig.pump_symbol].position.quantity
         broker.real = round(held * 0.8, 1)
-        try:
-            await engine.command(Command.CLOSE_ALL, "test")
-            pressed = engine._now
-            assert core.book.holdings[rig.pump_symbol].position.quantity == pytest.approx(broker.real)  # written down at the press
-            feed.step()
-            await eventually(lambda: engine.hub.latest.ts_ms > pressed)  # type: ignore[union-attr]
-            assert not core.book.holdings, "what the exchange holds is sold at the next price update"
-        finally:
-            feed.stepping = False
-            feed.step()
-            engine.stop()
-            await asyncio.wait_for(task, 10)
+        await engine.command(Command.CLOSE_ALL, "test")
+        pressed = engine._now
+        assert core.book.holdings[rig.pump_symbol].position.quantity == pytest.approx(broker.real)  # written down at the press
+        feed.step()
+        await eventually(lambda: engine.hub.latest.ts_ms > pressed)  # type: ignore[union-attr]
+        assert not core.book.holdings, "what the exchange holds is sold at the next price update"
     with JournalReader(tmp_path / "j.sqlite") as reader:
         sells = [e.payload["quantity"] for e in reader.events(kinds=["order_attempt"]) if e.payload["purpose"] == "close_all"]
         codes = [e.payload["code"] for e in reader.events(kinds=["risk_event"])]
