@@ -31,11 +31,14 @@ def unpack_script(*, incoming: str, staging: str, jobdir: str, sha256: str) -> s
     to `jobdir`. Every way out but success removes `incoming` and `staging`, so a failure
     (a full disk) leaves nothing behind. Two ships of one job at once each have their own
     `incoming` and `staging`; the one that renames second finds the job there and exits
-    `UNPACK_ALREADY`. `mv -T` (GNU) refuses to move a folder *into* an existing one."""
+    `UNPACK_ALREADY`. `mv -T` (GNU) refuses to move a folder *into* an existing one. The
+    job's folder is private (umask 077) by the script itself, not only by the transport that
+    runs it (`gpu_jobs.transport.base.private`): it holds the owner's dataset."""
     q = shlex.quote
     inc, stg, job = q(incoming), q(staging), q(jobdir)
     return "\n".join(
         [
+            "umask 077",
             f"clean() {{ rm -rf {stg}; rm -f {inc}; }}",
             f"if ! echo {q(sha256 + '  ' + incoming)} | sha256sum -c --status; then clean; exit {UNPACK_BAD_SHA}; fi",
             f"if [ -f {job}/.unpacked ]; then clean; exit {UNPACK_ALREADY}; fi",

@@ -111,10 +111,15 @@ class JobClient:
     # -- plumbing -------------------------------------------------------------------------------
 
     async def root(self) -> str:
-        """The workdir as an absolute path on the box (created if needed)."""
+        """The workdir as an absolute path on the box (created if needed, 0700 as every folder
+        made under the transport's umask 077). Its `jobs` and `incoming` folders, hotcoin's own,
+        are made private too where an earlier version left them open to all (a failed chmod, a
+        folder someone else owns, is no reason to stop: they were usable before)."""
         if self._root is None:
             w = _shell_path(self.workdir)
-            res = await self.transport.run(f"mkdir -p {w}/jobs {w}/incoming && cd {w} && pwd")
+            res = await self.transport.run(
+                f"mkdir -p {w}/jobs {w}/incoming && {{ chmod 700 {w}/jobs {w}/incoming 2>/dev/null; cd {w}; }} && pwd"
+            )
             if res.rc != 0:
                 if boxshell.is_no_space(res.stderr):
                     raise await self._workdir_full(self.workdir)

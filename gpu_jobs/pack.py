@@ -1,7 +1,10 @@
 """One job = one tar.gz whose content hash is its id.
 
 The archive is deterministic: entries sorted by name, mtime 0, uid/gid 0, no user names, fixed
-modes, and a gzip header without a timestamp or file name. The same spec, data and code
+modes, and a gzip header without a timestamp or file name. The modes are private (files 0600,
+folders 0700, each folder an entry of its own): a `tar` run as root on the box keeps the
+archive's modes rather than masking them with the umask, and a job's dataset and code are the
+owner's alone. The same spec, data and code
 therefore always give the same bytes and the same id, which is what lets `ship` skip a job the
 box already has.
 
@@ -17,7 +20,7 @@ import io
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from gpu_jobs.spec import JobSpec
 
@@ -37,6 +40,8 @@ REMOTE_MODULES = (
     "models/tft.py",
 )
 ID_HEX = 16
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 BLOCK = 4096  # the usual filesystem block
 
 
@@ -63,26 +68,38 @@ def code_sha256() -> str:
 
 def _write_tar_gz(entries: dict[str, bytes | Path], dest: Path) -> str:
     """Stream the archive to `dest` (data files are read as they are added, never held whole
-    in memory); its sha256."""
+    in memory); its sha256. Every folder the files lie in is an entry too (mode `DIR_MODE`),
+    before its files: left to `tar`, a folder it makes for a file takes the umask's mode."""
+    folders = {str(parent) for name in entries for parent in PurePosixPath(name).parents if str(parent) != "."}
     with (
         dest.open("wb") as fh,
         gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for name in sorted(entries):
-            data = entries[name]
-            info = tarfile.TarInfo(name)
-            info.size = data.stat().st_size if isinstance(data, Path) else len(data)
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if isinstance(data, Path):
+        for name in sorted(folders | set(entries)):  # a folder's name sorts before its files'
+            info = _tar_info(name)
+            data = entries.get(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, DIR_MODE
+                tar.addfile(info)
+            elif isinstance(data, Path):
+                info.size = data.stat().st_size
                 with data.open("rb") as src:
                     tar.addfile(info, src)
             else:
+                info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return _sha256_file(dest)
+
+
+def _tar_info(name: str) -> tarfile.TarInfo:
+    """An entry with nothing of this machine in it (no times, owners or umask): a private file."""
+    info = tarfile.TarInfo(name)
+    info.mtime = 0
+    info.mode = FILE_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
 
 
 def _sha256_file(path: Path) -> str:

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.config.locations import make_folder
+from engine.config.sections.exchange import ExchangeSection
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError
 from engine.execution.broker import Broker
@@ -56,7 +57,7 @@ from engine.timefmt import utc_second
 
 log = logging.getLogger("hotcoin.session")
 
-SIM_API_KEY = "hotcoin-sim"  # the key a run signs with on the simulated exchange when none is configured
+SIM_API_KEY = "hotcoin-sim"  # the key (and secret) every run signs with on the simulated exchange
 
 # Discovery's longest window is 60 minutes; the simulated market starts this much earlier and
 # is fast-forwarded so the demo trades from its first minute.
@@ -199,8 +200,8 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
 
     Binance: `paper` (fills from the feed's book) unless `--live` (checked by `check_live`).
     The simulated exchange (`exchange.name = "sim"` with an endpoint): the exchange broker,
-    since no real money is at stake and its order path is the thing worth exercising; the sim
-    accepts any API key, so without configured keys the run signs as `SIM_API_KEY`. Its clock
+    since no real money is at stake and its order path is the thing worth exercising; it signs
+    as `SIM_API_KEY` whatever keys are configured (`sim_section`). Its clock
     runs at `options.speed` (`--speed`, which must match the sim-exchange's: `check_sim_speed`)
     from the time it reports, and the gateway keeps that time (`ExchangeClock`), re-read from the
     same endpoint when the feed finds it moved (a sim-exchange restarted mid-run).
@@ -209,8 +210,7 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
     on_sim = section.name == "sim"
     clock: ExchangeClock | None = None
     if on_sim:
-        if section.api_key is None or section.api_secret is None:
-            section = section.model_copy(update={"api_key": SecretStr(SIM_API_KEY), "api_secret": SecretStr(SIM_API_KEY)})
+        section = sim_section(section)
         assert section.endpoint is not None  # uses_exchange: the sim is only reached at an endpoint
         await check_sim_speed(section.endpoint, options.speed, section.request_timeout_ms)
         endpoint, timeout_ms = section.endpoint, section.request_timeout_ms
@@ -233,6 +233,22 @@ async def exchange_feed(config: HotcoinConfig, options: RunOptions, paper: Paper
         )  # fmt: skip
         return feed, broker
     return feed, paper
+
+
+def sim_section(section: ExchangeSection) -> ExchangeSection:
+    """`section` signing as the simulated exchange's own `SIM_API_KEY`, whatever keys it holds.
+
+    The sim accepts any key, so there is never a reason to send it the owner's: the keys in the
+    secrets file are Binance's, and an endpoint that is "the sim" is only a URL in the config,
+    a server anyone on the box (or the network) may run, which would then log the real key and
+    could replay requests signed with the real secret. With keys configured the log says once
+    that they are not used, so that no one wonders which account the sim is trading."""
+    if section.api_key is not None or section.api_secret is not None:
+        log.info(
+            "exchange.name is \"sim\": the configured API keys (exchange.api_key, exchange.api_secret) are not sent to "
+            "the simulated exchange at %s; this run signs with the sim's own key (%s)", section.endpoint, SIM_API_KEY,
+        )  # fmt: skip
+    return section.model_copy(update={"api_key": SecretStr(SIM_API_KEY), "api_secret": SecretStr(SIM_API_KEY)})
 
 
 async def server_time_ms(endpoint: str, timeout_ms: int) -> int:

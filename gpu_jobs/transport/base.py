@@ -9,6 +9,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# What every command on the box runs under: whatever it makes (the workdir, the packs, the
+# unpacked jobs, the trainer's log, checkpoints and model) is the owner's alone, as on the
+# trading box (`hotcoin_tui.cli`), whatever umask the box's sshd or PAM gives a session
+# (usually 022: world-readable datasets and models on a shared GPU box).
+PRIVATE_UMASK = "077"
+
+
+def private(command: str) -> str:
+    """`command` run under `PRIVATE_UMASK`; the detached trainer it starts inherits it."""
+    return f"umask {PRIVATE_UMASK}; {command}"
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -19,8 +30,9 @@ class CommandResult:
 
 class Transport(ABC):
     """`run` and `stream` report the remote exit code; an unreachable box raises
-    `TransportError` instead. `on_spawn` hands out the pid of the local helper process
-    (e.g. the `ssh` client) while it runs, so callers can observe or stop it."""
+    `TransportError` instead. Both run the command under `private` (umask 077). `on_spawn`
+    hands out the pid of the local helper process (e.g. the `ssh` client) while it runs, so
+    callers can observe or stop it."""
 
     on_spawn: Callable[[int], None] | None = None
 

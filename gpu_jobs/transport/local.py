@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gpu_jobs.errors import TransportError
-from gpu_jobs.transport.base import CommandResult, Transport, communicate, pump
+from gpu_jobs.transport.base import CommandResult, Transport, communicate, private, pump
 
 
 class LocalTransport(Transport):
@@ -21,7 +21,7 @@ class LocalTransport(Transport):
 
     async def run(self, command: str) -> CommandResult:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            "/bin/sh", "-c", private(command), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
         )
         out, err = await communicate(proc)
@@ -29,7 +29,7 @@ class LocalTransport(Transport):
 
     async def stream(self, command: str, on_chunk: Callable[[bytes], None]) -> int:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", command, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+            "/bin/sh", "-c", private(command), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
         )
         if self.on_spawn is not None:
             self.on_spawn(proc.pid)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gpu_jobs.errors import TransportError
-from gpu_jobs.transport.base import CommandResult, Transport, communicate, pump
+from gpu_jobs.transport.base import CommandResult, Transport, communicate, private, pump
 
 SSH_FAILED = 255
 # what scp prints when a link that was up goes away, as opposed to one that never came up
@@ -60,12 +60,13 @@ class SshTransport(Transport):
         return opts + self.extra_args
 
     def ssh_argv(self, command: str) -> list[str]:
+        """The ssh command line running `command` on the box, under `private` (umask 077)."""
         argv = ["ssh", *self._options()]
         if self.port is not None:
             argv += ["-p", str(self.port)]
         if self.user is not None:
             argv += ["-l", self.user]
-        return [*argv, "--", self.host, command]
+        return [*argv, "--", self.host, private(command)]
 
     def _scp_argv(self) -> list[str]:
         argv = ["scp", "-q", *self._options()]

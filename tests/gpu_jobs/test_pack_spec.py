@@ -31,7 +31,10 @@ def test_same_job_packs_to_the_same_bytes_and_id(tmp_path: Path, dataset: Datase
     assert names == sorted(names)
     assert {"job.json", "data/features.npy", "data/close.npy", "data/meta.json", "data/timestamps.npy"} <= set(names)
     assert {f"code/gpu_jobs/{m}" for m in REMOTE_MODULES} <= set(names)
-    assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members} == {(0, 0, 0, "", 0o644)}
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members if m.isfile()} == {(0, 0, 0, "", 0o600)}
+    # every folder is an entry of its own, private too (not left to the box's umask)
+    folders = {m.name: (m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members if m.isdir()}
+    assert folders == {name: (0, 0, 0, "", 0o700) for name in ("code", "code/gpu_jobs", "code/gpu_jobs/models", "data")}
     assert a.spec.code_sha256 == code_sha256()
 
 

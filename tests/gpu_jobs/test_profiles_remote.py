@@ -39,7 +39,7 @@ def test_profiles_make_their_transport() -> None:
     )
     assert isinstance(ssh, SshTransport)
     argv = ssh.ssh_argv("echo hi")
-    assert argv[0] == "ssh" and argv[-3:] == ["--", "gpu", "echo hi"]
+    assert argv[0] == "ssh" and argv[-3:] == ["--", "gpu", "umask 077; echo hi"]
     for pair in (["-o", "BatchMode=yes"], ["-o", "ConnectTimeout=10"], ["-o", "ServerAliveInterval=5"],
                  ["-p", "2222"], ["-l", "me"], ["-i", "/k"], ["-o", "ProxyJump=bastion"]):  # fmt: skip
         assert any(argv[i : i + 2] == pair for i in range(len(argv))), pair

@@ -519,6 +519,25 @@ async def test_run_doctor_end_to_end_loudly_fails_a_withdrawing_key(binance: Fak
     assert worst(checks) is Status.FAIL
 
 
+async def test_run_doctor_sends_no_signed_request_to_a_sim_exchange(binance: FakeBinance, tmp_path: Path) -> None:
+    """With exchange.name = "sim" and an endpoint, doctor signed `apiRestrictions` with the keys
+    in the secrets file and sent it there: the owner's Binance key, and a request signed with
+    its secret, to whatever answers at the URL. A run never signs with them there, so the key
+    checks are skipped, in a row that says why."""
+    env = {
+        "HOTCOIN_PATHS__SECRETS_FILE": str(_secrets(tmp_path)),
+        "HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "HOTCOIN_EXCHANGE__NAME": "sim",
+        "HOTCOIN_EXCHANGE__ENDPOINT": binance.base_url,
+    }
+    named = by_name(await run_doctor(load_config(env=env)))
+    assert binance.seen == []
+    assert named["reach.exchange"].status is Status.OK
+    assert named["api_key"].status is Status.SKIP
+    assert "sim" in named["api_key"].detail and "not checked" in named["api_key"].detail
+    assert not [name for name in named if name.startswith("api_key.")]
+
+
 async def test_run_doctor_on_the_simulated_market_needs_no_network(tmp_path: Path) -> None:
     env = {"HOTCOIN_PATHS__DATA_DIR": str(tmp_path / "data")}
     named = by_name(await run_doctor(load_config(env=env)))
