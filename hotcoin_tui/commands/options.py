@@ -17,6 +17,28 @@ ConfigOpt = Annotated[
         show_envvar=True,
     ),
 ]
+
+
+def journal_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Every `--journal` names a file: refuse a directory here, once, for every command.
+
+    An empty path (`-j "$J"` with J unset) reaches us as `.`, the current folder. Left to the
+    commands, `run`, `tui`, `backtest` and `doctor` derived the journal's archive folder and
+    saved-market file from it and died on a traceback (`PosixPath('.') has an empty name`),
+    while the journal readers each said it in their own words; one check before any command
+    runs gives them all the same usage error."""
+    if value is None:
+        return value
+    path = value.expanduser()
+    if path.is_dir():
+        flag = param.opts[0] if param.opts else "--journal"
+        empty = " (an empty path is the current folder)" if value == Path() else ""
+        raise typer.BadParameter(
+            f"{path} is a directory{empty}; point {flag} at the journal file, e.g. {path / 'journal.sqlite'}"
+        )
+    return value
+
+
 JournalOpt = Annotated[
     Path | None,
     typer.Option(
@@ -25,6 +47,7 @@ JournalOpt = Annotated[
         help="Journal SQLite file (default: <data_dir>/journal.sqlite).",
         envvar="HOTCOIN_JOURNAL",
         show_envvar=True,
+        callback=journal_file,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
