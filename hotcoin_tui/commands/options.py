@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +67,38 @@ def refuse_demo_with_a_market(demo: bool, exchange: str | None, endpoint: str | 
             "drop --demo to trade there, or drop the other to run the demo",
             param_hint="--demo",
         )
+
+
+def refuse_confirmation_without_live(live: bool, yes_really: bool) -> None:
+    """`--yes-really-trade-live` confirms `--live`; alone it traded paper without a word, and an
+    owner who meant to trade real orders (and forgot `--live`) learnt it from the fills."""
+    if yes_really and not live:
+        raise typer.BadParameter(
+            "--yes-really-trade-live confirms --live, which is not on this line, so this run would trade paper; "
+            "add --live to send real orders, or drop --yes-really-trade-live to trade paper",
+            param_hint="--yes-really-trade-live",
+        )
+
+
+def refuse_sim_flags_off_the_sim(sim_in_process: bool, market: str, flags: Mapping[str, object]) -> None:
+    """The simulated market's flags (`flags`: name -> value, None when not given) shape only the
+    market the engine generates in-process (`sim_in_process`). Trading elsewhere (`market`: the
+    sim-exchange at an --endpoint, Binance, an engine attached to) they were taken and ignored,
+    so the owner believed in a seed or a symbol count the market never had."""
+    if sim_in_process:
+        return
+    for flag, value in flags.items():
+        if value is not None:
+            raise typer.BadParameter(
+                f"{flag} shapes the simulated market run in-process, and this run trades on {market}, where it has no "
+                f"effect; drop {flag} (a `hotcoin sim-exchange` takes its own --seed and --symbols)",
+                param_hint=flag,
+            )
+
+
+def market_name(exchange: str, endpoint: str | None) -> str:
+    """The market a run that is not the in-process sim trades on, in words."""
+    return f"the exchange at {endpoint}" if endpoint else f"{exchange}"
 
 
 # The times a time option takes, as epoch ms: 1970-01-01 to 9999-12-31 (UTC). Outside them a

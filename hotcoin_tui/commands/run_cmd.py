@@ -13,7 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, refuse_demo_with_a_market
+from hotcoin_tui.commands.options import (
+    ConfigOpt,
+    JournalOpt,
+    market_name,
+    refuse_confirmation_without_live,
+    refuse_demo_with_a_market,
+    refuse_sim_flags_off_the_sim,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -93,16 +100,20 @@ def run(
     from engine.runtime.session import RunOptions, paper_despite_mode
 
     refuse_demo_with_a_market(demo, exchange, endpoint)
+    refuse_confirmation_without_live(live, yes_really)
     loaded = load_config(
         config,
         cli=cli_overrides(exchange=exchange, endpoint=endpoint, journal=journal, seed=seed, symbols=symbols, http_port=http_port),
     )
+    market = loaded.config.exchange
+    sim_in_process = demo or (market.name == "sim" and market.endpoint is None)
+    refuse_sim_flags_off_the_sim(sim_in_process, market_name(market.name, market.endpoint), {"--seed": seed, "--symbols": symbols})
     configure_logging(loaded.config.log_level, secrets=secret_values(loaded.config))
     from ml.runtime import load_scorer
 
     options = RunOptions(
         model_loader=load_scorer,
-        demo=demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None),
+        demo=sim_in_process,
         live=live,
         confirm_live=yes_really,
         speed=speed,

@@ -7,13 +7,21 @@ scripted fake) and the app run on it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, refuse_demo_with_a_market
+from hotcoin_tui.commands.options import (
+    ConfigOpt,
+    JournalOpt,
+    market_name,
+    refuse_confirmation_without_live,
+    refuse_demo_with_a_market,
+    refuse_sim_flags_off_the_sim,
+)
 
 if TYPE_CHECKING:
     from engine.runtime.client import EngineClient
@@ -89,6 +97,13 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
         ),
     )
     settings = loaded.config.tui
+    market = loaded.config.exchange
+    sim_flags = {"--sim-seed": engine.seed, "--symbols": engine.symbols}
+    if engine.attach:
+        refuse_sim_flags_off_the_sim(False, "the engine already running (--attach)", sim_flags)
+    elif not options.fake:
+        sim_in_process = engine.demo or (market.name == "sim" and market.endpoint is None)
+        refuse_sim_flags_off_the_sim(sim_in_process, market_name(market.name, market.endpoint), sim_flags)
     if options.fake:
         app = HotcoinApp(build_fake_client(options), settings)
         app.run()
@@ -217,9 +232,28 @@ def tui(
 ) -> None:
     """The trading console: candidates, positions, engine state, events, chart; close-all on ctrl+x."""
     refuse_demo_with_a_market(demo, exchange, endpoint)
+    refuse_confirmation_without_live(live, yes_really)
+    if fake:
+        refuse_engine_flags_with_fake(
+            {"--attach": attach, "--demo": demo, "--live": live, "--in-process": in_process, "--exchange": exchange, "--endpoint": endpoint,
+             "--sim-seed": sim_seed, "--symbols": symbols}
+        )  # fmt: skip
     options = TuiOptions(fake, seed, candidates, positions, fake_mode, step_s, config)
     engine = EngineOptions(demo, attach, exchange, live, yes_really, speed, journal, endpoint, sim_seed, symbols, no_http, in_process)
     raise typer.Exit(run_tui(options, engine))
+
+
+def refuse_engine_flags_with_fake(flags: Mapping[str, object]) -> None:
+    """`--fake` is the scripted fake engine: no market, no orders, no journal. A flag choosing the
+    real engine beside it (`--fake --live`, `--attach --fake`) was dropped without a word, and the
+    owner watched generated data believing it was the engine asked for."""
+    for flag, value in flags.items():
+        if value not in (None, False):
+            raise typer.BadParameter(
+                f"--fake runs the scripted fake engine (generated data, no orders) and cannot be combined with {flag}; "
+                f"drop --fake to run the engine {flag} asks for, or drop {flag}",
+                param_hint="--fake",
+            )
 
 
 def register(app: typer.Typer) -> None:

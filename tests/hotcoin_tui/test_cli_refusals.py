@@ -75,3 +75,40 @@ def test_an_optimize_plan_takes_every_seed_its_folds_can_sample_from() -> None:
     plan = OptimizePlan(Path(), None, None, trials=1, jobs=1, folds=3, oos_fraction=0.3, seed=2**32 - 3)
     assert plan.seed + plan.folds - 1 == 2**32 - 1
     assert OptimizePlan(Path(), None, None, trials=1, jobs=1, folds=3, oos_fraction=0.3, seed=0).seed == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["run", "--yes-really-trade-live", "--duration", "0"], "--yes-really-trade-live confirms --live, which is not on this line"),
+        (["tui", "--yes-really-trade-live"], "--yes-really-trade-live confirms --live, which is not on this line"),
+        (["tui", "--fake", "--live"], "--fake runs the scripted fake engine (generated data, no orders) and cannot be combined with --live"),
+        (["tui", "--attach", "--fake"], "--fake runs the scripted fake engine (generated data, no orders) and cannot be combined with --attach"),
+        (["run", "--exchange", "sim", "--endpoint", "http://127.0.0.1:9", "--seed", "3"],
+         "--seed shapes the simulated market run in-process, and this run trades on the exchange at http://127.0.0.1:9"),
+        (["run", "--exchange", "binance", "--symbols", "40"], "--symbols shapes the simulated market run in-process, and this run trades on binance"),
+        (["tui", "--exchange", "binance", "--sim-seed", "3"], "--sim-seed shapes the simulated market run in-process, and this run trades on binance"),
+        (["tui", "--attach", "--symbols", "40"], "--symbols shapes the simulated market run in-process, and this run trades on the engine already running"),
+        (["train", "--task", "hot_lgbm", "--symbols", ""], "'' names no pair; give e.g. DOGE/USDT,WIN/USDT, or leave --symbols out"),
+        (["train", "--task", "hot_lgbm", "--symbols", " , "], "' , ' names no pair"),
+    ],
+    ids=["run-confirm-alone", "tui-confirm-alone", "fake-live", "attach-fake", "seed-at-endpoint", "symbols-on-binance",
+         "tui-sim-seed-on-binance", "tui-symbols-attached", "train-empty-symbols", "train-blank-symbols"],
+)  # fmt: skip
+@pytest.mark.timeout(60)  # unrefused, `tui --fake ...` runs the console until stopped
+def test_a_flag_that_would_do_nothing_here_is_named(args: list[str], named: str, tmp_path: Path) -> None:
+    """Audit: these lines were taken and the flag silently dropped (`run --yes-really-trade-live`
+    traded paper, `--seed` with a remote market set nothing, `train --symbols ""` trained on all)."""
+    code, out, exc = invoke(*args, "--journal" if args[0] != "train" else "--data", str(tmp_path / "j.sqlite"))
+    assert code == 2, out
+    assert isinstance(exc, SystemExit), exc
+    assert named in out
+
+
+def test_sim_flags_still_shape_the_demo_on_any_configured_exchange(tmp_path: Path) -> None:
+    """`--demo` runs the simulated market in-process whatever exchange is configured: its flags count."""
+    config = tmp_path / "config.toml"
+    config.write_text('[exchange]\nname = "binance"\n')
+    code, out, _ = invoke("run", "--demo", "--seed", "3", "--symbols", "20", "--duration", "0", "--no-http",
+                          "-c", str(config), "-j", str(tmp_path / "j.sqlite"))  # fmt: skip
+    assert code == 0, out
