@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +53,44 @@ JournalOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def number(min: float | None = None, max: float | None = None) -> Callable[[str | float], float]:
+    """The parser of a float option (`typer.Option(parser=...)`), `min` to `max` (inclusive)
+    when given, that refuses NaN by name. Typer's own bounds refused it by a bound it was not
+    past (every comparison with NaN is false): `run --speed nan` said "Input should be less
+    than or equal to 1000", and a float option with no bounds took it as a value (a fault
+    rate, a ban of NaN seconds). Infinity is a number, and left to the bounds."""
+
+    def parse(given: str | float) -> float:
+        try:
+            value = float(given)
+        except ValueError:
+            raise typer.BadParameter(f"{given!r} is not a number") from None
+        if math.isnan(value):
+            raise typer.BadParameter("nan is not a number")
+        if min is not None and value < min:
+            raise typer.BadParameter(f"Input should be greater than or equal to {min:g}")
+        if max is not None and value > max:
+            raise typer.BadParameter(f"Input should be less than or equal to {max:g}")
+        return value
+
+    return parse
+
+
+def http_endpoint(value: str | None) -> str | None:
+    """`--endpoint` must be an http(s) URL with a host, checked as `hotcoin collect` checks it
+    (`endpoint_parts`), before the command does anything: `run --endpoint 127.0.0.1:8765` (no
+    scheme) went on to ask that "URL" for the server time and failed in ccxt's words."""
+    from engine.errors import ConfigError
+    from engine.market.endpoint import endpoint_parts
+
+    if value is not None:
+        try:
+            endpoint_parts(value, what="--endpoint")
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
 
 
 def refuse_demo_with_a_market(demo: bool, exchange: str | None, endpoint: str | None) -> None:

@@ -16,7 +16,9 @@ import typer
 from hotcoin_tui.commands.options import (
     ConfigOpt,
     JournalOpt,
+    http_endpoint,
     market_name,
+    number,
     refuse_confirmation_without_live,
     refuse_demo_with_a_market,
     refuse_sim_flags_off_the_sim,
@@ -78,13 +80,13 @@ def run(
     ] = None,
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
-    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
+    speed: Annotated[float, typer.Option("--speed", parser=number(1, 1000), help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
     duration: Annotated[
         float | None, typer.Option("--duration", callback=_seconds, help="Stop after this many wall seconds (the start included).")
     ] = None,
     endpoint: Annotated[
         str | None,
-        typer.Option("--endpoint", help="Another Binance-compatible host, e.g. the URL `hotcoin sim-exchange` prints."),
+        typer.Option("--endpoint", callback=http_endpoint, help="Another Binance-compatible host, e.g. the URL `hotcoin sim-exchange` prints."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the simulated market.")] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,

@@ -17,7 +17,9 @@ import typer
 from hotcoin_tui.commands.options import (
     ConfigOpt,
     JournalOpt,
+    http_endpoint,
     market_name,
+    number,
     refuse_confirmation_without_live,
     refuse_demo_with_a_market,
     refuse_sim_flags_off_the_sim,
@@ -215,9 +217,9 @@ def tui(
     exchange: Annotated[str | None, typer.Option("--exchange", help="`binance` for Binance spot; `sim` for the simulated market.")] = None,
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills.")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
-    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
+    speed: Annotated[float, typer.Option("--speed", parser=number(1, 1000), help="Simulated clock speed (x1 to x1000).")] = 1.0,
     journal: JournalOpt = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", callback=http_endpoint, help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
     sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Seed of the simulated market.")] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
     no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /health and /metrics.")] = False,
@@ -227,7 +229,7 @@ def tui(
     candidates: Annotated[int, typer.Option("--candidates", help="Fake engine: candidates in the pool.")] = 300,
     positions: Annotated[int, typer.Option("--positions", help="Fake engine: positions open at start.")] = 6,
     fake_mode: Annotated[str, typer.Option("--fake-mode", help="Fake engine: SIM, PAPER or LIVE (the banner).")] = "PAPER",
-    step_s: Annotated[float, typer.Option("--step-s", min=0.05, help="Fake engine: seconds per engine cycle.")] = 0.5,
+    step_s: Annotated[float, typer.Option("--step-s", parser=number(0.05), help="Fake engine: seconds per engine cycle (at least 0.05).")] = 0.5,
     config: ConfigOpt = None,
 ) -> None:
     """The trading console: candidates, positions, engine state, events, chart; close-all on ctrl+x."""

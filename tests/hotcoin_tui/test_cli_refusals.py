@@ -112,3 +112,32 @@ def test_sim_flags_still_shape_the_demo_on_any_configured_exchange(tmp_path: Pat
     code, out, _ = invoke("run", "--demo", "--seed", "3", "--symbols", "20", "--duration", "0", "--no-http",
                           "-c", str(config), "-j", str(tmp_path / "j.sqlite"))  # fmt: skip
     assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "--speed", "nan"], ["tui", "--speed", "NaN"], ["tui", "--fake", "--step-s", "nan"],
+     ["sim-exchange", "--ban", "nan"], ["sim-exchange", "--speed", "nan"], ["sim-exchange", "--ws-reorder-rate", "nan"]],
+    ids=lambda a: "-".join(w.strip("-") for w in a if w.lower() != "nan"),
+)  # fmt: skip
+@pytest.mark.timeout(60)  # unrefused, `sim-exchange` serves until stopped
+def test_nan_for_a_float_option_is_said_to_be_no_number(args: list[str]) -> None:
+    """Audit: `run --speed nan` said "Input should be less than or equal to 1000" (NaN compares
+    false with every bound), and an option with no bounds took NaN as a value."""
+    code, out, exc = invoke(*args)
+    assert code == 2, out
+    assert isinstance(exc, SystemExit), exc
+    assert f"Invalid value for '{args[-2]}': nan is not a number" in out
+    assert "less than" not in out
+
+
+@pytest.mark.parametrize("command", ["run", "tui"])
+def test_an_endpoint_with_no_scheme_gets_collects_message(command: str, tmp_path: Path) -> None:
+    """Audit: `run --endpoint 127.0.0.1:1` asked "127.0.0.1:1/api/v3/time" for the server time
+    and failed in ccxt's words; `collect` names the problem and the fix."""
+    code, out, exc = invoke(command, "--endpoint", "127.0.0.1:1", "-j", str(tmp_path / "j.sqlite"))
+    assert code == 2, out
+    assert isinstance(exc, SystemExit), exc
+    assert (
+        "--endpoint '127.0.0.1:1' is not an http(s) URL with a host; use e.g. http://127.0.0.1:8765" in out
+    )
