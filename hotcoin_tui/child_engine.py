@@ -99,6 +99,7 @@ async def child_engine(
             "or stop it first (its console's `q`, or SIGTERM)"
         )
     with os.fdopen(open_private(log_path), "ab") as log:  # 0600: an engine log is the owner's alone
+        started_at = os.fstat(log.fileno()).st_size  # what this start writes begins here (`_attach`)
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -112,7 +113,7 @@ async def child_engine(
         )
     lower_priority(nice)
     try:
-        client = await _attach(child, socket_path, log_path, max_hz)
+        client = await _attach(child, socket_path, log_path, max_hz, started_at)
         try:
             yield ChildEngine(client, log_path, child)
         finally:
@@ -130,13 +131,17 @@ async def child_engine(
 
 
 async def _attach(
-    child: asyncio.subprocess.Process, socket_path: Path, log_path: Path, max_hz: float | None
+    child: asyncio.subprocess.Process, socket_path: Path, log_path: Path, max_hz: float | None, started_at: int
 ) -> RemoteEngineClient:
+    """Connect to the child once it serves its socket. A child that exits first is reported
+    with the last lines it wrote, from `started_at` (the log's size before it started) on: the
+    log is appended to across starts, and its last lines alone put an earlier attempt's error
+    beside (or instead of) this one's."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if child.returncode is not None:
-            text = await asyncio.to_thread(log_path.read_text, errors="replace")
-            tail = text.splitlines()[-5:]
+            written = await asyncio.to_thread(_written_since, log_path, started_at)
+            tail = written.splitlines()[-5:] or ["(it wrote nothing to the log)"]
             raise ConfigError(
                 f"the engine exited with code {child.returncode} before it was ready; see {log_path}:\n"
                 + "\n".join(tail)
@@ -149,6 +154,15 @@ async def _attach(
             if time.monotonic() > deadline:
                 raise ConfigError(f"the engine did not open {socket_path} within {START_TIMEOUT_S:.0f} s; see {log_path}") from None
             await asyncio.sleep(0.1)
+
+
+def _written_since(log_path: Path, offset: int) -> str:
+    """What the log holds past `offset`: what the child wrote (all of it, should the log have
+    been cut shorter than `offset` meanwhile)."""
+    with log_path.open("rb") as log:
+        if os.fstat(log.fileno()).st_size >= offset:
+            log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def run_args(

@@ -104,6 +104,9 @@ class OptimizeProgress:
     out_of_sample: bool = False
 
 
+SAMPLER_SEED_MAX = 2**32 - 1  # numpy's RandomState, under optuna's TPESampler, takes 0 to this
+
+
 @dataclass(frozen=True, slots=True)
 class OptimizePlan:
     data_dir: Path
@@ -116,6 +119,19 @@ class OptimizePlan:
     storage: str | None = None
     study: str = "hotcoin"
     seed: int = 7
+
+    def __post_init__(self) -> None:
+        """Refuse a seed no fold's sampler can take, before any candle is read: fold k (from 1)
+        samples from `seed + k - 1` (`sampler_seed`) and optuna's TPESampler takes 0 to 2**32 - 1,
+        so `--seed -5` or `--seed 4294967296` failed only once the data was loaded, with
+        optuna's own words. The same range holds with `--storage` (whose seed is mixed with a
+        random number), so one --seed is good for both."""
+        top = SAMPLER_SEED_MAX - (self.folds - 1)
+        if not 0 <= self.seed <= top:
+            raise ConfigError(
+                f"--seed {self.seed} is out of range: give 0 to {top} (each of the {self.folds} fold(s) samples "
+                f"from --seed plus its index, and the sampler takes seeds up to 2**32 - 1)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,12 @@ def spill_name(journal: Path, journal_id: str, first_seq: int) -> str:
     return f"{journal.stem}.{journal_id}.unwritten-{first_seq}.jsonl"
 
 
+def is_spill_name(journal: Path, name: str) -> bool:
+    """Whether `name` is the name of one of `journal`'s spill files, of either form, taken back
+    (`.restored`) or not: `journal export -o` must not write over one."""
+    return _spill_name_pattern(journal).match(name.removesuffix(".restored")) is not None
+
+
 def _spill_name_pattern(journal: Path) -> re.Pattern[str]:
     """`<stem>.<id>.unwritten-<seq>.jsonl`, and the older `<stem>.unwritten-<seq>.jsonl` (no id)."""
     return re.compile(rf"^{re.escape(journal.stem)}\.(?:(?P<id>[0-9a-f]{{12}})\.)?unwritten-(?P<seq>\d+)\.jsonl$")

@@ -31,9 +31,9 @@ import ccxt
 import ccxt.pro
 
 from engine.config.sections.exchange import ExchangeSection
-from engine.errors import ConfigError
 from engine.loopback import is_loopback_host
 from engine.market.backoff import parse_retry_after
+from engine.market.endpoint import endpoint_parts
 
 
 class EndpointBinance(ccxt.pro.binance):  # type: ignore[misc]
@@ -122,23 +122,13 @@ def retry_after_of(exc: BaseException) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _endpoint_parts(endpoint: str) -> tuple[str, str, str]:
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"exchange.endpoint {endpoint!r} is not an http(s) URL with a host; "
-            "use e.g. http://127.0.0.1:8765 (or leave it unset for Binance itself)"
-        )
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
-
-
 def rewrite_urls(tree: Any, endpoint: str) -> Any:
     """`tree` (ccxt's `urls['api']`) with every URL moved to `endpoint`'s host, paths kept.
 
     `wss://x/ws` becomes `ws://host/ws` for an http endpoint and `wss://host/ws` for https;
     a path prefix on the endpoint (`http://h/binance`) goes in front of every path.
     """
-    scheme, netloc, prefix = _endpoint_parts(endpoint)
+    scheme, netloc, prefix = endpoint_parts(endpoint)
     ws_scheme = "wss" if scheme == "https" else "ws"
 
     def move(value: Any) -> Any:
@@ -190,7 +180,7 @@ def build_client(section: ExchangeSection, endpoint: str | None = None) -> Endpo
     client = EndpointBinance(client_config(section, endpoint))
     if endpoint is not None:
         client.urls["api"] = rewrite_urls(client.urls["api"], endpoint)
-        scheme, netloc, prefix = _endpoint_parts(endpoint)
+        scheme, netloc, prefix = endpoint_parts(endpoint)
         client.hotcoin_endpoint = f"{scheme}://{netloc}{prefix}/"
         if scheme == "http":
             client.timeout_on_exit = 0  # the 250 ms close grace is for TLS; plain HTTP needs none

@@ -87,13 +87,22 @@ def load_market(path: Path, settings: SimSection) -> SimMarket:
     return sim
 
 
+_HEADER_FIELDS = ("code", "settings", "now_ms")  # what `save_market` writes on the first line
+
+
 def _header(line: bytes) -> dict[str, Any]:
+    """The saved market's header; `NotResumable` when the first line is not one. A JSON object
+    without the header's fields is some other file (an event exported over the market by
+    `journal export -o`): it used to pass here, and its missing `code` read as "another version
+    of hotcoin saved it", which sent the owner looking for an upgrade that never happened."""
     try:
         header = orjson.loads(line)
     except orjson.JSONDecodeError:
         header = None
     if not isinstance(header, dict):
         raise NotResumable("it is not a saved market (no header)")
+    if any(name not in header for name in _HEADER_FIELDS) or not isinstance(header["settings"], dict):
+        raise NotResumable("it is not a saved market (its first line is not a saved market's header)")
     return header
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JsonOpt, is_calendar_ms
+from hotcoin_tui.commands.options import ConfigOpt, JsonOpt, is_calendar_ms, journal_file
 
 if TYPE_CHECKING:
     from engine.backtest.collect import CollectReport
@@ -121,7 +121,9 @@ def backtest(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     journal: Annotated[
-        Path | None, typer.Option("--journal", "-j", help="Journal the decisions into this new file (`hotcoin replay` reads it); default: off.")
+        Path | None, typer.Option(
+            "--journal", "-j", callback=journal_file, help="Journal the decisions into this new file (`hotcoin replay` reads it); default: off."
+        )
     ] = None,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Draw the equity curve.")] = True,
     progress: Annotated[

@@ -172,7 +172,7 @@ def export(
             sys.stdout.flush()  # JSON lines are UTF-8 whatever the locale says (PYTHONIOENCODING=ascii failed on 'é')
             count = reader.export_jsonl(getattr(sys.stdout, "buffer", sys.stdout), since_ms=since_ms, until_ms=until_ms, skipped=skipped)
         else:
-            _refuse_journal_file(out, reader)
+            _refuse_journal_file(out, reader, _journal_path(journal, config))
             target = _refuse_to_replace(out, force=force)
             count = _export_to_file(reader, out, target, since_ms, until_ms, skipped)
         unwritten = reader.unwritten()
@@ -208,17 +208,34 @@ def _note(text: str) -> None:
     typer.secho(f"hotcoin: {text}", fg=typer.colors.YELLOW, err=True)
 
 
-def _refuse_journal_file(out: Path, reader: JournalReader) -> None:
-    """Exit 2 when `--out` is the journal, one of its SQLite sidecars or an archive: opening it
-    for writing would truncate the very events being exported."""
-    journal = reader.path
-    own = [journal, *(journal.with_name(journal.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
-    own += [archive.path for archive in reader.archives]
+def _refuse_journal_file(out: Path, reader: JournalReader, given: Path) -> None:
+    """Exit 2 when `--out` is the journal or a file the engine keeps with it: its SQLite
+    sidecars, its writer lock, the demo's saved market, anything in its archive folder, a spill
+    file of its unwritten events. Writing the journal or an archive truncates the very events
+    being exported; over the saved market (`-o journal.sqlite.market --force`) the next run
+    threw the market away and marked its recovered positions at unrelated prices. `given` is
+    the journal's path as configured, which the saved market is named after; `reader.path` is
+    the file it is (symlinks followed), which the lock, archives and spill files are named after."""
+    from engine.journal.files import archive_dir, is_spill_name
+    from engine.journal.lock import lock_path
+    from engine.sim.saved import saved_market_path
+
     target = out.expanduser().resolve()
-    if any(target == path.resolve() or (target.exists() and path.exists() and target.samefile(path)) for path in own):
+    own: list[Path] = []
+    for journal in dict.fromkeys([reader.path, given.expanduser().absolute()]):
+        own += [journal, *(journal.with_name(journal.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+        own += [lock_path(journal), saved_market_path(journal)]
+    own += [archive.path for archive in reader.archives]
+    archives = archive_dir(reader.path).resolve()
+    spill_dirs = {folder.resolve() for folder in reader.spill_dirs}
+    if (
+        any(target == path.resolve() or (target.exists() and path.exists() and target.samefile(path)) for path in own)
+        or target.is_relative_to(archives)
+        or (target.parent in spill_dirs and is_spill_name(reader.path, target.name))
+    ):
         raise typer.BadParameter(
-            f"{out} is the journal or one of its files, and writing it would erase the events; "
-            "pick another file, e.g. events.jsonl",
+            f"{out} is the journal or one of its files (its SQLite sidecars, writer lock, saved demo market, archives "
+            "or unwritten events), and writing it would erase what it holds; pick another file, e.g. events.jsonl",
             param_hint="'--out'",
         )
 

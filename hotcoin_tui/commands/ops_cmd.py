@@ -1,7 +1,8 @@
 """`hotcoin report` (one UTC day from the journal) and `hotcoin doctor` (is this box fit to
 trade unattended?).
 
-Exit codes: report 0 done, 1 when `--send` could not deliver it to some channel, 2 no journal
+Exit codes: report 0 done, 1 when `--send` could not deliver it to some channel (or there is
+no channel to send it to), 2 no journal
 or a bad date, 130 interrupted while sending; doctor 0 when nothing failed (warnings are
 printed), 1 when a check failed, 2 when the config itself does not load.
 """
@@ -16,7 +17,9 @@ import typer
 from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
 
 if TYPE_CHECKING:
+    from engine.config import HotcoinConfig
     from engine.ops.doctor import Check
+    from engine.ops.notify.base import Notification
     from engine.ops.notify.oneshot import Outcome
     from engine.ops.report import DailyReport
 
@@ -44,12 +47,12 @@ def report(
     day: Annotated[str, typer.Option("--date", "-d", help="UTC day: YYYY-MM-DD, today (so far) or yesterday.")] = "today",
     journal: JournalOpt = None,
     config: ConfigOpt = None,
-    send: Annotated[bool, typer.Option("--send", help="Also send it to the configured Telegram / Feishu channels.")] = False,
+    send: Annotated[bool, typer.Option(
+            "--send", help="Also send it to the configured Telegram / Feishu channels (exit 1 when some channel, or none is configured, does not get it)."
+        )] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The daily report: PnL, trades, win rate, best/worst, exposure by cluster, time per engine state."""
-    import asyncio
-
     from engine.config import load_config
     from engine.ops.report import load_report, render_rich, report_notification
 
@@ -71,29 +74,43 @@ def report(
             err=True,
         )
         raise typer.Exit(2)
-    if as_json:
-        typer.echo(_json(result))
-    else:
+    if not as_json:
         from rich.console import Console
 
         Console(highlight=False).print(render_rich(result))
     for note in notes:  # what the report may lack: a damaged archive passed over, events not yet in the journal
         typer.secho(f"hotcoin: {note}", fg=typer.colors.YELLOW, err=True)
-    if send:
-        from engine.ops.logs import configure_logging, secret_values
-        from engine.ops.notify.oneshot import send_now
-
-        # Retries are logged as they happen (redacted): a channel that is down can hold the
-        # command for the whole retry schedule, and the owner should see why it waits.
-        configure_logging(loaded.config.log_level, secrets=secret_values(loaded.config))
-        try:
-            outcomes = asyncio.run(send_now(loaded.config, report_notification(result)))
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted while sending: some channel may not have it; {_again(chosen)}", err=True)
-            raise typer.Exit(130) from None
+    outcomes = _send(loaded.config, report_notification(result), chosen) if send else None
+    if as_json:  # after sending, so the one document says how the sending went
+        typer.echo(_json(result, outcomes))
+    if outcomes is not None:
         typer.echo(_sent_lines(outcomes, chosen), err=True)
-        if any(o.error is not None for o in outcomes):
+        if not _delivered(outcomes):
             raise typer.Exit(1)
+
+
+def _send(config: HotcoinConfig, notification: Notification, day: date) -> list[Outcome]:
+    """Send the report to every configured channel: each channel's outcome; exit 130 when interrupted."""
+    import asyncio
+
+    from engine.ops.logs import configure_logging, secret_values
+    from engine.ops.notify.oneshot import send_now
+
+    # Retries are logged as they happen (redacted): a channel that is down can hold the
+    # command for the whole retry schedule, and the owner should see why it waits.
+    configure_logging(config.log_level, secrets=secret_values(config))
+    try:
+        return asyncio.run(send_now(config, notification))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted while sending: some channel may not have it; {_again(day)}", err=True)
+        raise typer.Exit(130) from None
+
+
+def _delivered(outcomes: list[Outcome]) -> bool:
+    """Whether `--send` did what it was asked: some channel, and every channel, has the report.
+    With no channel configured nothing was sent, and that exited 0: a cron job running
+    `report --send` looked fine forever while no report ever left the box."""
+    return bool(outcomes) and all(o.error is None for o in outcomes)
 
 
 def _sent_lines(outcomes: list[Outcome], day: date) -> str:
@@ -114,7 +131,9 @@ def _again(day: date) -> str:
     return f"send it again: hotcoin report --send --date {day.isoformat()}"
 
 
-def _json(r: DailyReport) -> str:
+def _json(r: DailyReport, outcomes: list[Outcome] | None = None) -> str:
+    """The report as JSON; with `--send`, `send` says whether it was delivered (`_delivered`)
+    and how each channel's sending ended (an empty list: no channel is configured)."""
     import dataclasses
 
     import orjson
@@ -122,6 +141,8 @@ def _json(r: DailyReport) -> str:
     doc = dataclasses.asdict(r)
     doc["day"] = r.day.isoformat()
     doc["win_rate"] = r.win_rate
+    if outcomes is not None:
+        doc["send"] = {"delivered": _delivered(outcomes), "channels": [dataclasses.asdict(o) for o in outcomes]}
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
 
 

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, refuse_demo_with_a_market
+from hotcoin_tui.commands.options import (
+    ConfigOpt,
+    JournalOpt,
+    http_endpoint,
+    market_name,
+    number,
+    refuse_confirmation_without_live,
+    refuse_demo_with_a_market,
+    refuse_sim_flags_off_the_sim,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -71,13 +80,13 @@ def run(
     ] = None,
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills (default).")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
-    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
+    speed: Annotated[float, typer.Option("--speed", parser=number(1, 1000), help="Simulated clock speed (x1 to x1000); with --exchange sim --endpoint, the speed the sim-exchange runs at.")] = 1.0,
     duration: Annotated[
         float | None, typer.Option("--duration", callback=_seconds, help="Stop after this many wall seconds (the start included).")
     ] = None,
     endpoint: Annotated[
         str | None,
-        typer.Option("--endpoint", help="Another Binance-compatible host, e.g. the URL `hotcoin sim-exchange` prints."),
+        typer.Option("--endpoint", callback=http_endpoint, help="Another Binance-compatible host, e.g. the URL `hotcoin sim-exchange` prints."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the simulated market.")] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
@@ -93,16 +102,20 @@ def run(
     from engine.runtime.session import RunOptions, paper_despite_mode
 
     refuse_demo_with_a_market(demo, exchange, endpoint)
+    refuse_confirmation_without_live(live, yes_really)
     loaded = load_config(
         config,
         cli=cli_overrides(exchange=exchange, endpoint=endpoint, journal=journal, seed=seed, symbols=symbols, http_port=http_port),
     )
+    market = loaded.config.exchange
+    sim_in_process = demo or (market.name == "sim" and market.endpoint is None)
+    refuse_sim_flags_off_the_sim(sim_in_process, market_name(market.name, market.endpoint), {"--seed": seed, "--symbols": symbols})
     configure_logging(loaded.config.log_level, secrets=secret_values(loaded.config))
     from ml.runtime import load_scorer
 
     options = RunOptions(
         model_loader=load_scorer,
-        demo=demo or (loaded.config.exchange.name == "sim" and loaded.config.exchange.endpoint is None),
+        demo=sim_in_process,
         live=live,
         confirm_live=yes_really,
         speed=speed,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt
+from hotcoin_tui.commands.options import ConfigOpt, number
 
 if TYPE_CHECKING:
     from engine.config.sections.sim import SimSection
@@ -32,32 +32,32 @@ def sim_exchange(
     port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1; 0 picks a free one.", min=0, max=65535)] = 0,
     seed: Annotated[int | None, typer.Option("--seed", help="Market seed (default: sim.seed from config).")] = None,
     speed: Annotated[
-        float | None, typer.Option("--speed", help="Sim seconds per wall second, 1..1000 (default: sim.speed).")
+        float | None, typer.Option("--speed", parser=number(), help="Sim seconds per wall second, 1..1000 (default: sim.speed).")
     ] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols at start (default: sim.symbols).")] = None,
     balance: Annotated[
-        float | None, typer.Option("--balance", help="USDT each new API key starts with (default: sim.start_balance_usdt).")
+        float | None, typer.Option("--balance", parser=number(), help="USDT each new API key starts with (default: sim.start_balance_usdt).")
     ] = None,
     push_interval: Annotated[
         float | None,
         typer.Option(
             "--push-interval",
-            help="Wall seconds between market-stream pushes (default: 1, or 30 exchange seconds' worth when faster).",
-            min=0.01,
+            parser=number(0.01),
+            help="Wall seconds between market-stream pushes (default: 1, or 30 exchange seconds' worth when faster; at least 0.01).",
         ),
     ] = None,
     drop_ws_every: Annotated[
-        float | None, typer.Option("--drop-ws-every", help="Drop every WebSocket this often (seconds).")
+        float | None, typer.Option("--drop-ws-every", parser=number(), help="Drop every WebSocket this often (seconds).")
     ] = None,
     drop_ws_abrupt: Annotated[
         bool, typer.Option("--drop-ws-abrupt", help="Drops abort TCP instead of sending close 1001.")
     ] = False,
     latency_ms: Annotated[int, typer.Option("--latency-ms", help="Added delay on REST replies and WS frames.")] = 0,
     rate_limit_burst: Annotated[int, typer.Option("--rate-limit-burst", help="The first K REST calls get 429.")] = 0,
-    ban_s: Annotated[float, typer.Option("--ban", min=0, help="Answer every REST call 418 for this many seconds.")] = 0.0,
+    ban_s: Annotated[float, typer.Option("--ban", parser=number(0), help="Answer every REST call 418 for this many seconds (0 or more).")] = 0.0,
     server_errors: Annotated[int, typer.Option("--server-errors", help="The first K REST calls get a 5xx.")] = 0,
     hang_requests: Annotated[int, typer.Option("--hang-requests", help="The first K REST calls hang.")] = 0,
-    hang_s: Annotated[float, typer.Option("--hang-s", help="How long a hung REST call waits.")] = 30.0,
+    hang_s: Annotated[float, typer.Option("--hang-s", parser=number(), help="How long a hung REST call waits.")] = 30.0,
     late_orders: Annotated[
         int,
         typer.Option(
@@ -66,7 +66,7 @@ def sim_exchange(
         ),
     ] = 0,
     late_order_s: Annotated[
-        float, typer.Option("--late-order-s", help="How late a late order is placed (exchange seconds).")
+        float, typer.Option("--late-order-s", parser=number(), help="How late a late order is placed (exchange seconds).")
     ] = 30.0,
     lost_reply_as: Annotated[
         str,
@@ -76,14 +76,14 @@ def sim_exchange(
         ),
     ] = "-1007",
     ticker_nan_rate: Annotated[
-        float, typer.Option("--ticker-nan-rate", help="Share of tickers with NaN bid/ask/high/low.")
+        float, typer.Option("--ticker-nan-rate", parser=number(), help="Share of tickers with NaN bid/ask/high/low.")
     ] = 0.0,
     ticker_malformed_rate: Annotated[
-        float, typer.Option("--ticker-malformed-rate", help="Share of tickers with an unparsable last price.")
+        float, typer.Option("--ticker-malformed-rate", parser=number(), help="Share of tickers with an unparsable last price.")
     ] = 0.0,
-    ws_duplicate_rate: Annotated[float, typer.Option("--ws-duplicate-rate", help="Share of WS messages sent twice.")] = 0.0,
+    ws_duplicate_rate: Annotated[float, typer.Option("--ws-duplicate-rate", parser=number(), help="Share of WS messages sent twice.")] = 0.0,
     ws_reorder_rate: Annotated[
-        float, typer.Option("--ws-reorder-rate", help="Share of WS messages sent after the next one.")
+        float, typer.Option("--ws-reorder-rate", parser=number(), help="Share of WS messages sent after the next one.")
     ] = 0.0,
     ws_half_open: Annotated[
         bool, typer.Option("--ws-half-open", help="WebSockets go silent and ignore pings.")

@@ -270,7 +270,7 @@ def train(
         int | None, typer.Option("--epochs", min=1, help="Epochs (PPO: iterations, hot_lgbm: boosting rounds); default per task.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed + data + code = same job id.")] = 0,
-    symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated pairs, e.g. DOGE/USDT,WIN/USDT (default all).")] = "",
+    symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated pairs, e.g. DOGE/USDT,WIN/USDT (default all).")] = None,
     stride: Annotated[
         int | None, typer.Option("--stride", min=1, help="hot_lgbm: train and judge on every Nth bar (default 5).")
     ] = None,
@@ -293,7 +293,7 @@ def train(
     runner = TRAINERS.get(task)
     if runner is None:
         raise ConfigError(f"unknown task {task!r}; known: {', '.join(TRAINERS)}")
-    chosen = tuple(s.strip() for s in symbols.split(",") if s.strip())
+    chosen = _chosen_symbols(symbols)
     hyper = _hyper(task, overrides or [], epochs)
     try:
         runner(TrainOptions(task, config, gpu, data, interval, epochs, seed, chosen, stride, hyper))
@@ -301,6 +301,21 @@ def train(
         raise TrainingDataError(str(exc)) from exc
     except SpecError as exc:  # a --set value the job spec refuses (test_fraction=2): named, one line
         raise ConfigError(str(exc)) from exc
+
+
+def _chosen_symbols(symbols: str | None) -> tuple[str, ...]:
+    """`--symbols` as pairs; () (every symbol) only when it is left out. Given but naming no
+    pair (`--symbols ""`, `--symbols "$S"` with S unset) it trained on every symbol without a
+    word, where `collect` and `traces` refuse it: a slip, not a request for all of them."""
+    if symbols is None:
+        return ()
+    chosen = tuple(s.strip() for s in symbols.split(",") if s.strip())
+    if not chosen:
+        raise typer.BadParameter(
+            f"{symbols!r} names no pair; give e.g. DOGE/USDT,WIN/USDT, or leave --symbols out to train on every symbol",
+            param_hint="'--symbols'",
+        )
+    return chosen
 
 
 def _hyper(task: str, overrides: list[str], epochs: int | None) -> dict[str, float | int]:

@@ -7,13 +7,23 @@ scripted fake) and the app run on it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, refuse_demo_with_a_market
+from hotcoin_tui.commands.options import (
+    ConfigOpt,
+    JournalOpt,
+    http_endpoint,
+    market_name,
+    number,
+    refuse_confirmation_without_live,
+    refuse_demo_with_a_market,
+    refuse_sim_flags_off_the_sim,
+)
 
 if TYPE_CHECKING:
     from engine.runtime.client import EngineClient
@@ -89,6 +99,13 @@ def run_tui(options: TuiOptions, engine: EngineOptions) -> int:
         ),
     )
     settings = loaded.config.tui
+    market = loaded.config.exchange
+    sim_flags = {"--sim-seed": engine.seed, "--symbols": engine.symbols}
+    if engine.attach:
+        refuse_sim_flags_off_the_sim(False, "the engine already running (--attach)", sim_flags)
+    elif not options.fake:
+        sim_in_process = engine.demo or (market.name == "sim" and market.endpoint is None)
+        refuse_sim_flags_off_the_sim(sim_in_process, market_name(market.name, market.endpoint), sim_flags)
     if options.fake:
         app = HotcoinApp(build_fake_client(options), settings)
         app.run()
@@ -200,9 +217,9 @@ def tui(
     exchange: Annotated[str | None, typer.Option("--exchange", help="`binance` for Binance spot; `sim` for the simulated market.")] = None,
     live: Annotated[bool, typer.Option("--live/--paper", help="Real orders (needs mode = \"live\", keys and the confirmation flag below) or paper fills.")] = False,
     yes_really: Annotated[bool, typer.Option("--yes-really-trade-live", help="Confirm that --live sends real orders.")] = False,
-    speed: Annotated[float, typer.Option("--speed", min=1, max=1000, help="Simulated clock speed (x1 to x1000).")] = 1.0,
+    speed: Annotated[float, typer.Option("--speed", parser=number(1, 1000), help="Simulated clock speed (x1 to x1000).")] = 1.0,
     journal: JournalOpt = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", callback=http_endpoint, help="Another Binance-compatible host, e.g. http://127.0.0.1:8765.")] = None,
     sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Seed of the simulated market.")] = None,
     symbols: Annotated[int | None, typer.Option("--symbols", help="Symbols in the simulated market.")] = None,
     no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /health and /metrics.")] = False,
@@ -212,14 +229,33 @@ def tui(
     candidates: Annotated[int, typer.Option("--candidates", help="Fake engine: candidates in the pool.")] = 300,
     positions: Annotated[int, typer.Option("--positions", help="Fake engine: positions open at start.")] = 6,
     fake_mode: Annotated[str, typer.Option("--fake-mode", help="Fake engine: SIM, PAPER or LIVE (the banner).")] = "PAPER",
-    step_s: Annotated[float, typer.Option("--step-s", min=0.05, help="Fake engine: seconds per engine cycle.")] = 0.5,
+    step_s: Annotated[float, typer.Option("--step-s", parser=number(0.05), help="Fake engine: seconds per engine cycle (at least 0.05).")] = 0.5,
     config: ConfigOpt = None,
 ) -> None:
     """The trading console: candidates, positions, engine state, events, chart; close-all on ctrl+x."""
     refuse_demo_with_a_market(demo, exchange, endpoint)
+    refuse_confirmation_without_live(live, yes_really)
+    if fake:
+        refuse_engine_flags_with_fake(
+            {"--attach": attach, "--demo": demo, "--live": live, "--in-process": in_process, "--exchange": exchange, "--endpoint": endpoint,
+             "--sim-seed": sim_seed, "--symbols": symbols}
+        )  # fmt: skip
     options = TuiOptions(fake, seed, candidates, positions, fake_mode, step_s, config)
     engine = EngineOptions(demo, attach, exchange, live, yes_really, speed, journal, endpoint, sim_seed, symbols, no_http, in_process)
     raise typer.Exit(run_tui(options, engine))
+
+
+def refuse_engine_flags_with_fake(flags: Mapping[str, object]) -> None:
+    """`--fake` is the scripted fake engine: no market, no orders, no journal. A flag choosing the
+    real engine beside it (`--fake --live`, `--attach --fake`) was dropped without a word, and the
+    owner watched generated data believing it was the engine asked for."""
+    for flag, value in flags.items():
+        if value not in (None, False):
+            raise typer.BadParameter(
+                f"--fake runs the scripted fake engine (generated data, no orders) and cannot be combined with {flag}; "
+                f"drop --fake to run the engine {flag} asks for, or drop {flag}",
+                param_hint="--fake",
+            )
 
 
 def register(app: typer.Typer) -> None:

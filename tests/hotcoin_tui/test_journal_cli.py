@@ -288,6 +288,34 @@ def test_export_refuses_to_write_over_the_journal_or_an_archive(tmp_path: Path) 
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "journal.sqlite.market",
+        "journal.sqlite.lock",
+        "journal.archive/notes.jsonl",
+        "journal.0123456789ab.unwritten-7.jsonl",
+        "journal.0123456789ab.unwritten-7.jsonl.restored",
+        "journal.unwritten-7.jsonl",
+    ],
+    ids=["saved-market", "writer-lock", "in-archive-folder", "spill", "spill-restored", "old-spill"],
+)
+def test_export_refuses_to_write_over_the_files_the_engine_keeps_with_the_journal(tmp_path: Path, name: str) -> None:
+    """Audit: `journal export -o journal.sqlite.market --force` replaced the demo's saved market,
+    and the next run marked its recovered positions at unrelated prices; the lock, the archive
+    folder and the spill files of unwritten events were as open."""
+    path = tmp_path / "journal.sqlite"
+    build_journal(path, [lambda s: entered_trace(s, symbol="DOGE/USDT", ts_ms=T0)])
+    kept = tmp_path / name
+    kept.parent.mkdir(exist_ok=True)
+    if not name.endswith("notes.jsonl"):  # a new file in the archive folder is refused as well
+        kept.write_bytes(b"kept")
+    result = runner.invoke(app, ["journal", "export", "-j", str(path), "-o", str(kept), "--force"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.stderr
+    assert "is the journal or one of its files" in " ".join(result.stderr.split()), result.stderr
+    assert not kept.exists() if name.endswith("notes.jsonl") else kept.read_bytes() == b"kept"
+
+
 def test_export_replaces_an_earlier_file_only_when_complete(journal: tuple[Path, dict[str, WrittenTrace]], tmp_path: Path) -> None:
     path, _ = journal
     out = tmp_path / "events.jsonl"

@@ -562,6 +562,50 @@ def test_hotcoin_report_send_goes_to_the_channels(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("root_logging")
+def test_hotcoin_report_send_with_no_channel_exits_1(tmp_path: Path) -> None:
+    """Audit: `report --send` with no channel configured said "nothing sent" and exited 0, so a
+    cron job sending the report looked fine forever while none ever left the box."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_journal(path))
+    result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send"])
+    assert result.exit_code == 1, result.output
+    assert "no notification channel configured (notify.telegram / notify.feishu); nothing sent" in result.stderr
+    assert "Daily report 2026-11-24 UTC" in result.stdout  # the report itself is still shown
+    as_json = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send", "--json"])
+    assert as_json.exit_code == 1, as_json.output
+    doc = orjson.loads(as_json.stdout)
+    assert doc["send"] == {"delivered": False, "channels": []}
+    assert doc["trades"] == 2
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_hotcoin_report_send_json_names_each_channel_and_whether_it_was_delivered(tmp_path: Path) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from hotcoin_tui.cli import app
+
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_journal(path))
+    sink = HttpSinkThread()
+    with sink:
+        env = {
+            "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": "1:tok",
+            "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "9",
+            "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
+        }
+        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(result.stdout)
+    assert doc["send"] == {"delivered": True, "channels": [{"channel": "telegram", "attempts": 1, "error": None}]}
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_hotcoin_report_send_waits_out_the_retry_schedule(tmp_path: Path) -> None:
     """It gave up after 5 s: a channel that answered the retry 5.5 s later was reported
     "sent to no channel; failed: telegram (see the log)", with exit code 0 and nothing logged."""

@@ -92,6 +92,23 @@ async def test_console_says_why_its_engine_did_not_start(tmp_path: Path, monkeyp
             pass
 
 
+async def test_console_quotes_only_what_this_start_wrote_to_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: the log is appended to across starts, and its last five lines put an earlier
+    attempt's error beside this one's."""
+    from engine.errors import ConfigError
+    from hotcoin_tui.child_engine import child_engine
+
+    monkeypatch.setenv("HOTCOIN_PATHS__DATA_DIR", str(tmp_path))
+    log = tmp_path / "engine.log"
+    log.write_text("hotcoin: an earlier attempt's error\n")
+    with pytest.raises(ConfigError, match=r"exited with code 2 before it was ready") as refused:
+        async with child_engine(["--demo", "--symbols", "99999"], tmp_path, log):
+            pass
+    assert "sim.symbols" in str(refused.value)
+    assert "earlier attempt" not in str(refused.value)
+    assert log.read_text().startswith("hotcoin: an earlier attempt's error\n")  # the log keeps it
+
+
 def test_a_second_engine_on_the_same_journal_is_refused_while_readers_still_read(
     headless_engine: tuple[subprocess.Popen[str], Path], tmp_path: Path
 ) -> None:

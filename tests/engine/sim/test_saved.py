@@ -60,6 +60,16 @@ def test_a_market_saved_by_other_code_is_not_resumed(tmp_path: Path, monkeypatch
         saved_time(path, SETTINGS)
 
 
+def test_a_file_that_is_not_a_saved_market_says_so(tmp_path: Path) -> None:
+    """Audit: JSON lines exported over the market file read as "another version of hotcoin
+    saved it": its first line is a JSON object, but no saved market's header."""
+    path = tmp_path / "journal.sqlite.market"
+    path.write_bytes(b'{"seq":1,"ts_ms":0,"kind":"run_start","payload":{}}\n{"seq":2}\n')
+    for read in (saved_time, load_market):
+        with pytest.raises(NotResumable, match=r"^it is not a saved market"):
+            read(path, SETTINGS)
+
+
 def _torn(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
