@@ -542,6 +542,15 @@ def root_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("root_logging")
 def test_hotcoin_report_send_goes_to_the_channels(tmp_path: Path) -> None:
+    result, texts = _report_to_telegram(tmp_path, "--send")
+    assert result.exit_code == 0, result.output
+    assert "sent to telegram" in result.output
+    assert texts[0].startswith("Daily report 2026-11-24 UTC\nPnL +3.50")
+
+
+def _report_to_telegram(tmp_path: Path, *args: str) -> tuple[Any, list[str]]:
+    """`hotcoin report` for the test journal's day with Telegram pointed at a local sink: the
+    CLI's result and the texts the sink received."""
     from typer.testing import CliRunner
 
     from hotcoin_tui.cli import app
@@ -555,10 +564,8 @@ def test_hotcoin_report_send_goes_to_the_channels(tmp_path: Path) -> None:
             "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "9",
             "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
         }
-        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send"], env=env)
-    assert result.exit_code == 0, result.output
-    assert "sent to telegram" in result.output
-    assert sink.texts[0].startswith("Daily report 2026-11-24 UTC\nPnL +3.50")
+        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), *args], env=env)
+    return result, sink.texts
 
 
 @pytest.mark.usefixtures("root_logging")
@@ -586,20 +593,8 @@ def test_hotcoin_report_send_with_no_channel_exits_1(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("root_logging")
 def test_hotcoin_report_send_json_names_each_channel_and_whether_it_was_delivered(tmp_path: Path) -> None:
     import orjson
-    from typer.testing import CliRunner
 
-    from hotcoin_tui.cli import app
-
-    path = tmp_path / "journal.sqlite"
-    asyncio.run(_journal(path))
-    sink = HttpSinkThread()
-    with sink:
-        env = {
-            "HOTCOIN_NOTIFY__TELEGRAM__BOT_TOKEN": "1:tok",
-            "HOTCOIN_NOTIFY__TELEGRAM__CHAT_ID": "9",
-            "HOTCOIN_NOTIFY__TELEGRAM__BASE_URL": sink.base_url,
-        }
-        result = CliRunner().invoke(app, ["report", "-d", "2026-11-24", "-j", str(path), "--send", "--json"], env=env)
+    result, _ = _report_to_telegram(tmp_path, "--send", "--json")
     assert result.exit_code == 0, result.output
     doc = orjson.loads(result.stdout)
     assert doc["send"] == {"delivered": True, "channels": [{"channel": "telegram", "attempts": 1, "error": None}]}
