@@ -3,6 +3,8 @@
 - `gateway`: the interface and its small types (`Balance`, `StreamHealth`, `UserResync`, notices)
 - `ccxt_gateway`: the live implementation over ccxt.pro Binance spot (`CcxtGateway`)
 - `ccxt_client`: building the ccxt client (spot options, keep-alive, endpoint override)
+- `endpoint`: checking an --endpoint URL, without importing ccxt (the CLI checks it up front)
+- `exchange_clock`: the exchange's time, re-read when it moves; what signed requests are measured against
 - `ccxt_stream`: a ccxt instance as one stream connection, kept armed by a pump
 - `ccxt_parse`: ccxt's dicts -> domain values
 - `rest_guard`: REST calls under the rate-limit silence, errors classified
