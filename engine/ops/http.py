@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -35,6 +36,7 @@ from aiohttp import web
 
 from engine.errors import ConfigError
 from engine.loopback import is_loopback_host
+from engine.ops.listen import listening_socket
 from engine.ops.metrics import EngineMetrics
 from engine.ops.notify.dispatcher import ChannelReport
 from engine.runtime.snapshot import EngineSnapshot, StreamRow
@@ -137,6 +139,19 @@ def health_status(doc: Mapping[str, object], max_snapshot_age_s: float) -> int:
     return 503 if isinstance(age, float) and age > max_snapshot_age_s else 200
 
 
+def bind_ops_port(host: str, port: int) -> socket.socket:
+    """The /health and /metrics port, bound; a taken port (usually another engine) or a host
+    that is not ours is a `ConfigError` that says how to get past it."""
+    try:
+        return listening_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"ops.http_port={port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "another hotcoin engine may be running there. Stop it, pick a free port "
+            "(HOTCOIN_OPS__HTTP_PORT=0 takes any), or pass --no-http"
+        ) from exc
+
+
 class OpsServer:
     def __init__(
         self,
@@ -170,22 +185,21 @@ class OpsServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
-    async def start(self) -> None:
+    async def start(self, listener: socket.socket | None = None) -> None:
+        """Serve on `listener`, the port the session bound before it opened any file
+        (`bind_ops_port`); without one, on host:port bound here."""
+        sock = listener if listener is not None else bind_ops_port(self._host, self._port)
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics_handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
         try:
-            await site.start()
-        except OSError as exc:  # the port is taken (usually another engine) or the host is not ours
+            await web.SockSite(self._runner, sock).start()
+        except BaseException:
             await self.stop()
-            raise ConfigError(
-                f"ops.http_port={self._port}: cannot listen on {self._host}:{self._port} ({exc.strerror or exc}); "
-                "another hotcoin engine may be running there. Stop it, pick a free port "
-                "(HOTCOIN_OPS__HTTP_PORT=0 takes any), or pass --no-http"
-            ) from exc
+            sock.close()
+            raise
         self.port = int(self._runner.addresses[0][1])
         self._started = time.monotonic()
         if not is_loopback_host(self._host):

@@ -10,8 +10,9 @@ import contextlib
 import logging
 import math
 import secrets
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,7 @@ from engine.config import HotcoinConfig
 from engine.config.locations import make_folder
 from engine.config.sections.exchange import ExchangeSection
 from engine.config.sections.sim import SimSection
+from engine.discovery.social.ingest import bind_webhook_port
 from engine.errors import ConfigError
 from engine.execution.broker import Broker
 from engine.execution.exchange_broker import ExchangeBroker
@@ -36,7 +38,7 @@ from engine.journal.reader import JournalReader
 from engine.journal.writer import Journal
 from engine.market.ccxt_gateway import CcxtGateway
 from engine.market.exchange_clock import DAY_MS, ExchangeClock
-from engine.ops.http import OpsServer
+from engine.ops.http import OpsServer, bind_ops_port
 from engine.ops.notify.service import open_notifications
 from engine.runtime import checkpoint
 from engine.runtime.engine import Engine, trace_events
@@ -394,13 +396,37 @@ async def open_session(config: HotcoinConfig, options: RunOptions) -> AsyncItera
     the session closes: a second engine on the same journal is refused, whatever its data dir."""
     check_live(config, options)
     check_folders(config)
-    with journal_lock(config.journal_path):
-        async with _started(config, options) as session:
+    with bound_ports(config, options) as ports, journal_lock(config.journal_path):
+        async with _started(config, options, ports) as session:
             yield session
 
 
+@dataclass(frozen=True)
+class Ports:
+    """The engine's listening sockets: /health and /metrics, the social webhook."""
+
+    ops: socket.socket | None
+    webhook: socket.socket | None
+
+
+@contextlib.contextmanager
+def bound_ports(config: HotcoinConfig, options: RunOptions) -> Iterator[Ports]:
+    """The ports this engine serves on, bound before anything is written: a start refused
+    because a port is taken leaves no journal, saved market or `.lock` behind (it left all
+    three, and the next start read the empty journal as a run that had happened). Closed at
+    the end of the block; a server that took one closes it first."""
+    social = config.discovery.social
+    with contextlib.ExitStack() as stack:
+        ops = webhook = None
+        if options.http and config.ops.http_enabled:
+            ops = stack.enter_context(contextlib.closing(bind_ops_port(config.ops.http_host, config.ops.http_port)))
+        if social.webhook_port is not None and social.webhook_token is not None:
+            webhook = stack.enter_context(contextlib.closing(bind_webhook_port(social.webhook_port)))
+        yield Ports(ops, webhook)
+
+
 @contextlib.asynccontextmanager
-async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[EngineSession]:
+async def _started(config: HotcoinConfig, options: RunOptions, ports: Ports) -> AsyncIterator[EngineSession]:
     mode = mode_of(config, options)
     start_ms = options.start_ms if options.start_ms is not None else time.time_ns() // 1_000_000
     run_id = new_run_id(start_ms)
@@ -468,7 +494,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                 stack.callback(keep_demo_market, feed.market, saved_market_path(journal_path))
             stack.push_async_callback(feed.close)
             ops: OpsServer | None = None
-            if options.http and config.ops.http_enabled:
+            if ports.ops is not None:
                 ops = OpsServer(
                     engine.metrics,
                     lambda: engine.hub.latest,
@@ -481,7 +507,7 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
                     first_batch_wait=engine.first_batch_wait_s,
                     streams=feed.streams,
                 )
-                await ops.start()
+                await ops.start(ports.ops)
                 stack.push_async_callback(ops.stop)
             if options.attach_socket:
                 # `hotcoin tui --attach` reaches this engine here; closing a TUI never stops it.
@@ -490,5 +516,5 @@ async def _started(config: HotcoinConfig, options: RunOptions) -> AsyncIterator[
             engine.observe(bridge.on_event)
             if ops is not None:
                 ops.watch_notifications(bridge.channels)
-            await stack.enter_async_context(discovery_sources(config, mode, engine))
+            await stack.enter_async_context(discovery_sources(config, mode, engine, ports.webhook))
             yield EngineSession(engine, client, journal_path, run_id, ops.port if ops else None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,10 +28,9 @@ import aiohttp
 from engine.config import HotcoinConfig
 from engine.discovery.announcements import AnnouncementPoller
 from engine.discovery.social.binance_square import BinanceSquareFeed
-from engine.discovery.social.ingest import JsonlTail, start_webhook, webhook_app
+from engine.discovery.social.ingest import JsonlTail, bind_webhook_port, start_webhook, webhook_app
 from engine.discovery.social.source import SocialPost, SocialSource
 from engine.discovery.social.x_search import XRecentSearch
-from engine.errors import ConfigError
 from engine.runtime.engine import Engine
 from engine.runtime.snapshot import Mode
 
@@ -65,8 +65,12 @@ async def _poll(source: SocialSource, deliver: Callable[[list[SocialPost]], None
 
 
 @contextlib.asynccontextmanager
-async def discovery_sources(config: HotcoinConfig, mode: Mode, engine: Engine) -> AsyncIterator[list[str]]:
-    """Run the configured sources for the duration of the block; yields their names."""
+async def discovery_sources(
+    config: HotcoinConfig, mode: Mode, engine: Engine, webhook_listener: socket.socket | None = None
+) -> AsyncIterator[list[str]]:
+    """Run the configured sources for the duration of the block; yields their names.
+    `webhook_listener`: the webhook's port as the session bound it before opening any file
+    (`bind_webhook_port`); without one, the configured port is bound here."""
     social = config.discovery.social
     listings = config.discovery.listings
     stop = asyncio.Event()
@@ -85,17 +89,11 @@ async def discovery_sources(config: HotcoinConfig, mode: Mode, engine: Engine) -
         # Started first: a port in use stops the start before any poll task runs. (The config
         # refuses a port without a token.)
         if social.webhook_port is not None and social.webhook_token is not None:
+            listener = webhook_listener if webhook_listener is not None else bind_webhook_port(social.webhook_port)
             counters: Counter[str] = Counter()
             engine.count_source("webhook", counters)
             app = webhook_app(engine.deliver_posts, counters, social.webhook_token.get_secret_value(), screen=engine.screen_post)
-            try:
-                runner = await start_webhook(app, social.webhook_port)
-            except OSError as exc:  # the port is taken (another engine, another program)
-                raise ConfigError(
-                    f"discovery.social.webhook_port={social.webhook_port}: cannot listen on 127.0.0.1:{social.webhook_port} "
-                    f"({exc.strerror or exc}); another hotcoin engine or program may be using it. Stop it, pick a free port "
-                    "(HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_PORT=...), or unset discovery.social.webhook_port"
-                ) from exc
+            runner = await start_webhook(app, listener)
             stack.push_async_callback(runner.cleanup)
             log.info("post webhook listening", extra={"url": f"http://127.0.0.1:{runner.addresses[0][1]}/posts"})
             webhook = True

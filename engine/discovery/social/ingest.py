@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import socket
 import stat
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from engine.discovery.social.source import (
     post_from_json,
     read_post,
 )
+from engine.errors import ConfigError
+from engine.ops.listen import listening_socket
 
 Screen = Callable[[SocialPost], tuple[str, ...] | Refusal]
 
@@ -174,14 +177,28 @@ def webhook_app(
     return app
 
 
-async def start_webhook(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
-    """Serve `app` on host:port (0 = any free port); stop it with `await runner.cleanup()`."""
+def bind_webhook_port(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """The webhook's port, bound (0: any free port); a taken one is a `ConfigError` naming
+    `discovery.social.webhook_port` and the way out."""
+    try:
+        return listening_socket(host, port)
+    except OSError as exc:  # another engine, another program
+        raise ConfigError(
+            f"discovery.social.webhook_port={port}: cannot listen on {host}:{port} "
+            f"({exc.strerror or exc}); another hotcoin engine or program may be using it. Stop it, pick a free port "
+            "(HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_PORT=...), or unset discovery.social.webhook_port"
+        ) from exc
+
+
+async def start_webhook(app: web.Application, listener: socket.socket) -> web.AppRunner:
+    """Serve `app` on `listener` (`bind_webhook_port`), which it then owns; stop it with
+    `await runner.cleanup()`."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
-        await site.start()
+        await web.SockSite(runner, listener).start()
     except BaseException:
         await runner.cleanup()
+        listener.close()
         raise
     return runner

@@ -24,7 +24,7 @@ from engine.config import load_config
 from engine.config.sections.discovery import SocialSection
 from engine.discovery.announcements import AnnouncementPoller
 from engine.discovery.social.binance_square import BinanceSquareFeed, parse_square
-from engine.discovery.social.ingest import JsonlTail, start_webhook, webhook_app
+from engine.discovery.social.ingest import JsonlTail, bind_webhook_port, start_webhook, webhook_app
 from engine.discovery.social.sentiment import LexiconSentiment
 from engine.discovery.social.source import (
     FakeSocialSource,
@@ -383,7 +383,7 @@ AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 async def test_webhook_accepts_posts_on_loopback() -> None:
     got: list[SocialPost] = []
     counters: Counter[str] = Counter()
-    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN), port=0)
+    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN), bind_webhook_port(0))
     try:
         host, port = runner.addresses[0][:2]
         assert host == "127.0.0.1"
@@ -422,7 +422,7 @@ async def test_webhook_refuses_posts_without_the_token_or_not_json(headers: dict
     heat to 100 with forty fake KOL posts; now a post needs the token and application/json."""
     got: list[SocialPost] = []
     counters: Counter[str] = Counter()
-    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN), port=0)
+    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN), bind_webhook_port(0))
     try:
         port = runner.addresses[0][1]
         body = orjson.dumps([{"id": "evil", "ts_ms": T0, "text": "$PON to the moon", "followers": 10**6}])
@@ -448,7 +448,7 @@ async def test_the_webhook_refuses_with_reasons_the_posts_that_would_not_count()
     got: list[SocialPost] = []
     counters: Counter[str] = Counter()
     app = webhook_app(got.extend, counters, WEBHOOK_TOKEN, screen=lambda p: v.screen(p, now))
-    runner = await start_webhook(app, port=0)
+    runner = await start_webhook(app, bind_webhook_port(0))
     cases = {
         "seconds": ({"ts_ms": now // 1000, "text": "$PEPE moon"}, "stale_post", "epoch milliseconds"),
         "readme": ({"ts_ms": README_TS, "text": "$PEPE listing soon"}, "stale_post", "no longer count"),
@@ -496,7 +496,7 @@ async def test_a_post_id_repeated_in_one_request_is_refused(screened: bool) -> N
     got: list[SocialPost] = []
     counters: Counter[str] = Counter()
     screen = (lambda p: v.screen(p, now)) if screened else None
-    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN, screen=screen), port=0)
+    runner = await start_webhook(webhook_app(got.extend, counters, WEBHOOK_TOKEN, screen=screen), bind_webhook_port(0))
     post = {"id": "9", "ts_ms": now, "text": "$PEPE up"}
     try:
         answer = await post_json(runner.addresses[0][1], [post, {**post, "text": "$PEPE up again"}, {**post, "id": "10"}])
@@ -523,7 +523,7 @@ async def test_a_post_id_sent_again_before_the_engine_folds_it_in_is_refused(tmp
         await engine.cycle.driver.refresh_markets(now, force=True)  # the coins posts can name
         coin = plain_alts(rig.market)[0].split("/")[0]
         counters: Counter[str] = Counter()
-        runner = await start_webhook(webhook_app(engine.deliver_posts, counters, WEBHOOK_TOKEN, screen=engine.screen_post), port=0)
+        runner = await start_webhook(webhook_app(engine.deliver_posts, counters, WEBHOOK_TOKEN, screen=engine.screen_post), bind_webhook_port(0))
         post = {"id": "9", "ts_ms": now, "text": f"${coin} up"}
         try:
             port = runner.addresses[0][1]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.ops.http import OpsServer, health_document, health_status
+from engine.ops.listen import listening_socket
 from engine.ops.metrics import EngineMetrics
 from engine.ops.notify import ChannelReport
 from engine.runtime.session import RunOptions, open_session
@@ -19,8 +19,6 @@ from engine.runtime.snapshot import EngineSnapshot, StreamRow
 from tests.engine.ops.notify_sink import HttpSink
 from tests.kit.domain import T0
 from tests.kit.snapshots import make_snapshot, make_status
-
-_LoopbackSite = web.TCPSite
 
 
 def test_health_document_before_first_cycle() -> None:
@@ -244,14 +242,13 @@ async def test_a_taken_port_is_a_config_error_naming_the_fix() -> None:
 
 @pytest.mark.parametrize(("host", "warns"), [("0.0.0.0", True), ("::", True), ("127.0.0.1", False), ("localhost", False)])
 async def test_listening_beyond_loopback_is_a_warning_at_start(
-    host: str, warns: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    host: str, warns: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ops.http_host = 0.0.0.0 put /health and /metrics on the network and only `hotcoin doctor`
-    said so. The listener binds 127.0.0.1 here whatever the host (tests reach nothing else)."""
-    monkeypatch.setattr(web, "TCPSite", lambda runner, _host, port: _LoopbackSite(runner, "127.0.0.1", port))
+    said so. It is served on a 127.0.0.1 listener here whatever the host (tests reach nothing else)."""
     server = OpsServer(EngineMetrics(), make_snapshot, dict, host, 0, now_ms=lambda: T0)
     with caplog.at_level(logging.WARNING, logger="hotcoin.ops.http"):
-        await server.start()
+        await server.start(listening_socket("127.0.0.1", 0))
     await server.stop()
     said = [r.getMessage() for r in caplog.records]
     if warns:

@@ -7,14 +7,19 @@ by answering `os.access` for it (`deny_writes_in`); a file where a folder belong
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from engine.config import load_config
 from engine.errors import ConfigError, JournalError
 from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import BACKTEST_MODE
@@ -126,6 +131,52 @@ async def test_an_accepted_start_keeps_its_new_market(tmp_path: Path) -> None:
     config = quiet_config(**{"paths.data_dir": str(tmp_path / "data"), "journal.path": str(path)})
     async with open_session(config, OPTIONS):
         assert saved_market_path(path).exists()  # at once: a crash too resumes it
+
+
+@contextlib.contextmanager
+def _taken_port() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("which", ["ops", "webhook"])
+async def test_a_start_refused_for_a_taken_port_leaves_nothing_behind(tmp_path: Path, which: str) -> None:
+    """The ports were bound after the journal was opened: a busy /health port or webhook port
+    left an empty journal, the demo's 27 MB saved market and a `.lock`, and the next start took
+    the empty journal for a run that had happened."""
+    data = tmp_path / "data"
+    with _taken_port() as port:
+        if which == "ops":
+            config = quiet_config(**{"paths.data_dir": str(data), "ops.http_enabled": True, "ops.http_port": port})
+            refusal = rf"^ops\.http_port={port}: cannot listen on 127\.0\.0\.1:{port} \(.*\); .*pass --no-http$"
+        else:
+            env = {"HOTCOIN_DISCOVERY__SOCIAL__WEBHOOK_TOKEN": "a-long-random-webhook-token"}
+            cli = {"paths.data_dir": str(data), "ops.http_enabled": False, "sim.symbols": 40, "discovery.social.webhook_port": port}
+            config = load_config(env=env, cli=cli).config
+            refusal = rf"^discovery\.social\.webhook_port={port}: cannot listen on 127\.0\.0\.1:{port} .*pick a free port"
+        with pytest.raises(ConfigError, match=refusal):
+            async with open_session(config, RunOptions(demo=True, http=True, attach_socket=False, lockstep_ms=5_000)):
+                pass
+    assert not config.journal_path.exists()
+    assert sorted(p.name for p in data.rglob("*") if p.is_file()) == []  # no journal, saved market or lock
+
+
+async def test_the_ports_bound_before_the_start_are_the_ones_served(tmp_path: Path) -> None:
+    """Bound first and handed over: /health answers on the configured port, and the port is
+    free again once the engine has stopped."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = quiet_config(**{"paths.data_dir": str(tmp_path / "data"), "ops.http_enabled": True, "ops.http_port": port})
+    async with open_session(config, RunOptions(demo=True, http=True, attach_socket=False, lockstep_ms=5_000)) as session:
+        assert session.ops_port == port
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as reply:
+            assert reply.status == 200
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
 
 
 # -- the sim-exchange's speed ----------------------------------------------------------------------
