@@ -416,19 +416,18 @@ def _say_interrupted(stop: SearchInterrupted, out: Path, as_json: bool) -> None:
 
 def _check_store_dir(out: Path) -> None:
     """Refuse a `collect --out` that is not a folder it can write before downloading rather
-    than after (a file there crashed the first write); the folder is made, as its help says."""
-    import os
+    than after (a file there crashed the first write). Nothing is made here: the store makes
+    its folder as the collect starts (`HistoryStore.lock`), so a collect refused for its
+    config or its endpoint leaves no empty folder behind."""
+    from engine.config.locations import folder_problem
 
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(
             f"{out} is a file; --out takes the store folder (e.g. {out.parent / 'candles'})", param_hint="'--out'"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot make {out} ({exc.strerror}); pick a folder you can write", param_hint="'--out'") from exc
-    if not os.access(out, os.W_OK):
-        raise typer.BadParameter(f"cannot write in {out}; pick a folder you can write", param_hint="'--out'")
+    problem = folder_problem(out)
+    if problem is not None:
+        raise typer.BadParameter(f"{out} {problem}; pick a folder you can write", param_hint="'--out'")
 
 
 def _check_writable(out: Path) -> None:

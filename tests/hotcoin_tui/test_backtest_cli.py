@@ -309,6 +309,28 @@ def test_collect_refuses_a_slip_before_downloading(
     assert file.read_text() == "mine" and not list((tmp_path / "data").glob("*.parquet"))
 
 
+def test_a_collect_refused_for_its_config_makes_no_folder(tmp_path: Path) -> None:
+    """The store folder was made before the config was read: a bad config left an empty
+    folder behind. It is made once the config is known good."""
+    bad = tmp_path / "config.toml"
+    bad.write_text('[exchange]\nname = "sim"\n')  # the sim exchange, with no endpoint to reach it at
+    code, _, err = invoke("collect", "--out", str(tmp_path / "data"), "--symbols", "doge/usdt", "-c", str(bad), "--no-progress")
+    assert code == 2 and "exchange.endpoint is unset" in err, err
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_collect_into_a_folder_it_cannot_make_is_refused_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.engine.config.test_locations import deny_writes_in
+
+    deny_writes_in(monkeypatch, tmp_path)
+    code, _, err = invoke("collect", "--out", str(tmp_path / "data" / "1m"), "--symbols", "doge/usdt", "--no-progress")
+    assert code == 2, err
+    assert f"{tmp_path}/data/1m cannot be created: {tmp_path} is not writable; pick a folder you can write" in " ".join(
+        err.replace("│", " ").split()
+    ), err
+    assert not (tmp_path / "data").exists()
+
+
 def test_collect_retries_a_server_error_and_says_so_on_stderr(sim_exchange: SimExchangeServer, tmp_path: Path) -> None:
     """One 502 used to end `collect` with exit 2; now it is retried, with a line on stderr
     (even without the progress bar) saying how long it waits and why."""
