@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import hashlib
 import hmac
@@ -33,7 +32,6 @@ import ssl
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -50,6 +48,8 @@ from engine.journal.lock import is_held, lock_path
 from engine.journal.reader import open_read_only
 from engine.journal.wal import inspect_settled
 from engine.loopback import is_loopback_host
+from engine.ops.check import Check, Status
+from engine.ops.doctor_social import check_counts, check_social, configured, read_events
 from engine.ops.http import NOT_LOOPBACK, NOT_LOOPBACK_FIX
 from engine.ops.notify.base import DeliveryError
 from engine.ops.notify.factory import telegram_bot
@@ -63,26 +63,6 @@ GIB = 1024**3
 # did not look at: a box that has traded for months is the one whose history is worth the full,
 # slower `hotcoin journal check` now and then; a fresh journal is not.
 FULL_CHECK_HINT_BYTES = 100_000_000
-
-
-class Status(enum.StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-
-def worst(checks: list[Check]) -> Status:
-    order = [Status.SKIP, Status.OK, Status.WARN, Status.FAIL]
-    return max((c.status for c in checks), key=order.index, default=Status.OK)
 
 
 # -- local checks -------------------------------------------------------------------------------
@@ -581,8 +561,14 @@ async def run_doctor(
     checks.append(engine)
     if engine.status is Status.OK and (running := check_running_config(default_socket_path(c.paths.data_dir), loaded)):
         checks.append(running)
+    checks += check_social(c.discovery.social, engine_running=engine.status is Status.OK)
     base = exchange_base(c)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        if engine.status is Status.OK and (sources := configured(c.discovery.social)):
+            if c.ops.http_enabled:
+                checks.append(check_counts(sources, await read_events(session, c.ops.http_host, c.ops.http_port)))
+            else:
+                checks.append(Check("social.counters", Status.SKIP, "the running engine counts on /metrics, which ops.http_enabled = false turns off"))
         if base is None:
             checks.append(Check("exchange", Status.SKIP, "simulated market in-process: nothing to reach"))
         else:

@@ -18,7 +18,7 @@ from hotcoin_tui.commands.options import ConfigOpt, JournalOpt, JsonOpt
 
 if TYPE_CHECKING:
     from engine.config import HotcoinConfig
-    from engine.ops.doctor import Check
+    from engine.ops.check import Check
     from engine.ops.notify.base import Notification
     from engine.ops.notify.oneshot import Outcome
     from engine.ops.report import DailyReport
@@ -155,7 +155,8 @@ def doctor(config: ConfigOpt = None, journal: JournalOpt = None, as_json: JsonOp
 
     from engine.config import load_config
     from engine.errors import ConfigError
-    from engine.ops.doctor import Check, Status, run_doctor, worst
+    from engine.ops.check import Check, Status, worst
+    from engine.ops.doctor import run_doctor
 
     try:
         loaded = load_config(config, cli={} if journal is None else {"journal.path": str(journal)})

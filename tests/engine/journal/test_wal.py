@@ -330,7 +330,8 @@ async def test_the_engine_journals_the_loss_as_a_risk_event(crashed: Path, tmp_p
 
 
 def test_doctor_fails_a_damaged_wal(crashed: Path, tmp_path: Path) -> None:
-    from engine.ops.doctor import Status, check_journal
+    from engine.ops.check import Status
+    from engine.ops.doctor import check_journal
 
     path = _take(crashed, tmp_path / "j")
     sound = {c.name: c for c in check_journal(path, 2_000_000_000)}["journal.integrity"]

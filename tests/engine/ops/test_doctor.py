@@ -23,9 +23,8 @@ from aiohttp import web
 from engine.config import load_config
 from engine.journal.writer import Journal
 from engine.ops import doctor
+from engine.ops.check import Check, Status, worst
 from engine.ops.doctor import (
-    Check,
-    Status,
     api_restrictions,
     binance_time,
     check_clock,
@@ -42,7 +41,6 @@ from engine.ops.doctor import (
     measure_clock,
     run_doctor,
     sim_exchange_speed,
-    worst,
 )
 from engine.runtime.local_client import LocalEngineClient, SnapshotHub
 from engine.runtime.socket_server import serve_engine_socket

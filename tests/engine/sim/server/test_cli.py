@@ -118,7 +118,8 @@ async def test_at_speed_1_the_exchange_clock_is_the_wall_s() -> None:
     clock ran ~1 s behind the wall and `hotcoin doctor` failed its clock check on a sim."""
     import time
 
-    from engine.ops.doctor import Status, binance_time, measure_clock
+    from engine.ops.check import Status
+    from engine.ops.doctor import binance_time, measure_clock
 
     proc, base_url = await _start("--symbols", "12", "--speed", "1", "--seed", "3")
     try:
