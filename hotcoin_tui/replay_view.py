@@ -14,7 +14,8 @@ from rich.tree import Tree
 
 from engine.journal.events import TRAIL_ACTION, JournalEvent
 from engine.journal.reader import TraceRow
-from engine.journal.trace import Check, TraceNode, TraceSummary, fmt_value
+from engine.journal.trace import Check, TraceNode, TraceSummary, fmt_quantity, fmt_value
+from engine.portfolio.positions import WRITE_OFF_REASON
 
 OUTCOME_STYLE = {
     "entered": "bold green",
@@ -143,7 +144,7 @@ def _orders(tree: Tree, s: TraceSummary) -> None:
             line.append(f" ({o.detail})", style=status_style)
         node = branch.add(line)
         for f in o.fills:
-            node.add(Text(f"fill {f.side} {fmt_value(f.quantity)} @ {fmt_value(f.price)}  fee {fmt_value(f.fee_quote)}  {when(f.ts_ms)}"))
+            node.add(Text(f"fill {f.side} {fmt_quantity(f.quantity)} @ {fmt_value(f.price)}  fee {fmt_value(f.fee_quote)}  {when(f.ts_ms)}"))
         for a in o.anomalies:  # what the broker did not take as the exchange said it: an estimated fee moves PnL
             node.add(Text.assemble(("anomaly: ", "bold yellow"), (a, "yellow")))
 
@@ -155,9 +156,10 @@ def _position(tree: Tree, s: TraceSummary) -> None:
     so_far = 0.0
     for p in s.positions:  # a step's PnL is its fill's; after a take-profit tier, the position's differs
         so_far += p.realised_pnl
-        line = Text(f"{p.action}  qty {fmt_value(p.quantity)}  entry {fmt_value(p.entry_price)}  ")
+        line = Text(f"{p.action}  qty {fmt_quantity(p.quantity)}  entry {fmt_value(p.entry_price)}  ")
         pnl_style = "green" if p.realised_pnl > 0 else "red" if p.realised_pnl < 0 else ""
-        line.append(f"this fill's realised PnL {p.realised_pnl:+.4f}", style=pnl_style)
+        what = "dust written off (no fill), PnL" if p.reason == WRITE_OFF_REASON else "this fill's realised PnL"
+        line.append(f"{what} {p.realised_pnl:+.4f}", style=pnl_style)
         if round(so_far, 4) != round(p.realised_pnl, 4):
             line.append(f" (position so far {so_far:+.4f})")
         branch.add(line)
@@ -197,13 +199,14 @@ def describe(e: JournalEvent) -> str:
     if e.kind == "order_result":
         return str(p["status"]) + (f" ({p['error_class']})" if p.get("error_class") else "")
     if e.kind == "fill":
-        return f"{p['side']} {fmt_value(p['quantity'])} @ {fmt_value(p['price'])} fee {fmt_value(p['fee_quote'])}"
+        return f"{p['side']} {fmt_quantity(p['quantity'])} @ {fmt_value(p['price'])} fee {fmt_value(p['fee_quote'])}"
     if e.kind == "order_anomaly":
         return str(p["detail"])
     if e.kind == "position_update" and p["action"] == TRAIL_ACTION:
         return f"trailing stop raised to {fmt_value(p.get('stop'))} (peak {fmt_value(p.get('trailing_high'))})"
     if e.kind == "position_update":
-        return f"{p['action']} qty {fmt_value(p['quantity'])} this fill's pnl {fmt_value(p['realised_pnl'])}"
+        what = "written off as dust, pnl" if p.get("reason") == WRITE_OFF_REASON else "this fill's pnl"
+        return f"{p['action']} qty {fmt_quantity(p['quantity'])} {what} {fmt_value(p['realised_pnl'])}"
     return _kv({k: v for k, v in p.items() if not isinstance(v, dict | list)})
 
 

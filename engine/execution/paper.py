@@ -149,6 +149,7 @@ class PaperBroker(Broker):
         self.id_prefix = id_prefix
         self._book: TickerBatch | None = None
         self._index: dict[str, int] | None = None
+        self._older: dict[str, tuple[float, float]] = {}  # (bid, ask) of symbols the latest batch lacks
         self._resting: dict[str, Order] = {}  # the open ones, in placement order: sync walks only these
         self._expires: dict[str, int] = {}  # when a resting order expires (its intent's), if ever
         self._finished: Finished[Order] = Finished()  # the others, the last ones only (duplicate ids are refused)
@@ -156,18 +157,29 @@ class PaperBroker(Broker):
         self._trades = itertools.count(1)
 
     def update_book(self, batch: TickerBatch) -> None:
+        """Take a batch's quotes. Binance's `!ticker@arr` carries only the symbols that changed
+        in the last second, and a stalled stream gives empty heartbeats: a coin missing from
+        this batch keeps its last quote (as the core prices it, and as a live market order
+        would fill), kept in `_older` when the batch that had it is replaced by one without.
+        Replaced wholesale, a held coin that did not trade that second had no book, and its
+        paper exit was refused "no book" (an order error, every retry) where a live one fills."""
+        if not len(batch):
+            return
+        old = self._book
+        if old is not None and old.symbols is not batch.symbols and old.symbols != batch.symbols:
+            self._older.update(zip(old.symbols, zip(old.bid.tolist(), old.ask.tolist(), strict=True), strict=True))
         self._book = batch
         self._index = None
 
     def quote(self, symbol: str) -> tuple[float, float]:
-        """(bid, ask) of `symbol` in the latest book; NaNs where unknown."""
+        """(bid, ask) of `symbol` in the latest batch that had it; NaNs where none did."""
         if self._book is None:
             return float("nan"), float("nan")
         if self._index is None:
             self._index = {s: i for i, s in enumerate(self._book.symbols)}
         i = self._index.get(symbol)
         if i is None:
-            return float("nan"), float("nan")
+            return self._older.get(symbol, (float("nan"), float("nan")))
         return float(self._book.bid[i]), float(self._book.ask[i])
 
     def _fill(self, order: Order, ex: Execution, now_ms: int) -> OrderUpdate:

@@ -12,8 +12,10 @@ Pure: no I/O, no rendering. `hotcoin_tui.replay_view` draws it; `--json` prints 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from engine.journal.checks import condition as check_condition
@@ -185,6 +187,7 @@ class PositionStep:
     entry_price: float
     realised_pnl: float
     symbol: str | None = None
+    reason: str | None = None  # why the step was taken ("take_profit", "dust" for a write-off, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +256,7 @@ def summarise(trace_id: str, events: Sequence[JournalEvent]) -> TraceSummary:
             positions.append(
                 PositionStep(
                     e.seq, e.ts_ms, str(p["action"]), float(p["quantity"]), float(p["entry_price"]),
-                    float(p["realised_pnl"]), e.symbol,
+                    float(p["realised_pnl"]), e.symbol, _opt_str(p.get("reason")),
                 )
             )  # fmt: skip
         elif e.kind == "order_attempt":
@@ -406,6 +409,14 @@ def fmt_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.6g}"
     return "n/a" if value is None else str(value)
+
+
+def fmt_quantity(value: Any) -> str:
+    """A quantity exactly as journaled, 5,994.999 not 5995: rounded to 6 digits, it showed coins
+    that were never held (upwards too), hiding the dust a buy's fee in coins leaves."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{Decimal(repr(value)).normalize():,f}"
+    return fmt_value(value)
 
 
 def _opt_float(value: Any) -> float | None:

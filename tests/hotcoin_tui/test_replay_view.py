@@ -71,3 +71,29 @@ def test_a_raised_trailing_stop_is_in_the_tree_not_among_the_positions_fills() -
     text = console.export_text()
     assert "trailing stop raised to 0.310788 (peak 0.3204)" in text
     assert "trail  qty" not in text
+
+
+def test_quantities_are_shown_as_journaled_and_a_dust_write_off_is_no_fill() -> None:
+    """Audit: 5,994.999 coins held showed as "qty 5995" (more than were ever held, hiding the dust
+    a buy's fee in coins leaves), and the dust's write-off read as a fill's realised PnL."""
+    sink = RecordingSink()
+    opened = opened_trace(sink)
+    trace_id = opened.trace_id
+
+    def update(n: int, cause: int, action: str, qty: float, pnl: float, **extra: str) -> int:
+        return sink.emit("position_update", ts_ms=T0 + n * 60_000, trace_id=trace_id, symbol="TOBB/USDT", cause=cause, payload={
+            "action": action, "quantity": qty, "entry_price": 0.3003, "realised_pnl": pnl, "position_trace_id": trace_id, **extra,
+        })  # fmt: skip
+
+    fill = sink.emit("fill", ts_ms=T0 + 60_000, trace_id=trace_id, symbol="TOBB/USDT", cause=opened.seqs["opened"],
+                     payload={"client_order_id": "x", "side": "sell", "price": 0.33, "quantity": 2997.0, "fee_quote": 0.01})  # fmt: skip
+    tier = update(1, fill, "partial_close", 5994.999, 2.8)
+    update(2, tier, "close", 0.0, -0.0003, reason="dust")
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_trace(summarise(trace_id, sink.trace(trace_id))))
+    text = console.export_text()
+    assert "partial_close  qty 5,994.999  entry 0.3003  this fill's realised PnL +2.8000\n" in text
+    assert "partial_close qty 5,994.999 this fill's pnl 2.8" in text  # the event in the cause tree
+    assert "fill  sell 2,997 @ 0.33" in text
+    assert "close  qty 0  entry 0.3003  dust written off (no fill), PnL -0.0003" in text
+    assert "close qty 0 written off as dust, pnl -0.0003" in text

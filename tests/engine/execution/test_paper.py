@@ -222,6 +222,26 @@ async def test_duplicate_client_id_is_refused() -> None:
         await broker.submit(make_intent(), T0)
 
 
+async def test_a_coin_missing_from_the_latest_batch_fills_at_its_last_quote() -> None:
+    """Binance's `!ticker@arr` carries only the symbols that changed that second, and a stalled
+    stream gives empty heartbeats. The book was replaced by each batch: a held coin that did
+    not trade that second had no book, and its paper exit was refused "no book" (an order
+    error, every retry) where the core priced it and a live market sell would fill."""
+    broker = PaperBroker(MODEL)
+    broker.update_book(make_batch({"DOGE/USDT": 0.3, "PEPE/USDT": 1.0}))
+    broker.update_book(make_batch({"PEPE/USDT": 1.1}, T0 + 1000))
+    broker.update_book(make_batch({}, T0 + 2000))  # a heartbeat
+    assert broker.quote("DOGE/USDT") == pytest.approx((0.3 * 0.9995, 0.3 * 1.0005))
+    assert broker.quote("PEPE/USDT") == pytest.approx((1.1 * 0.9995, 1.1 * 1.0005))  # the newer batch's
+    assert broker.quote("SHIB/USDT") != broker.quote("SHIB/USDT")  # never quoted: NaNs
+    update = await broker.submit(make_intent(side=Side.SELL, quantity=Decimal("100")), T0 + 2000)
+    assert update.order.status is OrderStatus.FILLED
+    assert update.fills[0].price == pytest.approx(0.3 * 0.9995 * 0.999)
+    broker.update_book(make_batch({"DOGE/USDT": 0.31}, T0 + 3000))  # back in a batch: its new quote
+    assert broker.quote("DOGE/USDT") == pytest.approx((0.31 * 0.9995, 0.31 * 1.0005))
+    assert broker.quote("PEPE/USDT") == pytest.approx((1.1 * 0.9995, 1.1 * 1.0005))
+
+
 async def test_market_order_without_book_is_retryable() -> None:
     with pytest.raises(RetryableOrderError):
         await PaperBroker(MODEL).submit(make_intent(), T0)
