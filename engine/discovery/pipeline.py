@@ -649,11 +649,11 @@ class Discovery:
 
     def trace_id(self, symbol: str, bar_start: int) -> str:
         """The decision-chain id of `symbol` in the bar starting at `bar_start` (cached for the bar)."""
-        trace = self._traces.get(symbol) if bar_start // self.cfg.pool.bar_ms == self._trace_bar else None
+        if bar_start // self.cfg.pool.bar_ms != self._trace_bar:
+            return make_trace_id(self.run_id, symbol, bar_start)
+        trace = self._traces.get(symbol)
         if trace is None:
-            trace = make_trace_id(self.run_id, symbol, bar_start)
-            if bar_start // self.cfg.pool.bar_ms == self._trace_bar:
-                self._traces[symbol] = trace
+            trace = self._traces[symbol] = make_trace_id(self.run_id, symbol, bar_start)
         return trace
 
     def _candidate(self, m: _Minute, symbol: str, row: int, rank: int, bar_start: int) -> Candidate:
