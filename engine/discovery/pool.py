@@ -126,12 +126,12 @@ class CandidatePool:
                 left.append((symbol, "expired"))
         expires = now_ms + cfg.ttl_ms
         for symbol in qualifying:
-            member = members.get(symbol)
-            if member is None:
+            known = members.get(symbol)
+            if known is None:
                 members[symbol] = _Member(expires, deque(maxlen=cfg.history_len))
                 entered.append(symbol)
             else:
-                member.expires_ms = expires
+                known.expires_ms = expires
         ranked = sorted(members, key=lambda s: (-heats[s], s)) if len(members) > 1 else list(members)
         if len(ranked) > size:
             for symbol in ranked[size:]:
