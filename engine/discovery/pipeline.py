@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.config.sections.discovery import DiscoverySection
 from engine.discovery.anomaly import AnomalyDetector, AnomalyScores
@@ -51,8 +52,8 @@ from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
 from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
-from engine.discovery.windows import NO_TIME, RingBlock, TickerWindows, WindowUpdate
-from engine.domain.discovery import Candidate
+from engine.discovery.windows import NO_TIME, RETURN_KEYS, RingBlock, TickerWindows, WindowUpdate
+from engine.domain.discovery import Candidate, HeatComponents
 from engine.domain.market import Market
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
 from engine.journal.events import EventSink, make_trace_id
@@ -74,16 +75,10 @@ class DiscoveryCycle:
 
 
 @dataclass(frozen=True, slots=True)
-class _Minute:
-    """One batch as settling reads it: the windows' rows and figures after it, and its scores.
+class _Detail:
+    """What a journal payload and `last_frame` read of one batch: the windows' figures after it
+    and its heat and scores (built only when read, for a batch settled with its block)."""
 
-    The live arrays for a batch settled at once (`on_batch`); copies taken when it was folded
-    in, for a batch settled with its block (`push`)."""
-
-    now: int
-    extent: int
-    symbols: Sequence[str | None]  # by row
-    index: Mapping[str, int]  # symbol -> row
     last_price: FloatArray
     quote_volume_24h: FloatArray
     high_24h: FloatArray
@@ -92,7 +87,61 @@ class _Minute:
     listing_ms: FloatArray
     frame: HeatFrame
     scores: AnomalyScores
+
+
+# The figures a `Candidate` carries, one column each of a batch's [row, figure] table
+# (`_tabulate`): a candidate reads its row in one `tolist` instead of a dozen numpy scalars.
+_PARTS: tuple[str, ...] = HeatComponents.__slots__  # heat's components, in `HeatComponents` order
+_QV, _LISTED = 1 + len(_PARTS) + 1, 1 + len(_PARTS) + 2  # heat, the parts, price, 24 h volume, listing
+# A candidate's `sources` by (ticker, listing, social) as bits 0-2: `HeatFrame.sources` without
+# building a tuple per candidate (`test_pipeline.py` holds the two equal).
+_SOURCES: tuple[tuple[str, ...], ...] = tuple(
+    tuple(name for bit, name in enumerate(("ticker", "listing", "social")) if k >> bit & 1) for k in range(8)
+)
+
+
+def _tabulate(
+    heat: FloatArray, parts: Mapping[str, FloatArray], last_price: FloatArray, quote_volume_24h: FloatArray,
+    listing_ms: FloatArray, returns: Iterable[FloatArray], volume_surge: FloatArray,
+) -> FloatArray:  # fmt: skip
+    """The [..., row, figure] table of a batch (or a block's [batch, row, figure]): heat, its
+    `_PARTS`, price, 24 h volume, listing time, the returns in `RETURN_KEYS` order, volume surge."""
+    columns = (heat, *(parts[name] for name in _PARTS), last_price, quote_volume_24h, listing_ms, *returns, volume_surge)
+    return np.stack(columns, axis=-1)
+
+
+@dataclass(slots=True)
+class _Minute:
+    """One batch as settling reads it: its rows, heat and filter codes, the rows at the pool's
+    heat bar that pass the filters (`eligible`) and that a filter rejects (`refused`), both in
+    row order; the candidates' figures (`figures`) and the journal's `detail` are built on
+    first read, from the live arrays for a batch settled at once (`on_batch`, read before the
+    next batch), from the block's copies for a batch settled with its block (`push`)."""
+
+    now: int
+    extent: int
+    symbols: Sequence[str | None]  # by row
+    index: Mapping[str, int]  # symbol -> row
+    heat: FloatArray
     codes: CodeArray
+    eligible: list[int]
+    refused: list[int]
+    tabulate: Callable[[], FloatArray]  # [row, figure] (`_tabulate`)
+    describe: Callable[[], _Detail]
+    _table: FloatArray | None = None
+    _detail: _Detail | None = None
+
+    def figures(self, row: int) -> list[float]:
+        """Row `row` of the batch's figure table (`_tabulate`), as floats."""
+        if self._table is None:
+            self._table = self.tabulate()
+        out: list[float] = self._table[row].tolist()
+        return out
+
+    def detail(self) -> _Detail:
+        if self._detail is None:
+            self._detail = self.describe()
+        return self._detail
 
 
 class _Block:
@@ -256,7 +305,7 @@ class Discovery:
         self._trace_bar = -1
         self._traces: dict[str, str] = {}  # symbol -> trace id in the current bar
         self._last: tuple[HeatFrame, AnomalyScores] | None = None  # the batch settled last
-        self._last_quiet: Callable[[], _Minute] | None = None  # ...or how to build it, settled quietly
+        self._last_pending: Callable[[], _Detail] | None = None  # ...or how to build it (`_settled_last`)
         self._block: _Block | None = None
         self._unjournaled: list[ListingEvent] = []  # listings for the next journaled batch
         self._banded: set[str] = set()  # pool members the last batch kept by the liquidity exit band
@@ -354,9 +403,16 @@ class Discovery:
         frame = self.ranker.rank(scores, w.active, now)
         listing_ms = self.ranker.listing_ms
         codes = self.filters.evaluate(w.quote_volume_24h[:e], (now - listing_ms[:e]) / DAY_MS)
+        hot = frame.heat >= self.cfg.pool.min_heat
+        detail = _Detail(
+            w.last_price, w.quote_volume_24h, w.high_24h, w.low_24h, w.trade_count_24h, listing_ms, frame, scores
+        )
         return self._settle(_Minute(
-            now, e, w.symbols, w.index, w.last_price, w.quote_volume_24h, w.high_24h, w.low_24h, w.trade_count_24h,
-            listing_ms, frame, scores, codes,
+            now, e, w.symbols, w.index, frame.heat, codes, (hot & (codes == 0)).nonzero()[0].tolist(),
+            (hot & (codes != 0)).nonzero()[0].tolist(),
+            lambda: _tabulate(frame.heat, frame.parts, w.last_price[:e], w.quote_volume_24h[:e], listing_ms[:e],
+                              scores.returns.values(), scores.volume_surge),
+            lambda: detail, _detail=detail,
         ), journal)  # fmt: skip
 
     def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = BLOCK_BATCHES) -> None:
@@ -433,19 +489,28 @@ class Discovery:
             scores, state.active, block.listing_ms[:k], block.social_velocity[:k], block.social_sentiment[:k], now, extents
         )
         codes = self.filters.evaluate(block.quote_volume_24h[:k], (now[:, None] - block.listing_ms[:k]) / DAY_MS)
-        # Batches with no row at the pool's heat bar (most minutes of a replay): settled by
-        # `_settle_quiet` while the pool is empty, with no frame or minute built for them.
-        in_use = np.arange(heat.shape[1]) < extents[:, None]
-        warm: list[bool] = np.any((heat >= self.cfg.pool.min_heat) & in_use, axis=1).tolist()
+        # The rows at the pool's heat bar, passing the filters or not, for every batch at once.
+        # Batches with none (most minutes of a replay) are settled by `_settle_quiet` while the
+        # pool is empty, with no minute built for them.
+        e = block.rings.extent
+        hot = (heat >= self.cfg.pool.min_heat) & (np.arange(heat.shape[1]) < extents[:, None])
+        warm: list[bool] = np.any(hot, axis=1).tolist()
+        passing = hot & (codes == 0)
+        eligible, refused = _by_batch(passing), _by_batch(hot & ~passing)
 
-        def minute(i: int, ts: int) -> _Minute:
-            e = block.extents[i]
-            symbols, index = block.mappings[i]
-            frame = HeatFrame(ts_ms=ts, heat=heat[i, :e], parts={name: v[i, :e] for name, v in parts.items()})
-            return _Minute(
-                ts, e, symbols, index, state.last_price[i], block.quote_volume_24h[i], block.high_24h[i],
-                block.low_24h[i], block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, e),
-                codes[i, :e],
+        @functools.cache
+        def table() -> FloatArray:  # the block's [batch, row, figure] table, once a candidate reads it
+            return _tabulate(
+                heat, parts, state.last_price[:, :e], block.quote_volume_24h[:k], block.listing_ms[:k],
+                (scores.returns[:, h] for h in range(len(RETURN_KEYS))), scores.volume_surge,
+            )
+
+        def describe(i: int, ts: int) -> _Detail:
+            n = block.extents[i]
+            frame = HeatFrame(ts_ms=ts, heat=heat[i, :n], parts={name: v[i, :n] for name, v in parts.items()})
+            return _Detail(
+                state.last_price[i], block.quote_volume_24h[i], block.high_24h[i], block.low_24h[i],
+                block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, n),
             )  # fmt: skip
 
         for ts, i in block.batches:
@@ -453,10 +518,15 @@ class Discovery:
                 settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
                 continue
             if not warm[i] and not len(self.pool):
-                self._last_quiet = functools.partial(minute, i, ts)  # built if `last_frame` is read
+                self._last_pending = functools.partial(describe, i, ts)  # built if `last_frame` is read
                 settled(self._settle_quiet(ts))
-            else:
-                settled(self._settle(minute(i, ts)))
+                continue
+            n = block.extents[i]
+            symbols, index = block.mappings[i]
+            settled(self._settle(_Minute(
+                ts, n, symbols, index, heat[i, :n], codes[i, :n], eligible[i], refused[i],
+                functools.partial(_row_of, table, i), functools.partial(describe, i, ts),
+            )))  # fmt: skip
 
     def _blockable(self, batch: TickerBatch) -> bool:
         """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
@@ -482,46 +552,44 @@ class Discovery:
 
     def _settle(self, m: _Minute, journal: bool = True) -> DiscoveryCycle:
         """Filters, pool and journal (unless `journal` is False: a warm-up) for one scored batch."""
-        now, e, frame, scores, codes = m.now, m.extent, m.frame, m.scores, m.codes
-        heat = frame.heat
-        hot = heat >= self.cfg.pool.min_heat
-        eligible = (hot & (codes == 0)).nonzero()[0]  # not np.flatnonzero: its wrapper costs 4x, a batch a minute
-        size = self.cfg.pool.size
-        if len(eligible) > size:
-            eligible = eligible[np.argpartition(-heat[eligible], size - 1)[:size]]
+        now, e, heat, codes = m.now, m.extent, m.heat, m.codes
+        pool = self.cfg.pool
+        eligible = m.eligible
+        if len(eligible) > pool.size:
+            at_bar = np.array(eligible, np.int64)
+            eligible = at_bar[np.argpartition(-heat[at_bar], pool.size - 1)[: pool.size]].tolist()
         symbols, index = m.symbols, m.index
-        qualifying = {s for s in (symbols[r] for r in eligible.tolist()) if s is not None}
-        rows: dict[str, int] = {s: int(r) for s, r in zip(qualifying, (index[s] for s in qualifying), strict=True)}
+        qualifying = {s for s in (symbols[r] for r in eligible) if s is not None}
+        rows: dict[str, int] = {s: index[s] for s in qualifying}
         rejected: dict[str, str] = {}
         banded: set[str] = set()  # members kept by the liquidity rule's exit band
         for symbol in self.pool.members:
             row = index.get(symbol)
             if row is None or row >= e:
                 continue
-            code = FilterCode(int(codes[row]))
-            if code is not FilterCode.PASS and not self.filters.keeps(
-                code, float(m.quote_volume_24h[row]), _age_days(now, float(m.listing_ms[row]))
-            ):
-                rejected[symbol] = f"filtered: {code.check_name}"
-                continue
-            rows[symbol] = row
-            if code is not FilterCode.PASS:
+            if codes[row]:  # fails a filter: out, unless the liquidity rule's exit band keeps it
+                code = FilterCode(int(codes[row]))
+                figures = m.figures(row)
+                if not self.filters.keeps(code, figures[_QV], _age_days(now, figures[_LISTED])):
+                    rejected[symbol] = f"filtered: {code.check_name}"
+                    continue
                 banded.add(symbol)
-                if hot[row]:
+                if heat[row] >= pool.min_heat:
                     qualifying.add(symbol)  # hot and inside the band: it stays as a passing member would
+            rows[symbol] = row
         self._banded = banded
-        bar = now // self.cfg.pool.bar_ms
-        bar_start = bar * self.cfg.pool.bar_ms
+        bar = now // pool.bar_ms
+        bar_start = bar * pool.bar_ms
         if bar != self._trace_bar:
             self._trace_bar, self._traces = bar, {}
         heats = {s: float(heat[r]) for s, r in rows.items()}
         change = self.pool.update(
             now, heats, qualifying, rejected, lambda s, rank: self._candidate(m, s, rows[s], rank, bar_start)
         )
-        self._last, self._last_quiet = (frame, scores), None
+        self._last_pending = m.detail  # `last_frame` builds it if read
         if journal and self._unjournaled:
             self._journal_listings(now)
-        emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered, hot) if journal else 0
+        emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered) if journal else 0
         return DiscoveryCycle(
             ts_ms=now,
             accepted=True,
@@ -581,35 +649,35 @@ class Discovery:
 
     def trace_id(self, symbol: str, bar_start: int) -> str:
         """The decision-chain id of `symbol` in the bar starting at `bar_start` (cached for the bar)."""
-        trace = self._traces.get(symbol) if bar_start // self.cfg.pool.bar_ms == self._trace_bar else None
+        if bar_start // self.cfg.pool.bar_ms != self._trace_bar:
+            return make_trace_id(self.run_id, symbol, bar_start)
+        trace = self._traces.get(symbol)
         if trace is None:
-            trace = make_trace_id(self.run_id, symbol, bar_start)
-            if bar_start // self.cfg.pool.bar_ms == self._trace_bar:
-                self._traces[symbol] = trace
+            trace = self._traces[symbol] = make_trace_id(self.run_id, symbol, bar_start)
         return trace
 
     def _candidate(self, m: _Minute, symbol: str, row: int, rank: int, bar_start: int) -> Candidate:
-        frame, scores, now = m.frame, m.scores, m.now
-        listed = m.listing_ms[row]
+        heat, momentum, surge, listing, social, sentiment, acceleration, price, qv, listed, *returns, volume_surge = (
+            m.figures(row)
+        )
+        now = m.now
         return Candidate(
             trace_id=self.trace_id(symbol, bar_start),
             symbol=symbol,
             ts_ms=now,
-            heat=float(frame.heat[row]),
-            components=frame.components(row),
+            heat=heat,
+            components=HeatComponents(momentum, surge, listing, social, sentiment, acceleration),
             rank=rank,
-            price=float(m.last_price[row]),
-            quote_volume_24h=_finite(m.quote_volume_24h[row]),
-            sources=frame.sources(row),
-            coin_age_days=None if listed != listed else max(0.0, (now - float(listed)) / DAY_MS),
-            returns=types.MappingProxyType({k: float(v[row]) for k, v in scores.returns.items()}),  # NaN: unknown
-            volume_surge=_finite(scores.volume_surge[row]),
+            price=price,
+            quote_volume_24h=_finite(qv),
+            sources=_SOURCES[(momentum > 0 or surge > 0) + 2 * (listing > 0) + 4 * (social > 0)],
+            coin_age_days=None if listed != listed else max(0.0, (now - listed) / DAY_MS),
+            returns=types.MappingProxyType(dict(zip(RETURN_KEYS, returns, strict=True))),  # NaN: unknown
+            volume_surge=_finite(volume_surge),
         )
 
     # ------------------------------------------------------------------ journal
-    def _journal(
-        self, m: _Minute, bar: int, bar_start: int, snapshot: PoolSnapshot, entered: tuple[str, ...], hot: Any
-    ) -> int:
+    def _journal(self, m: _Minute, bar: int, bar_start: int, snapshot: PoolSnapshot, entered: tuple[str, ...]) -> int:
         if self.sink is None:
             return 0
         new_bar = bar != self._bar
@@ -624,12 +692,8 @@ class Discovery:
                 self._emit_candidate(m, cand.symbol, m.index[cand.symbol], cand.trace_id, cand.rank, True)
                 emitted += 1
         symbols = m.symbols
-        rejected_hot = [
-            (row, s)
-            for row in (hot & (m.codes != 0)).nonzero()[0].tolist()
-            if (s := symbols[row]) is not None and s not in self._emitted
-        ]
-        heat = m.frame.heat
+        rejected_hot = [(row, s) for row in m.refused if (s := symbols[row]) is not None and s not in self._emitted]
+        heat = m.heat
         for row, symbol in rejected_hot:
             market_rank = 1 + int(np.count_nonzero(heat > heat[row]))
             trace = self.trace_id(symbol, bar_start)
@@ -656,15 +720,16 @@ class Discovery:
 
     def _payload(self, m: _Minute, symbol: str, row: int, rank: int, accepted: bool) -> dict[str, Any]:
         """A `candidate_snapshot` payload: everything "why (not) this coin?" needs afterwards."""
-        frame, scores, now = m.frame, m.scores, m.now
-        age = _age_days(now, float(m.listing_ms[row]))
-        qv = float(m.quote_volume_24h[row])
-        high, low = float(m.high_24h[row]), float(m.low_24h[row])
+        d, now = m.detail(), m.now
+        frame, scores = d.frame, d.scores
+        age = _age_days(now, float(d.listing_ms[row]))
+        qv = float(d.quote_volume_24h[row])
+        high, low = float(d.high_24h[row]), float(d.low_24h[row])
         payload: dict[str, Any] = {
             "heat": round(float(frame.heat[row]), 4),
             "components": {k: round(float(v[row]), 6) for k, v in frame.parts.items()},
             "rank": rank,
-            "price": float(m.last_price[row]),
+            "price": float(d.last_price[row]),
             "filters": self.filters.explain(symbol, qv, age, member=symbol in self._banded),
             "accepted": accepted,
             "returns": {k: _known(v[row], 6) for k, v in scores.returns.items()},
@@ -676,7 +741,7 @@ class Discovery:
             "quote_volume_24h": qv if qv == qv else None,
             "run_up_60m": _known(scores.run_up[row], 6),
             "range_24h": _known(high / low - 1.0 if low > 0.0 else math.nan, 6),
-            "trade_count_24h": int(m.trade_count_24h[row]),
+            "trade_count_24h": int(d.trade_count_24h[row]),
         }
         return payload
 
@@ -697,9 +762,9 @@ class Discovery:
         return None if last is None else last[1]
 
     def _settled_last(self) -> tuple[HeatFrame, AnomalyScores] | None:
-        if self._last_quiet is not None:  # settled quietly: built now, from the block's arrays
-            m, self._last_quiet = self._last_quiet(), None
-            self._last = m.frame, m.scores
+        if self._last_pending is not None:  # built now (from the block's arrays, for a batch settled with it)
+            d, self._last_pending = self._last_pending(), None
+            self._last = d.frame, d.scores
         return self._last
 
     def all_counters(self) -> dict[str, int]:
@@ -715,6 +780,19 @@ class Discovery:
             for key, value in counter.items():
                 out[f"{prefix}.{key}"] = value
         return out
+
+
+def _by_batch(mask: npt.NDArray[np.bool_]) -> list[list[int]]:
+    """The columns set in each row of a [batch, row] mask, in order: one `nonzero` for a block."""
+    columns: list[int] = mask.nonzero()[1].tolist()
+    ends: list[int] = np.cumsum(np.count_nonzero(mask, axis=1)).tolist()
+    return [columns[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+
+
+def _row_of(table: Callable[[], FloatArray], i: int) -> FloatArray:
+    """Batch `i`'s [row, figure] table of a block's (`Discovery.flush`)."""
+    out: FloatArray = table()[i]
+    return out
 
 
 def _age_days(now_ms: int, listing_ms: float) -> float | None:

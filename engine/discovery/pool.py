@@ -110,38 +110,40 @@ class CandidatePool:
         `qualifying`: symbols that qualify now; `rejected`: members a filter now rejects, with
         the reason; `build(symbol, rank)`: the member's `Candidate` (called only for members).
         """
-        cfg = self.cfg
+        cfg, size = self.cfg, self.cfg.size
         entered: list[str] = []
         left: list[tuple[str, str]] = []
         members = self._members
         for symbol, reason in rejected.items():
             if members.pop(symbol, None) is not None:
                 left.append((symbol, reason))
-        for symbol in list(members):
+        for symbol, member in list(members.items()):
             if symbol not in heats:
                 del members[symbol]
                 left.append((symbol, "left the market"))
-            elif symbol not in qualifying and members[symbol].expires_ms <= now_ms:
+            elif symbol not in qualifying and member.expires_ms <= now_ms:
                 del members[symbol]
                 left.append((symbol, "expired"))
         expires = now_ms + cfg.ttl_ms
         for symbol in qualifying:
-            member = members.get(symbol)
-            if member is None:
+            known = members.get(symbol)
+            if known is None:
                 members[symbol] = _Member(expires, deque(maxlen=cfg.history_len))
                 entered.append(symbol)
             else:
-                member.expires_ms = expires
-        ranked = sorted(members, key=lambda s: (-heats[s], s))
-        for symbol in ranked[cfg.size :]:
-            del members[symbol]
-            if symbol in entered:
-                entered.remove(symbol)
-            else:
-                left.append((symbol, "displaced by hotter symbols"))
+                known.expires_ms = expires
+        ranked = sorted(members, key=lambda s: (-heats[s], s)) if len(members) > 1 else list(members)
+        if len(ranked) > size:
+            for symbol in ranked[size:]:
+                del members[symbol]
+                if symbol in entered:
+                    entered.remove(symbol)
+                else:
+                    left.append((symbol, "displaced by hotter symbols"))
+            del ranked[size:]
         bar_ms = now_ms - now_ms % cfg.bar_ms
         candidates = []
-        for rank, symbol in enumerate(ranked[: cfg.size], start=1):
+        for rank, symbol in enumerate(ranked, start=1):
             heat = heats[symbol]
             history = members[symbol].history
             if history and history[-1][0] == bar_ms:
@@ -149,5 +151,5 @@ class CandidatePool:
             else:
                 history.append((bar_ms, heat))
             candidates.append(build(symbol, rank))
-        self._snapshot = PoolSnapshot(ts_ms=now_ms, candidates=tuple(candidates))
-        return PoolChange(entered=tuple(entered), left=tuple(left), snapshot=self._snapshot)
+        self._snapshot = PoolSnapshot(now_ms, tuple(candidates))
+        return PoolChange(tuple(entered), tuple(left), self._snapshot)

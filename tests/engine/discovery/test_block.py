@@ -247,7 +247,7 @@ def test_a_block_ending_quietly_reads_as_batches_one_by_one(runs: bool, bar_minu
     assert blk.ranker._bar == one.ranker._bar
     for name in ("_pct_bar", "_pct_prev_bar"):
         assert same_array(getattr(blk.ranker, name), getattr(one.ranker, name)), name
-    assert blk._last_quiet is not None or bar_minutes > 1  # not built yet (a quiet last batch of a block)
+    assert blk._last_pending is not None or bar_minutes > 1  # not built yet (a quiet last batch of a block)
     same_last(blk, one)
 
 

@@ -9,8 +9,11 @@ import pytest
 from engine.config.model import HotcoinConfig
 from engine.config.sections.discovery import FiltersSection, ListingsSection, PoolSection
 from engine.discovery import Discovery
+from engine.discovery.heat import HeatFrame
 from engine.discovery.listings import Announcement, parse_announcements
+from engine.discovery.pipeline import _SOURCES
 from engine.discovery.social.source import SocialPost, extract_cashtags
+from engine.domain.discovery import HeatComponents
 from engine.domain.ticker import TickerBatch
 from engine.journal.events import make_trace_id
 from engine.runtime.recovery import rebuild
@@ -337,3 +340,39 @@ def test_returns_without_history_are_unknown_not_zero() -> None:
     assert ev.payload["returns"]["5m"] > 0.05
     assert ev.payload["returns"]["15m"] is None and ev.payload["returns"]["60m"] is None
     assert ev.payload["run_up_60m"] > 0.05  # the hour's low is known: its completed slots
+
+
+def test_a_candidate_carries_what_its_heat_frame_and_scores_say() -> None:
+    """Candidates are built from one [row, figure] table per batch (`_tabulate`): each field is
+    what the batch's `HeatFrame` and `AnomalyScores` give for its row, bit for bit."""
+    disc, _, feed = setup()
+    run(disc, feed, 24)
+    built = 0
+    for _ in range(8):
+        feed.prices["PEPE/USDT"] *= 1.03
+        feed.rate["PEPE/USDT"] *= 1.5
+        snapshot = disc.on_batch(feed.batch()).snapshot
+        frame, scores, w = disc.last_frame, disc.last_scores, disc.windows
+        assert frame is not None and scores is not None
+        for cand in snapshot:
+            row = w.index[cand.symbol]
+            listed = float(disc.ranker.listing_ms[row])
+            assert cand.heat == float(frame.heat[row]) and cand.components == frame.components(row)
+            assert cand.sources == frame.sources(row) and cand.price == float(w.last_price[row])
+            assert repr(dict(cand.returns)) == repr({k: float(v[row]) for k, v in scores.returns.items()})
+            assert cand.volume_surge == float(scores.volume_surge[row])
+            assert cand.quote_volume_24h == float(w.quote_volume_24h[row])
+            assert cand.coin_age_days == (None if listed != listed else max(0.0, (cand.ts_ms - listed) / 86_400_000))
+            built += 1
+    assert built >= 4
+
+
+@pytest.mark.parametrize("bits", range(8))
+def test_candidate_sources_match_the_heat_frame(bits: int) -> None:
+    """`_SOURCES` by bits is `HeatFrame.sources`, for every mix of ticker, listing and social."""
+    one = np.array([1.0 if bits & 1 else 0.0])
+    parts = {name: np.zeros(1) for name in HeatComponents.__slots__}
+    parts["volume_surge"] = one
+    parts["listing_freshness"] = np.array([1.0 if bits & 2 else 0.0])
+    parts["social_velocity"] = np.array([1.0 if bits & 4 else 0.0])
+    assert _SOURCES[bits] == HeatFrame(0, np.zeros(1), parts).sources(0)
