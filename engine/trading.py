@@ -308,9 +308,13 @@ class TradingCore:
 
     def exposure(self) -> float:
         """Open positions at current bids plus the entries still in flight."""
+        if not self.book.holdings and not self._pending:
+            return 0  # what the sums give for nothing held or in flight: most of a backtest's minutes
         return self.book.exposure(self.marks()) + sum(p.notional for p in self._pending.values())
 
     def equity(self) -> float:
+        if not self.book.holdings:  # no marks to take (cash + 0, as the empty sum adds: -0.0 reads 0.0)
+            return self.cash + 0
         return self.cash + self.book.exposure(self.marks())
 
     # ----------------------------------------------------------------- inputs

@@ -512,15 +512,21 @@ def _running_sums(start: FloatArray, added: npt.NDArray[np.floating[Any]], dropp
 
 def _sliding(a: FloatArray, w: int, op: np.ufunc) -> FloatArray:
     """op (maximum or minimum) over every `w` consecutive rows of `a`: row i of the result covers
-    rows i .. i+w-1. Block prefix and suffix reductions (van Herk / Gil-Werman): a few passes
-    whatever `w`; exact, as max and min are in any order."""
+    rows i .. i+w-1. Van Herk / Gil-Werman, for the rows the result needs only: the results
+    from block row b0 on (w of them) are the suffixes of rows b0 .. b0+w-1 joined with the
+    prefixes of the block after, each one accumulate straight down the rows (no padding, no
+    copies of reversed views): a tape's day is one block, a quarter of the cost of padding
+    every block and taking both passes over each. Exact, as max and min are in any order."""
     t, n = a.shape
-    blocks = -(-t // w)
-    fill = -np.inf if op is np.maximum else np.inf
-    x = np.concatenate([a, np.full((blocks * w - t, n), fill)]).reshape(blocks, w, n)
-    prefix = op.accumulate(x, axis=1).reshape(-1, n)
-    suffix = op.accumulate(x[:, ::-1], axis=1)[:, ::-1].reshape(-1, n)
-    out: FloatArray = op(suffix[: t - w + 1], prefix[w - 1 : t])
+    m = t - w + 1
+    out: FloatArray = np.empty((m, n))
+    for b0 in range(0, m, w):
+        hi = min(b0 + w, m)  # results b0 .. hi-1 come from this block
+        suffix = op.accumulate(a[b0 + w - 1 : (b0 - 1 if b0 else None) : -1], axis=0)[::-1]  # rows b0+k .. b0+w-1
+        out[b0] = suffix[0]
+        if hi - b0 > 1:
+            prefix = op.accumulate(a[b0 + w : hi + w - 1], axis=0)  # rows b0+w .. b0+w+k
+            op(suffix[1 : hi - b0], prefix, out=out[b0 + 1 : hi])
     return out
 
 

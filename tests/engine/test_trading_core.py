@@ -1279,3 +1279,16 @@ async def test_a_resume_during_close_all_opens_entries_and_the_close_all_leaves_
     assert sorted((i.symbol, i.purpose) for i in intents) == [(stuck, OrderPurpose.CLOSE_ALL), (fresh, OrderPurpose.STOP_LOSS)]
     close_all_sells = {e.symbol for e in h.sink.events if e.kind == "signal_snapshot" and e.payload.get("purpose") == "close_all"}
     assert close_all_sells == {stuck}
+
+
+def test_nothing_held_values_as_the_empty_sums_do() -> None:
+    """With nothing held or in flight, `equity` and `exposure` skip the marks: the same values,
+    bit for bit and of the same type, as the sums over no positions."""
+    h = Harness(n=1)
+    for cash in (1000.0, -0.0, 0.1 + 0.2):
+        h.core.cash = cash
+        assert not h.core.book.holdings and not h.core._pending
+        equity, exposure = h.core.equity(), h.core.exposure()
+        want_equity = cash + h.core.book.exposure(h.core.marks())
+        want_exposure = h.core.book.exposure(h.core.marks()) + sum(p.notional for p in h.core._pending.values())
+        assert (repr(equity), type(exposure), exposure) == (repr(want_equity), type(want_exposure), want_exposure)

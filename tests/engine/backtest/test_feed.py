@@ -53,3 +53,15 @@ def test_other_timeframes_come_from_the_rings(store: Path) -> None:
     feed = HistoryFeed(market, SimClock(start), index, slicer=CandleSlicer(index, HistoryStore(store), start - 600 * MIN, 1500))
     five = asyncio.run(feed.candles("BTC/USDT", "5m", 10))
     assert [c.open_ms % (5 * MIN) for c in five] == [0] * len(five) and len(five) == 10
+
+
+def test_data_age_is_the_index_s_through_an_outage(store: Path) -> None:
+    """The feed's data age (a bisect of the data minutes as ints) is the index's, bit for bit:
+    every 20 s from before the first candle to past the last, through the outage."""
+    index = index_history(store)
+    start = T0 + 1200 * MIN
+    feed = HistoryFeed(ParquetMarket(SimSection(data_dir=store), start), SimClock(start), index)
+    times = range(T0 - 2 * MIN, T0 + (DAYS_MIN + 3) * MIN, 20_000)
+    ages = [feed.data_age_s(t) for t in times]
+    assert ages == [index.data_age_s(t) for t in times]
+    assert max(ages) >= (GAP[1] - GAP[0] - 1) * 60  # the outage shows

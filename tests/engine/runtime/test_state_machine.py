@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -257,3 +258,17 @@ def test_the_cause_of_a_block_stays_in_the_reasons_until_tradeable() -> None:
         transition = sm.step(HealthInputs(i * 1000, data_age_s=1.0)) or transition
     assert sm.state is T and sm.reasons == ()
     assert transition is not None and "cause" not in [r.code for r in transition.reasons]
+
+
+def test_the_healthy_tradeable_shortcut_answers_as_the_table_does() -> None:
+    """`step` skips the table for a healthy cycle of a tradeable engine: a random walk through
+    every trigger, stepped beside a machine that always reads the table, stays in lockstep
+    (state, reasons, counts, transitions)."""
+    rng = random.Random(7)
+    fast, table = EngineStateMachine(S), EngineStateMachine(S)
+    triggers = [Trigger.HEALTHY] * 6 + [Trigger.DEGRADE, Trigger.BLOCK]
+    for i in range(2000):
+        h = INPUT_FOR[rng.choice(triggers)](i * MIN)
+        got = fast.step(h)
+        want = table._by_table(*table.evaluate(h), h.now_ms)
+        assert (got, fast.state, fast.reasons, fast._runs) == (want, table.state, table.reasons, table._runs)

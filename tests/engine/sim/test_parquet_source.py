@@ -13,7 +13,7 @@ import pytest
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.market import open_market
-from engine.sim.parquet_source import COLUMNS, ParquetMarket, TableCache, _running_sums
+from engine.sim.parquet_source import COLUMNS, ParquetMarket, TableCache, _running_sums, _sliding
 from engine.sim.rings import WINDOW_MINUTES
 
 M = 60_000
@@ -496,3 +496,14 @@ def test_a_pair_whose_candles_end_early_halts_after_its_last_one(
     assert status(rings) == status(ahead) == "BREAK"
     late = replay(tmp_path, G + 250 * M)  # a replay starting after the halt starts halted
     assert status(late) == "BREAK"
+
+
+@pytest.mark.parametrize(("rows", "w"), [(2878, 1439), (2879, 1439), (5000, 1439), (100, 7), (50, 49), (9, 9), (6, 1)])
+def test_sliding_extremes_are_each_window_s(rows: int, w: int) -> None:
+    """`_sliding` equals the max / min of every window taken one by one, NaNs included."""
+    rng = np.random.default_rng(rows + w)
+    a = rng.random((rows, 5))
+    a[rng.random(a.shape) < 0.01] = np.nan
+    for op, reduce in ((np.maximum, np.max), (np.minimum, np.min)):
+        want = np.array([reduce(a[i : i + w], axis=0) for i in range(rows - w + 1)])
+        np.testing.assert_array_equal(_sliding(a, w, op), want)
