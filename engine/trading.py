@@ -131,7 +131,12 @@ def _unsellable(refused: PrecheckResult, cost: float, market: Market) -> bool:
 class _Quotes:
     batch: TickerBatch | None = None
     index: dict[str, int] | None = None
-    last: dict[str, tuple[float, float]] = field(default_factory=dict)  # held symbols' last (bid, ask)
+    last: dict[str, tuple[float, float]] = field(default_factory=dict)  # held symbols' and `kept` pairs' last (bid, ask)
+    # Pairs whose last quote is kept whatever is held: those of the assets fills may pay
+    # commissions in (BNB/USDT), as a fee is valued at that pair's mid (`TradingCore._value_fee`).
+    # Binance's ticker batches carry only the symbols that changed that second: valued from the
+    # latest batch alone, a fill booked while BNB/USDT had not changed left its fee out of PnL.
+    kept: tuple[str, ...] = ()
 
     def get(self, symbol: str) -> tuple[float, float] | None:
         """The latest usable (bid, ask) of `symbol`: this batch's if it is a price, else the
@@ -166,7 +171,10 @@ class TradingCore:
         scorer: Scorer | None = None,
         history: BarSource | None = None,
         run_id: str = "run",
+        fee_assets: tuple[str, ...] = (),
     ) -> None:
+        """`fee_assets`: what the broker's fills may pay commissions in besides the pair's own
+        assets (`Broker.fee_assets`), whose prices are then kept from batch to batch."""
         self.settings = settings
         self._markets = markets  # see `markets`
         self.sink = sink
@@ -190,6 +198,8 @@ class TradingCore:
         self.start_equity: float | None = None
         self.causes: dict[str, int] = {}  # client order id -> seq of the event that decided it
         self._quotes = _Quotes()
+        quotes = {m.quote for m in markets.values()}
+        self._quotes.kept = tuple(sorted(p for a in fee_assets for q in quotes if (p := f"{a}/{q}") in markets))
         self._pending: dict[str, _PendingEntry] = {}
         self._last_action_ms: dict[str, int] = {}
         self._exit_signal: dict[str, tuple[str, ...]] = {}  # symbol -> exit rules its latest signal fired
@@ -334,6 +344,9 @@ class TradingCore:
     def on_tickers(self, batch: TickerBatch, now_ms: int) -> list[OrderIntent]:
         """New prices: mark positions, update risk, and decide exits."""
         self._quotes.batch, self._quotes.index = batch, None
+        for pair in self._quotes.kept:
+            if (q := self._quotes.get(pair)) is not None:
+                self._quotes.last[pair] = q
         for symbol, held in self.book.holdings.items():
             q = self._quotes.get(symbol)
             if q is not None:
@@ -949,7 +962,8 @@ class TradingCore:
             if len(self._closed_legs) > _CLOSED_LEGS:
                 self._closed_legs.popitem(last=False)
         self._exit_signal.pop(symbol, None)
-        self._quotes.last.pop(symbol, None)
+        if symbol not in self._quotes.kept:
+            self._quotes.last.pop(symbol, None)
         self._trails.pop(symbol, None)
         self._last_action_ms[symbol] = now_ms
         if record:

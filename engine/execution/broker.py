@@ -83,6 +83,11 @@ class SyncIncomplete(RetryableOrderError):
 class Broker(abc.ABC):
     """Async order handling. Errors are `engine.errors.OrderError` subclasses (see `error_class`)."""
 
+    # Assets other than the pair's own that this broker's fills may charge commissions in (an
+    # account paying fees with BNB): the core keeps their prices from batch to batch to value
+    # such a fee (`TradingCore`). Paper fills pay in the pair's assets.
+    fee_assets: tuple[str, ...] = ()
+
     @abc.abstractmethod
     async def submit(self, intent: OrderIntent, now_ms: int) -> OrderUpdate:
         """Send `intent`; returns the acknowledged (maybe already filled) order."""

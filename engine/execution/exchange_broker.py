@@ -157,6 +157,8 @@ class _Progress:
 
 
 class ExchangeBroker(Broker):
+    fee_assets = ("BNB",)  # Binance charges in BNB when the account pays fees with it
+
     def __init__(
         self,
         gateway: OrderGateway,

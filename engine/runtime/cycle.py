@@ -272,7 +272,8 @@ class TradingCycle:
                 "set trading.signals.regime_symbol to a listed pair", self._regime, len(self.driver.markets),
             )
         self.core = TradingCore(
-            self.config.trading, self.driver.markets, self.tap, run_id=self.run_id, scorer=scorer, history=self._store
+            self.config.trading, self.driver.markets, self.tap, run_id=self.run_id, scorer=scorer, history=self._store,
+            fee_assets=self.broker.fee_assets,
         )
         self.tap.emit(
             "run_start",

@@ -26,6 +26,7 @@ from engine.errors import (
     RetryableOrderError,
     UnknownOrderError,
 )
+from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import TRAIL_ACTION, check
@@ -1292,3 +1293,46 @@ def test_nothing_held_values_as_the_empty_sums_do() -> None:
         want_equity = cash + h.core.book.exposure(h.core.marks())
         want_exposure = h.core.book.exposure(h.core.marks()) + sum(p.notional for p in h.core._pending.values())
         assert (repr(equity), type(exposure), exposure) == (repr(want_equity), type(want_exposure), want_exposure)
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["bnb-not-held", "bnb-held-and-sold"])
+def test_a_bnb_fee_is_valued_at_bnbs_last_price_when_bnb_did_not_change_that_second(held: bool) -> None:
+    """Audit: Binance's ticker batches carry only the symbols that changed that second, and a
+    BNB commission was valued from the latest batch alone: a fill booked while BNB/USDT had not
+    changed left its fee out of cash and PnL for good (`fee_unpriced`). The pairs of the
+    broker's fee assets keep their last price, whether held or not, sold or not."""
+    from decimal import Decimal
+
+    from engine.domain import Fill, Order, OrderType, Side
+    from engine.execution.broker import OrderUpdate
+
+    (a,) = mk.symbols(1)
+    bnb = "BNB/USDT"
+    sink = RecordingSink()
+    core = TradingCore(TradingSection(capital=profile()), mk.markets([a, bnb]), sink, fee_assets=("BNB",))
+    now = mk.NOW
+    core.on_tickers(mk.book({a: ENTRY_PRICE, bnb: 600.0}, now), now)
+    if held:  # a coin held and sold drops its last quote: not the fee asset's pair
+        core.book.apply(Fill("b1", "hc-b-e1", bnb, Side.BUY, 600.0, 1.0, 0.0, now, trace_id="b"))
+        core.book.apply(Fill("b2", "hc-b-x1", bnb, Side.SELL, 600.0, 1.0, 0.0, now, trace_id="b"))
+        core._after_close(bnb, now, 1, record=False)
+    core.on_tickers(mk.book({a: ENTRY_PRICE}, now + 1000), now + 1000)  # BNB unchanged this second: absent
+    cash = core.cash
+    order = Order(
+        "hc-x-e1", "1", a, Side.BUY, OrderType.MARKET, OrderStatus.FILLED, Decimal(100), Decimal(100),
+        average_price=ENTRY_PRICE, fee_other=0.000171, fee_asset="BNB", trace_id="x", purpose=OrderPurpose.ENTRY,
+    )  # fmt: skip
+    fill = Fill("t1", "hc-x-e1", a, Side.BUY, ENTRY_PRICE, 100.0, 0.0, now + 1100, trace_id="x", fee_other=0.000171, fee_asset="BNB")
+    core.on_order_update(OrderUpdate(order, (fill,)), now + 1100)
+    mid = 600.0 * (0.9995 + 1.0005) / 2
+    assert core.cash == pytest.approx(cash - 100 * ENTRY_PRICE - 0.000171 * mid)
+    assert core.book.get(a).position.entry_fees == pytest.approx(0.000171 * mid)
+    assert "fee_unpriced" not in [e.payload["code"] for e in sink.events if e.kind == "risk_event"]
+
+
+def test_a_paper_core_keeps_no_fee_assets_prices() -> None:
+    """Paper fills pay in the pair's assets (`Broker.fee_assets` is empty): nothing is kept."""
+    core = TradingCore(TradingSection(capital=profile()), mk.markets(["AAA/USDT", "BNB/USDT"]), RecordingSink())
+    core.on_tickers(mk.book({"AAA/USDT": 1.0, "BNB/USDT": 600.0}, mk.NOW), mk.NOW)
+    assert core._quotes.kept == () and core._quotes.last == {}
+    assert PaperBroker.fee_assets == () and ExchangeBroker.fee_assets == ("BNB",)
