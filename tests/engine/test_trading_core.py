@@ -408,7 +408,7 @@ async def test_resting_limit_entry_is_cancelled_at_expiry() -> None:
 async def test_rejected_exit_is_retried_with_the_next_leg() -> None:
     h = Harness(n=1)
     await h.enter()
-    h.broker.update_book(mk.book({}, mk.NOW + 1000))  # no book: the paper broker refuses (retryable)
+    h.broker.update_book(mk.book({h.names[0]: float("nan")}, mk.NOW + 1000))  # no price: the paper broker refuses (retryable)
     intents = h.core.on_tickers(mk.book({h.names[0]: ENTRY_PRICE * 0.95}, mk.NOW + 1000), mk.NOW + 1000)
     for u in await h.router.send_all(intents, mk.NOW + 1000, h.core.causes):
         h.core.on_order_update(u, mk.NOW + 1000)
