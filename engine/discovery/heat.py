@@ -240,19 +240,19 @@ class HeatRanker:
             pct = higher / n[:, None]
         pct[np.arange(e) >= extents[:, None]] = np.nan  # rows above a batch's extent are not ranked
         prev = np.full((k, e), np.nan)
-        bar_pct = self._pct_bar[:e].copy()
-        prev_bar_pct = self._pct_prev_bar[:e].copy()
         ranked = n > 0
-        for i in np.flatnonzero(ranked).tolist():
-            prev[i] = prev_bar_pct = bar_pct
-            bar_pct = pct[i]
+        # Each ranked batch's previous bar is the ranked batch before it (the stored bar for the first).
+        order = np.flatnonzero(ranked)
+        if len(order):
+            prev[order[0]] = self._pct_bar[:e]
+            prev[order[1:]] = pct[order[:-1]]
         climb = 2.0 * (prev - pct)
         climb[np.isnan(climb)] = 0.0
         np.copyto(out, climb.clip(0.0, 1.0), where=(score > 0.0) & ranked[:, None])
-        if ranked.any():
+        if len(order):
             self._pct_prev_bar[:] = np.nan
-            self._pct_prev_bar[:e] = prev_bar_pct
+            self._pct_prev_bar[:e] = prev[order[-1]]
             self._pct_bar[:] = np.nan
-            self._pct_bar[:e] = bar_pct
+            self._pct_bar[:e] = pct[order[-1]]
             self._bar = int(now_ms[ranked][-1]) // self.bar_ms
         return out

@@ -54,7 +54,6 @@ from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.config.sections.discovery import WindowsSection
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
@@ -79,6 +78,22 @@ def log_volume(volume: FloatArray, out: FloatArray | None = None) -> FloatArray:
         logs: FloatArray = np.log1p(volume, out=out)
         logs[logs <= 0.0] = np.nan  # log1p(v) > 0 exactly where v > 0 (NaN compares false: stays)
     return logs
+
+
+def sliding_fmin(x: FloatArray, w: int) -> FloatArray:
+    """[row, i] the lowest of x[row, i : i + w], NaN-skipping (NaN where all are NaN), for every
+    full window of the rows of `x`.
+
+    By doubling: the minimum over spans of 1, 2, 4, ... columns, then two overlapping spans
+    cover w: a handful of passes over `x` instead of w per window (a minimum is exact in any
+    order, so it equals `np.fmin.reduce` over each window)."""
+    out, span = x, 1
+    while 2 * span <= w:
+        out = np.fmin(out[:, :-span], out[:, span:])
+        span *= 2
+    if span < w:
+        out = np.fmin(out[:, : span - w], out[:, w - span :])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,7 +509,12 @@ class TickerWindows:
     def _fits(self, k_n: int, block: RingBlock) -> bool:
         """Whether `k_n` batches can be folded into `block` at once (and into the ring: fewer
         than a ring of slots)."""
-        return 0 < k_n < self.history_slots and block.extent == self.extent and block.count + k_n <= len(block._slot)
+        return (
+            0 < k_n < self.history_slots
+            and k_n * self.slot_ms < DAY_MS - self._bucket_ms  # each bucket its own day-ring column
+            and block.extent == self.extent
+            and block.count + k_n <= len(block._slot)
+        )
 
     def _fold_steady(
         self, ts: IntArray, price: FloatArray, qv: FloatArray, event: IntArray,
@@ -507,7 +527,6 @@ class TickerWindows:
         if not (price.min() > 0.0 and price.max() < np.inf and qv.min() >= 0.0 and qv.max() < np.inf):
             return False  # NaN fails both comparisons too: `update` counts what is wrong
         slots = ts // self.slot_ms
-        cols = slots % r  # each batch's ring column
         # Volume (see `_update_volume`), every batch at once. A row's sample is a batch whose
         # ticker is new (its event time past every earlier one); each batch's diff starts from
         # the row's last sample before it: the batch before, unless that ticker repeated.
@@ -549,38 +568,50 @@ class TickerWindows:
         est[est < VOLUME_NOISE * average] = 0.0  # NaN compares false: stays unknown
         est[~fresh] = 0.0  # a repeated ticker adds nothing (`update` leaves its slot as opened)
         vol = 0.0 + est  # the slot's volume: opened at 0 (every row is active), then the batch's
-        for k, bk in enumerate(buckets):  # the day ring's float32 sums, in batch order
+        # The day ring's float32 sums, in batch order. Each bucket has a column of its own (the
+        # block spans less than a day: `_fits`), so the buckets open first, then the i-th batch
+        # of every bucket adds in one step, i = 0, 1, ...: each column sums the same figures in
+        # the same order, in a handful of steps instead of one per batch.
+        for bk in dict.fromkeys(buckets):
             if bk != self._bucket:
                 self._open_bucket(bk)
-            self.day_ring[:e, bk % b_n] += est[k]
+        runs = np.asarray(buckets)
+        starts = np.flatnonzero(np.diff(runs, prepend=runs[0] - 1))  # each bucket's first batch
+        nth = np.arange(k_n) - np.repeat(starts, np.diff(starts, append=k_n))  # the batch's place in its bucket
+        day_cols = runs % b_n
+        for i in range(int(nth.max()) + 1):
+            ks = np.flatnonzero(nth == i)
+            self.day_ring[:e, day_cols[ks]] += est[ks].T
         # Prices: the ring before the block, then one new slot per batch.
         c = block.count
         pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
         tr = block._traded_ring[c : c + k_n]
         lpr, lvr = block._log_price_ring[c : c + k_n], block._log1p_volume_ring[c : c + k_n]
-        # Batch k writes column cols[k] (distinct: a block is shorter than the ring), so batch
-        # j's ring is the ring before the block with the columns of batches 0..j replaced: the
-        # ring before, then one masked copy of the ring after, over the whole block.
-        writer = np.full(r, k_n)
-        writer[cols] = np.arange(k_n)
-        written = (writer[None, :] <= np.arange(k_n)[:, None])[:, None, :]  # [batch, 1, slot]
-        with np.errstate(invalid="ignore", divide="ignore"):  # the logs of what changed only
+        # Batch j's ring holds, in each column, the latest of the slots (slot_j - r, slot_j] that
+        # falls there: a window of the timeline of slots (the ring before the block, oldest
+        # first, then one new slot per batch). Every ring of the block is one gather from its
+        # timeline, written straight into the block (the logs are element-wise: the timeline's
+        # are the rings' and new slots' own).
+        shift = -((self.slot + 1) % r)  # the ring before, oldest slot first
+        price_line = np.concatenate([np.roll(self.price_ring[:e], shift, axis=1), price.T], axis=1)
+        volume_line = np.concatenate([np.roll(self.volume_ring[:e], shift, axis=1), vol.T], axis=1)
+        traded_line = np.concatenate([np.roll(self.traded_ring[:e], shift, axis=1), fresh.T], axis=1)
+        width = r + k_n
+        # timeline position of batch j's column c: j + 1 + (c - slot_j - 1) mod r, row by row
+        at = np.arange(k_n)[:, None] + 1 + (np.arange(r)[None, :] - slots[:, None] - 1) % r
+        at = at[:, None, :] + (np.arange(e) * width)[None, :, None]  # [batch, row, slot] into the flat timeline
+        with np.errstate(invalid="ignore", divide="ignore"):
             rings = (
-                (pr, self.price_ring[:e], price), (vr, self.volume_ring[:e], vol), (tr, self.traded_ring[:e], fresh),
-                (lpr, np.log(self.price_ring[:e]), np.log(price)), (lvr, log_volume(self.volume_ring[:e]), log_volume(vol)),
+                (pr, price_line), (vr, volume_line), (tr, traded_line), (lpr, np.log(price_line)),
+                (lvr, log_volume(volume_line)),
             )  # fmt: skip
-        for out, before, new in rings:
-            after = before.copy()
-            after[:, cols] = new.T
-            out[:] = before
-            np.copyto(out, after, where=written)
-        # The hour's low before each slot, over the timeline of slots the rings held.
-        timeline = np.concatenate([np.roll(self.price_ring[:e], -((self.slot + 1) % r), axis=1), price.T], axis=1)
+        for out, line in rings:
+            np.take(line.ravel(), at, out=out, mode="clip")  # `at` is in range: clip only skips the check
+        # The hour's low before each slot, over the timeline of slots the rings held: slot k of
+        # the block is column r + k; its completed hour, the w columns just before it.
         w = self.slots_for(60)
         low = block._low_done[c : c + k_n]
-        # slot k of the block is column r + k; its completed hour, the w columns just before it
-        # (one reduction over every slot's window: a minimum, exact in any order)
-        low[:] = np.fmin.reduce(sliding_window_view(timeline, w, axis=1)[:, r - w : r - w + k_n], axis=2).T
+        low[:] = sliding_fmin(price_line[:, r - w : r + k_n - 1], w).T
         block._slot[c : c + k_n] = slots
         block._active[c : c + k_n] = True
         block._last_price[c : c + k_n] = price

@@ -35,6 +35,19 @@ def test_robust_center_scale_matches_numpy(nan_share: float) -> None:
     assert list(n[:2]) == [0, 1]
 
 
+def test_robust_center_scale_in_place_is_the_same_and_leaves_x_alone_otherwise() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_t(3, size=(40, 33))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[0, :] = np.nan
+    kept = x.copy()
+    copied = robust_center_scale(x)
+    np.testing.assert_array_equal(x, kept)  # not overwritten
+    in_place = robust_center_scale(x, overwrite=True)
+    for a, b in zip(copied, in_place, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def detector() -> tuple[TickerWindows, AnomalyDetector, TickerFeed]:
     w = TickerWindows(WindowsSection(capacity=16, slot_ms=15_000, history_slots=256))
     a = AnomalyDetector(AnomalySection(baseline_refresh_batches=1), w)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.config.sections.discovery import WindowsSection
-from engine.discovery.windows import RETURN_HORIZONS_MIN, RingBlock, TickerWindows
+from engine.discovery.windows import RETURN_HORIZONS_MIN, RingBlock, TickerWindows, sliding_fmin
 from engine.domain.ticker import TickerBatch
 from tests.kit.discovery import DAY_MS, TickerFeed
 from tests.kit.domain import T0, make_batch
@@ -298,3 +298,14 @@ def test_update_many_refuses_what_is_not_steady_and_changes_nothing() -> None:
         assert block.count == 0
         for k, v in vars(w).items():
             assert np.array_equal(v, before[k], equal_nan=True) if isinstance(v, np.ndarray) else v == before[k], k
+
+
+@pytest.mark.parametrize("w", [1, 2, 3, 7, 8, 60])
+def test_sliding_fmin_is_the_nan_skipping_minimum_of_every_window(w: int) -> None:
+    rng = np.random.default_rng(w)
+    x = rng.random((5, 90))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[0, :] = np.nan  # every window empty
+    x[1, 10:40] = np.nan  # some windows empty
+    expected = np.fmin.reduce(np.lib.stride_tricks.sliding_window_view(x, w, axis=1), axis=2)
+    np.testing.assert_array_equal(sliding_fmin(x, w), expected)
