@@ -181,13 +181,17 @@ class CandidateInfo:
 
     @classmethod
     def from_candidates(
-        cls, candidates: Sequence[Candidate], previous_ranks: Mapping[str, int] | None = None
+        cls, candidates: Sequence[Candidate | None], previous_ranks: Mapping[str, int] | None = None
     ) -> CandidateInfo:
-        """Latest-bar info from candidates (one per symbol, in the column order of the bars)."""
+        """Latest-bar info from candidates (one per symbol, in the column order of the bars);
+        None for a symbol discovery has said nothing about (NaN, as `unknown`)."""
         prev = previous_ranks or {}
         n = len(candidates)
         cols = np.empty((len(_INFO_FIELDS), n), np.float64)
         for j, c in enumerate(candidates):
+            if c is None:
+                cols[:, j] = np.nan
+                continue
             comp = c.components
             before = prev.get(c.symbol)
             cols[:, j] = (

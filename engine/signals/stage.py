@@ -144,20 +144,16 @@ class SignalStage:
         # rule can undo a failed one, and its features are never built. That is most fresh
         # candidates of a replay (89 % over two real days); each column of the rest is the
         # same whichever columns are computed beside it.
-        cold = (
-            {c.symbol for c in fresh if not c.heat >= min_heat}
-            if not self.sink.keeps_payloads and self.scorer.mode == "off"
-            else set()
-        )
-        warm = [c for c in fresh if c.symbol not in cold]
-        outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms)
+        keeps = self.sink.keeps_payloads
+        cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
+        warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
+        outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms, keeps)
         out = []
         i = 0
         for c in fresh:
             cause = None if causes is None else causes.get(c.trace_id)
             if c.symbol in cold:
-                skip = RuleOutcome(SignalDecision.SKIP, "failed: heat", [], {"heat": False})
-                ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", skip, {}, [], None, 0, cause)
+                ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", _COLD, {}, [], None, 0, cause)
                 keep = True
             else:
                 ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
@@ -170,10 +166,10 @@ class SignalStage:
 
     def _rule_entries(
         self, warm: Sequence[Candidate], previous: Mapping[str, int], now_ms: int, bar_ms: int, min_heat: float,
-        last_action_ms: Mapping[str, int],
+        last_action_ms: Mapping[str, int], keeps: bool,
     ) -> tuple[list[RuleOutcome], list[dict[str, float | None]], list[list[float]], FloatArray | None]:
         """Features, model scores and entry rules of `warm`, in order: (outcomes, journal rows,
-        raw rows, scores)."""
+        raw rows, scores). `keeps`: whether the sink keeps payloads (else no check dicts)."""
         if not warm:
             return [], [], [], None
         info = CandidateInfo.from_candidates(warm, previous)
@@ -195,8 +191,9 @@ class SignalStage:
             ml_calibrated=self.scorer.calibrated_min_score,
             ml_youngest_listing=self.scorer.youngest_listing_bars,
             listing_bars=ages,
+            checks=keeps,
         )
-        return outcomes, self._feature_rows(x), x.tolist(), scores
+        return outcomes, self._feature_rows(x, keeps), x.tolist(), scores
 
     def evaluate_exits(
         self,
@@ -221,22 +218,14 @@ class SignalStage:
         fresh = [(s, t) for s, t in held if self._exits.get(s, bar_ms) is None]
         if not fresh:
             return []
-        info = CandidateInfo.unknown((len(fresh),))
-        listed = np.full(len(fresh), np.nan)
         previous = self._note_ranks([c for s, _ in held if (c := candidates.get(s)) is not None], bar_ms)
-        for j, (symbol, _) in enumerate(fresh):
-            cand = candidates.get(symbol)
-            if cand is not None:
-                row = CandidateInfo.from_candidates([cand], previous)
-                for mine, theirs in zip(info.arrays(), row.arrays(), strict=True):
-                    mine[j] = theirs[0]
-                listed[j] = _listed_ms([cand])[0]
-        x, _ = self._features([s for s, _ in fresh], info, bar_ms, listed)
-        outcomes = self.rules.exit(x)
+        cands = [candidates.get(s) for s, _ in fresh]
+        x, _ = self._features([s for s, _ in fresh], CandidateInfo.from_candidates(cands, previous), bar_ms, _listed_ms(cands))
+        keeps = self.sink.keeps_payloads
+        outcomes = self.rules.exit(x, checks=keeps)
         out = []
-        rows, raw = self._feature_rows(x), x.tolist()
-        for i, (symbol, trace_id) in enumerate(fresh):
-            cand = candidates.get(symbol)
+        rows, raw = self._feature_rows(x, keeps), x.tolist()
+        for i, ((symbol, trace_id), cand) in enumerate(zip(fresh, cands, strict=True)):
             seen = None if causes is None or cand is None else causes.get(cand.trace_id)
             cause = None if opened is None else opened.get(trace_id)
             ev = self._journal(
@@ -258,9 +247,10 @@ class SignalStage:
                 self._ranks[c.symbol] = (bar_ms, c.rank)
         return self._prev_ranks
 
-    def _feature_rows(self, x: FloatArray) -> list[dict[str, float | None]]:
+    @staticmethod
+    def _feature_rows(x: FloatArray, keeps: bool) -> list[dict[str, float | None]]:
         """The journal's view of each feature row; empty where the sink keeps no payloads."""
-        return feature_dicts(x) if self.sink.keeps_payloads else [{} for _ in range(len(x))]
+        return feature_dicts(x) if keeps else [{} for _ in range(len(x))]
 
     def _scores(self, x: FloatArray) -> FloatArray | None:
         if self.scorer.mode == "off":
@@ -288,18 +278,22 @@ class SignalStage:
     ) -> Evaluated:
         score = None if scores is None or np.isnan(scores[i]) else float(scores[i])
         production = self.scorer.mode == "production"
-        payload: dict[str, Any] = {
-            "decision": outcome.decision.value,
-            "reason": outcome.reason,
-            "rules": outcome.checks,
-            "features": features,
-            "ml_score": score if production else None,
-            "model": None if self.scorer.mode == "off" else self.scorer.version,  # shadow models too
-            "stage": stage,
-            "bar_ms": bar_ms,
-        }
-        if candidate_seq is not None:
-            payload["candidate_seq"] = candidate_seq
+        payload: dict[str, Any]
+        if self.sink.keeps_payloads:
+            payload = {
+                "decision": outcome.decision.value,
+                "reason": outcome.reason,
+                "rules": outcome.checks,
+                "features": features,
+                "ml_score": score if production else None,
+                "model": None if self.scorer.mode == "off" else self.scorer.version,  # shadow models too
+                "stage": stage,
+                "bar_ms": bar_ms,
+            }
+            if candidate_seq is not None:
+                payload["candidate_seq"] = candidate_seq
+        else:  # only the decision, which the tap remembers per symbol (`Tap.last_signal`)
+            payload = {"decision": outcome.decision.value}
         seq = self.sink.emit(
             "signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause
         )
@@ -326,13 +320,17 @@ class SignalStage:
 
 
 _BAR_RANGE = FEATURE_NAMES.index("bar_range")
+# A cold candidate's outcome (`evaluate_entries`): the same for all, and read only (`Signal.rules`
+# is a Mapping; its checks go to payloads nobody keeps), so built once.
+_COLD = RuleOutcome(SignalDecision.SKIP, "failed: heat", [], {"heat": False})
 
 
-def _listed_ms(candidates: Sequence[Candidate]) -> FloatArray:
+def _listed_ms(candidates: Sequence[Candidate | None]) -> FloatArray:
     """When discovery dated each candidate's listing (its age back from its time), NaN where it
-    knows of none."""
+    knows of none (or of no candidate: None)."""
     return np.array(
-        [np.nan if c.coin_age_days is None else c.ts_ms - c.coin_age_days * DAY_MS for c in candidates], np.float64
+        [np.nan if c is None or c.coin_age_days is None else c.ts_ms - c.coin_age_days * DAY_MS for c in candidates],
+        np.float64,
     )
 
 

@@ -210,3 +210,13 @@ def test_bar_history_grows_past_its_capacity() -> None:
 def test_bar_history_refuses_bad_bars(candle_kw: dict[str, object], match: str) -> None:
     with pytest.raises(MarketDataError, match=match):
         BarHistory("1m").add(make_candle(**candle_kw))  # type: ignore[arg-type]
+
+
+def test_candidate_info_of_none_is_unknown() -> None:
+    """A symbol discovery says nothing about (None) reads NaN, the others as on their own."""
+    cand = make_candidate(heat=80.0, rank=3)
+    both = CandidateInfo.from_candidates([None, cand], {"DOGE/USDT": 5})
+    alone = CandidateInfo.from_candidates([cand], {"DOGE/USDT": 5})
+    for got, unknown, want in zip(both.arrays(), CandidateInfo.unknown((1,)).arrays(), alone.arrays(), strict=True):
+        assert np.isnan(got[0]) and np.isnan(unknown[0])
+        assert got[1:].tobytes() == want.tobytes()
