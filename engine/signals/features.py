@@ -454,6 +454,12 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
     yield _std(r, btc_ret1, 60)
 
 
+# The rows `_latest_window` reads the returns' earlier closes from (take() with an index array
+# is a third of a fancy index with a list).
+_LAGS = np.array([WINDOW - 1 - h for h in RETURN_HORIZONS], np.intp)
+_BTC_LAGS = np.array([WINDOW - 16, WINDOW - 61], np.intp)
+
+
 def _latest_window(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, out: FloatArray) -> None:
     """`_assemble` over the latest reducer for exactly `WINDOW` bars (what the stage always
     reads), written into `out` ([features, symbols]). The live and backtest path asks this for
@@ -483,11 +489,11 @@ def _latest_window(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, 
     np.divide(c[-20:], np.where(prev == 0, nan, prev), out=r1)
     r1 -= 1.0
     np.multiply(r1, r1, out=b20[3])
-    s60, s20 = b60.sum(axis=1), b20.sum(axis=1)
+    s60, s20 = np.add.reduce(b60, axis=1), np.add.reduce(b20, axis=1)  # what .sum calls, less a wrapper
     p14, h14, lo14 = prev[-14:], h[-14:], lo[-14:]
     hl = h14 - lo14
     true_range = np.fmax(hl, np.fmax(np.abs(h14 - p14), np.abs(lo14 - p14)))
-    atr = np.where(np.isnan(p14), nan, true_range).sum(axis=0) / 14.0
+    atr = np.add.reduce(np.where(np.isnan(p14), nan, true_range), axis=0) / 14.0
     span_t = hl[-1]
     # vol_ratio_20, vol_ratio_60, vwap 20 and 60, bar_range, atr_14, range_atr: one `_div`.
     num = np.array((v_t, v_t, s20[1], s60[1], span_t, atr, span_t))
@@ -495,9 +501,9 @@ def _latest_window(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, 
     q = num / np.where(den == 0, nan, den)
     # Returns from each lag, the VWAPs and the 60-bar high to the last close: one `_ret`.
     then = np.empty((9, c.shape[1]))
-    then[:6] = c[[-1 - hz for hz in RETURN_HORIZONS]]
+    then[:6] = c.take(_LAGS, axis=0)
     then[6:8] = q[2:4]
-    then[8] = h[-60:].max(axis=0)
+    np.maximum.reduce(h[-60:], axis=0, out=then[8])
     rets = c_t / np.where(then == 0, nan, then) - 1.0
     flat = span_t == 0
     lo_oc = np.minimum(o_t, c_t)
@@ -517,8 +523,8 @@ def _latest_window(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, 
     np.divide(btc_close[-60:], np.where(btc_prev == 0, nan, btc_prev), out=br[0])
     br[0] -= 1.0
     np.multiply(br[0], br[0], out=br[1])
-    bs = br.sum(axis=1) / 60.0
-    lag = btc_close[[-16, -61]]
+    bs = np.add.reduce(br, axis=1) / 60.0
+    lag = btc_close.take(_BTC_LAGS)
     out[28:30] = (btc_close[-1] / np.where(lag == 0, nan, lag) - 1.0)[:, None]
     out[30] = np.sqrt(np.maximum(bs[1] - bs[0] * bs[0], 0.0))
 

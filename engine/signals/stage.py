@@ -62,6 +62,7 @@ class SignalStage:
     ) -> None:
         self.settings = settings
         self.history = history
+        self._tf_ms = history.tf_ms  # a history's timeframe is fixed; read twice a cycle
         self.sink = sink
         self.scorer: Scorer = scorer or NullScorer()
         if self.scorer.mode != "off" and self.scorer.schema_hash != feature_schema_hash():
@@ -84,7 +85,7 @@ class SignalStage:
 
     def bar_of(self, now_ms: int) -> int:
         """Open time of the last bar that has closed by `now_ms`."""
-        tf = self.history.tf_ms
+        tf = self._tf_ms
         return (now_ms // tf) * tf - tf
 
     def _features(
@@ -153,7 +154,7 @@ class SignalStage:
         for c in fresh:
             cause = None if causes is None else causes.get(c.trace_id)
             if c.symbol in cold:
-                ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", _COLD, {}, [], None, 0, cause)
+                ev = self._cold(c, now_ms, cause)
                 keep = True
             else:
                 ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
@@ -235,6 +236,19 @@ class SignalStage:
                 self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
+
+    def _cold(self, c: Candidate, now_ms: int, cause: int | None) -> Evaluated:
+        """`_journal` of a cold candidate's skip (`evaluate_entries`), where nobody keeps the
+        payload and no model scores: most candidates of a replay, each minute, so the one
+        thing the tap reads (the decision) is all that is built."""
+        seq = self.sink.emit(
+            "signal_snapshot", ts_ms=now_ms, payload=_COLD_PAYLOAD, trace_id=c.trace_id, symbol=c.symbol, cause=cause
+        )
+        signal = Signal(
+            trace_id=c.trace_id, symbol=c.symbol, ts_ms=now_ms, decision=SignalDecision.SKIP, reason="failed: heat",
+            rules=_COLD_RULES, features={}, ml_score=None,
+        )  # fmt: skip
+        return Evaluated(signal, seq)
 
     def _note_ranks(self, candidates: Sequence[Candidate], bar_ms: int) -> dict[str, int]:
         """Note `candidates`' first ranks in `bar_ms` (held symbols too, from the exit side);
@@ -320,9 +334,10 @@ class SignalStage:
 
 
 _BAR_RANGE = FEATURE_NAMES.index("bar_range")
-# A cold candidate's outcome (`evaluate_entries`): the same for all, and read only (`Signal.rules`
-# is a Mapping; its checks go to payloads nobody keeps), so built once.
-_COLD = RuleOutcome(SignalDecision.SKIP, "failed: heat", [], {"heat": False})
+# A cold candidate's skip (`SignalStage._cold`) fails the heat rule alone. Both are read only
+# (`Signal.rules` is a Mapping, the payload only the tap reads), so built once.
+_COLD_RULES: Mapping[str, bool] = {"heat": False}
+_COLD_PAYLOAD: Mapping[str, Any] = {"decision": SignalDecision.SKIP.value}
 
 
 def _listed_ms(candidates: Sequence[Candidate | None]) -> FloatArray:
