@@ -112,9 +112,12 @@ class SignalStage:
         both = self.history.window([*symbols, self.settings.regime_symbol], bar_ms)
         n = len(symbols)
         bars = BarMatrix(both.open[:, :n], both.high[:, :n], both.low[:, :n], both.close[:, :n], both.volume[:, :n])
+        # A listing's bars begin inside the window, so its first row is missing there: a window
+        # without a hole in that row holds no listing (most reads), as `Listings.in_window`
+        # would find at ten times the cost, its NaN ages the same.
         listings = (
-            Listings.in_window(bars.close, listed_ms, bar_ms, self.history.tf_ms, min_bars)
-            if min_bars and np.isfinite(listed_ms).any()
+            Listings.in_window(bars.close, listed_ms, bar_ms, self._tf_ms, min_bars)
+            if min_bars and np.isnan(bars.close[0]).any() and np.isfinite(listed_ms).any()
             else None
         )
         x = features_hot_latest(bars, info, both.close[:, n], listings)
