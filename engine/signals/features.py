@@ -181,13 +181,17 @@ class CandidateInfo:
 
     @classmethod
     def from_candidates(
-        cls, candidates: Sequence[Candidate], previous_ranks: Mapping[str, int] | None = None
+        cls, candidates: Sequence[Candidate | None], previous_ranks: Mapping[str, int] | None = None
     ) -> CandidateInfo:
-        """Latest-bar info from candidates (one per symbol, in the column order of the bars)."""
+        """Latest-bar info from candidates (one per symbol, in the column order of the bars);
+        None for a symbol discovery has said nothing about (NaN, as `unknown`)."""
         prev = previous_ranks or {}
         n = len(candidates)
         cols = np.empty((len(_INFO_FIELDS), n), np.float64)
         for j, c in enumerate(candidates):
+            if c is None:
+                cols[:, j] = np.nan
+                continue
             comp = c.components
             before = prev.get(c.symbol)
             cols[:, j] = (
@@ -450,6 +454,81 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
     yield _std(r, btc_ret1, 60)
 
 
+# The rows `_latest_window` reads the returns' earlier closes from (take() with an index array
+# is a third of a fancy index with a list).
+_LAGS = np.array([WINDOW - 1 - h for h in RETURN_HORIZONS], np.intp)
+_BTC_LAGS = np.array([WINDOW - 16, WINDOW - 61], np.intp)
+
+
+def _latest_window(bars: BarMatrix, info: CandidateInfo, btc_close: FloatArray, out: FloatArray) -> None:
+    """`_assemble` over the latest reducer for exactly `WINDOW` bars (what the stage always
+    reads), written into `out` ([features, symbols]). The live and backtest path asks this for
+    one or two symbols at a time, where each numpy call costs a microsecond whatever its size:
+    the same operations element for element, stacked into a few calls (the sums of one window
+    length are one reduction over a [quantities, bars, symbols] block, the divisions of one
+    kind one division), come to a third of `_assemble`'s calls with identical results
+    (`tests/engine/signals/test_features.py` pins them equal). A block's sum adds each column in
+    the order a [bars, symbols] one does, pairwise for one symbol and bar by bar for more. Under
+    the caller's `np.errstate`."""
+    o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
+    nan = np.nan
+    c_t, h_t, lo_t, o_t, v_t = c[-1], h[-1], lo[-1], o[-1], v[-1]
+    # Typical price x volume over the 60-bar window, volume beside it: one sum for both.
+    b60 = np.empty((2, 60, c.shape[1]))
+    b60[0] = v[-60:]
+    tv = b60[1]
+    np.add(h[-60:], lo[-60:], out=tv)
+    tv += c[-60:]
+    tv /= 3.0
+    tv *= b60[0]
+    # The last 20 bars' volume, typical x volume, bar-to-bar return and its square.
+    b20 = np.empty((4, 20, c.shape[1]))
+    b20[:2] = b60[:, -20:]
+    prev = c[-21:-1]
+    r1 = b20[2]
+    np.divide(c[-20:], np.where(prev == 0, nan, prev), out=r1)
+    r1 -= 1.0
+    np.multiply(r1, r1, out=b20[3])
+    s60, s20 = np.add.reduce(b60, axis=1), np.add.reduce(b20, axis=1)  # what .sum calls, less a wrapper
+    p14, h14, lo14 = prev[-14:], h[-14:], lo[-14:]
+    hl = h14 - lo14
+    true_range = np.fmax(hl, np.fmax(np.abs(h14 - p14), np.abs(lo14 - p14)))
+    atr = np.add.reduce(np.where(np.isnan(p14), nan, true_range), axis=0) / 14.0
+    span_t = hl[-1]
+    # vol_ratio_20, vol_ratio_60, vwap 20 and 60, bar_range, atr_14, range_atr: one `_div`.
+    num = np.array((v_t, v_t, s20[1], s60[1], span_t, atr, span_t))
+    den = np.array((s20[0] / 20.0, s60[0] / 60.0, s20[0], s60[0], c_t, c_t, atr))
+    q = num / np.where(den == 0, nan, den)
+    # Returns from each lag, the VWAPs and the 60-bar high to the last close: one `_ret`.
+    then = np.empty((9, c.shape[1]))
+    then[:6] = c.take(_LAGS, axis=0)
+    then[6:8] = q[2:4]
+    np.maximum.reduce(h[-60:], axis=0, out=then[8])
+    rets = c_t / np.where(then == 0, nan, then) - 1.0
+    flat = span_t == 0
+    lo_oc = np.minimum(o_t, c_t)
+    wick = np.array((h_t - np.maximum(o_t, c_t), lo_oc - lo_t, c_t - lo_t)) / np.where(flat, 1.0, span_t)
+    out[:6] = rets[:6]
+    out[6:8] = q[:2]
+    out[8:10] = rets[6:8]
+    out[10:13] = q[4:]
+    out[13:16] = np.where(flat, np.array((0.0, 0.0, 0.5))[:, None], wick)
+    mean = s20[2] / 20.0
+    out[16] = np.sqrt(np.maximum(s20[3] / 20.0 - mean * mean, 0.0))
+    out[17] = rets[8]
+    out[18:28] = info.arrays()
+    # The regime: BTC's 15- and 60-bar returns and its 60-bar volatility, pairwise sums as ever.
+    btc_prev = btc_close[-61:-1]
+    br = np.empty((2, 60))
+    np.divide(btc_close[-60:], np.where(btc_prev == 0, nan, btc_prev), out=br[0])
+    br[0] -= 1.0
+    np.multiply(br[0], br[0], out=br[1])
+    bs = np.add.reduce(br, axis=1) / 60.0
+    lag = btc_close.take(_BTC_LAGS)
+    out[28:30] = (btc_close[-1] / np.where(lag == 0, nan, lag) - 1.0)[:, None]
+    out[30] = np.sqrt(np.maximum(bs[1] - bs[0] * bs[0], 0.0))
+
+
 def _since_listing(
     r: _Reducer, bars: BarMatrix, first: FloatArray, min_bars: int
 ) -> Iterator[tuple[int, FloatArray, BoolArray]]:
@@ -563,8 +642,11 @@ def features_hot_latest(
         raise MarketDataError("features_hot_latest needs at least one bar")
     columns = np.empty((len(FEATURE_NAMES), bars.close.shape[1]), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for k, column in enumerate(_assemble(_LatestReducer(), bars, info, btc_close)):
-            columns[k] = column
+        if bars.n_bars == WINDOW:
+            _latest_window(bars, info, btc_close, columns)
+        else:  # a history shorter than the window (a warm-up, a test)
+            for k, column in enumerate(_assemble(_LatestReducer(), bars, info, btc_close)):
+                columns[k] = column
         if listings is not None:
             _patch_listings(_LatestReducer(), columns, bars, listings)
     return np.ascontiguousarray(columns.T)

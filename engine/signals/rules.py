@@ -19,8 +19,7 @@ its `ml_score` check passes, value null, and its detail says the rules decided a
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,12 +33,7 @@ from engine.signals.features import FEATURE_INDEX, since_listing
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    ">=": operator.ge,
-    "<=": operator.le,
-    ">": operator.gt,
-    "<": operator.lt,
-}
+_OPS = (">=", "<=", ">", "<")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +51,26 @@ class Rule:
         if self.op not in _OPS:
             raise ValueError(f"rule {self.name!r}: unknown operator {self.op!r}; use one of {list(_OPS)}")
 
-    def evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
-        with np.errstate(invalid="ignore"):
-            return self._evaluate(features)
 
-    def _evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
-        """`evaluate` under the caller's `np.errstate`: `SignalRules` enters it once for all its
-        rules (entering it costs as much as comparing a few candidates)."""
-        values = features[:, FEATURE_INDEX[self.feature]]
-        passed = np.asarray(_OPS[self.op](values, self.threshold), dtype=np.bool_)
-        return values, passed & ~np.isnan(values)
+class _Table:
+    """Rules evaluated as one block: their columns gathered at once and every comparison made
+    as `>=` or `>` (an upper bound `v <= t` is `-v >= -t`, negation being exact), two numpy
+    comparisons for all of them where one rule each took six calls. A NaN fails both."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self.names = [r.name for r in rules]
+        self.thresholds = [r.threshold for r in rules]
+        self._columns = np.array([FEATURE_INDEX[r.feature] for r in rules], np.intp)
+        self._sign = np.array([-1.0 if r.op in ("<=", "<") else 1.0 for r in rules])
+        self._bound = self._sign * np.array(self.thresholds, np.float64)
+        self._strict = np.array([r.op in (">", "<") for r in rules], np.bool_)
+
+    def evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
+        """[symbols, rules] values and whether each passed; under the caller's `np.errstate`."""
+        values = features[:, self._columns]
+        signed = values * self._sign
+        return values, np.where(self._strict, signed > self._bound, signed >= self._bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +135,8 @@ class SignalRules:
 
     def __init__(self, settings: SignalSettings) -> None:
         self.settings = settings
-        self._exit = exit_rules(settings)
-        self._entry: tuple[float, tuple[Rule, ...]] | None = None  # (min_heat, rules): rebuilt when it changes
+        self._exit = _Table(exit_rules(settings))
+        self._entry: tuple[float, _Table] | None = None  # (min_heat, rules): rebuilt when it changes
 
     def entry(
         self,
@@ -144,6 +148,7 @@ class SignalRules:
         ml_calibrated: float | None = None,
         ml_youngest_listing: int = 0,
         listing_bars: FloatArray | None = None,
+        checks: bool = True,
     ) -> list[RuleOutcome]:
         """Entry decisions for [S, F] features. `since_last_action_ms` is inf where the symbol
         has no entry/exit yet. `ml_scores` (production scorer only) adds the `ml_score` rule,
@@ -151,28 +156,34 @@ class SignalRules:
         passes, with a detail, for a listing younger than `ml_youngest_listing` bars (the
         youngest the model was trained on: `model_too_young`). `listing_bars`: each symbol's
         bars since listing where its features are since-listing ones (NaN elsewhere), for the
-        checks' details."""
+        checks' details. `checks=False` leaves each outcome's check dicts out (empty), for a
+        caller whose journal keeps no payloads: they are read nowhere else."""
         if self._entry is None or self._entry[0] != min_heat:
-            self._entry = (min_heat, entry_rules(self.settings, min_heat))
-        columns: list[tuple[str, FloatArray, BoolArray, float]] = []
-        listed = listing_bars is not None and bool(np.isfinite(listing_bars).any())
+            self._entry = (min_heat, _Table(entry_rules(self.settings, min_heat)))
+        table = self._entry[1]
+        n, k = features.shape[0], len(table.names)
+        names, thresholds = [*table.names, "cooldown"], [*table.thresholds, float(self.settings.cooldown_ms)]
+        extra = 1 if ml_scores is None else 2
+        values = np.empty((n, k + extra))
+        passed = np.empty((n, k + extra), np.bool_)
         details: dict[str, list[str | None]] = {}
         with np.errstate(invalid="ignore"):
-            for rule in self._entry[1]:
-                values, passed = rule._evaluate(features)
-                columns.append((rule.name, values, passed, rule.threshold))
-                if listed and listing_bars is not None:
-                    details[rule.name] = self._listing_details(rule.feature, values, listing_bars)
-            cooldown = float(self.settings.cooldown_ms)
-            columns.append(("cooldown", since_last_action_ms, since_last_action_ms >= cooldown, cooldown))
+            values[:, :k], passed[:, :k] = table.evaluate(features)
+            values[:, k] = since_last_action_ms
+            passed[:, k] = since_last_action_ms >= thresholds[k]
             if ml_scores is not None:
                 threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
-                young = model_too_young(listing_bars, ml_youngest_listing, features.shape[0])
-                ok = young | ((ml_scores >= threshold) & ~np.isnan(ml_scores))
-                columns.append(("ml_score", np.where(young, np.nan, ml_scores), ok, threshold))
-                if young.any() and listing_bars is not None:
+                young = model_too_young(listing_bars, ml_youngest_listing, n)
+                names.append("ml_score")
+                thresholds.append(threshold)
+                values[:, k + 1] = np.where(young, np.nan, ml_scores)
+                passed[:, k + 1] = young | ((ml_scores >= threshold) & ~np.isnan(ml_scores))
+                if checks and young.any() and listing_bars is not None:
                     details["ml_score"] = _unasked_details(young, listing_bars, ml_youngest_listing)
-        return self._outcomes(columns, features.shape[0], exit_mode=False, details=details)
+        if checks and listing_bars is not None and np.isfinite(listing_bars).any():
+            for j, rule in enumerate(table.rules):
+                details[rule.name] = self._listing_details(rule.feature, values[:, j], listing_bars)
+        return _outcomes(names, thresholds, values, passed, exit_mode=False, checks=checks, details=details)
 
     def _listing_details(self, feature: str, values: FloatArray, ages: FloatArray) -> list[str | None]:
         """Per symbol, what a check on `feature` must add for a listing: that the value is the
@@ -188,51 +199,57 @@ class SignalRules:
                 out.append(f"since listing, {age:.0f} bars" if value == value else None)
         return out
 
-    def exit(self, features: FloatArray) -> list[RuleOutcome]:
-        """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD."""
-        columns: list[tuple[str, FloatArray, BoolArray, float]] = []
+    def exit(self, features: FloatArray, *, checks: bool = True) -> list[RuleOutcome]:
+        """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD. `checks`: as
+        for `entry`."""
+        table = self._exit
+        n, k = features.shape[0], len(table.names)
+        values = np.empty((n, k + 1))
+        passed = np.empty((n, k + 1), np.bool_)
         wick = features[:, FEATURE_INDEX["upper_wick"]]
         ret1 = features[:, FEATURE_INDEX["ret_1"]]
+        limit = self.settings.exit_upper_wick
         with np.errstate(invalid="ignore"):
-            for rule in self._exit:
-                values, passed = rule._evaluate(features)
-                # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
-                columns.append((rule.name, values, passed | np.isnan(values), rule.threshold))
-            reversal = (wick >= self.settings.exit_upper_wick) & (ret1 < 0)
-        columns.append(("reversal", wick, ~reversal, self.settings.exit_upper_wick))
-        return self._outcomes(columns, features.shape[0], exit_mode=True)
+            values[:, :k], held = table.evaluate(features)
+            # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
+            passed[:, :k] = held | np.isnan(values[:, :k])
+            values[:, k] = wick
+            passed[:, k] = ~((wick >= limit) & (ret1 < 0))
+        return _outcomes([*table.names, "reversal"], [*table.thresholds, limit], values, passed, exit_mode=True, checks=checks)
 
-    @staticmethod
-    def _outcomes(
-        columns: Sequence[tuple[str, FloatArray, BoolArray, float]],
-        n: int,
-        *,
-        exit_mode: bool,
-        details: Mapping[str, list[str | None]] | None = None,
-    ) -> list[RuleOutcome]:
-        names = [c[0] for c in columns]
-        thresholds = [c[3] for c in columns]
-        # [rules, symbols] transposed: np.array builds it in a quarter of np.stack's time
-        value_rows = _value_rows(np.array([c[1] for c in columns], np.float64).T)
-        pass_rows = np.array([c[2] for c in columns], np.bool_).T.tolist()
-        out: list[RuleOutcome] = []
-        for i in range(n):
-            ok, vals = pass_rows[i], value_rows[i]
-            checks = [
+
+def _outcomes(
+    names: list[str],
+    thresholds: list[float],
+    values: FloatArray,
+    passed: BoolArray,
+    *,
+    exit_mode: bool,
+    checks: bool,
+    details: Mapping[str, list[str | None]] | None = None,
+) -> list[RuleOutcome]:
+    """One outcome per row of [symbols, rules] `values` and `passed` (the rules in `names`
+    order); without `checks`, their check dicts are left out."""
+    value_rows = _value_rows(values) if checks else None
+    out: list[RuleOutcome] = []
+    for i, ok in enumerate(passed.tolist()):
+        said: list[dict[str, Any]] = []
+        if value_rows is not None:
+            said = [
                 {"name": name, "passed": p, "value": v, "threshold": t}
-                for name, p, v, t in zip(names, ok, vals, thresholds, strict=True)
+                for name, p, v, t in zip(names, ok, value_rows[i], thresholds, strict=True)
             ]
             if details:
-                for check in checks:
-                    said = details.get(check["name"])
-                    if said is not None and said[i] is not None:
-                        check["detail"] = said[i]
-            failed = [name for name, p in zip(names, ok, strict=True) if not p]
-            if exit_mode:
-                decision = SignalDecision.EXIT if failed else SignalDecision.HOLD
-                reason = f"fired: {', '.join(failed)}" if failed else "no signal exit fired"  # shown after "exit: " / "hold: "
-            else:
-                decision = SignalDecision.SKIP if failed else SignalDecision.ENTER
-                reason = f"failed: {', '.join(failed)}" if failed else "all entry rules passed"
-            out.append(RuleOutcome(decision, reason, checks, dict(zip(names, ok, strict=True))))
-        return out
+                for check in said:
+                    detail = details.get(check["name"])
+                    if detail is not None and detail[i] is not None:
+                        check["detail"] = detail[i]
+        failed = [name for name, p in zip(names, ok, strict=True) if not p]
+        if exit_mode:
+            decision = SignalDecision.EXIT if failed else SignalDecision.HOLD
+            reason = f"fired: {', '.join(failed)}" if failed else "no signal exit fired"  # shown after "exit: " / "hold: "
+        else:
+            decision = SignalDecision.SKIP if failed else SignalDecision.ENTER
+            reason = f"failed: {', '.join(failed)}" if failed else "all entry rules passed"
+        out.append(RuleOutcome(decision, reason, said, dict(zip(names, ok, strict=True))))
+    return out

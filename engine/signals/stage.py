@@ -62,6 +62,7 @@ class SignalStage:
     ) -> None:
         self.settings = settings
         self.history = history
+        self._tf_ms = history.tf_ms  # a history's timeframe is fixed; read twice a cycle
         self.sink = sink
         self.scorer: Scorer = scorer or NullScorer()
         if self.scorer.mode != "off" and self.scorer.schema_hash != feature_schema_hash():
@@ -84,7 +85,7 @@ class SignalStage:
 
     def bar_of(self, now_ms: int) -> int:
         """Open time of the last bar that has closed by `now_ms`."""
-        tf = self.history.tf_ms
+        tf = self._tf_ms
         return (now_ms // tf) * tf - tf
 
     def _features(
@@ -111,9 +112,12 @@ class SignalStage:
         both = self.history.window([*symbols, self.settings.regime_symbol], bar_ms)
         n = len(symbols)
         bars = BarMatrix(both.open[:, :n], both.high[:, :n], both.low[:, :n], both.close[:, :n], both.volume[:, :n])
+        # A listing's bars begin inside the window, so its first row is missing there: a window
+        # without a hole in that row holds no listing (most reads), as `Listings.in_window`
+        # would find at ten times the cost, its NaN ages the same.
         listings = (
-            Listings.in_window(bars.close, listed_ms, bar_ms, self.history.tf_ms, min_bars)
-            if min_bars and np.isfinite(listed_ms).any()
+            Listings.in_window(bars.close, listed_ms, bar_ms, self._tf_ms, min_bars)
+            if min_bars and np.isnan(bars.close[0]).any() and np.isfinite(listed_ms).any()
             else None
         )
         x = features_hot_latest(bars, info, both.close[:, n], listings)
@@ -144,20 +148,16 @@ class SignalStage:
         # rule can undo a failed one, and its features are never built. That is most fresh
         # candidates of a replay (89 % over two real days); each column of the rest is the
         # same whichever columns are computed beside it.
-        cold = (
-            {c.symbol for c in fresh if not c.heat >= min_heat}
-            if not self.sink.keeps_payloads and self.scorer.mode == "off"
-            else set()
-        )
-        warm = [c for c in fresh if c.symbol not in cold]
-        outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms)
+        keeps = self.sink.keeps_payloads
+        cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
+        warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
+        outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms, keeps)
         out = []
         i = 0
         for c in fresh:
             cause = None if causes is None else causes.get(c.trace_id)
             if c.symbol in cold:
-                skip = RuleOutcome(SignalDecision.SKIP, "failed: heat", [], {"heat": False})
-                ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", skip, {}, [], None, 0, cause)
+                ev = self._cold(c, now_ms, cause)
                 keep = True
             else:
                 ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
@@ -170,10 +170,10 @@ class SignalStage:
 
     def _rule_entries(
         self, warm: Sequence[Candidate], previous: Mapping[str, int], now_ms: int, bar_ms: int, min_heat: float,
-        last_action_ms: Mapping[str, int],
+        last_action_ms: Mapping[str, int], keeps: bool,
     ) -> tuple[list[RuleOutcome], list[dict[str, float | None]], list[list[float]], FloatArray | None]:
         """Features, model scores and entry rules of `warm`, in order: (outcomes, journal rows,
-        raw rows, scores)."""
+        raw rows, scores). `keeps`: whether the sink keeps payloads (else no check dicts)."""
         if not warm:
             return [], [], [], None
         info = CandidateInfo.from_candidates(warm, previous)
@@ -195,8 +195,9 @@ class SignalStage:
             ml_calibrated=self.scorer.calibrated_min_score,
             ml_youngest_listing=self.scorer.youngest_listing_bars,
             listing_bars=ages,
+            checks=keeps,
         )
-        return outcomes, self._feature_rows(x), x.tolist(), scores
+        return outcomes, self._feature_rows(x, keeps), x.tolist(), scores
 
     def evaluate_exits(
         self,
@@ -221,22 +222,14 @@ class SignalStage:
         fresh = [(s, t) for s, t in held if self._exits.get(s, bar_ms) is None]
         if not fresh:
             return []
-        info = CandidateInfo.unknown((len(fresh),))
-        listed = np.full(len(fresh), np.nan)
         previous = self._note_ranks([c for s, _ in held if (c := candidates.get(s)) is not None], bar_ms)
-        for j, (symbol, _) in enumerate(fresh):
-            cand = candidates.get(symbol)
-            if cand is not None:
-                row = CandidateInfo.from_candidates([cand], previous)
-                for mine, theirs in zip(info.arrays(), row.arrays(), strict=True):
-                    mine[j] = theirs[0]
-                listed[j] = _listed_ms([cand])[0]
-        x, _ = self._features([s for s, _ in fresh], info, bar_ms, listed)
-        outcomes = self.rules.exit(x)
+        cands = [candidates.get(s) for s, _ in fresh]
+        x, _ = self._features([s for s, _ in fresh], CandidateInfo.from_candidates(cands, previous), bar_ms, _listed_ms(cands))
+        keeps = self.sink.keeps_payloads
+        outcomes = self.rules.exit(x, checks=keeps)
         out = []
-        rows, raw = self._feature_rows(x), x.tolist()
-        for i, (symbol, trace_id) in enumerate(fresh):
-            cand = candidates.get(symbol)
+        rows, raw = self._feature_rows(x, keeps), x.tolist()
+        for i, ((symbol, trace_id), cand) in enumerate(zip(fresh, cands, strict=True)):
             seen = None if causes is None or cand is None else causes.get(cand.trace_id)
             cause = None if opened is None else opened.get(trace_id)
             ev = self._journal(
@@ -246,6 +239,19 @@ class SignalStage:
                 self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
+
+    def _cold(self, c: Candidate, now_ms: int, cause: int | None) -> Evaluated:
+        """`_journal` of a cold candidate's skip (`evaluate_entries`), where nobody keeps the
+        payload and no model scores: most candidates of a replay, each minute, so the one
+        thing the tap reads (the decision) is all that is built."""
+        seq = self.sink.emit(
+            "signal_snapshot", ts_ms=now_ms, payload=_COLD_PAYLOAD, trace_id=c.trace_id, symbol=c.symbol, cause=cause
+        )
+        signal = Signal(
+            trace_id=c.trace_id, symbol=c.symbol, ts_ms=now_ms, decision=SignalDecision.SKIP, reason="failed: heat",
+            rules=_COLD_RULES, features={}, ml_score=None,
+        )  # fmt: skip
+        return Evaluated(signal, seq)
 
     def _note_ranks(self, candidates: Sequence[Candidate], bar_ms: int) -> dict[str, int]:
         """Note `candidates`' first ranks in `bar_ms` (held symbols too, from the exit side);
@@ -258,9 +264,10 @@ class SignalStage:
                 self._ranks[c.symbol] = (bar_ms, c.rank)
         return self._prev_ranks
 
-    def _feature_rows(self, x: FloatArray) -> list[dict[str, float | None]]:
+    @staticmethod
+    def _feature_rows(x: FloatArray, keeps: bool) -> list[dict[str, float | None]]:
         """The journal's view of each feature row; empty where the sink keeps no payloads."""
-        return feature_dicts(x) if self.sink.keeps_payloads else [{} for _ in range(len(x))]
+        return feature_dicts(x) if keeps else [{} for _ in range(len(x))]
 
     def _scores(self, x: FloatArray) -> FloatArray | None:
         if self.scorer.mode == "off":
@@ -288,18 +295,22 @@ class SignalStage:
     ) -> Evaluated:
         score = None if scores is None or np.isnan(scores[i]) else float(scores[i])
         production = self.scorer.mode == "production"
-        payload: dict[str, Any] = {
-            "decision": outcome.decision.value,
-            "reason": outcome.reason,
-            "rules": outcome.checks,
-            "features": features,
-            "ml_score": score if production else None,
-            "model": None if self.scorer.mode == "off" else self.scorer.version,  # shadow models too
-            "stage": stage,
-            "bar_ms": bar_ms,
-        }
-        if candidate_seq is not None:
-            payload["candidate_seq"] = candidate_seq
+        payload: dict[str, Any]
+        if self.sink.keeps_payloads:
+            payload = {
+                "decision": outcome.decision.value,
+                "reason": outcome.reason,
+                "rules": outcome.checks,
+                "features": features,
+                "ml_score": score if production else None,
+                "model": None if self.scorer.mode == "off" else self.scorer.version,  # shadow models too
+                "stage": stage,
+                "bar_ms": bar_ms,
+            }
+            if candidate_seq is not None:
+                payload["candidate_seq"] = candidate_seq
+        else:  # only the decision, which the tap remembers per symbol (`Tap.last_signal`)
+            payload = {"decision": outcome.decision.value}
         seq = self.sink.emit(
             "signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause
         )
@@ -326,13 +337,18 @@ class SignalStage:
 
 
 _BAR_RANGE = FEATURE_NAMES.index("bar_range")
+# A cold candidate's skip (`SignalStage._cold`) fails the heat rule alone. Both are read only
+# (`Signal.rules` is a Mapping, the payload only the tap reads), so built once.
+_COLD_RULES: Mapping[str, bool] = {"heat": False}
+_COLD_PAYLOAD: Mapping[str, Any] = {"decision": SignalDecision.SKIP.value}
 
 
-def _listed_ms(candidates: Sequence[Candidate]) -> FloatArray:
+def _listed_ms(candidates: Sequence[Candidate | None]) -> FloatArray:
     """When discovery dated each candidate's listing (its age back from its time), NaN where it
-    knows of none."""
+    knows of none (or of no candidate: None)."""
     return np.array(
-        [np.nan if c.coin_age_days is None else c.ts_ms - c.coin_age_days * DAY_MS for c in candidates], np.float64
+        [np.nan if c is None or c.coin_age_days is None else c.ts_ms - c.coin_age_days * DAY_MS for c in candidates],
+        np.float64,
     )
 
 

@@ -15,6 +15,9 @@ from engine.signals.features import (
     WINDOW,
     BarMatrix,
     CandidateInfo,
+    _assemble,
+    _latest_window,
+    _LatestReducer,
     feature_dict,
     feature_schema_hash,
     features_hot,
@@ -72,6 +75,34 @@ def test_batch_equals_latest_bar_by_bar() -> None:
     assert np.isfinite(batch[100:, 2, FEATURE_INDEX["vol_ratio_60"]]).all()
     ret60 = batch[WINDOW:, 2, FEATURE_INDEX["ret_60"]]
     assert np.flatnonzero(np.isnan(ret60)).tolist() == [100 - WINDOW]  # only the bar looking back at 40
+
+
+@pytest.mark.parametrize("n_symbols", [1, 2, 7])
+def test_fused_latest_window_is_assemble_bit_for_bit(n_symbols: int) -> None:
+    """`_latest_window` restates `_assemble`'s latest path in stacked calls: every bit must
+    agree, on the stage's strided [bars, symbols] views (one field of a [bars, symbols, 5] read),
+    through holes, zero volume, flat bars and a zero close, for one symbol (pairwise sums) and
+    for several (bar-by-bar sums)."""
+    rng = np.random.default_rng(11 + n_symbols)
+    for _ in range(40):
+        plain = random_bars(rng, WINDOW, n_symbols)
+        block = np.stack([plain.open, plain.high, plain.low, plain.close, plain.volume], axis=-1)
+        block[rng.random(block.shape[:2]) < 0.05] = np.nan
+        block[rng.random(block.shape[:2]) < 0.05, 4] = 0.0
+        flat = rng.random(block.shape[:2]) < 0.05
+        block[flat, :4] = block[flat, 3:4]
+        block[rng.integers(0, WINDOW), rng.integers(0, n_symbols), 3] = 0.0
+        bars = BarMatrix(*(block[..., k] for k in range(5)))
+        info = random_info(rng, (n_symbols,))
+        btc = random_bars(rng, WINDOW, 1).close[:, 0]
+        btc[rng.integers(0, WINDOW)] = np.nan
+        expected = np.empty((len(FEATURE_NAMES), n_symbols))
+        fused = np.empty_like(expected)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for k, column in enumerate(_assemble(_LatestReducer(), bars, info, btc)):
+                expected[k] = column
+            _latest_window(bars, info, btc, fused)
+        assert expected.tobytes() == fused.tobytes()
 
 
 @pytest.mark.parametrize(
@@ -179,3 +210,13 @@ def test_bar_history_grows_past_its_capacity() -> None:
 def test_bar_history_refuses_bad_bars(candle_kw: dict[str, object], match: str) -> None:
     with pytest.raises(MarketDataError, match=match):
         BarHistory("1m").add(make_candle(**candle_kw))  # type: ignore[arg-type]
+
+
+def test_candidate_info_of_none_is_unknown() -> None:
+    """A symbol discovery says nothing about (None) reads NaN, the others as on their own."""
+    cand = make_candidate(heat=80.0, rank=3)
+    both = CandidateInfo.from_candidates([None, cand], {"DOGE/USDT": 5})
+    alone = CandidateInfo.from_candidates([cand], {"DOGE/USDT": 5})
+    for got, unknown, want in zip(both.arrays(), CandidateInfo.unknown((1,)).arrays(), alone.arrays(), strict=True):
+        assert np.isnan(got[0]) and np.isnan(unknown[0])
+        assert got[1:].tobytes() == want.tobytes()

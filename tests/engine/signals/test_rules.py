@@ -10,7 +10,7 @@ import pytest
 from engine.config.sections.trading import SignalSettings
 from engine.domain import SignalDecision
 from engine.signals.features import FEATURE_INDEX, FEATURE_NAMES
-from engine.signals.rules import Rule, SignalRules
+from engine.signals.rules import Rule, SignalRules, _Table
 
 SETTINGS = SignalSettings()
 PASSING = {
@@ -104,3 +104,33 @@ def test_thresholds_come_from_config() -> None:
 def test_bad_rule_is_rejected(feature: str, op: str) -> None:
     with pytest.raises(ValueError, match="unknown"):
         Rule("x", feature, op, 1.0)
+
+
+def test_rule_table_compares_like_each_operator() -> None:
+    """`_Table` turns upper bounds into negated lower bounds: every pass must be the operator's
+    own, on ties, infinities, signed zeros and NaN (which never passes)."""
+    rng = np.random.default_rng(5)
+    specials = np.array([0.0, -0.0, 0.5, -0.5, math.inf, -math.inf, math.nan])
+    rules = [Rule(f"r{k}", FEATURE_NAMES[k], op, t) for k, (op, t) in enumerate(
+        [(op, t) for op in (">=", "<=", ">", "<") for t in (0.5, -0.5, 0.0, -0.0)]
+    )]  # fmt: skip
+    x = rng.choice(specials, size=(200, len(FEATURE_NAMES)))
+    values, passed = _Table(rules).evaluate(x)
+    ops = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}
+    for j, rule in enumerate(rules):
+        column = x[:, FEATURE_INDEX[rule.feature]]
+        assert values[:, j].tobytes() == column.tobytes()
+        assert passed[:, j].tolist() == ops[rule.op](column, rule.threshold).tolist()
+
+
+def test_outcomes_without_checks_decide_alike() -> None:
+    """`checks=False` (a journal that keeps no payloads) leaves only the check dicts out."""
+    rules = SignalRules(SETTINGS)
+    x = np.stack([row(), row(heat=10.0, ret_60=0.5), row(ret_5=math.nan), row(upper_wick=0.9, ret_1=-0.01)])
+    since = np.array([math.inf, 1.0, math.inf, math.inf])
+    for full, lean in [
+        (rules.entry(x, min_heat=70.0, since_last_action_ms=since), rules.entry(x, min_heat=70.0, since_last_action_ms=since, checks=False)),
+        (rules.exit(x), rules.exit(x, checks=False)),
+    ]:
+        assert [(o.decision, o.reason, o.passed) for o in full] == [(o.decision, o.reason, o.passed) for o in lean]
+        assert all(o.checks for o in full) and not any(o.checks for o in lean)
