@@ -88,7 +88,7 @@ def journaled_checks() -> list[tuple[str, str, str | None]]:
     """(where, journaled name, the op its code applies or None) for every check the engine can
     journal: every `check(...)` call (a precheck's as `precheck:NAME`, the prefix the trading
     core journals them under) and every signal rule (`Rule(...)` and the rule columns added
-    by hand in engine/signals/rules.py)."""
+    by hand in engine/signals/rules.py: `names.append("...")`, `[*table.names, "..."]`)."""
     found: list[tuple[str, str, str | None]] = []
     for path, tree in _modules():
         where = str(path.relative_to(ENGINE.parent))
@@ -114,7 +114,29 @@ def journaled_checks() -> list[tuple[str, str, str | None]]:
                 names = _names_of(name_node)
                 if names is not None:
                     found += [(f"{where}:{node.lineno}", n, _derived_op(passed, value, threshold)) for n in names]
+            elif (
+                isinstance(node.func, ast.Attribute) and node.func.attr == "append" and path.name == "rules.py"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "names" and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+            ):  # fmt: skip  # a rule column's name added to a table's (`names.append("ml_score")`)
+                found.append((f"{where}:{node.lineno}", node.args[0].value, None))
+        if path.name == "rules.py":
+            found += _table_extras(tree, where)
     return found
+
+
+def _table_extras(tree: ast.Module, where: str) -> list[tuple[str, str, str | None]]:
+    """The rule columns a rules table is extended with by hand: `[*table.names, "cooldown"]`."""
+    out: list[tuple[str, str, str | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List) and node.elts and isinstance(node.elts[0], ast.Starred):
+            starred = node.elts[0].value
+            if isinstance(starred, ast.Attribute) and starred.attr == "names":
+                out += [
+                    (f"{where}:{node.lineno}", e.value, None)
+                    for e in node.elts[1:] if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                ]  # fmt: skip
+    return out
 
 
 def test_the_walk_finds_the_engines_checks() -> None:
