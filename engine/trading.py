@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 from engine.config.sections.trading import TradingSection, max_spread_in_force
@@ -68,6 +69,7 @@ from engine.signals.stage import SignalStage
 
 _SEEN_TRADES = 10_000  # duplicates arrive within seconds (stream + REST re-check), not days apart
 _CLOSED_LEGS = 1_000  # traces closed lately whose entry may still fill: a reopen is minutes away
+_rank = attrgetter("rank")  # fresh candidates are evaluated best first
 _HELD_NOTED = 1_000  # candidate traces already told their coin is held or ordered (one trace per coin and bar)
 # After an exit the exchange refused (non-retryable), the next one waits 30 s, doubling per refusal
 # in a row up to 15 min: resending every tick cost request weight (a ban risk) and, counted as
@@ -190,6 +192,9 @@ class TradingCore:
         self.risk = RiskManager(settings.risk, settings.capital.active.capital)
         self.clusters = Clusters(settings.risk)
         self.max_spread = max_spread_in_force(settings.risk, settings.exits)
+        # The heat an entry needs: the signals' floor or the capital profile's, whichever is
+        # higher (both frozen settings, so read once rather than through a property each cycle).
+        self._min_heat = max(settings.signals.min_heat, settings.capital.active.min_heat)
         self.cash = settings.capital.active.capital
         self.engine_state = EngineState.TRADEABLE
         self.paused = False  # the operator paused new entries (exits continue)
@@ -431,26 +436,26 @@ class TradingCore:
         `causes` maps each candidate's trace id to the seq of its `candidate_snapshot`.
         """
         by_symbol = {c.symbol: c for c in candidates}
-        held = [(s, h.position.trace_id) for s, h in self.book.holdings.items()]
-        opened = {h.position.trace_id: h.opened_seq for h in self.book.holdings.values() if h.opened_seq is not None}
-        fired = []
-        for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes, opened=opened):
-            exiting = ev.signal.decision is SignalDecision.EXIT
-            self._exit_signal[ev.signal.symbol] = tuple(r for r, ok in ev.signal.rules.items() if not ok) if exiting else ()
-            if exiting:
-                fired.append(ev.signal.symbol)
-        # An exit signal acts now, not at the next price update (the close-all sells its own coins).
-        closing = set(self.close_all_left())
-        intents = self._exits([s for s in fired if s not in closing], now_ms)
+        holdings = self.book.holdings
+        intents: list[OrderIntent] = []
+        if holdings:  # no coin held (most minutes of a replay): no exit signal to evaluate
+            held = [(s, h.position.trace_id) for s, h in holdings.items()]
+            opened = {h.position.trace_id: h.opened_seq for h in holdings.values() if h.opened_seq is not None}
+            fired = []
+            for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes, opened=opened):
+                exiting = ev.signal.decision is SignalDecision.EXIT
+                self._exit_signal[ev.signal.symbol] = tuple(r for r, ok in ev.signal.rules.items() if not ok) if exiting else ()
+                if exiting:
+                    fired.append(ev.signal.symbol)
+            # An exit signal acts now, not at the next price update (the close-all sells its own coins).
+            closing = set(self.close_all_left())
+            intents = self._exits([s for s in fired if s not in closing], now_ms)
         in_flight = {p.symbol: p.trace_id for p in self._pending.values()}  # symbol -> trace of its entry order
-        self._note_taken(candidates, in_flight, now_ms, causes or {})
-        fresh = sorted(
-            (c for c in candidates if c.symbol not in self.book and c.symbol not in in_flight),
-            key=lambda c: c.rank,
-        )
-        min_heat = max(self.settings.signals.min_heat, self.settings.capital.active.min_heat)
+        if holdings or in_flight:  # else no candidate is taken: nothing to note
+            self._note_taken(candidates, in_flight, now_ms, causes or {})
+        fresh = sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
         evaluated = self.signals.evaluate_entries(
-            fresh, now_ms, min_heat=min_heat, last_action_ms=self._last_action_ms, causes=causes
+            fresh, now_ms, min_heat=self._min_heat, last_action_ms=self._last_action_ms, causes=causes
         )
         gate: list[dict[str, Any]] | None = None  # taken at the first entry signal: most cycles have none
         gate_open = False

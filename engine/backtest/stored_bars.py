@@ -42,10 +42,15 @@ class StoredBars:
         self.tf_ms = timeframe_ms(self.timeframe)
         self.depth = depth
         self._marks: dict[str, int] = {}  # symbol -> open time of the last bar the core may read
+        self._first_ms = slicer.index.first_ms  # symbol -> its first stored bar
 
     def follow(self, symbol: str, now_ms: int) -> None:
-        if self._slicer.covers(symbol, self.timeframe, now_ms):  # else nothing is stored for it yet: NaN
-            self._marks[symbol] = now_ms // self.tf_ms * self.tf_ms - self.tf_ms
+        # `CandleSlicer.covers` at the store's own timeframe, asked for every symbol the core may
+        # decide on, each minute: read here without the call.
+        first = self._first_ms.get(symbol)
+        if first is not None and first <= now_ms:  # else nothing is stored for it yet: NaN
+            tf = self.tf_ms
+            self._marks[symbol] = now_ms // tf * tf - tf
 
     def window(self, symbols: Sequence[str], last_open_ms: int, bars: int | None = None) -> BarMatrix:
         """[bars, symbols] matrices for the bars ending with the one opening at `last_open_ms`."""

@@ -233,7 +233,8 @@ class OrderRouter:
         except SyncIncomplete as exc:
             incomplete, progress = exc, exc.updates
         updates = [replace(u, journal_seq=self._result(u, now_ms, {"action": "sync"})) for u in progress]
-        self._forget_unwatched()
+        if self._late:  # else no late landing is watched for: nothing to forget
+            self._forget_unwatched()
         for order in self.broker.expired(now_ms):
             cancelled = await self.cancel(order, now_ms, reason="expired")
             if cancelled is not None:

@@ -421,9 +421,10 @@ class TradingCycle:
         wanted.add(self._regime)
         if self._store is not None:
             markets = self.markets
+            follow = self._store.follow
             for symbol in wanted:
                 if symbol in markets:
-                    self._store.follow(symbol, now)
+                    follow(symbol, now)
             return
         just_closed = (bar - 1) * self._tf_ms
         asks: list[tuple[str, tuple[int, int | None, int] | None, int | None, int]] = []
@@ -459,10 +460,12 @@ class TradingCycle:
         core = self.core
         assert core is not None
         feed = self.feed
+        journal_failed = self._journal_failed
+        # Positional, in the fields' order: built every minute, keywords cost more than the rest of it.
         health = HealthInputs(
-            now, data_age_s=feed.data_age_s(now), ws_down_s=feed.ws_down_s(now), risk_level=int(core.risk.level),
-            journal_failure=self.journal_failure, exchange_fault=feed.exchange_fault(),
-        )
+            now, feed.data_age_s(now), feed.ws_down_s(now), int(core.risk.level),
+            None if journal_failed is None else journal_failed(), feed.exchange_fault(),
+        )  # fmt: skip
         transition = self.state.step(health)
         self.push_state()
         if transition is not None:

@@ -75,8 +75,9 @@ class Tap:
             self.last_signal[symbol] = str(payload.get("decision", ""))
         elif kind == "order_result" and counts_as_order_error(payload) and self.on_order_error is not None:
             self.on_order_error(ts_ms)
-        for observe in self.observers:
-            observe(kind, payload, symbol)
+        if self.observers:
+            for observe in self.observers:
+                observe(kind, payload, symbol)
         if self._keep_recent:
             self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, event_line(kind, payload)))
         return seq
