@@ -55,7 +55,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from engine.config.sections.discovery import WindowsSection
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
@@ -188,7 +188,8 @@ _Line = TypeVar("_Line", FloatArray, BoolArray)
 def _windows(line: _Line, count: int, r: int) -> _Line:
     """[batch, row, slot] views of the `count` windows of `r` slots of a [row, slot] timeline
     whose first `r` columns are the ring before the first batch: batch j's, columns j + 1 .. j + r."""
-    out: _Line = sliding_window_view(line[:, 1 : count + r], r, axis=1).transpose(1, 0, 2)
+    rows, slots = line.strides
+    out: _Line = as_strided(line[:, 1:], (count, len(line), r), (slots, rows, slots), writeable=False)
     return out
 
 
@@ -675,10 +676,14 @@ class TickerWindows:
         # timeline of slots, of which batch j's ring is the window of the r slots up to its own
         # (`RingBlock.extend` keeps it; no ring is copied per batch).
         c = block.count
-        shift = -((self.slot + 1) % r)  # the ring before, oldest slot first
-        price_line = np.concatenate([np.roll(self.price_ring[:e], shift, axis=1), price.T], axis=1)
-        volume_line = np.concatenate([np.roll(self.volume_ring[:e], shift, axis=1), vol.T], axis=1)
-        traded_line = np.concatenate([np.roll(self.traded_ring[:e], shift, axis=1), fresh.T], axis=1)
+        h = (self.slot + 1) % r  # the ring's oldest slot: its column, first on the timeline
+        price_line, volume_line = np.empty((e, r + k_n)), np.empty((e, r + k_n))
+        traded_line = np.empty((e, r + k_n), np.bool_)
+        for line, ring, new in ((price_line, self.price_ring, price), (volume_line, self.volume_ring, vol),
+                                (traded_line, self.traded_ring, fresh)):  # fmt: skip
+            line[:, : r - h] = ring[:e, h:]
+            line[:, r - h : r] = ring[:e, :h]
+            line[:, r:] = new.T
         block.extend(price_line, volume_line, traded_line, slots)
         # The hour's low before each slot, over the timeline of slots the rings held: slot k of
         # the block is column r + k; its completed hour, the w columns just before it.
