@@ -167,11 +167,14 @@ class AnomalyDetector:
         self.vol_history[rows] = vn
 
     def _baselines(
-        self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray
-    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:
+        self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray,
+        log_returns: FloatArray | None = None,
+    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:  # fmt: skip
         """(return median, return sigma, return count, log-volume median, log-volume sigma,
         log-volume count) of each ring row (the leading axes flattened), from log(price ring), `log_volume(volume ring)` and
         the traded ring; `head` is the current slot's column, one for all rows or one per row.
+        `log_returns`, where the caller keeps them (`RingState.log_return_ring`), are what `lp`
+        and `traded` give (the returns into each slot, NaN where untraded): copied, not derived.
 
         A return into a slot no fresh ticker reached is unknown, not a 0 (see the module doc)."""
         r = lp.shape[-1]
@@ -186,9 +189,12 @@ class AnomalyDetector:
         both = self._scratch[: 2 * m]
         d, lv = both[:m], both[m:]
         d_in = d.reshape(lp.shape)
-        np.subtract(lp[..., 1:], lp[..., :-1], out=d_in[..., 1:])
-        np.subtract(lp[..., :1], lp[..., -1:], out=d_in[..., :1])
-        d_in[~traded] = np.nan  # carried forward or repeated: no observation
+        if log_returns is not None:
+            d_in[...] = log_returns  # the oldest slot's column is set NaN below, whatever it holds
+        else:
+            np.subtract(lp[..., 1:], lp[..., :-1], out=d_in[..., 1:])
+            np.subtract(lp[..., :1], lp[..., -1:], out=d_in[..., :1])
+            d_in[~traded] = np.nan  # carried forward or repeated: no observation
         lv.reshape(lp.shape)[...] = log_volumes
         if isinstance(head, int):
             d[:, head] = np.nan  # the current slot is still moving
@@ -250,7 +256,7 @@ class AnomalyDetector:
         lp, lv, tr = state.log_price_ring, state.log1p_volume_ring, state.traded_ring
         if lp is None or lv is None or tr is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, heads)
+        med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, heads, state.log_return_ring)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n, vn = n.reshape(k, e), vn.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig, vn)

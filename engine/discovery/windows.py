@@ -136,6 +136,11 @@ class RingState:
     # (s - origin) % R. None: 0, the live ring's own layout (column s % R); a timeline's window
     # holds its oldest slot in column 0 (`RingBlock.state`).
     origin: IntArray | None = None
+    # (K, E, R) the log return into each slot from the one before it, NaN where no fresh ticker
+    # reached the slot (log_price_ring's differences, masked by traded_ring), where the rings'
+    # owner kept them (a `RingBlock`'s timeline: once per slot, not once per batch and slot).
+    # The oldest slot's column holds no return of the window: readers leave it out.
+    log_return_ring: FloatArray | None = None
 
     def heads(self) -> IntArray:
         """(K,) ring column of each batch's current slot."""
@@ -228,7 +233,11 @@ class RingBlock:
         self._traded_ring = np.empty((size, e, r), np.bool_)
         # ...or windows of the timelines of price, volume, traded and their logs (`extend`),
         # while every batch of the block came that way.
-        self._lines: tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray] | None = None
+        self._lines: tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray] = (
+            np.empty((e, r + size)), np.empty((e, r + size)), np.empty((e, r + size), np.bool_),
+            np.empty((e, r + size)), np.empty((e, r + size)),
+        )  # fmt: skip
+        self._returns_line = np.empty((e, r + size))  # `RingState.log_return_ring`'s timeline
         self._on_lines = False
 
     def _rings(self) -> tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray]:
@@ -237,7 +246,6 @@ class RingBlock:
     def _windows_of(self, count: int) -> tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray]:
         """The timelines' windows of batches [0, count): batch j's, columns j + 1 .. j + R,
         as [batch, row, slot] views."""
-        assert self._lines is not None
         r = self._windows.history_slots
         price, volume, traded, log_price, log1p_volume = self._lines
         return (
@@ -278,17 +286,17 @@ class RingBlock:
         with np.errstate(invalid="ignore", divide="ignore"):
             lines = (price_line, volume_line, traded_line, np.log(price_line), log_volume(volume_line))
         if c == 0 or self._on_lines:
-            if c == 0:
-                e, size = self.extent, len(self._slot)
-                self._lines = (
-                    np.empty((e, r + size)), np.empty((e, r + size)), np.empty((e, r + size), np.bool_),
-                    np.empty((e, r + size)), np.empty((e, r + size)),
-                )  # fmt: skip
-            assert self._lines is not None
             for kept, line in zip(self._lines, lines, strict=True):
                 if c == 0:  # the ring before the block: the windows' at the fold (at a later fold, the last window)
                     kept[:, :r] = line[:, :r]
                 kept[:, r + c : r + c + k_n] = line[:, r:]
+            # The log return into each slot (from the one before it on the timeline), NaN where no
+            # trade reached it: what the return baseline reads of every window, taken once here.
+            # Column 0 has no slot before it; no window reads it (batch j's starts at j + 1).
+            log_price, new = self._lines[3], slice(r + c if c else 1, r + c + k_n)  # at the first fold, the ring's too
+            returns = self._returns_line
+            np.subtract(log_price[:, new], log_price[:, new.start - 1 : new.stop - 1], out=returns[:, new])
+            returns[:, new][~self._lines[2][:, new]] = np.nan
             self._on_lines = True
         else:  # after copied batches: copies too, of the fold's own windows
             for ring, line in zip(self._rings(), lines, strict=True):
@@ -304,6 +312,7 @@ class RingBlock:
         return RingState(
             self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], price, volume, log_price,
             log_volume_, traded, self._origin[:k],
+            _windows(self._returns_line, k, self._windows.history_slots) if self._on_lines else None,
         )  # fmt: skip
 
 

@@ -229,6 +229,16 @@ def _live_layout(state: RingState) -> list[np.ndarray]:
         x = getattr(state, field.name)
         if field.name == "origin":
             continue
+        if field.name == "log_return_ring":  # a timeline's: the log price ring's differences, where traded
+            if x is not None:
+                lp = state.log_price_ring
+                assert lp is not None and state.traded_ring is not None
+                derived = np.where(state.traded_ring, lp - np.roll(lp, 1, axis=2), np.nan)
+                oldest = (state.heads() + 1) % r  # no return of the window
+                for j in range(len(x)):
+                    keep = np.arange(r) != oldest[j]
+                    assert np.array_equal(x[j][:, keep], derived[j][:, keep], equal_nan=True)
+            continue
         if x is not None and x.ndim == 3:
             x = np.stack([np.roll(x[j], shift[j], axis=1) for j in range(len(x))])
         out.append(x)
