@@ -167,26 +167,35 @@ class AnomalyDetector:
         self.vol_history[rows] = vn
 
     def _baselines(
-        self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray
-    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:
+        self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray,
+        log_returns: FloatArray | None = None,
+    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:  # fmt: skip
         """(return median, return sigma, return count, log-volume median, log-volume sigma,
-        log-volume count) of each ring row, from log(price ring), `log_volume(volume ring)` and
+        log-volume count) of each ring row (the leading axes flattened), from log(price ring), `log_volume(volume ring)` and
         the traded ring; `head` is the current slot's column, one for all rows or one per row.
+        `log_returns`, where the caller keeps them (`RingState.log_return_ring`), are what `lp`
+        and `traded` give (the returns into each slot, NaN where untraded): copied, not derived.
 
         A return into a slot no fresh ticker reached is unknown, not a 0 (see the module doc)."""
-        m, r = lp.shape
+        r = lp.shape[-1]
+        m = lp.size // r
         # Returns in the first m rows, log volumes in the last m: one robust_center_scale call
         # for both (its statistics are row by row; a call's fixed cost is most of its time here),
         # sorted in place in a scratch array kept from call to call (a fresh one per block
-        # cost more in page faults than its sorts).
+        # cost more in page faults than its sorts). The rings may be [batch, row, slot] views
+        # (a block's windows of its timelines: `RingBlock`), read here straight into the scratch.
         if self._scratch.shape[0] < 2 * m or self._scratch.shape[1] != r:
             self._scratch = np.empty((2 * m, r))
         both = self._scratch[: 2 * m]
         d, lv = both[:m], both[m:]
-        np.subtract(lp[:, 1:], lp[:, :-1], out=d[:, 1:])
-        np.subtract(lp[:, :1], lp[:, -1:], out=d[:, :1])
-        d[~traded] = np.nan  # carried forward or repeated: no observation
-        lv[:] = log_volumes
+        d_in = d.reshape(lp.shape)
+        if log_returns is not None:
+            d_in[...] = log_returns  # the oldest slot's column is set NaN below, whatever it holds
+        else:
+            np.subtract(lp[..., 1:], lp[..., :-1], out=d_in[..., 1:])
+            np.subtract(lp[..., :1], lp[..., -1:], out=d_in[..., :1])
+            d_in[~traded] = np.nan  # carried forward or repeated: no observation
+        lv.reshape(lp.shape)[...] = log_volumes
         if isinstance(head, int):
             d[:, head] = np.nan  # the current slot is still moving
             d[:, (head + 1) % r] = np.nan  # oldest minus newest: not a return
@@ -242,14 +251,12 @@ class AnomalyDetector:
         them (`_keep_last`)."""
         if self.cfg.baseline_refresh_batches != 1:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
-        k, e, r = state.price_ring.shape
-        heads = np.repeat(state.slot % r, e)
+        k, e, _ = state.price_ring.shape
+        heads = np.repeat(state.heads(), e)
         lp, lv, tr = state.log_price_ring, state.log1p_volume_ring, state.traded_ring
         if lp is None or lv is None or tr is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        med, sig, n, vmed, vsig, vn = self._baselines(
-            lp.reshape(k * e, r), lv.reshape(k * e, r), tr.reshape(k * e, r), heads
-        )
+        med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, heads, state.log_return_ring)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n, vn = n.reshape(k, e), vn.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig, vn)

@@ -51,6 +51,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -111,9 +112,10 @@ class RingState:
     """What scoring reads from the windows, at K batches (axis 0) over rows [0, E) (axis 1).
 
     One batch is views of the live arrays (`TickerWindows.state`, K = 1); a block of batches is
-    copies taken as each batch was folded in (`RingBlock`). Scores are element-wise over these
-    arrays (and row-wise over the ring axis), so a block of minutes scores exactly as the same
-    minutes would one at a time, at a fraction of the per-call cost.
+    what `RingBlock` kept as each batch was folded in: copies, or windows of a timeline of
+    slots (views). Scores are element-wise over these arrays (and row-wise over the ring
+    axis), so a block of minutes scores exactly as the same minutes would one at a time, at a
+    fraction of the per-call cost.
     """
 
     slot: IntArray  # (K,) absolute slot of the ring's head
@@ -129,12 +131,27 @@ class RingState:
     # (K, E, R) whether a fresh ticker (a trade) reached each slot: the return baseline counts
     # only the returns into such slots (`TickerWindows.traded_ring`).
     traded_ring: BoolArray | None = None
+    # (K,) the slot each batch's ring column 0 is counted from: slot s sits in column
+    # (s - origin) % R. None: 0, the live ring's own layout (column s % R); a timeline's window
+    # holds its oldest slot in column 0 (`RingBlock.state`).
+    origin: IntArray | None = None
+    # (K, E, R) the log return into each slot from the one before it, NaN where no fresh ticker
+    # reached the slot (log_price_ring's differences, masked by traded_ring), where the rings'
+    # owner kept them (a `RingBlock`'s timeline: once per slot, not once per batch and slot).
+    # The oldest slot's column holds no return of the window: readers leave it out.
+    log_return_ring: FloatArray | None = None
+
+    def heads(self) -> IntArray:
+        """(K,) ring column of each batch's current slot."""
+        r = self.price_ring.shape[2]
+        heads: IntArray = (self.slot if self.origin is None else self.slot - self.origin) % r
+        return heads
 
     def returns(self, slots_back: Sequence[int]) -> FloatArray:
         """[batch, horizon, row] simple returns over `slots_back` slots each, NaN where unknown:
         one gather and one division for every horizon and batch."""
         k, r = len(self.slot), self.price_ring.shape[2]
-        cols = (self.slot[:, None] - np.asarray(slots_back)) % r
+        cols = (self.heads()[:, None] - np.asarray(slots_back)) % r
         with np.errstate(invalid="ignore", divide="ignore"):
             out: FloatArray = self.last_price[:, None, :] / self.price_ring[np.arange(k)[:, None], :, cols]
         out -= 1.0
@@ -144,10 +161,10 @@ class RingState:
         """[batch, row] quote volume of the last `slots` slots, the current one included (NaN
         where a slot's volume is unknown), summed newest first."""
         k, r = len(self.slot), self.volume_ring.shape[2]
-        batches = np.arange(k)
-        vol: FloatArray = self.volume_ring[batches, :, self.slot % r]
+        batches, heads = np.arange(k), self.heads()
+        vol: FloatArray = self.volume_ring[batches, :, heads]
         for i in range(1, slots):
-            vol += self.volume_ring[batches, :, (self.slot - i) % r]
+            vol += self.volume_ring[batches, :, (heads - i) % r]
         return vol
 
     def traded_within(self, slots: int) -> BoolArray:
@@ -156,10 +173,10 @@ class RingState:
         if self.traded_ring is None:
             raise ValueError("this RingState holds no traded ring")
         k, r = len(self.slot), self.traded_ring.shape[2]
-        batches = np.arange(k)
-        out: BoolArray = self.traded_ring[batches, :, self.slot % r].copy()
+        batches, heads = np.arange(k), self.heads()
+        out: BoolArray = self.traded_ring[batches, :, heads].copy()
         for i in range(1, slots):
-            out |= self.traded_ring[batches, :, (self.slot - i) % r]
+            out |= self.traded_ring[batches, :, (heads - i) % r]
         return out
 
     def run_up(self) -> FloatArray:
@@ -169,11 +186,33 @@ class RingState:
         return out
 
 
+_Line = TypeVar("_Line", FloatArray, BoolArray)
+
+
+def _windows(line: _Line, count: int, r: int) -> _Line:
+    """[batch, row, slot] views of the `count` windows of `r` slots of a [row, slot] timeline
+    (C-contiguous) whose first `r` columns are the ring before the first batch: batch j's,
+    columns j + 1 .. j + r."""
+    rows, slots = line.strides
+    # An ndarray over the line's buffer: `as_strided` builds the same view through an
+    # `__array_interface__` round trip: ~10 us a call against ~1 us (six calls a block).
+    out: _Line = np.ndarray((count, len(line), r), line.dtype, line, slots, (slots, rows, slots))
+    out.flags.writeable = False
+    return out
+
+
 class RingBlock:
-    """`RingState` copies of up to `size` batches, taken as each is folded in (see `RingState`),
-    or written by `TickerWindows.update_many` / `update_run` for batches folded in at once; with the
-    rings' logs, which the baselines read (60 copies of nearly the same ring need the logs of
-    a slot or two each, not of the whole ring).
+    """The `RingState` of up to `size` batches, kept as each is folded in (see `RingState`); with
+    the rings' logs, which the baselines read (60 copies of nearly the same ring need the logs
+    of a slot or two each, not of the whole ring).
+
+    Batches folded in at once (`TickerWindows.update_many` / `update_run`) each open the slot
+    after the one before, so the block keeps them as a timeline per row: the ring before the
+    block, oldest slot first, then one new slot per batch (`extend`); batch j's ring is the
+    window of the R slots up to its own, read as a view (`state`). Copying 60 rings of R slots
+    (five rings: some 4 MB a block) cost more than all that scoring reads of them. A batch folded in on
+    its own (`take`) is copied, and turns the timeline's batches into copies first (a block of
+    both kinds is rare: a new symbol or a bad price closes or interrupts a run).
 
     The block's rows are the windows' extent when it opens. The windows allocate no row while
     a block is open (a caller that sees new symbols coming closes the block first), and rows a
@@ -185,19 +224,52 @@ class RingBlock:
         self.count = 0
         self._windows = windows
         self._slot = np.empty(size, np.int64)
+        self._origin = np.empty(size, np.int64)
         self._active = np.empty((size, e), np.bool_)
         self._last_price = np.empty((size, e))
         self._low_done = np.empty((size, e))
+        # The batches' rings: copies (`take`)...
         self._price_ring = np.empty((size, e, r))
         self._volume_ring = np.empty((size, e, r))
         self._log_price_ring = np.empty((size, e, r))
         self._log1p_volume_ring = np.empty((size, e, r))
         self._traded_ring = np.empty((size, e, r), np.bool_)
+        # ...or windows of the timelines of price, volume, traded and their logs (`extend`),
+        # while every batch of the block came that way.
+        self._lines: tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray] = (
+            np.empty((e, r + size)), np.empty((e, r + size)), np.empty((e, r + size), np.bool_),
+            np.empty((e, r + size)), np.empty((e, r + size)),
+        )  # fmt: skip
+        self._returns_line = np.empty((e, r + size))  # `RingState.log_return_ring`'s timeline
+        self._on_lines = False
+
+    def _rings(self) -> tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray]:
+        return self._price_ring, self._volume_ring, self._traded_ring, self._log_price_ring, self._log1p_volume_ring
+
+    def _windows_of(self, count: int) -> tuple[FloatArray, FloatArray, BoolArray, FloatArray, FloatArray]:
+        """The timelines' windows of batches [0, count): batch j's, columns j + 1 .. j + R,
+        as [batch, row, slot] views."""
+        r = self._windows.history_slots
+        price, volume, traded, log_price, log1p_volume = self._lines
+        return (
+            _windows(price, count, r), _windows(volume, count, r), _windows(traded, count, r),
+            _windows(log_price, count, r), _windows(log1p_volume, count, r),
+        )  # fmt: skip
+
+    def _copy_lines(self) -> None:
+        """Turn the timeline's batches into copies, before a batch that is copied joins them."""
+        if self._on_lines:
+            k = self.count
+            for ring, window in zip(self._rings(), self._windows_of(k), strict=True):
+                ring[:k] = window
+            self._on_lines = False
 
     def take(self) -> None:
         """Copy the windows' state after the batch just folded in."""
+        self._copy_lines()
         w, k, e = self._windows, self.count, self.extent
         self._slot[k] = w.slot
+        self._origin[k] = 0
         self._active[k] = w.active[:e]
         self._last_price[k] = w.last_price[:e]
         self._low_done[k] = w._low_done[:e]
@@ -209,11 +281,41 @@ class RingBlock:
         log_volume(self._volume_ring[k], out=self._log1p_volume_ring[k])
         self.count = k + 1
 
+    def extend(self, price_line: FloatArray, volume_line: FloatArray, traded_line: BoolArray, slots: IntArray) -> None:
+        """Keep the batches of a steady fold: `slots` [batch], one slot after the other, and the
+        [row, slot] timelines of the fold (the ring before it, oldest slot first, then each
+        batch's new slot). The slots, activity, prices and lows are the caller's to write."""
+        r, k_n, c = self._windows.history_slots, len(slots), self.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lines = (price_line, volume_line, traded_line, np.log(price_line), log_volume(volume_line))
+        if c == 0 or self._on_lines:
+            for kept, line in zip(self._lines, lines, strict=True):
+                if c == 0:  # the ring before the block: the windows' at the fold (at a later fold, the last window)
+                    kept[:, :r] = line[:, :r]
+                kept[:, r + c : r + c + k_n] = line[:, r:]
+            # The log return into each slot (from the one before it on the timeline), NaN where no
+            # trade reached it: what the return baseline reads of every window, taken once here.
+            # Column 0 has no slot before it; no window reads it (batch j's starts at j + 1).
+            log_price, new = self._lines[3], slice(r + c if c else 1, r + c + k_n)  # at the first fold, the ring's too
+            returns = self._returns_line
+            np.subtract(log_price[:, new], log_price[:, new.start - 1 : new.stop - 1], out=returns[:, new])
+            returns[:, new][~self._lines[2][:, new]] = np.nan
+            self._on_lines = True
+        else:  # after copied batches: copies too, of the fold's own windows
+            for ring, line in zip(self._rings(), lines, strict=True):
+                ring[c : c + k_n] = _windows(line, k_n, r)
+        self._origin[c : c + k_n] = slots - (r - 1)
+
     def state(self) -> RingState:
         k = self.count
+        p, v, t, lp, lv = self._rings()
+        price, volume, traded, log_price, log_volume_ = (
+            self._windows_of(k) if self._on_lines else (p[:k], v[:k], t[:k], lp[:k], lv[:k])
+        )
         return RingState(
-            self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], self._price_ring[:k],
-            self._volume_ring[:k], self._log_price_ring[:k], self._log1p_volume_ring[:k], self._traded_ring[:k],
+            self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], price, volume, log_price,
+            log_volume_, traded, self._origin[:k],
+            _windows(self._returns_line, k, self._windows.history_slots) if self._on_lines else None,
         )  # fmt: skip
 
 
@@ -582,31 +684,19 @@ class TickerWindows:
         for i in range(int(nth.max()) + 1):
             ks = np.flatnonzero(nth == i)
             self.day_ring[:e, day_cols[ks]] += est[ks].T
-        # Prices: the ring before the block, then one new slot per batch.
+        # Prices: the ring before the block, oldest slot first, then one new slot per batch: a
+        # timeline of slots, of which batch j's ring is the window of the r slots up to its own
+        # (`RingBlock.extend` keeps it; no ring is copied per batch).
         c = block.count
-        pr, vr = block._price_ring[c : c + k_n], block._volume_ring[c : c + k_n]
-        tr = block._traded_ring[c : c + k_n]
-        lpr, lvr = block._log_price_ring[c : c + k_n], block._log1p_volume_ring[c : c + k_n]
-        # Batch j's ring holds, in each column, the latest of the slots (slot_j - r, slot_j] that
-        # falls there: a window of the timeline of slots (the ring before the block, oldest
-        # first, then one new slot per batch). Every ring of the block is one gather from its
-        # timeline, written straight into the block (the logs are element-wise: the timeline's
-        # are the rings' and new slots' own).
-        shift = -((self.slot + 1) % r)  # the ring before, oldest slot first
-        price_line = np.concatenate([np.roll(self.price_ring[:e], shift, axis=1), price.T], axis=1)
-        volume_line = np.concatenate([np.roll(self.volume_ring[:e], shift, axis=1), vol.T], axis=1)
-        traded_line = np.concatenate([np.roll(self.traded_ring[:e], shift, axis=1), fresh.T], axis=1)
-        width = r + k_n
-        # timeline position of batch j's column c: j + 1 + (c - slot_j - 1) mod r, row by row
-        at = np.arange(k_n)[:, None] + 1 + (np.arange(r)[None, :] - slots[:, None] - 1) % r
-        at = at[:, None, :] + (np.arange(e) * width)[None, :, None]  # [batch, row, slot] into the flat timeline
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rings = (
-                (pr, price_line), (vr, volume_line), (tr, traded_line), (lpr, np.log(price_line)),
-                (lvr, log_volume(volume_line)),
-            )  # fmt: skip
-        for out, line in rings:
-            np.take(line.ravel(), at, out=out, mode="clip")  # `at` is in range: clip only skips the check
+        h = (self.slot + 1) % r  # the ring's oldest slot: its column, first on the timeline
+        price_line, volume_line = np.empty((e, r + k_n)), np.empty((e, r + k_n))
+        traded_line = np.empty((e, r + k_n), np.bool_)
+        for line, ring, new in ((price_line, self.price_ring, price), (volume_line, self.volume_ring, vol),
+                                (traded_line, self.traded_ring, fresh)):  # fmt: skip
+            line[:, : r - h] = ring[:e, h:]
+            line[:, r - h : r] = ring[:e, :h]
+            line[:, r:] = new.T
+        block.extend(price_line, volume_line, traded_line, slots)
         # The hour's low before each slot, over the timeline of slots the rings held: slot k of
         # the block is column r + k; its completed hour, the w columns just before it.
         w = self.slots_for(60)
@@ -616,10 +706,12 @@ class TickerWindows:
         block._active[c : c + k_n] = True
         block._last_price[c : c + k_n] = price
         block.count = c + k_n
-        # The windows as the last batch left them.
-        self.price_ring[:e] = pr[-1]
-        self.volume_ring[:e] = vr[-1]
-        self.traded_ring[:e] = tr[-1]
+        # The windows as the last batch left them: its window of the timelines, each slot back
+        # in its own column (slot % r).
+        head = int(slots[-1] + 1) % r  # the column of the window's oldest slot
+        for ring, line in ((self.price_ring, price_line), (self.volume_ring, volume_line), (self.traded_ring, traded_line)):
+            ring[:e, head:] = line[:, k_n : k_n + r - head]
+            ring[:e, :head] = line[:, k_n + r - head :]
         self._low_done[:e] = low[-1]
         self.last_price[:e] = price[-1]
         self.quote_volume_24h[:e] = qv[-1]

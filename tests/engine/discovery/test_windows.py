@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from engine.config.sections.discovery import WindowsSection
-from engine.discovery.windows import RETURN_HORIZONS_MIN, RingBlock, TickerWindows, sliding_fmin
+from engine.discovery.windows import (
+    RETURN_HORIZONS_MIN,
+    RingBlock,
+    RingState,
+    TickerWindows,
+    sliding_fmin,
+)
 from engine.domain.ticker import TickerBatch
 from tests.kit.discovery import DAY_MS, TickerFeed
 from tests.kit.domain import T0, make_batch
@@ -213,9 +219,35 @@ def _same_windows(a: TickerWindows, b: TickerWindows) -> None:
             assert value == other, name
 
 
+def _live_layout(state: RingState) -> list[np.ndarray]:
+    """`state`'s arrays with every ring's slots in their live columns (slot % R), whatever
+    layout the block kept them in (copies, or windows of a timeline: `RingState.origin`)."""
+    r = state.price_ring.shape[2]
+    shift = (state.slot - state.heads()) % r  # how far each batch's columns sit from slot % R
+    out = []
+    for field in dataclasses.fields(state):
+        x = getattr(state, field.name)
+        if field.name == "origin":
+            continue
+        if field.name == "log_return_ring":  # a timeline's: the log price ring's differences, where traded
+            if x is not None:
+                lp = state.log_price_ring
+                assert lp is not None and state.traded_ring is not None
+                derived = np.where(state.traded_ring, lp - np.roll(lp, 1, axis=2), np.nan)
+                oldest = (state.heads() + 1) % r  # no return of the window
+                for j in range(len(x)):
+                    keep = np.arange(r) != oldest[j]
+                    assert np.array_equal(x[j][:, keep], derived[j][:, keep], equal_nan=True)
+            continue
+        if x is not None and x.ndim == 3:
+            x = np.stack([np.roll(x[j], shift[j], axis=1) for j in range(len(x))])
+        out.append(x)
+    return out
+
+
 def _same_blocks(a: RingBlock, b: RingBlock) -> None:
     assert a.count == b.count
-    for x, y in zip(dataclasses.astuple(a.state()), dataclasses.astuple(b.state()), strict=True):
+    for x, y in zip(_live_layout(a.state()), _live_layout(b.state()), strict=True):
         assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
 
 
