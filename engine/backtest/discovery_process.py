@@ -103,19 +103,26 @@ _CANDIDATE_FIGURES = operator.attrgetter(
 _CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "snapshot.candidates", "entered", "left", "events")
 
 
+def _flat_candidate(c: Candidate) -> tuple[Callable[..., Candidate], tuple[Any, ...]]:
+    """`c` as `_candidate` rebuilds it: its figures, then its returns (a read-only one as the dict it wraps)."""
+    returns = c.returns
+    read_only = type(returns) is types.MappingProxyType
+    return _candidate, (*_CANDIDATE_FIGURES(c), dict(returns) if read_only else returns, read_only)
+
+
 def _candidate(
     trace_id: str, symbol: str, ts_ms: int, heat: float, momentum: float, volume_surge_part: float,
     listing_freshness: float, social_velocity: float, social_sentiment: float, rank_acceleration: float, rank: int,
     price: float, quote_volume_24h: float, sources: tuple[str, ...], coin_age_days: float | None,
-    volume_surge: float, returns: dict[str, float],
+    volume_surge: float, returns: Mapping[str, float], read_only: bool,
 ) -> Candidate:  # fmt: skip
-    """A `Candidate` from its flat figures (`_CANDIDATE_FIGURES`, then its returns as a dict)."""
+    """A `Candidate` from `_flat_candidate`'s figures."""
     components = HeatComponents(
         momentum, volume_surge_part, listing_freshness, social_velocity, social_sentiment, rank_acceleration
     )
     return Candidate(
         trace_id, symbol, ts_ms, heat, components, rank, price, quote_volume_24h, sources, coin_age_days,
-        types.MappingProxyType(returns), volume_surge,
+        types.MappingProxyType(returns) if read_only else returns, volume_surge,
     )  # fmt: skip
 
 
@@ -134,7 +141,7 @@ def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
 _DISPATCH: dict[type, Callable[[Any], Any]] = {
     **copyreg.dispatch_table,
     types.MappingProxyType: lambda m: (_mapping, (dict(m),)),  # one in an event's payload
-    Candidate: lambda c: (_candidate, (*_CANDIDATE_FIGURES(c), dict(c.returns))),
+    Candidate: _flat_candidate,
     DiscoveryCycle: lambda cycle: (_cycle, _CYCLE_FIGURES(cycle)),
 }
 
