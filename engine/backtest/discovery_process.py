@@ -104,10 +104,12 @@ _CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "sna
 
 
 def _flat_candidate(c: Candidate) -> tuple[Callable[..., Candidate], tuple[Any, ...]]:
-    """`c` as `_candidate` rebuilds it: its figures, then its returns (a read-only one as the dict it wraps)."""
+    """`c` as `_candidate` rebuilds it: its figures, then its returns (a read-only one as a copy of
+    what it wraps: `copy()` is a dict's own copy, `dict()` of a proxy goes key by key)."""
     returns = c.returns
-    read_only = type(returns) is types.MappingProxyType
-    return _candidate, (*_CANDIDATE_FIGURES(c), dict(returns) if read_only else returns, read_only)
+    if isinstance(returns, types.MappingProxyType):
+        return _candidate, (*_CANDIDATE_FIGURES(c), returns.copy(), True)
+    return _candidate, (*_CANDIDATE_FIGURES(c), returns, False)
 
 
 def _candidate(
