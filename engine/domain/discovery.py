@@ -15,8 +15,8 @@ def direct_init(cls: type[T]) -> type[T]:
     """`cls` (a frozen, slotted dataclass) with an `__init__` that stores each field through its
     slot's descriptor: same parameters, defaults and default factories as the generated one,
     about half its cost (that one goes through `object.__setattr__` by name, field by field).
-    Discovery builds tens of thousands of these a replayed month on each side of the backtest's
-    pipe (`test_discovery_domain.py` holds both constructors to equal objects)."""
+    Discovery and signals build tens of thousands of these a replayed month (candidates on each side of
+    the backtest's pipe; `test_discovery_domain.py` holds both constructors to equal objects)."""
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
     if not (params.frozen and params.init) or "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
         raise TypeError(f"direct_init is for frozen, slotted dataclasses without __post_init__; not {cls.__name__}")
@@ -86,6 +86,7 @@ class SignalDecision(enum.StrEnum):
     HOLD = "hold"
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class Signal:
     """One evaluation of the rules for one symbol at one bar."""

@@ -1,4 +1,4 @@
-"""`direct_init`: the discovery results built through their slots are the objects their
+"""`direct_init`: the discovery results (and the signals about them) built through their slots are the objects their
 dataclass constructors build (both sides of the backtest's pipe build them that way)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from engine.discovery.pipeline import DiscoveryCycle
 from engine.discovery.pool import PoolChange, PoolSnapshot
-from engine.domain.discovery import Candidate, HeatComponents, direct_init
+from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision, direct_init
 
 
 def generated(cls: type) -> type:
@@ -44,6 +44,8 @@ CASES: list[tuple[type, tuple[Any, ...], dict[str, Any]]] = [
     (PoolSnapshot, (), {"ts_ms": 60_000, "candidates": (CANDIDATE,)}),
     (PoolChange, (("ABC/USDT",), (("XYZ/USDT", "expired"),), SNAPSHOT), {}),
     (DiscoveryCycle, (60_000, True, SNAPSHOT), {}),
+    (Signal, ("t1", "ABC/USDT", 60_000, SignalDecision.SKIP, "failed: heat"), {}),
+    (Signal, ("t1", "ABC/USDT", 60_000, SignalDecision.ENTER, "ok"), {"rules": {"heat": True}, "ml_score": 0.7}),
     (DiscoveryCycle, (60_000, True, SNAPSHOT, ("ABC/USDT",), (("XYZ/USDT", "expired"),), 2), {}),
 ]
 
