@@ -20,7 +20,7 @@ batch. Each minute's market refresh is still made on its schedule before the run
 where a refresh could find a listing discovery has not heard of, the run goes minute by minute.
 The child is still the floor of the split, by about a fifth (bench/RESULTS.md). The pipe
 carries ~0.4 KB a minute with the journal off (a few KB with payloads), pickled with the
-candidates' read-only mappings as dicts and the results' dataclasses through their constructors.
+results' candidates and cycles as flat tuples of their figures (`_DISPATCH`).
 
 On one process (a short window, `off`, one CPU) the same loop runs in the trading process
 (`AheadDiscovery`): a chunk of batches ahead whenever the core has taken what it made, over
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import copyreg
-import dataclasses
 import io
 import multiprocessing as mp
 import operator
@@ -94,28 +93,65 @@ def ahead(minutes: int) -> bool:
     return minutes >= AHEAD_MIN_MINUTES
 
 
+# A `Candidate` crosses the pipe as one flat tuple, its heat's components and returns inline:
+# one reducer call to pickle it and one call to rebuild it, where a reducer per object
+# (candidate, components, read-only returns) cost three of each on both sides.
+_CANDIDATE_FIGURES = operator.attrgetter(
+    "trace_id", "symbol", "ts_ms", "heat", *(f"components.{name}" for name in HeatComponents.__slots__), "rank",
+    "price", "quote_volume_24h", "sources", "coin_age_days", "volume_surge",
+)  # fmt: skip
+_CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "snapshot.candidates", "entered", "left", "events")
+
+
+def _flat_candidate(c: Candidate) -> tuple[Callable[..., Candidate], tuple[Any, ...]]:
+    """`c` as `_candidate` rebuilds it: its figures, then its returns (a read-only one as a copy of
+    what it wraps: `copy()` is a dict's own copy, `dict()` of a proxy goes key by key)."""
+    returns = c.returns
+    if isinstance(returns, types.MappingProxyType):
+        return _candidate, (*_CANDIDATE_FIGURES(c), returns.copy(), True)
+    return _candidate, (*_CANDIDATE_FIGURES(c), returns, False)
+
+
+def _candidate(
+    trace_id: str, symbol: str, ts_ms: int, heat: float, momentum: float, volume_surge_part: float,
+    listing_freshness: float, social_velocity: float, social_sentiment: float, rank_acceleration: float, rank: int,
+    price: float, quote_volume_24h: float, sources: tuple[str, ...], coin_age_days: float | None,
+    volume_surge: float, returns: Mapping[str, float], read_only: bool,
+) -> Candidate:  # fmt: skip
+    """A `Candidate` from `_flat_candidate`'s figures."""
+    components = HeatComponents(
+        momentum, volume_surge_part, listing_freshness, social_velocity, social_sentiment, rank_acceleration
+    )
+    return Candidate(
+        trace_id, symbol, ts_ms, heat, components, rank, price, quote_volume_24h, sources, coin_age_days,
+        types.MappingProxyType(returns) if read_only else returns, volume_surge,
+    )  # fmt: skip
+
+
+def _cycle(
+    ts_ms: int, accepted: bool, snapshot_ts_ms: int, candidates: tuple[Candidate, ...], entered: tuple[str, ...],
+    left: tuple[tuple[str, str], ...], events: int,
+) -> DiscoveryCycle:  # fmt: skip
+    """A `DiscoveryCycle` from its flat figures (`_CYCLE_FIGURES`), its snapshot inline."""
+    return DiscoveryCycle(ts_ms, accepted, PoolSnapshot(snapshot_ts_ms, candidates), entered, left, events)
+
+
 def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
     return types.MappingProxyType(items)
 
 
-def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
-    """A reducer rebuilding a frozen dataclass through its constructor: pickle's default for
-    slotted dataclasses looks their fields up again for every object, on both sides (the
-    trading process spent about a tenth of its time unpickling them that way)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    fields = operator.attrgetter(*names)  # every field in one C call: a tuple, from two names on
-    return (lambda obj: (cls, fields(obj))) if len(names) > 1 else (lambda obj: (cls, (fields(obj),)))
-
-
 _DISPATCH: dict[type, Callable[[Any], Any]] = {
     **copyreg.dispatch_table,
-    types.MappingProxyType: lambda m: (_mapping, (dict(m),)),
-    **{cls: _by_fields(cls) for cls in (DiscoveryCycle, PoolSnapshot, Candidate, HeatComponents)},
+    types.MappingProxyType: lambda m: (_mapping, (dict(m),)),  # one in an event's payload
+    Candidate: _flat_candidate,
+    DiscoveryCycle: lambda cycle: (_cycle, _CYCLE_FIGURES(cycle)),
 }
 
 
 def _dumps(obj: object) -> bytes:
-    """Pickle, with read-only mapping proxies (a `Candidate`'s returns) as the dicts they wrap."""
+    """Pickle, with discovery's results flat (`_candidate`, `_cycle`; pickle's default for
+    slotted dataclasses looks their fields up again for every object, on both sides) and
+    read-only mapping proxies as the dicts they wrap."""
     buf = io.BytesIO()
     pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.dispatch_table = _DISPATCH

@@ -53,7 +53,7 @@ from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RETURN_KEYS, RingBlock, TickerWindows, WindowUpdate
-from engine.domain.discovery import Candidate, HeatComponents
+from engine.domain.discovery import Candidate, HeatComponents, direct_init
 from engine.domain.market import Market
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
 from engine.journal.events import EventSink, make_trace_id
@@ -62,6 +62,7 @@ DAY_MS = 86_400_000
 BLOCK_BATCHES = 60  # batches `push` settles in one pass: past ~60 the per-call cost is gone already
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class DiscoveryCycle:
     """The outcome of one batch."""

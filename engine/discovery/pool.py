@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from engine.config.sections.discovery import PoolSection
-from engine.domain.discovery import Candidate
+from engine.domain.discovery import Candidate, direct_init
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     """The pool at one moment, hottest first (`rank` 1 is the hottest)."""
@@ -47,6 +48,7 @@ class PoolSnapshot:
         return None
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class PoolChange:
     """What one update did: who entered, who left and why, and the new snapshot."""

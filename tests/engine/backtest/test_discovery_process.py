@@ -4,9 +4,12 @@ every way the two can fall apart ends in a clear error with the child stopped.""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import pickle
 import signal
 import sqlite3
+import types
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import replace
@@ -28,8 +31,10 @@ from engine.backtest.runner import BacktestResult, BacktestRunner
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.discovery.listings import ListingEvent
-from engine.discovery.pipeline import Discovery
+from engine.discovery.pipeline import Discovery, DiscoveryCycle
+from engine.discovery.pool import PoolSnapshot
 from engine.domain import Market, TickerBatch
+from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink, JournalEvent
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import START, T0
@@ -238,3 +243,24 @@ def test_discovery_ahead_in_this_process_serves_every_batch_then_refuses(config:
     assert times == list(range(START - 64 * 60_000, end + 1, 60_000))
     with pytest.raises(DiscoveryProcessError, match=r"announcements were delivered.*runs ahead.*in this process"):
         stage.on_announcements([], end)
+
+
+def test_results_cross_the_pipe_as_they_were_built() -> None:
+    """`_dumps` sends candidates and cycles as flat tuples (`_candidate`, `_cycle`): what the
+    parent unpickles is what the child built, NaNs, empty returns and read-only mappings included."""
+    heat = HeatComponents(0.5, 0.25, 0.0, 1.0, -0.5, math.nan)
+    returns = types.MappingProxyType({"1m": 0.01, "5m": math.nan, "15m": -0.02, "60m": 0.3})
+    hot = Candidate("t-abc", "ABC/USDT", 120_000, 71.5, heat, 1, 0.012, 2.5e6, ("ticker", "listing"), 3.5, returns, 4.0)
+    bare = Candidate("t-xyz", "XYZ/USDT", 120_000, 55.0, HeatComponents(), 2, 1.5, math.nan)
+    cycle = DiscoveryCycle(120_000, True, PoolSnapshot(120_000, (hot, bare)), ("XYZ/USDT",), (("OLD/USDT", "expired"),), 2)
+    refused = DiscoveryCycle(60_000, False, PoolSnapshot(0))
+    event = ("listing", 120_000, types.MappingProxyType({"listed_ms": 1}), None, "ABC/USDT")
+    sent = ("results", [(60_000, refused, ()), (120_000, cycle, (event,))])
+    got = pickle.loads(discovery_process._dumps(sent))
+    assert repr(got) == repr(sent)  # NaN != NaN: the figures compared as written
+    (_, first, _), (_, second, (got_event,)) = got[1]
+    assert first == refused and second.snapshot.ts_ms == 120_000 and second.entered == ("XYZ/USDT",)
+    got_hot, got_bare = second.snapshot.candidates
+    assert type(got_hot) is Candidate and type(got_hot.components) is HeatComponents
+    assert type(got_hot.returns) is types.MappingProxyType and type(got_bare.returns) is dict  # each as it was
+    assert isinstance(got_event[2], types.MappingProxyType) and got_event[2] == {"listed_ms": 1}
