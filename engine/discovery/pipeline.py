@@ -53,8 +53,9 @@ from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RETURN_KEYS, RingBlock, TickerWindows, WindowUpdate
-from engine.domain.discovery import Candidate, HeatComponents, direct_init
+from engine.domain.discovery import Candidate, HeatComponents
 from engine.domain.market import Market
+from engine.domain.slots_init import direct_init
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
 from engine.journal.events import EventSink, make_trace_id
 

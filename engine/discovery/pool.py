@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from engine.config.sections.discovery import PoolSection
-from engine.domain.discovery import Candidate, direct_init
+from engine.domain.discovery import Candidate
+from engine.domain.slots_init import direct_init
 
 
 @direct_init

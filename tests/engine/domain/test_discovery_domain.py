@@ -12,7 +12,8 @@ import pytest
 
 from engine.discovery.pipeline import DiscoveryCycle
 from engine.discovery.pool import PoolChange, PoolSnapshot
-from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision, direct_init
+from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision
+from engine.domain.slots_init import direct_init
 
 
 def generated(cls: type) -> type:
