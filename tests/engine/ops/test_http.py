@@ -322,3 +322,14 @@ async def test_a_session_shows_its_notification_channels(tmp_path: Path) -> None
         await sink.stop()
     assert list(notify) == ["feishu"] and notify["feishu"]["ok"] is True
     assert 'hotcoin_notify_queue_depth{channel="feishu"}' in text
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_not_read_as_every_interface(host: str) -> None:
+    """The resolver reads an empty host as 0.0.0.0: /health and /metrics would have listened
+    on every interface for an `ops.http_host` left blank."""
+    from engine.errors import ConfigError
+    from engine.ops.http import bind_ops_port
+
+    with pytest.raises(ConfigError, match=r"cannot listen on .*:0 \(an empty host would listen on every interface; name one"):
+        bind_ops_port(host, 0)
