@@ -352,7 +352,27 @@ class TradingCore:
         for pair in self._quotes.kept:
             if (q := self._quotes.get(pair)) is not None:
                 self._quotes.last[pair] = q
-        for symbol, held in self.book.holdings.items():
+        holdings = self.book.holdings
+        if holdings:  # else nothing to mark, no trail to journal, no exit to decide (most minutes of a replay)
+            self._mark(holdings, now_ms)
+            self._journal_trails(now_ms)
+        equity = self.equity()
+        if self.start_equity is None:
+            self.start_equity = equity
+        fired = self.risk.update(now_ms, equity)
+        if fired:
+            self._emit_risk(fired, now_ms)
+        ca = self._close_all
+        if ca is None:
+            return self._exits(list(holdings), now_ms) if holdings else []
+        # A position opened after a resume is no part of the close-all: its own exits apply.
+        others = [s for s, h in self.book.holdings.items() if h.position.trace_id not in ca.traces]
+        return self.close_all_intents(now_ms) + self._exits(others, now_ms)
+
+    def _mark(self, holdings: Mapping[str, Holding], now_ms: int) -> None:
+        """Each held coin at this batch's bid (its last quote kept for the batches without it),
+        and its market info's loss or return alerted."""
+        for symbol, held in holdings.items():
             q = self._quotes.get(symbol)
             if q is not None:
                 self._quotes.last[symbol] = q
@@ -360,17 +380,6 @@ class TradingCore:
             missing = symbol not in self._markets
             if missing is not held.no_market_alerted:
                 self._no_market(held, missing, now_ms)
-        self._journal_trails(now_ms)
-        equity = self.equity()
-        if self.start_equity is None:
-            self.start_equity = equity
-        self._emit_risk(self.risk.update(now_ms, equity), now_ms)
-        ca = self._close_all
-        if ca is None:
-            return self._exits(list(self.book.holdings), now_ms)
-        # A position opened after a resume is no part of the close-all: its own exits apply.
-        others = [s for s, h in self.book.holdings.items() if h.position.trace_id not in ca.traces]
-        return self.close_all_intents(now_ms) + self._exits(others, now_ms)
 
     def journal_trails(self, now_ms: int) -> None:
         """Journal every armed trailing peak that rose since it was last journaled, whenever
@@ -435,10 +444,11 @@ class TradingCore:
 
         `causes` maps each candidate's trace id to the seq of its `candidate_snapshot`.
         """
-        by_symbol = {c.symbol: c for c in candidates}
+        by_symbol: dict[str, Candidate] | None = None  # built when first needed: most minutes never need it
         holdings = self.book.holdings
         intents: list[OrderIntent] = []
         if holdings:  # no coin held (most minutes of a replay): no exit signal to evaluate
+            by_symbol = {c.symbol: c for c in candidates}
             held = [(s, h.position.trace_id) for s, h in holdings.items()]
             opened = {h.position.trace_id: h.opened_seq for h in holdings.values() if h.opened_seq is not None}
             fired = []
@@ -450,16 +460,19 @@ class TradingCore:
             # An exit signal acts now, not at the next price update (the close-all sells its own coins).
             closing = set(self.close_all_left())
             intents = self._exits([s for s in fired if s not in closing], now_ms)
-        in_flight = {p.symbol: p.trace_id for p in self._pending.values()}  # symbol -> trace of its entry order
-        if holdings or in_flight:  # else no candidate is taken: nothing to note
+        # symbol -> trace of its entry order
+        in_flight = {p.symbol: p.trace_id for p in self._pending.values()} if self._pending else {}
+        if holdings or in_flight:  # else no candidate is taken: nothing to note, every one is fresh
             self._note_taken(candidates, in_flight, now_ms, causes or {})
-        fresh = sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
+            fresh = sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
+        else:
+            fresh = sorted(candidates, key=_rank)
         evaluated = self.signals.evaluate_entries(
             fresh, now_ms, min_heat=self._min_heat, last_action_ms=self._last_action_ms, causes=causes
         )
         gate: list[dict[str, Any]] | None = None  # taken at the first entry signal: most cycles have none
         gate_open = False
-        limit = self.allocator.max_concurrent
+        limit = 0
         shut: dict[int, list[dict[str, Any]]] = {}  # one (read-only) check list per slot count
         for ev in evaluated:
             if ev.signal.decision is not SignalDecision.ENTER:
@@ -467,6 +480,9 @@ class TradingCore:
             if gate is None:  # nothing changed since the signals: the state they were taken in
                 gate = self._entry_gate(now_ms)
                 gate_open = all(c["passed"] for c in gate)
+                limit = self.allocator.max_concurrent
+            if by_symbol is None:
+                by_symbol = {c.symbol: c for c in candidates}
             cand = by_symbol[ev.signal.symbol]
             slots = self.slots_taken()
             if not gate_open or slots >= limit:

@@ -586,6 +586,8 @@ class _Books:
         inside `core.step` (no fill at all)."""
         core = self.core
         assert core is not None
+        if len(core.book.closed) == self._closed_seen:  # nothing closed since (nearly every cycle)
+            return
         for trade in core.book.closed[self._closed_seen :]:
             exits = tuple(self._exits.pop(trade.symbol, ()))
             self._held.pop(trade.symbol, None)

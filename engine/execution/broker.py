@@ -121,6 +121,13 @@ class Broker(abc.ABC):
         coins merely locked are never written down as lost."""
         return None
 
+    def at_rest(self) -> bool:
+        """Whether a `sync` now would certainly report nothing, expire nothing and note no
+        anomaly, known without asking anyone: the router then skips it (a paper engine or a
+        backtest with no order resting, most of its minutes). False by default: a broker that
+        reaches an exchange must always ask."""
+        return False
+
     def take_anomalies(self) -> list[Anomaly]:
         """The anomalies noted since the last call that no update carries (a stale snapshot
         ignored, an order not ours: nothing changed, so there is no update), each order's

@@ -155,6 +155,10 @@ class PaperBroker(Broker):
         self._finished: Finished[Order] = Finished()  # the others, the last ones only (duplicate ids are refused)
         self._ids = itertools.count(1)
         self._trades = itertools.count(1)
+        # `at_rest` answers for this class's own sync, expiries and anomalies (none): a subclass
+        # that brings its own (a test's broker whose sync fails) is always asked.
+        cls = type(self)
+        self._own_sync = (cls.sync, cls.expired, cls.take_anomalies) == (PaperBroker.sync, PaperBroker.expired, Broker.take_anomalies)
 
     def update_book(self, batch: TickerBatch) -> None:
         """Take a batch's quotes. Binance's `!ticker@arr` carries only the symbols that changed
@@ -286,6 +290,10 @@ class PaperBroker(Broker):
             if ex is not None:
                 updates.append(self._fill(order, ex, now_ms))
         return updates
+
+    def at_rest(self) -> bool:
+        """No order resting: `sync` and `expired` walk only those, and paper notes no anomaly."""
+        return not self._resting and self._own_sync
 
     def expired(self, now_ms: int) -> list[Order]:
         return [

@@ -226,7 +226,10 @@ class OrderRouter:
 
         Expiries come after the broker's progress, so an order that filled meanwhile is not
         cancelled, and they are tried even when the progress was incomplete (`SyncIncomplete`
-        is raised afterwards, carrying every update, journaled, for the caller to book)."""
+        is raised afterwards, carrying every update, journaled, for the caller to book). A
+        broker at rest (`Broker.at_rest`) with no late landing watched has nothing to say."""
+        if not self._late and self.broker.at_rest():
+            return []
         incomplete: SyncIncomplete | None = None
         try:
             progress = await self.broker.sync(now_ms)

@@ -140,6 +140,9 @@ class RiskManager:
         self.tripped_drawdown = 0.0
         self.consecutive_losses = 0
         self.cooldown_until_ms = 0
+        # What the last `update` left (day, equity, start equity, drawdown, level, pause,
+        # settings): the same again fires nothing and changes nothing (see `update`).
+        self._settled: tuple[object, ...] | None = None
 
     @property
     def wants_blocked(self) -> bool:
@@ -203,9 +206,22 @@ class RiskManager:
         return f"; {', '.join(said)}" if said else ""
 
     def update(self, now_ms: int, equity: float) -> list[RiskEvent]:
-        """Mark the day to `equity` (valued at current prices); returns the limits that fired."""
-        events: list[RiskEvent] = []
+        """Mark the day to `equity` (valued at current prices); returns the limits that fired.
+
+        The same day, equity, start equity, drawdown, level, pause and settings as the last call left
+        (nothing held: every minute of a quiet market) fire nothing: the drawdown is the one
+        already taken, its level no higher than the one in force, and a drawdown over the
+        loss limit already paused. Such a call returns at once; anything that moved one of
+        them (a restore, a new start equity, a resume) goes the whole way."""
         day = now_ms // DAY_MS
+        if (day, equity, self.start_equity, self.drawdown, self.level, self.paused, self.settings) == self._settled:
+            return []
+        events = self._update(now_ms, day, equity)
+        self._settled = (day, equity, self.start_equity, self.drawdown, self.level, self.paused, self.settings)
+        return events
+
+    def _update(self, now_ms: int, day: int, equity: float) -> list[RiskEvent]:
+        events: list[RiskEvent] = []
         if day != self.day:
             had_day = self.day is not None
             self.day, self.start_equity, self.level, self.paused = day, equity, RiskLevel.L1, False

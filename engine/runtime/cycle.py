@@ -44,7 +44,7 @@ from engine.execution.paper import PaperBroker
 from engine.execution.router import Durable, JournalFailure, OrderRouter
 from engine.runtime.feed import MarketFeed
 from engine.runtime.quiet_log import RepeatedFailure
-from engine.runtime.state_machine import EngineStateMachine, HealthInputs, Transition
+from engine.runtime.state_machine import EngineStateMachine, Transition
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarStore
 from engine.signals.features import WINDOW
@@ -142,8 +142,15 @@ class DiscoveryDriver:
                     del self._queued_posts[post.post_id]
 
     async def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
-        await self.prepare(batch.ts_ms)
+        if self._due(batch.ts_ms):
+            await self.prepare(batch.ts_ms)
         return self.discovery.on_batch(batch)
+
+    def _due(self, now: int) -> bool:
+        """Whether `prepare` has anything to do at `now`: a markets refresh due, or slow inputs
+        delivered. Most batches have neither, and a coroutine that does nothing costs more than
+        this question."""
+        return bool(self._inbox) or now - self._markets_at >= MARKETS_REFRESH_MS
 
     async def prepare(self, now: int) -> None:
         """Everything discovery sees before the batch at `now`: market info when due, slow inputs."""
@@ -160,7 +167,7 @@ class DiscoveryDriver:
         """`prepare` at each of `times` in turn (a replay's run of minutes), skipping the
         minutes where it has nothing to do: no refresh due, nothing delivered."""
         for now in times:
-            if self._inbox or now - self._markets_at >= MARKETS_REFRESH_MS:
+            if self._due(now):
                 await self.prepare(now)
 
     async def refresh_markets(self, now: int, force: bool = False) -> None:
@@ -461,12 +468,12 @@ class TradingCycle:
         assert core is not None
         feed = self.feed
         journal_failed = self._journal_failed
-        # Positional, in the fields' order: built every minute, keywords cost more than the rest of it.
-        health = HealthInputs(
+        # Measured every minute: the machine builds its `HealthInputs` only for a cycle that is
+        # not a healthy one of a tradeable engine (`step_measured`).
+        transition = self.state.step_measured(
             now, feed.data_age_s(now), feed.ws_down_s(now), int(core.risk.level),
             None if journal_failed is None else journal_failed(), feed.exchange_fault(),
         )  # fmt: skip
-        transition = self.state.step(health)
         self.push_state()
         if transition is not None:
             seq = self.tap.emit("state_change", ts_ms=now, payload=transition.payload())

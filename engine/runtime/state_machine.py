@@ -189,12 +189,42 @@ class EngineStateMachine:
             # the table's answer is known without reading it: the counts go on, the state
             # stays (a backtest's month is 40,000 of these; `tests/engine/runtime/
             # test_state_machine.py` walks both ways side by side).
-            runs = self._runs
-            for t in runs:
-                runs[t] += 1
-            self.reasons = ()
+            self._healthy_in_tradeable()
             return None
         return self._by_table(trigger, found, h.now_ms)
+
+    def step_measured(
+        self, now_ms: int, data_age_s: float | None, ws_down_s: float, risk_level: int,
+        journal_failure: str | None, exchange_fault: StateReason | None,
+    ) -> Transition | None:
+        """`step(HealthInputs(...))` of these measurements, in its fields' order, for the
+        runtime's one step a batch. A tradeable engine measured healthy (every check of
+        `evaluate` below its threshold: a backtest's month is 40,000 such minutes) is counted
+        without building the inputs, its reasons or the trigger, which cost more than the rest
+        of the step; anything else goes through `step` itself. Pinned against `step` by
+        `tests/engine/runtime/test_state_machine.py`."""
+        s = self._s
+        if (
+            self.state is T
+            and journal_failure is None
+            and exchange_fault is None
+            and risk_level < 5
+            and self._l5_until_ms <= now_ms
+            and ws_down_s <= s.ws_down_degraded_s
+            and (data_age_s is None or (data_age_s < s.stale_blocked_s and data_age_s < s.stale_degraded_s))
+        ):
+            errors = self.errors.count(now_ms)  # last: it drops the errors the window left behind, as `evaluate`
+            if errors < s.order_errors_blocked and errors < s.order_errors_degraded:
+                self._healthy_in_tradeable()
+                return None
+        return self.step(HealthInputs(now_ms, data_age_s, ws_down_s, risk_level, journal_failure, exchange_fault))
+
+    def _healthy_in_tradeable(self) -> None:
+        """A healthy cycle of a tradeable engine: the counts go on, the state stays, no reasons."""
+        runs = self._runs
+        for t in runs:
+            runs[t] += 1
+        self.reasons = ()
 
     def _by_table(self, trigger: Trigger, found: tuple[StateReason, ...], now_ms: int) -> Transition | None:
         """`step` for a cycle measured as `trigger` with reasons `found`, read from the table."""

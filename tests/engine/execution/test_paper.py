@@ -10,6 +10,7 @@ import pytest
 from engine.config.sections.trading import BuyFeeAsset, ExecutionSettings
 from engine.domain import OrderStatus, OrderType, Side, TickerBatch
 from engine.errors import NonRetryableOrderError, RetryableOrderError
+from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from tests.kit.domain import T0, make_batch, make_intent
@@ -282,3 +283,40 @@ async def test_open_orders_and_sync_see_only_resting_orders_in_placement_order()
     filled = await broker.sync(T0 + 2)
     assert [u.order.client_order_id for u in filled] == ["r1", "r3"]
     assert await broker.open_orders() == [] and await broker.sync(T0 + 3) == []
+
+
+class _SyncCounted(PaperBroker):
+    """A paper broker that counts the syncs it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(MODEL)
+        self.asked = 0
+
+    async def sync(self, now_ms: int) -> list[OrderUpdate]:
+        self.asked += 1
+        return await super().sync(now_ms)
+
+
+async def test_a_paper_broker_at_rest_is_one_a_sync_has_nothing_from() -> None:
+    """`at_rest` (the router then skips the sync) holds exactly while nothing rests: a walk of
+    resting limits placed, filled and expired, each step's at_rest beside what the whole sync
+    and expiry say; a subclass that brings its own sync is never at rest, so it is always asked."""
+    broker = PaperBroker(MODEL)
+    broker.update_book(_book(0.294, 0.296))
+    assert broker.at_rest() and await broker.sync(T0) == [] and broker.expired(T0) == []
+    for side, price, cid in ((Side.SELL, "0.30", "tp"), (Side.BUY, "0.29", "e")):
+        intent = make_intent(side=side, order_type=OrderType.LIMIT, price=Decimal(price), client_order_id=cid)
+        await broker.submit(replace(intent, expires_ms=T0 + 20_000), T0)
+        assert not broker.at_rest()
+    for i, (bid, ask) in enumerate([(0.295, 0.296), (0.301, 0.302), (0.295, 0.296), (0.295, 0.296)], start=1):
+        now = T0 + i * 10_000
+        broker.update_book(_book(bid, ask, now))
+        rest = broker.at_rest()
+        assert rest == (not await broker.open_orders())
+        said = await broker.sync(now) + [await broker.cancel("DOGE/USDT", o.client_order_id, now) for o in broker.expired(now)]
+        assert said == [] or not rest
+    assert broker.at_rest() and await broker.open_orders() == []
+    counted = _SyncCounted()
+    assert not counted.at_rest()
+    await OrderRouter(counted, RecordingSink()).sync(T0)
+    assert counted.asked == 1

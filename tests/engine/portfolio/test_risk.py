@@ -235,3 +235,26 @@ def test_a_restart_under_another_capital_the_next_day_starts_that_day_at_its_equ
     assert risk.restore(_day_marked(300.0, 300.0, 1.0), now) == []
     (start,) = risk.update(now, 99.0)
     assert (start.code, start.capital, risk.start_equity) == ("day_start", 100.0, 99.0)
+
+
+def test_an_update_like_the_last_returns_at_once_as_the_whole_one_would() -> None:
+    """`update` returns at once when nothing it reads moved since the last call: a walk of
+    equities (repeats, a flat run, drops through every level and the loss limit, new days, a
+    restore in between) on a manager beside one whose shortcut is always missed answers the
+    same events and leaves the same state."""
+    import random
+
+    rng = random.Random(3)
+    fast, whole = RiskManager(RiskSettings(), 100.0), RiskManager(RiskSettings(), 100.0)
+    equity, now = 100.0, DAY0
+    for i in range(3000):
+        now += 60_000 * rng.choice([1, 1, 1, 60, 600])
+        if rng.random() < 0.3:
+            equity = rng.choice([equity, 100.0, 98.5, 97.0, 96.99, 95.0, 92.0, 130.0, equity * 0.999])
+        if i % 500 == 499:  # a restart's restore in between moves what the shortcut reads
+            day = RiskDay(now // DAY_MS, 99.0, RiskLevel.L2, False, 0, 0.0)
+            assert fast.restore(day, now) == whole.restore(day, now)
+        whole._settled = None
+        assert fast.update(now, equity) == whole.update(now, equity)
+        state = ("day", "start_equity", "drawdown", "level", "paused", "paused_at_ms", "tripped_drawdown")
+        assert [getattr(fast, a) for a in state] == [getattr(whole, a) for a in state]

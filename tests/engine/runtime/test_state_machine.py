@@ -272,3 +272,36 @@ def test_the_healthy_tradeable_shortcut_answers_as_the_table_does() -> None:
         got = fast.step(h)
         want = table._by_table(*table.evaluate(h), h.now_ms)
         assert (got, fast.state, fast.reasons, fast._runs) == (want, table.state, table.reasons, table._runs)
+
+
+def test_step_measured_answers_as_step_does() -> None:
+    """`step_measured` counts a healthy tradeable cycle without building its inputs: a random
+    walk over every measurement it reads (data age at and around both thresholds, unknown too,
+    websocket downtime, order errors, risk level L5, a failed journal, an exchange fault),
+    stepped beside a machine fed the same as `HealthInputs`, stays in lockstep (state, reasons,
+    counts, L5 cool-down, the error window, transitions)."""
+    rng = random.Random(11)
+    fast, plain = EngineStateMachine(S), EngineStateMachine(S)
+    fault = StateReason("api_key", "key refused")
+    ages = [None, 0.0, 1.0, S.stale_degraded_s - 0.1, S.stale_degraded_s, S.stale_blocked_s, float("nan")]
+    for i in range(4000):
+        now = i * MIN
+        if rng.random() < 0.03:  # errors land on both machines alike, in bursts
+            for _ in range(rng.randint(1, 4)):
+                fast.errors.record(now)
+                plain.errors.record(now)
+        healthy = rng.random() < 0.7
+        measured = (
+            now,
+            1.0 if healthy else rng.choice(ages),
+            0.0 if healthy else rng.choice([0.0, S.ws_down_degraded_s, S.ws_down_degraded_s + 1]),
+            1 if healthy else rng.choice([1, 4, 5]),
+            None if healthy or rng.random() < 0.9 else "disk full",
+            None if healthy or rng.random() < 0.9 else fault,
+        )
+        got = fast.step_measured(*measured)
+        want = plain.step(HealthInputs(*measured))
+        assert (got, fast.state, fast.reasons, fast._runs, fast.l5_until_ms) == (
+            want, plain.state, plain.reasons, plain._runs, plain.l5_until_ms
+        )
+        assert fast.errors.count(now) == plain.errors.count(now)
