@@ -19,9 +19,11 @@ its `ml_score` check passes, value null, and its detail says the rules decided a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +35,8 @@ from engine.signals.features import FEATURE_INDEX, since_listing
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-_OPS = (">=", "<=", ">", "<")
+_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+_UPPER_WICK, _RET_1 = FEATURE_INDEX["upper_wick"], FEATURE_INDEX["ret_1"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class Rule:
             raise ValueError(f"rule {self.name!r} reads unknown feature {self.feature!r}")
         if self.op not in _OPS:
             raise ValueError(f"rule {self.name!r}: unknown operator {self.op!r}; use one of {list(_OPS)}")
+
+    def holds(self, value: float) -> bool:
+        """`value op threshold`, one Python float: what `_Table.evaluate` says of it (NaN fails)."""
+        return _OPS[self.op](value, self.threshold)
 
 
 class _Table:
@@ -102,15 +109,10 @@ def exit_rules(settings: SignalSettings) -> tuple[Rule, ...]:
     )
 
 
-def _value_rows(values: FloatArray) -> list[list[float | None]]:
-    """[symbols, rules] values as one list per symbol. JSON has neither NaN nor infinity: an
-    unknown value (or 'never') is journaled as null. One pass for every rule at once."""
-    finite = np.isfinite(values)
-    if finite.all():
-        return cast(list[list[float | None]], values.tolist())
-    boxed = values.astype(object)
-    boxed[~finite] = None
-    return cast(list[list[float | None]], boxed.tolist())
+def _value_rows(values: list[list[float]]) -> list[list[float | None]]:
+    """[symbols, rules] values, each unknown one (or 'never') as None: JSON has neither NaN nor
+    infinity, so the journal says null."""
+    return [[v if math.isfinite(v) else None for v in row] for row in values]
 
 
 def model_too_young(listing_bars: FloatArray | None, youngest: int, n: int) -> BoolArray:
@@ -136,6 +138,8 @@ class SignalRules:
     def __init__(self, settings: SignalSettings) -> None:
         self.settings = settings
         self._exit = _Table(exit_rules(settings))
+        # What `exit` reads of a row: its rules' features, then the reversal's two.
+        self._exit_columns = [*(FEATURE_INDEX[r.feature] for r in self._exit.rules), _UPPER_WICK, _RET_1]
         self._entry: tuple[float, _Table] | None = None  # (min_heat, rules): rebuilt when it changes
 
     def entry(
@@ -183,7 +187,7 @@ class SignalRules:
         if checks and listing_bars is not None and np.isfinite(listing_bars).any():
             for j, rule in enumerate(table.rules):
                 details[rule.name] = self._listing_details(rule.feature, values[:, j], listing_bars)
-        return _outcomes(names, thresholds, values, passed, exit_mode=False, checks=checks, details=details)
+        return _outcomes(names, thresholds, values.tolist(), passed.tolist(), exit_mode=False, checks=checks, details=details)
 
     def _listing_details(self, feature: str, values: FloatArray, ages: FloatArray) -> list[str | None]:
         """Per symbol, what a check on `feature` must add for a listing: that the value is the
@@ -201,28 +205,28 @@ class SignalRules:
 
     def exit(self, features: FloatArray, *, checks: bool = True) -> list[RuleOutcome]:
         """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD. `checks`: as
-        for `entry`."""
-        table = self._exit
-        n, k = features.shape[0], len(table.names)
-        values = np.empty((n, k + 1))
-        passed = np.empty((n, k + 1), np.bool_)
-        wick = features[:, FEATURE_INDEX["upper_wick"]]
-        ret1 = features[:, FEATURE_INDEX["ret_1"]]
-        limit = self.settings.exit_upper_wick
-        with np.errstate(invalid="ignore"):
-            values[:, :k], held = table.evaluate(features)
+        for `entry`. A held coin is asked every bar, one or two at a time: the three rules are
+        compared in Python on one gather of their features, where the table's numpy calls cost
+        tens of microseconds a call; the same comparisons, NaN failing each
+        (`tests/engine/signals/test_rules.py` pins them to the table)."""
+        rules, limit = self._exit.rules, self.settings.exit_upper_wick
+        values, passed = [], []
+        for row in features[:, self._exit_columns].tolist():
+            *ruled, wick, ret1 = row
             # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
-            passed[:, :k] = held | np.isnan(values[:, :k])
-            values[:, k] = wick
-            passed[:, k] = ~((wick >= limit) & (ret1 < 0))
-        return _outcomes([*table.names, "reversal"], [*table.thresholds, limit], values, passed, exit_mode=True, checks=checks)
+            held = [rule.holds(v) or v != v for rule, v in zip(rules, ruled, strict=True)]
+            held.append(not (wick >= limit and ret1 < 0))
+            values.append([*ruled, wick])
+            passed.append(held)
+        names, thresholds = [*self._exit.names, "reversal"], [*self._exit.thresholds, limit]
+        return _outcomes(names, thresholds, values, passed, exit_mode=True, checks=checks)
 
 
 def _outcomes(
     names: list[str],
     thresholds: list[float],
-    values: FloatArray,
-    passed: BoolArray,
+    values: list[list[float]],
+    passed: list[list[bool]],
     *,
     exit_mode: bool,
     checks: bool,
@@ -232,7 +236,7 @@ def _outcomes(
     order); without `checks`, their check dicts are left out."""
     value_rows = _value_rows(values) if checks else None
     out: list[RuleOutcome] = []
-    for i, ok in enumerate(passed.tolist()):
+    for i, ok in enumerate(passed):
         said: list[dict[str, Any]] = []
         if value_rows is not None:
             said = [

@@ -10,7 +10,7 @@ import pytest
 from engine.config.sections.trading import SignalSettings
 from engine.domain import SignalDecision
 from engine.signals.features import FEATURE_INDEX, FEATURE_NAMES
-from engine.signals.rules import Rule, SignalRules, _Table
+from engine.signals.rules import Rule, SignalRules, _Table, exit_rules
 
 SETTINGS = SignalSettings()
 PASSING = {
@@ -121,6 +121,57 @@ def test_rule_table_compares_like_each_operator() -> None:
         column = x[:, FEATURE_INDEX[rule.feature]]
         assert values[:, j].tobytes() == column.tobytes()
         assert passed[:, j].tolist() == ops[rule.op](column, rule.threshold).tolist()
+
+
+def test_rule_holds_like_the_table() -> None:
+    """`Rule.holds` (a Python float, `SignalRules.exit`'s way) says what `_Table` says of the
+    same value: ties, infinities, signed zeros, NaN."""
+    specials = [0.0, -0.0, 0.5, -0.5, math.inf, -math.inf, math.nan]
+    for op in (">=", "<=", ">", "<"):
+        for t in (0.5, -0.5, 0.0, -0.0):
+            rule = Rule("r", "heat", op, t)
+            x = np.zeros((len(specials), len(FEATURE_NAMES)))
+            x[:, FEATURE_INDEX["heat"]] = specials
+            _, passed = _Table([rule]).evaluate(x)
+            assert [rule.holds(v) for v in specials] == passed[:, 0].tolist(), (op, t)
+
+
+def _table_exit(rules: SignalRules, x: np.ndarray) -> list[tuple[object, ...]]:
+    """The exit decision as the rule table computes it in numpy (the straightforward way)."""
+    table = _Table(exit_rules(rules.settings))
+    with np.errstate(invalid="ignore"):
+        values, held = table.evaluate(x)
+        wick, ret1 = x[:, FEATURE_INDEX["upper_wick"]], x[:, FEATURE_INDEX["ret_1"]]
+        passed = np.column_stack([held | np.isnan(values), ~((wick >= rules.settings.exit_upper_wick) & (ret1 < 0))])
+    values = np.column_stack([values, wick])
+    out: list[tuple[object, ...]] = []
+    for vs, ok in zip(values.tolist(), passed.tolist(), strict=True):
+        fired = [n for n, p in zip([*table.names, "reversal"], ok, strict=True) if not p]
+        shown = [v if math.isfinite(v) else None for v in vs]
+        out.append((SignalDecision.EXIT if fired else SignalDecision.HOLD, fired, ok, shown))
+    return out
+
+
+def test_exit_in_python_is_the_table_s() -> None:
+    """`SignalRules.exit` compares in Python: every decision, pass and journaled value must be
+    the numpy table's, on values at, around and beyond the thresholds, and NaN."""
+    rules = SignalRules(SETTINGS)
+    rng = np.random.default_rng(9)
+    s = SETTINGS
+    picks = {
+        "ret_5": [s.exit_fade_ret_5, -0.0, 0.0, 0.01, -0.05, math.nan, math.inf, -math.inf],
+        "heat": [s.exit_heat_below, 0.0, 99.0, 10.0, math.nan],
+        "upper_wick": [s.exit_upper_wick, 0.0, 0.99, math.nan],
+        "ret_1": [0.0, -0.0, -0.01, 0.01, math.nan],
+    }
+    x = rng.normal(0.0, 1.0, (400, len(FEATURE_NAMES)))
+    for name, choices in picks.items():
+        x[:, FEATURE_INDEX[name]] = rng.choice(np.array(choices), 400)
+    got = rules.exit(x)
+    expected = _table_exit(rules, x)
+    assert [(o.decision, [n for n, p in o.passed.items() if not p], list(o.passed.values()), [c["value"] for c in o.checks])
+            for o in got] == expected  # fmt: skip
+    assert {o.decision for o in got} == {SignalDecision.EXIT, SignalDecision.HOLD}
 
 
 def test_outcomes_without_checks_decide_alike() -> None:
