@@ -1,8 +1,8 @@
 """Rule-based entry and exit signals, as tables of thresholds over `features_hot` columns.
 
-Each rule is a `Rule(name, feature, op, threshold)`; all symbols are evaluated at once with
-numpy, then each symbol gets its list of `check` dicts so replay can say which rule said no,
-with the value it saw and the limit it applied.
+Each rule is a `Rule(name, feature, op, threshold)`; the rules' features of all symbols are
+gathered at once and compared in Python (`_Table`), then each symbol gets its list of `check`
+dicts so replay can say which rule said no, with the value it saw and the limit it applied.
 
 Entry: every rule must pass, and a missing value (NaN) never passes: an entry is never made on
 what cannot be seen. Exit (for held symbols): a *failed* check is an exit trigger; the symbol
@@ -54,30 +54,28 @@ class Rule:
         if self.op not in _OPS:
             raise ValueError(f"rule {self.name!r}: unknown operator {self.op!r}; use one of {list(_OPS)}")
 
-    def holds(self, value: float) -> bool:
-        """`value op threshold`, one Python float: what `_Table.evaluate` says of it (NaN fails)."""
-        return _OPS[self.op](value, self.threshold)
-
 
 class _Table:
-    """Rules evaluated as one block: their columns gathered at once and every comparison made
-    as `>=` or `>` (an upper bound `v <= t` is `-v >= -t`, negation being exact), two numpy
-    comparisons for all of them where one rule each took six calls. A NaN fails both."""
+    """Rules evaluated as one block: their columns gathered in one numpy call, then compared in
+    Python. The stage asks for one or two symbols at a time (a held coin every bar, a hot
+    candidate), where a numpy comparison costs more than the Python one; a NaN fails each
+    operator either way (`tests/engine/signals/test_rules.py` pins them to numpy's)."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
         self.names = [r.name for r in rules]
         self.thresholds = [r.threshold for r in rules]
-        self._columns = np.array([FEATURE_INDEX[r.feature] for r in rules], np.intp)
-        self._sign = np.array([-1.0 if r.op in ("<=", "<") else 1.0 for r in rules])
-        self._bound = self._sign * np.array(self.thresholds, np.float64)
-        self._strict = np.array([r.op in (">", "<") for r in rules], np.bool_)
+        self.columns = [FEATURE_INDEX[r.feature] for r in rules]
+        self._tests = [(_OPS[r.op], r.threshold) for r in rules]
 
-    def evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
-        """[symbols, rules] values and whether each passed; under the caller's `np.errstate`."""
-        values = features[:, self._columns]
-        signed = values * self._sign
-        return values, np.where(self._strict, signed > self._bound, signed >= self._bound)
+    def passes(self, values: Sequence[float]) -> list[bool]:
+        """Whether each rule passed on its value (one symbol's, in rule order)."""
+        return [test(v, t) for (test, t), v in zip(self._tests, values, strict=True)]
+
+    def evaluate(self, features: FloatArray) -> tuple[list[list[float]], list[list[bool]]]:
+        """[symbols, rules] values and whether each passed."""
+        values: list[list[float]] = features[:, self.columns].tolist()
+        return values, [self.passes(row) for row in values]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +131,13 @@ def _unasked_details(young: BoolArray, ages: FloatArray, youngest: int) -> list[
 
 
 class SignalRules:
-    """Evaluates entry rules for candidates and exit rules for held symbols, vectorised."""
+    """Evaluates entry rules for candidates and exit rules for held symbols."""
 
     def __init__(self, settings: SignalSettings) -> None:
         self.settings = settings
         self._exit = _Table(exit_rules(settings))
         # What `exit` reads of a row: its rules' features, then the reversal's two.
-        self._exit_columns = [*(FEATURE_INDEX[r.feature] for r in self._exit.rules), _UPPER_WICK, _RET_1]
+        self._exit_columns = [*self._exit.columns, _UPPER_WICK, _RET_1]
         self._entry: tuple[float, _Table] | None = None  # (min_heat, rules): rebuilt when it changes
 
     def entry(
@@ -165,36 +163,33 @@ class SignalRules:
         if self._entry is None or self._entry[0] != min_heat:
             self._entry = (min_heat, _Table(entry_rules(self.settings, min_heat)))
         table = self._entry[1]
-        n, k = features.shape[0], len(table.names)
         names, thresholds = [*table.names, "cooldown"], [*table.thresholds, float(self.settings.cooldown_ms)]
-        extra = 1 if ml_scores is None else 2
-        values = np.empty((n, k + extra))
-        passed = np.empty((n, k + extra), np.bool_)
+        values, passed = table.evaluate(features)
+        for row, ok, since in zip(values, passed, since_last_action_ms.tolist(), strict=True):
+            row.append(since)
+            ok.append(since >= thresholds[-1])
         details: dict[str, list[str | None]] = {}
-        with np.errstate(invalid="ignore"):
-            values[:, :k], passed[:, :k] = table.evaluate(features)
-            values[:, k] = since_last_action_ms
-            passed[:, k] = since_last_action_ms >= thresholds[k]
-            if ml_scores is not None:
-                threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
-                young = model_too_young(listing_bars, ml_youngest_listing, n)
-                names.append("ml_score")
-                thresholds.append(threshold)
-                values[:, k + 1] = np.where(young, np.nan, ml_scores)
-                passed[:, k + 1] = young | ((ml_scores >= threshold) & ~np.isnan(ml_scores))
-                if checks and young.any() and listing_bars is not None:
-                    details["ml_score"] = _unasked_details(young, listing_bars, ml_youngest_listing)
+        if ml_scores is not None:
+            threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
+            young = model_too_young(listing_bars, ml_youngest_listing, len(values))
+            names.append("ml_score")
+            thresholds.append(threshold)
+            for row, ok, score, unasked in zip(values, passed, ml_scores.tolist(), young.tolist(), strict=True):
+                row.append(math.nan if unasked else score)
+                ok.append(unasked or score >= threshold)  # a NaN score fails
+            if checks and young.any() and listing_bars is not None:
+                details["ml_score"] = _unasked_details(young, listing_bars, ml_youngest_listing)
         if checks and listing_bars is not None and np.isfinite(listing_bars).any():
             for j, rule in enumerate(table.rules):
-                details[rule.name] = self._listing_details(rule.feature, values[:, j], listing_bars)
-        return _outcomes(names, thresholds, values.tolist(), passed.tolist(), exit_mode=False, checks=checks, details=details)
+                details[rule.name] = self._listing_details(rule.feature, [row[j] for row in values], listing_bars)
+        return _outcomes(names, thresholds, values, passed, exit_mode=False, checks=checks, details=details)
 
-    def _listing_details(self, feature: str, values: FloatArray, ages: FloatArray) -> list[str | None]:
+    def _listing_details(self, feature: str, values: Sequence[float], ages: FloatArray) -> list[str | None]:
         """Per symbol, what a check on `feature` must add for a listing: that the value is the
         since-listing one, or that it is unknown until the listing is `listing_min_bars` old."""
         least = self.settings.listing_min_bars
         out: list[str | None] = []
-        for age, value in zip(ages.tolist(), values.tolist(), strict=True):
+        for age, value in zip(ages.tolist(), values, strict=True):
             if not (age == age and since_listing(feature, age)):  # NaN: no listing
                 out.append(None)
             elif age < least:
@@ -205,16 +200,13 @@ class SignalRules:
 
     def exit(self, features: FloatArray, *, checks: bool = True) -> list[RuleOutcome]:
         """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD. `checks`: as
-        for `entry`. A held coin is asked every bar, one or two at a time: the three rules are
-        compared in Python on one gather of their features, where the table's numpy calls cost
-        tens of microseconds a call; the same comparisons, NaN failing each
-        (`tests/engine/signals/test_rules.py` pins them to the table)."""
-        rules, limit = self._exit.rules, self.settings.exit_upper_wick
+        for `entry`."""
+        table, limit = self._exit, self.settings.exit_upper_wick
         values, passed = [], []
         for row in features[:, self._exit_columns].tolist():
             *ruled, wick, ret1 = row
             # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
-            held = [rule.holds(v) or v != v for rule, v in zip(rules, ruled, strict=True)]
+            held = [ok or v != v for ok, v in zip(table.passes(ruled), ruled, strict=True)]
             held.append(not (wick >= limit and ret1 < 0))
             values.append([*ruled, wick])
             passed.append(held)
