@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.domain import Candidate
+from engine.domain.slots_init import direct_init
 from engine.errors import MarketDataError
 
 FloatArray = npt.NDArray[np.float64]
@@ -161,6 +162,7 @@ _INFO_FIELDS = (
 )
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class CandidateInfo:
     """Discovery's view per symbol: [bars, symbols] for the batch path, [symbols] for the latest.
@@ -480,10 +482,9 @@ def _pairwise_bars(x: FloatArray) -> FloatArray:
     whole = n - n % 8
     lanes = np.add.reduce(x[..., :whole, :].reshape(*x.shape[:-2], whole // 8, 8, width), axis=-3)  # [..., 8, cols]
     pairs = lanes[..., 0::2, :] + lanes[..., 1::2, :]
-    quads = pairs[..., 0::2, :] + pairs[..., 1::2, :]
-    out: FloatArray = quads[..., 0, :] + quads[..., 1, :]
-    for i in range(whole, n):
-        out += x[..., i, :]
+    # (0+1)+(2+3), (4+5)+(6+7), then the last bars: a running sum adds them in that order.
+    last = np.concatenate((pairs[..., 0::2, :] + pairs[..., 1::2, :], x[..., whole:, :]), axis=-2)
+    out: FloatArray = np.add.accumulate(last, axis=-2)[..., -1, :]
     return out
 
 

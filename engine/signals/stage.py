@@ -15,6 +15,7 @@ its score there is dropped (journaled as null) and the rules decide the entry al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -374,4 +375,4 @@ def _has_last_bar(row: Sequence[float]) -> bool:
     missing). A decision without it (a candle fetch that failed, a candle the exchange had not
     published yet) is not kept for the bar: the next cycle decides again once it has come, where
     keeping it held every feature at NaN, an entry skipped and an exit signal unseen, for a bar."""
-    return bool(np.isfinite(row[_BAR_RANGE]))
+    return math.isfinite(row[_BAR_RANGE])
