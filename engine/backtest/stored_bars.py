@@ -22,15 +22,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.signals.features import WINDOW, BarMatrix
+from engine.signals.features import WINDOW, BarMatrix, FloatArray, features_hot_windows
 
 if TYPE_CHECKING:  # the feed builds these over its slicer
     from engine.backtest.feed import CandleSlicer
 
 _FIELDS = 5  # open, high, low, close, volume: BarHistory's layout, so the features see the same arrays
+AHEAD = 16  # bars `latest_features` computes at once: a held coin is asked ~9 minutes running, a hot one ~5
 
 
 class StoredBars:
@@ -43,6 +45,8 @@ class StoredBars:
         self.depth = depth
         self._marks: dict[str, int] = {}  # symbol -> open time of the last bar the core may read
         self._first_ms = slicer.index.first_ms  # symbol -> its first stored bar
+        # symbol -> (first bar, regime, [AHEAD, features] rows, first bar missing): `latest_features`
+        self._blocks: dict[str, tuple[int, str, FloatArray, npt.NDArray[np.bool_]]] = {}
 
     def follow(self, symbol: str, now_ms: int) -> None:
         # `CandleSlicer.covers` at the store's own timeframe, asked for every symbol the core may
@@ -57,20 +61,62 @@ class StoredBars:
         n = self.depth if bars is None else bars
         if not 0 < n <= self.depth:
             raise MarketDataError(f"window of {n} bars asked from a history {self.depth} deep")
-        tf = self.tf_ms
-        first = last_open_ms - (n - 1) * tf
-        lowest = max(first, self._slicer.earliest_ms)
         data = np.full((n, len(symbols), _FIELDS), np.nan)
         for j, symbol in enumerate(symbols):
             mark = self._marks.get(symbol)
-            if mark is None or mark < lowest:
-                continue
-            s = self._slicer.series(symbol)
-            lo, hi = s.ts.searchsorted((lowest, min(last_open_ms, mark) + 1)).tolist()
-            if lo >= hi:
-                continue
-            a, b = (int(s.ts[lo]) - first) // tf, (int(s.ts[hi - 1]) - first) // tf + 1
-            rows: slice | np.ndarray = slice(a, b) if b - a == hi - lo else (s.ts[lo:hi] - first) // tf  # a gap: scatter
-            for k, column in enumerate((s.open, s.high, s.low, s.close, s.volume)):
-                data[rows, j, k] = column[lo:hi]
+            if mark is not None:
+                self._read(data[:, j], symbol, last_open_ms, min(last_open_ms, mark))
         return BarMatrix(data[..., 0], data[..., 1], data[..., 2], data[..., 3], data[..., 4])
+
+    def _read(self, out: FloatArray, symbol: str, last_open_ms: int, upto_ms: int) -> None:
+        """Write `symbol`'s stored bars up to the one opening at `upto_ms` into `out` ([bars, 5],
+        NaN-filled, its last row the bar opening at `last_open_ms`), from `earliest_ms` on."""
+        tf = self.tf_ms
+        first = last_open_ms - (out.shape[0] - 1) * tf
+        lowest = max(first, self._slicer.earliest_ms)
+        if upto_ms < lowest:
+            return
+        s = self._slicer.series(symbol)
+        lo, hi = s.ts.searchsorted((lowest, upto_ms + 1)).tolist()
+        if lo >= hi:
+            return
+        a, b = (int(s.ts[lo]) - first) // tf, (int(s.ts[hi - 1]) - first) // tf + 1
+        rows: slice | np.ndarray = slice(a, b) if b - a == hi - lo else (s.ts[lo:hi] - first) // tf  # a gap: scatter
+        for k, column in enumerate((s.open, s.high, s.low, s.close, s.volume)):
+            out[rows, k] = column[lo:hi]
+
+    def latest_features(self, symbol: str, regime: str, bar_ms: int) -> FloatArray | None:
+        """`symbol`'s features alone at `bar_ms` against the `regime` symbol's closes, as
+        `features_hot_latest` gives them over `window([symbol, regime], bar_ms)` without info
+        (`with_info` adds it): a [features] row. None where that read would not be whole (the
+        core may not read a bar of it yet) or its first bar is missing (a listing may begin in
+        it): the caller computes those itself.
+
+        The features of a symbol held or hot this minute are mostly asked again the next: the
+        first ask computes the next `AHEAD` bars in one `features_hot_windows` call, from the
+        store's bars, which a read at each of those bars sees as they are once the core may read
+        them (checked at each ask: the marks)."""
+        marks, tf = self._marks, self.tf_ms
+        if marks.get(symbol, -1) < bar_ms or marks.get(regime, -1) < bar_ms or bar_ms % tf:
+            return None
+        block = self._blocks.get(symbol)
+        if block is None or block[1] != regime or not 0 <= bar_ms - block[0] < AHEAD * tf:
+            block = self._blocks[symbol] = (bar_ms, regime, *self._ahead(symbol, regime, bar_ms))
+        i = (bar_ms - block[0]) // tf
+        return None if block[3][i] else block[2][i]
+
+    def _ahead(self, symbol: str, regime: str, bar_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """The features of `symbol`'s windows at `bar_ms` and the `AHEAD - 1` bars after it
+        ([AHEAD, features]), and which of them lack their first bar."""
+        last = bar_ms + (AHEAD - 1) * self.tf_ms
+        stored = np.full((2, _FIELDS, WINDOW - 1 + AHEAD), np.nan)  # [symbol, field, bar]
+        for j, name in enumerate((symbol, regime)):
+            self._read(stored[j].T, name, last, last)
+        # [symbol, field, bar, window]: window w's bar b is stored bar w + b, so a window's bars
+        # lie side by side along the windows axis, the one numpy's loops run along.
+        symbol_step, field_step, step = stored.strides
+        windows = np.lib.stride_tricks.as_strided(
+            stored, (2, _FIELDS, WINDOW, AHEAD), (symbol_step, field_step, step, step), writeable=False
+        )
+        bars = BarMatrix(*windows[0])
+        return features_hot_windows(bars, windows[1, 3]), np.isnan(bars.close[0])

@@ -10,7 +10,7 @@ a stale value from `depth` bars ago.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ import numpy.typing as npt
 from engine.domain import Bars, Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.signals.features import WINDOW, BarMatrix
+from engine.signals.features import WINDOW, BarMatrix, FloatArray
 
 _FIELDS = 5  # open, high, low, close, volume
 
@@ -34,6 +34,16 @@ class BarSource(Protocol):
     def tf_ms(self) -> int: ...
 
     def window(self, symbols: Sequence[str], last_open_ms: int, bars: int | None = None) -> BarMatrix: ...
+
+
+@runtime_checkable
+class FeaturesAhead(Protocol):
+    """A `BarSource` that holds the bars after the one asked for too (a backtest's store), so it
+    can compute a symbol's features for the coming bars at once (`StoredBars.latest_features`):
+    one symbol's [features] row as `features_hot_latest` gives it without info, or None where
+    the stage must compute it itself. Live has no such source."""
+
+    def latest_features(self, symbol: str, regime: str, bar_ms: int) -> FloatArray | None: ...
 
 
 class BarStore(BarSource, Protocol):

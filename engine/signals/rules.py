@@ -1,8 +1,8 @@
 """Rule-based entry and exit signals, as tables of thresholds over `features_hot` columns.
 
-Each rule is a `Rule(name, feature, op, threshold)`; all symbols are evaluated at once with
-numpy, then each symbol gets its list of `check` dicts so replay can say which rule said no,
-with the value it saw and the limit it applied.
+Each rule is a `Rule(name, feature, op, threshold)`; the rules' features of all symbols are
+gathered at once and compared in Python (`_Table`), then each symbol gets its list of `check`
+dicts so replay can say which rule said no, with the value it saw and the limit it applied.
 
 Entry: every rule must pass, and a missing value (NaN) never passes: an entry is never made on
 what cannot be seen. Exit (for held symbols): a *failed* check is an exit trigger; the symbol
@@ -19,9 +19,11 @@ its `ml_score` check passes, value null, and its detail says the rules decided a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +35,8 @@ from engine.signals.features import FEATURE_INDEX, since_listing
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-_OPS = (">=", "<=", ">", "<")
+_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+_UPPER_WICK, _RET_1 = FEATURE_INDEX["upper_wick"], FEATURE_INDEX["ret_1"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,24 +56,26 @@ class Rule:
 
 
 class _Table:
-    """Rules evaluated as one block: their columns gathered at once and every comparison made
-    as `>=` or `>` (an upper bound `v <= t` is `-v >= -t`, negation being exact), two numpy
-    comparisons for all of them where one rule each took six calls. A NaN fails both."""
+    """Rules evaluated as one block: their columns gathered in one numpy call, then compared in
+    Python. The stage asks for one or two symbols at a time (a held coin every bar, a hot
+    candidate), where a numpy comparison costs more than the Python one; a NaN fails each
+    operator either way (`tests/engine/signals/test_rules.py` pins them to numpy's)."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
         self.names = [r.name for r in rules]
         self.thresholds = [r.threshold for r in rules]
-        self._columns = np.array([FEATURE_INDEX[r.feature] for r in rules], np.intp)
-        self._sign = np.array([-1.0 if r.op in ("<=", "<") else 1.0 for r in rules])
-        self._bound = self._sign * np.array(self.thresholds, np.float64)
-        self._strict = np.array([r.op in (">", "<") for r in rules], np.bool_)
+        self.columns = [FEATURE_INDEX[r.feature] for r in rules]
+        self._tests = [(_OPS[r.op], r.threshold) for r in rules]
 
-    def evaluate(self, features: FloatArray) -> tuple[FloatArray, BoolArray]:
-        """[symbols, rules] values and whether each passed; under the caller's `np.errstate`."""
-        values = features[:, self._columns]
-        signed = values * self._sign
-        return values, np.where(self._strict, signed > self._bound, signed >= self._bound)
+    def passes(self, values: Sequence[float]) -> list[bool]:
+        """Whether each rule passed on its value (one symbol's, in rule order)."""
+        return [test(v, t) for (test, t), v in zip(self._tests, values, strict=True)]
+
+    def evaluate(self, features: FloatArray) -> tuple[list[list[float]], list[list[bool]]]:
+        """[symbols, rules] values and whether each passed."""
+        values: list[list[float]] = features[:, self.columns].tolist()
+        return values, [self.passes(row) for row in values]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +107,10 @@ def exit_rules(settings: SignalSettings) -> tuple[Rule, ...]:
     )
 
 
-def _value_rows(values: FloatArray) -> list[list[float | None]]:
-    """[symbols, rules] values as one list per symbol. JSON has neither NaN nor infinity: an
-    unknown value (or 'never') is journaled as null. One pass for every rule at once."""
-    finite = np.isfinite(values)
-    if finite.all():
-        return cast(list[list[float | None]], values.tolist())
-    boxed = values.astype(object)
-    boxed[~finite] = None
-    return cast(list[list[float | None]], boxed.tolist())
+def _value_rows(values: list[list[float]]) -> list[list[float | None]]:
+    """[symbols, rules] values, each unknown one (or 'never') as None: JSON has neither NaN nor
+    infinity, so the journal says null."""
+    return [[v if math.isfinite(v) else None for v in row] for row in values]
 
 
 def model_too_young(listing_bars: FloatArray | None, youngest: int, n: int) -> BoolArray:
@@ -131,11 +131,13 @@ def _unasked_details(young: BoolArray, ages: FloatArray, youngest: int) -> list[
 
 
 class SignalRules:
-    """Evaluates entry rules for candidates and exit rules for held symbols, vectorised."""
+    """Evaluates entry rules for candidates and exit rules for held symbols."""
 
     def __init__(self, settings: SignalSettings) -> None:
         self.settings = settings
         self._exit = _Table(exit_rules(settings))
+        # What `exit` reads of a row: its rules' features, then the reversal's two.
+        self._exit_columns = [*self._exit.columns, _UPPER_WICK, _RET_1]
         self._entry: tuple[float, _Table] | None = None  # (min_heat, rules): rebuilt when it changes
 
     def entry(
@@ -161,36 +163,33 @@ class SignalRules:
         if self._entry is None or self._entry[0] != min_heat:
             self._entry = (min_heat, _Table(entry_rules(self.settings, min_heat)))
         table = self._entry[1]
-        n, k = features.shape[0], len(table.names)
         names, thresholds = [*table.names, "cooldown"], [*table.thresholds, float(self.settings.cooldown_ms)]
-        extra = 1 if ml_scores is None else 2
-        values = np.empty((n, k + extra))
-        passed = np.empty((n, k + extra), np.bool_)
+        values, passed = table.evaluate(features)
+        for row, ok, since in zip(values, passed, since_last_action_ms.tolist(), strict=True):
+            row.append(since)
+            ok.append(since >= thresholds[-1])
         details: dict[str, list[str | None]] = {}
-        with np.errstate(invalid="ignore"):
-            values[:, :k], passed[:, :k] = table.evaluate(features)
-            values[:, k] = since_last_action_ms
-            passed[:, k] = since_last_action_ms >= thresholds[k]
-            if ml_scores is not None:
-                threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
-                young = model_too_young(listing_bars, ml_youngest_listing, n)
-                names.append("ml_score")
-                thresholds.append(threshold)
-                values[:, k + 1] = np.where(young, np.nan, ml_scores)
-                passed[:, k + 1] = young | ((ml_scores >= threshold) & ~np.isnan(ml_scores))
-                if checks and young.any() and listing_bars is not None:
-                    details["ml_score"] = _unasked_details(young, listing_bars, ml_youngest_listing)
+        if ml_scores is not None:
+            threshold = ml_min_score_in_force(self.settings.ml_min_score, ml_calibrated)
+            young = model_too_young(listing_bars, ml_youngest_listing, len(values))
+            names.append("ml_score")
+            thresholds.append(threshold)
+            for row, ok, score, unasked in zip(values, passed, ml_scores.tolist(), young.tolist(), strict=True):
+                row.append(math.nan if unasked else score)
+                ok.append(unasked or score >= threshold)  # a NaN score fails
+            if checks and young.any() and listing_bars is not None:
+                details["ml_score"] = _unasked_details(young, listing_bars, ml_youngest_listing)
         if checks and listing_bars is not None and np.isfinite(listing_bars).any():
             for j, rule in enumerate(table.rules):
-                details[rule.name] = self._listing_details(rule.feature, values[:, j], listing_bars)
+                details[rule.name] = self._listing_details(rule.feature, [row[j] for row in values], listing_bars)
         return _outcomes(names, thresholds, values, passed, exit_mode=False, checks=checks, details=details)
 
-    def _listing_details(self, feature: str, values: FloatArray, ages: FloatArray) -> list[str | None]:
+    def _listing_details(self, feature: str, values: Sequence[float], ages: FloatArray) -> list[str | None]:
         """Per symbol, what a check on `feature` must add for a listing: that the value is the
         since-listing one, or that it is unknown until the listing is `listing_min_bars` old."""
         least = self.settings.listing_min_bars
         out: list[str | None] = []
-        for age, value in zip(ages.tolist(), values.tolist(), strict=True):
+        for age, value in zip(ages.tolist(), values, strict=True):
             if not (age == age and since_listing(feature, age)):  # NaN: no listing
                 out.append(None)
             elif age < least:
@@ -202,27 +201,24 @@ class SignalRules:
     def exit(self, features: FloatArray, *, checks: bool = True) -> list[RuleOutcome]:
         """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD. `checks`: as
         for `entry`."""
-        table = self._exit
-        n, k = features.shape[0], len(table.names)
-        values = np.empty((n, k + 1))
-        passed = np.empty((n, k + 1), np.bool_)
-        wick = features[:, FEATURE_INDEX["upper_wick"]]
-        ret1 = features[:, FEATURE_INDEX["ret_1"]]
-        limit = self.settings.exit_upper_wick
-        with np.errstate(invalid="ignore"):
-            values[:, :k], held = table.evaluate(features)
+        table, limit = self._exit, self.settings.exit_upper_wick
+        values, passed = [], []
+        for row in features[:, self._exit_columns].tolist():
+            *ruled, wick, ret1 = row
             # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
-            passed[:, :k] = held | np.isnan(values[:, :k])
-            values[:, k] = wick
-            passed[:, k] = ~((wick >= limit) & (ret1 < 0))
-        return _outcomes([*table.names, "reversal"], [*table.thresholds, limit], values, passed, exit_mode=True, checks=checks)
+            held = [ok or v != v for ok, v in zip(table.passes(ruled), ruled, strict=True)]
+            held.append(not (wick >= limit and ret1 < 0))
+            values.append([*ruled, wick])
+            passed.append(held)
+        names, thresholds = [*self._exit.names, "reversal"], [*self._exit.thresholds, limit]
+        return _outcomes(names, thresholds, values, passed, exit_mode=True, checks=checks)
 
 
 def _outcomes(
     names: list[str],
     thresholds: list[float],
-    values: FloatArray,
-    passed: BoolArray,
+    values: list[list[float]],
+    passed: list[list[bool]],
     *,
     exit_mode: bool,
     checks: bool,
@@ -232,7 +228,7 @@ def _outcomes(
     order); without `checks`, their check dicts are left out."""
     value_rows = _value_rows(values) if checks else None
     out: list[RuleOutcome] = []
-    for i, ok in enumerate(passed.tolist()):
+    for i, ok in enumerate(passed):
         said: list[dict[str, Any]] = []
         if value_rows is not None:
             said = [

@@ -15,6 +15,7 @@ its score there is dropped (journaled as null) and the rules decide the entry al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from engine.config.sections.trading import SignalSettings
 from engine.discovery.listings import DAY_MS
 from engine.domain import Candidate, Signal, SignalDecision
 from engine.journal.events import EventSink
-from engine.signals.bars import BarSource
+from engine.signals.bars import BarSource, FeaturesAhead
 from engine.signals.cache import BarCache
 from engine.signals.features import (
     FEATURE_NAMES,
@@ -36,6 +37,7 @@ from engine.signals.features import (
     feature_dicts,
     feature_schema_hash,
     features_hot_latest,
+    with_info,
 )
 from engine.signals.rules import RuleOutcome, SignalRules, model_too_young
 from engine.signals.scorer import NullScorer, Scorer
@@ -82,6 +84,9 @@ class SignalStage:
         # Features by their exact inputs, shared by backtests of one window (optimize's trials,
         # `engine.backtest.reuse`): None live, where no question is ever asked twice.
         self.memo: FeatureMemo | None = None
+        # A backtest's store computes a symbol's features for its next bars at once (each one's
+        # bits as computed alone): one-symbol asks are served from it. None live.
+        self._ahead = history if isinstance(history, FeaturesAhead) else None
 
     def bar_of(self, now_ms: int) -> int:
         """Open time of the last bar that has closed by `now_ms`."""
@@ -107,6 +112,21 @@ class SignalStage:
             known = self.memo.get(key)
             if known is not None:
                 return known
+        row = None
+        if len(symbols) == 1 and self._ahead is not None:
+            row = self._ahead.latest_features(symbols[0], self.settings.regime_symbol, bar_ms)
+        x, ages = (with_info(row, info), _NO_AGES) if row is not None else self._compute(symbols, info, bar_ms, listed_ms)
+        if self.memo is not None and key is not None:
+            x.setflags(write=False)  # shared with later runs: nobody may write into it
+            ages.setflags(write=False)
+            self.memo[key] = (x, ages)
+        return x, ages
+
+    def _compute(
+        self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """`_features` from a window read: the live path, and what a store's blocks leave."""
+        min_bars = self.settings.listing_min_bars
         # One gather for the symbols and the regime symbol together: a window read costs about
         # as much for one column as for ten, and the regime's closes are just its last column.
         both = self.history.window([*symbols, self.settings.regime_symbol], bar_ms)
@@ -122,10 +142,6 @@ class SignalStage:
         )
         x = features_hot_latest(bars, info, both.close[:, n], listings)
         ages = np.full(n, np.nan) if listings is None else listings.ages(bars.n_bars)
-        if self.memo is not None and key is not None:
-            x.setflags(write=False)  # shared with later runs: nobody may write into it
-            ages.setflags(write=False)
-            self.memo[key] = (x, ages)
         return x, ages
 
     def evaluate_entries(
@@ -337,6 +353,8 @@ class SignalStage:
 
 
 _BAR_RANGE = FEATURE_NAMES.index("bar_range")
+_NO_AGES = np.full(1, np.nan)  # one symbol without a listing's window (`_features`); never written
+_NO_AGES.setflags(write=False)
 # A cold candidate's skip (`SignalStage._cold`) fails the heat rule alone. Both are read only
 # (`Signal.rules` is a Mapping, the payload only the tap reads), so built once.
 _COLD_RULES: Mapping[str, bool] = {"heat": False}
@@ -357,4 +375,4 @@ def _has_last_bar(row: Sequence[float]) -> bool:
     missing). A decision without it (a candle fetch that failed, a candle the exchange had not
     published yet) is not kept for the bar: the next cycle decides again once it has come, where
     keeping it held every feature at NaN, an entry skipped and an exit signal unseen, for a bar."""
-    return bool(np.isfinite(row[_BAR_RANGE]))
+    return math.isfinite(row[_BAR_RANGE])

@@ -15,7 +15,7 @@ import pytest
 
 from engine.backtest.feed import CandleSlicer, HistoryFeed
 from engine.backtest.history import HistoryStore, index_history
-from engine.backtest.stored_bars import StoredBars
+from engine.backtest.stored_bars import AHEAD, StoredBars
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.domain import Bars
@@ -25,7 +25,7 @@ from engine.journal.sinks import NullSink
 from engine.runtime.cycle import TradingCycle
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarHistory
-from engine.signals.features import WINDOW
+from engine.signals.features import WINDOW, BarMatrix, CandidateInfo, features_hot_latest, with_info
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import DAYS_MIN, GAP, LISTING_AT, MIN, T0, minute_config
 
@@ -109,3 +109,34 @@ def test_a_store_core_refuses_fed_bars(store: Path) -> None:
             cycle.core.on_bars(Bars.of("BTC/USDT", "1m", []))
 
     asyncio.run(run())
+
+
+def test_latest_features_are_the_window_read_s_bit_for_bit(store: Path) -> None:
+    """`latest_features` computes a symbol's next `AHEAD` bars at once, from the store, ahead of
+    what the core may read: each answer must be the bits `features_hot_latest` gives over the
+    window the core reads at that bar (its symbol alone, the regime beside it), and None where
+    that read is not whole (the core may not read the bar yet) or lacks its first bar (the
+    listing, the outage). Asked bar after bar, with jumps, through the outage and the listing."""
+    index = index_history(store)
+    bars = StoredBars(CandleSlicer(index, HistoryStore(store), T0, 1500))
+    rng = np.random.default_rng(3)
+    info = CandidateInfo.unknown((1,))
+    minute, served, declined = LISTING_AT - 30, 0, 0
+    while minute < GAP[1] + 3 * AHEAD:
+        now = T0 + minute * MIN
+        bar = now - MIN
+        for symbol in ("BTC/USDT", "PUMP/USDT", "NEW/USDT", "CALM/USDT"):
+            if symbol != "CALM/USDT" or minute % 7:  # CALM is left behind now and then
+                bars.follow(symbol, now)
+        for symbol in ("PUMP/USDT", "NEW/USDT", "CALM/USDT", "BTC/USDT", "GONE/USDT"):
+            row = bars.latest_features(symbol, "BTC/USDT", bar)
+            both = bars.window([symbol, "BTC/USDT"], bar)
+            alone = BarMatrix(*(getattr(both, f)[:, :1] for f in FIELDS))
+            if row is None:
+                declined += 1
+                assert np.isnan(alone.close[0, 0]) or (symbol == "CALM/USDT" and minute % 7 == 0) or symbol == "GONE/USDT"
+                continue
+            served += 1
+            assert with_info(row, info).tobytes() == features_hot_latest(alone, info, both.close[:, 1]).tobytes(), (symbol, minute)
+        minute += int(rng.choice([1, 1, 1, 2, AHEAD - 1, AHEAD + 3]))
+    assert served > 150 and declined > 20

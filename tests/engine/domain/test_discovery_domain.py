@@ -8,12 +8,14 @@ import math
 import types
 from typing import Any
 
+import numpy as np
 import pytest
 
 from engine.discovery.pipeline import DiscoveryCycle
 from engine.discovery.pool import PoolChange, PoolSnapshot
 from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision
 from engine.domain.slots_init import direct_init
+from engine.signals.features import CandidateInfo
 
 
 def generated(cls: type) -> type:
@@ -48,6 +50,7 @@ CASES: list[tuple[type, tuple[Any, ...], dict[str, Any]]] = [
     (Signal, ("t1", "ABC/USDT", 60_000, SignalDecision.SKIP, "failed: heat"), {}),
     (Signal, ("t1", "ABC/USDT", 60_000, SignalDecision.ENTER, "ok"), {"rules": {"heat": True}, "ml_score": 0.7}),
     (DiscoveryCycle, (60_000, True, SNAPSHOT, ("ABC/USDT",), (("XYZ/USDT", "expired"),), 2), {}),
+    (CandidateInfo, tuple(np.full(2, float(k)) for k in range(10)), {}),  # the signal stage's, per call
 ]
 
 

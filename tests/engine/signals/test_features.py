@@ -18,10 +18,13 @@ from engine.signals.features import (
     _assemble,
     _latest_window,
     _LatestReducer,
+    _pairwise_bars,
     feature_dict,
     feature_schema_hash,
     features_hot,
     features_hot_latest,
+    features_hot_windows,
+    with_info,
 )
 from tests.kit.domain import T0, make_candidate, make_candle
 
@@ -103,6 +106,41 @@ def test_fused_latest_window_is_assemble_bit_for_bit(n_symbols: int) -> None:
                 expected[k] = column
             _latest_window(bars, info, btc, fused)
         assert expected.tobytes() == fused.tobytes()
+
+
+@pytest.mark.parametrize("n_bars", [8, 14, 20, 60, 61, 127])
+def test_pairwise_bars_add_each_column_as_numpy_adds_one(n_bars: int) -> None:
+    """`_pairwise_bars` restates numpy's pairwise sum of a lone column for many columns at once:
+    every column's bits are numpy's sum of that column alone (magnitudes spread over ten decades,
+    where the order of the additions shows), in a [quantities, bars, columns] block."""
+    rng = np.random.default_rng(n_bars)
+    x = rng.standard_normal((3, n_bars, 9)) * 10.0 ** rng.uniform(-5, 5, (3, n_bars, 9))
+    x[0, :, 0] = -0.0  # a column of negative zeros sums to +0 either way
+    alone = np.array([[np.add.reduce(np.ascontiguousarray(x[q, :, j])) for j in range(9)] for q in range(3)])
+    assert _pairwise_bars(x).tobytes() == alone.tobytes()
+    assert np.add.reduce(x, axis=-2).tobytes() != alone.tobytes()  # numpy's own many-column sum differs
+
+
+def test_windows_are_each_window_alone_bit_for_bit() -> None:
+    """`features_hot_windows` gives every window the bits `features_hot_latest` gives it alone (one
+    symbol, no info), whatever windows sit beside it: holes, zero volume, flat bars, a zero
+    close, a missing regime bar; and `with_info` adds the info as the latest path does."""
+    rng = np.random.default_rng(23)
+    for _ in range(20):
+        plain = random_bars(rng, WINDOW, 16)
+        block = np.stack([plain.open, plain.high, plain.low, plain.close, plain.volume], axis=-1)
+        block[rng.random(block.shape[:2]) < 0.05] = np.nan
+        block[rng.random(block.shape[:2]) < 0.05, 4] = 0.0
+        flat = rng.random(block.shape[:2]) < 0.05
+        block[flat, :4] = block[flat, 3:4]
+        block[rng.integers(0, WINDOW), rng.integers(0, 16), 3] = 0.0
+        btc = random_bars(rng, WINDOW, 16).close
+        btc[rng.random(btc.shape) < 0.02] = np.nan
+        rows = features_hot_windows(BarMatrix(*(block[..., k] for k in range(5))), btc)
+        for j in range(16):
+            info = random_info(rng, (1,))
+            alone = features_hot_latest(BarMatrix(*(block[:, j : j + 1, k] for k in range(5))), info, btc[:, j])
+            assert with_info(rows[j], info).tobytes() == alone.tobytes()
 
 
 @pytest.mark.parametrize(

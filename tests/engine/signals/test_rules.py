@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from engine.config.sections.trading import SignalSettings
+from engine.config.sections.trading import SignalSettings, ml_min_score_in_force
 from engine.domain import SignalDecision
 from engine.signals.features import FEATURE_INDEX, FEATURE_NAMES
-from engine.signals.rules import Rule, SignalRules, _Table
+from engine.signals.rules import Rule, RuleOutcome, SignalRules, _Table, entry_rules, exit_rules
 
 SETTINGS = SignalSettings()
 PASSING = {
@@ -106,9 +107,12 @@ def test_bad_rule_is_rejected(feature: str, op: str) -> None:
         Rule("x", feature, op, 1.0)
 
 
+_NUMPY_OPS = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}
+
+
 def test_rule_table_compares_like_each_operator() -> None:
-    """`_Table` turns upper bounds into negated lower bounds: every pass must be the operator's
-    own, on ties, infinities, signed zeros and NaN (which never passes)."""
+    """`_Table` compares in Python: every pass must be numpy's operator's own, on ties,
+    infinities, signed zeros and NaN (which never passes)."""
     rng = np.random.default_rng(5)
     specials = np.array([0.0, -0.0, 0.5, -0.5, math.inf, -math.inf, math.nan])
     rules = [Rule(f"r{k}", FEATURE_NAMES[k], op, t) for k, (op, t) in enumerate(
@@ -116,11 +120,99 @@ def test_rule_table_compares_like_each_operator() -> None:
     )]  # fmt: skip
     x = rng.choice(specials, size=(200, len(FEATURE_NAMES)))
     values, passed = _Table(rules).evaluate(x)
-    ops = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}
     for j, rule in enumerate(rules):
         column = x[:, FEATURE_INDEX[rule.feature]]
-        assert values[:, j].tobytes() == column.tobytes()
-        assert passed[:, j].tolist() == ops[rule.op](column, rule.threshold).tolist()
+        assert np.array([v[j] for v in values]).tobytes() == column.tobytes()
+        with np.errstate(invalid="ignore"):
+            assert [p[j] for p in passed] == _NUMPY_OPS[rule.op](column, rule.threshold).tolist()
+
+
+def _numpy_table(rules: Sequence[Rule], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[symbols, rules] values and passes, by numpy's comparisons (the straightforward way)."""
+    values = np.column_stack([x[:, FEATURE_INDEX[r.feature]] for r in rules])
+    with np.errstate(invalid="ignore"):
+        passed = np.column_stack([_NUMPY_OPS[r.op](values[:, j], r.threshold) for j, r in enumerate(rules)])
+    return values, passed
+
+
+def _said(values: np.ndarray, passed: np.ndarray, names: list[str], exit_mode: bool) -> list[tuple[object, ...]]:
+    """Per symbol: the decision, the rules that said no, every pass, every journaled value."""
+    out: list[tuple[object, ...]] = []
+    for vs, ok in zip(values.tolist(), passed.tolist(), strict=True):
+        failed = [n for n, p in zip(names, ok, strict=True) if not p]
+        if exit_mode:
+            decision = SignalDecision.EXIT if failed else SignalDecision.HOLD
+        else:
+            decision = SignalDecision.SKIP if failed else SignalDecision.ENTER
+        out.append((decision, failed, ok, [v if math.isfinite(v) else None for v in vs]))
+    return out
+
+
+def _decided(outcomes: Sequence[RuleOutcome]) -> list[tuple[object, ...]]:
+    return [
+        (o.decision, [n for n, p in o.passed.items() if not p], list(o.passed.values()), [c["value"] for c in o.checks])
+        for o in outcomes
+    ]
+
+
+def _rows(rng: np.random.Generator, picks: dict[str, list[float]], n: int = 400) -> np.ndarray:
+    """Random feature rows whose rule features sit at, around and beyond the thresholds, or NaN."""
+    x = rng.normal(0.0, 1.0, (n, len(FEATURE_NAMES)))
+    for name, choices in picks.items():
+        x[:, FEATURE_INDEX[name]] = rng.choice(np.array(choices), n)
+    return x
+
+
+def test_exit_is_numpy_s_table() -> None:
+    """`SignalRules.exit`: every decision, pass and journaled value is what numpy's comparisons
+    give (a NaN rule value holds; the reversal needs a long wick on a falling bar)."""
+    rules, s = SignalRules(SETTINGS), SETTINGS
+    x = _rows(np.random.default_rng(9), {
+        "ret_5": [s.exit_fade_ret_5, -0.0, 0.0, 0.01, -0.05, math.nan, math.inf, -math.inf],
+        "heat": [s.exit_heat_below, 0.0, 99.0, 10.0, math.nan],
+        "upper_wick": [s.exit_upper_wick, 0.0, 0.99, math.nan],
+        "ret_1": [0.0, -0.0, -0.01, 0.01, math.nan],
+    })  # fmt: skip
+    table = exit_rules(s)
+    values, held = _numpy_table(table, x)
+    wick, ret1 = x[:, FEATURE_INDEX["upper_wick"]], x[:, FEATURE_INDEX["ret_1"]]
+    passed = np.column_stack([held | np.isnan(values), ~((wick >= s.exit_upper_wick) & (ret1 < 0))])
+    expected = _said(np.column_stack([values, wick]), passed, [*(r.name for r in table), "reversal"], exit_mode=True)
+    assert _decided(rules.exit(x)) == expected
+    assert {e[0] for e in expected} == {SignalDecision.EXIT, SignalDecision.HOLD}
+
+
+@pytest.mark.parametrize("ml", [False, True], ids=["rules", "ml-score"])
+def test_entry_is_numpy_s_table(ml: bool) -> None:
+    """`SignalRules.entry`: every decision, pass and journaled value is what numpy's comparisons
+    give, the cooldown and the model's score (NaN fails; a listing too young passes, unasked)
+    included."""
+    rules, s = SignalRules(SETTINGS), SETTINGS
+    rng = np.random.default_rng(10)
+    x = _rows(rng, {
+        "heat": [70.0, 69.9, 95.0, math.nan], "ret_5": [s.min_ret_5, 0.0, 0.05, math.nan],
+        "ret_1": [s.min_ret_1, -0.0, 0.01], "vol_ratio_20": [s.min_vol_ratio_20, 1.0, 9.0, math.inf],
+        "ret_60": [s.max_ret_60, 0.5, -0.1, -math.inf], "vwap_dist_60": [s.max_vwap_dist_60, 0.2, 0.0, math.nan],
+    })  # fmt: skip
+    since = rng.choice(np.array([math.inf, float(s.cooldown_ms), 1.0]), len(x))
+    scores = rng.choice(np.array([0.1, 0.6, 0.9, math.nan]), len(x)) if ml else None
+    ages = rng.choice(np.array([math.nan, 5.0, 300.0]), len(x))
+    table = entry_rules(s, 70.0)
+    values, passed = _numpy_table(table, x)
+    values, passed = np.column_stack([values, since]), np.column_stack([passed, since >= s.cooldown_ms])
+    names = [*(r.name for r in table), "cooldown"]
+    if scores is not None:
+        young = ages < 60
+        threshold = ml_min_score_in_force(s.ml_min_score, 0.55)
+        values = np.column_stack([values, np.where(young, np.nan, scores)])
+        passed = np.column_stack([passed, young | ((scores >= threshold) & ~np.isnan(scores))])
+        names.append("ml_score")
+    got = rules.entry(
+        x, min_heat=70.0, since_last_action_ms=since, ml_scores=scores, ml_calibrated=0.55, ml_youngest_listing=60,
+        listing_bars=ages,
+    )  # fmt: skip
+    assert _decided(got) == _said(values, passed, names, exit_mode=False)
+    assert {o.decision for o in got} == {SignalDecision.ENTER, SignalDecision.SKIP}
 
 
 def test_outcomes_without_checks_decide_alike() -> None:
