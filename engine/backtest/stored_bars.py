@@ -86,7 +86,7 @@ class StoredBars:
             out[rows, k] = column[lo:hi]
 
     def latest_features(self, symbol: str, regime: str, bar_ms: int) -> FloatArray | None:
-        """`symbol`'s features alone at `bar_ms` against the `regime` symbol's closes, as
+        """`symbol`'s features at `bar_ms` against the `regime` symbol's closes, as
         `features_hot_latest` gives them over `window([symbol, regime], bar_ms)` without info
         (`with_info` adds it): a [features] row. None where that read would not be whole (the
         core may not read a bar of it yet) or its first bar is missing (a listing may begin in

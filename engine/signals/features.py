@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -356,7 +356,9 @@ class _BatchReducer:
 
 
 class _LatestReducer:
-    """The last bar's value only; windows longer than the history give NaN."""
+    """The last bar's value only; windows longer than the history give NaN. Sums add each
+    column as a lone one (`_pairwise_bars`): a symbol's features are its own, whoever is asked
+    beside it."""
 
     def at(self, x: FloatArray) -> FloatArray:
         return np.asarray(x[-1], np.float64)
@@ -365,13 +367,13 @@ class _LatestReducer:
         return x[-1 - h] if h < x.shape[0] else np.full(x.shape[1:], np.nan)
 
     def sum(self, x: FloatArray, n: int) -> FloatArray:
-        return x[-n:].sum(axis=0) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
+        return _pairwise_bars(x[-n:]) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
 
     def max(self, x: FloatArray, n: int) -> FloatArray:
         return x[-n:].max(axis=0) if n <= x.shape[0] else np.full(x.shape[1:], np.nan)
 
     def total(self, x: FloatArray) -> FloatArray:
-        return np.asarray(x.sum(axis=0), np.float64)
+        return _pairwise_bars(x)
 
     def running_max(self, x: FloatArray) -> FloatArray:
         return np.asarray(x.max(axis=0), np.float64)
@@ -462,23 +464,18 @@ _LAGS = np.array([WINDOW - 1 - h for h in RETURN_HORIZONS], np.intp)
 _BTC_LAGS = np.array([WINDOW - 16, WINDOW - 61], np.intp)
 _INFO_ROWS = slice(FEATURE_INDEX["heat"], FEATURE_INDEX["coin_age_days"] + 1)  # `_INFO_FIELDS`, in order
 
-# Sums over the bars axis (-2) of a [..., bars, columns] block, for `_latest_window`.
-_BarSums = Callable[[FloatArray], FloatArray]
-
-
-def _add_bars(x: FloatArray) -> FloatArray:
-    """numpy's own sum: pairwise for one column, bar by bar for several (`_latest_window`)."""
-    return np.asarray(np.add.reduce(x, axis=-2), np.float64)
-
-
 def _pairwise_bars(x: FloatArray) -> FloatArray:
-    """Every column summed as numpy sums a one-column block (`_add_bars` of one symbol): eight
-    running sums over the bars, element i in sum i mod 8, combined as ((0+1)+(2+3))+((4+5)+(6+7)),
-    then the last bars (fewer than eight) added one by one. `features_hot_windows` computes many
-    windows side by side and must give each the bits it gets alone, whatever its neighbours;
-    numpy would add several columns bar by bar. For 8 to 128 bars (`_latest_window`'s 14, 20
-    and 60); the test pins it against numpy's one-column sums."""
+    """The sums over the bars (axis -2) of a [..., bars, columns] block, every column added as
+    numpy adds a lone column: eight running sums over the bars, element i in sum i mod 8,
+    combined as ((0+1)+(2+3))+((4+5)+(6+7)), then the last bars (fewer than eight) one by one;
+    fewer than eight bars, one by one. numpy adds several columns bar by bar instead, so a
+    symbol's features would depend on which symbols were asked with it (a coin's entry on
+    whether another was hot that minute); this way a column's bits are its own, and
+    `features_hot_windows` can compute many windows side by side. For up to 128 bars (the latest
+    path's windows); the test pins it against numpy's one-column sums."""
     n, width = x.shape[-2], x.shape[-1]
+    if n < 8:
+        return np.asarray(np.add.reduce(x, axis=-2), np.float64)  # one by one, one column or many
     whole = n - n % 8
     lanes = np.add.reduce(x[..., :whole, :].reshape(*x.shape[:-2], whole // 8, 8, width), axis=-3)  # [..., 8, cols]
     pairs = lanes[..., 0::2, :] + lanes[..., 1::2, :]
@@ -488,18 +485,15 @@ def _pairwise_bars(x: FloatArray) -> FloatArray:
     return out
 
 
-def _latest_window(
-    bars: BarMatrix, info: CandidateInfo | None, btc_close: FloatArray, out: FloatArray, sums: _BarSums = _add_bars
-) -> None:
+def _latest_window(bars: BarMatrix, info: CandidateInfo | None, btc_close: FloatArray, out: FloatArray) -> None:
     """`_assemble` over the latest reducer for exactly `WINDOW` bars (what the stage always
     reads), written into `out` ([features, symbols]). The live and backtest path asks this for
     one or two symbols at a time, where each numpy call costs a microsecond whatever its size:
     the same operations element for element, stacked into a few calls (the sums of one window
     length are one reduction over a [quantities, bars, symbols] block, the divisions of one
     kind one division), come to a third of `_assemble`'s calls with identical results
-    (`tests/engine/signals/test_features.py` pins them equal). A block's sum adds each column in
-    the order a [bars, symbols] one does, pairwise for one symbol and bar by bar for more
-    (`sums`: `_pairwise_bars` adds every column as one symbol alone). `btc_close` is [bars]
+    (`tests/engine/signals/test_features.py` pins them equal). A block's sum adds each column as
+    one symbol alone (`_pairwise_bars`). `btc_close` is [bars]
     (one regime for every symbol) or [bars, symbols] (`features_hot_windows`: each column its
     own bar); `info` None leaves the info rows NaN. Under the caller's `np.errstate`."""
     o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
@@ -521,11 +515,11 @@ def _latest_window(
     np.divide(c[-20:], np.where(prev == 0, nan, prev), out=r1)
     r1 -= 1.0
     np.multiply(r1, r1, out=b20[3])
-    s60, s20 = sums(b60), sums(b20)
+    s60, s20 = _pairwise_bars(b60), _pairwise_bars(b20)
     p14, h14, lo14 = prev[-14:], h[-14:], lo[-14:]
     hl = h14 - lo14
     true_range = np.fmax(hl, np.fmax(np.abs(h14 - p14), np.abs(lo14 - p14)))
-    atr = sums(np.where(np.isnan(p14), nan, true_range)) / 14.0
+    atr = _pairwise_bars(np.where(np.isnan(p14), nan, true_range)) / 14.0
     span_t = hl[-1]
     # vol_ratio_20, vol_ratio_60, vwap 20 and 60, bar_range, atr_14, range_atr: one `_div`.
     num = np.array((v_t, v_t, s20[1], s60[1], span_t, atr, span_t))
@@ -549,15 +543,15 @@ def _latest_window(
     out[16] = np.sqrt(np.maximum(s20[3] / 20.0 - mean * mean, 0.0))
     out[17] = rets[8]
     out[_INFO_ROWS] = np.nan if info is None else info.arrays()
-    # The regime: BTC's 15- and 60-bar returns and its 60-bar volatility, pairwise sums as ever
-    # (a [bars, 1] column, broadcast over the symbols).
+    # The regime: BTC's 15- and 60-bar returns and its 60-bar volatility (a [bars, 1] column,
+    # broadcast over the symbols).
     btc = btc_close.reshape(WINDOW, -1)
     btc_prev = btc[-61:-1]
     br = np.empty((2, 60, btc.shape[1]))
     np.divide(btc[-60:], np.where(btc_prev == 0, nan, btc_prev), out=br[0])
     br[0] -= 1.0
     np.multiply(br[0], br[0], out=br[1])
-    bs = sums(br) / 60.0
+    bs = _pairwise_bars(br) / 60.0
     lag = btc.take(_BTC_LAGS, axis=0)
     out[28:30] = btc[-1] / np.where(lag == 0, nan, lag) - 1.0
     out[30] = np.sqrt(np.maximum(bs[1] - bs[0] * bs[0], 0.0))
@@ -690,22 +684,23 @@ def features_hot_windows(bars: BarMatrix, btc_close: FloatArray) -> FloatArray:
     """Many one-symbol windows at once: `bars` and `btc_close` are [WINDOW, windows], each
     column a symbol's last `WINDOW` bars and the regime's beside them, at any bar. The result,
     [windows, features], holds in each row exactly what `features_hot_latest` gives that window
-    alone, without info or listings (the info columns NaN: `with_info` adds them). A backtest,
+    alone, without info or listings (the info columns NaN: `with_info` adds them), as it gives it
+    beside any other symbols (`_pairwise_bars`). A backtest,
     which holds the bars ahead, computes a symbol's next minutes in one call this way instead
     of a call a minute, where each numpy call costs about as much for one window as for many."""
     if bars.close.shape != (WINDOW, bars.close.shape[1]) or btc_close.shape != bars.close.shape:
         raise MarketDataError(f"features_hot_windows needs [{WINDOW}, windows] bars and regime, got {bars.close.shape}")
     columns = np.empty((len(FEATURE_NAMES), bars.close.shape[1]), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        _latest_window(bars, None, btc_close, columns, _pairwise_bars)
+        _latest_window(bars, None, btc_close, columns)
     return np.ascontiguousarray(columns.T)
 
 
-def with_info(row: FloatArray, info: CandidateInfo) -> FloatArray:
-    """`features_hot_latest` of one symbol ([1, features]) from its `features_hot_windows` row
-    and its info ([1] arrays)."""
-    out = row.reshape(1, -1).copy()
-    out[0, _INFO_ROWS] = np.concatenate(info.arrays())
+def with_info(rows: Sequence[FloatArray], info: CandidateInfo) -> FloatArray:
+    """`features_hot_latest` ([symbols, features]) from each symbol's `features_hot_windows` row
+    and their info ([symbols] arrays)."""
+    out = np.array(rows)
+    out[:, _INFO_ROWS] = np.array(info.arrays()).T
     return out
 
 

@@ -84,8 +84,8 @@ class SignalStage:
         # Features by their exact inputs, shared by backtests of one window (optimize's trials,
         # `engine.backtest.reuse`): None live, where no question is ever asked twice.
         self.memo: FeatureMemo | None = None
-        # A backtest's store computes a symbol's features for its next bars at once (each one's
-        # bits as computed alone): one-symbol asks are served from it. None live.
+        # A backtest's store computes a symbol's features for its next bars at once: the asks
+        # are served from it. None live.
         self._ahead = history if isinstance(history, FeaturesAhead) else None
 
     def bar_of(self, now_ms: int) -> int:
@@ -112,15 +112,30 @@ class SignalStage:
             known = self.memo.get(key)
             if known is not None:
                 return known
-        row = None
-        if len(symbols) == 1 and self._ahead is not None:
-            row = self._ahead.latest_features(symbols[0], self.settings.regime_symbol, bar_ms)
-        x, ages = (with_info(row, info), _NO_AGES) if row is not None else self._compute(symbols, info, bar_ms, listed_ms)
+        rows = self._ahead_rows(symbols, bar_ms)
+        if rows is not None:
+            x, ages = with_info(rows, info), np.full(len(symbols), np.nan)
+        else:
+            x, ages = self._compute(symbols, info, bar_ms, listed_ms)
         if self.memo is not None and key is not None:
             x.setflags(write=False)  # shared with later runs: nobody may write into it
             ages.setflags(write=False)
             self.memo[key] = (x, ages)
         return x, ages
+
+    def _ahead_rows(self, symbols: Sequence[str], bar_ms: int) -> list[FloatArray] | None:
+        """Every symbol's row from the store's blocks (`FeaturesAhead`), or None when any is
+        not there (live, a listing's window): a symbol's features do not depend on the others
+        asked with it, so a call's rows are those of its symbols asked alone."""
+        if self._ahead is None:
+            return None
+        rows = []
+        for symbol in symbols:
+            row = self._ahead.latest_features(symbol, self.settings.regime_symbol, bar_ms)
+            if row is None:
+                return None
+            rows.append(row)
+        return rows
 
     def _compute(
         self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray
@@ -353,8 +368,6 @@ class SignalStage:
 
 
 _BAR_RANGE = FEATURE_NAMES.index("bar_range")
-_NO_AGES = np.full(1, np.nan)  # one symbol without a listing's window (`_features`); never written
-_NO_AGES.setflags(write=False)
 # A cold candidate's skip (`SignalStage._cold`) fails the heat rule alone. Both are read only
 # (`Signal.rules` is a Mapping, the payload only the tap reads), so built once.
 _COLD_RULES: Mapping[str, bool] = {"heat": False}

@@ -15,6 +15,7 @@ from engine.signals.features import (
     WINDOW,
     BarMatrix,
     CandidateInfo,
+    Listings,
     _assemble,
     _latest_window,
     _LatestReducer,
@@ -121,10 +122,33 @@ def test_pairwise_bars_add_each_column_as_numpy_adds_one(n_bars: int) -> None:
     assert np.add.reduce(x, axis=-2).tobytes() != alone.tobytes()  # numpy's own many-column sum differs
 
 
+def test_a_symbol_s_features_are_its_own_whoever_is_asked_beside_it() -> None:
+    """`features_hot_latest` of a symbol asked alone, or beside others in any order: the same bits
+    (numpy would add several columns bar by bar, one alone pairwise), for a full window, a
+    short history and a listing's since-listing values."""
+    rng = np.random.default_rng(31)
+    for n_bars in (WINDOW, 30, 90):
+        bars = random_bars(rng, n_bars, 5)
+        bars.close[: n_bars // 3, 4] = np.nan  # a listing: its bars begin inside the window
+        for field in ("open", "high", "low", "volume"):
+            getattr(bars, field)[: n_bars // 3, 4] = np.nan
+        info = random_info(rng, (5,))
+        btc = random_bars(rng, n_bars, 1).close[:, 0]
+        listings = Listings(np.array([np.nan, np.nan, np.nan, np.nan, n_bars // 3]), 5)
+        together = features_hot_latest(bars, info, btc, listings)
+        for order in ([4], [2], [1, 4], [4, 0, 3], [3, 2, 1, 0]):
+            cols = np.array(order)
+            part = features_hot_latest(
+                bars.columns(cols), CandidateInfo(*(a[cols] for a in info.arrays())), btc,
+                Listings(listings.first_row[cols], listings.min_bars),
+            )  # fmt: skip
+            assert part.tobytes() == together[cols].tobytes(), (n_bars, order)
+
+
 def test_windows_are_each_window_alone_bit_for_bit() -> None:
-    """`features_hot_windows` gives every window the bits `features_hot_latest` gives it alone (one
-    symbol, no info), whatever windows sit beside it: holes, zero volume, flat bars, a zero
-    close, a missing regime bar; and `with_info` adds the info as the latest path does."""
+    """`features_hot_windows` gives every window the bits `features_hot_latest` gives it (no info),
+    whatever windows sit beside it: holes, zero volume, flat bars, a zero close, a missing
+    regime bar; and `with_info` adds the info as the latest path does."""
     rng = np.random.default_rng(23)
     for _ in range(20):
         plain = random_bars(rng, WINDOW, 16)
@@ -140,7 +164,7 @@ def test_windows_are_each_window_alone_bit_for_bit() -> None:
         for j in range(16):
             info = random_info(rng, (1,))
             alone = features_hot_latest(BarMatrix(*(block[:, j : j + 1, k] for k in range(5))), info, btc[:, j])
-            assert with_info(rows[j], info).tobytes() == alone.tobytes()
+            assert with_info([rows[j]], info).tobytes() == alone.tobytes()
 
 
 @pytest.mark.parametrize(
