@@ -253,6 +253,24 @@ def test_sorted_union_is_the_distinct_values_in_order() -> None:
     assert got.tolist() == np.unique(np.concatenate(runs)).tolist()
 
 
+@pytest.mark.parametrize(
+    "shift",
+    [0, MIN // 2],  # every value on the minute grid (the bitmap), or one pair off it (the merge)
+)
+def test_sorted_union_on_a_grid_is_the_merges_union(shift: int) -> None:
+    """`sorted_union` with the timeframe marks a bitmap of the grid instead of sorting: the same
+    values, in the same order and type, as `np.unique`; off the grid, or on one too sparse for
+    a bitmap, it merges as without the timeframe."""
+    rng = np.random.default_rng(5)
+    runs = [T0 + MIN * np.unique(rng.integers(start, 3000, size)) for start, size in ((0, 2500), (700, 900), (2999, 1))]
+    runs += [np.zeros(0, np.int64), T0 + MIN * rng.integers(0, 3000, 40) + shift]  # unsorted, with repeats
+    want = np.unique(np.concatenate(runs))
+    got = sorted_union(runs, MIN)
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    sparse = [np.array([T0, T0 + 10**6 * MIN]), np.array([T0 + MIN])]
+    assert sorted_union(sparse, MIN).tolist() == [T0, T0 + MIN, T0 + 10**6 * MIN]
+
+
 def test_append_refuses_a_batch_that_would_leave_a_hole(tmp_path: Path) -> None:
     """Two collects racing on one file could store candles 0-4 and then 2,000 later ones with
     nothing between, silently, and the replay reads the hole as an exchange outage. Candles are
