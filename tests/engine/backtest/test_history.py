@@ -232,7 +232,11 @@ def test_columns_read_from_arrow_buffers_are_exact(tmp_path: Path) -> None:
     path = tmp_path / "DOGE_USDT-1m.parquet"
     pq.write_table(pa.table({"timestamp_ms": ts, "close": close}), path)
     read = read_columns(path, ["timestamp_ms", "close"])
-    assert np.array_equal(column_array(read, "close", pa.float64()), close)
+    view = column_array(read, "close", pa.float64())
+    assert np.array_equal(view, close) and np.array_equal(view, read.column("close").to_pylist())
+    assert not view.flags.writeable  # a view of the kept table, not a copy: nobody may write into it
+    with pytest.raises(ValueError, match="read-only"):
+        view[0] = 0.0
     table = pa.concat_tables([read.slice(0, 300), read.slice(300, 300), read.slice(600)])
     assert table.column("close").num_chunks == 3
     assert np.array_equal(column_array(table, "timestamp_ms", pa.int64()), ts)
