@@ -420,13 +420,44 @@ def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> His
         first[s], last[s] = int(ts[0]), int(ts[-1])
         opens[s] = ts
         rows += len(ts)
-    return HistoryIndex(timeframe, tuple(symbols), first, last, rows, sorted_union(list(opens.values())), opens)
+    data_opens = sorted_union(list(opens.values()), timeframe_ms(timeframe))
+    return HistoryIndex(timeframe, tuple(symbols), first, last, rows, data_opens, opens)
 
 
-def sorted_union(runs: list[IntArray]) -> IntArray:
-    """The sorted distinct values of the arrays (`np.unique` of them all). Fast when each is
-    sorted already, as open times are: the stable sort merges the runs, 5x faster than
-    `np.unique` hashing a month of 34 pairs' 1.37 M open times."""
+def sorted_union(runs: list[IntArray], step: int | None = None) -> IntArray:
+    """The sorted distinct values of the arrays (`np.unique` of them all).
+
+    With `step` (the timeframe, for open times), values all on one grid of that step are
+    marked in a bitmap of the grid's slots (`_grid_union`): no sort at all, ~10x faster than
+    the merge below on a month of 34 pairs' 1.37 M open times. Otherwise (or off the grid) the
+    stable sort merges the runs, fast when each is sorted already, as open times are: 5x
+    faster than `np.unique` hashing them."""
+    if step is not None:
+        on_grid = _grid_union(runs, step)
+        if on_grid is not None:
+            return on_grid
     merged = np.sort(np.concatenate(runs), kind="stable")
     out: IntArray = merged[np.r_[True, merged[1:] != merged[:-1]]]
+    return out
+
+
+def _grid_union(runs: list[IntArray], step: int) -> IntArray | None:
+    """`sorted_union` by a bitmap of the `step` grid from the smallest value to the largest, or
+    None where it does not fit: a value off the grid of the smallest one, or a grid more than
+    four times longer than the values (a sparse span would cost more than the sort)."""
+    present = [r for r in runs if len(r)]
+    if not present:
+        return None
+    lo = min(int(r.min()) for r in present)
+    hi = max(int(r.max()) for r in present)
+    slots = (hi - lo) // step + 1
+    if slots > 4 * sum(len(r) for r in present) + 1024:
+        return None
+    seen = np.zeros(slots, np.bool_)
+    for r in present:
+        slot, off_grid = np.divmod(r - lo, step)
+        if off_grid.any():
+            return None
+        seen[slot] = True
+    out: IntArray = np.flatnonzero(seen) * step + lo
     return out

@@ -330,9 +330,9 @@ def on_tick(prices: Any, mul: Any, div: Any) -> Any:
     return k * mul / div
 
 
-def quotes(price: Any, mul: Any, div: Any, smul: Any, sdiv: Any, quote_volume_24h: Any) -> tuple[Any, Any, Any, Any]:
-    """(bid, bid_qty, ask, ask_qty) around `price` on tick (`mul / div`), lots of `smul / sdiv`:
-    spread and displayed size from the 24 h quote volume; element-wise, any shape."""
+def bid_ask(price: Any, mul: Any, div: Any, quote_volume_24h: Any) -> tuple[Any, Any]:
+    """`quotes`' bid and ask alone, what a ticker shows: a replay tape's day of tickers skips
+    the sizes (a third of the arithmetic, both backtest processes)."""
     spread = np.minimum(
         np.maximum(SPREAD_K / np.sqrt(np.maximum(quote_volume_24h, 1.0)), SPREAD_MIN),
         SPREAD_MAX,
@@ -340,7 +340,13 @@ def quotes(price: Any, mul: Any, div: Any, smul: Any, sdiv: Any, quote_volume_24
     k = np.rint(price * div / mul)
     bid_k = np.maximum(np.floor(k * (1.0 - 0.5 * spread)), 1.0)
     ask_k = np.maximum(np.ceil(k * (1.0 + 0.5 * spread)), bid_k + 1.0)
-    bid, ask = bid_k * mul / div, ask_k * mul / div
+    return bid_k * mul / div, ask_k * mul / div
+
+
+def quotes(price: Any, mul: Any, div: Any, smul: Any, sdiv: Any, quote_volume_24h: Any) -> tuple[Any, Any, Any, Any]:
+    """(bid, bid_qty, ask, ask_qty) around `price` on tick (`mul / div`), lots of `smul / sdiv`:
+    spread and displayed size from the 24 h quote volume; element-wise, any shape."""
+    bid, ask = bid_ask(price, mul, div, quote_volume_24h)
     depth = np.minimum(np.maximum(quote_volume_24h * DEPTH_SHARE, DEPTH_MIN), DEPTH_MAX)
     bid_qty = np.maximum(np.floor(depth / bid * sdiv / smul), 1.0) * smul / sdiv
     ask_qty = np.maximum(np.floor(depth / ask * sdiv / smul), 1.0) * smul / sdiv

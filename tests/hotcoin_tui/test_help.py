@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from hotcoin_tui.cli import app
+from hotcoin_tui.cli import app, command_only
+from hotcoin_tui.commands.help_format import WrappedCommandsGroup
 
 
 def command_paths() -> list[list[str]]:
@@ -43,3 +46,42 @@ def test_help_wraps_within_the_width_and_cuts_nothing(path: list[str], columns: 
     names = set(text.split())
     missing = [opt for opt in option_names(path) if opt not in names and f"{opt}," not in text]
     assert not missing, f"cut or missing from help: {missing}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *([*path, "--help"] for path in command_paths()),
+        [],
+        ["backtst"],
+        ["--help", "backtest"],
+        ["backtest", "--no-such-option"],
+        ["backtest", "--data"],
+        ["backtest", "--from", "2021-04-01", "--to", "nope", "--data", "/nonexistent/candles"],
+        ["collect"],
+        ["config", "nope"],
+        ["journal"],
+        ["sim-exchange", "--port", "x"],
+    ],
+    ids=lambda a: " ".join(a) or "hotcoin",
+)
+def test_a_command_alone_answers_as_the_whole_app(args: list[str]) -> None:
+    """`hotcoin CMD ...` runs the app's group built with CMD alone (`command_only`, ~30 ms of
+    typer's building saved): its help, usage errors and refusals are the whole app's, word for
+    word; no command or an unknown one gets the whole app."""
+    alone = command_only(args)
+    if not args or args[0].startswith("-") or args[0] == "backtst":
+        assert alone is app
+    else:
+        assert isinstance(alone, WrappedCommandsGroup) and list(alone.commands) == [args[0]]
+    assert _run(alone, args) == _run(typer.main.get_command(app), args)
+
+
+def _run(command: Callable[..., Any], args: list[str]) -> tuple[object, bytes, bytes]:
+    """(exit status, stdout, stderr) of a click command run on `args`, as `hotcoin` runs it."""
+    with CliRunner().isolation(env={"COLUMNS": "100"}) as (out, err, _):
+        try:
+            command(args=args, prog_name="hotcoin")
+        except SystemExit as stop:
+            return stop.code, out.getvalue(), err.getvalue()
+    raise AssertionError("a click command in standalone mode always exits")

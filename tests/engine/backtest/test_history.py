@@ -232,7 +232,11 @@ def test_columns_read_from_arrow_buffers_are_exact(tmp_path: Path) -> None:
     path = tmp_path / "DOGE_USDT-1m.parquet"
     pq.write_table(pa.table({"timestamp_ms": ts, "close": close}), path)
     read = read_columns(path, ["timestamp_ms", "close"])
-    assert np.array_equal(column_array(read, "close", pa.float64()), close)
+    view = column_array(read, "close", pa.float64())
+    assert np.array_equal(view, close) and np.array_equal(view, read.column("close").to_pylist())
+    assert not view.flags.writeable  # a view of the kept table, not a copy: nobody may write into it
+    with pytest.raises(ValueError, match="read-only"):
+        view[0] = 0.0
     table = pa.concat_tables([read.slice(0, 300), read.slice(300, 300), read.slice(600)])
     assert table.column("close").num_chunks == 3
     assert np.array_equal(column_array(table, "timestamp_ms", pa.int64()), ts)
@@ -251,6 +255,24 @@ def test_sorted_union_is_the_distinct_values_in_order() -> None:
     runs.append(rng.integers(0, 500, 50))  # unsorted, with repeats: still right, only slower
     got = sorted_union(runs)
     assert got.tolist() == np.unique(np.concatenate(runs)).tolist()
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [0, MIN // 2],  # every value on the minute grid (the bitmap), or one pair off it (the merge)
+)
+def test_sorted_union_on_a_grid_is_the_merges_union(shift: int) -> None:
+    """`sorted_union` with the timeframe marks a bitmap of the grid instead of sorting: the same
+    values, in the same order and type, as `np.unique`; off the grid, or on one too sparse for
+    a bitmap, it merges as without the timeframe."""
+    rng = np.random.default_rng(5)
+    runs = [T0 + MIN * np.unique(rng.integers(start, 3000, size)) for start, size in ((0, 2500), (700, 900), (2999, 1))]
+    runs += [np.zeros(0, np.int64), T0 + MIN * rng.integers(0, 3000, 40) + shift]  # unsorted, with repeats
+    want = np.unique(np.concatenate(runs))
+    got = sorted_union(runs, MIN)
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    sparse = [np.array([T0, T0 + 10**6 * MIN]), np.array([T0 + MIN])]
+    assert sorted_union(sparse, MIN).tolist() == [T0, T0 + MIN, T0 + 10**6 * MIN]
 
 
 def test_append_refuses_a_batch_that_would_leave_a_hole(tmp_path: Path) -> None:

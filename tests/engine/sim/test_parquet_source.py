@@ -13,7 +13,14 @@ import pytest
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.market import open_market
-from engine.sim.parquet_source import COLUMNS, ParquetMarket, TableCache, _running_sums, _sliding
+from engine.sim.parquet_source import (
+    COLUMNS,
+    ParquetMarket,
+    TableCache,
+    _Grid,
+    _running_sums,
+    _sliding,
+)
 from engine.sim.rings import WINDOW_MINUTES
 
 M = 60_000
@@ -507,3 +514,33 @@ def test_sliding_extremes_are_each_window_s(rows: int, w: int) -> None:
     for op, reduce in ((np.maximum, np.max), (np.minimum, np.min)):
         want = np.array([reduce(a[i : i + w], axis=0) for i in range(rows - w + 1)])
         np.testing.assert_array_equal(_sliding(a, w, op), want)
+
+
+@pytest.mark.parametrize("chunk", [7, 60, 1440])
+def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(chunk: int) -> None:
+    """`_Grid` chunk by chunk (pairs with every minute copied whole, the others filled) equals
+    the grid built minute by minute: a candle where the file has one, else the last close
+    before it (the first open before any) and no volume. Pairs: whole, listed late, ended
+    early, with an outage, and with a single candle."""
+    rng = np.random.default_rng(chunk)
+    minutes = 200
+    kept = [np.arange(minutes), np.arange(75, minutes), np.arange(0, 130), np.r_[0:50, 64:minutes], np.array([99])]
+    loaded = [
+        (f"P{j}/USDT", G + rows * M, np.abs(rng.normal(1.0, 0.1, (len(rows), 5))))
+        for j, rows in enumerate(kept)
+    ]
+    grid = _Grid(loaded, G // M, chunk)
+    want = np.zeros((5, minutes, len(kept)))
+    for j, (_, ts, values) in enumerate(loaded):
+        rows = dict(zip((ts // M - G // M).tolist(), values, strict=True))
+        last = values[0, 0]
+        for r in range(minutes):
+            if r in rows:
+                want[:, r, j] = rows[r]
+                last = rows[r][3]
+            else:
+                want[:4, r, j] = last
+    for r0 in range(0, minutes, chunk):
+        fields, valid = grid.span(r0, min(r0 + chunk, minutes), len(kept))
+        np.testing.assert_array_equal(fields, want[:, r0 : r0 + chunk])
+        assert valid.sum() == sum(len(np.intersect1d(rows, range(r0, r0 + chunk))) for rows in kept)
