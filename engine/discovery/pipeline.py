@@ -57,7 +57,7 @@ from engine.domain.discovery import Candidate, HeatComponents
 from engine.domain.market import Market
 from engine.domain.slots_init import direct_init
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
-from engine.journal.events import EventSink, make_trace_id
+from engine.journal.events import EventSink, TraceIds, make_trace_id
 
 DAY_MS = 86_400_000
 BLOCK_BATCHES = 60  # batches `push` settles in one pass: past ~60 the per-call cost is gone already
@@ -306,6 +306,7 @@ class Discovery:
         self._emitted: set[str] = set()  # symbols journaled in the current bar
         self._trace_bar = -1
         self._traces: dict[str, str] = {}  # symbol -> trace id in the current bar
+        self._trace_ids = TraceIds(run_id)
         self._last: tuple[HeatFrame, AnomalyScores] | None = None  # the batch settled last
         self._last_pending: Callable[[], _Detail] | None = None  # ...or how to build it (`_settled_last`)
         self._block: _Block | None = None
@@ -655,28 +656,24 @@ class Discovery:
             return make_trace_id(self.run_id, symbol, bar_start)
         trace = self._traces.get(symbol)
         if trace is None:
-            trace = self._traces[symbol] = make_trace_id(self.run_id, symbol, bar_start)
+            trace = self._traces[symbol] = self._trace_ids.of(symbol, bar_start)
         return trace
 
     def _candidate(self, m: _Minute, symbol: str, row: int, rank: int, bar_start: int) -> Candidate:
-        heat, momentum, surge, listing, social, sentiment, acceleration, price, qv, listed, *returns, volume_surge = (
+        heat, momentum, surge, listing, social, sentiment, acceleration, price, qv, listed, r1, r5, r15, r60, vs = (
             m.figures(row)
         )
         now = m.now
         return Candidate(
-            trace_id=self.trace_id(symbol, bar_start),
-            symbol=symbol,
-            ts_ms=now,
-            heat=heat,
-            components=HeatComponents(momentum, surge, listing, social, sentiment, acceleration),
-            rank=rank,
-            price=price,
-            quote_volume_24h=_finite(qv),
-            sources=_SOURCES[(momentum > 0 or surge > 0) + 2 * (listing > 0) + 4 * (social > 0)],
-            coin_age_days=None if listed != listed else max(0.0, (now - listed) / DAY_MS),
-            returns=types.MappingProxyType(dict(zip(RETURN_KEYS, returns, strict=True))),  # NaN: unknown
-            volume_surge=_finite(volume_surge),
-        )
+            self.trace_id(symbol, bar_start), symbol, now, heat,
+            HeatComponents(momentum, surge, listing, social, sentiment, acceleration), rank, price,
+            qv if qv - qv == 0.0 else 0.0,  # `_finite`, inline: NaN and inf give NaN
+            _SOURCES[(momentum > 0 or surge > 0) + 2 * (listing > 0) + 4 * (social > 0)],
+            None if listed != listed else max(0.0, (now - listed) / DAY_MS),
+            # the returns in `RETURN_KEYS` order (NaN: unknown); a literal, not dict(zip()): a third of its cost
+            types.MappingProxyType({"1m": r1, "5m": r5, "15m": r15, "60m": r60}),
+            vs if vs - vs == 0.0 else 0.0,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ journal
     def _journal(self, m: _Minute, bar: int, bar_start: int, snapshot: PoolSnapshot, entered: tuple[str, ...]) -> int:

@@ -140,6 +140,11 @@ class RingState:
     # owner kept them (a `RingBlock`'s timeline: once per slot, not once per batch and slot).
     # The oldest slot's column holds no return of the window: readers leave it out.
     log_return_ring: FloatArray | None = None
+    # (E, R + K) the timelines log_return_ring and log1p_volume_ring are windows of (batch j's:
+    # columns j + 1 .. j + R), where the rings are (`RingBlock.state`): a window's known values
+    # are counted from one cumulative sum along them, not window by window.
+    log_return_line: FloatArray | None = None
+    log1p_volume_line: FloatArray | None = None
 
     def heads(self) -> IntArray:
         """(K,) ring column of each batch's current slot."""
@@ -307,15 +312,19 @@ class RingBlock:
         self._origin[c : c + k_n] = slots - (r - 1)
 
     def state(self) -> RingState:
-        k = self.count
-        p, v, t, lp, lv = self._rings()
-        price, volume, traded, log_price, log_volume_ = (
-            self._windows_of(k) if self._on_lines else (p[:k], v[:k], t[:k], lp[:k], lv[:k])
-        )
+        k, r = self.count, self._windows.history_slots
+        if not self._on_lines:
+            p, v, t = self._price_ring[:k], self._volume_ring[:k], self._traded_ring[:k]
+            lp, lv = self._log_price_ring[:k], self._log1p_volume_ring[:k]
+            return RingState(
+                self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], p, v, lp, lv, t,
+                self._origin[:k],
+            )  # fmt: skip
+        price, volume, traded, log_price, log_volume_ = self._windows_of(k)
         return RingState(
             self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], price, volume, log_price,
-            log_volume_, traded, self._origin[:k],
-            _windows(self._returns_line, k, self._windows.history_slots) if self._on_lines else None,
+            log_volume_, traded, self._origin[:k], _windows(self._returns_line, k, r), self._returns_line[:, : r + k],
+            self._lines[4][:, : r + k],
         )  # fmt: skip
 
 

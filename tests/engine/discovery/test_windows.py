@@ -229,6 +229,13 @@ def _live_layout(state: RingState) -> list[np.ndarray]:
         x = getattr(state, field.name)
         if field.name == "origin":
             continue
+        if field.name in ("log_return_line", "log1p_volume_line"):  # what a timeline's rings are windows of
+            if x is not None:
+                ring = state.log_return_ring if field.name == "log_return_line" else state.log1p_volume_ring
+                assert ring is not None
+                for j in range(len(ring)):
+                    assert np.array_equal(x[:, j + 1 : j + 1 + r], ring[j], equal_nan=True)
+            continue
         if field.name == "log_return_ring":  # a timeline's: the log price ring's differences, where traded
             if x is not None:
                 lp = state.log_price_ring
