@@ -293,7 +293,13 @@ class TraceIds:
     (`tests/engine/journal/test_trace_ids.py` holds the two equal)."""
 
     def __init__(self, *prefix: object) -> None:
+        self._prefix = prefix
         self._hash = hashlib.blake2b("".join(f"{p}\x1f" for p in prefix).encode(), digest_size=8)
+
+    def __reduce__(self) -> tuple[type[TraceIds], tuple[object, ...]]:
+        """Rebuilt from the prefix: a hash object neither pickles nor copies, and the `Discovery`
+        holding this one must stay copyable (`copy.deepcopy`, pickle) as it was."""
+        return TraceIds, self._prefix
 
     def of(self, symbol: str, ts_ms: int) -> str:
         h = self._hash.copy()

@@ -12,6 +12,7 @@ from engine.discovery import Discovery
 from engine.discovery.heat import HeatFrame
 from engine.discovery.listings import Announcement, parse_announcements
 from engine.discovery.pipeline import _SOURCES, _Minute
+from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost, extract_cashtags
 from engine.discovery.windows import RETURN_KEYS
 from engine.domain.discovery import HeatComponents
@@ -366,6 +367,29 @@ def test_a_candidate_carries_what_its_heat_frame_and_scores_say() -> None:
             assert cand.coin_age_days == (None if listed != listed else max(0.0, (cand.ts_ms - listed) / 86_400_000))
             built += 1
     assert built >= 4
+
+
+def test_members_are_journaled_as_emit_candidate_journals_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_emit_members` (inline) journals what `_emit_candidate` member by member journals."""
+
+    def plain(self: Discovery, m: _Minute, snapshot: PoolSnapshot) -> int:
+        emitted = 0
+        for cand in snapshot.candidates:
+            if cand.symbol not in self._emitted:
+                self._emit_candidate(m, cand.symbol, m.index[cand.symbol], cand.trace_id, cand.rank, True)
+                emitted += 1
+        return emitted
+
+    journals = []
+    for emit_members in (Discovery._emit_members, plain):
+        monkeypatch.setattr(Discovery, "_emit_members", emit_members)
+        disc, sink, feed = setup()
+        run(disc, feed, 24)
+        pump(disc, feed, "PEPE/USDT", 4, step=1.03)
+        pump(disc, feed, "ETH/USDT", 6, step=1.02)
+        run(disc, feed, 8)
+        journals.append((sink.events, dict(disc.counters)))
+    assert journals[0][0] and journals[0] == journals[1]
 
 
 @pytest.mark.parametrize(("qv", "surge"), [(5e6, 2.5), (np.nan, np.nan), (np.inf, -np.inf), (0.0, 0.0)])

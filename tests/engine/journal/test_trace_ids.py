@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from engine.journal.events import TraceIds, make_trace_id
@@ -20,3 +23,10 @@ def test_one_trace_ids_serves_many_ids() -> None:
     first = [ids.of(s, t) for s in ("A/USDT", "B/USDT") for t in (0, 60_000)]
     assert first == [ids.of(s, t) for s in ("A/USDT", "B/USDT") for t in (0, 60_000)]
     assert len(set(first)) == 4
+
+
+def test_trace_ids_copy_and_pickle() -> None:
+    """A `Discovery` holding one stays copyable: rebuilt from its prefix, it makes the same ids."""
+    ids = TraceIds("run", 3)
+    for clone in (copy.deepcopy(ids), pickle.loads(pickle.dumps(ids))):
+        assert clone.of("A/USDT", 60_000) == ids.of("A/USDT", 60_000) == make_trace_id("run", 3, "A/USDT", 60_000)
