@@ -15,7 +15,7 @@ from engine.discovery.anomaly import (
     _window_counts,
     robust_center_scale,
 )
-from engine.discovery.heat import RANK_TOP, HeatRanker, saturate
+from engine.discovery.heat import RANK_TOP, HeatRanker, count_higher, saturate
 from engine.discovery.windows import TickerWindows
 from tests.kit.discovery import DAY_MS, TickerFeed
 
@@ -76,6 +76,18 @@ def test_robust_center_scale_given_counts_is_the_same() -> None:
     counts = np.count_nonzero(~np.isnan(x), axis=1)
     for a, b in zip(robust_center_scale(x), robust_center_scale(x, counts=counts), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_count_higher_counts_each_row_strictly_higher_scores() -> None:
+    """`count_higher` (a float32 product) is the pairwise count, ties, -inf and NaN included."""
+    rng = np.random.default_rng(5)
+    score = rng.random((60, 34))
+    score[:, 30:] = -np.inf
+    score[rng.random(score.shape) < 0.3] = 0.0
+    score[0, 3] = np.nan
+    score[1] = 0.5
+    expected = np.count_nonzero(score[:, None, :] > score[:, :, None], axis=2)
+    assert count_higher(score).tolist() == expected.tolist()
 
 
 def detector() -> tuple[TickerWindows, AnomalyDetector, TickerFeed]:
