@@ -91,21 +91,26 @@ class ScoreBlock:
         )
 
 
-def robust_center_scale(x: FloatArray, *, overwrite: bool = False) -> tuple[FloatArray, FloatArray, IntArray]:
+def robust_center_scale(
+    x: FloatArray, *, overwrite: bool = False, counts: IntArray | None = None
+) -> tuple[FloatArray, FloatArray, IntArray]:
     """Row-wise (median, MAD, count) of a 2-D array, ignoring NaN; NaN where a row is empty.
 
     One sort: NaNs sort last, so the median of a row with n values sits at (n-1)//2 and n//2
     of its sorted copy, whatever n is per row (np.nanmedian is 10x slower; np.partition, one
     kth for all rows, 3x slower than the sort on [rows, 64]). The MAD is then a selection, not
     a second sort (`_sorted_mad`). With `overwrite`, `x` itself is sorted: a caller that owns
-    a scratch array spares a [rows, slots] allocation per call.
+    a scratch array spares a [rows, slots] allocation per call. `counts`, each row's non-NaN
+    values where the caller knows them (`_window_counts`), spare counting them here.
     """
     m, r = x.shape
     s = x if overwrite else x.copy()
     s.sort(axis=1)
     # The count as a float32 matrix-vector product of the NaN mask (exact: counts < 2**24),
     # faster than any reduction along rows this short.
-    n: IntArray = r - (np.isnan(s).astype(np.float32) @ np.ones(r, np.float32)).astype(np.intp)
+    n: IntArray = (
+        r - (np.isnan(s).astype(np.float32) @ np.ones(r, np.float32)).astype(np.intp) if counts is None else counts
+    )
     lo = np.maximum((n - 1) // 2, 0)
     hi = n // 2
     flat = s.ravel()
@@ -151,6 +156,19 @@ def _sorted_mad(
     )
     # B[0] is -0.0 where s[hi] is -0.0 and med +0.0; a sort of |s - med| has +0.0 there.
     return np.abs(0.5 * (rank_lo + np.where(hi > lo, rank_hi, rank_lo)))
+
+
+def _window_counts(line: FloatArray, k: int, first: int, last: int) -> IntArray:
+    """The non-NaN values among columns j + first .. j + last of each row of a [row, slot]
+    timeline, for j in [0, k), batch-major ([j, row] flattened: `_baselines`' row order).
+
+    What counting each window's NaNs after its sort gives, from one cumulative sum along the
+    timeline (a block's windows overlap in all but a slot, so counting them one by one read
+    every slot some 60 times)."""
+    known = np.zeros((len(line), line.shape[1] + 1), np.intp)  # [row, c]: known values in columns < c
+    np.cumsum(line == line, axis=1, out=known[:, 1:])  # NaN != NaN
+    out: IntArray = (known[:, last + 1 : last + 1 + k] - known[:, first : first + k]).T.ravel()
+    return out
 
 
 class AnomalyDetector:
@@ -201,13 +219,15 @@ class AnomalyDetector:
 
     def _baselines(
         self, lp: FloatArray, log_volumes: FloatArray, traded: BoolArray, head: int | IntArray,
-        log_returns: FloatArray | None = None,
+        log_returns: FloatArray | None = None, counts: IntArray | None = None,
     ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:  # fmt: skip
         """(return median, return sigma, return count, log-volume median, log-volume sigma,
         log-volume count) of each ring row (the leading axes flattened), from log(price ring), `log_volume(volume ring)` and
         the traded ring; `head` is the current slot's column, one for all rows or one per row.
         `log_returns`, where the caller keeps them (`RingState.log_return_ring`), are what `lp`
-        and `traded` give (the returns into each slot, NaN where untraded): copied, not derived.
+        and `traded` give (the returns into each slot, NaN where untraded): copied, not derived;
+        `counts`, where the caller counted them (`_window_counts`), the known returns then the
+        known log volumes of each row, the head and oldest columns left out as below.
 
         A return into a slot no fresh ticker reached is unknown, not a 0 (see the module doc)."""
         r = lp.shape[-1]
@@ -238,7 +258,7 @@ class AnomalyDetector:
             d[rows, head] = np.nan
             d[rows, (head + 1) % r] = np.nan
             lv[rows, head] = np.nan
-        med, mad, n = robust_center_scale(both, overwrite=True)
+        med, mad, n = robust_center_scale(both, overwrite=True, counts=counts)
         sig = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
         vsig = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
         return med[:m], sig, n[:m], med[m:], vsig, n[m:]
@@ -284,12 +304,20 @@ class AnomalyDetector:
         them (`_keep_last`)."""
         if self.cfg.baseline_refresh_batches != 1:
             raise ValueError("a block of batches is scored only with discovery.anomaly.baseline_refresh_batches = 1")
-        k, e, _ = state.price_ring.shape
-        heads = np.repeat(state.heads(), e)
+        k, e, r = state.price_ring.shape
+        heads = state.heads()
         lp, lv, tr = state.log_price_ring, state.log1p_volume_ring, state.traded_ring
         if lp is None or lv is None or tr is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, heads, state.log_return_ring)
+        counts, head = None, np.repeat(heads, e)
+        if state.log_return_line is not None and state.log1p_volume_line is not None and (heads == r - 1).all():
+            # Windows of timelines (each batch's head their last column, its oldest slot the first):
+            # the known values of every window from one cumulative sum per timeline, and one head.
+            counts = np.concatenate([
+                _window_counts(state.log_return_line, k, 2, r - 1), _window_counts(state.log1p_volume_line, k, 1, r - 1)
+            ])  # fmt: skip
+            head = r - 1
+        med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, head, state.log_return_ring, counts)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n, vn = n.reshape(k, e), vn.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig, vn)

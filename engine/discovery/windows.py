@@ -140,6 +140,11 @@ class RingState:
     # owner kept them (a `RingBlock`'s timeline: once per slot, not once per batch and slot).
     # The oldest slot's column holds no return of the window: readers leave it out.
     log_return_ring: FloatArray | None = None
+    # (E, R + K) the timelines log_return_ring and log1p_volume_ring are windows of (batch j's:
+    # columns j + 1 .. j + R), where the rings are (`RingBlock.state`): a window's known values
+    # are counted from one cumulative sum along them, not window by window.
+    log_return_line: FloatArray | None = None
+    log1p_volume_line: FloatArray | None = None
 
     def heads(self) -> IntArray:
         """(K,) ring column of each batch's current slot."""
@@ -307,15 +312,19 @@ class RingBlock:
         self._origin[c : c + k_n] = slots - (r - 1)
 
     def state(self) -> RingState:
-        k = self.count
-        p, v, t, lp, lv = self._rings()
-        price, volume, traded, log_price, log_volume_ = (
-            self._windows_of(k) if self._on_lines else (p[:k], v[:k], t[:k], lp[:k], lv[:k])
-        )
+        k, r = self.count, self._windows.history_slots
+        if not self._on_lines:
+            p, v, t = self._price_ring[:k], self._volume_ring[:k], self._traded_ring[:k]
+            lp, lv = self._log_price_ring[:k], self._log1p_volume_ring[:k]
+            return RingState(
+                self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], p, v, lp, lv, t,
+                self._origin[:k],
+            )  # fmt: skip
+        price, volume, traded, log_price, log_volume_ = self._windows_of(k)
         return RingState(
             self._slot[:k], self._active[:k], self._last_price[:k], self._low_done[:k], price, volume, log_price,
-            log_volume_, traded, self._origin[:k],
-            _windows(self._returns_line, k, self._windows.history_slots) if self._on_lines else None,
+            log_volume_, traded, self._origin[:k], _windows(self._returns_line, k, r), self._returns_line[:, : r + k],
+            self._lines[4][:, : r + k],
         )  # fmt: skip
 
 
@@ -674,9 +683,7 @@ class TickerWindows:
         # block spans less than a day: `_fits`), so the buckets open first, then the i-th batch
         # of every bucket adds in one step, i = 0, 1, ...: each column sums the same figures in
         # the same order, in a handful of steps instead of one per batch.
-        for bk in dict.fromkeys(buckets):
-            if bk != self._bucket:
-                self._open_bucket(bk)
+        self._open_buckets(buckets)
         runs = np.asarray(buckets)
         starts = np.flatnonzero(np.diff(runs, prepend=runs[0] - 1))  # each bucket's first batch
         nth = np.arange(k_n) - np.repeat(starts, np.diff(starts, append=k_n))  # the batch's place in its bucket
@@ -823,6 +830,24 @@ class TickerWindows:
         since = self._volume_since_ms[rows]
         self._volume_since_ms[rows] = np.where((since == NO_TIME) | (since > volumes.start_ms), volumes.start_ms, since)
         return len(rows)
+
+    def _open_buckets(self, buckets: Sequence[int]) -> None:
+        """`_open_bucket` of each of `buckets` (ascending) not open yet, in turn. Where they follow
+        the open one without a gap (a fold's: a dozen a block), in one step: only the last one's
+        departing volume outlives the others' (a fold reads theirs from the day ring before),
+        and each clears a column of its own."""
+        new = [bk for bk in dict.fromkeys(buckets) if bk != self._bucket]
+        if not new:
+            return
+        if self._bucket < 0 or new[0] != self._bucket + 1 or new[-1] - new[0] != len(new) - 1:
+            for bk in new:
+                self._open_bucket(bk)
+            return
+        e = self.extent
+        cols = np.arange(new[0], new[-1] + 1) % self.day_ring.shape[1]
+        self._departing[:e] = self.day_ring[:e, cols[-1]]
+        self.day_ring[:e, cols] = np.where(self.active[:e], 0.0, np.nan)[:, None]
+        self._bucket = new[-1]
 
     def _open_bucket(self, bucket: int) -> None:
         """Start a day-ring bucket: keep what it held 24 h ago (the volume now leaving the exchange's

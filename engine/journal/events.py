@@ -286,6 +286,27 @@ def make_trace_id(*parts: object) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+class TraceIds:
+    """`make_trace_id(*prefix, symbol, ts_ms)` for the many ids that share their leading parts
+    (a run's: discovery derives one per candidate per bar, some 45,000 a replayed month): the
+    hash of the shared parts is taken once and copied, at about a third of the cost per id
+    (`tests/engine/journal/test_trace_ids.py` holds the two equal)."""
+
+    def __init__(self, *prefix: object) -> None:
+        self._prefix = prefix
+        self._hash = hashlib.blake2b("".join(f"{p}\x1f" for p in prefix).encode(), digest_size=8)
+
+    def __reduce__(self) -> tuple[type[TraceIds], tuple[object, ...]]:
+        """Rebuilt from the prefix: a hash object neither pickles nor copies, and the `Discovery`
+        holding this one must stay copyable (`copy.deepcopy`, pickle) as it was."""
+        return TraceIds, self._prefix
+
+    def of(self, symbol: str, ts_ms: int) -> str:
+        h = self._hash.copy()
+        h.update(f"{symbol}\x1f{ts_ms}".encode())
+        return h.hexdigest()
+
+
 def check(name: str, passed: bool, value: Any = None, threshold: Any = None) -> dict[str, Any]:
     """One filter / rule / risk-check outcome in the shape replay renders."""
     return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold}

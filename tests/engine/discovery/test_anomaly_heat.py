@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from engine.config.sections.discovery import AnomalySection, HeatSection, WindowsSection
-from engine.discovery.anomaly import AnomalyDetector, AnomalyScores, robust_center_scale
-from engine.discovery.heat import RANK_TOP, HeatRanker, saturate
+from engine.discovery.anomaly import (
+    AnomalyDetector,
+    AnomalyScores,
+    _window_counts,
+    robust_center_scale,
+)
+from engine.discovery.heat import RANK_TOP, HeatRanker, count_higher, saturate
 from engine.discovery.windows import TickerWindows
 from tests.kit.discovery import DAY_MS, TickerFeed
 
@@ -46,6 +51,43 @@ def test_robust_center_scale_in_place_is_the_same_and_leaves_x_alone_otherwise()
     in_place = robust_center_scale(x, overwrite=True)
     for a, b in zip(copied, in_place, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("first", "last"), [(2, 63), (1, 63), (0, 7), (3, 3)])
+def test_window_counts_count_each_window_known_values(first: int, last: int) -> None:
+    """`_window_counts` from one cumulative sum is each window's non-NaN count, window by window."""
+    rng = np.random.default_rng(3)
+    k = 60
+    line = rng.standard_normal((7, 64 + k))
+    line[rng.random(line.shape) < 0.3] = np.nan
+    line[2] = np.nan
+    expected = [np.count_nonzero(~np.isnan(line[row, j + first : j + last + 1])) for j in range(k) for row in range(7)]
+    assert _window_counts(line, k, first, last).tolist() == expected
+
+
+def test_robust_center_scale_given_counts_is_the_same() -> None:
+    """Counts the caller knows (`_window_counts`) give what counting the sorted rows gives."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_t(3, size=(60, 64))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[0, :] = np.nan
+    x[1, :] = np.nan
+    x[1, 5] = 1.5
+    counts = np.count_nonzero(~np.isnan(x), axis=1)
+    for a, b in zip(robust_center_scale(x), robust_center_scale(x, counts=counts), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_count_higher_counts_each_row_strictly_higher_scores() -> None:
+    """`count_higher` (a float32 product) is the pairwise count, ties, -inf and NaN included."""
+    rng = np.random.default_rng(5)
+    score = rng.random((60, 34))
+    score[:, 30:] = -np.inf
+    score[rng.random(score.shape) < 0.3] = 0.0
+    score[0, 3] = np.nan
+    score[1] = 0.5
+    expected = np.count_nonzero(score[:, None, :] > score[:, :, None], axis=2)
+    assert count_higher(score).tolist() == expected.tolist()
 
 
 def detector() -> tuple[TickerWindows, AnomalyDetector, TickerFeed]:

@@ -11,8 +11,10 @@ from engine.config.sections.discovery import FiltersSection, ListingsSection, Po
 from engine.discovery import Discovery
 from engine.discovery.heat import HeatFrame
 from engine.discovery.listings import Announcement, parse_announcements
-from engine.discovery.pipeline import _SOURCES
+from engine.discovery.pipeline import _SOURCES, _Minute
+from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost, extract_cashtags
+from engine.discovery.windows import RETURN_KEYS
 from engine.domain.discovery import HeatComponents
 from engine.domain.ticker import TickerBatch
 from engine.journal.events import make_trace_id
@@ -365,6 +367,54 @@ def test_a_candidate_carries_what_its_heat_frame_and_scores_say() -> None:
             assert cand.coin_age_days == (None if listed != listed else max(0.0, (cand.ts_ms - listed) / 86_400_000))
             built += 1
     assert built >= 4
+
+
+def test_members_are_journaled_as_emit_candidate_journals_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_emit_members` (inline) journals what `_emit_candidate` member by member journals."""
+
+    def plain(self: Discovery, m: _Minute, snapshot: PoolSnapshot) -> int:
+        emitted = 0
+        for cand in snapshot.candidates:
+            if cand.symbol not in self._emitted:
+                self._emit_candidate(m, cand.symbol, m.index[cand.symbol], cand.trace_id, cand.rank, True)
+                emitted += 1
+        return emitted
+
+    journals = []
+    for emit_members in (Discovery._emit_members, plain):
+        monkeypatch.setattr(Discovery, "_emit_members", emit_members)
+        disc, sink, feed = setup()
+        run(disc, feed, 24)
+        pump(disc, feed, "PEPE/USDT", 4, step=1.03)
+        pump(disc, feed, "ETH/USDT", 6, step=1.02)
+        run(disc, feed, 8)
+        journals.append((sink.events, dict(disc.counters)))
+    assert journals[0][0] and journals[0] == journals[1]
+
+
+@pytest.mark.parametrize(("qv", "surge"), [(5e6, 2.5), (np.nan, np.nan), (np.inf, -np.inf), (0.0, 0.0)])
+def test_a_candidate_is_built_as_its_figures_say(qv: float, surge: float) -> None:
+    """`Discovery._candidate` (figures unpacked by name, the returns as a literal, finiteness
+    inline) builds what the figures give the plain way: returns in `RETURN_KEYS` order, a
+    volume that is not finite as 0.0, the bar's `make_trace_id`."""
+    disc, _, _ = setup()
+    now, listed = 1_617_235_230_000, 1_617_000_000_000.0
+    figures = [61.5, 0.4, 0.3, 0.2, 0.0, 0.0, 0.1, 1.25, qv, listed, 0.01, np.nan, -0.02, 0.5, surge]
+    table = np.array([figures])
+    minute = _Minute(
+        now, 1, ["PEPE/USDT"], {"PEPE/USDT": 0}, table[:, 0], np.zeros(1, np.int64), [0], [], lambda: table,
+        lambda: None,  # type: ignore[arg-type, return-value]
+    )  # fmt: skip
+    bar_start = now - now % 60_000
+    disc._trace_bar = now // 60_000
+    cand = disc._candidate(minute, "PEPE/USDT", 0, 3, bar_start)
+    assert cand.trace_id == make_trace_id("r1", "PEPE/USDT", bar_start)
+    assert (cand.symbol, cand.ts_ms, cand.heat, cand.rank, cand.price) == ("PEPE/USDT", now, 61.5, 3, 1.25)
+    assert cand.components == HeatComponents(0.4, 0.3, 0.2, 0.0, 0.0, 0.1)
+    assert repr(dict(cand.returns)) == repr(dict(zip(RETURN_KEYS, figures[10:14], strict=True)))
+    assert cand.quote_volume_24h == (qv if np.isfinite(qv) else 0.0)
+    assert cand.volume_surge == (surge if np.isfinite(surge) else 0.0)
+    assert cand.coin_age_days == (now - listed) / 86_400_000 and cand.sources == ("ticker", "listing")
 
 
 @pytest.mark.parametrize("bits", range(8))

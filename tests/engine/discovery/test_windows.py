@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -229,6 +230,13 @@ def _live_layout(state: RingState) -> list[np.ndarray]:
         x = getattr(state, field.name)
         if field.name == "origin":
             continue
+        if field.name in ("log_return_line", "log1p_volume_line"):  # what a timeline's rings are windows of
+            if x is not None:
+                ring = state.log_return_ring if field.name == "log_return_line" else state.log1p_volume_ring
+                assert ring is not None
+                for j in range(len(ring)):
+                    assert np.array_equal(x[:, j + 1 : j + 1 + r], ring[j], equal_nan=True)
+            continue
         if field.name == "log_return_ring":  # a timeline's: the log price ring's differences, where traded
             if x is not None:
                 lp = state.log_price_ring
@@ -341,3 +349,22 @@ def test_sliding_fmin_is_the_nan_skipping_minimum_of_every_window(w: int) -> Non
     x[1, 10:40] = np.nan  # some windows empty
     expected = np.fmin.reduce(np.lib.stride_tricks.sliding_window_view(x, w, axis=1), axis=2)
     np.testing.assert_array_equal(sliding_fmin(x, w), expected)
+
+
+@pytest.mark.parametrize("opened", [[1, 2, 3], [0, 1, 2, 3, 4], [1, 1, 2, 2, 3], [2, 3], [5, 6, 7], [40, 41], []])
+def test_open_buckets_is_open_bucket_in_turn(opened: list[int]) -> None:
+    """`_open_buckets` (consecutive buckets in one step) leaves what `_open_bucket` of each
+    bucket not open yet, in turn, leaves: gaps and a first bucket go the plain way."""
+    feed = TickerFeed(["A/USDT", "B/USDT", "C/USDT"], noise=0.01)
+    a = windows(slot_ms=MIN, volume_bucket_ms=MIN, history_slots=64)
+    for _ in range(30):
+        a.update(feed.batch())
+    a.active[1] = False  # an inactive row's column opens NaN
+    a.day_ring[:3] = np.arange(3 * a.day_ring.shape[1], dtype=np.float32).reshape(3, -1)
+    b = copy.deepcopy(a)
+    base = a._bucket
+    a._open_buckets([base + k for k in opened])
+    for bk in dict.fromkeys(base + k for k in opened):
+        if bk != b._bucket:
+            b._open_bucket(bk)
+    _same_windows(a, b)
