@@ -58,6 +58,7 @@ from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost
 from engine.domain import Market, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.discovery import Candidate, HeatComponents
+from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 
@@ -160,7 +161,10 @@ def _dumps(obj: object) -> bytes:
 
 
 class _RecordingSink:
-    """Discovery's sink in the child: keeps each event for the parent's tap to emit."""
+    """Discovery's sink in the child: keeps each event for the parent's tap to emit. A payload
+    someone keeps is validated and serialised here (`encoded`): what crosses the pipe is its
+    JSON text, which the parent's journal writes as is, rather than nested dicts pickled on
+    one side and unpickled and serialised again on the trading side, the slower one."""
 
     def __init__(self, keeps_payloads: bool) -> None:
         self._keeps = keeps_payloads
@@ -180,7 +184,7 @@ class _RecordingSink:
         symbol: str | None = None,
         cause: int | None = None,
     ) -> int:
-        self.events.append((kind, ts_ms, payload, trace_id, symbol))
+        self.events.append((kind, ts_ms, encode(kind, ts_ms, payload) if self._keeps else payload, trace_id, symbol))
         return len(self.events)  # discovery never reads the seq; the parent's tap assigns the real one
 
     def take(self) -> tuple[Event, ...]:

@@ -6,7 +6,8 @@
         await journal.wait_writable()   # the runtime, between cycles
 
 `emit` is synchronous and cheap: it validates the event against the contract, serialises the
-payload (orjson), assigns the next `seq` from an in-memory counter (initialised on open from the
+payload (orjson; an `encoded.Encoded` payload was both where it was made, and its text is
+written as is), assigns the next `seq` from an in-memory counter (initialised on open from the
 highest seq in the main file and every archive, so seqs never repeat across restarts) and
 appends to the current batch. A malformed event raises `EventValidationError` and is counted in
 `stats.rejected[kind]`; nothing is ever dropped silently.
@@ -91,7 +92,6 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import orjson
 
 from engine.config.sections.journal import JournalSection
 from engine.domain import OrderPurpose
@@ -104,6 +104,7 @@ from engine.errors import (
 )
 from engine.execution.client_ids import parse_client_order_id
 from engine.journal import rotation, wal
+from engine.journal.encoded import Encoded, dumps
 from engine.journal.events import validate_event
 from engine.journal.files import (
     IDENTITY_KEY,
@@ -343,7 +344,13 @@ class Journal:
         if self._closed or self._closing:
             raise JournalError(f"journal {self.path} is closed; open it again before emitting")
         try:
-            v = validate_event(kind, ts_ms, payload)
+            if type(payload) is Encoded and payload.kind == kind:  # validated and serialised where it was made
+                v, text = payload.v, payload.text
+                if type(ts_ms) is not int or ts_ms < 0:
+                    raise EventValidationError(f"{kind}: ts_ms must be a non-negative int (epoch ms), got {ts_ms!r}")
+            else:
+                v = validate_event(kind, ts_ms, payload)
+                text = dumps(kind, payload)
             if trace_id is not None and type(trace_id) is not str:
                 raise EventValidationError(f"{kind}: trace_id must be a str or None, got {type(trace_id).__name__}")
             if symbol is not None and type(symbol) is not str:
@@ -352,12 +359,6 @@ class Journal:
                 raise EventValidationError(
                     f"{kind}: cause must be the seq of an earlier event (1..{self._seq}), got {cause!r}"
                 )
-            try:
-                text = orjson.dumps(payload, default=_json_default).decode()
-            except orjson.JSONEncodeError as exc:
-                raise EventValidationError(
-                    f"{kind}: payload is not JSON-serialisable ({exc}); send decimals as strings"
-                ) from None
         except EventValidationError:
             self.stats.rejected[kind] += 1
             raise
@@ -935,12 +936,6 @@ def _outcome_of(kind: str, payload: Mapping[str, Any]) -> str | None:
     if kind == "risk_check":
         return None if payload["approved"] else "rejected"
     return None if payload["accepted"] else "rejected"  # candidate_snapshot
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 async def _first_row(conn: aiosqlite.Connection, trace_id: str, below: int) -> int | None:

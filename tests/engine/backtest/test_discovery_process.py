@@ -133,12 +133,24 @@ def _broken(sink: EventSink) -> Discovery:
     raise ValueError("discovery could not be built: a broken config")
 
 
+_SNAPSHOT = {"heat": 1.0, "components": {}, "rank": 1, "price": 1.0, "filters": [], "accepted": False}
+
+
 class _JournalsOnMarkets(Discovery):
     """A discovery that journals between batches, which the parent could not place."""
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
         assert self.sink is not None
-        self.sink.emit("candidate_snapshot", ts_ms=now_ms, payload={})
+        self.sink.emit("candidate_snapshot", ts_ms=now_ms, payload=_SNAPSHOT)
+        return super().on_markets(markets, now_ms)
+
+
+class _JournalsMalformed(Discovery):
+    """A discovery that journals a payload the contract refuses."""
+
+    def on_markets(self, markets: Iterable[Market], now_ms: int) -> list[ListingEvent]:
+        assert self.sink is not None
+        self.sink.emit("candidate_snapshot", ts_ms=now_ms, payload={"heat": 1.0})
         return super().on_markets(markets, now_ms)
 
 
@@ -146,6 +158,16 @@ def test_events_journaled_between_batches_stop_the_run(config: HotcoinConfig, st
     with (
         _start(config, store, lambda sink: _JournalsOnMarkets(config.discovery, sink)) as process,
         pytest.raises(DiscoveryProcessError, match=r"(?s)journaled candidate_snapshot outside a batch"),
+    ):
+        process.next_result()
+
+
+def test_a_malformed_event_is_refused_in_the_child_as_the_journal_refuses_it(config: HotcoinConfig, store: Path) -> None:
+    """The child validates and serialises what it sends (`encoded`): an event the parent's
+    journal would refuse is refused there, by the same contract, and the run stops."""
+    with (
+        _start(config, store, lambda sink: _JournalsMalformed(config.discovery, sink)) as process,
+        pytest.raises(DiscoveryProcessError, match=r"(?s)EventValidationError: candidate_snapshot: payload lacks required field 'components'"),
     ):
         process.next_result()
 
