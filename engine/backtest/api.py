@@ -63,7 +63,7 @@ async def run_backtest(
         make_folder(journal_path.parent, "the journal's folder", "point --journal at a file in a folder you can write in")
         with journal_lock(journal_path):  # a backtest into a running engine's journal would collide its seqs
             refuse_used_journal(journal_path)
-            async with Journal.open(journal_path, config.journal) as journal:
+            async with Journal.open(journal_path, config.journal, scratch=True) as journal:  # its own new file
                 with replay_gc():
                     runner = BacktestRunner(config, data_dir, journal, run_id=run_id, model=model)
                     result = await runner.run(start_ms, end_ms, progress=progress, benchmark=True)

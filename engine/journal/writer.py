@@ -16,7 +16,8 @@ One long-lived aiosqlite connection (WAL) is written by one background task: a b
 when it reaches `batch_size` events or has waited `flush_interval_ms`, then written with
 `executemany` in one transaction together with the `traces` summary rows it touches. A crash
 therefore loses at most the batches not yet committed (`last_flushed_seq` says how far the file
-is), and never corrupts the file.
+is), and never corrupts the file (a backtest's own new file, written as `scratch`, may be
+damaged instead: see `open`).
 
 Back-pressure: `emit` never blocks and never drops. `await wait_writable()` returns at once
 while fewer than `max_pending` events are unwritten; above that it waits until the writer has
@@ -125,7 +126,9 @@ from engine.journal.schema import (
     PRAGMAS,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
+    SCRATCH_PRAGMAS,
     UPSERT_TRACE,
+    WAL,
     bucket_in,
     check_schema_version,
 )
@@ -251,6 +254,8 @@ class Journal:
         # What a damaged -wal found at open took from the journal, in one line (`_keep_damaged_wal`);
         # None when it had nothing to take. The runtime journals it as a `risk_event` and tells the owner.
         self.wal_damage: str | None = None
+        # Written as a run's own new file (`open(scratch=True)`), until close puts it back in WAL.
+        self.scratch = False
 
     @classmethod
     @asynccontextmanager
@@ -261,10 +266,15 @@ class Journal:
         *,
         rotation_check_s: float = 60.0,
         spill_dir: Path | None = None,
+        scratch: bool = False,
     ) -> AsyncIterator[Journal]:
         """Open (creating if needed) the journal at `path`; closing flushes everything.
         `spill_dir`: where unwritten events go if the writer fails and the journal's own
-        folder cannot take them either."""
+        folder cannot take them either. `scratch`: the caller made this file for one run that
+        only it writes (a backtest's, which refuses a journal holding events): found empty, it
+        is written without a -wal or syncs (`schema.SCRATCH_PRAGMAS`: a crash mid-run may
+        damage this file alone) and put back in WAL on close. A journal holding events is
+        never written so, scratch or not."""
         path = await asyncio.to_thread(_real, Path(path))  # the file, not the link or the words that named it
         spill_dir = None if spill_dir is None else await asyncio.to_thread(_real, spill_dir)
         settings = settings or JournalSection()
@@ -282,6 +292,9 @@ class Journal:
             except ArchiveWriteError as exc:  # the events are all still in the main file: open on
                 resumed, stuck = None, exc
             last = await _highest_seq(conn, path)
+            scratch = scratch and last == 0
+            for stmt in SCRATCH_PRAGMAS if scratch else ():
+                await conn.execute(stmt)
             file_id = await asyncio.to_thread(_file_id, path)  # SQLite made the file; it holds it open from here on
         except sqlite3.Error as exc:
             await conn.close()
@@ -294,6 +307,7 @@ class Journal:
         journal = cls(path, conn, settings, last, rotation_check_s, spill_dir, journal_id)
         journal.wal_damage = wal_damage
         journal.file_id = file_id
+        journal.scratch = scratch
         journal._task = asyncio.create_task(journal._run(), name=f"journal-writer:{path.name}")
         try:
             if stuck is not None:
@@ -849,6 +863,15 @@ class Journal:
         _mark_restored(files)
         log.warning("journal %s: took back %d event(s) a failed writer saved in %s", self.path, len(todo), ", ".join(map(str, files)))
 
+    async def _back_to_wal(self) -> None:
+        """A scratch journal, written, in WAL as every journal is: readers open it as any other.
+        A writer that failed may have left SQLite unable to switch; the file then stays in
+        rollback mode, which every reader reads as well (its events are on disk or spilled)."""
+        try:
+            await self._conn.execute(WAL)
+        except sqlite3.Error as exc:
+            log.warning("journal %s: left in rollback mode (%s); it reads the same", self.path, exc)
+
     def _spill_note(self) -> str:
         """Where the unwritten events are, for the error: the spill files, or why there are none."""
         if self._spilled_seq >= self._seq:
@@ -863,6 +886,8 @@ class Journal:
         try:
             if self._task is not None:
                 await self._task
+            if self.scratch:
+                await self._back_to_wal()
         finally:
             self._closed = True
             await self._conn.close()
