@@ -66,6 +66,7 @@ class _Table:
         self.names = [r.name for r in rules]
         self.thresholds = [r.threshold for r in rules]
         self.columns = [FEATURE_INDEX[r.feature] for r in rules]
+        self._gather = np.array(self.columns, np.intp)  # take() with an index array: a fancy index with a list converts it each call
         self._tests = [(_OPS[r.op], r.threshold) for r in rules]
 
     def passes(self, values: Sequence[float]) -> list[bool]:
@@ -74,7 +75,7 @@ class _Table:
 
     def evaluate(self, features: FloatArray) -> tuple[list[list[float]], list[list[bool]]]:
         """[symbols, rules] values and whether each passed."""
-        values: list[list[float]] = features[:, self.columns].tolist()
+        values: list[list[float]] = features.take(self._gather, axis=1).tolist()
         return values, [self.passes(row) for row in values]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +22,7 @@ from engine.signals.features import (
     _LatestReducer,
     _pairwise_bars,
     feature_dict,
+    feature_dicts,
     feature_schema_hash,
     features_hot,
     features_hot_latest,
@@ -235,6 +237,23 @@ def test_feature_dict_names_every_column_and_nulls_nan() -> None:
     assert list(d) == list(FEATURE_NAMES)
     assert d["ret_1"] is None
     assert d["ret_3"] == 1.0
+
+
+def test_feature_dicts_are_the_numpy_boxing_s() -> None:
+    """`feature_dicts` tests each value in Python: the same floats (signed zeros, infinities
+    too) and the same None for each NaN as boxing the matrix to objects and masking its NaNs."""
+    rng = np.random.default_rng(5)
+    for rows in (1, 2, 7):
+        x = rng.normal(size=(rows, len(FEATURE_NAMES)))
+        x[rng.random(x.shape) < 0.2] = np.nan
+        x[0, :3] = (-0.0, np.inf, -np.inf)
+        boxed = x.astype(object)
+        boxed[np.isnan(x)] = None
+        want = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in boxed.tolist()]
+        got = feature_dicts(x)
+        assert [list(d.items()) for d in got] == [list(d.items()) for d in want]
+        assert [[type(v) for v in d.values()] for d in got] == [[type(v) for v in d.values()] for d in want]
+        assert math.copysign(1.0, got[0]["ret_1"]) == -1.0  # -0.0 kept
 
 
 def test_bar_history_window_matches_fed_candles_and_marks_gaps() -> None:
