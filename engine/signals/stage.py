@@ -43,7 +43,7 @@ from engine.signals.rules import RuleOutcome, SignalRules, model_too_young
 from engine.signals.scorer import NullScorer, Scorer
 
 # The inputs of one `_features` call -> its rows and each symbol's bars since listing.
-FeatureMemo = dict[tuple[object, ...], tuple[FloatArray, FloatArray]]
+FeatureMemo = dict[tuple[object, ...], tuple[FloatArray, FloatArray | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +95,12 @@ class SignalStage:
 
     def _features(
         self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray | None = None
-    ) -> tuple[FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, FloatArray | None]:
         """Feature rows of `symbols` at `bar_ms`, and each one's bars since listing where its
-        window features are since-listing ones (NaN elsewhere). `listed_ms`: when discovery
-        dated each symbol's listing, NaN (or None for all) where it knows of none."""
+        window features are since-listing ones (NaN elsewhere), None where no symbol's are (the
+        rules then look for no listing details: most asks, every one a store's blocks serve).
+        `listed_ms`: when discovery dated each symbol's listing, NaN (or None for all) where it
+        knows of none."""
         key: tuple[object, ...] | None = None
         min_bars = self.settings.listing_min_bars
         if listed_ms is None:
@@ -114,12 +116,13 @@ class SignalStage:
                 return known
         rows = self._ahead_rows(symbols, bar_ms)
         if rows is not None:
-            x, ages = with_info(rows, info), np.full(len(symbols), np.nan)
+            x, ages = with_info(rows, info), None
         else:
             x, ages = self._compute(symbols, info, bar_ms, listed_ms)
         if self.memo is not None and key is not None:
             x.setflags(write=False)  # shared with later runs: nobody may write into it
-            ages.setflags(write=False)
+            if ages is not None:
+                ages.setflags(write=False)
             self.memo[key] = (x, ages)
         return x, ages
 
@@ -139,7 +142,7 @@ class SignalStage:
 
     def _compute(
         self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, FloatArray | None]:
         """`_features` from a window read: the live path, and what a store's blocks leave."""
         min_bars = self.settings.listing_min_bars
         # One gather for the symbols and the regime symbol together: a window read costs about
@@ -149,15 +152,14 @@ class SignalStage:
         bars = BarMatrix(both.open[:, :n], both.high[:, :n], both.low[:, :n], both.close[:, :n], both.volume[:, :n])
         # A listing's bars begin inside the window, so its first row is missing there: a window
         # without a hole in that row holds no listing (most reads), as `Listings.in_window`
-        # would find at ten times the cost, its NaN ages the same.
+        # would find at ten times the cost.
         listings = (
             Listings.in_window(bars.close, listed_ms, bar_ms, self._tf_ms, min_bars)
             if min_bars and np.isnan(bars.close[0]).any() and np.isfinite(listed_ms).any()
             else None
         )
         x = features_hot_latest(bars, info, both.close[:, n], listings)
-        ages = np.full(n, np.nan) if listings is None else listings.ages(bars.n_bars)
-        return x, ages
+        return x, None if listings is None else listings.ages(bars.n_bars)
 
     def evaluate_entries(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -226,3 +227,20 @@ def test_outcomes_without_checks_decide_alike() -> None:
     ]:
         assert [(o.decision, o.reason, o.passed) for o in full] == [(o.decision, o.reason, o.passed) for o in lean]
         assert all(o.checks for o in full) and not any(o.checks for o in lean)
+
+
+@pytest.mark.parametrize("ml", [False, True], ids=["rules", "production-model"])
+def test_no_listing_ages_decide_and_say_as_all_nan_ones(ml: bool) -> None:
+    """The stage passes no ages (None) where no symbol's features are since-listing ones, the
+    store's blocks every time: outcomes, checks and details must be those of all-NaN ages."""
+    rng = np.random.default_rng(11)
+    x = np.stack([row(ret_5=float(v)) for v in rng.normal(0.01, 0.01, 6)])
+    x[1, FEATURE_INDEX["ret_1"]] = math.nan
+    kw: dict[str, Any] = {
+        "min_heat": 70.0,
+        "since_last_action_ms": rng.uniform(0, 4e6, 6),
+        "ml_scores": rng.random(6) if ml else None,
+        "ml_youngest_listing": 30,
+    }
+    rules = SignalRules(SETTINGS)
+    assert rules.entry(x, listing_bars=None, **kw) == rules.entry(x, listing_bars=np.full(6, np.nan), **kw)
