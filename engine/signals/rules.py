@@ -108,12 +108,6 @@ def exit_rules(settings: SignalSettings) -> tuple[Rule, ...]:
     )
 
 
-def _value_rows(values: list[list[float]]) -> list[list[float | None]]:
-    """[symbols, rules] values, each unknown one (or 'never') as None: JSON has neither NaN nor
-    infinity, so the journal says null."""
-    return [[v if math.isfinite(v) else None for v in row] for row in values]
-
-
 def model_too_young(listing_bars: FloatArray | None, youngest: int, n: int) -> BoolArray:
     """[n]: which symbols are listings younger than `youngest` bars, the youngest listing a
     production model was trained on (`Scorer.youngest_listing_bars`). Its score there would
@@ -227,14 +221,16 @@ def _outcomes(
 ) -> list[RuleOutcome]:
     """One outcome per row of [symbols, rules] `values` and `passed` (the rules in `names`
     order); without `checks`, their check dicts are left out."""
-    value_rows = _value_rows(values) if checks else None
     out: list[RuleOutcome] = []
+    isfinite = math.isfinite
     for i, ok in enumerate(passed):
         said: list[dict[str, Any]] = []
-        if value_rows is not None:
+        if checks:
+            # An unknown value (or 'never') as None: JSON has neither NaN nor infinity, so the
+            # journal says null.
             said = [
-                {"name": name, "passed": p, "value": v, "threshold": t}
-                for name, p, v, t in zip(names, ok, value_rows[i], thresholds, strict=True)
+                {"name": name, "passed": p, "value": v if isfinite(v) else None, "threshold": t}
+                for name, p, v, t in zip(names, ok, values[i], thresholds, strict=True)
             ]
             if details:
                 for check in said:
