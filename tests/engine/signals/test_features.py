@@ -253,7 +253,8 @@ def test_feature_dicts_are_the_numpy_boxing_s() -> None:
         got = feature_dicts(x)
         assert [list(d.items()) for d in got] == [list(d.items()) for d in want]
         assert [[type(v) for v in d.values()] for d in got] == [[type(v) for v in d.values()] for d in want]
-        assert math.copysign(1.0, got[0]["ret_1"]) == -1.0  # -0.0 kept
+        zero = got[0]["ret_1"]
+        assert zero == 0.0 and math.copysign(1.0, zero) == -1.0  # -0.0 kept
 
 
 def test_bar_history_window_matches_fed_candles_and_marks_gaps() -> None:
