@@ -20,6 +20,7 @@ from engine.sim.parquet_source import (
     _Grid,
     _running_sums,
     _sliding,
+    _tick_exponent,
 )
 from engine.sim.rings import WINDOW_MINUTES
 
@@ -525,13 +526,10 @@ def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(chunk: 
     rng = np.random.default_rng(chunk)
     minutes = 200
     kept = [np.arange(minutes), np.arange(75, minutes), np.arange(0, 130), np.r_[0:50, 64:minutes], np.array([99])]
-    loaded = [
-        (f"P{j}/USDT", G + rows * M, np.abs(rng.normal(1.0, 0.1, (len(rows), 5))))
-        for j, rows in enumerate(kept)
-    ]
-    grid = _Grid(loaded, G // M, chunk)
+    stacked = [(f"P{j}/USDT", G + rows * M, np.abs(rng.normal(1.0, 0.1, (len(rows), 5)))) for j, rows in enumerate(kept)]
+    grid = _Grid([(s, ts, tuple(values.T)) for s, ts, values in stacked], G // M, chunk)  # a file's columns, as read
     want = np.zeros((5, minutes, len(kept)))
-    for j, (_, ts, values) in enumerate(loaded):
+    for j, (_, ts, values) in enumerate(stacked):
         rows = dict(zip((ts // M - G // M).tolist(), values, strict=True))
         last = values[0, 0]
         for r in range(minutes):
@@ -544,3 +542,16 @@ def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(chunk: 
         fields, valid = grid.span(r0, min(r0 + chunk, minutes), len(kept))
         np.testing.assert_array_equal(fields, want[:, r0 : r0 + chunk])
         assert valid.sum() == sum(len(np.intersect1d(rows, range(r0, r0 + chunk))) for rows in kept)
+
+
+@pytest.mark.parametrize("decimals", [0, 2, 4, 8, 10])
+def test_a_pairs_tick_is_the_finest_decimal_of_its_first_prices(decimals: int) -> None:
+    """`_tick_exponent` over a file's columns as read: the finest decimal its first 5,000
+    rows' prices use (volume aside), at most `MAX_DECIMALS`, as over the rows stacked."""
+    rng = np.random.default_rng(decimals)
+    values = np.round(rng.uniform(0.5, 2.0, (6000, 5)), min(decimals, 8))
+    values[5000:, :4] = 1.0 + 1e-12  # past the sample: not looked at
+    values[:, 4] = rng.uniform(0, 1, 6000)  # volume: not a price
+    sample = values[:5000, :4].ravel()
+    want = next((-d for d in range(9) if np.array_equal(np.round(sample, d), sample)), -8)
+    assert _tick_exponent(tuple(values.T)) == want == -min(decimals, 8)
