@@ -12,6 +12,7 @@ import pytest
 
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError, MarketDataError
+from engine.sim import parquet_source
 from engine.sim.market import open_market
 from engine.sim.parquet_source import (
     COLUMNS,
@@ -21,6 +22,7 @@ from engine.sim.parquet_source import (
     _running_sums,
     _sliding,
     _tick_exponent,
+    read_candles,
 )
 from engine.sim.rings import WINDOW_MINUTES
 
@@ -555,3 +557,39 @@ def test_a_pairs_tick_is_the_finest_decimal_of_its_first_prices(decimals: int) -
     sample = values[:5000, :4].ravel()
     want = next((-d for d in range(9) if np.array_equal(np.round(sample, d), sample)), -8)
     assert _tick_exponent(tuple(values.T)) == want == -min(decimals, 8)
+
+
+def test_a_kept_files_candles_are_checked_once_and_a_bad_or_new_one_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`read_candles` checks a kept table's candles once (`_PASSED`) and reads the same
+    candles as when it checks every time; a file not kept (just written) or rewritten is
+    checked again, and a bad one fails at every read, with each reader's advice."""
+    checked: list[Path] = []
+    check = parquet_source._check_candles
+
+    def counting(path: Path, *args: object) -> None:
+        checked.append(path)
+        check(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parquet_source, "_check_candles", counting)
+    path = tmp_path / "AAA_USDT-1m.parquet"
+    rows = candles(5, 1.0, 1)
+    write(path, np.arange(G, G + 5 * M, M), rows)
+    first = read_candles(path, "1m")
+    read_candles(path, "1m")
+    assert len(checked) == 2  # just written: not kept, so checked each time
+    _settled(path)
+    kept = [read_candles(path, "1m") for _ in range(3)]
+    assert len(checked) == 3
+    with pytest.raises(MarketDataError, match="not aligned to 5m"):  # another timeframe: another verdict
+        read_candles(path, "5m")
+    for got in kept:
+        for a, b in zip(got, first, strict=True):
+            np.testing.assert_array_equal(a, b)
+    rows[3, 2] = -1.0  # a rewrite with a bad low
+    write(path, np.arange(G, G + 5 * M, M), rows)
+    _settled(path)
+    for fix in ("the market's advice", "the store's advice"):
+        with pytest.raises(MarketDataError, match=rf"\(row 3\); {fix}"):
+            read_candles(path, "1m", fix=fix)
