@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,8 @@ class ParquetMarket(RingMarket):
         self._has_trades = False
         self._step_ms = settings.step_ms
         self._all_symbols = symbols
-        self._first_open = [float(prices[0, 0]) for _, _, prices in loaded]
-        self._tick_exps = [_tick_exponent(prices) for _, _, prices in loaded]
+        self._first_open = [float(columns[0][0]) for _, _, columns in loaded]
+        self._tick_exps = [_tick_exponent(columns) for _, _, columns in loaded]
         self._events = _read_events(Path(directory) / "events.csv", set(symbols))
         self._listings = tuple(
             ListingEvent(s, int(m) * MINUTE_MS, o)
@@ -664,6 +665,26 @@ def read_candles(
         o, h, lo, c, v = (column_array(table, col, pa.float64()) for col in COLUMNS[1:])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
         raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); {fix or 're-collect it'}") from exc
+    passed = (id(table), timeframe)
+    if _PASSED.get(passed) is not table:
+        _check_candles(path, timeframe, fix, ts, o, h, lo, c, v)
+        _PASSED[passed] = table
+    return ts, o, h, lo, c, v
+
+
+# The kept tables (`TABLES`) whose candles passed `read_candles`' checks, by table and timeframe:
+# a backtest reads each file three times (index, replay market, candle series), and the checks
+# cost ~0.6 ms a file each time. Keyed on the table object itself (its id, its identity checked:
+# an entry goes with its table), so a file read again (rewritten, or too fresh to be kept) is
+# checked again; a file that failed is never entered, and fails again with its reader's advice.
+_PASSED: weakref.WeakValueDictionary[tuple[int, str], pa.Table] = weakref.WeakValueDictionary()
+
+
+def _check_candles(
+    path: Path, timeframe: str, fix: str | None, ts: IntArray, o: FloatArray, h: FloatArray, lo: FloatArray,
+    c: FloatArray, v: FloatArray,
+) -> None:  # fmt: skip
+    """`read_candles`' checks: a file with no candles or a bad one is named, with the row."""
     if len(ts) == 0:
         raise MarketDataError(f"{path}: no candles; {fix or 'delete it or re-collect it'}")
     step = timeframe_ms(timeframe)
@@ -677,13 +698,17 @@ def read_candles(
     if found is not None:
         row, what = found
         raise MarketDataError(f"{path}: {what} (row {row}); {fix or 'fix or remove the file'}")
-    return ts, o, h, lo, c, v
 
 
-def _read(path: Path, quote: str) -> tuple[str, IntArray, FloatArray]:
-    """(symbol, open times, (rows, 5) OHLCV) of one 1m file, checked (`read_candles`)."""
+Columns = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]  # open, high, low, close, volume
+
+
+def _read(path: Path, quote: str) -> tuple[str, IntArray, Columns]:
+    """(symbol, open times, its OHLCV columns) of one 1m file, checked (`read_candles`): the
+    columns as they are read, views of the kept table (`column_array`), not stacked into a
+    (rows, 5) copy, which cost 20-45 ms a process on the shared month."""
     ts, o, h, lo, c, v = read_candles(path, "1m")
-    return f"{path.name.removesuffix(f'_{quote}-1m.parquet')}/{quote}", ts, np.column_stack([o, h, lo, c, v])
+    return f"{path.name.removesuffix(f'_{quote}-1m.parquet')}/{quote}", ts, (o, h, lo, c, v)
 
 
 class _Grid:
@@ -695,12 +720,12 @@ class _Grid:
     hour builds an hour or two of grid, not the store's month (~0.15 s and 50 MB for the
     shared data), and a month's backtest builds each chunk once, in order."""
 
-    def __init__(self, loaded: list[tuple[str, IntArray, FloatArray]], start: int, chunk: int = 1440) -> None:
+    def __init__(self, loaded: list[tuple[str, IntArray, Columns]], start: int, chunk: int = 1440) -> None:
         self.chunk = chunk
         self._rows = [ts // MINUTE_MS - start for _, ts, _ in loaded]  # grid rows of each pair's candles
-        self._values = [values for _, _, values in loaded]
+        self._columns = [columns for _, _, columns in loaded]
         self.minutes = max(int(rows[-1]) for rows in self._rows) + 1
-        self.last_close = np.array([values[-1, 3] for values in self._values])  # held past the last candle
+        self.last_close = np.array([columns[3][-1] for columns in self._columns])  # held past the last candle
         self._k = -1
         self._fields = np.zeros((5, 0, 0))
         self._valid = np.zeros((0, 0), np.bool_)
@@ -728,16 +753,16 @@ class _Grid:
         fields = np.zeros((5, length, n))
         valid = np.zeros((length, n), np.bool_)
         carry = np.empty(n)  # what each pair holds from before the chunk: its last close, or first open
-        for j, (rows, values) in enumerate(zip(self._rows, self._values, strict=True)):
+        for j, (rows, columns) in enumerate(zip(self._rows, self._columns, strict=True)):
             lo, hi = np.searchsorted(rows, (r0, r0 + length)).tolist()
             if hi - lo == length:  # a candle every minute (rows are distinct): copied as they are
-                fields[:, :, j] = values[lo:hi].T
+                fields[:, :, j] = [column[lo:hi] for column in columns]
                 valid[:, j] = True
             elif hi > lo:
                 at = rows[lo:hi] - r0
-                fields[:, at, j] = values[lo:hi].T
+                fields[:, at, j] = [column[lo:hi] for column in columns]
                 valid[at, j] = True
-            carry[j] = values[lo - 1, 3] if lo else values[0, 0]
+            carry[j] = columns[3][lo - 1] if lo else columns[0][0]
         gappy = np.flatnonzero(~valid.all(axis=0))  # an outage, or not listed yet: most days a pair or none
         if len(gappy):
             fields[:, :, gappy] = _held(fields[:, :, gappy], valid[:, gappy], carry[gappy])
@@ -761,10 +786,10 @@ def _held(fields: FloatArray, valid: BoolArray, carry: FloatArray) -> FloatArray
     return fields
 
 
-def _tick_exponent(values: FloatArray) -> int:
+def _tick_exponent(columns: Columns) -> int:
     """The finest decimal the pair's prices use (Binance prints prices on its tick), at most
     `MAX_DECIMALS`: a finer one could not be served (`engine.sim.base.MIN_TICK_EXP`)."""
-    sample = values[:5000, :4].ravel()
+    sample = np.concatenate([column[:5000] for column in columns[:4]])
     for decimals in range(MAX_DECIMALS + 1):
         if np.array_equal(np.round(sample, decimals), sample):
             return -decimals

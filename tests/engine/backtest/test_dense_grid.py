@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.sim.parquet_source import _Grid, _read
+from engine.sim.parquet_source import Columns, _Grid, _read
 
 MINUTE_MS = 60_000
 
 
-def reference(loaded: list[tuple[str, np.ndarray, np.ndarray]], start: int, minutes: int) -> dict[str, np.ndarray]:
+def reference(loaded: list[tuple[str, np.ndarray, Columns]], start: int, minutes: int) -> dict[str, np.ndarray]:
     """Pair by pair: candles where they exist, else the last close, else the first open."""
     n = len(loaded)
     out = {k: np.zeros((minutes, n)) for k in ("open", "high", "low", "close", "volume")}
     valid = np.zeros((minutes, n), np.bool_)
-    for j, (_, ts, values) in enumerate(loaded):
+    for j, (_, ts, columns) in enumerate(loaded):
+        values = np.column_stack(columns)  # (rows, 5): a candle a row
         rows = ts // MINUTE_MS - start
         held = values[0, 0]
         at = dict(zip(rows.tolist(), range(len(rows)), strict=True))

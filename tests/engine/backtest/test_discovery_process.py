@@ -4,6 +4,7 @@ every way the two can fall apart ends in a clear error with the child stopped.""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
 import os
 import pickle
@@ -286,3 +287,32 @@ def test_results_cross_the_pipe_as_they_were_built() -> None:
     assert type(got_hot) is Candidate and type(got_hot.components) is HeatComponents
     assert type(got_hot.returns) is types.MappingProxyType and type(got_bare.returns) is dict  # each as it was
     assert isinstance(got_event[2], types.MappingProxyType) and got_event[2] == {"listed_ms": 1}
+
+
+def test_the_child_runs_ahead_of_a_reader_that_lags_by_more_than_a_chunk(config: HotcoinConfig, store: Path) -> None:
+    """The pipe holds `PIPE_BYTES` (`_widen`), not the kernel's 64 KiB (about one chunk): the
+    child settles the whole window while the parent reads nothing, where it stalled in its
+    send before, and what it sent is what a reader that kept up gets."""
+    with _start(config, store) as process:
+        assert fcntl.fcntl(process._conn.fileno(), fcntl.F_GETPIPE_SZ) == discovery_process.PIPE_BYTES
+        process._process.join(timeout=30)
+        assert not process._process.is_alive() and process._process.exitcode == 0  # all sent, nothing read
+        ahead = _every_result(process)
+    with _start(config, store) as process:
+        kept_up = [process.next_result() for _ in ahead]
+    assert [(ts, cycle.accepted, len(events)) for ts, cycle, events in ahead] == [
+        (ts, cycle.accepted, len(events)) for ts, cycle, events in kept_up
+    ]
+    sent = sum(len(discovery_process._dumps(("results", [r]))) for r in ahead)
+    assert sent > 1 << 16  # more than the kernel's default pipe: the child would have stalled in it
+
+
+def _every_result(process: DiscoveryProcess) -> list[discovery_process.Result]:
+    """The child's results, to its "end"."""
+    out: list[discovery_process.Result] = []
+    while True:
+        while not process._results and not process._ended:
+            process._receive()
+        if not process._results:
+            return out
+        out.append(process.next_result())

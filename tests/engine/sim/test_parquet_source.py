@@ -12,6 +12,7 @@ import pytest
 
 from engine.config.sections.sim import SimSection
 from engine.errors import ConfigError, MarketDataError
+from engine.sim import parquet_source
 from engine.sim.market import open_market
 from engine.sim.parquet_source import (
     COLUMNS,
@@ -20,6 +21,8 @@ from engine.sim.parquet_source import (
     _Grid,
     _running_sums,
     _sliding,
+    _tick_exponent,
+    read_candles,
 )
 from engine.sim.rings import WINDOW_MINUTES
 
@@ -525,13 +528,10 @@ def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(chunk: 
     rng = np.random.default_rng(chunk)
     minutes = 200
     kept = [np.arange(minutes), np.arange(75, minutes), np.arange(0, 130), np.r_[0:50, 64:minutes], np.array([99])]
-    loaded = [
-        (f"P{j}/USDT", G + rows * M, np.abs(rng.normal(1.0, 0.1, (len(rows), 5))))
-        for j, rows in enumerate(kept)
-    ]
-    grid = _Grid(loaded, G // M, chunk)
+    stacked = [(f"P{j}/USDT", G + rows * M, np.abs(rng.normal(1.0, 0.1, (len(rows), 5)))) for j, rows in enumerate(kept)]
+    grid = _Grid([(s, ts, tuple(values.T)) for s, ts, values in stacked], G // M, chunk)  # a file's columns, as read
     want = np.zeros((5, minutes, len(kept)))
-    for j, (_, ts, values) in enumerate(loaded):
+    for j, (_, ts, values) in enumerate(stacked):
         rows = dict(zip((ts // M - G // M).tolist(), values, strict=True))
         last = values[0, 0]
         for r in range(minutes):
@@ -544,3 +544,52 @@ def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(chunk: 
         fields, valid = grid.span(r0, min(r0 + chunk, minutes), len(kept))
         np.testing.assert_array_equal(fields, want[:, r0 : r0 + chunk])
         assert valid.sum() == sum(len(np.intersect1d(rows, range(r0, r0 + chunk))) for rows in kept)
+
+
+@pytest.mark.parametrize("decimals", [0, 2, 4, 8, 10])
+def test_a_pairs_tick_is_the_finest_decimal_of_its_first_prices(decimals: int) -> None:
+    """`_tick_exponent` over a file's columns as read: the finest decimal its first 5,000
+    rows' prices use (volume aside), at most `MAX_DECIMALS`, as over the rows stacked."""
+    rng = np.random.default_rng(decimals)
+    values = np.round(rng.uniform(0.5, 2.0, (6000, 5)), min(decimals, 8))
+    values[5000:, :4] = 1.0 + 1e-12  # past the sample: not looked at
+    values[:, 4] = rng.uniform(0, 1, 6000)  # volume: not a price
+    sample = values[:5000, :4].ravel()
+    want = next((-d for d in range(9) if np.array_equal(np.round(sample, d), sample)), -8)
+    assert _tick_exponent(tuple(values.T)) == want == -min(decimals, 8)
+
+
+def test_a_kept_files_candles_are_checked_once_and_a_bad_or_new_one_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`read_candles` checks a kept table's candles once (`_PASSED`) and reads the same
+    candles as when it checks every time; a file not kept (just written) or rewritten is
+    checked again, and a bad one fails at every read, with each reader's advice."""
+    checked: list[Path] = []
+    check = parquet_source._check_candles
+
+    def counting(path: Path, *args: object) -> None:
+        checked.append(path)
+        check(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parquet_source, "_check_candles", counting)
+    path = tmp_path / "AAA_USDT-1m.parquet"
+    rows = candles(5, 1.0, 1)
+    write(path, np.arange(G, G + 5 * M, M), rows)
+    first = read_candles(path, "1m")
+    read_candles(path, "1m")
+    assert len(checked) == 2  # just written: not kept, so checked each time
+    _settled(path)
+    kept = [read_candles(path, "1m") for _ in range(3)]
+    assert len(checked) == 3
+    with pytest.raises(MarketDataError, match="not aligned to 5m"):  # another timeframe: another verdict
+        read_candles(path, "5m")
+    for got in kept:
+        for a, b in zip(got, first, strict=True):
+            np.testing.assert_array_equal(a, b)
+    rows[3, 2] = -1.0  # a rewrite with a bad low
+    write(path, np.arange(G, G + 5 * M, M), rows)
+    _settled(path)
+    for fix in ("the market's advice", "the store's advice"):
+        with pytest.raises(MarketDataError, match=rf"\(row 3\); {fix}"):
+            read_candles(path, "1m", fix=fix)
