@@ -19,8 +19,8 @@ scored and ranked in one vector pass, settled in order, with the same results as
 batch. Each minute's market refresh is still made on its schedule before the run is pushed;
 where a refresh could find a listing discovery has not heard of, the run goes minute by minute.
 The child is still the floor of the split, by about a fifth (bench/RESULTS.md). The pipe
-carries ~0.4 KB a minute with the journal off (a few KB with payloads), pickled with the
-results' candidates and cycles as flat tuples of their figures (`_DISPATCH`).
+carries ~0.3 KB a minute with the journal off (a few KB with payloads), each chunk's cycles
+and candidates as columns of their figures (`_columns`).
 
 On one process (a short window, `off`, one CPU) the same loop runs in the trading process
 (`AheadDiscovery`): a chunk of batches ahead whenever the core has taken what it made, over
@@ -50,6 +50,7 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
@@ -96,47 +97,74 @@ def ahead(minutes: int) -> bool:
     return minutes >= AHEAD_MIN_MINUTES
 
 
-# A `Candidate` crosses the pipe as one flat tuple, its heat's components and returns inline:
-# one reducer call to pickle it and one call to rebuild it, where a reducer per object
-# (candidate, components, read-only returns) cost three of each on both sides.
+# A chunk of results crosses the pipe as columns (`_columns`, `_rows`): each figure of its
+# cycles and of their candidates one tuple, the events as they were. Pickle writes a column of
+# floats, ints and memoized strings at C speed, where a candidate as an object cost a reducer
+# call, a tuple and a memo entry on the child's side and a rebuild call on the parent's.
+_CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "entered", "left", "events")
+_POOL = operator.attrgetter("snapshot.candidates")
 _CANDIDATE_FIGURES = operator.attrgetter(
     "trace_id", "symbol", "ts_ms", "heat", *(f"components.{name}" for name in HeatComponents.__slots__), "rank",
     "price", "quote_volume_24h", "sources", "coin_age_days", "volume_surge",
 )  # fmt: skip
-_CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "snapshot.candidates", "entered", "left", "events")
+_RETURNS = operator.attrgetter("returns")
+_PROXY = types.MappingProxyType
+_PROXY_COPY = types.MappingProxyType.copy  # the dict a read-only mapping wraps, copied: its own `copy()`
+
+Columns = tuple[Any, ...]  # `_columns`' chunk, `_rows`' input
 
 
-def _flat_candidate(c: Candidate) -> tuple[Callable[..., Candidate], tuple[Any, ...]]:
-    """`c` as `_candidate` rebuilds it: its figures, then its returns (a read-only one as a copy of
-    what it wraps: `copy()` is a dict's own copy, `dict()` of a proxy goes key by key)."""
-    returns = c.returns
-    if isinstance(returns, types.MappingProxyType):
-        return _candidate, (*_CANDIDATE_FIGURES(c), returns.copy(), True)
-    return _candidate, (*_CANDIDATE_FIGURES(c), returns, False)
+def _columns(results: list[Result]) -> Columns:
+    """`results` as columns (module comment above), rebuilt by `_rows`."""
+    if not results:
+        return ()
+    times, cycles, events = zip(*results, strict=True)
+    pools = tuple(map(_POOL, cycles))
+    members = list(chain.from_iterable(pools))
+    return times, events, tuple(zip(*map(_CYCLE_FIGURES, cycles), strict=True)), tuple(map(len, pools)), _candidate_columns(members)
 
 
-def _candidate(
-    trace_id: str, symbol: str, ts_ms: int, heat: float, momentum: float, volume_surge_part: float,
-    listing_freshness: float, social_velocity: float, social_sentiment: float, rank_acceleration: float, rank: int,
-    price: float, quote_volume_24h: float, sources: tuple[str, ...], coin_age_days: float | None,
-    volume_surge: float, returns: Mapping[str, float], read_only: bool,
-) -> Candidate:  # fmt: skip
-    """A `Candidate` from `_flat_candidate`'s figures."""
-    components = HeatComponents(
-        momentum, volume_surge_part, listing_freshness, social_velocity, social_sentiment, rank_acceleration
-    )
-    return Candidate(
-        trace_id, symbol, ts_ms, heat, components, rank, price, quote_volume_24h, sources, coin_age_days,
-        types.MappingProxyType(returns) if read_only else returns, volume_surge,
-    )  # fmt: skip
+def _candidate_columns(members: list[Candidate]) -> Columns:
+    """The figures of `members`, one column each, then their returns: discovery's are all
+    read-only (`_candidates` wraps the dicts again), any other chunk's cross as they are."""
+    if not members:
+        return ()
+    figures = tuple(zip(*map(_CANDIDATE_FIGURES, members), strict=True))
+    returns = tuple(map(_RETURNS, members))
+    if set(map(type, returns)) == {_PROXY}:
+        return figures, tuple(map(_PROXY_COPY, returns)), True
+    return figures, returns, False
 
 
-def _cycle(
-    ts_ms: int, accepted: bool, snapshot_ts_ms: int, candidates: tuple[Candidate, ...], entered: tuple[str, ...],
-    left: tuple[tuple[str, str], ...], events: int,
-) -> DiscoveryCycle:  # fmt: skip
-    """A `DiscoveryCycle` from its flat figures (`_CYCLE_FIGURES`), its snapshot inline."""
-    return DiscoveryCycle(ts_ms, accepted, PoolSnapshot(snapshot_ts_ms, candidates), entered, left, events)
+def _rows(columns: Columns) -> list[Result]:
+    """The results `_columns` sent: equal to them field for field, types included."""
+    if not columns:
+        return []
+    times, events, cycle_figures, sizes, candidate_columns = columns
+    members = _candidates(candidate_columns)
+    out: list[Result] = []
+    at = 0
+    for time, (ts, accepted, snapshot_ts, entered, left, count), size, cycle_events in zip(
+        times, zip(*cycle_figures, strict=True), sizes, events, strict=True
+    ):
+        pool = tuple(members[at : at + size]) if size else ()
+        at += size
+        out.append((time, DiscoveryCycle(ts, accepted, PoolSnapshot(snapshot_ts, pool), entered, left, count), cycle_events))
+    return out
+
+
+def _candidates(columns: Columns) -> list[Candidate]:
+    """The candidates `_candidate_columns` sent, in order."""
+    if not columns:
+        return []
+    figures, returns, read_only = columns
+    make, parts = Candidate, HeatComponents
+    return [
+        make(trace_id, symbol, ts, heat, parts(momentum, surge, listing, velocity, sentiment, acceleration), rank,
+             price, qv, sources, age, mapping, volume_surge)
+        for (trace_id, symbol, ts, heat, momentum, surge, listing, velocity, sentiment, acceleration, rank, price,
+             qv, sources, age, volume_surge, mapping) in zip(*figures, map(_PROXY, returns) if read_only else returns, strict=True)
+    ]  # fmt: skip
 
 
 def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
@@ -145,16 +173,13 @@ def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
 
 _DISPATCH: dict[type, Callable[[Any], Any]] = {
     **copyreg.dispatch_table,
-    types.MappingProxyType: lambda m: (_mapping, (dict(m),)),  # one in an event's payload
-    Candidate: _flat_candidate,
-    DiscoveryCycle: lambda cycle: (_cycle, _CYCLE_FIGURES(cycle)),
+    types.MappingProxyType: lambda m: (_mapping, (dict(m),)),  # in an event's payload, or returns of another shape
 }
 
 
 def _dumps(obj: object) -> bytes:
-    """Pickle, with discovery's results flat (`_candidate`, `_cycle`; pickle's default for
-    slotted dataclasses looks their fields up again for every object, on both sides) and
-    read-only mapping proxies as the dicts they wrap."""
+    """Pickle, with read-only mapping proxies as the dicts they wrap (discovery's results cross
+    as `_columns`)."""
     buf = io.BytesIO()
     pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.dispatch_table = _DISPATCH
@@ -314,7 +339,7 @@ async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSi
     producer = _Producer(feed, build, slot_ms, end_ms, keeps_payloads)
     while not producer.done:
         await producer.fill(CHUNK_BATCHES)
-        conn.send_bytes(_dumps(("results", producer.out)))
+        conn.send_bytes(_dumps(("results", _columns(producer.out))))
         producer.out.clear()
     conn.send_bytes(_dumps(("end", None)))
 
@@ -403,7 +428,7 @@ class DiscoveryProcess:
         if kind == "end":
             self._ended = True
         else:
-            self._results.extend(body)
+            self._results.extend(_rows(body))
 
     def stage(self, sink: EventSink) -> PipedDiscovery:
         return PipedDiscovery(self, sink)

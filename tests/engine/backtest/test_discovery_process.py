@@ -268,25 +268,66 @@ def test_discovery_ahead_in_this_process_serves_every_batch_then_refuses(config:
         stage.on_announcements([], end)
 
 
-def test_results_cross_the_pipe_as_they_were_built() -> None:
-    """`_dumps` sends candidates and cycles as flat tuples (`_candidate`, `_cycle`): what the
-    parent unpickles is what the child built, NaNs, empty returns and read-only mappings included."""
-    heat = HeatComponents(0.5, 0.25, 0.0, 1.0, -0.5, math.nan)
-    returns = types.MappingProxyType({"1m": 0.01, "5m": math.nan, "15m": -0.02, "60m": 0.3})
-    hot = Candidate("t-abc", "ABC/USDT", 120_000, 71.5, heat, 1, 0.012, 2.5e6, ("ticker", "listing"), 3.5, returns, 4.0)
-    bare = Candidate("t-xyz", "XYZ/USDT", 120_000, 55.0, HeatComponents(), 2, 1.5, math.nan)
-    cycle = DiscoveryCycle(120_000, True, PoolSnapshot(120_000, (hot, bare)), ("XYZ/USDT",), (("OLD/USDT", "expired"),), 2)
-    refused = DiscoveryCycle(60_000, False, PoolSnapshot(0))
+def crossed(results: list[discovery_process.Result]) -> list[discovery_process.Result]:
+    """`results` as the parent reads them: encoded as the child sends them, pickled, rebuilt."""
+    kind, columns = pickle.loads(discovery_process._dumps(("results", discovery_process._columns(results))))
+    assert kind == "results"
+    return discovery_process._rows(columns)
+
+
+def same_fields(got: object, sent: object) -> None:
+    """`got` is `sent`, field for field and type for type, into candidates, heat and returns."""
+    assert type(got) is type(sent)
+    if isinstance(sent, (DiscoveryCycle, PoolSnapshot, Candidate, HeatComponents)):
+        for name in sent.__slots__:
+            same_fields(getattr(got, name), getattr(sent, name))
+    elif isinstance(sent, tuple):
+        assert len(got) == len(sent)  # type: ignore[arg-type]
+        for g, s in zip(got, sent, strict=True):  # type: ignore[call-overload]
+            same_fields(g, s)
+    elif isinstance(sent, (dict, types.MappingProxyType)):
+        assert list(got.items()) == list(sent.items()) or repr(got) == repr(sent)  # type: ignore[attr-defined]
+        for g, s in zip(got.values(), sent.values(), strict=True):  # type: ignore[attr-defined]
+            assert type(g) is type(s)
+    else:
+        assert got == sent or repr(got) == repr(sent)  # NaN != NaN: compared as written
+
+
+HOT = Candidate(
+    "t-abc", "ABC/USDT", 120_000, 71.5, HeatComponents(0.5, 0.25, 0.0, 1.0, -0.5, math.nan), 1, 0.012, 2.5e6,
+    ("ticker", "listing"), 3.5, types.MappingProxyType({"1m": 0.01, "5m": math.nan, "15m": -0.02, "60m": 0.3}), 4.0,
+)  # fmt: skip
+COLD = Candidate(
+    "t-xyz", "XYZ/USDT", 120_000, 55.0, HeatComponents(), 2, 1.5, math.nan, ("ticker",), None,
+    types.MappingProxyType({"60m": 1.0, "1m": 2.0}), 0.0,
+)  # fmt: skip
+BARE = Candidate("t-old", "OLD/USDT", 60_000, 3, HeatComponents(1, 0), 3, 2, -0.0)  # ints as figures; a plain {}
+
+
+@pytest.mark.parametrize(
+    "pools",
+    [
+        [(HOT, COLD), (), (COLD,)],  # discovery's: every returns read-only (sent as their dicts)
+        [(HOT, BARE), (BARE,)],  # one plain dict among them: every returns as it is
+        [(), ()],  # no candidates in the chunk
+        [],  # no results
+    ],
+)
+def test_results_cross_the_pipe_as_they_were_built(pools: list[tuple[Candidate, ...]]) -> None:
+    """A chunk crosses as columns (`_columns`, `_rows`): what the parent rebuilds is what the
+    child built, field for field and type for type (ints stay ints, NaNs, -0.0, read-only and
+    plain returns, their keys' order), with the events as they were."""
     event = ("listing", 120_000, types.MappingProxyType({"listed_ms": 1}), None, "ABC/USDT")
-    sent = ("results", [(60_000, refused, ()), (120_000, cycle, (event,))])
-    got = pickle.loads(discovery_process._dumps(sent))
-    assert repr(got) == repr(sent)  # NaN != NaN: the figures compared as written
-    (_, first, _), (_, second, (got_event,)) = got[1]
-    assert first == refused and second.snapshot.ts_ms == 120_000 and second.entered == ("XYZ/USDT",)
-    got_hot, got_bare = second.snapshot.candidates
-    assert type(got_hot) is Candidate and type(got_hot.components) is HeatComponents
-    assert type(got_hot.returns) is types.MappingProxyType and type(got_bare.returns) is dict  # each as it was
-    assert isinstance(got_event[2], types.MappingProxyType) and got_event[2] == {"listed_ms": 1}
+    sent: list[discovery_process.Result] = [
+        (60_000 * (i + 1), DiscoveryCycle(60_000 * (i + 1), bool(i % 2), PoolSnapshot(60_000 * i, pool),
+         tuple(c.symbol for c in pool[:1]), (("OLD/USDT", "expired"),) * i, len(pool)), (event,) * i)
+        for i, pool in enumerate(pools)
+    ]  # fmt: skip
+    got = crossed(sent)
+    same_fields(tuple(cycle for _, cycle, _ in got), tuple(cycle for _, cycle, _ in sent))
+    assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in sent]
+    assert all(isinstance(e[2], types.MappingProxyType) for _, _, events in got for e in events)
+    assert repr(got) == repr(sent)
 
 
 def test_the_child_runs_ahead_of_a_reader_that_lags_by_more_than_a_chunk(config: HotcoinConfig, store: Path) -> None:
@@ -303,7 +344,7 @@ def test_the_child_runs_ahead_of_a_reader_that_lags_by_more_than_a_chunk(config:
     assert [(ts, cycle.accepted, len(events)) for ts, cycle, events in ahead] == [
         (ts, cycle.accepted, len(events)) for ts, cycle, events in kept_up
     ]
-    sent = sum(len(discovery_process._dumps(("results", [r]))) for r in ahead)
+    sent = len(discovery_process._dumps(("results", discovery_process._columns(ahead))))
     assert sent > 1 << 16  # more than the kernel's default pipe: the child would have stalled in it
 
 
