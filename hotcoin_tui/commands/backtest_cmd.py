@@ -11,7 +11,9 @@ import atexit
 import contextlib
 import datetime as dt
 import gc
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -139,19 +141,23 @@ def backtest(
 ) -> None:
     """Replay candles through discovery, signals, risk, execution and exits on a virtual clock."""
     import asyncio
-    import sys
 
-    from engine.backtest.api import replay_progress, run_backtest
-    from ml.runtime import load_scorer
+    try:
+        with _user_errors():
+            with loading_uncollected():
+                single_threaded_blas()
+                from engine.backtest.api import replay_progress, run_backtest
+                from ml.runtime import load_scorer
 
-    with _user_errors():
-        cfg = _config(config, _given({"backtest.timeframe": timeframe}))
-        model = load_scorer(cfg)  # the same model, in the same mode, that `hotcoin run` would trade with
-        _say_model(model)
-        window = _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to")
-        show = sys.stderr.isatty() if progress is None else progress  # a month of 1m history takes a minute or more
-        with replay_progress() if show else contextlib.nullcontext() as bar:
-            result, metrics = asyncio.run(run_backtest(cfg, *window, journal, model=model, progress=bar))
+                cfg = _config(config, _given({"backtest.timeframe": timeframe}))
+                model = load_scorer(cfg)  # the same model, in the same mode, that `hotcoin run` would trade with
+            _say_model(model)
+            window = _data_dir(data, cfg), parse_time(start, "--from"), parse_time(end, "--to")
+            show = sys.stderr.isatty() if progress is None else progress  # a month of 1m history takes a minute or more
+            with replay_progress() if show else contextlib.nullcontext() as bar:
+                result, metrics = asyncio.run(run_backtest(cfg, *window, journal, model=model, progress=bar))
+    finally:
+        gc.unfreeze()  # what `loading_uncollected` froze: a process that goes on (a test's) collects it again
     exit_uncollected()
     from engine.backtest import report
 
@@ -181,6 +187,41 @@ def backtest(
         console.print(warning, style="yellow", highlight=False)
     if journal is not None:
         console.print(f"journal {journal}: explain a trade with `hotcoin replay <trace> --journal {journal}`")
+
+
+@contextlib.contextmanager
+def loading_uncollected() -> Iterator[None]:
+    """No cyclic collection while a command loads its code, config and model, and what it loaded
+    frozen out of the collector's walks afterwards (`gc.freeze`), as the replay freezes its heap
+    (`replay_gc`); the collector as it was otherwise. What is made then (modules, classes,
+    functions, the config) lives as long as the process, so every collection walks it and frees
+    nothing: a backtest's start ran ~140 of them over its ~0.35 s of imports, ~30-45 ms in all
+    (timed with `gc.callbacks`). Merely deferred, the first collection after it walked all of
+    it at once (~30 ms). The caller unfreezes (`gc.unfreeze`) when its command ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def single_threaded_blas() -> None:
+    """Load numpy with OpenBLAS on one thread (`OPENBLAS_NUM_THREADS`, read once, as the library
+    loads), unless numpy is loaded already or the user set it: starting its pool of one thread
+    per core cost ~25-45 ms of a backtest's start on a busy 2-core machine (numpy's import
+    ~55 ms instead of ~80-120), and the replay has no product big enough for a second thread.
+    Its only ones (the 0/1 counts in `engine.discovery.heat` and `anomaly`) are exact in any
+    order. The variable is removed again: processes the command starts keep the user's setting."""
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 def exit_uncollected() -> None:

@@ -108,12 +108,59 @@ def test_a_backtest_exits_with_its_heap_frozen_and_says_the_same(store: Path, co
     code, out, err = invoke(*args)
     assert code == 0, err
     assert gc.get_freeze_count() == 0  # this process goes on: nothing frozen, cycles still collected
+    assert gc.isenabled()
     mine, theirs = json.loads(done.stdout), json.loads(out)
     for doc in (mine, theirs):  # what the run's id and its timing make differ
         del doc["run_id"], doc["wall_s"]
         for trade in doc["trades"]:
             del trade["trace_id"]
     assert mine == theirs
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_runs_uncollected_and_leaves_what_it_loaded_frozen(enabled: bool) -> None:
+    """While a command loads (`loading_uncollected`) no cyclic collection runs; afterwards what
+    it made is frozen and the collector is as it was: on where it was on, off where it was off."""
+    import gc
+
+    from hotcoin_tui.commands.backtest_cmd import loading_uncollected
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with loading_uncollected():
+            assert not gc.isenabled()
+            loaded: list[object] = []
+            loaded.append(loaded)  # a cycle made while loading
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.parametrize("setting", [None, "2"])
+def test_numpy_loads_with_one_blas_thread_unless_the_user_says(setting: str | None) -> None:
+    """`single_threaded_blas` loads numpy with OpenBLAS on one thread (no second thread in the
+    process), the variable gone again afterwards; a user's own OPENBLAS_NUM_THREADS is kept."""
+    probe = (
+        "import os, sys\n"
+        "from hotcoin_tui.commands.backtest_cmd import single_threaded_blas\n"
+        "assert 'numpy' not in sys.modules\n"
+        "single_threaded_blas()\n"
+        "print('numpy' in sys.modules, len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded, threads, left = done.stdout.split()
+    assert left == str(setting)
+    if setting is None:
+        assert (loaded, threads) == ("True", "1")
+    else:
+        assert loaded == "False"  # the user's setting: numpy loads as it would anyway, later
 
 
 def test_backtest_progress_goes_to_stderr_and_leaves_the_json_clean(store: Path, config_file: Path) -> None:
