@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.backtest.metrics import Metrics, by_exit_reason, exit_label
 from engine.backtest.runner import BacktestResult, OpenPosition
@@ -62,8 +63,30 @@ def as_json(result: BacktestResult, metrics: Metrics, journal: str | None) -> di
             }
             for t in result.trades
         ],
-        "equity": {"ts_ms": result.equity_ts.tolist(), "equity": [round(x, 6) for x in result.equity.tolist()]},
+        "equity": {"ts_ms": result.equity_ts.tolist(), "equity": rounded(result.equity, 6)},
     }
+
+
+def rounded(values: npt.NDArray[np.float64], ndigits: int) -> list[float]:
+    """`[round(x, ndigits) for x in values]`, the same floats bit for bit, at array speed: the
+    curve of a month is 40,320 minutes, and `round` one float at a time (exact decimal rounding)
+    was ~30 ms of the command's end. Scaled by 10**ndigits, a value rounds half to even to an
+    integer k, and k / 10**ndigits is the nearest float to k's decimal, as `round` returns. The
+    scaling itself rounds, so a value whose scaled figure lies within its error of a half (or
+    that is not finite, or too big for every integer to be a float) could round the other way:
+    those few are left to `round` itself (`tests/engine/backtest/test_report.py` holds the two
+    equal, halves and near-halves included)."""
+    if not 0 <= ndigits <= 15:  # where 10**ndigits and the scaled integers are not all exact floats
+        return [round(x, ndigits) for x in values.tolist()]
+    scale = 10.0**ndigits
+    with np.errstate(over="ignore", invalid="ignore"):  # an inf or a nan is doubtful: `round` takes it
+        scaled = values * scale
+        off_half = np.abs(scaled - np.floor(scaled) - 0.5)
+        sure = (off_half > 4 * np.spacing(np.abs(scaled))) & (np.abs(scaled) < 2.0**52)
+    out: list[float] = (np.rint(scaled) / scale).tolist()
+    for i in np.flatnonzero(~sure).tolist():
+        out[i] = round(float(values[i]), ndigits)
+    return out
 
 
 def _open_json(p: OpenPosition) -> dict[str, Any]:

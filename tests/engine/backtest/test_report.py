@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.backtest.report import MAX_ROWS, exits_table, open_table, trades_table
+from engine.backtest.report import MAX_ROWS, exits_table, open_table, rounded, trades_table
 from engine.backtest.runner import BacktestResult, ExitPart, OpenPosition, Trade
 from engine.config import HotcoinConfig
 from tests.engine.backtest.conftest import PUMPS, START
@@ -323,3 +323,20 @@ def test_the_metrics_table_says_when_no_trade_lost() -> None:
     console = Console(width=120, record=True, color_system=None)
     console.print(metrics_table(result_with_long_reasons(1), metrics))
     assert "inf (no losing trade)" in console.export_text()
+
+
+@pytest.mark.parametrize("ndigits", [0, 1, 3, 6, 9, 15, 16])
+def test_rounded_is_round_bit_for_bit(ndigits: int) -> None:
+    """The JSON's equity curve is rounded as an array (`rounded`): each float is the one `round`
+    gives, sign of zero included, over every magnitude, at halves and a float either side of
+    them (where scaling could tip the rounding), and at inf, nan and floats too big to scale."""
+    rng = np.random.default_rng(ndigits)
+    halves = (np.arange(-5000, 5000) + 0.5) / 10.0**ndigits
+    values = np.concatenate([
+        rng.uniform(-1e3, 1e3, 20_000), np.exp(rng.uniform(-30, 40, 20_000)) * rng.choice([-1.0, 1.0], 20_000),
+        halves, np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf), 58.73195580998163 + np.arange(-2e-6, 2e-6, 1e-9),
+        [0.0, -0.0, -1e-300, np.inf, -np.inf, np.nan, 1e300, 5e-324, 2.0**52, 2.0**53 + 2],
+    ])  # fmt: skip
+    expected = [round(x, ndigits) for x in values.tolist()]
+    got = rounded(values, ndigits)
+    assert [x.hex() for x in got] == [x.hex() for x in expected]
