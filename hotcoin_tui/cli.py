@@ -5,6 +5,7 @@ that names the problem and the fix; nothing prints a traceback at them."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -82,6 +83,32 @@ def main() -> None:
     except HotcoinError as exc:
         typer.secho(f"hotcoin: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except SystemExit as done:  # how click ends every command, done or not
+        if done.code in (0, None) and sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+            quick_exit()
+        raise
+
+
+# Commands that are done when they return: their output written, their files closed, their
+# processes joined. Their process leaves without the interpreter's teardown (`quick_exit`).
+QUICK_EXIT = frozenset({"backtest"})
+
+
+def quick_exit() -> None:
+    """End the process now, as the interpreter would after a clean exit, less its teardown:
+    freeing module by module a heap the kernel frees whole took ~25-35 ms of a month's
+    backtest on the 2-core box (its ~55,000 objects, the decoded candles, the libraries'
+    pools). What its exit handlers did that matters is done here: logging's handlers flushed
+    and closed, stdout and stderr flushed (the others: pyarrow's S3 finalizer, never started;
+    multiprocessing's, whose child is joined; the collector freeze, moot). A flush that fails
+    (a closed pipe) returns, for the usual exit to report it as it always did."""
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        return
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the commands so `hotcoin --help` stays fast. Exit codes: 0 done; 2 a problem the
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime as dt
 import gc
@@ -158,7 +157,6 @@ def backtest(
                 result, metrics = asyncio.run(run_backtest(cfg, *window, journal, model=model, progress=bar))
     finally:
         gc.unfreeze()  # what `loading_uncollected` froze: a process that goes on (a test's) collects it again
-    exit_uncollected()
     from engine.backtest import report
 
     if as_json:
@@ -222,18 +220,6 @@ def single_threaded_blas() -> None:
         import numpy  # noqa: F401
     finally:
         del os.environ["OPENBLAS_NUM_THREADS"]
-
-
-def exit_uncollected() -> None:
-    """Leave the heap to the collector's walks no more once the process exits: its
-    finalization runs the cyclic collector over the whole heap more than once (a month's
-    backtest spent ~0.15-0.2 s in them between its output and its end) to find cycles the
-    exit frees anyway. Frozen (`gc.freeze` as an exit handler: nothing is frozen while the
-    process lives on), what reference counts free is still freed as modules are torn down;
-    only cyclic garbage is left to the exit, with the rest of the memory. Registered once
-    per process however often a command runs (the CLI tests run many)."""
-    atexit.unregister(gc.freeze)
-    atexit.register(gc.freeze)
 
 
 def _say_model(model: ScorerLoad) -> None:

@@ -87,24 +87,24 @@ def test_backtest_json(store: Path, config_file: Path) -> None:
     assert doc["processes"] == 1  # an 8-hour window: under `auto`'s 12 h, one process
 
 
-def test_a_backtest_exits_with_its_heap_frozen_and_says_the_same(store: Path, config_file: Path) -> None:
-    """The command's process skips the collector's walks at its exit (`exit_uncollected`):
-    its heap is frozen only by then (an exit handler registered before the command runs
-    after its own), its output is the in-process run's, and the process of a test, which
-    lives on, is left unfrozen."""
+def test_a_backtest_process_ends_without_teardown_and_says_the_same(store: Path, config_file: Path) -> None:
+    """The command's process ends as soon as its output is flushed (`quick_exit`): no exit
+    handler runs after it, its output is the in-process run's, it exits 0; the process of a
+    test, which lives on, is left with the collector on and nothing frozen. A failing command
+    still exits through the interpreter, with its code."""
     import gc
 
     args = ["backtest", "--data", str(store), "--config", str(config_file), "--from", str(START), "--json"]
     probe = (
-        "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('frozen at exit', gc.get_freeze_count() > 0, file=sys.stderr))\n"
-        f"sys.argv = ['hotcoin', *{args!r}]\n"
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handlers ran', file=sys.stderr))\n"
+        "sys.argv = ['hotcoin', *sys.argv[1:]]\n"
         "from hotcoin_tui.cli import main\n"
         "main()\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert "frozen at exit True" in done.stderr
+    assert "exit handlers ran" not in done.stderr
     code, out, err = invoke(*args)
     assert code == 0, err
     assert gc.get_freeze_count() == 0  # this process goes on: nothing frozen, cycles still collected
@@ -115,6 +115,8 @@ def test_a_backtest_exits_with_its_heap_frozen_and_says_the_same(store: Path, co
         for trade in doc["trades"]:
             del trade["trace_id"]
     assert mine == theirs
+    failed = subprocess.run([sys.executable, "-c", probe, *args[:-3], "--from", "nonsense"], capture_output=True, text=True, timeout=120, check=False)
+    assert failed.returncode == 2 and "exit handlers ran" in failed.stderr
 
 
 @pytest.mark.parametrize("enabled", [True, False])
