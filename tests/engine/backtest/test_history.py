@@ -10,7 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.backtest.history import HistoryStore, file_name, index_history, sorted_union, symbol_of
+from engine.backtest.history import (
+    HistoryStore,
+    _open_times,
+    file_name,
+    index_history,
+    sorted_union,
+    symbol_of,
+)
 from engine.domain import Candle
 from engine.errors import MarketDataError
 from tests.engine.backtest.conftest import GAP, LISTING_AT, MIN, T0
@@ -187,6 +194,35 @@ def test_shared_data_is_a_valid_store(shared_data: Path) -> None:
     assert index.rows == 1_327_027
     assert set(index.listed_after_start()) == {"EPS/USDT", "TKO/USDT", "BTG/USDT"}
     assert index.data_age_s(1618884000000 + 60 * MIN) == 3600.0  # 2021-04-20 02:00 outage, an hour in
+
+
+def test_the_index_read_side_by_side_is_the_one_read_file_by_file(store: Path) -> None:
+    """`index_history` decodes the files on a thread per core: the same open times, bounds and
+    union as reading them one after another."""
+    index = index_history(store)
+    files = HistoryStore(store)
+    one_by_one = {s: _open_times(files.path(s, "1m"), s, whole=True) for s in files.symbols("1m", "USDT")}
+    assert index.symbols == tuple(one_by_one)
+    for s, ts in one_by_one.items():
+        assert np.array_equal(index.opens[s], ts)
+        assert (index.first_ms[s], index.last_ms[s]) == (int(ts[0]), int(ts[-1]))
+    assert index.rows == sum(len(ts) for ts in one_by_one.values())
+    assert np.array_equal(index.data_opens, np.unique(np.concatenate(list(one_by_one.values()))))
+
+
+def test_the_first_bad_file_in_order_is_the_one_named(tmp_path: Path) -> None:
+    """Read side by side, the files still fail in their order: an empty file before a damaged
+    one is the error, as when they were read one by one."""
+    _stored_file(tmp_path / "AAA_USDT-1m.parquet", {})
+    prices = {c: pa.array([], pa.float64()) for c in ("open", "high", "low", "close", "volume")}
+    pq.write_table(pa.table({"timestamp_ms": pa.array([], pa.int64()), **prices}), tmp_path / "BBB_USDT-1m.parquet")
+    _stored_file(tmp_path / "CCC_USDT-1m.parquet", {})
+    (tmp_path / "CCC_USDT-1m.parquet").write_bytes((tmp_path / "CCC_USDT-1m.parquet").read_bytes()[:200])
+    with pytest.raises(MarketDataError, match=r"BBB_USDT-1m\.parquet: no candles"):
+        index_history(tmp_path)
+    (tmp_path / "BBB_USDT-1m.parquet").unlink()
+    with pytest.raises(MarketDataError, match=r"CCC_USDT-1m\.parquet: cannot read its timestamp_ms column"):
+        index_history(tmp_path)
 
 
 def test_candles_between_counts_every_pair_exactly(store: Path) -> None:
