@@ -145,7 +145,7 @@ class DustWrittenOff:
         return {"pnl": self.pnl, "count": self.count, "value_at_last_bid": self.value, "in_equity": False}
 
 
-@dataclass
+@dataclass(repr=False)  # asyncio.run's SIGINT bookkeeping reprs the task holding it: ~30 ms of a month's curve and trades
 class BacktestResult:
     run_id: str
     start_ms: int
