@@ -444,8 +444,12 @@ class TradingCore:
 
         `causes` maps each candidate's trace id to the seq of its `candidate_snapshot`.
         """
-        by_symbol: dict[str, Candidate] | None = None  # built when first needed: most minutes never need it
         holdings = self.book.holdings
+        if not candidates and not holdings:
+            # Nothing held to decide an exit on, no candidate to note or evaluate (nearly half
+            # the minutes of a replay): the stages below would each find nothing to do.
+            return []
+        by_symbol: dict[str, Candidate] | None = None  # built when first needed: most minutes never need it
         intents: list[OrderIntent] = []
         if holdings:  # no coin held (most minutes of a replay): no exit signal to evaluate
             by_symbol = {c.symbol: c for c in candidates}

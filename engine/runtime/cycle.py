@@ -422,17 +422,13 @@ class TradingCycle:
         far instead: the same bars."""
         core = self.core
         assert core is not None
+        if self._store is not None:
+            self._follow(self._store, cycle, core, now)
+            return
         bar = now // self._tf_ms
         wanted = {c.symbol for c in cycle.snapshot.candidates}
         wanted.update(core.book.holdings)
         wanted.add(self._regime)
-        if self._store is not None:
-            markets = self.markets
-            follow = self._store.follow
-            for symbol in wanted:
-                if symbol in markets:
-                    follow(symbol, now)
-            return
         just_closed = (bar - 1) * self._tf_ms
         asks: list[tuple[str, tuple[int, int | None, int] | None, int | None, int]] = []
         for symbol in wanted:
@@ -458,6 +454,21 @@ class TradingCycle:
                 self._fed[symbol] = (bar - 1 if fed is None else fed[0], after, now + BARS_RETRY_MS)
         if len(self._fed) > 4 * max(64, len(wanted)):
             self._fed = {s: b for s, b in self._fed.items() if s in wanted}
+
+    def _follow(self, store: BarStore, cycle: DiscoveryCycle, core: TradingCore, now: int) -> None:
+        """`_feed_candles` for a store: the core may read every wanted symbol up to `now`.
+        Following is idempotent within a minute, so a symbol named twice (a held candidate) is
+        simply told twice, and no set of the wanted symbols is built (every minute, mostly
+        for the regime symbol alone)."""
+        markets, follow = self.markets, store.follow
+        for c in cycle.snapshot.candidates:
+            if c.symbol in markets:
+                follow(c.symbol, now)
+        for symbol in core.book.holdings:
+            if symbol in markets:
+                follow(symbol, now)
+        if self._regime in markets:
+            follow(self._regime, now)
 
     async def step_state(self, now: int) -> None:
         """Health into the state machine, one step per market batch (state_change journaled);

@@ -183,6 +183,8 @@ class SignalStage:
         # same whichever columns are computed beside it.
         keeps = self.sink.keeps_payloads
         cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
+        if len(cold) == len(fresh):  # every one cold (most minutes with a candidate): no rule to apply
+            return self._all_cold(fresh, now_ms, bar_ms, causes)
         warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
         outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms, keeps)
         out = []
@@ -198,6 +200,19 @@ class SignalStage:
                 i += 1
             if keep:
                 self._entries.put(c.symbol, bar_ms, ev.signal)
+            out.append(ev)
+        return out
+
+    def _all_cold(
+        self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None
+    ) -> list[Evaluated]:
+        """`evaluate_entries` where every fresh candidate is cold: each one's skip (`_cold`), kept
+        for the bar, in order."""
+        out = []
+        put = self._entries.put
+        for c in fresh:
+            ev = self._cold(c, now_ms, None if causes is None else causes.get(c.trace_id))
+            put(c.symbol, bar_ms, ev.signal)
             out.append(ev)
         return out
 

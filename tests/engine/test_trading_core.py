@@ -1295,6 +1295,19 @@ def test_nothing_held_values_as_the_empty_sums_do() -> None:
         assert (repr(equity), type(exposure), exposure) == (repr(want_equity), type(want_exposure), want_exposure)
 
 
+async def test_a_minute_without_candidates_or_holdings_decides_nothing_and_asks_no_signal() -> None:
+    """No candidate and nothing held (half a replay's minutes), an entry order in flight or not:
+    no intent, no event, and the signal stage is not asked (it would find nothing to do)."""
+    h = Harness(n=1)
+    await h.cycle({h.names[0]: ENTRY_PRICE}, mk.NOW)
+    before = len(h.sink.events)
+    h.core.signals = None  # type: ignore[assignment]  # asked: an AttributeError
+    for pending in ({}, {"cid": object()}):
+        h.core._pending = pending  # type: ignore[assignment]
+        assert h.core.on_candidates([], mk.NOW + 60_000) == []
+    assert len(h.sink.events) == before
+
+
 @pytest.mark.parametrize("held", [False, True], ids=["bnb-not-held", "bnb-held-and-sold"])
 def test_a_bnb_fee_is_valued_at_bnbs_last_price_when_bnb_did_not_change_that_second(held: bool) -> None:
     """Audit: Binance's ticker batches carry only the symbols that changed that second, and a

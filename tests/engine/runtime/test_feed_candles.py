@@ -106,3 +106,27 @@ def test_a_hanging_exchange_holds_the_cycle_for_one_request_not_one_per_symbol()
     asyncio.run(feed_while_hung())
     window = history.window(symbols, now // MIN * MIN - MIN)
     assert all(math.isfinite(window.close[-1, i]) for i in range(len(symbols)))
+
+
+class _Store:
+    """A `BarStore` that records what it was told to follow."""
+
+    def __init__(self) -> None:
+        self.followed: list[tuple[str, int]] = []
+
+    def follow(self, symbol: str, now_ms: int) -> None:
+        self.followed.append((symbol, now_ms))
+
+
+def test_a_store_is_told_to_follow_each_wanted_symbol_it_has_a_market_for() -> None:
+    """Each candidate, held coin and the regime symbol with a market, none without: the set of
+    symbols following the old wanted-set gives (following twice in a minute is following once)."""
+    cycle = _cycle(_Feed(), BarHistory("1m"))
+    cycle._store = store = _Store()
+    cycle.driver = SimpleNamespace(markets=dict.fromkeys(["A/USDT", "B/USDT", "H/USDT", SYMBOL]))
+    cycle.core.book.holdings = {"H/USDT": object(), "B/USDT": object(), "X/USDT": object()}
+    names = ["A/USDT", "B/USDT", "Z/USDT", "A/USDT"]
+    pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in names]))
+    asyncio.run(cycle._feed_candles(pool, mk.NOW))
+    wanted = {*names, *cycle.core.book.holdings, SYMBOL}
+    assert set(store.followed) == {(s, mk.NOW) for s in wanted if s in cycle.driver.markets}

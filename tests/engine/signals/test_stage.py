@@ -222,6 +222,30 @@ def test_journal_off_skips_cold_candidates_on_heat_without_building_their_featur
         assert asked == [names]  # a shadow model scores every row: nothing is skipped
 
 
+def test_journal_off_a_minute_of_cold_candidates_alone_decides_as_the_rules_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fresh candidate under the heat bar (most minutes with one, journal off): decisions,
+    events, causes and the bar's cache as the stage that journals gives them, without a rule
+    applied or a feature row built; the next cycle of the bar finds each one decided."""
+    names = mk.symbols(3)
+    history = BarHistory("1m")
+    mk.feed_hot(history, names, mk.NOW)
+    full_sink, off_sink = RecordingSink(), CountingSink()
+    full = SignalStage(SignalSettings(), history, full_sink)
+    off = SignalStage(SignalSettings(), history, off_sink)
+    monkeypatch.setattr(off, "_rule_entries", None)  # called: a TypeError
+    cands = _mixed(names)
+    causes = causes_for(full_sink, cands)
+    want = full.evaluate_entries(cands, mk.NOW, min_heat=90.0, last_action_ms={}, causes=causes)
+    got = off.evaluate_entries(cands, mk.NOW, min_heat=90.0, last_action_ms={}, causes=causes)
+    assert [(e.signal.trace_id, e.signal.decision, e.signal.reason, dict(e.signal.rules)) for e in got] == [
+        (e.signal.trace_id, e.signal.decision, "failed: heat", {"heat": False}) for e in want
+    ]
+    assert all(e.signal.decision is SignalDecision.SKIP for e in want)
+    assert off_sink.events == [(e.kind, e.trace_id, e.symbol, e.cause) for e in full_sink.events[len(cands) :]]
+    assert [e.seq for e in got] == list(range(1, 4))
+    assert off.evaluate_entries(cands, mk.NOW, min_heat=90.0, last_action_ms={}) == []  # kept for the bar
+
+
 def test_a_decision_without_the_bar_that_just_closed_is_asked_again_once_it_comes() -> None:
     """The candle fetch failed (or the exchange had not published the bar yet): that decision,
     on NaN features, is not kept for the bar; the next cycle, with the bar, decides again."""
