@@ -186,7 +186,10 @@ class AnomalyDetector:
         self.vol_history = np.zeros(c, dtype=np.int64)  # known slot volumes behind the volume baseline
         self._cursor = 0
         k = [windows.slots_for(m) for m in Z_HORIZONS_MIN]
-        self._z_rows = [RETURN_HORIZONS_MIN.index(m) for m in Z_HORIZONS_MIN]  # rows of the returns block
+        # The z horizons' rows of the returns block: its first ones, read as a view.
+        if RETURN_HORIZONS_MIN[: len(Z_HORIZONS_MIN)] != Z_HORIZONS_MIN:
+            raise ValueError("the z horizons must lead the return horizons")
+        self._z_rows = slice(0, len(Z_HORIZONS_MIN))
         self._k_col = np.array(k, np.float64)[:, None]
         self._sqrt_k_col = np.array([math.sqrt(n) for n in k])[:, None]
         self._return_slots = [windows.slots_for(m) for m in RETURN_HORIZONS_MIN]
@@ -330,16 +333,21 @@ class AnomalyDetector:
         """Leave the stored baselines as refreshing batch by batch would: each row's from the
         last batch it was active in. (The refresh cursor stays 0: refreshing every row each
         batch, `_refresh_slice` leaves it there.)"""
-        k = active.shape[0]
+        k, e = active.shape
+        pairs = (
+            (self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed),
+            (self.vol_sigma, vsig), (self.vol_history, vn),
+        )  # fmt: skip
+        if k and active[-1].all():  # every row active at the last batch (a steady block's): its baselines, as views
+            for stored, value in pairs:
+                stored[:e] = value[-1]
+            return
         seen = active.any(axis=0)
         if not seen.any():
             return
         rows = np.flatnonzero(seen)
         last = (k - 1 - np.argmax(active[::-1], axis=0))[rows]  # each row's last active batch
-        for stored, value in (
-            (self.ret_median, med), (self.ret_sigma, sig), (self.history, n), (self.vol_median, vmed),
-            (self.vol_sigma, vsig), (self.vol_history, vn),
-        ):  # fmt: skip
+        for stored, value in pairs:
             stored[rows] = value[last, rows]
 
     def _score(

@@ -107,6 +107,9 @@ class WindowUpdate:
     new_slot: bool
 
 
+_Line = TypeVar("_Line", FloatArray, BoolArray)
+
+
 @dataclass(frozen=True, slots=True)
 class RingState:
     """What scoring reads from the windows, at K batches (axis 0) over rows [0, E) (axis 1).
@@ -152,24 +155,43 @@ class RingState:
         heads: IntArray = (self.slot if self.origin is None else self.slot - self.origin) % r
         return heads
 
+    def head(self) -> int | None:
+        """The ring column of every batch's current slot, where it is the same for all (a
+        timeline's windows: `RingBlock.state`); None where it is not. Where it is, a column of
+        the rings is a [batch, row] view, read without a gather."""
+        heads = self.heads()
+        h = int(heads[0]) if len(heads) else None
+        return h if (heads == h).all() else None
+
+    def _columns(self, ring: _Line, back: Sequence[int]) -> list[_Line]:
+        """[batch, row] ring columns `back[i]` slots before each batch's current one: views where
+        the batches share a head column (`head`), else one gather each."""
+        k, r = len(self.slot), ring.shape[2]
+        h = self.head()
+        if h is not None:
+            return [ring[:, :, (h - b) % r] for b in back]
+        batches, heads = np.arange(k), self.heads()
+        return [ring[batches, :, (heads - b) % r] for b in back]
+
     def returns(self, slots_back: Sequence[int]) -> FloatArray:
         """[batch, horizon, row] simple returns over `slots_back` slots each, NaN where unknown:
-        one gather and one division for every horizon and batch."""
-        k, r = len(self.slot), self.price_ring.shape[2]
-        cols = (self.heads()[:, None] - np.asarray(slots_back)) % r
+        one division for every horizon and batch."""
+        k, e = self.last_price.shape
+        base = np.empty((k, len(slots_back), e))
+        for i, column in enumerate(self._columns(self.price_ring, slots_back)):
+            base[:, i] = column
         with np.errstate(invalid="ignore", divide="ignore"):
-            out: FloatArray = self.last_price[:, None, :] / self.price_ring[np.arange(k)[:, None], :, cols]
+            out: FloatArray = np.divide(self.last_price[:, None, :], base, out=base)
         out -= 1.0
         return out
 
     def recent_volume(self, slots: int) -> FloatArray:
         """[batch, row] quote volume of the last `slots` slots, the current one included (NaN
         where a slot's volume is unknown), summed newest first."""
-        k, r = len(self.slot), self.volume_ring.shape[2]
-        batches, heads = np.arange(k), self.heads()
-        vol: FloatArray = self.volume_ring[batches, :, heads]
-        for i in range(1, slots):
-            vol += self.volume_ring[batches, :, (heads - i) % r]
+        columns = self._columns(self.volume_ring, range(slots))
+        vol: FloatArray = columns[0].copy()
+        for column in columns[1:]:
+            vol += column
         return vol
 
     def traded_within(self, slots: int) -> BoolArray:
@@ -177,11 +199,10 @@ class RingState:
         one included."""
         if self.traded_ring is None:
             raise ValueError("this RingState holds no traded ring")
-        k, r = len(self.slot), self.traded_ring.shape[2]
-        batches, heads = np.arange(k), self.heads()
-        out: BoolArray = self.traded_ring[batches, :, heads].copy()
-        for i in range(1, slots):
-            out |= self.traded_ring[batches, :, (heads - i) % r]
+        columns = self._columns(self.traded_ring, range(slots))
+        out: BoolArray = columns[0].copy()
+        for column in columns[1:]:
+            out |= column
         return out
 
     def run_up(self) -> FloatArray:
@@ -189,9 +210,6 @@ class RingState:
         out: FloatArray = self.last_price / np.fmin(self.low_done, self.last_price)
         out -= 1.0
         return out
-
-
-_Line = TypeVar("_Line", FloatArray, BoolArray)
 
 
 def _windows(line: _Line, count: int, r: int) -> _Line:
@@ -286,28 +304,44 @@ class RingBlock:
         log_volume(self._volume_ring[k], out=self._log1p_volume_ring[k])
         self.count = k + 1
 
-    def extend(self, price_line: FloatArray, volume_line: FloatArray, traded_line: BoolArray, slots: IntArray) -> None:
-        """Keep the batches of a steady fold: `slots` [batch], one slot after the other, and the
-        [row, slot] timelines of the fold (the ring before it, oldest slot first, then each
-        batch's new slot). The slots, activity, prices and lows are the caller's to write."""
-        r, k_n, c = self._windows.history_slots, len(slots), self.count
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lines = (price_line, volume_line, traded_line, np.log(price_line), log_volume(volume_line))
+    def lines(self, k_n: int) -> tuple[FloatArray, FloatArray, BoolArray]:
+        """Where a steady fold of `k_n` batches writes its [row, slot] timelines of price, volume
+        and traded (the ring before the fold, oldest slot first, then each batch's new slot),
+        for `extend` to keep: the block's own timelines from its last window on, where its
+        batches are all windows of them (nothing is copied into them then), else new arrays."""
+        c, r = self.count, self._windows.history_slots
         if c == 0 or self._on_lines:
-            for kept, line in zip(self._lines, lines, strict=True):
-                if c == 0:  # the ring before the block: the windows' at the fold (at a later fold, the last window)
-                    kept[:, :r] = line[:, :r]
-                kept[:, r + c : r + c + k_n] = line[:, r:]
+            cols = slice(c, c + r + k_n)
+            price, volume, traded = self._lines[:3]
+            return price[:, cols], volume[:, cols], traded[:, cols]
+        e = self.extent
+        return np.empty((e, r + k_n)), np.empty((e, r + k_n)), np.empty((e, r + k_n), np.bool_)
+
+    def extend(self, lines: tuple[FloatArray, FloatArray, BoolArray], slots: IntArray) -> None:
+        """Keep the batches of a steady fold: `slots` [batch], one slot after the other, and the
+        fold's timelines, as `lines` gave them and the fold filled them. The slots, activity,
+        prices and lows are the caller's to write."""
+        r, k_n, c = self._windows.history_slots, len(slots), self.count
+        if c == 0 or self._on_lines:
+            # The lines are the block's own: their logs where they are new (at the first fold,
+            # the ring's too; at a later one, its ring is the last window's, logged already).
+            price, volume, traded, log_price, log1p_volume = self._lines
+            new = slice(r + c if c else 0, r + c + k_n)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                np.log(price[:, new], out=log_price[:, new])
+            log_volume(volume[:, new], out=log1p_volume[:, new])
             # The log return into each slot (from the one before it on the timeline), NaN where no
             # trade reached it: what the return baseline reads of every window, taken once here.
             # Column 0 has no slot before it; no window reads it (batch j's starts at j + 1).
-            log_price, new = self._lines[3], slice(r + c if c else 1, r + c + k_n)  # at the first fold, the ring's too
+            new = slice(max(new.start, 1), new.stop)
             returns = self._returns_line
             np.subtract(log_price[:, new], log_price[:, new.start - 1 : new.stop - 1], out=returns[:, new])
-            returns[:, new][~self._lines[2][:, new]] = np.nan
+            returns[:, new][~traded[:, new]] = np.nan
             self._on_lines = True
         else:  # after copied batches: copies too, of the fold's own windows
-            for ring, line in zip(self._rings(), lines, strict=True):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                logs = np.log(lines[0]), log_volume(lines[1])
+            for ring, line in zip(self._rings(), (*lines, *logs), strict=True):
                 ring[c : c + k_n] = _windows(line, k_n, r)
         self._origin[c : c + k_n] = slots - (r - 1)
 
@@ -638,33 +672,89 @@ class TickerWindows:
         if not (price.min() > 0.0 and price.max() < np.inf and qv.min() >= 0.0 and qv.max() < np.inf):
             return False  # NaN fails both comparisons too: `update` counts what is wrong
         slots = ts // self.slot_ms
-        # Volume (see `_update_volume`), every batch at once. A row's sample is a batch whose
-        # ticker is new (its event time past every earlier one); each batch's diff starts from
-        # the row's last sample before it: the batch before, unless that ticker repeated.
-        seen = np.maximum.accumulate(np.concatenate([self._sample_event_ms[None, :e], event]), axis=0)
+        est, fresh, seen, sample = self._fold_volume(ts, qv, event)
+        # Prices: the ring before the block, oldest slot first, then one new slot per batch: a
+        # timeline of slots, of which batch j's ring is the window of the r slots up to its own
+        # (`RingBlock.extend` keeps it; no ring is copied per batch). Written straight into the
+        # block's own timelines where it keeps them (`RingBlock.lines`).
+        c = block.count
+        h = (self.slot + 1) % r  # the ring's oldest slot: its column, first on the timeline
+        lines = block.lines(k_n)
+        price_line, volume_line, traded_line = lines
+        for line, ring in zip(lines, (self.price_ring, self.volume_ring, self.traded_ring), strict=True):
+            line[:, : r - h] = ring[:e, h:]
+            line[:, r - h : r] = ring[:e, :h]
+        price_line[:, r:] = price.T
+        np.add(est.T, 0.0, out=volume_line[:, r:])  # the slot's volume: opened at 0 (every row is active), then the batch's
+        traded_line[:, r:] = fresh.T
+        block.extend(lines, slots)
+        # The hour's low before each slot, over the timeline of slots the rings held: slot k of
+        # the block is column r + k; its completed hour, the w columns just before it.
+        w = self.slots_for(60)
+        low = block._low_done[c : c + k_n]
+        low[:] = sliding_fmin(price_line[:, r - w : r + k_n - 1], w).T
+        block._slot[c : c + k_n] = slots
+        block._active[c : c + k_n] = True
+        block._last_price[c : c + k_n] = price
+        block.count = c + k_n
+        # The windows as the last batch left them: its window of the timelines, each slot back
+        # in its own column (slot % r).
+        head = int(slots[-1] + 1) % r  # the column of the window's oldest slot
+        for ring, line in zip((self.price_ring, self.volume_ring, self.traded_ring), lines, strict=True):
+            ring[:e, head:] = line[:, k_n : k_n + r - head]
+            ring[:e, :head] = line[:, k_n + r - head :]
+        self._low_done[:e] = low[-1]
+        self.last_price[:e] = price[-1]
+        self.quote_volume_24h[:e] = qv[-1]
+        self._sample_qv[:e], self._volume_ms[:e] = sample  # each row's last sample, of the block or before it
+        self._sample_event_ms[:e] = seen
+        first = self._volume_since_ms[:e] == NO_TIME  # a row's first volume sample: this fold's first batch
+        self._volume_since_ms[:e][first] = ts[0]
+        self.last_seen_ms[:e] = ts[-1]
+        self.open_24h[:e], self.high_24h[:e], self.low_24h[:e], self.trade_count_24h[:e] = final
+        self.slot = int(slots[-1])
+        self.last_ts_ms = int(ts[-1])
+        self.counters["batches"] += k_n
+        self._mark_sweeps(ts)
+        return True
+
+    def _fold_volume(
+        self, ts: IntArray, qv: FloatArray, event: IntArray
+    ) -> tuple[FloatArray, BoolArray, IntArray, tuple[FloatArray, IntArray]]:
+        """Each batch's volume estimate (see `_update_volume`), every batch of a fold at once, added
+        to the day ring: (estimates, fresh tickers [batch, row], the last event time and the
+        (24 h figure, time) of the last sample by row).
+
+        A row's sample is a batch whose ticker is new (its event time past every earlier one);
+        each batch's diff starts from the row's last sample before it: the batch before, unless
+        that ticker repeated. Samples are counted on the batches with the state before the
+        fold as batch 0 (`ext`), so one gather from [before; batches] arrays reads a diff's
+        start wherever it lies."""
+        k_n, e = len(ts), self.extent
+        seen = np.empty((k_n + 1, e), np.int64)  # the latest event time up to each batch
+        seen[0] = self._sample_event_ms[:e]
+        seen[1:] = event
+        np.maximum.accumulate(seen, axis=0, out=seen)
         fresh = event > seen[:-1]
-        last = np.where(fresh, np.arange(k_n)[:, None], -1)  # the row's last sample up to each batch
-        np.maximum.accumulate(last, axis=0, out=last)
-        before = np.concatenate([np.full((1, e), -1), last[:-1]])  # -1: the sample before the block
-        at = np.maximum(before, 0)
-        prev = np.where(before >= 0, np.take_along_axis(qv, at, axis=0), self._sample_qv[:e])
-        dt = ts[:, None] - np.where(before >= 0, ts[at], self._volume_ms[:e])
-        since = np.repeat(self._volume_since_ms[None, :e], k_n, axis=0)
-        since[1:][since[1:] == NO_TIME] = ts[0]
-        buckets = ((ts - 1) // self._bucket_ms).tolist()
-        b_n = self.day_ring.shape[1]
-        # Each batch's departing volume as its bucket opens (`_open_bucket`): the bucket's day-old
-        # content, which no batch here has written (a block is far shorter than a day).
-        # (A bucket is open already: `update` opened one with the first batch.)
-        departing = np.empty((k_n, e))
-        bucket, base = self._bucket, self._departing[:e]
-        for k, bk in enumerate(buckets):
-            if bk != bucket:
-                base = self.day_ring[:e, bk % b_n].astype(np.float64) if bk - bucket < b_n else np.full(e, np.nan)
-                bucket = bk
-            departing[k] = base
+        sample = np.zeros((k_n + 1, e), np.intp)  # [k]: the row's last sample before batch k (0: before the fold)
+        np.multiply(fresh, np.arange(1, k_n + 1)[:, None], out=sample[1:])
+        np.maximum.accumulate(sample, axis=0, out=sample)
+        at = sample * e  # `sample` as positions in the flattened [before; batches] arrays
+        at += np.arange(e)
+        qv_ext = np.empty((k_n + 1, e))
+        qv_ext[0] = self._sample_qv[:e]
+        qv_ext[1:] = qv
+        ms_ext = np.empty((k_n + 1, e), np.int64)
+        ms_ext[0] = self._volume_ms[:e]
+        ms_ext[1:] = ts[:, None]
+        prev = qv_ext.take(at[:-1])
+        dt = ts[:, None] - ms_ext.take(at[:-1])
+        since = self._volume_since_ms[:e]
+        day_old = np.where(since == NO_TIME, ts[0], since) <= (ts - DAY_MS)[:, None]  # a first sample's time: the fold's first
+        day_old[0] = since <= ts[0] - DAY_MS
+        buckets = (ts - 1) // self._bucket_ms
+        departing = self._fold_departing(buckets)
         departing *= np.minimum(dt / self._bucket_ms, 1.0)
-        day_old = since <= (ts - DAY_MS)[:, None]
         guess = ~day_old | np.isnan(departing)
         average = prev * (dt / DAY_MS)
         departing[guess] = average[guess]
@@ -678,65 +768,63 @@ class TickerWindows:
         est[unknown] = np.nan
         est[est < VOLUME_NOISE * average] = 0.0  # NaN compares false: stays unknown
         est[~fresh] = 0.0  # a repeated ticker adds nothing (`update` leaves its slot as opened)
-        vol = 0.0 + est  # the slot's volume: opened at 0 (every row is active), then the batch's
-        # The day ring's float32 sums, in batch order. Each bucket has a column of its own (the
-        # block spans less than a day: `_fits`), so the buckets open first, then the i-th batch
-        # of every bucket adds in one step, i = 0, 1, ...: each column sums the same figures in
-        # the same order, in a handful of steps instead of one per batch.
-        self._open_buckets(buckets)
-        runs = np.asarray(buckets)
-        starts = np.flatnonzero(np.diff(runs, prepend=runs[0] - 1))  # each bucket's first batch
-        nth = np.arange(k_n) - np.repeat(starts, np.diff(starts, append=k_n))  # the batch's place in its bucket
-        day_cols = runs % b_n
-        for i in range(int(nth.max()) + 1):
-            ks = np.flatnonzero(nth == i)
-            self.day_ring[:e, day_cols[ks]] += est[ks].T
-        # Prices: the ring before the block, oldest slot first, then one new slot per batch: a
-        # timeline of slots, of which batch j's ring is the window of the r slots up to its own
-        # (`RingBlock.extend` keeps it; no ring is copied per batch).
-        c = block.count
-        h = (self.slot + 1) % r  # the ring's oldest slot: its column, first on the timeline
-        price_line, volume_line = np.empty((e, r + k_n)), np.empty((e, r + k_n))
-        traded_line = np.empty((e, r + k_n), np.bool_)
-        for line, ring, new in ((price_line, self.price_ring, price), (volume_line, self.volume_ring, vol),
-                                (traded_line, self.traded_ring, fresh)):  # fmt: skip
-            line[:, : r - h] = ring[:e, h:]
-            line[:, r - h : r] = ring[:e, :h]
-            line[:, r:] = new.T
-        block.extend(price_line, volume_line, traded_line, slots)
-        # The hour's low before each slot, over the timeline of slots the rings held: slot k of
-        # the block is column r + k; its completed hour, the w columns just before it.
-        w = self.slots_for(60)
-        low = block._low_done[c : c + k_n]
-        low[:] = sliding_fmin(price_line[:, r - w : r + k_n - 1], w).T
-        block._slot[c : c + k_n] = slots
-        block._active[c : c + k_n] = True
-        block._last_price[c : c + k_n] = price
-        block.count = c + k_n
-        # The windows as the last batch left them: its window of the timelines, each slot back
-        # in its own column (slot % r).
-        head = int(slots[-1] + 1) % r  # the column of the window's oldest slot
-        for ring, line in ((self.price_ring, price_line), (self.volume_ring, volume_line), (self.traded_ring, traded_line)):
-            ring[:e, head:] = line[:, k_n : k_n + r - head]
-            ring[:e, :head] = line[:, k_n + r - head :]
-        self._low_done[:e] = low[-1]
-        self.last_price[:e] = price[-1]
-        self.quote_volume_24h[:e] = qv[-1]
-        took = last[-1] >= 0  # rows sampled in the block, and the batch of their last sample
-        self._sample_qv[:e][took] = qv[last[-1][took], took.nonzero()[0]]
-        self._volume_ms[:e][took] = ts[last[-1][took]]
-        self._sample_event_ms[:e] = seen[-1]
-        first = self._volume_since_ms[:e] == NO_TIME  # a row's first volume sample: this fold's first batch
-        self._volume_since_ms[:e][first] = ts[0]
-        self.last_seen_ms[:e] = ts[-1]
-        self.open_24h[:e], self.high_24h[:e], self.low_24h[:e], self.trade_count_24h[:e] = final
-        self.slot = int(slots[-1])
-        self.last_ts_ms = int(ts[-1])
-        self.counters["batches"] += k_n
-        for t in ts.tolist():  # sweeps free nothing (every row was just seen); they only mark the time
-            if self._last_cleanup_ms is None or t - self._last_cleanup_ms >= self.cfg.cleanup_interval_ms:
+        self._fold_day_ring(buckets, est)
+        return est, fresh, seen[-1], (qv_ext.take(at[-1]), ms_ext.take(at[-1]))
+
+    def _fold_departing(self, buckets: IntArray) -> FloatArray:
+        """[batch, row] the departing volume as each batch's bucket (ascending) opens
+        (`_open_bucket`): the bucket's day-old content, which no batch of the fold has written
+        (a fold is far shorter than a day), or the open bucket's for the batches still in it.
+        One gather of the buckets' columns, then one row per batch, not a step per batch."""
+        e, b_n = self.extent, self.day_ring.shape[1]
+        prior = np.empty(len(buckets), np.int64)  # the bucket open before each batch
+        prior[0] = self._bucket
+        prior[1:] = buckets[:-1]
+        turn = buckets != prior
+        opened = buckets[turn]
+        table = np.empty((len(opened) + 1, e))  # row 0: the open bucket's; row i: the i-th opened's
+        table[0] = self._departing[:e]
+        table[1:] = self.day_ring[:e, opened % b_n].T
+        table[1:][opened - prior[turn] >= b_n] = np.nan  # a day or more after the bucket before: nothing known
+        departing: FloatArray = table[np.cumsum(turn)]
+        return departing
+
+    def _fold_day_ring(self, buckets: IntArray, est: FloatArray) -> None:
+        """Add the fold's estimates to the day ring's float32 sums, in batch order.
+
+        Each bucket has a column of its own (the fold spans less than a day: `_fits`), so the
+        buckets open first, then the i-th batch of every bucket adds in one step, i = 0, 1,
+        ...: each column sums the same figures in the same order. The estimates are laid out
+        [bucket, i, row], a bucket with fewer batches padded with -0.0, which adds nothing to
+        any float (x + -0.0 is x, +0.0 and NaN included), so every step is one add over all
+        the buckets' sums."""
+        e, b_n = self.extent, self.day_ring.shape[1]
+        starts = np.flatnonzero(buckets[1:] != buckets[:-1]) + 1  # each bucket's first batch but the first's
+        group = np.zeros(len(buckets), np.intp)
+        group[starts] = 1
+        np.cumsum(group, out=group)  # the batch's bucket, counted from the first batch's
+        first = np.concatenate([[0], starts])
+        nth = np.arange(len(buckets)) - first[group]  # the batch's place in its bucket
+        cols = buckets[first] % b_n
+        self._open_buckets(buckets[first].tolist())
+        pad = np.full((len(first), int(nth.max()) + 1, e), -0.0)
+        pad[group, nth] = est
+        sums = self.day_ring[:e, cols].T  # float32, a copy
+        for i in range(pad.shape[1]):
+            sums += pad[:, i]  # in float64, rounded to float32: as `day_ring[...] += est` rounds
+        self.day_ring[:e, cols] = sums.T
+
+    def _mark_sweeps(self, ts: IntArray) -> None:
+        """What `_sweep` does at each of `ts` where every row was just seen: nothing to free, only
+        the time of the last sweep to mark. Where every batch is a sweep's interval after the
+        one before (a replay's minutes), the last one's; else batch by batch."""
+        interval, mark = self.cfg.cleanup_interval_ms, self._last_cleanup_ms
+        if (mark is None or int(ts[0]) - mark >= interval) and (len(ts) == 1 or int(np.diff(ts).min()) >= interval):
+            self._last_cleanup_ms = int(ts[-1])
+            return
+        for t in ts.tolist():
+            if self._last_cleanup_ms is None or t - self._last_cleanup_ms >= interval:
                 self._last_cleanup_ms = t
-        return True
 
     def _count_bad_prices(self, bad: FloatArray) -> None:
         nan = int(np.count_nonzero(np.isnan(bad)))

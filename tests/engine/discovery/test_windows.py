@@ -257,6 +257,17 @@ def _same_blocks(a: RingBlock, b: RingBlock) -> None:
     assert a.count == b.count
     for x, y in zip(_live_layout(a.state()), _live_layout(b.state()), strict=True):
         assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
+    _same_reads(a.state(), b.state())
+
+
+def _same_reads(a: RingState, b: RingState) -> None:
+    """What scoring reads of two states: equal, whether a state's batches share a head column
+    (read as views of it: `RingState.head`) or not (gathered batch by batch)."""
+    for read in (
+        lambda s: s.returns([1, 5, 15, 60]), lambda s: s.recent_volume(4), lambda s: s.traded_within(3), RingState.run_up,
+    ):  # fmt: skip
+        x, y = read(a), read(b)
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
 
 
 def _fold(w: TickerWindows, pending: list[TickerBatch], block: RingBlock) -> int:
@@ -303,7 +314,7 @@ def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
     first_volume = len(batches)  # E's first volume figure: a block of its own, one batch (below)
     batches += [feed.batch() for _ in range(130)]
     cuts = sorted({*range(0, len(batches), 60), first_volume, first_volume + 1, len(batches)})
-    refused = 0
+    refused = views = 0
     for lo, hi in itertools.pairwise(cuts):  # one block each, pushed the way `Discovery.push` does
         block_one, block_many = RingBlock(one, hi - lo), RingBlock(many, hi - lo)
         pending: list[TickerBatch] = []
@@ -319,8 +330,28 @@ def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
         refused += _fold(many, pending, block_many)
         _same_blocks(block_one, block_many)
         _same_windows(one, many)
+        views += block_many.state().head() is not None and block_one.state().head() is None
     assert refused >= 1  # the bad price or E's missing volume
+    assert views >= 1  # a timeline's columns read as views, the copies' gathered
     assert one.counters["volume_reset"] == 1 and one.counters["missing_price"] == 1 and one.counters["bad_volume"] == 3
+
+
+def test_update_many_marks_sweeps_as_update_does_however_far_apart() -> None:
+    """Batches closer together than the sweep interval mark every other sweep, not each one:
+    `update_many` marks the same times as `update` one by one (a replay's minutes, each an
+    interval after the one before, mark the last)."""
+    for interval in (MIN, 2 * MIN + 1):
+        feed_one, feed_many = (TickerFeed(["A/USDT", "B/USDT"], step_ms=MIN, seed=3) for _ in range(2))
+        one, many = (windows(slot_ms=MIN, history_slots=64, cleanup_interval_ms=interval) for _ in range(2))
+        for _ in range(3):
+            one.update(feed_one.batch())
+            many.update(feed_many.batch())
+        batches = [feed_many.batch() for _ in range(7)]
+        block = RingBlock(many, 7)
+        assert many.update_many(batches, block)
+        for _ in range(7):
+            one.update(feed_one.batch())
+        assert one._last_cleanup_ms == many._last_cleanup_ms
 
 
 def test_update_many_refuses_what_is_not_steady_and_changes_nothing() -> None:
