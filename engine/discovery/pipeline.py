@@ -60,7 +60,7 @@ from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatc
 from engine.journal.events import EventSink, TraceIds, make_trace_id
 
 DAY_MS = 86_400_000
-BLOCK_BATCHES = 60  # batches `push` settles in one pass: past ~60 the per-call cost is gone already
+BLOCK_BATCHES = 120  # batches `push` settles in one pass: a replay's pipe chunk; 60 cost the child ~8% more CPU
 
 
 @direct_init

@@ -652,10 +652,10 @@ class TickerWindows:
         )  # fmt: skip
 
     def _fits(self, k_n: int, block: RingBlock) -> bool:
-        """Whether `k_n` batches can be folded into `block` at once (and into the ring: fewer
-        than a ring of slots)."""
+        """Whether `k_n` batches can be folded into `block` at once. More than a ring of slots
+        may be: each batch's ring is a window of the fold's timeline, however long it is."""
         return (
-            0 < k_n < self.history_slots
+            k_n > 0
             and k_n * self.slot_ms < DAY_MS - self._bucket_ms  # each bucket its own day-ring column
             and block.extent == self.extent
             and block.count + k_n <= len(block._slot)

@@ -218,13 +218,14 @@ def same_last(blk: Discovery, one: Discovery) -> None:
         assert same_array(getattr(blk.last_scores, name), getattr(one.last_scores, name)), name
 
 
-@pytest.mark.parametrize(("runs", "bar_minutes"), [(False, 1), (True, 1), (True, 2)])
-def test_a_block_ending_quietly_reads_as_batches_one_by_one(runs: bool, bar_minutes: int) -> None:
+@pytest.mark.parametrize(("runs", "bar_minutes", "block"), [(False, 1, 60), (True, 1, 60), (True, 2, 60), (True, 1, 120)])
+def test_a_block_ending_quietly_reads_as_batches_one_by_one(runs: bool, bar_minutes: int, block: int) -> None:
     """A calm market's batches settle quietly; the last one's frame is built when read, the
-    same. Handed over as one run, they are folded a block at a time; with a pool bar of two
-    minutes, a batch opening no bar goes alone."""
+    same. Handed over as one run, they are folded a block at a time (a block of 120: more
+    batches than the ring's 64 slots, folded at once); with a pool bar of two minutes, a batch
+    opening no bar goes alone."""
     feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
-    batches = [feed.batch() for _ in range(75)]
+    batches = [feed.batch() for _ in range(block + 15)]
     config = minute_config()
     config = config.model_copy(update={"pool": config.pool.model_copy(update={"bar_ms": bar_minutes * MIN})})
     sinks = EventList(False), EventList(False)
@@ -234,11 +235,11 @@ def test_a_block_ending_quietly_reads_as_batches_one_by_one(runs: bool, bar_minu
     one_cycles = [one.on_batch(b) for b in batches]
     blk_cycles: list[DiscoveryCycle] = []
     if runs:
-        blk.push(batches[0], blk_cycles.append, 60)  # the symbols' first batch: rows are made
-        blk.push_run(run_of(batches[1:]), blk_cycles.append, 60)
+        blk.push(batches[0], blk_cycles.append, block)  # the symbols' first batch: rows are made
+        blk.push_run(run_of(batches[1:]), blk_cycles.append, block)
     else:
         for b in batches:
-            blk.push(b, blk_cycles.append, 60)
+            blk.push(b, blk_cycles.append, block)
     blk.flush(blk_cycles.append)
     assert same(blk_cycles, one_cycles) and not one.pool.members
     assert sinks[0].events == sinks[1].events and blk.all_counters() == one.all_counters()

@@ -280,7 +280,8 @@ def _fold(w: TickerWindows, pending: list[TickerBatch], block: RingBlock) -> int
     return int(refused)
 
 
-def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
+@pytest.mark.parametrize("size", [60, 150])  # a block shorter than the ring of 64 slots, and one longer
+def test_update_many_folds_batches_as_update_does_one_by_one(size: int) -> None:
     """Blocks of steady batches folded at once leave every array, counter and ring copy as
     `update` and `RingBlock.take` leave them batch by batch: across bucket turns, a day of
     history (the departing volume is read), a counter reset, a surge, a pump, a gap, symbols
@@ -313,7 +314,7 @@ def test_update_many_folds_batches_as_update_does_one_by_one() -> None:
     batches += [feed.batch(quote_volume_24h={"E/USDT": math.nan}) for _ in range(3)]
     first_volume = len(batches)  # E's first volume figure: a block of its own, one batch (below)
     batches += [feed.batch() for _ in range(130)]
-    cuts = sorted({*range(0, len(batches), 60), first_volume, first_volume + 1, len(batches)})
+    cuts = sorted({*range(0, len(batches), size), first_volume, first_volume + 1, len(batches)})
     refused = views = 0
     for lo, hi in itertools.pairwise(cuts):  # one block each, pushed the way `Discovery.push` does
         block_one, block_many = RingBlock(one, hi - lo), RingBlock(many, hi - lo)
