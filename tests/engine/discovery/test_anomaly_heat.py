@@ -78,16 +78,23 @@ def test_robust_center_scale_given_counts_is_the_same() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_count_higher_counts_each_row_strictly_higher_scores() -> None:
-    """`count_higher` (a float32 product) is the pairwise count, ties, -inf and NaN included."""
+@pytest.mark.parametrize("nan", [False, True])
+def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool) -> None:
+    """`count_higher` (sorted, or pair by pair where a NaN is) is the pairwise count: ties,
+    -inf, signed zeros and NaN included."""
     rng = np.random.default_rng(5)
-    score = rng.random((60, 34))
+    score = rng.random((120, 34))
     score[:, 30:] = -np.inf
     score[rng.random(score.shape) < 0.3] = 0.0
-    score[0, 3] = np.nan
+    score[rng.random(score.shape) < 0.1] = -0.0
+    score[:, 29] = np.inf
     score[1] = 0.5
+    score[2, ::2] = 0.25  # ties among other values
+    if nan:
+        score[0, 3] = np.nan
     expected = np.count_nonzero(score[:, None, :] > score[:, :, None], axis=2)
-    assert count_higher(score).tolist() == expected.tolist()
+    got = count_higher(score)
+    assert got.dtype == np.intp and got.tolist() == expected.tolist()
 
 
 def detector() -> tuple[TickerWindows, AnomalyDetector, TickerFeed]:
