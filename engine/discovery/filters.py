@@ -150,12 +150,22 @@ class CandidateFilters:
         codes win over liquidity."""
         e = quote_volume_24h.shape[-1]
         young = age_days < self.cfg.new_listing_days
-        threshold = self.volume_threshold(age_days)
+        # Where no coin is young (nearly every batch of a replay), every threshold and liquidity
+        # code is the old coins' one: scalars, not [batch, row] arrays of one value.
+        anyone_young = bool(young.any())
+        threshold = self.volume_threshold(age_days) if anyone_young else self.cfg.min_quote_volume_24h
         short = ~(quote_volume_24h >= threshold)  # NaN volume fails
-        codes = np.broadcast_to(self.static_code[:e], short.shape).copy()
-        np.copyto(codes, np.int8(FilterCode.NOT_TRADING), where=self.halted[:e] & (codes == 0))
-        liquidity = np.where(young, FilterCode.LISTING_LIQUIDITY, FilterCode.MIN_VOLUME).astype(np.int8)
-        np.copyto(codes, liquidity, where=short & (codes == 0))
+        codes = np.empty(short.shape, np.int8)
+        codes[...] = self.static_code[:e]
+        halted = self.halted[:e]
+        if halted.any():
+            np.copyto(codes, np.int8(FilterCode.NOT_TRADING), where=halted & (codes == 0))
+        liquidity = (
+            np.where(young, FilterCode.LISTING_LIQUIDITY, FilterCode.MIN_VOLUME).astype(np.int8)
+            if anyone_young else np.int8(FilterCode.MIN_VOLUME)
+        )  # fmt: skip
+        short &= codes == 0
+        np.copyto(codes, liquidity, where=short)
         return codes
 
     def explain(

@@ -65,6 +65,34 @@ def test_static_code_wins_over_liquidity() -> None:
     assert list(codes) == [FilterCode.STABLECOIN, FilterCode.MIN_VOLUME]
 
 
+@pytest.mark.parametrize("young", [False, True])
+def test_a_block_of_batches_is_coded_as_each_row_one_by_one(young: bool) -> None:
+    """`evaluate` over [batch, row] (scalars where no coin is young, no halted-row pass where
+    none is halted) gives each row the code its checks in order give it."""
+    f = filters(min_quote_volume_24h=1e6, new_listing_liquidity_frac=0.1, new_listing_days=1.0)
+    symbols: list[str | None] = ["PEPE/USDT", "USDC/USDT", "SOL/USDT", "DOGE/USDT", "EUR/USDT", "WIF/USDT"]
+    f.on_new_rows(np.arange(len(symbols)), symbols)
+    rng = np.random.default_rng(7)
+    qv = 10 ** rng.uniform(4, 7, (40, len(symbols)))
+    qv[rng.random(qv.shape) < 0.1] = np.nan
+    age = np.full((40, len(symbols)), np.nan)
+    for halted in (False, True):
+        f.halted[3] = halted
+        if young:
+            age[:, 2] = rng.uniform(0, 2, 40)
+        codes = f.evaluate(qv, age)
+        for k, row in np.ndindex(*qv.shape):
+            a = age[k, row]
+            expected = FilterCode(int(f.static_code[row]))
+            if expected == FilterCode.PASS and f.halted[row]:
+                expected = FilterCode.NOT_TRADING
+            young_row = a < 1.0
+            if expected == FilterCode.PASS and not qv[k, row] >= (1e5 if young_row else 1e6):
+                expected = FilterCode.LISTING_LIQUIDITY if young_row else FilterCode.MIN_VOLUME
+            assert codes[k, row] == expected, (k, row)
+        assert codes.dtype == np.int8
+
+
 def test_explain_names_each_check_with_value_and_threshold() -> None:
     f = filters(min_quote_volume_24h=1e6)
     checks = {c["name"]: c for c in f.explain("BTCUP/USDT", 5e5, None)}
