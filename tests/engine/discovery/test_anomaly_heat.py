@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from engine.config.sections.discovery import AnomalySection, HeatSection, WindowsSection
+from engine.discovery import anomaly as anomaly_module
 from engine.discovery.anomaly import (
     AnomalyDetector,
     AnomalyScores,
+    _center_scale_in_chunks,
     _window_counts,
     robust_center_scale,
 )
@@ -95,6 +97,23 @@ def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool) -> None:
     expected = np.count_nonzero(score[:, None, :] > score[:, :, None], axis=2)
     got = count_higher(score)
     assert got.dtype == np.intp and got.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 10_000])
+def test_center_scale_in_chunks_is_the_whole_call(chunk_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows sorted and read a chunk at a time (the last one short, or all in one) give the
+    figures of one call over them all, with and without the caller's counts."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_t(3, size=(150, 64))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[4] = np.nan
+    counts = np.count_nonzero(~np.isnan(x), axis=1).astype(np.intp)
+    monkeypatch.setattr(anomaly_module, "SORT_CHUNK_BYTES", chunk_rows * 64 * 8)
+    for given in (None, counts):
+        expected = robust_center_scale(x.copy(), counts=given)
+        got = _center_scale_in_chunks(x.copy(), given)
+        for a, b in zip(got, expected, strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
 
 
 def detector() -> tuple[TickerWindows, AnomalyDetector, TickerFeed]:
