@@ -40,7 +40,7 @@ from engine.runtime.feed import SimFeed
 from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
-from engine.sim.parquet_source import ParquetMarket
+from engine.sim.parquet_source import ParquetMarket, TapeLink
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES
 
 
@@ -122,15 +122,18 @@ class HistoryFeed(SimFeed):
         slicer: CandleSlicer | None = None,
         ahead: bool = False,
         stored_bars: bool = False,
+        tape: TapeLink | None = None,
     ) -> None:
         """`slicer` turns on the sliced candles; without it candles come from the market's rings.
         `ahead`: after the warm-up, a replay market computes its minutes a day at a time
-        (`ParquetMarket.replay_ahead`), for a run whose candles all come from the slicer.
+        (`ParquetMarket.replay_ahead`), for a run whose candles all come from the slicer; `tape`
+        shares those days with the other process of a backtest (`SharedDays`).
         `stored_bars`: the core reads its bars from the slicer's store in place (`bar_store`)."""
         super().__init__(market, clock, interval_ms, lockstep=True)
         self.index = index
         self.slicer = slicer
         self.ahead = ahead
+        self._link = tape
         self.stored_bars = stored_bars
         self._opens: list[int] | None = None  # the index's data minutes as ints, for `data_age_s`
         self._tf_ms = timeframe_ms(index.timeframe)
@@ -139,7 +142,7 @@ class HistoryFeed(SimFeed):
         """The replay market, switched to computing its minutes ahead (`ahead`, one batch a
         minute); None where batches are stepped through the market's rings."""
         if self.ahead and self._interval_ms == MINUTE_MS and isinstance(self.market, ParquetMarket):
-            self.market.replay_ahead()
+            self.market.replay_ahead(self._link)
             return self.market
         return None
 

@@ -51,7 +51,7 @@ from engine.runtime.cycle import DiscoveryStage, TradingCycle
 from engine.runtime.feed import MarketFeed
 from engine.runtime.tap import Tap
 from engine.signals.scorer import ModelLoad
-from engine.sim.parquet_source import ParquetMarket
+from engine.sim.parquet_source import ParquetMarket, SharedDays, TapeLink, replay_files
 from engine.timefmt import span
 from engine.trading import TradingCore
 
@@ -345,9 +345,10 @@ class BacktestRunner:
 
         sliced = config.trading.signals.timeframe == self.index.timeframe  # every candle the core reads is sliced
 
-        def build_feed() -> HistoryFeed:
+        def build_feed(tape: TapeLink | None = None) -> HistoryFeed:
             return HistoryFeed(
-                ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer, ahead=sliced, stored_bars=True
+                ParquetMarket(sim, market_start), SimClock(start), self.index, slicer=slicer, ahead=sliced,
+                stored_bars=True, tape=tape,
             )  # fmt: skip
 
         books = _Books()
@@ -375,10 +376,14 @@ class BacktestRunner:
         slot_ms = config.discovery.windows.slot_ms
         minutes = (end - market_start) // MINUTE_MS
         if self.reuse is None and discovery_process.wanted(config.backtest.discovery_process, minutes):
+            # Both processes replay the same days: this one computes each once and shares it
+            # (`SharedDays`: discovery, the slower, then does not compute them again).
+            days = SharedDays(len(replay_files(self.data_dir, sim.quote_asset)), end // MINUTE_MS) if sliced else None
             process = discovery_process.DiscoveryProcess(
-                build_feed, build_discovery, slot_ms=slot_ms, end_ms=end, keeps_payloads=tap.keeps_payloads
-            )
-            discovery, feed = process.stage(tap), build_feed()
+                lambda: build_feed(None if days is None else days.reader()), build_discovery, slot_ms=slot_ms, end_ms=end,
+                keeps_payloads=tap.keeps_payloads,
+            )  # fmt: skip
+            discovery, feed = process.stage(tap), build_feed(None if days is None else days.writer())
         elif self.reuse is not None:
             key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(

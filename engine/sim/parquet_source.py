@@ -20,16 +20,24 @@ no volume from a ticker that did not change (`engine.discovery.windows`).
 
 A backtest that only ever looks at whole minutes and reads its candles from the store switches
 the market to `replay_ahead` after its warm-up: the same tickers and quotes, computed a day of
-minutes at a time instead of through the candle rings (`_Tape`).
+minutes at a time instead of through the candle rings (`_Tape`). A backtest whose discovery
+runs in a forked process computes those days once: the trading process computes each day (a
+few days ahead of itself) into shared memory (`SharedDays`), and the discovery process's tape
+copies them out instead of computing them again. That way round, because discovery is the
+slower of the two (the trading process waited ~0.7 s of a month's run on its results): the
+work leaves the critical path.
 """
 
 from __future__ import annotations
 
 import csv
+import mmap
+import multiprocessing as mp
+import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +96,7 @@ class ParquetMarket(RingMarket):
                 "sim.data_dir is not set; point it at a directory of {BASE}_{QUOTE}-1m.parquet files"
             )
         quote = settings.quote_asset
-        files = sorted(Path(directory).glob(f"*_{quote}-1m.parquet"))
+        files = replay_files(directory, quote)
         if not files:
             raise ConfigError(
                 f"sim.data_dir {directory} holds no *_{quote}-1m.parquet files; check the path and quote"
@@ -165,13 +173,14 @@ class ParquetMarket(RingMarket):
         self._show(now_ms)
         self._halt_due(target)
 
-    def replay_ahead(self) -> None:
+    def replay_ahead(self, link: TapeLink | None = None) -> None:
         """From now on, replay whole minutes only, computed a day at a time (`_Tape`): the same
         tickers and quotes, minute for minute, without the rings. Candles then come from the
         store (`engine.backtest.feed.CandleSlicer`): `klines` refuses. Only from the start of a
-        minute (else a later call switches)."""
+        minute (else a later call switches). With `link`, the days are computed and shared, or
+        taken from the process that computes them (`SharedDays`)."""
         if self._tape is None and self._now_ms == self._rings.minute * MINUTE_MS:
-            self._tape = _Tape(self)
+            self._tape = _Tape(self, link)
 
     def tickers(self) -> TickerBatch:
         return super().tickers() if self._tape is None or not self._tape.moved else self._tape.batch
@@ -332,9 +341,11 @@ class _Tape:
     sequential accumulate, `_running_sums`), so they round the same. `tests/engine/sim/test_parquet_source.py` compares the two paths
     batch for batch, across listings and outages."""
 
-    def __init__(self, market: ParquetMarket) -> None:
+    def __init__(self, market: ParquetMarket, link: TapeLink | None = None) -> None:
         rings = market._rings
         self.market = market
+        self.link = link
+        self._ahead: deque[_Day] = deque()  # days computed (and shared) ahead of the one shown
         n_all = len(market._all_symbols)
         self.first_minute = market._first_minute
         mul_div = [_mul_div(e) for e in market._tick_exps]
@@ -359,8 +370,9 @@ class _Tape:
         self.sum_volume[:n] = rings._sum_volume[:n]
         self.sum_quote[:n] = rings._sum_quote[:n]
         self._day: dict[str, FloatArray] = {}
-        self._day_start = m + 1  # first minute of the computed day
+        self._day_start = m + 1  # first minute of the day shown
         self._day_len = 0
+        self._first_start = self._next_start = m + 1  # first minute of the first day, of the next to compute
         self._no_count = np.full(n_all, -1, np.int64)
         self._no_count.setflags(write=False)  # batches share it (and the day tables below) read-only
         self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's ticker event times, by minute and pair
@@ -379,7 +391,7 @@ class _Tape:
         if minute == self.minute:
             return
         while minute >= self._day_start + self._day_len:
-            self._compute(self._day_start + self._day_len, WINDOW_MINUTES)
+            self._next_day()
         market = self.market
         while len(market._symbols) < len(market._all_symbols) and self.first_minute[len(market._symbols)] <= minute:
             market._list(len(market._symbols))
@@ -441,8 +453,27 @@ class _Tape:
         )  # fmt: skip
         return out
 
-    def _compute(self, first: int, count: int) -> None:
-        """Minutes first .. first+count-1 as shown at their start (see the class doc)."""
+    def _next_day(self) -> None:
+        """Show the day after the one shown: computed here, or taken from the process that
+        computes it (`SharedDays`), which computes days ahead of itself and shares them. The
+        first day, both compute: each has just switched, and the computing side reaches its
+        switch only with the taker's results for the batches before it."""
+        link = self.link
+        if link is not None and not link.writes and self._day_len:
+            day = link.days.take(self._day_start + self._day_len, len(self.first_minute))
+        else:
+            writes = link is not None and link.writes
+            while not self._ahead or (writes and link is not None and link.wanted(len(self._ahead), self._next_start)):
+                day = self._compute(self._next_start, WINDOW_MINUTES)
+                if writes and link is not None and day.start != self._first_start:
+                    link.days.put(day)
+                self._ahead.append(day)
+            day = self._ahead.popleft()
+        self._day, self._event_ms, self._day_start, self._day_len = day.tables, day.event_ms, day.start, day.count
+
+    def _compute(self, first: int, count: int) -> _Day:
+        """Minutes first .. first+count-1 as shown at their start (see the class doc): the
+        next day to compute (the rolling state moves on to its end)."""
         market, n_all = self.market, len(self.first_minute)
         minutes = np.arange(first - 1, first + count)  # the minute closing at `first`, then each shown
         rows = market._minutes(first - 1, count + 1, n_all)
@@ -475,7 +506,7 @@ class _Tape:
         base_volume = sum_volume + 0.0  # the running candle has traded nothing yet
         quote_volume = sum_quote + np.float32(0.0)
         bid, ask = bid_ask(price, self.tick_mul, self.tick_div, quote_volume)
-        self._day = {
+        tables = {
             "price": price,
             "open_24h": o[2 : 2 + count],
             "high_24h": np.maximum(high, np.maximum(shown, price)),
@@ -487,13 +518,128 @@ class _Tape:
         }
         # A pair's ticker changes when a closed minute traded (the running one has shown nothing yet).
         traded = np.where(new_volume > 0.0, shown_ms[:, None], self._traded_ms[None, :])
-        self._event_ms = np.maximum.accumulate(traded, axis=0)
-        self._traded_ms = self._event_ms[-1].copy()
-        for table in (*self._day.values(), self._event_ms):
+        event_ms = np.maximum.accumulate(traded, axis=0)
+        self._traded_ms = event_ms[-1].copy()
+        for table in (*tables.values(), event_ms):
             table.setflags(write=False)  # the minutes' batches are views of these (`TickerBatch.trusted`)
         self._open, self._high, self._low = o[-WINDOW_MINUTES:], h[-WINDOW_MINUTES:], lo[-WINDOW_MINUTES:]
         self._volume, self._quote = v[-WINDOW_MINUTES:], q[-WINDOW_MINUTES:]
-        self._day_start, self._day_len = first, count
+        self._next_start = first + count
+        return _Day(first, count, tables, event_ms)
+
+
+DAY_TABLES = ("price", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h", "bid", "ask")
+
+
+@dataclass(frozen=True, slots=True)
+class _Day:
+    """A tape's day: minutes start .. start+count-1 as shown at their start, [minute, pair]
+    tables (`DAY_TABLES`, float64) and the tickers' event times, all read-only."""
+
+    start: int
+    count: int
+    tables: dict[str, FloatArray]
+    event_ms: IntArray
+
+
+class SharedDays:
+    """A ring of `slots` tape days in memory shared with a forked process: the process that
+    made it (before the fork) computes each day once and puts it here, the other takes it
+    instead of computing it again (the module docstring says why that way round).
+
+    The computing side runs up to `slots - 1` days ahead of the day it shows (`wanted`), and
+    never past `last_minute` (the window's end). Order and visibility: `put` writes a slot and
+    then posts a semaphore, `take` waits on it, checks the slot holds the day it expects (the
+    two tapes must start on the same minute) and copies it out, so the taker's batches never
+    see a slot reused. A slot is reused for the day `slots` later, which the computing side
+    computes only once it shows the day after the one the slot held; it shows that day only
+    after the taker's results for the minute before it reached it (the backtest's pipe), and
+    the taker had taken the day before producing them. Ahead of itself, the computing side
+    never waits on the taker, so the two cannot wait on each other."""
+
+    POLL_S = 1.0  # how often a taker kept waiting checks the computing process still runs
+
+    def __init__(self, pairs: int, last_minute: int, slots: int = 4) -> None:
+        if slots < 2:
+            raise ValueError(f"SharedDays needs at least 2 slots, got {slots}")
+        self.pairs, self.last_minute, self.slots = pairs, last_minute, slots
+        self._items = (len(DAY_TABLES) + 1) * WINDOW_MINUTES * pairs  # 8-byte items a slot holds
+        self._memory = mmap.mmap(-1, 8 * slots * (4 + self._items))  # anonymous: shared across a fork
+        self._heads = np.frombuffer(self._memory, np.int64, 4 * slots).reshape(slots, 4)  # seq, start, count, pairs
+        self._heads[:, 0] = -1
+        self._ready = mp.get_context("fork").Semaphore(0)
+        self._maker = os.getpid()
+        self._put = self._taken = 0
+
+    def writer(self) -> TapeLink:
+        """The computing process's end."""
+        return TapeLink(self, writes=True)
+
+    def reader(self) -> TapeLink:
+        """The taking process's end."""
+        return TapeLink(self, writes=False)
+
+    def put(self, day: _Day) -> None:
+        """The next day, into its slot; then the taker may have it."""
+        k = self._put % self.slots
+        n = day.event_ms.shape[1]
+        if n > self.pairs or day.count > WINDOW_MINUTES:
+            raise MarketDataError(f"a tape day of {day.count} minutes x {n} pairs exceeds the shared slots' "
+                                  f"{WINDOW_MINUTES} x {self.pairs}")  # fmt: skip
+        floats, ints = self._slot(k, day.count, n)
+        for table, name in zip(floats, DAY_TABLES, strict=True):
+            table[:] = day.tables[name]
+        ints[:] = day.event_ms
+        self._heads[k] = (self._put, day.start, day.count, n)
+        self._put += 1
+        self._ready.release()
+
+    def take(self, start: int, pairs: int) -> _Day:
+        """The next day, which must start at minute `start` and hold `pairs` pairs, copied out
+        of its slot; waits until the computing process has put it."""
+        while not self._ready.acquire(timeout=self.POLL_S):
+            if os.getppid() != self._maker:
+                raise MarketDataError("the process computing the replay's days has gone")
+        k = self._taken % self.slots
+        seq, first, count, n = self._heads[k].tolist()
+        if (seq, first, n) != (self._taken, start, pairs):
+            raise MarketDataError(
+                f"shared tape day {seq} starts at minute {first} with {n} pairs; this replay expected day "
+                f"{self._taken} at {start} with {pairs}: the two replays diverged"
+            )
+        self._taken += 1
+        floats, ints = self._slot(k, count, n)
+        tables, event_ms = np.array(floats), np.array(ints)  # copies: the slot is reused
+        tables.setflags(write=False)
+        event_ms.setflags(write=False)
+        return _Day(start, count, dict(zip(DAY_TABLES, tables, strict=True)), event_ms)
+
+    def _slot(self, k: int, count: int, n: int) -> tuple[FloatArray, IntArray]:
+        """Slot k as [table, minute, pair] floats and [minute, pair] event times."""
+        offset = 8 * (4 * self.slots + k * self._items)
+        size = count * n
+        floats = np.frombuffer(self._memory, np.float64, len(DAY_TABLES) * size, offset)
+        ints = np.frombuffer(self._memory, np.int64, size, offset + 8 * len(DAY_TABLES) * size)
+        return floats.reshape(len(DAY_TABLES), count, n), ints.reshape(count, n)
+
+
+@dataclass(frozen=True, slots=True)
+class TapeLink:
+    """One process's end of a `SharedDays`: `writes`, it computes the days and puts them;
+    else it takes them."""
+
+    days: SharedDays
+    writes: bool
+
+    def wanted(self, ahead: int, start: int) -> bool:
+        """Whether the computing side, holding `ahead` days beyond the one it is about to show
+        (that one included), should compute the day from minute `start` now."""
+        return ahead < self.days.slots and start <= self.days.last_minute
+
+
+def replay_files(directory: Path, quote: str) -> list[Path]:
+    """The 1m files a `ParquetMarket` over `directory` replays, sorted."""
+    return sorted(Path(directory).glob(f"*_{quote}-1m.parquet"))
 
 
 def _running_sums(start: FloatArray, added: npt.NDArray[np.floating[Any]], dropped: npt.NDArray[np.floating[Any]]) -> FloatArray:

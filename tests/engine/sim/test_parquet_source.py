@@ -17,6 +17,7 @@ from engine.sim.market import open_market
 from engine.sim.parquet_source import (
     COLUMNS,
     ParquetMarket,
+    SharedDays,
     TableCache,
     _Grid,
     _running_sums,
@@ -413,6 +414,67 @@ def test_real_candles_computed_ahead_are_the_rings_own(shared_data: Path) -> Non
     ahead.replay_ahead()
     assert same_minutes(rings, ahead, range(T0 + M, T0 + 2 * WINDOW_MINUTES * M + 30 * M, M)) > 2 * WINDOW_MINUTES
     assert "BTG/USDT" in ahead.symbols
+
+
+def shared_replays(tmp_path: Path, days: int, slots: int, last_minute: int) -> tuple[ParquetMarket, ...]:
+    """`days` of two pairs (BBB with the outage) from minute 200, replayed three times computed
+    ahead: by a tape of its own (`test_a_replay_computed_ahead_drops_the_volume_leaving_its_24_hours`
+    holds it to the rings), one that shares its days and one that takes them."""
+    n = 200 + days * WINDOW_MINUTES
+    minutes = np.arange(G, G + n * M, M)
+    write(tmp_path / "AAA_USDT-1m.parquet", minutes, candles(n, 2.5, 7))
+    write(tmp_path / "BBB_USDT-1m.parquet", np.array([t for t in minutes.tolist() if t not in GAP]), candles(n - 10, 0.75, 8))
+    start = G + 200 * M
+    alone, writer, reader = (replay(tmp_path, start) for _ in range(3))
+    alone.replay_ahead()
+    shared = SharedDays(2, last_minute, slots)
+    writer.replay_ahead(shared.writer())
+    reader.replay_ahead(shared.reader())
+    return alone, writer, reader
+
+
+def test_days_computed_once_and_shared_are_a_tapes_own(tmp_path: Path) -> None:
+    """Both sharing tapes show what a tape of its own shows, minute for minute, through four
+    days on two slots (each reused), the computing side a minute ahead as in a backtest (it
+    shows a minute only after the taker has shown the one before). Past `last_minute` nothing
+    is computed ahead."""
+    start = G + 200 * M
+    end = start + 4 * WINDOW_MINUTES * M
+    alone, writer, reader = shared_replays(tmp_path, 4, 2, end // M)
+    for t in range(start + M, end, M):
+        for market in (alone, writer, reader):
+            market.advance_to(t)
+        want = alone.tickers()
+        for got in (writer.tickers(), reader.tickers()):
+            assert (got.ts_ms, got.symbols) == (want.ts_ms, want.symbols)
+            for name in FIELDS:
+                x, y = getattr(want, name), getattr(got, name)
+                assert x.dtype == y.dtype and np.array_equal(x, y) and not y.flags.writeable, (t, name)
+        if (t - start) % (WINDOW_MINUTES * M) in (0, M):  # each day's first minute and its neighbour
+            same_minutes(alone, reader, range(t, t + M, M))  # books and markets too
+    assert reader._tape is not None and writer._tape is not None
+    days = reader._tape.link.days if reader._tape.link else None
+    assert days is not None and days._put == days._taken == 3  # days 1-3; day 0 both computed
+    assert not writer._tape._ahead  # the day from `end` on (past `last_minute`) was not computed ahead
+
+
+def test_a_shared_day_that_is_not_the_one_expected_is_refused(tmp_path: Path) -> None:
+    """Two tapes that switched on different minutes would show different days: the taker says so."""
+    start = G + 200 * M
+    _, writer, reader = shared_replays(tmp_path, 2, 2, 10**9)
+    writer.advance_to(start + M)  # computes and shares day 1 ahead
+    late = replay(tmp_path, start + M)
+    assert reader._tape is not None and reader._tape.link is not None
+    late.replay_ahead(reader._tape.link)
+    with pytest.raises(MarketDataError, match="diverged"):
+        late.advance_to(start + (WINDOW_MINUTES + 2) * M)
+
+
+def test_a_taker_waiting_on_a_process_that_has_gone_says_so() -> None:
+    days = SharedDays(1, 10**9)
+    days.POLL_S = 0.01
+    with pytest.raises(MarketDataError, match="has gone"):
+        days.take(0, 1)  # nothing put, and this process is not the computing one's child
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["base-volume", "quote-volume"])
