@@ -459,14 +459,14 @@ class _Tape:
         first day, both compute: each has just switched, and the computing side reaches its
         switch only with the taker's results for the batches before it."""
         link = self.link
-        if link is not None and not link.writes and self._day_len:
+        if link is not None and not link.writes and self._day_len:  # a taker, past its first day
             day = link.days.take(self._day_start + self._day_len, len(self.first_minute))
         else:
-            writes = link is not None and link.writes
-            while not self._ahead or (writes and link is not None and link.wanted(len(self._ahead), self._next_start)):
+            writer = link if link is not None and link.writes else None
+            while not self._ahead or (writer is not None and writer.wanted(len(self._ahead), self._next_start)):
                 day = self._compute(self._next_start, WINDOW_MINUTES)
-                if writes and link is not None and day.start != self._first_start:
-                    link.days.put(day)
+                if writer is not None and day.start != self._first_start:
+                    writer.days.put(day)
                 self._ahead.append(day)
             day = self._ahead.popleft()
         self._day, self._event_ms, self._day_start, self._day_len = day.tables, day.event_ms, day.start, day.count
@@ -555,7 +555,12 @@ class SharedDays:
     computes only once it shows the day after the one the slot held; it shows that day only
     after the taker's results for the minute before it reached it (the backtest's pipe), and
     the taker had taken the day before producing them. Ahead of itself, the computing side
-    never waits on the taker, so the two cannot wait on each other."""
+    never waits on the taker, so the two cannot wait on each other; the taker waits only when it
+    runs more than `slots - 1` days ahead. The first day is not shared: both compute it (the
+    computing side switches to its tape only once it has the taker's warm-up results).
+
+    The taker copies each day (~0.7 ms) rather than reading the slot in place: discovery may
+    keep views of a day for as long as it likes, and the slot is reused."""
 
     POLL_S = 1.0  # how often a taker kept waiting checks the computing process still runs
 

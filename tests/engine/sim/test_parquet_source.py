@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -456,6 +458,46 @@ def test_days_computed_once_and_shared_are_a_tapes_own(tmp_path: Path) -> None:
     days = reader._tape.link.days if reader._tape.link else None
     assert days is not None and days._put == days._taken == 3  # days 1-3; day 0 both computed
     assert not writer._tape._ahead  # the day from `end` on (past `last_minute`) was not computed ahead
+
+
+def _take_in_child(tmp_path: Path, shared: SharedDays, conn: Connection, minutes: range) -> None:
+    """A forked process's taking tape: each minute's batch back down `conn`, as a backtest's
+    discovery process sends its results."""
+    reader = replay(tmp_path, minutes[0] - M)
+    reader.replay_ahead(shared.reader())
+    for t in minutes:
+        reader.advance_to(t)
+        batch = reader.tickers()
+        conn.send([batch.ts_ms, batch.symbols, *(getattr(batch, name) for name in FIELDS)])
+    conn.close()
+
+
+def test_days_shared_with_a_forked_process_are_its_own(tmp_path: Path) -> None:
+    """Across a real fork, as in a backtest: the taker in the child, the computing tape in this
+    process showing a minute only once the child's batch for the minute before has come (the
+    order a backtest's pipe gives). Four days on two slots, each slot reused."""
+    start = G + 200 * M
+    minutes = range(start + M, start + 4 * WINDOW_MINUTES * M, M)
+    alone, writer, _ = shared_replays(tmp_path, 4, 2, minutes[-1] // M)
+    assert writer._tape is not None and writer._tape.link is not None
+    ctx = mp.get_context("fork")
+    mine, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_take_in_child, args=(tmp_path, writer._tape.link.days, theirs, minutes))
+    child.start()
+    theirs.close()
+    try:
+        for t in minutes:
+            writer.advance_to(t)
+            alone.advance_to(t)
+            want = alone.tickers()
+            got = mine.recv()
+            assert got[:2] == [want.ts_ms, want.symbols]
+            for name, y in zip(FIELDS, got[2:], strict=True):
+                x = getattr(want, name)
+                assert x.dtype == y.dtype and np.array_equal(x, y), (t, name)
+    finally:
+        child.join(timeout=10)
+    assert child.exitcode == 0
 
 
 def test_a_shared_day_that_is_not_the_one_expected_is_refused(tmp_path: Path) -> None:
