@@ -19,8 +19,9 @@ scored and ranked in one vector pass, settled in order, with the same results as
 batch. Each minute's market refresh is still made on its schedule before the run is pushed;
 where a refresh could find a listing discovery has not heard of, the run goes minute by minute.
 The child is still the floor of the split, by about a fifth (bench/RESULTS.md). The pipe
-carries ~0.3 KB a minute with the journal off (a few KB with payloads), each chunk's cycles
-and candidates as columns of their figures (`_columns`).
+carries ~0.2 KB a minute with the journal off (a few KB with payloads), each chunk's cycles
+as columns of their figures and its pools as their members' (`_columns`): the child never
+builds a `Candidate`, the parent builds a chunk's at once.
 
 On one process (a short window, `off`, one CPU) the same loop runs in the trading process
 (`AheadDiscovery`): a chunk of batches ahead whenever the core has taken what it made, over
@@ -50,17 +51,19 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from itertools import chain
+from itertools import chain, islice, repeat
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
 from engine.backtest.feed import HistoryFeed
 from engine.discovery.listings import Announcement
-from engine.discovery.pipeline import Discovery, DiscoveryCycle
+from engine.discovery.pipeline import Discovery, DiscoveryCycle, Members, candidates
 from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost
 from engine.domain import Market, MinuteVolumes, TickerBatch, TickerRun
-from engine.domain.discovery import Candidate, HeatComponents
+from engine.domain.discovery import Candidate
 from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
@@ -98,18 +101,14 @@ def ahead(minutes: int) -> bool:
 
 
 # A chunk of results crosses the pipe as columns (`_columns`, `_rows`): each figure of its
-# cycles and of their candidates one tuple, the events as they were. Pickle writes a column of
-# floats, ints and memoized strings at C speed, where a candidate as an object cost a reducer
-# call, a tuple and a memo entry on the child's side and a rebuild call on the parent's.
+# cycles one tuple, the pools' members (discovery's `Members`: what settling found, no
+# `Candidate` built) as their symbols, trace ids and one [member, figure] array, the events as
+# they were. The trading process builds the chunk's candidates from those in one pass
+# (`candidates`, the builder discovery itself uses), where the child once built each, took it
+# apart into columns and the parent built it again. A pool given as built candidates (not
+# discovery's) crosses as it is.
 _CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "entered", "left", "events")
-_POOL = operator.attrgetter("snapshot.candidates")
-_CANDIDATE_FIGURES = operator.attrgetter(
-    "trace_id", "symbol", "ts_ms", "heat", *(f"components.{name}" for name in HeatComponents.__slots__), "rank",
-    "price", "quote_volume_24h", "sources", "coin_age_days", "volume_surge",
-)  # fmt: skip
-_RETURNS = operator.attrgetter("returns")
-_PROXY = types.MappingProxyType
-_PROXY_COPY = types.MappingProxyType.copy  # the dict a read-only mapping wraps, copied: its own `copy()`
+_SNAPSHOT = operator.attrgetter("snapshot")
 
 Columns = tuple[Any, ...]  # `_columns`' chunk, `_rows`' input
 
@@ -119,52 +118,44 @@ def _columns(results: list[Result]) -> Columns:
     if not results:
         return ()
     times, cycles, events = zip(*results, strict=True)
-    pools = tuple(map(_POOL, cycles))
-    members = list(chain.from_iterable(pools))
-    return times, events, tuple(zip(*map(_CYCLE_FIGURES, cycles), strict=True)), tuple(map(len, pools)), _candidate_columns(members)
+    pools: list[int | tuple[Candidate, ...]] = []  # per cycle: its count of `members`, or its built candidates
+    members: list[Members] = []
+    for snapshot in map(_SNAPSHOT, cycles):
+        deferred = snapshot.deferred
+        if isinstance(deferred, Members):
+            members.append(deferred)
+            pools.append(len(deferred.symbols))
+        else:
+            pools.append(snapshot.candidates)
+    return times, events, tuple(zip(*map(_CYCLE_FIGURES, cycles), strict=True)), tuple(pools), _member_columns(members)
 
 
-def _candidate_columns(members: list[Candidate]) -> Columns:
-    """The figures of `members`, one column each, then their returns: discovery's are all
-    read-only (`_candidates` wraps the dicts again), any other chunk's cross as they are."""
+def _member_columns(members: list[Members]) -> Columns:
+    """The members' symbols, trace ids, times and ranks, one column each, then their figure-table
+    rows as one [member, figure] array, in order."""
     if not members:
         return ()
-    figures = tuple(zip(*map(_CANDIDATE_FIGURES, members), strict=True))
-    returns = tuple(map(_RETURNS, members))
-    if set(map(type, returns)) == {_PROXY}:
-        return figures, tuple(map(_PROXY_COPY, returns)), True
-    return figures, returns, False
+    symbols = tuple(chain.from_iterable(m.symbols for m in members))
+    trace_ids = tuple(chain.from_iterable(m.trace_ids for m in members))
+    sizes = [len(m.symbols) for m in members]
+    times = list(chain.from_iterable(repeat(m.ts_ms, n) for m, n in zip(members, sizes, strict=True)))
+    ranks = list(chain.from_iterable(map(range, repeat(1), [n + 1 for n in sizes])))
+    return trace_ids, symbols, times, ranks, np.concatenate([m.figures for m in members])
 
 
 def _rows(columns: Columns) -> list[Result]:
     """The results `_columns` sent: equal to them field for field, types included."""
     if not columns:
         return []
-    times, events, cycle_figures, sizes, candidate_columns = columns
-    members = _candidates(candidate_columns)
+    times, events, cycle_figures, pools, member_columns = columns
+    members = iter(candidates(*member_columns) if member_columns else ())
     out: list[Result] = []
-    at = 0
-    for time, (ts, accepted, snapshot_ts, entered, left, count), size, cycle_events in zip(
-        times, zip(*cycle_figures, strict=True), sizes, events, strict=True
+    for time, (ts, accepted, snapshot_ts, entered, left, count), pool, cycle_events in zip(
+        times, zip(*cycle_figures, strict=True), pools, events, strict=True
     ):
-        pool = tuple(members[at : at + size]) if size else ()
-        at += size
-        out.append((time, DiscoveryCycle(ts, accepted, PoolSnapshot(snapshot_ts, pool), entered, left, count), cycle_events))
+        made = tuple(islice(members, pool)) if pool.__class__ is int else pool
+        out.append((time, DiscoveryCycle(ts, accepted, PoolSnapshot(snapshot_ts, made), entered, left, count), cycle_events))
     return out
-
-
-def _candidates(columns: Columns) -> list[Candidate]:
-    """The candidates `_candidate_columns` sent, in order."""
-    if not columns:
-        return []
-    figures, returns, read_only = columns
-    make, parts = Candidate, HeatComponents
-    return [
-        make(trace_id, symbol, ts, heat, parts(momentum, surge, listing, velocity, sentiment, acceleration), rank,
-             price, qv, sources, age, mapping, volume_surge)
-        for (trace_id, symbol, ts, heat, momentum, surge, listing, velocity, sentiment, acceleration, rank, price,
-             qv, sources, age, volume_surge, mapping) in zip(*figures, map(_PROXY, returns) if read_only else returns, strict=True)
-    ]  # fmt: skip
 
 
 def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
@@ -179,7 +170,7 @@ _DISPATCH: dict[type, Callable[[Any], Any]] = {
 
 def _dumps(obj: object) -> bytes:
     """Pickle, with read-only mapping proxies as the dicts they wrap (discovery's results cross
-    as `_columns`)."""
+    as `_columns`; an event's payload, or built candidates' returns, may hold one)."""
     buf = io.BytesIO()
     pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.dispatch_table = _DISPATCH

@@ -95,6 +95,7 @@ class _Detail:
 # (`_tabulate`): a candidate reads its row in one `tolist` instead of a dozen numpy scalars.
 _PARTS: tuple[str, ...] = HeatComponents.__slots__  # heat's components, in `HeatComponents` order
 _QV, _LISTED = 1 + len(_PARTS) + 1, 1 + len(_PARTS) + 2  # heat, the parts, price, 24 h volume, listing
+_NO_FIGURES: FloatArray = np.empty((0, _LISTED + 1 + len(RETURN_KEYS) + 1))  # an empty pool's rows
 # A candidate's `sources` by (ticker, listing, social) as bits 0-2: `HeatFrame.sources` without
 # building a tuple per candidate (`test_pipeline.py` holds the two equal).
 _SOURCES: tuple[tuple[str, ...], ...] = tuple(
@@ -135,15 +136,68 @@ class _Minute:
 
     def figures(self, row: int) -> list[float]:
         """Row `row` of the batch's figure table (`_tabulate`), as floats."""
+        out: list[float] = self._figure_table()[row].tolist()
+        return out
+
+    def rows(self, rows: list[int]) -> FloatArray:
+        """Rows `rows` of the batch's figure table, in that order: a copy, which the next
+        batch's (`on_batch`: the live windows move on) leaves as it is."""
+        out: FloatArray = self._figure_table()[rows]
+        return out
+
+    def _figure_table(self) -> FloatArray:
         if self._table is None:
             self._table = self.tabulate()
-        out: list[float] = self._table[row].tolist()
-        return out
+        return self._table
 
     def detail(self) -> _Detail:
         if self._detail is None:
             self._detail = self.describe()
         return self._detail
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """A settled batch's pool members, hottest first, as `_settle` leaves them: their symbols,
+    trace ids and rows of the batch's figure table (`_tabulate`), `Candidate`s only once read
+    (`PoolSnapshot.of`). The backtest's discovery process sends these columns as they are
+    (`engine.backtest.discovery_process._columns`) and the trading process builds the
+    candidates from them (`candidates`), so none is built twice, nor taken apart between."""
+
+    ts_ms: int
+    symbols: list[str]
+    trace_ids: list[str]
+    figures: FloatArray  # [member, figure]
+
+    def build(self) -> tuple[Candidate, ...]:
+        n = len(self.symbols)
+        return tuple(candidates(self.trace_ids, self.symbols, [self.ts_ms] * n, range(1, n + 1), self.figures))
+
+
+def candidates(
+    trace_ids: Iterable[str], symbols: Iterable[str], times: Iterable[int], ranks: Iterable[int], figures: FloatArray
+) -> list[Candidate]:
+    """The `Candidate` of each member from its trace id, symbol, time, rank and figure-table row
+    (`_tabulate`'s [member, figure]): the one way candidates are made from what settling found,
+    in discovery (a batch's members) and on the far side of the backtest's pipe (a chunk's at
+    once). The figures are read as columns (one `tolist`), never as a list per candidate: that
+    was the largest allocation on the trading side of the pipe, and its collector's work."""
+    make, parts, proxy, sources = Candidate, HeatComponents, types.MappingProxyType, _SOURCES
+    return [
+        make(
+            trace, symbol, now, heat, parts(momentum, surge, listing, social, sentiment, acceleration), rank, price,
+            qv if qv - qv == 0.0 else 0.0,  # `_finite`, inline: NaN and inf give NaN
+            sources[(momentum > 0 or surge > 0) + 2 * (listing > 0) + 4 * (social > 0)],
+            None if listed != listed else max(0.0, (now - listed) / DAY_MS),
+            # the returns in `RETURN_KEYS` order (NaN: unknown); a literal, not dict(zip()): a third of its cost
+            proxy({"1m": r1, "5m": r5, "15m": r15, "60m": r60}),
+            vs if vs - vs == 0.0 else 0.0,
+        )
+        for (
+            trace, symbol, now, rank, heat, momentum, surge, listing, social, sentiment, acceleration, price, qv, listed,
+            r1, r5, r15, r60, vs,
+        ) in zip(trace_ids, symbols, times, ranks, *figures.T.tolist(), strict=True)
+    ]  # fmt: skip
 
 
 class _Block:
@@ -586,13 +640,13 @@ class Discovery:
         if bar != self._trace_bar:
             self._trace_bar, self._traces = bar, {}
         heats = {s: float(heat[r]) for s, r in rows.items()}
-        change = self.pool.update(
-            now, heats, qualifying, rejected, lambda s, rank: self._candidate(m, s, rows[s], rank, bar_start)
-        )
+        change = self.pool.update(now, heats, qualifying, rejected, lambda ranked: self._members(m, ranked, rows, bar_start))
         self._last_pending = m.detail  # `last_frame` builds it if read
         if journal and self._unjournaled:
             self._journal_listings(now)
-        emitted = self._journal(m, bar, bar_start, change.snapshot, change.entered) if journal else 0
+        members = change.snapshot.deferred
+        assert isinstance(members, Members)
+        emitted = self._journal(m, bar, bar_start, members, change.entered) if journal else 0
         return DiscoveryCycle(now, True, change.snapshot, change.entered, change.left, emitted)
 
     def _settle_quiet(self, now: int) -> DiscoveryCycle:
@@ -652,28 +706,19 @@ class Discovery:
             trace = self._traces[symbol] = self._trace_ids.of(symbol, bar_start)
         return trace
 
-    def _candidate(self, m: _Minute, symbol: str, row: int, rank: int, bar_start: int) -> Candidate:
-        """A member's `Candidate` in `_settle`, which opened the bar's trace cache (`trace_id`)."""
-        heat, momentum, surge, listing, social, sentiment, acceleration, price, qv, listed, r1, r5, r15, r60, vs = (
-            m.figures(row)
-        )
-        now = m.now
-        trace = self._traces.get(symbol)
-        if trace is None:
-            trace = self._traces[symbol] = self._trace_ids.of(symbol, bar_start)
-        return Candidate(
-            trace, symbol, now, heat,
-            HeatComponents(momentum, surge, listing, social, sentiment, acceleration), rank, price,
-            qv if qv - qv == 0.0 else 0.0,  # `_finite`, inline: NaN and inf give NaN
-            _SOURCES[(momentum > 0 or surge > 0) + 2 * (listing > 0) + 4 * (social > 0)],
-            None if listed != listed else max(0.0, (now - listed) / DAY_MS),
-            # the returns in `RETURN_KEYS` order (NaN: unknown); a literal, not dict(zip()): a third of its cost
-            types.MappingProxyType({"1m": r1, "5m": r5, "15m": r15, "60m": r60}),
-            vs if vs - vs == 0.0 else 0.0,
-        )  # fmt: skip
+    def _members(self, m: _Minute, ranked: list[str], rows: Mapping[str, int], bar_start: int) -> Members:
+        """The pool's members after `_settle`, which opened the bar's trace cache (`trace_id`)."""
+        traces, of = self._traces, self._trace_ids.of
+        ids = []
+        for symbol in ranked:
+            trace = traces.get(symbol)
+            if trace is None:
+                trace = traces[symbol] = of(symbol, bar_start)
+            ids.append(trace)
+        return Members(m.now, ranked, ids, m.rows([rows[s] for s in ranked]) if ranked else _NO_FIGURES)
 
     # ------------------------------------------------------------------ journal
-    def _journal(self, m: _Minute, bar: int, bar_start: int, snapshot: PoolSnapshot, entered: tuple[str, ...]) -> int:
+    def _journal(self, m: _Minute, bar: int, bar_start: int, members: Members, entered: tuple[str, ...]) -> int:
         if self.sink is None:
             return 0
         new_bar = bar != self._bar
@@ -682,7 +727,7 @@ class Discovery:
             self._emitted = set()
         emitted = 0
         if new_bar or entered:
-            emitted = self._emit_members(m, snapshot)
+            emitted = self._emit_members(m, members)
         if m.refused:
             symbols = m.symbols
             rejected_hot = [(row, s) for row in m.refused if (s := symbols[row]) is not None and s not in self._emitted]
@@ -695,18 +740,17 @@ class Discovery:
         self.counters["candidate_snapshots"] += emitted
         return emitted
 
-    def _emit_members(self, m: _Minute, snapshot: PoolSnapshot) -> int:
+    def _emit_members(self, m: _Minute, members: Members) -> int:
         """`_emit_candidate` of each pool member not journaled in this bar yet (accepted), inline:
         every minute of a replay opens a bar, so this runs for some 45,000 members a month."""
         assert self.sink is not None
         emit, keeps, done, now = self.sink.emit, self.sink.keeps_payloads, self._emitted, m.now
         emitted = 0
-        for cand in snapshot.candidates:
-            symbol = cand.symbol
+        for rank, (symbol, trace) in enumerate(zip(members.symbols, members.trace_ids, strict=True), start=1):
             if symbol in done:
                 continue
-            payload = self._payload(m, symbol, m.index[symbol], cand.rank, True) if keeps else {}
-            emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=cand.trace_id, symbol=symbol)
+            payload = self._payload(m, symbol, m.index[symbol], rank, True) if keeps else {}
+            emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=trace, symbol=symbol)
             done.add(symbol)
             emitted += 1
         return emitted

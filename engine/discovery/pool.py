@@ -9,37 +9,102 @@ Membership, each batch:
 - above `size` members the coolest leave first.
 
 Readers get a `PoolSnapshot`: a tuple of frozen `Candidate`s (their `returns` are read-only
-mappings), so a snapshot held by the UI or the signal stage never changes under it.
+mappings), so a snapshot held by the UI or the signal stage never changes under it. The pool
+hands its ranked members to its user (`update`'s `rank`), which returns them as a `Ranked`:
+their candidates are built from it on first read (`PoolSnapshot.deferred`), so a snapshot
+nobody reads as candidates (the backtest's discovery process sends its members' figures as
+columns, `engine.backtest.discovery_process._columns`) costs no `Candidate` at all.
 Heat history is one sample per bar (the bar's latest), at most `history_len` bars.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import FrozenInstanceError, dataclass, field
+from typing import Any, Protocol
 
 from engine.config.sections.discovery import PoolSection
 from engine.domain.discovery import Candidate
 from engine.domain.slots_init import direct_init
 
 
-@direct_init
-@dataclass(frozen=True, slots=True)
-class PoolSnapshot:
-    """The pool at one moment, hottest first (`rank` 1 is the hottest)."""
+class Ranked(Protocol):
+    """A snapshot's members, hottest first, as their maker holds them until they are read."""
 
+    @property
+    def symbols(self) -> Sequence[str]: ...
+
+    def build(self) -> tuple[Candidate, ...]:
+        """The members' candidates, `rank` 1 first."""
+        ...
+
+
+class PoolSnapshot:
+    """The pool at one moment, hottest first (`rank` 1 is the hottest): frozen, equal, hashed
+    and written as the dataclass `PoolSnapshot(ts_ms, candidates)` it was, with `candidates`
+    built on first read where the snapshot was made `deferred` (module doc)."""
+
+    __slots__ = ("_candidates", "deferred", "ts_ms")
     ts_ms: int
-    candidates: tuple[Candidate, ...] = ()
+    _candidates: tuple[Candidate, ...] | None
+    deferred: Ranked | None  # what `candidates` is (or was) built from; None: given built
+
+    def __init__(self, ts_ms: int, candidates: tuple[Candidate, ...] = ()) -> None:
+        _set_ts(self, ts_ms)
+        _set_candidates(self, candidates)
+        _set_deferred(self, None)
+
+    @classmethod
+    def of(cls, ts_ms: int, deferred: Ranked) -> PoolSnapshot:
+        """The snapshot of `deferred`'s members, built when first read."""
+        snapshot = cls.__new__(cls)
+        _set_ts(snapshot, ts_ms)
+        _set_candidates(snapshot, None)
+        _set_deferred(snapshot, deferred)
+        return snapshot
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        built = self._candidates
+        if built is None:
+            assert self.deferred is not None
+            built = self.deferred.build()
+            _set_candidates(self, built)
+        return built
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, PoolSnapshot)
+        return (self.ts_ms, self.candidates) == (other.ts_ms, other.candidates)
+
+    def __hash__(self) -> int:
+        return hash((self.ts_ms, self.candidates))
+
+    def __repr__(self) -> str:
+        return f"PoolSnapshot(ts_ms={self.ts_ms!r}, candidates={self.candidates!r})"
+
+    def __reduce__(self) -> tuple[Callable[..., PoolSnapshot], tuple[Any, ...]]:
+        """Pickled and copied as it stands, built or not (its slots, set past `__setattr__`)."""
+        return _restored, (self.ts_ms, self._candidates, self.deferred)
 
     def __len__(self) -> int:
-        return len(self.candidates)
+        return len(self.candidates if self.deferred is None else self.deferred.symbols)
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self.candidates)
 
     @property
     def symbols(self) -> tuple[str, ...]:
+        if self.deferred is not None:
+            return tuple(self.deferred.symbols)
         return tuple(c.symbol for c in self.candidates)
 
     def get(self, symbol: str) -> Candidate | None:
@@ -47,6 +112,20 @@ class PoolSnapshot:
             if c.symbol == symbol:
                 return c
         return None
+
+
+_set_ts = PoolSnapshot.__dict__["ts_ms"].__set__
+_set_candidates = PoolSnapshot.__dict__["_candidates"].__set__
+_set_deferred = PoolSnapshot.__dict__["deferred"].__set__
+
+
+def _restored(ts_ms: int, candidates: tuple[Candidate, ...] | None, deferred: Ranked | None) -> PoolSnapshot:
+    """A pickled or copied `PoolSnapshot` (`PoolSnapshot.__reduce__`)."""
+    snapshot = PoolSnapshot.__new__(PoolSnapshot)
+    _set_ts(snapshot, ts_ms)
+    _set_candidates(snapshot, candidates)
+    _set_deferred(snapshot, deferred)
+    return snapshot
 
 
 @direct_init
@@ -105,13 +184,13 @@ class CandidatePool:
         heats: Mapping[str, float],
         qualifying: frozenset[str] | set[str],
         rejected: Mapping[str, str],
-        build: Callable[[str, int], Candidate],
+        rank: Callable[[list[str]], Ranked],
     ) -> PoolChange:
         """Fold one batch in.
 
         `heats`: current heat of every qualifying symbol and every present member;
         `qualifying`: symbols that qualify now; `rejected`: members a filter now rejects, with
-        the reason; `build(symbol, rank)`: the member's `Candidate` (called only for members).
+        the reason; `rank(symbols)`: the members, hottest first, as the snapshot holds them (`Ranked`).
         """
         cfg, size = self.cfg, self.cfg.size
         entered: list[str] = []
@@ -145,14 +224,12 @@ class CandidatePool:
                     left.append((symbol, "displaced by hotter symbols"))
             del ranked[size:]
         bar_ms = now_ms - now_ms % cfg.bar_ms
-        candidates = []
-        for rank, symbol in enumerate(ranked, start=1):
+        for symbol in ranked:
             heat = heats[symbol]
             history = members[symbol].history
             if history and history[-1][0] == bar_ms:
                 history[-1] = (bar_ms, heat)
             else:
                 history.append((bar_ms, heat))
-            candidates.append(build(symbol, rank))
-        self._snapshot = PoolSnapshot(now_ms, tuple(candidates))
+        self._snapshot = PoolSnapshot.of(now_ms, rank(ranked))
         return PoolChange(tuple(entered), tuple(left), self._snapshot)

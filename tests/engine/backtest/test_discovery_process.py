@@ -278,7 +278,10 @@ def crossed(results: list[discovery_process.Result]) -> list[discovery_process.R
 def same_fields(got: object, sent: object) -> None:
     """`got` is `sent`, field for field and type for type, into candidates, heat and returns."""
     assert type(got) is type(sent)
-    if isinstance(sent, (DiscoveryCycle, PoolSnapshot, Candidate, HeatComponents)):
+    if isinstance(sent, PoolSnapshot):  # built (the parent's) or not yet (discovery's `Members`): as read
+        same_fields(got.ts_ms, sent.ts_ms)  # type: ignore[attr-defined]
+        same_fields(got.candidates, sent.candidates)  # type: ignore[attr-defined]
+    elif isinstance(sent, (DiscoveryCycle, Candidate, HeatComponents)):
         for name in sent.__slots__:
             same_fields(getattr(got, name), getattr(sent, name))
     elif isinstance(sent, tuple):
@@ -328,6 +331,32 @@ def test_results_cross_the_pipe_as_they_were_built(pools: list[tuple[Candidate, 
     assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in sent]
     assert all(isinstance(e[2], types.MappingProxyType) for _, _, events in got for e in events)
     assert repr(got) == repr(sent)
+
+
+def test_discoverys_members_cross_the_pipe_as_the_candidates_it_builds(config: HotcoinConfig, store: Path) -> None:
+    """Discovery's pools cross as their members' columns (`_member_columns`) and the parent
+    builds a chunk's candidates at once: what it gets is what discovery itself builds minute by
+    minute (`Members.build`), field for field and type for type, chunk after chunk."""
+    ahead = AheadDiscovery(
+        _feed(config, store), lambda sink: Discovery(config.discovery, sink), slot_ms=config.discovery.windows.slot_ms,
+        end_ms=END, keeps_payloads=True,
+    )  # fmt: skip
+    results: list[discovery_process.Result] = []
+
+    async def serve() -> None:
+        while not ahead._producer.done:
+            await ahead._producer.fill(discovery_process.CHUNK_BATCHES)
+            results.extend(ahead._producer.out)
+            ahead._producer.out.clear()
+
+    asyncio.run(serve())
+    chunks = [results[k : k + discovery_process.CHUNK_BATCHES] for k in range(0, len(results), discovery_process.CHUNK_BATCHES)]
+    got = [row for chunk in chunks for row in crossed(chunk)]
+    sent = [cycle for _, cycle, _ in results]
+    assert sum(len(cycle.snapshot) for cycle in sent) > 400  # the pump fills the pool for hours
+    assert all(cycle.snapshot.deferred is not None for cycle in sent if len(cycle.snapshot))
+    same_fields(tuple(cycle for _, cycle, _ in got), tuple(sent))
+    assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in results]
 
 
 def test_the_child_runs_ahead_of_a_reader_that_lags_by_more_than_a_chunk(config: HotcoinConfig, store: Path) -> None:

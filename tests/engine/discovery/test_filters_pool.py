@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from engine.config.sections.discovery import FiltersSection, PoolSection
 from engine.discovery.filters import CandidateFilters, FilterCode
-from engine.discovery.pool import CandidatePool
+from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.domain.discovery import Candidate
 from tests.kit.domain import T0, make_candidate
 
@@ -110,8 +113,23 @@ def pool(**kw: object) -> CandidatePool:
     return CandidatePool(PoolSection(**cfg))
 
 
-def builder(heats: dict[str, float], ts: int = T0):  # type: ignore[no-untyped-def]
-    return lambda s, rank: make_candidate(s, heat=heats[s], rank=rank, ts_ms=ts, returns=types.MappingProxyType({"1m": heats[s] / 1000}))
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A pool's members as the test makes them (`Ranked`): candidates made from their heats."""
+
+    symbols: list[str]
+    heats: dict[str, float]
+    ts: int
+
+    def build(self) -> tuple[Candidate, ...]:
+        return tuple(
+            make_candidate(s, heat=self.heats[s], rank=rank, ts_ms=self.ts, returns=types.MappingProxyType({"1m": self.heats[s] / 1000}))
+            for rank, s in enumerate(self.symbols, start=1)
+        )
+
+
+def builder(heats: dict[str, float], ts: int = T0) -> Callable[[list[str]], Built]:
+    return lambda ranked: Built(ranked, heats, ts)
 
 
 def test_top_n_by_heat_with_ranks() -> None:
@@ -203,3 +221,31 @@ def test_candidate_type() -> None:
     snap = p.update(T0, heats, {"A"}, {}, builder(heats)).snapshot
     assert isinstance(snap.get("A"), Candidate)
     assert snap.get("Z") is None and len(snap) == 1
+
+
+def test_a_snapshot_built_on_first_read_is_the_snapshot_of_its_candidates() -> None:
+    """`PoolSnapshot.of` (members built when read) and `PoolSnapshot(ts, candidates)` are the
+    same snapshot to every reader: equal, hashed, written, pickled and copied alike, frozen,
+    its length and symbols read without building it."""
+    heats = {"A": 90.0, "B": 70.0}
+    built = Built(["A", "B"], heats, T0)
+    calls: list[int] = []
+
+    class Counted(Built):
+        def build(self) -> tuple[Candidate, ...]:
+            calls.append(1)
+            return super().build()
+
+    lazy, plain = PoolSnapshot.of(T0, Counted(["A", "B"], heats, T0)), PoolSnapshot(T0, built.build())
+    assert len(lazy) == 2 and lazy.symbols == ("A", "B") and not calls
+    assert lazy == plain and plain == lazy
+    assert repr(lazy) == repr(plain) and [c.rank for c in lazy] == [1, 2] and lazy.get("B") == plain.get("B")
+    assert calls == [1]  # built once, then kept
+    assert repr(plain) == f"PoolSnapshot(ts_ms={T0}, candidates={built.build()!r})"
+    unread = PoolSnapshot.of(T0, built)
+    for copied in (pickle.loads(pickle.dumps(unread)), copy.deepcopy(unread), copy.copy(lazy)):
+        assert copied.deferred is not None and copied == plain
+    assert PoolSnapshot(T0) == PoolSnapshot(ts_ms=T0, candidates=()) and hash(PoolSnapshot(T0)) == hash((T0, ()))
+    assert PoolSnapshot(T0) != PoolSnapshot(T0 + 1) and PoolSnapshot(T0) != (T0, ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lazy.ts_ms = 0

@@ -11,8 +11,7 @@ from engine.config.sections.discovery import FiltersSection, ListingsSection, Po
 from engine.discovery import Discovery
 from engine.discovery.heat import HeatFrame
 from engine.discovery.listings import Announcement, parse_announcements
-from engine.discovery.pipeline import _SOURCES, _Minute
-from engine.discovery.pool import PoolSnapshot
+from engine.discovery.pipeline import _SOURCES, Members, _Minute
 from engine.discovery.social.source import SocialPost, extract_cashtags
 from engine.discovery.windows import RETURN_KEYS
 from engine.domain.discovery import HeatComponents
@@ -372,9 +371,9 @@ def test_a_candidate_carries_what_its_heat_frame_and_scores_say() -> None:
 def test_members_are_journaled_as_emit_candidate_journals_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """`_emit_members` (inline) journals what `_emit_candidate` member by member journals."""
 
-    def plain(self: Discovery, m: _Minute, snapshot: PoolSnapshot) -> int:
+    def plain(self: Discovery, m: _Minute, members: Members) -> int:
         emitted = 0
-        for cand in snapshot.candidates:
+        for cand in members.build():
             if cand.symbol not in self._emitted:
                 self._emit_candidate(m, cand.symbol, m.index[cand.symbol], cand.trace_id, cand.rank, True)
                 emitted += 1
@@ -394,9 +393,9 @@ def test_members_are_journaled_as_emit_candidate_journals_them(monkeypatch: pyte
 
 @pytest.mark.parametrize(("qv", "surge"), [(5e6, 2.5), (np.nan, np.nan), (np.inf, -np.inf), (0.0, 0.0)])
 def test_a_candidate_is_built_as_its_figures_say(qv: float, surge: float) -> None:
-    """`Discovery._candidate` (figures unpacked by name, the returns as a literal, finiteness
-    inline) builds what the figures give the plain way: returns in `RETURN_KEYS` order, a
-    volume that is not finite as 0.0, the bar's `make_trace_id`."""
+    """`Discovery._members` then `candidates` (figures unpacked by name, the returns as a
+    literal, finiteness inline) build what the figures give the plain way: returns in
+    `RETURN_KEYS` order, a volume that is not finite as 0.0, the bar's `make_trace_id`."""
     disc, _, _ = setup()
     now, listed = 1_617_235_230_000, 1_617_000_000_000.0
     figures = [61.5, 0.4, 0.3, 0.2, 0.0, 0.0, 0.1, 1.25, qv, listed, 0.01, np.nan, -0.02, 0.5, surge]
@@ -407,9 +406,9 @@ def test_a_candidate_is_built_as_its_figures_say(qv: float, surge: float) -> Non
     )  # fmt: skip
     bar_start = now - now % 60_000
     disc._trace_bar = now // 60_000
-    cand = disc._candidate(minute, "PEPE/USDT", 0, 3, bar_start)
+    (cand,) = disc._members(minute, ["PEPE/USDT"], {"PEPE/USDT": 0}, bar_start).build()
     assert cand.trace_id == make_trace_id("r1", "PEPE/USDT", bar_start)
-    assert (cand.symbol, cand.ts_ms, cand.heat, cand.rank, cand.price) == ("PEPE/USDT", now, 61.5, 3, 1.25)
+    assert (cand.symbol, cand.ts_ms, cand.heat, cand.rank, cand.price) == ("PEPE/USDT", now, 61.5, 1, 1.25)
     assert cand.components == HeatComponents(0.4, 0.3, 0.2, 0.0, 0.0, 0.1)
     assert repr(dict(cand.returns)) == repr(dict(zip(RETURN_KEYS, figures[10:14], strict=True)))
     assert cand.quote_volume_24h == (qv if np.isfinite(qv) else 0.0)

@@ -43,8 +43,6 @@ CASES: list[tuple[type, tuple[Any, ...], dict[str, Any]]] = [
         ("t1", "ABC/USDT", 60_000, 71.5, HEAT, 1, 0.012, math.nan, ("ticker",), 3.5),
         {"returns": types.MappingProxyType({"1m": 0.01, "5m": math.nan}), "volume_surge": 4.0},
     ),
-    (PoolSnapshot, (60_000,), {}),
-    (PoolSnapshot, (), {"ts_ms": 60_000, "candidates": (CANDIDATE,)}),
     (PoolChange, (("ABC/USDT",), (("XYZ/USDT", "expired"),), SNAPSHOT), {}),
     (DiscoveryCycle, (60_000, True, SNAPSHOT), {}),
     (Signal, ("t1", "ABC/USDT", 60_000, SignalDecision.SKIP, "failed: heat"), {}),
