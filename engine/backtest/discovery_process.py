@@ -51,7 +51,7 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from itertools import chain, islice, repeat
+from itertools import chain, groupby, islice, repeat
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
@@ -64,6 +64,7 @@ from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost
 from engine.domain import Market, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.discovery import Candidate
+from engine.domain.ticker import FloatArray
 from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
@@ -140,7 +141,22 @@ def _member_columns(members: list[Members]) -> Columns:
     sizes = [len(m.symbols) for m in members]
     times = list(chain.from_iterable(repeat(m.ts_ms, n) for m, n in zip(members, sizes, strict=True)))
     ranks = list(chain.from_iterable(map(range, repeat(1), [n + 1 for n in sizes])))
-    return trace_ids, symbols, times, ranks, np.concatenate([m.figures for m in members])
+    return trace_ids, symbols, times, ranks, _figures(members)
+
+
+def _figures(members: list[Members]) -> FloatArray:
+    """The [member, figure] rows of `members`, in order: one gather per figure table they share
+    (a block's: some 60 minutes'), not one per minute."""
+    gathered = []
+    for _, group in groupby((m for m in members if m.rows), key=_table_id):
+        shared = list(group)
+        batches = np.repeat([m.batch for m in shared], [len(m.rows) for m in shared])
+        gathered.append(shared[0].table[batches, list(chain.from_iterable(m.rows for m in shared))])
+    return np.concatenate(gathered) if gathered else members[0].figures  # none: an empty pool's [0, figure]
+
+
+def _table_id(members: Members) -> int:
+    return id(members.table)
 
 
 def _rows(columns: Columns) -> list[Result]:
@@ -153,7 +169,7 @@ def _rows(columns: Columns) -> list[Result]:
     for time, (ts, accepted, snapshot_ts, entered, left, count), pool, cycle_events in zip(
         times, zip(*cycle_figures, strict=True), pools, events, strict=True
     ):
-        made = tuple(islice(members, pool)) if pool.__class__ is int else pool
+        made = pool if pool.__class__ is not int else tuple(islice(members, pool)) if pool else ()
         out.append((time, DiscoveryCycle(ts, accepted, PoolSnapshot(snapshot_ts, made), entered, left, count), cycle_events))
     return out
 

@@ -95,7 +95,7 @@ class _Detail:
 # (`_tabulate`): a candidate reads its row in one `tolist` instead of a dozen numpy scalars.
 _PARTS: tuple[str, ...] = HeatComponents.__slots__  # heat's components, in `HeatComponents` order
 _QV, _LISTED = 1 + len(_PARTS) + 1, 1 + len(_PARTS) + 2  # heat, the parts, price, 24 h volume, listing
-_NO_FIGURES: FloatArray = np.empty((0, _LISTED + 1 + len(RETURN_KEYS) + 1))  # an empty pool's rows
+_NO_TABLE: FloatArray = np.empty((1, 0, _LISTED + 1 + len(RETURN_KEYS) + 1))  # an empty pool's figure table
 # A candidate's `sources` by (ticker, listing, social) as bits 0-2: `HeatFrame.sources` without
 # building a tuple per candidate (`test_pipeline.py` holds the two equal).
 _SOURCES: tuple[tuple[str, ...], ...] = tuple(
@@ -129,23 +129,21 @@ class _Minute:
     codes: CodeArray
     eligible: list[int]
     refused: list[int]
-    tabulate: Callable[[], FloatArray]  # [row, figure] (`_tabulate`)
+    tabulate: Callable[[], FloatArray]  # [batch, row, figure] (`_tabulate`): this batch's at `batch`
+    batch: int
     describe: Callable[[], _Detail]
     _table: FloatArray | None = None
     _detail: _Detail | None = None
 
     def figures(self, row: int) -> list[float]:
         """Row `row` of the batch's figure table (`_tabulate`), as floats."""
-        out: list[float] = self._figure_table()[row].tolist()
+        out: list[float] = self.table()[self.batch, row].tolist()
         return out
 
-    def rows(self, rows: list[int]) -> FloatArray:
-        """Rows `rows` of the batch's figure table, in that order: a copy, which the next
-        batch's (`on_batch`: the live windows move on) leaves as it is."""
-        out: FloatArray = self._figure_table()[rows]
-        return out
-
-    def _figure_table(self) -> FloatArray:
+    def table(self) -> FloatArray:
+        """The figure table the batch is `batch` of: its own (`on_batch`, made from the live
+        arrays, never written again), or its block's (made once the block's first candidate
+        reads it, never written again either)."""
         if self._table is None:
             self._table = self.tabulate()
         return self._table
@@ -159,15 +157,24 @@ class _Minute:
 @dataclass(frozen=True, slots=True)
 class Members:
     """A settled batch's pool members, hottest first, as `_settle` leaves them: their symbols,
-    trace ids and rows of the batch's figure table (`_tabulate`), `Candidate`s only once read
-    (`PoolSnapshot.of`). The backtest's discovery process sends these columns as they are
-    (`engine.backtest.discovery_process._columns`) and the trading process builds the
-    candidates from them (`candidates`), so none is built twice, nor taken apart between."""
+    trace ids and rows of the batch's figure table (`_Minute.table`), `Candidate`s only once
+    read (`PoolSnapshot.of`). The backtest's discovery process sends these columns as they
+    are, the figures of a chunk's members taken in one gather per table they share (a block's:
+    `engine.backtest.discovery_process._member_columns`), and the trading process builds the
+    candidates from them (`candidates`): none is built twice, nor taken apart in between."""
 
     ts_ms: int
     symbols: list[str]
     trace_ids: list[str]
-    figures: FloatArray  # [member, figure]
+    table: FloatArray  # [batch, row, figure] (`_tabulate`)
+    batch: int
+    rows: list[int]  # the members' rows of the table's batch `batch`
+
+    @property
+    def figures(self) -> FloatArray:
+        """[member, figure]: the members' rows of the figure table."""
+        out: FloatArray = self.table[self.batch, self.rows]
+        return out
 
     def build(self) -> tuple[Candidate, ...]:
         n = len(self.symbols)
@@ -468,8 +475,8 @@ class Discovery:
             now, e, w.symbols, w.index, frame.heat, codes, (hot & (codes == 0)).nonzero()[0].tolist(),
             (hot & (codes != 0)).nonzero()[0].tolist(),
             lambda: _tabulate(frame.heat, frame.parts, w.last_price[:e], w.quote_volume_24h[:e], listing_ms[:e],
-                              scores.returns.values(), scores.volume_surge),
-            lambda: detail, _detail=detail,
+                              scores.returns.values(), scores.volume_surge)[None],
+            0, lambda: detail, _detail=detail,
         ), journal)  # fmt: skip
 
     def push(self, batch: TickerBatch, settled: Callable[[DiscoveryCycle], object], block: int = BLOCK_BATCHES) -> None:
@@ -582,7 +589,7 @@ class Discovery:
             symbols, index = block.mappings[i]
             settled(self._settle(_Minute(
                 ts, n, symbols, index, heat[i, :n], codes[i, :n], eligible[i], refused[i],
-                functools.partial(_row_of, table, i), functools.partial(describe, i, ts),
+                table, i, functools.partial(describe, i, ts),
             )))  # fmt: skip
 
     def _blockable(self, batch: TickerBatch) -> bool:
@@ -715,7 +722,9 @@ class Discovery:
             if trace is None:
                 trace = traces[symbol] = of(symbol, bar_start)
             ids.append(trace)
-        return Members(m.now, ranked, ids, m.rows([rows[s] for s in ranked]) if ranked else _NO_FIGURES)
+        if not ranked:  # no table to make for an empty pool
+            return Members(m.now, ranked, ids, _NO_TABLE, 0, [])
+        return Members(m.now, ranked, ids, m.table(), m.batch, [rows[s] for s in ranked])
 
     # ------------------------------------------------------------------ journal
     def _journal(self, m: _Minute, bar: int, bar_start: int, members: Members, entered: tuple[str, ...]) -> int:
@@ -840,12 +849,6 @@ def _by_batch(mask: npt.NDArray[np.bool_]) -> list[list[int]]:
     columns: list[int] = mask.nonzero()[1].tolist()
     ends: list[int] = np.cumsum(np.count_nonzero(mask, axis=1)).tolist()
     return [columns[start:end] for start, end in zip([0, *ends], ends, strict=False)]
-
-
-def _row_of(table: Callable[[], FloatArray], i: int) -> FloatArray:
-    """Batch `i`'s [row, figure] table of a block's (`Discovery.flush`)."""
-    out: FloatArray = table()[i]
-    return out
 
 
 def _age_days(now_ms: int, listing_ms: float) -> float | None:

@@ -399,9 +399,9 @@ def test_a_candidate_is_built_as_its_figures_say(qv: float, surge: float) -> Non
     disc, _, _ = setup()
     now, listed = 1_617_235_230_000, 1_617_000_000_000.0
     figures = [61.5, 0.4, 0.3, 0.2, 0.0, 0.0, 0.1, 1.25, qv, listed, 0.01, np.nan, -0.02, 0.5, surge]
-    table = np.array([figures])
+    table = np.array([[[0.0] * len(figures)], [figures]])  # [batch, row, figure]: the minute is batch 1
     minute = _Minute(
-        now, 1, ["PEPE/USDT"], {"PEPE/USDT": 0}, table[:, 0], np.zeros(1, np.int64), [0], [], lambda: table,
+        now, 1, ["PEPE/USDT"], {"PEPE/USDT": 0}, table[1, :, 0], np.zeros(1, np.int64), [0], [], lambda: table, 1,
         lambda: None,  # type: ignore[arg-type, return-value]
     )  # fmt: skip
     bar_start = now - now % 60_000
