@@ -53,7 +53,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain, groupby, islice, repeat
 from multiprocessing.connection import Connection
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -68,6 +68,7 @@ from engine.domain.ticker import FloatArray
 from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
+from engine.runtime.tap import Tap
 
 MINUTE_MS = 60_000
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
@@ -80,7 +81,10 @@ AUTO_MIN_MINUTES = 720
 AHEAD_MIN_MINUTES = 360
 
 Event = tuple[str, int, Mapping[str, Any], str | None, str | None]  # kind, ts_ms, payload, trace_id, symbol
-Result = tuple[int, DiscoveryCycle, tuple[Event, ...]]  # batch time, discovery's result, its events
+# A batch's events: each as it was emitted, or only their kinds where the journal keeps no payloads
+# (`_RecordingSink`: the trading side's tap then only counts them, `Tap.tally`).
+Events = tuple[Event, ...] | tuple[str, ...]
+Result = tuple[int, DiscoveryCycle, Events]  # batch time, discovery's result, its events
 
 
 class DiscoveryProcessError(RuntimeError):
@@ -198,11 +202,15 @@ class _RecordingSink:
     """Discovery's sink in the child: keeps each event for the parent's tap to emit. A payload
     someone keeps is validated and serialised here (`encoded`): what crosses the pipe is its
     JSON text, which the parent's journal writes as is, rather than nested dicts pickled on
-    one side and unpickled and serialised again on the trading side, the slower one."""
+    one side and unpickled and serialised again on the trading side, the slower one. Where
+    nobody keeps payloads (the journal off), the parent's tap only counts and numbers the
+    events (`EventSink.keeps_payloads`), so only their kinds are kept and cross (`Tap.tally`):
+    ~50,000 candidate snapshots a month, once 5-tuples pickled, rebuilt and emitted one by one."""
 
     def __init__(self, keeps_payloads: bool) -> None:
         self._keeps = keeps_payloads
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # where payloads are kept
+        self.kinds: list[str] = []  # ...or where they are not
 
     @property
     def keeps_payloads(self) -> bool:
@@ -218,12 +226,22 @@ class _RecordingSink:
         symbol: str | None = None,
         cause: int | None = None,
     ) -> int:
-        self.events.append((kind, ts_ms, encode(kind, ts_ms, payload) if self._keeps else payload, trace_id, symbol))
-        return len(self.events)  # discovery never reads the seq; the parent's tap assigns the real one
+        if self._keeps:
+            self.events.append((kind, ts_ms, encode(kind, ts_ms, payload), trace_id, symbol))
+        else:
+            self.kinds.append(kind)
+        return len(self.events) + len(self.kinds)  # discovery never reads it; the parent's tap assigns the seq
 
-    def take(self) -> tuple[Event, ...]:
-        out, self.events = tuple(self.events), []
-        return out
+    def take(self) -> Events:
+        if self._keeps:
+            events, self.events = tuple(self.events), []
+            return events
+        kinds, self.kinds = tuple(self.kinds), []
+        return kinds
+
+    def first_kind(self) -> str | None:
+        """The kind of the first event kept and not taken yet (None: none)."""
+        return self.events[0][0] if self.events else self.kinds[0] if self.kinds else None
 
 
 class _Sending:
@@ -272,9 +290,9 @@ class _Sending:
         """The parent re-emits events batch by batch; one journaled between batches would land
         at the wrong place in its journal, so it stops the run instead (discovery journals only
         in `on_batch` today)."""
-        if self._sink.events:
+        if (kind := self._sink.first_kind()) is not None:
             raise DiscoveryProcessError(
-                f"discovery journaled {self._sink.events[0][0]} outside a batch; it runs ahead of the trading "
+                f"discovery journaled {kind} outside a batch; it runs ahead of the trading "
                 "core, which replays its events batch by batch, so it may journal only while settling a batch"
             )
         return result
@@ -396,6 +414,7 @@ class DiscoveryProcess:
         child_end.close()  # the parent's copy: EOF on our end once the child's copy closes
         self._results: deque[Result] = deque()
         self._ended = False
+        self.keeps_payloads = keeps_payloads
 
     def __enter__(self) -> DiscoveryProcess:
         return self
@@ -442,7 +461,10 @@ class DiscoveryProcess:
 
 
 class ResultSource(Protocol):
-    """Where a `PipedDiscovery` takes discovery's results from, in batch order."""
+    """Where a `PipedDiscovery` takes discovery's results from, in batch order; their events
+    as emitted where `keeps_payloads`, else their kinds alone (`_RecordingSink`)."""
+
+    keeps_payloads: bool
 
     def next_result(self) -> Result: ...
 
@@ -457,6 +479,8 @@ class PipedDiscovery:
         self._source = source
         self._sink = sink
         self._where = where
+        # events that come as their kinds alone (no payload kept): counted by the tap at once
+        self._tally = None if source.keeps_payloads else sink.tally if isinstance(sink, Tap) else self._emit_kinds
 
     def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
         """The next result, its events re-emitted: the discovery that ran ahead was told of a
@@ -466,10 +490,20 @@ class PipedDiscovery:
             raise DiscoveryProcessError(
                 f"discovery ({self._where}) sent the batch at {ts} for the batch at {batch.ts_ms}; the two diverged"
             )
+        if self._tally is not None:
+            if events:
+                self._tally(ts, cast(tuple[str, ...], events))
+            return cycle
         emit = self._sink.emit
-        for kind, ts_ms, payload, trace_id, symbol in events:
+        for kind, ts_ms, payload, trace_id, symbol in cast(tuple[Event, ...], events):
             emit(kind, ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol)
         return cycle
+
+    def _emit_kinds(self, ts_ms: int, kinds: tuple[str, ...]) -> None:
+        """`Tap.tally` for a sink that is no tap: each kind emitted with no payload, as a sink
+        keeping none reads it."""
+        for kind in kinds:
+            self._sink.emit(kind, ts_ms=ts_ms, payload={})
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object:
         return None  # discovery's own driver refreshed them on the same schedule, from the same files
@@ -503,6 +537,7 @@ class AheadDiscovery:
                  keeps_payloads: bool) -> None:  # fmt: skip
         self._producer = _Producer(feed, build, slot_ms, end_ms, keeps_payloads)
         self._results: deque[Result] = deque()
+        self.keeps_payloads = keeps_payloads
 
     async def fill(self) -> None:
         """Have the next batch's result ready: discovery runs a chunk ahead when none is left."""

@@ -14,11 +14,12 @@ things while they write:
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.execution.broker import counts_as_order_error
 from engine.journal.events import TRAIL_ACTION, EventSink
+from engine.journal.sinks import NullSink
 from engine.journal.trace import Check
 from engine.numfmt import price, quantity
 from engine.runtime.snapshot import EventRow
@@ -27,6 +28,7 @@ RECENT_EVENTS = 200
 CANDIDATE_SEQS = 8_192
 
 EventObserver = Callable[[str, Mapping[str, Any], "str | None"], object]
+_NO_PAYLOAD: Mapping[str, Any] = {}  # a tallied event's: its sink keeps none (`Tap.tally`)
 
 
 class Tap:
@@ -81,6 +83,24 @@ class Tap:
         if self._keep_recent:
             self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, event_line(kind, payload)))
         return seq
+
+    def tally(self, ts_ms: int, kinds: Sequence[str]) -> None:
+        """Events of `kinds` at `ts_ms`, where nothing reads more of them than their kind: the
+        sink only counts and numbers them (`keeps_payloads` False: no payload kept, no observer,
+        no console rows). Each still takes its seq, so the seqs after them and the counts are
+        those of `emit`; no trace is remembered as a cause (`candidate_seq`), a link only a
+        sink keeping events would keep. For discovery's events run ahead of the core with the
+        journal off (`engine.backtest.discovery_process`): ~50,000 candidate snapshots a
+        replayed month, each `emit`'s bookkeeping for nothing."""
+        if self.keeps_payloads:
+            raise ValueError("tally() is for a tap whose sink only counts events; this one keeps them")
+        if isinstance(self.sink, NullSink):
+            self.sink.skip(len(kinds))  # the journal off: numbered at once
+        else:
+            emit = self.sink.emit
+            for kind in kinds:
+                emit(kind, ts_ms=ts_ms, payload=_NO_PAYLOAD)
+        self.kinds.update(kinds)
 
 
 def event_line(kind: str, p: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -37,6 +38,8 @@ from engine.discovery.pool import PoolSnapshot
 from engine.domain import Market, TickerBatch
 from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink, JournalEvent
+from engine.journal.sinks import NullSink
+from engine.runtime.tap import Tap
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import START, T0
 from tests.kit.events import RecordingSink
@@ -386,3 +389,51 @@ def _every_result(process: DiscoveryProcess) -> list[discovery_process.Result]:
         if not process._results:
             return out
         out.append(process.next_result())
+
+
+class _Results:
+    """A `ResultSource` over results already made."""
+
+    def __init__(self, results: list[discovery_process.Result], keeps_payloads: bool) -> None:
+        self._results = iter(results)
+        self.keeps_payloads = keeps_payloads
+
+    def next_result(self) -> discovery_process.Result:
+        return next(self._results)
+
+
+def _ahead_results(config: HotcoinConfig, store: Path, keeps_payloads: bool) -> list[discovery_process.Result]:
+    ahead = AheadDiscovery(
+        _feed(config, store), lambda sink: Discovery(config.discovery, sink), slot_ms=config.discovery.windows.slot_ms,
+        end_ms=END, keeps_payloads=keeps_payloads,
+    )  # fmt: skip
+    out: list[discovery_process.Result] = []
+
+    async def serve() -> None:
+        while True:
+            await ahead.fill()
+            out.append(ahead.next_result())
+
+    with pytest.raises(DiscoveryProcessError, match="past the window's end"):
+        asyncio.run(serve())
+    return out
+
+
+def test_journal_off_events_cross_as_their_kinds_and_the_tap_counts_them_as_emitted(
+    config: HotcoinConfig, store: Path
+) -> None:
+    """With no payload kept, a batch's events cross as their kinds alone (`_RecordingSink`) and
+    the trading side's tap tallies them (`Tap.tally`): the same counts, by kind, and the same
+    seqs after them as emitting each event as it was recorded."""
+    kept, counted = _ahead_results(config, store, True), _ahead_results(config, store, False)
+    assert [e[0] for r in kept for e in r[2]] == [k for r in counted for k in r[2]]
+    assert sum(len(r[2]) for r in counted) > 100 and all(isinstance(k, str) for r in counted for k in r[2])
+    taps = []
+    for results, keeps in ((kept, True), (crossed(counted), False)):
+        tap = Tap(NullSink(), recent=0)
+        stage = PipedDiscovery(_Results(results, keeps), tap)
+        cycles = [stage.on_batch(cast(TickerBatch, types.SimpleNamespace(ts_ms=ts))) for ts, _, _ in results]
+        assert cycles == [cycle for _, cycle, _ in results]
+        taps.append(tap)
+    assert taps[0].kinds == taps[1].kinds
+    assert taps[0].emit("fill", ts_ms=END, payload={}) == taps[1].emit("fill", ts_ms=END, payload={})

@@ -3,6 +3,8 @@ through the tap) lets the per-minute emitters leave payloads out."""
 
 from __future__ import annotations
 
+import pytest
+
 from engine.journal.events import EventSink
 from engine.journal.sinks import NullSink
 from engine.runtime.tap import Tap
@@ -32,3 +34,24 @@ def test_the_tap_counts_events_by_kind_whatever_the_sink_keeps() -> None:
     for kind in ("state_change", "candidate_snapshot", "state_change"):
         t.emit(kind, ts_ms=1, payload={})
     assert t.events == 3 and t.kinds == {"state_change": 2, "candidate_snapshot": 1}
+
+
+def test_a_tally_counts_and_numbers_events_as_emitting_them_does() -> None:
+    """`Tap.tally` (discovery's events with the journal off) leaves the counts and the seqs
+    after it where emitting each event would have."""
+    kinds = ("candidate_snapshot", "listing", "candidate_snapshot")
+    emitted, tallied = Tap(NullSink(), recent=0), Tap(NullSink(), recent=0)
+    for tap in (emitted, tallied):
+        tap.emit("state_change", ts_ms=1, payload={})
+    for kind in kinds:
+        emitted.emit(kind, ts_ms=2, payload={}, trace_id="t", symbol="A/USDT")
+    tallied.tally(2, kinds)
+    assert tallied.kinds == emitted.kinds and tallied.events == emitted.events == 4
+    assert tallied.emit("fill", ts_ms=3, payload={}) == emitted.emit("fill", ts_ms=3, payload={}) == 5
+
+
+def test_a_tally_is_refused_where_events_are_kept() -> None:
+    with pytest.raises(ValueError, match="keeps them"):
+        Tap(RecordingSink(), recent=0).tally(1, ("candidate_snapshot",))
+    with pytest.raises(ValueError, match="reads every payload"):
+        NullSink(validate=True).skip(1)
