@@ -471,16 +471,14 @@ class TradingCore:
             fresh = sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
         else:
             fresh = sorted(candidates, key=_rank)
-        evaluated = self.signals.evaluate_entries(
+        entering = self.signals.entering(
             fresh, now_ms, min_heat=self._min_heat, last_action_ms=self._last_action_ms, causes=causes
         )
         gate: list[dict[str, Any]] | None = None  # taken at the first entry signal: most cycles have none
         gate_open = False
         limit = 0
         shut: dict[int, list[dict[str, Any]]] = {}  # one (read-only) check list per slot count
-        for ev in evaluated:
-            if ev.signal.decision is not SignalDecision.ENTER:
-                continue
+        for ev in entering:
             if gate is None:  # nothing changed since the signals: the state they were taken in
                 gate = self._entry_gate(now_ms)
                 gate_open = all(c["passed"] for c in gate)

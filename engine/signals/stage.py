@@ -73,7 +73,9 @@ class SignalStage:
                 f"this engine computes {feature_schema_hash()[:12]}; retrain or install a matching model"
             )
         self.rules = SignalRules(settings)
-        self._entries: BarCache[Signal] = BarCache()
+        # Only whether a symbol was decided in the bar is read back: its decision is kept, so a
+        # cold skip needs no `Signal` (`entering`).
+        self._entries: BarCache[SignalDecision] = BarCache()
         self._exits: BarCache[Signal] = BarCache()
         # A rank change is bar to bar, from each bar's first decision (the moment a backtest's
         # one batch a minute sees): symbol -> (bar, its rank at that bar's first sight), and its
@@ -171,6 +173,28 @@ class SignalStage:
         causes: Mapping[str, int] | None = None,
     ) -> list[Evaluated]:
         """Entry signals for the candidates not yet evaluated in this bar (cached ones are skipped)."""
+        return self._evaluate_entries(candidates, now_ms, min_heat, last_action_ms, causes, acting=False)
+
+    def entering(
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        *,
+        min_heat: float,
+        last_action_ms: Mapping[str, int],
+        causes: Mapping[str, int] | None = None,
+    ) -> list[Evaluated]:
+        """The ENTER signals of `evaluate_entries`, which journals and keeps every decision as
+        it does: all the core acts on. A minute whose fresh candidates are all cold (most
+        minutes with a candidate) then builds no `Signal` and no `Evaluated`, only their
+        journal lines."""
+        return self._evaluate_entries(candidates, now_ms, min_heat, last_action_ms, causes, acting=True)
+
+    def _evaluate_entries(
+        self, candidates: Sequence[Candidate], now_ms: int, min_heat: float, last_action_ms: Mapping[str, int],
+        causes: Mapping[str, int] | None, *, acting: bool,
+    ) -> list[Evaluated]:
+        """`evaluate_entries`, or (`acting`) its ENTER signals alone (`entering`)."""
         bar_ms = self.bar_of(now_ms)
         fresh = [c for c in candidates if self._entries.get(c.symbol, bar_ms) is None]
         previous = self._note_ranks(candidates, bar_ms)
@@ -184,6 +208,9 @@ class SignalStage:
         keeps = self.sink.keeps_payloads
         cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
         if len(cold) == len(fresh):  # every one cold (most minutes with a candidate): no rule to apply
+            if acting:  # none enters: only the journal lines and the bar's decisions
+                self._skip_cold(fresh, now_ms, bar_ms, causes)
+                return []
             return self._all_cold(fresh, now_ms, bar_ms, causes)
         warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
         outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms, keeps)
@@ -199,8 +226,9 @@ class SignalStage:
                 keep = _has_last_bar(raw[i])  # else asked again next cycle, once the bar may have come
                 i += 1
             if keep:
-                self._entries.put(c.symbol, bar_ms, ev.signal)
-            out.append(ev)
+                self._entries.put(c.symbol, bar_ms, ev.signal.decision)
+            if not acting or ev.signal.decision is SignalDecision.ENTER:
+                out.append(ev)
         return out
 
     def _all_cold(
@@ -212,9 +240,19 @@ class SignalStage:
         put = self._entries.put
         for c in fresh:
             ev = self._cold(c, now_ms, None if causes is None else causes.get(c.trace_id))
-            put(c.symbol, bar_ms, ev.signal)
+            put(c.symbol, bar_ms, SignalDecision.SKIP)
             out.append(ev)
         return out
+
+    def _skip_cold(self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None) -> None:
+        """`_all_cold`'s journal lines and kept decisions, in order, without its signals (`entering`)."""
+        emit, put, skip = self.sink.emit, self._entries.put, SignalDecision.SKIP
+        for c in fresh:
+            emit(
+                "signal_snapshot", ts_ms=now_ms, payload=_COLD_PAYLOAD, trace_id=c.trace_id, symbol=c.symbol,
+                cause=None if causes is None else causes.get(c.trace_id),
+            )  # fmt: skip
+            put(c.symbol, bar_ms, skip)
 
     def _rule_entries(
         self, warm: Sequence[Candidate], previous: Mapping[str, int], now_ms: int, bar_ms: int, min_heat: float,

@@ -13,7 +13,7 @@ from engine.signals.bars import BarHistory
 from engine.signals.cache import BarCache
 from engine.signals.features import LISTING_ORDINARY_BARS, CandidateInfo, feature_schema_hash
 from engine.signals.scorer import NullScorer, ScorerMode
-from engine.signals.stage import SignalStage
+from engine.signals.stage import Evaluated, SignalStage
 from tests.engine.signals import market_kit as mk
 from tests.kit.events import RecordingSink
 
@@ -200,7 +200,7 @@ def test_journal_off_skips_cold_candidates_on_heat_without_building_their_featur
     asked: list[list[str]] = []
     features = off._features
 
-    def spy(symbols: list[str], info: CandidateInfo, bar: int, listed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def spy(symbols: list[str], info: CandidateInfo, bar: int, listed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         asked.append(list(symbols))
         return features(symbols, info, bar, listed)
 
@@ -244,6 +244,50 @@ def test_journal_off_a_minute_of_cold_candidates_alone_decides_as_the_rules_do(m
     assert off_sink.events == [(e.kind, e.trace_id, e.symbol, e.cause) for e in full_sink.events[len(cands) :]]
     assert [e.seq for e in got] == list(range(1, 4))
     assert off.evaluate_entries(cands, mk.NOW, min_heat=90.0, last_action_ms={}) == []  # kept for the bar
+
+
+@pytest.mark.parametrize("min_heat", [70.0, 90.0], ids=["some-warm", "all-cold"])
+@pytest.mark.parametrize("sink_kind", ["journal", "journal-off"])
+def test_entering_is_evaluate_entries_enter_signals_with_the_same_journal_and_bar(min_heat: float, sink_kind: str) -> None:
+    """What the core asks (`entering`): the ENTER signals `evaluate_entries` gives, the same
+    events with the same seqs and causes, and every candidate decided for the bar; a minute of
+    cold candidates alone (journal off) journals its skips and builds no signal."""
+    names = mk.symbols(3)
+    history = BarHistory("1m")
+    mk.feed_hot(history, names, mk.NOW)
+
+    def sink() -> RecordingSink | CountingSink:
+        return RecordingSink() if sink_kind == "journal" else CountingSink()
+
+    plain_sink, acting_sink = sink(), sink()
+    plain = SignalStage(SignalSettings(), history, plain_sink)
+    acting = SignalStage(SignalSettings(), history, acting_sink)
+    cands = _mixed(names)
+    causes = causes_for(plain_sink, cands)  # type: ignore[arg-type]
+    assert causes_for(acting_sink, cands) == causes  # type: ignore[arg-type]
+    want = plain.evaluate_entries(cands, mk.NOW, min_heat=min_heat, last_action_ms={}, causes=causes)
+    got = acting.entering(cands, mk.NOW, min_heat=min_heat, last_action_ms={}, causes=causes)
+    entered = [e for e in want if e.signal.decision is SignalDecision.ENTER]
+    assert [_plain(e) for e in got] == [_plain(e) for e in entered]
+    for a, b in zip(got, entered, strict=True):  # NaN features (no regime history) equal as NaN
+        assert np.array_equal(list(a.signal.features.values()), list(b.signal.features.values()), equal_nan=True)
+    assert len(got) == (2 if min_heat == 70.0 else 0)
+    assert _events(acting_sink) == _events(plain_sink)
+    assert acting.entering(cands, mk.NOW + 5_000, min_heat=min_heat, last_action_ms={}) == []  # kept for the bar
+    assert _events(acting_sink) == _events(plain_sink)
+
+
+def _plain(e: Evaluated) -> tuple[object, ...]:
+    """An evaluation less its features (NaN there is unequal to itself)."""
+    s = e.signal
+    return e.seq, s.trace_id, s.symbol, s.ts_ms, s.decision, s.reason, dict(s.rules), list(s.features), s.ml_score
+
+
+def _events(sink: RecordingSink | CountingSink) -> list[tuple[object, ...]]:
+    """(kind, trace, symbol, cause) of each event a sink took, in order."""
+    if isinstance(sink, CountingSink):
+        return list(sink.events)
+    return [(e.kind, e.trace_id, e.symbol, e.cause) for e in sink.events]
 
 
 def test_a_decision_without_the_bar_that_just_closed_is_asked_again_once_it_comes() -> None:
