@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.signals.features import WINDOW, BarMatrix, FloatArray, features_hot_windows
+from engine.signals.features import WINDOW, BarMatrix, FloatArray, Listings, features_hot_windows
 
 if TYPE_CHECKING:  # the feed builds these over its slicer
     from engine.backtest.feed import CandleSlicer
@@ -51,6 +51,9 @@ class StoredBars:
         self._first_ms = slicer.index.first_ms  # symbol -> its first stored bar
         # symbol -> (first bar, regime, [AHEAD, features] rows, first bar missing): `latest_features`
         self._blocks: dict[str, tuple[int, str, FloatArray, npt.NDArray[np.bool_]]] = {}
+        # symbol -> (first bar, regime, min bars, [AHEAD, features] since-listing rows, [AHEAD]
+        # first rows): `listing_features`, for the blocks that lack a first bar
+        self._listing_blocks: dict[str, tuple[int, str, int, FloatArray, npt.NDArray[np.intp]]] = {}
 
     def follow(self, symbol: str, now_ms: int) -> None:
         # `CandleSlicer.covers` at the store's own timeframe, asked for every symbol the core may
@@ -94,24 +97,64 @@ class StoredBars:
         `features_hot_latest` gives them over `window([symbol, regime], bar_ms)` without info
         (`with_info` adds it): a [features] row. None where that read would not be whole (the
         core may not read a bar of it yet) or its first bar is missing (a listing may begin in
-        it): the caller computes those itself.
+        it): `listing_features` serves those.
 
         The features of a symbol held or hot this minute are mostly asked again the next: the
         first ask computes the next `AHEAD` bars in one `features_hot_windows` call, from the
         store's bars, which a read at each of those bars sees as they are once the core may read
         them (checked at each ask: the marks)."""
+        block = self._block(symbol, regime, bar_ms)
+        if block is None:
+            return None
+        i = (bar_ms - block[0]) // self.tf_ms
+        return None if block[3][i] else block[2][i]
+
+    def listing_features(
+        self, symbol: str, regime: str, bar_ms: int, min_bars: int
+    ) -> tuple[FloatArray, FloatArray, int] | None:
+        """Where `latest_features` is None for a window that lacks its first bar (a listing may
+        begin in it): its row as `latest_features` would give it, the row `features_hot_latest`
+        gives with the symbol's bars counted since the window's first bar that is there
+        (`Listings` of that row, `min_bars`), and that row (0: no bar is there). Whether the
+        window holds a listing is the caller's to say (`Listings.at_rows`). None where the read
+        would not be whole, as `latest_features`.
+
+        A listing is asked every minute it is hot or held, each a window computed alone with
+        its listing patched in (three times a block's cost); computed ahead like the others
+        from the block's own windows."""
+        block = self._block(symbol, regime, bar_ms)
+        if block is None:
+            return None
+        start = block[0]
+        listed = self._listing_blocks.get(symbol)
+        if listed is None or listed[:3] != (start, regime, min_bars):
+            bars, regime_close = self._windows(symbol, regime, start)
+            first = (~np.isnan(bars.close)).argmax(axis=0)  # as `Listings.in_window` finds it
+            rows = features_hot_windows(bars, regime_close, Listings(np.where(first > 0, first, np.nan), min_bars))
+            listed = self._listing_blocks[symbol] = (start, regime, min_bars, rows, first)
+        i = (bar_ms - start) // self.tf_ms
+        return block[2][i], listed[3][i], int(listed[4][i])
+
+    def _block(self, symbol: str, regime: str, bar_ms: int) -> tuple[int, str, FloatArray, npt.NDArray[np.bool_]] | None:
+        """The block of `latest_features` that holds `bar_ms`, computed if none does; None
+        where the core may not read the bar of `symbol` or `regime` yet."""
         marks, tf = self._marks, self.tf_ms
         if marks.get(symbol, -1) < bar_ms or marks.get(regime, -1) < bar_ms or bar_ms % tf:
             return None
         block = self._blocks.get(symbol)
         if block is None or block[1] != regime or not 0 <= bar_ms - block[0] < AHEAD * tf:
             block = self._blocks[symbol] = (bar_ms, regime, *self._ahead(symbol, regime, bar_ms))
-        i = (bar_ms - block[0]) // tf
-        return None if block[3][i] else block[2][i]
+        return block
 
     def _ahead(self, symbol: str, regime: str, bar_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """The features of `symbol`'s windows at `bar_ms` and the `AHEAD - 1` bars after it
         ([AHEAD, features]), and which of them lack their first bar."""
+        bars, regime_close = self._windows(symbol, regime, bar_ms)
+        return features_hot_windows(bars, regime_close), np.isnan(bars.close[0])
+
+    def _windows(self, symbol: str, regime: str, bar_ms: int) -> tuple[BarMatrix, FloatArray]:
+        """`symbol`'s windows at `bar_ms` and the `AHEAD - 1` bars after it ([WINDOW, AHEAD]
+        each), and the `regime`'s closes beside them."""
         last = bar_ms + (AHEAD - 1) * self.tf_ms
         stored = np.full((2, _FIELDS, WINDOW - 1 + AHEAD), np.nan)  # [symbol, field, bar]
         for j, name in enumerate((symbol, regime)):
@@ -122,5 +165,4 @@ class StoredBars:
         windows = np.lib.stride_tricks.as_strided(
             stored, (2, _FIELDS, WINDOW, AHEAD), (symbol_step, field_step, step, step), writeable=False
         )
-        bars = BarMatrix(*windows[0])
-        return features_hot_windows(bars, windows[1, 3]), np.isnan(bars.close[0])
+        return BarMatrix(*windows[0]), windows[1, 3]

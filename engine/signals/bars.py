@@ -45,6 +45,13 @@ class FeaturesAhead(Protocol):
 
     def latest_features(self, symbol: str, regime: str, bar_ms: int) -> FloatArray | None: ...
 
+    def listing_features(
+        self, symbol: str, regime: str, bar_ms: int, min_bars: int
+    ) -> tuple[FloatArray, FloatArray, int] | None:
+        """Where `latest_features` is None only because the window lacks its first bar: its
+        row, its row counted since the window's first bar that is there, and that row (0:
+        none is); None where the stage must compute it itself."""
+
 
 class BarStore(BarSource, Protocol):
     """A `BarSource` that holds every bar already: the cycle, instead of copying a symbol's new

@@ -245,10 +245,17 @@ class Listings:
         trade, and the core's first read of a symbol takes a whole window of its bars, so a
         listing's history begins at or before that date. A history that begins later began
         after the listing (a start after it, a gap): not a listing, its windows stay NaN."""
-        n = close.shape[0]
-        present = ~np.isnan(close)
-        first = present.argmax(axis=0)  # 0 for a symbol without a bar: refused below
-        first_open = last_open_ms - (n - 1 - first) * tf_ms
+        first = (~np.isnan(close)).argmax(axis=0)  # 0 for a symbol without a bar: refused below
+        return cls.at_rows(first, listed_ms, last_open_ms, close.shape[0], tf_ms, min_bars)
+
+    @classmethod
+    def at_rows(
+        cls, first: npt.NDArray[np.intp], listed_ms: FloatArray, last_open_ms: int, n_bars: int, tf_ms: int, min_bars: int
+    ) -> Listings:
+        """`in_window` of a window of `n_bars` whose first bar each symbol has is at row `first`
+        (0 where its first row is there, or no bar is): a store that computed the windows ahead
+        (`FeaturesAhead.listing_features`) knows those rows without reading the window."""
+        first_open = last_open_ms - (n_bars - 1 - first) * tf_ms
         with np.errstate(invalid="ignore"):
             listing_bar = np.floor(np.round(listed_ms) / tf_ms) * tf_ms  # NaN stays NaN, and compares False
             ok = (first > 0) & (first_open <= listing_bar + tf_ms)
@@ -680,19 +687,22 @@ def features_hot_latest(
     return np.ascontiguousarray(columns.T)
 
 
-def features_hot_windows(bars: BarMatrix, btc_close: FloatArray) -> FloatArray:
+def features_hot_windows(bars: BarMatrix, btc_close: FloatArray, listings: Listings | None = None) -> FloatArray:
     """Many one-symbol windows at once: `bars` and `btc_close` are [WINDOW, windows], each
     column a symbol's last `WINDOW` bars and the regime's beside them, at any bar. The result,
     [windows, features], holds in each row exactly what `features_hot_latest` gives that window
-    alone, without info or listings (the info columns NaN: `with_info` adds them), as it gives it
-    beside any other symbols (`_pairwise_bars`). A backtest,
-    which holds the bars ahead, computes a symbol's next minutes in one call this way instead
-    of a call a minute, where each numpy call costs about as much for one window as for many."""
+    alone, without info (the info columns NaN: `with_info` adds them), as it gives it beside any
+    other symbols (`_pairwise_bars`); `listings` ([windows] first rows) as it gives that window
+    with those listings. A backtest, which holds the bars ahead, computes a symbol's next
+    minutes in one call this way instead of a call a minute, where each numpy call costs about
+    as much for one window as for many."""
     if bars.close.shape != (WINDOW, bars.close.shape[1]) or btc_close.shape != bars.close.shape:
         raise MarketDataError(f"features_hot_windows needs [{WINDOW}, windows] bars and regime, got {bars.close.shape}")
     columns = np.empty((len(FEATURE_NAMES), bars.close.shape[1]), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         _latest_window(bars, None, btc_close, columns)
+        if listings is not None:
+            _patch_listings(_LatestReducer(), columns, bars, listings)
     return np.ascontiguousarray(columns.T)
 
 

@@ -30,6 +30,7 @@ from engine.signals.bars import BarSource, FeaturesAhead
 from engine.signals.cache import BarCache
 from engine.signals.features import (
     FEATURE_NAMES,
+    WINDOW,
     BarMatrix,
     CandidateInfo,
     FloatArray,
@@ -116,11 +117,8 @@ class SignalStage:
             known = self.memo.get(key)
             if known is not None:
                 return known
-        rows = self._ahead_rows(symbols, bar_ms)
-        if rows is not None:
-            x, ages = with_info(rows, info), None
-        else:
-            x, ages = self._compute(symbols, info, bar_ms, listed_ms)
+        ahead = self._ahead_rows(symbols, info, bar_ms, listed_ms)
+        x, ages = ahead if ahead is not None else self._compute(symbols, info, bar_ms, listed_ms)
         if self.memo is not None and key is not None:
             x.setflags(write=False)  # shared with later runs: nobody may write into it
             if ages is not None:
@@ -128,19 +126,36 @@ class SignalStage:
             self.memo[key] = (x, ages)
         return x, ages
 
-    def _ahead_rows(self, symbols: Sequence[str], bar_ms: int) -> list[FloatArray] | None:
-        """Every symbol's row from the store's blocks (`FeaturesAhead`), or None when any is
-        not there (live, a listing's window): a symbol's features do not depend on the others
-        asked with it, so a call's rows are those of its symbols asked alone."""
+    def _ahead_rows(
+        self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray
+    ) -> tuple[FloatArray, FloatArray | None] | None:
+        """`_compute`'s answer from the store's blocks (`FeaturesAhead`), or None when any
+        symbol's is not there (live): a symbol's features do not depend on the others asked
+        with it, so a call's rows are those of its symbols asked alone. A window without its
+        first bar is read as `_compute` reads it: a listing where discovery's date says so
+        (`Listings.at_rows`), its since-listing row then, the ordinary row otherwise."""
         if self._ahead is None:
             return None
-        rows = []
-        for symbol in symbols:
-            row = self._ahead.latest_features(symbol, self.settings.regime_symbol, bar_ms)
+        rows, regime, min_bars = [], self.settings.regime_symbol, self.settings.listing_min_bars
+        firsts: dict[int, tuple[FloatArray, int]] = {}  # symbol's column -> (since-listing row, first row)
+        for j, symbol in enumerate(symbols):
+            row = self._ahead.latest_features(symbol, regime, bar_ms)
             if row is None:
-                return None
+                listed = self._ahead.listing_features(symbol, regime, bar_ms, min_bars) if min_bars else None
+                if listed is None:
+                    return None
+                row, firsts[j] = listed[0], listed[1:]
             rows.append(row)
-        return rows
+        if not firsts or not np.isfinite(listed_ms).any():  # `_compute`'s test: no listing to look for
+            return with_info(rows, info), None
+        first = np.zeros(len(symbols), np.intp)
+        for j, (_, f) in firsts.items():
+            first[j] = f
+        listings = Listings.at_rows(first, listed_ms, bar_ms, WINDOW, self._tf_ms, min_bars)
+        for j, (since, _) in firsts.items():
+            if np.isfinite(listings.first_row[j]):
+                rows[j] = since
+        return with_info(rows, info), listings.ages(WINDOW)
 
     def _compute(
         self, symbols: Sequence[str], info: CandidateInfo, bar_ms: int, listed_ms: FloatArray

@@ -7,6 +7,7 @@ the listing is asked for before it exists, the regime symbol always), across the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from engine.backtest.history import HistoryStore, index_history
 from engine.backtest.stored_bars import AHEAD, StoredBars
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
+from engine.config.sections.trading import SignalSettings
 from engine.domain import Bars
 from engine.errors import MarketDataError
 from engine.execution.paper import FillModel, PaperBroker
@@ -25,7 +27,15 @@ from engine.journal.sinks import NullSink
 from engine.runtime.cycle import TradingCycle
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarHistory
-from engine.signals.features import WINDOW, BarMatrix, CandidateInfo, features_hot_latest, with_info
+from engine.signals.features import (
+    WINDOW,
+    BarMatrix,
+    CandidateInfo,
+    FloatArray,
+    features_hot_latest,
+    with_info,
+)
+from engine.signals.stage import SignalStage
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import DAYS_MIN, GAP, LISTING_AT, MIN, T0, minute_config
 
@@ -140,3 +150,53 @@ def test_latest_features_are_the_window_read_s_bit_for_bit(store: Path) -> None:
             assert with_info([row], info).tobytes() == features_hot_latest(alone, info, both.close[:, 1]).tobytes(), (symbol, minute)
         minute += int(rng.choice([1, 1, 1, 1, 1, 1, 1, 2, 3, AHEAD - 1, AHEAD + 3]))
     assert served > 120 and declined > 20
+
+
+class _WindowReads:
+    """A store seen only through its window reads: the stage computes every row itself."""
+
+    def __init__(self, bars: StoredBars) -> None:
+        self.tf_ms = bars.tf_ms
+        self.window = bars.window
+
+
+@pytest.mark.parametrize(
+    "listed", ["dated", "undated", "dated-too-early"], ids=["listing", "no-date", "not-a-listing"]
+)  # discovery's date of NEW/USDT's listing: its first candle's minute, none, ten minutes before its first bar
+def test_windows_without_a_first_bar_are_served_from_the_blocks_as_the_stage_computes_them(
+    store: Path, listed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window that lacks its first bar (the listing, the outage) is served from the store's
+    blocks (`listing_features`): the rows and listing ages (None, NaN or a count) are the bits
+    the stage's own window read gives (`_compute`, `Listings.in_window`), the listing asked
+    alone and beside a symbol the outage cut."""
+    index = index_history(store)
+    bars = StoredBars(CandleSlicer(index, HistoryStore(store), T0, 1500))
+    ahead = SignalStage(SignalSettings(), bars, NullSink())
+    plain = SignalStage(SignalSettings(), _WindowReads(bars), NullSink())  # type: ignore[arg-type]
+    computed: list[int] = []  # the bars the stage computed itself
+    compute = ahead._compute
+
+    def spy(symbols: Sequence[str], info: CandidateInfo, bar: int, dates: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+        computed.append(bar)
+        return compute(symbols, info, bar, dates)
+
+    monkeypatch.setattr(ahead, "_compute", spy)
+    listed_ms = {"dated": T0 + LISTING_AT * MIN + 17_000, "undated": np.nan, "dated-too-early": T0 + (LISTING_AT - 10) * MIN}[listed]
+    aged = 0
+    for minute in range(LISTING_AT - 3, GAP[1] + WINDOW + 3):
+        now = T0 + minute * MIN
+        for symbol in ("BTC/USDT", "NEW/USDT", "PUMP/USDT"):
+            bars.follow(symbol, now)
+        symbols = ["NEW/USDT", "PUMP/USDT"][: 1 + minute % 2]
+        info = CandidateInfo.unknown((len(symbols),))
+        dates = np.array([listed_ms, np.nan][: len(symbols)])
+        want = plain._features(symbols, info, now - MIN, dates)
+        got = ahead._features(symbols, info, now - MIN, dates)
+        assert got[0].tobytes() == want[0].tobytes(), minute
+        assert (got[1] is None) == (want[1] is None), minute
+        if got[1] is not None and want[1] is not None:
+            assert np.array_equal(got[1], want[1], equal_nan=True), minute
+            aged += bool(np.isfinite(got[1]).any())
+    assert computed and max(computed) < T0 + LISTING_AT * MIN  # only before NEW/USDT's first bar, which no block holds
+    assert aged > 0 if listed == "dated" else aged == 0
