@@ -26,7 +26,14 @@ import numpy.typing as npt
 
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError
-from engine.signals.features import WINDOW, BarMatrix, FloatArray, Listings, features_hot_windows
+from engine.signals.features import (
+    WINDOW,
+    BarMatrix,
+    FloatArray,
+    Listings,
+    features_hot_windows,
+    regime_windows,
+)
 
 if TYPE_CHECKING:  # the feed builds these over its slicer
     from engine.backtest.feed import CandleSlicer
@@ -37,6 +44,11 @@ _FIELDS = 5  # open, high, low, close, volume: BarHistory's layout, so the featu
 # (43k asks over the month, 3,295 blocks at 16, 1,390 at 64); with it off (held and hot coins,
 # 3.6k asks) the blocks cost the same at either size.
 AHEAD = 64
+# Bars whose regime features (`regime_windows`) are computed at once: every symbol's block reads
+# them, where each block computed its own (~a quarter of its cost). A month's 398 blocks need
+# 383 regime calls of 64 (82 us each, 32 ms), 208 of 128 (19 ms), 120 of 256 (21 ms), 36 of
+# 1024 (28 ms): past a few hundred windows a call costs its size, and the blocks are sparse.
+REGIME_AHEAD = 256
 
 
 class StoredBars:
@@ -54,6 +66,7 @@ class StoredBars:
         # symbol -> (first bar, regime, min bars, [AHEAD, features] since-listing rows, [AHEAD]
         # first rows): `listing_features`, for the blocks that lack a first bar
         self._listing_blocks: dict[str, tuple[int, str, int, FloatArray, npt.NDArray[np.intp]]] = {}
+        self._regimes: dict[str, tuple[int, FloatArray]] = {}  # regime -> (first bar, [3, REGIME_AHEAD]): `_regime`
 
     def follow(self, symbol: str, now_ms: int) -> None:
         # `CandleSlicer.covers` at the store's own timeframe, asked for every symbol the core may
@@ -128,9 +141,9 @@ class StoredBars:
         start = block[0]
         listed = self._listing_blocks.get(symbol)
         if listed is None or listed[:3] != (start, regime, min_bars):
-            bars, regime_close = self._windows(symbol, regime, start)
+            bars = self._windows(symbol, start, AHEAD)
             first = (~np.isnan(bars.close)).argmax(axis=0)  # as `Listings.in_window` finds it
-            rows = features_hot_windows(bars, regime_close, Listings(np.where(first > 0, first, np.nan), min_bars))
+            rows = features_hot_windows(bars, self._regime(regime, start), Listings(np.where(first > 0, first, np.nan), min_bars))
             listed = self._listing_blocks[symbol] = (start, regime, min_bars, rows, first)
         i = (bar_ms - start) // self.tf_ms
         return block[2][i], listed[3][i], int(listed[4][i])
@@ -149,20 +162,28 @@ class StoredBars:
     def _ahead(self, symbol: str, regime: str, bar_ms: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """The features of `symbol`'s windows at `bar_ms` and the `AHEAD - 1` bars after it
         ([AHEAD, features]), and which of them lack their first bar."""
-        bars, regime_close = self._windows(symbol, regime, bar_ms)
-        return features_hot_windows(bars, regime_close), np.isnan(bars.close[0])
+        bars = self._windows(symbol, bar_ms, AHEAD)
+        return features_hot_windows(bars, self._regime(regime, bar_ms)), np.isnan(bars.close[0])
 
-    def _windows(self, symbol: str, regime: str, bar_ms: int) -> tuple[BarMatrix, FloatArray]:
-        """`symbol`'s windows at `bar_ms` and the `AHEAD - 1` bars after it ([WINDOW, AHEAD]
-        each), and the `regime`'s closes beside them."""
-        last = bar_ms + (AHEAD - 1) * self.tf_ms
-        stored = np.full((2, _FIELDS, WINDOW - 1 + AHEAD), np.nan)  # [symbol, field, bar]
-        for j, name in enumerate((symbol, regime)):
-            self._read(stored[j].T, name, last, last)
-        # [symbol, field, bar, window]: window w's bar b is stored bar w + b, so a window's bars
-        # lie side by side along the windows axis, the one numpy's loops run along.
-        symbol_step, field_step, step = stored.strides
-        windows = np.lib.stride_tricks.as_strided(
-            stored, (2, _FIELDS, WINDOW, AHEAD), (symbol_step, field_step, step, step), writeable=False
-        )
-        return BarMatrix(*windows[0]), windows[1, 3]
+    def _regime(self, regime: str, bar_ms: int) -> FloatArray:
+        """The regime features ([3, AHEAD]) beside the windows at `bar_ms` and the `AHEAD - 1`
+        bars after it, from `regime`'s blocks of `REGIME_AHEAD` bars: the same for every
+        symbol's block, so computed once for them all."""
+        tf = self.tf_ms
+        known = self._regimes.get(regime)
+        if known is None or not 0 <= bar_ms - known[0] <= (REGIME_AHEAD - AHEAD) * tf:
+            known = self._regimes[regime] = (bar_ms, regime_windows(self._windows(regime, bar_ms, REGIME_AHEAD).close))
+        i = (bar_ms - known[0]) // tf
+        return known[1][:, i : i + AHEAD]
+
+    def _windows(self, symbol: str, bar_ms: int, count: int) -> BarMatrix:
+        """`symbol`'s windows at `bar_ms` and the `count - 1` bars after it ([WINDOW, count]
+        each): strided views of its stored bars."""
+        last = bar_ms + (count - 1) * self.tf_ms
+        stored = np.full((_FIELDS, WINDOW - 1 + count), np.nan)  # [field, bar]
+        self._read(stored.T, symbol, last, last)
+        # [field, bar, window]: window w's bar b is stored bar w + b, so a window's bars lie side
+        # by side along the windows axis, the one numpy's loops run along.
+        field_step, step = stored.strides
+        windows = np.lib.stride_tricks.as_strided(stored, (_FIELDS, WINDOW, count), (field_step, step, step), writeable=False)
+        return BarMatrix(*windows)

@@ -470,6 +470,7 @@ def _assemble(r: _Reducer, bars: BarMatrix, info: CandidateInfo, btc_close: Floa
 _LAGS = np.array([WINDOW - 1 - h for h in RETURN_HORIZONS], np.intp)
 _BTC_LAGS = np.array([WINDOW - 16, WINDOW - 61], np.intp)
 _INFO_ROWS = slice(FEATURE_INDEX["heat"], FEATURE_INDEX["coin_age_days"] + 1)  # `_INFO_FIELDS`, in order
+_REGIME_ROWS = slice(FEATURE_INDEX["btc_ret_15"], FEATURE_INDEX["btc_vol_60"] + 1)  # `_latest_regime`'s, in order
 
 def _pairwise_bars(x: FloatArray) -> FloatArray:
     """The sums over the bars (axis -2) of a [..., bars, columns] block, every column added as
@@ -492,7 +493,7 @@ def _pairwise_bars(x: FloatArray) -> FloatArray:
     return out
 
 
-def _latest_window(bars: BarMatrix, info: CandidateInfo | None, btc_close: FloatArray, out: FloatArray) -> None:
+def _latest_window(bars: BarMatrix, info: CandidateInfo | None, btc_close: FloatArray | None, out: FloatArray) -> None:
     """`_assemble` over the latest reducer for exactly `WINDOW` bars (what the stage always
     reads), written into `out` ([features, symbols]). The live and backtest path asks this for
     one or two symbols at a time, where each numpy call costs a microsecond whatever its size:
@@ -502,7 +503,8 @@ def _latest_window(bars: BarMatrix, info: CandidateInfo | None, btc_close: Float
     (`tests/engine/signals/test_features.py` pins them equal). A block's sum adds each column as
     one symbol alone (`_pairwise_bars`). `btc_close` is [bars]
     (one regime for every symbol) or [bars, symbols] (`features_hot_windows`: each column its
-    own bar); `info` None leaves the info rows NaN. Under the caller's `np.errstate`."""
+    own bar), or None to leave the regime rows to the caller (`_latest_regime`); `info` None
+    leaves the info rows NaN. Under the caller's `np.errstate`."""
     o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
     nan = np.nan
     c_t, h_t, lo_t, o_t, v_t = c[-1], h[-1], lo[-1], o[-1], v[-1]
@@ -550,8 +552,16 @@ def _latest_window(bars: BarMatrix, info: CandidateInfo | None, btc_close: Float
     out[16] = np.sqrt(np.maximum(s20[3] / 20.0 - mean * mean, 0.0))
     out[17] = rets[8]
     out[_INFO_ROWS] = np.nan if info is None else info.arrays()
-    # The regime: BTC's 15- and 60-bar returns and its 60-bar volatility (a [bars, 1] column,
-    # broadcast over the symbols).
+    if btc_close is not None:
+        _latest_regime(btc_close, out[_REGIME_ROWS])
+
+
+def _latest_regime(btc_close: FloatArray, out: FloatArray) -> None:
+    """`_latest_window`'s regime rows ([3, symbols] `out`): BTC's 15- and 60-bar returns and
+    its 60-bar volatility (a [bars, 1] column, broadcast over the symbols, or [bars, windows]).
+    Each column's bits are its own (`_pairwise_bars`), so a store computes them for many bars
+    at once and hands them to `features_hot_windows` (`regime_windows`)."""
+    nan = np.nan
     btc = btc_close.reshape(WINDOW, -1)
     btc_prev = btc[-61:-1]
     br = np.empty((2, 60, btc.shape[1]))
@@ -560,8 +570,8 @@ def _latest_window(bars: BarMatrix, info: CandidateInfo | None, btc_close: Float
     np.multiply(br[0], br[0], out=br[1])
     bs = _pairwise_bars(br) / 60.0
     lag = btc.take(_BTC_LAGS, axis=0)
-    out[28:30] = btc[-1] / np.where(lag == 0, nan, lag) - 1.0
-    out[30] = np.sqrt(np.maximum(bs[1] - bs[0] * bs[0], 0.0))
+    out[:2] = btc[-1] / np.where(lag == 0, nan, lag) - 1.0
+    out[2] = np.sqrt(np.maximum(bs[1] - bs[0] * bs[0], 0.0))
 
 
 def _since_listing(
@@ -687,23 +697,39 @@ def features_hot_latest(
     return np.ascontiguousarray(columns.T)
 
 
-def features_hot_windows(bars: BarMatrix, btc_close: FloatArray, listings: Listings | None = None) -> FloatArray:
-    """Many one-symbol windows at once: `bars` and `btc_close` are [WINDOW, windows], each
-    column a symbol's last `WINDOW` bars and the regime's beside them, at any bar. The result,
-    [windows, features], holds in each row exactly what `features_hot_latest` gives that window
-    alone, without info (the info columns NaN: `with_info` adds them), as it gives it beside any
-    other symbols (`_pairwise_bars`); `listings` ([windows] first rows) as it gives that window
-    with those listings. A backtest, which holds the bars ahead, computes a symbol's next
-    minutes in one call this way instead of a call a minute, where each numpy call costs about
-    as much for one window as for many."""
-    if bars.close.shape != (WINDOW, bars.close.shape[1]) or btc_close.shape != bars.close.shape:
-        raise MarketDataError(f"features_hot_windows needs [{WINDOW}, windows] bars and regime, got {bars.close.shape}")
-    columns = np.empty((len(FEATURE_NAMES), bars.close.shape[1]), np.float64)
+def features_hot_windows(bars: BarMatrix, regime: FloatArray, listings: Listings | None = None) -> FloatArray:
+    """Many one-symbol windows at once: `bars` are [WINDOW, windows], each column a symbol's
+    last `WINDOW` bars at any bar, and `regime` the regime's features beside each
+    (`regime_windows` of its closes: [3, windows]). The result, [windows, features], holds in
+    each row exactly what `features_hot_latest` gives that window alone, without info (the info
+    columns NaN: `with_info` adds them), as it gives it beside any other symbols
+    (`_pairwise_bars`); `listings` ([windows] first rows) as it gives that window with those
+    listings. A backtest, which holds the bars ahead, computes a symbol's next minutes in one
+    call this way instead of a call a minute, where each numpy call costs about as much for one
+    window as for many."""
+    windows = bars.close.shape[1]
+    if bars.close.shape != (WINDOW, windows) or regime.shape != (3, windows):
+        raise MarketDataError(f"features_hot_windows needs [{WINDOW}, windows] bars and [3, windows] regime, got {bars.close.shape}")
+    columns = np.empty((len(FEATURE_NAMES), windows), np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        _latest_window(bars, None, btc_close, columns)
+        _latest_window(bars, None, None, columns)
+        columns[_REGIME_ROWS] = regime
         if listings is not None:
             _patch_listings(_LatestReducer(), columns, bars, listings)
     return np.ascontiguousarray(columns.T)
+
+
+def regime_windows(btc_close: FloatArray) -> FloatArray:
+    """The regime features ([3, windows]: btc_ret_15, btc_ret_60, btc_vol_60) of [WINDOW,
+    windows] regime closes, each column what `features_hot_latest` gives beside that window: a
+    store computes them once for many bars, where every symbol's block of windows computed its
+    own (a third of a block's cost), and `features_hot_windows` takes them."""
+    if btc_close.shape != (WINDOW, btc_close.shape[1]):
+        raise MarketDataError(f"regime_windows needs [{WINDOW}, windows] closes, got {btc_close.shape}")
+    out = np.empty((3, btc_close.shape[1]), np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _latest_regime(btc_close, out)
+    return out
 
 
 def with_info(rows: Sequence[FloatArray], info: CandidateInfo) -> FloatArray:

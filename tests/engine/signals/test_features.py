@@ -27,6 +27,7 @@ from engine.signals.features import (
     features_hot,
     features_hot_latest,
     features_hot_windows,
+    regime_windows,
     with_info,
 )
 from tests.kit.domain import T0, make_candidate, make_candle
@@ -150,7 +151,8 @@ def test_a_symbol_s_features_are_its_own_whoever_is_asked_beside_it() -> None:
 def test_windows_are_each_window_alone_bit_for_bit() -> None:
     """`features_hot_windows` gives every window the bits `features_hot_latest` gives it (no info),
     whatever windows sit beside it: holes, zero volume, flat bars, a zero close, a missing
-    regime bar; and `with_info` adds the info as the latest path does."""
+    regime bar; and `with_info` adds the info as the latest path does. The regime's columns
+    (`regime_windows`) are their own bits however many are computed at once."""
     rng = np.random.default_rng(23)
     for _ in range(20):
         plain = random_bars(rng, WINDOW, 16)
@@ -162,7 +164,10 @@ def test_windows_are_each_window_alone_bit_for_bit() -> None:
         block[rng.integers(0, WINDOW), rng.integers(0, 16), 3] = 0.0
         btc = random_bars(rng, WINDOW, 16).close
         btc[rng.random(btc.shape) < 0.02] = np.nan
-        rows = features_hot_windows(BarMatrix(*(block[..., k] for k in range(5))), btc)
+        regime = regime_windows(btc)
+        cut = int(rng.integers(1, 16))  # the regime of fewer windows: each column's bits its own
+        assert regime[:, cut:].tobytes() == regime_windows(btc[:, cut:]).tobytes()
+        rows = features_hot_windows(BarMatrix(*(block[..., k] for k in range(5))), regime)
         for j in range(16):
             info = random_info(rng, (1,))
             alone = features_hot_latest(BarMatrix(*(block[:, j : j + 1, k] for k in range(5))), info, btc[:, j])
