@@ -58,11 +58,7 @@ class PoolSnapshot:
     @classmethod
     def of(cls, ts_ms: int, deferred: Ranked) -> PoolSnapshot:
         """The snapshot of `deferred`'s members, built when first read."""
-        snapshot = cls.__new__(cls)
-        _set_ts(snapshot, ts_ms)
-        _set_candidates(snapshot, None)
-        _set_deferred(snapshot, deferred)
-        return snapshot
+        return _restored(ts_ms, None, deferred)
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
@@ -120,7 +116,8 @@ _set_deferred = PoolSnapshot.__dict__["deferred"].__set__
 
 
 def _restored(ts_ms: int, candidates: tuple[Candidate, ...] | None, deferred: Ranked | None) -> PoolSnapshot:
-    """A pickled or copied `PoolSnapshot` (`PoolSnapshot.__reduce__`)."""
+    """A `PoolSnapshot` from its slots as they stand: `PoolSnapshot.of`, and a pickled or copied
+    one (`PoolSnapshot.__reduce__`)."""
     snapshot = PoolSnapshot.__new__(PoolSnapshot)
     _set_ts(snapshot, ts_ms)
     _set_candidates(snapshot, candidates)

@@ -222,11 +222,9 @@ class SignalStage:
         # same whichever columns are computed beside it.
         keeps = self.sink.keeps_payloads
         cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
-        if len(cold) == len(fresh):  # every one cold (most minutes with a candidate): no rule to apply
-            if acting:  # none enters: only the journal lines and the bar's decisions
-                self._skip_cold(fresh, now_ms, bar_ms, causes)
-                return []
-            return self._all_cold(fresh, now_ms, bar_ms, causes)
+        if acting and len(cold) == len(fresh):  # every one cold (most minutes with a candidate): none enters
+            self._skip_cold(fresh, now_ms, bar_ms, causes)
+            return []
         warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
         outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms, keeps)
         out = []
@@ -246,21 +244,10 @@ class SignalStage:
                 out.append(ev)
         return out
 
-    def _all_cold(
-        self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None
-    ) -> list[Evaluated]:
-        """`evaluate_entries` where every fresh candidate is cold: each one's skip (`_cold`), kept
-        for the bar, in order."""
-        out = []
-        put = self._entries.put
-        for c in fresh:
-            ev = self._cold(c, now_ms, None if causes is None else causes.get(c.trace_id))
-            put(c.symbol, bar_ms, SignalDecision.SKIP)
-            out.append(ev)
-        return out
-
     def _skip_cold(self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None) -> None:
-        """`_all_cold`'s journal lines and kept decisions, in order, without its signals (`entering`)."""
+        """What the loop below `_rule_entries` journals and keeps for a minute of cold candidates
+        alone (`_cold`'s line, a skip kept for the bar), in order, without the signals nobody
+        acting reads (`entering`)."""
         emit, put, skip = self.sink.emit, self._entries.put, SignalDecision.SKIP
         for c in fresh:
             emit(

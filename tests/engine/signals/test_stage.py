@@ -224,15 +224,15 @@ def test_journal_off_skips_cold_candidates_on_heat_without_building_their_featur
 
 def test_journal_off_a_minute_of_cold_candidates_alone_decides_as_the_rules_do(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every fresh candidate under the heat bar (most minutes with one, journal off): decisions,
-    events, causes and the bar's cache as the stage that journals gives them, without a rule
-    applied or a feature row built; the next cycle of the bar finds each one decided."""
+    events, causes and the bar's cache as the stage that journals gives them, without a feature
+    row built; the next cycle of the bar finds each one decided."""
     names = mk.symbols(3)
     history = BarHistory("1m")
     mk.feed_hot(history, names, mk.NOW)
     full_sink, off_sink = RecordingSink(), CountingSink()
     full = SignalStage(SignalSettings(), history, full_sink)
     off = SignalStage(SignalSettings(), history, off_sink)
-    monkeypatch.setattr(off, "_rule_entries", None)  # called: a TypeError
+    monkeypatch.setattr(off, "_features", None)  # called: a TypeError
     cands = _mixed(names)
     causes = causes_for(full_sink, cands)
     want = full.evaluate_entries(cands, mk.NOW, min_heat=90.0, last_action_ms={}, causes=causes)
