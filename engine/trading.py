@@ -471,8 +471,8 @@ class TradingCore:
             fresh = sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
         else:
             fresh = sorted(candidates, key=_rank)
-        entering = self.signals.entering(
-            fresh, now_ms, min_heat=self._min_heat, last_action_ms=self._last_action_ms, causes=causes
+        entering = self.signals.evaluate_entries(
+            fresh, now_ms, min_heat=self._min_heat, last_action_ms=self._last_action_ms, causes=causes, enter_only=True
         )
         gate: list[dict[str, Any]] | None = None  # taken at the first entry signal: most cycles have none
         gate_open = False

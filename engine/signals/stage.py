@@ -75,7 +75,7 @@ class SignalStage:
             )
         self.rules = SignalRules(settings)
         # Only whether a symbol was decided in the bar is read back: its decision is kept, so a
-        # cold skip needs no `Signal` (`entering`).
+        # cold skip needs no `Signal` (`evaluate_entries(enter_only=True)`).
         self._entries: BarCache[SignalDecision] = BarCache()
         self._exits: BarCache[Signal] = BarCache()
         # A rank change is bar to bar, from each bar's first decision (the moment a backtest's
@@ -186,30 +186,13 @@ class SignalStage:
         min_heat: float,
         last_action_ms: Mapping[str, int],
         causes: Mapping[str, int] | None = None,
+        enter_only: bool = False,
     ) -> list[Evaluated]:
-        """Entry signals for the candidates not yet evaluated in this bar (cached ones are skipped)."""
-        return self._evaluate_entries(candidates, now_ms, min_heat, last_action_ms, causes, acting=False)
+        """Entry signals for the candidates not yet evaluated in this bar (cached ones are skipped).
 
-    def entering(
-        self,
-        candidates: Sequence[Candidate],
-        now_ms: int,
-        *,
-        min_heat: float,
-        last_action_ms: Mapping[str, int],
-        causes: Mapping[str, int] | None = None,
-    ) -> list[Evaluated]:
-        """The ENTER signals of `evaluate_entries`, which journals and keeps every decision as
-        it does: all the core acts on. A minute whose fresh candidates are all cold (most
-        minutes with a candidate) then builds no `Signal` and no `Evaluated`, only their
-        journal lines."""
-        return self._evaluate_entries(candidates, now_ms, min_heat, last_action_ms, causes, acting=True)
-
-    def _evaluate_entries(
-        self, candidates: Sequence[Candidate], now_ms: int, min_heat: float, last_action_ms: Mapping[str, int],
-        causes: Mapping[str, int] | None, *, acting: bool,
-    ) -> list[Evaluated]:
-        """`evaluate_entries`, or (`acting`) its ENTER signals alone (`entering`)."""
+        `enter_only` (what the core asks): the ENTER signals alone, every decision journaled and
+        kept as without it; a minute whose fresh candidates are all cold (most minutes with a
+        candidate) then builds no `Signal` and no `Evaluated`, only their journal lines."""
         bar_ms = self.bar_of(now_ms)
         fresh = [c for c in candidates if self._entries.get(c.symbol, bar_ms) is None]
         previous = self._note_ranks(candidates, bar_ms)
@@ -222,7 +205,7 @@ class SignalStage:
         # same whichever columns are computed beside it.
         keeps = self.sink.keeps_payloads
         cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
-        if acting and len(cold) == len(fresh):  # every one cold (most minutes with a candidate): none enters
+        if enter_only and len(cold) == len(fresh):  # every one cold (most minutes with a candidate): none enters
             self._skip_cold(fresh, now_ms, bar_ms, causes)
             return []
         warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
@@ -240,14 +223,14 @@ class SignalStage:
                 i += 1
             if keep:
                 self._entries.put(c.symbol, bar_ms, ev.signal.decision)
-            if not acting or ev.signal.decision is SignalDecision.ENTER:
+            if not enter_only or ev.signal.decision is SignalDecision.ENTER:
                 out.append(ev)
         return out
 
     def _skip_cold(self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None) -> None:
         """What the loop below `_rule_entries` journals and keeps for a minute of cold candidates
         alone (`_cold`'s line, a skip kept for the bar), in order, without the signals nobody
-        acting reads (`entering`)."""
+        acting reads (`evaluate_entries(enter_only=True)`)."""
         emit, put, skip = self.sink.emit, self._entries.put, SignalDecision.SKIP
         for c in fresh:
             emit(

@@ -340,19 +340,7 @@ def test_discoverys_members_cross_the_pipe_as_the_candidates_it_builds(config: H
     """Discovery's pools cross as their members' columns (`_member_columns`) and the parent
     builds a chunk's candidates at once: what it gets is what discovery itself builds minute by
     minute (`Members.build`), field for field and type for type, chunk after chunk."""
-    ahead = AheadDiscovery(
-        _feed(config, store), lambda sink: Discovery(config.discovery, sink), slot_ms=config.discovery.windows.slot_ms,
-        end_ms=END, keeps_payloads=True,
-    )  # fmt: skip
-    results: list[discovery_process.Result] = []
-
-    async def serve() -> None:
-        while not ahead._producer.done:
-            await ahead._producer.fill(discovery_process.CHUNK_BATCHES)
-            results.extend(ahead._producer.out)
-            ahead._producer.out.clear()
-
-    asyncio.run(serve())
+    results = _ahead_results(config, store, True)
     chunks = [results[k : k + discovery_process.CHUNK_BATCHES] for k in range(0, len(results), discovery_process.CHUNK_BATCHES)]
     got = [row for chunk in chunks for row in crossed(chunk)]
     sent = [cycle for _, cycle, _ in results]

@@ -249,7 +249,7 @@ def test_journal_off_a_minute_of_cold_candidates_alone_decides_as_the_rules_do(m
 @pytest.mark.parametrize("min_heat", [70.0, 90.0], ids=["some-warm", "all-cold"])
 @pytest.mark.parametrize("sink_kind", ["journal", "journal-off"])
 def test_entering_is_evaluate_entries_enter_signals_with_the_same_journal_and_bar(min_heat: float, sink_kind: str) -> None:
-    """What the core asks (`entering`): the ENTER signals `evaluate_entries` gives, the same
+    """What the core asks (`enter_only`): the ENTER signals `evaluate_entries` gives, the same
     events with the same seqs and causes, and every candidate decided for the bar; a minute of
     cold candidates alone (journal off) journals its skips and builds no signal."""
     names = mk.symbols(3)
@@ -266,14 +266,14 @@ def test_entering_is_evaluate_entries_enter_signals_with_the_same_journal_and_ba
     causes = causes_for(plain_sink, cands)  # type: ignore[arg-type]
     assert causes_for(acting_sink, cands) == causes  # type: ignore[arg-type]
     want = plain.evaluate_entries(cands, mk.NOW, min_heat=min_heat, last_action_ms={}, causes=causes)
-    got = acting.entering(cands, mk.NOW, min_heat=min_heat, last_action_ms={}, causes=causes)
+    got = acting.evaluate_entries(cands, mk.NOW, min_heat=min_heat, last_action_ms={}, causes=causes, enter_only=True)
     entered = [e for e in want if e.signal.decision is SignalDecision.ENTER]
     assert [_plain(e) for e in got] == [_plain(e) for e in entered]
     for a, b in zip(got, entered, strict=True):  # NaN features (no regime history) equal as NaN
         assert np.array_equal(list(a.signal.features.values()), list(b.signal.features.values()), equal_nan=True)
     assert len(got) == (2 if min_heat == 70.0 else 0)
     assert _events(acting_sink) == _events(plain_sink)
-    assert acting.entering(cands, mk.NOW + 5_000, min_heat=min_heat, last_action_ms={}) == []  # kept for the bar
+    assert acting.evaluate_entries(cands, mk.NOW + 5_000, min_heat=min_heat, last_action_ms={}, enter_only=True) == []  # kept for the bar
     assert _events(acting_sink) == _events(plain_sink)
 
 
