@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench clean bytecode
+.PHONY: run test lint typecheck check bench clean bytecode native
 
 # What the console and engine need: no torch, which only the GPU box and the tests use (from
 # PyPI it is a multi-GB CUDA build a trading box has no use for).
@@ -28,13 +28,24 @@ $(STAMP): $(RUN_STAMP)
 bytecode: $(RUN_STAMP)
 	$(BIN)/python -m compileall -q engine hotcoin_tui ml gpu_jobs
 
+## The compiled rolling baselines (engine/discovery/rolling_robust.py), built with the machine's
+## C compiler where it has one; without one the numpy path runs instead (same figures, slower),
+## so a missing compiler warns and fails nothing. -ffp-contract=off: its arithmetic must be
+## numpy's, operation for operation.
+NATIVE := engine/discovery/_rolling_robust.so
+native: $(NATIVE)
+$(NATIVE): engine/discovery/rolling_robust.c
+	@if command -v $(CC) >/dev/null 2>&1; then \
+		$(CC) -O2 -fPIC -shared -ffp-contract=off -o $@ $< || { rm -f $@; echo "warning: $(CC) could not build $@; the baselines run on numpy"; }; \
+	else echo "warning: no C compiler ($(CC)): the baselines run on numpy (same figures, slower)"; fi
+
 ## Start the main job: the console over the engine on the built-in simulated market, paper trading.
-run: $(RUN_STAMP) bytecode
+run: $(RUN_STAMP) bytecode native
 	$(BIN)/hotcoin $(or $(ARGS),tui)
 
 ## The whole test suite, on two worker processes (the CI box has two cores: 12 min instead
 ## of 15). `$(BIN)/pytest tests/...` alone runs in one process, as addopts has no -n.
-test: $(STAMP) bytecode
+test: $(STAMP) bytecode native
 	$(BIN)/pytest -n 2
 
 lint: $(STAMP)
@@ -47,8 +58,8 @@ typecheck: $(STAMP)
 ## What CI runs.
 check: test lint typecheck
 
-bench: $(STAMP)
+bench: $(STAMP) bytecode native
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NATIVE)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.config.sections.discovery import AnomalySection
+from engine.discovery import rolling_robust
 from engine.discovery.windows import (
     RETURN_HORIZONS_MIN,
     RETURN_KEYS,
@@ -336,19 +337,40 @@ class AnomalyDetector:
         lp, lv, tr = state.log_price_ring, state.log1p_volume_ring, state.traded_ring
         if lp is None or lv is None or tr is None:
             raise ValueError("score_block reads the rings' logs: score a RingBlock's state")
-        counts, head = None, np.repeat(heads, e)
-        if state.log_return_line is not None and state.log1p_volume_line is not None and (heads == r - 1).all():
-            # Windows of timelines (each batch's head their last column, its oldest slot the first):
-            # the known values of every window from one cumulative sum per timeline, and one head.
-            counts = np.concatenate([
-                _window_counts(state.log_return_line, k, 2, r - 1), _window_counts(state.log1p_volume_line, k, 1, r - 1)
-            ])  # fmt: skip
-            head = r - 1
-        med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, head, state.log_return_ring, counts)
+        returns_line, volumes_line = state.log_return_line, state.log1p_volume_line
+        kernel = rolling_robust.load()
+        if returns_line is None or volumes_line is None or not (heads == r - 1).all():
+            med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, np.repeat(heads, e), state.log_return_ring)
+        elif kernel is not None:
+            # Windows of timelines (each batch's head their last column, its oldest slot the
+            # first): rolled along them where the kernel was built...
+            med, sig, n, vmed, vsig, vn = self._rolled(kernel, returns_line, volumes_line, k, r)
+        else:
+            # ...else sorted window by window, the known values of every window counted from
+            # one cumulative sum per timeline, with one head.
+            counts = np.concatenate(
+                [_window_counts(returns_line, k, 2, r - 1), _window_counts(volumes_line, k, 1, r - 1)]
+            )
+            med, sig, n, vmed, vsig, vn = self._baselines(lp, lv, tr, r - 1, state.log_return_ring, counts)
         med, sig, vmed, vsig = (a.reshape(k, e) for a in (med, sig, vmed, vsig))
         n, vn = n.reshape(k, e), vn.reshape(k, e)
         self._keep_last(state.active, med, sig, n, vmed, vsig, vn)
         return self._score(state, med, sig, n, vmed, vsig, vn)
+
+    def _rolled(
+        self, kernel: rolling_robust.RollingRobust, returns_line: FloatArray, volumes_line: FloatArray, k: int, r: int
+    ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray, FloatArray, IntArray]:  # fmt: skip
+        """`_baselines` of a block's windows of its timelines, by the compiled kernel: batch j's
+        returns are columns j + 2 .. j + R - 1 (its oldest slot's return and its current slot
+        left out), its log volumes columns j + 1 .. j + R - 1."""
+        e = len(returns_line)
+        med, mad, n = np.empty(2 * k * e), np.empty(2 * k * e), np.empty(2 * k * e, np.int64)
+        m = k * e
+        kernel.center_scale(returns_line, k, 2, r - 1, med[:m], mad[:m], n[:m])
+        kernel.center_scale(volumes_line, k, 1, r - 1, med[m:], mad[m:], n[m:])
+        sig = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
+        vsig = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
+        return med[:m], sig, n[:m], med[m:], vsig, n[m:]
 
     def _keep_last(
         self, active: BoolArray, med: FloatArray, sig: FloatArray, n: IntArray, vmed: FloatArray, vsig: FloatArray,

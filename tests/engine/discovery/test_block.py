@@ -18,7 +18,7 @@ from engine.config.sections.discovery import (
     PoolSection,
     WindowsSection,
 )
-from engine.discovery import Discovery
+from engine.discovery import Discovery, rolling_robust
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import DiscoveryCycle, _Block
 from engine.discovery.social.source import SocialPost
@@ -204,6 +204,22 @@ def test_blocks_settle_exactly_as_batches_one_by_one(
     same_last(blk, one)
     # many batches settle quietly (`Discovery._settle_quiet`: no row at the heat bar, an empty pool)
     assert sum(c.accepted and not c.snapshot.candidates and not c.left for c in one_cycles) >= 30
+
+
+@pytest.mark.parametrize("block", [60, 120])
+def test_runs_settle_the_same_with_and_without_the_compiled_baselines(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steady run's baselines roll along its timelines in compiled code where it was built
+    (`rolling_robust`), else numpy sorts every window: the same cycles, events and state."""
+    if rolling_robust.load() is None:
+        pytest.skip("the kernel is not built here (test_rolling_robust says why): only the numpy path runs")
+    native, native_sink, native_cycles = run(True, block, runs=True)
+    monkeypatch.setattr(rolling_robust, "load", lambda: None)
+    sorted_, sorted_sink, sorted_cycles = run(True, block, runs=True)
+    assert same(native_cycles, sorted_cycles) and native_sink.events == sorted_sink.events
+    assert any(c.entered for c in native_cycles)
+    for name in ("ret_median", "ret_sigma", "vol_median", "vol_sigma", "history", "vol_history"):
+        assert same_array(getattr(native.anomaly, name), getattr(sorted_.anomaly, name)), name
+    same_last(native, sorted_)
 
 
 def same_last(blk: Discovery, one: Discovery) -> None:

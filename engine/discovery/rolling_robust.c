@@ -1,0 +1,106 @@
+/* Rolling (median, MAD, count) along timelines: the baselines of a block of batches
+ * (engine/discovery/rolling_robust.py says why and when it is used).
+ *
+ * Window j of a row is columns j + first .. j + last of its timeline, NaN values left out.
+ * Consecutive windows differ by one value out and one in, so each row keeps its window's
+ * known values sorted in a buffer and updates it by a binary search and a memmove each way,
+ * instead of sorting every window again.
+ *
+ * The figures are those of robust_center_scale (anomaly.py) bit for bit: the median is
+ * 0.5 * (s[lo] + s[hi]) of the sorted values, lo = (n - 1) / 2 and hi = n / 2; the MAD is
+ * |0.5 * (d_lo + d_hi)| for the order statistics d_lo, d_hi of the deviations med - s[t]
+ * (t < hi) and s[t] - med (t >= hi), each computed by the same single IEEE operation. Order
+ * statistics are values, whatever order ties sort in. Build without -ffast-math (and with
+ * -ffp-contract=off): nothing here may be reassociated.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* First index in s[0, n) whose value is >= v (v not NaN). */
+static int64_t lower_bound(const double *s, int64_t n, double v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) >> 1;
+        if (s[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void insert(double *s, int64_t *n, double v) {
+    int64_t at = lower_bound(s, *n, v);
+    memmove(s + at + 1, s + at, (size_t)(*n - at) * sizeof(double));
+    s[at] = v;
+    *n += 1;
+}
+
+/* Remove one value equal to v (present: it entered the window earlier). */
+static void erase(double *s, int64_t *n, double v) {
+    int64_t at = lower_bound(s, *n, v);
+    memmove(s + at, s + at + 1, (size_t)(*n - at - 1) * sizeof(double));
+    *n -= 1;
+}
+
+/* Deviations from med as two rising runs: A[t] = med - s[hi-1-t] (t < hi) and
+ * B[t] = s[hi+t] - med (t < n - hi). */
+#define A_AT(t) (med - s[hi - 1 - (t)])
+#define B_AT(t) (s[hi + (t)] - med)
+
+/* The MAD of sorted s[0, n), n >= 1, around med: the k-th smallest of two sorted runs by a
+ * binary search on how many of the lo + 1 smallest come from A. */
+static double sorted_mad(const double *s, int64_t n, double med) {
+    int64_t lo = (n - 1) / 2, hi = n / 2, nb = n - hi, want = lo + 1;
+    int64_t a_min = want > nb ? want - nb : 0, a_max = want < hi ? want : hi;
+    while (a_min < a_max) { /* i from A, want - i from B; find the least i with A[i] >= B[want-1-i] */
+        int64_t i = (a_min + a_max) >> 1;
+        if (A_AT(i) < B_AT(want - 1 - i))
+            a_min = i + 1;
+        else
+            a_max = i;
+    }
+    int64_t i = a_min, j = want - i;
+    double rank_lo = -INFINITY, rank_hi = INFINITY;
+    if (i >= 1 && A_AT(i - 1) > rank_lo) rank_lo = A_AT(i - 1);
+    if (j >= 1 && B_AT(j - 1) > rank_lo) rank_lo = B_AT(j - 1);
+    if (hi > lo) {
+        if (i < hi && A_AT(i) < rank_hi) rank_hi = A_AT(i);
+        if (j < nb && B_AT(j) < rank_hi) rank_hi = B_AT(j);
+    } else {
+        rank_hi = rank_lo;
+    }
+    return fabs(0.5 * (rank_lo + rank_hi));
+}
+
+/* For each of `rows` timelines (row r at line + r * row_stride, contiguous along time) and
+ * each window j in [0, k): out[j * rows + r] for med, mad and n. `buffer` holds last - first
+ * + 1 doubles. */
+void rolling_center_scale(const double *line, int64_t rows, int64_t row_stride, int64_t k, int64_t first,
+                          int64_t last, double *med_out, double *mad_out, int64_t *n_out, double *buffer) {
+    for (int64_t r = 0; r < rows; r++) {
+        const double *x = line + r * row_stride;
+        double *s = buffer;
+        int64_t n = 0;
+        for (int64_t c = first; c <= last; c++)
+            if (!isnan(x[c])) insert(s, &n, x[c]);
+        for (int64_t j = 0; j < k; j++) {
+            if (j) {
+                double out = x[j - 1 + first], in = x[j + last];
+                if (!isnan(out)) erase(s, &n, out);
+                if (!isnan(in)) insert(s, &n, in);
+            }
+            int64_t at = j * rows + r;
+            n_out[at] = n;
+            if (n == 0) {
+                med_out[at] = NAN;
+                mad_out[at] = NAN;
+                continue;
+            }
+            double med = 0.5 * (s[(n - 1) / 2] + s[n / 2]);
+            med_out[at] = med;
+            mad_out[at] = sorted_mad(s, n, med);
+        }
+    }
+}

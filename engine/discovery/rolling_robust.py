@@ -1,0 +1,75 @@
+"""Rolling (median, MAD, count) along timelines, in compiled code where it was built.
+
+A block of batches' baselines are windows of one timeline per row (`RingBlock`): window j
+is columns j + first .. j + last, and consecutive windows share all but a value each way.
+numpy can only sort every window again (`robust_center_scale`: 120 windows x 64 slots per
+row and block, the discovery process's largest cost); `rolling_robust.c` keeps each row's
+window sorted and updates it by one removal and one insertion per batch, the MAD by a
+binary search over the two sorted runs of deviations. Its figures are numpy's bit for bit
+(tests pin it against `robust_center_scale` on the same windows).
+
+The library is built by `make` (`make native`) next to this file, with the machine's C
+compiler. Where it was not built (no compiler, a plain `pip install`), `load()` is None and
+the baselines take the numpy path: the same figures, slower. `HOTCOIN_NO_NATIVE=1` forces
+the numpy path (what the tests compare against, and a way out should a build misbehave).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine.domain.ticker import FloatArray, IntArray
+
+LIBRARY = Path(__file__).with_name("_rolling_robust.so")
+
+_F64P = ctypes.POINTER(ctypes.c_double)
+_I64P = ctypes.POINTER(ctypes.c_int64)
+
+
+class RollingRobust:
+    """The compiled kernel, called on numpy arrays."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        fn = lib.rolling_center_scale
+        fn.restype = None
+        fn.argtypes = [
+            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        self._fn = fn
+
+    def center_scale(
+        self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray
+    ) -> None:
+        """Write window j's (median, MAD, count) of row i of `line` [row, column] (rows may be
+        strided, columns contiguous) to med/mad/n[j * rows + i], for j in [0, k): batch-major,
+        `robust_center_scale`'s row order on a block's windows. NaN median and MAD where a
+        window holds no value."""
+        rows, cols = line.shape
+        if line.dtype != np.float64 or (rows > 1 and line.strides[1] != 8) or line.strides[0] % 8:
+            raise ValueError("rolling_center_scale reads float64 timelines, contiguous along time")
+        if not 0 <= first <= last or k < 0 or (k and last + k > cols):
+            raise ValueError(f"windows {first}..{last} of {k} batches do not fit timelines of {cols} columns")
+        for out, dtype in ((med, np.float64), (mad, np.float64), (n, np.int64)):
+            if out.dtype != dtype or not out.flags.c_contiguous or out.size != rows * k:
+                raise ValueError(f"an output of {rows * k} contiguous {np.dtype(dtype)} is needed")
+        if not rows or not k:
+            return
+        buffer = np.empty(last - first + 1)
+        self._fn(
+            line.ctypes.data, rows, line.strides[0] // 8, k, first, last,
+            med.ctypes.data, mad.ctypes.data, n.ctypes.data, buffer.ctypes.data,
+        )  # fmt: skip
+
+
+@functools.cache
+def load() -> RollingRobust | None:
+    """The built kernel, or None where it was not built (or `HOTCOIN_NO_NATIVE` is set)."""
+    if os.environ.get("HOTCOIN_NO_NATIVE") or not LIBRARY.exists():
+        return None
+    return RollingRobust(ctypes.CDLL(str(LIBRARY)))

@@ -1,0 +1,126 @@
+"""The compiled rolling baselines (`rolling_robust`) give `robust_center_scale`'s figures on
+every window of a timeline, bit for bit; the numpy path is what runs where it was not built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.discovery import rolling_robust
+from engine.discovery.anomaly import robust_center_scale
+from engine.domain.ticker import FloatArray, IntArray
+from tests.engine.discovery.test_robust_center_scale import same_bits
+
+
+@pytest.fixture
+def kernel() -> rolling_robust.RollingRobust:
+    """The built kernel; a machine with a C compiler must have built it (`make native`)."""
+    got = rolling_robust.load()
+    if got is None:
+        if os.environ.get("HOTCOIN_NO_NATIVE"):
+            pytest.skip("HOTCOIN_NO_NATIVE is set: the numpy path only")
+        if shutil.which(os.environ.get("CC", "cc")) is None:
+            pytest.skip("no C compiler here: the kernel is not built, the numpy path runs")
+        pytest.fail(f"{rolling_robust.LIBRARY} is missing: run `make native`")
+    return got
+
+
+def timelines(seed: int, rows: int, cols: int, signed_zeros: bool = False) -> FloatArray:
+    """Log-return-like timelines: heavy tails, runs of ties, zeros, NaN stretches and single
+    NaNs, a row with nothing known and one knowing a single value."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(3, size=(rows, cols)) * 1e-3
+    coarse = rng.random(rows) < 0.4
+    x[coarse] = np.round(x[coarse] * 2e3) / 2e3 + 0.0  # ties; + 0.0: rounding leaves -0.0
+    x[rng.random(x.shape) < 0.08] = 0.0
+    if signed_zeros:
+        x[rng.random(x.shape) < 0.08] = -0.0
+    x[rng.random(x.shape) < 0.1] = np.nan
+    for row in range(2, rows, 5):  # an outage: a stretch of nothing known
+        start = int(rng.integers(0, cols))
+        x[row, start : start + int(rng.integers(1, 80))] = np.nan
+    x[0] = np.nan
+    x[1] = np.nan
+    x[1, cols // 2] = 0.25
+    return x
+
+
+def numpy_windows(line: FloatArray, k: int, first: int, last: int) -> tuple[FloatArray, FloatArray, IntArray]:
+    """`robust_center_scale` of every window, batch-major: what the numpy path computes."""
+    windows = np.stack([line[:, j + first : j + last + 1] for j in range(k)])
+    return robust_center_scale(windows.reshape(k * len(line), last - first + 1))
+
+
+def rolled(
+    kernel: rolling_robust.RollingRobust, line: FloatArray, k: int, first: int, last: int
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    m = k * len(line)
+    med, mad, n = np.empty(m), np.empty(m), np.empty(m, np.int64)
+    kernel.center_scale(line, k, first, last, med, mad, n)
+    return med, mad, n
+
+
+@pytest.mark.parametrize(
+    ("k", "first", "last"),
+    [(120, 2, 63), (120, 1, 63), (1, 2, 63), (7, 0, 0), (64, 0, 63), (200, 3, 10), (33, 0, 1)],
+)
+def test_every_window_is_robust_center_scale_bit_for_bit(
+    kernel: rolling_robust.RollingRobust, k: int, first: int, last: int
+) -> None:
+    for seed in range(4):
+        line = timelines(seed, 23, k + last + 1 + seed)
+        got, want = rolled(kernel, line, k, first, last), numpy_windows(line, k, first, last)
+        assert np.array_equal(got[2], want[2])
+        assert same_bits(got[0], want[0]) and same_bits(got[1], want[1])
+
+
+def test_signed_zeros_give_the_same_values(kernel: rolling_robust.RollingRobust) -> None:
+    """Which of -0.0 and 0.0 a sort puts first is the sort's affair, so a zero median's sign
+    may differ (returns and log volumes hold no -0.0: x - x is +0.0); every value and every
+    MAD's bits are the same."""
+    line = timelines(7, 31, 190, signed_zeros=True)
+    (med, mad, n), (want_med, want_mad, want_n) = rolled(kernel, line, 120, 2, 63), numpy_windows(line, 120, 2, 63)
+    assert np.array_equal(n, want_n) and same_bits(mad, want_mad)
+    assert np.array_equal(med, want_med, equal_nan=True)
+
+
+def test_strided_rows_are_read_in_place(kernel: rolling_robust.RollingRobust) -> None:
+    """A block's timelines are the first columns of wider arrays (`RingBlock`): views."""
+    wide = timelines(3, 12, 300)
+    line = wide[:, :184]
+    got, want = rolled(kernel, line, 120, 1, 63), numpy_windows(np.ascontiguousarray(line), 120, 1, 63)
+    assert all(same_bits(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in zip(got, want, strict=True))
+
+
+def test_bad_arguments_are_refused_before_any_memory_is_read(kernel: rolling_robust.RollingRobust) -> None:
+    line = timelines(1, 4, 100)
+    out = np.empty(4 * 10), np.empty(4 * 10), np.empty(4 * 10, np.int64)
+    with pytest.raises(ValueError, match="do not fit"):
+        kernel.center_scale(line, 10, 2, 95, *out)
+    with pytest.raises(ValueError, match="float64 timelines"):
+        kernel.center_scale(line.astype(np.float32), 10, 2, 63, *out)
+    with pytest.raises(ValueError, match="float64 timelines"):
+        kernel.center_scale(line[:, ::2], 10, 2, 30, *out)
+    with pytest.raises(ValueError, match="40 contiguous int64"):
+        kernel.center_scale(line, 10, 2, 63, out[0], out[1], np.empty(40))
+    with pytest.raises(ValueError, match="40 contiguous float64"):
+        kernel.center_scale(line, 10, 2, 63, out[0], np.empty(39), out[2])
+
+
+def test_without_the_library_the_numpy_path_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`HOTCOIN_NO_NATIVE` (or no built library) leaves `load` None: the caller sorts."""
+    rolling_robust.load.cache_clear()
+    monkeypatch.setenv("HOTCOIN_NO_NATIVE", "1")
+    try:
+        assert rolling_robust.load() is None
+    finally:
+        rolling_robust.load.cache_clear()
+    monkeypatch.delenv("HOTCOIN_NO_NATIVE")
+    monkeypatch.setattr(rolling_robust, "LIBRARY", rolling_robust.LIBRARY.with_name("not_built.so"))
+    try:
+        assert rolling_robust.load() is None
+    finally:
+        rolling_robust.load.cache_clear()
