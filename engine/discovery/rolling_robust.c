@@ -17,17 +17,16 @@
 #include <stdint.h>
 #include <string.h>
 
-/* First index in s[0, n) whose value is >= v (v not NaN). */
+/* First index in s[0, n) whose value is >= v (v not NaN): halving a span without a branch
+ * on the comparison (its outcome is a coin toss; the select compiles to a conditional move). */
 static int64_t lower_bound(const double *s, int64_t n, double v) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = (lo + hi) >> 1;
-        if (s[mid] < v)
-            lo = mid + 1;
-        else
-            hi = mid;
+    const double *base = s;
+    while (n > 1) {
+        int64_t half = n >> 1;
+        base = base[half - 1] < v ? base + half : base;
+        n -= half;
     }
-    return lo;
+    return (base - s) + (n == 1 && *base < v);
 }
 
 static void insert(double *s, int64_t *n, double v) {
@@ -37,7 +36,21 @@ static void insert(double *s, int64_t *n, double v) {
     *n += 1;
 }
 
-/* Remove one value equal to v (present: it entered the window earlier). */
+/* Remove one value equal to `out` (present: it entered the window earlier) and insert `in`
+ * in one shift of the values between the two places, not two shifts of the tails. */
+static void replace(double *s, int64_t n, double out, double in) {
+    int64_t from = lower_bound(s, n, out);
+    int64_t to = lower_bound(s, n, in); /* `in`'s place with `out` still there */
+    if (to > from) { /* s[from+1 .. to-1] move down one; `in` goes before what was s[to] */
+        memmove(s + from, s + from + 1, (size_t)(to - 1 - from) * sizeof(double));
+        s[to - 1] = in;
+    } else { /* s[to .. from-1] move up one */
+        memmove(s + to + 1, s + to, (size_t)(from - to) * sizeof(double));
+        s[to] = in;
+    }
+}
+
+/* Remove one value equal to v (present). */
 static void erase(double *s, int64_t *n, double v) {
     int64_t at = lower_bound(s, *n, v);
     memmove(s + at, s + at + 1, (size_t)(*n - at - 1) * sizeof(double));
@@ -49,19 +62,23 @@ static void erase(double *s, int64_t *n, double v) {
 #define A_AT(t) (med - s[hi - 1 - (t)])
 #define B_AT(t) (s[hi + (t)] - med)
 
-/* The MAD of sorted s[0, n), n >= 1, around med: the k-th smallest of two sorted runs by a
- * binary search on how many of the lo + 1 smallest come from A. */
-static double sorted_mad(const double *s, int64_t n, double med) {
+/* The MAD of sorted s[0, n), n >= 1, around med: the k-th smallest of two sorted runs, found
+ * as how many of the lo + 1 smallest deviations come from A: the least i with
+ * A[i] >= B[lo - i] (a predicate false then true as i grows). Consecutive windows differ by a
+ * value each way, so the last window's i (`*guess`) is a step or two away: walked from there,
+ * not searched for again (a binary search's chain of dependent loads cost ~3x the rest). */
+static double sorted_mad(const double *s, int64_t n, double med, int64_t *guess) {
     int64_t lo = (n - 1) / 2, hi = n / 2, nb = n - hi, want = lo + 1;
     int64_t a_min = want > nb ? want - nb : 0, a_max = want < hi ? want : hi;
-    while (a_min < a_max) { /* i from A, want - i from B; find the least i with A[i] >= B[want-1-i] */
-        int64_t i = (a_min + a_max) >> 1;
-        if (A_AT(i) < B_AT(want - 1 - i))
-            a_min = i + 1;
-        else
-            a_max = i;
-    }
-    int64_t i = a_min, j = want - i;
+    int64_t i = *guess < a_min ? a_min : (*guess > a_max ? a_max : *guess);
+#define ENOUGH(t) ((t) == a_max || A_AT(t) >= B_AT(want - 1 - (t)))
+    if (ENOUGH(i))
+        while (i > a_min && ENOUGH(i - 1)) i--;
+    else
+        do i++; while (!ENOUGH(i));
+#undef ENOUGH
+    *guess = i;
+    int64_t j = want - i;
     double rank_lo = -INFINITY, rank_hi = INFINITY;
     if (i >= 1 && A_AT(i - 1) > rank_lo) rank_lo = A_AT(i - 1);
     if (j >= 1 && B_AT(j - 1) > rank_lo) rank_lo = B_AT(j - 1);
@@ -82,14 +99,18 @@ void rolling_center_scale(const double *line, int64_t rows, int64_t row_stride, 
     for (int64_t r = 0; r < rows; r++) {
         const double *x = line + r * row_stride;
         double *s = buffer;
-        int64_t n = 0;
+        int64_t n = 0, guess = 0;
         for (int64_t c = first; c <= last; c++)
             if (!isnan(x[c])) insert(s, &n, x[c]);
         for (int64_t j = 0; j < k; j++) {
             if (j) {
                 double out = x[j - 1 + first], in = x[j + last];
-                if (!isnan(out)) erase(s, &n, out);
-                if (!isnan(in)) insert(s, &n, in);
+                if (!isnan(out) && !isnan(in))
+                    replace(s, n, out, in);
+                else if (!isnan(out))
+                    erase(s, &n, out);
+                else if (!isnan(in))
+                    insert(s, &n, in);
             }
             int64_t at = j * rows + r;
             n_out[at] = n;
@@ -100,7 +121,7 @@ void rolling_center_scale(const double *line, int64_t rows, int64_t row_stride, 
             }
             double med = 0.5 * (s[(n - 1) / 2] + s[n / 2]);
             med_out[at] = med;
-            mad_out[at] = sorted_mad(s, n, med);
+            mad_out[at] = sorted_mad(s, n, med, &guess);
         }
     }
 }

@@ -30,7 +30,7 @@ def kernel() -> rolling_robust.RollingRobust:
 
 def timelines(seed: int, rows: int, cols: int, signed_zeros: bool = False) -> FloatArray:
     """Log-return-like timelines: heavy tails, runs of ties, zeros, NaN stretches and single
-    NaNs, a row with nothing known and one knowing a single value."""
+    NaNs, a change of regime, a row with nothing known and one knowing a single value."""
     rng = np.random.default_rng(seed)
     x = rng.standard_t(3, size=(rows, cols)) * 1e-3
     coarse = rng.random(rows) < 0.4
@@ -42,6 +42,8 @@ def timelines(seed: int, rows: int, cols: int, signed_zeros: bool = False) -> Fl
     for row in range(2, rows, 5):  # an outage: a stretch of nothing known
         start = int(rng.integers(0, cols))
         x[row, start : start + int(rng.integers(1, 80))] = np.nan
+    x[3, cols // 3 :] *= 1e4  # a change of regime: the MAD's split moves far from one window to the next
+    x[4, ::2] += 0.5  # a spread that swings every batch
     x[0] = np.nan
     x[1] = np.nan
     x[1, cols // 2] = 0.25
