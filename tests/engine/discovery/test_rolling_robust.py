@@ -42,8 +42,8 @@ def timelines(seed: int, rows: int, cols: int, signed_zeros: bool = False) -> Fl
     for row in range(2, rows, 5):  # an outage: a stretch of nothing known
         start = int(rng.integers(0, cols))
         x[row, start : start + int(rng.integers(1, 80))] = np.nan
-    x[3, cols // 3 :] *= 1e4  # a change of regime: the MAD's split moves far from one window to the next
-    x[4, ::2] += 0.5  # a spread that swings every batch
+    x[3:4, cols // 3 :] *= 1e4  # a change of regime: the MAD's split moves far from one window to the next
+    x[4:5, ::2] += 0.5  # a spread that swings every batch
     x[0] = np.nan
     x[1] = np.nan
     x[1, cols // 2] = 0.25
