@@ -36,7 +36,7 @@ NATIVE := engine/discovery/_rolling_robust.so
 native: $(NATIVE)
 $(NATIVE): engine/discovery/rolling_robust.c
 	@if command -v $(CC) >/dev/null 2>&1; then \
-		$(CC) -O2 -fPIC -shared -ffp-contract=off -o $@ $< || { rm -f $@; echo "warning: $(CC) could not build $@; the baselines run on numpy"; }; \
+		$(CC) -O2 -ftree-vectorize -fPIC -shared -ffp-contract=off -o $@ $< || { rm -f $@; echo "warning: $(CC) could not build $@; the baselines run on numpy"; }; \
 	else echo "warning: no C compiler ($(CC)): the baselines run on numpy (same figures, slower)"; fi
 
 ## Start the main job: the console over the engine on the built-in simulated market, paper trading.
