@@ -64,6 +64,7 @@ from engine.portfolio.positions import (
 )
 from engine.portfolio.risk import RiskEvent, RiskManager
 from engine.signals.bars import BarHistory, BarSource
+from engine.signals.columns import by_rank
 from engine.signals.scorer import Scorer
 from engine.signals.stage import SignalStage
 
@@ -468,9 +469,11 @@ class TradingCore:
         in_flight = {p.symbol: p.trace_id for p in self._pending.values()} if self._pending else {}
         if holdings or in_flight:  # else no candidate is taken: nothing to note, every one is fresh
             self._note_taken(candidates, in_flight, now_ms, causes or {})
-            fresh = sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
+            fresh: Sequence[Candidate] = sorted(
+                (c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank
+            )
         else:
-            fresh = sorted(candidates, key=_rank)
+            fresh = by_rank(candidates)  # a pool still read as columns stays so (`ColumnPool`)
         entering = self.signals.evaluate_entries(
             fresh, now_ms, min_heat=self._min_heat, last_action_ms=self._last_action_ms, causes=causes, enter_only=True
         )

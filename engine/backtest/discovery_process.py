@@ -51,7 +51,7 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from itertools import chain, groupby, islice, repeat
+from itertools import chain, groupby, repeat
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol, cast
 
@@ -69,6 +69,7 @@ from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 from engine.runtime.tap import Tap
+from engine.signals.columns import MemberColumns
 
 MINUTE_MS = 60_000
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
@@ -164,18 +165,59 @@ def _table_id(members: Members) -> int:
 
 
 def _rows(columns: Columns) -> list[Result]:
-    """The results `_columns` sent: equal to them field for field, types included."""
+    """The results `_columns` sent: equal to them field for field, types included. A pool of
+    members is made `deferred` (`_Members`): its candidates are built once read, and the core
+    reads a pool of cold ones as columns without (`engine.signals.columns`)."""
     if not columns:
         return []
     times, events, cycle_figures, pools, member_columns = columns
-    members = iter(candidates(*member_columns) if member_columns else ())
+    chunk = _Chunk(*member_columns) if member_columns else None
+    at = 0
     out: list[Result] = []
     for time, (ts, accepted, snapshot_ts, entered, left, count), pool, cycle_events in zip(
         times, zip(*cycle_figures, strict=True), pools, events, strict=True
     ):
-        made = pool if pool.__class__ is not int else tuple(islice(members, pool)) if pool else ()
-        out.append((time, DiscoveryCycle(ts, accepted, PoolSnapshot(snapshot_ts, made), entered, left, count), cycle_events))
+        if pool.__class__ is not int:
+            snapshot = PoolSnapshot(snapshot_ts, pool)
+        elif pool:
+            assert chunk is not None
+            snapshot = PoolSnapshot.of(snapshot_ts, _Members(chunk, at, at + pool))
+            at += pool
+        else:
+            snapshot = PoolSnapshot(snapshot_ts, ())
+        out.append((time, DiscoveryCycle(ts, accepted, snapshot, entered, left, count), cycle_events))
     return out
+
+
+_HEAT = 0  # heat's column in a member's figures (`engine.discovery.pipeline._tabulate`: heat first)
+
+
+class _Chunk:
+    """A chunk's member columns (`_member_columns`), its minutes' pools in order."""
+
+    __slots__ = ("figures", "heats", "ranks", "symbols", "times", "trace_ids")
+
+    def __init__(
+        self, trace_ids: tuple[str, ...], symbols: tuple[str, ...], times: list[int], ranks: list[int], figures: FloatArray
+    ) -> None:
+        self.trace_ids, self.symbols, self.times, self.ranks, self.figures = trace_ids, symbols, times, ranks, figures
+        self.heats: list[float] = figures[:, _HEAT].tolist()
+
+
+class _Members:
+    """One minute's pool: members `start` to `stop` of its chunk, as the columns the core reads
+    first (`columns`) and, once read, the candidates `candidates` builds of them (`Ranked`)."""
+
+    __slots__ = ("_chunk", "_start", "_stop", "columns", "symbols")
+
+    def __init__(self, chunk: _Chunk, start: int, stop: int) -> None:
+        self._chunk, self._start, self._stop = chunk, start, stop
+        self.symbols = chunk.symbols[start:stop]
+        self.columns = MemberColumns(self.symbols, chunk.trace_ids[start:stop], chunk.ranks[start:stop], chunk.heats[start:stop])
+
+    def build(self) -> tuple[Candidate, ...]:
+        c, cut = self._chunk, slice(self._start, self._stop)
+        return tuple(candidates(c.trace_ids[cut], self.symbols, c.times[cut], c.ranks[cut], c.figures[cut]))
 
 
 def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.listings import Announcement
 from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
-from engine.domain import EngineState, Market, MinuteVolumes, TickerBatch
+from engine.domain import Candidate, EngineState, Market, MinuteVolumes, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import FAULT_ERRORS, InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
@@ -47,6 +47,7 @@ from engine.runtime.quiet_log import RepeatedFailure
 from engine.runtime.state_machine import EngineStateMachine, Transition
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarStore
+from engine.signals.columns import pool_of, symbols_of
 from engine.signals.features import WINDOW
 from engine.signals.scorer import ModelLoad
 from engine.trading import TradingCore
@@ -321,10 +322,11 @@ class TradingCycle:
         if isinstance(self.broker, PaperBroker):
             self.broker.update_book(batch)
         cycle = await self.driver.on_batch(batch)
+        pool = pool_of(cycle.snapshot)  # read as columns until something needs them built (`ColumnPool`)
         self.hand_markets(core)
-        await self._feed_candles(cycle, now)
+        await self._feed_candles(pool, now)
         await self.step_state(now)
-        intents = core.step(batch, cycle.snapshot.candidates, now, self.tap.candidate_seq)
+        intents = core.step(batch, pool, now, self.tap.candidate_seq)
         if self._on_stepped is not None:
             self._on_stepped()
         sent_at = None
@@ -409,7 +411,7 @@ class TradingCycle:
             if self._on_update is not None:
                 self._on_update(update)
 
-    async def _feed_candles(self, cycle: DiscoveryCycle, now: int) -> None:
+    async def _feed_candles(self, candidates: Sequence[Candidate], now: int) -> None:
         """Closed bars for every symbol the core may decide on this bar (pool, holdings, regime),
         once per bar per symbol: the last WINDOW+2 on first sight, then every bar since the
         symbol was last fed (a symbol back in the pool after a while needs all the bars it
@@ -423,10 +425,10 @@ class TradingCycle:
         core = self.core
         assert core is not None
         if self._store is not None:
-            self._follow(self._store, cycle, core, now)
+            self._follow(self._store, candidates, core, now)
             return
         bar = now // self._tf_ms
-        wanted = {c.symbol for c in cycle.snapshot.candidates}
+        wanted = set(symbols_of(candidates))
         wanted.update(core.book.holdings)
         wanted.add(self._regime)
         just_closed = (bar - 1) * self._tf_ms
@@ -455,15 +457,15 @@ class TradingCycle:
         if len(self._fed) > 4 * max(64, len(wanted)):
             self._fed = {s: b for s, b in self._fed.items() if s in wanted}
 
-    def _follow(self, store: BarStore, cycle: DiscoveryCycle, core: TradingCore, now: int) -> None:
+    def _follow(self, store: BarStore, candidates: Sequence[Candidate], core: TradingCore, now: int) -> None:
         """`_feed_candles` for a store: the core may read every wanted symbol up to `now`.
         Following is idempotent within a minute, so a symbol named twice (a held candidate) is
         simply told twice, and no set of the wanted symbols is built (every minute, mostly
         for the regime symbol alone)."""
         markets, follow = self.markets, store.follow
-        for c in cycle.snapshot.candidates:
-            if c.symbol in markets:
-                follow(c.symbol, now)
+        for symbol in symbols_of(candidates):
+            if symbol in markets:
+                follow(symbol, now)
         for symbol in core.book.holdings:
             if symbol in markets:
                 follow(symbol, now)

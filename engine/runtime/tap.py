@@ -84,6 +84,26 @@ class Tap:
             self.recent.append(EventRow(seq, ts_ms, kind, symbol, trace_id, event_line(kind, payload)))
         return seq
 
+    def emit_skips(
+        self, ts_ms: int, payload: Mapping[str, Any], trace_ids: Sequence[str], symbols: Sequence[str],
+        causes: Mapping[str, int] | None,
+    ) -> None:  # fmt: skip
+        """`emit` of a `signal_snapshot` with `payload` for each trace id and symbol, in order,
+        caused by the trace's `causes` entry: a minute's cold candidates (`SignalStage`), ~36,000
+        a replayed month. Where nothing reads more than the count (a `NullSink` that keeps no
+        payloads, no observer, no console rows) they are numbered at once, counted, and their
+        symbols' last decision noted, as each `emit` would: the same seqs, counts and state."""
+        if not symbols:
+            return
+        if self.keeps_payloads or not isinstance(self.sink, NullSink):
+            for trace_id, symbol in zip(trace_ids, symbols, strict=True):
+                cause = None if causes is None else causes.get(trace_id)
+                self.emit("signal_snapshot", ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
+            return
+        self.sink.skip(len(symbols))
+        self.kinds["signal_snapshot"] += len(symbols)
+        self.last_signal.update(dict.fromkeys(symbols, str(payload.get("decision", ""))))
+
     def tally(self, ts_ms: int, kinds: Sequence[str]) -> None:
         """Events of `kinds` at `ts_ms`, where nothing reads more of them than their kind: the
         sink only counts and numbers them (`keeps_payloads` False: no payload kept, no observer,

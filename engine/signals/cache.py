@@ -10,6 +10,7 @@ for. A decision made without the bar that just closed is not kept (`SignalStage`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -39,6 +40,14 @@ class BarCache(Generic[T]):
         self._roll(bar_ms)
         if bar_ms == self._bar_ms:
             self._values[symbol] = value
+
+    def put_many(self, symbols: Sequence[str], bar_ms: int, value: T) -> None:
+        """`put` of `value` for each of `symbols`, in order (none: nothing, not even a roll)."""
+        if not symbols:
+            return
+        self._roll(bar_ms)
+        if bar_ms == self._bar_ms:
+            self._values.update(dict.fromkeys(symbols, value))
 
     def __len__(self) -> int:
         return len(self._values)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from engine.domain import Candidate, Signal, SignalDecision
 from engine.journal.events import EventSink
 from engine.signals.bars import BarSource, FeaturesAhead
 from engine.signals.cache import BarCache
+from engine.signals.columns import ColumnPool, MemberColumns
 from engine.signals.features import (
     FEATURE_NAMES,
     WINDOW,
@@ -45,6 +46,16 @@ from engine.signals.scorer import NullScorer, Scorer
 
 # The inputs of one `_features` call -> its rows and each symbol's bars since listing.
 FeatureMemo = dict[tuple[object, ...], tuple[FloatArray, FloatArray | None]]
+
+
+class SkipSink(Protocol):
+    """`Tap.emit_skips`: a `signal_snapshot` with `payload` for each trace id and symbol, in
+    order, caused by the trace's entry in `causes`, as `emit` of each would journal it."""
+
+    def __call__(
+        self, ts_ms: int, payload: Mapping[str, Any], trace_ids: Sequence[str], symbols: Sequence[str],
+        causes: Mapping[str, int] | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,9 @@ class SignalStage:
         # A backtest's store computes a symbol's features for its next bars at once: the asks
         # are served from it. None live.
         self._ahead = history if isinstance(history, FeaturesAhead) else None
+        # A sink that journals a minute's cold skips at once (`Tap.emit_skips`), else None: each
+        # is emitted alone.
+        self._emit_skips: SkipSink | None = getattr(sink, "emit_skips", None)
 
     def bar_of(self, now_ms: int) -> int:
         """Open time of the last bar that has closed by `now_ms`."""
@@ -194,17 +208,25 @@ class SignalStage:
         kept as without it; a minute whose fresh candidates are all cold (most minutes with a
         candidate) then builds no `Signal` and no `Evaluated`, only their journal lines."""
         bar_ms = self.bar_of(now_ms)
-        fresh = [c for c in candidates if self._entries.get(c.symbol, bar_ms) is None]
-        previous = self._note_ranks(candidates, bar_ms)
-        if not fresh:
-            return []
         # Nobody reads the payloads and no model scores the rows (a backtest with its journal
         # off): a candidate under the heat bar is skipped on that rule alone, since no other
         # rule can undo a failed one, and its features are never built. That is most fresh
         # candidates of a replay (89 % over two real days); each column of the rest is the
         # same whichever columns are computed beside it.
         keeps = self.sink.keeps_payloads
-        cold = {c.symbol for c in fresh if not c.heat >= min_heat} if not keeps and self.scorer.mode == "off" else ()
+        skips_cold = not keeps and self.scorer.mode == "off"
+        if (
+            enter_only
+            and skips_cold
+            and isinstance(candidates, ColumnPool)
+            and self._skip_cold_columns(candidates.columns, now_ms, bar_ms, min_heat, causes)
+        ):
+            return []  # decided as columns: no candidate built
+        fresh = [c for c in candidates if self._entries.get(c.symbol, bar_ms) is None]
+        previous = self._note_ranks(candidates, bar_ms)
+        if not fresh:
+            return []
+        cold = {c.symbol for c in fresh if not c.heat >= min_heat} if skips_cold else ()
         if enter_only and len(cold) == len(fresh):  # every one cold (most minutes with a candidate): none enters
             self._skip_cold(fresh, now_ms, bar_ms, causes)
             return []
@@ -231,13 +253,43 @@ class SignalStage:
         """What the loop below `_rule_entries` journals and keeps for a minute of cold candidates
         alone (`_cold`'s line, a skip kept for the bar), in order, without the signals nobody
         acting reads (`evaluate_entries(enter_only=True)`)."""
-        emit, put, skip = self.sink.emit, self._entries.put, SignalDecision.SKIP
-        for c in fresh:
-            emit(
-                "signal_snapshot", ts_ms=now_ms, payload=_COLD_PAYLOAD, trace_id=c.trace_id, symbol=c.symbol,
-                cause=None if causes is None else causes.get(c.trace_id),
-            )  # fmt: skip
-            put(c.symbol, bar_ms, skip)
+        self._journal_skips([c.trace_id for c in fresh], [c.symbol for c in fresh], now_ms, bar_ms, causes)
+
+    def _journal_skips(
+        self, trace_ids: Sequence[str], symbols: Sequence[str], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None
+    ) -> None:
+        """`_skip_cold` of these candidates' trace ids and symbols: through the sink's
+        `emit_skips` where it has one (a tap: at once where nothing reads them), each emitted
+        alone where not; each kept as a skip for the bar."""
+        if not symbols:
+            return  # nothing fresh: the bar's cache is left as it is
+        if self._emit_skips is not None:
+            self._emit_skips(now_ms, _COLD_PAYLOAD, trace_ids, symbols, causes)
+        else:
+            emit = self.sink.emit
+            for trace_id, symbol in zip(trace_ids, symbols, strict=True):
+                cause = None if causes is None else causes.get(trace_id)
+                emit("signal_snapshot", ts_ms=now_ms, payload=_COLD_PAYLOAD, trace_id=trace_id, symbol=symbol, cause=cause)
+        self._entries.put_many(symbols, bar_ms, SignalDecision.SKIP)
+
+    def _skip_cold_columns(
+        self, pool: MemberColumns, now_ms: int, bar_ms: int, min_heat: float, causes: Mapping[str, int] | None
+    ) -> bool:
+        """`evaluate_entries(enter_only=True)` of a pool read as columns (`ColumnPool`) where
+        that decides it without a `Candidate`: no fresh candidate, or every fresh one cold
+        (most minutes with a candidate). Then its ranks are noted, its skips journaled and kept,
+        as the candidates' path does, and True; else False, and nothing is done (the ranks
+        noted here would be noted again the same: `_note_ranks` keeps a bar's first)."""
+        get, symbols, heats = self._entries.get, pool.symbols, pool.heats
+        fresh = [i for i, symbol in enumerate(symbols) if get(symbol, bar_ms) is None]
+        if fresh and len({symbols[i] for i in fresh if not heats[i] >= min_heat}) != len(fresh):
+            return False  # a warm one: the candidates' path evaluates it
+        self._note_rank_columns(symbols, pool.ranks, bar_ms)
+        trace_ids = pool.trace_ids
+        if len(fresh) < len(symbols):  # else (a new bar's first ask: nearly always) all of them, in order
+            symbols, trace_ids = [symbols[i] for i in fresh], [trace_ids[i] for i in fresh]
+        self._journal_skips(trace_ids, symbols, now_ms, bar_ms, causes)
+        return True
 
     def _rule_entries(
         self, warm: Sequence[Candidate], previous: Mapping[str, int], now_ms: int, bar_ms: int, min_heat: float,
@@ -334,6 +386,16 @@ class SignalStage:
                     self._prev_ranks[c.symbol] = seen[1]
                 self._ranks[c.symbol] = (bar_ms, c.rank)
         return self._prev_ranks
+
+    def _note_rank_columns(self, symbols: Sequence[str], ranks: Sequence[int], bar_ms: int) -> None:
+        """`_note_ranks` of a pool read as columns."""
+        seen_at, prev = self._ranks, self._prev_ranks
+        for symbol, rank in zip(symbols, ranks, strict=True):
+            seen = seen_at.get(symbol)
+            if seen is None or seen[0] != bar_ms:
+                if seen is not None:
+                    prev[symbol] = seen[1]
+                seen_at[symbol] = (bar_ms, rank)
 
     @staticmethod
     def _feature_rows(x: FloatArray, keeps: bool) -> list[dict[str, float | None]]:

@@ -40,6 +40,7 @@ from engine.domain.discovery import Candidate, HeatComponents
 from engine.journal.events import EventSink, JournalEvent
 from engine.journal.sinks import NullSink
 from engine.runtime.tap import Tap
+from engine.signals.columns import ColumnPool, pool_of
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import START, T0
 from tests.kit.events import RecordingSink
@@ -348,6 +349,24 @@ def test_discoverys_members_cross_the_pipe_as_the_candidates_it_builds(config: H
     assert all(cycle.snapshot.deferred is not None for cycle in sent if len(cycle.snapshot))
     same_fields(tuple(cycle for _, cycle, _ in got), tuple(sent))
     assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in results]
+
+
+def test_the_parent_reads_a_pool_as_the_columns_of_the_candidates_it_builds(config: HotcoinConfig, store: Path) -> None:
+    """A crossed pool of members reaches the core unbuilt (`pool_of`: a `ColumnPool`), its
+    columns what its candidates say (symbol, trace, rank, heat, in order), and building it
+    gives the snapshot's own candidates."""
+    results = _ahead_results(config, store, True)
+    got = crossed(results[: discovery_process.CHUNK_BATCHES])
+    pools = [pool_of(cycle.snapshot) for _, cycle, _ in got if len(cycle.snapshot)]
+    assert pools and all(isinstance(pool, ColumnPool) and pool._built is None for pool in pools)
+    for pool in pools:
+        assert isinstance(pool, ColumnPool)
+        c = pool.columns
+        assert (list(c.symbols), list(c.trace_ids), list(c.ranks), list(c.heats)) == (
+            [x.symbol for x in pool], [x.trace_id for x in pool], [x.rank for x in pool], [x.heat for x in pool]
+        )  # fmt: skip
+    snapshot = next(cycle.snapshot for _, cycle, _ in got if len(cycle.snapshot))
+    assert pool_of(snapshot).built() is snapshot.candidates  # type: ignore[attr-defined]
 
 
 def test_the_child_runs_ahead_of_a_reader_that_lags_by_more_than_a_chunk(config: HotcoinConfig, store: Path) -> None:

@@ -79,7 +79,7 @@ def test_stored_bars_read_as_the_fed_ring(store: Path, history: int) -> None:
             await fed.driver.prepare(now)  # market info on the cycle's schedule: the listing appears
             await kept.driver.prepare(now)
             wanted = [s for s in SYMBOLS if rng.random() < 0.5 and minute not in away.get(s, ())]
-            cands = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in wanted]))
+            cands = [SimpleNamespace(symbol=s) for s in wanted]
             await fed._feed_candles(cands, now)  # type: ignore[arg-type]
             await kept._feed_candles(cands, now)  # type: ignore[arg-type]
             bar = now // MIN * MIN - MIN

@@ -55,3 +55,37 @@ def test_a_tally_is_refused_where_events_are_kept() -> None:
         Tap(RecordingSink(), recent=0).tally(1, ("candidate_snapshot",))
     with pytest.raises(ValueError, match="reads every payload"):
         NullSink(validate=True).skip(1)
+
+
+@pytest.mark.parametrize("sink", ["null", "recording", "observed"])
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_skips_at_once_are_the_skips_emitted_one_by_one(sink: str, n: int) -> None:
+    """`Tap.emit_skips` (a minute's cold candidates): the seqs after it, the counts, each symbol's
+    last decision and what a keeping sink holds are those of an `emit` each."""
+
+    def make(seen: list[tuple[str, str | None]]) -> Tap:
+        tap = Tap(RecordingSink() if sink == "recording" else NullSink(), recent=0)
+        if sink == "observed":  # an observer reads every event: each is emitted
+            tap.observers.append(lambda kind, payload, symbol: seen.append((kind, symbol)))
+        return tap
+
+    seen_one: list[tuple[str, str | None]] = []
+    seen_many: list[tuple[str, str | None]] = []
+
+    payload = {"decision": "skip", "reason": "failed: heat", "rules": [], "features": {}}
+    traces, symbols = [f"t{i}" for i in range(n)], ["A/USDT", "B/USDT", "A/USDT"][:n]  # a symbol twice: the last wins
+    causes = {"t0": 1, "t2": 1}  # the first event's
+    one, many = make(seen_one), make(seen_many)
+    for tap in (one, many):
+        tap.emit("signal_snapshot", ts_ms=1, payload={**payload, "decision": "enter"}, trace_id="x", symbol="B/USDT")
+    for trace_id, symbol in zip(traces, symbols, strict=True):
+        one.emit("signal_snapshot", ts_ms=2, payload=payload, trace_id=trace_id, symbol=symbol, cause=causes.get(trace_id))
+    many.emit_skips(2, payload, traces, symbols, causes)
+    assert many.kinds == one.kinds and many.events == one.events == 1 + n
+    assert many.last_signal == one.last_signal and list(many.last_signal) == list(one.last_signal)
+    assert many.emit("signal_snapshot", ts_ms=3, payload=payload) == one.emit("signal_snapshot", ts_ms=3, payload=payload)
+    assert seen_many == seen_one
+    if isinstance(one.sink, RecordingSink) and isinstance(many.sink, RecordingSink):
+        assert [(e.kind, e.trace_id, e.symbol, e.cause) for e in many.sink.events] == [
+            (e.kind, e.trace_id, e.symbol, e.cause) for e in one.sink.events
+        ]

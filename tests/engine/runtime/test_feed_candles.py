@@ -49,7 +49,7 @@ def _cycle(feed: _Feed, history: BarHistory) -> Any:
 def test_a_failed_fetch_is_retried_within_the_bar() -> None:
     feed, history = _Feed(), BarHistory("1m")
     cycle = _cycle(feed, history)
-    pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=SYMBOL)]))
+    pool = [SimpleNamespace(symbol=SYMBOL)]
 
     async def at(now: int, failing: bool) -> None:
         feed.now, feed.failing = now, failing
@@ -91,7 +91,7 @@ def test_a_hanging_exchange_holds_the_cycle_for_one_request_not_one_per_symbol()
     feed, history = _HangingFeed(len(symbols)), BarHistory("1m")
     cycle = _cycle(feed, history)
     cycle.driver = SimpleNamespace(markets={s: object() for s in symbols})
-    pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in symbols]))
+    pool = [SimpleNamespace(symbol=s) for s in symbols]
     now = mk.NOW // MIN * MIN + 1_000
     feed.now = now
 
@@ -126,7 +126,7 @@ def test_a_store_is_told_to_follow_each_wanted_symbol_it_has_a_market_for() -> N
     cycle.driver = SimpleNamespace(markets=dict.fromkeys(["A/USDT", "B/USDT", "H/USDT", SYMBOL]))
     cycle.core.book.holdings = {"H/USDT": object(), "B/USDT": object(), "X/USDT": object()}
     names = ["A/USDT", "B/USDT", "Z/USDT", "A/USDT"]
-    pool = SimpleNamespace(snapshot=SimpleNamespace(candidates=[SimpleNamespace(symbol=s) for s in names]))
+    pool = [SimpleNamespace(symbol=s) for s in names]
     asyncio.run(cycle._feed_candles(pool, mk.NOW))
     wanted = {*names, *cycle.core.book.holdings, SYMBOL}
     assert set(store.followed) == {(s, mk.NOW) for s in wanted if s in cycle.driver.markets}
