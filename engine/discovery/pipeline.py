@@ -39,6 +39,7 @@ import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,7 @@ class _Minute:
         return self._detail
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class Members:
     """A settled batch's pool members, hottest first, as `_settle` leaves them: their symbols,
@@ -321,6 +323,28 @@ class _Block:
         self.listing_ms[k] = r.listing_ms[:e]
         self.social_velocity[k] = r.social_velocity[:e]
         self.social_sentiment[k] = r.social_sentiment[:e]
+
+
+class _Kept:
+    """What `Discovery._settle_kept` reads of a block being settled: its batches' heat and
+    filter codes (as lists by batch then row, made once the first kept batch reads them: one
+    `tolist` each, where reading numpy scalars one by one cost more), eligible and refused
+    rows, figure table, details and minutes (`flush`'s)."""
+
+    def __init__(
+        self, block: _Block, heat: FloatArray, codes: CodeArray, eligible: list[list[int]], refused: list[list[int]],
+        table: Callable[[], FloatArray], describe: Callable[[int, int], _Detail], minute: Callable[[int, int], _Minute],
+    ) -> None:  # fmt: skip
+        self.block, self.eligible, self.refused, self.table = block, eligible, refused, table
+        self.describe, self.minute = describe, minute
+        self._arrays = heat, codes
+        self._lists: tuple[list[list[float]], list[list[int]]] | None = None
+
+    def lists(self) -> tuple[list[list[float]], list[list[int]]]:
+        if self._lists is None:
+            heat, codes = self._arrays
+            self._lists = heat.tolist(), codes.tolist()
+        return self._lists
 
 
 class Discovery:
@@ -577,20 +601,28 @@ class Discovery:
                 block.trade_count_24h[i], block.listing_ms[i], frame, scores.at(i, n),
             )  # fmt: skip
 
-        for ts, i in block.batches:
-            if i < 0:
-                settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
-                continue
-            if not warm[i] and not len(self.pool):
-                self._last_pending = functools.partial(describe, i, ts)  # built if `last_frame` is read
-                settled(self._settle_quiet(ts))
-                continue
+        def minute(i: int, ts: int) -> _Minute:
             n = block.extents[i]
             symbols, index = block.mappings[i]
-            settled(self._settle(_Minute(
-                ts, n, symbols, index, heat[i, :n], codes[i, :n], eligible[i], refused[i],
-                table, i, functools.partial(describe, i, ts),
-            )))  # fmt: skip
+            return _Minute(
+                ts, n, symbols, index, heat[i, :n], codes[i, :n], eligible[i], refused[i], table, i,
+                functools.partial(describe, i, ts),
+            )  # fmt: skip
+
+        kept = _Kept(block, heat, codes, eligible, refused, table, describe, minute)
+        batches, j = block.batches, 0
+        while j < len(batches):
+            ts, i = batches[j]
+            j += 1
+            if i < 0:
+                settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
+            elif not warm[i] and not len(self.pool):
+                self._last_pending = functools.partial(describe, i, ts)  # built if `last_frame` is read
+                settled(self._settle_quiet(ts))
+            elif len(self.pool) and (n := self._settle_kept(kept, j - 1, settled)):
+                j += n - 1
+            else:
+                settled(self._settle(minute(i, ts)))
 
     def _blockable(self, batch: TickerBatch) -> bool:
         """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
@@ -670,6 +702,64 @@ class Discovery:
             ts_ms=now, accepted=True, snapshot=change.snapshot, entered=change.entered, left=change.left, events=0
         )
 
+    def _settle_kept(self, kept: _Kept, j: int, settled: Callable[[DiscoveryCycle], object]) -> int:
+        """`_settle` of the block's batches from its `j`-th on while the pool keeps its members
+        and nobody joins them: every member in the market (the same rows) and passing the
+        filters, every symbol at the heat bar passing them a member already, none refused (most
+        busy minutes of a replay: the same few hot coins for an hour). Such a batch rejects,
+        bands and enters nobody, so it needs neither its `_Minute` (unless the journal keeps
+        payloads), nor the general sorting-out, nor `CandidatePool.update` (`CandidatePool.keep`);
+        its heats are read from the block's lists. Stops at a batch that is not such, or after
+        one where a member expired (the members changed); returns how many it settled (0: the
+        `j`-th is not such). `test_block.py` holds this to `_settle` batch by batch."""
+        block, pool, cfg = kept.block, self.pool, self.cfg.pool
+        ts, i = block.batches[j]
+        if i < 0:
+            return 0
+        mapping, e = block.mappings[i], block.extents[i]
+        symbols, index = mapping
+        members = list(pool)
+        at: dict[str, int] = {}
+        for symbol in members:
+            row = index.get(symbol)
+            if row is None or row >= e:
+                return 0
+            at[symbol] = row
+        rows, member_rows = list(at.values()), set(at.values())
+        heats, codes = kept.lists()
+        sink, bar_ms, count = self.sink, cfg.bar_ms, 0
+        self._banded = set()
+        of_symbol = symbols.__getitem__
+        for ts, i in islice(block.batches, j, None):
+            if (
+                i < 0 or kept.refused[i] or block.mappings[i] is not mapping or block.extents[i] != e or self._unjournaled
+                or any(map(codes[i].__getitem__, rows)) or not member_rows.issuperset(kept.eligible[i])
+            ):  # fmt: skip
+                break
+            bar = ts // bar_ms
+            bar_start = bar * bar_ms
+            if bar != self._trace_bar:
+                self._trace_bar, self._traces = bar, {}
+            change = pool.keep(
+                ts, dict(zip(members, map(heats[i].__getitem__, rows), strict=True)),
+                set(map(of_symbol, kept.eligible[i])),  # type: ignore[arg-type]  # members' symbols: never None
+                functools.partial(self._members_at, ts, kept.table, i, rows=at, bar_start=bar_start),
+            )  # fmt: skip
+            self._last_pending = functools.partial(kept.describe, i, ts)  # `last_frame` builds it if read
+            emitted = 0
+            if sink is not None:
+                if bar != self._bar:
+                    self._bar, self._emitted = bar, set()
+                    members_ = change.snapshot.deferred
+                    assert isinstance(members_, Members)
+                    emitted = self._emit_members(kept.minute(i, ts) if sink.keeps_payloads else None, members_)
+                self.counters["candidate_snapshots"] += emitted
+            settled(DiscoveryCycle(ts, True, change.snapshot, (), change.left, emitted))
+            count += 1
+            if change.left:  # a member expired: the next batch starts from the new members
+                break
+        return count
+
     def _on_new_rows(self, rows: IntArray) -> None:
         self.anomaly.reset_rows(rows)
         self.ranker.reset_rows(rows)
@@ -715,6 +805,13 @@ class Discovery:
 
     def _members(self, m: _Minute, ranked: list[str], rows: Mapping[str, int], bar_start: int) -> Members:
         """The pool's members after `_settle`, which opened the bar's trace cache (`trace_id`)."""
+        return self._members_at(m.now, m.table, m.batch, ranked, rows, bar_start)
+
+    def _members_at(
+        self, now: int, table: Callable[[], FloatArray], batch: int, ranked: list[str], rows: Mapping[str, int],
+        bar_start: int,
+    ) -> Members:  # fmt: skip
+        """`_members` of the batch at `now`, `batch` of the figure table `table()`."""
         traces, of = self._traces, self._trace_ids.of
         ids = []
         for symbol in ranked:
@@ -723,8 +820,8 @@ class Discovery:
                 trace = traces[symbol] = of(symbol, bar_start)
             ids.append(trace)
         if not ranked:  # no table to make for an empty pool
-            return Members(m.now, ranked, ids, _NO_TABLE, 0, [])
-        return Members(m.now, ranked, ids, m.table(), m.batch, [rows[s] for s in ranked])
+            return Members(now, ranked, ids, _NO_TABLE, 0, [])
+        return Members(now, ranked, ids, table(), batch, [rows[s] for s in ranked])
 
     # ------------------------------------------------------------------ journal
     def _journal(self, m: _Minute, bar: int, bar_start: int, members: Members, entered: tuple[str, ...]) -> int:
@@ -749,16 +846,21 @@ class Discovery:
         self.counters["candidate_snapshots"] += emitted
         return emitted
 
-    def _emit_members(self, m: _Minute, members: Members) -> int:
+    def _emit_members(self, m: _Minute | None, members: Members) -> int:
         """`_emit_candidate` of each pool member not journaled in this bar yet (accepted), inline:
-        every minute of a replay opens a bar, so this runs for some 45,000 members a month."""
+        every minute of a replay opens a bar, so this runs for some 45,000 members a month. The
+        minute `m` is read only for payloads: without them (`_settle_kept`) none is built."""
         assert self.sink is not None
-        emit, keeps, done, now = self.sink.emit, self.sink.keeps_payloads, self._emitted, m.now
+        emit, keeps, done, now = self.sink.emit, self.sink.keeps_payloads, self._emitted, members.ts_ms
         emitted = 0
         for rank, (symbol, trace) in enumerate(zip(members.symbols, members.trace_ids, strict=True), start=1):
             if symbol in done:
                 continue
-            payload = self._payload(m, symbol, m.index[symbol], rank, True) if keeps else {}
+            if keeps:
+                assert m is not None
+                payload = self._payload(m, symbol, m.index[symbol], rank, True)
+            else:
+                payload = {}
             emit("candidate_snapshot", ts_ms=now, payload=payload, trace_id=trace, symbol=symbol)
             done.add(symbol)
             emitted += 1

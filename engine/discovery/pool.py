@@ -155,6 +155,10 @@ class CandidatePool:
     def __len__(self) -> int:
         return len(self._members)
 
+    def __iter__(self) -> Iterator[str]:
+        """The members' symbols, oldest member first (as `members`, without the tuple)."""
+        return iter(self._members)
+
     @property
     def members(self) -> tuple[str, ...]:
         return tuple(self._members)
@@ -230,3 +234,29 @@ class CandidatePool:
                 history.append((bar_ms, heat))
         self._snapshot = PoolSnapshot.of(now_ms, rank(ranked))
         return PoolChange(tuple(entered), tuple(left), self._snapshot)
+
+    def keep(
+        self, now_ms: int, heats: Mapping[str, float], qualifying: set[str], rank: Callable[[list[str]], Ranked]
+    ) -> PoolChange:
+        """`update` of a batch that rejects no member, in which every member is in the market
+        (in `heats`) and every qualifying symbol is a member already: nobody enters or is
+        displaced, and only a member that stopped qualifying can leave (expired). Most busy
+        minutes of a replay are such; this is `update` without the steps that do nothing
+        then (`test_filters_pool.py` holds the two equal)."""
+        members = self._members
+        expired = [s for s, m in members.items() if s not in qualifying and m.expires_ms <= now_ms]
+        for symbol in expired:
+            del members[symbol]
+        expires = now_ms + self.cfg.ttl_ms
+        for symbol in qualifying:
+            members[symbol].expires_ms = expires
+        ranked = sorted(members, key=lambda s: (-heats[s], s)) if len(members) > 1 else list(members)
+        bar_ms = now_ms - now_ms % self.cfg.bar_ms
+        for symbol in ranked:
+            history = members[symbol].history
+            if history and history[-1][0] == bar_ms:
+                history[-1] = (bar_ms, heats[symbol])
+            else:
+                history.append((bar_ms, heats[symbol]))
+        self._snapshot = PoolSnapshot.of(now_ms, rank(ranked))
+        return PoolChange((), tuple((s, "expired") for s in expired), self._snapshot)

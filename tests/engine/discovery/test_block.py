@@ -222,6 +222,37 @@ def test_runs_settle_the_same_with_and_without_the_compiled_baselines(block: int
     same_last(native, sorted_)
 
 
+@pytest.mark.parametrize(("block", "payloads", "runs"), [(60, False, True), (60, True, True), (7, False, False), (120, True, False)])
+def test_kept_batches_settle_as_the_general_path_settles_them(
+    block: int, payloads: bool, runs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block's batches in which the pool keeps its members (`Discovery._settle_kept`) settle
+    as `_settle` settles them one by one: the same cycles, journal, counters, pool (members,
+    expiries, heat history) and journal state, through members cooling, expiring and leaving."""
+    kept: list[int] = []
+    real = Discovery._settle_kept
+
+    def counting(self: Discovery, *args: Any) -> int:
+        kept.append(real(self, *args))
+        return kept[-1]
+
+    monkeypatch.setattr(Discovery, "_settle_kept", counting)
+    fast, fast_sink, fast_cycles = run(payloads, block, runs)
+    monkeypatch.setattr(Discovery, "_settle_kept", lambda self, *args: 0)
+    plain, plain_sink, plain_cycles = run(payloads, block, runs)
+    assert sum(kept) >= 40 and max(kept) >= 5  # runs of kept batches, settled in one call
+    assert same(fast_cycles, plain_cycles) and fast_sink.events == plain_sink.events
+    assert any(c.left for c in fast_cycles) and fast.all_counters() == plain.all_counters()
+    assert fast.pool.members == plain.pool.members
+    for symbol in fast.pool.members:
+        assert fast.pool.history(symbol) == plain.pool.history(symbol)
+        assert fast.pool._members[symbol].expires_ms == plain.pool._members[symbol].expires_ms
+    assert (fast._bar, fast._emitted, fast._trace_bar, fast._traces, fast._banded) == (
+        plain._bar, plain._emitted, plain._trace_bar, plain._traces, plain._banded
+    )  # fmt: skip
+    same_last(fast, plain)
+
+
 def same_last(blk: Discovery, one: Discovery) -> None:
     """The frame and scores of the batch settled last, as a reader of discovery sees them."""
     assert blk.last_frame is not None and one.last_frame is not None

@@ -205,6 +205,31 @@ def test_snapshots_are_immutable_and_do_not_see_later_updates() -> None:
     assert isinstance(held.candidates, tuple)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_keep_is_update_where_nobody_joins_or_is_rejected(seed: int) -> None:
+    """`keep` (the pool keeps its members, nobody joins them) gives what `update` gives: the
+    same changes, snapshots, expiries and heat history, through members that cool and expire,
+    heats that tie, and batches inside one bar."""
+    rng = np.random.default_rng(seed)
+    a, b = pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3), pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3)
+    kept = 0
+    for k in range(300):
+        now = T0 + k * 20_000
+        symbols = list(a.members)
+        heats = {s: float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for s in "ABCDEF"}
+        qualifying = {s for s in heats if heats[s] >= 55.0 and rng.random() < 0.8}
+        if symbols and qualifying <= set(symbols) and rng.random() < 0.9:  # `keep`'s case: members only
+            present = {s: heats[s] for s in symbols}
+            one, other = a.keep(now, present, qualifying, builder(present, now)), b.update(now, present, qualifying, {}, builder(present, now))
+            kept += 1
+        else:
+            one, other = a.update(now, heats, qualifying, {}, builder(heats, now)), b.update(now, heats, qualifying, {}, builder(heats, now))
+        assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
+        assert a.members == b.members
+        assert [(a.history(s), a._members[s].expires_ms) for s in a.members] == [(b.history(s), b._members[s].expires_ms) for s in b.members]
+    assert kept >= 25
+
+
 def test_heat_history_is_one_sample_per_bar_and_bounded() -> None:
     p = pool(history_len=3, bar_ms=60_000, ttl_ms=10**9)
     for k in range(10):  # two batches per bar, five bars
