@@ -743,7 +743,7 @@ class Discovery:
             change = pool.keep(
                 ts, dict(zip(members, map(heats[i].__getitem__, rows), strict=True)),
                 set(map(of_symbol, kept.eligible[i])),  # type: ignore[arg-type]  # members' symbols: never None
-                functools.partial(self._members_at, ts, kept.table, i, rows=at, bar_start=bar_start),
+                functools.partial(self._members_at, ts, kept.table, i, at, bar_start),
             )  # fmt: skip
             self._last_pending = functools.partial(kept.describe, i, ts)  # `last_frame` builds it if read
             emitted = 0
@@ -805,13 +805,15 @@ class Discovery:
 
     def _members(self, m: _Minute, ranked: list[str], rows: Mapping[str, int], bar_start: int) -> Members:
         """The pool's members after `_settle`, which opened the bar's trace cache (`trace_id`)."""
-        return self._members_at(m.now, m.table, m.batch, ranked, rows, bar_start)
+        return self._members_at(m.now, m.table, m.batch, rows, bar_start, ranked)
 
     def _members_at(
-        self, now: int, table: Callable[[], FloatArray], batch: int, ranked: list[str], rows: Mapping[str, int],
-        bar_start: int,
+        self, now: int, table: Callable[[], FloatArray], batch: int, rows: Mapping[str, int], bar_start: int,
+        ranked: list[str],
     ) -> Members:  # fmt: skip
-        """`_members` of the batch at `now`, `batch` of the figure table `table()`."""
+        """`_members` of the batch at `now`, `batch` of the figure table `table()` (`ranked` last:
+        `_settle_kept` binds the rest, and a partial called with positional arguments alone is
+        the cheaper)."""
         traces, of = self._traces, self._trace_ids.of
         ids = []
         for symbol in ranked:
