@@ -376,14 +376,14 @@ class BacktestRunner:
         slot_ms = config.discovery.windows.slot_ms
         minutes = (end - market_start) // MINUTE_MS
         if self.reuse is None and discovery_process.wanted(config.backtest.discovery_process, minutes):
-            # Both processes replay the same days: this one computes each once and shares it
-            # (`SharedDays`: discovery, the slower, then does not compute them again).
-            days = SharedDays(len(replay_files(self.data_dir, sim.quote_asset)), end // MINUTE_MS) if sliced else None
+            # Both processes replay the same days: the discovery process computes each once and
+            # shares it (`SharedDays`: this one, the critical path, then only copies them).
+            days = SharedDays(len(replay_files(self.data_dir, sim.quote_asset))) if sliced else None
             process = discovery_process.DiscoveryProcess(
-                lambda: build_feed(None if days is None else days.reader()), build_discovery, slot_ms=slot_ms, end_ms=end,
+                lambda: build_feed(None if days is None else days.writer()), build_discovery, slot_ms=slot_ms, end_ms=end,
                 keeps_payloads=tap.keeps_payloads,
             )  # fmt: skip
-            discovery, feed = process.stage(tap), build_feed(None if days is None else days.writer())
+            discovery, feed = process.stage(tap), build_feed(None if days is None else days.reader(process.running))
         elif self.reuse is not None:
             key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(

@@ -21,11 +21,11 @@ no volume from a ticker that did not change (`engine.discovery.windows`).
 A backtest that only ever looks at whole minutes and reads its candles from the store switches
 the market to `replay_ahead` after its warm-up: the same tickers and quotes, computed a day of
 minutes at a time instead of through the candle rings (`_Tape`). A backtest whose discovery
-runs in a forked process computes those days once: the trading process computes each day (a
-few days ahead of itself) into shared memory (`SharedDays`), and the discovery process's tape
-copies them out instead of computing them again. That way round, because discovery is the
-slower of the two (the trading process waited ~0.7 s of a month's run on its results): the
-work leaves the critical path.
+runs in a forked process computes those days once: the discovery process computes each day as
+it reaches it and puts it into shared memory (`SharedDays`), and the trading process's tape
+copies it out instead of computing it again. That way round because the trading process is the
+critical path (~100% busy over the month, while discovery runs ahead of it and idles ~0.2-0.3 s):
+the work (~8 ms a day) leaves the critical path, which only pays the copy (~0.7 ms a day).
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +63,9 @@ from engine.sim.base import (
 )
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES, BoolArray, FloatArray, IntArray
 from engine.sim.scenario import ListingEvent, PumpEvent
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Semaphore
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 MAX_DECIMALS = -MIN_TICK_EXP  # Binance's finest tick: prices are replayed on it at the finest
@@ -345,7 +349,6 @@ class _Tape:
         rings = market._rings
         self.market = market
         self.link = link
-        self._ahead: deque[_Day] = deque()  # days computed (and shared) ahead of the one shown
         n_all = len(market._all_symbols)
         self.first_minute = market._first_minute
         mul_div = [_mul_div(e) for e in market._tick_exps]
@@ -372,7 +375,7 @@ class _Tape:
         self._day: dict[str, FloatArray] = {}
         self._day_start = m + 1  # first minute of the day shown
         self._day_len = 0
-        self._first_start = self._next_start = m + 1  # first minute of the first day, of the next to compute
+        self._next_start = m + 1  # first minute of the next day to compute
         self._no_count = np.full(n_all, -1, np.int64)
         self._no_count.setflags(write=False)  # batches share it (and the day tables below) read-only
         self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's ticker event times, by minute and pair
@@ -454,21 +457,17 @@ class _Tape:
         return out
 
     def _next_day(self) -> None:
-        """Show the day after the one shown: computed here, or taken from the process that
-        computes it (`SharedDays`), which computes days ahead of itself and shares them. The
-        first day, both compute: each has just switched, and the computing side reaches its
-        switch only with the taker's results for the batches before it."""
+        """Show the day after the one shown: computed here (and put for the other process, where
+        this tape writes a `SharedDays`), or taken from the process that computes it. Every day
+        is shared, the first included: the writer computes a day when its tape reaches it,
+        needing nothing of the taker to get there (`SharedDays` says why neither waits forever)."""
         link = self.link
-        if link is not None and not link.writes and self._day_len:  # a taker, past its first day
-            day = link.days.take(self._day_start + self._day_len, len(self.first_minute))
+        if link is not None and link.alive is not None:  # a taker
+            day = link.days.take(self._day_start + self._day_len, len(self.first_minute), link.alive)
         else:
-            writer = link if link is not None and link.writes else None
-            while not self._ahead or (writer is not None and writer.wanted(len(self._ahead), self._next_start)):
-                day = self._compute(self._next_start, WINDOW_MINUTES)
-                if writer is not None and day.start != self._first_start:
-                    writer.days.put(day)
-                self._ahead.append(day)
-            day = self._ahead.popleft()
+            day = self._compute(self._next_start, WINDOW_MINUTES)
+            if link is not None:
+                link.days.put(day)
         self._day, self._event_ms, self._day_start, self._day_len = day.tables, day.event_ms, day.start, day.count
 
     def _compute(self, first: int, count: int) -> _Day:
@@ -543,54 +542,78 @@ class _Day:
 
 
 class SharedDays:
-    """A ring of `slots` tape days in memory shared with a forked process: the process that
-    made it (before the fork) computes each day once and puts it here, the other takes it
+    """A ring of `slots` tape days in memory shared with a forked process: the forked process
+    (a backtest's discovery) computes each day once, when its tape reaches it, and puts it
+    here; the process that made the ring before the fork (the trading process) takes it
     instead of computing it again (the module docstring says why that way round).
 
-    The computing side runs up to `slots - 1` days ahead of the day it shows (`wanted`), and
-    never past `last_minute` (the window's end). Order and visibility: `put` writes a slot and
-    then posts a semaphore, `take` waits on it, checks the slot holds the day it expects (the
-    two tapes must start on the same minute) and copies it out, so the taker's batches never
-    see a slot reused. A slot is reused for the day `slots` later, which the computing side
-    computes only once it shows the day after the one the slot held; it shows that day only
-    after the taker's results for the minute before it reached it (the backtest's pipe), and
-    the taker had taken the day before producing them. Ahead of itself, the computing side
-    never waits on the taker, so the two cannot wait on each other; the taker waits only when it
-    runs more than `slots - 1` days ahead. The first day is not shared: both compute it (the
-    computing side switches to its tape only once it has the taker's warm-up results).
+    Order and visibility: `put` waits for a free slot (`_free`, `slots` of them to start),
+    writes it and posts `_ready`; `take` waits on `_ready`, checks the slot holds the day it
+    expects (the two tapes must switch on the same minute), copies it out and only then frees
+    the slot: a slot is never written while the taker may still read it, however far ahead
+    the writer runs.
 
-    The taker copies each day (~0.7 ms) rather than reading the slot in place: discovery may
-    keep views of a day for as long as it likes, and the slot is reused."""
+    Neither side waits forever, given how a backtest couples them: the writer's results reach
+    the taker through a pipe in chunks of at most `CHUNK_BATCHES` minutes (120, far less than a
+    day; engine.backtest.discovery_process), and the taker's tape reaches a day's first minute
+    only once the core has taken the result of every minute before it.
+    - The taker waits on day D only once it has taken every day before D; the writer, not
+      having put D, has then put no more than that, so every slot is free. To put D, the
+      writer only has to reach D's first minute, which needs nothing of the taker: not even
+      room in the pipe, as the taker has read every result before that minute and the writer
+      has none after it yet.
+    - The writer waits for a free slot to put day D only while the taker has not taken day
+      D - slots, i.e. the taker is before that day's first minute. The results it needs to get
+      there are all sent: the writer's unsent partial chunk lies within the day before D, at
+      least `slots - 1` >= 1 days after it. So the taker moves on, takes that day and frees its
+      slot.
+    In a backtest the writer (discovery) runs at most ~1.7 days ahead of the taker with the
+    journal off (its pipe holds 1 MiB of results; far less with the journal on), so with 4
+    slots it never waits at all.
 
-    POLL_S = 1.0  # how often a taker kept waiting checks the computing process still runs
+    The writer computes each day only when its tape reaches it, not ahead of itself: it runs
+    ahead of the taker anyway, and a day computed ahead is one it could wait on a free slot
+    for while it has discovery's work to do.
 
-    def __init__(self, pairs: int, last_minute: int, slots: int = 4) -> None:
+    A side kept waiting checks every `POLL_S` that the other still runs (the taker through
+    `alive`, given by the backtest: its discovery process's; the writer by its parent) and says
+    so if it has gone, rather than waiting forever.
+
+    The taker copies each day (~0.7 ms) rather than reading the slot in place: the trading
+    core may keep views of a day (its batches) for as long as it likes, and the slot is reused."""
+
+    POLL_S = 1.0  # how often a side kept waiting checks the other process still runs
+
+    def __init__(self, pairs: int, slots: int = 4) -> None:
         if slots < 2:
             raise ValueError(f"SharedDays needs at least 2 slots, got {slots}")
-        self.pairs, self.last_minute, self.slots = pairs, last_minute, slots
+        self.pairs, self.slots = pairs, slots
         self._items = (len(DAY_TABLES) + 1) * WINDOW_MINUTES * pairs  # 8-byte items a slot holds
         self._memory = mmap.mmap(-1, 8 * slots * (4 + self._items))  # anonymous: shared across a fork
         self._heads = np.frombuffer(self._memory, np.int64, 4 * slots).reshape(slots, 4)  # seq, start, count, pairs
         self._heads[:, 0] = -1
-        self._ready = mp.get_context("fork").Semaphore(0)
+        ctx = mp.get_context("fork")
+        self._ready, self._free = ctx.Semaphore(0), ctx.Semaphore(slots)
         self._maker = os.getpid()
         self._put = self._taken = 0
 
     def writer(self) -> TapeLink:
-        """The computing process's end."""
-        return TapeLink(self, writes=True)
+        """The computing process's end (the forked one)."""
+        return TapeLink(self)
 
-    def reader(self) -> TapeLink:
-        """The taking process's end."""
-        return TapeLink(self, writes=False)
+    def reader(self, alive: Callable[[], bool]) -> TapeLink:
+        """The taking process's end; `alive` says whether the computing process still runs."""
+        return TapeLink(self, alive)
 
     def put(self, day: _Day) -> None:
-        """The next day, into its slot; then the taker may have it."""
-        k = self._put % self.slots
+        """The next day, into its slot once the taker has copied what the slot held; then the
+        taker may have it."""
         n = day.event_ms.shape[1]
         if n > self.pairs or day.count > WINDOW_MINUTES:
             raise MarketDataError(f"a tape day of {day.count} minutes x {n} pairs exceeds the shared slots' "
                                   f"{WINDOW_MINUTES} x {self.pairs}")  # fmt: skip
+        self._wait(self._free, lambda: os.getppid() == self._maker, "the process taking the replay's days has gone")
+        k = self._put % self.slots
         floats, ints = self._slot(k, day.count, n)
         for table, name in zip(floats, DAY_TABLES, strict=True):
             table[:] = day.tables[name]
@@ -599,12 +622,10 @@ class SharedDays:
         self._put += 1
         self._ready.release()
 
-    def take(self, start: int, pairs: int) -> _Day:
+    def take(self, start: int, pairs: int, alive: Callable[[], bool]) -> _Day:
         """The next day, which must start at minute `start` and hold `pairs` pairs, copied out
-        of its slot; waits until the computing process has put it."""
-        while not self._ready.acquire(timeout=self.POLL_S):
-            if os.getppid() != self._maker:
-                raise MarketDataError("the process computing the replay's days has gone")
+        of its slot; waits until the computing process has put it (`alive`: whether it still runs)."""
+        self._wait(self._ready, alive, "the process computing the replay's days has gone")
         k = self._taken % self.slots
         seq, first, count, n = self._heads[k].tolist()
         if (seq, first, n) != (self._taken, start, pairs):
@@ -615,9 +636,19 @@ class SharedDays:
         self._taken += 1
         floats, ints = self._slot(k, count, n)
         tables, event_ms = np.array(floats), np.array(ints)  # copies: the slot is reused
+        self._free.release()
         tables.setflags(write=False)
         event_ms.setflags(write=False)
         return _Day(start, count, dict(zip(DAY_TABLES, tables, strict=True)), event_ms)
+
+    def _wait(self, semaphore: Semaphore, running: Callable[[], bool], gone: str) -> None:
+        """Acquire `semaphore`, checking every `POLL_S` that the process that would post it is
+        `running`; a MarketDataError saying `gone` once it is not (and has not posted)."""
+        while not semaphore.acquire(timeout=self.POLL_S):
+            if not running():
+                if semaphore.acquire(block=False):  # posted just before it ended
+                    return
+                raise MarketDataError(gone)
 
     def _slot(self, k: int, count: int, n: int) -> tuple[FloatArray, IntArray]:
         """Slot k as [table, minute, pair] floats and [minute, pair] event times."""
@@ -630,16 +661,11 @@ class SharedDays:
 
 @dataclass(frozen=True, slots=True)
 class TapeLink:
-    """One process's end of a `SharedDays`: `writes`, it computes the days and puts them;
-    else it takes them."""
+    """One process's end of a `SharedDays`: without `alive`, the writer's (it computes the days
+    and puts them); with it, the taker's (`alive`: whether the writing process still runs)."""
 
     days: SharedDays
-    writes: bool
-
-    def wanted(self, ahead: int, start: int) -> bool:
-        """Whether the computing side, holding `ahead` days beyond the one it is about to show
-        (that one included), should compute the day from minute `start` now."""
-        return ahead < self.days.slots and start <= self.days.last_minute
+    alive: Callable[[], bool] | None = None
 
 
 def replay_files(directory: Path, quote: str) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.config.sections.sim import SimSection
+from engine.domain import TickerBatch
 from engine.errors import ConfigError, MarketDataError
 from engine.sim import parquet_source
 from engine.sim.market import open_market
@@ -418,10 +420,11 @@ def test_real_candles_computed_ahead_are_the_rings_own(shared_data: Path) -> Non
     assert "BTG/USDT" in ahead.symbols
 
 
-def shared_replays(tmp_path: Path, days: int, slots: int, last_minute: int) -> tuple[ParquetMarket, ...]:
+def shared_replays(tmp_path: Path, days: int, slots: int) -> tuple[ParquetMarket, ...]:
     """`days` of two pairs (BBB with the outage) from minute 200, replayed three times computed
     ahead: by a tape of its own (`test_a_replay_computed_ahead_drops_the_volume_leaving_its_24_hours`
-    holds it to the rings), one that shares its days and one that takes them."""
+    holds it to the rings), one that computes its days and shares them (the writer, as a
+    backtest's discovery process) and one that takes them (its process always alive)."""
     n = 200 + days * WINDOW_MINUTES
     minutes = np.arange(G, G + n * M, M)
     write(tmp_path / "AAA_USDT-1m.parquet", minutes, candles(n, 2.5, 7))
@@ -429,72 +432,116 @@ def shared_replays(tmp_path: Path, days: int, slots: int, last_minute: int) -> t
     start = G + 200 * M
     alone, writer, reader = (replay(tmp_path, start) for _ in range(3))
     alone.replay_ahead()
-    shared = SharedDays(2, last_minute, slots)
+    shared = SharedDays(2, slots)
     writer.replay_ahead(shared.writer())
-    reader.replay_ahead(shared.reader())
+    reader.replay_ahead(shared.reader(lambda: True))
     return alone, writer, reader
+
+
+def same_batches(want: TickerBatch, got: TickerBatch | list[object], t: int) -> None:
+    """A batch (or one sent down a pipe as [ts, symbols, *FIELDS]) equal to `want`, bit for bit."""
+    got = got if isinstance(got, list) else [got.ts_ms, got.symbols, *(getattr(got, name) for name in FIELDS)]
+    assert got[:2] == [want.ts_ms, want.symbols], t
+    for name, y in zip(FIELDS, got[2:], strict=True):
+        x = getattr(want, name)
+        assert isinstance(y, np.ndarray) and x.dtype == y.dtype and np.array_equal(x, y), (t, name)
 
 
 def test_days_computed_once_and_shared_are_a_tapes_own(tmp_path: Path) -> None:
     """Both sharing tapes show what a tape of its own shows, minute for minute, through four
-    days on two slots (each reused), the computing side a minute ahead as in a backtest (it
-    shows a minute only after the taker has shown the one before). Past `last_minute` nothing
-    is computed ahead."""
+    days on two slots (each reused), the writer a minute ahead as in a backtest (the taker
+    shows a minute only once the writer's result for the minute before has come). Every day
+    is shared, the first included."""
     start = G + 200 * M
     end = start + 4 * WINDOW_MINUTES * M
-    alone, writer, reader = shared_replays(tmp_path, 4, 2, end // M)
+    alone, writer, reader = shared_replays(tmp_path, 4, 2)
     for t in range(start + M, end, M):
         for market in (alone, writer, reader):
             market.advance_to(t)
         want = alone.tickers()
         for got in (writer.tickers(), reader.tickers()):
-            assert (got.ts_ms, got.symbols) == (want.ts_ms, want.symbols)
-            for name in FIELDS:
-                x, y = getattr(want, name), getattr(got, name)
-                assert x.dtype == y.dtype and np.array_equal(x, y) and not y.flags.writeable, (t, name)
+            same_batches(want, got, t)
+            assert all(not getattr(got, name).flags.writeable for name in FIELDS)
         if (t - start) % (WINDOW_MINUTES * M) in (0, M):  # each day's first minute and its neighbour
             same_minutes(alone, reader, range(t, t + M, M))  # books and markets too
-    assert reader._tape is not None and writer._tape is not None
-    days = reader._tape.link.days if reader._tape.link else None
-    assert days is not None and days._put == days._taken == 3  # days 1-3; day 0 both computed
-    assert not writer._tape._ahead  # the day from `end` on (past `last_minute`) was not computed ahead
+    assert reader._tape is not None and reader._tape.link is not None
+    days = reader._tape.link.days
+    assert days._put == days._taken == 4
 
 
-def _take_in_child(tmp_path: Path, shared: SharedDays, conn: Connection, minutes: range) -> None:
-    """A forked process's taking tape: each minute's batch back down `conn`, as a backtest's
-    discovery process sends its results."""
-    reader = replay(tmp_path, minutes[0] - M)
-    reader.replay_ahead(shared.reader())
+def _write_in_child(tmp_path: Path, shared: SharedDays, conn: Connection | None, minutes: range) -> None:
+    """A forked process's computing tape, run through `minutes` as fast as it goes: each
+    minute's batch back down `conn` (as a backtest's discovery process sends its results)."""
+    writer = replay(tmp_path, minutes[0] - M)
+    writer.replay_ahead(shared.writer())
     for t in minutes:
-        reader.advance_to(t)
-        batch = reader.tickers()
-        conn.send([batch.ts_ms, batch.symbols, *(getattr(batch, name) for name in FIELDS)])
-    conn.close()
+        writer.advance_to(t)
+        if conn is not None:
+            batch = writer.tickers()
+            conn.send([batch.ts_ms, batch.symbols, *(getattr(batch, name) for name in FIELDS)])
+    if conn is not None:
+        conn.close()
 
 
 def test_days_shared_with_a_forked_process_are_its_own(tmp_path: Path) -> None:
-    """Across a real fork, as in a backtest: the taker in the child, the computing tape in this
-    process showing a minute only once the child's batch for the minute before has come (the
-    order a backtest's pipe gives). Four days on two slots, each slot reused."""
+    """Across a real fork, as in a backtest: the computing tape in the child, running ahead,
+    and the taker in this process showing a minute only once the child's batch for the minute
+    before has come (the order a backtest's pipe gives). Four days on two slots, each reused."""
     start = G + 200 * M
     minutes = range(start + M, start + 4 * WINDOW_MINUTES * M, M)
-    alone, writer, _ = shared_replays(tmp_path, 4, 2, minutes[-1] // M)
-    assert writer._tape is not None and writer._tape.link is not None
+    alone, _, reader = shared_replays(tmp_path, 4, 2)
+    assert reader._tape is not None and reader._tape.link is not None
     ctx = mp.get_context("fork")
     mine, theirs = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_take_in_child, args=(tmp_path, writer._tape.link.days, theirs, minutes))
+    child = ctx.Process(target=_write_in_child, args=(tmp_path, reader._tape.link.days, theirs, minutes))
     child.start()
     theirs.close()
     try:
         for t in minutes:
-            writer.advance_to(t)
+            got = mine.recv()
+            reader.advance_to(t)
             alone.advance_to(t)
             want = alone.tickers()
-            got = mine.recv()
-            assert got[:2] == [want.ts_ms, want.symbols]
-            for name, y in zip(FIELDS, got[2:], strict=True):
-                x = getattr(want, name)
-                assert x.dtype == y.dtype and np.array_equal(x, y), (t, name)
+            same_batches(want, got, t)
+            same_batches(want, reader.tickers(), t)
+    finally:
+        child.join(timeout=10)
+    assert child.exitcode == 0
+
+
+def _seqs(days: SharedDays, wanted: list[int]) -> list[int]:
+    """The slots' day numbers once they are `wanted` (the writer gets there by itself), or after 10 s."""
+    for _ in range(1000):
+        if days._heads[:, 0].tolist() == wanted:
+            break
+        time.sleep(0.01)
+    seqs: list[int] = days._heads[:, 0].tolist()
+    return seqs
+
+
+def test_a_writer_ahead_waits_for_free_slots_and_never_overwrites(tmp_path: Path) -> None:
+    """A writer running days ahead of the taker fills the slots and then waits: a slot the
+    taker has not copied is never written, and each day taken is the one computed."""
+    start = G + 200 * M
+    minutes = range(start + M, start + 4 * WINDOW_MINUTES * M, M)
+    alone, _, reader = shared_replays(tmp_path, 4, 2)
+    assert reader._tape is not None and reader._tape.link is not None
+    days = reader._tape.link.days
+    child = mp.get_context("fork").Process(target=_write_in_child, args=(tmp_path, days, None, minutes))
+    child.start()
+    try:
+        assert _seqs(days, [0, 1]) == [0, 1]
+        time.sleep(0.2)
+        assert days._heads[:, 0].tolist() == [0, 1]  # it waits for a free slot: day 2 would overwrite day 0
+        for day in range(4):
+            first = start + (day * WINDOW_MINUTES + 1) * M
+            for t in range(first, first + WINDOW_MINUTES * M, M):
+                reader.advance_to(t)
+                alone.advance_to(t)
+                same_batches(alone.tickers(), reader.tickers(), t)
+                if t == first and day < 2:  # day taken: its slot alone is written again (the other untaken)
+                    want = [day + 2, 1] if day == 0 else [2, 3]
+                    assert _seqs(days, want) == want
     finally:
         child.join(timeout=10)
     assert child.exitcode == 0
@@ -503,20 +550,40 @@ def test_days_shared_with_a_forked_process_are_its_own(tmp_path: Path) -> None:
 def test_a_shared_day_that_is_not_the_one_expected_is_refused(tmp_path: Path) -> None:
     """Two tapes that switched on different minutes would show different days: the taker says so."""
     start = G + 200 * M
-    _, writer, reader = shared_replays(tmp_path, 2, 2, 10**9)
-    writer.advance_to(start + M)  # computes and shares day 1 ahead
+    _, writer, reader = shared_replays(tmp_path, 2, 2)
+    writer.advance_to(start + M)  # computes and shares day 0, from start + M
     late = replay(tmp_path, start + M)
     assert reader._tape is not None and reader._tape.link is not None
-    late.replay_ahead(reader._tape.link)
+    late.replay_ahead(reader._tape.link)  # its day 0 is from start + 2 M
     with pytest.raises(MarketDataError, match="diverged"):
-        late.advance_to(start + (WINDOW_MINUTES + 2) * M)
+        late.advance_to(start + 2 * M)
 
 
-def test_a_taker_waiting_on_a_process_that_has_gone_says_so() -> None:
-    days = SharedDays(1, 10**9)
+def _exit_in_child(tmp_path: Path, shared: SharedDays) -> None:
+    """A writer that fails before it computes a day (a discovery process that failed)."""
+    os._exit(3)
+
+
+def test_a_taker_waiting_on_a_writer_that_has_gone_says_so(tmp_path: Path) -> None:
+    days = SharedDays(1)
     days.POLL_S = 0.01
-    with pytest.raises(MarketDataError, match="has gone"):
-        days.take(0, 1)  # nothing put, and this process is not the computing one's child
+    child = mp.get_context("fork").Process(target=_exit_in_child, args=(tmp_path, days))
+    child.start()
+    with pytest.raises(MarketDataError, match="computing the replay's days has gone"):
+        days.take(0, 1, child.is_alive)
+    child.join()
+
+
+def test_a_writer_waiting_on_a_taker_that_has_gone_says_so(tmp_path: Path) -> None:
+    """The writer waits for a free slot, checking the process that made the ring (its parent in
+    a backtest) still runs; this process made it, so it is not this one's parent."""
+    _, writer, _ = shared_replays(tmp_path, 4, 2)
+    assert writer._tape is not None and writer._tape.link is not None
+    writer._tape.link.days.POLL_S = 0.01
+    start = G + 200 * M
+    writer.advance_to(start + (WINDOW_MINUTES + 1) * M)  # days 0 and 1 fill both slots
+    with pytest.raises(MarketDataError, match="taking the replay's days has gone"):
+        writer.advance_to(start + (2 * WINDOW_MINUTES + 1) * M)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["base-volume", "quote-volume"])
