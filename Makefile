@@ -32,7 +32,7 @@ bytecode: $(RUN_STAMP)
 ## C compiler where it has one; without one the numpy path runs instead (same figures, slower),
 ## so a missing compiler warns and fails nothing. -ffp-contract=off: its arithmetic must be
 ## numpy's, operation for operation.
-NATIVE := engine/discovery/_rolling_robust.so
+NATIVE := engine/discovery/librolling_robust.so.1
 native: $(NATIVE)
 $(NATIVE): engine/discovery/rolling_robust.c
 	@if command -v $(CC) >/dev/null 2>&1; then \

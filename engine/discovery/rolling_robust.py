@@ -25,7 +25,9 @@ import numpy as np
 
 from engine.domain.ticker import FloatArray, IntArray
 
-LIBRARY = Path(__file__).with_name("_rolling_robust.so")
+# A shared library, not a Python module: with a plain `.so` suffix, anything walking the package
+# (pkgutil, an import of every module) would take it for an extension module and fail on it.
+LIBRARY = Path(__file__).with_name("librolling_robust.so.1")
 
 _F64P = ctypes.POINTER(ctypes.c_double)
 _I64P = ctypes.POINTER(ctypes.c_int64)
