@@ -3,8 +3,8 @@
  *
  * Window j of a row is columns j + first .. j + last of its timeline, NaN values left out.
  * Consecutive windows differ by one value out and one in, so each row keeps its window's
- * known values sorted in a buffer and updates it by a binary search and a memmove each way,
- * instead of sorting every window again.
+ * known values sorted in a buffer and updates it with one shift of the values between the
+ * two places (`replace`), instead of sorting every window again.
  *
  * The figures are those of robust_center_scale (anomaly.py) bit for bit: the median is
  * 0.5 * (s[lo] + s[hi]) of the sorted values, lo = (n - 1) / 2 and hi = n / 2; the MAD is

@@ -4,8 +4,8 @@ A block of batches' baselines are windows of one timeline per row (`RingBlock`):
 is columns j + first .. j + last, and consecutive windows share all but a value each way.
 numpy can only sort every window again (`robust_center_scale`: 120 windows x 64 slots per
 row and block, the discovery process's largest cost); `rolling_robust.c` keeps each row's
-window sorted and updates it by one removal and one insertion per batch, the MAD by a
-binary search over the two sorted runs of deviations. Its figures are numpy's bit for bit
+window sorted and updates it with one shift per batch, and finds the MAD as the k-th smallest
+of the two sorted runs of deviations, walked from the window before's split. Its figures are numpy's bit for bit
 (tests pin it against `robust_center_scale` on the same windows).
 
 The library is built by `make` (`make native`) next to this file, with the machine's C
