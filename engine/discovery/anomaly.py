@@ -7,7 +7,10 @@ estimates a standard deviation when the data are normal). Median and MAD ignore 
 outliers a pump itself adds to the history, where mean and standard deviation would not.
 
 The baselines cost a sort per symbol, so they are refreshed a slice of the active symbols per
-batch (`baseline_refresh_batches`): every batch costs the same, no batch pays for all.
+batch (`baseline_refresh_batches`): every batch costs the same, no batch pays for all. A
+block of a replay's batches (`score_block`) reads them off windows of one timeline per
+symbol, rolled along it in compiled code where it was built (`rolling_robust`): the same
+figures, without sorting every window again.
 The current (still filling) slot is left out of its own baseline.
 
 Scores:
