@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from engine.config.sections.sim import SimSection
 from engine.domain import Candle, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.candle import candle_problem, timeframe_ms
+from engine.domain.ticker import DayRowBatch
 from engine.errors import ConfigError, MarketDataError
 from engine.sim.base import (
     MIN_TICK_EXP,
@@ -379,6 +380,7 @@ class _Tape:
         self._no_count = np.full(n_all, -1, np.int64)
         self._no_count.setflags(write=False)  # batches share it (and the day tables below) read-only
         self._event_ms = np.zeros((0, n_all), np.int64)  # the computed day's ticker event times, by minute and pair
+        self._tables: tuple[npt.NDArray[np.generic], ...] = (np.zeros(0),)  # the shown day's, once read (`_row_tables`)
         self._traded_ms = market._traded_ms.copy()  # when each pair last traded, as of the last minute computed
         self.moved = False  # until the first minute it shows, the rings answer
         self.batch: TickerBatch  # the minute shown, once moved
@@ -399,16 +401,23 @@ class _Tape:
         while len(market._symbols) < len(market._all_symbols) and self.first_minute[len(market._symbols)] <= minute:
             market._list(len(market._symbols))
         i, n = minute - self._day_start, len(market._symbols)
-        d = self._day
-        price = d["price"][i, :n]
-        market._price[:n] = price
+        tables = self._tables
+        if tables[0] is not self._event_ms:  # a new day shown
+            tables = self._tables = self._row_tables()
+        market._price[:n] = tables[1][i, :n]
         market._now_ms = now_ms
         self.minute = minute
         self.moved = True
-        self.batch = TickerBatch.trusted(  # rows of the frozen day tables: shaped and read-only already
-            now_ms, market._symbols, self._event_ms[i, :n], price, d["bid"][i, :n], d["ask"][i, :n],
-            d["open_24h"][i, :n], d["high_24h"][i, :n], d["low_24h"][i, :n], d["base_volume_24h"][i, :n],
-            d["quote_volume_24h"][i, :n], self._no_count[:n],  # a replay has no trade counts
+        self.batch = DayRowBatch.of(now_ms, market._symbols, tables, i)  # its rows cut only when read
+
+    def _row_tables(self) -> tuple[npt.NDArray[np.generic], ...]:
+        """The shown day's tables in `DayRowBatch`'s order, frozen already: a replay has no trade
+        counts (-1 for every pair, every minute)."""
+        d = self._day
+        counts = np.broadcast_to(self._no_count, self._event_ms.shape)
+        return (
+            self._event_ms, d["price"], d["bid"], d["ask"], d["open_24h"], d["high_24h"], d["low_24h"],
+            d["base_volume_24h"], d["quote_volume_24h"], counts,
         )  # fmt: skip
 
     def run(self, now_ms: int, limit: int) -> TickerRun:
