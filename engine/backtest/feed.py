@@ -136,6 +136,7 @@ class HistoryFeed(SimFeed):
         self._link = tape
         self.stored_bars = stored_bars
         self._opens: list[int] | None = None  # the index's data minutes as ints, for `data_age_s`
+        self._open_set: frozenset[int] = frozenset()  # the same, as a set (filled with `_opens`)
         self._tf_ms = timeframe_ms(index.timeframe)
 
     def _tape(self) -> ParquetMarket | None:
@@ -187,11 +188,16 @@ class HistoryFeed(SimFeed):
 
     def data_age_s(self, now_ms: int) -> float:
         """`HistoryIndex.data_age_s`, the same arithmetic on Python ints: the state machine asks
-        once a minute, and a bisect of a list costs a fifth of a numpy search and its `.item()`."""
+        once a minute, and a bisect of a list costs a fifth of a numpy search and its `.item()`.
+        A minute whose bar before has data (nearly all) is 0 s old: the freshest open at or
+        before `now - tf` is that bar's, and the bisect would find it; a set answers first."""
         opens = self._opens
         if opens is None:
             opens = self._opens = self.index.data_opens.tolist()
+            self._open_set = frozenset(opens)
         tf = self._tf_ms
+        if now_ms - tf in self._open_set:
+            return 0.0
         i = bisect.bisect_right(opens, now_ms - tf)
         if i == 0:
             return 0.0

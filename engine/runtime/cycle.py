@@ -143,14 +143,14 @@ class DiscoveryDriver:
                     del self._queued_posts[post.post_id]
 
     async def on_batch(self, batch: TickerBatch) -> DiscoveryCycle:
-        if self._due(batch.ts_ms):
+        if self.due(batch.ts_ms):
             await self.prepare(batch.ts_ms)
         return self.discovery.on_batch(batch)
 
-    def _due(self, now: int) -> bool:
+    def due(self, now: int) -> bool:
         """Whether `prepare` has anything to do at `now`: a markets refresh due, or slow inputs
         delivered. Most batches have neither, and a coroutine that does nothing costs more than
-        this question."""
+        this question: where it is False, `on_batch` is `discovery.on_batch`, called at once."""
         return bool(self._inbox) or now - self._markets_at >= MARKETS_REFRESH_MS
 
     async def prepare(self, now: int) -> None:
@@ -168,7 +168,7 @@ class DiscoveryDriver:
         """`prepare` at each of `times` in turn (a replay's run of minutes), skipping the
         minutes where it has nothing to do: no refresh due, nothing delivered."""
         for now in times:
-            if self._due(now):
+            if self.due(now):
                 await self.prepare(now)
 
     async def refresh_markets(self, now: int, force: bool = False) -> None:
@@ -321,11 +321,20 @@ class TradingCycle:
         now = batch.ts_ms
         if isinstance(self.broker, PaperBroker):
             self.broker.update_book(batch)
-        cycle = await self.driver.on_batch(batch)
+        # A minute's steps are called, not awaited, where they have nothing to wait for (most
+        # minutes: nothing due in discovery, a store to follow, no state change): a coroutine
+        # each costs more than what most of them do.
+        driver = self.driver
+        cycle = await driver.on_batch(batch) if driver.due(now) else driver.discovery.on_batch(batch)
         pool = pool_of(cycle.snapshot)  # read as columns until something needs them built (`ColumnPool`)
         self.hand_markets(core)
-        await self._feed_candles(pool, now)
-        await self.step_state(now)
+        if self._store is not None:
+            self._follow(self._store, pool, core, now)
+        else:
+            await self._feed_candles(pool, now)
+        transition = self._measure_state(now)
+        if transition is not None:
+            await self._state_changed(transition, now)
         intents = core.step(batch, pool, now, self.tap.candidate_seq)
         if self._on_stepped is not None:
             self._on_stepped()
@@ -421,7 +430,7 @@ class TradingCycle:
         feed answers nothing on an exchange error) or a candle the exchange has not published
         yet is asked for again `BARS_RETRY_MS` later, not left missing (and every feature NaN)
         until the next bar. A feed whose bars the core reads in place (`bar_store`) is told how
-        far instead: the same bars."""
+        far instead: the same bars (`_follow`, which `step` calls itself, without a coroutine)."""
         core = self.core
         assert core is not None
         if self._store is not None:
@@ -477,6 +486,13 @@ class TradingCycle:
         the core obeys its verdict. A transition to a state without entries (leaving tradeable,
         or degraded -> blocked, which retries a cancel that failed) cancels the entries still
         resting."""
+        transition = self._measure_state(now)
+        if transition is not None:
+            await self._state_changed(transition, now)
+
+    def _measure_state(self, now: int) -> Transition | None:
+        """`step_state`'s step of the machine, and the state into the core: all of it, the
+        minutes the state stays (nearly all), without a coroutine."""
         core = self.core
         assert core is not None
         feed = self.feed
@@ -488,12 +504,16 @@ class TradingCycle:
             None if journal_failed is None else journal_failed(), feed.exchange_fault(),
         )  # fmt: skip
         self.push_state()
-        if transition is not None:
-            seq = self.tap.emit("state_change", ts_ms=now, payload=transition.payload())
-            if self._on_transition is not None:
-                self._on_transition(transition)
-            if not transition.to_state.allows_entries:
-                await self._cancel_entries(now, seq, transition.to_state)
+        return transition
+
+    async def _state_changed(self, transition: Transition, now: int) -> None:
+        """`step_state` for a step that changed the state: journaled, told, and the entries
+        still resting cancelled where the new state allows none."""
+        seq = self.tap.emit("state_change", ts_ms=now, payload=transition.payload())
+        if self._on_transition is not None:
+            self._on_transition(transition)
+        if not transition.to_state.allows_entries:
+            await self._cancel_entries(now, seq, transition.to_state)
 
     def push_state(self) -> None:
         """The machine's current state and the operator's pause into the core, without a step:

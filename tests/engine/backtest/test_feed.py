@@ -56,8 +56,9 @@ def test_other_timeframes_come_from_the_rings(store: Path) -> None:
 
 
 def test_data_age_is_the_index_s_through_an_outage(store: Path) -> None:
-    """The feed's data age (a bisect of the data minutes as ints) is the index's, bit for bit:
-    every 20 s from before the first candle to past the last, through the outage."""
+    """The feed's data age (a set of the data minutes as ints, then a bisect of them) is the
+    index's, bit for bit: every 20 s from before the first candle to past the last, through
+    the outage (the set answers at the minutes with data, the bisect between and in gaps)."""
     index = index_history(store)
     start = T0 + 1200 * MIN
     feed = HistoryFeed(ParquetMarket(SimSection(data_dir=store), start), SimClock(start), index)

@@ -47,6 +47,10 @@ class _Discovery:
         self.log.append(("on_announcements", now_ms))
         return None
 
+    def on_batch(self, batch: Any) -> object:
+        self.log.append(("on_batch", batch.ts_ms))
+        return batch.ts_ms
+
 
 def _drive(runs: bool) -> list[tuple[str, int]]:
     log: list[tuple[str, int]] = []
@@ -142,3 +146,34 @@ def test_a_post_is_queued_from_its_delivery_until_discovery_takes_it() -> None:
     assert driver.post_queued("oldest")
     driver.deliver("posts", [_post("newest")])  # the inbox keeps 1000 deliveries: the oldest goes
     assert not driver.post_queued("oldest") and driver.post_queued("p0") and driver.post_queued("newest")
+
+
+def _step_batches(called: bool) -> list[tuple[str, int]]:
+    """A batch a minute through refreshes and deliveries, each `await driver.on_batch`, or as
+    `TradingCycle.step` takes it: `discovery.on_batch` called at once where nothing is `due`."""
+    log: list[tuple[str, int]] = []
+    feed = _Feed(log, listing_at=T0 + 27 * MIN)
+    driver = DiscoveryDriver(_Discovery(log), feed, MIN)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        feed.now = T0
+        await driver.refresh_markets(T0, force=True)
+        for m in range(1, 45):  # refreshes every MARKETS_REFRESH_MS, posts at three minutes
+            now = feed.now = T0 + m * MIN
+            if m in (3, 4, 40):
+                driver.deliver("posts", [])
+            batch = type("Batch", (), {"ts_ms": now})()
+            if called and not driver.due(now):
+                got = driver.discovery.on_batch(batch)
+            else:
+                got = await driver.on_batch(batch)
+            assert got == now
+
+    asyncio.run(go())
+    return log
+
+
+def test_a_batch_called_where_nothing_is_due_is_the_awaited_one() -> None:
+    awaited, called = _step_batches(False), _step_batches(True)
+    assert called == awaited
+    assert sum(k == "markets" for k, _ in called) >= 44 * MIN // MARKETS_REFRESH_MS and sum(k == "on_posts" for k, _ in called) == 3
