@@ -57,10 +57,10 @@ from engine.sim.base import (
     MIN_TICK_EXP,
     RingMarket,
     _mul_div,
-    bid_ask,
-    on_tick,
+    bid_ask_ticks,
     quotes,
     step_exponent,
+    tick_counts,
 )
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES, BoolArray, FloatArray, IntArray
 from engine.sim.scenario import ListingEvent, PumpEvent
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Semaphore
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
+CLOSED_ROWS = 8 * WINDOW_MINUTES  # a tape's closed minutes kept: the last day's and a week's more
 MAX_DECIMALS = -MIN_TICK_EXP  # Binance's finest tick: prices are replayed on it at the finest
 
 
@@ -363,12 +364,16 @@ class _Tape:
         m, n = rings.minute, rings.n
         self.minute = m  # the minute shown last (the switch's own, by the rings)
         rows = np.arange(m - WINDOW_MINUTES, m) % rings.ring_minutes  # closed minutes m-1440 .. m-1
-        self._open, self._high, self._low = (np.tile(listing, (WINDOW_MINUTES, 1)) for _ in range(3))
-        self._volume = np.zeros((WINDOW_MINUTES, n_all))
-        self._quote = np.zeros((WINDOW_MINUTES, n_all), np.float32)
-        for mine, theirs in ((self._open, rings.open), (self._high, rings.high), (self._low, rings.low),
-                             (self._volume, rings.volume), (self._quote, rings.quote_volume)):  # fmt: skip
-            mine[:, :n] = theirs[rows, :n]
+        # The closed minutes' candles (open, high, low, volume) and quote volumes, a day behind
+        # the next to compute and each day computed since, in rows 0 .. _end-1 (`_compute`).
+        self._closed = np.empty((4, CLOSED_ROWS, n_all))
+        self._closed_quote = np.zeros((CLOSED_ROWS, n_all), np.float32)
+        self._end = WINDOW_MINUTES
+        self._closed[:3, :WINDOW_MINUTES] = listing
+        self._closed[3, :WINDOW_MINUTES] = 0.0
+        for mine, theirs in ((self._closed[0], rings.open), (self._closed[1], rings.high), (self._closed[2], rings.low),
+                             (self._closed[3], rings.volume), (self._closed_quote, rings.quote_volume)):  # fmt: skip
+            mine[:WINDOW_MINUTES, :n] = theirs[rows, :n]
         self.sum_volume = np.zeros(n_all)
         self.sum_quote = np.zeros(n_all)
         self.sum_volume[:n] = rings._sum_volume[:n]
@@ -485,38 +490,27 @@ class _Tape:
         market, n_all = self.market, len(self.first_minute)
         minutes = np.arange(first - 1, first + count)  # the minute closing at `first`, then each shown
         rows = market._minutes(first - 1, count + 1, n_all)
-        listed = self.first_minute[None, :] <= minutes[:, None]
-        opens = rows.open
-        closed = listed[:-1]  # minutes first-1 .. first+count-2, closed as the day goes
-        new_open = np.where(closed, opens[:-1], self.listing)
-        new_high = np.where(closed, rows.high[:-1], self.listing)
-        new_low = np.where(closed, rows.low[:-1], self.listing)
-        new_volume = np.where(closed, rows.volume[:-1], 0.0)
-        new_quote = np.where(closed, rows.quote_volume[:-1], 0.0).astype(np.float32)
-        # closed minutes first-1441 .. first+count-2: the last day held, then the new ones
-        o = np.concatenate([self._open, new_open])
-        h = np.concatenate([self._high, new_high])
-        lo = np.concatenate([self._low, new_low])
-        v = np.concatenate([self._volume, new_volume])
-        q = np.concatenate([self._quote, new_quote])
+        o, h, lo, v, q = self._close(rows, first, count)  # closed minutes first-1441 .. first+count-2
+        new_volume = v[WINDOW_MINUTES:]
         w = WINDOW_MINUTES - 1  # closed minutes in a 24 h window: minute k sees k-1439 .. k-1
         high = _sliding(h[2:], w, np.maximum)
         low = _sliding(lo[2:], w, np.minimum)
-        shown = opens[1:]
+        shown = rows.open[1:]
         shown_ms = minutes[1:] * MINUTE_MS
-        price = on_tick(shown, self.tick_mul, self.tick_div)
+        ticks = tick_counts(shown, self.tick_mul, self.tick_div)
+        price = ticks * self.tick_mul / self.tick_div  # `on_tick`'s, its ticks kept for the quotes
         # The rings' running sums: as minute first+k closes, the minute before it comes in and
         # the one 1440 before that leaves.
-        sum_volume = _running_sums(self.sum_volume, v[WINDOW_MINUTES : WINDOW_MINUTES + count], v[1 : count + 1])
-        sum_quote = _running_sums(self.sum_quote, q[WINDOW_MINUTES : WINDOW_MINUTES + count], q[1 : count + 1])
+        sum_volume = _running_sums(self.sum_volume, new_volume, v[1 : count + 1])
+        sum_quote = _running_sums(self.sum_quote, q[WINDOW_MINUTES:], q[1 : count + 1])
         self.sum_volume[:] = sum_volume[-1]
         self.sum_quote[:] = sum_quote[-1]
         base_volume = sum_volume + 0.0  # the running candle has traded nothing yet
         quote_volume = sum_quote + np.float32(0.0)
-        bid, ask = bid_ask(price, self.tick_mul, self.tick_div, quote_volume)
+        bid, ask = bid_ask_ticks(ticks, self.tick_mul, self.tick_div, quote_volume)
         tables = {
             "price": price,
-            "open_24h": o[2 : 2 + count],
+            "open_24h": o[2 : 2 + count].copy(),  # the closed rows are written over days later
             "high_24h": np.maximum(high, np.maximum(shown, price)),
             "low_24h": np.minimum(low, np.minimum(shown, price)),
             "base_volume_24h": base_volume,
@@ -530,10 +524,37 @@ class _Tape:
         self._traded_ms = event_ms[-1].copy()
         for table in (*tables.values(), event_ms):
             table.setflags(write=False)  # the minutes' batches are views of these (`TickerBatch.trusted`)
-        self._open, self._high, self._low = o[-WINDOW_MINUTES:], h[-WINDOW_MINUTES:], lo[-WINDOW_MINUTES:]
-        self._volume, self._quote = v[-WINDOW_MINUTES:], q[-WINDOW_MINUTES:]
         self._next_start = first + count
         return _Day(first, count, tables, event_ms)
+
+    def _close(
+        self, rows: _Minute, first: int, count: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, npt.NDArray[np.float32]]:
+        """Append minutes first-1 .. first+count-2 (`rows` but its last) to the closed minutes,
+        as the rings are written (a pair's listing price and no volume before it lists), and
+        return the last day's and those: open, high, low, volume, quote volume, [minute, pair]
+        views. Written into rows kept for days, moved to the front when full (a day's row
+        copy a week), not concatenated onto the last day's each day (three copies a day)."""
+        closed, quote, end = self._closed, self._closed_quote, self._end
+        if end + count > CLOSED_ROWS:  # full: the last day moves to the front (a day's count is at most a day)
+            closed[:, :WINDOW_MINUTES] = closed[:, end - WINDOW_MINUTES : end]
+            quote[:WINDOW_MINUTES] = quote[end - WINDOW_MINUTES : end]
+            end = WINDOW_MINUTES
+        new = slice(end, end + count)
+        for c, field in enumerate((rows.open, rows.high, rows.low, rows.volume)):
+            closed[c, new] = field[:-1]
+        r = rows.high[:-1] + rows.low[:-1]
+        r += rows.close[:-1]
+        np.divide(rows.volume[:-1] * r, 3.0, out=quote[new])  # `_Minute.quote_volume`, rounded to float32
+        if int(self.first_minute.max()) > first - 1:  # some pair not listed yet in some closed minute
+            unlisted = self.first_minute[None, :] > np.arange(first - 1, first + count - 1)[:, None]
+            for c in range(3):
+                np.copyto(closed[c, new], self.listing, where=unlisted)
+            closed[3, new][unlisted] = 0.0
+            quote[new][unlisted] = 0.0
+        self._end = end + count
+        span = slice(end - WINDOW_MINUTES, end + count)
+        return closed[0, span], closed[1, span], closed[2, span], closed[3, span], quote[span]
 
 
 DAY_TABLES = ("price", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h", "bid", "ask")
@@ -714,18 +735,17 @@ def _sliding(a: FloatArray, w: int, op: np.ufunc) -> FloatArray:
     every block and taking both passes over each. Exact, as max and min are in any order."""
     t, n = a.shape
     m = t - w + 1
-    out: FloatArray = np.empty((m, n))
+    out: FloatArray = np.empty((-(-m // w) * w, n))  # whole blocks: a suffix fills its block's rows
     for b0 in range(0, m, w):
         hi = min(b0 + w, m)  # results b0 .. hi-1 come from this block
         if hi - b0 == 1:  # one result (a day's last): a reduce, several times cheaper than an accumulate
             op.reduce(a[b0 : b0 + w], axis=0, out=out[b0])
             continue
-        suffix = op.accumulate(a[b0 + w - 1 : (b0 - 1 if b0 else None) : -1], axis=0)[::-1]  # rows b0+k .. b0+w-1
-        out[b0] = suffix[0]
-        if hi - b0 > 1:
-            prefix = op.accumulate(a[b0 + w : hi + w - 1], axis=0)  # rows b0+w .. b0+w+k
-            op(suffix[1 : hi - b0], prefix, out=out[b0 + 1 : hi])
-    return out
+        suffix = out[b0 + w - 1 : (b0 - 1 if b0 else None) : -1]  # out row b0+k: rows b0+k .. b0+w-1 (in place)
+        op.accumulate(a[b0 + w - 1 : (b0 - 1 if b0 else None) : -1], axis=0, out=suffix)
+        prefix = op.accumulate(a[b0 + w : hi + w - 1], axis=0)  # rows b0+w .. b0+w+k
+        op(out[b0 + 1 : hi], prefix, out=out[b0 + 1 : hi])
+    return out[:m]
 
 
 def read_columns(path: Path, columns: list[str]) -> pa.Table:

@@ -16,6 +16,8 @@ from engine.config.model import HotcoinConfig
 from engine.config.sections.sim import SimSection
 from engine.domain import MarketStatus, TickerBatch
 from engine.errors import ConfigError, MarketDataError
+from engine.sim.base import _mul_div, bid_ask, bid_ask_ticks, tick_counts
+from engine.sim.base import on_tick as tick_round
 from engine.sim.market import SimMarket, open_market
 from engine.sim.rings import WINDOW_MINUTES
 from engine.sim.scenario import DAY_MS, HOUR_MS, MINUTE_MS
@@ -400,3 +402,21 @@ def test_sim_market_refuses_a_replay_config() -> None:
 
 def test_open_market_generates_without_a_data_dir() -> None:
     assert isinstance(open_market(SimSection(symbols=5), T0), SimMarket)
+
+
+@pytest.mark.parametrize("exp", [-8, -4, -1, 0, 2])
+def test_a_tapes_quotes_from_ticks_are_the_markets_bit_for_bit(exp: int) -> None:
+    """`bid_ask_ticks` (in place, from `tick_counts`) equals `bid_ask` on `on_tick`'s prices:
+    prices from below one tick to ~10**7, quote volumes across the spread's floor and cap."""
+    rng = np.random.default_rng(exp + 10)
+    mul, div = _mul_div(exp)
+    shape = (500, 7)
+    prices = 10.0 ** rng.uniform(exp - 1, 7, shape)
+    quote_volume = np.concatenate([10.0 ** rng.uniform(-1, 12, (499, 7)), np.zeros((1, 7))])
+    muls, divs = np.full(7, mul), np.full(7, div)
+    ticks = tick_counts(prices, muls, divs)
+    np.testing.assert_array_equal(ticks * muls / divs, tick_round(prices, muls, divs))
+    want = bid_ask(tick_round(prices, muls, divs), muls, divs, quote_volume)
+    got = bid_ask_ticks(ticks, muls, divs, quote_volume)
+    for w, g in zip(want, got, strict=True):
+        assert w.tobytes() == g.tobytes()
