@@ -518,9 +518,7 @@ class _Tape:
             "bid": bid,
             "ask": ask,
         }
-        # A pair's ticker changes when a closed minute traded (the running one has shown nothing yet).
-        traded = np.where(new_volume > 0.0, shown_ms[:, None], self._traded_ms[None, :])
-        event_ms = np.maximum.accumulate(traded, axis=0)
+        event_ms = _event_times(new_volume > 0.0, shown_ms, self._traded_ms)
         self._traded_ms = event_ms[-1].copy()
         for table in (*tables.values(), event_ms):
             table.setflags(write=False)  # the minutes' batches are views of these (`TickerBatch.trusted`)
@@ -724,6 +722,20 @@ def _running_sums(start: FloatArray, added: npt.NDArray[np.floating[Any]], dropp
             np.maximum(s, 0.0, out=s)
             sums[k] = s
     return sums
+
+
+def _event_times(traded: BoolArray, shown_ms: IntArray, before: IntArray) -> IntArray:
+    """A tape's ticker event times, [minute, pair]: a pair's changes when a closed minute traded
+    (`traded`; the running one has shown nothing yet), else holds, from `before`. The last
+    traded time so far is a running maximum, needed only for the pairs with a minute that did
+    not trade (a few a day): the others show each minute's own time, the largest so far."""
+    event_ms: IntArray = np.empty(traded.shape, np.int64)
+    event_ms[:] = shown_ms[:, None]
+    idle = np.flatnonzero(~traded.all(axis=0))
+    if len(idle):
+        held = np.where(traded[:, idle], shown_ms[:, None], before[idle])
+        event_ms[:, idle] = np.maximum.accumulate(held, axis=0)
+    return event_ms
 
 
 def _sliding(a: FloatArray, w: int, op: np.ufunc) -> FloatArray:

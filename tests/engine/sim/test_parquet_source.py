@@ -23,6 +23,7 @@ from engine.sim.parquet_source import (
     ParquetMarket,
     SharedDays,
     TableCache,
+    _event_times,
     _Grid,
     _running_sums,
     _sliding,
@@ -677,6 +678,20 @@ def test_a_pair_whose_candles_end_early_halts_after_its_last_one(
     assert status(rings) == status(ahead) == "BREAK"
     late = replay(tmp_path, G + 250 * M)  # a replay starting after the halt starts halted
     assert status(late) == "BREAK"
+
+
+@pytest.mark.parametrize("idle_share", [0.0, 0.01, 0.5, 1.0])
+def test_event_times_are_the_running_maximum_of_when_each_pair_traded(idle_share: float) -> None:
+    """`_event_times` (a running maximum for the pairs with an idle minute only) equals the
+    running maximum over every pair, pairs trading throughout, never, and now and then."""
+    rng = np.random.default_rng(int(idle_share * 100))
+    traded = rng.random((1440, 9)) >= idle_share
+    traded[:, 0] = True
+    traded[:, 1] = False
+    shown_ms = (np.arange(1440, dtype=np.int64) + 1000) * 60_000
+    before = rng.integers(0, 1000 * 60_000, 9)
+    want = np.maximum.accumulate(np.where(traded, shown_ms[:, None], before[None, :]), axis=0)
+    np.testing.assert_array_equal(_event_times(traded, shown_ms, before), want)
 
 
 @pytest.mark.parametrize(("rows", "w"), [(2878, 1439), (2879, 1439), (5000, 1439), (100, 7), (50, 49), (9, 9), (6, 1)])
