@@ -82,10 +82,10 @@ class TickerBatch:
         ask: FloatArray, open_24h: FloatArray, high_24h: FloatArray, low_24h: FloatArray,
         base_volume_24h: FloatArray, quote_volume_24h: FloatArray, trade_count_24h: IntArray,
     ) -> TickerBatch:  # fmt: skip
-        """A batch from arrays its producer has already shaped and made read-only: the replay
-        tape, which slices every minute's rows from day tables it froze when it computed them
-        (a month of minutes in both backtest processes; the checks were ~15 us a batch).
-        `tests/engine/sim/test_parquet_source.py` holds the tape to what this skips."""
+        """A batch from arrays its producer has already shaped and made read-only: a replay
+        run's rows (`TickerRun.batch`: views of the tape's day tables, frozen when computed; the
+        checks were ~15 us a batch), and a `DayRowBatch` pickled. `tests/engine/sim/
+        test_parquet_source.py` holds the tape to what this skips."""
         batch = object.__new__(cls)
         put = object.__setattr__
         put(batch, "ts_ms", ts_ms)

@@ -521,7 +521,7 @@ class _Tape:
         event_ms = _event_times(new_volume > 0.0, shown_ms, self._traded_ms)
         self._traded_ms = event_ms[-1].copy()
         for table in (*tables.values(), event_ms):
-            table.setflags(write=False)  # the minutes' batches are views of these (`TickerBatch.trusted`)
+            table.setflags(write=False)  # the minutes' batches are views of these (`DayRowBatch`, `TickerRun`)
         self._next_start = first + count
         return _Day(first, count, tables, event_ms)
 
