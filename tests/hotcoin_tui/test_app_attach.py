@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -196,7 +197,9 @@ async def test_a_slow_command_is_shown_as_still_running_never_as_failed(tmp_path
             async with app.run_test(size=SMALL) as pilot:
                 await eventually(lambda: app.snapshot is not None and len(app.snapshot.positions) == 3)
                 await pilot.press("p")
-                await eventually(lambda: "pause: no answer yet after 0 s; the engine is still executing it" in notes(app))
+                # "after 0 s" on time; a loaded box's first wake-up may come a second late: it counts what it waited
+                late = re.compile(r"pause: no answer yet after \d+ s; the engine is still executing it")
+                await eventually(lambda: any(late.fullmatch(n) for n in notes(app)))
                 await pilot.pause(0.8)  # past the request timeout
                 assert app.paused_now  # what p asked for, until the engine shows it
                 await pilot.press("ctrl+x", "Y")  # (close-all pauses by itself: the snapshots say when)
@@ -204,7 +207,8 @@ async def test_a_slow_command_is_shown_as_still_running_never_as_failed(tmp_path
                 assert isinstance(dialog, CloseAllProgressDialog)
                 unanswered = dialog.query_one("#close-unanswered", Static)
                 await eventually(lambda: shown(unanswered) and "the engine is still executing it" in str(unanswered.render()))
-                await eventually(lambda: "No answer yet after 1 s" in str(unanswered.render()))  # it counts on
+                counted = re.compile(r"No answer yet after [1-9]\d* s")  # it counts on (past 0, whenever the box wakes it)
+                await eventually(lambda: counted.search(str(unanswered.render())) is not None)
                 assert app.screen is dialog  # past the request timeout too
                 assert [n for n in notes(app) if n.startswith("command ")] == []  # "command close_all failed: ..."
                 slow.answer.set()
