@@ -315,8 +315,8 @@ class RingMarket(ABC):
         return out
 
     def _quotes(self, idx: slice | int, quote_volume_24h: Any) -> tuple[Any, Any, Any, Any]:
-        """(bid, bid_qty, ask, ask_qty) for a slice of symbols (arrays) or one (numpy scalars,
-        ~10x cheaper than one-element arrays): only ufuncs, so both go through this one formula."""
+        """(bid, bid_qty, ask, ask_qty) for a slice of symbols (arrays) or one (numpy scalars):
+        both go through the one formula (`quotes`, `bid_ask_ticks`)."""
         return quotes(
             self._price[idx], self._tick_mul[idx], self._tick_div[idx], self._step_mul[idx], self._step_div[idx],
             quote_volume_24h,
@@ -337,26 +337,23 @@ def tick_counts(prices: Any, mul: Any, div: Any) -> Any:
 
 
 def bid_ask(price: Any, mul: Any, div: Any, quote_volume_24h: Any) -> tuple[Any, Any]:
-    """`quotes`' bid and ask alone, what a ticker shows: a replay tape's day of tickers skips
-    the sizes (a third of the arithmetic, both backtest processes)."""
-    spread = np.minimum(
-        np.maximum(SPREAD_K / np.sqrt(np.maximum(quote_volume_24h, 1.0)), SPREAD_MIN),
-        SPREAD_MAX,
-    )
+    """`quotes`' bid and ask alone, what a ticker shows, for one pair (numpy scalars) or many
+    (arrays): the price's ticks, then `bid_ask_ticks`, the one place the spread is worked out."""
     k = np.rint(price * div / mul)
-    bid_k = np.maximum(np.floor(k * (1.0 - 0.5 * spread)), 1.0)
-    ask_k = np.maximum(np.ceil(k * (1.0 + 0.5 * spread)), bid_k + 1.0)
-    return bid_k * mul / div, ask_k * mul / div
+    if np.ndim(k) == 0:  # one pair's book: the same arithmetic on one-element arrays
+        bid, ask = bid_ask_ticks(np.reshape(k, 1), np.reshape(mul, 1), np.reshape(div, 1), np.reshape(quote_volume_24h, 1))
+        return bid[0], ask[0]
+    return bid_ask_ticks(k, mul, div, np.broadcast_to(quote_volume_24h, k.shape))
 
 
 def bid_ask_ticks(k: FloatArray, mul: FloatArray, div: FloatArray, quote_volume_24h: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """`bid_ask` around prices of `k` ticks (`tick_counts`), for a replay tape's day of tables:
-    the same operations on the same values, in place in two arrays instead of ~18 temporaries
-    (a third of the time; the tables outgrow the caches). A price `on_tick` gives is
-    k * mul / div, one or two roundings off k ticks, so `bid_ask`'s rint(price * div / mul)
-    is k again (exact while k < 2**50, past 10**7 at the finest tick) and is skipped.
-    Arrays only (the live market's quotes stay `bid_ask`'s, which takes numpy scalars);
-    `tests/engine/sim/test_market.py` pins the two bit for bit."""
+    """Bid and ask around prices of `k` ticks (arrays; `k` and the volumes of one shape), the
+    spread from the 24 h quote volume, in place in two arrays instead of ~18 temporaries (a
+    third of the time on a replay tape's day of tables, which outgrow the caches). The tape
+    gives it the ticks `tick_counts` found: a price `on_tick` gives is k * mul / div, one or
+    two roundings off k ticks, so `bid_ask`'s rint(price * div / mul) is k again (exact while
+    k < 2**50, past 10**7 at the finest tick); `tests/engine/sim/test_market.py` pins the two
+    paths bit for bit."""
     half = np.maximum(quote_volume_24h, 1.0)  # becomes half the spread
     np.sqrt(half, out=half)
     np.divide(SPREAD_K, half, out=half)
