@@ -30,10 +30,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the real ~/.config or ~/.local/share."""
+    """No test reads or writes the real ~/.config, ~/.local/share or ~/.cache."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     for name in list(os.environ):
         if name.startswith("HOTCOIN_"):
             monkeypatch.delenv(name)

@@ -31,22 +31,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine.domain import Candle
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError, StoreWriteError
-from engine.sim.parquet_source import column_array, open_time_problem, read_candles, read_columns
+from engine.sim.parquet_source import (
+    candle_columns,
+    column_array,
+    open_time_problem,
+    read_candles,
+    read_columns,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 _NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdw])\.parquet$")
-_SCHEMA = pa.schema(
-    [("timestamp_ms", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]]
-)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -200,8 +205,7 @@ class HistoryStore:
                 np.concatenate([v[:before], getattr(old, col), v[before:]])
                 for col, v in zip(COLUMNS[1:], values, strict=True)
             ]
-        new = pa.table([pa.array(ts, pa.int64()), *(pa.array(v, pa.float64()) for v in values)], schema=_SCHEMA)
-        _write(new, path)
+        _write(_table(ts, values), path)
         return len(fresh)
 
     @contextlib.contextmanager
@@ -268,6 +272,16 @@ def _lock_refused(path: Path, exc: OSError) -> str:
     )
 
 
+def _table(ts: IntArray, values: list[FloatArray]) -> pa.Table:
+    """The store's table of open times `ts` and OHLCV `values`. pyarrow is imported here and in
+    the readers that decode (`engine.sim.parquet_source`), not with the module: a backtest whose
+    candles all come from the decoded-candle cache never imports it (~50-80 ms of its start)."""
+    import pyarrow as pa
+
+    schema = pa.schema([("timestamp_ms", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
+    return pa.table([pa.array(ts, pa.int64()), *(pa.array(v, pa.float64()) for v in values)], schema=schema)
+
+
 def _write(table: pa.Table, path: Path) -> None:
     """Replace `path` with `table` atomically: written to a temporary file of its own in the
     same folder (a name no other writer uses: a shared `{file}.tmp` let two writers rename
@@ -279,6 +293,8 @@ def _write(table: pa.Table, path: Path) -> None:
     An OS error (a full disk, a file past the size limit, a folder turned read-only) is a
     `StoreWriteError` naming `path` and the OS's reason: raised raw from pyarrow, it ended
     `hotcoin collect` with a 69-line traceback naming neither the file nor what is kept."""
+    import pyarrow.parquet as pq
+
     name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,13 +337,23 @@ def _open_times(path: Path, symbol: str, *, whole: bool = False) -> IntArray:
     an index that a backtest's replay market and candle series will read after it costs no
     second decode of each file (~0.08 s of a short backtest on the shared month)."""
     try:
-        table = read_columns(path, list(COLUMNS) if whole else ["timestamp_ms"])
-        ts: IntArray = column_array(table, "timestamp_ms", pa.int64())
-    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
+        ts: IntArray = _timestamps(path, whole=whole)
+    except (OSError, KeyError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise MarketDataError(f"{path}: cannot read its timestamp_ms column ({exc}); {afresh(path, symbol)}") from exc
     found = open_time_problem(ts)
     if found is not None:
         raise MarketDataError(f"{path}: {found[1]} (row {found[0]}); {afresh(path, symbol)}")
+    return ts
+
+
+def _timestamps(path: Path, *, whole: bool) -> IntArray:
+    """The file's open times, from a whole read (kept, and the decoded-candle cache's where it
+    holds the file: no pyarrow) or from the timestamp column alone."""
+    if whole:
+        return candle_columns(read_columns(path, list(COLUMNS)))[0]
+    import pyarrow as pa
+
+    ts: IntArray = column_array(read_columns(path, ["timestamp_ms"]), "timestamp_ms", pa.int64())
     return ts
 
 

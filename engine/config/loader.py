@@ -29,8 +29,15 @@ from engine.errors import ConfigError
 log = logging.getLogger("hotcoin.config")
 
 ENV_PREFIX = "HOTCOIN_"
-# Variables with their own meaning, not config keys.
-ENV_SPECIAL = {"HOTCOIN_CONFIG": None, "HOTCOIN_JOURNAL": "journal.path"}
+# Variables with their own meaning, not config keys (None: not the config's at all; read where
+# they act: the decoded-candle cache's switch, `engine.sim.candle_cache`, and the compiled
+# baselines', `engine.discovery.rolling_robust`).
+ENV_SPECIAL = {
+    "HOTCOIN_CONFIG": None,
+    "HOTCOIN_JOURNAL": "journal.path",
+    "HOTCOIN_CANDLE_CACHE": None,
+    "HOTCOIN_NO_NATIVE": None,
+}
 # Every table above a secret (`notify`, `notify.telegram`, ...): a plain value put there is most
 # likely the secret itself (`telegram = "123:TOKEN"`), so it is refused and never echoed.
 SECRET_TABLES: frozenset[str] = frozenset(

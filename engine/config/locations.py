@@ -22,6 +22,11 @@ def data_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "hotcoin"
 
 
+def cache_dir() -> Path:
+    """What hotcoin can rebuild at will (decoded candles: `engine.sim.candle_cache`)."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "hotcoin"
+
+
 def default_config_file() -> Path:
     return config_dir() / "config.toml"
 

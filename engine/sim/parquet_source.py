@@ -45,14 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine.config.sections.sim import SimSection
 from engine.domain import Candle, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.candle import candle_problem, timeframe_ms
 from engine.domain.ticker import DayRowBatch
 from engine.errors import ConfigError, MarketDataError
+from engine.sim import candle_cache
 from engine.sim.base import (
     MIN_TICK_EXP,
     RingMarket,
@@ -62,11 +61,14 @@ from engine.sim.base import (
     step_exponent,
     tick_counts,
 )
+from engine.sim.candle_cache import CandleColumns
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES, BoolArray, FloatArray, IntArray
 from engine.sim.scenario import ListingEvent, PumpEvent
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Semaphore
+
+    import pyarrow as pa
 
 COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
 CLOSED_ROWS = 8 * WINDOW_MINUTES  # a tape's closed minutes kept: the last day's and a week's more
@@ -760,11 +762,13 @@ def _sliding(a: FloatArray, w: int, op: np.ufunc) -> FloatArray:
     return out[:m]
 
 
-def read_columns(path: Path, columns: list[str]) -> pa.Table:
+def read_columns(path: Path, columns: list[str]) -> pa.Table | CandleColumns:
     """`columns` of one Parquet file, through `ParquetFile`, not `pq.read_table`: that one goes
     through `pyarrow.dataset`, which imports pandas (0.35 s) and costs ~15 ms a file more.
     Decoded tables are kept (`TABLES`): a backtest reads a file up to three times (index,
-    replay market, candle series), and an optimize worker runs many backtests on the same files."""
+    replay market, candle series), and an optimize worker runs many backtests on the same files.
+    A whole store file comes from the decoded-candle cache where it is there (`candle_cache`):
+    its columns mapped from disk (`CandleColumns`), no decoding."""
     return TABLES.read(path, columns)
 
 
@@ -775,28 +779,34 @@ class TableCache:
     is the file's identity (resolved path, inode, size, modification time) and the columns, so
     a file rewritten or replaced (`HistoryStore.append`) is read again. A file modified in the
     last `SETTLE_NS` is read but not kept: file times tick coarsely (a few ms), and two
-    same-size writes within one tick would otherwise look like one file."""
+    same-size writes within one tick would otherwise look like one file.
+
+    Below it, a whole-file read (every one of `COLUMNS`) of a settled file goes through the
+    decoded-candle cache on disk (`candle_cache`, keyed on the same identity): mapped from
+    there when it holds the file, else decoded and, where the file is store-shaped, saved there
+    for the next process."""
 
     SETTLE_NS = 2_000_000_000
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._tables: OrderedDict[tuple[str, int, int, int, tuple[str, ...]], pa.Table] = OrderedDict()
+        self._tables: OrderedDict[tuple[str, int, int, int, tuple[str, ...]], pa.Table | CandleColumns] = OrderedDict()
         self._lock = threading.Lock()  # a reader thread (e.g. a worker's) may share the process
 
-    def read(self, path: Path, columns: list[str]) -> pa.Table:
+    def read(self, path: Path, columns: list[str]) -> pa.Table | CandleColumns:
         st = path.stat()
-        key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, tuple(columns))
+        ident = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (*ident, tuple(columns))
         with self._lock:
             table = self._tables.get(key)
             if table is not None:
                 self._tables.move_to_end(key)
                 return table
-        with pq.ParquetFile(path) as file:
-            table = file.read(columns=columns)
         if time.time_ns() - st.st_mtime_ns < self.SETTLE_NS:
-            return table
+            return _decode(path, columns)
+        cached = tuple(columns) == COLUMNS and candle_cache.enabled()
+        table = (candle_cache.load(ident) if cached else None) or _decode(path, columns, ident if cached else None)
         with self._lock:
             if key not in self._tables and table.nbytes <= self.max_bytes:
                 self._tables[key] = table
@@ -810,7 +820,35 @@ class TableCache:
 TABLES = TableCache(256 << 20)  # the shared month is ~70 MB decoded
 
 
-_NUMPY_OF = {pa.int64(): np.dtype(np.int64), pa.float64(): np.dtype(np.float64)}
+def _decode(path: Path, columns: list[str], keep_as: candle_cache.Key | None = None) -> pa.Table:
+    """`columns` of the Parquet file `path`, decoded; saved in the decoded-candle cache as
+    `keep_as` where given and the file is store-shaped (`_store_columns`). pyarrow is imported
+    here, not with the module: a backtest whose files all come from the cache never imports it
+    (~50-80 ms of its start)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        table = file.read(columns=columns)
+    if keep_as is not None:
+        arrays = _store_columns(table)
+        if arrays is not None:
+            candle_cache.save(keep_as, arrays)
+    return table
+
+
+def _store_columns(table: pa.Table) -> list[npt.NDArray[Any]] | None:
+    """The columns of a store-shaped table (`COLUMNS` in order, int64 open times and float64
+    OHLCV, nothing missing), or None for anything else (a Parquet timestamp column, another
+    type, a null), which is decoded every time as before rather than kept in a form that
+    would have to repeat `column_array`'s conversions."""
+    import pyarrow as pa
+
+    types = [pa.int64()] + [pa.float64()] * (len(COLUMNS) - 1)
+    if table.column_names != list(COLUMNS) or table.schema.types != types:
+        return None
+    if any(column.null_count for column in table.columns):
+        return None
+    return [column_array(table, name, dtype) for name, dtype in zip(COLUMNS, types, strict=True)]
 
 
 _UNITS_PER_MS = {"s": (1, 1000), "ms": (1, 1), "us": (1000, 1), "ns": (1_000_000, 1)}  # unit -> (per ms, ms per)
@@ -833,7 +871,7 @@ def open_time_problem(ts: IntArray) -> tuple[int, str] | None:
     )
 
 
-def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[Any]:
+def column_array(table: pa.Table | CandleColumns, name: str, dtype: pa.DataType) -> npt.NDArray[Any]:
     """Column `name` cast to `dtype` (int64 or float64) as a numpy array, read from the Arrow
     buffers: pyarrow's own `to_numpy` imports pandas (0.35 s) on first use. A missing float is
     NaN (through pyarrow's path, which only bad data pays for); a missing integer is a
@@ -844,7 +882,17 @@ def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[
     A column in one chunk (a store file's) is a read-only view of the table's buffer, not a
     copy: the tables are kept and shared (`TableCache`), and a backtest reads each file's
     columns three times (index, replay market, candle series): ~200 copies of 0.3 MB each,
-    ~0.05 s of its start on the shared month."""
+    ~0.05 s of its start on the shared month. A file read from the decoded-candle cache
+    (`CandleColumns`) gives its mapped column as it is (cast as above where `dtype` is not
+    its own)."""
+    import pyarrow as pa
+
+    item = {pa.int64(): np.dtype(np.int64), pa.float64(): np.dtype(np.float64)}[dtype]
+    if isinstance(table, CandleColumns):
+        array = table.arrays[name]
+        if array.dtype == item:
+            return array
+        table = pa.table({name: array})  # another type: Arrow's cast, as for a decoded file
     column = table.column(name)
     per_ms = _UNITS_PER_MS.get(column.type.unit) if pa.types.is_timestamp(column.type) and dtype == pa.int64() else None
     if per_ms is not None:
@@ -854,7 +902,6 @@ def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[
         return raw * per_ms[1] // per_ms[0]
     if column.type != dtype:
         column = column.cast(dtype)
-    item = _NUMPY_OF[dtype]
     if column.null_count:
         if item.kind != "f":
             raise ValueError(f"column {name} has {column.null_count} missing values")
@@ -865,8 +912,27 @@ def column_array(table: pa.Table, name: str, dtype: pa.DataType) -> npt.NDArray[
     ]
     if len(parts) != 1:
         return np.concatenate(parts)
-    parts[0].setflags(write=False)  # Arrow's decoded buffers are writable: the kept table must not be
-    return parts[0]
+    return _read_only(parts[0])  # Arrow's decoded buffers are writable: the kept table must not be
+
+
+def _read_only(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    array.setflags(write=False)
+    return array
+
+
+def candle_columns(
+    table: pa.Table | CandleColumns,
+) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """A whole-file read's (open times, open, high, low, close, volume): the mapped columns
+    themselves for a cached file, with no pyarrow, else through `column_array`."""
+    if isinstance(table, CandleColumns):
+        ts, o, h, lo, c, v = (table.arrays[name] for name in COLUMNS)
+        return ts, o, h, lo, c, v
+    import pyarrow as pa
+
+    ts = column_array(table, "timestamp_ms", pa.int64())
+    o, h, lo, c, v = (column_array(table, col, pa.float64()) for col in COLUMNS[1:])
+    return ts, o, h, lo, c, v
 
 
 def read_candles(
@@ -879,9 +945,8 @@ def read_candles(
     cannot be told to re-collect it)."""
     try:
         table = read_columns(path, list(COLUMNS))
-        ts = column_array(table, "timestamp_ms", pa.int64())
-        o, h, lo, c, v = (column_array(table, col, pa.float64()) for col in COLUMNS[1:])
-    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
+        ts, o, h, lo, c, v = candle_columns(table)
+    except (OSError, KeyError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise MarketDataError(f"{path}: cannot read columns {', '.join(COLUMNS)} ({exc}); {fix or 're-collect it'}") from exc
     passed = (id(table), timeframe)
     if _PASSED.get(passed) is not table:
@@ -895,7 +960,7 @@ def read_candles(
 # cost ~0.6 ms a file each time. Keyed on the table object itself (its id, its identity checked:
 # an entry goes with its table), so a file read again (rewritten, or too fresh to be kept) is
 # checked again; a file that failed is never entered, and fails again with its reader's advice.
-_PASSED: weakref.WeakValueDictionary[tuple[int, str], pa.Table] = weakref.WeakValueDictionary()
+_PASSED: weakref.WeakValueDictionary[tuple[int, str], pa.Table | CandleColumns] = weakref.WeakValueDictionary()
 
 
 def _check_candles(

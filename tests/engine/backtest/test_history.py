@@ -401,7 +401,6 @@ def test_a_write_the_disk_refuses_names_the_file_and_keeps_it(tmp_path: Path, mo
     as it was, with no temporary file left."""
     import errno
 
-    import engine.backtest.history as history
     from engine.errors import StoreWriteError
 
     store = HistoryStore(tmp_path)
@@ -413,7 +412,7 @@ def test_a_write_the_disk_refuses_names_the_file_and_keeps_it(tmp_path: Path, mo
         Path(where).write_bytes(b"PAR1 half")  # what a write cut short leaves
         raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
 
-    monkeypatch.setattr(history.pq, "write_table", full)
+    monkeypatch.setattr(pq, "write_table", full)  # history imports pyarrow where it writes (a cached read never does)
     with pytest.raises(StoreWriteError, match=rf"^cannot write {path} \(No space left on device\); {path} keeps what it held$") as got:
         store.append("DOGE/USDT", "1m", [_candle(i) for i in range(3, 5)])
     assert isinstance(got.value, MarketDataError) and got.value.path == path and got.value.reason == "No space left on device"
