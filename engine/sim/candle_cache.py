@@ -16,7 +16,8 @@ against the key and the file's length against the row count, so a colliding, tru
 foreign entry is never served but decoded again and replaced. The columns carry no checksum: one
 over the month's ~65 MB would cost what the cache saves; entries are only ever put in place
 whole (a temporary file, then `os.replace` in the same folder: parallel writers, such as
-optimize's workers, each rename a complete file and a reader keeps the one it mapped), and the
+optimize's workers, each rename a complete file and a reader keeps the one it mapped) and never
+changed in place (a mapped file cut short under its reader would kill it with SIGBUS), and the
 candles' own checks (`read_candles`) still run on what is read.
 
 The cache is never why a backtest fails: a folder that is missing and cannot be made, not
