@@ -38,6 +38,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config import HotcoinConfig
 from engine.config.sections.ml import PromotionGates
@@ -50,17 +51,15 @@ from engine.config.sections.trading import (
 from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import GovernanceError, ModelRefused
-from ml.governance.promotion import GateResult, recheck
-from ml.governance.registry import (
-    FeatureSchema,
-    Listing,
-    ModelRegistry,
-    ModelVersion,
-    SkippedVersion,
-    model_file_problem,
-    verify,
-)
+from ml.governance.names import model_folder
 from ml.scorer import LIBRARIES, LgbmScorer, model_label
+
+# The registry and its contract and promotion modules are imported by the functions that read
+# versions: where the registry holds no folder for the model (a fresh install, a backtest box)
+# `load_scorer` finds none without them, ~5-8 ms of every command's start (`_registered`).
+if TYPE_CHECKING:
+    from ml.governance.promotion import GateResult
+    from ml.governance.registry import Listing, ModelVersion, SkippedVersion
 
 TASK = "hot_lgbm"
 log = logging.getLogger("hotcoin.ml")
@@ -88,6 +87,8 @@ def registry_root(config: HotcoinConfig) -> Path:
 
 def _under_gates(version: ModelVersion, gates: PromotionGates) -> ModelVersion:
     """`version` with its decision judged by today's gates (`recheck`); a demotion is logged."""
+    from ml.governance.promotion import recheck
+
     decision = recheck(version.decision, gates)
     if decision == version.decision:
         return version
@@ -110,6 +111,8 @@ def with_whole_model_files(listing: Listing) -> Listing:
     out of the engine while an older version is whole. A missing and a corrupted file are
     treated alike (skipped, an older version falls back in): both mean the registered bytes are
     gone, and both are repaired the same way."""
+    from ml.governance.registry import Listing, SkippedVersion, model_file_problem
+
     damaged = [(v, problem) for v in listing.versions if (problem := model_file_problem(v)) is not None]
     if not damaged:
         return listing
@@ -152,20 +155,33 @@ def load_scorer(config: HotcoinConfig, *, task: str = TASK, interval: str | None
             failed=True,
         )
     try:
-        listing = with_whole_model_files(ModelRegistry(root).scan(task, interval))
+        versions, passed_over = _registered(root, task, interval)
     except (GovernanceError, OSError) as exc:
         return ScorerLoad(None, f"model registry {root} is unreadable ({exc}); {_RULES_ONLY}", failed=True)
-    chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in listing.versions))
+    chosen = _current(tuple(_under_gates(v, config.ml.gates) for v in versions))
     if chosen is None:
         load = ScorerLoad(
             None,
             f"no {task}_{interval} model in {root}; {_RULES_ONLY} (train one with `hotcoin train --task {task}`)",
-            failed=bool(listing.skipped),  # there were models, none readable
+            failed=bool(passed_over),  # there were models, none readable
         )
     else:
         load = _load(chosen, config.trading.signals)
-    skipped = tuple(f"{s.name} ({s.reason})" for s in listing.skipped)
-    return dataclasses.replace(load, status=load.status + _skipped_note(listing.skipped), skipped=skipped)
+    skipped = tuple(f"{s.name} ({s.reason})" for s in passed_over)
+    return dataclasses.replace(load, status=load.status + _skipped_note(passed_over), skipped=skipped)
+
+
+def _registered(root: Path, task: str, interval: str) -> tuple[tuple[ModelVersion, ...], tuple[SkippedVersion, ...]]:
+    """The registry's whole versions of `task` on `interval`, oldest first, and those passed
+    over (`with_whole_model_files`). A registry without the model's folder has none, as
+    `ModelRegistry.scan` says of it, found without importing the registry (names checked all
+    the same: a bad one raises `ContractError` either way)."""
+    if not model_folder(root, task, interval).is_dir():
+        return (), ()
+    from ml.governance.registry import ModelRegistry
+
+    listing = with_whole_model_files(ModelRegistry(root).scan(task, interval))
+    return listing.versions, listing.skipped
 
 
 def _load(chosen: ModelVersion, signals: SignalSettings) -> ScorerLoad:
@@ -196,6 +212,8 @@ def _verified_scorer(version: ModelVersion, signals: SignalSettings, mode: Score
     (`LgbmScorer.load`: its format and its booster's own columns), with `verify`'s warnings;
     raises what refuses it. One function, so `hotcoin models` judges each version as the
     engine judges the one it loads."""
+    from ml.governance.registry import FeatureSchema, verify
+
     notes = verify(
         version,
         feature_schema_hash=feature_schema_hash(),
@@ -272,6 +290,9 @@ def inventory(config: HotcoinConfig, *, task: str = TASK, interval: str | None =
     model, the contract against the running feature code and libraries, the file as a LightGBM
     model of these columns), and the one the engine would load is the one `load_scorer` loads:
     the listing cannot disagree with `hotcoin run`."""
+    from ml.governance.promotion import recheck
+    from ml.governance.registry import ModelRegistry
+
     interval = interval or config.trading.signals.timeframe
     root = registry_root(config)
     load = load_scorer(config, task=task, interval=interval)

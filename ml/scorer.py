@@ -19,10 +19,11 @@ import numpy.typing as npt
 from engine.signals.features import FEATURE_NAMES, LISTING_ORDINARY_BARS, feature_schema_hash
 from engine.signals.scorer import ScorerMode
 from ml.governance.errors import ModelRefused
-from ml.governance.registry import ModelVersion, check_libraries
 
 if TYPE_CHECKING:
     import lightgbm
+
+    from ml.governance.registry import ModelVersion
 
 FloatArray = npt.NDArray[np.float64]
 MODEL_FORMAT = "lightgbm_text"
@@ -66,6 +67,10 @@ class LgbmScorer:
         4) reads as `LISTING_ORDINARY_BARS`: hot_lgbm's rows have always needed the baseline's
         61 closes, so no such model saw a younger listing."""
         import lightgbm as lgb
+
+        # Here, not at the top: `ml.runtime` imports this module on every start, the registry
+        # only where it holds a model (`ml.governance.names`); a version in hand means it has.
+        from ml.governance.registry import check_libraries
 
         contract = version.contract
         if contract.model_format != MODEL_FORMAT:

@@ -54,22 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from ml.governance.errors import ContractError
+from ml.governance.names import check_task_interval
 
 CONTRACT_VERSION = 4
 # 1: before `score_calibration`; 2: before `listing_min_bars`; 3: before `regime_symbol` and `youngest_listing_bars`
 READABLE_VERSIONS = (1, 2, 3, 4)
 DEFAULT_REGIME_SYMBOL = "BTC/USDT"  # what a contract before version 4 was trained on (training hard-wired it)
-_TASK_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_INTERVAL_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")
 _DTYPES = frozenset({"float32", "float64", "int32", "int64", "bool"})
-
-
-def check_task_interval(task: str, interval: str) -> None:
-    """Both end up in file names: reject anything that is not a plain identifier / interval."""
-    if not _TASK_RE.match(task):
-        raise ContractError(f"task {task!r} is not a valid name; use lower-case letters, digits and _")
-    if not _INTERVAL_RE.match(interval):
-        raise ContractError(f"interval {interval!r} is not valid; use forms like 1m, 5m, 1h")
 
 
 def contract_filename(task: str, interval: str) -> str:

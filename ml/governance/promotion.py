@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.config.sections.ml import PromotionGates
-from ml.governance.contract import check_task_interval, read_json_object, write_json_atomic
+from ml.governance.contract import read_json_object, write_json_atomic
 from ml.governance.errors import ContractError
+from ml.governance.names import check_task_interval
 
 Verdict = Literal["production", "research_only"]
 

@@ -55,7 +55,6 @@ from engine.signals.features import LISTING_ORDINARY_BARS
 from ml.governance.contract import (
     DEFAULT_REGIME_SYMBOL,
     RuntimeContract,
-    check_task_interval,
     contract_filename,
     file_sha256,
     fsync_dir,
@@ -65,6 +64,7 @@ from ml.governance.contract import (
     write_contract,
 )
 from ml.governance.errors import ContractError, GovernanceError, ModelRefused, RegistryError
+from ml.governance.names import model_folder
 from ml.governance.promotion import (
     PromotionDecision,
     decision_filename,
@@ -136,8 +136,7 @@ class ModelRegistry:
         self.root = root
 
     def _folder(self, task: str, interval: str) -> Path:
-        check_task_interval(task, interval)
-        return self.root / f"{task}_{interval}"
+        return model_folder(self.root, task, interval)
 
     def register(
         self,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from engine.signals.features import FEATURE_DTYPES, FEATURE_NAMES, feature_schem
 from engine.signals.scorer import Scorer
 from engine.trading import TradingCore
 from ml.governance.contract import TrainingWindow, build_contract
-from ml.governance.errors import ModelRefused
+from ml.governance.errors import ContractError, ModelRefused
 from ml.governance.promotion import Evaluation, decide
 from ml.governance.registry import ModelRegistry, ModelVersion
 from ml.lgbm import LgbmParams, TrainRequest, TrainSettings, train_and_register
@@ -44,6 +46,7 @@ from tests.ml.synth import MINUTE, synth_frames, write_history
 SMALL = TrainSettings(folds=2, stride=1, params=LgbmParams(rounds=15, min_data_in_leaf=50, num_threads=1))
 LENIENT = PromotionGates(min_oos_lift=0.01, min_worst_fold_lift=0.01, max_fold_cv=100.0, min_oos_samples=1, min_folds=2)
 STRICT = PromotionGates(min_oos_lift=50.0)
+REPO = Path(__file__).parents[2]
 
 
 def config_for(registry: Path, *, gates: PromotionGates = LENIENT, **signals: Any) -> HotcoinConfig:
@@ -99,6 +102,33 @@ def test_no_model_runs_rules_only_and_says_so(tmp_path: Path) -> None:
         assert not load.failed  # no model is how a fresh install starts, not a failure
         assert "no hot_lgbm_1m model" in load.status and "rules alone" in load.status
         assert "hotcoin train --task hot_lgbm" in load.status
+
+
+def test_a_registry_without_the_model_s_folder_loads_as_one_with_it_empty(tmp_path: Path) -> None:
+    """`load_scorer` finds no folder for the model without the registry (`_registered`): the
+    same load as where the registry reads an empty folder, and the same refusal of a name that
+    cannot be a folder's."""
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "empty" / "hot_lgbm_1m").mkdir(parents=True)
+    bare, empty = load_scorer(config_for(tmp_path / "bare")), load_scorer(config_for(tmp_path / "empty"))
+    assert dataclasses.replace(bare, status=bare.status.replace("bare", "empty")) == empty
+    for interval in ("1x", "../1m"):
+        refused = load_scorer(config_for(tmp_path / "bare"), interval=interval)
+        with pytest.raises(ContractError) as scanned:
+            ModelRegistry(tmp_path / "bare").scan("hot_lgbm", interval)
+        assert refused == ScorerLoad(None, f"model registry {tmp_path / 'bare'} is unreadable ({scanned.value}); the engine runs on its rules alone", failed=True)
+
+
+def test_no_model_loads_without_importing_the_registry(tmp_path: Path) -> None:
+    """A fresh install's start (and a backtest's) reads no registry: its modules stay unimported."""
+    code = (
+        "import sys; from pathlib import Path; from engine.config import HotcoinConfig;"
+        "from engine.config.sections.paths import PathsSection; from ml.runtime import load_scorer;"
+        "load = load_scorer(HotcoinConfig(paths=PathsSection(data_dir=Path(sys.argv[1]))));"
+        "print(load.status.startswith('no hot_lgbm_1m model'), sorted(m for m in sys.modules if m.startswith('ml.governance.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.split() == ["True", "['ml.governance.errors',", "'ml.governance.names']"]
 
 
 def test_a_configured_registry_dir_that_does_not_exist_is_a_failed_load(tmp_path: Path) -> None:
