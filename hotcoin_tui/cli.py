@@ -4,64 +4,80 @@ that names the problem and the fix; nothing prints a traceback at them."""
 
 from __future__ import annotations
 
-import copy
+import functools
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import typer
 from typer.main import get_group
 
-from hotcoin_tui.commands import (
-    backtest_cmd,
-    config_cmd,
-    jobs_cmd,
-    journal_cmd,
-    models_cmd,
-    ops_cmd,
-    run_cmd,
-    sim_cmd,
-    train_cmd,
-    tui_cmd,
-)
 from hotcoin_tui.commands.help_format import command_group
 
-app = command_group(
-    name="hotcoin",
-    help="Find coins turning hot on Binance spot, trade them (paper or live), explain every decision.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+# The command modules (`hotcoin_tui.commands.*`), in the order `hotcoin --help` lists what they
+# add, with the names of the commands and groups each one's `register` adds. `hotcoin CMD`
+# imports CMD's module alone (`command_only`): importing all of them (the console's, training's
+# and the others' option dataclasses and imports) cost ~5 ms of every command's start.
+# `tests/hotcoin_tui/test_help.py` holds each module's names to what it registers.
+COMMAND_MODULES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("config_cmd", frozenset({"config"})),
+    ("journal_cmd", frozenset({"replay", "traces", "journal"})),
+    ("backtest_cmd", frozenset({"collect", "backtest", "optimize"})),
+    ("run_cmd", frozenset({"run"})),
+    ("tui_cmd", frozenset({"tui"})),
+    ("train_cmd", frozenset({"train"})),
+    ("jobs_cmd", frozenset({"jobs"})),
+    ("models_cmd", frozenset({"models"})),
+    ("ops_cmd", frozenset({"report", "doctor"})),
+    ("sim_cmd", frozenset({"sim-exchange"})),
 )
 
-app.add_typer(config_cmd.app, name="config")
-journal_cmd.register(app)
-backtest_cmd.register(app)
-run_cmd.register(app)
-tui_cmd.register(app)
-app.command("train")(train_cmd.train)
-app.add_typer(jobs_cmd.app, name="jobs")
-models_cmd.register(app)
-ops_cmd.register(app)
-app.command("sim-exchange")(sim_cmd.sim_exchange)
+
+def hotcoin_app(modules: Iterable[str]) -> typer.Typer:
+    """The `hotcoin` app with the commands of `modules` (names from `COMMAND_MODULES`), in order."""
+    hotcoin = command_group(
+        name="hotcoin",
+        help="Find coins turning hot on Binance spot, trade them (paper or live), explain every decision.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    for module in modules:
+        importlib.import_module(f"hotcoin_tui.commands.{module}").register(hotcoin)
+    return hotcoin
+
+
+@functools.cache
+def whole_app() -> typer.Typer:
+    """`hotcoin` with every command: what `hotcoin`, `hotcoin --help` and a mistyped command run."""
+    return hotcoin_app(module for module, _ in COMMAND_MODULES)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`app` (`whole_app()`), made when first asked for rather than at import (PEP 562): a
+    command run from the command line builds only its own module's (`command_only`)."""
+    if name == "app":
+        return whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def command_only(args: list[str]) -> Callable[[], Any]:
     """What runs `hotcoin ARGS`: where the first argument names a command or group, the app's
-    click group built with that one alone (its help, errors and options are the same: none of
-    them mentions the others), else the whole app. Typer builds every command's click
-    parameters from its annotations first thing, ~30 ms of a `hotcoin backtest` for the 14
-    commands it does not run. `hotcoin`, `hotcoin --help` and a mistyped command still list
-    them all (`tests/hotcoin_tui/test_help.py` compares the two)."""
+    click group built with that one alone, from its module alone (its help, errors and options
+    are the same: none of them mentions the others), else the whole app. Typer builds every
+    command's click parameters from its annotations first thing, ~30 ms of a `hotcoin backtest`
+    for the 14 commands it does not run. `hotcoin`, `hotcoin --help` and a mistyped command
+    still list them all (`tests/hotcoin_tui/test_help.py` compares the two)."""
     name = args[0] if args else None
-    commands = [c for c in app.registered_commands if c.name == name]
-    groups = [g for g in app.registered_groups if g.name == name]
-    if not commands and not groups:
-        return app
-    alone = copy.copy(app)
-    alone.registered_commands, alone.registered_groups = commands, groups
+    module = next((module for module, names in COMMAND_MODULES if name in names), None)
+    if module is None:
+        return whole_app()
+    alone = hotcoin_app((module,))
+    alone.registered_commands = [c for c in alone.registered_commands if c.name == name]
+    alone.registered_groups = [g for g in alone.registered_groups if g.name == name]
     return get_group(alone)  # a group even with one command (typer would make it the whole program)
 
 

@@ -16,6 +16,11 @@ from hotcoin_tui.commands.options import ConfigOpt, JsonOpt
 app = command_group(help="Inspect the effective configuration (secrets redacted).", no_args_is_help=True)
 
 
+def register(hotcoin: typer.Typer) -> None:
+    """Add the `config` group to the `hotcoin` app."""
+    hotcoin.add_typer(app, name="config")
+
+
 @app.command("show")
 def show(
     config: ConfigOpt = None,

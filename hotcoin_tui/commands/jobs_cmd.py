@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 app = command_group(help="Training jobs on GPU boxes: list, status, logs, cancel, fetch.", no_args_is_help=True)
 
+
+def register(hotcoin: typer.Typer) -> None:
+    """Add the `jobs` group to the `hotcoin` app."""
+    hotcoin.add_typer(app, name="jobs")
+
 GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU profile (a gpu.<profile> table in config).")]
 JobArg = Annotated[str, typer.Argument(help="Job id, e.g. lstm_hot-0123456789abcdef (see `hotcoin jobs list`).")]
 T = TypeVar("T")

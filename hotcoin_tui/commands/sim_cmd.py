@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 PUSH_EXCHANGE_S = 30.0  # at most this many exchange seconds between market pushes by default
 
 
+def register(app: typer.Typer) -> None:
+    app.command("sim-exchange")(sim_exchange)
+
+
 def sim_exchange(
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1; 0 picks a free one.", min=0, max=65535)] = 0,

@@ -255,6 +255,10 @@ TRAINERS: dict[str, Callable[[TrainOptions], None]] = {
 }
 
 
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
 def train(
     task: Annotated[str, typer.Option("--task", help=f"What to train: {', '.join(TRAINERS)}.")],
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU profile (a gpu.<profile> table in config) to train on.")] = None,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from hotcoin_tui.cli import app, command_only
+from hotcoin_tui.cli import COMMAND_MODULES, app, command_only, hotcoin_app
 from hotcoin_tui.commands.help_format import WrappedCommandsGroup
 
 
@@ -85,3 +88,27 @@ def _run(command: Callable[..., Any], args: list[str]) -> tuple[object, bytes, b
         except SystemExit as stop:
             return stop.code, out.getvalue(), err.getvalue()
     raise AssertionError("a click command in standalone mode always exits")
+
+
+def test_each_command_module_adds_the_names_the_cli_finds_it_by() -> None:
+    """`command_only` imports the module `COMMAND_MODULES` names for a command: each module
+    adds exactly those commands and groups, no name is two modules', and together they are
+    the whole app's."""
+    added = {}
+    for module, names in COMMAND_MODULES:
+        alone = hotcoin_app((module,))
+        added[module] = [c.name for c in alone.registered_commands] + [g.name for g in alone.registered_groups]
+        assert sorted(added[module]) == sorted(names), module
+    every = [name for names in added.values() for name in names]
+    assert len(every) == len(set(every))
+    assert set(every) == set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_a_command_imports_no_other_command_s_module() -> None:
+    """`hotcoin backtest` (as `main` runs it) imports its own command module, not the others'."""
+    code = (
+        "import sys; from hotcoin_tui.cli import command_only; command_only(['backtest']);"
+        "print(sorted(m for m in sys.modules if m.endswith('_cmd')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    assert done.stdout.split() == ["['hotcoin_tui.commands.backtest_cmd']"]
