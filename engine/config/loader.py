@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import stat
-import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -153,6 +152,8 @@ def read_toml(path: Path, *, what: str) -> dict[str, Any]:
     Every reader of a config file goes through here (`hotcoin optimize` re-reads it to write
     best.toml): a second reader with its own decoding refused, after the search, a file the
     loader had taken."""
+    import tomllib  # here: a run without a config file (a backtest's) never parses TOML (~1.5 ms of its start)
+
     try:
         return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
