@@ -57,7 +57,7 @@ import signal
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, groupby, repeat
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol, cast
@@ -66,7 +66,7 @@ import numpy as np
 
 from engine.backtest.feed import HistoryFeed
 from engine.discovery.listings import Announcement
-from engine.discovery.pipeline import Discovery, DiscoveryCycle, Members, candidates
+from engine.discovery.pipeline import Discovery, DiscoveryCycle, Members, SettledRun, candidates
 from engine.discovery.pool import PoolSnapshot
 from engine.discovery.social.source import SocialPost
 from engine.domain import Market, MinuteVolumes, TickerBatch, TickerRun
@@ -93,6 +93,8 @@ Event = tuple[str, int, Mapping[str, Any], str | None, str | None]  # kind, ts_m
 # (`_RecordingSink`: the trading side's tap then only counts them, `Tap.tally`).
 Events = tuple[Event, ...] | tuple[str, ...]
 Result = tuple[int, DiscoveryCycle, Events]  # batch time, discovery's result, its events
+# What the child queues: a batch's result, or a run of them as discovery settled it (`SettledRun`)
+Queued = Result | SettledRun
 
 
 class DiscoveryProcessError(RuntimeError):
@@ -127,48 +129,88 @@ _SNAPSHOT = operator.attrgetter("snapshot")
 Columns = tuple[Any, ...]  # `_columns`' chunk, `_rows`' input
 
 
-def _columns(results: list[Result]) -> Columns:
-    """`results` as columns (module comment above), rebuilt by `_rows`."""
-    if not results:
+def _columns(queued: Sequence[Queued]) -> Columns:
+    """`queued` as columns (module comment above), rebuilt by `_rows`: a run's (`SettledRun`)
+    straight from its columns, with no cycle, snapshot or `Members` made of its batches."""
+    if not queued:
         return ()
-    times, cycles, events = zip(*results, strict=True)
-    pools: list[int | tuple[Candidate, ...]] = []  # per cycle: its count of `members`, or its built candidates
-    members: list[Members] = []
-    for snapshot in map(_SNAPSHOT, cycles):
-        deferred = snapshot.deferred
+    times: list[int] = []
+    events: list[Events] = []
+    figures: list[tuple[Any, ...]] = []  # per cycle: `_CYCLE_FIGURES`
+    pools: list[int | tuple[Candidate, ...]] = []  # per cycle: its count of members, or its built candidates
+    members: list[Members | SettledRun] = []
+    for item in queued:
+        if isinstance(item, SettledRun):
+            n = len(item.times)
+            times += item.times
+            events += map(_kinds, item.events)
+            lefts = chain(repeat((), n - 1), (item.left,))
+            figures += zip(item.times, repeat(True), item.times, repeat(()), lefts, item.events)
+            if item.quiet:
+                pools += repeat((), n)
+            else:
+                pools += item.sizes
+                members.append(item)
+            continue
+        time, cycle, cycle_events = item
+        times.append(time)
+        events.append(cycle_events)
+        figures.append(_CYCLE_FIGURES(cycle))
+        deferred = cycle.snapshot.deferred
         if isinstance(deferred, Members):
             members.append(deferred)
             pools.append(len(deferred.symbols))
         else:
-            pools.append(snapshot.candidates)
-    return times, events, tuple(zip(*map(_CYCLE_FIGURES, cycles), strict=True)), tuple(pools), _member_columns(members)
+            pools.append(cycle.snapshot.candidates)
+    return tuple(times), tuple(events), tuple(zip(*figures, strict=True)), tuple(pools), _member_columns(members)
 
 
-def _member_columns(members: list[Members]) -> Columns:
+_SNAPSHOTS: list[tuple[str, ...]] = [()]  # `_kinds(n)`, shared: a run's batches have a few sizes
+
+
+def _kinds(count: int) -> tuple[str, ...]:
+    """The events of a run's batch as `_RecordingSink` keeps them without payloads: its count of
+    candidate snapshots (`SettledRun.events`), as kinds."""
+    while len(_SNAPSHOTS) <= count:
+        _SNAPSHOTS.append(("candidate_snapshot",) * len(_SNAPSHOTS))
+    return _SNAPSHOTS[count]
+
+
+def _member_columns(members: list[Members | SettledRun]) -> Columns:
     """The members' symbols, trace ids, times and ranks, one column each, then their figure-table
-    rows as one [member, figure] array, in order."""
+    rows as one [member, figure] array, in order: a batch's (`Members`) or a run's batches'."""
     if not members:
         return ()
     symbols = tuple(chain.from_iterable(m.symbols for m in members))
     trace_ids = tuple(chain.from_iterable(m.trace_ids for m in members))
-    sizes = [len(m.symbols) for m in members]
-    times = list(chain.from_iterable(repeat(m.ts_ms, n) for m, n in zip(members, sizes, strict=True)))
+    sizes = list(chain.from_iterable([len(m.symbols)] if isinstance(m, Members) else m.sizes for m in members))
+    stamps = chain.from_iterable([m.ts_ms] if isinstance(m, Members) else m.times for m in members)
+    times = list(chain.from_iterable(map(repeat, stamps, sizes)))
     ranks = list(chain.from_iterable(map(range, repeat(1), [n + 1 for n in sizes])))
     return trace_ids, symbols, times, ranks, _figures(members)
 
 
-def _figures(members: list[Members]) -> FloatArray:
+def _figures(members: list[Members | SettledRun]) -> FloatArray:
     """The [member, figure] rows of `members`, in order: one gather per figure table they share
     (a block's: some 60 minutes'), not one per minute."""
     gathered = []
     for _, group in groupby((m for m in members if m.rows), key=_table_id):
         shared = list(group)
-        batches = np.repeat([m.batch for m in shared], [len(m.rows) for m in shared])
+        batches = list(chain.from_iterable(_batches(m) for m in shared))
         gathered.append(shared[0].table[batches, list(chain.from_iterable(m.rows for m in shared))])
-    return np.concatenate(gathered) if gathered else members[0].figures  # none: an empty pool's [0, figure]
+    if gathered:
+        return np.concatenate(gathered)
+    return members[0].table[0, []]  # none: an empty pool's [0, figure]
 
 
-def _table_id(members: Members) -> int:
+def _batches(members: Members | SettledRun) -> Iterable[int]:
+    """The batch of its figure table of each member of `members`."""
+    if isinstance(members, Members):
+        return repeat(members.batch, len(members.rows))
+    return chain.from_iterable(map(repeat, members.indices, members.sizes))
+
+
+def _table_id(members: Members | SettledRun) -> int:
     return id(members.table)
 
 
@@ -294,13 +336,48 @@ class _RecordingSink:
         return self.events[0][0] if self.events else self.kinds[0] if self.kinds else None
 
 
+class _Queue:
+    """Where discovery's results go in the child (`RunTaker`): each batch's with the events
+    discovery journaled while settling it, a run as it is (`SettledRun`: its candidate
+    snapshots, which the parent only counts, counted in it); `count` batches in all."""
+
+    def __init__(self, sink: _RecordingSink) -> None:
+        self._sink = sink
+        self.out: list[Queued] = []
+        self.count = 0
+
+    def __call__(self, cycle: DiscoveryCycle) -> None:
+        self.out.append((cycle.ts_ms, cycle, self._sink.take()))
+        self.count += 1
+
+    def run(self, run: SettledRun) -> None:
+        self.out.append(run)
+        self.count += len(run.times)
+
+    def take(self) -> list[Queued]:
+        out, self.out, self.count = self.out, [], 0
+        return out
+
+
+def _results(queued: Iterable[Queued]) -> list[Result]:
+    """`queued` batch by batch: a run's batches' cycles, their events as `_RecordingSink`
+    keeps them without payloads (`_kinds`)."""
+    out: list[Result] = []
+    for item in queued:
+        if isinstance(item, SettledRun):
+            out += zip(item.times, item.cycles(), map(_kinds, item.events), strict=True)
+        else:
+            out.append(item)
+    return out
+
+
 class _Sending:
     """A `Discovery` whose every batch result (and its events) is queued for the parent."""
 
-    def __init__(self, discovery: Discovery, sink: _RecordingSink, out: list[Result]) -> None:
+    def __init__(self, discovery: Discovery, sink: _RecordingSink, queue: _Queue) -> None:
         self._discovery = discovery
         self._sink = sink
-        self._out = out
+        self._settled = queue
 
     def on_batch(self, batch: TickerBatch, *, journal: bool = True) -> DiscoveryCycle:
         cycle = self._discovery.on_batch(batch, journal=journal)
@@ -322,10 +399,6 @@ class _Sending:
 
     def flush(self) -> None:
         self._discovery.flush(self._settled)
-
-    def _settled(self, cycle: DiscoveryCycle) -> None:
-        """A settled batch's result, with the events discovery journaled while settling it."""
-        self._out.append((cycle.ts_ms, cycle, self._sink.take()))
 
     def on_markets(self, markets: Iterable[Market], now_ms: int) -> object:
         return self._quiet(self._discovery.on_markets(markets, now_ms))
@@ -351,23 +424,23 @@ class _Sending:
 class _Producer:
     """Discovery's half of the runner's loop, run ahead of the trading core: the warm-up, the
     first batch, then runs of minutes to `end_ms`, each batch's result (with its events)
-    queued in `out` as discovery settles it. Nothing else may run on the loop it runs on
+    queued in `queue` as discovery settles it. Nothing else may run on the loop it runs on
     (its feed does not yield)."""
 
     def __init__(self, feed: HistoryFeed, build: Callable[[EventSink], Discovery], slot_ms: int, end_ms: int,
                  keeps_payloads: bool) -> None:  # fmt: skip
         sink = _RecordingSink(keeps_payloads)
-        self.out: list[Result] = []
+        self.queue = _Queue(sink)
         self.feed = feed
         feed.yields = False
-        self.stage = _Sending(build(sink), sink, self.out)
+        self.stage = _Sending(build(sink), sink, self.queue)
         self.driver = DiscoveryDriver(self.stage, feed, slot_ms)
         self.end_ms = end_ms
         self.now: int | None = None  # the last batch pushed; None before the first
         self.done = False  # every batch to `end_ms` settled and queued
 
     async def fill(self, count: int) -> None:
-        """Run until at least `count` results wait in `out`, or to the window's end."""
+        """Run until at least `count` batches' results wait in `queue`, or to the window's end."""
         feed, driver, stage = self.feed, self.driver, self.stage
         if self.now is None:
             await driver.warmup()
@@ -376,7 +449,7 @@ class _Producer:
             await driver.prepare(batch.ts_ms)
             stage.push(batch)  # nobody waits on one batch's result here: discovery settles them a block at a time
             self.now = batch.ts_ms
-        while len(self.out) < count and not self.done:
+        while self.queue.count < count and not self.done:
             now = self.now
             if now >= self.end_ms:
                 stage.flush()
@@ -414,8 +487,7 @@ async def _produce(conn: Connection, feed: HistoryFeed, build: Callable[[EventSi
     producer = _Producer(feed, build, slot_ms, end_ms, keeps_payloads)
     while not producer.done:
         await producer.fill(CHUNK_BATCHES)
-        conn.send_bytes(_dumps(("results", _columns(producer.out))))
-        producer.out.clear()
+        conn.send_bytes(_dumps(("results", _columns(producer.queue.take()))))
     conn.send_bytes(_dumps(("end", None)))
 
 
@@ -603,8 +675,7 @@ class AheadDiscovery:
         """Have the next batch's result ready: discovery runs a chunk ahead when none is left."""
         if not self._results and not self._producer.done:
             await self._producer.fill(CHUNK_BATCHES)
-            self._results.extend(self._producer.out)
-            self._producer.out.clear()
+            self._results.extend(_results(self._producer.queue.take()))
 
     def next_result(self) -> Result:
         if not self._results:

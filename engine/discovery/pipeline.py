@@ -39,8 +39,8 @@ import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
-from typing import Any
+from itertools import chain, islice, repeat
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,7 @@ from engine.discovery.anomaly import AnomalyDetector, AnomalyScores
 from engine.discovery.filters import CandidateFilters, CodeArray, FilterCode
 from engine.discovery.heat import HeatFrame, HeatRanker
 from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
-from engine.discovery.pool import CandidatePool, PoolSnapshot
+from engine.discovery.pool import CandidatePool, PoolChange, PoolSnapshot
 from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RETURN_KEYS, RingBlock, TickerWindows, WindowUpdate
@@ -209,6 +209,59 @@ def candidates(
     ]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class SettledRun:
+    """Consecutive batches of a block settled in one pass (`Discovery.flush`), as columns: the
+    calm minutes of an empty pool (`quiet`), or a run in which the pool keeps its members
+    (`Discovery._settle_kept`). What each batch's `DiscoveryCycle` would hold, without the
+    cycle, snapshot and `Members` of each (`cycles` builds them): a `RunTaker` (the backtest's
+    discovery process) sends the columns as they are. Nobody enters in a run and nobody
+    leaves before its last batch (`left`); its candidate snapshots (`events`, by batch) are
+    journaled by whoever takes it (`RunTaker`, `Discovery._hand_over`)."""
+
+    times: list[int]  # each batch's time
+    indices: list[int]  # its batch of `table`
+    sizes: list[int]  # its pool's members
+    events: list[int]  # its candidate snapshots
+    left: tuple[tuple[str, str], ...]  # the last batch's leavers (expired)
+    last: PoolSnapshot  # the last batch's snapshot: the pool's after the run
+    symbols: list[str]  # the members of each batch in turn, hottest first
+    trace_ids: list[str]
+    rows: list[int]  # their rows of their batch of `table`
+    table: FloatArray  # [batch, row, figure] (`_tabulate`): the block's
+    quiet: bool = False  # an empty pool's batches: snapshots of nobody, built, not deferred
+
+    def cycles(self) -> list[DiscoveryCycle]:
+        """The run's results as `settled` takes them batch by batch (`Discovery.flush`)."""
+        out, at, last = [], 0, len(self.times) - 1
+        for t, (ts, size, count) in enumerate(zip(self.times, self.sizes, self.events, strict=True)):
+            if t == last:
+                snapshot = self.last
+            elif self.quiet:
+                snapshot = PoolSnapshot(ts)
+            else:
+                stop = at + size
+                members = Members(ts, self.symbols[at:stop], self.trace_ids[at:stop], self.table, self.indices[t],
+                                  self.rows[at:stop])  # fmt: skip
+                snapshot = PoolSnapshot.of(ts, members)
+            at += size
+            out.append(DiscoveryCycle(ts, True, snapshot, (), self.left if t == last else (), count))
+        return out
+
+
+@runtime_checkable
+class RunTaker(Protocol):
+    """A `settled` (`Discovery.push`, `push_run`, `flush`) that takes a `SettledRun` as it is
+    (`run`) rather than its batches' cycles one by one. Where discovery's sink keeps no
+    payloads (it only counts events), a run's candidate snapshots are not emitted into it
+    but counted in the run (`SettledRun.events`), for the taker to journal with their batches
+    (the backtest's discovery process, whose parent only counts them then)."""
+
+    def __call__(self, cycle: DiscoveryCycle) -> object: ...
+
+    def run(self, run: SettledRun) -> object: ...
+
+
 class _Block:
     """Batches pushed but not yet scored or settled (`Discovery.push`): the windows' rings after
     each (`RingBlock`), the per-row inputs heat, the filters and the journal read, and where
@@ -326,24 +379,25 @@ class _Block:
 
 
 class _Kept:
-    """What `Discovery._settle_kept` reads of a block being settled: its batches' heat and
-    filter codes (as lists by batch then row, made once the first kept batch reads them: one
-    `tolist` each, where reading numpy scalars one by one cost more), eligible and refused
-    rows, figure table, details and minutes (`flush`'s)."""
+    """What `Discovery._settle_kept` reads of a block being settled: its batches' heat, rows at
+    the heat bar (`hot`) and filter codes (as lists by batch then row, made once the first kept
+    batch reads them: one `tolist`, where reading numpy scalars one by one cost more), eligible
+    and refused rows, figure table, details and minutes (`flush`'s)."""
 
     def __init__(
-        self, block: _Block, heat: FloatArray, codes: CodeArray, eligible: list[list[int]], refused: list[list[int]],
-        table: Callable[[], FloatArray], describe: Callable[[int, int], _Detail], minute: Callable[[int, int], _Minute],
+        self, block: _Block, heat: FloatArray, hot: npt.NDArray[np.bool_], codes: CodeArray, eligible: list[list[int]],
+        refused: list[list[int]], table: Callable[[], FloatArray], describe: Callable[[int, int], _Detail],
+        minute: Callable[[int, int], _Minute],
     ) -> None:  # fmt: skip
-        self.block, self.eligible, self.refused, self.table = block, eligible, refused, table
+        self.block, self.heat, self.hot, self.eligible, self.refused, self.table = block, heat, hot, eligible, refused, table
+        self.finite = not np.isnan(heat).any()  # no NaN heat to rank (`Discovery._settle_kept`)
         self.describe, self.minute = describe, minute
-        self._arrays = heat, codes
-        self._lists: tuple[list[list[float]], list[list[int]]] | None = None
+        self._codes = codes
+        self._lists: list[list[int]] | None = None
 
-    def lists(self) -> tuple[list[list[float]], list[list[int]]]:
+    def codes(self) -> list[list[int]]:
         if self._lists is None:
-            heat, codes = self._arrays
-            self._lists = heat.tolist(), codes.tolist()
+            self._lists = self._codes.tolist()
         return self._lists
 
 
@@ -609,20 +663,41 @@ class Discovery:
                 functools.partial(describe, i, ts),
             )  # fmt: skip
 
-        kept = _Kept(block, heat, codes, eligible, refused, table, describe, minute)
+        kept = _Kept(block, heat, hot, codes, eligible, refused, table, describe, minute)
+        take = settled.run if isinstance(settled, RunTaker) and not (self.sink and self.sink.keeps_payloads) else None
         batches, j = block.batches, 0
         while j < len(batches):
             ts, i = batches[j]
-            j += 1
             if i < 0:
                 settled(DiscoveryCycle(ts_ms=ts, accepted=False, snapshot=self.pool.snapshot()))
             elif not warm[i] and not len(self.pool):
-                self._last_pending = functools.partial(describe, i, ts)  # built if `last_frame` is read
-                settled(self._settle_quiet(ts))
-            elif len(self.pool) and (n := self._settle_kept(kept, j - 1, settled)):
-                j += n - 1
+                j += self._hand_over(self._settle_quiet(kept, j, warm), kept, settled, take)
+                continue
+            elif len(self.pool) and (run := self._settle_kept(kept, j)) is not None:
+                j += self._hand_over(run, kept, settled, take)
+                continue
             else:
                 settled(self._settle(minute(i, ts)))
+            j += 1
+
+    def _hand_over(
+        self, run: SettledRun, kept: _Kept, settled: Callable[[DiscoveryCycle], object],
+        take: Callable[[SettledRun], object] | None,
+    ) -> int:  # fmt: skip
+        """`run` to its taker as it is (`RunTaker`), else to `settled` batch by batch, each with
+        its candidate snapshots journaled before it and `last_frame` its own while `settled`
+        has it; how many batches it settled."""
+        if take is not None:
+            take(run)
+            return len(run.times)
+        for t, cycle in enumerate(run.cycles()):
+            self._last_pending = functools.partial(kept.describe, run.indices[t], cycle.ts_ms)
+            if run.events[t]:  # a bar's first batch: every member journaled (none was in this bar yet)
+                assert self.sink is not None and isinstance(cycle.snapshot.deferred, Members)
+                m = kept.minute(run.indices[t], cycle.ts_ms) if self.sink.keeps_payloads else None
+                self._emit_members(m, cycle.snapshot.deferred, set())
+            settled(cycle)
+        return len(run.times)
 
     def _blockable(self, batch: TickerBatch) -> bool:
         """Whether `batch` can be settled with a block: baselines refreshed every batch, no new
@@ -688,77 +763,149 @@ class Discovery:
         emitted = self._journal(m, bar, bar_start, members, change.entered) if journal else 0
         return DiscoveryCycle(now, True, change.snapshot, change.entered, change.left, emitted)
 
-    def _settle_quiet(self, now: int) -> DiscoveryCycle:
-        """`_settle` of a batch with no row at the heat bar while the pool is empty: nothing
-        qualifies, nothing is rejected or journaled, the pool stays empty (`test_block.py`
-        holds the two to the same cycles, journal, counters and state)."""
+    def _settle_quiet(self, kept: _Kept, j: int, warm: list[bool]) -> SettledRun:
+        """`_settle` of the block's batches from its `j`-th on with no row at the heat bar while
+        the pool is empty (most minutes of a replay): nothing qualifies, nothing is rejected or
+        journaled, the pool stays empty, and only the last batch's state is left
+        (`test_block.py` holds the two to the same cycles, journal, counters and state)."""
+        times, indices = [], []
+        for ts, i in islice(kept.block.batches, j, None):
+            if i < 0 or warm[i]:
+                break
+            times.append(ts)
+            indices.append(i)
+        now = times[-1]
         bar = now // self.cfg.pool.bar_ms
         if bar != self._trace_bar:
             self._trace_bar, self._traces = bar, {}
         change = self.pool.idle(now)
         if self.sink is not None and bar != self._bar:  # as `_journal` leaves them
             self._bar, self._emitted = bar, set()
-        return DiscoveryCycle(
-            ts_ms=now, accepted=True, snapshot=change.snapshot, entered=change.entered, left=change.left, events=0
-        )
+        self._last_pending = functools.partial(kept.describe, indices[-1], now)  # built if `last_frame` is read
+        n = len(times)
+        return SettledRun(times, indices, [0] * n, [0] * n, (), change.snapshot, [], [], [], _NO_TABLE, quiet=True)
 
-    def _settle_kept(self, kept: _Kept, j: int, settled: Callable[[DiscoveryCycle], object]) -> int:
+    def _settle_kept(self, kept: _Kept, j: int) -> SettledRun | None:
         """`_settle` of the block's batches from its `j`-th on while the pool keeps its members
         and nobody joins them: every member in the market (the same rows) and passing the
         filters, every symbol at the heat bar passing them a member already, none refused (most
         busy minutes of a replay: the same few hot coins for an hour). Such a batch rejects,
         bands and enters nobody, so it needs neither its `_Minute` (unless the journal keeps
-        payloads), nor the general sorting-out, nor `CandidatePool.update` (`CandidatePool.keep`);
-        its heats are read from the block's lists. Stops at a batch that is not such, or after
-        one where a member expired (the members changed); returns how many it settled (0: the
-        `j`-th is not such). `test_block.py` holds this to `_settle` batch by batch."""
-        block, pool, cfg = kept.block, self.pool, self.cfg.pool
-        ts, i = block.batches[j]
-        if i < 0:
-            return 0
+        payloads) nor the general sorting-out, and between two expiries the members only
+        change rank: the run is settled as columns (`CandidatePool.keep_run`, one sort of the
+        block's heats, each member's trace ids in one call) up to a batch that is not such or
+        one where a member expired; None where the `j`-th is not such (or a heat is NaN, which
+        ranks as only `sorted` ranks it). `test_block.py` holds this to `_settle` batch by batch."""
+        block = kept.block
+        i = block.batches[j][1]
+        if i < 0 or self._unjournaled:
+            return None
         mapping, e = block.mappings[i], block.extents[i]
-        symbols, index = mapping
-        members = list(pool)
-        at: dict[str, int] = {}
-        for symbol in members:
-            row = index.get(symbol)
-            if row is None or row >= e:
-                return 0
-            at[symbol] = row
-        rows, member_rows = list(at.values()), set(at.values())
-        heats, codes = kept.lists()
-        sink, bar_ms, count = self.sink, cfg.bar_ms, 0
-        self._banded = set()
-        of_symbol = symbols.__getitem__
+        members = sorted(self.pool)  # by symbol: a tie in heat ranks by symbol
+        rows = [mapping[1].get(symbol, e) for symbol in members]
+        if max(rows) >= e:  # a member left the market
+            return None
+        times, indices = self._kept_batches(kept, j, mapping, e, members, rows)
+        if not times:
+            return None
+        cut = kept.heat[indices[0] : indices[-1] + 1, rows]  # [batch, member]: the run's batches are consecutive
+        if not kept.finite and np.isnan(cut).any():
+            return None
+        order: list[list[int]] = (
+            np.argsort(-cut, axis=1, kind="stable").tolist() if len(rows) > 1 else [[0]] * len(times)
+        )  # each batch's ranking
+        hot = kept.hot[indices[0] : indices[-1] + 1, rows].T.tolist()
+        at = dict(zip(members, rows, strict=True))
+        n, change = self.pool.keep_run(
+            times, dict(zip(members, cut.T.tolist(), strict=True)), dict(zip(members, hot, strict=True)),
+            lambda t, ranked: self._last_members(kept, times[t], indices[t], ranked, at),
+        )  # fmt: skip
+        del times[n:], indices[n:], order[n:]
+        if change.left:
+            gone = {members.index(symbol) for symbol, _ in change.left}
+            order[-1] = [k for k in order[-1] if k not in gone]
+        return self._kept_run(kept, times, indices, members, rows, order, change)
+
+    def _kept_batches(
+        self, kept: _Kept, j: int, mapping: tuple[list[str | None], dict[str, int]], e: int, members: list[str],
+        rows: list[int],
+    ) -> tuple[list[int], list[int]]:  # fmt: skip
+        """The times and indices of the block's batches from its `j`-th on that `_settle_kept`
+        settles with `members` at `rows`: the same rows, all passing, nobody else at the bar, up
+        to the first at which a member expires (`CandidatePool.keep_run` stops there too)."""
+        block, codes, eligible, refused = kept.block, kept.codes(), kept.eligible, kept.refused
+        member_rows = set(rows)
+        expires = dict(zip(rows, map(self.pool.expires_ms, members), strict=True))
+        ttl = self.cfg.pool.ttl_ms
+        times: list[int] = []
+        indices: list[int] = []
         for ts, i in islice(block.batches, j, None):
             if (
-                i < 0 or kept.refused[i] or block.mappings[i] is not mapping or block.extents[i] != e or self._unjournaled
-                or any(map(codes[i].__getitem__, rows)) or not member_rows.issuperset(kept.eligible[i])
+                i < 0 or refused[i] or block.mappings[i] is not mapping or block.extents[i] != e
+                or any(map(codes[i].__getitem__, rows)) or not member_rows.issuperset(eligible[i])
+                or (indices and i != indices[-1] + 1)
             ):  # fmt: skip
                 break
-            bar = ts // bar_ms
-            bar_start = bar * bar_ms
-            if bar != self._trace_bar:
-                self._trace_bar, self._traces = bar, {}
-            change = pool.keep(
-                ts, dict(zip(members, map(heats[i].__getitem__, rows), strict=True)),
-                set(map(of_symbol, kept.eligible[i])),  # type: ignore[arg-type]  # members' symbols: never None
-                functools.partial(self._members_at, ts, kept.table, i, at, bar_start),
-            )  # fmt: skip
-            self._last_pending = functools.partial(kept.describe, i, ts)  # `last_frame` builds it if read
-            emitted = 0
-            if sink is not None:
-                if bar != self._bar:
-                    self._bar, self._emitted = bar, set()
-                    members_ = change.snapshot.deferred
-                    assert isinstance(members_, Members)
-                    emitted = self._emit_members(kept.minute(i, ts) if sink.keeps_payloads else None, members_)
-                self.counters["candidate_snapshots"] += emitted
-            settled(DiscoveryCycle(ts, True, change.snapshot, (), change.left, emitted))
-            count += 1
-            if change.left:  # a member expired: the next batch starts from the new members
-                break
-        return count
+            times.append(ts)
+            indices.append(i)
+            for row, at in expires.items():
+                if row in eligible[i]:
+                    expires[row] = ts + ttl
+                elif at <= ts:
+                    return times, indices
+        return times, indices
+
+    def _last_members(self, kept: _Kept, now: int, batch: int, ranked: list[str], rows: Mapping[str, int]) -> Members:
+        """The members of a kept run's last batch (`CandidatePool.keep_run`'s `rank`), their trace
+        ids those of its bar (`_kept_run` takes them from here)."""
+        start = now - now % self.cfg.pool.bar_ms
+        trace_ids = [self._trace_ids.of(symbol, start) for symbol in ranked]
+        if not ranked:  # no table to make for an empty pool
+            return Members(now, ranked, trace_ids, _NO_TABLE, 0, [])
+        return Members(now, ranked, trace_ids, kept.table(), batch, [rows[s] for s in ranked])
+
+    def _kept_run(
+        self, kept: _Kept, times: list[int], indices: list[int], members: list[str], rows: list[int],
+        order: list[list[int]], change: PoolChange,
+    ) -> SettledRun:  # fmt: skip
+        """The `SettledRun` of `_settle_kept`'s batches, each ranked by `order` (member numbers),
+        the journal's state and counters left as batch by batch."""
+        bar_ms = self.cfg.pool.bar_ms
+        starts = [ts - ts % bar_ms for ts in times]
+        last = change.snapshot.deferred
+        assert isinstance(last, Members)
+        ids = [self._trace_ids.of_each(symbol, starts[:-1]) for symbol in members]  # the last batch's: `last`'s
+        sizes = [len(ranks) for ranks in order]
+        flat = list(chain.from_iterable(order[:-1]))
+        at = list(chain.from_iterable(repeat(t, size) for t, size in enumerate(sizes[:-1])))
+        symbols = [members[k] for k in flat] + last.symbols
+        trace_ids = [ids[k][t] for k, t in zip(flat, at, strict=True)] + last.trace_ids
+        self._banded = set()
+        bar = starts[-1] // bar_ms
+        if bar != self._trace_bar:
+            self._trace_bar, self._traces = bar, {}
+        first = len(times) - 1
+        while first and starts[first - 1] == starts[-1]:  # the run's batches in its last bar
+            first -= 1
+        self._traces.update(zip(symbols[sum(sizes[:first]) :], trace_ids[sum(sizes[:first]) :], strict=True))
+        events = [0] * len(times)
+        if self.sink is not None:
+            self._journal_run(starts, sizes, events, [members[k] for k in order[first]])
+        self._last_pending = functools.partial(kept.describe, indices[-1], times[-1])  # `last_frame` builds it if read
+        return SettledRun(times, indices, sizes, events, change.left, change.snapshot, symbols, trace_ids,
+                          [rows[k] for k in flat] + last.rows, kept.table())  # fmt: skip
+
+    def _journal_run(self, starts: list[int], sizes: list[int], events: list[int], opening: list[str]) -> None:
+        """A kept run's candidate snapshots (`events`, by batch: every member at a bar's first
+        batch, none in this bar yet), counted, with the journal's bar state left as batch by
+        batch leaves it (`opening`: the members at the first batch of the run's last bar)."""
+        bar_ms, bar = self.cfg.pool.bar_ms, self._bar
+        for t, start in enumerate(starts):
+            if start // bar_ms != bar:
+                bar, events[t] = start // bar_ms, sizes[t]
+        if bar != self._bar:
+            self._bar, self._emitted = bar, set(opening)
+        self.counters["candidate_snapshots"] += sum(events)
 
     def _on_new_rows(self, rows: IntArray) -> None:
         self.anomaly.reset_rows(rows)
@@ -835,7 +982,7 @@ class Discovery:
             self._emitted = set()
         emitted = 0
         if new_bar or entered:
-            emitted = self._emit_members(m, members)
+            emitted = self._emit_members(m, members, self._emitted)
         if m.refused:
             symbols = m.symbols
             rejected_hot = [(row, s) for row in m.refused if (s := symbols[row]) is not None and s not in self._emitted]
@@ -848,12 +995,13 @@ class Discovery:
         self.counters["candidate_snapshots"] += emitted
         return emitted
 
-    def _emit_members(self, m: _Minute | None, members: Members) -> int:
-        """`_emit_candidate` of each pool member not journaled in this bar yet (accepted), inline:
-        every minute of a replay opens a bar, so this runs for some 45,000 members a month. The
-        minute `m` is read only for payloads: without them (`_settle_kept`) none is built."""
+    def _emit_members(self, m: _Minute | None, members: Members, done: set[str]) -> int:
+        """`_emit_candidate` of each pool member not journaled in this bar yet (not in `done`,
+        which takes them), accepted, inline: every minute of a replay opens a bar, so this runs
+        for some 45,000 members a month. The minute `m` is read only for payloads: without them
+        (a kept run's, `_hand_over`) none is built."""
         assert self.sink is not None
-        emit, keeps, done, now = self.sink.emit, self.sink.keeps_payloads, self._emitted, members.ts_ms
+        emit, keeps, now = self.sink.emit, self.sink.keeps_payloads, members.ts_ms
         emitted = 0
         for rank, (symbol, trace) in enumerate(zip(members.symbols, members.trace_ids, strict=True), start=1):
             if symbol in done:

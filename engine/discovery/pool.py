@@ -174,6 +174,10 @@ class CandidatePool:
         self._snapshot = PoolSnapshot(ts_ms=now_ms)
         return PoolChange(entered=(), left=(), snapshot=self._snapshot)
 
+    def expires_ms(self, symbol: str) -> int:
+        """When a member leaves unless it qualifies again before."""
+        return self._members[symbol].expires_ms
+
     def history(self, symbol: str) -> tuple[tuple[int, float], ...]:
         """(bar-time ms, heat) samples of a member, oldest first; empty for non-members."""
         m = self._members.get(symbol)
@@ -235,28 +239,54 @@ class CandidatePool:
         self._snapshot = PoolSnapshot.of(now_ms, rank(ranked))
         return PoolChange(tuple(entered), tuple(left), self._snapshot)
 
-    def keep(
-        self, now_ms: int, heats: Mapping[str, float], qualifying: set[str], rank: Callable[[list[str]], Ranked]
-    ) -> PoolChange:
-        """`update` of a batch that rejects no member, in which every member is in the market
-        (in `heats`) and every qualifying symbol is a member already: nobody enters or is
-        displaced, and only a member that stopped qualifying can leave (expired). Most busy
-        minutes of a replay are such; this is `update` without the steps that do nothing
-        then (`test_filters_pool.py` holds the two equal)."""
-        members = self._members
-        expired = [s for s, m in members.items() if s not in qualifying and m.expires_ms <= now_ms]
-        for symbol in expired:
-            del members[symbol]
-        expires = now_ms + self.cfg.ttl_ms
-        for symbol in qualifying:
-            members[symbol].expires_ms = expires
-        ranked = sorted(members, key=lambda s: (-heats[s], s)) if len(members) > 1 else list(members)
-        bar_ms = now_ms - now_ms % self.cfg.bar_ms
-        for symbol in ranked:
-            history = members[symbol].history
-            if history and history[-1][0] == bar_ms:
-                history[-1] = (bar_ms, heats[symbol])
-            else:
-                history.append((bar_ms, heats[symbol]))
-        self._snapshot = PoolSnapshot.of(now_ms, rank(ranked))
-        return PoolChange((), tuple((s, "expired") for s in expired), self._snapshot)
+    def keep_run(
+        self, times: Sequence[int], heats: Mapping[str, Sequence[float]], qualifies: Mapping[str, Sequence[bool]],
+        rank: Callable[[int, list[str]], Ranked],
+    ) -> tuple[int, PoolChange]:
+        """`update` of each batch at `times` in turn, where no batch rejects a member, every
+        member is in the market (`heats[symbol]`: its heat at each batch) and every qualifying
+        symbol is a member already (`qualifies[symbol]`: whether it qualifies at each): nobody
+        enters or is displaced, and only a member that stopped qualifying can leave (expired).
+        Most busy minutes of a replay are such, and between two expiries only expiry times and
+        heat history change, so a run of them is folded at once: the batches up to the first at
+        which a member expires (included; its count is returned), with the change of the last
+        of them, whose members `rank(batch, ranked)` gives (`test_filters_pool.py` holds this
+        to `update` batch by batch)."""
+        members, ttl, bar = self._members, self.cfg.ttl_ms, self.cfg.bar_ms
+        n = len(times)
+        for symbol, member in members.items():  # the first batch at which a member expires
+            expires = member.expires_ms
+            for t, (now, qualified) in enumerate(zip(times[:n], qualifies[symbol][:n], strict=True)):
+                if qualified:
+                    expires = now + ttl
+                elif expires <= now:
+                    n = t + 1
+                    break
+        now = times[n - 1]
+        expired = []
+        for symbol, member in list(members.items()):
+            q = qualifies[symbol]
+            last = next((t for t in range(n - 1, -1, -1) if q[t]), None)
+            if last is not None:
+                member.expires_ms = times[last] + ttl
+            if not q[n - 1] and member.expires_ms <= now:  # expired at the last batch (never before it: `n`)
+                del members[symbol]
+                expired.append(symbol)
+                continue
+            member.history.extend(_samples(member.history, times[:n], heats[symbol][:n], bar))
+        ranked = sorted(members, key=lambda s: (-heats[s][n - 1], s)) if len(members) > 1 else list(members)
+        self._snapshot = PoolSnapshot.of(now, rank(n - 1, ranked))
+        return n, PoolChange((), tuple((s, "expired") for s in expired), self._snapshot)
+
+
+def _samples(
+    history: deque[tuple[int, float]], times: Sequence[int], heats: Sequence[float], bar_ms: int
+) -> list[tuple[int, float]]:
+    """The (bar time, heat) samples `times` add to `history`, the last of each bar: one that
+    falls in `history`'s last bar replaces that bar's sample there (popped), as `update` does."""
+    samples: dict[int, float] = {}
+    for now, heat in zip(times, heats, strict=True):
+        samples[now - now % bar_ms] = heat
+    if history and history[-1][0] in samples:
+        history.pop()
+    return list(samples.items())

@@ -306,6 +306,18 @@ class TraceIds:
         h.update(f"{symbol}\x1f{ts_ms}".encode())
         return h.hexdigest()
 
+    def of_each(self, symbol: str, times: Iterable[int]) -> list[str]:
+        """`of(symbol, t)` for each of `times` (a member's bars over a run of minutes): the hash
+        of the symbol's part too is taken once, at about half the cost per id."""
+        h = self._hash.copy()
+        h.update(f"{symbol}\x1f".encode())
+        out = []
+        for ts_ms in times:
+            x = h.copy()
+            x.update(b"%d" % ts_ms)
+            out.append(x.hexdigest())
+        return out
+
 
 def check(name: str, passed: bool, value: Any = None, threshold: Any = None) -> dict[str, Any]:
     """One filter / rule / risk-check outcome in the shape replay renders."""

@@ -33,7 +33,7 @@ from engine.backtest.runner import BacktestResult, BacktestRunner
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.discovery.listings import ListingEvent
-from engine.discovery.pipeline import Discovery, DiscoveryCycle
+from engine.discovery.pipeline import Discovery, DiscoveryCycle, SettledRun
 from engine.discovery.pool import PoolSnapshot
 from engine.domain import Market, TickerBatch
 from engine.domain.discovery import Candidate, HeatComponents
@@ -349,6 +349,29 @@ def test_discoverys_members_cross_the_pipe_as_the_candidates_it_builds(config: H
     assert all(cycle.snapshot.deferred is not None for cycle in sent if len(cycle.snapshot))
     same_fields(tuple(cycle for _, cycle, _ in got), tuple(sent))
     assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in results]
+
+
+def test_runs_cross_the_pipe_as_their_batches_one_by_one(config: HotcoinConfig, store: Path) -> None:
+    """The child queues the runs discovery settles at once as they are (`SettledRun`) and sends
+    them straight from their columns (`_columns`): the parent reads what the runs' batches
+    sent one by one would give (`_results`), field for field, with the same events."""
+    producer = discovery_process._Producer(
+        _feed(config, store), lambda sink: Discovery(config.discovery, sink), config.discovery.windows.slot_ms, END, False
+    )  # fmt: skip
+    chunks: list[list[discovery_process.Queued]] = []
+    while not producer.done:
+        asyncio.run(producer.fill(discovery_process.CHUNK_BATCHES))
+        chunks.append(producer.queue.take())
+    runs = [item for chunk in chunks for item in chunk if isinstance(item, SettledRun)]
+    assert sum(not r.quiet for r in runs) >= 5 and sum(r.quiet for r in runs) >= 2
+    assert any(r.left for r in runs) and sum(map(len, (r.times for r in runs))) > 200
+    for chunk in chunks:
+        plain = discovery_process._results(chunk)
+        kind, columns = pickle.loads(discovery_process._dumps(("results", discovery_process._columns(chunk))))
+        got = discovery_process._rows(columns)
+        assert kind == "results"
+        same_fields(tuple(cycle for _, cycle, _ in got), tuple(cycle for _, cycle, _ in crossed(plain)))
+        assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in plain]
 
 
 def test_the_parent_reads_a_pool_as_the_columns_of_the_candidates_it_builds(config: HotcoinConfig, store: Path) -> None:

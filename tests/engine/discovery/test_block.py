@@ -7,7 +7,7 @@ nothing), and a pump that fills the pool."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from engine.config.sections.discovery import (
 )
 from engine.discovery import Discovery, rolling_robust
 from engine.discovery.listings import Announcement
-from engine.discovery.pipeline import DiscoveryCycle, _Block
+from engine.discovery.pipeline import DiscoveryCycle, Members, SettledRun, _Block
 from engine.discovery.social.source import SocialPost
 from engine.domain.ticker import TickerBatch, TickerRun
 from tests.kit.discovery import TickerFeed
@@ -113,17 +113,43 @@ def posts(ts: int) -> list[SocialPost]:
     return [SocialPost("x", f"p{i}", ts - i * 1000, "kol", 50_000, "$SOL to the moon", ("SOL",)) for i in range(30)]
 
 
-def run(keeps_payloads: bool, block: int | None, runs: bool = False) -> tuple[Discovery, EventList, list[DiscoveryCycle]]:
+class Taker:
+    """A `RunTaker`: the cycles of the batches settled one by one and of the runs settled at
+    once (`SettledRun.cycles`), a run's candidate snapshots journaled as discovery journals
+    them (every member of a batch that has any), as the backtest's discovery process counts them."""
+
+    def __init__(self, sink: EventList, cycles: list[DiscoveryCycle]) -> None:
+        self.sink, self.cycles, self.runs = sink, cycles, 0
+
+    def __call__(self, cycle: DiscoveryCycle) -> None:
+        self.cycles.append(cycle)
+
+    def run(self, run: SettledRun) -> None:
+        self.runs += 1
+        for cycle, count in zip(run.cycles(), run.events, strict=True):
+            members = cycle.snapshot.deferred
+            if count:
+                assert isinstance(members, Members) and count == len(members.symbols)
+                for symbol, trace in zip(members.symbols, members.trace_ids, strict=True):
+                    self.sink.emit("candidate_snapshot", ts_ms=cycle.ts_ms, payload={}, trace_id=trace, symbol=symbol)
+            self.cycles.append(cycle)
+
+
+def run(
+    keeps_payloads: bool, block: int | None, runs: bool = False, taker: bool = False
+) -> tuple[Discovery, EventList, list[DiscoveryCycle]]:
     """The scenario batch by batch (`block` None), pushed a block at a time, or (`runs`) handed
-    over as runs of consecutive batches naming the same symbols (`push_run`)."""
+    over as runs of consecutive batches naming the same symbols (`push_run`); to a `Taker`
+    (`taker`: runs settled at once handed over as they are) or batch by batch."""
     sink = EventList(keeps_payloads)
     disc = Discovery(minute_config(), sink, run_id="block")
     cycles: list[DiscoveryCycle] = []
+    settled: Callable[[DiscoveryCycle], object] = Taker(sink, cycles) if taker else cycles.append
     waiting: list[TickerBatch] = []
 
     def hand_over() -> None:
         if waiting:
-            disc.push_run(run_of(waiting), cycles.append, block or 60)
+            disc.push_run(run_of(waiting), settled, block or 60)
             waiting.clear()
 
     for kind, item in scenario():
@@ -137,10 +163,12 @@ def run(keeps_payloads: bool, block: int | None, runs: bool = False) -> tuple[Di
                 hand_over()
             waiting.append(item)
         else:
-            disc.push(item, cycles.append, block)
+            disc.push(item, settled, block)
     if block is not None:
         hand_over()
-        disc.flush(cycles.append)
+        disc.flush(settled)
+    if taker:  # runs handed over as they are, unless the sink keeps payloads (then batch by batch)
+        assert cast(Taker, settled).runs >= 10 if not keeps_payloads else cast(Taker, settled).runs == 0
     return disc, sink, cycles
 
 
@@ -167,11 +195,13 @@ def same(a: object, b: object) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("block", "payloads", "runs"),
-    [(1, False, False), (7, False, False), (60, False, False), (60, True, False), (7, False, True), (60, True, True)],
-)
+    ("block", "payloads", "runs", "taker"),
+    [(1, False, False, False), (7, False, False, False), (60, False, False, False), (60, True, False, False),
+     (7, False, True, False), (60, True, True, False), (7, False, True, True), (60, False, False, True),
+     (60, True, True, True)],
+)  # fmt: skip
 def test_blocks_settle_exactly_as_batches_one_by_one(
-    block: int, payloads: bool, runs: bool, monkeypatch: pytest.MonkeyPatch
+    block: int, payloads: bool, runs: bool, taker: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken: list[int] = []  # batches folded at once from runs (`_Block.take_run`)
     real = _Block.take_run
@@ -183,7 +213,7 @@ def test_blocks_settle_exactly_as_batches_one_by_one(
 
     monkeypatch.setattr(_Block, "take_run", counting)
     one, one_sink, one_cycles = run(payloads, None)
-    blk, blk_sink, blk_cycles = run(payloads, block, runs)
+    blk, blk_sink, blk_cycles = run(payloads, block, runs, taker)
     assert not runs or sum(taken) >= 60  # folded from runs at once until the posts (then batch by batch)
     assert len(blk_cycles) == len(one_cycles)
     assert same(blk_cycles, one_cycles)
@@ -222,9 +252,13 @@ def test_runs_settle_the_same_with_and_without_the_compiled_baselines(block: int
     same_last(native, sorted_)
 
 
-@pytest.mark.parametrize(("block", "payloads", "runs"), [(60, False, True), (60, True, True), (7, False, False), (120, True, False)])
+@pytest.mark.parametrize(
+    ("block", "payloads", "runs", "taker"),
+    [(60, False, True, False), (60, True, True, False), (7, False, False, False), (120, True, False, False),
+     (60, False, True, True), (7, False, False, True)],
+)  # fmt: skip
 def test_kept_batches_settle_as_the_general_path_settles_them(
-    block: int, payloads: bool, runs: bool, monkeypatch: pytest.MonkeyPatch
+    block: int, payloads: bool, runs: bool, taker: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A block's batches in which the pool keeps its members (`Discovery._settle_kept`) settle
     as `_settle` settles them one by one: the same cycles, journal, counters, pool (members,
@@ -232,13 +266,14 @@ def test_kept_batches_settle_as_the_general_path_settles_them(
     kept: list[int] = []
     real = Discovery._settle_kept
 
-    def counting(self: Discovery, *args: Any) -> int:
-        kept.append(real(self, *args))
-        return kept[-1]
+    def counting(self: Discovery, *args: Any) -> SettledRun | None:
+        run = real(self, *args)
+        kept.append(0 if run is None else len(run.times))
+        return run
 
     monkeypatch.setattr(Discovery, "_settle_kept", counting)
-    fast, fast_sink, fast_cycles = run(payloads, block, runs)
-    monkeypatch.setattr(Discovery, "_settle_kept", lambda self, *args: 0)
+    fast, fast_sink, fast_cycles = run(payloads, block, runs, taker)  # `taker`: the runs handed over as they are
+    monkeypatch.setattr(Discovery, "_settle_kept", lambda self, *args: None)
     plain, plain_sink, plain_cycles = run(payloads, block, runs)
     assert sum(kept) >= 40 and max(kept) >= 5  # runs of kept batches, settled in one call
     assert same(fast_cycles, plain_cycles) and fast_sink.events == plain_sink.events

@@ -206,28 +206,41 @@ def test_snapshots_are_immutable_and_do_not_see_later_updates() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_keep_is_update_where_nobody_joins_or_is_rejected(seed: int) -> None:
-    """`keep` (the pool keeps its members, nobody joins them) gives what `update` gives: the
-    same changes, snapshots, expiries and heat history, through members that cool and expire,
-    heats that tie, and batches inside one bar."""
+def test_keep_run_is_update_batch_by_batch_where_nobody_joins_or_is_rejected(seed: int) -> None:
+    """`keep_run` (the pool keeps its members, nobody joins them, a run of batches at once)
+    gives what `update` gives batch by batch up to the first expiry: the same batches taken,
+    change of the last, snapshot, expiries and heat history, through members that cool and
+    expire, heats that tie, and batches inside one bar."""
     rng = np.random.default_rng(seed)
     a, b = pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3), pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3)
-    kept = 0
-    for k in range(300):
-        now = T0 + k * 20_000
+    kept, now = 0, T0
+    for _ in range(150):
         symbols = list(a.members)
-        heats = {s: float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for s in "ABCDEF"}
-        qualifying = {s for s in heats if heats[s] >= 55.0 and rng.random() < 0.8}
-        if symbols and qualifying <= set(symbols) and rng.random() < 0.9:  # `keep`'s case: members only
-            present = {s: heats[s] for s in symbols}
-            one, other = a.keep(now, present, qualifying, builder(present, now)), b.update(now, present, qualifying, {}, builder(present, now))
-            kept += 1
+        if symbols and rng.random() < 0.7:  # `keep_run`'s case: members only
+            times = [now + 20_000 * (t + 1) for t in range(int(rng.integers(1, 9)))]
+            heats = {s: [float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for _ in times] for s in symbols}
+            qualifies = {s: [h >= 55.0 and rng.random() < 0.8 for h in heats[s]] for s in symbols}
+            def rank(t: int, ranked: list[str], times: list[int] = times, heats: dict[str, list[float]] = heats) -> Built:
+                return builder({s: heats[s][t] for s in heats}, times[t])(ranked)
+
+            n, one = a.keep_run(times, heats, qualifies, rank)
+            for t in range(n):
+                present = {s: heats[s][t] for s in symbols if s in b}
+                other = b.update(times[t], present, {s for s in present if qualifies[s][t]}, {}, builder(present, times[t]))
+                assert t == n - 1 or not other.left  # nobody left before the last batch taken
+            assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
+            kept += n
+            now = times[n - 1]
         else:
-            one, other = a.update(now, heats, qualifying, {}, builder(heats, now)), b.update(now, heats, qualifying, {}, builder(heats, now))
-        assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
+            now += 20_000
+            heats_now = {s: float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for s in "ABCDEF"}
+            qualifying = {s for s in heats_now if heats_now[s] >= 55.0 and rng.random() < 0.8}
+            one = a.update(now, heats_now, qualifying, {}, builder(heats_now, now))
+            other = b.update(now, heats_now, qualifying, {}, builder(heats_now, now))
+            assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
         assert a.members == b.members
         assert [(a.history(s), a._members[s].expires_ms) for s in a.members] == [(b.history(s), b._members[s].expires_ms) for s in b.members]
-    assert kept >= 25
+    assert kept >= 100
 
 
 def test_heat_history_is_one_sample_per_bar_and_bounded() -> None:

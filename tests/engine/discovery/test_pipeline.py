@@ -371,11 +371,12 @@ def test_a_candidate_carries_what_its_heat_frame_and_scores_say() -> None:
 def test_members_are_journaled_as_emit_candidate_journals_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """`_emit_members` (inline) journals what `_emit_candidate` member by member journals."""
 
-    def plain(self: Discovery, m: _Minute, members: Members) -> int:
+    def plain(self: Discovery, m: _Minute, members: Members, done: set[str]) -> int:
         emitted = 0
         for cand in members.build():
-            if cand.symbol not in self._emitted:
+            if cand.symbol not in done:
                 self._emit_candidate(m, cand.symbol, m.index[cand.symbol], cand.trace_id, cand.rank, True)
+                done.add(cand.symbol)
                 emitted += 1
         return emitted
 
