@@ -30,3 +30,11 @@ def test_trace_ids_copy_and_pickle() -> None:
     ids = TraceIds("run", 3)
     for clone in (copy.deepcopy(ids), pickle.loads(pickle.dumps(ids))):
         assert clone.of("A/USDT", 60_000) == ids.of("A/USDT", 60_000) == make_trace_id("run", 3, "A/USDT", 60_000)
+
+
+@pytest.mark.parametrize("symbol", ["BTC/USDT", "", "ÆON/USDT"])
+def test_a_symbols_ids_over_many_bars_are_make_trace_id(symbol: str) -> None:
+    """`of_each` (a member's bars over a run, the symbol hashed once) is `of` bar by bar."""
+    times = [0, 60_000, 60_000, 1_617_235_200_000, -60_000]
+    assert TraceIds("run", 7).of_each(symbol, times) == [make_trace_id("run", 7, symbol, t) for t in times]
+    assert TraceIds("run").of_each(symbol, []) == []
