@@ -379,10 +379,11 @@ class _Block:
 
 
 class _Kept:
-    """What `Discovery._settle_kept` reads of a block being settled: its batches' heat, rows at
-    the heat bar (`hot`) and filter codes (as lists by batch then row, made once the first kept
-    batch reads them: one `tolist`, where reading numpy scalars one by one cost more), eligible
-    and refused rows, figure table, details and minutes (`flush`'s)."""
+    """What `Discovery._settle_kept` reads of a block being settled: its batches' heat and rows
+    at the heat bar (`hot`), [batch, row] arrays a run's members are cut from at once, their
+    filter codes (as lists by batch then row, made once the first kept batch reads them: one
+    `tolist`, where reading numpy scalars one by one cost more), eligible and refused rows,
+    figure table, details and minutes (`flush`'s)."""
 
     def __init__(
         self, block: _Block, heat: FloatArray, hot: npt.NDArray[np.bool_], codes: CodeArray, eligible: list[list[int]],
@@ -664,7 +665,8 @@ class Discovery:
             )  # fmt: skip
 
         kept = _Kept(block, heat, hot, codes, eligible, refused, table, describe, minute)
-        take = settled.run if isinstance(settled, RunTaker) and not (self.sink and self.sink.keeps_payloads) else None
+        payloads = self.sink is not None and self.sink.keeps_payloads
+        take = settled.run if isinstance(settled, RunTaker) and not payloads else None
         batches, j = block.batches, 0
         while j < len(batches):
             ts, i = batches[j]
