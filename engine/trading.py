@@ -64,7 +64,7 @@ from engine.portfolio.positions import (
 )
 from engine.portfolio.risk import RiskEvent, RiskManager
 from engine.signals.bars import BarHistory, BarSource
-from engine.signals.columns import by_rank
+from engine.signals.columns import ColumnPool, by_rank
 from engine.signals.scorer import Scorer
 from engine.signals.stage import SignalStage
 
@@ -553,8 +553,40 @@ class TradingCore:
         now_ms: int,
         causes: Mapping[str, int] | None = None,
     ) -> list[OrderIntent]:
-        """Prices then candidates, in the order the runtime and the backtester both use."""
-        return self.on_tickers(batch, now_ms) + self.on_candidates(candidates, now_ms, causes)
+        """Prices then candidates, in the order the runtime and the backtester both use.
+
+        A core at rest (nothing held, no close-all running, no pair's quote kept from batch to
+        batch: nine minutes in ten of a replay) takes the prices as `on_tickers` does with
+        nothing to mark or exit (`_rest_tickers`), and an empty pool decides nothing: the
+        same state and events in a third of the calls. `tests/engine/test_trading_core.py`
+        steps cores both ways side by side."""
+        if self.book.holdings or self._close_all is not None or self._quotes.kept:
+            return self.on_tickers(batch, now_ms) + self.on_candidates(candidates, now_ms, causes)
+        self._rest_tickers(batch, now_ms)
+        if not candidates:
+            return []
+        # No entry in flight either: the pool goes to the entry signals as it is (`by_rank`),
+        # and a pool of cold columns is decided there without the rest of `on_candidates`.
+        if (
+            not self._pending
+            and isinstance(candidates, ColumnPool)
+            and by_rank(candidates) is candidates
+            and self.signals.skip_cold_pool(candidates.columns, now_ms, self._min_heat, causes)
+        ):
+            return []
+        return self.on_candidates(candidates, now_ms, causes)
+
+    def _rest_tickers(self, batch: TickerBatch, now_ms: int) -> None:
+        """`on_tickers` of a core at rest (`step`): this batch's quotes, the equity (the cash,
+        as `equity` gives it with nothing held) and the risk day marked to it; no exit."""
+        quotes = self._quotes
+        quotes.batch, quotes.index = batch, None
+        equity = self.cash + 0
+        if self.start_equity is None:
+            self.start_equity = equity
+        fired = self.risk.update(now_ms, equity)
+        if fired:
+            self._emit_risk(fired, now_ms)
 
     # ----------------------------------------------------------------- entries
     def _entry_gate(self, now_ms: int) -> list[dict[str, Any]]:

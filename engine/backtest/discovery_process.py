@@ -263,7 +263,9 @@ class _Members:
     def __init__(self, chunk: _Chunk, start: int, stop: int) -> None:
         self._chunk, self._start, self._stop = chunk, start, stop
         self.symbols = chunk.symbols[start:stop]
-        self.columns = MemberColumns(self.symbols, chunk.trace_ids[start:stop], chunk.ranks[start:stop], chunk.heats[start:stop])
+        # A pool's ranks are 1..n (`_member_columns`): a range, which `by_rank` knows in order.
+        ranks = range(1, stop - start + 1)
+        self.columns = MemberColumns(self.symbols, chunk.trace_ids[start:stop], ranks, chunk.heats[start:stop])
 
     def build(self) -> tuple[Candidate, ...]:
         c, cut = self._chunk, slice(self._start, self._stop)

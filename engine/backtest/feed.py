@@ -138,12 +138,18 @@ class HistoryFeed(SimFeed):
         self._opens: list[int] | None = None  # the index's data minutes as ints, for `data_age_s`
         self._open_set: frozenset[int] = frozenset()  # the same, as a set (filled with `_opens`)
         self._tf_ms = timeframe_ms(index.timeframe)
+        self._switched: ParquetMarket | None = None  # the market, once its tape is on (`_tape`)
 
     def _tape(self) -> ParquetMarket | None:
         """The replay market, switched to computing its minutes ahead (`ahead`, one batch a
-        minute); None where batches are stepped through the market's rings."""
+        minute); None where batches are stepped through the market's rings. Once switched it
+        stays so (`ParquetMarket.replay_ahead` is then a no-op): kept, not asked every minute."""
+        if self._switched is not None:
+            return self._switched
         if self.ahead and self._interval_ms == MINUTE_MS and isinstance(self.market, ParquetMarket):
             self.market.replay_ahead(self._link)
+            if self.market.ahead:
+                self._switched = self.market
             return self.market
         return None
 
@@ -168,8 +174,15 @@ class HistoryFeed(SimFeed):
         return self.market.minute_volumes(end_ms, WINDOW_MINUTES)
 
     async def next_batch(self) -> TickerBatch:
-        self._tape()
-        return await super().next_batch()
+        market = self._tape()
+        if market is None or not self._lockstep or self.yields or self._last_ms is None:
+            return await super().next_batch()
+        # `SimFeed.next_batch`'s lockstep step, here where nothing yields (a backtest with its
+        # journal off): a minute's batch without a second coroutine.
+        now = self._last_ms + self._interval_ms
+        market.advance_to(now)
+        self._last_ms = now
+        return market.tickers()
 
     async def next_run(self, limit: int) -> TickerRun | None:
         """Up to `limit` next batches at once (`ParquetMarket.run`: cut at a listing or at the

@@ -95,14 +95,18 @@ class Tap:
         symbols' last decision noted, as each `emit` would: the same seqs, counts and state."""
         if not symbols:
             return
-        if self.keeps_payloads or not isinstance(self.sink, NullSink):
+        sink = self.sink
+        # `keeps_payloads` read out (a minute's one or two skips cost less than the property)
+        if sink.keeps_payloads or self._keep_recent or self.observers or not isinstance(sink, NullSink):
             for trace_id, symbol in zip(trace_ids, symbols, strict=True):
                 cause = None if causes is None else causes.get(trace_id)
                 self.emit("signal_snapshot", ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause)
             return
-        self.sink.skip(len(symbols))
+        sink.skip(len(symbols))
         self.kinds["signal_snapshot"] += len(symbols)
-        self.last_signal.update(dict.fromkeys(symbols, str(payload.get("decision", ""))))
+        decision, last = str(payload.get("decision", "")), self.last_signal
+        for symbol in symbols:
+            last[symbol] = decision
 
     def tally(self, ts_ms: int, kinds: Sequence[str]) -> None:
         """Events of `kinds` at `ts_ms`, where nothing reads more of them than their kind: the
@@ -112,12 +116,13 @@ class Tap:
         sink keeping events would keep. For discovery's events run ahead of the core with the
         journal off (`engine.backtest.discovery_process`): ~50,000 candidate snapshots a
         replayed month, each `emit`'s bookkeeping for nothing."""
-        if self.keeps_payloads:
+        sink = self.sink
+        if sink.keeps_payloads or self._keep_recent or self.observers:  # `keeps_payloads`, read out
             raise ValueError("tally() is for a tap whose sink only counts events; this one keeps them")
-        if isinstance(self.sink, NullSink):
-            self.sink.skip(len(kinds))  # the journal off: numbered at once
+        if isinstance(sink, NullSink):
+            sink.skip(len(kinds))  # the journal off: numbered at once
         else:
-            emit = self.sink.emit
+            emit = sink.emit
             for kind in kinds:
                 emit(kind, ts_ms=ts_ms, payload=_NO_PAYLOAD)
         counts = self.kinds

@@ -82,13 +82,18 @@ def by_rank(candidates: Sequence[Candidate]) -> Sequence[Candidate]:
     order (the sort is stable), and is returned as it is, still unbuilt."""
     if isinstance(candidates, ColumnPool):
         ranks = candidates.columns.ranks
-        if all(a <= b for a, b in pairwise(ranks)):
+        # A rising range (what the backtest's discovery process sends: ranks 1..n) is known
+        # in order without walking it: ~0.4 us a minute with candidates.
+        if (ranks.__class__ is range and ranks.step > 0) or all(a <= b for a, b in pairwise(ranks)):
             return candidates
     return sorted(candidates, key=_rank)
 
 
 def symbols_of(candidates: Sequence[Candidate]) -> Sequence[str]:
-    """The candidates' symbols, in order, read from the columns where there are some."""
+    """The candidates' symbols, in order, read from the columns where there are some. An
+    empty pool (half the minutes of a replay) answers at once, without a comprehension."""
     if isinstance(candidates, ColumnPool):
         return candidates.columns.symbols
+    if not candidates:
+        return ()
     return [c.symbol for c in candidates]

@@ -249,6 +249,18 @@ class SignalStage:
                 out.append(ev)
         return out
 
+    def skip_cold_pool(
+        self, pool: MemberColumns, now_ms: int, min_heat: float, causes: Mapping[str, int] | None
+    ) -> bool:
+        """`evaluate_entries(pool, enter_only=True)` of a pool read as columns, in hottest-first
+        order (`by_rank` returns it as it is), where it decides without a `Candidate`: True,
+        with the ranks noted and the skips journaled and kept as `evaluate_entries` does them;
+        False where it does not (a warm candidate, payloads read, a model scoring), nothing
+        done. For a core at rest (`TradingCore.step`), whose cold minutes need nothing else."""
+        if self.sink.keeps_payloads or self.scorer.mode != "off":
+            return False
+        return self._skip_cold_columns(pool, now_ms, self.bar_of(now_ms), min_heat, causes)
+
     def _skip_cold(self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None) -> None:
         """What the loop below `_rule_entries` journals and keeps for a minute of cold candidates
         alone (`_cold`'s line, a skip kept for the bar), in order, without the signals nobody
@@ -281,9 +293,16 @@ class SignalStage:
         as the candidates' path does, and True; else False, and nothing is done (the ranks
         noted here would be noted again the same: `_note_ranks` keeps a bar's first)."""
         get, symbols, heats = self._entries.get, pool.symbols, pool.heats
-        fresh = [i for i, symbol in enumerate(symbols) if get(symbol, bar_ms) is None]
-        if fresh and len({symbols[i] for i in fresh if not heats[i] >= min_heat}) != len(fresh):
-            return False  # a warm one: the candidates' path evaluates it
+        fresh: list[int] = []
+        cold: set[str] = set()
+        for i, symbol in enumerate(symbols):  # a loop, not comprehensions: pools are one to three
+            if get(symbol, bar_ms) is None:
+                if heats[i] >= min_heat:
+                    return False  # a warm one: the candidates' path evaluates it
+                fresh.append(i)
+                cold.add(symbol)
+        if len(cold) != len(fresh):
+            return False  # a symbol named twice: the candidates' path sorts it out
         self._note_rank_columns(symbols, pool.ranks, bar_ms)
         trace_ids = pool.trace_ids
         if len(fresh) < len(symbols):  # else (a new bar's first ask: nearly always) all of them, in order

@@ -190,6 +190,11 @@ class ParquetMarket(RingMarket):
         if self._tape is None and self._now_ms == self._rings.minute * MINUTE_MS:
             self._tape = _Tape(self, link)
 
+    @property
+    def ahead(self) -> bool:
+        """Whether `replay_ahead` switched this market to its tape (for good)."""
+        return self._tape is not None
+
     def tickers(self) -> TickerBatch:
         return super().tickers() if self._tape is None or not self._tape.moved else self._tape.batch
 

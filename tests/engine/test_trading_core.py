@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,11 +31,16 @@ from engine.execution.exchange_broker import ExchangeBroker
 from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.events import TRAIL_ACTION, check
+from engine.journal.sinks import NullSink
 from engine.journal.trace import summarise
 from engine.portfolio.risk import DAY_MS
 from engine.runtime.recovery import rebuild
+from engine.runtime.tap import Tap
+from engine.signals.columns import ColumnPool, MemberColumns
 from engine.trading import EXIT_RETRY_MS, TRAIL_JOURNAL_MS, TradingCore
 from tests.engine.signals import market_kit as mk
+from tests.engine.signals.test_stage import CountingSink
+from tests.engine.signals.test_stage import _events as _stage_events
 from tests.kit.domain import make_batch
 from tests.kit.events import RecordingSink
 
@@ -1349,3 +1355,80 @@ def test_a_paper_core_keeps_no_fee_assets_prices() -> None:
     core.on_tickers(mk.book({"AAA/USDT": 1.0, "BNB/USDT": 600.0}, mk.NOW), mk.NOW)
     assert core._quotes.kept == () and core._quotes.last == {}
     assert PaperBroker.fee_assets == () and ExchangeBroker.fee_assets == ("BNB",)
+
+
+def _columns(cands: Sequence[Candidate], ranks: Sequence[int] | None = None) -> ColumnPool:
+    """`cands` as a pool read as columns, ranked 1..n as the discovery process sends them."""
+    columns = MemberColumns(
+        [c.symbol for c in cands], [c.trace_id for c in cands], range(1, len(cands) + 1) if ranks is None else ranks,
+        [c.heat for c in cands],
+    )  # fmt: skip
+    return ColumnPool(columns, lambda: tuple(cands))
+
+
+def _at_rest_minutes(names: list[str], enters: bool) -> list[tuple[int, Callable[[int], Sequence[Candidate]]]]:
+    """(minute, pool maker) of a replay's kinds of minutes for a core at rest: none, cold
+    columns, a symbol named twice, ranks out of order, plain candidates, warm columns, a new
+    UTC day; `enters`: first a warm pool with the bars to enter on (then an entry in flight)."""
+    cold = lambda now: _columns(mk.candidates(names[:2], now, heat=40.0))  # noqa: E731
+    first = [(0, lambda now: _columns(mk.candidates(names[:1], now)))] if enters else [(0, lambda now: ())]
+    return [
+        *first,
+        (1, cold),
+        (2, lambda now: _columns(mk.candidates([names[0], names[0]], now, heat=40.0))),
+        (3, lambda now: _columns(mk.candidates(names[:2], now, heat=40.0), ranks=[2, 1])),
+        (4, lambda now: mk.candidates(names[:2], now, heat=40.0)),
+        (5, lambda now: ()),
+        (6, cold),
+        (DAY_MS // 60_000, cold),
+        (DAY_MS // 60_000 + 1, lambda now: _columns(mk.candidates(names, now))),
+        (DAY_MS // 60_000 + 2, cold),
+    ]
+
+
+@pytest.mark.parametrize("enters", [False, True], ids=["at-rest", "entry-in-flight"])
+@pytest.mark.parametrize("journal", ["off", "counting", "recording"])
+def test_a_core_at_rest_steps_as_its_prices_then_its_candidates(journal: str, enters: bool) -> None:
+    """`step`'s path for a core at rest (nothing held, no close-all, no quote kept) against
+    `on_tickers` + `on_candidates` minute by minute: the same intents, events (seqs, causes),
+    risk day, equity, quotes and signal caches, the journal off (a tap counting into a
+    `NullSink`), counting, or keeping payloads; and once an entry is in flight, every minute
+    after it goes the whole way."""
+    names = mk.symbols(3)
+
+    def core() -> tuple[TradingCore, Any]:
+        sink: Any = {"off": lambda: Tap(NullSink(), recent=0), "counting": CountingSink, "recording": RecordingSink}[journal]()
+        made = TradingCore(TradingSection(capital=profile()), mk.markets(names), sink)
+        mk.feed_hot(made.history, names, mk.NOW)
+        return made, sink
+
+    (fast, fast_sink), (full, full_sink) = core(), core()
+    for minute, pool in _at_rest_minutes(names, enters):
+        now = mk.NOW + minute * 60_000
+        batch = mk.book(dict.fromkeys(names, ENTRY_PRICE), now)
+        # (a recording sink checks causes against what it took: none there)
+        causes = None if journal == "recording" else {c.trace_id: 7 + i for i, c in enumerate(mk.candidates(names, now))}
+        got = fast.step(batch, pool(now), now, causes)
+        want = full.on_tickers(batch, now) + full.on_candidates(pool(now), now, causes)
+        assert [i.client_order_id for i in got] == [i.client_order_id for i in want]
+        assert _sunk(fast_sink) == _sunk(full_sink)
+        assert _state(fast) == _state(full)
+        assert fast._quotes.batch is batch and full._quotes.batch is batch and fast._quotes.last == full._quotes.last
+    assert bool(fast._pending) is enters and fast.book.holdings == {}
+
+
+def _sunk(sink: Any) -> object:
+    """What a sink took: a tap's counts, seqs and last signals, or the events."""
+    if isinstance(sink, Tap):
+        return sink.kinds, sink.sink.count, sink.last_signal, sink.candidate_seq
+    return _stage_events(sink)
+
+
+def _state(core: TradingCore) -> tuple[object, ...]:
+    """What a minute at rest may change in a core, its signal stage and its risk day."""
+    stage, risk = core.signals, core.risk
+    return (
+        core.start_equity, core.cash, core.engine_state, list(core._pending), core._last_action_ms, list(core._held_noted),
+        core.causes, stage._entries._bar_ms, stage._entries._values, stage._ranks, stage._prev_ranks,
+        risk.day, risk.start_equity, risk.drawdown, risk.level, risk.paused, risk._settled,
+    )  # fmt: skip
