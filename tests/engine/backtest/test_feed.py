@@ -66,3 +66,29 @@ def test_data_age_is_the_index_s_through_an_outage(store: Path) -> None:
     ages = [feed.data_age_s(t) for t in times]
     assert ages == [index.data_age_s(t) for t in times]
     assert max(ages) >= (GAP[1] - GAP[0] - 1) * 60  # the outage shows
+
+
+def test_a_batch_that_does_not_yield_is_the_one_that_does(store: Path) -> None:
+    """A replay feed computing its minutes ahead that does not yield to the loop (a backtest
+    with its journal off) steps its tape itself, without `SimFeed.next_batch`: the same
+    batches, field for field, as one that yields, across the listing and the outage."""
+    index = index_history(store)
+    start = T0 + 1200 * MIN
+    sim = SimSection(data_dir=store, history_minutes=600)
+
+    def feed(yields: bool) -> HistoryFeed:
+        slicer = CandleSlicer(index, HistoryStore(store), start - 600 * MIN, 1500)
+        made = HistoryFeed(ParquetMarket(sim, start), SimClock(start), index, slicer=slicer, ahead=True)
+        made.yields = yields
+        return made
+
+    async def batches(made: HistoryFeed) -> list[tuple[object, ...]]:
+        out = []
+        for _ in range(DAYS_MIN - 1200 - 2):
+            b = await made.next_batch()
+            out.append((b.ts_ms, b.symbols, *(getattr(b, f).tolist() for f in ("bid", "ask", "last", "quote_volume_24h"))))
+        return out
+
+    plain, direct = feed(True), feed(False)
+    assert asyncio.run(batches(direct)) == asyncio.run(batches(plain))
+    assert direct._switched is direct.market, "the direct path ran"
