@@ -95,5 +95,5 @@ def symbols_of(candidates: Sequence[Candidate]) -> Sequence[str]:
     if isinstance(candidates, ColumnPool):
         return candidates.columns.symbols
     if not candidates:
-        return ()
+        return []
     return [c.symbol for c in candidates]
