@@ -20,7 +20,6 @@ from typing import Any
 from engine.execution.broker import counts_as_order_error
 from engine.journal.events import TRAIL_ACTION, EventSink
 from engine.journal.sinks import NullSink
-from engine.journal.trace import Check
 from engine.numfmt import price, quantity
 from engine.runtime.snapshot import EventRow
 
@@ -169,6 +168,10 @@ def _risk_line(p: Mapping[str, Any]) -> str:
         return "rejected"
     first = failed[0]
     more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+    # Imported here: a refused risk check is rare, and the replay's start otherwise paid the
+    # trace module's import (~10 ms of dataclasses) before its fork for a line it seldom prints.
+    from engine.journal.trace import Check
+
     said = Check.parse("risk", first).condition  # which way it compares, as replay says it
     shown = f"{said} does not hold" if said else f"value {_value(first.get('value'))} threshold {_value(first.get('threshold'))}"
     return f"rejected: {first.get('name')} {shown}{more}"
