@@ -191,23 +191,7 @@ class CandidateInfo:
         n = len(candidates)
         cols = np.empty((len(_INFO_FIELDS), n), np.float64)
         for j, c in enumerate(candidates):
-            if c is None:
-                cols[:, j] = np.nan
-                continue
-            comp = c.components
-            before = prev.get(c.symbol)
-            cols[:, j] = (
-                c.heat,
-                comp.momentum,
-                comp.volume_surge,
-                comp.listing_freshness,
-                comp.social_velocity,
-                comp.social_sentiment,
-                comp.rank_acceleration,
-                c.rank,
-                np.nan if before is None else before - c.rank,
-                np.nan if c.coin_age_days is None else c.coin_age_days,
-            )
+            cols[:, j] = _UNKNOWN_INFO if c is None else info_values(c, prev.get(c.symbol))
         return cls(*cols)
 
     @classmethod
@@ -217,6 +201,27 @@ class CandidateInfo:
 
     def arrays(self) -> tuple[FloatArray, ...]:
         return tuple(getattr(self, name) for name in _INFO_FIELDS)
+
+
+_UNKNOWN_INFO = (np.nan,) * len(_INFO_FIELDS)  # a symbol discovery has said nothing about
+
+
+def info_values(c: Candidate, before: int | None) -> tuple[float, ...]:
+    """`c`'s `_INFO_FIELDS`, in order (`CandidateInfo.from_candidates`' column of it); `before`:
+    its rank at the latest earlier bar (None: unknown)."""
+    comp = c.components
+    return (
+        c.heat,
+        comp.momentum,
+        comp.volume_surge,
+        comp.listing_freshness,
+        comp.social_velocity,
+        comp.social_sentiment,
+        comp.rank_acceleration,
+        c.rank,
+        np.nan if before is None else before - c.rank,
+        np.nan if c.coin_age_days is None else c.coin_age_days,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,6 +735,17 @@ def regime_windows(btc_close: FloatArray) -> FloatArray:
     with np.errstate(divide="ignore", invalid="ignore"):
         _latest_regime(btc_close, out)
     return out
+
+
+def with_info_values(row: FloatArray, info: Sequence[float] | None) -> list[float]:
+    """One symbol's `with_info` row as the floats `tolist` gives of it, from its
+    `features_hot_windows` row and its info (`info_values`; None: unknown, NaN): a held coin
+    is asked every minute, a hot candidate every minute it stays hot, where the arrays of
+    `CandidateInfo` and `with_info` cost more than the rules read of them
+    (`SignalStage._block_rows`)."""
+    values: list[float] = row.tolist()
+    values[_INFO_ROWS] = _UNKNOWN_INFO if info is None else [float(v) for v in info]
+    return values
 
 
 def with_info(rows: Sequence[FloatArray], info: CandidateInfo) -> FloatArray:

@@ -55,6 +55,19 @@ class Rule:
             raise ValueError(f"rule {self.name!r}: unknown operator {self.op!r}; use one of {list(_OPS)}")
 
 
+# [symbols, features] rows: an array, or its rows as the floats `tolist` gives (the stage holds
+# a held coin's or a hot candidate's row so where its journal keeps no payloads).
+Features = FloatArray | Sequence[Sequence[float]]
+
+
+def _gather(features: Features, index: npt.NDArray[np.intp], columns: Sequence[int]) -> list[list[float]]:
+    """Each row's values at `columns` (`index` as an array), as Python floats."""
+    if isinstance(features, np.ndarray):
+        out: list[list[float]] = features.take(index, axis=1).tolist()
+        return out
+    return [[row[k] for k in columns] for row in features]
+
+
 class _Table:
     """Rules evaluated as one block: their columns gathered in one numpy call, then compared in
     Python. The stage asks for one or two symbols at a time (a held coin every bar, a hot
@@ -73,9 +86,9 @@ class _Table:
         """Whether each rule passed on its value (one symbol's, in rule order)."""
         return [test(v, t) for (test, t), v in zip(self._tests, values, strict=True)]
 
-    def evaluate(self, features: FloatArray) -> tuple[list[list[float]], list[list[bool]]]:
+    def evaluate(self, features: Features) -> tuple[list[list[float]], list[list[bool]]]:
         """[symbols, rules] values and whether each passed."""
-        values: list[list[float]] = features.take(self._gather, axis=1).tolist()
+        values = _gather(features, self._gather, self.columns)
         return values, [self.passes(row) for row in values]
 
 
@@ -131,13 +144,15 @@ class SignalRules:
     def __init__(self, settings: SignalSettings) -> None:
         self.settings = settings
         self._exit = _Table(exit_rules(settings))
-        # What `exit` reads of a row: its rules' features, then the reversal's two.
-        self._exit_columns = [*self._exit.columns, _UPPER_WICK, _RET_1]
+        # What `exit` reads of a row: its rules' features, then the reversal's two (and as an
+        # index array, as `_Table._gather`).
+        self._exit_index = [*self._exit.columns, _UPPER_WICK, _RET_1]
+        self._exit_columns = np.array(self._exit_index, np.intp)
         self._entry: tuple[float, _Table] | None = None  # (min_heat, rules): rebuilt when it changes
 
     def entry(
         self,
-        features: FloatArray,
+        features: Features,
         *,
         min_heat: float,
         since_last_action_ms: FloatArray,
@@ -193,12 +208,12 @@ class SignalRules:
                 out.append(f"since listing, {age:.0f} bars" if value == value else None)
         return out
 
-    def exit(self, features: FloatArray, *, checks: bool = True) -> list[RuleOutcome]:
+    def exit(self, features: Features, *, checks: bool = True) -> list[RuleOutcome]:
         """Exit decisions for held symbols: EXIT when any trigger fires, else HOLD. `checks`: as
         for `entry`."""
         table, limit = self._exit, self.settings.exit_upper_wick
         values, passed = [], []
-        for row in features[:, self._exit_columns].tolist():
+        for row in _gather(features, self._exit_columns, self._exit_index):
             *ruled, wick, ret1 = row
             # Unknown (NaN) must not force an exit: a coin discovery stopped reporting keeps its other exits.
             held = [ok or v != v for ok, v in zip(table.passes(ruled), ruled, strict=True)]

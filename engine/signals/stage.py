@@ -39,7 +39,9 @@ from engine.signals.features import (
     feature_dicts,
     feature_schema_hash,
     features_hot_latest,
+    info_values,
     with_info,
+    with_info_values,
 )
 from engine.signals.rules import RuleOutcome, SignalRules, model_too_young
 from engine.signals.scorer import NullScorer, Scorer
@@ -232,6 +234,8 @@ class SignalStage:
             return []
         warm = [c for c in fresh if c.symbol not in cold] if cold else fresh
         outcomes, rows, raw, scores = self._rule_entries(warm, previous, now_ms, bar_ms, min_heat, last_action_ms, keeps)
+        if enter_only and cold:
+            return self._enter_signals(fresh, cold, now_ms, bar_ms, causes, outcomes, rows, raw, scores)
         out = []
         i = 0
         for c in fresh:
@@ -260,6 +264,32 @@ class SignalStage:
         if self.sink.keeps_payloads or self.scorer.mode != "off":
             return False
         return self._skip_cold_columns(pool, now_ms, self.bar_of(now_ms), min_heat, causes)
+
+    def _enter_signals(
+        self, fresh: Sequence[Candidate], cold: set[str], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None,
+        outcomes: Sequence[RuleOutcome], rows: Sequence[dict[str, float | None]], raw: Sequence[list[float]],
+        scores: FloatArray | None,
+    ) -> list[Evaluated]:
+        """`evaluate_entries(enter_only=True)`'s loop over `fresh`, some of it `cold`: each run of
+        cold candidates journaled and kept as skips at once (`_journal_skips`), the others as the
+        loop does, in order, so every event keeps its seq. A minute with a hot candidate has a
+        few cold ones beside it, each a `Signal` that nothing acting reads."""
+        out, run, i = [], [], 0
+        for c in fresh:
+            if c.symbol in cold:
+                run.append(c)
+                continue
+            self._skip_cold(run, now_ms, bar_ms, causes)
+            run = []
+            cause = None if causes is None else causes.get(c.trace_id)
+            ev = self._journal(c.trace_id, c.symbol, now_ms, bar_ms, "entry", outcomes[i], rows[i], raw[i], scores, i, cause)
+            if _has_last_bar(raw[i]):  # else asked again next cycle, once the bar may have come
+                self._entries.put(c.symbol, bar_ms, ev.signal.decision)
+            if ev.signal.decision is SignalDecision.ENTER:
+                out.append(ev)
+            i += 1
+        self._skip_cold(run, now_ms, bar_ms, causes)
+        return out
 
     def _skip_cold(self, fresh: Sequence[Candidate], now_ms: int, bar_ms: int, causes: Mapping[str, int] | None) -> None:
         """What the loop below `_rule_entries` journals and keeps for a minute of cold candidates
@@ -318,12 +348,17 @@ class SignalStage:
         raw rows, scores). `keeps`: whether the sink keeps payloads (else no check dicts)."""
         if not warm:
             return [], [], [], None
-        info = CandidateInfo.from_candidates(warm, previous)
-        x, ages = self._features([c.symbol for c in warm], info, bar_ms, _listed_ms(warm))
         since = np.array(
             [now_ms - last_action_ms[c.symbol] if c.symbol in last_action_ms else np.inf for c in warm],
             np.float64,
         )
+        symbols = [c.symbol for c in warm]
+        if not keeps and self.scorer.mode == "off":
+            raw = self._block_rows(symbols, warm, previous, bar_ms)
+            if raw is not None:
+                outcomes = self.rules.entry(raw, min_heat=min_heat, since_last_action_ms=since, checks=False)
+                return outcomes, [{} for _ in raw], raw, None
+        x, ages = self._features(symbols, CandidateInfo.from_candidates(warm, previous), bar_ms, _listed_ms(warm))
         scores = self._scores(x)
         production = self.scorer.mode == "production"
         if production and scores is not None:
@@ -366,11 +401,15 @@ class SignalStage:
             return []
         previous = self._note_ranks([c for s, _ in held if (c := candidates.get(s)) is not None], bar_ms)
         cands = [candidates.get(s) for s, _ in fresh]
-        x, _ = self._features([s for s, _ in fresh], CandidateInfo.from_candidates(cands, previous), bar_ms, _listed_ms(cands))
         keeps = self.sink.keeps_payloads
-        outcomes = self.rules.exit(x, checks=keeps)
+        raw = None if keeps else self._block_rows([s for s, _ in fresh], cands, previous, bar_ms)
+        if raw is None:
+            x, _ = self._features([s for s, _ in fresh], CandidateInfo.from_candidates(cands, previous), bar_ms, _listed_ms(cands))
+            rows, raw = self._feature_rows(x, keeps), x.tolist()
+        else:
+            rows = [{} for _ in raw]
+        outcomes = self.rules.exit(raw, checks=keeps)
         out = []
-        rows, raw = self._feature_rows(x, keeps), x.tolist()
         for i, ((symbol, trace_id), cand) in enumerate(zip(fresh, cands, strict=True)):
             seen = None if causes is None or cand is None else causes.get(cand.trace_id)
             cause = None if opened is None else opened.get(trace_id)
@@ -380,6 +419,27 @@ class SignalStage:
             if _has_last_bar(raw[i]):
                 self._exits.put(symbol, bar_ms, ev.signal)
             out.append(ev)
+        return out
+
+    def _block_rows(
+        self, symbols: Sequence[str], cands: Sequence[Candidate | None], previous: Mapping[str, int], bar_ms: int
+    ) -> list[list[float]] | None:
+        """`_features(...)[0].tolist()` where each symbol's row is a store's block row
+        (`FeaturesAhead.latest_features`, its info added as floats: `with_info_values`) and no
+        memo is kept; else None, and `_features` answers. Asked where the sink keeps no payloads
+        and no model scores: nobody reads the rows as an array then (the rules read a few values
+        of each, a signal its floats), and a held coin is asked every minute, a hot candidate
+        every minute it stays hot, where the arrays of `CandidateInfo` and `with_info` cost more
+        than the rules."""
+        if self._ahead is None or self.memo is not None:
+            return None
+        regime, latest = self.settings.regime_symbol, self._ahead.latest_features
+        out = []
+        for symbol, c in zip(symbols, cands, strict=True):
+            row = latest(symbol, regime, bar_ms)
+            if row is None:  # a listing's window, or not readable yet: `_features` decides
+                return None
+            out.append(with_info_values(row, None if c is None else info_values(c, previous.get(symbol))))
         return out
 
     def _cold(self, c: Candidate, now_ms: int, cause: int | None) -> Evaluated:
@@ -447,9 +507,9 @@ class SignalStage:
     ) -> Evaluated:
         score = None if scores is None or np.isnan(scores[i]) else float(scores[i])
         production = self.scorer.mode == "production"
-        payload: dict[str, Any]
+        payload: Mapping[str, Any]
         if self.sink.keeps_payloads:
-            payload = {
+            full: dict[str, Any] = {
                 "decision": outcome.decision.value,
                 "reason": outcome.reason,
                 "rules": outcome.checks,
@@ -460,9 +520,10 @@ class SignalStage:
                 "bar_ms": bar_ms,
             }
             if candidate_seq is not None:
-                payload["candidate_seq"] = candidate_seq
+                full["candidate_seq"] = candidate_seq
+            payload = full
         else:  # only the decision, which the tap remembers per symbol (`Tap.last_signal`)
-            payload = {"decision": outcome.decision.value}
+            payload = _DECISION_PAYLOADS[outcome.decision]
         seq = self.sink.emit(
             "signal_snapshot", ts_ms=now_ms, payload=payload, trace_id=trace_id, symbol=symbol, cause=cause
         )
@@ -493,6 +554,8 @@ _BAR_RANGE = FEATURE_NAMES.index("bar_range")
 # (`Signal.rules` is a Mapping, the payload only the tap reads), so built once.
 _COLD_RULES: Mapping[str, bool] = {"heat": False}
 _COLD_PAYLOAD: Mapping[str, Any] = {"decision": SignalDecision.SKIP.value}
+# The payload of each decision where the sink keeps none (`_journal`): read only, so one each.
+_DECISION_PAYLOADS: Mapping[SignalDecision, Mapping[str, Any]] = {d: {"decision": d.value} for d in SignalDecision}
 
 
 def _listed_ms(candidates: Sequence[Candidate | None]) -> FloatArray:

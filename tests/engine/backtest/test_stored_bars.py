@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,9 +36,10 @@ from engine.signals.features import (
     features_hot_latest,
     with_info,
 )
-from engine.signals.stage import SignalStage
+from engine.signals.stage import Evaluated, SignalStage
 from engine.sim.parquet_source import ParquetMarket
 from tests.engine.backtest.conftest import DAYS_MIN, GAP, LISTING_AT, MIN, T0, minute_config
+from tests.engine.signals import market_kit as mk
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "PUMP/USDT", "ALT/USDT", "CALM/USDT", "NEW/USDT")
 FIELDS = ("open", "high", "low", "close", "volume")
@@ -200,3 +202,75 @@ def test_windows_without_a_first_bar_are_served_from_the_blocks_as_the_stage_com
             aged += bool(np.isfinite(got[1]).any())
     assert computed and max(computed) < T0 + LISTING_AT * MIN  # only before NEW/USDT's first bar, which no block holds
     assert aged > 0 if listed == "dated" else aged == 0
+
+
+class _Decisions:
+    """A journal-off sink (no payloads kept) that numbers and keeps each event's address."""
+
+    keeps_payloads = False
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, str | None, str | None, int | None]] = []
+
+    def emit(self, kind: str, *, ts_ms: int, payload: object, trace_id: str | None = None, symbol: str | None = None,
+             cause: int | None = None) -> int:  # fmt: skip
+        self.events.append((kind, ts_ms, trace_id, symbol, cause))
+        return len(self.events)
+
+
+def test_held_and_hot_coins_decided_from_the_blocks_rows_as_from_the_feature_matrix(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the journal off and no model, a held coin's exit and a hot candidate's entry read
+    its block row as floats with its info added (`SignalStage._block_rows`): every signal
+    (decision, reason, rules, features, seq), the journal and the bar's caches are what the
+    stage's feature matrix gives (`_features`), held coins with and without a candidate, ranks
+    that move, a cool-down, across the listing (whose rows the matrix serves) and the outage."""
+    index = index_history(store)
+    bars = StoredBars(CandleSlicer(index, HistoryStore(store), T0, 1500))
+    lean_sink, plain_sink = _Decisions(), _Decisions()
+    lean, plain = SignalStage(SignalSettings(), bars, lean_sink), SignalStage(SignalSettings(), bars, plain_sink)
+    monkeypatch.setattr(plain, "_block_rows", lambda *args: None)
+    rows = lean._block_rows
+    served: list[bool] = []
+
+    def spy(*args: Any) -> list[list[float]] | None:
+        got = rows(*args)
+        served.append(got is not None)
+        return got
+
+    monkeypatch.setattr(lean, "_block_rows", spy)
+    held = [("NEW/USDT", "t-new"), ("PUMP/USDT", "t-pump"), ("CALM/USDT", "t-calm")]
+    decided: set[str] = set()
+    for minute in range(LISTING_AT - 3, GAP[1] + WINDOW + 3):
+        now = T0 + minute * MIN
+        for symbol in ("BTC/USDT", "NEW/USDT", "PUMP/USDT", "CALM/USDT", "ALT/USDT"):
+            bars.follow(symbol, now)
+        # heats around the exit bar, ranks that move, and CALM/USDT's candidate only some minutes
+        names = ["PUMP/USDT", "NEW/USDT", "CALM/USDT"][: 2 + minute % 2]
+        cands = {c.symbol: c for c in mk.candidates(names, now, heat=20.0 + minute % 50)}
+        causes, opened = {c.trace_id: minute for c in cands.values()}, {"t-new": 1, "t-pump": 2}
+        asked = held[: 1 + minute % 3]
+        got = lean.evaluate_exits(asked, now, candidates=cands, causes=causes, opened=opened)
+        want = plain.evaluate_exits(asked, now, candidates=cands, causes=causes, opened=opened)
+        assert [_signal(e) for e in got] == [_signal(e) for e in want], minute
+        assert lean_sink.events == plain_sink.events
+        fresh = mk.candidates(["ALT/USDT", "PUMP/USDT", "NEW/USDT"][minute % 2 :], now, heat=55.0 + minute % 30)
+        last = {"PUMP/USDT": now - 2 * MIN} if minute % 5 == 0 else {}
+        got = lean.evaluate_entries(fresh, now, min_heat=60.0, last_action_ms=last, causes=causes)
+        want = plain.evaluate_entries(fresh, now, min_heat=60.0, last_action_ms=last, causes=causes)
+        assert [_signal(e) for e in got] == [_signal(e) for e in want], minute
+        assert lean_sink.events == plain_sink.events
+        decided.update(e.signal.reason for e in got)
+        assert [lean._entries.get(c.symbol, now - MIN) for c in fresh] == [plain._entries.get(c.symbol, now - MIN) for c in fresh]
+        kept = [(lean._exits.get(s, now - MIN), plain._exits.get(s, now - MIN)) for s, _ in held]
+        assert [None if a is None else _signal(Evaluated(a, 0)) for a, _ in kept] == [None if b is None else _signal(Evaluated(b, 0)) for _, b in kept]
+    assert {"all entry rules passed", "failed: heat", "failed: cooldown"} < decided  # entered, cold, cooling down, and more
+    assert sum(served) > 400 and not all(served)  # most from the blocks; the listing's first hour from `_features`
+
+
+def _signal(e: Evaluated) -> tuple[object, ...]:
+    """An evaluation, its features' NaN as None (NaN is unequal to itself)."""
+    s = e.signal
+    features = {k: None if v != v else v for k, v in s.features.items()}
+    return e.seq, s.trace_id, s.symbol, s.ts_ms, s.decision, s.reason, dict(s.rules), features, s.ml_score

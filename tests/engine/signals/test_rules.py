@@ -181,6 +181,9 @@ def test_exit_is_numpy_s_table() -> None:
     expected = _said(np.column_stack([values, wick]), passed, [*(r.name for r in table), "reversal"], exit_mode=True)
     assert _decided(rules.exit(x)) == expected
     assert {e[0] for e in expected} == {SignalDecision.EXIT, SignalDecision.HOLD}
+    # The rows as Python floats (a held coin's, `SignalStage.evaluate_exits`): the same outcomes.
+    for checks in (True, False):
+        assert rules.exit(x.tolist(), checks=checks) == rules.exit(x, checks=checks)
 
 
 @pytest.mark.parametrize("ml", [False, True], ids=["rules", "ml-score"])
@@ -214,6 +217,11 @@ def test_entry_is_numpy_s_table(ml: bool) -> None:
     )  # fmt: skip
     assert _decided(got) == _said(values, passed, names, exit_mode=False)
     assert {o.decision for o in got} == {SignalDecision.ENTER, SignalDecision.SKIP}
+    # The rows as Python floats (a hot candidate's, `SignalStage._rule_entries`): the same outcomes.
+    for checks in (True, False):
+        asked = {"min_heat": 70.0, "since_last_action_ms": since, "ml_scores": scores, "ml_calibrated": 0.55,
+                 "ml_youngest_listing": 60, "listing_bars": ages, "checks": checks}  # fmt: skip
+        assert rules.entry(x.tolist(), **asked) == rules.entry(x, **asked)  # type: ignore[arg-type]
 
 
 def test_outcomes_without_checks_decide_alike() -> None:

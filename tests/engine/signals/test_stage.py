@@ -251,7 +251,9 @@ def test_journal_off_a_minute_of_cold_candidates_alone_decides_as_the_rules_do(m
 def test_entering_is_evaluate_entries_enter_signals_with_the_same_journal_and_bar(min_heat: float, sink_kind: str) -> None:
     """What the core asks (`enter_only`): the ENTER signals `evaluate_entries` gives, the same
     events with the same seqs and causes, and every candidate decided for the bar; a minute of
-    cold candidates alone (journal off) journals its skips and builds no signal."""
+    cold candidates alone (journal off) journals its skips and builds no signal, and a cold one
+    beside warm ones (journal off, some warm) is journaled and kept as a skip in its place
+    (`_enter_signals`)."""
     names = mk.symbols(3)
     history = BarHistory("1m")
     mk.feed_hot(history, names, mk.NOW)
