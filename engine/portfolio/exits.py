@@ -70,16 +70,37 @@ class ExitPolicy:
         latest signal (none: no exit signal), named in the decision so a report can say which."""
         s = self.settings
         pos = holding.position
-        qty = pos.quantity
         stop = self.stop_price(holding)
         trail = self.trail_price(holding)
         held_ms = now_ms - pos.opened_ms
+        holds = bid > stop and (trail is None or bid > trail) and held_ms < s.max_hold_ms
+        if holds and not (s.exit_on_signal and signal_exit) and self._tier_due(holding, bid) is None:
+            return None  # nothing due (a held coin's every price but one): no check is read
         checks = [
             check("stop_loss", bid > stop, bid, stop),
             check("trailing_stop", trail is None or bid > trail, bid, trail),
             check("max_hold", held_ms < s.max_hold_ms, held_ms, s.max_hold_ms),
             check("signal_exit", not (s.exit_on_signal and signal_exit), bool(signal_exit), s.exit_on_signal),
         ]
+        return self._decide(holding, bid, stop, trail, held_ms, checks, signal_exit)
+
+    def _tier_due(self, holding: Holding, bid: float) -> int | None:
+        """The first take-profit tier not yet hit, where `bid` reaches it (None: none is due)."""
+        pos = holding.position
+        for i, tier in enumerate(self.settings.take_profit):
+            if i not in pos.tp_tiers_hit:
+                return None if bid < pos.entry_price * (1.0 + tier.gain) else i
+        return None
+
+    def _decide(
+        self, holding: Holding, bid: float, stop: float, trail: float | None, held_ms: int, checks: list[dict[str, Any]],
+        signal_exit: Sequence[str],
+    ) -> ExitDecision | None:
+        """`evaluate`'s decision from its `checks`: the full exit that fired first, else the
+        take-profit tier due."""
+        s = self.settings
+        pos = holding.position
+        qty = pos.quantity
         outcomes = list(zip(checks, _FULL_EXITS, strict=True))
         if trail is not None and trail > stop:  # the trailing stop is the stop in force: it is the one hit
             outcomes[0], outcomes[1] = outcomes[1], outcomes[0]
@@ -95,13 +116,11 @@ class ExitPolicy:
                     reason = f"exit rules fired: {', '.join(signal_exit)}"
                 rules = tuple(signal_exit) if purpose is OrderPurpose.SIGNAL_EXIT else ()
                 return ExitDecision(purpose, qty, reason, checks, signal_rules=rules)
-        for i, tier in enumerate(s.take_profit):
-            if i in pos.tp_tiers_hit:
-                continue
-            target = pos.entry_price * (1.0 + tier.gain)
-            if bid < target:
-                return None
-            sell = min(qty, holding.initial_qty * tier.fraction)
-            tp = check(f"take_profit_{i + 1}", False, bid, target)
-            return ExitDecision(OrderPurpose.TAKE_PROFIT, sell, f"take-profit tier {i + 1}: bid {bid:.8g} >= {target:.8g}", [*checks, tp], tier=i)
-        return None
+        i = self._tier_due(holding, bid)
+        if i is None:
+            return None
+        tier = s.take_profit[i]
+        target = pos.entry_price * (1.0 + tier.gain)
+        sell = min(qty, holding.initial_qty * tier.fraction)
+        tp = check(f"take_profit_{i + 1}", False, bid, target)
+        return ExitDecision(OrderPurpose.TAKE_PROFIT, sell, f"take-profit tier {i + 1}: bid {bid:.8g} >= {target:.8g}", [*checks, tp], tier=i)

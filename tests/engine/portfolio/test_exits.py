@@ -115,3 +115,40 @@ def test_a_gap_under_both_stops_sells_as_the_stop_in_force(kw: dict[str, Any], p
     said = "trail" if purpose is OrderPurpose.TRAILING_STOP else "stop"
     assert decision is not None and decision.purpose is purpose
     assert decision.reason.startswith(f"bid 0.9 <= {said} {stop:.8g}")
+
+
+def _every_check(policy: ExitPolicy, h: Holding, bid: float, now_ms: int, signal_exit: tuple[str, ...]) -> object:
+    """`evaluate` as it was written before it looked for nothing due first: every check built,
+    then the decision read off them."""
+    s, pos = policy.settings, h.position
+    stop, trail, held_ms = policy.stop_price(h), policy.trail_price(h), now_ms - pos.opened_ms
+    checks = [
+        {"name": "stop_loss", "passed": bid > stop, "value": bid, "threshold": stop},
+        {"name": "trailing_stop", "passed": trail is None or bid > trail, "value": bid, "threshold": trail},
+        {"name": "max_hold", "passed": held_ms < s.max_hold_ms, "value": held_ms, "threshold": s.max_hold_ms},
+        {"name": "signal_exit", "passed": not (s.exit_on_signal and signal_exit), "value": bool(signal_exit), "threshold": s.exit_on_signal},
+    ]
+    return policy._decide(h, bid, stop, trail, held_ms, checks, signal_exit)
+
+
+@pytest.mark.parametrize("on_signal", [True, False])
+def test_nothing_due_is_told_before_any_check_is_built(on_signal: bool) -> None:
+    """`evaluate` answers None without its checks where none fires and no tier is due: every
+    answer (a NaN bid included) is what building the checks first gives."""
+    policy = ExitPolicy(ExitSettings(exit_on_signal=on_signal))
+    bids = [0.9, 0.96, 0.9601, 0.999, 1.0, 1.03, 1.047, 1.05, 1.07, 1.1, 1.2, float("nan")]
+    positions: list[dict[str, Any]] = [
+        {}, {"stop_price": 1.0}, {"peak": 1.08}, {"peak": 1.08, "tp_tiers_hit": (0,), "quantity": 50.0},
+        {"tp_tiers_hit": (0, 1), "quantity": 10.0}, {"peak": 1.2, "stop_price": 1.0},
+    ]  # fmt: skip
+    decided: set[OrderPurpose | None] = set()
+    for kw in positions:
+        h = holding(**kw)
+        for bid in bids:
+            for held_ms in (0, 4 * HOUR - 1, 4 * HOUR):
+                for signal in ((), ("momentum_fade",)):
+                    got = policy.evaluate(h, bid, T0 + held_ms, signal_exit=signal)
+                    assert got == _every_check(policy, h, bid, T0 + held_ms, signal), (kw, bid, held_ms, signal)
+                    decided.add(None if got is None else got.purpose)
+    fired = {OrderPurpose.STOP_LOSS, OrderPurpose.TRAILING_STOP, OrderPurpose.MAX_HOLD, OrderPurpose.TAKE_PROFIT}
+    assert decided == {None, *fired, *([OrderPurpose.SIGNAL_EXIT] if on_signal else [])}
