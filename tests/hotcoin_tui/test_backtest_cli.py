@@ -479,16 +479,16 @@ def test_a_collect_the_disk_cannot_take_says_which_file_why_and_what_is_kept(
     and that re-running resumes, exit 2, as for any other stop."""
     import errno
 
-    import engine.backtest.history as history
+    import pyarrow.parquet as pq  # history imports it where it writes (a cached read never does)
 
-    real = history.pq.write_table
+    real = pq.write_table
 
     def full_for_btc(table: object, where: str, **kwargs: object) -> None:
         if "BTC_USDT" in Path(where).name:
             raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
         real(table, where, **kwargs)
 
-    monkeypatch.setattr(history.pq, "write_table", full_for_btc)
+    monkeypatch.setattr(pq, "write_table", full_for_btc)
     out_dir = tmp_path / "data"
     args = ["collect", "--out", str(out_dir), "--endpoint", sim_exchange.base_url, "--symbols", "doge/usdt,btc/usdt", "--days", "1"]
     code, out, err = invoke(*args, "--no-progress")
