@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.config.sections.discovery import HeatSection
+from engine.discovery import rolling_robust
 from engine.discovery.anomaly import AnomalyScores, ScoreBlock
 from engine.domain.discovery import HeatComponents
 from engine.domain.ticker import FloatArray, IntArray
@@ -96,7 +97,12 @@ def count_higher(score: FloatArray) -> IntArray:
     [batch, row, row] temporaries, half a megabyte a block of 120 batches, whose allocation
     and first touch cost more in a block's pass than the counting: 3x this. NaN compares
     false with everything, but a sort puts it last, above every score: a block holding one
-    is counted pair by pair (`test_anomaly_heat.py` holds the two equal)."""
+    is counted pair by pair (`test_anomaly_heat.py` holds the two equal). Where the compiled
+    kernel was built (`rolling_robust`), it compares every pair of a batch's few dozen rows,
+    ~5x faster than this sort: the same counts."""
+    kernel = rolling_robust.load()
+    if kernel is not None:
+        return kernel.count_higher(score)
     if np.isnan(score).any():
         return _count_higher_pairwise(score)
     k, e = score.shape

@@ -1,4 +1,5 @@
-"""Rolling (median, MAD, count) along timelines, in compiled code where it was built.
+"""Rolling (median, MAD, count) along timelines, in compiled code where it was built; and
+heat's rank counts (`count_higher`), in the same library.
 
 A block of batches' baselines are windows of one timeline per row (`RingBlock`): window j
 is columns j + first .. j + last, and consecutive windows share all but a value each way.
@@ -44,6 +45,10 @@ class RollingRobust:
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         self._fn = fn
+        higher = lib.count_higher
+        higher.restype = None
+        higher.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        self._higher = higher
 
     def center_scale(
         self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray
@@ -67,6 +72,19 @@ class RollingRobust:
             line.ctypes.data, rows, line.strides[0] // 8, k, first, last,
             med.ctypes.data, mad.ctypes.data, n.ctypes.data, buffer.ctypes.data,
         )  # fmt: skip
+
+
+    def count_higher(self, score: FloatArray) -> IntArray:
+        """[batch, row] how many rows of the batch score strictly higher than the row, every pair
+        compared (heat's `count_higher`, whose numpy path sorts)."""
+        if score.ndim != 2 or score.dtype != np.float64:
+            raise ValueError("count_higher reads a [batch, row] float64 array")
+        k, e = score.shape
+        score = np.ascontiguousarray(score)
+        out = np.empty((k, e), np.int64)
+        if k and e:
+            self._higher(score.ctypes.data, k, e, out.ctypes.data)
+        return out
 
 
 @functools.cache

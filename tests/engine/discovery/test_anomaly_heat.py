@@ -10,6 +10,7 @@ import pytest
 
 from engine.config.sections.discovery import AnomalySection, HeatSection, WindowsSection
 from engine.discovery import anomaly as anomaly_module
+from engine.discovery import rolling_robust
 from engine.discovery.anomaly import (
     AnomalyDetector,
     AnomalyScores,
@@ -80,10 +81,15 @@ def test_robust_center_scale_given_counts_is_the_same() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("nan", [False, True])
-def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool) -> None:
-    """`count_higher` (sorted, or pair by pair where a NaN is) is the pairwise count: ties,
-    -inf, signed zeros and NaN included."""
+def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`count_higher` (compiled, or sorted, or pair by pair where a NaN is) is the pairwise
+    count: ties, -inf, signed zeros and NaN included."""
+    if native and rolling_robust.load() is None:
+        pytest.skip("the kernel is not built here (test_rolling_robust says why): only the numpy path runs")
+    if not native:
+        monkeypatch.setattr(rolling_robust, "load", lambda: None)
     rng = np.random.default_rng(5)
     score = rng.random((120, 34))
     score[:, 30:] = -np.inf
@@ -97,6 +103,8 @@ def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool) -> None:
     expected = np.count_nonzero(score[:, None, :] > score[:, :, None], axis=2)
     got = count_higher(score)
     assert got.dtype == np.intp and got.tolist() == expected.tolist()
+    assert count_higher(score[:, :1]).tolist() == [[0]] * len(score)  # a batch of one row
+    assert count_higher(score[:0]).shape == (0, score.shape[1])  # no batch
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64, 10_000])
