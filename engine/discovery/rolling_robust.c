@@ -147,3 +147,52 @@ WIDE void count_higher(const double *score, int64_t k, int64_t e, int64_t *out) 
         }
     }
 }
+
+/* The volume estimates of a fold of k batches over e rows (windows.py `_fold_volume`, whose numpy
+ * path says what each step means), row by row through the batches: each batch's diff starts
+ * from the row's last fresh ticker before it, a carried state here where numpy builds running
+ * maxima and gathers of [batch, row] arrays (some forty calls a block). `qv` and `event` are
+ * [batch, row] with rows contiguous and batches `stride` apart; `departing` [batch, row]
+ * contiguous, the day-old bucket volume as each batch opens (NaN unknown). `seen`, `last_qv`,
+ * `last_ms` come in as each row's last sample before the fold and leave as after it; `since`
+ * is each row's first sample time (NO_TIME: none). Every figure is the same single IEEE
+ * operation numpy does, in the same order. The count of resets is returned. */
+#define DAY_MS 86400000LL
+int64_t fold_volume(const int64_t *ts, int64_t k, int64_t e, const double *qv, const int64_t *event, int64_t stride,
+                    const double *departing, int64_t *seen, double *last_qv, int64_t *last_ms, const int64_t *since,
+                    int64_t bucket_ms, int64_t gap_ms, double keep_after_reset, double noise, double *est_out,
+                    uint8_t *fresh_out) {
+    int64_t resets = 0;
+    for (int64_t i = 0; i < e; i++) {
+        int64_t first = since[i] == INT64_MIN ? ts[0] : since[i];
+        int64_t latest = seen[i], ms = last_ms[i];
+        double prev = last_qv[i];
+        for (int64_t j = 0; j < k; j++) {
+            double v = qv[j * stride + i];
+            int64_t ev = event[j * stride + i];
+            int fresh = ev > latest;
+            int64_t dt = ts[j] - ms;
+            int day_old = (j ? first : since[i]) <= ts[j] - DAY_MS;
+            double part = (double)dt / (double)bucket_ms;
+            double dep = departing[j * e + i] * (part < 1.0 ? part : 1.0);
+            double average = prev * ((double)dt / (double)DAY_MS);
+            if (!day_old || isnan(dep)) dep = average;
+            double est = v - prev + dep;
+            int reset = fresh && v < (prev - dep) * keep_after_reset;
+            resets += reset;
+            if (reset || dt > gap_ms) est = NAN;
+            if (est < noise * average || !fresh) est = 0.0;
+            est_out[j * e + i] = est;
+            fresh_out[j * e + i] = (uint8_t)fresh;
+            if (fresh) {
+                latest = ev;
+                prev = v;
+                ms = ts[j];
+            }
+        }
+        seen[i] = latest;
+        last_qv[i] = prev;
+        last_ms[i] = ms;
+    }
+    return resets;
+}

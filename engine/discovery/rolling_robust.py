@@ -1,5 +1,6 @@
-"""Rolling (median, MAD, count) along timelines, in compiled code where it was built; and
-heat's rank counts (`count_higher`), in the same library.
+"""Rolling (median, MAD, count) along timelines, in compiled code where it was built; and, in
+the same library, heat's rank counts (`count_higher`) and a fold's volume estimates
+(`fold_volume`): loops numpy could only run as dozens of calls on small arrays.
 
 A block of batches' baselines are windows of one timeline per row (`RingBlock`): window j
 is columns j + first .. j + last, and consecutive windows share all but a value each way.
@@ -23,8 +24,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.domain.ticker import FloatArray, IntArray
+
+BoolArray = npt.NDArray[np.bool_]
+VolumeSample = tuple[IntArray, FloatArray, IntArray]  # each row's last ticker event time, 24 h figure, time
 
 # A shared library, not a Python module: with a plain `.so` suffix, anything walking the package
 # (pkgutil, an import of every module) would take it for an extension module and fail on it.
@@ -49,6 +54,14 @@ class RollingRobust:
         higher.restype = None
         higher.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
         self._higher = higher
+        fold = lib.fold_volume
+        fold.restype = ctypes.c_int64
+        fold.argtypes = [
+            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        self._fold = fold
 
     def center_scale(
         self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray
@@ -85,6 +98,36 @@ class RollingRobust:
         if k and e:
             self._higher(score.ctypes.data, k, e, out.ctypes.data)
         return out
+
+
+    def fold_volume(
+        self, ts: IntArray, qv: FloatArray, event: IntArray, departing: FloatArray, sample: VolumeSample,
+        since: IntArray, limits: tuple[int, int, float, float],
+    ) -> tuple[FloatArray, BoolArray, VolumeSample, int]:  # fmt: skip
+        """A fold's volume estimates (`TickerWindows._fold_volume`, whose numpy path is the
+        reference): (estimates, fresh tickers [batch, row], each row's last sample after the
+        fold as (event time, 24 h figure, time), resets counted). `sample` is each row's last
+        sample before it, `since` its first sample's time, `limits` (bucket ms, gap ms, share
+        kept after a reset, noise share)."""
+        k, e = qv.shape
+        if qv.strides != event.strides or qv.strides[1] != 8 or qv.dtype != np.float64 or event.dtype != np.int64:
+            qv, event = np.ascontiguousarray(qv, np.float64), np.ascontiguousarray(event, np.int64)
+        ts, departing = np.ascontiguousarray(ts, np.int64), np.ascontiguousarray(departing, np.float64)
+        if ts.shape != (k,) or departing.shape != (k, e) or since.shape != (e,) or any(a.shape != (e,) for a in sample):
+            raise ValueError(f"a fold of {k} batches over {e} rows needs [{k}] times and [{k}, {e}] departures")
+        seen: IntArray = np.array(sample[0], np.int64)  # copies: the kernel leaves them as after the fold
+        last_qv: FloatArray = np.array(sample[1], np.float64)
+        last_ms: IntArray = np.array(sample[2], np.int64)
+        since = np.ascontiguousarray(since, np.int64)
+        est: FloatArray = np.empty((k, e))
+        fresh: BoolArray = np.empty((k, e), np.bool_)
+        bucket_ms, gap_ms, keep, noise = limits
+        resets = self._fold(
+            ts.ctypes.data, k, e, qv.ctypes.data, event.ctypes.data, qv.strides[0] // 8, departing.ctypes.data,
+            seen.ctypes.data, last_qv.ctypes.data, last_ms.ctypes.data, since.ctypes.data, bucket_ms, gap_ms, keep,
+            noise, est.ctypes.data, fresh.ctypes.data,
+        ) if k and e else 0  # fmt: skip
+        return est, fresh, (seen, last_qv, last_ms), int(resets)
 
 
 @functools.cache

@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.config.sections.discovery import WindowsSection
+from engine.discovery import rolling_robust
 from engine.domain.ticker import FloatArray, IntArray, MinuteVolumes, TickerBatch, TickerRun
 
 BoolArray = npt.NDArray[np.bool_]
@@ -723,7 +724,34 @@ class TickerWindows:
     ) -> tuple[FloatArray, BoolArray, IntArray, tuple[FloatArray, IntArray]]:
         """Each batch's volume estimate (see `_update_volume`), every batch of a fold at once, added
         to the day ring: (estimates, fresh tickers [batch, row], the last event time and the
-        (24 h figure, time) of the last sample by row).
+        (24 h figure, time) of the last sample by row). Row by row through the batches in
+        compiled code where it was built (`rolling_robust.fold_volume`), else in numpy
+        (`_fold_estimates`): the same figures."""
+        e = self.extent
+        buckets = (ts - 1) // self._bucket_ms
+        departing = self._fold_departing(buckets)
+        sample = (self._sample_event_ms[:e], self._sample_qv[:e], self._volume_ms[:e])
+        kernel = rolling_robust.load()
+        if kernel is not None:
+            limits = (self._bucket_ms, self._gap_ms, self._keep_after_reset, VOLUME_NOISE)
+            est, fresh, (seen, last_qv, last_ms), n_reset = kernel.fold_volume(
+                ts, qv, event, departing, sample, self._volume_since_ms[:e], limits
+            )
+        else:
+            est, fresh, (seen, last_qv, last_ms), n_reset = self._fold_estimates(ts, qv, event, departing, sample)
+        if n_reset:
+            self.counters["volume_reset"] += n_reset
+        self._fold_day_ring(buckets, est)
+        return est, fresh, seen, (last_qv, last_ms)
+
+    def _fold_estimates(
+        self, ts: IntArray, qv: FloatArray, event: IntArray, departing: FloatArray,
+        sample: tuple[IntArray, FloatArray, IntArray],
+    ) -> tuple[FloatArray, BoolArray, tuple[IntArray, FloatArray, IntArray], int]:  # fmt: skip
+        """`_fold_volume`'s estimates in numpy, `departing` each batch's day-old bucket volume
+        (`_fold_departing`, scaled here) and `sample` each row's last sample before the fold
+        (event time, 24 h figure, time): (estimates, fresh, the last sample after the fold,
+        resets counted).
 
         A row's sample is a batch whose ticker is new (its event time past every earlier one);
         each batch's diff starts from the row's last sample before it: the batch before, unless
@@ -732,28 +760,26 @@ class TickerWindows:
         start wherever it lies."""
         k_n, e = len(ts), self.extent
         seen = np.empty((k_n + 1, e), np.int64)  # the latest event time up to each batch
-        seen[0] = self._sample_event_ms[:e]
+        seen[0] = sample[0]
         seen[1:] = event
         np.maximum.accumulate(seen, axis=0, out=seen)
         fresh = event > seen[:-1]
-        sample = np.zeros((k_n + 1, e), np.intp)  # [k]: the row's last sample before batch k (0: before the fold)
-        np.multiply(fresh, np.arange(1, k_n + 1)[:, None], out=sample[1:])
-        np.maximum.accumulate(sample, axis=0, out=sample)
-        at = sample * e  # `sample` as positions in the flattened [before; batches] arrays
+        last = np.zeros((k_n + 1, e), np.intp)  # [k]: the row's last sample before batch k (0: before the fold)
+        np.multiply(fresh, np.arange(1, k_n + 1)[:, None], out=last[1:])
+        np.maximum.accumulate(last, axis=0, out=last)
+        at = last * e  # `last` as positions in the flattened [before; batches] arrays
         at += np.arange(e)
         qv_ext = np.empty((k_n + 1, e))
-        qv_ext[0] = self._sample_qv[:e]
+        qv_ext[0] = sample[1]
         qv_ext[1:] = qv
         ms_ext = np.empty((k_n + 1, e), np.int64)
-        ms_ext[0] = self._volume_ms[:e]
+        ms_ext[0] = sample[2]
         ms_ext[1:] = ts[:, None]
         prev = qv_ext.take(at[:-1])
         dt = ts[:, None] - ms_ext.take(at[:-1])
         since = self._volume_since_ms[:e]
         day_old = np.where(since == NO_TIME, ts[0], since) <= (ts - DAY_MS)[:, None]  # a first sample's time: the fold's first
         day_old[0] = since <= ts[0] - DAY_MS
-        buckets = (ts - 1) // self._bucket_ms
-        departing = self._fold_departing(buckets)
         departing *= np.minimum(dt / self._bucket_ms, 1.0)
         guess = ~day_old | np.isnan(departing)
         average = prev * (dt / DAY_MS)
@@ -762,14 +788,10 @@ class TickerWindows:
         reset = qv < (prev - departing) * self._keep_after_reset
         reset &= fresh
         unknown = reset | (dt > self._gap_ms)
-        n_reset = int(np.count_nonzero(reset))
-        if n_reset:
-            self.counters["volume_reset"] += n_reset
         est[unknown] = np.nan
         est[est < VOLUME_NOISE * average] = 0.0  # NaN compares false: stays unknown
         est[~fresh] = 0.0  # a repeated ticker adds nothing (`update` leaves its slot as opened)
-        self._fold_day_ring(buckets, est)
-        return est, fresh, seen[-1], (qv_ext.take(at[-1]), ms_ext.take(at[-1]))
+        return est, fresh, (seen[-1], qv_ext.take(at[-1]), ms_ext.take(at[-1])), int(np.count_nonzero(reset))
 
     def _fold_departing(self, buckets: IntArray) -> FloatArray:
         """[batch, row] the departing volume as each batch's bucket (ascending) opens

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from engine.config.sections.discovery import WindowsSection
+from engine.discovery import rolling_robust
 from engine.discovery.windows import (
     RETURN_HORIZONS_MIN,
     RingBlock,
@@ -280,14 +281,20 @@ def _fold(w: TickerWindows, pending: list[TickerBatch], block: RingBlock) -> int
     return int(refused)
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("size", [60, 150])  # a block shorter than the ring of 64 slots, and one longer
-def test_update_many_folds_batches_as_update_does_one_by_one(size: int) -> None:
-    """Blocks of steady batches folded at once leave every array, counter and ring copy as
-    `update` and `RingBlock.take` leave them batch by batch: across bucket turns, a day of
+def test_update_many_folds_batches_as_update_does_one_by_one(size: int, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of steady batches folded at once (their volume estimates in compiled code where it
+    was built, `rolling_robust.fold_volume`, or in numpy) leave every array, counter and ring
+    copy as `update` and `RingBlock.take` leave them batch by batch: across bucket turns, a day of
     history (the departing volume is read), a counter reset, a surge, a pump, a gap, symbols
     whose tickers repeat (nothing traded: one for two minutes, one for longer than the gap, then
     every symbol for longer than the ring, as through a replayed outage), a new symbol and a bad
     price (refused: nothing changes, the caller folds it alone)."""
+    if native and rolling_robust.load() is None:
+        pytest.skip("the kernel is not built here (test_rolling_robust says why): only the numpy path runs")
+    if not native:
+        monkeypatch.setattr(rolling_robust, "load", lambda: None)
     symbols = ["A/USDT", "B/USDT", "C/USDT"]
     feed = TickerFeed(symbols, step_ms=MIN, seed=11)
     one, many = (windows(slot_ms=MIN, history_slots=64) for _ in range(2))
