@@ -224,6 +224,9 @@ class AnomalyDetector:
         self._surge_slots = max(1, cfg.surge_window_ms // windows.slot_ms)
         self._no_trade_slots = max(1, cfg.momentum_no_trade_ms // windows.slot_ms)
         self._scratch: FloatArray = np.empty((0, 0))  # `_baselines`' rows to sort, reused
+        # The kernel's last return and volume windows of each row, which the next block's first
+        # windows follow on from (`_rolled`).
+        self._carry = (rolling_robust.Carry(), rolling_robust.Carry())
 
     def reset_rows(self, rows: IntArray) -> None:
         """Forget everything about rows that changed owner."""
@@ -369,8 +372,8 @@ class AnomalyDetector:
         e = len(returns_line)
         med, mad, n = np.empty(2 * k * e), np.empty(2 * k * e), np.empty(2 * k * e, np.int64)
         m = k * e
-        kernel.center_scale(returns_line, k, 2, r - 1, med[:m], mad[:m], n[:m])
-        kernel.center_scale(volumes_line, k, 1, r - 1, med[m:], mad[m:], n[m:])
+        kernel.center_scale(returns_line, k, 2, r - 1, med[:m], mad[:m], n[:m], self._carry[0])
+        kernel.center_scale(volumes_line, k, 1, r - 1, med[m:], mad[m:], n[m:], self._carry[1])
         sig = np.maximum(MAD_TO_SIGMA * mad[:m], self.cfg.sigma_floor)
         vsig = np.maximum(MAD_TO_SIGMA * mad[m:], self.cfg.volume_sigma_floor)
         return med[:m], sig, n[:m], med[m:], vsig, n[m:]

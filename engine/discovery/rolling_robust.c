@@ -96,27 +96,46 @@ static double sorted_mad(const double *s, int64_t n, double med, int64_t *guess)
     return fabs(0.5 * (rank_lo + rank_hi));
 }
 
+/* The window after s[0, n): `out` leaves it, `in` enters (either NaN: nothing). */
+static void slide(double *s, int64_t *n, double out, double in) {
+    if (!isnan(out) && !isnan(in))
+        replace(s, *n, out, in);
+    else if (!isnan(out))
+        erase(s, n, out);
+    else if (!isnan(in))
+        insert(s, n, in);
+}
+
 /* For each of `rows` timelines (row r at line + r * row_stride, contiguous along time) and
  * each window j in [0, k): out[j * rows + r] for med, mad and n. `buffer` holds last - first
- * + 1 doubles. */
+ * + 1 doubles.
+ *
+ * `carry` (NULL: none) keeps each row's last window from one call to the next, w = last -
+ * first + 1 doubles a row each: carry_raw its values in timeline order, carry_sorted its known
+ * ones sorted, carry_n how many (-1: none kept). A block's first window is its last one's a
+ * slot on (the block's timeline starts with the ring the last one ended with): where the
+ * kept values are this call's first window's but its newest, it is one slide from the kept
+ * sort, not w inserts (a fifth of the kernel's time). Checked value by value (the bits), so a
+ * row that changed owner, or a timeline not following on, is filled anew. */
 void rolling_center_scale(const double *line, int64_t rows, int64_t row_stride, int64_t k, int64_t first,
-                          int64_t last, double *med_out, double *mad_out, int64_t *n_out, double *buffer) {
+                          int64_t last, double *med_out, double *mad_out, int64_t *n_out, double *buffer,
+                          double *carry_raw, double *carry_sorted, int64_t *carry_n) {
+    int64_t w = last - first + 1;
+    int carry = carry_n != NULL;
+    if (k <= 0) return; /* nothing to score, nothing to keep */
     for (int64_t r = 0; r < rows; r++) {
         const double *x = line + r * row_stride;
-        double *s = buffer;
+        double *s = carry ? carry_sorted + r * w : buffer;
         int64_t n = 0, guess = 0;
-        for (int64_t c = first; c <= last; c++)
-            if (!isnan(x[c])) insert(s, &n, x[c]);
+        if (carry && carry_n[r] >= 0 && !memcmp(carry_raw + r * w + 1, x + first, (size_t)(w - 1) * sizeof(double))) {
+            n = carry_n[r];
+            slide(s, &n, carry_raw[r * w], x[last]);
+        } else {
+            for (int64_t c = first; c <= last; c++)
+                if (!isnan(x[c])) insert(s, &n, x[c]);
+        }
         for (int64_t j = 0; j < k; j++) {
-            if (j) {
-                double out = x[j - 1 + first], in = x[j + last];
-                if (!isnan(out) && !isnan(in))
-                    replace(s, n, out, in);
-                else if (!isnan(out))
-                    erase(s, &n, out);
-                else if (!isnan(in))
-                    insert(s, &n, in);
-            }
+            if (j) slide(s, &n, x[j - 1 + first], x[j + last]);
             int64_t at = j * rows + r;
             n_out[at] = n;
             if (n == 0) {
@@ -127,6 +146,10 @@ void rolling_center_scale(const double *line, int64_t rows, int64_t row_stride, 
             double med = 0.5 * (s[(n - 1) / 2] + s[n / 2]);
             med_out[at] = med;
             mad_out[at] = sorted_mad(s, n, med, &guess);
+        }
+        if (carry) {
+            memcpy(carry_raw + r * w, x + (k - 1) + first, (size_t)w * sizeof(double));
+            carry_n[r] = n;
         }
     }
 }

@@ -39,6 +39,26 @@ _F64P = ctypes.POINTER(ctypes.c_double)
 _I64P = ctypes.POINTER(ctypes.c_int64)
 
 
+class Carry:
+    """Each row's last window of one `center_scale` call, for the next: its values as on the
+    timeline, its known ones sorted, and how many (-1: none). A block's first window is the
+    block before's last one a slot on, so the kernel slides it one value instead of sorting
+    the window anew (where the values show it does follow on: see rolling_robust.c)."""
+
+    def __init__(self) -> None:
+        self._raw: FloatArray = np.empty((0, 0))
+        self._sorted: FloatArray = np.empty((0, 0))
+        self._n: IntArray = np.empty(0, np.int64)
+
+    def fit(self, rows: int, width: int) -> tuple[int, int, int]:
+        """The kept arrays' addresses for `rows` windows of `width` values; where they do not fit,
+        new ones, nothing kept."""
+        if self._raw.shape != (rows, width):
+            self._raw, self._sorted = np.empty((rows, width)), np.empty((rows, width))
+            self._n = np.full(rows, -1, np.int64)
+        return self._raw.ctypes.data, self._sorted.ctypes.data, self._n.ctypes.data
+
+
 class RollingRobust:
     """The compiled kernel, called on numpy arrays."""
 
@@ -48,6 +68,7 @@ class RollingRobust:
         fn.argtypes = [
             ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         self._fn = fn
         higher = lib.count_higher
@@ -64,12 +85,14 @@ class RollingRobust:
         self._fold = fold
 
     def center_scale(
-        self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray
-    ) -> None:
+        self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray,
+        carry: Carry | None = None,
+    ) -> None:  # fmt: skip
         """Write window j's (median, MAD, count) of row i of `line` [row, column] (rows may be
         strided, columns contiguous) to med/mad/n[j * rows + i], for j in [0, k): batch-major,
         `robust_center_scale`'s row order on a block's windows. NaN median and MAD where a
-        window holds no value."""
+        window holds no value. `carry`: each row's last window, kept from the call before
+        and for the next (`Carry`)."""
         rows, cols = line.shape
         if line.dtype != np.float64 or (rows > 1 and line.strides[1] != 8) or line.strides[0] % 8:
             raise ValueError("rolling_center_scale reads float64 timelines, contiguous along time")
@@ -81,11 +104,11 @@ class RollingRobust:
         if not rows or not k:
             return
         buffer = np.empty(last - first + 1)
+        kept = (None, None, None) if carry is None else carry.fit(rows, last - first + 1)
         self._fn(
             line.ctypes.data, rows, line.strides[0] // 8, k, first, last,
-            med.ctypes.data, mad.ctypes.data, n.ctypes.data, buffer.ctypes.data,
+            med.ctypes.data, mad.ctypes.data, n.ctypes.data, buffer.ctypes.data, *kept,
         )  # fmt: skip
-
 
     def count_higher(self, score: FloatArray) -> IntArray:
         """[batch, row] how many rows of the batch score strictly higher than the row, every pair

@@ -126,3 +126,24 @@ def test_without_the_library_the_numpy_path_runs(monkeypatch: pytest.MonkeyPatch
         assert rolling_robust.load() is None
     finally:
         rolling_robust.load.cache_clear()
+
+
+def test_windows_carried_from_block_to_block_are_the_windows_rolled_anew(kernel: rolling_robust.RollingRobust) -> None:
+    """A timeline cut into blocks the way `RingBlock` cuts it (each block's timeline starts with
+    the last block's final ring) gives, with each row's last window carried from one call to
+    the next (`Carry`), every block's figures bit for bit as without; a row whose timeline does
+    not follow on (a new owner, a gap) and a change in the rows' count are sorted anew."""
+    first, last, k = 2, 63, 40
+    line = timelines(11, 9, 6 * k + last + 1)
+    carry = rolling_robust.Carry()
+    for b in range(6):
+        part = np.ascontiguousarray(line[:, b * k : b * k + k + last])
+        if b == 3:
+            part[4, first + 5] += 1.0  # row 4 no longer follows on from its last window
+        if b == 5:
+            part = part[:7]  # fewer rows: nothing kept fits
+        m = len(part) * k
+        got = np.empty(m), np.empty(m), np.empty(m, np.int64)
+        kernel.center_scale(part, k, first, last, *got, carry)
+        want = rolled(kernel, part, k, first, last)
+        assert np.array_equal(got[2], want[2]) and same_bits(got[0], want[0]) and same_bits(got[1], want[1]), b
