@@ -229,7 +229,7 @@ def _live_layout(state: RingState) -> list[np.ndarray]:
     out = []
     for field in dataclasses.fields(state):
         x = getattr(state, field.name)
-        if field.name == "origin":
+        if field.name in ("origin", "line_head"):  # where the columns sit: compared through them (`_same_blocks`)
             continue
         if field.name in ("log_return_line", "log1p_volume_line"):  # what a timeline's rings are windows of
             if x is not None:
@@ -256,6 +256,9 @@ def _live_layout(state: RingState) -> list[np.ndarray]:
 
 def _same_blocks(a: RingBlock, b: RingBlock) -> None:
     assert a.count == b.count
+    for block in (a, b):  # a head column the block states is every batch's
+        state = block.state()
+        assert state.line_head is None or (state.heads() == state.line_head).all()
     for x, y in zip(_live_layout(a.state()), _live_layout(b.state()), strict=True):
         assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
     _same_reads(a.state(), b.state())
