@@ -219,3 +219,15 @@ int64_t fold_volume(const int64_t *ts, int64_t k, int64_t e, const double *qv, c
     }
     return resets;
 }
+
+/* Add a fold's k batches of estimates (est [batch, row], e rows) to the day ring's float32 sums
+ * (row i's at ring + i * row_stride), batch j's to column cols[j], in batch order: each sum
+ * taken in double and rounded to float, as numpy's float32 += float64 does (windows.py
+ * `_fold_day_ring`, whose numpy path pads each bucket's batches to step all at once). */
+void fold_day_ring(float *ring, int64_t row_stride, int64_t e, const int64_t *cols, int64_t k, const double *est) {
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t i = 0; i < e; i++) {
+            float *sum = ring + i * row_stride + cols[j];
+            *sum = (float)((double)*sum + est[j * e + i]);
+        }
+}

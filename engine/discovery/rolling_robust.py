@@ -1,6 +1,6 @@
 """Rolling (median, MAD, count) along timelines, in compiled code where it was built; and, in
-the same library, heat's rank counts (`count_higher`) and a fold's volume estimates
-(`fold_volume`): loops numpy could only run as dozens of calls on small arrays.
+the same library, heat's rank counts (`count_higher`) and a fold's volume estimates and day-ring sums
+(`fold_volume`, `fold_day_ring`): loops numpy could only run as dozens of calls on small arrays.
 
 A block of batches' baselines are windows of one timeline per row (`RingBlock`): window j
 is columns j + first .. j + last, and consecutive windows share all but a value each way.
@@ -83,6 +83,12 @@ class RollingRobust:
             ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         self._fold = fold
+        day = lib.fold_day_ring
+        day.restype = None
+        day.argtypes = [
+            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+        ]  # fmt: skip
+        self._day = day
 
     def center_scale(
         self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray,
@@ -151,6 +157,20 @@ class RollingRobust:
             noise, est.ctypes.data, fresh.ctypes.data,
         ) if k and e else 0  # fmt: skip
         return est, fresh, (seen, last_qv, last_ms), int(resets)
+
+
+    def fold_day_ring(self, ring: npt.NDArray[np.float32], cols: IntArray, est: FloatArray) -> None:
+        """Add `est` [batch, row] to the float32 sums of `ring` [row, bucket] (rows contiguous;
+        its first len(est[0]) rows), batch j's to column cols[j], batch after batch (windows.py
+        `_fold_day_ring`)."""
+        k, e = est.shape
+        if ring.dtype != np.float32 or ring.strides[1] != 4 or len(ring) < e or cols.shape != (k,):
+            raise ValueError(f"a float32 [row, bucket] ring of {e} rows or more and {k} columns are needed")
+        if k and e and (cols.min() < 0 or cols.max() >= ring.shape[1]):
+            raise ValueError("a column outside the ring")
+        cols, est = np.ascontiguousarray(cols, np.int64), np.ascontiguousarray(est, np.float64)
+        if k and e:
+            self._day(ring.ctypes.data, ring.strides[0] // 4, e, cols.ctypes.data, k, est.ctypes.data)
 
 
 @functools.cache

@@ -818,7 +818,18 @@ class TickerWindows:
         return departing
 
     def _fold_day_ring(self, buckets: IntArray, est: FloatArray) -> None:
-        """Add the fold's estimates to the day ring's float32 sums, in batch order.
+        """Add the fold's estimates to the day ring's float32 sums, in batch order: the buckets
+        opened first, then batch by batch in compiled code where it was built
+        (`rolling_robust.fold_day_ring`), else all buckets a step at once (`_fold_day_ring_padded`)."""
+        kernel = rolling_robust.load()
+        if kernel is None:
+            self._fold_day_ring_padded(buckets, est)
+            return
+        self._open_buckets(buckets.tolist())  # each once, in order
+        kernel.fold_day_ring(self.day_ring, buckets % self.day_ring.shape[1], est)
+
+    def _fold_day_ring_padded(self, buckets: IntArray, est: FloatArray) -> None:
+        """`_fold_day_ring` in numpy.
 
         Each bucket has a column of its own (the fold spans less than a day: `_fits`), so the
         buckets open first, then the i-th batch of every bucket adds in one step, i = 0, 1,
