@@ -36,8 +36,8 @@ NATIVE := engine/discovery/librolling_robust.so.1
 native: $(NATIVE)
 $(NATIVE): engine/discovery/rolling_robust.c
 	@if command -v $(CC) >/dev/null 2>&1; then \
-		$(CC) -O2 -ftree-vectorize -fPIC -shared -ffp-contract=off -o $@ $< || { rm -f $@; echo "warning: $(CC) could not build $@; the baselines run on numpy"; }; \
-	else echo "warning: no C compiler ($(CC)): the baselines run on numpy (same figures, slower)"; fi
+		$(CC) -O2 -ftree-vectorize -fPIC -shared -ffp-contract=off -o $@ $< || { rm -f $@; echo "warning: $(CC) could not build $@; the baselines, rank counts and volume folds run on numpy"; }; \
+	else echo "warning: no C compiler ($(CC)): the baselines, rank counts and volume folds run on numpy (same figures, slower)"; fi
 
 ## Start the main job: the console over the engine on the built-in simulated market, paper trading.
 run: $(RUN_STAMP) bytecode native

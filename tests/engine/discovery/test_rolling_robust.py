@@ -9,8 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
+from engine.config.sections.discovery import WindowsSection
 from engine.discovery import rolling_robust
+from engine.discovery import windows as windows_module
 from engine.discovery.anomaly import robust_center_scale
+from engine.discovery.windows import TickerWindows
 from engine.domain.ticker import FloatArray, IntArray
 from tests.engine.discovery.test_robust_center_scale import same_bits
 
@@ -147,3 +150,38 @@ def test_windows_carried_from_block_to_block_are_the_windows_rolled_anew(kernel:
         kernel.center_scale(part, k, first, last, *got, carry)
         want = rolled(kernel, part, k, first, last)
         assert np.array_equal(got[2], want[2]) and same_bits(got[0], want[0]) and same_bits(got[1], want[1]), b
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fold_volume_is_the_numpy_fold(kernel: rolling_robust.RollingRobust, seed: int) -> None:
+    """The compiled fold's estimates, fresh tickers, last samples and resets are numpy's
+    (`TickerWindows._fold_estimates`) bit for bit: repeated tickers, counter resets, gaps,
+    unknown departures and 24 h figures, rows with no sample yet and rows a day old; the
+    figures read through [batch, row] views of wider arrays, as a replay's run holds them."""
+    rng = np.random.default_rng(seed)
+    w = TickerWindows(WindowsSection(capacity=16, slot_ms=60_000, history_slots=64))
+    e, k, t0 = 12, 90, 1_617_235_200_000
+    for i in range(e):
+        w._allocate(f"S{i}/USDT", t0)
+    ts = t0 + 60_000 * np.arange(1, k + 1, dtype=np.int64)
+    ts[40:] += 600_000  # a gap longer than volume_gap_slots
+    wide_qv = np.abs(rng.standard_normal((k, e + 3))).cumsum(axis=0) * 1e4 + 1e6
+    wide_qv[rng.random(wide_qv.shape) < 0.05] *= 0.01  # counter resets
+    wide_event = ts[:, None] - rng.integers(0, 50_000, (k, e + 3))
+    repeat = rng.random(wide_event.shape) < 0.2
+    wide_event[1:][repeat[1:]] = wide_event[:-1][repeat[1:]]  # repeated tickers: no sample
+    qv, event = wide_qv[:, :e], wide_event[:, :e]
+    departing = rng.random((k, e)) * 50.0
+    departing[rng.random(departing.shape) < 0.1] = np.nan
+    since = w._volume_since_ms[:e]
+    since[:4] = t0 - 2 * 86_400_000  # a day of history
+    since[4:8] = t0  # not yet
+    sample = (np.full(e, t0 - 10_000), rng.random(e) * 1e6 + 1e6, np.full(e, t0, np.int64))
+    sample[1][8] = np.nan  # no 24 h figure known
+    sample[0][9] = np.iinfo(np.int64).min  # no sample yet
+    limits = (w._bucket_ms, w._gap_ms, w._keep_after_reset, windows_module.VOLUME_NOISE)
+    got = kernel.fold_volume(ts, qv, event, departing, sample, since, limits)
+    want = w._fold_estimates(ts, qv, event, departing.copy(), sample)
+    assert same_bits(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[3] == want[3]
+    assert all(same_bits(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in zip(got[2], want[2], strict=True))
+    assert want[3] > 0 and (~want[1]).any() and np.isnan(want[0]).any()  # resets, repeats and unknowns were there
