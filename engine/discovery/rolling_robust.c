@@ -25,6 +25,12 @@
 #define WIDE
 #endif
 
+/* The interface's version, which rolling_robust.py checks before calling anything here: a
+ * library built from an older copy of this file (the code updated, `make native` not run
+ * since) has other signatures, and is set aside for the numpy path rather than called. Bump
+ * it with any change to a function's arguments or meaning. */
+int64_t rolling_robust_abi(void) { return 2; }
+
 /* First index in s[0, n) whose value is >= v (v not NaN): the count of values below v. A
  * window holds some 60 values, and counting them all in vector compares costs less than the
  * half-dozen dependent loads of a binary search (~110 -> ~60 ns a window on real returns). */

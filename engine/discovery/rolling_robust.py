@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -27,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.domain.ticker import FloatArray, IntArray
+
+log = logging.getLogger(__name__)
 
 BoolArray = npt.NDArray[np.bool_]
 VolumeSample = tuple[IntArray, FloatArray, IntArray]  # each row's last ticker event time, 24 h figure, time
@@ -173,9 +176,27 @@ class RollingRobust:
             self._day(ring.ctypes.data, ring.strides[0] // 4, e, cols.ctypes.data, k, est.ctypes.data)
 
 
+ABI = 2  # rolling_robust.c's `rolling_robust_abi()`: the interface this module calls
+
+
 @functools.cache
 def load() -> RollingRobust | None:
-    """The built kernel, or None where it was not built (or `HOTCOIN_NO_NATIVE` is set)."""
+    """The built kernel, or None where it was not built (or `HOTCOIN_NO_NATIVE` is set), or
+    was built from another version of rolling_robust.c (the code updated and `make native`
+    not run since: its functions' arguments may differ, and calling them would misread
+    memory), which a warning says, with the fix."""
     if os.environ.get("HOTCOIN_NO_NATIVE") or not LIBRARY.exists():
         return None
-    return RollingRobust(ctypes.CDLL(str(LIBRARY)))
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+        abi = lib.rolling_robust_abi
+    except (OSError, AttributeError):
+        abi = None
+    if abi is not None:
+        abi.restype = ctypes.c_int64
+        abi.argtypes = []
+        if abi() == ABI:
+            return RollingRobust(lib)
+    log.warning("%s was built from another version of rolling_robust.c; the numpy path runs instead "
+                "(same figures, slower): run `make native` to rebuild it", LIBRARY)  # fmt: skip
+    return None

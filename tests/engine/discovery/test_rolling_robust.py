@@ -3,8 +3,10 @@ every window of a timeline, bit for bit; the numpy path is what runs where it wa
 
 from __future__ import annotations
 
+import _ctypes
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +129,30 @@ def test_without_the_library_the_numpy_path_runs(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(rolling_robust, "LIBRARY", rolling_robust.LIBRARY.with_name("not_built.so"))
     try:
         assert rolling_robust.load() is None
+    finally:
+        rolling_robust.load.cache_clear()
+
+
+def test_a_library_built_from_another_version_is_set_aside(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A library whose interface version is not this module's (rebuilt from an older
+    rolling_robust.c, or not ours at all: no version to ask) is never called: the numpy path
+    runs, and a warning says to run `make native`."""
+    if not rolling_robust.LIBRARY.exists():
+        pytest.skip("the library is not built (make native)")
+    monkeypatch.delenv("HOTCOIN_NO_NATIVE", raising=False)
+    rolling_robust.load.cache_clear()
+    try:
+        assert rolling_robust.load() is not None  # this build is this version
+        rolling_robust.load.cache_clear()
+        monkeypatch.setattr(rolling_robust, "ABI", rolling_robust.ABI + 1)
+        with caplog.at_level("WARNING", logger=rolling_robust.__name__):
+            assert rolling_robust.load() is None
+        assert "make native" in caplog.text
+        rolling_robust.load.cache_clear()
+        monkeypatch.setattr(rolling_robust, "LIBRARY", Path(_ctypes.__file__))  # a shared library, not ours
+        assert rolling_robust.load() is None  # no version function to ask
     finally:
         rolling_robust.load.cache_clear()
 
