@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from engine.domain import OrderPurpose, OrderStatus, Side
+from engine.domain import OrderPurpose, OrderStatus, OrderType, Side
 from engine.errors import (
     ClockSkewError,
     ExchangeAuthError,
@@ -17,10 +18,11 @@ from engine.errors import (
 )
 from engine.execution.broker import counts_as_order_error
 from engine.execution.exchange_broker import ExchangeBroker
+from engine.execution.paper import FillModel, PaperBroker
 from engine.execution.router import OrderRouter
 from engine.journal.writer import Journal
 from engine.market.fake import FakeGateway
-from tests.kit.domain import T0, make_intent, make_market
+from tests.kit.domain import T0, make_batch, make_intent, make_market
 from tests.kit.events import AttemptCheckingBroker, RecordingSink
 
 
@@ -147,3 +149,21 @@ async def test_a_fault_a_human_must_fix_is_not_counted_as_an_order_error(error: 
     result = sink.events[-1].payload
     assert result["error_class"] == "non_retryable" and result["counted"] is False
     assert not counts_as_order_error(result)
+
+
+async def test_a_router_at_rest_is_one_whose_sync_says_and_journals_nothing() -> None:
+    """`at_rest` (the cycle then skips the sync's coroutines) holds only where the whole sync
+    returns nothing and journals nothing: a paper broker with nothing resting and no late
+    landing watched. A late landing watched, an order resting, or a broker that reaches an
+    exchange (never at rest) each make the router ask."""
+    sink = RecordingSink()
+    router = OrderRouter(PaperBroker(FillModel()), sink)
+    assert router.at_rest() and await router.sync(T0) == [] and sink.events == []
+    router.resume({"late-1": 7}, late=["late-1"])
+    assert not router.at_rest()
+    resting = OrderRouter(PaperBroker(FillModel()), RecordingSink())
+    assert isinstance(resting.broker, PaperBroker)
+    resting.broker.update_book(make_batch({"DOGE/USDT": 0.2955}, ts_ms=T0, bid={"DOGE/USDT": 0.295}, ask={"DOGE/USDT": 0.296}))
+    await resting.send(make_intent(order_type=OrderType.LIMIT, price=Decimal("0.29")), T0)
+    assert not resting.at_rest()
+    assert not setup()[0].at_rest()
