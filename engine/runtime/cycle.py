@@ -38,6 +38,7 @@ from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
 from engine.domain import Candidate, EngineState, Market, MinuteVolumes, TickerBatch
 from engine.domain.candle import timeframe_ms
+from engine.domain.slots_init import direct_init
 from engine.errors import FAULT_ERRORS, InsufficientBalanceError, OrderError
 from engine.execution.broker import Broker, OrderUpdate, SyncIncomplete
 from engine.execution.paper import PaperBroker
@@ -191,6 +192,7 @@ def _faults_only(exc: OrderError) -> bool:
     return all(isinstance(e, FAULT_ERRORS) for e in errors)
 
 
+@direct_init  # one a minute: a backtest's month builds 40,000
 @dataclass(frozen=True, slots=True)
 class CycleOutcome:
     """What one batch did: discovery's result, and when its intents were handed to the broker

@@ -15,6 +15,7 @@ from engine.discovery.pipeline import DiscoveryCycle
 from engine.discovery.pool import PoolChange, PoolSnapshot
 from engine.domain.discovery import Candidate, HeatComponents, Signal, SignalDecision
 from engine.domain.slots_init import direct_init
+from engine.runtime.cycle import CycleOutcome
 from engine.signals.features import CandidateInfo
 
 
@@ -49,6 +50,8 @@ CASES: list[tuple[type, tuple[Any, ...], dict[str, Any]]] = [
     (Signal, ("t1", "ABC/USDT", 60_000, SignalDecision.ENTER, "ok"), {"rules": {"heat": True}, "ml_score": 0.7}),
     (DiscoveryCycle, (60_000, True, SNAPSHOT, ("ABC/USDT",), (("XYZ/USDT", "expired"),), 2), {}),
     (CandidateInfo, tuple(np.full(2, float(k)) for k in range(10)), {}),  # the signal stage's, per call
+    (CycleOutcome, (DiscoveryCycle(60_000, True, SNAPSHOT), 2, 12.5), {}),  # the trading cycle's, per minute
+    (CycleOutcome, (DiscoveryCycle(60_000, False, SNAPSHOT), 0, None), {}),
 ]
 
 
