@@ -453,11 +453,15 @@ class TradingCore:
         by_symbol: dict[str, Candidate] | None = None  # built when first needed: most minutes never need it
         intents: list[OrderIntent] = []
         if holdings:  # no coin held (most minutes of a replay): no exit signal to evaluate
-            by_symbol = {c.symbol: c for c in candidates}
+            # A pool read as columns is built only where it names a held coin (its heat is the
+            # exit's): else no held coin has a candidate, and `by_symbol` waits for an entry.
+            if not isinstance(candidates, ColumnPool) or any(s in holdings for s in candidates.columns.symbols):
+                by_symbol = {c.symbol: c for c in candidates}
             held = [(s, h.position.trace_id) for s, h in holdings.items()]
             opened = {h.position.trace_id: h.opened_seq for h in holdings.values() if h.opened_seq is not None}
             fired = []
-            for ev in self.signals.evaluate_exits(held, now_ms, candidates=by_symbol, causes=causes, opened=opened):
+            exits = self.signals.evaluate_exits(held, now_ms, candidates=by_symbol or {}, causes=causes, opened=opened)
+            for ev in exits:
                 exiting = ev.signal.decision is SignalDecision.EXIT
                 self._exit_signal[ev.signal.symbol] = tuple(r for r, ok in ev.signal.rules.items() if not ok) if exiting else ()
                 if exiting:
@@ -468,10 +472,7 @@ class TradingCore:
         # symbol -> trace of its entry order
         in_flight = {p.symbol: p.trace_id for p in self._pending.values()} if self._pending else {}
         if holdings or in_flight:  # else no candidate is taken: nothing to note, every one is fresh
-            self._note_taken(candidates, in_flight, now_ms, causes or {})
-            fresh: Sequence[Candidate] = sorted(
-                (c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank
-            )
+            fresh = self._untaken(candidates, in_flight, now_ms, causes or {})
         else:
             fresh = by_rank(candidates)  # a pool still read as columns stays so (`ColumnPool`)
         entering = self.signals.evaluate_entries(
@@ -508,26 +509,43 @@ class TradingCore:
                 intents.append(intent)
         return intents
 
-    def _note_taken(
+    def _untaken(
         self, candidates: Sequence[Candidate], in_flight: Mapping[str, str], now_ms: int, causes: Mapping[str, int]
+    ) -> Sequence[Candidate]:
+        """The candidates for coins neither held nor with an entry in flight, by rank, the others
+        noted (`_note_taken`). A pool read as columns is noted and cut as columns
+        (`ColumnPool.without`), so a held minute's cold pool reaches the entry signals unbuilt
+        as an idle minute's does; `tests/engine/test_trading_core.py` steps both side by side."""
+        holdings = self.book.holdings
+        if isinstance(candidates, ColumnPool):
+            columns = candidates.columns
+            self._note_taken(columns.symbols, columns.trace_ids, in_flight, now_ms, causes)
+            return by_rank(candidates.without({*holdings, *in_flight}))
+        self._note_taken([c.symbol for c in candidates], [c.trace_id for c in candidates], in_flight, now_ms, causes)
+        return sorted((c for c in candidates if c.symbol not in holdings and c.symbol not in in_flight), key=_rank)
+
+    def _note_taken(
+        self, symbols: Sequence[str], trace_ids: Sequence[str], in_flight: Mapping[str, str], now_ms: int,
+        causes: Mapping[str, int],
     ) -> None:
-        """A candidate for a coin already held, or whose entry order is still in flight (a limit
-        resting from an earlier bar), is not evaluated: say so in its trace, once, so its replay
-        and `hotcoin traces` read why (and which trace holds the coin or the order) rather than
-        "no decision recorded". The position's or order's own trace is left alone."""
-        for c in candidates:
-            held = self.book.get(c.symbol)
+        """A candidate (`symbols`, `trace_ids`) for a coin already held, or whose entry order is
+        still in flight (a limit resting from an earlier bar), is not evaluated: say so in its
+        trace, once, so its replay and `hotcoin traces` read why (and which trace holds the coin
+        or the order) rather than "no decision recorded". The position's or order's own trace
+        is left alone."""
+        for symbol, trace_id in zip(symbols, trace_ids, strict=True):
+            held = self.book.get(symbol)
             if held is not None:
                 owner, stage = held.position.trace_id, "held"
-                reason = f"already holding {c.symbol} (trace {owner})"
-            elif c.symbol in in_flight:
-                owner, stage = in_flight[c.symbol], "in_flight"
-                reason = f"entry order in flight for {c.symbol} (trace {owner})"
+                reason = f"already holding {symbol} (trace {owner})"
+            elif symbol in in_flight:
+                owner, stage = in_flight[symbol], "in_flight"
+                reason = f"entry order in flight for {symbol} (trace {owner})"
             else:
                 continue
-            if owner == c.trace_id or c.trace_id in self._held_noted:
+            if owner == trace_id or trace_id in self._held_noted:
                 continue
-            self._held_noted[c.trace_id] = None
+            self._held_noted[trace_id] = None
             if len(self._held_noted) > _HELD_NOTED:
                 self._held_noted.popitem(last=False)
             self.sink.emit(
@@ -541,9 +559,9 @@ class TradingCore:
                     "stage": stage,
                     "model": None if self.signals.scorer.mode == "off" else self.signals.scorer.version,
                 },
-                trace_id=c.trace_id,
-                symbol=c.symbol,
-                cause=causes.get(c.trace_id),
+                trace_id=trace_id,
+                symbol=symbol,
+                cause=causes.get(trace_id),
             )
 
     def step(

@@ -13,7 +13,7 @@ read as columns without building. Everything else reads it as the candidates it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from operator import attrgetter
@@ -66,6 +66,21 @@ class ColumnPool(Sequence[Candidate]):
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self.built())
+
+    def without(self, taken: Container[str]) -> ColumnPool:
+        """The candidates whose symbol is not `taken`, in order, still as columns: the core's
+        fresh ones where a coin is held or ordered (`TradingCore.on_candidates`), whose cold
+        minutes are then decided without building the pool either. Built, they are this pool's
+        own candidates. Itself where none is taken (a held coin out of the pool: nearly always)."""
+        c = self.columns
+        keep = [i for i, symbol in enumerate(c.symbols) if symbol not in taken]
+        if len(keep) == len(c.symbols):
+            return self
+        columns = MemberColumns(
+            [c.symbols[i] for i in keep], [c.trace_ids[i] for i in keep], [c.ranks[i] for i in keep],
+            [c.heats[i] for i in keep],
+        )  # fmt: skip
+        return ColumnPool(columns, lambda: tuple(x for x in self.built() if x.symbol not in taken))
 
 
 def pool_of(snapshot: PoolSnapshot) -> Sequence[Candidate]:

@@ -1432,3 +1432,84 @@ def _state(core: TradingCore) -> tuple[object, ...]:
         core.causes, stage._entries._bar_ms, stage._entries._values, stage._ranks, stage._prev_ranks,
         risk.day, risk.start_equity, risk.drawdown, risk.level, risk.paused, risk._settled,
     )  # fmt: skip
+
+
+
+def _held_minutes(names: list[str]) -> list[tuple[int, Callable[[int], Sequence[Candidate]], bool]]:
+    """(minute, pool maker, built) of a replay's kinds of minutes for a core holding
+    `names[0]` with an entry of `names[1]` in flight until minute 5: cold columns without the
+    held coin, with it, a symbol named twice, ranks out of order, plain candidates, warm
+    columns, none, a new UTC day. A pool is built only where it names the held coin or
+    another is warm (or out of order, or named twice: the candidates' path sorts it out)."""
+    others = lambda now: _columns(mk.candidates(names[1:3], now, heat=40.0))  # noqa: E731
+    kinds: list[tuple[Callable[[int], Sequence[Candidate]], bool]] = [
+        (others, False),
+        (lambda now: _columns(mk.candidates(names[:2], now, heat=40.0)), True),
+        (lambda now: _columns(mk.candidates([names[2], names[2]], now, heat=40.0)), True),
+        (lambda now: _columns(mk.candidates(names[2:4], now, heat=40.0), ranks=[2, 1]), True),
+        (lambda now: mk.candidates(names[:3], now, heat=40.0), True),
+        (lambda now: (), False),
+        (lambda now: _columns(mk.candidates(names[2:4], now)), True),
+        (lambda now: _columns(mk.candidates(names[1:4], now, heat=40.0)), False),
+    ]
+    return [
+        *((1 + i, pool, built) for i, (pool, built) in enumerate(kinds)),
+        *((10 + i, pool, built) for i, (pool, built) in enumerate(kinds)),
+        (DAY_MS // 60_000, lambda now: _columns(mk.candidates(names[:4], now, heat=40.0)), True),
+    ]
+
+
+@pytest.mark.parametrize("journal", ["off", "counting", "recording"])
+def test_a_core_holding_a_coin_decides_a_pool_of_columns_as_its_candidates(journal: str) -> None:
+    """`on_candidates` of a core holding a coin, given a pool read as columns (`ColumnPool`:
+    noted and cut as columns, `ColumnPool.without`) against the same pool as plain candidates,
+    minute by minute, with an entry in flight and without: the same intents, events (seqs,
+    causes), exit signals, entries in flight and signal caches, the journal off, counting, or
+    keeping payloads; where none is kept, a cold pool without the held coin is never built."""
+    from decimal import Decimal
+
+    from engine.domain import Fill, Order, OrderType, Side
+    from engine.execution.broker import OrderUpdate
+    from engine.signals.bars import BarHistory
+
+    names = mk.symbols(4)
+
+    def core() -> tuple[TradingCore, Any]:
+        sink: Any = {"off": lambda: Tap(NullSink(), recent=0), "counting": CountingSink, "recording": RecordingSink}[journal]()
+        made = TradingCore(TradingSection(capital=profile()), mk.markets(names), sink)
+        assert isinstance(made.history, BarHistory)
+        mk.feed_hot(made.history, names, mk.NOW)
+        return made, sink
+
+    def order(intent: Any, status: OrderStatus) -> Order:
+        filled = intent.quantity if status is OrderStatus.FILLED else Decimal(0)
+        return Order(
+            intent.client_order_id, "1", intent.symbol, Side.BUY, OrderType.MARKET, status, intent.quantity, filled,
+            average_price=ENTRY_PRICE, trace_id=intent.trace_id, purpose=OrderPurpose.ENTRY,
+        )  # fmt: skip
+
+    (fast, fast_sink), (full, full_sink) = core(), core()
+    in_flight = {}
+    for made in (fast, full):  # both enter names[0] and names[1] at the first minute, and hold names[0]
+        first, second = made.step(mk.book(dict.fromkeys(names, ENTRY_PRICE), mk.NOW), mk.candidates(names[:2], mk.NOW), mk.NOW)
+        fill = Fill("f1", first.client_order_id, first.symbol, Side.BUY, ENTRY_PRICE, float(first.quantity), 0.0, mk.NOW,
+                    trace_id=first.trace_id)  # fmt: skip
+        made.on_order_update(OrderUpdate(order(first, OrderStatus.FILLED), (fill,)), mk.NOW + 1000)
+        in_flight[made] = second
+    for minute, pool, built in _held_minutes(names):
+        now = mk.NOW + minute * 60_000
+        if minute == 10:  # the entry in flight is refused: held alone from here
+            for made in (fast, full):
+                made.on_order_update(OrderUpdate(order(in_flight[made], OrderStatus.REJECTED)), now - 1000)
+        assert list(fast.book.holdings) == list(full.book.holdings) == names[:1]
+        assert [p.symbol for p in fast._pending.values()] == ([names[1]] if minute < 10 else [])
+        batch = mk.book(dict.fromkeys(names, ENTRY_PRICE), now)
+        causes = None if journal == "recording" else {c.trace_id: 7 + i for i, c in enumerate(mk.candidates(names, now))}
+        given = pool(now)
+        got = fast.step(batch, given, now, causes)
+        want = full.step(batch, list(pool(now)), now, causes)
+        assert [i.client_order_id for i in got] == [i.client_order_id for i in want]
+        assert _sunk(fast_sink) == _sunk(full_sink)
+        assert _state(fast) == _state(full) and fast._exit_signal == full._exit_signal
+        if isinstance(given, ColumnPool) and journal != "recording":  # payloads kept: every fresh one is built
+            assert (given._built is not None) is built, minute

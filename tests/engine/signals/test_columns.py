@@ -108,3 +108,16 @@ def test_put_many_is_a_put_each() -> None:
             one.put(s, bar, bar)
         many.put_many(symbols, bar, bar)
         assert (list(many._values.items()), many._bar_ms) == (list(one._values.items()), one._bar_ms)
+
+
+def test_a_pool_without_the_taken_coins_is_its_other_candidates_as_columns() -> None:
+    """`ColumnPool.without`: the members not taken, in order, as columns and, once built, this
+    pool's own candidates; the pool itself where none is taken, unbuilt either way."""
+    names = mk.symbols(4)
+    cands = _ranked(names, [40.0, 90.0, 40.0, 10.0])
+    pool, built = _pool(cands)
+    assert pool.without({"X/USDT"}) is pool
+    cut = pool.without({names[0], names[2]})
+    assert not built and list(cut.columns.symbols) == [names[1], names[3]] and list(cut.columns.ranks) == [2, 4]
+    assert list(cut.columns.trace_ids) == [cands[1].trace_id, cands[3].trace_id] and list(cut.columns.heats) == [90.0, 10.0]
+    assert all(a is b for a, b in zip(cut, [cands[1], cands[3]], strict=True)) and len(cut) == 2 and built == [1]
