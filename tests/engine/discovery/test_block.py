@@ -356,6 +356,25 @@ def test_a_block_is_closed_by_what_it_cannot_rank() -> None:
     assert [c.ts_ms for c in settled] == sorted(c.ts_ms for c in settled) and len(settled) == 9
 
 
+@pytest.mark.parametrize("window_ms", [1000, 60_000, 300_000, 3_600_000])
+def test_marking_a_run_of_idle_social_minutes_is_applying_each(window_ms: int) -> None:
+    """`_mark_social` leaves an idle social state's clock (and its dirty mark) as `_apply_social`
+    minute by minute does, whatever the window's step against the minutes' spacing."""
+    config = minute_config()
+    config = config.model_copy(update={"social": config.social.model_copy(update={"window_ms": window_ms})})
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        one, run = Discovery(config, run_id="social"), Discovery(config, run_id="social")
+        times = np.cumsum(rng.choice([1000, 30_000, MIN, 3 * MIN], size=int(rng.integers(1, 30)))).tolist()
+        start = int(rng.integers(0, 5 * MIN))
+        for disc in (one, run):
+            disc._social_dirty, disc._social_next_ms = bool(trial % 2), start
+        for now in times:
+            one._apply_social(now)
+        run._mark_social(times)
+        assert (run._social_dirty, run._social_next_ms) == (one._social_dirty, one._social_next_ms)
+
+
 def test_room_is_what_the_open_block_still_takes() -> None:
     disc = Discovery(minute_config(), None, run_id="block")
     feed = TickerFeed(SYMBOLS, step_ms=MIN, seed=2)
