@@ -24,8 +24,8 @@ scored and ranked in one vector pass, settled in order, with the same results as
 batch. Each minute's market refresh is still made on its schedule before the run is pushed;
 where a refresh could find a listing discovery has not heard of, the run goes minute by minute.
 The child is still the floor of the split, by about a fifth (bench/RESULTS.md). The pipe
-carries ~0.2 KB a minute with the journal off (a few KB with payloads), each chunk's cycles
-as columns of their figures and its pools as their members' (`_columns`): the child never
+carries ~0.17 KB a minute with the journal off (a few KB with payloads), each chunk's cycles
+as columns (the few unusual ones apart) and its pools as their members' (`_columns`): the child never
 builds a `Candidate`, and the parent builds a minute's only once something reads them: the
 core reads a pool of cold candidates (most minutes with one) as its columns alone
 (`engine.signals.columns`).
@@ -50,7 +50,6 @@ import copyreg
 import fcntl
 import io
 import multiprocessing as mp
-import operator
 import os
 import pickle
 import signal
@@ -115,54 +114,67 @@ def ahead(minutes: int) -> bool:
     return minutes >= AHEAD_MIN_MINUTES
 
 
-# A chunk of results crosses the pipe as columns (`_columns`, `_rows`): each figure of its
-# cycles one tuple, the pools' members (discovery's `Members`: what settling found, no
-# `Candidate` built) as their symbols, trace ids and one [member, figure] array, the events as
-# they were. The trading process makes each minute's pool of those columns (`_Members`), its
-# candidates built on first read (`candidates`, the builder discovery itself uses), where the
-# child once built each, took it apart into columns and the parent built it again; the core
-# reads most pools as columns and never builds them (`engine.signals.columns`: 3,300 of a
-# month's 22,500 are built). A pool given as built candidates (not discovery's) crosses as it is.
-_CYCLE_FIGURES = operator.attrgetter("ts_ms", "accepted", "snapshot.ts_ms", "entered", "left", "events")
-_SNAPSHOT = operator.attrgetter("snapshot")
+# A chunk of results crosses the pipe as columns (`_columns`, `_rows`): its minutes' times, events,
+# event counts and pools, and only the few minutes whose cycle is not the usual accepted one
+# with nobody entering or leaving (`_odd`); the pools' members (discovery's `Members`: what
+# settling found, no `Candidate` built) as their symbols, trace ids and one [member, figure]
+# array, the events as they were. Each member's time and rank are its minute's and its place
+# in the pool (1 first), which the parent knows: they do not cross. The trading process makes
+# each minute's pool of those columns (`_Members`), its candidates built on first read
+# (`candidates`, the builder discovery itself uses), where the child once built each, took it
+# apart into columns and the parent built it again; the core reads most pools as columns and
+# never builds them (`engine.signals.columns`: 3,300 of a month's 22,500 are built). A pool
+# given as built candidates (not discovery's) crosses as it is.
 
 Columns = tuple[Any, ...]  # `_columns`' chunk, `_rows`' input
+# A minute's cycle where it is not (accepted, its own time, nobody entered, nobody left): its
+# place in the chunk and those four (`_odd`)
+Odd = tuple[int, bool, int, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 def _columns(queued: Sequence[Queued]) -> Columns:
     """`queued` as columns (module comment above), rebuilt by `_rows`: a run's (`SettledRun`)
-    straight from its columns, with no cycle, snapshot or `Members` made of its batches."""
+    straight from its columns, with no cycle, snapshot or `Members` made of its batches, and
+    no figure of a minute that every minute but a few shares."""
     if not queued:
         return ()
     times: list[int] = []
     events: list[Events] = []
-    figures: list[tuple[Any, ...]] = []  # per cycle: `_CYCLE_FIGURES`
-    pools: list[int | tuple[Candidate, ...]] = []  # per cycle: its count of members, or its built candidates
+    counts: list[int] = []  # per minute: `DiscoveryCycle.events`
+    pools: list[int | tuple[Candidate, ...]] = []  # per minute: its count of members, or its built candidates
+    odd: list[Odd] = []
     members: list[Members | SettledRun] = []
     for item in queued:
         if isinstance(item, SettledRun):
-            n = len(item.times)
             times += item.times
             events += map(_kinds, item.events)
-            lefts = chain(repeat((), n - 1), (item.left,))
-            figures += zip(item.times, repeat(True), item.times, repeat(()), lefts, item.events)
+            counts += item.events
             if item.quiet:
-                pools += repeat((), n)
+                pools += repeat((), len(item.times))
             else:
                 pools += item.sizes
                 members.append(item)
+            if item.left:  # the run's last batch: its leavers
+                odd.append((len(times) - 1, True, times[-1], (), item.left))
             continue
         time, cycle, cycle_events = item
         times.append(time)
         events.append(cycle_events)
-        figures.append(_CYCLE_FIGURES(cycle))
-        deferred = cycle.snapshot.deferred
+        counts.append(cycle.events)
+        snapshot = cycle.snapshot
+        if not cycle.accepted or snapshot.ts_ms != time or cycle.entered or cycle.left:
+            odd.append(_odd(len(times) - 1, cycle))
+        deferred = snapshot.deferred
         if isinstance(deferred, Members):
             members.append(deferred)
             pools.append(len(deferred.symbols))
         else:
-            pools.append(cycle.snapshot.candidates)
-    return tuple(times), tuple(events), tuple(zip(*figures, strict=True)), tuple(pools), _member_columns(members)
+            pools.append(snapshot.candidates)
+    return times, events, counts, pools, odd, _member_columns(members)
+
+
+def _odd(at: int, cycle: DiscoveryCycle) -> Odd:
+    return at, cycle.accepted, cycle.snapshot.ts_ms, cycle.entered, cycle.left
 
 
 _SNAPSHOTS: list[tuple[str, ...]] = [()]  # `_kinds(n)`, shared: a run's batches have a few sizes
@@ -177,17 +189,13 @@ def _kinds(count: int) -> tuple[str, ...]:
 
 
 def _member_columns(members: list[Members | SettledRun]) -> Columns:
-    """The members' symbols, trace ids, times and ranks, one column each, then their figure-table
-    rows as one [member, figure] array, in order: a batch's (`Members`) or a run's batches'."""
+    """The members' trace ids and symbols, one column each, then their figure-table rows as one
+    [member, figure] array, in order: a batch's (`Members`) or a run's batches'."""
     if not members:
         return ()
-    symbols = tuple(chain.from_iterable(m.symbols for m in members))
     trace_ids = tuple(chain.from_iterable(m.trace_ids for m in members))
-    sizes = list(chain.from_iterable([len(m.symbols)] if isinstance(m, Members) else m.sizes for m in members))
-    stamps = chain.from_iterable([m.ts_ms] if isinstance(m, Members) else m.times for m in members)
-    times = list(chain.from_iterable(map(repeat, stamps, sizes)))
-    ranks = list(chain.from_iterable(map(range, repeat(1), [n + 1 for n in sizes])))
-    return trace_ids, symbols, times, ranks, _figures(members)
+    symbols = tuple(chain.from_iterable(m.symbols for m in members))
+    return trace_ids, symbols, _figures(members)
 
 
 def _figures(members: list[Members | SettledRun]) -> FloatArray:
@@ -220,22 +228,28 @@ def _rows(columns: Columns) -> list[Result]:
     reads a pool of cold ones as columns without (`engine.signals.columns`)."""
     if not columns:
         return []
-    times, events, cycle_figures, pools, member_columns = columns
+    times, events, counts, pools, odd, member_columns = columns
     chunk = _Chunk(*member_columns) if member_columns else None
+    unusual = {figures[0]: figures[1:] for figures in odd}
     at = 0
     out: list[Result] = []
-    for time, (ts, accepted, snapshot_ts, entered, left, count), pool, cycle_events in zip(
-        times, zip(*cycle_figures, strict=True), pools, events, strict=True
-    ):
+    cycle, snapshot_of, members_of = DiscoveryCycle, PoolSnapshot, PoolSnapshot.of
+    for k, (time, count, pool, cycle_events) in enumerate(zip(times, counts, pools, events, strict=True)):
+        figures = unusual.get(k) if unusual else None
+        snapshot_ts = time if figures is None else figures[1]
         if pool.__class__ is not int:
-            snapshot = PoolSnapshot(snapshot_ts, pool)
+            snapshot = snapshot_of(snapshot_ts, pool)
         elif pool:
             assert chunk is not None
-            snapshot = PoolSnapshot.of(snapshot_ts, _Members(chunk, at, at + pool))
+            snapshot = members_of(snapshot_ts, _Members(chunk, at, at + pool, snapshot_ts))
             at += pool
         else:
-            snapshot = PoolSnapshot(snapshot_ts, ())
-        out.append((time, DiscoveryCycle(ts, accepted, snapshot, entered, left, count), cycle_events))
+            snapshot = snapshot_of(snapshot_ts, ())
+        if figures is None:
+            out.append((time, cycle(time, True, snapshot, (), (), count), cycle_events))
+        else:
+            accepted, _, entered, left = figures
+            out.append((time, cycle(time, accepted, snapshot, entered, left, count), cycle_events))
     return out
 
 
@@ -245,31 +259,31 @@ _HEAT = 0  # heat's column in a member's figures (`engine.discovery.pipeline._ta
 class _Chunk:
     """A chunk's member columns (`_member_columns`), its minutes' pools in order."""
 
-    __slots__ = ("figures", "heats", "ranks", "symbols", "times", "trace_ids")
+    __slots__ = ("figures", "heats", "symbols", "trace_ids")
 
-    def __init__(
-        self, trace_ids: tuple[str, ...], symbols: tuple[str, ...], times: list[int], ranks: list[int], figures: FloatArray
-    ) -> None:
-        self.trace_ids, self.symbols, self.times, self.ranks, self.figures = trace_ids, symbols, times, ranks, figures
+    def __init__(self, trace_ids: tuple[str, ...], symbols: tuple[str, ...], figures: FloatArray) -> None:
+        self.trace_ids, self.symbols, self.figures = trace_ids, symbols, figures
         self.heats: list[float] = figures[:, _HEAT].tolist()
 
 
 class _Members:
-    """One minute's pool: members `start` to `stop` of its chunk, as the columns the core reads
-    first (`columns`) and, once read, the candidates `candidates` builds of them (`Ranked`)."""
+    """One minute's pool: members `start` to `stop` of its chunk, at `ts_ms`, as the columns the
+    core reads first (`columns`) and, once read, the candidates `candidates` builds of them
+    (`Ranked`)."""
 
-    __slots__ = ("_chunk", "_start", "_stop", "columns", "symbols")
+    __slots__ = ("_chunk", "_start", "_stop", "_ts_ms", "columns", "symbols")
 
-    def __init__(self, chunk: _Chunk, start: int, stop: int) -> None:
-        self._chunk, self._start, self._stop = chunk, start, stop
+    def __init__(self, chunk: _Chunk, start: int, stop: int, ts_ms: int) -> None:
+        self._chunk, self._start, self._stop, self._ts_ms = chunk, start, stop, ts_ms
         self.symbols = chunk.symbols[start:stop]
-        # A pool's ranks are 1..n (`_member_columns`): a range, which `by_rank` knows in order.
+        # A pool's ranks are 1..n: a range, which `by_rank` knows in order.
         ranks = range(1, stop - start + 1)
         self.columns = MemberColumns(self.symbols, chunk.trace_ids[start:stop], ranks, chunk.heats[start:stop])
 
     def build(self) -> tuple[Candidate, ...]:
-        c, cut = self._chunk, slice(self._start, self._stop)
-        return tuple(candidates(c.trace_ids[cut], self.symbols, c.times[cut], c.ranks[cut], c.figures[cut]))
+        c, n = self._chunk, self._stop - self._start
+        return tuple(candidates(self.columns.trace_ids, self.symbols, [self._ts_ms] * n, range(1, n + 1),
+                                c.figures[self._start : self._stop]))  # fmt: skip
 
 
 def _mapping(items: dict[str, Any]) -> types.MappingProxyType[str, Any]:
