@@ -917,12 +917,8 @@ def column_array(table: pa.Table | CandleColumns, name: str, dtype: pa.DataType)
     ]
     if len(parts) != 1:
         return np.concatenate(parts)
-    return _read_only(parts[0])  # Arrow's decoded buffers are writable: the kept table must not be
-
-
-def _read_only(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    array.setflags(write=False)
-    return array
+    parts[0].setflags(write=False)  # Arrow's decoded buffers are writable: the kept table must not be
+    return parts[0]
 
 
 def candle_columns(
