@@ -62,7 +62,7 @@ from engine.portfolio.positions import (
     PositionError,
     as_booked,
 )
-from engine.portfolio.risk import RiskEvent, RiskManager
+from engine.portfolio.risk import DAY_MS, RiskEvent, RiskManager
 from engine.signals.bars import BarHistory, BarSource
 from engine.signals.columns import ColumnPool, by_rank
 from engine.signals.scorer import Scorer
@@ -583,16 +583,40 @@ class TradingCore:
         self._rest_tickers(batch, now_ms)
         if not candidates:
             return []
-        # No entry in flight either: the pool goes to the entry signals as it is (`by_rank`),
-        # and a pool of cold columns is decided there without the rest of `on_candidates`.
-        if (
-            not self._pending
-            and isinstance(candidates, ColumnPool)
-            and by_rank(candidates) is candidates
-            and self.signals.skip_cold_pool(candidates.columns, now_ms, self._min_heat, causes)
-        ):
+        # No entry in flight either: a pool of cold columns is decided without the rest of
+        # `on_candidates`.
+        if not self._pending and self.skip_cold(candidates, now_ms, causes):
             return []
         return self.on_candidates(candidates, now_ms, causes)
+
+    @property
+    def rests(self) -> bool:
+        """At rest with no entry in flight: nothing held, no close-all running, no quote kept,
+        no entry pending. Such a core's minute with an empty pool, or one `skip_cold` decides,
+        is its prices alone (`rest_minutes`)."""
+        return not (self.book.holdings or self._close_all is not None or self._quotes.kept or self._pending)
+
+    def skip_cold(self, candidates: Sequence[Candidate], now_ms: int, causes: Mapping[str, int] | None) -> bool:
+        """A resting core's pool decided where it is cold columns: it goes to the entry signals
+        as it is (`by_rank`), which skip it without a `Candidate` (`SignalStage.skip_cold_pool`:
+        True, the skips journaled and kept) or decline (False, nothing done)."""
+        return (
+            isinstance(candidates, ColumnPool)
+            and by_rank(candidates) is candidates
+            and self.signals.skip_cold_pool(candidates.columns, now_ms, self._min_heat, causes)
+        )
+
+    def rest_minutes(self, batch: TickerBatch, times: Sequence[int]) -> None:
+        """`_rest_tickers` of a resting core's minutes at `times` (each decided already: its pool
+        empty or skipped by `skip_cold`), `batch` the last one's: with nothing held the equity
+        is the cash throughout, so the risk day is marked at the first minute and at each UTC
+        day's first (the others would return at once), and only the last quotes stay."""
+        day = None
+        for now_ms in times:
+            if now_ms // DAY_MS != day:
+                day = now_ms // DAY_MS
+                self._rest_tickers(batch, now_ms)
+        self._rest_tickers(batch, times[-1])
 
     def _rest_tickers(self, batch: TickerBatch, now_ms: int) -> None:
         """`on_tickers` of a core at rest (`step`): this batch's quotes, the equity (the cash,

@@ -586,6 +586,16 @@ class DiscoveryProcess:
             self._receive()
         return self._results.popleft()
 
+    def peek_result(self, k: int) -> Result | None:
+        """The `k`-th result not taken yet (0: the next), waiting for it if the child is behind;
+        None past the window's end."""
+        results = self._results
+        while len(results) <= k:
+            if self._ended:
+                return None
+            self._receive()
+        return results[k]
+
     def _receive(self) -> None:
         if self._ended:
             raise DiscoveryProcessError("the trading process asked for a batch past the window's end; the two diverged")
@@ -616,6 +626,9 @@ class ResultSource(Protocol):
 
     def next_result(self) -> Result: ...
 
+    def peek_result(self, k: int) -> Result | None:
+        """The `k`-th result not taken yet (0: the next), or None where it is not ready."""
+
 
 class PipedDiscovery:
     """The trading side's discovery stage: results discovery computed ahead (in the child, or in
@@ -638,14 +651,33 @@ class PipedDiscovery:
             raise DiscoveryProcessError(
                 f"discovery ({self._where}) sent the batch at {ts} for the batch at {batch.ts_ms}; the two diverged"
             )
-        if self._tally is not None:
+        if events:
+            self._replay(ts, events)
+        return cycle
+
+    def upcoming(self, k: int) -> tuple[int, DiscoveryCycle] | None:
+        """The `k`-th result not taken yet, before it is (`engine.runtime.cycle.ResultsAhead`)."""
+        result = self._source.peek_result(k)
+        return None if result is None else (result[0], result[1])
+
+    def take(self, n: int) -> None:
+        """The next `n` results taken, their events re-emitted as `on_batch` does: the minutes
+        the cycle stepped at once (`TradingCycle.step_quiet`), each read by `upcoming` first."""
+        next_result = self._source.next_result
+        for _ in range(n):
+            ts, _, events = next_result()
             if events:
-                self._tally(ts, cast(tuple[str, ...], events))
-            return cycle
+                self._replay(ts, events)
+
+    def _replay(self, ts: int, events: Events) -> None:
+        """A result's events into the trading side's sink: counted where they came as their
+        kinds alone, else emitted."""
+        if self._tally is not None:
+            self._tally(ts, cast(tuple[str, ...], events))
+            return
         emit = self._sink.emit
         for kind, ts_ms, payload, trace_id, symbol in cast(tuple[Event, ...], events):
             emit(kind, ts_ms=ts_ms, payload=payload, trace_id=trace_id, symbol=symbol)
-        return cycle
 
     def _emit_kinds(self, ts_ms: int, kinds: tuple[str, ...]) -> None:
         """`Tap.tally` for a sink that is no tap: each kind emitted with no payload, as a sink
@@ -692,6 +724,11 @@ class AheadDiscovery:
         if not self._results and not self._producer.done:
             await self._producer.fill(CHUNK_BATCHES)
             self._results.extend(_results(self._producer.queue.take()))
+
+    def peek_result(self, k: int) -> Result | None:
+        """The `k`-th result ready and not taken yet (0: the next), or None: the runner fills
+        more before the next batch's `step`."""
+        return self._results[k] if k < len(self._results) else None
 
     def next_result(self) -> Result:
         if not self._results:

@@ -40,7 +40,7 @@ from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
 from engine.domain import Fill, OrderPurpose
 from engine.domain.candle import timeframe_ms
-from engine.domain.ticker import TickerBatch
+from engine.domain.ticker import TickerBatch, TickerRun
 from engine.errors import ConfigError
 from engine.execution.broker import OrderUpdate
 from engine.execution.paper import FillModel, PaperBroker
@@ -412,8 +412,16 @@ class BacktestRunner:
             core.on_book_change = books.on_book_change
             if self.reuse is not None:
                 core.signals.memo = self.reuse.features
-            eq_ts, eq, expo = [], [], []
+            eq_ts: list[int] = []
+            eq: list[float] = []
+            expo: list[float] = []
             batch, cycles = first, 0
+            # The feed's next minutes handed at once (`HistoryFeed.next_run`), taken from `j` on:
+            # those the core rests through are stepped at once (`TradingCycle.step_quiet`), where
+            # nothing reads an event but its count; the others one by one, as batches of it.
+            quiet = isinstance(feed, HistoryFeed) and tap.counts_only
+            run: TickerRun | None = None
+            j = 0
             while True:
                 now = batch.ts_ms
                 if ahead is not None:
@@ -427,7 +435,34 @@ class BacktestRunner:
                     break
                 if progress is not None and (cycles == 1 or cycles % PROGRESS_EVERY == 0):
                     progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
-                batch = await feed.next_batch()
+                while quiet and core.rests and now < end:
+                    if run is None or j == len(run):
+                        assert isinstance(feed, HistoryFeed)
+                        run, j = await feed.next_run((end - now) // MINUTE_MS), 0
+                        if run is None:  # the feed hands no runs (no tape): minute by minute
+                            quiet = False
+                            break
+                    if ahead is not None:
+                        await ahead.fill()
+                    room = len(run) - j if progress is None else PROGRESS_EVERY - cycles % PROGRESS_EVERY
+                    n = await cycle.step_quiet(run, j, room)
+                    if not n:
+                        break
+                    times = run.ts_ms[j : j + n].tolist()
+                    j, cycles, now = j + n, cycles + n, times[-1]
+                    eq_ts += times
+                    eq += [core.equity()] * n
+                    expo += [core.exposure()] * n
+                    if progress is not None and cycles % PROGRESS_EVERY == 0:
+                        progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
+                if now >= end:  # reached by quiet minutes
+                    assert run is not None
+                    batch = run.batch(j - 1)  # the last minute stepped
+                    break
+                if run is not None and j < len(run):
+                    batch, j = run.batch(j), j + 1
+                else:
+                    batch = await feed.next_batch()
             if progress is not None:
                 progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
         finally:

@@ -189,7 +189,7 @@ class EngineStateMachine:
             # the table's answer is known without reading it: the counts go on, the state
             # stays (a backtest's month is 40,000 of these; `tests/engine/runtime/
             # test_state_machine.py` walks both ways side by side).
-            self._healthy_in_tradeable()
+            self.count_healthy(1)
             return None
         return self._by_table(trigger, found, h.now_ms)
 
@@ -203,6 +203,18 @@ class EngineStateMachine:
         without building the inputs, its reasons or the trigger, which cost more than the rest
         of the step; anything else goes through `step` itself. Pinned against `step` by
         `tests/engine/runtime/test_state_machine.py`."""
+        if self.healthy_in_tradeable(now_ms, data_age_s, ws_down_s, risk_level, journal_failure, exchange_fault):
+            self.count_healthy(1)
+            return None
+        return self.step(HealthInputs(now_ms, data_age_s, ws_down_s, risk_level, journal_failure, exchange_fault))
+
+    def healthy_in_tradeable(
+        self, now_ms: int, data_age_s: float | None, ws_down_s: float, risk_level: int,
+        journal_failure: str | None, exchange_fault: StateReason | None,
+    ) -> bool:  # fmt: skip
+        """Whether a step of these measurements would be a healthy cycle of a tradeable engine
+        (`step_measured`'s fast path), steps not counted: `count_healthy` counts them. It
+        drops the order errors the window left behind, as `evaluate` does, and nothing else."""
         s = self._s
         if (
             self.state is T
@@ -214,16 +226,15 @@ class EngineStateMachine:
             and (data_age_s is None or (data_age_s < s.stale_blocked_s and data_age_s < s.stale_degraded_s))
         ):
             errors = self.errors.count(now_ms)  # last: it drops the errors the window left behind, as `evaluate`
-            if errors < s.order_errors_blocked and errors < s.order_errors_degraded:
-                self._healthy_in_tradeable()
-                return None
-        return self.step(HealthInputs(now_ms, data_age_s, ws_down_s, risk_level, journal_failure, exchange_fault))
+            return errors < s.order_errors_blocked and errors < s.order_errors_degraded
+        return False
 
-    def _healthy_in_tradeable(self) -> None:
-        """A healthy cycle of a tradeable engine: the counts go on, the state stays, no reasons."""
+    def count_healthy(self, n: int) -> None:
+        """`n` healthy cycles of a tradeable engine (`healthy_in_tradeable` said so of each):
+        the counts go on, the state stays, no reasons."""
         runs = self._runs
         for t in runs:
-            runs[t] += 1
+            runs[t] += n
         self.reasons = ()
 
     def _by_table(self, trigger: Trigger, found: tuple[StateReason, ...], now_ms: int) -> Transition | None:
