@@ -57,7 +57,7 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import chain, groupby, repeat
+from itertools import accumulate, chain, groupby, repeat
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol, cast
 
@@ -75,7 +75,7 @@ from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.cycle import DiscoveryDriver
 from engine.runtime.tap import Tap
-from engine.signals.columns import MemberColumns
+from engine.signals.columns import ColumnPool, MemberColumns, pool_of
 
 MINUTE_MS = 60_000
 CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
@@ -114,7 +114,7 @@ def ahead(minutes: int) -> bool:
     return minutes >= AHEAD_MIN_MINUTES
 
 
-# A chunk of results crosses the pipe as columns (`_columns`, `_rows`): its minutes' times, events,
+# A chunk of results crosses the pipe as columns (`_columns`, `_Received`): its minutes' times, events,
 # event counts and pools, and only the few minutes whose cycle is not the usual accepted one
 # with nobody entering or leaving (`_odd`); the pools' members (discovery's `Members`: what
 # settling found, no `Candidate` built) as their symbols, trace ids and one [member, figure]
@@ -126,14 +126,14 @@ def ahead(minutes: int) -> bool:
 # never builds them (`engine.signals.columns`: 3,300 of a month's 22,500 are built). A pool
 # given as built candidates (not discovery's) crosses as it is.
 
-Columns = tuple[Any, ...]  # `_columns`' chunk, `_rows`' input
+Columns = tuple[Any, ...]  # `_columns`' chunk, `_Received`'s input
 # A minute's cycle where it is not (accepted, its own time, nobody entered, nobody left): its
 # place in the chunk and those four (`_odd`)
 Odd = tuple[int, bool, int, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 def _columns(queued: Sequence[Queued]) -> Columns:
-    """`queued` as columns (module comment above), rebuilt by `_rows`: a run's (`SettledRun`)
+    """`queued` as columns (module comment above), rebuilt by `_Received`: a run's (`SettledRun`)
     straight from its columns, with no cycle, snapshot or `Members` made of its batches, and
     no figure of a minute that every minute but a few shares."""
     if not queued:
@@ -222,35 +222,62 @@ def _table_id(members: Members | SettledRun) -> int:
     return id(members.table)
 
 
-def _rows(columns: Columns) -> list[Result]:
-    """The results `_columns` sent: equal to them field for field, types included. A pool of
-    members is made `deferred` (`_Members`): its candidates are built once read, and the core
-    reads a pool of cold ones as columns without (`engine.signals.columns`)."""
-    if not columns:
-        return []
-    times, events, counts, pools, odd, member_columns = columns
-    chunk = _Chunk(*member_columns) if member_columns else None
-    unusual = {figures[0]: figures[1:] for figures in odd}
-    at = 0
-    out: list[Result] = []
-    cycle, snapshot_of, members_of = DiscoveryCycle, PoolSnapshot, PoolSnapshot.of
-    for k, (time, count, pool, cycle_events) in enumerate(zip(times, counts, pools, events, strict=True)):
-        figures = unusual.get(k) if unusual else None
+class _Received:
+    """A chunk as it crossed (`_columns`), its minutes read in order, each as it is needed: the
+    result `on_batch` takes (`result`: equal to what was sent, field for field, types
+    included; a pool of members `deferred` as `_Members`, its candidates built once read), or,
+    for a minute the cycle may step at once, its time and pool alone (`pool`: the columns the
+    core reads, no cycle or snapshot built: 36,000 of a replayed month's 40,000 minutes)."""
+
+    __slots__ = ("_chunk", "_unusual", "counts", "events", "pools", "starts", "times")
+
+    def __init__(self, columns: Columns) -> None:
+        self.times: list[int]
+        self.events: list[Events]
+        self.counts: list[int]
+        self.pools: list[int | tuple[Candidate, ...]]
+        self.times, self.events, self.counts, self.pools, odd, member_columns = columns or ([], [], [], [], (), ())
+        self._chunk = _Chunk(*member_columns) if member_columns else None
+        self._unusual: dict[int, tuple[bool, int, tuple[str, ...], tuple[tuple[str, str], ...]]] = {
+            figures[0]: figures[1:] for figures in odd
+        }
+        # each minute's first member in the chunk's columns (a pool of members: its count)
+        self.starts = list(accumulate((p if p.__class__ is int else 0 for p in self.pools), initial=0))
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def result(self, k: int) -> Result:
+        """Minute k's result, as it was sent."""
+        time, pool = self.times[k], self.pools[k]
+        figures = self._unusual.get(k)
         snapshot_ts = time if figures is None else figures[1]
         if pool.__class__ is not int:
-            snapshot = snapshot_of(snapshot_ts, pool)
+            snapshot = PoolSnapshot(snapshot_ts, cast(tuple[Candidate, ...], pool))
         elif pool:
-            assert chunk is not None
-            snapshot = members_of(snapshot_ts, _Members(chunk, at, at + pool, snapshot_ts))
-            at += pool
+            snapshot = PoolSnapshot.of(snapshot_ts, self._members(k, snapshot_ts))
         else:
-            snapshot = snapshot_of(snapshot_ts, ())
+            snapshot = PoolSnapshot(snapshot_ts, ())
         if figures is None:
-            out.append((time, cycle(time, True, snapshot, (), (), count), cycle_events))
-        else:
-            accepted, _, entered, left = figures
-            out.append((time, cycle(time, accepted, snapshot, entered, left, count), cycle_events))
-    return out
+            return time, DiscoveryCycle(time, True, snapshot, (), (), self.counts[k]), self.events[k]
+        accepted, _, entered, left = figures
+        return time, DiscoveryCycle(time, accepted, snapshot, entered, left, self.counts[k]), self.events[k]
+
+    def pool(self, k: int) -> Sequence[Candidate]:
+        """Minute k's pool as the core reads it (`pool_of` its result's snapshot): a pool of
+        members as their columns (`ColumnPool`), its candidates built only if read."""
+        pool = self.pools[k]
+        if pool.__class__ is not int:
+            return cast(tuple[Candidate, ...], pool)
+        if not pool:
+            return ()
+        figures = self._unusual.get(k)
+        members = self._members(k, self.times[k] if figures is None else figures[1])
+        return ColumnPool(members.columns, members.build)
+
+    def _members(self, k: int, ts_ms: int) -> _Members:
+        assert self._chunk is not None
+        return _Members(self._chunk, self.starts[k], self.starts[k + 1], ts_ms)
 
 
 _HEAT = 0  # heat's column in a member's figures (`engine.discovery.pipeline._tabulate`: heat first)
@@ -550,7 +577,9 @@ class DiscoveryProcess:
         )  # fmt: skip
         self._process.start()
         child_end.close()  # the parent's copy: EOF on our end once the child's copy closes
-        self._results: deque[Result] = deque()
+        self._chunks: deque[_Received] = deque()  # as received; the first read from minute `_at` on
+        self._at = 0
+        self._ready = 0  # minutes received and not taken
         self._ended = False
         self.keeps_payloads = keeps_payloads
 
@@ -582,19 +611,48 @@ class DiscoveryProcess:
 
     def next_result(self) -> Result:
         """The child's next batch result, waiting for it if the child is behind."""
-        while not self._results:
+        while not self._ready:
             self._receive()
-        return self._results.popleft()
+        result = self._chunks[0].result(self._at)
+        self._advance(1)
+        return result
 
-    def peek_result(self, k: int) -> Result | None:
-        """The `k`-th result not taken yet (0: the next), waiting for it if the child is behind;
-        None past the window's end."""
-        results = self._results
-        while len(results) <= k:
+    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
+        """The time and pool of the `k`-th result not taken yet (0: the next), waiting for it if
+        the child is behind; None past the window's end."""
+        while self._ready <= k:
             if self._ended:
                 return None
             self._receive()
-        return results[k]
+        i = self._at + k
+        for chunk in self._chunks:
+            if i < len(chunk):
+                return chunk.times[i], chunk.pool(i)
+            i -= len(chunk)
+        raise AssertionError("a minute counted ready is in no chunk")
+
+    def take(self, n: int) -> list[tuple[int, Events]]:
+        """The next `n` results taken without building them: the times and events of those with
+        events (`upcoming` read each)."""
+        out: list[tuple[int, Events]] = []
+        left = n
+        while left:
+            chunk, at = self._chunks[0], self._at
+            stop = min(len(chunk), at + left)
+            out += ((t, e) for t, e in zip(chunk.times[at:stop], chunk.events[at:stop], strict=True) if e)
+            left -= stop - at
+            self._advance(stop - at)
+        return out
+
+    def _advance(self, n: int) -> None:
+        """`n` minutes taken, a chunk let go once all of its are."""
+        if n > self._ready:
+            raise DiscoveryProcessError("the trading process took results the discovery process has not sent")
+        self._at += n
+        self._ready -= n
+        chunks = self._chunks
+        while chunks and self._at >= len(chunks[0]):
+            self._at -= len(chunks.popleft())
 
     def _receive(self) -> None:
         if self._ended:
@@ -612,7 +670,10 @@ class DiscoveryProcess:
         if kind == "end":
             self._ended = True
         else:
-            self._results.extend(_rows(body))
+            received = _Received(body)
+            if len(received):
+                self._chunks.append(received)
+                self._ready += len(received)
 
     def stage(self, sink: EventSink) -> PipedDiscovery:
         return PipedDiscovery(self, sink)
@@ -626,8 +687,12 @@ class ResultSource(Protocol):
 
     def next_result(self) -> Result: ...
 
-    def peek_result(self, k: int) -> Result | None:
-        """The `k`-th result not taken yet (0: the next), or None where it is not ready."""
+    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
+        """The time and pool (as the core reads it: `pool_of`) of the `k`-th result not taken
+        yet (0: the next), or None where it is not ready."""
+
+    def take(self, n: int) -> list[tuple[int, Events]]:
+        """The next `n` results taken: the times and events of those with events."""
 
 
 class PipedDiscovery:
@@ -655,19 +720,16 @@ class PipedDiscovery:
             self._replay(ts, events)
         return cycle
 
-    def upcoming(self, k: int) -> tuple[int, DiscoveryCycle] | None:
-        """The `k`-th result not taken yet, before it is (`engine.runtime.cycle.ResultsAhead`)."""
-        result = self._source.peek_result(k)
-        return None if result is None else (result[0], result[1])
+    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
+        """The time and pool of the `k`-th result not taken yet, before it is
+        (`engine.runtime.cycle.ResultsAhead`)."""
+        return self._source.upcoming(k)
 
     def take(self, n: int) -> None:
         """The next `n` results taken, their events re-emitted as `on_batch` does: the minutes
         the cycle stepped at once (`TradingCycle.step_quiet`), each read by `upcoming` first."""
-        next_result = self._source.next_result
-        for _ in range(n):
-            ts, _, events = next_result()
-            if events:
-                self._replay(ts, events)
+        for ts, events in self._source.take(n):
+            self._replay(ts, events)
 
     def _replay(self, ts: int, events: Events) -> None:
         """A result's events into the trading side's sink: counted where they came as their
@@ -725,10 +787,18 @@ class AheadDiscovery:
             await self._producer.fill(CHUNK_BATCHES)
             self._results.extend(_results(self._producer.queue.take()))
 
-    def peek_result(self, k: int) -> Result | None:
-        """The `k`-th result ready and not taken yet (0: the next), or None: the runner fills
-        more before the next batch's `step`."""
-        return self._results[k] if k < len(self._results) else None
+    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
+        """The time and pool of the `k`-th result ready and not taken yet (0: the next), or
+        None: the runner fills more before the next batch's `step`."""
+        if k >= len(self._results):
+            return None
+        ts, cycle, _ = self._results[k]
+        return ts, pool_of(cycle.snapshot)
+
+    def take(self, n: int) -> list[tuple[int, Events]]:
+        """The next `n` results taken: the times and events of those with events."""
+        taken = [self._results.popleft() for _ in range(n)]
+        return [(ts, events) for ts, _, events in taken if events]
 
     def next_result(self) -> Result:
         if not self._results:

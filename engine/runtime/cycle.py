@@ -81,9 +81,9 @@ class ResultsAhead(Protocol):
     `engine.backtest.discovery_process`): results can be read before they are taken, so the
     cycle can tell a run of quiet minutes before stepping it (`TradingCycle.step_quiet`)."""
 
-    def upcoming(self, k: int) -> tuple[int, DiscoveryCycle] | None:
-        """The time and cycle of the `k`-th result not taken yet (0: the next), or None where
-        it is not ready."""
+    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
+        """The time and pool (as `pool_of` reads a cycle's snapshot) of the `k`-th result not
+        taken yet (0: the next), or None where it is not ready."""
 
     def take(self, n: int) -> None:
         """Take the next `n` results, their events re-emitted as `on_batch` would."""
@@ -416,7 +416,7 @@ class TradingCycle:
                 now, feed.data_age_s(now), feed.ws_down_s(now), level, failure, feed.exchange_fault()
             ):  # fmt: skip
                 break
-            pool = pool_of(ahead[1].snapshot)
+            pool = ahead[1]
             if len(pool):
                 if not core.skip_cold(pool, now, causes):
                     break

@@ -276,7 +276,24 @@ def crossed(results: list[discovery_process.Result]) -> list[discovery_process.R
     """`results` as the parent reads them: encoded as the child sends them, pickled, rebuilt."""
     kind, columns = pickle.loads(discovery_process._dumps(("results", discovery_process._columns(results))))
     assert kind == "results"
-    return discovery_process._rows(columns)
+    return received(columns)
+
+
+def received(columns: discovery_process.Columns) -> list[discovery_process.Result]:
+    """Every minute of a crossed chunk as `on_batch` takes it, each pool checked against the
+    one the cycle reads before (`_Received.pool`: the same columns, built as the same
+    candidates)."""
+    chunk = discovery_process._Received(columns)
+    results = [chunk.result(k) for k in range(len(chunk))]
+    for k, (_, cycle, _) in enumerate(results):
+        pool, read = chunk.pool(k), pool_of(cycle.snapshot)
+        assert type(pool) is type(read) and len(pool) == len(read)
+        if isinstance(pool, ColumnPool):
+            assert isinstance(read, ColumnPool) and pool.columns == read.columns
+            assert repr(tuple(pool)) == repr(tuple(read))  # NaN != NaN: compared as written
+        else:
+            assert pool == read
+    return results
 
 
 def same_fields(got: object, sent: object) -> None:
@@ -368,7 +385,7 @@ def test_runs_cross_the_pipe_as_their_batches_one_by_one(config: HotcoinConfig, 
     for chunk in chunks:
         plain = discovery_process._results(chunk)
         kind, columns = pickle.loads(discovery_process._dumps(("results", discovery_process._columns(chunk))))
-        got = discovery_process._rows(columns)
+        got = received(columns)
         assert kind == "results"
         same_fields(tuple(cycle for _, cycle, _ in got), tuple(cycle for _, cycle, _ in crossed(plain)))
         assert [(t, events) for t, _, events in got] == [(t, events) for t, _, events in plain]
@@ -414,9 +431,9 @@ def _every_result(process: DiscoveryProcess) -> list[discovery_process.Result]:
     """The child's results, to its "end"."""
     out: list[discovery_process.Result] = []
     while True:
-        while not process._results and not process._ended:
+        while not process._ready and not process._ended:
             process._receive()
-        if not process._results:
+        if not process._ready:
             return out
         out.append(process.next_result())
 
@@ -430,6 +447,13 @@ class _Results:
 
     def next_result(self) -> discovery_process.Result:
         return next(self._results)
+
+    def upcoming(self, k: int) -> None:
+        return None  # none read ahead: each minute is stepped alone
+
+    def take(self, n: int) -> list[tuple[int, discovery_process.Events]]:
+        assert n == 0, "nothing was read ahead to take"
+        return []
 
 
 def _ahead_results(config: HotcoinConfig, store: Path, keeps_payloads: bool) -> list[discovery_process.Result]:
