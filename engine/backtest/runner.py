@@ -416,12 +416,7 @@ class BacktestRunner:
             eq: list[float] = []
             expo: list[float] = []
             batch, cycles = first, 0
-            # The feed's next minutes handed at once (`HistoryFeed.next_run`), taken from `j` on:
-            # those the core rests through are stepped at once (`TradingCycle.step_quiet`), where
-            # nothing reads an event but its count; the others one by one, as batches of it.
-            quiet = isinstance(feed, HistoryFeed) and tap.counts_only
-            run: TickerRun | None = None
-            j = 0
+            after = _Minutes(feed, cycle, end, ahead)  # the minutes after each one stepped
             while True:
                 now = batch.ts_ms
                 if ahead is not None:
@@ -431,38 +426,20 @@ class BacktestRunner:
                 eq_ts.append(now)
                 eq.append(core.equity())
                 expo.append(core.exposure())
-                if now >= end:
-                    break
-                if progress is not None and (cycles == 1 or cycles % PROGRESS_EVERY == 0):
-                    progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
-                while quiet and core.rests and now < end:
-                    if run is None or j == len(run):
-                        assert isinstance(feed, HistoryFeed)
-                        run, j = await feed.next_run((end - now) // MINUTE_MS), 0
-                        if run is None:  # the feed hands no runs (no tape): minute by minute
-                            quiet = False
-                            break
-                    if ahead is not None:
-                        await ahead.fill()
-                    room = len(run) - j if progress is None else PROGRESS_EVERY - cycles % PROGRESS_EVERY
-                    n = await cycle.step_quiet(run, j, room)
-                    if not n:
-                        break
-                    times = run.ts_ms[j : j + n].tolist()
-                    j, cycles, now = j + n, cycles + n, times[-1]
-                    eq_ts += times
-                    eq += [core.equity()] * n
-                    expo += [core.exposure()] * n
-                    if progress is not None and cycles % PROGRESS_EVERY == 0:
+                while now < end:  # the quiet minutes after it, stepped at once
+                    if progress is not None and (cycles == 1 or cycles % PROGRESS_EVERY == 0):
                         progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
-                if now >= end:  # reached by quiet minutes
-                    assert run is not None
-                    batch = run.batch(j - 1)  # the last minute stepped
+                    times = await after.quiet(now, PROGRESS_EVERY - cycles % PROGRESS_EVERY)
+                    if not times:
+                        break
+                    cycles, now = cycles + len(times), times[-1]
+                    eq_ts += times
+                    eq += [core.equity()] * len(times)  # a resting core's: the cash throughout
+                    expo += [core.exposure()] * len(times)
+                if now >= end:
+                    batch = after.last(batch)
                     break
-                if run is not None and j < len(run):
-                    batch, j = run.batch(j), j + 1
-                else:
-                    batch = await feed.next_batch()
+                batch = await after.next_batch()
             if progress is not None:
                 progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
         finally:
@@ -500,6 +477,56 @@ class BacktestRunner:
             + _data_warnings(self.index, market_start, start, end, end_ms, config.trading.signals.regime_symbol)
             + _in_sample_warning(self.model, start, end),
         )
+
+
+class _Minutes:
+    """The replay's minutes after the one just stepped. Where the cycle may step quiet minutes
+    at once (`TradingCycle.steps_quiet`: journal off), the feed hands them as runs
+    (`HistoryFeed.next_run`), of which `quiet` steps those the core rests through
+    (`TradingCycle.step_quiet`) and `next_batch` hands the others one by one; else each
+    minute is the feed's `next_batch`."""
+
+    def __init__(
+        self, feed: MarketFeed, cycle: TradingCycle, end_ms: int, ahead: discovery_process.AheadDiscovery | None
+    ) -> None:
+        self._feed = feed
+        self._ahead = ahead  # discovery run ahead in this process: filled before its results are read
+        self._runs = feed if isinstance(feed, HistoryFeed) and cycle.steps_quiet else None
+        self._cycle = cycle
+        self._end_ms = end_ms
+        self._run: TickerRun | None = None
+        self._j = 0  # the run's next minute
+
+    async def quiet(self, now: int, limit: int) -> list[int]:
+        """Step the quiet minutes after `now` at once, up to `limit` of them and the window's
+        end (a run's minutes); their times."""
+        core = self._cycle.core
+        if self._runs is None or core is None or not core.rests:
+            return []
+        if self._run is None or self._j == len(self._run):
+            self._run, self._j = await self._runs.next_run((self._end_ms - now) // MINUTE_MS), 0
+            if self._run is None:  # the feed hands no runs (no tape): minute by minute from now on
+                self._runs = None
+                return []
+        if self._ahead is not None:
+            await self._ahead.fill()
+        n = await self._cycle.step_quiet(self._run, self._j, limit)
+        times: list[int] = self._run.ts_ms[self._j : self._j + n].tolist()
+        self._j += n
+        return times
+
+    def last(self, stepped: TickerBatch) -> TickerBatch:
+        """The last minute stepped: `stepped`, unless quiet minutes followed it."""
+        if self._run is None or not self._j or int(self._run.ts_ms[self._j - 1]) <= stepped.ts_ms:
+            return stepped
+        return self._run.batch(self._j - 1)
+
+    async def next_batch(self) -> TickerBatch:
+        """The next minute to step as a batch: the run's next, else the feed's."""
+        if self._run is not None and self._j < len(self._run):
+            self._j += 1
+            return self._run.batch(self._j - 1)
+        return await self._feed.next_batch()
 
 
 def _open_positions(core: TradingCore) -> dict[str, OpenPosition]:

@@ -383,6 +383,13 @@ class TradingCycle:
                 self.book(await self._sync(now), now)
         return CycleOutcome(cycle, len(intents), sent_at)
 
+    @property
+    def steps_quiet(self) -> bool:
+        """Whether `step_quiet` may step any minute at all: discovery's results come ahead of the
+        core (`ResultsAhead`), the core reads a store's bars in place, and nothing reads an
+        event but its count. Else a feed's run of minutes would be stepped one by one anyway."""
+        return self._ahead is not None and self._store is not None and self.tap.counts_only
+
     async def step_quiet(self, run: TickerRun, j: int, limit: int) -> int:
         """Minutes j, j+1, ... of `run` (the feed's next minutes; `step` took the one before j),
         up to `limit` of them, stepped at once while each is quiet, and how many: the core rests (`TradingCore.rests`)
@@ -399,7 +406,7 @@ class TradingCycle:
         the two ways to the same results, minute for minute."""
         core, stage, store = self.core, self._ahead, self._store
         assert core is not None
-        if stage is None or store is None or not (core.rests and self.router.at_rest() and self.tap.counts_only):
+        if stage is None or store is None or not (self.tap.counts_only and core.rests and self.router.at_rest()):
             return 0
         driver, state, feed, journal_failed = self.driver, self.state, self.feed, self._journal_failed
         level, causes, due = int(core.risk.level), self.tap.candidate_seq, driver.due
