@@ -146,6 +146,7 @@ def _columns(queued: Sequence[Queued]) -> Columns:
     members: list[Members | SettledRun] = []
     for item in queued:
         if isinstance(item, SettledRun):
+            start = len(times)
             times += item.times
             events += map(_kinds, item.events)
             counts += item.events
@@ -154,8 +155,8 @@ def _columns(queued: Sequence[Queued]) -> Columns:
             else:
                 pools += item.sizes
                 members.append(item)
-            if item.left:  # the run's last batch: its leavers
-                odd.append((len(times) - 1, True, times[-1], (), item.left))
+            for t, left in item.left.items():  # a batch's leavers (expired)
+                odd.append((start + t, True, times[start + t], (), left))
             continue
         time, cycle, cycle_events = item
         times.append(time)

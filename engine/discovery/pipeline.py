@@ -50,7 +50,7 @@ from engine.discovery.anomaly import AnomalyDetector, AnomalyScores
 from engine.discovery.filters import CandidateFilters, CodeArray, FilterCode
 from engine.discovery.heat import HeatFrame, HeatRanker
 from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
-from engine.discovery.pool import CandidatePool, PoolChange, PoolSnapshot
+from engine.discovery.pool import CandidatePool, PoolSnapshot
 from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RETURN_KEYS, RingBlock, TickerWindows, WindowUpdate
@@ -215,15 +215,15 @@ class SettledRun:
     calm minutes of an empty pool (`quiet`), or a run in which the pool keeps its members
     (`Discovery._settle_kept`). What each batch's `DiscoveryCycle` would hold, without the
     cycle, snapshot and `Members` of each (`cycles` builds them): a `RunTaker` (the backtest's
-    discovery process) sends the columns as they are. Nobody enters in a run and nobody
-    leaves before its last batch (`left`); its candidate snapshots (`events`, by batch) are
+    discovery process) sends the columns as they are. Nobody enters in a run; members leave
+    as they expire (`left`, by batch); its candidate snapshots (`events`, by batch) are
     journaled by whoever takes it (`RunTaker`, `Discovery._hand_over`)."""
 
     times: list[int]  # each batch's time
     indices: list[int]  # its batch of `table`
     sizes: list[int]  # its pool's members
     events: list[int]  # its candidate snapshots
-    left: tuple[tuple[str, str], ...]  # the last batch's leavers (expired)
+    left: dict[int, tuple[tuple[str, str], ...]]  # the leavers (expired) of each batch that has any, by its place
     last: PoolSnapshot  # the last batch's snapshot: the pool's after the run
     symbols: list[str]  # the members of each batch in turn, hottest first
     trace_ids: list[str]
@@ -245,7 +245,7 @@ class SettledRun:
                                   self.rows[at:stop])  # fmt: skip
                 snapshot = PoolSnapshot.of(ts, members)
             at += size
-            out.append(DiscoveryCycle(ts, True, snapshot, (), self.left if t == last else (), count))
+            out.append(DiscoveryCycle(ts, True, snapshot, (), self.left.get(t, ()), count))
         return out
 
 
@@ -784,7 +784,7 @@ class Discovery:
             self._bar, self._emitted = bar, set()
         self._last_pending = functools.partial(kept.describe, indices[-1], now)  # built if `last_frame` is read
         n = len(times)
-        return SettledRun(times, indices, [0] * n, [0] * n, (), change.snapshot, [], [], [], _NO_TABLE, quiet=True)
+        return SettledRun(times, indices, [0] * n, [0] * n, {}, change.snapshot, [], [], [], _NO_TABLE, quiet=True)
 
     def _settle_kept(self, kept: _Kept, j: int) -> SettledRun | None:
         """`_settle` of the block's batches from its `j`-th on while the pool keeps its members
@@ -792,11 +792,11 @@ class Discovery:
         filters, every symbol at the heat bar passing them a member already, none refused (most
         busy minutes of a replay: the same few hot coins for an hour). Such a batch rejects,
         bands and enters nobody, so it needs neither its `_Minute` (unless the journal keeps
-        payloads) nor the general sorting-out, and between two expiries the members only
-        change rank: the run is settled as columns (`CandidatePool.keep_run`, one sort of the
-        block's heats, each member's trace ids in one call) up to a batch that is not such or
-        one where a member expired; None where the `j`-th is not such (or a heat is NaN, which
-        ranks as only `sorted` ranks it). `test_block.py` holds this to `_settle` batch by batch."""
+        payloads) nor the general sorting-out, and members only change rank or expire: the
+        run is settled as columns (`CandidatePool.keep_run`, across its expiries; one sort of
+        the block's heats, each member's trace ids in one call) up to a batch that is not such;
+        None where the `j`-th is not such (or a heat is NaN, which ranks as only `sorted`
+        ranks it). `test_block.py` holds this to `_settle` batch by batch."""
         block = kept.block
         i = block.batches[j][1]
         if i < 0 or self._unjournaled:
@@ -806,38 +806,41 @@ class Discovery:
         rows = [mapping[1].get(symbol, e) for symbol in members]
         if max(rows) >= e:  # a member left the market
             return None
-        times, indices = self._kept_batches(kept, j, mapping, e, members, rows)
+        times, indices = self._kept_batches(kept, j, mapping, e, rows)
         if not times:
             return None
         cut = kept.heat[indices[0] : indices[-1] + 1, rows]  # [batch, member]: the run's batches are consecutive
         if not kept.finite and np.isnan(cut).any():
             return None
-        order: list[list[int]] = (
-            np.argsort(-cut, axis=1, kind="stable").tolist() if len(rows) > 1 else [[0]] * len(times)
-        )  # each batch's ranking
         hot = kept.hot[indices[0] : indices[-1] + 1, rows].T.tolist()
         at = dict(zip(members, rows, strict=True))
-        n, change = self.pool.keep_run(
+        n, left, change = self.pool.keep_run(
             times, dict(zip(members, cut.T.tolist(), strict=True)), dict(zip(members, hot, strict=True)),
             lambda t, ranked: self._last_members(kept, times[t], indices[t], ranked, at),
         )  # fmt: skip
-        del times[n:], indices[n:], order[n:]
+        del times[n:], indices[n:]
+        order: list[list[int]] = (
+            np.argsort(-cut[: n - 1], axis=1, kind="stable").tolist() if len(rows) > 1 else [[0]] * (n - 1)
+        )  # each batch's ranking but the last's (`change`'s)
+        if left:  # members gone before the last batch: each batch ranks those still in
+            ends = {members.index(symbol): t for t, gone in left.items() for symbol, _ in gone}
+            order = [[k for k in ranks if ends.get(k, t + 1) > t] for t, ranks in enumerate(order)]
+        else:
+            ends = {}
         if change.left:
-            gone = {members.index(symbol) for symbol, _ in change.left}
-            order[-1] = [k for k in order[-1] if k not in gone]
-        return self._kept_run(kept, times, indices, members, rows, order, change)
+            left[n - 1] = change.left
+        return self._kept_run(kept, times, indices, members, rows, order, ends, left, change.snapshot)
 
     def _kept_batches(
-        self, kept: _Kept, j: int, mapping: tuple[list[str | None], dict[str, int]], e: int, members: list[str],
-        rows: list[int],
-    ) -> tuple[list[int], list[int]]:  # fmt: skip
+        self, kept: _Kept, j: int, mapping: tuple[list[str | None], dict[str, int]], e: int, rows: list[int]
+    ) -> tuple[list[int], list[int]]:
         """The times and indices of the block's batches from its `j`-th on that `_settle_kept`
-        settles with `members` at `rows`: the same rows, all passing, nobody else at the bar, up
-        to the first at which a member expires (`CandidatePool.keep_run` stops there too)."""
+        settles with its members at `rows`: the same rows, all passing, nobody else at the bar
+        (where members expire in them, `CandidatePool.keep_run` ends the run before one of them
+        would enter again; their rows are held to passing the filters still, which only ends a
+        run sooner than it could)."""
         block, codes, eligible, refused = kept.block, kept.codes(), kept.eligible, kept.refused
         member_rows = set(rows)
-        expires = dict(zip(rows, map(self.pool.expires_ms, members), strict=True))
-        ttl = self.cfg.pool.ttl_ms
         times: list[int] = []
         indices: list[int] = []
         for ts, i in islice(block.batches, j, None):
@@ -849,11 +852,6 @@ class Discovery:
                 break
             times.append(ts)
             indices.append(i)
-            for row, at in expires.items():
-                if row in eligible[i]:
-                    expires[row] = ts + ttl
-                elif at <= ts:
-                    return times, indices
         return times, indices
 
     def _last_members(self, kept: _Kept, now: int, batch: int, ranked: list[str], rows: Mapping[str, int]) -> Members:
@@ -867,33 +865,37 @@ class Discovery:
 
     def _kept_run(
         self, kept: _Kept, times: list[int], indices: list[int], members: list[str], rows: list[int],
-        order: list[list[int]], change: PoolChange,
+        order: list[list[int]], ends: Mapping[int, int], left: dict[int, tuple[tuple[str, str], ...]],
+        snapshot: PoolSnapshot,
     ) -> SettledRun:  # fmt: skip
-        """The `SettledRun` of `_settle_kept`'s batches, each ranked by `order` (member numbers),
-        the journal's state and counters left as batch by batch."""
-        bar_ms = self.cfg.pool.bar_ms
+        """The `SettledRun` of `_settle_kept`'s batches, each but the last ranked by `order`
+        (member numbers; a member gone at batch `ends[k]` has no id from there on), the last as
+        `snapshot` holds it; the journal's state and counters left as batch by batch."""
+        bar_ms, n = self.cfg.pool.bar_ms, len(times)
         starts = [ts - ts % bar_ms for ts in times]
-        last = change.snapshot.deferred
+        last = snapshot.deferred
         assert isinstance(last, Members)
-        ids = [self._trace_ids.of_each(symbol, starts[:-1]) for symbol in members]  # the last batch's: `last`'s
-        sizes = [len(ranks) for ranks in order]
-        flat = list(chain.from_iterable(order[:-1]))
-        at = list(chain.from_iterable(repeat(t, size) for t, size in enumerate(sizes[:-1])))
+        of_each = self._trace_ids.of_each
+        ids = [of_each(symbol, starts[: ends.get(k, n - 1)]) for k, symbol in enumerate(members)]
+        sizes = [*map(len, order), len(last.symbols)]
+        flat = list(chain.from_iterable(order))
+        at = chain.from_iterable(map(repeat, range(n - 1), sizes))  # each member's batch in `flat`
         symbols = [members[k] for k in flat] + last.symbols
         trace_ids = [ids[k][t] for k, t in zip(flat, at, strict=True)] + last.trace_ids
         self._banded = set()
         bar = starts[-1] // bar_ms
         if bar != self._trace_bar:
             self._trace_bar, self._traces = bar, {}
-        first = len(times) - 1
+        first = n - 1
         while first and starts[first - 1] == starts[-1]:  # the run's batches in its last bar
             first -= 1
-        self._traces.update(zip(symbols[sum(sizes[:first]) :], trace_ids[sum(sizes[:first]) :], strict=True))
-        events = [0] * len(times)
+        skip = sum(sizes[:first])
+        self._traces.update(zip(symbols[skip:], trace_ids[skip:], strict=True))
+        events = [0] * n
         if self.sink is not None:
-            self._journal_run(starts, sizes, events, [members[k] for k in order[first]])
+            self._journal_run(starts, sizes, events, symbols[skip : skip + sizes[first]])
         self._last_pending = functools.partial(kept.describe, indices[-1], times[-1])  # `last_frame` builds it if read
-        return SettledRun(times, indices, sizes, events, change.left, change.snapshot, symbols, trace_ids,
+        return SettledRun(times, indices, sizes, events, left, snapshot, symbols, trace_ids,
                           [rows[k] for k in flat] + last.rows, kept.table())  # fmt: skip
 
     def _journal_run(self, starts: list[int], sizes: list[int], events: list[int], opening: list[str]) -> None:

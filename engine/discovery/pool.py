@@ -242,41 +242,62 @@ class CandidatePool:
     def keep_run(
         self, times: Sequence[int], heats: Mapping[str, Sequence[float]], qualifies: Mapping[str, Sequence[bool]],
         rank: Callable[[int, list[str]], Ranked],
-    ) -> tuple[int, PoolChange]:
+    ) -> tuple[int, dict[int, tuple[tuple[str, str], ...]], PoolChange]:
         """`update` of each batch at `times` in turn, where no batch rejects a member, every
         member is in the market (`heats[symbol]`: its heat at each batch) and every qualifying
-        symbol is a member already (`qualifies[symbol]`: whether it qualifies at each): nobody
-        enters or is displaced, and only a member that stopped qualifying can leave (expired).
-        Most busy minutes of a replay are such, and between two expiries only expiry times and
-        heat history change, so a run of them is folded at once: the batches up to the first at
-        which a member expires (included; its count is returned), with the change of the last
-        of them, whose members `rank(batch, ranked)` gives (`test_filters_pool.py` holds this
-        to `update` batch by batch)."""
-        members, ttl, bar = self._members, self.cfg.ttl_ms, self.cfg.bar_ms
+        symbol is a member (`qualifies[symbol]`: whether it qualifies at each): nobody enters
+        or is displaced, and only a member that stopped qualifying can leave (expired). Most
+        busy minutes of a replay are such: only expiry times, heat history and ranks change,
+        so a run of them is folded at once, across its expiries (a run cut at each was some
+        1,300 more runs a replayed month, each with its fixed costs). The run stops before a
+        batch at which a member that expired in it qualifies again (it would enter), and at a
+        batch that leaves the pool empty; the batches taken are counted. Returned with their
+        count: the leavers of each batch before the last that has any (by its place), and the
+        last batch's change, whose members `rank(batch, ranked)` gives (`test_filters_pool.py`
+        holds this to `update` batch by batch)."""
+        members, ttl = self._members, self.cfg.ttl_ms
+        ends = _expiries(members, times, qualifies, ttl)  # member -> the batch it expires at
         n = len(times)
-        for symbol, member in members.items():  # the first batch at which a member expires
-            expires = member.expires_ms
-            for t, (now, qualified) in enumerate(zip(times[:n], qualifies[symbol][:n], strict=True)):
-                if qualified:
-                    expires = now + ttl
-                elif expires <= now:
-                    n = t + 1
-                    break
+        for symbol, end in ends.items():  # an expired member qualifying again would enter
+            n = next((t for t in range(end + 1, n) if qualifies[symbol][t]), n)
+        ends = {symbol: end for symbol, end in ends.items() if end < n}
+        if len(ends) == len(members):  # nobody left after the last of them expires
+            n = max(ends.values()) + 1
         now = times[n - 1]
-        expired = []
+        left: dict[int, list[tuple[str, str]]] = {}
         for symbol, member in list(members.items()):
+            gone = ends.get(symbol)
+            if gone is not None:
+                del members[symbol]
+                left.setdefault(gone, []).append((symbol, "expired"))
+                continue
             q = qualifies[symbol]
             last = next((t for t in range(n - 1, -1, -1) if q[t]), None)
             if last is not None:
                 member.expires_ms = times[last] + ttl
-            if not q[n - 1] and member.expires_ms <= now:  # expired at the last batch (never before it: `n`)
-                del members[symbol]
-                expired.append(symbol)
-                continue
-            member.history.extend(_samples(member.history, times[:n], heats[symbol][:n], bar))
+            member.history.extend(_samples(member.history, times[:n], heats[symbol][:n], self.cfg.bar_ms))
         ranked = sorted(members, key=lambda s: (-heats[s][n - 1], s)) if len(members) > 1 else list(members)
         self._snapshot = PoolSnapshot.of(now, rank(n - 1, ranked))
-        return n, PoolChange((), tuple((s, "expired") for s in expired), self._snapshot)
+        last_left = tuple(left.pop(n - 1, ()))
+        return n, {t: tuple(gone) for t, gone in sorted(left.items())}, PoolChange((), last_left, self._snapshot)
+
+
+def _expiries(
+    members: Mapping[str, _Member], times: Sequence[int], qualifies: Mapping[str, Sequence[bool]], ttl: int
+) -> dict[str, int]:
+    """The batch of `times` at which each member that expires in them does (`keep_run`): the
+    first at which it does not qualify and its expiry, reset by each batch that it qualifies
+    at, has come."""
+    ends: dict[str, int] = {}
+    for symbol, member in members.items():
+        expires = member.expires_ms
+        for t, (now, qualified) in enumerate(zip(times, qualifies[symbol], strict=True)):
+            if qualified:
+                expires = now + ttl
+            elif expires <= now:
+                ends[symbol] = t
+                break
+    return ends
 
 
 def _samples(

@@ -262,13 +262,16 @@ def test_kept_batches_settle_as_the_general_path_settles_them(
 ) -> None:
     """A block's batches in which the pool keeps its members (`Discovery._settle_kept`) settle
     as `_settle` settles them one by one: the same cycles, journal, counters, pool (members,
-    expiries, heat history) and journal state, through members cooling, expiring and leaving."""
+    expiries, heat history) and journal state, through members cooling, expiring (runs go on
+    past an expiry) and leaving."""
     kept: list[int] = []
+    spanned: list[bool] = []  # a run in which a member expired before its last batch
     real = Discovery._settle_kept
 
     def counting(self: Discovery, *args: Any) -> SettledRun | None:
         run = real(self, *args)
         kept.append(0 if run is None else len(run.times))
+        spanned.append(run is not None and any(t < len(run.times) - 1 for t in run.left))
         return run
 
     monkeypatch.setattr(Discovery, "_settle_kept", counting)
@@ -276,6 +279,7 @@ def test_kept_batches_settle_as_the_general_path_settles_them(
     monkeypatch.setattr(Discovery, "_settle_kept", lambda self, *args: None)
     plain, plain_sink, plain_cycles = run(payloads, block, runs)
     assert sum(kept) >= 40 and max(kept) >= 5  # runs of kept batches, settled in one call
+    assert any(spanned)
     assert same(fast_cycles, plain_cycles) and fast_sink.events == plain_sink.events
     assert any(c.left for c in fast_cycles) and fast.all_counters() == plain.all_counters()
     assert fast.pool.members == plain.pool.members

@@ -208,27 +208,32 @@ def test_snapshots_are_immutable_and_do_not_see_later_updates() -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_keep_run_is_update_batch_by_batch_where_nobody_joins_or_is_rejected(seed: int) -> None:
     """`keep_run` (the pool keeps its members, nobody joins them, a run of batches at once)
-    gives what `update` gives batch by batch up to the first expiry: the same batches taken,
-    change of the last, snapshot, expiries and heat history, through members that cool and
-    expire, heats that tie, and batches inside one bar."""
+    gives what `update` gives batch by batch, across expiries: the same batches taken (up to
+    one at which an expired member would enter again, or the pool is left empty), leavers of
+    each, change of the last, snapshot, expiries and heat history, through members that cool
+    and expire, heats that tie, and batches inside one bar."""
     rng = np.random.default_rng(seed)
     a, b = pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3), pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3)
-    kept, now = 0, T0
+    kept, now, spanned = 0, T0, 0
     for _ in range(150):
         symbols = list(a.members)
         if symbols and rng.random() < 0.7:  # `keep_run`'s case: members only
-            times = [now + 20_000 * (t + 1) for t in range(int(rng.integers(1, 9)))]
+            times = [now + 20_000 * (t + 1) for t in range(int(rng.integers(1, 13)))]
             heats = {s: [float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for _ in times] for s in symbols}
             qualifies = {s: [h >= 55.0 and rng.random() < 0.8 for h in heats[s]] for s in symbols}
             def rank(t: int, ranked: list[str], times: list[int] = times, heats: dict[str, list[float]] = heats) -> Built:
                 return builder({s: heats[s][t] for s in heats}, times[t])(ranked)
 
-            n, one = a.keep_run(times, heats, qualifies, rank)
-            for t in range(n):
-                present = {s: heats[s][t] for s in symbols if s in b}
+            n, left, one = a.keep_run(times, heats, qualifies, rank)
+            for t in range(n):  # every symbol of the run in the market, an expired one free to enter again
+                present = {s: heats[s][t] for s in symbols}
                 other = b.update(times[t], present, {s for s in present if qualifies[s][t]}, {}, builder(present, times[t]))
-                assert t == n - 1 or not other.left  # nobody left before the last batch taken
+                assert other.entered == ()
+                assert t == n - 1 or other.left == left.get(t, ())
+            assert set(left) <= set(range(n - 1)) and all(left.values())
+            assert n == len(times) or not b.members or any(qualifies[s][n] and s not in b for s in symbols)
             assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
+            spanned += bool(left)
             kept += n
             now = times[n - 1]
         else:
@@ -240,7 +245,7 @@ def test_keep_run_is_update_batch_by_batch_where_nobody_joins_or_is_rejected(see
             assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
         assert a.members == b.members
         assert [(a.history(s), a._members[s].expires_ms) for s in a.members] == [(b.history(s), b._members[s].expires_ms) for s in b.members]
-    assert kept >= 100
+    assert kept >= 100 and spanned >= 1
 
 
 def test_heat_history_is_one_sample_per_bar_and_bounded() -> None:
