@@ -155,8 +155,8 @@ def _columns(queued: Sequence[Queued]) -> Columns:
             else:
                 pools += item.sizes
                 members.append(item)
-            for t, left in item.left.items():  # a batch's leavers (expired)
-                odd.append((start + t, True, times[start + t], (), left))
+            for t in sorted(item.entered.keys() | item.left.keys()):  # a batch with entrants or leavers (expired)
+                odd.append((start + t, True, times[start + t], item.entered.get(t, ()), item.left.get(t, ())))
             continue
         time, cycle, cycle_events = item
         times.append(time)

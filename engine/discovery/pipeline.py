@@ -39,8 +39,8 @@ import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
-from typing import Any, Protocol, runtime_checkable
+from itertools import chain, compress, islice, repeat
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,7 @@ from engine.discovery.anomaly import AnomalyDetector, AnomalyScores
 from engine.discovery.filters import CandidateFilters, CodeArray, FilterCode
 from engine.discovery.heat import HeatFrame, HeatRanker
 from engine.discovery.listings import Announcement, ListingEvent, ListingMonitor
-from engine.discovery.pool import CandidatePool, PoolSnapshot
+from engine.discovery.pool import CandidatePool, KeptRun, PoolSnapshot
 from engine.discovery.social.source import QUOTE_ASSETS, Refusal, SocialPost, resolve_base
 from engine.discovery.social.velocity import MentionVelocity
 from engine.discovery.windows import NO_TIME, RETURN_KEYS, RingBlock, TickerWindows, WindowUpdate
@@ -215,14 +215,15 @@ class SettledRun:
     calm minutes of an empty pool (`quiet`), or a run in which the pool keeps its members
     (`Discovery._settle_kept`). What each batch's `DiscoveryCycle` would hold, without the
     cycle, snapshot and `Members` of each (`cycles` builds them): a `RunTaker` (the backtest's
-    discovery process) sends the columns as they are. Nobody enters in a run; members leave
-    as they expire (`left`, by batch); its candidate snapshots (`events`, by batch) are
+    discovery process) sends the columns as they are. Symbols enter (at a bar's first batch)
+    and leave as they expire (`entered`, `left`, by batch); its candidate snapshots (`events`, by batch) are
     journaled by whoever takes it (`RunTaker`, `Discovery._hand_over`)."""
 
     times: list[int]  # each batch's time
     indices: list[int]  # its batch of `table`
     sizes: list[int]  # its pool's members
     events: list[int]  # its candidate snapshots
+    entered: dict[int, tuple[str, ...]]  # the entrants of each batch that has any, by its place
     left: dict[int, tuple[tuple[str, str], ...]]  # the leavers (expired) of each batch that has any, by its place
     last: PoolSnapshot  # the last batch's snapshot: the pool's after the run
     symbols: list[str]  # the members of each batch in turn, hottest first
@@ -245,7 +246,7 @@ class SettledRun:
                                   self.rows[at:stop])  # fmt: skip
                 snapshot = PoolSnapshot.of(ts, members)
             at += size
-            out.append(DiscoveryCycle(ts, True, snapshot, (), self.left.get(t, ()), count))
+            out.append(DiscoveryCycle(ts, True, snapshot, self.entered.get(t, ()), self.left.get(t, ()), count))
         return out
 
 
@@ -784,74 +785,99 @@ class Discovery:
             self._bar, self._emitted = bar, set()
         self._last_pending = functools.partial(kept.describe, indices[-1], now)  # built if `last_frame` is read
         n = len(times)
-        return SettledRun(times, indices, [0] * n, [0] * n, {}, change.snapshot, [], [], [], _NO_TABLE, quiet=True)
+        return SettledRun(times, indices, [0] * n, [0] * n, {}, {}, change.snapshot, [], [], [], _NO_TABLE, quiet=True)
 
     def _settle_kept(self, kept: _Kept, j: int) -> SettledRun | None:
-        """`_settle` of the block's batches from its `j`-th on while the pool keeps its members
-        and nobody joins them: every member in the market (the same rows) and passing the
-        filters, every symbol at the heat bar passing them a member already, none refused (most
-        busy minutes of a replay: the same few hot coins for an hour). Such a batch rejects,
-        bands and enters nobody, so it needs neither its `_Minute` (unless the journal keeps
-        payloads) nor the general sorting-out, and members only change rank or expire: the
-        run is settled as columns (`CandidatePool.keep_run`, across its expiries; one sort of
-        the block's heats, each member's trace ids in one call) up to a batch that is not such;
-        None where the `j`-th is not such (or a heat is NaN, which ranks as only `sorted`
-        ranks it). `test_block.py` holds this to `_settle` batch by batch."""
+        """`_settle` of the block's batches from its `j`-th on while the pool changes only by
+        entries and expiries: every member in the market (the same rows) and passing the
+        filters, nobody refused, and where somebody enters (at a bar's first batch only, where
+        every member is journaled anyway) nobody displaced (most busy minutes of a replay: a
+        few hot coins coming and going for an hour). Such a batch rejects and bands nobody, so
+        it needs neither its `_Minute` (unless the journal keeps payloads) nor the general
+        sorting-out: the run is settled as columns (`CandidatePool.keep_run`, symbol by
+        symbol; one sort of the block's heats, each member's trace ids in one call) up to a
+        batch that is not such; None where the `j`-th is not such (or a heat is NaN, which
+        ranks as only `sorted` ranks it). `test_block.py` holds this to `_settle` batch by batch."""
         block = kept.block
         i = block.batches[j][1]
         if i < 0 or self._unjournaled:
             return None
         mapping, e = block.mappings[i], block.extents[i]
-        members = sorted(self.pool)  # by symbol: a tie in heat ranks by symbol
-        rows = [mapping[1].get(symbol, e) for symbol in members]
+        rows = [mapping[1].get(symbol, e) for symbol in self.pool]
         if max(rows) >= e:  # a member left the market
             return None
-        times, indices = self._kept_batches(kept, j, mapping, e, rows)
+        times, indices = self._kept_batches(kept, j, mapping, e, rows)  # `rows` gains the entrants'
         if not times:
             return None
-        cut = kept.heat[indices[0] : indices[-1] + 1, rows]  # [batch, member]: the run's batches are consecutive
+        by_row = mapping[0]
+        named = sorted(zip(cast(list[str], [by_row[r] for r in rows]), rows, strict=True))  # by symbol: a tie in heat ranks by symbol
+        names, rows = [name for name, _ in named], [row for _, row in named]
+        cut = kept.heat[indices[0] : indices[-1] + 1, rows]  # [batch, symbol]: the run's batches are consecutive
         if not kept.finite and np.isnan(cut).any():
             return None
-        hot = kept.hot[indices[0] : indices[-1] + 1, rows].T.tolist()
-        at = dict(zip(members, rows, strict=True))
-        n, left, change = self.pool.keep_run(
-            times, dict(zip(members, cut.T.tolist(), strict=True)), dict(zip(members, hot, strict=True)),
+        eligible = kept.eligible
+
+        def arrivals(t: int) -> set[str]:  # `_settle`'s qualifying set, built as it builds it
+            return {s for s in (by_row[r] for r in eligible[indices[t]]) if s is not None}
+
+        at = dict(zip(names, rows, strict=True))
+        run = self.pool.keep_run(
+            times, dict(zip(names, cut.T.tolist(), strict=True)),
+            dict(zip(names, kept.hot[indices[0] : indices[-1] + 1, rows].T.tolist(), strict=True)), arrivals,
             lambda t, ranked: self._last_members(kept, times[t], indices[t], ranked, at),
         )  # fmt: skip
+        if run is None:
+            return None
+        n = run.count
         del times[n:], indices[n:]
         order: list[list[int]] = (
             np.argsort(-cut[: n - 1], axis=1, kind="stable").tolist() if len(rows) > 1 else [[0]] * (n - 1)
-        )  # each batch's ranking but the last's (`change`'s)
-        if left:  # members gone before the last batch: each batch ranks those still in
-            ends = {members.index(symbol): t for t, gone in left.items() for symbol, _ in gone}
-            order = [[k for k in ranks if ends.get(k, t + 1) > t] for t, ranks in enumerate(order)]
-        else:
-            ends = {}
-        if change.left:
-            left[n - 1] = change.left
-        return self._kept_run(kept, times, indices, members, rows, order, ends, left, change.snapshot)
+        )  # each batch's ranking but the last's (`run.snapshot`'s)
+        spans = [run.spans[name] for name in names]
+        present = None if all(span == [(0, n)] for span in spans) else [_inside(span, n - 1) for span in spans]
+        if present is not None:  # some come and go: each batch ranks those in
+            order = [[k for k in ranks if present[k][t]] for t, ranks in enumerate(order)]
+        return self._kept_run(kept, times, indices, names, rows, order, present, run)
 
     def _kept_batches(
         self, kept: _Kept, j: int, mapping: tuple[list[str | None], dict[str, int]], e: int, rows: list[int]
     ) -> tuple[list[int], list[int]]:
         """The times and indices of the block's batches from its `j`-th on that `_settle_kept`
-        settles with its members at `rows`: the same rows, all passing, nobody else at the bar
-        (where members expire in them, `CandidatePool.keep_run` ends the run before one of them
-        would enter again; their rows are held to passing the filters still, which only ends a
-        run sooner than it could)."""
+        settles with its members at `rows`: the same rows, all passing, nobody refused, and
+        where a row that is not in `rows` passes at the heat bar (it enters), a bar's first
+        batch with no more such rows than the pool holds; `rows` takes those rows in turn,
+        each held to passing the filters from then on (while a member still, and after: which
+        only ends a run sooner than it could). They end at the latest where the last member
+        has surely expired (`horizon`: the latest expiry, nobody at the bar), as
+        `CandidatePool.keep_run` ends a run that leaves the pool empty, rather than go on
+        through the calm minutes that follow."""
         block, codes, eligible, refused = kept.block, kept.codes(), kept.eligible, kept.refused
+        bar_ms, size, ttl, by_row = self.cfg.pool.bar_ms, self.cfg.pool.size, self.cfg.pool.ttl_ms, mapping[0]
         member_rows = set(rows)
+        bar, horizon = self._bar, max(map(self.pool.expires_ms, self.pool))
         times: list[int] = []
         indices: list[int] = []
         for ts, i in islice(block.batches, j, None):
             if (
                 i < 0 or refused[i] or block.mappings[i] is not mapping or block.extents[i] != e
-                or any(map(codes[i].__getitem__, rows)) or not member_rows.issuperset(eligible[i])
                 or (indices and i != indices[-1] + 1)
             ):  # fmt: skip
                 break
+            if not member_rows.issuperset(eligible[i]):  # somebody enters
+                new = [r for r in eligible[i] if r not in member_rows]
+                if ts // bar_ms == bar or len(eligible[i]) > size or any(by_row[r] is None for r in new):
+                    break
+                member_rows.update(new)
+                rows += new
+            if any(map(codes[i].__getitem__, rows)):
+                break
             times.append(ts)
             indices.append(i)
+            if eligible[i]:
+                horizon = ts + ttl
+            elif ts >= horizon:  # every member expires here and nobody enters: the pool is left empty
+                break
+            bar = ts // bar_ms
         return times, indices
 
     def _last_members(self, kept: _Kept, now: int, batch: int, ranked: list[str], rows: Mapping[str, int]) -> Members:
@@ -864,23 +890,26 @@ class Discovery:
         return Members(now, ranked, trace_ids, kept.table(), batch, [rows[s] for s in ranked])
 
     def _kept_run(
-        self, kept: _Kept, times: list[int], indices: list[int], members: list[str], rows: list[int],
-        order: list[list[int]], ends: Mapping[int, int], left: dict[int, tuple[tuple[str, str], ...]],
-        snapshot: PoolSnapshot,
+        self, kept: _Kept, times: list[int], indices: list[int], names: list[str], rows: list[int],
+        order: list[list[int]], present: list[list[bool]] | None, run: KeptRun,
     ) -> SettledRun:  # fmt: skip
         """The `SettledRun` of `_settle_kept`'s batches, each but the last ranked by `order`
-        (member numbers; a member gone at batch `ends[k]` has no id from there on), the last as
-        `snapshot` holds it; the journal's state and counters left as batch by batch."""
+        (numbers of `names`; `present`: whether each is a member at each, None: all at all),
+        the last as `run.snapshot` holds it; the journal's state and counters left as batch by
+        batch."""
         bar_ms, n = self.cfg.pool.bar_ms, len(times)
         starts = [ts - ts % bar_ms for ts in times]
-        last = snapshot.deferred
+        last = run.snapshot.deferred
         assert isinstance(last, Members)
         of_each = self._trace_ids.of_each
-        ids = [of_each(symbol, starts[: ends.get(k, n - 1)]) for k, symbol in enumerate(members)]
+        if present is None:
+            ids = [of_each(name, starts[:-1]) for name in names]
+        else:
+            ids = [_placed(of_each(name, list(compress(starts, inside))), inside) for name, inside in zip(names, present, strict=True)]
         sizes = [*map(len, order), len(last.symbols)]
         flat = list(chain.from_iterable(order))
         at = chain.from_iterable(map(repeat, range(n - 1), sizes))  # each member's batch in `flat`
-        symbols = [members[k] for k in flat] + last.symbols
+        symbols = [names[k] for k in flat] + last.symbols
         trace_ids = [ids[k][t] for k, t in zip(flat, at, strict=True)] + last.trace_ids
         self._banded = set()
         bar = starts[-1] // bar_ms
@@ -895,7 +924,7 @@ class Discovery:
         if self.sink is not None:
             self._journal_run(starts, sizes, events, symbols[skip : skip + sizes[first]])
         self._last_pending = functools.partial(kept.describe, indices[-1], times[-1])  # `last_frame` builds it if read
-        return SettledRun(times, indices, sizes, events, left, snapshot, symbols, trace_ids,
+        return SettledRun(times, indices, sizes, events, run.entered, run.left, run.snapshot, symbols, trace_ids,
                           [rows[k] for k in flat] + last.rows, kept.table())  # fmt: skip
 
     def _journal_run(self, starts: list[int], sizes: list[int], events: list[int], opening: list[str]) -> None:
@@ -1116,6 +1145,21 @@ def _by_batch(mask: npt.NDArray[np.bool_]) -> list[list[int]]:
     columns: list[int] = mask.nonzero()[1].tolist()
     ends: list[int] = np.cumsum(np.count_nonzero(mask, axis=1)).tolist()
     return [columns[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+
+
+def _inside(span: list[tuple[int, int]], n: int) -> list[bool]:
+    """Whether a symbol is a member at each of a run's first `n` batches, from its `KeptRun.spans`."""
+    out = [False] * n
+    for a, b in span:
+        a, b = min(a, n), min(b, n)
+        out[a:b] = [True] * (b - a)
+    return out
+
+
+def _placed(ids: list[str], inside: list[bool]) -> list[str]:
+    """`ids`, one for each batch `inside` marks, at their batches (an empty string elsewhere)."""
+    taken = iter(ids)
+    return [next(taken) if flag else "" for flag in inside]
 
 
 def _age_days(now_ms: int, listing_ms: float) -> float | None:

@@ -20,8 +20,10 @@ Heat history is one sample per bar (the bar's latest), at most `history_len` bar
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import FrozenInstanceError, dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Protocol
 
 from engine.config.sections.discovery import PoolSection
@@ -241,63 +243,121 @@ class CandidatePool:
 
     def keep_run(
         self, times: Sequence[int], heats: Mapping[str, Sequence[float]], qualifies: Mapping[str, Sequence[bool]],
-        rank: Callable[[int, list[str]], Ranked],
-    ) -> tuple[int, dict[int, tuple[tuple[str, str], ...]], PoolChange]:
-        """`update` of each batch at `times` in turn, where no batch rejects a member, every
-        member is in the market (`heats[symbol]`: its heat at each batch) and every qualifying
-        symbol is a member (`qualifies[symbol]`: whether it qualifies at each): nobody enters
-        or is displaced, and only a member that stopped qualifying can leave (expired). Most
-        busy minutes of a replay are such: only expiry times, heat history and ranks change,
-        so a run of them is folded at once, across its expiries (a run cut at each was some
-        1,300 more runs a replayed month, each with its fixed costs). The run stops before a
-        batch at which a member that expired in it qualifies again (it would enter), and at a
-        batch that leaves the pool empty; the batches taken are counted. Returned with their
-        count: the leavers of each batch before the last that has any (by its place), and the
-        last batch's change, whose members `rank(batch, ranked)` gives (`test_filters_pool.py`
-        holds this to `update` batch by batch)."""
+        arrivals: Callable[[int], Iterable[str]], rank: Callable[[int, list[str]], Ranked],
+    ) -> KeptRun | None:
+        """`update` of each batch at `times` in turn, where no batch rejects a member or leaves
+        one out of the market: `heats` and `qualifies` give every member's and every other
+        symbol's that qualifies in the run (none else does) heat and whether it qualifies,
+        batch by batch. Most busy minutes of a replay are such: symbols enter, have their
+        expiry put off, rank and expire, each on its own, so a run of them is folded at once,
+        symbol by symbol (`_spans`: runs cut at each entry and expiry were 2,216 a replayed
+        month, beside 1,568 `update`s, against 645 and 630, each with its fixed costs). The run
+        stops before a batch that would hold more than `size` members (one displaced; None,
+        nothing done, where that is the first) and after one that leaves the pool empty.
+        `arrivals(batch)`: the symbols qualifying at a batch where somebody enters, in the
+        order `update` is given them (entrants join in it); `rank(batch, ranked)`: the last
+        batch's members (`test_filters_pool.py` holds this to `update` batch by batch)."""
         members, ttl = self._members, self.cfg.ttl_ms
-        ends = _expiries(members, times, qualifies, ttl)  # member -> the batch it expires at
-        n = len(times)
-        for symbol, end in ends.items():  # an expired member qualifying again would enter
-            n = next((t for t in range(end + 1, n) if qualifies[symbol][t]), n)
-        ends = {symbol: end for symbol, end in ends.items() if end < n}
-        if len(ends) == len(members):  # nobody left after the last of them expires
-            n = max(ends.values()) + 1
-        now = times[n - 1]
-        left: dict[int, list[tuple[str, str]]] = {}
-        for symbol, member in list(members.items()):
-            gone = ends.get(symbol)
-            if gone is not None:
-                del members[symbol]
-                left.setdefault(gone, []).append((symbol, "expired"))
-                continue
-            q = qualifies[symbol]
-            last = next((t for t in range(n - 1, -1, -1) if q[t]), None)
-            if last is not None:
-                member.expires_ms = times[last] + ttl
-            member.history.extend(_samples(member.history, times[:n], heats[symbol][:n], self.cfg.bar_ms))
+        spans = {symbol: _spans(members.get(symbol), times, q, ttl) for symbol, q in qualifies.items()}
+        n = _taken(spans, len(times), self.cfg.size)
+        if not n:
+            return None
+        spans = {symbol: [(a, min(b, n)) for a, b in span if a < n] for symbol, span in spans.items()}
+        joined: dict[int, set[str]] = {}
+        for symbol, span in spans.items():
+            for a, _ in span:
+                if a or symbol not in members:
+                    joined.setdefault(a, set()).add(symbol)
+        entered = {t: tuple(s for s in arrivals(t) if s in joined[t]) for t in sorted(joined)}
+        place = {symbol: k for k, symbol in enumerate(members)}
+
+        def key(symbol: str, a: int) -> tuple[int, ...]:  # `members`' order at a batch: the old, then entrants
+            return (0, place[symbol]) if not a and symbol in place else (1, a, entered[a].index(symbol))
+
+        left: dict[int, tuple[tuple[str, str], ...]] = {}
+        for t, gone in groupby(sorted((b, key(s, a), s) for s, span in spans.items() for a, b in span if b < n),
+                               key=itemgetter(0)):  # fmt: skip
+            left[t] = tuple((s, "expired") for _, _, s in gone)
+        self._fold(spans, times[:n], heats, qualifies, key)
         ranked = sorted(members, key=lambda s: (-heats[s][n - 1], s)) if len(members) > 1 else list(members)
-        self._snapshot = PoolSnapshot.of(now, rank(n - 1, ranked))
-        last_left = tuple(left.pop(n - 1, ()))
-        return n, {t: tuple(gone) for t, gone in sorted(left.items())}, PoolChange((), last_left, self._snapshot)
+        self._snapshot = PoolSnapshot.of(times[n - 1], rank(n - 1, ranked))
+        return KeptRun(n, spans, entered, left, self._snapshot)
+
+    def _fold(
+        self, spans: Mapping[str, list[tuple[int, int]]], times: Sequence[int], heats: Mapping[str, Sequence[float]],
+        qualifies: Mapping[str, Sequence[bool]], key: Callable[[str, int], tuple[int, ...]],
+    ) -> None:  # fmt: skip
+        """The members after `keep_run`'s batches `times`, as `update` leaves them: the old ones
+        that stayed in, their expiries put off and heat history extended, and those in at the
+        end that entered in the run, new, in the order they entered (`key`)."""
+        members, cfg, n = self._members, self.cfg, len(times)
+        joining = []
+        for symbol, span in spans.items():
+            member = members.get(symbol)
+            if member is not None and span[0][1] < n:  # it left in the run
+                del members[symbol]
+            if not span or span[-1][1] < n:
+                continue
+            a = span[-1][0]
+            last = next((t for t in range(n - 1, a - 1, -1) if qualifies[symbol][t]), None)
+            if member is None or a:
+                member = _Member(0, deque(maxlen=cfg.history_len))
+                joining.append((key(symbol, a), symbol, member))
+            if last is not None:
+                member.expires_ms = times[last] + cfg.ttl_ms
+            member.history.extend(_samples(member.history, times[a:], heats[symbol][a:n], cfg.bar_ms))
+        members.update((symbol, member) for _, symbol, member in sorted(joining, key=itemgetter(0)))
 
 
-def _expiries(
-    members: Mapping[str, _Member], times: Sequence[int], qualifies: Mapping[str, Sequence[bool]], ttl: int
-) -> dict[str, int]:
-    """The batch of `times` at which each member that expires in them does (`keep_run`): the
-    first at which it does not qualify and its expiry, reset by each batch that it qualifies
-    at, has come."""
-    ends: dict[str, int] = {}
-    for symbol, member in members.items():
-        expires = member.expires_ms
-        for t, (now, qualified) in enumerate(zip(times, qualifies[symbol], strict=True)):
-            if qualified:
-                expires = now + ttl
-            elif expires <= now:
-                ends[symbol] = t
-                break
-    return ends
+@dataclass(frozen=True, slots=True)
+class KeptRun:
+    """What `CandidatePool.keep_run` did: how many batches it took (`count`), each symbol's
+    stretches as a member (`spans`: its first batch in and the batch it left at, `count`
+    where it is in still; an old member's first starts at 0), who entered and who left at
+    each batch that has any, and the last batch's snapshot."""
+
+    count: int
+    spans: dict[str, list[tuple[int, int]]]
+    entered: dict[int, tuple[str, ...]]
+    left: dict[int, tuple[tuple[str, str], ...]]
+    snapshot: PoolSnapshot
+
+
+def _spans(member: _Member | None, times: Sequence[int], qualifies: Sequence[bool], ttl: int) -> list[tuple[int, int]]:
+    """A symbol's stretches as a member over `times` (`KeptRun.spans`, the batches not cut),
+    `member` before them: in at a batch it qualifies at, its expiry then put off; out at the
+    first at which it does not and its expiry has come."""
+    out = []
+    start, expires = (0, member.expires_ms) if member is not None else (-1, 0)
+    for t, (now, qualified) in enumerate(zip(times, qualifies, strict=True)):
+        if qualified:
+            if start < 0:
+                start = t
+            expires = now + ttl
+        elif start >= 0 and expires <= now:
+            out.append((start, t))
+            start = -1
+    if start >= 0:
+        out.append((start, len(times)))
+    return out
+
+
+def _taken(spans: Mapping[str, list[tuple[int, int]]], n: int, size: int) -> int:
+    """How many of `n` batches `keep_run` takes: up to one that holds more than `size` members
+    (not included), or one that holds none (included)."""
+    delta = [0] * (n + 1)
+    for span in spans.values():
+        for a, b in span:
+            delta[a] += 1
+            delta[b] -= 1
+    count = 0
+    for t in range(n):
+        count += delta[t]
+        if count > size:
+            return t
+        if not count:
+            return t + 1
+    return n
 
 
 def _samples(

@@ -380,8 +380,8 @@ def test_runs_cross_the_pipe_as_their_batches_one_by_one(config: HotcoinConfig, 
         asyncio.run(producer.fill(discovery_process.CHUNK_BATCHES))
         chunks.append(producer.queue.take())
     runs = [item for chunk in chunks for item in chunk if isinstance(item, SettledRun)]
-    assert sum(not r.quiet for r in runs) >= 5 and sum(r.quiet for r in runs) >= 2
-    assert any(r.left for r in runs) and sum(map(len, (r.times for r in runs))) > 200
+    assert sum(not r.quiet for r in runs) >= 3 and sum(r.quiet for r in runs) >= 2
+    assert any(r.left for r in runs) and any(r.entered for r in runs) and sum(map(len, (r.times for r in runs))) > 200
     for chunk in chunks:
         plain = discovery_process._results(chunk)
         kind, columns = pickle.loads(discovery_process._dumps(("results", discovery_process._columns(chunk))))

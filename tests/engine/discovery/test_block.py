@@ -262,16 +262,16 @@ def test_kept_batches_settle_as_the_general_path_settles_them(
 ) -> None:
     """A block's batches in which the pool keeps its members (`Discovery._settle_kept`) settle
     as `_settle` settles them one by one: the same cycles, journal, counters, pool (members,
-    expiries, heat history) and journal state, through members cooling, expiring (runs go on
-    past an expiry) and leaving."""
+    expiries, heat history) and journal state, through symbols entering, members cooling,
+    expiring and leaving (a run goes on past entries and expiries)."""
     kept: list[int] = []
-    spanned: list[bool] = []  # a run in which a member expired before its last batch
+    spanned: list[bool] = []  # a run in which a member expired before its last batch, and somebody entered
     real = Discovery._settle_kept
 
     def counting(self: Discovery, *args: Any) -> SettledRun | None:
         run = real(self, *args)
         kept.append(0 if run is None else len(run.times))
-        spanned.append(run is not None and any(t < len(run.times) - 1 for t in run.left))
+        spanned.append(run is not None and any(t < len(run.times) - 1 for t in run.left) and bool(run.entered))
         return run
 
     monkeypatch.setattr(Discovery, "_settle_kept", counting)

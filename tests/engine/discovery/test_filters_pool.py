@@ -205,47 +205,54 @@ def test_snapshots_are_immutable_and_do_not_see_later_updates() -> None:
     assert isinstance(held.candidates, tuple)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_keep_run_is_update_batch_by_batch_where_nobody_joins_or_is_rejected(seed: int) -> None:
-    """`keep_run` (the pool keeps its members, nobody joins them, a run of batches at once)
-    gives what `update` gives batch by batch, across expiries: the same batches taken (up to
-    one at which an expired member would enter again, or the pool is left empty), leavers of
-    each, change of the last, snapshot, expiries and heat history, through members that cool
-    and expire, heats that tie, and batches inside one bar."""
+@pytest.mark.parametrize("seed", range(8))
+def test_keep_run_is_update_batch_by_batch_where_nobody_is_rejected(seed: int) -> None:
+    """`keep_run` (nobody rejected or out of the market, a run of batches at once) gives what
+    `update` gives batch by batch: the same batches taken (up to one that would displace a
+    member, or one that leaves the pool empty), entrants and leavers of each in order, spans
+    of membership, change of the last, snapshot, members' order, expiries and heat history,
+    through symbols that enter, cool, expire and come back, heats that tie, and batches
+    inside one bar."""
     rng = np.random.default_rng(seed)
     a, b = pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3), pool(size=4, ttl_ms=90_000, bar_ms=60_000, history_len=3)
-    kept, now, spanned = 0, T0, 0
+    kept, now, came, went, cut, back = 0, T0, 0, 0, 0, 0
     for _ in range(150):
-        symbols = list(a.members)
-        if symbols and rng.random() < 0.7:  # `keep_run`'s case: members only
+        if a.members and rng.random() < 0.7:  # `keep_run`'s case: nobody rejected, everybody in the market
             times = [now + 20_000 * (t + 1) for t in range(int(rng.integers(1, 13)))]
+            symbols = sorted(set(a.members) | set(rng.choice(list("ABCDEFG"), int(rng.integers(0, 4))).tolist()))
             heats = {s: [float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for _ in times] for s in symbols}
             qualifies = {s: [h >= 55.0 and rng.random() < 0.8 for h in heats[s]] for s in symbols}
+            qualifying = [{s for s in symbols if qualifies[s][t]} for t in range(len(times))]  # one set, both ways
             def rank(t: int, ranked: list[str], times: list[int] = times, heats: dict[str, list[float]] = heats) -> Built:
                 return builder({s: heats[s][t] for s in heats}, times[t])(ranked)
 
-            n, left, one = a.keep_run(times, heats, qualifies, rank)
-            for t in range(n):  # every symbol of the run in the market, an expired one free to enter again
+            run = a.keep_run(times, heats, qualifies, qualifying.__getitem__, rank)
+            n = 0 if run is None else run.count
+            for t in range(n):
                 present = {s: heats[s][t] for s in symbols}
-                other = b.update(times[t], present, {s for s in present if qualifies[s][t]}, {}, builder(present, times[t]))
-                assert other.entered == ()
-                assert t == n - 1 or other.left == left.get(t, ())
-            assert set(left) <= set(range(n - 1)) and all(left.values())
-            assert n == len(times) or not b.members or any(qualifies[s][n] and s not in b for s in symbols)
-            assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
-            spanned += bool(left)
-            kept += n
-            now = times[n - 1]
+                other = b.update(times[t], present, qualifying[t], {}, builder(present, times[t]))
+                assert run is not None and other.entered == run.entered.get(t, ()) and other.left == run.left.get(t, ())
+                assert {s for s, span in run.spans.items() if any(x <= t < y for x, y in span)} == set(b.members)
+            if n < len(times):  # batch `n` would hold more than `size`, or the pool is empty after the last taken
+                staying = {s for s in b.members if s in qualifying[n] or b.expires_ms(s) > times[n]}
+                assert len(staying | qualifying[n]) > 4 or (n and not b.members)
+                cut += 1
+            if run is not None:
+                assert (run.snapshot, ()) == (other.snapshot, ()) and run.snapshot == b.snapshot()
+                came, went = came + bool(run.entered), went + bool(run.left)
+                back += any(len(span) > 1 for span in run.spans.values())  # left and came back in one run
+                kept += n
+                now = times[n - 1]
         else:
             now += 20_000
             heats_now = {s: float(rng.choice([40.0, 60.0, 60.0, 75.5, rng.uniform(0, 100)])) for s in "ABCDEF"}
-            qualifying = {s for s in heats_now if heats_now[s] >= 55.0 and rng.random() < 0.8}
-            one = a.update(now, heats_now, qualifying, {}, builder(heats_now, now))
-            other = b.update(now, heats_now, qualifying, {}, builder(heats_now, now))
+            qualifying_now = {s for s in heats_now if heats_now[s] >= 55.0 and rng.random() < 0.8}
+            one = a.update(now, heats_now, qualifying_now, {}, builder(heats_now, now))
+            other = b.update(now, heats_now, qualifying_now, {}, builder(heats_now, now))
             assert (one.entered, one.left, one.snapshot) == (other.entered, other.left, other.snapshot)
         assert a.members == b.members
         assert [(a.history(s), a._members[s].expires_ms) for s in a.members] == [(b.history(s), b._members[s].expires_ms) for s in b.members]
-    assert kept >= 100 and spanned >= 1
+    assert kept >= 100 and came and went and cut and back
 
 
 def test_heat_history_is_one_sample_per_bar_and_bounded() -> None:
