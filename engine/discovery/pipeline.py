@@ -96,7 +96,6 @@ class _Detail:
 # (`_tabulate`): a candidate reads its row in one `tolist` instead of a dozen numpy scalars.
 _PARTS: tuple[str, ...] = HeatComponents.__slots__  # heat's components, in `HeatComponents` order
 _QV, _LISTED = 1 + len(_PARTS) + 1, 1 + len(_PARTS) + 2  # heat, the parts, price, 24 h volume, listing
-_NO_TABLE: FloatArray = np.empty((1, 0, _LISTED + 1 + len(RETURN_KEYS) + 1))  # an empty pool's figure table
 # A candidate's `sources` by (ticker, listing, social) as bits 0-2: `HeatFrame.sources` without
 # building a tuple per candidate (`test_pipeline.py` holds the two equal).
 _SOURCES: tuple[tuple[str, ...], ...] = tuple(
@@ -104,14 +103,38 @@ _SOURCES: tuple[tuple[str, ...], ...] = tuple(
 )
 
 
+class FigureTable:
+    """A [batch, row, figure] table (`_tabulate`) kept as its figures' [batch, row] columns: a
+    cell, or cells gathered at once (`table[batches, rows]`), is taken from each column and
+    stacked as the stacked table would give it, bit for bit, and the whole table is never
+    made. A block's table is read for its members' cells alone (a few hundred), where stacking
+    its every column (some 20 of [120, 34] for each of ~200 blocks) cost ~0.05 s of a replayed
+    month's discovery. The columns must not change while it is read: a block's are its own
+    arrays, and a batch's live ones are copied (`_tabulate`'s `copy`)."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: tuple[FloatArray, ...]) -> None:
+        self.columns = columns
+
+    def __getitem__(self, cells: tuple[Any, Any]) -> FloatArray:
+        at = (np.asarray(cells[0], np.intp), np.asarray(cells[1], np.intp))  # lists made indices once, not per column
+        out: FloatArray = np.stack([column[at] for column in self.columns], axis=-1)
+        return out
+
+
 def _tabulate(
     heat: FloatArray, parts: Mapping[str, FloatArray], last_price: FloatArray, quote_volume_24h: FloatArray,
-    listing_ms: FloatArray, returns: Iterable[FloatArray], volume_surge: FloatArray,
-) -> FloatArray:  # fmt: skip
-    """The [..., row, figure] table of a batch (or a block's [batch, row, figure]): heat, its
-    `_PARTS`, price, 24 h volume, listing time, the returns in `RETURN_KEYS` order, volume surge."""
+    listing_ms: FloatArray, returns: Iterable[FloatArray], volume_surge: FloatArray, *, copy: bool = False,
+) -> FigureTable:  # fmt: skip
+    """The [batch, row, figure] table of a block (or a batch's, [1, row, figure], from its [row]
+    figures): heat, its `_PARTS`, price, 24 h volume, listing time, the returns in
+    `RETURN_KEYS` order, volume surge; each column copied where `copy` (arrays that change)."""
     columns = (heat, *(parts[name] for name in _PARTS), last_price, quote_volume_24h, listing_ms, *returns, volume_surge)
-    return np.stack(columns, axis=-1)
+    return FigureTable(tuple(np.array(c, ndmin=2) if copy else np.atleast_2d(c) for c in columns))
+
+
+_NO_TABLE = FigureTable((np.empty((1, 0)),) * (_LISTED + 1 + len(RETURN_KEYS) + 1))  # an empty pool's figure table
 
 
 @dataclass(slots=True)
@@ -130,10 +153,10 @@ class _Minute:
     codes: CodeArray
     eligible: list[int]
     refused: list[int]
-    tabulate: Callable[[], FloatArray]  # [batch, row, figure] (`_tabulate`): this batch's at `batch`
+    tabulate: Callable[[], FigureTable]  # [batch, row, figure] (`_tabulate`): this batch's at `batch`
     batch: int
     describe: Callable[[], _Detail]
-    _table: FloatArray | None = None
+    _table: FigureTable | None = None
     _detail: _Detail | None = None
 
     def figures(self, row: int) -> list[float]:
@@ -141,10 +164,9 @@ class _Minute:
         out: list[float] = self.table()[self.batch, row].tolist()
         return out
 
-    def table(self) -> FloatArray:
-        """The figure table the batch is `batch` of: its own (`on_batch`, made from the live
-        arrays, never written again), or its block's (made once the block's first candidate
-        reads it, never written again either)."""
+    def table(self) -> FigureTable:
+        """The figure table the batch is `batch` of: its own (`on_batch`, copied from the live
+        arrays), or its block's (made once the block's first candidate reads it)."""
         if self._table is None:
             self._table = self.tabulate()
         return self._table
@@ -168,7 +190,7 @@ class Members:
     ts_ms: int
     symbols: list[str]
     trace_ids: list[str]
-    table: FloatArray  # [batch, row, figure] (`_tabulate`)
+    table: FigureTable  # [batch, row, figure] (`_tabulate`)
     batch: int
     rows: list[int]  # the members' rows of the table's batch `batch`
 
@@ -229,7 +251,7 @@ class SettledRun:
     symbols: list[str]  # the members of each batch in turn, hottest first
     trace_ids: list[str]
     rows: list[int]  # their rows of their batch of `table`
-    table: FloatArray  # [batch, row, figure] (`_tabulate`): the block's
+    table: FigureTable  # [batch, row, figure] (`_tabulate`): the block's
     quiet: bool = False  # an empty pool's batches: snapshots of nobody, built, not deferred
 
     def cycles(self) -> list[DiscoveryCycle]:
@@ -387,7 +409,7 @@ class _Kept:
 
     def __init__(
         self, block: _Block, heat: FloatArray, hot: npt.NDArray[np.bool_], codes: CodeArray, eligible: list[list[int]],
-        refused: list[list[int]], table: Callable[[], FloatArray], describe: Callable[[int, int], _Detail],
+        refused: list[list[int]], table: Callable[[], FigureTable], describe: Callable[[int, int], _Detail],
         minute: Callable[[int, int], _Minute],
     ) -> None:  # fmt: skip
         self.block, self.heat, self.hot, self.eligible, self.refused, self.table = block, heat, hot, eligible, refused, table
@@ -554,7 +576,7 @@ class Discovery:
             now, e, w.symbols, w.index, frame.heat, codes, (hot & (codes == 0)).nonzero()[0].tolist(),
             (hot & (codes != 0)).nonzero()[0].tolist(),
             lambda: _tabulate(frame.heat, frame.parts, w.last_price[:e], w.quote_volume_24h[:e], listing_ms[:e],
-                              scores.returns.values(), scores.volume_surge)[None],
+                              scores.returns.values(), scores.volume_surge, copy=True),
             0, lambda: detail, _detail=detail,
         ), journal)  # fmt: skip
 
@@ -642,7 +664,7 @@ class Discovery:
         eligible, refused = _by_batch(passing), _by_batch(hot & ~passing)
 
         @functools.cache
-        def table() -> FloatArray:  # the block's [batch, row, figure] table, once a candidate reads it
+        def table() -> FigureTable:  # the block's [batch, row, figure] table, once a candidate reads it
             return _tabulate(
                 heat, parts, state.last_price[:, :e], block.quote_volume_24h[:k], block.listing_ms[:k],
                 (scores.returns[:, h] for h in range(len(RETURN_KEYS))), scores.volume_surge,
@@ -999,7 +1021,7 @@ class Discovery:
         return self._members_at(m.now, m.table, m.batch, rows, bar_start, ranked)
 
     def _members_at(
-        self, now: int, table: Callable[[], FloatArray], batch: int, rows: Mapping[str, int], bar_start: int,
+        self, now: int, table: Callable[[], FigureTable], batch: int, rows: Mapping[str, int], bar_start: int,
         ranked: list[str],
     ) -> Members:  # fmt: skip
         """`_members` of the batch at `now`, `batch` of the figure table `table()` (`ranked` last:

@@ -3,6 +3,8 @@ hot symbols a filter rejects say why; listings and social posts raise heat; bad 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from engine.config.sections.discovery import FiltersSection, ListingsSection, Po
 from engine.discovery import Discovery
 from engine.discovery.heat import HeatFrame
 from engine.discovery.listings import Announcement, parse_announcements
-from engine.discovery.pipeline import _SOURCES, Members, _Minute
+from engine.discovery.pipeline import _SOURCES, FigureTable, Members, _Minute, _tabulate
 from engine.discovery.social.source import SocialPost, extract_cashtags
 from engine.discovery.windows import RETURN_KEYS
 from engine.domain.discovery import HeatComponents
@@ -400,9 +402,10 @@ def test_a_candidate_is_built_as_its_figures_say(qv: float, surge: float) -> Non
     disc, _, _ = setup()
     now, listed = 1_617_235_230_000, 1_617_000_000_000.0
     figures = [61.5, 0.4, 0.3, 0.2, 0.0, 0.0, 0.1, 1.25, qv, listed, 0.01, np.nan, -0.02, 0.5, surge]
-    table = np.array([[[0.0] * len(figures)], [figures]])  # [batch, row, figure]: the minute is batch 1
+    stacked = np.array([[[0.0] * len(figures)], [figures]])  # [batch, row, figure]: the minute is batch 1
+    table = FigureTable(tuple(stacked[..., f] for f in range(len(figures))))
     minute = _Minute(
-        now, 1, ["PEPE/USDT"], {"PEPE/USDT": 0}, table[1, :, 0], np.zeros(1, np.int64), [0], [], lambda: table, 1,
+        now, 1, ["PEPE/USDT"], {"PEPE/USDT": 0}, stacked[1, :, 0], np.zeros(1, np.int64), [0], [], lambda: table, 1,
         lambda: None,  # type: ignore[arg-type, return-value]
     )  # fmt: skip
     bar_start = now - now % 60_000
@@ -426,3 +429,27 @@ def test_candidate_sources_match_the_heat_frame(bits: int) -> None:
     parts["listing_freshness"] = np.array([1.0 if bits & 2 else 0.0])
     parts["social_velocity"] = np.array([1.0 if bits & 4 else 0.0])
     assert _SOURCES[bits] == HeatFrame(0, np.zeros(1), parts).sources(0)
+
+
+def test_a_figure_table_gives_the_cells_of_its_stacked_columns() -> None:
+    """`FigureTable` (a block's columns, never stacked whole) gives what the stacked [batch, row,
+    figure] table gives, bit for bit and dtype for dtype: one cell, a batch's rows, cells
+    gathered across batches, none; over strided and sliced views, NaN, inf and -0.0; a
+    batch's table made with `copy` keeps its figures when the arrays it was made of change."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(7, 40, 9))
+    base[rng.random(base.shape) < 0.1] = np.nan
+    base[0, 0, 0], base[1, 1, 1], base[2, 2, 2] = np.inf, -np.inf, -0.0
+    columns = (base[:, :33, 0], base[:, 3:36, 4], np.ascontiguousarray(base[:, :33, 8]), base[:, :33, 2].astype(np.float32))
+    stacked, table = np.stack(columns, axis=-1), FigureTable(columns)  # type: ignore[arg-type]  # float32 too
+    cases: list[tuple[Any, Any]] = [(3, 5), (2, [0, 4, 4, 32]), ([0, 6, 6, 1], [32, 0, 5, 5]), (0, []), ([], [])]
+    for cells in cases:
+        got, want = table[cells], stacked[cells]
+        assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+    live = [rng.normal(size=5) for _ in range(15)]
+    parts = dict(zip(HeatComponents.__slots__, live[1:7], strict=True))
+    made = _tabulate(live[0], parts, live[7], live[8], live[9], live[10:14], live[14], copy=True)
+    want = np.stack(live, axis=-1)[None]
+    for array in live:
+        array[:] = 0.0
+    assert made[0, [0, 2, 4]].tobytes() == want[0, [0, 2, 4]].tobytes()
