@@ -97,12 +97,8 @@ def count_higher(score: FloatArray) -> IntArray:
     [batch, row, row] temporaries, half a megabyte a block of 120 batches, whose allocation
     and first touch cost more in a block's pass than the counting: 3x this. NaN compares
     false with everything, but a sort puts it last, above every score: a block holding one
-    is counted pair by pair (`test_anomaly_heat.py` holds the two equal). Where the compiled
-    kernel was built (`rolling_robust`), it compares every pair of a batch's few dozen rows,
-    ~5x faster than this sort: the same counts."""
-    kernel = rolling_robust.load()
-    if kernel is not None:
-        return kernel.count_higher(score)
+    is counted pair by pair (`test_anomaly_heat.py` holds the two equal). (Where the compiled
+    kernel was built, `rank_block` counts in it, every pair of a batch's few dozen rows.)"""
     if np.isnan(score).any():
         return _count_higher_pairwise(score)
     k, e = score.shape
@@ -167,6 +163,11 @@ class HeatRanker:
         (a batch's rows from its extent up are free: inactive, their figures unused); listing
         and social inputs are each batch's. What `rank` gives batch by batch, as long as the
         market's active rows fit in the `RANK_TOP` ranked each batch (`blockable`)."""
+        kernel = rolling_robust.load()
+        if kernel is not None:
+            return self._rank_block_native(
+                kernel, scores, active, listing_ms, social_velocity, social_sentiment, now_ms, extents
+            )
         r = scores.returns
         parts = self._parts(
             scores.price_z, scores.volume_z, r[:, 0], r[:, 1], r[:, 2], scores.run_up, scores.traded, listing_ms,
@@ -175,6 +176,36 @@ class HeatRanker:
         ticker = self._ticker(parts)
         parts["rank_acceleration"] = self._rank_block(ticker, active, now_ms, extents)
         return self._heat(ticker, parts, active), parts
+
+    def _rank_block_native(
+        self, kernel: rolling_robust.RollingRobust, scores: ScoreBlock, active: BoolArray, listing_ms: FloatArray,
+        social_velocity: FloatArray, social_sentiment: FloatArray, now_ms: IntArray, extents: IntArray,
+    ) -> tuple[FloatArray, dict[str, FloatArray]]:  # fmt: skip
+        """`rank_block`'s figures, bit for bit, in one pass of compiled code (`heat_block`) but
+        listing freshness's exp (numpy's: its vector exp and libm's may differ in the last bit):
+        numpy's path makes some sixty calls on [batch, row] arrays a block."""
+        cfg = self.cfg
+        with np.errstate(invalid="ignore"):
+            fresh = np.subtract(now_ms[:, None], listing_ms)  # as `_parts`: -max(age, 0) / tau, then exp
+            np.maximum(fresh, 0.0, out=fresh)
+            np.negative(fresh, out=fresh)
+            np.divide(fresh, cfg.listing_tau_days * DAY_MS, out=fresh)
+            np.exp(fresh, out=fresh)
+        settings = np.array([
+            cfg.momentum_z_half, cfg.momentum_min_return, cfg.runup_full, cfg.volume_z_half, cfg.social_velocity_half,
+            cfg.w_momentum, cfg.w_volume_surge, cfg.w_listing_freshness, cfg.w_social_velocity, cfg.w_social_sentiment,
+            cfg.w_rank_acceleration,
+        ])  # fmt: skip
+        e = active.shape[1]
+        heat, parts, last = kernel.heat_block(
+            (scores.price_z, scores.volume_z, scores.run_up, fresh, social_velocity, social_sentiment), scores.returns,
+            scores.traded, active, extents, settings, (self._pct_prev_bar[:e], self._pct_bar[:e]),
+        )  # fmt: skip
+        if last >= 0:  # the stored percentiles: the last ranked batch's (rows from e up unranked)
+            self._pct_prev_bar[e:] = np.nan
+            self._pct_bar[e:] = np.nan
+            self._bar = int(now_ms[last]) // self.bar_ms
+        return heat, dict(zip(COMPONENTS, parts, strict=True))
 
     def blockable(self, extent: int, now_ms: int, last_ms: int | None) -> bool:
         """Whether a batch at `now_ms` (the previous one at `last_ms`) over `extent` rows can be

@@ -29,7 +29,7 @@
  * library built from an older copy of this file (the code updated, `make native` not run
  * since) has other signatures, and is set aside for the numpy path rather than called. Bump
  * it with any change to a function's arguments or meaning. */
-int64_t rolling_robust_abi(void) { return 2; }
+int64_t rolling_robust_abi(void) { return 3; }
 
 /* First index in s[0, n) whose value is >= v (v not NaN): the count of values below v. A
  * window holds some 60 values, and counting them all in vector compares costs less than the
@@ -160,23 +160,6 @@ void rolling_center_scale(const double *line, int64_t rows, int64_t row_stride, 
     }
 }
 
-/* out[b * e + i]: how many of row b's e scores are strictly greater than score i of that row
- * (NaN greater than nothing, nothing greater than NaN), for each of k rows of e contiguous
- * scores: heat's rank counts (heat.py `count_higher`), every pair compared. A row holds a few
- * dozen scores, so the e * e compares of a row, 4 wide, cost less than numpy's sort, gather
- * and scans of a block's rows (~120 -> ~25 us a block of 120 x 34). */
-WIDE void count_higher(const double *score, int64_t k, int64_t e, int64_t *out) {
-    for (int64_t b = 0; b < k; b++) {
-        const double *s = score + b * e;
-        for (int64_t i = 0; i < e; i++) {
-            double v = s[i];
-            int64_t above = 0;
-            for (int64_t j = 0; j < e; j++) above += s[j] > v;
-            out[b * e + i] = above;
-        }
-    }
-}
-
 /* The volume estimates of a fold of k batches over e rows (windows.py `_fold_volume`, whose numpy
  * path says what each step means), row by row through the batches: each batch's diff starts
  * from the row's last fresh ticker before it, a carried state here where numpy builds running
@@ -236,4 +219,117 @@ void fold_day_ring(float *ring, int64_t row_stride, int64_t e, const int64_t *co
             float *sum = ring + i * row_stride + cols[j];
             *sum = (float)((double)*sum + est[j * e + i]);
         }
+}
+
+/* The block kernels below are element-wise loops over a batch's rows, written so the compiler
+ * turns them into vector code (selects, not branches): a scalar division per figure cost more
+ * than numpy's calls. Where the machine has AVX-512 or AVX2, those clones are picked at load. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WIDEST __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WIDEST
+#endif
+
+/* numpy's element-wise maximum and minimum (NaN wins) and fmax and fmin (NaN loses), as its
+ * vector loops give them on a block's arrays: a tie of +0.0 and -0.0 gives the second operand.
+ * (The scores below never tie signed zeros: prices are positive, so a return is +0.0 or not
+ * zero, and every clipped figure is clipped against +0.0.) */
+static inline double np_maximum(double a, double b) { return a != a ? a : (b != b ? b : (a > b ? a : b)); }
+static inline double np_minimum(double a, double b) { return a != a ? a : (b != b ? b : (a < b ? a : b)); }
+static inline double np_fmax(double a, double b) { return b != b ? a : (a != a ? b : (a > b ? a : b)); }
+static inline double np_fmin(double a, double b) { return b != b ? a : (a != a ? b : (a < b ? a : b)); }
+/* heat.py `saturate`: x / (x + half) for x > 0, else 0. */
+static inline double saturate(double x, double half) {
+    double pos = np_maximum(x, 0.0);
+    return pos / (pos + half);
+}
+/* How many of s[0, e) are strictly greater than v (`count_higher`'s count). */
+static inline int64_t count_above(const double *s, int64_t e, double v) {
+    int64_t above = 0;
+    for (int64_t c = 0; c < e; c++) above += s[c] > v;
+    return above;
+}
+
+/* Heat's figures for a block of k batches over e rows that each open a bar (heat.py `_parts`,
+ * `_ticker`, `_rank_block` and `_heat`, whose numpy path is the reference), every row
+ * ranked. Inputs [batch, row] contiguous; ret [batch, horizon, row] of n_ret horizons, the
+ * first three 1, 5 and 15 min; `fresh` exp(-age / tau) (numpy's exp; NaN: unknown, 0).
+ * cfg: momentum_z_half, momentum_min_return, runup_full, volume_z_half,
+ * social_velocity_half, w_momentum, w_volume_surge, w_listing_freshness, w_social_velocity,
+ * w_social_sentiment, w_rank_acceleration. parts [6, batch, row] in heat.COMPONENTS' order.
+ * Each ranked batch's percentiles (share of active rows scoring strictly higher; rows from
+ * extents[j] up unranked) climb from the ranked batch's before it, the first's from
+ * pct_bar; `pct` [batch, row] is scratch. pct_prev_bar and pct_bar (e values each) are left
+ * as the last ranked batch's previous and own percentiles. Returns that batch (-1: none). */
+WIDEST int64_t heat_block(int64_t k, int64_t e, const double *price_z, const double *volume_z, const double *ret,
+                          int64_t n_ret, const double *run_up, const uint8_t *traded, const double *fresh,
+                          const double *social_velocity, const double *social_sentiment, const uint8_t *active,
+                          const int64_t *extents, const double *cfg, double *parts, double *heat, double *pct,
+                          double *pct_prev_bar, double *pct_bar) {
+    int64_t m = k * e;
+    double *momentum = parts, *volume = parts + m, *listing = parts + 2 * m, *social_v = parts + 3 * m,
+           *social_s = parts + 4 * m, *rank = parts + 5 * m;
+    /* Every part but rank acceleration, in loops of plain arithmetic, each figure then where it
+     * counts: a division under a condition keeps the compiler from vector code. */
+    for (int64_t at = 0; at < m; at++) momentum[at] = saturate(price_z[at], cfg[0]);
+    if (cfg[1] > 0)
+        for (int64_t j = 0; j < k; j++) { /* gated by the best of the 1, 5 and 15 min returns */
+            const double *r1 = ret + j * n_ret * e, *r5 = r1 + e, *r15 = r1 + 2 * e;
+            double *mom = momentum + j * e, *gate = pct + j * e; /* pct: scratch until the ranking */
+            for (int64_t i = 0; i < e; i++) gate[i] = np_fmax(np_fmax(r1[i], r5[i]), r15[i]) / cfg[1];
+            for (int64_t i = 0; i < e; i++) gate[i] = np_fmin(np_fmax(gate[i], 0.0), 1.0);
+            for (int64_t i = 0; i < e; i++) mom[i] = mom[i] * gate[i];
+        }
+    for (int64_t at = 0; at < m; at++) pct[at] = run_up[at] / cfg[2];
+    for (int64_t at = 0; at < m; at++) momentum[at] = np_fmax(momentum[at], np_fmin(np_fmax(pct[at], 0.0), 1.0));
+    for (int64_t at = 0; at < m; at++) momentum[at] = traded[at] ? momentum[at] : 0.0;
+    for (int64_t at = 0; at < m; at++) volume[at] = saturate(volume_z[at], cfg[3]);
+    for (int64_t j = 0; j < k; j++) { /* only while the 5 min return is not negative */
+        const double *r5 = ret + j * n_ret * e + e;
+        double *vol = volume + j * e;
+        double *rising = pct + j * e;
+        for (int64_t i = 0; i < e; i++) rising[i] = r5[i] < 0.0 ? 0.0 : 1.0;
+        for (int64_t i = 0; i < e; i++) vol[i] = vol[i] * rising[i];
+    }
+    for (int64_t at = 0; at < m; at++) listing[at] = fresh[at] != fresh[at] ? 0.0 : fresh[at];
+    for (int64_t at = 0; at < m; at++) social_v[at] = saturate(social_velocity[at], cfg[4]);
+    for (int64_t at = 0; at < m; at++) {
+        double s = social_sentiment[at];
+        social_s[at] = s < 0.0 ? 0.0 : (s > 1.0 ? 1.0 : s);
+    }
+    for (int64_t at = 0; at < m; at++) pct[at] = social_v[at] > 0 ? 1.0 : 0.0;
+    for (int64_t at = 0; at < m; at++) social_s[at] = social_s[at] * pct[at];
+    for (int64_t at = 0; at < m; at++) heat[at] = cfg[5] * momentum[at] + cfg[6] * volume[at]; /* the ticker part, until the heat replaces it */
+    for (int64_t at = 0; at < m; at++) rank[at] = active[at] ? heat[at] : -INFINITY; /* the score ranked, until the climb replaces it */
+    const double *prev = pct_bar;
+    int64_t last_ranked = -1, before_last = -1;
+    for (int64_t j = 0; j < k; j++) { /* rank acceleration and heat, batch after batch */
+        int64_t o = j * e, active_n = 0;
+        for (int64_t i = 0; i < e; i++) active_n += active[o + i] != 0;
+        double *p = pct + o;
+        for (int64_t i = 0; i < e; i++)
+            p[i] = i >= extents[j] ? NAN : (double)count_above(rank + o, e, rank[o + i]) / (double)active_n;
+        for (int64_t i = 0; i < e; i++) {
+            int64_t at = o + i;
+            double climb = 2.0 * (prev[i] - p[i]);
+            climb = climb != climb ? 0.0 : (climb < 0.0 ? 0.0 : (climb > 1.0 ? 1.0 : climb));
+            rank[at] = active_n > 0 && rank[at] > 0.0 ? climb : 0.0; /* score > 0: active, ticker > 0 */
+        }
+        for (int64_t at = o; at < o + e; at++)
+            heat[at] = heat[at] + cfg[7] * listing[at] + cfg[8] * social_v[at] + cfg[9] * social_s[at] + cfg[10] * rank[at];
+        for (int64_t at = o; at < o + e; at++) heat[at] = np_minimum(heat[at], 1.0);
+        for (int64_t at = o; at < o + e; at++) heat[at] = 100.0 * heat[at];
+        for (int64_t at = o; at < o + e; at++) heat[at] = active[at] ? heat[at] : 0.0;
+        if (active_n > 0) {
+            before_last = last_ranked;
+            last_ranked = j;
+            prev = p;
+        }
+    }
+    if (last_ranked >= 0) {
+        const double *was = before_last >= 0 ? pct + before_last * e : pct_bar;
+        memmove(pct_prev_bar, was, (size_t)e * sizeof(double));
+        memcpy(pct_bar, pct + last_ranked * e, (size_t)e * sizeof(double));
+    }
+    return last_ranked;
 }

@@ -1,6 +1,7 @@
 """Rolling (median, MAD, count) along timelines, in compiled code where it was built; and, in
-the same library, heat's rank counts (`count_higher`) and a fold's volume estimates and day-ring sums
-(`fold_volume`, `fold_day_ring`): loops numpy could only run as dozens of calls on small arrays.
+the same library, a block's heat (`heat_block`: its parts, rank counts and climbs) and a fold's
+volume estimates and day-ring sums (`fold_volume`, `fold_day_ring`): loops numpy could only run
+as dozens of calls on small arrays.
 
 A block of batches' baselines are windows of one timeline per row (`RingBlock`): window j
 is columns j + first .. j + last, and consecutive windows share all but a value each way.
@@ -74,10 +75,6 @@ class RollingRobust:
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         self._fn = fn
-        higher = lib.count_higher
-        higher.restype = None
-        higher.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        self._higher = higher
         fold = lib.fold_volume
         fold.restype = ctypes.c_int64
         fold.argtypes = [
@@ -92,6 +89,13 @@ class RollingRobust:
             ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
         ]  # fmt: skip
         self._day = day
+        heat = lib.heat_block
+        heat.restype = ctypes.c_int64
+        heat.argtypes = [
+            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+            *[ctypes.c_void_p] * 13,
+        ]  # fmt: skip
+        self._heat = heat
 
     def center_scale(
         self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray,
@@ -118,19 +122,6 @@ class RollingRobust:
             line.ctypes.data, rows, line.strides[0] // 8, k, first, last,
             med.ctypes.data, mad.ctypes.data, n.ctypes.data, buffer.ctypes.data, *kept,
         )  # fmt: skip
-
-    def count_higher(self, score: FloatArray) -> IntArray:
-        """[batch, row] how many rows of the batch score strictly higher than the row, every pair
-        compared (heat's `count_higher`, whose numpy path sorts)."""
-        if score.ndim != 2 or score.dtype != np.float64:
-            raise ValueError("count_higher reads a [batch, row] float64 array")
-        k, e = score.shape
-        score = np.ascontiguousarray(score)
-        out = np.empty((k, e), np.int64)
-        if k and e:
-            self._higher(score.ctypes.data, k, e, out.ctypes.data)
-        return out
-
 
     def fold_volume(
         self, ts: IntArray, qv: FloatArray, event: IntArray, departing: FloatArray, sample: VolumeSample,
@@ -175,8 +166,41 @@ class RollingRobust:
         if k and e:
             self._day(ring.ctypes.data, ring.strides[0] // 4, e, cols.ctypes.data, k, est.ctypes.data)
 
+    def heat_block(
+        self, figures: tuple[FloatArray, ...], ret: FloatArray, traded: BoolArray, active: BoolArray, extents: IntArray,
+        cfg: FloatArray, bars: tuple[FloatArray, FloatArray],
+    ) -> tuple[FloatArray, FloatArray, int]:  # fmt: skip
+        """Heat of a block of batches that each open a bar (heat.py `rank_block`, whose numpy path
+        is the reference): `figures` price z, volume z, run-up, listing freshness (numpy's exp;
+        NaN: 0), social velocity and sentiment [batch, row]; `ret` the returns [batch, horizon,
+        row] (1, 5, 15 min first); `cfg` the 11 figures rolling_robust.c's heat_block names;
+        `bars` the stored previous-bar and bar percentiles (a row each, updated in place).
+        (heat [batch, row], parts [component, batch, row], the last ranked batch or -1.)"""
+        k, n_ret, e = ret.shape
+        flat = [np.ascontiguousarray(a, np.float64) for a in figures]
+        traded, active = np.ascontiguousarray(traded, np.bool_), np.ascontiguousarray(active, np.bool_)
+        ret = np.ascontiguousarray(ret, np.float64)
+        extents, cfg = np.ascontiguousarray(extents, np.int64), np.ascontiguousarray(cfg, np.float64)
+        if n_ret < 3 or len(flat) != 6 or extents.shape != (k,) or cfg.shape != (11,):
+            raise ValueError("heat_block reads six figures, three return horizons or more, extents and 11 settings")
+        for a in (*flat, traded, active):
+            if a.shape != (k, e):
+                raise ValueError(f"[{k}, {e}] arrays are needed")
+        prev_bar, bar = bars
+        for a in bars:
+            if a.dtype != np.float64 or a.shape != (e,) or not a.flags.c_contiguous:
+                raise ValueError(f"the stored percentiles are {e} contiguous float64 values each")
+        heat, parts, pct = np.empty((k, e)), np.empty((6, k, e)), np.empty((k, e))
+        last = self._heat(
+            k, e, flat[0].ctypes.data, flat[1].ctypes.data, ret.ctypes.data, n_ret, flat[2].ctypes.data,
+            traded.ctypes.data, flat[3].ctypes.data, flat[4].ctypes.data, flat[5].ctypes.data, active.ctypes.data,
+            extents.ctypes.data, cfg.ctypes.data, parts.ctypes.data, heat.ctypes.data, pct.ctypes.data,
+            prev_bar.ctypes.data, bar.ctypes.data,
+        ) if k and e else -1  # fmt: skip
+        return heat, parts, int(last)
 
-ABI = 2  # rolling_robust.c's `rolling_robust_abi()`: the interface this module calls
+
+ABI = 3  # rolling_robust.c's `rolling_robust_abi()`: the interface this module calls
 
 
 @functools.cache

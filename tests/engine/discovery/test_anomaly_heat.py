@@ -14,12 +14,14 @@ from engine.discovery import rolling_robust
 from engine.discovery.anomaly import (
     AnomalyDetector,
     AnomalyScores,
+    ScoreBlock,
     _center_scale_in_chunks,
     _window_counts,
     robust_center_scale,
 )
 from engine.discovery.heat import RANK_TOP, HeatRanker, count_higher, saturate
 from engine.discovery.windows import TickerWindows
+from tests.engine.discovery.test_robust_center_scale import same_bits
 from tests.kit.discovery import DAY_MS, TickerFeed
 
 
@@ -81,15 +83,10 @@ def test_robust_center_scale_given_counts_is_the_same() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("nan", [False, True])
-def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`count_higher` (compiled, or sorted, or pair by pair where a NaN is) is the pairwise
-    count: ties, -inf, signed zeros and NaN included."""
-    if native and rolling_robust.load() is None:
-        pytest.skip("the kernel is not built here (test_rolling_robust says why): only the numpy path runs")
-    if not native:
-        monkeypatch.setattr(rolling_robust, "load", lambda: None)
+def test_count_higher_counts_each_row_strictly_higher_scores(nan: bool) -> None:
+    """`count_higher` (sorted, or pair by pair where a NaN is) is the pairwise count: ties,
+    -inf, signed zeros and NaN included."""
     rng = np.random.default_rng(5)
     score = rng.random((120, 34))
     score[:, 30:] = -np.inf
@@ -273,3 +270,55 @@ def test_saturate_is_half_at_half_and_below_one() -> None:
     out = saturate(x, 2.0)
     assert list(out[:3]) == [0.0, 0.0, 0.5]
     assert out[3] < 1.0
+
+
+def heat_block_inputs(seed: int, k: int = 120, e: int = 34) -> tuple[ScoreBlock, dict[str, np.ndarray]]:
+    """A block's scores and heat inputs as a replay makes them, with what a replay rarely does:
+    ties, NaN returns (no history), inactive rows and a batch with none, rows from a batch's
+    extent up, untraded rows, fresh, future and unknown listings, social inputs out of range."""
+    rng = np.random.default_rng(seed)
+    ret = np.round(rng.standard_t(3, (k, 4, e)) * 0.02, 3) + 0.0  # coarse: ties, and +0.0 where rounded to zero
+    ret[rng.random(ret.shape) < 0.05] = np.nan
+    price_z = np.round(rng.standard_t(3, (k, e)) * 6, 1) + 0.0
+    volume_z = np.round(rng.standard_t(3, (k, e)) * 5, 1) + 0.0
+    run_up = np.round(rng.exponential(0.04, (k, e)), 2)
+    run_up[rng.random(run_up.shape) < 0.05] = np.nan
+    active = rng.random((k, e)) > 0.05
+    active[7] = False  # a batch with no active row: unranked
+    extents = np.full(k, e)
+    extents[3:9] = e - 4
+    active[3:9, e - 4 :] = False
+    listing = np.where(rng.random((k, e)) < 0.3, DAY_MS * 10 - rng.integers(-DAY_MS, 3 * DAY_MS, (k, e)), np.nan)
+    social_v = np.where(rng.random((k, e)) < 0.2, rng.normal(2, 3, (k, e)), 0.0)
+    social_s = np.where(social_v != 0, rng.normal(0.3, 0.8, (k, e)), 0.0)
+    scores = ScoreBlock(price_z, np.zeros((k, e)), volume_z, np.zeros((k, e)), ret, run_up, rng.random((k, e)) > 0.1)
+    now = DAY_MS * 10 + np.arange(k, dtype=np.int64) * 60_000
+    return scores, {"active": active, "listing_ms": listing, "social_velocity": social_v,
+                    "social_sentiment": social_s, "now_ms": now, "extents": extents}  # fmt: skip
+
+
+@pytest.mark.parametrize("min_return", [0.02, 0.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rank_block_in_compiled_code_is_numpys_bit_for_bit(
+    seed: int, min_return: float, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    """`heat_block` (rolling_robust.c) gives `rank_block`'s numpy figures to the last bit, over
+    two blocks in a row (the second climbing from the first's stored percentiles), and leaves
+    the stored percentiles and bar as numpy's path does."""
+    if rolling_robust.load() is None:
+        pytest.skip("the kernel is not built here (test_rolling_robust says why): only the numpy path runs")
+    cfg = HeatSection(momentum_min_return=min_return)
+    native, reference = HeatRanker(cfg, 48, 60_000), HeatRanker(cfg, 48, 60_000)
+    for block in range(2):
+        scores, inputs = heat_block_inputs(3 * seed + block)
+        got = native.rank_block(scores, **inputs)
+        with monkeypatch.context() as m:
+            m.setattr(rolling_robust, "load", lambda: None)
+            expected = reference.rank_block(scores, **inputs)
+        assert same_bits(got[0], expected[0])
+        assert list(got[1]) == list(expected[1])
+        for name, part in expected[1].items():
+            assert same_bits(got[1][name], part), name
+        for stored in ("_pct_bar", "_pct_prev_bar"):
+            assert same_bits(getattr(native, stored), getattr(reference, stored))
+        assert native._bar == reference._bar
