@@ -47,11 +47,22 @@ static void insert(double *s, int64_t *n, double v) {
     *n += 1;
 }
 
+/* lower_bound of `out` and of `in` in one pass over s[0, n): the window is read once, not twice. */
+WIDE static void lower_bounds(const double *s, int64_t n, double out, double in, int64_t *at_out, int64_t *at_in) {
+    int64_t below_out = 0, below_in = 0;
+    for (int64_t i = 0; i < n; i++) {
+        below_out += s[i] < out;
+        below_in += s[i] < in;
+    }
+    *at_out = below_out;
+    *at_in = below_in;
+}
+
 /* Remove one value equal to `out` (present: it entered the window earlier) and insert `in`
  * in one shift of the values between the two places, not two shifts of the tails. */
 static void replace(double *s, int64_t n, double out, double in) {
-    int64_t from = lower_bound(s, n, out);
-    int64_t to = lower_bound(s, n, in); /* `in`'s place with `out` still there */
+    int64_t from, to; /* `in`'s place with `out` still there */
+    lower_bounds(s, n, out, in, &from, &to);
     if (to > from) { /* s[from+1 .. to-1] move down one; `in` goes before what was s[to] */
         memmove(s + from, s + from + 1, (size_t)(to - 1 - from) * sizeof(double));
         s[to - 1] = in;
