@@ -328,10 +328,12 @@ def on_tick(prices: Any, mul: Any, div: Any) -> Any:
     return tick_counts(prices, mul, div) * mul / div
 
 
-def tick_counts(prices: Any, mul: Any, div: Any) -> Any:
-    """How many ticks (`mul / div` each) `on_tick` puts `prices` at (at least one), as floats:
-    a replay tape's day keeps them to give `bid_ask_ticks` instead of recovering them."""
-    k = np.rint(prices * div / mul)
+def tick_counts(prices: Any, mul: Any, div: Any, out: FloatArray | None = None) -> Any:
+    """How many ticks (`mul / div` each) `on_tick` puts `prices` at (at least one), as floats
+    (arrays; into `out` where given): a replay tape's day keeps them to give `bid_ask_ticks`
+    instead of recovering them."""
+    k = np.divide(np.multiply(prices, div, out=out), mul, out=out)
+    np.rint(k, out=k)
     np.maximum(k, 1.0, out=k)
     return k
 
@@ -346,21 +348,26 @@ def bid_ask(price: Any, mul: Any, div: Any, quote_volume_24h: Any) -> tuple[Any,
     return bid_ask_ticks(k, mul, div, np.broadcast_to(quote_volume_24h, k.shape))
 
 
-def bid_ask_ticks(k: FloatArray, mul: FloatArray, div: FloatArray, quote_volume_24h: FloatArray) -> tuple[FloatArray, FloatArray]:
+def bid_ask_ticks(
+    k: FloatArray, mul: FloatArray, div: FloatArray, quote_volume_24h: FloatArray,
+    out: tuple[FloatArray, FloatArray] | None = None,
+) -> tuple[FloatArray, FloatArray]:  # fmt: skip
     """Bid and ask around prices of `k` ticks (arrays; `k` and the volumes of one shape), the
-    spread from the 24 h quote volume, in place in two arrays instead of ~18 temporaries (a
-    third of the time on a replay tape's day of tables, which outgrow the caches). The tape
+    spread from the 24 h quote volume, in place in two arrays (`out` where given: a replay
+    tape's day tables) instead of ~18 temporaries (a third of the time on a replay tape's day
+    of tables, which outgrow the caches). The tape
     gives it the ticks `tick_counts` found: a price `on_tick` gives is k * mul / div, one or
     two roundings off k ticks, so `bid_ask`'s rint(price * div / mul) is k again (exact while
     k < 2**50, past 10**7 at the finest tick); `tests/engine/sim/test_market.py` pins the two
     paths bit for bit."""
-    half = np.maximum(quote_volume_24h, 1.0)  # becomes half the spread
+    bid, half = out if out is not None else (np.empty(np.shape(k)), np.empty(np.shape(k)))
+    np.maximum(quote_volume_24h, 1.0, out=half)  # becomes half the spread
     np.sqrt(half, out=half)
     np.divide(SPREAD_K, half, out=half)
     np.maximum(half, SPREAD_MIN, out=half)
     np.minimum(half, SPREAD_MAX, out=half)
     np.multiply(half, 0.5, out=half)
-    bid = np.subtract(1.0, half)
+    np.subtract(1.0, half, out=bid)
     np.multiply(k, bid, out=bid)
     np.floor(bid, out=bid)
     np.maximum(bid, 1.0, out=bid)

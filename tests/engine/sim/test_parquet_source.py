@@ -587,25 +587,36 @@ def test_a_writer_waiting_on_a_taker_that_has_gone_says_so(tmp_path: Path) -> No
         writer.advance_to(start + (2 * WINDOW_MINUTES + 1) * M)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["base-volume", "quote-volume"])
-def test_running_sums_round_and_clamp_as_the_rings_step(dtype: type) -> None:
-    """The tape's 24 h sums in one accumulate equal the rings' stepping bit for bit: rounding
-    as the window slides, and the clamp at zero when more leaves than is in (here a day whose
-    volume dries up, so rounding leaves a sum a hair below zero)."""
-    rng = np.random.default_rng(7)
-    for drying in (False, True):
-        added = (rng.lognormal(3, 2, (1440, 5)) * (0.0 if drying else 1.0)).astype(dtype)
-        dropped = rng.lognormal(3, 2, (1440, 5)).astype(dtype)
-        start = dropped.astype(np.float64).sum(axis=0) * (1.0 - 1e-15)  # what the window held
-        s, want = start.copy(), np.empty((1440, 5))
-        for k in range(1440):
-            s += added[k]
-            s -= dropped[k]
-            np.maximum(s, 0.0, out=s)
-            want[k] = s
-        got = _running_sums(start, added, dropped)
-        assert np.array_equal(got, want), drying
-        assert drying == bool((want == 0.0).any())
+def stepped(start: np.ndarray, added: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """A ring's running sums as the rings step them, minute by minute."""
+    s, want = start.copy(), np.empty(added.shape)
+    for k in range(len(added)):
+        s += added[k]
+        s -= dropped[k]
+        np.maximum(s, 0.0, out=s)
+        want[k] = s
+    return want
+
+
+@pytest.mark.parametrize("drying", [(), (0,), (1,), (0, 1)], ids=["none", "base", "quote", "both"])
+def test_running_sums_round_and_clamp_as_the_rings_step(drying: tuple[int, ...]) -> None:
+    """The tape's two 24 h sums (base volume in float64, quote volume in float32, as the rings
+    keep them) in one complex accumulate equal the rings' stepping bit for bit: rounding as the
+    window slides, and the clamp at zero when more leaves than is in (a day whose volume dries
+    up, so rounding leaves a sum a hair below zero), in either sum or both, the other unharmed."""
+    rng = np.random.default_rng(7 + len(drying))
+    added, dropped, starts = [], [], np.empty((2, 5))
+    for k, dtype in enumerate((np.float64, np.float32)):
+        added.append((rng.lognormal(3, 2, (1440, 5)) * (0.0 if k in drying else 1.0)).astype(dtype))
+        dropped.append(rng.lognormal(3, 2, (1440, 5)).astype(dtype))
+        starts[k] = dropped[k].astype(np.float64).sum(axis=0) * (1.0 - 1e-15)  # what the window held
+    steps = np.full((2 * 1440 + 1, 5), np.nan, np.complex128)  # a tape's reused array: whatever it held
+    for got in (_running_sums(starts, (added[0], added[1]), (dropped[0], dropped[1])),
+                _running_sums(starts, (added[0], added[1]), (dropped[0], dropped[1]), steps)):  # fmt: skip
+        for k in range(2):
+            want = stepped(starts[k], added[k], dropped[k])
+            assert got[k].dtype == np.float64 and np.array_equal(got[k], want), (drying, k)
+            assert (k in drying) == bool((want == 0.0).any())
 
 
 def same_runs(rings: ParquetMarket, ahead: ParquetMarket, start: int, end: int, limits: list[int]) -> list[int]:
@@ -705,31 +716,35 @@ def test_sliding_extremes_are_each_window_s(rows: int, w: int) -> None:
         np.testing.assert_array_equal(_sliding(a, w, op), want)
 
 
-@pytest.mark.parametrize("chunk", [7, 60, 1440])
-def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(chunk: int) -> None:
-    """`_Grid` chunk by chunk (pairs with every minute copied whole, the others filled) equals
-    the grid built minute by minute: a candle where the file has one, else the last close
-    before it (the first open before any) and no volume. Pairs: whole, listed late, ended
-    early, with an outage, and with a single candle."""
-    rng = np.random.default_rng(chunk)
-    minutes = 200
+@pytest.mark.parametrize("piece", [7, 60, 1440])
+def test_the_grid_holds_prices_through_missing_minutes_as_stepping_would(piece: int) -> None:
+    """`_Grid.fill` in pieces of `piece` rows, from before the grid to past its end (pairs with
+    every minute copied whole, the others filled), equals the grid built minute by minute: a
+    candle where the file has one, else the last close before it (the first open before any)
+    and no volume; valid where a candle is. Pairs: whole, listed late, ended early, with an
+    outage, and with a single candle."""
+    rng = np.random.default_rng(piece)
+    minutes, outside = 200, 30
     kept = [np.arange(minutes), np.arange(75, minutes), np.arange(0, 130), np.r_[0:50, 64:minutes], np.array([99])]
     stacked = [(f"P{j}/USDT", G + rows * M, np.abs(rng.normal(1.0, 0.1, (len(rows), 5)))) for j, rows in enumerate(kept)]
-    grid = _Grid([(s, ts, tuple(values.T)) for s, ts, values in stacked], G // M, chunk)  # a file's columns, as read
-    want = np.zeros((5, minutes, len(kept)))
+    grid = _Grid([(s, ts, tuple(values.T)) for s, ts, values in stacked], G // M)  # a file's columns, as read
+    span = range(-outside, minutes + outside)
+    want, want_valid = np.zeros((5, len(span), len(kept))), np.zeros((len(span), len(kept)), np.bool_)
     for j, (_, ts, values) in enumerate(stacked):
         rows = dict(zip((ts // M - G // M).tolist(), values, strict=True))
         last = values[0, 0]
-        for r in range(minutes):
+        for i, r in enumerate(span):
             if r in rows:
-                want[:, r, j] = rows[r]
+                want[:, i, j], want_valid[i, j] = rows[r], True
                 last = rows[r][3]
             else:
-                want[:4, r, j] = last
-    for r0 in range(0, minutes, chunk):
-        fields, valid = grid.span(r0, min(r0 + chunk, minutes), len(kept))
-        np.testing.assert_array_equal(fields, want[:, r0 : r0 + chunk])
-        assert valid.sum() == sum(len(np.intersect1d(rows, range(r0, r0 + chunk))) for rows in kept)
+                want[:4, i, j] = last
+    for i in range(0, len(span), piece):
+        length = min(piece, len(span) - i)
+        fields, valid = np.full((5, len(kept), length), np.nan), np.ones((len(kept), length), np.bool_)
+        grid.fill(span[i], fields, valid)  # pair-major
+        np.testing.assert_array_equal(fields, want[:, i : i + length].transpose(0, 2, 1))
+        np.testing.assert_array_equal(valid, want_valid[i : i + length].T)
 
 
 @pytest.mark.parametrize("decimals", [0, 2, 4, 8, 10])
@@ -743,6 +758,20 @@ def test_a_pairs_tick_is_the_finest_decimal_of_its_first_prices(decimals: int) -
     sample = values[:5000, :4].ravel()
     want = next((-d for d in range(9) if np.array_equal(np.round(sample, d), sample)), -8)
     assert _tick_exponent(tuple(values.T)) == want == -min(decimals, 8)
+
+
+@pytest.mark.parametrize(("head", "rest"), [(2, 5), (5, 2), (0, 8), (8, 0), (3, 3), (10, 1)])
+def test_a_pairs_tick_is_that_of_its_whole_sample_not_its_first_prices(head: int, rest: int) -> None:
+    """`_tick_exponent` tries decimals from those the first hundred prices need up: the first
+    hundred rows on `head` decimals and the rest of the sample on `rest` give the sample's
+    finest all the same (at most `MAX_DECIMALS`), as trying every decimal over the rows stacked."""
+    rng = np.random.default_rng(head * 10 + rest)
+    values = rng.uniform(0.5, 2.0, (5000, 5))
+    values[:100] = np.round(values[:100], head)
+    values[100:] = np.round(values[100:], rest)
+    sample = values[:, :4].ravel()
+    want = next((-d for d in range(9) if np.array_equal(np.round(sample, d), sample)), -8)
+    assert _tick_exponent(tuple(values.T)) == want == -min(max(head, rest), 8)
 
 
 def test_a_kept_files_candles_are_checked_once_and_a_bad_or_new_one_every_time(
