@@ -355,11 +355,10 @@ def bid_ask_ticks(
     """Bid and ask around prices of `k` ticks (arrays; `k` and the volumes of one shape), the
     spread from the 24 h quote volume, in place in two arrays (`out` where given: a replay
     tape's day tables) instead of ~18 temporaries (a third of the time on a replay tape's day
-    of tables, which outgrow the caches). The tape
-    gives it the ticks `tick_counts` found: a price `on_tick` gives is k * mul / div, one or
-    two roundings off k ticks, so `bid_ask`'s rint(price * div / mul) is k again (exact while
-    k < 2**50, past 10**7 at the finest tick); `tests/engine/sim/test_market.py` pins the two
-    paths bit for bit."""
+    of tables, which outgrow the caches). The tape gives it the ticks `tick_counts` found: a
+    price `on_tick` gives is k * mul / div, one or two roundings off k ticks, so `bid_ask`'s
+    rint(price * div / mul) is k again (exact while k < 2**50, past 10**7 at the finest
+    tick); `tests/engine/sim/test_market.py` pins the two paths bit for bit."""
     bid, half = out if out is not None else (np.empty(np.shape(k)), np.empty(np.shape(k)))
     np.maximum(quote_volume_24h, 1.0, out=half)  # becomes half the spread
     np.sqrt(half, out=half)

@@ -25,7 +25,8 @@ runs in a forked process computes those days once: the discovery process compute
 it reaches it and puts it into shared memory (`SharedDays`), and the trading process's tape
 copies it out instead of computing it again. That way round because the trading process is the
 critical path (~100% busy over the month, while discovery runs ahead of it and idles ~0.2-0.3 s):
-the work (~8 ms a day) leaves the critical path, which only pays the copy (~0.7 ms a day).
+the work (~3.5-4 ms a day, `_DayMaker`) leaves the critical path, which only pays the copy
+(~0.7 ms a day).
 """
 
 from __future__ import annotations
@@ -409,7 +410,8 @@ class _Tape:
         self.market._now_ms = now_ms
         self.minute = minute = now_ms // MINUTE_MS
         self.moved = True
-        self.batch = DayRowBatch.of(now_ms, self.market._symbols, self._tables, minute - self._day_start)  # its rows cut only when read
+        # its rows cut only when read
+        self.batch = DayRowBatch.of(now_ms, self.market._symbols, self._tables, minute - self._day_start)
 
     def _until(self, minute: int) -> int:
         """The first minute after `minute` at which more than the shown row changes: the shown
@@ -558,7 +560,9 @@ class _DayMaker:
         self.next_start = first + count
         return _Day(first, count, dict(zip(DAY_TABLES, block, strict=True)), event_ms)
 
-    def _extremes(self, end: int, shown: FloatArray, price: FloatArray, out: tuple[FloatArray, FloatArray, FloatArray]) -> None:
+    def _extremes(
+        self, end: int, shown: FloatArray, price: FloatArray, out: tuple[FloatArray, FloatArray, FloatArray]
+    ) -> None:
         """The day's 24 h open, high and low into `out`: the window's closed minutes (minute k
         sees k-1439 .. k-1, rows from end-1438 on), and the running candle, which has only
         opened (its open and its price on tick)."""
@@ -824,7 +828,9 @@ def _event_times(traded: BoolArray, shown_ms: IntArray, before: IntArray) -> Int
     return event_ms
 
 
-def _sliding(a: FloatArray, w: int, op: np.ufunc, out: FloatArray | None = None, passes: FloatArray | None = None) -> FloatArray:
+def _sliding(
+    a: FloatArray, w: int, op: np.ufunc, out: FloatArray | None = None, passes: FloatArray | None = None
+) -> FloatArray:
     """op (maximum or minimum) over every `w` consecutive rows of `a`: row i of the result covers
     rows i .. i+w-1 (into `out` where given; `passes`, [2, rows - 1, ...], holds the passes).
 

@@ -407,7 +407,8 @@ def test_open_market_generates_without_a_data_dir() -> None:
 @pytest.mark.parametrize("exp", [-8, -4, -1, 0, 2])
 def test_a_tapes_quotes_from_ticks_are_the_markets_bit_for_bit(exp: int) -> None:
     """`bid_ask_ticks` (in place, from `tick_counts`) equals `bid_ask` on `on_tick`'s prices:
-    prices from below one tick to ~10**7, quote volumes across the spread's floor and cap."""
+    prices from below one tick to ~10**7, quote volumes across the spread's floor and cap; the
+    same into arrays given (`out`, as a replay tape's day tables)."""
     rng = np.random.default_rng(exp + 10)
     mul, div = _mul_div(exp)
     shape = (500, 7)
@@ -416,7 +417,11 @@ def test_a_tapes_quotes_from_ticks_are_the_markets_bit_for_bit(exp: int) -> None
     muls, divs = np.full(7, mul), np.full(7, div)
     ticks = tick_counts(prices, muls, divs)
     np.testing.assert_array_equal(ticks * muls / divs, tick_round(prices, muls, divs))
+    into = np.full(shape, np.nan)  # a tape's reused array: whatever it held
+    assert tick_counts(prices, muls, divs, out=into) is into and into.tobytes() == ticks.tobytes()
     want = bid_ask(tick_round(prices, muls, divs), muls, divs, quote_volume)
-    got = bid_ask_ticks(ticks, muls, divs, quote_volume)
-    for w, g in zip(want, got, strict=True):
-        assert w.tobytes() == g.tobytes()
+    sides = (np.full(shape, np.nan), np.full(shape, np.nan))
+    for got in (bid_ask_ticks(ticks, muls, divs, quote_volume), bid_ask_ticks(ticks, muls, divs, quote_volume, out=sides)):
+        for w, g in zip(want, got, strict=True):
+            assert w.tobytes() == g.tobytes()
+    assert all(g is side for g, side in zip(got, sides, strict=True))
