@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from engine.backtest.collect import Collector, CollectPlan, CollectReport, Progress
 from engine.backtest.history import HistoryStore
-from engine.backtest.metrics import Metrics, compute
 from engine.backtest.runner import (
     MINUTE_MS,
     BacktestResult,
@@ -32,6 +31,7 @@ from engine.signals.scorer import ModelLoad
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from engine.backtest.metrics import Metrics
     from engine.backtest.optimize import OptimizeProgress
     from engine.config.sections.exchange import ExchangeSection
     from engine.market.backoff import Clock
@@ -118,6 +118,9 @@ def refuse_used_journal(path: Path) -> None:
 
 
 def metrics_of(result: BacktestResult) -> Metrics:
+    # imported once the replay is done: nothing before the discovery process forks needs it
+    from engine.backtest.metrics import compute
+
     return compute(result.initial_equity, result.equity, result.exposure, [t.pnl for t in result.trades], MINUTE_MS)
 
 

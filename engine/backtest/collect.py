@@ -47,7 +47,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from engine.backtest.history import HistoryStore, afresh
 from engine.config.sections.discovery import FiltersSection
@@ -55,7 +55,9 @@ from engine.discovery.filters import CandidateFilters, FilterCode
 from engine.domain import Candle, TickerBatch
 from engine.domain.candle import timeframe_ms
 from engine.errors import MarketDataError, RateLimitedError, RetryableOrderError
-from engine.market.gateway import Gateway
+
+if TYPE_CHECKING:  # the gateway comes from the command: a backtest, which imports this module too, never loads it
+    from engine.market.gateway import Gateway
 
 DAY_MS = 86_400_000
 Sleep = Callable[[float], Awaitable[None]]

@@ -37,7 +37,10 @@ month: 32 s batch by batch, 13.6 s ahead). Below `AHEAD_MIN_MINUTES` the second 
 more than it saves, and the cycle takes discovery batch by batch, as the live engine does.
 
 Fork, not spawn: the child starts in a few milliseconds with the store index already built and
-never touches what the parent was doing (its journal thread, its event loop). Where fork is not
+never touches what the parent was doing (its journal thread, its event loop). It forks before
+the trading side is imported (the core, execution, portfolio, `TradingCycle`, the tap: this
+module and `engine.runtime.discovery_driver` import none of it), which the trading process
+then imports while the child already replays (`BacktestRunner.run`). Where fork is not
 available, or the window is short enough that starting a process costs more than it saves,
 the backtest runs on one process (`backtest.discovery_process`).
 """
@@ -73,8 +76,7 @@ from engine.domain.discovery import Candidate
 from engine.domain.ticker import FloatArray
 from engine.journal.encoded import encode
 from engine.journal.events import EventSink
-from engine.runtime.cycle import DiscoveryDriver
-from engine.runtime.tap import Tap
+from engine.runtime.discovery_driver import DiscoveryDriver
 from engine.signals.columns import ColumnPool, MemberColumns, pool_of
 
 MINUTE_MS = 60_000
@@ -706,6 +708,9 @@ class PipedDiscovery:
         self._source = source
         self._sink = sink
         self._where = where
+        # the trading side's tap, imported by it alone: the discovery process forks without it
+        from engine.runtime.tap import Tap
+
         # events that come as their kinds alone (no payload kept): counted by the tap at once
         self._tally = None if source.keeps_payloads else sink.tally if isinstance(sink, Tap) else self._emit_kinds
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,11 +38,13 @@ from engine.clock import SimClock
 from engine.domain import Bars, Candle, MinuteVolumes, TickerBatch, TickerRun
 from engine.domain.candle import timeframe_ms
 from engine.runtime.feed import SimFeed
-from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
 from engine.sim.parquet_source import ParquetMarket, TapeLink
 from engine.sim.rings import MINUTE_MS, WINDOW_MINUTES
+
+if TYPE_CHECKING:
+    from engine.runtime.snapshot import StreamRow
 
 
 class CandleSlicer:
@@ -106,6 +109,9 @@ class CandleSlicer:
 
 def history_streams(index: HistoryIndex, now_ms: int) -> tuple[StreamRow, ...]:
     """The replay's one stream, as the state machine and the UI see it: the candles' age."""
+    # the UI's rows: a replay never asks (imported there)
+    from engine.runtime.snapshot import StreamRow
+
     age = index.data_age_s(now_ms)
     state = "connected" if age < 90 else "stale"
     return (StreamRow("history", state, now_ms - int(age * 1000), f"candle replay, data {age:.0f} s old"),)

@@ -47,7 +47,7 @@ from engine.discovery.pipeline import Discovery, DiscoveryCycle
 from engine.discovery.social.source import SocialPost
 from engine.domain import Bars, Candle, Market, MinuteVolumes, TickerBatch
 from engine.errors import ConfigError
-from engine.runtime.cycle import DiscoveryStage
+from engine.runtime.discovery_driver import DiscoveryStage
 from engine.runtime.feed import MarketFeed
 from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore

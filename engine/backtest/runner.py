@@ -25,16 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.backtest import discovery_process
-from engine.backtest.benchmark import MarketChange, market_change
 from engine.backtest.cadence import replay_cadence
 from engine.backtest.feed import CandleSlicer, HistoryFeed
 from engine.backtest.history import HistoryIndex, HistoryStore, index_history
-from engine.backtest.reuse import WindowReuse
 from engine.clock import SimClock
 from engine.config import HotcoinConfig
 from engine.discovery.pipeline import Discovery
@@ -42,18 +40,21 @@ from engine.domain import Fill, OrderPurpose
 from engine.domain.candle import timeframe_ms
 from engine.domain.ticker import TickerBatch, TickerRun
 from engine.errors import ConfigError
-from engine.execution.broker import OrderUpdate
-from engine.execution.paper import FillModel, PaperBroker
 from engine.journal.events import BACKTEST_MODE, EventSink
 from engine.journal.sinks import NullSink
-from engine.portfolio.positions import WRITE_OFF_REASON, BookChange
-from engine.runtime.cycle import DiscoveryStage, TradingCycle
+from engine.runtime.discovery_driver import DiscoveryStage
 from engine.runtime.feed import MarketFeed
-from engine.runtime.tap import Tap
-from engine.signals.scorer import ModelLoad
 from engine.sim.parquet_source import ParquetMarket, SharedDays, TapeLink, replay_files
 from engine.timefmt import span
-from engine.trading import TradingCore
+
+if TYPE_CHECKING:
+    from engine.backtest.benchmark import MarketChange
+    from engine.backtest.reuse import WindowReuse
+    from engine.execution.broker import OrderUpdate
+    from engine.portfolio.positions import BookChange
+    from engine.runtime.cycle import TradingCycle
+    from engine.signals.scorer import ModelLoad
+    from engine.trading import TradingCore
 
 MINUTE_MS = 60_000
 PROGRESS_EVERY = 240  # cycles (4 replayed hours) between progress reports: about half a second of replay here
@@ -352,8 +353,6 @@ class BacktestRunner:
             )  # fmt: skip
 
         books = _Books()
-        tap = Tap(self.sink, recent=0)
-        broker = PaperBroker(FillModel.from_settings(config.trading.execution))
         key, process, ahead = None, None, None
         discovery: DiscoveryStage | None = None
         feed: MarketFeed
@@ -375,17 +374,28 @@ class BacktestRunner:
 
         slot_ms = config.discovery.windows.slot_ms
         minutes = (end - market_start) // MINUTE_MS
+        days: SharedDays | None = None
         if self.reuse is None and discovery_process.wanted(config.backtest.discovery_process, minutes):
             # Both processes replay the same days: the discovery process computes each once and
             # shares it (`SharedDays`: this one, the critical path, then only copies them).
             days = SharedDays(len(replay_files(self.data_dir, sim.quote_asset))) if sliced else None
             process = discovery_process.DiscoveryProcess(
                 lambda: build_feed(None if days is None else days.writer()), build_discovery, slot_ms=slot_ms, end_ms=end,
-                keeps_payloads=tap.keeps_payloads,
+                keeps_payloads=self.sink.keeps_payloads,  # the tap's (below): one keeping no recent events of its own
             )  # fmt: skip
+        # The trading side, imported once the discovery process runs: forked first, the child
+        # starts without it and the core, execution and portfolio (~25-40 ms) load while it replays.
+        from engine.backtest.benchmark import market_change
+        from engine.execution.paper import FillModel, PaperBroker
+        from engine.runtime.cycle import TradingCycle
+        from engine.runtime.tap import Tap
+
+        tap = Tap(self.sink, recent=0)
+        broker = PaperBroker(FillModel.from_settings(config.trading.execution))
+        if process is not None:
             discovery, feed = process.stage(tap), build_feed(None if days is None else days.reader(process.running))
         elif self.reuse is not None:
-            key = WindowReuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
+            key = self.reuse.key(config, self.data_dir, self.index.rows, start, end, self.run_id)
             discovery = self.reuse.stage(
                 key, lambda: build_discovery(tap), journaled=not isinstance(self.sink, NullSink)
             )  # fmt: skip
@@ -545,6 +555,9 @@ def _open_positions(core: TradingCore) -> dict[str, OpenPosition]:
 def _dust(trades: list[Trade], core: TradingCore, last: TickerBatch) -> DustWrittenOff:
     """The write-offs of the closed trades, and the coins they left at the run's last bid
     (the coins' last close where the batch has no bid: a halted pair)."""
+    # the trading side's: imported after the fork
+    from engine.portfolio.positions import WRITE_OFF_REASON
+
     parts = [p for t in trades for p in t.exits if p.reason == WRITE_OFF_REASON]
     bids = {s: b for s, b in zip(last.symbols, last.bid.tolist(), strict=True) if math.isfinite(b)}
     closes = {s: c for s, c in zip(last.symbols, last.last.tolist(), strict=True) if math.isfinite(c)}

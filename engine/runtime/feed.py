@@ -10,16 +10,18 @@ import abc
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.clock import SimClock
 from engine.domain import Bars, Candle, Market, MinuteVolumes, StateReason, TickerBatch
-from engine.runtime.snapshot import StreamRow
 from engine.signals.bars import BarStore
 from engine.sim.base import RingMarket
 from engine.sim.rings import MINUTE_MS
+
+if TYPE_CHECKING:
+    from engine.runtime.snapshot import StreamRow
 
 
 class MarketFeed(abc.ABC):
@@ -198,6 +200,9 @@ class SimFeed(MarketFeed):
         return bid, ask
 
     def streams(self, now_ms: int) -> tuple[StreamRow, ...]:
+        # the UI's rows: a replay never asks (imported there)
+        from engine.runtime.snapshot import StreamRow
+
         return (StreamRow("sim-market", "connected", self._last_ms, "in-process simulated market"),)
 
     def data_age_s(self, now_ms: int) -> float | None:

@@ -10,6 +10,8 @@ import os
 import pickle
 import signal
 import sqlite3
+import subprocess
+import sys
 import types
 from collections.abc import Callable, Iterable
 from contextlib import closing
@@ -157,6 +159,32 @@ class _JournalsMalformed(Discovery):
         assert self.sink is not None
         self.sink.emit("candidate_snapshot", ts_ms=now_ms, payload={"heat": 1.0})
         return super().on_markets(markets, now_ms)
+
+
+# What the trading process alone needs: imported once the discovery process runs (`BacktestRunner.run`)
+TRADING_SIDE = (
+    "engine.trading", "engine.execution", "engine.portfolio", "engine.runtime.cycle", "engine.runtime.tap",
+    "engine.runtime.snapshot", "engine.signals.stage", "engine.market", "engine.backtest.benchmark",
+)  # fmt: skip
+
+
+def test_the_discovery_process_forks_before_the_trading_side_is_imported(store: Path) -> None:
+    """The child starts with the config, the index and discovery alone, and replays while the
+    trading process imports its own side (the core, execution, portfolio, the cycle, its tap):
+    nothing of that side is loaded when it forks. Seen from a fresh process, as a backtest starts."""
+    code = (
+        "import asyncio, os, sys; from pathlib import Path\n"
+        "from engine.backtest.runner import BacktestRunner\n"
+        "from tests.engine.backtest.conftest import START, minute_config\n"
+        f"side = {TRADING_SIDE!r}\n"
+        "seen = []\n"
+        "os.register_at_fork(before=lambda: seen.append(sorted(m for m in sys.modules if m.startswith(side))))\n"
+        "config = minute_config(backtest={'initial_history_minutes': 1440, 'discovery_process': 'on'})\n"
+        f"asyncio.run(BacktestRunner(config, Path({str(store)!r}), run_id='fork').run(START, {END}))\n"
+        "print(seen[:1], 'engine.trading' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[3])
+    assert done.stdout.split("\n")[0] == "[[]] True"
 
 
 def test_events_journaled_between_batches_stop_the_run(config: HotcoinConfig, store: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.discovery.social.source import SocialPost
-from engine.runtime.cycle import MARKETS_REFRESH_MS, DiscoveryDriver
+from engine.runtime.discovery_driver import MARKETS_REFRESH_MS, DiscoveryDriver
 from tests.kit.domain import make_market
 
 MIN = 60_000
