@@ -64,7 +64,7 @@ from engine.portfolio.positions import (
 )
 from engine.portfolio.risk import DAY_MS, RiskEvent, RiskManager
 from engine.signals.bars import BarHistory, BarSource
-from engine.signals.columns import ColumnPool, by_rank
+from engine.signals.columns import ColumnPool, MemberColumns, by_rank
 from engine.signals.scorer import Scorer
 from engine.signals.stage import SignalStage
 
@@ -598,13 +598,18 @@ class TradingCore:
 
     def skip_cold(self, candidates: Sequence[Candidate], now_ms: int, causes: Mapping[str, int] | None) -> bool:
         """A resting core's pool decided where it is cold columns: it goes to the entry signals
-        as it is (`by_rank`), which skip it without a `Candidate` (`SignalStage.skip_cold_pool`:
-        True, the skips journaled and kept) or decline (False, nothing done)."""
+        as it is (`by_rank`), which skip it without a `Candidate` (`skip_cold_columns`: True,
+        the skips journaled and kept) or decline (False, nothing done)."""
         return (
             isinstance(candidates, ColumnPool)
             and by_rank(candidates) is candidates
-            and self.signals.skip_cold_pool(candidates.columns, now_ms, self._min_heat, causes)
+            and self.skip_cold_columns(candidates.columns, now_ms, causes)
         )
+
+    def skip_cold_columns(self, pool: MemberColumns, now_ms: int, causes: Mapping[str, int] | None) -> bool:
+        """`skip_cold` of a pool's columns in rank order (`by_rank` would keep them as they are:
+        a replay's ranks 1..n): `SignalStage.skip_cold_pool`."""
+        return self.signals.skip_cold_pool(pool, now_ms, self._min_heat, causes)
 
     def rest_minutes(self, batch: TickerBatch, times: Sequence[int]) -> None:
         """`_rest_tickers` of a resting core's minutes at `times` (each decided already: its pool

@@ -59,7 +59,7 @@ import signal
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate, chain, groupby, repeat
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol, cast
@@ -266,17 +266,17 @@ class _Received:
         accepted, _, entered, left = figures
         return time, DiscoveryCycle(time, accepted, snapshot, entered, left, self.counts[k]), self.events[k]
 
-    def pool(self, k: int) -> Sequence[Candidate]:
-        """Minute k's pool as the core reads it (`pool_of` its result's snapshot): a pool of
-        members as their columns (`ColumnPool`), its candidates built only if read."""
+    def pool(self, k: int) -> MemberColumns | Sequence[Candidate]:
+        """Minute k's pool as the core reads it first (`pool_of` its result's snapshot): a pool
+        of members as their columns (hottest first, ranked 1 on), no candidate built; a pool
+        given as built candidates as it is."""
         pool = self.pools[k]
         if pool.__class__ is not int:
             return cast(tuple[Candidate, ...], pool)
         if not pool:
             return ()
-        figures = self._unusual.get(k)
-        members = self._members(k, self.times[k] if figures is None else figures[1])
-        return ColumnPool(members.columns, members.build)
+        assert self._chunk is not None
+        return self._chunk.columns(self.starts[k], self.starts[k + 1])
 
     def _members(self, k: int, ts_ms: int) -> _Members:
         assert self._chunk is not None
@@ -295,6 +295,13 @@ class _Chunk:
         self.trace_ids, self.symbols, self.figures = trace_ids, symbols, figures
         self.heats: list[float] = figures[:, _HEAT].tolist()
 
+    def columns(self, start: int, stop: int) -> MemberColumns:
+        """Members `start` to `stop`, a minute's pool, as columns: a pool's ranks are 1..n, a
+        range, which `by_rank` knows in order."""
+        return MemberColumns(
+            self.symbols[start:stop], self.trace_ids[start:stop], range(1, stop - start + 1), self.heats[start:stop]
+        )
+
 
 class _Members:
     """One minute's pool: members `start` to `stop` of its chunk, at `ts_ms`, as the columns the
@@ -305,10 +312,8 @@ class _Members:
 
     def __init__(self, chunk: _Chunk, start: int, stop: int, ts_ms: int) -> None:
         self._chunk, self._start, self._stop, self._ts_ms = chunk, start, stop, ts_ms
-        self.symbols = chunk.symbols[start:stop]
-        # A pool's ranks are 1..n: a range, which `by_rank` knows in order.
-        ranks = range(1, stop - start + 1)
-        self.columns = MemberColumns(self.symbols, chunk.trace_ids[start:stop], ranks, chunk.heats[start:stop])
+        self.columns = chunk.columns(start, stop)
+        self.symbols = self.columns.symbols
 
     def build(self) -> tuple[Candidate, ...]:
         c, n = self._chunk, self._stop - self._start
@@ -620,19 +625,22 @@ class DiscoveryProcess:
         self._advance(1)
         return result
 
-    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
-        """The time and pool of the `k`-th result not taken yet (0: the next), waiting for it if
-        the child is behind; None past the window's end."""
-        while self._ready <= k:
-            if self._ended:
-                return None
-            self._receive()
-        i = self._at + k
-        for chunk in self._chunks:
+    def ahead(self) -> Iterator[tuple[int, MemberColumns | Sequence[Candidate]]]:
+        """The results not taken yet, in order, as their times and pools (`_Received.pool`),
+        none built, waiting for each if the child is behind, to the window's end. Read before
+        the next `take` or `next_result`, which move the chunks."""
+        chunks, c, i = self._chunks, 0, self._at
+        while True:
+            while c == len(chunks):
+                if self._ended:
+                    return
+                self._receive()
+            chunk = chunks[c]
             if i < len(chunk):
-                return chunk.times[i], chunk.pool(i)
-            i -= len(chunk)
-        raise AssertionError("a minute counted ready is in no chunk")
+                yield chunk.times[i], chunk.pool(i)
+                i += 1
+            else:
+                c, i = c + 1, 0
 
     def take(self, n: int) -> list[tuple[int, Events]]:
         """The next `n` results taken without building them: the times and events of those with
@@ -690,9 +698,9 @@ class ResultSource(Protocol):
 
     def next_result(self) -> Result: ...
 
-    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
-        """The time and pool (as the core reads it: `pool_of`) of the `k`-th result not taken
-        yet (0: the next), or None where it is not ready."""
+    def ahead(self) -> Iterator[tuple[int, MemberColumns | Sequence[Candidate]]]:
+        """The results ready and not taken yet, in order, as their times and pools (as the core
+        reads them first: a pool of members as its columns), valid until the next take."""
 
     def take(self, n: int) -> list[tuple[int, Events]]:
         """The next `n` results taken: the times and events of those with events."""
@@ -726,10 +734,9 @@ class PipedDiscovery:
             self._replay(ts, events)
         return cycle
 
-    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
-        """The time and pool of the `k`-th result not taken yet, before it is
-        (`engine.runtime.cycle.ResultsAhead`)."""
-        return self._source.upcoming(k)
+    def ahead(self) -> Iterator[tuple[int, MemberColumns | Sequence[Candidate]]]:
+        """The results not taken yet, before they are (`engine.runtime.cycle.ResultsAhead`)."""
+        return self._source.ahead()
 
     def take(self, n: int) -> None:
         """The next `n` results taken, their events re-emitted as `on_batch` does: the minutes
@@ -793,13 +800,12 @@ class AheadDiscovery:
             await self._producer.fill(CHUNK_BATCHES)
             self._results.extend(_results(self._producer.queue.take()))
 
-    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
-        """The time and pool of the `k`-th result ready and not taken yet (0: the next), or
-        None: the runner fills more before the next batch's `step`."""
-        if k >= len(self._results):
-            return None
-        ts, cycle, _ = self._results[k]
-        return ts, pool_of(cycle.snapshot)
+    def ahead(self) -> Iterator[tuple[int, MemberColumns | Sequence[Candidate]]]:
+        """The results ready and not taken yet, as their times and pools (`pool_of`): those of
+        the chunk filled last (the runner fills more before the next batch's `step`)."""
+        for ts, cycle, _ in self._results:
+            pool = pool_of(cycle.snapshot)
+            yield ts, pool.columns if isinstance(pool, ColumnPool) else pool
 
     def take(self, n: int) -> list[tuple[int, Events]]:
         """The next `n` results taken: the times and events of those with events."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,7 +46,7 @@ from engine.runtime.quiet_log import RepeatedFailure
 from engine.runtime.state_machine import EngineStateMachine, Transition
 from engine.runtime.tap import Tap
 from engine.signals.bars import BarStore
-from engine.signals.columns import pool_of, symbols_of
+from engine.signals.columns import MemberColumns, pool_of, symbols_of
 from engine.signals.features import WINDOW
 from engine.signals.scorer import ModelLoad
 from engine.trading import TradingCore
@@ -63,9 +63,10 @@ class ResultsAhead(Protocol):
     `engine.backtest.discovery_process`): results can be read before they are taken, so the
     cycle can tell a run of quiet minutes before stepping it (`TradingCycle.step_quiet`)."""
 
-    def upcoming(self, k: int) -> tuple[int, Sequence[Candidate]] | None:
-        """The time and pool (as `pool_of` reads a cycle's snapshot) of the `k`-th result not
-        taken yet (0: the next), or None where it is not ready."""
+    def ahead(self) -> Iterator[tuple[int, MemberColumns | Sequence[Candidate]]]:
+        """The results not taken yet (those ready), in order, as their times and pools as the
+        core reads them first (`pool_of` a cycle's snapshot: a pool of members as its columns,
+        in rank order), none built; read before the next `take`."""
 
     def take(self, n: int) -> None:
         """Take the next `n` results, their events re-emitted as `on_batch` would."""
@@ -252,10 +253,11 @@ class TradingCycle:
 
     async def step_quiet(self, run: TickerRun, j: int, limit: int) -> int:
         """Minutes j, j+1, ... of `run` (the feed's next minutes; `step` took the one before j),
-        up to `limit` of them, stepped at once while each is quiet, and how many: the core rests (`TradingCore.rests`)
-        and its pool is empty or cold (`TradingCore.skip_cold`), the engine stays tradeable and
-        healthy, market info and the broker are as they were, and nothing reads a minute's
-        events but their count (`Tap.counts_only`). The first that is not is left to `step`.
+        up to `limit` of them, stepped at once while each is quiet, and how many: the core
+        rests (`TradingCore.rests`) and its pool is empty or cold columns
+        (`TradingCore.skip_cold_columns`), the engine stays tradeable and healthy, market info
+        and the broker are as they were, and nothing reads a minute's events but their count
+        (`Tap.counts_only`). The first that is not is left to `step`.
 
         Such a minute's `step` changes only what is set again the next: the paper book and the
         core's quotes (the last minute's kept), the readable bars (each symbol's last minute),
@@ -272,9 +274,10 @@ class TradingCycle:
         level, causes, due = int(core.risk.level), self.tap.candidate_seq, driver.due
         followed: dict[str, int] = {}  # symbol -> the last quiet minute its pool named it
         times: list[int] = []
-        for now in run.ts_ms[j : j + limit].tolist():
-            ahead = stage.upcoming(len(times))
-            if ahead is None or ahead[0] != now:  # not ready, or diverged (`step` says so)
+        # The run's minutes against discovery's results: either may end first (the results
+        # ready so far; the run's `limit`), and the run's end pulls no result past it.
+        for now, (ts, pool) in zip(run.ts_ms[j : j + limit].tolist(), stage.ahead(), strict=False):
+            if ts != now:  # diverged: `step` says so
                 break
             if due(now) and not await driver.refresh_unchanged(now):
                 break
@@ -283,12 +286,13 @@ class TradingCycle:
                 now, feed.data_age_s(now), feed.ws_down_s(now), level, failure, feed.exchange_fault()
             ):  # fmt: skip
                 break
-            pool = ahead[1]
-            if len(pool):
-                if not core.skip_cold(pool, now, causes):
+            if isinstance(pool, MemberColumns):
+                if not core.skip_cold_columns(pool, now, causes):
                     break
-                for symbol in symbols_of(pool):
+                for symbol in pool.symbols:
                     followed[symbol] = now
+            elif pool:  # built candidates (not a replay's columns): `step` decides them
+                break
             times.append(now)
         if not times:
             return 0
