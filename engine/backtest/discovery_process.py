@@ -598,7 +598,13 @@ class DiscoveryProcess:
         self.close()
 
     def close(self) -> None:
-        """Stop the child (at once if it is still running: the parent stopped early) and reap it."""
+        """Stop the child (at once if it is still running: the parent stopped early) and reap it.
+        A child that sent its end has nothing left but to exit, and is left to (reaped by the
+        next process this one starts, or at its exit) rather than waited for: the kernel
+        freeing its memory was ~8 ms of the end of a month's backtest."""
+        if self._ended:
+            self._conn.close()
+            return
         if self._process.is_alive():
             self._process.terminate()
         self._process.join(timeout=5)
@@ -606,6 +612,15 @@ class DiscoveryProcess:
             self._process.kill()
             self._process.join()
         self._conn.close()
+
+    def finish(self) -> None:
+        """The window replayed, every result taken: read the child's end, which it sends right
+        after its last result (one more result is divergence), so that `close` need not wait
+        for it to exit."""
+        while not self._ended:
+            if self._ready:
+                raise DiscoveryProcessError("the discovery process sent results past the window's end; the two diverged")
+            self._receive()
 
     def running(self) -> bool:
         """Whether the child still runs: what the trading process's replay tape checks while it

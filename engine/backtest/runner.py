@@ -452,6 +452,8 @@ class BacktestRunner:
                 batch = await after.next_batch()
             if progress is not None:
                 progress(ReplayProgress(now, start, end, cycles, len(books.trades.closed)))
+            if process is not None:
+                process.finish()
         finally:
             if process is not None:
                 process.close()  # at the end, or at once when the replay failed

@@ -110,6 +110,13 @@ def candle_problem(
     printed, or None: `Candle.validate`'s rules over whole columns. One definition for every
     reader of candle files (the backtest store, the training data), so a file one refuses the
     other does not learn from."""
+    return None if _sound(o, h, lo, c, v) else _first_problem(o, h, lo, c, v)
+
+
+def _first_problem(
+    o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray, v: FloatArray
+) -> tuple[int, str] | None:
+    """`candle_problem` by row masks: the first row of the first rule it breaks."""
     problems = (
         (~(priced(o) & priced(h) & priced(lo) & priced(c)), "a price is not positive and finite"),
         (~np.isfinite(v) | (v < 0), "a volume is negative or not finite"),
@@ -120,6 +127,21 @@ def candle_problem(
         if bad.any():
             return int(np.flatnonzero(bad)[0]), what
     return None
+
+
+def _sound(o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray, v: FloatArray) -> bool:
+    """Whether `candle_problem` finds nothing, by reductions where it can: a column's minimum
+    and maximum say whether every value is positive (or not negative) and finite (a NaN makes
+    both NaN, and fails). What every file read is asked (a backtest's 34, in both of its
+    processes), at about half the cost of the row masks, which are built only to name a row."""
+    if not len(o):
+        return True
+    for x in (o, h, lo, c):
+        if not (x.min() > 0.0 and x.max() < np.inf):
+            return False
+    if not (v.min() >= 0.0 and v.max() < np.inf):
+        return False
+    return bool((h >= np.maximum(o, c)).all() and (lo <= np.minimum(o, c)).all())
 
 
 def priced(x: FloatArray) -> npt.NDArray[np.bool_]:

@@ -1057,12 +1057,15 @@ def _check_candles(
     if len(ts) == 0:
         raise MarketDataError(f"{path}: no candles; {fix or 'delete it or re-collect it'}")
     step = timeframe_ms(timeframe)
-    problems = (
-        (np.diff(ts, prepend=ts[0] - step) <= 0, "timestamps are not strictly increasing"),
-        (ts % step != 0, f"a timestamp is not aligned to {timeframe}"),
+    problems = (  # (rows at fault, the first mask entry's row, what is wrong)
+        # each open time against the one before (not `np.diff` with a prepended time: ~20x dearer)
+        (ts[1:] <= ts[:-1], 1, "timestamps are not strictly increasing"),
+        (ts % step != 0, 0, f"a timestamp is not aligned to {timeframe}"),
     )
     found = open_time_problem(ts)  # first: seconds stored as ms are misaligned too, and that says less
-    found = found or next(((int(np.flatnonzero(bad)[0]), what) for bad, what in problems if bad.any()), None)
+    found = found or next(
+        ((int(np.flatnonzero(bad)[0]) + first, what) for bad, first, what in problems if bad.any()), None
+    )
     found = found or candle_problem(o, h, lo, c, v)
     if found is not None:
         row, what = found

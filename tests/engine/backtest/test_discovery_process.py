@@ -248,6 +248,23 @@ def test_asking_past_the_end_is_divergence(config: HotcoinConfig, store: Path) -
         drain(process)
 
 
+def test_the_end_read_lets_the_child_exit_on_its_own(config: HotcoinConfig, store: Path) -> None:
+    """Every result taken, `finish` reads the child's end, and `close` leaves the child to exit
+    by itself (nothing left to send); a result left untaken is divergence."""
+    end = START + 5 * 60_000
+    with _start(config, store, end=end) as process:
+        taken = _every_result(process)
+        assert taken[-1][0] == end
+        process.finish()
+        assert process._ended
+    process._process.join(timeout=10)
+    assert process._process.exitcode == 0
+    with _start(config, store, end=end) as process:
+        process.next_result()
+        with pytest.raises(DiscoveryProcessError, match="results past the window's end"):
+            process.finish()
+
+
 def drain(process: DiscoveryProcess) -> None:
     """Read results until the process raises (far more than the window has)."""
     for _ in range(10_000):
