@@ -80,7 +80,7 @@ from engine.runtime.discovery_driver import DiscoveryDriver
 from engine.signals.columns import ColumnPool, MemberColumns, pool_of
 
 MINUTE_MS = 60_000
-CHUNK_BATCHES = 120  # batches per message: ~50 KB journal off, small enough to keep both sides busy
+CHUNK_BATCHES = 480  # batches per message (a block, `BLOCK_BATCHES`): ~80 KB journal off, far less than a day
 # "auto" forks only for replays at least this long. The fork pays from a few hours on (8 h:
 # 1.42 -> 1.24 s, bench/RESULTS.md); 12 h keeps short runs, most tests among them, on one process.
 AUTO_MIN_MINUTES = 720

@@ -652,7 +652,7 @@ class SharedDays:
     the writer runs.
 
     Neither side waits forever, given how a backtest couples them: the writer's results reach
-    the taker through a pipe in chunks of at most `CHUNK_BATCHES` minutes (120, far less than a
+    the taker through a pipe in chunks of at most `CHUNK_BATCHES` minutes (480, far less than a
     day; engine.backtest.discovery_process), and the taker's tape reaches a day's first minute
     only once the core has taken the result of every minute before it.
     - The taker waits on day D only once it has taken every day before D; the writer, not
