@@ -77,7 +77,7 @@ from engine.domain.ticker import FloatArray
 from engine.journal.encoded import encode
 from engine.journal.events import EventSink
 from engine.runtime.discovery_driver import DiscoveryDriver
-from engine.signals.columns import ColumnPool, MemberColumns, pool_of
+from engine.signals.columns import ColumnPool, MemberColumns, by_rank, pool_of
 
 MINUTE_MS = 60_000
 CHUNK_BATCHES = 480  # batches per message (a block, `BLOCK_BATCHES`): ~80 KB journal off, far less than a day
@@ -659,7 +659,7 @@ class DiscoveryProcess:
 
     def take(self, n: int) -> list[tuple[int, Events]]:
         """The next `n` results taken without building them: the times and events of those with
-        events (`upcoming` read each)."""
+        events (`ahead` read each)."""
         out: list[tuple[int, Events]] = []
         left = n
         while left:
@@ -755,7 +755,7 @@ class PipedDiscovery:
 
     def take(self, n: int) -> None:
         """The next `n` results taken, their events re-emitted as `on_batch` does: the minutes
-        the cycle stepped at once (`TradingCycle.step_quiet`), each read by `upcoming` first."""
+        the cycle stepped at once (`TradingCycle.step_quiet`), each read by `ahead` first."""
         for ts, events in self._source.take(n):
             self._replay(ts, events)
 
@@ -820,7 +820,7 @@ class AheadDiscovery:
         the chunk filled last (the runner fills more before the next batch's `step`)."""
         for ts, cycle, _ in self._results:
             pool = pool_of(cycle.snapshot)
-            yield ts, pool.columns if isinstance(pool, ColumnPool) else pool
+            yield ts, pool.columns if isinstance(pool, ColumnPool) and by_rank(pool) is pool else pool
 
     def take(self, n: int) -> list[tuple[int, Events]]:
         """The next `n` results taken: the times and events of those with events."""

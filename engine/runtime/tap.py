@@ -56,9 +56,9 @@ class Tap:
     def counts_only(self) -> bool:
         """Whether nothing reads more of an event than its kind and seq: a `NullSink` keeping no
         payloads, no observer, no console rows (a backtest with its journal off). Then events
-        are numbered and counted as they come (`emit_skips`, `tally`), and the order of one
-        minute's events is all anyone could tell apart: the cycle may step quiet minutes at
-        once (`TradingCycle.step_quiet`)."""
+        are only numbered and counted (`emit_skips`, `tally`), and nothing can tell in which
+        order a run of minutes emitted them: the cycle may step quiet minutes at once
+        (`TradingCycle.step_quiet`)."""
         sink = self.sink
         return not (sink.keeps_payloads or self._keep_recent or self.observers) and isinstance(sink, NullSink)
 
