@@ -214,7 +214,12 @@ def test_a_failure_in_the_child_is_raised_in_the_parent_with_its_traceback(confi
     assert not process._process.is_alive()
 
 
-def test_a_child_that_dies_is_a_clear_error_not_a_hang(config: HotcoinConfig, store: Path) -> None:
+def test_a_child_that_dies_is_a_clear_error_not_a_hang(
+    config: HotcoinConfig, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks of an hour: the child is still sending when it is killed (the window is one
+    # chunk of the replay's 480 minutes, which it could send, end and all, before the kill)
+    monkeypatch.setattr(discovery_process, "CHUNK_BATCHES", 60)
     with _start(config, store) as process:
         process.next_result()
         os.kill(process._process.pid or 0, signal.SIGKILL)
