@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,39 +64,24 @@ class Carry:
         return self._raw.ctypes.data, self._sorted.ctypes.data, self._n.ctypes.data
 
 
+def _bind(lib: ctypes.CDLL, name: str, restype: type | None, argtypes: list[type]) -> Any:
+    """`lib`'s function `name`, its result and argument types declared (ctypes checks and
+    converts each argument by them)."""
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
 class RollingRobust:
     """The compiled kernel, called on numpy arrays."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        fn = lib.rolling_center_scale
-        fn.restype = None
-        fn.argtypes = [
-            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
-        self._fn = fn
-        fold = lib.fold_volume
-        fold.restype = ctypes.c_int64
-        fold.argtypes = [
-            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
-        self._fold = fold
-        day = lib.fold_day_ring
-        day.restype = None
-        day.argtypes = [
-            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-        ]  # fmt: skip
-        self._day = day
-        heat = lib.heat_block
-        heat.restype = ctypes.c_int64
-        heat.argtypes = [
-            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            *[ctypes.c_void_p] * 13,
-        ]  # fmt: skip
-        self._heat = heat
+        p, i, d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+        self._fn = _bind(lib, "rolling_center_scale", None, [p, i, i, i, i, i, p, p, p, p, p, p, p])
+        self._fold = _bind(lib, "fold_volume", i, [p, i, i, p, p, i, p, p, p, p, p, i, i, d, d, p, p])
+        self._day = _bind(lib, "fold_day_ring", None, [p, i, i, p, i, p])
+        self._heat = _bind(lib, "heat_block", i, [i, i, p, p, p, i, *[p] * 13])
 
     def center_scale(
         self, line: FloatArray, k: int, first: int, last: int, med: FloatArray, mad: FloatArray, n: IntArray,
